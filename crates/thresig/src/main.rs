@@ -1,0 +1,4 @@
+//! The `thresig` command line.
+#![forbid(unsafe_code)]
+
+fn main() {}
