@@ -1,2 +1,48 @@
 //! Bitcoin Taproot transactions for thresig: PSBTs, sighashes, signing policy.
+//!
+//! This crate is pure: it holds no keys, does no I/O and reads no clock.
+//!
+//! - [`TaprootWallet`] is a wallet's spend identity (internal key, optional
+//!   script-tree root, output key and its P2TR scriptPubKey, [`Network`]).
+//! - [`build_psbt`] makes a PSBT spending the wallet's outputs by key path,
+//!   with the BIP371 fields; [`WalletPsbt::from_base64`] and
+//!   [`WalletPsbt::from_bytes`] accept PSBTs made by other wallets. Either
+//!   way the result is a [`WalletPsbt`], validated against the wallet.
+//! - [`WalletPsbt::wallet_sighashes`] gives the BIP341 key-path sighash of
+//!   every input the wallet signs ([`key_spend_sighash`] for a bare
+//!   transaction); the engine compares them with the coordinator's messages.
+//! - [`Policy`] decides whether the signer may sign: [`Policy::check`]
+//!   before releasing a share, [`Policy::evaluate`] for a per-rule report.
+//!   It is configured by a [`PolicyConfig`] (`[wallets.policy]` in TOML).
+//! - [`WalletPsbt::insert_signature`] takes the aggregated signatures,
+//!   [`WalletPsbt::extract_transaction`] finalizes and returns the transaction.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod build;
+mod error;
+mod finalize;
+mod network;
+mod policy;
+mod psbt;
+mod sighash;
+mod wallet;
+
+pub use build::{Destination, Payment, SpendInput, build_psbt};
+pub use error::{Error, TaprootField};
+pub use network::Network;
+pub use policy::{
+    Approval, ChargeLedger, ChargeLog, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT, Outcome,
+    OutputScriptType, Policy, PolicyConfig, PolicyConfigError, PolicyDenial, PolicyReport,
+    PolicyVersion, RateCharge, RawDigests, Rule, SighashTypeName, TimeWindow, TimeWindowConfig,
+    UnixTime, Violation, WalletMode, Weekday,
+};
+pub use psbt::WalletPsbt;
+pub use sighash::{InputIndex, KeySpendSighash, OutputIndex, key_spend_sig_msg, key_spend_sighash};
+pub use wallet::TaprootWallet;
