@@ -77,6 +77,13 @@ pub enum Error {
         /// The declared value.
         value: u32,
     },
+    /// An input declares `SINGLE` but has no output at its index, so BIP341
+    /// defines no sighash for it.
+    #[error("{input} declares SIGHASH_SINGLE without a matching output")]
+    SingleWithoutOutput {
+        /// The input.
+        input: InputIndex,
+    },
     /// No input of the PSBT belongs to the wallet: nothing to sign.
     #[error("no input of the PSBT belongs to the wallet")]
     NoWalletInputs,

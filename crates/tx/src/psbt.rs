@@ -18,7 +18,8 @@ use crate::{Error, TaprootField, TaprootWallet};
 ///   sighash can be computed without every one of them), and where a
 ///   `non_witness_utxo` is also given it is the transaction the input spends
 ///   and agrees with the `witness_utxo`;
-/// - every input's declared sighash type, if any, is a valid Taproot type;
+/// - every input's declared sighash type, if any, is a valid Taproot type,
+///   and a `SINGLE` type has an output at the input's index;
 /// - the inputs claimed for the wallet (listed by [`WalletPsbt::wallet_inputs`])
 ///   are Taproot, and their BIP371 fields, where present, are the wallet's;
 ///   there is at least one;
@@ -61,7 +62,7 @@ impl WalletPsbt {
     ///
     /// # Errors
     /// [`Error::MissingWitnessUtxo`], [`Error::PrevoutMismatch`],
-    /// [`Error::InvalidSighashType`], [`Error::NonTaprootInput`],
+    /// [`Error::InvalidSighashType`], [`Error::SingleWithoutOutput`], [`Error::NonTaprootInput`],
     /// [`Error::TaprootFieldMismatch`], [`Error::NoWalletInputs`],
     /// [`Error::AmountOverflow`], [`Error::OutputsExceedInputs`]; all terminal:
     /// the same PSBT fails the same way again.
