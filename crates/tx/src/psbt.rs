@@ -74,11 +74,19 @@ impl WalletPsbt {
             let index = InputIndex(i);
             let prevout = checked_prevout(index, txin.previous_output, input)?;
             if let Some(ty) = input.sighash_type {
-                ty.taproot_hash_ty()
+                let ty = ty
+                    .taproot_hash_ty()
                     .map_err(|_| Error::InvalidSighashType {
                         input: index,
                         value: ty.to_u32(),
                     })?;
+                let single = matches!(
+                    ty,
+                    TapSighashType::Single | TapSighashType::SinglePlusAnyoneCanPay
+                );
+                if single && i >= tx.output.len() {
+                    return Err(Error::SingleWithoutOutput { input: index });
+                }
             }
             if is_claimed(input, &prevout, wallet) {
                 check_claimed(index, input, &prevout, wallet)?;
