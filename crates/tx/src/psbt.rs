@@ -33,6 +33,9 @@ use crate::{Error, TaprootField, TaprootWallet};
 pub struct WalletPsbt {
     psbt: Psbt,
     prevouts: Vec<TxOut>,
+    /// Declared sighash type of every input (`Default` where left out).
+    sighash_types: Vec<TapSighashType>,
+    /// Ascending.
     wallet_inputs: Vec<InputIndex>,
     fee: Amount,
 }
@@ -69,30 +72,25 @@ impl WalletPsbt {
     pub fn from_psbt(psbt: Psbt, wallet: &TaprootWallet) -> Result<Self, Error> {
         let tx = &psbt.unsigned_tx;
         let mut prevouts = Vec::with_capacity(psbt.inputs.len());
+        let mut sighash_types = Vec::with_capacity(psbt.inputs.len());
         let mut wallet_inputs = Vec::new();
         for (i, (txin, input)) in tx.input.iter().zip(&psbt.inputs).enumerate() {
             let index = InputIndex(i);
             let prevout = checked_prevout(index, txin.previous_output, input)?;
-            if let Some(ty) = input.sighash_type {
-                let ty = ty
-                    .taproot_hash_ty()
-                    .map_err(|_| Error::InvalidSighashType {
-                        input: index,
-                        value: ty.to_u32(),
-                    })?;
-                let single = matches!(
-                    ty,
-                    TapSighashType::Single | TapSighashType::SinglePlusAnyoneCanPay
-                );
-                if single && i >= tx.output.len() {
-                    return Err(Error::SingleWithoutOutput { input: index });
-                }
+            let declared = declared_sighash_type(index, input)?;
+            let single = matches!(
+                declared,
+                TapSighashType::Single | TapSighashType::SinglePlusAnyoneCanPay
+            );
+            if single && i >= tx.output.len() {
+                return Err(Error::SingleWithoutOutput { input: index });
             }
             if is_claimed(input, &prevout, wallet) {
                 check_claimed(index, input, &prevout, wallet)?;
                 wallet_inputs.push(index);
             }
             prevouts.push(prevout);
+            sighash_types.push(declared);
         }
         if wallet_inputs.is_empty() {
             return Err(Error::NoWalletInputs);
@@ -105,6 +103,7 @@ impl WalletPsbt {
         Ok(Self {
             psbt,
             prevouts,
+            sighash_types,
             wallet_inputs,
             fee,
         })
@@ -151,12 +150,27 @@ impl WalletPsbt {
     /// # Errors
     /// [`Error::InputOutOfRange`] for an index past the last input.
     pub fn sighash_type(&self, input: InputIndex) -> Result<TapSighashType, Error> {
-        let psbt_input = self.input(input)?;
-        // Validated in `from_psbt`, so the fallback is never taken.
-        Ok(psbt_input
-            .sighash_type
-            .and_then(|t| t.taproot_hash_ty().ok())
-            .unwrap_or(TapSighashType::Default))
+        self.sighash_types
+            .get(input.0)
+            .copied()
+            .ok_or(Error::InputOutOfRange {
+                input,
+                inputs: self.sighash_types.len(),
+            })
+    }
+
+    /// Each input the wallet signs, with its declared sighash type and the
+    /// output it spends. Total: no lookup that could fail (and so no rule
+    /// that could pass by default).
+    pub(crate) fn signed_inputs(
+        &self,
+    ) -> impl Iterator<Item = (InputIndex, TapSighashType, &TxOut)> {
+        self.prevouts
+            .iter()
+            .zip(&self.sighash_types)
+            .enumerate()
+            .map(|(i, (prevout, ty))| (InputIndex(i), *ty, prevout))
+            .filter(|(i, _, _)| self.wallet_inputs.binary_search(i).is_ok())
     }
 
     /// The BIP341 key-path sighash of `input` under `sighash_type`, whatever
@@ -192,9 +206,8 @@ impl WalletPsbt {
     /// # Errors
     /// As [`WalletPsbt::sighash`].
     pub fn wallet_sighashes(&self) -> Result<Vec<KeySpendSighash>, Error> {
-        self.wallet_inputs
-            .iter()
-            .map(|&i| self.sighash(i, self.sighash_type(i)?))
+        self.signed_inputs()
+            .map(|(input, ty, _)| self.sighash(input, ty))
             .collect()
     }
 
@@ -214,23 +227,17 @@ impl WalletPsbt {
                 txin.script_sig = s.clone();
             }
         }
-        for &i in &self.wallet_inputs {
-            let len = match self.sighash_type(i) {
-                Ok(TapSighashType::Default) => 64,
-                _ => 65,
+        for (input, ty, _) in self.signed_inputs() {
+            let len = if ty == TapSighashType::Default {
+                64
+            } else {
+                65
             };
-            if let Some(txin) = tx.input.get_mut(i.0) {
+            if let Some(txin) = tx.input.get_mut(input.0) {
                 txin.witness = Witness::from_slice(&[vec![0u8; len]]);
             }
         }
         tx.vsize() as u64
-    }
-
-    pub(crate) fn input(&self, input: InputIndex) -> Result<&Input, Error> {
-        self.psbt.inputs.get(input.0).ok_or(Error::InputOutOfRange {
-            input,
-            inputs: self.psbt.inputs.len(),
-        })
     }
 
     pub(crate) fn input_mut(&mut self, input: InputIndex) -> Result<&mut Input, Error> {
@@ -277,6 +284,16 @@ fn checked_prevout(
         }
     }
     Ok(witness_utxo)
+}
+
+fn declared_sighash_type(index: InputIndex, input: &Input) -> Result<TapSighashType, Error> {
+    match input.sighash_type {
+        None => Ok(TapSighashType::Default),
+        Some(ty) => ty.taproot_hash_ty().map_err(|_| Error::InvalidSighashType {
+            input: index,
+            value: ty.to_u32(),
+        }),
+    }
 }
 
 fn is_claimed(input: &Input, prevout: &TxOut, wallet: &TaprootWallet) -> bool {

@@ -133,15 +133,15 @@ impl Policy {
     fn rule(&self, rule: Rule, s: &Subject<'_>) -> Outcome {
         let psbt = s.psbt;
         match rule {
-            Rule::SighashType => first(psbt.wallet_inputs().iter().find_map(|&input| {
-                let sighash_type = psbt.sighash_type(input).ok()?;
-                (!self.allows_sighash_type(sighash_type)).then_some(Violation::SighashType {
-                    input,
-                    sighash_type,
-                })
-            })),
-            Rule::PrevoutScript => first(psbt.wallet_inputs().iter().find_map(|&input| {
-                let prevout = psbt.prevouts().get(input.0)?;
+            Rule::SighashType => {
+                first(psbt.signed_inputs().find_map(|(input, sighash_type, _)| {
+                    (!self.allows_sighash_type(sighash_type)).then_some(Violation::SighashType {
+                        input,
+                        sighash_type,
+                    })
+                }))
+            }
+            Rule::PrevoutScript => first(psbt.signed_inputs().find_map(|(input, _, prevout)| {
                 (prevout.script_pubkey != *s.wallet.script_pubkey()).then(|| {
                     Violation::PrevoutScript {
                         input,
