@@ -447,3 +447,19 @@ fn the_same_transaction_is_charged_once_across_sessions() {
     log.prune(UnixTime(later.0 + 86_400));
     assert_eq!(log.charged_since(UnixTime(0)), 1);
 }
+
+#[test]
+fn the_documented_example_policy_loads() {
+    let doc = include_str!("../../../docs/policy.md");
+    let start = doc.find("[wallets.policy]\n").unwrap() + "[wallets.policy]\n".len();
+    let table = &doc[start..start + doc[start..].find("```").unwrap()];
+    let policy = Policy::from_toml(table, thresig_tx::Network::Regtest).unwrap();
+    assert_eq!(policy.version(), thresig_tx::PolicyVersion(2));
+    // The same table names a regtest address, so it cannot load for mainnet.
+    assert!(matches!(
+        Policy::from_toml(table, thresig_tx::Network::Bitcoin),
+        Err(Error::PolicyConfig(
+            thresig_tx::PolicyConfigError::Destination { index: 0, .. }
+        ))
+    ));
+}

@@ -366,7 +366,7 @@ fn foreign_inputs_are_not_signed_and_must_come_final() {
 
 fn address_strategy() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just("bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0".to_owned()),
+        Just("bcrt1pmr7jx4tupxtqkhwk5e8vzn3jsa7sw0cukmpdjtluua4x7wvmwgjqecez5y".to_owned()),
         Just("bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0".to_owned()),
         "[a-z0-9]{0,64}",
     ]
