@@ -16,6 +16,20 @@
 //!   It is configured by a [`PolicyConfig`] (`[wallets.policy]` in TOML).
 //! - [`WalletPsbt::insert_signature`] takes the aggregated signatures,
 //!   [`WalletPsbt::extract_transaction`] finalizes and returns the transaction.
+//!
+//! # Before a signer releases a share
+//!
+//! 1. Parse the coordinator's PSBT against the wallet's own record:
+//!    `WalletPsbt::from_bytes(bytes, &wallet)` (the wallet's keys and root come
+//!    from the signer's store, never from the request).
+//! 2. Derive the messages: [`WalletPsbt::wallet_sighashes`] gives one
+//!    [`KeySpendSighash`] per input the wallet signs; the request must ask for
+//!    exactly these inputs with exactly these 32-byte messages.
+//! 3. Check the policy: [`Policy::check`] with the wallet's [`WalletMode`], the
+//!    current time and the rate ledger; a refusal is [`Error::PolicyDenied`].
+//! 4. Record [`Approval::charge`] in the same durable transaction as the
+//!    share's marker. A raw-digest request instead needs
+//!    [`Policy::check_raw_digests`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(

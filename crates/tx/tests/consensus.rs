@@ -22,6 +22,17 @@ fn payments(wallet: &thresig_tx::TaprootWallet, total: Amount) -> Vec<Payment> {
     ]
 }
 
+/// Spends `inputs` to [`payments`] of 100 000 sat in all.
+fn spend_100k(w: &thresig_tx::TaprootWallet, inputs: &[thresig_tx::SpendInput]) -> WalletPsbt {
+    build_psbt(
+        w,
+        inputs,
+        &payments(w, Amount::from_sat(100_000)),
+        LockTime::ZERO,
+    )
+    .unwrap()
+}
+
 #[test]
 fn signed_transactions_pass_core_and_tampered_ones_fail() {
     for (inputs, tree) in [(1, None), (5, None), (1, Some(root(3))), (5, Some(root(4)))] {
@@ -80,13 +91,7 @@ fn a_false_prevout_amount_yields_a_signature_core_refuses() {
     let spends = funding(&w, 2, Amount::from_sat(50_000));
     let mut lying = spends.clone();
     lying[1].value = Amount::from_sat(60_000);
-    let mut psbt = build_psbt(
-        &w,
-        &lying,
-        &payments(&w, Amount::from_sat(100_000)),
-        LockTime::ZERO,
-    )
-    .unwrap();
+    let mut psbt = spend_100k(&w, &lying);
     sign_all(&mut psbt, &w, &signer);
     let tx = psbt.extract_transaction().unwrap();
     let real: Vec<TxOut> = spends
@@ -104,13 +109,7 @@ fn signatures_are_checked_on_insertion_and_required_for_finalization() {
     let (w, signer) = wallet(10, Some(root(1)));
     let (_, other_signer) = wallet(11, Some(root(1)));
     let spends = funding(&w, 2, Amount::from_sat(50_000));
-    let mut psbt = build_psbt(
-        &w,
-        &spends,
-        &payments(&w, Amount::from_sat(100_000)),
-        LockTime::ZERO,
-    )
-    .unwrap();
+    let mut psbt = spend_100k(&w, &spends);
     let sighashes = psbt.wallet_sighashes().unwrap();
 
     // A signature by another key, or for another input, is refused.
