@@ -39,6 +39,21 @@ pub enum Error {
         #[source]
         source: bitcoin::psbt::PsbtParseError,
     },
+    /// The PSBT has not one input map per transaction input and one output
+    /// map per transaction output.
+    #[error(
+        "PSBT has {psbt_inputs}/{psbt_outputs} input/output maps for {tx_inputs}/{tx_outputs} inputs/outputs"
+    )]
+    PsbtMapCount {
+        /// Inputs of the unsigned transaction.
+        tx_inputs: usize,
+        /// Input maps of the PSBT.
+        psbt_inputs: usize,
+        /// Outputs of the unsigned transaction.
+        tx_outputs: usize,
+        /// Output maps of the PSBT.
+        psbt_outputs: usize,
+    },
     /// An input lacks `witness_utxo`, so no BIP341 sighash can be computed
     /// (BIP341 commits to every prevout).
     #[error("{input} has no witness_utxo")]
@@ -101,7 +116,7 @@ pub enum Error {
     /// A transaction to build has no inputs.
     #[error("no inputs")]
     NoInputs,
-    /// A transaction to build has no outputs.
+    /// A transaction to build, or a PSBT, has no outputs.
     #[error("no outputs")]
     NoOutputs,
     /// An input to build from does not pay the wallet's scriptPubKey.

@@ -64,6 +64,7 @@ impl WalletPsbt {
     /// Validates a decoded PSBT against `wallet` (see the type's invariants).
     ///
     /// # Errors
+    /// [`Error::PsbtMapCount`], [`Error::NoOutputs`],
     /// [`Error::MissingWitnessUtxo`], [`Error::PrevoutMismatch`],
     /// [`Error::InvalidSighashType`], [`Error::SingleWithoutOutput`], [`Error::NonTaprootInput`],
     /// [`Error::TaprootFieldMismatch`], [`Error::NoWalletInputs`],
@@ -71,6 +72,17 @@ impl WalletPsbt {
     /// the same PSBT fails the same way again.
     pub fn from_psbt(psbt: Psbt, wallet: &TaprootWallet) -> Result<Self, Error> {
         let tx = &psbt.unsigned_tx;
+        if psbt.inputs.len() != tx.input.len() || psbt.outputs.len() != tx.output.len() {
+            return Err(Error::PsbtMapCount {
+                tx_inputs: tx.input.len(),
+                psbt_inputs: psbt.inputs.len(),
+                tx_outputs: tx.output.len(),
+                psbt_outputs: psbt.outputs.len(),
+            });
+        }
+        if tx.output.is_empty() {
+            return Err(Error::NoOutputs);
+        }
         let mut prevouts = Vec::with_capacity(psbt.inputs.len());
         let mut sighash_types = Vec::with_capacity(psbt.inputs.len());
         let mut wallet_inputs = Vec::new();
