@@ -7,7 +7,7 @@ use bitcoin::{Transaction, Witness, taproot};
 use secp256k1::SECP256K1;
 
 use crate::sighash::InputIndex;
-use crate::{Error, TaprootWallet, WalletPsbt};
+use crate::{Error, WalletPsbt};
 
 impl WalletPsbt {
     /// Puts an aggregated BIP340 signature (64 bytes, or 65 with the sighash
@@ -21,12 +21,7 @@ impl WalletPsbt {
     /// # Errors
     /// [`Error::NotWalletInput`], [`Error::SignatureEncoding`],
     /// [`Error::SighashTypeMismatch`], [`Error::InvalidSignature`].
-    pub fn insert_signature(
-        &mut self,
-        wallet: &TaprootWallet,
-        input: InputIndex,
-        signature: &[u8],
-    ) -> Result<(), Error> {
+    pub fn insert_signature(&mut self, input: InputIndex, signature: &[u8]) -> Result<(), Error> {
         if !self.wallet_inputs().contains(&input) {
             return Err(Error::NotWalletInput { input });
         }
@@ -49,7 +44,7 @@ impl WalletPsbt {
             .verify_schnorr(
                 &sig.signature,
                 &msg,
-                &wallet.output_key().to_x_only_public_key(),
+                &self.wallet().output_key().to_x_only_public_key(),
             )
             .map_err(|_| Error::InvalidSignature { input })?;
         self.input_mut(input)?.tap_key_sig = Some(sig);

@@ -30,6 +30,36 @@
 //! 4. Record [`Approval::charge`] in the same durable transaction as the
 //!    share's marker. A raw-digest request instead needs
 //!    [`Policy::check_raw_digests`].
+//!
+//! # Example
+//!
+//! ```
+//! # fn main() -> Result<(), thresig_tx::Error> {
+//! use bitcoin::absolute::LockTime;
+//! use bitcoin::hashes::Hash;
+//! use bitcoin::{Amount, OutPoint, Txid};
+//! use thresig_tx::*;
+//!
+//! let secp = bitcoin::secp256k1::Secp256k1::new();
+//! let sk = bitcoin::secp256k1::SecretKey::from_slice(&[1; 32]).expect("valid key");
+//! let wallet = TaprootWallet::new(Network::Regtest, sk.x_only_public_key(&secp).0, None);
+//! let funding = SpendInput {
+//!     outpoint: OutPoint { txid: Txid::all_zeros(), vout: 0 },
+//!     value: Amount::from_sat(10_000),
+//!     script_pubkey: wallet.script_pubkey().clone(),
+//! };
+//! let change = Payment { destination: Destination::Address(wallet.address()), value: Amount::from_sat(9_000) };
+//! let psbt = build_psbt(&wallet, &[funding], &[change], LockTime::ZERO)?;
+//!
+//! // What a signer signs, and whether it may.
+//! let messages = psbt.wallet_sighashes()?;
+//! assert_eq!(messages.len(), 1);
+//! let policy = Policy::from_toml("max_fee_sat = 2000", Network::Regtest)?;
+//! let approval = policy.check(&psbt, &WalletMode::Active, UnixTime(1_700_000_000), &ChargeLog::new())?;
+//! assert!(matches!(approval.charge(), RateCharge::Charge { .. }));
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(

@@ -38,6 +38,9 @@ pub struct WalletPsbt {
     /// Ascending.
     wallet_inputs: Vec<InputIndex>,
     fee: Amount,
+    /// The wallet this PSBT was validated against; every later step
+    /// (sighashes, policy, signature checks) uses this one.
+    wallet: TaprootWallet,
 }
 
 impl WalletPsbt {
@@ -118,7 +121,14 @@ impl WalletPsbt {
             sighash_types,
             wallet_inputs,
             fee,
+            wallet: wallet.clone(),
         })
+    }
+
+    /// The wallet the PSBT was validated against.
+    #[must_use]
+    pub fn wallet(&self) -> &TaprootWallet {
+        &self.wallet
     }
 
     /// The underlying PSBT.

@@ -162,9 +162,7 @@ fn the_same_sighashes_come_out_of_a_psbt_and_its_signatures_insert() {
             inter["sigHash"].as_str().unwrap()
         );
         let witness = hex::decode(spend["expected"]["witness"][0].as_str().unwrap()).unwrap();
-        wallet_psbt
-            .insert_signature(&wallet, index, &witness)
-            .unwrap();
+        wallet_psbt.insert_signature(index, &witness).unwrap();
         assert!(wallet_psbt.psbt().inputs[index.0].tap_key_sig.is_some());
     }
 }

@@ -42,7 +42,7 @@ fn signed_transactions_pass_core_and_tampered_ones_fail() {
         let total = value * u64::try_from(inputs).unwrap();
         let mut psbt = build_psbt(&w, &spends, &payments(&w, total), LockTime::ZERO).unwrap();
         assert_eq!(psbt.wallet_inputs().len(), inputs);
-        sign_all(&mut psbt, &w, &signer);
+        sign_all(&mut psbt, &signer);
         let prevouts: Vec<TxOut> = psbt.prevouts().to_vec();
         let tx = psbt.extract_transaction().unwrap();
         verify_with_core(&tx, &prevouts)
@@ -76,7 +76,7 @@ fn non_default_sighash_type_signs_with_65_bytes_and_passes_core() {
         input.sighash_type = Some(TapSighashType::All.into());
     }
     let mut psbt = WalletPsbt::from_psbt(raw, &w).unwrap();
-    sign_all(&mut psbt, &w, &signer);
+    sign_all(&mut psbt, &signer);
     let prevouts = psbt.prevouts().to_vec();
     let tx = psbt.extract_transaction().unwrap();
     assert_eq!(tx.input[0].witness.to_vec()[0].len(), 65);
@@ -92,7 +92,7 @@ fn a_false_prevout_amount_yields_a_signature_core_refuses() {
     let mut lying = spends.clone();
     lying[1].value = Amount::from_sat(60_000);
     let mut psbt = spend_100k(&w, &lying);
-    sign_all(&mut psbt, &w, &signer);
+    sign_all(&mut psbt, &signer);
     let tx = psbt.extract_transaction().unwrap();
     let real: Vec<TxOut> = spends
         .iter()
@@ -115,33 +115,33 @@ fn signatures_are_checked_on_insertion_and_required_for_finalization() {
     // A signature by another key, or for another input, is refused.
     let foreign = other_signer.sign(&sighashes[0]);
     assert!(matches!(
-        psbt.insert_signature(&w, InputIndex(0), &foreign),
+        psbt.insert_signature(InputIndex(0), &foreign),
         Err(Error::InvalidSignature { .. })
     ));
     let misplaced = signer.sign(&sighashes[1]);
     assert!(matches!(
-        psbt.insert_signature(&w, InputIndex(0), &misplaced),
+        psbt.insert_signature(InputIndex(0), &misplaced),
         Err(Error::InvalidSignature { .. })
     ));
     // Wrong length, or a sighash type the input does not declare.
     assert!(matches!(
-        psbt.insert_signature(&w, InputIndex(0), &[0u8; 63]),
+        psbt.insert_signature(InputIndex(0), &[0u8; 63]),
         Err(Error::SignatureEncoding { len: 63, .. })
     ));
     let mut typed = signer.sign(&sighashes[0]);
     typed.push(TapSighashType::All as u8);
     assert!(matches!(
-        psbt.insert_signature(&w, InputIndex(0), &typed),
+        psbt.insert_signature(InputIndex(0), &typed),
         Err(Error::SighashTypeMismatch { .. })
     ));
     // An input the wallet does not sign.
     assert!(matches!(
-        psbt.insert_signature(&w, InputIndex(7), &misplaced),
+        psbt.insert_signature(InputIndex(7), &misplaced),
         Err(Error::NotWalletInput { .. })
     ));
 
     // One of two inputs signed: finalization names the missing one.
-    psbt.insert_signature(&w, InputIndex(0), &signer.sign(&sighashes[0]))
+    psbt.insert_signature(InputIndex(0), &signer.sign(&sighashes[0]))
         .unwrap();
     assert!(matches!(
         psbt.clone().finalize(),
@@ -149,7 +149,7 @@ fn signatures_are_checked_on_insertion_and_required_for_finalization() {
             input: InputIndex(1)
         })
     ));
-    psbt.insert_signature(&w, InputIndex(1), &signer.sign(&sighashes[1]))
+    psbt.insert_signature(InputIndex(1), &signer.sign(&sighashes[1]))
         .unwrap();
     let finalized = psbt.finalize().unwrap();
     assert!(

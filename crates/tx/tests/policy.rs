@@ -124,7 +124,7 @@ fn case(name: &'static str, psbt: WalletPsbt, refused_by: Option<Rule>) -> Case 
 }
 
 fn denials(policy: &Policy, c: &Case) -> Vec<Rule> {
-    let report = policy.evaluate(&c.psbt, &the_wallet(), &c.mode, c.now, &c.ledger);
+    let report = policy.evaluate(&c.psbt, &c.mode, c.now, &c.ledger);
     assert_eq!(report.outcomes().len(), Rule::ALL.len());
     report
         .outcomes()
@@ -307,7 +307,7 @@ fn each_rule_refuses_exactly_what_breaks_it() {
     for c in &cases {
         let expected: Vec<Rule> = c.refused_by.into_iter().collect();
         assert_eq!(denials(&policy, c), expected, "{}", c.name);
-        let result = policy.check(&c.psbt, &w, &c.mode, c.now, &c.ledger);
+        let result = policy.check(&c.psbt, &c.mode, c.now, &c.ledger);
         match (c.refused_by, result) {
             (None, Ok(_)) => {}
             (Some(rule), Err(Error::PolicyDenied(denial))) => {
@@ -340,13 +340,7 @@ fn default_policy_signs_only_default_and_all() {
         });
         // Computed for every type, whatever the policy says.
         assert_eq!(psbt.wallet_sighashes().unwrap()[1].sighash_type, ty);
-        let result = policy.check(
-            &psbt,
-            &w,
-            &WalletMode::Active,
-            MONDAY_NOON,
-            &ChargeLog::new(),
-        );
+        let result = policy.check(&psbt, &WalletMode::Active, MONDAY_NOON, &ChargeLog::new());
         if matches!(ty, TapSighashType::Default | TapSighashType::All) {
             result.unwrap();
         } else {
@@ -367,7 +361,6 @@ fn default_policy_signs_only_default_and_all() {
     let err = policy
         .check(
             &external,
-            &w,
             &WalletMode::Active,
             MONDAY_NOON,
             &ChargeLog::new(),
@@ -409,7 +402,7 @@ fn the_same_transaction_is_charged_once_across_sessions() {
     for session in 0..4u64 {
         let now = UnixTime(MONDAY_NOON.0 + session * 5);
         let approval = policy
-            .check(&first, &w, &WalletMode::Active, now, &log)
+            .check(&first, &WalletMode::Active, now, &log)
             .unwrap();
         let expected = if session == 0 {
             RateCharge::Charge {
@@ -427,7 +420,6 @@ fn the_same_transaction_is_charged_once_across_sessions() {
     let err = policy
         .check(
             &second,
-            &w,
             &WalletMode::Active,
             UnixTime(MONDAY_NOON.0 + 30),
             &log,
@@ -438,7 +430,7 @@ fn the_same_transaction_is_charged_once_across_sessions() {
     // ...and allowed a minute later.
     let later = UnixTime(MONDAY_NOON.0 + 61);
     let approval = policy
-        .check(&second, &w, &WalletMode::Active, later, &log)
+        .check(&second, &WalletMode::Active, later, &log)
         .unwrap();
     log.apply(approval.charge());
     // Pruning forgets only charges older than a day.

@@ -89,7 +89,7 @@ fn estimated_vsize_is_the_signed_size() {
         })
         .unwrap();
         let estimate = psbt.estimated_vsize();
-        sign_all(&mut psbt, &w, &signer);
+        sign_all(&mut psbt, &signer);
         let tx = psbt.extract_transaction().unwrap();
         assert_eq!(
             estimate,
@@ -344,7 +344,7 @@ fn foreign_inputs_are_not_signed_and_must_come_final() {
     raw.inputs[1].tap_merkle_root = None;
     let mut psbt = WalletPsbt::from_psbt(raw, &w).unwrap();
     assert_eq!(psbt.wallet_inputs(), &[InputIndex(0)]);
-    sign_all(&mut psbt, &w, &signer);
+    sign_all(&mut psbt, &signer);
     assert!(matches!(
         psbt.clone().finalize(),
         Err(Error::MissingSignature {
@@ -448,7 +448,7 @@ proptest! {
             let _ = psbt.wallet_sighashes();
             let _ = psbt.estimated_vsize();
             let policy = Policy::from_toml("", Network::Regtest).unwrap();
-            let _ = policy.evaluate(&psbt, &w, &WalletMode::Active, UnixTime(0), &ChargeLog::new());
+            let _ = policy.evaluate(&psbt, &WalletMode::Active, UnixTime(0), &ChargeLog::new());
         }
     }
 

@@ -395,11 +395,10 @@ impl Policy {
     pub fn check(
         &self,
         psbt: &crate::WalletPsbt,
-        wallet: &TaprootWallet,
         mode: &WalletMode,
         now: UnixTime,
         ledger: &impl ChargeLedger,
     ) -> Result<Approval, Error> {
-        self.evaluate(psbt, wallet, mode, now, ledger).into_result()
+        self.evaluate(psbt, mode, now, ledger).into_result()
     }
 }

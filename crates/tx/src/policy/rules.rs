@@ -58,12 +58,15 @@ impl Policy {
     pub fn evaluate(
         &self,
         psbt: &WalletPsbt,
-        wallet: &TaprootWallet,
         mode: &WalletMode,
         now: UnixTime,
         ledger: &impl ChargeLedger,
     ) -> PolicyReport {
-        let s = Subject { psbt, wallet, now };
+        let s = Subject {
+            psbt,
+            wallet: psbt.wallet(),
+            now,
+        };
         let txid = psbt.txid();
         let already = ledger.is_charged(&txid);
         let charge = if already {

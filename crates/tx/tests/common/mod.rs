@@ -67,13 +67,9 @@ pub(crate) fn funding(wallet: &TaprootWallet, n: usize, value: Amount) -> Vec<Sp
 }
 
 /// Signs every wallet input through `signer` and inserts the signatures.
-pub(crate) fn sign_all(
-    psbt: &mut WalletPsbt,
-    wallet: &TaprootWallet,
-    signer: &impl KeySpendSigner,
-) {
+pub(crate) fn sign_all(psbt: &mut WalletPsbt, signer: &impl KeySpendSigner) {
     for sighash in psbt.wallet_sighashes().unwrap() {
-        psbt.insert_signature(wallet, sighash.input, &signer.sign(&sighash))
+        psbt.insert_signature(sighash.input, &signer.sign(&sighash))
             .unwrap();
     }
 }
