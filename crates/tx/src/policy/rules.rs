@@ -45,6 +45,27 @@ fn output_script(output: OutputIndex, o: &TxOut) -> Violation {
     }
 }
 
+/// A rate limit over the window starting at `since`. The same transaction
+/// signed again (another ROAST session) is not charged twice, so it passes.
+fn rate(
+    limit: Option<u32>,
+    charge: &RateCharge,
+    ledger: &impl ChargeLedger,
+    since: UnixTime,
+) -> Outcome {
+    match (limit, charge) {
+        (None, _) | (Some(_), RateCharge::AlreadyCharged { .. }) => Outcome::Passed,
+        (Some(limit), RateCharge::Charge { .. }) => {
+            let charged = ledger.charged_since(since);
+            if charged < limit {
+                Outcome::Passed
+            } else {
+                Outcome::Denied(Violation::Rate { charged, limit })
+            }
+        }
+    }
+}
+
 impl Policy {
     /// Evaluates every rule for `psbt` and reports each outcome, in
     /// [`Rule::ALL`] order. Pure: `now` and `ledger` are the caller's.
@@ -68,8 +89,7 @@ impl Policy {
             now,
         };
         let txid = psbt.txid();
-        let already = ledger.is_charged(&txid);
-        let charge = if already {
+        let charge = if ledger.is_charged(&txid) {
             RateCharge::AlreadyCharged { txid }
         } else {
             RateCharge::Charge { txid, at: now }
@@ -93,14 +113,14 @@ impl Policy {
                             .find(|(_, o)| o.script_pubkey != *successor.script_pubkey())
                             .map(|(i, o)| output_script(i, o)),
                     ),
-                    (Rule::RatePerMinute, _) => self.rate(
+                    (Rule::RatePerMinute, _) => rate(
                         self.max_per_minute,
-                        already,
+                        &charge,
                         ledger,
                         now.minus_secs(MINUTE_SECS),
                     ),
                     (Rule::RatePerDay, _) => {
-                        self.rate(self.max_per_day, already, ledger, now.minus_secs(DAY_SECS))
+                        rate(self.max_per_day, &charge, ledger, now.minus_secs(DAY_SECS))
                     }
                     (rule, _) => self.rule(rule, &s),
                 };
@@ -108,28 +128,6 @@ impl Policy {
             })
             .collect();
         PolicyReport { outcomes, charge }
-    }
-
-    fn rate(
-        &self,
-        limit: Option<u32>,
-        already: bool,
-        ledger: &impl ChargeLedger,
-        since: UnixTime,
-    ) -> Outcome {
-        match limit {
-            None => Outcome::Passed,
-            // The same transaction signed again (another ROAST session) is not charged twice.
-            Some(_) if already => Outcome::Passed,
-            Some(limit) => {
-                let charged = ledger.charged_since(since);
-                if charged < limit {
-                    Outcome::Passed
-                } else {
-                    Outcome::Denied(Violation::Rate { charged, limit })
-                }
-            }
-        }
     }
 
     /// The rules that look only at the transaction and the time.
