@@ -11,6 +11,12 @@
 //! them only at open, from the key manager, and from operator commands, never
 //! on the signing path (DESIGN.md invariant I3).
 
+mod command;
+mod config;
+mod env;
+mod error;
+mod file;
+mod keytext;
 mod local;
 #[cfg(any(test, feature = "test-util"))]
 #[allow(
@@ -23,8 +29,14 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use crate::Recovery;
-
+pub use config::{
+    CommandMode, Environment, KeyProviderConfig, KeyProviderSection, ProcessEnvironment,
+    ProviderKind, RecoveryPublicKey,
+};
+pub use error::{
+    CommandFailure, ConfigProblem, KeyFileProblem, KeyOrigin, KeyProblem, OutputProblem,
+    ProviderError, RefusalCode,
+};
 pub use local::{KEK_LEN, LocalKek};
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryProvider;
@@ -108,49 +120,4 @@ pub trait KeyProvider: Send + Sync {
     /// under that KEK, [`ProviderError::UnknownKek`] when the provider no
     /// longer has that version.
     fn unwrap(&self, kek: &KekId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProviderError>;
-}
-
-/// Why a key provider could not answer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProviderError {
-    /// The provider could not be reached or did not answer in time. Signing
-    /// is unaffected; the key manager tries again.
-    #[error("key provider unavailable: {reason}")]
-    Unavailable {
-        /// What went wrong, for the operator. Never contains key material.
-        reason: String,
-    },
-    /// The provider does not have (or no longer has) the named KEK version.
-    #[error("key provider has no key {kek}; recover with the offline recovery key")]
-    UnknownKek {
-        /// The version asked for.
-        kek: KekId,
-    },
-    /// A wrapped key did not authenticate under the named KEK: the key is
-    /// wrong, or the wrapped bytes were altered.
-    #[error("wrapped key does not authenticate under key {kek}")]
-    WrongKek {
-        /// The version it was unwrapped with.
-        kek: KekId,
-    },
-    /// The provider's configuration is unusable (a missing or short key, a
-    /// key file readable by others, a bad command).
-    #[error("key provider misconfigured: {reason}")]
-    Misconfigured {
-        /// What to fix. Never contains key material.
-        reason: String,
-    },
-}
-
-impl ProviderError {
-    /// Whether a retry can succeed.
-    pub fn recovery(&self) -> Recovery {
-        match self {
-            Self::Unavailable { .. } => Recovery::Retryable,
-            Self::UnknownKek { .. } | Self::WrongKek { .. } | Self::Misconfigured { .. } => {
-                Recovery::Terminal
-            }
-        }
-    }
 }
