@@ -267,28 +267,68 @@ impl KeyProviderConfig {
     ///
     /// # Errors
     /// As for [`KeyProviderConfig::open_with`].
-    pub fn open(&self) -> Result<Box<dyn KeyProvider>, ProviderError> {
+    pub fn open(&self) -> Result<ConfiguredProvider, ProviderError> {
         self.open_with(&ProcessEnvironment)
     }
 
     /// Opens the provider, reading variables from `env`.
     ///
     /// `env` providers read and check every key now; `file` providers check
-    /// that the key file or directory can be read (its mode and owner
-    /// included); `command` providers only capture their allowlisted
-    /// variables, and run their program on the first call.
+    /// that the current key file can be read (its mode and owner included);
+    /// `command` providers only capture their allowlisted variables, and run
+    /// their program on the first call.
     ///
     /// # Errors
-    /// [`ProviderError::BadKey`] for a missing, short, long, malformed or
-    /// all-zero `env` key; [`ProviderError::InvalidConfig`] for two keys with
-    /// the same id; [`ProviderError::KeyFile`] for an unusable key file or
-    /// directory.
-    pub fn open_with(&self, env: &dyn Environment) -> Result<Box<dyn KeyProvider>, ProviderError> {
-        Ok(match &self.settings {
-            Settings::Env(settings) => Box::new(EnvProvider::new(settings, env)?),
-            Settings::File(settings) => Box::new(FileProvider::new(settings.clone())?),
-            Settings::Command(settings) => Box::new(CommandProvider::new(settings.clone(), env)),
-        })
+    /// [`ProviderError::BadKey`] for a missing, empty, short, long, malformed
+    /// or all-zero `env` key; [`ProviderError::InvalidConfig`] for two keys
+    /// with the same id; [`ProviderError::KeyFile`] for an unusable key file
+    /// or directory.
+    pub fn open_with(&self, env: &dyn Environment) -> Result<ConfiguredProvider, ProviderError> {
+        Ok(ConfiguredProvider(match &self.settings {
+            Settings::Env(settings) => Opened::Env(EnvProvider::new(settings, env)?),
+            Settings::File(settings) => Opened::File(FileProvider::new(settings.clone())?),
+            Settings::Command(settings) => {
+                Opened::Command(CommandProvider::new(settings.clone(), env))
+            }
+        }))
+    }
+}
+
+/// The provider a [`KeyProviderConfig`] opened. Use it through
+/// [`KeyProvider`] (wrap it in an `Arc` to share it with the key manager).
+/// Its `Debug` shows settings and key ids, never key bytes or the values of
+/// passed-through variables.
+#[derive(Debug)]
+pub struct ConfiguredProvider(Opened);
+
+#[derive(Debug)]
+enum Opened {
+    Env(EnvProvider),
+    File(FileProvider),
+    Command(CommandProvider),
+}
+
+impl ConfiguredProvider {
+    fn inner(&self) -> &dyn KeyProvider {
+        match &self.0 {
+            Opened::Env(provider) => provider,
+            Opened::File(provider) => provider,
+            Opened::Command(provider) => provider,
+        }
+    }
+}
+
+impl KeyProvider for ConfiguredProvider {
+    fn current_kek_id(&self) -> Result<KekId, ProviderError> {
+        self.inner().current_kek_id()
+    }
+
+    fn wrap(&self, kek: &KekId, plaintext: &[u8]) -> Result<Vec<u8>, ProviderError> {
+        self.inner().wrap(kek, plaintext)
+    }
+
+    fn unwrap(&self, kek: &KekId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        self.inner().unwrap(kek, wrapped)
     }
 }
 

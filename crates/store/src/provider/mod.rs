@@ -30,8 +30,8 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 pub use config::{
-    CommandMode, Environment, KeyProviderConfig, KeyProviderSection, ProcessEnvironment,
-    ProviderKind, RecoveryPublicKey,
+    CommandMode, ConfiguredProvider, Environment, KeyProviderConfig, KeyProviderSection,
+    ProcessEnvironment, ProviderKind, RecoveryPublicKey,
 };
 pub use error::{
     CommandFailure, ConfigProblem, KeyFileProblem, KeyOrigin, KeyProblem, OutputProblem,
