@@ -451,3 +451,44 @@ fn wrap_requests_reach_the_program_as_documented() {
         serde_json::json!({"op": "wrap", "key_id": "k1", "plaintext": "AQID"})
     );
 }
+
+mod arbitrary_output {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        // Each case runs two programs; 16 keep the suite fast.
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// Whatever a program prints (exit 0), the provider returns a value
+        /// or a typed error about the answer; it never panics.
+        #[test]
+        fn arbitrary_stdout_gives_a_typed_error(
+            bytes in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..512),
+                "\\{\"key_id\":\"[ -~]{0,8}\"\\}".prop_map(String::into_bytes),
+                "[0-9a-f]{60,68}".prop_map(String::into_bytes),
+            ]
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let output = dir.path().join("output");
+            fs::write(&output, &bytes).unwrap();
+            let script = write_script(dir.path(), "cat.sh", "#!/bin/sh\nexec /bin/cat \"$1\"\n");
+            let argv = [path_str(&script), path_str(&output)];
+            match provider("wrap", &argv).current_kek_id() {
+                Ok(kek) => prop_assert!(!kek.as_str().is_empty()),
+                Err(ProviderError::Command {
+                    failure: CommandFailure::BadOutput { .. } | CommandFailure::Refused { .. },
+                    ..
+                }) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+            match provider("raw", &argv).current_kek_id() {
+                Ok(kek) => prop_assert!(kek.as_str().starts_with("sha256:")),
+                Err(ProviderError::BadKey { origin: KeyOrigin::Command { .. }, .. }) => {}
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
+    }
+}

@@ -210,4 +210,34 @@ mod tests {
             Err(OutputProblem::Unparseable { .. })
         ));
     }
+
+    /// Arbitrary bytes, and JSON-like objects built from the protocol's
+    /// field names (which random bytes would almost never reach).
+    fn program_output() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let field = r#"("(key_id|key|ciphertext|plaintext|error|code|message)":("[ -~]{0,12}"|[0-9]{1,3}|null|\{\}|\{"code":"[a-z_]{0,12}"\}),?)"#;
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            proptest::string::string_regex(&format!(r"\{{{field}{{0,4}}\}}"))
+                .unwrap()
+                .prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever a program prints, reading it yields values or typed
+        /// problems, never a panic.
+        #[test]
+        fn arbitrary_output_never_panics(bytes in program_output()) {
+            if let Ok(response) = Response::parse(&bytes) {
+                let _ = response.refusal();
+                let _ = response.key_id();
+                let _ = response.key();
+                let _ = response.ciphertext();
+                let _ = response.plaintext();
+            }
+        }
+    }
 }
