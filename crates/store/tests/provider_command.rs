@@ -46,6 +46,39 @@ fn answering(dir: &Path, stdout: &str, code: i32) -> PathBuf {
     )
 }
 
+/// A script in a temporary directory, run with one argument: the path of a
+/// file it writes what it saw to (`out`).
+struct Recorder {
+    dir: tempfile::TempDir,
+    script: PathBuf,
+    out: PathBuf,
+}
+
+fn recorder(body: &str) -> Recorder {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write_script(dir.path(), "script", body);
+    let out = dir.path().join("out");
+    Recorder { dir, script, out }
+}
+
+impl Recorder {
+    fn argv(&self) -> Vec<&str> {
+        vec![path_str(&self.script), path_str(&self.out)]
+    }
+
+    fn seen(&self) -> String {
+        fs::read_to_string(&self.out).unwrap()
+    }
+}
+
+/// Asks `argv` (in `wrap` mode) for the key id, expecting a command
+/// failure: returns it, its recovery class and the error's message.
+fn key_id_failure(argv: &[&str]) -> (CommandFailure, Recovery, String) {
+    let err = provider("wrap", argv).current_kek_id().err().unwrap();
+    let (recovery, message) = (err.recovery(), err.to_string());
+    (failure(Err::<(), _>(err)), recovery, message)
+}
+
 fn failure(result: Result<impl std::fmt::Debug, ProviderError>) -> CommandFailure {
     match result {
         Err(ProviderError::Command { failure, .. }) => failure,
@@ -167,13 +200,8 @@ fn get_key_answers_are_checked() {
 
 #[test]
 fn raw_mode_names_the_key_by_its_hash() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = write_script(
-        dir.path(),
-        "raw.sh",
-        &format!("#!/bin/sh\nprintf '%s\\n' {}\n", key_hex(4)),
-    );
-    let raw = provider("raw", &[path_str(&script)]);
+    let script = recorder(&format!("#!/bin/sh\nprintf '%s\\n' {}\n", key_hex(4)));
+    let raw = provider("raw", &[path_str(&script.script)]);
     let kek = raw.current_kek_id().unwrap();
     assert_eq!(kek, default_id(&key_bytes(4)));
     let wrapped = round_trip(&raw, &kek);
@@ -182,13 +210,9 @@ fn raw_mode_names_the_key_by_its_hash() {
         raw.unwrap(&id("sha256:00"), &wrapped),
         Err(ProviderError::UnknownKek { .. })
     ));
-    let zero = write_script(
-        dir.path(),
-        "zero.sh",
-        &format!("#!/bin/sh\necho {}\n", "00".repeat(32)),
-    );
+    let zero = recorder(&format!("#!/bin/sh\necho {}\n", "00".repeat(32)));
     assert!(matches!(
-        provider("raw", &[path_str(&zero)]).current_kek_id(),
+        provider("raw", &[path_str(&zero.script)]).current_kek_id(),
         Err(ProviderError::BadKey {
             problem: KeyProblem::AllZero,
             ..
@@ -211,22 +235,8 @@ fn running(pid: u32) -> bool {
 
 #[test]
 fn a_provider_that_never_answers_is_killed_with_its_children() {
-    let dir = tempfile::tempdir().unwrap();
-    let pids = dir.path().join("pids");
-    let script = write_script(
-        dir.path(),
-        "hang.sh",
-        "#!/bin/sh\n/bin/sleep 1000 &\necho \"$$ $!\" > \"$1\"\n/bin/sleep 1000\n",
-    );
-    let hung = open(
-        &config(
-            "wrap",
-            &[path_str(&script), path_str(&pids)],
-            "timeout_secs = 1",
-        ),
-        &[],
-    )
-    .unwrap();
+    let hang = recorder("#!/bin/sh\n/bin/sleep 1000 &\necho \"$$ $!\" > \"$1\"\n/bin/sleep 1000\n");
+    let hung = open(&config("wrap", &hang.argv(), "timeout_secs = 1"), &[]).unwrap();
     let err = hung.current_kek_id().err().unwrap();
     assert_eq!(err.recovery(), Recovery::Retryable);
     assert_eq!(
@@ -235,7 +245,7 @@ fn a_provider_that_never_answers_is_killed_with_its_children() {
             after: std::time::Duration::from_secs(1)
         }
     );
-    let text = fs::read_to_string(&pids).unwrap();
+    let text = hang.seen();
     let pids: Vec<u32> = text
         .split_whitespace()
         .map(|p| p.parse().unwrap())
@@ -266,15 +276,9 @@ fn oversized_output_is_refused() {
         "#!/bin/sh\n/usr/bin/head -c 65537 /dev/zero\n",
     );
     for script in [endless, just_over] {
-        let err = provider("wrap", &[path_str(&script)])
-            .current_kek_id()
-            .err()
-            .unwrap();
-        assert_eq!(err.recovery(), Recovery::Terminal);
-        assert_eq!(
-            failure(Err::<(), _>(err)),
-            CommandFailure::OutputTooLarge { limit: 65536 }
-        );
+        let (failure, recovery, _) = key_id_failure(&[path_str(&script)]);
+        assert_eq!(recovery, Recovery::Terminal);
+        assert_eq!(failure, CommandFailure::OutputTooLarge { limit: 65536 });
     }
 }
 
@@ -301,13 +305,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
 #[test]
 fn a_failing_program_is_retryable_and_its_stderr_goes_to_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = write_script(
-        dir.path(),
-        "fail.sh",
-        "#!/bin/sh\necho 'token expired for role signer' >&2\nexit 3\n",
-    );
-    let failing = provider("wrap", &[path_str(&script)]);
+    let script = recorder("#!/bin/sh\necho 'token expired for role signer' >&2\nexit 3\n");
+    let failing = provider("wrap", &[path_str(&script.script)]);
     let log = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(log.clone())
@@ -340,12 +339,9 @@ fn error_objects_map_to_typed_errors() {
             &format!(r#"{{"error":{{"code":"{code}","message":"kms\u0007 says {code}"}}}}"#),
             exit,
         );
-        let err = provider("wrap", &[path_str(&script)])
-            .current_kek_id()
-            .err()
-            .unwrap();
-        assert_eq!(err.recovery(), recovery, "{code}");
-        match failure(Err::<(), _>(err)) {
+        let (failure, got_recovery, _) = key_id_failure(&[path_str(&script)]);
+        assert_eq!(got_recovery, recovery, "{code}");
+        match failure {
             CommandFailure::Refused { code: got, message } => {
                 assert_eq!(got.to_string(), code);
                 assert_eq!(message, format!("kms? says {code}"));
@@ -354,25 +350,19 @@ fn error_objects_map_to_typed_errors() {
         }
     }
     let garbage = answering(dir.path(), "hello, I am not JSON", 0);
-    let err = provider("wrap", &[path_str(&garbage)])
-        .current_kek_id()
-        .err()
-        .unwrap();
-    assert_eq!(err.recovery(), Recovery::Terminal);
-    assert!(!err.to_string().contains("hello"), "{err}");
+    let (failure, recovery, message) = key_id_failure(&[path_str(&garbage)]);
+    assert_eq!(recovery, Recovery::Terminal);
+    assert!(!message.contains("hello"), "{message}");
     assert!(matches!(
-        failure(Err::<(), _>(err)),
+        failure,
         CommandFailure::BadOutput {
             problem: OutputProblem::Unparseable { line: 1, .. }
         }
     ));
-    let err = provider("wrap", &["/nonexistent/kms-client"])
-        .current_kek_id()
-        .err()
-        .unwrap();
-    assert_eq!(err.recovery(), Recovery::Terminal);
+    let (failure, recovery, _) = key_id_failure(&["/nonexistent/kms-client"]);
+    assert_eq!(recovery, Recovery::Terminal);
     assert_eq!(
-        failure(Err::<(), _>(err)),
+        failure,
         CommandFailure::Spawn {
             kind: std::io::ErrorKind::NotFound
         }
@@ -381,24 +371,20 @@ fn error_objects_map_to_typed_errors() {
 
 #[test]
 fn the_environment_is_cleared_except_the_allowlist() {
-    let dir = tempfile::tempdir().unwrap();
-    let seen = dir.path().join("environ");
-    let script = write_script(
-        dir.path(),
-        "env.sh",
-        // /proc/$$/environ is what the program was started with, before the
-        // shell adds anything of its own.
+    // /proc/$$/environ is what the program was started with, before the
+    // shell adds anything of its own.
+    let shell = recorder(
         "#!/bin/sh\n/usr/bin/tr '\\0' '\\n' < /proc/$$/environ > \"$1\"\necho '{\"key_id\":\"k1\"}'\n",
     );
     let section = config(
         "wrap",
-        &[path_str(&script), path_str(&seen)],
+        &shell.argv(),
         "pass_env = [\"ALLOWED\", \"NOT_SET\"]",
     );
     let env = [("ALLOWED", "yes"), ("KEK", "do-not-pass"), ("PATH", "/bin")];
     let kms = open(&section, &env).unwrap();
     assert_eq!(kms.current_kek_id().unwrap(), id("k1"));
-    assert_eq!(fs::read_to_string(&seen).unwrap(), "ALLOWED=yes\n");
+    assert_eq!(shell.seen(), "ALLOWED=yes\n");
     // Debug names the variables but not their values.
     let shown = format!("{kms:?}");
     assert!(
@@ -409,14 +395,10 @@ fn the_environment_is_cleared_except_the_allowlist() {
 
 #[test]
 fn arguments_reach_the_program_without_a_shell() {
-    let dir = tempfile::tempdir().unwrap();
-    let seen = dir.path().join("args");
-    let marker = dir.path().join("marker");
-    let script = write_script(
-        dir.path(),
-        "args.sh",
+    let shell = recorder(
         "#!/bin/sh\nout=\"$1\"\nshift\nprintf '%s\\n' \"$@\" > \"$out\"\necho '{\"key_id\":\"k1\"}'\n",
     );
+    let marker = shell.dir.path().join("marker");
     let m = path_str(&marker);
     let args = [
         format!("$(touch {m})"),
@@ -425,27 +407,19 @@ fn arguments_reach_the_program_without_a_shell() {
         "two words".to_owned(),
         "*".to_owned(),
     ];
-    let mut argv = vec![path_str(&script), path_str(&seen)];
+    let mut argv = shell.argv();
     argv.extend(args.iter().map(String::as_str));
     assert_eq!(provider("wrap", &argv).current_kek_id().unwrap(), id("k1"));
-    let got = fs::read_to_string(&seen).unwrap();
-    assert_eq!(got.lines().collect::<Vec<_>>(), args);
+    assert_eq!(shell.seen().lines().collect::<Vec<_>>(), args);
     assert!(!marker.exists());
 }
 
 #[test]
 fn wrap_requests_reach_the_program_as_documented() {
-    let dir = tempfile::tempdir().unwrap();
-    let seen = dir.path().join("request");
-    let script = write_script(
-        dir.path(),
-        "echo.sh",
-        "#!/bin/sh\n/bin/cat > \"$1\"\necho '{\"ciphertext\":\"AAEC\"}'\n",
-    );
-    let kms = provider("wrap", &[path_str(&script), path_str(&seen)]);
+    let shell = recorder("#!/bin/sh\n/bin/cat > \"$1\"\necho '{\"ciphertext\":\"AAEC\"}'\n");
+    let kms = provider("wrap", &shell.argv());
     assert_eq!(kms.wrap(&id("k1"), &[1, 2, 3]).unwrap(), vec![0, 1, 2]);
-    let request: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&seen).unwrap()).unwrap();
+    let request: serde_json::Value = serde_json::from_str(&shell.seen()).unwrap();
     assert_eq!(
         request,
         serde_json::json!({"op": "wrap", "key_id": "k1", "plaintext": "AQID"})
@@ -471,11 +445,9 @@ mod arbitrary_output {
                 "[0-9a-f]{60,68}".prop_map(String::into_bytes),
             ]
         ) {
-            let dir = tempfile::tempdir().unwrap();
-            let output = dir.path().join("output");
-            fs::write(&output, &bytes).unwrap();
-            let script = write_script(dir.path(), "cat.sh", "#!/bin/sh\nexec /bin/cat \"$1\"\n");
-            let argv = [path_str(&script), path_str(&output)];
+            let cat = recorder("#!/bin/sh\nexec /bin/cat \"$1\"\n");
+            fs::write(&cat.out, &bytes).unwrap();
+            let argv = cat.argv();
             match provider("wrap", &argv).current_kek_id() {
                 Ok(kek) => prop_assert!(!kek.as_str().is_empty()),
                 Err(ProviderError::Command {

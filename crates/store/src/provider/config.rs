@@ -348,6 +348,7 @@ impl KeyProviderSection {
             .map(RecoveryPublicKey::from_hex)
             .transpose()
             .map_err(problem)?;
+        self.check_applicable()?;
         let settings = match self.kind {
             ProviderKind::Env => Settings::Env(self.env_settings()?),
             ProviderKind::File => Settings::File(self.file_settings()?),
@@ -359,16 +360,34 @@ impl KeyProviderSection {
         })
     }
 
-    /// Refuses every setting in `fields` that is present: they belong to
-    /// other kinds.
-    fn refuse(&self, fields: &[(&'static str, bool)]) -> Result<(), ProviderError> {
-        match fields.iter().find(|(_, present)| *present) {
-            Some((field, _)) => Err(problem(ConfigProblem::NotApplicable {
-                kind: self.kind,
-                field,
-            })),
+    /// Refuses any setting that belongs to other kinds than `kind`.
+    fn check_applicable(&self) -> Result<(), ProviderError> {
+        use ProviderKind::{Command, Env, File};
+        let settings: [(&'static str, bool, &[ProviderKind]); 9] = [
+            ("variable", self.variable.is_some(), &[Env]),
+            ("previous", self.previous.is_some(), &[Env]),
+            ("key_id", self.key_id.is_some(), &[Env, File]),
+            ("path", self.path.is_some(), &[File]),
+            ("directory", self.directory.is_some(), &[File]),
+            ("command", self.command.is_some(), &[Command]),
+            ("mode", self.mode.is_some(), &[Command]),
+            ("timeout_secs", self.timeout_secs.is_some(), &[Command]),
+            ("pass_env", self.pass_env.is_some(), &[Command]),
+        ];
+        match settings
+            .iter()
+            .find(|(_, present, kinds)| *present && !kinds.contains(&self.kind))
+        {
+            Some((field, ..)) => Err(self.not_applicable(field)),
             None => Ok(()),
         }
+    }
+
+    fn not_applicable(&self, field: &'static str) -> ProviderError {
+        problem(ConfigProblem::NotApplicable {
+            kind: self.kind,
+            field,
+        })
     }
 
     fn require<T>(&self, value: Option<T>, field: &'static str) -> Result<T, ProviderError> {
@@ -381,14 +400,6 @@ impl KeyProviderSection {
     }
 
     fn env_settings(&self) -> Result<EnvSettings, ProviderError> {
-        self.refuse(&[
-            ("path", self.path.is_some()),
-            ("directory", self.directory.is_some()),
-            ("command", self.command.is_some()),
-            ("mode", self.mode.is_some()),
-            ("timeout_secs", self.timeout_secs.is_some()),
-            ("pass_env", self.pass_env.is_some()),
-        ])?;
         let current = EnvKey {
             variable: variable_name(self.require(self.variable.clone(), "variable")?, "variable")?,
             key_id: key_id(self.key_id.as_deref(), "key_id")?,
@@ -408,14 +419,6 @@ impl KeyProviderSection {
     }
 
     fn file_settings(&self) -> Result<FileSettings, ProviderError> {
-        self.refuse(&[
-            ("variable", self.variable.is_some()),
-            ("previous", self.previous.is_some()),
-            ("command", self.command.is_some()),
-            ("mode", self.mode.is_some()),
-            ("timeout_secs", self.timeout_secs.is_some()),
-            ("pass_env", self.pass_env.is_some()),
-        ])?;
         match (&self.path, &self.directory) {
             (Some(path), None) => Ok(FileSettings::Single {
                 path: path.clone(),
@@ -423,7 +426,9 @@ impl KeyProviderSection {
             }),
             (None, Some(path)) => {
                 // A directory's ids are its file names.
-                self.refuse(&[("key_id", self.key_id.is_some())])?;
+                if self.key_id.is_some() {
+                    return Err(self.not_applicable("key_id"));
+                }
                 Ok(FileSettings::Directory { path: path.clone() })
             }
             (Some(_), Some(_)) => Err(problem(ConfigProblem::Conflict {
@@ -435,13 +440,6 @@ impl KeyProviderSection {
     }
 
     fn command_settings(&self) -> Result<CommandSettings, ProviderError> {
-        self.refuse(&[
-            ("variable", self.variable.is_some()),
-            ("previous", self.previous.is_some()),
-            ("key_id", self.key_id.is_some()),
-            ("path", self.path.is_some()),
-            ("directory", self.directory.is_some()),
-        ])?;
         let argv = self.require(self.command.as_ref(), "command")?;
         let (program, args) = argv
             .split_first()

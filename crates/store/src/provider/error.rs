@@ -209,10 +209,7 @@ impl KeyFileProblem {
     /// missing file or a permission.
     pub fn recovery(&self) -> Recovery {
         match self {
-            Self::Io { kind } => match kind {
-                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => Recovery::Terminal,
-                _ => Recovery::Retryable,
-            },
+            Self::Io { kind } => io_recovery(*kind),
             Self::Insecure { .. }
             | Self::WritableByOthers { .. }
             | Self::NotOwned { .. }
@@ -223,6 +220,15 @@ impl KeyFileProblem {
             | Self::BadCurrent
             | Self::CurrentMissing { .. } => Recovery::Terminal,
         }
+    }
+}
+
+/// A missing file or a refused permission needs the operator; other I/O
+/// errors (interrupted, out of descriptors or processes) may pass.
+fn io_recovery(kind: io::ErrorKind) -> Recovery {
+    match kind {
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => Recovery::Terminal,
+        _ => Recovery::Retryable,
     }
 }
 
@@ -284,10 +290,7 @@ impl CommandFailure {
     /// that break the protocol, `denied` and `unknown_key`.
     pub fn recovery(&self) -> Recovery {
         match self {
-            Self::Spawn { kind } => match kind {
-                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => Recovery::Terminal,
-                _ => Recovery::Retryable,
-            },
+            Self::Spawn { kind } => io_recovery(*kind),
             Self::Io { .. } | Self::TimedOut { .. } | Self::Exited { .. } => Recovery::Retryable,
             Self::OutputTooLarge { .. } | Self::BadOutput { .. } => Recovery::Terminal,
             Self::Refused { code, .. } => match code {

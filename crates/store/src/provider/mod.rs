@@ -3,13 +3,24 @@
 //! The store never sees a KEK directly. It asks a [`KeyProvider`] to wrap a
 //! data key (DEK) under a named KEK, or to unwrap one, and to name its current
 //! KEK. Providers that hold the key bytes themselves (`env`, `file`, and a
-//! `command` that prints a key) wrap locally with XChaCha20-Poly1305; a
-//! `command` provider in wrap mode hands the DEK to the KMS, so the KEK never
-//! leaves it.
+//! `command` that prints a key) wrap locally with XChaCha20-Poly1305
+//! ([`LocalKek`]); a `command` provider in wrap mode hands the DEK to the KMS,
+//! so the KEK never leaves it.
 //!
 //! Providers are slow or unreachable at times (a KMS outage). The store calls
 //! them only at open, from the key manager, and from operator commands, never
 //! on the signing path (DESIGN.md invariant I3).
+//!
+//! Configuration: the `[key_provider]` section deserializes into
+//! [`KeyProviderSection`] (unknown fields refused), which
+//! [`KeyProviderSection::validate`] turns into a [`KeyProviderConfig`]
+//! ([`KeyProviderConfig::from_toml`] does both from a whole document).
+//! [`KeyProviderConfig::open`] builds the [`ConfiguredProvider`], reading any
+//! environment variables then and never later;
+//! [`KeyProviderConfig::open_with`] takes the variables from an
+//! [`Environment`] instead, for tests. Every failure is a [`ProviderError`]
+//! whose [`ProviderError::recovery`] says whether a retry can succeed
+//! (invariant I6). Operators' documentation: `docs/key-providers.md`.
 
 mod command;
 mod config;
