@@ -251,19 +251,36 @@ fn a_provider_that_never_answers_is_killed_with_its_children() {
         .map(|p| p.parse().unwrap())
         .collect();
     assert_eq!(pids.len(), 2, "{text}");
-    // The script itself was reaped before the call returned. Its child got
-    // SIGKILL with the group but is not our child, so its death cannot be
-    // waited for; poll the condition with a bound far above any delivery
-    // delay (this asserts that it dies, not how fast).
+    // The script itself was reaped before the call returned.
     assert!(!running(pids[0]), "the provider program survived");
-    let child_gone = (0..1000).any(|_| {
-        let gone = !running(pids[1]);
+    assert_dies(pids[1]);
+}
+
+/// Asserts that `pid` dies. It was sent SIGKILL with its process group but
+/// is not our child, so its death cannot be waited for: poll the condition,
+/// with a bound far above any signal delivery delay (this asserts that it
+/// dies, not how fast).
+fn assert_dies(pid: u32) {
+    let gone = (0..1000).any(|_| {
+        let gone = !running(pid);
         if !gone {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         gone
     });
-    assert!(child_gone, "the provider's child {} survived", pids[1]);
+    assert!(gone, "process {pid} of the provider's group survived");
+}
+
+#[test]
+fn processes_left_behind_by_an_answering_program_are_killed() {
+    // The child keeps stdout open: without the group kill at exit, the call
+    // would wait for it until the timeout.
+    let leaver = recorder(
+        "#!/bin/sh\n/bin/sleep 1000 &\necho \"$!\" > \"$1\"\necho '{\"key_id\":\"k1\"}'\n",
+    );
+    let provider = open(&config("wrap", &leaver.argv(), "timeout_secs = 5"), &[]).unwrap();
+    assert_eq!(provider.current_kek_id().unwrap(), id("k1"));
+    assert_dies(leaver.seen().trim().parse().unwrap());
 }
 
 #[test]
