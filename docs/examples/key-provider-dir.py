@@ -113,7 +113,10 @@ def main():
         response = answer(request, sys.argv[1])
     except Refusal as refusal:
         response = {"error": {"code": refusal.code, "message": refusal.message}}
-    except (OSError, ValueError) as error:
+    except ValueError as error:
+        print("bad request: %s" % error, file=sys.stderr)
+        response = {"error": {"code": "denied", "message": "bad request"}}
+    except OSError as error:
         print("key provider error: %s" % error, file=sys.stderr)
         response = {"error": {"code": "unavailable", "message": type(error).__name__}}
     json.dump(response, sys.stdout)

@@ -237,7 +237,7 @@ impl KeyProviderConfig {
                 before.matches('\n').count() + 1
             });
             problem(ConfigProblem::Syntax {
-                message: e.message().to_owned(),
+                message: without_values(e.message()),
                 line,
             })
         })?;
@@ -471,6 +471,33 @@ impl KeyProviderSection {
     }
 }
 
+/// The parser's message without the offending value: serde quotes it in
+/// "invalid type: string \"...\", expected u64" and in "unknown variant",
+/// and a key pasted into the wrong setting must not reach a log. Field
+/// names (in "unknown field `...`") are kept: they are what to fix.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // "string \"x\", expected u64" -> "string, expected u64";
+            // "`x`, expected one of ..." -> ", expected one of ...".
+            let kind = rest
+                .split([' ', ','])
+                .next()
+                .filter(|w| !w.starts_with('`'));
+            // The last ", expected" is serde's own; the value comes before.
+            let expected = rest
+                .rfind(", expected")
+                .map_or("", |at| rest.get(at..).unwrap_or(""));
+            return format!(
+                "{}{}{expected}",
+                prefix.trim_end(),
+                kind.map(|k| format!(" {k}")).unwrap_or_default()
+            );
+        }
+    }
+    message.to_owned()
+}
+
 fn variable_name(name: String, field: &'static str) -> Result<String, ProviderError> {
     if name.is_empty() || name.contains(['=', '\0']) {
         return Err(problem(ConfigProblem::BadVariableName { field }));
@@ -481,4 +508,34 @@ fn variable_name(name: String, field: &'static str) -> Result<String, ProviderEr
 fn key_id(id: Option<&str>, field: &'static str) -> Result<Option<KekId>, ProviderError> {
     id.map(|id| KekId::new(id).map_err(|_| problem(ConfigProblem::BadKeyId { field })))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_messages_lose_their_values() {
+        let cases = [
+            (
+                r#"invalid type: string "c0ffee, expected", expected u64"#,
+                "invalid type: string, expected u64",
+            ),
+            (
+                "invalid value: integer `123`, expected a nonzero u64",
+                "invalid value: integer, expected a nonzero u64",
+            ),
+            (
+                "unknown variant `c0ffee`, expected one of `env`, `file`",
+                "unknown variant, expected one of `env`, `file`",
+            ),
+            (
+                "unknown field `key`, expected `kind`",
+                "unknown field `key`, expected `kind`",
+            ),
+        ];
+        for (message, cleaned) in cases {
+            assert_eq!(without_values(message), cleaned);
+        }
+    }
 }
