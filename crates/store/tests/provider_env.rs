@@ -7,7 +7,8 @@ use base64::Engine as _;
 use provider_util::{default_id, id, key_bytes, key_hex, open, round_trip};
 use thresig_store::Recovery;
 use thresig_store::provider::{
-    ConfigProblem, KeyOrigin, KeyProblem, KeyProvider as _, ProviderError,
+    ConfigProblem, Environment as _, KeyOrigin, KeyProblem, KeyProvider as _, KeyProviderConfig,
+    ProcessEnvironment, ProviderError,
 };
 
 const CURRENT_ONLY: &str = r#"
@@ -149,4 +150,23 @@ fn debug_of_the_provider_hides_the_keys() {
     assert!(!shown.contains(&key[..16]), "{shown}");
     // The bytes as Debug would print an array: [160, 161, ...
     assert!(!shown.contains("160, 161"), "{shown}");
+}
+
+#[test]
+fn open_reads_the_process_environment() {
+    // Cargo sets CARGO_PKG_NAME for the test process; reading it needs no
+    // mutation of the environment, which other tests share.
+    let seen = ProcessEnvironment.var("CARGO_PKG_NAME").unwrap();
+    assert_eq!(seen.as_slice(), env!("CARGO_PKG_NAME").as_bytes());
+    let config = KeyProviderConfig::from_toml(
+        "[key_provider]\nkind = \"env\"\nvariable = \"CARGO_PKG_NAME\"\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        config.open(),
+        Err(ProviderError::BadKey {
+            problem: KeyProblem::Malformed,
+            ..
+        })
+    ));
 }

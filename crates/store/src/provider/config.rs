@@ -57,9 +57,9 @@ pub enum CommandMode {
 
 /// The longest a `command` provider may be given per call, in seconds: a KMS
 /// call slower than five minutes is an outage, not latency.
-pub(crate) const MAX_TIMEOUT_SECS: u64 = 300;
+const MAX_TIMEOUT_SECS: u64 = 300;
 /// The default per-call timeout, in seconds (DESIGN.md §3).
-pub(crate) const DEFAULT_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
 /// The `[key_provider]` table as written in the configuration file.
 ///
@@ -110,7 +110,7 @@ pub struct KeyProviderConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Settings {
+enum Settings {
     Env(EnvSettings),
     File(FileSettings),
     Command(CommandSettings),
