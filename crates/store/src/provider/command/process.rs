@@ -149,33 +149,33 @@ pub(crate) fn run(
     let (events, received) = mpsc::channel();
     // A program that does not read its stdin must not block us: write from a
     // thread. A broken pipe just means it did not want the request.
-    thread::spawn(move || {
+    spawn("key-provider-stdin", move || {
         let _ = stdin.write_all(&input);
-    });
+    })?;
     let sender = events.clone();
-    thread::spawn(move || {
+    spawn("key-provider-stdout", move || {
         let _ = sender.send(Event::Stdout(read_capped(stdout, MAX_STDOUT)));
-    });
+    })?;
     let sender = events.clone();
     let program = invocation.program.to_owned();
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
     let span = tracing::Span::current();
-    thread::spawn(move || {
+    spawn("key-provider-stderr", move || {
         tracing::dispatcher::with_default(&dispatch, || {
             let _entered = span.enter();
             forward_stderr(stderr, &program);
         });
         let _ = sender.send(Event::StderrDone);
-    });
+    })?;
     let pid = group.pgid;
-    thread::spawn(move || {
+    spawn("key-provider-wait", move || {
         // WNOWAIT: learn that the leader exited without reaping it, so its
         // pid (the group id) stays reserved until the group is killed.
         while let Err(Errno::EINTR) =
             waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
         {}
         let _ = events.send(Event::Exited);
-    });
+    })?;
 
     let deadline = Instant::now() + invocation.timeout;
     let (mut exited, mut output, mut stderr_done) = (false, None, false);
@@ -211,6 +211,16 @@ pub(crate) fn run(
         status,
         stdout: output.unwrap_or_default(),
     })
+}
+
+/// Starts a helper thread. Failing to (out of threads) is an I/O error the
+/// caller may retry; on that path `Group`'s drop kills the program.
+fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> Result<(), CommandFailure> {
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(work)
+        .map(drop)
+        .map_err(|e| CommandFailure::Io { kind: e.kind() })
 }
 
 /// Logs the program's stderr line by line (cleaned of control characters).
