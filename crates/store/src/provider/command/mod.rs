@@ -140,7 +140,9 @@ impl CommandProvider {
         local_kek(None, key)
     }
 
-    /// Key version `kek`, from `get-key` or a `raw` program.
+    /// Key version `kek`, from `get-key` or a `raw` program. Only the
+    /// `get-key` and `raw` modes hold keys locally; `wrap` mode never calls
+    /// this (its wrap and unwrap go to the program), and would mean `get-key`.
     fn key(&self, kek: &KekId) -> Result<LocalKek, ProviderError> {
         match self.settings.mode {
             CommandMode::Raw => {
