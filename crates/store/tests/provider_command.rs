@@ -15,7 +15,7 @@ use provider_util::{
 use thresig_store::Recovery;
 use thresig_store::provider::{
     CommandFailure, ConfiguredProvider, KeyOrigin, KeyProblem, KeyProvider as _, OutputProblem,
-    ProviderError, RefusalCode,
+    ProviderError, RefusalCode, check_provider,
 };
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -86,27 +86,31 @@ fn failure(result: Result<impl std::fmt::Debug, ProviderError>) -> CommandFailur
     }
 }
 
-/// A fake KMS for `wrap` mode: two key versions, wrap = tag + reversed bytes.
+/// A fake KMS for `wrap` mode: two key versions; a wrap is the version's
+/// tag, the reversed DEK and a 4-byte SHA-256 check value.
 const FAKE_KMS: &str = r#"
-import base64, json, sys
+import base64, hashlib, json, sys
 KEYS = {"kms-1": b"one:", "kms-2": b"two:"}
 request = json.loads(sys.stdin.readline())
 op, key_id = request["op"], request.get("key_id")
 def say(obj):
     print(json.dumps(obj))
+def check(data):
+    return hashlib.sha256(data).digest()[:4]
 if op == "key-id":
     say({"key_id": "kms-2"})
 elif key_id not in KEYS:
     say({"error": {"code": "unknown_key", "message": "no such key"}})
 elif op == "wrap":
-    plain = base64.b64decode(request["plaintext"])
-    say({"ciphertext": base64.b64encode(KEYS[key_id] + plain[::-1]).decode()})
+    body = KEYS[key_id] + base64.b64decode(request["plaintext"])[::-1]
+    say({"ciphertext": base64.b64encode(body + check(body)).decode()})
 elif op == "unwrap":
     wrapped = base64.b64decode(request["ciphertext"])
-    if not wrapped.startswith(KEYS[key_id]):
-        say({"error": {"code": "invalid_ciphertext", "message": "tag mismatch"}})
+    body, tag = wrapped[:-4], wrapped[-4:]
+    if not body.startswith(KEYS[key_id]) or check(body) != tag:
+        say({"error": {"code": "invalid_ciphertext", "message": "check failed"}})
     else:
-        say({"plaintext": base64.b64encode(wrapped[len(KEYS[key_id]):][::-1]).decode()})
+        say({"plaintext": base64.b64encode(body[len(KEYS[key_id]):][::-1]).decode()})
 else:
     say({"error": {"code": "denied", "message": "unsupported"}})
 "#;
@@ -117,7 +121,7 @@ fn wrap_mode_keeps_the_key_in_the_kms() {
     let script = dir.path().join("kms.py");
     write_file(&script, FAKE_KMS, 0o600);
     let kms = provider("wrap", &[PYTHON, path_str(&script)]);
-    assert_eq!(kms.current_kek_id().unwrap(), id("kms-2"));
+    assert_eq!(check_provider(&kms), id("kms-2"));
     let wrapped = round_trip(&kms, &id("kms-2"));
     round_trip(&kms, &id("kms-1"));
     assert!(matches!(
@@ -138,7 +142,7 @@ fn get_key_mode_with_the_documented_example_script() {
     fs::create_dir(&keys).unwrap();
     write_file(&keys.join("v1.key"), &key_hex(1), 0o600);
     let kms = provider("get-key", &[PYTHON, path_str(&example), path_str(&keys)]);
-    assert_eq!(kms.current_kek_id().unwrap(), id("v1"));
+    assert_eq!(check_provider(&kms), id("v1"));
     let old_wrap = round_trip(&kms, &id("v1"));
 
     write_file(&keys.join("v2.key"), &key_hex(2), 0o600);
@@ -202,7 +206,7 @@ fn get_key_answers_are_checked() {
 fn raw_mode_names_the_key_by_its_hash() {
     let script = recorder(&format!("#!/bin/sh\nprintf '%s\\n' {}\n", key_hex(4)));
     let raw = provider("raw", &[path_str(&script.script)]);
-    let kek = raw.current_kek_id().unwrap();
+    let kek = check_provider(&raw);
     assert_eq!(kek, default_id(&key_bytes(4)));
     let wrapped = round_trip(&raw, &kek);
     // A raw program knows only its current key.

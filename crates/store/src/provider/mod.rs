@@ -24,6 +24,13 @@
 
 mod command;
 mod config;
+#[cfg(any(test, feature = "test-util"))]
+#[allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test helper: a broken rule fails the test that called it"
+)]
+mod conformance;
 mod env;
 mod error;
 mod file;
@@ -44,6 +51,8 @@ pub use config::{
     CommandMode, ConfiguredProvider, Environment, KeyProviderConfig, KeyProviderSection,
     ProcessEnvironment, ProviderKind, RecoveryPublicKey,
 };
+#[cfg(any(test, feature = "test-util"))]
+pub use conformance::check_provider;
 pub use error::{
     CommandFailure, ConfigProblem, KeyFileProblem, KeyOrigin, KeyProblem, OutputProblem,
     ProviderError, RefusalCode,
