@@ -21,6 +21,10 @@
 //! [`Environment`] instead, for tests. Every failure is a [`ProviderError`]
 //! whose [`ProviderError::recovery`] says whether a retry can succeed
 //! (invariant I6). Operators' documentation: `docs/key-providers.md`.
+//!
+//! With the `test-util` feature, [`MemoryProvider`] is a scriptable test
+//! double and `check_provider` the conformance checks every implementation
+//! is tested against.
 
 mod command;
 mod config;
