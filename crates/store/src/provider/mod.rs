@@ -22,7 +22,7 @@
 //! whose [`ProviderError::recovery`] says whether a retry can succeed
 //! (invariant I6). Operators' documentation: `docs/key-providers.md`.
 //!
-//! With the `test-util` feature, [`MemoryProvider`] is a scriptable test
+//! With the `test-util` feature, `MemoryProvider` is a scriptable test
 //! double and `check_provider` the conformance checks every implementation
 //! is tested against.
 
