@@ -18,38 +18,11 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use thresig_crypto::*;
 
-fn dkg(params: GroupParams, rng: &mut ChaCha20Rng) -> (BTreeMap<Seat, KeyShare>, WalletKey) {
-    let started: Vec<_> = params
-        .seats()
-        .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
-        .collect();
-    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
-    let mut inbox: BTreeMap<Seat, Vec<(Seat, Round2Package)>> = BTreeMap::new();
-    let mut states = Vec::new();
-    for (state, _) in started {
-        let me = state.seat();
-        let peers = round1.iter().filter(|(s, _)| *s != me).cloned().collect();
-        let (state, out) = state.receive(peers).unwrap();
-        for (to, p) in out {
-            inbox.entry(to).or_default().push((me, p));
-        }
-        states.push(state);
-    }
-    let mut shares = BTreeMap::new();
-    let mut wallet = None;
-    for state in states {
-        let me = state.seat();
-        let (share, w) = state
-            .finish(inbox.remove(&me).unwrap())
-            .unwrap()
-            .into_parts();
-        shares.insert(me, share);
-        wallet = Some(w);
-    }
-    (shares, wallet.unwrap())
+fn dkg(params: GroupParams, rng: &mut ChaCha20Rng) -> LocalGroup {
+    dkg_in_process(params, ScriptTree::KeyPathOnly, rng).unwrap()
 }
 
-fn import(params: GroupParams, rng: &mut ChaCha20Rng) -> (BTreeMap<Seat, KeyShare>, WalletKey) {
+fn import(params: GroupParams, rng: &mut ChaCha20Rng) -> LocalGroup {
     let (wallet, shares) = import_key(&[0x42; 32], params, ScriptTree::KeyPathOnly, rng).unwrap();
     (shares.into_iter().map(|s| (s.seat(), s)).collect(), wallet)
 }

@@ -7,8 +7,8 @@ use anyhow::{Context as _, bail};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest as _, Sha256};
 use thresig_crypto::{
-    DkgRound1, GroupParams, KeyShare, Round1Package, Round2Package, ScriptTree, Seat,
-    SigningPackage, WalletKey, aggregate, commit, sign, verify, verify_share,
+    GroupParams, KeyShare, ScriptTree, Seat, SigningPackage, WalletKey, aggregate, commit,
+    dkg_in_process, sign, verify, verify_share,
 };
 use tracing::info;
 
@@ -98,7 +98,7 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> any
 }
 
 fn run(params: GroupParams, rng: &mut (impl RngCore + CryptoRng)) -> anyhow::Result<Outcome> {
-    let (shares, wallet) = dkg(params, rng)?;
+    let (shares, wallet) = dkg_in_process(params, ScriptTree::KeyPathOnly, rng)?;
     info!(output_key = %format!("{:x}", wallet.output_key()), "DKG complete");
     let message = demo_message();
     let signers: Vec<Seat> = params
@@ -135,45 +135,4 @@ fn share(shares: &BTreeMap<Seat, KeyShare>, seat: Seat) -> anyhow::Result<&KeySh
     shares
         .get(&seat)
         .with_context(|| format!("no key share for seat {seat}"))
-}
-
-/// All three DKG parts for every member, messages passed in memory.
-fn dkg(
-    params: GroupParams,
-    rng: &mut (impl RngCore + CryptoRng),
-) -> anyhow::Result<(BTreeMap<Seat, KeyShare>, WalletKey)> {
-    let mut states = Vec::new();
-    let mut round1: Vec<(Seat, Round1Package)> = Vec::new();
-    for seat in params.seats() {
-        let (state, package) = DkgRound1::start(params, seat, ScriptTree::KeyPathOnly, rng)?;
-        round1.push((seat, package));
-        states.push(state);
-    }
-    info!(members = params.signers(), "DKG part 1 done");
-    let mut inbox: BTreeMap<Seat, Vec<(Seat, Round2Package)>> = BTreeMap::new();
-    let mut waiting = Vec::new();
-    for state in states {
-        let me = state.seat();
-        let peers = round1.iter().filter(|(s, _)| *s != me).cloned().collect();
-        let (state, outgoing) = state.receive(peers)?;
-        for (to, package) in outgoing {
-            inbox.entry(to).or_default().push((me, package));
-        }
-        waiting.push(state);
-    }
-    info!("DKG part 2 done");
-    let mut shares = BTreeMap::new();
-    let mut wallet = None;
-    for state in waiting {
-        let me = state.seat();
-        let (share, key) = state
-            .finish(inbox.remove(&me).unwrap_or_default())?
-            .into_parts();
-        if wallet.as_ref().is_some_and(|w| *w != key) {
-            bail!("members disagree on the group key");
-        }
-        shares.insert(me, share);
-        wallet = Some(key);
-    }
-    Ok((shares, wallet.context("empty group")?))
 }

@@ -15,52 +15,13 @@ pub fn seat(n: u16) -> Seat {
     Seat::try_from(n).unwrap()
 }
 
-/// Runs parts 1..3 for every started member; returns shares by seat and the wallet.
-pub fn run_rounds(
-    started: Vec<(DkgRound1, Round1Package)>,
-) -> Result<(BTreeMap<Seat, KeyShare>, WalletKey), Error> {
-    let round1: Vec<(Seat, Round1Package)> =
-        started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
-    let mut inbox: BTreeMap<Seat, Vec<(Seat, Round2Package)>> = BTreeMap::new();
-    let mut states = Vec::new();
-    for (state, _) in started {
-        let me = state.seat();
-        let peers = round1.iter().filter(|(s, _)| *s != me).cloned().collect();
-        let (state, out) = state.receive(peers)?;
-        for (to, p) in out {
-            inbox.entry(to).or_default().push((me, p));
-        }
-        states.push(state);
-    }
-    let mut shares = BTreeMap::new();
-    let mut wallets = Vec::new();
-    for state in states {
-        let me = state.seat();
-        let (share, wallet) = state
-            .finish(inbox.remove(&me).unwrap_or_default())?
-            .into_parts();
-        shares.insert(me, share);
-        wallets.push(wallet);
-    }
-    assert!(
-        wallets.windows(2).all(|w| w[0] == w[1]),
-        "all members agree on the wallet"
-    );
-    Ok((shares, wallets.pop().unwrap()))
+/// Parts 2 and 3 for every started member; checks they agree on the wallet.
+pub fn run_rounds(started: Vec<(DkgRound1, Round1Package)>) -> Result<LocalGroup, Error> {
+    run_in_process(started)
 }
 
-pub fn dkg(
-    t: u16,
-    n: u16,
-    tree: ScriptTree,
-    rng: &mut ChaCha20Rng,
-) -> (BTreeMap<Seat, KeyShare>, WalletKey) {
-    let params = GroupParams::new(t, n).unwrap();
-    let started = params
-        .seats()
-        .map(|s| DkgRound1::start(params, s, tree, rng).unwrap())
-        .collect();
-    run_rounds(started).unwrap()
+pub fn dkg(t: u16, n: u16, tree: ScriptTree, rng: &mut ChaCha20Rng) -> LocalGroup {
+    dkg_in_process(GroupParams::new(t, n).unwrap(), tree, rng).unwrap()
 }
 
 pub fn import(
