@@ -51,3 +51,12 @@ impl Config {
         }
     }
 }
+
+impl Config {
+    /// A configuration with the threshold and seats of `wallet`'s key record
+    /// and the default timeouts.
+    #[must_use]
+    pub fn for_wallet(wallet: &thresig_crypto::WalletKey) -> Self {
+        Self::new(wallet.threshold(), wallet.members())
+    }
+}

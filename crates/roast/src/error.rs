@@ -12,9 +12,6 @@ use crate::{Seat, SessionId};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Seat numbers start at 1.
-    #[error("seat 0 does not exist")]
-    ZeroSeat,
     /// The threshold is not within `1..=roster size`.
     #[error("threshold {threshold} is not within 1..={seats}")]
     InvalidThreshold {

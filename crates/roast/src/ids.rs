@@ -1,40 +1,6 @@
-//! Identifiers the coordinator hands out or receives.
+//! The session identifier the coordinator hands out.
 
 use std::fmt;
-
-/// A member's 1-based index in a wallet's roster.
-///
-/// Placeholder with the same shape as the crypto crate's `Seat`, which
-/// replaces it once that crate's signing API is available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Seat(u16);
-
-impl Seat {
-    /// The seat number (never zero).
-    #[must_use]
-    pub fn get(self) -> u16 {
-        self.0
-    }
-}
-
-impl TryFrom<u16> for Seat {
-    type Error = crate::Error;
-
-    /// # Errors
-    /// [`crate::Error::ZeroSeat`] for 0.
-    fn try_from(value: u16) -> Result<Self, Self::Error> {
-        if value == 0 {
-            return Err(crate::Error::ZeroSeat);
-        }
-        Ok(Self(value))
-    }
-}
-
-impl fmt::Display for Seat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// One ROAST signing session of a coordinator run: a set of exactly t signers
 /// and the signing packages built from their commitments.
