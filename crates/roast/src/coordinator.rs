@@ -1,10 +1,11 @@
 //! The ROAST coordinator state machine.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::session::{Session, transpose};
+use crate::session::{Checked, Session, Verified, transpose};
 use crate::{
     Config, Error, Event, Failure, Misbehavior, Refusal, Reply, Request, Round, Scheme, Seat,
     SessionId, Signed, Stats, Transmit, Unresponsiveness,
@@ -343,10 +344,10 @@ impl<S: Scheme> Coordinator<S> {
         }
         self.check_len(from, shares.len())?;
         self.check_len(from, commitments.len())?;
-        match session.first_invalid(&self.scheme, from, &shares) {
+        match session.check(&self.scheme, from, shares) {
             Err(error) => self.fail(Failure::Scheme { session: id, error }),
-            Ok(Some(input)) => self.convict(from, id, input),
-            Ok(None) => self.accept_shares(from, id, shares, commitments),
+            Ok(Checked::Invalid { input }) => self.convict(from, id, input),
+            Ok(Checked::Valid(verified)) => self.accept_shares(from, id, verified, commitments),
         }
         Ok(())
     }
@@ -394,17 +395,13 @@ impl<S: Scheme> Coordinator<S> {
         &mut self,
         from: Seat,
         id: SessionId,
-        shares: Vec<S::Share>,
+        verified: Verified<S>,
         commitments: Vec<S::Commitment>,
     ) {
-        let complete = match self.sessions.get_mut(&id) {
-            Some(session) => {
-                session.pending.remove(&from);
-                session.shares.insert(from, shares);
-                session.shares.len() == self.threshold
-            }
-            None => false,
-        };
+        let complete = self.sessions.get_mut(&id).is_some_and(|session| {
+            session.record(verified);
+            session.is_complete()
+        });
         self.make_responsive(from, commitments);
         if complete {
             self.complete(id);
@@ -417,7 +414,7 @@ impl<S: Scheme> Coordinator<S> {
         let Some(session) = self.sessions.remove(&id) else {
             return;
         };
-        let signers: Vec<Seat> = session.shares.keys().copied().collect();
+        let signers = session.answered();
         match session.aggregate(&self.scheme) {
             Ok(signatures) => {
                 self.events.push_back(Event::Done(Signed {
@@ -470,7 +467,7 @@ impl<S: Scheme> Coordinator<S> {
     /// answered is still within its request timeout.
     fn any_live(&self) -> bool {
         self.sessions.iter().any(|(id, session)| {
-            session.pending.len() + session.shares.len() == self.threshold
+            session.is_intact()
                 && session.pending.iter().all(|seat| {
                     matches!(self.signers.get(seat), Some(Standing::Signing { session, .. }) if session == id)
                 })
@@ -511,14 +508,7 @@ impl<S: Scheme> Coordinator<S> {
                 },
             });
         }
-        self.sessions.insert(
-            id,
-            Session {
-                packages,
-                pending: signers.iter().copied().collect(),
-                shares: BTreeMap::new(),
-            },
-        );
+        self.sessions.insert(id, Session::new(packages, &signers));
         self.events.push_back(Event::SessionStarted {
             session: id,
             signers,
@@ -580,5 +570,20 @@ impl<S: Scheme> Coordinator<S> {
         self.transmits.clear();
         self.sessions.clear();
         self.responsive.clear();
+    }
+}
+
+impl<S: Scheme> fmt::Debug for Coordinator<S> {
+    /// A summary for logs: the run's progress, not its payloads.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("threshold", &self.threshold)
+            .field("inputs", &self.messages.len())
+            .field("responsive", &self.responsive.len())
+            .field("open_sessions", &self.sessions.len())
+            .field("sessions_started", &self.sessions_started)
+            .field("culprits", &self.culprits)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
     }
 }

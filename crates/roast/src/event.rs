@@ -150,18 +150,24 @@ where
                 .field("seat", seat)
                 .field("fault", fault)
                 .finish(),
-            Self::Done(signed) => f
-                .debug_struct("Done")
-                .field("session", &signed.session)
-                .field("signers", &signed.signers)
-                .field("signatures", &signed.signatures.len())
-                .field("stats", &signed.stats)
-                .finish(),
+            Self::Done(signed) => f.debug_tuple("Done").field(signed).finish(),
             Self::Failed { failure, stats } => f
                 .debug_struct("Failed")
                 .field("failure", failure)
                 .field("stats", stats)
                 .finish(),
         }
+    }
+}
+
+impl<S: Scheme> fmt::Debug for Signed<S> {
+    /// Counts the signatures instead of printing them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signed")
+            .field("session", &self.session)
+            .field("signers", &self.signers)
+            .field("signatures", &self.signatures.len())
+            .field("stats", &self.stats)
+            .finish()
     }
 }

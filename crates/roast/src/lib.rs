@@ -23,6 +23,72 @@
 //! - [`Event::Done`] carries the signatures ([`Signed`]); [`Event::Failed`]
 //!   a [`Failure`]. Both carry [`Stats`].
 //!
+//! A driver in miniature, with every signer in-process and answering at once
+//! (the daemon does the same over the network, with a real timer):
+//!
+//! ```
+//! use std::time::Instant;
+//! use rand_chacha::ChaCha20Rng;
+//! use rand_core::SeedableRng;
+//! use thresig_crypto::{GroupParams, ScriptTree, commit, import_key, sign, verify};
+//! use thresig_roast::{Config, Coordinator, Event, Reply, Request};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut rng = ChaCha20Rng::seed_from_u64(1);
+//! let params = GroupParams::new(2, 3)?;
+//! let (wallet, shares) = import_key(&[7; 32], params, ScriptTree::KeyPathOnly, &mut rng)?;
+//! let messages = vec![[1u8; 32], [2u8; 32]]; // one sighash per input
+//! let now = Instant::now(); // the driver's clock: the coordinator reads none
+//! let mut coordinator =
+//!     Coordinator::new(now, Config::for_wallet(&wallet), wallet.clone(), messages.clone())?;
+//! let mut nonces: Vec<Vec<_>> = shares.iter().map(|_| Vec::new()).collect(); // live, per signer
+//! let mut signatures = None;
+//! while signatures.is_none() {
+//!     let mut inbox = Vec::new();
+//!     while let Some(transmit) = coordinator.poll_transmit() {
+//!         let seat = transmit.to;
+//!         let index = usize::from(seat.get() - 1);
+//!         let (share, live) = (&shares[index], &mut nonces[index]);
+//!         let mut fresh = |live: &mut Vec<_>| -> Vec<_> {
+//!             (0..messages.len())
+//!                 .map(|_| {
+//!                     let (nonce, commitment) = commit(share, &mut rng);
+//!                     live.push(nonce);
+//!                     commitment
+//!                 })
+//!                 .collect()
+//!         };
+//!         let reply = match transmit.request {
+//!             Request::Commit => Reply::Commitments { commitments: fresh(live) },
+//!             Request::Sign { session, packages } => {
+//!                 let mut out = Vec::new();
+//!                 for package in packages.iter() {
+//!                     let mine = package.commitment(seat).ok_or("no commitment")?;
+//!                     let at = live.iter().position(|n| n.commitment() == mine).ok_or("no nonce")?;
+//!                     out.push(sign(live.swap_remove(at), package, share, &wallet)?);
+//!                 }
+//!                 Reply::Shares { session, shares: out, commitments: fresh(live) }
+//!             }
+//!             _ => return Err("unknown request".into()),
+//!         };
+//!         inbox.push((seat, reply));
+//!     }
+//!     while let Some(event) = coordinator.poll_event() {
+//!         if let Event::Done(signed) = event {
+//!             signatures = Some(signed.signatures);
+//!         }
+//!     }
+//!     for (seat, reply) in inbox {
+//!         coordinator.handle_reply(now, seat, reply)?;
+//!     }
+//! }
+//! for (message, signature) in messages.iter().zip(signatures.iter().flatten()) {
+//!     verify(&wallet.output_key(), message, signature)?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The coordinator is trusted for liveness only: signers check every request
 //! themselves, so a faulty coordinator can fail a run but not make a signer
 //! release a share it should not.

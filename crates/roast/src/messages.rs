@@ -137,3 +137,30 @@ impl<S: Scheme> fmt::Debug for Request<S> {
         }
     }
 }
+
+impl<S: Scheme> fmt::Debug for Reply<S> {
+    /// Names the reply kind, its session and its vector lengths.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Commitments { commitments } => f
+                .debug_struct("Commitments")
+                .field("inputs", &commitments.len())
+                .finish(),
+            Self::Shares {
+                session,
+                shares,
+                commitments,
+            } => f
+                .debug_struct("Shares")
+                .field("session", session)
+                .field("shares", &shares.len())
+                .field("commitments", &commitments.len())
+                .finish(),
+            Self::Refused { round, refusal } => f
+                .debug_struct("Refused")
+                .field("round", round)
+                .field("refusal", refusal)
+                .finish(),
+        }
+    }
+}

@@ -11,40 +11,93 @@ use crate::{Scheme, Seat, Verdict};
 /// # Invariants
 /// `pending` and the keys of `shares` are disjoint, and together with the
 /// members that refused, left or proved malicious they make up the
-/// session's t signers. A seat is pending in at most one session.
+/// session's `size` signers. A seat is pending in at most one session. Only
+/// share vectors that passed [`Session::check`] are stored.
 pub(crate) struct Session<S: Scheme> {
     /// One package per message.
     pub(crate) packages: Arc<[S::Package]>,
     /// Members whose answer is awaited.
     pub(crate) pending: BTreeSet<Seat>,
     /// Verified share vectors, one per member that answered validly.
-    pub(crate) shares: BTreeMap<Seat, Vec<S::Share>>,
+    shares: BTreeMap<Seat, Vec<S::Share>>,
+    /// The number of members (t).
+    size: usize,
+}
+
+/// A share vector every element of which verified for its session: the only
+/// kind [`Session::record`] accepts, and only [`Session::check`] makes one.
+pub(crate) struct Verified<S: Scheme> {
+    seat: Seat,
+    shares: Vec<S::Share>,
+}
+
+/// The verdict on one signer's share vector.
+pub(crate) enum Checked<S: Scheme> {
+    /// Every element verified.
+    Valid(Verified<S>),
+    /// The element at `input` did not.
+    Invalid { input: usize },
 }
 
 impl<S: Scheme> Session<S> {
+    /// A session of `members` awaiting every member's answer.
+    pub(crate) fn new(packages: Arc<[S::Package]>, members: &[Seat]) -> Self {
+        Self {
+            packages,
+            pending: members.iter().copied().collect(),
+            shares: BTreeMap::new(),
+            size: members.len(),
+        }
+    }
+
     /// Checks `seat`'s share vector element by element against this
-    /// session's packages, stopping at the first invalid element.
+    /// session's packages, stopping at the first invalid element. The caller
+    /// has checked that the vector has one share per package.
     ///
-    /// Returns the index of the first invalid share, or `None` if all are
-    /// valid. The caller has checked that the vector has one share per
-    /// package.
-    pub(crate) fn first_invalid(
+    /// # Errors
+    /// If the scheme cannot run a check (not the signer's fault).
+    pub(crate) fn check(
         &self,
         scheme: &S,
         seat: Seat,
-        shares: &[S::Share],
-    ) -> Result<Option<usize>, S::Error> {
-        for (input, (package, share)) in self.packages.iter().zip(shares).enumerate() {
+        shares: Vec<S::Share>,
+    ) -> Result<Checked<S>, S::Error> {
+        for (input, (package, share)) in self.packages.iter().zip(&shares).enumerate() {
             match scheme.verify_share(package, seat, share)? {
                 Verdict::Valid => {}
-                Verdict::Invalid => return Ok(Some(input)),
+                Verdict::Invalid => return Ok(Checked::Invalid { input }),
             }
         }
-        Ok(None)
+        Ok(Checked::Valid(Verified { seat, shares }))
+    }
+
+    /// Stores a verified vector (its sender is no longer pending).
+    pub(crate) fn record(&mut self, verified: Verified<S>) {
+        self.pending.remove(&verified.seat);
+        self.shares.insert(verified.seat, verified.shares);
+    }
+
+    /// Whether every member has answered validly.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.shares.len() == self.size
+    }
+
+    /// Whether no member has refused, left or proved malicious (so the
+    /// session can still complete).
+    pub(crate) fn is_intact(&self) -> bool {
+        self.pending.len() + self.shares.len() == self.size
+    }
+
+    /// The members that answered validly, ascending.
+    pub(crate) fn answered(&self) -> Vec<Seat> {
+        self.shares.keys().copied().collect()
     }
 
     /// Aggregates every input's shares into its signature, consuming the
-    /// session. The caller has checked that every member answered validly.
+    /// session. The caller has checked that the session is complete.
+    ///
+    /// # Errors
+    /// If the scheme fails to aggregate an input.
     pub(crate) fn aggregate(self, scheme: &S) -> Result<Vec<S::Signature>, S::Error> {
         let columns = transpose(self.shares, self.packages.len());
         self.packages

@@ -45,6 +45,12 @@ impl Hand {
             .collect()
     }
 
+    /// Nothing to send and nothing to report.
+    fn assert_quiet(&mut self) {
+        assert!(self.events().is_empty());
+        assert!(self.transmits().is_empty());
+    }
+
     fn events(&mut self) -> Vec<Event<Toy>> {
         std::iter::from_fn(|| self.coordinator.poll_event()).collect()
     }
@@ -145,8 +151,7 @@ fn spurious_timeouts_are_harmless() {
     hand.coordinator.handle_timeout(hand.now);
     hand.coordinator
         .handle_timeout(hand.now + REQUEST_TIMEOUT / 2);
-    assert!(hand.events().is_empty());
-    assert!(hand.transmits().is_empty());
+    hand.assert_quiet();
     assert_eq!(hand.coordinator.poll_timeout(), due);
 }
 
@@ -248,8 +253,7 @@ fn replies_that_do_not_fit_are_refused_without_effect() {
     assert_eq!(hand.reply(seat(3), late), Err(Error::Finished));
     hand.coordinator
         .handle_timeout(hand.now + REQUEST_TIMEOUT * 100);
-    assert!(hand.events().is_empty());
-    assert!(hand.transmits().is_empty());
+    hand.assert_quiet();
     assert_eq!(hand.coordinator.poll_timeout(), None);
 }
 

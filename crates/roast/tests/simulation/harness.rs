@@ -198,6 +198,14 @@ impl<B: Backend> Sim<B> {
         self
     }
 
+    /// Scripts `behavior` for each of `seats` and makes them answer first.
+    pub(crate) fn first_with(mut self, seats: &[Seat], behavior: Behavior) -> Self {
+        for seat in seats {
+            self.behaviors.insert(*seat, behavior);
+        }
+        self.answer_first(seats)
+    }
+
     /// Delivers every reply twice.
     pub(crate) fn duplicate_replies(mut self) -> Self {
         self.duplicate = true;

@@ -112,11 +112,9 @@ fn signers_silent_in_round_two_are_worked_around() {
     // them unresponsive, never blames them, and still finishes.
     let seed = 13;
     let late = seats(&[1, 2]);
-    let mut sim = Sim::new(seed, cluster(seed, 3, 6), 1).answer_first(&late);
-    for s in &late {
-        sim = sim.behave(*s, Behavior::Late);
-    }
-    let outcome = sim.run();
+    let outcome = Sim::new(seed, cluster(seed, 3, 6), 1)
+        .first_with(&late, Behavior::Late)
+        .run();
     let (_, stats) = outcome.done();
     assert!(stats.culprits.is_empty(), "seed {seed}");
     assert!(
@@ -135,11 +133,9 @@ fn malicious_signers_answering_first_are_caught_once_and_excluded() {
         (22, 2, 6, &[2, 4, 6], 3, 1),
     ] {
         let bad = seats(malicious);
-        let mut sim = Sim::new(seed, cluster(seed, threshold, signers), inputs).answer_first(&bad);
-        for s in &bad {
-            sim = sim.behave(*s, Behavior::Malicious { input: bad_input });
-        }
-        let outcome = sim.run();
+        let outcome = Sim::new(seed, cluster(seed, threshold, signers), inputs)
+            .first_with(&bad, Behavior::Malicious { input: bad_input })
+            .run();
         let (finished, stats) = outcome.done();
         // The first session held malicious signers: they answered first.
         let first = &outcome.sessions[0].1;
@@ -183,8 +179,7 @@ fn refusals_make_signers_unresponsive_not_culprits() {
     ] {
         let refuser = seat(2);
         let outcome = Sim::new(seed, cluster(seed, 3, 5), 2)
-            .answer_first(&[refuser])
-            .behave(refuser, Behavior::Refuses(refusal))
+            .first_with(&[refuser], Behavior::Refuses(refusal))
             .run();
         let (finished, stats) = outcome.done();
         assert!(stats.culprits.is_empty(), "seed {seed}: {refusal:?} blamed");
@@ -209,8 +204,7 @@ fn a_restarted_signer_rejoins_with_fresh_commitments() {
     let seed = 33;
     let restarter = seat(1);
     let outcome = Sim::new(seed, cluster(seed, 3, 3), 2)
-        .answer_first(&[restarter])
-        .behave(restarter, Behavior::Restarts)
+        .first_with(&[restarter], Behavior::Restarts)
         .run();
     // With n = t every seat must sign: the restarted one refuses with
     // `nonce_unknown`, is asked for fresh commitments, and signs.
@@ -225,11 +219,9 @@ fn a_restarted_signer_rejoins_with_fresh_commitments() {
 fn too_many_malicious_fails_naming_the_culprits() {
     let seed = 40;
     let bad = seats(&[1, 3]);
-    let mut sim = Sim::new(seed, cluster(seed, 3, 4), 2).answer_first(&bad);
-    for s in &bad {
-        sim = sim.behave(*s, Behavior::Malicious { input: 1 });
-    }
-    let outcome = sim.run();
+    let outcome = Sim::new(seed, cluster(seed, 3, 4), 2)
+        .first_with(&bad, Behavior::Malicious { input: 1 })
+        .run();
     match &outcome.end {
         End::Failed {
             failure:
@@ -252,8 +244,7 @@ fn duplicated_replies_are_refused_and_never_counted_twice() {
     let seed = 50;
     let bad = seat(5);
     let outcome = Sim::new(seed, cluster(seed, 3, 5), 2)
-        .answer_first(&[bad])
-        .behave(bad, Behavior::Malicious { input: 0 })
+        .first_with(&[bad], Behavior::Malicious { input: 0 })
         .duplicate_replies()
         .run();
     let (finished, stats) = outcome.done();
