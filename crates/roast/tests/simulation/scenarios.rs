@@ -262,3 +262,38 @@ fn duplicated_replies_are_refused_and_never_counted_twice() {
         );
     }
 }
+
+#[test]
+fn fifty_one_of_a_hundred_with_forty_nine_offline() {
+    // A tBTC-sized wallet; the key is split by a dealer since a 100-member
+    // DKG would dominate the suite's time.
+    let seed = 60;
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let backend = FrostCluster::imported(51, 100, ScriptTree::KeyPathOnly, &mut rng);
+    let offline: Vec<Seat> = (1..=49).map(|n| seat(n * 2)).collect();
+    let outcome = Sim::new(seed, backend, 2)
+        .first_with(&offline, Behavior::Offline)
+        .run();
+    let (finished, stats) = outcome.done();
+    assert_eq!(finished.len(), 51, "seed {seed}");
+    assert!(finished.iter().all(|s| !offline.contains(s)), "seed {seed}");
+    assert_eq!(stats.sessions, 1, "seed {seed}");
+    assert_no_rejections(&outcome);
+}
+
+#[test]
+fn fifty_one_of_a_hundred_with_forty_nine_malicious_answering_first() {
+    let seed = 61;
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let backend = FrostCluster::imported(51, 100, ScriptTree::KeyPathOnly, &mut rng);
+    let bad: Vec<Seat> = (52..=100).map(seat).collect();
+    let outcome = Sim::new(seed, backend, 1)
+        .first_with(&bad, Behavior::Malicious { input: 0 })
+        .run();
+    let (finished, stats) = outcome.done();
+    assert!(finished.iter().all(|s| !bad.contains(s)), "seed {seed}");
+    assert_eq!(stats.culprits, bad, "seed {seed}");
+    assert_eq!(outcome.culprits.len(), 49, "seed {seed}: each culprit once");
+    assert_eq!(stats.sessions, 2, "seed {seed}");
+    assert_no_rejections(&outcome);
+}
