@@ -85,16 +85,18 @@ enum Phase {
 /// session can still finish on time, it starts a session with the first t,
 /// removes them from R and asks each to sign every input.
 ///
+/// A valid share vector, verified element by element on arrival, puts its
+/// sender back into R with the fresh commitments that came with it; an
+/// invalid element makes the sender a culprit for good. When every member
+/// of a session has answered validly, the shares are aggregated and
+/// [`Event::Done`] ends the run.
+///
 /// The paper starts a session whenever R holds t signers. Here a session in
 /// which every member is still expected to answer (none refused, proved
 /// malicious or passed its request timeout) is given its chance first:
 /// racing it would spend t more nonces and t more signer round trips on
 /// every healthy run, while waiting costs at most one request timeout, after
-/// which the coordinator behaves exactly as in the paper. A valid share vector, verified element by element on
-/// arrival, puts its sender back into R with the fresh commitments that came
-/// with it; an invalid element makes the sender a culprit for good. When
-/// every member of a session has answered validly, the shares are
-/// aggregated and [`Event::Done`] ends the run.
+/// which the coordinator behaves as in the paper.
 ///
 /// # Invariants
 /// - Each signer is a member of at most one open session whose answer is
@@ -207,11 +209,16 @@ impl<S: Scheme> Coordinator<S> {
 
     /// Feeds in `from`'s answer, received at `now`.
     ///
+    /// `from` must be the seat the transport authenticated (the peer's TLS
+    /// identity mapped through the roster), never a seat named inside the
+    /// message: blame is only as good as that mapping.
+    ///
     /// # Errors
     /// The reply is refused, and changes nothing, if the run has ended
     /// ([`Error::Finished`]), `from` is not in the roster
     /// ([`Error::UnknownSeat`]), it names a session never started
-    /// ([`Error::UnknownSession`]), it is not awaited from `from`
+    /// ([`Error::UnknownSession`]) or one that can no longer finish
+    /// ([`Error::SessionClosed`]), it is not awaited from `from`
     /// ([`Error::NotPending`], [`Error::NotAwaited`]: duplicates land
     /// here), or a vector does not hold one element per message
     /// ([`Error::VectorLength`]). An invalid share is not an error: it is
@@ -237,6 +244,9 @@ impl<S: Scheme> Coordinator<S> {
                 self.on_refusal(now, from, standing, round, refusal)?;
             }
         }
+        // A session that lost a member and awaits no one can never finish.
+        self.sessions
+            .retain(|_, session| session.is_intact() || !session.pending.is_empty());
         self.start_sessions(now);
         Ok(())
     }
@@ -332,10 +342,7 @@ impl<S: Scheme> Coordinator<S> {
         shares: Vec<S::Share>,
         commitments: Vec<S::Commitment>,
     ) -> Result<(), Error> {
-        let session = self
-            .sessions
-            .get(&id)
-            .ok_or(Error::UnknownSession { session: id })?;
+        let session = self.sessions.get(&id).ok_or(self.missing(id))?;
         if !session.pending.contains(&from) {
             return Err(Error::NotPending {
                 seat: from,
@@ -367,10 +374,8 @@ impl<S: Scheme> Coordinator<S> {
                 }
             }
             Round::Sign(id) => {
-                let session = self
-                    .sessions
-                    .get_mut(&id)
-                    .ok_or(Error::UnknownSession { session: id })?;
+                let missing = self.missing(id);
+                let session = self.sessions.get_mut(&id).ok_or(missing)?;
                 if !session.pending.remove(&from) {
                     return Err(Error::NotPending {
                         seat: from,
@@ -535,6 +540,15 @@ impl<S: Scheme> Coordinator<S> {
     fn timeout_after(&self, now: Instant) -> Instant {
         now.checked_add(self.request_timeout)
             .map_or(self.deadline, |timeout| timeout.min(self.deadline))
+    }
+
+    /// The error for a reply naming session `id`, which is not open.
+    fn missing(&self, id: SessionId) -> Error {
+        if id < self.next_session {
+            Error::SessionClosed { session: id }
+        } else {
+            Error::UnknownSession { session: id }
+        }
     }
 
     fn check_len(&self, seat: Seat, got: usize) -> Result<(), Error> {

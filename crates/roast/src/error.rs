@@ -44,6 +44,14 @@ pub enum Error {
         /// The named session.
         session: SessionId,
     },
+    /// A reply for a session that was closed: a member refused, left or
+    /// proved malicious and no other member's answer is awaited, so it can
+    /// never finish.
+    #[error("reply for session {session}, which is closed")]
+    SessionClosed {
+        /// The named session.
+        session: SessionId,
+    },
     /// A share reply or refusal for a session whose answer from this seat is
     /// not awaited: the seat is not a member, already answered (a duplicate),
     /// or left it.

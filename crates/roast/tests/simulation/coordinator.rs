@@ -367,15 +367,36 @@ fn transient_refusals_are_asked_again_once() {
 }
 
 #[test]
-fn final_refusals_are_not_asked_again() {
+fn final_refusals_are_not_asked_again_and_close_the_session() {
     let mut hand = Hand::new(2, 3, 1);
-    let (session, _) = hand.start(1);
+    let (session, packages) = hand.start(1);
     let refused = Reply::Refused {
         round: Round::Sign(session),
         refusal: Refusal::PolicyDenied,
     };
     hand.reply(seat(2), refused).unwrap();
     assert!(hand.transmits().is_empty());
+    // Seat 1 still answers (and is responsive again); then the session,
+    // which can never finish, is closed.
+    let valid = hand.shares(seat(1), session, &packages);
+    let duplicate = crate::harness::clone_reply(&valid);
+    hand.reply(seat(1), valid).unwrap();
+    assert_eq!(
+        hand.reply(seat(1), duplicate),
+        Err(Error::SessionClosed { session })
+    );
+    // Seat 3 joins: a second session with seats 1 and 3.
+    let fresh = hand.commitments(seat(3), 1);
+    hand.reply(seat(3), fresh).unwrap();
+    let asked: Vec<_> = hand
+        .transmits()
+        .into_iter()
+        .filter(|(_, id)| id.is_some())
+        .collect();
+    assert_eq!(
+        asked.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![seat(1), seat(3)]
+    );
 }
 
 #[test]
