@@ -45,6 +45,14 @@ impl Hand {
             .collect()
     }
 
+    /// Delivers `reply` (which must be accepted), then a copy of it; returns
+    /// what the copy got.
+    fn reply_twice(&mut self, from: Seat, reply: Reply<Toy>) -> Result<(), Error> {
+        let copy = crate::harness::clone_reply(&reply);
+        self.reply(from, reply).unwrap();
+        self.reply(from, copy)
+    }
+
     /// Nothing to send and nothing to report.
     fn assert_quiet(&mut self) {
         assert!(self.events().is_empty());
@@ -155,6 +163,15 @@ fn spurious_timeouts_are_harmless() {
     assert_eq!(hand.coordinator.poll_timeout(), due);
 }
 
+/// The refusal of a one-element vector where two are expected.
+fn one_of_two(from: Seat) -> Result<(), Error> {
+    Err(Error::VectorLength {
+        seat: from,
+        expected: 2,
+        got: 1,
+    })
+}
+
 #[test]
 fn replies_that_do_not_fit_are_refused_without_effect() {
     let mut hand = Hand::new(2, 3, 2);
@@ -167,14 +184,7 @@ fn replies_that_do_not_fit_are_refused_without_effect() {
     );
     // Wrong vector length: the seat is still awaited afterwards.
     let short = hand.commitments(seat(1), 1);
-    assert_eq!(
-        hand.reply(seat(1), short),
-        Err(Error::VectorLength {
-            seat: seat(1),
-            expected: 2,
-            got: 1
-        })
-    );
+    assert_eq!(hand.reply(seat(1), short), one_of_two(seat(1)));
     let (session, packages) = hand.start(2);
     // Commitments while in a session: not awaited.
     let reply = hand.commitments(seat(1), 2);
@@ -217,14 +227,7 @@ fn replies_that_do_not_fit_are_refused_without_effect() {
             shares: shares[..1].to_vec(),
             commitments: vec![0, 0],
         };
-        assert_eq!(
-            hand.reply(seat(1), short),
-            Err(Error::VectorLength {
-                seat: seat(1),
-                expected: 2,
-                got: 1
-            })
-        );
+        assert_eq!(hand.reply(seat(1), short), one_of_two(seat(1)));
     }
     assert_eq!(hand.coordinator.sessions_started(), 1);
     assert!(
@@ -234,10 +237,8 @@ fn replies_that_do_not_fit_are_refused_without_effect() {
             .any(|e| matches!(e, Event::Culprit { .. }))
     );
     // The valid reply counts once; its duplicate is refused.
-    let duplicate = crate::harness::clone_reply(&valid);
-    hand.reply(seat(1), valid).unwrap();
     assert_eq!(
-        hand.reply(seat(1), duplicate),
+        hand.reply_twice(seat(1), valid),
         Err(Error::NotPending {
             seat: seat(1),
             session
@@ -379,10 +380,8 @@ fn final_refusals_are_not_asked_again_and_close_the_session() {
     // Seat 1 still answers (and is responsive again); then the session,
     // which can never finish, is closed.
     let valid = hand.shares(seat(1), session, &packages);
-    let duplicate = crate::harness::clone_reply(&valid);
-    hand.reply(seat(1), valid).unwrap();
     assert_eq!(
-        hand.reply(seat(1), duplicate),
+        hand.reply_twice(seat(1), valid),
         Err(Error::SessionClosed { session })
     );
     // Seat 3 joins: a second session with seats 1 and 3.
@@ -438,10 +437,8 @@ fn a_culprit_is_reported_once_and_never_used_again() {
     if let Reply::Shares { shares, .. } = &mut bad {
         shares[0] = shares[0].wrapping_add(1);
     }
-    let duplicate = crate::harness::clone_reply(&bad);
-    hand.reply(seat(1), bad).unwrap();
     assert_eq!(
-        hand.reply(seat(1), duplicate),
+        hand.reply_twice(seat(1), bad),
         Err(Error::NotPending {
             seat: seat(1),
             session
