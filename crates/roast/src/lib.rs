@@ -6,7 +6,13 @@
 //! that no signer can stall it: the coordinator keeps a set of responsive
 //! signers, starts a session whenever t of them hold fresh nonce
 //! commitments, verifies shares as they arrive, excludes the senders of
-//! invalid shares, and needs at most n - t + 1 sessions.
+//! invalid shares, and needs at most n - t + 1 sessions. (One deviation,
+//! explained on [`Coordinator`]: a new session waits while an open one can
+//! still finish within its request timeout, so a healthy run uses one.)
+//!
+//! The real scheme is the crypto crate's `WalletKey` (FROST over secp256k1
+//! with the wallet's BIP341 tweak), which implements [`Scheme`]: shares are
+//! checked against exactly the tweaked key the signers sign with.
 //!
 //! - [`Coordinator`] is the state machine, sans-IO like quinn-proto: inputs
 //!   are [`Reply`]s and clock ticks, outputs are [`Transmit`]s (a [`Request`]
