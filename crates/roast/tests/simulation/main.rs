@@ -3,6 +3,7 @@
 
 mod coordinator;
 mod frost;
+mod fuzz;
 mod harness;
 mod properties;
 mod scenarios;

@@ -45,7 +45,7 @@ fn mix(mut x: u64) -> u64 {
 }
 
 /// The only valid share of `seat` for `package`.
-fn share_of(seat: Seat, package: &ToyPackage) -> u64 {
+pub(crate) fn share_of(seat: Seat, package: &ToyPackage) -> u64 {
     let binding = package
         .commitments
         .iter()
