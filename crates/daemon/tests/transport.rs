@@ -3,12 +3,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
 
 use common::*;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use thresig_daemon::{
-    ClientTls, ClusterCa, ClusterName, DkgMessage, DkgSessionId, Epoch, Error, Recovery,
-    Round1Request, Round2Request, RpcCode, SignerClient, SigningTarget, WalletId,
+    ClientTls, DkgMessage, DkgSessionId, Epoch, Error, Recovery, Round1Request, RpcCode,
+    SignerClient, SigningTarget, WalletId,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,15 +49,25 @@ async fn round1_reaches_the_handler_with_the_authenticated_seat() {
     server.stop().await;
 }
 
-/// Runs round 1 with `tls` and returns the error (connecting included).
-async fn refused(addr: std::net::SocketAddr, tls: &ClientTls) -> Error {
-    match SignerClient::connect(tls, addr, seat(1)).await {
+/// Asserts that the server refuses `tls` (at the handshake or the first call).
+async fn assert_refused(addr: std::net::SocketAddr, tls: &ClientTls) {
+    let err = match SignerClient::connect(tls, addr, seat(1)).await {
         Err(err) => err,
         Ok(mut client) => client
             .round1(Round1Request::new(wallet(), 1))
             .await
             .expect_err("the server accepted the client"),
-    }
+    };
+    assert!(
+        matches!(
+            err,
+            Error::Rpc {
+                code: RpcCode::Unavailable,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,56 +75,18 @@ async fn a_certificate_from_another_ca_or_cluster_is_refused() {
     let cluster = Cluster::new();
     let handler = Arc::new(Recorder::default());
     let server = start(cluster.config(""), handler.clone()).await;
+    let ca_cert = cluster.path("ca.pem");
 
     // Another CA issues a certificate for seat 2 of a cluster of the same name.
     let other_dir = tempfile::tempdir().unwrap();
     let other_ca = make_ca(other_dir.path(), CLUSTER);
-    let foreign = member(
-        &other_ca,
-        other_dir.path(),
-        seat(2),
-        "seat2",
-        &cluster.path("ca.pem"),
-    );
-    let foreign = ClientTls::load(&foreign, ClusterName::new(CLUSTER).unwrap()).unwrap();
-    let err = refused(server.addr, &foreign).await;
-    assert!(
-        matches!(
-            err,
-            Error::Rpc {
-                code: RpcCode::Unavailable,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let foreign = member_client(&other_ca, other_dir.path(), seat(2), "seat2", &ca_cert);
+    assert_refused(server.addr, &foreign).await;
 
     // The cluster's own CA, but a certificate naming seat 2 of another cluster.
-    let same_ca = ClusterCa::load(
-        ClusterName::new("other").unwrap(),
-        &cluster.path("ca.pem"),
-        &cluster.path("ca.key"),
-    )
-    .unwrap();
-    let renamed = member(
-        &same_ca,
-        cluster.dir.path(),
-        seat(2),
-        "other2",
-        &cluster.path("ca.pem"),
-    );
-    let renamed = ClientTls::load(&renamed, ClusterName::new(CLUSTER).unwrap()).unwrap();
-    let err = refused(server.addr, &renamed).await;
-    assert!(
-        matches!(
-            err,
-            Error::Rpc {
-                code: RpcCode::Unavailable,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let same_ca = cluster.reload_ca("other");
+    let renamed = member_client(&same_ca, cluster.dir.path(), seat(2), "other2", &ca_cert);
+    assert_refused(server.addr, &renamed).await;
 
     // The genuine member still gets through, and so does a member issued
     // later by the reloaded cluster CA; nothing else reached the handler.
@@ -121,23 +95,9 @@ async fn a_certificate_from_another_ca_or_cluster_is_refused() {
         .round1(Round1Request::new(wallet(), 1))
         .await
         .unwrap();
-    let reloaded = ClusterCa::load(
-        ClusterName::new(CLUSTER).unwrap(),
-        &cluster.path("ca.pem"),
-        &cluster.path("ca.key"),
-    )
-    .unwrap();
-    let late = member(
-        &reloaded,
-        cluster.dir.path(),
-        seat(3),
-        "seat3",
-        &cluster.path("ca.pem"),
-    );
-    let late = ClientTls::load(&late, ClusterName::new(CLUSTER).unwrap()).unwrap();
-    let mut late = SignerClient::connect(&late, server.addr, seat(1))
-        .await
-        .unwrap();
+    let reloaded = cluster.reload_ca(CLUSTER);
+    let late = member_client(&reloaded, cluster.dir.path(), seat(3), "seat3", &ca_cert);
+    let mut late = server.client(&late).await;
     late.round1(Round1Request::new(wallet(), 1)).await.unwrap();
     assert_eq!(handler.peers(), vec![seat(2), seat(3)]);
     server.stop().await;
@@ -152,8 +112,7 @@ async fn a_client_without_a_certificate_is_refused() {
     // A TLS 1.3 client that trusts the cluster CA but presents no certificate.
     let mut roots = rustls::RootCertStore::empty();
     let ca_pem = std::fs::read(cluster.path("ca.pem")).unwrap();
-    use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
+    for cert in CertificateDer::pem_slice_iter(&ca_pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -164,7 +123,7 @@ async fn a_client_without_a_certificate_is_refused() {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from(format!("seat-1.{CLUSTER}")).unwrap();
+    let name = ServerName::try_from(format!("seat-1.{CLUSTER}")).unwrap();
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     // TLS 1.3 lets the client finish first; the server's refusal arrives as
     // an alert on the first read (an accepted client would read the
@@ -187,7 +146,8 @@ async fn a_client_without_a_certificate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_refuses_a_server_with_another_seats_certificate() {
     let cluster = Cluster::new();
-    let server = start(cluster.config(""), Arc::new(Recorder::default())).await;
+    let handler = Arc::new(Recorder::default());
+    let server = start(cluster.config(""), handler.clone()).await;
     // The server holds seat 1's certificate; a client expecting seat 3 must refuse.
     let err = match SignerClient::connect(&cluster.client_tls(), server.addr, seat(3)).await {
         Err(err) => err,
@@ -197,26 +157,19 @@ async fn the_client_refuses_a_server_with_another_seats_certificate() {
         matches!(err, Error::Transport(_) | Error::Rpc { .. }),
         "{err}"
     );
+    assert!(handler.peers().is_empty());
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_flight_request_completes_during_shutdown() {
     let cluster = Cluster::new();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    let handler = Arc::new(Gate {
-        entered: Mutex::new(entered_tx),
-        release: Mutex::new(release_rx),
-    });
-    let mut server = start(cluster.config(""), handler).await;
+    let (gate, control) = Gate::new();
+    let mut server = start(cluster.config(""), gate).await;
     let mut client = server.client(&cluster.client_tls()).await;
     let call = tokio::spawn(async move { client.round1(Round1Request::new(wallet(), 2)).await });
 
-    // The request is inside the handler.
-    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
-        .await
-        .unwrap();
+    control.wait_entered().await;
     // Shutdown is signalled and serve has seen it...
     server.shutdown.take().unwrap().send(()).unwrap();
     server.shutdown_seen.take().unwrap().await.unwrap();
@@ -225,10 +178,47 @@ async fn an_in_flight_request_completes_during_shutdown() {
         "serve returned with a request in flight"
     );
     // ...and the request still completes once the handler is released.
-    release_tx.send(()).unwrap();
+    control.release.send(()).unwrap();
     let reply = call.await.unwrap().unwrap();
     assert_eq!(reply.commitments, commitments(2));
     server.task.await.unwrap().unwrap();
+    // The listener is closed once serve has returned.
+    assert!(TcpStream::connect(server.addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_concurrency_limit_wait_and_time_out() {
+    let cluster = Cluster::new();
+    let (gate, control) = Gate::new();
+    let limits = "max_concurrent_requests = 1\nrequest_timeout_ms = 1000";
+    let server = start(cluster.config(limits), gate).await;
+    let tls = cluster.client_tls();
+    let mut first = server.client(&tls).await;
+    let held = tokio::spawn(async move { first.round1(Round1Request::new(wallet(), 1)).await });
+    control.wait_entered().await;
+
+    // The only slot is held until the handler returns, which the test
+    // allows only later. The second request cannot reach the handler before
+    // its timeout, although the first one's timeout (earlier) has passed:
+    // a timed-out call keeps its slot until the blocking work is done.
+    let mut second = server.client(&tls).await;
+    let err = second
+        .round1(Round1Request::new(wallet(), 1))
+        .await
+        .unwrap_err();
+    assert_eq!(refusal(&err).code.as_str(), "timeout");
+    assert!(err.is_retryable());
+    let err = held.await.unwrap().unwrap_err();
+    assert_eq!(refusal(&err).code.as_str(), "timeout");
+
+    // Once the first handler returns, the next request is served.
+    control.release.send(()).unwrap();
+    control.release.send(()).unwrap();
+    second
+        .round1(Round1Request::new(wallet(), 1))
+        .await
+        .unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,16 +227,8 @@ async fn an_oversized_request_is_refused_by_the_transport() {
     let handler = Arc::new(Recorder::default());
     let server = start(cluster.config("max_request_bytes = 1024"), handler.clone()).await;
     let mut client = server.client(&cluster.client_tls()).await;
-    let request = |psbt_len| {
-        Round2Request::new(
-            wallet(),
-            Epoch(1),
-            vec![seat(1), seat(2)],
-            SigningTarget::Psbt(vec![0x70; psbt_len]),
-            vec![vec![1; 100]],
-        )
-    };
-    let err = client.round2(request(4096)).await.unwrap_err();
+    let psbt = |len| SigningTarget::Psbt(vec![0x70; len]);
+    let err = client.round2(round2(psbt(4096))).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -257,9 +239,10 @@ async fn an_oversized_request_is_refused_by_the_transport() {
         ),
         "{err}"
     );
+    assert!(err.to_string().contains("too large"), "{err}");
     assert!(handler.peers().is_empty());
     // Below the limit the same request goes through.
-    let reply = client.round2(request(512)).await.unwrap();
+    let reply = client.round2(round2(psbt(512))).await.unwrap();
     assert_eq!(reply.shares, vec![vec![1; 100]]);
     server.stop().await;
 }
@@ -271,25 +254,13 @@ async fn handler_errors_arrive_with_their_code_and_recovery() {
         ("nonce_unknown", Recovery::Terminal),
         ("storage_unavailable", Recovery::Retryable),
     ] {
-        let server = start(
-            cluster.config(""),
-            Arc::new(Recorder::failing(code, recovery)),
-        )
-        .await;
+        let handler = Arc::new(Recorder::failing(code, recovery));
+        let server = start(cluster.config(""), handler).await;
         let mut client = server.client(&cluster.client_tls()).await;
-        let request = Round2Request::new(
-            wallet(),
-            Epoch(1),
-            vec![seat(1), seat(2)],
-            SigningTarget::Digests(vec![[7; 32]]),
-            vec![vec![1; 10]],
-        );
-        let err = client.round2(request).await.unwrap_err();
-        let Error::Refused(refusal) = &err else {
-            panic!("expected a refusal, got {err}");
-        };
-        assert_eq!(refusal.code.as_str(), code);
-        assert_eq!(refusal.recovery, recovery);
+        let target = SigningTarget::Digests(vec![[7; 32]]);
+        let err = client.round2(round2(target)).await.unwrap_err();
+        assert_eq!(refusal(&err).code.as_str(), code);
+        assert_eq!(refusal(&err).recovery, recovery);
         assert_eq!(err.is_retryable(), recovery == Recovery::Retryable);
         server.stop().await;
     }
@@ -302,15 +273,10 @@ async fn a_malformed_request_gets_invalid_request_without_reaching_the_handler()
     let server = start(cluster.config(""), handler.clone()).await;
     let mut client = server.client(&cluster.client_tls()).await;
     for inputs in [0, 1_000_000] {
-        let err = client
-            .round1(Round1Request::new(wallet(), inputs))
-            .await
-            .unwrap_err();
-        let Error::Refused(refusal) = &err else {
-            panic!("expected a refusal, got {err}");
-        };
-        assert_eq!(refusal.code.as_str(), "invalid_request");
-        assert_eq!(refusal.recovery, Recovery::Terminal);
+        let request = Round1Request::new(wallet(), inputs);
+        let err = client.round1(request).await.unwrap_err();
+        assert_eq!(refusal(&err).code.as_str(), "invalid_request");
+        assert_eq!(refusal(&err).recovery, Recovery::Terminal);
     }
     assert!(handler.peers().is_empty());
     server.stop().await;
@@ -348,22 +314,14 @@ async fn metrics_count_requests_by_method_and_outcome() {
     assert_eq!(series(&before, ok), 0);
 
     let mut client = server.client(&cluster.client_tls()).await;
-    client
-        .round1(Round1Request::new(wallet(), 1))
-        .await
-        .unwrap();
-    client
-        .round1(Round1Request::new(wallet(), 1))
-        .await
-        .unwrap();
-    let request = Round2Request::new(
-        wallet(),
-        Epoch(1),
-        vec![seat(1)],
-        SigningTarget::Psbt(vec![1]),
-        vec![vec![1]],
-    );
-    client.round2(request).await.unwrap_err();
+    for _ in 0..2 {
+        client
+            .round1(Round1Request::new(wallet(), 1))
+            .await
+            .unwrap();
+    }
+    let err = client.round2(round2(SigningTarget::Psbt(vec![1]))).await;
+    assert_eq!(refusal(&err.unwrap_err()).code.as_str(), "policy_denied");
 
     let after = scrape(server.metrics_addr).await;
     assert_eq!(series(&after, ok), 2, "{after}");

@@ -36,6 +36,19 @@ pub fn make_ca(dir: &Path, cluster: &str) -> ClusterCa {
 }
 
 /// Issues `seat`'s certificate from `ca` into `dir/<name>.{pem,key}` and
+/// loads it as a client identity of cluster [`CLUSTER`] trusting `ca_cert`.
+pub fn member_client(
+    ca: &ClusterCa,
+    dir: &Path,
+    seat: Seat,
+    name: &str,
+    ca_cert: &Path,
+) -> ClientTls {
+    let paths = member(ca, dir, seat, name, ca_cert);
+    ClientTls::load(&paths, ClusterName::new(CLUSTER).unwrap()).unwrap()
+}
+
+/// Issues `seat`'s certificate from `ca` into `dir/<name>.{pem,key}` and
 /// returns the TLS paths with `ca_cert` as trust anchor.
 pub fn member(ca: &ClusterCa, dir: &Path, seat: Seat, name: &str, ca_cert: &Path) -> TlsPaths {
     let tls = ca.issue_member(seat, validity()).unwrap();
@@ -83,6 +96,12 @@ key = "seat1.key"
 "#
         );
         DaemonConfig::from_toml(&text, self.dir.path()).unwrap()
+    }
+
+    /// The cluster's CA as written to disk, loaded for `cluster`'s names.
+    pub fn reload_ca(&self, cluster: &str) -> ClusterCa {
+        let name = ClusterName::new(cluster).unwrap();
+        ClusterCa::load(name, &self.path("ca.pem"), &self.path("ca.key")).unwrap()
     }
 
     /// The coordinator's (seat 2) client identity.
@@ -169,6 +188,25 @@ impl Recorder {
     }
 }
 
+/// The signer's refusal inside `err`.
+pub fn refusal(err: &thresig_daemon::Error) -> &SignerError {
+    match err {
+        thresig_daemon::Error::Refused(refusal) => refusal,
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+/// A round-2 request of wallet `vault-1` over `target` with one package.
+pub fn round2(target: thresig_daemon::SigningTarget) -> Round2Request {
+    Round2Request::new(
+        thresig_daemon::WalletId::new("vault-1").unwrap(),
+        Epoch(1),
+        vec![seat(1), seat(2)],
+        target,
+        vec![vec![1; 100]],
+    )
+}
+
 pub fn commitments(inputs: u32) -> Vec<Vec<u8>> {
     (0..inputs).map(|i| vec![i as u8; 33]).collect()
 }
@@ -199,10 +237,42 @@ impl SignerHandler for Recorder {
 }
 
 /// A handler whose round 1 reports that it started, then waits for the
-/// test's go-ahead.
+/// test's go-ahead (one per call).
 pub struct Gate {
     pub entered: Mutex<mpsc::Sender<()>>,
     pub release: Mutex<mpsc::Receiver<()>>,
+}
+
+/// The test's ends of a [`Gate`].
+pub struct GateControl {
+    pub entered: mpsc::Receiver<()>,
+    pub release: mpsc::Sender<()>,
+}
+
+impl GateControl {
+    /// Waits until a call is inside the handler.
+    pub async fn wait_entered(&self) -> &Self {
+        tokio::task::block_in_place(|| self.entered.recv().unwrap());
+        self
+    }
+}
+
+impl Gate {
+    pub fn new() -> (Arc<Self>, GateControl) {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let gate = Arc::new(Self {
+            entered: Mutex::new(entered_tx),
+            release: Mutex::new(release_rx),
+        });
+        (
+            gate,
+            GateControl {
+                entered: entered_rx,
+                release: release_tx,
+            },
+        )
+    }
 }
 
 impl SignerHandler for Gate {
