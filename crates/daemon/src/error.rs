@@ -73,9 +73,6 @@ pub enum Error {
     /// The gRPC server or channel failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// The metrics endpoint failed.
-    #[error("metrics endpoint: {0}")]
-    Metrics(io::Error),
     /// A call failed below the signer: refused by TLS, too large, timed out
     /// at the transport or the signer unreachable.
     #[error("rpc failed ({code:?}): {message}")]
@@ -104,7 +101,7 @@ impl Error {
                 RpcCode::Unavailable | RpcCode::DeadlineExceeded | RpcCode::ResourceExhausted
             ),
             Self::Refused(err) => err.recovery == crate::api::Recovery::Retryable,
-            Self::Socket(_) | Self::Transport(_) | Self::Metrics(_) => true,
+            Self::Socket(_) | Self::Transport(_) => true,
             Self::ConfigSyntax(_)
             | Self::ConfigValue { .. }
             | Self::InvalidId(_)

@@ -47,6 +47,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// at the bound, the accept loop stops accepting until one closes.
 const MAX_CONNECTIONS: usize = 1024;
 
+/// Pause after a failed accept (see [`accept_with_slot`]).
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// The protocol negotiated with ALPN: gRPC runs over HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
 
@@ -311,7 +314,10 @@ pub(crate) async fn accept_loop(
 }
 
 /// Waits for a connection slot, then accepts one connection. A failed accept
-/// (out of file descriptors, a reset before accept) is logged and skipped.
+/// (out of file descriptors, a reset before accept) is logged and skipped
+/// after a short pause, so a persistent failure such as `EMFILE` does not
+/// spin the loop (the pause mini-redis's accept loop takes, without its
+/// doubling: the daemon must come back as soon as descriptors free up).
 async fn accept_with_slot(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
@@ -321,7 +327,70 @@ async fn accept_with_slot(
         Ok((tcp, addr)) => Some((tcp, addr, slot)),
         Err(err) => {
             warn!(error = %err, "accept failed");
+            tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair};
+
+    use super::*;
+
+    fn cert_with_names(names: &[&str]) -> CertificateDer<'static> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let key = KeyPair::generate().unwrap();
+        CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .der()
+            .clone()
+    }
+
+    #[test]
+    fn a_certificate_names_a_seat_only_with_exactly_one_seat_name() {
+        let cluster = ClusterName::new("demo").unwrap();
+        let seat = |n| Seat::try_from(n).unwrap();
+        let cases: [(&[&str], Option<Seat>); 6] = [
+            (&["seat-3.demo"], Some(seat(3))),
+            (&["localhost", "seat-3.demo", "seat-3.other"], Some(seat(3))),
+            (&["seat-3.demo", "seat-4.demo"], None),
+            (&["seat-3.demo", "seat-3.demo"], None),
+            (&["seat-3.other", "localhost"], None),
+            (&["demo"], None),
+        ];
+        for (names, expected) in cases {
+            assert_eq!(
+                seat_of_certificate(&cert_with_names(names), &cluster),
+                expected,
+                "{names:?}"
+            );
+        }
+        assert_eq!(
+            seat_of_certificate(&CertificateDer::from(vec![0x30, 0x00]), &cluster),
+            None
+        );
+    }
+
+    #[test]
+    fn secret_files_are_created_0600_and_loose_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write_secret_file(&path, b"secret").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(&*read_secret_file(&path).unwrap(), b"secret");
+        for loose in [0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(loose)).unwrap();
+            let err = read_secret_file(&path).unwrap_err();
+            assert!(matches!(err, Error::KeyFilePermissions { mode, .. } if mode == loose));
+        }
+        assert!(matches!(
+            write_secret_file(&path, b"x"),
+            Err(Error::WriteFile { .. })
+        ));
     }
 }
