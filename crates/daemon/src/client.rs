@@ -10,6 +10,9 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::api::{
     DkgMessage, Round1Reply, Round1Request, Round2Reply, Round2Request, SignerError, StatusReply,
@@ -63,6 +66,7 @@ impl ClientTls {
 #[derive(Debug, Clone)]
 pub struct SignerClient {
     inner: Generated<Channel>,
+    health: HealthClient<Channel>,
 }
 
 impl SignerClient {
@@ -92,8 +96,23 @@ impl SignerClient {
             }))
             .await?;
         Ok(Self {
-            inner: Generated::new(channel),
+            inner: Generated::new(channel.clone()),
+            health: HealthClient::new(channel),
         })
+    }
+
+    /// Whether the signer accepts requests: its readiness as the standard
+    /// gRPC health service reports it for [`crate::READINESS_SERVICE`]
+    /// (false once its shutdown has begun).
+    ///
+    /// # Errors
+    /// [`Error::Rpc`] when the signer cannot be asked.
+    pub async fn is_ready(&mut self) -> Result<bool, Error> {
+        let request = HealthCheckRequest {
+            service: crate::READINESS_SERVICE.to_owned(),
+        };
+        let reply = self.health.check(request).await.map_err(rpc_error)?;
+        Ok(reply.into_inner().status() == ServingStatus::Serving)
     }
 
     /// Signing round 1.

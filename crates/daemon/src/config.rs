@@ -153,8 +153,10 @@ pub struct Limits {
 }
 
 impl DaemonConfig {
-    /// Parses a `[daemon]` table given as TOML text (the table's body, or a
-    /// document whose only table is `[daemon]`'s content) and validates it.
+    /// Parses the body of a `[daemon]` table (its keys and its `[tls]` and
+    /// `[limits]` sub-tables, as in a file holding only this section) and
+    /// validates it. A CLI whose file holds other sections embeds
+    /// [`DaemonSection`] instead and calls [`DaemonConfig::from_section`].
     ///
     /// # Errors
     /// [`Error::ConfigSyntax`] for bad TOML or an unknown field, and the

@@ -121,16 +121,35 @@ impl<H: SignerHandler> SignerService<H> {
                 ))
             })
         };
-        self.metrics.in_flight().inc();
-        let result = tokio::time::timeout(self.timeout, work).await;
-        self.metrics.in_flight().dec();
-        result.unwrap_or_else(|_| {
-            Err(SignerError::new(
-                ErrorCode::TIMEOUT,
-                Recovery::Retryable,
-                format!("no answer within {} ms", self.timeout.as_millis()),
-            ))
-        })
+        // Counted down on drop, so a call abandoned by its client (tonic
+        // drops the future) is not counted forever.
+        let _in_flight = InFlight::enter(&self.metrics);
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SignerError::new(
+                    ErrorCode::TIMEOUT,
+                    Recovery::Retryable,
+                    format!("no answer within {} ms", self.timeout.as_millis()),
+                ))
+            })
+    }
+}
+
+/// One request in the in-flight gauge, for as long as the value lives.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn enter(metrics: &Metrics) -> Self {
+        let gauge = metrics.in_flight().clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -25,6 +25,7 @@ async fn round1_reaches_the_handler_with_the_authenticated_seat() {
     let handler = Arc::new(Recorder::default());
     let server = start(cluster.config(""), handler.clone()).await;
     let mut client = server.client(&cluster.client_tls()).await;
+    assert!(client.is_ready().await.unwrap());
 
     let reply = client
         .round1(Round1Request::new(wallet(), 3))
