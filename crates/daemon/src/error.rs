@@ -67,9 +67,10 @@ pub enum Error {
     /// Creating a key or certificate failed.
     #[error("certificate generation: {0}")]
     Certificate(#[from] rcgen::Error),
-    /// A socket operation failed (reading a listener's address, connecting).
-    #[error("socket: {0}")]
-    Socket(io::Error),
+    /// Setting up the process's resources failed: binding a listener,
+    /// reading its address, creating the runtime or a signal handler.
+    #[error("setup: {0}")]
+    Setup(io::Error),
     /// The gRPC server or channel failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -101,7 +102,7 @@ impl Error {
                 RpcCode::Unavailable | RpcCode::DeadlineExceeded | RpcCode::ResourceExhausted
             ),
             Self::Refused(err) => err.recovery == crate::api::Recovery::Retryable,
-            Self::Socket(_) | Self::Transport(_) => true,
+            Self::Setup(_) | Self::Transport(_) => true,
             Self::ConfigSyntax(_)
             | Self::ConfigValue { .. }
             | Self::InvalidId(_)

@@ -11,7 +11,9 @@
 //! - [`DaemonConfig`]: the `[daemon]` section, parsed with unknown fields
 //!   refused and validated into typed values.
 //! - [`serve`]: runs the server on [`Listeners`] the caller bound, until the
-//!   caller's shutdown future completes, then drains in-flight requests.
+//!   caller's shutdown future completes, then drains in-flight requests;
+//!   [`run_until_signal`] wraps it for a process (runtime, binding,
+//!   SIGINT/SIGTERM).
 //! - [`SignerClient`] with [`ClientTls`]: a coordinator's connection to one
 //!   signer.
 //! - [`ClusterCa`] and [`MemberTls`]: the cluster CA and member
@@ -64,4 +66,4 @@ pub use client::{ClientTls, SignerClient};
 pub use config::{DaemonConfig, DaemonSection, Limits, LimitsSection, TlsPaths, TlsSection};
 pub use error::{ConfigProblem, Error, InvalidId, RpcCode};
 pub use ids::{ClusterName, DkgSessionId, Epoch, Seat, WalletId};
-pub use server::{Listeners, READINESS_SERVICE, serve};
+pub use server::{Listeners, READINESS_SERVICE, run_until_signal, serve};

@@ -42,14 +42,14 @@ impl Listeners {
     /// Binds both addresses of `config`.
     ///
     /// # Errors
-    /// [`Error::Socket`] if either address cannot be bound.
+    /// [`Error::Setup`] if either address cannot be bound.
     pub async fn bind(config: &DaemonConfig) -> Result<Self, Error> {
         let grpc = TcpListener::bind(config.listen)
             .await
-            .map_err(Error::Socket)?;
+            .map_err(Error::Setup)?;
         let metrics = TcpListener::bind(config.metrics_listen)
             .await
-            .map_err(Error::Socket)?;
+            .map_err(Error::Setup)?;
         Ok(Self { grpc, metrics })
     }
 }
@@ -137,4 +137,42 @@ where
     served?;
     info!("signer daemon stopped");
     Ok(())
+}
+
+/// Runs the daemon as a process's main loop: builds a Tokio runtime, binds
+/// the configured addresses, and serves until SIGINT or SIGTERM, then
+/// drains in-flight requests and returns.
+///
+/// This is the glue a binary would write around [`serve`] (mini-redis's
+/// `bin/server.rs`), kept here so that the CLI needs no async runtime of
+/// its own. Tests and embedders that bind their own sockets or stop on
+/// another event call [`serve`].
+///
+/// # Errors
+/// [`Error::Setup`] if the runtime, a listener or a signal handler cannot
+/// be set up, and the errors of [`serve`].
+pub fn run_until_signal<H: SignerHandler>(
+    config: &DaemonConfig,
+    handler: Arc<H>,
+) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Setup)?;
+    runtime.block_on(async {
+        let listeners = Listeners::bind(config).await?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(Error::Setup)?;
+        let grpc = listeners.grpc.local_addr().map_err(Error::Setup)?;
+        let metrics = listeners.metrics.local_addr().map_err(Error::Setup)?;
+        info!(%grpc, %metrics, "listening");
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                _ = terminate.recv() => info!("SIGTERM received"),
+            }
+        };
+        serve(config, listeners, handler, shutdown).await
+    })
 }
