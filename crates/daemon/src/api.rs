@@ -160,14 +160,57 @@ impl DkgMessage {
     }
 }
 
+/// A wallet's lifecycle state, as `status` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WalletState {
+    /// Its DKG has not completed with all confirmations.
+    DkgPending,
+    /// It signs.
+    Active,
+    /// It signs only the sweep to its successor.
+    Rekeying,
+    /// It signs nothing; its shares may be deleted.
+    Retired,
+    /// Its records failed to authenticate; it refuses to sign.
+    Corrupt,
+}
+
+impl WalletState {
+    const ALL: [Self; 5] = [
+        Self::DkgPending,
+        Self::Active,
+        Self::Rekeying,
+        Self::Retired,
+        Self::Corrupt,
+    ];
+
+    /// The state's wire name (`dkg_pending`, `active`, ...).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DkgPending => "dkg_pending",
+            Self::Active => "active",
+            Self::Rekeying => "rekeying",
+            Self::Retired => "retired",
+            Self::Corrupt => "corrupt",
+        }
+    }
+
+    /// The state a wire name stands for.
+    pub(crate) fn from_wire(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == name)
+    }
+}
+
 /// One wallet as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WalletStatus {
     /// The wallet.
     pub wallet: WalletId,
-    /// Its state (`dkg_pending`, `active`, `rekeying`, `retired`, `corrupt`).
-    pub state: String,
+    /// Its state.
+    pub state: WalletState,
     /// Its threshold.
     pub threshold: u16,
     /// Its roster size.
@@ -183,7 +226,7 @@ pub struct WalletStatus {
 impl WalletStatus {
     /// A wallet's status (see the field docs).
     #[must_use]
-    pub fn new(wallet: WalletId, state: String, threshold: u16, members: u16) -> Self {
+    pub fn new(wallet: WalletId, state: WalletState, threshold: u16, members: u16) -> Self {
         Self {
             wallet,
             state,

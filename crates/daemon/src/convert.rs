@@ -4,7 +4,7 @@
 
 use crate::api::{
     DkgMessage, ErrorCode, Recovery, Round1Reply, Round1Request, Round2Reply, Round2Request,
-    SignerError, SigningTarget, StatusReply, WalletStatus,
+    SignerError, SigningTarget, StatusReply, WalletState, WalletStatus,
 };
 use crate::error::{Error, InvalidId};
 use crate::ids::{DkgSessionId, Epoch, Seat, WalletId};
@@ -156,7 +156,7 @@ impl From<WalletStatus> for proto::WalletStatus {
     fn from(status: WalletStatus) -> Self {
         Self {
             wallet_id: status.wallet.as_str().to_owned(),
-            state: status.state,
+            state: status.state.as_str().to_owned(),
             threshold: u32::from(status.threshold),
             members: u32::from(status.members),
             epoch: status.epoch.map(|e| e.0),
@@ -172,9 +172,11 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
         let count = |n: u32| {
             u16::try_from(n).map_err(|_| Error::Malformed("threshold or members above 65535"))
         };
+        let state =
+            WalletState::from_wire(&wire.state).ok_or(Error::Malformed("unknown wallet state"))?;
         let mut status = Self::new(
             WalletId::new(wire.wallet_id)?,
-            wire.state,
+            state,
             count(wire.threshold)?,
             count(wire.members)?,
         );

@@ -59,7 +59,7 @@ mod proto {
 
 pub use api::{
     DkgMessage, ErrorCode, Recovery, Round1Reply, Round1Request, Round2Reply, Round2Request,
-    SignerError, SignerHandler, SigningTarget, StatusReply, WalletStatus,
+    SignerError, SignerHandler, SigningTarget, StatusReply, WalletState, WalletStatus,
 };
 pub use certs::{ClusterCa, MemberTls, Validity};
 pub use client::{ClientTls, SignerClient};

@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use thresig_daemon::{
     ClientTls, DkgMessage, DkgSessionId, Epoch, Error, Recovery, Round1Request, RpcCode,
-    SignerClient, SigningTarget, WalletId,
+    SignerClient, SigningTarget, WalletId, WalletState,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,7 +43,15 @@ async fn round1_reaches_the_handler_with_the_authenticated_seat() {
     );
     let relayed = client.dkg(message.clone()).await.unwrap();
     assert_eq!(relayed, vec![message]);
-    assert_eq!(client.status().await.unwrap().seat, seat(1));
+    let status = client.status().await.unwrap();
+    assert_eq!(status.seat, seat(1));
+    assert_eq!(status.wallets.len(), 1);
+    let wallet_status = &status.wallets[0];
+    assert_eq!(wallet_status.state, WalletState::Active);
+    assert_eq!((wallet_status.threshold, wallet_status.members), (2, 3));
+    assert_eq!(wallet_status.epoch, Some(Epoch(4)));
+    assert_eq!(wallet_status.output_key, vec![0xab; 32]);
+    assert_eq!(wallet_status.live_nonces, 5);
 
     // The seat is the client's certificate's (2), not the DKG sender's (3).
     assert_eq!(handler.peers(), vec![seat(2), seat(2), seat(2)]);

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use thresig_daemon::{
     ClientTls, ClusterCa, ClusterName, DaemonConfig, DkgMessage, Epoch, ErrorCode, Listeners,
     Recovery, Round1Reply, Round1Request, Round2Reply, Round2Request, Seat, SignerClient,
-    SignerError, SignerHandler, StatusReply, TlsPaths, Validity, serve,
+    SignerError, SignerHandler, StatusReply, TlsPaths, Validity, WalletState, WalletStatus, serve,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -232,7 +232,12 @@ impl SignerHandler for Recorder {
 
     fn status(&self, peer: Seat) -> Result<StatusReply, SignerError> {
         self.peers.lock().unwrap().push(peer);
-        Ok(StatusReply::new(seat(1), Vec::new()))
+        let wallet = thresig_daemon::WalletId::new("vault-1").unwrap();
+        let mut status = WalletStatus::new(wallet, WalletState::Active, 2, 3);
+        status.epoch = Some(Epoch(4));
+        status.output_key = vec![0xab; 32];
+        status.live_nonces = 5;
+        Ok(StatusReply::new(seat(1), vec![status]))
     }
 }
 
