@@ -39,6 +39,7 @@ mod entry;
 mod error;
 mod ids;
 mod keyring;
+mod manager;
 mod ops;
 pub mod provider;
 mod records;
@@ -47,6 +48,7 @@ mod schema;
 mod seal;
 mod store;
 mod sync;
+mod verify;
 mod witness;
 mod writer;
 
@@ -58,9 +60,11 @@ pub use ids::{
     AuditSeq, CommitmentHash, DekTerm, DkgSessionId, Epoch, InvalidId, MetaName, PackageHash,
     PolicyKey, Timestamp, WalletId,
 };
+pub use manager::{KeyManager, KeyManagerOptions, ProviderHealth};
 pub use ops::{Conflict, Marker, OpResult, WriteOp, WriteOutcome};
 pub use rotation::{DekStatus, KeyringStatus};
 pub use schema::RecordTable;
 pub use store::{EncryptedStore, Plaintext, RollbackPolicy, Store, StoreLocation, StoreOptions};
+pub use verify::VerifyReport;
 pub use witness::{MemoryWitness, WitnessLocation};
 pub use writer::WriterStats;
