@@ -35,10 +35,13 @@
 
 #[cfg(any(test, feature = "test-util"))]
 mod backend;
+mod config;
 mod entry;
 mod error;
 mod ids;
 mod keyring;
+#[cfg(all(test, loom))]
+mod loom_model;
 mod manager;
 mod ops;
 pub mod provider;
@@ -54,6 +57,7 @@ mod writer;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use backend::{CrashMode, FaultBackend, FaultPoint, SimDisk};
+pub use config::StoreConfig;
 pub use entry::{InvalidRecoveryKey, RecoveryPublicKey, RecoverySecretKey};
 pub use error::{Error, Recovery, StorageFault};
 pub use ids::{

@@ -112,7 +112,8 @@ impl StoreLocation {
 }
 
 /// What to do when the database is older than its witness.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RollbackPolicy {
     /// Refuse to open ([`Error::RollbackDetected`]).
