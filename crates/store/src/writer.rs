@@ -365,17 +365,20 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
 /// are no longer indexed under the old term, so they are never touched.
 fn reseal(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, Error> {
     let current = ctx.current_term();
+    // Everything outside the current term's key range: two range reads.
     let todo: Vec<(RecordTable, Vec<u8>)> = {
         let index = ctx.txn.open_table(DEK_INDEX)?;
+        let start = current.0.to_be_bytes();
+        let end = current.0.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
-        for item in index.iter()? {
+        let below = index.range::<&[u8]>(..start.as_slice())?;
+        let above = index.range::<&[u8]>(end.as_slice()..)?;
+        for item in below.chain(above) {
             if out.len() >= limit {
                 break;
             }
             let (k, _) = item?;
-            if let Some((term, table, key)) = schema::parse_index_key(k.value())
-                && term != current
-            {
+            if let Some((_, table, key)) = schema::parse_index_key(k.value()) {
                 out.push((table, key));
             }
         }
