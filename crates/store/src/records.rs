@@ -61,29 +61,25 @@ fn last_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(t.last()?.map(|(k, _)| k.value().to_vec()))
 }
 
-impl Raw for ReadTransaction {
-    fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        get_in(&self.open_table(table.definition())?, key)
-    }
-    fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error> {
-        prefix_in(&self.open_table(table.definition())?, prefix)
-    }
-    fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
-        last_in(&self.open_table(table.definition())?)
-    }
+/// Implements [`Raw`] for a transaction type whose `open_table` yields a
+/// readable table (redb's read and write transactions differ in type only).
+macro_rules! impl_raw {
+    ($($txn:ty),*) => {
+        $(impl Raw for $txn {
+            fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+                get_in(&self.open_table(table.definition())?, key)
+            }
+            fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error> {
+                prefix_in(&self.open_table(table.definition())?, prefix)
+            }
+            fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
+                last_in(&self.open_table(table.definition())?)
+            }
+        })*
+    };
 }
 
-impl Raw for WriteTransaction {
-    fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        get_in(&self.open_table(table.definition())?, key)
-    }
-    fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error> {
-        prefix_in(&self.open_table(table.definition())?, prefix)
-    }
-    fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
-        last_in(&self.open_table(table.definition())?)
-    }
-}
+impl_raw!(ReadTransaction, WriteTransaction);
 
 /// Decodes a stored big-endian `u64`.
 pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {

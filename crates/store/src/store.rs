@@ -291,6 +291,23 @@ impl EncryptedStore {
         *lock(&self.submit_hook) = Some(hook);
     }
 
+    /// Every record of `wallet` in `table`, keyed by what follows the
+    /// wallet prefix in the record key (decoded by `suffix`).
+    fn wallet_records<K>(
+        &self,
+        table: RecordTable,
+        wallet: &WalletId,
+        suffix: impl Fn(&[u8]) -> Option<K>,
+    ) -> Result<Vec<(K, Plaintext)>, Error> {
+        let prefix = schema::wallet_prefix(wallet);
+        self.read(|r| {
+            Ok(r.get_prefix(table, &prefix)?
+                .into_iter()
+                .filter_map(|(k, v)| Some((suffix(k.get(prefix.len()..)?)?, v)))
+                .collect())
+        })
+    }
+
     /// Writer counters.
     pub fn writer_stats(&self) -> WriterStats {
         *lock(&self.shared.stats)
@@ -430,7 +447,13 @@ fn initialize(
 /// Every keyring entry, as stored.
 pub(crate) fn read_entries(db: &Database) -> Result<Vec<StoredEntry>, Error> {
     let txn = db.begin_read()?;
-    let table = txn.open_table(KEYRING)?;
+    entries_of(&txn.open_table(KEYRING)?)
+}
+
+/// Every keyring entry of an open keyring table (read or write).
+pub(crate) fn entries_of<T: ReadableTable<u64, &'static [u8]>>(
+    table: &T,
+) -> Result<Vec<StoredEntry>, Error> {
     let mut out = Vec::new();
     for item in table.iter()? {
         let (k, v) = item?;
@@ -564,27 +587,14 @@ impl Store for EncryptedStore {
     }
 
     fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error> {
-        let prefix = schema::wallet_prefix(wallet);
-        self.read(|r| {
-            Ok(r.get_prefix(RecordTable::KeyPackages, &prefix)?
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let epoch = decode_u64(k.get(prefix.len()..)?)?;
-                    Some((Epoch(epoch), v))
-                })
-                .collect())
+        self.wallet_records(RecordTable::KeyPackages, wallet, |suffix| {
+            decode_u64(suffix).map(Epoch)
         })
     }
 
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error> {
-        let prefix = schema::wallet_prefix(wallet);
-        self.read(|r| {
-            Ok(r.get_prefix(RecordTable::DkgResults, &prefix)?
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    Some((DkgSessionId::new(k.get(prefix.len()..)?.to_vec()).ok()?, v))
-                })
-                .collect())
+        self.wallet_records(RecordTable::DkgResults, wallet, |suffix| {
+            DkgSessionId::new(suffix.to_vec()).ok()
         })
     }
 

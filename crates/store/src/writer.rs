@@ -244,17 +244,6 @@ fn entry_in(txn: &redb::WriteTransaction, term: DekTerm) -> Result<Option<Stored
         .transpose()
 }
 
-/// Every keyring entry inside a write transaction.
-fn entries_in(txn: &redb::WriteTransaction) -> Result<Vec<StoredEntry>, Error> {
-    let t = txn.open_table(KEYRING)?;
-    let mut out = Vec::new();
-    for item in t.iter()? {
-        let (k, v) = item?;
-        out.push(StoredEntry::decode(DekTerm(k.value()), v.value())?);
-    }
-    Ok(out)
-}
-
 fn put_entry(txn: &redb::WriteTransaction, entry: &StoredEntry) -> Result<(), Error> {
     txn.open_table(KEYRING)?
         .insert(entry.term, entry.encode().as_slice())?;
@@ -332,7 +321,7 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
             Ok((n, None))
         }
         AdminOp::RetireKek { keep } => {
-            let entries = entries_in(ctx.txn)?;
+            let entries = crate::store::entries_of(&ctx.txn.open_table(KEYRING)?)?;
             let active: Vec<_> = entries
                 .into_iter()
                 .filter(|e| e.state == DekState::Active)
