@@ -218,7 +218,7 @@ fn acknowledged_writes_survive_rotations_faults_and_crashes() {
 #[test]
 #[ignore = "long: run explicitly"]
 fn acknowledged_writes_survive_rotations_faults_and_crashes_long() {
-    for seed in 1_000..21_000 {
-        run(seed, 8, 12);
+    for seed in 1_000..11_000 {
+        run(seed, 6, 8);
     }
 }
