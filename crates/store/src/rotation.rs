@@ -108,29 +108,31 @@ impl EncryptedStore {
     }
 
     fn start_dek_rotation_locked(&self) -> Result<DekTerm, Error> {
-        let entries = read_entries(&self.shared.db)?;
-        let current = self.read(|r| r.current_term())?;
-        let newest_active = entries
-            .iter()
-            .filter(|e| e.state == DekState::Active)
-            .map(StoredEntry::term)
-            .max()
-            .unwrap_or(current);
-        let target = if newest_active > current {
-            newest_active
-        } else {
-            let term = DekTerm(
-                entries
+        let target = match self.unpromoted_dek()? {
+            Some(term) => term,
+            None => {
+                let next = read_entries(&self.shared.db)?
                     .iter()
                     .map(|e| e.term)
                     .max()
                     .unwrap_or(0)
-                    .saturating_add(1),
-            );
-            self.add_dek(term)?
+                    .saturating_add(1);
+                self.add_dek(DekTerm(next))?
+            }
         };
         self.admin(AdminOp::Promote { term: target })?;
         Ok(target)
+    }
+
+    /// An active DEK newer than the current one: created by a rotation that
+    /// stopped before promoting it.
+    fn unpromoted_dek(&self) -> Result<Option<DekTerm>, Error> {
+        let current = self.read(|r| r.current_term())?;
+        Ok(read_entries(&self.shared.db)?
+            .iter()
+            .filter(|e| e.state == DekState::Active && e.term() > current)
+            .map(StoredEntry::term)
+            .max())
     }
 
     fn reseal_step_locked(&self) -> Result<usize, Error> {
@@ -240,13 +242,17 @@ impl EncryptedStore {
     /// # Errors
     /// As [`EncryptedStore::rotate_dek`] and [`EncryptedStore::rotate_kek`].
     pub fn resume_rotations(&self) -> Result<(), Error> {
-        let entries = read_entries(&self.shared.db)?;
-        let active: Vec<_> = entries
-            .iter()
+        let active: Vec<StoredEntry> = read_entries(&self.shared.db)?
+            .into_iter()
             .filter(|e| e.state == DekState::Active)
             .collect();
         if active.len() > 1 {
-            self.rotate_dek()?;
+            let _guard = crate::sync::lock(&self.rotation);
+            if let Some(term) = self.unpromoted_dek()? {
+                self.admin(AdminOp::Promote { term })?;
+            }
+            while self.reseal_step_locked()? > 0 {}
+            self.retire_old_deks_locked()?;
         }
         if active.iter().any(|e| e.wraps.len() > 1) {
             self.rotate_kek()?;
