@@ -46,7 +46,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
             WriteOp::InsertKeyPackage {
                 wallet: w.clone(),
                 epoch: Epoch(1),
-                value: b"kp-1".to_vec(),
+                value: b"kp-1".to_vec().into(),
             },
             WriteOp::AppendAudit {
                 entry: b"a1".to_vec(),
@@ -69,14 +69,14 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
         .write(vec![WriteOp::InsertKeyPackage {
             wallet: w.clone(),
             epoch: Epoch(1),
-            value: b"kp-other".to_vec(),
+            value: b"kp-other".to_vec().into(),
         }])
         .unwrap();
     assert_eq!(
         again,
         WriteOutcome::Skipped {
             op: 0,
-            conflict: Conflict::KeyPackagePresent(b"kp-1".to_vec())
+            conflict: Conflict::KeyPackagePresent(b"kp-1".to_vec().into())
         }
     );
     assert_eq!(

@@ -66,6 +66,7 @@ mod keyring;
 mod loom_model;
 mod manager;
 mod ops;
+mod plaintext;
 pub mod provider;
 mod records;
 mod rotation;
@@ -88,11 +89,12 @@ pub use ids::{
 };
 pub use manager::{KeyManager, KeyManagerOptions, ProviderHealth};
 pub use ops::{Conflict, Marker, OpResult, WriteOp, WriteOutcome};
+pub use plaintext::Plaintext;
 pub use rotation::{DekStatus, KeyringStatus};
 pub use schema::RecordTable;
 #[cfg(any(test, feature = "test-util"))]
 pub use store::SubmitHook;
-pub use store::{EncryptedStore, Plaintext, RollbackPolicy, Store, StoreLocation, StoreOptions};
+pub use store::{EncryptedStore, RollbackPolicy, Store, StoreLocation, StoreOptions};
 pub use verify::VerifyReport;
 pub use witness::{MemoryWitness, WitnessLocation};
 pub use writer::WriterStats;

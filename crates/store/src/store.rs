@@ -17,6 +17,7 @@ use crate::ids::{
 };
 use crate::keyring::Keyring;
 use crate::ops::{Marker, WriteOp, WriteOutcome};
+use crate::plaintext::Plaintext;
 use crate::provider::{KekId, KeyProvider};
 use crate::records::{Raw, Records, WriteCtx, decode_u64};
 use crate::schema::{
@@ -26,10 +27,6 @@ use crate::seal::Dek;
 use crate::sync::{Arc, Mutex, lock};
 use crate::witness::{MemoryWitness, Position, Witness, WitnessLocation};
 use crate::writer::{self, AdminOp, Job, Shared, WriterStats};
-
-/// A plaintext read from the store, zeroized when dropped (key packages
-/// hold signing shares).
-pub type Plaintext = Zeroizing<Vec<u8>>;
 
 /// A callback run before each write unit is handed to the writer (tests).
 #[cfg(any(test, feature = "test-util"))]

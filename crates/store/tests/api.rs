@@ -98,7 +98,7 @@ fn meta_dkg_and_reopen_on_a_simulated_disk() {
                 WriteOp::PutDkgResult {
                     wallet: w.clone(),
                     session: session.clone(),
-                    value: b"dkg".to_vec(),
+                    value: b"dkg".to_vec().into(),
                 },
                 WriteOp::PutMeta {
                     name: name.clone(),

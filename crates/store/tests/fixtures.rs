@@ -88,7 +88,7 @@ fn generate() {
             WriteOp::InsertKeyPackage {
                 wallet: wallet(1),
                 epoch: Epoch(1),
-                value: b"key package".to_vec(),
+                value: b"key package".to_vec().into(),
             },
             WriteOp::CasPolicy {
                 wallet: wallet(1),

@@ -49,7 +49,7 @@ fn op_for(key: Rec, value: &[u8]) -> WriteOp {
         Rec::KeyPackage(w, e) => WriteOp::InsertKeyPackage {
             wallet: wallet(w),
             epoch: Epoch(e),
-            value: value.to_vec(),
+            value: value.to_vec().into(),
         },
     }
 }
