@@ -234,3 +234,35 @@ fn database_ahead_of_witness_repairs_it() {
     machine.witness.set_bytes(Some(tampered));
     assert!(matches!(machine.open().unwrap_err(), Error::WitnessCorrupt));
 }
+
+#[test]
+fn a_marker_that_fails_to_authenticate_is_never_treated_as_absent() {
+    use thresig_store::{CommitmentHash, Marker, PackageHash, Timestamp};
+    let machine = Machine::new();
+    let c = CommitmentHash([3; 32]);
+    let insert = |hash: u8| WriteOp::InsertMarker {
+        wallet: wallet(1),
+        commitment: c,
+        marker: Marker {
+            package_hash: PackageHash([hash; 32]),
+            shares: vec![hash; 8],
+            expires_at: Timestamp(100),
+        },
+    };
+    {
+        let store = machine.open().unwrap();
+        store.write(vec![insert(1)]).unwrap();
+    }
+    let key = [wallet_key(&wallet(1)), c.0.to_vec()].concat();
+    edit_raw(&machine, |txn| {
+        let mut v = raw_get(txn, "markers", &key).unwrap();
+        *v.last_mut().unwrap() ^= 1;
+        raw_put(txn, "markers", &key, &v);
+    });
+    let store = machine.open().unwrap();
+    // A second package for the same commitment must not get shares.
+    let err = store.write(vec![insert(2)]).unwrap_err();
+    assert!(matches!(err, Error::RecordTampered { .. }), "{err:?}");
+    assert!(store.marker(&wallet(1), &c).is_err());
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+}
