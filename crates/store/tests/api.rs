@@ -153,3 +153,59 @@ fn store_is_send_sync_and_errors_classify() {
     let e = thresig_store::Error::WriterStopped;
     assert_eq!(e.recovery(), Recovery::Terminal);
 }
+
+#[test]
+fn skipped_units_do_not_abort_their_batch() {
+    let store = Arc::new(in_memory());
+    let w = wallet(9);
+    let taken = CommitmentHash([0; 32]);
+    store
+        .write(vec![WriteOp::InsertMarker {
+            wallet: w.clone(),
+            commitment: taken,
+            marker: marker(0, 50),
+        }])
+        .unwrap();
+    let threads: Vec<_> = (1..=32u8)
+        .map(|i| {
+            let (store, w) = (store.clone(), w.clone());
+            std::thread::spawn(move || {
+                // Odd threads collide with the existing marker.
+                let commitment = if i % 2 == 1 {
+                    taken
+                } else {
+                    CommitmentHash([i; 32])
+                };
+                let out = store
+                    .write(vec![WriteOp::InsertMarker {
+                        wallet: w,
+                        commitment,
+                        marker: marker(i, 50),
+                    }])
+                    .unwrap();
+                (i, out)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (i, out) = t.join().unwrap();
+        if i % 2 == 1 {
+            assert!(
+                matches!(out, WriteOutcome::Skipped { op: 0, .. }),
+                "{i}: {out:?}"
+            );
+        } else {
+            assert_eq!(out, WriteOutcome::Committed(vec![OpResult::Inserted]));
+            assert!(
+                store
+                    .marker(&w, &CommitmentHash([i; 32]))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+    assert_eq!(
+        store.marker(&w, &taken).unwrap().unwrap().package_hash,
+        PackageHash([0; 32])
+    );
+}
