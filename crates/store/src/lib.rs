@@ -1,5 +1,49 @@
 //! The signer's encrypted state: small sealed records in one database, an
 //! envelope-encryption keyring, and the key providers that hold its KEK.
+//!
+//! # Main types
+//! - [`EncryptedStore`] opens (or creates) one signer's redb database and
+//!   implements [`Store`], the typed, synchronous API the engine uses.
+//! - Writes are units of [`WriteOp`]s, group-committed by a single writer
+//!   thread; each unit reports a [`WriteOutcome`].
+//! - Every value is sealed with XChaCha20-Poly1305 under a DEK from the
+//!   keyring; DEKs are wrapped by a KEK from a [`provider::KeyProvider`] and
+//!   optionally to an offline [`RecoveryPublicKey`].
+//! - Errors are one [`Error`] enum; [`Error::recovery`] says whether a retry
+//!   can succeed.
+//!
+//! # Invariants (DESIGN.md section 3)
+//! - I1: a record is sealed inside its write transaction under the DEK that
+//!   transaction reads as current.
+//! - I2: every record names a DEK in the keyring that is not retired.
+//! - I3: the key provider is never called on the write path.
+//! - I4: records failing authentication are errors, never absent values.
+//! - I5: a witness beside the database refuses a rolled-back database.
+//! - I6: every error says whether a retry can succeed.
+//!
+//! # Features
+//! - `test-util`: exports test doubles for other crates' tests: the
+//!   in-memory key provider `provider::MemoryProvider`, the simulated disk
+//!   and fault-injecting redb backend (`SimDisk`, `FaultBackend`), and the
+//!   `conformance` suite for [`Store`] implementations.
+//!
+//! # Testing
+//! - `cargo test -p thresig-store`: unit tests, the conformance suite, the
+//!   corruption and rollback tests, fault injection at every storage and
+//!   provider step, golden fixtures, and 1,000 seeded runs of the
+//!   write-order race.
+//! - `cargo test -p thresig-store --release --test race -- --ignored`: the
+//!   long race run.
+//! - `RUSTFLAGS="--cfg loom" cargo test -p thresig-store --release loom`: the
+//!   loom model of the keyring and writer order.
+//!
+//! # Using the store from the engine
+//! Open with [`EncryptedStore::open`] ([`StoreLocation::in_memory`] in unit
+//! tests), share it as `Arc<dyn Store>`, and call [`Store::write`] with one
+//! unit per decision that must commit atomically (for a signing round: the
+//! marker, the policy counters and the audit entry together). A
+//! [`WriteOutcome::Skipped`] carries what the failed condition found (for a
+//! replay, the stored marker). Run a [`KeyManager`] beside it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(
@@ -9,7 +53,48 @@
     clippy::indexing_slicing
 )]
 
+#[cfg(any(test, feature = "test-util"))]
+mod backend;
+mod config;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
+mod entry;
 mod error;
+mod ids;
+mod keyring;
+#[cfg(all(test, loom))]
+mod loom_model;
+mod manager;
+mod ops;
+mod plaintext;
 pub mod provider;
+mod records;
+mod rotation;
+mod schema;
+mod seal;
+mod store;
+mod sync;
+mod verify;
+mod witness;
+mod writer;
 
-pub use error::Recovery;
+#[cfg(any(test, feature = "test-util"))]
+pub use backend::{CrashMode, FaultBackend, FaultPoint, SimDisk};
+pub use config::StoreConfig;
+pub use entry::{InvalidRecoveryKey, RecoveryPublicKey, RecoverySecretKey};
+pub use error::{Error, Recovery, StorageFault};
+pub use ids::{
+    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, Epoch, InvalidId, MetaName, PackageHash,
+    PolicyKey, Timestamp, WalletId,
+};
+pub use manager::{KeyManager, KeyManagerOptions, ProviderHealth};
+pub use ops::{Conflict, Marker, OpResult, WriteOp, WriteOutcome};
+pub use plaintext::Plaintext;
+pub use rotation::{DekStatus, KeyringStatus};
+pub use schema::RecordTable;
+#[cfg(any(test, feature = "test-util"))]
+pub use store::SubmitHook;
+pub use store::{EncryptedStore, RollbackPolicy, Store, StoreLocation, StoreOptions};
+pub use verify::VerifyReport;
+pub use witness::{MemoryWitness, WitnessLocation};
+pub use writer::WriterStats;

@@ -1,0 +1,211 @@
+//! The engine-facing API: typed records, conditional writes, units.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Machine, wallet};
+use thresig_store::provider::MemoryProvider;
+use thresig_store::{
+    CommitmentHash, DkgSessionId, EncryptedStore, Marker, MetaName, OpResult, PackageHash,
+    Recovery, Store, StoreLocation, StoreOptions, Timestamp, WriteOp, WriteOutcome,
+};
+
+fn marker(hash: u8, expires: u64) -> Marker {
+    Marker {
+        package_hash: PackageHash([hash; 32]),
+        shares: vec![hash; 40],
+        expires_at: Timestamp(expires),
+    }
+}
+
+fn in_memory() -> EncryptedStore {
+    EncryptedStore::open(
+        StoreLocation::in_memory().unwrap(),
+        Arc::new(MemoryProvider::with_key("k", 3)),
+        StoreOptions::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn conformance_on_the_in_memory_backend() {
+    thresig_store::conformance::check_store(&in_memory());
+}
+
+#[test]
+fn conformance_on_a_simulated_disk_and_on_real_files() {
+    let machine = Machine::new();
+    thresig_store::conformance::check_store(&machine.open().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store = EncryptedStore::open(
+        StoreLocation::Directory(dir.path().to_path_buf()),
+        Arc::new(MemoryProvider::with_key("k", 4)),
+        StoreOptions::default(),
+    )
+    .unwrap();
+    thresig_store::conformance::check_store(&store);
+}
+
+#[test]
+fn concurrent_units_are_group_committed() {
+    let store = Arc::new(in_memory());
+    let threads: Vec<_> = (0..16u8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..20u8 {
+                    let out = store
+                        .write(vec![WriteOp::InsertMarker {
+                            wallet: wallet(t),
+                            commitment: CommitmentHash([i; 32]),
+                            marker: marker(i, 50),
+                        }])
+                        .unwrap();
+                    assert_eq!(out, WriteOutcome::Committed(vec![OpResult::Inserted]));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = store.writer_stats();
+    assert_eq!(stats.units, 16 * 20);
+    assert!(stats.commits <= stats.units);
+    for t in 0..16u8 {
+        for i in 0..20u8 {
+            assert!(
+                store
+                    .marker(&wallet(t), &CommitmentHash([i; 32]))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+}
+
+#[test]
+fn meta_dkg_and_reopen_on_a_simulated_disk() {
+    let machine = Machine::new();
+    let w = wallet(5);
+    let session = DkgSessionId::new(b"s1".to_vec()).unwrap();
+    let name = MetaName::new(b"identity".to_vec()).unwrap();
+    {
+        let store = machine.open().unwrap();
+        store
+            .write(vec![
+                WriteOp::PutDkgResult {
+                    wallet: w.clone(),
+                    session: session.clone(),
+                    value: b"dkg".to_vec().into(),
+                },
+                WriteOp::PutMeta {
+                    name: name.clone(),
+                    value: b"me".to_vec(),
+                },
+            ])
+            .unwrap();
+    }
+    let store = machine.open().unwrap();
+    let results = store.dkg_results(&w).unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].0, session);
+    assert_eq!(results[0].1.as_slice(), b"dkg");
+    assert_eq!(store.meta(&name).unwrap().unwrap().as_slice(), b"me");
+}
+
+#[test]
+fn real_files_survive_reopen_and_keep_a_witness() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(MemoryProvider::with_key("k", 9));
+    let w = wallet(6);
+    {
+        let store = EncryptedStore::open(
+            StoreLocation::Directory(dir.path().to_path_buf()),
+            provider.clone(),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        store
+            .write(vec![WriteOp::PutWallet {
+                wallet: w.clone(),
+                value: b"on disk".to_vec(),
+            }])
+            .unwrap();
+        store.rotate_dek().unwrap();
+    }
+    assert!(dir.path().join("state.witness").exists());
+    let store = EncryptedStore::open(
+        StoreLocation::Directory(dir.path().to_path_buf()),
+        provider,
+        StoreOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(store.wallet(&w).unwrap().unwrap().as_slice(), b"on disk");
+}
+
+#[test]
+fn store_is_send_sync_and_errors_classify() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<EncryptedStore>();
+    assert_send_sync::<Arc<dyn Store>>();
+    let e = thresig_store::Error::WriterStopped;
+    assert_eq!(e.recovery(), Recovery::Terminal);
+}
+
+#[test]
+fn skipped_units_do_not_abort_their_batch() {
+    let store = Arc::new(in_memory());
+    let w = wallet(9);
+    let taken = CommitmentHash([0; 32]);
+    store
+        .write(vec![WriteOp::InsertMarker {
+            wallet: w.clone(),
+            commitment: taken,
+            marker: marker(0, 50),
+        }])
+        .unwrap();
+    let threads: Vec<_> = (1..=32u8)
+        .map(|i| {
+            let (store, w) = (store.clone(), w.clone());
+            std::thread::spawn(move || {
+                // Odd threads collide with the existing marker.
+                let commitment = if i % 2 == 1 {
+                    taken
+                } else {
+                    CommitmentHash([i; 32])
+                };
+                let out = store
+                    .write(vec![WriteOp::InsertMarker {
+                        wallet: w,
+                        commitment,
+                        marker: marker(i, 50),
+                    }])
+                    .unwrap();
+                (i, out)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (i, out) = t.join().unwrap();
+        if i % 2 == 1 {
+            assert!(
+                matches!(out, WriteOutcome::Skipped { op: 0, .. }),
+                "{i}: {out:?}"
+            );
+        } else {
+            assert_eq!(out, WriteOutcome::Committed(vec![OpResult::Inserted]));
+            assert!(
+                store
+                    .marker(&w, &CommitmentHash([i; 32]))
+                    .unwrap()
+                    .is_some()
+            );
+        }
+    }
+    assert_eq!(
+        store.marker(&w, &taken).unwrap().unwrap().package_hash,
+        PackageHash([0; 32])
+    );
+}

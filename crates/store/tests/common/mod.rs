@@ -1,0 +1,185 @@
+//! Helpers shared by the store's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use redb::Database;
+use thresig_store::provider::{KeyProvider, MemoryProvider};
+use thresig_store::{
+    EncryptedStore, Error, MemoryWitness, SimDisk, StoreLocation, StoreOptions, WalletId,
+};
+
+/// A simulated machine: disk, witness and provider survive "restarts".
+pub struct Machine {
+    pub disk: SimDisk,
+    pub witness: MemoryWitness,
+    pub provider: Arc<MemoryProvider>,
+}
+
+impl Machine {
+    pub fn new() -> Self {
+        Self {
+            disk: SimDisk::new(),
+            witness: MemoryWitness::new(),
+            provider: Arc::new(MemoryProvider::with_key("kek-1", 1)),
+        }
+    }
+
+    pub fn open_with(&self, options: StoreOptions) -> Result<EncryptedStore, Error> {
+        let db = Database::builder().create_with_backend(self.disk.backend())?;
+        let provider: Arc<dyn KeyProvider> = self.provider.clone();
+        EncryptedStore::open(
+            StoreLocation::Database {
+                db,
+                witness: self.witness.clone(),
+            },
+            provider,
+            options,
+        )
+    }
+
+    pub fn open(&self) -> Result<EncryptedStore, Error> {
+        self.open_with(StoreOptions::default())
+    }
+}
+
+pub fn wallet(n: u8) -> WalletId {
+    WalletId::new(vec![b'w', n]).unwrap()
+}
+
+/// A redb table of sealed records, for tests that edit the raw bytes.
+pub fn raw_table(name: &str) -> redb::TableDefinition<'_, &'static [u8], &'static [u8]> {
+    redb::TableDefinition::new(name)
+}
+
+/// Runs `f` in a raw write transaction on the machine's disk (the store
+/// must be closed), as an attacker with disk access would.
+pub fn edit_raw(machine: &Machine, f: impl FnOnce(&redb::WriteTransaction)) {
+    let db = Database::builder()
+        .create_with_backend(machine.disk.backend())
+        .unwrap();
+    let txn = db.begin_write().unwrap();
+    f(&txn);
+    txn.commit().unwrap();
+}
+
+/// The raw bytes of `key` in table `name`.
+pub fn raw_get(txn: &redb::WriteTransaction, name: &str, key: &[u8]) -> Option<Vec<u8>> {
+    use redb::ReadableTable as _;
+    let t = txn.open_table(raw_table(name)).unwrap();
+    t.get(key).unwrap().map(|g| g.value().to_vec())
+}
+
+/// Replaces the raw bytes of `key` in table `name`.
+pub fn raw_put(txn: &redb::WriteTransaction, name: &str, key: &[u8], value: &[u8]) {
+    let mut t = txn.open_table(raw_table(name)).unwrap();
+    t.insert(key, value).unwrap();
+}
+
+/// The record key of a wallet (length-prefixed id), as the store lays it out.
+pub fn wallet_key(w: &WalletId) -> Vec<u8> {
+    [&[w.as_bytes().len() as u8][..], w.as_bytes()].concat()
+}
+
+/// A provider that fails (or counts) calls, around a [`MemoryProvider`].
+pub struct ScriptedProvider {
+    pub inner: MemoryProvider,
+    calls: std::sync::Mutex<u64>,
+    fail_at: std::sync::Mutex<Option<u64>>,
+    fail_all: std::sync::atomic::AtomicBool,
+}
+
+impl ScriptedProvider {
+    pub fn new(inner: MemoryProvider) -> Self {
+        Self {
+            inner,
+            calls: std::sync::Mutex::new(0),
+            fail_at: std::sync::Mutex::new(None),
+            fail_all: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn calls(&self) -> u64 {
+        *self.calls.lock().unwrap()
+    }
+
+    /// Fails the `n`-th call from now (1-based).
+    pub fn fail_nth(&self, n: u64) {
+        *self.fail_at.lock().unwrap() = Some(self.calls() + n);
+    }
+
+    pub fn fail_all(&self, on: bool) {
+        self.fail_all.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn enter(&self) -> Result<(), thresig_store::provider::ProviderError> {
+        let mut calls = self.calls.lock().unwrap();
+        *calls += 1;
+        let failing = self.fail_all.load(std::sync::atomic::Ordering::SeqCst)
+            || *self.fail_at.lock().unwrap() == Some(*calls);
+        if failing {
+            return Err(thresig_store::provider::ProviderError::Unavailable {
+                reason: "scripted outage".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl KeyProvider for ScriptedProvider {
+    fn current_kek_id(
+        &self,
+    ) -> Result<thresig_store::provider::KekId, thresig_store::provider::ProviderError> {
+        self.enter()?;
+        self.inner.current_kek_id()
+    }
+    fn wrap(
+        &self,
+        kek: &thresig_store::provider::KekId,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, thresig_store::provider::ProviderError> {
+        self.enter()?;
+        self.inner.wrap(kek, plaintext)
+    }
+    fn unwrap(
+        &self,
+        kek: &thresig_store::provider::KekId,
+        wrapped: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, thresig_store::provider::ProviderError> {
+        self.enter()?;
+        self.inner.unwrap(kek, wrapped)
+    }
+}
+
+/// Opens a store on `disk` with any provider.
+pub fn open_on(
+    disk: &SimDisk,
+    witness: &MemoryWitness,
+    provider: Arc<dyn KeyProvider>,
+) -> Result<EncryptedStore, Error> {
+    let db = Database::builder().create_with_backend(disk.backend())?;
+    EncryptedStore::open(
+        StoreLocation::Database {
+            db,
+            witness: witness.clone(),
+        },
+        provider,
+        StoreOptions::default(),
+    )
+}
+
+/// The plaintext of wallet `n`'s state; panics if absent or unreadable.
+pub fn wallet_value(store: &dyn thresig_store::Store, n: u8) -> Vec<u8> {
+    store.wallet(&wallet(n)).unwrap().unwrap().to_vec()
+}
+
+/// Writes wallet `n`'s state and checks the unit committed.
+pub fn put_wallet(store: &dyn thresig_store::Store, n: u8, value: &[u8]) {
+    let out = store
+        .write(vec![thresig_store::WriteOp::PutWallet {
+            wallet: wallet(n),
+            value: value.to_vec(),
+        }])
+        .unwrap();
+    assert!(matches!(out, thresig_store::WriteOutcome::Committed(_)));
+}
