@@ -287,3 +287,110 @@ fn repair_values_are_zeroized_on_drop() {
     }
     assert!(missing.is_empty(), "no drop glue at all for {missing:?}");
 }
+
+/// `WalletKey::from_bytes` says it re-derives every key; it does not check
+/// that the verifying shares lie on one polynomial through the group key.
+/// A record with two verifying shares swapped decodes, and then the honest
+/// share of seat 2 is blamed (ROAST would exclude an honest signer).
+#[test]
+fn wallet_key_decoding_refuses_swapped_verifying_shares() {
+    let rng = &mut rng(108);
+    let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let good = wallet.to_bytes().unwrap();
+    // version, origin, tree (key path), recorded P, output Q = 67 bytes;
+    // then the package: header (5), map length (1), entries id (32) + share (33).
+    let share_at = |i: usize| 67 + 6 + i * 65 + 32;
+    let mut bad = good.clone();
+    bad[share_at(1)..share_at(1) + 33].copy_from_slice(&good[share_at(2)..share_at(2) + 33]);
+    bad[share_at(2)..share_at(2) + 33].copy_from_slice(&good[share_at(1)..share_at(1) + 33]);
+    let Ok(decoded) = WalletKey::from_bytes(&bad) else {
+        return;
+    };
+    let (package, sig_shares) = sign_shares(&shares, &wallet, &seats(&[1, 2]), &[6; 32], rng);
+    let blamed = verify_share(&decoded, &package, seat(2), &sig_shares[&seat(2)]);
+    let aggregated = aggregate(&decoded, &package, &sig_shares);
+    panic!(
+        "inconsistent record decoded; honest seat 2's share: {blamed:?}; aggregate: {:?}",
+        aggregated.map(|_| "ok")
+    );
+}
+
+/// `WalletKey::params()` after a refresh that removed a seat returns
+/// `(t, n')`, whose `seats()` (documented "all seats 1..=n") and
+/// `check_seat` no longer describe the roster.
+#[test]
+fn wallet_params_describe_the_roster_after_a_removal() {
+    let rng = &mut rng(109);
+    let (shares, wallet) = dkg(2, 4, ScriptTree::KeyPathOnly, rng);
+    let (_, refreshed) = refresh_without(&shares, &wallet, &[seat(2)], rng);
+    let params = refreshed.params().unwrap();
+    let from_params: Vec<Seat> = params.seats().collect();
+    assert_eq!(
+        from_params,
+        refreshed.members(),
+        "params().seats() lists removed seat 2 and omits member 4; check_seat(4) = {:?}",
+        params.check_seat(seat(4)).map_err(|e| e.to_string())
+    );
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Vec<u8>> {
+        let rng = &mut rng(110);
+        let (shares, wallet) = dkg(2, 3, ScriptTree::Root(MerkleRoot([7; 32])), rng);
+        let (package, sig_shares) = sign_shares(&shares, &wallet, &seats(&[1, 3]), &[2; 32], rng);
+        let params = GroupParams::new(2, 3).unwrap();
+        let started: Vec<_> = params
+            .seats()
+            .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
+            .collect();
+        let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
+        let (first, _) = started.into_iter().next().unwrap();
+        let (_, out) = first.receive(round1[1..].to_vec()).unwrap();
+        vec![
+            wallet.to_bytes().unwrap(),
+            shares[&seat(1)].to_bytes().unwrap().to_vec(),
+            package.to_bytes().unwrap(),
+            sig_shares[&seat(1)].to_bytes(),
+            round1[0].1.to_bytes().unwrap(),
+            out[0].1.to_bytes().unwrap().to_vec(),
+        ]
+    }
+
+    fn parse_all(b: &[u8]) {
+        let _ = WalletKey::from_bytes(b).map(|w| (w.members(), w.params().is_ok(), format!("{w:?}")));
+        let _ = KeyShare::from_bytes(b);
+        let _ = SigningPackage::from_bytes(b).map(|p| p.signers());
+        let _ = SignatureShare::from_bytes(b);
+        let _ = Commitment::from_bytes(b);
+        let _ = Round1Package::from_bytes(b);
+        let _ = Round2Package::from_bytes(b);
+        let _ = RepairDelta::from_bytes(b);
+        let _ = RepairSigma::from_bytes(b);
+        if let Ok(a) = <[u8; 64]>::try_from(b) {
+            let _ = Signature::from_bytes(&a);
+        }
+        if let Ok(a) = <[u8; 32]>::try_from(b) {
+            let _ = XOnlyKey::from_bytes(a);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        /// Design §8: arbitrary bytes to every parser, never a panic.
+        #[test]
+        fn mutated_encodings_never_panic(which in 0usize..6, edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6), cut in any::<prop::sample::Index>(), raw in prop::collection::vec(any::<u8>(), 0..300)) {
+            thread_local!(static S: Vec<Vec<u8>> = samples());
+            let mut b = S.with(|s| s[which].clone());
+            for (i, v) in edits {
+                let i = i.index(b.len());
+                b[i] = v;
+            }
+            b.truncate(cut.index(b.len() + 1));
+            parse_all(&b);
+            parse_all(&raw);
+        }
+    }
+}
