@@ -101,6 +101,7 @@ mod error;
 mod ids;
 mod keys;
 mod local;
+mod poly;
 mod repair;
 mod sign;
 mod taproot;

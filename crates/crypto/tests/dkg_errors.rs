@@ -152,3 +152,54 @@ fn refresh_with_an_explicit_removal_keeps_the_key() {
     sign_all(&new, &refreshed, &seats(&[1, 3]), &[1; 32], rng);
     assert!(shares[&seat(4)].check_wallet(&refreshed).is_err());
 }
+
+/// DESIGN.md §4 (a DKG that fails names the accused): a bad share in a refresh
+/// must name its sender, as it does in a fresh DKG.
+#[test]
+fn refresh_bad_share_names_its_sender() {
+    let rng = &mut rng(103);
+    let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let started: Vec<_> = shares
+        .values()
+        .map(|s| DkgRound1::refresh(s, &wallet, &[], rng).unwrap())
+        .collect();
+    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
+    let mut states = Vec::new();
+    let mut for_one = Vec::new();
+    let mut for_three_from_two = None;
+    for (state, _) in started {
+        let me = state.seat();
+        let peers = round1.iter().filter(|(s, _)| *s != me).cloned().collect();
+        let (state, out) = state.receive(peers).unwrap();
+        for (to, p) in out {
+            if to == seat(1) {
+                for_one.push((me, p));
+            } else if to == seat(3) && me == seat(2) {
+                for_three_from_two = Some(p);
+            }
+        }
+        states.push(state);
+    }
+    let one = states.into_iter().next().unwrap();
+    // Seat 2 sends seat 1 the share it computed for seat 3.
+    let bad = for_three_from_two.unwrap();
+    let packages: Vec<_> = for_one
+        .into_iter()
+        .map(|(from, p)| {
+            if from == seat(2) {
+                (
+                    from,
+                    Round2Package::from_bytes(&bad.to_bytes().unwrap()).unwrap(),
+                )
+            } else {
+                (from, p)
+            }
+        })
+        .collect();
+    let err = one.finish(packages).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err, Error::BadShare { culprit } if culprit == seat(2)),
+        "refresh blamed nobody: {err:?} (culprits {:?})",
+        err.culprits()
+    );
+}

@@ -189,3 +189,17 @@ fn share_of_another_wallet_is_refused() {
         Err(Error::WrongWallet { .. })
     ));
 }
+
+/// Repair values are secrets and zeroized on drop; frost's `Delta`/`Sigma`
+/// are `Copy` with no `Drop`, so the wrappers must bring their own.
+#[test]
+fn repair_values_are_zeroized_on_drop() {
+    let mut missing = Vec::new();
+    if !std::mem::needs_drop::<RepairDelta>() {
+        missing.push("RepairDelta");
+    }
+    if !std::mem::needs_drop::<RepairSigma>() {
+        missing.push("RepairSigma");
+    }
+    assert!(missing.is_empty(), "no drop glue at all for {missing:?}");
+}
