@@ -132,3 +132,58 @@ fn params_after_a_removal_describe_the_members() {
         params.check_seat(seat(4)).map_err(|e| e.to_string())
     );
 }
+
+/// A removed seat cannot help a repair either, and the repaired member
+/// refuses to rebuild a share for a seat that is not a member.
+#[test]
+fn repair_refuses_a_non_member_helper_and_a_non_member_rebuild() {
+    let rng = &mut rng(111);
+    let (shares, wallet) = dkg(2, 4, ScriptTree::KeyPathOnly, rng);
+    let (new_shares, refreshed) = refresh_without(&shares, &wallet, &[seat(4)], rng);
+    // Seat 4 (removed) named as a helper for seat 3.
+    let err = repair_step1(
+        &new_shares[&seat(1)],
+        &refreshed,
+        &seats(&[1, 4]),
+        seat(3),
+        rng,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::UnknownSeat { seat: 4 }), "{err:?}");
+    // Members only, lost seat removed: refused, naming the lost seat.
+    let err = repair_sigmas(&new_shares, &refreshed, &seats(&[1, 2]), seat(4), rng).unwrap_err();
+    assert!(matches!(err, Error::UnknownSeat { seat: 4 }), "{err:?}");
+    // Step 3 for a non-member, whatever the sigmas.
+    let sigmas = repair_sigmas(&new_shares, &refreshed, &seats(&[1, 2]), seat(3), rng).unwrap();
+    let err = repair_step3(sigmas, seat(4), &refreshed).unwrap_err();
+    assert!(matches!(err, Error::UnknownSeat { seat: 4 }), "{err:?}");
+}
+
+/// The coordinator side checks the roster too: a package naming a removed
+/// seat is refused by share verification and aggregation, naming the seat,
+/// even when it holds t members besides.
+#[test]
+fn verify_share_and_aggregate_refuse_a_package_naming_a_removed_seat() {
+    let rng = &mut rng(112);
+    let (shares, wallet) = dkg(2, 4, ScriptTree::KeyPathOnly, rng);
+    let (new_shares, refreshed) = refresh_without(&shares, &wallet, &[seat(2)], rng);
+    let (good, sig_shares) = sign_shares(&new_shares, &refreshed, &seats(&[1, 3]), &[4; 32], rng);
+    // The removed seat's old share commits alongside.
+    let (_, stale) = commit(&shares[&seat(2)], rng);
+    let mut commitments: BTreeMap<Seat, Commitment> = good
+        .signers()
+        .into_iter()
+        .map(|s| (s, good.commitment(s).unwrap()))
+        .collect();
+    commitments.insert(seat(2), stale);
+    let package = SigningPackage::new(&commitments, &[4; 32]).unwrap();
+    let err = verify_share(&refreshed, &package, seat(1), &sig_shares[&seat(1)]).unwrap_err();
+    assert!(matches!(err, Error::UnknownSeat { seat: 2 }), "{err:?}");
+    let mut with_stale = sig_shares.clone();
+    with_stale.insert(seat(2), sig_shares[&seat(1)]);
+    let err = aggregate(&refreshed, &package, &with_stale).unwrap_err();
+    assert!(matches!(err, Error::UnknownSeat { seat: 2 }), "{err:?}");
+    // Without the removed seat, the same shares aggregate.
+    let signature = aggregate(&refreshed, &good, &sig_shares).unwrap();
+    assert!(secp_verify(&refreshed.output_key(), &[4; 32], &signature));
+}
