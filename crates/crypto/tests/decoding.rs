@@ -15,14 +15,7 @@ fn every_decoder_refuses_trailing_bytes() {
     let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
     let (package, sig_shares) = sign_shares(&shares, &wallet, &seats(&[1, 2]), &[3; 32], rng);
     let (_, commitment) = commit(&shares[&seat(1)], rng);
-    let params = GroupParams::new(2, 3).unwrap();
-    let started: Vec<_> = params
-        .seats()
-        .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
-        .collect();
-    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
-    let (first, _) = started.into_iter().next().unwrap();
-    let (_, out) = first.receive(round1[1..].to_vec()).unwrap();
+    let (round1, out) = seat_one_round2(rng);
     let helpers = seats(&[1, 2]);
     let deltas = repair_step1(&shares[&seat(1)], &wallet, &helpers, seat(3), rng).unwrap();
 
@@ -159,14 +152,7 @@ mod fuzz {
         let rng = &mut rng(110);
         let (shares, wallet) = dkg(2, 3, ScriptTree::Root(MerkleRoot([7; 32])), rng);
         let (package, sig_shares) = sign_shares(&shares, &wallet, &seats(&[1, 3]), &[2; 32], rng);
-        let params = GroupParams::new(2, 3).unwrap();
-        let started: Vec<_> = params
-            .seats()
-            .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
-            .collect();
-        let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
-        let (first, _) = started.into_iter().next().unwrap();
-        let (_, out) = first.receive(round1[1..].to_vec()).unwrap();
+        let (round1, out) = seat_one_round2(rng);
         vec![
             wallet.to_bytes().unwrap(),
             shares[&seat(1)].to_bytes().unwrap().to_vec(),

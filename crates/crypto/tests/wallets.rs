@@ -141,14 +141,7 @@ fn secret_debug_output_shows_no_secret_bytes() {
     }
     let (nonce, _) = commit(share, rng);
     assert!(format!("{nonce:?}").contains("redacted"));
-    let params = GroupParams::new(2, 3).unwrap();
-    let started: Vec<_> = params
-        .seats()
-        .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
-        .collect();
-    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
-    let (state, _) = started.into_iter().next().unwrap();
-    let (_, out) = state.receive(round1[1..].to_vec()).unwrap();
+    let (_, out) = seat_one_round2(rng);
     let p = &out[0].1;
     let bytes = hex::encode(&p.to_bytes().unwrap()[..]);
     let debug = format!("{p:?}");

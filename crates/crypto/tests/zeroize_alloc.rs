@@ -86,14 +86,7 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     drop((decoded, bytes));
 
     // A DKG round-2 package: the secret is the share after header (5).
-    let params = GroupParams::new(2, 3).unwrap();
-    let started: Vec<_> = params
-        .seats()
-        .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
-        .collect();
-    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
-    let (first, _) = started.into_iter().next().unwrap();
-    let (_, out) = first.receive(round1[1..].to_vec()).unwrap();
+    let (_, out) = seat_one_round2(rng);
     let encoded = out[0].1.to_bytes().unwrap();
     let inner = frost_secp256k1_tr::keys::dkg::round2::Package::deserialize(&encoded).unwrap();
     let secret = inner.signing_share().serialize();
