@@ -32,8 +32,10 @@ pub(crate) fn encode_exact<T: serde::Serialize>(
 
 /// frost's `deserialize`, accepting only bytes that re-encode identically.
 pub(crate) trait FrostCodec: Sized + serde::Serialize {
+    /// frost's own decoding, which tolerates trailing bytes and repeated map keys.
     fn decode_any(bytes: &[u8]) -> Result<Self, FrostError>;
 
+    /// [`Self::decode_any`], refusing any input but the canonical encoding.
     fn decode(bytes: &[u8]) -> Result<Self, FrostError> {
         let value = Self::decode_any(bytes)?;
         if encode_exact(&value)?.as_slice() != bytes {

@@ -132,7 +132,7 @@ impl DkgRound1 {
     /// output key will commit to `tree`.
     ///
     /// # Errors
-    /// [`Error::UnknownSeat`] if `me` is outside `1..=n`.
+    /// [`Error::UnknownSeat`] if `me` is not in `params`' roster.
     pub fn start(
         params: GroupParams,
         me: Seat,
@@ -278,7 +278,9 @@ impl DkgRound2 {
     ///
     /// # Errors
     /// The sender errors of [`DkgRound1::receive`], [`Error::BadShare`]
-    /// naming the culprit, [`Error::InternalKeyMismatch`].
+    /// naming the culprit (in a refresh too: each share is checked against
+    /// its sender's commitment before frost combines them),
+    /// [`Error::InternalKeyMismatch`].
     pub fn finish(self, packages: Vec<(Seat, Round2Package)>) -> Result<DkgOutput> {
         let round2 = self.session.collect(packages)?;
         let round2: BTreeMap<Identifier, round2::Package> =
