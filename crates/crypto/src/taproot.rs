@@ -318,7 +318,9 @@ impl WalletKey {
             let element = poly::element(&share.serialize()?).ok_or_else(bad)?;
             points.push((poly::seat_scalar(seat), element));
         }
-        let (base, rest) = points.split_at(usize::from(self.threshold()));
+        let (base, rest) = points
+            .split_at_checked(usize::from(self.threshold()))
+            .ok_or_else(bad)?;
         let key = poly::element(&self.group.verifying_key().serialize()?).ok_or_else(bad)?;
         let zero = poly::zero();
         if poly::interpolate(base, &zero) != Some(key) {
