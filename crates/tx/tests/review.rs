@@ -417,3 +417,115 @@ fn upstream_psbt_fuzz_cases_do_not_panic() {
         }
     }
 }
+
+/// With the defaults (no rate limit, 0.01 BTC fee cap) and the fee-rate
+/// bypass above, one coordinator gets approval for any number of self-sends
+/// that each burn 0.01 BTC in fees: the per-transaction cap is no budget.
+#[test]
+fn demo_default_policy_has_no_fee_budget() {
+    let (w, _) = wallet(33, None);
+    let policy = Policy::from_toml("", Network::Regtest).unwrap();
+    let mut log = ChargeLog::new();
+    for k in 0..100u32 {
+        let coin = SpendInput {
+            outpoint: OutPoint {
+                txid: Txid::from_byte_array([0x42; 32]),
+                vout: k,
+            },
+            value: Amount::from_sat(1_100_000),
+            script_pubkey: w.script_pubkey().clone(),
+        };
+        let built = build_psbt(&w, &[coin], &[to_self(&w, 100_000)], LockTime::ZERO).unwrap();
+        let mut raw = built.psbt().clone();
+        raw.inputs[0].final_script_sig = Some(ScriptBuf::from_bytes(vec![0x00; 2_000]));
+        let psbt = over_the_wire(&raw, &w);
+        assert_eq!(psbt.fee(), Amount::from_sat(1_000_000));
+        let approval = policy
+            .check(&psbt, &WalletMode::Active, UnixTime(NOW.0 + u64::from(k)), &log)
+            .unwrap();
+        log.apply(approval.charge());
+    }
+}
+
+/// Unknown or misspelt keys are refused at every level of the table.
+#[test]
+fn demo_unknown_policy_fields_are_refused() {
+    for text in [
+        "max_fee_sats = 1",
+        "network = \"regtest\"",
+        r#"time_windows = [{ days = ["mon"], start = "08:00", end = "18:00", tz = "CET" }]"#,
+        r#"sighash_types = ["ALL"]"#,
+        r#"output_script_types = ["P2TR"]"#,
+        "max_fee_sat = -1",
+        "max_fee_sat = 1.5",
+        "version = 4294967296",
+        "[wallets.policy]\nmax_fee_sat = 1",
+    ] {
+        assert!(Policy::from_toml(text, Network::Regtest).is_err(), "{text}");
+    }
+}
+
+// Structured fuzzing of every entry point on PSBTs the coordinator controls.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spk(kind: u8, w: &TaprootWallet) -> ScriptBuf {
+        match kind % 6 {
+            0 => w.script_pubkey().clone(),
+            1 => wallet(90, None).0.script_pubkey().clone(),
+            2 => ScriptBuf::new_op_return([1u8; 4]),
+            3 => ScriptBuf::new(),
+            4 => ScriptBuf::from_bytes(vec![0x51, 0x20, 7, 7]),
+            _ => ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([3; 20])),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn no_entry_point_panics(
+            ins in prop::collection::vec((any::<u8>(), any::<u64>(), any::<Option<u32>>(), any::<bool>(), any::<bool>(), any::<u8>()), 1..5),
+            outs in prop::collection::vec((any::<u8>(), any::<u64>(), any::<bool>()), 1..4),
+            sig in prop::collection::vec(any::<u8>(), 63..66),
+            now in any::<u64>(),
+        ) {
+            let (w, _) = wallet(91, None);
+            let tx = bitcoin::Transaction {
+                version: bitcoin::transaction::Version::TWO,
+                lock_time: LockTime::ZERO,
+                input: (0..ins.len()).map(|i| bitcoin::TxIn {
+                    previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: u32::try_from(i).unwrap() },
+                    ..Default::default()
+                }).collect(),
+                output: outs.iter().map(|(k, v, _)| TxOut { value: Amount::from_sat(*v), script_pubkey: spk(*k, &w) }).collect(),
+            };
+            let mut raw = Psbt::from_unsigned_tx(tx).unwrap();
+            for (input, (k, v, ty, ik, fin, extra)) in raw.inputs.iter_mut().zip(&ins) {
+                input.witness_utxo = Some(TxOut { value: Amount::from_sat(*v), script_pubkey: spk(*k, &w) });
+                input.sighash_type = ty.map(bitcoin::psbt::PsbtSighashType::from_u32);
+                if *ik { input.tap_internal_key = Some(w.internal_key()); }
+                if *fin { input.final_script_witness = Some(Witness::from_slice(&[vec![0u8; usize::from(*extra)]])); }
+            }
+            for (output, (_, _, ik)) in raw.outputs.iter_mut().zip(&outs) {
+                if *ik { output.tap_internal_key = Some(w.internal_key()); }
+            }
+            let bytes = raw.serialize();
+            if let Ok(mut psbt) = WalletPsbt::from_bytes(&bytes, &w) {
+                let _ = psbt.wallet_sighashes();
+                let _ = psbt.estimated_vsize();
+                for text in ["", "max_tx_sat = 0\nmax_output_sat = 0\nmax_per_minute = 0", "sighash_types = [\"none\", \"single_anyonecanpay\"]\nmax_fee_rate_sat_vb = 9223372036854775807"] {
+                    let policy = Policy::from_toml(text, Network::Regtest).unwrap();
+                    let _ = policy.evaluate(&psbt, &WalletMode::Active, UnixTime(now), &ChargeLog::new());
+                    let _ = policy.evaluate(&psbt, &WalletMode::Rekeying { successor: wallet(92, None).0 }, UnixTime(now), &ChargeLog::new());
+                }
+                for i in 0..ins.len() + 1 {
+                    let _ = psbt.insert_signature(InputIndex(i), &sig);
+                    let _ = psbt.sighash(InputIndex(i), TapSighashType::SinglePlusAnyoneCanPay);
+                    let _ = psbt.sig_msg(InputIndex(i), TapSighashType::None);
+                }
+                let _ = psbt.clone().extract_transaction();
+            }
+        }
+    }
+}
