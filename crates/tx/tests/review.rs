@@ -529,3 +529,72 @@ mod fuzz {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Finding: a terminal refusal reported as retryable.
+// ---------------------------------------------------------------------------
+
+/// `Rule::ALL` puts `rekey_sweep` after the time and rate rules, and `check`
+/// reports the first refusal. A rekeying wallet asked, outside its time
+/// window, to sign something that is not a sweep answers `time_window`
+/// (retryable): the caller is told to retry a transaction that can never
+/// pass, instead of the terminal `rekey_sweep`.
+#[test]
+fn a_transaction_that_can_never_pass_is_not_reported_retryable() {
+    let (w, _) = wallet(34, None);
+    let successor = wallet(35, None).0;
+    let policy = Policy::from_toml(
+        r#"time_windows = [{ days = ["mon"], start = "08:00", end = "09:00" }]"#,
+        Network::Regtest,
+    )
+    .unwrap();
+    let not_a_sweep = build_psbt(
+        &w,
+        &funding(&w, 1, Amount::from_sat(50_000)),
+        &[to_self(&w, 49_000)],
+        LockTime::ZERO,
+    )
+    .unwrap();
+    let err = policy
+        .check(
+            &not_a_sweep,
+            &WalletMode::Rekeying { successor },
+            NOW, // Monday noon: outside the window
+            &ChargeLog::new(),
+        )
+        .unwrap_err();
+    assert!(
+        !err.is_retryable(),
+        "refused by {:?}, retryable, though rekey_sweep also refuses it for good",
+        err.policy_denial().map(|d| d.rule)
+    );
+}
+
+/// A `tap_key_sig` that arrives inside the PSBT (from a combiner or another
+/// tool) is never checked: validation ignores it and `finalize` copies it
+/// into the witness, so `extract_transaction` returns a transaction Core
+/// refuses, although `insert_signature` promises a wrong signature "is caught
+/// here and not by the network".
+#[test]
+fn a_signature_already_in_the_psbt_is_verified_before_finalizing() {
+    let (w, _) = wallet(36, None);
+    let (_, stranger) = wallet(37, None);
+    let built = build_psbt(
+        &w,
+        &funding(&w, 1, Amount::from_sat(50_000)),
+        &[to_self(&w, 49_000)],
+        LockTime::ZERO,
+    )
+    .unwrap();
+    let wrong = stranger.sign(&built.wallet_sighashes().unwrap()[0]);
+    let mut raw = built.psbt().clone();
+    raw.inputs[0].tap_key_sig = Some(bitcoin::taproot::Signature::from_slice(&wrong).unwrap());
+    let psbt = over_the_wire(&raw, &w);
+    let prevouts = psbt.prevouts().to_vec();
+    if let Ok(tx) = psbt.extract_transaction() {
+        assert!(
+            verify_with_core(&tx, &prevouts).is_ok(),
+            "extract_transaction returned a transaction Core refuses"
+        );
+    }
+}
