@@ -79,14 +79,15 @@ mod sighash;
 mod wallet;
 
 pub use build::{Destination, Payment, SpendInput, build_psbt};
-pub use error::{Error, TaprootField};
+pub use error::{AmountOf, Error, TaprootField};
 pub use network::Network;
 pub use policy::{
-    Approval, ChargeLedger, ChargeLog, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT, Outcome,
+    Approval, ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT,
+    DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, Outcome,
     OutputScriptType, Policy, PolicyConfig, PolicyConfigError, PolicyDenial, PolicyReport,
     PolicyVersion, RateCharge, RawDigests, Rule, SighashTypeName, TimeWindow, TimeWindowConfig,
     UnixTime, Violation, WalletMode, Weekday,
 };
-pub use psbt::WalletPsbt;
+pub use psbt::{MAX_INPUTS, MAX_OUTPUTS, MAX_STANDARD_WEIGHT, WalletPsbt};
 pub use sighash::{InputIndex, KeySpendSighash, OutputIndex, key_spend_sig_msg, key_spend_sighash};
 pub use wallet::TaprootWallet;
