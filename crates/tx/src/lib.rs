@@ -25,11 +25,15 @@
 //! 2. Derive the messages: [`WalletPsbt::wallet_sighashes`] gives one
 //!    [`KeySpendSighash`] per input the wallet signs; the request must ask for
 //!    exactly these inputs with exactly these 32-byte messages.
-//! 3. Check the policy: [`Policy::check`] with the wallet's [`WalletMode`], the
-//!    current time and the rate ledger; a refusal is [`Error::PolicyDenied`].
-//! 4. Record [`Approval::charge`] in the same durable transaction as the
-//!    share's marker. A raw-digest request instead needs
-//!    [`Policy::check_raw_digests`].
+//! 3. Check the policy: [`Policy::check_for`] with the wallet's [`WalletMode`],
+//!    the current time, the rate ledger and the requesting coordinator's
+//!    [`CoordinatorId`] ([`Policy::check`] when no coordinator is known: the
+//!    per-coordinator limits then count every charge); a refusal is
+//!    [`Error::PolicyDenied`].
+//! 4. Record [`Approval::charge`] — with [`Approval::fee`] and
+//!    [`Approval::coordinator`], as [`ChargeLog::record`] does — in the same
+//!    durable transaction as the share's marker. A raw-digest request instead
+//!    needs [`Policy::check_raw_digests`].
 //!
 //! # Example
 //!

@@ -114,7 +114,8 @@ pub struct PolicyConfig {
     /// Distinct transactions signed per 60 seconds. Default: no limit.
     pub max_per_minute: Option<u32>,
     /// Distinct transactions signed per 24 hours. Default
-    /// [`DEFAULT_MAX_PER_DAY`].
+    /// [`DEFAULT_MAX_PER_DAY`] (TOML cannot write `None`; a large value
+    /// lifts the limit).
     pub max_per_day: Option<u32>,
     /// Distinct transactions one coordinator may get signed per 60 seconds,
     /// so that one coordinator cannot use up the wallet's limit alone.
