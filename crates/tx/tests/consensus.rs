@@ -174,6 +174,17 @@ fn to_self(w: &TaprootWallet, sat: u64) -> Payment {
     }
 }
 
+/// `n` wallet outputs of `each` sat spent to one output of `out` sat to the wallet.
+fn spend_to_self(w: &TaprootWallet, n: usize, each: u64, out: u64) -> WalletPsbt {
+    build_psbt(
+        w,
+        &funding(w, n, Amount::from_sat(each)),
+        &[to_self(w, out)],
+        LockTime::ZERO,
+    )
+    .unwrap()
+}
+
 /// What the coordinator sends: the PSBT as bytes, parsed as the signer would.
 fn over_the_wire(raw: &Psbt, w: &TaprootWallet) -> WalletPsbt {
     WalletPsbt::from_bytes(&raw.serialize(), w).unwrap()
@@ -198,13 +209,7 @@ fn a_padded_foreign_witness_does_not_lower_the_fee_rate_the_policy_sees() {
     let (w, signer) = wallet(20, None);
     let (attacker, attacker_key) = wallet(21, None);
     // 2 x 100 000 in, 100 000 back to the wallet: 100 000 sat of fee.
-    let built = build_psbt(
-        &w,
-        &funding(&w, 2, Amount::from_sat(100_000)),
-        &[to_self(&w, 100_000)],
-        LockTime::ZERO,
-    )
-    .unwrap();
+    let built = spend_to_self(&w, 2, 100_000, 100_000);
     let mut raw = built.psbt().clone();
     raw.inputs[1].witness_utxo.as_mut().unwrap().script_pubkey = attacker.script_pubkey().clone();
     raw.inputs[1].tap_internal_key = None;
@@ -241,13 +246,7 @@ fn a_padded_foreign_witness_does_not_lower_the_fee_rate_the_policy_sees() {
 #[test]
 fn a_script_sig_on_a_wallet_input_does_not_lower_the_fee_rate_the_policy_sees() {
     let (w, signer) = wallet(22, None);
-    let built = build_psbt(
-        &w,
-        &funding(&w, 1, Amount::from_sat(200_000)),
-        &[to_self(&w, 100_000)],
-        LockTime::ZERO,
-    )
-    .unwrap();
+    let built = spend_to_self(&w, 1, 200_000, 100_000);
     let mut raw = built.psbt().clone();
     raw.inputs[0].final_script_sig = Some(ScriptBuf::from_bytes(vec![0x00; 9_000]));
     let mut psbt = over_the_wire(&raw, &w);
@@ -272,13 +271,7 @@ fn a_script_sig_on_a_wallet_input_does_not_lower_the_fee_rate_the_policy_sees() 
 fn a_signature_already_in_the_psbt_is_verified_before_finalizing() {
     let (w, signer) = wallet(36, None);
     let (_, stranger) = wallet(37, None);
-    let built = build_psbt(
-        &w,
-        &funding(&w, 1, Amount::from_sat(50_000)),
-        &[to_self(&w, 49_000)],
-        LockTime::ZERO,
-    )
-    .unwrap();
+    let built = spend_to_self(&w, 1, 50_000, 49_000);
     let sighash = built.wallet_sighashes().unwrap()[0];
     let with_sig = |sig: Vec<u8>| {
         let mut raw = built.psbt().clone();

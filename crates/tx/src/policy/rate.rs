@@ -128,7 +128,7 @@ impl ChargeLog {
     }
 
     /// Forgets charges made a day or more before `now`: they no longer count
-    /// towards any limit (windows are half-open, see [`window_start`]). A
+    /// towards any limit (windows are half-open). A
     /// transaction signed again after that is charged again.
     pub fn prune(&mut self, now: UnixTime) {
         let since = window_start(now, DAY_SECS);
