@@ -1,0 +1,380 @@
+//! Distributed key generation and share refresh, one state type per step.
+//!
+//! ```text
+//! DkgRound1::start / DkgRound1::refresh --(own Round1Package to all)-->
+//! DkgRound1::receive(peers' round-1) ----(one Round2Package per peer)-->
+//! DkgRound2::finish(peers' round-2) ----> DkgOutput { KeyShare, WalletKey }
+//! ```
+//! Each transition consumes the previous state, so a step cannot be run twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use frost_core::keys::VerifiableSecretSharingCommitment;
+use frost_secp256k1_tr::keys::dkg::{self, round1, round2};
+use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, refresh};
+use frost_secp256k1_tr::{Error as FrostError, Identifier, Secp256K1Sha256TR};
+use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::codec::codec;
+use crate::{
+    Encoding, Error, GroupParams, KeyShare, Result, ScriptTree, Seat, WalletKey, XOnlyKey,
+};
+
+/// A member's public round-1 message (polynomial commitment and proof of knowledge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Round1Package(round1::Package);
+
+/// A secret round-2 message for one recipient (its share of the sender's
+/// polynomial). Must travel encrypted to that recipient; zeroized on drop.
+pub struct Round2Package(round2::Package);
+
+codec!(Round1Package, Round1Package, Vec<u8>, |v| v);
+codec!(
+    Round2Package,
+    Round2Package,
+    Zeroizing<Vec<u8>>,
+    Zeroizing::new
+);
+
+impl fmt::Debug for Round2Package {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Round2Package(<redacted>)")
+    }
+}
+
+/// Fresh key generation or refresh of an existing wallet's shares.
+enum Mode {
+    Fresh {
+        tree: ScriptTree,
+    },
+    Refresh {
+        old: Box<KeyPackage>,
+        wallet: Box<WalletKey>,
+    },
+}
+
+/// Who takes part and who this participant is.
+struct Session {
+    me: Seat,
+    roster: BTreeSet<Seat>,
+    threshold: u16,
+    mode: Mode,
+}
+
+impl Session {
+    /// Number of coefficient commitments every peer's round-1 package must carry
+    /// (refresh packages omit the zero constant term).
+    fn commitment_len(&self) -> usize {
+        match self.mode {
+            Mode::Fresh { .. } => usize::from(self.threshold),
+            Mode::Refresh { .. } => usize::from(self.threshold).saturating_sub(1),
+        }
+    }
+
+    /// Indexes peers' packages by identifier, refusing our own seat, seats
+    /// outside the roster, duplicates and a wrong count.
+    fn collect<P>(&self, packages: Vec<(Seat, P)>) -> Result<BTreeMap<Identifier, P>> {
+        let expected = self.roster.len().saturating_sub(1);
+        let got = packages.len();
+        let mut out = BTreeMap::new();
+        for (seat, package) in packages {
+            if seat == self.me {
+                return Err(Error::OwnPackageEchoed);
+            }
+            if !self.roster.contains(&seat) {
+                return Err(Error::UnknownSender { seat });
+            }
+            if out.insert(seat.identifier(), package).is_some() {
+                return Err(Error::DuplicateSender { seat });
+            }
+        }
+        if got != expected {
+            return Err(Error::WrongPackageCount { expected, got });
+        }
+        Ok(out)
+    }
+}
+
+fn blame(err: FrostError) -> Error {
+    let seat = |id: &Identifier| Seat::from_identifier(id);
+    match err {
+        FrostError::InvalidProofOfKnowledge { culprit } => match seat(&culprit) {
+            Some(culprit) => Error::BadProofOfKnowledge { culprit },
+            None => Error::Frost(err),
+        },
+        FrostError::InvalidSecretShare {
+            culprit: Some(culprit),
+        } => match seat(&culprit) {
+            Some(culprit) => Error::BadShare { culprit },
+            None => Error::Frost(err),
+        },
+        other => Error::Frost(other),
+    }
+}
+
+fn roster_size(roster: &BTreeSet<Seat>) -> u16 {
+    u16::try_from(roster.len()).unwrap_or(u16::MAX)
+}
+
+/// DKG state after part 1: holds the secret polynomial, waits for peers' round-1 packages.
+pub struct DkgRound1 {
+    session: Session,
+    secret: round1::SecretPackage,
+    own: round1::Package,
+}
+
+impl DkgRound1 {
+    /// Starts a new key generation for seat `me` of a `params` group whose
+    /// output key will commit to `tree`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSeat`] if `me` is outside `1..=n`.
+    pub fn start(
+        params: GroupParams,
+        me: Seat,
+        tree: ScriptTree,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(Self, Round1Package)> {
+        params.check_seat(me)?;
+        let roster = params.seats().collect();
+        Self::begin(me, roster, params, Mode::Fresh { tree }, rng)
+    }
+
+    /// Starts a refresh of `share` (DKG variant: every member contributes a
+    /// zero-secret polynomial; no one learns another's share). The group key
+    /// stays; every share changes. Seats in `removed` are left out of the new
+    /// sharing and their old shares stop combining with the new ones; nobody
+    /// else is ever dropped. All remaining members must take part.
+    ///
+    /// # Errors
+    /// [`Error::WrongWallet`] if the share is not the wallet's,
+    /// [`Error::UnknownSeat`] if this member is among `removed`,
+    /// [`Error::InvalidParams`] if fewer than the threshold would remain.
+    pub fn refresh(
+        share: &KeyShare,
+        wallet: &WalletKey,
+        removed: &[Seat],
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(Self, Round1Package)> {
+        share.check_wallet(wallet)?;
+        let me = share.seat();
+        let roster: BTreeSet<Seat> = wallet
+            .members()
+            .into_iter()
+            .filter(|seat| !removed.contains(seat))
+            .collect();
+        if !roster.contains(&me) {
+            return Err(Error::UnknownSeat { seat: me.get() });
+        }
+        let params = GroupParams::new(wallet.threshold(), roster_size(&roster))?;
+        let mode = Mode::Refresh {
+            old: Box::new(share.package().clone()),
+            wallet: Box::new(wallet.clone()),
+        };
+        Self::begin(me, roster, params, mode, rng)
+    }
+
+    /// Part 1 of either variant for `me` among `roster`.
+    fn begin(
+        me: Seat,
+        roster: BTreeSet<Seat>,
+        params: GroupParams,
+        mode: Mode,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(Self, Round1Package)> {
+        let (id, n, t) = (me.identifier(), params.signers(), params.threshold());
+        let (secret, own) = match mode {
+            Mode::Fresh { .. } => dkg::part1(id, n, t, &mut *rng),
+            Mode::Refresh { .. } => refresh::refresh_dkg_part1(id, n, t, &mut *rng),
+        }?;
+        let session = Session {
+            me,
+            roster,
+            threshold: t,
+            mode,
+        };
+        let package = Round1Package(own.clone());
+        Ok((
+            Self {
+                session,
+                secret,
+                own,
+            },
+            package,
+        ))
+    }
+
+    /// This participant's seat.
+    #[must_use]
+    pub fn seat(&self) -> Seat {
+        self.session.me
+    }
+
+    /// Part 2: checks every peer's round-1 package (exactly one from each
+    /// other member of the roster) and produces one secret round-2 package per
+    /// peer, keyed by recipient seat.
+    ///
+    /// # Errors
+    /// [`Error::OwnPackageEchoed`], [`Error::UnknownSender`],
+    /// [`Error::DuplicateSender`], [`Error::WrongPackageCount`],
+    /// [`Error::WrongCommitmentLength`] or [`Error::BadProofOfKnowledge`]
+    /// naming the culprit. The session is over either way.
+    pub fn receive(
+        self,
+        packages: Vec<(Seat, Round1Package)>,
+    ) -> Result<(DkgRound2, Vec<(Seat, Round2Package)>)> {
+        let round1 = self.session.collect(packages)?;
+        let round1: BTreeMap<Identifier, round1::Package> =
+            round1.into_iter().map(|(id, p)| (id, p.0)).collect();
+        for (id, package) in &round1 {
+            let len = package.commitment().serialize()?.len();
+            if len != self.session.commitment_len() {
+                let culprit = Seat::from_identifier(id).ok_or(Error::OwnPackageEchoed)?;
+                return Err(Error::WrongCommitmentLength { culprit });
+            }
+        }
+        let (secret, outgoing) = match self.session.mode {
+            Mode::Fresh { .. } => dkg::part2(self.secret, &round1),
+            Mode::Refresh { .. } => refresh::refresh_dkg_part2(self.secret, &round1),
+        }
+        .map_err(blame)?;
+        let outgoing = outgoing
+            .into_iter()
+            .filter_map(|(id, p)| Some((Seat::from_identifier(&id)?, Round2Package(p))))
+            .collect();
+        let state = DkgRound2 {
+            session: self.session,
+            secret,
+            own: self.own,
+            round1,
+        };
+        Ok((state, outgoing))
+    }
+}
+
+/// DKG state after part 2: waits for the peers' secret round-2 packages.
+pub struct DkgRound2 {
+    session: Session,
+    secret: round2::SecretPackage,
+    own: round1::Package,
+    round1: BTreeMap<Identifier, round1::Package>,
+}
+
+impl DkgRound2 {
+    /// This participant's seat.
+    #[must_use]
+    pub fn seat(&self) -> Seat {
+        self.session.me
+    }
+
+    /// Part 3: checks every peer's share against its round-1 commitment and
+    /// derives this member's key share and the wallet key record. For a fresh
+    /// DKG the internal key P is the sum of all members' constant-term
+    /// commitments, checked to tweak (BIP341, no script) to frost's key Q.
+    ///
+    /// # Errors
+    /// The sender errors of [`DkgRound1::receive`], [`Error::BadShare`]
+    /// naming the culprit, [`Error::InternalKeyMismatch`].
+    pub fn finish(self, packages: Vec<(Seat, Round2Package)>) -> Result<DkgOutput> {
+        let round2 = self.session.collect(packages)?;
+        let round2: BTreeMap<Identifier, round2::Package> =
+            round2.into_iter().map(|(id, p)| (id, p.0)).collect();
+        let (key_package, wallet) = match self.session.mode {
+            Mode::Fresh { tree } => {
+                let (key, group) =
+                    dkg::part3(&self.secret, &self.round1, &round2).map_err(blame)?;
+                let untweaked = untweaked_group_key(&self.round1, self.session.me, &self.own)?;
+                (key, WalletKey::from_dkg(untweaked, group, tree)?)
+            }
+            Mode::Refresh { old, wallet } => {
+                let (key, group) = refresh::refresh_dkg_shares(
+                    &self.secret,
+                    &self.round1,
+                    &round2,
+                    wallet.group().clone(),
+                    *old,
+                )
+                .map_err(blame)?;
+                (key, wallet.with_group(group)?)
+            }
+        };
+        Ok(DkgOutput {
+            key_share: KeyShare::new(key_package)?,
+            wallet,
+        })
+    }
+}
+
+/// P = sum of every member's commitment to its constant term (the untweaked group key).
+fn untweaked_group_key(
+    peers: &BTreeMap<Identifier, round1::Package>,
+    me: Seat,
+    own: &round1::Package,
+) -> Result<XOnlyKey> {
+    let constant_terms = peers
+        .iter()
+        .chain(std::iter::once((&me.identifier(), own)))
+        .map(|(id, package)| {
+            let coefficients = package.commitment().serialize()?;
+            let constant = VerifiableSecretSharingCommitment::<Secp256K1Sha256TR>::deserialize(
+                coefficients.into_iter().take(1),
+            )?;
+            Ok((*id, constant))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    let by_ref = constant_terms.iter().map(|(id, c)| (*id, c)).collect();
+    let sum = PublicKeyPackage::from_dkg_commitments(&by_ref)?;
+    XOnlyKey::of(sum.verifying_key())
+}
+
+/// The result of a DKG or refresh for one member.
+#[derive(Debug)]
+pub struct DkgOutput {
+    key_share: KeyShare,
+    wallet: WalletKey,
+}
+
+impl DkgOutput {
+    /// The member's secret key share.
+    #[must_use]
+    pub fn key_share(&self) -> &KeyShare {
+        &self.key_share
+    }
+
+    /// The wallet's public key record (same for every member).
+    #[must_use]
+    pub fn wallet(&self) -> &WalletKey {
+        &self.wallet
+    }
+
+    /// Splits the output into its parts.
+    #[must_use]
+    pub fn into_parts(self) -> (KeyShare, WalletKey) {
+        (self.key_share, self.wallet)
+    }
+}
+
+impl Session {
+    /// `Debug` of a DKG state: who and among whom, never the secrets.
+    fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("seat", &self.me)
+            .field("roster", &self.roster)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for DkgRound1 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.session.debug("DkgRound1", f)
+    }
+}
+
+impl fmt::Debug for DkgRound2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.session.debug("DkgRound2", f)
+    }
+}

@@ -1,0 +1,341 @@
+//! Signing: nonce commitments, signature shares, share verification,
+//! aggregation with culprit identification, and BIP340 verification.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use frost_core::CheaterDetection;
+use frost_secp256k1_tr::round1::{SigningCommitments, SigningNonces};
+use frost_secp256k1_tr::round2;
+use frost_secp256k1_tr::{Error as FrostError, Identifier, Secp256K1Sha256TR};
+use rand_core::{CryptoRng, RngCore};
+
+use crate::codec::codec;
+use crate::{Encoding, Error, KeyShare, Result, Seat, WalletKey, XOnlyKey};
+
+/// A signer's public round-1 commitment to one nonce pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commitment(SigningCommitments);
+
+codec!(Commitment, Commitment, Vec<u8>, |v| v);
+
+/// The secret nonce pair behind one [`Commitment`].
+///
+/// Neither `Clone` nor serializable, zeroized on drop, redacted in `Debug`,
+/// and consumed by [`sign`]: a nonce can sign at most once, and a restart
+/// loses it (by design).
+pub struct SecretNonce {
+    seat: Seat,
+    nonces: SigningNonces,
+    commitment: Commitment,
+}
+
+impl SecretNonce {
+    /// The public commitment of this nonce (an in-memory key to find it by).
+    #[must_use]
+    pub fn commitment(&self) -> Commitment {
+        self.commitment
+    }
+
+    /// The seat that made this nonce.
+    #[must_use]
+    pub fn seat(&self) -> Seat {
+        self.seat
+    }
+}
+
+impl fmt::Debug for SecretNonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretNonce")
+            .field("seat", &self.seat)
+            .field("commitment", &self.commitment)
+            .field("nonces", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Signing round 1: a fresh nonce pair for one signature (one PSBT input).
+#[must_use]
+pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (SecretNonce, Commitment) {
+    let (nonces, commitments) =
+        frost_secp256k1_tr::round1::commit(share.package().signing_share(), rng);
+    let commitment = Commitment(commitments);
+    let nonce = SecretNonce {
+        seat: share.seat(),
+        nonces,
+        commitment,
+    };
+    (nonce, commitment)
+}
+
+/// What the coordinator sends to the chosen signers for one signature: the
+/// 32-byte message (a BIP341 sighash) and each chosen signer's commitment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningPackage(frost_secp256k1_tr::SigningPackage);
+
+impl SigningPackage {
+    /// Builds a package from the chosen signers' commitments.
+    ///
+    /// # Errors
+    /// [`Error::TooFewSigners`] if `commitments` is empty (a wallet's
+    /// threshold is checked by [`sign`] and [`aggregate`]).
+    pub fn new(commitments: &BTreeMap<Seat, Commitment>, message: &[u8; 32]) -> Result<Self> {
+        if commitments.is_empty() {
+            return Err(Error::TooFewSigners { needed: 2, got: 0 });
+        }
+        let commitments = commitments
+            .iter()
+            .map(|(seat, c)| (seat.identifier(), c.0))
+            .collect();
+        Ok(Self(frost_secp256k1_tr::SigningPackage::new(
+            commitments,
+            message,
+        )))
+    }
+
+    /// The message to sign.
+    #[must_use]
+    pub fn message(&self) -> &[u8] {
+        self.0.message()
+    }
+
+    /// The chosen signers, ascending.
+    #[must_use]
+    pub fn signers(&self) -> Vec<Seat> {
+        self.0
+            .signing_commitments()
+            .keys()
+            .filter_map(Seat::from_identifier)
+            .collect()
+    }
+
+    /// The commitment the package holds for `seat`.
+    #[must_use]
+    pub fn commitment(&self, seat: Seat) -> Option<Commitment> {
+        self.0
+            .signing_commitments()
+            .get(&seat.identifier())
+            .copied()
+            .map(Commitment)
+    }
+
+    /// Encodes the package for sending.
+    ///
+    /// # Errors
+    /// [`Error::Frost`] if frost fails to encode (not expected).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        Ok(self.0.serialize()?)
+    }
+
+    /// Decodes a package, refusing identifiers that are not seats and
+    /// messages that are not 32 bytes.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for malformed bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = Error::Decode {
+            what: Encoding::SigningPackage,
+        };
+        let package = frost_secp256k1_tr::SigningPackage::deserialize(bytes).map_err(|_| bad)?;
+        let all_seats = package
+            .signing_commitments()
+            .keys()
+            .all(|id| Seat::from_identifier(id).is_some());
+        if !all_seats || package.message().len() != 32 || package.signing_commitments().is_empty() {
+            return Err(Error::Decode {
+                what: Encoding::SigningPackage,
+            });
+        }
+        Ok(Self(package))
+    }
+
+    fn check_threshold(&self, wallet: &WalletKey) -> Result<()> {
+        let got = self.0.signing_commitments().len();
+        if got < usize::from(wallet.threshold()) {
+            return Err(Error::TooFewSigners {
+                needed: wallet.threshold(),
+                got,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One signer's round-2 contribution to one signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureShare(round2::SignatureShare);
+
+impl SignatureShare {
+    /// The 32-byte encoding.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.0.serialize()
+    }
+
+    /// Decodes a share received from a signer.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] if the bytes are not a scalar.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        round2::SignatureShare::deserialize(bytes)
+            .map(Self)
+            .map_err(|_| Error::Decode {
+                what: Encoding::SignatureShare,
+            })
+    }
+}
+
+/// Signing round 2: the share of `share`'s seat over `package`, consuming
+/// `nonce` (so a nonce signs at most once; it is destroyed even on error).
+/// The tweak comes from `wallet` only.
+///
+/// # Errors
+/// [`Error::WrongWallet`] if the share is not the wallet's,
+/// [`Error::TooFewSigners`] below the wallet's threshold,
+/// [`Error::CommitmentMismatch`] if the nonce is not this seat's or its
+/// commitment is not the one in `package`.
+pub fn sign(
+    nonce: SecretNonce,
+    package: &SigningPackage,
+    share: &KeyShare,
+    wallet: &WalletKey,
+) -> Result<SignatureShare> {
+    share.check_wallet(wallet)?;
+    package.check_threshold(wallet)?;
+    let seat = share.seat();
+    if nonce.seat != seat || package.commitment(seat) != Some(nonce.commitment) {
+        return Err(Error::CommitmentMismatch { seat });
+    }
+    let key = wallet.signing_key_package(share.package());
+    Ok(SignatureShare(round2::sign(
+        &package.0,
+        &nonce.nonces,
+        &key,
+    )?))
+}
+
+/// Verifies one signer's share as it arrives, against the same tweaked key
+/// package signing used.
+///
+/// # Errors
+/// [`Error::InvalidShares`] naming `seat` if the share is invalid;
+/// [`Error::UnknownSeat`] if `seat` holds no share of the wallet or has no
+/// commitment in `package`.
+pub fn verify_share(
+    wallet: &WalletKey,
+    package: &SigningPackage,
+    seat: Seat,
+    share: &SignatureShare,
+) -> Result<()> {
+    let group = wallet.signing_group();
+    let id = seat.identifier();
+    let verifying_share = group
+        .verifying_shares()
+        .get(&id)
+        .ok_or(Error::UnknownSeat { seat: seat.get() })?;
+    if package.commitment(seat).is_none() {
+        return Err(Error::UnknownSeat { seat: seat.get() });
+    }
+    frost_core::verify_signature_share(
+        id,
+        verifying_share,
+        &share.0,
+        &package.0,
+        group.verifying_key(),
+    )
+    .map_err(|err| culprits(err, &[seat]))
+}
+
+/// Aggregates the shares of every signer in `package` into a BIP340
+/// signature under the wallet's output key.
+///
+/// The aggregate is verified under the tweaked group key; if it fails, every
+/// share is verified and all invalid ones are reported (frost's
+/// `CheaterDetection::AllCheaters`). A valid aggregate is not re-checked
+/// share by share: a coordinator that needs blame as shares arrive (ROAST)
+/// calls [`verify_share`] on each. The result is verified once more, by BIP340,
+/// under [`WalletKey::output_key`].
+///
+/// # Errors
+/// [`Error::InvalidShares`] listing every seat whose share is invalid;
+/// [`Error::SharesMismatch`] if the shares' seats differ from the package's
+/// signers; [`Error::TooFewSigners`] below the threshold.
+pub fn aggregate(
+    wallet: &WalletKey,
+    package: &SigningPackage,
+    shares: &BTreeMap<Seat, SignatureShare>,
+) -> Result<Signature> {
+    package.check_threshold(wallet)?;
+    if shares.keys().copied().ne(package.signers()) {
+        return Err(Error::SharesMismatch);
+    }
+    let by_id: BTreeMap<Identifier, round2::SignatureShare> = shares
+        .iter()
+        .map(|(seat, share)| (seat.identifier(), share.0))
+        .collect();
+    let signature = frost_core::aggregate_custom(
+        &package.0,
+        &by_id,
+        wallet.signing_group(),
+        CheaterDetection::AllCheaters,
+    )
+    .map_err(|err| culprits(err, &[]))?;
+    let signature = Signature(signature);
+    verify(&wallet.output_key(), package.message(), &signature)?;
+    Ok(signature)
+}
+
+/// Maps frost's share-verification failure to seats; `fallback` is blamed
+/// when frost reports no identifiable culprit.
+fn culprits(err: FrostError, fallback: &[Seat]) -> Error {
+    match err {
+        FrostError::InvalidSignatureShare { culprits } => {
+            let mut seats: Vec<Seat> = culprits.iter().filter_map(Seat::from_identifier).collect();
+            if seats.is_empty() {
+                seats = fallback.to_vec();
+            }
+            seats.sort_unstable();
+            Error::InvalidShares { culprits: seats }
+        }
+        FrostError::UnknownIdentifier | FrostError::MissingCommitment => Error::SharesMismatch,
+        other => Error::Frost(other),
+    }
+}
+
+/// A BIP340 Schnorr signature (64 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature(frost_core::Signature<Secp256K1Sha256TR>);
+
+impl Signature {
+    /// The 64-byte BIP340 encoding `x(R) || s`.
+    ///
+    /// # Errors
+    /// [`Error::Frost`] if frost fails to encode (not expected).
+    pub fn to_bytes(&self) -> Result<[u8; 64]> {
+        self.0.serialize()?.try_into().map_err(|_| Error::Decode {
+            what: Encoding::Signature,
+        })
+    }
+
+    /// Decodes a 64-byte BIP340 signature.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] if `x(R)` is not on the curve or `s` is not below the group order.
+    pub fn from_bytes(bytes: &[u8; 64]) -> Result<Self> {
+        frost_core::Signature::deserialize(bytes)
+            .map(Self)
+            .map_err(|_| Error::Decode {
+                what: Encoding::Signature,
+            })
+    }
+}
+
+/// BIP340 verification of `signature` over `message` (any length) under `key`.
+///
+/// # Errors
+/// [`Error::InvalidSignature`] if it does not verify.
+pub fn verify(key: &XOnlyKey, message: &[u8], signature: &Signature) -> Result<()> {
+    key.to_verifying_key()?
+        .verify(message, &signature.0)
+        .map_err(|_| Error::InvalidSignature)
+}
