@@ -275,7 +275,16 @@ fn status(path: &Path) -> Result<Report, KeysError> {
     let config = Config::load(path)?;
     let (provider, store) = open(&config)?;
     let keyring = store.keyring_status()?;
-    let health = match provider.current_kek_id() {
+    let current_kek = provider.current_kek_id();
+    // Pending when some DEK lacks a wrap under the provider's current KEK
+    // or still has one under an older KEK.
+    let kek_rotation_pending = current_kek.as_ref().is_ok_and(|kek| {
+        keyring
+            .deks
+            .iter()
+            .any(|d| d.keks.as_slice() != std::slice::from_ref(kek))
+    });
+    let health = match current_kek {
         Ok(kek) => json!({"ok": true, "current_kek": kek.as_str()}),
         Err(e) => json!({
             "ok": false,
@@ -290,7 +299,11 @@ fn status(path: &Path) -> Result<Report, KeysError> {
     json["provider"] = health.clone();
     json["last_dek_rotation"] = last_dek.clone();
     json["last_kek_rotation"] = last_kek.clone();
+    json["kek_rotation_pending"] = json!(kek_rotation_pending);
     let mut text = keyring_text(&keyring);
+    if kek_rotation_pending {
+        text.push_str("KEK rotation pending: run `thresig keys rotate-kek`\n");
+    }
     text.push_str(&match health.get("current_kek").and_then(Value::as_str) {
         Some(kek) => format!("provider: healthy, current KEK {kek}\n"),
         None => format!(
@@ -437,7 +450,9 @@ fn verify(path: &Path) -> Result<Report, KeysError> {
     })
 }
 
-fn keyring_json(s: &KeyringStatus) -> Value {
+/// The KEK ids some active DEK is wrapped under: the KMS versions that must
+/// not be destroyed yet.
+fn keks_needed(s: &KeyringStatus) -> Vec<&str> {
     let mut needed: Vec<&str> = s
         .deks
         .iter()
@@ -445,6 +460,11 @@ fn keyring_json(s: &KeyringStatus) -> Value {
         .collect();
     needed.sort_unstable();
     needed.dedup();
+    needed
+}
+
+fn keyring_json(s: &KeyringStatus) -> Value {
+    let needed = keks_needed(s);
     let deks: Vec<Value> = s
         .deks
         .iter()
@@ -487,39 +507,41 @@ fn keyring_text(s: &KeyringStatus) -> String {
         let retired: Vec<String> = s.retired.iter().map(|t| t.0.to_string()).collect();
         text.push_str(&format!("  retired DEKs: {}\n", retired.join(", ")));
     }
-    let needed = keyring_json(s);
-    let needed: Vec<&str> = needed["keks_needed"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    text.push_str(&format!("KEK ids still needed: {}\n", needed.join(", ")));
+    text.push_str(&format!(
+        "KEK ids still needed: {}\n",
+        keks_needed(s).join(", ")
+    ));
     text
 }
 
-fn meta_name(name: &str) -> Result<MetaName, KeysError> {
-    // The names are constants of this module, 1 to 64 bytes.
-    MetaName::new(name.as_bytes().to_vec())
-        .map_err(|_| KeysError::Store(thresig_store::Error::MetadataCorrupt { name: "keys" }))
+fn meta_name(name: &'static str) -> MetaName {
+    #[allow(
+        clippy::expect_used,
+        reason = "the names are constants of this module, 1 to 64 bytes"
+    )]
+    MetaName::new(name.as_bytes().to_vec()).expect("a constant meta name is valid")
 }
 
 /// Records that a rotation finished now.
-fn note_rotation(store: &EncryptedStore, name: &str, mut detail: Value) -> Result<(), KeysError> {
+fn note_rotation(
+    store: &EncryptedStore,
+    name: &'static str,
+    mut detail: Value,
+) -> Result<(), KeysError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     detail["at_unix"] = json!(now);
     store.write(vec![WriteOp::PutMeta {
-        name: meta_name(name)?,
+        name: meta_name(name),
         value: detail.to_string().into_bytes(),
     }])?;
     Ok(())
 }
 
-fn last_rotation(store: &EncryptedStore, name: &str) -> Result<Value, KeysError> {
+fn last_rotation(store: &EncryptedStore, name: &'static str) -> Result<Value, KeysError> {
     Ok(store
-        .meta(&meta_name(name)?)?
+        .meta(&meta_name(name))?
         .and_then(|v| serde_json::from_slice(&v).ok())
         .unwrap_or(Value::Null))
 }

@@ -154,6 +154,7 @@ fn status_on_a_fresh_store() {
     assert_eq!(status["provider"]["ok"], true);
     assert_eq!(status["provider"]["current_kek"], "v1");
     assert_eq!(status["last_dek_rotation"], Value::Null);
+    assert_eq!(status["kek_rotation_pending"], false);
     let text = s.keys_cmd(&["status"]);
     assert!(text.status.success());
     let text = String::from_utf8_lossy(&text.stdout);
@@ -199,6 +200,7 @@ fn rotate_kek_after_the_provider_key_changes() {
     let status = s.json(&["status"], 0);
     assert_eq!(status["provider"]["current_kek"], "v2");
     assert_eq!(status["keks_needed"], serde_json::json!(["v1"]));
+    assert_eq!(status["kek_rotation_pending"], true);
     let rotated = s.json(&["rotate-kek"], 0);
     assert_eq!(rotated["kek"], "v2");
     assert_eq!(rotated["keks_needed"], serde_json::json!(["v2"]));
@@ -207,6 +209,7 @@ fn rotate_kek_after_the_provider_key_changes() {
     let status = s.json(&["status"], 0);
     assert_eq!(status["keks_needed"], serde_json::json!(["v2"]));
     assert_eq!(status["last_kek_rotation"]["kek"], "v2");
+    assert_eq!(status["kek_rotation_pending"], false);
     assert_eq!(s.json(&["verify"], 0)["failures"], serde_json::json!([]));
     s.assert_wallets(5);
 }
