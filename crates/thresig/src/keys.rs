@@ -218,6 +218,17 @@ struct Report {
     verdict: Verdict,
 }
 
+impl Report {
+    /// A result with nothing to flag.
+    fn clean(json: Value, text: String) -> Self {
+        Self {
+            json,
+            text,
+            verdict: Verdict::Clean,
+        }
+    }
+}
+
 /// Runs a `keys` command and returns the process exit code.
 pub(crate) fn main(args: KeysArgs) -> ExitCode {
     let (output, result) = match args.command {
@@ -317,11 +328,7 @@ fn status(path: &Path) -> Result<Report, KeysError> {
         rotation_text(&last_dek),
         rotation_text(&last_kek)
     ));
-    Ok(Report {
-        json,
-        text,
-        verdict: Verdict::Clean,
-    })
+    Ok(Report::clean(json, text))
 }
 
 fn rotate_dek(path: &Path) -> Result<Report, KeysError> {
@@ -366,11 +373,7 @@ fn rotate_dek(path: &Path) -> Result<Report, KeysError> {
         term.0,
         keyring_text(&keyring)
     );
-    Ok(Report {
-        json,
-        text,
-        verdict: Verdict::Clean,
-    })
+    Ok(Report::clean(json, text))
 }
 
 fn rotate_kek(path: &Path) -> Result<Report, KeysError> {
@@ -407,11 +410,7 @@ fn kek_rotated(store: &EncryptedStore, kek: &KekId, what: &str) -> Result<Report
     let mut json = keyring_json(&keyring);
     json["kek"] = json!(kek.as_str());
     let text = format!("{what}: current KEK {kek}\n{}", keyring_text(&keyring));
-    Ok(Report {
-        json,
-        text,
-        verdict: Verdict::Clean,
-    })
+    Ok(Report::clean(json, text))
 }
 
 fn verify(path: &Path) -> Result<Report, KeysError> {
