@@ -1,7 +1,9 @@
 //! The `thresig` command line.
 #![forbid(unsafe_code)]
 
+mod config;
 mod demo;
+mod keys;
 
 use std::process::ExitCode;
 
@@ -19,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run a DKG and a threshold Taproot key-path signature in one process.
     Demo(demo::DemoArgs),
+    /// Inspect, rotate, verify and recover the encrypted store's keys.
+    Keys(keys::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,8 +33,22 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let result = match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Usage errors exit 1 (terminal), not clap's 2: `keys` reserves 2
+            // for errors a retry can fix.
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
         Command::Demo(args) => demo::main(&args, &mut rand_core::OsRng),
+        Command::Keys(args) => return keys::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
