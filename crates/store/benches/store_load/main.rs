@@ -13,7 +13,7 @@
 //! Run: `cargo bench -p thresig-store --bench store_load` (about four
 //! minutes on two cores; `TMPDIR` chooses the filesystem). Without `--bench`
 //! (as under `cargo test --benches`) it runs a seconds-long smoke pass that
-//! skips the one-second provider. Results: `docs/BENCHMARKS-store.md`.
+//! skips the one-second provider. Results: `docs/BENCHMARKS.md` (section "Store").
 
 mod snapshot;
 
