@@ -7,7 +7,7 @@ use crate::api::{
     SignerError, SigningTarget, StatusReply, WalletState, WalletStatus,
 };
 use crate::error::{Error, InvalidId};
-use crate::ids::{DkgSessionId, Epoch, Seat, WalletId};
+use crate::ids::{DkgSessionId, Epoch, Seat, WalletId, seat_from_wire};
 use crate::proto;
 
 impl TryFrom<proto::Round1Request> for Round1Request {
@@ -46,7 +46,7 @@ impl TryFrom<proto::Round1Result> for Round1Reply {
 }
 
 fn seats(numbers: Vec<u32>) -> Result<Vec<Seat>, Error> {
-    numbers.into_iter().map(Seat::try_from).collect()
+    numbers.into_iter().map(seat_from_wire).collect()
 }
 
 impl TryFrom<proto::Round2Request> for Round2Request {
@@ -115,7 +115,7 @@ impl TryFrom<proto::DkgMessage> for DkgMessage {
         Ok(Self::new(
             DkgSessionId::new(wire.session_id)?,
             WalletId::new(wire.wallet_id)?,
-            Seat::try_from(wire.sender)?,
+            seat_from_wire(wire.sender)?,
             wire.payload,
             wire.signature,
         ))
@@ -200,7 +200,7 @@ impl TryFrom<proto::StatusResult> for StatusReply {
     type Error = Error;
     fn try_from(wire: proto::StatusResult) -> Result<Self, Error> {
         Ok(Self::new(
-            Seat::try_from(wire.seat)?,
+            seat_from_wire(wire.seat)?,
             wire.wallets
                 .into_iter()
                 .map(WalletStatus::try_from)

@@ -1,50 +1,25 @@
 //! Identifier newtypes the transport hands to the signer: seats, wallets,
 //! epochs, DKG sessions and the cluster's name.
 //!
-//! They mirror the signer engine's own ids and are converted to them where
-//! the engine is wired in; each one is validated when it is built, so a
-//! handler never sees a malformed id.
+//! Seats are the crypto crate's own [`Seat`]; the others mirror the signer
+//! engine's ids and are converted to them where the engine is wired in. Each
+//! one is validated when it is built, so a handler never sees a malformed id.
 
 use std::fmt;
 
 use crate::error::{Error, InvalidId};
 
-/// A member's 1-based index in a wallet's roster, as authenticated by the
-/// transport (from the peer's certificate) or as named in a signed message.
+pub use thresig_crypto::Seat;
+
+/// A seat number as the wire carries it (protobuf `uint32`).
 ///
-/// # Invariants
-/// `1..=Seat::MAX`, the same range as the crypto crate's seats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Seat(u16);
-
-impl Seat {
-    /// The largest seat number (the crypto crate's bound on group size).
-    pub const MAX: u16 = 1000;
-
-    /// The seat number.
-    #[must_use]
-    pub fn get(self) -> u16 {
-        self.0
-    }
-}
-
-impl TryFrom<u32> for Seat {
-    type Error = Error;
-
-    /// # Errors
-    /// [`Error::InvalidId`] for 0 or a number above [`Seat::MAX`].
-    fn try_from(value: u32) -> Result<Self, Error> {
-        match u16::try_from(value) {
-            Ok(seat) if (1..=Self::MAX).contains(&seat) => Ok(Self(seat)),
-            _ => Err(Error::InvalidId(InvalidId::Seat)),
-        }
-    }
-}
-
-impl fmt::Display for Seat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "seat {}", self.0)
-    }
+/// # Errors
+/// [`Error::InvalidId`] for 0 or a number that is not a seat.
+pub(crate) fn seat_from_wire(value: u32) -> Result<Seat, Error> {
+    u16::try_from(value)
+        .ok()
+        .and_then(|seat| Seat::try_from(seat).ok())
+        .ok_or(Error::InvalidId(InvalidId::Seat))
 }
 
 /// Whether `text` is 1 to `max` bytes, each accepted by `alphabet`.
@@ -183,7 +158,7 @@ impl ClusterName {
         number
             .parse::<u32>()
             .ok()
-            .and_then(|n| Seat::try_from(n).ok())
+            .and_then(|n| seat_from_wire(n).ok())
     }
 }
 
@@ -201,7 +176,7 @@ mod tests {
     fn seat_names_round_trip_and_foreign_names_are_refused() {
         let cluster = ClusterName::new("demo").unwrap();
         let other = ClusterName::new("other").unwrap();
-        for n in [1u32, 7, 1000] {
+        for n in [1u16, 7, 1000] {
             let seat = Seat::try_from(n).unwrap();
             assert_eq!(cluster.seat_of(&cluster.seat_name(seat)), Some(seat));
             assert_eq!(other.seat_of(&cluster.seat_name(seat)), None);
@@ -223,9 +198,10 @@ mod tests {
 
     #[test]
     fn ids_are_validated() {
-        assert!(Seat::try_from(0).is_err());
-        assert!(Seat::try_from(1001).is_err());
-        assert!(Seat::try_from(65_537).is_err());
+        assert!(seat_from_wire(0).is_err());
+        assert!(seat_from_wire(1001).is_err());
+        assert!(seat_from_wire(65_537).is_err());
+        assert_eq!(seat_from_wire(7).map(Seat::get).ok(), Some(7));
         assert!(WalletId::new("").is_err());
         assert!(WalletId::new("a b").is_err());
         assert!(WalletId::new("x".repeat(65)).is_err());

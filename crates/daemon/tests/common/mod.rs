@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 pub const CLUSTER: &str = "test";
 
-pub fn seat(n: u32) -> Seat {
+pub fn seat(n: u16) -> Seat {
     Seat::try_from(n).unwrap()
 }
 
