@@ -353,3 +353,28 @@ fn silent_signers_that_recommit_exceed_the_bound() {
     }
     assert!(worst.is_empty(), "(t, n, silent, honest delay ms, sessions, failure): {worst:?}");
 }
+
+/// Only an invalid share is proof of malice, and the design says "a signer any
+/// of whose shares fails verification is excluded and reported". A signer
+/// that sends an invalid share vector together with a commitment vector of
+/// the wrong length is refused whole (VectorLength), its invalid shares are
+/// never verified, and it escapes blame (it is later merely "unresponsive").
+#[test]
+fn invalid_shares_with_a_malformed_commitment_vector_escape_blame() {
+    let start = Instant::now();
+    let mut c = coordinator(start, 2, 3, 1);
+    while c.poll_transmit().is_some() {}
+    c.handle_reply(start, seat(1), Reply::Commitments { commitments: vec![1] }).unwrap();
+    c.handle_reply(start, seat(2), Reply::Commitments { commitments: vec![2] }).unwrap();
+    let (session, package) = std::iter::from_fn(|| c.poll_transmit())
+        .find_map(|t| match t.request {
+            Request::Sign { session, packages } => Some((session, packages[0].clone())),
+            _ => None,
+        })
+        .unwrap();
+    let bad = share_of(seat(2), &package) ^ 1;
+    let refused = c.handle_reply(start, seat(2), Reply::Shares { session, shares: vec![bad], commitments: vec![] });
+    c.handle_timeout(start + TIMEOUT);
+    let culprit = std::iter::from_fn(|| c.poll_event()).any(|e| matches!(e, Event::Culprit { .. }));
+    assert!(culprit, "seat 2's invalid share was not examined ({refused:?}); no culprit reported");
+}
