@@ -283,11 +283,9 @@ fn duplicated_round1_reply_after_a_timeout_reuses_a_commitment() {
     );
 }
 
-/// A seat that went silent in round 2 (timed out) may rejoin R by sending a
-/// commitment vector nobody asked for; with two attackers cycling this way
-/// (refusal is just the fastest form of silence), and any number of honest
-/// seats, the session count is unbounded. Same root cause as
-/// `refusing_signer_that_recommits_stalls_the_run`, shown for n = 5, t = 3.
+/// The same attack (refuse, then re-commit unsolicited) by a single seat
+/// against n = 5, t = 3 with four honest seats: the session count is again
+/// unbounded and the run fails at the deadline.
 #[test]
 fn one_attacker_defeats_larger_groups_too() {
     let log = simulate(3, 5, Some((seat(5), Attacker::RefuseAndRecommit)), Duration::from_millis(10));
