@@ -59,6 +59,17 @@ impl Hand {
         assert!(self.transmits().is_empty());
     }
 
+    /// The culprit events queued, in order.
+    fn culprit_events(&mut self) -> Vec<(Seat, thresig_roast::Misbehavior)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Culprit { seat, fault } => Some((seat, fault)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn events(&mut self) -> Vec<Event<Toy>> {
         std::iter::from_fn(|| self.coordinator.poll_event()).collect()
     }
@@ -550,14 +561,7 @@ fn invalid_shares_with_a_malformed_commitment_vector_are_still_convicted() {
         commitments.clear();
     }
     hand.reply(seat(2), bad).unwrap();
-    let culprits: Vec<_> = hand
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Culprit { seat, fault } => Some((seat, fault)),
-            _ => None,
-        })
-        .collect();
+    let culprits = hand.culprit_events();
     assert_eq!(
         culprits,
         vec![(
@@ -689,14 +693,7 @@ fn a_culprit_is_reported_once_and_never_used_again() {
             session
         })
     );
-    let culprits: Vec<_> = hand
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Culprit { seat, fault } => Some((seat, fault)),
-            _ => None,
-        })
-        .collect();
+    let culprits = hand.culprit_events();
     assert_eq!(
         culprits,
         vec![(
@@ -727,5 +724,53 @@ fn a_culprit_is_reported_once_and_never_used_again() {
     assert_eq!(
         hand.coordinator.culprits().collect::<Vec<_>>(),
         vec![seat(1)]
+    );
+}
+
+/// When seat 2 is asked for commitments until the run ends, with the
+/// default timeouts; seat 2 refuses each request at once with `answer`, or
+/// never answers if `answer` is `None`.
+fn default_reasks(answer: Option<Refusal>) -> Vec<Duration> {
+    let start = Instant::now();
+    let config = Config::new(2, vec![seat(1), seat(2)]);
+    let mut coordinator = Coordinator::new(start, config, Toy, vec![1]).unwrap();
+    let mut asked = Vec::new();
+    let mut now = start;
+    loop {
+        while let Some(transmit) = coordinator.poll_transmit() {
+            if transmit.to == seat(2) {
+                asked.push(now - start);
+                if let Some(refusal) = answer {
+                    let reply = Reply::Refused {
+                        round: Round::Commit,
+                        refusal,
+                    };
+                    coordinator.handle_reply(now, seat(2), reply).unwrap();
+                }
+            }
+        }
+        let Some(at) = coordinator.poll_timeout() else {
+            break;
+        };
+        now = at;
+        coordinator.handle_timeout(at);
+    }
+    asked
+}
+
+#[test]
+fn re_asks_stay_within_the_documented_bound_with_the_default_timeouts() {
+    // The documented bound: the largest k with 10 s × (2^k − 1 − k) < 300 s
+    // is 5 (26 × 10 s < 300 s ≤ 57 × 10 s). A seat that refuses at once
+    // reaches it: re-asked at 0, then T, 3T, 7T, 15T after each refusal.
+    let t = thresig_roast::DEFAULT_REQUEST_TIMEOUT;
+    assert_eq!(
+        default_reasks(Some(Refusal::Retryable)),
+        vec![Duration::ZERO, Duration::ZERO, t, t * 4, t * 11, t * 26]
+    );
+    // A silent seat's requests each wait a timeout first: four re-asks.
+    assert_eq!(
+        default_reasks(None),
+        vec![Duration::ZERO, t, t * 3, t * 7, t * 15]
     );
 }
