@@ -233,6 +233,9 @@ pub(crate) struct WriteCtx<'t> {
     /// Set when this transaction bumped the global epoch (the witness is
     /// rewritten after it commits).
     pub(crate) epoch_bumped: bool,
+    /// Wallets whose epoch record failed to authenticate during a global
+    /// bump (left as they are; the writer marks them corrupt).
+    pub(crate) corrupt_found: Vec<WalletId>,
 }
 
 impl<'t> WriteCtx<'t> {
@@ -254,6 +257,7 @@ impl<'t> WriteCtx<'t> {
             current,
             undo: Vec::new(),
             epoch_bumped: false,
+            corrupt_found: Vec::new(),
         })
     }
 
@@ -270,6 +274,7 @@ impl<'t> WriteCtx<'t> {
             current,
             undo: Vec::new(),
             epoch_bumped: false,
+            corrupt_found: Vec::new(),
         }
     }
 
@@ -402,9 +407,27 @@ impl<'t> WriteCtx<'t> {
 
     /// Bumps the global epoch and re-seals every wallet's epoch record under
     /// it (I5). Returns the new global epoch.
+    ///
+    /// An epoch record that fails to authenticate is left untouched (never
+    /// re-sealed, never reset) and its wallet noted in `corrupt_found`; the
+    /// other wallets and the bump go on (I4: fail closed at the right size).
     pub(crate) fn bump_global(&mut self) -> Result<Epoch, Error> {
         let old = self.records().global_epoch()?;
-        let epochs = self.records().get_prefix(RecordTable::Epochs, &[])?;
+        let mut epochs = Vec::new();
+        for (key, sealed) in self.txn.raw_prefix(RecordTable::Epochs, &[])? {
+            match self
+                .records()
+                .open_bytes(RecordTable::Epochs, &key, old, &sealed)
+            {
+                Ok(value) => epochs.push((key, value)),
+                Err(e) if e.is_record_corruption() => {
+                    if let Some(wallet) = wallet_of(&key) {
+                        self.corrupt_found.push(wallet);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let new = Epoch(old.0.saturating_add(1));
         self.put_at(
             RecordTable::Sys,

@@ -59,6 +59,11 @@ impl Shared {
         }
     }
 
+    /// Marks the wallets a global bump found corrupt.
+    fn note_corrupt_wallets(&self, wallets: &[WalletId]) {
+        lock(&self.corrupt).extend(wallets.iter().cloned());
+    }
+
     fn is_corrupt(&self, w: &WalletId) -> bool {
         lock(&self.corrupt).contains(w)
     }
@@ -177,7 +182,8 @@ fn commit_batch(
 ) -> Result<Vec<Result<WriteOutcome, Error>>, Error> {
     let txn = shared.db.begin_write()?;
     let mut outcomes = Vec::with_capacity(units.len());
-    let (bumped, position) = {
+    let mut security_relevant = false;
+    let (bumped, position, found) = {
         // I1: the DEK is chosen here, inside the transaction that commits.
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
         for ops in units {
@@ -195,12 +201,17 @@ fn commit_batch(
                     shared.note_corruption(&e);
                     outcomes.push(Err(e));
                 }
-                Ok(outcome) => outcomes.push(Ok(outcome)),
+                Ok(outcome) => {
+                    security_relevant |= matches!(outcome, WriteOutcome::Committed(_))
+                        && ops.iter().any(is_security_relevant);
+                    outcomes.push(Ok(outcome));
+                }
             }
         }
         let generation = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
-        (ctx.epoch_bumped, Position { epoch, generation })
+        let found = std::mem::take(&mut ctx.corrupt_found);
+        (ctx.epoch_bumped, Position { epoch, generation }, found)
     };
     txn.commit()?;
     {
@@ -208,25 +219,45 @@ fn commit_batch(
         stats.commits += 1;
         stats.units += units.len() as u64;
     }
-    if bumped {
+    shared.note_corrupt_wallets(&found);
+    // I5: the witness never lags an acknowledged security-relevant write:
+    // it is written after the durable commit and before any caller hears.
+    if bumped || security_relevant {
         shared.write_witness(position);
     }
     Ok(outcomes)
 }
 
+/// Whether rolling back `op` could let a share be released twice or an old
+/// key or policy state come back (I5): such commits rewrite the witness.
+fn is_security_relevant(op: &WriteOp) -> bool {
+    matches!(
+        op,
+        WriteOp::PutWallet { .. }
+            | WriteOp::InsertKeyPackage { .. }
+            | WriteOp::DeleteKeyPackage { .. }
+            | WriteOp::InsertMarker { .. }
+            | WriteOp::CasPolicy { .. }
+            | WriteOp::BumpWalletEpoch { .. }
+    )
+}
+
 fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
     let txn = shared.db.begin_write()?;
     let retired;
+    let found;
     let (count, bumped, position) = {
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
         let (count, r) = apply_admin(&mut ctx, op)?;
         retired = r;
         let generation = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
+        found = std::mem::take(&mut ctx.corrupt_found);
         (count, ctx.epoch_bumped, Position { epoch, generation })
     };
     txn.commit()?;
     lock(&shared.stats).commits += 1;
+    shared.note_corrupt_wallets(&found);
     if let Some(term) = retired {
         shared.keyring.retired(term);
     }

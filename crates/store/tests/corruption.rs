@@ -266,3 +266,123 @@ fn a_marker_that_fails_to_authenticate_is_never_treated_as_absent() {
     assert!(store.marker(&wallet(1), &c).is_err());
     assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
 }
+
+fn flip_last(machine: &Machine, table: &str, key: &[u8]) {
+    edit_raw(machine, |txn| {
+        let mut v = raw_get(txn, table, key).unwrap();
+        *v.last_mut().unwrap() ^= 1;
+        raw_put(txn, table, key, &v);
+    });
+}
+
+/// I4: "nothing is ever reset to empty". The store decides "new database"
+/// from one unauthenticated row (`format/schema_version`, store.rs
+/// `open`): if it is missing, `initialize` runs over the existing database
+/// and overwrites keyring entry 1 (the only wrap of the DEK every record is
+/// sealed under) and the store metadata. Every record becomes permanently
+/// unreadable, even if the open then fails.
+#[test]
+fn a_missing_format_row_refuses_the_open_and_rewrites_nothing() {
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let keyring_entry = |m: &Machine| {
+        let mut out = None;
+        edit_raw(m, |txn| {
+            let t = txn
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new("keyring"))
+                .unwrap();
+            out = Some(t.get(1).unwrap().unwrap().value().to_vec());
+        });
+        out.unwrap()
+    };
+    let before = keyring_entry(&machine);
+    edit_raw(&machine, |txn| {
+        let mut t = txn
+            .open_table(redb::TableDefinition::<&str, u32>::new("format"))
+            .unwrap();
+        t.remove("schema_version").unwrap();
+    });
+    let r = machine.open();
+    let outcome = format!("{:?}", r.as_ref().map(|_| ()));
+    drop(r);
+    assert_eq!(
+        keyring_entry(&machine),
+        before,
+        "open over a damaged format row rewrote the keyring (open: {outcome})"
+    );
+}
+
+/// I4: "A wallet whose records fail to authenticate is marked corrupt ...
+/// while other wallets keep serving." One wallet's damaged epoch record
+/// makes every epoch bump of every *other* wallet fail, because
+/// `bump_global` opens every wallet's epoch record (records.rs
+/// `WriteCtx::bump_global`).
+#[test]
+fn a_bad_epoch_record_does_not_block_other_wallets_epoch_bumps() {
+    use thresig_store::WriteOutcome;
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+        put_wallet(&store, 2, b"two");
+    }
+    flip_last(&machine, "epochs", &wallet_key(&wallet(1)));
+    let store = machine.open().unwrap();
+    let out = store.write(vec![WriteOp::BumpWalletEpoch { wallet: wallet(2) }]);
+    assert!(
+        matches!(out, Ok(WriteOutcome::Committed(_))),
+        "wallet 2's epoch bump must not depend on wallet 1's records: {out:?}"
+    );
+}
+
+/// I4 (same root cause): a DEK rotation's promotion bumps the global epoch,
+/// so one damaged wallet stops key rotation for the whole signer.
+#[test]
+fn a_bad_epoch_record_does_not_block_dek_rotation() {
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+        put_wallet(&store, 2, b"two");
+    }
+    flip_last(&machine, "epochs", &wallet_key(&wallet(1)));
+    let store = machine.open().unwrap();
+    let r = store.start_dek_rotation();
+    assert!(r.is_ok(), "promotion blocked by one wallet: {r:?}");
+}
+
+/// I4: "nothing is ever reset": PutMeta overwrites a metadata record that
+/// fails to authenticate without opening it (PutWallet opens first; PutMeta,
+/// PutDkgResult and the deletes do not), erasing the evidence.
+#[test]
+fn a_record_failing_authentication_is_never_overwritten() {
+    use thresig_store::MetaName;
+    let machine = Machine::new();
+    let name = MetaName::new(b"engine".to_vec()).unwrap();
+    {
+        let store = machine.open().unwrap();
+        store
+            .write(vec![WriteOp::PutMeta {
+                name: name.clone(),
+                value: b"v1".to_vec(),
+            }])
+            .unwrap();
+    }
+    flip_last(&machine, "meta", name.as_bytes());
+    let store = machine.open().unwrap();
+    assert!(
+        store.meta(&name).is_err(),
+        "tampered record detected on read"
+    );
+    let out = store.write(vec![WriteOp::PutMeta {
+        name: name.clone(),
+        value: b"v2".to_vec(),
+    }]);
+    assert!(
+        out.is_err(),
+        "a record failing authentication must not be overwritten: {out:?}"
+    );
+}

@@ -333,3 +333,116 @@ fn every_read_of_an_open_fails_cleanly() {
         s.disk.crash(CrashMode::ProcessKill);
     }
 }
+
+fn marker_op(hash: u8) -> WriteOp {
+    WriteOp::InsertMarker {
+        wallet: wallet(1),
+        commitment: CommitmentHash([7; 32]),
+        marker: Marker {
+            package_hash: PackageHash([hash; 32]),
+            shares: vec![hash; 8],
+            expires_at: Timestamp(u64::MAX / 2),
+        },
+    }
+}
+
+/// I5: the witness is written only when the global epoch bumps (writer.rs
+/// `commit_batch`: `if bumped`) or on a key-manager tick, so a database
+/// rolled back to before a marker insert (same epoch, older generation)
+/// opens under the current witness, and the same commitment then releases
+/// shares for a second package (nonce reuse).
+#[test]
+fn a_rollback_to_before_a_marker_insert_is_refused() {
+    use common::{Machine, put_wallet};
+    use thresig_store::{Error, WriteOutcome};
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let before_marker = machine.disk.image();
+    {
+        let store = machine.open().unwrap();
+        let out = store.write(vec![marker_op(1)]).unwrap();
+        assert!(matches!(out, WriteOutcome::Committed(_)));
+    }
+    let rolled_back = Machine {
+        disk: SimDisk::from_image(before_marker),
+        witness: machine.witness.clone(),
+        provider: machine.provider.clone(),
+    };
+    let opened = rolled_back.open();
+    if let Ok(store) = &opened {
+        let second = store.write(vec![marker_op(2)]).unwrap();
+        assert!(
+            !matches!(second, WriteOutcome::Committed(_)),
+            "rolled-back DB opened and released shares for a second package"
+        );
+    }
+    assert!(
+        matches!(opened, Err(Error::RollbackDetected { .. })),
+        "older generation must be refused"
+    );
+}
+
+/// I5: a missing witness disables the check entirely: delete the witness
+/// and any older database opens (and the witness is rewritten to match it).
+#[test]
+fn a_deleted_witness_refuses_the_open_of_an_older_database() {
+    use common::{Machine, put_wallet};
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let old_image = machine.disk.image();
+    {
+        let store = machine.open().unwrap();
+        store
+            .write(vec![WriteOp::BumpWalletEpoch { wallet: wallet(1) }])
+            .unwrap();
+        put_wallet(&store, 1, b"newer");
+    }
+    machine.witness.set_bytes(None);
+    let rolled_back = Machine {
+        disk: SimDisk::from_image(old_image),
+        witness: machine.witness.clone(),
+        provider: machine.provider.clone(),
+    };
+    let r = rolled_back.open();
+    assert!(
+        r.is_err(),
+        "an existing store without its witness must not open silently"
+    );
+}
+
+/// I6: "an unreachable or slow provider is retryable". During a KEK
+/// rotation a DEK has two wraps; at open the preferred (current) KEK's
+/// unwrap times out (retryable) and the old KEK is already gone: only the
+/// *last* wrap's error is kept (entry.rs `unwrap_with`), so the open is
+/// reported terminal `KekUnavailable` although a retry succeeds.
+#[test]
+fn a_transient_failure_on_one_wrap_is_retryable_even_if_another_is_gone() {
+    use common::put_wallet;
+    let disk = SimDisk::new();
+    let witness = thresig_store::MemoryWitness::new();
+    let provider = Arc::new(common::ScriptedProvider::new(MemoryProvider::with_key(
+        "kek-1", 1,
+    )));
+    {
+        let store = common::open_on(&disk, &witness, provider.clone()).unwrap();
+        put_wallet(&store, 1, b"one");
+        provider.inner.add_key("kek-2", 2);
+        provider.inner.set_current("kek-2");
+        store.add_kek_wraps().unwrap(); // wraps under kek-1 and kek-2
+    }
+    provider.inner.destroy_key("kek-1");
+    // Open: call 1 = key-id, call 2 = unwrap under kek-2 (fails, transient).
+    provider.fail_nth(2);
+    let p: Arc<dyn KeyProvider> = provider.clone();
+    let err = common::open_on(&disk, &witness, p.clone()).unwrap_err();
+    let recovery = err.recovery();
+    // Proof that retrying works:
+    assert!(common::open_on(&disk, &witness, p).is_ok());
+    assert_eq!(recovery, Recovery::Retryable, "{err:?}");
+}

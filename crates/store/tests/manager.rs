@@ -166,3 +166,29 @@ fn reseal_batches_racing_newer_writes_never_overwrite_them() {
         assert_eq!(wallet_value(&store, i).as_slice(), b"v3");
     }
 }
+
+/// Recovery: the design has the recovery public key "set at init", so
+/// every DEK stays recoverable. The key is not stored: it is taken from
+/// `StoreOptions` on each open, so a rotation run by a process opened
+/// without it (e.g. `thresig keys rotate` with a different config) makes a
+/// DEK with no recovery wrap, and after the old DEK retires the offline
+/// recovery key no longer opens the signer.
+#[test]
+fn the_recovery_key_set_at_init_wraps_every_later_dek() {
+    use thresig_store::{RecoverySecretKey, StoreOptions};
+    let machine = Machine::new();
+    let (_sk, pk) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let mut options = StoreOptions::default();
+    options.recovery_key = Some(pk);
+    {
+        let store = machine.open_with(options).unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let store = machine.open().unwrap();
+    store.rotate_dek().unwrap();
+    let status = store.keyring_status().unwrap();
+    assert!(
+        status.deks.iter().all(|d| d.recoverable),
+        "store initialised with a recovery key now has unrecoverable DEKs: {status:?}"
+    );
+}
