@@ -19,7 +19,7 @@ use crate::keyring::Keyring;
 use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
 use crate::provider::{KekId, KeyProvider};
-use crate::records::{Raw, Records, WriteCtx, decode_u64};
+use crate::records::{Raw, Records, WriteCtx, decode_u64, keyring_digest};
 use crate::schema::{
     self, DEK_INDEX, FORMAT, KEYRING, MARKER_EXPIRY, RecordTable, SCHEMA_VERSION, sys,
 };
@@ -449,12 +449,7 @@ fn initialize(
             &1u64.to_be_bytes(),
         )?;
         ctx.put_at(RecordTable::Sys, sys::GENERATION, zero, &1u64.to_be_bytes())?;
-        ctx.put_at(
-            RecordTable::Sys,
-            sys::CURRENT_DEK,
-            zero,
-            &1u64.to_be_bytes(),
-        )?;
+        ctx.seal_keyring_state()?;
         if let Some(pk) = &options.recovery_key {
             ctx.put_at(RecordTable::Sys, sys::RECOVERY_KEY, zero, &pk.to_bytes())?;
         }
@@ -503,7 +498,7 @@ pub(crate) fn open_shared(
     witness_location: WitnessLocation,
     rollback: RollbackPolicy,
 ) -> Result<Arc<Shared>, Error> {
-    let (store_id, witness_key, position, written) = {
+    let (store_id, witness_key, position, written, legacy) = {
         let txn = db.begin_read()?;
         let view = keyring.view();
         let r = Records::new(&txn, &view);
@@ -526,12 +521,19 @@ pub(crate) fn open_shared(
             });
         }
         witness_key.copy_from_slice(&wk);
-        let current = r.current_term()?;
+        let (current, sealed_digest) = r.current_pointer()?;
         if view.get(current).is_none() {
             return Err(Error::MetadataCorrupt {
                 name: "current_dek",
             });
         }
+        // I4: the keyring as stored (every entry, its state, the set of
+        // terms) must be the one the current-DEK record authenticates.
+        let digest = keyring_digest(&txn.open_table(KEYRING)?)?;
+        if sealed_digest.is_some_and(|d| d != digest) {
+            return Err(Error::MetadataCorrupt { name: "keyring" });
+        }
+        let legacy = sealed_digest.is_none();
         let position = Position {
             epoch: r.global_epoch()?,
             generation: r.generation()?,
@@ -540,7 +542,7 @@ pub(crate) fn open_shared(
             .get(RecordTable::Sys, sys::WITNESS_WRITTEN)
             .map_err(|e| metadata_error(e, "witness_written"))?
             .is_some();
-        (store_id, witness_key, position, written)
+        (store_id, witness_key, position, written, legacy)
     };
     let witness = Witness::new(witness_location, store_id, witness_key);
     let refuse = rollback == RollbackPolicy::Refuse;
@@ -557,8 +559,8 @@ pub(crate) fn open_shared(
         _ => {}
     }
     witness.write(position)?;
-    if !written {
-        mark_witness_written(&db, &keyring)?;
+    if !written || legacy {
+        upgrade_at_open(&db, &keyring)?;
     }
     Ok(Arc::new(Shared {
         db,
@@ -621,13 +623,16 @@ pub(crate) fn with_stored_recovery_key(
     }
 }
 
-/// Records in the database that a witness now exists (once, at the first
-/// open that wrote one), so a later missing witness refuses the open.
-fn mark_witness_written(db: &Database, keyring: &Keyring) -> Result<(), Error> {
+/// Run once the witness is written, when the database lacks a record this
+/// build keeps: records that a witness now exists (so a later missing
+/// witness refuses the open) and seals the keyring digest into the
+/// current-DEK record (a database written before the digest existed).
+fn upgrade_at_open(db: &Database, keyring: &Keyring) -> Result<(), Error> {
     let txn = db.begin_write()?;
     {
         let mut ctx = WriteCtx::begin(&txn, keyring.view())?;
         ctx.put_at(RecordTable::Sys, sys::WITNESS_WRITTEN, Epoch(0), &[1])?;
+        ctx.seal_keyring_state()?;
     }
     txn.commit()?;
     Ok(())

@@ -14,12 +14,12 @@ use redb::{Database, ReadableTable};
 
 use crate::entry::{DekState, StoredEntry};
 use crate::error::Error;
-use crate::ids::{DekTerm, Epoch, WalletId};
+use crate::ids::{DekTerm, WalletId};
 use crate::keyring::Keyring;
 use crate::ops::{WriteOp, WriteOutcome, apply_unit, op_wallet};
 use crate::provider::KekId;
 use crate::records::{Raw, WriteCtx};
-use crate::schema::{self, DEK_INDEX, KEYRING, RecordTable, sys};
+use crate::schema::{self, DEK_INDEX, KEYRING, RecordTable};
 use crate::sync::{Mutex, lock};
 use crate::witness::{Position, Witness};
 
@@ -249,6 +249,7 @@ fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
     let (count, bumped, position) = {
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
         let (count, r) = apply_admin(&mut ctx, op)?;
+        ctx.seal_keyring_state()?;
         retired = r;
         let generation = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
@@ -302,12 +303,8 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
                 })?;
             if ctx.current_term() != term {
                 ctx.set_current(dek);
-                ctx.put_at(
-                    RecordTable::Sys,
-                    sys::CURRENT_DEK,
-                    Epoch(0),
-                    &term.0.to_be_bytes(),
-                )?;
+                // run_admin rewrites the current-DEK record (term and
+                // keyring digest) under the new DEK before committing.
                 ctx.bump_global()?;
             }
             Ok((1, None))

@@ -386,3 +386,48 @@ fn a_record_failing_authentication_is_never_overwritten() {
         "a record failing authentication must not be overwritten: {out:?}"
     );
 }
+
+/// I4: "A keyring ... record that fails to authenticate refuses the open."
+/// The entry's `state` is plain JSON outside any MAC/AEAD (entry.rs
+/// `StoredEntry`): flipping a still-needed DEK to "retired" opens fine and
+/// its records then fail with DekMissing.
+#[test]
+fn a_keyring_entry_flipped_to_retired_refuses_the_open() {
+    let machine = Machine::new();
+    {
+        let mut options = thresig_store::StoreOptions::default();
+        options.reseal_batch = 1;
+        let store = machine.open_with(options).unwrap();
+        put_wallet(&store, 1, b"one");
+        // Promote term 2 and re-seal the store metadata, leaving wallet 1's
+        // state record under term 1 (its epoch record was re-sealed by the
+        // promotion's epoch bump); the rotation is in progress.
+        store.start_dek_rotation().unwrap();
+        let under_1 = |s: &thresig_store::EncryptedStore| {
+            let st = s.keyring_status().unwrap();
+            st.deks
+                .iter()
+                .find(|d| d.term == thresig_store::DekTerm(1))
+                .map_or(0, |d| d.records)
+        };
+        while under_1(&store) > 1 {
+            assert_eq!(store.reseal_step().unwrap(), 1);
+        }
+    }
+    edit_raw(&machine, |txn| {
+        let table = redb::TableDefinition::<u64, &[u8]>::new("keyring");
+        let mut t = txn.open_table(table).unwrap();
+        let v = t.get(1).unwrap().unwrap().value().to_vec();
+        let s = String::from_utf8(v)
+            .unwrap()
+            .replace("\"active\"", "\"retired\"");
+        t.insert(1, s.as_bytes()).unwrap();
+    });
+    let r = machine.open();
+    let detail = r.as_ref().map(|s| format!("{:?}", s.wallet(&wallet(1))));
+    eprintln!("open -> {:?}", r.as_ref().map(|_| ()));
+    assert!(
+        r.is_err(),
+        "tampered keyring entry accepted at open; wallet read: {detail:?}"
+    );
+}
