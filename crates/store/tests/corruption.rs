@@ -315,43 +315,41 @@ fn a_missing_format_row_refuses_the_open_and_rewrites_nothing() {
     );
 }
 
+/// Two wallets, then wallet 1's epoch record damaged on disk; reopened.
+fn wallet_1_epoch_record_damaged(machine: &Machine) -> EncryptedStore {
+    two_wallets(machine);
+    flip_last(machine, "epochs", &wallet_key(&wallet(1)));
+    machine.open().unwrap()
+}
+
 /// I4: "A wallet whose records fail to authenticate is marked corrupt ...
-/// while other wallets keep serving." One wallet's damaged epoch record
-/// makes every epoch bump of every *other* wallet fail, because
-/// `bump_global` opens every wallet's epoch record (records.rs
-/// `WriteCtx::bump_global`).
+/// while other wallets keep serving." Every global epoch bump re-seals every
+/// wallet's epoch record; one damaged record must not stop another wallet's
+/// bump, and the damaged wallet is marked corrupt, not repaired.
 #[test]
 fn a_bad_epoch_record_does_not_block_other_wallets_epoch_bumps() {
     use thresig_store::WriteOutcome;
     let machine = Machine::new();
-    {
-        let store = machine.open().unwrap();
-        put_wallet(&store, 1, b"one");
-        put_wallet(&store, 2, b"two");
-    }
-    flip_last(&machine, "epochs", &wallet_key(&wallet(1)));
-    let store = machine.open().unwrap();
+    let store = wallet_1_epoch_record_damaged(&machine);
     let out = store.write(vec![WriteOp::BumpWalletEpoch { wallet: wallet(2) }]);
     assert!(
         matches!(out, Ok(WriteOutcome::Committed(_))),
         "wallet 2's epoch bump must not depend on wallet 1's records: {out:?}"
     );
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    assert!(store.wallet_epoch(&wallet(1)).is_err(), "never re-sealed");
+    assert_eq!(store.wallet(&wallet(2)).unwrap().unwrap().to_vec(), b"two");
 }
 
-/// I4 (same root cause): a DEK rotation's promotion bumps the global epoch,
-/// so one damaged wallet stops key rotation for the whole signer.
+/// I4 (same cause): a DEK promotion bumps the global epoch, so one damaged
+/// wallet must not stop key rotation for the whole signer.
 #[test]
 fn a_bad_epoch_record_does_not_block_dek_rotation() {
     let machine = Machine::new();
-    {
-        let store = machine.open().unwrap();
-        put_wallet(&store, 1, b"one");
-        put_wallet(&store, 2, b"two");
-    }
-    flip_last(&machine, "epochs", &wallet_key(&wallet(1)));
-    let store = machine.open().unwrap();
+    let store = wallet_1_epoch_record_damaged(&machine);
     let r = store.start_dek_rotation();
     assert!(r.is_ok(), "promotion blocked by one wallet: {r:?}");
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
 }
 
 /// I4: "nothing is ever reset": PutMeta overwrites a metadata record that
