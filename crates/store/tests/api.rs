@@ -210,10 +210,9 @@ fn skipped_units_do_not_abort_their_batch() {
     );
 }
 
-/// I4: a policy counter written before the wallet's first PutWallet is
-/// sealed at epoch 0 (no epoch record yet); PutWallet then creates the epoch
-/// record at the global epoch and the (genuine, untouched) counter no longer
-/// opens: the wallet is reported corrupt with no tampering at all.
+/// I4: a policy counter written before the wallet's first PutWallet must
+/// still open afterwards: CasPolicy creates the wallet's epoch record, so
+/// PutWallet does not change the epoch the counter is sealed with.
 #[test]
 fn a_policy_counter_written_before_its_wallet_still_opens() {
     use common::put_wallet;

@@ -275,12 +275,10 @@ fn flip_last(machine: &Machine, table: &str, key: &[u8]) {
     });
 }
 
-/// I4: "nothing is ever reset to empty". The store decides "new database"
-/// from one unauthenticated row (`format/schema_version`, store.rs
-/// `open`): if it is missing, `initialize` runs over the existing database
-/// and overwrites keyring entry 1 (the only wrap of the DEK every record is
-/// sealed under) and the store metadata. Every record becomes permanently
-/// unreadable, even if the open then fails.
+/// I4: "nothing is ever reset to empty". A database without its format row
+/// but with any other row is not new: the open must refuse it and write
+/// nothing (initialising over it would overwrite keyring entry 1, the only
+/// wrap of the DEK every record is sealed under).
 #[test]
 fn a_missing_format_row_refuses_the_open_and_rewrites_nothing() {
     let machine = Machine::new();
@@ -307,6 +305,10 @@ fn a_missing_format_row_refuses_the_open_and_rewrites_nothing() {
     });
     let r = machine.open();
     let outcome = format!("{:?}", r.as_ref().map(|_| ()));
+    assert!(
+        matches!(r, Err(Error::MetadataCorrupt { name: "format" })),
+        "{outcome}"
+    );
     drop(r);
     assert_eq!(
         keyring_entry(&machine),
@@ -352,9 +354,9 @@ fn a_bad_epoch_record_does_not_block_dek_rotation() {
     assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
 }
 
-/// I4: "nothing is ever reset": PutMeta overwrites a metadata record that
-/// fails to authenticate without opening it (PutWallet opens first; PutMeta,
-/// PutDkgResult and the deletes do not), erasing the evidence.
+/// I4: "nothing is ever reset": a put over a record that fails to
+/// authenticate is refused (the old value is opened first), so the evidence
+/// is not erased.
 #[test]
 fn a_record_failing_authentication_is_never_overwritten() {
     use thresig_store::MetaName;
@@ -386,9 +388,9 @@ fn a_record_failing_authentication_is_never_overwritten() {
 }
 
 /// I4: "A keyring ... record that fails to authenticate refuses the open."
-/// The entry's `state` is plain JSON outside any MAC/AEAD (entry.rs
-/// `StoredEntry`): flipping a still-needed DEK to "retired" opens fine and
-/// its records then fail with DekMissing.
+/// An entry's `state` is plain JSON; flipping a still-needed DEK to
+/// "retired" must be caught by the keyring digest sealed in the current-DEK
+/// record, not open and strand that DEK's records.
 #[test]
 fn a_keyring_entry_flipped_to_retired_refuses_the_open() {
     let machine = Machine::new();
@@ -428,4 +430,34 @@ fn a_keyring_entry_flipped_to_retired_refuses_the_open() {
         r.is_err(),
         "tampered keyring entry accepted at open; wallet read: {detail:?}"
     );
+}
+
+/// I4: deletes open the record first too: a key package that fails to
+/// authenticate is neither deleted nor treated as absent.
+#[test]
+fn a_key_package_failing_authentication_is_never_deleted() {
+    use thresig_store::{Epoch, Plaintext};
+    let machine = Machine::new();
+    let key = [wallet_key(&wallet(1)), 1u64.to_be_bytes().to_vec()].concat();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+        store
+            .write(vec![WriteOp::InsertKeyPackage {
+                wallet: wallet(1),
+                epoch: Epoch(1),
+                value: Plaintext::from(b"pkg".to_vec()),
+            }])
+            .unwrap();
+    }
+    flip_last(&machine, "key_packages", &key);
+    let store = machine.open().unwrap();
+    let out = store.write(vec![WriteOp::DeleteKeyPackage {
+        wallet: wallet(1),
+        epoch: Epoch(1),
+    }]);
+    assert!(matches!(out, Err(Error::RecordTampered { .. })), "{out:?}");
+    let mut still = None;
+    edit_raw(&machine, |txn| still = raw_get(txn, "key_packages", &key));
+    assert!(still.is_some(), "the tampered record was deleted");
 }

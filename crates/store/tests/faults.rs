@@ -346,11 +346,10 @@ fn marker_op(hash: u8) -> WriteOp {
     }
 }
 
-/// I5: the witness is written only when the global epoch bumps (writer.rs
-/// `commit_batch`: `if bumped`) or on a key-manager tick, so a database
-/// rolled back to before a marker insert (same epoch, older generation)
-/// opens under the current witness, and the same commitment then releases
-/// shares for a second package (nonce reuse).
+/// I5: the witness is rewritten after every commit with a marker (or other
+/// security-relevant) change, so a database rolled back to before a marker
+/// insert (same epoch, older generation) is refused; otherwise the same
+/// commitment would release shares for a second package (nonce reuse).
 #[test]
 fn a_rollback_to_before_a_marker_insert_is_refused() {
     use common::{Machine, put_wallet};
@@ -385,8 +384,9 @@ fn a_rollback_to_before_a_marker_insert_is_refused() {
     );
 }
 
-/// I5: a missing witness disables the check entirely: delete the witness
-/// and any older database opens (and the witness is rewritten to match it).
+/// I5: once a witness has been written, a missing witness refuses the open;
+/// deleting it must not let an older database open (and rewrite the witness
+/// to match it).
 #[test]
 fn a_deleted_witness_refuses_the_open_of_an_older_database() {
     use common::{Machine, put_wallet};
@@ -411,16 +411,22 @@ fn a_deleted_witness_refuses_the_open_of_an_older_database() {
     };
     let r = rolled_back.open();
     assert!(
-        r.is_err(),
-        "an existing store without its witness must not open silently"
+        matches!(r, Err(thresig_store::Error::WitnessMissing)),
+        "an existing store without its witness must not open silently: {r:?}"
+    );
+    let mut options = thresig_store::StoreOptions::default();
+    options.rollback = thresig_store::RollbackPolicy::AcceptOlderDatabase;
+    assert!(rolled_back.open_with(options).is_ok(), "explicit override");
+    assert!(
+        rolled_back.open().is_ok(),
+        "the override rewrote the witness"
     );
 }
 
 /// I6: "an unreachable or slow provider is retryable". During a KEK
 /// rotation a DEK has two wraps; at open the preferred (current) KEK's
-/// unwrap times out (retryable) and the old KEK is already gone: only the
-/// *last* wrap's error is kept (entry.rs `unwrap_with`), so the open is
-/// reported terminal `KekUnavailable` although a retry succeeds.
+/// unwrap fails transiently and the old KEK is already gone: the open must
+/// be retryable (a retry succeeds), not terminal `KekUnavailable`.
 #[test]
 fn a_transient_failure_on_one_wrap_is_retryable_even_if_another_is_gone() {
     use common::put_wallet;

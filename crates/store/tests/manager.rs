@@ -167,12 +167,9 @@ fn reseal_batches_racing_newer_writes_never_overwrite_them() {
     }
 }
 
-/// Recovery: the design has the recovery public key "set at init", so
-/// every DEK stays recoverable. The key is not stored: it is taken from
-/// `StoreOptions` on each open, so a rotation run by a process opened
-/// without it (e.g. `thresig keys rotate` with a different config) makes a
-/// DEK with no recovery wrap, and after the old DEK retires the offline
-/// recovery key no longer opens the signer.
+/// Recovery: the recovery public key is "set at init". It is stored then,
+/// so a rotation run by a process opened without it (e.g. `thresig keys
+/// rotate` with a different config) still wraps the new DEK to it.
 #[test]
 fn the_recovery_key_set_at_init_wraps_every_later_dek() {
     use thresig_store::{RecoverySecretKey, StoreOptions};
@@ -191,4 +188,22 @@ fn the_recovery_key_set_at_init_wraps_every_later_dek() {
         status.deks.iter().all(|d| d.recoverable),
         "store initialised with a recovery key now has unrecoverable DEKs: {status:?}"
     );
+}
+
+/// Recovery: a configured recovery key that differs from the one stored at
+/// init is refused with a clear error, never silently used.
+#[test]
+fn a_conflicting_recovery_key_option_is_refused() {
+    use thresig_store::{Error, RecoverySecretKey};
+    let machine = Machine::new();
+    let (_, first) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let (_, other) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let mut options = StoreOptions::default();
+    options.recovery_key = Some(first.clone());
+    drop(machine.open_with(options.clone()).unwrap());
+    options.recovery_key = Some(other);
+    let r = machine.open_with(options.clone());
+    assert!(matches!(r, Err(Error::RecoveryKeyMismatch)), "{r:?}");
+    options.recovery_key = Some(first);
+    assert!(machine.open_with(options).is_ok());
 }
