@@ -380,36 +380,70 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
 /// Re-seals up to `limit` records named in the index under a non-current
 /// DEK, in this transaction. Records rewritten since (under the current DEK)
 /// are no longer indexed under the old term, so they are never touched.
+/// Re-seals up to `limit` records still under an old DEK. A record that
+/// fails to authenticate is skipped (left as it is, its wallet noted in
+/// `corrupt_found`), so one damaged wallet does not stop the rotation for
+/// the others (I4); it keeps its DEK in use until an operator resolves it.
 fn reseal(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, Error> {
-    let current = ctx.current_term();
-    // Everything outside the current term's key range: two range reads.
-    let todo: Vec<(RecordTable, Vec<u8>)> = {
-        let index = ctx.txn.open_table(DEK_INDEX)?;
-        let start = current.0.to_be_bytes();
-        let end = current.0.saturating_add(1).to_be_bytes();
-        let mut out = Vec::new();
-        let below = index.range::<&[u8]>(..start.as_slice())?;
-        let above = index.range::<&[u8]>(end.as_slice()..)?;
-        for item in below.chain(above) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = item?;
-            if let Some((_, table, key)) = schema::parse_index_key(k.value()) {
-                out.push((table, key));
+    let mut failed: BTreeSet<(RecordTable, Vec<u8>)> = BTreeSet::new();
+    let mut n = 0;
+    while n < limit {
+        let todo: Vec<_> = outside_current(ctx, limit - n + failed.len())?
+            .into_iter()
+            .filter(|item| !failed.contains(item))
+            .collect();
+        if todo.is_empty() {
+            break;
+        }
+        for (table, key) in todo {
+            let Some(sealed) = ctx.txn.raw_get(table, &key)? else {
+                continue;
+            };
+            let opened = ctx.records().epoch_for(table, &key).and_then(|epoch| {
+                let plain = ctx.records().open_bytes(table, &key, epoch, &sealed)?;
+                Ok((epoch, plain))
+            });
+            match opened {
+                Ok((epoch, plain)) => {
+                    ctx.put_at(table, &key, epoch, &plain)?;
+                    n += 1;
+                }
+                Err(e) if e.is_record_corruption() => {
+                    // Only a wallet's record is skipped; store metadata or
+                    // an audit entry that fails stops the batch as before.
+                    let wallet = table
+                        .wallet_scoped()
+                        .then(|| schema::wallet_of(&key))
+                        .flatten()
+                        .ok_or(e)?;
+                    ctx.corrupt_found.push(wallet);
+                    failed.insert((table, key));
+                }
+                Err(e) => return Err(e),
             }
         }
-        out
-    };
-    let mut n = 0;
-    for (table, key) in todo {
-        let Some(sealed) = ctx.txn.raw_get(table, &key)? else {
-            continue;
-        };
-        let epoch = ctx.records().epoch_for(table, &key)?;
-        let plain = ctx.records().open_bytes(table, &key, epoch, &sealed)?;
-        ctx.put_at(table, &key, epoch, &plain)?;
-        n += 1;
     }
     Ok(n)
+}
+
+/// Up to `limit` index entries of records under a DEK other than the
+/// current one: two range reads.
+fn outside_current(ctx: &WriteCtx<'_>, limit: usize) -> Result<Vec<(RecordTable, Vec<u8>)>, Error> {
+    let current = ctx.current_term();
+    let index = ctx.txn.open_table(DEK_INDEX)?;
+    let start = current.0.to_be_bytes();
+    let end = current.0.saturating_add(1).to_be_bytes();
+    let mut out = Vec::new();
+    let below = index.range::<&[u8]>(..start.as_slice())?;
+    let above = index.range::<&[u8]>(end.as_slice()..)?;
+    for item in below.chain(above) {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, _) = item?;
+        if let Some((_, table, key)) = schema::parse_index_key(k.value()) {
+            out.push((table, key));
+        }
+    }
+    Ok(out)
 }

@@ -461,3 +461,46 @@ fn a_key_package_failing_authentication_is_never_deleted() {
     edit_raw(&machine, |txn| still = raw_get(txn, "key_packages", &key));
     assert!(still.is_some(), "the tampered record was deleted");
 }
+
+/// I4: re-sealing for a DEK rotation skips a wallet record that fails to
+/// authenticate (marking that wallet corrupt, leaving the record as it is)
+/// and still moves every other wallet's records to the new DEK.
+#[test]
+fn a_damaged_wallet_record_does_not_stop_resealing_the_others() {
+    use thresig_store::DekTerm;
+    let machine = Machine::new();
+    two_wallets(&machine);
+    flip_last(&machine, "wallets", &wallet_key(&wallet(1)));
+    let before = {
+        let mut v = None;
+        edit_raw(&machine, |txn| {
+            v = raw_get(txn, "wallets", &wallet_key(&wallet(1)))
+        });
+        v.unwrap()
+    };
+    let mut options = StoreOptions::default();
+    options.reseal_batch = 1;
+    let store = machine.open_with(options).unwrap();
+    store.start_dek_rotation().unwrap();
+    while store.reseal_step().unwrap() > 0 {}
+    let under_1 = store
+        .keyring_status()
+        .unwrap()
+        .deks
+        .iter()
+        .find(|d| d.term == DekTerm(1))
+        .map(|d| d.records);
+    assert_eq!(
+        under_1,
+        Some(1),
+        "only the damaged record stays under term 1"
+    );
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    assert_eq!(store.wallet(&wallet(2)).unwrap().unwrap().to_vec(), b"two");
+    drop(store);
+    let mut after = None;
+    edit_raw(&machine, |txn| {
+        after = raw_get(txn, "wallets", &wallet_key(&wallet(1)))
+    });
+    assert_eq!(after.unwrap(), before, "never re-sealed or reset");
+}
