@@ -68,10 +68,13 @@ impl Shared {
         lock(&self.corrupt).contains(w)
     }
 
-    fn write_witness(&self, p: Position) {
-        if self.witness.write(p).is_err() {
+    /// Rewrites the witness; returns whether it was written.
+    fn write_witness(&self, p: Position) -> bool {
+        let written = self.witness.write(p).is_ok();
+        if !written {
             lock(&self.stats).witness_failures += 1;
         }
+        written
     }
 }
 
@@ -182,7 +185,9 @@ fn commit_batch(
 ) -> Result<Vec<Result<WriteOutcome, Error>>, Error> {
     let txn = shared.db.begin_write()?;
     let mut outcomes = Vec::with_capacity(units.len());
-    let mut security_relevant = false;
+    // Per unit: committed with a security-relevant op (its answer waits on
+    // the witness).
+    let mut guarded = Vec::with_capacity(units.len());
     let (bumped, position, found) = {
         // I1: the DEK is chosen here, inside the transaction that commits.
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
@@ -193,6 +198,7 @@ fn commit_batch(
                 .find(|w| shared.is_corrupt(w))
             {
                 outcomes.push(Err(Error::WalletCorrupt { wallet: w.clone() }));
+                guarded.push(false);
                 continue;
             }
             match apply_unit(&mut ctx, ops) {
@@ -200,10 +206,13 @@ fn commit_batch(
                 Err(e) => {
                     shared.note_corruption(&e);
                     outcomes.push(Err(e));
+                    guarded.push(false);
                 }
                 Ok(outcome) => {
-                    security_relevant |= matches!(outcome, WriteOutcome::Committed(_))
-                        && ops.iter().any(is_security_relevant);
+                    guarded.push(
+                        matches!(outcome, WriteOutcome::Committed(_))
+                            && ops.iter().any(is_security_relevant),
+                    );
                     outcomes.push(Ok(outcome));
                 }
             }
@@ -222,8 +231,18 @@ fn commit_batch(
     shared.note_corrupt_wallets(&found);
     // I5: the witness never lags an acknowledged security-relevant write:
     // it is written after the durable commit and before any caller hears.
-    if bumped || security_relevant {
-        shared.write_witness(position);
+    // If it cannot be written, those units are not acknowledged: their
+    // callers get a retryable `WitnessIo` (the data did commit; a retry
+    // finds it, e.g. as `MarkerPresent`), so no share is released on a
+    // write a rollback could undo unnoticed.
+    if (bumped || guarded.contains(&true)) && !shared.write_witness(position) {
+        for (outcome, guarded) in outcomes.iter_mut().zip(guarded) {
+            if guarded {
+                *outcome = Err(Error::WitnessIo(std::io::Error::other(
+                    "witness not written after commit",
+                )));
+            }
+        }
     }
     Ok(outcomes)
 }
@@ -262,6 +281,8 @@ fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
     if let Some(term) = retired {
         shared.keyring.retired(term);
     }
+    // A keyring change is not share-releasing; the key manager rewrites
+    // the witness on its next tick if this write failed.
     if bumped {
         shared.write_witness(position);
     }

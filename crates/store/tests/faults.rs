@@ -452,3 +452,46 @@ fn a_transient_failure_on_one_wrap_is_retryable_even_if_another_is_gone() {
     assert!(common::open_on(&disk, &witness, p).is_ok());
     assert_eq!(recovery, Recovery::Retryable, "{err:?}");
 }
+
+/// I5: a security-relevant write is acknowledged only once the witness
+/// covers it. If the witness cannot be written after the commit, the caller
+/// gets a retryable `WitnessIo` instead of `Committed` (no share released);
+/// once the witness is writable again, a retry finds the marker.
+#[test]
+fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
+    use thresig_store::{Conflict, Error, StoreLocation, StoreOptions, WriteOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(MemoryProvider::with_key("k", 9));
+    let store = EncryptedStore::open(
+        StoreLocation::Directory(dir.path().to_path_buf()),
+        provider,
+        StoreOptions::default(),
+    )
+    .unwrap();
+    common::put_wallet(&store, 1, b"one");
+    // A directory where the witness's temporary file goes: writing fails.
+    let blocker = dir.path().join("state.witness.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let out = store.write(vec![marker_op(1)]);
+    assert!(matches!(&out, Err(Error::WitnessIo(_))), "{out:?}");
+    assert_eq!(out.unwrap_err().recovery(), Recovery::Retryable);
+    // A unit with nothing security-relevant is still acknowledged.
+    let meta = thresig_store::MetaName::new(b"m".to_vec()).unwrap();
+    let plain = store.write(vec![WriteOp::PutMeta {
+        name: meta,
+        value: b"v".to_vec(),
+    }]);
+    assert!(matches!(plain, Ok(WriteOutcome::Committed(_))), "{plain:?}");
+    std::fs::remove_dir(&blocker).unwrap();
+    let retry = store.write(vec![marker_op(1)]).unwrap();
+    assert!(
+        matches!(
+            retry,
+            WriteOutcome::Skipped {
+                conflict: Conflict::MarkerPresent(_),
+                ..
+            }
+        ),
+        "{retry:?}"
+    );
+}
