@@ -15,7 +15,7 @@ use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::error::Error;
+use crate::error::{Error, Recovery};
 use crate::ids::{DekTerm, Epoch};
 use crate::provider::{KekId, KeyProvider, ProviderError};
 use crate::schema::RecordTable;
@@ -206,13 +206,20 @@ impl StoredEntry {
         let mut wraps = self.wraps.clone();
         wraps.sort_by_key(|w| Some(w.kek.as_str()) != preferred.map(KekId::as_str));
         let mut last = None;
+        // A retryable failure on any wrap wins over a terminal one on
+        // another: a retry may succeed through that wrap (I6).
+        let mut retryable = None;
         for wrap in &wraps {
             let kek = KekId::new(wrap.kek.clone()).map_err(|_| corrupt())?;
             let bytes = hex::decode(&wrap.wrapped).map_err(|_| corrupt())?;
             match provider.unwrap(&kek, &bytes) {
                 Ok(plain) => return self.authenticate(&plain),
+                Err(e) if e.recovery() == Recovery::Retryable => retryable = Some(e),
                 Err(e) => last = Some(e),
             }
+        }
+        if let Some(e) = retryable {
+            return Err(Error::Provider(e));
         }
         Err(match last {
             Some(ProviderError::WrongKek { kek }) => Error::WrongKek { term, kek },

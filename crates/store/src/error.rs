@@ -137,6 +137,11 @@ pub enum Error {
         /// Commit generation in the witness.
         witness_generation: u64,
     },
+    /// The database records that its witness was written, but the witness
+    /// is gone: a rollback cannot be ruled out (I5). Terminal unless the
+    /// operator opens with `RollbackPolicy::AcceptOlderDatabase`.
+    #[error("anti-rollback witness is missing although this database has written one")]
+    WitnessMissing,
     /// The witness file does not authenticate or does not belong to this
     /// database.
     #[error("anti-rollback witness is corrupt or belongs to another database")]
@@ -177,6 +182,11 @@ pub enum Error {
         /// The field.
         field: &'static str,
     },
+    /// The configured recovery public key differs from the one this store
+    /// was initialised with (stored, authenticated, at init). Terminal: fix
+    /// the configuration (or remove the option: the stored key is used).
+    #[error("configured recovery key differs from the one set at init")]
+    RecoveryKeyMismatch,
     /// The writer thread has stopped (the store is closing or it panicked).
     #[error("store writer has stopped")]
     WriterStopped,
@@ -225,10 +235,12 @@ impl Error {
             | Self::WalletCorrupt { .. }
             | Self::RollbackDetected { .. }
             | Self::WitnessCorrupt
+            | Self::WitnessMissing
             | Self::DekIsCurrent { .. }
             | Self::KekStillNeeded { .. }
             | Self::RecoveryFailed { .. }
             | Self::InvalidConfig { .. }
+            | Self::RecoveryKeyMismatch
             | Self::WriterStopped => Recovery::Terminal,
         }
     }

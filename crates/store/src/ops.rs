@@ -247,10 +247,7 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
             // Opening the old value first means a wallet whose record fails
             // to authenticate is never silently overwritten (I4).
             ctx.records().get(RecordTable::Wallets, &key)?;
-            if ctx.records().wallet_epoch(wallet)?.is_none() {
-                let global = ctx.records().global_epoch()?;
-                ctx.put(RecordTable::Epochs, &key, &global.0.to_be_bytes())?;
-            }
+            ensure_epoch(ctx, wallet)?;
             ctx.put(RecordTable::Wallets, &key, value)?;
             written
         }
@@ -266,27 +263,26 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
             ctx.put(RecordTable::KeyPackages, &key, value)?;
             Ok(Applied::Done(OpResult::Inserted))
         }
-        WriteOp::DeleteKeyPackage { wallet, epoch } => {
-            let key = schema::key_package_key(wallet, *epoch);
-            Ok(Applied::Done(OpResult::Deleted(
-                ctx.delete(RecordTable::KeyPackages, &key)?,
-            )))
-        }
+        WriteOp::DeleteKeyPackage { wallet, epoch } => delete_checked(
+            ctx,
+            RecordTable::KeyPackages,
+            &schema::key_package_key(wallet, *epoch),
+        ),
         WriteOp::PutDkgResult {
             wallet,
             session,
             value,
-        } => {
-            ctx.put(
-                RecordTable::DkgResults,
-                &schema::dkg_key(wallet, session),
-                value,
-            )?;
-            written
-        }
-        WriteOp::DeleteDkgResult { wallet, session } => Ok(Applied::Done(OpResult::Deleted(
-            ctx.delete(RecordTable::DkgResults, &schema::dkg_key(wallet, session))?,
-        ))),
+        } => put_checked(
+            ctx,
+            RecordTable::DkgResults,
+            &schema::dkg_key(wallet, session),
+            value,
+        ),
+        WriteOp::DeleteDkgResult { wallet, session } => delete_checked(
+            ctx,
+            RecordTable::DkgResults,
+            &schema::dkg_key(wallet, session),
+        ),
         WriteOp::InsertMarker {
             wallet,
             commitment,
@@ -313,6 +309,10 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
             expected,
             new,
         } => {
+            // The policy record is bound to the wallet's epoch: the epoch
+            // record exists before the first counter is sealed, so a later
+            // PutWallet does not change the epoch it must open at.
+            ensure_epoch(ctx, wallet)?;
             let key = schema::policy_key(wallet, key);
             let current = ctx.records().get(RecordTable::Policy, &key)?;
             if current.as_deref() != expected.as_deref() {
@@ -336,8 +336,7 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
             Ok(Applied::Done(OpResult::Appended(seq)))
         }
         WriteOp::PutMeta { name, value } => {
-            ctx.put(RecordTable::Meta, name.as_bytes(), value)?;
-            written
+            put_checked(ctx, RecordTable::Meta, name.as_bytes(), value)
         }
         WriteOp::BumpWalletEpoch { wallet } => bump_wallet_epoch(ctx, wallet),
         WriteOp::PurgeMarkers { now } => purge_markers(ctx, *now),
@@ -352,6 +351,43 @@ impl WriteCtx<'_> {
 }
 
 /// Moves `wallet` to a new global epoch, re-sealing its state and policy.
+/// Creates `wallet`'s epoch record at the global epoch if it has none.
+fn ensure_epoch(ctx: &mut WriteCtx<'_>, wallet: &WalletId) -> Result<(), Error> {
+    if ctx.records().wallet_epoch(wallet)?.is_none() {
+        let global = ctx.records().global_epoch()?;
+        ctx.put(
+            RecordTable::Epochs,
+            &schema::wallet_key(wallet),
+            &global.0.to_be_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Overwrites `key` after opening its old value: a record that fails to
+/// authenticate is never silently replaced (I4).
+fn put_checked(
+    ctx: &mut WriteCtx<'_>,
+    table: RecordTable,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Applied, Error> {
+    ctx.records().get(table, key)?;
+    ctx.put(table, key, value)?;
+    Ok(Applied::Done(OpResult::Written))
+}
+
+/// Deletes `key` after opening its old value: a record that fails to
+/// authenticate is never silently removed (I4).
+fn delete_checked(
+    ctx: &mut WriteCtx<'_>,
+    table: RecordTable,
+    key: &[u8],
+) -> Result<Applied, Error> {
+    ctx.records().get(table, key)?;
+    Ok(Applied::Done(OpResult::Deleted(ctx.delete(table, key)?)))
+}
+
 fn bump_wallet_epoch(ctx: &mut WriteCtx<'_>, wallet: &WalletId) -> Result<Applied, Error> {
     let key = schema::wallet_key(wallet);
     let prefix = schema::wallet_prefix(wallet);

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::ids::{DekTerm, Epoch, WalletId};
 use crate::keyring::KeyringView;
 use crate::plaintext::Plaintext;
-use crate::schema::{self, DEK_INDEX, MARKER_EXPIRY, RecordTable, sys, wallet_of};
+use crate::schema::{self, DEK_INDEX, KEYRING, MARKER_EXPIRY, RecordTable, sys, wallet_of};
 use crate::seal::{Dek, OpenFailure, open, sealed_term};
 
 type RawPairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -177,7 +177,32 @@ impl<'a, R: Raw> Records<'a, R> {
 
     /// The current DEK term, as committed.
     pub(crate) fn current_term(&self) -> Result<DekTerm, Error> {
-        self.sys_u64(sys::CURRENT_DEK, "current_dek").map(DekTerm)
+        self.current_pointer().map(|(term, _)| term)
+    }
+
+    /// The current-DEK record: the term and the keyring digest sealed with
+    /// it (`None` only in a record written by a build before the digest).
+    pub(crate) fn current_pointer(&self) -> Result<(DekTerm, Option<KeyringDigest>), Error> {
+        let corrupt = || Error::MetadataCorrupt {
+            name: "current_dek",
+        };
+        let value = self
+            .get(RecordTable::Sys, sys::CURRENT_DEK)
+            .map_err(|e| {
+                if e.is_record_corruption() {
+                    corrupt()
+                } else {
+                    e
+                }
+            })?
+            .ok_or_else(corrupt)?;
+        let (term, digest) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let term = DekTerm(u64::from_be_bytes(*term));
+        match digest.len() {
+            0 => Ok((term, None)),
+            32 => Ok((term, digest.try_into().ok())),
+            _ => Err(corrupt()),
+        }
     }
 
     /// A wallet's security epoch, if the wallet exists.
@@ -233,6 +258,9 @@ pub(crate) struct WriteCtx<'t> {
     /// Set when this transaction bumped the global epoch (the witness is
     /// rewritten after it commits).
     pub(crate) epoch_bumped: bool,
+    /// Wallets whose epoch record failed to authenticate during a global
+    /// bump (left as they are; the writer marks them corrupt).
+    pub(crate) corrupt_found: Vec<WalletId>,
 }
 
 impl<'t> WriteCtx<'t> {
@@ -254,6 +282,7 @@ impl<'t> WriteCtx<'t> {
             current,
             undo: Vec::new(),
             epoch_bumped: false,
+            corrupt_found: Vec::new(),
         })
     }
 
@@ -270,6 +299,7 @@ impl<'t> WriteCtx<'t> {
             current,
             undo: Vec::new(),
             epoch_bumped: false,
+            corrupt_found: Vec::new(),
         }
     }
 
@@ -402,9 +432,27 @@ impl<'t> WriteCtx<'t> {
 
     /// Bumps the global epoch and re-seals every wallet's epoch record under
     /// it (I5). Returns the new global epoch.
+    ///
+    /// An epoch record that fails to authenticate is left untouched (never
+    /// re-sealed, never reset) and its wallet noted in `corrupt_found`; the
+    /// other wallets and the bump go on (I4: fail closed at the right size).
     pub(crate) fn bump_global(&mut self) -> Result<Epoch, Error> {
         let old = self.records().global_epoch()?;
-        let epochs = self.records().get_prefix(RecordTable::Epochs, &[])?;
+        let mut epochs = Vec::new();
+        for (key, sealed) in self.txn.raw_prefix(RecordTable::Epochs, &[])? {
+            match self
+                .records()
+                .open_bytes(RecordTable::Epochs, &key, old, &sealed)
+            {
+                Ok(value) => epochs.push((key, value)),
+                Err(e) if e.is_record_corruption() => {
+                    if let Some(wallet) = wallet_of(&key) {
+                        self.corrupt_found.push(wallet);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let new = Epoch(old.0.saturating_add(1));
         self.put_at(
             RecordTable::Sys,
@@ -419,6 +467,17 @@ impl<'t> WriteCtx<'t> {
         Ok(new)
     }
 
+    /// Rewrites the current-DEK record as `term ‖ digest of the keyring`
+    /// as it stands in this transaction: every entry, its state and the
+    /// current pointer are then authenticated by the AEAD of a record
+    /// sealed under the current DEK (I4). Called by every transaction that
+    /// changes the keyring or the current DEK.
+    pub(crate) fn seal_keyring_state(&mut self) -> Result<(), Error> {
+        let digest = keyring_digest(&self.txn.open_table(KEYRING)?)?;
+        let value = [&self.current_term().0.to_be_bytes()[..], &digest[..]].concat();
+        self.put_at(RecordTable::Sys, sys::CURRENT_DEK, Epoch(0), &value)
+    }
+
     /// Increments the commit generation (once per committed transaction).
     pub(crate) fn bump_generation(&mut self) -> Result<u64, Error> {
         let next = self.records().generation()?.saturating_add(1);
@@ -430,6 +489,26 @@ impl<'t> WriteCtx<'t> {
         )?;
         Ok(next)
     }
+}
+
+/// SHA-256 over every keyring entry as stored.
+pub(crate) type KeyringDigest = [u8; 32];
+
+/// The digest of a keyring table: SHA-256 of a domain tag, then for each
+/// entry in term order its term, its length and its stored bytes.
+pub(crate) fn keyring_digest<T: ReadableTable<u64, &'static [u8]>>(
+    table: &T,
+) -> Result<KeyringDigest, Error> {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"thresig/keyring/v1\0");
+    for item in table.iter()? {
+        let (k, v) = item?;
+        h.update(k.value().to_be_bytes());
+        h.update((v.value().len() as u64).to_be_bytes());
+        h.update(v.value());
+    }
+    Ok(h.finalize().into())
 }
 
 /// Whether a marker-expiry entry is added or removed.

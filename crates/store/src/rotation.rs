@@ -305,6 +305,7 @@ impl EncryptedStore {
         let keyring = Keyring::default();
         unwrap_keyring(&db, &keyring, |e, _| e.unwrap_recovery(recovery), None)?;
         let shared = open_shared(db, keyring, witness, options.rollback)?;
+        let options = crate::store::with_stored_recovery_key(&shared, options)?;
         let store = Self::start(shared, provider, options);
         store.rotate_kek()?;
         Ok(store)

@@ -138,6 +138,11 @@ pub(crate) mod sys {
     pub(crate) const GENERATION: &[u8] = b"generation";
     /// The key of the witness MAC.
     pub(crate) const WITNESS_KEY: &[u8] = b"witness_key";
+    /// Present once a witness has been written for this database: from then
+    /// on a missing witness refuses the open (I5).
+    pub(crate) const WITNESS_WRITTEN: &[u8] = b"witness_written";
+    /// The offline recovery public key set at init (absent if none was).
+    pub(crate) const RECOVERY_KEY: &[u8] = b"recovery_key";
 }
 
 /// The key prefix of every record of `wallet`: its length, then its bytes.

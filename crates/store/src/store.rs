@@ -19,7 +19,7 @@ use crate::keyring::Keyring;
 use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
 use crate::provider::{KekId, KeyProvider};
-use crate::records::{Raw, Records, WriteCtx, decode_u64};
+use crate::records::{Raw, Records, WriteCtx, decode_u64, keyring_digest};
 use crate::schema::{
     self, DEK_INDEX, FORMAT, KEYRING, MARKER_EXPIRY, RecordTable, SCHEMA_VERSION, sys,
 };
@@ -189,6 +189,12 @@ impl EncryptedStore {
         let (db, witness_location) = open_db(location)?;
         let keyring = Keyring::default();
         if schema_version(&db)?.is_none() {
+            // I4: only a database with no rows at all is new. Any partial
+            // state (a keyring or metadata row without the format row) is
+            // refused before anything is written, so it is never reset.
+            if !is_empty(&db)? {
+                return Err(Error::MetadataCorrupt { name: "format" });
+            }
             initialize(&db, &keyring, provider.as_ref(), &options)?;
         }
         match schema_version(&db)? {
@@ -210,6 +216,7 @@ impl EncryptedStore {
             )?;
         }
         let shared = open_shared(db, keyring, witness_location, options.rollback)?;
+        let options = with_stored_recovery_key(&shared, options)?;
         Ok(Self::start(shared, provider, options))
     }
 
@@ -375,6 +382,18 @@ fn schema_version(db: &Database) -> Result<Option<u32>, Error> {
     Ok(table.get("schema_version")?.map(|g| g.value()))
 }
 
+/// Whether the database holds no row in any table.
+fn is_empty(db: &Database) -> Result<bool, Error> {
+    use redb::ReadableTableMetadata as _;
+    let txn = db.begin_read()?;
+    for handle in txn.list_tables()? {
+        if txn.open_untyped_table(handle)?.len()? > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Creates tables, the first DEK and the store metadata in one transaction.
 fn initialize(
     db: &Database,
@@ -430,12 +449,10 @@ fn initialize(
             &1u64.to_be_bytes(),
         )?;
         ctx.put_at(RecordTable::Sys, sys::GENERATION, zero, &1u64.to_be_bytes())?;
-        ctx.put_at(
-            RecordTable::Sys,
-            sys::CURRENT_DEK,
-            zero,
-            &1u64.to_be_bytes(),
-        )?;
+        ctx.seal_keyring_state()?;
+        if let Some(pk) = &options.recovery_key {
+            ctx.put_at(RecordTable::Sys, sys::RECOVERY_KEY, zero, &pk.to_bytes())?;
+        }
     }
     txn.commit()?;
     Ok(())
@@ -481,14 +498,14 @@ pub(crate) fn open_shared(
     witness_location: WitnessLocation,
     rollback: RollbackPolicy,
 ) -> Result<Arc<Shared>, Error> {
-    let (store_id, witness_key, position) = {
+    let (store_id, witness_key, position, written, legacy) = {
         let txn = db.begin_read()?;
         let view = keyring.view();
         let r = Records::new(&txn, &view);
         let fixed = |name: &'static [u8], label: &'static str| -> Result<Plain32, Error> {
             let v = r
                 .get(RecordTable::Sys, name)
-                .map_err(|_| Error::MetadataCorrupt { name: label })?
+                .map_err(|e| metadata_error(e, label))?
                 .ok_or(Error::MetadataCorrupt { name: label })?;
             Ok(Zeroizing::new(v.to_vec()))
         };
@@ -504,31 +521,47 @@ pub(crate) fn open_shared(
             });
         }
         witness_key.copy_from_slice(&wk);
-        let current = r.current_term()?;
+        let (current, sealed_digest) = r.current_pointer()?;
         if view.get(current).is_none() {
             return Err(Error::MetadataCorrupt {
                 name: "current_dek",
             });
         }
+        // I4: the keyring as stored (every entry, its state, the set of
+        // terms) must be the one the current-DEK record authenticates.
+        let digest = keyring_digest(&txn.open_table(KEYRING)?)?;
+        if sealed_digest.is_some_and(|d| d != digest) {
+            return Err(Error::MetadataCorrupt { name: "keyring" });
+        }
+        let legacy = sealed_digest.is_none();
         let position = Position {
             epoch: r.global_epoch()?,
             generation: r.generation()?,
         };
-        (store_id, witness_key, position)
+        let written = r
+            .get(RecordTable::Sys, sys::WITNESS_WRITTEN)
+            .map_err(|e| metadata_error(e, "witness_written"))?
+            .is_some();
+        (store_id, witness_key, position, written, legacy)
     };
     let witness = Witness::new(witness_location, store_id, witness_key);
-    if let Some(w) = witness.read()?
-        && !position.covers(&w)
-        && rollback == RollbackPolicy::Refuse
-    {
-        return Err(Error::RollbackDetected {
-            db_epoch: position.epoch,
-            db_generation: position.generation,
-            witness_epoch: w.epoch,
-            witness_generation: w.generation,
-        });
+    let refuse = rollback == RollbackPolicy::Refuse;
+    match witness.read()? {
+        Some(w) if !position.covers(&w) && refuse => {
+            return Err(Error::RollbackDetected {
+                db_epoch: position.epoch,
+                db_generation: position.generation,
+                witness_epoch: w.epoch,
+                witness_generation: w.generation,
+            });
+        }
+        None if written && refuse => return Err(Error::WitnessMissing),
+        _ => {}
     }
     witness.write(position)?;
+    if !written || legacy {
+        upgrade_at_open(&db, &keyring)?;
+    }
     Ok(Arc::new(Shared {
         db,
         keyring,
@@ -539,6 +572,71 @@ pub(crate) fn open_shared(
 }
 
 type Plain32 = Zeroizing<Vec<u8>>;
+
+/// A store metadata record that fails to authenticate is `MetadataCorrupt`;
+/// storage errors stay storage errors (their retry class is kept).
+fn metadata_error(e: Error, label: &'static str) -> Error {
+    if e.is_record_corruption() {
+        Error::MetadataCorrupt { name: label }
+    } else {
+        e
+    }
+}
+
+/// Replaces the configured recovery public key by the one stored at init,
+/// so every process (whatever its options) wraps new DEKs to it.
+///
+/// # Errors
+/// [`Error::RecoveryKeyMismatch`] when the option names another key;
+/// [`Error::MetadataCorrupt`] when the stored key does not authenticate.
+pub(crate) fn with_stored_recovery_key(
+    shared: &Shared,
+    mut options: StoreOptions,
+) -> Result<StoreOptions, Error> {
+    let corrupt = || Error::MetadataCorrupt {
+        name: "recovery_key",
+    };
+    let stored = {
+        let txn = shared.db.begin_read()?;
+        let view = shared.keyring.view();
+        Records::new(&txn, &view)
+            .get(RecordTable::Sys, sys::RECOVERY_KEY)
+            .map_err(|e| metadata_error(e, "recovery_key"))?
+    };
+    let Some(stored) = stored else {
+        // A store initialised without one (or by an older build) keeps
+        // taking the key from its options.
+        return Ok(options);
+    };
+    let bytes: [u8; 32] = stored
+        .to_vec()
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt())?;
+    let stored = RecoveryPublicKey::from_bytes(bytes).map_err(|_| corrupt())?;
+    match &options.recovery_key {
+        Some(configured) if *configured != stored => Err(Error::RecoveryKeyMismatch),
+        _ => {
+            options.recovery_key = Some(stored);
+            Ok(options)
+        }
+    }
+}
+
+/// Run once the witness is written, when the database lacks a record this
+/// build keeps: records that a witness now exists (so a later missing
+/// witness refuses the open) and seals the keyring digest into the
+/// current-DEK record (a database written before the digest existed).
+fn upgrade_at_open(db: &Database, keyring: &Keyring) -> Result<(), Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut ctx = WriteCtx::begin(&txn, keyring.view())?;
+        ctx.put_at(RecordTable::Sys, sys::WITNESS_WRITTEN, Epoch(0), &[1])?;
+        ctx.seal_keyring_state()?;
+    }
+    txn.commit()?;
+    Ok(())
+}
 
 impl Store for EncryptedStore {
     fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error> {

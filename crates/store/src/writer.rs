@@ -14,12 +14,12 @@ use redb::{Database, ReadableTable};
 
 use crate::entry::{DekState, StoredEntry};
 use crate::error::Error;
-use crate::ids::{DekTerm, Epoch, WalletId};
+use crate::ids::{DekTerm, WalletId};
 use crate::keyring::Keyring;
 use crate::ops::{WriteOp, WriteOutcome, apply_unit, op_wallet};
 use crate::provider::KekId;
 use crate::records::{Raw, WriteCtx};
-use crate::schema::{self, DEK_INDEX, KEYRING, RecordTable, sys};
+use crate::schema::{self, DEK_INDEX, KEYRING, RecordTable};
 use crate::sync::{Mutex, lock};
 use crate::witness::{Position, Witness};
 
@@ -59,14 +59,22 @@ impl Shared {
         }
     }
 
+    /// Marks the wallets a global bump found corrupt.
+    fn note_corrupt_wallets(&self, wallets: &[WalletId]) {
+        lock(&self.corrupt).extend(wallets.iter().cloned());
+    }
+
     fn is_corrupt(&self, w: &WalletId) -> bool {
         lock(&self.corrupt).contains(w)
     }
 
-    fn write_witness(&self, p: Position) {
-        if self.witness.write(p).is_err() {
+    /// Rewrites the witness; returns whether it was written.
+    fn write_witness(&self, p: Position) -> bool {
+        let written = self.witness.write(p).is_ok();
+        if !written {
             lock(&self.stats).witness_failures += 1;
         }
+        written
     }
 }
 
@@ -177,7 +185,10 @@ fn commit_batch(
 ) -> Result<Vec<Result<WriteOutcome, Error>>, Error> {
     let txn = shared.db.begin_write()?;
     let mut outcomes = Vec::with_capacity(units.len());
-    let (bumped, position) = {
+    // Per unit: committed with a security-relevant op (its answer waits on
+    // the witness).
+    let mut guarded = Vec::with_capacity(units.len());
+    let (bumped, position, found) = {
         // I1: the DEK is chosen here, inside the transaction that commits.
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
         for ops in units {
@@ -187,6 +198,7 @@ fn commit_batch(
                 .find(|w| shared.is_corrupt(w))
             {
                 outcomes.push(Err(Error::WalletCorrupt { wallet: w.clone() }));
+                guarded.push(false);
                 continue;
             }
             match apply_unit(&mut ctx, ops) {
@@ -194,13 +206,21 @@ fn commit_batch(
                 Err(e) => {
                     shared.note_corruption(&e);
                     outcomes.push(Err(e));
+                    guarded.push(false);
                 }
-                Ok(outcome) => outcomes.push(Ok(outcome)),
+                Ok(outcome) => {
+                    guarded.push(
+                        matches!(outcome, WriteOutcome::Committed(_))
+                            && ops.iter().any(is_security_relevant),
+                    );
+                    outcomes.push(Ok(outcome));
+                }
             }
         }
         let generation = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
-        (ctx.epoch_bumped, Position { epoch, generation })
+        let found = std::mem::take(&mut ctx.corrupt_found);
+        (ctx.epoch_bumped, Position { epoch, generation }, found)
     };
     txn.commit()?;
     {
@@ -208,28 +228,61 @@ fn commit_batch(
         stats.commits += 1;
         stats.units += units.len() as u64;
     }
-    if bumped {
-        shared.write_witness(position);
+    shared.note_corrupt_wallets(&found);
+    // I5: the witness never lags an acknowledged security-relevant write:
+    // it is written after the durable commit and before any caller hears.
+    // If it cannot be written, those units are not acknowledged: their
+    // callers get a retryable `WitnessIo` (the data did commit; a retry
+    // finds it, e.g. as `MarkerPresent`), so no share is released on a
+    // write a rollback could undo unnoticed.
+    if (bumped || guarded.contains(&true)) && !shared.write_witness(position) {
+        for (outcome, guarded) in outcomes.iter_mut().zip(guarded) {
+            if guarded {
+                *outcome = Err(Error::WitnessIo(std::io::Error::other(
+                    "witness not written after commit",
+                )));
+            }
+        }
     }
     Ok(outcomes)
+}
+
+/// Whether rolling back `op` could let a share be released twice or an old
+/// key or policy state come back (I5): such commits rewrite the witness.
+fn is_security_relevant(op: &WriteOp) -> bool {
+    matches!(
+        op,
+        WriteOp::PutWallet { .. }
+            | WriteOp::InsertKeyPackage { .. }
+            | WriteOp::DeleteKeyPackage { .. }
+            | WriteOp::InsertMarker { .. }
+            | WriteOp::CasPolicy { .. }
+            | WriteOp::BumpWalletEpoch { .. }
+    )
 }
 
 fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
     let txn = shared.db.begin_write()?;
     let retired;
+    let found;
     let (count, bumped, position) = {
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
         let (count, r) = apply_admin(&mut ctx, op)?;
+        ctx.seal_keyring_state()?;
         retired = r;
         let generation = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
+        found = std::mem::take(&mut ctx.corrupt_found);
         (count, ctx.epoch_bumped, Position { epoch, generation })
     };
     txn.commit()?;
     lock(&shared.stats).commits += 1;
+    shared.note_corrupt_wallets(&found);
     if let Some(term) = retired {
         shared.keyring.retired(term);
     }
+    // A keyring change is not share-releasing; the key manager rewrites
+    // the witness on its next tick if this write failed.
     if bumped {
         shared.write_witness(position);
     }
@@ -271,12 +324,8 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
                 })?;
             if ctx.current_term() != term {
                 ctx.set_current(dek);
-                ctx.put_at(
-                    RecordTable::Sys,
-                    sys::CURRENT_DEK,
-                    Epoch(0),
-                    &term.0.to_be_bytes(),
-                )?;
+                // run_admin rewrites the current-DEK record (term and
+                // keyring digest) under the new DEK before committing.
                 ctx.bump_global()?;
             }
             Ok((1, None))
@@ -352,36 +401,70 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
 /// Re-seals up to `limit` records named in the index under a non-current
 /// DEK, in this transaction. Records rewritten since (under the current DEK)
 /// are no longer indexed under the old term, so they are never touched.
+/// Re-seals up to `limit` records still under an old DEK. A record that
+/// fails to authenticate is skipped (left as it is, its wallet noted in
+/// `corrupt_found`), so one damaged wallet does not stop the rotation for
+/// the others (I4); it keeps its DEK in use until an operator resolves it.
 fn reseal(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, Error> {
-    let current = ctx.current_term();
-    // Everything outside the current term's key range: two range reads.
-    let todo: Vec<(RecordTable, Vec<u8>)> = {
-        let index = ctx.txn.open_table(DEK_INDEX)?;
-        let start = current.0.to_be_bytes();
-        let end = current.0.saturating_add(1).to_be_bytes();
-        let mut out = Vec::new();
-        let below = index.range::<&[u8]>(..start.as_slice())?;
-        let above = index.range::<&[u8]>(end.as_slice()..)?;
-        for item in below.chain(above) {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, _) = item?;
-            if let Some((_, table, key)) = schema::parse_index_key(k.value()) {
-                out.push((table, key));
+    let mut failed: BTreeSet<(RecordTable, Vec<u8>)> = BTreeSet::new();
+    let mut n = 0;
+    while n < limit {
+        let todo: Vec<_> = outside_current(ctx, limit - n + failed.len())?
+            .into_iter()
+            .filter(|item| !failed.contains(item))
+            .collect();
+        if todo.is_empty() {
+            break;
+        }
+        for (table, key) in todo {
+            let Some(sealed) = ctx.txn.raw_get(table, &key)? else {
+                continue;
+            };
+            let opened = ctx.records().epoch_for(table, &key).and_then(|epoch| {
+                let plain = ctx.records().open_bytes(table, &key, epoch, &sealed)?;
+                Ok((epoch, plain))
+            });
+            match opened {
+                Ok((epoch, plain)) => {
+                    ctx.put_at(table, &key, epoch, &plain)?;
+                    n += 1;
+                }
+                Err(e) if e.is_record_corruption() => {
+                    // Only a wallet's record is skipped; store metadata or
+                    // an audit entry that fails stops the batch as before.
+                    let wallet = table
+                        .wallet_scoped()
+                        .then(|| schema::wallet_of(&key))
+                        .flatten()
+                        .ok_or(e)?;
+                    ctx.corrupt_found.push(wallet);
+                    failed.insert((table, key));
+                }
+                Err(e) => return Err(e),
             }
         }
-        out
-    };
-    let mut n = 0;
-    for (table, key) in todo {
-        let Some(sealed) = ctx.txn.raw_get(table, &key)? else {
-            continue;
-        };
-        let epoch = ctx.records().epoch_for(table, &key)?;
-        let plain = ctx.records().open_bytes(table, &key, epoch, &sealed)?;
-        ctx.put_at(table, &key, epoch, &plain)?;
-        n += 1;
     }
     Ok(n)
+}
+
+/// Up to `limit` index entries of records under a DEK other than the
+/// current one: two range reads.
+fn outside_current(ctx: &WriteCtx<'_>, limit: usize) -> Result<Vec<(RecordTable, Vec<u8>)>, Error> {
+    let current = ctx.current_term();
+    let index = ctx.txn.open_table(DEK_INDEX)?;
+    let start = current.0.to_be_bytes();
+    let end = current.0.saturating_add(1).to_be_bytes();
+    let mut out = Vec::new();
+    let below = index.range::<&[u8]>(..start.as_slice())?;
+    let above = index.range::<&[u8]>(end.as_slice()..)?;
+    for item in below.chain(above) {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, _) = item?;
+        if let Some((_, table, key)) = schema::parse_index_key(k.value()) {
+            out.push((table, key));
+        }
+    }
+    Ok(out)
 }

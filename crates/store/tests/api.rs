@@ -209,3 +209,31 @@ fn skipped_units_do_not_abort_their_batch() {
         PackageHash([0; 32])
     );
 }
+
+/// I4: a policy counter written before the wallet's first PutWallet must
+/// still open afterwards: CasPolicy creates the wallet's epoch record, so
+/// PutWallet does not change the epoch the counter is sealed with.
+#[test]
+fn a_policy_counter_written_before_its_wallet_still_opens() {
+    use common::put_wallet;
+    use thresig_store::PolicyKey;
+    let machine = Machine::new();
+    let store = machine.open().unwrap();
+    let key = PolicyKey::new(b"daily".to_vec()).unwrap();
+    let out = store
+        .write(vec![WriteOp::CasPolicy {
+            wallet: wallet(1),
+            key: key.clone(),
+            expected: None,
+            new: b"1".to_vec(),
+        }])
+        .unwrap();
+    assert!(matches!(out, WriteOutcome::Committed(_)));
+    put_wallet(&store, 1, b"one");
+    let got = store.policy(&wallet(1), &key);
+    assert!(
+        matches!(&got, Ok(Some(v)) if v.to_vec() == b"1".to_vec()),
+        "untampered counter must open: {got:?}; corrupt = {:?}",
+        store.corrupt_wallets()
+    );
+}

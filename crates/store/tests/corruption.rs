@@ -266,3 +266,241 @@ fn a_marker_that_fails_to_authenticate_is_never_treated_as_absent() {
     assert!(store.marker(&wallet(1), &c).is_err());
     assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
 }
+
+fn flip_last(machine: &Machine, table: &str, key: &[u8]) {
+    edit_raw(machine, |txn| {
+        let mut v = raw_get(txn, table, key).unwrap();
+        *v.last_mut().unwrap() ^= 1;
+        raw_put(txn, table, key, &v);
+    });
+}
+
+/// I4: "nothing is ever reset to empty". A database without its format row
+/// but with any other row is not new: the open must refuse it and write
+/// nothing (initialising over it would overwrite keyring entry 1, the only
+/// wrap of the DEK every record is sealed under).
+#[test]
+fn a_missing_format_row_refuses_the_open_and_rewrites_nothing() {
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let keyring_entry = |m: &Machine| {
+        let mut out = None;
+        edit_raw(m, |txn| {
+            let t = txn
+                .open_table(redb::TableDefinition::<u64, &[u8]>::new("keyring"))
+                .unwrap();
+            out = Some(t.get(1).unwrap().unwrap().value().to_vec());
+        });
+        out.unwrap()
+    };
+    let before = keyring_entry(&machine);
+    edit_raw(&machine, |txn| {
+        let mut t = txn
+            .open_table(redb::TableDefinition::<&str, u32>::new("format"))
+            .unwrap();
+        t.remove("schema_version").unwrap();
+    });
+    let r = machine.open();
+    let outcome = format!("{:?}", r.as_ref().map(|_| ()));
+    assert!(
+        matches!(r, Err(Error::MetadataCorrupt { name: "format" })),
+        "{outcome}"
+    );
+    drop(r);
+    assert_eq!(
+        keyring_entry(&machine),
+        before,
+        "open over a damaged format row rewrote the keyring (open: {outcome})"
+    );
+}
+
+/// Two wallets, then wallet 1's epoch record damaged on disk; reopened.
+fn wallet_1_epoch_record_damaged(machine: &Machine) -> EncryptedStore {
+    two_wallets(machine);
+    flip_last(machine, "epochs", &wallet_key(&wallet(1)));
+    machine.open().unwrap()
+}
+
+/// I4: "A wallet whose records fail to authenticate is marked corrupt ...
+/// while other wallets keep serving." Every global epoch bump re-seals every
+/// wallet's epoch record; one damaged record must not stop another wallet's
+/// bump, and the damaged wallet is marked corrupt, not repaired.
+#[test]
+fn a_bad_epoch_record_does_not_block_other_wallets_epoch_bumps() {
+    use thresig_store::WriteOutcome;
+    let machine = Machine::new();
+    let store = wallet_1_epoch_record_damaged(&machine);
+    let out = store.write(vec![WriteOp::BumpWalletEpoch { wallet: wallet(2) }]);
+    assert!(
+        matches!(out, Ok(WriteOutcome::Committed(_))),
+        "wallet 2's epoch bump must not depend on wallet 1's records: {out:?}"
+    );
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    assert!(store.wallet_epoch(&wallet(1)).is_err(), "never re-sealed");
+    assert_eq!(store.wallet(&wallet(2)).unwrap().unwrap().to_vec(), b"two");
+}
+
+/// I4 (same cause): a DEK promotion bumps the global epoch, so one damaged
+/// wallet must not stop key rotation for the whole signer.
+#[test]
+fn a_bad_epoch_record_does_not_block_dek_rotation() {
+    let machine = Machine::new();
+    let store = wallet_1_epoch_record_damaged(&machine);
+    let r = store.start_dek_rotation();
+    assert!(r.is_ok(), "promotion blocked by one wallet: {r:?}");
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+}
+
+/// I4: "nothing is ever reset": a put over a record that fails to
+/// authenticate is refused (the old value is opened first), so the evidence
+/// is not erased.
+#[test]
+fn a_record_failing_authentication_is_never_overwritten() {
+    use thresig_store::MetaName;
+    let machine = Machine::new();
+    let name = MetaName::new(b"engine".to_vec()).unwrap();
+    {
+        let store = machine.open().unwrap();
+        store
+            .write(vec![WriteOp::PutMeta {
+                name: name.clone(),
+                value: b"v1".to_vec(),
+            }])
+            .unwrap();
+    }
+    flip_last(&machine, "meta", name.as_bytes());
+    let store = machine.open().unwrap();
+    assert!(
+        store.meta(&name).is_err(),
+        "tampered record detected on read"
+    );
+    let out = store.write(vec![WriteOp::PutMeta {
+        name: name.clone(),
+        value: b"v2".to_vec(),
+    }]);
+    assert!(
+        out.is_err(),
+        "a record failing authentication must not be overwritten: {out:?}"
+    );
+}
+
+/// I4: "A keyring ... record that fails to authenticate refuses the open."
+/// An entry's `state` is plain JSON; flipping a still-needed DEK to
+/// "retired" must be caught by the keyring digest sealed in the current-DEK
+/// record, not open and strand that DEK's records.
+#[test]
+fn a_keyring_entry_flipped_to_retired_refuses_the_open() {
+    let machine = Machine::new();
+    {
+        let mut options = thresig_store::StoreOptions::default();
+        options.reseal_batch = 1;
+        let store = machine.open_with(options).unwrap();
+        put_wallet(&store, 1, b"one");
+        // Promote term 2 and re-seal the store metadata, leaving wallet 1's
+        // state record under term 1 (its epoch record was re-sealed by the
+        // promotion's epoch bump); the rotation is in progress.
+        store.start_dek_rotation().unwrap();
+        let under_1 = |s: &thresig_store::EncryptedStore| {
+            let st = s.keyring_status().unwrap();
+            st.deks
+                .iter()
+                .find(|d| d.term == thresig_store::DekTerm(1))
+                .map_or(0, |d| d.records)
+        };
+        while under_1(&store) > 1 {
+            assert_eq!(store.reseal_step().unwrap(), 1);
+        }
+    }
+    edit_raw(&machine, |txn| {
+        let table = redb::TableDefinition::<u64, &[u8]>::new("keyring");
+        let mut t = txn.open_table(table).unwrap();
+        let v = t.get(1).unwrap().unwrap().value().to_vec();
+        let s = String::from_utf8(v)
+            .unwrap()
+            .replace("\"active\"", "\"retired\"");
+        t.insert(1, s.as_bytes()).unwrap();
+    });
+    let r = machine.open();
+    let detail = r.as_ref().map(|s| format!("{:?}", s.wallet(&wallet(1))));
+    eprintln!("open -> {:?}", r.as_ref().map(|_| ()));
+    assert!(
+        r.is_err(),
+        "tampered keyring entry accepted at open; wallet read: {detail:?}"
+    );
+}
+
+/// I4: deletes open the record first too: a key package that fails to
+/// authenticate is neither deleted nor treated as absent.
+#[test]
+fn a_key_package_failing_authentication_is_never_deleted() {
+    use thresig_store::{Epoch, Plaintext};
+    let machine = Machine::new();
+    let key = [wallet_key(&wallet(1)), 1u64.to_be_bytes().to_vec()].concat();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+        store
+            .write(vec![WriteOp::InsertKeyPackage {
+                wallet: wallet(1),
+                epoch: Epoch(1),
+                value: Plaintext::from(b"pkg".to_vec()),
+            }])
+            .unwrap();
+    }
+    flip_last(&machine, "key_packages", &key);
+    let store = machine.open().unwrap();
+    let out = store.write(vec![WriteOp::DeleteKeyPackage {
+        wallet: wallet(1),
+        epoch: Epoch(1),
+    }]);
+    assert!(matches!(out, Err(Error::RecordTampered { .. })), "{out:?}");
+    let mut still = None;
+    edit_raw(&machine, |txn| still = raw_get(txn, "key_packages", &key));
+    assert!(still.is_some(), "the tampered record was deleted");
+}
+
+/// I4: re-sealing for a DEK rotation skips a wallet record that fails to
+/// authenticate (marking that wallet corrupt, leaving the record as it is)
+/// and still moves every other wallet's records to the new DEK.
+#[test]
+fn a_damaged_wallet_record_does_not_stop_resealing_the_others() {
+    use thresig_store::DekTerm;
+    let machine = Machine::new();
+    two_wallets(&machine);
+    flip_last(&machine, "wallets", &wallet_key(&wallet(1)));
+    let before = {
+        let mut v = None;
+        edit_raw(&machine, |txn| {
+            v = raw_get(txn, "wallets", &wallet_key(&wallet(1)))
+        });
+        v.unwrap()
+    };
+    let mut options = StoreOptions::default();
+    options.reseal_batch = 1;
+    let store = machine.open_with(options).unwrap();
+    store.start_dek_rotation().unwrap();
+    while store.reseal_step().unwrap() > 0 {}
+    let under_1 = store
+        .keyring_status()
+        .unwrap()
+        .deks
+        .iter()
+        .find(|d| d.term == DekTerm(1))
+        .map(|d| d.records);
+    assert_eq!(
+        under_1,
+        Some(1),
+        "only the damaged record stays under term 1"
+    );
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    assert_eq!(store.wallet(&wallet(2)).unwrap().unwrap().to_vec(), b"two");
+    drop(store);
+    let mut after = None;
+    edit_raw(&machine, |txn| {
+        after = raw_get(txn, "wallets", &wallet_key(&wallet(1)))
+    });
+    assert_eq!(after.unwrap(), before, "never re-sealed or reset");
+}

@@ -333,3 +333,165 @@ fn every_read_of_an_open_fails_cleanly() {
         s.disk.crash(CrashMode::ProcessKill);
     }
 }
+
+fn marker_op(hash: u8) -> WriteOp {
+    WriteOp::InsertMarker {
+        wallet: wallet(1),
+        commitment: CommitmentHash([7; 32]),
+        marker: Marker {
+            package_hash: PackageHash([hash; 32]),
+            shares: vec![hash; 8],
+            expires_at: Timestamp(u64::MAX / 2),
+        },
+    }
+}
+
+/// I5: the witness is rewritten after every commit with a marker (or other
+/// security-relevant) change, so a database rolled back to before a marker
+/// insert (same epoch, older generation) is refused; otherwise the same
+/// commitment would release shares for a second package (nonce reuse).
+#[test]
+fn a_rollback_to_before_a_marker_insert_is_refused() {
+    use common::{Machine, put_wallet};
+    use thresig_store::{Error, WriteOutcome};
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let before_marker = machine.disk.image();
+    {
+        let store = machine.open().unwrap();
+        let out = store.write(vec![marker_op(1)]).unwrap();
+        assert!(matches!(out, WriteOutcome::Committed(_)));
+    }
+    let rolled_back = Machine {
+        disk: SimDisk::from_image(before_marker),
+        witness: machine.witness.clone(),
+        provider: machine.provider.clone(),
+    };
+    let opened = rolled_back.open();
+    if let Ok(store) = &opened {
+        let second = store.write(vec![marker_op(2)]).unwrap();
+        assert!(
+            !matches!(second, WriteOutcome::Committed(_)),
+            "rolled-back DB opened and released shares for a second package"
+        );
+    }
+    assert!(
+        matches!(opened, Err(Error::RollbackDetected { .. })),
+        "older generation must be refused"
+    );
+}
+
+/// I5: once a witness has been written, a missing witness refuses the open;
+/// deleting it must not let an older database open (and rewrite the witness
+/// to match it).
+#[test]
+fn a_deleted_witness_refuses_the_open_of_an_older_database() {
+    use common::{Machine, put_wallet};
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let old_image = machine.disk.image();
+    {
+        let store = machine.open().unwrap();
+        store
+            .write(vec![WriteOp::BumpWalletEpoch { wallet: wallet(1) }])
+            .unwrap();
+        put_wallet(&store, 1, b"newer");
+    }
+    machine.witness.set_bytes(None);
+    let rolled_back = Machine {
+        disk: SimDisk::from_image(old_image),
+        witness: machine.witness.clone(),
+        provider: machine.provider.clone(),
+    };
+    let r = rolled_back.open();
+    assert!(
+        matches!(r, Err(thresig_store::Error::WitnessMissing)),
+        "an existing store without its witness must not open silently: {r:?}"
+    );
+    let mut options = thresig_store::StoreOptions::default();
+    options.rollback = thresig_store::RollbackPolicy::AcceptOlderDatabase;
+    assert!(rolled_back.open_with(options).is_ok(), "explicit override");
+    assert!(
+        rolled_back.open().is_ok(),
+        "the override rewrote the witness"
+    );
+}
+
+/// I6: "an unreachable or slow provider is retryable". During a KEK
+/// rotation a DEK has two wraps; at open the preferred (current) KEK's
+/// unwrap fails transiently and the old KEK is already gone: the open must
+/// be retryable (a retry succeeds), not terminal `KekUnavailable`.
+#[test]
+fn a_transient_failure_on_one_wrap_is_retryable_even_if_another_is_gone() {
+    use common::put_wallet;
+    let disk = SimDisk::new();
+    let witness = thresig_store::MemoryWitness::new();
+    let provider = Arc::new(common::ScriptedProvider::new(MemoryProvider::with_key(
+        "kek-1", 1,
+    )));
+    {
+        let store = common::open_on(&disk, &witness, provider.clone()).unwrap();
+        put_wallet(&store, 1, b"one");
+        provider.inner.add_key("kek-2", 2);
+        provider.inner.set_current("kek-2");
+        store.add_kek_wraps().unwrap(); // wraps under kek-1 and kek-2
+    }
+    provider.inner.destroy_key("kek-1");
+    // Open: call 1 = key-id, call 2 = unwrap under kek-2 (fails, transient).
+    provider.fail_nth(2);
+    let p: Arc<dyn KeyProvider> = provider.clone();
+    let err = common::open_on(&disk, &witness, p.clone()).unwrap_err();
+    let recovery = err.recovery();
+    // Proof that retrying works:
+    assert!(common::open_on(&disk, &witness, p).is_ok());
+    assert_eq!(recovery, Recovery::Retryable, "{err:?}");
+}
+
+/// I5: a security-relevant write is acknowledged only once the witness
+/// covers it. If the witness cannot be written after the commit, the caller
+/// gets a retryable `WitnessIo` instead of `Committed` (no share released);
+/// once the witness is writable again, a retry finds the marker.
+#[test]
+fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
+    use thresig_store::{Conflict, Error, StoreLocation, StoreOptions, WriteOutcome};
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(MemoryProvider::with_key("k", 9));
+    let store = EncryptedStore::open(
+        StoreLocation::Directory(dir.path().to_path_buf()),
+        provider,
+        StoreOptions::default(),
+    )
+    .unwrap();
+    common::put_wallet(&store, 1, b"one");
+    // A directory where the witness's temporary file goes: writing fails.
+    let blocker = dir.path().join("state.witness.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let out = store.write(vec![marker_op(1)]);
+    assert!(matches!(&out, Err(Error::WitnessIo(_))), "{out:?}");
+    assert_eq!(out.unwrap_err().recovery(), Recovery::Retryable);
+    // A unit with nothing security-relevant is still acknowledged.
+    let meta = thresig_store::MetaName::new(b"m".to_vec()).unwrap();
+    let plain = store.write(vec![WriteOp::PutMeta {
+        name: meta,
+        value: b"v".to_vec(),
+    }]);
+    assert!(matches!(plain, Ok(WriteOutcome::Committed(_))), "{plain:?}");
+    std::fs::remove_dir(&blocker).unwrap();
+    let retry = store.write(vec![marker_op(1)]).unwrap();
+    assert!(
+        matches!(
+            retry,
+            WriteOutcome::Skipped {
+                conflict: Conflict::MarkerPresent(_),
+                ..
+            }
+        ),
+        "{retry:?}"
+    );
+}

@@ -166,3 +166,44 @@ fn reseal_batches_racing_newer_writes_never_overwrite_them() {
         assert_eq!(wallet_value(&store, i).as_slice(), b"v3");
     }
 }
+
+/// Recovery: the recovery public key is "set at init". It is stored then,
+/// so a rotation run by a process opened without it (e.g. `thresig keys
+/// rotate` with a different config) still wraps the new DEK to it.
+#[test]
+fn the_recovery_key_set_at_init_wraps_every_later_dek() {
+    use thresig_store::{RecoverySecretKey, StoreOptions};
+    let machine = Machine::new();
+    let (_sk, pk) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let mut options = StoreOptions::default();
+    options.recovery_key = Some(pk);
+    {
+        let store = machine.open_with(options).unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let store = machine.open().unwrap();
+    store.rotate_dek().unwrap();
+    let status = store.keyring_status().unwrap();
+    assert!(
+        status.deks.iter().all(|d| d.recoverable),
+        "store initialised with a recovery key now has unrecoverable DEKs: {status:?}"
+    );
+}
+
+/// Recovery: a configured recovery key that differs from the one stored at
+/// init is refused with a clear error, never silently used.
+#[test]
+fn a_conflicting_recovery_key_option_is_refused() {
+    use thresig_store::{Error, RecoverySecretKey};
+    let machine = Machine::new();
+    let (_, first) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let (_, other) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let mut options = StoreOptions::default();
+    options.recovery_key = Some(first.clone());
+    drop(machine.open_with(options.clone()).unwrap());
+    options.recovery_key = Some(other);
+    let r = machine.open_with(options.clone());
+    assert!(matches!(r, Err(Error::RecoveryKeyMismatch)), "{r:?}");
+    options.recovery_key = Some(first);
+    assert!(machine.open_with(options).is_ok());
+}

@@ -16,7 +16,7 @@ use common::{Machine, wallet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use thresig_store::{
-    CrashMode, Epoch, FaultPoint, MetaName, Store, StoreOptions, WriteOp, WriteOutcome,
+    CrashMode, Epoch, Error, FaultPoint, MetaName, Store, StoreOptions, WriteOp, WriteOutcome,
 };
 
 /// What a key may hold after the restart: its last acknowledged value, or
@@ -107,7 +107,10 @@ fn writer(
             Ok(_) => {
                 entry.in_flight.retain(|v| *v != value);
             }
-            Err(_) => {}
+            // Only an injected storage fault (or a crash, which stops the
+            // writer) may fail a write; anything else is a bug.
+            Err(Error::Storage { .. } | Error::WriterStopped) => {}
+            Err(e) => panic!("thread {thread}: unexpected write error {e:?}"),
         }
     }
 }
