@@ -1,0 +1,444 @@
+//! The engine's error type and its stable wire codes.
+//!
+//! [`Error`] carries structured data (wallet, seat, commitment ids) for logs
+//! and tests. [`Error::code`] is the one exhaustive mapping from an error to
+//! a stable [`ErrorCode`], and [`ErrorCode::recovery`] gives its recovery
+//! class; the daemon and the C ABI send only the code, the class and a
+//! message built from the structured fields. `docs/errors.md` lists every
+//! code with what the operator or caller does about it.
+
+use serde::{Deserialize, Serialize};
+use thresig_store::Recovery;
+
+use thresig_crypto::Seat;
+
+use crate::ids::{CommitmentHash, CoordinatorId, Epoch, WalletId};
+
+/// A stable error code, sent on the wire as [`ErrorCode::as_str`].
+///
+/// Codes are never renamed or reused; a new failure that callers must handle
+/// differently gets a new code. Each code has exactly one recovery class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is malformed, too large or inconsistent.
+    InvalidRequest,
+    /// The wallet is not in this signer's configuration.
+    UnknownWallet,
+    /// A commitment was already used for a different signing package.
+    SessionConflict,
+    /// No live nonce exists for a commitment (never issued, or dropped by a
+    /// restart).
+    NonceUnknown,
+    /// The signer set does not fit the wallet's roster and threshold.
+    RosterMismatch,
+    /// The request names an epoch other than the wallet's current one.
+    StaleEpoch,
+    /// The nonce for a commitment outlived its time to live.
+    AttemptExpired,
+    /// A nonce limit was reached (signer-wide, or a coordinator's quota
+    /// evicted the nonce).
+    CapacityExhausted,
+    /// The wallet's policy refuses what was asked.
+    PolicyDenied,
+    /// The wallet is being rekeyed and refuses ordinary spends.
+    RekeyInProgress,
+    /// The wallet's records fail to authenticate; it refuses to sign.
+    WalletCorrupt,
+    /// The wallet exists but cannot sign yet (its DKG is not confirmed).
+    WalletNotActive,
+    /// The wallet is retired and signs nothing.
+    WalletRetired,
+    /// Durable storage failed transiently (disk full, lock busy, commit
+    /// failed).
+    StorageUnavailable,
+    /// The key provider could not be reached.
+    KeyProviderUnavailable,
+    /// Stored state is inconsistent or fails to authenticate.
+    StateCorrupt,
+    /// The database is older than its witness (a rollback).
+    RollbackDetected,
+    /// A signature share failed verification.
+    InvalidShare,
+    /// A bug in this signer.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and exhaustive tests.
+    pub const ALL: [ErrorCode; 19] = [
+        Self::InvalidRequest,
+        Self::UnknownWallet,
+        Self::SessionConflict,
+        Self::NonceUnknown,
+        Self::RosterMismatch,
+        Self::StaleEpoch,
+        Self::AttemptExpired,
+        Self::CapacityExhausted,
+        Self::PolicyDenied,
+        Self::RekeyInProgress,
+        Self::WalletCorrupt,
+        Self::WalletNotActive,
+        Self::WalletRetired,
+        Self::StorageUnavailable,
+        Self::KeyProviderUnavailable,
+        Self::StateCorrupt,
+        Self::RollbackDetected,
+        Self::InvalidShare,
+        Self::Internal,
+    ];
+
+    /// The stable wire string of this code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::UnknownWallet => "unknown_wallet",
+            Self::SessionConflict => "session_conflict",
+            Self::NonceUnknown => "nonce_unknown",
+            Self::RosterMismatch => "roster_mismatch",
+            Self::StaleEpoch => "stale_epoch",
+            Self::AttemptExpired => "attempt_expired",
+            Self::CapacityExhausted => "capacity_exhausted",
+            Self::PolicyDenied => "policy_denied",
+            Self::RekeyInProgress => "rekey_in_progress",
+            Self::WalletCorrupt => "wallet_corrupt",
+            Self::WalletNotActive => "wallet_not_active",
+            Self::WalletRetired => "wallet_retired",
+            Self::StorageUnavailable => "storage_unavailable",
+            Self::KeyProviderUnavailable => "key_provider_unavailable",
+            Self::StateCorrupt => "state_corrupt",
+            Self::RollbackDetected => "rollback_detected",
+            Self::InvalidShare => "invalid_share",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Whether the same request can succeed if sent again unchanged.
+    ///
+    /// `retryable` codes are transient conditions of this signer; `terminal`
+    /// ones need a different request (a fresh round 1, another epoch) or an
+    /// operator.
+    pub fn recovery(self) -> Recovery {
+        match self {
+            Self::CapacityExhausted
+            | Self::WalletNotActive
+            | Self::StorageUnavailable
+            | Self::KeyProviderUnavailable => Recovery::Retryable,
+            Self::InvalidRequest
+            | Self::UnknownWallet
+            | Self::SessionConflict
+            | Self::NonceUnknown
+            | Self::RosterMismatch
+            | Self::StaleEpoch
+            | Self::AttemptExpired
+            | Self::PolicyDenied
+            | Self::RekeyInProgress
+            | Self::WalletCorrupt
+            | Self::WalletRetired
+            | Self::StateCorrupt
+            | Self::RollbackDetected
+            | Self::InvalidShare
+            | Self::Internal => Recovery::Terminal,
+        }
+    }
+}
+
+/// The wire string of a recovery class: `retryable` or `terminal`.
+pub fn recovery_str(recovery: Recovery) -> &'static str {
+    match recovery {
+        Recovery::Retryable => "retryable",
+        Recovery::Terminal => "terminal",
+    }
+}
+
+/// The part of a request that failed to parse or is inconsistent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestPart {
+    /// The signing package of one input.
+    SigningPackage {
+        /// Index of the input.
+        input: usize,
+    },
+    /// The signing target (digests, later a PSBT).
+    Target,
+    /// The list of inputs is empty.
+    NoInputs,
+    /// The number of signing packages differs from the number of messages
+    /// the target derives.
+    InputCount {
+        /// Signing packages in the request.
+        packages: usize,
+        /// Messages derived from the target.
+        messages: usize,
+    },
+    /// The request's signer set is not the set of identifiers of every
+    /// package.
+    SignerSet {
+        /// Index of the first input whose package disagrees.
+        input: usize,
+    },
+}
+
+/// Why a wallet's policy refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PolicyReason {
+    /// The wallet signs only transactions, not raw digests.
+    RawDigestsNotAllowed,
+}
+
+/// Which internal invariant failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InternalFault {
+    /// The crypto layer refused to sign with a nonce and key package that
+    /// passed every check.
+    SigningFailed,
+    /// A value could not be serialized.
+    Serialization,
+}
+
+/// Everything that can go wrong in the engine.
+///
+/// Variants carry ids, never formatted strings; [`Error::code`] maps each to
+/// its stable code. No variant contains secret material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The envelope's version is not one this signer speaks.
+    #[error("unsupported request version {got} (this signer speaks {supported})")]
+    UnsupportedVersion {
+        /// The version received.
+        got: u16,
+        /// The version this signer speaks.
+        supported: u16,
+    },
+    /// Part of the request is malformed or inconsistent.
+    #[error("malformed request for wallet {wallet}: {part:?}")]
+    Malformed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// What is wrong.
+        part: RequestPart,
+    },
+    /// The request has more inputs than the configured maximum.
+    #[error("wallet {wallet}: {requested} inputs requested, at most {max} allowed")]
+    TooManyInputs {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// Inputs requested.
+        requested: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The wallet is not configured on this signer.
+    #[error("unknown wallet {wallet}")]
+    UnknownWallet {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet's DKG has not been confirmed yet, so it cannot sign.
+    #[error("wallet {wallet} is not active yet")]
+    WalletNotActive {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet is being rekeyed; it refuses ordinary spends.
+    #[error("wallet {wallet} is being rekeyed")]
+    RekeyInProgress {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet is retired.
+    #[error("wallet {wallet} is retired")]
+    WalletRetired {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet's records failed to authenticate; it refuses to sign until
+    /// an operator acts.
+    #[error("wallet {wallet} is corrupt")]
+    WalletCorrupt {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A commitment was already used with a different package (or is pending
+    /// for a different one); the pending shares, if any, were dropped.
+    #[error("wallet {wallet}: commitment {commitment:?} was used for another package")]
+    SessionConflict {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The conflicting commitment.
+        commitment: CommitmentHash,
+    },
+    /// One of this signer's commitments appears in two inputs.
+    #[error("wallet {wallet}: commitment {commitment:?} used for inputs {first} and {second}")]
+    CommitmentReused {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The repeated commitment.
+        commitment: CommitmentHash,
+        /// The first input using it.
+        first: usize,
+        /// The second input using it.
+        second: usize,
+    },
+    /// The signer's commitments in the request are not exactly one round-1
+    /// vector, in order.
+    #[error("wallet {wallet}: the commitments do not form one round-1 vector")]
+    NotOneRound1Vector {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// This signer's seat has no commitment in an input's package.
+    #[error("wallet {wallet}: no commitment of {seat} in input {input}")]
+    OwnCommitmentMissing {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// This signer's seat.
+        seat: Seat,
+        /// The input whose package lacks it.
+        input: usize,
+    },
+    /// No live nonce for this commitment (never issued by this process, or
+    /// lost in a restart).
+    #[error("wallet {wallet}: no nonce for commitment {commitment:?}")]
+    NonceUnknown {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The commitment.
+        commitment: CommitmentHash,
+    },
+    /// The nonce for this commitment expired.
+    #[error("wallet {wallet}: the nonce for commitment {commitment:?} expired")]
+    AttemptExpired {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The commitment.
+        commitment: CommitmentHash,
+    },
+    /// The nonce was evicted because its coordinator issued more round-1
+    /// requests than its quota of live nonces.
+    #[error("wallet {wallet}: the nonce for {commitment:?} was evicted by its coordinator's quota")]
+    NonceEvicted {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The commitment.
+        commitment: CommitmentHash,
+    },
+    /// Round 1 would exceed the signer-wide limit on live nonces.
+    #[error("wallet {wallet}: {live} live nonces, limit {max} (coordinator {coordinator:?})")]
+    NonceCapacity {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The requesting coordinator.
+        coordinator: CoordinatorId,
+        /// Live nonces of the wallet.
+        live: usize,
+        /// The wallet-wide limit.
+        max: usize,
+    },
+    /// An identifier in a package is not a seat of the wallet's roster.
+    #[error("wallet {wallet}: identifier {identifier} is not in the roster")]
+    IdentifierNotInRoster {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The FROST identifier value found (seat + 1 for roster members).
+        identifier: u32,
+    },
+    /// Fewer signers than the wallet's threshold.
+    #[error("wallet {wallet}: {signers} signers, threshold {threshold}")]
+    TooFewSigners {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// Signers in the package.
+        signers: usize,
+        /// The wallet's threshold.
+        threshold: u16,
+    },
+    /// The request names an epoch other than the wallet's current one.
+    #[error("wallet {wallet}: request for {requested}, current is {current}")]
+    StaleEpoch {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The epoch named by the request.
+        requested: Epoch,
+        /// The wallet's current epoch.
+        current: Epoch,
+    },
+    /// An input's package message differs from the message this signer
+    /// derived itself from the signing target.
+    #[error("wallet {wallet}: input {input}'s message is not the one derived from the target")]
+    MessageMismatch {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The input.
+        input: usize,
+    },
+    /// The wallet's policy refuses the request.
+    #[error("wallet {wallet}: policy denies the request ({reason:?})")]
+    PolicyDenied {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// Why.
+        reason: PolicyReason,
+    },
+    /// An active wallet has no key package for its current epoch.
+    #[error("wallet {wallet}: no key package for {epoch}")]
+    KeyPackageMissing {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The epoch.
+        epoch: Epoch,
+    },
+    /// A stored record holds data that does not decode.
+    #[error("wallet {wallet}: a stored record does not decode")]
+    StoredRecordInvalid {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// An internal invariant failed.
+    #[error("internal error: {0:?}")]
+    Internal(InternalFault),
+}
+
+impl Error {
+    /// The stable code of this error: one exhaustive mapping, so every new
+    /// variant forces a decision.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnsupportedVersion { .. }
+            | Self::Malformed { .. }
+            | Self::TooManyInputs { .. }
+            | Self::CommitmentReused { .. }
+            | Self::NotOneRound1Vector { .. }
+            | Self::OwnCommitmentMissing { .. }
+            | Self::MessageMismatch { .. } => ErrorCode::InvalidRequest,
+            Self::UnknownWallet { .. } => ErrorCode::UnknownWallet,
+            Self::WalletNotActive { .. } => ErrorCode::WalletNotActive,
+            Self::RekeyInProgress { .. } => ErrorCode::RekeyInProgress,
+            Self::WalletRetired { .. } => ErrorCode::WalletRetired,
+            Self::WalletCorrupt { .. } => ErrorCode::WalletCorrupt,
+            Self::SessionConflict { .. } => ErrorCode::SessionConflict,
+            Self::NonceUnknown { .. } => ErrorCode::NonceUnknown,
+            Self::AttemptExpired { .. } => ErrorCode::AttemptExpired,
+            Self::NonceEvicted { .. } | Self::NonceCapacity { .. } => ErrorCode::CapacityExhausted,
+            Self::IdentifierNotInRoster { .. } | Self::TooFewSigners { .. } => {
+                ErrorCode::RosterMismatch
+            }
+            Self::StaleEpoch { .. } => ErrorCode::StaleEpoch,
+            Self::PolicyDenied { .. } => ErrorCode::PolicyDenied,
+            Self::KeyPackageMissing { .. } | Self::StoredRecordInvalid { .. } => {
+                ErrorCode::StateCorrupt
+            }
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether the same request can succeed if sent again unchanged.
+    pub fn recovery(&self) -> Recovery {
+        self.code().recovery()
+    }
+}

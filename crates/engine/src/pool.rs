@@ -1,0 +1,398 @@
+//! One wallet's live nonces, kept in memory only.
+//!
+//! A nonce is keyed by the hash of its own commitment, never by an id the
+//! coordinator chooses. Nonces are issued in round-1 vectors (one per input)
+//! and can only be taken as exactly one whole vector, in order; taking
+//! removes them, so a nonce is handed out at most once. Consumed, evicted
+//! and expired commitments leave a tombstone for a while so that a later
+//! request for them gets a precise error instead of `nonce_unknown`.
+//!
+//! The pool is generic over the nonce type so its bookkeeping is tested on
+//! its own; the signer instantiates it with the crypto crate's secret nonce.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::config::Limits;
+use crate::ids::{CommitmentHash, CoordinatorId, Timestamp};
+
+/// Why a commitment has no live nonce any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tombstone {
+    /// Round 2 used it, in the attempt whose first commitment is `lead`.
+    Consumed {
+        /// The first commitment of the attempt's round-1 vector.
+        lead: CommitmentHash,
+    },
+    /// Its coordinator's quota evicted it.
+    Evicted,
+    /// Its time to live ran out.
+    Expired,
+    /// Its coordinator aborted it.
+    Aborted,
+}
+
+/// Why nonces could not be taken or issued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PoolError {
+    /// No nonce and no tombstone for this commitment.
+    Unknown(CommitmentHash),
+    /// The commitment has a tombstone.
+    Gone(CommitmentHash, Tombstone),
+    /// The commitments are live but not exactly one round-1 vector.
+    NotOneVector,
+    /// Issuing would exceed the wallet-wide limit.
+    WalletFull {
+        /// Live nonces now.
+        live: usize,
+    },
+}
+
+/// One round-1 vector: its commitments in input order and its nonces.
+struct Vector<N> {
+    coordinator: CoordinatorId,
+    expires: Timestamp,
+    commitments: Vec<CommitmentHash>,
+    nonces: Vec<N>,
+}
+
+/// The live nonces of one wallet.
+pub(crate) struct NoncePool<N> {
+    /// Vectors by their first commitment.
+    vectors: HashMap<CommitmentHash, Vector<N>>,
+    /// Every live commitment, to its vector's first commitment.
+    index: HashMap<CommitmentHash, CommitmentHash>,
+    /// Each coordinator's vectors, oldest first.
+    by_coordinator: HashMap<CoordinatorId, VecDeque<CommitmentHash>>,
+    /// Live nonces in total.
+    live: usize,
+    tombstones: HashMap<CommitmentHash, (Tombstone, Timestamp)>,
+    /// Tombstones in insertion order, for expiry and the size cap.
+    tombstone_order: VecDeque<CommitmentHash>,
+    limits: Limits,
+}
+
+impl<N> NoncePool<N> {
+    /// An empty pool.
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            vectors: HashMap::new(),
+            index: HashMap::new(),
+            by_coordinator: HashMap::new(),
+            live: 0,
+            tombstones: HashMap::new(),
+            tombstone_order: VecDeque::new(),
+            limits,
+        }
+    }
+
+    /// Live nonces of `coordinator`.
+    pub(crate) fn live_for(&self, coordinator: &CoordinatorId) -> usize {
+        self.by_coordinator.get(coordinator).map_or(0, |leads| {
+            leads
+                .iter()
+                .filter_map(|l| self.vectors.get(l))
+                .map(|v| v.nonces.len())
+                .sum()
+        })
+    }
+
+    /// Live nonces in the pool.
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Makes room for `count` new nonces of `coordinator`: drops expired
+    /// vectors, evicts the coordinator's oldest vectors beyond its quota,
+    /// then checks the wallet-wide limit.
+    ///
+    /// Call it before generating nonces, so a refused round 1 costs no
+    /// randomness. `count` must not exceed the coordinator quota (the
+    /// request size limit is checked first).
+    pub(crate) fn reserve(
+        &mut self,
+        now: Timestamp,
+        coordinator: CoordinatorId,
+        count: usize,
+    ) -> Result<(), PoolError> {
+        self.prune(now);
+        while self.live_for(&coordinator) + count > self.limits.nonces_per_coordinator {
+            let oldest = self
+                .by_coordinator
+                .get_mut(&coordinator)
+                .and_then(VecDeque::pop_front);
+            let Some(lead) = oldest else { break };
+            self.remove_vector(lead, Tombstone::Evicted, now);
+        }
+        if self.live + count > self.limits.nonces_per_wallet {
+            return Err(PoolError::WalletFull { live: self.live });
+        }
+        Ok(())
+    }
+
+    /// Adds a round-1 vector (after [`NoncePool::reserve`]). The caller
+    /// generated the nonces freshly, so their commitments are new.
+    pub(crate) fn insert(
+        &mut self,
+        now: Timestamp,
+        coordinator: CoordinatorId,
+        entries: Vec<(CommitmentHash, N)>,
+    ) {
+        let (commitments, nonces): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
+        let Some(&lead) = commitments.first() else {
+            return;
+        };
+        for c in &commitments {
+            self.index.insert(*c, lead);
+        }
+        self.live += nonces.len();
+        self.by_coordinator
+            .entry(coordinator)
+            .or_default()
+            .push_back(lead);
+        let expires = now.saturating_add(self.limits.nonce_ttl);
+        self.vectors.insert(
+            lead,
+            Vector {
+                coordinator,
+                expires,
+                commitments,
+                nonces,
+            },
+        );
+    }
+
+    /// Why `commitment` has no live nonce, if it has a tombstone.
+    pub(crate) fn tombstone(&self, commitment: &CommitmentHash) -> Option<Tombstone> {
+        self.tombstones.get(commitment).map(|(t, _)| *t)
+    }
+
+    /// Checks that `commitments` are exactly one live round-1 vector, in
+    /// order, without taking it.
+    ///
+    /// # Errors
+    /// [`PoolError::Gone`] for a commitment with a tombstone (the first
+    /// found), [`PoolError::Unknown`] for one never seen,
+    /// [`PoolError::NotOneVector`] when they are live but not one whole
+    /// vector, and `Gone(_, Expired)` when the vector's TTL has run out
+    /// (the vector is then dropped).
+    pub(crate) fn check_vector(
+        &mut self,
+        now: Timestamp,
+        commitments: &[CommitmentHash],
+    ) -> Result<CommitmentHash, PoolError> {
+        for c in commitments {
+            if !self.index.contains_key(c) {
+                return Err(match self.tombstone(c) {
+                    Some(t) => PoolError::Gone(*c, t),
+                    None => PoolError::Unknown(*c),
+                });
+            }
+        }
+        let lead = commitments
+            .first()
+            .and_then(|c| self.index.get(c))
+            .copied()
+            .ok_or(PoolError::NotOneVector)?;
+        let vector = self.vectors.get(&lead).ok_or(PoolError::NotOneVector)?;
+        if vector.commitments != commitments {
+            return Err(PoolError::NotOneVector);
+        }
+        if vector.expires <= now {
+            self.remove_vector(lead, Tombstone::Expired, now);
+            return Err(PoolError::Gone(lead, Tombstone::Expired));
+        }
+        Ok(lead)
+    }
+
+    /// Takes the vector whose first commitment is `lead` (checked by
+    /// [`NoncePool::check_vector`]), leaving `Consumed` tombstones. Returns
+    /// the nonces in input order, or `None` if no such vector is live.
+    pub(crate) fn take(&mut self, now: Timestamp, lead: CommitmentHash) -> Option<Vec<N>> {
+        let vector = self.detach(lead)?;
+        self.bury(&vector.commitments, Tombstone::Consumed { lead }, now);
+        Some(vector.nonces)
+    }
+
+    /// Drops the live vectors of `coordinator` that contain any of
+    /// `commitments` (an abort). Returns how many nonces were destroyed.
+    pub(crate) fn abort(
+        &mut self,
+        now: Timestamp,
+        coordinator: CoordinatorId,
+        commitments: &[CommitmentHash],
+    ) -> usize {
+        let leads: Vec<CommitmentHash> = commitments
+            .iter()
+            .filter_map(|c| self.index.get(c).copied())
+            .filter(|lead| {
+                self.vectors
+                    .get(lead)
+                    .is_some_and(|v| v.coordinator == coordinator)
+            })
+            .collect();
+        let mut destroyed = 0;
+        for lead in leads {
+            destroyed += self.remove_vector(lead, Tombstone::Aborted, now);
+        }
+        destroyed
+    }
+
+    /// Drops every expired vector and every tombstone past its time.
+    pub(crate) fn prune(&mut self, now: Timestamp) {
+        let expired: Vec<CommitmentHash> = self
+            .vectors
+            .iter()
+            .filter(|(_, v)| v.expires <= now)
+            .map(|(lead, _)| *lead)
+            .collect();
+        for lead in expired {
+            self.remove_vector(lead, Tombstone::Expired, now);
+        }
+        while let Some(oldest) = self.tombstone_order.front().copied() {
+            match self.tombstones.get(&oldest) {
+                Some((_, until)) if *until > now => break,
+                _ => {
+                    self.tombstones.remove(&oldest);
+                    self.tombstone_order.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Removes a vector and its index entries, returning it.
+    fn detach(&mut self, lead: CommitmentHash) -> Option<Vector<N>> {
+        let vector = self.vectors.remove(&lead)?;
+        for c in &vector.commitments {
+            self.index.remove(c);
+        }
+        self.live -= vector.nonces.len();
+        if let Some(leads) = self.by_coordinator.get_mut(&vector.coordinator) {
+            leads.retain(|l| *l != lead);
+            if leads.is_empty() {
+                self.by_coordinator.remove(&vector.coordinator);
+            }
+        }
+        Some(vector)
+    }
+
+    /// Removes a vector, destroying its nonces, and buries its commitments.
+    fn remove_vector(&mut self, lead: CommitmentHash, why: Tombstone, now: Timestamp) -> usize {
+        let Some(vector) = self.detach(lead) else {
+            return 0;
+        };
+        self.bury(&vector.commitments, why, now);
+        vector.nonces.len()
+    }
+
+    /// Records tombstones, keeping at most `nonces_per_wallet` of them (the
+    /// oldest are forgotten first; a forgotten one answers `nonce_unknown`).
+    fn bury(&mut self, commitments: &[CommitmentHash], why: Tombstone, now: Timestamp) {
+        let until = now.saturating_add(self.limits.tombstone_ttl);
+        for c in commitments {
+            if self.tombstones.insert(*c, (why, until)).is_none() {
+                self.tombstone_order.push_back(*c);
+            }
+        }
+        while self.tombstone_order.len() > self.limits.nonces_per_wallet {
+            if let Some(old) = self.tombstone_order.pop_front() {
+                self.tombstones.remove(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn c(i: u8) -> CommitmentHash {
+        CommitmentHash::of(&[&[i]])
+    }
+
+    const A: CoordinatorId = CoordinatorId([1; 32]);
+    const B: CoordinatorId = CoordinatorId([2; 32]);
+
+    fn pool() -> NoncePool<u8> {
+        NoncePool::new(Limits::new(2, 4, 6, Duration::from_secs(10)))
+    }
+
+    fn issue(p: &mut NoncePool<u8>, now: u64, who: CoordinatorId, ids: &[u8]) {
+        p.reserve(Timestamp(now), who, ids.len()).unwrap();
+        p.insert(
+            Timestamp(now),
+            who,
+            ids.iter().map(|i| (c(*i), *i)).collect(),
+        );
+    }
+
+    #[test]
+    fn takes_exactly_one_whole_vector_once() {
+        let mut p = pool();
+        issue(&mut p, 0, A, &[1, 2]);
+        issue(&mut p, 0, A, &[3]);
+        assert_eq!(
+            p.check_vector(Timestamp(1), &[c(1)]),
+            Err(PoolError::NotOneVector)
+        );
+        assert_eq!(
+            p.check_vector(Timestamp(1), &[c(2), c(1)]),
+            Err(PoolError::NotOneVector)
+        );
+        assert_eq!(
+            p.check_vector(Timestamp(1), &[c(1), c(3)]),
+            Err(PoolError::NotOneVector)
+        );
+        let lead = p.check_vector(Timestamp(1), &[c(1), c(2)]).unwrap();
+        assert_eq!(p.take(Timestamp(1), lead), Some(vec![1, 2]));
+        assert_eq!(p.live(), 1);
+        assert_eq!(
+            p.check_vector(Timestamp(1), &[c(1), c(2)]),
+            Err(PoolError::Gone(c(1), Tombstone::Consumed { lead: c(1) }))
+        );
+        assert_eq!(
+            p.check_vector(Timestamp(1), &[c(9)]),
+            Err(PoolError::Unknown(c(9)))
+        );
+    }
+
+    #[test]
+    fn quota_evicts_the_coordinators_oldest_and_spares_others() {
+        let mut p = pool();
+        issue(&mut p, 0, A, &[1, 2]);
+        issue(&mut p, 0, B, &[10]);
+        issue(&mut p, 1, A, &[3, 4]);
+        issue(&mut p, 2, A, &[5]);
+        assert_eq!(p.tombstone(&c(1)), Some(Tombstone::Evicted));
+        assert_eq!(p.tombstone(&c(2)), Some(Tombstone::Evicted));
+        assert_eq!(p.live_for(&A), 3);
+        assert!(p.check_vector(Timestamp(3), &[c(10)]).is_ok());
+        assert!(p.check_vector(Timestamp(3), &[c(3), c(4)]).is_ok());
+        // The wallet-wide cap (6) refuses instead of evicting B's nonces.
+        issue(&mut p, 3, B, &[11, 12]);
+        let c3 = CoordinatorId([3; 32]);
+        assert_eq!(
+            p.reserve(Timestamp(3), c3, 2),
+            Err(PoolError::WalletFull { live: 6 })
+        );
+        assert_eq!(p.live_for(&A), 3, "a refused reserve evicts nobody else");
+    }
+
+    #[test]
+    fn expiry_and_abort_leave_tombstones() {
+        let mut p = pool();
+        issue(&mut p, 0, A, &[1]);
+        issue(&mut p, 0, B, &[2]);
+        assert_eq!(
+            p.check_vector(Timestamp(10_000), &[c(1)]),
+            Err(PoolError::Gone(c(1), Tombstone::Expired))
+        );
+        assert_eq!(p.abort(Timestamp(1), A, &[c(2)]), 0, "not A's nonce");
+        assert_eq!(p.abort(Timestamp(1), B, &[c(2)]), 1);
+        assert_eq!(p.tombstone(&c(2)), Some(Tombstone::Aborted));
+        assert_eq!(p.live(), 0);
+        p.prune(Timestamp(10_000_000));
+        assert_eq!(p.tombstone(&c(2)), None);
+    }
+}
