@@ -12,6 +12,7 @@ use thresig_store::Recovery;
 
 use thresig_crypto::Seat;
 
+use crate::durable::StorageFault;
 use crate::ids::{CommitmentHash, CoordinatorId, Epoch, WalletId};
 
 /// A stable error code, sent on the wire as [`ErrorCode::as_str`].
@@ -161,8 +162,8 @@ pub enum RequestPart {
         /// Index of the input.
         input: usize,
     },
-    /// The signing target (digests, later a PSBT).
-    Target,
+    /// The commitments of an abort request.
+    Commitments,
     /// The list of inputs is empty.
     NoInputs,
     /// The number of signing packages differs from the number of messages
@@ -198,6 +199,9 @@ pub enum InternalFault {
     SigningFailed,
     /// A value could not be serialized.
     Serialization,
+    /// A wallet's lock was poisoned by a panic; the wallet refuses work
+    /// until the signer restarts.
+    Poisoned,
 }
 
 /// Everything that can go wrong in the engine.
@@ -215,6 +219,17 @@ pub enum Error {
         /// The version this signer speaks.
         supported: u16,
     },
+    /// The encoded request is larger than the configured limit.
+    #[error("request of {bytes} bytes exceeds the limit of {max}")]
+    RequestTooLarge {
+        /// Size received.
+        bytes: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The encoded request is not a valid envelope.
+    #[error("the request does not decode")]
+    UndecodableRequest,
     /// Part of the request is malformed or inconsistent.
     #[error("malformed request for wallet {wallet}: {part:?}")]
     Malformed {
@@ -345,8 +360,8 @@ pub enum Error {
     IdentifierNotInRoster {
         /// The wallet addressed.
         wallet: WalletId,
-        /// The FROST identifier value found (seat + 1 for roster members).
-        identifier: u32,
+        /// The seat number (FROST identifier) found.
+        identifier: u16,
     },
     /// Fewer signers than the wallet's threshold.
     #[error("wallet {wallet}: {signers} signers, threshold {threshold}")]
@@ -399,6 +414,14 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// Durable storage failed.
+    #[error("wallet {wallet}: storage failed ({fault:?})")]
+    Storage {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// What failed.
+        fault: StorageFault,
+    },
     /// An internal invariant failed.
     #[error("internal error: {0:?}")]
     Internal(InternalFault),
@@ -410,6 +433,8 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::UnsupportedVersion { .. }
+            | Self::RequestTooLarge { .. }
+            | Self::UndecodableRequest
             | Self::Malformed { .. }
             | Self::TooManyInputs { .. }
             | Self::CommitmentReused { .. }
@@ -433,6 +458,12 @@ impl Error {
             Self::KeyPackageMissing { .. } | Self::StoredRecordInvalid { .. } => {
                 ErrorCode::StateCorrupt
             }
+            Self::Storage { fault, .. } => match fault {
+                StorageFault::Unavailable => ErrorCode::StorageUnavailable,
+                StorageFault::KeyProviderUnavailable => ErrorCode::KeyProviderUnavailable,
+                StorageFault::Corrupt => ErrorCode::StateCorrupt,
+                StorageFault::Rollback => ErrorCode::RollbackDetected,
+            },
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

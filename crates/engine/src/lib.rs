@@ -8,10 +8,26 @@
     clippy::indexing_slicing
 )]
 
+mod api;
+mod check;
 mod config;
+mod durable;
 mod error;
 mod ids;
 mod pool;
+mod signer;
+mod target;
+mod wallet;
+
+pub use api::{
+    API_VERSION, AbortRequest, Envelope, ErrorBody, HexBytes, Reply, Request, Response,
+    Round1Request, Round1Response, Round2Request, Round2Response, WalletStatus, decode_request,
+    encode_reply,
+};
+pub use durable::{Marker, MarkerInsert, SignerStore, StorageFault, StoredKey, StoredWallet};
+pub use signer::{OpenError, Signer};
+pub use target::{Digest, SigningTarget};
+pub use wallet::WalletStateKind;
 
 pub use config::{ConfigError, IdentityKey, Limits, RawDigestPolicy, SignerConfig, WalletConfig};
 pub use error::{Error, ErrorCode, InternalFault, PolicyReason, RequestPart, recovery_str};

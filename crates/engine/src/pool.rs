@@ -31,20 +31,22 @@ pub(crate) enum Tombstone {
     Aborted,
 }
 
-/// Why nonces could not be taken or issued.
+/// Why nonces could not be taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PoolError {
+pub(crate) enum TakeError {
     /// No nonce and no tombstone for this commitment.
     Unknown(CommitmentHash),
     /// The commitment has a tombstone.
     Gone(CommitmentHash, Tombstone),
     /// The commitments are live but not exactly one round-1 vector.
     NotOneVector,
-    /// Issuing would exceed the wallet-wide limit.
-    WalletFull {
-        /// Live nonces now.
-        live: usize,
-    },
+}
+
+/// Issuing nonces would exceed the wallet-wide limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WalletFull {
+    /// Live nonces now.
+    pub(crate) live: usize,
 }
 
 /// One round-1 vector: its commitments in input order and its nonces.
@@ -113,7 +115,7 @@ impl<N> NoncePool<N> {
         now: Timestamp,
         coordinator: CoordinatorId,
         count: usize,
-    ) -> Result<(), PoolError> {
+    ) -> Result<(), WalletFull> {
         self.prune(now);
         while self.live_for(&coordinator) + count > self.limits.nonces_per_coordinator {
             let oldest = self
@@ -124,7 +126,7 @@ impl<N> NoncePool<N> {
             self.remove_vector(lead, Tombstone::Evicted, now);
         }
         if self.live + count > self.limits.nonces_per_wallet {
-            return Err(PoolError::WalletFull { live: self.live });
+            return Err(WalletFull { live: self.live });
         }
         Ok(())
     }
@@ -166,25 +168,26 @@ impl<N> NoncePool<N> {
         self.tombstones.get(commitment).map(|(t, _)| *t)
     }
 
-    /// Checks that `commitments` are exactly one live round-1 vector, in
-    /// order, without taking it.
+    /// Takes the nonces of `commitments` if they are exactly one live
+    /// round-1 vector, in order, leaving `Consumed` tombstones. Returns the
+    /// vector's first commitment and the nonces in input order.
     ///
     /// # Errors
-    /// [`PoolError::Gone`] for a commitment with a tombstone (the first
-    /// found), [`PoolError::Unknown`] for one never seen,
-    /// [`PoolError::NotOneVector`] when they are live but not one whole
+    /// [`TakeError::Gone`] for a commitment with a tombstone (the first
+    /// found), [`TakeError::Unknown`] for one never seen,
+    /// [`TakeError::NotOneVector`] when they are live but not one whole
     /// vector, and `Gone(_, Expired)` when the vector's TTL has run out
-    /// (the vector is then dropped).
-    pub(crate) fn check_vector(
+    /// (the vector is then dropped). Nothing is taken on error.
+    pub(crate) fn take(
         &mut self,
         now: Timestamp,
         commitments: &[CommitmentHash],
-    ) -> Result<CommitmentHash, PoolError> {
+    ) -> Result<(CommitmentHash, Vec<N>), TakeError> {
         for c in commitments {
             if !self.index.contains_key(c) {
                 return Err(match self.tombstone(c) {
-                    Some(t) => PoolError::Gone(*c, t),
-                    None => PoolError::Unknown(*c),
+                    Some(t) => TakeError::Gone(*c, t),
+                    None => TakeError::Unknown(*c),
                 });
             }
         }
@@ -192,25 +195,18 @@ impl<N> NoncePool<N> {
             .first()
             .and_then(|c| self.index.get(c))
             .copied()
-            .ok_or(PoolError::NotOneVector)?;
-        let vector = self.vectors.get(&lead).ok_or(PoolError::NotOneVector)?;
+            .ok_or(TakeError::NotOneVector)?;
+        let vector = self.vectors.get(&lead).ok_or(TakeError::NotOneVector)?;
         if vector.commitments != commitments {
-            return Err(PoolError::NotOneVector);
+            return Err(TakeError::NotOneVector);
         }
         if vector.expires <= now {
             self.remove_vector(lead, Tombstone::Expired, now);
-            return Err(PoolError::Gone(lead, Tombstone::Expired));
+            return Err(TakeError::Gone(lead, Tombstone::Expired));
         }
-        Ok(lead)
-    }
-
-    /// Takes the vector whose first commitment is `lead` (checked by
-    /// [`NoncePool::check_vector`]), leaving `Consumed` tombstones. Returns
-    /// the nonces in input order, or `None` if no such vector is live.
-    pub(crate) fn take(&mut self, now: Timestamp, lead: CommitmentHash) -> Option<Vec<N>> {
-        let vector = self.detach(lead)?;
+        let vector = self.detach(lead).ok_or(TakeError::NotOneVector)?;
         self.bury(&vector.commitments, Tombstone::Consumed { lead }, now);
-        Some(vector.nonces)
+        Ok((lead, vector.nonces))
     }
 
     /// Drops the live vectors of `coordinator` that contain any of
@@ -367,15 +363,13 @@ mod tests {
         assert_eq!(p.tombstone(&c(1)), Some(Tombstone::Evicted));
         assert_eq!(p.tombstone(&c(2)), Some(Tombstone::Evicted));
         assert_eq!(p.live_for(&A), 3);
-        assert!(p.check_vector(Timestamp(3), &[c(10)]).is_ok());
-        assert!(p.check_vector(Timestamp(3), &[c(3), c(4)]).is_ok());
+        assert_eq!(p.take(Timestamp(3), &[c(10)]), Ok((c(10), vec![10])));
+        assert!(p.take(Timestamp(3), &[c(1), c(2)]).is_err());
+        issue(&mut p, 3, B, &[10]);
         // The wallet-wide cap (6) refuses instead of evicting B's nonces.
         issue(&mut p, 3, B, &[11, 12]);
         let c3 = CoordinatorId([3; 32]);
-        assert_eq!(
-            p.reserve(Timestamp(3), c3, 2),
-            Err(PoolError::WalletFull { live: 6 })
-        );
+        assert_eq!(p.reserve(Timestamp(3), c3, 2), Err(WalletFull { live: 6 }));
         assert_eq!(p.live_for(&A), 3, "a refused reserve evicts nobody else");
     }
 
@@ -385,8 +379,8 @@ mod tests {
         issue(&mut p, 0, A, &[1]);
         issue(&mut p, 0, B, &[2]);
         assert_eq!(
-            p.check_vector(Timestamp(10_000), &[c(1)]),
-            Err(PoolError::Gone(c(1), Tombstone::Expired))
+            p.take(Timestamp(10_000), &[c(1)]),
+            Err(TakeError::Gone(c(1), Tombstone::Expired))
         );
         assert_eq!(p.abort(Timestamp(1), A, &[c(2)]), 0, "not A's nonce");
         assert_eq!(p.abort(Timestamp(1), B, &[c(2)]), 1);

@@ -1,0 +1,507 @@
+//! The signer: one member's wallets, nonces, pending shares and markers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use rand_core::{CryptoRng, RngCore};
+use thresig_crypto::{KeyShare, Seat, SecretNonce, WalletKey, commit};
+
+use crate::api::{
+    AbortRequest, HexBytes, Request, Response, Round1Request, Round1Response, Round2Request,
+    Round2Response, WalletStatus,
+};
+use crate::check::{CheckedRound2, check_round2, commitment_hash};
+use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
+use crate::durable::{Marker, MarkerInsert, SignerStore, StorageFault, StoredKey, StoredWallet};
+use crate::error::{Error, InternalFault, RequestPart};
+use crate::ids::{CommitmentHash, CoordinatorId, PackageHash, Timestamp, WalletId};
+use crate::pool::{NoncePool, TakeError, Tombstone};
+use crate::wallet::{SigningKey, WalletState};
+
+/// Shares computed for an attempt whose marker is not yet durable.
+///
+/// They were computed once, from nonces that no longer exist; only the
+/// byte-identical request may retry their commit.
+struct Pending {
+    package: PackageHash,
+    shares: Vec<Vec<u8>>,
+    /// When these shares may be forgotten (dropping them is always safe:
+    /// they were never released and their nonces are gone).
+    until: Timestamp,
+}
+
+/// The mutable state of one wallet, behind its own lock.
+struct Shard {
+    state: WalletState,
+    pool: NoncePool<SecretNonce>,
+    /// Pending shares by the attempt's first commitment.
+    pending: HashMap<CommitmentHash, Pending>,
+}
+
+/// One configured wallet.
+struct Slot {
+    config: WalletConfig,
+    seat: Seat,
+    shard: Mutex<Shard>,
+}
+
+/// One threshold signer: the wallets it serves and its signing state.
+///
+/// `Signer` is `Sync`: each wallet's state sits behind its own lock, so
+/// operations on different wallets never wait on each other; a wallet's
+/// lock is held across that wallet's own marker commit only. It reads no
+/// clock and creates no randomness: `now` and `rng` are arguments.
+///
+/// Methods, by kind:
+/// - inputs: [`Signer::handle`] (dispatches a [`Request`]), or directly
+///   [`Signer::round1`], [`Signer::round2`], [`Signer::abort`];
+/// - getters: [`Signer::status`], [`Signer::wallets`];
+/// - upkeep: [`Signer::prune`] drops expired nonces and forgotten
+///   tombstones (also done lazily by every round).
+///
+/// Every answer is immediate; nothing is queued. A restart is dropping the
+/// `Signer` and opening a new one over the same store: live nonces and
+/// pending shares are lost (by design), markers are not.
+pub struct Signer<S> {
+    store: S,
+    limits: Limits,
+    wallets: BTreeMap<WalletId, Slot>,
+}
+
+/// Why a signer could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A wallet's record could not be read.
+    #[error("wallet {wallet}: storage failed ({fault:?})")]
+    Storage {
+        /// The wallet.
+        wallet: WalletId,
+        /// What failed.
+        fault: StorageFault,
+    },
+}
+
+impl<S: SignerStore> Signer<S> {
+    /// Opens the signer: validates `config` and loads each wallet's state
+    /// from `store`. A wallet whose records fail to authenticate, or
+    /// disagree with the configuration, is `corrupt`; the others serve.
+    ///
+    /// # Errors
+    /// [`OpenError::Config`] for an invalid configuration,
+    /// [`OpenError::Storage`] when the store cannot be read.
+    pub fn open(config: SignerConfig, store: S) -> Result<Self, OpenError> {
+        config.validate()?;
+        let mut wallets = BTreeMap::new();
+        for wallet in config.wallets {
+            let seat = wallet
+                .seat_of(&config.identity)
+                .ok_or_else(|| ConfigError::NotAMember {
+                    wallet: wallet.id.clone(),
+                })?;
+            let stored = store
+                .load_wallet(&wallet.id)
+                .map_err(|fault| OpenError::Storage {
+                    wallet: wallet.id.clone(),
+                    fault,
+                })?;
+            let state = wallet_state(&wallet, seat, stored);
+            let shard = Shard {
+                state,
+                pool: NoncePool::new(config.limits.clone()),
+                pending: HashMap::new(),
+            };
+            wallets.insert(
+                wallet.id.clone(),
+                Slot {
+                    config: wallet,
+                    seat,
+                    shard: Mutex::new(shard),
+                },
+            );
+        }
+        Ok(Self {
+            store,
+            limits: config.limits,
+            wallets,
+        })
+    }
+
+    /// Handles one request from the authenticated coordinator `from`.
+    ///
+    /// # Errors
+    /// As for the method the request dispatches to.
+    pub fn handle<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        request: Request,
+        rng: &mut R,
+    ) -> Result<Response, Error> {
+        match request {
+            Request::Round1(req) => self.round1(now, from, &req, rng).map(Response::Round1),
+            Request::Round2(req) => self.round2(now, &req).map(Response::Round2),
+            Request::Abort(req) => self
+                .abort(now, from, &req)
+                .map(|destroyed| Response::Aborted { destroyed }),
+            Request::Status { wallet } => self.status(&wallet).map(Response::Status),
+            Request::ListWallets => Ok(Response::Wallets {
+                wallets: self.wallets()?,
+            }),
+        }
+    }
+
+    /// Signing round 1: generates one fresh nonce per input, keeps them in
+    /// memory only, and returns their commitments.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`]; the wallet-state errors; a zero or too
+    /// large input count; [`Error::NonceCapacity`] at the wallet-wide limit
+    /// (the coordinator's own oldest vectors are evicted first to fit its
+    /// quota).
+    pub fn round1<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &Round1Request,
+        rng: &mut R,
+    ) -> Result<Round1Response, Error> {
+        let slot = self.slot(&req.wallet)?;
+        let mut guard = lock(slot)?;
+        let Shard { state, pool, .. } = &mut *guard;
+        let key = state.signing_key(&req.wallet)?;
+        if req.inputs == 0 {
+            return Err(Error::Malformed {
+                wallet: req.wallet.clone(),
+                part: RequestPart::NoInputs,
+            });
+        }
+        if req.inputs > self.limits.max_inputs {
+            return Err(Error::TooManyInputs {
+                wallet: req.wallet.clone(),
+                requested: req.inputs,
+                max: self.limits.max_inputs,
+            });
+        }
+        pool.reserve(now, from, req.inputs)
+            .map_err(|full| Error::NonceCapacity {
+                wallet: req.wallet.clone(),
+                coordinator: from,
+                live: full.live,
+                max: self.limits.nonces_per_wallet,
+            })?;
+        let mut entries = Vec::with_capacity(req.inputs);
+        let mut commitments = Vec::with_capacity(req.inputs);
+        for _ in 0..req.inputs {
+            let (nonce, commitment) = commit(&key.share, rng);
+            let bytes = commitment
+                .to_bytes()
+                .map_err(|_| Error::Internal(InternalFault::Serialization))?;
+            entries.push((commitment_hash(&commitment)?, nonce));
+            commitments.push(HexBytes(bytes));
+        }
+        pool.insert(now, from, entries);
+        Ok(Round1Response {
+            wallet: req.wallet.clone(),
+            seat: slot.seat.get(),
+            epoch: key.epoch,
+            commitments,
+        })
+    }
+
+    /// Signing round 2: checks the request, takes the nonces of exactly one
+    /// round-1 vector, computes the shares, makes their marker durable and
+    /// only then returns them.
+    ///
+    /// A byte-identical replay returns the shares stored in the marker (also
+    /// after a restart); a different request for a used commitment gets
+    /// [`Error::SessionConflict`]. If the marker commit fails the shares stay
+    /// pending in memory, nothing is returned, and the error is retryable.
+    ///
+    /// # Errors
+    /// Every check of [`crate::Error`]'s request variants, the nonce errors
+    /// ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
+    /// [`Error::NonceEvicted`], [`Error::SessionConflict`]) and
+    /// [`Error::Storage`].
+    pub fn round2(&self, now: Timestamp, req: &Round2Request) -> Result<Round2Response, Error> {
+        let slot = self.slot(&req.wallet)?;
+        let mut guard = lock(slot)?;
+        let Shard {
+            state,
+            pool,
+            pending,
+        } = &mut *guard;
+        prune_pending(pending, now);
+        let key = state.signing_key(&req.wallet)?;
+        let checked = check_round2(&slot.config, slot.seat, key, &self.limits, req)?;
+        let wallet = &slot.config.id;
+        let lead = checked.lead();
+        let respond = |shares: Vec<Vec<u8>>| Round2Response {
+            wallet: wallet.clone(),
+            seat: slot.seat.get(),
+            shares: shares.into_iter().map(HexBytes).collect(),
+        };
+
+        // A durable marker answers replays and refuses everything else.
+        let stored = self
+            .store
+            .marker(wallet, &lead)
+            .map_err(|fault| storage(wallet, fault))?;
+        if let Some(marker) = stored {
+            pending.remove(&lead);
+            return replay(wallet, lead, checked.hash(), marker).map(respond);
+        }
+        // Pending shares are retried only by the byte-identical request.
+        if let Some(p) = pending.get(&lead) {
+            if p.package != checked.hash() {
+                pending.remove(&lead);
+                return Err(Error::SessionConflict {
+                    wallet: wallet.clone(),
+                    commitment: lead,
+                });
+            }
+            let marker = Marker::new(p.package, p.shares.clone());
+            return self.commit(wallet, lead, marker, pending).map(respond);
+        }
+        // Fresh attempt: take the nonces (they leave the pool for good),
+        // sign outside any store transaction, then commit the marker.
+        let (lead, nonces) = pool.take(now, checked.own()).map_err(|e| {
+            if let TakeError::Gone(_, Tombstone::Consumed { lead }) = e {
+                pending.remove(&lead);
+            }
+            take_error(wallet, e)
+        })?;
+        let shares = sign_all(&checked, nonces, key)?;
+        pending.insert(
+            lead,
+            Pending {
+                package: checked.hash(),
+                shares: shares.clone(),
+                until: now.saturating_add(self.limits.tombstone_ttl),
+            },
+        );
+        let marker = Marker::new(checked.hash(), shares);
+        self.commit(wallet, lead, marker, pending).map(respond)
+    }
+
+    /// Destroys the live round-1 vectors of `from` that contain any of the
+    /// given commitments. Returns how many nonces were destroyed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`], or [`Error::Malformed`] for a commitment
+    /// that does not decode.
+    pub fn abort(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &AbortRequest,
+    ) -> Result<usize, Error> {
+        let slot = self.slot(&req.wallet)?;
+        let hashes = req
+            .commitments
+            .iter()
+            .map(|c| {
+                thresig_crypto::Commitment::from_bytes(&c.0)
+                    .map_err(|_| Error::Malformed {
+                        wallet: req.wallet.clone(),
+                        part: RequestPart::Commitments,
+                    })
+                    .and_then(|c| commitment_hash(&c))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(lock(slot)?.pool.abort(now, from, &hashes))
+    }
+
+    /// Drops expired nonces, old tombstones and forgotten pending shares of
+    /// every wallet. Harmless to call at any time.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if a wallet's lock is poisoned.
+    pub fn prune(&self, now: Timestamp) -> Result<(), Error> {
+        for slot in self.wallets.values() {
+            let mut shard = lock(slot)?;
+            shard.pool.prune(now);
+            prune_pending(&mut shard.pending, now);
+        }
+        Ok(())
+    }
+
+    /// One wallet's status.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`].
+    pub fn status(&self, wallet: &WalletId) -> Result<WalletStatus, Error> {
+        status_of(self.slot(wallet)?)
+    }
+
+    /// Every wallet's status, in id order.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if a wallet's lock is poisoned.
+    pub fn wallets(&self) -> Result<Vec<WalletStatus>, Error> {
+        self.wallets.values().map(status_of).collect()
+    }
+
+    /// The store the signer runs on.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn slot(&self, wallet: &WalletId) -> Result<&Slot, Error> {
+        self.wallets
+            .get(wallet)
+            .ok_or_else(|| Error::UnknownWallet {
+                wallet: wallet.clone(),
+            })
+    }
+
+    /// Makes `marker` durable (insert-if-absent) and returns the shares to
+    /// release: the new ones if inserted, the stored ones for an identical
+    /// earlier commit. On failure the pending shares stay for a retry.
+    fn commit(
+        &self,
+        wallet: &WalletId,
+        lead: CommitmentHash,
+        marker: Marker,
+        pending: &mut HashMap<CommitmentHash, Pending>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let outcome = self
+            .store
+            .insert_marker(wallet, &lead, &marker)
+            .map_err(|fault| storage(wallet, fault))?;
+        pending.remove(&lead);
+        match outcome {
+            MarkerInsert::Inserted => Ok(marker.shares),
+            MarkerInsert::Existing(stored) => replay(wallet, lead, marker.package, stored),
+        }
+    }
+}
+
+/// The shares of a durable marker if it answers `package`, else a conflict.
+fn replay(
+    wallet: &WalletId,
+    lead: CommitmentHash,
+    package: PackageHash,
+    marker: Marker,
+) -> Result<Vec<Vec<u8>>, Error> {
+    if marker.package == package {
+        Ok(marker.shares)
+    } else {
+        Err(Error::SessionConflict {
+            wallet: wallet.clone(),
+            commitment: lead,
+        })
+    }
+}
+
+/// Computes one share per input, consuming the nonces (each is destroyed as
+/// soon as its share exists).
+fn sign_all(
+    checked: &CheckedRound2,
+    nonces: Vec<SecretNonce>,
+    key: &SigningKey,
+) -> Result<Vec<Vec<u8>>, Error> {
+    checked
+        .packages()
+        .iter()
+        .zip(nonces)
+        .map(|(package, nonce)| {
+            thresig_crypto::sign(nonce, package, &key.share, &key.key)
+                .map(|share| share.to_bytes())
+                .map_err(|_| Error::Internal(InternalFault::SigningFailed))
+        })
+        .collect()
+}
+
+fn prune_pending(pending: &mut HashMap<CommitmentHash, Pending>, now: Timestamp) {
+    pending.retain(|_, p| p.until > now);
+}
+
+fn storage(wallet: &WalletId, fault: StorageFault) -> Error {
+    Error::Storage {
+        wallet: wallet.clone(),
+        fault,
+    }
+}
+
+fn take_error(wallet: &WalletId, e: TakeError) -> Error {
+    let wallet = wallet.clone();
+    match e {
+        TakeError::Unknown(commitment) | TakeError::Gone(commitment, Tombstone::Aborted) => {
+            Error::NonceUnknown { wallet, commitment }
+        }
+        TakeError::Gone(commitment, Tombstone::Consumed { .. }) => {
+            Error::SessionConflict { wallet, commitment }
+        }
+        TakeError::Gone(commitment, Tombstone::Evicted) => {
+            Error::NonceEvicted { wallet, commitment }
+        }
+        TakeError::Gone(commitment, Tombstone::Expired) => {
+            Error::AttemptExpired { wallet, commitment }
+        }
+        TakeError::NotOneVector => Error::NotOneRound1Vector { wallet },
+    }
+}
+
+fn lock(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
+    slot.shard
+        .lock()
+        .map_err(|_| Error::Internal(InternalFault::Poisoned))
+}
+
+fn status_of(slot: &Slot) -> Result<WalletStatus, Error> {
+    let shard = lock(slot)?;
+    let key = shard.state.key();
+    Ok(WalletStatus {
+        wallet: slot.config.id.clone(),
+        state: shard.state.kind(),
+        threshold: slot.config.threshold,
+        members: u16::try_from(slot.config.roster.len()).unwrap_or(u16::MAX),
+        seat: slot.seat.get(),
+        epoch: key.map(|k| k.epoch),
+        output_key: key.map(|k| HexBytes(k.key.output_key().to_bytes().to_vec())),
+        live_nonces: shard.pool.live(),
+    })
+}
+
+/// A wallet's state from its stored record, refusing (as `corrupt`) key
+/// material that does not decode or does not match the configuration.
+fn wallet_state(config: &WalletConfig, seat: Seat, stored: StoredWallet) -> WalletState {
+    let key = |stored: &StoredKey| signing_key(config, seat, stored);
+    match stored {
+        StoredWallet::Absent => WalletState::DkgPending,
+        StoredWallet::Retired => WalletState::Retired,
+        StoredWallet::Corrupt => WalletState::Corrupt,
+        StoredWallet::Active(stored) => {
+            key(&stored).map_or(WalletState::Corrupt, WalletState::Active)
+        }
+        StoredWallet::Rekeying(stored) => {
+            key(&stored).map_or(WalletState::Corrupt, WalletState::Rekeying)
+        }
+    }
+}
+
+fn signing_key(config: &WalletConfig, seat: Seat, stored: &StoredKey) -> Option<SigningKey> {
+    let key = WalletKey::from_bytes(&stored.wallet_key).ok()?;
+    let share = KeyShare::from_bytes(&stored.share).ok()?;
+    let fits = share.seat() == seat
+        && share.check_wallet(&key).is_ok()
+        && key.threshold() == config.threshold
+        && key.members().len() == config.roster.len();
+    fits.then_some(SigningKey {
+        epoch: stored.epoch,
+        key,
+        share,
+    })
+}
+
+impl<S> std::fmt::Debug for Signer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("wallets", &self.wallets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
