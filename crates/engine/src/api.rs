@@ -57,6 +57,13 @@ pub struct Round1Request {
     pub inputs: usize,
 }
 
+impl Round1Request {
+    /// A request for `inputs` fresh commitments of `wallet`.
+    pub fn new(wallet: WalletId, inputs: usize) -> Self {
+        Self { wallet, inputs }
+    }
+}
+
 /// Signing round 2: one share per input.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -73,6 +80,25 @@ pub struct Round2Request {
     pub packages: Vec<HexBytes>,
 }
 
+impl Round2Request {
+    /// A round-2 request (see the field docs).
+    pub fn new(
+        wallet: WalletId,
+        epoch: Epoch,
+        signers: Vec<u16>,
+        target: SigningTarget,
+        packages: Vec<HexBytes>,
+    ) -> Self {
+        Self {
+            wallet,
+            epoch,
+            signers,
+            target,
+            packages,
+        }
+    }
+}
+
 /// Destroys live nonces a coordinator no longer needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -82,6 +108,16 @@ pub struct AbortRequest {
     /// Commitments (as returned by round 1) whose round-1 vectors are
     /// dropped; only the requesting coordinator's own vectors are touched.
     pub commitments: Vec<HexBytes>,
+}
+
+impl AbortRequest {
+    /// An abort of the vectors holding `commitments`.
+    pub fn new(wallet: WalletId, commitments: Vec<HexBytes>) -> Self {
+        Self {
+            wallet,
+            commitments,
+        }
+    }
 }
 
 /// A request to the signer.

@@ -124,3 +124,26 @@ pub trait SignerStore: Send + Sync {
         marker: &Marker,
     ) -> Result<MarkerInsert, StorageFault>;
 }
+
+impl<T: SignerStore + ?Sized> SignerStore for std::sync::Arc<T> {
+    fn load_wallet(&self, wallet: &WalletId) -> Result<StoredWallet, StorageFault> {
+        (**self).load_wallet(wallet)
+    }
+
+    fn marker(
+        &self,
+        wallet: &WalletId,
+        commitment: &CommitmentHash,
+    ) -> Result<Option<Marker>, StorageFault> {
+        (**self).marker(wallet, commitment)
+    }
+
+    fn insert_marker(
+        &self,
+        wallet: &WalletId,
+        commitment: &CommitmentHash,
+        marker: &Marker,
+    ) -> Result<MarkerInsert, StorageFault> {
+        (**self).insert_marker(wallet, commitment, marker)
+    }
+}

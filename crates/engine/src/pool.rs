@@ -328,29 +328,22 @@ mod tests {
         let mut p = pool();
         issue(&mut p, 0, A, &[1, 2]);
         issue(&mut p, 0, A, &[3]);
-        assert_eq!(
-            p.check_vector(Timestamp(1), &[c(1)]),
-            Err(PoolError::NotOneVector)
-        );
-        assert_eq!(
-            p.check_vector(Timestamp(1), &[c(2), c(1)]),
-            Err(PoolError::NotOneVector)
-        );
-        assert_eq!(
-            p.check_vector(Timestamp(1), &[c(1), c(3)]),
-            Err(PoolError::NotOneVector)
-        );
-        let lead = p.check_vector(Timestamp(1), &[c(1), c(2)]).unwrap();
-        assert_eq!(p.take(Timestamp(1), lead), Some(vec![1, 2]));
+        let t = Timestamp(1);
+        assert_eq!(p.take(t, &[c(1)]), Err(TakeError::NotOneVector));
+        assert_eq!(p.take(t, &[c(2), c(1)]), Err(TakeError::NotOneVector));
+        assert_eq!(p.take(t, &[c(1), c(3)]), Err(TakeError::NotOneVector));
+        assert_eq!(p.live(), 3, "a refused take takes nothing");
+        assert_eq!(p.take(t, &[c(1), c(2)]), Ok((c(1), vec![1, 2])));
         assert_eq!(p.live(), 1);
         assert_eq!(
-            p.check_vector(Timestamp(1), &[c(1), c(2)]),
-            Err(PoolError::Gone(c(1), Tombstone::Consumed { lead: c(1) }))
+            p.take(t, &[c(1), c(2)]),
+            Err(TakeError::Gone(c(1), Tombstone::Consumed { lead: c(1) }))
         );
         assert_eq!(
-            p.check_vector(Timestamp(1), &[c(9)]),
-            Err(PoolError::Unknown(c(9)))
+            p.take(t, &[c(2)]),
+            Err(TakeError::Gone(c(2), Tombstone::Consumed { lead: c(1) }))
         );
+        assert_eq!(p.take(t, &[c(9)]), Err(TakeError::Unknown(c(9))));
     }
 
     #[test]
@@ -365,7 +358,7 @@ mod tests {
         assert_eq!(p.live_for(&A), 3);
         assert_eq!(p.take(Timestamp(3), &[c(10)]), Ok((c(10), vec![10])));
         assert!(p.take(Timestamp(3), &[c(1), c(2)]).is_err());
-        issue(&mut p, 3, B, &[10]);
+        issue(&mut p, 3, B, &[13]);
         // The wallet-wide cap (6) refuses instead of evicting B's nonces.
         issue(&mut p, 3, B, &[11, 12]);
         let c3 = CoordinatorId([3; 32]);

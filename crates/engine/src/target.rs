@@ -32,6 +32,11 @@ pub enum SigningTarget {
 }
 
 impl SigningTarget {
+    /// Raw digests, one per input.
+    pub fn digests(digests: Vec<Digest>) -> Self {
+        Self::Digests { digests }
+    }
+
     /// A canonical byte encoding, hashed into the package hash so that two
     /// requests with different targets are never the same attempt.
     pub(crate) fn canonical_bytes(&self) -> Vec<u8> {

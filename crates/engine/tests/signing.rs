@@ -1,0 +1,366 @@
+//! Signing rounds end to end: nonces, markers, replays, conflicts, checks.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use thresig_crypto::Commitment;
+use thresig_engine::{Epoch, Error, ErrorCode, Limits, StorageFault};
+
+const D1: [u8; 32] = [1; 32];
+const D2: [u8; 32] = [2; 32];
+const D3: [u8; 32] = [3; 32];
+
+fn cluster(seed: u64) -> Cluster {
+    Cluster::new(seed, 2, 3, &["w1", "w2"], small_limits())
+}
+
+/// Round 1 at seats 1 and 2 for `inputs` inputs.
+fn commitments(c: &mut Cluster, inputs: usize) -> BTreeMap<u16, Vec<Commitment>> {
+    [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, COORD_A, "w1", inputs).unwrap()))
+        .collect()
+}
+
+#[test]
+fn two_of_three_signs_and_verifies() {
+    let mut c = cluster(1);
+    let sigs = c.sign("w1", &[1, 3], &[D1]);
+    assert_eq!(sigs.len(), 1);
+    let sigs = c.sign("w2", &[2, 3], &[D1, D2]);
+    assert_eq!(sigs.len(), 2);
+}
+
+#[test]
+fn three_inputs_use_three_nonces_and_one_marker() {
+    let mut c = cluster(2);
+    let comms = commitments(&mut c, 3);
+    let distinct: BTreeSet<Vec<u8>> = comms[&1].iter().map(|c| c.to_bytes().unwrap()).collect();
+    assert_eq!(distinct.len(), 3, "three distinct nonces");
+    let req = c.request("w1", &comms, &[D1, D2, D3]);
+    let shares: BTreeMap<u16, Vec<Vec<u8>>> =
+        [1, 2].map(|s| (s, c.round2(s, &req).unwrap())).into();
+    let markers = c.member(1).store.inner.markers();
+    assert_eq!(markers.len(), 1, "one marker for the attempt");
+    let marker = markers.values().next().unwrap();
+    assert_eq!(marker.shares, shares[&1], "all three shares in it");
+    assert_eq!(marker.shares.len(), 3);
+    assert_eq!(c.aggregate("w1", &req, &shares).len(), 3);
+}
+
+#[test]
+fn a_commitment_used_for_two_inputs_is_refused() {
+    let mut c = cluster(3);
+    let mut comms = commitments(&mut c, 2);
+    let good = c.request("w1", &comms, &[D1, D2]);
+    let first = comms.get(&1).unwrap()[0];
+    comms.get_mut(&1).unwrap()[1] = first;
+    let bad = c.request("w1", &comms, &[D1, D2]);
+    let err = c.round2(1, &bad).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::CommitmentReused {
+                first: 0,
+                second: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    // Nothing was consumed: the honest request still signs.
+    assert_eq!(c.round2(1, &good).unwrap().len(), 2);
+}
+
+#[test]
+fn a_partial_or_mixed_vector_is_refused() {
+    let mut c = cluster(4);
+    let comms = commitments(&mut c, 2);
+    let mut one = comms.clone();
+    for v in one.values_mut() {
+        v.truncate(1);
+    }
+    let req = c.request("w1", &one, &[D1]);
+    assert!(matches!(
+        c.round2(1, &req),
+        Err(Error::NotOneRound1Vector { .. })
+    ));
+    let other = commitments(&mut c, 2);
+    let mut mixed = comms.clone();
+    mixed.get_mut(&1).unwrap()[1] = other[&1][0];
+    let req = c.request("w1", &mixed, &[D1, D2]);
+    assert!(matches!(
+        c.round2(1, &req),
+        Err(Error::NotOneRound1Vector { .. })
+    ));
+}
+
+#[test]
+fn replay_returns_identical_bytes_before_and_after_restart() {
+    let mut c = cluster(5);
+    let comms = commitments(&mut c, 2);
+    let req = c.request("w1", &comms, &[D1, D2]);
+    let first = c.round2(1, &req).unwrap();
+    assert_eq!(
+        c.round2(1, &req).unwrap(),
+        first,
+        "replay in the same process"
+    );
+    c.restart(1);
+    assert_eq!(c.round2(1, &req).unwrap(), first, "replay after a restart");
+    // The replayed shares still aggregate.
+    let second = c.round2(2, &req).unwrap();
+    c.aggregate("w1", &req, &[(1, first), (2, second)].into());
+}
+
+#[test]
+fn a_lost_marker_commit_releases_nothing_and_the_identical_retry_succeeds() {
+    let mut c = cluster(6);
+    let comms = commitments(&mut c, 2);
+    let req = c.request("w1", &comms, &[D1, D2]);
+    c.member(1).store.fail_next_commit(Fault::Lost);
+    let err = c.round2(1, &req).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable);
+    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
+    assert!(
+        c.member(1).store.inner.markers().is_empty(),
+        "nothing durable"
+    );
+    let shares1 = c.round2(1, &req).unwrap();
+    assert_eq!(c.member(1).store.inner.markers().len(), 1);
+    let shares2 = c.round2(2, &req).unwrap();
+    c.aggregate("w1", &req, &[(1, shares1), (2, shares2)].into());
+}
+
+#[test]
+fn ambiguous_commit_then_another_package_gets_session_conflict() {
+    let mut c = cluster(7);
+    let comms = commitments(&mut c, 1);
+    let p1 = c.request("w1", &comms, &[D1]);
+    let p2 = c.request("w1", &comms, &[D2]);
+    c.member(1).store.fail_next_commit(Fault::Ambiguous);
+    assert_eq!(
+        c.round2(1, &p1).unwrap_err().code(),
+        ErrorCode::StorageUnavailable
+    );
+    let err = c.round2(1, &p2).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::SessionConflict, "{err:?}");
+    // The durable marker still answers P1, and only P1.
+    let shares = c.round2(1, &p1).unwrap();
+    assert_eq!(c.member(1).store.inner.markers().len(), 1);
+    assert_eq!(
+        c.round2(1, &p2).unwrap_err().code(),
+        ErrorCode::SessionConflict
+    );
+    // And after a restart too.
+    c.restart(1);
+    assert_eq!(
+        c.round2(1, &p2).unwrap_err().code(),
+        ErrorCode::SessionConflict
+    );
+    assert_eq!(c.round2(1, &p1).unwrap(), shares);
+}
+
+#[test]
+fn another_package_drops_pending_shares_for_good() {
+    let mut c = cluster(8);
+    let comms = commitments(&mut c, 1);
+    let p1 = c.request("w1", &comms, &[D1]);
+    let p2 = c.request("w1", &comms, &[D2]);
+    c.member(1).store.fail_next_commit(Fault::Lost);
+    assert_eq!(
+        c.round2(1, &p1).unwrap_err().code(),
+        ErrorCode::StorageUnavailable
+    );
+    assert_eq!(
+        c.round2(1, &p2).unwrap_err().code(),
+        ErrorCode::SessionConflict
+    );
+    // The pending shares for P1 are gone with their nonce: no share ever.
+    assert_eq!(
+        c.round2(1, &p1).unwrap_err().code(),
+        ErrorCode::SessionConflict
+    );
+    assert!(c.member(1).store.inner.markers().is_empty());
+}
+
+#[test]
+fn unknown_and_restarted_commitments_get_nonce_unknown() {
+    let mut c = cluster(9);
+    let comms = commitments(&mut c, 1);
+    let req = c.request("w1", &comms, &[D1]);
+    c.restart(1);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(matches!(err, Error::NonceUnknown { .. }), "{err:?}");
+    assert_eq!(err.code().as_str(), "nonce_unknown");
+}
+
+#[test]
+fn roster_threshold_and_epoch_are_each_checked() {
+    let mut c = cluster(10);
+    let mut comms = commitments(&mut c, 1);
+    // Seat 4 is outside the 3-member roster.
+    let foreign = comms[&2].clone();
+    comms.insert(4, foreign);
+    let req = c.request("w1", &comms, &[D1]);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(
+        matches!(err, Error::IdentifierNotInRoster { identifier: 4, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), ErrorCode::RosterMismatch);
+
+    comms.remove(&4);
+    comms.remove(&2);
+    let req = c.request("w1", &comms, &[D1]);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooFewSigners {
+                signers: 1,
+                threshold: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), ErrorCode::RosterMismatch);
+
+    let comms = commitments(&mut c, 1);
+    let mut req = c.request("w1", &comms, &[D1]);
+    req.epoch = Epoch(2);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(matches!(err, Error::StaleEpoch { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::StaleEpoch);
+    // None of these consumed the nonce.
+    req.epoch = Epoch(1);
+    assert!(c.round2(1, &req).is_ok());
+}
+
+#[test]
+fn a_message_other_than_the_derived_one_is_refused() {
+    let mut c = cluster(11);
+    let comms = commitments(&mut c, 1);
+    let mut req = c.request("w1", &comms, &[D1]);
+    let other = c.request("w1", &comms, &[D2]);
+    req.packages = other.packages;
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(
+        matches!(err, Error::MessageMismatch { input: 0, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn nonce_ttl_expiry_is_typed() {
+    let mut c = cluster(12);
+    let comms = commitments(&mut c, 1);
+    let req = c.request("w1", &comms, &[D1]);
+    c.advance(Duration::from_secs(61));
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(matches!(err, Error::AttemptExpired { .. }), "{err:?}");
+    assert_eq!(err.code().as_str(), "attempt_expired");
+}
+
+#[test]
+fn a_coordinators_quota_evicts_its_own_oldest_and_spares_another() {
+    // Quota 8 per coordinator, 12 per wallet, requests of at most 4.
+    let mut c = cluster(13);
+    let b = c.round1(1, COORD_B, "w1", 4).unwrap();
+    let oldest = c.round1(1, COORD_A, "w1", 4).unwrap();
+    c.round1(1, COORD_A, "w1", 4).unwrap();
+    c.round1(1, COORD_A, "w1", 4).unwrap(); // evicts `oldest`
+    let seat2 = c.round1(2, COORD_A, "w1", 4).unwrap();
+    let req = c.request(
+        "w1",
+        &[(1, oldest), (2, seat2.clone())].into(),
+        &[D1, D2, D3, D1],
+    );
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(matches!(err, Error::NonceEvicted { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::CapacityExhausted);
+    // Coordinator B's vector survived A's churn.
+    let req = c.request("w1", &[(1, b), (2, seat2)].into(), &[D1, D2, D3, D1]);
+    assert_eq!(c.round2(1, &req).unwrap().len(), 4);
+    // The wallet-wide cap refuses a third coordinator instead of evicting.
+    let before = c.member(1).signer.status(&wid("w1")).unwrap().live_nonces;
+    assert_eq!(before, 8);
+    c.round1(1, COORD_B, "w1", 4).unwrap();
+    let err = c
+        .round1(1, thresig_engine::CoordinatorId([7; 32]), "w1", 4)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NonceCapacity {
+                live: 12,
+                max: 12,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn request_size_and_policy_are_typed() {
+    let mut c = cluster(14);
+    let err = c.round1(1, COORD_A, "w1", 5).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooManyInputs {
+                requested: 5,
+                max: 4,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = c.round1(1, COORD_A, "w1", 0).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    let err = c.round1(1, COORD_A, "nope", 1).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UnknownWallet);
+}
+
+#[test]
+fn raw_digests_need_the_wallet_policy() {
+    let mut c = Cluster::new(15, 2, 3, &["w1"], Limits::default());
+    let deny: Vec<_> = c.members[0]
+        .config
+        .wallets
+        .iter()
+        .cloned()
+        .map(|mut w| {
+            w.raw_digests = thresig_engine::RawDigestPolicy::Deny;
+            w
+        })
+        .collect();
+    c.members[0].config.wallets = deny;
+    c.restart(1);
+    let comms = commitments(&mut c, 1);
+    let req = c.request("w1", &comms, &[D1]);
+    let err = c.round2(1, &req).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PolicyDenied);
+}
+
+#[test]
+fn replay_survives_a_failing_read_path_only_as_retryable() {
+    let mut c = cluster(16);
+    let comms = commitments(&mut c, 1);
+    let req = c.request("w1", &comms, &[D1]);
+    let shares = c.round2(1, &req).unwrap();
+    c.member(1)
+        .store
+        .fail_reads(Some(StorageFault::KeyProviderUnavailable));
+    let err = c.round2(1, &req).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::KeyProviderUnavailable);
+    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
+    c.member(1).store.fail_reads(None);
+    assert_eq!(c.round2(1, &req).unwrap(), shares);
+}
