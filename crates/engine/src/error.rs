@@ -473,3 +473,54 @@ impl Error {
         self.code().recovery()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    const DOC: &str = include_str!("../../../docs/errors.md");
+
+    #[test]
+    fn codes_are_unique_stable_and_documented_with_their_class() {
+        let strings: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(strings.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            let row = format!(
+                "| `{}` | {} |",
+                code.as_str(),
+                recovery_str(code.recovery())
+            );
+            assert!(DOC.contains(&row), "docs/errors.md lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn storage_faults_map_to_their_codes() {
+        let wallet = WalletId::new("w").unwrap();
+        let code = |fault| {
+            Error::Storage {
+                wallet: wallet.clone(),
+                fault,
+            }
+            .code()
+        };
+        assert_eq!(
+            code(StorageFault::Unavailable),
+            ErrorCode::StorageUnavailable
+        );
+        assert_eq!(
+            code(StorageFault::Unavailable).recovery(),
+            Recovery::Retryable
+        );
+        assert_eq!(
+            code(StorageFault::KeyProviderUnavailable),
+            ErrorCode::KeyProviderUnavailable
+        );
+        assert_eq!(code(StorageFault::Corrupt), ErrorCode::StateCorrupt);
+        assert_eq!(code(StorageFault::Rollback).recovery(), Recovery::Terminal);
+    }
+}
