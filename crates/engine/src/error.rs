@@ -363,6 +363,15 @@ pub enum Error {
         /// The seat number (FROST identifier) found.
         identifier: u16,
     },
+    /// The requesting coordinator is not a member of the wallet; only
+    /// members may coordinate for it.
+    #[error("wallet {wallet}: coordinator {coordinator:?} is not a member")]
+    CoordinatorNotMember {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The coordinator's identity.
+        coordinator: CoordinatorId,
+    },
     /// Fewer signers than the wallet's threshold.
     #[error("wallet {wallet}: {signers} signers, threshold {threshold}")]
     TooFewSigners {
@@ -450,9 +459,9 @@ impl Error {
             Self::NonceUnknown { .. } => ErrorCode::NonceUnknown,
             Self::AttemptExpired { .. } => ErrorCode::AttemptExpired,
             Self::NonceEvicted { .. } | Self::NonceCapacity { .. } => ErrorCode::CapacityExhausted,
-            Self::IdentifierNotInRoster { .. } | Self::TooFewSigners { .. } => {
-                ErrorCode::RosterMismatch
-            }
+            Self::IdentifierNotInRoster { .. }
+            | Self::TooFewSigners { .. }
+            | Self::CoordinatorNotMember { .. } => ErrorCode::RosterMismatch,
             Self::StaleEpoch { .. } => ErrorCode::StaleEpoch,
             Self::PolicyDenied { .. } => ErrorCode::PolicyDenied,
             Self::KeyPackageMissing { .. } | Self::StoredRecordInvalid { .. } => {

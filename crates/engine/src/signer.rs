@@ -143,7 +143,7 @@ impl<S: SignerStore> Signer<S> {
     ) -> Result<Response, Error> {
         match request {
             Request::Round1(req) => self.round1(now, from, &req, rng).map(Response::Round1),
-            Request::Round2(req) => self.round2(now, &req).map(Response::Round2),
+            Request::Round2(req) => self.round2(now, from, &req).map(Response::Round2),
             Request::Abort(req) => self
                 .abort(now, from, &req)
                 .map(|destroyed| Response::Aborted { destroyed }),
@@ -158,7 +158,8 @@ impl<S: SignerStore> Signer<S> {
     /// memory only, and returns their commitments.
     ///
     /// # Errors
-    /// [`Error::UnknownWallet`]; the wallet-state errors; a zero or too
+    /// [`Error::UnknownWallet`]; [`Error::CoordinatorNotMember`]; the
+    /// wallet-state errors; a zero or too
     /// large input count; [`Error::NonceCapacity`] at the wallet-wide limit
     /// (the coordinator's own oldest vectors are evicted first to fit its
     /// quota).
@@ -169,7 +170,7 @@ impl<S: SignerStore> Signer<S> {
         req: &Round1Request,
         rng: &mut R,
     ) -> Result<Round1Response, Error> {
-        let slot = self.slot(&req.wallet)?;
+        let slot = self.member_slot(&req.wallet, from)?;
         let mut guard = lock(slot)?;
         let Shard { state, pool, .. } = &mut *guard;
         let key = state.signing_key(&req.wallet)?;
@@ -222,12 +223,18 @@ impl<S: SignerStore> Signer<S> {
     /// pending in memory, nothing is returned, and the error is retryable.
     ///
     /// # Errors
-    /// Every check of [`crate::Error`]'s request variants, the nonce errors
+    /// [`Error::CoordinatorNotMember`], every check of [`crate::Error`]'s
+    /// request variants, the nonce errors
     /// ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
     /// [`Error::NonceEvicted`], [`Error::SessionConflict`]) and
     /// [`Error::Storage`].
-    pub fn round2(&self, now: Timestamp, req: &Round2Request) -> Result<Round2Response, Error> {
-        let slot = self.slot(&req.wallet)?;
+    pub fn round2(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &Round2Request,
+    ) -> Result<Round2Response, Error> {
+        let slot = self.member_slot(&req.wallet, from)?;
         let mut guard = lock(slot)?;
         let Shard {
             state,
@@ -356,6 +363,19 @@ impl<S: SignerStore> Signer<S> {
             .ok_or_else(|| Error::UnknownWallet {
                 wallet: wallet.clone(),
             })
+    }
+
+    /// The wallet's slot, if `from` is a member of it: only members may
+    /// coordinate for a wallet.
+    fn member_slot(&self, wallet: &WalletId, from: CoordinatorId) -> Result<&Slot, Error> {
+        let slot = self.slot(wallet)?;
+        if !slot.config.roster.iter().any(|k| k.to_bytes() == from.0) {
+            return Err(Error::CoordinatorNotMember {
+                wallet: wallet.clone(),
+                coordinator: from,
+            });
+        }
+        Ok(slot)
     }
 
     /// Makes `marker` durable (insert-if-absent) and returns the shares to

@@ -24,7 +24,7 @@ fn a_round1_request_travels_as_json_and_back() {
     let now = c.now;
     let result = c.members[0]
         .signer
-        .handle(now, COORD_A, decoded, &mut c.rng);
+        .handle(now, coordinator(COORD_A), decoded, &mut c.rng);
     let reply: Envelope<Reply> = serde_json::from_slice(&encode_reply(result.into())).unwrap();
     assert_eq!(reply.version, API_VERSION);
     let Reply::Ok(Response::Round1(r)) = reply.body else {
@@ -67,7 +67,9 @@ fn errors_travel_with_code_and_class() {
         wallet: wid("other"),
     };
     let now = c.now;
-    let result = c.members[0].signer.handle(now, COORD_A, req, &mut c.rng);
+    let result = c.members[0]
+        .signer
+        .handle(now, coordinator(COORD_A), req, &mut c.rng);
     let json: serde_json::Value = serde_json::from_slice(&encode_reply(result.into())).unwrap();
     assert_eq!(json["body"]["error"]["code"], "unknown_wallet");
     assert_eq!(json["body"]["error"]["recovery"], "terminal");

@@ -34,7 +34,7 @@ fn a_parked_commit_on_wallet_a_does_not_block_wallet_b() {
     std::thread::scope(|scope| {
         let events = &events;
         let a = scope.spawn(move || {
-            let result = signer.round2(now, &requests["wa"]);
+            let result = signer.round2(now, coordinator(COORD_A), &requests["wa"]);
             events.lock().unwrap().push("a done");
             result
         });
@@ -45,11 +45,13 @@ fn a_parked_commit_on_wallet_a_does_not_block_wallet_b() {
         let (done_tx, done_rx) = channel();
         let rng = &mut rng;
         let b = scope.spawn(move || {
-            let shares = signer.round2(now, &requests["wb"]).unwrap();
+            let shares = signer
+                .round2(now, coordinator(COORD_A), &requests["wb"])
+                .unwrap();
             let fresh = signer
                 .round1(
                     now,
-                    COORD_B,
+                    coordinator(COORD_B),
                     &thresig_engine::Round1Request::new(wid("wb"), 2),
                     rng,
                 )

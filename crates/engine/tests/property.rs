@@ -109,7 +109,10 @@ fn run(seed: u64, ops: &[Op]) {
                     .collect();
                 let req = thresig_engine::AbortRequest::new(wid("w"), commitments);
                 for from in [COORD_A, COORD_B] {
-                    c.member(1).signer.abort(c.now, from, &req).unwrap();
+                    c.member(1)
+                        .signer
+                        .abort(c.now, coordinator(from), &req)
+                        .unwrap();
                 }
             }
             Op::Restart => c.restart(1),

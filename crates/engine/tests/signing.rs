@@ -291,9 +291,7 @@ fn a_coordinators_quota_evicts_its_own_oldest_and_spares_another() {
     let before = c.member(1).signer.status(&wid("w1")).unwrap().live_nonces;
     assert_eq!(before, 8);
     c.round1(1, COORD_B, "w1", 4).unwrap();
-    let err = c
-        .round1(1, thresig_engine::CoordinatorId([7; 32]), "w1", 4)
-        .unwrap_err();
+    let err = c.round1(1, 1, "w1", 4).unwrap_err();
     assert!(
         matches!(
             err,
@@ -363,4 +361,22 @@ fn replay_survives_a_failing_read_path_only_as_retryable() {
     assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
     c.member(1).store.fail_reads(None);
     assert_eq!(c.round2(1, &req).unwrap(), shares);
+}
+
+#[test]
+fn only_members_may_coordinate() {
+    let mut c = cluster(17);
+    let outsider = thresig_engine::CoordinatorId(identity(9).to_bytes());
+    let req = thresig_engine::Round1Request::new(wid("w1"), 1);
+    let now = c.now;
+    let err = c.members[0]
+        .signer
+        .round1(now, outsider, &req, &mut c.rng)
+        .unwrap_err();
+    assert!(matches!(err, Error::CoordinatorNotMember { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::RosterMismatch);
+    let comms = commitments(&mut c, 1);
+    let req = c.request("w1", &comms, &[D1]);
+    let err = c.member(1).signer.round2(now, outsider, &req).unwrap_err();
+    assert!(matches!(err, Error::CoordinatorNotMember { .. }), "{err:?}");
 }

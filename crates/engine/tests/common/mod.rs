@@ -217,8 +217,23 @@ pub struct Cluster {
     _guard: SeedGuard,
 }
 
-pub const COORD_A: CoordinatorId = CoordinatorId([0xa1; 32]);
-pub const COORD_B: CoordinatorId = CoordinatorId([0xb2; 32]);
+/// The identity key of seat `s` (deterministic).
+pub fn identity(s: u16) -> IdentityKey {
+    let mut secret = [0u8; 32];
+    secret[..2].copy_from_slice(&s.to_be_bytes());
+    secret[2] = 0x5e;
+    let key = ed25519_dalek::SigningKey::from_bytes(&secret);
+    IdentityKey::from_bytes(key.verifying_key().to_bytes()).unwrap()
+}
+
+/// Seat `s` acting as a coordinator.
+pub fn coordinator(s: u16) -> CoordinatorId {
+    CoordinatorId(identity(s).to_bytes())
+}
+
+/// Two coordinators (the members at seats 3 and 2).
+pub const COORD_A: u16 = 3;
+pub const COORD_B: u16 = 2;
 
 pub fn wid(name: &str) -> WalletId {
     WalletId::new(name).unwrap()
@@ -236,15 +251,7 @@ impl Cluster {
     pub fn new(seed: u64, t: u16, n: u16, wallets: &[&str], limits: Limits) -> Self {
         let guard = SeedGuard(seed);
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let identities: Vec<IdentityKey> = (0..n)
-            .map(|i| {
-                let mut secret = [0u8; 32];
-                secret[0] = u8::try_from(i).unwrap();
-                secret[1] = 0x5e;
-                let key = ed25519_dalek::SigningKey::from_bytes(&secret);
-                IdentityKey::from_bytes(key.verifying_key().to_bytes()).unwrap()
-            })
-            .collect();
+        let identities: Vec<IdentityKey> = (1..=n).map(identity).collect();
         let stores: Vec<TestStore> = (0..n)
             .map(|_| Arc::new(FaultStore::new(MemStore::default())))
             .collect();
@@ -307,16 +314,18 @@ impl Cluster {
     pub fn round1(
         &mut self,
         s: u16,
-        from: CoordinatorId,
+        from: u16,
         wallet: &str,
         inputs: usize,
     ) -> Result<Vec<Commitment>, Error> {
         let req = Round1Request::new(wid(wallet), inputs);
         let now = self.now;
-        let resp =
-            self.members[usize::from(s) - 1]
-                .signer
-                .round1(now, from, &req, &mut self.rng)?;
+        let resp = self.members[usize::from(s) - 1].signer.round1(
+            now,
+            coordinator(from),
+            &req,
+            &mut self.rng,
+        )?;
         Ok(resp
             .commitments
             .iter()
@@ -355,7 +364,7 @@ impl Cluster {
     pub fn round2(&self, s: u16, req: &Round2Request) -> Result<Vec<Vec<u8>>, Error> {
         self.member(s)
             .signer
-            .round2(self.now, req)
+            .round2(self.now, coordinator(COORD_A), req)
             .map(|r| r.shares.into_iter().map(|h| h.0).collect())
     }
 
