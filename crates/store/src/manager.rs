@@ -1,0 +1,184 @@
+//! The key manager: a std thread that polls the provider's current KEK id,
+//! rotates the KEK when it changes, finishes interrupted rotations, purges
+//! expired markers and refreshes the anti-rollback witness.
+//!
+//! It runs beside the writer, never in front of it: a provider that hangs
+//! or fails stalls only this thread, and shows up in [`ProviderHealth`]
+//! (the daemon exports it as a metric and an alert), while reads and writes
+//! carry on (I3).
+
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::entry::DekState;
+use crate::error::{Error, Recovery};
+use crate::ids::Timestamp;
+use crate::ops::WriteOp;
+use crate::provider::KekId;
+use crate::store::{EncryptedStore, Store, read_entries};
+use crate::sync::{Arc, Mutex, lock};
+
+/// Settings of the key manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyManagerOptions {
+    /// How often the provider's key id is polled. Default 60 s: a KMS
+    /// rotation is noticed within a minute, at one cheap `key-id` call per
+    /// minute.
+    pub poll_interval: Duration,
+}
+
+impl Default for KeyManagerOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The key provider's health as the key manager last saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProviderHealth {
+    /// Ticks completed.
+    pub ticks: u64,
+    /// Consecutive ticks on which the provider or a rotation failed.
+    pub consecutive_failures: u64,
+    /// Whether an operator should look: the last tick failed.
+    pub alert: bool,
+    /// Whether the last failure can clear by itself.
+    pub last_failure: Option<Recovery>,
+    /// The provider's current KEK id when it last answered.
+    pub current_kek: Option<KekId>,
+    /// KEK rotations completed.
+    pub kek_rotations: u64,
+    /// Markers purged.
+    pub markers_purged: u64,
+}
+
+/// The key manager. [`KeyManager::start`] runs it on its own thread;
+/// [`KeyManager::new`] makes one that ticks only when told (tests, operator
+/// commands). Stops and joins its thread on drop.
+#[derive(Debug)]
+pub struct KeyManager {
+    inner: Arc<Inner>,
+    stop: Option<SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: std::sync::Arc<EncryptedStore>,
+    health: Mutex<ProviderHealth>,
+}
+
+impl KeyManager {
+    /// A manager over `store` that ticks only through [`KeyManager::tick`].
+    pub fn new(store: std::sync::Arc<EncryptedStore>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                health: Mutex::new(ProviderHealth::default()),
+            }),
+            stop: None,
+            thread: None,
+        }
+    }
+
+    /// Starts a manager thread over `store`, ticking every
+    /// `options.poll_interval` with the system clock.
+    pub fn start(store: std::sync::Arc<EncryptedStore>, options: KeyManagerOptions) -> Self {
+        let mut manager = Self::new(store);
+        let (stop, stopped) = sync_channel::<()>(1);
+        let inner = manager.inner.clone();
+        manager.thread = std::thread::Builder::new()
+            .name("thresig-key-manager".to_owned())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(options.poll_interval)
+                {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    inner.tick(Timestamp(now));
+                }
+            })
+            .ok();
+        manager.stop = Some(stop);
+        manager
+    }
+
+    /// One tick at time `now`: purge expired markers, refresh the witness,
+    /// poll the provider, rotate the KEK if its id changed, finish any
+    /// interrupted rotation. Failures are recorded in the health state,
+    /// never propagated: the next tick tries again.
+    pub fn tick(&self, now: Timestamp) {
+        self.inner.tick(now);
+    }
+
+    /// The provider's health as of the last tick.
+    pub fn health(&self) -> ProviderHealth {
+        lock(&self.inner.health).clone()
+    }
+}
+
+impl Drop for KeyManager {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.try_send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Inner {
+    fn tick(&self, now: Timestamp) {
+        let result = tick_inner(&self.store, &self.health, now);
+        let mut h = lock(&self.health);
+        h.ticks += 1;
+        match result {
+            Ok(()) => {
+                h.consecutive_failures = 0;
+                h.alert = false;
+                h.last_failure = None;
+            }
+            Err(e) => {
+                h.consecutive_failures += 1;
+                h.alert = true;
+                h.last_failure = Some(e.recovery());
+            }
+        }
+    }
+}
+
+fn tick_inner(
+    store: &EncryptedStore,
+    health: &Mutex<ProviderHealth>,
+    now: Timestamp,
+) -> Result<(), Error> {
+    // Purge first: it needs no provider, so a dead KMS does not stop it.
+    if let Ok(crate::ops::WriteOutcome::Committed(results)) =
+        store.write(vec![WriteOp::PurgeMarkers { now }])
+    {
+        for r in results {
+            if let crate::ops::OpResult::Purged(n) = r {
+                lock(health).markers_purged += n;
+            }
+        }
+    }
+    store.refresh_witness()?;
+    let kek = store.provider.current_kek_id().map_err(Error::Provider)?;
+    lock(health).current_kek = Some(kek.clone());
+    let needs_rotation = read_entries(&store.shared.db)?
+        .iter()
+        .filter(|e| e.state == DekState::Active)
+        .any(|e| !e.has_wrap(&kek) || e.wraps.len() > 1);
+    if needs_rotation {
+        store.rotate_kek()?;
+        lock(health).kek_rotations += 1;
+    }
+    store.resume_rotations()
+}

@@ -1,0 +1,393 @@
+//! The write operations the engine submits, and how the writer applies them.
+//!
+//! The engine submits a *unit*: a list of [`WriteOp`]s that commit together
+//! or not at all. The writer applies many units in one transaction (group
+//! commit). Inside a unit the operations apply in order, each seeing the
+//! earlier ones; a conditional operation whose check fails (a marker already
+//! present, a counter that moved) takes back the whole unit and reports
+//! [`WriteOutcome::Skipped`], while the other units of the batch commit.
+
+use crate::error::Error;
+use crate::ids::{
+    AuditSeq, CommitmentHash, DkgSessionId, Epoch, MetaName, PackageHash, PolicyKey, Timestamp,
+    WalletId,
+};
+use crate::records::{ExpiryChange, WriteCtx, decode_u64};
+use crate::schema::{self, MARKER_EXPIRY, RecordTable};
+
+/// An attempt marker: the signature shares released for one commitment, and
+/// the package they answered. Stored only if absent, so a commitment's
+/// shares are released for exactly one package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// Hash of the signing package the shares answer.
+    pub package_hash: PackageHash,
+    /// The serialized shares, as the engine encodes them.
+    pub shares: Vec<u8>,
+    /// When the marker may be purged: nonce TTL plus the replay window after
+    /// it was written.
+    pub expires_at: Timestamp,
+}
+
+impl Marker {
+    fn encode(&self) -> Vec<u8> {
+        [
+            &self.package_hash.0[..],
+            &self.expires_at.0.to_be_bytes(),
+            &self.shares,
+        ]
+        .concat()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let (hash, rest) = bytes.split_first_chunk::<32>()?;
+        let (expires, shares) = rest.split_first_chunk::<8>()?;
+        Some(Self {
+            package_hash: PackageHash(*hash),
+            shares: shares.to_vec(),
+            expires_at: Timestamp(u64::from_be_bytes(*expires)),
+        })
+    }
+}
+
+/// One write of a unit.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum WriteOp {
+    /// Stores a wallet's state (creating its epoch record at the current
+    /// global epoch if the wallet is new). Sealed with the wallet's epoch.
+    PutWallet {
+        /// The wallet.
+        wallet: WalletId,
+        /// The engine's encoding of the wallet state.
+        value: Vec<u8>,
+    },
+    /// Stores a key package for (wallet, epoch) only if none is there: a
+    /// confirmed key package is never overwritten.
+    InsertKeyPackage {
+        /// The wallet.
+        wallet: WalletId,
+        /// The key package's epoch.
+        epoch: Epoch,
+        /// The serialized key package.
+        value: Vec<u8>,
+    },
+    /// Deletes the key package of (wallet, epoch) (after a refresh switched).
+    DeleteKeyPackage {
+        /// The wallet.
+        wallet: WalletId,
+        /// The epoch to delete.
+        epoch: Epoch,
+    },
+    /// Stores a DKG result awaiting confirmation.
+    PutDkgResult {
+        /// The wallet.
+        wallet: WalletId,
+        /// The DKG session.
+        session: DkgSessionId,
+        /// The engine's encoding of the result.
+        value: Vec<u8>,
+    },
+    /// Deletes a DKG result (confirmed, or aborted by the operator).
+    DeleteDkgResult {
+        /// The wallet.
+        wallet: WalletId,
+        /// The DKG session.
+        session: DkgSessionId,
+    },
+    /// Inserts an attempt marker only if none exists for the commitment.
+    InsertMarker {
+        /// The wallet.
+        wallet: WalletId,
+        /// The signer's commitment hash.
+        commitment: CommitmentHash,
+        /// The marker.
+        marker: Marker,
+    },
+    /// Sets a policy counter to `new` only if it currently equals
+    /// `expected` (`None`: only if absent).
+    CasPolicy {
+        /// The wallet.
+        wallet: WalletId,
+        /// The counter.
+        key: PolicyKey,
+        /// The value the caller read.
+        expected: Option<Vec<u8>>,
+        /// The value to store.
+        new: Vec<u8>,
+    },
+    /// Appends an audit entry; the writer assigns the next sequence.
+    AppendAudit {
+        /// The engine's encoding of the entry.
+        entry: Vec<u8>,
+    },
+    /// Stores an engine metadata record.
+    PutMeta {
+        /// The record's name.
+        name: MetaName,
+        /// Its value.
+        value: Vec<u8>,
+    },
+    /// Bumps the global epoch and moves the wallet to it, re-sealing the
+    /// wallet's state and policy records so older ciphertexts stop opening.
+    BumpWalletEpoch {
+        /// The wallet.
+        wallet: WalletId,
+    },
+    /// Deletes every marker that expired at or before `now`.
+    PurgeMarkers {
+        /// The current time, passed in by the caller.
+        now: Timestamp,
+    },
+}
+
+/// What one operation of a committed unit did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpResult {
+    /// The record was written.
+    Written,
+    /// The conditional insert inserted.
+    Inserted,
+    /// The compare-and-set stored the new value.
+    Swapped,
+    /// Whether a delete found the record.
+    Deleted(bool),
+    /// The audit entry's sequence.
+    Appended(AuditSeq),
+    /// The wallet's new epoch.
+    EpochBumped(Epoch),
+    /// How many markers were purged.
+    Purged(u64),
+}
+
+/// Why a unit was skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Conflict {
+    /// A key package was already stored for (wallet, epoch); it is returned.
+    KeyPackagePresent(Vec<u8>),
+    /// A marker was already stored for the commitment; it is returned (a
+    /// replay of the same package gets its shares from it).
+    MarkerPresent(Marker),
+    /// The counter did not hold the expected value; its current value.
+    PolicyMismatch(Option<Vec<u8>>),
+}
+
+/// The result of one unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteOutcome {
+    /// Every operation applied and the commit is durable.
+    Committed(Vec<OpResult>),
+    /// Nothing of the unit was written: operation `op` found `conflict`.
+    Skipped {
+        /// Index of the failing operation in the unit.
+        op: usize,
+        /// What it found.
+        conflict: Conflict,
+    },
+}
+
+/// The outcome of applying one operation inside the transaction.
+enum Applied {
+    Done(OpResult),
+    Conflict(Conflict),
+}
+
+/// Applies a unit inside `ctx`: all of it, or (on a conflict or a record
+/// error) none of it.
+///
+/// # Errors
+/// Record errors (a wallet's record failing to authenticate) are returned
+/// after the unit was taken back; storage errors abort the transaction.
+pub(crate) fn apply_unit(ctx: &mut WriteCtx<'_>, ops: &[WriteOp]) -> Result<WriteOutcome, Error> {
+    let savepoint = ctx.savepoint();
+    let mut results = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        match apply_op(ctx, op) {
+            Ok(Applied::Done(r)) => results.push(r),
+            Ok(Applied::Conflict(conflict)) => {
+                ctx.rollback_to(savepoint)?;
+                return Ok(WriteOutcome::Skipped { op: i, conflict });
+            }
+            Err(e) => {
+                ctx.rollback_to(savepoint)?;
+                return Err(e);
+            }
+        }
+    }
+    ctx.release();
+    Ok(WriteOutcome::Committed(results))
+}
+
+/// The wallet an operation writes to, if any.
+pub(crate) fn op_wallet(op: &WriteOp) -> Option<&WalletId> {
+    match op {
+        WriteOp::PutWallet { wallet, .. }
+        | WriteOp::InsertKeyPackage { wallet, .. }
+        | WriteOp::DeleteKeyPackage { wallet, .. }
+        | WriteOp::PutDkgResult { wallet, .. }
+        | WriteOp::DeleteDkgResult { wallet, .. }
+        | WriteOp::InsertMarker { wallet, .. }
+        | WriteOp::CasPolicy { wallet, .. }
+        | WriteOp::BumpWalletEpoch { wallet } => Some(wallet),
+        WriteOp::AppendAudit { .. } | WriteOp::PutMeta { .. } | WriteOp::PurgeMarkers { .. } => {
+            None
+        }
+    }
+}
+
+fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
+    let written = Ok(Applied::Done(OpResult::Written));
+    match op {
+        WriteOp::PutWallet { wallet, value } => {
+            let key = schema::wallet_key(wallet);
+            // Opening the old value first means a wallet whose record fails
+            // to authenticate is never silently overwritten (I4).
+            ctx.records().get(RecordTable::Wallets, &key)?;
+            if ctx.records().wallet_epoch(wallet)?.is_none() {
+                let global = ctx.records().global_epoch()?;
+                ctx.put(RecordTable::Epochs, &key, &global.0.to_be_bytes())?;
+            }
+            ctx.put(RecordTable::Wallets, &key, value)?;
+            written
+        }
+        WriteOp::InsertKeyPackage {
+            wallet,
+            epoch,
+            value,
+        } => {
+            let key = schema::key_package_key(wallet, *epoch);
+            if let Some(existing) = ctx.records().get(RecordTable::KeyPackages, &key)? {
+                return Ok(Applied::Conflict(Conflict::KeyPackagePresent(
+                    existing.to_vec(),
+                )));
+            }
+            ctx.put(RecordTable::KeyPackages, &key, value)?;
+            Ok(Applied::Done(OpResult::Inserted))
+        }
+        WriteOp::DeleteKeyPackage { wallet, epoch } => {
+            let key = schema::key_package_key(wallet, *epoch);
+            Ok(Applied::Done(OpResult::Deleted(
+                ctx.delete(RecordTable::KeyPackages, &key)?,
+            )))
+        }
+        WriteOp::PutDkgResult {
+            wallet,
+            session,
+            value,
+        } => {
+            ctx.put(
+                RecordTable::DkgResults,
+                &schema::dkg_key(wallet, session),
+                value,
+            )?;
+            written
+        }
+        WriteOp::DeleteDkgResult { wallet, session } => Ok(Applied::Done(OpResult::Deleted(
+            ctx.delete(RecordTable::DkgResults, &schema::dkg_key(wallet, session))?,
+        ))),
+        WriteOp::InsertMarker {
+            wallet,
+            commitment,
+            marker,
+        } => {
+            let key = schema::marker_key(wallet, commitment);
+            if let Some(existing) = ctx.records().get(RecordTable::Markers, &key)? {
+                let existing = Marker::decode(&existing).ok_or(Error::RecordTampered {
+                    table: RecordTable::Markers,
+                    wallet: Some(wallet.clone()),
+                })?;
+                return Ok(Applied::Conflict(Conflict::MarkerPresent(existing)));
+            }
+            ctx.put(RecordTable::Markers, &key, &marker.encode())?;
+            ctx.set_expiry(
+                &schema::expiry_key(marker.expires_at, &key),
+                ExpiryChange::Add,
+            )?;
+            Ok(Applied::Done(OpResult::Inserted))
+        }
+        WriteOp::CasPolicy {
+            wallet,
+            key,
+            expected,
+            new,
+        } => {
+            let key = schema::policy_key(wallet, key);
+            let current = ctx.records().get(RecordTable::Policy, &key)?;
+            if current.as_deref().map(Vec::as_slice) != expected.as_deref() {
+                return Ok(Applied::Conflict(Conflict::PolicyMismatch(
+                    current.map(|c| c.to_vec()),
+                )));
+            }
+            ctx.put(RecordTable::Policy, &key, new)?;
+            Ok(Applied::Done(OpResult::Swapped))
+        }
+        WriteOp::AppendAudit { entry } => {
+            let last = match ctx.txn_last_audit()? {
+                Some(k) => decode_u64(&k).ok_or(Error::RecordTampered {
+                    table: RecordTable::Audit,
+                    wallet: None,
+                })?,
+                None => 0,
+            };
+            let seq = AuditSeq(last.saturating_add(1));
+            ctx.put(RecordTable::Audit, &seq.0.to_be_bytes(), entry)?;
+            Ok(Applied::Done(OpResult::Appended(seq)))
+        }
+        WriteOp::PutMeta { name, value } => {
+            ctx.put(RecordTable::Meta, name.as_bytes(), value)?;
+            written
+        }
+        WriteOp::BumpWalletEpoch { wallet } => bump_wallet_epoch(ctx, wallet),
+        WriteOp::PurgeMarkers { now } => purge_markers(ctx, *now),
+    }
+}
+
+impl WriteCtx<'_> {
+    fn txn_last_audit(&self) -> Result<Option<Vec<u8>>, Error> {
+        use crate::records::Raw as _;
+        self.txn.raw_last(RecordTable::Audit)
+    }
+}
+
+/// Moves `wallet` to a new global epoch, re-sealing its state and policy.
+fn bump_wallet_epoch(ctx: &mut WriteCtx<'_>, wallet: &WalletId) -> Result<Applied, Error> {
+    let key = schema::wallet_key(wallet);
+    let prefix = schema::wallet_prefix(wallet);
+    // Open everything first under the old epoch: a record that fails to
+    // authenticate stops the bump before anything changed.
+    let state = ctx.records().get(RecordTable::Wallets, &key)?;
+    let policy = ctx.records().get_prefix(RecordTable::Policy, &prefix)?;
+    let new = ctx.bump_global()?;
+    ctx.put(RecordTable::Epochs, &key, &new.0.to_be_bytes())?;
+    if let Some(state) = state {
+        ctx.put_at(RecordTable::Wallets, &key, new, &state)?;
+    }
+    for (k, v) in policy {
+        ctx.put_at(RecordTable::Policy, &k, new, &v)?;
+    }
+    Ok(Applied::Done(OpResult::EpochBumped(new)))
+}
+
+fn purge_markers(ctx: &mut WriteCtx<'_>, now: Timestamp) -> Result<Applied, Error> {
+    let end = schema::expiry_key(Timestamp(now.0.saturating_add(1)), &[]);
+    let expired: Vec<Vec<u8>> = {
+        let t = ctx.txn.open_table(MARKER_EXPIRY)?;
+        let mut out = Vec::new();
+        for item in redb::ReadableTable::range::<&[u8]>(&t, ..end.as_slice())? {
+            out.push(item?.0.value().to_vec());
+        }
+        out
+    };
+    let mut purged = 0u64;
+    for expiry in expired {
+        let marker_key = expiry.get(8..).map(<[u8]>::to_vec).unwrap_or_default();
+        ctx.set_expiry(&expiry, ExpiryChange::Remove)?;
+        if ctx.delete(RecordTable::Markers, &marker_key)? {
+            purged = purged.saturating_add(1);
+        }
+    }
+    Ok(Applied::Done(OpResult::Purged(purged)))
+}

@@ -1,0 +1,447 @@
+//! Reading and writing sealed records inside one redb transaction.
+//!
+//! [`Records`] opens records for any transaction (read or write), resolving
+//! the epoch each record's associated data must carry. [`WriteCtx`] adds
+//! sealing under the DEK that is current *in this transaction* (I1), keeps
+//! the DEK index in step with every record change, and keeps an undo log so
+//! a unit of operations whose check fails can be taken back without
+//! aborting the rest of the batch.
+
+use crate::sync::Arc;
+
+use rand_core::OsRng;
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::ids::{DekTerm, Epoch, WalletId};
+use crate::keyring::KeyringView;
+use crate::schema::{self, DEK_INDEX, MARKER_EXPIRY, RecordTable, sys, wallet_of};
+use crate::seal::{Dek, OpenFailure, open, sealed_term};
+
+type RawPairs = Vec<(Vec<u8>, Vec<u8>)>;
+/// Opened records: (record key, plaintext).
+pub(crate) type OpenedPairs = Vec<(Vec<u8>, Zeroizing<Vec<u8>>)>;
+
+/// Raw access to the sealed tables of one transaction.
+pub(crate) trait Raw {
+    /// The stored bytes of `key`.
+    fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+    /// Every record whose key starts with `prefix`, in key order.
+    fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error>;
+    /// The last record of `table`.
+    fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error>;
+}
+
+fn get_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, Error> {
+    Ok(t.get(key)?.map(|g| g.value().to_vec()))
+}
+
+fn prefix_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    prefix: &[u8],
+) -> Result<RawPairs, Error> {
+    let mut out = Vec::new();
+    for item in t.range::<&[u8]>(prefix..)? {
+        let (k, v) = item?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+fn last_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+) -> Result<Option<Vec<u8>>, Error> {
+    Ok(t.last()?.map(|(k, _)| k.value().to_vec()))
+}
+
+impl Raw for ReadTransaction {
+    fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        get_in(&self.open_table(table.definition())?, key)
+    }
+    fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error> {
+        prefix_in(&self.open_table(table.definition())?, prefix)
+    }
+    fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
+        last_in(&self.open_table(table.definition())?)
+    }
+}
+
+impl Raw for WriteTransaction {
+    fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        get_in(&self.open_table(table.definition())?, key)
+    }
+    fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error> {
+        prefix_in(&self.open_table(table.definition())?, prefix)
+    }
+    fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
+        last_in(&self.open_table(table.definition())?)
+    }
+}
+
+/// Decodes a stored big-endian `u64`.
+pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(*bytes.first_chunk::<8>()?)).filter(|_| bytes.len() == 8)
+}
+
+/// Opens records of one transaction with one keyring snapshot.
+pub(crate) struct Records<'a, R: Raw> {
+    pub(crate) raw: &'a R,
+    pub(crate) view: &'a KeyringView,
+}
+
+impl<'a, R: Raw> Records<'a, R> {
+    pub(crate) fn new(raw: &'a R, view: &'a KeyringView) -> Self {
+        Self { raw, view }
+    }
+
+    /// Opens `sealed` as the value of `key` in `table` at `epoch`.
+    pub(crate) fn open_bytes(
+        &self,
+        table: RecordTable,
+        key: &[u8],
+        epoch: Epoch,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        open(|t| self.view.get(t), table, key, epoch, sealed)
+            .map_err(|f| corruption(table, key, epoch, f))
+    }
+
+    /// The plaintext of `key` in `table`, or `None` if absent.
+    pub(crate) fn get(
+        &self,
+        table: RecordTable,
+        key: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+        let Some(sealed) = self.raw.raw_get(table, key)? else {
+            return Ok(None);
+        };
+        let epoch = self.epoch_for(table, key)?;
+        self.open_bytes(table, key, epoch, &sealed).map(Some)
+    }
+
+    /// Every record of `table` under `prefix`, opened.
+    pub(crate) fn get_prefix(
+        &self,
+        table: RecordTable,
+        prefix: &[u8],
+    ) -> Result<OpenedPairs, Error> {
+        let mut out = Vec::new();
+        for (key, sealed) in self.raw.raw_prefix(table, prefix)? {
+            let epoch = self.epoch_for(table, &key)?;
+            let value = self.open_bytes(table, &key, epoch, &sealed)?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// The epoch `key` in `table` is sealed with.
+    pub(crate) fn epoch_for(&self, table: RecordTable, key: &[u8]) -> Result<Epoch, Error> {
+        if table == RecordTable::Epochs {
+            return self.global_epoch();
+        }
+        if !table.wallet_epoch_bound() {
+            return Ok(Epoch(0));
+        }
+        let wallet = wallet_of(key).ok_or(Error::RecordTampered {
+            table,
+            wallet: None,
+        })?;
+        Ok(self.wallet_epoch(&wallet)?.unwrap_or(Epoch(0)))
+    }
+
+    /// A store metadata `u64`.
+    pub(crate) fn sys_u64(&self, name: &'static [u8], label: &'static str) -> Result<u64, Error> {
+        let corrupt = || Error::MetadataCorrupt { name: label };
+        let value = self
+            .get(RecordTable::Sys, name)
+            .map_err(|e| {
+                if e.is_record_corruption() {
+                    corrupt()
+                } else {
+                    e
+                }
+            })?
+            .ok_or_else(corrupt)?;
+        decode_u64(&value).ok_or_else(corrupt)
+    }
+
+    /// The global security epoch.
+    pub(crate) fn global_epoch(&self) -> Result<Epoch, Error> {
+        self.sys_u64(sys::GLOBAL_EPOCH, "global_epoch").map(Epoch)
+    }
+
+    /// The commit generation.
+    pub(crate) fn generation(&self) -> Result<u64, Error> {
+        self.sys_u64(sys::GENERATION, "generation")
+    }
+
+    /// The current DEK term, as committed.
+    pub(crate) fn current_term(&self) -> Result<DekTerm, Error> {
+        self.sys_u64(sys::CURRENT_DEK, "current_dek").map(DekTerm)
+    }
+
+    /// A wallet's security epoch, if the wallet exists.
+    pub(crate) fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error> {
+        let key = schema::wallet_key(wallet);
+        let Some(value) = self.get(RecordTable::Epochs, &key)? else {
+            return Ok(None);
+        };
+        decode_u64(&value)
+            .map(|e| Some(Epoch(e)))
+            .ok_or(Error::RecordTampered {
+                table: RecordTable::Epochs,
+                wallet: Some(wallet.clone()),
+            })
+    }
+}
+
+/// Maps an open failure to the error naming the record.
+fn corruption(table: RecordTable, key: &[u8], expected: Epoch, f: OpenFailure) -> Error {
+    let wallet = table.wallet_scoped().then(|| wallet_of(key)).flatten();
+    match f {
+        OpenFailure::Tampered => Error::RecordTampered { table, wallet },
+        OpenFailure::Moved => Error::RecordMoved { table, wallet },
+        OpenFailure::Stale { found } => Error::RecordStale {
+            table,
+            wallet,
+            found,
+            expected,
+        },
+        OpenFailure::DekMissing { term } => Error::DekMissing { table, term },
+    }
+}
+
+/// One change the undo log can take back.
+enum Undo {
+    Record {
+        table: RecordTable,
+        key: Vec<u8>,
+        old: Option<Vec<u8>>,
+    },
+    Expiry {
+        key: Vec<u8>,
+        existed: bool,
+    },
+}
+
+/// The writer's view of one write transaction.
+pub(crate) struct WriteCtx<'t> {
+    pub(crate) txn: &'t WriteTransaction,
+    pub(crate) view: Arc<KeyringView>,
+    current: Arc<Dek>,
+    undo: Vec<Undo>,
+    /// Set when this transaction bumped the global epoch (the witness is
+    /// rewritten after it commits).
+    pub(crate) epoch_bumped: bool,
+}
+
+impl<'t> WriteCtx<'t> {
+    /// Begins sealing in `txn`: reads the current DEK term *in this
+    /// transaction* and takes that DEK from the in-memory keyring (I1).
+    ///
+    /// # Errors
+    /// [`Error::DekMissing`] if the committed current DEK is not in memory,
+    /// which the keyring's insert-before-promote order rules out.
+    pub(crate) fn begin(txn: &'t WriteTransaction, view: Arc<KeyringView>) -> Result<Self, Error> {
+        let term = Records::new(txn, &view).current_term()?;
+        let current = view.get(term).ok_or(Error::DekMissing {
+            table: RecordTable::Sys,
+            term,
+        })?;
+        Ok(Self {
+            txn,
+            view,
+            current,
+            undo: Vec::new(),
+            epoch_bumped: false,
+        })
+    }
+
+    /// Starts sealing with an explicit DEK (the first transaction of a new
+    /// store, before any current pointer exists).
+    pub(crate) fn with_dek(
+        txn: &'t WriteTransaction,
+        view: Arc<KeyringView>,
+        current: Arc<Dek>,
+    ) -> Self {
+        Self {
+            txn,
+            view,
+            current,
+            undo: Vec::new(),
+            epoch_bumped: false,
+        }
+    }
+
+    /// The term this transaction seals under.
+    pub(crate) fn current_term(&self) -> DekTerm {
+        self.current.term()
+    }
+
+    /// Switches sealing to `dek` (a promotion inside this transaction).
+    pub(crate) fn set_current(&mut self, dek: Arc<Dek>) {
+        self.current = dek;
+    }
+
+    /// A reader over this transaction's current state.
+    pub(crate) fn records(&self) -> Records<'_, WriteTransaction> {
+        Records::new(self.txn, &self.view)
+    }
+
+    /// Seals and stores `plaintext` under `key` at `epoch`.
+    pub(crate) fn put_at(
+        &mut self,
+        table: RecordTable,
+        key: &[u8],
+        epoch: Epoch,
+        plaintext: &[u8],
+    ) -> Result<(), Error> {
+        let sealed = self.current.seal(table, key, epoch, plaintext, &mut OsRng);
+        let old = self.set_raw(table, key, Some(&sealed))?;
+        self.undo.push(Undo::Record {
+            table,
+            key: key.to_vec(),
+            old,
+        });
+        Ok(())
+    }
+
+    /// Seals and stores `plaintext` under `key` at the epoch the table's
+    /// associated data requires now.
+    pub(crate) fn put(
+        &mut self,
+        table: RecordTable,
+        key: &[u8],
+        plaintext: &[u8],
+    ) -> Result<(), Error> {
+        let epoch = self.records().epoch_for(table, key)?;
+        self.put_at(table, key, epoch, plaintext)
+    }
+
+    /// Removes `key`; returns whether it existed.
+    pub(crate) fn delete(&mut self, table: RecordTable, key: &[u8]) -> Result<bool, Error> {
+        let old = self.set_raw(table, key, None)?;
+        let existed = old.is_some();
+        self.undo.push(Undo::Record {
+            table,
+            key: key.to_vec(),
+            old,
+        });
+        Ok(existed)
+    }
+
+    /// Adds or removes a marker-expiry index entry.
+    pub(crate) fn set_expiry(&mut self, key: &[u8], present: ExpiryChange) -> Result<(), Error> {
+        let mut t = self.txn.open_table(MARKER_EXPIRY)?;
+        let existed = match present {
+            ExpiryChange::Add => t.insert(key, ())?.is_some(),
+            ExpiryChange::Remove => t.remove(key)?.is_some(),
+        };
+        self.undo.push(Undo::Expiry {
+            key: key.to_vec(),
+            existed,
+        });
+        Ok(())
+    }
+
+    /// Writes raw bytes (or removes) and keeps the DEK index in step.
+    /// Returns the previous raw bytes.
+    fn set_raw(
+        &mut self,
+        table: RecordTable,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let old = {
+            let mut t = self.txn.open_table(table.definition())?;
+            match value {
+                Some(v) => t.insert(key, v)?.map(|g| g.value().to_vec()),
+                None => t.remove(key)?.map(|g| g.value().to_vec()),
+            }
+        };
+        let mut index = self.txn.open_table(DEK_INDEX)?;
+        if let Some(term) = old.as_deref().and_then(sealed_term) {
+            index.remove(schema::index_key(term, table, key).as_slice())?;
+        }
+        if let Some(term) = value.and_then(sealed_term) {
+            index.insert(schema::index_key(term, table, key).as_slice(), ())?;
+        }
+        Ok(old)
+    }
+
+    /// Marks the start of a unit of operations.
+    pub(crate) fn savepoint(&self) -> usize {
+        self.undo.len()
+    }
+
+    /// Takes back every change made since `savepoint`.
+    pub(crate) fn rollback_to(&mut self, savepoint: usize) -> Result<(), Error> {
+        while self.undo.len() > savepoint {
+            let Some(undo) = self.undo.pop() else { break };
+            match undo {
+                Undo::Record { table, key, old } => {
+                    self.set_raw(table, &key, old.as_deref())?;
+                }
+                Undo::Expiry { key, existed } => {
+                    let mut t = self.txn.open_table(MARKER_EXPIRY)?;
+                    if existed {
+                        t.insert(key.as_slice(), ())?;
+                    } else {
+                        t.remove(key.as_slice())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the undo log (after a unit succeeded).
+    pub(crate) fn release(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Bumps the global epoch and re-seals every wallet's epoch record under
+    /// it (I5). Returns the new global epoch.
+    pub(crate) fn bump_global(&mut self) -> Result<Epoch, Error> {
+        let old = self.records().global_epoch()?;
+        let epochs = self.records().get_prefix(RecordTable::Epochs, &[])?;
+        let new = Epoch(old.0.saturating_add(1));
+        self.put_at(
+            RecordTable::Sys,
+            sys::GLOBAL_EPOCH,
+            Epoch(0),
+            &new.0.to_be_bytes(),
+        )?;
+        for (key, value) in epochs {
+            self.put_at(RecordTable::Epochs, &key, new, &value)?;
+        }
+        self.epoch_bumped = true;
+        Ok(new)
+    }
+
+    /// Increments the commit generation (once per committed transaction).
+    pub(crate) fn bump_generation(&mut self) -> Result<u64, Error> {
+        let next = self.records().generation()?.saturating_add(1);
+        self.put_at(
+            RecordTable::Sys,
+            sys::GENERATION,
+            Epoch(0),
+            &next.to_be_bytes(),
+        )?;
+        Ok(next)
+    }
+}
+
+/// Whether a marker-expiry entry is added or removed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ExpiryChange {
+    Add,
+    Remove,
+}

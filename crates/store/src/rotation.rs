@@ -1,0 +1,237 @@
+//! Online key rotation and recovery, as sequences of writer operations.
+//!
+//! Every provider call (wrapping a DEK under a KEK) is made *before* the
+//! writer operation that stores its result, never inside it. Each step is
+//! its own transaction, and each step can be repeated: a rotation that
+//! crashed anywhere finishes when run again ([`EncryptedStore::resume_rotations`]).
+//!
+//! DEK rotation: (1) a new term is generated, wrapped, and put in the
+//! in-memory keyring; (2) its entry is stored; (3) it is promoted (current
+//! pointer moved, global epoch bumped); (4) records still under older terms
+//! are re-sealed in batches, each batch one write transaction; (5) every
+//! older term is retired by a transaction whose index range read finds no
+//! record naming it.
+//!
+//! KEK rotation: every active DEK is wrapped under the provider's current
+//! KEK (provider calls), the wraps are stored, and then the older wraps are
+//! dropped by a transaction that first checks every active DEK has a wrap
+//! under the new KEK.
+
+use rand_core::OsRng;
+
+use crate::entry::{DekState, RecoverySecretKey, StoredEntry};
+use crate::error::Error;
+use crate::ids::DekTerm;
+use crate::keyring::Keyring;
+use crate::provider::{KekId, KeyProvider};
+use crate::seal::Dek;
+use crate::store::{
+    EncryptedStore, StoreLocation, StoreOptions, open_db, open_shared, read_entries, unwrap_keyring,
+};
+use crate::writer::AdminOp;
+
+/// What `keys status` shows about the keyring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KeyringStatus {
+    /// The current DEK.
+    pub current: DekTerm,
+    /// Active DEKs with the KEKs each is wrapped under and how many records
+    /// name it.
+    pub deks: Vec<DekStatus>,
+    /// Retired DEK terms.
+    pub retired: Vec<DekTerm>,
+}
+
+/// One active DEK in [`KeyringStatus`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DekStatus {
+    /// The DEK.
+    pub term: DekTerm,
+    /// KEKs it is wrapped under (the KEK ids still needed).
+    pub keks: Vec<KekId>,
+    /// Whether a recovery wrap exists.
+    pub recoverable: bool,
+    /// Records that name it.
+    pub records: u64,
+}
+
+impl EncryptedStore {
+    /// Rotates the DEK: new term, promote, re-seal every record, retire the
+    /// old terms. Resumes an interrupted rotation instead of starting a new
+    /// one when an active term newer than the current one exists.
+    ///
+    /// # Errors
+    /// Provider errors (before anything is written), storage errors, and
+    /// record errors found while re-sealing (the rotation stops; records
+    /// already re-sealed stay valid).
+    pub fn rotate_dek(&self) -> Result<DekTerm, Error> {
+        let _guard = crate::sync::lock(&self.rotation);
+        let entries = read_entries(&self.shared.db)?;
+        let current = self.read(|r| r.current_term())?;
+        let newest_active = entries
+            .iter()
+            .filter(|e| e.state == DekState::Active)
+            .map(StoredEntry::term)
+            .max()
+            .unwrap_or(current);
+        let target = if newest_active > current {
+            newest_active
+        } else {
+            let term = DekTerm(
+                entries
+                    .iter()
+                    .map(|e| e.term)
+                    .max()
+                    .unwrap_or(0)
+                    .saturating_add(1),
+            );
+            self.add_dek(term)?
+        };
+        self.admin(AdminOp::Promote { term: target })?;
+        self.finish_dek_rotation()?;
+        Ok(target)
+    }
+
+    /// Creates DEK `term`: provider wrap first, then the in-memory keyring,
+    /// then the stored entry.
+    fn add_dek(&self, term: DekTerm) -> Result<DekTerm, Error> {
+        let kek = self.provider.current_kek_id().map_err(Error::Provider)?;
+        let dek = Dek::generate(term, &mut OsRng);
+        let wrapped = self
+            .provider
+            .wrap(&kek, dek.key_bytes())
+            .map_err(Error::Provider)?;
+        let entry = StoredEntry::new(
+            &dek,
+            vec![(kek, wrapped)],
+            self.options.recovery_key.as_ref(),
+            &mut OsRng,
+        )?;
+        // In memory before any transaction can make it current (I1).
+        self.shared.keyring.insert(dek);
+        self.admin(AdminOp::AddDek { entry })?;
+        Ok(term)
+    }
+
+    /// Re-seals everything under older terms, then retires them.
+    fn finish_dek_rotation(&self) -> Result<(), Error> {
+        while self.admin(AdminOp::Reseal {
+            limit: self.options.reseal_batch.max(1),
+        })? > 0
+        {}
+        let current = self.read(|r| r.current_term())?;
+        for e in read_entries(&self.shared.db)? {
+            if e.state == DekState::Active && e.term() != current {
+                self.admin(AdminOp::RetireDek { term: e.term() })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rotates the KEK to the provider's current one: wraps every active DEK
+    /// under it (provider calls first), stores the wraps, then drops the
+    /// older wraps in a transaction that checks none is still needed.
+    /// Returns the new KEK id.
+    ///
+    /// # Errors
+    /// Provider errors (nothing written), storage errors,
+    /// [`Error::KekStillNeeded`] if a DEK appeared without a new wrap.
+    pub fn rotate_kek(&self) -> Result<KekId, Error> {
+        let _guard = crate::sync::lock(&self.rotation);
+        let kek = self.provider.current_kek_id().map_err(Error::Provider)?;
+        let view = self.shared.keyring.view();
+        let mut wraps = Vec::new();
+        for e in read_entries(&self.shared.db)? {
+            if e.state != DekState::Active || e.has_wrap(&kek) {
+                continue;
+            }
+            let dek = view.get(e.term()).ok_or(Error::DekMissing {
+                table: crate::schema::RecordTable::Sys,
+                term: e.term(),
+            })?;
+            let wrapped = self
+                .provider
+                .wrap(&kek, dek.key_bytes())
+                .map_err(Error::Provider)?;
+            wraps.push((e.term(), kek.clone(), wrapped));
+        }
+        if !wraps.is_empty() {
+            self.admin(AdminOp::AddWraps { wraps })?;
+        }
+        self.admin(AdminOp::RetireKek { keep: kek.clone() })?;
+        Ok(kek)
+    }
+
+    /// Finishes any rotation a crash interrupted: a DEK newer than the
+    /// current one is promoted and the old ones re-sealed and retired; DEKs
+    /// wrapped under several KEKs are moved to the provider's current KEK.
+    ///
+    /// # Errors
+    /// As [`EncryptedStore::rotate_dek`] and [`EncryptedStore::rotate_kek`].
+    pub fn resume_rotations(&self) -> Result<(), Error> {
+        let entries = read_entries(&self.shared.db)?;
+        let active: Vec<_> = entries
+            .iter()
+            .filter(|e| e.state == DekState::Active)
+            .collect();
+        if active.len() > 1 {
+            self.rotate_dek()?;
+        }
+        if active.iter().any(|e| e.wraps.len() > 1) {
+            self.rotate_kek()?;
+        }
+        Ok(())
+    }
+
+    /// The keyring's state, for `keys status`.
+    ///
+    /// # Errors
+    /// Storage and metadata errors.
+    pub fn keyring_status(&self) -> Result<KeyringStatus, Error> {
+        let entries = read_entries(&self.shared.db)?;
+        let current = self.read(|r| r.current_term())?;
+        let mut deks = Vec::new();
+        let mut retired = Vec::new();
+        for e in entries {
+            match e.state {
+                DekState::Retired => retired.push(e.term()),
+                DekState::Active => deks.push(DekStatus {
+                    term: e.term(),
+                    keks: e.keks()?,
+                    recoverable: e.recovery.is_some(),
+                    records: self.records_under(e.term())?,
+                }),
+            }
+        }
+        Ok(KeyringStatus {
+            current,
+            deks,
+            retired,
+        })
+    }
+
+    /// Opens the store with the offline recovery key instead of the
+    /// provider's KEK, then rewraps every DEK under the provider's current
+    /// KEK (`keys recover`).
+    ///
+    /// # Errors
+    /// [`Error::RecoveryFailed`] when the recovery key does not open a DEK,
+    /// provider errors while rewrapping, and the open errors of
+    /// [`EncryptedStore::open`].
+    pub fn recover(
+        location: StoreLocation,
+        provider: std::sync::Arc<dyn KeyProvider>,
+        recovery: &RecoverySecretKey,
+        options: StoreOptions,
+    ) -> Result<Self, Error> {
+        let (db, witness) = open_db(location)?;
+        let keyring = Keyring::default();
+        unwrap_keyring(&db, &keyring, |e, _| e.unwrap_recovery(recovery), None)?;
+        let shared = open_shared(db, keyring, witness, options.rollback)?;
+        let store = Self::start(shared, provider, options);
+        store.rotate_kek()?;
+        Ok(store)
+    }
+}

@@ -1,0 +1,610 @@
+//! The store handle: opening (and creating) the database and keyring, the
+//! engine-facing [`Store`] trait, and reads.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use rand_core::{OsRng, RngCore};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableError};
+use zeroize::Zeroizing;
+
+use crate::entry::{DekState, RecoveryPublicKey, StoredEntry};
+use crate::error::Error;
+use crate::ids::{
+    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, Epoch, MetaName, PolicyKey, WalletId,
+};
+use crate::keyring::Keyring;
+use crate::ops::{Marker, WriteOp, WriteOutcome};
+use crate::provider::{KekId, KeyProvider};
+use crate::records::{Raw, Records, WriteCtx, decode_u64};
+use crate::schema::{
+    self, DEK_INDEX, FORMAT, KEYRING, MARKER_EXPIRY, RecordTable, SCHEMA_VERSION, sys,
+};
+use crate::seal::Dek;
+use crate::sync::{Arc, Mutex, lock};
+use crate::witness::{MemoryWitness, Position, Witness, WitnessLocation};
+use crate::writer::{self, AdminOp, Job, Shared, WriterStats};
+
+/// A plaintext read from the store, zeroized when dropped (key packages
+/// hold signing shares).
+pub type Plaintext = Zeroizing<Vec<u8>>;
+
+/// The engine's view of the store: typed record operations, synchronous,
+/// callable from any thread.
+///
+/// Writes go through [`Store::write`]: a unit of [`WriteOp`]s that commits
+/// durably, all or nothing, before the call returns. Conditional operations
+/// (insert-if-absent, compare-and-set) are evaluated inside the committing
+/// transaction. Reads run on their own read transaction and never wait for
+/// the writer.
+///
+/// # Errors
+/// Every method returns [`Error`]; [`Error::recovery`] says whether a retry
+/// can succeed. A record that fails to authenticate is an error, never
+/// `None`, and marks its wallet corrupt.
+pub trait Store: Send + Sync {
+    /// Commits a unit of writes durably (group-committed with concurrent
+    /// units). Returns after the commit is durable, or with an error, in
+    /// which case nothing of the unit was written.
+    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error>;
+    /// A wallet's state.
+    fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, Error>;
+    /// Every wallet with an epoch record (every wallet ever written).
+    fn wallet_ids(&self) -> Result<Vec<WalletId>, Error>;
+    /// A wallet's security epoch.
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error>;
+    /// The key package of (wallet, epoch).
+    fn key_package(&self, wallet: &WalletId, epoch: Epoch) -> Result<Option<Plaintext>, Error>;
+    /// Every key package of a wallet, by epoch.
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error>;
+    /// Every DKG result of a wallet awaiting confirmation.
+    fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error>;
+    /// The marker of a commitment.
+    fn marker(
+        &self,
+        wallet: &WalletId,
+        commitment: &CommitmentHash,
+    ) -> Result<Option<Marker>, Error>;
+    /// A policy counter.
+    fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, Error>;
+    /// An engine metadata record.
+    fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, Error>;
+    /// Up to `limit` audit entries from `from` on.
+    fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<(AuditSeq, Plaintext)>, Error>;
+    /// Wallets whose records failed to authenticate since open.
+    fn corrupt_wallets(&self) -> Vec<WalletId>;
+}
+
+/// Where the database lives.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreLocation {
+    /// `<dir>/state.redb`, with the witness at `<dir>/state.witness`.
+    Directory(PathBuf),
+    /// An already opened redb database on any backend (in memory, fault
+    /// injecting), with an in-memory witness.
+    Database {
+        /// The database; empty on first open.
+        db: Database,
+        /// The witness slot.
+        witness: MemoryWitness,
+    },
+}
+
+impl StoreLocation {
+    /// A fresh database on redb's in-memory backend.
+    ///
+    /// # Errors
+    /// Storage errors from redb.
+    pub fn in_memory() -> Result<Self, Error> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Ok(Self::Database {
+            db,
+            witness: MemoryWitness::new(),
+        })
+    }
+}
+
+/// What to do when the database is older than its witness.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RollbackPolicy {
+    /// Refuse to open ([`Error::RollbackDetected`]).
+    #[default]
+    Refuse,
+    /// Open anyway and move the witness back: the operator restored a
+    /// backup on purpose and accepts that counters went back.
+    AcceptOlderDatabase,
+}
+
+/// Settings of an open store.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Capacity of the writer's queue; callers block when it is full.
+    pub queue_capacity: usize,
+    /// Most units committed in one transaction.
+    pub max_batch: usize,
+    /// Records re-sealed per transaction during DEK rotation.
+    pub reseal_batch: usize,
+    /// The offline recovery public key every new DEK is wrapped to.
+    pub recovery_key: Option<RecoveryPublicKey>,
+    /// What to do with a database older than its witness.
+    pub rollback: RollbackPolicy,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            // 1,024 queued units is far above the 64 concurrent writers the
+            // benchmarks drive, and small enough to bound memory.
+            queue_capacity: 1024,
+            // One commit per ≤256 units keeps a batch's transaction short
+            // while amortizing the fsync.
+            max_batch: 256,
+            reseal_batch: 256,
+            recovery_key: None,
+            rollback: RollbackPolicy::Refuse,
+        }
+    }
+}
+
+/// The encrypted store: a redb database of sealed records, its keyring and
+/// its writer thread.
+pub struct EncryptedStore {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) provider: std::sync::Arc<dyn KeyProvider>,
+    pub(crate) options: StoreOptions,
+    /// Serializes rotations (the key manager and an operator command).
+    pub(crate) rotation: Mutex<()>,
+    jobs: Mutex<Option<SyncSender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EncryptedStore {
+    /// Opens the store, creating database and keyring on first open.
+    ///
+    /// On creation the provider wraps the first DEK under its current KEK;
+    /// later opens unwrap every non-retired DEK through it. This is the only
+    /// time the hot path's process needs the provider (I3).
+    ///
+    /// # Errors
+    /// [`Error::WrongKek`], [`Error::KekUnavailable`], [`Error::Provider`]
+    /// (retryable), [`Error::KeyringCorrupt`], [`Error::MetadataCorrupt`],
+    /// [`Error::UnsupportedSchema`], [`Error::RollbackDetected`],
+    /// [`Error::WitnessCorrupt`], storage errors.
+    pub fn open(
+        location: StoreLocation,
+        provider: std::sync::Arc<dyn KeyProvider>,
+        options: StoreOptions,
+    ) -> Result<Self, Error> {
+        let (db, witness_location) = open_db(location)?;
+        let keyring = Keyring::default();
+        if schema_version(&db)?.is_none() {
+            initialize(&db, &keyring, provider.as_ref(), &options)?;
+        }
+        match schema_version(&db)? {
+            Some(SCHEMA_VERSION) => {}
+            Some(found) => {
+                return Err(Error::UnsupportedSchema {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            None => return Err(Error::MetadataCorrupt { name: "format" }),
+        }
+        if keyring.view().terms().is_empty() {
+            unwrap_keyring(
+                &db,
+                &keyring,
+                |e, preferred| e.unwrap_with(provider.as_ref(), preferred),
+                provider.current_kek_id().ok().as_ref(),
+            )?;
+        }
+        let shared = open_shared(db, keyring, witness_location, options.rollback)?;
+        Ok(Self::start(shared, provider, options))
+    }
+
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        provider: std::sync::Arc<dyn KeyProvider>,
+        options: StoreOptions,
+    ) -> Self {
+        let (tx, rx) = sync_channel(options.queue_capacity.max(1));
+        let writer_shared = shared.clone();
+        let max_batch = options.max_batch.max(1);
+        let thread = std::thread::Builder::new()
+            .name("thresig-store-writer".to_owned())
+            .spawn(move || writer::run(&writer_shared, &rx, max_batch))
+            .ok();
+        Self {
+            shared,
+            provider,
+            options,
+            rotation: Mutex::new(()),
+            jobs: Mutex::new(thread.as_ref().map(|_| tx)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    fn sender(&self) -> Result<SyncSender<Job>, Error> {
+        lock(&self.jobs).clone().ok_or(Error::WriterStopped)
+    }
+
+    /// Runs a keyring change on the writer.
+    pub(crate) fn admin(&self, op: AdminOp) -> Result<usize, Error> {
+        let (reply, answer) = sync_channel(1);
+        self.sender()?
+            .send(Job::Admin { op, reply })
+            .map_err(|_| Error::WriterStopped)?;
+        answer.recv().map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Runs `f` over a fresh read snapshot. Never waits for the writer.
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Records<'_, ReadTransaction>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        // Register before the snapshot begins, so a DEK retired after this
+        // point stays in memory until the snapshot is gone.
+        let _token = self.shared.keyring.enter_reader();
+        let txn = self.shared.db.begin_read()?;
+        let view = self.shared.keyring.view();
+        let result = f(&Records::new(&txn, &view));
+        if let Err(e) = &result {
+            self.shared.note_corruption(e);
+        }
+        result
+    }
+
+    /// How many records name DEK `term` (one range read on the index).
+    pub(crate) fn records_under(&self, term: DekTerm) -> Result<u64, Error> {
+        let _token = self.shared.keyring.enter_reader();
+        let txn = self.shared.db.begin_read()?;
+        let index = txn.open_table(DEK_INDEX)?;
+        let start = term.0.to_be_bytes();
+        let end = term.0.saturating_add(1).to_be_bytes();
+        Ok(index
+            .range::<&[u8]>(start.as_slice()..end.as_slice())?
+            .count() as u64)
+    }
+
+    /// Writer counters.
+    pub fn writer_stats(&self) -> WriterStats {
+        *lock(&self.shared.stats)
+    }
+
+    /// The position the witness should record now.
+    pub(crate) fn position(&self) -> Result<Position, Error> {
+        self.read(|r| {
+            Ok(Position {
+                epoch: r.global_epoch()?,
+                generation: r.generation()?,
+            })
+        })
+    }
+
+    /// Rewrites the witness to the database's current position (the key
+    /// manager does this on every tick).
+    ///
+    /// # Errors
+    /// [`Error::WitnessIo`] and read errors.
+    pub fn refresh_witness(&self) -> Result<(), Error> {
+        self.shared.witness.write(self.position()?)
+    }
+
+    /// Stops the writer after the queued jobs and closes the database
+    /// handle's writer side. Reads keep working until the store is dropped.
+    pub fn shutdown(&self) {
+        lock(&self.jobs).take();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for EncryptedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptedStore")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for EncryptedStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Opens (or creates) the redb database of `location`.
+pub(crate) fn open_db(location: StoreLocation) -> Result<(Database, WitnessLocation), Error> {
+    Ok(match location {
+        StoreLocation::Directory(dir) => {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::from(redb::Error::Io(e)))?;
+            let db = Database::create(dir.join("state.redb"))?;
+            (db, WitnessLocation::File(dir.join("state.witness")))
+        }
+        StoreLocation::Database { db, witness } => (db, WitnessLocation::Memory(witness)),
+    })
+}
+
+fn schema_version(db: &Database) -> Result<Option<u32>, Error> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(FORMAT) {
+        Ok(t) => t,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(table.get("schema_version")?.map(|g| g.value()))
+}
+
+/// Creates tables, the first DEK and the store metadata in one transaction.
+fn initialize(
+    db: &Database,
+    keyring: &Keyring,
+    provider: &dyn KeyProvider,
+    options: &StoreOptions,
+) -> Result<(), Error> {
+    let kek = provider.current_kek_id().map_err(Error::Provider)?;
+    let dek = Dek::generate(DekTerm(1), &mut OsRng);
+    let wrapped = provider
+        .wrap(&kek, dek.key_bytes())
+        .map_err(Error::Provider)?;
+    let entry = StoredEntry::new(
+        &dek,
+        vec![(kek, wrapped)],
+        options.recovery_key.as_ref(),
+        &mut OsRng,
+    )?;
+    keyring.insert(dek);
+    let view = keyring.view();
+    let current = view.get(DekTerm(1)).ok_or(Error::DekMissing {
+        table: RecordTable::Sys,
+        term: DekTerm(1),
+    })?;
+    let txn = db.begin_write()?;
+    {
+        for table in RecordTable::STORED {
+            txn.open_table(table.definition())?;
+        }
+        txn.open_table(DEK_INDEX)?;
+        txn.open_table(MARKER_EXPIRY)?;
+        txn.open_table(FORMAT)?
+            .insert("schema_version", SCHEMA_VERSION)?;
+        txn.open_table(KEYRING)?
+            .insert(1, entry.encode().as_slice())?;
+        let mut ctx = WriteCtx::with_dek(&txn, view.clone(), current);
+        let mut store_id = [0u8; 16];
+        OsRng.fill_bytes(&mut store_id);
+        let mut witness_key = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(witness_key.as_mut());
+        let zero = Epoch(0);
+        ctx.put_at(RecordTable::Sys, sys::STORE_ID, zero, &store_id)?;
+        ctx.put_at(
+            RecordTable::Sys,
+            sys::WITNESS_KEY,
+            zero,
+            witness_key.as_ref(),
+        )?;
+        ctx.put_at(
+            RecordTable::Sys,
+            sys::GLOBAL_EPOCH,
+            zero,
+            &1u64.to_be_bytes(),
+        )?;
+        ctx.put_at(RecordTable::Sys, sys::GENERATION, zero, &1u64.to_be_bytes())?;
+        ctx.put_at(
+            RecordTable::Sys,
+            sys::CURRENT_DEK,
+            zero,
+            &1u64.to_be_bytes(),
+        )?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Every keyring entry, as stored.
+pub(crate) fn read_entries(db: &Database) -> Result<Vec<StoredEntry>, Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(KEYRING)?;
+    let mut out = Vec::new();
+    for item in table.iter()? {
+        let (k, v) = item?;
+        out.push(StoredEntry::decode(DekTerm(k.value()), v.value())?);
+    }
+    Ok(out)
+}
+
+/// Unwraps every active DEK into `keyring` with `unwrap`.
+pub(crate) fn unwrap_keyring(
+    db: &Database,
+    keyring: &Keyring,
+    unwrap: impl Fn(&StoredEntry, Option<&KekId>) -> Result<Dek, Error>,
+    preferred: Option<&KekId>,
+) -> Result<(), Error> {
+    for entry in read_entries(db)? {
+        if entry.state == DekState::Active {
+            keyring.insert(unwrap(&entry, preferred)?);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the store metadata, checks the witness, and builds the shared state.
+pub(crate) fn open_shared(
+    db: Database,
+    keyring: Keyring,
+    witness_location: WitnessLocation,
+    rollback: RollbackPolicy,
+) -> Result<Arc<Shared>, Error> {
+    let (store_id, witness_key, position) = {
+        let txn = db.begin_read()?;
+        let view = keyring.view();
+        let r = Records::new(&txn, &view);
+        let fixed = |name: &'static [u8], label: &'static str| -> Result<Plain32, Error> {
+            let v = r
+                .get(RecordTable::Sys, name)
+                .map_err(|_| Error::MetadataCorrupt { name: label })?
+                .ok_or(Error::MetadataCorrupt { name: label })?;
+            Ok(Zeroizing::new(v.to_vec()))
+        };
+        let store_id: [u8; 16] = fixed(sys::STORE_ID, "store_id")?
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::MetadataCorrupt { name: "store_id" })?;
+        let mut witness_key = Zeroizing::new([0u8; 32]);
+        let wk = fixed(sys::WITNESS_KEY, "witness_key")?;
+        if wk.len() != 32 {
+            return Err(Error::MetadataCorrupt {
+                name: "witness_key",
+            });
+        }
+        witness_key.copy_from_slice(&wk);
+        let current = r.current_term()?;
+        if view.get(current).is_none() {
+            return Err(Error::MetadataCorrupt {
+                name: "current_dek",
+            });
+        }
+        let position = Position {
+            epoch: r.global_epoch()?,
+            generation: r.generation()?,
+        };
+        (store_id, witness_key, position)
+    };
+    let witness = Witness::new(witness_location, store_id, witness_key);
+    if let Some(w) = witness.read()?
+        && !position.covers(&w)
+        && rollback == RollbackPolicy::Refuse
+    {
+        return Err(Error::RollbackDetected {
+            db_epoch: position.epoch,
+            db_generation: position.generation,
+            witness_epoch: w.epoch,
+            witness_generation: w.generation,
+        });
+    }
+    witness.write(position)?;
+    Ok(Arc::new(Shared {
+        db,
+        keyring,
+        witness,
+        corrupt: Mutex::new(BTreeSet::new()),
+        stats: Mutex::new(WriterStats::default()),
+    }))
+}
+
+type Plain32 = Zeroizing<Vec<u8>>;
+
+impl Store for EncryptedStore {
+    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error> {
+        let (reply, answer) = sync_channel(1);
+        self.sender()?
+            .send(Job::Write { ops, reply })
+            .map_err(|_| Error::WriterStopped)?;
+        answer.recv().map_err(|_| Error::WriterStopped)?
+    }
+
+    fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, Error> {
+        self.read(|r| r.get(RecordTable::Wallets, &schema::wallet_key(wallet)))
+    }
+
+    fn wallet_ids(&self) -> Result<Vec<WalletId>, Error> {
+        self.read(|r| {
+            Ok(r.raw
+                .raw_prefix(RecordTable::Epochs, &[])?
+                .into_iter()
+                .filter_map(|(k, _)| schema::wallet_of(&k))
+                .collect())
+        })
+    }
+
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error> {
+        self.read(|r| r.wallet_epoch(wallet))
+    }
+
+    fn key_package(&self, wallet: &WalletId, epoch: Epoch) -> Result<Option<Plaintext>, Error> {
+        self.read(|r| {
+            r.get(
+                RecordTable::KeyPackages,
+                &schema::key_package_key(wallet, epoch),
+            )
+        })
+    }
+
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error> {
+        let prefix = schema::wallet_prefix(wallet);
+        self.read(|r| {
+            Ok(r.get_prefix(RecordTable::KeyPackages, &prefix)?
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let epoch = decode_u64(k.get(prefix.len()..)?)?;
+                    Some((Epoch(epoch), v))
+                })
+                .collect())
+        })
+    }
+
+    fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error> {
+        let prefix = schema::wallet_prefix(wallet);
+        self.read(|r| {
+            Ok(r.get_prefix(RecordTable::DkgResults, &prefix)?
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    Some((DkgSessionId::new(k.get(prefix.len()..)?.to_vec()).ok()?, v))
+                })
+                .collect())
+        })
+    }
+
+    fn marker(
+        &self,
+        wallet: &WalletId,
+        commitment: &CommitmentHash,
+    ) -> Result<Option<Marker>, Error> {
+        self.read(|r| {
+            r.get(
+                RecordTable::Markers,
+                &schema::marker_key(wallet, commitment),
+            )?
+            .map(|v| {
+                Marker::decode(&v).ok_or(Error::RecordTampered {
+                    table: RecordTable::Markers,
+                    wallet: Some(wallet.clone()),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, Error> {
+        self.read(|r| r.get(RecordTable::Policy, &schema::policy_key(wallet, key)))
+    }
+
+    fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, Error> {
+        self.read(|r| r.get(RecordTable::Meta, name.as_bytes()))
+    }
+
+    fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<(AuditSeq, Plaintext)>, Error> {
+        self.read(|r| {
+            let mut out = Vec::new();
+            let mut seq = from.0.max(1);
+            while out.len() < limit {
+                let Some(v) = r.get(RecordTable::Audit, &seq.to_be_bytes())? else {
+                    break;
+                };
+                out.push((AuditSeq(seq), v));
+                seq = seq.saturating_add(1);
+            }
+            Ok(out)
+        })
+    }
+
+    fn corrupt_wallets(&self) -> Vec<WalletId> {
+        lock(&self.shared.corrupt).iter().cloned().collect()
+    }
+}

@@ -1,0 +1,197 @@
+//! The anti-rollback witness (I5): a small file beside the database that
+//! records the newest (global epoch, commit generation) the database reached.
+//!
+//! It is written after the database commits (database first, then witness),
+//! authenticated with an HMAC keyed by a random key kept sealed in the
+//! database, and replaced atomically (temp file, fsync, rename, directory
+//! fsync). At open, a database at or ahead of its witness is accepted (and
+//! the witness repaired); an older one is refused unless the operator
+//! overrides it.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::ids::Epoch;
+use crate::sync::{Arc, Mutex, lock};
+
+const DOMAIN: &[u8] = b"thresig/witness/v1";
+
+/// Where the witness lives.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum WitnessLocation {
+    /// A file (normally `<data dir>/state.witness`).
+    File(PathBuf),
+    /// Shared memory, for stores on an in-memory or fault-injecting backend:
+    /// tests keep the handle to model a witness that survives a crash.
+    Memory(MemoryWitness),
+}
+
+/// A witness kept in memory; clones share the same slot.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryWitness(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl MemoryWitness {
+    /// An empty witness slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stored bytes (tests use this to roll the database back under it).
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        lock(&self.0).clone()
+    }
+
+    /// Replaces the stored bytes.
+    pub fn set_bytes(&self, bytes: Option<Vec<u8>>) {
+        *lock(&self.0) = bytes;
+    }
+}
+
+/// The database position a witness records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) epoch: Epoch,
+    pub(crate) generation: u64,
+}
+
+impl Position {
+    /// Whether `self` (the database) is at or ahead of `witness`.
+    pub(crate) fn covers(&self, witness: &Position) -> bool {
+        self.epoch >= witness.epoch && self.generation >= witness.generation
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WitnessFile {
+    version: u32,
+    store_id: String,
+    global_epoch: u64,
+    generation: u64,
+    mac: String,
+}
+
+/// Reads and writes the witness for one database. `Debug` omits the key.
+pub(crate) struct Witness {
+    location: WitnessLocation,
+    store_id: [u8; 16],
+    key: Zeroizing<[u8; 32]>,
+    /// The newest position written, so concurrent writers never move the
+    /// witness backwards.
+    last: Mutex<Option<Position>>,
+}
+
+impl std::fmt::Debug for Witness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Witness")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Witness {
+    pub(crate) fn new(
+        location: WitnessLocation,
+        store_id: [u8; 16],
+        key: Zeroizing<[u8; 32]>,
+    ) -> Self {
+        Self {
+            location,
+            store_id,
+            key,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn hmac(&self, p: Position) -> Result<Hmac<Sha256>, Error> {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(self.key.as_ref()).map_err(|_| Error::WitnessCorrupt)?;
+        mac.update(DOMAIN);
+        mac.update(&self.store_id);
+        mac.update(&p.epoch.0.to_be_bytes());
+        mac.update(&p.generation.to_be_bytes());
+        Ok(mac)
+    }
+
+    /// Reads the witness: `None` if there is none yet.
+    ///
+    /// # Errors
+    /// [`Error::WitnessCorrupt`] when it does not parse, belongs to another
+    /// database, or fails its MAC.
+    pub(crate) fn read(&self) -> Result<Option<Position>, Error> {
+        let bytes = match &self.location {
+            WitnessLocation::Memory(m) => m.bytes(),
+            WitnessLocation::File(path) => match std::fs::read(path) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(Error::WitnessIo(e)),
+            },
+        };
+        let Some(bytes) = bytes else { return Ok(None) };
+        let file: WitnessFile =
+            serde_json::from_slice(&bytes).map_err(|_| Error::WitnessCorrupt)?;
+        let p = Position {
+            epoch: Epoch(file.global_epoch),
+            generation: file.generation,
+        };
+        let mac = hex::decode(&file.mac).map_err(|_| Error::WitnessCorrupt)?;
+        let check = self.hmac(p)?;
+        if file.version != 1
+            || file.store_id != hex::encode(self.store_id)
+            || check.verify_slice(&mac).is_err()
+        {
+            return Err(Error::WitnessCorrupt);
+        }
+        Ok(Some(p))
+    }
+
+    /// Records `p` if it is ahead of what was last written.
+    ///
+    /// # Errors
+    /// [`Error::WitnessIo`] when the file cannot be written; the database is
+    /// unaffected and the next write tries again.
+    pub(crate) fn write(&self, p: Position) -> Result<(), Error> {
+        let mut last = lock(&self.last);
+        if last.is_some_and(|l| l.covers(&p)) {
+            return Ok(());
+        }
+        let file = WitnessFile {
+            version: 1,
+            store_id: hex::encode(self.store_id),
+            global_epoch: p.epoch.0,
+            generation: p.generation,
+            mac: hex::encode(self.hmac(p)?.finalize().into_bytes()),
+        };
+        let bytes = serde_json::to_vec(&file).unwrap_or_default();
+        match &self.location {
+            WitnessLocation::Memory(m) => m.set_bytes(Some(bytes)),
+            WitnessLocation::File(path) => {
+                write_atomically(path, &bytes).map_err(Error::WitnessIo)?
+            }
+        }
+        *last = Some(p);
+        Ok(())
+    }
+}
+
+/// Temp file, fsync, rename over the target, fsync the directory.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("witness.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

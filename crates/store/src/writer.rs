@@ -1,0 +1,395 @@
+//! The single writer: one std thread that owns every write transaction.
+//!
+//! Callers send jobs over a bounded channel (back-pressure instead of an
+//! unbounded queue). The thread takes the first job, then drains whatever
+//! else is already waiting (up to `max_batch` units) into the same write
+//! transaction and one durable commit (group commit), and answers each
+//! caller only after that commit returned. Keyring changes are jobs too, so
+//! they are ordered with the writes; each runs in a transaction of its own.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+
+use redb::{Database, ReadableTable};
+
+use crate::entry::{DekState, StoredEntry};
+use crate::error::Error;
+use crate::ids::{DekTerm, Epoch, WalletId};
+use crate::keyring::Keyring;
+use crate::ops::{WriteOp, WriteOutcome, apply_unit, op_wallet};
+use crate::provider::KekId;
+use crate::records::{Raw, WriteCtx};
+use crate::schema::{self, DEK_INDEX, KEYRING, RecordTable, sys};
+use crate::sync::{Mutex, lock};
+use crate::witness::{Position, Witness};
+
+/// State shared by the writer thread and every reader.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) db: Database,
+    pub(crate) keyring: Keyring,
+    pub(crate) witness: Witness,
+    pub(crate) corrupt: Mutex<BTreeSet<WalletId>>,
+    pub(crate) stats: Mutex<WriterStats>,
+}
+
+/// Counters the writer keeps (for `keys status`, metrics and benchmarks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriterStats {
+    /// Durable commits made.
+    pub commits: u64,
+    /// Units committed or skipped through those commits.
+    pub units: u64,
+    /// Witness writes that failed (the witness lags until the next one).
+    pub witness_failures: u64,
+}
+
+impl Shared {
+    /// Records that `e` showed a wallet's record failing to authenticate.
+    pub(crate) fn note_corruption(&self, e: &Error) {
+        let wallet = match e {
+            Error::RecordTampered { wallet, .. }
+            | Error::RecordMoved { wallet, .. }
+            | Error::RecordStale { wallet, .. } => wallet.clone(),
+            _ => None,
+        };
+        if let Some(w) = wallet {
+            lock(&self.corrupt).insert(w);
+        }
+    }
+
+    fn is_corrupt(&self, w: &WalletId) -> bool {
+        lock(&self.corrupt).contains(w)
+    }
+
+    fn write_witness(&self, p: Position) {
+        if self.witness.write(p).is_err() {
+            lock(&self.stats).witness_failures += 1;
+        }
+    }
+}
+
+/// A keyring change, run by the writer in a transaction of its own. Any
+/// provider call it needs was made before it was sent.
+#[derive(Debug)]
+pub(crate) enum AdminOp {
+    /// Stores a new DEK's entry (already in the in-memory keyring).
+    AddDek { entry: StoredEntry },
+    /// Makes `term` current.
+    Promote { term: DekTerm },
+    /// Re-seals up to `limit` records still under a non-current DEK.
+    Reseal { limit: usize },
+    /// Retires `term` if no record names it.
+    RetireDek { term: DekTerm },
+    /// Adds wraps made under a new KEK.
+    AddWraps {
+        wraps: Vec<(DekTerm, KekId, Vec<u8>)>,
+    },
+    /// Drops every wrap not under `keep`, if every active DEK has one.
+    RetireKek { keep: KekId },
+}
+
+/// A unit of work for the writer.
+pub(crate) enum Job {
+    Write {
+        ops: Vec<WriteOp>,
+        reply: SyncSender<Result<WriteOutcome, Error>>,
+    },
+    Admin {
+        op: AdminOp,
+        reply: SyncSender<Result<usize, Error>>,
+    },
+}
+
+/// The writer loop; returns when every sender is gone.
+pub(crate) fn run(shared: &Shared, jobs: &Receiver<Job>, max_batch: usize) {
+    let mut pending: Option<Job> = None;
+    loop {
+        let first = match pending.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match first {
+            Job::Admin { op, reply } => {
+                let _ = reply.send(run_admin(shared, op));
+            }
+            Job::Write { ops, reply } => {
+                let mut batch = vec![(ops, reply)];
+                while batch.len() < max_batch {
+                    match jobs.try_recv() {
+                        Ok(Job::Write { ops, reply }) => batch.push((ops, reply)),
+                        Ok(admin) => {
+                            pending = Some(admin);
+                            break;
+                        }
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    }
+                }
+                run_batch(shared, batch);
+            }
+        }
+    }
+}
+
+type Reply = SyncSender<Result<WriteOutcome, Error>>;
+
+fn run_batch(shared: &Shared, batch: Vec<(Vec<WriteOp>, Reply)>) {
+    let units: Vec<&[WriteOp]> = batch.iter().map(|(ops, _)| ops.as_slice()).collect();
+    match commit_batch(shared, &units) {
+        Ok(outcomes) => {
+            for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            // The transaction did not commit: every caller learns it, none
+            // is told its data is durable.
+            for (_, reply) in batch {
+                let _ = reply.send(Err(clone_batch_error(&e)));
+            }
+        }
+    }
+}
+
+/// A batch failure is reported to every caller of the batch.
+fn clone_batch_error(e: &Error) -> Error {
+    match e {
+        Error::Storage { fault, source } => Error::Storage {
+            fault: *fault,
+            source: Box::new(redb::Error::Io(std::io::Error::other(source.to_string()))),
+        },
+        Error::DekMissing { table, term } => Error::DekMissing {
+            table: *table,
+            term: *term,
+        },
+        Error::MetadataCorrupt { name } => Error::MetadataCorrupt { name },
+        _ => Error::WriterStopped,
+    }
+}
+
+fn commit_batch(
+    shared: &Shared,
+    units: &[&[WriteOp]],
+) -> Result<Vec<Result<WriteOutcome, Error>>, Error> {
+    let txn = shared.db.begin_write()?;
+    let mut outcomes = Vec::with_capacity(units.len());
+    let (bumped, position) = {
+        // I1: the DEK is chosen here, inside the transaction that commits.
+        let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
+        for ops in units {
+            if let Some(w) = ops
+                .iter()
+                .filter_map(op_wallet)
+                .find(|w| shared.is_corrupt(w))
+            {
+                outcomes.push(Err(Error::WalletCorrupt { wallet: w.clone() }));
+                continue;
+            }
+            match apply_unit(&mut ctx, ops) {
+                Err(e @ (Error::Storage { .. } | Error::MetadataCorrupt { .. })) => return Err(e),
+                Err(e) => {
+                    shared.note_corruption(&e);
+                    outcomes.push(Err(e));
+                }
+                Ok(outcome) => outcomes.push(Ok(outcome)),
+            }
+        }
+        let generation = ctx.bump_generation()?;
+        let epoch = ctx.records().global_epoch()?;
+        (ctx.epoch_bumped, Position { epoch, generation })
+    };
+    txn.commit()?;
+    {
+        let mut stats = lock(&shared.stats);
+        stats.commits += 1;
+        stats.units += units.len() as u64;
+    }
+    if bumped {
+        shared.write_witness(position);
+    }
+    Ok(outcomes)
+}
+
+fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
+    let txn = shared.db.begin_write()?;
+    let retired;
+    let (count, bumped, position) = {
+        let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
+        let (count, r) = apply_admin(&mut ctx, op)?;
+        retired = r;
+        let generation = ctx.bump_generation()?;
+        let epoch = ctx.records().global_epoch()?;
+        (count, ctx.epoch_bumped, Position { epoch, generation })
+    };
+    txn.commit()?;
+    lock(&shared.stats).commits += 1;
+    if let Some(term) = retired {
+        shared.keyring.retired(term);
+    }
+    if bumped {
+        shared.write_witness(position);
+    }
+    Ok(count)
+}
+
+/// Reads one keyring entry inside a write transaction.
+fn entry_in(txn: &redb::WriteTransaction, term: DekTerm) -> Result<Option<StoredEntry>, Error> {
+    let t = txn.open_table(KEYRING)?;
+    let raw = t.get(term.0)?.map(|g| g.value().to_vec());
+    raw.map(|bytes| StoredEntry::decode(term, &bytes))
+        .transpose()
+}
+
+/// Every keyring entry inside a write transaction.
+fn entries_in(txn: &redb::WriteTransaction) -> Result<Vec<StoredEntry>, Error> {
+    let t = txn.open_table(KEYRING)?;
+    let mut out = Vec::new();
+    for item in t.iter()? {
+        let (k, v) = item?;
+        out.push(StoredEntry::decode(DekTerm(k.value()), v.value())?);
+    }
+    Ok(out)
+}
+
+fn put_entry(txn: &redb::WriteTransaction, entry: &StoredEntry) -> Result<(), Error> {
+    txn.open_table(KEYRING)?
+        .insert(entry.term, entry.encode().as_slice())?;
+    Ok(())
+}
+
+/// Applies a keyring change; returns a count and the DEK retired, if any.
+fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<DekTerm>), Error> {
+    match op {
+        AdminOp::AddDek { entry } => {
+            if entry_in(ctx.txn, entry.term())?.is_none() {
+                put_entry(ctx.txn, &entry)?;
+            }
+            Ok((1, None))
+        }
+        AdminOp::Promote { term } => {
+            let active = entry_in(ctx.txn, term)?.is_some_and(|e| e.state == DekState::Active);
+            let dek = ctx
+                .view
+                .get(term)
+                .filter(|_| active)
+                .ok_or(Error::DekMissing {
+                    table: RecordTable::Sys,
+                    term,
+                })?;
+            if ctx.current_term() != term {
+                ctx.set_current(dek);
+                ctx.put_at(
+                    RecordTable::Sys,
+                    sys::CURRENT_DEK,
+                    Epoch(0),
+                    &term.0.to_be_bytes(),
+                )?;
+                ctx.bump_global()?;
+            }
+            Ok((1, None))
+        }
+        AdminOp::Reseal { limit } => reseal(ctx, limit).map(|n| (n, None)),
+        AdminOp::RetireDek { term } => {
+            if ctx.current_term() == term {
+                return Err(Error::DekIsCurrent { term });
+            }
+            let in_use = {
+                let index = ctx.txn.open_table(DEK_INDEX)?;
+                let start = term.0.to_be_bytes();
+                let mut range = index.range::<&[u8]>(start.as_slice()..)?;
+                match range.next() {
+                    Some(item) => item?.0.value().starts_with(&start),
+                    None => false,
+                }
+            };
+            if in_use {
+                return Err(Error::DekInUse { term });
+            }
+            match entry_in(ctx.txn, term)? {
+                Some(e) if e.state == DekState::Active => {
+                    put_entry(ctx.txn, &StoredEntry::retired(term))?;
+                    ctx.bump_global()?;
+                    Ok((1, Some(term)))
+                }
+                _ => Ok((0, None)),
+            }
+        }
+        AdminOp::AddWraps { wraps } => {
+            let mut n = 0;
+            for (term, kek, wrapped) in wraps {
+                if let Some(mut e) =
+                    entry_in(ctx.txn, term)?.filter(|e| e.state == DekState::Active)
+                {
+                    e.add_wrap(&kek, &wrapped);
+                    put_entry(ctx.txn, &e)?;
+                    n += 1;
+                }
+            }
+            Ok((n, None))
+        }
+        AdminOp::RetireKek { keep } => {
+            let entries = entries_in(ctx.txn)?;
+            let active: Vec<_> = entries
+                .into_iter()
+                .filter(|e| e.state == DekState::Active)
+                .collect();
+            // Checked inside this transaction: no DEK loses its last usable wrap.
+            if let Some(e) = active.iter().find(|e| !e.has_wrap(&keep)) {
+                return Err(Error::KekStillNeeded {
+                    term: e.term(),
+                    kek: keep,
+                });
+            }
+            let mut n = 0;
+            for mut e in active {
+                if e.wraps.len() > 1 {
+                    e.keep_only(&keep);
+                    put_entry(ctx.txn, &e)?;
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                ctx.bump_global()?;
+            }
+            Ok((n, None))
+        }
+    }
+}
+
+/// Re-seals up to `limit` records named in the index under a non-current
+/// DEK, in this transaction. Records rewritten since (under the current DEK)
+/// are no longer indexed under the old term, so they are never touched.
+fn reseal(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, Error> {
+    let current = ctx.current_term();
+    let todo: Vec<(RecordTable, Vec<u8>)> = {
+        let index = ctx.txn.open_table(DEK_INDEX)?;
+        let mut out = Vec::new();
+        for item in index.iter()? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            if let Some((term, table, key)) = schema::parse_index_key(k.value())
+                && term != current
+            {
+                out.push((table, key));
+            }
+        }
+        out
+    };
+    let mut n = 0;
+    for (table, key) in todo {
+        let Some(sealed) = ctx.txn.raw_get(table, &key)? else {
+            continue;
+        };
+        let epoch = ctx.records().epoch_for(table, &key)?;
+        let plain = ctx.records().open_bytes(table, &key, epoch, &sealed)?;
+        ctx.put_at(table, &key, epoch, &plain)?;
+        n += 1;
+    }
+    Ok(n)
+}

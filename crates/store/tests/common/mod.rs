@@ -1,0 +1,82 @@
+//! Helpers shared by the store's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use redb::Database;
+use thresig_store::provider::{KeyProvider, MemoryProvider};
+use thresig_store::{
+    EncryptedStore, Error, MemoryWitness, SimDisk, StoreLocation, StoreOptions, WalletId,
+};
+
+/// A simulated machine: disk, witness and provider survive "restarts".
+pub struct Machine {
+    pub disk: SimDisk,
+    pub witness: MemoryWitness,
+    pub provider: Arc<MemoryProvider>,
+}
+
+impl Machine {
+    pub fn new() -> Self {
+        Self {
+            disk: SimDisk::new(),
+            witness: MemoryWitness::new(),
+            provider: Arc::new(MemoryProvider::with_key("kek-1", 1)),
+        }
+    }
+
+    pub fn open_with(&self, options: StoreOptions) -> Result<EncryptedStore, Error> {
+        let db = Database::builder().create_with_backend(self.disk.backend())?;
+        let provider: Arc<dyn KeyProvider> = self.provider.clone();
+        EncryptedStore::open(
+            StoreLocation::Database {
+                db,
+                witness: self.witness.clone(),
+            },
+            provider,
+            options,
+        )
+    }
+
+    pub fn open(&self) -> Result<EncryptedStore, Error> {
+        self.open_with(StoreOptions::default())
+    }
+}
+
+pub fn wallet(n: u8) -> WalletId {
+    WalletId::new(vec![b'w', n]).unwrap()
+}
+
+/// A redb table of sealed records, for tests that edit the raw bytes.
+pub fn raw_table(name: &str) -> redb::TableDefinition<'_, &'static [u8], &'static [u8]> {
+    redb::TableDefinition::new(name)
+}
+
+/// Runs `f` in a raw write transaction on the machine's disk (the store
+/// must be closed), as an attacker with disk access would.
+pub fn edit_raw(machine: &Machine, f: impl FnOnce(&redb::WriteTransaction)) {
+    let db = Database::builder()
+        .create_with_backend(machine.disk.backend())
+        .unwrap();
+    let txn = db.begin_write().unwrap();
+    f(&txn);
+    txn.commit().unwrap();
+}
+
+/// The raw bytes of `key` in table `name`.
+pub fn raw_get(txn: &redb::WriteTransaction, name: &str, key: &[u8]) -> Option<Vec<u8>> {
+    use redb::ReadableTable as _;
+    let t = txn.open_table(raw_table(name)).unwrap();
+    t.get(key).unwrap().map(|g| g.value().to_vec())
+}
+
+/// Replaces the raw bytes of `key` in table `name`.
+pub fn raw_put(txn: &redb::WriteTransaction, name: &str, key: &[u8], value: &[u8]) {
+    let mut t = txn.open_table(raw_table(name)).unwrap();
+    t.insert(key, value).unwrap();
+}
+
+/// The record key of a wallet (length-prefixed id), as the store lays it out.
+pub fn wallet_key(w: &WalletId) -> Vec<u8> {
+    [&[w.as_bytes().len() as u8][..], w.as_bytes()].concat()
+}
