@@ -18,9 +18,10 @@ use thresig_crypto::{Commitment, Seat, SigningPackage};
 use crate::api::Round2Request;
 use crate::config::{Limits, WalletConfig};
 use crate::error::{Error, InternalFault, RequestPart};
-use crate::ids::{CommitmentHash, PackageHash};
 use crate::target::derive_messages;
 use crate::wallet::SigningKey;
+use sha2::{Digest, Sha256};
+use thresig_store::{CommitmentHash, PackageHash};
 
 /// A round-2 request that passed every check that does not need the nonce
 /// pool. Only [`check_round2`] builds one.
@@ -54,15 +55,32 @@ impl CheckedRound2 {
     }
 }
 
-/// The key under which a commitment's nonce and marker are found.
+/// Domain separation tag of commitment hashes.
+const COMMITMENT_DOMAIN: &[u8] = b"thresig/engine/commitment/v1";
+/// Domain separation tag of package hashes.
+const PACKAGE_DOMAIN: &[u8] = b"thresig/engine/round2-request/v1";
+
+/// SHA-256 of `domain` and each part, length-prefixed.
+fn tagged_hash(domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(domain);
+    for part in parts {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// The key under which one of this signer's commitments' nonce is kept in
+/// memory and, for an attempt's first commitment, its marker in the store.
 ///
 /// # Errors
 /// [`Error::Internal`] if the commitment cannot be encoded (not expected).
-pub(crate) fn commitment_hash(c: &Commitment) -> Result<CommitmentHash, Error> {
+pub fn commitment_hash(c: &Commitment) -> Result<CommitmentHash, Error> {
     let bytes = c
         .to_bytes()
         .map_err(|_| Error::Internal(InternalFault::Serialization))?;
-    Ok(CommitmentHash::of(&[&bytes]))
+    Ok(CommitmentHash(tagged_hash(COMMITMENT_DOMAIN, &[&bytes])))
 }
 
 /// The hash of a round-2 request's content: wallet, epoch, signer set,
@@ -73,7 +91,7 @@ pub(crate) fn package_hash(req: &Round2Request) -> PackageHash {
     let target = req.target.canonical_bytes();
     let mut parts: Vec<&[u8]> = vec![req.wallet.as_str().as_bytes(), &epoch, &signers, &target];
     parts.extend(req.packages.iter().map(|p| p.0.as_slice()));
-    PackageHash::of(&parts)
+    PackageHash(tagged_hash(PACKAGE_DOMAIN, &parts))
 }
 
 /// Checks a round-2 request for `wallet`, where this signer holds `seat` and

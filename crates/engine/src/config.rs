@@ -160,10 +160,13 @@ pub struct Limits {
     /// five minutes tolerates slow signers while bounding how long a
     /// coordinator can keep nonces parked.
     pub nonce_ttl: Duration,
-    /// How long, after its nonce, a consumed or evicted commitment is still
-    /// remembered to answer `session_conflict`, `attempt_expired` or
-    /// `capacity_exhausted` instead of `nonce_unknown`.
-    pub tombstone_ttl: Duration,
+    /// The replay window: how long a consumed, evicted or expired commitment
+    /// is still remembered in memory (to answer `session_conflict`,
+    /// `attempt_expired` or `capacity_exhausted` instead of
+    /// `nonce_unknown`), how long pending shares wait for a retry, and how
+    /// long after the nonce TTL a marker is kept before it may be purged. An
+    /// hour covers coordinator retries across a signer restart.
+    pub replay_window: Duration,
     /// Largest encoded request accepted by [`crate::decode_request`]:
     /// 256 inputs × 100 signers × ~70 bytes of hex commitments fits in 4 MiB.
     pub max_request_bytes: usize,
@@ -176,7 +179,7 @@ impl Default for Limits {
             nonces_per_coordinator: 1024,
             nonces_per_wallet: 8192,
             nonce_ttl: Duration::from_secs(300),
-            tombstone_ttl: Duration::from_secs(3600),
+            replay_window: Duration::from_secs(3600),
             max_request_bytes: 4 << 20,
         }
     }

@@ -1,149 +1,236 @@
-//! What the engine needs from durable storage, and the records it keeps.
+//! The engine's records in the store, and the writes it submits.
 //!
-//! The engine reaches the disk only through [`SignerStore`]. A marker is the
-//! durable proof that an attempt's shares were released: keyed by the first
-//! of this signer's commitments in the attempt, it holds the package hash and
-//! every share of the attempt, and is inserted only if absent inside the
-//! committing write transaction.
+//! The engine reaches the disk only through [`thresig_store::Store`]. It
+//! keeps three kinds of record there:
+//! - a wallet record (its lifecycle state, the epoch of its key package and
+//!   the public [`WalletKey`] that alone decides the signing tweak);
+//! - the key package (this signer's [`KeyShare`]) by (wallet, key epoch),
+//!   inserted only if absent;
+//! - attempt markers, keyed by this signer's first commitment of the attempt,
+//!   holding the package hash and every share of the attempt, inserted only
+//!   if absent inside the committing transaction.
 
-use zeroize::Zeroizing;
+use thresig_crypto::{KeyShare, Seat, WalletKey};
+use thresig_store::{Marker, Store, WriteOp};
 
-use crate::ids::{CommitmentHash, Epoch, PackageHash, WalletId};
+use crate::config::WalletConfig;
+use crate::error::{Error, InternalFault};
+use crate::ids::{Epoch, WalletId};
+use crate::wallet::{SigningKey, WalletState};
 
-/// The durable record of one released attempt.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Marker {
-    /// The hash of the request the shares answer.
-    pub package: PackageHash,
-    /// The encoded signature shares, one per input.
-    pub shares: Vec<Vec<u8>>,
+/// Version byte of the wallet record encoding.
+const RECORD_VERSION: u8 = 1;
+
+/// A wallet's lifecycle state as stored (a wallet without a record is
+/// waiting for its DKG; a record that fails to authenticate is corrupt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Active = 1,
+    Rekeying = 2,
+    Retired = 3,
 }
 
-impl Marker {
-    /// A marker for `shares` answering the request hashed to `package`.
-    pub fn new(package: PackageHash, shares: Vec<Vec<u8>>) -> Self {
-        Self { package, shares }
-    }
-}
-
-/// The outcome of an insert-if-absent of a marker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MarkerInsert {
-    /// The marker is now durable.
-    Inserted,
-    /// A marker was already there (from an earlier, possibly ambiguous,
-    /// commit); it is returned unchanged.
-    Existing(Marker),
-}
-
-/// A wallet's key material at one epoch, as stored.
-#[non_exhaustive]
-pub struct StoredKey {
-    /// The epoch of this key package.
-    pub epoch: Epoch,
-    /// The encoded `WalletKey` (the public record: keys and tweak).
-    pub wallet_key: Vec<u8>,
-    /// This signer's encoded `KeyShare` (secret).
-    pub share: Zeroizing<Vec<u8>>,
-}
-
-impl StoredKey {
-    /// Key material read from the store.
-    pub fn new(epoch: Epoch, wallet_key: Vec<u8>, share: Zeroizing<Vec<u8>>) -> Self {
-        Self {
-            epoch,
-            wallet_key,
-            share,
+impl Lifecycle {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Active),
+            2 => Some(Self::Rekeying),
+            3 => Some(Self::Retired),
+            _ => None,
         }
     }
 }
 
-/// A wallet's durable record as the engine needs it to sign.
-#[non_exhaustive]
-pub enum StoredWallet {
-    /// No confirmed key package: the wallet waits for its DKG.
-    Absent,
-    /// The wallet signs with this key.
-    Active(StoredKey),
-    /// The wallet is being rekeyed; it keeps its key for the sweep.
-    Rekeying(StoredKey),
-    /// The wallet is retired.
-    Retired,
-    /// The wallet's records failed to authenticate.
-    Corrupt,
+/// The engine's wallet record: `[version][lifecycle][key epoch: u64 BE]`
+/// followed by the encoded `WalletKey`.
+struct WalletRecord {
+    lifecycle: Lifecycle,
+    key_epoch: thresig_store::Epoch,
+    wallet_key: Vec<u8>,
 }
 
-/// Why a storage operation failed, in the terms the engine maps to codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StorageFault {
-    /// A transient failure: the write did not (or may not) commit; retry.
-    Unavailable,
-    /// The key provider is needed and cannot be reached.
-    KeyProviderUnavailable,
-    /// A record fails to authenticate or decode.
-    Corrupt,
-    /// The database is older than its witness.
-    Rollback,
+impl WalletRecord {
+    fn encode(&self) -> Vec<u8> {
+        [
+            &[RECORD_VERSION, self.lifecycle as u8][..],
+            &self.key_epoch.0.to_be_bytes(),
+            &self.wallet_key,
+        ]
+        .concat()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let ([version, lifecycle], rest) = bytes.split_first_chunk::<2>()?;
+        let (epoch, key) = rest.split_first_chunk::<8>()?;
+        if *version != RECORD_VERSION {
+            return None;
+        }
+        Some(Self {
+            lifecycle: Lifecycle::from_byte(*lifecycle)?,
+            key_epoch: thresig_store::Epoch(u64::from_be_bytes(*epoch)),
+            wallet_key: key.to_vec(),
+        })
+    }
 }
 
-/// The durable storage a [`crate::Signer`] runs on.
+/// The store writes that make `wallet` active with `key` and this signer's
+/// `share`, its key package stored at `key_epoch`: the key package (insert
+/// if absent, so a confirmed key package is never overwritten) and the
+/// wallet record, committed together as one unit.
 ///
-/// Implementations must be safe to call from several threads at once; calls
-/// for different wallets must not wait on each other beyond the store's own
-/// group commit.
-pub trait SignerStore: Send + Sync {
-    /// Loads a wallet's record.
-    ///
-    /// # Errors
-    /// A [`StorageFault`] when the store cannot answer.
-    fn load_wallet(&self, wallet: &WalletId) -> Result<StoredWallet, StorageFault>;
-
-    /// Reads the marker keyed by `commitment`, if any.
-    ///
-    /// # Errors
-    /// A [`StorageFault`] when the store cannot answer.
-    fn marker(
-        &self,
-        wallet: &WalletId,
-        commitment: &CommitmentHash,
-    ) -> Result<Option<Marker>, StorageFault>;
-
-    /// Inserts `marker` under `commitment` if no marker is there, durably,
-    /// in one write transaction.
-    ///
-    /// # Errors
-    /// A [`StorageFault`] when the commit fails; the marker may or may not
-    /// be durable (an ambiguous commit), so the caller releases nothing.
-    fn insert_marker(
-        &self,
-        wallet: &WalletId,
-        commitment: &CommitmentHash,
-        marker: &Marker,
-    ) -> Result<MarkerInsert, StorageFault>;
+/// This is what a finished, confirmed DKG (or an import) commits; tests use
+/// it to set up wallets from a DKG run.
+///
+/// # Errors
+/// [`Error::Internal`] if the key material cannot be encoded.
+pub fn activation_ops(
+    wallet: &WalletId,
+    key_epoch: Epoch,
+    key: &WalletKey,
+    share: &KeyShare,
+) -> Result<Vec<WriteOp>, Error> {
+    let encode = |_| Error::Internal(InternalFault::Serialization);
+    let id = wallet.store_id()?;
+    let record = WalletRecord {
+        lifecycle: Lifecycle::Active,
+        key_epoch: thresig_store::Epoch(key_epoch.0),
+        wallet_key: key.to_bytes().map_err(encode)?,
+    };
+    Ok(vec![
+        WriteOp::InsertKeyPackage {
+            wallet: id.clone(),
+            epoch: record.key_epoch,
+            value: share.to_bytes().map_err(encode)?.to_vec(),
+        },
+        WriteOp::PutWallet {
+            wallet: id,
+            value: record.encode(),
+        },
+    ])
 }
 
-impl<T: SignerStore + ?Sized> SignerStore for std::sync::Arc<T> {
-    fn load_wallet(&self, wallet: &WalletId) -> Result<StoredWallet, StorageFault> {
-        (**self).load_wallet(wallet)
+/// Loads a wallet's state. Key material that fails to authenticate, does
+/// not decode, is missing, or disagrees with the configuration makes the
+/// wallet `corrupt` (it refuses to sign; the others keep serving).
+///
+/// # Errors
+/// Retryable store errors (the caller cannot tell the state yet).
+pub(crate) fn load_state<S: Store>(
+    store: &S,
+    config: &WalletConfig,
+    seat: Seat,
+) -> Result<WalletState, thresig_store::Error> {
+    match try_load(store, config, seat) {
+        Ok(state) => Ok(state),
+        Err(e) if e.recovery() == thresig_store::Recovery::Retryable => Err(e),
+        Err(_) => Ok(WalletState::Corrupt),
     }
+}
 
-    fn marker(
-        &self,
-        wallet: &WalletId,
-        commitment: &CommitmentHash,
-    ) -> Result<Option<Marker>, StorageFault> {
-        (**self).marker(wallet, commitment)
+fn try_load<S: Store>(
+    store: &S,
+    config: &WalletConfig,
+    seat: Seat,
+) -> Result<WalletState, thresig_store::Error> {
+    let Ok(id) = config.id.store_id() else {
+        return Ok(WalletState::Corrupt);
+    };
+    let Some(bytes) = store.wallet(&id)? else {
+        return Ok(WalletState::DkgPending);
+    };
+    let Some(record) = WalletRecord::decode(&bytes) else {
+        return Ok(WalletState::Corrupt);
+    };
+    if record.lifecycle == Lifecycle::Retired {
+        return Ok(WalletState::Retired);
     }
+    let share = store.key_package(&id, record.key_epoch)?;
+    let epoch = store.wallet_epoch(&id)?;
+    let (Some(share), Some(epoch)) = (share, epoch) else {
+        return Ok(WalletState::Corrupt);
+    };
+    let Some(key) = signing_key(config, seat, epoch.into(), &record.wallet_key, &share) else {
+        return Ok(WalletState::Corrupt);
+    };
+    Ok(match record.lifecycle {
+        Lifecycle::Rekeying => WalletState::Rekeying(key),
+        Lifecycle::Active | Lifecycle::Retired => WalletState::Active(key),
+    })
+}
 
-    fn insert_marker(
-        &self,
-        wallet: &WalletId,
-        commitment: &CommitmentHash,
-        marker: &Marker,
-    ) -> Result<MarkerInsert, StorageFault> {
-        (**self).insert_marker(wallet, commitment, marker)
+/// Decodes key material and checks it against the configuration.
+fn signing_key(
+    config: &WalletConfig,
+    seat: Seat,
+    epoch: Epoch,
+    wallet_key: &[u8],
+    share: &[u8],
+) -> Option<SigningKey> {
+    let key = WalletKey::from_bytes(wallet_key).ok()?;
+    let share = KeyShare::from_bytes(share).ok()?;
+    let fits = share.seat() == seat
+        && share.check_wallet(&key).is_ok()
+        && key.threshold() == config.threshold
+        && key.members().len() == config.roster.len();
+    fits.then_some(SigningKey { epoch, key, share })
+}
+
+/// Encodes an attempt's shares for its marker: a count, then each share
+/// with its length (both `u16` big-endian).
+pub(crate) fn encode_shares(shares: &[Vec<u8>]) -> Result<Vec<u8>, Error> {
+    let too_long = |_| Error::Internal(InternalFault::Serialization);
+    let mut out = Vec::new();
+    out.extend_from_slice(&u16::try_from(shares.len()).map_err(too_long)?.to_be_bytes());
+    for share in shares {
+        out.extend_from_slice(&u16::try_from(share.len()).map_err(too_long)?.to_be_bytes());
+        out.extend_from_slice(share);
+    }
+    Ok(out)
+}
+
+/// The shares recorded in an attempt marker, in input order (`None` if the
+/// marker's share field does not decode).
+pub fn decode_shares(marker: &Marker) -> Option<Vec<Vec<u8>>> {
+    let (count, mut rest) = marker.shares.split_first_chunk::<2>()?;
+    let mut shares = Vec::with_capacity(usize::from(u16::from_be_bytes(*count)));
+    for _ in 0..u16::from_be_bytes(*count) {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let (share, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+        shares.push(share.to_vec());
+        rest = tail;
+    }
+    rest.is_empty().then_some(shares)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_shares_round_trip_and_refuse_garbage() {
+        let record = WalletRecord {
+            lifecycle: Lifecycle::Rekeying,
+            key_epoch: thresig_store::Epoch(7),
+            wallet_key: vec![1, 2, 3],
+        };
+        let back = WalletRecord::decode(&record.encode()).unwrap();
+        assert_eq!(back.lifecycle, Lifecycle::Rekeying);
+        assert_eq!(back.key_epoch, thresig_store::Epoch(7));
+        assert_eq!(back.wallet_key, vec![1, 2, 3]);
+        assert!(WalletRecord::decode(&[2, 1, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());
+        assert!(WalletRecord::decode(&[1, 9, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());
+
+        let shares = vec![vec![5; 32], vec![], vec![6; 3]];
+        let marker = Marker {
+            package_hash: thresig_store::PackageHash([0; 32]),
+            shares: encode_shares(&shares).unwrap(),
+            expires_at: thresig_store::Timestamp(0),
+        };
+        assert_eq!(decode_shares(&marker).unwrap(), shares);
+        let mut bad = marker.clone();
+        bad.shares.push(0);
+        assert!(decode_shares(&bad).is_none());
+        bad.shares.truncate(3);
+        assert!(decode_shares(&bad).is_none());
     }
 }

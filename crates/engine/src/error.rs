@@ -12,8 +12,9 @@ use thresig_store::Recovery;
 
 use thresig_crypto::Seat;
 
-use crate::durable::StorageFault;
-use crate::ids::{CommitmentHash, CoordinatorId, Epoch, WalletId};
+use thresig_store::CommitmentHash;
+
+use crate::ids::{CoordinatorId, Epoch, WalletId};
 
 /// A stable error code, sent on the wire as [`ErrorCode::as_str`].
 ///
@@ -54,6 +55,9 @@ pub enum ErrorCode {
     /// Durable storage failed transiently (disk full, lock busy, commit
     /// failed).
     StorageUnavailable,
+    /// Durable storage failed in a way a retry cannot fix (the writer
+    /// stopped, the database latched after a failed fsync or is corrupt).
+    StorageFailed,
     /// The key provider could not be reached.
     KeyProviderUnavailable,
     /// Stored state is inconsistent or fails to authenticate.
@@ -68,7 +72,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
         Self::SessionConflict,
@@ -83,6 +87,7 @@ impl ErrorCode {
         Self::WalletNotActive,
         Self::WalletRetired,
         Self::StorageUnavailable,
+        Self::StorageFailed,
         Self::KeyProviderUnavailable,
         Self::StateCorrupt,
         Self::RollbackDetected,
@@ -107,6 +112,7 @@ impl ErrorCode {
             Self::WalletNotActive => "wallet_not_active",
             Self::WalletRetired => "wallet_retired",
             Self::StorageUnavailable => "storage_unavailable",
+            Self::StorageFailed => "storage_failed",
             Self::KeyProviderUnavailable => "key_provider_unavailable",
             Self::StateCorrupt => "state_corrupt",
             Self::RollbackDetected => "rollback_detected",
@@ -137,6 +143,7 @@ impl ErrorCode {
             | Self::RekeyInProgress
             | Self::WalletCorrupt
             | Self::WalletRetired
+            | Self::StorageFailed
             | Self::StateCorrupt
             | Self::RollbackDetected
             | Self::InvalidShare
@@ -199,6 +206,9 @@ pub enum InternalFault {
     SigningFailed,
     /// A value could not be serialized.
     Serialization,
+    /// The store skipped a marker insert for a reason other than a present
+    /// marker.
+    UnexpectedWrite,
     /// A wallet's lock was poisoned by a panic; the wallet refuses work
     /// until the signer restarts.
     Poisoned,
@@ -423,13 +433,14 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
-    /// Durable storage failed.
-    #[error("wallet {wallet}: storage failed ({fault:?})")]
-    Storage {
+    /// The store failed; its error says whether a retry can succeed.
+    #[error("wallet {wallet}: storage failed")]
+    Store {
         /// The wallet addressed.
         wallet: WalletId,
-        /// What failed.
-        fault: StorageFault,
+        /// The store's error.
+        #[source]
+        source: thresig_store::Error,
     },
     /// An internal invariant failed.
     #[error("internal error: {0:?}")]
@@ -467,12 +478,7 @@ impl Error {
             Self::KeyPackageMissing { .. } | Self::StoredRecordInvalid { .. } => {
                 ErrorCode::StateCorrupt
             }
-            Self::Storage { fault, .. } => match fault {
-                StorageFault::Unavailable => ErrorCode::StorageUnavailable,
-                StorageFault::KeyProviderUnavailable => ErrorCode::KeyProviderUnavailable,
-                StorageFault::Corrupt => ErrorCode::StateCorrupt,
-                StorageFault::Rollback => ErrorCode::RollbackDetected,
-            },
+            Self::Store { source, .. } => store_code(source),
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -480,6 +486,26 @@ impl Error {
     /// Whether the same request can succeed if sent again unchanged.
     pub fn recovery(&self) -> Recovery {
         self.code().recovery()
+    }
+}
+
+/// The code of a store error: provider, rollback and per-wallet
+/// authentication failures have their own codes; anything else is
+/// `storage_unavailable` when the store says a retry can succeed and
+/// `storage_failed` when it cannot.
+fn store_code(e: &thresig_store::Error) -> ErrorCode {
+    use thresig_store::Error as S;
+    match e {
+        S::Provider(_) if e.recovery() == Recovery::Retryable => ErrorCode::KeyProviderUnavailable,
+        S::RollbackDetected { .. } => ErrorCode::RollbackDetected,
+        S::WalletCorrupt { .. }
+        | S::RecordTampered { .. }
+        | S::RecordMoved { .. }
+        | S::RecordStale { .. } => ErrorCode::WalletCorrupt,
+        _ => match e.recovery() {
+            Recovery::Retryable => ErrorCode::StorageUnavailable,
+            Recovery::Terminal => ErrorCode::StorageFailed,
+        },
     }
 }
 
@@ -508,28 +534,35 @@ mod tests {
     }
 
     #[test]
-    fn storage_faults_map_to_their_codes() {
+    fn store_errors_map_to_their_codes() {
         let wallet = WalletId::new("w").unwrap();
-        let code = |fault| {
-            Error::Storage {
+        let code = |source: thresig_store::Error| {
+            Error::Store {
                 wallet: wallet.clone(),
-                fault,
+                source,
             }
             .code()
         };
+        let io = || redb::Error::Io(std::io::Error::other("injected"));
+        assert_eq!(code(io().into()), ErrorCode::StorageUnavailable);
         assert_eq!(
-            code(StorageFault::Unavailable),
-            ErrorCode::StorageUnavailable
+            code(redb::Error::Corrupted("x".into()).into()),
+            ErrorCode::StorageFailed
         );
         assert_eq!(
-            code(StorageFault::Unavailable).recovery(),
-            Recovery::Retryable
+            code(thresig_store::Error::WriterStopped),
+            ErrorCode::StorageFailed
         );
+        let provider = thresig_store::provider::ProviderError::Unavailable {
+            reason: "down".into(),
+        };
         assert_eq!(
-            code(StorageFault::KeyProviderUnavailable),
+            code(thresig_store::Error::Provider(provider)),
             ErrorCode::KeyProviderUnavailable
         );
-        assert_eq!(code(StorageFault::Corrupt), ErrorCode::StateCorrupt);
-        assert_eq!(code(StorageFault::Rollback).recovery(), Recovery::Terminal);
+        let corrupt = thresig_store::Error::WalletCorrupt {
+            wallet: thresig_store::WalletId::new("w").unwrap(),
+        };
+        assert_eq!(code(corrupt), ErrorCode::WalletCorrupt);
     }
 }

@@ -8,7 +8,6 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// The id of a wallet, as the signer's configuration names it.
 ///
@@ -43,6 +42,13 @@ impl WalletId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The store's key for this wallet (the id's bytes; both bound ids to
+    /// 64 bytes, so the conversion cannot fail for a valid id).
+    pub(crate) fn store_id(&self) -> Result<thresig_store::WalletId, crate::Error> {
+        thresig_store::WalletId::new(self.0.as_bytes())
+            .map_err(|_| crate::Error::Internal(crate::InternalFault::Serialization))
+    }
 }
 
 impl TryFrom<String> for WalletId {
@@ -75,11 +81,19 @@ impl fmt::Display for WalletId {
 #[error("a wallet id must be 1 to 64 characters of [A-Za-z0-9._-]")]
 pub struct InvalidWalletId;
 
-/// A wallet's security epoch: bumped by share refresh and rekey, so that a
-/// request or key package of an older epoch is recognised as stale.
+/// A wallet's security epoch, as requests carry it: the store's epoch of
+/// the wallet ([`thresig_store::Epoch`]), bumped by share refresh, rekey and
+/// policy changes, so that a request of an older epoch is recognised as
+/// stale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Epoch(pub u64);
+
+impl From<thresig_store::Epoch> for Epoch {
+    fn from(value: thresig_store::Epoch) -> Self {
+        Self(value.0)
+    }
+}
 
 impl fmt::Display for Epoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -101,52 +115,6 @@ impl fmt::Debug for CoordinatorId {
     }
 }
 
-/// Defines a 32-byte SHA-256 hash newtype with a domain-separated
-/// constructor, so that hashes of different things never share a type.
-macro_rules! hash_newtype {
-    ($(#[$doc:meta])* $name:ident, $domain:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub struct $name(#[serde(with = "hex::serde")] pub [u8; 32]);
-
-        impl $name {
-            /// The domain separation tag hashed before the content.
-            pub const DOMAIN: &'static [u8] = $domain;
-
-            /// Hashes `parts` (each length-prefixed) under this type's domain.
-            pub fn of(parts: &[&[u8]]) -> Self {
-                let mut h = Sha256::new();
-                h.update(Self::DOMAIN);
-                for part in parts {
-                    h.update((part.len() as u64).to_be_bytes());
-                    h.update(part);
-                }
-                Self(h.finalize().into())
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({})", stringify!($name), short_hex(&self.0))
-            }
-        }
-    };
-}
-
-hash_newtype!(
-    /// The hash of one of this signer's nonce commitments: the key of its
-    /// nonce in memory and of the attempt marker in the store.
-    CommitmentHash,
-    b"thresig/engine/commitment/v1"
-);
-
-hash_newtype!(
-    /// The hash of a whole round-2 request as received (the "package hash"):
-    /// two requests are the same attempt exactly when their hashes are equal.
-    PackageHash,
-    b"thresig/engine/round2-request/v1"
-);
-
 /// The first eight bytes of `bytes` in hex, for `Debug` output.
 fn short_hex(bytes: &[u8]) -> String {
     hex::encode(bytes.get(..8).unwrap_or(bytes))
@@ -162,6 +130,11 @@ fn short_hex(bytes: &[u8]) -> String {
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
+    /// This time in whole seconds, as the store keeps expiry times.
+    pub fn to_store(self) -> thresig_store::Timestamp {
+        thresig_store::Timestamp(self.0 / 1000)
+    }
+
     /// This time plus `d`, saturating at the end of time.
     pub fn saturating_add(self, d: Duration) -> Self {
         let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);

@@ -24,13 +24,12 @@ pub use api::{
     Round1Request, Round1Response, Round2Request, Round2Response, WalletStatus, decode_request,
     encode_reply,
 };
-pub use durable::{Marker, MarkerInsert, SignerStore, StorageFault, StoredKey, StoredWallet};
+pub use check::commitment_hash;
+pub use durable::{activation_ops, decode_shares};
 pub use signer::{OpenError, Signer};
 pub use target::{Digest, SigningTarget};
 pub use wallet::WalletStateKind;
 
 pub use config::{ConfigError, IdentityKey, Limits, RawDigestPolicy, SignerConfig, WalletConfig};
 pub use error::{Error, ErrorCode, InternalFault, PolicyReason, RequestPart, recovery_str};
-pub use ids::{
-    CommitmentHash, CoordinatorId, Epoch, InvalidWalletId, PackageHash, Timestamp, WalletId,
-};
+pub use ids::{CoordinatorId, Epoch, InvalidWalletId, Timestamp, WalletId};

@@ -13,7 +13,9 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::Limits;
-use crate::ids::{CommitmentHash, CoordinatorId, Timestamp};
+use thresig_store::CommitmentHash;
+
+use crate::ids::{CoordinatorId, Timestamp};
 
 /// Why a commitment has no live nonce any more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,7 +285,7 @@ impl<N> NoncePool<N> {
     /// Records tombstones, keeping at most `nonces_per_wallet` of them (the
     /// oldest are forgotten first; a forgotten one answers `nonce_unknown`).
     fn bury(&mut self, commitments: &[CommitmentHash], why: Tombstone, now: Timestamp) {
-        let until = now.saturating_add(self.limits.tombstone_ttl);
+        let until = now.saturating_add(self.limits.replay_window);
         for c in commitments {
             if self.tombstones.insert(*c, (why, until)).is_none() {
                 self.tombstone_order.push_back(*c);
@@ -304,7 +306,7 @@ mod tests {
     use super::*;
 
     fn c(i: u8) -> CommitmentHash {
-        CommitmentHash::of(&[&[i]])
+        CommitmentHash([i; 32])
     }
 
     const A: CoordinatorId = CoordinatorId([1; 32]);

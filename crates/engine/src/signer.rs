@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use rand_core::{CryptoRng, RngCore};
-use thresig_crypto::{KeyShare, Seat, SecretNonce, WalletKey, commit};
+use thresig_crypto::{Seat, SecretNonce, commit};
+use thresig_store::{CommitmentHash, Conflict, Marker, PackageHash, Store, WriteOp, WriteOutcome};
 
 use crate::api::{
     AbortRequest, HexBytes, Request, Response, Round1Request, Round1Response, Round2Request,
@@ -12,9 +13,9 @@ use crate::api::{
 };
 use crate::check::{CheckedRound2, check_round2, commitment_hash};
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
-use crate::durable::{Marker, MarkerInsert, SignerStore, StorageFault, StoredKey, StoredWallet};
+use crate::durable::{decode_shares, encode_shares, load_state};
 use crate::error::{Error, InternalFault, RequestPart};
-use crate::ids::{CommitmentHash, CoordinatorId, PackageHash, Timestamp, WalletId};
+use crate::ids::{CoordinatorId, Timestamp, WalletId};
 use crate::pool::{NoncePool, TakeError, Tombstone};
 use crate::wallet::{SigningKey, WalletState};
 
@@ -75,24 +76,27 @@ pub enum OpenError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    /// A wallet's record could not be read.
-    #[error("wallet {wallet}: storage failed ({fault:?})")]
-    Storage {
+    /// A wallet's record could not be read (a retryable store error; a
+    /// record that fails to authenticate makes its wallet `corrupt`
+    /// instead).
+    #[error("wallet {wallet}: storage failed")]
+    Store {
         /// The wallet.
         wallet: WalletId,
-        /// What failed.
-        fault: StorageFault,
+        /// The store's error.
+        #[source]
+        source: thresig_store::Error,
     },
 }
 
-impl<S: SignerStore> Signer<S> {
+impl<S: Store> Signer<S> {
     /// Opens the signer: validates `config` and loads each wallet's state
     /// from `store`. A wallet whose records fail to authenticate, or
     /// disagree with the configuration, is `corrupt`; the others serve.
     ///
     /// # Errors
     /// [`OpenError::Config`] for an invalid configuration,
-    /// [`OpenError::Storage`] when the store cannot be read.
+    /// [`OpenError::Store`] when the store cannot be read.
     pub fn open(config: SignerConfig, store: S) -> Result<Self, OpenError> {
         config.validate()?;
         let mut wallets = BTreeMap::new();
@@ -102,13 +106,10 @@ impl<S: SignerStore> Signer<S> {
                 .ok_or_else(|| ConfigError::NotAMember {
                     wallet: wallet.id.clone(),
                 })?;
-            let stored = store
-                .load_wallet(&wallet.id)
-                .map_err(|fault| OpenError::Storage {
-                    wallet: wallet.id.clone(),
-                    fault,
-                })?;
-            let state = wallet_state(&wallet, seat, stored);
+            let state = load_state(&store, &wallet, seat).map_err(|source| OpenError::Store {
+                wallet: wallet.id.clone(),
+                source,
+            })?;
             let shard = Shard {
                 state,
                 pool: NoncePool::new(config.limits.clone()),
@@ -253,13 +254,14 @@ impl<S: SignerStore> Signer<S> {
         };
 
         // A durable marker answers replays and refuses everything else.
+        let store_id = wallet.store_id()?;
         let stored = self
             .store
-            .marker(wallet, &lead)
-            .map_err(|fault| storage(wallet, fault))?;
+            .marker(&store_id, &lead)
+            .map_err(|source| store_error(wallet, source))?;
         if let Some(marker) = stored {
             pending.remove(&lead);
-            return replay(wallet, lead, checked.hash(), marker).map(respond);
+            return replay(wallet, lead, checked.hash(), &marker).map(respond);
         }
         // Pending shares are retried only by the byte-identical request.
         if let Some(p) = pending.get(&lead) {
@@ -270,8 +272,10 @@ impl<S: SignerStore> Signer<S> {
                     commitment: lead,
                 });
             }
-            let marker = Marker::new(p.package, p.shares.clone());
-            return self.commit(wallet, lead, marker, pending).map(respond);
+            let shares = p.shares.clone();
+            return self
+                .commit(now, wallet, lead, p.package, shares, pending)
+                .map(respond);
         }
         // Fresh attempt: take the nonces (they leave the pool for good),
         // sign outside any store transaction, then commit the marker.
@@ -287,11 +291,11 @@ impl<S: SignerStore> Signer<S> {
             Pending {
                 package: checked.hash(),
                 shares: shares.clone(),
-                until: now.saturating_add(self.limits.tombstone_ttl),
+                until: now.saturating_add(self.limits.replay_window),
             },
         );
-        let marker = Marker::new(checked.hash(), shares);
-        self.commit(wallet, lead, marker, pending).map(respond)
+        self.commit(now, wallet, lead, checked.hash(), shares, pending)
+            .map(respond)
     }
 
     /// Destroys the live round-1 vectors of `from` that contain any of the
@@ -378,24 +382,43 @@ impl<S: SignerStore> Signer<S> {
         Ok(slot)
     }
 
-    /// Makes `marker` durable (insert-if-absent) and returns the shares to
-    /// release: the new ones if inserted, the stored ones for an identical
-    /// earlier commit. On failure the pending shares stay for a retry.
+    /// Makes the marker of `shares` durable (insert-if-absent, one unit)
+    /// and returns the shares to release: the new ones if inserted, the
+    /// stored ones for an identical earlier (ambiguous) commit. On failure
+    /// the pending shares stay for a byte-identical retry.
     fn commit(
         &self,
+        now: Timestamp,
         wallet: &WalletId,
         lead: CommitmentHash,
-        marker: Marker,
+        package: PackageHash,
+        shares: Vec<Vec<u8>>,
         pending: &mut HashMap<CommitmentHash, Pending>,
     ) -> Result<Vec<Vec<u8>>, Error> {
+        let expires = now
+            .saturating_add(self.limits.nonce_ttl)
+            .saturating_add(self.limits.replay_window);
+        let op = WriteOp::InsertMarker {
+            wallet: wallet.store_id()?,
+            commitment: lead,
+            marker: Marker {
+                package_hash: package,
+                shares: encode_shares(&shares)?,
+                expires_at: expires.to_store(),
+            },
+        };
         let outcome = self
             .store
-            .insert_marker(wallet, &lead, &marker)
-            .map_err(|fault| storage(wallet, fault))?;
+            .write(vec![op])
+            .map_err(|source| store_error(wallet, source))?;
         pending.remove(&lead);
         match outcome {
-            MarkerInsert::Inserted => Ok(marker.shares),
-            MarkerInsert::Existing(stored) => replay(wallet, lead, marker.package, stored),
+            WriteOutcome::Committed(_) => Ok(shares),
+            WriteOutcome::Skipped {
+                conflict: Conflict::MarkerPresent(stored),
+                ..
+            } => replay(wallet, lead, package, &stored),
+            _ => Err(Error::Internal(InternalFault::UnexpectedWrite)),
         }
     }
 }
@@ -405,10 +428,12 @@ fn replay(
     wallet: &WalletId,
     lead: CommitmentHash,
     package: PackageHash,
-    marker: Marker,
+    marker: &Marker,
 ) -> Result<Vec<Vec<u8>>, Error> {
-    if marker.package == package {
-        Ok(marker.shares)
+    if marker.package_hash == package {
+        decode_shares(marker).ok_or_else(|| Error::StoredRecordInvalid {
+            wallet: wallet.clone(),
+        })
     } else {
         Err(Error::SessionConflict {
             wallet: wallet.clone(),
@@ -440,10 +465,10 @@ fn prune_pending(pending: &mut HashMap<CommitmentHash, Pending>, now: Timestamp)
     pending.retain(|_, p| p.until > now);
 }
 
-fn storage(wallet: &WalletId, fault: StorageFault) -> Error {
-    Error::Storage {
+fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
+    Error::Store {
         wallet: wallet.clone(),
-        fault,
+        source,
     }
 }
 
@@ -484,37 +509,6 @@ fn status_of(slot: &Slot) -> Result<WalletStatus, Error> {
         epoch: key.map(|k| k.epoch),
         output_key: key.map(|k| HexBytes(k.key.output_key().to_bytes().to_vec())),
         live_nonces: shard.pool.live(),
-    })
-}
-
-/// A wallet's state from its stored record, refusing (as `corrupt`) key
-/// material that does not decode or does not match the configuration.
-fn wallet_state(config: &WalletConfig, seat: Seat, stored: StoredWallet) -> WalletState {
-    let key = |stored: &StoredKey| signing_key(config, seat, stored);
-    match stored {
-        StoredWallet::Absent => WalletState::DkgPending,
-        StoredWallet::Retired => WalletState::Retired,
-        StoredWallet::Corrupt => WalletState::Corrupt,
-        StoredWallet::Active(stored) => {
-            key(&stored).map_or(WalletState::Corrupt, WalletState::Active)
-        }
-        StoredWallet::Rekeying(stored) => {
-            key(&stored).map_or(WalletState::Corrupt, WalletState::Rekeying)
-        }
-    }
-}
-
-fn signing_key(config: &WalletConfig, seat: Seat, stored: &StoredKey) -> Option<SigningKey> {
-    let key = WalletKey::from_bytes(&stored.wallet_key).ok()?;
-    let share = KeyShare::from_bytes(&stored.share).ok()?;
-    let fits = share.seat() == seat
-        && share.check_wallet(&key).is_ok()
-        && key.threshold() == config.threshold
-        && key.members().len() == config.roster.len();
-    fits.then_some(SigningKey {
-        epoch: stored.epoch,
-        key,
-        share,
     })
 }
 

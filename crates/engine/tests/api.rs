@@ -23,7 +23,7 @@ fn a_round1_request_travels_as_json_and_back() {
     assert_eq!(decoded, req);
     let now = c.now;
     let result = c.members[0]
-        .signer
+        .signer()
         .handle(now, coordinator(COORD_A), decoded, &mut c.rng);
     let reply: Envelope<Reply> = serde_json::from_slice(&encode_reply(result.into())).unwrap();
     assert_eq!(reply.version, API_VERSION);
@@ -68,7 +68,7 @@ fn errors_travel_with_code_and_class() {
     };
     let now = c.now;
     let result = c.members[0]
-        .signer
+        .signer()
         .handle(now, coordinator(COORD_A), req, &mut c.rng);
     let json: serde_json::Value = serde_json::from_slice(&encode_reply(result.into())).unwrap();
     assert_eq!(json["body"]["error"]["code"], "unknown_wallet");
@@ -79,7 +79,7 @@ fn errors_travel_with_code_and_class() {
 fn status_and_listing_show_each_wallet() {
     let mut c = Cluster::new(32, 2, 3, &["w1", "w2"], Limits::default());
     c.round1(2, COORD_A, "w2", 3).unwrap();
-    let list = c.member(2).signer.wallets().unwrap();
+    let list = c.member(2).signer().wallets().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[1].wallet, wid("w2"));
     assert_eq!(list[1].state, WalletStateKind::Active);

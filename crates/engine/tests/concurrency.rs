@@ -23,12 +23,12 @@ fn a_parked_commit_on_wallet_a_does_not_block_wallet_b() {
     let (parked_tx, parked_rx) = channel();
     let (release_tx, release_rx) = channel();
     c.member(1)
-        .store
+        .store()
         .park_commit(&wid("wa"), parked_tx, release_rx);
 
     let requests = &requests;
     let events = Mutex::new(Vec::new());
-    let signer = &c.member(1).signer;
+    let signer = c.member(1).signer();
     let now = c.now;
     let mut rng = rand_chacha::ChaCha20Rng::clone(&c.rng);
     std::thread::scope(|scope| {

@@ -12,7 +12,8 @@ use std::time::Duration;
 use common::*;
 use proptest::prelude::*;
 use thresig_crypto::Commitment;
-use thresig_engine::{CommitmentHash, HexBytes, Round2Request};
+use thresig_engine::{HexBytes, Round2Request, commitment_hash, decode_shares};
+use thresig_store::{CommitmentHash, Store};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -55,7 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn hash(c: &Commitment) -> CommitmentHash {
-    CommitmentHash::of(&[&c.to_bytes().unwrap()])
+    commitment_hash(c).unwrap()
 }
 
 /// Runs `ops` against seat 1 (seat 2 is an honest partner that always
@@ -110,13 +111,13 @@ fn run(seed: u64, ops: &[Op]) {
                 let req = thresig_engine::AbortRequest::new(wid("w"), commitments);
                 for from in [COORD_A, COORD_B] {
                     c.member(1)
-                        .signer
+                        .signer()
                         .abort(c.now, coordinator(from), &req)
                         .unwrap();
                 }
             }
             Op::Restart => c.restart(1),
-            Op::Fault { ambiguous } => c.member(1).store.fail_next_commit(if *ambiguous {
+            Op::Fault { ambiguous } => c.member(1).store().fail_next_commit(if *ambiguous {
                 Fault::Ambiguous
             } else {
                 Fault::Lost
@@ -139,7 +140,6 @@ fn check_release(
     shares: &[Vec<u8>],
     released: &mut HashMap<CommitmentHash, (Vec<u8>, Vec<u8>)>,
 ) {
-    let markers = c.member(1).store.inner.markers();
     let mine: Vec<CommitmentHash> = req
         .packages
         .iter()
@@ -150,8 +150,18 @@ fn check_release(
         .collect();
     // Every released share is in a durable marker, keyed by the attempt's
     // first commitment.
-    let marker = &markers[&(wid("w"), mine[0])];
-    assert_eq!(marker.shares, shares, "released shares equal the marker's");
+    let marker = c
+        .member(1)
+        .store()
+        .inner
+        .marker(&store_wallet(&wid("w")), &mine[0])
+        .unwrap()
+        .expect("a released share has a durable marker");
+    assert_eq!(
+        decode_shares(&marker).unwrap(),
+        shares,
+        "released shares equal the marker's"
+    );
     // No nonce ever answers two different packages.
     for (i, commitment) in mine.iter().enumerate() {
         let package = req.packages[i].0.clone();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use thresig_crypto::Commitment;
-use thresig_engine::{Epoch, Error, ErrorCode, Limits, StorageFault};
+use thresig_engine::{Epoch, Error, ErrorCode, Limits};
 
 const D1: [u8; 32] = [1; 32];
 const D2: [u8; 32] = [2; 32];
@@ -43,11 +43,12 @@ fn three_inputs_use_three_nonces_and_one_marker() {
     let req = c.request("w1", &comms, &[D1, D2, D3]);
     let shares: BTreeMap<u16, Vec<Vec<u8>>> =
         [1, 2].map(|s| (s, c.round2(s, &req).unwrap())).into();
-    let markers = c.member(1).store.inner.markers();
-    assert_eq!(markers.len(), 1, "one marker for the attempt");
-    let marker = markers.values().next().unwrap();
-    assert_eq!(marker.shares, shares[&1], "all three shares in it");
-    assert_eq!(marker.shares.len(), 3);
+    let m = c.member(1);
+    let marker = m.marker("w1", &comms[&1][0]).unwrap();
+    assert_eq!(marker, shares[&1], "all three shares in one marker");
+    assert_eq!(marker.len(), 3);
+    assert!(m.marker("w1", &comms[&1][1]).is_none());
+    assert!(m.marker("w1", &comms[&1][2]).is_none());
     assert_eq!(c.aggregate("w1", &req, &shares).len(), 3);
 }
 
@@ -122,16 +123,16 @@ fn a_lost_marker_commit_releases_nothing_and_the_identical_retry_succeeds() {
     let mut c = cluster(6);
     let comms = commitments(&mut c, 2);
     let req = c.request("w1", &comms, &[D1, D2]);
-    c.member(1).store.fail_next_commit(Fault::Lost);
+    c.member(1).store().fail_next_commit(Fault::Lost);
     let err = c.round2(1, &req).unwrap_err();
     assert_eq!(err.code(), ErrorCode::StorageUnavailable);
     assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
     assert!(
-        c.member(1).store.inner.markers().is_empty(),
+        c.member(1).marker("w1", &comms[&1][0]).is_none(),
         "nothing durable"
     );
     let shares1 = c.round2(1, &req).unwrap();
-    assert_eq!(c.member(1).store.inner.markers().len(), 1);
+    assert_eq!(c.member(1).marker("w1", &comms[&1][0]).unwrap(), shares1);
     let shares2 = c.round2(2, &req).unwrap();
     c.aggregate("w1", &req, &[(1, shares1), (2, shares2)].into());
 }
@@ -142,7 +143,7 @@ fn ambiguous_commit_then_another_package_gets_session_conflict() {
     let comms = commitments(&mut c, 1);
     let p1 = c.request("w1", &comms, &[D1]);
     let p2 = c.request("w1", &comms, &[D2]);
-    c.member(1).store.fail_next_commit(Fault::Ambiguous);
+    c.member(1).store().fail_next_commit(Fault::Ambiguous);
     assert_eq!(
         c.round2(1, &p1).unwrap_err().code(),
         ErrorCode::StorageUnavailable
@@ -151,7 +152,7 @@ fn ambiguous_commit_then_another_package_gets_session_conflict() {
     assert_eq!(err.code(), ErrorCode::SessionConflict, "{err:?}");
     // The durable marker still answers P1, and only P1.
     let shares = c.round2(1, &p1).unwrap();
-    assert_eq!(c.member(1).store.inner.markers().len(), 1);
+    assert_eq!(c.member(1).marker("w1", &comms[&1][0]).unwrap(), shares);
     assert_eq!(
         c.round2(1, &p2).unwrap_err().code(),
         ErrorCode::SessionConflict
@@ -171,7 +172,7 @@ fn another_package_drops_pending_shares_for_good() {
     let comms = commitments(&mut c, 1);
     let p1 = c.request("w1", &comms, &[D1]);
     let p2 = c.request("w1", &comms, &[D2]);
-    c.member(1).store.fail_next_commit(Fault::Lost);
+    c.member(1).store().fail_next_commit(Fault::Lost);
     assert_eq!(
         c.round2(1, &p1).unwrap_err().code(),
         ErrorCode::StorageUnavailable
@@ -185,7 +186,7 @@ fn another_package_drops_pending_shares_for_good() {
         c.round2(1, &p1).unwrap_err().code(),
         ErrorCode::SessionConflict
     );
-    assert!(c.member(1).store.inner.markers().is_empty());
+    assert!(c.member(1).marker("w1", &comms[&1][0]).is_none());
 }
 
 #[test]
@@ -288,7 +289,7 @@ fn a_coordinators_quota_evicts_its_own_oldest_and_spares_another() {
     let req = c.request("w1", &[(1, b), (2, seat2)].into(), &[D1, D2, D3, D1]);
     assert_eq!(c.round2(1, &req).unwrap().len(), 4);
     // The wallet-wide cap refuses a third coordinator instead of evicting.
-    let before = c.member(1).signer.status(&wid("w1")).unwrap().live_nonces;
+    let before = c.member(1).signer().status(&wid("w1")).unwrap().live_nonces;
     assert_eq!(before, 8);
     c.round1(1, COORD_B, "w1", 4).unwrap();
     let err = c.round1(1, 1, "w1", 4).unwrap_err();
@@ -348,19 +349,32 @@ fn raw_digests_need_the_wallet_policy() {
 }
 
 #[test]
-fn replay_survives_a_failing_read_path_only_as_retryable() {
+fn replay_is_identical_while_the_key_provider_is_down() {
     let mut c = cluster(16);
     let comms = commitments(&mut c, 1);
     let req = c.request("w1", &comms, &[D1]);
     let shares = c.round2(1, &req).unwrap();
-    c.member(1)
-        .store
-        .fail_reads(Some(StorageFault::KeyProviderUnavailable));
+    c.member(1).machine.provider.set_down(true);
+    assert_eq!(c.round2(1, &req).unwrap(), shares, "replay, provider down");
+    // Fresh attempts do not wait on the provider either.
+    assert_eq!(c.sign("w1", &[1, 2], &[D2]).len(), 1);
+    c.member(1).machine.provider.set_down(false);
+    c.restart(1);
+    assert_eq!(c.round2(1, &req).unwrap(), shares, "replay after restart");
+}
+
+#[test]
+fn a_failing_marker_read_is_retryable_and_releases_nothing() {
+    let mut c = cluster(18);
+    let comms = commitments(&mut c, 1);
+    let req = c.request("w1", &comms, &[D1]);
+    c.member(1).store().fail_reads(true);
     let err = c.round2(1, &req).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::KeyProviderUnavailable);
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable);
     assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
-    c.member(1).store.fail_reads(None);
-    assert_eq!(c.round2(1, &req).unwrap(), shares);
+    c.member(1).store().fail_reads(false);
+    let shares = c.round2(1, &req).unwrap();
+    assert_eq!(c.member(1).marker("w1", &comms[&1][0]).unwrap(), shares);
 }
 
 #[test]
@@ -370,13 +384,17 @@ fn only_members_may_coordinate() {
     let req = thresig_engine::Round1Request::new(wid("w1"), 1);
     let now = c.now;
     let err = c.members[0]
-        .signer
+        .signer()
         .round1(now, outsider, &req, &mut c.rng)
         .unwrap_err();
     assert!(matches!(err, Error::CoordinatorNotMember { .. }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::RosterMismatch);
     let comms = commitments(&mut c, 1);
     let req = c.request("w1", &comms, &[D1]);
-    let err = c.member(1).signer.round2(now, outsider, &req).unwrap_err();
+    let err = c
+        .member(1)
+        .signer()
+        .round2(now, outsider, &req)
+        .unwrap_err();
     assert!(matches!(err, Error::CoordinatorNotMember { .. }), "{err:?}");
 }

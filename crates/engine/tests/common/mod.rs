@@ -1,8 +1,10 @@
-//! Deterministic test harness: a cluster of signers over in-memory stores,
+//! Deterministic test harness: a cluster of signers over the real encrypted
+//! store on simulated disks,
 //! a virtual clock, a seeded RNG and a fault-injecting store decorator.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,13 +12,19 @@ use std::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use thresig_crypto::{
-    Commitment, DkgRound1, GroupParams, Round2Package, ScriptTree, Seat, Signature, SignatureShare,
-    SigningPackage, WalletKey,
+    Commitment, DkgRound1, GroupParams, KeyShare, Round2Package, ScriptTree, Seat, Signature,
+    SignatureShare, SigningPackage, WalletKey,
 };
 use thresig_engine::{
-    CommitmentHash, CoordinatorId, Digest, Epoch, Error, HexBytes, IdentityKey, Limits, Marker,
-    MarkerInsert, RawDigestPolicy, Round1Request, Round2Request, Signer, SignerConfig, SignerStore,
-    SigningTarget, StorageFault, StoredKey, StoredWallet, Timestamp, WalletConfig, WalletId,
+    CoordinatorId, Digest, Epoch, Error, HexBytes, IdentityKey, Limits, RawDigestPolicy,
+    Round1Request, Round2Request, Signer, SignerConfig, SigningTarget, Timestamp, WalletConfig,
+    WalletId, activation_ops, commitment_hash, decode_shares,
+};
+use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
+use thresig_store::{
+    AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Epoch as StoreEpoch,
+    Error as StoreError, Marker, MemoryWitness, MetaName, Plaintext, PolicyKey, SimDisk, Store,
+    StoreLocation, StoreOptions, WalletId as StoreWalletId, WriteOp, WriteOutcome,
 };
 use zeroize::Zeroizing;
 
@@ -31,67 +39,76 @@ impl Drop for SeedGuard {
     }
 }
 
-/// A stored wallet: epoch, encoded wallet key, encoded share.
-type WalletRecord = (Epoch, Vec<u8>, Vec<u8>);
-
-/// An in-memory store double: wallet records and markers.
-#[derive(Default)]
-pub struct MemStore {
-    wallets: Mutex<HashMap<WalletId, WalletRecord>>,
-    markers: Mutex<HashMap<(WalletId, CommitmentHash), Marker>>,
+/// A key provider that can be switched off, as a KMS outage would.
+pub struct FlakyProvider {
+    inner: MemoryProvider,
+    down: AtomicBool,
 }
 
-impl MemStore {
-    pub fn put_wallet(&self, wallet: &WalletId, epoch: Epoch, key: Vec<u8>, share: Vec<u8>) {
-        self.wallets
-            .lock()
-            .unwrap()
-            .insert(wallet.clone(), (epoch, key, share));
+impl FlakyProvider {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
-    pub fn markers(&self) -> HashMap<(WalletId, CommitmentHash), Marker> {
-        self.markers.lock().unwrap().clone()
-    }
-}
-
-impl SignerStore for MemStore {
-    fn load_wallet(&self, wallet: &WalletId) -> Result<StoredWallet, StorageFault> {
-        Ok(match self.wallets.lock().unwrap().get(wallet) {
-            None => StoredWallet::Absent,
-            Some((epoch, key, share)) => StoredWallet::Active(StoredKey::new(
-                *epoch,
-                key.clone(),
-                Zeroizing::new(share.clone()),
-            )),
-        })
-    }
-
-    fn marker(
-        &self,
-        wallet: &WalletId,
-        commitment: &CommitmentHash,
-    ) -> Result<Option<Marker>, StorageFault> {
-        Ok(self
-            .markers
-            .lock()
-            .unwrap()
-            .get(&(wallet.clone(), *commitment))
-            .cloned())
-    }
-
-    fn insert_marker(
-        &self,
-        wallet: &WalletId,
-        commitment: &CommitmentHash,
-        marker: &Marker,
-    ) -> Result<MarkerInsert, StorageFault> {
-        let mut markers = self.markers.lock().unwrap();
-        let key = (wallet.clone(), *commitment);
-        if let Some(existing) = markers.get(&key) {
-            return Ok(MarkerInsert::Existing(existing.clone()));
+    fn check(&self) -> Result<(), ProviderError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ProviderError::Unavailable {
+                reason: "switched off by the test".into(),
+            });
         }
-        markers.insert(key, marker.clone());
-        Ok(MarkerInsert::Inserted)
+        Ok(())
+    }
+}
+
+impl KeyProvider for FlakyProvider {
+    fn current_kek_id(&self) -> Result<KekId, ProviderError> {
+        self.check()?;
+        self.inner.current_kek_id()
+    }
+
+    fn wrap(&self, kek: &KekId, plaintext: &[u8]) -> Result<Vec<u8>, ProviderError> {
+        self.check()?;
+        self.inner.wrap(kek, plaintext)
+    }
+
+    fn unwrap(&self, kek: &KekId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        self.check()?;
+        self.inner.unwrap(kek, wrapped)
+    }
+}
+
+/// One signer's machine: its disk, witness and key provider survive
+/// restarts.
+pub struct Machine {
+    pub disk: SimDisk,
+    pub witness: MemoryWitness,
+    pub provider: Arc<FlakyProvider>,
+}
+
+impl Machine {
+    pub fn new(seed: u8) -> Self {
+        Self {
+            disk: SimDisk::new(),
+            witness: MemoryWitness::new(),
+            provider: Arc::new(FlakyProvider {
+                inner: MemoryProvider::with_key("kek-1", seed.max(1)),
+                down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Opens the real encrypted store on this machine's disk.
+    pub fn open(&self) -> TestStore {
+        let db = redb::Database::builder()
+            .create_with_backend(self.disk.backend())
+            .unwrap();
+        let provider: Arc<dyn KeyProvider> = self.provider.clone();
+        let location = StoreLocation::Database {
+            db,
+            witness: self.witness.clone(),
+        };
+        let store = EncryptedStore::open(location, provider, StoreOptions::default()).unwrap();
+        FaultStore::new(store)
     }
 }
 
@@ -106,16 +123,21 @@ pub enum Fault {
 
 /// Parks the marker commit of one wallet until released.
 struct Park {
-    wallet: WalletId,
+    wallet: StoreWalletId,
     parked: Sender<()>,
     release: Receiver<()>,
 }
 
-/// A decorator injecting storage faults into any store.
+fn injected() -> StoreError {
+    redb::Error::Io(std::io::Error::other("injected fault")).into()
+}
+
+/// A decorator injecting faults into any [`Store`]: lost and ambiguous
+/// marker commits, failing marker reads, and a parked commit.
 pub struct FaultStore<S> {
     pub inner: S,
     commit_faults: Mutex<VecDeque<Fault>>,
-    read_fault: Mutex<Option<StorageFault>>,
+    fail_reads: AtomicBool,
     park: Mutex<Option<Park>>,
 }
 
@@ -124,7 +146,7 @@ impl<S> FaultStore<S> {
         Self {
             inner,
             commit_faults: Mutex::new(VecDeque::new()),
-            read_fault: Mutex::new(None),
+            fail_reads: AtomicBool::new(false),
             park: Mutex::new(None),
         }
     }
@@ -134,51 +156,39 @@ impl<S> FaultStore<S> {
         self.commit_faults.lock().unwrap().push_back(fault);
     }
 
-    /// Every read fails with `fault` until cleared with `None`.
-    pub fn fail_reads(&self, fault: Option<StorageFault>) {
-        *self.read_fault.lock().unwrap() = fault;
+    /// Marker reads fail (retryably) while set.
+    pub fn fail_reads(&self, fail: bool) {
+        self.fail_reads.store(fail, Ordering::SeqCst);
     }
 
     /// The next marker commit of `wallet` sends on `parked` and waits for
     /// `release` before committing.
     pub fn park_commit(&self, wallet: &WalletId, parked: Sender<()>, release: Receiver<()>) {
         *self.park.lock().unwrap() = Some(Park {
-            wallet: wallet.clone(),
+            wallet: store_wallet(wallet),
             parked,
             release,
         });
     }
 }
 
-impl<S: SignerStore> SignerStore for FaultStore<S> {
-    fn load_wallet(&self, wallet: &WalletId) -> Result<StoredWallet, StorageFault> {
-        if let Some(fault) = *self.read_fault.lock().unwrap() {
-            return Err(fault);
-        }
-        self.inner.load_wallet(wallet)
-    }
+pub fn store_wallet(w: &WalletId) -> StoreWalletId {
+    StoreWalletId::new(w.as_str().as_bytes()).unwrap()
+}
 
-    fn marker(
-        &self,
-        wallet: &WalletId,
-        commitment: &CommitmentHash,
-    ) -> Result<Option<Marker>, StorageFault> {
-        if let Some(fault) = *self.read_fault.lock().unwrap() {
-            return Err(fault);
-        }
-        self.inner.marker(wallet, commitment)
-    }
-
-    fn insert_marker(
-        &self,
-        wallet: &WalletId,
-        commitment: &CommitmentHash,
-        marker: &Marker,
-    ) -> Result<MarkerInsert, StorageFault> {
+impl<S: Store> Store for FaultStore<S> {
+    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+        let marker_wallet = ops.iter().find_map(|op| match op {
+            WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
+            _ => None,
+        });
+        let Some(wallet) = marker_wallet else {
+            return self.inner.write(ops);
+        };
         let park = {
             let mut slot = self.park.lock().unwrap();
             match slot.as_ref() {
-                Some(p) if &p.wallet == wallet => slot.take(),
+                Some(p) if p.wallet == wallet => slot.take(),
                 _ => None,
             }
         };
@@ -188,22 +198,102 @@ impl<S: SignerStore> SignerStore for FaultStore<S> {
         }
         let fault = self.commit_faults.lock().unwrap().pop_front();
         match fault {
-            None => self.inner.insert_marker(wallet, commitment, marker),
-            Some(Fault::Lost) => Err(StorageFault::Unavailable),
+            None => self.inner.write(ops),
+            Some(Fault::Lost) => Err(injected()),
             Some(Fault::Ambiguous) => {
-                self.inner.insert_marker(wallet, commitment, marker)?;
-                Err(StorageFault::Unavailable)
+                self.inner.write(ops)?;
+                Err(injected())
             }
         }
     }
+    fn wallet(&self, wallet: &StoreWalletId) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.wallet(wallet)
+    }
+    fn wallet_ids(&self) -> Result<Vec<StoreWalletId>, StoreError> {
+        self.inner.wallet_ids()
+    }
+    fn wallet_epoch(&self, wallet: &StoreWalletId) -> Result<Option<StoreEpoch>, StoreError> {
+        self.inner.wallet_epoch(wallet)
+    }
+    fn key_package(
+        &self,
+        wallet: &StoreWalletId,
+        epoch: StoreEpoch,
+    ) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.key_package(wallet, epoch)
+    }
+    fn key_packages(
+        &self,
+        wallet: &StoreWalletId,
+    ) -> Result<Vec<(StoreEpoch, Plaintext)>, StoreError> {
+        self.inner.key_packages(wallet)
+    }
+    fn dkg_results(
+        &self,
+        wallet: &StoreWalletId,
+    ) -> Result<Vec<(DkgSessionId, Plaintext)>, StoreError> {
+        self.inner.dkg_results(wallet)
+    }
+    fn marker(
+        &self,
+        wallet: &StoreWalletId,
+        commitment: &CommitmentHash,
+    ) -> Result<Option<Marker>, StoreError> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        self.inner.marker(wallet, commitment)
+    }
+    fn policy(
+        &self,
+        wallet: &StoreWalletId,
+        key: &PolicyKey,
+    ) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.policy(wallet, key)
+    }
+    fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.meta(name)
+    }
+    fn audit(
+        &self,
+        from: AuditSeq,
+        limit: usize,
+    ) -> Result<Vec<(AuditSeq, Plaintext)>, StoreError> {
+        self.inner.audit(from, limit)
+    }
+    fn corrupt_wallets(&self) -> Vec<StoreWalletId> {
+        self.inner.corrupt_wallets()
+    }
 }
 
-pub type TestStore = Arc<FaultStore<MemStore>>;
+pub type TestStore = FaultStore<EncryptedStore>;
 
 pub struct Member {
     pub config: SignerConfig,
-    pub store: TestStore,
-    pub signer: Signer<TestStore>,
+    pub machine: Machine,
+    /// `None` only while restarting.
+    running: Option<Signer<TestStore>>,
+}
+
+impl Member {
+    pub fn signer(&self) -> &Signer<TestStore> {
+        self.running.as_ref().unwrap()
+    }
+
+    pub fn store(&self) -> &TestStore {
+        self.signer().store()
+    }
+
+    /// The shares of the durable marker keyed by `commitment`, if any.
+    pub fn marker(&self, wallet: &str, commitment: &Commitment) -> Option<Vec<Vec<u8>>> {
+        let key = commitment_hash(commitment).unwrap();
+        let marker = self
+            .store()
+            .inner
+            .marker(&store_wallet(&wid(wallet)), &key)
+            .unwrap()?;
+        Some(decode_shares(&marker).unwrap())
+    }
 }
 
 /// `n` signers sharing `wallets` (each made by a DKG), on a virtual clock.
@@ -252,18 +342,17 @@ impl Cluster {
         let guard = SeedGuard(seed);
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let identities: Vec<IdentityKey> = (1..=n).map(identity).collect();
-        let stores: Vec<TestStore> = (0..n)
-            .map(|_| Arc::new(FaultStore::new(MemStore::default())))
-            .collect();
+        let machines: Vec<Machine> = (1..=n).map(|s| Machine::new(s as u8)).collect();
+        let stores: Vec<TestStore> = machines.iter().map(Machine::open).collect();
         let mut keys = BTreeMap::new();
         let mut configs = Vec::new();
         for name in wallets {
             let id = wid(name);
             let (shares, key) = dkg(t, n, &mut rng);
-            for (i, share) in shares.into_iter().enumerate() {
-                stores[i]
-                    .inner
-                    .put_wallet(&id, Epoch(1), key.to_bytes().unwrap(), share);
+            for (store, share) in stores.iter().zip(&shares) {
+                let ops = activation_ops(&id, Epoch(1), &key, share).unwrap();
+                let outcome = store.write(ops).unwrap();
+                assert!(matches!(outcome, WriteOutcome::Committed(_)), "{outcome:?}");
             }
             keys.insert(id.clone(), key);
             configs.push(WalletConfig::new(
@@ -276,13 +365,14 @@ impl Cluster {
         let members = identities
             .iter()
             .zip(stores)
-            .map(|(identity, store)| {
+            .zip(machines)
+            .map(|((identity, store), machine)| {
                 let config = SignerConfig::new(*identity, configs.clone(), limits.clone());
-                let signer = Signer::open(config.clone(), store.clone()).unwrap();
+                let signer = Signer::open(config.clone(), store).unwrap();
                 Member {
                     config,
-                    store,
-                    signer,
+                    machine,
+                    running: Some(signer),
                 }
             })
             .collect();
@@ -301,10 +391,23 @@ impl Cluster {
         &self.members[usize::from(s) - 1]
     }
 
-    /// Drops seat `s`'s signer and opens a new one over the same store.
+    /// Restarts seat `s`: the signer and its store are dropped (closing
+    /// the database), then the store is reopened from the machine's disk
+    /// and a new signer opened over it.
     pub fn restart(&mut self, s: u16) {
         let m = &mut self.members[usize::from(s) - 1];
-        m.signer = Signer::open(m.config.clone(), m.store.clone()).unwrap();
+        drop(m.running.take());
+        m.running = Some(Signer::open(m.config.clone(), m.machine.open()).unwrap());
+    }
+
+    /// The wallet's current epoch, as seat 1 reports it.
+    pub fn epoch(&self, wallet: &str) -> Epoch {
+        self.member(1)
+            .signer()
+            .status(&wid(wallet))
+            .unwrap()
+            .epoch
+            .unwrap()
     }
 
     pub fn advance(&mut self, d: Duration) {
@@ -320,7 +423,7 @@ impl Cluster {
     ) -> Result<Vec<Commitment>, Error> {
         let req = Round1Request::new(wid(wallet), inputs);
         let now = self.now;
-        let resp = self.members[usize::from(s) - 1].signer.round1(
+        let resp = self.members[usize::from(s) - 1].signer().round1(
             now,
             coordinator(from),
             &req,
@@ -354,7 +457,7 @@ impl Cluster {
             .collect();
         Round2Request::new(
             wid(wallet),
-            Epoch(1),
+            self.epoch(wallet),
             commitments.keys().copied().collect(),
             SigningTarget::digests(digests.iter().map(|d| Digest(*d)).collect()),
             packages,
@@ -363,7 +466,7 @@ impl Cluster {
 
     pub fn round2(&self, s: u16, req: &Round2Request) -> Result<Vec<Vec<u8>>, Error> {
         self.member(s)
-            .signer
+            .signer()
             .round2(self.now, coordinator(COORD_A), req)
             .map(|r| r.shares.into_iter().map(|h| h.0).collect())
     }
@@ -408,9 +511,8 @@ impl Cluster {
     }
 }
 
-/// A full DKG among `n` members: every member's encoded share, and the
-/// wallet key.
-pub fn dkg(t: u16, n: u16, rng: &mut ChaCha20Rng) -> (Vec<Vec<u8>>, WalletKey) {
+/// A full DKG among `n` members: every member's share, and the wallet key.
+pub fn dkg(t: u16, n: u16, rng: &mut ChaCha20Rng) -> (Vec<KeyShare>, WalletKey) {
     let params = GroupParams::new(t, n).unwrap();
     let mut round1 = Vec::new();
     let mut states = Vec::new();
@@ -438,7 +540,7 @@ pub fn dkg(t: u16, n: u16, rng: &mut ChaCha20Rng) -> (Vec<Vec<u8>>, WalletKey) {
             .finish(inbox.remove(&me).unwrap_or_default())
             .unwrap()
             .into_parts();
-        shares.push(share.to_bytes().unwrap().to_vec());
+        shares.push(share);
         wallet = Some(key);
     }
     (shares, wallet.unwrap())
