@@ -138,19 +138,8 @@ impl DkgRound1 {
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<(Self, Round1Package)> {
         params.check_seat(me)?;
-        let (secret, own) = dkg::part1(
-            me.identifier(),
-            params.signers(),
-            params.threshold(),
-            &mut *rng,
-        )?;
-        let session = Session {
-            me,
-            roster: params.seats().collect(),
-            threshold: params.threshold(),
-            mode: Mode::Fresh { tree },
-        };
-        Ok(Self::new(session, secret, own))
+        let roster = params.seats().collect();
+        Self::begin(me, roster, params, Mode::Fresh { tree }, rng)
     }
 
     /// Starts a refresh of `share` (DKG variant: every member contributes a
@@ -180,38 +169,41 @@ impl DkgRound1 {
             return Err(Error::UnknownSeat { seat: me.get() });
         }
         let params = GroupParams::new(wallet.threshold(), roster_size(&roster))?;
-        let (secret, own) = refresh::refresh_dkg_part1(
-            me.identifier(),
-            params.signers(),
-            params.threshold(),
-            &mut *rng,
-        )?;
+        let mode = Mode::Refresh {
+            old: Box::new(share.package().clone()),
+            wallet: Box::new(wallet.clone()),
+        };
+        Self::begin(me, roster, params, mode, rng)
+    }
+
+    /// Part 1 of either variant for `me` among `roster`.
+    fn begin(
+        me: Seat,
+        roster: BTreeSet<Seat>,
+        params: GroupParams,
+        mode: Mode,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<(Self, Round1Package)> {
+        let (id, n, t) = (me.identifier(), params.signers(), params.threshold());
+        let (secret, own) = match mode {
+            Mode::Fresh { .. } => dkg::part1(id, n, t, &mut *rng),
+            Mode::Refresh { .. } => refresh::refresh_dkg_part1(id, n, t, &mut *rng),
+        }?;
         let session = Session {
             me,
             roster,
-            threshold: params.threshold(),
-            mode: Mode::Refresh {
-                old: Box::new(share.package().clone()),
-                wallet: Box::new(wallet.clone()),
-            },
+            threshold: t,
+            mode,
         };
-        Ok(Self::new(session, secret, own))
-    }
-
-    fn new(
-        session: Session,
-        secret: round1::SecretPackage,
-        own: round1::Package,
-    ) -> (Self, Round1Package) {
         let package = Round1Package(own.clone());
-        (
+        Ok((
             Self {
                 session,
                 secret,
                 own,
             },
             package,
-        )
+        ))
     }
 
     /// This participant's seat.

@@ -14,6 +14,8 @@
 //!   neither cloned nor serialized) → [`sign`] (round 2, consumes the nonce)
 //!   → [`verify_share`] per share as it arrives → [`aggregate`] (blames every
 //!   invalid share) → [`verify`] (BIP340).
+//! - **In-process runs** ([`dkg_in_process`], [`run_in_process`]): every
+//!   member in one process, for demos, tests and benchmarks.
 //! - **Lifecycle**: share refresh by the DKG variant ([`DkgRound1::refresh`]),
 //!   share repair ([`repair_step1`], [`repair_step2`], [`repair_step3`]),
 //!   import of an existing key by a trusted-dealer split ([`import_key`]).
@@ -98,6 +100,7 @@ mod dkg;
 mod error;
 mod ids;
 mod keys;
+mod local;
 mod repair;
 mod sign;
 mod taproot;
@@ -107,6 +110,7 @@ pub use dkg::{DkgOutput, DkgRound1, DkgRound2, Round1Package, Round2Package};
 pub use error::{Encoding, Error, Result};
 pub use ids::{GroupParams, MAX_SIGNERS, Seat};
 pub use keys::KeyShare;
+pub use local::{LocalGroup, dkg_in_process, run_in_process};
 pub use repair::{RepairDelta, RepairSigma, repair_step1, repair_step2, repair_step3};
 pub use sign::{
     Commitment, SecretNonce, Signature, SignatureShare, SigningPackage, aggregate, commit, sign,

@@ -344,6 +344,11 @@ impl WalletKey {
         let recorded = XOnlyKey::from_bytes(reader.take::<32>().ok_or_else(bad)?)?;
         let output = XOnlyKey::from_bytes(reader.take::<32>().ok_or_else(bad)?)?;
         let group = PublicKeyPackage::deserialize(reader.0).map_err(|_| bad())?;
+        // Only the canonical encoding, with a threshold, is accepted (a
+        // truncated package can otherwise decode without its threshold).
+        if group.min_signers().is_none() || group.serialize()? != reader.0 {
+            return Err(bad());
+        }
         let wallet = match origin {
             KeyOrigin::Dkg => Self::from_dkg(recorded, group, tree)?,
             KeyOrigin::Imported => Self::from_import(group, tree)?,

@@ -1,0 +1,94 @@
+//! Shared helpers: run a whole DKG or refresh in one process, sign with a subset.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thresig_crypto::*;
+
+pub fn rng(seed: u64) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed)
+}
+
+pub fn seat(n: u16) -> Seat {
+    Seat::try_from(n).unwrap()
+}
+
+/// Parts 2 and 3 for every started member; checks they agree on the wallet.
+pub fn run_rounds(started: Vec<(DkgRound1, Round1Package)>) -> Result<LocalGroup, Error> {
+    run_in_process(started)
+}
+
+pub fn dkg(t: u16, n: u16, tree: ScriptTree, rng: &mut ChaCha20Rng) -> LocalGroup {
+    dkg_in_process(GroupParams::new(t, n).unwrap(), tree, rng).unwrap()
+}
+
+pub fn import(
+    t: u16,
+    n: u16,
+    tree: ScriptTree,
+    rng: &mut ChaCha20Rng,
+) -> (BTreeMap<Seat, KeyShare>, WalletKey) {
+    let mut secret = [0u8; 32];
+    rand_core::RngCore::fill_bytes(rng, &mut secret);
+    secret[0] &= 0x7f; // below the group order
+    let (wallet, shares) = import_key(&secret, GroupParams::new(t, n).unwrap(), tree, rng).unwrap();
+    (shares.into_iter().map(|s| (s.seat(), s)).collect(), wallet)
+}
+
+/// Round 1 and round 2 for `signers`, every share verified as it "arrives".
+pub fn sign_shares(
+    shares: &BTreeMap<Seat, KeyShare>,
+    wallet: &WalletKey,
+    signers: &[Seat],
+    message: &[u8; 32],
+    rng: &mut ChaCha20Rng,
+) -> (SigningPackage, BTreeMap<Seat, SignatureShare>) {
+    let mut nonces = Vec::new();
+    let mut commitments = BTreeMap::new();
+    for s in signers {
+        let (nonce, c) = commit(&shares[s], rng);
+        nonces.push(nonce);
+        commitments.insert(*s, c);
+    }
+    let package = SigningPackage::new(&commitments, message).unwrap();
+    let mut out = BTreeMap::new();
+    for nonce in nonces {
+        let s = nonce.seat();
+        out.insert(s, sign(nonce, &package, &shares[&s], wallet).unwrap());
+    }
+    (package, out)
+}
+
+pub fn sign_all(
+    shares: &BTreeMap<Seat, KeyShare>,
+    wallet: &WalletKey,
+    signers: &[Seat],
+    message: &[u8; 32],
+    rng: &mut ChaCha20Rng,
+) -> Signature {
+    let (package, sig_shares) = sign_shares(shares, wallet, signers, message, rng);
+    for (s, share) in &sig_shares {
+        verify_share(wallet, &package, *s, share).unwrap();
+    }
+    let sig = aggregate(wallet, &package, &sig_shares).unwrap();
+    assert!(
+        secp_verify(&wallet.output_key(), message, &sig),
+        "libsecp256k1 accepts"
+    );
+    sig
+}
+
+/// Independent BIP340 verification (libsecp256k1, not frost).
+pub fn secp_verify(key: &XOnlyKey, message: &[u8; 32], sig: &Signature) -> bool {
+    let secp = secp256k1::Secp256k1::verification_only();
+    let key = secp256k1::XOnlyPublicKey::from_slice(&key.to_bytes()).unwrap();
+    let sig = secp256k1::schnorr::Signature::from_slice(&sig.to_bytes().unwrap()).unwrap();
+    secp.verify_schnorr(&sig, &secp256k1::Message::from_digest(*message), &key)
+        .is_ok()
+}
+
+pub fn seats(v: &[u16]) -> Vec<Seat> {
+    v.iter().map(|n| seat(*n)).collect()
+}

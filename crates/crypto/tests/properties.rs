@@ -1,0 +1,140 @@
+//! Property tests over random small groups, 2 <= t <= n <= 7 (bounded case counts).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use proptest::prelude::*;
+use thresig_crypto::*;
+
+/// (t, n, seed) with 2 <= t <= n <= 7.
+fn group() -> impl Strategy<Value = (u16, u16, u64)> {
+    (2u16..=7).prop_flat_map(|n| (2u16..=n, Just(n), any::<u64>()))
+}
+
+/// A subset of `1..=n` of exactly `k` seats, chosen by `pick`.
+fn subset(n: u16, k: u16, pick: u64) -> Vec<Seat> {
+    let mut all: Vec<u16> = (1..=n).collect();
+    let mut x = pick;
+    for i in (1..all.len()).rev() {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        all.swap(i, (x >> 33) as usize % (i + 1));
+    }
+    let mut chosen = all[..usize::from(k)].to_vec();
+    chosen.sort_unstable();
+    seats(&chosen)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn any_t_subset_signs((t, n, seed) in group(), pick in any::<u64>()) {
+        let rng = &mut rng(seed);
+        let (shares, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let signers = subset(n, t, pick);
+        let sig = sign_all(&shares, &wallet, &signers, &[5; 32], rng);
+        prop_assert!(verify(&wallet.output_key(), &[5; 32], &sig).is_ok());
+    }
+
+    #[test]
+    fn fewer_than_t_cannot_sign((t, n, seed) in group(), pick in any::<u64>()) {
+        let rng = &mut rng(seed);
+        let (shares, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let signers = subset(n, t - 1, pick);
+        let commitments: Vec<_> = signers.iter().map(|s| commit(&shares[s], rng)).collect();
+        let package = SigningPackage::new(
+            &commitments.iter().map(|(n, c)| (n.seat(), *c)).collect(),
+            &[6; 32],
+        ).unwrap();
+        for (nonce, _) in commitments {
+            let seat = nonce.seat();
+            let refused = matches!(
+                sign(nonce, &package, &shares[&seat], &wallet),
+                Err(Error::TooFewSigners { .. })
+            );
+            prop_assert!(refused);
+        }
+        // Even the raw t-1 shares of a t-signer run do not aggregate.
+        let all = subset(n, t, pick);
+        let (package, mut sig_shares) = sign_shares(&shares, &wallet, &all, &[6; 32], rng);
+        let dropped = all[0];
+        sig_shares.remove(&dropped);
+        prop_assert!(aggregate(&wallet, &package, &sig_shares).is_err());
+    }
+
+    #[test]
+    fn corrupted_share_is_named((t, n, seed) in group(), pick in any::<u64>(), bad in any::<prop::sample::Index>()) {
+        let rng = &mut rng(seed);
+        let (shares, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let signers = subset(n, t, pick);
+        let (package, mut sig_shares) = sign_shares(&shares, &wallet, &signers, &[7; 32], rng);
+        let culprit = signers[bad.index(signers.len())];
+        // Replace the culprit's share by another signer's share (valid scalar, wrong value).
+        let other = *signers.iter().find(|s| **s != culprit).unwrap();
+        let forged = sig_shares[&other];
+        sig_shares.insert(culprit, forged);
+        for (s, share) in &sig_shares {
+            let result = verify_share(&wallet, &package, *s, share);
+            if *s == culprit {
+                let named = matches!(result, Err(Error::InvalidShares { ref culprits }) if culprits == &vec![culprit]);
+                prop_assert!(named);
+            } else {
+                prop_assert!(result.is_ok());
+            }
+        }
+        match aggregate(&wallet, &package, &sig_shares) {
+            Err(Error::InvalidShares { culprits }) => prop_assert_eq!(culprits, vec![culprit]),
+            other => prop_assert!(false, "expected culprit, got {:?}", other),
+        }
+    }
+
+    #[test]
+    fn refresh_keeps_key_and_changes_every_share((t, n, seed) in group(), pick in any::<u64>()) {
+        let rng = &mut rng(seed);
+        let (old, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let started = old
+            .values()
+            .map(|s| DkgRound1::refresh(s, &wallet, &[], rng).unwrap())
+            .collect();
+        let (new, refreshed) = run_rounds(started).unwrap();
+        prop_assert_eq!(refreshed.output_key(), wallet.output_key());
+        prop_assert_eq!(refreshed.internal_key(), wallet.internal_key());
+        for (s, share) in &new {
+            prop_assert_ne!(&share.to_bytes().unwrap()[..], &old[s].to_bytes().unwrap()[..]);
+        }
+        let signers = subset(n, t, pick);
+        sign_all(&new, &refreshed, &signers, &[8; 32], rng);
+        // Old and new shares do not combine: one old share among new ones fails.
+        let (package, mut mixed) = sign_shares(&new, &refreshed, &signers, &[8; 32], rng);
+        let stale = signers[0];
+        let (_, old_shares) = sign_shares(&old, &wallet, &signers, &[8; 32], rng);
+        mixed.insert(stale, old_shares[&stale]);
+        prop_assert!(aggregate(&refreshed, &package, &mixed).is_err());
+        prop_assert!(old[&stale].check_wallet(&refreshed).is_err());
+    }
+
+    #[test]
+    fn repair_rebuilds_the_exact_share((t, n, seed) in group(), pick in any::<u64>()) {
+        prop_assume!(n > t);
+        let rng = &mut rng(seed);
+        let (shares, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let order = subset(n, n, pick);
+        let lost = order[0];
+        let mut helpers = order[1..=usize::from(t)].to_vec();
+        helpers.sort_unstable();
+        let mut inbox: BTreeMap<Seat, Vec<RepairDelta>> = BTreeMap::new();
+        for h in &helpers {
+            for (to, delta) in repair_step1(&shares[h], &wallet, &helpers, lost, rng).unwrap() {
+                let delta = RepairDelta::from_bytes(&delta.to_bytes().unwrap()).unwrap();
+                inbox.entry(to).or_default().push(delta);
+            }
+        }
+        let sigmas: Vec<RepairSigma> = helpers.iter().map(|h| repair_step2(inbox.remove(h).unwrap())).collect();
+        let rebuilt = repair_step3(sigmas, lost, &wallet).unwrap();
+        prop_assert_eq!(&rebuilt.to_bytes().unwrap()[..], &shares[&lost].to_bytes().unwrap()[..]);
+    }
+}
