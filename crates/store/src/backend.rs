@@ -39,10 +39,19 @@ pub enum CrashMode {
     PowerLoss,
 }
 
+/// How to take back one unsynced change on power loss.
+#[derive(Debug)]
+enum Unsynced {
+    Write { offset: usize, old: Vec<u8> },
+    SetLen { old_len: usize, tail: Vec<u8> },
+}
+
 #[derive(Debug, Default)]
 struct DiskState {
     bytes: Vec<u8>,
-    synced: Vec<u8>,
+    /// Changes since the last sync, oldest first (an undo log, so a sync
+    /// costs nothing however large the disk).
+    unsynced: Vec<Unsynced>,
     lifetime: u64,
     calls: BTreeMap<FaultPoint, u64>,
     armed: Vec<(FaultPoint, u64)>,
@@ -82,8 +91,23 @@ impl SimDisk {
         let mut s = self.state();
         s.lifetime += 1;
         s.armed.clear();
+        let undo = std::mem::take(&mut s.unsynced);
         if mode == CrashMode::PowerLoss {
-            s.bytes = s.synced.clone();
+            for change in undo.into_iter().rev() {
+                match change {
+                    Unsynced::Write { offset, old } => {
+                        if let Some(dst) = s.bytes.get_mut(offset..offset + old.len()) {
+                            dst.copy_from_slice(&old);
+                        }
+                    }
+                    Unsynced::SetLen { old_len, tail } => {
+                        let cut = s.bytes.len().min(old_len);
+                        s.bytes.truncate(cut);
+                        s.bytes.extend_from_slice(&tail);
+                        s.bytes.resize(old_len, 0);
+                    }
+                }
+            }
         }
     }
 
@@ -107,7 +131,6 @@ impl SimDisk {
     /// A disk holding `bytes`, fully synced.
     pub fn from_image(bytes: Vec<u8>) -> Self {
         Self(Arc::new(Mutex::new(DiskState {
-            synced: bytes.clone(),
             bytes,
             ..DiskState::default()
         })))
@@ -152,24 +175,32 @@ impl StorageBackend for FaultBackend {
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
         let mut s = self.enter(FaultPoint::SetLen)?;
         let len = usize::try_from(len).map_err(std::io::Error::other)?;
+        let old_len = s.bytes.len();
+        let tail = s.bytes.get(len..).map(<[u8]>::to_vec).unwrap_or_default();
+        s.unsynced.push(Unsynced::SetLen { old_len, tail });
         s.bytes.resize(len, 0);
         Ok(())
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
         let mut s = self.enter(FaultPoint::Sync)?;
-        s.synced = s.bytes.clone();
+        s.unsynced.clear();
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         let mut s = self.enter(FaultPoint::Write)?;
         let start = usize::try_from(offset).map_err(std::io::Error::other)?;
-        let dst = s
+        let range = start..start + data.len();
+        let old = s
             .bytes
-            .get_mut(start..start + data.len())
-            .ok_or_else(|| std::io::Error::other("write past end"))?;
-        dst.copy_from_slice(data);
+            .get(range.clone())
+            .ok_or_else(|| std::io::Error::other("write past end"))?
+            .to_vec();
+        s.unsynced.push(Unsynced::Write { offset: start, old });
+        if let Some(dst) = s.bytes.get_mut(range) {
+            dst.copy_from_slice(data);
+        }
         Ok(())
     }
 }

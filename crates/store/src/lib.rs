@@ -64,6 +64,8 @@ pub use manager::{KeyManager, KeyManagerOptions, ProviderHealth};
 pub use ops::{Conflict, Marker, OpResult, WriteOp, WriteOutcome};
 pub use rotation::{DekStatus, KeyringStatus};
 pub use schema::RecordTable;
+#[cfg(any(test, feature = "test-util"))]
+pub use store::SubmitHook;
 pub use store::{EncryptedStore, Plaintext, RollbackPolicy, Store, StoreLocation, StoreOptions};
 pub use verify::VerifyReport;
 pub use witness::{MemoryWitness, WitnessLocation};

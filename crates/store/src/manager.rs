@@ -95,7 +95,8 @@ impl KeyManager {
         manager.thread = std::thread::Builder::new()
             .name("thresig-key-manager".to_owned())
             .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(options.poll_interval)
+                while let Err(RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(options.poll_interval)
                 {
                     let now = SystemTime::now()
                         .duration_since(UNIX_EPOCH)

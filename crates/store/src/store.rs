@@ -31,6 +31,10 @@ use crate::writer::{self, AdminOp, Job, Shared, WriterStats};
 /// hold signing shares).
 pub type Plaintext = Zeroizing<Vec<u8>>;
 
+/// A callback run before each write unit is handed to the writer (tests).
+#[cfg(any(test, feature = "test-util"))]
+pub type SubmitHook = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// The engine's view of the store: typed record operations, synchronous,
 /// callable from any thread.
 ///
@@ -159,6 +163,10 @@ pub struct EncryptedStore {
     pub(crate) options: StoreOptions,
     /// Serializes rotations (the key manager and an operator command).
     pub(crate) rotation: Mutex<()>,
+    /// Test harness: runs in the caller's thread just before a write unit
+    /// is handed to the writer (the latest point before its transaction).
+    #[cfg(any(test, feature = "test-util"))]
+    submit_hook: Mutex<Option<SubmitHook>>,
     jobs: Mutex<Option<SyncSender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -224,6 +232,8 @@ impl EncryptedStore {
             provider,
             options,
             rotation: Mutex::new(()),
+            #[cfg(any(test, feature = "test-util"))]
+            submit_hook: Mutex::new(None),
             jobs: Mutex::new(thread.as_ref().map(|_| tx)),
             thread: Mutex::new(thread),
         }
@@ -269,6 +279,15 @@ impl EncryptedStore {
         Ok(index
             .range::<&[u8]>(start.as_slice()..end.as_slice())?
             .count() as u64)
+    }
+
+    /// Installs a callback that runs in the caller's thread just before
+    /// each write unit is handed to the writer. Race tests use it to run a
+    /// whole rotation at that point, the worst moment for anything chosen
+    /// before the transaction (I1).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn set_submit_hook(&self, hook: SubmitHook) {
+        *lock(&self.submit_hook) = Some(hook);
     }
 
     /// Writer counters.
@@ -503,6 +522,13 @@ type Plain32 = Zeroizing<Vec<u8>>;
 impl Store for EncryptedStore {
     fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error> {
         let (reply, answer) = sync_channel(1);
+        #[cfg(any(test, feature = "test-util"))]
+        {
+            let hook = lock(&self.submit_hook).clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         self.sender()?
             .send(Job::Write { ops, reply })
             .map_err(|_| Error::WriterStopped)?;

@@ -44,7 +44,10 @@ fn wrong_kek_is_terminal_and_writes_nothing() {
     assert_eq!(err.recovery(), Recovery::Terminal);
     let store = machine.open().unwrap();
     assert_eq!(store.keyring_status().unwrap(), before, "keyring untouched");
-    assert_eq!(store.wallet(&wallet(1)).unwrap().unwrap().as_slice(), b"one");
+    assert_eq!(
+        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
+        b"one"
+    );
 }
 
 #[test]
@@ -78,11 +81,17 @@ fn lost_kek_version_is_terminal_and_recovery_brings_the_store_back() {
         options.clone(),
     )
     .unwrap();
-    assert_eq!(store.wallet(&wallet(1)).unwrap().unwrap().as_slice(), b"one");
+    assert_eq!(
+        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
+        b"one"
+    );
     drop(store);
     // Rewrapped under kek-2: a plain open works again.
     let store = machine.open_with(options).unwrap();
-    assert_eq!(store.wallet(&wallet(1)).unwrap().unwrap().as_slice(), b"one");
+    assert_eq!(
+        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
+        b"one"
+    );
 }
 
 #[test]
@@ -103,7 +112,10 @@ fn tampered_record_marks_only_its_wallet_corrupt() {
     );
     assert_eq!(err.recovery(), Recovery::Terminal);
     // The other wallet keeps working, for reads and writes.
-    assert_eq!(store.wallet(&wallet(2)).unwrap().unwrap().as_slice(), b"two");
+    assert_eq!(
+        store.wallet(&wallet(2)).unwrap().unwrap().as_slice(),
+        b"two"
+    );
     put_wallet(&store, 2, b"two-b");
     assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
     // The corrupt wallet is never overwritten.
@@ -113,11 +125,17 @@ fn tampered_record_marks_only_its_wallet_corrupt() {
             value: b"reset".to_vec(),
         }])
         .unwrap_err();
-    assert!(matches!(refused, Error::WalletCorrupt { .. }), "{refused:?}");
+    assert!(
+        matches!(refused, Error::WalletCorrupt { .. }),
+        "{refused:?}"
+    );
     let report = store.verify().unwrap();
     assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
     assert!(report.ok > 0);
-    assert!(store.wallet(&wallet(1)).is_err(), "still an error, not absent");
+    assert!(
+        store.wallet(&wallet(1)).is_err(),
+        "still an error, not absent"
+    );
 }
 
 #[test]
@@ -131,7 +149,10 @@ fn record_moved_between_keys_is_detected() {
     let store = machine.open().unwrap();
     let err = store.wallet(&wallet(2)).unwrap_err();
     assert!(matches!(err, Error::RecordMoved { .. }), "{err:?}");
-    assert_eq!(store.wallet(&wallet(1)).unwrap().unwrap().as_slice(), b"one");
+    assert_eq!(
+        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
+        b"one"
+    );
 }
 
 #[test]
@@ -155,7 +176,10 @@ fn older_ciphertext_swapped_in_is_stale() {
     let store = machine.open().unwrap();
     let err = store.wallet(&wallet(1)).unwrap_err();
     assert!(matches!(err, Error::RecordStale { .. }), "{err:?}");
-    assert_eq!(store.wallet(&wallet(2)).unwrap().unwrap().as_slice(), b"two");
+    assert_eq!(
+        store.wallet(&wallet(2)).unwrap().unwrap().as_slice(),
+        b"two"
+    );
 }
 
 #[test]
@@ -212,7 +236,10 @@ fn database_older_than_witness_is_refused_unless_overridden() {
     let mut options = StoreOptions::default();
     options.rollback = RollbackPolicy::AcceptOlderDatabase;
     let store = rolled_back.open_with(options).unwrap();
-    assert_eq!(store.wallet(&wallet(1)).unwrap().unwrap().as_slice(), b"one");
+    assert_eq!(
+        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
+        b"one"
+    );
 }
 
 #[test]
@@ -227,7 +254,11 @@ fn database_ahead_of_witness_repairs_it() {
     machine.witness.set_bytes(stale_witness.clone());
     let store = machine.open().unwrap();
     drop(store);
-    assert_ne!(machine.witness.bytes(), stale_witness, "witness moved forward");
+    assert_ne!(
+        machine.witness.bytes(),
+        stale_witness,
+        "witness moved forward"
+    );
     let mut tampered = machine.witness.bytes().unwrap();
     let at = tampered.len() - 3;
     tampered[at] ^= 1;

@@ -80,3 +80,90 @@ pub fn raw_put(txn: &redb::WriteTransaction, name: &str, key: &[u8], value: &[u8
 pub fn wallet_key(w: &WalletId) -> Vec<u8> {
     [&[w.as_bytes().len() as u8][..], w.as_bytes()].concat()
 }
+
+/// A provider that fails (or counts) calls, around a [`MemoryProvider`].
+pub struct ScriptedProvider {
+    pub inner: MemoryProvider,
+    calls: std::sync::Mutex<u64>,
+    fail_at: std::sync::Mutex<Option<u64>>,
+    fail_all: std::sync::atomic::AtomicBool,
+}
+
+impl ScriptedProvider {
+    pub fn new(inner: MemoryProvider) -> Self {
+        Self {
+            inner,
+            calls: std::sync::Mutex::new(0),
+            fail_at: std::sync::Mutex::new(None),
+            fail_all: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn calls(&self) -> u64 {
+        *self.calls.lock().unwrap()
+    }
+
+    /// Fails the `n`-th call from now (1-based).
+    pub fn fail_nth(&self, n: u64) {
+        *self.fail_at.lock().unwrap() = Some(self.calls() + n);
+    }
+
+    pub fn fail_all(&self, on: bool) {
+        self.fail_all.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn enter(&self) -> Result<(), thresig_store::provider::ProviderError> {
+        let mut calls = self.calls.lock().unwrap();
+        *calls += 1;
+        let failing = self.fail_all.load(std::sync::atomic::Ordering::SeqCst)
+            || *self.fail_at.lock().unwrap() == Some(*calls);
+        if failing {
+            return Err(thresig_store::provider::ProviderError::Unavailable {
+                reason: "scripted outage".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl KeyProvider for ScriptedProvider {
+    fn current_kek_id(
+        &self,
+    ) -> Result<thresig_store::provider::KekId, thresig_store::provider::ProviderError> {
+        self.enter()?;
+        self.inner.current_kek_id()
+    }
+    fn wrap(
+        &self,
+        kek: &thresig_store::provider::KekId,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, thresig_store::provider::ProviderError> {
+        self.enter()?;
+        self.inner.wrap(kek, plaintext)
+    }
+    fn unwrap(
+        &self,
+        kek: &thresig_store::provider::KekId,
+        wrapped: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, thresig_store::provider::ProviderError> {
+        self.enter()?;
+        self.inner.unwrap(kek, wrapped)
+    }
+}
+
+/// Opens a store on `disk` with any provider.
+pub fn open_on(
+    disk: &SimDisk,
+    witness: &MemoryWitness,
+    provider: Arc<dyn KeyProvider>,
+) -> Result<EncryptedStore, Error> {
+    let db = Database::builder().create_with_backend(disk.backend())?;
+    EncryptedStore::open(
+        StoreLocation::Database {
+            db,
+            witness: witness.clone(),
+        },
+        provider,
+        StoreOptions::default(),
+    )
+}
