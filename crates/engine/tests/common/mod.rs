@@ -12,8 +12,8 @@ use std::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use thresig_crypto::{
-    Commitment, DkgRound1, GroupParams, KeyShare, Round2Package, ScriptTree, Seat, Signature,
-    SignatureShare, SigningPackage, WalletKey,
+    Commitment, GroupParams, KeyShare, ScriptTree, Seat, Signature, SignatureShare, SigningPackage,
+    WalletKey, dkg_in_process,
 };
 use thresig_engine::{
     CoordinatorId, Digest, Epoch, Error, HexBytes, IdentityKey, Limits, RawDigestPolicy,
@@ -511,37 +511,10 @@ impl Cluster {
     }
 }
 
-/// A full DKG among `n` members: every member's share, and the wallet key.
+/// A full DKG among `n` members (the crypto crate's in-process runner):
+/// every member's share in seat order, and the wallet key.
 pub fn dkg(t: u16, n: u16, rng: &mut ChaCha20Rng) -> (Vec<KeyShare>, WalletKey) {
     let params = GroupParams::new(t, n).unwrap();
-    let mut round1 = Vec::new();
-    let mut states = Vec::new();
-    for s in params.seats() {
-        let (state, package) = DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap();
-        round1.push((s, package));
-        states.push(state);
-    }
-    let mut inbox: BTreeMap<Seat, Vec<(Seat, Round2Package)>> = BTreeMap::new();
-    let mut states2 = Vec::new();
-    for state in states {
-        let me = state.seat();
-        let peers = round1.iter().filter(|(s, _)| *s != me).cloned().collect();
-        let (state, outgoing) = state.receive(peers).unwrap();
-        for (to, package) in outgoing {
-            inbox.entry(to).or_default().push((me, package));
-        }
-        states2.push(state);
-    }
-    let mut shares = Vec::new();
-    let mut wallet = None;
-    for state in states2 {
-        let me = state.seat();
-        let (share, key) = state
-            .finish(inbox.remove(&me).unwrap_or_default())
-            .unwrap()
-            .into_parts();
-        shares.push(share);
-        wallet = Some(key);
-    }
-    (shares, wallet.unwrap())
+    let (shares, key) = dkg_in_process(params, ScriptTree::KeyPathOnly, rng).unwrap();
+    (shares.into_values().collect(), key)
 }
