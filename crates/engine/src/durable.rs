@@ -14,9 +14,10 @@ use thresig_crypto::{KeyShare, Seat, WalletKey};
 use thresig_store::{Marker, Store, WriteOp};
 
 use crate::config::WalletConfig;
+use crate::dkg_msg::DkgSessionId;
 use crate::error::{Error, InternalFault};
 use crate::ids::{Epoch, WalletId};
-use crate::wallet::{SigningKey, WalletState};
+use crate::wallet::{Confirming, SigningKey, WalletState};
 
 /// Version byte of the wallet record encoding.
 const RECORD_VERSION: u8 = 1;
@@ -73,13 +74,54 @@ impl WalletRecord {
     }
 }
 
+/// The key epoch a DKG stores its key package at (refresh adds one).
+const FIRST_KEY_EPOCH: thresig_store::Epoch = thresig_store::Epoch(1);
+
+/// Version byte of the DKG result encoding.
+const DKG_RESULT_VERSION: u8 = 1;
+
+fn encoding_failed<E>(_: E) -> Error {
+    Error::Internal(InternalFault::Serialization)
+}
+
+/// The insert-if-absent of this signer's key package.
+fn key_package_op(
+    id: &thresig_store::WalletId,
+    epoch: thresig_store::Epoch,
+    share: &KeyShare,
+) -> Result<WriteOp, Error> {
+    Ok(WriteOp::InsertKeyPackage {
+        wallet: id.clone(),
+        epoch,
+        value: share.to_bytes().map_err(encoding_failed)?.to_vec(),
+    })
+}
+
+/// The wallet record marking `key` active at `key_epoch`.
+fn active_record_op(
+    id: &thresig_store::WalletId,
+    key_epoch: thresig_store::Epoch,
+    key: &WalletKey,
+) -> Result<WriteOp, Error> {
+    let record = WalletRecord {
+        lifecycle: Lifecycle::Active,
+        key_epoch,
+        wallet_key: key.to_bytes().map_err(encoding_failed)?,
+    };
+    Ok(WriteOp::PutWallet {
+        wallet: id.clone(),
+        value: record.encode(),
+    })
+}
+
 /// The store writes that make `wallet` active with `key` and this signer's
 /// `share`, its key package stored at `key_epoch`: the key package (insert
-/// if absent, so a confirmed key package is never overwritten) and the
-/// wallet record, committed together as one unit.
+/// if absent, so a stored key package is never overwritten) and the wallet
+/// record, committed together as one unit.
 ///
-/// This is what a finished, confirmed DKG (or an import) commits; tests use
-/// it to set up wallets from a DKG run.
+/// For an imported key, or to set wallets up from a DKG run elsewhere (as
+/// tests do); a DKG this signer takes part in commits through
+/// [`crate::Signer::dkg_finish`] and [`crate::Signer::dkg_confirm`] instead.
 ///
 /// # Errors
 /// [`Error::Internal`] if the key material cannot be encoded.
@@ -89,24 +131,89 @@ pub fn activation_ops(
     key: &WalletKey,
     share: &KeyShare,
 ) -> Result<Vec<WriteOp>, Error> {
-    let encode = |_| Error::Internal(InternalFault::Serialization);
     let id = wallet.store_id()?;
-    let record = WalletRecord {
-        lifecycle: Lifecycle::Active,
-        key_epoch: thresig_store::Epoch(key_epoch.0),
-        wallet_key: key.to_bytes().map_err(encode)?,
-    };
+    let epoch = thresig_store::Epoch(key_epoch.0);
     Ok(vec![
-        WriteOp::InsertKeyPackage {
+        key_package_op(&id, epoch, share)?,
+        active_record_op(&id, epoch, key)?,
+    ])
+}
+
+/// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
+/// the result awaiting confirmation (`[version][transcript][wallet key]`).
+pub(crate) fn pending_ops(
+    wallet: &WalletId,
+    session: DkgSessionId,
+    key: &WalletKey,
+    share: &KeyShare,
+    transcript: [u8; 32],
+) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
+    let value = [
+        &[DKG_RESULT_VERSION][..],
+        &transcript,
+        &key.to_bytes().map_err(encoding_failed)?,
+    ]
+    .concat();
+    Ok(vec![
+        key_package_op(&id, FIRST_KEY_EPOCH, share)?,
+        WriteOp::PutDkgResult {
             wallet: id.clone(),
-            epoch: record.key_epoch,
-            value: share.to_bytes().map_err(encode)?.to_vec(),
-        },
-        WriteOp::PutWallet {
-            wallet: id,
-            value: record.encode(),
+            session: dkg_session_id(session)?,
+            value,
         },
     ])
+}
+
+/// The unit that makes a confirmed DKG's wallet active.
+pub(crate) fn confirmation_ops(
+    wallet: &WalletId,
+    session: DkgSessionId,
+    key: &WalletKey,
+) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
+    Ok(vec![
+        active_record_op(&id, FIRST_KEY_EPOCH, key)?,
+        WriteOp::DeleteDkgResult {
+            wallet: id,
+            session: dkg_session_id(session)?,
+        },
+    ])
+}
+
+fn dkg_session_id(session: DkgSessionId) -> Result<thresig_store::DkgSessionId, Error> {
+    thresig_store::DkgSessionId::new(session.0.to_vec()).map_err(encoding_failed)
+}
+
+/// A DKG result awaiting confirmation, restored after a restart (its
+/// confirmations must be delivered again; this member's own counts).
+fn load_confirming<S: Store>(
+    store: &S,
+    id: &thresig_store::WalletId,
+    config: &WalletConfig,
+    seat: Seat,
+) -> Result<WalletState, thresig_store::Error> {
+    let results = store.dkg_results(id)?;
+    let Some((session, value)) = results.first() else {
+        return Ok(WalletState::DkgPending);
+    };
+    let Some(share) = store.key_package(id, FIRST_KEY_EPOCH)? else {
+        return Ok(WalletState::Corrupt);
+    };
+    let decoded = (|| {
+        let session = DkgSessionId(session.as_bytes().try_into().ok()?);
+        let ([version], rest) = value.split_first_chunk::<1>()?;
+        let (transcript, key) = rest.split_first_chunk::<32>()?;
+        let key = (*version == DKG_RESULT_VERSION).then_some(key)?;
+        let checked = signing_key(config, seat, Epoch(0), key, &share)?;
+        Some((session, *transcript, checked))
+    })();
+    let Some((session, transcript, checked)) = decoded else {
+        return Ok(WalletState::Corrupt);
+    };
+    let mut confirming = Confirming::new(session, checked.key, checked.share, transcript);
+    confirming.accept(seat.get());
+    Ok(WalletState::AwaitingConfirmations(confirming))
 }
 
 /// Loads a wallet's state. Key material that fails to authenticate, does
@@ -136,7 +243,7 @@ fn try_load<S: Store>(
         return Ok(WalletState::Corrupt);
     };
     let Some(bytes) = store.wallet(&id)? else {
-        return Ok(WalletState::DkgPending);
+        return load_confirming(store, &id, config, seat);
     };
     let Some(record) = WalletRecord::decode(&bytes) else {
         return Ok(WalletState::Corrupt);

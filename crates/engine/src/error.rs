@@ -66,13 +66,15 @@ pub enum ErrorCode {
     RollbackDetected,
     /// A signature share failed verification.
     InvalidShare,
+    /// A DKG check failed and the session stopped.
+    DkgFailed,
     /// A bug in this signer.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
         Self::SessionConflict,
@@ -92,6 +94,7 @@ impl ErrorCode {
         Self::StateCorrupt,
         Self::RollbackDetected,
         Self::InvalidShare,
+        Self::DkgFailed,
         Self::Internal,
     ];
 
@@ -117,6 +120,7 @@ impl ErrorCode {
             Self::StateCorrupt => "state_corrupt",
             Self::RollbackDetected => "rollback_detected",
             Self::InvalidShare => "invalid_share",
+            Self::DkgFailed => "dkg_failed",
             Self::Internal => "internal",
         }
     }
@@ -147,6 +151,7 @@ impl ErrorCode {
             | Self::StateCorrupt
             | Self::RollbackDetected
             | Self::InvalidShare
+            | Self::DkgFailed
             | Self::Internal => Recovery::Terminal,
         }
     }
@@ -212,6 +217,33 @@ pub enum InternalFault {
     /// A wallet's lock was poisoned by a panic; the wallet refuses work
     /// until the signer restarts.
     Poisoned,
+}
+
+/// Which DKG check failed (the accused member is named beside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DkgFault {
+    /// The message's signature does not verify under the sender's roster
+    /// key, or it names another session or wallet.
+    BadSignature,
+    /// A round-2 payload's echo hash differs from this member's.
+    EchoMismatch,
+    /// A round-2 package does not open with this member's HPKE key.
+    BadSeal,
+    /// A round-2 package is addressed to another member.
+    WrongRecipient,
+    /// A package fails the crypto layer's checks.
+    InvalidPackage,
+    /// A member sent two messages for one round.
+    DuplicateSender,
+    /// A member's message is missing.
+    MissingSender,
+    /// This member's own message was handed back as a peer's.
+    OwnMessageEchoed,
+    /// A message of the wrong round.
+    UnexpectedPayload,
+    /// A validly signed confirmation of another result.
+    ConfirmationMismatch,
 }
 
 /// Everything that can go wrong in the engine.
@@ -433,6 +465,51 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// A DKG proposal's threshold or roster differs from the configuration.
+    #[error("wallet {wallet}: the DKG proposal does not match the configuration")]
+    DkgMismatch {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A DKG was proposed for a wallet that already signs (or is later in
+    /// its lifecycle).
+    #[error("wallet {wallet} already has a confirmed key")]
+    WalletAlreadyKeyed {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A DKG message arrived for a session or phase this signer is not in
+    /// (never started, already failed, or lost in a restart).
+    #[error("wallet {wallet}: no DKG in that session and phase")]
+    DkgNotInPhase {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A DKG check failed; the session stopped. The operator decides what
+    /// to do about the accused member (no automatic exclusion).
+    #[error(
+        "wallet {wallet}: DKG {session:?} failed: seat {accuser} accuses seat {accused} ({fault:?})"
+    )]
+    DkgFailed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The session.
+        session: crate::dkg_msg::DkgSessionId,
+        /// This member's seat number.
+        accuser: u16,
+        /// The accused member's seat number (0 if the crypto layer named
+        /// none).
+        accused: u16,
+        /// What failed.
+        fault: DkgFault,
+    },
+    /// A key package is already stored for the wallet; a later DKG never
+    /// overwrites it.
+    #[error("wallet {wallet}: a key package is already stored")]
+    KeyPackagePresent {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
     /// The store failed; its error says whether a retry can succeed.
     #[error("wallet {wallet}: storage failed")]
     Store {
@@ -479,6 +556,12 @@ impl Error {
                 ErrorCode::StateCorrupt
             }
             Self::Store { source, .. } => store_code(source),
+            Self::DkgMismatch { .. } => ErrorCode::RosterMismatch,
+            Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
+                ErrorCode::SessionConflict
+            }
+            Self::DkgNotInPhase { .. } => ErrorCode::InvalidRequest,
+            Self::DkgFailed { .. } => ErrorCode::DkgFailed,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -11,6 +11,8 @@
 mod api;
 mod check;
 mod config;
+mod dkg;
+mod dkg_msg;
 mod durable;
 mod error;
 mod ids;
@@ -25,11 +27,15 @@ pub use api::{
     encode_reply,
 };
 pub use check::commitment_hash;
+pub use dkg::{ConfirmationStatus, DkgProposal};
+pub use dkg_msg::{DkgPayload, DkgSessionId, SignedDkgMessage};
 pub use durable::{activation_ops, decode_shares};
 pub use signer::{OpenError, Signer};
 pub use target::{Digest, SigningTarget};
 pub use wallet::WalletStateKind;
 
 pub use config::{ConfigError, IdentityKey, Limits, RawDigestPolicy, SignerConfig, WalletConfig};
-pub use error::{Error, ErrorCode, InternalFault, PolicyReason, RequestPart, recovery_str};
+pub use error::{
+    DkgFault, Error, ErrorCode, InternalFault, PolicyReason, RequestPart, recovery_str,
+};
 pub use ids::{CoordinatorId, Epoch, InvalidWalletId, Timestamp, WalletId};

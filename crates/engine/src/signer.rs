@@ -13,6 +13,7 @@ use crate::api::{
 };
 use crate::check::{CheckedRound2, check_round2, commitment_hash};
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
+use crate::dkg::DkgSession;
 use crate::durable::{decode_shares, encode_shares, load_state};
 use crate::error::{Error, InternalFault, RequestPart};
 use crate::ids::{CoordinatorId, Timestamp, WalletId};
@@ -32,17 +33,19 @@ struct Pending {
 }
 
 /// The mutable state of one wallet, behind its own lock.
-struct Shard {
-    state: WalletState,
+pub(crate) struct Shard {
+    pub(crate) state: WalletState,
     pool: NoncePool<SecretNonce>,
     /// Pending shares by the attempt's first commitment.
     pending: HashMap<CommitmentHash, Pending>,
+    /// A DKG in progress (memory only: a restart aborts it).
+    pub(crate) dkg: Option<DkgSession>,
 }
 
 /// One configured wallet.
-struct Slot {
-    config: WalletConfig,
-    seat: Seat,
+pub(crate) struct Slot {
+    pub(crate) config: WalletConfig,
+    pub(crate) seat: Seat,
     shard: Mutex<Shard>,
 }
 
@@ -64,7 +67,7 @@ struct Slot {
 /// `Signer` and opening a new one over the same store: live nonces and
 /// pending shares are lost (by design), markers are not.
 pub struct Signer<S> {
-    store: S,
+    pub(crate) store: S,
     limits: Limits,
     wallets: BTreeMap<WalletId, Slot>,
 }
@@ -114,6 +117,7 @@ impl<S: Store> Signer<S> {
                 state,
                 pool: NoncePool::new(config.limits.clone()),
                 pending: HashMap::new(),
+                dkg: None,
             };
             wallets.insert(
                 wallet.id.clone(),
@@ -241,6 +245,7 @@ impl<S: Store> Signer<S> {
             state,
             pool,
             pending,
+            ..
         } = &mut *guard;
         prune_pending(pending, now);
         let key = state.signing_key(&req.wallet)?;
@@ -356,12 +361,29 @@ impl<S: Store> Signer<S> {
         self.wallets.values().map(status_of).collect()
     }
 
+    /// The public key record of a wallet that holds a key (what share
+    /// verification and aggregation use).
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`], or [`Error::WalletNotActive`] for a wallet
+    /// without a key.
+    pub fn wallet_key(&self, wallet: &WalletId) -> Result<thresig_crypto::WalletKey, Error> {
+        let shard = lock(self.slot(wallet)?)?;
+        shard
+            .state
+            .key()
+            .map(|k| k.key.clone())
+            .ok_or_else(|| Error::WalletNotActive {
+                wallet: wallet.clone(),
+            })
+    }
+
     /// The store the signer runs on.
     pub fn store(&self) -> &S {
         &self.store
     }
 
-    fn slot(&self, wallet: &WalletId) -> Result<&Slot, Error> {
+    pub(crate) fn slot(&self, wallet: &WalletId) -> Result<&Slot, Error> {
         self.wallets
             .get(wallet)
             .ok_or_else(|| Error::UnknownWallet {
@@ -491,7 +513,7 @@ fn take_error(wallet: &WalletId, e: TakeError) -> Error {
     }
 }
 
-fn lock(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
+pub(crate) fn lock(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
     slot.shard
         .lock()
         .map_err(|_| Error::Internal(InternalFault::Poisoned))

@@ -1,8 +1,12 @@
 //! Wallet states, each holding only the data valid in it.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 use thresig_crypto::{KeyShare, WalletKey};
 
+use crate::api::HexBytes;
+use crate::dkg_msg::{DkgPayload, DkgSessionId};
 use crate::error::Error;
 use crate::ids::{Epoch, WalletId};
 
@@ -32,10 +36,80 @@ pub(crate) struct SigningKey {
     pub(crate) share: KeyShare,
 }
 
+/// A finished DKG whose key package is durable, waiting for every
+/// member's signed confirmation before the wallet may sign.
+pub(crate) struct Confirming {
+    session: DkgSessionId,
+    key: WalletKey,
+    share: KeyShare,
+    transcript: [u8; 32],
+    confirmed: BTreeSet<u16>,
+}
+
+impl Confirming {
+    /// A result awaiting confirmations (none counted yet).
+    pub(crate) fn new(
+        session: DkgSessionId,
+        key: WalletKey,
+        share: KeyShare,
+        transcript: [u8; 32],
+    ) -> Self {
+        Self {
+            session,
+            key,
+            share,
+            transcript,
+            confirmed: BTreeSet::new(),
+        }
+    }
+
+    /// The DKG session.
+    pub(crate) fn session(&self) -> DkgSessionId {
+        self.session
+    }
+
+    /// The wallet key the DKG produced.
+    pub(crate) fn key(&self) -> &WalletKey {
+        &self.key
+    }
+
+    /// The confirmation payload every member must sign.
+    ///
+    /// # Errors
+    /// Never in practice; the output key always encodes.
+    pub(crate) fn payload(&self) -> Result<DkgPayload, Error> {
+        Ok(DkgPayload::Confirm {
+            output_key: HexBytes(self.key.output_key().to_bytes().to_vec()),
+            transcript: HexBytes(self.transcript.to_vec()),
+        })
+    }
+
+    /// Whether `payload` confirms this result.
+    ///
+    /// # Errors
+    /// As for [`Confirming::payload`].
+    pub(crate) fn matches(&self, payload: &DkgPayload) -> Result<bool, Error> {
+        Ok(*payload == self.payload()?)
+    }
+
+    /// Counts `seat`'s (verified) confirmation; returns how many there are.
+    pub(crate) fn accept(&mut self, seat: u16) -> usize {
+        self.confirmed.insert(seat);
+        self.confirmed.len()
+    }
+
+    /// The key material, once confirmed.
+    pub(crate) fn into_parts(self) -> (WalletKey, KeyShare) {
+        (self.key, self.share)
+    }
+}
+
 /// A wallet's state on this signer.
 pub(crate) enum WalletState {
-    /// No confirmed key package yet.
+    /// No key package yet.
     DkgPending,
+    /// Key package durable; waiting for every member's confirmation.
+    AwaitingConfirmations(Confirming),
     /// Signing with this key.
     Active(SigningKey),
     /// Being replaced by a successor wallet; holds its key for the sweep.
@@ -50,7 +124,7 @@ impl WalletState {
     /// The state's name.
     pub(crate) fn kind(&self) -> WalletStateKind {
         match self {
-            Self::DkgPending => WalletStateKind::DkgPending,
+            Self::DkgPending | Self::AwaitingConfirmations(_) => WalletStateKind::DkgPending,
             Self::Active(_) => WalletStateKind::Active,
             Self::Rekeying(_) => WalletStateKind::Rekeying,
             Self::Retired => WalletStateKind::Retired,
@@ -62,7 +136,9 @@ impl WalletState {
     pub(crate) fn key(&self) -> Option<&SigningKey> {
         match self {
             Self::Active(key) | Self::Rekeying(key) => Some(key),
-            Self::DkgPending | Self::Retired | Self::Corrupt => None,
+            Self::DkgPending | Self::AwaitingConfirmations(_) | Self::Retired | Self::Corrupt => {
+                None
+            }
         }
     }
 
@@ -76,7 +152,9 @@ impl WalletState {
         let wallet = wallet.clone();
         match self {
             Self::Active(key) => Ok(key),
-            Self::DkgPending => Err(Error::WalletNotActive { wallet }),
+            Self::DkgPending | Self::AwaitingConfirmations(_) => {
+                Err(Error::WalletNotActive { wallet })
+            }
             Self::Rekeying(_) => Err(Error::RekeyInProgress { wallet }),
             Self::Retired => Err(Error::WalletRetired { wallet }),
             Self::Corrupt => Err(Error::WalletCorrupt { wallet }),

@@ -296,6 +296,12 @@ impl Member {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    FromHarnessDkg,
+    None,
+}
+
 /// `n` signers sharing `wallets` (each made by a DKG), on a virtual clock.
 pub struct Cluster {
     pub seed: u64,
@@ -307,13 +313,17 @@ pub struct Cluster {
     _guard: SeedGuard,
 }
 
-/// The identity key of seat `s` (deterministic).
-pub fn identity(s: u16) -> IdentityKey {
+/// The identity signing key of seat `s` (deterministic).
+pub fn identity_secret(s: u16) -> ed25519_dalek::SigningKey {
     let mut secret = [0u8; 32];
     secret[..2].copy_from_slice(&s.to_be_bytes());
     secret[2] = 0x5e;
-    let key = ed25519_dalek::SigningKey::from_bytes(&secret);
-    IdentityKey::from_bytes(key.verifying_key().to_bytes()).unwrap()
+    ed25519_dalek::SigningKey::from_bytes(&secret)
+}
+
+/// The identity key of seat `s`.
+pub fn identity(s: u16) -> IdentityKey {
+    IdentityKey::from_bytes(identity_secret(s).verifying_key().to_bytes()).unwrap()
 }
 
 /// Seat `s` acting as a coordinator.
@@ -338,7 +348,17 @@ pub fn small_limits() -> Limits {
 }
 
 impl Cluster {
+    /// Wallets keyed by a DKG run in the harness.
     pub fn new(seed: u64, t: u16, n: u16, wallets: &[&str], limits: Limits) -> Self {
+        Self::build(seed, t, n, wallets, limits, Keys::FromHarnessDkg)
+    }
+
+    /// Wallets configured but without keys (`dkg_pending`).
+    pub fn unkeyed(seed: u64, t: u16, n: u16, wallets: &[&str]) -> Self {
+        Self::build(seed, t, n, wallets, small_limits(), Keys::None)
+    }
+
+    fn build(seed: u64, t: u16, n: u16, wallets: &[&str], limits: Limits, keys_from: Keys) -> Self {
         let guard = SeedGuard(seed);
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let identities: Vec<IdentityKey> = (1..=n).map(identity).collect();
@@ -348,13 +368,15 @@ impl Cluster {
         let mut configs = Vec::new();
         for name in wallets {
             let id = wid(name);
-            let (shares, key) = dkg(t, n, &mut rng);
-            for (store, share) in stores.iter().zip(&shares) {
-                let ops = activation_ops(&id, Epoch(1), &key, share).unwrap();
-                let outcome = store.write(ops).unwrap();
-                assert!(matches!(outcome, WriteOutcome::Committed(_)), "{outcome:?}");
+            if keys_from == Keys::FromHarnessDkg {
+                let (shares, key) = dkg(t, n, &mut rng);
+                for (store, share) in stores.iter().zip(&shares) {
+                    let ops = activation_ops(&id, Epoch(1), &key, share).unwrap();
+                    let outcome = store.write(ops).unwrap();
+                    assert!(matches!(outcome, WriteOutcome::Committed(_)), "{outcome:?}");
+                }
+                keys.insert(id.clone(), key);
             }
-            keys.insert(id.clone(), key);
             configs.push(WalletConfig::new(
                 id,
                 t,
