@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
+use crate::dkg::{ConfirmationStatus, DkgProposal};
+use crate::dkg_msg::{DkgSessionId, SignedDkgMessage};
 use crate::error::{Error, ErrorCode, recovery_str};
 use crate::ids::{Epoch, WalletId};
 use crate::target::SigningTarget;
@@ -138,6 +140,50 @@ pub enum Request {
     },
     /// Every configured wallet's status.
     ListWallets,
+    /// DKG part 1 for a proposal.
+    DkgStart(DkgProposal),
+    /// DKG part 2: the other members' round-1 messages.
+    DkgRound2 {
+        /// The wallet.
+        wallet: WalletId,
+        /// The session.
+        session: DkgSessionId,
+        /// One round-1 message from each other member.
+        round1: Vec<SignedDkgMessage>,
+    },
+    /// DKG part 3: the round-2 messages addressed to this member.
+    DkgFinish {
+        /// The wallet.
+        wallet: WalletId,
+        /// The session.
+        session: DkgSessionId,
+        /// One round-2 message from each other member.
+        round2: Vec<SignedDkgMessage>,
+    },
+    /// A member's confirmation of a finished DKG.
+    DkgConfirm {
+        /// The wallet.
+        wallet: WalletId,
+        /// The signed confirmation.
+        confirmation: SignedDkgMessage,
+    },
+}
+
+impl Request {
+    /// The wallet a request addresses, if it addresses one.
+    pub fn wallet(&self) -> Option<&WalletId> {
+        match self {
+            Self::Round1(r) => Some(&r.wallet),
+            Self::Round2(r) => Some(&r.wallet),
+            Self::Abort(r) => Some(&r.wallet),
+            Self::DkgStart(p) => Some(&p.wallet),
+            Self::Status { wallet }
+            | Self::DkgRound2 { wallet, .. }
+            | Self::DkgFinish { wallet, .. }
+            | Self::DkgConfirm { wallet, .. } => Some(wallet),
+            Self::ListWallets => None,
+        }
+    }
 }
 
 /// The answer to a round-1 request.
@@ -209,6 +255,14 @@ pub enum Response {
         /// The wallets, in id order.
         wallets: Vec<WalletStatus>,
     },
+    /// DKG messages this member sends (part 1: one; part 2: one per peer;
+    /// part 3: its confirmation).
+    DkgMessages {
+        /// The signed messages.
+        messages: Vec<SignedDkgMessage>,
+    },
+    /// How far the wallet's confirmations are.
+    Confirmations(ConfirmationStatus),
 }
 
 /// An error as sent on the wire.

@@ -298,6 +298,10 @@ pub enum ConfigError {
         /// The wallet.
         wallet: WalletId,
     },
+    /// The identity signing key given to the signer is not the configured
+    /// identity.
+    #[error("the identity key does not match the configured identity")]
+    IdentityMismatch,
     /// The limits contradict each other (a coordinator quota below the
     /// largest request, a wallet cap below one quota, a zero TTL).
     #[error("inconsistent limits")]

@@ -109,7 +109,6 @@ impl<S: Store> Signer<S> {
     /// for a wallet that is already active (or later).
     pub fn dkg_start<R: RngCore + CryptoRng>(
         &self,
-        identity: &SigningKey,
         proposal: &DkgProposal,
         rng: &mut R,
     ) -> Result<SignedDkgMessage, Error> {
@@ -152,7 +151,7 @@ impl<S: Store> Signer<S> {
             },
         });
         Ok(SignedDkgMessage::sign(
-            identity,
+            &self.identity,
             proposal.session,
             config.id.clone(),
             slot.seat.get(),
@@ -171,7 +170,6 @@ impl<S: Store> Signer<S> {
     /// is over after a failure.
     pub fn dkg_round2<R: RngCore + CryptoRng>(
         &self,
-        identity: &SigningKey,
         wallet: &WalletId,
         session: DkgSessionId,
         round1: &[SignedDkgMessage],
@@ -238,7 +236,7 @@ impl<S: Store> Signer<S> {
                 echo: HexBytes(echo.to_vec()),
             };
             messages.push(SignedDkgMessage::sign(
-                identity,
+                &self.identity,
                 session,
                 wallet.clone(),
                 me,
@@ -263,7 +261,6 @@ impl<S: Store> Signer<S> {
     /// for the wallet (a later DKG never overwrites it); [`Error::Store`].
     pub fn dkg_finish(
         &self,
-        identity: &SigningKey,
         wallet: &WalletId,
         session: DkgSessionId,
         round2: &[SignedDkgMessage],
@@ -333,7 +330,7 @@ impl<S: Store> Signer<S> {
         }
         let mut confirming = Confirming::new(session, key, share, echo);
         confirming.accept(me);
-        let message = confirming.confirmation(identity, wallet, me)?;
+        let message = confirming.confirmation(&self.identity, wallet, me)?;
         shard.state = WalletState::AwaitingConfirmations(confirming);
         Ok(message)
     }

@@ -68,6 +68,9 @@ pub(crate) struct Slot {
 /// pending shares are lost (by design), markers are not.
 pub struct Signer<S> {
     pub(crate) store: S,
+    /// This member's Ed25519 identity key (zeroized on drop), which signs
+    /// its DKG messages.
+    pub(crate) identity: ed25519_dalek::SigningKey,
     limits: Limits,
     wallets: BTreeMap<WalletId, Slot>,
 }
@@ -96,12 +99,22 @@ impl<S: Store> Signer<S> {
     /// Opens the signer: validates `config` and loads each wallet's state
     /// from `store`. A wallet whose records fail to authenticate, or
     /// disagree with the configuration, is `corrupt`; the others serve.
+    /// `identity` is this member's Ed25519 identity key (the daemon keeps it
+    /// sealed in the store); its public key must be `config.identity`.
     ///
     /// # Errors
-    /// [`OpenError::Config`] for an invalid configuration,
-    /// [`OpenError::Store`] when the store cannot be read.
-    pub fn open(config: SignerConfig, store: S) -> Result<Self, OpenError> {
+    /// [`OpenError::Config`] for an invalid configuration or an identity
+    /// key that is not the configured one, [`OpenError::Store`] when the
+    /// store cannot be read.
+    pub fn open(
+        config: SignerConfig,
+        identity: ed25519_dalek::SigningKey,
+        store: S,
+    ) -> Result<Self, OpenError> {
         config.validate()?;
+        if identity.verifying_key().to_bytes() != config.identity.to_bytes() {
+            return Err(ConfigError::IdentityMismatch.into());
+        }
         let mut wallets = BTreeMap::new();
         for wallet in config.wallets {
             let seat = wallet
@@ -130,6 +143,7 @@ impl<S: Store> Signer<S> {
         }
         Ok(Self {
             store,
+            identity,
             limits: config.limits,
             wallets,
         })
@@ -137,8 +151,12 @@ impl<S: Store> Signer<S> {
 
     /// Handles one request from the authenticated coordinator `from`.
     ///
+    /// Requests that address a wallet are accepted only from one of its
+    /// members (DESIGN.md §4: only members coordinate for a wallet).
+    ///
     /// # Errors
-    /// As for the method the request dispatches to.
+    /// [`Error::CoordinatorNotMember`], and as for the method the request
+    /// dispatches to.
     pub fn handle<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
@@ -146,6 +164,10 @@ impl<S: Store> Signer<S> {
         request: Request,
         rng: &mut R,
     ) -> Result<Response, Error> {
+        if let Some(wallet) = request.wallet() {
+            self.member_slot(wallet, from)?;
+        }
+        let messages = |messages| Response::DkgMessages { messages };
         match request {
             Request::Round1(req) => self.round1(now, from, &req, rng).map(Response::Round1),
             Request::Round2(req) => self.round2(now, from, &req).map(Response::Round2),
@@ -156,6 +178,29 @@ impl<S: Store> Signer<S> {
             Request::ListWallets => Ok(Response::Wallets {
                 wallets: self.wallets()?,
             }),
+            Request::DkgStart(proposal) => {
+                self.dkg_start(&proposal, rng).map(|m| messages(vec![m]))
+            }
+            Request::DkgRound2 {
+                wallet,
+                session,
+                round1,
+            } => self
+                .dkg_round2(&wallet, session, &round1, rng)
+                .map(messages),
+            Request::DkgFinish {
+                wallet,
+                session,
+                round2,
+            } => self
+                .dkg_finish(&wallet, session, &round2)
+                .map(|m| messages(vec![m])),
+            Request::DkgConfirm {
+                wallet,
+                confirmation,
+            } => self
+                .dkg_confirm(&wallet, &confirmation)
+                .map(Response::Confirmations),
         }
     }
 

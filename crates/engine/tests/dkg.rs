@@ -28,9 +28,7 @@ fn part1(c: &mut Cluster, p: &DkgProposal) -> Vec<SignedDkgMessage> {
     (1..=N)
         .map(|s| {
             let signer = c.members[usize::from(s) - 1].signer();
-            signer
-                .dkg_start(&identity_secret(s), p, &mut c.rng)
-                .unwrap()
+            signer.dkg_start(p, &mut c.rng).unwrap()
         })
         .collect()
 }
@@ -46,13 +44,7 @@ fn part2(
         let peers: Vec<_> = round1.iter().filter(|m| m.sender != s).cloned().collect();
         let signer = c.members[usize::from(s) - 1].signer();
         let out = signer
-            .dkg_round2(
-                &identity_secret(s),
-                &p.wallet,
-                p.session,
-                &peers,
-                &mut c.rng,
-            )
+            .dkg_round2(&p.wallet, p.session, &peers, &mut c.rng)
             .unwrap();
         for m in out {
             let DkgPayload::Round2 { to, .. } = &m.payload else {
@@ -74,7 +66,7 @@ fn part3(
         .map(|s| {
             c.member(s)
                 .signer()
-                .dkg_finish(&identity_secret(s), &p.wallet, p.session, &inbox[&s])
+                .dkg_finish(&p.wallet, p.session, &inbox[&s])
         })
         .collect()
 }
@@ -189,10 +181,7 @@ fn a_second_dkg_never_overwrites_a_stored_key_package() {
     let status = c.member(1).signer().status(&wid("w")).unwrap();
     assert_eq!(status.output_key.unwrap(), *output_key);
     // An active wallet refuses a new DKG outright.
-    let err = c.members[0]
-        .signer()
-        .dkg_start(&identity_secret(1), &p, &mut c.rng)
-        .unwrap_err();
+    let err = c.members[0].signer().dkg_start(&p, &mut c.rng).unwrap_err();
     assert!(matches!(err, Error::WalletAlreadyKeyed { .. }), "{err:?}");
 }
 
@@ -201,18 +190,12 @@ fn a_proposal_that_differs_from_the_configuration_is_refused() {
     let mut c = Cluster::unkeyed(43, 2, N, &["w"]);
     let mut p = proposal(&c, "w", 1);
     p.threshold = 3;
-    let err = c.members[0]
-        .signer()
-        .dkg_start(&identity_secret(1), &p, &mut c.rng)
-        .unwrap_err();
+    let err = c.members[0].signer().dkg_start(&p, &mut c.rng).unwrap_err();
     assert!(matches!(err, Error::DkgMismatch { .. }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::RosterMismatch);
     let mut p = proposal(&c, "w", 1);
     p.roster.swap(0, 1);
-    let err = c.members[0]
-        .signer()
-        .dkg_start(&identity_secret(1), &p, &mut c.rng)
-        .unwrap_err();
+    let err = c.members[0].signer().dkg_start(&p, &mut c.rng).unwrap_err();
     assert!(matches!(err, Error::DkgMismatch { .. }), "{err:?}");
 }
 
@@ -240,24 +223,12 @@ fn a_round1_package_with_a_bad_signature_aborts_naming_its_sender() {
     let peers: Vec<_> = r1.iter().filter(|m| m.sender != 1).cloned().collect();
     let signer = c.members[0].signer();
     let err = signer
-        .dkg_round2(
-            &identity_secret(1),
-            &p.wallet,
-            p.session,
-            &peers,
-            &mut c.rng,
-        )
+        .dkg_round2(&p.wallet, p.session, &peers, &mut c.rng)
         .unwrap_err();
     assert_eq!(fault_of(err), (1, 2, DkgFault::BadSignature));
     assert_eq!(
         signer
-            .dkg_round2(
-                &identity_secret(1),
-                &p.wallet,
-                p.session,
-                &peers,
-                &mut c.rng
-            )
+            .dkg_round2(&p.wallet, p.session, &peers, &mut c.rng)
             .unwrap_err()
             .code(),
         ErrorCode::InvalidRequest,
@@ -327,4 +298,74 @@ fn a_round2_package_sealed_to_another_key_aborts() {
         fault_of(results.into_iter().next().unwrap().unwrap_err()),
         (1, 2, DkgFault::BadSeal)
     );
+}
+
+/// Sends `req` to seat `s` through the JSON envelope, as the daemon and the
+/// C ABI do, from coordinator seat 1.
+fn call(c: &mut Cluster, s: u16, req: thresig_engine::Request) -> thresig_engine::Response {
+    use thresig_engine::{Envelope, Limits, Reply, decode_request, encode_reply};
+    let bytes = serde_json::to_vec(&Envelope::new(req)).unwrap();
+    let req = decode_request(&bytes, &Limits::default()).unwrap();
+    let now = c.now;
+    let signer = c.members[usize::from(s) - 1].signer();
+    let result = signer.handle(now, coordinator(1), req, &mut c.rng);
+    let reply: Envelope<Reply> = serde_json::from_slice(&encode_reply(result.into())).unwrap();
+    match reply.body {
+        Reply::Ok(r) => r,
+        other => panic!("seat {s}: {other:?}"),
+    }
+}
+
+fn messages(r: thresig_engine::Response) -> Vec<SignedDkgMessage> {
+    match r {
+        thresig_engine::Response::DkgMessages { messages } => messages,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_dkg_runs_over_the_json_envelope() {
+    use thresig_engine::{Request, Response};
+    let mut c = Cluster::unkeyed(47, 2, N, &["w"]);
+    let p = proposal(&c, "w", 9);
+    let r1: Vec<_> = (1..=N)
+        .flat_map(|s| messages(call(&mut c, s, Request::DkgStart(p.clone()))))
+        .collect();
+    let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
+    for s in 1..=N {
+        let round1 = r1.iter().filter(|m| m.sender != s).cloned().collect();
+        let req = Request::DkgRound2 {
+            wallet: wid("w"),
+            session: p.session,
+            round1,
+        };
+        for m in messages(call(&mut c, s, req)) {
+            let DkgPayload::Round2 { to, .. } = &m.payload else {
+                panic!("not round 2")
+            };
+            inbox.entry(*to).or_default().push(m);
+        }
+    }
+    let mut confirmations = Vec::new();
+    for s in 1..=N {
+        let req = Request::DkgFinish {
+            wallet: wid("w"),
+            session: p.session,
+            round2: inbox[&s].clone(),
+        };
+        confirmations.extend(messages(call(&mut c, s, req)));
+    }
+    for s in 1..=N {
+        for m in &confirmations {
+            let req = Request::DkgConfirm {
+                wallet: wid("w"),
+                confirmation: m.clone(),
+            };
+            let Response::Confirmations(status) = call(&mut c, s, req) else {
+                panic!("not a confirmation status")
+            };
+            assert_eq!(status.needed, 3);
+        }
+        assert_eq!(state(&c, s, "w"), WalletStateKind::Active);
+    }
 }

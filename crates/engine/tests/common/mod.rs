@@ -388,9 +388,11 @@ impl Cluster {
             .iter()
             .zip(stores)
             .zip(machines)
-            .map(|((identity, store), machine)| {
+            .enumerate()
+            .map(|(i, ((identity, store), machine))| {
                 let config = SignerConfig::new(*identity, configs.clone(), limits.clone());
-                let signer = Signer::open(config.clone(), store).unwrap();
+                let seat = u16::try_from(i + 1).unwrap();
+                let signer = Signer::open(config.clone(), identity_secret(seat), store).unwrap();
                 Member {
                     config,
                     machine,
@@ -419,7 +421,8 @@ impl Cluster {
     pub fn restart(&mut self, s: u16) {
         let m = &mut self.members[usize::from(s) - 1];
         drop(m.running.take());
-        m.running = Some(Signer::open(m.config.clone(), m.machine.open()).unwrap());
+        let secret = identity_secret(s);
+        m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
     }
 
     /// The wallet's current epoch, as seat 1 reports it.
