@@ -1,4 +1,44 @@
 //! One threshold signer's logic, as a sans-IO state machine.
+//!
+//! # Main types
+//! - [`Signer`] holds the wallets one member serves ([`SignerConfig`]: wallet
+//!   ids, thresholds, ordered rosters of Ed25519 identity keys, [`Limits`])
+//!   over a [`thresig_store::Store`]. Its methods answer immediately:
+//!   [`Signer::round1`], [`Signer::round2`], [`Signer::abort`],
+//!   [`Signer::status`], [`Signer::wallets`], and the DKG parts
+//!   [`Signer::dkg_start`], [`Signer::dkg_round2`], [`Signer::dkg_finish`],
+//!   [`Signer::dkg_confirm`]; [`Signer::handle`] dispatches a [`Request`].
+//! - The API types ([`Request`], [`Response`], [`Reply`] in a versioned
+//!   [`Envelope`]) are what the daemon, the C ABI and tests exchange;
+//!   [`decode_request`] and [`encode_reply`] are the JSON boundary.
+//! - [`Error`] names what failed with ids; [`Error::code`] maps it to a
+//!   stable [`ErrorCode`] whose [`ErrorCode::recovery`] is `retryable` or
+//!   `terminal` (documented in `docs/errors.md`).
+//!
+//! # Invariants (DESIGN.md §4)
+//! - No clock reads, no RNG creation, no sockets: `now` and `rng` are
+//!   arguments.
+//! - Nonces live in memory only, keyed by the hash of their own commitment,
+//!   and are taken only as one whole round-1 vector, in order; taking
+//!   destroys them, and signing runs outside any store transaction.
+//! - A share leaves only after its attempt's marker (keyed by the signer's
+//!   first commitment, holding the package hash and every share) is durable;
+//!   until then the shares wait in memory and only the byte-identical
+//!   request may retry their commit. Any other package for a used
+//!   commitment gets `session_conflict`.
+//! - Before a share is computed the request passes every check of
+//!   [`check`](crate) (roster, threshold, epoch, messages derived by the
+//!   signer itself, own commitments distinct and present); the tweak comes
+//!   from the wallet record only.
+//! - State is sharded per wallet: operations on different wallets never
+//!   wait on each other.
+//!
+//! # The transaction seam
+//! Round 2 signs the messages [`SigningTarget`] derives. Today that is a
+//! list of raw 32-byte digests, allowed only by a wallet's
+//! [`RawDigestPolicy`]; Taproot PSBTs (sighash derivation, prevout and
+//! sighash-type checks, policy counters charged in the marker's
+//! transaction) plug in there as a new target.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(

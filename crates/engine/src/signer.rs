@@ -277,7 +277,7 @@ impl<S: Store> Signer<S> {
     /// request variants, the nonce errors
     /// ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
     /// [`Error::NonceEvicted`], [`Error::SessionConflict`]) and
-    /// [`Error::Storage`].
+    /// [`Error::Store`].
     pub fn round2(
         &self,
         now: Timestamp,
