@@ -364,7 +364,7 @@ impl<S: Store> Signer<S> {
             });
         };
         let session = confirming.session();
-        if msg.session != session || &msg.wallet != wallet || !msg.verify(&slot.config) {
+        if &msg.wallet != wallet || !msg.verify(&slot.config) {
             return Err(dkg_failed(
                 slot,
                 session,
@@ -372,7 +372,7 @@ impl<S: Store> Signer<S> {
                 DkgFault::BadSignature,
             ));
         }
-        if !confirming.matches(&msg.payload)? {
+        if msg.session != session || !confirming.matches(&msg.payload)? {
             return Err(dkg_failed(
                 slot,
                 session,

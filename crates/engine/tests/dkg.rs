@@ -369,3 +369,27 @@ fn a_dkg_runs_over_the_json_envelope() {
         assert_eq!(state(&c, s, "w"), WalletStateKind::Active);
     }
 }
+
+#[test]
+fn a_confirmation_of_another_result_or_badly_signed_is_refused() {
+    let mut c = Cluster::unkeyed(48, 2, N, &["w"]);
+    let confirmations = through_part3(&mut c, "w", 1);
+    let from2 = confirmations.iter().find(|m| m.sender == 2).unwrap();
+    let DkgPayload::Confirm { transcript, .. } = &from2.payload else {
+        panic!("not a confirmation")
+    };
+    let other = DkgPayload::Confirm {
+        output_key: HexBytes(vec![7; 32]),
+        transcript: transcript.clone(),
+    };
+    let forged = SignedDkgMessage::sign(&identity_secret(2), from2.session, wid("w"), 2, other);
+    let signer = c.member(1).signer();
+    let err = signer.dkg_confirm(&wid("w"), &forged).unwrap_err();
+    assert_eq!(fault_of(err), (1, 2, DkgFault::ConfirmationMismatch));
+    let mut bad = from2.clone();
+    bad.signature.0[0] ^= 1;
+    let err = signer.dkg_confirm(&wid("w"), &bad).unwrap_err();
+    assert_eq!(fault_of(err), (1, 2, DkgFault::BadSignature));
+    // Neither counted: the genuine ones still activate the wallet.
+    assert!(deliver(&c, 1, "w", &confirmations));
+}
