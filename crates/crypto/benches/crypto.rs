@@ -80,8 +80,15 @@ fn bench(c: &mut Criterion) {
                 verify_share(&wallet, &package, signers[0], &sig_shares[&signers[0]]).unwrap()
             })
         });
-        c.bench_function(&format!("aggregate_verifying_all_shares/{label}"), |b| {
+        c.bench_function(&format!("aggregate_valid/{label}"), |b| {
             b.iter(|| aggregate(&wallet, &package, &sig_shares).unwrap())
+        });
+        // One invalid share: frost then verifies every share to name all culprits.
+        let mut with_cheater = sig_shares.clone();
+        let forged = sig_shares[&signers[1]];
+        with_cheater.insert(signers[0], forged);
+        c.bench_function(&format!("aggregate_blaming_invalid_share/{label}"), |b| {
+            b.iter(|| aggregate(&wallet, &package, &with_cheater).unwrap_err())
         });
         let sig = aggregate(&wallet, &package, &sig_shares).unwrap();
         let key = wallet.output_key();

@@ -355,3 +355,26 @@ impl DkgOutput {
         (self.key_share, self.wallet)
     }
 }
+
+impl Session {
+    /// `Debug` of a DKG state: who and among whom, never the secrets.
+    fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("seat", &self.me)
+            .field("roster", &self.roster)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for DkgRound1 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.session.debug("DkgRound1", f)
+    }
+}
+
+impl fmt::Debug for DkgRound2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.session.debug("DkgRound2", f)
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use frost_secp256k1_tr::keys::KeyPackage;
+use frost_secp256k1_tr::keys::{KeyPackage, VerifyingShare};
 use zeroize::Zeroizing;
 
 use crate::{Encoding, Error, Result, Seat, WalletKey};
@@ -34,14 +34,16 @@ impl KeyShare {
         &self.package
     }
 
-    /// Checks that this share belongs to `wallet`: same group key, and the
-    /// share's public image is the wallet's verifying share for its seat.
+    /// Checks that this share belongs to `wallet`: same group key and
+    /// threshold, and the share's public image is the wallet's verifying
+    /// share for its seat.
     ///
     /// # Errors
     /// [`Error::WrongWallet`] otherwise.
     pub fn check_wallet(&self, wallet: &WalletKey) -> Result<()> {
         let group = wallet.group();
         let matches = group.verifying_key() == self.package.verifying_key()
+            && *self.package.min_signers() == wallet.threshold()
             && group.verifying_shares().get(self.package.identifier())
                 == Some(self.package.verifying_share());
         if matches {
@@ -62,11 +64,17 @@ impl KeyShare {
     /// Decodes a share written by [`Self::to_bytes`].
     ///
     /// # Errors
-    /// [`Error::Decode`] for malformed bytes or an identifier that is not a seat.
+    /// [`Error::Decode`] for malformed bytes, an identifier that is not a
+    /// seat, or a secret share that does not match its verifying share.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let package = KeyPackage::deserialize(bytes).map_err(|_| Error::Decode {
+        let bad = || Error::Decode {
             what: Encoding::KeyShare,
-        })?;
+        };
+        let package = KeyPackage::deserialize(bytes).map_err(|_| bad())?;
+        // The secret must match its own public image.
+        if VerifyingShare::from(*package.signing_share()) != *package.verifying_share() {
+            return Err(bad());
+        }
         Self::new(package)
     }
 }

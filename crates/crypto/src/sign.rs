@@ -247,7 +247,14 @@ pub fn verify_share(
 }
 
 /// Aggregates the shares of every signer in `package` into a BIP340
-/// signature under the wallet's output key, verifying every share first.
+/// signature under the wallet's output key.
+///
+/// The aggregate is verified under the tweaked group key; if it fails, every
+/// share is verified and all invalid ones are reported (frost's
+/// `CheaterDetection::AllCheaters`). A valid aggregate is not re-checked
+/// share by share: a coordinator that needs blame as shares arrive (ROAST)
+/// calls [`verify_share`] on each. The result is verified once more, by BIP340,
+/// under [`WalletKey::output_key`].
 ///
 /// # Errors
 /// [`Error::InvalidShares`] listing every seat whose share is invalid;

@@ -108,12 +108,28 @@ proptest! {
         }
         let signers = subset(n, t, pick);
         sign_all(&new, &refreshed, &signers, &[8; 32], rng);
-        // Old and new shares do not combine: one old share among new ones fails.
-        let (package, mut mixed) = sign_shares(&new, &refreshed, &signers, &[8; 32], rng);
+        // Old and new shares do not combine: a member signing with its old
+        // share, in the same signing session as new shares, is named as a culprit.
         let stale = signers[0];
-        let (_, old_shares) = sign_shares(&old, &wallet, &signers, &[8; 32], rng);
-        mixed.insert(stale, old_shares[&stale]);
-        prop_assert!(aggregate(&refreshed, &package, &mixed).is_err());
+        let holder = |s: &Seat| if *s == stale { &old[s] } else { &new[s] };
+        let mut nonces = Vec::new();
+        let mut commitments = BTreeMap::new();
+        for s in &signers {
+            let (nonce, c) = commit(holder(s), rng);
+            nonces.push(nonce);
+            commitments.insert(*s, c);
+        }
+        let package = SigningPackage::new(&commitments, &[8; 32]).unwrap();
+        let mut mixed = BTreeMap::new();
+        for nonce in nonces {
+            let s = nonce.seat();
+            let key = if s == stale { &wallet } else { &refreshed };
+            mixed.insert(s, sign(nonce, &package, holder(&s), key).unwrap());
+        }
+        match aggregate(&refreshed, &package, &mixed) {
+            Err(Error::InvalidShares { culprits }) => prop_assert_eq!(culprits, vec![stale]),
+            other => prop_assert!(false, "old share combined: {:?}", other),
+        }
         prop_assert!(old[&stale].check_wallet(&refreshed).is_err());
     }
 

@@ -96,6 +96,15 @@ fn decoding_garbage_is_an_error_not_a_panic() {
     for cut in 0..share.len() {
         assert!(KeyShare::from_bytes(&share[..cut]).is_err());
     }
+    // Every single-bit flip of the share's encoding is refused on decoding or
+    // by the wallet check (a flipped seat number still decodes).
+    for i in 0..share.len() {
+        let mut flipped = share.to_vec();
+        flipped[i] ^= 0x01;
+        let accepted =
+            KeyShare::from_bytes(&flipped).is_ok_and(|s| s.check_wallet(&wallet).is_ok());
+        assert!(!accepted, "byte {i}");
+    }
     assert!(SigningPackage::from_bytes(&[0xff; 40]).is_err());
     assert!(Commitment::from_bytes(&[]).is_err());
     assert!(Round1Package::from_bytes(&[1, 2, 3]).is_err());

@@ -74,24 +74,17 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> any
             params.threshold(),
             params.signers()
         );
-        println!(
-            "  internal key (P): {}",
-            json["group_key"].as_str().unwrap_or_default()
-        );
-        println!(
-            "  output key   (Q): {}",
-            json["output_key"].as_str().unwrap_or_default()
-        );
         let seats: Vec<String> = outcome.signers.iter().map(Seat::to_string).collect();
-        println!("  signers         : {}", seats.join(", "));
-        println!(
-            "  message         : {}",
-            json["message"].as_str().unwrap_or_default()
-        );
-        println!(
-            "  signature       : {}",
-            json["signature"].as_str().unwrap_or_default()
-        );
+        println!("  signers          : {}", seats.join(", "));
+        let fields = [
+            ("internal key (P)", "group_key"),
+            ("output key   (Q)", "output_key"),
+            ("message         ", "message"),
+            ("signature       ", "signature"),
+        ];
+        for (label, field) in fields {
+            println!("  {label} : {}", json[field].as_str().unwrap_or_default());
+        }
         println!("  BIP340 signature verifies under the output key.");
     }
     Ok(())

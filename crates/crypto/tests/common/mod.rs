@@ -37,7 +37,7 @@ pub fn import(
     (shares.into_iter().map(|s| (s.seat(), s)).collect(), wallet)
 }
 
-/// Round 1 and round 2 for `signers`, every share verified as it "arrives".
+/// Round 1 and round 2 for `signers`; shares are returned unverified.
 pub fn sign_shares(
     shares: &BTreeMap<Seat, KeyShare>,
     wallet: &WalletKey,
@@ -61,6 +61,8 @@ pub fn sign_shares(
     (package, out)
 }
 
+/// Signs with `signers`, verifying each share, aggregating, and checking
+/// the signature with libsecp256k1.
 pub fn sign_all(
     shares: &BTreeMap<Seat, KeyShare>,
     wallet: &WalletKey,

@@ -1,0 +1,154 @@
+//! Every way a peer's DKG package can be wrong gets its own typed error,
+//! naming the culprit where there is one.
+
+mod common;
+
+use common::*;
+use thresig_crypto::*;
+
+type Started = Vec<(DkgRound1, Round1Package)>;
+
+fn start(t: u16, n: u16, seed: u64) -> Started {
+    let rng = &mut rng(seed);
+    let params = GroupParams::new(t, n).unwrap();
+    params
+        .seats()
+        .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
+        .collect()
+}
+
+/// Seat 1's state and the round-1 packages of seats 2 and 3 (of a 2-of-3 run).
+fn member_one(seed: u64) -> (DkgRound1, Round1Package, Round1Package) {
+    let mut started = start(2, 3, seed).into_iter();
+    let (one, _) = started.next().unwrap();
+    let (_, two) = started.next().unwrap();
+    let (_, three) = started.next().unwrap();
+    (one, two, three)
+}
+
+fn receive_err(state: DkgRound1, packages: Vec<(Seat, Round1Package)>) -> Error {
+    state.receive(packages).map(|_| ()).unwrap_err()
+}
+
+#[test]
+fn round1_sender_errors() {
+    let (one, two, three) = member_one(1);
+    let err = receive_err(one, vec![(seat(2), two.clone())]);
+    assert!(
+        matches!(
+            err,
+            Error::WrongPackageCount {
+                expected: 2,
+                got: 1
+            }
+        ),
+        "{err:?}"
+    );
+
+    let (one, _, _) = member_one(1);
+    let err = receive_err(one, vec![(seat(2), two.clone()), (seat(2), three.clone())]);
+    assert!(
+        matches!(err, Error::DuplicateSender { seat } if seat == common::seat(2)),
+        "{err:?}"
+    );
+
+    let (one, _, _) = member_one(1);
+    let err = receive_err(one, vec![(seat(2), two.clone()), (seat(9), three.clone())]);
+    assert!(
+        matches!(err, Error::UnknownSender { seat } if seat == common::seat(9)),
+        "{err:?}"
+    );
+
+    let (one, _, _) = member_one(1);
+    let err = receive_err(one, vec![(seat(1), two.clone()), (seat(3), three.clone())]);
+    assert!(matches!(err, Error::OwnPackageEchoed), "{err:?}");
+}
+
+#[test]
+fn bad_proof_of_knowledge_names_its_sender() {
+    // Seat 3's package presented as seat 2's: its proof binds identifier 3.
+    let (one, _, three) = member_one(2);
+    let err = receive_err(one, vec![(seat(2), three.clone()), (seat(3), three)]);
+    assert!(
+        matches!(err, Error::BadProofOfKnowledge { culprit } if culprit == seat(2)),
+        "{err:?}"
+    );
+    assert_eq!(err.culprits(), vec![seat(2)]);
+    assert!(!err.is_retryable());
+}
+
+#[test]
+fn wrong_threshold_commitment_names_its_sender() {
+    let (one, _, three) = member_one(3);
+    let (_, two_of_other_threshold) = start(3, 3, 4).into_iter().nth(1).unwrap();
+    let err = receive_err(
+        one,
+        vec![(seat(2), two_of_other_threshold), (seat(3), three)],
+    );
+    assert!(
+        matches!(err, Error::WrongCommitmentLength { culprit } if culprit == seat(2)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn bad_share_names_its_sender() {
+    let started = start(2, 3, 5);
+    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
+    let mut states = Vec::new();
+    let mut for_one = Vec::new();
+    for (state, _) in started {
+        let me = state.seat();
+        let peers = round1.iter().filter(|(s, _)| *s != me).cloned().collect();
+        let (state, out) = state.receive(peers).unwrap();
+        for (to, p) in out {
+            if to == seat(1) {
+                for_one.push((me, p));
+            }
+        }
+        states.push(state);
+    }
+    let one = states.into_iter().next().unwrap();
+    assert_eq!(one.seat(), seat(1));
+    // Seat 3's share for seat 1 arrives claiming to come from seat 2, and vice versa.
+    let swapped: Vec<_> = for_one
+        .into_iter()
+        .map(|(from, p)| (if from == seat(2) { seat(3) } else { seat(2) }, p))
+        .collect();
+    let err = one.finish(swapped).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err, Error::BadShare { culprit } if culprit == seat(2) || culprit == seat(3)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn refresh_refuses_to_drop_below_threshold_or_to_run_a_removed_member() {
+    let rng = &mut rng(6);
+    let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let err = DkgRound1::refresh(&shares[&seat(1)], &wallet, &[seat(1)], rng)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownSeat { .. }), "{err:?}");
+    let err = DkgRound1::refresh(&shares[&seat(1)], &wallet, &[seat(2), seat(3)], rng)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidParams { .. }), "{err:?}");
+}
+
+#[test]
+fn refresh_with_an_explicit_removal_keeps_the_key() {
+    let rng = &mut rng(7);
+    let (shares, wallet) = dkg(2, 4, ScriptTree::KeyPathOnly, rng);
+    let removed = [seat(4)];
+    let started = shares
+        .values()
+        .filter(|s| s.seat() != seat(4))
+        .map(|s| DkgRound1::refresh(s, &wallet, &removed, rng).unwrap())
+        .collect();
+    let (new, refreshed) = run_in_process(started).unwrap();
+    assert_eq!(refreshed.output_key(), wallet.output_key());
+    assert_eq!(refreshed.members(), seats(&[1, 2, 3]));
+    sign_all(&new, &refreshed, &seats(&[1, 3]), &[1; 32], rng);
+    assert!(shares[&seat(4)].check_wallet(&refreshed).is_err());
+}
