@@ -1,0 +1,182 @@
+//! The key manager and online rotation: rotation follows the provider's
+//! key id, a failing or hanging provider raises an alert and never blocks
+//! writes (I3), and re-seal batches never overwrite newer writes.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use common::{Machine, ScriptedProvider, open_on, wallet};
+use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
+use thresig_store::{
+    KeyManager, KeyManagerOptions, MemoryWitness, Recovery, SimDisk, Store, StoreOptions,
+    Timestamp, WriteOp, WriteOutcome,
+};
+use zeroize::Zeroizing;
+
+fn put(store: &dyn Store, n: u8, value: &[u8]) {
+    let out = store
+        .write(vec![WriteOp::PutWallet {
+            wallet: wallet(n),
+            value: value.to_vec(),
+        }])
+        .unwrap();
+    assert!(matches!(out, WriteOutcome::Committed(_)));
+}
+
+#[test]
+fn a_new_provider_key_id_is_rotated_to_on_the_next_tick() {
+    let machine = Machine::new();
+    let store = Arc::new(machine.open().unwrap());
+    put(store.as_ref(), 1, b"one");
+    let manager = KeyManager::new(store.clone());
+    manager.tick(Timestamp(1));
+    assert_eq!(manager.health().kek_rotations, 0);
+    machine.provider.add_key("kek-2", 2);
+    machine.provider.set_current("kek-2");
+    manager.tick(Timestamp(2));
+    let health = manager.health();
+    assert_eq!(health.kek_rotations, 1);
+    assert!(!health.alert);
+    let status = store.keyring_status().unwrap();
+    let kek2 = KekId::new("kek-2").unwrap();
+    assert!(
+        status.deks.iter().all(|d| d.keks == vec![kek2.clone()]),
+        "{status:?}"
+    );
+    drop(manager);
+    drop(store);
+    // The old KEK is no longer needed.
+    machine.provider.destroy_key("kek-1");
+    let store = machine.open().unwrap();
+    assert_eq!(
+        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
+        b"one"
+    );
+}
+
+#[test]
+fn a_failing_provider_raises_an_alert_and_writes_continue() {
+    let disk = SimDisk::new();
+    let witness = MemoryWitness::new();
+    let provider = Arc::new(ScriptedProvider::new(MemoryProvider::with_key("k", 1)));
+    let store = Arc::new(open_on(&disk, &witness, provider.clone()).unwrap());
+    let manager = KeyManager::new(store.clone());
+    provider.fail_all(true);
+    manager.tick(Timestamp(1));
+    let health = manager.health();
+    assert!(health.alert);
+    assert_eq!(health.consecutive_failures, 1);
+    assert_eq!(health.last_failure, Some(Recovery::Retryable));
+    put(store.as_ref(), 1, b"written during the outage");
+    provider.fail_all(false);
+    manager.tick(Timestamp(2));
+    assert!(!manager.health().alert);
+}
+
+/// A provider whose `key-id` call blocks until released.
+struct HangingProvider {
+    inner: MemoryProvider,
+    entered: Mutex<Option<SyncSender<()>>>,
+    release: Mutex<Receiver<()>>,
+}
+
+impl KeyProvider for HangingProvider {
+    fn current_kek_id(&self) -> Result<KekId, ProviderError> {
+        if let Some(tx) = self.entered.lock().unwrap().take() {
+            tx.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+            return Err(ProviderError::Unavailable {
+                reason: "timed out".to_owned(),
+            });
+        }
+        self.inner.current_kek_id()
+    }
+    fn wrap(&self, kek: &KekId, plaintext: &[u8]) -> Result<Vec<u8>, ProviderError> {
+        self.inner.wrap(kek, plaintext)
+    }
+    fn unwrap(&self, kek: &KekId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        self.inner.unwrap(kek, wrapped)
+    }
+}
+
+#[test]
+fn a_hanging_provider_blocks_neither_writes_nor_reads() {
+    let (entered_tx, entered) = sync_channel(1);
+    let (release, release_rx) = sync_channel(1);
+    let provider = Arc::new(HangingProvider {
+        inner: MemoryProvider::with_key("k", 1),
+        entered: Mutex::new(None),
+        release: Mutex::new(release_rx),
+    });
+    let disk = SimDisk::new();
+    let witness = MemoryWitness::new();
+    let store = Arc::new(open_on(&disk, &witness, provider.clone()).unwrap());
+    *provider.entered.lock().unwrap() = Some(entered_tx);
+    let manager = Arc::new(KeyManager::new(store.clone()));
+    let ticking = {
+        let manager = manager.clone();
+        std::thread::spawn(move || manager.tick(Timestamp(1)))
+    };
+    // The manager is now stuck inside the provider.
+    entered.recv().unwrap();
+    for i in 0..20u8 {
+        put(store.as_ref(), i, b"while the provider hangs");
+        assert!(store.wallet(&wallet(i)).unwrap().is_some());
+    }
+    release.send(()).unwrap();
+    ticking.join().unwrap();
+    let health = manager.health();
+    assert!(health.alert);
+    assert_eq!(health.ticks, 1);
+}
+
+#[test]
+fn the_manager_thread_stops_on_drop() {
+    let machine = Machine::new();
+    let store = Arc::new(machine.open().unwrap());
+    let mut options = KeyManagerOptions::default();
+    options.poll_interval = std::time::Duration::from_secs(3600);
+    let manager = KeyManager::start(store.clone(), options);
+    drop(manager);
+    put(store.as_ref(), 1, b"still writable");
+}
+
+#[test]
+fn reseal_batches_racing_newer_writes_never_overwrite_them() {
+    let machine = Machine::new();
+    let mut options = StoreOptions::default();
+    options.reseal_batch = 1;
+    let store = Arc::new(machine.open_with(options.clone()).unwrap());
+    for i in 0..40u8 {
+        put(store.as_ref(), i, b"v0");
+    }
+    let rotating = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..3 {
+                store.rotate_dek().unwrap();
+            }
+        })
+    };
+    // Each record is rewritten several times while batches of one record
+    // are re-sealed in between.
+    for round in 1..=3u8 {
+        for i in 0..40u8 {
+            put(store.as_ref(), i, format!("v{round}").as_bytes());
+        }
+    }
+    rotating.join().unwrap();
+    for i in 0..40u8 {
+        assert_eq!(store.wallet(&wallet(i)).unwrap().unwrap().as_slice(), b"v3");
+    }
+    let status = store.keyring_status().unwrap();
+    assert_eq!(status.deks.len(), 1, "{status:?}");
+    drop(store);
+    let store = machine.open_with(options).unwrap();
+    for i in 0..40u8 {
+        assert_eq!(store.wallet(&wallet(i)).unwrap().unwrap().as_slice(), b"v3");
+    }
+}
