@@ -26,7 +26,7 @@ use crate::config::{IdentityKey, WalletConfig};
 use crate::dkg_msg::{
     DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash, hpke_keypair, open, seal,
 };
-use crate::durable::{confirmation_ops, pending_ops};
+use crate::durable::{abort_ops, confirmation_ops, pending_ops};
 use crate::error::{DkgFault, Error, InternalFault};
 use crate::ids::WalletId;
 use crate::signer::{Shard, Signer, Slot, lock};
@@ -417,6 +417,41 @@ impl<S: Store> Signer<S> {
             needed,
             active: true,
         })
+    }
+}
+
+impl<S: Store> Signer<S> {
+    /// Operator command: aborts the wallet's DKG `session`. A session still
+    /// in progress is dropped from memory; a finished but unconfirmed one
+    /// has its result and key package deleted, so a new DKG can run. A
+    /// confirmed (active) wallet is never touched.
+    ///
+    /// # Errors
+    /// [`Error::DkgNotInPhase`] when the wallet has no such session;
+    /// [`Error::Store`] when the deletion does not commit (nothing changed).
+    pub fn dkg_abort(&self, wallet: &WalletId, session: DkgSessionId) -> Result<(), Error> {
+        let slot = self.slot(wallet)?;
+        let mut shard = lock(slot)?;
+        if shard.dkg.as_ref().is_some_and(|s| s.id == session) {
+            shard.dkg = None;
+            return Ok(());
+        }
+        match &shard.state {
+            WalletState::AwaitingConfirmations(c) if c.session() == session => {}
+            _ => {
+                return Err(Error::DkgNotInPhase {
+                    wallet: wallet.clone(),
+                });
+            }
+        }
+        self.store
+            .write(abort_ops(wallet, session)?)
+            .map_err(|source| Error::Store {
+                wallet: wallet.clone(),
+                source,
+            })?;
+        shard.state = WalletState::DkgPending;
+        Ok(())
     }
 }
 

@@ -181,6 +181,22 @@ pub(crate) fn confirmation_ops(
     ])
 }
 
+/// The unit an operator's abort of an unconfirmed DKG commits: its result
+/// and its key package are deleted (never done automatically).
+pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
+    Ok(vec![
+        WriteOp::DeleteDkgResult {
+            wallet: id.clone(),
+            session: dkg_session_id(session)?,
+        },
+        WriteOp::DeleteKeyPackage {
+            wallet: id,
+            epoch: FIRST_KEY_EPOCH,
+        },
+    ])
+}
+
 fn dkg_session_id(session: DkgSessionId) -> Result<thresig_store::DkgSessionId, Error> {
     thresig_store::DkgSessionId::new(session.0.to_vec()).map_err(encoding_failed)
 }

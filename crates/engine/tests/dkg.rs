@@ -393,3 +393,21 @@ fn a_confirmation_of_another_result_or_badly_signed_is_refused() {
     // Neither counted: the genuine ones still activate the wallet.
     assert!(deliver(&c, 1, "w", &confirmations));
 }
+
+#[test]
+fn only_an_operator_abort_clears_an_unconfirmed_key_package() {
+    let mut c = Cluster::unkeyed(49, 2, N, &["w"]);
+    through_part3(&mut c, "w", 1);
+    for s in 1..=N {
+        let signer = c.member(s).signer();
+        assert!(signer.dkg_abort(&wid("w"), DkgSessionId([2; 32])).is_err());
+        signer.dkg_abort(&wid("w"), DkgSessionId([1; 32])).unwrap();
+        c.restart(s);
+        assert_eq!(state(&c, s, "w"), WalletStateKind::DkgPending);
+    }
+    // A new session now completes and activates the wallet.
+    let confirmations = through_part3(&mut c, "w", 2);
+    for s in 1..=N {
+        assert!(deliver(&c, s, "w", &confirmations));
+    }
+}

@@ -398,3 +398,19 @@ fn only_members_may_coordinate() {
         .unwrap_err();
     assert!(matches!(err, Error::CoordinatorNotMember { .. }), "{err:?}");
 }
+
+#[test]
+fn a_wallet_whose_record_does_not_decode_is_corrupt_and_others_serve() {
+    let mut c = cluster(19);
+    let garbage = thresig_store::WriteOp::PutWallet {
+        wallet: store_wallet(&wid("w1")),
+        value: vec![0xff; 5],
+    };
+    thresig_store::Store::write(&c.member(1).store().inner, vec![garbage]).unwrap();
+    c.restart(1);
+    let status = c.member(1).signer().status(&wid("w1")).unwrap();
+    assert_eq!(status.state, thresig_engine::WalletStateKind::Corrupt);
+    let err = c.round1(1, COORD_A, "w1", 1).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WalletCorrupt);
+    assert_eq!(c.sign("w2", &[1, 2], &[D1]).len(), 1, "w2 still signs");
+}
