@@ -132,7 +132,7 @@ impl<S: Store> Signer<S> {
             wallet: config.id.clone(),
         })?;
         let (state, package) = DkgRound1::start(params, slot.seat, ScriptTree::KeyPathOnly, rng)
-            .map_err(|_| Error::Internal(InternalFault::SigningFailed))?;
+            .map_err(|_| Error::Internal(InternalFault::CryptoRefused))?;
         let package = package
             .to_bytes()
             .map_err(|_| Error::Internal(InternalFault::Serialization))?;
@@ -224,7 +224,7 @@ impl<S: Store> Signer<S> {
         for (to, package) in outgoing {
             let (_, key) = by_seat
                 .get(&to.get())
-                .ok_or(Error::Internal(InternalFault::Serialization))?;
+                .ok_or(Error::Internal(InternalFault::Invariant))?;
             let plain = package
                 .to_bytes()
                 .map_err(|_| Error::Internal(InternalFault::Serialization))?;
@@ -400,11 +400,13 @@ impl<S: Store> Signer<S> {
                 wallet: wallet.clone(),
                 source,
             })?
-            .ok_or(Error::Internal(InternalFault::UnexpectedWrite))?;
+            .ok_or_else(|| Error::StoredRecordInvalid {
+                wallet: wallet.clone(),
+            })?;
         let WalletState::AwaitingConfirmations(confirming) =
             std::mem::replace(&mut shard.state, WalletState::DkgPending)
         else {
-            return Err(Error::Internal(InternalFault::UnexpectedWrite));
+            return Err(Error::Internal(InternalFault::Invariant));
         };
         let (key, share) = confirming.into_parts();
         shard.state = WalletState::Active(WalletSigningKey {
@@ -503,8 +505,9 @@ fn missing_seat(config: &WalletConfig, seen: impl Iterator<Item = u16>) -> Optio
     (1..=u16::try_from(config.roster.len()).unwrap_or(u16::MAX)).find(|s| !seen.contains(s))
 }
 
+/// A seat number that already passed the roster check, as a crypto seat.
 fn seat_of(number: u16) -> Result<Seat, Error> {
-    Seat::try_from(number).map_err(|_| Error::Internal(InternalFault::Serialization))
+    Seat::try_from(number).map_err(|_| Error::Internal(InternalFault::Invariant))
 }
 
 fn dkg_failed(slot: &Slot, session: DkgSessionId, accused: u16, fault: DkgFault) -> Error {

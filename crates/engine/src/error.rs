@@ -206,9 +206,12 @@ pub enum PolicyReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InternalFault {
-    /// The crypto layer refused to sign with a nonce and key package that
-    /// passed every check.
-    SigningFailed,
+    /// The crypto layer refused an operation whose inputs passed every
+    /// check (signing with a live nonce, starting a DKG for a valid seat).
+    CryptoRefused,
+    /// A state the code rules out was reached (for example a seat that
+    /// passed the roster check failing to convert).
+    Invariant,
     /// A value could not be serialized.
     Serialization,
     /// The store skipped a marker insert for a reason other than a present

@@ -523,7 +523,7 @@ fn sign_all(
         .map(|(package, nonce)| {
             thresig_crypto::sign(nonce, package, &key.share, &key.key)
                 .map(|share| share.to_bytes())
-                .map_err(|_| Error::Internal(InternalFault::SigningFailed))
+                .map_err(|_| Error::Internal(InternalFault::CryptoRefused))
         })
         .collect()
 }
