@@ -414,3 +414,39 @@ fn a_wallet_whose_record_does_not_decode_is_corrupt_and_others_serve() {
     assert_eq!(err.code(), ErrorCode::WalletCorrupt);
     assert_eq!(c.sign("w2", &[1, 2], &[D1]).len(), 1, "w2 still signs");
 }
+
+#[test]
+fn abort_and_prune_destroy_nonces() {
+    let mut c = cluster(21);
+    let comms = commitments(&mut c, 2);
+    let req = c.request("w1", &comms, &[D1, D2]);
+    let hex: Vec<_> = comms[&1]
+        .iter()
+        .map(|m| thresig_engine::HexBytes(m.to_bytes().unwrap()))
+        .collect();
+    let abort = thresig_engine::AbortRequest::new(wid("w1"), hex);
+    let signer = c.member(1).signer();
+    let now = c.now;
+    assert_eq!(
+        signer.abort(now, coordinator(COORD_B), &abort).unwrap(),
+        0,
+        "not B's"
+    );
+    assert_eq!(signer.abort(now, coordinator(COORD_A), &abort).unwrap(), 2);
+    assert_eq!(
+        c.round2(1, &req).unwrap_err().code(),
+        ErrorCode::NonceUnknown
+    );
+
+    c.round1(1, COORD_A, "w1", 3).unwrap();
+    assert_eq!(
+        c.member(1).signer().status(&wid("w1")).unwrap().live_nonces,
+        3
+    );
+    c.advance(Duration::from_secs(61));
+    c.member(1).signer().prune(c.now).unwrap();
+    assert_eq!(
+        c.member(1).signer().status(&wid("w1")).unwrap().live_nonces,
+        0
+    );
+}
