@@ -3,14 +3,42 @@
 //! The store never sees a KEK directly. It asks a [`KeyProvider`] to wrap a
 //! data key (DEK) under a named KEK, or to unwrap one, and to name its current
 //! KEK. Providers that hold the key bytes themselves (`env`, `file`, and a
-//! `command` that prints a key) wrap locally with XChaCha20-Poly1305; a
-//! `command` provider in wrap mode hands the DEK to the KMS, so the KEK never
-//! leaves it.
+//! `command` that prints a key) wrap locally with XChaCha20-Poly1305
+//! ([`LocalKek`]); a `command` provider in wrap mode hands the DEK to the KMS,
+//! so the KEK never leaves it.
 //!
 //! Providers are slow or unreachable at times (a KMS outage). The store calls
 //! them only at open, from the key manager, and from operator commands, never
 //! on the signing path (DESIGN.md invariant I3).
+//!
+//! Configuration: the `[key_provider]` section deserializes into
+//! [`KeyProviderSection`] (unknown fields refused), which
+//! [`KeyProviderSection::validate`] turns into a [`KeyProviderConfig`]
+//! ([`KeyProviderConfig::from_toml`] does both from a whole document).
+//! [`KeyProviderConfig::open`] builds the [`ConfiguredProvider`], reading any
+//! environment variables then and never later;
+//! [`KeyProviderConfig::open_with`] takes the variables from an
+//! [`Environment`] instead, for tests. Every failure is a [`ProviderError`]
+//! whose [`ProviderError::recovery`] says whether a retry can succeed
+//! (invariant I6). Operators' documentation: `docs/key-providers.md`.
+//!
+//! With the `test-util` feature, `MemoryProvider` is a scriptable test
+//! double and `check_provider` the conformance checks every implementation
+//! is tested against.
 
+mod command;
+mod config;
+#[cfg(any(test, feature = "test-util"))]
+#[allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test helper: a broken rule fails the test that called it"
+)]
+mod conformance;
+mod env;
+mod error;
+mod file;
+mod keytext;
 mod local;
 #[cfg(any(test, feature = "test-util"))]
 #[allow(
@@ -23,8 +51,16 @@ use std::fmt;
 
 use zeroize::Zeroizing;
 
-use crate::Recovery;
-
+pub use config::{
+    CommandMode, ConfiguredProvider, Environment, KeyProviderConfig, KeyProviderSection,
+    ProcessEnvironment, ProviderKind, RecoveryPublicKey,
+};
+#[cfg(any(test, feature = "test-util"))]
+pub use conformance::check_provider;
+pub use error::{
+    CommandFailure, ConfigProblem, KeyFileProblem, KeyOrigin, KeyProblem, OutputProblem,
+    ProviderError, RefusalCode,
+};
 pub use local::{KEK_LEN, LocalKek};
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryProvider;
@@ -108,49 +144,4 @@ pub trait KeyProvider: Send + Sync {
     /// under that KEK, [`ProviderError::UnknownKek`] when the provider no
     /// longer has that version.
     fn unwrap(&self, kek: &KekId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProviderError>;
-}
-
-/// Why a key provider could not answer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProviderError {
-    /// The provider could not be reached or did not answer in time. Signing
-    /// is unaffected; the key manager tries again.
-    #[error("key provider unavailable: {reason}")]
-    Unavailable {
-        /// What went wrong, for the operator. Never contains key material.
-        reason: String,
-    },
-    /// The provider does not have (or no longer has) the named KEK version.
-    #[error("key provider has no key {kek}; recover with the offline recovery key")]
-    UnknownKek {
-        /// The version asked for.
-        kek: KekId,
-    },
-    /// A wrapped key did not authenticate under the named KEK: the key is
-    /// wrong, or the wrapped bytes were altered.
-    #[error("wrapped key does not authenticate under key {kek}")]
-    WrongKek {
-        /// The version it was unwrapped with.
-        kek: KekId,
-    },
-    /// The provider's configuration is unusable (a missing or short key, a
-    /// key file readable by others, a bad command).
-    #[error("key provider misconfigured: {reason}")]
-    Misconfigured {
-        /// What to fix. Never contains key material.
-        reason: String,
-    },
-}
-
-impl ProviderError {
-    /// Whether a retry can succeed.
-    pub fn recovery(&self) -> Recovery {
-        match self {
-            Self::Unavailable { .. } => Recovery::Retryable,
-            Self::UnknownKek { .. } | Self::WrongKek { .. } | Self::Misconfigured { .. } => {
-                Recovery::Terminal
-            }
-        }
-    }
 }

@@ -1,0 +1,62 @@
+//! Coordinator configuration.
+
+use std::time::Duration;
+
+use crate::Seat;
+
+/// How long one signer may take to answer one request.
+///
+/// A round-2 answer includes the signer's durable marker commit (an fsync)
+/// and its own sighash computation for every input; ten seconds leaves room
+/// for a loaded signer across a WAN while still cycling a silent seat out
+/// well within the overall deadline.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a whole run may take before it fails.
+///
+/// Each session costs at most one request timeout once its members are
+/// responsive, and a run needs at most n - t + 1 sessions; five minutes
+/// covers a few dozen silent-seat timeouts, beyond which an operator should
+/// look at the cluster rather than wait.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Parameters of one coordinator run.
+///
+/// The threshold and roster must be the wallet's own (the signers check
+/// them; a coordinator that lies only fails its own run).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Signers per session (the wallet's threshold t).
+    pub threshold: u16,
+    /// The wallet's seats (n of them, distinct).
+    pub roster: Vec<Seat>,
+    /// See [`DEFAULT_REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
+    /// The overall deadline, counted from the coordinator's creation; see
+    /// [`DEFAULT_DEADLINE`].
+    pub deadline: Duration,
+}
+
+impl Config {
+    /// A configuration with the default timeouts. Validated by
+    /// [`crate::Coordinator::new`].
+    #[must_use]
+    pub fn new(threshold: u16, roster: Vec<Seat>) -> Self {
+        Self {
+            threshold,
+            roster,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            deadline: DEFAULT_DEADLINE,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration with the threshold and seats of `wallet`'s key record
+    /// and the default timeouts.
+    #[must_use]
+    pub fn for_wallet(wallet: &thresig_crypto::WalletKey) -> Self {
+        Self::new(wallet.threshold(), wallet.members())
+    }
+}

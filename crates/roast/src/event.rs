@@ -1,0 +1,173 @@
+//! What the coordinator reports to its driver.
+
+use std::fmt;
+
+use crate::{Refusal, Round, Scheme, Seat, SessionId};
+
+/// Something the driver should know, returned by
+/// [`crate::Coordinator::poll_event`].
+///
+/// [`Event::Done`] and [`Event::Failed`] are terminal: exactly one of them
+/// ends every run, and it is the last event.
+#[must_use]
+#[non_exhaustive]
+pub enum Event<S: Scheme> {
+    /// A session started with these signers (ascending); one
+    /// [`crate::Request::Sign`] per signer is queued.
+    SessionStarted {
+        /// The new session.
+        session: SessionId,
+        /// Its t signers, ascending.
+        signers: Vec<Seat>,
+    },
+    /// A signer did not answer in time or refused. It is not blamed and may
+    /// become responsive again with a fresh commitment vector.
+    Unresponsive {
+        /// The signer.
+        seat: Seat,
+        /// What happened.
+        cause: Unresponsiveness,
+    },
+    /// A signer proved malicious. Reported once per signer; the signer is
+    /// never used again in this run.
+    Culprit {
+        /// The signer.
+        seat: Seat,
+        /// What it did.
+        fault: Misbehavior,
+    },
+    /// Terminal: every input is signed.
+    Done(Signed<S>),
+    /// Terminal: the run cannot finish.
+    Failed {
+        /// Why.
+        failure: Failure<S::Error>,
+        /// What the run did before failing (culprits included).
+        stats: Stats,
+    },
+}
+
+/// Why a signer counts as unresponsive. Kept apart from [`Misbehavior`] so a
+/// timeout or refusal can never be mistaken for proof of malice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unresponsiveness {
+    /// No answer to a request within the configured request timeout. A late
+    /// answer to a [`Round::Sign`] request is still accepted while its
+    /// session is open.
+    Timeout {
+        /// The request that timed out.
+        round: Round,
+    },
+    /// The signer refused the request.
+    Refused {
+        /// The refused request.
+        round: Round,
+        /// The signer's reason.
+        refusal: Refusal,
+    },
+}
+
+/// Proof that a signer is malicious.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Misbehavior {
+    /// A share in its vector does not verify.
+    InvalidShare {
+        /// The session the share was for.
+        session: SessionId,
+        /// The index of the first invalid share (the input it signs).
+        input: usize,
+    },
+}
+
+/// Why a run failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Failure<E> {
+    /// So many signers proved malicious that fewer than t others remain.
+    TooManyMalicious {
+        /// Signers not known to be malicious.
+        remaining: usize,
+        /// The threshold.
+        threshold: usize,
+    },
+    /// The overall deadline passed first.
+    Deadline,
+    /// The signature scheme could not build a package, check a share or
+    /// aggregate verified shares: the key material or configuration is
+    /// inconsistent, not a signer's fault.
+    Scheme {
+        /// The session being built or finished.
+        session: SessionId,
+        /// The scheme's error.
+        error: E,
+    },
+}
+
+/// The successful end of a run.
+pub struct Signed<S: Scheme> {
+    /// The session whose shares were aggregated.
+    pub session: SessionId,
+    /// Its signers, ascending.
+    pub signers: Vec<Seat>,
+    /// One verified signature per message, in message order.
+    pub signatures: Vec<S::Signature>,
+    /// What the run did.
+    pub stats: Stats,
+}
+
+/// Counters of a run, reported with its terminal event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Sessions started (at most n - t + 1 when signers only fail by
+    /// silence or invalid shares; each transient refusal can add one).
+    pub sessions: u32,
+    /// Every signer found malicious, ascending.
+    pub culprits: Vec<Seat>,
+}
+
+impl<S: Scheme> fmt::Debug for Event<S>
+where
+    S::Error: fmt::Debug,
+{
+    /// Signatures and the scheme's payloads are summarized, not printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SessionStarted { session, signers } => f
+                .debug_struct("SessionStarted")
+                .field("session", session)
+                .field("signers", signers)
+                .finish(),
+            Self::Unresponsive { seat, cause } => f
+                .debug_struct("Unresponsive")
+                .field("seat", seat)
+                .field("cause", cause)
+                .finish(),
+            Self::Culprit { seat, fault } => f
+                .debug_struct("Culprit")
+                .field("seat", seat)
+                .field("fault", fault)
+                .finish(),
+            Self::Done(signed) => f.debug_tuple("Done").field(signed).finish(),
+            Self::Failed { failure, stats } => f
+                .debug_struct("Failed")
+                .field("failure", failure)
+                .field("stats", stats)
+                .finish(),
+        }
+    }
+}
+
+impl<S: Scheme> fmt::Debug for Signed<S> {
+    /// Counts the signatures instead of printing them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signed")
+            .field("session", &self.session)
+            .field("signers", &self.signers)
+            .field("signatures", &self.signatures.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}

@@ -1,0 +1,53 @@
+//! The real [`Scheme`]: FROST over secp256k1 with the wallet's Taproot tweak.
+
+use std::collections::BTreeMap;
+
+use thresig_crypto::{
+    Commitment, Error as CryptoError, Signature, SignatureShare, SigningPackage, WalletKey,
+};
+
+use crate::{Scheme, Seat, Verdict};
+
+/// A wallet's public key record is the coordinator's scheme: it holds every
+/// seat's verifying share and the wallet's key convention, so shares are
+/// verified, and signatures aggregated, under exactly the tweaked key the
+/// signers sign with (DESIGN.md, section 2).
+impl Scheme for WalletKey {
+    /// The input's BIP341 sighash.
+    type Message = [u8; 32];
+    type Commitment = Commitment;
+    type Package = SigningPackage;
+    type Share = SignatureShare;
+    /// A BIP340 signature, verified under the wallet's output key.
+    type Signature = Signature;
+    type Error = CryptoError;
+
+    fn package(
+        &self,
+        message: &[u8; 32],
+        commitments: &BTreeMap<Seat, Commitment>,
+    ) -> Result<SigningPackage, CryptoError> {
+        SigningPackage::new(commitments, message)
+    }
+
+    fn verify_share(
+        &self,
+        package: &SigningPackage,
+        seat: Seat,
+        share: &SignatureShare,
+    ) -> Result<Verdict, CryptoError> {
+        match thresig_crypto::verify_share(self, package, seat, share) {
+            Ok(()) => Ok(Verdict::Valid),
+            Err(CryptoError::InvalidShares { .. }) => Ok(Verdict::Invalid),
+            Err(other) => Err(other),
+        }
+    }
+
+    fn aggregate(
+        &self,
+        package: &SigningPackage,
+        shares: &BTreeMap<Seat, SignatureShare>,
+    ) -> Result<Signature, CryptoError> {
+        thresig_crypto::aggregate(self, package, shares)
+    }
+}

@@ -1,0 +1,36 @@
+//! The session identifier the coordinator hands out.
+
+use std::fmt;
+
+/// One ROAST signing session of a coordinator run: a set of exactly t signers
+/// and the signing packages built from their commitments.
+///
+/// Numbered from 1 in the order the coordinator starts them, so the number
+/// of a session is also how many sessions the run has started so far. The id
+/// is local to one [`crate::Coordinator`]: signers key their nonces by their
+/// own commitments, never by this id, so a reused id cannot confuse them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(u32);
+
+impl SessionId {
+    /// The first session of a run.
+    pub(crate) const FIRST: Self = Self(1);
+
+    /// The session number, starting at 1.
+    #[must_use]
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The id after this one (saturating: a run never starts 2^32 sessions,
+    /// since it starts at most one per fresh commitment vector it receives).
+    pub(crate) fn next(self) -> Self {
+        Self(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -1,0 +1,10 @@
+//! Simulated clusters driving the ROAST coordinator: real FROST signers from
+//! the crypto crate's DKG, a virtual clock, a seeded RNG and scripted faults.
+
+mod coordinator;
+mod frost;
+mod fuzz;
+mod harness;
+mod properties;
+mod scenarios;
+mod toy;

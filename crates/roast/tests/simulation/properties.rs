@@ -1,0 +1,230 @@
+//! Property tests over random groups, fault sets and reply orders.
+//!
+//! Bounded case counts keep the suite fast; for a long run:
+//! `PROPTEST_CASES=2000 cargo test -p thresig-roast --test simulation properties`.
+
+use proptest::prelude::*;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thresig_crypto::ScriptTree;
+use thresig_roast::{Failure, Refusal, Seat};
+
+use crate::frost::FrostCluster;
+use crate::harness::{Backend, Behavior, End, Sim, seat};
+use crate::toy::ToyCluster;
+
+/// A random run: group, faults, inputs, and how replies are scheduled.
+#[derive(Debug, Clone)]
+struct Case {
+    threshold: u16,
+    behaviors: Vec<Behavior>,
+    inputs: usize,
+    seed: u64,
+    faulty_first: bool,
+    duplicate: bool,
+}
+
+fn behavior(inputs: usize) -> impl Strategy<Value = Behavior> {
+    prop_oneof![
+        4 => Just(Behavior::Honest),
+        2 => Just(Behavior::Offline),
+        2 => (0..inputs).prop_map(|input| Behavior::Malicious { input }),
+        1 => Just(Behavior::Late),
+        1 => Just(Behavior::Restarts),
+        1 => prop_oneof![
+            Just(Refusal::PolicyDenied),
+            Just(Refusal::NonceUnknown),
+            Just(Refusal::Rejected)
+        ]
+        .prop_map(Behavior::Refuses),
+    ]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (2u16..=7, 1usize..=3)
+        .prop_flat_map(|(signers, inputs)| {
+            (
+                2..=signers,
+                proptest::collection::vec(behavior(inputs), usize::from(signers)),
+                Just(inputs),
+                any::<u64>(),
+                any::<bool>(),
+                any::<bool>(),
+            )
+        })
+        .prop_map(
+            |(threshold, behaviors, inputs, seed, faulty_first, duplicate)| Case {
+                threshold,
+                behaviors,
+                inputs,
+                seed,
+                faulty_first,
+                duplicate,
+            },
+        )
+}
+
+/// Signers that eventually give valid shares when asked.
+fn signs_eventually(behavior: Behavior) -> bool {
+    matches!(
+        behavior,
+        Behavior::Honest | Behavior::Late | Behavior::Restarts
+    )
+}
+
+fn check<B: Backend>(case: &Case, backend: B) -> Result<(), TestCaseError> {
+    let seed = case.seed;
+    let by_seat: Vec<(Seat, Behavior)> = case
+        .behaviors
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (seat(u16::try_from(i + 1).unwrap()), *b))
+        .collect();
+    let faulty: Vec<Seat> = by_seat
+        .iter()
+        .filter(|(_, b)| !matches!(b, Behavior::Honest))
+        .map(|(s, _)| *s)
+        .collect();
+    let mut sim = Sim::new(seed, backend, case.inputs);
+    for (s, b) in &by_seat {
+        sim = sim.behave(*s, *b);
+    }
+    if case.faulty_first {
+        sim = sim.answer_first(&faulty);
+    }
+    if case.duplicate {
+        sim = sim.duplicate_replies();
+    }
+    let outcome = sim.run();
+
+    let t = usize::from(case.threshold);
+    let n = by_seat.len();
+    let eventually = by_seat.iter().filter(|(_, b)| signs_eventually(*b)).count();
+    // Each transient refusal may cost one extra session (the refuser is asked
+    // for fresh commitments once); everything else fits ROAST's n - t + 1.
+    let transient = by_seat
+        .iter()
+        .filter(|(_, b)| {
+            matches!(
+                b,
+                Behavior::Restarts | Behavior::Refuses(Refusal::NonceUnknown)
+            )
+        })
+        .count();
+    let malicious = |s: &Seat| {
+        by_seat
+            .iter()
+            .any(|(x, b)| x == s && matches!(b, Behavior::Malicious { .. }))
+    };
+
+    // Culprits: exactly the malicious signers that were in some session,
+    // each reported once; never anyone else.
+    let mut reported = outcome.culprits.clone();
+    reported.sort_unstable();
+    let before = reported.len();
+    reported.dedup();
+    prop_assert_eq!(
+        before,
+        reported.len(),
+        "seed {}: a culprit reported twice",
+        seed
+    );
+    prop_assert!(
+        reported.iter().all(malicious),
+        "seed {}: honest culprit {:?}",
+        seed,
+        reported
+    );
+    // Every malicious signer whose share vector was read is a culprit (a run
+    // may end before a slow malicious reply arrives).
+    let mut read: Vec<Seat> = outcome
+        .delivered_shares
+        .iter()
+        .copied()
+        .filter(malicious)
+        .collect();
+    read.sort_unstable();
+    read.dedup();
+    prop_assert_eq!(&reported, &read, "seed {}", seed);
+    for s in &reported {
+        prop_assert!(outcome.sessions_with(*s) > 0, "seed {}", seed);
+    }
+    prop_assert_eq!(outcome.after_end, 0, "seed {}: events after the end", seed);
+    // Offline signers are never in a session; no seat is in two sessions at once
+    // (checked through the sessions' member lists: t distinct seats each).
+    for (s, b) in &by_seat {
+        if *b == Behavior::Offline {
+            prop_assert_eq!(outcome.sessions_with(*s), 0, "seed {}", seed);
+        }
+    }
+    for (_, members) in &outcome.sessions {
+        prop_assert_eq!(members.len(), t, "seed {}", seed);
+    }
+    if !case.duplicate {
+        prop_assert!(
+            outcome.rejected.is_empty(),
+            "seed {}: {:?}",
+            seed,
+            outcome.rejected
+        );
+    }
+
+    match &outcome.end {
+        End::Done {
+            signers,
+            stats,
+            valid,
+            signatures,
+        } => {
+            prop_assert!(*valid, "seed {}: invalid signature", seed);
+            prop_assert_eq!(*signatures, case.inputs, "seed {}", seed);
+            prop_assert!(signers.iter().all(|s| !malicious(s)), "seed {}", seed);
+            let bound = n - t + 1 + transient;
+            prop_assert!(
+                usize::try_from(stats.sessions).unwrap() <= bound,
+                "seed {}: {} sessions, bound {}",
+                seed,
+                stats.sessions,
+                bound
+            );
+            prop_assert_eq!(&stats.culprits, &reported, "seed {}", seed);
+        }
+        End::Failed { failure, stats } => {
+            prop_assert!(
+                eventually < t,
+                "seed {}: failed with {} good signers: {:?}",
+                seed,
+                eventually,
+                failure
+            );
+            if let Failure::TooManyMalicious { remaining, .. } = failure {
+                prop_assert!(*remaining < t, "seed {}", seed);
+            }
+            prop_assert_eq!(&stats.culprits, &reported, "seed {}", seed);
+        }
+        End::Stuck => prop_assert!(false, "seed {}: the run never ended", seed),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn toy_runs_end_correctly(case in case()) {
+        let backend = ToyCluster::new(case.threshold, u16::try_from(case.behaviors.len()).unwrap());
+        check(&case, backend)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn frost_runs_end_correctly(case in case()) {
+        let mut rng = ChaCha20Rng::seed_from_u64(case.seed);
+        let signers = u16::try_from(case.behaviors.len()).unwrap();
+        let backend = FrostCluster::dkg(case.threshold, signers, ScriptTree::KeyPathOnly, &mut rng);
+        check(&case, backend)?;
+    }
+}

@@ -1,0 +1,314 @@
+//! The `[wallets.policy]` configuration table and its validation.
+
+use std::collections::BTreeSet;
+
+use bitcoin::{Amount, TapSighashType};
+use serde::{Deserialize, Serialize};
+
+use super::time::{TimeWindow, Weekday, parse_hh_mm};
+use super::{OutputScriptType, Policy, PolicyVersion, RawDigests};
+use crate::{Error, Network};
+
+/// Default absolute fee cap: 0.01 BTC. Far above any normal fee for the small
+/// key-path transactions a custody wallet makes, far below what a
+/// fee-siphoning attack would want.
+pub const DEFAULT_MAX_FEE_SAT: u64 = 1_000_000;
+
+/// Default fee-rate cap: 500 sat/vB, above the peaks of past fee spikes and
+/// well below rust-bitcoin's 25 000 sat/vB "absurd fee" guard.
+pub const DEFAULT_MAX_FEE_RATE_SAT_VB: u64 = 500;
+
+/// A sighash type as spelled in configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SighashTypeName {
+    /// `SIGHASH_DEFAULT` (0x00): commits to everything, 64-byte signature.
+    Default,
+    /// `SIGHASH_ALL` (0x01).
+    All,
+    /// `SIGHASH_NONE` (0x02): commits to no output.
+    None,
+    /// `SIGHASH_SINGLE` (0x03): commits to the output at the input's index only.
+    Single,
+    /// `SIGHASH_ALL|ANYONECANPAY` (0x81).
+    AllAnyonecanpay,
+    /// `SIGHASH_NONE|ANYONECANPAY` (0x82).
+    NoneAnyonecanpay,
+    /// `SIGHASH_SINGLE|ANYONECANPAY` (0x83).
+    SingleAnyonecanpay,
+}
+
+impl From<SighashTypeName> for TapSighashType {
+    fn from(name: SighashTypeName) -> Self {
+        match name {
+            SighashTypeName::Default => Self::Default,
+            SighashTypeName::All => Self::All,
+            SighashTypeName::None => Self::None,
+            SighashTypeName::Single => Self::Single,
+            SighashTypeName::AllAnyonecanpay => Self::AllPlusAnyoneCanPay,
+            SighashTypeName::NoneAnyonecanpay => Self::NonePlusAnyoneCanPay,
+            SighashTypeName::SingleAnyonecanpay => Self::SinglePlusAnyoneCanPay,
+        }
+    }
+}
+
+/// One weekly UTC window: `{ days = ["mon", "tue"], start = "08:00", end = "18:00" }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TimeWindowConfig {
+    /// Days the window applies to (`mon` … `sun`); at least one.
+    pub days: Vec<Weekday>,
+    /// Start, `HH:MM` UTC, inclusive.
+    pub start: String,
+    /// End, `HH:MM` UTC (up to `24:00`), exclusive; after `start`.
+    pub end: String,
+}
+
+/// The `[wallets.policy]` table, as written. Every field may be left out and
+/// then takes the default given here; [`PolicyConfig::validate`] turns it
+/// into a [`Policy`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct PolicyConfig {
+    /// Policy version, at least 1; bump it on every change. Default `1`.
+    pub version: u32,
+    /// Sighash types that may be signed. Default `["default", "all"]`: the
+    /// others let whoever assembles the transaction change it after signing,
+    /// and only these commit to every prevout's amount and script, which the
+    /// fee check relies on.
+    pub sighash_types: Vec<SighashTypeName>,
+    /// Script types external outputs may have. Default
+    /// `["p2tr", "p2wpkh", "p2wsh", "p2sh", "p2pkh"]` (no `op_return`, no `other`).
+    pub output_script_types: Vec<OutputScriptType>,
+    /// Addresses (of the configured network) external outputs may pay.
+    /// Default `[]`: no external destination at all, only the wallet itself.
+    pub destinations: Vec<String>,
+    /// Cap on each external output, in satoshis. Default: none.
+    pub max_output_sat: Option<u64>,
+    /// Cap on the sum of external outputs per transaction, in satoshis. Default: none.
+    pub max_tx_sat: Option<u64>,
+    /// Absolute fee cap, in satoshis. Default [`DEFAULT_MAX_FEE_SAT`].
+    pub max_fee_sat: u64,
+    /// Fee-rate cap in sat/vB, over the vsize with key-path witnesses.
+    /// Default [`DEFAULT_MAX_FEE_RATE_SAT_VB`].
+    pub max_fee_rate_sat_vb: u64,
+    /// UTC windows in which signing is allowed. Default `[]`: any time.
+    pub time_windows: Vec<TimeWindowConfig>,
+    /// Distinct transactions signed per 60 seconds. Default: no limit.
+    pub max_per_minute: Option<u32>,
+    /// Distinct transactions signed per 24 hours. Default: no limit.
+    pub max_per_day: Option<u32>,
+    /// Whether raw 32-byte digests may be signed. Default `false`.
+    pub allow_raw_digests: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            version: 1,
+            sighash_types: vec![SighashTypeName::Default, SighashTypeName::All],
+            output_script_types: vec![
+                OutputScriptType::P2tr,
+                OutputScriptType::P2wpkh,
+                OutputScriptType::P2wsh,
+                OutputScriptType::P2sh,
+                OutputScriptType::P2pkh,
+            ],
+            destinations: Vec::new(),
+            max_output_sat: None,
+            max_tx_sat: None,
+            max_fee_sat: DEFAULT_MAX_FEE_SAT,
+            max_fee_rate_sat_vb: DEFAULT_MAX_FEE_RATE_SAT_VB,
+            time_windows: Vec::new(),
+            max_per_minute: None,
+            max_per_day: None,
+            allow_raw_digests: false,
+        }
+    }
+}
+
+/// Why a policy configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyConfigError {
+    /// The TOML text does not parse or has unknown or mistyped fields.
+    #[error("policy is not valid TOML for [wallets.policy]: {source}")]
+    Toml {
+        /// The parser's error.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// `version` is 0.
+    #[error("policy version must be at least 1")]
+    VersionZero,
+    /// `sighash_types` is empty, so nothing could ever be signed.
+    #[error("sighash_types is empty")]
+    NoSighashTypes,
+    /// A destination is not an address of the configured network.
+    #[error("destinations[{index}] is not an address of the configured network")]
+    Destination {
+        /// Position in `destinations`.
+        index: usize,
+        /// Why ([`Error::AddressParse`] or [`Error::WrongNetwork`]).
+        #[source]
+        source: Box<Error>,
+    },
+    /// A time window is malformed (bad `HH:MM`, no days, or `start >= end`).
+    #[error("time_windows[{index}] is malformed")]
+    TimeWindow {
+        /// Position in `time_windows`.
+        index: usize,
+    },
+}
+
+impl PolicyConfig {
+    /// Parses a `[wallets.policy]` table given as TOML text.
+    ///
+    /// # Errors
+    /// [`PolicyConfigError::Toml`] (inside [`Error::PolicyConfig`]).
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        toml::from_str(text).map_err(|e| {
+            PolicyConfigError::Toml {
+                source: Box::new(e),
+            }
+            .into()
+        })
+    }
+
+    /// Validates the table into a [`Policy`] for wallets on `network`.
+    ///
+    /// # Errors
+    /// [`Error::PolicyConfig`] with the offending field.
+    pub fn validate(&self, network: Network) -> Result<Policy, Error> {
+        if self.version == 0 {
+            return Err(PolicyConfigError::VersionZero.into());
+        }
+        if self.sighash_types.is_empty() {
+            return Err(PolicyConfigError::NoSighashTypes.into());
+        }
+        let destinations = self
+            .destinations
+            .iter()
+            .enumerate()
+            .map(|(index, a)| {
+                network.address_script(a).map_err(|e| {
+                    Error::from(PolicyConfigError::Destination {
+                        index,
+                        source: Box::new(e),
+                    })
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let time_windows = self
+            .time_windows
+            .iter()
+            .enumerate()
+            .map(|(index, w)| window(w).ok_or(Error::from(PolicyConfigError::TimeWindow { index })))
+            .collect::<Result<_, _>>()?;
+        Ok(Policy {
+            version: PolicyVersion(self.version),
+            sighash_types: self.sighash_types.iter().map(|&t| t.into()).collect(),
+            output_script_types: self.output_script_types.iter().copied().collect(),
+            destinations,
+            max_output_value: self.max_output_sat.map(Amount::from_sat),
+            max_tx_value: self.max_tx_sat.map(Amount::from_sat),
+            max_fee: Amount::from_sat(self.max_fee_sat),
+            max_fee_rate_sat_per_vb: self.max_fee_rate_sat_vb,
+            time_windows,
+            max_per_minute: self.max_per_minute,
+            max_per_day: self.max_per_day,
+            raw_digests: if self.allow_raw_digests {
+                RawDigests::Allowed
+            } else {
+                RawDigests::Refused
+            },
+        })
+    }
+}
+
+fn window(config: &TimeWindowConfig) -> Option<TimeWindow> {
+    let (start, end) = (parse_hh_mm(&config.start)?, parse_hh_mm(&config.end)?);
+    let days: BTreeSet<Weekday> = config.days.iter().copied().collect();
+    (start < end && !days.is_empty()).then_some(TimeWindow { days, start, end })
+}
+
+impl Policy {
+    /// Parses and validates a `[wallets.policy]` table in one step.
+    ///
+    /// # Errors
+    /// As [`PolicyConfig::from_toml`] and [`PolicyConfig::validate`].
+    pub fn from_toml(text: &str, network: Network) -> Result<Self, Error> {
+        PolicyConfig::from_toml(text)?.validate(network)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_table_is_the_default() {
+        let from_text = PolicyConfig::from_toml("").unwrap();
+        assert_eq!(from_text, PolicyConfig::default());
+        let p = from_text.validate(Network::Regtest).unwrap();
+        assert!(p.allows_sighash_type(TapSighashType::Default));
+        assert!(p.allows_sighash_type(TapSighashType::All));
+        assert!(!p.allows_sighash_type(TapSighashType::None));
+        assert!(!p.allows_sighash_type(TapSighashType::AllPlusAnyoneCanPay));
+        assert!(p.destinations.is_empty());
+        assert!(p.check_raw_digests().is_err());
+    }
+
+    #[test]
+    fn bad_tables_give_typed_errors() {
+        type IsExpected = fn(&Error) -> bool;
+        let cases: &[(&str, IsExpected)] = &[
+            ("unknown = 1", |e| {
+                matches!(e, Error::PolicyConfig(PolicyConfigError::Toml { .. }))
+            }),
+            ("version = 0", |e| {
+                matches!(e, Error::PolicyConfig(PolicyConfigError::VersionZero))
+            }),
+            ("sighash_types = []", |e| {
+                matches!(e, Error::PolicyConfig(PolicyConfigError::NoSighashTypes))
+            }),
+            ("sighash_types = [\"bogus\"]", |e| {
+                matches!(e, Error::PolicyConfig(PolicyConfigError::Toml { .. }))
+            }),
+            (
+                "destinations = [\"bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0\"]",
+                |e| {
+                    matches!(
+                        e,
+                        Error::PolicyConfig(PolicyConfigError::Destination { index: 0, .. })
+                    )
+                },
+            ),
+            (
+                "time_windows = [{ days = [\"mon\"], start = \"18:00\", end = \"08:00\" }]",
+                |e| {
+                    matches!(
+                        e,
+                        Error::PolicyConfig(PolicyConfigError::TimeWindow { index: 0 })
+                    )
+                },
+            ),
+            (
+                "time_windows = [{ days = [], start = \"08:00\", end = \"18:00\" }]",
+                |e| {
+                    matches!(
+                        e,
+                        Error::PolicyConfig(PolicyConfigError::TimeWindow { index: 0 })
+                    )
+                },
+            ),
+        ];
+        for (text, is_expected) in cases {
+            let err = Policy::from_toml(text, Network::Regtest).unwrap_err();
+            assert!(is_expected(&err), "{text}: {err:?}");
+        }
+    }
+}
