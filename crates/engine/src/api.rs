@@ -210,6 +210,10 @@ pub struct Round2Response {
     pub seat: u16,
     /// Encoded signature shares, one per input.
     pub shares: Vec<HexBytes>,
+    /// A fresh round-1 vector of as many commitments, for the
+    /// coordinator's next ROAST session (live nonces in this signer's
+    /// pool); empty when the wallet's nonce capacity is exhausted.
+    pub commitments: Vec<HexBytes>,
 }
 
 /// A wallet as `status` and `list_wallets` show it.

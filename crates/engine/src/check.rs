@@ -18,7 +18,7 @@ use thresig_crypto::{Commitment, Seat, SigningPackage};
 use crate::api::Round2Request;
 use crate::config::{Limits, WalletConfig};
 use crate::error::{Error, InternalFault, RequestPart};
-use crate::target::derive_messages;
+use crate::target::{Authority, Spend, derive_messages};
 use crate::wallet::SigningKey;
 use sha2::{Digest, Sha256};
 use thresig_store::{CommitmentHash, PackageHash};
@@ -31,6 +31,7 @@ pub(crate) struct CheckedRound2 {
     own: Vec<CommitmentHash>,
     lead: CommitmentHash,
     hash: PackageHash,
+    spend: Spend,
 }
 
 impl CheckedRound2 {
@@ -52,6 +53,12 @@ impl CheckedRound2 {
     /// The hash binding the request's exact content.
     pub(crate) fn hash(&self) -> PackageHash {
         self.hash
+    }
+
+    /// What the messages authorize (a transaction is still to pass the
+    /// policy with the rate ledger).
+    pub(crate) fn spend(&self) -> &Spend {
+        &self.spend
     }
 }
 
@@ -95,7 +102,9 @@ pub(crate) fn package_hash(req: &Round2Request) -> PackageHash {
 }
 
 /// Checks a round-2 request for `wallet`, where this signer holds `seat` and
-/// signs with `key`.
+/// signs with `key` under `authority`. The request must ask for exactly the
+/// inputs the target makes the wallet sign (for a PSBT: every input of the
+/// wallet, in input order), each with exactly the message derived here.
 ///
 /// # Errors
 /// The first failed check, each with its own [`Error`] variant.
@@ -104,6 +113,7 @@ pub(crate) fn check_round2(
     seat: Seat,
     key: &SigningKey,
     limits: &Limits,
+    authority: &Authority<'_>,
     req: &Round2Request,
 ) -> Result<CheckedRound2, Error> {
     let id = &wallet.id;
@@ -129,7 +139,8 @@ pub(crate) fn check_round2(
             current: key.epoch,
         });
     }
-    let messages = derive_messages(wallet, &req.target)?;
+    let derived = derive_messages(id, authority, &req.target)?;
+    let messages = derived.messages;
     if messages.len() != inputs {
         return Err(malformed(RequestPart::InputCount {
             packages: inputs,
@@ -180,6 +191,7 @@ pub(crate) fn check_round2(
         own,
         lead,
         hash: package_hash(req),
+        spend: derived.spend,
     })
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use thresig_crypto::{GroupParams, Seat};
+use thresig_tx::{Network, Policy, PolicyConfig};
 
 use crate::ids::WalletId;
 
@@ -59,27 +60,14 @@ impl std::fmt::Debug for IdentityKey {
     }
 }
 
-/// Whether a wallet may sign raw 32-byte digests (not only transactions).
-///
-/// Raw digests let whoever chooses them sign anything, so a custody wallet
-/// normally denies them; tests and wallets whose policy allows it enable
-/// them explicitly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RawDigestPolicy {
-    /// Raw digests are refused with `policy_denied`.
-    Deny,
-    /// Raw digests are signed.
-    Allow,
-}
-
 /// One wallet as the signer's configuration defines it.
 ///
 /// # Invariants
 /// `2 <= threshold <= roster.len() <= MAX_SIGNERS`, the roster keys are
-/// distinct valid Ed25519 keys, and the signer's own identity holds exactly
-/// one seat (checked by [`SignerConfig::validate`]).
+/// distinct valid Ed25519 keys, the signer's own identity holds exactly
+/// one seat, the policy validates for the signer's network, and a successor
+/// is another wallet of the same configuration (checked by
+/// [`SignerConfig::validate`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct WalletConfig {
@@ -90,25 +78,58 @@ pub struct WalletConfig {
     /// The ordered roster: seat `i` (FROST identifier `i`, `i >= 1`) is
     /// `roster[i - 1]`.
     pub roster: Vec<IdentityKey>,
-    /// Whether raw digests may be signed.
-    pub raw_digests: RawDigestPolicy,
+    /// The wallet's signing policy (the `[wallets.policy]` table; every
+    /// rule's default applies where the table is silent, see
+    /// `docs/policy.md`). Validated into a [`Policy`] when the signer opens.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// The wallet that replaces this one in an emergency rekey: a rekeying
+    /// wallet signs only a sweep to it, and only while it is `active` here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<WalletId>,
 }
 
 impl WalletConfig {
-    /// A wallet definition (validated with the rest of the configuration by
+    /// A wallet definition with the default policy and no successor
+    /// (validated with the rest of the configuration by
     /// [`SignerConfig::validate`]).
-    pub fn new(
-        id: WalletId,
-        threshold: u16,
-        roster: Vec<IdentityKey>,
-        raw_digests: RawDigestPolicy,
-    ) -> Self {
+    pub fn new(id: WalletId, threshold: u16, roster: Vec<IdentityKey>) -> Self {
         Self {
             id,
             threshold,
             roster,
-            raw_digests,
+            policy: PolicyConfig::default(),
+            successor: None,
         }
+    }
+
+    /// This definition with `policy` as its signing policy.
+    #[must_use]
+    pub fn with_policy(mut self, policy: PolicyConfig) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// This definition with `successor` as the wallet an emergency rekey
+    /// sweeps to.
+    #[must_use]
+    pub fn with_successor(mut self, successor: WalletId) -> Self {
+        self.successor = Some(successor);
+        self
+    }
+
+    /// The wallet's validated policy on `network`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Policy`] naming the wallet and the rule that does not
+    /// validate (for example a destination of another network).
+    pub fn validated_policy(&self, network: Network) -> Result<Policy, ConfigError> {
+        self.policy
+            .validate(network)
+            .map_err(|source| ConfigError::Policy {
+                wallet: self.id.clone(),
+                source: Box::new(source),
+            })
     }
 
     /// The identity key holding `seat`, if the seat is in the roster.
@@ -203,12 +224,16 @@ impl Limits {
     }
 }
 
-/// The signer's configuration: its identity, wallets and limits.
+/// The signer's configuration: its identity, network, wallets and limits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SignerConfig {
     /// This signer's Ed25519 identity public key.
     pub identity: IdentityKey,
+    /// The Bitcoin network every wallet of this signer is on: policies'
+    /// destinations must be addresses of it, and the wallets' addresses
+    /// are shown for it.
+    pub network: Network,
     /// The wallets it serves.
     pub wallets: Vec<WalletConfig>,
     /// Its limits.
@@ -217,9 +242,15 @@ pub struct SignerConfig {
 
 impl SignerConfig {
     /// A configuration (checked by [`SignerConfig::validate`]).
-    pub fn new(identity: IdentityKey, wallets: Vec<WalletConfig>, limits: Limits) -> Self {
+    pub fn new(
+        identity: IdentityKey,
+        network: Network,
+        wallets: Vec<WalletConfig>,
+        limits: Limits,
+    ) -> Self {
         Self {
             identity,
+            network,
             wallets,
             limits,
         }
@@ -257,13 +288,24 @@ impl SignerConfig {
                     wallet: w.id.clone(),
                 });
             }
+            w.validated_policy(self.network)?;
+        }
+        for w in &self.wallets {
+            if let Some(successor) = &w.successor
+                && (successor == &w.id || !ids.contains(successor))
+            {
+                return Err(ConfigError::BadSuccessor {
+                    wallet: w.id.clone(),
+                    successor: successor.clone(),
+                });
+            }
         }
         Ok(())
     }
 }
 
 /// A configuration that cannot be served.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// An identity key is not a valid Ed25519 public key.
@@ -302,6 +344,24 @@ pub enum ConfigError {
     /// identity.
     #[error("the identity key does not match the configured identity")]
     IdentityMismatch,
+    /// A wallet's `[wallets.policy]` table does not validate.
+    #[error("wallet {wallet}: invalid policy")]
+    Policy {
+        /// The wallet.
+        wallet: WalletId,
+        /// The policy's error (which rule, which value).
+        #[source]
+        source: Box<thresig_tx::Error>,
+    },
+    /// A wallet names itself, or a wallet this signer does not serve, as
+    /// its successor.
+    #[error("wallet {wallet}: successor {successor} is not another configured wallet")]
+    BadSuccessor {
+        /// The wallet.
+        wallet: WalletId,
+        /// The successor it names.
+        successor: WalletId,
+    },
     /// The limits contradict each other (a coordinator quota below the
     /// largest request, a wallet cap below one quota, a zero TTL).
     #[error("inconsistent limits")]

@@ -139,6 +139,32 @@ pub fn activation_ops(
     ])
 }
 
+/// The unit that puts an active wallet in `rekeying`: its stored record
+/// with the lifecycle changed (key epoch and wallet key unchanged).
+///
+/// # Errors
+/// [`Error::Store`] if the record cannot be read;
+/// [`Error::StoredRecordInvalid`] if it is missing or does not decode.
+pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
+    let invalid = || Error::StoredRecordInvalid {
+        wallet: wallet.clone(),
+    };
+    let bytes = store
+        .wallet(&id)
+        .map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?
+        .ok_or_else(invalid)?;
+    let mut record = WalletRecord::decode(&bytes).ok_or_else(invalid)?;
+    record.lifecycle = Lifecycle::Rekeying;
+    Ok(vec![WriteOp::PutWallet {
+        wallet: id,
+        value: record.encode(),
+    }])
+}
+
 /// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
 /// the result awaiting confirmation (`[version][transcript][wallet key]`).
 pub(crate) fn pending_ops(

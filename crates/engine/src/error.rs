@@ -13,6 +13,7 @@ use thresig_store::Recovery;
 use thresig_crypto::Seat;
 
 use thresig_store::CommitmentHash;
+use thresig_tx::PolicyDenial;
 
 use crate::ids::{CoordinatorId, Epoch, WalletId};
 
@@ -192,14 +193,6 @@ pub enum RequestPart {
         /// Index of the first input whose package disagrees.
         input: usize,
     },
-}
-
-/// Why a wallet's policy refused a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PolicyReason {
-    /// The wallet signs only transactions, not raw digests.
-    RawDigestsNotAllowed,
 }
 
 /// Which internal invariant failed.
@@ -446,13 +439,53 @@ pub enum Error {
         /// The input.
         input: usize,
     },
-    /// The wallet's policy refuses the request.
-    #[error("wallet {wallet}: policy denies the request ({reason:?})")]
+    /// The wallet's policy refuses the request (`policy_denied`): the rule
+    /// and the offending value, as the `tx` crate's policy reports them.
+    /// A refusal under a time-window or rate rule may pass later
+    /// ([`thresig_tx::Rule::is_retryable`]); the code stays terminal so a
+    /// coordinator does not retry it blindly.
+    #[error("wallet {wallet}: policy rule {} denies the request ({:?})", .denial.rule, .denial.violation)]
     PolicyDenied {
         /// The wallet addressed.
         wallet: WalletId,
-        /// Why.
-        reason: PolicyReason,
+        /// The rule and the offending value.
+        denial: PolicyDenial,
+    },
+    /// The PSBT of a signing target does not parse, or cannot be signed
+    /// for the wallet (no input of the wallet, missing prevout data, prevout
+    /// data that contradicts itself, a non-Taproot input claimed for the
+    /// wallet, Taproot fields of another key).
+    #[error("wallet {wallet}: the PSBT is refused: {source}")]
+    Transaction {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// What the `tx` crate found.
+        #[source]
+        source: thresig_tx::Error,
+    },
+    /// A rekeying wallet's successor is not `active` on this signer, so no
+    /// sweep is signed yet.
+    #[error("wallet {wallet}: successor {successor} is not active")]
+    SuccessorNotActive {
+        /// The rekeying wallet.
+        wallet: WalletId,
+        /// Its successor.
+        successor: WalletId,
+    },
+    /// A rekey was requested for a wallet whose configuration names no
+    /// successor, or that is not `active`.
+    #[error("wallet {wallet} cannot begin a rekey (no successor configured, or not active)")]
+    RekeyNotPossible {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet's rate ledger kept changing under concurrent commits; the
+    /// shares were not released and stay pending for a byte-identical
+    /// retry.
+    #[error("wallet {wallet}: the rate ledger is contended")]
+    LedgerContended {
+        /// The wallet addressed.
+        wallet: WalletId,
     },
     /// An active wallet has no key package for its current epoch.
     #[error("wallet {wallet}: no key package for {epoch}")]
@@ -540,10 +573,15 @@ impl Error {
             | Self::CommitmentReused { .. }
             | Self::NotOneRound1Vector { .. }
             | Self::OwnCommitmentMissing { .. }
-            | Self::MessageMismatch { .. } => ErrorCode::InvalidRequest,
+            | Self::MessageMismatch { .. }
+            | Self::Transaction { .. }
+            | Self::RekeyNotPossible { .. } => ErrorCode::InvalidRequest,
             Self::UnknownWallet { .. } => ErrorCode::UnknownWallet,
             Self::WalletNotActive { .. } => ErrorCode::WalletNotActive,
-            Self::RekeyInProgress { .. } => ErrorCode::RekeyInProgress,
+            Self::RekeyInProgress { .. } | Self::SuccessorNotActive { .. } => {
+                ErrorCode::RekeyInProgress
+            }
+            Self::LedgerContended { .. } => ErrorCode::StorageUnavailable,
             Self::WalletRetired { .. } => ErrorCode::WalletRetired,
             Self::WalletCorrupt { .. } => ErrorCode::WalletCorrupt,
             Self::SessionConflict { .. } => ErrorCode::SessionConflict,

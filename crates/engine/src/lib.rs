@@ -33,12 +33,19 @@
 //! - State is sharded per wallet: operations on different wallets never
 //!   wait on each other.
 //!
-//! # The transaction seam
-//! Round 2 signs the messages [`SigningTarget`] derives. Today that is a
-//! list of raw 32-byte digests, allowed only by a wallet's
-//! [`RawDigestPolicy`]; Taproot PSBTs (sighash derivation, prevout and
-//! sighash-type checks, policy counters charged in the marker's
-//! transaction) plug in there as a new target.
+//! # Transactions and policy
+//! Round 2 signs the messages it derives from the [`SigningTarget`]: for a
+//! Taproot PSBT, parsed against the wallet's own record and the configured
+//! network, the BIP341 sighash of every input the wallet signs (the
+//! request must ask for exactly those, in input order); raw 32-byte digests
+//! only where the wallet's policy allows them. The transaction then passes
+//! the wallet's `thresig_tx::Policy` (from `[wallets.policy]` in the
+//! configuration), and its rate charge commits in the same store unit as
+//! the shares' marker, as a compare-and-set of the wallet's rate ledger, so
+//! concurrent requests cannot both pass a limit and a transaction signed in
+//! several ROAST sessions is charged once. [`Signer::begin_rekey`] puts a
+//! wallet in `rekeying`: it then signs only the sweep to its configured
+//! successor, once that successor is `active`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(
@@ -56,6 +63,7 @@ mod dkg_msg;
 mod durable;
 mod error;
 mod ids;
+mod ledger;
 mod pool;
 mod signer;
 mod target;
@@ -74,8 +82,6 @@ pub use signer::{OpenError, Signer};
 pub use target::{Digest, SigningTarget};
 pub use wallet::WalletStateKind;
 
-pub use config::{ConfigError, IdentityKey, Limits, RawDigestPolicy, SignerConfig, WalletConfig};
-pub use error::{
-    DkgFault, Error, ErrorCode, InternalFault, PolicyReason, RequestPart, recovery_str,
-};
+pub use config::{ConfigError, IdentityKey, Limits, SignerConfig, WalletConfig};
+pub use error::{DkgFault, Error, ErrorCode, InternalFault, RequestPart, recovery_str};
 pub use ids::{CoordinatorId, Epoch, InvalidWalletId, Timestamp, WalletId};

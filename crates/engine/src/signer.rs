@@ -14,11 +14,14 @@ use crate::api::{
 use crate::check::{CheckedRound2, check_round2, commitment_hash};
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
 use crate::dkg::DkgSession;
-use crate::durable::{decode_shares, encode_shares, load_state};
+use crate::durable::{decode_shares, encode_shares, load_state, rekeying_ops};
 use crate::error::{Error, InternalFault, RequestPart};
 use crate::ids::{CoordinatorId, Timestamp, WalletId};
+use crate::ledger::StoredLedger;
 use crate::pool::{NoncePool, TakeError, Tombstone};
-use crate::wallet::{SigningKey, WalletState};
+use crate::target::{Authority, Spend, taproot_wallet};
+use crate::wallet::{Role, SigningKey, WalletState, WalletStateKind};
+use thresig_tx::{Network, Policy, TaprootWallet, WalletMode};
 
 /// Shares computed for an attempt whose marker is not yet durable.
 ///
@@ -45,6 +48,8 @@ pub(crate) struct Shard {
 /// One configured wallet.
 pub(crate) struct Slot {
     pub(crate) config: WalletConfig,
+    /// The wallet's policy, validated from `config.policy` at open.
+    policy: Policy,
     pub(crate) seat: Seat,
     shard: Mutex<Shard>,
 }
@@ -72,7 +77,36 @@ pub struct Signer<S> {
     /// its DKG messages.
     pub(crate) identity: ed25519_dalek::SigningKey,
     limits: Limits,
+    /// The Bitcoin network of every wallet (from the configuration only).
+    network: Network,
     wallets: BTreeMap<WalletId, Slot>,
+}
+
+/// How often a marker commit re-reads the rate ledger after another commit
+/// changed it before giving up with a retryable error. Each retry means
+/// another transaction of the same wallet was charged in between; eight in
+/// a row only happens under a flood, which the rate limits refuse anyway.
+const LEDGER_RETRIES: usize = 8;
+
+/// Whether a rekeying wallet's successor can receive its sweep, read
+/// before the wallet's own lock is taken so that no two wallet locks are
+/// ever held together.
+enum Successor {
+    /// The configuration names no successor.
+    Unnamed,
+    /// The successor is not `active` on this signer.
+    NotActive(WalletId),
+    /// The successor is active with this spend identity.
+    Active(TaprootWallet),
+}
+
+/// What a round 2 releases shares for, and under which rules: the inputs
+/// of every marker commit attempt.
+struct Release<'a> {
+    wallet: &'a WalletId,
+    policy: &'a Policy,
+    mode: WalletMode,
+    spend: &'a Spend,
 }
 
 /// Why a signer could not be opened.
@@ -117,6 +151,7 @@ impl<S: Store> Signer<S> {
         }
         let mut wallets = BTreeMap::new();
         for wallet in config.wallets {
+            let policy = wallet.validated_policy(config.network)?;
             let seat = wallet
                 .seat_of(&config.identity)
                 .ok_or_else(|| ConfigError::NotAMember {
@@ -136,6 +171,7 @@ impl<S: Store> Signer<S> {
                 wallet.id.clone(),
                 Slot {
                     config: wallet,
+                    policy,
                     seat,
                     shard: Mutex::new(shard),
                 },
@@ -145,6 +181,7 @@ impl<S: Store> Signer<S> {
             store,
             identity,
             limits: config.limits,
+            network: config.network,
             wallets,
         })
     }
@@ -170,7 +207,7 @@ impl<S: Store> Signer<S> {
         let messages = |messages| Response::DkgMessages { messages };
         match request {
             Request::Round1(req) => self.round1(now, from, &req, rng).map(Response::Round1),
-            Request::Round2(req) => self.round2(now, from, &req).map(Response::Round2),
+            Request::Round2(req) => self.round2(now, from, &req, rng).map(Response::Round2),
             Request::Abort(req) => self
                 .abort(now, from, &req)
                 .map(|destroyed| Response::Aborted { destroyed }),
@@ -223,7 +260,7 @@ impl<S: Store> Signer<S> {
         let slot = self.member_slot(&req.wallet, from)?;
         let mut guard = lock(slot)?;
         let Shard { state, pool, .. } = &mut *guard;
-        let key = state.signing_key(&req.wallet)?;
+        let (key, _) = state.signing_key(&req.wallet)?;
         if req.inputs == 0 {
             return Err(Error::Malformed {
                 wallet: req.wallet.clone(),
@@ -237,24 +274,7 @@ impl<S: Store> Signer<S> {
                 max: self.limits.max_inputs,
             });
         }
-        pool.reserve(now, from, req.inputs)
-            .map_err(|full| Error::NonceCapacity {
-                wallet: req.wallet.clone(),
-                coordinator: from,
-                live: full.live,
-                max: self.limits.nonces_per_wallet,
-            })?;
-        let mut entries = Vec::with_capacity(req.inputs);
-        let mut commitments = Vec::with_capacity(req.inputs);
-        for _ in 0..req.inputs {
-            let (nonce, commitment) = commit(&key.share, rng);
-            let bytes = commitment
-                .to_bytes()
-                .map_err(|_| Error::Internal(InternalFault::Serialization))?;
-            entries.push((commitment_hash(&commitment)?, nonce));
-            commitments.push(HexBytes(bytes));
-        }
-        pool.insert(now, from, entries);
+        let commitments = self.fresh_vector(now, from, &req.wallet, pool, key, req.inputs, rng)?;
         Ok(Round1Response {
             wallet: req.wallet.clone(),
             seat: slot.seat.get(),
@@ -263,28 +283,74 @@ impl<S: Store> Signer<S> {
         })
     }
 
+    /// Generates one round-1 vector of `inputs` fresh nonces for `from`,
+    /// keeps the nonces in the pool and returns their commitments.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pool and key are borrowed from the wallet's locked shard"
+    )]
+    fn fresh_vector<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        pool: &mut NoncePool<SecretNonce>,
+        key: &SigningKey,
+        inputs: usize,
+        rng: &mut R,
+    ) -> Result<Vec<HexBytes>, Error> {
+        pool.reserve(now, from, inputs)
+            .map_err(|full| Error::NonceCapacity {
+                wallet: wallet.clone(),
+                coordinator: from,
+                live: full.live,
+                max: self.limits.nonces_per_wallet,
+            })?;
+        let mut entries = Vec::with_capacity(inputs);
+        let mut commitments = Vec::with_capacity(inputs);
+        for _ in 0..inputs {
+            let (nonce, commitment) = commit(&key.share, rng);
+            let bytes = commitment
+                .to_bytes()
+                .map_err(|_| Error::Internal(InternalFault::Serialization))?;
+            entries.push((commitment_hash(&commitment)?, nonce));
+            commitments.push(HexBytes(bytes));
+        }
+        pool.insert(now, from, entries);
+        Ok(commitments)
+    }
+
     /// Signing round 2: checks the request, takes the nonces of exactly one
     /// round-1 vector, computes the shares, makes their marker durable and
-    /// only then returns them.
+    /// only then returns them, with a fresh round-1 vector of as many
+    /// commitments for the coordinator's next ROAST session.
     ///
-    /// A byte-identical replay returns the shares stored in the marker (also
-    /// after a restart); a different request for a used commitment gets
-    /// [`Error::SessionConflict`]. If the marker commit fails the shares stay
-    /// pending in memory, nothing is returned, and the error is retryable.
+    /// For a PSBT target the transaction passes the wallet's policy before
+    /// any nonce is taken, and again inside the marker's commit, where its
+    /// rate charge is recorded in the same store unit as the marker (once
+    /// per transaction id). A byte-identical replay returns the shares
+    /// stored in the marker (also after a restart); a different request for
+    /// a used commitment gets [`Error::SessionConflict`]. If the marker
+    /// commit fails the shares stay pending in memory, nothing is returned,
+    /// and the error is retryable. If the wallet's nonce capacity is
+    /// exhausted the shares are returned without fresh commitments.
     ///
     /// # Errors
     /// [`Error::CoordinatorNotMember`], every check of [`crate::Error`]'s
-    /// request variants, the nonce errors
-    /// ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
-    /// [`Error::NonceEvicted`], [`Error::SessionConflict`]) and
-    /// [`Error::Store`].
-    pub fn round2(
+    /// request variants, [`Error::PolicyDenied`], [`Error::Transaction`],
+    /// [`Error::RekeyInProgress`], [`Error::SuccessorNotActive`], the nonce
+    /// errors ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
+    /// [`Error::NonceEvicted`], [`Error::SessionConflict`]),
+    /// [`Error::LedgerContended`] and [`Error::Store`].
+    pub fn round2<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
         from: CoordinatorId,
         req: &Round2Request,
+        rng: &mut R,
     ) -> Result<Round2Response, Error> {
         let slot = self.member_slot(&req.wallet, from)?;
+        let successor = self.successor(slot)?;
         let mut guard = lock(slot)?;
         let Shard {
             state,
@@ -293,16 +359,47 @@ impl<S: Store> Signer<S> {
             ..
         } = &mut *guard;
         prune_pending(pending, now);
-        let key = state.signing_key(&req.wallet)?;
-        let checked = check_round2(&slot.config, slot.seat, key, &self.limits, req)?;
+        let (key, role) = state.signing_key(&req.wallet)?;
         let wallet = &slot.config.id;
-        let lead = checked.lead();
-        let respond = |shares: Vec<Vec<u8>>| Round2Response {
+        let authority = Authority {
+            policy: &slot.policy,
+            role,
+            taproot: taproot_wallet(self.network, &key.key)?,
+        };
+        let checked = check_round2(&slot.config, slot.seat, key, &self.limits, &authority, req)?;
+        let release = Release {
+            wallet,
+            policy: &slot.policy,
+            mode: wallet_mode(wallet, role, successor)?,
+            spend: checked.spend(),
+        };
+        let shares = self.release(now, &release, &checked, key, pool, pending)?;
+        let commitments = match self.fresh_vector(now, from, wallet, pool, key, shares.len(), rng) {
+            Ok(fresh) => fresh,
+            Err(Error::NonceCapacity { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Round2Response {
             wallet: wallet.clone(),
             seat: slot.seat.get(),
             shares: shares.into_iter().map(HexBytes).collect(),
-        };
+            commitments,
+        })
+    }
 
+    /// The shares to release for a checked request: a durable marker's (a
+    /// replay), a pending attempt's after its commit, or fresh ones.
+    fn release(
+        &self,
+        now: Timestamp,
+        release: &Release<'_>,
+        checked: &CheckedRound2,
+        key: &SigningKey,
+        pool: &mut NoncePool<SecretNonce>,
+        pending: &mut HashMap<CommitmentHash, Pending>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let wallet = release.wallet;
+        let lead = checked.lead();
         // A durable marker answers replays and refuses everything else.
         let store_id = wallet.store_id()?;
         let stored = self
@@ -311,7 +408,7 @@ impl<S: Store> Signer<S> {
             .map_err(|source| store_error(wallet, source))?;
         if let Some(marker) = stored {
             pending.remove(&lead);
-            return replay(wallet, lead, checked.hash(), &marker).map(respond);
+            return replay(wallet, lead, checked.hash(), &marker);
         }
         // Pending shares are retried only by the byte-identical request.
         if let Some(p) = pending.get(&lead) {
@@ -323,10 +420,11 @@ impl<S: Store> Signer<S> {
                 });
             }
             let shares = p.shares.clone();
-            return self
-                .commit(now, wallet, lead, p.package, shares, pending)
-                .map(respond);
+            return self.commit(now, release, lead, p.package, shares, pending);
         }
+        // The policy refuses before any nonce is spent; the commit checks
+        // again against the ledger it charges.
+        self.charge_op(now, release)?;
         // Fresh attempt: take the nonces (they leave the pool for good),
         // sign outside any store transaction, then commit the marker.
         let (lead, nonces) = pool.take(now, checked.own()).map_err(|e| {
@@ -335,7 +433,7 @@ impl<S: Store> Signer<S> {
             }
             take_error(wallet, e)
         })?;
-        let shares = sign_all(&checked, nonces, key)?;
+        let shares = sign_all(checked, nonces, key)?;
         pending.insert(
             lead,
             Pending {
@@ -344,8 +442,41 @@ impl<S: Store> Signer<S> {
                 until: now.saturating_add(self.limits.replay_window),
             },
         );
-        self.commit(now, wallet, lead, checked.hash(), shares, pending)
-            .map(respond)
+        self.commit(now, release, lead, checked.hash(), shares, pending)
+    }
+
+    /// Puts an active wallet in `rekeying`, durably: from then on it signs
+    /// only a sweep whose outputs all pay the successor named in its
+    /// configuration (once that successor is `active` here), and refuses
+    /// every other spend with `rekey_in_progress`. An operator action; a
+    /// coordinator cannot trigger it.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`]; [`Error::RekeyNotPossible`] if the wallet
+    /// names no successor or is not `active`; [`Error::Store`] if the
+    /// record cannot be written (the wallet then stays `active`).
+    pub fn begin_rekey(&self, wallet: &WalletId) -> Result<(), Error> {
+        let slot = self.slot(wallet)?;
+        let mut shard = lock(slot)?;
+        let not_possible = || Error::RekeyNotPossible {
+            wallet: wallet.clone(),
+        };
+        if slot.config.successor.is_none() {
+            return Err(not_possible());
+        }
+        if !matches!(shard.state, WalletState::Active(_)) {
+            return Err(not_possible());
+        }
+        let ops = rekeying_ops(&self.store, wallet)?;
+        self.store
+            .write(ops)
+            .map_err(|source| store_error(wallet, source))?;
+        let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
+        shard.state = match state {
+            WalletState::Active(key) => WalletState::Rekeying(key),
+            other => other,
+        };
+        Ok(())
     }
 
     /// Destroys the live round-1 vectors of `from` that contain any of the
@@ -449,23 +580,61 @@ impl<S: Store> Signer<S> {
         Ok(slot)
     }
 
-    /// Makes the marker of `shares` durable (insert-if-absent, one unit)
-    /// and returns the shares to release: the new ones if inserted, the
-    /// stored ones for an identical earlier (ambiguous) commit. On failure
-    /// the pending shares stay for a byte-identical retry.
+    /// The successor's state, for a rekeying wallet whose configuration
+    /// names one. Holds one wallet lock at a time, each only while reading,
+    /// and reads the successor only while the wallet is rekeying (rare), so
+    /// an active wallet never waits on another.
+    fn successor(&self, slot: &Slot) -> Result<Successor, Error> {
+        let Some(id) = &slot.config.successor else {
+            return Ok(Successor::Unnamed);
+        };
+        if lock(slot)?.state.kind() != WalletStateKind::Rekeying {
+            return Ok(Successor::Unnamed);
+        }
+        let next = self.slot(id)?;
+        let shard = lock(next)?;
+        match &shard.state {
+            WalletState::Active(key) => {
+                Ok(Successor::Active(taproot_wallet(self.network, &key.key)?))
+            }
+            _ => Ok(Successor::NotActive(id.clone())),
+        }
+    }
+
+    /// The rate-ledger write that must commit with the marker of a
+    /// transaction (after the policy approved it against the ledger just
+    /// read); none for raw digests.
+    fn charge_op(&self, now: Timestamp, release: &Release<'_>) -> Result<Option<WriteOp>, Error> {
+        let Spend::Transaction(psbt) = release.spend else {
+            return Ok(None);
+        };
+        let wallet = release.wallet;
+        let ledger = StoredLedger::read(&self.store, wallet)?;
+        let approval = ledger.approve(wallet, release.policy, &release.mode, psbt, now)?;
+        ledger.charge_op(wallet, approval.charge(), now).map(Some)
+    }
+
+    /// Makes the marker of `shares` durable (insert-if-absent) together
+    /// with the transaction's rate charge, in one unit, and returns the
+    /// shares to release: the new ones if inserted, the stored ones for an
+    /// identical earlier (ambiguous) commit. A ledger changed by another
+    /// commit skips the whole unit; the policy is then checked again
+    /// against the new ledger, never charged twice. On failure the pending
+    /// shares stay for a byte-identical retry.
     fn commit(
         &self,
         now: Timestamp,
-        wallet: &WalletId,
+        release: &Release<'_>,
         lead: CommitmentHash,
         package: PackageHash,
         shares: Vec<Vec<u8>>,
         pending: &mut HashMap<CommitmentHash, Pending>,
     ) -> Result<Vec<Vec<u8>>, Error> {
+        let wallet = release.wallet;
         let expires = now
             .saturating_add(self.limits.nonce_ttl)
             .saturating_add(self.limits.replay_window);
-        let op = WriteOp::InsertMarker {
+        let marker = WriteOp::InsertMarker {
             wallet: wallet.store_id()?,
             commitment: lead,
             marker: Marker {
@@ -474,19 +643,57 @@ impl<S: Store> Signer<S> {
                 expires_at: expires.to_store(),
             },
         };
-        let outcome = self
-            .store
-            .write(vec![op])
-            .map_err(|source| store_error(wallet, source))?;
-        pending.remove(&lead);
-        match outcome {
-            WriteOutcome::Committed(_) => Ok(shares),
-            WriteOutcome::Skipped {
-                conflict: Conflict::MarkerPresent(stored),
-                ..
-            } => replay(wallet, lead, package, &stored),
-            _ => Err(Error::Internal(InternalFault::UnexpectedWrite)),
+        for _ in 0..LEDGER_RETRIES {
+            let mut ops: Vec<WriteOp> = self.charge_op(now, release)?.into_iter().collect();
+            ops.push(marker.clone());
+            let outcome = self
+                .store
+                .write(ops)
+                .map_err(|source| store_error(wallet, source))?;
+            match outcome {
+                WriteOutcome::Committed(_) => {
+                    pending.remove(&lead);
+                    return Ok(shares);
+                }
+                WriteOutcome::Skipped {
+                    conflict: Conflict::MarkerPresent(stored),
+                    ..
+                } => {
+                    pending.remove(&lead);
+                    return replay(wallet, lead, package, &stored);
+                }
+                WriteOutcome::Skipped {
+                    conflict: Conflict::PolicyMismatch(_),
+                    ..
+                } => {}
+                _ => {
+                    pending.remove(&lead);
+                    return Err(Error::Internal(InternalFault::UnexpectedWrite));
+                }
+            }
         }
+        Err(Error::LedgerContended {
+            wallet: wallet.clone(),
+        })
+    }
+}
+
+/// The policy's view of a wallet in `role`.
+///
+/// # Errors
+/// For a rekeying wallet: [`Error::RekeyInProgress`] without a successor,
+/// [`Error::SuccessorNotActive`] while the successor is not active.
+fn wallet_mode(wallet: &WalletId, role: Role, successor: Successor) -> Result<WalletMode, Error> {
+    match (role, successor) {
+        (Role::Active, _) => Ok(WalletMode::Active),
+        (Role::Rekeying, Successor::Active(successor)) => Ok(WalletMode::Rekeying { successor }),
+        (Role::Rekeying, Successor::NotActive(successor)) => Err(Error::SuccessorNotActive {
+            wallet: wallet.clone(),
+            successor,
+        }),
+        (Role::Rekeying, Successor::Unnamed) => Err(Error::RekeyInProgress {
+            wallet: wallet.clone(),
+        }),
     }
 }
 

@@ -142,22 +142,30 @@ impl WalletState {
         }
     }
 
-    /// The key to sign an ordinary spend with.
+    /// The key to sign with, and whether the wallet signs ordinary spends
+    /// or only its rekey sweep.
     ///
     /// # Errors
-    /// The error naming why the wallet's state refuses to sign. (A rekeying
-    /// wallet's successor sweep is allowed once the `tx` crate can check its
-    /// outputs; until then it refuses every spend.)
-    pub(crate) fn signing_key(&self, wallet: &WalletId) -> Result<&SigningKey, Error> {
+    /// The error naming why the wallet's state refuses to sign.
+    pub(crate) fn signing_key(&self, wallet: &WalletId) -> Result<(&SigningKey, Role), Error> {
         let wallet = wallet.clone();
         match self {
-            Self::Active(key) => Ok(key),
+            Self::Active(key) => Ok((key, Role::Active)),
+            Self::Rekeying(key) => Ok((key, Role::Rekeying)),
             Self::DkgPending | Self::AwaitingConfirmations(_) => {
                 Err(Error::WalletNotActive { wallet })
             }
-            Self::Rekeying(_) => Err(Error::RekeyInProgress { wallet }),
             Self::Retired => Err(Error::WalletRetired { wallet }),
             Self::Corrupt => Err(Error::WalletCorrupt { wallet }),
         }
     }
+}
+
+/// What a wallet that holds a key may sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Any spend its policy allows.
+    Active,
+    /// Only the sweep to its successor (DESIGN.md §4, emergency rekey).
+    Rekeying,
 }

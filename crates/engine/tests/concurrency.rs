@@ -31,10 +31,11 @@ fn a_parked_commit_on_wallet_a_does_not_block_wallet_b() {
     let signer = c.member(1).signer();
     let now = c.now;
     let mut rng = rand_chacha::ChaCha20Rng::clone(&c.rng);
+    let mut rng_a = rand_chacha::ChaCha20Rng::clone(&c.rng);
     std::thread::scope(|scope| {
         let events = &events;
         let a = scope.spawn(move || {
-            let result = signer.round2(now, coordinator(COORD_A), &requests["wa"]);
+            let result = signer.round2(now, coordinator(COORD_A), &requests["wa"], &mut rng_a);
             events.lock().unwrap().push("a done");
             result
         });
@@ -46,7 +47,7 @@ fn a_parked_commit_on_wallet_a_does_not_block_wallet_b() {
         let rng = &mut rng;
         let b = scope.spawn(move || {
             let shares = signer
-                .round2(now, coordinator(COORD_A), &requests["wb"])
+                .round2(now, coordinator(COORD_A), &requests["wb"], rng)
                 .unwrap();
             let fresh = signer
                 .round1(
@@ -70,7 +71,8 @@ fn a_parked_commit_on_wallet_a_does_not_block_wallet_b() {
         let (shares, fresh, status) = b.join().unwrap();
         assert_eq!(shares.shares.len(), 1);
         assert_eq!(fresh.commitments.len(), 2);
-        assert_eq!(status.live_nonces, 2);
+        // The fresh vector from round 2 (one nonce) and round 1's two.
+        assert_eq!(status.live_nonces, 3);
         assert_eq!(a.join().unwrap().unwrap().shares.len(), 1);
     });
     assert_eq!(

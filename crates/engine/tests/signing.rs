@@ -335,10 +335,7 @@ fn raw_digests_need_the_wallet_policy() {
         .wallets
         .iter()
         .cloned()
-        .map(|mut w| {
-            w.raw_digests = thresig_engine::RawDigestPolicy::Deny;
-            w
-        })
+        .map(|w| w.with_policy(thresig_tx::PolicyConfig::default()))
         .collect();
     c.members[0].config.wallets = deny;
     c.restart(1);
@@ -394,7 +391,7 @@ fn only_members_may_coordinate() {
     let err = c
         .member(1)
         .signer()
-        .round2(now, outsider, &req)
+        .round2(now, outsider, &req, &mut *c.fresh_rng.borrow_mut())
         .unwrap_err();
     assert!(matches!(err, Error::CoordinatorNotMember { .. }), "{err:?}");
 }
@@ -406,7 +403,7 @@ fn a_wallet_whose_record_does_not_decode_is_corrupt_and_others_serve() {
         wallet: store_wallet(&wid("w1")),
         value: vec![0xff; 5],
     };
-    thresig_store::Store::write(&c.member(1).store().inner, vec![garbage]).unwrap();
+    thresig_store::Store::write(&*c.member(1).store().inner, vec![garbage]).unwrap();
     c.restart(1);
     let status = c.member(1).signer().status(&wid("w1")).unwrap();
     assert_eq!(status.state, thresig_engine::WalletStateKind::Corrupt);

@@ -3,6 +3,7 @@
 //! a virtual clock, a seeded RNG and a fault-injecting store decorator.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -16,9 +17,9 @@ use thresig_crypto::{
     WalletKey, dkg_in_process,
 };
 use thresig_engine::{
-    CoordinatorId, Digest, Epoch, Error, HexBytes, IdentityKey, Limits, RawDigestPolicy,
-    Round1Request, Round2Request, Signer, SignerConfig, SigningTarget, Timestamp, WalletConfig,
-    WalletId, activation_ops, commitment_hash, decode_shares,
+    CoordinatorId, Digest, Epoch, Error, HexBytes, IdentityKey, Limits, Round1Request,
+    Round2Request, Signer, SignerConfig, SigningTarget, Timestamp, WalletConfig, WalletId,
+    activation_ops, commitment_hash, decode_shares,
 };
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
@@ -26,6 +27,7 @@ use thresig_store::{
     Error as StoreError, Marker, MemoryWitness, MetaName, Plaintext, PolicyKey, SimDisk, Store,
     StoreLocation, StoreOptions, WalletId as StoreWalletId, WriteOp, WriteOutcome,
 };
+use thresig_tx::{Network, PolicyConfig};
 use zeroize::Zeroizing;
 
 /// Prints the seed if the test panics while this guard lives.
@@ -133,9 +135,11 @@ fn injected() -> StoreError {
 }
 
 /// A decorator injecting faults into any [`Store`]: lost and ambiguous
-/// marker commits, failing marker reads, and a parked commit.
+/// marker commits, failing marker reads, and a parked commit. The inner
+/// store may be shared by several decorators ([`FaultStore::share`]), as two
+/// signer processes over one database would.
 pub struct FaultStore<S> {
-    pub inner: S,
+    pub inner: Arc<S>,
     commit_faults: Mutex<VecDeque<Fault>>,
     fail_reads: AtomicBool,
     park: Mutex<Option<Park>>,
@@ -143,12 +147,21 @@ pub struct FaultStore<S> {
 
 impl<S> FaultStore<S> {
     pub fn new(inner: S) -> Self {
+        Self::over(Arc::new(inner))
+    }
+
+    fn over(inner: Arc<S>) -> Self {
         Self {
             inner,
             commit_faults: Mutex::new(VecDeque::new()),
             fail_reads: AtomicBool::new(false),
             park: Mutex::new(None),
         }
+    }
+
+    /// A second decorator (without faults) over the same inner store.
+    pub fn share(&self) -> Self {
+        Self::over(Arc::clone(&self.inner))
     }
 
     /// The next marker commit fails as `fault`.
@@ -310,7 +323,18 @@ pub struct Cluster {
     pub threshold: u16,
     pub keys: BTreeMap<WalletId, WalletKey>,
     pub members: Vec<Member>,
+    /// The RNG of the fresh commitments round 2 returns (separate, so that
+    /// `round2` can take `&self`).
+    pub fresh_rng: RefCell<ChaCha20Rng>,
     _guard: SeedGuard,
+}
+
+/// The default policy, with raw digests allowed (what most engine tests
+/// sign).
+pub fn raw_policy() -> PolicyConfig {
+    let mut policy = PolicyConfig::default();
+    policy.allow_raw_digests = true;
+    policy
 }
 
 /// The identity signing key of seat `s` (deterministic).
@@ -377,12 +401,7 @@ impl Cluster {
                 }
                 keys.insert(id.clone(), key);
             }
-            configs.push(WalletConfig::new(
-                id,
-                t,
-                identities.clone(),
-                RawDigestPolicy::Allow,
-            ));
+            configs.push(WalletConfig::new(id, t, identities.clone()).with_policy(raw_policy()));
         }
         let members = identities
             .iter()
@@ -390,7 +409,8 @@ impl Cluster {
             .zip(machines)
             .enumerate()
             .map(|(i, ((identity, store), machine))| {
-                let config = SignerConfig::new(*identity, configs.clone(), limits.clone());
+                let config =
+                    SignerConfig::new(*identity, Network::Regtest, configs.clone(), limits.clone());
                 let seat = u16::try_from(i + 1).unwrap();
                 let signer = Signer::open(config.clone(), identity_secret(seat), store).unwrap();
                 Member {
@@ -407,6 +427,7 @@ impl Cluster {
             threshold: t,
             keys,
             members,
+            fresh_rng: RefCell::new(ChaCha20Rng::seed_from_u64(seed ^ 0x5eed)),
             _guard: guard,
         }
     }
@@ -490,10 +511,22 @@ impl Cluster {
     }
 
     pub fn round2(&self, s: u16, req: &Round2Request) -> Result<Vec<Vec<u8>>, Error> {
-        self.member(s)
-            .signer()
-            .round2(self.now, coordinator(COORD_A), req)
+        self.round2_reply(s, req)
             .map(|r| r.shares.into_iter().map(|h| h.0).collect())
+    }
+
+    /// Round 2 at seat `s`, the whole reply (shares and fresh commitments).
+    pub fn round2_reply(
+        &self,
+        s: u16,
+        req: &Round2Request,
+    ) -> Result<thresig_engine::Round2Response, Error> {
+        self.member(s).signer().round2(
+            self.now,
+            coordinator(COORD_A),
+            req,
+            &mut *self.fresh_rng.borrow_mut(),
+        )
     }
 
     /// Aggregates per-seat shares of every input and verifies each signature.

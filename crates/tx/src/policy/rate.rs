@@ -60,12 +60,30 @@ impl ChargeLog {
         }
     }
 
+    /// Each charged transaction with the time it was charged, in txid order:
+    /// what a durable ledger stores.
+    pub fn iter(&self) -> impl Iterator<Item = (Txid, UnixTime)> + '_ {
+        self.charged.iter().map(|(txid, at)| (*txid, *at))
+    }
+
     /// Forgets charges older than a day before `now`: they no longer count
     /// towards any limit. A transaction signed again after that is charged
     /// again.
     pub fn prune(&mut self, now: UnixTime) {
         let since = now.minus_secs(DAY_SECS);
         self.charged.retain(|_, at| *at >= since);
+    }
+}
+
+/// Rebuilds a log from stored `(txid, time of charge)` pairs (the first
+/// time wins for a repeated txid, as [`ChargeLog::apply`] keeps it).
+impl FromIterator<(Txid, UnixTime)> for ChargeLog {
+    fn from_iter<I: IntoIterator<Item = (Txid, UnixTime)>>(iter: I) -> Self {
+        let mut log = Self::new();
+        for (txid, at) in iter {
+            log.charged.entry(txid).or_insert(at);
+        }
+        log
     }
 }
 
