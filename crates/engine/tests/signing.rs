@@ -343,6 +343,11 @@ fn raw_digests_need_the_wallet_policy() {
     let req = c.request("w1", &comms, &[D1]);
     let err = c.round2(1, &req).unwrap_err();
     assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    assert!(
+        matches!(&err, Error::PolicyDenied { denial, .. } if denial.rule == thresig_tx::Rule::RawDigests),
+        "{err:?}"
+    );
+    assert!(c.member(1).marker("w1", &comms[&1][0]).is_none());
 }
 
 #[test]

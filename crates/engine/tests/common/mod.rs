@@ -13,8 +13,8 @@ use std::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use thresig_crypto::{
-    Commitment, GroupParams, KeyShare, ScriptTree, Seat, Signature, SignatureShare, SigningPackage,
-    WalletKey, dkg_in_process,
+    Commitment, GroupParams, ScriptTree, Seat, Signature, SignatureShare, SigningPackage,
+    WalletKey, dkg_in_process, import_key,
 };
 use thresig_engine::{
     CoordinatorId, Digest, Epoch, Error, HexBytes, IdentityKey, Limits, Round1Request,
@@ -309,10 +309,46 @@ impl Member {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Keys {
-    FromHarnessDkg,
+/// Where a test wallet's key comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// A DKG run in the harness (the crypto crate's in-process runner).
+    Dkg(ScriptTree),
+    /// A trusted-dealer split of a single key (seeded by the byte).
+    Imported(u8, ScriptTree),
+    /// No key yet (`dkg_pending`).
     None,
+}
+
+/// One wallet of a test cluster: its key source and configuration.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub name: String,
+    pub keys: Keys,
+    pub policy: PolicyConfig,
+    pub successor: Option<String>,
+}
+
+impl Spec {
+    /// A wallet keyed by `keys` with the raw-digest policy and no successor.
+    pub fn new(name: &str, keys: Keys) -> Self {
+        Self {
+            name: name.to_owned(),
+            keys,
+            policy: raw_policy(),
+            successor: None,
+        }
+    }
+
+    pub fn policy(mut self, policy: PolicyConfig) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn successor(mut self, successor: &str) -> Self {
+        self.successor = Some(successor.to_owned());
+        self
+    }
 }
 
 /// `n` signers sharing `wallets` (each made by a DKG), on a virtual clock.
@@ -374,15 +410,21 @@ pub fn small_limits() -> Limits {
 impl Cluster {
     /// Wallets keyed by a DKG run in the harness.
     pub fn new(seed: u64, t: u16, n: u16, wallets: &[&str], limits: Limits) -> Self {
-        Self::build(seed, t, n, wallets, limits, Keys::FromHarnessDkg)
+        let specs: Vec<Spec> = wallets
+            .iter()
+            .map(|w| Spec::new(w, Keys::Dkg(ScriptTree::KeyPathOnly)))
+            .collect();
+        Self::with_wallets(seed, t, n, &specs, limits)
     }
 
     /// Wallets configured but without keys (`dkg_pending`).
     pub fn unkeyed(seed: u64, t: u16, n: u16, wallets: &[&str]) -> Self {
-        Self::build(seed, t, n, wallets, small_limits(), Keys::None)
+        let specs: Vec<Spec> = wallets.iter().map(|w| Spec::new(w, Keys::None)).collect();
+        Self::with_wallets(seed, t, n, &specs, small_limits())
     }
 
-    fn build(seed: u64, t: u16, n: u16, wallets: &[&str], limits: Limits, keys_from: Keys) -> Self {
+    /// Wallets as `specs` describe them.
+    pub fn with_wallets(seed: u64, t: u16, n: u16, specs: &[Spec], limits: Limits) -> Self {
         let guard = SeedGuard(seed);
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let identities: Vec<IdentityKey> = (1..=n).map(identity).collect();
@@ -390,10 +432,21 @@ impl Cluster {
         let stores: Vec<TestStore> = machines.iter().map(Machine::open).collect();
         let mut keys = BTreeMap::new();
         let mut configs = Vec::new();
-        for name in wallets {
-            let id = wid(name);
-            if keys_from == Keys::FromHarnessDkg {
-                let (shares, key) = dkg(t, n, &mut rng);
+        for spec in specs {
+            let id = wid(&spec.name);
+            let params = GroupParams::new(t, n).unwrap();
+            let keyed = match spec.keys {
+                Keys::Dkg(tree) => {
+                    let (shares, key) = dkg_in_process(params, tree, &mut rng).unwrap();
+                    Some((shares.into_values().collect::<Vec<_>>(), key))
+                }
+                Keys::Imported(byte, tree) => {
+                    let (key, shares) = import_key(&[byte; 32], params, tree, &mut rng).unwrap();
+                    Some((shares, key))
+                }
+                Keys::None => None,
+            };
+            if let Some((shares, key)) = keyed {
                 for (store, share) in stores.iter().zip(&shares) {
                     let ops = activation_ops(&id, Epoch(1), &key, share).unwrap();
                     let outcome = store.write(ops).unwrap();
@@ -401,7 +454,12 @@ impl Cluster {
                 }
                 keys.insert(id.clone(), key);
             }
-            configs.push(WalletConfig::new(id, t, identities.clone()).with_policy(raw_policy()));
+            let mut config =
+                WalletConfig::new(id, t, identities.clone()).with_policy(spec.policy.clone());
+            if let Some(successor) = &spec.successor {
+                config = config.with_successor(wid(successor));
+            }
+            configs.push(config);
         }
         let members = identities
             .iter()
@@ -489,6 +547,19 @@ impl Cluster {
         commitments: &BTreeMap<u16, Vec<Commitment>>,
         digests: &[[u8; 32]],
     ) -> Round2Request {
+        let target = SigningTarget::digests(digests.iter().map(|d| Digest(*d)).collect());
+        self.request_for(wallet, commitments, digests, target)
+    }
+
+    /// A round-2 request signing `target`, whose packages carry `digests`
+    /// (the messages the coordinator claims; a signer derives its own).
+    pub fn request_for(
+        &self,
+        wallet: &str,
+        commitments: &BTreeMap<u16, Vec<Commitment>>,
+        digests: &[[u8; 32]],
+        target: SigningTarget,
+    ) -> Round2Request {
         let packages = (0..digests.len())
             .map(|i| {
                 let map: BTreeMap<Seat, Commitment> =
@@ -505,7 +576,7 @@ impl Cluster {
             wid(wallet),
             self.epoch(wallet),
             commitments.keys().copied().collect(),
-            SigningTarget::digests(digests.iter().map(|d| Digest(*d)).collect()),
+            target,
             packages,
         )
     }
@@ -569,10 +640,33 @@ impl Cluster {
     }
 }
 
-/// A full DKG among `n` members (the crypto crate's in-process runner):
-/// every member's share in seat order, and the wallet key.
-pub fn dkg(t: u16, n: u16, rng: &mut ChaCha20Rng) -> (Vec<KeyShare>, WalletKey) {
-    let params = GroupParams::new(t, n).unwrap();
-    let (shares, key) = dkg_in_process(params, ScriptTree::KeyPathOnly, rng).unwrap();
-    (shares.into_values().collect(), key)
+/// Runs Bitcoin Core's script interpreter (libbitcoinconsensus 0.106, with
+/// the Taproot flags, since every spent output is passed) on every input;
+/// the error names the first input refused.
+pub fn verify_with_core(
+    tx: &bitcoin::Transaction,
+    prevouts: &[bitcoin::TxOut],
+) -> Result<(), (usize, bitcoinconsensus::Error)> {
+    let tx_bytes = bitcoin::consensus::serialize(tx);
+    let utxos: Vec<bitcoinconsensus::Utxo> = prevouts
+        .iter()
+        .map(|p| bitcoinconsensus::Utxo {
+            script_pubkey: p.script_pubkey.as_bytes().as_ptr(),
+            script_pubkey_len: u32::try_from(p.script_pubkey.len()).unwrap(),
+            value: i64::try_from(p.value.to_sat()).unwrap(),
+        })
+        .collect();
+    let flags = bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT;
+    for (i, p) in prevouts.iter().enumerate() {
+        bitcoinconsensus::verify_with_flags(
+            p.script_pubkey.as_bytes(),
+            p.value.to_sat(),
+            &tx_bytes,
+            Some(&utxos),
+            i,
+            flags,
+        )
+        .map_err(|e| (i, e))?;
+    }
+    Ok(())
 }

@@ -1,0 +1,545 @@
+//! Taproot PSBTs signed through the engine: the signer derives every
+//! sighash itself, checks the wallet's policy, charges the rate ledger in
+//! the marker's unit, and the result passes Bitcoin Core's interpreter.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use bitcoin::absolute::LockTime;
+use bitcoin::hashes::Hash;
+use bitcoin::key::XOnlyPublicKey;
+use bitcoin::secp256k1::{SECP256K1, SecretKey};
+use bitcoin::taproot::TapNodeHash;
+use bitcoin::{Amount, OutPoint, TapSighashType, Transaction, TxOut, Txid};
+use common::*;
+use thresig_crypto::{Commitment, MerkleRoot, ScriptTree, Signature};
+use thresig_engine::{
+    Error, ErrorCode, Limits, Round1Request, Round2Request, Signer, SigningTarget, WalletStateKind,
+};
+use thresig_tx::{
+    Destination, InputIndex, Network, Payment, PolicyConfig, Rule, SpendInput, TaprootWallet,
+    Violation, WalletPsbt, build_psbt,
+};
+
+/// An address outside every test wallet, on regtest.
+fn external() -> bitcoin::Address {
+    let sk = SecretKey::from_slice(&[0x42; 32]).unwrap();
+    TaprootWallet::new(Network::Regtest, sk.x_only_public_key(SECP256K1).0, None).address()
+}
+
+/// The default policy with [`external`] on the destination allowlist.
+fn policy() -> PolicyConfig {
+    let mut p = PolicyConfig::default();
+    p.destinations = vec![external().to_string()];
+    p
+}
+
+/// [`policy`] with at most one transaction per minute.
+fn one_per_minute() -> PolicyConfig {
+    let mut p = policy();
+    p.max_per_minute = Some(1);
+    p
+}
+
+/// The wallet's spend identity, from the key the harness made (what a
+/// coordinator knows; the signer uses its own record).
+fn taproot(c: &Cluster, wallet: &str) -> TaprootWallet {
+    let key = &c.keys[&wid(wallet)];
+    let internal = XOnlyPublicKey::from_slice(&key.internal_key().to_bytes()).unwrap();
+    let output = XOnlyPublicKey::from_slice(&key.output_key().to_bytes()).unwrap();
+    let root = match key.script_tree() {
+        ScriptTree::Root(r) => Some(TapNodeHash::from_byte_array(r.0)),
+        _ => None,
+    };
+    TaprootWallet::from_keys(Network::Regtest, internal, root, output).unwrap()
+}
+
+/// `n` made-up outputs of the wallet of `value` each; `salt` makes the
+/// outpoints (and so the transaction) distinct.
+fn funding(w: &TaprootWallet, n: usize, value: u64, salt: u8) -> Vec<SpendInput> {
+    (0..n)
+        .map(|i| SpendInput {
+            outpoint: OutPoint {
+                txid: Txid::from_byte_array([salt; 32]),
+                vout: u32::try_from(i).unwrap(),
+            },
+            value: Amount::from_sat(value),
+            script_pubkey: w.script_pubkey().clone(),
+        })
+        .collect()
+}
+
+/// Spends `inputs` outputs of 100 000 sat: 50 000 to [`external`], the
+/// rest less a 1 000 sat fee back to the wallet.
+fn spend(w: &TaprootWallet, inputs: usize, salt: u8) -> WalletPsbt {
+    pay(w, &funding(w, inputs, 100_000, salt), Some(external()))
+}
+
+/// Spends `inputs`: 50 000 sat to `to` if given, the rest less a 1 000 sat
+/// fee to the wallet itself; or, without `to`, everything to the wallet.
+fn pay(w: &TaprootWallet, inputs: &[SpendInput], to: Option<bitcoin::Address>) -> WalletPsbt {
+    let total: u64 = inputs.iter().map(|i| i.value.to_sat()).sum();
+    let mut outputs = Vec::new();
+    let mut rest = total - 1_000;
+    if let Some(to) = to {
+        outputs.push(Payment {
+            destination: Destination::Address(to),
+            value: Amount::from_sat(50_000),
+        });
+        rest -= 50_000;
+    }
+    outputs.push(Payment {
+        destination: Destination::Script(w.script_pubkey().clone()),
+        value: Amount::from_sat(rest),
+    });
+    build_psbt(w, inputs, &outputs, LockTime::ZERO).unwrap()
+}
+
+/// The messages an honest coordinator asks for: every wallet input's
+/// sighash, in input order.
+fn sighashes(psbt: &WalletPsbt) -> Vec<[u8; 32]> {
+    psbt.wallet_sighashes()
+        .unwrap()
+        .iter()
+        .map(|s| s.sighash.to_byte_array())
+        .collect()
+}
+
+/// Round 1 at `seats` for `inputs` nonces each.
+fn round1(
+    c: &mut Cluster,
+    wallet: &str,
+    seats: &[u16],
+    inputs: usize,
+) -> BTreeMap<u16, Vec<Commitment>> {
+    seats
+        .iter()
+        .map(|s| (*s, c.round1(*s, COORD_A, wallet, inputs).unwrap()))
+        .collect()
+}
+
+/// A round-2 request for `psbt` with the given messages.
+fn psbt_request(
+    c: &mut Cluster,
+    wallet: &str,
+    seats: &[u16],
+    psbt: &[u8],
+    messages: &[[u8; 32]],
+) -> (Round2Request, BTreeMap<u16, Vec<Commitment>>) {
+    let comms = round1(c, wallet, seats, messages.len());
+    let req = c.request_for(wallet, &comms, messages, SigningTarget::psbt(psbt.to_vec()));
+    (req, comms)
+}
+
+/// Signs `psbt` through the engine at `seats`: round 1, round 2 and
+/// aggregation (each signature verified under the output key).
+fn sign(
+    c: &mut Cluster,
+    wallet: &str,
+    seats: &[u16],
+    psbt: &WalletPsbt,
+) -> Result<Vec<Signature>, Error> {
+    let (req, _) = psbt_request(c, wallet, seats, &psbt.serialize(), &sighashes(psbt));
+    let mut shares = BTreeMap::new();
+    for s in seats {
+        shares.insert(*s, c.round2(*s, &req)?);
+    }
+    Ok(c.aggregate(wallet, &req, &shares))
+}
+
+/// Inserts the signatures (with `suffix` appended: the sighash type byte
+/// of a non-default type) and extracts the transaction.
+fn finalize(mut psbt: WalletPsbt, sigs: &[Signature], suffix: &[u8]) -> Transaction {
+    let inputs = psbt.wallet_inputs().to_vec();
+    assert_eq!(inputs.len(), sigs.len());
+    for (input, sig) in inputs.into_iter().zip(sigs) {
+        let bytes = [&sig.to_bytes().unwrap()[..], suffix].concat();
+        psbt.insert_signature(input, &bytes).unwrap();
+    }
+    psbt.extract_transaction().unwrap()
+}
+
+/// Core accepts `tx`, and refuses it with one byte of input `victim`'s
+/// signature flipped.
+fn assert_core_accepts_only_untampered(tx: &Transaction, prevouts: &[TxOut], victim: usize) {
+    verify_with_core(tx, prevouts).unwrap();
+    let mut bad = tx.clone();
+    let mut sig = bad.input[victim].witness.to_vec().remove(0);
+    sig[10] ^= 0x01;
+    bad.input[victim].witness = bitcoin::Witness::from_slice(&[sig]);
+    assert_eq!(verify_with_core(&bad, prevouts).unwrap_err().0, victim);
+}
+
+fn denial(err: &Error) -> (Rule, Violation) {
+    match err {
+        Error::PolicyDenied { denial, .. } => (denial.rule, denial.violation.clone()),
+        other => panic!("expected policy_denied, got {other:?}"),
+    }
+}
+
+#[test]
+fn engine_signed_transactions_pass_core_and_tampered_ones_fail() {
+    let specs = [
+        Spec::new("dkg", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy()),
+        Spec::new("dkg-root", Keys::Dkg(ScriptTree::Root(MerkleRoot([3; 32])))).policy(policy()),
+        Spec::new("imported", Keys::Imported(7, ScriptTree::KeyPathOnly)).policy(policy()),
+        Spec::new(
+            "imported-root",
+            Keys::Imported(9, ScriptTree::Root(MerkleRoot([4; 32]))),
+        )
+        .policy(policy()),
+    ];
+    let mut c = Cluster::with_wallets(30, 3, 5, &specs, Limits::default());
+    let mut salt = 0;
+    for spec in &specs {
+        for inputs in [1, 6] {
+            salt += 1;
+            let w = taproot(&c, &spec.name);
+            let psbt = spend(&w, inputs, salt);
+            let sigs = sign(&mut c, &spec.name, &[1, 3, 5], &psbt).unwrap();
+            let prevouts = psbt.prevouts().to_vec();
+            let tx = finalize(psbt, &sigs, &[]);
+            assert_core_accepts_only_untampered(&tx, &prevouts, inputs - 1);
+        }
+    }
+}
+
+#[test]
+fn sighash_all_is_signed_and_none_single_anyonecanpay_are_refused_by_default() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(31, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let with_type = |ty: TapSighashType, salt| {
+        let mut raw = spend(&w, 2, salt).psbt().clone();
+        for input in &mut raw.inputs {
+            input.sighash_type = Some(ty.into());
+        }
+        WalletPsbt::from_psbt(raw, &w).unwrap()
+    };
+    for (salt, ty) in [
+        TapSighashType::None,
+        TapSighashType::Single,
+        TapSighashType::AllPlusAnyoneCanPay,
+        TapSighashType::NonePlusAnyoneCanPay,
+        TapSighashType::SinglePlusAnyoneCanPay,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let psbt = with_type(ty, u8::try_from(salt).unwrap() + 1);
+        let err = sign(&mut c, "w", &[1, 2], &psbt).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PolicyDenied);
+        let (rule, violation) = denial(&err);
+        assert_eq!(rule, Rule::SighashType, "{ty:?}");
+        assert!(
+            matches!(violation, Violation::SighashType { input: InputIndex(0), sighash_type } if sighash_type == ty),
+            "{violation:?}"
+        );
+    }
+    let psbt = with_type(TapSighashType::All, 9);
+    let sigs = sign(&mut c, "w", &[1, 2], &psbt).unwrap();
+    let prevouts = psbt.prevouts().to_vec();
+    let tx = finalize(psbt, &sigs, &[TapSighashType::All as u8]);
+    verify_with_core(&tx, &prevouts).unwrap();
+}
+
+#[test]
+fn requests_that_differ_from_the_psbt_release_nothing() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(32, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let psbt = spend(&w, 3, 1);
+    let bytes = psbt.serialize();
+    let honest = sighashes(&psbt);
+
+    let mut wrong = honest.clone();
+    wrong[1][0] ^= 1;
+    let (req, comms) = psbt_request(&mut c, "w", &[1, 2], &bytes, &wrong);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(
+        matches!(err, Error::MessageMismatch { input: 1, .. }),
+        "{err:?}"
+    );
+    assert!(c.member(1).marker("w", &comms[&1][0]).is_none());
+    // The refused request spent no nonce: the honest one signs with them.
+    let target = SigningTarget::psbt(bytes.clone());
+    let ok = c.request_for("w", &comms, &honest, target);
+    assert_eq!(c.round2(1, &ok).unwrap().len(), 3);
+
+    // A subset or a superset of the wallet's inputs.
+    let mut superset = honest.clone();
+    superset.push([7; 32]);
+    for messages in [&honest[..2], &superset[..]] {
+        let (req, comms) = psbt_request(&mut c, "w", &[1, 2], &bytes, messages);
+        let err = c.round2(1, &req).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Malformed {
+                    part: thresig_engine::RequestPart::InputCount { messages: 3, .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(c.member(1).marker("w", &comms[&1][0]).is_none());
+    }
+}
+
+#[test]
+fn a_psbt_stating_another_prevout_script_or_amount_is_refused() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(33, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+
+    // Input 0 claims the wallet's internal key but spends another script.
+    let mut raw = spend(&w, 2, 1).psbt().clone();
+    let foreign = external().script_pubkey();
+    raw.inputs[0].witness_utxo.as_mut().unwrap().script_pubkey = foreign.clone();
+    let psbt = WalletPsbt::from_psbt(raw, &w).unwrap();
+    let err = sign(&mut c, "w", &[1, 2], &psbt).unwrap_err();
+    let (rule, violation) = denial(&err);
+    assert_eq!(rule, Rule::PrevoutScript);
+    assert_eq!(
+        violation,
+        Violation::PrevoutScript {
+            input: InputIndex(0),
+            script_pubkey: foreign
+        }
+    );
+
+    // The full previous transaction says 90 000 sat, witness_utxo 100 000.
+    let prev = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![],
+        output: vec![TxOut {
+            value: Amount::from_sat(90_000),
+            script_pubkey: w.script_pubkey().clone(),
+        }],
+    };
+    let mut inputs = funding(&w, 1, 100_000, 2);
+    inputs[0].outpoint = OutPoint {
+        txid: prev.compute_txid(),
+        vout: 0,
+    };
+    let honest = pay(&w, &inputs, Some(external()));
+    let messages = sighashes(&honest);
+    let mut raw = honest.psbt().clone();
+    raw.inputs[0].non_witness_utxo = Some(prev);
+    let mut out = Vec::new();
+    raw.serialize_to_writer(&mut out).unwrap();
+    let (req, _) = psbt_request(&mut c, "w", &[1, 2], &out, &messages);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Transaction {
+                source: thresig_tx::Error::PrevoutMismatch {
+                    input: InputIndex(0)
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A PSBT overstating the amount: its sighash is not the one a
+    // coordinator that knows the real amount asks for.
+    let real = pay(&w, &funding(&w, 1, 90_000, 3), Some(external()));
+    let inflated = pay(&w, &funding(&w, 1, 100_000, 3), Some(external()));
+    let (req, _) = psbt_request(
+        &mut c,
+        "w",
+        &[1, 2],
+        &inflated.serialize(),
+        &sighashes(&real),
+    );
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(
+        matches!(err, Error::MessageMismatch { input: 0, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_transaction_is_charged_once_however_many_sessions_sign_it() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_per_minute())];
+    let mut c = Cluster::with_wallets(34, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let first = spend(&w, 2, 1);
+    // Three ROAST sessions over one transaction, with different signer sets.
+    for seats in [[1, 2], [1, 3], [2, 1]] {
+        assert_eq!(sign(&mut c, "w", &seats, &first).unwrap().len(), 2);
+    }
+    // A second transaction in the same minute is over the limit.
+    let second = spend(&w, 1, 2);
+    let err = sign(&mut c, "w", &[1, 2], &second).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    assert_eq!(
+        denial(&err),
+        (
+            Rule::RatePerMinute,
+            Violation::Rate {
+                charged: 1,
+                limit: 1
+            }
+        )
+    );
+    // The ledger is durable.
+    c.restart(1);
+    assert_eq!(
+        denial(&sign(&mut c, "w", &[1, 3], &second).unwrap_err()).0,
+        Rule::RatePerMinute
+    );
+    // A minute later it signs.
+    c.advance(Duration::from_secs(61));
+    let sigs = sign(&mut c, "w", &[1, 2], &second).unwrap();
+    let prevouts = second.prevouts().to_vec();
+    verify_with_core(&finalize(second, &sigs, &[]), &prevouts).unwrap();
+}
+
+#[test]
+fn two_concurrent_transactions_never_both_pass_a_limit_of_one() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_per_minute())];
+    let mut c = Cluster::with_wallets(35, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    // A second signer process for seat 1 over the same database.
+    let member = c.member(1);
+    let other = Signer::open(
+        member.config.clone(),
+        identity_secret(1),
+        member.store().share(),
+    )
+    .unwrap();
+
+    let tx_a = spend(&w, 1, 1);
+    let tx_b = spend(&w, 1, 2);
+    let (req_a, comms_a) = psbt_request(&mut c, "w", &[1, 2], &tx_a.serialize(), &sighashes(&tx_a));
+    let now = c.now;
+    let own = other
+        .round1(
+            now,
+            coordinator(COORD_A),
+            &Round1Request::new(wid("w"), 1),
+            &mut c.rng,
+        )
+        .unwrap();
+    let seat2 = c.round1(2, COORD_A, "w", 1).unwrap();
+    let own: Vec<Commitment> = own
+        .commitments
+        .iter()
+        .map(|h| Commitment::from_bytes(&h.0).unwrap())
+        .collect();
+    let comms_b = [(1, own), (2, seat2)].into();
+    let req_b = c.request_for(
+        "w",
+        &comms_b,
+        &sighashes(&tx_b),
+        SigningTarget::psbt(tx_b.serialize()),
+    );
+
+    // A is checked against the empty ledger, then parked in its commit.
+    let (parked_tx, parked_rx) = channel();
+    let (release_tx, release_rx) = channel();
+    c.member(1)
+        .store()
+        .park_commit(&wid("w"), parked_tx, release_rx);
+    let signer = c.member(1).signer();
+    let mut rng_a = c.rng.clone();
+    let mut rng_b = c.rng.clone();
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| signer.round2(now, coordinator(COORD_A), &req_a, &mut rng_a));
+        parked_rx.recv().unwrap();
+        // B, checked against the same empty ledger, commits first.
+        let b = other.round2(now, coordinator(COORD_A), &req_b, &mut rng_b);
+        assert_eq!(b.unwrap().shares.len(), 1);
+        release_tx.send(()).unwrap();
+        // A's charge conflicts; re-checked against B's charge, it is refused.
+        let err = a.join().unwrap().unwrap_err();
+        assert_eq!(denial(&err).0, Rule::RatePerMinute);
+    });
+    assert!(
+        c.member(1).marker("w", &comms_a[&1][0]).is_none(),
+        "A released nothing"
+    );
+    assert!(c.member(1).marker("w", &comms_b[&1][0]).is_some());
+}
+
+#[test]
+fn a_rekeying_wallet_signs_only_the_sweep_to_its_active_successor() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly))
+            .policy(policy())
+            .successor("new"),
+        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    let mut c = Cluster::with_wallets(36, 2, 3, &specs, Limits::default());
+    let old = taproot(&c, "old");
+    let new = taproot(&c, "new");
+    for s in [1, 2, 3] {
+        let err = c.member(s).signer().begin_rekey(&wid("new")).unwrap_err();
+        assert!(
+            matches!(err, Error::RekeyNotPossible { .. }),
+            "no successor: {err:?}"
+        );
+        c.member(s).signer().begin_rekey(&wid("old")).unwrap();
+    }
+    c.restart(2);
+    for s in [1, 2, 3] {
+        let state = c.member(s).signer().status(&wid("old")).unwrap().state;
+        assert_eq!(state, WalletStateKind::Rekeying, "durable at seat {s}");
+    }
+    // An ordinary spend, a spend keeping change, raw digests: refused.
+    let ordinary = spend(&old, 1, 1);
+    let keep_change = pay(&old, &funding(&old, 2, 100_000, 2), Some(new.address()));
+    for psbt in [&ordinary, &keep_change] {
+        let err = sign(&mut c, "old", &[1, 2], psbt).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::RekeyInProgress, "{err:?}");
+    }
+    let comms = round1(&mut c, "old", &[1, 2], 1);
+    let err = c
+        .round2(1, &c.request("old", &comms, &[[1; 32]]))
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RekeyInProgress);
+
+    // The sweep of everything to the successor signs and passes Core.
+    let inputs = funding(&old, 3, 100_000, 3);
+    let sweep = build_psbt(
+        &old,
+        &inputs,
+        &[Payment {
+            destination: Destination::Address(new.address()),
+            value: Amount::from_sat(299_000),
+        }],
+        LockTime::ZERO,
+    )
+    .unwrap();
+    let sigs = sign(&mut c, "old", &[2, 3], &sweep).unwrap();
+    let prevouts = sweep.prevouts().to_vec();
+    verify_with_core(&finalize(sweep, &sigs, &[]), &prevouts).unwrap();
+}
+
+#[test]
+fn no_sweep_is_signed_while_the_successor_is_not_active() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly))
+            .policy(policy())
+            .successor("new"),
+        Spec::new("new", Keys::None),
+    ];
+    let mut c = Cluster::with_wallets(37, 2, 3, &specs, Limits::default());
+    let old = taproot(&c, "old");
+    for s in [1, 2] {
+        c.member(s).signer().begin_rekey(&wid("old")).unwrap();
+    }
+    // Any output: the successor has no key yet, so nothing is a sweep.
+    let psbt = pay(&old, &funding(&old, 1, 100_000, 1), None);
+    let err = sign(&mut c, "old", &[1, 2], &psbt).unwrap_err();
+    assert!(matches!(err, Error::SuccessorNotActive { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::RekeyInProgress);
+}
