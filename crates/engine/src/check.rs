@@ -68,7 +68,7 @@ const COMMITMENT_DOMAIN: &[u8] = b"thresig/engine/commitment/v1";
 const PACKAGE_DOMAIN: &[u8] = b"thresig/engine/round2-request/v1";
 
 /// SHA-256 of `domain` and each part, length-prefixed.
-fn tagged_hash(domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn tagged_hash(domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(domain);
     for part in parts {

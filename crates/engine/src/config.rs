@@ -172,18 +172,23 @@ pub struct Limits {
     /// fresh vector returned with the shares, so four full-size vectors
     /// leave ample room.
     pub nonces_per_coordinator: usize,
-    /// Live nonces per wallet over all coordinators; a round 1 beyond it
-    /// fails with `capacity_exhausted` instead of evicting another
-    /// coordinator's nonces. Bounds memory against many coordinator
-    /// identities (every roster member may coordinate).
+    /// Live nonces per wallet over all coordinators. Each roster member,
+    /// as a coordinator, is always admitted up to its reserved share,
+    /// `min(nonces_per_coordinator, nonces_per_wallet / members)`, so
+    /// coordinators that fill the wallet within their own quotas cannot
+    /// lock another out; a round 1 that takes a coordinator beyond its
+    /// share fails with `capacity_exhausted` when it would exceed this cap
+    /// (it never evicts another coordinator's nonces). Live nonces stay
+    /// below twice this value; setting it to at least `members ×
+    /// nonces_per_coordinator` reserves every member its full quota.
     pub nonces_per_wallet: usize,
     /// How long an unused nonce lives. A ROAST session completes in seconds;
     /// five minutes tolerates slow signers while bounding how long a
     /// coordinator can keep nonces parked.
     pub nonce_ttl: Duration,
     /// The replay window: how long a consumed, evicted or expired commitment
-    /// is still remembered in memory (to answer `session_conflict`,
-    /// `attempt_expired` or `capacity_exhausted` instead of
+    /// is still remembered in memory (to answer `session_conflict` or
+    /// `attempt_expired`, or name the eviction, instead of a bare
     /// `nonce_unknown`), how long pending shares wait for a retry, and how
     /// long after the nonce TTL a marker is kept before it may be purged. An
     /// hour covers coordinator retries across a signer restart.

@@ -22,11 +22,14 @@ use thresig_crypto::{DkgRound1, DkgRound2, Round1Package, Round2Package, ScriptT
 use thresig_store::{Conflict, Store, WriteOutcome};
 
 use crate::api::HexBytes;
+use crate::check::tagged_hash;
 use crate::config::{IdentityKey, WalletConfig};
 use crate::dkg_msg::{
     DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash, hpke_keypair, open, seal,
 };
-use crate::durable::{abort_ops, confirmation_ops, pending_ops};
+use crate::durable::{
+    abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
+};
 use crate::error::{DkgFault, Error, InternalFault};
 use crate::ids::WalletId;
 use crate::signer::{Shard, Signer, Slot, lock};
@@ -95,6 +98,13 @@ enum Phase {
         state: DkgRound2,
         hpke: HpkeSecret,
         echo: [u8; 32],
+    },
+    /// Part 3 computed the result, but its commit has not been seen to be
+    /// durable: the byte-identical part-3 request (`request`) re-attempts
+    /// the same commit. The HPKE key is already gone.
+    Finished {
+        result: Box<Confirming>,
+        request: [u8; 32],
     },
 }
 
@@ -267,12 +277,53 @@ impl<S: Store> Signer<S> {
     ) -> Result<SignedDkgMessage, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(slot)?;
-        // The HPKE key (zeroized on drop by x25519-dalek) lives only until
-        // this part returns.
-        let (state, hpke, echo) = match take_phase(&mut shard, slot, session)? {
-            Phase::Round2 { state, hpke, echo } => (state, hpke, echo),
-            other => return Err(restore(&mut shard, session, other, slot)),
-        };
+        let request = finish_request_hash(round2)?;
+        match shard.dkg.take() {
+            Some(DkgSession {
+                id,
+                phase: Phase::Round2 { state, hpke, echo },
+            }) if id == session => {
+                let result = self.compute_result(slot, session, round2, state, &hpke, echo)?;
+                self.commit_result(slot, &mut shard, session, result, request)
+            }
+            Some(DkgSession {
+                id,
+                phase:
+                    Phase::Finished {
+                        result,
+                        request: first,
+                    },
+            }) if id == session && first == request => {
+                self.commit_result(slot, &mut shard, session, *result, request)
+            }
+            other => {
+                shard.dkg = other;
+                // A result already durable answers its own session again.
+                match &shard.state {
+                    WalletState::AwaitingConfirmations(c) if c.session() == session => {
+                        c.confirmation(&self.identity, wallet, slot.seat.get())
+                    }
+                    _ => Err(Error::DkgNotInPhase {
+                        wallet: wallet.clone(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Checks the round-2 messages addressed to this member and derives its
+    /// share and the wallet key. The HPKE key (zeroized on drop by
+    /// x25519-dalek) is dropped by the caller when this returns.
+    fn compute_result(
+        &self,
+        slot: &Slot,
+        session: DkgSessionId,
+        round2: &[SignedDkgMessage],
+        state: DkgRound2,
+        hpke: &HpkeSecret,
+        echo: [u8; 32],
+    ) -> Result<Confirming, Error> {
+        let wallet = &slot.config.id;
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
         let me = slot.seat.get();
         let mut packages = Vec::with_capacity(round2.len());
@@ -296,7 +347,7 @@ impl<S: Store> Signer<S> {
             if !senders.insert(msg.sender) {
                 return Err(fail(msg.sender, DkgFault::DuplicateSender));
             }
-            let plain = open(&hpke, &session, wallet, msg.sender, me, &sealed.0)
+            let plain = open(hpke, &session, wallet, msg.sender, me, &sealed.0)
                 .ok_or_else(|| fail(msg.sender, DkgFault::BadSeal))?;
             let package = Round2Package::from_bytes(&plain)
                 .map_err(|_| fail(msg.sender, DkgFault::InvalidPackage))?;
@@ -308,31 +359,89 @@ impl<S: Store> Signer<S> {
         let (share, key) = state
             .finish(packages)
             .map_err(|e| {
-                let accused = e.culprits().first().map_or(0, |s| s.get());
+                let accused = e.culprits().first().map_or(NO_MEMBER, |s| s.get());
                 fail(accused, DkgFault::InvalidPackage)
             })?
             .into_parts();
-        let ops = pending_ops(wallet, session, &key, &share, echo)?;
-        match self.store.write(ops).map_err(|source| Error::Store {
-            wallet: wallet.clone(),
-            source,
-        })? {
+        let mut result = Confirming::new(session, key, share, echo);
+        result.accept(me);
+        Ok(result)
+    }
+
+    /// Commits a computed part-3 result (insert-if-absent) and moves the
+    /// wallet to awaiting confirmations. A result the store already holds
+    /// (an earlier commit whose outcome was unknown) is adopted. If the
+    /// commit fails, the result stays in memory for the byte-identical
+    /// retry.
+    fn commit_result(
+        &self,
+        slot: &Slot,
+        shard: &mut Shard,
+        session: DkgSessionId,
+        result: Confirming,
+        request: [u8; 32],
+    ) -> Result<SignedDkgMessage, Error> {
+        let wallet = &slot.config.id;
+        let ops = pending_ops(wallet, &result)?;
+        let outcome = match self.store.write(ops) {
+            Ok(outcome) => outcome,
+            Err(source) => {
+                shard.dkg = Some(DkgSession {
+                    id: session,
+                    phase: Phase::Finished {
+                        result: Box::new(result),
+                        request,
+                    },
+                });
+                return Err(Error::Store {
+                    wallet: wallet.clone(),
+                    source,
+                });
+            }
+        };
+        match outcome {
             WriteOutcome::Committed(_) => {}
             WriteOutcome::Skipped {
                 conflict: Conflict::KeyPackagePresent(_),
                 ..
             } => {
-                return Err(Error::KeyPackagePresent {
-                    wallet: wallet.clone(),
-                });
+                if !result_is_stored(&self.store, wallet, &result)? {
+                    return Err(Error::KeyPackagePresent {
+                        wallet: wallet.clone(),
+                    });
+                }
             }
             _ => return Err(Error::Internal(InternalFault::UnexpectedWrite)),
         }
-        let mut confirming = Confirming::new(session, key, share, echo);
-        confirming.accept(me);
-        let message = confirming.confirmation(&self.identity, wallet, me)?;
-        shard.state = WalletState::AwaitingConfirmations(confirming);
+        let message = result.confirmation(&self.identity, wallet, slot.seat.get())?;
+        shard.state = WalletState::AwaitingConfirmations(result);
         Ok(message)
+    }
+
+    /// Adopts a part-3 result held in memory whose commit turned out to be
+    /// durable (the store holds exactly this result), so confirmations and
+    /// the operator's abort see it. Does nothing otherwise.
+    fn adopt_durable(&self, slot: &Slot, shard: &mut Shard) -> Result<(), Error> {
+        let Some(DkgSession {
+            phase: Phase::Finished { result, .. },
+            ..
+        }) = &shard.dkg
+        else {
+            return Ok(());
+        };
+        if !matches!(shard.state, WalletState::DkgPending)
+            || !result_is_stored(&self.store, &slot.config.id, result)?
+        {
+            return Ok(());
+        }
+        if let Some(DkgSession {
+            phase: Phase::Finished { result, .. },
+            ..
+        }) = shard.dkg.take()
+        {
+            shard.state = WalletState::AwaitingConfirmations(*result);
+        }
+        Ok(())
     }
 
     /// Accepts a signed confirmation from any member at any time. When all
@@ -350,6 +459,7 @@ impl<S: Store> Signer<S> {
     ) -> Result<ConfirmationStatus, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(slot)?;
+        self.adopt_durable(slot, &mut shard)?;
         let needed = slot.config.roster.len();
         if matches!(shard.state, WalletState::Active(_)) {
             return Ok(ConfirmationStatus {
@@ -364,15 +474,12 @@ impl<S: Store> Signer<S> {
             });
         };
         let session = confirming.session();
-        if &msg.wallet != wallet || !msg.verify(&slot.config) {
-            return Err(dkg_failed(
-                slot,
-                session,
-                msg.sender,
-                DkgFault::BadSignature,
-            ));
+        // An unverifiable or replayed (other session) confirmation proves
+        // nothing about its claimed sender: a relay fault, no one accused.
+        if &msg.wallet != wallet || msg.session != session || !msg.verify(&slot.config) {
+            return Err(dkg_failed(slot, session, NO_MEMBER, DkgFault::BadSignature));
         }
-        if msg.session != session || !confirming.matches(&msg.payload)? {
+        if !confirming.matches(&msg.payload)? {
             return Err(dkg_failed(
                 slot,
                 session,
@@ -434,17 +541,28 @@ impl<S: Store> Signer<S> {
     pub fn dkg_abort(&self, wallet: &WalletId, session: DkgSessionId) -> Result<(), Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(slot)?;
-        if shard.dkg.as_ref().is_some_and(|s| s.id == session) {
+        let in_memory = match &shard.dkg {
+            Some(s) if s.id == session => Some(matches!(s.phase, Phase::Finished { .. })),
+            _ => None,
+        };
+        if in_memory == Some(false) {
             shard.dkg = None;
             return Ok(());
         }
-        match &shard.state {
-            WalletState::AwaitingConfirmations(c) if c.session() == session => {}
-            _ => {
-                return Err(Error::DkgNotInPhase {
-                    wallet: wallet.clone(),
-                });
-            }
+        let awaiting = matches!(
+            &shard.state,
+            WalletState::AwaitingConfirmations(c) if c.session() == session
+        );
+        // A result whose commit outcome memory does not know (or a stored
+        // one memory never loaded) is deleted as well.
+        let durable = || -> Result<bool, Error> {
+            Ok(matches!(shard.state, WalletState::DkgPending)
+                && result_stored_for(&self.store, wallet, session)?)
+        };
+        if !awaiting && in_memory.is_none() && !durable()? {
+            return Err(Error::DkgNotInPhase {
+                wallet: wallet.clone(),
+            });
         }
         self.store
             .write(abort_ops(wallet, session)?)
@@ -452,10 +570,22 @@ impl<S: Store> Signer<S> {
                 wallet: wallet.clone(),
                 source,
             })?;
+        shard.dkg = None;
         shard.state = WalletState::DkgPending;
         Ok(())
     }
 }
+
+/// The hash that identifies a part-3 request: only the byte-identical
+/// request may retry a result whose commit did not finish.
+fn finish_request_hash(round2: &[SignedDkgMessage]) -> Result<[u8; 32], Error> {
+    let encoded =
+        serde_json::to_vec(round2).map_err(|_| Error::Internal(InternalFault::Serialization))?;
+    Ok(tagged_hash(FINISH_DOMAIN, &[&encoded]))
+}
+
+/// Domain separation tag of part-3 request hashes.
+const FINISH_DOMAIN: &[u8] = b"thresig/engine/dkg-finish-request/v1";
 
 /// Takes the session's phase out of the shard (the caller puts the next one
 /// back), checking the session id.
@@ -479,26 +609,28 @@ fn restore(shard: &mut Shard, session: DkgSessionId, phase: Phase, slot: &Slot) 
     }
 }
 
-/// Checks a message's session, wallet, sender and signature.
+/// Checks a message's session, wallet, sender and signature. A message
+/// that fails here proves nothing about its claimed sender (the coordinator
+/// relays every message and may have forged, altered or replayed it), so the
+/// failure accuses no member: it is reported as a relay fault.
 fn check_envelope(slot: &Slot, session: DkgSessionId, msg: &SignedDkgMessage) -> Result<(), Error> {
     if msg.sender == slot.seat.get() {
         return Err(dkg_failed(
             slot,
             session,
-            msg.sender,
+            NO_MEMBER,
             DkgFault::OwnMessageEchoed,
         ));
     }
     if msg.session != session || msg.wallet != slot.config.id || !msg.verify(&slot.config) {
-        return Err(dkg_failed(
-            slot,
-            session,
-            msg.sender,
-            DkgFault::BadSignature,
-        ));
+        return Err(dkg_failed(slot, session, NO_MEMBER, DkgFault::BadSignature));
     }
     Ok(())
 }
+
+/// The `accused` seat of a fault no valid signature proves against any
+/// member (a relay fault: the coordinator or the network).
+const NO_MEMBER: u16 = 0;
 
 fn missing_seat(config: &WalletConfig, seen: impl Iterator<Item = u16>) -> Option<u16> {
     let seen: BTreeSet<u16> = seen.collect();

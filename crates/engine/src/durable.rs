@@ -165,30 +165,80 @@ pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec
     }])
 }
 
-/// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
-/// the result awaiting confirmation (`[version][transcript][wallet key]`).
-pub(crate) fn pending_ops(
-    wallet: &WalletId,
-    session: DkgSessionId,
-    key: &WalletKey,
-    share: &KeyShare,
-    transcript: [u8; 32],
-) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
-    let value = [
+/// The stored form of a DKG result awaiting confirmation:
+/// `[version][transcript][wallet key]`.
+fn dkg_result_value(result: &Confirming) -> Result<Vec<u8>, Error> {
+    Ok([
         &[DKG_RESULT_VERSION][..],
-        &transcript,
-        &key.to_bytes().map_err(encoding_failed)?,
+        &result.transcript(),
+        &result.key().to_bytes().map_err(encoding_failed)?,
     ]
-    .concat();
+    .concat())
+}
+
+/// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
+/// the result awaiting confirmation.
+pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
     Ok(vec![
-        key_package_op(&id, FIRST_KEY_EPOCH, share)?,
+        key_package_op(&id, FIRST_KEY_EPOCH, result.share())?,
         WriteOp::PutDkgResult {
             wallet: id.clone(),
-            session: dkg_session_id(session)?,
-            value,
+            session: dkg_session_id(result.session())?,
+            value: dkg_result_value(result)?,
         },
     ])
+}
+
+/// Whether the store already holds exactly this part-3 result (its key
+/// package and its DKG result record): an earlier commit of it was durable
+/// although its outcome was not seen.
+///
+/// # Errors
+/// [`Error::Store`] if the store cannot be read.
+pub(crate) fn result_is_stored<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    result: &Confirming,
+) -> Result<bool, Error> {
+    let id = wallet.store_id()?;
+    let read = |source| Error::Store {
+        wallet: wallet.clone(),
+        source,
+    };
+    let share = result.share().to_bytes().map_err(encoding_failed)?;
+    let stored_share = store.key_package(&id, FIRST_KEY_EPOCH).map_err(read)?;
+    if stored_share.as_ref().map(|s| &s[..]) != Some(&share[..]) {
+        return Ok(false);
+    }
+    let session = dkg_session_id(result.session())?;
+    let value = dkg_result_value(result)?;
+    Ok(store
+        .dkg_results(&id)
+        .map_err(read)?
+        .iter()
+        .any(|(s, v)| *s == session && v[..] == value[..]))
+}
+
+/// Whether the store holds a DKG result of `session` for `wallet`.
+///
+/// # Errors
+/// [`Error::Store`] if the store cannot be read.
+pub(crate) fn result_stored_for<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+) -> Result<bool, Error> {
+    let id = wallet.store_id()?;
+    let session = dkg_session_id(session)?;
+    Ok(store
+        .dkg_results(&id)
+        .map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?
+        .iter()
+        .any(|(s, _)| *s == session))
 }
 
 /// The unit that makes a confirmed DKG's wallet active.

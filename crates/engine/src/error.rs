@@ -220,7 +220,8 @@ pub enum InternalFault {
 #[non_exhaustive]
 pub enum DkgFault {
     /// The message's signature does not verify under the sender's roster
-    /// key, or it names another session or wallet.
+    /// key, or it names another session or wallet (a relay fault: no
+    /// member is accused).
     BadSignature,
     /// A round-2 payload's echo hash differs from this member's.
     EchoMismatch,
@@ -533,8 +534,13 @@ pub enum Error {
         session: crate::dkg_msg::DkgSessionId,
         /// This member's seat number.
         accuser: u16,
-        /// The accused member's seat number (0 if the crypto layer named
-        /// none).
+        /// The accused member's seat number, named only for a fault proven
+        /// by a message validly signed by that member (or named by the
+        /// crypto layer's checks of such a message); 0 when no member is
+        /// accused: a message that does not verify, names another session
+        /// or wallet, or echoes this member's own proves nothing about its
+        /// claimed sender (the coordinator relays every message), so it is
+        /// a relay fault.
         accused: u16,
         /// What failed.
         fault: DkgFault,
@@ -585,9 +591,11 @@ impl Error {
             Self::WalletRetired { .. } => ErrorCode::WalletRetired,
             Self::WalletCorrupt { .. } => ErrorCode::WalletCorrupt,
             Self::SessionConflict { .. } => ErrorCode::SessionConflict,
-            Self::NonceUnknown { .. } => ErrorCode::NonceUnknown,
+            // An evicted nonce is gone for good: no retry of round 2 can
+            // succeed (round 1's refusal stays `capacity_exhausted`).
+            Self::NonceUnknown { .. } | Self::NonceEvicted { .. } => ErrorCode::NonceUnknown,
             Self::AttemptExpired { .. } => ErrorCode::AttemptExpired,
-            Self::NonceEvicted { .. } | Self::NonceCapacity { .. } => ErrorCode::CapacityExhausted,
+            Self::NonceCapacity { .. } => ErrorCode::CapacityExhausted,
             Self::IdentifierNotInRoster { .. }
             | Self::TooFewSigners { .. }
             | Self::CoordinatorNotMember { .. } => ErrorCode::RosterMismatch,

@@ -73,11 +73,13 @@ pub(crate) struct NoncePool<N> {
     /// Tombstones in insertion order, for expiry and the size cap.
     tombstone_order: VecDeque<CommitmentHash>,
     limits: Limits,
+    /// Members of the wallet (each may coordinate for it).
+    members: usize,
 }
 
 impl<N> NoncePool<N> {
-    /// An empty pool.
-    pub(crate) fn new(limits: Limits) -> Self {
+    /// An empty pool for a wallet of `members` members.
+    pub(crate) fn new(limits: Limits, members: usize) -> Self {
         Self {
             vectors: HashMap::new(),
             index: HashMap::new(),
@@ -86,6 +88,7 @@ impl<N> NoncePool<N> {
             tombstones: HashMap::new(),
             tombstone_order: VecDeque::new(),
             limits,
+            members,
         }
     }
 
@@ -106,8 +109,15 @@ impl<N> NoncePool<N> {
     }
 
     /// Makes room for `count` new nonces of `coordinator`: drops expired
-    /// vectors, evicts the coordinator's oldest vectors beyond its quota,
-    /// then checks the wallet-wide limit.
+    /// vectors, decides whether the request fits, and only then evicts the
+    /// coordinator's oldest vectors beyond its quota (a refused request
+    /// evicts nothing).
+    ///
+    /// The wallet-wide limit cannot be used by some coordinators to lock
+    /// others out: each coordinator is always admitted up to its reserved
+    /// share, `min(nonces_per_coordinator, nonces_per_wallet / members)`;
+    /// only nonces beyond that share need room under `nonces_per_wallet`.
+    /// Live nonces therefore stay below twice `nonces_per_wallet`.
     ///
     /// Call it before generating nonces, so a refused round 1 costs no
     /// randomness. `count` must not exceed the coordinator quota (the
@@ -119,16 +129,26 @@ impl<N> NoncePool<N> {
         count: usize,
     ) -> Result<(), WalletFull> {
         self.prune(now);
-        while self.live_for(&coordinator) + count > self.limits.nonces_per_coordinator {
-            let oldest = self
-                .by_coordinator
-                .get_mut(&coordinator)
-                .and_then(VecDeque::pop_front);
-            let Some(lead) = oldest else { break };
-            self.remove_vector(lead, Tombstone::Evicted, now);
+        let quota = self.limits.nonces_per_coordinator;
+        // The coordinator's oldest vectors that must go to fit its quota.
+        let mut own = self.live_for(&coordinator);
+        let mut evict = Vec::new();
+        for lead in self.by_coordinator.get(&coordinator).into_iter().flatten() {
+            if own + count <= quota {
+                break;
+            }
+            let size = self.vectors.get(lead).map_or(0, |v| v.nonces.len());
+            own -= size;
+            evict.push((*lead, size));
         }
-        if self.live + count > self.limits.nonces_per_wallet {
+        let freed: usize = evict.iter().map(|(_, size)| size).sum();
+        let total = self.live - freed + count;
+        let reserved = quota.min(self.limits.nonces_per_wallet / self.members.max(1));
+        if own + count > reserved && total > self.limits.nonces_per_wallet {
             return Err(WalletFull { live: self.live });
+        }
+        for (lead, _) in evict {
+            self.remove_vector(lead, Tombstone::Evicted, now);
         }
         Ok(())
     }
@@ -178,11 +198,14 @@ impl<N> NoncePool<N> {
     /// [`TakeError::Gone`] for a commitment with a tombstone (the first
     /// found), [`TakeError::Unknown`] for one never seen,
     /// [`TakeError::NotOneVector`] when they are live but not one whole
-    /// vector, and `Gone(_, Expired)` when the vector's TTL has run out
+    /// vector, `Unknown` when the vector was issued to a coordinator other
+    /// than `owner` (nonces are spent only by the coordinator they were
+    /// issued to), and `Gone(_, Expired)` when the vector's TTL has run out
     /// (the vector is then dropped). Nothing is taken on error.
     pub(crate) fn take(
         &mut self,
         now: Timestamp,
+        owner: CoordinatorId,
         commitments: &[CommitmentHash],
     ) -> Result<(CommitmentHash, Vec<N>), TakeError> {
         for c in commitments {
@@ -201,6 +224,9 @@ impl<N> NoncePool<N> {
         let vector = self.vectors.get(&lead).ok_or(TakeError::NotOneVector)?;
         if vector.commitments != commitments {
             return Err(TakeError::NotOneVector);
+        }
+        if vector.coordinator != owner {
+            return Err(TakeError::Unknown(lead));
         }
         if vector.expires <= now {
             self.remove_vector(lead, Tombstone::Expired, now);
@@ -313,7 +339,7 @@ mod tests {
     const B: CoordinatorId = CoordinatorId([2; 32]);
 
     fn pool() -> NoncePool<u8> {
-        NoncePool::new(Limits::new(2, 4, 6, Duration::from_secs(10)))
+        NoncePool::new(Limits::new(2, 4, 6, Duration::from_secs(10)), 3)
     }
 
     fn issue(p: &mut NoncePool<u8>, now: u64, who: CoordinatorId, ids: &[u8]) {
@@ -331,21 +357,21 @@ mod tests {
         issue(&mut p, 0, A, &[1, 2]);
         issue(&mut p, 0, A, &[3]);
         let t = Timestamp(1);
-        assert_eq!(p.take(t, &[c(1)]), Err(TakeError::NotOneVector));
-        assert_eq!(p.take(t, &[c(2), c(1)]), Err(TakeError::NotOneVector));
-        assert_eq!(p.take(t, &[c(1), c(3)]), Err(TakeError::NotOneVector));
+        assert_eq!(p.take(t, A, &[c(1)]), Err(TakeError::NotOneVector));
+        assert_eq!(p.take(t, A, &[c(2), c(1)]), Err(TakeError::NotOneVector));
+        assert_eq!(p.take(t, A, &[c(1), c(3)]), Err(TakeError::NotOneVector));
         assert_eq!(p.live(), 3, "a refused take takes nothing");
-        assert_eq!(p.take(t, &[c(1), c(2)]), Ok((c(1), vec![1, 2])));
+        assert_eq!(p.take(t, A, &[c(1), c(2)]), Ok((c(1), vec![1, 2])));
         assert_eq!(p.live(), 1);
         assert_eq!(
-            p.take(t, &[c(1), c(2)]),
+            p.take(t, A, &[c(1), c(2)]),
             Err(TakeError::Gone(c(1), Tombstone::Consumed { lead: c(1) }))
         );
         assert_eq!(
-            p.take(t, &[c(2)]),
+            p.take(t, A, &[c(2)]),
             Err(TakeError::Gone(c(2), Tombstone::Consumed { lead: c(1) }))
         );
-        assert_eq!(p.take(t, &[c(9)]), Err(TakeError::Unknown(c(9))));
+        assert_eq!(p.take(t, A, &[c(9)]), Err(TakeError::Unknown(c(9))));
     }
 
     #[test]
@@ -358,14 +384,36 @@ mod tests {
         assert_eq!(p.tombstone(&c(1)), Some(Tombstone::Evicted));
         assert_eq!(p.tombstone(&c(2)), Some(Tombstone::Evicted));
         assert_eq!(p.live_for(&A), 3);
-        assert_eq!(p.take(Timestamp(3), &[c(10)]), Ok((c(10), vec![10])));
-        assert!(p.take(Timestamp(3), &[c(1), c(2)]).is_err());
+        assert_eq!(p.take(Timestamp(3), B, &[c(10)]), Ok((c(10), vec![10])));
+        assert!(p.take(Timestamp(3), A, &[c(1), c(2)]).is_err());
         issue(&mut p, 3, B, &[13]);
-        // The wallet-wide cap (6) refuses instead of evicting B's nonces.
         issue(&mut p, 3, B, &[11, 12]);
+        assert_eq!(p.live(), 6, "the wallet-wide cap is reached");
+        // A third coordinator still gets its reserved share (6 / 3 members).
         let c3 = CoordinatorId([3; 32]);
-        assert_eq!(p.reserve(Timestamp(3), c3, 2), Err(WalletFull { live: 6 }));
-        assert_eq!(p.live_for(&A), 3, "a refused reserve evicts nobody else");
+        issue(&mut p, 3, c3, &[20, 21]);
+        assert_eq!(p.live(), 8);
+        // Beyond its share it needs room under the cap, and there is none.
+        assert_eq!(p.reserve(Timestamp(3), c3, 1), Err(WalletFull { live: 8 }));
+        // A refused reserve evicts nothing, not even the caller's own.
+        assert_eq!(p.reserve(Timestamp(3), A, 2), Err(WalletFull { live: 8 }));
+        assert_eq!(p.live_for(&A), 3, "a refused reserve evicts nobody");
+        assert_eq!(p.tombstone(&c(3)), None);
+    }
+
+    #[test]
+    fn nonces_are_taken_only_by_the_coordinator_they_were_issued_to() {
+        let mut p = pool();
+        issue(&mut p, 0, A, &[1, 2]);
+        assert_eq!(
+            p.take(Timestamp(1), B, &[c(1), c(2)]),
+            Err(TakeError::Unknown(c(1)))
+        );
+        assert_eq!(p.live_for(&A), 2, "a refused take takes nothing");
+        assert_eq!(
+            p.take(Timestamp(1), A, &[c(1), c(2)]),
+            Ok((c(1), vec![1, 2]))
+        );
     }
 
     #[test]
@@ -374,7 +422,7 @@ mod tests {
         issue(&mut p, 0, A, &[1]);
         issue(&mut p, 0, B, &[2]);
         assert_eq!(
-            p.take(Timestamp(10_000), &[c(1)]),
+            p.take(Timestamp(10_000), A, &[c(1)]),
             Err(TakeError::Gone(c(1), Tombstone::Expired))
         );
         assert_eq!(p.abort(Timestamp(1), A, &[c(2)]), 0, "not A's nonce");

@@ -163,7 +163,7 @@ impl<S: Store> Signer<S> {
             })?;
             let shard = Shard {
                 state,
-                pool: NoncePool::new(config.limits.clone()),
+                pool: NoncePool::new(config.limits.clone(), wallet.roster.len()),
                 pending: HashMap::new(),
                 dkg: None,
             };
@@ -260,6 +260,7 @@ impl<S: Store> Signer<S> {
         let slot = self.member_slot(&req.wallet, from)?;
         let mut guard = lock(slot)?;
         let Shard { state, pool, .. } = &mut *guard;
+        self.refresh_epoch(&req.wallet, state)?;
         let (key, _) = state.signing_key(&req.wallet)?;
         if req.inputs == 0 {
             return Err(Error::Malformed {
@@ -359,6 +360,7 @@ impl<S: Store> Signer<S> {
             ..
         } = &mut *guard;
         prune_pending(pending, now);
+        self.refresh_epoch(&req.wallet, state)?;
         let (key, role) = state.signing_key(&req.wallet)?;
         let wallet = &slot.config.id;
         let authority = Authority {
@@ -373,7 +375,7 @@ impl<S: Store> Signer<S> {
             mode: wallet_mode(wallet, role, successor)?,
             spend: checked.spend(),
         };
-        let shares = self.release(now, &release, &checked, key, pool, pending)?;
+        let shares = self.release(now, from, &release, &checked, key, pool, pending)?;
         let commitments = match self.fresh_vector(now, from, wallet, pool, key, shares.len(), rng) {
             Ok(fresh) => fresh,
             Err(Error::NonceCapacity { .. }) => Vec::new(),
@@ -389,9 +391,14 @@ impl<S: Store> Signer<S> {
 
     /// The shares to release for a checked request: a durable marker's (a
     /// replay), a pending attempt's after its commit, or fresh ones.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pool, pending shares and key are borrowed from the wallet's locked shard"
+    )]
     fn release(
         &self,
         now: Timestamp,
+        from: CoordinatorId,
         release: &Release<'_>,
         checked: &CheckedRound2,
         key: &SigningKey,
@@ -427,7 +434,7 @@ impl<S: Store> Signer<S> {
         self.charge_op(now, release)?;
         // Fresh attempt: take the nonces (they leave the pool for good),
         // sign outside any store transaction, then commit the marker.
-        let (lead, nonces) = pool.take(now, checked.own()).map_err(|e| {
+        let (lead, nonces) = pool.take(now, from, checked.own()).map_err(|e| {
             if let TakeError::Gone(_, Tombstone::Consumed { lead }) = e {
                 pending.remove(&lead);
             }
@@ -552,6 +559,24 @@ impl<S: Store> Signer<S> {
             .ok_or_else(|| Error::WalletNotActive {
                 wallet: wallet.clone(),
             })
+    }
+
+    /// Reads the wallet's current epoch from the store (a cheap read), so a
+    /// bump by a keyring change, refresh, rekey or policy version is seen by
+    /// the next round 2 without a restart.
+    fn refresh_epoch(&self, wallet: &WalletId, state: &mut WalletState) -> Result<(), Error> {
+        if state.key().is_none() {
+            return Ok(());
+        }
+        let current = self
+            .store
+            .wallet_epoch(&wallet.store_id()?)
+            .map_err(|source| store_error(wallet, source))?
+            .ok_or_else(|| Error::StoredRecordInvalid {
+                wallet: wallet.clone(),
+            })?;
+        state.set_epoch(current.into());
+        Ok(())
     }
 
     /// The store the signer runs on.

@@ -68,6 +68,16 @@ impl Confirming {
         self.session
     }
 
+    /// This member's share of the result.
+    pub(crate) fn share(&self) -> &KeyShare {
+        &self.share
+    }
+
+    /// The transcript (echo) hash the result is bound to.
+    pub(crate) fn transcript(&self) -> [u8; 32] {
+        self.transcript
+    }
+
     /// The wallet key the DKG produced.
     pub(crate) fn key(&self) -> &WalletKey {
         &self.key
@@ -139,6 +149,14 @@ impl WalletState {
             Self::DkgPending | Self::AwaitingConfirmations(_) | Self::Retired | Self::Corrupt => {
                 None
             }
+        }
+    }
+
+    /// Records the wallet's current epoch (read from the store) in the key
+    /// material of a state that holds one.
+    pub(crate) fn set_epoch(&mut self, epoch: Epoch) {
+        if let Self::Active(key) | Self::Rekeying(key) = self {
+            key.epoch = epoch;
         }
     }
 

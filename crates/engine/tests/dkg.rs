@@ -10,6 +10,7 @@ use thresig_engine::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, ErrorCode, HexBytes, SignedDkgMessage,
     WalletStateKind,
 };
+use thresig_store::{Epoch as StoreEpoch, Store};
 
 const N: u16 = 3;
 
@@ -212,7 +213,7 @@ fn fault_of(err: Error) -> (u16, u16, DkgFault) {
 }
 
 #[test]
-fn a_round1_package_with_a_bad_signature_aborts_naming_its_sender() {
+fn a_round1_package_with_a_bad_signature_aborts_as_a_relay_fault_accusing_no_one() {
     let mut c = Cluster::unkeyed(44, 2, N, &["w"]);
     let p = proposal(&c, "w", 1);
     let mut r1 = part1(&mut c, &p);
@@ -225,7 +226,8 @@ fn a_round1_package_with_a_bad_signature_aborts_naming_its_sender() {
     let err = signer
         .dkg_round2(&p.wallet, p.session, &peers, &mut c.rng)
         .unwrap_err();
-    assert_eq!(fault_of(err), (1, 2, DkgFault::BadSignature));
+    // The signature does not verify, so nothing proves seat 2 sent it.
+    assert_eq!(fault_of(err), (1, 0, DkgFault::BadSignature));
     assert_eq!(
         signer
             .dkg_round2(&p.wallet, p.session, &peers, &mut c.rng)
@@ -389,7 +391,17 @@ fn a_confirmation_of_another_result_or_badly_signed_is_refused() {
     let mut bad = from2.clone();
     bad.signature.0[0] ^= 1;
     let err = signer.dkg_confirm(&wid("w"), &bad).unwrap_err();
-    assert_eq!(fault_of(err), (1, 2, DkgFault::BadSignature));
+    assert_eq!(fault_of(err), (1, 0, DkgFault::BadSignature));
+    // A genuine confirmation replayed from another session accuses no one.
+    let replayed = SignedDkgMessage::sign(
+        &identity_secret(2),
+        DkgSessionId([5; 32]),
+        wid("w"),
+        2,
+        from2.payload.clone(),
+    );
+    let err = signer.dkg_confirm(&wid("w"), &replayed).unwrap_err();
+    assert_eq!(fault_of(err), (1, 0, DkgFault::BadSignature));
     // Neither counted: the genuine ones still activate the wallet.
     assert!(deliver(&c, 1, "w", &confirmations));
 }
@@ -410,4 +422,166 @@ fn only_an_operator_abort_clears_an_unconfirmed_key_package() {
     for s in 1..=N {
         assert!(deliver(&c, s, "w", &confirmations));
     }
+}
+
+/// Parts 1 and 2 at every seat and part 3 at seats 2 and 3; returns seat
+/// 1's round-2 inbox and the other seats' confirmations.
+fn all_but_seat1_finished(
+    c: &mut Cluster,
+    p: &DkgProposal,
+) -> (Vec<SignedDkgMessage>, Vec<SignedDkgMessage>) {
+    let r1 = part1(c, p);
+    let inbox = part2(c, p, &r1);
+    let others = (2..=N)
+        .map(|s| {
+            c.member(s)
+                .signer()
+                .dkg_finish(&p.wallet, p.session, &inbox[&s])
+                .unwrap()
+        })
+        .collect();
+    (inbox[&1].clone(), others)
+}
+
+#[test]
+fn a_lost_part3_commit_is_retryable_and_the_identical_retry_succeeds() {
+    let mut c = Cluster::unkeyed(201, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let (inbox, mut confirmations) = all_but_seat1_finished(&mut c, &p);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    let signer = c.member(1).signer();
+    let err = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable);
+    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
+    // Nothing durable yet.
+    let w = store_wallet(&wid("w"));
+    assert!(
+        signer
+            .store()
+            .key_package(&w, StoreEpoch(1))
+            .unwrap()
+            .is_none()
+    );
+    // Another request does not take over the pending result.
+    assert!(matches!(
+        signer.dkg_finish(&p.wallet, p.session, &inbox[..1]),
+        Err(Error::DkgNotInPhase { .. })
+    ));
+    let own = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap();
+    assert!(
+        signer
+            .store()
+            .key_package(&w, StoreEpoch(1))
+            .unwrap()
+            .is_some()
+    );
+    // Asking again returns the same confirmation.
+    assert_eq!(
+        signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap(),
+        own
+    );
+    confirmations.push(own);
+    for s in 1..=N {
+        assert!(deliver(&c, s, "w", &confirmations), "seat {s} inactive");
+    }
+}
+
+#[test]
+fn an_ambiguous_part3_commit_is_adopted_by_confirmations_and_abortable() {
+    let mut c = Cluster::unkeyed(202, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let (inbox, confirmations) = all_but_seat1_finished(&mut c, &p);
+    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    let signer = c.member(1).signer();
+    let err = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    // Durable: the key package is there.
+    let w = store_wallet(&wid("w"));
+    assert!(
+        signer
+            .store()
+            .key_package(&w, StoreEpoch(1))
+            .unwrap()
+            .is_some()
+    );
+    // A peer's confirmation is accepted: the durable result is adopted.
+    let status = signer.dkg_confirm(&p.wallet, &confirmations[0]).unwrap();
+    assert_eq!((status.confirmed, status.active), (2, false));
+    // The operator can abort it, and a new DKG then runs.
+    signer.dkg_abort(&p.wallet, p.session).unwrap();
+    assert!(
+        signer
+            .store()
+            .key_package(&w, StoreEpoch(1))
+            .unwrap()
+            .is_none()
+    );
+    for s in 2..=N {
+        c.member(s)
+            .signer()
+            .dkg_abort(&p.wallet, p.session)
+            .unwrap();
+    }
+    let confirmations = through_part3(&mut c, "w", 2);
+    for s in 1..=N {
+        assert!(deliver(&c, s, "w", &confirmations));
+    }
+}
+
+#[test]
+fn an_ambiguous_part3_commit_is_adopted_by_the_identical_retry() {
+    let mut c = Cluster::unkeyed(204, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let (inbox, mut confirmations) = all_but_seat1_finished(&mut c, &p);
+    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    let signer = c.member(1).signer();
+    assert!(signer.dkg_finish(&p.wallet, p.session, &inbox).is_err());
+    confirmations.push(signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap());
+    for s in 1..=N {
+        assert!(deliver(&c, s, "w", &confirmations), "seat {s} inactive");
+    }
+}
+
+#[test]
+fn an_ambiguous_part3_commit_can_be_aborted_directly() {
+    let mut c = Cluster::unkeyed(205, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let (inbox, _) = all_but_seat1_finished(&mut c, &p);
+    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    let signer = c.member(1).signer();
+    assert!(signer.dkg_finish(&p.wallet, p.session, &inbox).is_err());
+    signer.dkg_abort(&p.wallet, p.session).unwrap();
+    let w = store_wallet(&wid("w"));
+    assert!(
+        signer
+            .store()
+            .key_package(&w, StoreEpoch(1))
+            .unwrap()
+            .is_none()
+    );
+    assert!(signer.store().dkg_results(&w).unwrap().is_empty());
+}
+
+/// The coordinator relays every DKG message: one forged envelope must not
+/// get an honest member accused.
+#[test]
+fn a_forged_envelope_does_not_accuse_its_claimed_sender() {
+    let mut c = Cluster::unkeyed(203, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let mut forged = r1[1].clone();
+    forged.signature = HexBytes(vec![0; 64]);
+    let err = c.members[0]
+        .signer()
+        .dkg_round2(&p.wallet, p.session, &[forged, r1[2].clone()], &mut c.rng)
+        .unwrap_err();
+    let Error::DkgFailed { accused, .. } = err else {
+        panic!("{err:?}")
+    };
+    assert_ne!(
+        accused, 2,
+        "seat 2 is accused on the strength of a signature it never made"
+    );
+    assert_eq!(accused, 0, "no member is accused of a relay fault");
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use thresig_crypto::Commitment;
 use thresig_engine::{Epoch, Error, ErrorCode, Limits};
+use thresig_store::{Store, WriteOp, WriteOutcome};
 
 const D1: [u8; 32] = [1; 32];
 const D2: [u8; 32] = [2; 32];
@@ -284,26 +285,42 @@ fn a_coordinators_quota_evicts_its_own_oldest_and_spares_another() {
     );
     let err = c.round2(1, &req).unwrap_err();
     assert!(matches!(err, Error::NonceEvicted { .. }), "{err:?}");
-    assert_eq!(err.code(), ErrorCode::CapacityExhausted);
-    // Coordinator B's vector survived A's churn.
+    // No retry of this round 2 can succeed: terminal, not capacity.
+    assert_eq!(err.code(), ErrorCode::NonceUnknown);
+    assert_eq!(err.recovery(), thresig_store::Recovery::Terminal);
+    // Coordinator B's vector survived A's churn; only B spends it.
     let req = c.request("w1", &[(1, b), (2, seat2)].into(), &[D1, D2, D3, D1]);
-    assert_eq!(c.round2(1, &req).unwrap().len(), 4);
-    // The wallet-wide cap refuses a third coordinator instead of evicting.
+    let reply = c
+        .member(1)
+        .signer()
+        .round2(
+            c.now,
+            coordinator(COORD_B),
+            &req,
+            &mut *c.fresh_rng.borrow_mut(),
+        )
+        .unwrap();
+    assert_eq!(reply.shares.len(), 4);
+    // A's 8 and the fresh vector of 4 returned to B.
     let before = c.member(1).signer().status(&wid("w1")).unwrap().live_nonces;
-    assert_eq!(before, 8);
-    c.round1(1, COORD_B, "w1", 4).unwrap();
-    let err = c.round1(1, 1, "w1", 4).unwrap_err();
+    assert_eq!(before, 12);
+    // The wallet is at its cap (12), yet a third coordinator still gets its
+    // reserved share (12 / 3 members): others cannot lock it out.
+    c.round1(1, 1, "w1", 4).unwrap();
+    // Beyond its share it needs room under the cap, and there is none.
+    let err = c.round1(1, 1, "w1", 1).unwrap_err();
     assert!(
         matches!(
             err,
             Error::NonceCapacity {
-                live: 12,
+                live: 16,
                 max: 12,
                 ..
             }
         ),
         "{err:?}"
     );
+    assert_eq!(err.code(), ErrorCode::CapacityExhausted);
 }
 
 #[test]
@@ -451,4 +468,115 @@ fn abort_and_prune_destroy_nonces() {
         c.member(1).signer().status(&wid("w1")).unwrap().live_nonces,
         0
     );
+}
+
+#[test]
+fn an_evicted_nonce_in_round2_is_terminal() {
+    let mut c = cluster(101);
+    let oldest = c.round1(1, COORD_A, "w1", 4).unwrap();
+    c.round1(1, COORD_A, "w1", 4).unwrap();
+    c.round1(1, COORD_A, "w1", 4).unwrap(); // evicts `oldest`
+    let seat2 = c.round1(2, COORD_A, "w1", 4).unwrap();
+    let req = c.request("w1", &[(1, oldest), (2, seat2)].into(), &[D1, D2, D3, D1]);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(matches!(err, Error::NonceEvicted { .. }), "{err:?}");
+    // The identical retry fails identically: nothing can make it succeed.
+    let again = c.round2(1, &req).unwrap_err();
+    assert!(matches!(again, Error::NonceEvicted { .. }), "{again:?}");
+    assert_eq!(err.recovery(), thresig_store::Recovery::Terminal);
+    assert_eq!(err.code(), ErrorCode::NonceUnknown);
+}
+
+/// Quotas are per (wallet, coordinator): coordinators that fill the
+/// wallet-wide cap within their own quotas do not lock another out.
+#[test]
+fn coordinators_within_their_quotas_do_not_lock_another_out_of_round1() {
+    // small_limits: 4 inputs max, 8 per coordinator, 12 per wallet.
+    let mut c = cluster(102);
+    c.round1(1, COORD_A, "w1", 4).unwrap();
+    c.round1(1, COORD_A, "w1", 4).unwrap();
+    c.round1(1, COORD_B, "w1", 4).unwrap();
+    // Seat 1 itself, a coordinator holding no nonces, asks for one.
+    let r = c.round1(1, 1, "w1", 1);
+    assert!(r.is_ok(), "locked out: {:?}", r.err());
+}
+
+/// A refused round 1 destroys nothing, not even the caller's own vectors.
+#[test]
+fn a_refused_round1_does_not_evict_the_callers_vectors() {
+    let mut c = cluster(103);
+    let a_old = c.round1(1, COORD_A, "w1", 3).unwrap();
+    c.round1(1, COORD_A, "w1", 3).unwrap();
+    c.round1(1, COORD_B, "w1", 3).unwrap();
+    c.round1(1, COORD_B, "w1", 3).unwrap(); // wallet at 12/12
+    let err = c.round1(1, COORD_A, "w1", 4).unwrap_err();
+    assert!(matches!(err, Error::NonceCapacity { .. }), "{err:?}");
+    let seat2 = c.round1(2, COORD_A, "w1", 3).unwrap();
+    let req = c.request("w1", &[(1, a_old), (2, seat2)].into(), &[D1, D2, D3]);
+    let r = c.round2(1, &req);
+    assert!(
+        r.is_ok(),
+        "the refused round 1 evicted a live vector: {:?}",
+        r.err()
+    );
+}
+
+/// A wallet epoch bump in the store is seen by a running signer.
+#[test]
+fn round2_checks_the_epoch_the_store_holds_now() {
+    let mut c = cluster(104);
+    let w = store_wallet(&wid("w1"));
+    let store = c.member(1).store();
+    let before = store.wallet_epoch(&w).unwrap().unwrap();
+    let out = store
+        .write(vec![WriteOp::BumpWalletEpoch { wallet: w.clone() }])
+        .unwrap();
+    assert!(matches!(out, WriteOutcome::Committed(_)), "{out:?}");
+    let after = c.member(1).store().wallet_epoch(&w).unwrap().unwrap();
+    assert_ne!(before, after);
+    // A request at the stale epoch (what `c.request` reads from status).
+    let comms: BTreeMap<_, _> = [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, COORD_A, "w1", 1).unwrap()))
+        .collect();
+    let mut req = c.request("w1", &comms, &[D1]);
+    req.epoch = Epoch(before.0);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(matches!(err, Error::StaleEpoch { .. }), "{err:?}");
+    // The current epoch signs, and round 1 reports it.
+    assert_eq!(
+        c.member(1).signer().status(&wid("w1")).unwrap().epoch,
+        Some(Epoch(after.0))
+    );
+    let comms: BTreeMap<_, _> = [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, COORD_A, "w1", 1).unwrap()))
+        .collect();
+    let mut req = c.request("w1", &comms, &[D1]);
+    req.epoch = Epoch(after.0);
+    assert_eq!(c.round2(1, &req).unwrap().len(), 1);
+}
+
+/// Round 2 spends only nonces issued to the requesting coordinator.
+#[test]
+fn another_coordinator_cannot_spend_my_nonces() {
+    let mut c = cluster(105);
+    let comms: BTreeMap<_, _> = [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, COORD_A, "w1", 1).unwrap()))
+        .collect();
+    let req = c.request("w1", &comms, &[D2]);
+    let err = c
+        .member(1)
+        .signer()
+        .round2(
+            c.now,
+            coordinator(COORD_B),
+            &req,
+            &mut *c.fresh_rng.borrow_mut(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::NonceUnknown { .. }), "{err:?}");
+    // The owner's session still signs.
+    assert_eq!(c.round2(1, &req).unwrap().len(), 1);
 }

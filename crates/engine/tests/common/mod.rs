@@ -164,7 +164,7 @@ impl<S> FaultStore<S> {
         Self::over(Arc::clone(&self.inner))
     }
 
-    /// The next marker commit fails as `fault`.
+    /// The next marker commit, or DKG part-3 commit, fails as `fault`.
     pub fn fail_next_commit(&self, fault: Fault) {
         self.commit_faults.lock().unwrap().push_back(fault);
     }
@@ -195,13 +195,16 @@ impl<S: Store> Store for FaultStore<S> {
             WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
             _ => None,
         });
-        let Some(wallet) = marker_wallet else {
+        let dkg_result = ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::PutDkgResult { .. }));
+        if marker_wallet.is_none() && !dkg_result {
             return self.inner.write(ops);
-        };
+        }
         let park = {
             let mut slot = self.park.lock().unwrap();
             match slot.as_ref() {
-                Some(p) if p.wallet == wallet => slot.take(),
+                Some(p) if Some(&p.wallet) == marker_wallet.as_ref() => slot.take(),
                 _ => None,
             }
         };
