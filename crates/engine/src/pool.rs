@@ -15,7 +15,8 @@ use std::collections::{HashMap, VecDeque};
 use crate::config::Limits;
 use thresig_store::CommitmentHash;
 
-use crate::ids::{CoordinatorId, Timestamp};
+use crate::error::Error;
+use crate::ids::{CoordinatorId, Timestamp, WalletId};
 
 /// Why a commitment has no live nonce any more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,28 @@ struct Vector<N> {
     expires: Timestamp,
     commitments: Vec<CommitmentHash>,
     nonces: Vec<N>,
+}
+
+impl TakeError {
+    /// The engine error for this refusal in round 2 of `wallet`.
+    pub(crate) fn into_error(self, wallet: &WalletId) -> Error {
+        let wallet = wallet.clone();
+        match self {
+            TakeError::Unknown(commitment) | TakeError::Gone(commitment, Tombstone::Aborted) => {
+                Error::NonceUnknown { wallet, commitment }
+            }
+            TakeError::Gone(commitment, Tombstone::Consumed { .. }) => {
+                Error::SessionConflict { wallet, commitment }
+            }
+            TakeError::Gone(commitment, Tombstone::Evicted) => {
+                Error::NonceEvicted { wallet, commitment }
+            }
+            TakeError::Gone(commitment, Tombstone::Expired) => {
+                Error::AttemptExpired { wallet, commitment }
+            }
+            TakeError::NotOneVector => Error::NotOneRound1Vector { wallet },
+        }
+    }
 }
 
 /// The live nonces of one wallet.

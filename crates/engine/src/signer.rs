@@ -438,7 +438,7 @@ impl<S: Store> Signer<S> {
             if let TakeError::Gone(_, Tombstone::Consumed { lead }) = e {
                 pending.remove(&lead);
             }
-            take_error(wallet, e)
+            e.into_error(wallet)
         })?;
         let shares = sign_all(checked, nonces, key)?;
         pending.insert(
@@ -768,25 +768,6 @@ fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
     Error::Store {
         wallet: wallet.clone(),
         source,
-    }
-}
-
-fn take_error(wallet: &WalletId, e: TakeError) -> Error {
-    let wallet = wallet.clone();
-    match e {
-        TakeError::Unknown(commitment) | TakeError::Gone(commitment, Tombstone::Aborted) => {
-            Error::NonceUnknown { wallet, commitment }
-        }
-        TakeError::Gone(commitment, Tombstone::Consumed { .. }) => {
-            Error::SessionConflict { wallet, commitment }
-        }
-        TakeError::Gone(commitment, Tombstone::Evicted) => {
-            Error::NonceEvicted { wallet, commitment }
-        }
-        TakeError::Gone(commitment, Tombstone::Expired) => {
-            Error::AttemptExpired { wallet, commitment }
-        }
-        TakeError::NotOneVector => Error::NotOneRound1Vector { wallet },
     }
 }
 

@@ -424,14 +424,22 @@ fn only_an_operator_abort_clears_an_unconfirmed_key_package() {
     }
 }
 
-/// Parts 1 and 2 at every seat and part 3 at seats 2 and 3; returns seat
-/// 1's round-2 inbox and the other seats' confirmations.
-fn all_but_seat1_finished(
-    c: &mut Cluster,
-    p: &DkgProposal,
-) -> (Vec<SignedDkgMessage>, Vec<SignedDkgMessage>) {
-    let r1 = part1(c, p);
-    let inbox = part2(c, p, &r1);
+/// A DKG whose part 3 at seat 1 failed its commit as `fault`, after parts
+/// 1 and 2 everywhere and part 3 at seats 2 and 3. Returns the cluster, the
+/// proposal, seat 1's round-2 inbox and the other seats' confirmations.
+fn failed_part3(
+    seed: u64,
+    fault: Fault,
+) -> (
+    Cluster,
+    DkgProposal,
+    Vec<SignedDkgMessage>,
+    Vec<SignedDkgMessage>,
+) {
+    let mut c = Cluster::unkeyed(seed, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
     let others = (2..=N)
         .map(|s| {
             c.member(s)
@@ -440,126 +448,86 @@ fn all_but_seat1_finished(
                 .unwrap()
         })
         .collect();
-    (inbox[&1].clone(), others)
+    c.member(1).store().fail_next_commit(fault);
+    let err = c
+        .member(1)
+        .signer()
+        .dkg_finish(&p.wallet, p.session, &inbox[&1])
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable);
+    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
+    (c, p, inbox[&1].clone(), others)
+}
+
+/// Whether seat 1's store holds a key package for wallet "w".
+fn seat1_has_key_package(c: &Cluster) -> bool {
+    let w = store_wallet(&wid("w"));
+    let stored = c.member(1).store().key_package(&w, StoreEpoch(1));
+    stored.unwrap().is_some()
+}
+
+/// Delivers every confirmation to every seat; all become active.
+fn activate_everywhere(c: &Cluster, confirmations: &[SignedDkgMessage]) {
+    for s in 1..=N {
+        assert!(deliver(c, s, "w", confirmations), "seat {s} inactive");
+    }
 }
 
 #[test]
 fn a_lost_part3_commit_is_retryable_and_the_identical_retry_succeeds() {
-    let mut c = Cluster::unkeyed(201, 2, N, &["w"]);
-    let p = proposal(&c, "w", 1);
-    let (inbox, mut confirmations) = all_but_seat1_finished(&mut c, &p);
-    c.member(1).store().fail_next_commit(Fault::Lost);
+    let (c, p, inbox, mut confirmations) = failed_part3(201, Fault::Lost);
+    assert!(!seat1_has_key_package(&c), "nothing durable yet");
     let signer = c.member(1).signer();
-    let err = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap_err();
-    assert!(matches!(err, Error::Store { .. }), "{err:?}");
-    assert_eq!(err.code(), ErrorCode::StorageUnavailable);
-    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
-    // Nothing durable yet.
-    let w = store_wallet(&wid("w"));
-    assert!(
-        signer
-            .store()
-            .key_package(&w, StoreEpoch(1))
-            .unwrap()
-            .is_none()
-    );
     // Another request does not take over the pending result.
     assert!(matches!(
         signer.dkg_finish(&p.wallet, p.session, &inbox[..1]),
         Err(Error::DkgNotInPhase { .. })
     ));
     let own = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap();
-    assert!(
-        signer
-            .store()
-            .key_package(&w, StoreEpoch(1))
-            .unwrap()
-            .is_some()
-    );
+    assert!(seat1_has_key_package(&c));
     // Asking again returns the same confirmation.
-    assert_eq!(
-        signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap(),
-        own
-    );
+    let again = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap();
+    assert_eq!(again, own);
     confirmations.push(own);
-    for s in 1..=N {
-        assert!(deliver(&c, s, "w", &confirmations), "seat {s} inactive");
-    }
+    activate_everywhere(&c, &confirmations);
 }
 
 #[test]
 fn an_ambiguous_part3_commit_is_adopted_by_confirmations_and_abortable() {
-    let mut c = Cluster::unkeyed(202, 2, N, &["w"]);
-    let p = proposal(&c, "w", 1);
-    let (inbox, confirmations) = all_but_seat1_finished(&mut c, &p);
-    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    let (mut c, p, _, confirmations) = failed_part3(202, Fault::Ambiguous);
+    assert!(seat1_has_key_package(&c), "the commit was durable");
     let signer = c.member(1).signer();
-    let err = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap_err();
-    assert!(matches!(err, Error::Store { .. }), "{err:?}");
-    // Durable: the key package is there.
-    let w = store_wallet(&wid("w"));
-    assert!(
-        signer
-            .store()
-            .key_package(&w, StoreEpoch(1))
-            .unwrap()
-            .is_some()
-    );
     // A peer's confirmation is accepted: the durable result is adopted.
     let status = signer.dkg_confirm(&p.wallet, &confirmations[0]).unwrap();
     assert_eq!((status.confirmed, status.active), (2, false));
     // The operator can abort it, and a new DKG then runs.
-    signer.dkg_abort(&p.wallet, p.session).unwrap();
-    assert!(
-        signer
-            .store()
-            .key_package(&w, StoreEpoch(1))
-            .unwrap()
-            .is_none()
-    );
-    for s in 2..=N {
+    for s in 1..=N {
         c.member(s)
             .signer()
             .dkg_abort(&p.wallet, p.session)
             .unwrap();
     }
+    assert!(!seat1_has_key_package(&c));
     let confirmations = through_part3(&mut c, "w", 2);
-    for s in 1..=N {
-        assert!(deliver(&c, s, "w", &confirmations));
-    }
+    activate_everywhere(&c, &confirmations);
 }
 
 #[test]
 fn an_ambiguous_part3_commit_is_adopted_by_the_identical_retry() {
-    let mut c = Cluster::unkeyed(204, 2, N, &["w"]);
-    let p = proposal(&c, "w", 1);
-    let (inbox, mut confirmations) = all_but_seat1_finished(&mut c, &p);
-    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    let (c, p, inbox, mut confirmations) = failed_part3(204, Fault::Ambiguous);
     let signer = c.member(1).signer();
-    assert!(signer.dkg_finish(&p.wallet, p.session, &inbox).is_err());
     confirmations.push(signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap());
-    for s in 1..=N {
-        assert!(deliver(&c, s, "w", &confirmations), "seat {s} inactive");
-    }
+    activate_everywhere(&c, &confirmations);
 }
 
 #[test]
 fn an_ambiguous_part3_commit_can_be_aborted_directly() {
-    let mut c = Cluster::unkeyed(205, 2, N, &["w"]);
-    let p = proposal(&c, "w", 1);
-    let (inbox, _) = all_but_seat1_finished(&mut c, &p);
-    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    let (c, p, _, _) = failed_part3(205, Fault::Ambiguous);
     let signer = c.member(1).signer();
-    assert!(signer.dkg_finish(&p.wallet, p.session, &inbox).is_err());
     signer.dkg_abort(&p.wallet, p.session).unwrap();
+    assert!(!seat1_has_key_package(&c));
     let w = store_wallet(&wid("w"));
-    assert!(
-        signer
-            .store()
-            .key_package(&w, StoreEpoch(1))
-            .unwrap()
-            .is_none()
-    );
     assert!(signer.store().dkg_results(&w).unwrap().is_empty());
 }
 

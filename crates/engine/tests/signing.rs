@@ -290,16 +290,7 @@ fn a_coordinators_quota_evicts_its_own_oldest_and_spares_another() {
     assert_eq!(err.recovery(), thresig_store::Recovery::Terminal);
     // Coordinator B's vector survived A's churn; only B spends it.
     let req = c.request("w1", &[(1, b), (2, seat2)].into(), &[D1, D2, D3, D1]);
-    let reply = c
-        .member(1)
-        .signer()
-        .round2(
-            c.now,
-            coordinator(COORD_B),
-            &req,
-            &mut *c.fresh_rng.borrow_mut(),
-        )
-        .unwrap();
+    let reply = c.round2_as(1, COORD_B, &req).unwrap();
     assert_eq!(reply.shares.len(), 4);
     // A's 8 and the fresh vector of 4 returned to B.
     let before = c.member(1).signer().status(&wid("w1")).unwrap().live_nonces;
@@ -566,16 +557,7 @@ fn another_coordinator_cannot_spend_my_nonces() {
         .map(|s| (s, c.round1(s, COORD_A, "w1", 1).unwrap()))
         .collect();
     let req = c.request("w1", &comms, &[D2]);
-    let err = c
-        .member(1)
-        .signer()
-        .round2(
-            c.now,
-            coordinator(COORD_B),
-            &req,
-            &mut *c.fresh_rng.borrow_mut(),
-        )
-        .unwrap_err();
+    let err = c.round2_as(1, COORD_B, &req).unwrap_err();
     assert!(matches!(err, Error::NonceUnknown { .. }), "{err:?}");
     // The owner's session still signs.
     assert_eq!(c.round2(1, &req).unwrap().len(), 1);

@@ -595,9 +595,19 @@ impl Cluster {
         s: u16,
         req: &Round2Request,
     ) -> Result<thresig_engine::Round2Response, Error> {
+        self.round2_as(s, COORD_A, req)
+    }
+
+    /// Round 2 at seat `s`, requested by the coordinator of seat `coord`.
+    pub fn round2_as(
+        &self,
+        s: u16,
+        coord: u16,
+        req: &Round2Request,
+    ) -> Result<thresig_engine::Round2Response, Error> {
         self.member(s).signer().round2(
             self.now,
-            coordinator(COORD_A),
+            coordinator(coord),
             req,
             &mut *self.fresh_rng.borrow_mut(),
         )
