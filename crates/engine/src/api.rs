@@ -138,7 +138,8 @@ pub enum Request {
         /// The wallet.
         wallet: WalletId,
     },
-    /// Every configured wallet's status.
+    /// The status of every configured wallet the requesting coordinator is
+    /// a member of.
     ListWallets,
     /// DKG part 1 for a proposal.
     DkgStart(DkgProposal),

@@ -189,7 +189,8 @@ impl<S: Store> Signer<S> {
     /// Handles one request from the authenticated coordinator `from`.
     ///
     /// Requests that address a wallet are accepted only from one of its
-    /// members (DESIGN.md §4: only members coordinate for a wallet).
+    /// members (DESIGN.md §4: only members coordinate for a wallet); a
+    /// listing shows only the wallets `from` is a member of.
     ///
     /// # Errors
     /// [`Error::CoordinatorNotMember`], and as for the method the request
@@ -212,8 +213,14 @@ impl<S: Store> Signer<S> {
                 .abort(now, from, &req)
                 .map(|destroyed| Response::Aborted { destroyed }),
             Request::Status { wallet } => self.status(&wallet).map(Response::Status),
+            // A coordinator sees only the wallets it is a member of.
             Request::ListWallets => Ok(Response::Wallets {
-                wallets: self.wallets()?,
+                wallets: self
+                    .wallets
+                    .values()
+                    .filter(|slot| is_member(slot, from))
+                    .map(status_of)
+                    .collect::<Result<_, _>>()?,
             }),
             Request::DkgStart(proposal) => {
                 self.dkg_start(&proposal, rng).map(|m| messages(vec![m]))
@@ -596,7 +603,7 @@ impl<S: Store> Signer<S> {
     /// coordinate for a wallet.
     fn member_slot(&self, wallet: &WalletId, from: CoordinatorId) -> Result<&Slot, Error> {
         let slot = self.slot(wallet)?;
-        if !slot.config.roster.iter().any(|k| k.to_bytes() == from.0) {
+        if !is_member(slot, from) {
             return Err(Error::CoordinatorNotMember {
                 wallet: wallet.clone(),
                 coordinator: from,
@@ -775,6 +782,11 @@ pub(crate) fn lock(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
     slot.shard
         .lock()
         .map_err(|_| Error::Internal(InternalFault::Poisoned))
+}
+
+/// Whether `from` is a member of the slot's wallet.
+fn is_member(slot: &Slot, from: CoordinatorId) -> bool {
+    slot.config.roster.iter().any(|k| k.to_bytes() == from.0)
 }
 
 fn status_of(slot: &Slot) -> Result<WalletStatus, Error> {

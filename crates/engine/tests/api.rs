@@ -88,3 +88,22 @@ fn status_and_listing_show_each_wallet() {
     let key = c.keys[&wid("w2")].output_key().to_bytes().to_vec();
     assert_eq!(list[1].output_key.as_ref().unwrap().0, key);
 }
+
+#[test]
+fn a_listing_shows_only_the_wallets_the_coordinator_is_a_member_of() {
+    let mut c = Cluster::new(33, 2, 3, &["w1", "w2"], Limits::default());
+    let now = c.now;
+    let listed = |c: &mut Cluster, from| {
+        let reply = c.members[0]
+            .signer()
+            .handle(now, from, Request::ListWallets, &mut c.rng)
+            .unwrap();
+        let Response::Wallets { wallets } = reply else {
+            panic!("not a listing: {reply:?}")
+        };
+        wallets.into_iter().map(|w| w.wallet).collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&mut c, coordinator(COORD_A)), [wid("w1"), wid("w2")]);
+    let stranger = thresig_engine::CoordinatorId([0xee; 32]);
+    assert!(listed(&mut c, stranger).is_empty());
+}
