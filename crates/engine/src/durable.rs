@@ -139,6 +139,34 @@ pub fn activation_ops(
     ])
 }
 
+/// Reads the wallet's current epoch from the store (a cheap read) into the
+/// key material of a state that holds one, so a bump by a keyring change,
+/// refresh, rekey or policy version is seen without a restart.
+///
+/// # Errors
+/// [`Error::Store`] if the epoch cannot be read;
+/// [`Error::StoredRecordInvalid`] if a wallet holding a key has none.
+pub(crate) fn refresh_epoch<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    state: &mut WalletState,
+) -> Result<(), Error> {
+    if state.key().is_none() {
+        return Ok(());
+    }
+    let current = store
+        .wallet_epoch(&wallet.store_id()?)
+        .map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?
+        .ok_or_else(|| Error::StoredRecordInvalid {
+            wallet: wallet.clone(),
+        })?;
+    state.set_epoch(current.into());
+    Ok(())
+}
+
 /// The unit that puts an active wallet in `rekeying`: its stored record
 /// with the lifecycle changed (key epoch and wallet key unchanged).
 ///

@@ -14,7 +14,7 @@ use crate::api::{
 use crate::check::{CheckedRound2, check_round2, commitment_hash};
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
 use crate::dkg::DkgSession;
-use crate::durable::{decode_shares, encode_shares, load_state, rekeying_ops};
+use crate::durable::{decode_shares, encode_shares, load_state, refresh_epoch, rekeying_ops};
 use crate::error::{Error, InternalFault, RequestPart};
 use crate::ids::{CoordinatorId, Timestamp, WalletId};
 use crate::ledger::StoredLedger;
@@ -267,7 +267,7 @@ impl<S: Store> Signer<S> {
         let slot = self.member_slot(&req.wallet, from)?;
         let mut guard = lock(slot)?;
         let Shard { state, pool, .. } = &mut *guard;
-        self.refresh_epoch(&req.wallet, state)?;
+        refresh_epoch(&self.store, &req.wallet, state)?;
         let (key, _) = state.signing_key(&req.wallet)?;
         if req.inputs == 0 {
             return Err(Error::Malformed {
@@ -367,7 +367,7 @@ impl<S: Store> Signer<S> {
             ..
         } = &mut *guard;
         prune_pending(pending, now);
-        self.refresh_epoch(&req.wallet, state)?;
+        refresh_epoch(&self.store, &req.wallet, state)?;
         let (key, role) = state.signing_key(&req.wallet)?;
         let wallet = &slot.config.id;
         let authority = Authority {
@@ -566,24 +566,6 @@ impl<S: Store> Signer<S> {
             .ok_or_else(|| Error::WalletNotActive {
                 wallet: wallet.clone(),
             })
-    }
-
-    /// Reads the wallet's current epoch from the store (a cheap read), so a
-    /// bump by a keyring change, refresh, rekey or policy version is seen by
-    /// the next round 2 without a restart.
-    fn refresh_epoch(&self, wallet: &WalletId, state: &mut WalletState) -> Result<(), Error> {
-        if state.key().is_none() {
-            return Ok(());
-        }
-        let current = self
-            .store
-            .wallet_epoch(&wallet.store_id()?)
-            .map_err(|source| store_error(wallet, source))?
-            .ok_or_else(|| Error::StoredRecordInvalid {
-                wallet: wallet.clone(),
-            })?;
-        state.set_epoch(current.into());
-        Ok(())
     }
 
     /// The store the signer runs on.
