@@ -28,7 +28,7 @@ use crate::dkg_msg::{
     DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash, hpke_keypair, open, seal,
 };
 use crate::durable::{
-    abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
+    abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for, wallet_epoch,
 };
 use crate::error::{DkgFault, Error, InternalFault};
 use crate::ids::WalletId;
@@ -500,27 +500,14 @@ impl<S: Store> Signer<S> {
             wallet: wallet.clone(),
             source,
         })?;
-        let epoch = self
-            .store
-            .wallet_epoch(&wallet.store_id()?)
-            .map_err(|source| Error::Store {
-                wallet: wallet.clone(),
-                source,
-            })?
-            .ok_or_else(|| Error::StoredRecordInvalid {
-                wallet: wallet.clone(),
-            })?;
+        let epoch = wallet_epoch(&self.store, wallet)?;
         let WalletState::AwaitingConfirmations(confirming) =
             std::mem::replace(&mut shard.state, WalletState::DkgPending)
         else {
             return Err(Error::Internal(InternalFault::Invariant));
         };
         let (key, share) = confirming.into_parts();
-        shard.state = WalletState::Active(WalletSigningKey {
-            epoch: epoch.into(),
-            key,
-            share,
-        });
+        shard.state = WalletState::Active(WalletSigningKey { epoch, key, share });
         Ok(ConfirmationStatus {
             confirmed,
             needed,

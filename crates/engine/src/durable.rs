@@ -154,7 +154,17 @@ pub(crate) fn refresh_epoch<S: Store>(
     if state.key().is_none() {
         return Ok(());
     }
-    let current = store
+    state.set_epoch(wallet_epoch(store, wallet)?);
+    Ok(())
+}
+
+/// The wallet's current epoch in the store.
+///
+/// # Errors
+/// [`Error::Store`] if it cannot be read; [`Error::StoredRecordInvalid`]
+/// if the wallet has none.
+pub(crate) fn wallet_epoch<S: Store>(store: &S, wallet: &WalletId) -> Result<Epoch, Error> {
+    let epoch = store
         .wallet_epoch(&wallet.store_id()?)
         .map_err(|source| Error::Store {
             wallet: wallet.clone(),
@@ -163,8 +173,7 @@ pub(crate) fn refresh_epoch<S: Store>(
         .ok_or_else(|| Error::StoredRecordInvalid {
             wallet: wallet.clone(),
         })?;
-    state.set_epoch(current.into());
-    Ok(())
+    Ok(epoch.into())
 }
 
 /// The unit that puts an active wallet in `rekeying`: its stored record
