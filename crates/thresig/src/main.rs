@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod psbt;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,15 @@ struct Cli {
 enum Command {
     /// Run a DKG and a threshold Taproot key-path signature in one process.
     Demo(demo::DemoArgs),
+    /// Build, inspect and finalize Taproot key-path PSBTs.
+    Psbt(psbt::PsbtArgs),
+}
+
+/// The wall clock in Unix seconds (0 if it reads before 1970).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn main() -> ExitCode {
@@ -31,6 +41,7 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Demo(args) => demo::main(&args, &mut rand_core::OsRng),
+        Command::Psbt(args) => psbt::main(&args, unix_now()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
