@@ -19,6 +19,7 @@ use thresig_crypto::{Commitment, MerkleRoot, ScriptTree, Signature};
 use thresig_engine::{
     Error, ErrorCode, Limits, Round1Request, Round2Request, Signer, SigningTarget, WalletStateKind,
 };
+use thresig_tx::test_util::verify_with_core;
 use thresig_tx::{
     Destination, InputIndex, Network, Payment, PolicyConfig, Rule, SpendInput, TaprootWallet,
     Violation, WalletPsbt, build_psbt,
@@ -170,7 +171,7 @@ fn assert_core_accepts_only_untampered(tx: &Transaction, prevouts: &[TxOut], vic
     let mut sig = bad.input[victim].witness.to_vec().remove(0);
     sig[10] ^= 0x01;
     bad.input[victim].witness = bitcoin::Witness::from_slice(&[sig]);
-    assert_eq!(verify_with_core(&bad, prevouts).unwrap_err().0, victim);
+    assert_eq!(verify_with_core(&bad, prevouts).unwrap_err().input, victim);
 }
 
 fn denial(err: &Error) -> (Rule, Violation) {

@@ -6,16 +6,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use bitcoin::Transaction;
 use bitcoin::hashes::Hash;
 use bitcoin::key::XOnlyPublicKey;
 use bitcoin::taproot::TapNodeHash;
-use bitcoin::{Transaction, TxOut};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use thresig_crypto::{
     GroupParams, KeyShare, MerkleRoot, ScriptTree, Seat, SigningPackage, WalletKey, aggregate,
     commit, dkg_in_process, import_key, sign,
 };
+use thresig_tx::test_util::verify_with_core;
 use thresig_tx::{Network, TaprootWallet, WalletPsbt};
 
 fn thresig(args: &[&str]) -> Output {
@@ -82,34 +83,6 @@ fn threshold_sign(
         .unwrap()
         .to_bytes()
         .unwrap()
-}
-
-fn verify_with_core(
-    tx: &Transaction,
-    prevouts: &[TxOut],
-) -> Result<(), (usize, bitcoinconsensus::Error)> {
-    let tx_bytes = bitcoin::consensus::serialize(tx);
-    let utxos: Vec<bitcoinconsensus::Utxo> = prevouts
-        .iter()
-        .map(|p| bitcoinconsensus::Utxo {
-            script_pubkey: p.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: u32::try_from(p.script_pubkey.len()).unwrap(),
-            value: i64::try_from(p.value.to_sat()).unwrap(),
-        })
-        .collect();
-    let flags = bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT;
-    for (i, p) in prevouts.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            p.script_pubkey.as_bytes(),
-            p.value.to_sat(),
-            &tx_bytes,
-            Some(&utxos),
-            i,
-            flags,
-        )
-        .map_err(|e| (i, e))?;
-    }
-    Ok(())
 }
 
 /// An address outside the wallet, on regtest.
@@ -201,7 +174,7 @@ fn build_sign_finalize_passes_core() {
         let mut sig = bad_tx.input[1].witness.to_vec().remove(0);
         sig[5] ^= 1;
         bad_tx.input[1].witness = bitcoin::Witness::from_slice(&[sig]);
-        assert_eq!(verify_with_core(&bad_tx, &prevouts).unwrap_err().0, 1);
+        assert_eq!(verify_with_core(&bad_tx, &prevouts).unwrap_err().input, 1);
 
         // finalize itself refuses a signature that does not verify.
         let mut flipped = sigs.clone();

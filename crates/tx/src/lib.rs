@@ -76,6 +76,8 @@ mod network;
 mod policy;
 mod psbt;
 mod sighash;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod wallet;
 
 pub use build::{Destination, Payment, SpendInput, build_psbt};
