@@ -544,3 +544,70 @@ fn no_sweep_is_signed_while_the_successor_is_not_active() {
     assert!(matches!(err, Error::SuccessorNotActive { .. }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::RekeyInProgress);
 }
+
+#[test]
+fn round2_returns_a_fresh_live_vector_for_the_next_session() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(38, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let first = spend(&w, 2, 1);
+    let (req, _) = psbt_request(&mut c, "w", &[1, 2], &first.serialize(), &sighashes(&first));
+    let replies: BTreeMap<u16, _> = [1, 2].map(|s| (s, c.round2_reply(s, &req).unwrap())).into();
+    // The next session (another transaction) uses only the returned vectors.
+    let second = spend(&w, 2, 2);
+    let fresh: BTreeMap<u16, Vec<Commitment>> = replies
+        .iter()
+        .map(|(s, r)| {
+            assert_eq!(r.commitments.len(), 2);
+            let v = r
+                .commitments
+                .iter()
+                .map(|h| Commitment::from_bytes(&h.0).unwrap());
+            (*s, v.collect())
+        })
+        .collect();
+    let target = SigningTarget::psbt(second.serialize());
+    let next = c.request_for("w", &fresh, &sighashes(&second), target);
+    let shares: BTreeMap<u16, _> = [1, 2].map(|s| (s, c.round2(s, &next).unwrap())).into();
+    let sigs = c.aggregate("w", &next, &shares);
+    let prevouts = second.prevouts().to_vec();
+    verify_with_core(&finalize(second, &sigs, &[]), &prevouts).unwrap();
+}
+
+#[test]
+fn a_policy_of_another_network_or_a_bad_successor_stops_the_signer() {
+    let c = Cluster::with_wallets(
+        39,
+        2,
+        3,
+        &[Spec::new("a", Keys::None), Spec::new("b", Keys::None)],
+        Limits::default(),
+    );
+    let open = |config: thresig_engine::SignerConfig| {
+        Signer::open(config, identity_secret(1), c.member(1).store().share()).unwrap_err()
+    };
+    let mut config = c.member(1).config.clone();
+    let mut mainnet = PolicyConfig::default();
+    mainnet.destinations = vec!["bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq".to_owned()];
+    config.wallets[0] = config.wallets[0].clone().with_policy(mainnet);
+    let err = open(config);
+    assert!(
+        matches!(
+            err,
+            thresig_engine::OpenError::Config(thresig_engine::ConfigError::Policy { .. })
+        ),
+        "{err:?}"
+    );
+    for successor in ["a", "zz"] {
+        let mut config = c.member(1).config.clone();
+        config.wallets[0] = config.wallets[0].clone().with_successor(wid(successor));
+        let err = open(config);
+        assert!(
+            matches!(
+                err,
+                thresig_engine::OpenError::Config(thresig_engine::ConfigError::BadSuccessor { .. })
+            ),
+            "{successor}: {err:?}"
+        );
+    }
+}
