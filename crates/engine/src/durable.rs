@@ -93,7 +93,7 @@ fn key_package_op(
     Ok(WriteOp::InsertKeyPackage {
         wallet: id.clone(),
         epoch,
-        value: share.to_bytes().map_err(encoding_failed)?.to_vec(),
+        value: share.to_bytes().map_err(encoding_failed)?.to_vec().into(),
     })
 }
 
@@ -186,7 +186,7 @@ pub(crate) fn pending_ops(
         WriteOp::PutDkgResult {
             wallet: id.clone(),
             session: dkg_session_id(session)?,
-            value,
+            value: value.into(),
         },
     ])
 }

@@ -14,7 +14,9 @@
 use bitcoin::Txid;
 use bitcoin::hashes::Hash;
 use thresig_store::{PolicyKey, Store, WriteOp};
-use thresig_tx::{Approval, ChargeLog, Policy, RateCharge, Rule, UnixTime, WalletMode, WalletPsbt};
+use thresig_tx::{
+    Approval, ChargeEntry, ChargeLog, Policy, RateCharge, Rule, UnixTime, WalletMode, WalletPsbt,
+};
 
 use crate::error::{Error, InternalFault};
 use crate::ids::{Timestamp, WalletId};
@@ -116,9 +118,9 @@ impl StoredLedger {
 
 fn encode(log: &ChargeLog) -> Vec<u8> {
     let mut out = vec![LEDGER_VERSION];
-    for (txid, at) in log.iter() {
-        out.extend_from_slice(&txid.to_byte_array());
-        out.extend_from_slice(&at.0.to_be_bytes());
+    for entry in log.iter() {
+        out.extend_from_slice(&entry.txid.to_byte_array());
+        out.extend_from_slice(&entry.at.0.to_be_bytes());
     }
     out
 }
@@ -133,9 +135,11 @@ fn decode(bytes: &[u8]) -> Option<ChargeLog> {
         .map(|entry| {
             let (txid, at) = entry.split_first_chunk::<32>()?;
             let at: [u8; 8] = at.try_into().ok()?;
-            Some((
+            Some(ChargeEntry::new(
                 Txid::from_byte_array(*txid),
                 UnixTime(u64::from_be_bytes(at)),
+                None,
+                None,
             ))
         })
         .collect()

@@ -1,7 +1,9 @@
 //! The `thresig` command line.
 #![forbid(unsafe_code)]
 
+mod config;
 mod demo;
+mod keys;
 mod psbt;
 
 use std::process::ExitCode;
@@ -22,6 +24,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Build, inspect and finalize Taproot key-path PSBTs.
     Psbt(psbt::PsbtArgs),
+    /// Inspect, rotate, verify and recover the encrypted store's keys.
+    Keys(keys::KeysArgs),
 }
 
 /// The wall clock in Unix seconds (0 if it reads before 1970).
@@ -39,9 +43,23 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let result = match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Usage errors exit 1 (terminal), not clap's 2: `keys` reserves 2
+            // for errors a retry can fix.
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
         Command::Demo(args) => demo::main(&args, &mut rand_core::OsRng),
         Command::Psbt(args) => psbt::main(&args, unix_now()),
+        Command::Keys(args) => return keys::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
