@@ -442,6 +442,13 @@ impl Policy {
         self.version
     }
 
+    /// The largest fee one transaction may pay (`max_fee_sat`): what a
+    /// ledger assumes for a charge whose fee it does not know.
+    #[must_use]
+    pub const fn max_fee(&self) -> Amount {
+        self.max_fee
+    }
+
     /// Whether `sighash_type` may be signed under this policy.
     #[must_use]
     pub fn allows_sighash_type(&self, sighash_type: TapSighashType) -> bool {
