@@ -143,11 +143,38 @@ fn sign(
     seats: &[u16],
     psbt: &WalletPsbt,
 ) -> Result<Vec<Signature>, Error> {
-    let (req, _) = psbt_request(c, wallet, seats, &psbt.serialize(), &sighashes(psbt));
+    sign_by(c, COORD_A, wallet, seats, psbt)
+}
+
+/// [`sign`], requested by coordinator `from`.
+fn sign_by(
+    c: &mut Cluster,
+    from: u16,
+    wallet: &str,
+    seats: &[u16],
+    psbt: &WalletPsbt,
+) -> Result<Vec<Signature>, Error> {
+    let messages = sighashes(psbt);
+    let comms: BTreeMap<u16, Vec<Commitment>> = seats
+        .iter()
+        .map(|s| (*s, c.round1(*s, from, wallet, messages.len()).unwrap()))
+        .collect();
+    let req = c.request_for(
+        wallet,
+        &comms,
+        &messages,
+        SigningTarget::psbt(psbt.serialize()),
+    );
+    let mut rng = c.rng.clone();
     let mut shares = BTreeMap::new();
     for s in seats {
-        shares.insert(*s, c.round2(*s, &req)?);
+        let reply = c
+            .member(*s)
+            .signer()
+            .round2(c.now, coordinator(from), &req, &mut rng)?;
+        shares.insert(*s, reply.shares.into_iter().map(|h| h.0).collect());
     }
+    c.rng = rng;
     Ok(c.aggregate(wallet, &req, &shares))
 }
 
@@ -650,4 +677,76 @@ fn a_psbt_request_travels_as_json_and_a_refusal_comes_back_as_policy_denied() {
             (other, _) => panic!("unexpected reply {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_wallet_signs_many_transactions_a_day_under_the_default_policy() {
+    // Fees of 1 000 sat, far below `max_fee_sat`: the daily fee budget
+    // counts the real fees, not five full caps.
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(40, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    for salt in 1..=8u8 {
+        c.advance(Duration::from_secs(61));
+        sign(&mut c, "w", &[1, 2], &spend(&w, 1, salt)).unwrap();
+    }
+}
+
+#[test]
+fn the_daily_fee_budget_refuses_a_transaction_over_it_across_a_restart() {
+    let mut p = policy();
+    p.max_fee_sat = 1_000;
+    p.max_fee_per_day_sat = 2_500;
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(41, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    let third = spend(&w, 1, 3);
+    let budget = Violation::FeeBudget {
+        charged: Amount::from_sat(2_000),
+        fee: Amount::from_sat(1_000),
+        cap: Amount::from_sat(2_500),
+    };
+    let err = sign(&mut c, "w", &[1, 2], &third).unwrap_err();
+    assert_eq!(denial(&err), (Rule::FeePerDay, budget.clone()));
+    assert_eq!(Rule::FeePerDay.as_str(), "fee_per_day");
+    // The fees are durable: after a restart the same 2 000 sat count.
+    c.restart(1);
+    let err = sign(&mut c, "w", &[1, 3], &third).unwrap_err();
+    assert_eq!(denial(&err), (Rule::FeePerDay, budget));
+    // A day after the first charge, it fits again.
+    c.advance(Duration::from_secs(24 * 3600));
+    sign(&mut c, "w", &[1, 2], &third).unwrap();
+}
+
+#[test]
+fn one_coordinator_at_its_daily_sub_limit_does_not_block_another() {
+    let mut p = policy();
+    p.max_per_day_per_coordinator = Some(2);
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(42, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    sign_by(&mut c, COORD_A, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    sign_by(&mut c, COORD_A, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    let refused = |c: &mut Cluster, seats: &[u16], salt: u8| {
+        let err = sign_by(c, COORD_A, "w", seats, &spend(&w, 1, salt)).unwrap_err();
+        denial(&err)
+    };
+    let over = (
+        Rule::CoordinatorRatePerDay,
+        Violation::Rate {
+            charged: 2,
+            limit: 2,
+        },
+    );
+    assert_eq!(refused(&mut c, &[1, 2], 3), over);
+    // The other coordinator still signs, and its charge is its own.
+    sign_by(&mut c, COORD_B, "w", &[1, 2], &spend(&w, 1, 4)).unwrap();
+    sign_by(&mut c, COORD_B, "w", &[1, 2], &spend(&w, 1, 5)).unwrap();
+    // The coordinators of the charges survive a restart.
+    c.restart(1);
+    assert_eq!(refused(&mut c, &[1, 3], 6), over);
+    let err = sign_by(&mut c, COORD_B, "w", &[1, 3], &spend(&w, 1, 7)).unwrap_err();
+    assert_eq!(denial(&err), over);
 }
