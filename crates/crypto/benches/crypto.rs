@@ -2,7 +2,7 @@
 //!
 //! `cargo bench -p thresig-crypto --bench crypto`
 //! The (51, 100) DKG (about 80 s of CPU) is not sampled here; it is timed once by
-//! `cargo test -p thresig-crypto --release --test dkg_large -- --ignored --nocapture`.
+//! `cargo bench -p thresig-crypto --bench dkg_large`.
 #![allow(
     missing_docs,
     clippy::unwrap_used,

@@ -1,43 +1,66 @@
 //! One byte codec for every frost message type this crate wraps.
+//!
+//! Encoding writes into a buffer allocated once at its exact final size and
+//! wiped on drop, so no reallocation leaves an unwiped copy of a secret in
+//! freed memory (postcard's own `to_allocvec`, behind frost's `serialize`,
+//! grows its buffer and frees the smaller ones as they are). Decoding accepts
+//! only canonical bytes: the value must re-encode to exactly the input, so
+//! two different byte strings never decode to the same value (callers hash
+//! these bytes to key nonces and retries).
 
 use frost_secp256k1_tr::Error as FrostError;
+use frost_secp256k1_tr::keys::KeyPackage;
 use frost_secp256k1_tr::keys::dkg::{round1, round2};
-use frost_secp256k1_tr::keys::repairable::{Delta, Sigma};
 use frost_secp256k1_tr::round1::SigningCommitments;
+use zeroize::Zeroizing;
 
-/// frost's `serialize`/`deserialize`, under one name whatever their signatures.
-pub(crate) trait FrostCodec: Sized {
-    fn encode(&self) -> Result<Vec<u8>, FrostError>;
-    fn decode(bytes: &[u8]) -> Result<Self, FrostError>;
+/// postcard encoding (frost's format) into an exact-size wiped-on-drop buffer.
+pub(crate) fn encode_exact<T: serde::Serialize>(
+    value: &T,
+) -> Result<Zeroizing<Vec<u8>>, FrostError> {
+    let size = postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(|_| FrostError::SerializationError)?;
+    let mut out = Zeroizing::new(vec![0u8; size]);
+    let written = postcard::to_slice(value, &mut out)
+        .map_err(|_| FrostError::SerializationError)?
+        .len();
+    if written != size {
+        return Err(FrostError::SerializationError);
+    }
+    Ok(out)
 }
 
-macro_rules! fallible {
+/// frost's `deserialize`, accepting only bytes that re-encode identically.
+pub(crate) trait FrostCodec: Sized + serde::Serialize {
+    /// frost's own decoding, which tolerates trailing bytes and repeated map keys.
+    fn decode_any(bytes: &[u8]) -> Result<Self, FrostError>;
+
+    /// [`Self::decode_any`], refusing any input but the canonical encoding.
+    fn decode(bytes: &[u8]) -> Result<Self, FrostError> {
+        let value = Self::decode_any(bytes)?;
+        if encode_exact(&value)?.as_slice() != bytes {
+            return Err(FrostError::DeserializationError);
+        }
+        Ok(value)
+    }
+}
+
+macro_rules! frost_codec {
     ($($inner:ty),*) => {$(
         impl FrostCodec for $inner {
-            fn encode(&self) -> Result<Vec<u8>, FrostError> {
-                self.serialize()
-            }
-            fn decode(bytes: &[u8]) -> Result<Self, FrostError> {
+            fn decode_any(bytes: &[u8]) -> Result<Self, FrostError> {
                 <$inner>::deserialize(bytes)
             }
         }
     )*};
 }
-fallible!(round1::Package, round2::Package, SigningCommitments);
-
-macro_rules! infallible {
-    ($($inner:ty),*) => {$(
-        impl FrostCodec for $inner {
-            fn encode(&self) -> Result<Vec<u8>, FrostError> {
-                Ok(self.serialize())
-            }
-            fn decode(bytes: &[u8]) -> Result<Self, FrostError> {
-                <$inner>::deserialize(bytes)
-            }
-        }
-    )*};
-}
-infallible!(Delta, Sigma);
+frost_codec!(
+    round1::Package,
+    round2::Package,
+    SigningCommitments,
+    KeyPackage,
+    frost_secp256k1_tr::SigningPackage
+);
 
 /// `to_bytes`/`from_bytes` for a newtype over a [`FrostCodec`] type.
 macro_rules! codec {
@@ -48,13 +71,15 @@ macro_rules! codec {
             /// # Errors
             /// [`Error::Frost`] if frost fails to encode (not expected).
             pub fn to_bytes(&self) -> Result<$out> {
-                Ok($wrap(crate::codec::FrostCodec::encode(&self.0)?))
+                Ok($wrap(crate::codec::encode_exact(&self.0)?))
             }
 
-            /// Decodes a value received from a peer or read from storage.
+            /// Decodes a value received from a peer or read from storage;
+            /// only the canonical encoding (as [`Self::to_bytes`] writes it)
+            /// is accepted.
             ///
             /// # Errors
-            /// [`Error::Decode`] for malformed bytes.
+            /// [`Error::Decode`] for malformed or non-canonical bytes.
             pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
                 crate::codec::FrostCodec::decode(bytes)
                     .map(Self)

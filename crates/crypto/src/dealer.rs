@@ -13,7 +13,8 @@ use crate::{Encoding, Error, GroupParams, KeyShare, Result, ScriptTree, Seat, Wa
 /// out. The wallet's internal key is the key's own public key P and its
 /// output key `tweak(P, tree)`.
 ///
-/// Returns the wallet record and one share per seat `1..=n`, ascending.
+/// Returns the wallet record and one share per seat of `params` (`1..=n`
+/// for [`GroupParams::new`]), ascending.
 ///
 /// # Errors
 /// [`Error::Decode`] if `secret_key` is zero or not below the group order.

@@ -18,6 +18,7 @@ use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::codec::codec;
+use crate::poly;
 use crate::{
     Encoding, Error, GroupParams, KeyShare, Result, ScriptTree, Seat, WalletKey, XOnlyKey,
 };
@@ -30,12 +31,17 @@ pub struct Round1Package(round1::Package);
 /// polynomial). Must travel encrypted to that recipient; zeroized on drop.
 pub struct Round2Package(round2::Package);
 
-codec!(Round1Package, Round1Package, Vec<u8>, |v| v);
+codec!(
+    Round1Package,
+    Round1Package,
+    Vec<u8>,
+    |v: zeroize::Zeroizing<Vec<u8>>| v.to_vec()
+);
 codec!(
     Round2Package,
     Round2Package,
     Zeroizing<Vec<u8>>,
-    Zeroizing::new
+    |v: Zeroizing<Vec<u8>>| v
 );
 
 impl fmt::Debug for Round2Package {
@@ -114,10 +120,6 @@ fn blame(err: FrostError) -> Error {
     }
 }
 
-fn roster_size(roster: &BTreeSet<Seat>) -> u16 {
-    u16::try_from(roster.len()).unwrap_or(u16::MAX)
-}
-
 /// DKG state after part 1: holds the secret polynomial, waits for peers' round-1 packages.
 pub struct DkgRound1 {
     session: Session,
@@ -130,7 +132,7 @@ impl DkgRound1 {
     /// output key will commit to `tree`.
     ///
     /// # Errors
-    /// [`Error::UnknownSeat`] if `me` is outside `1..=n`.
+    /// [`Error::UnknownSeat`] if `me` is not in `params`' roster.
     pub fn start(
         params: GroupParams,
         me: Seat,
@@ -168,7 +170,7 @@ impl DkgRound1 {
         if !roster.contains(&me) {
             return Err(Error::UnknownSeat { seat: me.get() });
         }
-        let params = GroupParams::new(wallet.threshold(), roster_size(&roster))?;
+        let params = GroupParams::with_roster(wallet.threshold(), roster.iter().copied())?;
         let mode = Mode::Refresh {
             old: Box::new(share.package().clone()),
             wallet: Box::new(wallet.clone()),
@@ -276,7 +278,9 @@ impl DkgRound2 {
     ///
     /// # Errors
     /// The sender errors of [`DkgRound1::receive`], [`Error::BadShare`]
-    /// naming the culprit, [`Error::InternalKeyMismatch`].
+    /// naming the culprit (in a refresh too: each share is checked against
+    /// its sender's commitment before frost combines them),
+    /// [`Error::InternalKeyMismatch`].
     pub fn finish(self, packages: Vec<(Seat, Round2Package)>) -> Result<DkgOutput> {
         let round2 = self.session.collect(packages)?;
         let round2: BTreeMap<Identifier, round2::Package> =
@@ -289,6 +293,11 @@ impl DkgRound2 {
                 (key, WalletKey::from_dkg(untweaked, group, tree)?)
             }
             Mode::Refresh { old, wallet } => {
+                // frost reports a bad refresh share without its sender; check
+                // each first so the culprit is named.
+                for (id, package) in &round2 {
+                    check_refresh_share(self.session.me, id, package, &self.round1)?;
+                }
                 let (key, group) = refresh::refresh_dkg_shares(
                     &self.secret,
                     &self.round1,
@@ -305,6 +314,37 @@ impl DkgRound2 {
             wallet,
         })
     }
+}
+
+/// Checks one peer's refresh share against its round-1 commitment, whose
+/// constant term is the identity (a refresh polynomial shares zero):
+/// `share·G == Σ_{k≥1} x^k · C_k` at `x` = this member's seat.
+///
+/// # Errors
+/// [`Error::BadShare`] naming the sender if it does not hold (or the
+/// commitment cannot be read).
+fn check_refresh_share(
+    me: Seat,
+    from: &Identifier,
+    package: &round2::Package,
+    round1: &BTreeMap<Identifier, round1::Package>,
+) -> Result<()> {
+    let culprit = Seat::from_identifier(from).ok_or(Error::OwnPackageEchoed)?;
+    let bad = || Error::BadShare { culprit };
+    let commitment = round1
+        .get(from)
+        .ok_or(Error::UnknownSender { seat: culprit })?;
+    let mut coefficients = vec![poly::identity()];
+    for bytes in commitment.commitment().serialize()? {
+        coefficients.push(poly::element(&bytes).ok_or_else(bad)?);
+    }
+    let share_bytes = Zeroizing::new(package.signing_share().serialize());
+    let share = poly::scalar(&share_bytes).ok_or_else(bad)?;
+    let expected = poly::evaluate(&coefficients, &poly::seat_scalar(me));
+    if poly::base_mul(&share) != expected {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// P = sum of every member's commitment to its constant term (the untweaked group key).

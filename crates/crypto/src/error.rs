@@ -47,7 +47,9 @@ pub enum Error {
         /// Requested group size.
         signers: u16,
     },
-    /// A seat number is zero or outside the group.
+    /// A seat number is zero, above [`crate::MAX_SIGNERS`], or not a member
+    /// of the group or wallet it was used with (for example a seat a refresh
+    /// removed, named in a signing package or a repair).
     #[error("seat {seat} is not a member of the group")]
     UnknownSeat {
         /// The offending seat number.

@@ -3,9 +3,10 @@
 use std::fmt;
 
 use frost_secp256k1_tr::keys::{KeyPackage, VerifyingShare};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
-use crate::{Encoding, Error, Result, Seat, WalletKey};
+use crate::codec::{FrostCodec as _, encode_exact};
+use crate::{Encoding, Error, MAX_SIGNERS, Result, Seat, WalletKey};
 
 /// One member's long-lived secret share of a wallet key (frost `KeyPackage`).
 ///
@@ -58,21 +59,29 @@ impl KeyShare {
     /// # Errors
     /// [`Error::Frost`] if frost fails to encode (not expected).
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
-        Ok(Zeroizing::new(self.package.serialize()?))
+        Ok(encode_exact(&self.package)?)
     }
 
-    /// Decodes a share written by [`Self::to_bytes`].
+    /// Decodes a share written by [`Self::to_bytes`] (only that canonical
+    /// encoding is accepted).
     ///
     /// # Errors
-    /// [`Error::Decode`] for malformed bytes, an identifier that is not a
-    /// seat, or a secret share that does not match its verifying share.
+    /// [`Error::Decode`] for malformed or non-canonical bytes, an identifier
+    /// that is not a seat, a threshold outside `2..=MAX_SIGNERS`, or a secret
+    /// share that does not match its verifying share.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bad = || Error::Decode {
             what: Encoding::KeyShare,
         };
-        let package = KeyPackage::deserialize(bytes).map_err(|_| bad())?;
-        // The secret must match its own public image.
-        if VerifyingShare::from(*package.signing_share()) != *package.verifying_share() {
+        let package = KeyPackage::decode(bytes).map_err(|_| bad())?;
+        if !(2..=MAX_SIGNERS).contains(package.min_signers()) {
+            return Err(bad());
+        }
+        // The secret must match its own public image; the copy is wiped.
+        let mut secret = *package.signing_share();
+        let image = VerifyingShare::from(secret);
+        secret.zeroize();
+        if image != *package.verifying_share() {
             return Err(bad());
         }
         Self::new(package)

@@ -20,12 +20,17 @@
 //!   share repair ([`repair_step1`], [`repair_step2`], [`repair_step3`]),
 //!   import of an existing key by a trusted-dealer split ([`import_key`]).
 //!
-//! Members are [`Seat`]s `1..=n`; a seat's FROST identifier is the scalar
-//! equal to its number. Everything other layers store or send has
-//! `to_bytes`/`from_bytes`; decoding never panics. Secrets ([`KeyShare`],
-//! [`SecretNonce`], [`Round2Package`], repair values) are zeroized on drop and
-//! redacted in `Debug`. Randomness is always a caller-supplied
-//! `RngCore + CryptoRng` (rand_core 0.6).
+//! Members are [`Seat`]s, `1..=n` at key generation; a seat's FROST
+//! identifier is the scalar equal to its number. A refresh can remove seats,
+//! so a wallet's members are [`WalletKey::members`]: signing, share
+//! verification, aggregation and repair accept only members
+//! ([`WalletKey::check_member`]). Everything other layers store or send has
+//! `to_bytes`/`from_bytes`; decoding never panics and accepts only the
+//! canonical encoding (the one `to_bytes` writes), so equal values have
+//! equal bytes. Secrets ([`KeyShare`], [`SecretNonce`], [`Round2Package`],
+//! repair values) are zeroized on drop, redacted in `Debug`, and encoded into
+//! buffers of exact size that are wiped on drop. Randomness is always a
+//! caller-supplied `RngCore + CryptoRng` (rand_core 0.6).
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -101,6 +106,7 @@ mod error;
 mod ids;
 mod keys;
 mod local;
+mod poly;
 mod repair;
 mod sign;
 mod taproot;

@@ -10,14 +10,16 @@ use frost_secp256k1_tr::round2;
 use frost_secp256k1_tr::{Error as FrostError, Identifier, Secp256K1Sha256TR};
 use rand_core::{CryptoRng, RngCore};
 
-use crate::codec::codec;
+use crate::codec::{FrostCodec as _, codec, encode_exact};
 use crate::{Encoding, Error, KeyShare, Result, Seat, WalletKey, XOnlyKey};
 
 /// A signer's public round-1 commitment to one nonce pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Commitment(SigningCommitments);
 
-codec!(Commitment, Commitment, Vec<u8>, |v| v);
+codec!(Commitment, Commitment, Vec<u8>, |v: zeroize::Zeroizing<
+    Vec<u8>,
+>| v.to_vec());
 
 /// The secret nonce pair behind one [`Commitment`].
 ///
@@ -124,19 +126,20 @@ impl SigningPackage {
     /// # Errors
     /// [`Error::Frost`] if frost fails to encode (not expected).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        Ok(self.0.serialize()?)
+        Ok(encode_exact(&self.0)?.to_vec())
     }
 
-    /// Decodes a package, refusing identifiers that are not seats and
-    /// messages that are not 32 bytes.
+    /// Decodes a package, refusing identifiers that are not seats, messages
+    /// that are not 32 bytes, and any encoding other than the canonical one
+    /// (trailing bytes, a seat listed twice).
     ///
     /// # Errors
-    /// [`Error::Decode`] for malformed bytes.
+    /// [`Error::Decode`] for malformed or non-canonical bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bad = Error::Decode {
             what: Encoding::SigningPackage,
         };
-        let package = frost_secp256k1_tr::SigningPackage::deserialize(bytes).map_err(|_| bad)?;
+        let package = frost_secp256k1_tr::SigningPackage::decode(bytes).map_err(|_| bad)?;
         let all_seats = package
             .signing_commitments()
             .keys()
@@ -149,8 +152,15 @@ impl SigningPackage {
         Ok(Self(package))
     }
 
-    fn check_threshold(&self, wallet: &WalletKey) -> Result<()> {
-        let got = self.0.signing_commitments().len();
+    /// Checks that every signer is a member of `wallet` and that there are
+    /// at least its threshold of them.
+    fn check_signers(&self, wallet: &WalletKey) -> Result<()> {
+        let mut got = 0usize;
+        for id in self.0.signing_commitments().keys() {
+            let seat = Seat::from_identifier(id).ok_or(Error::SharesMismatch)?;
+            wallet.check_member(seat)?;
+            got = got.saturating_add(1);
+        }
         if got < usize::from(wallet.threshold()) {
             return Err(Error::TooFewSigners {
                 needed: wallet.threshold(),
@@ -172,16 +182,21 @@ impl SignatureShare {
         self.0.serialize()
     }
 
-    /// Decodes a share received from a signer.
+    /// Decodes a share received from a signer (exactly the 32-byte canonical encoding).
     ///
     /// # Errors
-    /// [`Error::Decode`] if the bytes are not a scalar.
+    /// [`Error::Decode`] if the bytes are not the encoding of a scalar.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        round2::SignatureShare::deserialize(bytes)
-            .map(Self)
-            .map_err(|_| Error::Decode {
+        let bad = Error::Decode {
+            what: Encoding::SignatureShare,
+        };
+        let share = round2::SignatureShare::deserialize(bytes).map_err(|_| bad)?;
+        if share.serialize() != bytes {
+            return Err(Error::Decode {
                 what: Encoding::SignatureShare,
-            })
+            });
+        }
+        Ok(Self(share))
     }
 }
 
@@ -191,7 +206,8 @@ impl SignatureShare {
 ///
 /// # Errors
 /// [`Error::WrongWallet`] if the share is not the wallet's,
-/// [`Error::TooFewSigners`] below the wallet's threshold,
+/// [`Error::UnknownSeat`] naming a signer of `package` that holds no share
+/// of the wallet, [`Error::TooFewSigners`] below the wallet's threshold,
 /// [`Error::CommitmentMismatch`] if the nonce is not this seat's or its
 /// commitment is not the one in `package`.
 pub fn sign(
@@ -201,7 +217,7 @@ pub fn sign(
     wallet: &WalletKey,
 ) -> Result<SignatureShare> {
     share.check_wallet(wallet)?;
-    package.check_threshold(wallet)?;
+    package.check_signers(wallet)?;
     let seat = share.seat();
     if nonce.seat != seat || package.commitment(seat) != Some(nonce.commitment) {
         return Err(Error::CommitmentMismatch { seat });
@@ -219,14 +235,16 @@ pub fn sign(
 ///
 /// # Errors
 /// [`Error::InvalidShares`] naming `seat` if the share is invalid;
-/// [`Error::UnknownSeat`] if `seat` holds no share of the wallet or has no
-/// commitment in `package`.
+/// [`Error::UnknownSeat`] if `seat` (or any signer of `package`) holds no
+/// share of the wallet, or `seat` has no commitment in `package`;
+/// [`Error::TooFewSigners`] if `package` names fewer members than the threshold.
 pub fn verify_share(
     wallet: &WalletKey,
     package: &SigningPackage,
     seat: Seat,
     share: &SignatureShare,
 ) -> Result<()> {
+    package.check_signers(wallet)?;
     let group = wallet.signing_group();
     let id = seat.identifier();
     let verifying_share = group
@@ -259,13 +277,14 @@ pub fn verify_share(
 /// # Errors
 /// [`Error::InvalidShares`] listing every seat whose share is invalid;
 /// [`Error::SharesMismatch`] if the shares' seats differ from the package's
-/// signers; [`Error::TooFewSigners`] below the threshold.
+/// signers; [`Error::UnknownSeat`] naming a signer of `package` that holds no
+/// share of the wallet; [`Error::TooFewSigners`] below the threshold.
 pub fn aggregate(
     wallet: &WalletKey,
     package: &SigningPackage,
     shares: &BTreeMap<Seat, SignatureShare>,
 ) -> Result<Signature> {
-    package.check_threshold(wallet)?;
+    package.check_signers(wallet)?;
     if shares.keys().copied().ne(package.signers()) {
         return Err(Error::SharesMismatch);
     }
@@ -322,11 +341,14 @@ impl Signature {
     /// # Errors
     /// [`Error::Decode`] if `x(R)` is not on the curve or `s` is not below the group order.
     pub fn from_bytes(bytes: &[u8; 64]) -> Result<Self> {
-        frost_core::Signature::deserialize(bytes)
-            .map(Self)
-            .map_err(|_| Error::Decode {
-                what: Encoding::Signature,
-            })
+        let bad = || Error::Decode {
+            what: Encoding::Signature,
+        };
+        let signature = frost_core::Signature::deserialize(bytes).map_err(|_| bad())?;
+        if signature.serialize().map_err(|_| bad())? != bytes {
+            return Err(bad());
+        }
+        Ok(Self(signature))
     }
 }
 

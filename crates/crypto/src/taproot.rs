@@ -7,7 +7,7 @@ use frost_secp256k1_tr::VerifyingKey;
 use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, Tweak as _};
 use sha2::{Digest as _, Sha256};
 
-use crate::{Encoding, Error, GroupParams, Result, Seat};
+use crate::{Encoding, Error, GroupParams, Result, Seat, poly};
 
 /// A BIP340 x-only public key (32 bytes), always a valid curve point.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -268,13 +268,70 @@ impl WalletKey {
             .collect()
     }
 
-    /// The group parameters `(t, n)` with `n` the current member count.
+    /// Checks that `seat` holds a share of this wallet (is one of
+    /// [`Self::members`]). After a refresh that removed seats, the members
+    /// are not `1..=n`: every check of a seat against a wallet goes here.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSeat`] otherwise.
+    pub fn check_member(&self, seat: Seat) -> Result<()> {
+        if self
+            .group
+            .verifying_shares()
+            .contains_key(&seat.identifier())
+        {
+            Ok(())
+        } else {
+            Err(Error::UnknownSeat { seat: seat.get() })
+        }
+    }
+
+    /// The threshold and the roster of current members: `signers()` is the
+    /// member count, `seats()` and `check_seat` describe [`Self::members`]
+    /// (not `1..=n` once a refresh has removed a seat).
     ///
     /// # Errors
     /// [`Error::InvalidParams`] if the stored package violates the bounds
-    /// (only possible for packages not made by this crate).
+    /// (never for a record made or decoded by this crate).
     pub fn params(&self) -> Result<GroupParams> {
-        GroupParams::new(self.threshold(), self.group.max_signers())
+        GroupParams::with_roster(self.threshold(), self.members())
+    }
+
+    /// Checks the invariants every record of this crate holds: a valid
+    /// threshold, every identifier a seat, and verifying shares that lie on
+    /// one polynomial of degree `t - 1` through the group key (so a record
+    /// with swapped or altered shares, which would blame honest signers, is
+    /// refused). Interpolates `t` shares in the exponent to the group key and
+    /// to every other member's share: `(n - t + 1)·t` scalar multiplications.
+    fn check_consistent(&self) -> Result<()> {
+        let bad = || Error::Decode {
+            what: Encoding::WalletKey,
+        };
+        let shares = self.group.verifying_shares();
+        if self.members().len() != shares.len() {
+            return Err(bad());
+        }
+        self.params().map_err(|_| bad())?;
+        let mut points = Vec::with_capacity(shares.len());
+        for (id, share) in shares {
+            let seat = Seat::from_identifier(id).ok_or_else(bad)?;
+            let element = poly::element(&share.serialize()?).ok_or_else(bad)?;
+            points.push((poly::seat_scalar(seat), element));
+        }
+        let (base, rest) = points
+            .split_at_checked(usize::from(self.threshold()))
+            .ok_or_else(bad)?;
+        let key = poly::element(&self.group.verifying_key().serialize()?).ok_or_else(bad)?;
+        let zero = poly::zero();
+        if poly::interpolate(base, &zero) != Some(key) {
+            return Err(bad());
+        }
+        for (x, y) in rest {
+            if poly::interpolate(base, x) != Some(*y) {
+                return Err(bad());
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn group(&self) -> &PublicKeyPackage {
@@ -320,9 +377,14 @@ impl WalletKey {
     /// Decodes a record written by [`Self::to_bytes`], re-deriving every key
     /// and checking it against the recorded ones.
     ///
+    /// Also refuses a threshold outside `2..=members`, identifiers that are
+    /// not seats, and verifying shares that do not lie on one polynomial
+    /// through the group key.
+    ///
     /// # Errors
-    /// [`Error::Decode`] for malformed bytes, [`Error::InternalKeyMismatch`]
-    /// if the recorded keys do not follow from the package.
+    /// [`Error::Decode`] for malformed or inconsistent bytes,
+    /// [`Error::InternalKeyMismatch`] if the recorded keys do not follow from
+    /// the package.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bad = || Error::Decode {
             what: Encoding::WalletKey,
@@ -353,6 +415,7 @@ impl WalletKey {
             KeyOrigin::Dkg => Self::from_dkg(recorded, group, tree)?,
             KeyOrigin::Imported => Self::from_import(group, tree)?,
         };
+        wallet.check_consistent()?;
         if wallet.dkg_untweaked.unwrap_or(wallet.internal) != recorded || wallet.output != output {
             return Err(Error::InternalKeyMismatch);
         }

@@ -93,21 +93,10 @@ fn wrong_threshold_commitment_names_its_sender() {
 
 #[test]
 fn bad_share_names_its_sender() {
-    let started = start(2, 3, 5);
-    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
-    let mut states = Vec::new();
-    let mut for_one = Vec::new();
-    for (state, _) in started {
-        let me = state.seat();
-        let peers = round1.iter().filter(|(s, _)| *s != me).cloned().collect();
-        let (state, out) = state.receive(peers).unwrap();
-        for (to, p) in out {
-            if to == seat(1) {
-                for_one.push((me, p));
-            }
-        }
-        states.push(state);
-    }
+    let (states, mut sent) = part2_all(start(2, 3, 5));
+    let for_one: Vec<_> = [2, 3]
+        .map(|from| (seat(from), sent.remove(&(seat(from), seat(1))).unwrap()))
+        .into();
     let one = states.into_iter().next().unwrap();
     assert_eq!(one.seat(), seat(1));
     // Seat 3's share for seat 1 arrives claiming to come from seat 2, and vice versa.
@@ -151,4 +140,29 @@ fn refresh_with_an_explicit_removal_keeps_the_key() {
     assert_eq!(refreshed.members(), seats(&[1, 2, 3]));
     sign_all(&new, &refreshed, &seats(&[1, 3]), &[1; 32], rng);
     assert!(shares[&seat(4)].check_wallet(&refreshed).is_err());
+}
+
+/// DESIGN.md §4 (a DKG that fails names the accused): a bad share in a refresh
+/// must name its sender, as it does in a fresh DKG.
+#[test]
+fn refresh_bad_share_names_its_sender() {
+    let rng = &mut rng(103);
+    let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let started: Vec<_> = shares
+        .values()
+        .map(|s| DkgRound1::refresh(s, &wallet, &[], rng).unwrap())
+        .collect();
+    let (states, mut sent) = part2_all(started);
+    let one = states.into_iter().next().unwrap();
+    // Seat 2 sends seat 1 the share it computed for seat 3.
+    let packages = vec![
+        (seat(2), sent.remove(&(seat(2), seat(3))).unwrap()),
+        (seat(3), sent.remove(&(seat(3), seat(1))).unwrap()),
+    ];
+    let err = one.finish(packages).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err, Error::BadShare { culprit } if culprit == seat(2)),
+        "refresh blamed nobody: {err:?} (culprits {:?})",
+        err.culprits()
+    );
 }

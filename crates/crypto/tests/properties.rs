@@ -1,4 +1,6 @@
-//! Property tests over random small groups, 2 <= t <= n <= 7 (bounded case counts).
+//! Property tests over random small groups, 2 <= t <= n <= 7 (bounded case
+//! counts), for every key convention: DKG key path, DKG with a script tree,
+//! imported key path, imported with a script tree.
 
 mod common;
 
@@ -11,6 +13,31 @@ use thresig_crypto::*;
 /// (t, n, seed) with 2 <= t <= n <= 7.
 fn group() -> impl Strategy<Value = (u16, u16, u64)> {
     (2u16..=7).prop_flat_map(|n| (2u16..=n, Just(n), any::<u64>()))
+}
+
+/// One of the four key conventions, with a script root drawn from `root`.
+fn convention() -> impl Strategy<Value = (KeyOrigin, ScriptTree)> {
+    let origin = prop_oneof![Just(KeyOrigin::Dkg), Just(KeyOrigin::Imported)];
+    let tree = prop_oneof![
+        Just(ScriptTree::KeyPathOnly),
+        any::<[u8; 32]>().prop_map(|root| ScriptTree::Root(MerkleRoot(root))),
+    ];
+    (origin, tree)
+}
+
+/// A `t`-of-`n` wallet of the given convention.
+fn make_wallet(
+    (origin, tree): (KeyOrigin, ScriptTree),
+    t: u16,
+    n: u16,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> LocalGroup {
+    let local = match origin {
+        KeyOrigin::Imported => import(t, n, tree, rng),
+        _ => dkg(t, n, tree, rng),
+    };
+    assert_eq!((local.1.origin(), local.1.script_tree()), (origin, tree));
+    local
 }
 
 /// A subset of `1..=n` of exactly `k` seats, chosen by `pick`.
@@ -32,18 +59,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
 
     #[test]
-    fn any_t_subset_signs((t, n, seed) in group(), pick in any::<u64>()) {
+    fn any_t_subset_signs((t, n, seed) in group(), kind in convention(), pick in any::<u64>()) {
         let rng = &mut rng(seed);
-        let (shares, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let (shares, wallet) = make_wallet(kind, t, n, rng);
         let signers = subset(n, t, pick);
         let sig = sign_all(&shares, &wallet, &signers, &[5; 32], rng);
         prop_assert!(verify(&wallet.output_key(), &[5; 32], &sig).is_ok());
     }
 
     #[test]
-    fn fewer_than_t_cannot_sign((t, n, seed) in group(), pick in any::<u64>()) {
+    fn fewer_than_t_cannot_sign((t, n, seed) in group(), kind in convention(), pick in any::<u64>()) {
         let rng = &mut rng(seed);
-        let (shares, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let (shares, wallet) = make_wallet(kind, t, n, rng);
         let signers = subset(n, t - 1, pick);
         let commitments: Vec<_> = signers.iter().map(|s| commit(&shares[s], rng)).collect();
         let package = SigningPackage::new(
@@ -67,9 +94,9 @@ proptest! {
     }
 
     #[test]
-    fn corrupted_share_is_named((t, n, seed) in group(), pick in any::<u64>(), bad in any::<prop::sample::Index>()) {
+    fn corrupted_share_is_named((t, n, seed) in group(), kind in convention(), pick in any::<u64>(), bad in any::<prop::sample::Index>()) {
         let rng = &mut rng(seed);
-        let (shares, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let (shares, wallet) = make_wallet(kind, t, n, rng);
         let signers = subset(n, t, pick);
         let (package, mut sig_shares) = sign_shares(&shares, &wallet, &signers, &[7; 32], rng);
         let culprit = signers[bad.index(signers.len())];
@@ -93,9 +120,9 @@ proptest! {
     }
 
     #[test]
-    fn refresh_keeps_key_and_changes_every_share((t, n, seed) in group(), pick in any::<u64>()) {
+    fn refresh_keeps_key_and_changes_every_share((t, n, seed) in group(), kind in convention(), pick in any::<u64>()) {
         let rng = &mut rng(seed);
-        let (old, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let (old, wallet) = make_wallet(kind, t, n, rng);
         let started = old
             .values()
             .map(|s| DkgRound1::refresh(s, &wallet, &[], rng).unwrap())
@@ -134,10 +161,10 @@ proptest! {
     }
 
     #[test]
-    fn repair_rebuilds_the_exact_share((t, n, seed) in group(), pick in any::<u64>()) {
+    fn repair_rebuilds_the_exact_share((t, n, seed) in group(), kind in convention(), pick in any::<u64>()) {
         prop_assume!(n > t);
         let rng = &mut rng(seed);
-        let (shares, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let (shares, wallet) = make_wallet(kind, t, n, rng);
         let order = subset(n, n, pick);
         let lost = order[0];
         let mut helpers = order[1..=usize::from(t)].to_vec();

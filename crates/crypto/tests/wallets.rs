@@ -141,14 +141,7 @@ fn secret_debug_output_shows_no_secret_bytes() {
     }
     let (nonce, _) = commit(share, rng);
     assert!(format!("{nonce:?}").contains("redacted"));
-    let params = GroupParams::new(2, 3).unwrap();
-    let started: Vec<_> = params
-        .seats()
-        .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
-        .collect();
-    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
-    let (state, _) = started.into_iter().next().unwrap();
-    let (_, out) = state.receive(round1[1..].to_vec()).unwrap();
+    let (_, out) = seat_one_round2(rng);
     let p = &out[0].1;
     let bytes = hex::encode(&p.to_bytes().unwrap()[..]);
     let debug = format!("{p:?}");
@@ -188,4 +181,58 @@ fn share_of_another_wallet_is_refused() {
         shares[&seat(1)].check_wallet(&other),
         Err(Error::WrongWallet { .. })
     ));
+}
+
+/// Repair values are secrets and zeroized on drop; frost's `Delta`/`Sigma`
+/// are `Copy` with no `Drop`, so the wrappers must bring their own.
+#[test]
+fn repair_values_are_zeroized_on_drop() {
+    let mut missing = Vec::new();
+    if !std::mem::needs_drop::<RepairDelta>() {
+        missing.push("RepairDelta");
+    }
+    if !std::mem::needs_drop::<RepairSigma>() {
+        missing.push("RepairSigma");
+    }
+    assert!(missing.is_empty(), "no drop glue at all for {missing:?}");
+}
+
+/// DESIGN.md §2: a key-path DKG wallet's internal key is P, the sum of every
+/// member's round-1 constant-term commitment. Computed here from the
+/// round-1 packages' bytes with libsecp256k1, independently of the crate.
+#[test]
+fn dkg_internal_key_is_the_sum_of_round1_constant_terms() {
+    let rng = &mut rng(12);
+    let (t, n) = (3u16, 5u16);
+    let params = GroupParams::new(t, n).unwrap();
+    let started: Vec<_> = params
+        .seats()
+        .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
+        .collect();
+    let mut constant_terms = Vec::new();
+    for (_, package) in &started {
+        let bytes = package.to_bytes().unwrap();
+        // Layout: header (5), coefficient count (1), t compressed points (33
+        // each), proof of knowledge (R 33, z 32).
+        assert_eq!(bytes.len(), 5 + 1 + 33 * usize::from(t) + 33 + 32);
+        assert_eq!(bytes[5], u8::try_from(t).unwrap());
+        constant_terms.push(secp256k1::PublicKey::from_slice(&bytes[6..39]).unwrap());
+    }
+    let (_, wallet) = run_rounds(started).unwrap();
+    let refs: Vec<&secp256k1::PublicKey> = constant_terms.iter().collect();
+    let p = secp256k1::PublicKey::combine_keys(&refs).unwrap();
+    let (p_x, _) = p.x_only_public_key();
+    assert_eq!(wallet.internal_key().to_bytes(), p_x.serialize());
+    // And the output key is its BIP341 key-path tweak, by libsecp256k1.
+    let tag = sha256(b"TapTweak");
+    let tweak = sha256(&[&tag[..], &tag[..], &p_x.serialize()[..]].concat());
+    let secp = secp256k1::Secp256k1::new();
+    let tweak = secp256k1::Scalar::from_be_bytes(tweak).unwrap();
+    let (q, _) = p_x.add_tweak(&secp, &tweak).unwrap();
+    assert_eq!(wallet.output_key().to_bytes(), q.serialize());
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).into()
 }

@@ -93,7 +93,7 @@ fn key_package_op(
     Ok(WriteOp::InsertKeyPackage {
         wallet: id.clone(),
         epoch,
-        value: share.to_bytes().map_err(encoding_failed)?.to_vec(),
+        value: share.to_bytes().map_err(encoding_failed)?.to_vec().into(),
     })
 }
 
@@ -222,7 +222,7 @@ pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<
         WriteOp::PutDkgResult {
             wallet: id.clone(),
             session: dkg_session_id(result.session())?,
-            value: dkg_result_value(result)?,
+            value: dkg_result_value(result)?.into(),
         },
     ])
 }

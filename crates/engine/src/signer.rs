@@ -104,6 +104,7 @@ enum Successor {
 /// of every marker commit attempt.
 struct Release<'a> {
     wallet: &'a WalletId,
+    coordinator: CoordinatorId,
     policy: &'a Policy,
     mode: WalletMode,
     spend: &'a Spend,
@@ -378,6 +379,7 @@ impl<S: Store> Signer<S> {
         let checked = check_round2(&slot.config, slot.seat, key, &self.limits, &authority, req)?;
         let release = Release {
             wallet,
+            coordinator: from,
             policy: &slot.policy,
             mode: wallet_mode(wallet, role, successor)?,
             spend: checked.spend(),
@@ -623,9 +625,16 @@ impl<S: Store> Signer<S> {
             return Ok(None);
         };
         let wallet = release.wallet;
-        let ledger = StoredLedger::read(&self.store, wallet)?;
-        let approval = ledger.approve(wallet, release.policy, &release.mode, psbt, now)?;
-        ledger.charge_op(wallet, approval.charge(), now).map(Some)
+        let ledger = StoredLedger::read(&self.store, wallet, release.policy)?;
+        let approval = ledger.approve(
+            wallet,
+            release.policy,
+            &release.mode,
+            &release.coordinator,
+            psbt,
+            now,
+        )?;
+        ledger.charge_op(wallet, &approval, now).map(Some)
     }
 
     /// Makes the marker of `shares` durable (insert-if-absent) together

@@ -19,6 +19,7 @@ use thresig_crypto::{Commitment, MerkleRoot, ScriptTree, Signature};
 use thresig_engine::{
     Error, ErrorCode, Limits, Round1Request, Round2Request, Signer, SigningTarget, WalletStateKind,
 };
+use thresig_tx::test_util::verify_with_core;
 use thresig_tx::{
     Destination, InputIndex, Network, Payment, PolicyConfig, Rule, SpendInput, TaprootWallet,
     Violation, WalletPsbt, build_psbt,
@@ -142,11 +143,38 @@ fn sign(
     seats: &[u16],
     psbt: &WalletPsbt,
 ) -> Result<Vec<Signature>, Error> {
-    let (req, _) = psbt_request(c, wallet, seats, &psbt.serialize(), &sighashes(psbt));
+    sign_by(c, COORD_A, wallet, seats, psbt)
+}
+
+/// [`sign`], requested by coordinator `from`.
+fn sign_by(
+    c: &mut Cluster,
+    from: u16,
+    wallet: &str,
+    seats: &[u16],
+    psbt: &WalletPsbt,
+) -> Result<Vec<Signature>, Error> {
+    let messages = sighashes(psbt);
+    let comms: BTreeMap<u16, Vec<Commitment>> = seats
+        .iter()
+        .map(|s| (*s, c.round1(*s, from, wallet, messages.len()).unwrap()))
+        .collect();
+    let req = c.request_for(
+        wallet,
+        &comms,
+        &messages,
+        SigningTarget::psbt(psbt.serialize()),
+    );
+    let mut rng = c.rng.clone();
     let mut shares = BTreeMap::new();
     for s in seats {
-        shares.insert(*s, c.round2(*s, &req)?);
+        let reply = c
+            .member(*s)
+            .signer()
+            .round2(c.now, coordinator(from), &req, &mut rng)?;
+        shares.insert(*s, reply.shares.into_iter().map(|h| h.0).collect());
     }
+    c.rng = rng;
     Ok(c.aggregate(wallet, &req, &shares))
 }
 
@@ -170,7 +198,7 @@ fn assert_core_accepts_only_untampered(tx: &Transaction, prevouts: &[TxOut], vic
     let mut sig = bad.input[victim].witness.to_vec().remove(0);
     sig[10] ^= 0x01;
     bad.input[victim].witness = bitcoin::Witness::from_slice(&[sig]);
-    assert_eq!(verify_with_core(&bad, prevouts).unwrap_err().0, victim);
+    assert_eq!(verify_with_core(&bad, prevouts).unwrap_err().input, victim);
 }
 
 fn denial(err: &Error) -> (Rule, Violation) {
@@ -542,4 +570,183 @@ fn no_sweep_is_signed_while_the_successor_is_not_active() {
     let err = sign(&mut c, "old", &[1, 2], &psbt).unwrap_err();
     assert!(matches!(err, Error::SuccessorNotActive { .. }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::RekeyInProgress);
+}
+
+#[test]
+fn round2_returns_a_fresh_live_vector_for_the_next_session() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(38, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let first = spend(&w, 2, 1);
+    let (req, _) = psbt_request(&mut c, "w", &[1, 2], &first.serialize(), &sighashes(&first));
+    let replies: BTreeMap<u16, _> = [1, 2].map(|s| (s, c.round2_reply(s, &req).unwrap())).into();
+    // The next session (another transaction) uses only the returned vectors.
+    let second = spend(&w, 2, 2);
+    let fresh: BTreeMap<u16, Vec<Commitment>> = replies
+        .iter()
+        .map(|(s, r)| {
+            assert_eq!(r.commitments.len(), 2);
+            let v = r
+                .commitments
+                .iter()
+                .map(|h| Commitment::from_bytes(&h.0).unwrap());
+            (*s, v.collect())
+        })
+        .collect();
+    let target = SigningTarget::psbt(second.serialize());
+    let next = c.request_for("w", &fresh, &sighashes(&second), target);
+    let shares: BTreeMap<u16, _> = [1, 2].map(|s| (s, c.round2(s, &next).unwrap())).into();
+    let sigs = c.aggregate("w", &next, &shares);
+    let prevouts = second.prevouts().to_vec();
+    verify_with_core(&finalize(second, &sigs, &[]), &prevouts).unwrap();
+}
+
+#[test]
+fn a_policy_of_another_network_or_a_bad_successor_stops_the_signer() {
+    let c = Cluster::with_wallets(
+        39,
+        2,
+        3,
+        &[Spec::new("a", Keys::None), Spec::new("b", Keys::None)],
+        Limits::default(),
+    );
+    let open = |config: thresig_engine::SignerConfig| {
+        Signer::open(config, identity_secret(1), c.member(1).store().share()).unwrap_err()
+    };
+    let mut config = c.member(1).config.clone();
+    let mut mainnet = PolicyConfig::default();
+    mainnet.destinations = vec!["bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq".to_owned()];
+    config.wallets[0] = config.wallets[0].clone().with_policy(mainnet);
+    let err = open(config);
+    assert!(
+        matches!(
+            err,
+            thresig_engine::OpenError::Config(thresig_engine::ConfigError::Policy { .. })
+        ),
+        "{err:?}"
+    );
+    for successor in ["a", "zz"] {
+        let mut config = c.member(1).config.clone();
+        config.wallets[0] = config.wallets[0].clone().with_successor(wid(successor));
+        let err = open(config);
+        assert!(
+            matches!(
+                err,
+                thresig_engine::OpenError::Config(thresig_engine::ConfigError::BadSuccessor { .. })
+            ),
+            "{successor}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_psbt_request_travels_as_json_and_a_refusal_comes_back_as_policy_denied() {
+    use thresig_engine::{
+        API_VERSION, Envelope, Reply, Request, Response, decode_request, encode_reply,
+    };
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly))];
+    let mut c = Cluster::with_wallets(40, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    // The default policy: change to the wallet is fine, an external
+    // destination is not on the (empty) allowlist.
+    let cases = [
+        (pay(&w, &funding(&w, 1, 100_000, 1), None), None),
+        (spend(&w, 1, 2), Some("destination_allowlist")),
+    ];
+    for (psbt, refused_by) in cases {
+        let (req, _) = psbt_request(&mut c, "w", &[1, 2], &psbt.serialize(), &sighashes(&psbt));
+        let bytes = serde_json::to_vec(&Envelope::new(Request::Round2(req.clone()))).unwrap();
+        let decoded = decode_request(&bytes, &Limits::default()).unwrap();
+        assert_eq!(decoded, Request::Round2(req));
+        let now = c.now;
+        let result = c.member(1).signer().handle(
+            now,
+            coordinator(COORD_A),
+            decoded,
+            &mut *c.fresh_rng.borrow_mut(),
+        );
+        let reply: Envelope<Reply> = serde_json::from_slice(&encode_reply(result.into())).unwrap();
+        assert_eq!(reply.version, API_VERSION);
+        match (reply.body, refused_by) {
+            (Reply::Ok(Response::Round2(r)), None) => assert_eq!(r.shares.len(), 1),
+            (Reply::Error(body), Some(rule)) => {
+                assert_eq!(body.code, ErrorCode::PolicyDenied);
+                assert_eq!(body.recovery, "terminal");
+                assert!(body.message.contains(rule), "{}", body.message);
+            }
+            (other, _) => panic!("unexpected reply {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_wallet_signs_many_transactions_a_day_under_the_default_policy() {
+    // Fees of 1 000 sat, far below `max_fee_sat`: the daily fee budget
+    // counts the real fees, not five full caps.
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(40, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    for salt in 1..=8u8 {
+        c.advance(Duration::from_secs(61));
+        sign(&mut c, "w", &[1, 2], &spend(&w, 1, salt)).unwrap();
+    }
+}
+
+#[test]
+fn the_daily_fee_budget_refuses_a_transaction_over_it_across_a_restart() {
+    let mut p = policy();
+    p.max_fee_sat = 1_000;
+    p.max_fee_per_day_sat = 2_500;
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(41, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    let third = spend(&w, 1, 3);
+    let budget = Violation::FeeBudget {
+        charged: Amount::from_sat(2_000),
+        fee: Amount::from_sat(1_000),
+        cap: Amount::from_sat(2_500),
+    };
+    let err = sign(&mut c, "w", &[1, 2], &third).unwrap_err();
+    assert_eq!(denial(&err), (Rule::FeePerDay, budget.clone()));
+    assert_eq!(Rule::FeePerDay.as_str(), "fee_per_day");
+    // The fees are durable: after a restart the same 2 000 sat count.
+    c.restart(1);
+    let err = sign(&mut c, "w", &[1, 3], &third).unwrap_err();
+    assert_eq!(denial(&err), (Rule::FeePerDay, budget));
+    // A day after the first charge, it fits again.
+    c.advance(Duration::from_secs(24 * 3600));
+    sign(&mut c, "w", &[1, 2], &third).unwrap();
+}
+
+#[test]
+fn one_coordinator_at_its_daily_sub_limit_does_not_block_another() {
+    let mut p = policy();
+    p.max_per_day_per_coordinator = Some(2);
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(42, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    sign_by(&mut c, COORD_A, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    sign_by(&mut c, COORD_A, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    let refused = |c: &mut Cluster, seats: &[u16], salt: u8| {
+        let err = sign_by(c, COORD_A, "w", seats, &spend(&w, 1, salt)).unwrap_err();
+        denial(&err)
+    };
+    let over = (
+        Rule::CoordinatorRatePerDay,
+        Violation::Rate {
+            charged: 2,
+            limit: 2,
+        },
+    );
+    assert_eq!(refused(&mut c, &[1, 2], 3), over);
+    // The other coordinator still signs, and its charge is its own.
+    sign_by(&mut c, COORD_B, "w", &[1, 2], &spend(&w, 1, 4)).unwrap();
+    sign_by(&mut c, COORD_B, "w", &[1, 2], &spend(&w, 1, 5)).unwrap();
+    // The coordinators of the charges survive a restart.
+    c.restart(1);
+    assert_eq!(refused(&mut c, &[1, 3], 6), over);
+    let err = sign_by(&mut c, COORD_B, "w", &[1, 3], &spend(&w, 1, 7)).unwrap_err();
+    assert_eq!(denial(&err), over);
 }

@@ -15,9 +15,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a whole run may take before it fails.
 ///
 /// Each session costs at most one request timeout once its members are
-/// responsive, and a run needs at most n - t + 1 sessions; five minutes
-/// covers a few dozen silent-seat timeouts, beyond which an operator should
-/// look at the cluster rather than wait.
+/// responsive, and a run needs at most n - t + 1 sessions (plus a bounded
+/// few for signers that refuse transiently and are asked again, see
+/// [`crate::Coordinator`]); five minutes covers a few dozen silent-seat
+/// timeouts, beyond which an operator should look at the cluster rather than
+/// wait. It also bounds the re-asks: with the default request timeout, at
+/// most five per seat.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Parameters of one coordinator run.

@@ -6,42 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::session::{Checked, Session, Verified, transpose};
+use crate::standing::{SeatState, Standing};
 use crate::{
     Config, Error, Event, Failure, Misbehavior, Refusal, Reply, Request, Round, Scheme, Seat,
     SessionId, Signed, Stats, Transmit, Unresponsiveness,
 };
-
-/// Where one seat stands in the run. Malicious and unresponsive are separate
-/// states: only [`Standing::Malicious`] is permanent and blamed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Standing {
-    /// A round-1 request is outstanding until `timeout`.
-    Asked { timeout: Instant },
-    /// In the responsive set R with a fresh commitment vector (held in
-    /// `Coordinator::responsive`).
-    Responsive,
-    /// A member of `session`, its share vector awaited until `timeout`.
-    Signing {
-        session: SessionId,
-        timeout: Instant,
-    },
-    /// Timed out or refused. Not in R until it sends a fresh commitment
-    /// vector; a late share vector for an open session is still accepted.
-    Unresponsive,
-    /// Sent an invalid share. Never used again.
-    Malicious,
-}
-
-impl Standing {
-    /// The request that times out for this seat, and when.
-    fn expiry(self) -> Option<(Instant, Round)> {
-        match self {
-            Self::Asked { timeout } => Some((timeout, Round::Commit)),
-            Self::Signing { session, timeout } => Some((timeout, Round::Sign(session))),
-            Self::Responsive | Self::Unresponsive | Self::Malicious => None,
-        }
-    }
-}
 
 /// Whether the run still accepts input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +60,23 @@ enum Phase {
 /// of a session has answered validly, the shares are aggregated and
 /// [`Event::Done`] ends the run.
 ///
+/// As in the paper, a seat enters R only in two ways: with a valid share
+/// vector for the session it is pending in (which carries its next
+/// commitments), or by answering a round-1 request the coordinator sent it.
+/// Commitments nobody asked for are refused ([`Error::NotAwaited`]), so a
+/// signer that refuses or stays silent in round 2 cannot push itself back
+/// into R and into every later session. A seat that timed out in round 2
+/// stays pending in its session (its late share still counts) and is never
+/// asked for new commitments. A round-1 request that timed out, and a
+/// transient refusal ([`Refusal::is_transient`]), earn a re-ask: one
+/// [`Request::Commit`], at most one outstanding per seat, the k-th re-ask
+/// of a seat waiting `request_timeout × (2^(k−1) − 1)` after its cause (0,
+/// T, 3T, 7T, …) and none due at or after the deadline. So a lost round-1
+/// message or a briefly full signer is asked again, while each seat is
+/// re-asked at most K times per run, K the largest k with
+/// `T × (2^k − 1 − k) < deadline` (5 with the defaults). A refusal that is
+/// not transient excludes the seat for the rest of the run.
+///
 /// The paper starts a session whenever R holds t signers. Here a session in
 /// which every member is still expected to answer (none refused, proved
 /// malicious or passed its request timeout) is given its chance first:
@@ -101,30 +87,34 @@ enum Phase {
 /// # Invariants
 /// - Each signer is a member of at most one open session whose answer is
 ///   awaited, and is in R at most once.
+/// - No commitment a seat sent is put into two sessions: a round-1 answer
+///   is accepted only while a round-1 request to that seat is unanswered,
+///   and a vector repeating a commitment already accepted from the seat is
+///   refused ([`Error::ReusedCommitment`]).
 /// - Only an invalid share makes a signer malicious; timeouts and refusals
 ///   make it unresponsive ([`Unresponsiveness`]), never a culprit.
 /// - Each culprit is reported exactly once, and a reply is counted at most
 ///   once: duplicates, late answers for ended runs, unknown seats and
-///   sessions, and wrong vector lengths are refused with an [`Error`] and
-///   change nothing.
-/// - When signers fail only by silence or invalid shares, at most n - t + 1
-///   sessions start; each transient refusal ([`Refusal::is_transient`]) may
-///   add one.
+///   sessions, unsolicited commitments and wrong vector lengths are refused
+///   with an [`Error`] and change nothing (an invalid share vector is
+///   convicted even when its commitment vector is malformed).
+/// - With at least t signers that answer every request validly, the run
+///   finishes within n − t + 1 sessions, plus at most one session for each
+///   re-ask after a transient round-2 refusal: at most n − t + 1 + K·m,
+///   where m signers refuse transiently.
 pub struct Coordinator<S: Scheme> {
     scheme: S,
     threshold: usize,
     request_timeout: Duration,
     deadline: Instant,
     messages: Vec<S::Message>,
-    signers: BTreeMap<Seat, Standing>,
+    signers: BTreeMap<Seat, SeatState<S>>,
     /// R: signers with a fresh commitment vector, in arrival order.
     responsive: VecDeque<(Seat, Vec<S::Commitment>)>,
     sessions: BTreeMap<SessionId, Session<S>>,
     next_session: SessionId,
     sessions_started: u32,
     culprits: BTreeSet<Seat>,
-    /// Seats already sent a second round-1 request after a transient refusal.
-    reasked: BTreeSet<Seat>,
     transmits: VecDeque<Transmit<S>>,
     events: VecDeque<Event<S>>,
     phase: Phase,
@@ -169,16 +159,20 @@ impl<S: Scheme> Coordinator<S> {
             next_session: SessionId::FIRST,
             sessions_started: 0,
             culprits: BTreeSet::new(),
-            reasked: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             phase: Phase::Running,
         };
+        let timeout = coordinator.timeout_after(now);
         for seat in config.roster {
             if coordinator.signers.contains_key(&seat) {
                 return Err(Error::DuplicateSeat { seat });
             }
-            coordinator.ask(now, seat);
+            coordinator.signers.insert(seat, SeatState::new(timeout));
+            coordinator.transmits.push_back(Transmit {
+                to: seat,
+                request: Request::Commit,
+            });
         }
         Ok(coordinator)
     }
@@ -213,36 +207,41 @@ impl<S: Scheme> Coordinator<S> {
     /// identity mapped through the roster), never a seat named inside the
     /// message: blame is only as good as that mapping.
     ///
+    /// The driver must also bind each reply to the exact request it answers:
+    /// one coordinator per run, and a reply is fed only to the coordinator
+    /// whose [`Coordinator::poll_transmit`] produced the request (for
+    /// example, by the RPC call or stream that carried it). Session numbers
+    /// start at 1 in every run, so replies must never be routed across runs
+    /// by their session number: a reply from another run could name a
+    /// session of this one.
+    ///
     /// # Errors
     /// The reply is refused, and changes nothing, if the run has ended
     /// ([`Error::Finished`]), `from` is not in the roster
     /// ([`Error::UnknownSeat`]), it names a session never started
     /// ([`Error::UnknownSession`]) or one that can no longer finish
     /// ([`Error::SessionClosed`]), it is not awaited from `from`
-    /// ([`Error::NotPending`], [`Error::NotAwaited`]: duplicates land
-    /// here), or a vector does not hold one element per message
-    /// ([`Error::VectorLength`]). An invalid share is not an error: it is
-    /// accepted as proof and reported as [`Event::Culprit`].
+    /// ([`Error::NotPending`], [`Error::NotAwaited`]: duplicates and
+    /// unsolicited commitments land here), it repeats a commitment already
+    /// accepted from `from` ([`Error::ReusedCommitment`]), or a vector does
+    /// not hold one element per message ([`Error::VectorLength`]). An
+    /// invalid share is not an error: it is accepted as proof and reported
+    /// as [`Event::Culprit`], whatever commitments came with it.
     pub fn handle_reply(&mut self, now: Instant, from: Seat, reply: Reply<S>) -> Result<(), Error> {
         if self.is_finished() {
             return Err(Error::Finished);
         }
-        let standing = *self
-            .signers
-            .get(&from)
-            .ok_or(Error::UnknownSeat { seat: from })?;
+        if !self.signers.contains_key(&from) {
+            return Err(Error::UnknownSeat { seat: from });
+        }
         match reply {
-            Reply::Commitments { commitments } => {
-                self.on_commitments(from, standing, commitments)?;
-            }
+            Reply::Commitments { commitments } => self.on_commitments(from, commitments)?,
             Reply::Shares {
                 session,
                 shares,
                 commitments,
             } => self.on_shares(from, session, shares, commitments)?,
-            Reply::Refused { round, refusal } => {
-                self.on_refusal(now, from, standing, round, refusal)?;
-            }
+            Reply::Refused { round, refusal } => self.on_refusal(now, from, round, refusal)?,
         }
         // A session that lost a member and awaits no one can never finish.
         self.sessions
@@ -251,9 +250,9 @@ impl<S: Scheme> Coordinator<S> {
         Ok(())
     }
 
-    /// Expires every request whose timeout is at or before `now`, and fails
-    /// the run if its overall deadline has passed. Harmless when nothing is
-    /// due.
+    /// Expires every request whose timeout is at or before `now`, sends the
+    /// re-asks that are due, and fails the run if its overall deadline has
+    /// passed. Harmless when nothing is due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.is_finished() {
             return;
@@ -265,19 +264,32 @@ impl<S: Scheme> Coordinator<S> {
         let expired: Vec<(Seat, Round)> = self
             .signers
             .iter()
-            .filter_map(|(seat, standing)| {
-                let (timeout, round) = standing.expiry()?;
+            .filter_map(|(seat, state)| {
+                let (timeout, round) = state.expiry()?;
                 (timeout <= now).then_some((*seat, round))
             })
             .collect();
         for (seat, round) in expired {
             // A timed-out session member stays pending in its session, so a
-            // late but valid answer can still complete it.
-            self.signers.insert(seat, Standing::Unresponsive);
+            // late but valid answer can still complete it; a timed-out
+            // round-1 request stays answerable and is sent again later.
+            self.set_standing(seat, Standing::Unresponsive);
             self.events.push_back(Event::Unresponsive {
                 seat,
                 cause: Unresponsiveness::Timeout { round },
             });
+            if round == Round::Commit {
+                self.schedule_reask(now, seat);
+            }
+        }
+        let due: Vec<Seat> = self
+            .signers
+            .iter()
+            .filter(|(_, state)| state.retry_at.is_some_and(|at| at <= now))
+            .map(|(seat, _)| *seat)
+            .collect();
+        for seat in due {
+            self.ask(now, seat);
         }
         self.start_sessions(now);
     }
@@ -295,8 +307,8 @@ impl<S: Scheme> Coordinator<S> {
     }
 
     /// When to call [`Coordinator::handle_timeout`] next: the earliest
-    /// request timeout or the overall deadline; `None` once the run has
-    /// ended. Changed by every `handle_*` call.
+    /// request timeout, re-ask or the overall deadline; `None` once the run
+    /// has ended. Changed by every `handle_*` call.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_finished() {
@@ -305,36 +317,30 @@ impl<S: Scheme> Coordinator<S> {
         let earliest = self
             .signers
             .values()
-            .filter_map(|standing| standing.expiry())
-            .map(|(timeout, _)| timeout)
+            .flat_map(|state| [state.expiry().map(|(timeout, _)| timeout), state.retry_at])
+            .flatten()
             .fold(self.deadline, Instant::min);
         Some(earliest)
     }
 
-    fn on_commitments(
-        &mut self,
-        from: Seat,
-        standing: Standing,
-        commitments: Vec<S::Commitment>,
-    ) -> Result<(), Error> {
-        self.check_len(from, commitments.len())?;
-        match standing {
-            Standing::Asked { .. } => {}
-            Standing::Unresponsive => {
-                // It gave up on any session it timed out in: that nonce will
-                // not be used, and it may only be in one session at a time.
-                for session in self.sessions.values_mut() {
-                    session.pending.remove(&from);
-                }
-            }
-            Standing::Responsive | Standing::Signing { .. } | Standing::Malicious => {
-                return Err(Error::NotAwaited { seat: from });
-            }
+    fn on_commitments(&mut self, from: Seat, commitments: Vec<S::Commitment>) -> Result<(), Error> {
+        let state = self.seat(from)?;
+        let answerable = matches!(
+            state.standing,
+            Standing::Asked { .. } | Standing::Unresponsive
+        );
+        if !(state.asked && answerable) {
+            return Err(Error::NotAwaited { seat: from });
         }
+        self.check_len(from, commitments.len())?;
+        self.check_fresh(from, &commitments)?;
         self.make_responsive(from, commitments);
         Ok(())
     }
 
+    /// Verifies the share vector before anything else, so invalid shares
+    /// are convicted even when the rest of the reply is malformed; a valid
+    /// vector counts only with a well-formed, fresh commitment vector.
     fn on_shares(
         &mut self,
         from: Seat,
@@ -350,11 +356,14 @@ impl<S: Scheme> Coordinator<S> {
             });
         }
         self.check_len(from, shares.len())?;
-        self.check_len(from, commitments.len())?;
         match session.check(&self.scheme, from, shares) {
             Err(error) => self.fail(Failure::Scheme { session: id, error }),
             Ok(Checked::Invalid { input }) => self.convict(from, id, input),
-            Ok(Checked::Valid(verified)) => self.accept_shares(from, id, verified, commitments),
+            Ok(Checked::Valid(verified)) => {
+                self.check_len(from, commitments.len())?;
+                self.check_fresh(from, &commitments)?;
+                self.accept_shares(from, id, verified, commitments);
+            }
         }
         Ok(())
     }
@@ -363,14 +372,17 @@ impl<S: Scheme> Coordinator<S> {
         &mut self,
         now: Instant,
         from: Seat,
-        standing: Standing,
         round: Round,
         refusal: Refusal,
     ) -> Result<(), Error> {
         match round {
             Round::Commit => {
-                if !matches!(standing, Standing::Asked { .. }) {
+                let state = self.seat(from)?;
+                if !state.asked {
                     return Err(Error::NotAwaited { seat: from });
+                }
+                if let Some(state) = self.signers.get_mut(&from) {
+                    state.asked = false;
                 }
             }
             Round::Sign(id) => {
@@ -384,13 +396,15 @@ impl<S: Scheme> Coordinator<S> {
                 }
             }
         }
-        self.signers.insert(from, Standing::Unresponsive);
         self.events.push_back(Event::Unresponsive {
             seat: from,
             cause: Unresponsiveness::Refused { round, refusal },
         });
-        if refusal.is_transient() && self.reasked.insert(from) {
-            self.ask(now, from);
+        if refusal.is_transient() {
+            self.set_standing(from, Standing::Unresponsive);
+            self.schedule_reask(now, from);
+        } else {
+            self.set_standing(from, Standing::Excluded);
         }
         Ok(())
     }
@@ -440,7 +454,7 @@ impl<S: Scheme> Coordinator<S> {
         if let Some(open) = self.sessions.get_mut(&session) {
             open.pending.remove(&seat);
         }
-        self.signers.insert(seat, Standing::Malicious);
+        self.set_standing(seat, Standing::Malicious);
         if self.culprits.insert(seat) {
             self.events.push_back(Event::Culprit {
                 seat,
@@ -474,15 +488,21 @@ impl<S: Scheme> Coordinator<S> {
         self.sessions.iter().any(|(id, session)| {
             session.is_intact()
                 && session.pending.iter().all(|seat| {
-                    matches!(self.signers.get(seat), Some(Standing::Signing { session, .. }) if session == id)
+                    matches!(
+                        self.signers.get(seat).map(|state| state.standing),
+                        Some(Standing::Signing { session, .. }) if session == *id
+                    )
                 })
         })
     }
 
     fn start_session(&mut self, now: Instant, members: Vec<(Seat, Vec<S::Commitment>)>) {
         let id = self.next_session;
-        self.next_session = id.next();
-        self.sessions_started = self.sessions_started.saturating_add(1);
+        let Some(next) = id.next() else {
+            return self.fail(Failure::SessionsExhausted);
+        };
+        self.next_session = next;
+        self.sessions_started = id.get();
         let mut signers: Vec<Seat> = members.iter().map(|(seat, _)| *seat).collect();
         signers.sort_unstable();
         let columns = transpose(members, self.messages.len());
@@ -498,7 +518,7 @@ impl<S: Scheme> Coordinator<S> {
         };
         let timeout = self.timeout_after(now);
         for seat in &signers {
-            self.signers.insert(
+            self.set_standing(
                 *seat,
                 Standing::Signing {
                     session: id,
@@ -520,19 +540,60 @@ impl<S: Scheme> Coordinator<S> {
         });
     }
 
-    /// Queues a round-1 request to `seat`.
+    /// Plans `seat`'s next re-ask after a round-1 timeout or a transient
+    /// refusal at `now`: at once for its first, then after growing delays,
+    /// and never at or after the deadline.
+    fn schedule_reask(&mut self, now: Instant, seat: Seat) {
+        let request_timeout = self.request_timeout;
+        let deadline = self.deadline;
+        let Some(state) = self.signers.get_mut(&seat) else {
+            return;
+        };
+        state.retry_at = state
+            .reask_delay(request_timeout)
+            .and_then(|delay| now.checked_add(delay))
+            .filter(|at| *at < deadline);
+        if state.retry_at.is_some_and(|at| at <= now) {
+            self.ask(now, seat);
+        }
+    }
+
+    /// Queues a round-1 re-ask to `seat`.
     fn ask(&mut self, now: Instant, seat: Seat) {
         let timeout = self.timeout_after(now);
-        self.signers.insert(seat, Standing::Asked { timeout });
+        let Some(state) = self.signers.get_mut(&seat) else {
+            return;
+        };
+        state.standing = Standing::Asked { timeout };
+        state.asked = true;
+        state.retry_at = None;
+        state.reasks = state.reasks.saturating_add(1);
         self.transmits.push_back(Transmit {
             to: seat,
             request: Request::Commit,
         });
     }
 
+    /// Puts `seat` into R with `commitments` (checked fresh by the caller),
+    /// answering any round-1 request and cancelling any planned re-ask.
     fn make_responsive(&mut self, seat: Seat, commitments: Vec<S::Commitment>) {
-        self.signers.insert(seat, Standing::Responsive);
+        if let Some(state) = self.signers.get_mut(&seat) {
+            state.standing = Standing::Responsive;
+            state.asked = false;
+            state.retry_at = None;
+            state.remember(&commitments);
+        }
         self.responsive.push_back((seat, commitments));
+    }
+
+    fn set_standing(&mut self, seat: Seat, standing: Standing) {
+        if let Some(state) = self.signers.get_mut(&seat) {
+            state.standing = standing;
+        }
+    }
+
+    fn seat(&self, seat: Seat) -> Result<&SeatState<S>, Error> {
+        self.signers.get(&seat).ok_or(Error::UnknownSeat { seat })
     }
 
     /// A request sent at `now` times out one request timeout later, but never
@@ -561,6 +622,14 @@ impl<S: Scheme> Coordinator<S> {
                 expected,
                 got,
             })
+        }
+    }
+
+    fn check_fresh(&self, seat: Seat, commitments: &[S::Commitment]) -> Result<(), Error> {
+        if self.seat(seat)?.is_fresh(commitments) {
+            Ok(())
+        } else {
+            Err(Error::ReusedCommitment { seat })
         }
     }
 

@@ -62,10 +62,21 @@ pub enum Error {
         /// The named session.
         session: SessionId,
     },
-    /// Commitments (or a round-1 refusal) from a seat that is in a session,
-    /// already responsive, or malicious.
+    /// Commitments (or a round-1 refusal) from a seat that has no
+    /// unanswered round-1 request: unsolicited commitments (a seat rejoins
+    /// only with a valid share vector or by answering a request the
+    /// coordinator sent), a second answer to the same request, or a reply
+    /// from a seat that is excluded or malicious.
     #[error("seat {seat} sent commitments that are not awaited")]
     NotAwaited {
+        /// The sender.
+        seat: Seat,
+    },
+    /// A commitment vector repeats a commitment the coordinator already
+    /// accepted from this seat (a replayed or duplicated reply): using it
+    /// again would put one nonce into two signing packages.
+    #[error("seat {seat} sent a commitment it had already sent")]
+    ReusedCommitment {
         /// The sender.
         seat: Seat,
     },

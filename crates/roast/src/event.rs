@@ -20,8 +20,12 @@ pub enum Event<S: Scheme> {
         /// Its t signers, ascending.
         signers: Vec<Seat>,
     },
-    /// A signer did not answer in time or refused. It is not blamed and may
-    /// become responsive again with a fresh commitment vector.
+    /// A signer did not answer in time or refused. It is not blamed. It
+    /// becomes responsive again only with a valid share vector for the
+    /// session it is pending in, or by answering a round-1 request the
+    /// coordinator sends it (after a round-1 timeout or a transient
+    /// refusal); after a refusal that is not transient it is not asked
+    /// again in this run.
     Unresponsive {
         /// The signer.
         seat: Seat,
@@ -30,6 +34,11 @@ pub enum Event<S: Scheme> {
     },
     /// A signer proved malicious. Reported once per signer; the signer is
     /// never used again in this run.
+    ///
+    /// Shares it sent earlier stay valid: a share vector it sent for another
+    /// session was verified on arrival, so that session may still finish and
+    /// its share may be part of the final signature. Only the invalid
+    /// vector itself is never used.
     Culprit {
         /// The signer.
         seat: Seat,
@@ -94,6 +103,9 @@ pub enum Failure<E> {
     },
     /// The overall deadline passed first.
     Deadline,
+    /// The run would need a session id beyond `u32::MAX`; it ends instead of
+    /// repeating an id.
+    SessionsExhausted,
     /// The signature scheme could not build a package, check a share or
     /// aggregate verified shares: the key material or configuration is
     /// inconsistent, not a signer's fault.
@@ -121,8 +133,9 @@ pub struct Signed<S: Scheme> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Sessions started (at most n - t + 1 when signers only fail by
-    /// silence or invalid shares; each transient refusal can add one).
+    /// Sessions started: with at least t signers answering validly, at most
+    /// n - t + 1, plus one for each re-ask after a transient round-2 refusal
+    /// (see [`crate::Coordinator`] for the bound on re-asks).
     pub sessions: u32,
     /// Every signer found malicious, ascending.
     pub culprits: Vec<Seat>,

@@ -22,15 +22,28 @@ impl SessionId {
         self.0
     }
 
-    /// The id after this one (saturating: a run never starts 2^32 sessions,
-    /// since it starts at most one per fresh commitment vector it receives).
-    pub(crate) fn next(self) -> Self {
-        Self(self.0.saturating_add(1))
+    /// The id after this one, or `None` after `u32::MAX`: the coordinator
+    /// then fails the run ([`crate::Failure::SessionsExhausted`]) rather than
+    /// hand out an id twice.
+    pub(crate) fn next(self) -> Option<Self> {
+        self.0.checked_add(1).map(Self)
     }
 }
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_end_instead_of_repeating() {
+        assert_eq!(SessionId::FIRST.next(), Some(SessionId(2)));
+        assert_eq!(SessionId(u32::MAX - 1).next(), Some(SessionId(u32::MAX)));
+        assert_eq!(SessionId(u32::MAX).next(), None);
     }
 }

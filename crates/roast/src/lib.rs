@@ -6,7 +6,11 @@
 //! that no signer can stall it: the coordinator keeps a set of responsive
 //! signers, starts a session whenever t of them hold fresh nonce
 //! commitments, verifies shares as they arrive, excludes the senders of
-//! invalid shares, and needs at most n - t + 1 sessions. (One deviation,
+//! invalid shares, and needs at most n - t + 1 sessions when t signers answer
+//! validly (plus a bounded number for signers that refuse transiently and
+//! are asked again, see [`Coordinator`]). A signer rejoins the responsive
+//! set only with a valid share vector or by answering a request the
+//! coordinator sent; unsolicited commitments are refused. (One deviation,
 //! explained on [`Coordinator`]: a new session waits while an open one can
 //! still finish within its request timeout, so a healthy run uses one.)
 //!
@@ -116,6 +120,7 @@ mod ids;
 mod messages;
 mod scheme;
 mod session;
+mod standing;
 
 pub use config::{Config, DEFAULT_DEADLINE, DEFAULT_REQUEST_TIMEOUT};
 pub use coordinator::Coordinator;

@@ -42,8 +42,10 @@ pub enum Request<S: Scheme> {
 #[non_exhaustive]
 pub enum Reply<S: Scheme> {
     /// A fresh commitment vector, one per message: the answer to
-    /// [`Request::Commit`]. Also accepted unsolicited from a signer that was
-    /// marked unresponsive, which is how it becomes responsive again.
+    /// [`Request::Commit`]. Accepted only while a round-1 request to the
+    /// signer is unanswered (also after that request timed out); unsolicited
+    /// commitments and second copies are refused, so a signer that refused
+    /// or stayed silent cannot push itself back into the next session.
     Commitments {
         /// One commitment per message, in message order.
         commitments: Vec<S::Commitment>,
@@ -59,8 +61,9 @@ pub enum Reply<S: Scheme> {
         commitments: Vec<S::Commitment>,
     },
     /// The signer refused a request. A refusal carries no fresh commitments:
-    /// the signer rejoins only with a later [`Reply::Commitments`] (see
-    /// [`Refusal::is_transient`] for when the coordinator asks for one).
+    /// the signer rejoins only by answering a later [`Request::Commit`],
+    /// which the coordinator sends only after a transient refusal (see
+    /// [`Refusal::is_transient`]).
     Refused {
         /// Which request is refused.
         round: Round,
@@ -102,9 +105,11 @@ pub enum Refusal {
 impl Refusal {
     /// Whether the signer is likely to answer a fresh round-1 request:
     /// `true` for [`Refusal::NonceUnknown`] and [`Refusal::Retryable`]. The
-    /// coordinator then sends it one [`Request::Commit`] (once per seat and
-    /// run, so a signer that keeps refusing cannot keep the run spinning).
-    /// The others would be refused again for the same transaction.
+    /// coordinator then re-asks it with a [`Request::Commit`], at once the
+    /// first time and after growing delays later (bounded per seat and run,
+    /// see [`crate::Coordinator`], so a signer that keeps refusing cannot
+    /// keep the run spinning). The others would be refused again for the
+    /// same transaction: the seat is not asked again in this run.
     #[must_use]
     pub fn is_transient(self) -> bool {
         match self {

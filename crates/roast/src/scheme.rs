@@ -36,8 +36,9 @@ pub enum Verdict {
 pub trait Scheme {
     /// What one input signs (for Taproot, its 32-byte BIP341 sighash).
     type Message;
-    /// One signer's round-1 commitment for one input.
-    type Commitment;
+    /// One signer's round-1 commitment for one input. Compared for equality
+    /// so that no commitment is handed out twice.
+    type Commitment: Clone + PartialEq;
     /// The round-2 request for one input: the message and the commitments of
     /// every signer of the session.
     type Package;

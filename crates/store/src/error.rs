@@ -171,6 +171,12 @@ pub enum Error {
         /// The DEK.
         term: DekTerm,
     },
+    /// A configuration value is out of range.
+    #[error("configuration field {field} is out of range")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+    },
     /// The writer thread has stopped (the store is closing or it panicked).
     #[error("store writer has stopped")]
     WriterStopped,
@@ -222,6 +228,7 @@ impl Error {
             | Self::DekIsCurrent { .. }
             | Self::KekStillNeeded { .. }
             | Self::RecoveryFailed { .. }
+            | Self::InvalidConfig { .. }
             | Self::WriterStopped => Recovery::Terminal,
         }
     }

@@ -22,8 +22,28 @@
 //! - I6: every error says whether a retry can succeed.
 //!
 //! # Features
-//! - `test-util`: exports test doubles ([`provider::MemoryProvider`], the
-//!   fault-injecting backend) for other crates' tests.
+//! - `test-util`: exports test doubles for other crates' tests: the
+//!   in-memory key provider `provider::MemoryProvider`, the simulated disk
+//!   and fault-injecting redb backend (`SimDisk`, `FaultBackend`), and the
+//!   `conformance` suite for [`Store`] implementations.
+//!
+//! # Testing
+//! - `cargo test -p thresig-store`: unit tests, the conformance suite, the
+//!   corruption and rollback tests, fault injection at every storage and
+//!   provider step, golden fixtures, and 1,000 seeded runs of the
+//!   write-order race.
+//! - `cargo test -p thresig-store --release --test race -- --ignored`: the
+//!   long race run.
+//! - `RUSTFLAGS="--cfg loom" cargo test -p thresig-store --release loom`: the
+//!   loom model of the keyring and writer order.
+//!
+//! # Using the store from the engine
+//! Open with [`EncryptedStore::open`] ([`StoreLocation::in_memory`] in unit
+//! tests), share it as `Arc<dyn Store>`, and call [`Store::write`] with one
+//! unit per decision that must commit atomically (for a signing round: the
+//! marker, the policy counters and the audit entry together). A
+//! [`WriteOutcome::Skipped`] carries what the failed condition found (for a
+//! replay, the stored marker). Run a [`KeyManager`] beside it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(
@@ -35,12 +55,18 @@
 
 #[cfg(any(test, feature = "test-util"))]
 mod backend;
+mod config;
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
 mod entry;
 mod error;
 mod ids;
 mod keyring;
+#[cfg(all(test, loom))]
+mod loom_model;
 mod manager;
 mod ops;
+mod plaintext;
 pub mod provider;
 mod records;
 mod rotation;
@@ -54,6 +80,7 @@ mod writer;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use backend::{CrashMode, FaultBackend, FaultPoint, SimDisk};
+pub use config::StoreConfig;
 pub use entry::{InvalidRecoveryKey, RecoveryPublicKey, RecoverySecretKey};
 pub use error::{Error, Recovery, StorageFault};
 pub use ids::{
@@ -62,11 +89,12 @@ pub use ids::{
 };
 pub use manager::{KeyManager, KeyManagerOptions, ProviderHealth};
 pub use ops::{Conflict, Marker, OpResult, WriteOp, WriteOutcome};
+pub use plaintext::Plaintext;
 pub use rotation::{DekStatus, KeyringStatus};
 pub use schema::RecordTable;
 #[cfg(any(test, feature = "test-util"))]
 pub use store::SubmitHook;
-pub use store::{EncryptedStore, Plaintext, RollbackPolicy, Store, StoreLocation, StoreOptions};
+pub use store::{EncryptedStore, RollbackPolicy, Store, StoreLocation, StoreOptions};
 pub use verify::VerifyReport;
 pub use witness::{MemoryWitness, WitnessLocation};
 pub use writer::WriterStats;

@@ -12,6 +12,7 @@ use crate::ids::{
     AuditSeq, CommitmentHash, DkgSessionId, Epoch, MetaName, PackageHash, PolicyKey, Timestamp,
     WalletId,
 };
+use crate::plaintext::Plaintext;
 use crate::records::{ExpiryChange, WriteCtx, decode_u64};
 use crate::schema::{self, MARKER_EXPIRY, RecordTable};
 
@@ -69,8 +70,8 @@ pub enum WriteOp {
         wallet: WalletId,
         /// The key package's epoch.
         epoch: Epoch,
-        /// The serialized key package.
-        value: Vec<u8>,
+        /// The serialized key package (secret: zeroized, not shown).
+        value: Plaintext,
     },
     /// Deletes the key package of (wallet, epoch) (after a refresh switched).
     DeleteKeyPackage {
@@ -85,8 +86,8 @@ pub enum WriteOp {
         wallet: WalletId,
         /// The DKG session.
         session: DkgSessionId,
-        /// The engine's encoding of the result.
-        value: Vec<u8>,
+        /// The engine's encoding of the result (may hold secrets).
+        value: Plaintext,
     },
     /// Deletes a DKG result (confirmed, or aborted by the operator).
     DeleteDkgResult {
@@ -166,7 +167,7 @@ pub enum OpResult {
 #[non_exhaustive]
 pub enum Conflict {
     /// A key package was already stored for (wallet, epoch); it is returned.
-    KeyPackagePresent(Vec<u8>),
+    KeyPackagePresent(Plaintext),
     /// A marker was already stored for the commitment; it is returned (a
     /// replay of the same package gets its shares from it).
     MarkerPresent(Marker),
@@ -260,9 +261,7 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
         } => {
             let key = schema::key_package_key(wallet, *epoch);
             if let Some(existing) = ctx.records().get(RecordTable::KeyPackages, &key)? {
-                return Ok(Applied::Conflict(Conflict::KeyPackagePresent(
-                    existing.to_vec(),
-                )));
+                return Ok(Applied::Conflict(Conflict::KeyPackagePresent(existing)));
             }
             ctx.put(RecordTable::KeyPackages, &key, value)?;
             Ok(Applied::Done(OpResult::Inserted))
@@ -316,7 +315,7 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
         } => {
             let key = schema::policy_key(wallet, key);
             let current = ctx.records().get(RecordTable::Policy, &key)?;
-            if current.as_deref().map(Vec::as_slice) != expected.as_deref() {
+            if current.as_deref() != expected.as_deref() {
                 return Ok(Applied::Conflict(Conflict::PolicyMismatch(
                     current.map(|c| c.to_vec()),
                 )));

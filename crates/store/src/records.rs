@@ -11,17 +11,17 @@ use crate::sync::Arc;
 
 use rand_core::OsRng;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
-use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::ids::{DekTerm, Epoch, WalletId};
 use crate::keyring::KeyringView;
+use crate::plaintext::Plaintext;
 use crate::schema::{self, DEK_INDEX, MARKER_EXPIRY, RecordTable, sys, wallet_of};
 use crate::seal::{Dek, OpenFailure, open, sealed_term};
 
 type RawPairs = Vec<(Vec<u8>, Vec<u8>)>;
 /// Opened records: (record key, plaintext).
-pub(crate) type OpenedPairs = Vec<(Vec<u8>, Zeroizing<Vec<u8>>)>;
+pub(crate) type OpenedPairs = Vec<(Vec<u8>, Plaintext)>;
 
 /// Raw access to the sealed tables of one transaction.
 pub(crate) trait Raw {
@@ -61,29 +61,25 @@ fn last_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(t.last()?.map(|(k, _)| k.value().to_vec()))
 }
 
-impl Raw for ReadTransaction {
-    fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        get_in(&self.open_table(table.definition())?, key)
-    }
-    fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error> {
-        prefix_in(&self.open_table(table.definition())?, prefix)
-    }
-    fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
-        last_in(&self.open_table(table.definition())?)
-    }
+/// Implements [`Raw`] for a transaction type whose `open_table` yields a
+/// readable table (redb's read and write transactions differ in type only).
+macro_rules! impl_raw {
+    ($($txn:ty),*) => {
+        $(impl Raw for $txn {
+            fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+                get_in(&self.open_table(table.definition())?, key)
+            }
+            fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error> {
+                prefix_in(&self.open_table(table.definition())?, prefix)
+            }
+            fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
+                last_in(&self.open_table(table.definition())?)
+            }
+        })*
+    };
 }
 
-impl Raw for WriteTransaction {
-    fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        get_in(&self.open_table(table.definition())?, key)
-    }
-    fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error> {
-        prefix_in(&self.open_table(table.definition())?, prefix)
-    }
-    fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
-        last_in(&self.open_table(table.definition())?)
-    }
-}
+impl_raw!(ReadTransaction, WriteTransaction);
 
 /// Decodes a stored big-endian `u64`.
 pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {
@@ -108,17 +104,14 @@ impl<'a, R: Raw> Records<'a, R> {
         key: &[u8],
         epoch: Epoch,
         sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+    ) -> Result<Plaintext, Error> {
         open(|t| self.view.get(t), table, key, epoch, sealed)
+            .map(Plaintext::from)
             .map_err(|f| corruption(table, key, epoch, f))
     }
 
     /// The plaintext of `key` in `table`, or `None` if absent.
-    pub(crate) fn get(
-        &self,
-        table: RecordTable,
-        key: &[u8],
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+    pub(crate) fn get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Plaintext>, Error> {
         let Some(sealed) = self.raw.raw_get(table, key)? else {
             return Ok(None);
         };

@@ -68,30 +68,89 @@ impl EncryptedStore {
     /// already re-sealed stay valid).
     pub fn rotate_dek(&self) -> Result<DekTerm, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        let entries = read_entries(&self.shared.db)?;
-        let current = self.read(|r| r.current_term())?;
-        let newest_active = entries
-            .iter()
-            .filter(|e| e.state == DekState::Active)
-            .map(StoredEntry::term)
-            .max()
-            .unwrap_or(current);
-        let target = if newest_active > current {
-            newest_active
-        } else {
-            let term = DekTerm(
-                entries
+        let target = self.start_dek_rotation_locked()?;
+        while self.reseal_step_locked()? > 0 {}
+        self.retire_old_deks_locked()?;
+        Ok(target)
+    }
+
+    /// DEK rotation steps 1 to 3: creates a new term (or picks up the term
+    /// an interrupted rotation created) and promotes it. Returns the term.
+    /// `rotate_dek` runs all steps; operator commands run them one by one
+    /// to show progress.
+    ///
+    /// # Errors
+    /// Provider errors (nothing written) and storage errors.
+    pub fn start_dek_rotation(&self) -> Result<DekTerm, Error> {
+        let _guard = crate::sync::lock(&self.rotation);
+        self.start_dek_rotation_locked()
+    }
+
+    /// DEK rotation step 4: re-seals one batch of records still under an
+    /// older DEK, in one write transaction. Returns how many; 0 when done.
+    ///
+    /// # Errors
+    /// Storage errors and record errors (a record that fails to
+    /// authenticate is never re-sealed, and stops the rotation).
+    pub fn reseal_step(&self) -> Result<usize, Error> {
+        let _guard = crate::sync::lock(&self.rotation);
+        self.reseal_step_locked()
+    }
+
+    /// DEK rotation step 5: retires every non-current DEK that no record
+    /// names. Returns the terms retired.
+    ///
+    /// # Errors
+    /// [`Error::DekInUse`] (retryable: re-seal first) and storage errors.
+    pub fn retire_old_deks(&self) -> Result<Vec<DekTerm>, Error> {
+        let _guard = crate::sync::lock(&self.rotation);
+        self.retire_old_deks_locked()
+    }
+
+    fn start_dek_rotation_locked(&self) -> Result<DekTerm, Error> {
+        let target = match self.unpromoted_dek()? {
+            Some(term) => term,
+            None => {
+                let next = read_entries(&self.shared.db)?
                     .iter()
                     .map(|e| e.term)
                     .max()
                     .unwrap_or(0)
-                    .saturating_add(1),
-            );
-            self.add_dek(term)?
+                    .saturating_add(1);
+                self.add_dek(DekTerm(next))?
+            }
         };
         self.admin(AdminOp::Promote { term: target })?;
-        self.finish_dek_rotation()?;
         Ok(target)
+    }
+
+    /// An active DEK newer than the current one: created by a rotation that
+    /// stopped before promoting it.
+    fn unpromoted_dek(&self) -> Result<Option<DekTerm>, Error> {
+        let current = self.read(|r| r.current_term())?;
+        Ok(read_entries(&self.shared.db)?
+            .iter()
+            .filter(|e| e.state == DekState::Active && e.term() > current)
+            .map(StoredEntry::term)
+            .max())
+    }
+
+    fn reseal_step_locked(&self) -> Result<usize, Error> {
+        self.admin(AdminOp::Reseal {
+            limit: self.options.reseal_batch.max(1),
+        })
+    }
+
+    fn retire_old_deks_locked(&self) -> Result<Vec<DekTerm>, Error> {
+        let current = self.read(|r| r.current_term())?;
+        let mut retired = Vec::new();
+        for e in read_entries(&self.shared.db)? {
+            if e.state == DekState::Active && e.term() != current {
+                self.admin(AdminOp::RetireDek { term: e.term() })?;
+                retired.push(e.term());
+            }
+        }
+        Ok(retired)
     }
 
     /// Creates DEK `term`: provider wrap first, then the in-memory keyring,
@@ -115,21 +174,6 @@ impl EncryptedStore {
         Ok(term)
     }
 
-    /// Re-seals everything under older terms, then retires them.
-    fn finish_dek_rotation(&self) -> Result<(), Error> {
-        while self.admin(AdminOp::Reseal {
-            limit: self.options.reseal_batch.max(1),
-        })? > 0
-        {}
-        let current = self.read(|r| r.current_term())?;
-        for e in read_entries(&self.shared.db)? {
-            if e.state == DekState::Active && e.term() != current {
-                self.admin(AdminOp::RetireDek { term: e.term() })?;
-            }
-        }
-        Ok(())
-    }
-
     /// Rotates the KEK to the provider's current one: wraps every active DEK
     /// under it (provider calls first), stores the wraps, then drops the
     /// older wraps in a transaction that checks none is still needed.
@@ -140,6 +184,34 @@ impl EncryptedStore {
     /// [`Error::KekStillNeeded`] if a DEK appeared without a new wrap.
     pub fn rotate_kek(&self) -> Result<KekId, Error> {
         let _guard = crate::sync::lock(&self.rotation);
+        let kek = self.add_kek_wraps_locked()?;
+        self.admin(AdminOp::RetireKek { keep: kek.clone() })?;
+        Ok(kek)
+    }
+
+    /// KEK rotation step 1: wraps every active DEK under the provider's
+    /// current KEK (provider calls first, then one writer operation that
+    /// stores the wraps beside the old ones). Returns the new KEK id.
+    ///
+    /// # Errors
+    /// Provider errors (nothing written) and storage errors.
+    pub fn add_kek_wraps(&self) -> Result<KekId, Error> {
+        let _guard = crate::sync::lock(&self.rotation);
+        self.add_kek_wraps_locked()
+    }
+
+    /// KEK rotation step 2: drops every wrap not under `keep`, in a
+    /// transaction that first checks every active DEK has a wrap under it.
+    ///
+    /// # Errors
+    /// [`Error::KekStillNeeded`] and storage errors.
+    pub fn retire_old_keks(&self, keep: &KekId) -> Result<(), Error> {
+        let _guard = crate::sync::lock(&self.rotation);
+        self.admin(AdminOp::RetireKek { keep: keep.clone() })
+            .map(drop)
+    }
+
+    fn add_kek_wraps_locked(&self) -> Result<KekId, Error> {
         let kek = self.provider.current_kek_id().map_err(Error::Provider)?;
         let view = self.shared.keyring.view();
         let mut wraps = Vec::new();
@@ -160,7 +232,6 @@ impl EncryptedStore {
         if !wraps.is_empty() {
             self.admin(AdminOp::AddWraps { wraps })?;
         }
-        self.admin(AdminOp::RetireKek { keep: kek.clone() })?;
         Ok(kek)
     }
 
@@ -171,13 +242,17 @@ impl EncryptedStore {
     /// # Errors
     /// As [`EncryptedStore::rotate_dek`] and [`EncryptedStore::rotate_kek`].
     pub fn resume_rotations(&self) -> Result<(), Error> {
-        let entries = read_entries(&self.shared.db)?;
-        let active: Vec<_> = entries
-            .iter()
+        let active: Vec<StoredEntry> = read_entries(&self.shared.db)?
+            .into_iter()
             .filter(|e| e.state == DekState::Active)
             .collect();
         if active.len() > 1 {
-            self.rotate_dek()?;
+            let _guard = crate::sync::lock(&self.rotation);
+            if let Some(term) = self.unpromoted_dek()? {
+                self.admin(AdminOp::Promote { term })?;
+            }
+            while self.reseal_step_locked()? > 0 {}
+            self.retire_old_deks_locked()?;
         }
         if active.iter().any(|e| e.wraps.len() > 1) {
             self.rotate_kek()?;

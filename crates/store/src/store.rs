@@ -17,6 +17,7 @@ use crate::ids::{
 };
 use crate::keyring::Keyring;
 use crate::ops::{Marker, WriteOp, WriteOutcome};
+use crate::plaintext::Plaintext;
 use crate::provider::{KekId, KeyProvider};
 use crate::records::{Raw, Records, WriteCtx, decode_u64};
 use crate::schema::{
@@ -26,10 +27,6 @@ use crate::seal::Dek;
 use crate::sync::{Arc, Mutex, lock};
 use crate::witness::{MemoryWitness, Position, Witness, WitnessLocation};
 use crate::writer::{self, AdminOp, Job, Shared, WriterStats};
-
-/// A plaintext read from the store, zeroized when dropped (key packages
-/// hold signing shares).
-pub type Plaintext = Zeroizing<Vec<u8>>;
 
 /// A callback run before each write unit is handed to the writer (tests).
 #[cfg(any(test, feature = "test-util"))]
@@ -112,7 +109,8 @@ impl StoreLocation {
 }
 
 /// What to do when the database is older than its witness.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RollbackPolicy {
     /// Refuse to open ([`Error::RollbackDetected`]).
@@ -290,6 +288,23 @@ impl EncryptedStore {
         *lock(&self.submit_hook) = Some(hook);
     }
 
+    /// Every record of `wallet` in `table`, keyed by what follows the
+    /// wallet prefix in the record key (decoded by `suffix`).
+    fn wallet_records<K>(
+        &self,
+        table: RecordTable,
+        wallet: &WalletId,
+        suffix: impl Fn(&[u8]) -> Option<K>,
+    ) -> Result<Vec<(K, Plaintext)>, Error> {
+        let prefix = schema::wallet_prefix(wallet);
+        self.read(|r| {
+            Ok(r.get_prefix(table, &prefix)?
+                .into_iter()
+                .filter_map(|(k, v)| Some((suffix(k.get(prefix.len()..)?)?, v)))
+                .collect())
+        })
+    }
+
     /// Writer counters.
     pub fn writer_stats(&self) -> WriterStats {
         *lock(&self.shared.stats)
@@ -429,7 +444,13 @@ fn initialize(
 /// Every keyring entry, as stored.
 pub(crate) fn read_entries(db: &Database) -> Result<Vec<StoredEntry>, Error> {
     let txn = db.begin_read()?;
-    let table = txn.open_table(KEYRING)?;
+    entries_of(&txn.open_table(KEYRING)?)
+}
+
+/// Every keyring entry of an open keyring table (read or write).
+pub(crate) fn entries_of<T: ReadableTable<u64, &'static [u8]>>(
+    table: &T,
+) -> Result<Vec<StoredEntry>, Error> {
     let mut out = Vec::new();
     for item in table.iter()? {
         let (k, v) = item?;
@@ -563,27 +584,14 @@ impl Store for EncryptedStore {
     }
 
     fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error> {
-        let prefix = schema::wallet_prefix(wallet);
-        self.read(|r| {
-            Ok(r.get_prefix(RecordTable::KeyPackages, &prefix)?
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    let epoch = decode_u64(k.get(prefix.len()..)?)?;
-                    Some((Epoch(epoch), v))
-                })
-                .collect())
+        self.wallet_records(RecordTable::KeyPackages, wallet, |suffix| {
+            decode_u64(suffix).map(Epoch)
         })
     }
 
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error> {
-        let prefix = schema::wallet_prefix(wallet);
-        self.read(|r| {
-            Ok(r.get_prefix(RecordTable::DkgResults, &prefix)?
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    Some((DkgSessionId::new(k.get(prefix.len()..)?.to_vec()).ok()?, v))
-                })
-                .collect())
+        self.wallet_records(RecordTable::DkgResults, wallet, |suffix| {
+            DkgSessionId::new(suffix.to_vec()).ok()
         })
     }
 

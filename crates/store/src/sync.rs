@@ -1,9 +1,9 @@
 //! Synchronisation primitives, swapped for loom's under `--cfg loom` so the
 //! keyring's concurrency model runs against the real code.
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard, RwLock};
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Locks `m`, reading through poisoning: the data behind every lock in this

@@ -244,17 +244,6 @@ fn entry_in(txn: &redb::WriteTransaction, term: DekTerm) -> Result<Option<Stored
         .transpose()
 }
 
-/// Every keyring entry inside a write transaction.
-fn entries_in(txn: &redb::WriteTransaction) -> Result<Vec<StoredEntry>, Error> {
-    let t = txn.open_table(KEYRING)?;
-    let mut out = Vec::new();
-    for item in t.iter()? {
-        let (k, v) = item?;
-        out.push(StoredEntry::decode(DekTerm(k.value()), v.value())?);
-    }
-    Ok(out)
-}
-
 fn put_entry(txn: &redb::WriteTransaction, entry: &StoredEntry) -> Result<(), Error> {
     txn.open_table(KEYRING)?
         .insert(entry.term, entry.encode().as_slice())?;
@@ -332,7 +321,7 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
             Ok((n, None))
         }
         AdminOp::RetireKek { keep } => {
-            let entries = entries_in(ctx.txn)?;
+            let entries = crate::store::entries_of(&ctx.txn.open_table(KEYRING)?)?;
             let active: Vec<_> = entries
                 .into_iter()
                 .filter(|e| e.state == DekState::Active)
@@ -365,17 +354,20 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
 /// are no longer indexed under the old term, so they are never touched.
 fn reseal(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, Error> {
     let current = ctx.current_term();
+    // Everything outside the current term's key range: two range reads.
     let todo: Vec<(RecordTable, Vec<u8>)> = {
         let index = ctx.txn.open_table(DEK_INDEX)?;
+        let start = current.0.to_be_bytes();
+        let end = current.0.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
-        for item in index.iter()? {
+        let below = index.range::<&[u8]>(..start.as_slice())?;
+        let above = index.range::<&[u8]>(end.as_slice()..)?;
+        for item in below.chain(above) {
             if out.len() >= limit {
                 break;
             }
             let (k, _) = item?;
-            if let Some((term, table, key)) = schema::parse_index_key(k.value())
-                && term != current
-            {
+            if let Some((_, table, key)) = schema::parse_index_key(k.value()) {
                 out.push((table, key));
             }
         }

@@ -5,23 +5,13 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Machine, edit_raw, raw_get, raw_put, wallet, wallet_key};
+use common::{Machine, edit_raw, put_wallet, raw_get, raw_put, wallet, wallet_key, wallet_value};
 use redb::ReadableTable as _;
 use thresig_store::provider::{KeyProvider, MemoryProvider};
 use thresig_store::{
     EncryptedStore, Error, RecordTable, Recovery, RecoverySecretKey, RollbackPolicy, SimDisk,
-    Store, StoreLocation, StoreOptions, WriteOp, WriteOutcome,
+    Store, StoreLocation, StoreOptions, WriteOp,
 };
-
-fn put_wallet(store: &EncryptedStore, n: u8, value: &[u8]) {
-    let out = store
-        .write(vec![WriteOp::PutWallet {
-            wallet: wallet(n),
-            value: value.to_vec(),
-        }])
-        .unwrap();
-    assert!(matches!(out, WriteOutcome::Committed(_)));
-}
 
 fn two_wallets(machine: &Machine) {
     let store = machine.open().unwrap();
@@ -44,10 +34,7 @@ fn wrong_kek_is_terminal_and_writes_nothing() {
     assert_eq!(err.recovery(), Recovery::Terminal);
     let store = machine.open().unwrap();
     assert_eq!(store.keyring_status().unwrap(), before, "keyring untouched");
-    assert_eq!(
-        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
-        b"one"
-    );
+    assert_eq!(wallet_value(&store, 1).as_slice(), b"one");
 }
 
 #[test]
@@ -81,17 +68,11 @@ fn lost_kek_version_is_terminal_and_recovery_brings_the_store_back() {
         options.clone(),
     )
     .unwrap();
-    assert_eq!(
-        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
-        b"one"
-    );
+    assert_eq!(wallet_value(&store, 1).as_slice(), b"one");
     drop(store);
     // Rewrapped under kek-2: a plain open works again.
     let store = machine.open_with(options).unwrap();
-    assert_eq!(
-        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
-        b"one"
-    );
+    assert_eq!(wallet_value(&store, 1).as_slice(), b"one");
 }
 
 #[test]
@@ -112,10 +93,7 @@ fn tampered_record_marks_only_its_wallet_corrupt() {
     );
     assert_eq!(err.recovery(), Recovery::Terminal);
     // The other wallet keeps working, for reads and writes.
-    assert_eq!(
-        store.wallet(&wallet(2)).unwrap().unwrap().as_slice(),
-        b"two"
-    );
+    assert_eq!(wallet_value(&store, 2).as_slice(), b"two");
     put_wallet(&store, 2, b"two-b");
     assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
     // The corrupt wallet is never overwritten.
@@ -149,10 +127,7 @@ fn record_moved_between_keys_is_detected() {
     let store = machine.open().unwrap();
     let err = store.wallet(&wallet(2)).unwrap_err();
     assert!(matches!(err, Error::RecordMoved { .. }), "{err:?}");
-    assert_eq!(
-        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
-        b"one"
-    );
+    assert_eq!(wallet_value(&store, 1).as_slice(), b"one");
 }
 
 #[test]
@@ -176,10 +151,7 @@ fn older_ciphertext_swapped_in_is_stale() {
     let store = machine.open().unwrap();
     let err = store.wallet(&wallet(1)).unwrap_err();
     assert!(matches!(err, Error::RecordStale { .. }), "{err:?}");
-    assert_eq!(
-        store.wallet(&wallet(2)).unwrap().unwrap().as_slice(),
-        b"two"
-    );
+    assert_eq!(wallet_value(&store, 2).as_slice(), b"two");
 }
 
 #[test]
@@ -236,10 +208,7 @@ fn database_older_than_witness_is_refused_unless_overridden() {
     let mut options = StoreOptions::default();
     options.rollback = RollbackPolicy::AcceptOlderDatabase;
     let store = rolled_back.open_with(options).unwrap();
-    assert_eq!(
-        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
-        b"one"
-    );
+    assert_eq!(wallet_value(&store, 1).as_slice(), b"one");
 }
 
 #[test]
@@ -264,4 +233,36 @@ fn database_ahead_of_witness_repairs_it() {
     tampered[at] ^= 1;
     machine.witness.set_bytes(Some(tampered));
     assert!(matches!(machine.open().unwrap_err(), Error::WitnessCorrupt));
+}
+
+#[test]
+fn a_marker_that_fails_to_authenticate_is_never_treated_as_absent() {
+    use thresig_store::{CommitmentHash, Marker, PackageHash, Timestamp};
+    let machine = Machine::new();
+    let c = CommitmentHash([3; 32]);
+    let insert = |hash: u8| WriteOp::InsertMarker {
+        wallet: wallet(1),
+        commitment: c,
+        marker: Marker {
+            package_hash: PackageHash([hash; 32]),
+            shares: vec![hash; 8],
+            expires_at: Timestamp(100),
+        },
+    };
+    {
+        let store = machine.open().unwrap();
+        store.write(vec![insert(1)]).unwrap();
+    }
+    let key = [wallet_key(&wallet(1)), c.0.to_vec()].concat();
+    edit_raw(&machine, |txn| {
+        let mut v = raw_get(txn, "markers", &key).unwrap();
+        *v.last_mut().unwrap() ^= 1;
+        raw_put(txn, "markers", &key, &v);
+    });
+    let store = machine.open().unwrap();
+    // A second package for the same commitment must not get shares.
+    let err = store.write(vec![insert(2)]).unwrap_err();
+    assert!(matches!(err, Error::RecordTampered { .. }), "{err:?}");
+    assert!(store.marker(&wallet(1), &c).is_err());
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
 }

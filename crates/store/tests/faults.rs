@@ -20,7 +20,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{ScriptedProvider, open_on, wallet};
+use common::{ScriptedProvider, open_on, wallet, wallet_value};
 use thresig_store::provider::{KeyProvider, MemoryProvider};
 use thresig_store::{
     CommitmentHash, CrashMode, EncryptedStore, FaultPoint, Marker, MemoryWitness, PackageHash,
@@ -297,10 +297,7 @@ fn provider_outage_blocks_neither_writes_nor_reads() {
     let store = open_on(&s.disk, &s.witness, s.provider.clone()).unwrap();
     s.provider.fail_all(true);
     run(Operation::WriteUnit, &store).unwrap();
-    assert_eq!(
-        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
-        b"w1-after"
-    );
+    assert_eq!(wallet_value(&store, 1).as_slice(), b"w1-after");
     let err = store.rotate_kek().unwrap_err();
     assert_eq!(err.recovery(), Recovery::Retryable);
     // Opening after a restart needs the provider: retryable, nothing reset.
@@ -310,10 +307,7 @@ fn provider_outage_blocks_neither_writes_nor_reads() {
     s.provider.fail_all(false);
     let p: Arc<dyn KeyProvider> = s.provider.clone();
     let store = open_on(&s.disk, &s.witness, p).unwrap();
-    assert_eq!(
-        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
-        b"w1-after"
-    );
+    assert_eq!(wallet_value(&store, 1).as_slice(), b"w1-after");
 }
 
 #[test]

@@ -8,29 +8,18 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use common::{Machine, ScriptedProvider, open_on, wallet};
+use common::{Machine, ScriptedProvider, open_on, put_wallet, wallet, wallet_value};
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
-    KeyManager, KeyManagerOptions, MemoryWitness, Recovery, SimDisk, Store, StoreOptions,
-    Timestamp, WriteOp, WriteOutcome,
+    KeyManager, KeyManagerOptions, MemoryWitness, Recovery, SimDisk, Store, StoreOptions, Timestamp,
 };
 use zeroize::Zeroizing;
-
-fn put(store: &dyn Store, n: u8, value: &[u8]) {
-    let out = store
-        .write(vec![WriteOp::PutWallet {
-            wallet: wallet(n),
-            value: value.to_vec(),
-        }])
-        .unwrap();
-    assert!(matches!(out, WriteOutcome::Committed(_)));
-}
 
 #[test]
 fn a_new_provider_key_id_is_rotated_to_on_the_next_tick() {
     let machine = Machine::new();
     let store = Arc::new(machine.open().unwrap());
-    put(store.as_ref(), 1, b"one");
+    put_wallet(store.as_ref(), 1, b"one");
     let manager = KeyManager::new(store.clone());
     manager.tick(Timestamp(1));
     assert_eq!(manager.health().kek_rotations, 0);
@@ -51,10 +40,7 @@ fn a_new_provider_key_id_is_rotated_to_on_the_next_tick() {
     // The old KEK is no longer needed.
     machine.provider.destroy_key("kek-1");
     let store = machine.open().unwrap();
-    assert_eq!(
-        store.wallet(&wallet(1)).unwrap().unwrap().as_slice(),
-        b"one"
-    );
+    assert_eq!(wallet_value(&store, 1).as_slice(), b"one");
 }
 
 #[test]
@@ -70,7 +56,7 @@ fn a_failing_provider_raises_an_alert_and_writes_continue() {
     assert!(health.alert);
     assert_eq!(health.consecutive_failures, 1);
     assert_eq!(health.last_failure, Some(Recovery::Retryable));
-    put(store.as_ref(), 1, b"written during the outage");
+    put_wallet(store.as_ref(), 1, b"written during the outage");
     provider.fail_all(false);
     manager.tick(Timestamp(2));
     assert!(!manager.health().alert);
@@ -123,7 +109,7 @@ fn a_hanging_provider_blocks_neither_writes_nor_reads() {
     // The manager is now stuck inside the provider.
     entered.recv().unwrap();
     for i in 0..20u8 {
-        put(store.as_ref(), i, b"while the provider hangs");
+        put_wallet(store.as_ref(), i, b"while the provider hangs");
         assert!(store.wallet(&wallet(i)).unwrap().is_some());
     }
     release.send(()).unwrap();
@@ -141,7 +127,7 @@ fn the_manager_thread_stops_on_drop() {
     options.poll_interval = std::time::Duration::from_secs(3600);
     let manager = KeyManager::start(store.clone(), options);
     drop(manager);
-    put(store.as_ref(), 1, b"still writable");
+    put_wallet(store.as_ref(), 1, b"still writable");
 }
 
 #[test]
@@ -151,7 +137,7 @@ fn reseal_batches_racing_newer_writes_never_overwrite_them() {
     options.reseal_batch = 1;
     let store = Arc::new(machine.open_with(options.clone()).unwrap());
     for i in 0..40u8 {
-        put(store.as_ref(), i, b"v0");
+        put_wallet(store.as_ref(), i, b"v0");
     }
     let rotating = {
         let store = store.clone();
@@ -165,18 +151,18 @@ fn reseal_batches_racing_newer_writes_never_overwrite_them() {
     // are re-sealed in between.
     for round in 1..=3u8 {
         for i in 0..40u8 {
-            put(store.as_ref(), i, format!("v{round}").as_bytes());
+            put_wallet(store.as_ref(), i, format!("v{round}").as_bytes());
         }
     }
     rotating.join().unwrap();
     for i in 0..40u8 {
-        assert_eq!(store.wallet(&wallet(i)).unwrap().unwrap().as_slice(), b"v3");
+        assert_eq!(wallet_value(store.as_ref(), i).as_slice(), b"v3");
     }
     let status = store.keyring_status().unwrap();
     assert_eq!(status.deks.len(), 1, "{status:?}");
     drop(store);
     let store = machine.open_with(options).unwrap();
     for i in 0..40u8 {
-        assert_eq!(store.wallet(&wallet(i)).unwrap().unwrap().as_slice(), b"v3");
+        assert_eq!(wallet_value(&store, i).as_slice(), b"v3");
     }
 }

@@ -49,7 +49,7 @@ fn op_for(key: Rec, value: &[u8]) -> WriteOp {
         Rec::KeyPackage(w, e) => WriteOp::InsertKeyPackage {
             wallet: wallet(w),
             epoch: Epoch(e),
-            value: value.to_vec(),
+            value: value.to_vec().into(),
         },
     }
 }
@@ -218,7 +218,7 @@ fn acknowledged_writes_survive_rotations_faults_and_crashes() {
 #[test]
 #[ignore = "long: run explicitly"]
 fn acknowledged_writes_survive_rotations_faults_and_crashes_long() {
-    for seed in 1_000..21_000 {
-        run(seed, 8, 12);
+    for seed in 1_000..11_000 {
+        run(seed, 6, 8);
     }
 }

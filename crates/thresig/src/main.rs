@@ -1,7 +1,10 @@
 //! The `thresig` command line.
 #![forbid(unsafe_code)]
 
+mod config;
 mod demo;
+mod keys;
+mod psbt;
 
 use std::process::ExitCode;
 
@@ -19,6 +22,17 @@ struct Cli {
 enum Command {
     /// Run a DKG and a threshold Taproot key-path signature in one process.
     Demo(demo::DemoArgs),
+    /// Build, inspect and finalize Taproot key-path PSBTs.
+    Psbt(psbt::PsbtArgs),
+    /// Inspect, rotate, verify and recover the encrypted store's keys.
+    Keys(keys::KeysArgs),
+}
+
+/// The wall clock in Unix seconds (0 if it reads before 1970).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn main() -> ExitCode {
@@ -29,8 +43,23 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let result = match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Usage errors exit 1 (terminal), not clap's 2: `keys` reserves 2
+            // for errors a retry can fix.
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
         Command::Demo(args) => demo::main(&args, &mut rand_core::OsRng),
+        Command::Psbt(args) => psbt::main(&args, unix_now()),
+        Command::Keys(args) => return keys::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,21 @@ use bitcoin::{Amount, ScriptBuf, TapSighashType};
 
 use crate::Network;
 use crate::policy::{PolicyConfigError, PolicyDenial};
-use crate::sighash::InputIndex;
+use crate::sighash::{InputIndex, OutputIndex};
+
+/// Which amount of a PSBT an [`Error::AboveMaxMoney`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AmountOf {
+    /// The value of the output an input spends.
+    Input(InputIndex),
+    /// An output's value.
+    Output(OutputIndex),
+    /// The sum of the inputs' values.
+    InputTotal,
+    /// The sum of the outputs' values.
+    OutputTotal,
+}
 
 /// A BIP371 Taproot field of a PSBT input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +52,56 @@ pub enum Error {
         /// The decoder's error.
         #[source]
         source: bitcoin::psbt::PsbtParseError,
+    },
+    /// Bytes follow the PSBT's last map (BIP174 allows none).
+    #[error("{trailing} bytes after the PSBT")]
+    PsbtTrailingBytes {
+        /// How many bytes follow.
+        trailing: usize,
+    },
+    /// The transaction has more inputs than any standard transaction can
+    /// have ([`crate::MAX_INPUTS`]).
+    #[error("{inputs} inputs, at most {max} allowed")]
+    TooManyInputs {
+        /// Inputs of the transaction.
+        inputs: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The transaction has more outputs than any standard transaction can
+    /// have ([`crate::MAX_OUTPUTS`]).
+    #[error("{outputs} outputs, at most {max} allowed")]
+    TooManyOutputs {
+        /// Outputs of the transaction.
+        outputs: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Even with the smallest possible scriptSigs and witnesses the signed
+    /// transaction would weigh more than Bitcoin Core relays
+    /// ([`crate::MAX_STANDARD_WEIGHT`]).
+    #[error("estimated weight {weight} WU above the standard limit {max} WU")]
+    TooHeavy {
+        /// The estimated (lower-bound) weight.
+        weight: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Two inputs spend the same outpoint (consensus refuses such a transaction).
+    #[error("{input} spends the same outpoint as {first}")]
+    DuplicateOutpoint {
+        /// The later input.
+        input: InputIndex,
+        /// The first input spending that outpoint.
+        first: InputIndex,
+    },
+    /// An amount, or a total, is above 21 million BTC (`Amount::MAX_MONEY`).
+    #[error("{amount:?} is {value}, above 21 million BTC")]
+    AboveMaxMoney {
+        /// Which amount.
+        amount: AmountOf,
+        /// Its value.
+        value: Amount,
     },
     /// The PSBT has not one input map per transaction input and one output
     /// map per transaction output.

@@ -6,7 +6,7 @@ use bitcoin::secp256k1::Message;
 use bitcoin::{Transaction, Witness, taproot};
 use secp256k1::SECP256K1;
 
-use crate::sighash::InputIndex;
+use crate::sighash::{InputIndex, Sighasher};
 use crate::{Error, WalletPsbt};
 
 impl WalletPsbt {
@@ -22,7 +22,7 @@ impl WalletPsbt {
     /// [`Error::NotWalletInput`], [`Error::SignatureEncoding`],
     /// [`Error::SighashTypeMismatch`], [`Error::InvalidSignature`].
     pub fn insert_signature(&mut self, input: InputIndex, signature: &[u8]) -> Result<(), Error> {
-        if !self.wallet_inputs().contains(&input) {
+        if self.wallet_inputs().binary_search(&input).is_err() {
             return Err(Error::NotWalletInput { input });
         }
         let sig =
@@ -30,6 +30,19 @@ impl WalletPsbt {
                 input,
                 len: signature.len(),
             })?;
+        self.verify_key_sig(&mut self.sighasher(), input, &sig)?;
+        self.input_mut(input)?.tap_key_sig = Some(sig);
+        Ok(())
+    }
+
+    /// Checks that `sig` carries the sighash type `input` declares and
+    /// verifies under the wallet's output key over this PSBT's sighash.
+    fn verify_key_sig(
+        &self,
+        sighasher: &mut Sighasher<'_>,
+        input: InputIndex,
+        sig: &taproot::Signature,
+    ) -> Result<(), Error> {
         let declared = self.sighash_type(input)?;
         if sig.sighash_type != declared {
             return Err(Error::SighashTypeMismatch {
@@ -38,7 +51,7 @@ impl WalletPsbt {
                 signature: sig.sighash_type,
             });
         }
-        let sighash = self.sighash(input, declared)?;
+        let sighash = sighasher.key_spend(input, declared)?;
         let msg = Message::from_digest(sighash.sighash.to_byte_array());
         SECP256K1
             .verify_schnorr(
@@ -46,8 +59,18 @@ impl WalletPsbt {
                 &msg,
                 &self.wallet().output_key().to_x_only_public_key(),
             )
-            .map_err(|_| Error::InvalidSignature { input })?;
-        self.input_mut(input)?.tap_key_sig = Some(sig);
+            .map_err(|_| Error::InvalidSignature { input })
+    }
+
+    /// Verifies the `tap_key_sig` of each of `inputs` that has one, with one
+    /// sighash cache for all.
+    fn verify_present_signatures(&self, inputs: &[InputIndex]) -> Result<(), Error> {
+        let mut sighasher = self.sighasher();
+        for &input in inputs {
+            if let Some(sig) = self.psbt().inputs.get(input.0).and_then(|i| i.tap_key_sig) {
+                self.verify_key_sig(&mut sighasher, input, &sig)?;
+            }
+        }
         Ok(())
     }
 
@@ -55,15 +78,23 @@ impl WalletPsbt {
     /// set to the key-path witness, signing fields cleared) and returns the
     /// finalized PSBT. Inputs that are not the wallet's must already be final.
     ///
+    /// Every wallet input's `tap_key_sig` is verified first, as
+    /// [`WalletPsbt::insert_signature`] does, also one that came inside the
+    /// PSBT (from a combiner or another tool): a wrong signature is caught
+    /// here and not by the network.
+    ///
     /// # Errors
     /// [`Error::MissingSignature`] for a wallet input without `tap_key_sig` or
-    /// another input without a final witness or script.
+    /// another input without a final witness or script;
+    /// [`Error::SighashTypeMismatch`] or [`Error::InvalidSignature`] for a
+    /// `tap_key_sig` that does not verify.
     pub fn finalize(self) -> Result<Psbt, Error> {
         let wallet_inputs = self.wallet_inputs().to_vec();
+        self.verify_present_signatures(&wallet_inputs)?;
         let mut psbt = self.into_psbt();
         for (i, input) in psbt.inputs.iter_mut().enumerate() {
             let index = InputIndex(i);
-            if wallet_inputs.contains(&index) {
+            if wallet_inputs.binary_search(&index).is_ok() {
                 let sig = input
                     .tap_key_sig
                     .ok_or(Error::MissingSignature { input: index })?;

@@ -25,11 +25,15 @@
 //! 2. Derive the messages: [`WalletPsbt::wallet_sighashes`] gives one
 //!    [`KeySpendSighash`] per input the wallet signs; the request must ask for
 //!    exactly these inputs with exactly these 32-byte messages.
-//! 3. Check the policy: [`Policy::check`] with the wallet's [`WalletMode`], the
-//!    current time and the rate ledger; a refusal is [`Error::PolicyDenied`].
-//! 4. Record [`Approval::charge`] in the same durable transaction as the
-//!    share's marker. A raw-digest request instead needs
-//!    [`Policy::check_raw_digests`].
+//! 3. Check the policy: [`Policy::check_for`] with the wallet's [`WalletMode`],
+//!    the current time, the rate ledger and the requesting coordinator's
+//!    [`CoordinatorId`] ([`Policy::check`] when no coordinator is known: the
+//!    per-coordinator limits then count every charge); a refusal is
+//!    [`Error::PolicyDenied`].
+//! 4. Record [`Approval::charge`] — with [`Approval::fee`] and
+//!    [`Approval::coordinator`], as [`ChargeLog::record`] does — in the same
+//!    durable transaction as the share's marker. A raw-digest request instead
+//!    needs [`Policy::check_raw_digests`].
 //!
 //! # Example
 //!
@@ -76,17 +80,20 @@ mod network;
 mod policy;
 mod psbt;
 mod sighash;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod wallet;
 
 pub use build::{Destination, Payment, SpendInput, build_psbt};
-pub use error::{Error, TaprootField};
+pub use error::{AmountOf, Error, TaprootField};
 pub use network::Network;
 pub use policy::{
-    Approval, ChargeLedger, ChargeLog, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT, Outcome,
+    Approval, ChargeEntry, ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT,
+    DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, Outcome,
     OutputScriptType, Policy, PolicyConfig, PolicyConfigError, PolicyDenial, PolicyReport,
     PolicyVersion, RateCharge, RawDigests, Rule, SighashTypeName, TimeWindow, TimeWindowConfig,
     UnixTime, Violation, WalletMode, Weekday,
 };
-pub use psbt::WalletPsbt;
+pub use psbt::{MAX_INPUTS, MAX_OUTPUTS, MAX_STANDARD_WEIGHT, WalletPsbt};
 pub use sighash::{InputIndex, KeySpendSighash, OutputIndex, key_spend_sig_msg, key_spend_sighash};
 pub use wallet::TaprootWallet;

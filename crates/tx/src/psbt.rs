@@ -1,12 +1,32 @@
 //! PSBTs validated against a wallet: decoding, structural checks, sighashes.
 
-use std::str::FromStr;
+use std::collections::BTreeMap;
 
-use bitcoin::psbt::{Input, Psbt};
-use bitcoin::{Amount, TapSighashType, Transaction, TxOut, Txid, Witness};
+use bitcoin::base64::Engine as _;
+use bitcoin::base64::prelude::BASE64_STANDARD;
+use bitcoin::psbt::{Input, Psbt, PsbtParseError};
+use bitcoin::{Amount, Script, ScriptBuf, TapSighashType, Transaction, TxOut, Txid, Witness};
 
-use crate::sighash::{InputIndex, KeySpendSighash, key_spend_sig_msg, key_spend_sighash};
-use crate::{Error, TaprootField, TaprootWallet};
+use crate::sighash::{
+    InputIndex, KeySpendSighash, OutputIndex, Sighasher, key_spend_sig_msg, key_spend_sighash,
+};
+use crate::{AmountOf, Error, TaprootField, TaprootWallet};
+
+/// The most inputs a PSBT may have. Every input weighs at least 164 WU
+/// (outpoint, empty scriptSig length and sequence: 41 bytes), so a
+/// transaction with more cannot stay within [`MAX_STANDARD_WEIGHT`]; refusing
+/// early bounds the work done on a coordinator's request.
+pub const MAX_INPUTS: usize = 2_439;
+
+/// The most outputs a PSBT may have. Every output weighs at least 36 WU
+/// (amount and an empty script's length: 9 bytes), so a transaction with
+/// more cannot stay within [`MAX_STANDARD_WEIGHT`].
+pub const MAX_OUTPUTS: usize = 11_111;
+
+/// Bitcoin Core's standardness limit on a transaction's weight
+/// (`MAX_STANDARD_TX_WEIGHT`): heavier transactions are not relayed, so a
+/// signer refuses them before computing any sighash.
+pub const MAX_STANDARD_WEIGHT: u64 = 400_000;
 
 /// A PSBT that has passed every structural check against one wallet.
 ///
@@ -47,34 +67,65 @@ impl WalletPsbt {
     /// Parses a base64 PSBT (the text form wallets exchange) and validates it.
     ///
     /// # Errors
-    /// [`Error::PsbtText`] if it is not base64 or not a PSBT, then any error of
-    /// [`WalletPsbt::from_psbt`].
+    /// [`Error::PsbtText`] if it is not base64, then any error of
+    /// [`WalletPsbt::from_bytes`].
     pub fn from_base64(text: &str, wallet: &TaprootWallet) -> Result<Self, Error> {
-        let psbt = Psbt::from_str(text.trim()).map_err(|source| Error::PsbtText { source })?;
-        Self::from_psbt(psbt, wallet)
+        let bytes = BASE64_STANDARD
+            .decode(text.trim())
+            .map_err(|e| Error::PsbtText {
+                source: PsbtParseError::Base64Encoding(e),
+            })?;
+        Self::from_bytes(&bytes, wallet)
     }
 
     /// Parses a binary PSBT (BIP174 serialization) and validates it.
     ///
+    /// The bytes must be exactly one PSBT: data after its last map is refused
+    /// (as BIP174 and Bitcoin Core do), so what the signer parsed is all it
+    /// was sent.
+    ///
     /// # Errors
-    /// [`Error::PsbtDecode`] if the bytes are not a PSBT, then any error of
+    /// [`Error::PsbtDecode`] if the bytes are not a PSBT,
+    /// [`Error::PsbtTrailingBytes`] if bytes follow it, then any error of
     /// [`WalletPsbt::from_psbt`].
     pub fn from_bytes(bytes: &[u8], wallet: &TaprootWallet) -> Result<Self, Error> {
-        let psbt = Psbt::deserialize(bytes).map_err(|source| Error::PsbtDecode { source })?;
+        let mut reader = bytes;
+        let psbt = Psbt::deserialize_from_reader(&mut reader)
+            .map_err(|source| Error::PsbtDecode { source })?;
+        if !reader.is_empty() {
+            return Err(Error::PsbtTrailingBytes {
+                trailing: reader.len(),
+            });
+        }
         Self::from_psbt(psbt, wallet)
     }
 
     /// Validates a decoded PSBT against `wallet` (see the type's invariants).
     ///
     /// # Errors
+    /// [`Error::TooManyInputs`], [`Error::TooManyOutputs`],
     /// [`Error::PsbtMapCount`], [`Error::NoOutputs`],
+    /// [`Error::DuplicateOutpoint`],
     /// [`Error::MissingWitnessUtxo`], [`Error::PrevoutMismatch`],
     /// [`Error::InvalidSighashType`], [`Error::SingleWithoutOutput`], [`Error::NonTaprootInput`],
     /// [`Error::TaprootFieldMismatch`], [`Error::NoWalletInputs`],
-    /// [`Error::AmountOverflow`], [`Error::OutputsExceedInputs`]; all terminal:
+    /// [`Error::AboveMaxMoney`], [`Error::AmountOverflow`],
+    /// [`Error::OutputsExceedInputs`], [`Error::TooHeavy`]; all terminal:
     /// the same PSBT fails the same way again.
     pub fn from_psbt(psbt: Psbt, wallet: &TaprootWallet) -> Result<Self, Error> {
         let tx = &psbt.unsigned_tx;
+        if tx.input.len() > MAX_INPUTS {
+            return Err(Error::TooManyInputs {
+                inputs: tx.input.len(),
+                max: MAX_INPUTS,
+            });
+        }
+        if tx.output.len() > MAX_OUTPUTS {
+            return Err(Error::TooManyOutputs {
+                outputs: tx.output.len(),
+                max: MAX_OUTPUTS,
+            });
+        }
         if psbt.inputs.len() != tx.input.len() || psbt.outputs.len() != tx.output.len() {
             return Err(Error::PsbtMapCount {
                 tx_inputs: tx.input.len(),
@@ -89,9 +140,20 @@ impl WalletPsbt {
         let mut prevouts = Vec::with_capacity(psbt.inputs.len());
         let mut sighash_types = Vec::with_capacity(psbt.inputs.len());
         let mut wallet_inputs = Vec::new();
+        let mut spent = BTreeMap::new();
         for (i, (txin, input)) in tx.input.iter().zip(&psbt.inputs).enumerate() {
             let index = InputIndex(i);
+            // Consensus refuses a transaction spending one outpoint twice,
+            // and the fee would count that coin twice.
+            if let Some(&first) = spent.get(&txin.previous_output) {
+                return Err(Error::DuplicateOutpoint {
+                    input: index,
+                    first,
+                });
+            }
+            spent.insert(txin.previous_output, index);
             let prevout = checked_prevout(index, txin.previous_output, input)?;
+            within_max_money(AmountOf::Input(index), prevout.value)?;
             let declared = declared_sighash_type(index, input)?;
             let single = matches!(
                 declared,
@@ -110,19 +172,32 @@ impl WalletPsbt {
         if wallet_inputs.is_empty() {
             return Err(Error::NoWalletInputs);
         }
+        for (i, o) in tx.output.iter().enumerate() {
+            within_max_money(AmountOf::Output(OutputIndex(i)), o.value)?;
+        }
         let inputs = sum(prevouts.iter().map(|p| p.value))?;
+        within_max_money(AmountOf::InputTotal, inputs)?;
         let outputs = sum(tx.output.iter().map(|o| o.value))?;
+        within_max_money(AmountOf::OutputTotal, outputs)?;
         let fee = inputs
             .checked_sub(outputs)
             .ok_or(Error::OutputsExceedInputs { inputs, outputs })?;
-        Ok(Self {
+        let checked = Self {
             psbt,
             prevouts,
             sighash_types,
             wallet_inputs,
             fee,
             wallet: wallet.clone(),
-        })
+        };
+        let weight = checked.estimated_weight();
+        if weight > MAX_STANDARD_WEIGHT {
+            return Err(Error::TooHeavy {
+                weight,
+                max: MAX_STANDARD_WEIGHT,
+            });
+        }
+        Ok(checked)
     }
 
     /// The wallet the PSBT was validated against.
@@ -228,38 +303,63 @@ impl WalletPsbt {
     /// # Errors
     /// As [`WalletPsbt::sighash`].
     pub fn wallet_sighashes(&self) -> Result<Vec<KeySpendSighash>, Error> {
+        let mut sighasher = self.sighasher();
         self.signed_inputs()
-            .map(|(input, ty, _)| self.sighash(input, ty))
+            .map(|(input, ty, _)| sighasher.key_spend(input, ty))
             .collect()
     }
 
-    /// The transaction's virtual size once every wallet input carries its
-    /// key-path witness (one 64-byte signature, or 65 with a non-default
-    /// sighash type). Other inputs count with the witness they already have,
-    /// so the size is a lower bound and a fee rate derived from it an upper
-    /// bound, which is the safe side for a fee-rate cap.
+    /// One sighash cache over this PSBT's transaction and prevouts, for
+    /// computing several inputs' sighashes in linear time.
+    pub(crate) fn sighasher(&self) -> Sighasher<'_> {
+        Sighasher::new(&self.psbt.unsigned_tx, &self.prevouts)
+    }
+
+    /// A lower bound on the virtual size of the transaction as it will be
+    /// broadcast, for the fee-rate cap.
+    ///
+    /// It is computed from the unsigned transaction alone and ignores every
+    /// `final_script_sig` and `final_script_witness` in the PSBT: the wallet's
+    /// signatures do not commit to scriptSigs or witnesses, so whoever
+    /// assembles the transaction can pad them while the policy looks and
+    /// strip them before broadcast, and a size counted from them would let a
+    /// fee rate far above the cap through. Instead each wallet input counts
+    /// its key-path witness (a 64-byte signature, 65 with a non-default
+    /// sighash type) and every other input the smallest scriptSig and
+    /// witness its prevout's script type admits (see `minimum_spend`), none
+    /// for a script type not recognised. The size is therefore never above
+    /// the real one, and the fee rate derived from it never below the real
+    /// one: the safe side for a cap.
     #[must_use]
     pub fn estimated_vsize(&self) -> u64 {
+        self.estimated_weight().div_ceil(4)
+    }
+
+    /// The weight behind [`WalletPsbt::estimated_vsize`], in weight units.
+    fn estimated_weight(&self) -> u64 {
         let mut tx = self.psbt.unsigned_tx.clone();
-        for (txin, input) in tx.input.iter_mut().zip(&self.psbt.inputs) {
-            if let Some(w) = &input.final_script_witness {
-                txin.witness = w.clone();
-            }
-            if let Some(s) = &input.final_script_sig {
-                txin.script_sig = s.clone();
-            }
-        }
-        for (input, ty, _) in self.signed_inputs() {
-            let len = if ty == TapSighashType::Default {
-                64
-            } else {
-                65
+        for (i, (txin, prevout)) in tx.input.iter_mut().zip(&self.prevouts).enumerate() {
+            let index = InputIndex(i);
+            let (script_sig, witness) = match self.wallet_inputs.binary_search(&index) {
+                Ok(_) => {
+                    let ty = self
+                        .sighash_types
+                        .get(i)
+                        .copied()
+                        .unwrap_or(TapSighashType::Default);
+                    let len = if ty == TapSighashType::Default {
+                        64
+                    } else {
+                        65
+                    };
+                    (ScriptBuf::new(), Witness::from_slice(&[vec![0u8; len]]))
+                }
+                Err(_) => minimum_spend(&prevout.script_pubkey),
             };
-            if let Some(txin) = tx.input.get_mut(input.0) {
-                txin.witness = Witness::from_slice(&[vec![0u8; len]]);
-            }
+            txin.script_sig = script_sig;
+            txin.witness = witness;
         }
-        tx.vsize() as u64
+        tx.weight().to_wu()
     }
 
     pub(crate) fn input_mut(&mut self, input: InputIndex) -> Result<&mut Input, Error> {
@@ -351,6 +451,59 @@ fn check_claimed(
         });
     }
     Ok(())
+}
+
+/// The smallest scriptSig and witness that can spend an output with
+/// `script_pubkey`, by script type, so that the size estimate is a lower
+/// bound whatever the spender chooses:
+/// - P2TR: a script-path spend of a one-byte leaf script (`OP_1`) with a
+///   33-byte control block (smaller than a 64-byte key-path signature);
+/// - P2WPKH: the smallest DER signature with its sighash byte (9 bytes) and a
+///   33-byte compressed key;
+/// - P2WSH: a one-byte witness script (`OP_1`) and nothing else;
+/// - P2SH: a scriptSig pushing a one-byte redeem script (`OP_1`), no witness;
+/// - P2PKH: a scriptSig pushing a 9-byte signature and a 33-byte key;
+/// - anything else (bare scripts, future witness versions, unknown forms):
+///   an empty scriptSig and no witness.
+fn minimum_spend(script_pubkey: &Script) -> (ScriptBuf, Witness) {
+    const OP_1: u8 = 0x51;
+    const MIN_SIG: usize = 9;
+    const KEY: usize = 33;
+    let push = |len: usize| {
+        let mut bytes = vec![u8::try_from(len).unwrap_or(u8::MAX)];
+        bytes.resize(len + 1, 0);
+        bytes
+    };
+    if script_pubkey.is_p2tr() {
+        (
+            ScriptBuf::new(),
+            Witness::from_slice(&[vec![OP_1], vec![0u8; 33]]),
+        )
+    } else if script_pubkey.is_p2wpkh() {
+        (
+            ScriptBuf::new(),
+            Witness::from_slice(&[vec![0u8; MIN_SIG], vec![0u8; KEY]]),
+        )
+    } else if script_pubkey.is_p2wsh() {
+        (ScriptBuf::new(), Witness::from_slice(&[vec![OP_1]]))
+    } else if script_pubkey.is_p2sh() {
+        (ScriptBuf::from_bytes(vec![0x01, OP_1]), Witness::new())
+    } else if script_pubkey.is_p2pkh() {
+        let mut script_sig = push(MIN_SIG);
+        script_sig.extend(push(KEY));
+        (ScriptBuf::from_bytes(script_sig), Witness::new())
+    } else {
+        (ScriptBuf::new(), Witness::new())
+    }
+}
+
+/// Refuses an amount above 21 million BTC, which consensus refuses too.
+fn within_max_money(amount: AmountOf, value: Amount) -> Result<(), Error> {
+    if value > Amount::MAX_MONEY {
+        Err(Error::AboveMaxMoney { amount, value })
+    } else {
+        Ok(())
+    }
 }
 
 fn sum(mut amounts: impl Iterator<Item = Amount>) -> Result<Amount, Error> {

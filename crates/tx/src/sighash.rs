@@ -57,14 +57,42 @@ pub fn key_spend_sighash(
     input: InputIndex,
     sighash_type: TapSighashType,
 ) -> Result<KeySpendSighash, Error> {
-    let sighash = SighashCache::new(tx)
-        .taproot_key_spend_signature_hash(input.0, &Prevouts::All(prevouts), sighash_type)
-        .map_err(|source| Error::Sighash { input, source })?;
-    Ok(KeySpendSighash {
-        input,
-        sighash_type,
-        sighash,
-    })
+    Sighasher::new(tx, prevouts).key_spend(input, sighash_type)
+}
+
+/// Computes the key-path sighashes of several inputs of one transaction with
+/// one `SighashCache`, so the hashes over all prevouts, amounts, scripts,
+/// sequences and outputs that BIP341 shares between inputs are computed once:
+/// the cost is linear in the transaction's size, not quadratic.
+pub(crate) struct Sighasher<'a> {
+    cache: SighashCache<&'a Transaction>,
+    prevouts: &'a [TxOut],
+}
+
+impl<'a> Sighasher<'a> {
+    pub(crate) fn new(tx: &'a Transaction, prevouts: &'a [TxOut]) -> Self {
+        Self {
+            cache: SighashCache::new(tx),
+            prevouts,
+        }
+    }
+
+    /// The key-path sighash of `input` under `sighash_type`.
+    pub(crate) fn key_spend(
+        &mut self,
+        input: InputIndex,
+        sighash_type: TapSighashType,
+    ) -> Result<KeySpendSighash, Error> {
+        let sighash = self
+            .cache
+            .taproot_key_spend_signature_hash(input.0, &Prevouts::All(self.prevouts), sighash_type)
+            .map_err(|source| Error::Sighash { input, source })?;
+        Ok(KeySpendSighash {
+            input,
+            sighash_type,
+            sighash,
+        })
+    }
 }
 
 /// Returns BIP341's `SigMsg` for a key-path spend of `input`, prefixed with the

@@ -4,9 +4,13 @@
 mod common;
 
 use bitcoin::absolute::LockTime;
-use bitcoin::{Amount, TapSighashType, TxOut};
+use bitcoin::psbt::Psbt;
+use bitcoin::{Amount, ScriptBuf, TapSighashType, TxOut, Witness};
 use common::{KeySpendSigner, funding, root, sign_all, verify_with_core, wallet};
-use thresig_tx::{Destination, Error, InputIndex, Payment, WalletPsbt, build_psbt};
+use thresig_tx::{
+    ChargeLog, Destination, Error, InputIndex, Network, Payment, Policy, Rule, TaprootWallet,
+    UnixTime, WalletMode, WalletPsbt, build_psbt,
+};
 
 fn payments(wallet: &thresig_tx::TaprootWallet, total: Amount) -> Vec<Payment> {
     let (other, _) = common::wallet(99, None);
@@ -158,4 +162,139 @@ fn signatures_are_checked_on_insertion_and_required_for_finalization() {
             .iter()
             .all(|i| i.final_script_witness.is_some() && i.tap_key_sig.is_none())
     );
+}
+
+/// Monday 2024-01-01 12:00:00 UTC.
+const NOW: UnixTime = UnixTime(1_704_067_200 + 12 * 3600);
+
+fn to_self(w: &TaprootWallet, sat: u64) -> Payment {
+    Payment {
+        destination: Destination::Script(w.script_pubkey().clone()),
+        value: Amount::from_sat(sat),
+    }
+}
+
+/// `n` wallet outputs of `each` sat spent to one output of `out` sat to the wallet.
+fn spend_to_self(w: &TaprootWallet, n: usize, each: u64, out: u64) -> WalletPsbt {
+    build_psbt(
+        w,
+        &funding(w, n, Amount::from_sat(each)),
+        &[to_self(w, out)],
+        LockTime::ZERO,
+    )
+    .unwrap()
+}
+
+/// What the coordinator sends: the PSBT as bytes, parsed as the signer would.
+fn over_the_wire(raw: &Psbt, w: &TaprootWallet) -> WalletPsbt {
+    WalletPsbt::from_bytes(&raw.serialize(), w).unwrap()
+}
+
+fn capped_at_20_sat_vb() -> Policy {
+    Policy::from_toml(
+        "max_fee_sat = 150000\nmax_fee_rate_sat_vb = 20",
+        Network::Regtest,
+    )
+    .unwrap()
+}
+
+/// The coordinator pads the `final_script_witness` of an input it owns (a
+/// payjoin-style foreign input). The signature does not commit to other
+/// inputs' witnesses, so it could swap in its real 64-byte witness after the
+/// wallet signs. The fee-rate cap ignores the padding: it refuses, and the
+/// transaction the attack would broadcast (Bitcoin Core accepts it) does pay
+/// far more than the cap.
+#[test]
+fn a_padded_foreign_witness_does_not_lower_the_fee_rate_the_policy_sees() {
+    let (w, signer) = wallet(20, None);
+    let (attacker, attacker_key) = wallet(21, None);
+    // 2 x 100 000 in, 100 000 back to the wallet: 100 000 sat of fee.
+    let built = spend_to_self(&w, 2, 100_000, 100_000);
+    let mut raw = built.psbt().clone();
+    raw.inputs[1].witness_utxo.as_mut().unwrap().script_pubkey = attacker.script_pubkey().clone();
+    raw.inputs[1].tap_internal_key = None;
+    raw.inputs[1].tap_merkle_root = None;
+    raw.inputs[1].final_script_witness = Some(Witness::from_slice(&[vec![0u8; 20_000]]));
+    let mut psbt = over_the_wire(&raw, &w);
+    assert_eq!(psbt.wallet_inputs(), &[InputIndex(0)]);
+
+    let verdict = capped_at_20_sat_vb().check(&psbt, &WalletMode::Active, NOW, &ChargeLog::new());
+    let err = verdict.unwrap_err();
+    assert_eq!(err.policy_denial().unwrap().rule, Rule::MaxFeeRate);
+
+    // Had it signed, the stripped transaction is valid and pays > 20x the cap.
+    sign_all(&mut psbt, &signer);
+    let theirs = psbt
+        .sighash(InputIndex(1), TapSighashType::Default)
+        .unwrap();
+    let mut raw = psbt.psbt().clone();
+    raw.inputs[1].final_script_witness = Some(Witness::from_slice(&[attacker_key.sign(&theirs)]));
+    let psbt = WalletPsbt::from_psbt(raw, &w).unwrap();
+    let (prevouts, fee, estimate) = (psbt.prevouts().to_vec(), psbt.fee(), psbt.estimated_vsize());
+    let tx = psbt.extract_transaction().unwrap();
+    verify_with_core(&tx, &prevouts).unwrap();
+    let vsize = u64::try_from(tx.vsize()).unwrap();
+    assert!(
+        estimate <= vsize,
+        "estimate {estimate} above broadcast {vsize}"
+    );
+    assert!(fee.to_sat() / vsize > 20 * 20);
+}
+
+/// A `final_script_sig` on the wallet's own input is dropped by `finalize`;
+/// the fee-rate cap does not count it either.
+#[test]
+fn a_script_sig_on_a_wallet_input_does_not_lower_the_fee_rate_the_policy_sees() {
+    let (w, signer) = wallet(22, None);
+    let built = spend_to_self(&w, 1, 200_000, 100_000);
+    let mut raw = built.psbt().clone();
+    raw.inputs[0].final_script_sig = Some(ScriptBuf::from_bytes(vec![0x00; 9_000]));
+    let mut psbt = over_the_wire(&raw, &w);
+    assert_eq!(psbt.estimated_vsize(), built.estimated_vsize());
+    let err = capped_at_20_sat_vb()
+        .check(&psbt, &WalletMode::Active, NOW, &ChargeLog::new())
+        .unwrap_err();
+    assert_eq!(err.policy_denial().unwrap().rule, Rule::MaxFeeRate);
+
+    let estimate = psbt.estimated_vsize();
+    sign_all(&mut psbt, &signer);
+    let prevouts = psbt.prevouts().to_vec();
+    let tx = psbt.extract_transaction().unwrap();
+    verify_with_core(&tx, &prevouts).unwrap();
+    assert_eq!(estimate, u64::try_from(tx.vsize()).unwrap());
+}
+
+/// A `tap_key_sig` that arrives inside the PSBT (from a combiner or another
+/// tool) is verified before finalizing, as `insert_signature` does: a wrong
+/// key or a wrong sighash type is refused, not handed to the network.
+#[test]
+fn a_signature_already_in_the_psbt_is_verified_before_finalizing() {
+    let (w, signer) = wallet(36, None);
+    let (_, stranger) = wallet(37, None);
+    let built = spend_to_self(&w, 1, 50_000, 49_000);
+    let sighash = built.wallet_sighashes().unwrap()[0];
+    let with_sig = |sig: Vec<u8>| {
+        let mut raw = built.psbt().clone();
+        raw.inputs[0].tap_key_sig = Some(bitcoin::taproot::Signature::from_slice(&sig).unwrap());
+        over_the_wire(&raw, &w)
+    };
+    assert!(matches!(
+        with_sig(stranger.sign(&sighash)).extract_transaction(),
+        Err(Error::InvalidSignature {
+            input: InputIndex(0)
+        })
+    ));
+    let mut all = sighash;
+    all.sighash_type = TapSighashType::All;
+    assert!(matches!(
+        with_sig(signer.sign(&all)).extract_transaction(),
+        Err(Error::SighashTypeMismatch {
+            input: InputIndex(0),
+            ..
+        })
+    ));
+    // The right signature, arriving the same way, finalizes and passes Core.
+    let psbt = with_sig(signer.sign(&sighash));
+    let prevouts = psbt.prevouts().to_vec();
+    verify_with_core(&psbt.extract_transaction().unwrap(), &prevouts).unwrap();
 }

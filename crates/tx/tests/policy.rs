@@ -4,12 +4,15 @@
 mod common;
 
 use bitcoin::absolute::LockTime;
+use bitcoin::hashes::Hash;
 use bitcoin::psbt::Psbt;
-use bitcoin::{Address, Amount, ScriptBuf, TapSighashType};
+use bitcoin::{Address, Amount, OutPoint, ScriptBuf, TapSighashType, Txid};
 use common::{funding, wallet};
 use thresig_tx::{
-    ChargeLedger, ChargeLog, Destination, Error, Outcome, Payment, Policy, RateCharge, Rule,
-    TaprootWallet, UnixTime, WalletMode, WalletPsbt, build_psbt,
+    ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT, DEFAULT_MAX_PER_DAY,
+    Destination, Error, Network, Outcome, Payment, Policy, PolicyConfig, PolicyConfigError,
+    RateCharge, Rule, SpendInput, TaprootWallet, UnixTime, Violation, WalletMode, WalletPsbt,
+    build_psbt,
 };
 
 /// Monday 2024-01-01 12:00:00 UTC.
@@ -433,11 +436,13 @@ fn the_same_transaction_is_charged_once_across_sessions() {
         .check(&second, &WalletMode::Active, later, &log)
         .unwrap();
     log.apply(approval.charge());
-    // Pruning forgets only charges older than a day.
+    // Pruning forgets only charges a day old or older (half-open windows).
     log.prune(later);
     assert_eq!(log.charged_since(UnixTime(0)), 2);
-    log.prune(UnixTime(later.0 + 86_400));
+    log.prune(UnixTime(later.0 + 86_399));
     assert_eq!(log.charged_since(UnixTime(0)), 1);
+    log.prune(UnixTime(later.0 + 86_400));
+    assert_eq!(log.charged_since(UnixTime(0)), 0);
 }
 
 #[test]
@@ -454,4 +459,342 @@ fn the_documented_example_policy_loads() {
             thresig_tx::PolicyConfigError::Destination { index: 0, .. }
         ))
     ));
+}
+
+/// A self-transfer of a made-up outpoint (`vout` makes each one distinct):
+/// what any coordinator can fabricate, since the signer has no chain view.
+fn self_send(vout: u32, in_sat: u64, out_sat: u64) -> WalletPsbt {
+    let w = the_wallet();
+    let coin = SpendInput {
+        outpoint: OutPoint {
+            txid: Txid::from_byte_array([0xee; 32]),
+            vout,
+        },
+        value: Amount::from_sat(in_sat),
+        script_pubkey: w.script_pubkey().clone(),
+    };
+    build_psbt(&w, &[coin], &[change(&w, out_sat)], LockTime::ZERO).unwrap()
+}
+
+fn refusal(result: Result<thresig_tx::Approval, Error>) -> Rule {
+    result.unwrap_err().policy_denial().unwrap().rule
+}
+
+/// A rekeying wallet asked, outside its time window, for something that is
+/// not a sweep: `time_window` (retryable) and `rekey_sweep` (terminal) both
+/// refuse, and the terminal one is reported so no one retries in vain.
+#[test]
+fn a_spend_that_can_never_pass_is_reported_with_its_terminal_rule() {
+    let policy = Policy::from_toml(
+        r#"time_windows = [{ days = ["mon"], start = "08:00", end = "09:00" }]"#,
+        Network::Regtest,
+    )
+    .unwrap();
+    let successor = wallet(35, None).0;
+    let rekeying = WalletMode::Rekeying {
+        successor: successor.clone(),
+    };
+    let not_a_sweep = self_send(0, 50_000, 49_000);
+    let report = policy.evaluate(&not_a_sweep, &rekeying, MONDAY_NOON, &ChargeLog::new());
+    let denied: Vec<Rule> = report
+        .outcomes()
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Denied(_)))
+        .map(|(r, _)| *r)
+        .collect();
+    assert_eq!(denied, vec![Rule::TimeWindow, Rule::RekeySweep]);
+    let err = policy
+        .check(&not_a_sweep, &rekeying, MONDAY_NOON, &ChargeLog::new())
+        .unwrap_err();
+    assert_eq!(err.policy_denial().unwrap().rule, Rule::RekeySweep);
+    assert!(!err.is_retryable());
+    // A real sweep outside the window is refused only by the window: retryable.
+    let w = the_wallet();
+    let sweep = build_psbt(
+        &w,
+        &funding(&w, 1, Amount::from_sat(50_000)),
+        &[pay(successor.address(), 49_000)],
+        LockTime::ZERO,
+    )
+    .unwrap();
+    let err = policy
+        .check(&sweep, &rekeying, MONDAY_NOON, &ChargeLog::new())
+        .unwrap_err();
+    assert_eq!(err.policy_denial().unwrap().rule, Rule::TimeWindow);
+    assert!(err.is_retryable());
+}
+
+/// With `op_return` allowed, a zero-value OP_RETURN output needs no
+/// allowlist entry; one carrying value still does, and without `op_return`
+/// in the types none is signed.
+#[test]
+fn a_zero_value_op_return_is_exempt_from_the_allowlist_when_allowed() {
+    let w = the_wallet();
+    let with_op_return = |value: u64| {
+        spend(
+            1,
+            100_000,
+            vec![
+                change(&w, 99_000 - value),
+                Payment {
+                    destination: Destination::Script(ScriptBuf::new_op_return([0xab; 20])),
+                    value: Amount::from_sat(value),
+                },
+            ],
+        )
+    };
+    let allowed = Policy::from_toml(
+        r#"output_script_types = ["p2tr", "op_return"]"#,
+        Network::Regtest,
+    )
+    .unwrap();
+    let check = |policy: &Policy, psbt: &WalletPsbt| {
+        policy.check(psbt, &WalletMode::Active, MONDAY_NOON, &ChargeLog::new())
+    };
+    check(&allowed, &with_op_return(0)).unwrap();
+    assert_eq!(
+        refusal(check(&allowed, &with_op_return(1))),
+        Rule::DestinationAllowlist
+    );
+    let default = Policy::from_toml("", Network::Regtest).unwrap();
+    assert_eq!(
+        refusal(check(&default, &with_op_return(0))),
+        Rule::OutputScriptType
+    );
+}
+
+/// Any coordinator can fabricate self-transfers that pass every rule and are
+/// charged. A per-coordinator sub-limit stops one coordinator from using up
+/// the wallet's daily limit: the others keep signing.
+#[test]
+fn a_coordinator_cannot_exhaust_the_wallet_limit_for_the_others() {
+    let policy = Policy::from_toml(
+        "max_per_day = 10\nmax_per_day_per_coordinator = 3",
+        Network::Regtest,
+    )
+    .unwrap();
+    let (mallory, alice) = (
+        CoordinatorId("mallory".into()),
+        CoordinatorId("alice".into()),
+    );
+    let mut log = ChargeLog::new();
+    let at = |k: u64| UnixTime(MONDAY_NOON.0 + k);
+    for k in 0..3u32 {
+        let junk = self_send(k, 1_000, 900);
+        let approval = policy
+            .check_for(&junk, &WalletMode::Active, at(k.into()), &log, &mallory)
+            .unwrap();
+        assert_eq!(approval.coordinator(), Some(&mallory));
+        log.record(&approval);
+    }
+    let more = self_send(3, 1_000, 900);
+    let err = policy
+        .check_for(&more, &WalletMode::Active, at(10), &log, &mallory)
+        .unwrap_err();
+    let denial = err.policy_denial().unwrap();
+    assert_eq!(denial.rule, Rule::CoordinatorRatePerDay);
+    assert_eq!(
+        denial.violation,
+        Violation::Rate {
+            charged: 3,
+            limit: 3
+        }
+    );
+    assert!(err.is_retryable());
+    // Another coordinator is not affected.
+    let real = self_send(100, 50_000, 49_000);
+    let approval = policy
+        .check_for(&real, &WalletMode::Active, at(20), &log, &alice)
+        .unwrap();
+    // A request naming no coordinator counts every charge of the wallet.
+    assert_eq!(
+        refusal(policy.check(&real, &WalletMode::Active, at(20), &log)),
+        Rule::CoordinatorRatePerDay
+    );
+    log.record(&approval);
+    assert_eq!(log.charged_since_by(&alice, MONDAY_NOON), 1);
+    assert_eq!(log.charged_since_by(&mallory, MONDAY_NOON), 3);
+    // A charge recorded without its coordinator counts against everyone.
+    log.apply(&RateCharge::Charge {
+        txid: Txid::from_byte_array([7; 32]),
+        at: at(30),
+    });
+    assert_eq!(log.charged_since_by(&alice, MONDAY_NOON), 2);
+    assert_eq!(log.charged_since(MONDAY_NOON), 5);
+}
+
+/// Windows are half-open, `(now - 60 s, now]` and `(now - 24 h, now]`: a
+/// charge exactly a window old no longer counts.
+#[test]
+fn rate_windows_are_half_open() {
+    let policy =
+        Policy::from_toml("max_per_minute = 1\nmax_per_day = 1", Network::Regtest).unwrap();
+    let log = ledger(&[(1, MONDAY_NOON)]);
+    let psbt = self_send(0, 50_000, 49_000);
+    let check = |secs: u64| {
+        policy.check(
+            &psbt,
+            &WalletMode::Active,
+            UnixTime(MONDAY_NOON.0 + secs),
+            &log,
+        )
+    };
+    assert_eq!(refusal(check(59)), Rule::RatePerMinute);
+    assert_eq!(refusal(check(60)), Rule::RatePerDay);
+    assert_eq!(refusal(check(86_399)), Rule::RatePerDay);
+    check(86_400).unwrap();
+}
+
+/// The daily fee budget sums the fees of the day's charged transactions; a
+/// ledger that does not know a fee counts it at the per-transaction cap.
+#[test]
+fn the_daily_fee_budget_bounds_the_fees_of_a_day() {
+    let policy = Policy::from_toml(
+        "max_fee_sat = 1000000\nmax_fee_rate_sat_vb = 100000\nmax_fee_per_day_sat = 2500000",
+        Network::Regtest,
+    )
+    .unwrap();
+    let active = WalletMode::Active;
+    let mut log = ChargeLog::new();
+    for k in 0..2u32 {
+        let burn = self_send(k, 1_100_000, 100_000);
+        assert_eq!(burn.fee(), Amount::from_sat(1_000_000));
+        let approval = policy.check(&burn, &active, MONDAY_NOON, &log).unwrap();
+        assert_eq!(approval.fee(), burn.fee());
+        log.record(&approval);
+    }
+    assert_eq!(
+        log.fees_charged_since(MONDAY_NOON),
+        Some(Amount::from_sat(2_000_000))
+    );
+    let err = policy
+        .check(
+            &self_send(2, 1_100_000, 100_000),
+            &active,
+            MONDAY_NOON,
+            &log,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.policy_denial().unwrap().violation,
+        Violation::FeeBudget {
+            charged: Amount::from_sat(2_000_000),
+            fee: Amount::from_sat(1_000_000),
+            cap: Amount::from_sat(2_500_000),
+        }
+    );
+    assert!(err.is_retryable());
+    // Exactly filling the budget passes; a day later the budget is free again.
+    policy
+        .check(&self_send(3, 600_000, 100_000), &active, MONDAY_NOON, &log)
+        .unwrap();
+    policy
+        .check(
+            &self_send(2, 1_100_000, 100_000),
+            &active,
+            UnixTime(MONDAY_NOON.0 + 86_400),
+            &log,
+        )
+        .unwrap();
+    // Unknown fees count at `max_fee_sat`: two bare charges leave 500 000.
+    let unknown = ledger(&[(1, MONDAY_NOON), (2, MONDAY_NOON)]);
+    assert_eq!(unknown.fees_charged_since(MONDAY_NOON), None);
+    policy
+        .check(
+            &self_send(4, 600_000, 100_000),
+            &active,
+            MONDAY_NOON,
+            &unknown,
+        )
+        .unwrap();
+    assert_eq!(
+        refusal(policy.check(
+            &self_send(5, 600_001, 100_000),
+            &active,
+            MONDAY_NOON,
+            &unknown
+        )),
+        Rule::FeePerDay
+    );
+}
+
+#[test]
+fn defaults_limit_transactions_and_fees_per_day() {
+    let config = PolicyConfig::default();
+    assert_eq!(config.max_per_day, Some(DEFAULT_MAX_PER_DAY));
+    assert_eq!(config.max_fee_per_day_sat, DEFAULT_MAX_FEE_PER_DAY_SAT);
+    let policy = Policy::from_toml("", Network::Regtest).unwrap();
+    let full: Vec<(u8, UnixTime)> = (0..u8::try_from(DEFAULT_MAX_PER_DAY).unwrap())
+        .map(|i| (i, MONDAY_NOON))
+        .collect();
+    let psbt = self_send(0, 50_000, 49_000);
+    // One short of the limit passes, the limit refuses (the fee budget,
+    // counting unknown fees at the cap, would also refuse with 100 charges).
+    let almost = ledger(full.get(..4).unwrap());
+    policy
+        .check(&psbt, &WalletMode::Active, MONDAY_NOON, &almost)
+        .unwrap();
+    let report = policy.evaluate(&psbt, &WalletMode::Active, MONDAY_NOON, &ledger(&full));
+    assert_eq!(
+        report.first_denial().map(|d| d.rule),
+        Some(Rule::RatePerDay)
+    );
+    // The budget may not be below the per-transaction fee cap.
+    assert!(matches!(
+        Policy::from_toml(
+            "max_fee_sat = 10\nmax_fee_per_day_sat = 9",
+            Network::Regtest
+        ),
+        Err(Error::PolicyConfig(
+            PolicyConfigError::FeeBudgetBelowFeeCap { budget: 9, cap: 10 }
+        ))
+    ));
+}
+
+/// Extreme clock values do not panic and the calendar is right at a week wrap.
+#[test]
+fn time_windows_hold_at_the_week_wrap_and_extreme_clocks() {
+    let policy = Policy::from_toml(
+        r#"time_windows = [{ days = ["sun"], start = "23:59", end = "24:00" }]"#,
+        Network::Regtest,
+    )
+    .unwrap();
+    let psbt = self_send(0, 50_000, 49_000);
+    // Sunday 2024-01-07 23:59:59 is inside; Monday 00:00:00 is not.
+    let sunday_last = UnixTime(1_704_067_200 + 7 * 86_400 - 1);
+    let check = |now| policy.check(&psbt, &WalletMode::Active, now, &ChargeLog::new());
+    check(sunday_last).unwrap();
+    assert_eq!(
+        refusal(check(UnixTime(sunday_last.0 + 1))),
+        Rule::TimeWindow
+    );
+    for t in [0, 1, u64::MAX - 1, u64::MAX] {
+        let report = policy.evaluate(&psbt, &WalletMode::Active, UnixTime(t), &ChargeLog::new());
+        assert_eq!(report.outcomes().len(), Rule::ALL.len());
+    }
+}
+
+/// Unknown or misspelt keys and mistyped values are refused at every level.
+#[test]
+fn unknown_or_mistyped_policy_fields_are_refused() {
+    for text in [
+        "max_fee_sats = 1",
+        "network = \"regtest\"",
+        r#"time_windows = [{ days = ["mon"], start = "08:00", end = "18:00", tz = "CET" }]"#,
+        r#"sighash_types = ["ALL"]"#,
+        r#"output_script_types = ["P2TR"]"#,
+        "max_fee_sat = -1",
+        "max_fee_sat = 1.5",
+        "version = 4294967296",
+        "max_fee_per_day_sat = \"lots\"",
+        "[wallets.policy]\nmax_fee_sat = 1",
+    ] {
+        assert!(
+            matches!(
+                Policy::from_toml(text, Network::Regtest),
+                Err(Error::PolicyConfig(PolicyConfigError::Toml { .. }))
+            ),
+            "{text}"
+        );
+    }
 }

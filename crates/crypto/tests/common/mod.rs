@@ -20,6 +20,45 @@ pub fn run_rounds(started: Vec<(DkgRound1, Round1Package)>) -> Result<LocalGroup
     run_in_process(started)
 }
 
+/// Part 2 for every started member: the states waiting for part 3 (in
+/// seat order) and every round-2 package, keyed by (sender, recipient).
+pub fn part2_all(
+    started: Vec<(DkgRound1, Round1Package)>,
+) -> (Vec<DkgRound2>, BTreeMap<(Seat, Seat), Round2Package>) {
+    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
+    let mut states = Vec::new();
+    let mut sent = BTreeMap::new();
+    for (state, _) in started {
+        let me = state.seat();
+        let peers = round1.iter().filter(|(s, _)| *s != me).cloned().collect();
+        let (state, out) = state.receive(peers).unwrap();
+        for (to, p) in out {
+            sent.insert((me, to), p);
+        }
+        states.push(state);
+    }
+    (states, sent)
+}
+
+/// A DKG package with its sender (round 1) or recipient (round 2).
+pub type Sent<P> = (Seat, P);
+
+/// A fresh 2-of-3 DKG up to part 2 of seat 1: every round-1 package and
+/// seat 1's outgoing round-2 packages.
+pub fn seat_one_round2(
+    rng: &mut ChaCha20Rng,
+) -> (Vec<Sent<Round1Package>>, Vec<Sent<Round2Package>>) {
+    let params = GroupParams::new(2, 3).unwrap();
+    let started: Vec<_> = params
+        .seats()
+        .map(|s| DkgRound1::start(params, s, ScriptTree::KeyPathOnly, rng).unwrap())
+        .collect();
+    let round1: Vec<_> = started.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
+    let (first, _) = started.into_iter().next().unwrap();
+    let (_, out) = first.receive(round1[1..].to_vec()).unwrap();
+    (round1, out)
+}
+
 pub fn dkg(t: u16, n: u16, tree: ScriptTree, rng: &mut ChaCha20Rng) -> LocalGroup {
     dkg_in_process(GroupParams::new(t, n).unwrap(), tree, rng).unwrap()
 }

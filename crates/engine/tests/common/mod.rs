@@ -652,34 +652,3 @@ impl Cluster {
         self.aggregate(wallet, &req, &shares)
     }
 }
-
-/// Runs Bitcoin Core's script interpreter (libbitcoinconsensus 0.106, with
-/// the Taproot flags, since every spent output is passed) on every input;
-/// the error names the first input refused.
-pub fn verify_with_core(
-    tx: &bitcoin::Transaction,
-    prevouts: &[bitcoin::TxOut],
-) -> Result<(), (usize, bitcoinconsensus::Error)> {
-    let tx_bytes = bitcoin::consensus::serialize(tx);
-    let utxos: Vec<bitcoinconsensus::Utxo> = prevouts
-        .iter()
-        .map(|p| bitcoinconsensus::Utxo {
-            script_pubkey: p.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: u32::try_from(p.script_pubkey.len()).unwrap(),
-            value: i64::try_from(p.value.to_sat()).unwrap(),
-        })
-        .collect();
-    let flags = bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT;
-    for (i, p) in prevouts.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            p.script_pubkey.as_bytes(),
-            p.value.to_sat(),
-            &tx_bytes,
-            Some(&utxos),
-            i,
-            flags,
-        )
-        .map_err(|e| (i, e))?;
-    }
-    Ok(())
-}

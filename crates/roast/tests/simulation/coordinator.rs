@@ -59,6 +59,17 @@ impl Hand {
         assert!(self.transmits().is_empty());
     }
 
+    /// The culprit events queued, in order.
+    fn culprit_events(&mut self) -> Vec<(Seat, thresig_roast::Misbehavior)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Culprit { seat, fault } => Some((seat, fault)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn events(&mut self) -> Vec<Event<Toy>> {
         std::iter::from_fn(|| self.coordinator.poll_event()).collect()
     }
@@ -276,7 +287,7 @@ fn a_late_reply_after_a_timeout_still_completes_the_session() {
 }
 
 #[test]
-fn fresh_commitments_from_an_unresponsive_seat_end_its_old_session() {
+fn an_unresponsive_seat_rejoins_only_through_its_session_or_a_request() {
     let mut hand = Hand::new(2, 3, 1);
     let (session, packages) = hand.start(1);
     hand.now += REQUEST_TIMEOUT;
@@ -289,17 +300,21 @@ fn fresh_commitments_from_an_unresponsive_seat_end_its_old_session() {
             .count(),
         3
     );
-    let fresh = hand.commitments(seat(1), 1);
-    hand.reply(seat(1), fresh).unwrap();
-    let stale = hand.shares(seat(1), session, &packages);
+    // Seat 3's round-1 request is sent again at once; seats 1 and 2 are
+    // still pending in session 1 and are not asked for commitments.
+    assert_eq!(hand.transmits(), vec![(seat(3), None)]);
+    // Commitments nobody asked for are refused: seat 1 stays pending.
+    let unsolicited = hand.commitments(seat(1), 1);
     assert_eq!(
-        hand.reply(seat(1), stale),
-        Err(Error::NotPending {
-            seat: seat(1),
-            session
-        })
+        hand.reply(seat(1), unsolicited),
+        Err(Error::NotAwaited { seat: seat(1) })
     );
-    // Seat 3 comes back too: a second session starts with seats 1 and 3.
+    // Its late share vector still counts and brings it back into R.
+    let late = hand.shares(seat(1), session, &packages);
+    hand.reply(seat(1), late).unwrap();
+    assert_eq!(hand.coordinator.sessions_started(), 1);
+    // Seat 3 answers its round-1 request: a second session starts with
+    // seats 1 and 3, while session 1 still waits for seat 2.
     let fresh = hand.commitments(seat(3), 1);
     hand.reply(seat(3), fresh).unwrap();
     let started: Vec<_> = hand
@@ -308,12 +323,49 @@ fn fresh_commitments_from_an_unresponsive_seat_end_its_old_session() {
         .filter_map(|(s, id)| id.map(|id| (s, id)))
         .collect();
     assert_eq!(started.len(), 2);
+    assert_eq!(
+        started.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![seat(1), seat(3)]
+    );
     assert!(started.iter().all(|(_, id)| *id != session));
     assert_eq!(hand.coordinator.sessions_started(), 2);
+    // Seat 2's late answer completes session 1 with seat 1's earlier share.
+    let late = hand.shares(seat(2), session, &packages);
+    hand.reply(seat(2), late).unwrap();
+    assert!(matches!(hand.events().last(),
+        Some(Event::Done(signed)) if signed.session == session));
 }
 
 #[test]
-fn transient_refusals_are_asked_again_once() {
+fn a_non_transient_refusal_excludes_the_seat_for_the_run() {
+    let mut hand = Hand::new(2, 3, 1);
+    let (session, _) = hand.start(1);
+    let refused = Reply::Refused {
+        round: Round::Sign(session),
+        refusal: Refusal::PolicyDenied,
+    };
+    hand.reply(seat(1), refused).unwrap();
+    // Its fresh commitments right after are refused, now and much later.
+    let unsolicited = hand.commitments(seat(1), 1);
+    assert_eq!(
+        hand.reply(seat(1), unsolicited),
+        Err(Error::NotAwaited { seat: seat(1) })
+    );
+    let mut asked = Vec::new();
+    while let Some(at) = hand.coordinator.poll_timeout() {
+        hand.now = at;
+        hand.coordinator.handle_timeout(at);
+        asked.extend(hand.transmits().into_iter().filter(|(s, _)| *s == seat(1)));
+    }
+    assert!(
+        asked.is_empty(),
+        "an excluded seat was asked again: {asked:?}"
+    );
+    assert_eq!(hand.coordinator.culprits().count(), 0);
+}
+
+#[test]
+fn transient_refusals_are_asked_again_with_growing_delays() {
     let mut hand = Hand::new(2, 3, 1);
     let (session, _) = hand.start(1);
     let _ = hand.events();
@@ -325,7 +377,7 @@ fn transient_refusals_are_asked_again_once() {
     assert_eq!(
         hand.transmits(),
         vec![(seat(1), None)],
-        "asked for fresh commitments"
+        "asked for fresh commitments at once"
     );
     assert!(matches!(
         hand.events().as_slice(),
@@ -349,22 +401,192 @@ fn transient_refusals_are_asked_again_once() {
             session
         })
     );
-    // It refuses round 1 now: unresponsive, not asked a third time.
-    let refused = Reply::Refused {
-        round: Round::Commit,
-        refusal: Refusal::Retryable,
-    };
-    hand.reply(seat(1), refused).unwrap();
-    assert!(hand.transmits().is_empty());
-    let refused = Reply::Refused {
-        round: Round::Commit,
-        refusal: Refusal::Retryable,
-    };
+    // It keeps refusing round 1 (a full quota, say): each re-ask waits
+    // longer than the one before, and a second refusal of the same request
+    // is refused as not awaited.
+    let start = hand.now;
+    let mut sent = vec![start];
+    for _ in 0..3 {
+        let refused = Reply::Refused {
+            round: Round::Commit,
+            refusal: Refusal::Retryable,
+        };
+        hand.reply(seat(1), refused).unwrap();
+        let refused = Reply::Refused {
+            round: Round::Commit,
+            refusal: Refusal::Retryable,
+        };
+        assert_eq!(
+            hand.reply(seat(1), refused),
+            Err(Error::NotAwaited { seat: seat(1) })
+        );
+        assert!(hand.transmits().is_empty(), "not asked again at once");
+        loop {
+            let at = hand.coordinator.poll_timeout().unwrap();
+            hand.now = at;
+            hand.coordinator.handle_timeout(at);
+            if hand.transmits().contains(&(seat(1), None)) {
+                sent.push(at);
+                break;
+            }
+        }
+    }
+    let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1] - w[0]).collect();
     assert_eq!(
-        hand.reply(seat(1), refused),
-        Err(Error::NotAwaited { seat: seat(1) })
+        gaps,
+        vec![REQUEST_TIMEOUT, REQUEST_TIMEOUT * 3, REQUEST_TIMEOUT * 7]
     );
     assert_eq!(hand.coordinator.culprits().count(), 0);
+}
+
+#[test]
+fn a_round_one_reply_is_accepted_once_even_after_its_timeout() {
+    // A duplicated round-1 reply arriving after the seat timed out in a
+    // session must not put the same commitment into a second session.
+    let mut hand = Hand::new(2, 3, 1);
+    let _ = hand.transmits();
+    let first = Reply::Commitments {
+        commitments: vec![11],
+    };
+    hand.reply(seat(1), first).unwrap();
+    let second = Reply::Commitments {
+        commitments: vec![22],
+    };
+    hand.reply(seat(2), second).unwrap();
+    let started = hand.transmits();
+    assert_eq!(started.len(), 2);
+    hand.now += REQUEST_TIMEOUT;
+    hand.coordinator.handle_timeout(hand.now);
+    let _ = hand.transmits();
+    let duplicate = Reply::Commitments {
+        commitments: vec![11],
+    };
+    assert_eq!(
+        hand.reply(seat(1), duplicate),
+        Err(Error::NotAwaited { seat: seat(1) })
+    );
+    let third = Reply::Commitments {
+        commitments: vec![33],
+    };
+    hand.reply(seat(3), third).unwrap();
+    assert!(
+        hand.transmits().is_empty(),
+        "no session with a used commitment"
+    );
+    assert_eq!(hand.coordinator.sessions_started(), 1);
+}
+
+#[test]
+fn a_commitment_already_accepted_is_refused_in_an_answer_to_a_re_ask() {
+    let mut hand = Hand::new(2, 3, 1);
+    let (session, packages) = hand.start(1);
+    let used = packages[0].commitments[&seat(1)];
+    let refused = Reply::Refused {
+        round: Round::Sign(session),
+        refusal: Refusal::NonceUnknown,
+    };
+    hand.reply(seat(1), refused).unwrap();
+    assert_eq!(hand.transmits(), vec![(seat(1), None)]);
+    // A replayed copy of its first round-1 answer arrives now.
+    let replay = Reply::Commitments {
+        commitments: vec![used],
+    };
+    assert_eq!(
+        hand.reply(seat(1), replay),
+        Err(Error::ReusedCommitment { seat: seat(1) })
+    );
+    // Its genuine answer still counts.
+    let fresh = hand.commitments(seat(1), 1);
+    hand.reply(seat(1), fresh).unwrap();
+}
+
+#[test]
+fn an_honest_seat_that_refuses_retryable_twice_is_asked_again_in_time() {
+    // Exactly t honest seats: seat 2's store is briefly full and it refuses
+    // round 1 twice; the run must still finish before the deadline.
+    let mut hand = Hand::new(2, 2, 1);
+    let start = hand.now;
+    let _ = hand.transmits();
+    let reply = hand.commitments(seat(1), 1);
+    hand.reply(seat(1), reply).unwrap();
+    let retryable = || Reply::Refused {
+        round: Round::Commit,
+        refusal: Refusal::Retryable,
+    };
+    hand.reply(seat(2), retryable()).unwrap();
+    assert_eq!(
+        hand.transmits(),
+        vec![(seat(2), None)],
+        "asked again at once"
+    );
+    hand.reply(seat(2), retryable()).unwrap();
+    assert!(hand.transmits().is_empty(), "the second re-ask waits");
+    let at = hand.coordinator.poll_timeout().unwrap();
+    assert!(at < start + thresig_roast::DEFAULT_DEADLINE);
+    hand.now = at;
+    hand.coordinator.handle_timeout(at);
+    assert_eq!(
+        hand.transmits(),
+        vec![(seat(2), None)],
+        "asked a third time"
+    );
+    let reply = hand.commitments(seat(2), 1);
+    hand.reply(seat(2), reply).unwrap();
+    let mut sign = None;
+    while let Some(t) = hand.coordinator.poll_transmit() {
+        if let Request::Sign { session, packages } = t.request {
+            sign = Some((session, packages.to_vec()));
+        }
+    }
+    let (session, packages) = sign.expect("a session started");
+    for n in [1, 2] {
+        let shares = hand.shares(seat(n), session, &packages);
+        hand.reply(seat(n), shares).unwrap();
+    }
+    assert!(matches!(hand.events().last(), Some(Event::Done(_))));
+}
+
+#[test]
+fn invalid_shares_with_a_malformed_commitment_vector_are_still_convicted() {
+    let mut hand = Hand::new(2, 3, 1);
+    let (session, packages) = hand.start(1);
+    let mut bad = hand.shares(seat(2), session, &packages);
+    if let Reply::Shares {
+        shares,
+        commitments,
+        ..
+    } = &mut bad
+    {
+        shares[0] = shares[0].wrapping_add(1);
+        commitments.clear();
+    }
+    hand.reply(seat(2), bad).unwrap();
+    let culprits = hand.culprit_events();
+    assert_eq!(
+        culprits,
+        vec![(
+            seat(2),
+            thresig_roast::Misbehavior::InvalidShare { session, input: 0 }
+        )]
+    );
+    // Valid shares with a malformed commitment vector are refused and change
+    // nothing: seat 1 is still pending.
+    let mut short = hand.shares(seat(1), session, &packages);
+    if let Reply::Shares { commitments, .. } = &mut short {
+        commitments.clear();
+    }
+    assert_eq!(
+        hand.reply(seat(1), short),
+        Err(Error::VectorLength {
+            seat: seat(1),
+            expected: 1,
+            got: 0
+        })
+    );
+    assert_eq!(
+        hand.coordinator.culprits().collect::<Vec<_>>(),
+        vec![seat(2)]
+    );
 }
 
 #[test]
@@ -403,21 +625,48 @@ fn the_overall_deadline_fails_the_run() {
     let mut hand = Hand::new(2, 3, 1);
     let _ = hand.transmits();
     let start = hand.now;
+    // Silent seats are re-asked after growing delays, never at or after the
+    // deadline, so the timer fires a bounded number of times.
+    let reasks = crate::harness::max_reasks(thresig_roast::DEFAULT_DEADLINE);
     let mut steps = 0;
+    let mut asked = Vec::new();
     while let Some(at) = hand.coordinator.poll_timeout() {
         hand.now = at;
         hand.coordinator.handle_timeout(at);
+        asked.extend(hand.transmits().into_iter().map(|(s, _)| (s, at)));
         steps += 1;
-        assert!(steps < 10, "the timer keeps firing");
+        assert!(steps <= 2 * reasks + 2, "the timer keeps firing");
     }
     let events = hand.events();
-    assert_eq!(
-        events
+    let timeouts = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Unresponsive {
+                    cause: Unresponsiveness::Timeout {
+                        round: Round::Commit
+                    },
+                    ..
+                }
+            )
+        })
+        .count();
+    // Every request to each seat timed out: the first and each re-ask.
+    assert_eq!(timeouts, 3 + asked.len());
+    for n in 1..=3 {
+        let times: Vec<Instant> = asked
             .iter()
-            .filter(|e| matches!(e, Event::Unresponsive { .. }))
-            .count(),
-        3
-    );
+            .filter(|(s, _)| *s == seat(n))
+            .map(|(_, at)| *at)
+            .collect();
+        assert!(
+            !times.is_empty() && times.len() <= reasks,
+            "seat {n}: {times:?}"
+        );
+        let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.windows(2).all(|g| g[0] < g[1]), "seat {n}: {gaps:?}");
+    }
     assert!(matches!(
         events.last(),
         Some(Event::Failed {
@@ -444,14 +693,7 @@ fn a_culprit_is_reported_once_and_never_used_again() {
             session
         })
     );
-    let culprits: Vec<_> = hand
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Culprit { seat, fault } => Some((seat, fault)),
-            _ => None,
-        })
-        .collect();
+    let culprits = hand.culprit_events();
     assert_eq!(
         culprits,
         vec![(
@@ -482,5 +724,53 @@ fn a_culprit_is_reported_once_and_never_used_again() {
     assert_eq!(
         hand.coordinator.culprits().collect::<Vec<_>>(),
         vec![seat(1)]
+    );
+}
+
+/// When seat 2 is asked for commitments until the run ends, with the
+/// default timeouts; seat 2 refuses each request at once with `answer`, or
+/// never answers if `answer` is `None`.
+fn default_reasks(answer: Option<Refusal>) -> Vec<Duration> {
+    let start = Instant::now();
+    let config = Config::new(2, vec![seat(1), seat(2)]);
+    let mut coordinator = Coordinator::new(start, config, Toy, vec![1]).unwrap();
+    let mut asked = Vec::new();
+    let mut now = start;
+    loop {
+        while let Some(transmit) = coordinator.poll_transmit() {
+            if transmit.to == seat(2) {
+                asked.push(now - start);
+                if let Some(refusal) = answer {
+                    let reply = Reply::Refused {
+                        round: Round::Commit,
+                        refusal,
+                    };
+                    coordinator.handle_reply(now, seat(2), reply).unwrap();
+                }
+            }
+        }
+        let Some(at) = coordinator.poll_timeout() else {
+            break;
+        };
+        now = at;
+        coordinator.handle_timeout(at);
+    }
+    asked
+}
+
+#[test]
+fn re_asks_stay_within_the_documented_bound_with_the_default_timeouts() {
+    // The documented bound: the largest k with 10 s × (2^k − 1 − k) < 300 s
+    // is 5 (26 × 10 s < 300 s ≤ 57 × 10 s). A seat that refuses at once
+    // reaches it: re-asked at 0, then T, 3T, 7T, 15T after each refusal.
+    let t = thresig_roast::DEFAULT_REQUEST_TIMEOUT;
+    assert_eq!(
+        default_reasks(Some(Refusal::Retryable)),
+        vec![Duration::ZERO, Duration::ZERO, t, t * 4, t * 11, t * 26]
+    );
+    // A silent seat's requests each wait a timeout first: four re-asks.
+    assert_eq!(
+        default_reasks(None),
+        vec![Duration::ZERO, t, t * 3, t * 7, t * 15]
     );
 }

@@ -76,8 +76,28 @@ pub(crate) enum Behavior {
     /// Restarts (losing its nonces) right before its first round-2 request,
     /// then behaves honestly.
     Restarts,
-    /// Answers round 2 only after the request timeout.
+    /// Answers every request only after the request timeout. Its round-1
+    /// request is sent again after the timeout, and its answer to the
+    /// second copy is refused ([`Error::NotAwaited`]): it answered already.
     Late,
+    /// Refuses every round-2 request with this refusal and at once sends a
+    /// fresh commitment vector nobody asked for.
+    RefusesAndRecommits(Refusal),
+    /// Never answers a round-2 request, and sends a fresh commitment vector
+    /// nobody asked for right after the request timed out.
+    SilentAndRecommits,
+}
+
+impl Behavior {
+    /// Whether the coordinator may refuse some of this signer's replies
+    /// without any duplicate delivery: second answers to a re-sent round-1
+    /// request, or commitments nobody asked for.
+    pub(crate) fn sends_unawaited(self) -> bool {
+        matches!(
+            self,
+            Self::Late | Self::RefusesAndRecommits(_) | Self::SilentAndRecommits
+        )
+    }
 }
 
 /// What a run did, collected from the coordinator's events.
@@ -94,6 +114,11 @@ pub(crate) struct Outcome<S: Scheme> {
     pub(crate) end: End<S>,
     /// Events after the terminal one (must stay empty).
     pub(crate) after_end: usize,
+    /// Seats a session was started with while they were still awaited in
+    /// another open session, or named twice in one session (must stay
+    /// empty). A member is awaited from the session's start until the
+    /// coordinator accepts its share vector or refusal for it.
+    pub(crate) overlaps: Vec<(SessionId, Seat)>,
 }
 
 /// How a run ended.
@@ -158,6 +183,9 @@ pub(crate) struct Sim<B: Backend> {
     first: Vec<Seat>,
     /// Deliver every reply twice.
     duplicate: bool,
+    /// A fixed delay for replies of seats not answering first (random
+    /// between 2 and 41 ms if unset).
+    delay: Option<Duration>,
     inputs: usize,
     now: Instant,
     seq: u64,
@@ -179,6 +207,7 @@ impl<B: Backend> Sim<B> {
             restarted: BTreeMap::new(),
             first: Vec::new(),
             duplicate: false,
+            delay: None,
             inputs,
             now: Instant::now(),
             seq: 0,
@@ -212,6 +241,13 @@ impl<B: Backend> Sim<B> {
         self
     }
 
+    /// Makes every seat that neither answers first nor is late answer
+    /// after exactly `delay`.
+    pub(crate) fn reply_after(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
     pub(crate) fn run(mut self) -> Outcome<B::S> {
         let messages: Vec<_> = (0..self.inputs)
             .map(|_| self.backend.message(&mut self.rng))
@@ -231,12 +267,22 @@ impl<B: Backend> Sim<B> {
             rejected: Vec::new(),
             end: End::Stuck,
             after_end: 0,
+            overlaps: Vec::new(),
         };
+        let mut awaited: BTreeMap<Seat, SessionId> = BTreeMap::new();
         for _ in 0..MAX_STEPS {
             while let Some(transmit) = coordinator.poll_transmit() {
                 self.serve(transmit);
             }
             while let Some(event) = coordinator.poll_event() {
+                if let Event::SessionStarted { session, signers } = &event {
+                    for (i, member) in signers.iter().enumerate() {
+                        let twice = signers[..i].contains(member);
+                        if awaited.insert(*member, *session).is_some() || twice {
+                            outcome.overlaps.push((*session, *member));
+                        }
+                    }
+                }
                 self.record(&mut outcome, &messages, event);
             }
             if coordinator.is_finished() {
@@ -253,9 +299,23 @@ impl<B: Backend> Sim<B> {
                     let flight = self.flights.swap_remove(i);
                     self.now = self.now.max(flight.at);
                     let shares = matches!(flight.reply, Reply::Shares { .. });
+                    let answers = match &flight.reply {
+                        Reply::Shares { session, .. }
+                        | Reply::Refused {
+                            round: Round::Sign(session),
+                            ..
+                        } => Some(*session),
+                        _ => None,
+                    };
                     match coordinator.handle_reply(self.now, flight.from, flight.reply) {
-                        Ok(()) if shares => outcome.delivered_shares.push(flight.from),
-                        Ok(()) => {}
+                        Ok(()) => {
+                            if shares {
+                                outcome.delivered_shares.push(flight.from);
+                            }
+                            if answers.is_some() && awaited.get(&flight.from) == answers.as_ref() {
+                                awaited.remove(&flight.from);
+                            }
+                        }
                         Err(error) => outcome.rejected.push((flight.from, error)),
                     }
                 }
@@ -312,23 +372,49 @@ impl<B: Backend> Sim<B> {
         if behavior == Behavior::Offline {
             return;
         }
+        let delay = match behavior {
+            Behavior::Late => REQUEST_TIMEOUT + Duration::from_millis(500),
+            _ if self.first.contains(&seat) => Duration::from_millis(1),
+            _ => match self.delay {
+                Some(delay) => delay,
+                None => Duration::from_millis(2 + self.rng.next_u64() % 40),
+            },
+        };
         let reply = match transmit.request {
             Request::Commit => Reply::Commitments {
                 commitments: self.backend.commit(seat, self.inputs, &mut self.rng),
             },
-            Request::Sign { session, packages } => self.sign(seat, behavior, session, &packages),
+            Request::Sign { session, packages } => {
+                if self.recommit(seat, behavior, delay) == Behavior::SilentAndRecommits {
+                    return;
+                }
+                self.sign(seat, behavior, session, &packages)
+            }
             _ => panic!("seed {}: unexpected request", self.seed),
-        };
-        let delay = match behavior {
-            Behavior::Late => REQUEST_TIMEOUT + Duration::from_millis(500),
-            _ if self.first.contains(&seat) => Duration::from_millis(1),
-            _ => Duration::from_millis(2 + self.rng.next_u64() % 40),
         };
         if self.duplicate {
             let copy = clone_reply::<B::S>(&reply);
             self.send(seat, delay + Duration::from_millis(1), copy);
         }
         self.send(seat, delay, reply);
+    }
+
+    /// A recommitting signer's unsolicited commitment vector, sent right
+    /// after its round-2 refusal (which goes out after `delay`) or right
+    /// after its round-2 request timed out. Returns `behavior`.
+    fn recommit(&mut self, seat: Seat, behavior: Behavior, delay: Duration) -> Behavior {
+        let after = match behavior {
+            Behavior::RefusesAndRecommits(_) => delay,
+            Behavior::SilentAndRecommits => REQUEST_TIMEOUT,
+            _ => return behavior,
+        };
+        let commitments = self.backend.commit(seat, self.inputs, &mut self.rng);
+        self.send(
+            seat,
+            after + Duration::from_millis(1),
+            Reply::Commitments { commitments },
+        );
+        behavior
     }
 
     fn sign(
@@ -339,7 +425,7 @@ impl<B: Backend> Sim<B> {
         packages: &[<B::S as Scheme>::Package],
     ) -> Reply<B::S> {
         let refusal = match behavior {
-            Behavior::Refuses(refusal) => Some(refusal),
+            Behavior::Refuses(refusal) | Behavior::RefusesAndRecommits(refusal) => Some(refusal),
             Behavior::Restarts if !self.restarted.get(&seat).copied().unwrap_or(false) => {
                 self.restarted.insert(seat, true);
                 self.backend.forget(seat);
@@ -406,6 +492,26 @@ where
         },
         _ => panic!("unexpected reply"),
     }
+}
+
+/// Reads a case count from `PROPTEST_CASES` if it is set (for long runs),
+/// else uses `default`.
+pub(crate) fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The most re-asks one seat can get in a simulated run: the largest k with
+/// `REQUEST_TIMEOUT × (2^k − 1 − k) < DEADLINE`, the k-th re-ask waiting
+/// `REQUEST_TIMEOUT × (2^(k−1) − 1)` after its cause.
+pub(crate) fn max_reasks(deadline: Duration) -> usize {
+    let ratio = deadline.as_millis() / REQUEST_TIMEOUT.as_millis();
+    (0u32..32)
+        .take_while(|k| (1u128 << k) - 1 - u128::from(*k) < ratio)
+        .count()
+        - 1
 }
 
 /// Seat `n`.

@@ -1,6 +1,7 @@
 //! Property tests over random groups, fault sets and reply orders.
 //!
-//! Bounded case counts keep the suite fast; for a long run:
+//! Bounded case counts keep the suite fast; `PROPTEST_CASES` replaces them
+//! for a long run:
 //! `PROPTEST_CASES=2000 cargo test -p thresig-roast --test simulation properties`.
 
 use proptest::prelude::*;
@@ -10,7 +11,7 @@ use thresig_crypto::ScriptTree;
 use thresig_roast::{Failure, Refusal, Seat};
 
 use crate::frost::FrostCluster;
-use crate::harness::{Backend, Behavior, End, Sim, seat};
+use crate::harness::{Backend, Behavior, DEADLINE, End, Sim, cases, max_reasks, seat};
 use crate::toy::ToyCluster;
 
 /// A random run: group, faults, inputs, and how replies are scheduled.
@@ -37,6 +38,9 @@ fn behavior(inputs: usize) -> impl Strategy<Value = Behavior> {
             Just(Refusal::Rejected)
         ]
         .prop_map(Behavior::Refuses),
+        1 => prop_oneof![Just(Refusal::PolicyDenied), Just(Refusal::NonceUnknown)]
+            .prop_map(Behavior::RefusesAndRecommits),
+        1 => Just(Behavior::SilentAndRecommits),
     ]
 }
 
@@ -100,17 +104,36 @@ fn check<B: Backend>(case: &Case, backend: B) -> Result<(), TestCaseError> {
     let t = usize::from(case.threshold);
     let n = by_seat.len();
     let eventually = by_seat.iter().filter(|(_, b)| signs_eventually(*b)).count();
-    // Each transient refusal may cost one extra session (the refuser is asked
-    // for fresh commitments once); everything else fits ROAST's n - t + 1.
-    let transient = by_seat
+    // Each re-ask after a transient round-2 refusal may cost one extra
+    // session: once for a restarted signer, at most `max_reasks` times for
+    // one that keeps refusing. Everything else fits ROAST's n - t + 1
+    // (unsolicited commitments never put a signer back into a session).
+    let transient: usize = by_seat
         .iter()
-        .filter(|(_, b)| {
-            matches!(
-                b,
-                Behavior::Restarts | Behavior::Refuses(Refusal::NonceUnknown)
-            )
+        .map(|(_, b)| match b {
+            Behavior::Restarts => 1,
+            Behavior::Refuses(Refusal::NonceUnknown)
+            | Behavior::RefusesAndRecommits(Refusal::NonceUnknown) => max_reasks(DEADLINE),
+            _ => 0,
         })
-        .count();
+        .sum();
+    let bound = n - t + 1 + transient;
+    prop_assert_eq!(
+        outcome.sessions.len(),
+        match &outcome.end {
+            End::Done { stats, .. } | End::Failed { stats, .. } => stats.sessions as usize,
+            End::Stuck => outcome.sessions.len(),
+        },
+        "seed {}: sessions started and counted differ",
+        seed
+    );
+    prop_assert!(
+        outcome.sessions.len() <= bound,
+        "seed {}: {} sessions, bound {}",
+        seed,
+        outcome.sessions.len(),
+        bound
+    );
     let malicious = |s: &Seat| {
         by_seat
             .iter()
@@ -150,8 +173,8 @@ fn check<B: Backend>(case: &Case, backend: B) -> Result<(), TestCaseError> {
         prop_assert!(outcome.sessions_with(*s) > 0, "seed {}", seed);
     }
     prop_assert_eq!(outcome.after_end, 0, "seed {}: events after the end", seed);
-    // Offline signers are never in a session; no seat is in two sessions at once
-    // (checked through the sessions' member lists: t distinct seats each).
+    // Offline signers are never in a session; every session has t distinct
+    // members, none of them still awaited in another open session.
     for (s, b) in &by_seat {
         if *b == Behavior::Offline {
             prop_assert_eq!(outcome.sessions_with(*s), 0, "seed {}", seed);
@@ -160,9 +183,21 @@ fn check<B: Backend>(case: &Case, backend: B) -> Result<(), TestCaseError> {
     for (_, members) in &outcome.sessions {
         prop_assert_eq!(members.len(), t, "seed {}", seed);
     }
+    prop_assert!(
+        outcome.overlaps.is_empty(),
+        "seed {}: seats in two open sessions at once: {:?}",
+        seed,
+        outcome.overlaps
+    );
     if !case.duplicate {
+        // Only replies nobody awaited are refused: a late seat's second
+        // round-1 answer, a recommitting seat's unsolicited commitments.
+        let unawaited = |s: &Seat| by_seat.iter().any(|(x, b)| x == s && b.sends_unawaited());
         prop_assert!(
-            outcome.rejected.is_empty(),
+            outcome
+                .rejected
+                .iter()
+                .all(|(s, e)| unawaited(s) && matches!(e, thresig_roast::Error::NotAwaited { .. })),
             "seed {}: {:?}",
             seed,
             outcome.rejected
@@ -179,14 +214,6 @@ fn check<B: Backend>(case: &Case, backend: B) -> Result<(), TestCaseError> {
             prop_assert!(*valid, "seed {}: invalid signature", seed);
             prop_assert_eq!(*signatures, case.inputs, "seed {}", seed);
             prop_assert!(signers.iter().all(|s| !malicious(s)), "seed {}", seed);
-            let bound = n - t + 1 + transient;
-            prop_assert!(
-                usize::try_from(stats.sessions).unwrap() <= bound,
-                "seed {}: {} sessions, bound {}",
-                seed,
-                stats.sessions,
-                bound
-            );
             prop_assert_eq!(&stats.culprits, &reported, "seed {}", seed);
         }
         End::Failed { failure, stats } => {
@@ -208,7 +235,7 @@ fn check<B: Backend>(case: &Case, backend: B) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
 
     #[test]
     fn toy_runs_end_correctly(case in case()) {
@@ -218,7 +245,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(cases(24)))]
 
     #[test]
     fn frost_runs_end_correctly(case in case()) {

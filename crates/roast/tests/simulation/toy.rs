@@ -16,7 +16,7 @@ pub(crate) struct Toy;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ToyPackage {
     message: u64,
-    commitments: BTreeMap<Seat, u64>,
+    pub(crate) commitments: BTreeMap<Seat, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

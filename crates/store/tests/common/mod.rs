@@ -167,3 +167,19 @@ pub fn open_on(
         StoreOptions::default(),
     )
 }
+
+/// The plaintext of wallet `n`'s state; panics if absent or unreadable.
+pub fn wallet_value(store: &dyn thresig_store::Store, n: u8) -> Vec<u8> {
+    store.wallet(&wallet(n)).unwrap().unwrap().to_vec()
+}
+
+/// Writes wallet `n`'s state and checks the unit committed.
+pub fn put_wallet(store: &dyn thresig_store::Store, n: u8, value: &[u8]) {
+    let out = store
+        .write(vec![thresig_store::WriteOp::PutWallet {
+            wallet: wallet(n),
+            value: value.to_vec(),
+        }])
+        .unwrap();
+    assert!(matches!(out, thresig_store::WriteOutcome::Committed(_)));
+}

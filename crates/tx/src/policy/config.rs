@@ -18,6 +18,20 @@ pub const DEFAULT_MAX_FEE_SAT: u64 = 1_000_000;
 /// well below rust-bitcoin's 25 000 sat/vB "absurd fee" guard.
 pub const DEFAULT_MAX_FEE_RATE_SAT_VB: u64 = 500;
 
+/// Default limit on distinct transactions signed per 24 hours: 100. A custody
+/// wallet's normal traffic stays far below it, and it bounds what a
+/// coordinator can get signed in a day, including transactions that can
+/// never be mined (the signer has no view of the chain) and that only
+/// consume the limit.
+pub const DEFAULT_MAX_PER_DAY: u32 = 100;
+
+/// Default daily fee budget: 0.05 BTC, the fees of all transactions charged
+/// in the last 24 hours together. The per-transaction cap alone is no budget
+/// (any number of transactions may each pay [`DEFAULT_MAX_FEE_SAT`]); this
+/// lets five transactions pay that cap, or a hundred pay 50 000 sat each,
+/// and bounds what a coordinator can burn in fees in a day.
+pub const DEFAULT_MAX_FEE_PER_DAY_SAT: u64 = 5_000_000;
+
 /// A sighash type as spelled in configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -99,8 +113,21 @@ pub struct PolicyConfig {
     pub time_windows: Vec<TimeWindowConfig>,
     /// Distinct transactions signed per 60 seconds. Default: no limit.
     pub max_per_minute: Option<u32>,
-    /// Distinct transactions signed per 24 hours. Default: no limit.
+    /// Distinct transactions signed per 24 hours. Default
+    /// [`DEFAULT_MAX_PER_DAY`] (TOML cannot write `None`; a large value
+    /// lifts the limit).
     pub max_per_day: Option<u32>,
+    /// Distinct transactions one coordinator may get signed per 60 seconds,
+    /// so that one coordinator cannot use up the wallet's limit alone.
+    /// Default: no sub-limit.
+    pub max_per_minute_per_coordinator: Option<u32>,
+    /// Distinct transactions one coordinator may get signed per 24 hours.
+    /// Default: no sub-limit.
+    pub max_per_day_per_coordinator: Option<u32>,
+    /// Cap on the sum of the fees of the transactions signed in 24 hours,
+    /// in satoshis; at least `max_fee_sat`. Default
+    /// [`DEFAULT_MAX_FEE_PER_DAY_SAT`].
+    pub max_fee_per_day_sat: u64,
     /// Whether raw 32-byte digests may be signed. Default `false`.
     pub allow_raw_digests: bool,
 }
@@ -124,7 +151,10 @@ impl Default for PolicyConfig {
             max_fee_rate_sat_vb: DEFAULT_MAX_FEE_RATE_SAT_VB,
             time_windows: Vec::new(),
             max_per_minute: None,
-            max_per_day: None,
+            max_per_day: Some(DEFAULT_MAX_PER_DAY),
+            max_per_minute_per_coordinator: None,
+            max_per_day_per_coordinator: None,
+            max_fee_per_day_sat: DEFAULT_MAX_FEE_PER_DAY_SAT,
             allow_raw_digests: false,
         }
     }
@@ -155,6 +185,15 @@ pub enum PolicyConfigError {
         /// Why ([`Error::AddressParse`] or [`Error::WrongNetwork`]).
         #[source]
         source: Box<Error>,
+    },
+    /// `max_fee_per_day_sat` is below `max_fee_sat`: a transaction could
+    /// pass the fee cap and never fit the daily budget.
+    #[error("max_fee_per_day_sat {budget} is below max_fee_sat {cap}")]
+    FeeBudgetBelowFeeCap {
+        /// The daily budget.
+        budget: u64,
+        /// The per-transaction cap.
+        cap: u64,
     },
     /// A time window is malformed (bad `HH:MM`, no days, or `start >= end`).
     #[error("time_windows[{index}] is malformed")]
@@ -189,6 +228,13 @@ impl PolicyConfig {
         if self.sighash_types.is_empty() {
             return Err(PolicyConfigError::NoSighashTypes.into());
         }
+        if self.max_fee_per_day_sat < self.max_fee_sat {
+            return Err(PolicyConfigError::FeeBudgetBelowFeeCap {
+                budget: self.max_fee_per_day_sat,
+                cap: self.max_fee_sat,
+            }
+            .into());
+        }
         let destinations = self
             .destinations
             .iter()
@@ -220,6 +266,9 @@ impl PolicyConfig {
             time_windows,
             max_per_minute: self.max_per_minute,
             max_per_day: self.max_per_day,
+            max_per_minute_per_coordinator: self.max_per_minute_per_coordinator,
+            max_per_day_per_coordinator: self.max_per_day_per_coordinator,
+            max_fee_per_day: Amount::from_sat(self.max_fee_per_day_sat),
             raw_digests: if self.allow_raw_digests {
                 RawDigests::Allowed
             } else {

@@ -17,10 +17,10 @@ use bitcoin::{Amount, ScriptBuf, TapSighashType};
 use serde::{Deserialize, Serialize};
 
 pub use config::{
-    DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT, PolicyConfig, PolicyConfigError,
-    SighashTypeName, TimeWindowConfig,
+    DEFAULT_MAX_FEE_PER_DAY_SAT, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT,
+    DEFAULT_MAX_PER_DAY, PolicyConfig, PolicyConfigError, SighashTypeName, TimeWindowConfig,
 };
-pub use rate::{ChargeLedger, ChargeLog, RateCharge};
+pub use rate::{ChargeEntry, ChargeLedger, ChargeLog, CoordinatorId, RateCharge};
 pub use time::{TimeWindow, UnixTime, Weekday};
 
 use crate::sighash::{InputIndex, OutputIndex};
@@ -60,6 +60,15 @@ pub enum Rule {
     RatePerMinute,
     /// At most `max_per_day` transactions in the last 24 hours.
     RatePerDay,
+    /// At most `max_per_minute_per_coordinator` transactions requested by
+    /// one coordinator in the last 60 seconds.
+    CoordinatorRatePerMinute,
+    /// At most `max_per_day_per_coordinator` transactions requested by one
+    /// coordinator in the last 24 hours.
+    CoordinatorRatePerDay,
+    /// The fees of the transactions charged in the last 24 hours, with this
+    /// one, are at most `max_fee_per_day_sat`.
+    FeePerDay,
     /// Raw 32-byte digests are signed only if `allow_raw_digests`.
     RawDigests,
     /// A wallet being rekeyed signs only a sweep to its successor.
@@ -67,8 +76,10 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// Every rule, in evaluation order.
-    pub const ALL: [Self; 14] = [
+    /// Every rule, in evaluation order. A refusal reports the first
+    /// terminal rule that refuses, and a retryable one only when no terminal
+    /// rule refuses (see [`PolicyReport::first_denial`]).
+    pub const ALL: [Self; 17] = [
         Self::SighashType,
         Self::PrevoutScript,
         Self::OutputScriptType,
@@ -81,6 +92,9 @@ impl Rule {
         Self::TimeWindow,
         Self::RatePerMinute,
         Self::RatePerDay,
+        Self::CoordinatorRatePerMinute,
+        Self::CoordinatorRatePerDay,
+        Self::FeePerDay,
         Self::RawDigests,
         Self::RekeySweep,
     ];
@@ -101,18 +115,28 @@ impl Rule {
             Self::TimeWindow => "time_window",
             Self::RatePerMinute => "rate_per_minute",
             Self::RatePerDay => "rate_per_day",
+            Self::CoordinatorRatePerMinute => "coordinator_rate_per_minute",
+            Self::CoordinatorRatePerDay => "coordinator_rate_per_day",
+            Self::FeePerDay => "fee_per_day",
             Self::RawDigests => "raw_digests",
             Self::RekeySweep => "rekey_sweep",
         }
     }
 
     /// Whether a refusal under this rule can turn into an approval later for
-    /// the same request (time passes), so a caller may retry.
+    /// the same request (time passes), so a caller may retry. The daily fee
+    /// budget is retryable because the configuration keeps it at least
+    /// `max_fee_sat`: a transaction that passes `max_fee` fits an empty day.
     #[must_use]
     pub const fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::TimeWindow | Self::RatePerMinute | Self::RatePerDay
+            Self::TimeWindow
+                | Self::RatePerMinute
+                | Self::RatePerDay
+                | Self::CoordinatorRatePerMinute
+                | Self::CoordinatorRatePerDay
+                | Self::FeePerDay
         )
     }
 }
@@ -178,6 +202,16 @@ pub enum Violation {
         /// The evaluated time.
         now: UnixTime,
     },
+    /// The daily fee budget would be exceeded.
+    FeeBudget {
+        /// Fees already charged in the last 24 hours (an upper bound where
+        /// the ledger does not know every fee).
+        charged: Amount,
+        /// This transaction's fee.
+        fee: Amount,
+        /// The budget.
+        cap: Amount,
+    },
     /// A rate limit is reached.
     Rate {
         /// Transactions already charged in the window.
@@ -215,6 +249,8 @@ pub enum Outcome {
 pub struct PolicyReport {
     outcomes: Vec<(Rule, Outcome)>,
     charge: RateCharge,
+    fee: bitcoin::Amount,
+    coordinator: Option<CoordinatorId>,
 }
 
 impl PolicyReport {
@@ -224,18 +260,27 @@ impl PolicyReport {
         &self.outcomes
     }
 
-    /// The first refusal, if any.
+    /// The refusal to report, if any: the first terminal one in
+    /// [`Rule::ALL`] order, else the first retryable one. A transaction that
+    /// can never pass is thus never reported as retryable.
     #[must_use]
     pub fn first_denial(&self) -> Option<PolicyDenial> {
-        self.outcomes
+        let mut denials = self
+            .outcomes
             .iter()
-            .find_map(|(rule, outcome)| match outcome {
+            .filter_map(|(rule, outcome)| match outcome {
                 Outcome::Denied(v) => Some(PolicyDenial {
                     rule: *rule,
                     violation: v.clone(),
                 }),
                 Outcome::Passed | Outcome::NotApplicable => None,
-            })
+            });
+        let first = denials.next()?;
+        if first.rule.is_retryable() {
+            Some(denials.find(|d| !d.rule.is_retryable()).unwrap_or(first))
+        } else {
+            Some(first)
+        }
     }
 
     /// The approval if every rule passed.
@@ -247,6 +292,8 @@ impl PolicyReport {
             Some(denial) => Err(Error::PolicyDenied(denial)),
             None => Ok(Approval {
                 charge: self.charge,
+                fee: self.fee,
+                coordinator: self.coordinator,
             }),
         }
     }
@@ -257,6 +304,8 @@ impl PolicyReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approval {
     charge: RateCharge,
+    fee: Amount,
+    coordinator: Option<CoordinatorId>,
 }
 
 impl Approval {
@@ -264,6 +313,21 @@ impl Approval {
     #[must_use]
     pub const fn charge(&self) -> &RateCharge {
         &self.charge
+    }
+
+    /// The approved transaction's fee, to record with the charge for the
+    /// daily fee budget ([`ChargeLog::record`] does).
+    #[must_use]
+    pub const fn fee(&self) -> Amount {
+        self.fee
+    }
+
+    /// The coordinator the approval was evaluated for, to record with the
+    /// charge for the per-coordinator limits (`None` after
+    /// [`Policy::check`], which names no coordinator).
+    #[must_use]
+    pub const fn coordinator(&self) -> Option<&CoordinatorId> {
+        self.coordinator.as_ref()
     }
 }
 
@@ -298,9 +362,18 @@ pub enum OutputScriptType {
     P2sh,
     /// Pay to public key hash.
     P2pkh,
-    /// `OP_RETURN` data carrier.
+    /// `OP_RETURN` data carrier. When allowed, a zero-value `OP_RETURN`
+    /// output is exempt from the destination allowlist (it pays no one and
+    /// has no address); one carrying value is not.
     OpReturn,
-    /// Anything else (bare scripts, future witness versions).
+    /// Every script not classified above: bare scripts (P2PK, bare
+    /// multisig, arbitrary scripts), witness programs of versions 2 to 16,
+    /// witness version 1 programs of another length than 32 bytes (such as
+    /// pay-to-anchor) and malformed witness programs. An `other` output must
+    /// still be on the destination allowlist, which holds addresses, so in
+    /// practice only the ones that have an address (witness programs of
+    /// versions 1 to 16 with 2 to 40 bytes) can ever be signed; bare
+    /// scripts never can.
     Other,
 }
 
@@ -356,6 +429,9 @@ pub struct Policy {
     pub(crate) time_windows: Vec<TimeWindow>,
     pub(crate) max_per_minute: Option<u32>,
     pub(crate) max_per_day: Option<u32>,
+    pub(crate) max_per_minute_per_coordinator: Option<u32>,
+    pub(crate) max_per_day_per_coordinator: Option<u32>,
+    pub(crate) max_fee_per_day: Amount,
     pub(crate) raw_digests: RawDigests,
 }
 
@@ -364,6 +440,13 @@ impl Policy {
     #[must_use]
     pub const fn version(&self) -> PolicyVersion {
         self.version
+    }
+
+    /// The largest fee one transaction may pay (`max_fee_sat`): what a
+    /// ledger assumes for a charge whose fee it does not know.
+    #[must_use]
+    pub const fn max_fee(&self) -> Amount {
+        self.max_fee
     }
 
     /// Whether `sighash_type` may be signed under this policy.
@@ -388,7 +471,11 @@ impl Policy {
     }
 
     /// Checks a PSBT against every rule and returns the approval (with the
-    /// rate charge to record) or the first refusal.
+    /// rate charge to record) or the refusal to report
+    /// ([`PolicyReport::first_denial`]).
+    ///
+    /// No coordinator is named, so the per-coordinator limits count every
+    /// charge of the wallet (stricter than [`Policy::check_for`]).
     ///
     /// # Errors
     /// [`Error::PolicyDenied`] naming the rule and the offending value.
@@ -400,5 +487,23 @@ impl Policy {
         ledger: &impl ChargeLedger,
     ) -> Result<Approval, Error> {
         self.evaluate(psbt, mode, now, ledger).into_result()
+    }
+
+    /// As [`Policy::check`], for a request from `coordinator`: the
+    /// per-coordinator limits count only its charges, and the approval names
+    /// it so that the charge is recorded against it.
+    ///
+    /// # Errors
+    /// [`Error::PolicyDenied`] naming the rule and the offending value.
+    pub fn check_for(
+        &self,
+        psbt: &crate::WalletPsbt,
+        mode: &WalletMode,
+        now: UnixTime,
+        ledger: &impl ChargeLedger,
+        coordinator: &CoordinatorId,
+    ) -> Result<Approval, Error> {
+        self.evaluate_for(psbt, mode, now, ledger, coordinator)
+            .into_result()
     }
 }

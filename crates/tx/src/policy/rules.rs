@@ -2,10 +2,11 @@
 
 use bitcoin::{Amount, TxOut};
 
+use super::rate::window_start;
 use super::time::{DAY_SECS, MINUTE_SECS};
 use super::{
-    ChargeLedger, Outcome, OutputScriptType, Policy, PolicyReport, RateCharge, Rule, UnixTime,
-    Violation, WalletMode,
+    ChargeLedger, CoordinatorId, Outcome, OutputScriptType, Policy, PolicyReport, RateCharge, Rule,
+    UnixTime, Violation, WalletMode,
 };
 use crate::sighash::OutputIndex;
 use crate::{TaprootWallet, WalletPsbt};
@@ -45,18 +46,22 @@ fn output_script(output: OutputIndex, o: &TxOut) -> Violation {
     }
 }
 
-/// A rate limit over the window starting at `since`. The same transaction
-/// signed again (another ROAST session) is not charged twice, so it passes.
-fn rate(
-    limit: Option<u32>,
-    charge: &RateCharge,
-    ledger: &impl ChargeLedger,
-    since: UnixTime,
-) -> Outcome {
+/// Who asks for the signature, for the per-coordinator limits.
+enum Requester<'a> {
+    /// A coordinator the engine identified: only its charges count.
+    Known(&'a CoordinatorId),
+    /// Not named: every charge of the wallet counts (the stricter reading).
+    Unidentified,
+}
+
+/// A rate limit over the window starting at `since`, given the count there.
+/// The same transaction signed again (another ROAST session) is not charged
+/// twice, so it passes.
+fn rate(limit: Option<u32>, charge: &RateCharge, charged: impl FnOnce() -> u32) -> Outcome {
     match (limit, charge) {
         (None, _) | (Some(_), RateCharge::AlreadyCharged { .. }) => Outcome::Passed,
         (Some(limit), RateCharge::Charge { .. }) => {
-            let charged = ledger.charged_since(since);
+            let charged = charged();
             if charged < limit {
                 Outcome::Passed
             } else {
@@ -64,6 +69,15 @@ fn rate(
             }
         }
     }
+}
+
+/// Whether the zero-value `OP_RETURN` exemption from the allowlist applies.
+fn exempt_op_return(policy: &Policy, o: &TxOut) -> bool {
+    policy
+        .output_script_types
+        .contains(&OutputScriptType::OpReturn)
+        && o.value == Amount::ZERO
+        && OutputScriptType::of(&o.script_pubkey) == OutputScriptType::OpReturn
 }
 
 impl Policy {
@@ -75,6 +89,8 @@ impl Policy {
     /// [`WalletMode::Rekeying`] the destination rules (output script type,
     /// allowlist, change, value caps) do not apply and [`Rule::RekeySweep`]
     /// requires every output to pay the successor.
+    /// No coordinator is named: the per-coordinator limits count every
+    /// charge of the wallet ([`Policy::evaluate_for`] names one).
     #[must_use]
     pub fn evaluate(
         &self,
@@ -82,6 +98,31 @@ impl Policy {
         mode: &WalletMode,
         now: UnixTime,
         ledger: &impl ChargeLedger,
+    ) -> PolicyReport {
+        self.report(psbt, mode, now, ledger, Requester::Unidentified)
+    }
+
+    /// As [`Policy::evaluate`], for a request from `coordinator`: the
+    /// per-coordinator limits count only the charges recorded against it.
+    #[must_use]
+    pub fn evaluate_for(
+        &self,
+        psbt: &WalletPsbt,
+        mode: &WalletMode,
+        now: UnixTime,
+        ledger: &impl ChargeLedger,
+        coordinator: &CoordinatorId,
+    ) -> PolicyReport {
+        self.report(psbt, mode, now, ledger, Requester::Known(coordinator))
+    }
+
+    fn report(
+        &self,
+        psbt: &WalletPsbt,
+        mode: &WalletMode,
+        now: UnixTime,
+        ledger: &impl ChargeLedger,
+        requester: Requester<'_>,
     ) -> PolicyReport {
         let s = Subject {
             psbt,
@@ -93,6 +134,11 @@ impl Policy {
             RateCharge::AlreadyCharged { txid }
         } else {
             RateCharge::Charge { txid, at: now }
+        };
+        let (minute, day) = (window_start(now, MINUTE_SECS), window_start(now, DAY_SECS));
+        let by_requester = |since| match requester {
+            Requester::Known(c) => ledger.charged_since_by(c, since),
+            Requester::Unidentified => ledger.charged_since(since),
         };
         let outcomes = Rule::ALL
             .iter()
@@ -113,21 +159,64 @@ impl Policy {
                             .find(|(_, o)| o.script_pubkey != *successor.script_pubkey())
                             .map(|(i, o)| output_script(i, o)),
                     ),
-                    (Rule::RatePerMinute, _) => rate(
-                        self.max_per_minute,
-                        &charge,
-                        ledger,
-                        now.minus_secs(MINUTE_SECS),
-                    ),
+                    (Rule::RatePerMinute, _) => rate(self.max_per_minute, &charge, || {
+                        ledger.charged_since(minute)
+                    }),
                     (Rule::RatePerDay, _) => {
-                        rate(self.max_per_day, &charge, ledger, now.minus_secs(DAY_SECS))
+                        rate(self.max_per_day, &charge, || ledger.charged_since(day))
                     }
+                    (Rule::CoordinatorRatePerMinute, _) => {
+                        rate(self.max_per_minute_per_coordinator, &charge, || {
+                            by_requester(minute)
+                        })
+                    }
+                    (Rule::CoordinatorRatePerDay, _) => {
+                        rate(self.max_per_day_per_coordinator, &charge, || {
+                            by_requester(day)
+                        })
+                    }
+                    (Rule::FeePerDay, _) => self.fee_budget(psbt, &charge, ledger, day),
                     (rule, _) => self.rule(rule, &s),
                 };
                 (rule, outcome)
             })
             .collect();
-        PolicyReport { outcomes, charge }
+        PolicyReport {
+            outcomes,
+            charge,
+            fee: psbt.fee(),
+            coordinator: match requester {
+                Requester::Known(c) => Some(c.clone()),
+                Requester::Unidentified => None,
+            },
+        }
+    }
+
+    /// The daily fee budget: the fees charged in the last 24 hours plus this
+    /// transaction's stay within `max_fee_per_day`. Where the ledger does not
+    /// know the fees, each charged transaction counts with the largest fee
+    /// `max_fee` allows, an upper bound.
+    fn fee_budget(
+        &self,
+        psbt: &WalletPsbt,
+        charge: &RateCharge,
+        ledger: &impl ChargeLedger,
+        since: UnixTime,
+    ) -> Outcome {
+        if let RateCharge::AlreadyCharged { .. } = charge {
+            return Outcome::Passed;
+        }
+        let charged = ledger.fees_charged_since(since).unwrap_or_else(|| {
+            self.max_fee
+                .checked_mul(u64::from(ledger.charged_since(since)))
+                .unwrap_or(Amount::MAX)
+        });
+        let fee = psbt.fee();
+        let cap = self.max_fee_per_day;
+        match charged.checked_add(fee) {
+            Some(total) if total <= cap => Outcome::Passed,
+            _ => Outcome::Denied(Violation::FeeBudget { charged, fee, cap }),
+        }
     }
 
     /// The rules that look only at the transaction and the time.
@@ -161,7 +250,9 @@ impl Policy {
             ),
             Rule::DestinationAllowlist => first(
                 s.external_outputs()
-                    .find(|(_, o)| !self.destinations.contains(&o.script_pubkey))
+                    .find(|(_, o)| {
+                        !self.destinations.contains(&o.script_pubkey) && !exempt_op_return(self, o)
+                    })
                     .map(|(i, o)| output_script(i, o)),
             ),
             Rule::Change => first(
@@ -213,9 +304,13 @@ impl Policy {
                 .then_some(Violation::Time { now: s.now }),
             ),
             // Mode- and ledger-dependent rules are decided in `evaluate`.
-            Rule::RatePerMinute | Rule::RatePerDay | Rule::RawDigests | Rule::RekeySweep => {
-                Outcome::NotApplicable
-            }
+            Rule::RatePerMinute
+            | Rule::RatePerDay
+            | Rule::CoordinatorRatePerMinute
+            | Rule::CoordinatorRatePerDay
+            | Rule::FeePerDay
+            | Rule::RawDigests
+            | Rule::RekeySweep => Outcome::NotApplicable,
         }
     }
 }

@@ -1,0 +1,40 @@
+//! One timed DKG at (51, 100), all parts for all members in one process,
+//! then a 51-signer signature checked under the output key (about a minute
+//! of CPU; not sampled by criterion). Run with:
+//! `cargo bench -p thresig-crypto --bench dkg_large`
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thresig_crypto::*;
+
+fn main() {
+    let rng = &mut ChaCha20Rng::seed_from_u64(51);
+    let params = GroupParams::new(51, 100).unwrap();
+    let start = Instant::now();
+    let (shares, wallet) = dkg_in_process(params, ScriptTree::KeyPathOnly, rng).unwrap();
+    let elapsed = start.elapsed();
+    println!("dkg_all_members/51-of-100: {:.1} s", elapsed.as_secs_f64());
+
+    // The result is a working wallet: 51 signers sign.
+    let message = [1u8; 32];
+    let mut nonces = Vec::new();
+    let mut commitments = BTreeMap::new();
+    for share in shares.values().take(51) {
+        let (nonce, commitment) = commit(share, rng);
+        nonces.push(nonce);
+        commitments.insert(share.seat(), commitment);
+    }
+    let package = SigningPackage::new(&commitments, &message).unwrap();
+    let mut sig_shares = BTreeMap::new();
+    for nonce in nonces {
+        let seat = nonce.seat();
+        let share = sign(nonce, &package, &shares[&seat], &wallet).unwrap();
+        sig_shares.insert(seat, share);
+    }
+    let signature = aggregate(&wallet, &package, &sig_shares).unwrap();
+    verify(&wallet.output_key(), &message, &signature).unwrap();
+}

@@ -1,0 +1,113 @@
+//! Secret bytes must not be left behind in freed heap buffers by
+//! serialization (including intermediate buffers, not only the output). A
+//! scanning allocator inspects every buffer as it is freed.
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+
+use common::*;
+use thresig_crypto::*;
+
+const LEN: usize = 12;
+static NEEDLE: [AtomicU8; LEN] = [const { AtomicU8::new(0) }; LEN];
+static ARMED: AtomicBool = AtomicBool::new(false);
+static FOUND: AtomicUsize = AtomicUsize::new(0);
+
+struct Scanning;
+
+unsafe impl GlobalAlloc for Scanning {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if ARMED.load(Ordering::SeqCst) && layout.size() >= LEN {
+            let freed = unsafe { std::slice::from_raw_parts(ptr, layout.size()) };
+            let hit = freed.windows(LEN).any(|w| {
+                w.iter()
+                    .zip(&NEEDLE)
+                    .all(|(b, n)| *b == n.load(Ordering::Relaxed))
+            });
+            if hit {
+                FOUND.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Scanning = Scanning;
+
+fn arm(secret: &[u8]) {
+    for (n, b) in NEEDLE.iter().zip(secret) {
+        n.store(*b, Ordering::Relaxed);
+    }
+    FOUND.store(0, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+}
+
+fn disarm() -> usize {
+    ARMED.store(false, Ordering::SeqCst);
+    FOUND.load(Ordering::SeqCst)
+}
+
+/// The only test in this binary (the allocator is global).
+#[test]
+fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
+    let rng = &mut rng(201);
+    let (shares, _) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let share = &shares[&seat(1)];
+    // The signing share sits after header (5) and identifier (32).
+    let encoded = share.to_bytes().unwrap();
+    let package =
+        frost_core::keys::KeyPackage::<frost_secp256k1_tr::Secp256K1Sha256TR>::deserialize(
+            &encoded,
+        )
+        .unwrap();
+    let secret = package.signing_share().serialize();
+    assert_eq!(&encoded[37..69], &secret[..], "layout as assumed");
+    let mut needle = [0u8; LEN];
+    needle.copy_from_slice(&secret[..LEN]);
+    drop((package, secret, encoded));
+
+    let mut leaks = Vec::new();
+    arm(&needle);
+    let bytes = share.to_bytes().unwrap(); // Zeroizing: wiped on drop
+    drop(bytes);
+    leaks.push(("KeyShare::to_bytes", disarm()));
+
+    let bytes = share.to_bytes().unwrap();
+    arm(&needle);
+    let decoded = KeyShare::from_bytes(&bytes).unwrap();
+    leaks.push(("KeyShare::from_bytes", disarm()));
+    drop((decoded, bytes));
+
+    // A DKG round-2 package: the secret is the share after header (5).
+    let (_, out) = seat_one_round2(rng);
+    let encoded = out[0].1.to_bytes().unwrap();
+    let inner = frost_secp256k1_tr::keys::dkg::round2::Package::deserialize(&encoded).unwrap();
+    let secret = inner.signing_share().serialize();
+    assert_eq!(&encoded[5..37], &secret[..], "layout as assumed");
+    needle.copy_from_slice(&secret[..LEN]);
+    drop((inner, secret, encoded));
+    arm(&needle);
+    drop(out[0].1.to_bytes().unwrap());
+    leaks.push(("Round2Package::to_bytes", disarm()));
+
+    // A repair delta: the secret is the whole 32-byte encoding.
+    let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let deltas = repair_step1(&shares[&seat(1)], &wallet, &seats(&[1, 2]), seat(3), rng).unwrap();
+    needle.copy_from_slice(&deltas[0].1.to_bytes().unwrap()[..LEN]);
+    arm(&needle);
+    drop(deltas[0].1.to_bytes().unwrap());
+    leaks.push(("RepairDelta::to_bytes", disarm()));
+
+    leaks.retain(|(_, n)| *n > 0);
+    assert!(
+        leaks.is_empty(),
+        "freed heap buffers still holding a secret, by operation: {leaks:?}"
+    );
+}

@@ -1,0 +1,240 @@
+//! The `[daemon]` configuration section: parsed once at startup with unknown
+//! fields refused, then validated into typed values. Nothing below this
+//! module reads the environment or raw configuration strings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{ConfigProblem, Error};
+use crate::ids::ClusterName;
+
+/// The `[daemon]` table as written in the signer's configuration file.
+///
+/// The CLI embeds it in its own file type (as a `daemon` field) and hands it
+/// to [`DaemonConfig::from_section`]; unknown fields are refused here and in
+/// the nested tables.
+///
+/// ```toml
+/// [daemon]
+/// listen = "127.0.0.1:7401"
+/// metrics_listen = "127.0.0.1:9401"
+/// cluster = "demo"
+///
+/// [daemon.tls]
+/// ca_cert = "tls/ca.pem"
+/// cert = "tls/signer.pem"
+/// key = "tls/signer.key"
+///
+/// [daemon.limits]
+/// max_request_bytes = 4194304
+/// max_concurrent_requests = 64
+/// request_timeout_ms = 30000
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DaemonSection {
+    /// The gRPC address (the CLI binds it).
+    pub listen: SocketAddr,
+    /// The Prometheus metrics address (plain HTTP; must be loopback).
+    pub metrics_listen: SocketAddr,
+    /// The cluster name in members' certificate names (`seat-<n>.<cluster>`).
+    pub cluster: String,
+    /// TLS files.
+    pub tls: TlsSection,
+    /// Limits; each has a default.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// The `[daemon.tls]` table: paths, relative to the configuration file's
+/// directory unless absolute.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TlsSection {
+    /// The cluster CA certificate (PEM), the only trust anchor.
+    pub ca_cert: PathBuf,
+    /// This member's certificate (PEM).
+    pub cert: PathBuf,
+    /// This member's private key (PEM, mode 0600 or stricter).
+    pub key: PathBuf,
+}
+
+/// The `[daemon.limits]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct LimitsSection {
+    /// Largest encoded request accepted, in bytes.
+    pub max_request_bytes: u64,
+    /// Requests handled at once across all connections.
+    pub max_concurrent_requests: u64,
+    /// Time a request may take, waiting for a slot included, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            // A 100-input PSBT with 100 signing packages of 51 commitments
+            // each is about 1 MiB; 4 MiB leaves room without letting one
+            // peer make the signer buffer unbounded data.
+            max_request_bytes: 4 * 1024 * 1024,
+            // Enough to keep two cores busy with signing math while bounding
+            // the blocking threads the store and engine may occupy.
+            max_concurrent_requests: 64,
+            // A round-2 commit waits for one group-commit fsync; 30 s is far
+            // above that and below a coordinator's patience.
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Hard upper bounds on the limits, so a typo cannot disable them.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_CONCURRENT: u64 = 4096;
+const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+
+/// The validated daemon configuration.
+///
+/// # Invariants
+/// Every limit is positive and within its bound; the metrics address is
+/// loopback and differs from the gRPC address; paths are non-empty and
+/// resolved against the configuration file's directory.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DaemonConfig {
+    /// The gRPC address.
+    pub listen: SocketAddr,
+    /// The metrics address (loopback).
+    pub metrics_listen: SocketAddr,
+    /// The cluster name.
+    pub cluster: ClusterName,
+    /// TLS files.
+    pub tls: TlsPaths,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Resolved TLS file paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsPaths {
+    /// The cluster CA certificate.
+    pub ca_cert: PathBuf,
+    /// This member's certificate.
+    pub cert: PathBuf,
+    /// This member's private key.
+    pub key: PathBuf,
+}
+
+impl TlsPaths {
+    /// Paths of a member's TLS files.
+    #[must_use]
+    pub fn new(ca_cert: PathBuf, cert: PathBuf, key: PathBuf) -> Self {
+        Self { ca_cert, cert, key }
+    }
+}
+
+/// Validated limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest encoded request, in bytes.
+    pub max_request_bytes: usize,
+    /// Requests handled at once.
+    pub max_concurrent_requests: usize,
+    /// Time a request may take.
+    pub request_timeout: Duration,
+}
+
+impl DaemonConfig {
+    /// Parses the body of a `[daemon]` table (its keys and its `[tls]` and
+    /// `[limits]` sub-tables, as in a file holding only this section) and
+    /// validates it. A CLI whose file holds other sections embeds
+    /// [`DaemonSection`] instead and calls [`DaemonConfig::from_section`].
+    ///
+    /// # Errors
+    /// [`Error::ConfigSyntax`] for bad TOML or an unknown field, and the
+    /// errors of [`DaemonConfig::from_section`].
+    pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, Error> {
+        let section: DaemonSection = toml::from_str(text)?;
+        Self::from_section(section, base_dir)
+    }
+
+    /// Validates a parsed section; relative paths are resolved against
+    /// `base_dir` (the configuration file's directory).
+    ///
+    /// # Errors
+    /// [`Error::ConfigValue`] naming the field and the problem.
+    pub fn from_section(section: DaemonSection, base_dir: &Path) -> Result<Self, Error> {
+        let bad = |field, problem| Error::ConfigValue { field, problem };
+        if !section.metrics_listen.ip().is_loopback() {
+            return Err(bad("metrics_listen", ConfigProblem::NotLoopback));
+        }
+        if section.metrics_listen == section.listen && section.listen.port() != 0 {
+            return Err(bad("metrics_listen", ConfigProblem::SameAddress));
+        }
+        let cluster = ClusterName::new(section.cluster)
+            .map_err(|_| bad("cluster", ConfigProblem::BadClusterName))?;
+        let path = |field, p: PathBuf| {
+            if p.as_os_str().is_empty() {
+                Err(bad(field, ConfigProblem::EmptyPath))
+            } else {
+                Ok(base_dir.join(p))
+            }
+        };
+        let tls = TlsPaths {
+            ca_cert: path("tls.ca_cert", section.tls.ca_cert)?,
+            cert: path("tls.cert", section.tls.cert)?,
+            key: path("tls.key", section.tls.key)?,
+        };
+        let l = section.limits;
+        let limits = Limits {
+            max_request_bytes: bounded_size(
+                "limits.max_request_bytes",
+                l.max_request_bytes,
+                MAX_REQUEST_BYTES,
+            )?,
+            max_concurrent_requests: bounded_size(
+                "limits.max_concurrent_requests",
+                l.max_concurrent_requests,
+                MAX_CONCURRENT,
+            )?,
+            request_timeout: Duration::from_millis(bounded(
+                "limits.request_timeout_ms",
+                l.request_timeout_ms,
+                MAX_TIMEOUT_MS,
+            )?),
+        };
+        Ok(Self {
+            listen: section.listen,
+            metrics_listen: section.metrics_listen,
+            cluster,
+            tls,
+            limits,
+        })
+    }
+}
+
+/// `value` if it is in `1..=max`.
+fn bounded(field: &'static str, value: u64, max: u64) -> Result<u64, Error> {
+    let problem = match value {
+        0 => ConfigProblem::Zero,
+        v if v > max => ConfigProblem::TooLarge { max },
+        v => return Ok(v),
+    };
+    Err(Error::ConfigValue { field, problem })
+}
+
+/// `value` as a `usize` if it is in `1..=max`.
+fn bounded_size(field: &'static str, value: u64, max: u64) -> Result<usize, Error> {
+    usize::try_from(bounded(field, value, max)?).map_err(|_| Error::ConfigValue {
+        field,
+        problem: ConfigProblem::TooLarge { max },
+    })
+}

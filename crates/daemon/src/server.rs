@@ -1,0 +1,178 @@
+//! [`serve`]: the signer's gRPC server over mutually authenticated TLS 1.3,
+//! with health, metrics and graceful shutdown, in mini-redis's shape (the
+//! caller binds the sockets and supplies the shutdown future).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
+use tracing::info;
+
+use crate::api::SignerHandler;
+use crate::config::DaemonConfig;
+use crate::error::Error;
+use crate::metrics::{Metrics, serve_metrics};
+use crate::proto::signer_server::SignerServer;
+use crate::service::SignerService;
+use crate::tls::{accept_loop, server_config};
+
+/// The sockets [`serve`] listens on, bound by the caller (so it can bind
+/// privileged or ephemeral ports and report the addresses first).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Listeners {
+    /// The gRPC (TLS) listener.
+    pub grpc: TcpListener,
+    /// The metrics (plain HTTP, loopback) listener.
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    /// The two listeners.
+    #[must_use]
+    pub fn new(grpc: TcpListener, metrics: TcpListener) -> Self {
+        Self { grpc, metrics }
+    }
+
+    /// Binds both addresses of `config`.
+    ///
+    /// # Errors
+    /// [`Error::Setup`] if either address cannot be bound.
+    pub async fn bind(config: &DaemonConfig) -> Result<Self, Error> {
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .map_err(Error::Setup)?;
+        let metrics = TcpListener::bind(config.metrics_listen)
+            .await
+            .map_err(Error::Setup)?;
+        Ok(Self { grpc, metrics })
+    }
+}
+
+/// The gRPC health service name whose status is the signer's readiness:
+/// `SERVING` while requests are accepted, `NOT_SERVING` once shutdown began.
+pub const READINESS_SERVICE: &str = "thresig.v1.Signer";
+
+/// Queue of authenticated connections between the accept loop and the
+/// server; small, since connections are taken as soon as they arrive.
+const CONNECTION_QUEUE: usize = 64;
+
+/// Serves the signer until `shutdown` completes, then stops accepting, lets
+/// in-flight requests finish and returns.
+///
+/// Loads the TLS files first, so a bad key file (for example one readable
+/// by others) is refused before any connection is accepted. Every request
+/// runs `handler` on a blocking thread; at most
+/// `config.limits.max_concurrent_requests` run at once, each within
+/// `config.limits.request_timeout`, and requests above
+/// `config.limits.max_request_bytes` are refused by the transport with
+/// `OUT_OF_RANGE`.
+///
+/// # Errors
+/// TLS file and configuration errors ([`Error::KeyFilePermissions`],
+/// [`Error::ReadFile`], [`Error::Pem`], [`Error::Tls`], [`Error::Verifier`]),
+/// and [`Error::Transport`] if the server fails.
+pub async fn serve<H, F>(
+    config: &DaemonConfig,
+    listeners: Listeners,
+    handler: Arc<H>,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    H: SignerHandler,
+    F: Future<Output = ()> + Send,
+{
+    let acceptor = TlsAcceptor::from(server_config(&config.tls)?);
+    let metrics = Metrics::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (conn_tx, conn_rx) = mpsc::channel(CONNECTION_QUEUE);
+
+    let accept = tokio::spawn(accept_loop(
+        listeners.grpc,
+        acceptor,
+        config.cluster.clone(),
+        conn_tx,
+        stop_rx.clone(),
+    ));
+    let metrics_task = tokio::spawn(serve_metrics(listeners.metrics, metrics.clone(), stop_rx));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(READINESS_SERVICE, tonic_health::ServingStatus::Serving)
+        .await;
+    let service = SignerServer::new(SignerService {
+        handler,
+        slots: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
+        timeout: config.limits.request_timeout,
+        metrics,
+    })
+    .max_decoding_message_size(config.limits.max_request_bytes);
+
+    let incoming = ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>);
+    let signal = async move {
+        shutdown.await;
+        info!("shutdown requested: no new connections; finishing requests in flight");
+        let _ = stop_tx.send(true);
+        health
+            .set_service_status(READINESS_SERVICE, tonic_health::ServingStatus::NotServing)
+            .await;
+    };
+    info!(cluster = %config.cluster, "signer daemon serving");
+    let served = Server::builder()
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await;
+    // Both tasks end on the stop signal, already sent when the server
+    // returns normally; on a server error they are stopped here.
+    accept.abort();
+    metrics_task.abort();
+    let _ = accept.await;
+    let _ = metrics_task.await;
+    served?;
+    info!("signer daemon stopped");
+    Ok(())
+}
+
+/// Runs the daemon as a process's main loop: builds a Tokio runtime, binds
+/// the configured addresses, and serves until SIGINT or SIGTERM, then
+/// drains in-flight requests and returns.
+///
+/// This is the glue a binary would write around [`serve`] (mini-redis's
+/// `bin/server.rs`), kept here so that the CLI needs no async runtime of
+/// its own. Tests and embedders that bind their own sockets or stop on
+/// another event call [`serve`].
+///
+/// # Errors
+/// [`Error::Setup`] if the runtime, a listener or a signal handler cannot
+/// be set up, and the errors of [`serve`].
+pub fn run_until_signal<H: SignerHandler>(
+    config: &DaemonConfig,
+    handler: Arc<H>,
+) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Setup)?;
+    runtime.block_on(async {
+        let listeners = Listeners::bind(config).await?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(Error::Setup)?;
+        let grpc = listeners.grpc.local_addr().map_err(Error::Setup)?;
+        let metrics = listeners.metrics.local_addr().map_err(Error::Setup)?;
+        info!(%grpc, %metrics, "listening");
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                _ = terminate.recv() => info!("SIGTERM received"),
+            }
+        };
+        serve(config, listeners, handler, shutdown).await
+    })
+}

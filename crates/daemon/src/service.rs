@@ -1,0 +1,204 @@
+//! The tonic service: it decodes each request into domain types, runs the
+//! [`SignerHandler`] on a blocking thread within the concurrency and time
+//! limits, records metrics and encodes the reply. No protocol logic here.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
+use crate::convert::WireReply;
+use crate::error::Error;
+use crate::ids::Seat;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::proto;
+use crate::tls::PeerIdentity;
+
+/// The service state shared by all connections.
+pub(crate) struct SignerService<H> {
+    pub(crate) handler: Arc<H>,
+    /// One permit per request being handled; bounds blocking threads.
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) timeout: Duration,
+    pub(crate) metrics: Metrics,
+}
+
+/// The authenticated peer of a request, set by the accept loop.
+fn peer<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
+    request
+        .extensions()
+        .get::<PeerIdentity>()
+        .copied()
+        .ok_or_else(|| Status::unauthenticated("no authenticated seat on this connection"))
+}
+
+impl<H: SignerHandler> SignerService<H> {
+    /// Runs one request: decode, wait for a slot, call the handler on a
+    /// blocking thread, all within the request timeout.
+    ///
+    /// When the timeout passes while the handler runs, the handler still
+    /// finishes (a blocking call cannot be cancelled) and keeps its slot
+    /// until then; the caller gets `timeout` and a retry of the same request
+    /// is answered from the signer's markers.
+    async fn call<D, O, W>(
+        &self,
+        method: &'static str,
+        peer: PeerIdentity,
+        decoded: Result<D, Error>,
+        run: fn(&H, Seat, D) -> Result<O, SignerError>,
+    ) -> W
+    where
+        D: Send + 'static,
+        O: Send + 'static,
+        W: WireReply,
+        W::Result: From<O>,
+    {
+        let started = Instant::now();
+        let outcome = match decoded {
+            Ok(request) => self.run_blocking(peer.seat, request, run).await,
+            Err(err) => Err(SignerError::new(
+                ErrorCode::INVALID_REQUEST,
+                Recovery::Terminal,
+                err.to_string(),
+            )),
+        };
+        let labels = RequestLabels {
+            method,
+            outcome: match &outcome {
+                Ok(_) => Cow::Borrowed("ok"),
+                Err(err) => err.code.metric_label(),
+            },
+        };
+        let elapsed = started.elapsed();
+        self.metrics.observe(&labels, elapsed);
+        info!(
+            method,
+            seat = peer.seat.get(),
+            addr = %peer.addr,
+            outcome = %labels.outcome,
+            elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+        W::from_outcome(outcome.map(W::Result::from).map_err(proto::Error::from))
+    }
+
+    async fn run_blocking<D, O>(
+        &self,
+        seat: Seat,
+        request: D,
+        run: fn(&H, Seat, D) -> Result<O, SignerError>,
+    ) -> Result<O, SignerError>
+    where
+        D: Send + 'static,
+        O: Send + 'static,
+    {
+        let handler = self.handler.clone();
+        let slots = self.slots.clone();
+        let work = async move {
+            let Ok(slot) = slots.acquire_owned().await else {
+                return Err(SignerError::new(
+                    ErrorCode::OVERLOADED,
+                    Recovery::Retryable,
+                    "the signer is shutting down",
+                ));
+            };
+            let joined = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                run(&handler, seat, request)
+            })
+            .await;
+            joined.unwrap_or_else(|_| {
+                warn!(seat = seat.get(), "a request handler panicked");
+                Err(SignerError::new(
+                    ErrorCode::INTERNAL,
+                    Recovery::Terminal,
+                    "the request handler failed",
+                ))
+            })
+        };
+        // Counted down on drop, so a call abandoned by its client (tonic
+        // drops the future) is not counted forever.
+        let _in_flight = InFlight::enter(&self.metrics);
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SignerError::new(
+                    ErrorCode::TIMEOUT,
+                    Recovery::Retryable,
+                    format!("no answer within {} ms", self.timeout.as_millis()),
+                ))
+            })
+    }
+}
+
+/// One request in the in-flight gauge, for as long as the value lives.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn enter(metrics: &Metrics) -> Self {
+        let gauge = metrics.in_flight().clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[tonic::async_trait]
+impl<H: SignerHandler> proto::signer_server::Signer for SignerService<H> {
+    async fn round1(
+        &self,
+        request: Request<proto::Round1Request>,
+    ) -> Result<Response<proto::Round1Reply>, Status> {
+        let peer = peer(&request)?;
+        let decoded = request.into_inner().try_into();
+        let reply = self
+            .call("round1", peer, decoded, |h, seat, req| h.round1(seat, req))
+            .await;
+        Ok(Response::new(reply))
+    }
+
+    async fn round2(
+        &self,
+        request: Request<proto::Round2Request>,
+    ) -> Result<Response<proto::Round2Reply>, Status> {
+        let peer = peer(&request)?;
+        let decoded = request.into_inner().try_into();
+        let reply = self
+            .call("round2", peer, decoded, |h, seat, req| h.round2(seat, req))
+            .await;
+        Ok(Response::new(reply))
+    }
+
+    async fn dkg(
+        &self,
+        request: Request<proto::DkgMessage>,
+    ) -> Result<Response<proto::DkgReply>, Status> {
+        let peer = peer(&request)?;
+        let decoded = request.into_inner().try_into();
+        let reply = self
+            .call("dkg", peer, decoded, |h, seat, msg| h.dkg(seat, msg))
+            .await;
+        Ok(Response::new(reply))
+    }
+
+    async fn status(
+        &self,
+        request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusReply>, Status> {
+        let peer = peer(&request)?;
+        let reply = self
+            .call("status", peer, Ok(()), |h, seat, ()| h.status(seat))
+            .await;
+        Ok(Response::new(reply))
+    }
+}

@@ -1,0 +1,301 @@
+//! A loopback cluster for the daemon's tests: a CA, member certificates in
+//! a temporary directory, and a server started on ephemeral ports with a
+//! shutdown the test controls.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime};
+
+use thresig_daemon::{
+    ClientTls, ClusterCa, ClusterName, DaemonConfig, DkgMessage, Epoch, ErrorCode, Listeners,
+    Recovery, Round1Reply, Round1Request, Round2Reply, Round2Request, Seat, SignerClient,
+    SignerError, SignerHandler, StatusReply, TlsPaths, Validity, WalletState, WalletStatus, serve,
+};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const CLUSTER: &str = "test";
+
+pub fn seat(n: u16) -> Seat {
+    Seat::try_from(n).unwrap()
+}
+
+pub fn validity() -> Validity {
+    Validity::starting(SystemTime::now(), Duration::from_secs(86_400))
+}
+
+/// Writes a CA into `dir` and returns it.
+pub fn make_ca(dir: &Path, cluster: &str) -> ClusterCa {
+    let ca = ClusterCa::generate(ClusterName::new(cluster).unwrap(), validity()).unwrap();
+    ca.write(&dir.join("ca.pem"), &dir.join("ca.key")).unwrap();
+    ca
+}
+
+/// Issues `seat`'s certificate from `ca` into `dir/<name>.{pem,key}` and
+/// loads it as a client identity of cluster [`CLUSTER`] trusting `ca_cert`.
+pub fn member_client(
+    ca: &ClusterCa,
+    dir: &Path,
+    seat: Seat,
+    name: &str,
+    ca_cert: &Path,
+) -> ClientTls {
+    let paths = member(ca, dir, seat, name, ca_cert);
+    ClientTls::load(&paths, ClusterName::new(CLUSTER).unwrap()).unwrap()
+}
+
+/// Issues `seat`'s certificate from `ca` into `dir/<name>.{pem,key}` and
+/// returns the TLS paths with `ca_cert` as trust anchor.
+pub fn member(ca: &ClusterCa, dir: &Path, seat: Seat, name: &str, ca_cert: &Path) -> TlsPaths {
+    let tls = ca.issue_member(seat, validity()).unwrap();
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    tls.write(&cert, &key).unwrap();
+    TlsPaths::new(ca_cert.to_path_buf(), cert, key)
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ca: ClusterCa,
+}
+
+impl Cluster {
+    /// A CA and the server's (seat 1) and a coordinator's (seat 2) files.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = make_ca(dir.path(), CLUSTER);
+        let ca_cert = dir.path().join("ca.pem");
+        member(&ca, dir.path(), seat(1), "seat1", &ca_cert);
+        member(&ca, dir.path(), seat(2), "seat2", &ca_cert);
+        Self { dir, ca }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The server's configuration with `limits` as the `[limits]` table body.
+    pub fn config(&self, limits: &str) -> DaemonConfig {
+        let text = format!(
+            r#"
+listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+cluster = "{CLUSTER}"
+
+[tls]
+ca_cert = "ca.pem"
+cert = "seat1.pem"
+key = "seat1.key"
+
+[limits]
+{limits}
+"#
+        );
+        DaemonConfig::from_toml(&text, self.dir.path()).unwrap()
+    }
+
+    /// The cluster's CA as written to disk, loaded for `cluster`'s names.
+    pub fn reload_ca(&self, cluster: &str) -> ClusterCa {
+        let name = ClusterName::new(cluster).unwrap();
+        ClusterCa::load(name, &self.path("ca.pem"), &self.path("ca.key")).unwrap()
+    }
+
+    /// The coordinator's (seat 2) client identity.
+    pub fn client_tls(&self) -> ClientTls {
+        let paths = TlsPaths::new(
+            self.path("ca.pem"),
+            self.path("seat2.pem"),
+            self.path("seat2.key"),
+        );
+        ClientTls::load(&paths, ClusterName::new(CLUSTER).unwrap()).unwrap()
+    }
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub shutdown: Option<oneshot::Sender<()>>,
+    /// Fires once `serve` has observed the shutdown signal.
+    pub shutdown_seen: Option<oneshot::Receiver<()>>,
+    pub task: JoinHandle<Result<(), thresig_daemon::Error>>,
+}
+
+impl Running {
+    pub async fn client(&self, tls: &ClientTls) -> SignerClient {
+        SignerClient::connect(tls, self.addr, seat(1))
+            .await
+            .unwrap()
+    }
+
+    /// Signals shutdown and waits until `serve` returns.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub async fn start<H: SignerHandler>(config: DaemonConfig, handler: Arc<H>) -> Running {
+    let grpc = TcpListener::bind(config.listen).await.unwrap();
+    let metrics = TcpListener::bind(config.metrics_listen).await.unwrap();
+    let addr = grpc.local_addr().unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let (seen_tx, seen_rx) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = rx.await;
+        let _ = seen_tx.send(());
+    };
+    let task = tokio::spawn(async move {
+        serve(&config, Listeners::new(grpc, metrics), handler, shutdown).await
+    });
+    Running {
+        addr,
+        metrics_addr,
+        shutdown: Some(tx),
+        shutdown_seen: Some(seen_rx),
+        task,
+    }
+}
+
+/// A handler that records the peers it saw and answers from the request:
+/// round 1 returns one commitment `[input index; 33]` per input; round 2
+/// fails with the configured error, or echoes the packages as shares.
+#[derive(Default)]
+pub struct Recorder {
+    pub peers: Mutex<Vec<Seat>>,
+    pub round2_error: Option<SignerError>,
+}
+
+impl Recorder {
+    pub fn failing(code: &'static str, recovery: Recovery) -> Self {
+        Self {
+            peers: Mutex::default(),
+            round2_error: Some(SignerError::new(
+                ErrorCode::from_static(code).unwrap(),
+                recovery,
+                "refused by the test handler",
+            )),
+        }
+    }
+
+    pub fn peers(&self) -> Vec<Seat> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+/// The signer's refusal inside `err`.
+pub fn refusal(err: &thresig_daemon::Error) -> &SignerError {
+    match err {
+        thresig_daemon::Error::Refused(refusal) => refusal,
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+/// A round-2 request of wallet `vault-1` over `target` with one package.
+pub fn round2(target: thresig_daemon::SigningTarget) -> Round2Request {
+    Round2Request::new(
+        thresig_daemon::WalletId::new("vault-1").unwrap(),
+        Epoch(1),
+        vec![seat(1), seat(2)],
+        target,
+        vec![vec![1; 100]],
+    )
+}
+
+pub fn commitments(inputs: u32) -> Vec<Vec<u8>> {
+    (0..inputs).map(|i| vec![i as u8; 33]).collect()
+}
+
+impl SignerHandler for Recorder {
+    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Reply, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        Ok(Round1Reply::new(Epoch(7), commitments(request.inputs)))
+    }
+
+    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Reply, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        match &self.round2_error {
+            Some(err) => Err(err.clone()),
+            None => Ok(Round2Reply::new(request.packages, commitments(1))),
+        }
+    }
+
+    fn dkg(&self, peer: Seat, message: DkgMessage) -> Result<Vec<DkgMessage>, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        Ok(vec![message])
+    }
+
+    fn status(&self, peer: Seat) -> Result<StatusReply, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        let wallet = thresig_daemon::WalletId::new("vault-1").unwrap();
+        let mut status = WalletStatus::new(wallet, WalletState::Active, 2, 3);
+        status.epoch = Some(Epoch(4));
+        status.output_key = vec![0xab; 32];
+        status.live_nonces = 5;
+        Ok(StatusReply::new(seat(1), vec![status]))
+    }
+}
+
+/// A handler whose round 1 reports that it started, then waits for the
+/// test's go-ahead (one per call).
+pub struct Gate {
+    pub entered: Mutex<mpsc::Sender<()>>,
+    pub release: Mutex<mpsc::Receiver<()>>,
+}
+
+/// The test's ends of a [`Gate`].
+pub struct GateControl {
+    pub entered: mpsc::Receiver<()>,
+    pub release: mpsc::Sender<()>,
+}
+
+impl GateControl {
+    /// Waits until a call is inside the handler.
+    pub async fn wait_entered(&self) -> &Self {
+        tokio::task::block_in_place(|| self.entered.recv().unwrap());
+        self
+    }
+}
+
+impl Gate {
+    pub fn new() -> (Arc<Self>, GateControl) {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel();
+        let gate = Arc::new(Self {
+            entered: Mutex::new(entered_tx),
+            release: Mutex::new(release_rx),
+        });
+        (
+            gate,
+            GateControl {
+                entered: entered_rx,
+                release: release_tx,
+            },
+        )
+    }
+}
+
+impl SignerHandler for Gate {
+    fn round1(&self, _: Seat, request: Round1Request) -> Result<Round1Reply, SignerError> {
+        self.entered.lock().unwrap().send(()).unwrap();
+        self.release.lock().unwrap().recv().unwrap();
+        Ok(Round1Reply::new(Epoch(1), commitments(request.inputs)))
+    }
+
+    fn round2(&self, _: Seat, _: Round2Request) -> Result<Round2Reply, SignerError> {
+        unreachable!("not used")
+    }
+
+    fn dkg(&self, _: Seat, _: DkgMessage) -> Result<Vec<DkgMessage>, SignerError> {
+        unreachable!("not used")
+    }
+
+    fn status(&self, _: Seat) -> Result<StatusReply, SignerError> {
+        unreachable!("not used")
+    }
+}

@@ -1,0 +1,211 @@
+//! The `[daemon]` section and the TLS files: what is refused, and why.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use thresig_daemon::{
+    ClientTls, ClusterCa, ClusterName, ConfigProblem, DaemonConfig, Error, Listeners, TlsPaths,
+    serve,
+};
+
+const VALID: &str = r#"
+listen = "0.0.0.0:7401"
+metrics_listen = "127.0.0.1:9401"
+cluster = "demo"
+
+[tls]
+ca_cert = "tls/ca.pem"
+cert = "tls/signer.pem"
+key = "/etc/thresig/signer.key"
+
+[limits]
+max_request_bytes = 1048576
+max_concurrent_requests = 8
+request_timeout_ms = 5000
+"#;
+
+fn parse(text: &str) -> Result<DaemonConfig, Error> {
+    DaemonConfig::from_toml(text, std::path::Path::new("/srv/signer"))
+}
+
+#[test]
+fn a_valid_section_is_typed_and_paths_resolved() {
+    let config = parse(VALID).unwrap();
+    assert_eq!(config.listen, "0.0.0.0:7401".parse().unwrap());
+    assert_eq!(config.cluster.as_str(), "demo");
+    assert_eq!(
+        config.tls,
+        TlsPaths::new(
+            "/srv/signer/tls/ca.pem".into(),
+            "/srv/signer/tls/signer.pem".into(),
+            "/etc/thresig/signer.key".into()
+        )
+    );
+    assert_eq!(config.limits.max_request_bytes, 1_048_576);
+    assert_eq!(config.limits.max_concurrent_requests, 8);
+    assert_eq!(config.limits.request_timeout, Duration::from_millis(5000));
+}
+
+#[test]
+fn limits_have_defaults() {
+    let text = VALID.split("[limits]").next().unwrap();
+    let config = parse(text).unwrap();
+    assert_eq!(config.limits.max_request_bytes, 4 * 1024 * 1024);
+    assert_eq!(config.limits.max_concurrent_requests, 64);
+    assert_eq!(config.limits.request_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn unknown_fields_are_refused_at_every_level() {
+    for (from, to) in [
+        (
+            "cluster = \"demo\"",
+            "cluster = \"demo\"\nlisten_addr = \"x\"",
+        ),
+        ("key = \"/etc", "passphrase = \"x\"\nkey = \"/etc"),
+        (
+            "request_timeout_ms = 5000",
+            "request_timeout_ms = 5000\nmax_conns = 3",
+        ),
+    ] {
+        let text = VALID.replace(from, to);
+        let err = parse(&text).unwrap_err();
+        assert!(matches!(err, Error::ConfigSyntax(_)), "{err}");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_field() {
+    let cases = [
+        (
+            "max_concurrent_requests = 8",
+            "max_concurrent_requests = 0",
+            "limits.max_concurrent_requests",
+            ConfigProblem::Zero,
+        ),
+        (
+            "max_request_bytes = 1048576",
+            "max_request_bytes = 1073741824",
+            "limits.max_request_bytes",
+            ConfigProblem::TooLarge {
+                max: 64 * 1024 * 1024,
+            },
+        ),
+        (
+            "request_timeout_ms = 5000",
+            "request_timeout_ms = 0",
+            "limits.request_timeout_ms",
+            ConfigProblem::Zero,
+        ),
+        (
+            "metrics_listen = \"127.0.0.1:9401\"",
+            "metrics_listen = \"0.0.0.0:9401\"",
+            "metrics_listen",
+            ConfigProblem::NotLoopback,
+        ),
+        (
+            "cluster = \"demo\"",
+            "cluster = \"Demo Cluster\"",
+            "cluster",
+            ConfigProblem::BadClusterName,
+        ),
+        (
+            "cert = \"tls/signer.pem\"",
+            "cert = \"\"",
+            "tls.cert",
+            ConfigProblem::EmptyPath,
+        ),
+    ];
+    for (from, to, field, problem) in cases {
+        let err = parse(&VALID.replace(from, to)).unwrap_err();
+        match &err {
+            Error::ConfigValue {
+                field: f,
+                problem: p,
+            } => {
+                assert_eq!((*f, p), (field, &problem), "{err}");
+                assert!(err.to_string().contains(field), "{err}");
+            }
+            other => panic!("{to}: expected a value error, got {other}"),
+        }
+    }
+    // Values of the wrong type are syntax errors with the field's name.
+    let err =
+        parse(&VALID.replace("listen = \"0.0.0.0:7401\"", "listen = \"localhost\"")).unwrap_err();
+    assert!(matches!(err, Error::ConfigSyntax(_)), "{err}");
+    assert!(err.to_string().contains("listen"), "{err}");
+    let err =
+        parse(&VALID.replace("request_timeout_ms = 5000", "request_timeout_ms = -1")).unwrap_err();
+    assert!(matches!(err, Error::ConfigSyntax(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_readable_tls_key_is_refused() {
+    let cluster = Cluster::new();
+    let key = cluster.path("seat1.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let config = cluster.config("");
+    let listeners = Listeners::bind(&config).await.unwrap();
+    let never = std::future::pending::<()>();
+    let err = serve(&config, listeners, Arc::new(Recorder::default()), never)
+        .await
+        .unwrap_err();
+    match err {
+        Error::KeyFilePermissions { path, mode } => {
+            assert_eq!(path, key);
+            assert_eq!(mode, 0o644);
+        }
+        other => panic!("expected a permission error, got {other}"),
+    }
+    let paths = TlsPaths::new(
+        cluster.path("ca.pem"),
+        cluster.path("seat1.pem"),
+        key.clone(),
+    );
+    let err = ClientTls::load(&paths, ClusterName::new(CLUSTER).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::KeyFilePermissions { .. }), "{err}");
+
+    // The same file at 0600 is accepted.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ClientTls::load(&paths, ClusterName::new(CLUSTER).unwrap()).unwrap();
+}
+
+#[test]
+fn key_files_are_created_0600_and_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = make_ca(dir.path(), "demo");
+    let mode = |name: &str| {
+        std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("ca.key"), 0o600);
+    let paths = member(&ca, dir.path(), seat(4), "m4", &dir.path().join("ca.pem"));
+    assert_eq!(mode("m4.key"), 0o600);
+    assert_eq!(mode("m4.pem"), 0o644);
+
+    let again = ca.issue_member(seat(4), validity()).unwrap();
+    let err = again.write(&paths.cert, &paths.key).unwrap_err();
+    assert!(matches!(err, Error::WriteFile { .. }), "{err}");
+    let err = ca
+        .write(&dir.path().join("ca.pem"), &dir.path().join("ca.key"))
+        .unwrap_err();
+    assert!(matches!(err, Error::WriteFile { .. }), "{err}");
+
+    // A reloaded CA issues certificates the original's members trust.
+    let reloaded = ClusterCa::load(
+        ClusterName::new("demo").unwrap(),
+        &dir.path().join("ca.pem"),
+        &dir.path().join("ca.key"),
+    )
+    .unwrap();
+    assert_eq!(reloaded.cert_pem(), ca.cert_pem());
+}

@@ -1,0 +1,212 @@
+//! A conformance suite for [`Store`] implementations (feature
+//! `test-util`): the behaviour the engine relies on, run against the
+//! encrypted store on every backend and against any double another crate
+//! writes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test harness: a failed expectation is a failed test"
+)]
+
+use crate::{
+    AuditSeq, CommitmentHash, Conflict, Epoch, Marker, OpResult, PackageHash, PolicyKey, Store,
+    Timestamp, WalletId, WriteOp, WriteOutcome,
+};
+
+/// Runs every check against `store`, which must be empty. Panics on the
+/// first behaviour that differs from the [`Store`] contract.
+pub fn check_store(store: &dyn Store) {
+    records_round_trip_and_conditions_hold(store);
+    a_failed_condition_takes_back_the_whole_unit(store);
+    markers_expire_and_are_purged(store);
+    epoch_bump_reseals_wallet_state_and_policy(store);
+}
+
+fn wallet(n: u8) -> WalletId {
+    WalletId::new(vec![b'c', n]).unwrap()
+}
+
+fn marker(hash: u8, expires: u64) -> Marker {
+    Marker {
+        package_hash: PackageHash([hash; 32]),
+        shares: vec![hash; 40],
+        expires_at: Timestamp(expires),
+    }
+}
+
+fn records_round_trip_and_conditions_hold(store: &dyn Store) {
+    let w = wallet(1);
+    let out = store
+        .write(vec![
+            WriteOp::PutWallet {
+                wallet: w.clone(),
+                value: b"state-1".to_vec(),
+            },
+            WriteOp::InsertKeyPackage {
+                wallet: w.clone(),
+                epoch: Epoch(1),
+                value: b"kp-1".to_vec().into(),
+            },
+            WriteOp::AppendAudit {
+                entry: b"a1".to_vec(),
+            },
+        ])
+        .unwrap();
+    assert_eq!(
+        out,
+        WriteOutcome::Committed(vec![
+            OpResult::Written,
+            OpResult::Inserted,
+            OpResult::Appended(AuditSeq(1))
+        ])
+    );
+    assert_eq!(store.wallet(&w).unwrap().unwrap().as_slice(), b"state-1");
+    assert_eq!(store.wallet_ids().unwrap(), vec![w.clone()]);
+
+    // A second key package for the same epoch is refused and the first kept.
+    let again = store
+        .write(vec![WriteOp::InsertKeyPackage {
+            wallet: w.clone(),
+            epoch: Epoch(1),
+            value: b"kp-other".to_vec().into(),
+        }])
+        .unwrap();
+    assert_eq!(
+        again,
+        WriteOutcome::Skipped {
+            op: 0,
+            conflict: Conflict::KeyPackagePresent(b"kp-1".to_vec().into())
+        }
+    );
+    assert_eq!(
+        store.key_package(&w, Epoch(1)).unwrap().unwrap().as_slice(),
+        b"kp-1"
+    );
+
+    // Marker insert-if-absent returns the stored marker on a replay.
+    let c = CommitmentHash([7; 32]);
+    let m = marker(1, 100);
+    let insert = |m: Marker| WriteOp::InsertMarker {
+        wallet: w.clone(),
+        commitment: c,
+        marker: m,
+    };
+    assert_eq!(
+        store.write(vec![insert(m.clone())]).unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Inserted])
+    );
+    assert_eq!(
+        store.write(vec![insert(marker(2, 100))]).unwrap(),
+        WriteOutcome::Skipped {
+            op: 0,
+            conflict: Conflict::MarkerPresent(m.clone())
+        }
+    );
+    assert_eq!(store.marker(&w, &c).unwrap(), Some(m));
+}
+
+fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
+    let audit_before = store.audit(AuditSeq(1), 100).unwrap().len();
+    let w = wallet(2);
+    let key = PolicyKey::new(b"daily".to_vec()).unwrap();
+    let cas = |expected: Option<&[u8]>, new: &[u8]| WriteOp::CasPolicy {
+        wallet: w.clone(),
+        key: key.clone(),
+        expected: expected.map(<[u8]>::to_vec),
+        new: new.to_vec(),
+    };
+    store.write(vec![cas(None, b"1")]).unwrap();
+    let c = CommitmentHash([1; 32]);
+    // Marker first, then a CAS that fails: the marker must not remain.
+    let out = store
+        .write(vec![
+            WriteOp::InsertMarker {
+                wallet: w.clone(),
+                commitment: c,
+                marker: marker(3, 10),
+            },
+            WriteOp::AppendAudit {
+                entry: b"x".to_vec(),
+            },
+            cas(Some(b"0"), b"2"),
+        ])
+        .unwrap();
+    assert_eq!(
+        out,
+        WriteOutcome::Skipped {
+            op: 2,
+            conflict: Conflict::PolicyMismatch(Some(b"1".to_vec()))
+        }
+    );
+    assert_eq!(store.marker(&w, &c).unwrap(), None);
+    assert_eq!(store.audit(AuditSeq(1), 100).unwrap().len(), audit_before);
+    assert_eq!(store.policy(&w, &key).unwrap().unwrap().as_slice(), b"1");
+    // The right expectation swaps.
+    assert_eq!(
+        store.write(vec![cas(Some(b"1"), b"2")]).unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Swapped])
+    );
+}
+
+fn markers_expire_and_are_purged(store: &dyn Store) {
+    let w = wallet(3);
+    for (i, expires) in [(1u8, 10u64), (2, 20), (3, 30)] {
+        store
+            .write(vec![WriteOp::InsertMarker {
+                wallet: w.clone(),
+                commitment: CommitmentHash([i; 32]),
+                marker: marker(i, expires),
+            }])
+            .unwrap();
+    }
+    let out = store
+        .write(vec![WriteOp::PurgeMarkers { now: Timestamp(20) }])
+        .unwrap();
+    assert_eq!(out, WriteOutcome::Committed(vec![OpResult::Purged(2)]));
+    assert!(
+        store
+            .marker(&w, &CommitmentHash([2; 32]))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .marker(&w, &CommitmentHash([3; 32]))
+            .unwrap()
+            .is_some()
+    );
+}
+
+fn epoch_bump_reseals_wallet_state_and_policy(store: &dyn Store) {
+    let w = wallet(4);
+    let key = PolicyKey::new(b"p".to_vec()).unwrap();
+    store
+        .write(vec![
+            WriteOp::PutWallet {
+                wallet: w.clone(),
+                value: b"s".to_vec(),
+            },
+            WriteOp::CasPolicy {
+                wallet: w.clone(),
+                key: key.clone(),
+                expected: None,
+                new: b"5".to_vec(),
+            },
+        ])
+        .unwrap();
+    let before = store.wallet_epoch(&w).unwrap().unwrap();
+    let out = store
+        .write(vec![WriteOp::BumpWalletEpoch { wallet: w.clone() }])
+        .unwrap();
+    let WriteOutcome::Committed(results) = out else {
+        panic!("bump skipped")
+    };
+    let [OpResult::EpochBumped(after)] = results.as_slice() else {
+        panic!("unexpected {results:?}")
+    };
+    assert!(*after > before);
+    assert_eq!(store.wallet_epoch(&w).unwrap(), Some(*after));
+    assert_eq!(store.wallet(&w).unwrap().unwrap().as_slice(), b"s");
+    assert_eq!(store.policy(&w, &key).unwrap().unwrap().as_slice(), b"5");
+}

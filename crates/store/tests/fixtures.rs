@@ -1,0 +1,227 @@
+//! Golden fixtures: databases written in each rotation phase, checked in
+//! under `tests/fixtures/`, opened by every build (format stability).
+//!
+//! Regenerate (only when the format changes on purpose, with a new schema
+//! version and an upgrade step):
+//! `cargo test -p thresig-store --test fixtures -- --ignored generate`
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use thresig_store::provider::{KekId, KeyProvider, MemoryProvider};
+use thresig_store::{
+    AuditSeq, CommitmentHash, DekTerm, EncryptedStore, Epoch, Marker, PackageHash, PolicyKey,
+    RecoverySecretKey, Store, StoreLocation, StoreOptions, Timestamp, WalletId, WriteOp,
+};
+
+const PHASES: [&str; 6] = [
+    "initial",
+    "dek_promoted",
+    "dek_resealing",
+    "dek_retired",
+    "kek_wrapped",
+    "kek_retired",
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The provider every fixture was written with: kek-1 = [0x11; 32],
+/// kek-2 = [0x22; 32].
+fn provider() -> Arc<MemoryProvider> {
+    let p = MemoryProvider::with_key("kek-1", 0x11);
+    p.add_key("kek-2", 0x22);
+    Arc::new(p)
+}
+
+fn recovery_key() -> (RecoverySecretKey, thresig_store::RecoveryPublicKey) {
+    RecoverySecretKey::generate(&mut ChaCha8Rng::seed_from_u64(7))
+}
+
+fn wallet(n: u8) -> WalletId {
+    WalletId::new(vec![b'w', n]).unwrap()
+}
+
+fn options() -> StoreOptions {
+    let mut o = StoreOptions::default();
+    o.reseal_batch = 2;
+    o.recovery_key = Some(recovery_key().1);
+    o
+}
+
+fn open(dir: &Path, provider: Arc<MemoryProvider>) -> EncryptedStore {
+    let p: Arc<dyn KeyProvider> = provider;
+    EncryptedStore::open(StoreLocation::Directory(dir.to_path_buf()), p, options()).unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in ["state.redb", "state.witness"] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+#[test]
+#[ignore = "writes the checked-in fixtures"]
+fn generate() {
+    let work = tempfile::tempdir().unwrap();
+    let provider = provider();
+    let snapshot = |phase: &str| {
+        let dest = fixtures().join(phase);
+        let _ = std::fs::remove_dir_all(&dest);
+        copy_dir(work.path(), &dest);
+    };
+    let store = open(work.path(), provider.clone());
+    store
+        .write(vec![
+            WriteOp::PutWallet {
+                wallet: wallet(1),
+                value: b"wallet one".to_vec(),
+            },
+            WriteOp::PutWallet {
+                wallet: wallet(2),
+                value: b"wallet two".to_vec(),
+            },
+            WriteOp::InsertKeyPackage {
+                wallet: wallet(1),
+                epoch: Epoch(1),
+                value: b"key package".to_vec().into(),
+            },
+            WriteOp::CasPolicy {
+                wallet: wallet(1),
+                key: PolicyKey::new(b"daily".to_vec()).unwrap(),
+                expected: None,
+                new: b"3".to_vec(),
+            },
+            WriteOp::InsertMarker {
+                wallet: wallet(2),
+                commitment: CommitmentHash([4; 32]),
+                marker: Marker {
+                    package_hash: PackageHash([5; 32]),
+                    shares: b"shares".to_vec(),
+                    expires_at: Timestamp(4_000_000_000),
+                },
+            },
+            WriteOp::AppendAudit {
+                entry: b"audit one".to_vec(),
+            },
+        ])
+        .unwrap();
+    drop(store);
+    snapshot("initial");
+    let store = open(work.path(), provider.clone());
+    store.start_dek_rotation().unwrap();
+    drop(store);
+    snapshot("dek_promoted");
+    let store = open(work.path(), provider.clone());
+    assert!(store.reseal_step().unwrap() > 0);
+    drop(store);
+    snapshot("dek_resealing");
+    let store = open(work.path(), provider.clone());
+    store.resume_rotations().unwrap();
+    drop(store);
+    snapshot("dek_retired");
+    provider.set_current("kek-2");
+    let store = open(work.path(), provider.clone());
+    store.add_kek_wraps().unwrap();
+    drop(store);
+    snapshot("kek_wrapped");
+    let store = open(work.path(), provider.clone());
+    store
+        .retire_old_keks(&KekId::new("kek-2").unwrap())
+        .unwrap();
+    drop(store);
+    snapshot("kek_retired");
+}
+
+fn check_records(store: &EncryptedStore, phase: &str) {
+    let get = |v: Option<thresig_store::Plaintext>| v.map(|v| v.to_vec());
+    assert_eq!(
+        get(store.wallet(&wallet(1)).unwrap()),
+        Some(b"wallet one".to_vec()),
+        "{phase}"
+    );
+    assert_eq!(
+        get(store.wallet(&wallet(2)).unwrap()),
+        Some(b"wallet two".to_vec()),
+        "{phase}"
+    );
+    assert_eq!(
+        get(store.key_package(&wallet(1), Epoch(1)).unwrap()),
+        Some(b"key package".to_vec()),
+        "{phase}"
+    );
+    assert_eq!(
+        get(store
+            .policy(&wallet(1), &PolicyKey::new(b"daily".to_vec()).unwrap())
+            .unwrap()),
+        Some(b"3".to_vec()),
+        "{phase}"
+    );
+    let marker = store
+        .marker(&wallet(2), &CommitmentHash([4; 32]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(marker.shares, b"shares", "{phase}");
+    assert_eq!(marker.package_hash, PackageHash([5; 32]), "{phase}");
+    let audit = store.audit(AuditSeq(1), 10).unwrap();
+    assert_eq!(audit.len(), 1, "{phase}");
+    assert_eq!(audit[0].1.as_slice(), b"audit one", "{phase}");
+}
+
+#[test]
+fn every_phase_opens_and_its_rotation_completes() {
+    for phase in PHASES {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures().join(phase), dir.path());
+        let provider = provider();
+        provider.set_current(if phase.starts_with("kek") {
+            "kek-2"
+        } else {
+            "kek-1"
+        });
+        let store = open(dir.path(), provider.clone());
+        check_records(&store, phase);
+        // The phase is what its name says.
+        let before = store.keyring_status().unwrap();
+        let (deks, keks) = match phase {
+            "dek_promoted" | "dek_resealing" => (2, 1),
+            "kek_wrapped" => (1, 2),
+            _ => (1, 1),
+        };
+        assert_eq!(before.deks.len(), deks, "{phase}: {before:?}");
+        assert_eq!(before.deks[0].keks.len(), keks, "{phase}: {before:?}");
+        store.resume_rotations().unwrap();
+        let status = store.keyring_status().unwrap();
+        assert_eq!(status.deks.len(), 1, "{phase}: {status:?}");
+        // Resuming finishes the rotation that was under way; it never
+        // starts another one.
+        let expected = if phase == "initial" { 1 } else { 2 };
+        assert_eq!(status.current, DekTerm(expected), "{phase}: {status:?}");
+        assert_eq!(status.deks[0].keks.len(), 1, "{phase}: {status:?}");
+        assert!(store.verify().unwrap().failures.is_empty(), "{phase}");
+        check_records(&store, phase);
+    }
+}
+
+#[test]
+fn every_phase_opens_with_the_recovery_key_alone() {
+    for phase in PHASES {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&fixtures().join(phase), dir.path());
+        // A provider that lost both fixture KEKs.
+        let provider = Arc::new(MemoryProvider::with_key("kek-3", 0x33));
+        let p: Arc<dyn KeyProvider> = provider;
+        let store = EncryptedStore::recover(
+            StoreLocation::Directory(dir.path().to_path_buf()),
+            p,
+            &recovery_key().0,
+            options(),
+        )
+        .unwrap_or_else(|e| panic!("{phase}: {e:?}"));
+        check_records(&store, phase);
+    }
+}

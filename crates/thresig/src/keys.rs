@@ -1,0 +1,583 @@
+//! `thresig keys`: the operator's commands over the encrypted store's
+//! keyring. Glue only: each command loads the configuration, opens the
+//! database itself (no daemon runs yet), calls one store operation and
+//! prints its result for a person or, with `--json`, for a program.
+//!
+//! Exit codes: 0 success, 1 terminal error (retrying the same command cannot
+//! succeed until an operator acts; also usage errors and `verify` finding
+//! records that fail), 2 retryable error (a retry may succeed: provider
+//! timeout, disk full, database busy). Errors print a stable code, whether a
+//! retry can succeed, and a description that never holds key material.
+
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use thresig_store::provider::{KekId, KeyProvider, ProviderError};
+use thresig_store::{
+    EncryptedStore, KeyringStatus, MetaName, Recovery, RecoverySecretKey, Store, WriteOp,
+};
+use zeroize::Zeroizing;
+
+use crate::config::{Config, ConfigError};
+
+/// `thresig keys ...`.
+#[derive(Args)]
+pub(crate) struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Show DEKs with their terms and states, the KEK ids still needed,
+    /// records per DEK, the last rotations and the key provider's health.
+    Status(Common),
+    /// Rotate the data key: new term, promote, re-seal every record in
+    /// batches, retire the old term. Progress goes to stderr.
+    RotateDek(Common),
+    /// Rewrap every DEK under the provider's current KEK and drop the wraps
+    /// under older KEKs.
+    RotateKek(Common),
+    /// Open and authenticate every record; list those that fail (exit 1 if
+    /// any does).
+    Verify(Common),
+    /// Open the keyring with the offline recovery private key and rewrap
+    /// every DEK under the provider's current KEK.
+    Recover(RecoverArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// The signer's configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    #[command(flatten)]
+    common: Common,
+    /// File holding the recovery private key as 64 hex digits; must not be
+    /// readable by group or others.
+    #[arg(long, value_name = "FILE")]
+    recovery_key: PathBuf,
+}
+
+/// Meta records where these commands note their last run (the store keeps no
+/// rotation timestamps of its own).
+const LAST_DEK_ROTATION: &str = "keys.last_dek_rotation";
+const LAST_KEK_ROTATION: &str = "keys.last_kek_rotation";
+
+/// How often `rotate-dek` reports progress.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The largest recovery key file read: the key is 64 hex digits.
+const MAX_RECOVERY_KEY_FILE: u64 = 256;
+
+/// Why a `keys` command failed.
+#[derive(Debug, thiserror::Error)]
+enum KeysError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Store(#[from] thresig_store::Error),
+    #[error("recovery key file {}: {problem}", path.display())]
+    RecoveryKeyFile {
+        path: PathBuf,
+        problem: RecoveryKeyProblem,
+    },
+}
+
+/// What is wrong with a recovery key file.
+#[derive(Debug, thiserror::Error)]
+enum RecoveryKeyProblem {
+    #[error("cannot read: {0}")]
+    Io(std::io::ErrorKind),
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("mode {mode:04o} lets group or others read it; chmod 600 it")]
+    Insecure { mode: u32 },
+    #[error("larger than {MAX_RECOVERY_KEY_FILE} bytes")]
+    TooLarge,
+    #[error("does not hold 64 hex digits")]
+    Malformed,
+}
+
+impl KeysError {
+    /// Whether a retry can succeed.
+    fn recovery(&self) -> Recovery {
+        match self {
+            Self::Config(_) | Self::RecoveryKeyFile { .. } => Recovery::Terminal,
+            Self::Provider(e) => e.recovery(),
+            Self::Store(e) => e.recovery(),
+        }
+    }
+
+    /// A stable, code-like name of the failure for scripts and runbooks.
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config_invalid",
+            Self::RecoveryKeyFile { .. } => "recovery_key_file",
+            Self::Provider(e) => provider_code(e),
+            Self::Store(e) => store_code(e),
+        }
+    }
+}
+
+fn provider_code(e: &ProviderError) -> &'static str {
+    match e {
+        ProviderError::Unavailable { .. } => "provider_unavailable",
+        ProviderError::UnknownKek { .. } => "provider_unknown_kek",
+        ProviderError::WrongKek { .. } => "provider_wrong_kek",
+        ProviderError::Misconfigured { .. } => "provider_misconfigured",
+        ProviderError::InvalidConfig { .. } => "provider_invalid_config",
+        ProviderError::BadKey { .. } => "provider_bad_key",
+        ProviderError::KeyFile { .. } => "provider_key_file",
+        ProviderError::Command { .. } => "provider_command",
+        _ => "provider_error",
+    }
+}
+
+fn store_code(e: &thresig_store::Error) -> &'static str {
+    use thresig_store::Error as E;
+    match e {
+        E::Storage { .. } => "storage",
+        E::Provider(p) => provider_code(p),
+        E::WrongKek { .. } => "wrong_kek",
+        E::KekUnavailable { .. } => "kek_unavailable",
+        E::KeyringCorrupt { .. } => "keyring_corrupt",
+        E::MetadataCorrupt { .. } => "metadata_corrupt",
+        E::UnsupportedSchema { .. } => "unsupported_schema",
+        E::RecordTampered { .. } => "record_tampered",
+        E::RecordMoved { .. } => "record_moved",
+        E::RecordStale { .. } => "record_stale",
+        E::DekMissing { .. } => "dek_missing",
+        E::WalletCorrupt { .. } => "wallet_corrupt",
+        E::RollbackDetected { .. } => "rollback_detected",
+        E::WitnessCorrupt => "witness_corrupt",
+        E::WitnessIo(_) => "witness_io",
+        E::DekInUse { .. } => "dek_in_use",
+        E::DekIsCurrent { .. } => "dek_is_current",
+        E::KekStillNeeded { .. } => "kek_still_needed",
+        E::RecoveryFailed { .. } => "recovery_failed",
+        E::WriterStopped => "writer_stopped",
+        _ => "store_error",
+    }
+}
+
+/// The error and its causes, joined: every layer's message is written to
+/// hold no key material.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// How results are printed.
+#[derive(Clone, Copy)]
+enum Output {
+    Text,
+    Json,
+}
+
+impl From<&Common> for Output {
+    fn from(c: &Common) -> Self {
+        if c.json { Self::Json } else { Self::Text }
+    }
+}
+
+/// Whether a command that ran found a problem to report (only `verify`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Clean,
+    Findings,
+}
+
+/// A command's result, in both forms.
+struct Report {
+    json: Value,
+    text: String,
+    verdict: Verdict,
+}
+
+impl Report {
+    /// A result with nothing to flag.
+    fn clean(json: Value, text: String) -> Self {
+        Self {
+            json,
+            text,
+            verdict: Verdict::Clean,
+        }
+    }
+}
+
+/// Runs a `keys` command and returns the process exit code.
+pub(crate) fn main(args: KeysArgs) -> ExitCode {
+    let (output, result) = match args.command {
+        KeysCommand::Status(c) => (Output::from(&c), status(&c.config)),
+        KeysCommand::RotateDek(c) => (Output::from(&c), rotate_dek(&c.config)),
+        KeysCommand::RotateKek(c) => (Output::from(&c), rotate_kek(&c.config)),
+        KeysCommand::Verify(c) => (Output::from(&c), verify(&c.config)),
+        KeysCommand::Recover(r) => (
+            Output::from(&r.common),
+            recover(&r.common.config, &r.recovery_key),
+        ),
+    };
+    match result {
+        Ok(report) => {
+            match output {
+                Output::Json => println!("{}", report.json),
+                Output::Text => print!("{}", report.text),
+            }
+            match report.verdict {
+                Verdict::Clean => ExitCode::SUCCESS,
+                Verdict::Findings => ExitCode::from(1),
+            }
+        }
+        Err(e) => {
+            let retryable = e.recovery() == Recovery::Retryable;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    json!({"error": {"code": e.code(), "retryable": retryable, "message": describe(&e)}})
+                ),
+                Output::Text => eprintln!(
+                    "error[{}]: {}\n{}",
+                    e.code(),
+                    describe(&e),
+                    if retryable {
+                        "retryable: running the command again may succeed"
+                    } else {
+                        "terminal: a retry cannot succeed until an operator acts"
+                    }
+                ),
+            }
+            ExitCode::from(if retryable { 2 } else { 1 })
+        }
+    }
+}
+
+/// The configured provider and the store opened through it.
+fn open(config: &Config) -> Result<(Arc<dyn KeyProvider>, Arc<EncryptedStore>), KeysError> {
+    let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
+    let store = EncryptedStore::open(config.location(), provider.clone(), config.options.clone())?;
+    Ok((provider, Arc::new(store)))
+}
+
+fn status(path: &Path) -> Result<Report, KeysError> {
+    let config = Config::load(path)?;
+    let (provider, store) = open(&config)?;
+    let keyring = store.keyring_status()?;
+    let current_kek = provider.current_kek_id();
+    // Pending when some DEK lacks a wrap under the provider's current KEK
+    // or still has one under an older KEK.
+    let kek_rotation_pending = current_kek.as_ref().is_ok_and(|kek| {
+        keyring
+            .deks
+            .iter()
+            .any(|d| d.keks.as_slice() != std::slice::from_ref(kek))
+    });
+    let health = match current_kek {
+        Ok(kek) => json!({"ok": true, "current_kek": kek.as_str()}),
+        Err(e) => json!({
+            "ok": false,
+            "code": provider_code(&e),
+            "retryable": e.recovery() == Recovery::Retryable,
+            "message": describe(&e),
+        }),
+    };
+    let last_dek = last_rotation(&store, LAST_DEK_ROTATION)?;
+    let last_kek = last_rotation(&store, LAST_KEK_ROTATION)?;
+    let mut json = keyring_json(&keyring);
+    json["provider"] = health.clone();
+    json["last_dek_rotation"] = last_dek.clone();
+    json["last_kek_rotation"] = last_kek.clone();
+    json["kek_rotation_pending"] = json!(kek_rotation_pending);
+    let mut text = keyring_text(&keyring);
+    if kek_rotation_pending {
+        text.push_str("KEK rotation pending: run `thresig keys rotate-kek`\n");
+    }
+    text.push_str(&match health.get("current_kek").and_then(Value::as_str) {
+        Some(kek) => format!("provider: healthy, current KEK {kek}\n"),
+        None => format!(
+            "provider: FAILING [{}]: {}\n",
+            health["code"].as_str().unwrap_or_default(),
+            health["message"].as_str().unwrap_or_default()
+        ),
+    });
+    text.push_str(&format!(
+        "last DEK rotation: {}\nlast KEK rotation: {}\n",
+        rotation_text(&last_dek),
+        rotation_text(&last_kek)
+    ));
+    Ok(Report::clean(json, text))
+}
+
+fn rotate_dek(path: &Path) -> Result<Report, KeysError> {
+    let config = Config::load(path)?;
+    let (_, store) = open(&config)?;
+    let (done, result) = sync_channel(1);
+    let rotating = store.clone();
+    let worker = std::thread::spawn(move || {
+        let _ = done.send(rotating.rotate_dek());
+    });
+    // The store reports no progress itself: poll the records per DEK (a
+    // read, which never waits for the writer) while the rotation runs.
+    let mut last = String::new();
+    let outcome = loop {
+        match result.recv_timeout(PROGRESS_INTERVAL) {
+            Ok(outcome) => break outcome,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Ok(s) = store.keyring_status() {
+                    let line = s
+                        .deks
+                        .iter()
+                        .map(|d| format!("DEK {}: {} records", d.term.0, d.records))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if line != last {
+                        eprintln!("rotate-dek: current DEK {}; {line}", s.current.0);
+                        last = line;
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break Err(thresig_store::Error::WriterStopped),
+        }
+    };
+    let _ = worker.join();
+    let term = outcome?;
+    note_rotation(&store, LAST_DEK_ROTATION, json!({"term": term.0}))?;
+    let keyring = store.keyring_status()?;
+    let mut json = keyring_json(&keyring);
+    json["rotated_to"] = json!(term.0);
+    let text = format!(
+        "DEK rotated: current term {}\n{}",
+        term.0,
+        keyring_text(&keyring)
+    );
+    Ok(Report::clean(json, text))
+}
+
+fn rotate_kek(path: &Path) -> Result<Report, KeysError> {
+    let config = Config::load(path)?;
+    let (_, store) = open(&config)?;
+    let kek = store.rotate_kek()?;
+    kek_rotated(&store, &kek, "KEK rotated")
+}
+
+fn recover(path: &Path, key_file: &Path) -> Result<Report, KeysError> {
+    let config = Config::load(path)?;
+    // The key file is checked before anything else is touched.
+    let secret = read_recovery_key(key_file)?;
+    let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
+    let store = EncryptedStore::recover(
+        config.location(),
+        provider.clone(),
+        &secret,
+        config.options.clone(),
+    )?;
+    drop(secret);
+    let kek = provider.current_kek_id()?;
+    kek_rotated(
+        &store,
+        &kek,
+        "Recovered with the offline key; DEKs rewrapped",
+    )
+}
+
+/// Notes a KEK rotation and reports the keyring after it.
+fn kek_rotated(store: &EncryptedStore, kek: &KekId, what: &str) -> Result<Report, KeysError> {
+    note_rotation(store, LAST_KEK_ROTATION, json!({"kek": kek.as_str()}))?;
+    let keyring = store.keyring_status()?;
+    let mut json = keyring_json(&keyring);
+    json["kek"] = json!(kek.as_str());
+    let text = format!("{what}: current KEK {kek}\n{}", keyring_text(&keyring));
+    Ok(Report::clean(json, text))
+}
+
+fn verify(path: &Path) -> Result<Report, KeysError> {
+    let config = Config::load(path)?;
+    let (_, store) = open(&config)?;
+    let report = store.verify()?;
+    let failures: Vec<Value> = report
+        .failures
+        .iter()
+        .map(|e| json!({"code": store_code(e), "message": describe(e)}))
+        .collect();
+    let mut text = format!(
+        "records verified: {}\nrecords failing: {}\n",
+        report.ok,
+        report.failures.len()
+    );
+    for e in &report.failures {
+        text.push_str(&format!("  [{}] {}\n", store_code(e), describe(e)));
+    }
+    let corrupt: Vec<String> = store
+        .corrupt_wallets()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !corrupt.is_empty() {
+        text.push_str(&format!("wallets marked corrupt: {}\n", corrupt.join(", ")));
+    }
+    Ok(Report {
+        json: json!({"ok": report.ok, "failures": failures, "corrupt_wallets": corrupt}),
+        text,
+        verdict: if report.failures.is_empty() {
+            Verdict::Clean
+        } else {
+            Verdict::Findings
+        },
+    })
+}
+
+/// The KEK ids some active DEK is wrapped under: the KMS versions that must
+/// not be destroyed yet.
+fn keks_needed(s: &KeyringStatus) -> Vec<&str> {
+    let mut needed: Vec<&str> = s
+        .deks
+        .iter()
+        .flat_map(|d| d.keks.iter().map(KekId::as_str))
+        .collect();
+    needed.sort_unstable();
+    needed.dedup();
+    needed
+}
+
+fn keyring_json(s: &KeyringStatus) -> Value {
+    let needed = keks_needed(s);
+    let deks: Vec<Value> = s
+        .deks
+        .iter()
+        .map(|d| {
+            json!({
+                "term": d.term.0,
+                "state": if d.term == s.current { "current" } else { "active" },
+                "keks": d.keks.iter().map(KekId::as_str).collect::<Vec<_>>(),
+                "recoverable": d.recoverable,
+                "records": d.records,
+            })
+        })
+        .chain(
+            s.retired
+                .iter()
+                .map(|t| json!({"term": t.0, "state": "retired", "records": 0})),
+        )
+        .collect();
+    json!({"current_dek": s.current.0, "deks": deks, "keks_needed": needed})
+}
+
+fn keyring_text(s: &KeyringStatus) -> String {
+    let mut text = format!("current DEK: term {}\n", s.current.0);
+    for d in &s.deks {
+        let keks: Vec<&str> = d.keks.iter().map(KekId::as_str).collect();
+        text.push_str(&format!(
+            "  DEK {} {}: {} records, wrapped under [{}]{}\n",
+            d.term.0,
+            if d.term == s.current {
+                "current"
+            } else {
+                "active"
+            },
+            d.records,
+            keks.join(", "),
+            if d.recoverable { ", recovery wrap" } else { "" }
+        ));
+    }
+    if !s.retired.is_empty() {
+        let retired: Vec<String> = s.retired.iter().map(|t| t.0.to_string()).collect();
+        text.push_str(&format!("  retired DEKs: {}\n", retired.join(", ")));
+    }
+    text.push_str(&format!(
+        "KEK ids still needed: {}\n",
+        keks_needed(s).join(", ")
+    ));
+    text
+}
+
+fn meta_name(name: &'static str) -> MetaName {
+    #[allow(
+        clippy::expect_used,
+        reason = "the names are constants of this module, 1 to 64 bytes"
+    )]
+    MetaName::new(name.as_bytes().to_vec()).expect("a constant meta name is valid")
+}
+
+/// Records that a rotation finished now.
+fn note_rotation(
+    store: &EncryptedStore,
+    name: &'static str,
+    mut detail: Value,
+) -> Result<(), KeysError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    detail["at_unix"] = json!(now);
+    store.write(vec![WriteOp::PutMeta {
+        name: meta_name(name),
+        value: detail.to_string().into_bytes(),
+    }])?;
+    Ok(())
+}
+
+fn last_rotation(store: &EncryptedStore, name: &'static str) -> Result<Value, KeysError> {
+    Ok(store
+        .meta(&meta_name(name))?
+        .and_then(|v| serde_json::from_slice(&v).ok())
+        .unwrap_or(Value::Null))
+}
+
+fn rotation_text(v: &Value) -> String {
+    match v.get("at_unix").and_then(Value::as_u64) {
+        Some(at) => format!("at unix time {at}"),
+        None => "none recorded by these commands".to_owned(),
+    }
+}
+
+/// Reads the recovery private key: a regular file, mode 0600 or stricter
+/// (checked on the opened file), holding 64 hex digits.
+fn read_recovery_key(path: &Path) -> Result<RecoverySecretKey, KeysError> {
+    let fail = |problem| KeysError::RecoveryKeyFile {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let io = |e: std::io::Error| fail(RecoveryKeyProblem::Io(e.kind()));
+    let file = File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(fail(RecoveryKeyProblem::NotRegular));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(fail(RecoveryKeyProblem::Insecure { mode }));
+    }
+    if meta.size() > MAX_RECOVERY_KEY_FILE {
+        return Err(fail(RecoveryKeyProblem::TooLarge));
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.take(MAX_RECOVERY_KEY_FILE)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.trim(), key.as_mut())
+        .map_err(|_| fail(RecoveryKeyProblem::Malformed))?;
+    Ok(RecoverySecretKey::from_bytes(key))
+}

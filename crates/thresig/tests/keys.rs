@@ -1,0 +1,346 @@
+//! `thresig keys` end to end: the built binary against a store in a
+//! temporary directory, with a `file` provider over a key directory.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use hpke::kem::X25519HkdfSha256;
+use hpke::{Kem as _, Serializable as _};
+use redb::ReadableTable as _;
+use serde_json::Value;
+use thresig_store::provider::KeyProviderConfig;
+use thresig_store::{EncryptedStore, Store, StoreLocation, StoreOptions, WalletId, WriteOp};
+
+/// A signer's directory: configuration, key directory, data directory.
+struct Signer {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn write_key(keys: &Path, id: &str, byte: u8) {
+    let path = keys.join(format!("{id}.key"));
+    std::fs::write(&path, hex::encode([byte; 32])).unwrap();
+    chmod(&path, 0o600);
+}
+
+impl Signer {
+    /// A signer whose provider holds key `v1`, optionally with a recovery
+    /// public key in its configuration.
+    fn new(recovery_public_key: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        chmod(&keys, 0o700);
+        write_key(&keys, "v1", 0x11);
+        let config = dir.path().join("signer.toml");
+        let recovery = recovery_public_key
+            .map(|k| format!("recovery_public_key = \"{k}\"\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!(
+                "[store]\ndata_dir = \"data\"\n\n[key_provider]\nkind = \"file\"\ndirectory = \"{}\"\n{recovery}",
+                keys.display()
+            ),
+        )
+        .unwrap();
+        Self { dir, config }
+    }
+
+    fn keys(&self) -> PathBuf {
+        self.dir.path().join("keys")
+    }
+
+    fn keys_cmd(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+            .arg("keys")
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `keys <command> --json`, expecting exit code `code`.
+    fn json(&self, args: &[&str], code: i32) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.keys_cmd(&all);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: stdout {stdout} stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap()
+    }
+
+    /// Opens the store through the library with the configured provider.
+    fn open_store(&self) -> EncryptedStore {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let provider = KeyProviderConfig::from_toml(&text).unwrap().open().unwrap();
+        EncryptedStore::open(
+            StoreLocation::Directory(self.dir.path().join("data")),
+            Arc::new(provider),
+            StoreOptions::default(),
+        )
+        .unwrap()
+    }
+
+    /// Stores `n` wallets, each holding its own index as its state.
+    fn seed_wallets(&self, n: u8) {
+        let store = self.open_store();
+        let ops = (0..n)
+            .map(|i| WriteOp::PutWallet {
+                wallet: wallet(i),
+                value: vec![i; 100],
+            })
+            .collect();
+        store.write(ops).unwrap();
+    }
+
+    fn assert_wallets(&self, n: u8) {
+        let store = self.open_store();
+        for i in 0..n {
+            assert_eq!(
+                store.wallet(&wallet(i)).unwrap().unwrap().as_slice(),
+                [i; 100]
+            );
+        }
+    }
+}
+
+fn wallet(i: u8) -> WalletId {
+    WalletId::new(format!("w{i}").into_bytes()).unwrap()
+}
+
+/// A recovery key pair: (secret hex, public hex).
+fn recovery_pair() -> (String, String) {
+    let (sk, pk) = X25519HkdfSha256::derive_keypair(b"keys test recovery key material");
+    (hex::encode(sk.to_bytes()), hex::encode(pk.to_bytes()))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn dek(status: &Value, term: u64) -> &Value {
+    status["deks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["term"] == term)
+        .unwrap_or_else(|| panic!("no DEK {term} in {status}"))
+}
+
+#[test]
+fn status_on_a_fresh_store() {
+    let s = Signer::new(None);
+    let status = s.json(&["status"], 0);
+    assert_eq!(status["current_dek"], 1);
+    assert_eq!(status["deks"].as_array().unwrap().len(), 1);
+    assert_eq!(dek(&status, 1)["state"], "current");
+    assert_eq!(dek(&status, 1)["recoverable"], false);
+    assert!(dek(&status, 1)["records"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["keks_needed"], serde_json::json!(["v1"]));
+    assert_eq!(status["provider"]["ok"], true);
+    assert_eq!(status["provider"]["current_kek"], "v1");
+    assert_eq!(status["last_dek_rotation"], Value::Null);
+    assert_eq!(status["kek_rotation_pending"], false);
+    let text = s.keys_cmd(&["status"]);
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("current DEK: term 1") && text.contains("KEK ids still needed: v1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rotate_dek_then_verify_shows_every_record_under_the_new_term() {
+    let s = Signer::new(None);
+    s.json(&["status"], 0);
+    s.seed_wallets(40);
+    let before = s.json(&["status"], 0);
+    let records = dek(&before, 1)["records"].as_u64().unwrap();
+    let rotated = s.json(&["rotate-dek"], 0);
+    assert_eq!(rotated["rotated_to"], 2);
+    assert_eq!(rotated["current_dek"], 2);
+    assert_eq!(dek(&rotated, 2)["state"], "current");
+    assert_eq!(dek(&rotated, 1)["state"], "retired");
+    let under_new = dek(&rotated, 2)["records"].as_u64().unwrap();
+    // Every record moved; the rotation added its own bookkeeping records.
+    assert!(under_new >= records, "{under_new} < {records}");
+    let verified = s.json(&["verify"], 0);
+    assert_eq!(verified["failures"], serde_json::json!([]));
+    assert_eq!(verified["ok"].as_u64().unwrap(), under_new);
+    let status = s.json(&["status"], 0);
+    assert!(
+        status["last_dek_rotation"]["at_unix"].as_u64().is_some(),
+        "{status}"
+    );
+    assert_eq!(status["last_dek_rotation"]["term"], 2);
+    s.assert_wallets(40);
+}
+
+#[test]
+fn rotate_kek_after_the_provider_key_changes() {
+    let s = Signer::new(None);
+    s.json(&["status"], 0);
+    s.seed_wallets(5);
+    write_key(&s.keys(), "v2", 0x22);
+    let status = s.json(&["status"], 0);
+    assert_eq!(status["provider"]["current_kek"], "v2");
+    assert_eq!(status["keks_needed"], serde_json::json!(["v1"]));
+    assert_eq!(status["kek_rotation_pending"], true);
+    let rotated = s.json(&["rotate-kek"], 0);
+    assert_eq!(rotated["kek"], "v2");
+    assert_eq!(rotated["keks_needed"], serde_json::json!(["v2"]));
+    // The old version can now be destroyed.
+    std::fs::remove_file(s.keys().join("v1.key")).unwrap();
+    let status = s.json(&["status"], 0);
+    assert_eq!(status["keks_needed"], serde_json::json!(["v2"]));
+    assert_eq!(status["last_kek_rotation"]["kek"], "v2");
+    assert_eq!(status["kek_rotation_pending"], false);
+    assert_eq!(s.json(&["verify"], 0)["failures"], serde_json::json!([]));
+    s.assert_wallets(5);
+}
+
+#[test]
+fn verify_detects_a_tampered_record() {
+    let s = Signer::new(None);
+    s.json(&["status"], 0);
+    s.seed_wallets(3);
+    {
+        let db = redb::Database::open(s.dir.path().join("data/state.redb")).unwrap();
+        let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("wallets");
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(table).unwrap();
+            let (key, mut value) = {
+                let (k, v) = t.first().unwrap().unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            };
+            *value.last_mut().unwrap() ^= 1;
+            t.insert(key.as_slice(), value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let report = s.json(&["verify"], 1);
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0]["code"], "record_tampered");
+    assert_eq!(report["corrupt_wallets"].as_array().unwrap().len(), 1);
+    let text = s.keys_cmd(&["verify"]);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("records failing: 1"));
+}
+
+#[test]
+fn recover_brings_back_a_store_whose_kek_version_is_gone() {
+    let (secret, public) = recovery_pair();
+    let s = Signer::new(Some(&public));
+    let status = s.json(&["status"], 0);
+    assert_eq!(dek(&status, 1)["recoverable"], true);
+    s.seed_wallets(7);
+    // The KMS loses v1 and now only has v2.
+    std::fs::remove_file(s.keys().join("v1.key")).unwrap();
+    write_key(&s.keys(), "v2", 0x22);
+    let lost = s.json(&["status"], 1);
+    assert_eq!(lost["error"]["code"], "kek_unavailable");
+    assert_eq!(lost["error"]["retryable"], false);
+    let key_file = s.dir.path().join("recovery.key");
+    std::fs::write(&key_file, format!("{secret}\n")).unwrap();
+    chmod(&key_file, 0o600);
+    let recovered = s.json(
+        &["recover", "--recovery-key", key_file.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(recovered["kek"], "v2");
+    assert_eq!(recovered["keks_needed"], serde_json::json!(["v2"]));
+    let status = s.json(&["status"], 0);
+    assert_eq!(status["provider"]["current_kek"], "v2");
+    assert_eq!(s.json(&["verify"], 0)["failures"], serde_json::json!([]));
+    s.assert_wallets(7);
+}
+
+#[test]
+fn a_recovery_key_file_readable_by_others_is_refused() {
+    let (secret, public) = recovery_pair();
+    let s = Signer::new(Some(&public));
+    s.json(&["status"], 0);
+    let key_file = s.dir.path().join("recovery.key");
+    std::fs::write(&key_file, &secret).unwrap();
+    chmod(&key_file, 0o644);
+    let out = s.keys_cmd(&["recover", "--recovery-key", key_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error[recovery_key_file]") && err.contains("0644"),
+        "{err}"
+    );
+    assert!(err.contains("terminal"), "{err}");
+    assert!(!err.contains(&secret), "{err}");
+}
+
+#[test]
+fn a_provider_key_file_readable_by_others_is_refused() {
+    let s = Signer::new(None);
+    chmod(&s.keys().join("v1.key"), 0o644);
+    let err = s.json(&["status"], 1);
+    assert_eq!(err["error"]["code"], "provider_key_file", "{err}");
+    assert!(!s.dir.path().join("data").exists());
+}
+
+#[test]
+fn a_config_with_an_unknown_field_is_refused() {
+    let s = Signer::new(None);
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace("[store]\n", "[store]\ncolour = \"red\"\n"),
+    )
+    .unwrap();
+    let out = s.keys_cmd(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("error[config_invalid]"), "{err}");
+    assert!(
+        err.contains("signer.toml") && err.contains("line 2") && err.contains("`colour`"),
+        "{err}"
+    );
+    assert!(!s.dir.path().join("data").exists());
+}
+
+#[test]
+fn an_unreachable_provider_is_a_retryable_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("hung-kms");
+    std::fs::write(&program, "#!/bin/sh\n/bin/sleep 30\n").unwrap();
+    chmod(&program, 0o700);
+    let config = dir.path().join("signer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\ndata_dir = \"data\"\n[key_provider]\nkind = \"command\"\ncommand = [\"{}\"]\nmode = \"raw\"\ntimeout_secs = 1\n",
+            program.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["keys", "status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(err["error"]["retryable"], true);
+}
