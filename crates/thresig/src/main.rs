@@ -4,6 +4,7 @@
 mod config;
 mod demo;
 mod keys;
+mod psbt;
 
 use std::process::ExitCode;
 
@@ -21,8 +22,17 @@ struct Cli {
 enum Command {
     /// Run a DKG and a threshold Taproot key-path signature in one process.
     Demo(demo::DemoArgs),
+    /// Build, inspect and finalize Taproot key-path PSBTs.
+    Psbt(psbt::PsbtArgs),
     /// Inspect, rotate, verify and recover the encrypted store's keys.
     Keys(keys::KeysArgs),
+}
+
+/// The wall clock in Unix seconds (0 if it reads before 1970).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn main() -> ExitCode {
@@ -48,6 +58,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Demo(args) => demo::main(&args, &mut rand_core::OsRng),
+        Command::Psbt(args) => psbt::main(&args, unix_now()),
         Command::Keys(args) => return keys::main(args),
     };
     match result {

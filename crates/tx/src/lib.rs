@@ -80,13 +80,15 @@ mod network;
 mod policy;
 mod psbt;
 mod sighash;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod wallet;
 
 pub use build::{Destination, Payment, SpendInput, build_psbt};
 pub use error::{AmountOf, Error, TaprootField};
 pub use network::Network;
 pub use policy::{
-    Approval, ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT,
+    Approval, ChargeEntry, ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT,
     DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, Outcome,
     OutputScriptType, Policy, PolicyConfig, PolicyConfigError, PolicyDenial, PolicyReport,
     PolicyVersion, RateCharge, RawDigests, Rule, SighashTypeName, TimeWindow, TimeWindowConfig,

@@ -20,7 +20,7 @@ pub use config::{
     DEFAULT_MAX_FEE_PER_DAY_SAT, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT,
     DEFAULT_MAX_PER_DAY, PolicyConfig, PolicyConfigError, SighashTypeName, TimeWindowConfig,
 };
-pub use rate::{ChargeLedger, ChargeLog, CoordinatorId, RateCharge};
+pub use rate::{ChargeEntry, ChargeLedger, ChargeLog, CoordinatorId, RateCharge};
 pub use time::{TimeWindow, UnixTime, Weekday};
 
 use crate::sighash::{InputIndex, OutputIndex};
@@ -440,6 +440,13 @@ impl Policy {
     #[must_use]
     pub const fn version(&self) -> PolicyVersion {
         self.version
+    }
+
+    /// The largest fee one transaction may pay (`max_fee_sat`): what a
+    /// ledger assumes for a charge whose fee it does not know.
+    #[must_use]
+    pub const fn max_fee(&self) -> Amount {
+        self.max_fee
     }
 
     /// Whether `sighash_type` may be signed under this policy.

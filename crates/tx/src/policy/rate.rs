@@ -127,6 +127,16 @@ impl ChargeLog {
         }
     }
 
+    /// Each charge on record, in txid order: what a durable ledger stores.
+    pub fn iter(&self) -> impl Iterator<Item = ChargeEntry> + '_ {
+        self.charged.iter().map(|(txid, e)| ChargeEntry {
+            txid: *txid,
+            at: e.at,
+            fee: e.fee,
+            coordinator: e.coordinator.clone(),
+        })
+    }
+
     /// Forgets charges made a day or more before `now`: they no longer count
     /// towards any limit (windows are half-open). A
     /// transaction signed again after that is charged again.
@@ -149,6 +159,57 @@ pub(crate) const fn window_start(now: UnixTime, secs: u64) -> UnixTime {
 
 fn count<T>(items: impl Iterator<Item = T>) -> u32 {
     u32::try_from(items.count()).unwrap_or(u32::MAX)
+}
+
+/// One charge on record in a [`ChargeLog`], as a durable ledger stores it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChargeEntry {
+    /// The transaction charged.
+    pub txid: Txid,
+    /// When it was charged.
+    pub at: UnixTime,
+    /// Its fee; `None` if unknown (the fee budget then assumes the largest
+    /// fee `max_fee_sat` allows).
+    pub fee: Option<Amount>,
+    /// The coordinator that requested it; `None` if unknown (it then counts
+    /// against every coordinator's sub-limits).
+    pub coordinator: Option<CoordinatorId>,
+}
+
+impl ChargeEntry {
+    /// A charge of `txid` at `at`, with its fee and requesting coordinator
+    /// where known.
+    #[must_use]
+    pub const fn new(
+        txid: Txid,
+        at: UnixTime,
+        fee: Option<Amount>,
+        coordinator: Option<CoordinatorId>,
+    ) -> Self {
+        Self {
+            txid,
+            at,
+            fee,
+            coordinator,
+        }
+    }
+}
+
+/// Rebuilds a log from stored charges (the first wins for a repeated txid,
+/// as [`ChargeLog::apply`] keeps it).
+impl FromIterator<ChargeEntry> for ChargeLog {
+    fn from_iter<I: IntoIterator<Item = ChargeEntry>>(iter: I) -> Self {
+        let mut log = Self::new();
+        for e in iter {
+            log.charged.entry(e.txid).or_insert(Entry {
+                at: e.at,
+                fee: e.fee,
+                coordinator: e.coordinator,
+            });
+        }
+        log
+    }
 }
 
 impl ChargeLedger for ChargeLog {

@@ -80,26 +80,5 @@ pub(crate) fn verify_with_core(
     tx: &Transaction,
     prevouts: &[TxOut],
 ) -> Result<(), (usize, bitcoinconsensus::Error)> {
-    let tx_bytes = bitcoin::consensus::serialize(tx);
-    let utxos: Vec<bitcoinconsensus::Utxo> = prevouts
-        .iter()
-        .map(|p| bitcoinconsensus::Utxo {
-            script_pubkey: p.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: u32::try_from(p.script_pubkey.len()).unwrap(),
-            value: i64::try_from(p.value.to_sat()).unwrap(),
-        })
-        .collect();
-    let flags = bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT;
-    for (i, p) in prevouts.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            p.script_pubkey.as_bytes(),
-            p.value.to_sat(),
-            &tx_bytes,
-            Some(&utxos),
-            i,
-            flags,
-        )
-        .map_err(|e| (i, e))?;
-    }
-    Ok(())
+    thresig_tx::test_util::verify_with_core(tx, prevouts).map_err(|r| (r.input, r.error))
 }

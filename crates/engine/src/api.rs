@@ -1,0 +1,346 @@
+//! The request/response API shared by the daemon, the C ABI and tests.
+//!
+//! Every message travels in an [`Envelope`] carrying [`API_VERSION`]. Byte
+//! fields are hex strings in JSON. Seats are their numbers (`1..=n`).
+//! Replies are [`Reply::Ok`] with a [`Response`] or [`Reply::Error`] with an
+//! [`ErrorBody`] holding the stable code and recovery class.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Limits;
+use crate::dkg::{ConfirmationStatus, DkgProposal};
+use crate::dkg_msg::{DkgSessionId, SignedDkgMessage};
+use crate::error::{Error, ErrorCode, recovery_str};
+use crate::ids::{Epoch, WalletId};
+use crate::target::SigningTarget;
+use crate::wallet::WalletStateKind;
+
+/// The API version this signer speaks.
+pub const API_VERSION: u16 = 1;
+
+/// Bytes, encoded as lowercase hex in JSON.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HexBytes(#[serde(with = "hex::serde")] pub Vec<u8>);
+
+impl std::fmt::Debug for HexBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", hex::encode(&self.0))
+    }
+}
+
+/// A versioned message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Envelope<T> {
+    /// The API version of `body`.
+    pub version: u16,
+    /// The message.
+    pub body: T,
+}
+
+impl<T> Envelope<T> {
+    /// Wraps `body` in the current version.
+    pub fn new(body: T) -> Self {
+        Self {
+            version: API_VERSION,
+            body,
+        }
+    }
+}
+
+/// Signing round 1: fresh nonce commitments, one per input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Round1Request {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// Number of inputs (nonces) wanted.
+    pub inputs: usize,
+}
+
+impl Round1Request {
+    /// A request for `inputs` fresh commitments of `wallet`.
+    pub fn new(wallet: WalletId, inputs: usize) -> Self {
+        Self { wallet, inputs }
+    }
+}
+
+/// Signing round 2: one share per input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Round2Request {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// The wallet epoch the coordinator believes current.
+    pub epoch: Epoch,
+    /// The seat numbers of the signer set, identical in every package.
+    pub signers: Vec<u16>,
+    /// What is signed; the signer derives each input's message from it.
+    pub target: SigningTarget,
+    /// One encoded FROST signing package per input, in input order.
+    pub packages: Vec<HexBytes>,
+}
+
+impl Round2Request {
+    /// A round-2 request (see the field docs).
+    pub fn new(
+        wallet: WalletId,
+        epoch: Epoch,
+        signers: Vec<u16>,
+        target: SigningTarget,
+        packages: Vec<HexBytes>,
+    ) -> Self {
+        Self {
+            wallet,
+            epoch,
+            signers,
+            target,
+            packages,
+        }
+    }
+}
+
+/// Destroys live nonces a coordinator no longer needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AbortRequest {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// Commitments (as returned by round 1) whose round-1 vectors are
+    /// dropped; only the requesting coordinator's own vectors are touched.
+    pub commitments: Vec<HexBytes>,
+}
+
+impl AbortRequest {
+    /// An abort of the vectors holding `commitments`.
+    pub fn new(wallet: WalletId, commitments: Vec<HexBytes>) -> Self {
+        Self {
+            wallet,
+            commitments,
+        }
+    }
+}
+
+/// A request to the signer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Request {
+    /// Signing round 1.
+    Round1(Round1Request),
+    /// Signing round 2.
+    Round2(Round2Request),
+    /// Drop live nonces.
+    Abort(AbortRequest),
+    /// One wallet's status.
+    Status {
+        /// The wallet.
+        wallet: WalletId,
+    },
+    /// The status of every configured wallet the requesting coordinator is
+    /// a member of.
+    ListWallets,
+    /// DKG part 1 for a proposal.
+    DkgStart(DkgProposal),
+    /// DKG part 2: the other members' round-1 messages.
+    DkgRound2 {
+        /// The wallet.
+        wallet: WalletId,
+        /// The session.
+        session: DkgSessionId,
+        /// One round-1 message from each other member.
+        round1: Vec<SignedDkgMessage>,
+    },
+    /// DKG part 3: the round-2 messages addressed to this member.
+    DkgFinish {
+        /// The wallet.
+        wallet: WalletId,
+        /// The session.
+        session: DkgSessionId,
+        /// One round-2 message from each other member.
+        round2: Vec<SignedDkgMessage>,
+    },
+    /// A member's confirmation of a finished DKG.
+    DkgConfirm {
+        /// The wallet.
+        wallet: WalletId,
+        /// The signed confirmation.
+        confirmation: SignedDkgMessage,
+    },
+}
+
+impl Request {
+    /// The wallet a request addresses, if it addresses one.
+    pub fn wallet(&self) -> Option<&WalletId> {
+        match self {
+            Self::Round1(r) => Some(&r.wallet),
+            Self::Round2(r) => Some(&r.wallet),
+            Self::Abort(r) => Some(&r.wallet),
+            Self::DkgStart(p) => Some(&p.wallet),
+            Self::Status { wallet }
+            | Self::DkgRound2 { wallet, .. }
+            | Self::DkgFinish { wallet, .. }
+            | Self::DkgConfirm { wallet, .. } => Some(wallet),
+            Self::ListWallets => None,
+        }
+    }
+}
+
+/// The answer to a round-1 request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Round1Response {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// This signer's seat number.
+    pub seat: u16,
+    /// The wallet's current epoch.
+    pub epoch: Epoch,
+    /// Encoded commitments, one per input.
+    pub commitments: Vec<HexBytes>,
+}
+
+/// The answer to a round-2 request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Round2Response {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// This signer's seat number.
+    pub seat: u16,
+    /// Encoded signature shares, one per input.
+    pub shares: Vec<HexBytes>,
+    /// A fresh round-1 vector of as many commitments, for the
+    /// coordinator's next ROAST session (live nonces in this signer's
+    /// pool); empty when the wallet's nonce capacity is exhausted.
+    pub commitments: Vec<HexBytes>,
+}
+
+/// A wallet as `status` and `list_wallets` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WalletStatus {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// Its state.
+    pub state: WalletStateKind,
+    /// Its threshold.
+    pub threshold: u16,
+    /// Its roster size.
+    pub members: u16,
+    /// This signer's seat number.
+    pub seat: u16,
+    /// The current epoch, for wallets that hold a key.
+    pub epoch: Option<Epoch>,
+    /// The BIP341 output key, for wallets that hold a key.
+    pub output_key: Option<HexBytes>,
+    /// Live nonces held for this wallet.
+    pub live_nonces: usize,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Response {
+    /// Round-1 commitments.
+    Round1(Round1Response),
+    /// Round-2 shares.
+    Round2(Round2Response),
+    /// Nonces destroyed by an abort.
+    Aborted {
+        /// How many.
+        destroyed: usize,
+    },
+    /// One wallet's status.
+    Status(WalletStatus),
+    /// Every wallet's status.
+    Wallets {
+        /// The wallets, in id order.
+        wallets: Vec<WalletStatus>,
+    },
+    /// DKG messages this member sends (part 1: one; part 2: one per peer;
+    /// part 3: its confirmation).
+    DkgMessages {
+        /// The signed messages.
+        messages: Vec<SignedDkgMessage>,
+    },
+    /// How far the wallet's confirmations are.
+    Confirmations(ConfirmationStatus),
+}
+
+/// An error as sent on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ErrorBody {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// `retryable` or `terminal`.
+    pub recovery: String,
+    /// A human-readable description built from the error's fields (never
+    /// secret material).
+    pub message: String,
+}
+
+impl From<&Error> for ErrorBody {
+    fn from(err: &Error) -> Self {
+        let code = err.code();
+        Self {
+            code,
+            recovery: recovery_str(code.recovery()).to_owned(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// A reply: a response or an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reply {
+    /// Success.
+    Ok(Response),
+    /// Failure.
+    Error(ErrorBody),
+}
+
+impl From<Result<Response, Error>> for Reply {
+    fn from(result: Result<Response, Error>) -> Self {
+        match result {
+            Ok(r) => Self::Ok(r),
+            Err(e) => Self::Error(ErrorBody::from(&e)),
+        }
+    }
+}
+
+/// Decodes a JSON request envelope, enforcing the size limit and version.
+///
+/// # Errors
+/// [`Error::RequestTooLarge`] above `limits.max_request_bytes`,
+/// [`Error::UndecodableRequest`] for bad JSON, and
+/// [`Error::UnsupportedVersion`] for another version.
+pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<Request, Error> {
+    if bytes.len() > limits.max_request_bytes {
+        return Err(Error::RequestTooLarge {
+            bytes: bytes.len(),
+            max: limits.max_request_bytes,
+        });
+    }
+    let envelope: Envelope<Request> =
+        serde_json::from_slice(bytes).map_err(|_| Error::UndecodableRequest)?;
+    if envelope.version != API_VERSION {
+        return Err(Error::UnsupportedVersion {
+            got: envelope.version,
+            supported: API_VERSION,
+        });
+    }
+    Ok(envelope.body)
+}
+
+/// Encodes a reply envelope as JSON.
+pub fn encode_reply(reply: Reply) -> Vec<u8> {
+    // Serializing these plain data types cannot fail; an empty object would
+    // only result from a serde_json bug.
+    serde_json::to_vec(&Envelope::new(reply)).unwrap_or_default()
+}

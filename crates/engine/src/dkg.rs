@@ -1,0 +1,659 @@
+//! DKG participation: the signer-side checks of DESIGN.md §4 and §6.
+//!
+//! A signer joins a DKG only for a (wallet, t, n, ordered roster) its own
+//! configuration defines. Part 1 sends a signed round-1 package with a fresh
+//! HPKE key; part 2 checks every peer's signature, computes the echo hash and
+//! seals one round-2 package to each peer; part 3 checks every round-2
+//! message (signature, recipient, echo hash, seal), derives the share,
+//! commits the key package durably (insert-if-absent, with the result
+//! awaiting confirmation) and signs a confirmation of (session, output key,
+//! transcript hash). The wallet becomes `active` only when all n signed
+//! confirmations verify; they are accepted from any sender at any time, also
+//! after a restart. Secret packages and the HPKE key live in memory only: a
+//! restart aborts a DKG in progress. A failed check names the accusing and
+//! the accused seats and stops the session.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::SigningKey;
+use rand_core::{CryptoRng, RngCore};
+use serde::{Deserialize, Serialize};
+use thresig_crypto::{DkgRound1, DkgRound2, Round1Package, Round2Package, ScriptTree, Seat};
+use thresig_store::{Conflict, Store, WriteOutcome};
+
+use crate::api::HexBytes;
+use crate::check::tagged_hash;
+use crate::config::{IdentityKey, WalletConfig};
+use crate::dkg_msg::{
+    DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash, hpke_keypair, open, seal,
+};
+use crate::durable::{
+    abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for, wallet_epoch,
+};
+use crate::error::{DkgFault, Error, InternalFault};
+use crate::ids::WalletId;
+use crate::signer::{Shard, Signer, Slot, lock};
+use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
+
+/// A coordinator's proposal to run a DKG for a wallet. The signer joins
+/// only if threshold and roster equal its own configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DkgProposal {
+    /// The session.
+    pub session: DkgSessionId,
+    /// The wallet.
+    pub wallet: WalletId,
+    /// The proposed threshold.
+    pub threshold: u16,
+    /// The proposed ordered roster.
+    pub roster: Vec<IdentityKey>,
+}
+
+impl DkgProposal {
+    /// A proposal (see the field docs).
+    pub fn new(
+        session: DkgSessionId,
+        wallet: WalletId,
+        threshold: u16,
+        roster: Vec<IdentityKey>,
+    ) -> Self {
+        Self {
+            session,
+            wallet,
+            threshold,
+            roster,
+        }
+    }
+}
+
+/// How far a wallet's confirmations are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ConfirmationStatus {
+    /// Members whose confirmation verified.
+    pub confirmed: usize,
+    /// Members in the roster (all must confirm).
+    pub needed: usize,
+    /// Whether the wallet is now active.
+    pub active: bool,
+}
+
+/// A DKG in progress on this signer (memory only).
+pub(crate) struct DkgSession {
+    id: DkgSessionId,
+    phase: Phase,
+}
+
+enum Phase {
+    /// Part 1 sent; waiting for the peers' round-1 messages.
+    Round1 {
+        state: DkgRound1,
+        hpke: HpkeSecret,
+        package: Vec<u8>,
+        hpke_key: Vec<u8>,
+    },
+    /// Part 2 sent; waiting for the round-2 messages addressed to us.
+    Round2 {
+        state: DkgRound2,
+        hpke: HpkeSecret,
+        echo: [u8; 32],
+    },
+    /// Part 3 computed the result, but its commit has not been seen to be
+    /// durable: the byte-identical part-3 request (`request`) re-attempts
+    /// the same commit. The HPKE key is already gone.
+    Finished {
+        result: Box<Confirming>,
+        request: [u8; 32],
+    },
+}
+
+impl<S: Store> Signer<S> {
+    /// DKG part 1: checks the proposal against the configuration and
+    /// returns this member's signed round-1 message. Replaces any DKG of
+    /// the wallet still in progress in memory.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`], [`Error::DkgMismatch`] when threshold or
+    /// roster differ from the configuration, [`Error::WalletAlreadyKeyed`]
+    /// for a wallet that is already active (or later).
+    pub fn dkg_start<R: RngCore + CryptoRng>(
+        &self,
+        proposal: &DkgProposal,
+        rng: &mut R,
+    ) -> Result<SignedDkgMessage, Error> {
+        let slot = self.slot(&proposal.wallet)?;
+        let config = &slot.config;
+        if proposal.threshold != config.threshold || proposal.roster != config.roster {
+            return Err(Error::DkgMismatch {
+                wallet: config.id.clone(),
+            });
+        }
+        let mut shard = lock(slot)?;
+        if !matches!(
+            shard.state,
+            WalletState::DkgPending | WalletState::AwaitingConfirmations(_)
+        ) {
+            return Err(Error::WalletAlreadyKeyed {
+                wallet: config.id.clone(),
+            });
+        }
+        let params = config.params().map_err(|_| Error::DkgMismatch {
+            wallet: config.id.clone(),
+        })?;
+        let (state, package) = DkgRound1::start(params, slot.seat, ScriptTree::KeyPathOnly, rng)
+            .map_err(|_| Error::Internal(InternalFault::CryptoRefused))?;
+        let package = package
+            .to_bytes()
+            .map_err(|_| Error::Internal(InternalFault::Serialization))?;
+        let (hpke, hpke_key) = hpke_keypair(rng);
+        let payload = DkgPayload::Round1 {
+            package: HexBytes(package.clone()),
+            hpke_key: HexBytes(hpke_key.clone()),
+        };
+        shard.dkg = Some(DkgSession {
+            id: proposal.session,
+            phase: Phase::Round1 {
+                state,
+                hpke,
+                package,
+                hpke_key,
+            },
+        });
+        Ok(SignedDkgMessage::sign(
+            &self.identity,
+            proposal.session,
+            config.id.clone(),
+            slot.seat.get(),
+            payload,
+        ))
+    }
+
+    /// DKG part 2: checks the peers' signed round-1 messages (one from each
+    /// other member) and returns one signed, sealed round-2 message per
+    /// peer.
+    ///
+    /// # Errors
+    /// [`Error::DkgNotInPhase`] without a matching session in part 1;
+    /// [`Error::DkgFailed`] naming the accused seat (bad signature, wrong
+    /// session, missing or duplicate sender, invalid package). The session
+    /// is over after a failure.
+    pub fn dkg_round2<R: RngCore + CryptoRng>(
+        &self,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        round1: &[SignedDkgMessage],
+        rng: &mut R,
+    ) -> Result<Vec<SignedDkgMessage>, Error> {
+        let slot = self.slot(wallet)?;
+        let mut shard = lock(slot)?;
+        let (state, hpke, own_package, own_key) = match take_phase(&mut shard, slot, session)? {
+            Phase::Round1 {
+                state,
+                hpke,
+                package,
+                hpke_key,
+            } => (state, hpke, package, hpke_key),
+            other => return Err(restore(&mut shard, session, other, slot)),
+        };
+        let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
+        let me = slot.seat.get();
+        let mut by_seat: BTreeMap<u16, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+        by_seat.insert(me, (own_package, own_key));
+        for msg in round1 {
+            check_envelope(slot, session, msg)?;
+            let DkgPayload::Round1 { package, hpke_key } = &msg.payload else {
+                return Err(fail(msg.sender, DkgFault::UnexpectedPayload));
+            };
+            if by_seat
+                .insert(msg.sender, (package.0.clone(), hpke_key.0.clone()))
+                .is_some()
+            {
+                return Err(fail(msg.sender, DkgFault::DuplicateSender));
+            }
+        }
+        if let Some(missing) = missing_seat(&slot.config, by_seat.keys().copied()) {
+            return Err(fail(missing, DkgFault::MissingSender));
+        }
+        let echo_input: Vec<(u16, &[u8], &[u8])> = by_seat
+            .iter()
+            .map(|(s, (p, k))| (*s, p.as_slice(), k.as_slice()))
+            .collect();
+        let echo = echo_hash(&session, &slot.config, &echo_input);
+        let mut peers = Vec::with_capacity(by_seat.len());
+        for (&seat, (package, _)) in by_seat.iter().filter(|(s, _)| **s != me) {
+            let package = Round1Package::from_bytes(package)
+                .map_err(|_| fail(seat, DkgFault::InvalidPackage))?;
+            peers.push((seat_of(seat)?, package));
+        }
+        let (state, outgoing) = state.receive(peers).map_err(|e| {
+            let accused = e.culprits().first().map_or(0, |s| s.get());
+            fail(accused, DkgFault::InvalidPackage)
+        })?;
+        let mut messages = Vec::with_capacity(outgoing.len());
+        for (to, package) in outgoing {
+            let (_, key) = by_seat
+                .get(&to.get())
+                .ok_or(Error::Internal(InternalFault::Invariant))?;
+            let plain = package
+                .to_bytes()
+                .map_err(|_| Error::Internal(InternalFault::Serialization))?;
+            let sealed = seal(key, &session, wallet, me, to.get(), &plain, rng)
+                .ok_or_else(|| fail(to.get(), DkgFault::InvalidPackage))?;
+            let payload = DkgPayload::Round2 {
+                to: to.get(),
+                sealed: HexBytes(sealed),
+                echo: HexBytes(echo.to_vec()),
+            };
+            messages.push(SignedDkgMessage::sign(
+                &self.identity,
+                session,
+                wallet.clone(),
+                me,
+                payload,
+            ));
+        }
+        shard.dkg = Some(DkgSession {
+            id: session,
+            phase: Phase::Round2 { state, hpke, echo },
+        });
+        Ok(messages)
+    }
+
+    /// DKG part 3: checks the round-2 messages addressed to this member
+    /// (signature, recipient, echo hash, seal), derives the share, commits
+    /// the key package (insert-if-absent) with the result awaiting
+    /// confirmation, and returns this member's signed confirmation.
+    ///
+    /// # Errors
+    /// [`Error::DkgNotInPhase`]; [`Error::DkgFailed`] naming the accused seat;
+    /// [`Error::KeyPackagePresent`] when a key package is already stored
+    /// for the wallet (a later DKG never overwrites it); [`Error::Store`].
+    pub fn dkg_finish(
+        &self,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        round2: &[SignedDkgMessage],
+    ) -> Result<SignedDkgMessage, Error> {
+        let slot = self.slot(wallet)?;
+        let mut shard = lock(slot)?;
+        let request = finish_request_hash(round2)?;
+        match shard.dkg.take() {
+            Some(DkgSession {
+                id,
+                phase: Phase::Round2 { state, hpke, echo },
+            }) if id == session => {
+                let result = self.compute_result(slot, session, round2, state, &hpke, echo)?;
+                self.commit_result(slot, &mut shard, session, result, request)
+            }
+            Some(DkgSession {
+                id,
+                phase:
+                    Phase::Finished {
+                        result,
+                        request: first,
+                    },
+            }) if id == session && first == request => {
+                self.commit_result(slot, &mut shard, session, *result, request)
+            }
+            other => {
+                shard.dkg = other;
+                // A result already durable answers its own session again.
+                match &shard.state {
+                    WalletState::AwaitingConfirmations(c) if c.session() == session => {
+                        c.confirmation(&self.identity, wallet, slot.seat.get())
+                    }
+                    _ => Err(Error::DkgNotInPhase {
+                        wallet: wallet.clone(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Checks the round-2 messages addressed to this member and derives its
+    /// share and the wallet key. The HPKE key (zeroized on drop by
+    /// x25519-dalek) is dropped by the caller when this returns.
+    fn compute_result(
+        &self,
+        slot: &Slot,
+        session: DkgSessionId,
+        round2: &[SignedDkgMessage],
+        state: DkgRound2,
+        hpke: &HpkeSecret,
+        echo: [u8; 32],
+    ) -> Result<Confirming, Error> {
+        let wallet = &slot.config.id;
+        let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
+        let me = slot.seat.get();
+        let mut packages = Vec::with_capacity(round2.len());
+        let mut senders = BTreeSet::from([me]);
+        for msg in round2 {
+            check_envelope(slot, session, msg)?;
+            let DkgPayload::Round2 {
+                to,
+                sealed,
+                echo: theirs,
+            } = &msg.payload
+            else {
+                return Err(fail(msg.sender, DkgFault::UnexpectedPayload));
+            };
+            if *to != me {
+                return Err(fail(msg.sender, DkgFault::WrongRecipient));
+            }
+            if theirs.0 != echo {
+                return Err(fail(msg.sender, DkgFault::EchoMismatch));
+            }
+            if !senders.insert(msg.sender) {
+                return Err(fail(msg.sender, DkgFault::DuplicateSender));
+            }
+            let plain = open(hpke, &session, wallet, msg.sender, me, &sealed.0)
+                .ok_or_else(|| fail(msg.sender, DkgFault::BadSeal))?;
+            let package = Round2Package::from_bytes(&plain)
+                .map_err(|_| fail(msg.sender, DkgFault::InvalidPackage))?;
+            packages.push((seat_of(msg.sender)?, package));
+        }
+        if let Some(missing) = missing_seat(&slot.config, senders.iter().copied()) {
+            return Err(fail(missing, DkgFault::MissingSender));
+        }
+        let (share, key) = state
+            .finish(packages)
+            .map_err(|e| {
+                let accused = e.culprits().first().map_or(NO_MEMBER, |s| s.get());
+                fail(accused, DkgFault::InvalidPackage)
+            })?
+            .into_parts();
+        let mut result = Confirming::new(session, key, share, echo);
+        result.accept(me);
+        Ok(result)
+    }
+
+    /// Commits a computed part-3 result (insert-if-absent) and moves the
+    /// wallet to awaiting confirmations. A result the store already holds
+    /// (an earlier commit whose outcome was unknown) is adopted. If the
+    /// commit fails, the result stays in memory for the byte-identical
+    /// retry.
+    fn commit_result(
+        &self,
+        slot: &Slot,
+        shard: &mut Shard,
+        session: DkgSessionId,
+        result: Confirming,
+        request: [u8; 32],
+    ) -> Result<SignedDkgMessage, Error> {
+        let wallet = &slot.config.id;
+        let ops = pending_ops(wallet, &result)?;
+        let outcome = match self.store.write(ops) {
+            Ok(outcome) => outcome,
+            Err(source) => {
+                shard.dkg = Some(DkgSession {
+                    id: session,
+                    phase: Phase::Finished {
+                        result: Box::new(result),
+                        request,
+                    },
+                });
+                return Err(Error::Store {
+                    wallet: wallet.clone(),
+                    source,
+                });
+            }
+        };
+        match outcome {
+            WriteOutcome::Committed(_) => {}
+            WriteOutcome::Skipped {
+                conflict: Conflict::KeyPackagePresent(_),
+                ..
+            } => {
+                if !result_is_stored(&self.store, wallet, &result)? {
+                    return Err(Error::KeyPackagePresent {
+                        wallet: wallet.clone(),
+                    });
+                }
+            }
+            _ => return Err(Error::Internal(InternalFault::UnexpectedWrite)),
+        }
+        let message = result.confirmation(&self.identity, wallet, slot.seat.get())?;
+        shard.state = WalletState::AwaitingConfirmations(result);
+        Ok(message)
+    }
+
+    /// Adopts a part-3 result held in memory whose commit turned out to be
+    /// durable (the store holds exactly this result), so confirmations and
+    /// the operator's abort see it. Does nothing otherwise.
+    fn adopt_durable(&self, slot: &Slot, shard: &mut Shard) -> Result<(), Error> {
+        let Some(DkgSession {
+            phase: Phase::Finished { result, .. },
+            ..
+        }) = &shard.dkg
+        else {
+            return Ok(());
+        };
+        if !matches!(shard.state, WalletState::DkgPending)
+            || !result_is_stored(&self.store, &slot.config.id, result)?
+        {
+            return Ok(());
+        }
+        if let Some(DkgSession {
+            phase: Phase::Finished { result, .. },
+            ..
+        }) = shard.dkg.take()
+        {
+            shard.state = WalletState::AwaitingConfirmations(*result);
+        }
+        Ok(())
+    }
+
+    /// Accepts a signed confirmation from any member at any time. When all
+    /// n members' confirmations of this member's result verify, the wallet
+    /// becomes `active` (its record committed durably).
+    ///
+    /// # Errors
+    /// [`Error::DkgNotInPhase`] when the wallet awaits no confirmation;
+    /// [`Error::DkgFailed`] for a validly signed confirmation of another
+    /// result (members disagree; the operator decides); [`Error::Store`].
+    pub fn dkg_confirm(
+        &self,
+        wallet: &WalletId,
+        msg: &SignedDkgMessage,
+    ) -> Result<ConfirmationStatus, Error> {
+        let slot = self.slot(wallet)?;
+        let mut shard = lock(slot)?;
+        self.adopt_durable(slot, &mut shard)?;
+        let needed = slot.config.roster.len();
+        if matches!(shard.state, WalletState::Active(_)) {
+            return Ok(ConfirmationStatus {
+                confirmed: needed,
+                needed,
+                active: true,
+            });
+        }
+        let WalletState::AwaitingConfirmations(confirming) = &mut shard.state else {
+            return Err(Error::DkgNotInPhase {
+                wallet: wallet.clone(),
+            });
+        };
+        let session = confirming.session();
+        // An unverifiable or replayed (other session) confirmation proves
+        // nothing about its claimed sender: a relay fault, no one accused.
+        if &msg.wallet != wallet || msg.session != session || !msg.verify(&slot.config) {
+            return Err(dkg_failed(slot, session, NO_MEMBER, DkgFault::BadSignature));
+        }
+        if !confirming.matches(&msg.payload)? {
+            return Err(dkg_failed(
+                slot,
+                session,
+                msg.sender,
+                DkgFault::ConfirmationMismatch,
+            ));
+        }
+        let confirmed = confirming.accept(msg.sender);
+        if confirmed < needed {
+            return Ok(ConfirmationStatus {
+                confirmed,
+                needed,
+                active: false,
+            });
+        }
+        let ops = confirmation_ops(wallet, session, confirming.key())?;
+        self.store.write(ops).map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?;
+        let epoch = wallet_epoch(&self.store, wallet)?;
+        let WalletState::AwaitingConfirmations(confirming) =
+            std::mem::replace(&mut shard.state, WalletState::DkgPending)
+        else {
+            return Err(Error::Internal(InternalFault::Invariant));
+        };
+        let (key, share) = confirming.into_parts();
+        shard.state = WalletState::Active(WalletSigningKey { epoch, key, share });
+        Ok(ConfirmationStatus {
+            confirmed,
+            needed,
+            active: true,
+        })
+    }
+}
+
+impl<S: Store> Signer<S> {
+    /// Operator command: aborts the wallet's DKG `session`. A session still
+    /// in progress is dropped from memory; a finished but unconfirmed one
+    /// has its result and key package deleted, so a new DKG can run. A
+    /// confirmed (active) wallet is never touched.
+    ///
+    /// # Errors
+    /// [`Error::DkgNotInPhase`] when the wallet has no such session;
+    /// [`Error::Store`] when the deletion does not commit (nothing changed).
+    pub fn dkg_abort(&self, wallet: &WalletId, session: DkgSessionId) -> Result<(), Error> {
+        let slot = self.slot(wallet)?;
+        let mut shard = lock(slot)?;
+        let in_memory = match &shard.dkg {
+            Some(s) if s.id == session => Some(matches!(s.phase, Phase::Finished { .. })),
+            _ => None,
+        };
+        if in_memory == Some(false) {
+            shard.dkg = None;
+            return Ok(());
+        }
+        let awaiting = matches!(
+            &shard.state,
+            WalletState::AwaitingConfirmations(c) if c.session() == session
+        );
+        // A result whose commit outcome memory does not know (or a stored
+        // one memory never loaded) is deleted as well.
+        let durable = || -> Result<bool, Error> {
+            Ok(matches!(shard.state, WalletState::DkgPending)
+                && result_stored_for(&self.store, wallet, session)?)
+        };
+        if !awaiting && in_memory.is_none() && !durable()? {
+            return Err(Error::DkgNotInPhase {
+                wallet: wallet.clone(),
+            });
+        }
+        self.store
+            .write(abort_ops(wallet, session)?)
+            .map_err(|source| Error::Store {
+                wallet: wallet.clone(),
+                source,
+            })?;
+        shard.dkg = None;
+        shard.state = WalletState::DkgPending;
+        Ok(())
+    }
+}
+
+/// The hash that identifies a part-3 request: only the byte-identical
+/// request may retry a result whose commit did not finish.
+fn finish_request_hash(round2: &[SignedDkgMessage]) -> Result<[u8; 32], Error> {
+    let encoded =
+        serde_json::to_vec(round2).map_err(|_| Error::Internal(InternalFault::Serialization))?;
+    Ok(tagged_hash(FINISH_DOMAIN, &[&encoded]))
+}
+
+/// Domain separation tag of part-3 request hashes.
+const FINISH_DOMAIN: &[u8] = b"thresig/engine/dkg-finish-request/v1";
+
+/// Takes the session's phase out of the shard (the caller puts the next one
+/// back), checking the session id.
+fn take_phase(shard: &mut Shard, slot: &Slot, session: DkgSessionId) -> Result<Phase, Error> {
+    match shard.dkg.take() {
+        Some(s) if s.id == session => Ok(s.phase),
+        other => {
+            shard.dkg = other;
+            Err(Error::DkgNotInPhase {
+                wallet: slot.config.id.clone(),
+            })
+        }
+    }
+}
+
+/// Puts back a phase that was not the expected one and returns the error.
+fn restore(shard: &mut Shard, session: DkgSessionId, phase: Phase, slot: &Slot) -> Error {
+    shard.dkg = Some(DkgSession { id: session, phase });
+    Error::DkgNotInPhase {
+        wallet: slot.config.id.clone(),
+    }
+}
+
+/// Checks a message's session, wallet, sender and signature. A message
+/// that fails here proves nothing about its claimed sender (the coordinator
+/// relays every message and may have forged, altered or replayed it), so the
+/// failure accuses no member: it is reported as a relay fault.
+fn check_envelope(slot: &Slot, session: DkgSessionId, msg: &SignedDkgMessage) -> Result<(), Error> {
+    if msg.sender == slot.seat.get() {
+        return Err(dkg_failed(
+            slot,
+            session,
+            NO_MEMBER,
+            DkgFault::OwnMessageEchoed,
+        ));
+    }
+    if msg.session != session || msg.wallet != slot.config.id || !msg.verify(&slot.config) {
+        return Err(dkg_failed(slot, session, NO_MEMBER, DkgFault::BadSignature));
+    }
+    Ok(())
+}
+
+/// The `accused` seat of a fault no valid signature proves against any
+/// member (a relay fault: the coordinator or the network).
+const NO_MEMBER: u16 = 0;
+
+fn missing_seat(config: &WalletConfig, seen: impl Iterator<Item = u16>) -> Option<u16> {
+    let seen: BTreeSet<u16> = seen.collect();
+    (1..=u16::try_from(config.roster.len()).unwrap_or(u16::MAX)).find(|s| !seen.contains(s))
+}
+
+/// A seat number that already passed the roster check, as a crypto seat.
+fn seat_of(number: u16) -> Result<Seat, Error> {
+    Seat::try_from(number).map_err(|_| Error::Internal(InternalFault::Invariant))
+}
+
+fn dkg_failed(slot: &Slot, session: DkgSessionId, accused: u16, fault: DkgFault) -> Error {
+    Error::DkgFailed {
+        wallet: slot.config.id.clone(),
+        session,
+        accuser: slot.seat.get(),
+        accused,
+        fault,
+    }
+}
+
+impl Confirming {
+    /// This member's signed confirmation of (session, output key,
+    /// transcript).
+    fn confirmation(
+        &self,
+        identity: &SigningKey,
+        wallet: &WalletId,
+        me: u16,
+    ) -> Result<SignedDkgMessage, Error> {
+        Ok(SignedDkgMessage::sign(
+            identity,
+            self.session(),
+            wallet.clone(),
+            me,
+            self.payload()?,
+        ))
+    }
+}

@@ -1,0 +1,472 @@
+//! The engine's records in the store, and the writes it submits.
+//!
+//! The engine reaches the disk only through [`thresig_store::Store`]. It
+//! keeps three kinds of record there:
+//! - a wallet record (its lifecycle state, the epoch of its key package and
+//!   the public [`WalletKey`] that alone decides the signing tweak);
+//! - the key package (this signer's [`KeyShare`]) by (wallet, key epoch),
+//!   inserted only if absent;
+//! - attempt markers, keyed by this signer's first commitment of the attempt,
+//!   holding the package hash and every share of the attempt, inserted only
+//!   if absent inside the committing transaction.
+
+use thresig_crypto::{KeyShare, Seat, WalletKey};
+use thresig_store::{Marker, Store, WriteOp};
+
+use crate::config::WalletConfig;
+use crate::dkg_msg::DkgSessionId;
+use crate::error::{Error, InternalFault};
+use crate::ids::{Epoch, WalletId};
+use crate::wallet::{Confirming, SigningKey, WalletState};
+
+/// Version byte of the wallet record encoding.
+const RECORD_VERSION: u8 = 1;
+
+/// A wallet's lifecycle state as stored (a wallet without a record is
+/// waiting for its DKG; a record that fails to authenticate is corrupt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Active = 1,
+    Rekeying = 2,
+    Retired = 3,
+}
+
+impl Lifecycle {
+    fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Active),
+            2 => Some(Self::Rekeying),
+            3 => Some(Self::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// The engine's wallet record: `[version][lifecycle][key epoch: u64 BE]`
+/// followed by the encoded `WalletKey`.
+struct WalletRecord {
+    lifecycle: Lifecycle,
+    key_epoch: thresig_store::Epoch,
+    wallet_key: Vec<u8>,
+}
+
+impl WalletRecord {
+    fn encode(&self) -> Vec<u8> {
+        [
+            &[RECORD_VERSION, self.lifecycle as u8][..],
+            &self.key_epoch.0.to_be_bytes(),
+            &self.wallet_key,
+        ]
+        .concat()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let ([version, lifecycle], rest) = bytes.split_first_chunk::<2>()?;
+        let (epoch, key) = rest.split_first_chunk::<8>()?;
+        if *version != RECORD_VERSION {
+            return None;
+        }
+        Some(Self {
+            lifecycle: Lifecycle::from_byte(*lifecycle)?,
+            key_epoch: thresig_store::Epoch(u64::from_be_bytes(*epoch)),
+            wallet_key: key.to_vec(),
+        })
+    }
+}
+
+/// The key epoch a DKG stores its key package at (refresh adds one).
+const FIRST_KEY_EPOCH: thresig_store::Epoch = thresig_store::Epoch(1);
+
+/// Version byte of the DKG result encoding.
+const DKG_RESULT_VERSION: u8 = 1;
+
+fn encoding_failed<E>(_: E) -> Error {
+    Error::Internal(InternalFault::Serialization)
+}
+
+/// The insert-if-absent of this signer's key package.
+fn key_package_op(
+    id: &thresig_store::WalletId,
+    epoch: thresig_store::Epoch,
+    share: &KeyShare,
+) -> Result<WriteOp, Error> {
+    Ok(WriteOp::InsertKeyPackage {
+        wallet: id.clone(),
+        epoch,
+        value: share.to_bytes().map_err(encoding_failed)?.to_vec().into(),
+    })
+}
+
+/// The wallet record marking `key` active at `key_epoch`.
+fn active_record_op(
+    id: &thresig_store::WalletId,
+    key_epoch: thresig_store::Epoch,
+    key: &WalletKey,
+) -> Result<WriteOp, Error> {
+    let record = WalletRecord {
+        lifecycle: Lifecycle::Active,
+        key_epoch,
+        wallet_key: key.to_bytes().map_err(encoding_failed)?,
+    };
+    Ok(WriteOp::PutWallet {
+        wallet: id.clone(),
+        value: record.encode(),
+    })
+}
+
+/// The store writes that make `wallet` active with `key` and this signer's
+/// `share`, its key package stored at `key_epoch`: the key package (insert
+/// if absent, so a stored key package is never overwritten) and the wallet
+/// record, committed together as one unit.
+///
+/// For an imported key, or to set wallets up from a DKG run elsewhere (as
+/// tests do); a DKG this signer takes part in commits through
+/// [`crate::Signer::dkg_finish`] and [`crate::Signer::dkg_confirm`] instead.
+///
+/// # Errors
+/// [`Error::Internal`] if the key material cannot be encoded.
+pub fn activation_ops(
+    wallet: &WalletId,
+    key_epoch: Epoch,
+    key: &WalletKey,
+    share: &KeyShare,
+) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
+    let epoch = thresig_store::Epoch(key_epoch.0);
+    Ok(vec![
+        key_package_op(&id, epoch, share)?,
+        active_record_op(&id, epoch, key)?,
+    ])
+}
+
+/// Reads the wallet's current epoch from the store (a cheap read) into the
+/// key material of a state that holds one, so a bump by a keyring change,
+/// refresh, rekey or policy version is seen without a restart.
+///
+/// # Errors
+/// [`Error::Store`] if the epoch cannot be read;
+/// [`Error::StoredRecordInvalid`] if a wallet holding a key has none.
+pub(crate) fn refresh_epoch<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    state: &mut WalletState,
+) -> Result<(), Error> {
+    if state.key().is_none() {
+        return Ok(());
+    }
+    state.set_epoch(wallet_epoch(store, wallet)?);
+    Ok(())
+}
+
+/// The wallet's current epoch in the store.
+///
+/// # Errors
+/// [`Error::Store`] if it cannot be read; [`Error::StoredRecordInvalid`]
+/// if the wallet has none.
+pub(crate) fn wallet_epoch<S: Store>(store: &S, wallet: &WalletId) -> Result<Epoch, Error> {
+    let epoch = store
+        .wallet_epoch(&wallet.store_id()?)
+        .map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?
+        .ok_or_else(|| Error::StoredRecordInvalid {
+            wallet: wallet.clone(),
+        })?;
+    Ok(epoch.into())
+}
+
+/// The unit that puts an active wallet in `rekeying`: its stored record
+/// with the lifecycle changed (key epoch and wallet key unchanged).
+///
+/// # Errors
+/// [`Error::Store`] if the record cannot be read;
+/// [`Error::StoredRecordInvalid`] if it is missing or does not decode.
+pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
+    let invalid = || Error::StoredRecordInvalid {
+        wallet: wallet.clone(),
+    };
+    let bytes = store
+        .wallet(&id)
+        .map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?
+        .ok_or_else(invalid)?;
+    let mut record = WalletRecord::decode(&bytes).ok_or_else(invalid)?;
+    record.lifecycle = Lifecycle::Rekeying;
+    Ok(vec![WriteOp::PutWallet {
+        wallet: id,
+        value: record.encode(),
+    }])
+}
+
+/// The stored form of a DKG result awaiting confirmation:
+/// `[version][transcript][wallet key]`.
+fn dkg_result_value(result: &Confirming) -> Result<Vec<u8>, Error> {
+    Ok([
+        &[DKG_RESULT_VERSION][..],
+        &result.transcript(),
+        &result.key().to_bytes().map_err(encoding_failed)?,
+    ]
+    .concat())
+}
+
+/// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
+/// the result awaiting confirmation.
+pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
+    Ok(vec![
+        key_package_op(&id, FIRST_KEY_EPOCH, result.share())?,
+        WriteOp::PutDkgResult {
+            wallet: id.clone(),
+            session: dkg_session_id(result.session())?,
+            value: dkg_result_value(result)?.into(),
+        },
+    ])
+}
+
+/// Whether the store already holds exactly this part-3 result (its key
+/// package and its DKG result record): an earlier commit of it was durable
+/// although its outcome was not seen.
+///
+/// # Errors
+/// [`Error::Store`] if the store cannot be read.
+pub(crate) fn result_is_stored<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    result: &Confirming,
+) -> Result<bool, Error> {
+    let id = wallet.store_id()?;
+    let read = |source| Error::Store {
+        wallet: wallet.clone(),
+        source,
+    };
+    let share = result.share().to_bytes().map_err(encoding_failed)?;
+    let stored_share = store.key_package(&id, FIRST_KEY_EPOCH).map_err(read)?;
+    if stored_share.as_ref().map(|s| &s[..]) != Some(&share[..]) {
+        return Ok(false);
+    }
+    let session = dkg_session_id(result.session())?;
+    let value = dkg_result_value(result)?;
+    Ok(store
+        .dkg_results(&id)
+        .map_err(read)?
+        .iter()
+        .any(|(s, v)| *s == session && v[..] == value[..]))
+}
+
+/// Whether the store holds a DKG result of `session` for `wallet`.
+///
+/// # Errors
+/// [`Error::Store`] if the store cannot be read.
+pub(crate) fn result_stored_for<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+) -> Result<bool, Error> {
+    let id = wallet.store_id()?;
+    let session = dkg_session_id(session)?;
+    Ok(store
+        .dkg_results(&id)
+        .map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?
+        .iter()
+        .any(|(s, _)| *s == session))
+}
+
+/// The unit that makes a confirmed DKG's wallet active.
+pub(crate) fn confirmation_ops(
+    wallet: &WalletId,
+    session: DkgSessionId,
+    key: &WalletKey,
+) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
+    Ok(vec![
+        active_record_op(&id, FIRST_KEY_EPOCH, key)?,
+        WriteOp::DeleteDkgResult {
+            wallet: id,
+            session: dkg_session_id(session)?,
+        },
+    ])
+}
+
+/// The unit an operator's abort of an unconfirmed DKG commits: its result
+/// and its key package are deleted (never done automatically).
+pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<WriteOp>, Error> {
+    let id = wallet.store_id()?;
+    Ok(vec![
+        WriteOp::DeleteDkgResult {
+            wallet: id.clone(),
+            session: dkg_session_id(session)?,
+        },
+        WriteOp::DeleteKeyPackage {
+            wallet: id,
+            epoch: FIRST_KEY_EPOCH,
+        },
+    ])
+}
+
+fn dkg_session_id(session: DkgSessionId) -> Result<thresig_store::DkgSessionId, Error> {
+    thresig_store::DkgSessionId::new(session.0.to_vec()).map_err(encoding_failed)
+}
+
+/// A DKG result awaiting confirmation, restored after a restart (its
+/// confirmations must be delivered again; this member's own counts).
+fn load_confirming<S: Store>(
+    store: &S,
+    id: &thresig_store::WalletId,
+    config: &WalletConfig,
+    seat: Seat,
+) -> Result<WalletState, thresig_store::Error> {
+    let results = store.dkg_results(id)?;
+    let Some((session, value)) = results.first() else {
+        return Ok(WalletState::DkgPending);
+    };
+    let Some(share) = store.key_package(id, FIRST_KEY_EPOCH)? else {
+        return Ok(WalletState::Corrupt);
+    };
+    let decoded = (|| {
+        let session = DkgSessionId(session.as_bytes().try_into().ok()?);
+        let ([version], rest) = value.split_first_chunk::<1>()?;
+        let (transcript, key) = rest.split_first_chunk::<32>()?;
+        let key = (*version == DKG_RESULT_VERSION).then_some(key)?;
+        let checked = signing_key(config, seat, Epoch(0), key, &share)?;
+        Some((session, *transcript, checked))
+    })();
+    let Some((session, transcript, checked)) = decoded else {
+        return Ok(WalletState::Corrupt);
+    };
+    let mut confirming = Confirming::new(session, checked.key, checked.share, transcript);
+    confirming.accept(seat.get());
+    Ok(WalletState::AwaitingConfirmations(confirming))
+}
+
+/// Loads a wallet's state. Key material that fails to authenticate, does
+/// not decode, is missing, or disagrees with the configuration makes the
+/// wallet `corrupt` (it refuses to sign; the others keep serving).
+///
+/// # Errors
+/// Retryable store errors (the caller cannot tell the state yet).
+pub(crate) fn load_state<S: Store>(
+    store: &S,
+    config: &WalletConfig,
+    seat: Seat,
+) -> Result<WalletState, thresig_store::Error> {
+    match try_load(store, config, seat) {
+        Ok(state) => Ok(state),
+        Err(e) if e.recovery() == thresig_store::Recovery::Retryable => Err(e),
+        Err(_) => Ok(WalletState::Corrupt),
+    }
+}
+
+fn try_load<S: Store>(
+    store: &S,
+    config: &WalletConfig,
+    seat: Seat,
+) -> Result<WalletState, thresig_store::Error> {
+    let Ok(id) = config.id.store_id() else {
+        return Ok(WalletState::Corrupt);
+    };
+    let Some(bytes) = store.wallet(&id)? else {
+        return load_confirming(store, &id, config, seat);
+    };
+    let Some(record) = WalletRecord::decode(&bytes) else {
+        return Ok(WalletState::Corrupt);
+    };
+    if record.lifecycle == Lifecycle::Retired {
+        return Ok(WalletState::Retired);
+    }
+    let share = store.key_package(&id, record.key_epoch)?;
+    let epoch = store.wallet_epoch(&id)?;
+    let (Some(share), Some(epoch)) = (share, epoch) else {
+        return Ok(WalletState::Corrupt);
+    };
+    let Some(key) = signing_key(config, seat, epoch.into(), &record.wallet_key, &share) else {
+        return Ok(WalletState::Corrupt);
+    };
+    Ok(match record.lifecycle {
+        Lifecycle::Rekeying => WalletState::Rekeying(key),
+        Lifecycle::Active | Lifecycle::Retired => WalletState::Active(key),
+    })
+}
+
+/// Decodes key material and checks it against the configuration.
+fn signing_key(
+    config: &WalletConfig,
+    seat: Seat,
+    epoch: Epoch,
+    wallet_key: &[u8],
+    share: &[u8],
+) -> Option<SigningKey> {
+    let key = WalletKey::from_bytes(wallet_key).ok()?;
+    let share = KeyShare::from_bytes(share).ok()?;
+    let fits = share.seat() == seat
+        && share.check_wallet(&key).is_ok()
+        && key.threshold() == config.threshold
+        && key.members().len() == config.roster.len();
+    fits.then_some(SigningKey { epoch, key, share })
+}
+
+/// Encodes an attempt's shares for its marker: a count, then each share
+/// with its length (both `u16` big-endian).
+pub(crate) fn encode_shares(shares: &[Vec<u8>]) -> Result<Vec<u8>, Error> {
+    let too_long = |_| Error::Internal(InternalFault::Serialization);
+    let mut out = Vec::new();
+    out.extend_from_slice(&u16::try_from(shares.len()).map_err(too_long)?.to_be_bytes());
+    for share in shares {
+        out.extend_from_slice(&u16::try_from(share.len()).map_err(too_long)?.to_be_bytes());
+        out.extend_from_slice(share);
+    }
+    Ok(out)
+}
+
+/// The shares recorded in an attempt marker, in input order (`None` if the
+/// marker's share field does not decode).
+pub fn decode_shares(marker: &Marker) -> Option<Vec<Vec<u8>>> {
+    let (count, mut rest) = marker.shares.split_first_chunk::<2>()?;
+    let mut shares = Vec::with_capacity(usize::from(u16::from_be_bytes(*count)));
+    for _ in 0..u16::from_be_bytes(*count) {
+        let (len, tail) = rest.split_first_chunk::<2>()?;
+        let (share, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+        shares.push(share.to_vec());
+        rest = tail;
+    }
+    rest.is_empty().then_some(shares)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_shares_round_trip_and_refuse_garbage() {
+        let record = WalletRecord {
+            lifecycle: Lifecycle::Rekeying,
+            key_epoch: thresig_store::Epoch(7),
+            wallet_key: vec![1, 2, 3],
+        };
+        let back = WalletRecord::decode(&record.encode()).unwrap();
+        assert_eq!(back.lifecycle, Lifecycle::Rekeying);
+        assert_eq!(back.key_epoch, thresig_store::Epoch(7));
+        assert_eq!(back.wallet_key, vec![1, 2, 3]);
+        assert!(WalletRecord::decode(&[2, 1, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());
+        assert!(WalletRecord::decode(&[1, 9, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());
+
+        let shares = vec![vec![5; 32], vec![], vec![6; 3]];
+        let marker = Marker {
+            package_hash: thresig_store::PackageHash([0; 32]),
+            shares: encode_shares(&shares).unwrap(),
+            expires_at: thresig_store::Timestamp(0),
+        };
+        assert_eq!(decode_shares(&marker).unwrap(), shares);
+        let mut bad = marker.clone();
+        bad.shares.push(0);
+        assert!(decode_shares(&bad).is_none());
+        bad.shares.truncate(3);
+        assert!(decode_shares(&bad).is_none());
+    }
+}

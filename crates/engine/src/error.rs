@@ -1,0 +1,700 @@
+//! The engine's error type and its stable wire codes.
+//!
+//! [`Error`] carries structured data (wallet, seat, commitment ids) for logs
+//! and tests. [`Error::code`] is the one exhaustive mapping from an error to
+//! a stable [`ErrorCode`], and [`ErrorCode::recovery`] gives its recovery
+//! class; the daemon and the C ABI send only the code, the class and a
+//! message built from the structured fields. `docs/errors.md` lists every
+//! code with what the operator or caller does about it.
+
+use serde::{Deserialize, Serialize};
+use thresig_store::Recovery;
+
+use thresig_crypto::Seat;
+
+use thresig_store::CommitmentHash;
+use thresig_tx::PolicyDenial;
+
+use crate::ids::{CoordinatorId, Epoch, WalletId};
+
+/// A stable error code, sent on the wire as [`ErrorCode::as_str`].
+///
+/// Codes are never renamed or reused; a new failure that callers must handle
+/// differently gets a new code. Each code has exactly one recovery class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is malformed, too large or inconsistent.
+    InvalidRequest,
+    /// The wallet is not in this signer's configuration.
+    UnknownWallet,
+    /// A commitment was already used for a different signing package.
+    SessionConflict,
+    /// No live nonce exists for a commitment (never issued, or dropped by a
+    /// restart).
+    NonceUnknown,
+    /// The signer set does not fit the wallet's roster and threshold.
+    RosterMismatch,
+    /// The request names an epoch other than the wallet's current one.
+    StaleEpoch,
+    /// The nonce for a commitment outlived its time to live.
+    AttemptExpired,
+    /// A nonce limit was reached (signer-wide, or a coordinator's quota
+    /// evicted the nonce).
+    CapacityExhausted,
+    /// The wallet's policy refuses what was asked.
+    PolicyDenied,
+    /// The wallet is being rekeyed and refuses ordinary spends.
+    RekeyInProgress,
+    /// The wallet's records fail to authenticate; it refuses to sign.
+    WalletCorrupt,
+    /// The wallet exists but cannot sign yet (its DKG is not confirmed).
+    WalletNotActive,
+    /// The wallet is retired and signs nothing.
+    WalletRetired,
+    /// Durable storage failed transiently (disk full, lock busy, commit
+    /// failed).
+    StorageUnavailable,
+    /// Durable storage failed in a way a retry cannot fix (the writer
+    /// stopped, the database latched after a failed fsync or is corrupt).
+    StorageFailed,
+    /// The key provider could not be reached.
+    KeyProviderUnavailable,
+    /// Stored state is inconsistent or fails to authenticate.
+    StateCorrupt,
+    /// The database is older than its witness (a rollback).
+    RollbackDetected,
+    /// A signature share failed verification.
+    InvalidShare,
+    /// A DKG check failed and the session stopped.
+    DkgFailed,
+    /// A bug in this signer.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and exhaustive tests.
+    pub const ALL: [ErrorCode; 21] = [
+        Self::InvalidRequest,
+        Self::UnknownWallet,
+        Self::SessionConflict,
+        Self::NonceUnknown,
+        Self::RosterMismatch,
+        Self::StaleEpoch,
+        Self::AttemptExpired,
+        Self::CapacityExhausted,
+        Self::PolicyDenied,
+        Self::RekeyInProgress,
+        Self::WalletCorrupt,
+        Self::WalletNotActive,
+        Self::WalletRetired,
+        Self::StorageUnavailable,
+        Self::StorageFailed,
+        Self::KeyProviderUnavailable,
+        Self::StateCorrupt,
+        Self::RollbackDetected,
+        Self::InvalidShare,
+        Self::DkgFailed,
+        Self::Internal,
+    ];
+
+    /// The stable wire string of this code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::UnknownWallet => "unknown_wallet",
+            Self::SessionConflict => "session_conflict",
+            Self::NonceUnknown => "nonce_unknown",
+            Self::RosterMismatch => "roster_mismatch",
+            Self::StaleEpoch => "stale_epoch",
+            Self::AttemptExpired => "attempt_expired",
+            Self::CapacityExhausted => "capacity_exhausted",
+            Self::PolicyDenied => "policy_denied",
+            Self::RekeyInProgress => "rekey_in_progress",
+            Self::WalletCorrupt => "wallet_corrupt",
+            Self::WalletNotActive => "wallet_not_active",
+            Self::WalletRetired => "wallet_retired",
+            Self::StorageUnavailable => "storage_unavailable",
+            Self::StorageFailed => "storage_failed",
+            Self::KeyProviderUnavailable => "key_provider_unavailable",
+            Self::StateCorrupt => "state_corrupt",
+            Self::RollbackDetected => "rollback_detected",
+            Self::InvalidShare => "invalid_share",
+            Self::DkgFailed => "dkg_failed",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Whether the same request can succeed if sent again unchanged.
+    ///
+    /// `retryable` codes are transient conditions of this signer; `terminal`
+    /// ones need a different request (a fresh round 1, another epoch) or an
+    /// operator.
+    pub fn recovery(self) -> Recovery {
+        match self {
+            Self::CapacityExhausted
+            | Self::WalletNotActive
+            | Self::StorageUnavailable
+            | Self::KeyProviderUnavailable => Recovery::Retryable,
+            Self::InvalidRequest
+            | Self::UnknownWallet
+            | Self::SessionConflict
+            | Self::NonceUnknown
+            | Self::RosterMismatch
+            | Self::StaleEpoch
+            | Self::AttemptExpired
+            | Self::PolicyDenied
+            | Self::RekeyInProgress
+            | Self::WalletCorrupt
+            | Self::WalletRetired
+            | Self::StorageFailed
+            | Self::StateCorrupt
+            | Self::RollbackDetected
+            | Self::InvalidShare
+            | Self::DkgFailed
+            | Self::Internal => Recovery::Terminal,
+        }
+    }
+}
+
+/// The wire string of a recovery class: `retryable` or `terminal`.
+pub fn recovery_str(recovery: Recovery) -> &'static str {
+    match recovery {
+        Recovery::Retryable => "retryable",
+        Recovery::Terminal => "terminal",
+    }
+}
+
+/// The part of a request that failed to parse or is inconsistent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestPart {
+    /// The signing package of one input.
+    SigningPackage {
+        /// Index of the input.
+        input: usize,
+    },
+    /// The commitments of an abort request.
+    Commitments,
+    /// The list of inputs is empty.
+    NoInputs,
+    /// The number of signing packages differs from the number of messages
+    /// the target derives.
+    InputCount {
+        /// Signing packages in the request.
+        packages: usize,
+        /// Messages derived from the target.
+        messages: usize,
+    },
+    /// The request's signer set is not the set of identifiers of every
+    /// package.
+    SignerSet {
+        /// Index of the first input whose package disagrees.
+        input: usize,
+    },
+}
+
+/// Which internal invariant failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InternalFault {
+    /// The crypto layer refused an operation whose inputs passed every
+    /// check (signing with a live nonce, starting a DKG for a valid seat).
+    CryptoRefused,
+    /// A state the code rules out was reached (for example a seat that
+    /// passed the roster check failing to convert).
+    Invariant,
+    /// A value could not be serialized.
+    Serialization,
+    /// The store skipped a marker insert for a reason other than a present
+    /// marker.
+    UnexpectedWrite,
+    /// A wallet's lock was poisoned by a panic; the wallet refuses work
+    /// until the signer restarts.
+    Poisoned,
+}
+
+/// Which DKG check failed (the accused member is named beside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DkgFault {
+    /// The message's signature does not verify under the sender's roster
+    /// key, or it names another session or wallet (a relay fault: no
+    /// member is accused).
+    BadSignature,
+    /// A round-2 payload's echo hash differs from this member's.
+    EchoMismatch,
+    /// A round-2 package does not open with this member's HPKE key.
+    BadSeal,
+    /// A round-2 package is addressed to another member.
+    WrongRecipient,
+    /// A package fails the crypto layer's checks.
+    InvalidPackage,
+    /// A member sent two messages for one round.
+    DuplicateSender,
+    /// A member's message is missing.
+    MissingSender,
+    /// This member's own message was handed back as a peer's.
+    OwnMessageEchoed,
+    /// A message of the wrong round.
+    UnexpectedPayload,
+    /// A validly signed confirmation of another result.
+    ConfirmationMismatch,
+}
+
+/// Everything that can go wrong in the engine.
+///
+/// Variants carry ids, never formatted strings; [`Error::code`] maps each to
+/// its stable code. No variant contains secret material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The envelope's version is not one this signer speaks.
+    #[error("unsupported request version {got} (this signer speaks {supported})")]
+    UnsupportedVersion {
+        /// The version received.
+        got: u16,
+        /// The version this signer speaks.
+        supported: u16,
+    },
+    /// The encoded request is larger than the configured limit.
+    #[error("request of {bytes} bytes exceeds the limit of {max}")]
+    RequestTooLarge {
+        /// Size received.
+        bytes: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The encoded request is not a valid envelope.
+    #[error("the request does not decode")]
+    UndecodableRequest,
+    /// Part of the request is malformed or inconsistent.
+    #[error("malformed request for wallet {wallet}: {part:?}")]
+    Malformed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// What is wrong.
+        part: RequestPart,
+    },
+    /// The request has more inputs than the configured maximum.
+    #[error("wallet {wallet}: {requested} inputs requested, at most {max} allowed")]
+    TooManyInputs {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// Inputs requested.
+        requested: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The wallet is not configured on this signer.
+    #[error("unknown wallet {wallet}")]
+    UnknownWallet {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet's DKG has not been confirmed yet, so it cannot sign.
+    #[error("wallet {wallet} is not active yet")]
+    WalletNotActive {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet is being rekeyed; it refuses ordinary spends.
+    #[error("wallet {wallet} is being rekeyed")]
+    RekeyInProgress {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet is retired.
+    #[error("wallet {wallet} is retired")]
+    WalletRetired {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet's records failed to authenticate; it refuses to sign until
+    /// an operator acts.
+    #[error("wallet {wallet} is corrupt")]
+    WalletCorrupt {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A commitment was already used with a different package (or is pending
+    /// for a different one); the pending shares, if any, were dropped.
+    #[error("wallet {wallet}: commitment {commitment:?} was used for another package")]
+    SessionConflict {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The conflicting commitment.
+        commitment: CommitmentHash,
+    },
+    /// One of this signer's commitments appears in two inputs.
+    #[error("wallet {wallet}: commitment {commitment:?} used for inputs {first} and {second}")]
+    CommitmentReused {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The repeated commitment.
+        commitment: CommitmentHash,
+        /// The first input using it.
+        first: usize,
+        /// The second input using it.
+        second: usize,
+    },
+    /// The signer's commitments in the request are not exactly one round-1
+    /// vector, in order.
+    #[error("wallet {wallet}: the commitments do not form one round-1 vector")]
+    NotOneRound1Vector {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// This signer's seat has no commitment in an input's package.
+    #[error("wallet {wallet}: no commitment of {seat} in input {input}")]
+    OwnCommitmentMissing {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// This signer's seat.
+        seat: Seat,
+        /// The input whose package lacks it.
+        input: usize,
+    },
+    /// No live nonce for this commitment (never issued by this process, or
+    /// lost in a restart).
+    #[error("wallet {wallet}: no nonce for commitment {commitment:?}")]
+    NonceUnknown {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The commitment.
+        commitment: CommitmentHash,
+    },
+    /// The nonce for this commitment expired.
+    #[error("wallet {wallet}: the nonce for commitment {commitment:?} expired")]
+    AttemptExpired {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The commitment.
+        commitment: CommitmentHash,
+    },
+    /// The nonce was evicted because its coordinator issued more round-1
+    /// requests than its quota of live nonces.
+    #[error("wallet {wallet}: the nonce for {commitment:?} was evicted by its coordinator's quota")]
+    NonceEvicted {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The commitment.
+        commitment: CommitmentHash,
+    },
+    /// Round 1 would exceed the signer-wide limit on live nonces.
+    #[error("wallet {wallet}: {live} live nonces, limit {max} (coordinator {coordinator:?})")]
+    NonceCapacity {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The requesting coordinator.
+        coordinator: CoordinatorId,
+        /// Live nonces of the wallet.
+        live: usize,
+        /// The wallet-wide limit.
+        max: usize,
+    },
+    /// An identifier in a package is not a seat of the wallet's roster.
+    #[error("wallet {wallet}: identifier {identifier} is not in the roster")]
+    IdentifierNotInRoster {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The seat number (FROST identifier) found.
+        identifier: u16,
+    },
+    /// The requesting coordinator is not a member of the wallet; only
+    /// members may coordinate for it.
+    #[error("wallet {wallet}: coordinator {coordinator:?} is not a member")]
+    CoordinatorNotMember {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The coordinator's identity.
+        coordinator: CoordinatorId,
+    },
+    /// Fewer signers than the wallet's threshold.
+    #[error("wallet {wallet}: {signers} signers, threshold {threshold}")]
+    TooFewSigners {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// Signers in the package.
+        signers: usize,
+        /// The wallet's threshold.
+        threshold: u16,
+    },
+    /// The request names an epoch other than the wallet's current one.
+    #[error("wallet {wallet}: request for {requested}, current is {current}")]
+    StaleEpoch {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The epoch named by the request.
+        requested: Epoch,
+        /// The wallet's current epoch.
+        current: Epoch,
+    },
+    /// An input's package message differs from the message this signer
+    /// derived itself from the signing target.
+    #[error("wallet {wallet}: input {input}'s message is not the one derived from the target")]
+    MessageMismatch {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The input.
+        input: usize,
+    },
+    /// The wallet's policy refuses the request (`policy_denied`): the rule
+    /// and the offending value, as the `tx` crate's policy reports them.
+    /// A refusal under a time-window or rate rule may pass later
+    /// ([`thresig_tx::Rule::is_retryable`]); the code stays terminal so a
+    /// coordinator does not retry it blindly.
+    #[error("wallet {wallet}: policy rule {} denies the request ({:?})", .denial.rule, .denial.violation)]
+    PolicyDenied {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The rule and the offending value.
+        denial: PolicyDenial,
+    },
+    /// The PSBT of a signing target does not parse, or cannot be signed
+    /// for the wallet (no input of the wallet, missing prevout data, prevout
+    /// data that contradicts itself, a non-Taproot input claimed for the
+    /// wallet, Taproot fields of another key).
+    #[error("wallet {wallet}: the PSBT is refused: {source}")]
+    Transaction {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// What the `tx` crate found.
+        #[source]
+        source: thresig_tx::Error,
+    },
+    /// A rekeying wallet's successor is not `active` on this signer, so no
+    /// sweep is signed yet.
+    #[error("wallet {wallet}: successor {successor} is not active")]
+    SuccessorNotActive {
+        /// The rekeying wallet.
+        wallet: WalletId,
+        /// Its successor.
+        successor: WalletId,
+    },
+    /// A rekey was requested for a wallet whose configuration names no
+    /// successor, or that is not `active`.
+    #[error("wallet {wallet} cannot begin a rekey (no successor configured, or not active)")]
+    RekeyNotPossible {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The wallet's rate ledger kept changing under concurrent commits; the
+    /// shares were not released and stay pending for a byte-identical
+    /// retry.
+    #[error("wallet {wallet}: the rate ledger is contended")]
+    LedgerContended {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// An active wallet has no key package for its current epoch.
+    #[error("wallet {wallet}: no key package for {epoch}")]
+    KeyPackageMissing {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The epoch.
+        epoch: Epoch,
+    },
+    /// A stored record holds data that does not decode.
+    #[error("wallet {wallet}: a stored record does not decode")]
+    StoredRecordInvalid {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A DKG proposal's threshold or roster differs from the configuration.
+    #[error("wallet {wallet}: the DKG proposal does not match the configuration")]
+    DkgMismatch {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A DKG was proposed for a wallet that already signs (or is later in
+    /// its lifecycle).
+    #[error("wallet {wallet} already has a confirmed key")]
+    WalletAlreadyKeyed {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A DKG message arrived for a session or phase this signer is not in
+    /// (never started, already failed, or lost in a restart).
+    #[error("wallet {wallet}: no DKG in that session and phase")]
+    DkgNotInPhase {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A DKG check failed; the session stopped. The operator decides what
+    /// to do about the accused member (no automatic exclusion).
+    #[error(
+        "wallet {wallet}: DKG {session:?} failed: seat {accuser} accuses seat {accused} ({fault:?})"
+    )]
+    DkgFailed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The session.
+        session: crate::dkg_msg::DkgSessionId,
+        /// This member's seat number.
+        accuser: u16,
+        /// The accused member's seat number, named only for a fault proven
+        /// by a message validly signed by that member (or named by the
+        /// crypto layer's checks of such a message); 0 when no member is
+        /// accused: a message that does not verify, names another session
+        /// or wallet, or echoes this member's own proves nothing about its
+        /// claimed sender (the coordinator relays every message), so it is
+        /// a relay fault.
+        accused: u16,
+        /// What failed.
+        fault: DkgFault,
+    },
+    /// A key package is already stored for the wallet; a later DKG never
+    /// overwrites it.
+    #[error("wallet {wallet}: a key package is already stored")]
+    KeyPackagePresent {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// The store failed; its error says whether a retry can succeed.
+    #[error("wallet {wallet}: storage failed")]
+    Store {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The store's error.
+        #[source]
+        source: thresig_store::Error,
+    },
+    /// An internal invariant failed.
+    #[error("internal error: {0:?}")]
+    Internal(InternalFault),
+}
+
+impl Error {
+    /// The stable code of this error: one exhaustive mapping, so every new
+    /// variant forces a decision.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnsupportedVersion { .. }
+            | Self::RequestTooLarge { .. }
+            | Self::UndecodableRequest
+            | Self::Malformed { .. }
+            | Self::TooManyInputs { .. }
+            | Self::CommitmentReused { .. }
+            | Self::NotOneRound1Vector { .. }
+            | Self::OwnCommitmentMissing { .. }
+            | Self::MessageMismatch { .. }
+            | Self::Transaction { .. }
+            | Self::RekeyNotPossible { .. } => ErrorCode::InvalidRequest,
+            Self::UnknownWallet { .. } => ErrorCode::UnknownWallet,
+            Self::WalletNotActive { .. } => ErrorCode::WalletNotActive,
+            Self::RekeyInProgress { .. } | Self::SuccessorNotActive { .. } => {
+                ErrorCode::RekeyInProgress
+            }
+            Self::LedgerContended { .. } => ErrorCode::StorageUnavailable,
+            Self::WalletRetired { .. } => ErrorCode::WalletRetired,
+            Self::WalletCorrupt { .. } => ErrorCode::WalletCorrupt,
+            Self::SessionConflict { .. } => ErrorCode::SessionConflict,
+            // An evicted nonce is gone for good: no retry of round 2 can
+            // succeed (round 1's refusal stays `capacity_exhausted`).
+            Self::NonceUnknown { .. } | Self::NonceEvicted { .. } => ErrorCode::NonceUnknown,
+            Self::AttemptExpired { .. } => ErrorCode::AttemptExpired,
+            Self::NonceCapacity { .. } => ErrorCode::CapacityExhausted,
+            Self::IdentifierNotInRoster { .. }
+            | Self::TooFewSigners { .. }
+            | Self::CoordinatorNotMember { .. } => ErrorCode::RosterMismatch,
+            Self::StaleEpoch { .. } => ErrorCode::StaleEpoch,
+            Self::PolicyDenied { .. } => ErrorCode::PolicyDenied,
+            Self::KeyPackageMissing { .. } | Self::StoredRecordInvalid { .. } => {
+                ErrorCode::StateCorrupt
+            }
+            Self::Store { source, .. } => store_code(source),
+            Self::DkgMismatch { .. } => ErrorCode::RosterMismatch,
+            Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
+                ErrorCode::SessionConflict
+            }
+            Self::DkgNotInPhase { .. } => ErrorCode::InvalidRequest,
+            Self::DkgFailed { .. } => ErrorCode::DkgFailed,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Whether the same request can succeed if sent again unchanged.
+    pub fn recovery(&self) -> Recovery {
+        self.code().recovery()
+    }
+}
+
+/// The code of a store error: provider, rollback and per-wallet
+/// authentication failures have their own codes; anything else is
+/// `storage_unavailable` when the store says a retry can succeed and
+/// `storage_failed` when it cannot.
+fn store_code(e: &thresig_store::Error) -> ErrorCode {
+    use thresig_store::Error as S;
+    match e {
+        S::Provider(_) if e.recovery() == Recovery::Retryable => ErrorCode::KeyProviderUnavailable,
+        S::RollbackDetected { .. } => ErrorCode::RollbackDetected,
+        S::WalletCorrupt { .. }
+        | S::RecordTampered { .. }
+        | S::RecordMoved { .. }
+        | S::RecordStale { .. } => ErrorCode::WalletCorrupt,
+        _ => match e.recovery() {
+            Recovery::Retryable => ErrorCode::StorageUnavailable,
+            Recovery::Terminal => ErrorCode::StorageFailed,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    const DOC: &str = include_str!("../../../docs/errors.md");
+
+    #[test]
+    fn codes_are_unique_stable_and_documented_with_their_class() {
+        let strings: BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(strings.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            let row = format!(
+                "| `{}` | {} |",
+                code.as_str(),
+                recovery_str(code.recovery())
+            );
+            assert!(DOC.contains(&row), "docs/errors.md lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn store_errors_map_to_their_codes() {
+        let wallet = WalletId::new("w").unwrap();
+        let code = |source: thresig_store::Error| {
+            Error::Store {
+                wallet: wallet.clone(),
+                source,
+            }
+            .code()
+        };
+        let io = || redb::Error::Io(std::io::Error::other("injected"));
+        assert_eq!(code(io().into()), ErrorCode::StorageUnavailable);
+        assert_eq!(
+            code(redb::Error::Corrupted("x".into()).into()),
+            ErrorCode::StorageFailed
+        );
+        assert_eq!(
+            code(thresig_store::Error::WriterStopped),
+            ErrorCode::StorageFailed
+        );
+        let provider = thresig_store::provider::ProviderError::Unavailable {
+            reason: "down".into(),
+        };
+        assert_eq!(
+            code(thresig_store::Error::Provider(provider)),
+            ErrorCode::KeyProviderUnavailable
+        );
+        let corrupt = thresig_store::Error::WalletCorrupt {
+            wallet: thresig_store::WalletId::new("w").unwrap(),
+        };
+        assert_eq!(code(corrupt), ErrorCode::WalletCorrupt);
+    }
+}

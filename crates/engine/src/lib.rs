@@ -1,0 +1,87 @@
+//! One threshold signer's logic, as a sans-IO state machine.
+//!
+//! # Main types
+//! - [`Signer`] holds the wallets one member serves ([`SignerConfig`]: wallet
+//!   ids, thresholds, ordered rosters of Ed25519 identity keys, [`Limits`])
+//!   over a [`thresig_store::Store`]. Its methods answer immediately:
+//!   [`Signer::round1`], [`Signer::round2`], [`Signer::abort`],
+//!   [`Signer::status`], [`Signer::wallets`], and the DKG parts
+//!   [`Signer::dkg_start`], [`Signer::dkg_round2`], [`Signer::dkg_finish`],
+//!   [`Signer::dkg_confirm`]; [`Signer::handle`] dispatches a [`Request`].
+//! - The API types ([`Request`], [`Response`], [`Reply`] in a versioned
+//!   [`Envelope`]) are what the daemon, the C ABI and tests exchange;
+//!   [`decode_request`] and [`encode_reply`] are the JSON boundary.
+//! - [`Error`] names what failed with ids; [`Error::code`] maps it to a
+//!   stable [`ErrorCode`] whose [`ErrorCode::recovery`] is `retryable` or
+//!   `terminal` (documented in `docs/errors.md`).
+//!
+//! # Invariants (DESIGN.md §4)
+//! - No clock reads, no RNG creation, no sockets: `now` and `rng` are
+//!   arguments.
+//! - Nonces live in memory only, keyed by the hash of their own commitment,
+//!   and are taken only as one whole round-1 vector, in order; taking
+//!   destroys them, and signing runs outside any store transaction.
+//! - A share leaves only after its attempt's marker (keyed by the signer's
+//!   first commitment, holding the package hash and every share) is durable;
+//!   until then the shares wait in memory and only the byte-identical
+//!   request may retry their commit. Any other package for a used
+//!   commitment gets `session_conflict`.
+//! - Before a share is computed the request passes every check of
+//!   [`check`](crate) (roster, threshold, epoch, messages derived by the
+//!   signer itself, own commitments distinct and present); the tweak comes
+//!   from the wallet record only.
+//! - State is sharded per wallet: operations on different wallets never
+//!   wait on each other.
+//!
+//! # Transactions and policy
+//! Round 2 signs the messages it derives from the [`SigningTarget`]: for a
+//! Taproot PSBT, parsed against the wallet's own record and the configured
+//! network, the BIP341 sighash of every input the wallet signs (the
+//! request must ask for exactly those, in input order); raw 32-byte digests
+//! only where the wallet's policy allows them. The transaction then passes
+//! the wallet's `thresig_tx::Policy` (from `[wallets.policy]` in the
+//! configuration), and its rate charge commits in the same store unit as
+//! the shares' marker, as a compare-and-set of the wallet's rate ledger, so
+//! concurrent requests cannot both pass a limit and a transaction signed in
+//! several ROAST sessions is charged once. [`Signer::begin_rekey`] puts a
+//! wallet in `rekeying`: it then signs only the sweep to its configured
+//! successor, once that successor is `active`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod api;
+mod check;
+mod config;
+mod dkg;
+mod dkg_msg;
+mod durable;
+mod error;
+mod ids;
+mod ledger;
+mod pool;
+mod signer;
+mod target;
+mod wallet;
+
+pub use api::{
+    API_VERSION, AbortRequest, Envelope, ErrorBody, HexBytes, Reply, Request, Response,
+    Round1Request, Round1Response, Round2Request, Round2Response, WalletStatus, decode_request,
+    encode_reply,
+};
+pub use check::commitment_hash;
+pub use dkg::{ConfirmationStatus, DkgProposal};
+pub use dkg_msg::{DkgPayload, DkgSessionId, SignedDkgMessage};
+pub use durable::{activation_ops, decode_shares};
+pub use signer::{OpenError, Signer};
+pub use target::{Digest, SigningTarget};
+pub use wallet::WalletStateKind;
+
+pub use config::{ConfigError, IdentityKey, Limits, SignerConfig, WalletConfig};
+pub use error::{DkgFault, Error, ErrorCode, InternalFault, RequestPart, recovery_str};
+pub use ids::{CoordinatorId, Epoch, InvalidWalletId, Timestamp, WalletId};

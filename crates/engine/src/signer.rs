@@ -1,0 +1,804 @@
+//! The signer: one member's wallets, nonces, pending shares and markers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use rand_core::{CryptoRng, RngCore};
+use thresig_crypto::{Seat, SecretNonce, commit};
+use thresig_store::{CommitmentHash, Conflict, Marker, PackageHash, Store, WriteOp, WriteOutcome};
+
+use crate::api::{
+    AbortRequest, HexBytes, Request, Response, Round1Request, Round1Response, Round2Request,
+    Round2Response, WalletStatus,
+};
+use crate::check::{CheckedRound2, check_round2, commitment_hash};
+use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
+use crate::dkg::DkgSession;
+use crate::durable::{decode_shares, encode_shares, load_state, refresh_epoch, rekeying_ops};
+use crate::error::{Error, InternalFault, RequestPart};
+use crate::ids::{CoordinatorId, Timestamp, WalletId};
+use crate::ledger::StoredLedger;
+use crate::pool::{NoncePool, TakeError, Tombstone};
+use crate::target::{Authority, Spend, taproot_wallet};
+use crate::wallet::{Role, SigningKey, WalletState, WalletStateKind};
+use thresig_tx::{Network, Policy, TaprootWallet, WalletMode};
+
+/// Shares computed for an attempt whose marker is not yet durable.
+///
+/// They were computed once, from nonces that no longer exist; only the
+/// byte-identical request may retry their commit.
+struct Pending {
+    package: PackageHash,
+    shares: Vec<Vec<u8>>,
+    /// When these shares may be forgotten (dropping them is always safe:
+    /// they were never released and their nonces are gone).
+    until: Timestamp,
+}
+
+/// The mutable state of one wallet, behind its own lock.
+pub(crate) struct Shard {
+    pub(crate) state: WalletState,
+    pool: NoncePool<SecretNonce>,
+    /// Pending shares by the attempt's first commitment.
+    pending: HashMap<CommitmentHash, Pending>,
+    /// A DKG in progress (memory only: a restart aborts it).
+    pub(crate) dkg: Option<DkgSession>,
+}
+
+/// One configured wallet.
+pub(crate) struct Slot {
+    pub(crate) config: WalletConfig,
+    /// The wallet's policy, validated from `config.policy` at open.
+    policy: Policy,
+    pub(crate) seat: Seat,
+    shard: Mutex<Shard>,
+}
+
+/// One threshold signer: the wallets it serves and its signing state.
+///
+/// `Signer` is `Sync`: each wallet's state sits behind its own lock, so
+/// operations on different wallets never wait on each other; a wallet's
+/// lock is held across that wallet's own marker commit only. It reads no
+/// clock and creates no randomness: `now` and `rng` are arguments.
+///
+/// Methods, by kind:
+/// - inputs: [`Signer::handle`] (dispatches a [`Request`]), or directly
+///   [`Signer::round1`], [`Signer::round2`], [`Signer::abort`];
+/// - getters: [`Signer::status`], [`Signer::wallets`];
+/// - upkeep: [`Signer::prune`] drops expired nonces and forgotten
+///   tombstones (also done lazily by every round).
+///
+/// Every answer is immediate; nothing is queued. A restart is dropping the
+/// `Signer` and opening a new one over the same store: live nonces and
+/// pending shares are lost (by design), markers are not.
+pub struct Signer<S> {
+    pub(crate) store: S,
+    /// This member's Ed25519 identity key (zeroized on drop), which signs
+    /// its DKG messages.
+    pub(crate) identity: ed25519_dalek::SigningKey,
+    limits: Limits,
+    /// The Bitcoin network of every wallet (from the configuration only).
+    network: Network,
+    wallets: BTreeMap<WalletId, Slot>,
+}
+
+/// How often a marker commit re-reads the rate ledger after another commit
+/// changed it before giving up with a retryable error. Each retry means
+/// another transaction of the same wallet was charged in between; eight in
+/// a row only happens under a flood, which the rate limits refuse anyway.
+const LEDGER_RETRIES: usize = 8;
+
+/// Whether a rekeying wallet's successor can receive its sweep, read
+/// before the wallet's own lock is taken so that no two wallet locks are
+/// ever held together.
+enum Successor {
+    /// The configuration names no successor.
+    Unnamed,
+    /// The successor is not `active` on this signer.
+    NotActive(WalletId),
+    /// The successor is active with this spend identity.
+    Active(TaprootWallet),
+}
+
+/// What a round 2 releases shares for, and under which rules: the inputs
+/// of every marker commit attempt.
+struct Release<'a> {
+    wallet: &'a WalletId,
+    coordinator: CoordinatorId,
+    policy: &'a Policy,
+    mode: WalletMode,
+    spend: &'a Spend,
+}
+
+/// Why a signer could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A wallet's record could not be read (a retryable store error; a
+    /// record that fails to authenticate makes its wallet `corrupt`
+    /// instead).
+    #[error("wallet {wallet}: storage failed")]
+    Store {
+        /// The wallet.
+        wallet: WalletId,
+        /// The store's error.
+        #[source]
+        source: thresig_store::Error,
+    },
+}
+
+impl<S: Store> Signer<S> {
+    /// Opens the signer: validates `config` and loads each wallet's state
+    /// from `store`. A wallet whose records fail to authenticate, or
+    /// disagree with the configuration, is `corrupt`; the others serve.
+    /// `identity` is this member's Ed25519 identity key (the daemon keeps it
+    /// sealed in the store); its public key must be `config.identity`.
+    ///
+    /// # Errors
+    /// [`OpenError::Config`] for an invalid configuration or an identity
+    /// key that is not the configured one, [`OpenError::Store`] when the
+    /// store cannot be read.
+    pub fn open(
+        config: SignerConfig,
+        identity: ed25519_dalek::SigningKey,
+        store: S,
+    ) -> Result<Self, OpenError> {
+        config.validate()?;
+        if identity.verifying_key().to_bytes() != config.identity.to_bytes() {
+            return Err(ConfigError::IdentityMismatch.into());
+        }
+        let mut wallets = BTreeMap::new();
+        for wallet in config.wallets {
+            let policy = wallet.validated_policy(config.network)?;
+            let seat = wallet
+                .seat_of(&config.identity)
+                .ok_or_else(|| ConfigError::NotAMember {
+                    wallet: wallet.id.clone(),
+                })?;
+            let state = load_state(&store, &wallet, seat).map_err(|source| OpenError::Store {
+                wallet: wallet.id.clone(),
+                source,
+            })?;
+            let shard = Shard {
+                state,
+                pool: NoncePool::new(config.limits.clone(), wallet.roster.len()),
+                pending: HashMap::new(),
+                dkg: None,
+            };
+            wallets.insert(
+                wallet.id.clone(),
+                Slot {
+                    config: wallet,
+                    policy,
+                    seat,
+                    shard: Mutex::new(shard),
+                },
+            );
+        }
+        Ok(Self {
+            store,
+            identity,
+            limits: config.limits,
+            network: config.network,
+            wallets,
+        })
+    }
+
+    /// Handles one request from the authenticated coordinator `from`.
+    ///
+    /// Requests that address a wallet are accepted only from one of its
+    /// members (DESIGN.md §4: only members coordinate for a wallet); a
+    /// listing shows only the wallets `from` is a member of.
+    ///
+    /// # Errors
+    /// [`Error::CoordinatorNotMember`], and as for the method the request
+    /// dispatches to.
+    pub fn handle<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        request: Request,
+        rng: &mut R,
+    ) -> Result<Response, Error> {
+        if let Some(wallet) = request.wallet() {
+            self.member_slot(wallet, from)?;
+        }
+        let messages = |messages| Response::DkgMessages { messages };
+        match request {
+            Request::Round1(req) => self.round1(now, from, &req, rng).map(Response::Round1),
+            Request::Round2(req) => self.round2(now, from, &req, rng).map(Response::Round2),
+            Request::Abort(req) => self
+                .abort(now, from, &req)
+                .map(|destroyed| Response::Aborted { destroyed }),
+            Request::Status { wallet } => self.status(&wallet).map(Response::Status),
+            // A coordinator sees only the wallets it is a member of.
+            Request::ListWallets => Ok(Response::Wallets {
+                wallets: self
+                    .wallets
+                    .values()
+                    .filter(|slot| is_member(slot, from))
+                    .map(status_of)
+                    .collect::<Result<_, _>>()?,
+            }),
+            Request::DkgStart(proposal) => {
+                self.dkg_start(&proposal, rng).map(|m| messages(vec![m]))
+            }
+            Request::DkgRound2 {
+                wallet,
+                session,
+                round1,
+            } => self
+                .dkg_round2(&wallet, session, &round1, rng)
+                .map(messages),
+            Request::DkgFinish {
+                wallet,
+                session,
+                round2,
+            } => self
+                .dkg_finish(&wallet, session, &round2)
+                .map(|m| messages(vec![m])),
+            Request::DkgConfirm {
+                wallet,
+                confirmation,
+            } => self
+                .dkg_confirm(&wallet, &confirmation)
+                .map(Response::Confirmations),
+        }
+    }
+
+    /// Signing round 1: generates one fresh nonce per input, keeps them in
+    /// memory only, and returns their commitments.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`]; [`Error::CoordinatorNotMember`]; the
+    /// wallet-state errors; a zero or too
+    /// large input count; [`Error::NonceCapacity`] at the wallet-wide limit
+    /// (the coordinator's own oldest vectors are evicted first to fit its
+    /// quota).
+    pub fn round1<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &Round1Request,
+        rng: &mut R,
+    ) -> Result<Round1Response, Error> {
+        let slot = self.member_slot(&req.wallet, from)?;
+        let mut guard = lock(slot)?;
+        let Shard { state, pool, .. } = &mut *guard;
+        refresh_epoch(&self.store, &req.wallet, state)?;
+        let (key, _) = state.signing_key(&req.wallet)?;
+        if req.inputs == 0 {
+            return Err(Error::Malformed {
+                wallet: req.wallet.clone(),
+                part: RequestPart::NoInputs,
+            });
+        }
+        if req.inputs > self.limits.max_inputs {
+            return Err(Error::TooManyInputs {
+                wallet: req.wallet.clone(),
+                requested: req.inputs,
+                max: self.limits.max_inputs,
+            });
+        }
+        let commitments = self.fresh_vector(now, from, &req.wallet, pool, key, req.inputs, rng)?;
+        Ok(Round1Response {
+            wallet: req.wallet.clone(),
+            seat: slot.seat.get(),
+            epoch: key.epoch,
+            commitments,
+        })
+    }
+
+    /// Generates one round-1 vector of `inputs` fresh nonces for `from`,
+    /// keeps the nonces in the pool and returns their commitments.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pool and key are borrowed from the wallet's locked shard"
+    )]
+    fn fresh_vector<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        pool: &mut NoncePool<SecretNonce>,
+        key: &SigningKey,
+        inputs: usize,
+        rng: &mut R,
+    ) -> Result<Vec<HexBytes>, Error> {
+        pool.reserve(now, from, inputs)
+            .map_err(|full| Error::NonceCapacity {
+                wallet: wallet.clone(),
+                coordinator: from,
+                live: full.live,
+                max: self.limits.nonces_per_wallet,
+            })?;
+        let mut entries = Vec::with_capacity(inputs);
+        let mut commitments = Vec::with_capacity(inputs);
+        for _ in 0..inputs {
+            let (nonce, commitment) = commit(&key.share, rng);
+            let bytes = commitment
+                .to_bytes()
+                .map_err(|_| Error::Internal(InternalFault::Serialization))?;
+            entries.push((commitment_hash(&commitment)?, nonce));
+            commitments.push(HexBytes(bytes));
+        }
+        pool.insert(now, from, entries);
+        Ok(commitments)
+    }
+
+    /// Signing round 2: checks the request, takes the nonces of exactly one
+    /// round-1 vector, computes the shares, makes their marker durable and
+    /// only then returns them, with a fresh round-1 vector of as many
+    /// commitments for the coordinator's next ROAST session.
+    ///
+    /// For a PSBT target the transaction passes the wallet's policy before
+    /// any nonce is taken, and again inside the marker's commit, where its
+    /// rate charge is recorded in the same store unit as the marker (once
+    /// per transaction id). A byte-identical replay returns the shares
+    /// stored in the marker (also after a restart); a different request for
+    /// a used commitment gets [`Error::SessionConflict`]. If the marker
+    /// commit fails the shares stay pending in memory, nothing is returned,
+    /// and the error is retryable. If the wallet's nonce capacity is
+    /// exhausted the shares are returned without fresh commitments.
+    ///
+    /// # Errors
+    /// [`Error::CoordinatorNotMember`], every check of [`crate::Error`]'s
+    /// request variants, [`Error::PolicyDenied`], [`Error::Transaction`],
+    /// [`Error::RekeyInProgress`], [`Error::SuccessorNotActive`], the nonce
+    /// errors ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
+    /// [`Error::NonceEvicted`], [`Error::SessionConflict`]),
+    /// [`Error::LedgerContended`] and [`Error::Store`].
+    pub fn round2<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &Round2Request,
+        rng: &mut R,
+    ) -> Result<Round2Response, Error> {
+        let slot = self.member_slot(&req.wallet, from)?;
+        let successor = self.successor(slot)?;
+        let mut guard = lock(slot)?;
+        let Shard {
+            state,
+            pool,
+            pending,
+            ..
+        } = &mut *guard;
+        prune_pending(pending, now);
+        refresh_epoch(&self.store, &req.wallet, state)?;
+        let (key, role) = state.signing_key(&req.wallet)?;
+        let wallet = &slot.config.id;
+        let authority = Authority {
+            policy: &slot.policy,
+            role,
+            taproot: taproot_wallet(self.network, &key.key)?,
+        };
+        let checked = check_round2(&slot.config, slot.seat, key, &self.limits, &authority, req)?;
+        let release = Release {
+            wallet,
+            coordinator: from,
+            policy: &slot.policy,
+            mode: wallet_mode(wallet, role, successor)?,
+            spend: checked.spend(),
+        };
+        let shares = self.release(now, from, &release, &checked, key, pool, pending)?;
+        let commitments = match self.fresh_vector(now, from, wallet, pool, key, shares.len(), rng) {
+            Ok(fresh) => fresh,
+            Err(Error::NonceCapacity { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Round2Response {
+            wallet: wallet.clone(),
+            seat: slot.seat.get(),
+            shares: shares.into_iter().map(HexBytes).collect(),
+            commitments,
+        })
+    }
+
+    /// The shares to release for a checked request: a durable marker's (a
+    /// replay), a pending attempt's after its commit, or fresh ones.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pool, pending shares and key are borrowed from the wallet's locked shard"
+    )]
+    fn release(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        release: &Release<'_>,
+        checked: &CheckedRound2,
+        key: &SigningKey,
+        pool: &mut NoncePool<SecretNonce>,
+        pending: &mut HashMap<CommitmentHash, Pending>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let wallet = release.wallet;
+        let lead = checked.lead();
+        // A durable marker answers replays and refuses everything else.
+        let store_id = wallet.store_id()?;
+        let stored = self
+            .store
+            .marker(&store_id, &lead)
+            .map_err(|source| store_error(wallet, source))?;
+        if let Some(marker) = stored {
+            pending.remove(&lead);
+            return replay(wallet, lead, checked.hash(), &marker);
+        }
+        // Pending shares are retried only by the byte-identical request.
+        if let Some(p) = pending.get(&lead) {
+            if p.package != checked.hash() {
+                pending.remove(&lead);
+                return Err(Error::SessionConflict {
+                    wallet: wallet.clone(),
+                    commitment: lead,
+                });
+            }
+            let shares = p.shares.clone();
+            return self.commit(now, release, lead, p.package, shares, pending);
+        }
+        // The policy refuses before any nonce is spent; the commit checks
+        // again against the ledger it charges.
+        self.charge_op(now, release)?;
+        // Fresh attempt: take the nonces (they leave the pool for good),
+        // sign outside any store transaction, then commit the marker.
+        let (lead, nonces) = pool.take(now, from, checked.own()).map_err(|e| {
+            if let TakeError::Gone(_, Tombstone::Consumed { lead }) = e {
+                pending.remove(&lead);
+            }
+            e.into_error(wallet)
+        })?;
+        let shares = sign_all(checked, nonces, key)?;
+        pending.insert(
+            lead,
+            Pending {
+                package: checked.hash(),
+                shares: shares.clone(),
+                until: now.saturating_add(self.limits.replay_window),
+            },
+        );
+        self.commit(now, release, lead, checked.hash(), shares, pending)
+    }
+
+    /// Puts an active wallet in `rekeying`, durably: from then on it signs
+    /// only a sweep whose outputs all pay the successor named in its
+    /// configuration (once that successor is `active` here), and refuses
+    /// every other spend with `rekey_in_progress`. An operator action; a
+    /// coordinator cannot trigger it.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`]; [`Error::RekeyNotPossible`] if the wallet
+    /// names no successor or is not `active`; [`Error::Store`] if the
+    /// record cannot be written (the wallet then stays `active`).
+    pub fn begin_rekey(&self, wallet: &WalletId) -> Result<(), Error> {
+        let slot = self.slot(wallet)?;
+        let mut shard = lock(slot)?;
+        let not_possible = || Error::RekeyNotPossible {
+            wallet: wallet.clone(),
+        };
+        if slot.config.successor.is_none() {
+            return Err(not_possible());
+        }
+        if !matches!(shard.state, WalletState::Active(_)) {
+            return Err(not_possible());
+        }
+        let ops = rekeying_ops(&self.store, wallet)?;
+        self.store
+            .write(ops)
+            .map_err(|source| store_error(wallet, source))?;
+        let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
+        shard.state = match state {
+            WalletState::Active(key) => WalletState::Rekeying(key),
+            other => other,
+        };
+        Ok(())
+    }
+
+    /// Destroys the live round-1 vectors of `from` that contain any of the
+    /// given commitments. Returns how many nonces were destroyed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`], or [`Error::Malformed`] for a commitment
+    /// that does not decode.
+    pub fn abort(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &AbortRequest,
+    ) -> Result<usize, Error> {
+        let slot = self.slot(&req.wallet)?;
+        let hashes = req
+            .commitments
+            .iter()
+            .map(|c| {
+                thresig_crypto::Commitment::from_bytes(&c.0)
+                    .map_err(|_| Error::Malformed {
+                        wallet: req.wallet.clone(),
+                        part: RequestPart::Commitments,
+                    })
+                    .and_then(|c| commitment_hash(&c))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(lock(slot)?.pool.abort(now, from, &hashes))
+    }
+
+    /// Drops expired nonces, old tombstones and forgotten pending shares of
+    /// every wallet. Harmless to call at any time.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if a wallet's lock is poisoned.
+    pub fn prune(&self, now: Timestamp) -> Result<(), Error> {
+        for slot in self.wallets.values() {
+            let mut shard = lock(slot)?;
+            shard.pool.prune(now);
+            prune_pending(&mut shard.pending, now);
+        }
+        Ok(())
+    }
+
+    /// One wallet's status.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`].
+    pub fn status(&self, wallet: &WalletId) -> Result<WalletStatus, Error> {
+        status_of(self.slot(wallet)?)
+    }
+
+    /// Every wallet's status, in id order.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if a wallet's lock is poisoned.
+    pub fn wallets(&self) -> Result<Vec<WalletStatus>, Error> {
+        self.wallets.values().map(status_of).collect()
+    }
+
+    /// The public key record of a wallet that holds a key (what share
+    /// verification and aggregation use).
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`], or [`Error::WalletNotActive`] for a wallet
+    /// without a key.
+    pub fn wallet_key(&self, wallet: &WalletId) -> Result<thresig_crypto::WalletKey, Error> {
+        let shard = lock(self.slot(wallet)?)?;
+        shard
+            .state
+            .key()
+            .map(|k| k.key.clone())
+            .ok_or_else(|| Error::WalletNotActive {
+                wallet: wallet.clone(),
+            })
+    }
+
+    /// The store the signer runs on.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub(crate) fn slot(&self, wallet: &WalletId) -> Result<&Slot, Error> {
+        self.wallets
+            .get(wallet)
+            .ok_or_else(|| Error::UnknownWallet {
+                wallet: wallet.clone(),
+            })
+    }
+
+    /// The wallet's slot, if `from` is a member of it: only members may
+    /// coordinate for a wallet.
+    fn member_slot(&self, wallet: &WalletId, from: CoordinatorId) -> Result<&Slot, Error> {
+        let slot = self.slot(wallet)?;
+        if !is_member(slot, from) {
+            return Err(Error::CoordinatorNotMember {
+                wallet: wallet.clone(),
+                coordinator: from,
+            });
+        }
+        Ok(slot)
+    }
+
+    /// The successor's state, for a rekeying wallet whose configuration
+    /// names one. Holds one wallet lock at a time, each only while reading,
+    /// and reads the successor only while the wallet is rekeying (rare), so
+    /// an active wallet never waits on another.
+    fn successor(&self, slot: &Slot) -> Result<Successor, Error> {
+        let Some(id) = &slot.config.successor else {
+            return Ok(Successor::Unnamed);
+        };
+        if lock(slot)?.state.kind() != WalletStateKind::Rekeying {
+            return Ok(Successor::Unnamed);
+        }
+        let next = self.slot(id)?;
+        let shard = lock(next)?;
+        match &shard.state {
+            WalletState::Active(key) => {
+                Ok(Successor::Active(taproot_wallet(self.network, &key.key)?))
+            }
+            _ => Ok(Successor::NotActive(id.clone())),
+        }
+    }
+
+    /// The rate-ledger write that must commit with the marker of a
+    /// transaction (after the policy approved it against the ledger just
+    /// read); none for raw digests.
+    fn charge_op(&self, now: Timestamp, release: &Release<'_>) -> Result<Option<WriteOp>, Error> {
+        let Spend::Transaction(psbt) = release.spend else {
+            return Ok(None);
+        };
+        let wallet = release.wallet;
+        let ledger = StoredLedger::read(&self.store, wallet, release.policy)?;
+        let approval = ledger.approve(
+            wallet,
+            release.policy,
+            &release.mode,
+            &release.coordinator,
+            psbt,
+            now,
+        )?;
+        ledger.charge_op(wallet, &approval, now).map(Some)
+    }
+
+    /// Makes the marker of `shares` durable (insert-if-absent) together
+    /// with the transaction's rate charge, in one unit, and returns the
+    /// shares to release: the new ones if inserted, the stored ones for an
+    /// identical earlier (ambiguous) commit. A ledger changed by another
+    /// commit skips the whole unit; the policy is then checked again
+    /// against the new ledger, never charged twice. On failure the pending
+    /// shares stay for a byte-identical retry.
+    fn commit(
+        &self,
+        now: Timestamp,
+        release: &Release<'_>,
+        lead: CommitmentHash,
+        package: PackageHash,
+        shares: Vec<Vec<u8>>,
+        pending: &mut HashMap<CommitmentHash, Pending>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let wallet = release.wallet;
+        let expires = now
+            .saturating_add(self.limits.nonce_ttl)
+            .saturating_add(self.limits.replay_window);
+        let marker = WriteOp::InsertMarker {
+            wallet: wallet.store_id()?,
+            commitment: lead,
+            marker: Marker {
+                package_hash: package,
+                shares: encode_shares(&shares)?,
+                expires_at: expires.to_store(),
+            },
+        };
+        for _ in 0..LEDGER_RETRIES {
+            let mut ops: Vec<WriteOp> = self.charge_op(now, release)?.into_iter().collect();
+            ops.push(marker.clone());
+            let outcome = self
+                .store
+                .write(ops)
+                .map_err(|source| store_error(wallet, source))?;
+            match outcome {
+                WriteOutcome::Committed(_) => {
+                    pending.remove(&lead);
+                    return Ok(shares);
+                }
+                WriteOutcome::Skipped {
+                    conflict: Conflict::MarkerPresent(stored),
+                    ..
+                } => {
+                    pending.remove(&lead);
+                    return replay(wallet, lead, package, &stored);
+                }
+                WriteOutcome::Skipped {
+                    conflict: Conflict::PolicyMismatch(_),
+                    ..
+                } => {}
+                _ => {
+                    pending.remove(&lead);
+                    return Err(Error::Internal(InternalFault::UnexpectedWrite));
+                }
+            }
+        }
+        Err(Error::LedgerContended {
+            wallet: wallet.clone(),
+        })
+    }
+}
+
+/// The policy's view of a wallet in `role`.
+///
+/// # Errors
+/// For a rekeying wallet: [`Error::RekeyInProgress`] without a successor,
+/// [`Error::SuccessorNotActive`] while the successor is not active.
+fn wallet_mode(wallet: &WalletId, role: Role, successor: Successor) -> Result<WalletMode, Error> {
+    match (role, successor) {
+        (Role::Active, _) => Ok(WalletMode::Active),
+        (Role::Rekeying, Successor::Active(successor)) => Ok(WalletMode::Rekeying { successor }),
+        (Role::Rekeying, Successor::NotActive(successor)) => Err(Error::SuccessorNotActive {
+            wallet: wallet.clone(),
+            successor,
+        }),
+        (Role::Rekeying, Successor::Unnamed) => Err(Error::RekeyInProgress {
+            wallet: wallet.clone(),
+        }),
+    }
+}
+
+/// The shares of a durable marker if it answers `package`, else a conflict.
+fn replay(
+    wallet: &WalletId,
+    lead: CommitmentHash,
+    package: PackageHash,
+    marker: &Marker,
+) -> Result<Vec<Vec<u8>>, Error> {
+    if marker.package_hash == package {
+        decode_shares(marker).ok_or_else(|| Error::StoredRecordInvalid {
+            wallet: wallet.clone(),
+        })
+    } else {
+        Err(Error::SessionConflict {
+            wallet: wallet.clone(),
+            commitment: lead,
+        })
+    }
+}
+
+/// Computes one share per input, consuming the nonces (each is destroyed as
+/// soon as its share exists).
+fn sign_all(
+    checked: &CheckedRound2,
+    nonces: Vec<SecretNonce>,
+    key: &SigningKey,
+) -> Result<Vec<Vec<u8>>, Error> {
+    checked
+        .packages()
+        .iter()
+        .zip(nonces)
+        .map(|(package, nonce)| {
+            thresig_crypto::sign(nonce, package, &key.share, &key.key)
+                .map(|share| share.to_bytes())
+                .map_err(|_| Error::Internal(InternalFault::CryptoRefused))
+        })
+        .collect()
+}
+
+fn prune_pending(pending: &mut HashMap<CommitmentHash, Pending>, now: Timestamp) {
+    pending.retain(|_, p| p.until > now);
+}
+
+fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
+    Error::Store {
+        wallet: wallet.clone(),
+        source,
+    }
+}
+
+pub(crate) fn lock(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
+    slot.shard
+        .lock()
+        .map_err(|_| Error::Internal(InternalFault::Poisoned))
+}
+
+/// Whether `from` is a member of the slot's wallet.
+fn is_member(slot: &Slot, from: CoordinatorId) -> bool {
+    slot.config.roster.iter().any(|k| k.to_bytes() == from.0)
+}
+
+fn status_of(slot: &Slot) -> Result<WalletStatus, Error> {
+    let shard = lock(slot)?;
+    let key = shard.state.key();
+    Ok(WalletStatus {
+        wallet: slot.config.id.clone(),
+        state: shard.state.kind(),
+        threshold: slot.config.threshold,
+        members: u16::try_from(slot.config.roster.len()).unwrap_or(u16::MAX),
+        seat: slot.seat.get(),
+        epoch: key.map(|k| k.epoch),
+        output_key: key.map(|k| HexBytes(k.key.output_key().to_bytes().to_vec())),
+        live_nonces: shard.pool.live(),
+    })
+}
+
+impl<S> std::fmt::Debug for Signer<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("wallets", &self.wallets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}

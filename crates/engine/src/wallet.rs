@@ -1,0 +1,189 @@
+//! Wallet states, each holding only the data valid in it.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use thresig_crypto::{KeyShare, WalletKey};
+
+use crate::api::HexBytes;
+use crate::dkg_msg::{DkgPayload, DkgSessionId};
+use crate::error::Error;
+use crate::ids::{Epoch, WalletId};
+
+/// The name of a wallet's state, as `status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WalletStateKind {
+    /// Configured, but no confirmed key package yet.
+    DkgPending,
+    /// Signs.
+    Active,
+    /// Refuses every spend except the sweep to its successor.
+    Rekeying,
+    /// Signs nothing; its shares may be deleted.
+    Retired,
+    /// Its records failed to authenticate; refuses to sign until an
+    /// operator acts.
+    Corrupt,
+}
+
+/// The key material a wallet signs with at one epoch: its public record
+/// (which alone decides the tweak) and this signer's share.
+pub(crate) struct SigningKey {
+    pub(crate) epoch: Epoch,
+    pub(crate) key: WalletKey,
+    pub(crate) share: KeyShare,
+}
+
+/// A finished DKG whose key package is durable, waiting for every
+/// member's signed confirmation before the wallet may sign.
+pub(crate) struct Confirming {
+    session: DkgSessionId,
+    key: WalletKey,
+    share: KeyShare,
+    transcript: [u8; 32],
+    confirmed: BTreeSet<u16>,
+}
+
+impl Confirming {
+    /// A result awaiting confirmations (none counted yet).
+    pub(crate) fn new(
+        session: DkgSessionId,
+        key: WalletKey,
+        share: KeyShare,
+        transcript: [u8; 32],
+    ) -> Self {
+        Self {
+            session,
+            key,
+            share,
+            transcript,
+            confirmed: BTreeSet::new(),
+        }
+    }
+
+    /// The DKG session.
+    pub(crate) fn session(&self) -> DkgSessionId {
+        self.session
+    }
+
+    /// This member's share of the result.
+    pub(crate) fn share(&self) -> &KeyShare {
+        &self.share
+    }
+
+    /// The transcript (echo) hash the result is bound to.
+    pub(crate) fn transcript(&self) -> [u8; 32] {
+        self.transcript
+    }
+
+    /// The wallet key the DKG produced.
+    pub(crate) fn key(&self) -> &WalletKey {
+        &self.key
+    }
+
+    /// The confirmation payload every member must sign.
+    ///
+    /// # Errors
+    /// Never in practice; the output key always encodes.
+    pub(crate) fn payload(&self) -> Result<DkgPayload, Error> {
+        Ok(DkgPayload::Confirm {
+            output_key: HexBytes(self.key.output_key().to_bytes().to_vec()),
+            transcript: HexBytes(self.transcript.to_vec()),
+        })
+    }
+
+    /// Whether `payload` confirms this result.
+    ///
+    /// # Errors
+    /// As for [`Confirming::payload`].
+    pub(crate) fn matches(&self, payload: &DkgPayload) -> Result<bool, Error> {
+        Ok(*payload == self.payload()?)
+    }
+
+    /// Counts `seat`'s (verified) confirmation; returns how many there are.
+    pub(crate) fn accept(&mut self, seat: u16) -> usize {
+        self.confirmed.insert(seat);
+        self.confirmed.len()
+    }
+
+    /// The key material, once confirmed.
+    pub(crate) fn into_parts(self) -> (WalletKey, KeyShare) {
+        (self.key, self.share)
+    }
+}
+
+/// A wallet's state on this signer.
+pub(crate) enum WalletState {
+    /// No key package yet.
+    DkgPending,
+    /// Key package durable; waiting for every member's confirmation.
+    AwaitingConfirmations(Confirming),
+    /// Signing with this key.
+    Active(SigningKey),
+    /// Being replaced by a successor wallet; holds its key for the sweep.
+    Rekeying(SigningKey),
+    /// Retired.
+    Retired,
+    /// Failed to authenticate.
+    Corrupt,
+}
+
+impl WalletState {
+    /// The state's name.
+    pub(crate) fn kind(&self) -> WalletStateKind {
+        match self {
+            Self::DkgPending | Self::AwaitingConfirmations(_) => WalletStateKind::DkgPending,
+            Self::Active(_) => WalletStateKind::Active,
+            Self::Rekeying(_) => WalletStateKind::Rekeying,
+            Self::Retired => WalletStateKind::Retired,
+            Self::Corrupt => WalletStateKind::Corrupt,
+        }
+    }
+
+    /// The key material, for states that hold one.
+    pub(crate) fn key(&self) -> Option<&SigningKey> {
+        match self {
+            Self::Active(key) | Self::Rekeying(key) => Some(key),
+            Self::DkgPending | Self::AwaitingConfirmations(_) | Self::Retired | Self::Corrupt => {
+                None
+            }
+        }
+    }
+
+    /// Records the wallet's current epoch (read from the store) in the key
+    /// material of a state that holds one.
+    pub(crate) fn set_epoch(&mut self, epoch: Epoch) {
+        if let Self::Active(key) | Self::Rekeying(key) = self {
+            key.epoch = epoch;
+        }
+    }
+
+    /// The key to sign with, and whether the wallet signs ordinary spends
+    /// or only its rekey sweep.
+    ///
+    /// # Errors
+    /// The error naming why the wallet's state refuses to sign.
+    pub(crate) fn signing_key(&self, wallet: &WalletId) -> Result<(&SigningKey, Role), Error> {
+        let wallet = wallet.clone();
+        match self {
+            Self::Active(key) => Ok((key, Role::Active)),
+            Self::Rekeying(key) => Ok((key, Role::Rekeying)),
+            Self::DkgPending | Self::AwaitingConfirmations(_) => {
+                Err(Error::WalletNotActive { wallet })
+            }
+            Self::Retired => Err(Error::WalletRetired { wallet }),
+            Self::Corrupt => Err(Error::WalletCorrupt { wallet }),
+        }
+    }
+}
+
+/// What a wallet that holds a key may sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Any spend its policy allows.
+    Active,
+    /// Only the sweep to its successor (DESIGN.md §4, emergency rekey).
+    Rekeying,
+}

@@ -1,0 +1,654 @@
+//! Deterministic test harness: a cluster of signers over the real encrypted
+//! store on simulated disks,
+//! a virtual clock, a seeded RNG and a fault-injecting store decorator.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use thresig_crypto::{
+    Commitment, GroupParams, ScriptTree, Seat, Signature, SignatureShare, SigningPackage,
+    WalletKey, dkg_in_process, import_key,
+};
+use thresig_engine::{
+    CoordinatorId, Digest, Epoch, Error, HexBytes, IdentityKey, Limits, Round1Request,
+    Round2Request, Signer, SignerConfig, SigningTarget, Timestamp, WalletConfig, WalletId,
+    activation_ops, commitment_hash, decode_shares,
+};
+use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
+use thresig_store::{
+    AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Epoch as StoreEpoch,
+    Error as StoreError, Marker, MemoryWitness, MetaName, Plaintext, PolicyKey, SimDisk, Store,
+    StoreLocation, StoreOptions, WalletId as StoreWalletId, WriteOp, WriteOutcome,
+};
+use thresig_tx::{Network, PolicyConfig};
+use zeroize::Zeroizing;
+
+/// Prints the seed if the test panics while this guard lives.
+pub struct SeedGuard(pub u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed with seed {}", self.0);
+        }
+    }
+}
+
+/// A key provider that can be switched off, as a KMS outage would.
+pub struct FlakyProvider {
+    inner: MemoryProvider,
+    down: AtomicBool,
+}
+
+impl FlakyProvider {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), ProviderError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ProviderError::Unavailable {
+                reason: "switched off by the test".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl KeyProvider for FlakyProvider {
+    fn current_kek_id(&self) -> Result<KekId, ProviderError> {
+        self.check()?;
+        self.inner.current_kek_id()
+    }
+
+    fn wrap(&self, kek: &KekId, plaintext: &[u8]) -> Result<Vec<u8>, ProviderError> {
+        self.check()?;
+        self.inner.wrap(kek, plaintext)
+    }
+
+    fn unwrap(&self, kek: &KekId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        self.check()?;
+        self.inner.unwrap(kek, wrapped)
+    }
+}
+
+/// One signer's machine: its disk, witness and key provider survive
+/// restarts.
+pub struct Machine {
+    pub disk: SimDisk,
+    pub witness: MemoryWitness,
+    pub provider: Arc<FlakyProvider>,
+}
+
+impl Machine {
+    pub fn new(seed: u8) -> Self {
+        Self {
+            disk: SimDisk::new(),
+            witness: MemoryWitness::new(),
+            provider: Arc::new(FlakyProvider {
+                inner: MemoryProvider::with_key("kek-1", seed.max(1)),
+                down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Opens the real encrypted store on this machine's disk.
+    pub fn open(&self) -> TestStore {
+        let db = redb::Database::builder()
+            .create_with_backend(self.disk.backend())
+            .unwrap();
+        let provider: Arc<dyn KeyProvider> = self.provider.clone();
+        let location = StoreLocation::Database {
+            db,
+            witness: self.witness.clone(),
+        };
+        let store = EncryptedStore::open(location, provider, StoreOptions::default()).unwrap();
+        FaultStore::new(store)
+    }
+}
+
+/// A scripted failure of the next marker commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The commit fails and nothing is written.
+    Lost,
+    /// The commit is durable but the caller is told it failed.
+    Ambiguous,
+}
+
+/// Parks the marker commit of one wallet until released.
+struct Park {
+    wallet: StoreWalletId,
+    parked: Sender<()>,
+    release: Receiver<()>,
+}
+
+fn injected() -> StoreError {
+    redb::Error::Io(std::io::Error::other("injected fault")).into()
+}
+
+/// A decorator injecting faults into any [`Store`]: lost and ambiguous
+/// marker commits, failing marker reads, and a parked commit. The inner
+/// store may be shared by several decorators ([`FaultStore::share`]), as two
+/// signer processes over one database would.
+pub struct FaultStore<S> {
+    pub inner: Arc<S>,
+    commit_faults: Mutex<VecDeque<Fault>>,
+    fail_reads: AtomicBool,
+    park: Mutex<Option<Park>>,
+}
+
+impl<S> FaultStore<S> {
+    pub fn new(inner: S) -> Self {
+        Self::over(Arc::new(inner))
+    }
+
+    fn over(inner: Arc<S>) -> Self {
+        Self {
+            inner,
+            commit_faults: Mutex::new(VecDeque::new()),
+            fail_reads: AtomicBool::new(false),
+            park: Mutex::new(None),
+        }
+    }
+
+    /// A second decorator (without faults) over the same inner store.
+    pub fn share(&self) -> Self {
+        Self::over(Arc::clone(&self.inner))
+    }
+
+    /// The next marker commit, or DKG part-3 commit, fails as `fault`.
+    pub fn fail_next_commit(&self, fault: Fault) {
+        self.commit_faults.lock().unwrap().push_back(fault);
+    }
+
+    /// Marker reads fail (retryably) while set.
+    pub fn fail_reads(&self, fail: bool) {
+        self.fail_reads.store(fail, Ordering::SeqCst);
+    }
+
+    /// The next marker commit of `wallet` sends on `parked` and waits for
+    /// `release` before committing.
+    pub fn park_commit(&self, wallet: &WalletId, parked: Sender<()>, release: Receiver<()>) {
+        *self.park.lock().unwrap() = Some(Park {
+            wallet: store_wallet(wallet),
+            parked,
+            release,
+        });
+    }
+}
+
+pub fn store_wallet(w: &WalletId) -> StoreWalletId {
+    StoreWalletId::new(w.as_str().as_bytes()).unwrap()
+}
+
+impl<S: Store> Store for FaultStore<S> {
+    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+        let marker_wallet = ops.iter().find_map(|op| match op {
+            WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
+            _ => None,
+        });
+        let dkg_result = ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::PutDkgResult { .. }));
+        if marker_wallet.is_none() && !dkg_result {
+            return self.inner.write(ops);
+        }
+        let park = {
+            let mut slot = self.park.lock().unwrap();
+            match slot.as_ref() {
+                Some(p) if Some(&p.wallet) == marker_wallet.as_ref() => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some(p) = park {
+            p.parked.send(()).unwrap();
+            p.release.recv().unwrap();
+        }
+        let fault = self.commit_faults.lock().unwrap().pop_front();
+        match fault {
+            None => self.inner.write(ops),
+            Some(Fault::Lost) => Err(injected()),
+            Some(Fault::Ambiguous) => {
+                self.inner.write(ops)?;
+                Err(injected())
+            }
+        }
+    }
+    fn wallet(&self, wallet: &StoreWalletId) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.wallet(wallet)
+    }
+    fn wallet_ids(&self) -> Result<Vec<StoreWalletId>, StoreError> {
+        self.inner.wallet_ids()
+    }
+    fn wallet_epoch(&self, wallet: &StoreWalletId) -> Result<Option<StoreEpoch>, StoreError> {
+        self.inner.wallet_epoch(wallet)
+    }
+    fn key_package(
+        &self,
+        wallet: &StoreWalletId,
+        epoch: StoreEpoch,
+    ) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.key_package(wallet, epoch)
+    }
+    fn key_packages(
+        &self,
+        wallet: &StoreWalletId,
+    ) -> Result<Vec<(StoreEpoch, Plaintext)>, StoreError> {
+        self.inner.key_packages(wallet)
+    }
+    fn dkg_results(
+        &self,
+        wallet: &StoreWalletId,
+    ) -> Result<Vec<(DkgSessionId, Plaintext)>, StoreError> {
+        self.inner.dkg_results(wallet)
+    }
+    fn marker(
+        &self,
+        wallet: &StoreWalletId,
+        commitment: &CommitmentHash,
+    ) -> Result<Option<Marker>, StoreError> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        self.inner.marker(wallet, commitment)
+    }
+    fn policy(
+        &self,
+        wallet: &StoreWalletId,
+        key: &PolicyKey,
+    ) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.policy(wallet, key)
+    }
+    fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.meta(name)
+    }
+    fn audit(
+        &self,
+        from: AuditSeq,
+        limit: usize,
+    ) -> Result<Vec<(AuditSeq, Plaintext)>, StoreError> {
+        self.inner.audit(from, limit)
+    }
+    fn corrupt_wallets(&self) -> Vec<StoreWalletId> {
+        self.inner.corrupt_wallets()
+    }
+}
+
+pub type TestStore = FaultStore<EncryptedStore>;
+
+pub struct Member {
+    pub config: SignerConfig,
+    pub machine: Machine,
+    /// `None` only while restarting.
+    running: Option<Signer<TestStore>>,
+}
+
+impl Member {
+    pub fn signer(&self) -> &Signer<TestStore> {
+        self.running.as_ref().unwrap()
+    }
+
+    pub fn store(&self) -> &TestStore {
+        self.signer().store()
+    }
+
+    /// The shares of the durable marker keyed by `commitment`, if any.
+    pub fn marker(&self, wallet: &str, commitment: &Commitment) -> Option<Vec<Vec<u8>>> {
+        let key = commitment_hash(commitment).unwrap();
+        let marker = self
+            .store()
+            .inner
+            .marker(&store_wallet(&wid(wallet)), &key)
+            .unwrap()?;
+        Some(decode_shares(&marker).unwrap())
+    }
+}
+
+/// Where a test wallet's key comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// A DKG run in the harness (the crypto crate's in-process runner).
+    Dkg(ScriptTree),
+    /// A trusted-dealer split of a single key (seeded by the byte).
+    Imported(u8, ScriptTree),
+    /// No key yet (`dkg_pending`).
+    None,
+}
+
+/// One wallet of a test cluster: its key source and configuration.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub name: String,
+    pub keys: Keys,
+    pub policy: PolicyConfig,
+    pub successor: Option<String>,
+}
+
+impl Spec {
+    /// A wallet keyed by `keys` with the raw-digest policy and no successor.
+    pub fn new(name: &str, keys: Keys) -> Self {
+        Self {
+            name: name.to_owned(),
+            keys,
+            policy: raw_policy(),
+            successor: None,
+        }
+    }
+
+    pub fn policy(mut self, policy: PolicyConfig) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn successor(mut self, successor: &str) -> Self {
+        self.successor = Some(successor.to_owned());
+        self
+    }
+}
+
+/// `n` signers sharing `wallets` (each made by a DKG), on a virtual clock.
+pub struct Cluster {
+    pub seed: u64,
+    pub rng: ChaCha20Rng,
+    pub now: Timestamp,
+    pub threshold: u16,
+    pub keys: BTreeMap<WalletId, WalletKey>,
+    pub members: Vec<Member>,
+    /// The RNG of the fresh commitments round 2 returns (separate, so that
+    /// `round2` can take `&self`).
+    pub fresh_rng: RefCell<ChaCha20Rng>,
+    _guard: SeedGuard,
+}
+
+/// The default policy, with raw digests allowed (what most engine tests
+/// sign).
+pub fn raw_policy() -> PolicyConfig {
+    let mut policy = PolicyConfig::default();
+    policy.allow_raw_digests = true;
+    policy
+}
+
+/// The identity signing key of seat `s` (deterministic).
+pub fn identity_secret(s: u16) -> ed25519_dalek::SigningKey {
+    let mut secret = [0u8; 32];
+    secret[..2].copy_from_slice(&s.to_be_bytes());
+    secret[2] = 0x5e;
+    ed25519_dalek::SigningKey::from_bytes(&secret)
+}
+
+/// The identity key of seat `s`.
+pub fn identity(s: u16) -> IdentityKey {
+    IdentityKey::from_bytes(identity_secret(s).verifying_key().to_bytes()).unwrap()
+}
+
+/// Seat `s` acting as a coordinator.
+pub fn coordinator(s: u16) -> CoordinatorId {
+    CoordinatorId(identity(s).to_bytes())
+}
+
+/// Two coordinators (the members at seats 3 and 2).
+pub const COORD_A: u16 = 3;
+pub const COORD_B: u16 = 2;
+
+pub fn wid(name: &str) -> WalletId {
+    WalletId::new(name).unwrap()
+}
+
+pub fn seat(n: u16) -> Seat {
+    Seat::try_from(n).unwrap()
+}
+
+pub fn small_limits() -> Limits {
+    Limits::new(4, 8, 12, Duration::from_secs(60))
+}
+
+impl Cluster {
+    /// Wallets keyed by a DKG run in the harness.
+    pub fn new(seed: u64, t: u16, n: u16, wallets: &[&str], limits: Limits) -> Self {
+        let specs: Vec<Spec> = wallets
+            .iter()
+            .map(|w| Spec::new(w, Keys::Dkg(ScriptTree::KeyPathOnly)))
+            .collect();
+        Self::with_wallets(seed, t, n, &specs, limits)
+    }
+
+    /// Wallets configured but without keys (`dkg_pending`).
+    pub fn unkeyed(seed: u64, t: u16, n: u16, wallets: &[&str]) -> Self {
+        let specs: Vec<Spec> = wallets.iter().map(|w| Spec::new(w, Keys::None)).collect();
+        Self::with_wallets(seed, t, n, &specs, small_limits())
+    }
+
+    /// Wallets as `specs` describe them.
+    pub fn with_wallets(seed: u64, t: u16, n: u16, specs: &[Spec], limits: Limits) -> Self {
+        let guard = SeedGuard(seed);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let identities: Vec<IdentityKey> = (1..=n).map(identity).collect();
+        let machines: Vec<Machine> = (1..=n).map(|s| Machine::new(s as u8)).collect();
+        let stores: Vec<TestStore> = machines.iter().map(Machine::open).collect();
+        let mut keys = BTreeMap::new();
+        let mut configs = Vec::new();
+        for spec in specs {
+            let id = wid(&spec.name);
+            let params = GroupParams::new(t, n).unwrap();
+            let keyed = match spec.keys {
+                Keys::Dkg(tree) => {
+                    let (shares, key) = dkg_in_process(params, tree, &mut rng).unwrap();
+                    Some((shares.into_values().collect::<Vec<_>>(), key))
+                }
+                Keys::Imported(byte, tree) => {
+                    let (key, shares) = import_key(&[byte; 32], params, tree, &mut rng).unwrap();
+                    Some((shares, key))
+                }
+                Keys::None => None,
+            };
+            if let Some((shares, key)) = keyed {
+                for (store, share) in stores.iter().zip(&shares) {
+                    let ops = activation_ops(&id, Epoch(1), &key, share).unwrap();
+                    let outcome = store.write(ops).unwrap();
+                    assert!(matches!(outcome, WriteOutcome::Committed(_)), "{outcome:?}");
+                }
+                keys.insert(id.clone(), key);
+            }
+            let mut config =
+                WalletConfig::new(id, t, identities.clone()).with_policy(spec.policy.clone());
+            if let Some(successor) = &spec.successor {
+                config = config.with_successor(wid(successor));
+            }
+            configs.push(config);
+        }
+        let members = identities
+            .iter()
+            .zip(stores)
+            .zip(machines)
+            .enumerate()
+            .map(|(i, ((identity, store), machine))| {
+                let config =
+                    SignerConfig::new(*identity, Network::Regtest, configs.clone(), limits.clone());
+                let seat = u16::try_from(i + 1).unwrap();
+                let signer = Signer::open(config.clone(), identity_secret(seat), store).unwrap();
+                Member {
+                    config,
+                    machine,
+                    running: Some(signer),
+                }
+            })
+            .collect();
+        Self {
+            seed,
+            rng,
+            now: Timestamp(1_700_000_000_000),
+            threshold: t,
+            keys,
+            members,
+            fresh_rng: RefCell::new(ChaCha20Rng::seed_from_u64(seed ^ 0x5eed)),
+            _guard: guard,
+        }
+    }
+
+    pub fn member(&self, s: u16) -> &Member {
+        &self.members[usize::from(s) - 1]
+    }
+
+    /// Restarts seat `s`: the signer and its store are dropped (closing
+    /// the database), then the store is reopened from the machine's disk
+    /// and a new signer opened over it.
+    pub fn restart(&mut self, s: u16) {
+        let m = &mut self.members[usize::from(s) - 1];
+        drop(m.running.take());
+        let secret = identity_secret(s);
+        m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
+    }
+
+    /// The wallet's current epoch, as seat 1 reports it.
+    pub fn epoch(&self, wallet: &str) -> Epoch {
+        self.member(1)
+            .signer()
+            .status(&wid(wallet))
+            .unwrap()
+            .epoch
+            .unwrap()
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.now = self.now.saturating_add(d);
+    }
+
+    pub fn round1(
+        &mut self,
+        s: u16,
+        from: u16,
+        wallet: &str,
+        inputs: usize,
+    ) -> Result<Vec<Commitment>, Error> {
+        let req = Round1Request::new(wid(wallet), inputs);
+        let now = self.now;
+        let resp = self.members[usize::from(s) - 1].signer().round1(
+            now,
+            coordinator(from),
+            &req,
+            &mut self.rng,
+        )?;
+        Ok(resp
+            .commitments
+            .iter()
+            .map(|c| Commitment::from_bytes(&c.0).unwrap())
+            .collect())
+    }
+
+    /// A round-2 request over the given per-seat commitment vectors.
+    pub fn request(
+        &self,
+        wallet: &str,
+        commitments: &BTreeMap<u16, Vec<Commitment>>,
+        digests: &[[u8; 32]],
+    ) -> Round2Request {
+        let target = SigningTarget::digests(digests.iter().map(|d| Digest(*d)).collect());
+        self.request_for(wallet, commitments, digests, target)
+    }
+
+    /// A round-2 request signing `target`, whose packages carry `digests`
+    /// (the messages the coordinator claims; a signer derives its own).
+    pub fn request_for(
+        &self,
+        wallet: &str,
+        commitments: &BTreeMap<u16, Vec<Commitment>>,
+        digests: &[[u8; 32]],
+        target: SigningTarget,
+    ) -> Round2Request {
+        let packages = (0..digests.len())
+            .map(|i| {
+                let map: BTreeMap<Seat, Commitment> =
+                    commitments.iter().map(|(s, v)| (seat(*s), v[i])).collect();
+                HexBytes(
+                    SigningPackage::new(&map, &digests[i])
+                        .unwrap()
+                        .to_bytes()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        Round2Request::new(
+            wid(wallet),
+            self.epoch(wallet),
+            commitments.keys().copied().collect(),
+            target,
+            packages,
+        )
+    }
+
+    pub fn round2(&self, s: u16, req: &Round2Request) -> Result<Vec<Vec<u8>>, Error> {
+        self.round2_reply(s, req)
+            .map(|r| r.shares.into_iter().map(|h| h.0).collect())
+    }
+
+    /// Round 2 at seat `s`, the whole reply (shares and fresh commitments).
+    pub fn round2_reply(
+        &self,
+        s: u16,
+        req: &Round2Request,
+    ) -> Result<thresig_engine::Round2Response, Error> {
+        self.round2_as(s, COORD_A, req)
+    }
+
+    /// Round 2 at seat `s`, requested by the coordinator of seat `coord`.
+    pub fn round2_as(
+        &self,
+        s: u16,
+        coord: u16,
+        req: &Round2Request,
+    ) -> Result<thresig_engine::Round2Response, Error> {
+        self.member(s).signer().round2(
+            self.now,
+            coordinator(coord),
+            req,
+            &mut *self.fresh_rng.borrow_mut(),
+        )
+    }
+
+    /// Aggregates per-seat shares of every input and verifies each signature.
+    pub fn aggregate(
+        &self,
+        wallet: &str,
+        req: &Round2Request,
+        shares: &BTreeMap<u16, Vec<Vec<u8>>>,
+    ) -> Vec<Signature> {
+        let key = &self.keys[&wid(wallet)];
+        req.packages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let package = SigningPackage::from_bytes(&p.0).unwrap();
+                let by_seat: BTreeMap<Seat, SignatureShare> = shares
+                    .iter()
+                    .map(|(s, v)| (seat(*s), SignatureShare::from_bytes(&v[i]).unwrap()))
+                    .collect();
+                let sig = thresig_crypto::aggregate(key, &package, &by_seat).unwrap();
+                thresig_crypto::verify(&key.output_key(), package.message(), &sig).unwrap();
+                sig
+            })
+            .collect()
+    }
+
+    /// A full signing of `digests` by `seats`: round 1, round 2, aggregate.
+    pub fn sign(&mut self, wallet: &str, seats: &[u16], digests: &[[u8; 32]]) -> Vec<Signature> {
+        let mut commitments = BTreeMap::new();
+        for s in seats {
+            let c = self.round1(*s, COORD_A, wallet, digests.len()).unwrap();
+            commitments.insert(*s, c);
+        }
+        let req = self.request(wallet, &commitments, digests);
+        let shares: BTreeMap<u16, Vec<Vec<u8>>> = seats
+            .iter()
+            .map(|s| (*s, self.round2(*s, &req).unwrap()))
+            .collect();
+        self.aggregate(wallet, &req, &shares)
+    }
+}

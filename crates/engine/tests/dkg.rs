@@ -1,0 +1,555 @@
+//! DKG participation: signed messages, echo hash, sealing, insert-if-absent
+//! key packages and confirmations.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use thresig_engine::{
+    DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, ErrorCode, HexBytes, SignedDkgMessage,
+    WalletStateKind,
+};
+use thresig_store::{Epoch as StoreEpoch, Store};
+
+const N: u16 = 3;
+
+fn proposal(c: &Cluster, wallet: &str, session: u8) -> DkgProposal {
+    let roster = c.members[0].config.wallets[0].roster.clone();
+    DkgProposal::new(
+        DkgSessionId([session; 32]),
+        wid(wallet),
+        c.threshold,
+        roster,
+    )
+}
+
+/// Part 1 at every seat.
+fn part1(c: &mut Cluster, p: &DkgProposal) -> Vec<SignedDkgMessage> {
+    (1..=N)
+        .map(|s| {
+            let signer = c.members[usize::from(s) - 1].signer();
+            signer.dkg_start(p, &mut c.rng).unwrap()
+        })
+        .collect()
+}
+
+/// Part 2 at every seat; returns each seat's inbox of round-2 messages.
+fn part2(
+    c: &mut Cluster,
+    p: &DkgProposal,
+    round1: &[SignedDkgMessage],
+) -> BTreeMap<u16, Vec<SignedDkgMessage>> {
+    let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
+    for s in 1..=N {
+        let peers: Vec<_> = round1.iter().filter(|m| m.sender != s).cloned().collect();
+        let signer = c.members[usize::from(s) - 1].signer();
+        let out = signer
+            .dkg_round2(&p.wallet, p.session, &peers, &mut c.rng)
+            .unwrap();
+        for m in out {
+            let DkgPayload::Round2 { to, .. } = &m.payload else {
+                panic!("not a round-2 message")
+            };
+            inbox.entry(*to).or_default().push(m);
+        }
+    }
+    inbox
+}
+
+/// Part 3 at every seat; returns the confirmations.
+fn part3(
+    c: &Cluster,
+    p: &DkgProposal,
+    inbox: &BTreeMap<u16, Vec<SignedDkgMessage>>,
+) -> Vec<Result<SignedDkgMessage, Error>> {
+    (1..=N)
+        .map(|s| {
+            c.member(s)
+                .signer()
+                .dkg_finish(&p.wallet, p.session, &inbox[&s])
+        })
+        .collect()
+}
+
+fn deliver(c: &Cluster, seat: u16, wallet: &str, confirmations: &[SignedDkgMessage]) -> bool {
+    let mut active = false;
+    for m in confirmations {
+        active = c
+            .member(seat)
+            .signer()
+            .dkg_confirm(&wid(wallet), m)
+            .unwrap()
+            .active;
+    }
+    active
+}
+
+fn state(c: &Cluster, seat: u16, wallet: &str) -> WalletStateKind {
+    c.member(seat).signer().status(&wid(wallet)).unwrap().state
+}
+
+/// A full DKG up to (not including) the confirmations.
+fn through_part3(c: &mut Cluster, wallet: &str, session: u8) -> Vec<SignedDkgMessage> {
+    let p = proposal(c, wallet, session);
+    let r1 = part1(c, &p);
+    let inbox = part2(c, &p, &r1);
+    part3(c, &p, &inbox)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn a_dkg_makes_a_wallet_that_signs_only_once_confirmed() {
+    let mut c = Cluster::unkeyed(40, 2, N, &["w"]);
+    assert_eq!(state(&c, 1, "w"), WalletStateKind::DkgPending);
+    let confirmations = through_part3(&mut c, "w", 1);
+    // Key package durable, but not active until every confirmation verifies.
+    assert_eq!(state(&c, 1, "w"), WalletStateKind::DkgPending);
+    assert_eq!(
+        c.round1(1, COORD_A, "w", 1).unwrap_err().code(),
+        ErrorCode::WalletNotActive
+    );
+    for s in 1..=N {
+        // Its own confirmation counts; one other is not enough.
+        let others: Vec<_> = confirmations
+            .iter()
+            .filter(|m| m.sender != s)
+            .cloned()
+            .collect();
+        assert!(
+            !deliver(&c, s, "w", &others[..1]),
+            "two of three is not enough"
+        );
+        assert_eq!(state(&c, s, "w"), WalletStateKind::DkgPending);
+        assert!(deliver(&c, s, "w", &others[1..]));
+        assert_eq!(state(&c, s, "w"), WalletStateKind::Active);
+    }
+    let keys: Vec<_> = (1..=N)
+        .map(|s| c.member(s).signer().wallet_key(&wid("w")).unwrap())
+        .collect();
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "every member holds the same key"
+    );
+    c.keys.insert(wid("w"), keys[0].clone());
+    assert_eq!(c.sign("w", &[1, 3], &[[4; 32]]).len(), 1);
+    // And after a restart the wallet is still active.
+    c.restart(2);
+    assert_eq!(c.sign("w", &[2, 3], &[[5; 32]]).len(), 1);
+}
+
+#[test]
+fn a_member_that_missed_the_confirmations_activates_when_they_arrive() {
+    let mut c = Cluster::unkeyed(41, 2, N, &["w"]);
+    let confirmations = through_part3(&mut c, "w", 1);
+    for s in [1, 2] {
+        assert!(deliver(&c, s, "w", &confirmations));
+    }
+    // Seat 3 restarts before any confirmation reached it.
+    c.restart(3);
+    assert_eq!(state(&c, 3, "w"), WalletStateKind::DkgPending);
+    assert!(deliver(&c, 3, "w", &confirmations));
+    assert_eq!(state(&c, 3, "w"), WalletStateKind::Active);
+    c.keys.insert(
+        wid("w"),
+        c.member(3).signer().wallet_key(&wid("w")).unwrap(),
+    );
+    assert_eq!(c.sign("w", &[1, 3], &[[6; 32]]).len(), 1);
+}
+
+#[test]
+fn a_second_dkg_never_overwrites_a_stored_key_package() {
+    let mut c = Cluster::unkeyed(42, 2, N, &["w"]);
+    let first = through_part3(&mut c, "w", 1);
+    // A second session runs parts 1 and 2, but part 3 finds the key package.
+    let p = proposal(&c, "w", 2);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    for result in part3(&c, &p, &inbox) {
+        let err = result.unwrap_err();
+        assert!(matches!(err, Error::KeyPackagePresent { .. }), "{err:?}");
+    }
+    // The first key is the one that becomes active.
+    for s in 1..=N {
+        c.restart(s);
+        assert!(deliver(&c, s, "w", &first));
+    }
+    let DkgPayload::Confirm { output_key, .. } = &first[0].payload else {
+        panic!("not a confirmation")
+    };
+    let status = c.member(1).signer().status(&wid("w")).unwrap();
+    assert_eq!(status.output_key.unwrap(), *output_key);
+    // An active wallet refuses a new DKG outright.
+    let err = c.members[0].signer().dkg_start(&p, &mut c.rng).unwrap_err();
+    assert!(matches!(err, Error::WalletAlreadyKeyed { .. }), "{err:?}");
+}
+
+#[test]
+fn a_proposal_that_differs_from_the_configuration_is_refused() {
+    let mut c = Cluster::unkeyed(43, 2, N, &["w"]);
+    let mut p = proposal(&c, "w", 1);
+    p.threshold = 3;
+    let err = c.members[0].signer().dkg_start(&p, &mut c.rng).unwrap_err();
+    assert!(matches!(err, Error::DkgMismatch { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::RosterMismatch);
+    let mut p = proposal(&c, "w", 1);
+    p.roster.swap(0, 1);
+    let err = c.members[0].signer().dkg_start(&p, &mut c.rng).unwrap_err();
+    assert!(matches!(err, Error::DkgMismatch { .. }), "{err:?}");
+}
+
+fn fault_of(err: Error) -> (u16, u16, DkgFault) {
+    match err {
+        Error::DkgFailed {
+            accuser,
+            accused,
+            fault,
+            ..
+        } => (accuser, accused, fault),
+        other => panic!("expected a DKG failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_round1_package_with_a_bad_signature_aborts_as_a_relay_fault_accusing_no_one() {
+    let mut c = Cluster::unkeyed(44, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let mut r1 = part1(&mut c, &p);
+    let DkgPayload::Round1 { hpke_key, .. } = &mut r1[1].payload else {
+        panic!("not round 1")
+    };
+    hpke_key.0[0] ^= 1;
+    let peers: Vec<_> = r1.iter().filter(|m| m.sender != 1).cloned().collect();
+    let signer = c.members[0].signer();
+    let err = signer
+        .dkg_round2(&p.wallet, p.session, &peers, &mut c.rng)
+        .unwrap_err();
+    // The signature does not verify, so nothing proves seat 2 sent it.
+    assert_eq!(fault_of(err), (1, 0, DkgFault::BadSignature));
+    assert_eq!(
+        signer
+            .dkg_round2(&p.wallet, p.session, &peers, &mut c.rng)
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidRequest,
+        "the session stopped"
+    );
+}
+
+/// Seat 2's round-2 message to seat 1, re-signed after `edit`.
+fn tampered(
+    inbox: &mut BTreeMap<u16, Vec<SignedDkgMessage>>,
+    edit: impl FnOnce(&mut DkgPayload, &[SignedDkgMessage]),
+) {
+    let to_three = inbox[&3].clone();
+    let msg = inbox
+        .get_mut(&1)
+        .unwrap()
+        .iter_mut()
+        .find(|m| m.sender == 2)
+        .unwrap();
+    let mut payload = msg.payload.clone();
+    edit(&mut payload, &to_three);
+    *msg = SignedDkgMessage::sign(
+        &identity_secret(2),
+        msg.session,
+        msg.wallet.clone(),
+        2,
+        payload,
+    );
+}
+
+#[test]
+fn a_round2_payload_with_another_echo_hash_aborts() {
+    let mut c = Cluster::unkeyed(45, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let mut inbox = part2(&mut c, &p, &r1);
+    tampered(&mut inbox, |payload, _| {
+        let DkgPayload::Round2 { echo, .. } = payload else {
+            panic!("not round 2")
+        };
+        echo.0[0] ^= 1;
+    });
+    let err = part3(&c, &p, &inbox).remove(0).unwrap_err();
+    assert_eq!(fault_of(err), (1, 2, DkgFault::EchoMismatch));
+    assert_eq!(state(&c, 1, "w"), WalletStateKind::DkgPending);
+}
+
+#[test]
+fn a_round2_package_sealed_to_another_key_aborts() {
+    let mut c = Cluster::unkeyed(46, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let mut inbox = part2(&mut c, &p, &r1);
+    tampered(&mut inbox, |payload, to_three| {
+        // Seat 2's package for seat 3, sealed to seat 3's key.
+        let other = to_three.iter().find(|m| m.sender == 2).unwrap();
+        let DkgPayload::Round2 { sealed: theirs, .. } = &other.payload else {
+            panic!("not round 2")
+        };
+        let DkgPayload::Round2 { sealed, .. } = payload else {
+            panic!("not round 2")
+        };
+        *sealed = HexBytes(theirs.0.clone());
+    });
+    let results = part3(&c, &p, &inbox);
+    assert_eq!(
+        fault_of(results.into_iter().next().unwrap().unwrap_err()),
+        (1, 2, DkgFault::BadSeal)
+    );
+}
+
+/// Sends `req` to seat `s` through the JSON envelope, as the daemon and the
+/// C ABI do, from coordinator seat 1.
+fn call(c: &mut Cluster, s: u16, req: thresig_engine::Request) -> thresig_engine::Response {
+    use thresig_engine::{Envelope, Limits, Reply, decode_request, encode_reply};
+    let bytes = serde_json::to_vec(&Envelope::new(req)).unwrap();
+    let req = decode_request(&bytes, &Limits::default()).unwrap();
+    let now = c.now;
+    let signer = c.members[usize::from(s) - 1].signer();
+    let result = signer.handle(now, coordinator(1), req, &mut c.rng);
+    let reply: Envelope<Reply> = serde_json::from_slice(&encode_reply(result.into())).unwrap();
+    match reply.body {
+        Reply::Ok(r) => r,
+        other => panic!("seat {s}: {other:?}"),
+    }
+}
+
+fn messages(r: thresig_engine::Response) -> Vec<SignedDkgMessage> {
+    match r {
+        thresig_engine::Response::DkgMessages { messages } => messages,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_dkg_runs_over_the_json_envelope() {
+    use thresig_engine::{Request, Response};
+    let mut c = Cluster::unkeyed(47, 2, N, &["w"]);
+    let p = proposal(&c, "w", 9);
+    let r1: Vec<_> = (1..=N)
+        .flat_map(|s| messages(call(&mut c, s, Request::DkgStart(p.clone()))))
+        .collect();
+    let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
+    for s in 1..=N {
+        let round1 = r1.iter().filter(|m| m.sender != s).cloned().collect();
+        let req = Request::DkgRound2 {
+            wallet: wid("w"),
+            session: p.session,
+            round1,
+        };
+        for m in messages(call(&mut c, s, req)) {
+            let DkgPayload::Round2 { to, .. } = &m.payload else {
+                panic!("not round 2")
+            };
+            inbox.entry(*to).or_default().push(m);
+        }
+    }
+    let mut confirmations = Vec::new();
+    for s in 1..=N {
+        let req = Request::DkgFinish {
+            wallet: wid("w"),
+            session: p.session,
+            round2: inbox[&s].clone(),
+        };
+        confirmations.extend(messages(call(&mut c, s, req)));
+    }
+    for s in 1..=N {
+        for m in &confirmations {
+            let req = Request::DkgConfirm {
+                wallet: wid("w"),
+                confirmation: m.clone(),
+            };
+            let Response::Confirmations(status) = call(&mut c, s, req) else {
+                panic!("not a confirmation status")
+            };
+            assert_eq!(status.needed, 3);
+        }
+        assert_eq!(state(&c, s, "w"), WalletStateKind::Active);
+    }
+}
+
+#[test]
+fn a_confirmation_of_another_result_or_badly_signed_is_refused() {
+    let mut c = Cluster::unkeyed(48, 2, N, &["w"]);
+    let confirmations = through_part3(&mut c, "w", 1);
+    let from2 = confirmations.iter().find(|m| m.sender == 2).unwrap();
+    let DkgPayload::Confirm { transcript, .. } = &from2.payload else {
+        panic!("not a confirmation")
+    };
+    let other = DkgPayload::Confirm {
+        output_key: HexBytes(vec![7; 32]),
+        transcript: transcript.clone(),
+    };
+    let forged = SignedDkgMessage::sign(&identity_secret(2), from2.session, wid("w"), 2, other);
+    let signer = c.member(1).signer();
+    let err = signer.dkg_confirm(&wid("w"), &forged).unwrap_err();
+    assert_eq!(fault_of(err), (1, 2, DkgFault::ConfirmationMismatch));
+    let mut bad = from2.clone();
+    bad.signature.0[0] ^= 1;
+    let err = signer.dkg_confirm(&wid("w"), &bad).unwrap_err();
+    assert_eq!(fault_of(err), (1, 0, DkgFault::BadSignature));
+    // A genuine confirmation replayed from another session accuses no one.
+    let replayed = SignedDkgMessage::sign(
+        &identity_secret(2),
+        DkgSessionId([5; 32]),
+        wid("w"),
+        2,
+        from2.payload.clone(),
+    );
+    let err = signer.dkg_confirm(&wid("w"), &replayed).unwrap_err();
+    assert_eq!(fault_of(err), (1, 0, DkgFault::BadSignature));
+    // Neither counted: the genuine ones still activate the wallet.
+    assert!(deliver(&c, 1, "w", &confirmations));
+}
+
+#[test]
+fn only_an_operator_abort_clears_an_unconfirmed_key_package() {
+    let mut c = Cluster::unkeyed(49, 2, N, &["w"]);
+    through_part3(&mut c, "w", 1);
+    for s in 1..=N {
+        let signer = c.member(s).signer();
+        assert!(signer.dkg_abort(&wid("w"), DkgSessionId([2; 32])).is_err());
+        signer.dkg_abort(&wid("w"), DkgSessionId([1; 32])).unwrap();
+        c.restart(s);
+        assert_eq!(state(&c, s, "w"), WalletStateKind::DkgPending);
+    }
+    // A new session now completes and activates the wallet.
+    let confirmations = through_part3(&mut c, "w", 2);
+    for s in 1..=N {
+        assert!(deliver(&c, s, "w", &confirmations));
+    }
+}
+
+/// A DKG whose part 3 at seat 1 failed its commit as `fault`, after parts
+/// 1 and 2 everywhere and part 3 at seats 2 and 3. Returns the cluster, the
+/// proposal, seat 1's round-2 inbox and the other seats' confirmations.
+fn failed_part3(
+    seed: u64,
+    fault: Fault,
+) -> (
+    Cluster,
+    DkgProposal,
+    Vec<SignedDkgMessage>,
+    Vec<SignedDkgMessage>,
+) {
+    let mut c = Cluster::unkeyed(seed, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let others = (2..=N)
+        .map(|s| {
+            c.member(s)
+                .signer()
+                .dkg_finish(&p.wallet, p.session, &inbox[&s])
+                .unwrap()
+        })
+        .collect();
+    c.member(1).store().fail_next_commit(fault);
+    let err = c
+        .member(1)
+        .signer()
+        .dkg_finish(&p.wallet, p.session, &inbox[&1])
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable);
+    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
+    (c, p, inbox[&1].clone(), others)
+}
+
+/// Whether seat 1's store holds a key package for wallet "w".
+fn seat1_has_key_package(c: &Cluster) -> bool {
+    let w = store_wallet(&wid("w"));
+    let stored = c.member(1).store().key_package(&w, StoreEpoch(1));
+    stored.unwrap().is_some()
+}
+
+/// Delivers every confirmation to every seat; all become active.
+fn activate_everywhere(c: &Cluster, confirmations: &[SignedDkgMessage]) {
+    for s in 1..=N {
+        assert!(deliver(c, s, "w", confirmations), "seat {s} inactive");
+    }
+}
+
+#[test]
+fn a_lost_part3_commit_is_retryable_and_the_identical_retry_succeeds() {
+    let (c, p, inbox, mut confirmations) = failed_part3(201, Fault::Lost);
+    assert!(!seat1_has_key_package(&c), "nothing durable yet");
+    let signer = c.member(1).signer();
+    // Another request does not take over the pending result.
+    assert!(matches!(
+        signer.dkg_finish(&p.wallet, p.session, &inbox[..1]),
+        Err(Error::DkgNotInPhase { .. })
+    ));
+    let own = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap();
+    assert!(seat1_has_key_package(&c));
+    // Asking again returns the same confirmation.
+    let again = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap();
+    assert_eq!(again, own);
+    confirmations.push(own);
+    activate_everywhere(&c, &confirmations);
+}
+
+#[test]
+fn an_ambiguous_part3_commit_is_adopted_by_confirmations_and_abortable() {
+    let (mut c, p, _, confirmations) = failed_part3(202, Fault::Ambiguous);
+    assert!(seat1_has_key_package(&c), "the commit was durable");
+    let signer = c.member(1).signer();
+    // A peer's confirmation is accepted: the durable result is adopted.
+    let status = signer.dkg_confirm(&p.wallet, &confirmations[0]).unwrap();
+    assert_eq!((status.confirmed, status.active), (2, false));
+    // The operator can abort it, and a new DKG then runs.
+    for s in 1..=N {
+        c.member(s)
+            .signer()
+            .dkg_abort(&p.wallet, p.session)
+            .unwrap();
+    }
+    assert!(!seat1_has_key_package(&c));
+    let confirmations = through_part3(&mut c, "w", 2);
+    activate_everywhere(&c, &confirmations);
+}
+
+#[test]
+fn an_ambiguous_part3_commit_is_adopted_by_the_identical_retry() {
+    let (c, p, inbox, mut confirmations) = failed_part3(204, Fault::Ambiguous);
+    let signer = c.member(1).signer();
+    confirmations.push(signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap());
+    activate_everywhere(&c, &confirmations);
+}
+
+#[test]
+fn an_ambiguous_part3_commit_can_be_aborted_directly() {
+    let (c, p, _, _) = failed_part3(205, Fault::Ambiguous);
+    let signer = c.member(1).signer();
+    signer.dkg_abort(&p.wallet, p.session).unwrap();
+    assert!(!seat1_has_key_package(&c));
+    let w = store_wallet(&wid("w"));
+    assert!(signer.store().dkg_results(&w).unwrap().is_empty());
+}
+
+/// The coordinator relays every DKG message: one forged envelope must not
+/// get an honest member accused.
+#[test]
+fn a_forged_envelope_does_not_accuse_its_claimed_sender() {
+    let mut c = Cluster::unkeyed(203, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let mut forged = r1[1].clone();
+    forged.signature = HexBytes(vec![0; 64]);
+    let err = c.members[0]
+        .signer()
+        .dkg_round2(&p.wallet, p.session, &[forged, r1[2].clone()], &mut c.rng)
+        .unwrap_err();
+    let Error::DkgFailed { accused, .. } = err else {
+        panic!("{err:?}")
+    };
+    assert_ne!(
+        accused, 2,
+        "seat 2 is accused on the strength of a signature it never made"
+    );
+    assert_eq!(accused, 0, "no member is accused of a relay fault");
+}

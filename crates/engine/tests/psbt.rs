@@ -1,0 +1,752 @@
+//! Taproot PSBTs signed through the engine: the signer derives every
+//! sighash itself, checks the wallet's policy, charges the rate ledger in
+//! the marker's unit, and the result passes Bitcoin Core's interpreter.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use bitcoin::absolute::LockTime;
+use bitcoin::hashes::Hash;
+use bitcoin::key::XOnlyPublicKey;
+use bitcoin::secp256k1::{SECP256K1, SecretKey};
+use bitcoin::taproot::TapNodeHash;
+use bitcoin::{Amount, OutPoint, TapSighashType, Transaction, TxOut, Txid};
+use common::*;
+use thresig_crypto::{Commitment, MerkleRoot, ScriptTree, Signature};
+use thresig_engine::{
+    Error, ErrorCode, Limits, Round1Request, Round2Request, Signer, SigningTarget, WalletStateKind,
+};
+use thresig_tx::test_util::verify_with_core;
+use thresig_tx::{
+    Destination, InputIndex, Network, Payment, PolicyConfig, Rule, SpendInput, TaprootWallet,
+    Violation, WalletPsbt, build_psbt,
+};
+
+/// An address outside every test wallet, on regtest.
+fn external() -> bitcoin::Address {
+    let sk = SecretKey::from_slice(&[0x42; 32]).unwrap();
+    TaprootWallet::new(Network::Regtest, sk.x_only_public_key(SECP256K1).0, None).address()
+}
+
+/// The default policy with [`external`] on the destination allowlist.
+fn policy() -> PolicyConfig {
+    let mut p = PolicyConfig::default();
+    p.destinations = vec![external().to_string()];
+    p
+}
+
+/// [`policy`] with at most one transaction per minute.
+fn one_per_minute() -> PolicyConfig {
+    let mut p = policy();
+    p.max_per_minute = Some(1);
+    p
+}
+
+/// The wallet's spend identity, from the key the harness made (what a
+/// coordinator knows; the signer uses its own record).
+fn taproot(c: &Cluster, wallet: &str) -> TaprootWallet {
+    let key = &c.keys[&wid(wallet)];
+    let internal = XOnlyPublicKey::from_slice(&key.internal_key().to_bytes()).unwrap();
+    let output = XOnlyPublicKey::from_slice(&key.output_key().to_bytes()).unwrap();
+    let root = match key.script_tree() {
+        ScriptTree::Root(r) => Some(TapNodeHash::from_byte_array(r.0)),
+        _ => None,
+    };
+    TaprootWallet::from_keys(Network::Regtest, internal, root, output).unwrap()
+}
+
+/// `n` made-up outputs of the wallet of `value` each; `salt` makes the
+/// outpoints (and so the transaction) distinct.
+fn funding(w: &TaprootWallet, n: usize, value: u64, salt: u8) -> Vec<SpendInput> {
+    (0..n)
+        .map(|i| SpendInput {
+            outpoint: OutPoint {
+                txid: Txid::from_byte_array([salt; 32]),
+                vout: u32::try_from(i).unwrap(),
+            },
+            value: Amount::from_sat(value),
+            script_pubkey: w.script_pubkey().clone(),
+        })
+        .collect()
+}
+
+/// Spends `inputs` outputs of 100 000 sat: 50 000 to [`external`], the
+/// rest less a 1 000 sat fee back to the wallet.
+fn spend(w: &TaprootWallet, inputs: usize, salt: u8) -> WalletPsbt {
+    pay(w, &funding(w, inputs, 100_000, salt), Some(external()))
+}
+
+/// Spends `inputs`: 50 000 sat to `to` if given, the rest less a 1 000 sat
+/// fee to the wallet itself; or, without `to`, everything to the wallet.
+fn pay(w: &TaprootWallet, inputs: &[SpendInput], to: Option<bitcoin::Address>) -> WalletPsbt {
+    let total: u64 = inputs.iter().map(|i| i.value.to_sat()).sum();
+    let mut outputs = Vec::new();
+    let mut rest = total - 1_000;
+    if let Some(to) = to {
+        outputs.push(Payment {
+            destination: Destination::Address(to),
+            value: Amount::from_sat(50_000),
+        });
+        rest -= 50_000;
+    }
+    outputs.push(Payment {
+        destination: Destination::Script(w.script_pubkey().clone()),
+        value: Amount::from_sat(rest),
+    });
+    build_psbt(w, inputs, &outputs, LockTime::ZERO).unwrap()
+}
+
+/// The messages an honest coordinator asks for: every wallet input's
+/// sighash, in input order.
+fn sighashes(psbt: &WalletPsbt) -> Vec<[u8; 32]> {
+    psbt.wallet_sighashes()
+        .unwrap()
+        .iter()
+        .map(|s| s.sighash.to_byte_array())
+        .collect()
+}
+
+/// Round 1 at `seats` for `inputs` nonces each.
+fn round1(
+    c: &mut Cluster,
+    wallet: &str,
+    seats: &[u16],
+    inputs: usize,
+) -> BTreeMap<u16, Vec<Commitment>> {
+    seats
+        .iter()
+        .map(|s| (*s, c.round1(*s, COORD_A, wallet, inputs).unwrap()))
+        .collect()
+}
+
+/// A round-2 request for `psbt` with the given messages.
+fn psbt_request(
+    c: &mut Cluster,
+    wallet: &str,
+    seats: &[u16],
+    psbt: &[u8],
+    messages: &[[u8; 32]],
+) -> (Round2Request, BTreeMap<u16, Vec<Commitment>>) {
+    let comms = round1(c, wallet, seats, messages.len());
+    let req = c.request_for(wallet, &comms, messages, SigningTarget::psbt(psbt.to_vec()));
+    (req, comms)
+}
+
+/// Signs `psbt` through the engine at `seats`: round 1, round 2 and
+/// aggregation (each signature verified under the output key).
+fn sign(
+    c: &mut Cluster,
+    wallet: &str,
+    seats: &[u16],
+    psbt: &WalletPsbt,
+) -> Result<Vec<Signature>, Error> {
+    sign_by(c, COORD_A, wallet, seats, psbt)
+}
+
+/// [`sign`], requested by coordinator `from`.
+fn sign_by(
+    c: &mut Cluster,
+    from: u16,
+    wallet: &str,
+    seats: &[u16],
+    psbt: &WalletPsbt,
+) -> Result<Vec<Signature>, Error> {
+    let messages = sighashes(psbt);
+    let comms: BTreeMap<u16, Vec<Commitment>> = seats
+        .iter()
+        .map(|s| (*s, c.round1(*s, from, wallet, messages.len()).unwrap()))
+        .collect();
+    let req = c.request_for(
+        wallet,
+        &comms,
+        &messages,
+        SigningTarget::psbt(psbt.serialize()),
+    );
+    let mut rng = c.rng.clone();
+    let mut shares = BTreeMap::new();
+    for s in seats {
+        let reply = c
+            .member(*s)
+            .signer()
+            .round2(c.now, coordinator(from), &req, &mut rng)?;
+        shares.insert(*s, reply.shares.into_iter().map(|h| h.0).collect());
+    }
+    c.rng = rng;
+    Ok(c.aggregate(wallet, &req, &shares))
+}
+
+/// Inserts the signatures (with `suffix` appended: the sighash type byte
+/// of a non-default type) and extracts the transaction.
+fn finalize(mut psbt: WalletPsbt, sigs: &[Signature], suffix: &[u8]) -> Transaction {
+    let inputs = psbt.wallet_inputs().to_vec();
+    assert_eq!(inputs.len(), sigs.len());
+    for (input, sig) in inputs.into_iter().zip(sigs) {
+        let bytes = [&sig.to_bytes().unwrap()[..], suffix].concat();
+        psbt.insert_signature(input, &bytes).unwrap();
+    }
+    psbt.extract_transaction().unwrap()
+}
+
+/// Core accepts `tx`, and refuses it with one byte of input `victim`'s
+/// signature flipped.
+fn assert_core_accepts_only_untampered(tx: &Transaction, prevouts: &[TxOut], victim: usize) {
+    verify_with_core(tx, prevouts).unwrap();
+    let mut bad = tx.clone();
+    let mut sig = bad.input[victim].witness.to_vec().remove(0);
+    sig[10] ^= 0x01;
+    bad.input[victim].witness = bitcoin::Witness::from_slice(&[sig]);
+    assert_eq!(verify_with_core(&bad, prevouts).unwrap_err().input, victim);
+}
+
+fn denial(err: &Error) -> (Rule, Violation) {
+    match err {
+        Error::PolicyDenied { denial, .. } => (denial.rule, denial.violation.clone()),
+        other => panic!("expected policy_denied, got {other:?}"),
+    }
+}
+
+#[test]
+fn engine_signed_transactions_pass_core_and_tampered_ones_fail() {
+    let specs = [
+        Spec::new("dkg", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy()),
+        Spec::new("dkg-root", Keys::Dkg(ScriptTree::Root(MerkleRoot([3; 32])))).policy(policy()),
+        Spec::new("imported", Keys::Imported(7, ScriptTree::KeyPathOnly)).policy(policy()),
+        Spec::new(
+            "imported-root",
+            Keys::Imported(9, ScriptTree::Root(MerkleRoot([4; 32]))),
+        )
+        .policy(policy()),
+    ];
+    let mut c = Cluster::with_wallets(30, 3, 5, &specs, Limits::default());
+    let mut salt = 0;
+    for spec in &specs {
+        for inputs in [1, 6] {
+            salt += 1;
+            let w = taproot(&c, &spec.name);
+            let psbt = spend(&w, inputs, salt);
+            let sigs = sign(&mut c, &spec.name, &[1, 3, 5], &psbt).unwrap();
+            let prevouts = psbt.prevouts().to_vec();
+            let tx = finalize(psbt, &sigs, &[]);
+            assert_core_accepts_only_untampered(&tx, &prevouts, inputs - 1);
+        }
+    }
+}
+
+#[test]
+fn sighash_all_is_signed_and_none_single_anyonecanpay_are_refused_by_default() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(31, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let with_type = |ty: TapSighashType, salt| {
+        let mut raw = spend(&w, 2, salt).psbt().clone();
+        for input in &mut raw.inputs {
+            input.sighash_type = Some(ty.into());
+        }
+        WalletPsbt::from_psbt(raw, &w).unwrap()
+    };
+    for (salt, ty) in [
+        TapSighashType::None,
+        TapSighashType::Single,
+        TapSighashType::AllPlusAnyoneCanPay,
+        TapSighashType::NonePlusAnyoneCanPay,
+        TapSighashType::SinglePlusAnyoneCanPay,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let psbt = with_type(ty, u8::try_from(salt).unwrap() + 1);
+        let err = sign(&mut c, "w", &[1, 2], &psbt).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PolicyDenied);
+        let (rule, violation) = denial(&err);
+        assert_eq!(rule, Rule::SighashType, "{ty:?}");
+        assert!(
+            matches!(violation, Violation::SighashType { input: InputIndex(0), sighash_type } if sighash_type == ty),
+            "{violation:?}"
+        );
+    }
+    let psbt = with_type(TapSighashType::All, 9);
+    let sigs = sign(&mut c, "w", &[1, 2], &psbt).unwrap();
+    let prevouts = psbt.prevouts().to_vec();
+    let tx = finalize(psbt, &sigs, &[TapSighashType::All as u8]);
+    verify_with_core(&tx, &prevouts).unwrap();
+}
+
+#[test]
+fn requests_that_differ_from_the_psbt_release_nothing() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(32, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let psbt = spend(&w, 3, 1);
+    let bytes = psbt.serialize();
+    let honest = sighashes(&psbt);
+
+    let mut wrong = honest.clone();
+    wrong[1][0] ^= 1;
+    let (req, comms) = psbt_request(&mut c, "w", &[1, 2], &bytes, &wrong);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(
+        matches!(err, Error::MessageMismatch { input: 1, .. }),
+        "{err:?}"
+    );
+    assert!(c.member(1).marker("w", &comms[&1][0]).is_none());
+    // The refused request spent no nonce: the honest one signs with them.
+    let target = SigningTarget::psbt(bytes.clone());
+    let ok = c.request_for("w", &comms, &honest, target);
+    assert_eq!(c.round2(1, &ok).unwrap().len(), 3);
+
+    // A subset or a superset of the wallet's inputs.
+    let mut superset = honest.clone();
+    superset.push([7; 32]);
+    for messages in [&honest[..2], &superset[..]] {
+        let (req, comms) = psbt_request(&mut c, "w", &[1, 2], &bytes, messages);
+        let err = c.round2(1, &req).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Malformed {
+                    part: thresig_engine::RequestPart::InputCount { messages: 3, .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(c.member(1).marker("w", &comms[&1][0]).is_none());
+    }
+}
+
+#[test]
+fn a_psbt_stating_another_prevout_script_or_amount_is_refused() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(33, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+
+    // Input 0 claims the wallet's internal key but spends another script.
+    let mut raw = spend(&w, 2, 1).psbt().clone();
+    let foreign = external().script_pubkey();
+    raw.inputs[0].witness_utxo.as_mut().unwrap().script_pubkey = foreign.clone();
+    let psbt = WalletPsbt::from_psbt(raw, &w).unwrap();
+    let err = sign(&mut c, "w", &[1, 2], &psbt).unwrap_err();
+    let (rule, violation) = denial(&err);
+    assert_eq!(rule, Rule::PrevoutScript);
+    assert_eq!(
+        violation,
+        Violation::PrevoutScript {
+            input: InputIndex(0),
+            script_pubkey: foreign
+        }
+    );
+
+    // The full previous transaction says 90 000 sat, witness_utxo 100 000.
+    let prev = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![],
+        output: vec![TxOut {
+            value: Amount::from_sat(90_000),
+            script_pubkey: w.script_pubkey().clone(),
+        }],
+    };
+    let mut inputs = funding(&w, 1, 100_000, 2);
+    inputs[0].outpoint = OutPoint {
+        txid: prev.compute_txid(),
+        vout: 0,
+    };
+    let honest = pay(&w, &inputs, Some(external()));
+    let messages = sighashes(&honest);
+    let mut raw = honest.psbt().clone();
+    raw.inputs[0].non_witness_utxo = Some(prev);
+    let mut out = Vec::new();
+    raw.serialize_to_writer(&mut out).unwrap();
+    let (req, _) = psbt_request(&mut c, "w", &[1, 2], &out, &messages);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Transaction {
+                source: thresig_tx::Error::PrevoutMismatch {
+                    input: InputIndex(0)
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A PSBT overstating the amount: its sighash is not the one a
+    // coordinator that knows the real amount asks for.
+    let real = pay(&w, &funding(&w, 1, 90_000, 3), Some(external()));
+    let inflated = pay(&w, &funding(&w, 1, 100_000, 3), Some(external()));
+    let (req, _) = psbt_request(
+        &mut c,
+        "w",
+        &[1, 2],
+        &inflated.serialize(),
+        &sighashes(&real),
+    );
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(
+        matches!(err, Error::MessageMismatch { input: 0, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_transaction_is_charged_once_however_many_sessions_sign_it() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_per_minute())];
+    let mut c = Cluster::with_wallets(34, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let first = spend(&w, 2, 1);
+    // Three ROAST sessions over one transaction, with different signer sets.
+    for seats in [[1, 2], [1, 3], [2, 1]] {
+        assert_eq!(sign(&mut c, "w", &seats, &first).unwrap().len(), 2);
+    }
+    // A second transaction in the same minute is over the limit.
+    let second = spend(&w, 1, 2);
+    let err = sign(&mut c, "w", &[1, 2], &second).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    assert_eq!(
+        denial(&err),
+        (
+            Rule::RatePerMinute,
+            Violation::Rate {
+                charged: 1,
+                limit: 1
+            }
+        )
+    );
+    // The ledger is durable.
+    c.restart(1);
+    assert_eq!(
+        denial(&sign(&mut c, "w", &[1, 3], &second).unwrap_err()).0,
+        Rule::RatePerMinute
+    );
+    // A minute later it signs.
+    c.advance(Duration::from_secs(61));
+    let sigs = sign(&mut c, "w", &[1, 2], &second).unwrap();
+    let prevouts = second.prevouts().to_vec();
+    verify_with_core(&finalize(second, &sigs, &[]), &prevouts).unwrap();
+}
+
+#[test]
+fn two_concurrent_transactions_never_both_pass_a_limit_of_one() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_per_minute())];
+    let mut c = Cluster::with_wallets(35, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    // A second signer process for seat 1 over the same database.
+    let member = c.member(1);
+    let other = Signer::open(
+        member.config.clone(),
+        identity_secret(1),
+        member.store().share(),
+    )
+    .unwrap();
+
+    let tx_a = spend(&w, 1, 1);
+    let tx_b = spend(&w, 1, 2);
+    let (req_a, comms_a) = psbt_request(&mut c, "w", &[1, 2], &tx_a.serialize(), &sighashes(&tx_a));
+    let now = c.now;
+    let own = other
+        .round1(
+            now,
+            coordinator(COORD_A),
+            &Round1Request::new(wid("w"), 1),
+            &mut c.rng,
+        )
+        .unwrap();
+    let seat2 = c.round1(2, COORD_A, "w", 1).unwrap();
+    let own: Vec<Commitment> = own
+        .commitments
+        .iter()
+        .map(|h| Commitment::from_bytes(&h.0).unwrap())
+        .collect();
+    let comms_b = [(1, own), (2, seat2)].into();
+    let req_b = c.request_for(
+        "w",
+        &comms_b,
+        &sighashes(&tx_b),
+        SigningTarget::psbt(tx_b.serialize()),
+    );
+
+    // A is checked against the empty ledger, then parked in its commit.
+    let (parked_tx, parked_rx) = channel();
+    let (release_tx, release_rx) = channel();
+    c.member(1)
+        .store()
+        .park_commit(&wid("w"), parked_tx, release_rx);
+    let signer = c.member(1).signer();
+    let mut rng_a = c.rng.clone();
+    let mut rng_b = c.rng.clone();
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| signer.round2(now, coordinator(COORD_A), &req_a, &mut rng_a));
+        parked_rx.recv().unwrap();
+        // B, checked against the same empty ledger, commits first.
+        let b = other.round2(now, coordinator(COORD_A), &req_b, &mut rng_b);
+        assert_eq!(b.unwrap().shares.len(), 1);
+        release_tx.send(()).unwrap();
+        // A's charge conflicts; re-checked against B's charge, it is refused.
+        let err = a.join().unwrap().unwrap_err();
+        assert_eq!(denial(&err).0, Rule::RatePerMinute);
+    });
+    assert!(
+        c.member(1).marker("w", &comms_a[&1][0]).is_none(),
+        "A released nothing"
+    );
+    assert!(c.member(1).marker("w", &comms_b[&1][0]).is_some());
+}
+
+#[test]
+fn a_rekeying_wallet_signs_only_the_sweep_to_its_active_successor() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly))
+            .policy(policy())
+            .successor("new"),
+        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    let mut c = Cluster::with_wallets(36, 2, 3, &specs, Limits::default());
+    let old = taproot(&c, "old");
+    let new = taproot(&c, "new");
+    for s in [1, 2, 3] {
+        let err = c.member(s).signer().begin_rekey(&wid("new")).unwrap_err();
+        assert!(
+            matches!(err, Error::RekeyNotPossible { .. }),
+            "no successor: {err:?}"
+        );
+        c.member(s).signer().begin_rekey(&wid("old")).unwrap();
+    }
+    c.restart(2);
+    for s in [1, 2, 3] {
+        let state = c.member(s).signer().status(&wid("old")).unwrap().state;
+        assert_eq!(state, WalletStateKind::Rekeying, "durable at seat {s}");
+    }
+    // An ordinary spend, a spend keeping change, raw digests: refused.
+    let ordinary = spend(&old, 1, 1);
+    let keep_change = pay(&old, &funding(&old, 2, 100_000, 2), Some(new.address()));
+    for psbt in [&ordinary, &keep_change] {
+        let err = sign(&mut c, "old", &[1, 2], psbt).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::RekeyInProgress, "{err:?}");
+    }
+    let comms = round1(&mut c, "old", &[1, 2], 1);
+    let err = c
+        .round2(1, &c.request("old", &comms, &[[1; 32]]))
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RekeyInProgress);
+
+    // The sweep of everything to the successor signs and passes Core.
+    let inputs = funding(&old, 3, 100_000, 3);
+    let sweep = build_psbt(
+        &old,
+        &inputs,
+        &[Payment {
+            destination: Destination::Address(new.address()),
+            value: Amount::from_sat(299_000),
+        }],
+        LockTime::ZERO,
+    )
+    .unwrap();
+    let sigs = sign(&mut c, "old", &[2, 3], &sweep).unwrap();
+    let prevouts = sweep.prevouts().to_vec();
+    verify_with_core(&finalize(sweep, &sigs, &[]), &prevouts).unwrap();
+}
+
+#[test]
+fn no_sweep_is_signed_while_the_successor_is_not_active() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly))
+            .policy(policy())
+            .successor("new"),
+        Spec::new("new", Keys::None),
+    ];
+    let mut c = Cluster::with_wallets(37, 2, 3, &specs, Limits::default());
+    let old = taproot(&c, "old");
+    for s in [1, 2] {
+        c.member(s).signer().begin_rekey(&wid("old")).unwrap();
+    }
+    // Any output: the successor has no key yet, so nothing is a sweep.
+    let psbt = pay(&old, &funding(&old, 1, 100_000, 1), None);
+    let err = sign(&mut c, "old", &[1, 2], &psbt).unwrap_err();
+    assert!(matches!(err, Error::SuccessorNotActive { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::RekeyInProgress);
+}
+
+#[test]
+fn round2_returns_a_fresh_live_vector_for_the_next_session() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(38, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let first = spend(&w, 2, 1);
+    let (req, _) = psbt_request(&mut c, "w", &[1, 2], &first.serialize(), &sighashes(&first));
+    let replies: BTreeMap<u16, _> = [1, 2].map(|s| (s, c.round2_reply(s, &req).unwrap())).into();
+    // The next session (another transaction) uses only the returned vectors.
+    let second = spend(&w, 2, 2);
+    let fresh: BTreeMap<u16, Vec<Commitment>> = replies
+        .iter()
+        .map(|(s, r)| {
+            assert_eq!(r.commitments.len(), 2);
+            let v = r
+                .commitments
+                .iter()
+                .map(|h| Commitment::from_bytes(&h.0).unwrap());
+            (*s, v.collect())
+        })
+        .collect();
+    let target = SigningTarget::psbt(second.serialize());
+    let next = c.request_for("w", &fresh, &sighashes(&second), target);
+    let shares: BTreeMap<u16, _> = [1, 2].map(|s| (s, c.round2(s, &next).unwrap())).into();
+    let sigs = c.aggregate("w", &next, &shares);
+    let prevouts = second.prevouts().to_vec();
+    verify_with_core(&finalize(second, &sigs, &[]), &prevouts).unwrap();
+}
+
+#[test]
+fn a_policy_of_another_network_or_a_bad_successor_stops_the_signer() {
+    let c = Cluster::with_wallets(
+        39,
+        2,
+        3,
+        &[Spec::new("a", Keys::None), Spec::new("b", Keys::None)],
+        Limits::default(),
+    );
+    let open = |config: thresig_engine::SignerConfig| {
+        Signer::open(config, identity_secret(1), c.member(1).store().share()).unwrap_err()
+    };
+    let mut config = c.member(1).config.clone();
+    let mut mainnet = PolicyConfig::default();
+    mainnet.destinations = vec!["bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq".to_owned()];
+    config.wallets[0] = config.wallets[0].clone().with_policy(mainnet);
+    let err = open(config);
+    assert!(
+        matches!(
+            err,
+            thresig_engine::OpenError::Config(thresig_engine::ConfigError::Policy { .. })
+        ),
+        "{err:?}"
+    );
+    for successor in ["a", "zz"] {
+        let mut config = c.member(1).config.clone();
+        config.wallets[0] = config.wallets[0].clone().with_successor(wid(successor));
+        let err = open(config);
+        assert!(
+            matches!(
+                err,
+                thresig_engine::OpenError::Config(thresig_engine::ConfigError::BadSuccessor { .. })
+            ),
+            "{successor}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn a_psbt_request_travels_as_json_and_a_refusal_comes_back_as_policy_denied() {
+    use thresig_engine::{
+        API_VERSION, Envelope, Reply, Request, Response, decode_request, encode_reply,
+    };
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly))];
+    let mut c = Cluster::with_wallets(40, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    // The default policy: change to the wallet is fine, an external
+    // destination is not on the (empty) allowlist.
+    let cases = [
+        (pay(&w, &funding(&w, 1, 100_000, 1), None), None),
+        (spend(&w, 1, 2), Some("destination_allowlist")),
+    ];
+    for (psbt, refused_by) in cases {
+        let (req, _) = psbt_request(&mut c, "w", &[1, 2], &psbt.serialize(), &sighashes(&psbt));
+        let bytes = serde_json::to_vec(&Envelope::new(Request::Round2(req.clone()))).unwrap();
+        let decoded = decode_request(&bytes, &Limits::default()).unwrap();
+        assert_eq!(decoded, Request::Round2(req));
+        let now = c.now;
+        let result = c.member(1).signer().handle(
+            now,
+            coordinator(COORD_A),
+            decoded,
+            &mut *c.fresh_rng.borrow_mut(),
+        );
+        let reply: Envelope<Reply> = serde_json::from_slice(&encode_reply(result.into())).unwrap();
+        assert_eq!(reply.version, API_VERSION);
+        match (reply.body, refused_by) {
+            (Reply::Ok(Response::Round2(r)), None) => assert_eq!(r.shares.len(), 1),
+            (Reply::Error(body), Some(rule)) => {
+                assert_eq!(body.code, ErrorCode::PolicyDenied);
+                assert_eq!(body.recovery, "terminal");
+                assert!(body.message.contains(rule), "{}", body.message);
+            }
+            (other, _) => panic!("unexpected reply {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_wallet_signs_many_transactions_a_day_under_the_default_policy() {
+    // Fees of 1 000 sat, far below `max_fee_sat`: the daily fee budget
+    // counts the real fees, not five full caps.
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(40, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    for salt in 1..=8u8 {
+        c.advance(Duration::from_secs(61));
+        sign(&mut c, "w", &[1, 2], &spend(&w, 1, salt)).unwrap();
+    }
+}
+
+#[test]
+fn the_daily_fee_budget_refuses_a_transaction_over_it_across_a_restart() {
+    let mut p = policy();
+    p.max_fee_sat = 1_000;
+    p.max_fee_per_day_sat = 2_500;
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(41, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    let third = spend(&w, 1, 3);
+    let budget = Violation::FeeBudget {
+        charged: Amount::from_sat(2_000),
+        fee: Amount::from_sat(1_000),
+        cap: Amount::from_sat(2_500),
+    };
+    let err = sign(&mut c, "w", &[1, 2], &third).unwrap_err();
+    assert_eq!(denial(&err), (Rule::FeePerDay, budget.clone()));
+    assert_eq!(Rule::FeePerDay.as_str(), "fee_per_day");
+    // The fees are durable: after a restart the same 2 000 sat count.
+    c.restart(1);
+    let err = sign(&mut c, "w", &[1, 3], &third).unwrap_err();
+    assert_eq!(denial(&err), (Rule::FeePerDay, budget));
+    // A day after the first charge, it fits again.
+    c.advance(Duration::from_secs(24 * 3600));
+    sign(&mut c, "w", &[1, 2], &third).unwrap();
+}
+
+#[test]
+fn one_coordinator_at_its_daily_sub_limit_does_not_block_another() {
+    let mut p = policy();
+    p.max_per_day_per_coordinator = Some(2);
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(42, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    sign_by(&mut c, COORD_A, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    sign_by(&mut c, COORD_A, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    let refused = |c: &mut Cluster, seats: &[u16], salt: u8| {
+        let err = sign_by(c, COORD_A, "w", seats, &spend(&w, 1, salt)).unwrap_err();
+        denial(&err)
+    };
+    let over = (
+        Rule::CoordinatorRatePerDay,
+        Violation::Rate {
+            charged: 2,
+            limit: 2,
+        },
+    );
+    assert_eq!(refused(&mut c, &[1, 2], 3), over);
+    // The other coordinator still signs, and its charge is its own.
+    sign_by(&mut c, COORD_B, "w", &[1, 2], &spend(&w, 1, 4)).unwrap();
+    sign_by(&mut c, COORD_B, "w", &[1, 2], &spend(&w, 1, 5)).unwrap();
+    // The coordinators of the charges survive a restart.
+    c.restart(1);
+    assert_eq!(refused(&mut c, &[1, 3], 6), over);
+    let err = sign_by(&mut c, COORD_B, "w", &[1, 3], &spend(&w, 1, 7)).unwrap_err();
+    assert_eq!(denial(&err), over);
+}
