@@ -401,10 +401,12 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
 /// Re-seals up to `limit` records named in the index under a non-current
 /// DEK, in this transaction. Records rewritten since (under the current DEK)
 /// are no longer indexed under the old term, so they are never touched.
-/// Re-seals up to `limit` records still under an old DEK. A record that
-/// fails to authenticate is skipped (left as it is, its wallet noted in
-/// `corrupt_found`), so one damaged wallet does not stop the rotation for
-/// the others (I4); it keeps its DEK in use until an operator resolves it.
+/// A record that fails to authenticate is skipped (left as it is, its
+/// wallet noted in `corrupt_found`), so one damaged wallet does not stop the
+/// rotation for the others (I4); it keeps its DEK in use until an operator
+/// resolves it. An index entry whose record is missing is skipped the same
+/// way: the entry stays, so the old DEK cannot be retired while the store
+/// disagrees with its own index.
 fn reseal(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, Error> {
     let mut failed: BTreeSet<(RecordTable, Vec<u8>)> = BTreeSet::new();
     let mut n = 0;
@@ -418,6 +420,9 @@ fn reseal(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, Error> {
         }
         for (table, key) in todo {
             let Some(sealed) = ctx.txn.raw_get(table, &key)? else {
+                // Not counted: without this entry in `failed` the next pass
+                // would find it again, and the loop would never end.
+                failed.insert((table, key));
                 continue;
             };
             let opened = ctx.records().epoch_for(table, &key).and_then(|epoch| {

@@ -504,3 +504,42 @@ fn a_damaged_wallet_record_does_not_stop_resealing_the_others() {
     });
     assert_eq!(after.unwrap(), before, "never re-sealed or reset");
 }
+
+/// An index entry whose record was deleted must not stall the re-seal: the
+/// step skips it and returns, the other records move on, and the old DEK
+/// stays in use (retirement refuses) while the store disagrees with its
+/// index. The watchdog turns a regression (the writer spinning inside its
+/// transaction) into a failure instead of a hung suite.
+#[test]
+fn an_index_entry_without_its_record_is_skipped_by_the_reseal() {
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+        put_wallet(&store, 2, b"two");
+        store.start_dek_rotation().unwrap();
+    }
+    edit_raw(&machine, |txn| {
+        let mut t = txn.open_table(common::raw_table("wallets")).unwrap();
+        assert!(
+            t.remove(wallet_key(&wallet(1)).as_slice())
+                .unwrap()
+                .is_some()
+        );
+    });
+    let store = Arc::new(machine.open().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stepper = Arc::clone(&store);
+    std::thread::spawn(move || {
+        let _ = tx.send(stepper.reseal_step().map_err(|e| e.to_string()));
+    });
+    let resealed = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("reseal_step must return, not spin");
+    assert!(resealed.is_ok(), "{resealed:?}");
+    assert_eq!(wallet_value(store.as_ref(), 2), b"two");
+    assert!(
+        matches!(store.retire_old_deks(), Err(Error::DekInUse { .. })),
+        "the old DEK must stay while its index names a missing record"
+    );
+}
