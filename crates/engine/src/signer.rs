@@ -28,6 +28,9 @@ use thresig_tx::{Network, Policy, TaprootWallet, WalletMode};
 /// They were computed once, from nonces that no longer exist; only the
 /// byte-identical request may retry their commit.
 struct Pending {
+    /// The coordinator whose nonces these shares spent: only it may retry
+    /// them, and no other coordinator's request can make them be dropped.
+    owner: CoordinatorId,
     package: PackageHash,
     shares: Vec<Vec<u8>>,
     /// When these shares may be forgotten (dropping them is always safe:
@@ -426,8 +429,15 @@ impl<S: Store> Signer<S> {
             pending.remove(&lead);
             return replay(wallet, lead, checked.hash(), &marker);
         }
-        // Pending shares are retried only by the byte-identical request.
+        // Pending shares are retried only by the byte-identical request of
+        // the coordinator that owns them; anyone else learns nothing.
         if let Some(p) = pending.get(&lead) {
+            if p.owner != from {
+                return Err(Error::NonceUnknown {
+                    wallet: wallet.clone(),
+                    commitment: lead,
+                });
+            }
             if p.package != checked.hash() {
                 pending.remove(&lead);
                 return Err(Error::SessionConflict {
@@ -444,7 +454,9 @@ impl<S: Store> Signer<S> {
         // Fresh attempt: take the nonces (they leave the pool for good),
         // sign outside any store transaction, then commit the marker.
         let (lead, nonces) = pool.take(now, from, checked.own()).map_err(|e| {
-            if let TakeError::Gone(_, Tombstone::Consumed { lead }) = e {
+            if let TakeError::Gone(_, Tombstone::Consumed { lead }) = e
+                && pending.get(&lead).is_some_and(|p| p.owner == from)
+            {
                 pending.remove(&lead);
             }
             e.into_error(wallet)
@@ -453,6 +465,7 @@ impl<S: Store> Signer<S> {
         pending.insert(
             lead,
             Pending {
+                owner: from,
                 package: checked.hash(),
                 shares: shares.clone(),
                 until: now.saturating_add(self.limits.replay_window),

@@ -562,3 +562,29 @@ fn another_coordinator_cannot_spend_my_nonces() {
     // The owner's session still signs.
     assert_eq!(c.round2(1, &req).unwrap().len(), 1);
 }
+
+/// Pending shares (their marker commit failed, their nonces are spent)
+/// belong to the coordinator whose nonces they used: another member
+/// coordinator sending the same commitments with another package learns
+/// nothing (`nonce_unknown`) and cannot make them be dropped, so the
+/// owner's byte-identical retry still gets its shares.
+#[test]
+fn another_coordinator_cannot_drop_pending_shares_it_does_not_own() {
+    let mut c = Cluster::new(41, 2, 3, &["w1"], small_limits());
+    let comms: BTreeMap<u16, Vec<Commitment>> = [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, COORD_A, "w1", 1).unwrap()))
+        .collect();
+    let mine = c.request("w1", &comms, &[[1; 32]]);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    assert!(c.round2_as(1, COORD_A, &mine).is_err(), "commit lost");
+    let other = c.request("w1", &comms, &[[2; 32]]);
+    let stolen = c.round2_as(1, 1, &other);
+    assert!(
+        matches!(stolen, Err(Error::NonceUnknown { .. })),
+        "{:?}",
+        stolen.map(|_| ())
+    );
+    let retry = c.round2_as(1, COORD_A, &mine);
+    assert!(retry.is_ok(), "{:?}", retry.map(|_| ()));
+}
