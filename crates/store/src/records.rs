@@ -149,20 +149,38 @@ impl<'a, R: Raw> Records<'a, R> {
         Ok(self.wallet_epoch(&wallet)?.unwrap_or(Epoch(0)))
     }
 
+    /// A store metadata record, if present. One that fails to authenticate
+    /// is `MetadataCorrupt` named `label` (I4: it refuses the open rather
+    /// than reading as absent); storage errors stay storage errors.
+    pub(crate) fn sys_record(
+        &self,
+        name: &[u8],
+        label: &'static str,
+    ) -> Result<Option<Plaintext>, Error> {
+        self.get(RecordTable::Sys, name).map_err(|e| {
+            if e.is_record_corruption() {
+                Error::MetadataCorrupt { name: label }
+            } else {
+                e
+            }
+        })
+    }
+
+    /// A store metadata record that every store has: absent is as corrupt
+    /// as failing to authenticate.
+    pub(crate) fn required_sys_record(
+        &self,
+        name: &[u8],
+        label: &'static str,
+    ) -> Result<Plaintext, Error> {
+        self.sys_record(name, label)?
+            .ok_or(Error::MetadataCorrupt { name: label })
+    }
+
     /// A store metadata `u64`.
     pub(crate) fn sys_u64(&self, name: &'static [u8], label: &'static str) -> Result<u64, Error> {
-        let corrupt = || Error::MetadataCorrupt { name: label };
-        let value = self
-            .get(RecordTable::Sys, name)
-            .map_err(|e| {
-                if e.is_record_corruption() {
-                    corrupt()
-                } else {
-                    e
-                }
-            })?
-            .ok_or_else(corrupt)?;
-        decode_u64(&value).ok_or_else(corrupt)
+        let value = self.required_sys_record(name, label)?;
+        decode_u64(&value).ok_or(Error::MetadataCorrupt { name: label })
     }
 
     /// The global security epoch.
@@ -186,16 +204,7 @@ impl<'a, R: Raw> Records<'a, R> {
         let corrupt = || Error::MetadataCorrupt {
             name: "current_dek",
         };
-        let value = self
-            .get(RecordTable::Sys, sys::CURRENT_DEK)
-            .map_err(|e| {
-                if e.is_record_corruption() {
-                    corrupt()
-                } else {
-                    e
-                }
-            })?
-            .ok_or_else(corrupt)?;
+        let value = self.required_sys_record(sys::CURRENT_DEK, "current_dek")?;
         let (term, digest) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
         let term = DekTerm(u64::from_be_bytes(*term));
         match digest.len() {

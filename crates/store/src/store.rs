@@ -503,10 +503,7 @@ pub(crate) fn open_shared(
         let view = keyring.view();
         let r = Records::new(&txn, &view);
         let fixed = |name: &'static [u8], label: &'static str| -> Result<Plain32, Error> {
-            let v = r
-                .get(RecordTable::Sys, name)
-                .map_err(|e| metadata_error(e, label))?
-                .ok_or(Error::MetadataCorrupt { name: label })?;
+            let v = r.required_sys_record(name, label)?;
             Ok(Zeroizing::new(v.to_vec()))
         };
         let store_id: [u8; 16] = fixed(sys::STORE_ID, "store_id")?
@@ -539,8 +536,7 @@ pub(crate) fn open_shared(
             generation: r.generation()?,
         };
         let written = r
-            .get(RecordTable::Sys, sys::WITNESS_WRITTEN)
-            .map_err(|e| metadata_error(e, "witness_written"))?
+            .sys_record(sys::WITNESS_WRITTEN, "witness_written")?
             .is_some();
         (store_id, witness_key, position, written, legacy)
     };
@@ -573,16 +569,6 @@ pub(crate) fn open_shared(
 
 type Plain32 = Zeroizing<Vec<u8>>;
 
-/// A store metadata record that fails to authenticate is `MetadataCorrupt`;
-/// storage errors stay storage errors (their retry class is kept).
-fn metadata_error(e: Error, label: &'static str) -> Error {
-    if e.is_record_corruption() {
-        Error::MetadataCorrupt { name: label }
-    } else {
-        e
-    }
-}
-
 /// Replaces the configured recovery public key by the one stored at init,
 /// so every process (whatever its options) wraps new DEKs to it.
 ///
@@ -599,9 +585,7 @@ pub(crate) fn with_stored_recovery_key(
     let stored = {
         let txn = shared.db.begin_read()?;
         let view = shared.keyring.view();
-        Records::new(&txn, &view)
-            .get(RecordTable::Sys, sys::RECOVERY_KEY)
-            .map_err(|e| metadata_error(e, "recovery_key"))?
+        Records::new(&txn, &view).sys_record(sys::RECOVERY_KEY, "recovery_key")?
     };
     let Some(stored) = stored else {
         // A store initialised without one (or by an older build) keeps
