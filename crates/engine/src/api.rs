@@ -276,7 +276,9 @@ pub enum Response {
 pub struct ErrorBody {
     /// The stable code.
     pub code: ErrorCode,
-    /// `retryable` or `terminal`.
+    /// `retryable` or `terminal`: this error's class ([`Error::recovery`]),
+    /// which can differ from the code's default (a `policy_denied` under a
+    /// time or rate rule is retryable).
     pub recovery: String,
     /// A human-readable description built from the error's fields (never
     /// secret material).
@@ -285,10 +287,9 @@ pub struct ErrorBody {
 
 impl From<&Error> for ErrorBody {
     fn from(err: &Error) -> Self {
-        let code = err.code();
         Self {
-            code,
-            recovery: recovery_str(code.recovery()).to_owned(),
+            code: err.code(),
+            recovery: recovery_str(err.recovery()).to_owned(),
             message: err.to_string(),
         }
     }

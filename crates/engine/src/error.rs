@@ -2,9 +2,12 @@
 //!
 //! [`Error`] carries structured data (wallet, seat, commitment ids) for logs
 //! and tests. [`Error::code`] is the one exhaustive mapping from an error to
-//! a stable [`ErrorCode`], and [`ErrorCode::recovery`] gives its recovery
-//! class; the daemon and the C ABI send only the code, the class and a
-//! message built from the structured fields. `docs/errors.md` lists every
+//! a stable [`ErrorCode`]; [`ErrorCode::recovery`] gives the code's default
+//! recovery class and [`Error::recovery`] the class of one error, which
+//! refines the default where the instance knows better (a `policy_denied`
+//! under a time or rate rule is retryable). The daemon and the C ABI send
+//! only the code, the instance's class and a message built from the
+//! structured fields. `docs/errors.md` lists every
 //! code with what the operator or caller does about it.
 
 use serde::{Deserialize, Serialize};
@@ -126,11 +129,14 @@ impl ErrorCode {
         }
     }
 
-    /// Whether the same request can succeed if sent again unchanged.
+    /// The code's default answer to whether the same request can succeed if
+    /// sent again unchanged; [`Error::recovery`] refines it per error.
     ///
     /// `retryable` codes are transient conditions of this signer; `terminal`
     /// ones need a different request (a fresh round 1, another epoch) or an
-    /// operator.
+    /// operator. `policy_denied` defaults to terminal: only a denial by a
+    /// rule that time can lift is retryable, and that is known only from the
+    /// error itself.
     pub fn recovery(self) -> Recovery {
         match self {
             Self::CapacityExhausted
@@ -442,9 +448,11 @@ pub enum Error {
     },
     /// The wallet's policy refuses the request (`policy_denied`): the rule
     /// and the offending value, as the `tx` crate's policy reports them.
-    /// A refusal under a time-window or rate rule may pass later
-    /// ([`thresig_tx::Rule::is_retryable`]); the code stays terminal so a
-    /// coordinator does not retry it blindly.
+    /// A refusal under a rule that time can lift (the UTC time window, the
+    /// per-minute and per-day rate limits, their per-coordinator
+    /// sub-limits, the daily fee budget: [`thresig_tx::Rule::is_retryable`])
+    /// is retryable ([`Error::recovery`]); a refusal under any other rule is
+    /// terminal, as is the code's default.
     #[error("wallet {wallet}: policy rule {} denies the request ({:?})", .denial.rule, .denial.violation)]
     PolicyDenied {
         /// The wallet addressed.
@@ -615,9 +623,17 @@ impl Error {
         }
     }
 
-    /// Whether the same request can succeed if sent again unchanged.
+    /// Whether the same request can succeed if sent again unchanged: the
+    /// code's default ([`ErrorCode::recovery`]) refined by what this error
+    /// knows. A `policy_denied` is retryable exactly when its rule can pass
+    /// with time; the `tx` policy reports a retryable rule only when no
+    /// terminal rule refuses, so a request that can never pass is never
+    /// called retryable.
     pub fn recovery(&self) -> Recovery {
-        self.code().recovery()
+        match self {
+            Self::PolicyDenied { denial, .. } if denial.rule.is_retryable() => Recovery::Retryable,
+            _ => self.code().recovery(),
+        }
     }
 }
 
@@ -663,6 +679,63 @@ mod tests {
             );
             assert!(DOC.contains(&row), "docs/errors.md lacks the row {row}");
         }
+    }
+
+    #[test]
+    fn a_policy_denial_is_retryable_exactly_for_rules_time_can_lift() {
+        use thresig_tx::{Rule, UnixTime, Violation};
+
+        use crate::api::ErrorBody;
+
+        let wallet = WalletId::new("w").unwrap();
+        // Spelled out rather than derived from `Rule::is_retryable`, so a
+        // change to either side shows up here.
+        let table = [
+            (Rule::SighashType, Recovery::Terminal),
+            (Rule::PrevoutScript, Recovery::Terminal),
+            (Rule::OutputScriptType, Recovery::Terminal),
+            (Rule::DestinationAllowlist, Recovery::Terminal),
+            (Rule::Change, Recovery::Terminal),
+            (Rule::MaxOutputValue, Recovery::Terminal),
+            (Rule::MaxTxValue, Recovery::Terminal),
+            (Rule::MaxFee, Recovery::Terminal),
+            (Rule::MaxFeeRate, Recovery::Terminal),
+            (Rule::TimeWindow, Recovery::Retryable),
+            (Rule::RatePerMinute, Recovery::Retryable),
+            (Rule::RatePerDay, Recovery::Retryable),
+            (Rule::CoordinatorRatePerMinute, Recovery::Retryable),
+            (Rule::CoordinatorRatePerDay, Recovery::Retryable),
+            (Rule::FeePerDay, Recovery::Retryable),
+            (Rule::RawDigests, Recovery::Terminal),
+            (Rule::RekeySweep, Recovery::Terminal),
+        ];
+        assert_eq!(
+            table.iter().map(|(rule, _)| *rule).collect::<Vec<_>>(),
+            Rule::ALL.to_vec(),
+            "the table covers every rule"
+        );
+        let policy_doc = include_str!("../../../docs/policy.md");
+        for (rule, expected) in table {
+            let err = Error::PolicyDenied {
+                wallet: wallet.clone(),
+                denial: PolicyDenial {
+                    rule,
+                    violation: Violation::Time { now: UnixTime(0) },
+                },
+            };
+            assert_eq!(err.code(), ErrorCode::PolicyDenied, "{rule}");
+            assert_eq!(err.recovery(), expected, "{rule}");
+            let body = ErrorBody::from(&err);
+            assert_eq!(body.code, ErrorCode::PolicyDenied, "{rule}");
+            assert_eq!(body.recovery, recovery_str(expected), "{rule}");
+            if expected == Recovery::Retryable {
+                let named = format!("`{rule}`");
+                assert!(DOC.contains(&named), "docs/errors.md lacks {named}");
+                assert!(policy_doc.contains(&named), "docs/policy.md lacks {named}");
+            }
+        }
+        // The code's default stays terminal.
+        assert_eq!(ErrorCode::PolicyDenied.recovery(), Recovery::Terminal);
     }
 
     #[test]
