@@ -11,7 +11,7 @@
 //!   if absent inside the committing transaction.
 
 use thresig_crypto::{KeyShare, Seat, WalletKey};
-use thresig_store::{Marker, Store, WriteOp};
+use thresig_store::{Marker, Plaintext, Store, WriteOp};
 
 use crate::config::WalletConfig;
 use crate::dkg_msg::DkgSessionId;
@@ -84,6 +84,14 @@ fn encoding_failed<E>(_: E) -> Error {
     Error::Internal(InternalFault::Serialization)
 }
 
+/// The encoded key package, in the store's wiping [`Plaintext`]: the crypto
+/// layer's zeroizing buffer moves in without a copy, so no plain `Vec` of
+/// the secret share outlives this call unwiped. Every encoding of a key
+/// package in the engine goes through here.
+fn key_package_bytes(share: &KeyShare) -> Result<Plaintext, Error> {
+    Ok(share.to_bytes().map_err(encoding_failed)?.into())
+}
+
 /// The insert-if-absent of this signer's key package.
 fn key_package_op(
     id: &thresig_store::WalletId,
@@ -93,7 +101,7 @@ fn key_package_op(
     Ok(WriteOp::InsertKeyPackage {
         wallet: id.clone(),
         epoch,
-        value: share.to_bytes().map_err(encoding_failed)?.to_vec().into(),
+        value: key_package_bytes(share)?,
     })
 }
 
@@ -243,9 +251,9 @@ pub(crate) fn result_is_stored<S: Store>(
         wallet: wallet.clone(),
         source,
     };
-    let share = result.share().to_bytes().map_err(encoding_failed)?;
+    let share = key_package_bytes(result.share())?;
     let stored_share = store.key_package(&id, FIRST_KEY_EPOCH).map_err(read)?;
-    if stored_share.as_ref().map(|s| &s[..]) != Some(&share[..]) {
+    if stored_share.as_ref() != Some(&share) {
         return Ok(false);
     }
     let session = dkg_session_id(result.session())?;
@@ -440,7 +448,40 @@ pub fn decode_shares(marker: &Marker) -> Option<Vec<Vec<u8>>> {
 
 #[cfg(test)]
 mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    use thresig_crypto::{GroupParams, ScriptTree};
+
     use super::*;
+
+    #[test]
+    fn a_key_package_is_encoded_only_into_a_wiping_buffer() {
+        // The type is the guarantee: the encoding is a `Plaintext`
+        // (zeroized on drop, redacted in `Debug`), never a plain `Vec`.
+        let encode: fn(&KeyShare) -> Result<Plaintext, Error> = key_package_bytes;
+        let params = GroupParams::new(2, 3).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let (_, shares) =
+            thresig_crypto::import_key(&[7; 32], params, ScriptTree::KeyPathOnly, &mut rng)
+                .unwrap();
+        let share = &shares[0];
+        let bytes = encode(share).unwrap();
+        assert_eq!(
+            format!("{bytes:?}"),
+            format!("Plaintext({} bytes)", bytes.len())
+        );
+        let id = thresig_store::WalletId::new("w").unwrap();
+        let WriteOp::InsertKeyPackage { value, epoch, .. } =
+            key_package_op(&id, FIRST_KEY_EPOCH, share).unwrap()
+        else {
+            panic!("not a key package insert");
+        };
+        assert_eq!(epoch, FIRST_KEY_EPOCH);
+        assert_eq!(value, bytes);
+        let back = KeyShare::from_bytes(&value).unwrap();
+        assert_eq!(back.seat(), share.seat());
+        assert_eq!(key_package_bytes(&back).unwrap(), bytes);
+    }
 
     #[test]
     fn records_and_shares_round_trip_and_refuse_garbage() {
