@@ -193,6 +193,20 @@ pub struct Limits {
     /// long after the nonce TTL a marker is kept before it may be purged. An
     /// hour covers coordinator retries across a signer restart.
     pub replay_window: Duration,
+    /// Most attempts per wallet whose shares are computed but whose marker
+    /// is not durable yet (its commit failed, so they wait in memory for a
+    /// byte-identical retry until `replay_window` passes). Without a cap a
+    /// coordinator could grow memory while commits fail by running round 1
+    /// and round 2 over and over. At the cap a fresh round 2 drops the
+    /// requesting coordinator's own oldest pending attempt (never
+    /// another's); a coordinator holding none gets `capacity_exhausted`
+    /// before any nonce is spent. An entry holds at most `max_inputs`
+    /// shares of 32 bytes (8 KiB at the default), so 64 bound a wallet to
+    /// about 512 KiB, while a ROAST coordinator needs one pending attempt
+    /// per open session: 64 leaves room for every member of a large roster
+    /// to retry a few. Must be at least 1 (validated).
+    #[serde(default = "default_pending_per_wallet")]
+    pub pending_per_wallet: usize,
     /// Largest encoded request accepted by [`crate::decode_request`]:
     /// 256 inputs × 100 signers × ~70 bytes of hex commitments fits in 4 MiB.
     pub max_request_bytes: usize,
@@ -207,8 +221,15 @@ impl Default for Limits {
             nonce_ttl: Duration::from_secs(300),
             replay_window: Duration::from_secs(3600),
             max_request_bytes: 4 << 20,
+            pending_per_wallet: default_pending_per_wallet(),
         }
     }
+}
+
+/// The default of [`Limits::pending_per_wallet`] (also for serialized
+/// limits written before the field existed).
+fn default_pending_per_wallet() -> usize {
+    64
 }
 
 impl Limits {
@@ -271,6 +292,7 @@ impl SignerConfig {
             || l.nonces_per_coordinator < l.max_inputs
             || l.nonces_per_wallet < l.nonces_per_coordinator
             || l.nonce_ttl.is_zero()
+            || l.pending_per_wallet == 0
         {
             return Err(ConfigError::InconsistentLimits);
         }
@@ -368,7 +390,8 @@ pub enum ConfigError {
         successor: WalletId,
     },
     /// The limits contradict each other (a coordinator quota below the
-    /// largest request, a wallet cap below one quota, a zero TTL).
+    /// largest request, a wallet cap below one quota, a zero TTL, no room
+    /// for a pending attempt).
     #[error("inconsistent limits")]
     InconsistentLimits,
 }

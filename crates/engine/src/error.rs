@@ -44,7 +44,8 @@ pub enum ErrorCode {
     /// The nonce for a commitment outlived its time to live.
     AttemptExpired,
     /// A nonce limit was reached (signer-wide, or a coordinator's quota
-    /// evicted the nonce).
+    /// evicted the nonce), or the wallet holds as many pending shares as
+    /// it may.
     CapacityExhausted,
     /// The wallet's policy refuses what was asked.
     PolicyDenied,
@@ -400,6 +401,24 @@ pub enum Error {
         /// The wallet-wide limit.
         max: usize,
     },
+    /// Round 2 would keep more computed-but-not-yet-durable shares than the
+    /// wallet's cap (`Limits::pending_per_wallet`) and none of them belongs
+    /// to the requesting coordinator (its own oldest would have been
+    /// dropped). No nonce was spent; the request can be sent again once
+    /// the pending shares are committed or forgotten.
+    #[error(
+        "wallet {wallet}: {pending} pending share sets, limit {max} (coordinator {coordinator:?})"
+    )]
+    PendingCapacity {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The requesting coordinator.
+        coordinator: CoordinatorId,
+        /// Pending share sets of the wallet.
+        pending: usize,
+        /// The wallet-wide limit.
+        max: usize,
+    },
     /// An identifier in a package is not a seat of the wallet's roster.
     #[error("wallet {wallet}: identifier {identifier} is not in the roster")]
     IdentifierNotInRoster {
@@ -603,7 +622,9 @@ impl Error {
             // succeed (round 1's refusal stays `capacity_exhausted`).
             Self::NonceUnknown { .. } | Self::NonceEvicted { .. } => ErrorCode::NonceUnknown,
             Self::AttemptExpired { .. } => ErrorCode::AttemptExpired,
-            Self::NonceCapacity { .. } => ErrorCode::CapacityExhausted,
+            Self::NonceCapacity { .. } | Self::PendingCapacity { .. } => {
+                ErrorCode::CapacityExhausted
+            }
             Self::IdentifierNotInRoster { .. }
             | Self::TooFewSigners { .. }
             | Self::CoordinatorNotMember { .. } => ErrorCode::RosterMismatch,

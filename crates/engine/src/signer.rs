@@ -36,14 +36,101 @@ struct Pending {
     /// When these shares may be forgotten (dropping them is always safe:
     /// they were never released and their nonces are gone).
     until: Timestamp,
+    /// Insertion order within the wallet, so "oldest" is exact even for
+    /// entries created at the same `now`.
+    seq: u64,
+}
+
+/// A wallet's pending shares by the attempt's first commitment, at most
+/// [`Limits::pending_per_wallet`] of them.
+#[derive(Default)]
+struct PendingShares {
+    by_lead: HashMap<CommitmentHash, Pending>,
+    next_seq: u64,
+}
+
+impl PendingShares {
+    fn get(&self, lead: &CommitmentHash) -> Option<&Pending> {
+        self.by_lead.get(lead)
+    }
+
+    fn remove(&mut self, lead: &CommitmentHash) {
+        self.by_lead.remove(lead);
+    }
+
+    /// Records the shares of a fresh attempt of `owner` (admitted by
+    /// [`Self::admit`]); at the cap, `owner`'s own oldest entry is dropped
+    /// first (safe: never released, its nonces are gone), never another
+    /// coordinator's.
+    fn insert(
+        &mut self,
+        lead: CommitmentHash,
+        owner: CoordinatorId,
+        package: PackageHash,
+        shares: Vec<Vec<u8>>,
+        until: Timestamp,
+        max: usize,
+    ) {
+        if self.by_lead.len() >= max
+            && let Some(oldest) = self.oldest_of(owner)
+        {
+            self.by_lead.remove(&oldest);
+        }
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        self.by_lead.insert(
+            lead,
+            Pending {
+                owner,
+                package,
+                shares,
+                until,
+                seq,
+            },
+        );
+    }
+
+    /// Forgets shares whose retry window has passed.
+    fn prune(&mut self, now: Timestamp) {
+        self.by_lead.retain(|_, p| p.until > now);
+    }
+
+    /// Whether a fresh attempt of `from` may be recorded under `max`: below
+    /// the cap, or holding an entry of its own to drop. Checked before any
+    /// nonce is spent; nothing is dropped here, so a request that then
+    /// fails (its nonce already consumed) costs no other attempt.
+    ///
+    /// # Errors
+    /// [`Error::PendingCapacity`] when the wallet is at the cap and `from`
+    /// holds none of the entries.
+    fn admit(&self, wallet: &WalletId, from: CoordinatorId, max: usize) -> Result<(), Error> {
+        if self.by_lead.len() < max || self.oldest_of(from).is_some() {
+            return Ok(());
+        }
+        Err(Error::PendingCapacity {
+            wallet: wallet.clone(),
+            coordinator: from,
+            pending: self.by_lead.len(),
+            max,
+        })
+    }
+
+    /// The first commitment of `owner`'s oldest pending attempt.
+    fn oldest_of(&self, owner: CoordinatorId) -> Option<CommitmentHash> {
+        self.by_lead
+            .iter()
+            .filter(|(_, p)| p.owner == owner)
+            .min_by_key(|(_, p)| p.seq)
+            .map(|(lead, _)| *lead)
+    }
 }
 
 /// The mutable state of one wallet, behind its own lock.
 pub(crate) struct Shard {
     pub(crate) state: WalletState,
     pool: NoncePool<SecretNonce>,
-    /// Pending shares by the attempt's first commitment.
-    pending: HashMap<CommitmentHash, Pending>,
+    /// Pending shares by the attempt's first commitment, capped.
+    pending: PendingShares,
     /// A DKG in progress (memory only: a restart aborts it).
     pub(crate) dkg: Option<DkgSession>,
 }
@@ -168,7 +255,7 @@ impl<S: Store> Signer<S> {
             let shard = Shard {
                 state,
                 pool: NoncePool::new(config.limits.clone(), wallet.roster.len()),
-                pending: HashMap::new(),
+                pending: PendingShares::default(),
                 dkg: None,
             };
             wallets.insert(
@@ -370,7 +457,7 @@ impl<S: Store> Signer<S> {
             pending,
             ..
         } = &mut *guard;
-        prune_pending(pending, now);
+        pending.prune(now);
         refresh_epoch(&self.store, &req.wallet, state)?;
         let (key, role) = state.signing_key(&req.wallet)?;
         let wallet = &slot.config.id;
@@ -415,7 +502,7 @@ impl<S: Store> Signer<S> {
         checked: &CheckedRound2,
         key: &SigningKey,
         pool: &mut NoncePool<SecretNonce>,
-        pending: &mut HashMap<CommitmentHash, Pending>,
+        pending: &mut PendingShares,
     ) -> Result<Vec<Vec<u8>>, Error> {
         let wallet = release.wallet;
         let lead = checked.lead();
@@ -451,6 +538,9 @@ impl<S: Store> Signer<S> {
         // The policy refuses before any nonce is spent; the commit checks
         // again against the ledger it charges.
         self.charge_op(now, release)?;
+        // Room for its shares is made before any nonce is spent, so a
+        // refusal destroys nothing.
+        pending.admit(wallet, from, self.limits.pending_per_wallet)?;
         // Fresh attempt: take the nonces (they leave the pool for good),
         // sign outside any store transaction, then commit the marker.
         let (lead, nonces) = pool.take(now, from, checked.own()).map_err(|e| {
@@ -464,12 +554,11 @@ impl<S: Store> Signer<S> {
         let shares = sign_all(checked, nonces, key)?;
         pending.insert(
             lead,
-            Pending {
-                owner: from,
-                package: checked.hash(),
-                shares: shares.clone(),
-                until: now.saturating_add(self.limits.replay_window),
-            },
+            from,
+            checked.hash(),
+            shares.clone(),
+            now.saturating_add(self.limits.replay_window),
+            self.limits.pending_per_wallet,
         );
         self.commit(now, release, lead, checked.hash(), shares, pending)
     }
@@ -545,7 +634,7 @@ impl<S: Store> Signer<S> {
         for slot in self.wallets.values() {
             let mut shard = lock(slot)?;
             shard.pool.prune(now);
-            prune_pending(&mut shard.pending, now);
+            shard.pending.prune(now);
         }
         Ok(())
     }
@@ -664,7 +753,7 @@ impl<S: Store> Signer<S> {
         lead: CommitmentHash,
         package: PackageHash,
         shares: Vec<Vec<u8>>,
-        pending: &mut HashMap<CommitmentHash, Pending>,
+        pending: &mut PendingShares,
     ) -> Result<Vec<Vec<u8>>, Error> {
         let wallet = release.wallet;
         let expires = now
@@ -769,10 +858,6 @@ fn sign_all(
                 .map_err(|_| Error::Internal(InternalFault::CryptoRefused))
         })
         .collect()
-}
-
-fn prune_pending(pending: &mut HashMap<CommitmentHash, Pending>, now: Timestamp) {
-    pending.retain(|_, p| p.until > now);
 }
 
 fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {

@@ -588,3 +588,61 @@ fn another_coordinator_cannot_drop_pending_shares_it_does_not_own() {
     let retry = c.round2_as(1, COORD_A, &mine);
     assert!(retry.is_ok(), "{:?}", retry.map(|_| ()));
 }
+
+/// Pending shares (computed, marker not durable) are capped per wallet:
+/// at the cap a coordinator's fresh attempt drops its own oldest pending
+/// attempt, and a coordinator holding none is refused, retryably and
+/// before any nonce is spent, instead of growing memory.
+#[test]
+fn pending_shares_are_capped_per_wallet_oldest_own_first() {
+    let mut limits = small_limits();
+    limits.pending_per_wallet = 2;
+    let mut c = Cluster::new(42, 2, 3, &["w1"], limits);
+    // Three attempts of coordinator A, each of whose marker commits is lost.
+    let attempts: Vec<(Commitment, thresig_engine::Round2Request)> = (1..=3u8)
+        .map(|i| {
+            let comms: BTreeMap<u16, Vec<Commitment>> = [1, 2]
+                .into_iter()
+                .map(|s| (s, c.round1(s, COORD_A, "w1", 1).unwrap()))
+                .collect();
+            let req = c.request("w1", &comms, &[[i; 32]]);
+            c.member(1).store().fail_next_commit(Fault::Lost);
+            let err = c.round2_as(1, COORD_A, &req).map(|_| ()).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::StorageUnavailable, "{err:?}");
+            (comms[&1][0], req)
+        })
+        .collect();
+    // Coordinator B (seat 2) holds no pending attempt: refused, retryably.
+    let comms_b: BTreeMap<u16, Vec<Commitment>> = [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, 2, "w1", 1).unwrap()))
+        .collect();
+    let req_b = c.request("w1", &comms_b, &[[9; 32]]);
+    let err = c.round2_as(1, 2, &req_b).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::PendingCapacity {
+                pending: 2,
+                max: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), ErrorCode::CapacityExhausted);
+    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
+    // A's first attempt was dropped to make room for its third: its
+    // retry gets no share. The two newer ones still commit.
+    let (dropped, req) = &attempts[0];
+    assert!(c.round2_as(1, COORD_A, req).is_err());
+    assert!(c.member(1).marker("w1", dropped).is_none());
+    for (lead, req) in &attempts[1..] {
+        let retry = c.round2_as(1, COORD_A, req);
+        assert!(retry.is_ok(), "{:?}", retry.map(|_| ()));
+        assert!(c.member(1).marker("w1", lead).is_some());
+    }
+    // Room again, and B's refused request spent no nonce: it now succeeds.
+    let retry = c.round2_as(1, 2, &req_b);
+    assert!(retry.is_ok(), "{:?}", retry.map(|_| ()));
+}
