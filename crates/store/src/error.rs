@@ -155,6 +155,20 @@ pub enum Error {
         /// The DEK.
         term: DekTerm,
     },
+    /// A DEK cannot be retired because a record of a corrupt wallet still
+    /// names it (stable code `dek_held_by_corrupt_wallet`). That record
+    /// fails to authenticate, so it is never re-sealed (I4: nothing is reset
+    /// or overwritten) and a retry would refuse forever; the operator
+    /// resolves the wallet first (`docs/keys-runbook.md`).
+    #[error(
+        "DEK {term} is still named by records of corrupt wallet {wallet}, which cannot be re-sealed"
+    )]
+    DekHeldByCorruptWallet {
+        /// The DEK.
+        term: DekTerm,
+        /// The corrupt wallet (the first found) whose records name it.
+        wallet: WalletId,
+    },
     /// The current DEK cannot be retired.
     #[error("DEK {term} is current and cannot be retired")]
     DekIsCurrent {
@@ -237,6 +251,7 @@ impl Error {
             | Self::WitnessCorrupt
             | Self::WitnessMissing
             | Self::DekIsCurrent { .. }
+            | Self::DekHeldByCorruptWallet { .. }
             | Self::KekStillNeeded { .. }
             | Self::RecoveryFailed { .. }
             | Self::InvalidConfig { .. }

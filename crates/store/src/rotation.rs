@@ -63,9 +63,12 @@ impl EncryptedStore {
     /// one when an active term newer than the current one exists.
     ///
     /// # Errors
-    /// Provider errors (before anything is written), storage errors, and
+    /// Provider errors (before anything is written), storage errors,
     /// record errors found while re-sealing (the rotation stops; records
-    /// already re-sealed stay valid).
+    /// already re-sealed stay valid), and
+    /// [`Error::DekHeldByCorruptWallet`] (terminal) when a corrupt wallet's
+    /// records keep the old term in use: every other record is re-sealed,
+    /// and the old term stays active until an operator resolves the wallet.
     pub fn rotate_dek(&self) -> Result<DekTerm, Error> {
         let _guard = crate::sync::lock(&self.rotation);
         let target = self.start_dek_rotation_locked()?;
@@ -101,7 +104,9 @@ impl EncryptedStore {
     /// names. Returns the terms retired.
     ///
     /// # Errors
-    /// [`Error::DekInUse`] (retryable: re-seal first) and storage errors.
+    /// [`Error::DekInUse`] (retryable: re-seal first),
+    /// [`Error::DekHeldByCorruptWallet`] (terminal: a corrupt wallet's
+    /// record can never be re-sealed) and storage errors.
     pub fn retire_old_deks(&self) -> Result<Vec<DekTerm>, Error> {
         let _guard = crate::sync::lock(&self.rotation);
         self.retire_old_deks_locked()
@@ -141,12 +146,25 @@ impl EncryptedStore {
         })
     }
 
+    /// Retires every old term no record names. A term still named by a
+    /// record of a wallet known to be corrupt is refused terminally
+    /// ([`Error::DekHeldByCorruptWallet`]): that record is never re-sealed,
+    /// so a retry would refuse forever; any other `DekInUse` stays
+    /// retryable (re-seal first).
     fn retire_old_deks_locked(&self) -> Result<Vec<DekTerm>, Error> {
         let current = self.read(|r| r.current_term())?;
         let mut retired = Vec::new();
         for e in read_entries(&self.shared.db)? {
             if e.state == DekState::Active && e.term() != current {
-                self.admin(AdminOp::RetireDek { term: e.term() })?;
+                match self.admin(AdminOp::RetireDek { term: e.term() }) {
+                    Err(Error::DekInUse { term }) => {
+                        return Err(match self.corrupt_wallet_under(term)? {
+                            Some(wallet) => Error::DekHeldByCorruptWallet { term, wallet },
+                            None => Error::DekInUse { term },
+                        });
+                    }
+                    result => result?,
+                };
                 retired.push(e.term());
             }
         }

@@ -286,6 +286,31 @@ impl EncryptedStore {
             .count() as u64)
     }
 
+    /// A wallet known to be corrupt that still has a record under DEK
+    /// `term` (one range read on the index): such a record is never
+    /// re-sealed, so `term` cannot be retired until an operator acts.
+    pub(crate) fn corrupt_wallet_under(&self, term: DekTerm) -> Result<Option<WalletId>, Error> {
+        let corrupt = lock(&self.shared.corrupt).clone();
+        if corrupt.is_empty() {
+            return Ok(None);
+        }
+        let _token = self.shared.keyring.enter_reader();
+        let txn = self.shared.db.begin_read()?;
+        let index = txn.open_table(DEK_INDEX)?;
+        let start = term.0.to_be_bytes();
+        let end = term.0.saturating_add(1).to_be_bytes();
+        for item in index.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+            let (k, _) = item?;
+            let wallet = schema::parse_index_key(k.value())
+                .filter(|(_, table, _)| table.wallet_scoped())
+                .and_then(|(_, _, key)| schema::wallet_of(&key));
+            if let Some(w) = wallet.filter(|w| corrupt.contains(w)) {
+                return Ok(Some(w));
+            }
+        }
+        Ok(None)
+    }
+
     /// Installs a callback that runs in the caller's thread just before
     /// each write unit is handed to the writer. Race tests use it to run a
     /// whole rotation at that point, the worst moment for anything chosen

@@ -543,3 +543,48 @@ fn an_index_entry_without_its_record_is_skipped_by_the_reseal() {
         "the old DEK must stay while its index names a missing record"
     );
 }
+
+/// A DEK rotation with a corrupt wallet re-seals every other record, then
+/// stops with a terminal error naming the wallet (its record can never be
+/// re-sealed), instead of a retryable `DekInUse` that no retry can clear.
+#[test]
+fn a_rotation_held_by_a_corrupt_wallet_is_terminal_and_names_it() {
+    use thresig_store::DekTerm;
+    let machine = Machine::new();
+    two_wallets(&machine);
+    flip_last(&machine, "wallets", &wallet_key(&wallet(1)));
+    let store = machine.open().unwrap();
+    for attempt in 0..2 {
+        let err = store.rotate_dek().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::DekHeldByCorruptWallet { term: DekTerm(1), wallet: w } if *w == wallet(1)
+            ),
+            "attempt {attempt}: {err:?}"
+        );
+        assert_eq!(err.recovery(), Recovery::Terminal);
+        assert!(err.to_string().contains(&wallet(1).to_string()), "{err}");
+    }
+    let status = store.keyring_status().unwrap();
+    let records = |term| {
+        status
+            .deks
+            .iter()
+            .find(|d| d.term == term)
+            .map(|d| d.records)
+    };
+    assert_eq!(
+        records(DekTerm(1)),
+        Some(1),
+        "only the corrupt record stays"
+    );
+    assert_eq!(wallet_value(&store, 2), b"two");
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    // Step by step, retiring refuses the same way.
+    let err = store.retire_old_deks().unwrap_err();
+    assert!(
+        matches!(err, Error::DekHeldByCorruptWallet { .. }),
+        "{err:?}"
+    );
+}
