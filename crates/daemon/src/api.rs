@@ -1,261 +1,19 @@
-//! The seam between the transport and the signer: domain requests and
-//! replies, the error every reply may carry, and the [`SignerHandler`]
-//! trait the daemon calls.
+//! The seam between the transport and the signer: the [`SignerHandler`]
+//! trait the daemon calls, and the error every reply may carry.
 //!
-//! These types hold no protobuf or tonic types; the service converts at the
-//! edge, so the engine (or a test double) implements the trait without
-//! knowing the wire format.
+//! Requests and replies are the signer engine's own types
+//! ([`thresig_engine::Round1Request`] and the rest); the service converts
+//! the wire messages to them at the edge, so the engine (or a test double)
+//! implements the trait without knowing the wire format.
 
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::ids::{DkgSessionId, Epoch, Seat, WalletId};
-
-/// Signing round 1: fresh nonce commitments of `wallet`, one per input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Round1Request {
-    /// The wallet.
-    pub wallet: WalletId,
-    /// Number of inputs, so of commitments wanted; the server refuses a
-    /// request outside `1..=MAX_INPUTS` before calling the handler.
-    pub inputs: u32,
-}
-
-impl Round1Request {
-    /// The most inputs one request may sign. A standard transaction (at
-    /// most 100,000 vbytes) holds under 1,750 Taproot key-path inputs of
-    /// 57.5 vbytes each; the bound keeps one request from asking a signer
-    /// for an unbounded number of nonces.
-    pub const MAX_INPUTS: u32 = 2048;
-
-    /// A round-1 request for `inputs` commitments of `wallet`.
-    #[must_use]
-    pub fn new(wallet: WalletId, inputs: u32) -> Self {
-        Self { wallet, inputs }
-    }
-}
-
-/// The answer to round 1.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Round1Reply {
-    /// The wallet's current epoch.
-    pub epoch: Epoch,
-    /// Encoded commitments, one per input (the engine owns the encoding).
-    pub commitments: Vec<Vec<u8>>,
-}
-
-impl Round1Reply {
-    /// A round-1 reply.
-    #[must_use]
-    pub fn new(epoch: Epoch, commitments: Vec<Vec<u8>>) -> Self {
-        Self { epoch, commitments }
-    }
-}
-
-/// What a round-2 request signs; the signer derives each input's message
-/// from it and never signs a message because the coordinator sent it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SigningTarget {
-    /// A binary BIP174 PSBT.
-    Psbt(Vec<u8>),
-    /// Raw 32-byte digests, one per input (only where policy allows).
-    Digests(Vec<[u8; 32]>),
-}
-
-/// Signing round 2: one share per input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Round2Request {
-    /// The wallet.
-    pub wallet: WalletId,
-    /// The epoch the coordinator believes current.
-    pub epoch: Epoch,
-    /// Seats of the signer set.
-    pub signers: Vec<Seat>,
-    /// What is signed.
-    pub target: SigningTarget,
-    /// One encoded FROST signing package per input, in input order.
-    pub packages: Vec<Vec<u8>>,
-}
-
-impl Round2Request {
-    /// A round-2 request (see the field docs).
-    #[must_use]
-    pub fn new(
-        wallet: WalletId,
-        epoch: Epoch,
-        signers: Vec<Seat>,
-        target: SigningTarget,
-        packages: Vec<Vec<u8>>,
-    ) -> Self {
-        Self {
-            wallet,
-            epoch,
-            signers,
-            target,
-            packages,
-        }
-    }
-}
-
-/// The answer to round 2.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Round2Reply {
-    /// Encoded signature shares, one per input.
-    pub shares: Vec<Vec<u8>>,
-    /// Fresh commitments for the coordinator's next session, one per input.
-    pub commitments: Vec<Vec<u8>>,
-}
-
-impl Round2Reply {
-    /// A round-2 reply.
-    #[must_use]
-    pub fn new(shares: Vec<Vec<u8>>, commitments: Vec<Vec<u8>>) -> Self {
-        Self {
-            shares,
-            commitments,
-        }
-    }
-}
-
-/// A DKG message signed by its author's identity key over
-/// (session, wallet, sender, payload). The transport does not check the
-/// signature: the engine does, against the sender's key in its own roster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DkgMessage {
-    /// The DKG run.
-    pub session: DkgSessionId,
-    /// The wallet being created.
-    pub wallet: WalletId,
-    /// The author's seat (not the relaying coordinator's).
-    pub sender: Seat,
-    /// The engine-encoded payload.
-    pub payload: Vec<u8>,
-    /// Ed25519 signature by the sender's identity key.
-    pub signature: Vec<u8>,
-}
-
-impl DkgMessage {
-    /// A signed DKG message (see the field docs).
-    #[must_use]
-    pub fn new(
-        session: DkgSessionId,
-        wallet: WalletId,
-        sender: Seat,
-        payload: Vec<u8>,
-        signature: Vec<u8>,
-    ) -> Self {
-        Self {
-            session,
-            wallet,
-            sender,
-            payload,
-            signature,
-        }
-    }
-}
-
-/// A wallet's lifecycle state, as `status` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum WalletState {
-    /// Its DKG has not completed with all confirmations.
-    DkgPending,
-    /// It signs.
-    Active,
-    /// It signs only the sweep to its successor.
-    Rekeying,
-    /// It signs nothing; its shares may be deleted.
-    Retired,
-    /// Its records failed to authenticate; it refuses to sign.
-    Corrupt,
-}
-
-impl WalletState {
-    const ALL: [Self; 5] = [
-        Self::DkgPending,
-        Self::Active,
-        Self::Rekeying,
-        Self::Retired,
-        Self::Corrupt,
-    ];
-
-    /// The state's wire name (`dkg_pending`, `active`, ...).
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::DkgPending => "dkg_pending",
-            Self::Active => "active",
-            Self::Rekeying => "rekeying",
-            Self::Retired => "retired",
-            Self::Corrupt => "corrupt",
-        }
-    }
-
-    /// The state a wire name stands for.
-    pub(crate) fn from_wire(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|state| state.as_str() == name)
-    }
-}
-
-/// One wallet as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct WalletStatus {
-    /// The wallet.
-    pub wallet: WalletId,
-    /// Its state.
-    pub state: WalletState,
-    /// Its threshold.
-    pub threshold: u16,
-    /// Its roster size.
-    pub members: u16,
-    /// The current epoch, for wallets that hold a key.
-    pub epoch: Option<Epoch>,
-    /// The x-only output key, for wallets that hold a key (else empty).
-    pub output_key: Vec<u8>,
-    /// Live nonces held for this wallet.
-    pub live_nonces: u64,
-}
-
-impl WalletStatus {
-    /// A wallet's status (see the field docs).
-    #[must_use]
-    pub fn new(wallet: WalletId, state: WalletState, threshold: u16, members: u16) -> Self {
-        Self {
-            wallet,
-            state,
-            threshold,
-            members,
-            epoch: None,
-            output_key: Vec::new(),
-            live_nonces: 0,
-        }
-    }
-}
-
-/// The answer to `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StatusReply {
-    /// The answering signer's seat.
-    pub seat: Seat,
-    /// Its wallets, in id order.
-    pub wallets: Vec<WalletStatus>,
-}
-
-impl StatusReply {
-    /// A status reply.
-    #[must_use]
-    pub fn new(seat: Seat, wallets: Vec<WalletStatus>) -> Self {
-        Self { seat, wallets }
-    }
-}
+use thresig_crypto::Seat;
+use thresig_engine::{
+    AbortRequest, ConfirmationStatus, DkgProposal, DkgSessionId, Round1Request, Round1Response,
+    Round2Request, Round2Response, SignedDkgMessage, WalletId, WalletStatus,
+};
 
 /// Whether a failed request can succeed if sent again unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -365,41 +123,77 @@ impl SignerError {
             message: message.into(),
         }
     }
+
+    /// Whether the same request can succeed if sent again unchanged.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        self.recovery == Recovery::Retryable
+    }
 }
 
 /// What the daemon calls for each authenticated request: the signer engine
-/// implements it (and tests implement it with doubles).
+/// implements it ([`crate::EngineHandler`]), and tests implement it with
+/// doubles.
 ///
 /// Methods are synchronous and may block (store commits, signing math): the
 /// daemon runs each call on a blocking thread, bounded by the configured
 /// concurrency limit, so an implementation never runs on a runtime worker.
 ///
-/// `peer` is the seat the caller's client certificate names, established by
-/// the TLS handshake; it is never taken from a message. A coordinator is
-/// trusted for nothing but liveness, so implementations check every request
-/// themselves.
+/// `peer` is the cluster seat the caller's client certificate names,
+/// established by the TLS handshake; it is never taken from a message. A
+/// coordinator is trusted for nothing but liveness, so implementations check
+/// every request themselves.
+///
+/// # Errors
+/// Every method returns a [`SignerError`] with a stable code (the engine's
+/// codes, or `coordinator_not_member` for a seat outside the cluster).
 pub trait SignerHandler: Send + Sync + 'static {
-    /// Signing round 1.
-    ///
-    /// # Errors
-    /// A [`SignerError`] with the engine's stable code.
-    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Reply, SignerError>;
+    /// Signing round 1: fresh nonce commitments, one per input.
+    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Response, SignerError>;
 
-    /// Signing round 2.
-    ///
-    /// # Errors
-    /// A [`SignerError`] with the engine's stable code.
-    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Reply, SignerError>;
+    /// Signing round 2: one share per input, plus fresh commitments.
+    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Response, SignerError>;
 
-    /// One relayed DKG message; returns the messages this signer emits.
-    ///
-    /// # Errors
-    /// A [`SignerError`] with the engine's stable code.
-    fn dkg(&self, peer: Seat, message: DkgMessage) -> Result<Vec<DkgMessage>, SignerError>;
+    /// Destroys the peer's round-1 vectors holding the request's
+    /// commitments; returns how many nonces were destroyed.
+    fn abort(&self, peer: Seat, request: AbortRequest) -> Result<usize, SignerError>;
 
-    /// This signer's wallets.
-    ///
-    /// # Errors
-    /// A [`SignerError`] with the engine's stable code.
-    fn status(&self, peer: Seat) -> Result<StatusReply, SignerError>;
+    /// DKG part 1: this signer's signed round-1 message for `proposal`.
+    fn dkg_start(&self, peer: Seat, proposal: DkgProposal)
+    -> Result<SignedDkgMessage, SignerError>;
+
+    /// DKG part 2: the other members' round-1 messages in, one sealed
+    /// round-2 message per other member out.
+    fn dkg_round2(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        session: DkgSessionId,
+        round1: Vec<SignedDkgMessage>,
+    ) -> Result<Vec<SignedDkgMessage>, SignerError>;
+
+    /// DKG part 3: the round-2 messages addressed to this signer in, its
+    /// signed confirmation out.
+    fn dkg_finish(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        session: DkgSessionId,
+        round2: Vec<SignedDkgMessage>,
+    ) -> Result<SignedDkgMessage, SignerError>;
+
+    /// One member's signed confirmation of a finished DKG.
+    fn dkg_confirm(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        confirmation: SignedDkgMessage,
+    ) -> Result<ConfirmationStatus, SignerError>;
+
+    /// The wallets `peer` is a member of, in id order.
+    fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError>;
+
+    /// A wallet's public key record, in the crypto crate's canonical
+    /// encoding (`thresig_crypto::WalletKey::to_bytes`).
+    fn wallet_key(&self, peer: Seat, wallet: WalletId) -> Result<Vec<u8>, SignerError>;
 }

@@ -14,11 +14,15 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::api::{
-    DkgMessage, Round1Reply, Round1Request, Round2Reply, Round2Request, SignerError, StatusReply,
+use thresig_crypto::WalletKey;
+use thresig_engine::{
+    AbortRequest, ConfirmationStatus, DkgProposal, DkgSessionId, Round1Request, Round1Response,
+    Round2Request, Round2Response, SignedDkgMessage, WalletId, WalletStatus,
 };
+
+use crate::api::SignerError;
 use crate::config::{DaemonConfig, TlsPaths};
-use crate::convert::WireReply;
+use crate::convert::{WireReply, dkg_messages_to_wire};
 use crate::error::{Error, RpcCode};
 use crate::ids::{ClusterName, Seat};
 use crate::proto;
@@ -63,6 +67,10 @@ impl ClientTls {
 }
 
 /// A connection to one signer, which must prove it holds `seat`.
+///
+/// Cloning is cheap (the clones share one HTTP/2 connection) and every call
+/// takes `&self`, so a coordinator can run calls to many signers, or many
+/// calls to one, concurrently.
 #[derive(Debug, Clone)]
 pub struct SignerClient {
     inner: Generated<Channel>,
@@ -107,45 +115,139 @@ impl SignerClient {
     ///
     /// # Errors
     /// [`Error::Rpc`] when the signer cannot be asked.
-    pub async fn is_ready(&mut self) -> Result<bool, Error> {
+    pub async fn is_ready(&self) -> Result<bool, Error> {
         let request = HealthCheckRequest {
             service: crate::READINESS_SERVICE.to_owned(),
         };
-        let reply = self.health.check(request).await.map_err(rpc_error)?;
+        let reply = self
+            .health
+            .clone()
+            .check(request)
+            .await
+            .map_err(rpc_error)?;
         Ok(reply.into_inner().status() == ServingStatus::Serving)
     }
 
-    /// Signing round 1.
+    /// Signing round 1: fresh nonce commitments, one per input.
     ///
     /// # Errors
     /// [`Error::Refused`] with the signer's error, [`Error::Rpc`] for
     /// transport failures, [`Error::Malformed`] for a malformed reply.
-    pub async fn round1(&mut self, request: Round1Request) -> Result<Round1Reply, Error> {
-        settle(self.inner.round1(proto::Round1Request::from(request)).await)
+    pub async fn round1(&self, request: Round1Request) -> Result<Round1Response, Error> {
+        let request = proto::Round1Request::from(request);
+        settle(self.rpc().round1(request).await)
     }
 
-    /// Signing round 2.
+    /// Signing round 2: one share per input, plus fresh commitments.
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`], and [`Error::Malformed`] for a signing
+    /// target this wire version cannot carry.
+    pub async fn round2(&self, request: Round2Request) -> Result<Round2Response, Error> {
+        let request = proto::Round2Request::try_from(request)?;
+        settle(self.rpc().round2(request).await)
+    }
+
+    /// Destroys this coordinator's round-1 vectors holding the request's
+    /// commitments; returns how many nonces the signer destroyed.
     ///
     /// # Errors
     /// As [`SignerClient::round1`].
-    pub async fn round2(&mut self, request: Round2Request) -> Result<Round2Reply, Error> {
-        settle(self.inner.round2(proto::Round2Request::from(request)).await)
+    pub async fn abort(&self, request: AbortRequest) -> Result<usize, Error> {
+        let request = proto::AbortRequest::from(request);
+        settle(self.rpc().abort(request).await)
     }
 
-    /// Relays one DKG message; returns the messages the signer emits.
+    /// DKG part 1: the signer's signed round-1 message for `proposal`.
     ///
     /// # Errors
     /// As [`SignerClient::round1`].
-    pub async fn dkg(&mut self, message: DkgMessage) -> Result<Vec<DkgMessage>, Error> {
-        settle(self.inner.dkg(proto::DkgMessage::from(message)).await)
+    pub async fn dkg_start(&self, proposal: DkgProposal) -> Result<SignedDkgMessage, Error> {
+        let proposal = proto::DkgProposal::from(proposal);
+        settle(self.rpc().dkg_start(proposal).await)
     }
 
-    /// The signer's wallets.
+    /// DKG part 2: relays the other members' round-1 messages; returns the
+    /// signer's sealed round-2 messages, one per other member.
     ///
     /// # Errors
     /// As [`SignerClient::round1`].
-    pub async fn status(&mut self) -> Result<StatusReply, Error> {
-        settle(self.inner.status(proto::StatusRequest {}).await)
+    pub async fn dkg_round2(
+        &self,
+        wallet: WalletId,
+        session: DkgSessionId,
+        round1: Vec<SignedDkgMessage>,
+    ) -> Result<Vec<SignedDkgMessage>, Error> {
+        let request = proto::DkgRound2Request {
+            wallet_id: wallet.into(),
+            session_id: session.0.to_vec(),
+            round1: dkg_messages_to_wire(round1),
+        };
+        settle(self.rpc().dkg_round2(request).await)
+    }
+
+    /// DKG part 3: relays the round-2 messages addressed to the signer;
+    /// returns its signed confirmation.
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`].
+    pub async fn dkg_finish(
+        &self,
+        wallet: WalletId,
+        session: DkgSessionId,
+        round2: Vec<SignedDkgMessage>,
+    ) -> Result<SignedDkgMessage, Error> {
+        let request = proto::DkgFinishRequest {
+            wallet_id: wallet.into(),
+            session_id: session.0.to_vec(),
+            round2: dkg_messages_to_wire(round2),
+        };
+        settle(self.rpc().dkg_finish(request).await)
+    }
+
+    /// Relays one member's confirmation; returns how far the wallet's
+    /// confirmations are at this signer.
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`].
+    pub async fn dkg_confirm(
+        &self,
+        wallet: WalletId,
+        confirmation: SignedDkgMessage,
+    ) -> Result<ConfirmationStatus, Error> {
+        let request = proto::DkgConfirmRequest {
+            wallet_id: wallet.into(),
+            confirmation: Some(confirmation.into()),
+        };
+        settle(self.rpc().dkg_confirm(request).await)
+    }
+
+    /// The wallets this coordinator is a member of, as the signer sees
+    /// them, in id order.
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`].
+    pub async fn status(&self) -> Result<Vec<WalletStatus>, Error> {
+        settle(self.rpc().status(proto::StatusRequest {}).await)
+    }
+
+    /// A wallet's public key record (what shares are verified and
+    /// aggregated with), decoded with its canonical decoder.
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`]; [`Error::Malformed`] if the record does
+    /// not decode.
+    pub async fn wallet_key(&self, wallet: WalletId) -> Result<WalletKey, Error> {
+        let request = proto::WalletKeyRequest {
+            wallet_id: wallet.into(),
+        };
+        settle(self.rpc().wallet_key(request).await)
+    }
+
+    /// A handle for one call (the generated client wants `&mut`; its
+    /// clones share the connection).
+    fn rpc(&self) -> Generated<Channel> {
+        self.inner.clone()
     }
 }
 

@@ -1,52 +1,107 @@
-//! Conversions between the generated protobuf types and the domain types of
-//! [`crate::api`], each written once and used by both the server and the
-//! client.
+//! Conversions between the generated protobuf types and the signer engine's
+//! types, each written once and used by both the server and the client.
+//!
+//! Decoding never panics: a malformed wire message (a bad id, a seat out of
+//! range, a payload that is not canonical) becomes an [`Error`].
 
-use crate::api::{
-    DkgMessage, ErrorCode, Recovery, Round1Reply, Round1Request, Round2Reply, Round2Request,
-    SignerError, SigningTarget, StatusReply, WalletState, WalletStatus,
+use thresig_crypto::{Seat, WalletKey};
+use thresig_engine::{
+    AbortRequest, ConfirmationStatus, Digest, DkgPayload, DkgProposal, DkgSessionId, Epoch,
+    HexBytes, IdentityKey, Round1Request, Round1Response, Round2Request, Round2Response,
+    SignedDkgMessage, SigningTarget, WalletId, WalletStateKind, WalletStatus,
 };
+
+use crate::api::{ErrorCode, Recovery, SignerError};
 use crate::error::{Error, InvalidId};
-use crate::ids::{DkgSessionId, Epoch, Seat, WalletId, seat_from_wire};
+use crate::ids::seat_from_wire;
 use crate::proto;
+
+/// The most inputs one round-1 request may ask for, checked before the
+/// engine sees the request. A standard transaction (at most 100,000 vbytes)
+/// holds under 1,750 Taproot key-path inputs of 57.5 vbytes each; the bound
+/// keeps one request from asking for an unbounded number of nonces (the
+/// engine's own `max_inputs` may be lower).
+pub(crate) const MAX_ROUND1_INPUTS: u32 = 2048;
+
+fn wallet_id(wire: String) -> Result<WalletId, Error> {
+    WalletId::new(wire).map_err(|_| Error::InvalidId(InvalidId::Wallet))
+}
+
+fn session_id(wire: &[u8]) -> Result<DkgSessionId, Error> {
+    <[u8; 32]>::try_from(wire)
+        .map(DkgSessionId)
+        .map_err(|_| Error::InvalidId(InvalidId::DkgSession))
+}
+
+/// A seat number as the engine's types carry it (validated as a seat).
+fn seat_number(wire: u32) -> Result<u16, Error> {
+    seat_from_wire(wire).map(Seat::get)
+}
+
+fn seat_to_wire(seat: u16) -> u32 {
+    u32::from(seat)
+}
+
+fn hex_list(wire: Vec<Vec<u8>>) -> Vec<HexBytes> {
+    wire.into_iter().map(HexBytes).collect()
+}
+
+fn bytes_list(list: Vec<HexBytes>) -> Vec<Vec<u8>> {
+    list.into_iter().map(|b| b.0).collect()
+}
+
+/// A count the engine keeps as `usize`, as the wire carries it.
+fn count_to_wire(count: usize) -> u64 {
+    u64::try_from(count).unwrap_or(u64::MAX)
+}
+
+fn count_from_wire(count: u64) -> Result<usize, Error> {
+    usize::try_from(count).map_err(|_| Error::Malformed("count beyond this platform's range"))
+}
 
 impl TryFrom<proto::Round1Request> for Round1Request {
     type Error = Error;
     fn try_from(wire: proto::Round1Request) -> Result<Self, Error> {
-        if !(1..=Round1Request::MAX_INPUTS).contains(&wire.inputs) {
+        if !(1..=MAX_ROUND1_INPUTS).contains(&wire.inputs) {
             return Err(Error::Malformed("round 1 inputs must be 1 to 2048"));
         }
-        Ok(Self::new(WalletId::new(wire.wallet_id)?, wire.inputs))
+        let inputs = usize::try_from(wire.inputs)
+            .map_err(|_| Error::Malformed("round 1 inputs must be 1 to 2048"))?;
+        Ok(Self::new(wallet_id(wire.wallet_id)?, inputs))
     }
 }
 
 impl From<Round1Request> for proto::Round1Request {
     fn from(request: Round1Request) -> Self {
         Self {
-            wallet_id: request.wallet.as_str().to_owned(),
-            inputs: request.inputs,
+            wallet_id: request.wallet.into(),
+            // Above u32 is refused by the server like any count above 2048.
+            inputs: u32::try_from(request.inputs).unwrap_or(u32::MAX),
         }
     }
 }
 
-impl From<Round1Reply> for proto::Round1Result {
-    fn from(reply: Round1Reply) -> Self {
+impl From<Round1Response> for proto::Round1Result {
+    fn from(reply: Round1Response) -> Self {
         Self {
+            wallet_id: reply.wallet.into(),
+            seat: seat_to_wire(reply.seat),
             epoch: reply.epoch.0,
-            commitments: reply.commitments,
+            commitments: bytes_list(reply.commitments),
         }
     }
 }
 
-impl TryFrom<proto::Round1Result> for Round1Reply {
+impl TryFrom<proto::Round1Result> for Round1Response {
     type Error = Error;
     fn try_from(wire: proto::Round1Result) -> Result<Self, Error> {
-        Ok(Self::new(Epoch(wire.epoch), wire.commitments))
+        Ok(Self::new(
+            wallet_id(wire.wallet_id)?,
+            seat_number(wire.seat)?,
+            Epoch(wire.epoch),
+            hex_list(wire.commitments),
+        ))
     }
-}
-
-fn seats(numbers: Vec<u32>) -> Result<Vec<Seat>, Error> {
-    numbers.into_iter().map(seat_from_wire).collect()
 }
 
 impl TryFrom<proto::Round2Request> for Round2Request {
@@ -54,114 +109,282 @@ impl TryFrom<proto::Round2Request> for Round2Request {
     fn try_from(wire: proto::Round2Request) -> Result<Self, Error> {
         use proto::round2_request::Target;
         let target = match wire.target {
-            Some(Target::Psbt(psbt)) => SigningTarget::Psbt(psbt),
-            Some(Target::Digests(d)) => SigningTarget::Digests(
+            Some(Target::Psbt(psbt)) => SigningTarget::psbt(psbt),
+            Some(Target::Digests(d)) => SigningTarget::digests(
                 d.digests
                     .into_iter()
-                    .map(<[u8; 32]>::try_from)
+                    .map(|digest| <[u8; 32]>::try_from(digest).map(Digest))
                     .collect::<Result<_, _>>()
                     .map_err(|_| Error::InvalidId(InvalidId::Digest))?,
             ),
             None => return Err(Error::Malformed("round 2 request without a target")),
         };
         Ok(Self::new(
-            WalletId::new(wire.wallet_id)?,
+            wallet_id(wire.wallet_id)?,
             Epoch(wire.epoch),
-            seats(wire.signers)?,
+            wire.signers
+                .into_iter()
+                .map(seat_number)
+                .collect::<Result<_, _>>()?,
             target,
-            wire.packages,
+            hex_list(wire.packages),
         ))
     }
 }
 
-impl From<Round2Request> for proto::Round2Request {
-    fn from(request: Round2Request) -> Self {
+impl TryFrom<Round2Request> for proto::Round2Request {
+    type Error = Error;
+    fn try_from(request: Round2Request) -> Result<Self, Error> {
         use proto::round2_request::Target;
         let target = match request.target {
-            SigningTarget::Psbt(psbt) => Target::Psbt(psbt),
-            SigningTarget::Digests(digests) => Target::Digests(proto::Digests {
-                digests: digests.into_iter().map(Vec::from).collect(),
+            SigningTarget::Psbt { psbt } => Target::Psbt(psbt.0),
+            SigningTarget::Digests { digests } => Target::Digests(proto::Digests {
+                digests: digests.into_iter().map(|d| d.0.to_vec()).collect(),
             }),
+            _ => return Err(Error::Malformed("a signing target v1 cannot carry")),
         };
-        Self {
-            wallet_id: request.wallet.as_str().to_owned(),
+        Ok(Self {
+            wallet_id: request.wallet.into(),
             epoch: request.epoch.0,
-            signers: request.signers.iter().map(|s| u32::from(s.get())).collect(),
+            signers: request.signers.into_iter().map(seat_to_wire).collect(),
             target: Some(target),
-            packages: request.packages,
-        }
+            packages: bytes_list(request.packages),
+        })
     }
 }
 
-impl From<Round2Reply> for proto::Round2Result {
-    fn from(reply: Round2Reply) -> Self {
+impl From<Round2Response> for proto::Round2Result {
+    fn from(reply: Round2Response) -> Self {
         Self {
-            shares: reply.shares,
-            commitments: reply.commitments,
+            wallet_id: reply.wallet.into(),
+            seat: seat_to_wire(reply.seat),
+            shares: bytes_list(reply.shares),
+            commitments: bytes_list(reply.commitments),
         }
     }
 }
 
-impl TryFrom<proto::Round2Result> for Round2Reply {
+impl TryFrom<proto::Round2Result> for Round2Response {
     type Error = Error;
     fn try_from(wire: proto::Round2Result) -> Result<Self, Error> {
-        Ok(Self::new(wire.shares, wire.commitments))
-    }
-}
-
-impl TryFrom<proto::DkgMessage> for DkgMessage {
-    type Error = Error;
-    fn try_from(wire: proto::DkgMessage) -> Result<Self, Error> {
         Ok(Self::new(
-            DkgSessionId::new(wire.session_id)?,
-            WalletId::new(wire.wallet_id)?,
-            seat_from_wire(wire.sender)?,
-            wire.payload,
-            wire.signature,
+            wallet_id(wire.wallet_id)?,
+            seat_number(wire.seat)?,
+            hex_list(wire.shares),
+            hex_list(wire.commitments),
         ))
     }
 }
 
-impl From<DkgMessage> for proto::DkgMessage {
-    fn from(message: DkgMessage) -> Self {
-        Self {
-            session_id: message.session.as_bytes().to_vec(),
-            wallet_id: message.wallet.as_str().to_owned(),
-            sender: u32::from(message.sender.get()),
-            payload: message.payload,
-            signature: message.signature,
-        }
-    }
-}
-
-impl From<Vec<DkgMessage>> for proto::DkgResult {
-    fn from(messages: Vec<DkgMessage>) -> Self {
-        Self {
-            messages: messages.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
-impl TryFrom<proto::DkgResult> for Vec<DkgMessage> {
+impl TryFrom<proto::AbortRequest> for AbortRequest {
     type Error = Error;
-    fn try_from(wire: proto::DkgResult) -> Result<Self, Error> {
-        wire.messages
+    fn try_from(wire: proto::AbortRequest) -> Result<Self, Error> {
+        Ok(Self::new(
+            wallet_id(wire.wallet_id)?,
+            hex_list(wire.commitments),
+        ))
+    }
+}
+
+impl From<AbortRequest> for proto::AbortRequest {
+    fn from(request: AbortRequest) -> Self {
+        Self {
+            wallet_id: request.wallet.into(),
+            commitments: bytes_list(request.commitments),
+        }
+    }
+}
+
+impl From<usize> for proto::AbortResult {
+    fn from(destroyed: usize) -> Self {
+        Self {
+            destroyed: count_to_wire(destroyed),
+        }
+    }
+}
+
+impl TryFrom<proto::AbortResult> for usize {
+    type Error = Error;
+    fn try_from(wire: proto::AbortResult) -> Result<Self, Error> {
+        count_from_wire(wire.destroyed)
+    }
+}
+
+impl TryFrom<proto::DkgMessage> for SignedDkgMessage {
+    type Error = Error;
+    fn try_from(wire: proto::DkgMessage) -> Result<Self, Error> {
+        let payload = DkgPayload::from_bytes(&wire.payload)
+            .map_err(|_| Error::Malformed("DKG payload is not canonical"))?;
+        Ok(Self::new(
+            session_id(&wire.session_id)?,
+            wallet_id(wire.wallet_id)?,
+            seat_number(wire.sender)?,
+            payload,
+            HexBytes(wire.signature),
+        ))
+    }
+}
+
+impl From<SignedDkgMessage> for proto::DkgMessage {
+    fn from(message: SignedDkgMessage) -> Self {
+        Self {
+            session_id: message.session.0.to_vec(),
+            payload: message.payload.to_bytes(),
+            wallet_id: message.wallet.into(),
+            sender: seat_to_wire(message.sender),
+            signature: message.signature.0,
+        }
+    }
+}
+
+/// Decodes a list of relayed DKG messages.
+pub(crate) fn dkg_messages(wire: Vec<proto::DkgMessage>) -> Result<Vec<SignedDkgMessage>, Error> {
+    wire.into_iter().map(SignedDkgMessage::try_from).collect()
+}
+
+/// Encodes a list of DKG messages.
+pub(crate) fn dkg_messages_to_wire(messages: Vec<SignedDkgMessage>) -> Vec<proto::DkgMessage> {
+    messages.into_iter().map(Into::into).collect()
+}
+
+impl From<Vec<SignedDkgMessage>> for proto::DkgMessages {
+    fn from(messages: Vec<SignedDkgMessage>) -> Self {
+        Self {
+            messages: dkg_messages_to_wire(messages),
+        }
+    }
+}
+
+impl TryFrom<proto::DkgMessages> for Vec<SignedDkgMessage> {
+    type Error = Error;
+    fn try_from(wire: proto::DkgMessages) -> Result<Self, Error> {
+        dkg_messages(wire.messages)
+    }
+}
+
+impl TryFrom<proto::DkgProposal> for DkgProposal {
+    type Error = Error;
+    fn try_from(wire: proto::DkgProposal) -> Result<Self, Error> {
+        let threshold =
+            u16::try_from(wire.threshold).map_err(|_| Error::Malformed("threshold above 65535"))?;
+        let roster = wire
+            .roster
             .into_iter()
-            .map(DkgMessage::try_from)
-            .collect()
+            .map(|key| {
+                <[u8; 32]>::try_from(key)
+                    .ok()
+                    .and_then(|key| IdentityKey::from_bytes(key).ok())
+                    .ok_or(Error::InvalidId(InvalidId::IdentityKey))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self::new(
+            session_id(&wire.session_id)?,
+            wallet_id(wire.wallet_id)?,
+            threshold,
+            roster,
+        ))
+    }
+}
+
+impl From<DkgProposal> for proto::DkgProposal {
+    fn from(proposal: DkgProposal) -> Self {
+        Self {
+            session_id: proposal.session.0.to_vec(),
+            wallet_id: proposal.wallet.into(),
+            threshold: u32::from(proposal.threshold),
+            roster: proposal
+                .roster
+                .into_iter()
+                .map(|key| key.to_bytes().to_vec())
+                .collect(),
+        }
+    }
+}
+
+/// The parts of a DKG part-2 or part-3 request.
+pub(crate) type DkgBatch = (WalletId, DkgSessionId, Vec<SignedDkgMessage>);
+
+impl TryFrom<proto::DkgRound2Request> for DkgBatch {
+    type Error = Error;
+    fn try_from(wire: proto::DkgRound2Request) -> Result<Self, Error> {
+        Ok((
+            wallet_id(wire.wallet_id)?,
+            session_id(&wire.session_id)?,
+            dkg_messages(wire.round1)?,
+        ))
+    }
+}
+
+impl TryFrom<proto::DkgFinishRequest> for DkgBatch {
+    type Error = Error;
+    fn try_from(wire: proto::DkgFinishRequest) -> Result<Self, Error> {
+        Ok((
+            wallet_id(wire.wallet_id)?,
+            session_id(&wire.session_id)?,
+            dkg_messages(wire.round2)?,
+        ))
+    }
+}
+
+impl TryFrom<proto::DkgConfirmRequest> for (WalletId, SignedDkgMessage) {
+    type Error = Error;
+    fn try_from(wire: proto::DkgConfirmRequest) -> Result<Self, Error> {
+        let confirmation = wire
+            .confirmation
+            .ok_or(Error::Malformed("DKG confirmation missing"))?;
+        Ok((
+            wallet_id(wire.wallet_id)?,
+            SignedDkgMessage::try_from(confirmation)?,
+        ))
+    }
+}
+
+impl TryFrom<proto::StatusRequest> for () {
+    type Error = Error;
+    fn try_from(_: proto::StatusRequest) -> Result<Self, Error> {
+        Ok(())
+    }
+}
+
+impl TryFrom<proto::WalletKeyRequest> for WalletId {
+    type Error = Error;
+    fn try_from(wire: proto::WalletKeyRequest) -> Result<Self, Error> {
+        wallet_id(wire.wallet_id)
+    }
+}
+
+impl From<ConfirmationStatus> for proto::ConfirmationStatus {
+    fn from(status: ConfirmationStatus) -> Self {
+        Self {
+            confirmed: count_to_wire(status.confirmed),
+            needed: count_to_wire(status.needed),
+            active: status.active,
+        }
+    }
+}
+
+impl TryFrom<proto::ConfirmationStatus> for ConfirmationStatus {
+    type Error = Error;
+    fn try_from(wire: proto::ConfirmationStatus) -> Result<Self, Error> {
+        Ok(Self::new(
+            count_from_wire(wire.confirmed)?,
+            count_from_wire(wire.needed)?,
+            wire.active,
+        ))
     }
 }
 
 impl From<WalletStatus> for proto::WalletStatus {
     fn from(status: WalletStatus) -> Self {
         Self {
-            wallet_id: status.wallet.as_str().to_owned(),
+            wallet_id: status.wallet.into(),
             state: status.state.as_str().to_owned(),
             threshold: u32::from(status.threshold),
             members: u32::from(status.members),
+            seat: seat_to_wire(status.seat),
             epoch: status.epoch.map(|e| e.0),
-            output_key: status.output_key,
-            live_nonces: status.live_nonces,
+            output_key: status.output_key.map(|k| k.0),
+            live_nonces: count_to_wire(status.live_nonces),
         }
     }
 }
@@ -172,48 +395,61 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
         let count = |n: u32| {
             u16::try_from(n).map_err(|_| Error::Malformed("threshold or members above 65535"))
         };
-        let state =
-            WalletState::from_wire(&wire.state).ok_or(Error::Malformed("unknown wallet state"))?;
+        let state = WalletStateKind::ALL
+            .into_iter()
+            .find(|state| state.as_str() == wire.state)
+            .ok_or(Error::Malformed("unknown wallet state"))?;
         let mut status = Self::new(
-            WalletId::new(wire.wallet_id)?,
+            wallet_id(wire.wallet_id)?,
             state,
             count(wire.threshold)?,
             count(wire.members)?,
+            seat_number(wire.seat)?,
         );
         status.epoch = wire.epoch.map(Epoch);
-        status.output_key = wire.output_key;
-        status.live_nonces = wire.live_nonces;
+        status.output_key = wire.output_key.map(HexBytes);
+        status.live_nonces = count_from_wire(wire.live_nonces)?;
         Ok(status)
     }
 }
 
-impl From<StatusReply> for proto::StatusResult {
-    fn from(reply: StatusReply) -> Self {
+impl From<Vec<WalletStatus>> for proto::StatusResult {
+    fn from(wallets: Vec<WalletStatus>) -> Self {
         Self {
-            seat: u32::from(reply.seat.get()),
-            wallets: reply.wallets.into_iter().map(Into::into).collect(),
+            wallets: wallets.into_iter().map(Into::into).collect(),
         }
     }
 }
 
-impl TryFrom<proto::StatusResult> for StatusReply {
+impl TryFrom<proto::StatusResult> for Vec<WalletStatus> {
     type Error = Error;
     fn try_from(wire: proto::StatusResult) -> Result<Self, Error> {
-        Ok(Self::new(
-            seat_from_wire(wire.seat)?,
-            wire.wallets
-                .into_iter()
-                .map(WalletStatus::try_from)
-                .collect::<Result<_, _>>()?,
-        ))
+        wire.wallets
+            .into_iter()
+            .map(WalletStatus::try_from)
+            .collect()
+    }
+}
+
+impl From<Vec<u8>> for proto::WalletKeyResult {
+    fn from(wallet_key: Vec<u8>) -> Self {
+        Self { wallet_key }
+    }
+}
+
+impl TryFrom<proto::WalletKeyResult> for WalletKey {
+    type Error = Error;
+    fn try_from(wire: proto::WalletKeyResult) -> Result<Self, Error> {
+        WalletKey::from_bytes(&wire.wallet_key)
+            .map_err(|_| Error::Malformed("wallet key record does not decode"))
     }
 }
 
 impl From<SignerError> for proto::Error {
     fn from(err: SignerError) -> Self {
         Self {
+            retryable: err.is_retryable(),
             code: err.code.as_str().to_owned(),
-            retryable: err.recovery == Recovery::Retryable,
             message: err.message,
         }
     }
@@ -277,5 +513,178 @@ macro_rules! wire_reply {
 
 wire_reply!(Round1Reply, round1_reply, Round1Result);
 wire_reply!(Round2Reply, round2_reply, Round2Result);
-wire_reply!(DkgReply, dkg_reply, DkgResult);
+wire_reply!(AbortReply, abort_reply, AbortResult);
+wire_reply!(DkgStartReply, dkg_start_reply, DkgMessage);
+wire_reply!(DkgRound2Reply, dkg_round2_reply, DkgMessages);
+wire_reply!(DkgFinishReply, dkg_finish_reply, DkgMessage);
+wire_reply!(DkgConfirmReply, dkg_confirm_reply, ConfirmationStatus);
 wire_reply!(StatusReply, status_reply, StatusResult);
+wire_reply!(WalletKeyReply, wallet_key_reply, WalletKeyResult);
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use prost::Message as _;
+
+    use super::*;
+
+    /// Decodes `bytes` as the wire message `W` and, if that works, converts
+    /// it to `T`: any outcome but a panic is fine.
+    fn decode<W: prost::Message + Default, T: TryFrom<W, Error = Error>>(bytes: &[u8]) {
+        if let Ok(wire) = W::decode(bytes) {
+            let _ = T::try_from(wire);
+        }
+    }
+
+    fn signed(payload: DkgPayload, sender: u16) -> SignedDkgMessage {
+        SignedDkgMessage::new(
+            DkgSessionId([7; 32]),
+            WalletId::new("vault-1").unwrap(),
+            sender,
+            payload,
+            HexBytes(vec![9; 64]),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_wire_bytes_never_panic_the_decoders(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            decode::<proto::Round1Request, Round1Request>(&bytes);
+            decode::<proto::Round1Result, Round1Response>(&bytes);
+            decode::<proto::Round2Request, Round2Request>(&bytes);
+            decode::<proto::Round2Result, Round2Response>(&bytes);
+            decode::<proto::AbortRequest, AbortRequest>(&bytes);
+            decode::<proto::AbortResult, usize>(&bytes);
+            decode::<proto::DkgMessage, SignedDkgMessage>(&bytes);
+            decode::<proto::DkgMessages, Vec<SignedDkgMessage>>(&bytes);
+            decode::<proto::DkgProposal, DkgProposal>(&bytes);
+            decode::<proto::DkgRound2Request, DkgBatch>(&bytes);
+            decode::<proto::DkgFinishRequest, DkgBatch>(&bytes);
+            decode::<proto::DkgConfirmRequest, (WalletId, SignedDkgMessage)>(&bytes);
+            decode::<proto::ConfirmationStatus, ConfirmationStatus>(&bytes);
+            decode::<proto::StatusResult, Vec<WalletStatus>>(&bytes);
+            decode::<proto::WalletKeyResult, WalletKey>(&bytes);
+            decode::<proto::Error, SignerError>(&bytes);
+        }
+
+        #[test]
+        fn dkg_messages_round_trip_and_bad_fields_are_typed_errors(
+            to in 1u16..=1000,
+            sealed in proptest::collection::vec(any::<u8>(), 0..64),
+            session in proptest::collection::vec(any::<u8>(), 0..40),
+            sender in any::<u32>(),
+        ) {
+            let message = signed(
+                DkgPayload::Round2 {
+                    to,
+                    sealed: HexBytes(sealed),
+                    echo: HexBytes(vec![3; 32]),
+                },
+                to,
+            );
+            let wire = proto::DkgMessage::from(message.clone());
+            let back = SignedDkgMessage::try_from(wire.clone());
+            prop_assert_eq!(back.ok(), Some(message));
+
+            let mut bad = wire.clone();
+            bad.session_id = session.clone();
+            prop_assert_eq!(SignedDkgMessage::try_from(bad).is_ok(), session.len() == 32);
+            let mut bad = wire.clone();
+            bad.sender = sender;
+            prop_assert_eq!(
+                SignedDkgMessage::try_from(bad).is_ok(),
+                (1..=1000).contains(&sender)
+            );
+            let mut bad = wire;
+            bad.payload.push(0);
+            prop_assert!(matches!(
+                SignedDkgMessage::try_from(bad),
+                Err(Error::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let wallet = WalletId::new("vault-1").unwrap();
+        let request = Round2Request::new(
+            wallet.clone(),
+            Epoch(3),
+            vec![1, 3],
+            SigningTarget::digests(vec![Digest([5; 32])]),
+            vec![HexBytes(vec![1; 10])],
+        );
+        let wire = proto::Round2Request::try_from(request.clone()).unwrap();
+        assert_eq!(Round2Request::try_from(wire).unwrap(), request);
+
+        let reply = Round1Response::new(wallet.clone(), 2, Epoch(4), vec![HexBytes(vec![2; 33])]);
+        let wire = proto::Round1Result::from(reply.clone());
+        assert_eq!(Round1Response::try_from(wire).unwrap(), reply);
+
+        let mut status = WalletStatus::new(wallet.clone(), WalletStateKind::Active, 2, 3, 1);
+        status.epoch = Some(Epoch(1));
+        status.output_key = Some(HexBytes(vec![0xab; 32]));
+        status.live_nonces = 4;
+        let wire = proto::StatusResult::from(vec![status.clone()]);
+        assert_eq!(Vec::<WalletStatus>::try_from(wire).unwrap(), vec![status]);
+
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
+        let roster = vec![IdentityKey::from_bytes(key.to_bytes()).unwrap()];
+        let proposal = DkgProposal::new(DkgSessionId([1; 32]), wallet, 2, roster);
+        let wire = proto::DkgProposal::from(proposal.clone());
+        assert_eq!(DkgProposal::try_from(wire).unwrap(), proposal);
+    }
+
+    #[test]
+    fn malformed_fields_become_typed_errors() {
+        let mut wire = proto::Round1Result {
+            wallet_id: "vault-1".into(),
+            seat: 0,
+            epoch: 1,
+            commitments: Vec::new(),
+        };
+        assert!(matches!(
+            Round1Response::try_from(wire.clone()),
+            Err(Error::InvalidId(InvalidId::Seat))
+        ));
+        wire.seat = 1;
+        wire.wallet_id = "a b".into();
+        assert!(matches!(
+            Round1Response::try_from(wire),
+            Err(Error::InvalidId(InvalidId::Wallet))
+        ));
+        let proposal = proto::DkgProposal {
+            session_id: vec![1; 32],
+            wallet_id: "vault-1".into(),
+            threshold: 2,
+            roster: vec![vec![1; 31]],
+        };
+        assert!(matches!(
+            DkgProposal::try_from(proposal),
+            Err(Error::InvalidId(InvalidId::IdentityKey))
+        ));
+        let status = proto::WalletStatus {
+            wallet_id: "vault-1".into(),
+            state: "sleeping".into(),
+            threshold: 2,
+            members: 3,
+            seat: 1,
+            epoch: None,
+            output_key: None,
+            live_nonces: 0,
+        };
+        assert!(matches!(
+            WalletStatus::try_from(status),
+            Err(Error::Malformed("unknown wallet state"))
+        ));
+        let confirm = proto::DkgConfirmRequest {
+            wallet_id: "vault-1".into(),
+            confirmation: None,
+        };
+        assert!(<(WalletId, SignedDkgMessage)>::try_from(confirm).is_err());
+    }
+}

@@ -101,7 +101,7 @@ impl Error {
                 code,
                 RpcCode::Unavailable | RpcCode::DeadlineExceeded | RpcCode::ResourceExhausted
             ),
-            Self::Refused(err) => err.recovery == crate::api::Recovery::Retryable,
+            Self::Refused(err) => err.is_retryable(),
             Self::Setup(_) | Self::Transport(_) => true,
             Self::ConfigSyntax(_)
             | Self::ConfigValue { .. }
@@ -129,8 +129,11 @@ pub enum InvalidId {
     #[error("wallet id (1 to 64 characters of [A-Za-z0-9._-])")]
     Wallet,
     /// A DKG session id.
-    #[error("DKG session id (1 to 64 bytes)")]
+    #[error("DKG session id (must be 32 bytes)")]
     DkgSession,
+    /// A member's Ed25519 identity key.
+    #[error("identity key (must be a 32-byte Ed25519 public key)")]
+    IdentityKey,
     /// A cluster name.
     #[error("cluster name (one lowercase DNS label)")]
     Cluster,

@@ -1,9 +1,6 @@
-//! Identifier newtypes the transport hands to the signer: seats, wallets,
-//! epochs, DKG sessions and the cluster's name.
-//!
-//! Seats are the crypto crate's own [`Seat`]; the others mirror the signer
-//! engine's ids and are converted to them where the engine is wired in. Each
-//! one is validated when it is built, so a handler never sees a malformed id.
+//! The transport's own identifiers: seats as the wire and certificates
+//! carry them, and the cluster's name. Wallet ids, epochs and DKG sessions
+//! are the signer engine's types, validated when the wire is decoded.
 
 use std::fmt;
 
@@ -25,82 +22,6 @@ pub(crate) fn seat_from_wire(value: u32) -> Result<Seat, Error> {
 /// Whether `text` is 1 to `max` bytes, each accepted by `alphabet`.
 fn is_token(text: &str, max: usize, alphabet: fn(u8) -> bool) -> bool {
     !text.is_empty() && text.len() <= max && text.bytes().all(alphabet)
-}
-
-/// The id of a wallet, as the signers' configurations name it.
-///
-/// # Invariants
-/// 1 to [`WalletId::MAX_LEN`] bytes of `[A-Za-z0-9._-]` (the engine's rule),
-/// so it is safe in logs and metric labels.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WalletId(String);
-
-impl WalletId {
-    /// The longest wallet id, in bytes.
-    pub const MAX_LEN: usize = 64;
-
-    /// Validates a wallet id.
-    ///
-    /// # Errors
-    /// [`Error::InvalidId`] when it is empty, too long or has a character
-    /// outside `[A-Za-z0-9._-]`.
-    pub fn new(id: impl Into<String>) -> Result<Self, Error> {
-        let id = id.into();
-        let alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-        if is_token(&id, Self::MAX_LEN, alphabet) {
-            Ok(Self(id))
-        } else {
-            Err(Error::InvalidId(InvalidId::Wallet))
-        }
-    }
-
-    /// The id as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for WalletId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A wallet's security epoch as a request carries it (bumped by share
-/// refresh, rekey and policy changes, so stale requests are recognised).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Epoch(pub u64);
-
-/// The id of one DKG run, chosen by its coordinator and bound into every
-/// signed DKG message.
-///
-/// # Invariants
-/// 1 to [`DkgSessionId::MAX_LEN`] bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DkgSessionId(Vec<u8>);
-
-impl DkgSessionId {
-    /// The longest session id, in bytes.
-    pub const MAX_LEN: usize = 64;
-
-    /// Validates a session id.
-    ///
-    /// # Errors
-    /// [`Error::InvalidId`] when it is empty or longer than
-    /// [`DkgSessionId::MAX_LEN`].
-    pub fn new(id: Vec<u8>) -> Result<Self, Error> {
-        if id.is_empty() || id.len() > Self::MAX_LEN {
-            return Err(Error::InvalidId(InvalidId::DkgSession));
-        }
-        Ok(Self(id))
-    }
-
-    /// The id's bytes.
-    #[must_use]
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
 }
 
 /// The name of a cluster: the DNS suffix of its members' certificate names
@@ -202,14 +123,8 @@ mod tests {
         assert!(seat_from_wire(1001).is_err());
         assert!(seat_from_wire(65_537).is_err());
         assert_eq!(seat_from_wire(7).map(Seat::get).ok(), Some(7));
-        assert!(WalletId::new("").is_err());
-        assert!(WalletId::new("a b").is_err());
-        assert!(WalletId::new("x".repeat(65)).is_err());
-        assert!(WalletId::new("vault-1.main_2").is_ok());
         assert!(ClusterName::new("Demo").is_err());
         assert!(ClusterName::new("-demo").is_err());
         assert!(ClusterName::new("demo.x").is_err());
-        assert!(DkgSessionId::new(Vec::new()).is_err());
-        assert!(DkgSessionId::new(vec![0; 65]).is_err());
     }
 }

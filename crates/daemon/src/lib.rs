@@ -3,10 +3,18 @@
 //! health, metrics and graceful shutdown.
 //!
 //! This is the only crate that knows tonic, prost, rustls and tokio. It
-//! converts wire messages to the domain types of its API at the edge and
-//! calls a [`SignerHandler`] (the seam where the signer engine plugs in)
-//! with the peer's [`Seat`], which comes from the peer's verified client
-//! certificate, never from a message.
+//! converts wire messages to the signer engine's own types
+//! ([`thresig_engine::Round1Request`], [`thresig_engine::SignedDkgMessage`],
+//! ...) at the edge and calls a [`SignerHandler`] with the peer's [`Seat`],
+//! which comes from the peer's verified client certificate, never from a
+//! message.
+//!
+//! - [`SignerHandler`]: the seam, one method per RPC (signing rounds 1 and
+//!   2, abort, the four DKG parts, status, wallet key). [`EngineHandler`]
+//!   implements it over a [`thresig_engine::Signer`]: it maps the peer's
+//!   cluster seat to the member's identity key (the engine's coordinator
+//!   id), reads the clock and the OS RNG (the engine is sans-IO), and maps
+//!   engine errors to a [`SignerError`] with the engine's stable code.
 //!
 //! - [`DaemonConfig`]: the `[daemon]` section, parsed with unknown fields
 //!   refused and validated into typed values.
@@ -15,7 +23,9 @@
 //!   [`run_until_signal`] wraps it for a process (runtime, binding,
 //!   SIGINT/SIGTERM).
 //! - [`SignerClient`] with [`ClientTls`]: a coordinator's connection to one
-//!   signer.
+//!   signer, with one async method per RPC; cheap to clone, calls take
+//!   `&self`. A refusal arrives as [`Error::Refused`] with the signer's
+//!   [`SignerError`], a transport failure as [`Error::Rpc`].
 //! - [`ClusterCa`] and [`MemberTls`]: the cluster CA and member
 //!   certificates that `thresig cluster init` and `thresig init` write.
 //!
@@ -35,6 +45,7 @@ mod certs;
 mod client;
 mod config;
 mod convert;
+mod engine;
 mod error;
 mod ids;
 mod metrics;
@@ -57,13 +68,11 @@ mod proto {
     tonic::include_proto!("thresig.v1");
 }
 
-pub use api::{
-    DkgMessage, ErrorCode, Recovery, Round1Reply, Round1Request, Round2Reply, Round2Request,
-    SignerError, SignerHandler, SigningTarget, StatusReply, WalletState, WalletStatus,
-};
+pub use api::{ErrorCode, Recovery, SignerError, SignerHandler};
 pub use certs::{ClusterCa, MemberTls, Validity};
 pub use client::{ClientTls, SignerClient};
 pub use config::{DaemonConfig, DaemonSection, Limits, LimitsSection, TlsPaths, TlsSection};
+pub use engine::EngineHandler;
 pub use error::{ConfigProblem, Error, InvalidId, RpcCode};
-pub use ids::{ClusterName, DkgSessionId, Epoch, Seat, WalletId};
+pub use ids::{ClusterName, Seat};
 pub use server::{Listeners, READINESS_SERVICE, run_until_signal, serve};

@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
-use crate::convert::WireReply;
+use thresig_engine::WalletId;
+
+use crate::convert::{DkgBatch, WireReply};
 use crate::error::Error;
 use crate::ids::Seat;
 use crate::metrics::{Metrics, RequestLabels};
@@ -87,6 +89,26 @@ impl<H: SignerHandler> SignerService<H> {
         W::from_outcome(outcome.map(W::Result::from).map_err(proto::Error::from))
     }
 
+    /// One RPC: authenticates the peer, decodes the request and answers
+    /// with [`SignerService::call`].
+    async fn rpc<Q, D, O, W>(
+        &self,
+        method: &'static str,
+        request: Request<Q>,
+        run: fn(&H, Seat, D) -> Result<O, SignerError>,
+    ) -> Rpc<W>
+    where
+        Q: TryInto<D, Error = Error>,
+        D: Send + 'static,
+        O: Send + 'static,
+        W: WireReply,
+        W::Result: From<O>,
+    {
+        let peer = peer(&request)?;
+        let decoded = request.into_inner().try_into();
+        Ok(Response::new(self.call(method, peer, decoded, run).await))
+    }
+
     async fn run_blocking<D, O>(
         &self,
         seat: Seat,
@@ -153,52 +175,85 @@ impl Drop for InFlight {
     }
 }
 
+/// One RPC: the generated method's request in, its reply out.
+type Rpc<W> = Result<Response<W>, Status>;
+
 #[tonic::async_trait]
 impl<H: SignerHandler> proto::signer_server::Signer for SignerService<H> {
-    async fn round1(
-        &self,
-        request: Request<proto::Round1Request>,
-    ) -> Result<Response<proto::Round1Reply>, Status> {
-        let peer = peer(&request)?;
-        let decoded = request.into_inner().try_into();
-        let reply = self
-            .call("round1", peer, decoded, |h, seat, req| h.round1(seat, req))
-            .await;
-        Ok(Response::new(reply))
+    async fn round1(&self, request: Request<proto::Round1Request>) -> Rpc<proto::Round1Reply> {
+        self.rpc("round1", request, |h, seat, r| h.round1(seat, r))
+            .await
     }
 
-    async fn round2(
-        &self,
-        request: Request<proto::Round2Request>,
-    ) -> Result<Response<proto::Round2Reply>, Status> {
-        let peer = peer(&request)?;
-        let decoded = request.into_inner().try_into();
-        let reply = self
-            .call("round2", peer, decoded, |h, seat, req| h.round2(seat, req))
-            .await;
-        Ok(Response::new(reply))
+    async fn round2(&self, request: Request<proto::Round2Request>) -> Rpc<proto::Round2Reply> {
+        self.rpc("round2", request, |h, seat, r| h.round2(seat, r))
+            .await
     }
 
-    async fn dkg(
-        &self,
-        request: Request<proto::DkgMessage>,
-    ) -> Result<Response<proto::DkgReply>, Status> {
-        let peer = peer(&request)?;
-        let decoded = request.into_inner().try_into();
-        let reply = self
-            .call("dkg", peer, decoded, |h, seat, msg| h.dkg(seat, msg))
-            .await;
-        Ok(Response::new(reply))
+    async fn abort(&self, request: Request<proto::AbortRequest>) -> Rpc<proto::AbortReply> {
+        self.rpc("abort", request, |h, seat, r| h.abort(seat, r))
+            .await
     }
 
-    async fn status(
+    async fn dkg_start(&self, request: Request<proto::DkgProposal>) -> Rpc<proto::DkgStartReply> {
+        self.rpc("dkg_start", request, |h, seat, p| h.dkg_start(seat, p))
+            .await
+    }
+
+    async fn dkg_round2(
         &self,
-        request: Request<proto::StatusRequest>,
-    ) -> Result<Response<proto::StatusReply>, Status> {
-        let peer = peer(&request)?;
-        let reply = self
-            .call("status", peer, Ok(()), |h, seat, ()| h.status(seat))
-            .await;
-        Ok(Response::new(reply))
+        request: Request<proto::DkgRound2Request>,
+    ) -> Rpc<proto::DkgRound2Reply> {
+        self.rpc(
+            "dkg_round2",
+            request,
+            |h, seat, (wallet, session, round1): DkgBatch| {
+                h.dkg_round2(seat, wallet, session, round1)
+            },
+        )
+        .await
+    }
+
+    async fn dkg_finish(
+        &self,
+        request: Request<proto::DkgFinishRequest>,
+    ) -> Rpc<proto::DkgFinishReply> {
+        self.rpc(
+            "dkg_finish",
+            request,
+            |h, seat, (wallet, session, round2): DkgBatch| {
+                h.dkg_finish(seat, wallet, session, round2)
+            },
+        )
+        .await
+    }
+
+    async fn dkg_confirm(
+        &self,
+        request: Request<proto::DkgConfirmRequest>,
+    ) -> Rpc<proto::DkgConfirmReply> {
+        self.rpc(
+            "dkg_confirm",
+            request,
+            |h, seat, (wallet, confirmation): (WalletId, _)| {
+                h.dkg_confirm(seat, wallet, confirmation)
+            },
+        )
+        .await
+    }
+
+    async fn status(&self, request: Request<proto::StatusRequest>) -> Rpc<proto::StatusReply> {
+        self.rpc("status", request, |h, seat, ()| h.status(seat))
+            .await
+    }
+
+    async fn wallet_key(
+        &self,
+        request: Request<proto::WalletKeyRequest>,
+    ) -> Rpc<proto::WalletKeyReply> {
+        self.rpc("wallet_key", request, |h, seat, wallet| {
+            h.wallet_key(seat, wallet)
+        })
+        .await
     }
 }

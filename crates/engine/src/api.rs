@@ -141,6 +141,12 @@ pub enum Request {
     /// The status of every configured wallet the requesting coordinator is
     /// a member of.
     ListWallets,
+    /// The public key record of a wallet that holds a key (what a
+    /// coordinator verifies shares and aggregates with).
+    WalletKey {
+        /// The wallet.
+        wallet: WalletId,
+    },
     /// DKG part 1 for a proposal.
     DkgStart(DkgProposal),
     /// DKG part 2: the other members' round-1 messages.
@@ -179,6 +185,7 @@ impl Request {
             Self::Abort(r) => Some(&r.wallet),
             Self::DkgStart(p) => Some(&p.wallet),
             Self::Status { wallet }
+            | Self::WalletKey { wallet }
             | Self::DkgRound2 { wallet, .. }
             | Self::DkgFinish { wallet, .. }
             | Self::DkgConfirm { wallet, .. } => Some(wallet),
@@ -201,6 +208,18 @@ pub struct Round1Response {
     pub commitments: Vec<HexBytes>,
 }
 
+impl Round1Response {
+    /// A round-1 answer (see the field docs), as a transport decodes it.
+    pub fn new(wallet: WalletId, seat: u16, epoch: Epoch, commitments: Vec<HexBytes>) -> Self {
+        Self {
+            wallet,
+            seat,
+            epoch,
+            commitments,
+        }
+    }
+}
+
 /// The answer to a round-2 request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -215,6 +234,23 @@ pub struct Round2Response {
     /// coordinator's next ROAST session (live nonces in this signer's
     /// pool); empty when the wallet's nonce capacity is exhausted.
     pub commitments: Vec<HexBytes>,
+}
+
+impl Round2Response {
+    /// A round-2 answer (see the field docs), as a transport decodes it.
+    pub fn new(
+        wallet: WalletId,
+        seat: u16,
+        shares: Vec<HexBytes>,
+        commitments: Vec<HexBytes>,
+    ) -> Self {
+        Self {
+            wallet,
+            seat,
+            shares,
+            commitments,
+        }
+    }
 }
 
 /// A wallet as `status` and `list_wallets` show it.
@@ -237,6 +273,29 @@ pub struct WalletStatus {
     pub output_key: Option<HexBytes>,
     /// Live nonces held for this wallet.
     pub live_nonces: usize,
+}
+
+impl WalletStatus {
+    /// The status of a wallet without a key and without live nonces; a
+    /// transport decoding a status sets the remaining fields.
+    pub fn new(
+        wallet: WalletId,
+        state: WalletStateKind,
+        threshold: u16,
+        members: u16,
+        seat: u16,
+    ) -> Self {
+        Self {
+            wallet,
+            state,
+            threshold,
+            members,
+            seat,
+            epoch: None,
+            output_key: None,
+            live_nonces: 0,
+        }
+    }
 }
 
 /// A successful answer.
@@ -268,6 +327,12 @@ pub enum Response {
     },
     /// How far the wallet's confirmations are.
     Confirmations(ConfirmationStatus),
+    /// A wallet's public key record, in the crypto crate's canonical
+    /// encoding (`thresig_crypto::WalletKey::to_bytes`).
+    WalletKey {
+        /// The encoded record.
+        key: HexBytes,
+    },
 }
 
 /// An error as sent on the wire.

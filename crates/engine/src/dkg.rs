@@ -79,6 +79,17 @@ pub struct ConfirmationStatus {
     pub active: bool,
 }
 
+impl ConfirmationStatus {
+    /// A confirmation count (see the field docs), as a transport decodes it.
+    pub fn new(confirmed: usize, needed: usize, active: bool) -> Self {
+        Self {
+            confirmed,
+            needed,
+            active,
+        }
+    }
+}
+
 /// A DKG in progress on this signer (memory only).
 pub(crate) struct DkgSession {
     id: DkgSessionId,

@@ -62,22 +62,74 @@ pub enum DkgPayload {
 }
 
 impl DkgPayload {
-    /// A canonical encoding for signing: a tag, then each field
-    /// length-prefixed.
-    fn canonical(&self) -> Vec<u8> {
-        let (tag, fields): (u8, Vec<&[u8]>) = match self {
-            Self::Round1 { package, hpke_key } => (1, vec![&package.0, &hpke_key.0]),
+    /// The canonical byte encoding: a tag (1 round 1, 2 round 2, 3
+    /// confirm), then each field length-prefixed (8-byte big-endian length).
+    /// It is what signatures cover, and how a payload travels on the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Round1 { package, hpke_key } => framed(TAG_ROUND1, &[&package.0, &hpke_key.0]),
             Self::Round2 { to, sealed, echo } => {
-                return framed(2, &[&to.to_be_bytes(), &sealed.0, &echo.0]);
+                framed(TAG_ROUND2, &[&to.to_be_bytes(), &sealed.0, &echo.0])
             }
             Self::Confirm {
                 output_key,
                 transcript,
-            } => (3, vec![&output_key.0, &transcript.0]),
+            } => framed(TAG_CONFIRM, &[&output_key.0, &transcript.0]),
+        }
+    }
+
+    /// Decodes what [`DkgPayload::to_bytes`] wrote.
+    ///
+    /// Only the canonical encoding is accepted, so a payload has exactly one
+    /// byte form and the signature over it cannot be replayed under another.
+    ///
+    /// # Errors
+    /// [`InvalidDkgPayload`] for an unknown tag, a truncated field, a
+    /// recipient seat that is not 2 bytes, or bytes after the last field.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidDkgPayload> {
+        let (&tag, mut rest) = bytes.split_first().ok_or(InvalidDkgPayload)?;
+        let mut field = || -> Result<HexBytes, InvalidDkgPayload> {
+            let (len, tail) = rest.split_first_chunk::<8>().ok_or(InvalidDkgPayload)?;
+            let len = usize::try_from(u64::from_be_bytes(*len)).map_err(|_| InvalidDkgPayload)?;
+            let (value, tail) = tail.split_at_checked(len).ok_or(InvalidDkgPayload)?;
+            rest = tail;
+            Ok(HexBytes(value.to_vec()))
         };
-        framed(tag, &fields)
+        let payload = match tag {
+            TAG_ROUND1 => Self::Round1 {
+                package: field()?,
+                hpke_key: field()?,
+            },
+            TAG_ROUND2 => {
+                let to =
+                    <[u8; 2]>::try_from(field()?.0.as_slice()).map_err(|_| InvalidDkgPayload)?;
+                Self::Round2 {
+                    to: u16::from_be_bytes(to),
+                    sealed: field()?,
+                    echo: field()?,
+                }
+            }
+            TAG_CONFIRM => Self::Confirm {
+                output_key: field()?,
+                transcript: field()?,
+            },
+            _ => return Err(InvalidDkgPayload),
+        };
+        if !rest.is_empty() {
+            return Err(InvalidDkgPayload);
+        }
+        Ok(payload)
     }
 }
+
+const TAG_ROUND1: u8 = 1;
+const TAG_ROUND2: u8 = 2;
+const TAG_CONFIRM: u8 = 3;
+
+/// Bytes that are not the canonical encoding of a [`DkgPayload`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a DKG payload must be one canonical tagged, length-prefixed encoding")]
+pub struct InvalidDkgPayload;
 
 fn framed(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
     let mut out = vec![tag];
@@ -115,13 +167,31 @@ fn signed_bytes(session: &DkgSessionId, wallet: &WalletId, sender: u16, p: &DkgP
             &session.0,
             wallet.as_str().as_bytes(),
             &sender.to_be_bytes(),
-            &p.canonical(),
+            &p.to_bytes(),
         ],
     ));
     out
 }
 
 impl SignedDkgMessage {
+    /// A message as received from a relay, not yet verified: the engine
+    /// checks the signature against its own roster when it handles it.
+    pub fn new(
+        session: DkgSessionId,
+        wallet: WalletId,
+        sender: u16,
+        payload: DkgPayload,
+        signature: HexBytes,
+    ) -> Self {
+        Self {
+            session,
+            wallet,
+            sender,
+            payload,
+            signature,
+        }
+    }
+
     /// Signs `payload` as seat `sender` with that member's identity `key`.
     pub fn sign(
         key: &SigningKey,
@@ -270,4 +340,81 @@ pub(crate) fn open(
     )
     .ok()
     .map(Zeroizing::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn bytes() -> impl Strategy<Value = HexBytes> {
+        proptest::collection::vec(any::<u8>(), 0..80).prop_map(HexBytes)
+    }
+
+    fn payload() -> impl Strategy<Value = DkgPayload> {
+        prop_oneof![
+            (bytes(), bytes())
+                .prop_map(|(package, hpke_key)| DkgPayload::Round1 { package, hpke_key }),
+            (any::<u16>(), bytes(), bytes()).prop_map(|(to, sealed, echo)| DkgPayload::Round2 {
+                to,
+                sealed,
+                echo
+            }),
+            (bytes(), bytes()).prop_map(|(output_key, transcript)| DkgPayload::Confirm {
+                output_key,
+                transcript
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn payloads_round_trip_and_only_their_own_bytes_decode(
+            p in payload(),
+            extra in proptest::collection::vec(any::<u8>(), 1..8),
+        ) {
+            let encoded = p.to_bytes();
+            prop_assert_eq!(DkgPayload::from_bytes(&encoded), Ok(p));
+            let mut longer = encoded.clone();
+            longer.extend_from_slice(&extra);
+            prop_assert_eq!(DkgPayload::from_bytes(&longer), Err(InvalidDkgPayload));
+            prop_assert_eq!(
+                DkgPayload::from_bytes(&encoded[..encoded.len() - 1]),
+                Err(InvalidDkgPayload)
+            );
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_only_to_their_canonical_payload(
+            raw in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            if let Ok(p) = DkgPayload::from_bytes(&raw) {
+                prop_assert_eq!(p.to_bytes(), raw);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_tags_and_recipients_are_refused() {
+        let confirm = DkgPayload::Confirm {
+            output_key: HexBytes(vec![1; 32]),
+            transcript: HexBytes(vec![2; 32]),
+        };
+        let mut bytes = confirm.to_bytes();
+        for tag in [0u8, 4, 0xff] {
+            bytes[0] = tag;
+            assert_eq!(DkgPayload::from_bytes(&bytes), Err(InvalidDkgPayload));
+        }
+        // A round-2 recipient of 3 bytes, otherwise well framed.
+        let wide = framed(TAG_ROUND2, &[&[0, 0, 1], b"sealed", b"echo"]);
+        assert_eq!(DkgPayload::from_bytes(&wide), Err(InvalidDkgPayload));
+        // A length prefix far beyond the input.
+        let mut huge = vec![TAG_ROUND1];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert_eq!(DkgPayload::from_bytes(&huge), Err(InvalidDkgPayload));
+        assert_eq!(DkgPayload::from_bytes(&[]), Err(InvalidDkgPayload));
+    }
 }

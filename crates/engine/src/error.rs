@@ -39,6 +39,12 @@ pub enum ErrorCode {
     NonceUnknown,
     /// The signer set does not fit the wallet's roster and threshold.
     RosterMismatch,
+    /// The requesting coordinator is not a member of the wallet (or of the
+    /// cluster): only members coordinate for a wallet.
+    CoordinatorNotMember,
+    /// A DKG proposal's threshold or roster differs from this signer's
+    /// configuration of the wallet.
+    DkgMismatch,
     /// The request names an epoch other than the wallet's current one.
     StaleEpoch,
     /// The nonce for a commitment outlived its time to live.
@@ -79,12 +85,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
         Self::SessionConflict,
         Self::NonceUnknown,
         Self::RosterMismatch,
+        Self::CoordinatorNotMember,
+        Self::DkgMismatch,
         Self::StaleEpoch,
         Self::AttemptExpired,
         Self::CapacityExhausted,
@@ -111,6 +119,8 @@ impl ErrorCode {
             Self::SessionConflict => "session_conflict",
             Self::NonceUnknown => "nonce_unknown",
             Self::RosterMismatch => "roster_mismatch",
+            Self::CoordinatorNotMember => "coordinator_not_member",
+            Self::DkgMismatch => "dkg_mismatch",
             Self::StaleEpoch => "stale_epoch",
             Self::AttemptExpired => "attempt_expired",
             Self::CapacityExhausted => "capacity_exhausted",
@@ -149,6 +159,8 @@ impl ErrorCode {
             | Self::SessionConflict
             | Self::NonceUnknown
             | Self::RosterMismatch
+            | Self::CoordinatorNotMember
+            | Self::DkgMismatch
             | Self::StaleEpoch
             | Self::AttemptExpired
             | Self::PolicyDenied
@@ -625,16 +637,17 @@ impl Error {
             Self::NonceCapacity { .. } | Self::PendingCapacity { .. } => {
                 ErrorCode::CapacityExhausted
             }
-            Self::IdentifierNotInRoster { .. }
-            | Self::TooFewSigners { .. }
-            | Self::CoordinatorNotMember { .. } => ErrorCode::RosterMismatch,
+            Self::IdentifierNotInRoster { .. } | Self::TooFewSigners { .. } => {
+                ErrorCode::RosterMismatch
+            }
+            Self::CoordinatorNotMember { .. } => ErrorCode::CoordinatorNotMember,
             Self::StaleEpoch { .. } => ErrorCode::StaleEpoch,
             Self::PolicyDenied { .. } => ErrorCode::PolicyDenied,
             Self::KeyPackageMissing { .. } | Self::StoredRecordInvalid { .. } => {
                 ErrorCode::StateCorrupt
             }
             Self::Store { source, .. } => store_code(source),
-            Self::DkgMismatch { .. } => ErrorCode::RosterMismatch,
+            Self::DkgMismatch { .. } => ErrorCode::DkgMismatch,
             Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
                 ErrorCode::SessionConflict
             }

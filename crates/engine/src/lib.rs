@@ -76,7 +76,7 @@ pub use api::{
 };
 pub use check::commitment_hash;
 pub use dkg::{ConfirmationStatus, DkgProposal};
-pub use dkg_msg::{DkgPayload, DkgSessionId, SignedDkgMessage};
+pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
 pub use durable::{activation_ops, decode_shares};
 pub use signer::{OpenError, Signer};
 pub use target::{Digest, SigningTarget};

@@ -313,6 +313,13 @@ impl<S: Store> Signer<S> {
                     .map(status_of)
                     .collect::<Result<_, _>>()?,
             }),
+            Request::WalletKey { wallet } => {
+                let key = self
+                    .wallet_key(&wallet)?
+                    .to_bytes()
+                    .map_err(|_| Error::Internal(InternalFault::Serialization))?;
+                Ok(Response::WalletKey { key: HexBytes(key) })
+            }
             Request::DkgStart(proposal) => {
                 self.dkg_start(&proposal, rng).map(|m| messages(vec![m]))
             }

@@ -28,6 +28,29 @@ pub enum WalletStateKind {
     Corrupt,
 }
 
+impl WalletStateKind {
+    /// Every state, so a transport can decode a name with [`Self::as_str`]
+    /// as the only table.
+    pub const ALL: [Self; 5] = [
+        Self::DkgPending,
+        Self::Active,
+        Self::Rekeying,
+        Self::Retired,
+        Self::Corrupt,
+    ];
+
+    /// The state's stable wire name (the same as its JSON form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DkgPending => "dkg_pending",
+            Self::Active => "active",
+            Self::Rekeying => "rekeying",
+            Self::Retired => "retired",
+            Self::Corrupt => "corrupt",
+        }
+    }
+}
+
 /// The key material a wallet signs with at one epoch: its public record
 /// (which alone decides the tweak) and this signer's share.
 pub(crate) struct SigningKey {

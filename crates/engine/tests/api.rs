@@ -107,3 +107,25 @@ fn a_listing_shows_only_the_wallets_the_coordinator_is_a_member_of() {
     let stranger = thresig_engine::CoordinatorId([0xee; 32]);
     assert!(listed(&mut c, stranger).is_empty());
 }
+
+#[test]
+fn a_member_gets_the_wallet_key_record_and_a_stranger_does_not() {
+    let mut c = Cluster::new(34, 2, 3, &["w1"], Limits::default());
+    let now = c.now;
+    let request = || Request::WalletKey { wallet: wid("w1") };
+    let reply = c.members[0]
+        .signer()
+        .handle(now, coordinator(COORD_A), request(), &mut c.rng)
+        .unwrap();
+    let Response::WalletKey { key } = reply else {
+        panic!("not a key: {reply:?}")
+    };
+    let decoded = thresig_crypto::WalletKey::from_bytes(&key.0).unwrap();
+    assert_eq!(decoded.output_key(), c.keys[&wid("w1")].output_key());
+    let stranger = thresig_engine::CoordinatorId([0xee; 32]);
+    let err = c.members[0]
+        .signer()
+        .handle(now, stranger, request(), &mut c.rng)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CoordinatorNotMember);
+}

@@ -193,7 +193,7 @@ fn a_proposal_that_differs_from_the_configuration_is_refused() {
     p.threshold = 3;
     let err = c.members[0].signer().dkg_start(&p, &mut c.rng).unwrap_err();
     assert!(matches!(err, Error::DkgMismatch { .. }), "{err:?}");
-    assert_eq!(err.code(), ErrorCode::RosterMismatch);
+    assert_eq!(err.code(), ErrorCode::DkgMismatch);
     let mut p = proposal(&c, "w", 1);
     p.roster.swap(0, 1);
     let err = c.members[0].signer().dkg_start(&p, &mut c.rng).unwrap_err();

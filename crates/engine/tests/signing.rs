@@ -398,7 +398,7 @@ fn only_members_may_coordinate() {
         .round1(now, outsider, &req, &mut c.rng)
         .unwrap_err();
     assert!(matches!(err, Error::CoordinatorNotMember { .. }), "{err:?}");
-    assert_eq!(err.code(), ErrorCode::RosterMismatch);
+    assert_eq!(err.code(), ErrorCode::CoordinatorNotMember);
     let comms = commitments(&mut c, 1);
     let req = c.request("w1", &comms, &[D1]);
     let err = c
