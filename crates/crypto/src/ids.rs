@@ -18,6 +18,9 @@ pub const MAX_SIGNERS: u16 = 1000;
 pub struct Seat(u16);
 
 impl Seat {
+    /// Seat 1, which every roster has.
+    pub const FIRST: Self = Self(1);
+
     /// The seat number, `1..=MAX_SIGNERS`.
     #[must_use]
     pub fn get(self) -> u16 {

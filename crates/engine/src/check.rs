@@ -92,7 +92,7 @@ pub fn commitment_hash(c: &Commitment) -> Result<CommitmentHash, Error> {
 
 /// The hash of a round-2 request's content: wallet, epoch, signer set,
 /// target and every package byte, each length-prefixed.
-pub(crate) fn package_hash(req: &Round2Request) -> PackageHash {
+pub fn package_hash(req: &Round2Request) -> PackageHash {
     let epoch = req.epoch.0.to_be_bytes();
     let signers: Vec<u8> = req.signers.iter().flat_map(|s| s.to_be_bytes()).collect();
     let target = req.target.canonical_bytes();

@@ -74,12 +74,12 @@ pub use api::{
     Round1Request, Round1Response, Round2Request, Round2Response, WalletStatus, decode_request,
     encode_reply,
 };
-pub use check::commitment_hash;
+pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
 pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
 pub use durable::{activation_ops, decode_shares};
 pub use signer::{OpenError, Signer};
-pub use target::{Digest, SigningTarget};
+pub use target::{Digest, SigningTarget, taproot_wallet};
 pub use wallet::WalletStateKind;
 
 pub use config::{ConfigError, IdentityKey, Limits, SignerConfig, WalletConfig};

@@ -167,7 +167,7 @@ pub(crate) fn tx_error(wallet: &WalletId, e: thresig_tx::Error) -> Error {
 /// [`Error::Internal`] if the record's keys are not valid BIP340 keys or
 /// its output key is not the tweak of its internal key (the crypto crate
 /// checks both when the record is decoded).
-pub(crate) fn taproot_wallet(network: Network, key: &WalletKey) -> Result<TaprootWallet, Error> {
+pub fn taproot_wallet(network: Network, key: &WalletKey) -> Result<TaprootWallet, Error> {
     let invariant = |_| Error::Internal(InternalFault::Invariant);
     let internal = XOnlyPublicKey::from_slice(&key.internal_key().to_bytes()).map_err(invariant)?;
     let output = XOnlyPublicKey::from_slice(&key.output_key().to_bytes()).map_err(invariant)?;

@@ -78,6 +78,51 @@ pub trait Store: Send + Sync {
     fn corrupt_wallets(&self) -> Vec<WalletId>;
 }
 
+/// A shared store is a store: the signer engine owns its store handle while
+/// the key manager and the admin socket hold the same [`EncryptedStore`].
+impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
+    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error> {
+        (**self).write(ops)
+    }
+    fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, Error> {
+        (**self).wallet(wallet)
+    }
+    fn wallet_ids(&self) -> Result<Vec<WalletId>, Error> {
+        (**self).wallet_ids()
+    }
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error> {
+        (**self).wallet_epoch(wallet)
+    }
+    fn key_package(&self, wallet: &WalletId, epoch: Epoch) -> Result<Option<Plaintext>, Error> {
+        (**self).key_package(wallet, epoch)
+    }
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error> {
+        (**self).key_packages(wallet)
+    }
+    fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error> {
+        (**self).dkg_results(wallet)
+    }
+    fn marker(
+        &self,
+        wallet: &WalletId,
+        commitment: &CommitmentHash,
+    ) -> Result<Option<Marker>, Error> {
+        (**self).marker(wallet, commitment)
+    }
+    fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, Error> {
+        (**self).policy(wallet, key)
+    }
+    fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, Error> {
+        (**self).meta(name)
+    }
+    fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<(AuditSeq, Plaintext)>, Error> {
+        (**self).audit(from, limit)
+    }
+    fn corrupt_wallets(&self) -> Vec<WalletId> {
+        (**self).corrupt_wallets()
+    }
+}
+
 /// Where the database lives.
 #[derive(Debug)]
 #[non_exhaustive]

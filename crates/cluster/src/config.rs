@@ -1,0 +1,562 @@
+//! The signer's TOML configuration file.
+//!
+//! One file per member holds everything that member needs: `[store]` (the
+//! store's [`StoreConfig`]) and `[key_provider]` (the store's
+//! [`KeyProviderSection`]), each used as its crate defines it; and, for a
+//! member of a cluster, `network`, `member` (its own seat), the shared roster
+//! (`[[members]]`: seat, identity public key, endpoint), the wallets it may
+//! join (`[[wallets]]` with `[wallets.policy]`), and `[daemon]` (the daemon
+//! crate's [`DaemonSection`]). Roster and thresholds come from this file
+//! only, never from a coordinator.
+//!
+//! Unknown fields are refused everywhere, and every error names the file and
+//! the field. Operators' documentation: `docs/configuration.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thresig_crypto::Seat;
+use thresig_daemon::{DaemonConfig, DaemonSection};
+use thresig_engine::{IdentityKey, Limits, SignerConfig, WalletConfig, WalletId};
+use thresig_store::provider::{KeyProviderConfig, KeyProviderSection, ProviderError};
+use thresig_store::{RecoveryPublicKey, StoreConfig, StoreLocation, StoreOptions};
+use thresig_tx::{Network, PolicyConfig};
+
+/// The largest configuration file read. A 100-member roster with a few
+/// wallets is under 64 KiB, so anything near this is the wrong file.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The file as written, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    network: Option<Network>,
+    member: Option<u16>,
+    store: StoreConfig,
+    key_provider: KeyProviderSection,
+    daemon: Option<DaemonSection>,
+    #[serde(default)]
+    members: Vec<MemberSection>,
+    #[serde(default)]
+    wallets: Vec<WalletSection>,
+}
+
+/// One `[[members]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberSection {
+    seat: u16,
+    identity: IdentityKey,
+    endpoint: SocketAddr,
+}
+
+/// One `[[wallets]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WalletSection {
+    id: WalletId,
+    threshold: u16,
+    /// Cluster seats in wallet-seat order: wallet seat `i` is `members[i - 1]`.
+    members: Vec<u16>,
+    #[serde(default)]
+    policy: PolicyConfig,
+    successor: Option<WalletId>,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// The database directory (absolute; a relative `data_dir` is taken
+    /// from the configuration file's directory).
+    pub data_dir: PathBuf,
+    /// Store settings, the recovery public key included.
+    pub options: StoreOptions,
+    /// The validated `[key_provider]` section.
+    pub key_provider: KeyProviderConfig,
+    /// The cluster part, present when the file names its `member`.
+    pub node: Option<NodeConfig>,
+}
+
+/// A cluster member's part of the configuration.
+///
+/// # Invariants
+/// `member` is in `members`; seats, identity keys and endpoints are
+/// distinct; every wallet's seats are members, distinct, and include
+/// `member`; [`NodeConfig::signer_config`] validates.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// The Bitcoin network of every wallet.
+    pub network: Network,
+    /// This member's cluster seat (its certificate names `seat-<n>`).
+    pub member: Seat,
+    /// The roster: every member's identity key and endpoint, by seat.
+    pub members: BTreeMap<Seat, Member>,
+    /// The wallets this member may join.
+    pub wallets: Vec<NodeWallet>,
+    /// The validated `[daemon]` section, if present (`serve` needs it).
+    pub daemon: Option<DaemonConfig>,
+}
+
+/// One roster entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Member {
+    /// Its Ed25519 identity public key (signs its DKG messages).
+    pub identity: IdentityKey,
+    /// Where its daemon listens.
+    pub endpoint: SocketAddr,
+}
+
+/// A wallet as this member's configuration defines it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeWallet {
+    /// The engine's definition (roster as identity keys, policy, successor).
+    pub config: WalletConfig,
+    /// The cluster seat of each wallet seat: wallet seat `i` (FROST
+    /// identifier `i`) is the member at cluster seat `seats[i - 1]`.
+    pub seats: Vec<Seat>,
+}
+
+impl NodeWallet {
+    /// The wallet's id.
+    #[must_use]
+    pub fn id(&self) -> &WalletId {
+        &self.config.id
+    }
+
+    /// The cluster seat holding wallet seat `seat`.
+    #[must_use]
+    pub fn cluster_seat(&self, seat: Seat) -> Option<Seat> {
+        self.seats.get(usize::from(seat.get()).checked_sub(1)?).copied()
+    }
+}
+
+impl NodeConfig {
+    /// The engine's configuration for this member, with the default limits.
+    #[must_use]
+    pub fn signer_config(&self) -> SignerConfig {
+        SignerConfig::new(
+            self.own().identity,
+            self.network,
+            self.wallets.iter().map(|w| w.config.clone()).collect(),
+            Limits::default(),
+        )
+    }
+
+    /// This member's own roster entry.
+    #[must_use]
+    pub fn own(&self) -> &Member {
+        // The invariant puts `member` in `members`; `validate_node` checked it.
+        &self.members[&self.member]
+    }
+
+    /// The wallet `id`, if this member's configuration defines it.
+    #[must_use]
+    pub fn wallet(&self, id: &WalletId) -> Option<&NodeWallet> {
+        self.wallets.iter().find(|w| w.id() == id)
+    }
+
+    /// Every member's identity key, by seat (what the daemon maps an
+    /// authenticated peer through).
+    #[must_use]
+    pub fn identities(&self) -> BTreeMap<Seat, IdentityKey> {
+        self.members
+            .iter()
+            .map(|(seat, m)| (*seat, m.identity))
+            .collect()
+    }
+}
+
+/// Why a configuration file was refused. Every variant names the file;
+/// none quotes a value from it (a key pasted into the wrong setting must not
+/// reach a terminal or a log).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("configuration {}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than any configuration.
+    #[error("configuration {}: larger than {MAX_CONFIG_BYTES} bytes", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// TOML syntax, a missing or unknown field, or a value of the wrong type.
+    #[error("configuration {}, line {line}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The line of the problem (0 when unknown).
+        line: usize,
+        /// The parser's message, quoted values removed.
+        message: String,
+    },
+    /// A field has a value outside what it accepts.
+    #[error("configuration {}: `{field}` {problem}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The field, dotted (`wallets.members`).
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The `[key_provider]` section is invalid (its error names the field).
+    #[error("configuration {}: {source}", path.display())]
+    KeyProvider {
+        /// The file.
+        path: PathBuf,
+        /// The provider's error.
+        #[source]
+        source: ProviderError,
+    },
+}
+
+impl ConfigError {
+    /// Whether reading the file again can succeed without editing it: only
+    /// when the file could not be read.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Read { .. })
+    }
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`], naming the file and the field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        if std::fs::metadata(path).map_err(read)?.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text`, read from `path`.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.span().map_or(0, |span| {
+                text.get(..span.start).unwrap_or(text).matches('\n').count() + 1
+            }),
+            message: without_quoted_values(e.message()),
+        })?;
+        let invalid = |field: &str, problem: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            field: field.to_owned(),
+            problem,
+        };
+        let key_provider =
+            file.key_provider
+                .validate()
+                .map_err(|source| ConfigError::KeyProvider {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut store = file.store;
+        if store.data_dir.as_os_str().is_empty() {
+            return Err(invalid("store.data_dir", "must not be empty".to_owned()));
+        }
+        if store.data_dir.is_relative() {
+            store.data_dir = base.join(&store.data_dir);
+        }
+        let mut options = store.options().map_err(|e| match e {
+            thresig_store::Error::InvalidConfig { field } => invalid(
+                &format!("store.{field}"),
+                "is out of range (see docs/configuration.md)".to_owned(),
+            ),
+            other => invalid("store", other.to_string()),
+        })?;
+        // The provider section checked the hex; the store checks the point.
+        options.recovery_key = key_provider
+            .recovery_public_key()
+            .map(|k| RecoveryPublicKey::from_bytes(*k.as_bytes()))
+            .transpose()
+            .map_err(|_| {
+                invalid(
+                    "key_provider.recovery_public_key",
+                    "is not a usable X25519 public key".to_owned(),
+                )
+            })?;
+        let node = match file.member {
+            Some(member) => Some(validate_node(
+                member,
+                file.network,
+                file.members,
+                file.wallets,
+                file.daemon,
+                base,
+                &invalid,
+            )?),
+            None if !file.members.is_empty() || !file.wallets.is_empty() => {
+                return Err(invalid(
+                    "member",
+                    "is required with [[members]] and [[wallets]]".to_owned(),
+                ));
+            }
+            None if file.daemon.is_some() => {
+                return Err(invalid("member", "is required with [daemon]".to_owned()));
+            }
+            None => None,
+        };
+        Ok(Self {
+            data_dir: store.data_dir,
+            options,
+            key_provider,
+            node,
+        })
+    }
+
+    /// Where the store lives.
+    #[must_use]
+    pub fn location(&self) -> StoreLocation {
+        StoreLocation::Directory(self.data_dir.clone())
+    }
+
+    /// The cluster part, or an error saying the file has none.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `member` when the file is a
+    /// store-only configuration.
+    pub fn node(&self, path: &Path) -> Result<&NodeConfig, ConfigError> {
+        self.node.as_ref().ok_or_else(|| no_member(path))
+    }
+
+    /// The cluster part, owned; as [`Config::node`].
+    ///
+    /// # Errors
+    /// As [`Config::node`].
+    pub fn into_node(self, path: &Path) -> Result<NodeConfig, ConfigError> {
+        self.node.ok_or_else(|| no_member(path))
+    }
+}
+
+fn no_member(path: &Path) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        field: "member".to_owned(),
+        problem: "is missing: this command needs a cluster member's configuration".to_owned(),
+    }
+}
+
+/// Checks the cluster part of a file against the invariants of
+/// [`NodeConfig`].
+fn validate_node(
+    member: u16,
+    network: Option<Network>,
+    members: Vec<MemberSection>,
+    wallets: Vec<WalletSection>,
+    daemon: Option<DaemonSection>,
+    base: &Path,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<NodeConfig, ConfigError> {
+    let seat = |field: &str, n: u16| {
+        Seat::try_from(n).map_err(|_| invalid(field, format!("has seat {n}, not in 1..=100")))
+    };
+    let network = network.ok_or_else(|| invalid("network", "is required".to_owned()))?;
+    let own = seat("member", member)?;
+    let mut roster = BTreeMap::new();
+    let mut identities = BTreeSet::new();
+    let mut endpoints = BTreeSet::new();
+    for m in members {
+        let at = seat("members.seat", m.seat)?;
+        if !identities.insert(m.identity) {
+            return Err(invalid(
+                "members.identity",
+                format!("of seat {at} is also another member's"),
+            ));
+        }
+        if !endpoints.insert(m.endpoint) {
+            return Err(invalid(
+                "members.endpoint",
+                format!("of seat {at} is also another member's"),
+            ));
+        }
+        let entry = Member {
+            identity: m.identity,
+            endpoint: m.endpoint,
+        };
+        if roster.insert(at, entry).is_some() {
+            return Err(invalid("members.seat", format!("{at} appears twice")));
+        }
+    }
+    if !roster.contains_key(&own) {
+        return Err(invalid(
+            "member",
+            format!("seat {own} has no [[members]] entry"),
+        ));
+    }
+    let mut node_wallets = Vec::with_capacity(wallets.len());
+    for w in wallets {
+        let mut seats = Vec::with_capacity(w.members.len());
+        let mut keys = Vec::with_capacity(w.members.len());
+        for n in w.members {
+            let at = seat("wallets.members", n)?;
+            let m = roster.get(&at).ok_or_else(|| {
+                invalid(
+                    "wallets.members",
+                    format!("of wallet {} names seat {at}, which has no [[members]] entry", w.id),
+                )
+            })?;
+            if seats.contains(&at) {
+                return Err(invalid(
+                    "wallets.members",
+                    format!("of wallet {} names seat {at} twice", w.id),
+                ));
+            }
+            seats.push(at);
+            keys.push(m.identity);
+        }
+        let mut config = WalletConfig::new(w.id, w.threshold, keys).with_policy(w.policy);
+        if let Some(successor) = w.successor {
+            config = config.with_successor(successor);
+        }
+        node_wallets.push(NodeWallet { config, seats });
+    }
+    let daemon = daemon
+        .map(|section| DaemonConfig::from_section(section, base))
+        .transpose()
+        .map_err(|e| invalid("daemon", e.to_string()))?;
+    let node = NodeConfig {
+        network,
+        member: own,
+        members: roster,
+        wallets: node_wallets,
+        daemon,
+    };
+    node.signer_config()
+        .validate()
+        .map_err(|e| invalid("wallets", e.to_string()))?;
+    Ok(node)
+}
+
+/// The parser's message with quoted values removed: serde quotes the
+/// offending value (`invalid type: string "…"`, ``unknown variant `…` ``),
+/// and that value could be a key pasted into the wrong setting. Field names
+/// are kept only in the messages that are about fields.
+fn without_quoted_values(message: &str) -> String {
+    let about_fields = ["unknown field", "missing field", "duplicate key"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    if about_fields {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut quote = None;
+    for c in message.chars() {
+        match (quote, c) {
+            (None, '"' | '`') => {
+                quote = Some(c);
+                out.push_str("(value not shown)");
+            }
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, _) => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/thresig/signer.toml"), text)
+    }
+
+    const PROVIDER: &str = "[key_provider]\nkind = \"env\"\nvariable = \"KEK\"\n";
+
+    #[test]
+    fn minimal_config_uses_store_defaults_and_resolves_relative_dir() {
+        let c = parse(&format!("[store]\ndata_dir = \"state\"\n{PROVIDER}")).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/thresig/state"));
+        assert_eq!(c.options.max_batch, StoreOptions::default().max_batch);
+        assert!(c.options.recovery_key.is_none());
+    }
+
+    #[test]
+    fn batch_settings_are_applied_and_bounded() {
+        let c = parse(&format!(
+            "[store]\ndata_dir = \"/var/lib/thresig\"\nmax_batch = 8\nreseal_batch = 3\n{PROVIDER}"
+        ))
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/thresig"));
+        assert_eq!((c.options.max_batch, c.options.reseal_batch), (8, 3));
+        let e = parse(&format!(
+            "[store]\ndata_dir = \"d\"\nmax_batch = 0\n{PROVIDER}"
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field, .. } if field == "store.max_batch"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_file_and_line() {
+        let e = parse(&format!("[store]\ndata_dir = \"d\"\ncache = 1\n{PROVIDER}")).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, ConfigError::Parse { line: 3, .. }), "{text}");
+        assert!(
+            text.contains("signer.toml") && text.contains("`cache`"),
+            "{text}"
+        );
+        let e =
+            parse("[store]\ndata_dir = \"d\"\n[key_provider]\nkind = \"env\"\nvarible = \"K\"\n")
+                .unwrap_err();
+        assert!(e.to_string().contains("`varible`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_typed_values_are_not_echoed() {
+        let e = parse(&format!(
+            "[store]\ndata_dir = \"d\"\nmax_batch = \"c0ffeec0ffee\"\n{PROVIDER}"
+        ))
+        .unwrap_err();
+        assert!(!e.to_string().contains("c0ffee"), "{e}");
+        assert!(matches!(e, ConfigError::Parse { line: 3, .. }), "{e}");
+    }
+
+    #[test]
+    fn provider_problems_name_the_file() {
+        let e = parse("[store]\ndata_dir = \"d\"\n[key_provider]\nkind = \"env\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::KeyProvider { .. }), "{e}");
+        assert!(e.to_string().contains("signer.toml"), "{e}");
+    }
+
+    #[test]
+    fn recovery_key_reaches_store_options() {
+        let (_, pk) = thresig_store::RecoverySecretKey::generate(&mut rand_core::OsRng);
+        let c = parse(&format!(
+            "[store]\ndata_dir = \"d\"\n{PROVIDER}recovery_public_key = \"{}\"\n",
+            hex::encode(pk.to_bytes())
+        ))
+        .unwrap();
+        assert_eq!(c.options.recovery_key, Some(pk));
+    }
+}

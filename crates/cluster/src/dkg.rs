@@ -1,0 +1,245 @@
+//! Running a wallet's DKG over the network (DESIGN.md §6).
+//!
+//! The coordinator only relays: every message is signed by its author's
+//! identity key and checked by every recipient against its own roster,
+//! round-2 packages are sealed to each recipient's per-session key, and
+//! every round-2 payload carries the author's echo hash of all round-1
+//! packages. The wallet becomes active only when each member holds all n
+//! confirmations; the output key is reported only then.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand_core::{CryptoRng, RngCore};
+use thresig_crypto::Seat;
+use thresig_daemon::Error as DaemonError;
+use thresig_engine::{DkgPayload, DkgProposal, DkgSessionId, SignedDkgMessage};
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::config::NodeWallet;
+use crate::peers::Peers;
+
+/// A finished DKG.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DkgOutcome {
+    /// The session.
+    pub session: DkgSessionId,
+    /// The wallet's x-only BIP341 output key, as every member confirmed it.
+    pub output_key: [u8; 32],
+}
+
+/// Why a DKG failed. Nothing is active after a failure: a member keeps a
+/// wallet `dkg_pending` until it holds every confirmation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DkgError {
+    /// A member refused or could not be reached in a phase.
+    #[error("DKG {phase}: member {seat}: {error}")]
+    Member {
+        /// The phase (`start`, `round 2`, `finish`, `confirm`).
+        phase: &'static str,
+        /// The member's cluster seat.
+        seat: Seat,
+        /// What it answered.
+        #[source]
+        error: DaemonError,
+    },
+    /// A member's answer does not fit the protocol (wrong count, wrong
+    /// recipient, confirmations of different keys).
+    #[error("DKG {phase}: member {seat} answered out of protocol: {problem}")]
+    Protocol {
+        /// The phase.
+        phase: &'static str,
+        /// The member's cluster seat.
+        seat: Seat,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// The run could not proceed at all.
+    #[error("DKG aborted: {0}")]
+    Aborted(&'static str),
+}
+
+impl DkgError {
+    /// Whether a fresh run can succeed without operator action: when a
+    /// member was unreachable or refused transiently.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Member { error, .. } => match error {
+                DaemonError::Refused(e) => e.is_retryable(),
+                other => crate::peers::is_transport(other),
+            },
+            Self::Protocol { .. } | Self::Aborted(_) => false,
+        }
+    }
+}
+
+/// Runs the DKG of `wallet` among its members through `peers`.
+///
+/// # Errors
+/// [`DkgError`] naming the first member that failed a phase.
+pub async fn run_dkg(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<DkgOutcome, DkgError> {
+    let mut id = [0u8; 32];
+    rng.fill_bytes(&mut id);
+    let session = DkgSessionId(id);
+    let proposal = DkgProposal::new(
+        session,
+        wallet.id().clone(),
+        wallet.config.threshold,
+        wallet.config.roster.clone(),
+    );
+    let members = members(wallet);
+    info!(wallet = %wallet.id(), members = members.len(), "DKG part 1");
+    let round1 = each(peers, &members, "start", |mut client, _| {
+        let proposal = proposal.clone();
+        async move { client.dkg_start(proposal).await }
+    })
+    .await?;
+    let round1: Vec<SignedDkgMessage> = round1.into_values().collect();
+
+    info!("DKG part 2");
+    let all_round1 = Arc::new(round1);
+    let round2 = each(peers, &members, "round 2", |mut client, seat| {
+        let wallet_id = wallet.id().clone();
+        let others: Vec<SignedDkgMessage> = all_round1
+            .iter()
+            .filter(|m| m.sender != seat.get())
+            .cloned()
+            .collect();
+        async move { client.dkg_round2(wallet_id, session, others).await }
+    })
+    .await?;
+    let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
+    for (seat, messages) in round2 {
+        if messages.len() + 1 != members.len() {
+            return Err(protocol("round 2", wallet, seat, "not one message per peer"));
+        }
+        for message in messages {
+            let DkgPayload::Round2 { to, .. } = &message.payload else {
+                return Err(protocol("round 2", wallet, seat, "not a round-2 message"));
+            };
+            inbox.entry(*to).or_default().push(message);
+        }
+    }
+
+    info!("DKG part 3");
+    let inbox = Arc::new(inbox);
+    let confirmations = each(peers, &members, "finish", |mut client, seat| {
+        let wallet_id = wallet.id().clone();
+        let mine = inbox.get(&seat.get()).cloned().unwrap_or_default();
+        async move { client.dkg_finish(wallet_id, session, mine).await }
+    })
+    .await?;
+    let mut output_key = None;
+    for (seat, confirmation) in &confirmations {
+        let DkgPayload::Confirm { output_key: key, .. } = &confirmation.payload else {
+            return Err(protocol("finish", wallet, *seat, "not a confirmation"));
+        };
+        let key: [u8; 32] = key.0.as_slice().try_into().map_err(|_| {
+            protocol("finish", wallet, *seat, "output key is not 32 bytes")
+        })?;
+        if output_key.is_some_and(|k| k != key) {
+            return Err(protocol("finish", wallet, *seat, "confirmed another key"));
+        }
+        output_key = Some(key);
+    }
+    let Some(output_key) = output_key else {
+        return Err(DkgError::Aborted("the wallet has no members"));
+    };
+
+    info!("DKG confirmations");
+    let confirmations: Arc<Vec<SignedDkgMessage>> =
+        Arc::new(confirmations.into_values().collect());
+    let statuses = each(peers, &members, "confirm", |mut client, _| {
+        let wallet_id = wallet.id().clone();
+        let confirmations = confirmations.clone();
+        async move {
+            let mut last = None;
+            for confirmation in confirmations.iter() {
+                last = Some(
+                    client
+                        .dkg_confirm(wallet_id.clone(), confirmation.clone())
+                        .await?,
+                );
+            }
+            Ok(last)
+        }
+    })
+    .await?;
+    for (seat, status) in statuses {
+        if !status.is_some_and(|s| s.active) {
+            return Err(protocol("confirm", wallet, seat, "wallet not active"));
+        }
+    }
+    Ok(DkgOutcome {
+        session,
+        output_key,
+    })
+}
+
+/// The wallet's seats with their cluster seats.
+fn members(wallet: &NodeWallet) -> Vec<(Seat, Seat)> {
+    wallet
+        .seats
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cluster)| {
+            let seat = Seat::try_from(u16::try_from(i + 1).ok()?).ok()?;
+            Some((seat, *cluster))
+        })
+        .collect()
+}
+
+fn protocol(phase: &'static str, wallet: &NodeWallet, seat: Seat, problem: &'static str) -> DkgError {
+    DkgError::Protocol {
+        phase,
+        seat: wallet.cluster_seat(seat).unwrap_or(seat),
+        problem,
+    }
+}
+
+/// Runs `call` against every member at once; the answers by wallet seat,
+/// or the first failure.
+async fn each<T, F, Fut>(
+    peers: &Arc<Peers>,
+    members: &[(Seat, Seat)],
+    phase: &'static str,
+    call: F,
+) -> Result<BTreeMap<Seat, T>, DkgError>
+where
+    T: Send + 'static,
+    F: Fn(thresig_daemon::SignerClient, Seat) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    for (seat, cluster) in members {
+        let (seat, cluster) = (*seat, *cluster);
+        let client = peers.client(cluster).await.map_err(|error| DkgError::Member {
+            phase,
+            seat: cluster,
+            error,
+        })?;
+        let call = call(client, seat);
+        tasks.spawn(async move { (seat, cluster, call.await) });
+    }
+    let mut answers = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((seat, cluster, answer)) = joined else {
+            return Err(DkgError::Aborted("a request task panicked"));
+        };
+        let value = answer.map_err(|error| DkgError::Member {
+            phase,
+            seat: cluster,
+            error,
+        })?;
+        answers.insert(seat, value);
+    }
+    Ok(answers)
+}

@@ -1,0 +1,50 @@
+//! Running a thresig cluster: everything between the command line and the
+//! layers below it that needs a configuration file, a process or a network.
+//!
+//! - [`config`]: the signer's TOML file (store, key provider, network, its
+//!   seat, the roster, the wallets with their policies, the daemon), parsed
+//!   with unknown fields refused and validated with errors naming the file
+//!   and the field.
+//! - [`provision`]: `thresig init` (a member directory: KEK file, store with
+//!   the sealed identity key, TLS files) and `thresig cluster init` (a CA
+//!   and N members sharing one roster).
+//! - [`node`]: `thresig serve`, the signer process (store, key manager,
+//!   engine, daemon).
+//! - [`Peers`], [`run_dkg`], [`sign`](sign()), [`cluster_status`]: the
+//!   coordinator's side. Any member of a wallet can coordinate with its own
+//!   configuration and TLS identity; signers trust it for liveness only and
+//!   check everything themselves.
+//!
+//! # Invariants
+//! - Roster and thresholds come from the member's own configuration, never
+//!   from a peer.
+//! - The coordinator blames only on proof: a culprit is a member whose share
+//!   failed to decode or verify against the wallet's own key record;
+//!   timeouts and refusals make a member unresponsive, never malicious.
+//! - Secret files are created with their final mode and never overwritten.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+pub mod config;
+mod dkg;
+mod fault;
+pub mod local;
+mod identity;
+pub mod node;
+mod peers;
+pub mod provision;
+mod sign;
+mod status;
+
+pub use dkg::{DkgError, DkgOutcome, run_dkg};
+pub use fault::{Fault, Faulty};
+pub use identity::IdentityError;
+pub use peers::Peers;
+pub use sign::{Round2Journal, SignError, SignOptions, SignOutcome, sign};
+pub use status::{MemberStatus, cluster_status, own_wallet};

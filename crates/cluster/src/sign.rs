@@ -1,0 +1,487 @@
+//! Signing a PSBT through ROAST over the network: the I/O driver around the
+//! sans-IO [`thresig_roast::Coordinator`].
+//!
+//! The driver sends each request the coordinator emits to its member on its
+//! own task, feeds every answer back with the seat the TLS connection
+//! authenticated (the connection to a wallet seat's cluster seat, whose
+//! certificate must name that seat), and calls the coordinator's timeout
+//! handler at the deadline it asks for. It trusts signers for nothing: every
+//! share is verified against the wallet's public key record before use, and
+//! an undecodable share convicts its sender exactly like an invalid one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
+use thresig_daemon::{Error as DaemonError, SignerError};
+use thresig_engine::{
+    Epoch, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget,
+};
+use thresig_roast::{
+    Config as RoastConfig, Coordinator, Event, Failure, Refusal, Reply, Request, Round, Scheme,
+    Verdict,
+};
+use thresig_tx::WalletPsbt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::config::NodeWallet;
+use crate::peers::{Peers, is_transport};
+
+/// Called with each round-2 request before it is sent, and the cluster seat
+/// it goes to: an audit trail of what the coordinator asked for.
+pub type Round2Journal = Arc<dyn Fn(Seat, &Round2Request) + Send + Sync>;
+
+/// How a signing run is driven.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct SignOptions {
+    /// How long one member may take to answer one request.
+    pub request_timeout: Duration,
+    /// How long the whole run may take.
+    pub deadline: Duration,
+    /// Cluster seats whose first round-1 answers are handled before anyone
+    /// else's, so that they are in the first session. Only the demo sets
+    /// it, to show that signers sending invalid shares in the first session
+    /// are caught; a production coordinator takes answers as they come.
+    pub answer_first: BTreeSet<Seat>,
+    /// Sees every round-2 request (see [`Round2Journal`]).
+    pub journal: Option<Round2Journal>,
+}
+
+impl Default for SignOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: thresig_roast::DEFAULT_REQUEST_TIMEOUT,
+            deadline: thresig_roast::DEFAULT_DEADLINE,
+            answer_first: BTreeSet::new(),
+            journal: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SignOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignOptions")
+            .field("request_timeout", &self.request_timeout)
+            .field("deadline", &self.deadline)
+            .field("answer_first", &self.answer_first)
+            .field("journal", &self.journal.is_some())
+            .finish()
+    }
+}
+
+/// A finished run.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SignOutcome {
+    /// One BIP340 signature per input the wallet signs, in input order,
+    /// each verified under the wallet's output key.
+    pub signatures: Vec<[u8; 64]>,
+    /// ROAST sessions started.
+    pub sessions: u32,
+    /// Cluster seats that sent invalid shares, ascending.
+    pub culprits: Vec<Seat>,
+    /// Cluster seats that timed out or refused at least once, ascending.
+    pub unresponsive: Vec<Seat>,
+    /// The cluster seats whose shares made the signatures, ascending.
+    pub signers: Vec<Seat>,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The PSBT's sighashes could not be computed.
+    #[error("the PSBT cannot be signed: {0}")]
+    Psbt(#[from] thresig_tx::Error),
+    /// The coordinator refused its setup (no inputs, bad threshold).
+    #[error("coordinator setup: {0}")]
+    Setup(#[from] thresig_roast::Error),
+    /// The run ended without a signature.
+    #[error("signing failed after {sessions} sessions (culprits: {culprits:?}): {reason}")]
+    Failed {
+        /// Why, as the coordinator reports it.
+        reason: String,
+        /// Sessions started.
+        sessions: u32,
+        /// Cluster seats found sending invalid shares.
+        culprits: Vec<Seat>,
+    },
+    /// A signature did not encode (cannot happen for a verified signature).
+    #[error("signature encoding: {0}")]
+    Crypto(#[from] thresig_crypto::Error),
+}
+
+impl SignError {
+    /// Whether running again can succeed: a missed deadline can (members
+    /// may come back); a bad PSBT or too many culprits cannot.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Failed { reason, .. } => reason == DEADLINE,
+            Self::Psbt(_) | Self::Setup(_) | Self::Crypto(_) => false,
+        }
+    }
+}
+
+const DEADLINE: &str = "the deadline passed";
+
+/// The wallet's key record as the coordinator's scheme, with shares as they
+/// arrive off the wire: `None` is a share that did not decode, which is as
+/// much proof of malice as a share that does not verify.
+struct WireScheme(WalletKey);
+
+impl Scheme for WireScheme {
+    type Message = [u8; 32];
+    type Commitment = Commitment;
+    type Package = SigningPackage;
+    type Share = Option<SignatureShare>;
+    type Signature = thresig_crypto::Signature;
+    type Error = thresig_crypto::Error;
+
+    fn package(
+        &self,
+        message: &[u8; 32],
+        commitments: &BTreeMap<Seat, Commitment>,
+    ) -> Result<SigningPackage, Self::Error> {
+        self.0.package(message, commitments)
+    }
+
+    fn verify_share(
+        &self,
+        package: &SigningPackage,
+        seat: Seat,
+        share: &Option<SignatureShare>,
+    ) -> Result<Verdict, Self::Error> {
+        match share {
+            Some(share) => self.0.verify_share(package, seat, share),
+            None => Ok(Verdict::Invalid),
+        }
+    }
+
+    fn aggregate(
+        &self,
+        package: &SigningPackage,
+        shares: &BTreeMap<Seat, Option<SignatureShare>>,
+    ) -> Result<Self::Signature, Self::Error> {
+        // Only verified shares reach aggregation, and `None` never verifies.
+        let shares = shares
+            .iter()
+            .filter_map(|(seat, share)| Some((*seat, share.clone()?)))
+            .collect();
+        self.0.aggregate(package, &shares)
+    }
+}
+
+/// Signs every input `psbt` spends from `wallet`, through ROAST among the
+/// wallet's members.
+///
+/// `key` is the wallet's public key record (from this member's own signer),
+/// `epoch` its current epoch; the PSBT is sent to every signer, which
+/// derives and checks every sighash itself.
+///
+/// # Errors
+/// [`SignError`].
+pub async fn sign(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    key: &WalletKey,
+    epoch: Epoch,
+    psbt: &WalletPsbt,
+    options: &SignOptions,
+) -> Result<SignOutcome, SignError> {
+    let messages: Vec<[u8; 32]> = psbt
+        .wallet_sighashes()?
+        .iter()
+        .map(|s| s.sighash.to_byte_array())
+        .collect();
+    let mut roast = RoastConfig::for_wallet(key);
+    roast.request_timeout = options.request_timeout;
+    roast.deadline = options.deadline;
+    let scheme = WireScheme(key.clone());
+    let mut coordinator =
+        Coordinator::new(std::time::Instant::now(), roast, scheme, messages.clone())?;
+    let job = Arc::new(Job {
+        wallet: wallet.clone(),
+        epoch,
+        psbt: psbt.serialize(),
+        inputs: messages.len(),
+        journal: options.journal.clone(),
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut unresponsive = BTreeSet::new();
+    let mut culprits = BTreeSet::new();
+    let mut gate = FirstAnswers::new(wallet, &options.answer_first);
+    loop {
+        while let Some(transmit) = coordinator.poll_transmit() {
+            let Some(member) = wallet.cluster_seat(transmit.to) else {
+                continue;
+            };
+            tokio::spawn(deliver(
+                peers.clone(),
+                member,
+                transmit.to,
+                transmit.request,
+                job.clone(),
+                tx.clone(),
+            ));
+        }
+        while let Some(event) = coordinator.poll_event() {
+            match event {
+                Event::SessionStarted { session, signers } => {
+                    info!(?session, ?signers, "ROAST session started");
+                }
+                Event::Unresponsive { seat, cause } => {
+                    debug!(%seat, ?cause, "signer unresponsive");
+                    unresponsive.extend(wallet.cluster_seat(seat));
+                }
+                Event::Culprit { seat, fault } => {
+                    warn!(%seat, ?fault, "signer sent an invalid share");
+                    culprits.extend(wallet.cluster_seat(seat));
+                }
+                Event::Done(signed) => {
+                    let signatures = signed
+                        .signatures
+                        .iter()
+                        .map(thresig_crypto::Signature::to_bytes)
+                        .collect::<Result<_, _>>()?;
+                    return Ok(SignOutcome {
+                        signatures,
+                        sessions: signed.stats.sessions,
+                        culprits: culprits.into_iter().collect(),
+                        unresponsive: unresponsive.into_iter().collect(),
+                        signers: signed
+                            .signers
+                            .iter()
+                            .filter_map(|s| wallet.cluster_seat(*s))
+                            .collect(),
+                    });
+                }
+                Event::Failed { failure, stats } => {
+                    let reason = match failure {
+                        Failure::Deadline => DEADLINE.to_owned(),
+                        other => format!("{other:?}"),
+                    };
+                    return Err(SignError::Failed {
+                        reason,
+                        sessions: stats.sessions,
+                        culprits: culprits.into_iter().collect(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let wake = coordinator
+            .poll_timeout()
+            .map(Instant::from_std)
+            .unwrap_or_else(|| Instant::now() + options.deadline);
+        tokio::select! {
+            answer = rx.recv() => {
+                // The sender half lives in `tx`, so the channel never closes.
+                let Some((seat, reply)) = answer else { continue };
+                for (seat, reply) in gate.admit(seat, reply) {
+                    if let Err(e) = coordinator.handle_reply(std::time::Instant::now(), seat, reply) {
+                        debug!(%seat, error = %e, "answer refused by the coordinator");
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(wake) => {
+                coordinator.handle_timeout(std::time::Instant::now());
+                for (seat, reply) in gate.release_all() {
+                    if let Err(e) = coordinator.handle_reply(std::time::Instant::now(), seat, reply) {
+                        debug!(%seat, error = %e, "answer refused by the coordinator");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What every request of one run carries besides the coordinator's part.
+struct Job {
+    wallet: NodeWallet,
+    epoch: Epoch,
+    psbt: Vec<u8>,
+    inputs: usize,
+    journal: Option<Round2Journal>,
+}
+
+type Answer = (Seat, Option<Reply<WireScheme>>);
+
+/// Holds back first answers until the `answer_first` seats gave theirs (see
+/// [`SignOptions::answer_first`]).
+struct FirstAnswers {
+    waiting: BTreeSet<Seat>,
+    held: Vec<(Seat, Reply<WireScheme>)>,
+}
+
+impl FirstAnswers {
+    fn new(wallet: &NodeWallet, first: &BTreeSet<Seat>) -> Self {
+        let waiting = (1..=u16::try_from(wallet.seats.len()).unwrap_or(0))
+            .filter_map(|n| Seat::try_from(n).ok())
+            .filter(|s| wallet.cluster_seat(*s).is_some_and(|c| first.contains(&c)))
+            .collect();
+        Self {
+            waiting,
+            held: Vec::new(),
+        }
+    }
+
+    /// The answers to hand to the coordinator now.
+    fn admit(
+        &mut self,
+        seat: Seat,
+        reply: Option<Reply<WireScheme>>,
+    ) -> Vec<(Seat, Reply<WireScheme>)> {
+        if self.waiting.is_empty() {
+            return reply.map(|r| (seat, r)).into_iter().collect();
+        }
+        if self.waiting.remove(&seat) {
+            let mut out: Vec<_> = reply.map(|r| (seat, r)).into_iter().collect();
+            if self.waiting.is_empty() {
+                out.append(&mut self.held);
+            }
+            return out;
+        }
+        self.held.extend(reply.map(|r| (seat, r)));
+        Vec::new()
+    }
+
+    /// Everything held, once a timeout makes waiting pointless.
+    fn release_all(&mut self) -> Vec<(Seat, Reply<WireScheme>)> {
+        self.waiting.clear();
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// Sends one request to `member` (wallet seat `seat`) and queues its
+/// answer: `None` when the member could not be reached (the coordinator's
+/// timeout then covers it).
+async fn deliver(
+    peers: Arc<Peers>,
+    member: Seat,
+    seat: Seat,
+    request: Request<WireScheme>,
+    job: Arc<Job>,
+    answers: mpsc::UnboundedSender<Answer>,
+) {
+    let reply = match request {
+        Request::Commit => commit(&peers, member, &job).await,
+        Request::Sign { session, packages } => {
+            shares(&peers, member, session, &packages, &job).await
+        }
+        _ => None,
+    };
+    // The run may have ended and dropped the receiver; the answer is moot.
+    let _ = answers.send((seat, reply));
+}
+
+async fn commit(peers: &Peers, member: Seat, job: &Job) -> Option<Reply<WireScheme>> {
+    let request = Round1Request::new(job.wallet.id().clone(), job.inputs);
+    let result = match peers.client(member).await {
+        Ok(mut client) => client.round1(request).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(response) => Some(match decode_commitments(&response.commitments) {
+            Some(commitments) => Reply::Commitments { commitments },
+            None => refused(Round::Commit, Refusal::Rejected),
+        }),
+        Err(e) => failure(peers, member, Round::Commit, &e),
+    }
+}
+
+async fn shares(
+    peers: &Peers,
+    member: Seat,
+    session: thresig_roast::SessionId,
+    packages: &[SigningPackage],
+    job: &Job,
+) -> Option<Reply<WireScheme>> {
+    let round = Round::Sign(session);
+    let signers = packages
+        .first()
+        .map(|p| p.signers().iter().map(|s| s.get()).collect())
+        .unwrap_or_default();
+    let Ok(encoded) = packages
+        .iter()
+        .map(|p| p.to_bytes().map(HexBytes))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        // Packages the coordinator built itself always encode.
+        return Some(refused(round, Refusal::Rejected));
+    };
+    let request = Round2Request::new(
+        job.wallet.id().clone(),
+        job.epoch,
+        signers,
+        SigningTarget::psbt(job.psbt.clone()),
+        encoded,
+    );
+    if let Some(journal) = &job.journal {
+        journal(member, &request);
+    }
+    let result = match peers.client(member).await {
+        Ok(mut client) => client.round2(request).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(response) => Some(Reply::Shares {
+            session,
+            shares: response
+                .shares
+                .iter()
+                .map(|s| SignatureShare::from_bytes(&s.0).ok())
+                .collect(),
+            commitments: decode_commitments(&response.commitments).unwrap_or_default(),
+        }),
+        Err(e) => failure(peers, member, round, &e),
+    }
+}
+
+fn decode_commitments(encoded: &[HexBytes]) -> Option<Vec<Commitment>> {
+    encoded
+        .iter()
+        .map(|c| Commitment::from_bytes(&c.0).ok())
+        .collect()
+}
+
+fn refused(round: Round, refusal: Refusal) -> Reply<WireScheme> {
+    Reply::Refused { round, refusal }
+}
+
+/// A failed request as the coordinator sees it: a refusal with the
+/// signer's reason, or nothing for a transport failure (after which the
+/// connection is remade on the next request).
+fn failure(
+    peers: &Peers,
+    member: Seat,
+    round: Round,
+    error: &DaemonError,
+) -> Option<Reply<WireScheme>> {
+    if is_transport(error) {
+        debug!(%member, %error, "member unreachable");
+        peers.forget(member);
+        return None;
+    }
+    let refusal = match error {
+        DaemonError::Refused(e) => refusal_of(e),
+        _ => Refusal::Rejected,
+    };
+    Some(refused(round, refusal))
+}
+
+/// The ROAST view of a signer's refusal: by its stable code, and else by
+/// whether it may pass.
+fn refusal_of(error: &SignerError) -> Refusal {
+    match error.code.as_str() {
+        code if code == ErrorCode::NonceUnknown.as_str() => Refusal::NonceUnknown,
+        code if code == ErrorCode::PolicyDenied.as_str() => Refusal::PolicyDenied,
+        code if code == ErrorCode::SessionConflict.as_str() => Refusal::SessionConflict,
+        _ if error.is_retryable() => Refusal::Retryable,
+        _ => Refusal::Rejected,
+    }
+}

@@ -1,0 +1,69 @@
+//! What `thresig status` and the coordinators ask of members.
+
+use std::sync::Arc;
+
+use thresig_crypto::{Seat, WalletKey};
+use thresig_daemon::Error as DaemonError;
+use thresig_engine::{Epoch, WalletId, WalletStatus};
+use tokio::task::JoinSet;
+
+use crate::peers::Peers;
+
+/// One member as `status` sees it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct MemberStatus {
+    /// Its cluster seat.
+    pub seat: Seat,
+    /// Its wallets (those the asking member shares with it), or why it
+    /// could not be asked.
+    pub wallets: Result<Vec<WalletStatus>, DaemonError>,
+}
+
+/// Asks every member for its wallets, concurrently; unreachable members are
+/// reported, not skipped.
+pub async fn cluster_status(peers: &Arc<Peers>) -> Vec<MemberStatus> {
+    let mut tasks = JoinSet::new();
+    for seat in peers.seats() {
+        let peers = peers.clone();
+        tasks.spawn(async move {
+            let wallets = match peers.client(seat).await {
+                Ok(mut client) => client.status().await,
+                Err(e) => Err(e),
+            };
+            if wallets.as_ref().is_err_and(crate::peers::is_transport) {
+                peers.forget(seat);
+            }
+            MemberStatus { seat, wallets }
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        out.extend(joined.ok());
+    }
+    out.sort_by_key(|m| m.seat);
+    out
+}
+
+/// The wallet's public key record and current epoch, from the member
+/// `own` (the coordinator's own signer, the only one it trusts for them).
+///
+/// # Errors
+/// The member's refusal or the transport error;
+/// [`DaemonError::Malformed`] when the wallet holds no key yet.
+pub async fn own_wallet(
+    peers: &Peers,
+    own: Seat,
+    wallet: &WalletId,
+) -> Result<(WalletKey, Epoch), DaemonError> {
+    let mut client = peers.client(own).await?;
+    let key = client.wallet_key(wallet.clone()).await?;
+    let epoch = client
+        .status()
+        .await?
+        .into_iter()
+        .find(|w| &w.wallet == wallet)
+        .and_then(|w| w.epoch)
+        .ok_or(DaemonError::Malformed("the wallet holds no key yet"))?;
+    Ok((key, epoch))
+}
