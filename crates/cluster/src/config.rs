@@ -93,6 +93,8 @@ pub struct NodeConfig {
     pub network: Network,
     /// This member's cluster seat (its certificate names `seat-<n>`).
     pub member: Seat,
+    /// This member's identity key, as its roster entry gives it.
+    pub identity: IdentityKey,
     /// The roster: every member's identity key and endpoint, by seat.
     pub members: BTreeMap<Seat, Member>,
     /// The wallets this member may join.
@@ -132,7 +134,9 @@ impl NodeWallet {
     /// The cluster seat holding wallet seat `seat`.
     #[must_use]
     pub fn cluster_seat(&self, seat: Seat) -> Option<Seat> {
-        self.seats.get(usize::from(seat.get()).checked_sub(1)?).copied()
+        self.seats
+            .get(usize::from(seat.get()).checked_sub(1)?)
+            .copied()
     }
 }
 
@@ -141,18 +145,11 @@ impl NodeConfig {
     #[must_use]
     pub fn signer_config(&self) -> SignerConfig {
         SignerConfig::new(
-            self.own().identity,
+            self.identity,
             self.network,
             self.wallets.iter().map(|w| w.config.clone()).collect(),
             Limits::default(),
         )
-    }
-
-    /// This member's own roster entry.
-    #[must_use]
-    pub fn own(&self) -> &Member {
-        // The invariant puts `member` in `members`; `validate_node` checked it.
-        &self.members[&self.member]
     }
 
     /// The wallet `id`, if this member's configuration defines it.
@@ -404,12 +401,10 @@ fn validate_node(
             return Err(invalid("members.seat", format!("{at} appears twice")));
         }
     }
-    if !roster.contains_key(&own) {
-        return Err(invalid(
-            "member",
-            format!("seat {own} has no [[members]] entry"),
-        ));
-    }
+    let identity = roster
+        .get(&own)
+        .map(|m| m.identity)
+        .ok_or_else(|| invalid("member", format!("seat {own} has no [[members]] entry")))?;
     let mut node_wallets = Vec::with_capacity(wallets.len());
     for w in wallets {
         let mut seats = Vec::with_capacity(w.members.len());
@@ -419,7 +414,10 @@ fn validate_node(
             let m = roster.get(&at).ok_or_else(|| {
                 invalid(
                     "wallets.members",
-                    format!("of wallet {} names seat {at}, which has no [[members]] entry", w.id),
+                    format!(
+                        "of wallet {} names seat {at}, which has no [[members]] entry",
+                        w.id
+                    ),
                 )
             })?;
             if seats.contains(&at) {
@@ -444,6 +442,7 @@ fn validate_node(
     let node = NodeConfig {
         network,
         member: own,
+        identity,
         members: roster,
         wallets: node_wallets,
         daemon,

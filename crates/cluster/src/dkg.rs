@@ -97,7 +97,7 @@ pub async fn run_dkg(
     );
     let members = members(wallet);
     info!(wallet = %wallet.id(), members = members.len(), "DKG part 1");
-    let round1 = each(peers, &members, "start", |mut client, _| {
+    let round1 = each(peers, &members, "start", |client, _| {
         let proposal = proposal.clone();
         async move { client.dkg_start(proposal).await }
     })
@@ -106,7 +106,7 @@ pub async fn run_dkg(
 
     info!("DKG part 2");
     let all_round1 = Arc::new(round1);
-    let round2 = each(peers, &members, "round 2", |mut client, seat| {
+    let round2 = each(peers, &members, "round 2", |client, seat| {
         let wallet_id = wallet.id().clone();
         let others: Vec<SignedDkgMessage> = all_round1
             .iter()
@@ -119,7 +119,12 @@ pub async fn run_dkg(
     let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
     for (seat, messages) in round2 {
         if messages.len() + 1 != members.len() {
-            return Err(protocol("round 2", wallet, seat, "not one message per peer"));
+            return Err(protocol(
+                "round 2",
+                wallet,
+                seat,
+                "not one message per peer",
+            ));
         }
         for message in messages {
             let DkgPayload::Round2 { to, .. } = &message.payload else {
@@ -131,7 +136,7 @@ pub async fn run_dkg(
 
     info!("DKG part 3");
     let inbox = Arc::new(inbox);
-    let confirmations = each(peers, &members, "finish", |mut client, seat| {
+    let confirmations = each(peers, &members, "finish", |client, seat| {
         let wallet_id = wallet.id().clone();
         let mine = inbox.get(&seat.get()).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
@@ -139,12 +144,17 @@ pub async fn run_dkg(
     .await?;
     let mut output_key = None;
     for (seat, confirmation) in &confirmations {
-        let DkgPayload::Confirm { output_key: key, .. } = &confirmation.payload else {
+        let DkgPayload::Confirm {
+            output_key: key, ..
+        } = &confirmation.payload
+        else {
             return Err(protocol("finish", wallet, *seat, "not a confirmation"));
         };
-        let key: [u8; 32] = key.0.as_slice().try_into().map_err(|_| {
-            protocol("finish", wallet, *seat, "output key is not 32 bytes")
-        })?;
+        let key: [u8; 32] = key
+            .0
+            .as_slice()
+            .try_into()
+            .map_err(|_| protocol("finish", wallet, *seat, "output key is not 32 bytes"))?;
         if output_key.is_some_and(|k| k != key) {
             return Err(protocol("finish", wallet, *seat, "confirmed another key"));
         }
@@ -155,9 +165,8 @@ pub async fn run_dkg(
     };
 
     info!("DKG confirmations");
-    let confirmations: Arc<Vec<SignedDkgMessage>> =
-        Arc::new(confirmations.into_values().collect());
-    let statuses = each(peers, &members, "confirm", |mut client, _| {
+    let confirmations: Arc<Vec<SignedDkgMessage>> = Arc::new(confirmations.into_values().collect());
+    let statuses = each(peers, &members, "confirm", |client, _| {
         let wallet_id = wallet.id().clone();
         let confirmations = confirmations.clone();
         async move {
@@ -197,7 +206,12 @@ fn members(wallet: &NodeWallet) -> Vec<(Seat, Seat)> {
         .collect()
 }
 
-fn protocol(phase: &'static str, wallet: &NodeWallet, seat: Seat, problem: &'static str) -> DkgError {
+fn protocol(
+    phase: &'static str,
+    wallet: &NodeWallet,
+    seat: Seat,
+    problem: &'static str,
+) -> DkgError {
     DkgError::Protocol {
         phase,
         seat: wallet.cluster_seat(seat).unwrap_or(seat),
@@ -221,11 +235,14 @@ where
     let mut tasks = JoinSet::new();
     for (seat, cluster) in members {
         let (seat, cluster) = (*seat, *cluster);
-        let client = peers.client(cluster).await.map_err(|error| DkgError::Member {
-            phase,
-            seat: cluster,
-            error,
-        })?;
+        let client = peers
+            .client(cluster)
+            .await
+            .map_err(|error| DkgError::Member {
+                phase,
+                seat: cluster,
+                error,
+            })?;
         let call = call(client, seat);
         tasks.spawn(async move { (seat, cluster, call.await) });
     }

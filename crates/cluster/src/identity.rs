@@ -39,7 +39,7 @@ pub enum IdentityError {
 ///
 /// # Errors
 /// [`IdentityError`].
-pub fn load(store: &dyn Store) -> Result<ed25519_dalek::SigningKey, IdentityError> {
+pub(crate) fn load(store: &dyn Store) -> Result<ed25519_dalek::SigningKey, IdentityError> {
     let record = store.meta(&meta_name())?.ok_or(IdentityError::Missing)?;
     let bytes: Zeroizing<[u8; 32]> = Zeroizing::new(
         record

@@ -34,8 +34,8 @@
 pub mod config;
 mod dkg;
 mod fault;
-pub mod local;
 mod identity;
+pub mod local;
 pub mod node;
 mod peers;
 pub mod provision;

@@ -80,7 +80,7 @@ pub fn serve(path: &Path, fault: Option<Fault>) -> Result<(), NodeError> {
         config.options.clone(),
     )?);
     let identity = identity::load(store.as_ref())?;
-    if identity.verifying_key().to_bytes() != node.own().identity.to_bytes() {
+    if identity.verifying_key().to_bytes() != node.identity.to_bytes() {
         return Err(NodeError::IdentityMismatch(node.member));
     }
     let manager = KeyManager::start(store.clone(), KeyManagerOptions::default());
@@ -96,6 +96,9 @@ pub fn serve(path: &Path, fault: Option<Fault>) -> Result<(), NodeError> {
     served
 }
 
-fn run<H: SignerHandler>(daemon: &thresig_daemon::DaemonConfig, handler: H) -> Result<(), NodeError> {
+fn run<H: SignerHandler>(
+    daemon: &thresig_daemon::DaemonConfig,
+    handler: H,
+) -> Result<(), NodeError> {
     Ok(run_until_signal(daemon, Arc::new(handler))?)
 }

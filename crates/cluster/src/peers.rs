@@ -42,10 +42,9 @@ impl Peers {
     /// [`DaemonError`] when the configuration has no `[daemon]` section (no
     /// TLS files) or its TLS files do not load.
     pub fn new(node: &NodeConfig) -> Result<Self, DaemonError> {
-        let daemon = node
-            .daemon
-            .as_ref()
-            .ok_or(DaemonError::Malformed("the configuration has no [daemon] section"))?;
+        let daemon = node.daemon.as_ref().ok_or(DaemonError::Malformed(
+            "the configuration has no [daemon] section",
+        ))?;
         Ok(Self::with_tls(
             ClientTls::from_config(daemon)?,
             node.members

@@ -26,12 +26,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rand_core::{CryptoRng, RngCore};
+use serde::Serialize;
 use thresig_crypto::Seat;
 use thresig_daemon::{ClusterCa, ClusterName, Validity};
 use thresig_engine::{IdentityKey, WalletId};
 use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, Store as _, WriteOp};
-use serde::Serialize;
 use thresig_tx::{Network, PolicyConfig};
 use zeroize::Zeroizing;
 
@@ -123,11 +123,11 @@ pub fn init_member(
     rng.fill_bytes(kek.as_mut());
     write_new(
         &dir.join("kek"),
-        Zeroizing::new(hex::encode(kek.as_ref())).as_bytes(),
+        Zeroizing::new(hex::encode(kek.as_slice())).as_bytes(),
         0o600,
     )?;
     let config_path = dir.join(CONFIG_FILE);
-    write_new(&config_path, store_section().as_bytes(), 0o600)?;
+    write_new(&config_path, store_section(dir)?.as_bytes(), 0o600)?;
     let config = Config::load(&config_path)?;
     let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
     let store = EncryptedStore::open(config.location(), provider, config.options.clone())?;
@@ -300,7 +300,7 @@ pub fn write_member_config(
         seat = member.seat,
         cluster = spec.name.as_str(),
         network = spec.network.as_str(),
-        store = store_section(),
+        store = store_section(&member.dir)?,
     );
     let roster = Roster {
         members: all
@@ -353,9 +353,18 @@ struct WalletEntry<'a> {
     policy: &'a PolicyConfig,
 }
 
-/// The store and key-provider sections every member directory uses.
-fn store_section() -> String {
-    "[store]\ndata_dir = \"store\"\n\n[key_provider]\nkind = \"file\"\npath = \"kek\"\n".to_owned()
+/// The store and key-provider sections of the member in `dir`: its store
+/// beside the file, and its KEK file by absolute path (a key provider's
+/// paths are taken as given, not from the configuration's directory).
+fn store_section(dir: &Path) -> Result<String, ProvisionError> {
+    let kek = std::path::absolute(dir.join("kek")).map_err(|source| ProvisionError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let kek = toml::Value::String(kek.display().to_string());
+    Ok(format!(
+        "[store]\ndata_dir = \"store\"\n\n[key_provider]\nkind = \"file\"\npath = {kek}\n"
+    ))
 }
 
 fn create_dir(path: &Path) -> Result<(), ProvisionError> {

@@ -13,11 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bitcoin::hashes::Hash as _;
 use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
 use thresig_daemon::{Error as DaemonError, SignerError};
-use thresig_engine::{
-    Epoch, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget,
-};
+use thresig_engine::{Epoch, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget};
 use thresig_roast::{
     Config as RoastConfig, Coordinator, Event, Failure, Refusal, Reply, Request, Round, Scheme,
     Verdict,
@@ -170,7 +169,7 @@ impl Scheme for WireScheme {
         // Only verified shares reach aggregation, and `None` never verifies.
         let shares = shares
             .iter()
-            .filter_map(|(seat, share)| Some((*seat, share.clone()?)))
+            .filter_map(|(seat, share)| Some((*seat, (*share)?)))
             .collect();
         self.0.aggregate(package, &shares)
     }
@@ -382,7 +381,7 @@ async fn deliver(
 async fn commit(peers: &Peers, member: Seat, job: &Job) -> Option<Reply<WireScheme>> {
     let request = Round1Request::new(job.wallet.id().clone(), job.inputs);
     let result = match peers.client(member).await {
-        Ok(mut client) => client.round1(request).await,
+        Ok(client) => client.round1(request).await,
         Err(e) => Err(e),
     };
     match result {
@@ -425,7 +424,7 @@ async fn shares(
         journal(member, &request);
     }
     let result = match peers.client(member).await {
-        Ok(mut client) => client.round2(request).await,
+        Ok(client) => client.round2(request).await,
         Err(e) => Err(e),
     };
     match result {

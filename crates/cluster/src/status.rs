@@ -28,7 +28,7 @@ pub async fn cluster_status(peers: &Arc<Peers>) -> Vec<MemberStatus> {
         let peers = peers.clone();
         tasks.spawn(async move {
             let wallets = match peers.client(seat).await {
-                Ok(mut client) => client.status().await,
+                Ok(client) => client.status().await,
                 Err(e) => Err(e),
             };
             if wallets.as_ref().is_err_and(crate::peers::is_transport) {
@@ -56,7 +56,7 @@ pub async fn own_wallet(
     own: Seat,
     wallet: &WalletId,
 ) -> Result<(WalletKey, Epoch), DaemonError> {
-    let mut client = peers.client(own).await?;
+    let client = peers.client(own).await?;
     let key = client.wallet_key(wallet.clone()).await?;
     let epoch = client
         .status()

@@ -1,229 +1,340 @@
-//! `thresig demo`: a real DKG among N members and a T-of-N Taproot key-path
-//! signature, all in one process.
+//! `thresig demo`: a local cluster of signer processes on loopback with
+//! mutual TLS runs a DKG and signs a Taproot transaction through ROAST while
+//! some members are stopped and some send invalid shares.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, Result, bail};
+use bitcoin::hashes::Hash as _;
+use bitcoin::{Amount, OutPoint, Txid};
 use rand_core::{CryptoRng, RngCore};
-use sha2::{Digest as _, Sha256};
-use thresig_crypto::{
-    GroupParams, KeyOrigin, KeyShare, ScriptTree, Seat, SigningPackage, WalletKey, aggregate,
-    commit, dkg_in_process, sign, taproot_output_key, verify, verify_share,
+use serde_json::json;
+use thresig_cluster::config::NodeWallet;
+use thresig_cluster::local::{LocalCluster, free_loopback_ports, wait_ready};
+use thresig_cluster::provision::ClusterSpec;
+use thresig_cluster::{Fault, Peers, SignOptions, own_wallet, run_dkg, sign};
+use thresig_crypto::{Seat, WalletKey};
+use thresig_daemon::ClusterName;
+use thresig_engine::{Epoch, WalletId, taproot_wallet};
+use thresig_tx::{
+    Destination, Network, Payment, PolicyConfig, SpendInput, TaprootWallet, build_psbt,
 };
 use tracing::info;
+
+use crate::member::finish;
 
 /// Flags of `thresig demo`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct DemoArgs {
-    /// Number of members (n).
+    /// Number of members (n), up to 100.
     #[arg(long, default_value_t = 5)]
     signers: u16,
     /// Members needed to sign (t), 2 <= t <= n.
     #[arg(long, default_value_t = 3)]
     threshold: u16,
+    /// Members stopped before signing (the highest seats).
+    #[arg(long, default_value_t = 0)]
+    offline: u16,
+    /// Members that send invalid shares (seats 2, 3, ...; they answer first,
+    /// so the first session includes them).
+    #[arg(long, default_value_t = 0)]
+    malicious: u16,
+    /// Inputs of the demo transaction.
+    #[arg(long, default_value_t = 2)]
+    inputs: u16,
+    /// Keep the cluster directory (configurations, stores, logs) here
+    /// instead of a temporary directory removed at the end.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
     /// Print exactly one JSON object instead of the readable summary.
     #[arg(long)]
     json: bool,
 }
 
-/// What the demo produced.
-struct Outcome {
-    wallet: WalletKey,
-    message: [u8; 32],
-    signature: [u8; 64],
-    signers: Vec<Seat>,
+/// The member whose configuration and TLS identity coordinate.
+const COORDINATOR: Seat = Seat::FIRST;
+/// The demo wallet's id.
+const WALLET: &str = "demo";
+/// Value of each synthetic prevout.
+const PREVOUT_SAT: u64 = 100_000;
+/// Fee of the demo transaction (about 10 sat/vB at two inputs).
+const FEE_SAT: u64 = 2_000;
+/// How long a member may take to start serving: opening its store and
+/// binding its ports take milliseconds; a hundred members starting at once
+/// on two cores take seconds.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Which members do what.
+struct Roles {
+    offline: Vec<Seat>,
+    malicious: Vec<Seat>,
 }
 
-/// The 32-byte demo message: BIP340 tagged hash `thresig/demo` of a fixed string.
-fn demo_message() -> [u8; 32] {
-    let tag = Sha256::digest(b"thresig/demo");
-    Sha256::new()
-        .chain_update(tag)
-        .chain_update(tag)
-        .chain_update(b"thresig demo: t-of-n Taproot key-path signature")
-        .finalize()
-        .into()
+impl Roles {
+    fn of(args: &DemoArgs) -> Result<Self> {
+        let n = args.signers;
+        if !(2..=thresig_crypto::MAX_SIGNERS).contains(&n) {
+            bail!("--signers must be in 2..={}", thresig_crypto::MAX_SIGNERS);
+        }
+        if args.threshold < 2 || args.threshold > n {
+            bail!("--threshold must be in 2..={n} (got {})", args.threshold);
+        }
+        // Member 1 coordinates, so it stays online and honest.
+        let honest_online = i32::from(n) - i32::from(args.offline) - i32::from(args.malicious);
+        if honest_online < i32::from(args.threshold) || args.offline + args.malicious >= n {
+            bail!(
+                "{n} signers with {} offline and {} malicious leave fewer than --threshold {} \
+                 honest members online (member 1 coordinates and is always honest)",
+                args.offline,
+                args.malicious,
+                args.threshold
+            );
+        }
+        if args.inputs == 0 {
+            bail!("--inputs must be at least 1");
+        }
+        let seats = |range: std::ops::RangeInclusive<u16>| {
+            range.filter_map(|s| Seat::try_from(s).ok()).collect()
+        };
+        Ok(Self {
+            malicious: seats(2..=args.malicious + 1),
+            offline: seats(n - args.offline + 1..=n),
+        })
+    }
+}
+
+/// A local cluster after its DKG: what the demo and the load generator
+/// share.
+pub(crate) struct Launched {
+    pub(crate) cluster: LocalCluster,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) wallet: NodeWallet,
+    pub(crate) key: WalletKey,
+    pub(crate) epoch: Epoch,
+    pub(crate) spend: TaprootWallet,
+    /// The output key every member confirmed.
+    pub(crate) output_key: [u8; 32],
+    /// The cluster's temporary directory (if not kept), removed when
+    /// dropped.
+    pub(crate) temp: Option<tempfile::TempDir>,
+}
+
+/// Creates a `threshold`-of-`signers` cluster in `keep` (or a temporary
+/// directory) whose wallet has `policy`, starts every member (those in
+/// `malicious` sending invalid shares), waits until all serve, and runs the
+/// DKG.
+pub(crate) fn launch(
+    signers: u16,
+    threshold: u16,
+    policy: PolicyConfig,
+    malicious: &[Seat],
+    keep: Option<&PathBuf>,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<Launched> {
+    let (dir, temp) = match keep {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temp = tempfile::Builder::new().prefix("thresig-demo-").tempdir()?;
+            (temp.path().join("cluster"), Some(temp))
+        }
+    };
+    let mut spec = ClusterSpec::new(
+        ClusterName::new("demo".to_owned())?,
+        Network::Regtest,
+        free_loopback_ports(usize::from(signers))?,
+        WalletId::new(WALLET.to_owned())?,
+        threshold,
+    );
+    spec.policy = policy;
+    info!(members = signers, dir = %dir.display(), "creating the cluster");
+    let mut cluster = LocalCluster::create(&dir, &spec, std::env::current_exe()?, rng)?;
+    let seats: Vec<Seat> = cluster.members().iter().map(|m| m.seat).collect();
+    for seat in &seats {
+        let fault = malicious.contains(seat).then_some(Fault::InvalidShares);
+        cluster.start(*seat, fault)?;
+    }
+    let coordinator = cluster.node(COORDINATOR)?;
+    let peers = Arc::new(Peers::new(&coordinator)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        for seat in &seats {
+            wait_ready(&peers, *seat, START_TIMEOUT).await?;
+        }
+        Ok::<_, thresig_cluster::local::LocalError>(())
+    })?;
+    let wallet = coordinator
+        .wallet(&WalletId::new(WALLET.to_owned())?)
+        .context("the demo wallet is missing")?
+        .clone();
+    info!("running the DKG");
+    let dkg = runtime.block_on(run_dkg(&peers, &wallet, rng))?;
+    let (key, epoch) = runtime.block_on(own_wallet(&peers, COORDINATOR, wallet.id()))?;
+    let spend = taproot_wallet(coordinator.network, &key)?;
+    if spend.output_key().to_x_only_public_key().serialize() != dkg.output_key {
+        bail!("the coordinator's key record differs from the confirmed output key");
+    }
+    Ok(Launched {
+        cluster,
+        peers,
+        runtime,
+        wallet,
+        key,
+        epoch,
+        spend,
+        output_key: dkg.output_key,
+        temp,
+    })
 }
 
 /// Runs the demo and prints its result on stdout.
-pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> anyhow::Result<()> {
-    if args.threshold < 2 {
-        bail!("--threshold must be at least 2 (got {})", args.threshold);
+pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Result<()> {
+    let roles = Roles::of(args)?;
+    let destination = fresh_address(rng)?;
+    let mut policy = PolicyConfig::default();
+    policy.destinations = vec![destination.to_string()];
+    let Launched {
+        mut cluster,
+        peers,
+        runtime,
+        wallet,
+        key,
+        epoch,
+        spend,
+        output_key,
+        temp: _temp,
+    } = launch(
+        args.signers,
+        args.threshold,
+        policy,
+        &roles.malicious,
+        args.keep.as_ref(),
+        rng,
+    )?;
+    for seat in &roles.offline {
+        info!(%seat, "stopping member");
+        cluster.stop(*seat)?;
     }
-    if args.threshold > args.signers {
-        bail!(
-            "--threshold ({}) must not exceed --signers ({})",
-            args.threshold,
-            args.signers
-        );
+    let inputs = synthetic_prevouts(&spend, args.inputs, rng);
+    let total = PREVOUT_SAT * u64::from(args.inputs);
+    let payment = Payment {
+        destination: Destination::Address(destination),
+        value: Amount::from_sat(total - FEE_SAT),
+    };
+    let psbt = build_psbt(
+        &spend,
+        &inputs,
+        &[payment],
+        bitcoin::absolute::LockTime::ZERO,
+    )?;
+    let sighashes: Vec<String> = psbt
+        .wallet_sighashes()?
+        .iter()
+        .map(|s| hex::encode(s.sighash.to_byte_array()))
+        .collect();
+    let mut options = SignOptions::default();
+    options.answer_first = roles.malicious.iter().copied().collect::<BTreeSet<_>>();
+    info!("signing through ROAST");
+    let outcome = runtime.block_on(sign(&peers, &wallet, &key, epoch, &psbt, &options))?;
+    let finished = finish(psbt, &outcome.signatures)?;
+    let failed = cluster.stop_all()?;
+    if !failed.is_empty() {
+        bail!("members {failed:?} did not shut down cleanly (see their signer.log)");
     }
-    let params = GroupParams::new(args.threshold, args.signers)
-        .with_context(|| format!("--signers must be at most {}", thresig_crypto::MAX_SIGNERS))?;
-    let outcome = run(params, rng)?;
+    let prevouts: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|i| {
+            json!({
+                "txid": i.outpoint.txid.to_string(),
+                "vout": i.outpoint.vout,
+                "value_sat": i.value.to_sat(),
+                "script_pubkey": hex::encode(i.script_pubkey.as_bytes()),
+            })
+        })
+        .collect();
+    let numbers = |seats: &[Seat]| seats.iter().map(|s| s.get()).collect::<Vec<_>>();
+    let report = json!({
+        "group_key": hex::encode(spend.internal_key().serialize()),
+        "output_key": hex::encode(output_key),
+        "prevouts": prevouts,
+        "tx_hex": finished.tx_hex,
+        "txid": finished.txid,
+        "sighashes": sighashes,
+        "signatures": outcome.signatures.iter().map(hex::encode).collect::<Vec<_>>(),
+        "sessions": outcome.sessions,
+        "culprits": numbers(&outcome.culprits),
+        "malicious": numbers(&roles.malicious),
+        "offline": numbers(&roles.offline),
+    });
     if args.json {
-        println!("{}", outcome.json());
+        println!("{report}");
     } else {
-        print!("{}", outcome.readable(params));
+        print!("{}", readable(args, &report, &spend));
     }
     Ok(())
 }
 
-/// The printed fields: JSON name, readable label, value (hex). `group_key`
-/// is the x-only internal key as the wallet records it (for this key-path
-/// DKG wallet, P, the sum of the round-1 constant-term commitments);
-/// `output_key` is its BIP341 key-path tweak Q.
-impl Outcome {
-    fn fields(&self) -> [(&'static str, &'static str, String); 4] {
-        [
-            (
-                "group_key",
-                "group key (internal, P)",
-                format!("{:x}", self.wallet.internal_key()),
-            ),
-            (
-                "output_key",
-                "output key (Q = tweak(P))",
-                format!("{:x}", self.wallet.output_key()),
-            ),
-            ("message", "message", hex::encode(self.message)),
-            ("signature", "signature", hex::encode(self.signature)),
-        ]
+/// The readable summary of the report's values.
+fn readable(args: &DemoArgs, report: &serde_json::Value, spend: &TaprootWallet) -> String {
+    let field = |name: &str| report[name].to_string().trim_matches('"').to_owned();
+    let mut out = format!(
+        "thresig demo: {}-of-{} FROST wallet on {} signer processes (loopback, mTLS)\n",
+        args.threshold, args.signers, args.signers
+    );
+    for (label, name) in [
+        ("group key (internal, P)", "group_key"),
+        ("output key (Q)", "output_key"),
+        ("transaction id", "txid"),
+        ("ROAST sessions", "sessions"),
+        ("stopped members", "offline"),
+        ("malicious members", "malicious"),
+        ("caught sending bad shares", "culprits"),
+    ] {
+        out.push_str(&format!("  {label:<26}: {}\n", field(name)));
     }
-
-    /// The one JSON object of `--json`.
-    fn json(&self) -> serde_json::Value {
-        self.fields()
-            .into_iter()
-            .map(|(name, _, value)| (name.to_owned(), serde_json::Value::String(value)))
-            .collect::<serde_json::Map<_, _>>()
-            .into()
-    }
-
-    /// The readable summary, the same values under their labels.
-    fn readable(&self, params: GroupParams) -> String {
-        let seats: Vec<String> = self.signers.iter().map(Seat::to_string).collect();
-        let mut out = format!(
-            "thresig demo: {}-of-{} FROST wallet, Taproot key path\n",
-            params.threshold(),
-            params.signers()
-        );
-        out.push_str(&format!("  {:<25} : {}\n", "signers", seats.join(", ")));
-        for (_, label, value) in self.fields() {
-            out.push_str(&format!("  {label:<25} : {value}\n"));
-        }
-        out.push_str("  BIP340 signature verifies under the output key.\n");
-        out
-    }
+    out.push_str(&format!(
+        "  {:<26}: {}\n",
+        "wallet address",
+        spend.address()
+    ));
+    out.push_str(
+        "  Every input's BIP340 signature verifies under the output key;\n  \
+         the final transaction (tx_hex in --json) is ready to broadcast on regtest.\n",
+    );
+    out
 }
 
-fn run(params: GroupParams, rng: &mut (impl RngCore + CryptoRng)) -> anyhow::Result<Outcome> {
-    let (shares, wallet) = dkg_in_process(params, ScriptTree::KeyPathOnly, rng)?;
-    // The printed group key is the recorded internal key; for a key-path DKG
-    // wallet that is P, and the output key is its key-path tweak.
-    if wallet.origin() != KeyOrigin::Dkg
-        || wallet.script_tree() != ScriptTree::KeyPathOnly
-        || taproot_output_key(&wallet.internal_key(), &ScriptTree::KeyPathOnly)?
-            != wallet.output_key()
-    {
-        bail!("the DKG wallet does not follow the key-path convention");
-    }
-    info!(output_key = %format!("{:x}", wallet.output_key()), "DKG complete");
-    let message = demo_message();
-    let signers: Vec<Seat> = params
-        .seats()
-        .take(usize::from(params.threshold()))
-        .collect();
-    let mut nonces = Vec::new();
-    let mut commitments = BTreeMap::new();
-    for seat in &signers {
-        let (nonce, commitment) = commit(share(&shares, *seat)?, rng);
-        nonces.push(nonce);
-        commitments.insert(*seat, commitment);
-    }
-    let package = SigningPackage::new(&commitments, &message)?;
-    let mut sig_shares = BTreeMap::new();
-    for nonce in nonces {
-        let seat = nonce.seat();
-        let sig_share = sign(nonce, &package, share(&shares, seat)?, &wallet)?;
-        verify_share(&wallet, &package, seat, &sig_share)?;
-        sig_shares.insert(seat, sig_share);
-    }
-    let signature = aggregate(&wallet, &package, &sig_shares)?;
-    verify(&wallet.output_key(), &message, &signature)?;
-    info!(signers = signers.len(), "signature aggregated and verified");
-    Ok(Outcome {
-        wallet,
-        message,
-        signature: signature.to_bytes()?,
-        signers,
-    })
+/// A P2TR address of a fresh random key: the transaction's destination.
+pub(crate) fn fresh_address(rng: &mut (impl RngCore + CryptoRng)) -> Result<bitcoin::Address> {
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut secret);
+    let key = bitcoin::secp256k1::SecretKey::from_slice(&secret)?;
+    let (xonly, _) = key
+        .public_key(bitcoin::secp256k1::SECP256K1)
+        .x_only_public_key();
+    Ok(TaprootWallet::new(Network::Regtest, xonly, None).address())
 }
 
-fn share(shares: &BTreeMap<Seat, KeyShare>, seat: Seat) -> anyhow::Result<&KeyShare> {
-    shares
-        .get(&seat)
-        .with_context(|| format!("no key share for seat {seat}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A seeded RNG for replayable tests: SHA-256 of (seed, counter) blocks.
-    struct SeededRng {
-        seed: u64,
-        counter: u64,
-    }
-
-    impl RngCore for SeededRng {
-        fn next_u32(&mut self) -> u32 {
-            rand_core::impls::next_u32_via_fill(self)
-        }
-        fn next_u64(&mut self) -> u64 {
-            rand_core::impls::next_u64_via_fill(self)
-        }
-        fn fill_bytes(&mut self, dest: &mut [u8]) {
-            for chunk in dest.chunks_mut(32) {
-                let block = Sha256::new()
-                    .chain_update(self.seed.to_be_bytes())
-                    .chain_update(self.counter.to_be_bytes())
-                    .finalize();
-                self.counter += 1;
-                chunk.copy_from_slice(&block[..chunk.len()]);
+/// Synthetic outputs of the wallet to spend: random txids, as if funded.
+pub(crate) fn synthetic_prevouts(
+    spend: &TaprootWallet,
+    count: u16,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Vec<SpendInput> {
+    (0..count)
+        .map(|_| {
+            let mut txid = [0u8; 32];
+            rng.fill_bytes(&mut txid);
+            SpendInput {
+                outpoint: OutPoint::new(Txid::from_byte_array(txid), 0),
+                value: Amount::from_sat(PREVOUT_SAT),
+                script_pubkey: spend.script_pubkey().clone(),
             }
-        }
-        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-            self.fill_bytes(dest);
-            Ok(())
-        }
-    }
-
-    impl CryptoRng for SeededRng {}
-
-    #[test]
-    fn json_and_readable_output_show_the_recorded_keys_under_matching_labels() {
-        let params = GroupParams::new(2, 3).unwrap();
-        let rng = &mut SeededRng {
-            seed: 11,
-            counter: 0,
-        };
-        let outcome = run(params, rng).unwrap();
-        let json = outcome.json();
-        let internal = format!("{:x}", outcome.wallet.internal_key());
-        let output = format!("{:x}", outcome.wallet.output_key());
-        assert_eq!(json["group_key"].as_str(), Some(internal.as_str()));
-        assert_eq!(json["output_key"].as_str(), Some(output.as_str()));
-        assert_ne!(internal, output);
-        let readable = outcome.readable(params);
-        let line = |label: &str| {
-            readable
-                .lines()
-                .find(|l| l.trim_start().starts_with(label))
-                .and_then(|l| l.split(" : ").nth(1))
-                .map(str::to_owned)
-        };
-        assert_eq!(line("group key (internal, P)"), Some(internal));
-        assert_eq!(line("output key (Q"), Some(output));
-        assert!(readable.contains("2-of-3"));
-    }
+        })
+        .collect()
 }

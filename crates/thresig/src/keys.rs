@@ -26,7 +26,7 @@ use thresig_store::{
 };
 use zeroize::Zeroizing;
 
-use crate::config::{Config, ConfigError};
+use thresig_cluster::config::{Config, ConfigError};
 
 /// `thresig keys ...`.
 #[derive(Args)]
@@ -170,6 +170,7 @@ fn store_code(e: &thresig_store::Error) -> &'static str {
         E::WitnessCorrupt => "witness_corrupt",
         E::WitnessIo(_) => "witness_io",
         E::DekInUse { .. } => "dek_in_use",
+        E::DekHeldByCorruptWallet { .. } => "dek_held_by_corrupt_wallet",
         E::DekIsCurrent { .. } => "dek_is_current",
         E::KekStillNeeded { .. } => "kek_still_needed",
         E::RecoveryFailed { .. } => "recovery_failed",

@@ -1,9 +1,10 @@
 //! The `thresig` command line.
 #![forbid(unsafe_code)]
 
-mod config;
 mod demo;
 mod keys;
+mod load;
+mod member;
 mod psbt;
 
 use std::io::IsTerminal;
@@ -21,8 +22,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a DKG and a threshold Taproot key-path signature in one process.
+    /// Start a local cluster of signer processes, run a DKG and sign a
+    /// Taproot transaction through ROAST.
     Demo(demo::DemoArgs),
+    /// Create a member directory: identity key sealed in a new store, TLS
+    /// key and certificate.
+    Init(member::InitArgs),
+    /// Create a local cluster: a CA and N member directories.
+    Cluster(member::ClusterArgs),
+    /// Run a signer daemon.
+    Serve(member::ServeArgs),
+    /// Run a wallet's DKG among its members.
+    Dkg(member::DkgArgs),
+    /// Sign a PSBT through ROAST.
+    Sign(member::SignArgs),
+    /// Show the cluster: members, reachability, wallets.
+    Status(member::StatusArgs),
+    /// Measure signing over loopback: a local cluster signs many
+    /// transactions (docs/BENCHMARKS.md).
+    Load(load::LoadArgs),
     /// Build, inspect and finalize Taproot key-path PSBTs.
     Psbt(psbt::PsbtArgs),
     /// Inspect, rotate, verify and recover the encrypted store's keys.
@@ -61,6 +79,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Demo(args) => demo::main(&args, &mut rand_core::OsRng),
+        Command::Init(args) => member::init(&args),
+        Command::Cluster(args) => member::cluster(&args),
+        Command::Serve(args) => member::serve(&args),
+        Command::Dkg(args) => member::dkg(&args),
+        Command::Sign(args) => member::sign_psbt(&args),
+        Command::Status(args) => member::status(&args),
+        Command::Load(args) => load::main(&args, &mut rand_core::OsRng),
         Command::Psbt(args) => psbt::main(&args, unix_now()),
         Command::Keys(args) => return keys::main(args),
     };

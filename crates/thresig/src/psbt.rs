@@ -15,6 +15,9 @@ use bitcoin::taproot::TapNodeHash;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Txid};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
+use thresig_cluster::config::Config;
+use thresig_cluster::{Peers, own_wallet};
+use thresig_engine::{WalletId, taproot_wallet};
 use thresig_tx::{
     ChargeLog, Destination, InputIndex, Network, Outcome, Payment, Policy, SpendInput,
     TaprootWallet, UnixTime, WalletMode, WalletPsbt, build_psbt,
@@ -73,16 +76,16 @@ struct BuildArgs {
 
 #[derive(Args)]
 struct InspectArgs {
-    #[command(flatten)]
-    wallet: WalletArgs,
+    /// The signer's configuration: the wallet's policy and network come
+    /// from it, its keys from the running signer it describes.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The wallet, as the configuration defines it.
+    #[arg(long)]
+    wallet: String,
     /// A file holding the PSBT in base64.
     #[arg(long, value_name = "FILE")]
     psbt: PathBuf,
-    /// A TOML file holding the wallet's `[wallets.policy]` table (its
-    /// fields at top level). Temporary: to be replaced by `--config FILE
-    /// --wallet W` reading the signer's configuration.
-    #[arg(long, value_name = "FILE")]
-    policy: PathBuf,
     /// The time to evaluate time windows at (Unix seconds; default now).
     #[arg(long, value_name = "UNIX_SECONDS")]
     now: Option<u64>,
@@ -115,11 +118,8 @@ pub(crate) fn main(args: &PsbtArgs, now: u64) -> Result<()> {
     match &args.command {
         PsbtCommand::Build(a) => build(a),
         PsbtCommand::Inspect(a) => {
-            let wallet = wallet(&a.wallet)?;
+            let (wallet, policy) = configured_wallet(&a.config, &a.wallet)?;
             let psbt = read_psbt(&a.psbt, &wallet)?;
-            let text = std::fs::read_to_string(&a.policy)
-                .with_context(|| format!("reading {}", a.policy.display()))?;
-            let policy = Policy::from_toml(&text, wallet.network()).context("invalid policy")?;
             let report = inspect(&psbt, &policy, UnixTime(a.now.unwrap_or(now)));
             if a.json {
                 println!("{}", report.to_json());
@@ -212,6 +212,26 @@ fn wallet(a: &WalletArgs) -> Result<TaprootWallet> {
         .map(|r| hex32(r, "--merkle-root").map(TapNodeHash::from_byte_array))
         .transpose()?;
     Ok(TaprootWallet::new(network, internal, root))
+}
+
+/// The wallet `id` as the member configuration at `path` defines it: its
+/// keys from the member's running signer (the only source this member
+/// trusts for them), its policy and network from the file.
+fn configured_wallet(path: &Path, id: &str) -> Result<(TaprootWallet, Policy)> {
+    let config = Config::load(path)?;
+    let node = config.node(path)?;
+    let id = WalletId::new(id.to_owned()).context("--wallet")?;
+    let wallet = node
+        .wallet(&id)
+        .with_context(|| format!("wallet {id} is not in {}", path.display()))?;
+    let policy = wallet.config.validated_policy(node.network)?;
+    let peers = Peers::new(node)?;
+    let (key, _) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(own_wallet(&peers, node.member, &id))
+        .with_context(|| format!("asking this member's signer for wallet {id}'s keys"))?;
+    Ok((taproot_wallet(node.network, &key)?, policy))
 }
 
 fn hex32(text: &str, what: &str) -> Result<[u8; 32]> {

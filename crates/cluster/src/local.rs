@@ -1,0 +1,268 @@
+//! A cluster of signer processes on this machine: what `thresig demo`, the
+//! load generator and the process tests run.
+//!
+//! Each member is a separate `thresig serve` process with its own store and
+//! TLS identity, on loopback ports chosen free at creation. Every process
+//! still running is killed when the [`LocalCluster`] is dropped, so an
+//! error anywhere leaves no daemon behind.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand_core::{CryptoRng, RngCore};
+use thresig_crypto::Seat;
+
+use crate::config::{Config, ConfigError, NodeConfig};
+use crate::fault::Fault;
+use crate::peers::Peers;
+use crate::provision::{self, ClusterSpec, MemberInit, ProvisionError};
+
+/// Why a local cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// Provisioning failed.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    /// A member's configuration does not load.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A process could not be started, signalled or reaped.
+    #[error("member {seat}: {source}")]
+    Process {
+        /// The member.
+        seat: Seat,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A member is not in the cluster, or not running.
+    #[error("member {0} is not running")]
+    NotRunning(Seat),
+    /// A member did not become ready in time.
+    #[error("member {seat} did not become ready within {timeout:?} (see its signer.log)")]
+    NotReady {
+        /// The member.
+        seat: Seat,
+        /// How long it was given.
+        timeout: Duration,
+    },
+}
+
+/// Member processes of one cluster.
+#[derive(Debug)]
+pub struct LocalCluster {
+    binary: PathBuf,
+    members: Vec<MemberInit>,
+    children: BTreeMap<Seat, Child>,
+}
+
+impl LocalCluster {
+    /// Provisions the cluster of `spec` in `dir` (see
+    /// [`provision::init_cluster`]); starts nothing. `binary` is the
+    /// `thresig` executable the members run.
+    ///
+    /// # Errors
+    /// [`LocalError::Provision`].
+    pub fn create(
+        dir: &Path,
+        spec: &ClusterSpec,
+        binary: PathBuf,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Self, LocalError> {
+        let members = provision::init_cluster(dir, spec, SystemTime::now(), rng)?;
+        Ok(Self {
+            binary,
+            members,
+            children: BTreeMap::new(),
+        })
+    }
+
+    /// The members, seat 1 first.
+    #[must_use]
+    pub fn members(&self) -> &[MemberInit] {
+        &self.members
+    }
+
+    /// Member `seat`'s configuration file.
+    ///
+    /// # Errors
+    /// [`LocalError::NotRunning`] for a seat outside the cluster.
+    pub fn config_path(&self, seat: Seat) -> Result<PathBuf, LocalError> {
+        Ok(self.member(seat)?.dir.join(provision::CONFIG_FILE))
+    }
+
+    /// Member `seat`'s configuration.
+    ///
+    /// # Errors
+    /// [`LocalError::Config`] if it does not load.
+    pub fn node(&self, seat: Seat) -> Result<NodeConfig, LocalError> {
+        let path = self.config_path(seat)?;
+        Ok(Config::load(&path)?.into_node(&path)?)
+    }
+
+    /// Member `seat`'s log file (its standard error, appended over
+    /// restarts).
+    ///
+    /// # Errors
+    /// [`LocalError::NotRunning`] for a seat outside the cluster.
+    pub fn log_path(&self, seat: Seat) -> Result<PathBuf, LocalError> {
+        Ok(self.member(seat)?.dir.join("signer.log"))
+    }
+
+    /// Starts member `seat`'s daemon, misbehaving as `fault` says.
+    ///
+    /// # Errors
+    /// [`LocalError::Process`] if it cannot be spawned.
+    pub fn start(&mut self, seat: Seat, fault: Option<Fault>) -> Result<(), LocalError> {
+        let process = |source| LocalError::Process { seat, source };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(seat)?)
+            .map_err(process)?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path(seat)?)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if fault == Some(Fault::InvalidShares) {
+            command.args(["--fault", "invalid-shares"]);
+        }
+        let child = command.spawn().map_err(process)?;
+        if let Some(mut old) = self.children.insert(seat, child) {
+            // Starting a running member replaces it; the old process must
+            // not keep the store locked.
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        Ok(())
+    }
+
+    /// Stops member `seat` with SIGTERM (it drains and closes its store)
+    /// and waits; returns whether it exited successfully.
+    ///
+    /// # Errors
+    /// [`LocalError::NotRunning`], [`LocalError::Process`].
+    pub fn stop(&mut self, seat: Seat) -> Result<bool, LocalError> {
+        let mut child = self
+            .children
+            .remove(&seat)
+            .ok_or(LocalError::NotRunning(seat))?;
+        let process = |source| LocalError::Process { seat, source };
+        let pid = i32::try_from(child.id())
+            .map_err(|_| process(std::io::Error::other("pid out of range")))?;
+        // An already exited child makes `kill` fail with ESRCH; `wait`
+        // still reaps it and reports how it ended.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        Ok(child.wait().map_err(process)?.success())
+    }
+
+    /// Kills member `seat` with SIGKILL (no draining, no store shutdown)
+    /// and reaps it.
+    ///
+    /// # Errors
+    /// [`LocalError::NotRunning`], [`LocalError::Process`].
+    pub fn kill(&mut self, seat: Seat) -> Result<(), LocalError> {
+        let mut child = self
+            .children
+            .remove(&seat)
+            .ok_or(LocalError::NotRunning(seat))?;
+        let process = |source| LocalError::Process { seat, source };
+        child.kill().map_err(process)?;
+        child.wait().map_err(process)?;
+        Ok(())
+    }
+
+    /// The process id of member `seat`, while it runs.
+    #[must_use]
+    pub fn pid(&self, seat: Seat) -> Option<u32> {
+        self.children.get(&seat).map(Child::id)
+    }
+
+    /// Stops every running member with SIGTERM; returns the members that
+    /// did not exit successfully.
+    ///
+    /// # Errors
+    /// [`LocalError::Process`].
+    pub fn stop_all(&mut self) -> Result<Vec<Seat>, LocalError> {
+        let seats: Vec<Seat> = self.children.keys().copied().collect();
+        let mut failed = Vec::new();
+        for seat in seats {
+            if !self.stop(seat)? {
+                failed.push(seat);
+            }
+        }
+        Ok(failed)
+    }
+
+    fn member(&self, seat: Seat) -> Result<&MemberInit, LocalError> {
+        self.members
+            .iter()
+            .find(|m| m.seat == seat)
+            .ok_or(LocalError::NotRunning(seat))
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until member `seat` reports ready, polling its health service
+/// through `peers`.
+///
+/// # Errors
+/// [`LocalError::NotReady`] after `timeout`.
+pub async fn wait_ready(peers: &Peers, seat: Seat, timeout: Duration) -> Result<(), LocalError> {
+    let started = Instant::now();
+    loop {
+        let ready = match peers.client(seat).await {
+            Ok(client) => client.is_ready().await.unwrap_or(false),
+            Err(_) => false,
+        };
+        if ready {
+            return Ok(());
+        }
+        peers.forget(seat);
+        if started.elapsed() > timeout {
+            return Err(LocalError::NotReady { seat, timeout });
+        }
+        // A fresh process needs milliseconds to bind; polling faster only
+        // burns the CPU the starting members need.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `count` pairs of loopback addresses (gRPC, metrics) whose ports were
+/// free when checked. Another process could take one before its member
+/// binds it; that member then fails to start and says so in its log.
+///
+/// # Errors
+/// The I/O error of binding a probe socket.
+pub fn free_loopback_ports(count: usize) -> std::io::Result<Vec<(SocketAddr, SocketAddr)>> {
+    let probes: Vec<TcpListener> = (0..count * 2)
+        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<Result<_, _>>()?;
+    let addrs: Vec<SocketAddr> = probes
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<Result<_, _>>()?;
+    Ok(addrs
+        .chunks(2)
+        .filter_map(|pair| Some((*pair.first()?, *pair.get(1)?)))
+        .collect())
+}

@@ -1,0 +1,217 @@
+//! `thresig load`: the load generator. Starts a local cluster like the demo,
+//! then signs many distinct transactions through ROAST over loopback and
+//! reports throughput, time to a signature and the signers' CPU time.
+//!
+//! Reproducing the numbers in `docs/BENCHMARKS.md`:
+//! `cargo run --release -p thresig -- load --signers 3 --threshold 2`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use bitcoin::Amount;
+use rand_core::{CryptoRng, RngCore};
+use serde_json::json;
+use thresig_cluster::{SignOptions, sign};
+use thresig_crypto::Seat;
+use thresig_tx::{Destination, Payment, PolicyConfig, build_psbt};
+use tracing::info;
+
+use crate::demo::{Launched, fresh_address, launch, synthetic_prevouts};
+
+/// Flags of `thresig load`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct LoadArgs {
+    /// Number of members (n).
+    #[arg(long, default_value_t = 3)]
+    signers: u16,
+    /// Members needed to sign (t).
+    #[arg(long, default_value_t = 2)]
+    threshold: u16,
+    /// Members stopped before signing (the highest seats).
+    #[arg(long, default_value_t = 0)]
+    offline: u16,
+    /// Signatures to produce (each a distinct one-input transaction).
+    #[arg(long, default_value_t = 200)]
+    signatures: usize,
+    /// Signing runs in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Keep the cluster directory here.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// Print one JSON object instead of the readable summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Linux reports process CPU time in `/proc/<pid>/stat` in ticks of
+/// USER_HZ, which is 100 on every Linux ABI.
+const TICKS_PER_SECOND: u64 = 100;
+
+pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Result<()> {
+    if args.offline >= args.signers || args.signers - args.offline < args.threshold {
+        bail!(
+            "--offline {} leaves fewer than --threshold members",
+            args.offline
+        );
+    }
+    if args.signatures == 0 || args.concurrency == 0 {
+        bail!("--signatures and --concurrency must be at least 1");
+    }
+    let destination = fresh_address(rng)?;
+    let mut policy = PolicyConfig::default();
+    policy.destinations = vec![destination.to_string()];
+    // A load run signs far more than the default daily limits allow.
+    policy.max_per_day = Some(u32::MAX);
+    policy.max_fee_per_day_sat = u64::MAX;
+    let Launched {
+        mut cluster,
+        peers,
+        runtime,
+        wallet,
+        key,
+        epoch,
+        spend,
+        temp: _temp,
+        ..
+    } = launch(
+        args.signers,
+        args.threshold,
+        policy,
+        &[],
+        args.keep.as_ref(),
+        rng,
+    )?;
+    let offline: Vec<Seat> = (args.signers - args.offline + 1..=args.signers)
+        .filter_map(|s| Seat::try_from(s).ok())
+        .collect();
+    for seat in &offline {
+        cluster.stop(*seat)?;
+    }
+    let online: Vec<(Seat, u32)> = cluster
+        .members()
+        .iter()
+        .filter_map(|m| Some((m.seat, cluster.pid(m.seat)?)))
+        .collect();
+    let psbts = (0..args.signatures)
+        .map(|_| {
+            let input = synthetic_prevouts(&spend, 1, rng);
+            let total = input.iter().map(|i| i.value.to_sat()).sum::<u64>();
+            let payment = Payment {
+                destination: Destination::Address(destination.clone()),
+                value: Amount::from_sat(total - 1_000),
+            };
+            build_psbt(
+                &spend,
+                &input,
+                &[payment],
+                bitcoin::absolute::LockTime::ZERO,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cpu_before = cpu_times(&online)?;
+    info!(
+        signatures = args.signatures,
+        concurrency = args.concurrency,
+        "signing"
+    );
+    let psbts = Arc::new(psbts);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let latencies = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..args.concurrency {
+            let (psbts, next, peers) = (psbts.clone(), next.clone(), peers.clone());
+            let (wallet, key) = (wallet.clone(), key.clone());
+            tasks.spawn(async move {
+                let mut latencies = Vec::new();
+                let options = SignOptions::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(psbt) = psbts.get(i) else {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    };
+                    let one = Instant::now();
+                    sign(&peers, &wallet, &key, epoch, psbt, &options).await?;
+                    latencies.push(one.elapsed());
+                }
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            all.extend(joined??);
+        }
+        Ok::<_, anyhow::Error>(all)
+    })?;
+    let elapsed = started.elapsed();
+    let cpu_after = cpu_times(&online)?;
+    let failed = cluster.stop_all()?;
+    if !failed.is_empty() {
+        bail!("members {failed:?} did not shut down cleanly");
+    }
+    let cpu_total: Duration = cpu_after
+        .iter()
+        .zip(&cpu_before)
+        .map(|(after, before)| after.saturating_sub(*before))
+        .sum();
+    let mut sorted = latencies.clone();
+    sorted.sort();
+    let quantile = |q: f64| {
+        let at = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted.get(at).copied().unwrap_or_default()
+    };
+    let count = latencies.len() as f64;
+    let report = json!({
+        "signers": args.signers,
+        "threshold": args.threshold,
+        "offline": args.offline,
+        "signatures": latencies.len(),
+        "concurrency": args.concurrency,
+        "seconds": elapsed.as_secs_f64(),
+        "signatures_per_second": count / elapsed.as_secs_f64(),
+        "latency_ms_p50": ms(quantile(0.5)),
+        "latency_ms_p99": ms(quantile(0.99)),
+        "latency_ms_max": ms(quantile(1.0)),
+        "signer_cpu_ms_per_signature": ms(cpu_total) / count,
+        "signer_cpu_ms_per_signature_per_signer": ms(cpu_total) / count / online.len() as f64,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        for (name, value) in report.as_object().context("a JSON object")? {
+            println!("{name:>40}: {value}");
+        }
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// User plus system CPU time of each process so far.
+fn cpu_times(processes: &[(Seat, u32)]) -> Result<Vec<Duration>> {
+    processes
+        .iter()
+        .map(|(seat, pid)| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .with_context(|| format!("reading member {seat}'s CPU time"))?;
+            // The command name (field 2) may contain spaces; fields after it
+            // are counted from its closing parenthesis.
+            let after = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest)
+                .context("malformed /proc stat")?;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            // utime and stime are fields 14 and 15: indices 11 and 12 here.
+            let ticks = |i: usize| -> Result<u64> {
+                Ok(fields.get(i).context("short /proc stat")?.parse()?)
+            };
+            let total = ticks(11)? + ticks(12)?;
+            Ok(Duration::from_millis(total * 1000 / TICKS_PER_SECOND))
+        })
+        .collect()
+}

@@ -1,0 +1,422 @@
+//! The member and cluster commands: `init`, `cluster init`, `serve`,
+//! `dkg`, `sign`, `status`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use thresig_cluster::config::{Config, NodeConfig};
+use thresig_cluster::provision::{self, ClusterSpec};
+use thresig_cluster::{Fault, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign};
+use thresig_crypto::Seat;
+use thresig_daemon::{ClusterCa, ClusterName};
+use thresig_engine::{WalletId, taproot_wallet};
+use thresig_tx::{InputIndex, Network, WalletPsbt};
+
+/// `thresig init`.
+#[derive(Args)]
+pub(crate) struct InitArgs {
+    /// The member directory to create.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The member's cluster seat (1-based).
+    #[arg(long, value_name = "SEAT")]
+    member: u16,
+    /// The cluster CA directory (`ca.pem`, `ca.key`), as `cluster init`
+    /// makes it.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: PathBuf,
+    /// The cluster's name (must match the CA's).
+    #[arg(long, default_value = "local")]
+    cluster: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `thresig cluster`.
+#[derive(Args)]
+pub(crate) struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Make a local CA and N member directories sharing one roster and one
+    /// wallet.
+    Init(ClusterInitArgs),
+}
+
+#[derive(Args)]
+struct ClusterInitArgs {
+    /// Number of members.
+    #[arg(long, default_value_t = 5)]
+    members: u16,
+    /// The directory to create.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// The wallet every member joins.
+    #[arg(long, default_value = "main")]
+    wallet: String,
+    /// Its threshold.
+    #[arg(long, default_value_t = 3)]
+    threshold: u16,
+    /// The network.
+    #[arg(long, default_value = "regtest")]
+    network: String,
+    /// Member `i` listens on 127.0.0.1:(base-port + i), its metrics on
+    /// base-port + 1000 + i.
+    #[arg(long, default_value_t = 7400)]
+    base_port: u16,
+    /// The cluster's name (in certificate names).
+    #[arg(long, default_value = "local")]
+    cluster: String,
+    /// An address the wallet's policy lets it pay (repeatable).
+    #[arg(long = "allow-destination", value_name = "ADDRESS")]
+    destinations: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `thresig serve`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The member's configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Misbehave on purpose (demonstrations and tests only).
+    #[arg(long, hide = true, value_parser = parse_fault)]
+    fault: Option<Fault>,
+}
+
+fn parse_fault(text: &str) -> Result<Fault, String> {
+    match text {
+        "invalid-shares" => Ok(Fault::InvalidShares),
+        other => Err(format!("unknown fault {other:?}")),
+    }
+}
+
+/// `thresig dkg`.
+#[derive(Args)]
+pub(crate) struct DkgArgs {
+    /// The coordinating member's configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The wallet, as the members' configurations define it.
+    #[arg(long)]
+    wallet: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `thresig sign`.
+#[derive(Args)]
+pub(crate) struct SignArgs {
+    /// The coordinating member's configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The wallet.
+    #[arg(long)]
+    wallet: String,
+    /// The PSBT to sign (base64 or binary).
+    #[arg(long, value_name = "FILE")]
+    psbt: PathBuf,
+    /// Where to write the signed PSBT (base64); default `<PSBT>.signed`.
+    #[arg(long, value_name = "FILE")]
+    out_psbt: Option<PathBuf>,
+    /// Where to write the final transaction (hex); default `<PSBT>.tx`.
+    #[arg(long, value_name = "FILE")]
+    out_tx: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `thresig status`.
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    /// A member's configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn init(args: &InitArgs) -> Result<()> {
+    let seat = Seat::try_from(args.member).context("--member must be in 1..=100")?;
+    let cluster = ClusterName::new(args.cluster.clone()).context("--cluster")?;
+    let ca = ClusterCa::load(
+        cluster,
+        &args.ca_dir.join("ca.pem"),
+        &args.ca_dir.join("ca.key"),
+    )?;
+    let member = provision::init_member(
+        &args.dir,
+        seat,
+        &ca,
+        SystemTime::now(),
+        &mut rand_core::OsRng,
+    )?;
+    let identity = hex::encode(member.identity.to_bytes());
+    if args.json {
+        println!(
+            "{}",
+            json!({"member": seat.get(), "identity": identity, "dir": member.dir})
+        );
+    } else {
+        println!(
+            "member {seat} initialized in {}\n  identity key: {identity}\n\
+             Add it to every member's [[members]] roster.",
+            member.dir.display()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn cluster(args: &ClusterArgs) -> Result<()> {
+    let ClusterCommand::Init(a) = &args.command;
+    let network: Network = a.network.parse()?;
+    let mut spec = ClusterSpec::loopback(
+        ClusterName::new(a.cluster.clone()).context("--cluster")?,
+        network,
+        a.members,
+        a.base_port,
+        WalletId::new(a.wallet.clone()).context("--wallet")?,
+        a.threshold,
+    )?;
+    spec.policy.destinations.clone_from(&a.destinations);
+    let members = provision::init_cluster(&a.dir, &spec, SystemTime::now(), &mut rand_core::OsRng)?;
+    let configs: Vec<PathBuf> = members
+        .iter()
+        .map(|m| m.dir.join(provision::CONFIG_FILE))
+        .collect();
+    if a.json {
+        println!("{}", json!({"dir": a.dir, "configs": configs}));
+    } else {
+        println!(
+            "cluster of {} members in {} (wallet {}, {}-of-{})",
+            members.len(),
+            a.dir.display(),
+            a.wallet,
+            a.threshold,
+            members.len()
+        );
+        for c in configs {
+            println!("  thresig serve --config {}", c.display());
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
+    Ok(thresig_cluster::node::serve(&args.config, args.fault)?)
+}
+
+/// A loaded member configuration and its connections.
+struct Coordinating {
+    node: NodeConfig,
+    peers: Arc<Peers>,
+}
+
+impl Coordinating {
+    fn load(path: &Path) -> Result<Self> {
+        let config = Config::load(path)?;
+        let node = config
+            .node
+            .with_context(|| format!("{}: not a cluster member's configuration", path.display()))?;
+        let peers = Arc::new(Peers::new(&node)?);
+        Ok(Self { node, peers })
+    }
+
+    fn wallet(&self, id: &str) -> Result<&thresig_cluster::config::NodeWallet> {
+        let id = WalletId::new(id.to_owned()).context("--wallet")?;
+        self.node
+            .wallet(&id)
+            .with_context(|| format!("wallet {id} is not in this member's configuration"))
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
+    let c = Coordinating::load(&args.config)?;
+    let wallet = c.wallet(&args.wallet)?;
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(run_dkg(&c.peers, wallet, &mut rand_core::OsRng))?;
+    // The spend identity as this member's own signer recorded it, checked
+    // against the key every member confirmed.
+    let (key, _) = runtime.block_on(own_wallet(&c.peers, c.node.member, wallet.id()))?;
+    let spend = taproot_wallet(c.node.network, &key)?;
+    if spend.output_key().to_x_only_public_key().serialize() != outcome.output_key {
+        bail!("this member's key record differs from the confirmed output key");
+    }
+    let internal_key = hex::encode(spend.internal_key().serialize());
+    let output_key = hex::encode(outcome.output_key);
+    let address = spend.address().to_string();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "wallet": wallet.id().as_str(),
+                "internal_key": internal_key,
+                "output_key": output_key,
+                "address": address,
+                "session": hex::encode(outcome.session.0),
+            })
+        );
+    } else {
+        println!(
+            "wallet {} is active on all {} members\n  internal key: {internal_key}\n  \
+             output key:   {output_key}\n  address:      {address}",
+            wallet.id(),
+            wallet.seats.len(),
+        );
+    }
+    Ok(())
+}
+
+pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
+    let c = Coordinating::load(&args.config)?;
+    let wallet = c.wallet(&args.wallet)?;
+    let bytes =
+        std::fs::read(&args.psbt).with_context(|| format!("reading {}", args.psbt.display()))?;
+    let runtime = runtime()?;
+    let (key, epoch) = runtime.block_on(own_wallet(&c.peers, c.node.member, wallet.id()))?;
+    let spend = taproot_wallet(c.node.network, &key)?;
+    let psbt = match std::str::from_utf8(&bytes) {
+        Ok(text) => WalletPsbt::from_base64(text.trim(), &spend)?,
+        Err(_) => WalletPsbt::from_bytes(&bytes, &spend)?,
+    };
+    let outcome = runtime.block_on(sign(
+        &c.peers,
+        wallet,
+        &key,
+        epoch,
+        &psbt,
+        &SignOptions::default(),
+    ))?;
+    let signed = finish(psbt, &outcome.signatures)?;
+    let out_psbt = args
+        .out_psbt
+        .clone()
+        .unwrap_or_else(|| with_suffix(&args.psbt, "signed"));
+    let out_tx = args
+        .out_tx
+        .clone()
+        .unwrap_or_else(|| with_suffix(&args.psbt, "tx"));
+    std::fs::write(&out_psbt, &signed.psbt_base64)
+        .with_context(|| format!("writing {}", out_psbt.display()))?;
+    std::fs::write(&out_tx, &signed.tx_hex)
+        .with_context(|| format!("writing {}", out_tx.display()))?;
+    let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "txid": signed.txid,
+                "psbt": out_psbt,
+                "tx": out_tx,
+                "sessions": outcome.sessions,
+                "culprits": culprits,
+            })
+        );
+    } else {
+        println!(
+            "signed {} in {} ROAST session(s)\n  signed PSBT: {}\n  transaction: {}",
+            signed.txid,
+            outcome.sessions,
+            out_psbt.display(),
+            out_tx.display()
+        );
+        if !culprits.is_empty() {
+            println!("  members that sent invalid shares: {culprits:?}");
+        }
+    }
+    Ok(())
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// A PSBT with every signature inserted, and what came out of it.
+pub(crate) struct Finished {
+    pub(crate) psbt_base64: String,
+    pub(crate) tx_hex: String,
+    pub(crate) txid: String,
+}
+
+/// Inserts the signatures (one per wallet input, in order), finalizes and
+/// extracts the transaction.
+pub(crate) fn finish(mut psbt: WalletPsbt, signatures: &[[u8; 64]]) -> Result<Finished> {
+    let inputs: Vec<InputIndex> = psbt.wallet_inputs().to_vec();
+    if inputs.len() != signatures.len() {
+        bail!(
+            "{} signatures for {} wallet inputs",
+            signatures.len(),
+            inputs.len()
+        );
+    }
+    for (input, signature) in inputs.into_iter().zip(signatures) {
+        psbt.insert_signature(input, signature)?;
+    }
+    let psbt_base64 = psbt.to_base64();
+    let tx = psbt.extract_transaction()?;
+    Ok(Finished {
+        psbt_base64,
+        tx_hex: bitcoin::consensus::encode::serialize_hex(&tx),
+        txid: tx.compute_txid().to_string(),
+    })
+}
+
+pub(crate) fn status(args: &StatusArgs) -> Result<()> {
+    let c = Coordinating::load(&args.config)?;
+    let members = runtime()?.block_on(cluster_status(&c.peers));
+    let mut wallets: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for m in &members {
+        match &m.wallets {
+            Ok(list) => {
+                for w in list {
+                    wallets.entry(w.wallet.to_string()).or_insert_with(|| {
+                        json!({
+                            "threshold": w.threshold,
+                            "members": w.members,
+                            "output_key": w.output_key,
+                        })
+                    });
+                }
+                let states: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|w| json!({"wallet": w.wallet, "state": w.state, "live_nonces": w.live_nonces}))
+                    .collect();
+                rows.push(json!({"member": m.seat.get(), "reachable": true, "wallets": states}));
+            }
+            Err(e) => rows
+                .push(json!({"member": m.seat.get(), "reachable": false, "error": e.to_string()})),
+        }
+    }
+    if args.json {
+        println!("{}", json!({"members": rows, "wallets": wallets}));
+    } else {
+        for row in &rows {
+            println!("{row}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! A cluster of `thresig serve` processes on loopback for the integration
+//! tests, over the library's `LocalCluster`.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test file uses part of the harness"
+)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thresig_cluster::Peers;
+use thresig_cluster::config::NodeConfig;
+pub use thresig_cluster::local::wait_ready as wait_ready_within;
+use thresig_cluster::local::{LocalCluster, free_loopback_ports};
+use thresig_cluster::provision::ClusterSpec;
+use thresig_crypto::Seat;
+use thresig_daemon::ClusterName;
+use thresig_engine::WalletId;
+use thresig_tx::Network;
+
+pub const WALLET: &str = "w";
+
+/// Generous: a member opens its store and binds in milliseconds, but CI
+/// runs many test processes on two cores.
+const READY: Duration = Duration::from_secs(60);
+
+pub fn seat(n: u16) -> Seat {
+    Seat::try_from(n).unwrap()
+}
+
+pub struct ProcessCluster {
+    /// Kept for its lifetime: the members' directories.
+    _dir: tempfile::TempDir,
+    pub local: LocalCluster,
+}
+
+impl ProcessCluster {
+    /// Provisions `n` members of a `t`-of-`n` wallet whose policy allows
+    /// paying `destinations`; starts none.
+    pub fn provision(n: u16, t: u16, destinations: &[String], seed: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = ClusterSpec::new(
+            ClusterName::new("test".to_owned()).unwrap(),
+            Network::Regtest,
+            free_loopback_ports(usize::from(n)).unwrap(),
+            WalletId::new(WALLET.to_owned()).unwrap(),
+            t,
+        );
+        spec.policy.destinations = destinations.to_vec();
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let local = LocalCluster::create(
+            &dir.path().join("c"),
+            &spec,
+            PathBuf::from(env!("CARGO_BIN_EXE_thresig")),
+            &mut rng,
+        )
+        .unwrap();
+        Self { _dir: dir, local }
+    }
+
+    pub fn config_path(&self, seat: Seat) -> PathBuf {
+        self.local.config_path(seat).unwrap()
+    }
+
+    pub fn node(&self, seat: Seat) -> NodeConfig {
+        self.local.node(seat).unwrap()
+    }
+
+    pub fn peers(&self, seat: Seat) -> Arc<Peers> {
+        Arc::new(Peers::new(&self.node(seat)).unwrap())
+    }
+
+    pub fn seats(&self) -> Vec<Seat> {
+        self.local.members().iter().map(|m| m.seat).collect()
+    }
+
+    /// Starts every member and waits until each serves.
+    pub fn start_all(&mut self, runtime: &tokio::runtime::Runtime) {
+        for s in self.seats() {
+            self.local.start(s, None).unwrap();
+        }
+        let peers = self.peers(Seat::FIRST);
+        runtime.block_on(async {
+            for s in self.seats() {
+                wait_ready(&peers, s).await;
+            }
+        });
+    }
+}
+
+pub async fn wait_ready(peers: &Peers, seat: Seat) {
+    wait_ready_within(peers, seat, READY).await.unwrap();
+}

@@ -1,0 +1,165 @@
+//! Kill -9 a random signer process at random moments during a stream of
+//! ROAST signings, restart it, and check afterwards, from every signer's
+//! own markers, that no signer released shares for two different packages
+//! under one nonce commitment.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bitcoin::hashes::Hash as _;
+use bitcoin::{Amount, OutPoint, Txid};
+use common::{ProcessCluster, WALLET, seat, wait_ready};
+use rand::Rng as _;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thresig_cluster::config::Config;
+use thresig_cluster::{SignOptions, own_wallet, sign};
+use thresig_crypto::{Seat, SigningPackage};
+use thresig_engine::{Round2Request, WalletId, commitment_hash, package_hash, taproot_wallet};
+use thresig_store::provider::KeyProvider;
+use thresig_store::{EncryptedStore, PackageHash, Store as _};
+use thresig_tx::{Destination, Network, Payment, SpendInput, build_psbt};
+
+const MEMBERS: u16 = 3;
+const THRESHOLD: u16 = 2;
+const SIGNINGS: usize = 8;
+const KILLS: usize = 4;
+
+#[test]
+fn signing_survives_kill_9_and_no_commitment_signs_two_packages() {
+    let seed = std::env::var("THRESIG_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7u64);
+    eprintln!("seed {seed} (set THRESIG_CRASH_SEED to replay)");
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let destination = {
+        let secret = bitcoin::secp256k1::SecretKey::from_slice(&[9; 32]).unwrap();
+        let (x, _) = secret
+            .public_key(bitcoin::secp256k1::SECP256K1)
+            .x_only_public_key();
+        thresig_tx::TaprootWallet::new(Network::Regtest, x, None).address()
+    };
+    let mut cluster =
+        ProcessCluster::provision(MEMBERS, THRESHOLD, &[destination.to_string()], seed);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    cluster.start_all(&runtime);
+    let coordinator = seat(1);
+    let node = cluster.node(coordinator);
+    let peers = cluster.peers(coordinator);
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap()
+        .clone();
+    runtime
+        .block_on(thresig_cluster::run_dkg(&peers, &wallet, &mut rng))
+        .unwrap();
+    let (key, epoch) = runtime
+        .block_on(own_wallet(&peers, coordinator, wallet.id()))
+        .unwrap();
+    let spend = taproot_wallet(Network::Regtest, &key).unwrap();
+
+    let journal: Arc<Mutex<Vec<(Seat, Round2Request)>>> = Arc::default();
+    let mut options = SignOptions::default();
+    // A killed member is noticed within a second; the run's deadline is
+    // far beyond a restart.
+    options.request_timeout = Duration::from_secs(1);
+    let record = journal.clone();
+    options.journal = Some(Arc::new(move |member, request: &Round2Request| {
+        record.lock().unwrap().push((member, request.clone()));
+    }));
+
+    let cluster = Arc::new(Mutex::new(cluster));
+    let killer = {
+        let cluster = cluster.clone();
+        let peers = peers.clone();
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x9e37);
+        runtime.spawn(async move {
+            for _ in 0..KILLS {
+                // Random moments: the delay only spreads the kills over the
+                // stream; nothing waits on it for correctness.
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(20..400))).await;
+                let victim = seat(rng.gen_range(1..=MEMBERS));
+                {
+                    let mut c = cluster.lock().unwrap();
+                    c.local.kill(victim).unwrap();
+                    c.local.start(victim, None).unwrap();
+                }
+                wait_ready(&peers, victim).await;
+            }
+        })
+    };
+    let mut signed = 0;
+    for i in 0..SIGNINGS {
+        let input = SpendInput {
+            outpoint: OutPoint::new(Txid::from_byte_array([u8::try_from(i).unwrap(); 32]), 0),
+            value: Amount::from_sat(50_000),
+            script_pubkey: spend.script_pubkey().clone(),
+        };
+        let payment = Payment {
+            destination: Destination::Address(destination.clone()),
+            value: Amount::from_sat(49_000),
+        };
+        let psbt = build_psbt(
+            &spend,
+            &[input],
+            &[payment],
+            bitcoin::absolute::LockTime::ZERO,
+        )
+        .unwrap();
+        let outcome = runtime
+            .block_on(sign(&peers, &wallet, &key, epoch, &psbt, &options))
+            .unwrap_or_else(|e| panic!("signing {i} failed: {e}"));
+        assert_eq!(outcome.signatures.len(), 1);
+        signed += 1;
+    }
+    runtime.block_on(killer).unwrap();
+    assert_eq!(signed, SIGNINGS);
+    let mut cluster = Arc::try_unwrap(cluster).ok().unwrap().into_inner().unwrap();
+    assert_eq!(cluster.local.stop_all().unwrap(), Vec::<Seat>::new());
+
+    // Every store opens, and its markers show one package per commitment.
+    let journal = journal.lock().unwrap();
+    let mut released = 0;
+    for m in 1..=MEMBERS {
+        let member = seat(m);
+        let config = Config::load(&cluster.config_path(member)).unwrap();
+        let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open().unwrap());
+        let store = EncryptedStore::open(config.location(), provider, config.options.clone())
+            .unwrap_or_else(|e| panic!("member {member}'s store does not open: {e}"));
+        let store_wallet = thresig_store::WalletId::new(WALLET.as_bytes()).unwrap();
+        let mut signed_under: BTreeMap<thresig_store::CommitmentHash, PackageHash> =
+            BTreeMap::new();
+        for (to, request) in journal.iter().filter(|(to, _)| *to == member) {
+            let mine: Vec<_> = request
+                .packages
+                .iter()
+                .map(|p| {
+                    let package = SigningPackage::from_bytes(&p.0).unwrap();
+                    commitment_hash(&package.commitment(*to).unwrap()).unwrap()
+                })
+                .collect();
+            let Some(marker) = store.marker(&store_wallet, &mine[0]).unwrap() else {
+                continue;
+            };
+            let hash = package_hash(request);
+            if marker.package_hash != hash {
+                continue;
+            }
+            released += 1;
+            for commitment in mine {
+                if let Some(other) = signed_under.insert(commitment, hash) {
+                    assert_eq!(
+                        other, hash,
+                        "member {member} released shares for two packages under one commitment"
+                    );
+                }
+            }
+        }
+        store.shutdown();
+    }
+    assert!(released >= SIGNINGS * usize::from(THRESHOLD), "{released}");
+}
