@@ -11,9 +11,9 @@ use common::*;
 use thresig_crypto::{Commitment, SignatureShare, SigningPackage, aggregate, verify, verify_share};
 use thresig_daemon::{EngineHandler, Error, Recovery, SignerClient};
 use thresig_engine::{
-    Digest, DkgPayload, DkgProposal, DkgSessionId, HexBytes, IdentityKey, Limits, Round1Request,
-    Round2Request, SignedDkgMessage, Signer, SignerConfig, SigningTarget, WalletConfig,
-    WalletStateKind,
+    AbortRequest, Digest, DkgPayload, DkgProposal, DkgSessionId, HexBytes, IdentityKey, Limits,
+    Round1Request, Round2Request, SignedDkgMessage, Signer, SignerConfig, SigningTarget,
+    WalletConfig, WalletStateKind,
 };
 use thresig_store::provider::{KeyProvider, MemoryProvider};
 use thresig_store::{EncryptedStore, StoreLocation, StoreOptions};
@@ -220,6 +220,15 @@ async fn a_dkg_and_a_signature_run_through_the_daemons() {
     }
     let signature = aggregate(&key, &package, &shares).unwrap();
     verify(&key.output_key(), &MESSAGE, &signature).unwrap();
+
+    // Seat 3's unused round-1 vector is destroyed by an abort, once.
+    let reply = clients[2]
+        .round1(Round1Request::new(vault(), 2))
+        .await
+        .unwrap();
+    let abort = AbortRequest::new(vault(), reply.commitments[..1].to_vec());
+    assert_eq!(clients[2].abort(abort.clone()).await.unwrap(), 2);
+    assert_eq!(clients[2].abort(abort).await.unwrap(), 0);
     engines.stop().await;
 }
 
