@@ -524,7 +524,6 @@ wire_reply!(WalletKeyReply, wallet_key_reply, WalletKeyResult);
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use prost::Message as _;
 
     use super::*;
 

@@ -225,3 +225,29 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_code_is_a_static_daemon_code_with_its_recovery() {
+        for engine_code in thresig_engine::ErrorCode::ALL {
+            let daemon_code = ErrorCode::from_static(engine_code.as_str()).unwrap();
+            assert_eq!(code(engine_code), daemon_code);
+            assert_eq!(daemon_code.metric_label(), engine_code.as_str());
+        }
+        let wallet = WalletId::new("vault-1").unwrap();
+        let busy = thresig_engine::Error::WalletNotActive {
+            wallet: wallet.clone(),
+        };
+        let refused = refusal(&busy);
+        assert_eq!(refused.code.as_str(), "wallet_not_active");
+        assert!(refused.is_retryable());
+        let unknown = thresig_engine::Error::UnknownWallet { wallet };
+        let refused = refusal(&unknown);
+        assert_eq!(refused.code.as_str(), "unknown_wallet");
+        assert_eq!(refused.recovery, Recovery::Terminal);
+        assert!(refused.message.contains("vault-1"), "{}", refused.message);
+    }
+}

@@ -8,53 +8,73 @@ use std::sync::Arc;
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use thresig_daemon::{
-    ClientTls, DkgMessage, DkgSessionId, Epoch, Error, Recovery, Round1Request, RpcCode,
-    SignerClient, SigningTarget, WalletId, WalletState,
+use thresig_daemon::{ClientTls, Error, Recovery, RpcCode, SignerClient};
+use thresig_engine::{
+    AbortRequest, Digest, DkgProposal, DkgSessionId, Epoch, HexBytes, Round1Request, SigningTarget,
+    WalletId, WalletStateKind,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn wallet() -> WalletId {
-    WalletId::new("vault-1").unwrap()
+    vault()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round1_reaches_the_handler_with_the_authenticated_seat() {
+async fn every_rpc_reaches_the_handler_with_the_authenticated_seat() {
     let cluster = Cluster::new();
     let handler = Arc::new(Recorder::default());
     let server = start(cluster.config(""), handler.clone()).await;
-    let mut client = server.client(&cluster.client_tls()).await;
+    let client = server.client(&cluster.client_tls()).await;
     assert!(client.is_ready().await.unwrap());
 
     let reply = client
         .round1(Round1Request::new(wallet(), 3))
         .await
         .unwrap();
+    assert_eq!((reply.wallet, reply.seat), (wallet(), 1));
     assert_eq!(reply.epoch, Epoch(7));
     assert_eq!(reply.commitments, commitments(3));
 
-    let message = DkgMessage::new(
-        DkgSessionId::new(vec![9; 16]).unwrap(),
-        wallet(),
-        seat(3),
-        b"payload".to_vec(),
-        vec![1; 64],
+    let abort = AbortRequest::new(wallet(), commitments(2));
+    assert_eq!(client.abort(abort).await.unwrap(), 2);
+
+    let session = DkgSessionId([9; 32]);
+    let proposal = DkgProposal::new(session, wallet(), 2, Vec::new());
+    assert_eq!(client.dkg_start(proposal).await.unwrap(), confirmation(1));
+    // A relayed message keeps its author's seat (3) and its payload.
+    let relayed = vec![confirmation(3)];
+    let echoed = client
+        .dkg_round2(wallet(), session, relayed.clone())
+        .await
+        .unwrap();
+    assert_eq!(echoed, relayed);
+    let finished = client.dkg_finish(wallet(), session, relayed).await.unwrap();
+    assert_eq!(finished, confirmation(1));
+    let confirmed = client.dkg_confirm(wallet(), confirmation(2)).await.unwrap();
+    assert_eq!(
+        (confirmed.confirmed, confirmed.needed, confirmed.active),
+        (1, 3, false)
     );
-    let relayed = client.dkg(message.clone()).await.unwrap();
-    assert_eq!(relayed, vec![message]);
+
     let status = client.status().await.unwrap();
-    assert_eq!(status.seat, seat(1));
-    assert_eq!(status.wallets.len(), 1);
-    let wallet_status = &status.wallets[0];
-    assert_eq!(wallet_status.state, WalletState::Active);
+    assert_eq!(status.len(), 1);
+    let wallet_status = &status[0];
+    assert_eq!(wallet_status.state, WalletStateKind::Active);
     assert_eq!((wallet_status.threshold, wallet_status.members), (2, 3));
+    assert_eq!(wallet_status.seat, 1);
     assert_eq!(wallet_status.epoch, Some(Epoch(4)));
-    assert_eq!(wallet_status.output_key, vec![0xab; 32]);
+    assert_eq!(wallet_status.output_key, Some(HexBytes(vec![0xab; 32])));
     assert_eq!(wallet_status.live_nonces, 5);
 
-    // The seat is the client's certificate's (2), not the DKG sender's (3).
-    assert_eq!(handler.peers(), vec![seat(2), seat(2), seat(2)]);
+    // The test double answers bytes that are no key record: the client
+    // refuses them as a malformed reply.
+    let err = client.wallet_key(wallet()).await.unwrap_err();
+    assert!(matches!(err, Error::Malformed(_)), "{err}");
+
+    // The seat is always the client's certificate's (2), whatever the
+    // messages name.
+    assert_eq!(handler.peers(), vec![seat(2); 8]);
     server.stop().await;
 }
 
@@ -62,7 +82,7 @@ async fn round1_reaches_the_handler_with_the_authenticated_seat() {
 async fn assert_refused(addr: std::net::SocketAddr, tls: &ClientTls) {
     let err = match SignerClient::connect(tls, addr, seat(1)).await {
         Err(err) => err,
-        Ok(mut client) => client
+        Ok(client) => client
             .round1(Round1Request::new(wallet(), 1))
             .await
             .expect_err("the server accepted the client"),
@@ -99,14 +119,14 @@ async fn a_certificate_from_another_ca_or_cluster_is_refused() {
 
     // The genuine member still gets through, and so does a member issued
     // later by the reloaded cluster CA; nothing else reached the handler.
-    let mut client = server.client(&cluster.client_tls()).await;
+    let client = server.client(&cluster.client_tls()).await;
     client
         .round1(Round1Request::new(wallet(), 1))
         .await
         .unwrap();
     let reloaded = cluster.reload_ca(CLUSTER);
     let late = member_client(&reloaded, cluster.dir.path(), seat(3), "seat3", &ca_cert);
-    let mut late = server.client(&late).await;
+    let late = server.client(&late).await;
     late.round1(Round1Request::new(wallet(), 1)).await.unwrap();
     assert_eq!(handler.peers(), vec![seat(2), seat(3)]);
     server.stop().await;
@@ -160,7 +180,7 @@ async fn the_client_refuses_a_server_with_another_seats_certificate() {
     // The server holds seat 1's certificate; a client expecting seat 3 must refuse.
     let err = match SignerClient::connect(&cluster.client_tls(), server.addr, seat(3)).await {
         Err(err) => err,
-        Ok(mut client) => client.status().await.expect_err("wrong server accepted"),
+        Ok(client) => client.status().await.expect_err("wrong server accepted"),
     };
     assert!(
         matches!(err, Error::Transport(_) | Error::Rpc { .. }),
@@ -175,7 +195,7 @@ async fn an_in_flight_request_completes_during_shutdown() {
     let cluster = Cluster::new();
     let (gate, control) = Gate::new();
     let mut server = start(cluster.config(""), gate).await;
-    let mut client = server.client(&cluster.client_tls()).await;
+    let client = server.client(&cluster.client_tls()).await;
     let call = tokio::spawn(async move { client.round1(Round1Request::new(wallet(), 2)).await });
 
     control.wait_entered().await;
@@ -202,7 +222,7 @@ async fn requests_beyond_the_concurrency_limit_wait_and_time_out() {
     let limits = "max_concurrent_requests = 1\nrequest_timeout_ms = 1000";
     let server = start(cluster.config(limits), gate).await;
     let tls = cluster.client_tls();
-    let mut first = server.client(&tls).await;
+    let first = server.client(&tls).await;
     let held = tokio::spawn(async move { first.round1(Round1Request::new(wallet(), 1)).await });
     control.wait_entered().await;
 
@@ -210,7 +230,7 @@ async fn requests_beyond_the_concurrency_limit_wait_and_time_out() {
     // allows only later. The second request cannot reach the handler before
     // its timeout, although the first one's timeout (earlier) has passed:
     // a timed-out call keeps its slot until the blocking work is done.
-    let mut second = server.client(&tls).await;
+    let second = server.client(&tls).await;
     let err = second
         .round1(Round1Request::new(wallet(), 1))
         .await
@@ -235,8 +255,8 @@ async fn an_oversized_request_is_refused_by_the_transport() {
     let cluster = Cluster::new();
     let handler = Arc::new(Recorder::default());
     let server = start(cluster.config("max_request_bytes = 1024"), handler.clone()).await;
-    let mut client = server.client(&cluster.client_tls()).await;
-    let psbt = |len| SigningTarget::Psbt(vec![0x70; len]);
+    let client = server.client(&cluster.client_tls()).await;
+    let psbt = |len| SigningTarget::psbt(vec![0x70; len]);
     let err = client.round2(round2(psbt(4096))).await.unwrap_err();
     assert!(
         matches!(
@@ -252,7 +272,7 @@ async fn an_oversized_request_is_refused_by_the_transport() {
     assert!(handler.peers().is_empty());
     // Below the limit the same request goes through.
     let reply = client.round2(round2(psbt(512))).await.unwrap();
-    assert_eq!(reply.shares, vec![vec![1; 100]]);
+    assert_eq!(reply.shares, vec![HexBytes(vec![1; 100])]);
     server.stop().await;
 }
 
@@ -265,8 +285,8 @@ async fn handler_errors_arrive_with_their_code_and_recovery() {
     ] {
         let handler = Arc::new(Recorder::failing(code, recovery));
         let server = start(cluster.config(""), handler).await;
-        let mut client = server.client(&cluster.client_tls()).await;
-        let target = SigningTarget::Digests(vec![[7; 32]]);
+        let client = server.client(&cluster.client_tls()).await;
+        let target = SigningTarget::digests(vec![Digest([7; 32])]);
         let err = client.round2(round2(target)).await.unwrap_err();
         assert_eq!(refusal(&err).code.as_str(), code);
         assert_eq!(refusal(&err).recovery, recovery);
@@ -280,7 +300,7 @@ async fn a_malformed_request_gets_invalid_request_without_reaching_the_handler()
     let cluster = Cluster::new();
     let handler = Arc::new(Recorder::default());
     let server = start(cluster.config(""), handler.clone()).await;
-    let mut client = server.client(&cluster.client_tls()).await;
+    let client = server.client(&cluster.client_tls()).await;
     for inputs in [0, 1_000_000] {
         let request = Round1Request::new(wallet(), inputs);
         let err = client.round1(request).await.unwrap_err();
@@ -322,14 +342,14 @@ async fn metrics_count_requests_by_method_and_outcome() {
     let before = scrape(server.metrics_addr).await;
     assert_eq!(series(&before, ok), 0);
 
-    let mut client = server.client(&cluster.client_tls()).await;
+    let client = server.client(&cluster.client_tls()).await;
     for _ in 0..2 {
         client
             .round1(Round1Request::new(wallet(), 1))
             .await
             .unwrap();
     }
-    let err = client.round2(round2(SigningTarget::Psbt(vec![1]))).await;
+    let err = client.round2(round2(SigningTarget::psbt(vec![1]))).await;
     assert_eq!(refusal(&err.unwrap_err()).code.as_str(), "policy_denied");
 
     let after = scrape(server.metrics_addr).await;

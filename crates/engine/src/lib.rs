@@ -5,12 +5,16 @@
 //!   ids, thresholds, ordered rosters of Ed25519 identity keys, [`Limits`])
 //!   over a [`thresig_store::Store`]. Its methods answer immediately:
 //!   [`Signer::round1`], [`Signer::round2`], [`Signer::abort`],
-//!   [`Signer::status`], [`Signer::wallets`], and the DKG parts
-//!   [`Signer::dkg_start`], [`Signer::dkg_round2`], [`Signer::dkg_finish`],
-//!   [`Signer::dkg_confirm`]; [`Signer::handle`] dispatches a [`Request`].
+//!   [`Signer::status`], [`Signer::wallets`], [`Signer::wallet_key`], and
+//!   the DKG parts [`Signer::dkg_start`], [`Signer::dkg_round2`],
+//!   [`Signer::dkg_finish`], [`Signer::dkg_confirm`]; [`Signer::handle`]
+//!   dispatches a [`Request`].
 //! - The API types ([`Request`], [`Response`], [`Reply`] in a versioned
 //!   [`Envelope`]) are what the daemon, the C ABI and tests exchange;
-//!   [`decode_request`] and [`encode_reply`] are the JSON boundary.
+//!   [`decode_request`] and [`encode_reply`] are the JSON boundary. A
+//!   [`DkgPayload`] has one canonical byte encoding
+//!   ([`DkgPayload::to_bytes`]), which its signature covers and a transport
+//!   carries.
 //! - [`Error`] names what failed with ids; [`Error::code`] maps it to a
 //!   stable [`ErrorCode`] whose [`ErrorCode::recovery`] is `retryable` or
 //!   `terminal` (documented in `docs/errors.md`).

@@ -10,9 +10,13 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
 use thresig_daemon::{
-    ClientTls, ClusterCa, ClusterName, DaemonConfig, DkgMessage, Epoch, ErrorCode, Listeners,
-    Recovery, Round1Reply, Round1Request, Round2Reply, Round2Request, Seat, SignerClient,
-    SignerError, SignerHandler, StatusReply, TlsPaths, Validity, WalletState, WalletStatus, serve,
+    ClientTls, ClusterCa, ClusterName, DaemonConfig, ErrorCode, Listeners, Recovery, Seat,
+    SignerClient, SignerError, SignerHandler, TlsPaths, Validity, serve,
+};
+use thresig_engine::{
+    AbortRequest, ConfirmationStatus, DkgPayload, DkgProposal, DkgSessionId, Epoch, HexBytes,
+    Round1Request, Round1Response, Round2Request, Round2Response, SignedDkgMessage, SigningTarget,
+    WalletId, WalletStateKind, WalletStatus,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -80,6 +84,11 @@ impl Cluster {
 
     /// The server's configuration with `limits` as the `[limits]` table body.
     pub fn config(&self, limits: &str) -> DaemonConfig {
+        self.member_config("seat1", limits)
+    }
+
+    /// The configuration of a server holding the files `<name>.{pem,key}`.
+    pub fn member_config(&self, name: &str, limits: &str) -> DaemonConfig {
         let text = format!(
             r#"
 listen = "127.0.0.1:0"
@@ -88,8 +97,8 @@ cluster = "{CLUSTER}"
 
 [tls]
 ca_cert = "ca.pem"
-cert = "seat1.pem"
-key = "seat1.key"
+cert = "{name}.pem"
+key = "{name}.key"
 
 [limits]
 {limits}
@@ -106,10 +115,20 @@ key = "seat1.key"
 
     /// The coordinator's (seat 2) client identity.
     pub fn client_tls(&self) -> ClientTls {
+        self.tls_of("seat2")
+    }
+
+    /// Issues `seat`'s files as `<name>.{pem,key}`.
+    pub fn add_member(&self, seat: Seat, name: &str) {
+        member(&self.ca, self.dir.path(), seat, name, &self.path("ca.pem"));
+    }
+
+    /// The client identity of the files `<name>.{pem,key}`.
+    pub fn tls_of(&self, name: &str) -> ClientTls {
         let paths = TlsPaths::new(
             self.path("ca.pem"),
-            self.path("seat2.pem"),
-            self.path("seat2.key"),
+            self.path(&format!("{name}.pem")),
+            self.path(&format!("{name}.key")),
         );
         ClientTls::load(&paths, ClusterName::new(CLUSTER).unwrap()).unwrap()
     }
@@ -196,48 +215,123 @@ pub fn refusal(err: &thresig_daemon::Error) -> &SignerError {
     }
 }
 
+pub fn vault() -> WalletId {
+    WalletId::new("vault-1").unwrap()
+}
+
 /// A round-2 request of wallet `vault-1` over `target` with one package.
-pub fn round2(target: thresig_daemon::SigningTarget) -> Round2Request {
+pub fn round2(target: SigningTarget) -> Round2Request {
     Round2Request::new(
-        thresig_daemon::WalletId::new("vault-1").unwrap(),
+        vault(),
         Epoch(1),
-        vec![seat(1), seat(2)],
+        vec![1, 2],
         target,
-        vec![vec![1; 100]],
+        vec![HexBytes(vec![1; 100])],
     )
 }
 
-pub fn commitments(inputs: u32) -> Vec<Vec<u8>> {
-    (0..inputs).map(|i| vec![i as u8; 33]).collect()
+pub fn commitments(inputs: usize) -> Vec<HexBytes> {
+    (0..inputs).map(|i| HexBytes(vec![i as u8; 33])).collect()
 }
 
+/// A DKG confirmation from `sender` (its signature is not checked here).
+pub fn confirmation(sender: u16) -> SignedDkgMessage {
+    let payload = DkgPayload::Confirm {
+        output_key: HexBytes(vec![0xab; 32]),
+        transcript: HexBytes(vec![0xcd; 32]),
+    };
+    SignedDkgMessage::new(
+        DkgSessionId([9; 32]),
+        vault(),
+        sender,
+        payload,
+        HexBytes(vec![1; 64]),
+    )
+}
+
+/// What a [`Recorder`]'s `wallet_key` answers: bytes that are not a key
+/// record, so the client's decoding refuses them.
+pub const NOT_A_KEY: [u8; 4] = [1, 2, 3, 4];
+
 impl SignerHandler for Recorder {
-    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Reply, SignerError> {
+    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Response, SignerError> {
         self.peers.lock().unwrap().push(peer);
-        Ok(Round1Reply::new(Epoch(7), commitments(request.inputs)))
+        let commitments = commitments(request.inputs);
+        Ok(Round1Response::new(
+            request.wallet,
+            1,
+            Epoch(7),
+            commitments,
+        ))
     }
 
-    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Reply, SignerError> {
+    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Response, SignerError> {
         self.peers.lock().unwrap().push(peer);
         match &self.round2_error {
             Some(err) => Err(err.clone()),
-            None => Ok(Round2Reply::new(request.packages, commitments(1))),
+            None => Ok(Round2Response::new(
+                request.wallet,
+                1,
+                request.packages,
+                commitments(1),
+            )),
         }
     }
 
-    fn dkg(&self, peer: Seat, message: DkgMessage) -> Result<Vec<DkgMessage>, SignerError> {
+    fn abort(&self, peer: Seat, request: AbortRequest) -> Result<usize, SignerError> {
         self.peers.lock().unwrap().push(peer);
-        Ok(vec![message])
+        Ok(request.commitments.len())
     }
 
-    fn status(&self, peer: Seat) -> Result<StatusReply, SignerError> {
+    fn dkg_start(&self, peer: Seat, _: DkgProposal) -> Result<SignedDkgMessage, SignerError> {
         self.peers.lock().unwrap().push(peer);
-        let wallet = thresig_daemon::WalletId::new("vault-1").unwrap();
-        let mut status = WalletStatus::new(wallet, WalletState::Active, 2, 3);
+        Ok(confirmation(1))
+    }
+
+    fn dkg_round2(
+        &self,
+        peer: Seat,
+        _: WalletId,
+        _: DkgSessionId,
+        round1: Vec<SignedDkgMessage>,
+    ) -> Result<Vec<SignedDkgMessage>, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        Ok(round1)
+    }
+
+    fn dkg_finish(
+        &self,
+        peer: Seat,
+        _: WalletId,
+        _: DkgSessionId,
+        _: Vec<SignedDkgMessage>,
+    ) -> Result<SignedDkgMessage, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        Ok(confirmation(1))
+    }
+
+    fn dkg_confirm(
+        &self,
+        peer: Seat,
+        _: WalletId,
+        _: SignedDkgMessage,
+    ) -> Result<ConfirmationStatus, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        Ok(ConfirmationStatus::new(1, 3, false))
+    }
+
+    fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        let mut status = WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, 1);
         status.epoch = Some(Epoch(4));
-        status.output_key = vec![0xab; 32];
+        status.output_key = Some(HexBytes(vec![0xab; 32]));
         status.live_nonces = 5;
-        Ok(StatusReply::new(seat(1), vec![status]))
+        Ok(vec![status])
+    }
+
+    fn wallet_key(&self, peer: Seat, _: WalletId) -> Result<Vec<u8>, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        Ok(NOT_A_KEY.to_vec())
     }
 }
 
@@ -281,21 +375,64 @@ impl Gate {
 }
 
 impl SignerHandler for Gate {
-    fn round1(&self, _: Seat, request: Round1Request) -> Result<Round1Reply, SignerError> {
+    fn round1(&self, _: Seat, request: Round1Request) -> Result<Round1Response, SignerError> {
         self.entered.lock().unwrap().send(()).unwrap();
         self.release.lock().unwrap().recv().unwrap();
-        Ok(Round1Reply::new(Epoch(1), commitments(request.inputs)))
+        let commitments = commitments(request.inputs);
+        Ok(Round1Response::new(
+            request.wallet,
+            1,
+            Epoch(1),
+            commitments,
+        ))
     }
 
-    fn round2(&self, _: Seat, _: Round2Request) -> Result<Round2Reply, SignerError> {
+    fn round2(&self, _: Seat, _: Round2Request) -> Result<Round2Response, SignerError> {
         unreachable!("not used")
     }
 
-    fn dkg(&self, _: Seat, _: DkgMessage) -> Result<Vec<DkgMessage>, SignerError> {
+    fn abort(&self, _: Seat, _: AbortRequest) -> Result<usize, SignerError> {
         unreachable!("not used")
     }
 
-    fn status(&self, _: Seat) -> Result<StatusReply, SignerError> {
+    fn dkg_start(&self, _: Seat, _: DkgProposal) -> Result<SignedDkgMessage, SignerError> {
+        unreachable!("not used")
+    }
+
+    fn dkg_round2(
+        &self,
+        _: Seat,
+        _: WalletId,
+        _: DkgSessionId,
+        _: Vec<SignedDkgMessage>,
+    ) -> Result<Vec<SignedDkgMessage>, SignerError> {
+        unreachable!("not used")
+    }
+
+    fn dkg_finish(
+        &self,
+        _: Seat,
+        _: WalletId,
+        _: DkgSessionId,
+        _: Vec<SignedDkgMessage>,
+    ) -> Result<SignedDkgMessage, SignerError> {
+        unreachable!("not used")
+    }
+
+    fn dkg_confirm(
+        &self,
+        _: Seat,
+        _: WalletId,
+        _: SignedDkgMessage,
+    ) -> Result<ConfirmationStatus, SignerError> {
+        unreachable!("not used")
+    }
+
+    fn status(&self, _: Seat) -> Result<Vec<WalletStatus>, SignerError> {
+        unreachable!("not used")
+    }
+
+    fn wallet_key(&self, _: Seat, _: WalletId) -> Result<Vec<u8>, SignerError> {
         unreachable!("not used")
     }
 }
