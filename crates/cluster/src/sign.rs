@@ -16,7 +16,9 @@ use std::time::Duration;
 use bitcoin::hashes::Hash as _;
 use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
 use thresig_daemon::{Error as DaemonError, SignerError};
-use thresig_engine::{Epoch, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget};
+use thresig_engine::{
+    AbortRequest, Epoch, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget,
+};
 use thresig_roast::{
     Config as RoastConfig, Coordinator, Event, Failure, Refusal, Reply, Request, Round, Scheme,
     Verdict,
@@ -214,11 +216,13 @@ pub async fn sign(
     let mut unresponsive = BTreeSet::new();
     let mut culprits = BTreeSet::new();
     let mut gate = FirstAnswers::new(wallet, &options.answer_first);
+    let mut handed = Handed::default();
     loop {
         while let Some(transmit) = coordinator.poll_transmit() {
             let Some(member) = wallet.cluster_seat(transmit.to) else {
                 continue;
             };
+            handed.sent(transmit.to, &transmit.request);
             tokio::spawn(deliver(
                 peers.clone(),
                 member,
@@ -247,6 +251,7 @@ pub async fn sign(
                         .iter()
                         .map(thresig_crypto::Signature::to_bytes)
                         .collect::<Result<_, _>>()?;
+                    release(peers, &job, handed).await;
                     return Ok(SignOutcome {
                         signatures,
                         sessions: signed.stats.sessions,
@@ -264,6 +269,7 @@ pub async fn sign(
                         Failure::Deadline => DEADLINE.to_owned(),
                         other => format!("{other:?}"),
                     };
+                    release(peers, &job, handed).await;
                     return Err(SignError::Failed {
                         reason,
                         sessions: stats.sessions,
@@ -281,22 +287,109 @@ pub async fn sign(
             answer = rx.recv() => {
                 // The sender half lives in `tx`, so the channel never closes.
                 let Some((seat, reply)) = answer else { continue };
-                for (seat, reply) in gate.admit(seat, reply) {
-                    if let Err(e) = coordinator.handle_reply(std::time::Instant::now(), seat, reply) {
-                        debug!(%seat, error = %e, "answer refused by the coordinator");
-                    }
-                }
+                let admitted = gate.admit(seat, reply);
+                feed(&mut coordinator, &mut handed, admitted);
             }
             () = tokio::time::sleep_until(wake) => {
                 coordinator.handle_timeout(std::time::Instant::now());
-                for (seat, reply) in gate.release_all() {
-                    if let Err(e) = coordinator.handle_reply(std::time::Instant::now(), seat, reply) {
-                        debug!(%seat, error = %e, "answer refused by the coordinator");
-                    }
-                }
+                let held = gate.release_all();
+                feed(&mut coordinator, &mut handed, held);
             }
         }
     }
+}
+
+/// Hands answers to the coordinator, noting the commitment vectors they
+/// carry.
+fn feed(
+    coordinator: &mut Coordinator<WireScheme>,
+    handed: &mut Handed,
+    answers: Vec<(Seat, Reply<WireScheme>)>,
+) {
+    for (seat, reply) in answers {
+        handed.received(seat, &reply);
+        if let Err(e) = coordinator.handle_reply(std::time::Instant::now(), seat, reply) {
+            debug!(%seat, error = %e, "answer refused by the coordinator");
+        }
+    }
+}
+
+/// The commitment vectors members handed out in one run and the ones a
+/// session used, so that the rest can be released when the run ends
+/// instead of holding the members' nonces until they expire.
+#[derive(Default)]
+struct Handed {
+    /// Each vector's first commitment, by wallet seat.
+    vectors: BTreeMap<Seat, Vec<Commitment>>,
+    /// The first commitment of every vector sent in a session.
+    used: Vec<Commitment>,
+}
+
+impl Handed {
+    fn received(&mut self, seat: Seat, reply: &Reply<WireScheme>) {
+        let vector = match reply {
+            Reply::Commitments { commitments } | Reply::Shares { commitments, .. } => commitments,
+            _ => return,
+        };
+        if let Some(first) = vector.first() {
+            self.vectors.entry(seat).or_default().push(*first);
+        }
+    }
+
+    fn sent(&mut self, seat: Seat, request: &Request<WireScheme>) {
+        if let Request::Sign { packages, .. } = request {
+            self.used
+                .extend(packages.first().and_then(|p| p.commitment(seat)));
+        }
+    }
+
+    /// Unused vectors by wallet seat.
+    fn unused(self) -> BTreeMap<Seat, Vec<Commitment>> {
+        let used = self.used;
+        self.vectors
+            .into_iter()
+            .map(|(seat, vectors)| {
+                let unused = vectors.into_iter().filter(|c| !used.contains(c)).collect();
+                (seat, unused)
+            })
+            .filter(|(_, unused): &(Seat, Vec<Commitment>)| !unused.is_empty())
+            .collect()
+    }
+}
+
+/// How long the end of a run waits for members to drop the nonces it did
+/// not use: the signature is already made, so a slow member is not waited
+/// for (its nonces expire on their own).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks every member to drop the commitment vectors the run did not use.
+async fn release(peers: &Arc<Peers>, job: &Arc<Job>, handed: Handed) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (seat, unused) in handed.unused() {
+        let Some(member) = job.wallet.cluster_seat(seat) else {
+            continue;
+        };
+        let Ok(encoded) = unused
+            .iter()
+            .map(|c| c.to_bytes().map(HexBytes))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            continue;
+        };
+        let request = AbortRequest::new(job.wallet.id().clone(), encoded);
+        let peers = peers.clone();
+        tasks.spawn(async move {
+            if let Ok(client) = peers.client(member).await {
+                // A member that cannot be reached keeps the nonces until
+                // they expire; nothing else depends on the answer.
+                let _ = client.abort(request).await;
+            }
+        });
+    }
+    let _ = tokio::time::timeout(RELEASE_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// What every request of one run carries besides the coordinator's part.

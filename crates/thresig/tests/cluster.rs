@@ -168,6 +168,11 @@ fn dkg_inspect_sign_and_status_through_the_cli() {
         script_pubkey: bitcoin::ScriptBuf::from_bytes(hex::decode(&script).unwrap()),
     };
     verify_with_core(&tx, &[prevout]).unwrap();
+    // The run released every nonce it did not use.
+    let status = ok_json(&thresig(&["status", "--config", config, "--json"]));
+    for m in status["members"].as_array().unwrap() {
+        assert_eq!(m["wallets"][0]["live_nonces"], 0, "{m}");
+    }
 
     // A stopped member shows as unreachable; the others still sign.
     assert!(cluster.local.stop(seat(3)).unwrap());
