@@ -389,6 +389,7 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
     let members = runtime()?.block_on(cluster_status(&c.peers));
     let mut wallets: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let mut rows = Vec::new();
+    let mut text = String::new();
     for m in &members {
         match &m.wallets {
             Ok(list) => {
@@ -405,17 +406,43 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
                     .iter()
                     .map(|w| json!({"wallet": w.wallet, "state": w.state, "live_nonces": w.live_nonces}))
                     .collect();
+                let summary: Vec<String> = list
+                    .iter()
+                    .map(|w| {
+                        format!(
+                            "{} {} ({} live nonces)",
+                            w.wallet,
+                            w.state.as_str(),
+                            w.live_nonces
+                        )
+                    })
+                    .collect();
+                text.push_str(&format!(
+                    "member {:>3}  reachable    {}\n",
+                    m.seat,
+                    summary.join(", ")
+                ));
                 rows.push(json!({"member": m.seat.get(), "reachable": true, "wallets": states}));
             }
-            Err(e) => rows
-                .push(json!({"member": m.seat.get(), "reachable": false, "error": e.to_string()})),
+            Err(e) => {
+                text.push_str(&format!("member {:>3}  UNREACHABLE  {e}\n", m.seat));
+                rows.push(
+                    json!({"member": m.seat.get(), "reachable": false, "error": e.to_string()}),
+                );
+            }
         }
     }
     if args.json {
         println!("{}", json!({"members": rows, "wallets": wallets}));
     } else {
-        for row in &rows {
-            println!("{row}");
+        print!("{text}");
+        for (id, w) in &wallets {
+            println!(
+                "wallet {id}: {}-of-{}, output key {}",
+                w["threshold"],
+                w["members"],
+                w["output_key"].as_str().unwrap_or("(none yet)")
+            );
         }
     }
     Ok(())
