@@ -19,6 +19,7 @@ use tracing::info;
 
 use crate::config::NodeWallet;
 use crate::peers::Peers;
+use crate::progress::Progress;
 
 /// A finished DKG.
 #[derive(Debug, Clone)]
@@ -85,6 +86,7 @@ pub async fn run_dkg(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     rng: &mut (impl RngCore + CryptoRng),
+    progress: &dyn Progress,
 ) -> Result<DkgOutcome, DkgError> {
     let mut id = [0u8; 32];
     rng.fill_bytes(&mut id);
@@ -97,7 +99,7 @@ pub async fn run_dkg(
     );
     let members = members(wallet);
     info!(wallet = %wallet.id(), members = members.len(), "DKG part 1");
-    let round1 = each(peers, &members, "start", |client, _| {
+    let round1 = each(peers, &members, "start", progress, |client, _| {
         let proposal = proposal.clone();
         async move { client.dkg_start(proposal).await }
     })
@@ -106,7 +108,7 @@ pub async fn run_dkg(
 
     info!("DKG part 2");
     let all_round1 = Arc::new(round1);
-    let round2 = each(peers, &members, "round 2", |client, seat| {
+    let round2 = each(peers, &members, "round 2", progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let others: Vec<SignedDkgMessage> = all_round1
             .iter()
@@ -136,7 +138,7 @@ pub async fn run_dkg(
 
     info!("DKG part 3");
     let inbox = Arc::new(inbox);
-    let confirmations = each(peers, &members, "finish", |client, seat| {
+    let confirmations = each(peers, &members, "finish", progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let mine = inbox.get(&seat.get()).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
@@ -166,7 +168,7 @@ pub async fn run_dkg(
 
     info!("DKG confirmations");
     let confirmations: Arc<Vec<SignedDkgMessage>> = Arc::new(confirmations.into_values().collect());
-    let statuses = each(peers, &members, "confirm", |client, _| {
+    let statuses = each(peers, &members, "confirm", progress, |client, _| {
         let wallet_id = wallet.id().clone();
         let confirmations = confirmations.clone();
         async move {
@@ -225,6 +227,7 @@ async fn each<T, F, Fut>(
     peers: &Arc<Peers>,
     members: &[(Seat, Seat)],
     phase: &'static str,
+    progress: &dyn Progress,
     call: F,
 ) -> Result<BTreeMap<Seat, T>, DkgError>
 where
@@ -257,6 +260,7 @@ where
             error,
         })?;
         answers.insert(seat, value);
+        progress.step(phase, answers.len(), members.len());
     }
     Ok(answers)
 }

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::NodeWallet;
 use crate::peers::{Peers, is_transport};
+use crate::progress::Progress;
 
 /// Called with each round-2 request before it is sent, and the cluster seat
 /// it goes to: an audit trail of what the coordinator asked for.
@@ -50,6 +51,9 @@ pub struct SignOptions {
     pub answer_first: BTreeSet<Seat>,
     /// Sees every round-2 request (see [`Round2Journal`]).
     pub journal: Option<Round2Journal>,
+    /// Told of each session and of each valid share vector of the latest
+    /// one (`t` make a signature).
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 impl Default for SignOptions {
@@ -59,6 +63,7 @@ impl Default for SignOptions {
             deadline: thresig_roast::DEFAULT_DEADLINE,
             answer_first: BTreeSet::new(),
             journal: None,
+            progress: None,
         }
     }
 }
@@ -70,6 +75,7 @@ impl std::fmt::Debug for SignOptions {
             .field("deadline", &self.deadline)
             .field("answer_first", &self.answer_first)
             .field("journal", &self.journal.is_some())
+            .field("progress", &self.progress.is_some())
             .finish()
     }
 }
@@ -217,6 +223,7 @@ pub async fn sign(
     let mut culprits = BTreeSet::new();
     let mut gate = FirstAnswers::new(wallet, &options.answer_first);
     let mut handed = Handed::default();
+    let mut shares = SharesSeen::new(options.progress.clone());
     loop {
         while let Some(transmit) = coordinator.poll_transmit() {
             let Some(member) = wallet.cluster_seat(transmit.to) else {
@@ -236,6 +243,7 @@ pub async fn sign(
             match event {
                 Event::SessionStarted { session, signers } => {
                     info!(?session, ?signers, "ROAST session started");
+                    shares.start(session, signers.len());
                 }
                 Event::Unresponsive { seat, cause } => {
                     debug!(%seat, ?cause, "signer unresponsive");
@@ -288,13 +296,62 @@ pub async fn sign(
                 // The sender half lives in `tx`, so the channel never closes.
                 let Some((seat, reply)) = answer else { continue };
                 let admitted = gate.admit(seat, reply);
+                shares.note(&admitted);
                 feed(&mut coordinator, &mut handed, admitted);
             }
             () = tokio::time::sleep_until(wake) => {
                 coordinator.handle_timeout(std::time::Instant::now());
                 let held = gate.release_all();
+                shares.note(&held);
                 feed(&mut coordinator, &mut handed, held);
             }
+        }
+    }
+}
+
+/// Counts the share vectors that arrive for the latest session, for
+/// [`SignOptions::progress`].
+struct SharesSeen {
+    progress: Option<Arc<dyn Progress>>,
+    session: Option<thresig_roast::SessionId>,
+    phase: String,
+    seen: usize,
+    needed: usize,
+}
+
+impl SharesSeen {
+    fn new(progress: Option<Arc<dyn Progress>>) -> Self {
+        Self {
+            progress,
+            session: None,
+            phase: String::new(),
+            seen: 0,
+            needed: 0,
+        }
+    }
+
+    fn start(&mut self, session: thresig_roast::SessionId, signers: usize) {
+        self.session = Some(session);
+        self.phase = format!("ROAST {session:?}: answers");
+        self.seen = 0;
+        self.needed = signers;
+        self.report();
+    }
+
+    fn note(&mut self, answers: &[(Seat, Reply<WireScheme>)]) {
+        for (_, reply) in answers {
+            if let Reply::Shares { session, .. } = reply
+                && Some(*session) == self.session
+            {
+                self.seen += 1;
+                self.report();
+            }
+        }
+    }
+
+    fn report(&self) {
+        if let Some(progress) = &self.progress {
+            progress.step(&self.phase, self.seen, self.needed);
         }
     }
 }

@@ -24,6 +24,7 @@ use thresig_tx::{
 };
 use tracing::info;
 
+use crate::bar::Bar;
 use crate::member::finish;
 
 /// Flags of `thresig demo`.
@@ -173,7 +174,7 @@ pub(crate) fn launch(
         .context("the demo wallet is missing")?
         .clone();
     info!("running the DKG");
-    let dkg = runtime.block_on(run_dkg(&peers, &wallet, rng))?;
+    let dkg = runtime.block_on(run_dkg(&peers, &wallet, rng, &Bar::new()))?;
     let (key, epoch) = runtime.block_on(own_wallet(&peers, COORDINATOR, wallet.id()))?;
     let spend = taproot_wallet(coordinator.network, &key)?;
     if spend.output_key().to_x_only_public_key().serialize() != dkg.output_key {
@@ -238,6 +239,7 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         .map(|s| hex::encode(s.sighash.to_byte_array()))
         .collect();
     let mut options = SignOptions::default();
+    options.progress = Some(Arc::new(Bar::new()));
     options.answer_first = roles.malicious.iter().copied().collect::<BTreeSet<_>>();
     info!("signing through ROAST");
     let outcome = runtime.block_on(sign(&peers, &wallet, &key, epoch, &psbt, &options))?;

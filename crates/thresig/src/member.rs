@@ -17,6 +17,8 @@ use thresig_daemon::{ClusterCa, ClusterName};
 use thresig_engine::{WalletId, taproot_wallet};
 use thresig_tx::{InputIndex, Network, WalletPsbt};
 
+use crate::bar::Bar;
+
 /// `thresig init`.
 #[derive(Args)]
 pub(crate) struct InitArgs {
@@ -254,7 +256,12 @@ pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
     let c = Coordinating::load(&args.config)?;
     let wallet = c.wallet(&args.wallet)?;
     let runtime = runtime()?;
-    let outcome = runtime.block_on(run_dkg(&c.peers, wallet, &mut rand_core::OsRng))?;
+    let outcome = runtime.block_on(run_dkg(
+        &c.peers,
+        wallet,
+        &mut rand_core::OsRng,
+        &Bar::new(),
+    ))?;
     // The spend identity as this member's own signer recorded it, checked
     // against the key every member confirmed.
     let (key, _) = runtime.block_on(own_wallet(&c.peers, c.node.member, wallet.id()))?;
@@ -299,14 +306,10 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
         Ok(text) => WalletPsbt::from_base64(text.trim(), &spend)?,
         Err(_) => WalletPsbt::from_bytes(&bytes, &spend)?,
     };
-    let outcome = runtime.block_on(sign(
-        &c.peers,
-        wallet,
-        &key,
-        epoch,
-        &psbt,
-        &SignOptions::default(),
-    ))?;
+    let mut options = SignOptions::default();
+    options.progress = Some(Arc::new(Bar::new()));
+    let outcome = runtime.block_on(sign(&c.peers, wallet, &key, epoch, &psbt, &options))?;
+    drop(options);
     let signed = finish(psbt, &outcome.signatures)?;
     let out_psbt = args
         .out_psbt

@@ -200,9 +200,14 @@ fn signers_refuse_a_malicious_coordinators_packages_over_the_network() {
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
     let wallet = node.wallet(&wallet_id).unwrap().clone();
     runtime.block_on(async {
-        thresig_cluster::run_dkg(&peers, &wallet, &mut rand_core::OsRng)
-            .await
-            .unwrap();
+        thresig_cluster::run_dkg(
+            &peers,
+            &wallet,
+            &mut rand_core::OsRng,
+            &thresig_cluster::Silent,
+        )
+        .await
+        .unwrap();
         let (key, epoch) = thresig_cluster::own_wallet(&peers, seat(1), &wallet_id)
             .await
             .unwrap();

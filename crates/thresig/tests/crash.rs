@@ -55,7 +55,12 @@ fn signing_survives_kill_9_and_no_commitment_signs_two_packages() {
         .unwrap()
         .clone();
     runtime
-        .block_on(thresig_cluster::run_dkg(&peers, &wallet, &mut rng))
+        .block_on(thresig_cluster::run_dkg(
+            &peers,
+            &wallet,
+            &mut rng,
+            &thresig_cluster::Silent,
+        ))
         .unwrap();
     let (key, epoch) = runtime
         .block_on(own_wallet(&peers, coordinator, wallet.id()))
