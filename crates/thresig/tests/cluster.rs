@@ -152,6 +152,46 @@ fn dkg_inspect_sign_and_status_through_the_cli() {
             .any(|l| l.trim_start().starts_with("destination_allowlist") && l.contains("pass")),
         "{text}"
     );
+    // Paying an address the policy does not list is denied by that rule.
+    let elsewhere = {
+        let secret = bitcoin::secp256k1::SecretKey::from_slice(&[6; 32]).unwrap();
+        let (x, _) = secret
+            .public_key(bitcoin::secp256k1::SECP256K1)
+            .x_only_public_key();
+        thresig_tx::TaprootWallet::new(thresig_tx::Network::Regtest, x, None).address()
+    };
+    let denied = ok_json(&thresig(&[
+        "psbt",
+        "build",
+        "--internal-key",
+        &internal,
+        "--network",
+        "regtest",
+        "--input",
+        &input,
+        "--output",
+        &format!("{elsewhere}:59000"),
+        "--json",
+    ]));
+    let denied_file = dir.path().join("denied.psbt");
+    std::fs::write(&denied_file, denied["psbt"].as_str().unwrap()).unwrap();
+    let inspect = thresig(&[
+        "psbt",
+        "inspect",
+        "--config",
+        config,
+        "--wallet",
+        WALLET,
+        "--psbt",
+        denied_file.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8(inspect.stdout).unwrap();
+    assert!(text.contains("verdict: DENIED"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("destination_allowlist") && l.contains("DENIED")),
+        "{text}"
+    );
 
     let signed = ok_json(&thresig(&[
         "sign", "--config", config, "--wallet", WALLET, "--psbt", psbt_path, "--json",
