@@ -98,6 +98,8 @@ impl SignerClient {
                 let server_name = server_name.clone();
                 async move {
                     let tcp = TcpStream::connect(addr).await?;
+                    // Small request/answer exchanges: no Nagle delay.
+                    tcp.set_nodelay(true)?;
                     let tls = connector.connect(server_name, tcp).await?;
                     Ok::<_, std::io::Error>(TokioIo::new(tls))
                 }

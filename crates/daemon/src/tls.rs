@@ -324,7 +324,14 @@ async fn accept_with_slot(
 ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     let slot = slots.clone().acquire_owned().await.ok()?;
     match listener.accept().await {
-        Ok((tcp, addr)) => Some((tcp, addr, slot)),
+        Ok((tcp, addr)) => {
+            // Requests and replies are small and answered at once: Nagle's
+            // algorithm would hold each reply for the peer's delayed ACK.
+            if let Err(err) = tcp.set_nodelay(true) {
+                warn!(error = %err, "cannot disable Nagle's algorithm");
+            }
+            Some((tcp, addr, slot))
+        }
         Err(err) => {
             warn!(error = %err, "accept failed");
             tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;

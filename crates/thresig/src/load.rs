@@ -66,7 +66,8 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     policy.destinations = vec![destination.to_string()];
     // A load run signs far more than the default daily limits allow.
     policy.max_per_day = Some(u32::MAX);
-    policy.max_fee_per_day_sat = u64::MAX;
+    // Every bitcoin there will ever be: no budget, but a TOML integer.
+    policy.max_fee_per_day_sat = 21_000_000 * 100_000_000;
     let Launched {
         mut cluster,
         peers,
