@@ -37,7 +37,7 @@ pub struct DkgOutcome {
 #[non_exhaustive]
 pub enum DkgError {
     /// A member refused or could not be reached in a phase.
-    #[error("DKG {phase}: member {seat}: {error}")]
+    #[error("DKG {phase}: member {seat}")]
     Member {
         /// The phase (`start`, `round 2`, `finish`, `confirm`).
         phase: &'static str,
@@ -69,10 +69,7 @@ impl DkgError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Member { error, .. } => match error {
-                DaemonError::Refused(e) => e.is_retryable(),
-                other => crate::peers::is_transport(other),
-            },
+            Self::Member { error, .. } => retryable(error),
             Self::Protocol { .. } | Self::Aborted(_) => false,
         }
     }
@@ -221,8 +218,15 @@ fn protocol(
     }
 }
 
-/// Runs `call` against every member at once; the answers by wallet seat,
-/// or the first failure.
+/// How often one member's request in one phase is sent again after a
+/// retryable failure (its daemon timed out under load, the connection
+/// dropped). Every DKG part is idempotent for the byte-identical request:
+/// the engine answers a repeated part from the state the first one left.
+const ATTEMPTS: usize = 3;
+
+/// Runs `call` against every member at once, sending a member's request
+/// again after a retryable failure; the answers by wallet seat, or the
+/// first failure that is not retryable or outlasts [`ATTEMPTS`].
 async fn each<T, F, Fut>(
     peers: &Arc<Peers>,
     members: &[(Seat, Seat)],
@@ -236,31 +240,49 @@ where
     Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
 {
     let mut tasks = JoinSet::new();
-    for (seat, cluster) in members {
-        let (seat, cluster) = (*seat, *cluster);
-        let client = peers
-            .client(cluster)
-            .await
-            .map_err(|error| DkgError::Member {
-                phase,
-                seat: cluster,
-                error,
-            })?;
+    let spawn = |tasks: &mut JoinSet<_>, client, seat: Seat, cluster: Seat, attempt: usize| {
         let call = call(client, seat);
-        tasks.spawn(async move { (seat, cluster, call.await) });
-    }
-    let mut answers = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((seat, cluster, answer)) = joined else {
-            return Err(DkgError::Aborted("a request task panicked"));
-        };
-        let value = answer.map_err(|error| DkgError::Member {
+        tasks.spawn(async move { (seat, cluster, attempt, call.await) });
+    };
+    let member = |cluster: Seat| {
+        move |error| DkgError::Member {
             phase,
             seat: cluster,
             error,
-        })?;
-        answers.insert(seat, value);
-        progress.step(phase, answers.len(), members.len());
+        }
+    };
+    for (seat, cluster) in members {
+        let client = peers.client(*cluster).await.map_err(member(*cluster))?;
+        spawn(&mut tasks, client, *seat, *cluster, 1);
+    }
+    let mut answers = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((seat, cluster, attempt, answer)) = joined else {
+            return Err(DkgError::Aborted("a request task panicked"));
+        };
+        match answer {
+            Ok(value) => {
+                answers.insert(seat, value);
+                progress.step(phase, answers.len(), members.len());
+            }
+            Err(error) if attempt < ATTEMPTS && retryable(&error) => {
+                info!(%cluster, phase, attempt, %error, "asking the member again");
+                if crate::peers::is_transport(&error) {
+                    peers.forget(cluster);
+                }
+                let client = peers.client(cluster).await.map_err(member(cluster))?;
+                spawn(&mut tasks, client, seat, cluster, attempt + 1);
+            }
+            Err(error) => return Err(member(cluster)(error)),
+        }
     }
     Ok(answers)
+}
+
+/// Whether asking again can succeed.
+fn retryable(error: &DaemonError) -> bool {
+    match error {
+        DaemonError::Refused(e) => e.is_retryable(),
+        other => crate::peers::is_transport(other),
+    }
 }

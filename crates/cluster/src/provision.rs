@@ -47,6 +47,11 @@ pub const CONFIG_FILE: &str = "signer.toml";
 const MEMBER_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
+/// The daemons' request timeout: the daemon's default for small clusters,
+/// and three seconds per member beyond (see [`ClusterSpec::new`]).
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT_PER_MEMBER: Duration = Duration::from_secs(3);
+
 /// Why provisioning failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -67,17 +72,17 @@ pub enum ProvisionError {
         path: PathBuf,
     },
     /// Certificates could not be made or written.
-    #[error("certificates: {0}")]
+    #[error("certificates")]
     Tls(#[from] thresig_daemon::Error),
     /// The store could not be created or the identity key sealed in it.
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] thresig_store::Error),
     /// The key provider could not be opened.
-    #[error("key provider: {0}")]
+    #[error("key provider")]
     Provider(#[from] thresig_store::provider::ProviderError),
     /// The written configuration does not load (a bug, or bad arguments
     /// such as a threshold above the member count).
-    #[error("the generated configuration is invalid: {0}")]
+    #[error("the generated configuration is invalid")]
     Config(#[from] crate::config::ConfigError),
     /// An argument is out of range.
     #[error("{0}")]
@@ -165,11 +170,19 @@ pub struct ClusterSpec {
     pub threshold: u16,
     /// Its signing policy (by default no external destination).
     pub policy: PolicyConfig,
+    /// How long a member's daemon may take to answer one request
+    /// (`[daemon.limits] request_timeout_ms`); see [`ClusterSpec::new`].
+    pub request_timeout: Duration,
 }
 
 impl ClusterSpec {
     /// A spec with these members' `(gRPC, metrics)` addresses, seat 1
     /// first, and a policy that allows no external destination.
+    ///
+    /// The daemons' request timeout grows with the cluster: a member's DKG
+    /// part 3 checks a package from every other member, and a whole local
+    /// cluster shares one machine's cores, so a hundred members on two cores
+    /// need minutes where five need milliseconds.
     #[must_use]
     pub fn new(
         name: ClusterName,
@@ -178,6 +191,7 @@ impl ClusterSpec {
         wallet: WalletId,
         threshold: u16,
     ) -> Self {
+        let members = endpoints.len();
         Self {
             name,
             network,
@@ -185,6 +199,9 @@ impl ClusterSpec {
             wallet,
             threshold,
             policy: PolicyConfig::default(),
+            request_timeout: REQUEST_TIMEOUT_PER_MEMBER
+                .saturating_mul(u32::try_from(members).unwrap_or(u32::MAX))
+                .max(MIN_REQUEST_TIMEOUT),
         }
     }
 
@@ -296,7 +313,10 @@ pub fn write_member_config(
          [daemon.tls]\n\
          ca_cert = \"tls/ca.pem\"\n\
          cert = \"tls/signer.pem\"\n\
-         key = \"tls/signer.key\"\n",
+         key = \"tls/signer.key\"\n\n\
+         [daemon.limits]\n\
+         request_timeout_ms = {timeout}\n",
+        timeout = spec.request_timeout.as_millis(),
         seat = member.seat,
         cluster = spec.name.as_str(),
         network = spec.network.as_str(),

@@ -102,10 +102,10 @@ pub struct SignOutcome {
 #[non_exhaustive]
 pub enum SignError {
     /// The PSBT's sighashes could not be computed.
-    #[error("the PSBT cannot be signed: {0}")]
+    #[error("the PSBT cannot be signed")]
     Psbt(#[from] thresig_tx::Error),
     /// The coordinator refused its setup (no inputs, bad threshold).
-    #[error("coordinator setup: {0}")]
+    #[error("coordinator setup")]
     Setup(#[from] thresig_roast::Error),
     /// The run ended without a signature.
     #[error("signing failed after {sessions} sessions (culprits: {culprits:?}): {reason}")]
@@ -118,7 +118,7 @@ pub enum SignError {
         culprits: Vec<Seat>,
     },
     /// A signature did not encode (cannot happen for a verified signature).
-    #[error("signature encoding: {0}")]
+    #[error("signature encoding")]
     Crypto(#[from] thresig_crypto::Error),
 }
 
