@@ -54,7 +54,8 @@ enum KeysCommand {
     /// records per DEK, the last rotations and the key provider's health.
     Status(Common),
     /// Rotate the data key: new term, promote, re-seal every record in
-    /// batches, retire the old term. Progress goes to stderr.
+    /// batches, retire the old term. Progress goes to stderr (to the
+    /// signer's log when a running signer does it).
     RotateDek(Common),
     /// Rewrap every DEK under the provider's current KEK and drop the wraps
     /// under older KEKs.
@@ -63,7 +64,8 @@ enum KeysCommand {
     /// any does).
     Verify(Common),
     /// Open the keyring with the offline recovery private key and rewrap
-    /// every DEK under the provider's current KEK.
+    /// every DEK under the provider's current KEK. Refused while a signer
+    /// runs on the store: stop it first.
     Recover(RecoverArgs),
 }
 
