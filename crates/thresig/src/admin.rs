@@ -406,14 +406,17 @@ fn send(mut stream: &UnixStream, reply: &Reply) {
 }
 
 /// Connects to the admin socket at `path`: `None` when no signer is there
-/// (no socket file, or nothing listening on it: a stopped signer).
+/// (no socket file or data directory, nothing listening on it: a stopped
+/// signer, or a path too long to be a socket address, which no signer
+/// could have bound either).
 fn connect(path: &Path) -> Result<Option<UnixStream>, KeysError> {
+    use std::io::ErrorKind as K;
     match UnixStream::connect(path) {
         Ok(stream) => Ok(Some(stream)),
         Err(e)
             if matches!(
                 e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                K::NotFound | K::ConnectionRefused | K::NotADirectory | K::InvalidInput
             ) =>
         {
             Ok(None)
@@ -492,6 +495,23 @@ mod tests {
             })
         );
         assert!(check_peer(1001, 1000).is_err());
+    }
+
+    #[test]
+    fn only_a_listening_socket_counts_as_a_running_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        assert!(!answers(&path).unwrap(), "no socket file");
+        assert!(!answers(&dir.path().join("no/such/dir/admin.sock")).unwrap());
+        let long = dir.path().join("x".repeat(200)).join("admin.sock");
+        assert!(!answers(&long).unwrap(), "too long to be bound");
+        let listener = UnixListener::bind(&path).unwrap();
+        assert!(answers(&path).unwrap(), "listening");
+        drop(listener);
+        assert!(
+            !answers(&path).unwrap(),
+            "stale: the file outlived its listener"
+        );
     }
 
     #[test]
