@@ -319,6 +319,13 @@ fn serve(
 /// Serves one connection: checks the peer, reads one request, runs it and
 /// writes the reply. Failures are logged; none stops the server.
 fn handle(stream: UnixStream, provider: &Arc<dyn KeyProvider>, store: &Arc<EncryptedStore>) {
+    if let Err(e) = stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
+    {
+        warn!(error = %e, "admin socket: cannot set timeouts");
+        return;
+    }
     let ours = nix::unistd::geteuid().as_raw();
     let peer = match getsockopt(&stream, PeerCredentials) {
         Ok(cred) => cred.uid(),
@@ -331,13 +338,6 @@ fn handle(stream: UnixStream, provider: &Arc<dyn KeyProvider>, store: &Arc<Encry
         warn!(error = %e, "admin socket: peer refused");
         let refused = RemoteError::new("admin_peer_refused", Recovery::Terminal, e.to_string());
         send(&stream, &Reply::Error(refused));
-        return;
-    }
-    if let Err(e) = stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
-    {
-        warn!(error = %e, "admin socket: cannot set timeouts");
         return;
     }
     let mut line = Vec::new();
