@@ -9,7 +9,9 @@
 //!   the sealed identity key, TLS files) and `thresig cluster init` (a CA
 //!   and N members sharing one roster).
 //! - [`node`]: `thresig serve`, the signer process (store, key manager,
-//!   engine, daemon).
+//!   engine, daemon), opened by [`node::Node::open`] and served by
+//!   [`node::Node::run`]; [`node::admin_socket_path`] names the local
+//!   socket through which `thresig keys` reaches a running signer.
 //! - [`Peers`], [`run_dkg`], [`sign`](sign()), [`cluster_status`]: the
 //!   coordinator's side. Any member of a wallet can coordinate with its own
 //!   configuration and TLS identity; signers trust it for liveness only and

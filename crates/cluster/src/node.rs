@@ -1,15 +1,19 @@
 //! The signer process: `thresig serve`.
 //!
-//! Opens the member's store through its key provider, reads the sealed
-//! identity key, opens the engine with the wallets of the configuration,
-//! starts the key manager beside it, and serves the engine over the daemon
-//! until SIGINT or SIGTERM. Any DKG in progress lives only in memory, so a
+//! [`Node::open`] opens the member's store through its key provider, reads
+//! the sealed identity key, opens the engine with the wallets of the
+//! configuration and starts the key manager beside it; [`Node::run`] serves
+//! the engine over the daemon until SIGINT or SIGTERM. Between the two the
+//! caller may start the admin socket ([`admin_socket_path`]) over
+//! [`Node::store`] and [`Node::provider`], since a running daemon holds the
+//! store's database lock and `thresig keys` must act through it. Any DKG in progress lives only in memory, so a
 //! restart aborts it (DESIGN.md §6); markers and key shares are durable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use thresig_daemon::{EngineHandler, SignerHandler, run_until_signal};
+use thresig_crypto::Seat;
+use thresig_daemon::{DaemonConfig, EngineHandler, SignerHandler, run_until_signal};
 use thresig_engine::{OpenError, Signer};
 use thresig_store::provider::{KeyProvider, ProviderError};
 use thresig_store::{EncryptedStore, KeyManager, KeyManagerOptions};
@@ -64,41 +68,118 @@ impl NodeError {
     }
 }
 
-/// Runs the signer of the configuration at `path` until SIGINT or SIGTERM.
-/// `fault` makes it misbehave on purpose (the demo's malicious signers).
+/// Where the admin socket of the store configured in `config` lives:
+/// `<data_dir>/admin/admin.sock`.
 ///
-/// # Errors
-/// [`NodeError`].
-pub fn serve(path: &Path, fault: Option<Fault>) -> Result<(), NodeError> {
-    let config = Config::load(path)?;
-    let node = config.node(path)?;
-    let daemon = node.daemon.as_ref().ok_or(NodeError::NoDaemon)?;
-    let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
-    let store = Arc::new(EncryptedStore::open(
-        config.location(),
-        provider,
-        config.options.clone(),
-    )?);
-    let identity = identity::load(store.as_ref())?;
-    if identity.verifying_key().to_bytes() != node.identity.to_bytes() {
-        return Err(NodeError::IdentityMismatch(node.member));
-    }
-    let manager = KeyManager::start(store.clone(), KeyManagerOptions::default());
-    let signer = Signer::open(node.signer_config(), identity, store.clone())?;
-    let handler = EngineHandler::new(signer, node.identities());
-    info!(member = %node.member, wallets = node.wallets.len(), "signer open");
-    let served = match fault {
-        None => run(daemon, handler),
-        Some(fault) => run(daemon, Faulty::new(handler, fault)),
-    };
-    drop(manager);
-    store.shutdown();
-    served
+/// One path per store, so a `thresig keys` command finds the daemon that
+/// holds the very database it would otherwise open. The server creates the
+/// `admin` directory with mode 0700 and the socket with mode 0600: only the
+/// signer's own user reaches it (the server also refuses peers of another
+/// uid). The path stays well under the 108 bytes a Unix socket address
+/// allows as long as `data_dir` is under about 90 bytes.
+#[must_use]
+pub fn admin_socket_path(config: &Config) -> PathBuf {
+    config.data_dir.join("admin").join("admin.sock")
 }
 
-fn run<H: SignerHandler>(
-    daemon: &thresig_daemon::DaemonConfig,
-    handler: H,
-) -> Result<(), NodeError> {
+/// A signer opened and ready to serve: the store through its key provider,
+/// the identity checked against the roster, the key manager running and the
+/// engine open. [`Node::run`] serves it; its parts are exposed so the
+/// process can run operator commands (`thresig keys`) on the same open
+/// store while the daemon runs.
+pub struct Node {
+    member: Seat,
+    wallets: usize,
+    daemon: DaemonConfig,
+    admin_socket: PathBuf,
+    provider: Arc<dyn KeyProvider>,
+    store: Arc<EncryptedStore>,
+    manager: KeyManager,
+    handler: EngineHandler<Arc<EncryptedStore>>,
+}
+
+impl Node {
+    /// Opens the signer of the configuration at `path`.
+    ///
+    /// # Errors
+    /// [`NodeError`]: an invalid configuration or one without `[daemon]`,
+    /// a key provider or store that does not open, an identity key that is
+    /// not the roster's, an engine that refuses its wallets.
+    pub fn open(path: &Path) -> Result<Self, NodeError> {
+        let config = Config::load(path)?;
+        let admin_socket = admin_socket_path(&config);
+        let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
+        let store = Arc::new(EncryptedStore::open(
+            config.location(),
+            provider.clone(),
+            config.options.clone(),
+        )?);
+        let mut node = config.into_node(path)?;
+        let daemon = node.daemon.take().ok_or(NodeError::NoDaemon)?;
+        let identity = identity::load(store.as_ref())?;
+        if identity.verifying_key().to_bytes() != node.identity.to_bytes() {
+            return Err(NodeError::IdentityMismatch(node.member));
+        }
+        let manager = KeyManager::start(store.clone(), KeyManagerOptions::default());
+        let signer = Signer::open(node.signer_config(), identity, store.clone())?;
+        let handler = EngineHandler::new(signer, node.identities());
+        Ok(Self {
+            member: node.member,
+            wallets: node.wallets.len(),
+            daemon,
+            admin_socket,
+            provider,
+            store,
+            manager,
+            handler,
+        })
+    }
+
+    /// The open store, shared with the engine and the key manager.
+    #[must_use]
+    pub fn store(&self) -> &Arc<EncryptedStore> {
+        &self.store
+    }
+
+    /// The key provider the store was opened through.
+    #[must_use]
+    pub fn provider(&self) -> &Arc<dyn KeyProvider> {
+        &self.provider
+    }
+
+    /// Where this signer's admin socket belongs ([`admin_socket_path`]).
+    #[must_use]
+    pub fn admin_socket(&self) -> &Path {
+        &self.admin_socket
+    }
+
+    /// Serves the engine over the daemon until SIGINT or SIGTERM, then stops
+    /// the key manager and the store's writer. `fault` makes it misbehave
+    /// on purpose (the demo's malicious signers).
+    ///
+    /// # Errors
+    /// [`NodeError::Daemon`].
+    pub fn run(self, fault: Option<Fault>) -> Result<(), NodeError> {
+        let Self {
+            member,
+            wallets,
+            daemon,
+            store,
+            manager,
+            handler,
+            ..
+        } = self;
+        info!(member = %member, wallets, "signer open");
+        let served = match fault {
+            None => run(&daemon, handler),
+            Some(fault) => run(&daemon, Faulty::new(handler, fault)),
+        };
+        drop(manager);
+        store.shutdown();
+        served
+    }
+}
+
+fn run<H: SignerHandler>(daemon: &DaemonConfig, handler: H) -> Result<(), NodeError> {
     Ok(run_until_signal(daemon, Arc::new(handler))?)
 }

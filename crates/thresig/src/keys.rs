@@ -1,7 +1,16 @@
 //! `thresig keys`: the operator's commands over the encrypted store's
-//! keyring. Glue only: each command loads the configuration, opens the
-//! database itself (no daemon runs yet), calls one store operation and
-//! prints its result for a person or, with `--json`, for a program.
+//! keyring. Glue only: each command loads the configuration, calls one store
+//! operation and prints its result for a person or, with `--json`, for a
+//! program.
+//!
+//! A running signer holds its database's lock, so `status`, `rotate-dek`,
+//! `rotate-kek` and `verify` first ask the signer's admin socket
+//! ([`crate::admin`]); the signer runs the same [`run_on`] over its open
+//! store and the reply is printed as if the command had run here (the JSON
+//! says `"via": "daemon"`). Only when no signer answers (no socket, or
+//! nothing listening on it) does the command open the store itself
+//! (`"via": "store"`). `recover` replaces the keyring under a closed store,
+//! so it refuses while a signer answers.
 //!
 //! Exit codes: 0 success, 1 terminal error (retrying the same command cannot
 //! succeed until an operator acts; also usage errors and `verify` finding
@@ -19,6 +28,7 @@ use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use thresig_store::provider::{KekId, KeyProvider, ProviderError};
 use thresig_store::{
@@ -27,6 +37,9 @@ use thresig_store::{
 use zeroize::Zeroizing;
 
 use thresig_cluster::config::{Config, ConfigError};
+use thresig_cluster::node::admin_socket_path;
+
+use crate::admin::{self, AdminProblem, RemoteError};
 
 /// `thresig keys ...`.
 #[derive(Args)]
@@ -41,7 +54,8 @@ enum KeysCommand {
     /// records per DEK, the last rotations and the key provider's health.
     Status(Common),
     /// Rotate the data key: new term, promote, re-seal every record in
-    /// batches, retire the old term. Progress goes to stderr.
+    /// batches, retire the old term. Progress goes to stderr (to the
+    /// signer's log when a running signer does it).
     RotateDek(Common),
     /// Rewrap every DEK under the provider's current KEK and drop the wraps
     /// under older KEKs.
@@ -50,7 +64,8 @@ enum KeysCommand {
     /// any does).
     Verify(Common),
     /// Open the keyring with the offline recovery private key and rewrap
-    /// every DEK under the provider's current KEK.
+    /// every DEK under the provider's current KEK. Refused while a signer
+    /// runs on the store: stop it first.
     Recover(RecoverArgs),
 }
 
@@ -87,7 +102,7 @@ const MAX_RECOVERY_KEY_FILE: u64 = 256;
 
 /// Why a `keys` command failed.
 #[derive(Debug, thiserror::Error)]
-enum KeysError {
+pub(crate) enum KeysError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -99,11 +114,26 @@ enum KeysError {
         path: PathBuf,
         problem: RecoveryKeyProblem,
     },
+    /// The running signer ran the command and it failed there.
+    #[error("in the running signer: {0}")]
+    Daemon(RemoteError),
+    /// The admin socket of a running signer could not be used.
+    #[error("admin socket {}: {problem}", socket.display())]
+    Admin {
+        socket: PathBuf,
+        problem: AdminProblem,
+    },
+    /// `recover` needs the store closed, and a signer has it open.
+    #[error(
+        "a signer is running on this store (it answers on {}); stop it, run `thresig keys recover` again, then start it",
+        socket.display()
+    )]
+    DaemonRunning { socket: PathBuf },
 }
 
 /// What is wrong with a recovery key file.
 #[derive(Debug, thiserror::Error)]
-enum RecoveryKeyProblem {
+pub(crate) enum RecoveryKeyProblem {
     #[error("cannot read: {0}")]
     Io(std::io::ErrorKind),
     #[error("not a regular file")]
@@ -118,21 +148,29 @@ enum RecoveryKeyProblem {
 
 impl KeysError {
     /// Whether a retry can succeed.
-    fn recovery(&self) -> Recovery {
+    pub(crate) fn recovery(&self) -> Recovery {
         match self {
-            Self::Config(_) | Self::RecoveryKeyFile { .. } => Recovery::Terminal,
+            Self::Config(_) | Self::RecoveryKeyFile { .. } | Self::DaemonRunning { .. } => {
+                Recovery::Terminal
+            }
             Self::Provider(e) => e.recovery(),
             Self::Store(e) => e.recovery(),
+            Self::Daemon(e) => e.recovery(),
+            Self::Admin { problem, .. } => problem.recovery(),
         }
     }
 
-    /// A stable, code-like name of the failure for scripts and runbooks.
-    fn code(&self) -> &'static str {
+    /// A stable, code-like name of the failure for scripts and runbooks (a
+    /// failure in the running signer keeps the code it had there).
+    pub(crate) fn code(&self) -> &str {
         match self {
             Self::Config(_) => "config_invalid",
             Self::RecoveryKeyFile { .. } => "recovery_key_file",
             Self::Provider(e) => provider_code(e),
             Self::Store(e) => store_code(e),
+            Self::Daemon(e) => &e.code,
+            Self::Admin { .. } => "admin_socket",
+            Self::DaemonRunning { .. } => "daemon_running",
         }
     }
 }
@@ -181,7 +219,7 @@ fn store_code(e: &thresig_store::Error) -> &'static str {
 
 /// The error and its causes, joined: every layer's message is written to
 /// hold no key material.
-fn describe(e: &dyn std::error::Error) -> String {
+pub(crate) fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -206,17 +244,18 @@ impl From<&Common> for Output {
 }
 
 /// Whether a command that ran found a problem to report (only `verify`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Verdict {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Verdict {
     Clean,
     Findings,
 }
 
 /// A command's result, in both forms.
-struct Report {
-    json: Value,
-    text: String,
-    verdict: Verdict,
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) json: Value,
+    pub(crate) text: String,
+    pub(crate) verdict: Verdict,
 }
 
 impl Report {
@@ -230,13 +269,24 @@ impl Report {
     }
 }
 
+/// A command that runs over an open store, in this process or in the
+/// running signer (the admin socket's request names it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StoreCommand {
+    Status,
+    RotateDek,
+    RotateKek,
+    Verify,
+}
+
 /// Runs a `keys` command and returns the process exit code.
 pub(crate) fn main(args: KeysArgs) -> ExitCode {
     let (output, result) = match args.command {
-        KeysCommand::Status(c) => (Output::from(&c), status(&c.config)),
-        KeysCommand::RotateDek(c) => (Output::from(&c), rotate_dek(&c.config)),
-        KeysCommand::RotateKek(c) => (Output::from(&c), rotate_kek(&c.config)),
-        KeysCommand::Verify(c) => (Output::from(&c), verify(&c.config)),
+        KeysCommand::Status(c) => (Output::from(&c), on_store(&c, StoreCommand::Status)),
+        KeysCommand::RotateDek(c) => (Output::from(&c), on_store(&c, StoreCommand::RotateDek)),
+        KeysCommand::RotateKek(c) => (Output::from(&c), on_store(&c, StoreCommand::RotateKek)),
+        KeysCommand::Verify(c) => (Output::from(&c), on_store(&c, StoreCommand::Verify)),
         KeysCommand::Recover(r) => (
             Output::from(&r.common),
             recover(&r.common.config, &r.recovery_key),
@@ -276,6 +326,56 @@ pub(crate) fn main(args: KeysArgs) -> ExitCode {
     }
 }
 
+/// Runs `command` in the signer that answers on the configured store's
+/// admin socket, or, when none does, over the store opened here.
+fn on_store(common: &Common, command: StoreCommand) -> Result<Report, KeysError> {
+    let config = Config::load(&common.config)?;
+    let socket = admin_socket_path(&config);
+    let (mut report, via) = match admin::ask(&socket, command)? {
+        Some(report) => {
+            if !common.json {
+                eprintln!(
+                    "keys: the running signer ran this command (admin socket {}){}",
+                    socket.display(),
+                    if command == StoreCommand::RotateDek {
+                        "; its progress is in the signer's log"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            (report, "daemon")
+        }
+        None => {
+            let (provider, store) = open(&config)?;
+            let report = run_on(command, &provider, &store, &mut |line| eprintln!("{line}"))?;
+            (report, "store")
+        }
+    };
+    report.json["via"] = json!(via);
+    Ok(report)
+}
+
+/// Runs `command` over an open store: the one body of each command, shared
+/// by this process and the signer's admin socket. `progress` receives
+/// `rotate-dek`'s progress lines.
+///
+/// # Errors
+/// [`KeysError`]; never holds key material.
+pub(crate) fn run_on(
+    command: StoreCommand,
+    provider: &Arc<dyn KeyProvider>,
+    store: &Arc<EncryptedStore>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, KeysError> {
+    match command {
+        StoreCommand::Status => status(provider.as_ref(), store),
+        StoreCommand::RotateDek => rotate_dek(store, progress),
+        StoreCommand::RotateKek => rotate_kek(store),
+        StoreCommand::Verify => verify(store),
+    }
+}
+
 /// The configured provider and the store opened through it.
 fn open(config: &Config) -> Result<(Arc<dyn KeyProvider>, Arc<EncryptedStore>), KeysError> {
     let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
@@ -283,9 +383,7 @@ fn open(config: &Config) -> Result<(Arc<dyn KeyProvider>, Arc<EncryptedStore>), 
     Ok((provider, Arc::new(store)))
 }
 
-fn status(path: &Path) -> Result<Report, KeysError> {
-    let config = Config::load(path)?;
-    let (provider, store) = open(&config)?;
+fn status(provider: &dyn KeyProvider, store: &EncryptedStore) -> Result<Report, KeysError> {
     let keyring = store.keyring_status()?;
     let current_kek = provider.current_kek_id();
     // Pending when some DEK lacks a wrap under the provider's current KEK
@@ -305,8 +403,8 @@ fn status(path: &Path) -> Result<Report, KeysError> {
             "message": describe(&e),
         }),
     };
-    let last_dek = last_rotation(&store, LAST_DEK_ROTATION)?;
-    let last_kek = last_rotation(&store, LAST_KEK_ROTATION)?;
+    let last_dek = last_rotation(store, LAST_DEK_ROTATION)?;
+    let last_kek = last_rotation(store, LAST_KEK_ROTATION)?;
     let mut json = keyring_json(&keyring);
     json["provider"] = health.clone();
     json["last_dek_rotation"] = last_dek.clone();
@@ -332,9 +430,10 @@ fn status(path: &Path) -> Result<Report, KeysError> {
     Ok(Report::clean(json, text))
 }
 
-fn rotate_dek(path: &Path) -> Result<Report, KeysError> {
-    let config = Config::load(path)?;
-    let (_, store) = open(&config)?;
+fn rotate_dek(
+    store: &Arc<EncryptedStore>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, KeysError> {
     let (done, result) = sync_channel(1);
     let rotating = store.clone();
     let worker = std::thread::spawn(move || {
@@ -355,7 +454,7 @@ fn rotate_dek(path: &Path) -> Result<Report, KeysError> {
                         .collect::<Vec<_>>()
                         .join(", ");
                     if line != last {
-                        eprintln!("rotate-dek: current DEK {}; {line}", s.current.0);
+                        progress(&format!("rotate-dek: current DEK {}; {line}", s.current.0));
                         last = line;
                     }
                 }
@@ -365,7 +464,7 @@ fn rotate_dek(path: &Path) -> Result<Report, KeysError> {
     };
     let _ = worker.join();
     let term = outcome?;
-    note_rotation(&store, LAST_DEK_ROTATION, json!({"term": term.0}))?;
+    note_rotation(store, LAST_DEK_ROTATION, json!({"term": term.0}))?;
     let keyring = store.keyring_status()?;
     let mut json = keyring_json(&keyring);
     json["rotated_to"] = json!(term.0);
@@ -377,15 +476,19 @@ fn rotate_dek(path: &Path) -> Result<Report, KeysError> {
     Ok(Report::clean(json, text))
 }
 
-fn rotate_kek(path: &Path) -> Result<Report, KeysError> {
-    let config = Config::load(path)?;
-    let (_, store) = open(&config)?;
+fn rotate_kek(store: &EncryptedStore) -> Result<Report, KeysError> {
     let kek = store.rotate_kek()?;
-    kek_rotated(&store, &kek, "KEK rotated")
+    kek_rotated(store, &kek, "KEK rotated")
 }
 
 fn recover(path: &Path, key_file: &Path) -> Result<Report, KeysError> {
     let config = Config::load(path)?;
+    // Recovery rewrites the keyring of a closed store: a running signer
+    // holds it open (and would keep its old keyring in memory).
+    let socket = admin_socket_path(&config);
+    if admin::answers(&socket)? {
+        return Err(KeysError::DaemonRunning { socket });
+    }
     // The key file is checked before anything else is touched.
     let secret = read_recovery_key(key_file)?;
     let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
@@ -414,9 +517,7 @@ fn kek_rotated(store: &EncryptedStore, kek: &KekId, what: &str) -> Result<Report
     Ok(Report::clean(json, text))
 }
 
-fn verify(path: &Path) -> Result<Report, KeysError> {
-    let config = Config::load(path)?;
-    let (_, store) = open(&config)?;
+fn verify(store: &EncryptedStore) -> Result<Report, KeysError> {
     let report = store.verify()?;
     let failures: Vec<Value> = report
         .failures

@@ -1,6 +1,7 @@
 //! The `thresig` command line.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod bar;
 mod demo;
 mod keys;

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use thresig_cluster::config::{Config, NodeConfig};
+use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
 use thresig_cluster::{Fault, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign};
 use thresig_crypto::Seat;
@@ -17,6 +18,7 @@ use thresig_daemon::{ClusterCa, ClusterName};
 use thresig_engine::{WalletId, taproot_wallet};
 use thresig_tx::{InputIndex, Network, WalletPsbt};
 
+use crate::admin::AdminServer;
 use crate::bar::Bar;
 
 /// `thresig init`.
@@ -218,8 +220,18 @@ pub(crate) fn cluster(args: &ClusterArgs) -> Result<()> {
     Ok(())
 }
 
+/// Opens the signer, starts its admin socket (so `thresig keys` acts on it
+/// while it runs), serves until SIGINT or SIGTERM, then removes the socket.
 pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
-    Ok(thresig_cluster::node::serve(&args.config, args.fault)?)
+    let node = Node::open(&args.config)?;
+    let admin = AdminServer::start(
+        node.admin_socket(),
+        node.provider().clone(),
+        node.store().clone(),
+    )?;
+    let served = node.run(args.fault);
+    admin.stop();
+    Ok(served?)
 }
 
 /// A loaded member configuration and its connections.

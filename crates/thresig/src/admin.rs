@@ -1,0 +1,540 @@
+//! The signer's local admin socket: how `thresig keys` acts on a running
+//! `thresig serve`, whose process holds the store's database lock.
+//!
+//! [`AdminServer`] listens on a Unix socket at
+//! [`admin_socket_path`](thresig_cluster::node::admin_socket_path) on its
+//! own thread, so a slow or stuck client never holds up signing (the daemon
+//! runs on its own runtime). It runs [`keys::run_on`] over the signer's open
+//! store: the same code as the command run without a signer, so the two
+//! paths cannot drift. [`ask`] and [`answers`] are the command line's side.
+//!
+//! Protocol: one JSON line per connection each way. The request is
+//! `{"command": "status" | "rotate_dek" | "rotate_kek" | "verify"}`; the
+//! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
+//! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
+//! the reports `keys` prints, which never hold key material.
+//!
+//! # Invariants
+//! - Only the signer's own user reaches the socket: its directory is 0700,
+//!   the socket 0600, and a peer whose uid (`SO_PEERCRED`) differs from
+//!   ours is refused before it is read.
+//! - One connection at a time (rotations are serialized by the store
+//!   anyway), and a request is at most [`MAX_REQUEST`] bytes read within
+//!   [`IO_TIMEOUT`], so a client can hold the thread only that long
+//!   (besides the command it asked for).
+//! - The socket file is removed when the server stops; a socket left by a
+//!   killed signer is removed at start once nothing answers on it.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{
+    DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
+};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nix::sys::socket::{Shutdown, getsockopt, sockopt::PeerCredentials};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thresig_store::provider::KeyProvider;
+use thresig_store::{EncryptedStore, Recovery};
+use tracing::{info, warn};
+
+use crate::keys::{self, KeysError, Report, StoreCommand, Verdict, describe};
+
+/// The largest request read: a command name fits in a few dozen bytes.
+pub(crate) const MAX_REQUEST: u64 = 4096;
+
+/// The largest reply read: `verify` lists every failing record, so a badly
+/// damaged store makes a long reply; this bounds the client's memory.
+const MAX_REPLY: u64 = 64 << 20;
+
+/// How long the server waits for a request to arrive or a reply to be
+/// taken: a local client writes its one line at once, so this only ends
+/// stuck connections.
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request on the admin socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    command: StoreCommand,
+}
+
+/// A reply on the admin socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Reply {
+    Ok {
+        json: Value,
+        text: String,
+        findings: bool,
+    },
+    Error(RemoteError),
+}
+
+/// A failure the running signer reported: its stable code, whether a retry
+/// can succeed, and its description (which holds no key material).
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("[{code}] {message}")]
+pub(crate) struct RemoteError {
+    pub(crate) code: String,
+    pub(crate) retryable: bool,
+    pub(crate) message: String,
+}
+
+impl RemoteError {
+    fn new(code: &str, recovery: Recovery, message: String) -> Self {
+        Self {
+            code: code.to_owned(),
+            retryable: recovery == Recovery::Retryable,
+            message,
+        }
+    }
+
+    pub(crate) fn recovery(&self) -> Recovery {
+        if self.retryable {
+            Recovery::Retryable
+        } else {
+            Recovery::Terminal
+        }
+    }
+}
+
+/// What went wrong talking to a signer's admin socket.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdminProblem {
+    /// Connecting, writing or reading failed (other than "nothing there").
+    #[error("{0}")]
+    Io(std::io::ErrorKind),
+    /// The signer closed the connection or sent something that is not a
+    /// reply.
+    #[error("the signer's reply is not a valid admin reply")]
+    BadReply,
+}
+
+impl AdminProblem {
+    /// An I/O failure may be a signer starting or stopping; a bad reply is
+    /// a signer of another version.
+    pub(crate) fn recovery(&self) -> Recovery {
+        match self {
+            Self::Io(_) => Recovery::Retryable,
+            Self::BadReply => Recovery::Terminal,
+        }
+    }
+}
+
+/// Why the admin socket could not be started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// A directory or socket operation failed.
+    #[error("admin socket {}: {what}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// The admin directory is not a directory we own (a symlink, or
+    /// another user's).
+    #[error("admin directory {} is not a directory owned by this user", path.display())]
+    UntrustedDirectory { path: PathBuf },
+    /// Something other than a socket sits at the socket's path.
+    #[error("{} exists and is not a socket; remove it", path.display())]
+    NotASocket { path: PathBuf },
+    /// Another process answers on the socket.
+    #[error("another process answers on {}; is a second signer running on this store?", path.display())]
+    InUse { path: PathBuf },
+}
+
+/// A peer of another user.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("peer uid {peer} is not the signer's uid {ours}")]
+pub(crate) struct PeerRefused {
+    peer: u32,
+    ours: u32,
+}
+
+/// Accepts only a peer running as our own uid. The socket's modes already
+/// keep other users out; this also refuses root and anyone who was handed
+/// a descriptor, since only the signer's operator may rotate its keys.
+fn check_peer(peer: u32, ours: u32) -> Result<(), PeerRefused> {
+    if peer == ours {
+        Ok(())
+    } else {
+        Err(PeerRefused { peer, ours })
+    }
+}
+
+/// The admin socket's server: a listener and the thread that serves it.
+/// Stopped by [`AdminServer::stop`] or on drop.
+pub(crate) struct AdminServer {
+    path: PathBuf,
+    /// The listening socket, shared with the thread, to wake its accept.
+    listener: UnixListener,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Binds the socket at `path` (its directory created 0700, the socket
+    /// chmod 0600, a stale socket of a killed signer removed) and serves
+    /// the `keys` commands over `store` on a new thread.
+    ///
+    /// # Errors
+    /// [`StartError`]: the directory cannot be made private, something
+    /// else sits at the path, or another process answers on it.
+    pub(crate) fn start(
+        path: &Path,
+        provider: Arc<dyn KeyProvider>,
+        store: Arc<EncryptedStore>,
+    ) -> Result<Self, StartError> {
+        let io = |what: &'static str| {
+            move |source| StartError::Io {
+                path: path.to_path_buf(),
+                what,
+                source,
+            }
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        private_dir(dir)?;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(StartError::NotASocket {
+                    path: path.to_path_buf(),
+                });
+            }
+            Ok(_) => match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(StartError::InUse {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    info!(socket = %path.display(), "removing the stale admin socket of a stopped signer");
+                    std::fs::remove_file(path).map_err(io("removing a stale socket"))?;
+                }
+                Err(e) => return Err(io("probing an existing socket")(e)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("inspecting the path")(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(io("binding"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("setting mode 0600"))?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stopping = stopping.clone();
+            let listener = listener.try_clone().map_err(io("sharing the listener"))?;
+            std::thread::Builder::new()
+                .name("admin".to_owned())
+                .spawn(move || serve(&listener, &stopping, &provider, &store))
+                .map_err(io("starting its thread"))?
+        };
+        info!(socket = %path.display(), "admin socket listening");
+        Ok(Self {
+            path: path.to_path_buf(),
+            listener,
+            stopping,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops serving (after the connection in hand, if any) and removes the
+    /// socket file.
+    pub(crate) fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wakes the blocking accept with a connection; the thread sees the
+        // flag and returns. Should the path be gone, shutting the listening
+        // socket down wakes it instead (Linux fails the accept with EINVAL).
+        if UnixStream::connect(&self.path).is_err() {
+            let _ = nix::sys::socket::shutdown(self.listener.as_raw_fd(), Shutdown::Both);
+        }
+        let _ = thread.join();
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            warn!(socket = %self.path.display(), error = %e, "could not remove the admin socket");
+        }
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+/// Creates `dir` with mode 0700 if absent; an existing one must be a real
+/// directory of ours, and is set to 0700.
+fn private_dir(dir: &Path) -> Result<(), StartError> {
+    let io = |what: &'static str| {
+        move |source| StartError::Io {
+            path: dir.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("creating the directory")(e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io("inspecting the directory"))?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(StartError::UntrustedDirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("setting mode 0700"))
+}
+
+/// The accept loop: one connection at a time until stopped.
+fn serve(
+    listener: &UnixListener,
+    stopping: &AtomicBool,
+    provider: &Arc<dyn KeyProvider>,
+    store: &Arc<EncryptedStore>,
+) {
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        match stream {
+            Ok(stream) => handle(stream, provider, store),
+            Err(e) => warn!(error = %e, "admin socket: accept failed"),
+        }
+    }
+}
+
+/// Serves one connection: checks the peer, reads one request, runs it and
+/// writes the reply. Failures are logged; none stops the server.
+fn handle(stream: UnixStream, provider: &Arc<dyn KeyProvider>, store: &Arc<EncryptedStore>) {
+    if let Err(e) = stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
+    {
+        warn!(error = %e, "admin socket: cannot set timeouts");
+        return;
+    }
+    let ours = nix::unistd::geteuid().as_raw();
+    let peer = match getsockopt(&stream, PeerCredentials) {
+        Ok(cred) => cred.uid(),
+        Err(e) => {
+            warn!(error = %e, "admin socket: cannot read the peer's credentials");
+            return;
+        }
+    };
+    if let Err(e) = check_peer(peer, ours) {
+        warn!(error = %e, "admin socket: peer refused");
+        let refused = RemoteError::new("admin_peer_refused", Recovery::Terminal, e.to_string());
+        send(&stream, &Reply::Error(refused));
+        return;
+    }
+    let mut line = Vec::new();
+    match BufReader::new((&stream).take(MAX_REQUEST + 1)).read_until(b'\n', &mut line) {
+        // A probe (`keys recover` asking whether a signer runs).
+        Ok(0) => return,
+        Ok(_) => {}
+        Err(e) => {
+            warn!(error = %e, "admin socket: reading the request failed");
+            return;
+        }
+    }
+    let reply = if u64::try_from(line.len()).map_or(true, |n| n > MAX_REQUEST) {
+        Reply::Error(RemoteError::new(
+            "admin_bad_request",
+            Recovery::Terminal,
+            format!("request longer than {MAX_REQUEST} bytes"),
+        ))
+    } else {
+        match serde_json::from_slice::<Request>(&line) {
+            Ok(request) => run(request.command, provider, store),
+            Err(e) => Reply::Error(RemoteError::new(
+                "admin_bad_request",
+                Recovery::Terminal,
+                format!("not an admin request: {e}"),
+            )),
+        }
+    };
+    send(&stream, &reply);
+}
+
+/// Runs one command over the open store, logging what it did.
+fn run(
+    command: StoreCommand,
+    provider: &Arc<dyn KeyProvider>,
+    store: &Arc<EncryptedStore>,
+) -> Reply {
+    info!(?command, "admin socket: running");
+    match keys::run_on(command, provider, store, &mut |line| info!("{line}")) {
+        Ok(Report {
+            json,
+            text,
+            verdict,
+        }) => Reply::Ok {
+            json,
+            text,
+            findings: verdict == Verdict::Findings,
+        },
+        Err(e) => {
+            warn!(?command, code = e.code(), error = %describe(&e), "admin socket: command failed");
+            Reply::Error(RemoteError::new(e.code(), e.recovery(), describe(&e)))
+        }
+    }
+}
+
+fn send(mut stream: &UnixStream, reply: &Reply) {
+    let written = serde_json::to_vec(reply)
+        .map_err(std::io::Error::from)
+        .and_then(|mut bytes| {
+            bytes.push(b'\n');
+            stream.write_all(&bytes)
+        });
+    if let Err(e) = written {
+        warn!(error = %e, "admin socket: writing the reply failed");
+    }
+}
+
+/// Connects to the admin socket at `path`: `None` when no signer is there
+/// (no socket file or data directory, nothing listening on it: a stopped
+/// signer, or a path too long to be a socket address, which no signer
+/// could have bound either).
+fn connect(path: &Path) -> Result<Option<UnixStream>, KeysError> {
+    use std::io::ErrorKind as K;
+    match UnixStream::connect(path) {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                K::NotFound | K::ConnectionRefused | K::NotADirectory | K::InvalidInput
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(admin_error(path, AdminProblem::Io(e.kind()))),
+    }
+}
+
+fn admin_error(path: &Path, problem: AdminProblem) -> KeysError {
+    KeysError::Admin {
+        socket: path.to_path_buf(),
+        problem,
+    }
+}
+
+/// Whether a signer answers on the admin socket at `path`.
+///
+/// # Errors
+/// [`KeysError::Admin`] when the socket exists but cannot be reached.
+pub(crate) fn answers(path: &Path) -> Result<bool, KeysError> {
+    Ok(connect(path)?.is_some())
+}
+
+/// Asks the signer on the admin socket at `path` to run `command`: `None`
+/// when no signer answers, else its report. The reply is awaited without a
+/// timeout, since a DEK rotation of a large store takes as long as it
+/// takes; an interrupted client leaves the rotation running in the signer.
+///
+/// # Errors
+/// [`KeysError::Daemon`] with the signer's own error, or
+/// [`KeysError::Admin`] when the exchange fails.
+pub(crate) fn ask(path: &Path, command: StoreCommand) -> Result<Option<Report>, KeysError> {
+    let Some(mut stream) = connect(path)? else {
+        return Ok(None);
+    };
+    let io = |e: std::io::Error| admin_error(path, AdminProblem::Io(e.kind()));
+    let mut request = serde_json::to_vec(&Request { command })
+        .map_err(|_| admin_error(path, AdminProblem::BadReply))?;
+    request.push(b'\n');
+    stream.write_all(&request).map_err(io)?;
+    let mut line = Vec::new();
+    BufReader::new((&stream).take(MAX_REPLY))
+        .read_until(b'\n', &mut line)
+        .map_err(io)?;
+    match serde_json::from_slice::<Reply>(&line) {
+        Ok(Reply::Ok {
+            json,
+            text,
+            findings,
+        }) => Ok(Some(Report {
+            json,
+            text,
+            verdict: if findings {
+                Verdict::Findings
+            } else {
+                Verdict::Clean
+            },
+        })),
+        Ok(Reply::Error(e)) => Err(KeysError::Daemon(e)),
+        Err(_) => Err(admin_error(path, AdminProblem::BadReply)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_of_another_uid_is_refused() {
+        assert_eq!(check_peer(1000, 1000), Ok(()));
+        assert_eq!(
+            check_peer(0, 1000),
+            Err(PeerRefused {
+                peer: 0,
+                ours: 1000
+            })
+        );
+        assert!(check_peer(1001, 1000).is_err());
+    }
+
+    #[test]
+    fn only_a_listening_socket_counts_as_a_running_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        assert!(!answers(&path).unwrap(), "no socket file");
+        assert!(!answers(&dir.path().join("no/such/dir/admin.sock")).unwrap());
+        let long = dir.path().join("x".repeat(200)).join("admin.sock");
+        assert!(!answers(&long).unwrap(), "too long to be bound");
+        let listener = UnixListener::bind(&path).unwrap();
+        assert!(answers(&path).unwrap(), "listening");
+        drop(listener);
+        assert!(
+            !answers(&path).unwrap(),
+            "stale: the file outlived its listener"
+        );
+    }
+
+    #[test]
+    fn the_wire_format_is_one_tagged_json_object() {
+        let request: Request = serde_json::from_str(r#"{"command":"rotate_dek"}"#).unwrap();
+        assert_eq!(request.command, StoreCommand::RotateDek);
+        assert!(serde_json::from_str::<Request>(r#"{"command":"recover"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"command":"status","x":1}"#).is_err());
+        let ok = serde_json::to_value(Reply::Ok {
+            json: serde_json::json!({"current_dek": 1}),
+            text: "t\n".to_owned(),
+            findings: false,
+        })
+        .unwrap();
+        assert_eq!(ok["ok"]["json"]["current_dek"], 1);
+        assert_eq!(ok["ok"]["findings"], false);
+        let err = serde_json::to_value(Reply::Error(RemoteError::new(
+            "storage",
+            Recovery::Retryable,
+            "m".to_owned(),
+        )))
+        .unwrap();
+        assert_eq!(err["error"]["code"], "storage");
+        assert_eq!(err["error"]["retryable"], true);
+    }
+}
