@@ -45,6 +45,9 @@ pub mod provision;
 mod sign;
 mod status;
 
+#[cfg(test)]
+mod review_tests;
+
 pub use dkg::{DkgError, DkgOutcome, run_dkg};
 pub use fault::{Fault, Faulty};
 pub use identity::IdentityError;

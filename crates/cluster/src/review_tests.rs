@@ -1,0 +1,416 @@
+//! Adversarial review tests: an in-process cluster whose members are real
+//! engines behind the real daemon, some wrapped in handlers that misbehave
+//! the way a malicious member (or a member holding the cluster CA key) can.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thresig_crypto::Seat;
+use thresig_daemon::{
+    ClientTls, ClusterCa, ClusterName, DaemonConfig, EngineHandler, Listeners, SignerClient,
+    SignerError, SignerHandler, TlsPaths, Validity, serve,
+};
+use thresig_engine::{
+    AbortRequest, ConfirmationStatus, DkgProposal, DkgSessionId, Round1Request, Round1Response,
+    Round2Request, Round2Response, SignedDkgMessage, Signer, WalletId, WalletStatus,
+};
+use thresig_store::EncryptedStore;
+use thresig_store::provider::KeyProvider;
+use thresig_tx::Network;
+use tokio::sync::oneshot;
+
+use crate::config::{Config, NodeConfig};
+use crate::local::free_loopback_ports;
+use crate::peers::Peers;
+use crate::provision::{self, ClusterSpec, member_dir};
+use crate::{DkgError, identity, run_dkg};
+
+const WALLET: &str = "w";
+
+fn seat(n: u16) -> Seat {
+    Seat::try_from(n).unwrap()
+}
+
+/// How a member's handler behaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Honest,
+    /// DKG part 2: sends two (genuinely signed) round-2 messages to its
+    /// first recipient and none to the second; passes the relay's count check.
+    DkgMisroute,
+    /// DKG part 1: never answers (until the test releases it).
+    DkgSilent,
+}
+
+struct Member {
+    inner: EngineHandler<Arc<EncryptedStore>>,
+    mode: Mode,
+    release: Arc<AtomicBool>,
+}
+
+impl SignerHandler for Member {
+    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Response, SignerError> {
+        self.inner.round1(peer, request)
+    }
+    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Response, SignerError> {
+        self.inner.round2(peer, request)
+    }
+    fn abort(&self, peer: Seat, request: AbortRequest) -> Result<usize, SignerError> {
+        self.inner.abort(peer, request)
+    }
+    fn dkg_start(
+        &self,
+        peer: Seat,
+        proposal: DkgProposal,
+    ) -> Result<SignedDkgMessage, SignerError> {
+        if self.mode == Mode::DkgSilent {
+            // A malicious member controls its whole server; here the
+            // daemon's own request timeout (set to its maximum) stands in
+            // for "never".
+            while !self.release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.inner.dkg_start(peer, proposal)
+    }
+    fn dkg_round2(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        session: DkgSessionId,
+        round1: Vec<SignedDkgMessage>,
+    ) -> Result<Vec<SignedDkgMessage>, SignerError> {
+        let mut out = self.inner.dkg_round2(peer, wallet, session, round1)?;
+        if self.mode == Mode::DkgMisroute && out.len() >= 2 {
+            let first = out[0].clone();
+            out[1] = first;
+        }
+        Ok(out)
+    }
+    fn dkg_finish(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        session: DkgSessionId,
+        round2: Vec<SignedDkgMessage>,
+    ) -> Result<SignedDkgMessage, SignerError> {
+        self.inner.dkg_finish(peer, wallet, session, round2)
+    }
+    fn dkg_confirm(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        confirmation: SignedDkgMessage,
+    ) -> Result<ConfirmationStatus, SignerError> {
+        self.inner.dkg_confirm(peer, wallet, confirmation)
+    }
+    fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
+        self.inner.status(peer)
+    }
+    fn wallet_key(&self, peer: Seat, wallet: WalletId) -> Result<Vec<u8>, SignerError> {
+        self.inner.wallet_key(peer, wallet)
+    }
+}
+
+/// A provisioned cluster with every member served in this process.
+struct Cluster {
+    dir: tempfile::TempDir,
+    stops: Vec<oneshot::Sender<()>>,
+    stores: Vec<Arc<EncryptedStore>>,
+    release: Arc<AtomicBool>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.release.store(true, Ordering::SeqCst);
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        for store in &self.stores {
+            store.shutdown();
+        }
+    }
+}
+
+impl Cluster {
+    fn config_path(&self, seat: Seat) -> std::path::PathBuf {
+        member_dir(&self.dir.path().join("c"), seat).join(provision::CONFIG_FILE)
+    }
+
+    fn node(&self, seat: Seat) -> NodeConfig {
+        let path = self.config_path(seat);
+        Config::load(&path).unwrap().into_node(&path).unwrap()
+    }
+
+    fn peers(&self, seat: Seat) -> Arc<Peers> {
+        Arc::new(Peers::new(&self.node(seat)).unwrap())
+    }
+}
+
+async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfig)) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ClusterSpec::new(
+        ClusterName::new("test".to_owned()).unwrap(),
+        Network::Regtest,
+        free_loopback_ports(usize::from(n)).unwrap(),
+        WalletId::new(WALLET.to_owned()).unwrap(),
+        t,
+    );
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    provision::init_cluster(&dir.path().join("c"), &spec, SystemTime::now(), &mut rng).unwrap();
+    let release = Arc::new(AtomicBool::new(false));
+    let mut cluster = Cluster {
+        dir,
+        stops: Vec::new(),
+        stores: Vec::new(),
+        release: release.clone(),
+    };
+    for number in 1..=n {
+        let path = cluster.config_path(seat(number));
+        let config = Config::load(&path).unwrap();
+        let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open().unwrap());
+        let store = Arc::new(
+            EncryptedStore::open(config.location(), provider, config.options.clone()).unwrap(),
+        );
+        let node = config.node(&path).unwrap();
+        let key = identity::load(store.as_ref()).unwrap();
+        let signer = Signer::open(node.signer_config(), key, store.clone()).unwrap();
+        let mode = modes
+            .iter()
+            .find(|(s, _)| *s == number)
+            .map_or(Mode::Honest, |(_, m)| *m);
+        let handler = Arc::new(Member {
+            inner: EngineHandler::new(signer, node.identities()),
+            mode,
+            release: release.clone(),
+        });
+        let mut daemon = node.daemon.clone().unwrap();
+        tweak(&mut daemon);
+        let listeners = Listeners::bind(&daemon).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = serve(&daemon, listeners, handler, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        cluster.stops.push(stop);
+        cluster.stores.push(store);
+    }
+    cluster
+}
+
+fn keep(_: &mut DaemonConfig) {}
+
+/// A member that misroutes its own round-2 messages (all genuinely signed by
+/// it, the right count) makes the DKG fail at an honest member; the relay,
+/// which sees every `to` field, must name the member that misrouted, not
+/// its victim (DESIGN.md §4: a failed DKG names the accused member).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_blames_the_member_that_misrouted_round2_messages() {
+    let cluster = start(3, 2, &[(3, Mode::DkgMisroute)], keep).await;
+    let peers = cluster.peers(seat(1));
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let err = run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(1))
+        .await
+        .unwrap_err();
+    match &err {
+        DkgError::Member { seat: s, .. } | DkgError::Protocol { seat: s, .. } => {
+            assert_eq!(*s, seat(3), "blamed the wrong member: {err}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+/// A member that never answers stalls `run_dkg` for as long as its own
+/// server allows (up to ten minutes here, forever for a malicious server):
+/// the relay has no deadline of its own. It must fail, naming the silent
+/// member, in bounded time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_does_not_wait_forever_for_a_silent_member() {
+    let cluster = start(3, 2, &[(3, Mode::DkgSilent)], |d| {
+        d.limits.request_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let peers = cluster.peers(seat(1));
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(45),
+        run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(2)),
+    )
+    .await;
+    let err = outcome
+        .expect("run_dkg still waiting on a silent member after 45 s")
+        .unwrap_err();
+    assert!(
+        matches!(&err, DkgError::Member { seat: s, .. } if *s == seat(3)),
+        "{err}"
+    );
+}
+
+/// `thresig init` needs the cluster CA key, so every member provisioned
+/// with it can mint a certificate naming any other seat. The daemon maps a
+/// peer to a roster identity by the certificate's seat name alone (the
+/// roster pins no TLS identity), so member 3 is served as member 2: it can
+/// spend member 2's per-coordinator nonce quota, read what member 2 may
+/// read and coordinate as member 2. The roster must pin each seat's TLS key
+/// (DESIGN.md §4: roster of seat, identity key, TLS identity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_holding_the_ca_key_cannot_act_as_another_seat() {
+    let cluster = start(3, 2, &[], keep).await;
+    let root = cluster.dir.path().join("c");
+    let ca = ClusterCa::load(
+        ClusterName::new("test".to_owned()).unwrap(),
+        &root.join("ca/ca.pem"),
+        &root.join("ca/ca.key"),
+    )
+    .unwrap();
+    // Member 3's operator mints "seat 2" for itself.
+    let forged = ca
+        .issue_member(
+            seat(2),
+            Validity::starting(SystemTime::now(), Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let tls_dir = cluster.dir.path().join("forged");
+    std::fs::create_dir(&tls_dir).unwrap();
+    forged
+        .write(&tls_dir.join("cert.pem"), &tls_dir.join("key.pem"))
+        .unwrap();
+    std::fs::copy(root.join("ca/ca.pem"), tls_dir.join("ca.pem")).unwrap();
+    let paths = TlsPaths::new(
+        tls_dir.join("ca.pem"),
+        tls_dir.join("cert.pem"),
+        tls_dir.join("key.pem"),
+    );
+    let tls = ClientTls::load(&paths, ClusterName::new("test".to_owned()).unwrap()).unwrap();
+    let endpoint = cluster.node(seat(1)).members[&seat(1)].endpoint;
+    let client = SignerClient::connect(&tls, endpoint, seat(1))
+        .await
+        .unwrap();
+    // Any request shows it; `status` needs no active wallet.
+    let as_seat_2 = client.status().await;
+    assert!(
+        as_seat_2.is_err(),
+        "member 1 served a forged seat-2 certificate as member 2: {as_seat_2:?}"
+    );
+}
+
+/// `init_member` checks only `signer.toml`, `store` and `kek` for prior
+/// existence and then writes into whatever `tls` already is: a `tls`
+/// symlink planted in the member directory receives the member's TLS
+/// private key.
+#[test]
+fn init_member_does_not_write_the_tls_key_through_a_planted_symlink() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("member-1");
+    let elsewhere = root.path().join("elsewhere");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("tls")).unwrap();
+    let ca = ClusterCa::generate(
+        ClusterName::new("test".to_owned()).unwrap(),
+        Validity::starting(SystemTime::now(), Duration::from_secs(3600)),
+    )
+    .unwrap();
+    let result = provision::init_member(
+        &dir,
+        seat(1),
+        &ca,
+        SystemTime::now(),
+        &mut ChaCha20Rng::seed_from_u64(3),
+    );
+    assert!(
+        !elsewhere.join("signer.key").exists(),
+        "the TLS key was written through the symlink (init returned {:?})",
+        result.map(|m| m.seat)
+    );
+}
+
+/// An existing member directory keeps its (possibly loose) mode: `init`
+/// into a directory made world-readable beforehand leaves the store and
+/// TLS directory listing readable by others.
+#[test]
+fn init_member_tightens_a_preexisting_member_directory() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("member-1");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ca = ClusterCa::generate(
+        ClusterName::new("test".to_owned()).unwrap(),
+        Validity::starting(SystemTime::now(), Duration::from_secs(3600)),
+    )
+    .unwrap();
+    provision::init_member(
+        &dir,
+        seat(1),
+        &ca,
+        SystemTime::now(),
+        &mut ChaCha20Rng::seed_from_u64(4),
+    )
+    .unwrap();
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o077, 0, "member directory left at {mode:o}");
+}
+
+/// A PSBT the wallet's policy forbids is refused (`policy_denied`,
+/// terminal) by every signer, which excludes them all; the run then idles
+/// until its deadline and reports "the deadline passed", which
+/// [`crate::SignError::is_retryable`] calls retryable: a caller that
+/// retries retryable errors re-runs a spend that can never be signed,
+/// forever. A run in which fewer than t members can still answer must end
+/// at once with a terminal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spend_every_signer_refuses_by_policy_is_not_reported_retryable() {
+    let cluster = start(3, 2, &[], keep).await;
+    let peers = cluster.peers(seat(1));
+    let node = cluster.node(seat(1));
+    let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
+    let wallet = node.wallet(&wallet_id).unwrap();
+    run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(5))
+        .await
+        .unwrap();
+    let (key, epoch) = crate::own_wallet(&peers, seat(1), &wallet_id)
+        .await
+        .unwrap();
+    let spend = thresig_engine::taproot_wallet(Network::Regtest, &key).unwrap();
+    let input = thresig_tx::SpendInput {
+        outpoint: bitcoin::OutPoint::new(bitcoin::hashes::Hash::from_byte_array([1; 32]), 0),
+        value: bitcoin::Amount::from_sat(10_000),
+        script_pubkey: spend.script_pubkey().clone(),
+    };
+    // An external destination: the provisioned policy allows none.
+    let outside = bitcoin::ScriptBuf::new_p2wpkh(
+        &<bitcoin::WPubkeyHash as bitcoin::hashes::Hash>::from_byte_array([9; 20]),
+    );
+    let payment = thresig_tx::Payment {
+        destination: thresig_tx::Destination::Script(outside),
+        value: bitcoin::Amount::from_sat(9_000),
+    };
+    let psbt = thresig_tx::build_psbt(
+        &spend,
+        &[input],
+        &[payment],
+        bitcoin::absolute::LockTime::ZERO,
+    )
+    .unwrap();
+    let options = crate::SignOptions {
+        request_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(6),
+        ..crate::SignOptions::default()
+    };
+    let err = crate::sign(&peers, wallet, &key, epoch, &psbt, &options)
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "reported retryable: {err}");
+}
