@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use thresig_crypto::Seat;
-use thresig_daemon::{DaemonConfig, DaemonSection};
+use thresig_daemon::{DaemonConfig, DaemonSection, TlsPins};
 use thresig_engine::{IdentityKey, Limits, SignerConfig, WalletConfig, WalletId};
 use thresig_store::provider::{KeyProviderConfig, KeyProviderSection, ProviderError};
 use thresig_store::{RecoveryPublicKey, StoreConfig, StoreLocation, StoreOptions};
@@ -49,6 +49,8 @@ struct ConfigFile {
 struct MemberSection {
     seat: u16,
     identity: IdentityKey,
+    #[serde(with = "hex::serde")]
+    tls_key_sha256: [u8; 32],
     endpoint: SocketAddr,
 }
 
@@ -109,6 +111,9 @@ pub struct NodeConfig {
 pub struct Member {
     /// Its Ed25519 identity public key (signs its DKG messages).
     pub identity: IdentityKey,
+    /// The SHA-256 of its TLS certificate's public key: the only key that
+    /// may act as this seat, whatever else the cluster CA signed.
+    pub tls_key_sha256: [u8; 32],
     /// Where its daemon listens.
     pub endpoint: SocketAddr,
 }
@@ -372,7 +377,12 @@ fn validate_node(
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<NodeConfig, ConfigError> {
     let seat = |field: &str, n: u16| {
-        Seat::try_from(n).map_err(|_| invalid(field, format!("has seat {n}, not in 1..=100")))
+        Seat::try_from(n).map_err(|_| {
+            invalid(
+                field,
+                format!("has seat {n}, not in 1..={}", thresig_crypto::MAX_SIGNERS),
+            )
+        })
     };
     let network = network.ok_or_else(|| invalid("network", "is required".to_owned()))?;
     let own = seat("member", member)?;
@@ -395,6 +405,7 @@ fn validate_node(
         }
         let entry = Member {
             identity: m.identity,
+            tls_key_sha256: m.tls_key_sha256,
             endpoint: m.endpoint,
         };
         if roster.insert(at, entry).is_some() {
@@ -435,10 +446,18 @@ fn validate_node(
         }
         node_wallets.push(NodeWallet { config, seats });
     }
-    let daemon = daemon
+    let mut daemon = daemon
         .map(|section| DaemonConfig::from_section(section, base))
         .transpose()
         .map_err(|e| invalid("daemon", e.to_string()))?;
+    if let Some(daemon) = &mut daemon {
+        daemon.pins = Some(TlsPins::new(
+            roster
+                .iter()
+                .map(|(seat, m)| (*seat, m.tls_key_sha256))
+                .collect(),
+        ));
+    }
     let node = NodeConfig {
         network,
         member: own,

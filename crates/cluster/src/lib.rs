@@ -46,7 +46,7 @@ mod sign;
 mod status;
 
 #[cfg(test)]
-mod review_tests;
+mod adversarial_tests;
 
 pub use dkg::{DkgError, DkgOutcome, run_dkg};
 pub use fault::{Fault, Faulty};

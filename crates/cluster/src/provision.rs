@@ -97,6 +97,8 @@ pub struct MemberInit {
     pub seat: Seat,
     /// Its identity public key (for the roster).
     pub identity: IdentityKey,
+    /// The SHA-256 of its TLS public key (for the roster's pin).
+    pub tls_key_sha256: [u8; 32],
     /// Its directory.
     pub dir: PathBuf,
 }
@@ -150,6 +152,7 @@ pub fn init_member(
     Ok(MemberInit {
         seat,
         identity,
+        tls_key_sha256: member.key_fingerprint(),
         dir: dir.to_path_buf(),
     })
 }
@@ -329,6 +332,7 @@ pub fn write_member_config(
                 Ok(MemberEntry {
                     seat: m.seat.get(),
                     identity: hex::encode(m.identity.to_bytes()),
+                    tls_key_sha256: hex::encode(m.tls_key_sha256),
                     endpoint: endpoint(m.seat)?.0,
                 })
             })
@@ -362,6 +366,7 @@ struct Roster<'a> {
 struct MemberEntry {
     seat: u16,
     identity: String,
+    tls_key_sha256: String,
     endpoint: SocketAddr,
 }
 

@@ -161,10 +161,13 @@ impl ClusterCa {
         params.use_authority_key_identifier_extension = true;
         validity.apply(&mut params);
         let cert = params.signed_by(&key, &self.issuer)?;
+        let key_fingerprint =
+            crate::tls::key_fingerprint(cert.der()).ok_or(Error::Malformed("issued certificate"))?;
         Ok(MemberTls {
             seat,
             cert_pem: cert.pem(),
             key_pem: Zeroizing::new(key.serialize_pem()),
+            key_fingerprint,
         })
     }
 }
@@ -177,6 +180,7 @@ pub struct MemberTls {
     seat: Seat,
     cert_pem: String,
     key_pem: Zeroizing<String>,
+    key_fingerprint: [u8; 32],
 }
 
 impl fmt::Debug for MemberTls {
@@ -198,6 +202,13 @@ impl MemberTls {
     #[must_use]
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The SHA-256 of the certificate's public key (SubjectPublicKeyInfo):
+    /// what the roster pins for this seat (see [`crate::TlsPins`]).
+    #[must_use]
+    pub fn key_fingerprint(&self) -> [u8; 32] {
+        self.key_fingerprint
     }
 
     /// Writes the certificate (mode 0644) and the key (mode 0600, set at

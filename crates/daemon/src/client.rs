@@ -27,6 +27,7 @@ use crate::error::{Error, RpcCode};
 use crate::ids::{ClusterName, Seat};
 use crate::proto;
 use crate::proto::signer_client::SignerClient as Generated;
+use crate::tls::{TlsPins, pinned};
 
 /// A member's client-side TLS identity: its certificate and key, and the
 /// cluster CA and name that signers' certificates must match.
@@ -34,6 +35,7 @@ use crate::proto::signer_client::SignerClient as Generated;
 pub struct ClientTls {
     config: Arc<ClientConfig>,
     cluster: ClusterName,
+    pins: Option<TlsPins>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -54,15 +56,19 @@ impl ClientTls {
         Ok(Self {
             config: crate::tls::client_config(paths)?,
             cluster,
+            pins: None,
         })
     }
 
-    /// Loads the TLS files a daemon configuration names.
+    /// Loads the TLS files a daemon configuration names, with its pins: a
+    /// signer must then present the key pinned for the seat it is asked at.
     ///
     /// # Errors
     /// As [`ClientTls::load`].
     pub fn from_config(config: &DaemonConfig) -> Result<Self, Error> {
-        Self::load(&config.tls, config.cluster.clone())
+        let mut tls = Self::load(&config.tls, config.cluster.clone())?;
+        tls.pins.clone_from(&config.pins);
+        Ok(tls)
     }
 }
 
@@ -91,16 +97,25 @@ impl SignerClient {
         let server_name = ServerName::try_from(tls.cluster.seat_name(seat))
             .map_err(|_| Error::InvalidId(crate::error::InvalidId::Cluster))?;
         let connector = TlsConnector::from(tls.config.clone());
+        let pins = tls.pins.clone();
         let endpoint = Endpoint::try_from(format!("http://{addr}"))?;
         let channel = endpoint
             .connect_with_connector(tower::service_fn(move |_| {
                 let connector = connector.clone();
                 let server_name = server_name.clone();
+                let pins = pins.clone();
                 async move {
                     let tcp = TcpStream::connect(addr).await?;
                     // Small request/answer exchanges: no Nagle delay.
                     tcp.set_nodelay(true)?;
                     let tls = connector.connect(server_name, tcp).await?;
+                    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                    if !leaf.is_some_and(|leaf| pinned(pins.as_ref(), seat, leaf)) {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::PermissionDenied,
+                            format!("seat {seat}'s certificate does not carry its pinned key"),
+                        ));
+                    }
                     Ok::<_, std::io::Error>(TokioIo::new(tls))
                 }
             }))

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{ConfigProblem, Error};
 use crate::ids::ClusterName;
+use crate::tls::TlsPins;
 
 /// The `[daemon]` table as written in the signer's configuration file.
 ///
@@ -118,6 +119,11 @@ pub struct DaemonConfig {
     pub tls: TlsPaths,
     /// Limits.
     pub limits: Limits,
+    /// Each member's pinned TLS key. `None` (what a parsed `[daemon]`
+    /// section gives) trusts every certificate the cluster CA issued for a
+    /// seat; a member's full configuration sets the pins of its roster, so
+    /// that holding the CA key does not let anyone act as another seat.
+    pub pins: Option<TlsPins>,
 }
 
 /// Resolved TLS file paths.
@@ -217,6 +223,7 @@ impl DaemonConfig {
             cluster,
             tls,
             limits,
+            pins: None,
         })
     }
 }

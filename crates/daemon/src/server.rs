@@ -96,6 +96,7 @@ where
         listeners.grpc,
         acceptor,
         config.cluster.clone(),
+        config.pins.clone(),
         conn_tx,
         stop_rx.clone(),
     ));

@@ -8,6 +8,7 @@
 //! subject-alternative names (see [`crate::ClusterName::seat_name`]) after
 //! rustls has verified the chain, never from a message.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -204,6 +206,48 @@ pub(crate) fn seat_of_certificate(
     }
 }
 
+/// Each member's pinned TLS key: the SHA-256 of the SubjectPublicKeyInfo of
+/// the certificate it must present, by seat.
+///
+/// The cluster CA says a certificate belongs to the cluster; the pin says
+/// which key holds which seat. With pins, a certificate the CA issued for a
+/// seat to another key (by anyone holding the CA key, such as an operator
+/// provisioning a member) is refused, in both directions: a signer refuses
+/// such a client, and a coordinator such a signer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsPins(BTreeMap<Seat, [u8; 32]>);
+
+impl TlsPins {
+    /// Pins from `(seat, key fingerprint)` pairs (see [`key_fingerprint`]).
+    #[must_use]
+    pub fn new(pins: BTreeMap<Seat, [u8; 32]>) -> Self {
+        Self(pins)
+    }
+
+    /// Whether `cert` carries the key pinned for `seat`.
+    pub(crate) fn admits(&self, seat: Seat, cert: &CertificateDer<'_>) -> bool {
+        match (self.0.get(&seat), key_fingerprint(cert)) {
+            (Some(pinned), Some(presented)) => *pinned == presented,
+            _ => false,
+        }
+    }
+}
+
+/// The SHA-256 of a certificate's SubjectPublicKeyInfo (the DER of its
+/// public key and algorithm): what [`TlsPins`] pin. `None` for bytes that
+/// are not a certificate.
+#[must_use]
+pub fn key_fingerprint(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    Some(Sha256::digest(parsed.tbs_certificate.subject_pki.raw).into())
+}
+
+/// Whether a peer's leaf certificate may act as `seat`: always when no pins
+/// are configured (the CA alone decides), else only with the pinned key.
+pub(crate) fn pinned(pins: Option<&TlsPins>, seat: Seat, leaf: &CertificateDer<'_>) -> bool {
+    pins.is_none_or(|pins| pins.admits(seat, leaf))
+}
+
 /// The authenticated identity of a connection's peer, as request extensions
 /// carry it to the service.
 #[derive(Debug, Clone, Copy)]
@@ -266,6 +310,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     cluster: ClusterName,
+    pins: Option<TlsPins>,
     out: mpsc::Sender<AuthenticatedStream>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -283,20 +328,25 @@ pub(crate) async fn accept_loop(
         };
         let acceptor = acceptor.clone();
         let cluster = cluster.clone();
+        let pins = pins.clone();
         let out = out.clone();
         handshakes.spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    let seat = tls
+                    let leaf = tls
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(|leaf| seat_of_certificate(leaf, &cluster));
-                    let Some(seat) = seat else {
+                        .and_then(|chain| chain.first());
+                    let seat = leaf.and_then(|leaf| seat_of_certificate(leaf, &cluster));
+                    let (Some(seat), Some(leaf)) = (seat, leaf) else {
                         warn!(%addr, "refused a client certificate that names no seat of this cluster");
                         return;
                     };
+                    if !pinned(pins.as_ref(), seat, leaf) {
+                        warn!(%addr, seat = seat.get(), "refused a client certificate whose key is not the one pinned for its seat");
+                        return;
+                    }
                     debug!(%addr, seat = seat.get(), "peer authenticated");
                     let stream = AuthenticatedStream {
                         inner: tls,

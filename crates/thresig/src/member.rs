@@ -155,7 +155,8 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) fn init(args: &InitArgs) -> Result<()> {
-    let seat = Seat::try_from(args.member).context("--member must be in 1..=100")?;
+    let seat = Seat::try_from(args.member)
+        .with_context(|| format!("--member must be in 1..={}", thresig_crypto::MAX_SIGNERS))?;
     let cluster = ClusterName::new(args.cluster.clone()).context("--cluster")?;
     let ca = ClusterCa::load(
         cluster,
@@ -170,15 +171,22 @@ pub(crate) fn init(args: &InitArgs) -> Result<()> {
         &mut rand_core::OsRng,
     )?;
     let identity = hex::encode(member.identity.to_bytes());
+    let tls_key = hex::encode(member.tls_key_sha256);
     if args.json {
         println!(
             "{}",
-            json!({"member": seat.get(), "identity": identity, "dir": member.dir})
+            json!({
+                "member": seat.get(),
+                "identity": identity,
+                "tls_key_sha256": tls_key,
+                "dir": member.dir,
+            })
         );
     } else {
         println!(
-            "member {seat} initialized in {}\n  identity key: {identity}\n\
-             Add it to every member's [[members]] roster.",
+            "member {seat} initialized in {}\n  identity key:   {identity}\n  \
+             TLS key sha256: {tls_key}\n\
+             Add both to every member's [[members]] roster.",
             member.dir.display()
         );
     }

@@ -1,4 +1,4 @@
-//! Adversarial review tests: an in-process cluster whose members are real
+//! Adversarial tests: an in-process cluster whose members are real
 //! engines behind the real daemon, some wrapped in handlers that misbehave
 //! the way a malicious member (or a member holding the cluster CA key) can.
 
