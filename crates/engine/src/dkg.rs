@@ -350,7 +350,9 @@ impl<S: Store> Signer<S> {
                 return Err(fail(msg.sender, DkgFault::UnexpectedPayload));
             };
             if *to != me {
-                return Err(fail(msg.sender, DkgFault::WrongRecipient));
+                // The sender signed it for another member: misrouting is the
+                // relay's doing, so it must not get the sender accused.
+                return Err(fail(NO_MEMBER, DkgFault::WrongRecipient));
             }
             if theirs.0 != echo {
                 return Err(fail(msg.sender, DkgFault::EchoMismatch));

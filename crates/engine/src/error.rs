@@ -246,7 +246,8 @@ pub enum DkgFault {
     EchoMismatch,
     /// A round-2 package does not open with this member's HPKE key.
     BadSeal,
-    /// A round-2 package is addressed to another member.
+    /// A round-2 package is addressed to another member (a relay fault: its
+    /// sender signed it for that member, so no member is accused).
     WrongRecipient,
     /// A package fails the crypto layer's checks.
     InvalidPackage,
