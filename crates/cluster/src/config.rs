@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thresig_crypto::Seat;
 use thresig_daemon::{DaemonConfig, DaemonSection};
-use thresig_engine::{IdentityKey, Limits, SignerConfig, WalletConfig, WalletId};
+use thresig_engine::{
+    ConfigError as EngineConfigError, IdentityKey, Limits, SignerConfig, WalletConfig, WalletId,
+};
 use thresig_store::provider::{KeyProviderConfig, KeyProviderSection, ProviderError};
 use thresig_store::{RecoveryPublicKey, StoreConfig, StoreLocation, StoreOptions};
 use thresig_tx::{Network, PolicyConfig};
@@ -449,8 +451,32 @@ fn validate_node(
     };
     node.signer_config()
         .validate()
-        .map_err(|e| invalid("wallets", e.to_string()))?;
+        .map_err(|e| invalid(wallet_field(&e), with_cause(&e)))?;
     Ok(node)
+}
+
+/// The `[[wallets]]` field a wallet the engine refuses gets wrong.
+fn wallet_field(e: &EngineConfigError) -> &'static str {
+    match e {
+        EngineConfigError::DuplicateWallet { .. } => "wallets.id",
+        EngineConfigError::BadThreshold { .. } => "wallets.threshold",
+        EngineConfigError::DuplicateRosterKey { .. } | EngineConfigError::NotAMember { .. } => {
+            "wallets.members"
+        }
+        EngineConfigError::Policy { .. } => "wallets.policy",
+        EngineConfigError::BadSuccessor { .. } => "wallets.successor",
+        _ => "wallets",
+    }
+}
+
+/// `e` and the error directly under it: the engine says which wallet, the
+/// policy under it which rule (`destinations[0]`). Deeper causes are left
+/// out: the address parser's quotes the address from the file.
+fn with_cause(e: &dyn std::error::Error) -> String {
+    match e.source() {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// The parser's message with quoted values removed: serde quotes the
@@ -703,14 +729,18 @@ mod tests {
     #[test]
     fn a_wallet_without_this_member_is_refused() {
         let text = edited("members = [1, 2, 3]", "members = [1, 3, 4]");
-        assert_eq!(invalid_field(&text), "wallets");
+        assert_eq!(invalid_field(&text), "wallets.members");
     }
 
     #[test]
     fn a_threshold_out_of_range_is_refused() {
         for threshold in ["0", "1", "4", "65535"] {
             let text = edited("threshold = 2", &format!("threshold = {threshold}"));
-            assert_eq!(invalid_field(&text), "wallets", "threshold {threshold}");
+            assert_eq!(
+                invalid_field(&text),
+                "wallets.threshold",
+                "threshold {threshold}"
+            );
         }
     }
 
@@ -720,7 +750,14 @@ mod tests {
             &address(bitcoin::Network::Regtest),
             &address(bitcoin::Network::Bitcoin),
         );
-        assert_eq!(invalid_field(&text), "wallets");
+        let e = parse(&text).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field, problem, .. }
+                if field == "wallets.policy" && problem.contains("destinations[0]")),
+            "{e}"
+        );
+        // The refused address is not quoted.
+        assert!(!e.to_string().contains("bc1"), "{e}");
     }
 
     /// Unknown fields are refused by the parser, so they are a
