@@ -48,42 +48,36 @@ fn activate_everywhere(c: &Cluster, wallet: &str, confirmations: &[SignedDkgMess
     }
 }
 
-/// (a) The coordinator holds seat 4's identity key (it is that member, or
-/// colludes with it), so it can sign a second round-1 package for seat 4
-/// and hand it to seat 3 while seats 1 and 2 get the first. Every message
-/// verifies; only the echo hash shows that the members saw different
-/// round-1 sets.
+/// (a) The coordinator needs no key to hand members different, validly
+/// signed round-1 sets: it asks seat 4 to start the session twice (a start
+/// replaces the one in memory), then relays seat 4's first package to
+/// seat 3 and its second to everyone else. Every message verifies and
+/// every member is honest; only the echo hash shows that the members saw
+/// different round-1 sets, and every member stops there.
 #[test]
 fn a_round1_package_altered_for_some_members_fails_the_echo_at_every_honest_member() {
-    const CORRUPT: u16 = 4;
     let mut c = Cluster::unkeyed(301, 3, 4, &["w"]);
     let p = proposal(&c, "w", 1);
     let r1 = part1(&mut c, &p);
-    // The identities are per seat, so the same seat of another cluster
-    // signs under seat 4's roster key: a second, validly signed package.
-    let mut twin = Cluster::unkeyed(302, 3, 4, &["w"]);
-    let other = twin.members[usize::from(CORRUPT) - 1]
-        .signer()
-        .dkg_start(&p, &mut twin.rng)
-        .unwrap();
-    assert_ne!(other.payload, r1[3].payload);
+    let second = c.members[3].signer().dkg_start(&p, &mut c.rng).unwrap();
+    assert_ne!(second.payload, r1[3].payload);
     let out = part2_each(&mut c, &p, |s| {
         r1.iter()
             .filter(|m| m.sender != s)
             .map(|m| match (s, m.sender) {
-                (3, CORRUPT) => other.clone(),
-                _ => m.clone(),
+                (3, _) | (_, 1..=3) => m.clone(),
+                _ => second.clone(),
             })
             .collect()
     });
     // Part 2 succeeds everywhere: nothing is wrong with any one message.
     let inbox = route(out.into_values().flat_map(Result::unwrap));
-    for (s, result) in (1..CORRUPT).zip(part3(&c, &p, &inbox)) {
+    for (s, result) in seats(&c).zip(part3(&c, &p, &inbox)) {
         let err = result.unwrap_err();
         assert_eq!(err.code(), ErrorCode::DkgFailed);
         let (accuser, accused, fault) = fault_of(err);
         assert_eq!((accuser, fault), (s, DkgFault::EchoMismatch), "seat {s}");
-        // Seats 1 and 2 see seat 3's echo differ; seat 3 sees seat 1's.
+        // Seats 1, 2 and 4 see seat 3's echo differ; seat 3 sees seat 1's.
         assert_eq!(accused, if s == 3 { 1 } else { 3 }, "seat {s}");
     }
     assert_no_member_keyed(&c, "w");
