@@ -114,7 +114,8 @@ fn a_round2_payload_with_another_echo_hash_aborts() {
         echo.0[0] ^= 1;
     });
     let err = part3(&c, &p, &inbox).remove(0).unwrap_err();
-    assert_eq!(fault_of(err), (1, 2, DkgFault::EchoMismatch));
+    // Seat 1 cannot tell a lying relay from a lying seat 2: no one accused.
+    assert_eq!(fault_of(err), (1, 0, DkgFault::EchoMismatch));
     assert_eq!(state(&c, 1, "w"), WalletStateKind::DkgPending);
 }
 
@@ -368,4 +369,43 @@ fn a_forged_envelope_does_not_accuse_its_claimed_sender() {
         "seat 2 is accused on the strength of a signature it never made"
     );
     assert_eq!(accused, 0, "no member is accused of a relay fault");
+}
+
+/// A genuine, validly signed message relayed twice or in another round
+/// proves nothing against its sender: the coordinator chose where it went.
+#[test]
+fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
+    let mut c = Cluster::unkeyed(206, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let twice = [r1[1].clone(), r1[1].clone(), r1[2].clone()];
+    let err = c.members[0]
+        .signer()
+        .dkg_round2(&p.wallet, p.session, &twice, &mut c.rng)
+        .unwrap_err();
+    assert_eq!(fault_of(err), (1, 0, DkgFault::DuplicateSender));
+
+    let p = proposal(&c, "w", 2);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    // Seat 3's inbox with seat 2's round-1 message in place of its round-2.
+    let mut wrong_round = inbox[&3].clone();
+    for m in &mut wrong_round {
+        if m.sender == 2 {
+            *m = r1[1].clone();
+        }
+    }
+    let signer = c.member(3).signer();
+    let err = signer
+        .dkg_finish(&p.wallet, p.session, &wrong_round)
+        .unwrap_err();
+    assert_eq!(fault_of(err), (3, 0, DkgFault::UnexpectedPayload));
+    let mut twice = inbox[&1].clone();
+    twice.push(twice[0].clone());
+    let err = c
+        .member(1)
+        .signer()
+        .dkg_finish(&p.wallet, p.session, &twice)
+        .unwrap_err();
+    assert_eq!(fault_of(err), (1, 0, DkgFault::DuplicateSender));
 }
