@@ -307,8 +307,8 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
     assert_eq!(fault_of(err), (1, 0, DkgFault::WrongRecipient));
     // Seat 2's message to seat 1 with its recipient rewritten to seat 3:
     // the signature fails.
-    let mut c3 = inbox[&3].clone();
-    for m in &mut c3 {
+    let mut readdressed = inbox[&3].clone();
+    for m in &mut readdressed {
         if m.sender == 2 {
             *m = from2(1);
             let DkgPayload::Round2 { to, .. } = &mut m.payload else {
@@ -320,7 +320,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
     let err = c
         .member(3)
         .signer()
-        .dkg_finish(&p.wallet, p.session, &c3)
+        .dkg_finish(&p.wallet, p.session, &readdressed)
         .unwrap_err();
     assert_eq!(fault_of(err), (3, 0, DkgFault::BadSignature));
     assert_no_member_keyed(&c, "w");
