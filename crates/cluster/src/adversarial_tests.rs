@@ -217,7 +217,7 @@ async fn dkg_relay_blames_the_member_that_misrouted_round2_messages() {
     let wallet = node
         .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
         .unwrap();
-    let err = run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(1))
+    let err = run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(1), &crate::Silent)
         .await
         .unwrap_err();
     match &err {
@@ -245,7 +245,7 @@ async fn dkg_relay_does_not_wait_forever_for_a_silent_member() {
         .unwrap();
     let outcome = tokio::time::timeout(
         Duration::from_secs(45),
-        run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(2)),
+        run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(2), &crate::Silent),
     )
     .await;
     let err = outcome
@@ -377,7 +377,7 @@ async fn a_spend_every_signer_refuses_by_policy_is_not_reported_retryable() {
     let node = cluster.node(seat(1));
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
     let wallet = node.wallet(&wallet_id).unwrap();
-    run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(5))
+    run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(5), &crate::Silent)
         .await
         .unwrap();
     let (key, epoch) = crate::own_wallet(&peers, seat(1), &wallet_id)

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thresig_crypto::Seat;
 use thresig_daemon::{DaemonConfig, DaemonSection, TlsPins};
-use thresig_engine::{IdentityKey, Limits, SignerConfig, WalletConfig, WalletId};
+use thresig_engine::{
+    ConfigError as EngineConfigError, IdentityKey, Limits, SignerConfig, WalletConfig, WalletId,
+};
 use thresig_store::provider::{KeyProviderConfig, KeyProviderSection, ProviderError};
 use thresig_store::{RecoveryPublicKey, StoreConfig, StoreLocation, StoreOptions};
 use thresig_tx::{Network, PolicyConfig};
@@ -468,8 +470,32 @@ fn validate_node(
     };
     node.signer_config()
         .validate()
-        .map_err(|e| invalid("wallets", e.to_string()))?;
+        .map_err(|e| invalid(wallet_field(&e), with_cause(&e)))?;
     Ok(node)
+}
+
+/// The `[[wallets]]` field a wallet the engine refuses gets wrong.
+fn wallet_field(e: &EngineConfigError) -> &'static str {
+    match e {
+        EngineConfigError::DuplicateWallet { .. } => "wallets.id",
+        EngineConfigError::BadThreshold { .. } => "wallets.threshold",
+        EngineConfigError::DuplicateRosterKey { .. } | EngineConfigError::NotAMember { .. } => {
+            "wallets.members"
+        }
+        EngineConfigError::Policy { .. } => "wallets.policy",
+        EngineConfigError::BadSuccessor { .. } => "wallets.successor",
+        _ => "wallets",
+    }
+}
+
+/// `e` and the error directly under it: the engine says which wallet, the
+/// policy under it which rule (`destinations[0]`). Deeper causes are left
+/// out: the address parser's quotes the address from the file.
+fn with_cause(e: &dyn std::error::Error) -> String {
+    match e.source() {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// The parser's message with quoted values removed: serde quotes the
@@ -576,5 +602,328 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.options.recovery_key, Some(pk));
+    }
+
+    /// The identity public key of cluster seat `i`, as hex.
+    fn key_hex(i: u8) -> String {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key();
+        hex::encode(key.to_bytes())
+    }
+
+    fn key(i: u8) -> IdentityKey {
+        IdentityKey::from_bytes(
+            ed25519_dalek::SigningKey::from_bytes(&[i; 32])
+                .verifying_key()
+                .to_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn seat(n: u16) -> Seat {
+        Seat::try_from(n).unwrap()
+    }
+
+    /// A P2WSH address (of an empty script) on `network`.
+    fn address(network: bitcoin::Network) -> String {
+        bitcoin::Address::p2wsh(&bitcoin::ScriptBuf::new(), network).to_string()
+    }
+
+    /// A valid file for member 2 of a 4-member regtest cluster: "treasury"
+    /// (2 of cluster seats 4, 2, 1, with a policy and a successor) and
+    /// "reserve" (3 of seats 1, 2, 3).
+    fn valid() -> String {
+        let members: String = (1..=4u8)
+            .map(|i| {
+                format!(
+                    "[[members]]\nseat = {i}\nidentity = \"{}\"\n\
+                     tls_key_sha256 = \"{}\"\nendpoint = \"127.0.0.1:740{i}\"\n\n",
+                    key_hex(i),
+                    hex::encode([i; 32])
+                )
+            })
+            .collect();
+        format!(
+            "network = \"regtest\"\nmember = 2\n\n[store]\ndata_dir = \"state\"\n\n{PROVIDER}\n\
+             [daemon]\nlisten = \"127.0.0.1:7502\"\nmetrics_listen = \"127.0.0.1:9402\"\n\
+             cluster = \"vault\"\n\n[daemon.tls]\nca_cert = \"tls/ca.pem\"\n\
+             cert = \"tls/signer.pem\"\nkey = \"tls/signer.key\"\n\n{members}\
+             [[wallets]]\nid = \"treasury\"\nthreshold = 2\nmembers = [4, 2, 1]\n\
+             successor = \"reserve\"\n\n[wallets.policy]\ndestinations = [\"{}\"]\n\n\
+             [[wallets]]\nid = \"reserve\"\nthreshold = 3\nmembers = [1, 2, 3]\n",
+            address(bitcoin::Network::Regtest)
+        )
+    }
+
+    /// [`valid`] with `from` (which must occur) replaced by `to`.
+    fn edited(from: &str, to: &str) -> String {
+        let text = valid();
+        assert!(text.contains(from), "the fixture has no {from:?}");
+        text.replacen(from, to, 1)
+    }
+
+    /// The field an [`ConfigError::Invalid`] names.
+    fn invalid_field(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_member_file_loads_with_wallet_seats_identities_and_policy() {
+        let config = parse(&valid()).unwrap();
+        let node = config.node.unwrap();
+        assert_eq!(node.network, Network::Regtest);
+        assert_eq!(node.member, seat(2));
+        assert_eq!(node.identity, key(2));
+        assert_eq!(node.members.len(), 4);
+        for i in 1..=4u8 {
+            let m = &node.members[&seat(u16::from(i))];
+            assert_eq!(m.identity, key(i));
+            assert_eq!(m.endpoint, format!("127.0.0.1:740{i}").parse().unwrap());
+        }
+        let treasury = node.wallet(&WalletId::new("treasury").unwrap()).unwrap();
+        assert_eq!(treasury.seats, vec![seat(4), seat(2), seat(1)]);
+        // Wallet seat i is cluster seat members[i - 1], identity included.
+        assert_eq!(treasury.cluster_seat(seat(1)), Some(seat(4)));
+        assert_eq!(treasury.cluster_seat(seat(3)), Some(seat(1)));
+        assert_eq!(treasury.cluster_seat(seat(4)), None);
+        assert_eq!(treasury.config.roster, vec![key(4), key(2), key(1)]);
+        assert_eq!(treasury.config.threshold, 2);
+        assert_eq!(
+            treasury.config.policy.destinations,
+            vec![address(bitcoin::Network::Regtest)]
+        );
+        assert_eq!(
+            treasury.config.successor,
+            Some(WalletId::new("reserve").unwrap())
+        );
+        let reserve = node.wallet(&WalletId::new("reserve").unwrap()).unwrap();
+        assert_eq!(reserve.config.roster, vec![key(1), key(2), key(3)]);
+        assert_eq!(reserve.config.policy, PolicyConfig::default());
+        let daemon = node.daemon.as_ref().unwrap();
+        assert_eq!(daemon.cluster.as_str(), "vault");
+        assert_eq!(
+            daemon.tls.cert,
+            PathBuf::from("/etc/thresig/tls/signer.pem")
+        );
+        assert!(node.signer_config().validate().is_ok());
+    }
+
+    #[test]
+    fn a_member_missing_from_the_roster_is_refused() {
+        assert_eq!(invalid_field(&edited("member = 2", "member = 5")), "member");
+    }
+
+    #[test]
+    fn a_duplicate_seat_is_refused() {
+        let text = edited("seat = 3", "seat = 1");
+        assert_eq!(invalid_field(&text), "members.seat");
+    }
+
+    #[test]
+    fn a_duplicate_identity_is_refused() {
+        let text = edited(&key_hex(3), &key_hex(1));
+        assert_eq!(invalid_field(&text), "members.identity");
+    }
+
+    #[test]
+    fn a_duplicate_endpoint_is_refused() {
+        let text = edited("127.0.0.1:7403", "127.0.0.1:7401");
+        assert_eq!(invalid_field(&text), "members.endpoint");
+    }
+
+    #[test]
+    fn a_wallet_naming_an_unknown_seat_is_refused() {
+        let text = edited("members = [4, 2, 1]", "members = [5, 2, 1]");
+        assert_eq!(invalid_field(&text), "wallets.members");
+        let text = edited("members = [4, 2, 1]", "members = [0, 2, 1]");
+        assert_eq!(invalid_field(&text), "wallets.members");
+    }
+
+    #[test]
+    fn a_wallet_naming_a_seat_twice_is_refused() {
+        let text = edited("members = [4, 2, 1]", "members = [4, 2, 2]");
+        assert_eq!(invalid_field(&text), "wallets.members");
+    }
+
+    #[test]
+    fn a_wallet_without_this_member_is_refused() {
+        let text = edited("members = [1, 2, 3]", "members = [1, 3, 4]");
+        assert_eq!(invalid_field(&text), "wallets.members");
+    }
+
+    #[test]
+    fn a_threshold_out_of_range_is_refused() {
+        for threshold in ["0", "1", "4", "65535"] {
+            let text = edited("threshold = 2", &format!("threshold = {threshold}"));
+            assert_eq!(
+                invalid_field(&text),
+                "wallets.threshold",
+                "threshold {threshold}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_policy_destination_of_another_network_is_refused() {
+        let text = edited(
+            &address(bitcoin::Network::Regtest),
+            &address(bitcoin::Network::Bitcoin),
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { field, problem, .. }
+                if field == "wallets.policy" && problem.contains("destinations[0]")),
+            "{e}"
+        );
+        // The refused address is not quoted.
+        assert!(!e.to_string().contains("bc1"), "{e}");
+    }
+
+    /// Unknown fields are refused by the parser, so they are a
+    /// [`ConfigError::Parse`] naming the field and its line, not `Invalid`.
+    #[test]
+    fn an_unknown_field_in_members_is_refused_naming_it() {
+        let text = edited("seat = 3\n", "seat = 3\nport = 7403\n");
+        let line = text.lines().position(|l| l == "port = 7403").unwrap() + 1;
+        let e = parse(&text).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Parse { line: l, message, .. }
+                if *l == line && message.contains("unknown field `port`")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn wallets_without_member_are_refused() {
+        let text = edited("member = 2\n", "");
+        assert_eq!(invalid_field(&text), "member");
+    }
+
+    /// The invariants [`NodeConfig`] promises.
+    fn assert_node_invariants(node: &NodeConfig) {
+        assert_eq!(
+            node.members.get(&node.member).unwrap().identity,
+            node.identity
+        );
+        let identities: BTreeSet<_> = node.members.values().map(|m| m.identity).collect();
+        let endpoints: BTreeSet<_> = node.members.values().map(|m| m.endpoint).collect();
+        assert_eq!(identities.len(), node.members.len());
+        assert_eq!(endpoints.len(), node.members.len());
+        for w in &node.wallets {
+            let distinct: BTreeSet<_> = w.seats.iter().collect();
+            assert_eq!(distinct.len(), w.seats.len());
+            assert!(w.seats.contains(&node.member));
+            let roster: Vec<_> = w.seats.iter().map(|s| node.members[s].identity).collect();
+            assert_eq!(roster, w.config.roster);
+        }
+        assert!(node.signer_config().validate().is_ok());
+    }
+
+    /// A mutation of the valid file.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        /// Remove the chars in `[start, start + len)`.
+        Delete(proptest::sample::Index, usize),
+        /// Insert text at a char position.
+        Insert(proptest::sample::Index, String),
+        /// Replace one line with a copy of another.
+        CopyLine(proptest::sample::Index, proptest::sample::Index),
+        /// Replace one ASCII digit with another.
+        Digit(proptest::sample::Index, char),
+    }
+
+    fn mutate(text: &str, mutations: &[Mutation]) -> String {
+        let mut chars: Vec<char> = text.chars().collect();
+        for m in mutations {
+            match m {
+                Mutation::Delete(at, len) if !chars.is_empty() => {
+                    let start = at.index(chars.len());
+                    let end = (start + len).min(chars.len());
+                    chars.drain(start..end);
+                }
+                Mutation::Insert(at, s) => {
+                    let at = at.index(chars.len() + 1);
+                    chars.splice(at..at, s.chars());
+                }
+                Mutation::CopyLine(to, from) => {
+                    let text: String = chars.iter().collect();
+                    let mut lines: Vec<&str> = text.lines().collect();
+                    if !lines.is_empty() {
+                        let from = lines[from.index(lines.len())];
+                        let to = to.index(lines.len());
+                        lines[to] = from;
+                    }
+                    chars = lines.join("\n").chars().collect();
+                }
+                Mutation::Digit(at, d) => {
+                    let digits: Vec<usize> = (0..chars.len())
+                        .filter(|i| chars[*i].is_ascii_digit())
+                        .collect();
+                    if !digits.is_empty() {
+                        chars[digits[at.index(digits.len())]] = *d;
+                    }
+                }
+                Mutation::Delete(..) => {}
+            }
+        }
+        chars.into_iter().collect()
+    }
+
+    fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+        use proptest::prelude::*;
+        let index = any::<proptest::sample::Index>;
+        prop_oneof![
+            (index(), 1..40usize).prop_map(|(a, n)| Mutation::Delete(a, n)),
+            (index(), ".{0,12}").prop_map(|(a, s)| Mutation::Insert(a, s)),
+            (
+                index(),
+                prop::sample::select(vec![
+                    "\n",
+                    "[[members]]\n",
+                    "[[wallets]]\n",
+                    "\"",
+                    "=",
+                    "[",
+                    "]"
+                ])
+            )
+                .prop_map(|(a, s)| Mutation::Insert(a, s.to_owned())),
+            (index(), index()).prop_map(|(a, b)| Mutation::CopyLine(a, b)),
+            (index(), prop::char::range('0', '9')).prop_map(|(a, d)| Mutation::Digit(a, d)),
+        ]
+    }
+
+    /// Whatever the outcome, it is a typed error that displays, or a
+    /// configuration that keeps every invariant.
+    fn check(text: &str) {
+        match parse(text) {
+            Ok(config) => {
+                if let Some(node) = &config.node {
+                    assert_node_invariants(node);
+                }
+            }
+            Err(e) => {
+                assert!(!e.is_retryable(), "{e:?}");
+                assert!(e.to_string().contains("signer.toml"), "{e}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,400}") {
+            check(&text);
+        }
+
+        #[test]
+        fn mutations_of_a_valid_file_give_a_typed_error_or_a_valid_config(
+            mutations in proptest::collection::vec(mutation(), 1..4),
+        ) {
+            check(&mutate(&valid(), &mutations));
+        }
     }
 }

@@ -214,13 +214,13 @@ impl<S: Store> Signer<S> {
         for msg in round1 {
             check_envelope(slot, session, msg)?;
             let DkgPayload::Round1 { package, hpke_key } = &msg.payload else {
-                return Err(fail(msg.sender, DkgFault::UnexpectedPayload));
+                return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
             };
             if by_seat
                 .insert(msg.sender, (package.0.clone(), hpke_key.0.clone()))
                 .is_some()
             {
-                return Err(fail(msg.sender, DkgFault::DuplicateSender));
+                return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
         }
         if let Some(missing) = missing_seat(&slot.config, by_seat.keys().copied()) {
@@ -347,16 +347,18 @@ impl<S: Store> Signer<S> {
                 echo: theirs,
             } = &msg.payload
             else {
-                return Err(fail(msg.sender, DkgFault::UnexpectedPayload));
+                return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
             };
             if *to != me {
-                return Err(fail(msg.sender, DkgFault::WrongRecipient));
+                // The sender signed it for another member: misrouting is the
+                // relay's doing, so it must not get the sender accused.
+                return Err(fail(NO_MEMBER, DkgFault::WrongRecipient));
             }
             if theirs.0 != echo {
-                return Err(fail(msg.sender, DkgFault::EchoMismatch));
+                return Err(fail(NO_MEMBER, DkgFault::EchoMismatch));
             }
             if !senders.insert(msg.sender) {
-                return Err(fail(msg.sender, DkgFault::DuplicateSender));
+                return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
             let plain = open(hpke, &session, wallet, msg.sender, me, &sealed.0)
                 .ok_or_else(|| fail(msg.sender, DkgFault::BadSeal))?;

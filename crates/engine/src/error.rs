@@ -242,21 +242,26 @@ pub enum DkgFault {
     /// key, or it names another session or wallet (a relay fault: no
     /// member is accused).
     BadSignature,
-    /// A round-2 payload's echo hash differs from this member's.
+    /// A round-2 payload's echo hash differs from this member's (a relay
+    /// fault: the coordinator can hand members different round-1 packages
+    /// of one member without any key, by asking it to start twice).
     EchoMismatch,
     /// A round-2 package does not open with this member's HPKE key.
     BadSeal,
-    /// A round-2 package is addressed to another member.
+    /// A round-2 package is addressed to another member (a relay fault: its
+    /// sender signed it for that member, so no member is accused).
     WrongRecipient,
     /// A package fails the crypto layer's checks.
     InvalidPackage,
-    /// A member sent two messages for one round.
+    /// Two messages of one member for one round (a relay fault: the
+    /// coordinator can replay one, or ask the member to start twice).
     DuplicateSender,
     /// A member's message is missing.
     MissingSender,
     /// This member's own message was handed back as a peer's.
     OwnMessageEchoed,
-    /// A message of the wrong round.
+    /// A message of the wrong round (a relay fault: its sender signed it
+    /// for the round it belongs to).
     UnexpectedPayload,
     /// A validly signed confirmation of another result.
     ConfirmationMismatch,
@@ -579,7 +584,10 @@ pub enum Error {
         /// accused: a message that does not verify, names another session
         /// or wallet, or echoes this member's own proves nothing about its
         /// claimed sender (the coordinator relays every message), so it is
-        /// a relay fault.
+        /// a relay fault; so is a genuine message relayed where it does not
+        /// belong (to another recipient, in another round, twice) and an
+        /// echo hash that differs, which the coordinator can cause without
+        /// any member's key.
         accused: u16,
         /// What failed.
         fault: DkgFault,

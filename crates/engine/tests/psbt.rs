@@ -9,130 +9,23 @@ use std::sync::mpsc::channel;
 use std::time::Duration;
 
 use bitcoin::absolute::LockTime;
-use bitcoin::hashes::Hash;
-use bitcoin::key::XOnlyPublicKey;
-use bitcoin::secp256k1::{SECP256K1, SecretKey};
-use bitcoin::taproot::TapNodeHash;
-use bitcoin::{Amount, OutPoint, TapSighashType, Transaction, TxOut, Txid};
+use bitcoin::{Amount, OutPoint, TapSighashType, Transaction, TxOut};
+use common::psbt::*;
 use common::*;
 use thresig_crypto::{Commitment, MerkleRoot, ScriptTree, Signature};
 use thresig_engine::{
-    Error, ErrorCode, Limits, Round1Request, Round2Request, Signer, SigningTarget, WalletStateKind,
+    Error, ErrorCode, Limits, Round1Request, Signer, SigningTarget, WalletStateKind,
 };
 use thresig_tx::test_util::verify_with_core;
 use thresig_tx::{
-    Destination, InputIndex, Network, Payment, PolicyConfig, Rule, SpendInput, TaprootWallet,
-    Violation, WalletPsbt, build_psbt,
+    Destination, InputIndex, Payment, PolicyConfig, Rule, Violation, WalletPsbt, build_psbt,
 };
-
-/// An address outside every test wallet, on regtest.
-fn external() -> bitcoin::Address {
-    let sk = SecretKey::from_slice(&[0x42; 32]).unwrap();
-    TaprootWallet::new(Network::Regtest, sk.x_only_public_key(SECP256K1).0, None).address()
-}
-
-/// The default policy with [`external`] on the destination allowlist.
-fn policy() -> PolicyConfig {
-    let mut p = PolicyConfig::default();
-    p.destinations = vec![external().to_string()];
-    p
-}
 
 /// [`policy`] with at most one transaction per minute.
 fn one_per_minute() -> PolicyConfig {
     let mut p = policy();
     p.max_per_minute = Some(1);
     p
-}
-
-/// The wallet's spend identity, from the key the harness made (what a
-/// coordinator knows; the signer uses its own record).
-fn taproot(c: &Cluster, wallet: &str) -> TaprootWallet {
-    let key = &c.keys[&wid(wallet)];
-    let internal = XOnlyPublicKey::from_slice(&key.internal_key().to_bytes()).unwrap();
-    let output = XOnlyPublicKey::from_slice(&key.output_key().to_bytes()).unwrap();
-    let root = match key.script_tree() {
-        ScriptTree::Root(r) => Some(TapNodeHash::from_byte_array(r.0)),
-        _ => None,
-    };
-    TaprootWallet::from_keys(Network::Regtest, internal, root, output).unwrap()
-}
-
-/// `n` made-up outputs of the wallet of `value` each; `salt` makes the
-/// outpoints (and so the transaction) distinct.
-fn funding(w: &TaprootWallet, n: usize, value: u64, salt: u8) -> Vec<SpendInput> {
-    (0..n)
-        .map(|i| SpendInput {
-            outpoint: OutPoint {
-                txid: Txid::from_byte_array([salt; 32]),
-                vout: u32::try_from(i).unwrap(),
-            },
-            value: Amount::from_sat(value),
-            script_pubkey: w.script_pubkey().clone(),
-        })
-        .collect()
-}
-
-/// Spends `inputs` outputs of 100 000 sat: 50 000 to [`external`], the
-/// rest less a 1 000 sat fee back to the wallet.
-fn spend(w: &TaprootWallet, inputs: usize, salt: u8) -> WalletPsbt {
-    pay(w, &funding(w, inputs, 100_000, salt), Some(external()))
-}
-
-/// Spends `inputs`: 50 000 sat to `to` if given, the rest less a 1 000 sat
-/// fee to the wallet itself; or, without `to`, everything to the wallet.
-fn pay(w: &TaprootWallet, inputs: &[SpendInput], to: Option<bitcoin::Address>) -> WalletPsbt {
-    let total: u64 = inputs.iter().map(|i| i.value.to_sat()).sum();
-    let mut outputs = Vec::new();
-    let mut rest = total - 1_000;
-    if let Some(to) = to {
-        outputs.push(Payment {
-            destination: Destination::Address(to),
-            value: Amount::from_sat(50_000),
-        });
-        rest -= 50_000;
-    }
-    outputs.push(Payment {
-        destination: Destination::Script(w.script_pubkey().clone()),
-        value: Amount::from_sat(rest),
-    });
-    build_psbt(w, inputs, &outputs, LockTime::ZERO).unwrap()
-}
-
-/// The messages an honest coordinator asks for: every wallet input's
-/// sighash, in input order.
-fn sighashes(psbt: &WalletPsbt) -> Vec<[u8; 32]> {
-    psbt.wallet_sighashes()
-        .unwrap()
-        .iter()
-        .map(|s| s.sighash.to_byte_array())
-        .collect()
-}
-
-/// Round 1 at `seats` for `inputs` nonces each.
-fn round1(
-    c: &mut Cluster,
-    wallet: &str,
-    seats: &[u16],
-    inputs: usize,
-) -> BTreeMap<u16, Vec<Commitment>> {
-    seats
-        .iter()
-        .map(|s| (*s, c.round1(*s, COORD_A, wallet, inputs).unwrap()))
-        .collect()
-}
-
-/// A round-2 request for `psbt` with the given messages.
-fn psbt_request(
-    c: &mut Cluster,
-    wallet: &str,
-    seats: &[u16],
-    psbt: &[u8],
-    messages: &[[u8; 32]],
-) -> (Round2Request, BTreeMap<u16, Vec<Commitment>>) {
-    let comms = round1(c, wallet, seats, messages.len());
-    let req = c.request_for(wallet, &comms, messages, SigningTarget::psbt(psbt.to_vec()));
-    (req, comms)
 }
 
 /// Signs `psbt` through the engine at `seats`: round 1, round 2 and

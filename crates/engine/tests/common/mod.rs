@@ -3,6 +3,9 @@
 //! a virtual clock, a seeded RNG and a fault-injecting store decorator.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod dkg;
+pub mod psbt;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

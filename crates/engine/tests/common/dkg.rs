@@ -1,0 +1,163 @@
+//! DKG driven as a coordinator would: a proposal, the three parts at every
+//! seat, and the confirmations.
+
+use std::collections::BTreeMap;
+
+use thresig_engine::{
+    DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, SignedDkgMessage, WalletStateKind,
+};
+
+use super::{Cluster, identity_secret, wid};
+
+/// Every seat of the cluster, in order.
+pub fn seats(c: &Cluster) -> std::ops::RangeInclusive<u16> {
+    1..=u16::try_from(c.members.len()).unwrap()
+}
+
+/// The proposal of session `[session; 32]` that every member's
+/// configuration agrees with.
+pub fn proposal(c: &Cluster, wallet: &str, session: u8) -> DkgProposal {
+    let roster = c.members[0].config.wallets[0].roster.clone();
+    DkgProposal::new(
+        DkgSessionId([session; 32]),
+        wid(wallet),
+        c.threshold,
+        roster,
+    )
+}
+
+/// Part 1 at every seat.
+pub fn part1(c: &mut Cluster, p: &DkgProposal) -> Vec<SignedDkgMessage> {
+    (seats(c))
+        .map(|s| {
+            let signer = c.members[usize::from(s) - 1].signer();
+            signer.dkg_start(p, &mut c.rng).unwrap()
+        })
+        .collect()
+}
+
+/// Part 2 at every seat, each given the round-1 messages `view(seat)`
+/// (what the coordinator relays to it); each seat's outcome.
+pub fn part2_each(
+    c: &mut Cluster,
+    p: &DkgProposal,
+    view: impl Fn(u16) -> Vec<SignedDkgMessage>,
+) -> BTreeMap<u16, Result<Vec<SignedDkgMessage>, Error>> {
+    let mut out = BTreeMap::new();
+    for s in seats(c) {
+        let signer = c.members[usize::from(s) - 1].signer();
+        out.insert(
+            s,
+            signer.dkg_round2(&p.wallet, p.session, &view(s), &mut c.rng),
+        );
+    }
+    out
+}
+
+/// Each recipient's inbox of the round-2 `messages`, in sender order.
+pub fn route(
+    messages: impl IntoIterator<Item = SignedDkgMessage>,
+) -> BTreeMap<u16, Vec<SignedDkgMessage>> {
+    let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
+    for m in messages {
+        let DkgPayload::Round2 { to, .. } = &m.payload else {
+            panic!("not a round-2 message")
+        };
+        inbox.entry(*to).or_default().push(m);
+    }
+    inbox
+}
+
+/// Part 2 at every seat, each given every other seat's `round1` message;
+/// returns each seat's inbox of round-2 messages.
+pub fn part2(
+    c: &mut Cluster,
+    p: &DkgProposal,
+    round1: &[SignedDkgMessage],
+) -> BTreeMap<u16, Vec<SignedDkgMessage>> {
+    let out = part2_each(c, p, |s| {
+        round1.iter().filter(|m| m.sender != s).cloned().collect()
+    });
+    route(out.into_values().flat_map(Result::unwrap))
+}
+
+/// Part 3 at every seat; returns the confirmations.
+pub fn part3(
+    c: &Cluster,
+    p: &DkgProposal,
+    inbox: &BTreeMap<u16, Vec<SignedDkgMessage>>,
+) -> Vec<Result<SignedDkgMessage, Error>> {
+    (seats(c))
+        .map(|s| {
+            c.member(s)
+                .signer()
+                .dkg_finish(&p.wallet, p.session, &inbox[&s])
+        })
+        .collect()
+}
+
+/// Delivers `confirmations` to `seat`; whether the wallet is then active.
+pub fn deliver(c: &Cluster, seat: u16, wallet: &str, confirmations: &[SignedDkgMessage]) -> bool {
+    let mut active = false;
+    for m in confirmations {
+        active = c
+            .member(seat)
+            .signer()
+            .dkg_confirm(&wid(wallet), m)
+            .unwrap()
+            .active;
+    }
+    active
+}
+
+/// The state of `wallet` at `seat`.
+pub fn state(c: &Cluster, seat: u16, wallet: &str) -> WalletStateKind {
+    c.member(seat).signer().status(&wid(wallet)).unwrap().state
+}
+
+/// A full DKG up to (not including) the confirmations.
+pub fn through_part3(c: &mut Cluster, wallet: &str, session: u8) -> Vec<SignedDkgMessage> {
+    let p = proposal(c, wallet, session);
+    let r1 = part1(c, &p);
+    let inbox = part2(c, &p, &r1);
+    part3(c, &p, &inbox)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The (accuser, accused, fault) of a DKG failure.
+pub fn fault_of(err: Error) -> (u16, u16, DkgFault) {
+    match err {
+        Error::DkgFailed {
+            accuser,
+            accused,
+            fault,
+            ..
+        } => (accuser, accused, fault),
+        other => panic!("expected a DKG failure, got {other:?}"),
+    }
+}
+
+/// Seat 2's round-2 message to seat 1, re-signed after `edit`.
+pub fn tampered(
+    inbox: &mut BTreeMap<u16, Vec<SignedDkgMessage>>,
+    edit: impl FnOnce(&mut DkgPayload, &[SignedDkgMessage]),
+) {
+    let to_three = inbox[&3].clone();
+    let msg = inbox
+        .get_mut(&1)
+        .unwrap()
+        .iter_mut()
+        .find(|m| m.sender == 2)
+        .unwrap();
+    let mut payload = msg.payload.clone();
+    edit(&mut payload, &to_three);
+    *msg = SignedDkgMessage::sign(
+        &identity_secret(2),
+        msg.session,
+        msg.wallet.clone(),
+        2,
+        payload,
+    );
+}
