@@ -77,6 +77,14 @@ enum Phase {
 /// `T × (2^k − 1 − k) < deadline` (5 with the defaults). A refusal that is
 /// not transient excludes the seat for the rest of the run.
 ///
+/// A run ends early once it can no longer finish: when no open session can
+/// still complete and the seats that could join a new one (neither culprits
+/// nor excluded by a refusal) are fewer than t, it fails at once with
+/// [`Failure::TooManyMalicious`] if the culprits alone leave fewer than t,
+/// else [`Failure::TooFewWilling`]. Silent seats and transient refusals
+/// still count as able to take part, so they never end a run early; only
+/// the deadline ([`Failure::Deadline`]) does.
+///
 /// The paper starts a session whenever R holds t signers. Here a session in
 /// which every member is still expected to answer (none refused, proved
 /// malicious or passed its request timeout) is given its chance first:
@@ -98,6 +106,9 @@ enum Phase {
 ///   sessions, unsolicited commitments and wrong vector lengths are refused
 ///   with an [`Error`] and change nothing (an invalid share vector is
 ///   convicted even when its commitment vector is malformed).
+/// - Culprits and refusals that leave the run unable to finish fail it at
+///   the reply that does so, never later at the deadline; a run that fails
+///   with [`Failure::Deadline`] could still have finished.
 /// - With at least t signers that answer every request validly, the run
 ///   finishes within n − t + 1 sessions, plus at most one session for each
 ///   re-ask after a transient round-2 refusal: at most n − t + 1 + K·m,
@@ -246,6 +257,7 @@ impl<S: Scheme> Coordinator<S> {
         // A session that lost a member and awaits no one can never finish.
         self.sessions
             .retain(|_, session| session.is_intact() || !session.pending.is_empty());
+        self.fail_if_hopeless();
         self.start_sessions(now);
         Ok(())
     }
@@ -404,7 +416,7 @@ impl<S: Scheme> Coordinator<S> {
             self.set_standing(from, Standing::Unresponsive);
             self.schedule_reask(now, from);
         } else {
-            self.set_standing(from, Standing::Excluded);
+            self.set_standing(from, Standing::Excluded(refusal));
         }
         Ok(())
     }
@@ -448,8 +460,7 @@ impl<S: Scheme> Coordinator<S> {
         }
     }
 
-    /// Makes `seat` malicious for an invalid share in `session`, and fails
-    /// the run if fewer than t others remain.
+    /// Makes `seat` malicious for an invalid share in `session`.
     fn convict(&mut self, seat: Seat, session: SessionId, input: usize) {
         if let Some(open) = self.sessions.get_mut(&session) {
             open.pending.remove(&seat);
@@ -461,11 +472,48 @@ impl<S: Scheme> Coordinator<S> {
                 fault: Misbehavior::InvalidShare { session, input },
             });
         }
+    }
+
+    /// Fails the run as soon as it can no longer finish: no open session
+    /// can still complete, and fewer than t seats remain that could join a
+    /// new one (every other seat is a culprit or refused for good).
+    ///
+    /// Only a refusal or a conviction can make a run hopeless (timeouts and
+    /// transient refusals leave the seat able to come back), so this runs
+    /// after every reply and never on a clock tick. The failure names the
+    /// cause: [`Failure::TooManyMalicious`] when the culprits alone leave
+    /// fewer than t seats, else [`Failure::TooFewWilling`] (the refusals
+    /// were needed to make it hopeless; any culprits are in the stats).
+    fn fail_if_hopeless(&mut self) {
+        if self.is_finished() || self.sessions.values().any(Session::is_intact) {
+            return;
+        }
+        let threshold = self.threshold;
         let remaining = self.signers.len().saturating_sub(self.culprits.len());
-        if remaining < self.threshold {
-            self.fail(Failure::TooManyMalicious {
+        if remaining < threshold {
+            return self.fail(Failure::TooManyMalicious {
                 remaining,
-                threshold: self.threshold,
+                threshold,
+            });
+        }
+        let willing = self
+            .signers
+            .values()
+            .filter(|state| !matches!(state.standing, Standing::Malicious | Standing::Excluded(_)))
+            .count();
+        if willing < threshold {
+            let refusals = self
+                .signers
+                .iter()
+                .filter_map(|(seat, state)| match state.standing {
+                    Standing::Excluded(refusal) => Some((*seat, refusal)),
+                    _ => None,
+                })
+                .collect();
+            self.fail(Failure::TooFewWilling {
+                willing,
+                threshold,
+                refusals,
             });
         }
     }

@@ -91,17 +91,50 @@ pub enum Misbehavior {
 }
 
 /// Why a run failed.
+///
+/// The coordinator fails as soon as the run cannot finish, so only
+/// [`Failure::Deadline`] is worth retrying as it stands: the others would
+/// fail the same way until an operator acts (changes the transaction or a
+/// signer's policy, replaces malicious signers, fixes the key material).
+///
+/// When culprits and refusals together leave fewer than t signers, the
+/// failure is [`Failure::TooManyMalicious`] if the culprits alone do, and
+/// [`Failure::TooFewWilling`] otherwise; either way [`Stats::culprits`]
+/// names every culprit.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Failure<E> {
     /// So many signers proved malicious that fewer than t others remain.
+    /// Terminal: the wallet's key is out of reach of honest signers alone.
     TooManyMalicious {
         /// Signers not known to be malicious.
         remaining: usize,
         /// The threshold.
         threshold: usize,
     },
-    /// The overall deadline passed first.
+    /// So many signers refused for good ([`Refusal::is_transient`] is
+    /// `false`: policy denied, session conflict, rejected) that, with the
+    /// culprits, fewer than t signers could still take part, and no open
+    /// session could still finish. Reported at the refusal (or conviction)
+    /// that made the run hopeless, without waiting for the deadline.
+    ///
+    /// Terminal: the refusing signers would refuse the same transaction
+    /// again, so retrying it as it stands cannot succeed. Silent signers
+    /// and transient refusals never lead here; they may come back, and the
+    /// deadline governs them.
+    TooFewWilling {
+        /// Signers neither malicious nor excluded by a refusal: fewer than
+        /// `threshold`.
+        willing: usize,
+        /// The threshold.
+        threshold: usize,
+        /// Every refusal that excluded a signer in this run, by ascending
+        /// seat: the reasons to show an operator.
+        refusals: Vec<(Seat, Refusal)>,
+    },
+    /// The overall deadline passed first, while the run could still have
+    /// finished: signers were silent, slow or refusing transiently, and may
+    /// answer a later run: worth retrying.
     Deadline,
     /// The run would need a session id beyond `u32::MAX`; it ends instead of
     /// repeating an id.

@@ -31,7 +31,9 @@
 //!   types: only an invalid share is malice; timeouts and refusals
 //!   ([`Refusal`]) are not.
 //! - [`Event::Done`] carries the signatures ([`Signed`]); [`Event::Failed`]
-//!   a [`Failure`]. Both carry [`Stats`].
+//!   a [`Failure`]: at once when culprits and refusals leave fewer than t
+//!   signers able to sign, else when the deadline passes. Both carry
+//!   [`Stats`].
 //!
 //! A driver in miniature, with every signer in-process and answering at once
 //! (the daemon does the same over the network, with a real timer):

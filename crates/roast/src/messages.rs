@@ -109,7 +109,9 @@ impl Refusal {
     /// first time and after growing delays later (bounded per seat and run,
     /// see [`crate::Coordinator`], so a signer that keeps refusing cannot
     /// keep the run spinning). The others would be refused again for the
-    /// same transaction: the seat is not asked again in this run.
+    /// same transaction: the seat is not asked again in this run, and once
+    /// such refusals leave fewer than t signers able to sign, the run fails
+    /// at once with [`crate::Failure::TooFewWilling`].
     #[must_use]
     pub fn is_transient(self) -> bool {
         match self {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Round, Scheme, SessionId};
+use crate::{Refusal, Round, Scheme, SessionId};
 
 /// Where one seat stands in the run. Malicious and unresponsive are separate
 /// states: only [`Standing::Malicious`] is blamed.
@@ -22,9 +22,11 @@ pub(crate) enum Standing {
     /// vector for the session it is still pending in, or with an answer to a
     /// round-1 request the coordinator sent it.
     Unresponsive,
-    /// Refused for a reason that does not pass (policy, conflict, an invalid
-    /// request): never asked again in this run, and not blamed.
-    Excluded,
+    /// Refused for this reason, which does not pass (policy, conflict, an
+    /// invalid request): never asked again in this run, and not blamed. Kept
+    /// so a run that fails for want of willing signers can say who refused
+    /// and why.
+    Excluded(Refusal),
     /// Sent an invalid share. Never used again.
     Malicious,
 }
@@ -70,7 +72,7 @@ impl<S: Scheme> SeatState<S> {
             Standing::Signing { session, timeout } => Some((timeout, Round::Sign(session))),
             Standing::Responsive
             | Standing::Unresponsive
-            | Standing::Excluded
+            | Standing::Excluded(_)
             | Standing::Malicious => None,
         }
     }

@@ -774,3 +774,153 @@ fn re_asks_stay_within_the_documented_bound_with_the_default_timeouts() {
         vec![Duration::ZERO, t, t * 3, t * 7, t * 15]
     );
 }
+
+impl Hand {
+    /// `from` refuses its outstanding request for `round` with `refusal`.
+    fn refuse(&mut self, from: Seat, round: Round, refusal: Refusal) -> Result<(), Error> {
+        self.reply(from, Reply::Refused { round, refusal })
+    }
+
+    /// The failure that ended the run, if it has failed.
+    fn failure(&mut self) -> Option<Failure<crate::toy::ToyError>> {
+        self.events().into_iter().find_map(|e| match e {
+            Event::Failed { failure, .. } => Some(failure),
+            _ => None,
+        })
+    }
+}
+
+/// Asserts `failure` is `TooFewWilling` with these fields.
+fn assert_too_few_willing(
+    failure: Option<Failure<crate::toy::ToyError>>,
+    willing: usize,
+    threshold: usize,
+    refusals: &[(Seat, Refusal)],
+) {
+    match failure {
+        Some(Failure::TooFewWilling {
+            willing: w,
+            threshold: t,
+            refusals: r,
+        }) => assert_eq!((w, t, r.as_slice()), (willing, threshold, refusals)),
+        other => panic!("expected TooFewWilling, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_signer_refusing_by_policy_fails_at_once() {
+    let mut hand = Hand::new(2, 3, 1);
+    let _ = hand.transmits();
+    let start = hand.now;
+    hand.refuse(seat(1), Round::Commit, Refusal::PolicyDenied)
+        .unwrap();
+    assert!(!hand.coordinator.is_finished());
+    assert!(hand.failure().is_none());
+    // The second refusal leaves one willing signer of the two needed: the
+    // run fails on the spot, with no clock tick and no timer left.
+    hand.refuse(seat(2), Round::Commit, Refusal::PolicyDenied)
+        .unwrap();
+    assert_too_few_willing(
+        hand.failure(),
+        1,
+        2,
+        &[
+            (seat(1), Refusal::PolicyDenied),
+            (seat(2), Refusal::PolicyDenied),
+        ],
+    );
+    assert_eq!(hand.now, start);
+    assert_eq!(hand.coordinator.poll_timeout(), None);
+    assert!(hand.transmits().is_empty());
+    assert_eq!(
+        hand.refuse(seat(3), Round::Commit, Refusal::PolicyDenied),
+        Err(Error::Finished)
+    );
+}
+
+#[test]
+fn the_run_fails_at_the_refusal_that_makes_it_impossible_not_before() {
+    // t = 2 of 4: the run is lost only once n − t + 1 = 3 seats are out.
+    let mut hand = Hand::new(2, 4, 1);
+    let _ = hand.transmits();
+    hand.refuse(seat(4), Round::Commit, Refusal::Rejected)
+        .unwrap();
+    let (session, _) = hand.start(1);
+    hand.refuse(seat(1), Round::Sign(session), Refusal::SessionConflict)
+        .unwrap();
+    // Two seats are out and session 1 can never finish, but seats 2 and 3
+    // can still sign together.
+    assert!(!hand.coordinator.is_finished());
+    assert!(hand.failure().is_none());
+    hand.refuse(seat(2), Round::Sign(session), Refusal::PolicyDenied)
+        .unwrap();
+    assert_too_few_willing(
+        hand.failure(),
+        1,
+        2,
+        &[
+            (seat(1), Refusal::SessionConflict),
+            (seat(2), Refusal::PolicyDenied),
+            (seat(4), Refusal::Rejected),
+        ],
+    );
+    assert_eq!(hand.coordinator.poll_timeout(), None);
+}
+
+#[test]
+fn silent_and_transiently_refusing_seats_leave_the_run_to_its_deadline() {
+    // Seat 1 refuses for good; seat 2 refuses transiently and seat 3 is
+    // silent: both may come back, so only the deadline ends the run.
+    let mut hand = Hand::new(2, 3, 1);
+    let _ = hand.transmits();
+    hand.refuse(seat(1), Round::Commit, Refusal::PolicyDenied)
+        .unwrap();
+    hand.refuse(seat(2), Round::Commit, Refusal::Retryable)
+        .unwrap();
+    assert!(!hand.coordinator.is_finished());
+    assert!(hand.failure().is_none());
+    let mut events = Vec::new();
+    while let Some(at) = hand.coordinator.poll_timeout() {
+        hand.now = at;
+        hand.coordinator.handle_timeout(at);
+        let _ = hand.transmits();
+        events.extend(hand.events());
+    }
+    assert!(matches!(
+        events.last(),
+        Some(Event::Failed {
+            failure: Failure::Deadline,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn an_open_session_that_can_still_finish_keeps_the_run_alive() {
+    // Seat 1 signed session 1 and seat 2 is late in it. Seats 1 and 3 then
+    // refuse session 2 for good: only seat 2 is willing, yet session 1
+    // still completes with seat 2's late share.
+    let mut hand = Hand::new(2, 3, 1);
+    let (first, packages) = hand.start(1);
+    let signed = hand.shares(seat(1), first, &packages);
+    hand.reply(seat(1), signed).unwrap();
+    hand.now += REQUEST_TIMEOUT;
+    hand.coordinator.handle_timeout(hand.now);
+    let fresh = hand.commitments(seat(3), 1);
+    hand.reply(seat(3), fresh).unwrap();
+    let second = hand
+        .transmits()
+        .into_iter()
+        .find_map(|(_, id)| id)
+        .expect("session 2 started");
+    assert_ne!(second, first);
+    hand.refuse(seat(1), Round::Sign(second), Refusal::SessionConflict)
+        .unwrap();
+    hand.refuse(seat(3), Round::Sign(second), Refusal::PolicyDenied)
+        .unwrap();
+    assert!(!hand.coordinator.is_finished());
+    let late = hand.shares(seat(2), first, &packages);
+    hand.reply(seat(2), late).unwrap();
+    assert!(matches!(hand.events().last(),
+        Some(Event::Done(signed)) if signed.session == first));
+}

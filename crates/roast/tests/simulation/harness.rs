@@ -119,6 +119,8 @@ pub(crate) struct Outcome<S: Scheme> {
     /// empty). A member is awaited from the session's start until the
     /// coordinator accepts its share vector or refusal for it.
     pub(crate) overlaps: Vec<(SessionId, Seat)>,
+    /// Virtual time from the coordinator's creation to the end of the run.
+    pub(crate) elapsed: Duration,
 }
 
 /// How a run ended.
@@ -268,7 +270,9 @@ impl<B: Backend> Sim<B> {
             end: End::Stuck,
             after_end: 0,
             overlaps: Vec::new(),
+            elapsed: Duration::ZERO,
         };
+        let start = self.now;
         let mut awaited: BTreeMap<Seat, SessionId> = BTreeMap::new();
         for _ in 0..MAX_STEPS {
             while let Some(transmit) = coordinator.poll_transmit() {
@@ -326,6 +330,7 @@ impl<B: Backend> Sim<B> {
                 (_, None) => break,
             }
         }
+        outcome.elapsed = self.now - start;
         outcome
     }
 

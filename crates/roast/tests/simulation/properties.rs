@@ -224,8 +224,38 @@ fn check<B: Backend>(case: &Case, backend: B) -> Result<(), TestCaseError> {
                 eventually,
                 failure
             );
-            if let Failure::TooManyMalicious { remaining, .. } = failure {
-                prop_assert!(*remaining < t, "seed {}", seed);
+            match failure {
+                Failure::TooManyMalicious { remaining, .. } => {
+                    prop_assert!(*remaining < t, "seed {}", seed);
+                }
+                // Only final refusals from seats scripted to give them,
+                // and the count is what culprits and refusals leave.
+                Failure::TooFewWilling {
+                    willing,
+                    threshold,
+                    refusals,
+                } => {
+                    prop_assert_eq!(*threshold, t, "seed {}", seed);
+                    prop_assert!(*willing < t, "seed {}", seed);
+                    prop_assert!(n - reported.len() >= t, "seed {}: culprits alone", seed);
+                    prop_assert_eq!(
+                        *willing,
+                        n - reported.len() - refusals.len(),
+                        "seed {}",
+                        seed
+                    );
+                    for (s, refusal) in refusals {
+                        prop_assert!(!refusal.is_transient(), "seed {}", seed);
+                        prop_assert!(
+                            by_seat.iter().any(|(x, b)| x == s
+                                && matches!(b, Behavior::Refuses(r) | Behavior::RefusesAndRecommits(r) if r == refusal)),
+                            "seed {}: {:?} did not refuse",
+                            seed,
+                            s
+                        );
+                    }
+                }
+                _ => {}
             }
             prop_assert_eq!(&stats.culprits, &reported, "seed {}", seed);
         }

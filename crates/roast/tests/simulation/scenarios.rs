@@ -6,7 +6,7 @@ use thresig_crypto::{MerkleRoot, ScriptTree};
 use thresig_roast::{Error, Failure, Refusal, Round, Seat, Unresponsiveness};
 
 use crate::frost::FrostCluster;
-use crate::harness::{Behavior, End, Outcome, Sim, seat};
+use crate::harness::{Behavior, End, Outcome, REQUEST_TIMEOUT, Sim, seat};
 
 fn cluster(seed: u64, threshold: u16, signers: u16) -> FrostCluster {
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xd1c6);
@@ -299,4 +299,131 @@ fn fifty_one_of_a_hundred_with_forty_nine_malicious_answering_first() {
     assert_eq!(outcome.culprits.len(), 49, "seed {seed}: each culprit once");
     assert_eq!(stats.sessions, 2, "seed {seed}");
     assert_no_rejections(&outcome);
+}
+
+/// The refusals and culprits of a run that failed for want of willing
+/// signers, or a panic naming the seed; checks the run ended at once, with
+/// no request timing out.
+fn too_few_willing<S: thresig_roast::Scheme>(
+    outcome: &Outcome<S>,
+    threshold: usize,
+) -> (usize, &[(Seat, Refusal)], &[Seat]) {
+    let seed = outcome.seed;
+    assert!(
+        outcome.elapsed < REQUEST_TIMEOUT,
+        "seed {seed}: ended after {:?}, not at once",
+        outcome.elapsed
+    );
+    assert_no_rejections(outcome);
+    match &outcome.end {
+        End::Failed {
+            failure:
+                Failure::TooFewWilling {
+                    willing,
+                    threshold: t,
+                    refusals,
+                },
+            stats,
+        } => {
+            assert_eq!(*t, threshold, "seed {seed}");
+            (*willing, refusals, &stats.culprits)
+        }
+        End::Failed { failure, .. } => panic!("seed {seed}: failed with {failure:?}"),
+        _ => panic!("seed {seed}: expected a failure for too few willing signers"),
+    }
+}
+
+#[test]
+fn every_signer_refusing_by_policy_fails_at_once() {
+    let seed = 70;
+    let mut sim = Sim::new(seed, cluster(seed, 3, 5), 2);
+    for n in 1..=5 {
+        sim = sim.behave(seat(n), Behavior::Refuses(Refusal::PolicyDenied));
+    }
+    let outcome = sim.run();
+    // Session 1's three refusals leave two willing signers: the run fails
+    // at the third, long before any request times out, and no second
+    // session is tried.
+    let (willing, refusals, culprits) = too_few_willing(&outcome, 3);
+    assert_eq!(willing, 2, "seed {seed}");
+    assert!(culprits.is_empty(), "seed {seed}");
+    assert_eq!(outcome.sessions.len(), 1, "seed {seed}");
+    let members = &outcome.sessions[0].1;
+    assert_eq!(
+        refusals,
+        members
+            .iter()
+            .map(|s| (*s, Refusal::PolicyDenied))
+            .collect::<Vec<_>>(),
+        "seed {seed}"
+    );
+}
+
+#[test]
+fn up_to_n_minus_t_final_refusals_and_culprits_still_sign() {
+    // n − t = 2 seats out for good, by refusals of every final kind or by a
+    // refusal and an invalid share: the other t still sign.
+    let cases = [
+        (
+            71,
+            [
+                Behavior::Refuses(Refusal::PolicyDenied),
+                Behavior::Refuses(Refusal::Rejected),
+            ],
+        ),
+        (
+            72,
+            [
+                Behavior::Refuses(Refusal::SessionConflict),
+                Behavior::RefusesAndRecommits(Refusal::PolicyDenied),
+            ],
+        ),
+        (
+            73,
+            [
+                Behavior::Malicious { input: 1 },
+                Behavior::Refuses(Refusal::PolicyDenied),
+            ],
+        ),
+    ];
+    for (seed, [first, second]) in cases {
+        let out = seats(&[1, 2]);
+        let outcome = Sim::new(seed, cluster(seed, 3, 5), 2)
+            .behave(seat(1), first)
+            .behave(seat(2), second)
+            .answer_first(&out)
+            .run();
+        let (finished, stats) = outcome.done();
+        assert_eq!(finished, seats(&[3, 4, 5]), "seed {seed}");
+        assert_eq!(stats.sessions, 2, "seed {seed}");
+        let malicious = matches!(first, Behavior::Malicious { .. });
+        assert_eq!(stats.culprits.is_empty(), !malicious, "seed {seed}");
+    }
+}
+
+#[test]
+fn culprits_and_refusals_that_leave_fewer_than_t_fail_as_too_few_willing() {
+    // One culprit alone leaves four of five signers, enough for t = 3; with
+    // two refusals only two are willing. The refusals decide, so the
+    // failure is not `TooManyMalicious`, and the stats still name the
+    // culprit.
+    let seed = 74;
+    let outcome = Sim::new(seed, cluster(seed, 3, 5), 1)
+        .behave(seat(1), Behavior::Malicious { input: 0 })
+        .behave(seat(2), Behavior::Refuses(Refusal::PolicyDenied))
+        .behave(seat(3), Behavior::Refuses(Refusal::Rejected))
+        .answer_first(&seats(&[1, 2, 3]))
+        .run();
+    let (willing, refusals, culprits) = too_few_willing(&outcome, 3);
+    assert_eq!(willing, 2, "seed {seed}");
+    assert_eq!(
+        refusals,
+        [
+            (seat(2), Refusal::PolicyDenied),
+            (seat(3), Refusal::Rejected)
+        ],
+        "seed {seed}"
+    );
+    assert_eq!(culprits, seats(&[1]), "seed {seed}");
+    assert_eq!(outcome.culprits, seats(&[1]), "seed {seed}");
 }
