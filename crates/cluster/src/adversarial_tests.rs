@@ -3,7 +3,6 @@
 //! the way a malicious member (or a member holding the cluster CA key) can.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rand_chacha::ChaCha20Rng;
@@ -48,7 +47,28 @@ enum Mode {
 struct Member {
     inner: EngineHandler<Arc<EncryptedStore>>,
     mode: Mode,
-    release: Arc<AtomicBool>,
+    release: Arc<Release>,
+}
+
+/// Holds a silent member's answer until the cluster is dropped.
+#[derive(Default)]
+struct Release {
+    released: std::sync::Mutex<bool>,
+    signal: std::sync::Condvar,
+}
+
+impl Release {
+    fn wait(&self) {
+        let mut released = self.released.lock().unwrap();
+        while !*released {
+            released = self.signal.wait(released).unwrap();
+        }
+    }
+
+    fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.signal.notify_all();
+    }
 }
 
 impl SignerHandler for Member {
@@ -70,9 +90,7 @@ impl SignerHandler for Member {
             // A malicious member controls its whole server; here the
             // daemon's own request timeout (set to its maximum) stands in
             // for "never".
-            while !self.release.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            self.release.wait();
         }
         self.inner.dkg_start(peer, proposal)
     }
@@ -120,12 +138,12 @@ struct Cluster {
     dir: tempfile::TempDir,
     stops: Vec<oneshot::Sender<()>>,
     stores: Vec<Arc<EncryptedStore>>,
-    release: Arc<AtomicBool>,
+    release: Arc<Release>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.release.store(true, Ordering::SeqCst);
+        self.release.release();
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
@@ -161,7 +179,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
     );
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     provision::init_cluster(&dir.path().join("c"), &spec, SystemTime::now(), &mut rng).unwrap();
-    let release = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(Release::default());
     let mut cluster = Cluster {
         dir,
         stops: Vec::new(),
@@ -217,9 +235,14 @@ async fn dkg_relay_blames_the_member_that_misrouted_round2_messages() {
     let wallet = node
         .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
         .unwrap();
-    let err = run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(1), &crate::Silent)
-        .await
-        .unwrap_err();
+    let err = run_dkg(
+        &peers,
+        wallet,
+        &mut ChaCha20Rng::seed_from_u64(1),
+        &crate::Silent,
+    )
+    .await
+    .unwrap_err();
     match &err {
         DkgError::Member { seat: s, .. } | DkgError::Protocol { seat: s, .. } => {
             assert_eq!(*s, seat(3), "blamed the wrong member: {err}");
@@ -238,14 +261,25 @@ async fn dkg_relay_does_not_wait_forever_for_a_silent_member() {
         d.limits.request_timeout = Duration::from_secs(600);
     })
     .await;
-    let peers = cluster.peers(seat(1));
+    // The relay waits no longer than it is told to, whatever the member's
+    // server allows.
+    let peers = Arc::new(
+        Peers::new(&cluster.node(seat(1)))
+            .unwrap()
+            .with_patience(Duration::from_secs(2)),
+    );
     let node = cluster.node(seat(1));
     let wallet = node
         .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
         .unwrap();
     let outcome = tokio::time::timeout(
         Duration::from_secs(45),
-        run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(2), &crate::Silent),
+        run_dkg(
+            &peers,
+            wallet,
+            &mut ChaCha20Rng::seed_from_u64(2),
+            &crate::Silent,
+        ),
     )
     .await;
     let err = outcome
@@ -377,9 +411,14 @@ async fn a_spend_every_signer_refuses_by_policy_is_not_reported_retryable() {
     let node = cluster.node(seat(1));
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
     let wallet = node.wallet(&wallet_id).unwrap();
-    run_dkg(&peers, wallet, &mut ChaCha20Rng::seed_from_u64(5), &crate::Silent)
-        .await
-        .unwrap();
+    run_dkg(
+        &peers,
+        wallet,
+        &mut ChaCha20Rng::seed_from_u64(5),
+        &crate::Silent,
+    )
+    .await
+    .unwrap();
     let (key, epoch) = crate::own_wallet(&peers, seat(1), &wallet_id)
         .await
         .unwrap();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
-use thresig_daemon::Error as DaemonError;
+use thresig_daemon::{Error as DaemonError, RpcCode};
 use thresig_engine::{DkgPayload, DkgProposal, DkgSessionId, SignedDkgMessage};
 use tokio::task::JoinSet;
 use tracing::info;
@@ -69,7 +69,16 @@ impl DkgError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Member { error, .. } => retryable(error),
+            Self::Member { error, .. } => {
+                retryable(error)
+                    || matches!(
+                        error,
+                        DaemonError::Rpc {
+                            code: RpcCode::DeadlineExceeded,
+                            ..
+                        }
+                    )
+            }
             Self::Protocol { .. } | Self::Aborted(_) => false,
         }
     }
@@ -101,6 +110,16 @@ pub async fn run_dkg(
         async move { client.dkg_start(proposal).await }
     })
     .await?;
+    for (seat, message) in &round1 {
+        if message.sender != seat.get() || !matches!(message.payload, DkgPayload::Round1 { .. }) {
+            return Err(protocol(
+                "start",
+                wallet,
+                *seat,
+                "not its own round-1 message",
+            ));
+        }
+    }
     let round1: Vec<SignedDkgMessage> = round1.into_values().collect();
 
     info!("DKG part 2");
@@ -115,21 +134,44 @@ pub async fn run_dkg(
         async move { client.dkg_round2(wallet_id, session, others).await }
     })
     .await?;
+    // Each member must send exactly one message of its own to every other
+    // member: checked here, so that a member that misroutes is named, not
+    // the member it left without a package.
     let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
     for (seat, messages) in round2 {
-        if messages.len() + 1 != members.len() {
+        let mut recipients: Vec<u16> = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let DkgPayload::Round2 { to, .. } = &message.payload else {
+                return Err(protocol("round 2", wallet, seat, "not a round-2 message"));
+            };
+            if message.sender != seat.get() {
+                return Err(protocol(
+                    "round 2",
+                    wallet,
+                    seat,
+                    "a message of another sender",
+                ));
+            }
+            recipients.push(*to);
+        }
+        recipients.sort_unstable();
+        let expected: Vec<u16> = members
+            .iter()
+            .map(|(s, _)| s.get())
+            .filter(|s| *s != seat.get())
+            .collect();
+        if recipients != expected {
             return Err(protocol(
                 "round 2",
                 wallet,
                 seat,
-                "not one message per peer",
+                "not one message to each other member",
             ));
         }
         for message in messages {
-            let DkgPayload::Round2 { to, .. } = &message.payload else {
-                return Err(protocol("round 2", wallet, seat, "not a round-2 message"));
-            };
-            inbox.entry(*to).or_default().push(message);
+            if let DkgPayload::Round2 { to, .. } = &message.payload {
+                inbox.entry(*to).or_default().push(message);
+            }
         }
     }
 
@@ -149,6 +191,14 @@ pub async fn run_dkg(
         else {
             return Err(protocol("finish", wallet, *seat, "not a confirmation"));
         };
+        if confirmation.sender != seat.get() {
+            return Err(protocol(
+                "finish",
+                wallet,
+                *seat,
+                "another member's confirmation",
+            ));
+        }
         let key: [u8; 32] = key
             .0
             .as_slice()
@@ -242,7 +292,8 @@ where
     let mut tasks = JoinSet::new();
     let spawn = |tasks: &mut JoinSet<_>, client, seat: Seat, cluster: Seat, attempt: usize| {
         let call = call(client, seat);
-        tasks.spawn(async move { (seat, cluster, attempt, call.await) });
+        let peers = peers.clone();
+        tasks.spawn(async move { (seat, cluster, attempt, peers.within(cluster, call).await) });
     };
     let member = |cluster: Seat| {
         move |error| DkgError::Member {
@@ -279,10 +330,16 @@ where
     Ok(answers)
 }
 
-/// Whether asking again can succeed.
+/// Whether asking the member again in this run can succeed: after a
+/// refusal it calls retryable (its own server timed out under load) or a
+/// dropped connection, not after it stayed silent past its own deadline.
 fn retryable(error: &DaemonError) -> bool {
     match error {
         DaemonError::Refused(e) => e.is_retryable(),
+        DaemonError::Rpc {
+            code: RpcCode::DeadlineExceeded,
+            ..
+        } => false,
         other => crate::peers::is_transport(other),
     }
 }

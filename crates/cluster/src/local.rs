@@ -119,6 +119,12 @@ impl LocalCluster {
     /// [`LocalError::Process`] if it cannot be spawned.
     pub fn start(&mut self, seat: Seat, fault: Option<Fault>) -> Result<(), LocalError> {
         let process = |source| LocalError::Process { seat, source };
+        if let Some(mut old) = self.children.remove(&seat) {
+            // Starting a running member replaces it: the old process goes
+            // first, so that it no longer holds the store lock or the port.
+            let _ = old.kill();
+            old.wait().map_err(process)?;
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -136,12 +142,7 @@ impl LocalCluster {
             command.args(["--fault", "invalid-shares"]);
         }
         let child = command.spawn().map_err(process)?;
-        if let Some(mut old) = self.children.insert(seat, child) {
-            // Starting a running member replaces it; the old process must
-            // not keep the store locked.
-            let _ = old.kill();
-            let _ = old.wait();
-        }
+        self.children.insert(seat, child);
         Ok(())
     }
 

@@ -15,6 +15,14 @@ use crate::config::NodeConfig;
 /// request, and asked again on the next.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The daemon's default request timeout (`[daemon.limits]`), for peers made
+/// without a configuration.
+const DEFAULT_PATIENCE: Duration = Duration::from_secs(35);
+
+/// Added to the members' request timeout before giving up on an answer:
+/// transfer and scheduling time around the server's own deadline.
+const PATIENCE_MARGIN: Duration = Duration::from_secs(5);
+
 /// Connections to every member, made on first use and remade after a
 /// transport failure (a member that restarts is reachable again at its next
 /// request).
@@ -25,6 +33,7 @@ pub struct Peers {
     tls: ClientTls,
     endpoints: BTreeMap<Seat, SocketAddr>,
     clients: Mutex<BTreeMap<Seat, SignerClient>>,
+    patience: Duration,
 }
 
 impl std::fmt::Debug for Peers {
@@ -45,23 +54,66 @@ impl Peers {
         let daemon = node.daemon.as_ref().ok_or(DaemonError::Malformed(
             "the configuration has no [daemon] section",
         ))?;
-        Ok(Self::with_tls(
+        let mut peers = Self::with_tls(
             ClientTls::from_config(daemon)?,
             node.members
                 .iter()
                 .map(|(seat, m)| (*seat, m.endpoint))
                 .collect(),
-        ))
+        );
+        peers.patience = daemon
+            .limits
+            .request_timeout
+            .saturating_add(PATIENCE_MARGIN);
+        Ok(peers)
     }
 
-    /// Connections to `endpoints` with `tls`.
+    /// Connections to `endpoints` with `tls`, waiting for answers as long
+    /// as the daemon's default request timeout allows.
     #[must_use]
     pub fn with_tls(tls: ClientTls, endpoints: BTreeMap<Seat, SocketAddr>) -> Self {
         Self {
             tls,
             endpoints,
             clients: Mutex::new(BTreeMap::new()),
+            patience: DEFAULT_PATIENCE,
         }
+    }
+
+    /// These connections, waiting `patience` for each answer instead.
+    #[must_use]
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// How long to wait for one answer: the members' request timeout (from
+    /// this member's `[daemon.limits]`, which the cluster shares) plus a
+    /// margin. A member that has not answered by then will not: its own
+    /// server would have answered `timeout`.
+    #[must_use]
+    pub fn patience(&self) -> Duration {
+        self.patience
+    }
+
+    /// Runs `call` with [`Peers::patience`] as its deadline; a call that
+    /// outlasts it fails with [`RpcCode::DeadlineExceeded`].
+    ///
+    /// # Errors
+    /// The call's error, or the deadline.
+    pub async fn within<T>(
+        &self,
+        seat: Seat,
+        call: impl std::future::Future<Output = Result<T, DaemonError>>,
+    ) -> Result<T, DaemonError> {
+        tokio::time::timeout(self.patience, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(DaemonError::Rpc {
+                    code: RpcCode::DeadlineExceeded,
+                    message: format!("member {seat} gave no answer within {:?}", self.patience),
+                })
+            })
     }
 
     /// A connection to `seat`, made now if none is open.

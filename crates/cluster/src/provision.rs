@@ -20,7 +20,9 @@
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -65,8 +67,12 @@ pub enum ProvisionError {
         #[source]
         source: std::io::Error,
     },
-    /// The directory already holds a member (nothing is overwritten).
-    #[error("{} already exists; refusing to overwrite a member", path.display())]
+    /// The path already exists and is not an empty directory of ours
+    /// (nothing is overwritten, nothing is written through a link).
+    #[error(
+        "{} already exists and is not an empty directory of this user; refusing to write there",
+        path.display()
+    )]
     Exists {
         /// The path that exists.
         path: PathBuf,
@@ -118,14 +124,8 @@ pub fn init_member(
     now: SystemTime,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<MemberInit, ProvisionError> {
-    for existing in [CONFIG_FILE, "store", "kek"] {
-        let path = dir.join(existing);
-        if path.exists() {
-            return Err(ProvisionError::Exists { path });
-        }
-    }
-    create_dir(dir)?;
-    create_dir(&dir.join("tls"))?;
+    fresh_dir(dir)?;
+    fresh_dir(&dir.join("tls"))?;
     let mut kek = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(kek.as_mut());
     write_new(
@@ -141,7 +141,7 @@ pub fn init_member(
     let key = ed25519_dalek::SigningKey::generate(rng);
     store.write(vec![WriteOp::PutMeta {
         name: identity::meta_name(),
-        value: key.to_bytes().to_vec(),
+        value: Zeroizing::new(key.to_bytes().to_vec()).into(),
     }])?;
     store.shutdown();
     let identity = IdentityKey::from_bytes(key.verifying_key().to_bytes())
@@ -268,8 +268,8 @@ pub fn init_cluster(
             spec.threshold
         )));
     }
-    create_dir(dir)?;
-    create_dir(&dir.join("ca"))?;
+    fresh_dir(dir)?;
+    fresh_dir(&dir.join("ca"))?;
     let ca = ClusterCa::generate(spec.name.clone(), Validity::starting(now, CA_LIFETIME))?;
     ca.write(&dir.join("ca/ca.pem"), &dir.join("ca/ca.key"))?;
     let mut members = Vec::with_capacity(n);
@@ -392,15 +392,40 @@ fn store_section(dir: &Path) -> Result<String, ProvisionError> {
     ))
 }
 
-fn create_dir(path: &Path) -> Result<(), ProvisionError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| ProvisionError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+/// Makes `path` an empty directory of mode 0700 owned by us: creates it
+/// (its parents as needed), or takes an existing one only if it is a real,
+/// empty directory of ours, tightening its mode. Nothing is ever written
+/// through a symbolic link or into a directory that already holds files,
+/// so provisioning cannot be pointed at another member's files or a planted
+/// path.
+fn fresh_dir(path: &Path) -> Result<(), ProvisionError> {
+    let io = |source| ProvisionError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(io)?;
+            }
+            DirBuilder::new().mode(0o700).create(path).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+        Ok(meta) => {
+            let ours = meta.uid() == nix::unistd::geteuid().as_raw();
+            let empty = std::fs::read_dir(path).map_err(io)?.next().is_none();
+            if !meta.file_type().is_dir() || !ours || !empty {
+                return Err(ProvisionError::Exists {
+                    path: path.to_path_buf(),
+                });
+            }
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)
+        }
+    }
 }
 
 /// Creates `path` with `mode` from the start; fails if it exists.

@@ -223,6 +223,8 @@ pub async fn sign(
     let mut culprits = BTreeSet::new();
     let mut gate = FirstAnswers::new(wallet, &options.answer_first);
     let mut handed = Handed::default();
+    // Requests in flight end with the run: dropping the set cancels them.
+    let mut deliveries = tokio::task::JoinSet::new();
     let mut shares = SharesSeen::new(options.progress.clone());
     loop {
         while let Some(transmit) = coordinator.poll_transmit() {
@@ -230,7 +232,7 @@ pub async fn sign(
                 continue;
             };
             handed.sent(transmit.to, &transmit.request);
-            tokio::spawn(deliver(
+            deliveries.spawn(deliver(
                 peers.clone(),
                 member,
                 transmit.to,
@@ -242,16 +244,23 @@ pub async fn sign(
         while let Some(event) = coordinator.poll_event() {
             match event {
                 Event::SessionStarted { session, signers } => {
-                    info!(?session, ?signers, "ROAST session started");
+                    let members: Vec<u16> = signers
+                        .iter()
+                        .filter_map(|s| wallet.cluster_seat(*s))
+                        .map(Seat::get)
+                        .collect();
+                    info!(?session, ?members, "ROAST session started");
                     shares.start(session, signers.len());
                 }
                 Event::Unresponsive { seat, cause } => {
-                    debug!(%seat, ?cause, "signer unresponsive");
-                    unresponsive.extend(wallet.cluster_seat(seat));
+                    let member = wallet.cluster_seat(seat);
+                    debug!(?member, ?cause, "member unresponsive");
+                    unresponsive.extend(member);
                 }
                 Event::Culprit { seat, fault } => {
-                    warn!(%seat, ?fault, "signer sent an invalid share");
-                    culprits.extend(wallet.cluster_seat(seat));
+                    let member = wallet.cluster_seat(seat);
+                    warn!(?member, ?fault, "member sent an invalid share");
+                    culprits.extend(member);
                 }
                 Event::Done(signed) => {
                     let signatures = signed
@@ -299,6 +308,7 @@ pub async fn sign(
                 shares.note(&admitted);
                 feed(&mut coordinator, &mut handed, admitted);
             }
+            Some(_) = deliveries.join_next(), if !deliveries.is_empty() => {}
             () = tokio::time::sleep_until(wake) => {
                 coordinator.handle_timeout(std::time::Instant::now());
                 let held = gate.release_all();
@@ -366,7 +376,7 @@ fn feed(
     for (seat, reply) in answers {
         handed.received(seat, &reply);
         if let Err(e) = coordinator.handle_reply(std::time::Instant::now(), seat, reply) {
-            debug!(%seat, error = %e, "answer refused by the coordinator");
+            debug!(wallet_seat = %seat, error = %e, "answer refused by the coordinator");
         }
     }
 }
@@ -531,7 +541,7 @@ async fn deliver(
 async fn commit(peers: &Peers, member: Seat, job: &Job) -> Option<Reply<WireScheme>> {
     let request = Round1Request::new(job.wallet.id().clone(), job.inputs);
     let result = match peers.client(member).await {
-        Ok(client) => client.round1(request).await,
+        Ok(client) => peers.within(member, client.round1(request)).await,
         Err(e) => Err(e),
     };
     match result {
@@ -574,7 +584,7 @@ async fn shares(
         journal(member, &request);
     }
     let result = match peers.client(member).await {
-        Ok(client) => client.round2(request).await,
+        Ok(client) => peers.within(member, client.round2(request)).await,
         Err(e) => Err(e),
     };
     match result {
@@ -627,7 +637,13 @@ fn failure(
 /// whether it may pass.
 fn refusal_of(error: &SignerError) -> Refusal {
     match error.code.as_str() {
-        code if code == ErrorCode::NonceUnknown.as_str() => Refusal::NonceUnknown,
+        // An expired attempt is a nonce the signer no longer holds: a fresh
+        // round 1 brings it back.
+        code if code == ErrorCode::NonceUnknown.as_str()
+            || code == ErrorCode::AttemptExpired.as_str() =>
+        {
+            Refusal::NonceUnknown
+        }
         code if code == ErrorCode::PolicyDenied.as_str() => Refusal::PolicyDenied,
         code if code == ErrorCode::SessionConflict.as_str() => Refusal::SessionConflict,
         _ if error.is_retryable() => Refusal::Retryable,

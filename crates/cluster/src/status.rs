@@ -28,7 +28,7 @@ pub async fn cluster_status(peers: &Arc<Peers>) -> Vec<MemberStatus> {
         let peers = peers.clone();
         tasks.spawn(async move {
             let wallets = match peers.client(seat).await {
-                Ok(client) => client.status().await,
+                Ok(client) => peers.within(seat, client.status()).await,
                 Err(e) => Err(e),
             };
             if wallets.as_ref().is_err_and(crate::peers::is_transport) {
@@ -57,9 +57,9 @@ pub async fn own_wallet(
     wallet: &WalletId,
 ) -> Result<(WalletKey, Epoch), DaemonError> {
     let client = peers.client(own).await?;
-    let key = client.wallet_key(wallet.clone()).await?;
-    let epoch = client
-        .status()
+    let key = peers.within(own, client.wallet_key(wallet.clone())).await?;
+    let epoch = peers
+        .within(own, client.status())
         .await?
         .into_iter()
         .find(|w| &w.wallet == wallet)

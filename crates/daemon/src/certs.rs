@@ -161,8 +161,8 @@ impl ClusterCa {
         params.use_authority_key_identifier_extension = true;
         validity.apply(&mut params);
         let cert = params.signed_by(&key, &self.issuer)?;
-        let key_fingerprint =
-            crate::tls::key_fingerprint(cert.der()).ok_or(Error::Malformed("issued certificate"))?;
+        let key_fingerprint = crate::tls::key_fingerprint(cert.der())
+            .ok_or(Error::Malformed("issued certificate"))?;
         Ok(MemberTls {
             seat,
             cert_pem: cert.pem(),

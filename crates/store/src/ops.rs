@@ -126,8 +126,9 @@ pub enum WriteOp {
     PutMeta {
         /// The record's name.
         name: MetaName,
-        /// Its value.
-        value: Vec<u8>,
+        /// Its value (it may be secret, such as the member's identity
+        /// key: zeroized, not shown).
+        value: Plaintext,
     },
     /// Bumps the global epoch and moves the wallet to it, re-sealing the
     /// wallet's state and policy records so older ciphertexts stop opening.

@@ -102,7 +102,7 @@ fn meta_dkg_and_reopen_on_a_simulated_disk() {
                 },
                 WriteOp::PutMeta {
                     name: name.clone(),
-                    value: b"me".to_vec(),
+                    value: b"me".to_vec().into(),
                 },
             ])
             .unwrap();

@@ -367,7 +367,7 @@ fn a_record_failing_authentication_is_never_overwritten() {
         store
             .write(vec![WriteOp::PutMeta {
                 name: name.clone(),
-                value: b"v1".to_vec(),
+                value: b"v1".to_vec().into(),
             }])
             .unwrap();
     }
@@ -379,7 +379,7 @@ fn a_record_failing_authentication_is_never_overwritten() {
     );
     let out = store.write(vec![WriteOp::PutMeta {
         name: name.clone(),
-        value: b"v2".to_vec(),
+        value: b"v2".to_vec().into(),
     }]);
     assert!(
         out.is_err(),

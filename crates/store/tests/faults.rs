@@ -479,7 +479,7 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     let meta = thresig_store::MetaName::new(b"m".to_vec()).unwrap();
     let plain = store.write(vec![WriteOp::PutMeta {
         name: meta,
-        value: b"v".to_vec(),
+        value: b"v".to_vec().into(),
     }]);
     assert!(matches!(plain, Ok(WriteOutcome::Committed(_))), "{plain:?}");
     std::fs::remove_dir(&blocker).unwrap();

@@ -44,7 +44,7 @@ fn op_for(key: Rec, value: &[u8]) -> WriteOp {
         },
         Rec::Meta(m) => WriteOp::PutMeta {
             name: MetaName::new(vec![b'm', m]).unwrap(),
-            value: value.to_vec(),
+            value: value.to_vec().into(),
         },
         Rec::KeyPackage(w, e) => WriteOp::InsertKeyPackage {
             wallet: wallet(w),

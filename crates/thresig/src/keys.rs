@@ -635,7 +635,7 @@ fn note_rotation(
     detail["at_unix"] = json!(now);
     store.write(vec![WriteOp::PutMeta {
         name: meta_name(name),
-        value: detail.to_string().into_bytes(),
+        value: detail.to_string().into_bytes().into(),
     }])?;
     Ok(())
 }
