@@ -112,6 +112,9 @@ pub enum SignError {
     Failed {
         /// Why, as the coordinator reports it.
         reason: String,
+        /// Whether a new run can succeed (the deadline passed while members
+        /// were unreachable), as opposed to culprits or refusals for good.
+        retryable: bool,
         /// Sessions started.
         sessions: u32,
         /// Cluster seats found sending invalid shares.
@@ -128,13 +131,11 @@ impl SignError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Failed { reason, .. } => reason == DEADLINE,
+            Self::Failed { retryable, .. } => *retryable,
             Self::Psbt(_) | Self::Setup(_) | Self::Crypto(_) => false,
         }
     }
 }
-
-const DEADLINE: &str = "the deadline passed";
 
 /// The wallet's key record as the coordinator's scheme, with shares as they
 /// arrive off the wire: `None` is a share that did not decode, which is as
@@ -282,13 +283,17 @@ pub async fn sign(
                     });
                 }
                 Event::Failed { failure, stats } => {
+                    // Only a missed deadline may pass: members can come
+                    // back. Culprits and refusals for good stay.
+                    let retryable = matches!(failure, Failure::Deadline);
                     let reason = match failure {
-                        Failure::Deadline => DEADLINE.to_owned(),
+                        Failure::Deadline => "the deadline passed".to_owned(),
                         other => format!("{other:?}"),
                     };
                     release(peers, &job, handed).await;
                     return Err(SignError::Failed {
                         reason,
+                        retryable,
                         sessions: stats.sessions,
                         culprits: culprits.into_iter().collect(),
                     });
