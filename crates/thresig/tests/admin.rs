@@ -6,20 +6,11 @@ mod common;
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use common::{ProcessCluster, WALLET, seat, wait_ready};
+use common::{ProcessCluster, WALLET, seat, thresig, wait_ready};
 use serde_json::Value;
 use thresig_cluster::config::Config;
 use thresig_cluster::node::admin_socket_path;
-
-fn thresig(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
 
 /// Runs `args` with `--json`, expecting exit code `code`.
 fn json(args: &[&str], code: i32) -> Value {

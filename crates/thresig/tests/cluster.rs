@@ -7,23 +7,15 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bitcoin::Transaction;
 use bitcoin::consensus::encode::deserialize_hex;
-use common::{ProcessCluster, WALLET, seat};
+use common::{ProcessCluster, WALLET, seat, thresig};
 use thresig_crypto::{Commitment, SigningPackage};
 use thresig_daemon::Error as DaemonError;
 use thresig_engine::{HexBytes, Round1Request, Round2Request, SigningTarget, WalletId};
 use thresig_tx::test_util::verify_with_core;
-
-fn thresig(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
 
 fn ok_json(out: &Output) -> serde_json::Value {
     assert!(

@@ -28,6 +28,15 @@ pub const WALLET: &str = "w";
 /// runs many test processes on two cores.
 const READY: Duration = Duration::from_secs(60);
 
+/// Runs the `thresig` binary with `args` (warnings and errors logged).
+pub fn thresig(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
 pub fn seat(n: u16) -> Seat {
     Seat::try_from(n).unwrap()
 }
