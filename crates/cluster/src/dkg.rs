@@ -69,15 +69,20 @@ impl DkgError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Member { error, .. } => {
-                retryable(error)
-                    || matches!(
-                        error,
-                        DaemonError::Rpc {
-                            code: RpcCode::DeadlineExceeded,
-                            ..
-                        }
-                    )
+            // Before part 3 nothing is stored: a fresh run starts clean.
+            // From part 3 on, members may hold this run's unconfirmed key
+            // package, which a new run never overwrites: an operator must
+            // look first.
+            Self::Member { phase, error, .. } => {
+                matches!(*phase, "start" | "round 2")
+                    && (retryable(error)
+                        || matches!(
+                            error,
+                            DaemonError::Rpc {
+                                code: RpcCode::DeadlineExceeded,
+                                ..
+                            }
+                        ))
             }
             Self::Protocol { .. } | Self::Aborted(_) => false,
         }

@@ -34,10 +34,10 @@ pub enum NodeError {
     #[error("the configuration has no [daemon] section; `serve` needs one")]
     NoDaemon,
     /// The key provider could not be opened.
-    #[error("key provider: {0}")]
+    #[error("key provider")]
     Provider(#[from] ProviderError),
     /// The store could not be opened.
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] thresig_store::Error),
     /// The identity key could not be read.
     #[error(transparent)]
@@ -45,11 +45,18 @@ pub enum NodeError {
     /// The sealed identity key is not the one the roster gives this seat.
     #[error("the store's identity key is not the roster's key for seat {0}")]
     IdentityMismatch(thresig_crypto::Seat),
+    /// This member's TLS certificate does not carry the key the roster pins
+    /// for its seat: every peer would refuse it.
+    #[error(
+        "the TLS certificate's key is not the one the roster pins for seat {0} \
+         (tls_key_sha256 in its [[members]] entry)"
+    )]
+    TlsKeyMismatch(thresig_crypto::Seat),
     /// The engine refused to open.
-    #[error("signer: {0}")]
+    #[error("signer")]
     Engine(#[from] OpenError),
     /// The daemon failed.
-    #[error("daemon: {0}")]
+    #[error("daemon")]
     Daemon(#[from] thresig_daemon::Error),
 }
 
@@ -116,6 +123,14 @@ impl Node {
         )?);
         let mut node = config.into_node(path)?;
         let daemon = node.daemon.take().ok_or(NodeError::NoDaemon)?;
+        let own_pin = node.members.get(&node.member).map(|m| m.tls_key_sha256);
+        if own_pin
+            != Some(thresig_daemon::certificate_key_fingerprint(
+                &daemon.tls.cert,
+            )?)
+        {
+            return Err(NodeError::TlsKeyMismatch(node.member));
+        }
         let identity = identity::load(store.as_ref())?;
         if identity.verifying_key().to_bytes() != node.identity.to_bytes() {
             return Err(NodeError::IdentityMismatch(node.member));

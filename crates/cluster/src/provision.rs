@@ -20,13 +20,13 @@
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::{
-    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use rand_core::{CryptoRng, RngCore};
 use serde::Serialize;
 use thresig_crypto::Seat;
@@ -393,15 +393,19 @@ fn store_section(dir: &Path) -> Result<String, ProvisionError> {
 }
 
 /// Makes `path` an empty directory of mode 0700 owned by us: creates it
-/// (its parents as needed), or takes an existing one only if it is a real,
-/// empty directory of ours, tightening its mode. Nothing is ever written
-/// through a symbolic link or into a directory that already holds files,
-/// so provisioning cannot be pointed at another member's files or a planted
-/// path.
+/// (its parents as needed), or takes an existing one only if it is a real
+/// directory of ours that is empty once its mode is tightened. The checks
+/// and the `chmod` act on the opened directory (`O_NOFOLLOW`), so a symbolic
+/// link swapped in is refused, not followed. Nothing is written into a
+/// directory that already holds files. (Parents are the operator's: a
+/// parent that others may write to is not defended against.)
 fn fresh_dir(path: &Path) -> Result<(), ProvisionError> {
     let io = |source| ProvisionError::Io {
         path: path.to_path_buf(),
         source,
+    };
+    let exists = || ProvisionError::Exists {
+        path: path.to_path_buf(),
     };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -415,15 +419,18 @@ fn fresh_dir(path: &Path) -> Result<(), ProvisionError> {
             DirBuilder::new().mode(0o700).create(path).map_err(io)
         }
         Err(e) => Err(io(e)),
-        Ok(meta) => {
-            let ours = meta.uid() == nix::unistd::geteuid().as_raw();
-            let empty = std::fs::read_dir(path).map_err(io)?.next().is_none();
-            if !meta.file_type().is_dir() || !ours || !empty {
-                return Err(ProvisionError::Exists {
-                    path: path.to_path_buf(),
-                });
+        Ok(_) => {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let dir = nix::fcntl::open(path, flags, Mode::empty()).map_err(|_| exists())?;
+            let stat = nix::sys::stat::fstat(&dir).map_err(|e| io(e.into()))?;
+            if stat.st_uid != nix::unistd::geteuid().as_raw() {
+                return Err(exists());
             }
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)
+            nix::sys::stat::fchmod(&dir, Mode::S_IRWXU).map_err(|e| io(e.into()))?;
+            // Emptiness is checked after the mode is ours alone, so nothing
+            // can be added between the check and the first write.
+            let empty = std::fs::read_dir(path).map_err(io)?.next().is_none();
+            if empty { Ok(()) } else { Err(exists()) }
         }
     }
 }

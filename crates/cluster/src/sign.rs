@@ -218,6 +218,7 @@ pub async fn sign(
         psbt: psbt.serialize(),
         inputs: messages.len(),
         journal: options.journal.clone(),
+        passing: std::sync::Mutex::new(BTreeSet::new()),
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut unresponsive = BTreeSet::new();
@@ -283,9 +284,22 @@ pub async fn sign(
                     });
                 }
                 Event::Failed { failure, stats } => {
-                    // Only a missed deadline may pass: members can come
-                    // back. Culprits and refusals for good stay.
-                    let retryable = matches!(failure, Failure::Deadline);
+                    // A missed deadline may pass (members can come back),
+                    // and so may a run that only refusals which the
+                    // signers called passing (a rate limit) made hopeless;
+                    // culprits and refusals for good stay.
+                    let retryable = match &failure {
+                        Failure::Deadline => true,
+                        Failure::TooFewWilling { refusals, .. } => {
+                            let passing = job.lock_passing();
+                            refusals.iter().all(|(seat, _)| {
+                                wallet
+                                    .cluster_seat(*seat)
+                                    .is_some_and(|m| passing.contains(&m))
+                            })
+                        }
+                        _ => false,
+                    };
                     let reason = match failure {
                         Failure::Deadline => "the deadline passed".to_owned(),
                         other => format!("{other:?}"),
@@ -471,6 +485,17 @@ struct Job {
     psbt: Vec<u8>,
     inputs: usize,
     journal: Option<Round2Journal>,
+    /// Members (cluster seats) whose refusal said a later request may pass.
+    passing: std::sync::Mutex<BTreeSet<Seat>>,
+}
+
+impl Job {
+    fn lock_passing(&self) -> std::sync::MutexGuard<'_, BTreeSet<Seat>> {
+        // A set of seats cannot be left half-updated by a panic.
+        self.passing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 type Answer = (Seat, Option<Reply<WireScheme>>);
@@ -554,7 +579,7 @@ async fn commit(peers: &Peers, member: Seat, job: &Job) -> Option<Reply<WireSche
             Some(commitments) => Reply::Commitments { commitments },
             None => refused(Round::Commit, Refusal::Rejected),
         }),
-        Err(e) => failure(peers, member, Round::Commit, &e),
+        Err(e) => failure(peers, job, member, Round::Commit, &e),
     }
 }
 
@@ -602,7 +627,7 @@ async fn shares(
                 .collect(),
             commitments: decode_commitments(&response.commitments).unwrap_or_default(),
         }),
-        Err(e) => failure(peers, member, round, &e),
+        Err(e) => failure(peers, job, member, round, &e),
     }
 }
 
@@ -622,6 +647,7 @@ fn refused(round: Round, refusal: Refusal) -> Reply<WireScheme> {
 /// connection is remade on the next request).
 fn failure(
     peers: &Peers,
+    job: &Job,
     member: Seat,
     round: Round,
     error: &DaemonError,
@@ -632,7 +658,14 @@ fn failure(
         return None;
     }
     let refusal = match error {
-        DaemonError::Refused(e) => refusal_of(e),
+        DaemonError::Refused(e) => {
+            if e.is_retryable() {
+                // Not again in this run (a rate limit still holds), but a
+                // later run may pass: remembered for the run's verdict.
+                job.lock_passing().insert(member);
+            }
+            refusal_of(e)
+        }
         _ => Refusal::Rejected,
     };
     Some(refused(round, refusal))

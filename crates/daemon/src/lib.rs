@@ -76,4 +76,4 @@ pub use engine::EngineHandler;
 pub use error::{ConfigProblem, Error, InvalidId, RpcCode};
 pub use ids::{ClusterName, Seat};
 pub use server::{Listeners, READINESS_SERVICE, run_until_signal, serve};
-pub use tls::{TlsPins, key_fingerprint};
+pub use tls::{TlsPins, certificate_key_fingerprint, key_fingerprint};

@@ -242,6 +242,19 @@ pub fn key_fingerprint(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
     Some(Sha256::digest(parsed.tbs_certificate.subject_pki.raw).into())
 }
 
+/// The key fingerprint (see [`key_fingerprint`]) of the first certificate
+/// in the PEM file at `path`: what a member's roster entry must pin.
+///
+/// # Errors
+/// [`Error::ReadFile`] and [`Error::Pem`] for an unreadable file,
+/// [`Error::Malformed`] when it holds no certificate.
+pub fn certificate_key_fingerprint(path: &Path) -> Result<[u8; 32], Error> {
+    read_certs(path)?
+        .first()
+        .and_then(key_fingerprint)
+        .ok_or(Error::Malformed("certificate file without a certificate"))
+}
+
 /// Whether a peer's leaf certificate may act as `seat`: always when no pins
 /// are configured (the CA alone decides), else only with the pinned key.
 pub(crate) fn pinned(pins: Option<&TlsPins>, seat: Seat, leaf: &CertificateDer<'_>) -> bool {

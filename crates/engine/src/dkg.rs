@@ -223,8 +223,8 @@ impl<S: Store> Signer<S> {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
         }
-        if let Some(missing) = missing_seat(&slot.config, by_seat.keys().copied()) {
-            return Err(fail(missing, DkgFault::MissingSender));
+        if missing_seat(&slot.config, by_seat.keys().copied()).is_some() {
+            return Err(fail(NO_MEMBER, DkgFault::MissingSender));
         }
         let echo_input: Vec<(u16, &[u8], &[u8])> = by_seat
             .iter()
@@ -366,8 +366,8 @@ impl<S: Store> Signer<S> {
                 .map_err(|_| fail(msg.sender, DkgFault::InvalidPackage))?;
             packages.push((seat_of(msg.sender)?, package));
         }
-        if let Some(missing) = missing_seat(&slot.config, senders.iter().copied()) {
-            return Err(fail(missing, DkgFault::MissingSender));
+        if missing_seat(&slot.config, senders.iter().copied()).is_some() {
+            return Err(fail(NO_MEMBER, DkgFault::MissingSender));
         }
         let (share, key) = state
             .finish(packages)

@@ -256,7 +256,9 @@ pub enum DkgFault {
     /// Two messages of one member for one round (a relay fault: the
     /// coordinator can replay one, or ask the member to start twice).
     DuplicateSender,
-    /// A member's message is missing.
+    /// A member's message is missing: a relay fault (the coordinator may
+    /// have withheld it), so no member is accused; the relay, which sees
+    /// what each member sent, names one that sent too few.
     MissingSender,
     /// This member's own message was handed back as a peer's.
     OwnMessageEchoed,

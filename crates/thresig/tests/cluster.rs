@@ -67,6 +67,31 @@ fn cluster_init_makes_members_with_owner_only_secrets_and_one_roster() {
     };
     assert_eq!(roster(1), roster(2));
     assert_eq!(roster(2), roster(3));
+    // A member whose certificate's key is not the one its roster entry
+    // pins refuses to start, instead of serving where every peer refuses it.
+    let config = root.join("member-1/signer.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let own_pin = text
+        .split("[[members]]")
+        .nth(1)
+        .and_then(|entry| entry.lines().find(|l| l.starts_with("tls_key_sha256")))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &config,
+        text.replace(
+            &own_pin,
+            &format!("tls_key_sha256 = \"{}\"", "00".repeat(32)),
+        ),
+    )
+    .unwrap();
+    let serve = thresig(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!serve.status.success());
+    assert!(
+        String::from_utf8_lossy(&serve.stderr).contains("roster pins for seat 1"),
+        "{}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
     // Nothing is overwritten.
     let again = thresig(&[
         "cluster",

@@ -162,8 +162,9 @@ fn a_malicious_signer_in_the_first_session_is_reported_and_the_signature_is_vali
 }
 
 /// 51-of-100 with 49 members stopped. Ignored in CI for its length (100
-/// processes and a 100-member DKG on two cores); run it with
-/// `cargo test -p thresig --test demo -- --ignored`.
+/// processes and a 100-member DKG on two cores: 47 s on the 2-core
+/// development machine with the debug build, most of it the DKG); run it
+/// with `cargo test -p thresig --test demo -- --ignored`.
 #[test]
 #[ignore = "100 signer processes: minutes on two cores"]
 fn fifty_one_of_a_hundred_with_forty_nine_offline_completes() {
