@@ -42,6 +42,8 @@ enum Mode {
     DkgMisroute,
     /// DKG part 1: never answers (until the test releases it).
     DkgSilent,
+    /// DKG part 1: answers with its message's signature altered.
+    DkgBadSignature,
 }
 
 struct Member {
@@ -92,7 +94,11 @@ impl SignerHandler for Member {
             // for "never".
             self.release.wait();
         }
-        self.inner.dkg_start(peer, proposal)
+        let mut message = self.inner.dkg_start(peer, proposal)?;
+        if self.mode == Mode::DkgBadSignature {
+            message.signature.0[0] ^= 1;
+        }
+        Ok(message)
     }
     fn dkg_round2(
         &self,
@@ -249,6 +255,31 @@ async fn dkg_relay_blames_the_member_that_misrouted_round2_messages() {
         }
         other => panic!("unexpected {other}"),
     }
+}
+
+/// A member that answers with a message its identity key did not sign is
+/// named by the relay (every member would refuse the message too, but could
+/// not say whether the member or the relay altered it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_names_a_member_whose_message_is_not_signed_by_it() {
+    let cluster = start(3, 2, &[(3, Mode::DkgBadSignature)], keep).await;
+    let peers = cluster.peers(seat(1));
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let err = run_dkg(
+        &peers,
+        wallet,
+        &mut ChaCha20Rng::seed_from_u64(6),
+        &crate::Silent,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, DkgError::Protocol { seat: s, .. } if *s == seat(3)),
+        "{err}"
+    );
 }
 
 /// A member that never answers stalls `run_dkg` for as long as its own

@@ -124,6 +124,9 @@ pub async fn run_dkg(
                 "not its own round-1 message",
             ));
         }
+        if !message.verify(&wallet.config) {
+            return Err(protocol("start", wallet, *seat, UNSIGNED));
+        }
     }
     let round1: Vec<SignedDkgMessage> = round1.into_values().collect();
 
@@ -156,6 +159,9 @@ pub async fn run_dkg(
                     seat,
                     "a message of another sender",
                 ));
+            }
+            if !message.verify(&wallet.config) {
+                return Err(protocol("round 2", wallet, seat, UNSIGNED));
             }
             recipients.push(*to);
         }
@@ -204,6 +210,9 @@ pub async fn run_dkg(
                 "another member's confirmation",
             ));
         }
+        if !confirmation.verify(&wallet.config) {
+            return Err(protocol("finish", wallet, *seat, UNSIGNED));
+        }
         let key: [u8; 32] = key
             .0
             .as_slice()
@@ -246,6 +255,9 @@ pub async fn run_dkg(
         output_key,
     })
 }
+
+/// What a member answered with a message its identity key did not sign.
+const UNSIGNED: &str = "a message its identity key did not sign";
 
 /// The wallet's seats with their cluster seats.
 fn members(wallet: &NodeWallet) -> Vec<(Seat, Seat)> {

@@ -211,8 +211,9 @@ impl SignedDkgMessage {
     }
 
     /// Whether the signature verifies under the roster key of the sender's
-    /// seat in `wallet`.
-    pub(crate) fn verify(&self, wallet: &WalletConfig) -> bool {
+    /// seat in `wallet` (a relay checks this to name a member that answers
+    /// with a message it did not sign; every member checks it again).
+    pub fn verify(&self, wallet: &WalletConfig) -> bool {
         let Ok(seat) = thresig_crypto::Seat::try_from(self.sender) else {
             return false;
         };
