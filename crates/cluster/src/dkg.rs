@@ -232,21 +232,26 @@ pub async fn run_dkg(
     let statuses = each(peers, &members, "confirm", progress, |client, _| {
         let wallet_id = wallet.id().clone();
         let confirmations = confirmations.clone();
+        // All n confirmations at once, so that delivering them takes about
+        // as long as one (the member takes them in any order).
         async move {
-            let mut last = None;
-            for confirmation in confirmations.iter() {
-                last = Some(
-                    client
-                        .dkg_confirm(wallet_id.clone(), confirmation.clone())
-                        .await?,
-                );
+            let mut calls = JoinSet::new();
+            for confirmation in confirmations.iter().cloned() {
+                let (client, wallet_id) = (client.clone(), wallet_id.clone());
+                calls.spawn(async move { client.dkg_confirm(wallet_id, confirmation).await });
             }
-            Ok(last)
+            let mut active = false;
+            while let Some(joined) = calls.join_next().await {
+                let status =
+                    joined.map_err(|_| DaemonError::Malformed("a confirmation task failed"))??;
+                active |= status.active;
+            }
+            Ok(active)
         }
     })
     .await?;
-    for (seat, status) in statuses {
-        if !status.is_some_and(|s| s.active) {
+    for (seat, active) in statuses {
+        if !active {
             return Err(protocol("confirm", wallet, seat, "wallet not active"));
         }
     }
