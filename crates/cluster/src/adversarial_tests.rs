@@ -229,6 +229,22 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
 
 fn keep(_: &mut DaemonConfig) {}
 
+/// Runs the wallet's DKG with member 1 coordinating; it must fail.
+async fn failed_dkg(cluster: &Cluster, seed: u64) -> DkgError {
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    run_dkg(
+        &cluster.peers(seat(1)),
+        wallet,
+        &mut ChaCha20Rng::seed_from_u64(seed),
+        &crate::Silent,
+    )
+    .await
+    .unwrap_err()
+}
+
 /// A member that misroutes its own round-2 messages (all genuinely signed by
 /// it, the right count) makes the DKG fail at an honest member; the relay,
 /// which sees every `to` field, must name the member that misrouted, not
@@ -236,19 +252,7 @@ fn keep(_: &mut DaemonConfig) {}
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dkg_relay_blames_the_member_that_misrouted_round2_messages() {
     let cluster = start(3, 2, &[(3, Mode::DkgMisroute)], keep).await;
-    let peers = cluster.peers(seat(1));
-    let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
-    let err = run_dkg(
-        &peers,
-        wallet,
-        &mut ChaCha20Rng::seed_from_u64(1),
-        &crate::Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = failed_dkg(&cluster, 1).await;
     match &err {
         DkgError::Member { seat: s, .. } | DkgError::Protocol { seat: s, .. } => {
             assert_eq!(*s, seat(3), "blamed the wrong member: {err}");
@@ -263,19 +267,7 @@ async fn dkg_relay_blames_the_member_that_misrouted_round2_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dkg_relay_names_a_member_whose_message_is_not_signed_by_it() {
     let cluster = start(3, 2, &[(3, Mode::DkgBadSignature)], keep).await;
-    let peers = cluster.peers(seat(1));
-    let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
-    let err = run_dkg(
-        &peers,
-        wallet,
-        &mut ChaCha20Rng::seed_from_u64(6),
-        &crate::Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = failed_dkg(&cluster, 6).await;
     assert!(
         matches!(&err, DkgError::Protocol { seat: s, .. } if *s == seat(3)),
         "{err}"

@@ -26,6 +26,17 @@ fn ok_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The regtest P2TR address of the key whose secret is 32 bytes of `byte`.
+fn address(byte: u8) -> String {
+    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[byte; 32]).unwrap();
+    let (x, _) = secret
+        .public_key(bitcoin::secp256k1::SECP256K1)
+        .x_only_public_key();
+    thresig_tx::TaprootWallet::new(thresig_tx::Network::Regtest, x, None)
+        .address()
+        .to_string()
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -108,15 +119,7 @@ fn cluster_init_makes_members_with_owner_only_secrets_and_one_roster() {
 
 #[test]
 fn dkg_inspect_sign_and_status_through_the_cli() {
-    let destination = {
-        let secret = bitcoin::secp256k1::SecretKey::from_slice(&[5; 32]).unwrap();
-        let (x, _) = secret
-            .public_key(bitcoin::secp256k1::SECP256K1)
-            .x_only_public_key();
-        thresig_tx::TaprootWallet::new(thresig_tx::Network::Regtest, x, None)
-            .address()
-            .to_string()
-    };
+    let destination = address(5);
     let mut cluster = ProcessCluster::provision(3, 2, std::slice::from_ref(&destination), 3);
     cluster.start_all(&tokio::runtime::Runtime::new().unwrap());
     let config = cluster.config_path(seat(2));
@@ -140,75 +143,52 @@ fn dkg_inspect_sign_and_status_through_the_cli() {
     // A PSBT spending one synthetic output of the wallet.
     let script = format!("5120{output_key}");
     let input = format!("{}:0:60000:{script}", "ab".repeat(32));
-    let psbt = ok_json(&thresig(&[
-        "psbt",
-        "build",
-        "--internal-key",
-        &internal,
-        "--network",
-        "regtest",
-        "--input",
-        &input,
-        "--output",
-        &format!("{destination}:59000"),
-        "--json",
-    ]));
     let dir = tempfile::tempdir().unwrap();
-    let psbt_file = dir.path().join("tx.psbt");
-    std::fs::write(&psbt_file, psbt["psbt"].as_str().unwrap()).unwrap();
+    let build = |name: &str, to: &str| {
+        let psbt = ok_json(&thresig(&[
+            "psbt",
+            "build",
+            "--internal-key",
+            &internal,
+            "--network",
+            "regtest",
+            "--input",
+            &input,
+            "--output",
+            &format!("{to}:59000"),
+            "--json",
+        ]));
+        let file = dir.path().join(name);
+        std::fs::write(&file, psbt["psbt"].as_str().unwrap()).unwrap();
+        file
+    };
+    let inspect = |file: &Path| {
+        let out = thresig(&[
+            "psbt",
+            "inspect",
+            "--config",
+            config,
+            "--wallet",
+            WALLET,
+            "--psbt",
+            file.to_str().unwrap(),
+        ]);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let rule = |text: &str, name: &str, verdict: &str| {
+        text.lines()
+            .any(|l| l.trim_start().starts_with(name) && l.contains(verdict))
+    };
+    let psbt_file = build("tx.psbt", &destination);
     let psbt_path = psbt_file.to_str().unwrap();
-
-    let inspect = thresig(&[
-        "psbt", "inspect", "--config", config, "--wallet", WALLET, "--psbt", psbt_path,
-    ]);
-    let text = String::from_utf8(inspect.stdout).unwrap();
+    let text = inspect(&psbt_file);
     assert!(text.contains("fee 1000 sat"), "{text}");
     assert!(text.contains("verdict: APPROVED"), "{text}");
-    assert!(
-        text.lines()
-            .any(|l| l.trim_start().starts_with("destination_allowlist") && l.contains("pass")),
-        "{text}"
-    );
+    assert!(rule(&text, "destination_allowlist", "pass"), "{text}");
     // Paying an address the policy does not list is denied by that rule.
-    let elsewhere = {
-        let secret = bitcoin::secp256k1::SecretKey::from_slice(&[6; 32]).unwrap();
-        let (x, _) = secret
-            .public_key(bitcoin::secp256k1::SECP256K1)
-            .x_only_public_key();
-        thresig_tx::TaprootWallet::new(thresig_tx::Network::Regtest, x, None).address()
-    };
-    let denied = ok_json(&thresig(&[
-        "psbt",
-        "build",
-        "--internal-key",
-        &internal,
-        "--network",
-        "regtest",
-        "--input",
-        &input,
-        "--output",
-        &format!("{elsewhere}:59000"),
-        "--json",
-    ]));
-    let denied_file = dir.path().join("denied.psbt");
-    std::fs::write(&denied_file, denied["psbt"].as_str().unwrap()).unwrap();
-    let inspect = thresig(&[
-        "psbt",
-        "inspect",
-        "--config",
-        config,
-        "--wallet",
-        WALLET,
-        "--psbt",
-        denied_file.to_str().unwrap(),
-    ]);
-    let text = String::from_utf8(inspect.stdout).unwrap();
+    let text = inspect(&build("denied.psbt", &address(6)));
     assert!(text.contains("verdict: DENIED"), "{text}");
-    assert!(
-        text.lines()
-            .any(|l| l.trim_start().starts_with("destination_allowlist") && l.contains("DENIED")),
-        "{text}"
-    );
+    assert!(rule(&text, "destination_allowlist", "DENIED"), "{text}");
 
     let signed = ok_json(&thresig(&[
         "sign", "--config", config, "--wallet", WALLET, "--psbt", psbt_path, "--json",
