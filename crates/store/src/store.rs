@@ -403,7 +403,7 @@ impl EncryptedStore {
     /// # Errors
     /// [`Error::WitnessIo`] and read errors.
     pub fn refresh_witness(&self) -> Result<(), Error> {
-        self.shared.witness.write(self.position()?)
+        self.shared.write_witness(self.position()?)
     }
 
     /// Stops the writer after the queued jobs and closes the database
@@ -634,6 +634,7 @@ pub(crate) fn open_shared(
         witness,
         corrupt: Mutex::new(BTreeSet::new()),
         stats: Mutex::new(WriterStats::default()),
+        witness_behind: Mutex::new(false),
     }))
 }
 
@@ -752,6 +753,12 @@ impl Store for EncryptedStore {
         wallet: &WalletId,
         commitment: &CommitmentHash,
     ) -> Result<Option<Marker>, Error> {
+        // I5: a marker's shares are handed back only once the witness covers
+        // every commit; while it lags, catch it up first (a retryable
+        // `WitnessIo` if it still cannot be written).
+        if self.shared.witness_is_behind() {
+            self.refresh_witness()?;
+        }
         self.read(|r| {
             r.get(
                 RecordTable::Markers,

@@ -31,6 +31,11 @@ pub(crate) struct Shared {
     pub(crate) witness: Witness,
     pub(crate) corrupt: Mutex<BTreeSet<WalletId>>,
     pub(crate) stats: Mutex<WriterStats>,
+    /// Whether the last witness write failed, so the witness may not cover
+    /// every commit (I5). While it is set, nothing the store holds that
+    /// could release a share (a marker, found by a read or by a retry's
+    /// insert) is handed back until a witness write succeeds.
+    pub(crate) witness_behind: Mutex<bool>,
 }
 
 /// Counters the writer keeps (for `keys status`, metrics and benchmarks).
@@ -68,13 +73,26 @@ impl Shared {
         lock(&self.corrupt).contains(w)
     }
 
-    /// Rewrites the witness; returns whether it was written.
-    fn write_witness(&self, p: Position) -> bool {
-        let written = self.witness.write(p).is_ok();
-        if !written {
+    /// Rewrites the witness at `p`, noting whether it now lags (see
+    /// [`Shared::witness_behind`]).
+    ///
+    /// # Errors
+    /// [`Error::WitnessIo`] when it cannot be written.
+    pub(crate) fn write_witness(&self, p: Position) -> Result<(), Error> {
+        // Held across the write so that a success cannot clear the flag a
+        // concurrent failure just set for a later position.
+        let mut behind = lock(&self.witness_behind);
+        let written = self.witness.write(p);
+        *behind = written.is_err();
+        if written.is_err() {
             lock(&self.stats).witness_failures += 1;
         }
         written
+    }
+
+    /// Whether the witness may lag a commit.
+    pub(crate) fn witness_is_behind(&self) -> bool {
+        *lock(&self.witness_behind)
     }
 }
 
@@ -188,6 +206,11 @@ fn commit_batch(
     // Per unit: committed with a security-relevant op (its answer waits on
     // the witness).
     let mut guarded = Vec::with_capacity(units.len());
+    // While the witness lags an earlier commit, a unit that finds stored
+    // security state (a marker with its shares, say) waits on the witness
+    // too: otherwise a retry after a `WitnessIo` would get the marker's
+    // shares back while a rollback could still undo it unnoticed.
+    let behind = shared.witness_is_behind();
     let (bumped, position, found) = {
         // I1: the DEK is chosen here, inside the transaction that commits.
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
@@ -209,10 +232,10 @@ fn commit_batch(
                     guarded.push(false);
                 }
                 Ok(outcome) => {
-                    guarded.push(
-                        matches!(outcome, WriteOutcome::Committed(_))
-                            && ops.iter().any(is_security_relevant),
-                    );
+                    guarded.push(match outcome {
+                        WriteOutcome::Committed(_) => ops.iter().any(is_security_relevant),
+                        WriteOutcome::Skipped { .. } => behind,
+                    });
                     outcomes.push(Ok(outcome));
                 }
             }
@@ -235,7 +258,7 @@ fn commit_batch(
     // callers get a retryable `WitnessIo` (the data did commit; a retry
     // finds it, e.g. as `MarkerPresent`), so no share is released on a
     // write a rollback could undo unnoticed.
-    if (bumped || guarded.contains(&true)) && !shared.write_witness(position) {
+    if (bumped || behind || guarded.contains(&true)) && shared.write_witness(position).is_err() {
         for (outcome, guarded) in outcomes.iter_mut().zip(guarded) {
             if guarded {
                 *outcome = Err(Error::WitnessIo(std::io::Error::other(
@@ -284,7 +307,7 @@ fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
     // A keyring change is not share-releasing; the key manager rewrites
     // the witness on its next tick if this write failed.
     if bumped {
-        shared.write_witness(position);
+        let _ = shared.write_witness(position);
     }
     Ok(count)
 }

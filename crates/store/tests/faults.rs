@@ -459,7 +459,7 @@ fn a_transient_failure_on_one_wrap_is_retryable_even_if_another_is_gone() {
 /// once the witness is writable again, a retry finds the marker.
 #[test]
 fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
-    use thresig_store::{Conflict, Error, StoreLocation, StoreOptions, WriteOutcome};
+    use thresig_store::{Conflict, Error, Store as _, StoreLocation, StoreOptions, WriteOutcome};
     let dir = tempfile::tempdir().unwrap();
     let provider = Arc::new(MemoryProvider::with_key("k", 9));
     let store = EncryptedStore::open(
@@ -482,6 +482,12 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
         value: b"v".to_vec().into(),
     }]);
     assert!(matches!(plain, Ok(WriteOutcome::Committed(_))), "{plain:?}");
+    // While the witness lags, the committed marker's shares are not handed
+    // back: not to a retry of the insert, not to a read.
+    let early = store.write(vec![marker_op(1)]);
+    assert!(matches!(&early, Err(Error::WitnessIo(_))), "{early:?}");
+    let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
+    assert!(matches!(&read, Err(Error::WitnessIo(_))), "{read:?}");
     std::fs::remove_dir(&blocker).unwrap();
     let retry = store.write(vec![marker_op(1)]).unwrap();
     assert!(
@@ -493,5 +499,12 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
             }
         ),
         "{retry:?}"
+    );
+    // The witness caught up: the marker reads again.
+    assert!(
+        store
+            .marker(&wallet(1), &CommitmentHash([7; 32]))
+            .unwrap()
+            .is_some()
     );
 }
