@@ -634,7 +634,7 @@ pub(crate) fn open_shared(
         witness,
         corrupt: Mutex::new(BTreeSet::new()),
         stats: Mutex::new(WriterStats::default()),
-        witness_behind: Mutex::new(false),
+        witness_behind: Mutex::new(None),
     }))
 }
 
@@ -753,13 +753,7 @@ impl Store for EncryptedStore {
         wallet: &WalletId,
         commitment: &CommitmentHash,
     ) -> Result<Option<Marker>, Error> {
-        // I5: a marker's shares are handed back only once the witness covers
-        // every commit; while it lags, catch it up first (a retryable
-        // `WitnessIo` if it still cannot be written).
-        if self.shared.witness_is_behind() {
-            self.refresh_witness()?;
-        }
-        self.read(|r| {
+        let marker = self.read(|r| {
             r.get(
                 RecordTable::Markers,
                 &schema::marker_key(wallet, commitment),
@@ -771,7 +765,20 @@ impl Store for EncryptedStore {
                 })
             })
             .transpose()
-        })
+        })?;
+        // I5: a marker's shares are handed back only once the witness covers
+        // every commit. Checked after the read, so a commit that became
+        // visible to it is covered: while the witness lags, bring it current
+        // first (a retryable `WitnessIo` if it still cannot be written).
+        if marker.is_some() && self.shared.witness_is_behind() {
+            self.refresh_witness()?;
+            if self.shared.witness_is_behind() {
+                return Err(Error::WitnessIo(std::io::Error::other(
+                    "the witness does not cover the database yet",
+                )));
+            }
+        }
+        Ok(marker)
     }
 
     fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, Error> {

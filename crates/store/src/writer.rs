@@ -31,11 +31,12 @@ pub(crate) struct Shared {
     pub(crate) witness: Witness,
     pub(crate) corrupt: Mutex<BTreeSet<WalletId>>,
     pub(crate) stats: Mutex<WriterStats>,
-    /// Whether the last witness write failed, so the witness may not cover
-    /// every commit (I5). While it is set, nothing the store holds that
-    /// could release a share (a marker, found by a read or by a retry's
-    /// insert) is handed back until a witness write succeeds.
-    pub(crate) witness_behind: Mutex<bool>,
+    /// The newest commit the witness may not cover yet (I5): set before a
+    /// commit that must be witnessed, kept when that witness write fails,
+    /// cleared only by a witness write at or past it. While it is set,
+    /// nothing the store holds that could release a share (a marker, found
+    /// by a read or by a retry's insert) is handed back.
+    pub(crate) witness_behind: Mutex<Option<Position>>,
 }
 
 /// Counters the writer keeps (for `keys status`, metrics and benchmarks).
@@ -79,20 +80,41 @@ impl Shared {
     /// # Errors
     /// [`Error::WitnessIo`] when it cannot be written.
     pub(crate) fn write_witness(&self, p: Position) -> Result<(), Error> {
-        // Held across the write so that a success cannot clear the flag a
-        // concurrent failure just set for a later position.
         let mut behind = lock(&self.witness_behind);
-        let written = self.witness.write(p);
-        *behind = written.is_err();
-        if written.is_err() {
-            lock(&self.stats).witness_failures += 1;
+        match self.witness.write(p) {
+            Ok(()) => {
+                // A write at an older position (a refresh that read the
+                // position before a newer commit) leaves the lag in place.
+                if behind.is_some_and(|lagging| p.covers(&lagging)) {
+                    *behind = None;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                lock(&self.stats).witness_failures += 1;
+                *behind = Some(behind.map_or(p, |lagging| newest(lagging, p)));
+                Err(e)
+            }
         }
-        written
+    }
+
+    /// Notes that a commit at `p` is about to become visible before the
+    /// witness records it; returns what was noted before.
+    fn expect_witness(&self, p: Position) -> Option<Position> {
+        let mut behind = lock(&self.witness_behind);
+        let before = *behind;
+        *behind = Some(before.map_or(p, |lagging| newest(lagging, p)));
+        before
+    }
+
+    /// Undoes [`Shared::expect_witness`] for a commit that failed.
+    fn forget_witness(&self, before: Option<Position>) {
+        *lock(&self.witness_behind) = before;
     }
 
     /// Whether the witness may lag a commit.
     pub(crate) fn witness_is_behind(&self) -> bool {
-        *lock(&self.witness_behind)
+        lock(&self.witness_behind).is_some()
     }
 }
 
@@ -211,7 +233,7 @@ fn commit_batch(
     // too: otherwise a retry after a `WitnessIo` would get the marker's
     // shares back while a rollback could still undo it unnoticed.
     let behind = shared.witness_is_behind();
-    let (bumped, position, found) = {
+    let (position, found, witnessed) = {
         // I1: the DEK is chosen here, inside the transaction that commits.
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
         for ops in units {
@@ -243,9 +265,19 @@ fn commit_batch(
         let generation = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
         let found = std::mem::take(&mut ctx.corrupt_found);
-        (ctx.epoch_bumped, Position { epoch, generation }, found)
+        let witnessed = ctx.epoch_bumped || behind || guarded.contains(&true);
+        (Position { epoch, generation }, found, witnessed)
     };
-    txn.commit()?;
+    // A reader may see this commit before its witness is written: it is
+    // noted as lagging first, so such a reader brings the witness current
+    // (or fails) before handing a marker back.
+    let before = witnessed.then(|| shared.expect_witness(position));
+    if let Err(e) = txn.commit() {
+        if let Some(before) = before {
+            shared.forget_witness(before);
+        }
+        return Err(e.into());
+    }
     {
         let mut stats = lock(&shared.stats);
         stats.commits += 1;
@@ -258,9 +290,12 @@ fn commit_batch(
     // callers get a retryable `WitnessIo` (the data did commit; a retry
     // finds it, e.g. as `MarkerPresent`), so no share is released on a
     // write a rollback could undo unnoticed.
-    if (bumped || behind || guarded.contains(&true)) && shared.write_witness(position).is_err() {
+    if witnessed && shared.write_witness(position).is_err() {
         for (outcome, guarded) in outcomes.iter_mut().zip(guarded) {
-            if guarded {
+            // Stored state found in this batch (a marker another unit of
+            // it inserted, say) waits on the witness like a commit.
+            let found_stored = matches!(outcome, Ok(WriteOutcome::Skipped { .. }));
+            if guarded || found_stored {
                 *outcome = Err(Error::WitnessIo(std::io::Error::other(
                     "witness not written after commit",
                 )));
@@ -268,6 +303,11 @@ fn commit_batch(
         }
     }
     Ok(outcomes)
+}
+
+/// The later of two positions (they only grow, together).
+fn newest(a: Position, b: Position) -> Position {
+    if a.covers(&b) { a } else { b }
 }
 
 /// Whether rolling back `op` could let a share be released twice or an old
