@@ -767,16 +767,13 @@ impl Store for EncryptedStore {
             .transpose()
         })?;
         // I5: a marker's shares are handed back only once the witness covers
-        // every commit. Checked after the read, so a commit that became
-        // visible to it is covered: while the witness lags, bring it current
-        // first (a retryable `WitnessIo` if it still cannot be written).
+        // what this read saw. Checked after the read, so a commit visible to
+        // it is noted as lagging: the witness is then written at the
+        // position read now, which covers it (a retryable `WitnessIo` if
+        // it cannot be written). A lag left by a newer commit in flight
+        // concerns data this read did not see.
         if marker.is_some() && self.shared.witness_is_behind() {
             self.refresh_witness()?;
-            if self.shared.witness_is_behind() {
-                return Err(Error::WitnessIo(std::io::Error::other(
-                    "the witness does not cover the database yet",
-                )));
-            }
         }
         Ok(marker)
     }

@@ -80,22 +80,24 @@ impl Shared {
     /// # Errors
     /// [`Error::WitnessIo`] when it cannot be written.
     pub(crate) fn write_witness(&self, p: Position) -> Result<(), Error> {
+        // The file is written without holding the lag (the witness
+        // serializes its own writers), so a slow disk stalls no commit.
+        let written = self.witness.write(p);
         let mut behind = lock(&self.witness_behind);
-        match self.witness.write(p) {
+        match written {
             Ok(()) => {
                 // A write at an older position (a refresh that read the
                 // position before a newer commit) leaves the lag in place.
                 if behind.is_some_and(|lagging| p.covers(&lagging)) {
                     *behind = None;
                 }
-                Ok(())
             }
-            Err(e) => {
+            Err(_) => {
                 lock(&self.stats).witness_failures += 1;
                 *behind = Some(behind.map_or(p, |lagging| newest(lagging, p)));
-                Err(e)
             }
         }
+        written
     }
 
     /// Notes that a commit at `p` is about to become visible before the
