@@ -442,10 +442,9 @@ async fn a_spend_every_signer_refuses_by_policy_is_not_reported_retryable() {
     )
     .await
     .unwrap();
-    let (key, epoch) = crate::own_wallet(&peers, seat(1), &wallet_id)
-        .await
-        .unwrap();
-    let spend = thresig_engine::taproot_wallet(Network::Regtest, &key).unwrap();
+    let crate::OwnWallet {
+        key, epoch, spend, ..
+    } = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
     let input = thresig_tx::SpendInput {
         outpoint: bitcoin::OutPoint::new(bitcoin::hashes::Hash::from_byte_array([1; 32]), 0),
         value: bitcoin::Amount::from_sat(10_000),

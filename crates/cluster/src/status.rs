@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use thresig_crypto::{Seat, WalletKey};
 use thresig_daemon::Error as DaemonError;
-use thresig_engine::{Epoch, WalletId, WalletStatus};
+use thresig_engine::{Epoch, WalletId, WalletStatus, taproot_wallet};
+use thresig_tx::TaprootWallet;
 use tokio::task::JoinSet;
 
+use crate::config::NodeConfig;
 use crate::peers::Peers;
 
 /// One member as `status` sees it.
@@ -45,17 +47,32 @@ pub async fn cluster_status(peers: &Arc<Peers>) -> Vec<MemberStatus> {
     out
 }
 
-/// The wallet's public key record and current epoch, from the member
-/// `own` (the coordinator's own signer, the only one it trusts for them).
+/// A wallet as the coordinating member's own signer holds it: the only
+/// source that member trusts for its keys.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OwnWallet {
+    /// The public key record (every seat's verifying share, the tweak).
+    pub key: WalletKey,
+    /// The current epoch.
+    pub epoch: Epoch,
+    /// The spend identity on the member's network (internal key, root,
+    /// output key, scriptPubKey), derived from the record.
+    pub spend: TaprootWallet,
+}
+
+/// `wallet` as `node`'s own signer (its seat, through `peers`) holds it.
 ///
 /// # Errors
 /// The member's refusal or the transport error;
-/// [`DaemonError::Malformed`] when the wallet holds no key yet.
+/// [`DaemonError::Malformed`] when the wallet holds no key yet or its
+/// record is inconsistent.
 pub async fn own_wallet(
     peers: &Peers,
-    own: Seat,
+    node: &NodeConfig,
     wallet: &WalletId,
-) -> Result<(WalletKey, Epoch), DaemonError> {
+) -> Result<OwnWallet, DaemonError> {
+    let own = node.member;
     let client = peers.client(own).await?;
     let key = peers.within(own, client.wallet_key(wallet.clone())).await?;
     let epoch = peers
@@ -65,5 +82,7 @@ pub async fn own_wallet(
         .find(|w| &w.wallet == wallet)
         .and_then(|w| w.epoch)
         .ok_or(DaemonError::Malformed("the wallet holds no key yet"))?;
-    Ok((key, epoch))
+    let spend = taproot_wallet(node.network, &key)
+        .map_err(|_| DaemonError::Malformed("the wallet's key record is inconsistent"))?;
+    Ok(OwnWallet { key, epoch, spend })
 }

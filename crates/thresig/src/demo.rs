@@ -15,17 +15,17 @@ use serde_json::json;
 use thresig_cluster::config::NodeWallet;
 use thresig_cluster::local::{LocalCluster, free_loopback_ports, wait_ready};
 use thresig_cluster::provision::ClusterSpec;
-use thresig_cluster::{Fault, Peers, SignOptions, own_wallet, run_dkg, sign};
+use thresig_cluster::{Fault, OwnWallet, Peers, SignOptions, run_dkg, sign};
 use thresig_crypto::{Seat, WalletKey};
 use thresig_daemon::ClusterName;
-use thresig_engine::{Epoch, WalletId, taproot_wallet};
+use thresig_engine::{Epoch, WalletId};
 use thresig_tx::{
     Destination, Network, Payment, PolicyConfig, SpendInput, TaprootWallet, build_psbt,
 };
 use tracing::info;
 
 use crate::bar::Bar;
-use crate::member::finish;
+use crate::member::{confirmed, finish};
 
 /// Flags of `thresig demo`.
 #[derive(clap::Args, Debug)]
@@ -175,11 +175,9 @@ pub(crate) fn launch(
         .clone();
     info!("running the DKG");
     let dkg = runtime.block_on(run_dkg(&peers, &wallet, rng, &Bar::new()))?;
-    let (key, epoch) = runtime.block_on(own_wallet(&peers, COORDINATOR, wallet.id()))?;
-    let spend = taproot_wallet(coordinator.network, &key)?;
-    if spend.output_key().to_x_only_public_key().serialize() != dkg.output_key {
-        bail!("the coordinator's key record differs from the confirmed output key");
-    }
+    let OwnWallet {
+        key, epoch, spend, ..
+    } = confirmed(&runtime, &peers, &coordinator, &wallet, &dkg)?;
     Ok(Launched {
         cluster,
         peers,

@@ -9,13 +9,16 @@ use std::time::SystemTime;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
+use thresig_cluster::config::NodeWallet;
 use thresig_cluster::config::{Config, NodeConfig};
 use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
-use thresig_cluster::{Fault, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign};
+use thresig_cluster::{
+    DkgOutcome, Fault, OwnWallet, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign,
+};
 use thresig_crypto::Seat;
 use thresig_daemon::{ClusterCa, ClusterName};
-use thresig_engine::{WalletId, taproot_wallet};
+use thresig_engine::WalletId;
 use thresig_tx::{InputIndex, Network, WalletPsbt};
 
 use crate::admin::AdminServer;
@@ -243,13 +246,13 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
 }
 
 /// A loaded member configuration and its connections.
-struct Coordinating {
-    node: NodeConfig,
-    peers: Arc<Peers>,
+pub(crate) struct Coordinating {
+    pub(crate) node: NodeConfig,
+    pub(crate) peers: Arc<Peers>,
 }
 
 impl Coordinating {
-    fn load(path: &Path) -> Result<Self> {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
         let config = Config::load(path)?;
         let node = config
             .node
@@ -258,7 +261,7 @@ impl Coordinating {
         Ok(Self { node, peers })
     }
 
-    fn wallet(&self, id: &str) -> Result<&thresig_cluster::config::NodeWallet> {
+    pub(crate) fn wallet(&self, id: &str) -> Result<&NodeWallet> {
         let id = WalletId::new(id.to_owned()).context("--wallet")?;
         self.node
             .wallet(&id)
@@ -266,7 +269,23 @@ impl Coordinating {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// The wallet as this member's own signer recorded it after a DKG, checked
+/// against the output key every member confirmed.
+pub(crate) fn confirmed(
+    runtime: &tokio::runtime::Runtime,
+    peers: &Peers,
+    node: &NodeConfig,
+    wallet: &NodeWallet,
+    dkg: &DkgOutcome,
+) -> Result<OwnWallet> {
+    let own = runtime.block_on(own_wallet(peers, node, wallet.id()))?;
+    if own.spend.output_key().to_x_only_public_key().serialize() != dkg.output_key {
+        bail!("this member's key record differs from the confirmed output key");
+    }
+    Ok(own)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
@@ -282,13 +301,7 @@ pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
         &mut rand_core::OsRng,
         &Bar::new(),
     ))?;
-    // The spend identity as this member's own signer recorded it, checked
-    // against the key every member confirmed.
-    let (key, _) = runtime.block_on(own_wallet(&c.peers, c.node.member, wallet.id()))?;
-    let spend = taproot_wallet(c.node.network, &key)?;
-    if spend.output_key().to_x_only_public_key().serialize() != outcome.output_key {
-        bail!("this member's key record differs from the confirmed output key");
-    }
+    let spend = confirmed(&runtime, &c.peers, &c.node, wallet, &outcome)?.spend;
     let internal_key = hex::encode(spend.internal_key().serialize());
     let output_key = hex::encode(outcome.output_key);
     let address = spend.address().to_string();
@@ -320,8 +333,9 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
     let bytes =
         std::fs::read(&args.psbt).with_context(|| format!("reading {}", args.psbt.display()))?;
     let runtime = runtime()?;
-    let (key, epoch) = runtime.block_on(own_wallet(&c.peers, c.node.member, wallet.id()))?;
-    let spend = taproot_wallet(c.node.network, &key)?;
+    let OwnWallet {
+        key, epoch, spend, ..
+    } = runtime.block_on(own_wallet(&c.peers, &c.node, wallet.id()))?;
     let psbt = match std::str::from_utf8(&bytes) {
         Ok(text) => WalletPsbt::from_base64(text.trim(), &spend)?,
         Err(_) => WalletPsbt::from_bytes(&bytes, &spend)?,

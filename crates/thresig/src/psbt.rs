@@ -15,13 +15,13 @@ use bitcoin::taproot::TapNodeHash;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Txid};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
-use thresig_cluster::config::Config;
-use thresig_cluster::{Peers, own_wallet};
-use thresig_engine::{WalletId, taproot_wallet};
+use thresig_cluster::own_wallet;
 use thresig_tx::{
     ChargeLog, Destination, InputIndex, Network, Outcome, Payment, Policy, SpendInput,
     TaprootWallet, UnixTime, WalletMode, WalletPsbt, build_psbt,
 };
+
+use crate::member::{Coordinating, runtime};
 
 /// `thresig psbt` and its subcommands.
 #[derive(Args)]
@@ -218,20 +218,13 @@ fn wallet(a: &WalletArgs) -> Result<TaprootWallet> {
 /// keys from the member's running signer (the only source this member
 /// trusts for them), its policy and network from the file.
 fn configured_wallet(path: &Path, id: &str) -> Result<(TaprootWallet, Policy)> {
-    let config = Config::load(path)?;
-    let node = config.node(path)?;
-    let id = WalletId::new(id.to_owned()).context("--wallet")?;
-    let wallet = node
-        .wallet(&id)
-        .with_context(|| format!("wallet {id} is not in {}", path.display()))?;
-    let policy = wallet.config.validated_policy(node.network)?;
-    let peers = Peers::new(node)?;
-    let (key, _) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(own_wallet(&peers, node.member, &id))
+    let c = Coordinating::load(path)?;
+    let wallet = c.wallet(id)?;
+    let policy = wallet.config.validated_policy(c.node.network)?;
+    let own = runtime()?
+        .block_on(own_wallet(&c.peers, &c.node, wallet.id()))
         .with_context(|| format!("asking this member's signer for wallet {id}'s keys"))?;
-    Ok((taproot_wallet(node.network, &key)?, policy))
+    Ok((own.spend, policy))
 }
 
 fn hex32(text: &str, what: &str) -> Result<[u8; 32]> {

@@ -245,10 +245,10 @@ fn signers_refuse_a_malicious_coordinators_packages_over_the_network() {
         )
         .await
         .unwrap();
-        let (key, epoch) = thresig_cluster::own_wallet(&peers, seat(1), &wallet_id)
-            .await
-            .unwrap();
-        let spend = thresig_engine::taproot_wallet(thresig_tx::Network::Regtest, &key).unwrap();
+        let thresig_cluster::OwnWallet { epoch, spend, .. } =
+            thresig_cluster::own_wallet(&peers, &node, &wallet_id)
+                .await
+                .unwrap();
         let input = thresig_tx::SpendInput {
             outpoint: bitcoin::OutPoint::new(bitcoin::hashes::Hash::from_byte_array([1; 32]), 0),
             value: bitcoin::Amount::from_sat(10_000),

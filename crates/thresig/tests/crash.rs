@@ -16,9 +16,9 @@ use rand::Rng as _;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use thresig_cluster::config::Config;
-use thresig_cluster::{SignOptions, own_wallet, sign};
+use thresig_cluster::{OwnWallet, SignOptions, own_wallet, sign};
 use thresig_crypto::{Seat, SigningPackage};
-use thresig_engine::{Round2Request, WalletId, commitment_hash, package_hash, taproot_wallet};
+use thresig_engine::{Round2Request, WalletId, commitment_hash, package_hash};
 use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, PackageHash, Store as _};
 use thresig_tx::{Destination, Network, Payment, SpendInput, build_psbt};
@@ -62,10 +62,11 @@ fn signing_survives_kill_9_and_no_commitment_signs_two_packages() {
             &thresig_cluster::Silent,
         ))
         .unwrap();
-    let (key, epoch) = runtime
-        .block_on(own_wallet(&peers, coordinator, wallet.id()))
+    let OwnWallet {
+        key, epoch, spend, ..
+    } = runtime
+        .block_on(own_wallet(&peers, &node, wallet.id()))
         .unwrap();
-    let spend = taproot_wallet(Network::Regtest, &key).unwrap();
 
     let journal: Arc<Mutex<Vec<(Seat, Round2Request)>>> = Arc::default();
     let mut options = SignOptions::default();
