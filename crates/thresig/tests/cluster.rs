@@ -45,19 +45,22 @@ fn mode(path: &Path) -> u32 {
 fn cluster_init_makes_members_with_owner_only_secrets_and_one_roster() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("c");
-    let out = thresig(&[
-        "cluster",
-        "init",
-        "--members",
-        "3",
-        "--threshold",
-        "2",
-        "--dir",
-        root.to_str().unwrap(),
-        "--base-port",
-        "17400",
-        "--json",
-    ]);
+    let init = || {
+        thresig(&[
+            "cluster",
+            "init",
+            "--members",
+            "3",
+            "--threshold",
+            "2",
+            "--dir",
+            root.to_str().unwrap(),
+            "--base-port",
+            "17400",
+            "--json",
+        ])
+    };
+    let out = init();
     let json = ok_json(&out);
     assert_eq!(json["configs"].as_array().unwrap().len(), 3);
     for m in 1..=3 {
@@ -104,17 +107,7 @@ fn cluster_init_makes_members_with_owner_only_secrets_and_one_roster() {
         String::from_utf8_lossy(&serve.stderr)
     );
     // Nothing is overwritten.
-    let again = thresig(&[
-        "cluster",
-        "init",
-        "--members",
-        "3",
-        "--threshold",
-        "2",
-        "--dir",
-        root.to_str().unwrap(),
-    ]);
-    assert!(!again.status.success());
+    assert!(!init().status.success());
 }
 
 #[test]
