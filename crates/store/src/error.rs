@@ -115,6 +115,18 @@ pub enum Error {
         /// The DEK it names.
         term: DekTerm,
     },
+    /// A wallet's marker rows do not match the digest the store keeps of
+    /// them: a marker row was deleted (or one added) while the store was
+    /// closed. Its markers are not used, so no commitment answers a second
+    /// package; the wallet is marked corrupt.
+    #[error(
+        "the markers of wallet {wallet} do not match their sealed digest: a marker row was \
+         deleted or added outside the store; restore the database or repair the wallet's share"
+    )]
+    MarkerSetMismatch {
+        /// The wallet.
+        wallet: WalletId,
+    },
     /// The wallet was marked corrupt earlier; writes to it are refused so
     /// that nothing is overwritten before an operator looks.
     #[error("wallet {wallet} is marked corrupt")]
@@ -246,6 +258,7 @@ impl Error {
             | Self::RecordMoved { .. }
             | Self::RecordStale { .. }
             | Self::DekMissing { .. }
+            | Self::MarkerSetMismatch { .. }
             | Self::WalletCorrupt { .. }
             | Self::RollbackDetected { .. }
             | Self::WitnessCorrupt

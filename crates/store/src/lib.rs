@@ -17,7 +17,8 @@
 //!   transaction reads as current.
 //! - I2: every record names a DEK in the keyring that is not retired.
 //! - I3: the key provider is never called on the write path.
-//! - I4: records failing authentication are errors, never absent values.
+//! - I4: records failing authentication are errors, never absent values;
+//!   so is a deleted marker row (each wallet's marker set has a digest).
 //! - I5: a witness beside the database refuses a rolled-back database.
 //! - I6: every error says whether a retry can succeed.
 //!
@@ -65,6 +66,7 @@ mod keyring;
 #[cfg(all(test, loom))]
 mod loom_model;
 mod manager;
+mod marker_set;
 mod ops;
 mod plaintext;
 pub mod provider;

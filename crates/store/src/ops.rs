@@ -12,8 +12,9 @@ use crate::ids::{
     AuditSeq, CommitmentHash, DkgSessionId, Epoch, MetaName, PackageHash, PolicyKey, Timestamp,
     WalletId,
 };
+use crate::marker_set::MarkerChange;
 use crate::plaintext::Plaintext;
-use crate::records::{ExpiryChange, WriteCtx, decode_u64};
+use crate::records::{ExpiryChange, Raw as _, WriteCtx, decode_u64};
 use crate::schema::{self, MARKER_EXPIRY, RecordTable};
 
 /// An attempt marker: the signature shares released for one commitment, and
@@ -290,6 +291,10 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
             marker,
         } => {
             let key = schema::marker_key(wallet, commitment);
+            // I4: a marker row deleted behind the store's back must not
+            // read as absent here, or this commitment would answer a
+            // second package.
+            ctx.check_marker_set(wallet)?;
             if let Some(existing) = ctx.records().get(RecordTable::Markers, &key)? {
                 let existing = Marker::decode(&existing).ok_or(Error::RecordTampered {
                     table: RecordTable::Markers,
@@ -302,6 +307,7 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
                 &schema::expiry_key(marker.expires_at, &key),
                 ExpiryChange::Add,
             )?;
+            ctx.marker_changed(&key, MarkerChange::Inserted)?;
             Ok(Applied::Done(OpResult::Inserted))
         }
         WriteOp::CasPolicy {
@@ -420,10 +426,25 @@ fn purge_markers(ctx: &mut WriteCtx<'_>, now: Timestamp) -> Result<Applied, Erro
     let mut purged = 0u64;
     for expiry in expired {
         let marker_key = expiry.get(8..).map(<[u8]>::to_vec).unwrap_or_default();
-        ctx.set_expiry(&expiry, ExpiryChange::Remove)?;
-        if ctx.delete(RecordTable::Markers, &marker_key)? {
+        if ctx
+            .txn
+            .raw_get(RecordTable::Markers, &marker_key)?
+            .is_some()
+        {
+            match ctx.marker_changed(&marker_key, MarkerChange::Removed) {
+                Ok(()) => {}
+                // A wallet whose marker digest fails to authenticate keeps
+                // its markers (never reset, I4); the others are purged.
+                Err(e) if e.is_record_corruption() => {
+                    ctx.corrupt_found.extend(schema::wallet_of(&marker_key));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            ctx.delete(RecordTable::Markers, &marker_key)?;
             purged = purged.saturating_add(1);
         }
+        ctx.set_expiry(&expiry, ExpiryChange::Remove)?;
     }
     Ok(Applied::Done(OpResult::Purged(purged)))
 }

@@ -15,6 +15,7 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use crate::error::Error;
 use crate::ids::{DekTerm, Epoch, WalletId};
 use crate::keyring::KeyringView;
+use crate::marker_set::{CheckedMarkerSets, MarkerDigest};
 use crate::plaintext::Plaintext;
 use crate::schema::{self, DEK_INDEX, KEYRING, MARKER_EXPIRY, RecordTable, sys, wallet_of};
 use crate::seal::{Dek, OpenFailure, open, sealed_term};
@@ -136,7 +137,10 @@ impl<'a, R: Raw> Records<'a, R> {
 
     /// The epoch `key` in `table` is sealed with.
     pub(crate) fn epoch_for(&self, table: RecordTable, key: &[u8]) -> Result<Epoch, Error> {
-        if table == RecordTable::Epochs {
+        // The current-DEK record is bound to the global epoch like the
+        // epoch records: every DEK promotion and retirement bumps it, so an
+        // older keyring state put back with its record no longer opens.
+        if table == RecordTable::Epochs || (table == RecordTable::Sys && key == sys::CURRENT_DEK) {
             return self.global_epoch();
         }
         if !table.wallet_epoch_bound() {
@@ -190,7 +194,19 @@ impl<'a, R: Raw> Records<'a, R> {
 
     /// The commit generation.
     pub(crate) fn generation(&self) -> Result<u64, Error> {
-        self.sys_u64(sys::GENERATION, "generation")
+        self.generation_record().map(|(generation, _)| generation)
+    }
+
+    /// The generation record: the commit generation and the combined
+    /// digest of every wallet's markers.
+    pub(crate) fn generation_record(&self) -> Result<(u64, MarkerDigest), Error> {
+        let corrupt = || Error::MetadataCorrupt { name: "generation" };
+        let value = self.required_sys_record(sys::GENERATION, "generation")?;
+        let (generation, markers) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        Ok((
+            u64::from_be_bytes(*generation),
+            MarkerDigest::decode(markers).ok_or_else(corrupt)?,
+        ))
     }
 
     /// The current DEK term, as committed.
@@ -199,19 +215,17 @@ impl<'a, R: Raw> Records<'a, R> {
     }
 
     /// The current-DEK record: the term and the keyring digest sealed with
-    /// it (`None` only in a record written by a build before the digest).
-    pub(crate) fn current_pointer(&self) -> Result<(DekTerm, Option<KeyringDigest>), Error> {
+    /// it.
+    pub(crate) fn current_pointer(&self) -> Result<(DekTerm, KeyringDigest), Error> {
         let corrupt = || Error::MetadataCorrupt {
             name: "current_dek",
         };
         let value = self.required_sys_record(sys::CURRENT_DEK, "current_dek")?;
         let (term, digest) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
-        let term = DekTerm(u64::from_be_bytes(*term));
-        match digest.len() {
-            0 => Ok((term, None)),
-            32 => Ok((term, digest.try_into().ok())),
-            _ => Err(corrupt()),
-        }
+        Ok((
+            DekTerm(u64::from_be_bytes(*term)),
+            digest.try_into().map_err(|_| corrupt())?,
+        ))
     }
 
     /// A wallet's security epoch, if the wallet exists.
@@ -268,8 +282,12 @@ pub(crate) struct WriteCtx<'t> {
     /// rewritten after it commits).
     pub(crate) epoch_bumped: bool,
     /// Wallets whose epoch record failed to authenticate during a global
-    /// bump (left as they are; the writer marks them corrupt).
+    /// bump, or whose marker digest did during a purge (left as they are;
+    /// the writer marks them corrupt).
     pub(crate) corrupt_found: Vec<WalletId>,
+    /// The writer's record of wallets whose marker sets were checked since
+    /// open; without it every check reads the wallet's marker keys.
+    pub(crate) checked_marker_sets: Option<&'t CheckedMarkerSets>,
 }
 
 impl<'t> WriteCtx<'t> {
@@ -292,6 +310,7 @@ impl<'t> WriteCtx<'t> {
             undo: Vec::new(),
             epoch_bumped: false,
             corrupt_found: Vec::new(),
+            checked_marker_sets: None,
         })
     }
 
@@ -309,6 +328,7 @@ impl<'t> WriteCtx<'t> {
             undo: Vec::new(),
             epoch_bumped: false,
             corrupt_found: Vec::new(),
+            checked_marker_sets: None,
         }
     }
 
@@ -472,31 +492,40 @@ impl<'t> WriteCtx<'t> {
         for (key, value) in epochs {
             self.put_at(RecordTable::Epochs, &key, new, &value)?;
         }
+        self.seal_keyring_state()?;
         self.epoch_bumped = true;
         Ok(new)
     }
 
     /// Rewrites the current-DEK record as `term ‖ digest of the keyring`
-    /// as it stands in this transaction: every entry, its state and the
-    /// current pointer are then authenticated by the AEAD of a record
-    /// sealed under the current DEK (I4). Called by every transaction that
-    /// changes the keyring or the current DEK.
+    /// as it stands in this transaction, at the global epoch: every entry,
+    /// its state and the current pointer are then authenticated by the AEAD
+    /// of a record sealed under the current DEK (I4), and an older such
+    /// record stops opening at the next global bump. Called by every
+    /// transaction that changes the keyring, the current DEK or the global
+    /// epoch.
     pub(crate) fn seal_keyring_state(&mut self) -> Result<(), Error> {
         let digest = keyring_digest(&self.txn.open_table(KEYRING)?)?;
         let value = [&self.current_term().0.to_be_bytes()[..], &digest[..]].concat();
-        self.put_at(RecordTable::Sys, sys::CURRENT_DEK, Epoch(0), &value)
+        self.put(RecordTable::Sys, sys::CURRENT_DEK, &value)
     }
 
     /// Increments the commit generation (once per committed transaction).
     pub(crate) fn bump_generation(&mut self) -> Result<u64, Error> {
-        let next = self.records().generation()?.saturating_add(1);
-        self.put_at(
-            RecordTable::Sys,
-            sys::GENERATION,
-            Epoch(0),
-            &next.to_be_bytes(),
-        )?;
+        let (generation, markers) = self.records().generation_record()?;
+        let next = generation.saturating_add(1);
+        self.put_generation(next, &markers)?;
         Ok(next)
+    }
+
+    /// Stores the generation record.
+    pub(crate) fn put_generation(
+        &mut self,
+        generation: u64,
+        markers: &MarkerDigest,
+    ) -> Result<(), Error> {
+        let value = [&generation.to_be_bytes()[..], &markers.encode()].concat();
+        self.put_at(RecordTable::Sys, sys::GENERATION, Epoch(0), &value)
     }
 }
 

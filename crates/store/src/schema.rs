@@ -12,7 +12,7 @@ use crate::ids::{CommitmentHash, DekTerm, DkgSessionId, Epoch, PolicyKey, Timest
 /// the `format` table (so an upgrade can recognise old databases) and bound
 /// into the associated data of every sealed value (so a record cannot be
 /// replayed across schema versions).
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// Plain schema information: `"schema_version" -> u32`.
 pub(crate) const FORMAT: TableDefinition<&str, u32> = TableDefinition::new("format");
@@ -50,11 +50,14 @@ pub enum RecordTable {
     Audit,
     /// The check value of a keyring entry (not a redb table of its own).
     KeyringCheck,
+    /// Each wallet's marker-set digest (count and keyed tags of its marker
+    /// keys), so a deleted marker row is detected (I4).
+    MarkerSets,
 }
 
 impl RecordTable {
     /// Every table that holds sealed records in redb.
-    pub(crate) const STORED: [RecordTable; 9] = [
+    pub(crate) const STORED: [RecordTable; 10] = [
         Self::Sys,
         Self::Meta,
         Self::Wallets,
@@ -64,6 +67,7 @@ impl RecordTable {
         Self::Markers,
         Self::Policy,
         Self::Audit,
+        Self::MarkerSets,
     ];
 
     /// The byte that names the table in envelopes and in the DEK index.
@@ -79,6 +83,7 @@ impl RecordTable {
             Self::Policy => 8,
             Self::Audit => 9,
             Self::KeyringCheck => 10,
+            Self::MarkerSets => 11,
         }
     }
 
@@ -103,6 +108,7 @@ impl RecordTable {
             Self::Policy => "policy",
             Self::Audit => "audit",
             Self::KeyringCheck => "keyring_check",
+            Self::MarkerSets => "marker_sets",
         })
     }
 
@@ -122,27 +128,28 @@ impl RecordTable {
                 | Self::DkgResults
                 | Self::Markers
                 | Self::Policy
+                | Self::MarkerSets
         )
     }
 }
 
 /// Names of the store's own metadata records in [`RecordTable::Sys`].
 pub(crate) mod sys {
-    /// 16 random bytes naming this database (bound into the witness).
+    /// The store's identity, which every store has: 16 random bytes naming
+    /// this database (bound into the witness), whether a witness was
+    /// written, and the offline recovery public key set at init. Held in
+    /// one required record, so none of them can be deleted on its own.
     pub(crate) const STORE_ID: &[u8] = b"store_id";
-    /// The current DEK term, sealed under that DEK.
+    /// The current DEK term and the keyring digest, sealed under that DEK
+    /// at the global epoch.
     pub(crate) const CURRENT_DEK: &[u8] = b"current_dek";
     /// The global security epoch.
     pub(crate) const GLOBAL_EPOCH: &[u8] = b"global_epoch";
-    /// The commit generation, incremented by every writer commit.
+    /// The commit generation, incremented by every writer commit, and the
+    /// digest of every wallet's marker-set digest.
     pub(crate) const GENERATION: &[u8] = b"generation";
-    /// The key of the witness MAC.
+    /// The key of the witness MAC (and, derived from it, of marker tags).
     pub(crate) const WITNESS_KEY: &[u8] = b"witness_key";
-    /// Present once a witness has been written for this database: from then
-    /// on a missing witness refuses the open (I5).
-    pub(crate) const WITNESS_WRITTEN: &[u8] = b"witness_written";
-    /// The offline recovery public key set at init (absent if none was).
-    pub(crate) const RECOVERY_KEY: &[u8] = b"recovery_key";
 }
 
 /// The key prefix of every record of `wallet`: its length, then its bytes.

@@ -16,6 +16,7 @@ use crate::ids::{
     AuditSeq, CommitmentHash, DekTerm, DkgSessionId, Epoch, MetaName, PolicyKey, WalletId,
 };
 use crate::keyring::Keyring;
+use crate::marker_set::{CheckedMarkerSets, MarkerDigest};
 use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
 use crate::provider::{KekId, KeyProvider};
@@ -505,7 +506,15 @@ fn initialize(
         let mut witness_key = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(witness_key.as_mut());
         let zero = Epoch(0);
-        ctx.put_at(RecordTable::Sys, sys::STORE_ID, zero, &store_id)?;
+        let identity = Identity {
+            id: store_id,
+            witness_written: false,
+            recovery_key: options
+                .recovery_key
+                .as_ref()
+                .map(RecoveryPublicKey::to_bytes),
+        };
+        ctx.put_at(RecordTable::Sys, sys::STORE_ID, zero, &identity.encode())?;
         ctx.put_at(
             RecordTable::Sys,
             sys::WITNESS_KEY,
@@ -518,11 +527,8 @@ fn initialize(
             zero,
             &1u64.to_be_bytes(),
         )?;
-        ctx.put_at(RecordTable::Sys, sys::GENERATION, zero, &1u64.to_be_bytes())?;
+        ctx.put_generation(1, &MarkerDigest::default())?;
         ctx.seal_keyring_state()?;
-        if let Some(pk) = &options.recovery_key {
-            ctx.put_at(RecordTable::Sys, sys::RECOVERY_KEY, zero, &pk.to_bytes())?;
-        }
     }
     txn.commit()?;
     Ok(())
@@ -568,20 +574,19 @@ pub(crate) fn open_shared(
     witness_location: WitnessLocation,
     rollback: RollbackPolicy,
 ) -> Result<Arc<Shared>, Error> {
-    let (store_id, witness_key, position, written, legacy) = {
+    let (identity, witness_key, position) = {
         let txn = db.begin_read()?;
         let view = keyring.view();
         let r = Records::new(&txn, &view);
-        let fixed = |name: &'static [u8], label: &'static str| -> Result<Plain32, Error> {
-            let v = r.required_sys_record(name, label)?;
-            Ok(Zeroizing::new(v.to_vec()))
-        };
-        let store_id: [u8; 16] = fixed(sys::STORE_ID, "store_id")?
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::MetadataCorrupt { name: "store_id" })?;
+        let identity = r.identity()?;
+        // I5: only a database that holds nothing yet may lack a witness
+        // without saying so; an identity record from before the first
+        // witness, put back into a database with data, is refused.
+        if !identity.witness_written && holds_data(&txn)? {
+            return Err(Error::MetadataCorrupt { name: "store_id" });
+        }
         let mut witness_key = Zeroizing::new([0u8; 32]);
-        let wk = fixed(sys::WITNESS_KEY, "witness_key")?;
+        let wk = r.required_sys_record(sys::WITNESS_KEY, "witness_key")?;
         if wk.len() != 32 {
             return Err(Error::MetadataCorrupt {
                 name: "witness_key",
@@ -597,20 +602,19 @@ pub(crate) fn open_shared(
         // I4: the keyring as stored (every entry, its state, the set of
         // terms) must be the one the current-DEK record authenticates.
         let digest = keyring_digest(&txn.open_table(KEYRING)?)?;
-        if sealed_digest.is_some_and(|d| d != digest) {
+        if sealed_digest != digest {
             return Err(Error::MetadataCorrupt { name: "keyring" });
         }
-        let legacy = sealed_digest.is_none();
+        // I4: no wallet's marker digest was put back from an older copy.
+        r.check_marker_sets()?;
         let position = Position {
             epoch: r.global_epoch()?,
             generation: r.generation()?,
         };
-        let written = r
-            .sys_record(sys::WITNESS_WRITTEN, "witness_written")?
-            .is_some();
-        (store_id, witness_key, position, written, legacy)
+        (identity, witness_key, position)
     };
-    let witness = Witness::new(witness_location, store_id, witness_key);
+    let written = identity.witness_written;
+    let witness = Witness::new(witness_location, identity.id, witness_key);
     let refuse = rollback == RollbackPolicy::Refuse;
     match witness.read()? {
         Some(w) if !position.covers(&w) && refuse => {
@@ -625,8 +629,8 @@ pub(crate) fn open_shared(
         _ => {}
     }
     witness.write(position)?;
-    if !written || legacy {
-        upgrade_at_open(&db, &keyring)?;
+    if !written {
+        record_witness_written(&db, &keyring, identity)?;
     }
     Ok(Arc::new(Shared {
         db,
@@ -635,10 +639,20 @@ pub(crate) fn open_shared(
         corrupt: Mutex::new(BTreeSet::new()),
         stats: Mutex::new(WriterStats::default()),
         witness_behind: Mutex::new(None),
+        marker_sets: CheckedMarkerSets::default(),
     }))
 }
 
-type Plain32 = Zeroizing<Vec<u8>>;
+/// Whether any sealed table besides the store's own metadata holds a row.
+fn holds_data(txn: &ReadTransaction) -> Result<bool, Error> {
+    use redb::ReadableTableMetadata as _;
+    for table in RecordTable::STORED {
+        if table != RecordTable::Sys && txn.open_table(table.definition())?.len()? > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
 
 /// Replaces the configured recovery public key by the one stored at init,
 /// so every process (whatever its options) wraps new DEKs to it.
@@ -650,25 +664,18 @@ pub(crate) fn with_stored_recovery_key(
     shared: &Shared,
     mut options: StoreOptions,
 ) -> Result<StoreOptions, Error> {
-    let corrupt = || Error::MetadataCorrupt {
-        name: "recovery_key",
-    };
     let stored = {
         let txn = shared.db.begin_read()?;
         let view = shared.keyring.view();
-        Records::new(&txn, &view).sys_record(sys::RECOVERY_KEY, "recovery_key")?
+        Records::new(&txn, &view).identity()?.recovery_key
     };
     let Some(stored) = stored else {
-        // A store initialised without one (or by an older build) keeps
-        // taking the key from its options.
+        // A store initialised without one keeps taking the key from its
+        // options.
         return Ok(options);
     };
-    let bytes: [u8; 32] = stored
-        .to_vec()
-        .as_slice()
-        .try_into()
-        .map_err(|_| corrupt())?;
-    let stored = RecoveryPublicKey::from_bytes(bytes).map_err(|_| corrupt())?;
+    let stored = RecoveryPublicKey::from_bytes(stored)
+        .map_err(|_| Error::MetadataCorrupt { name: "store_id" })?;
     match &options.recovery_key {
         Some(configured) if *configured != stored => Err(Error::RecoveryKeyMismatch),
         _ => {
@@ -678,19 +685,74 @@ pub(crate) fn with_stored_recovery_key(
     }
 }
 
-/// Run once the witness is written, when the database lacks a record this
-/// build keeps: records that a witness now exists (so a later missing
-/// witness refuses the open) and seals the keyring digest into the
-/// current-DEK record (a database written before the digest existed).
-fn upgrade_at_open(db: &Database, keyring: &Keyring) -> Result<(), Error> {
+/// Run by the first open, once its witness is written: from then on a
+/// missing witness refuses the open (I5).
+fn record_witness_written(
+    db: &Database,
+    keyring: &Keyring,
+    identity: Identity,
+) -> Result<(), Error> {
     let txn = db.begin_write()?;
     {
         let mut ctx = WriteCtx::begin(&txn, keyring.view())?;
-        ctx.put_at(RecordTable::Sys, sys::WITNESS_WRITTEN, Epoch(0), &[1])?;
-        ctx.seal_keyring_state()?;
+        let identity = Identity {
+            witness_written: true,
+            ..identity
+        };
+        ctx.put_at(
+            RecordTable::Sys,
+            sys::STORE_ID,
+            Epoch(0),
+            &identity.encode(),
+        )?;
     }
     txn.commit()?;
     Ok(())
+}
+
+/// The store's identity record (`sys/store_id`): `id (16) ‖ witness
+/// written (u8, 0 or 1) ‖ recovery public key (32, absent if none)`. One
+/// record that every store has, so none of its fields can be removed on
+/// its own; a missing record refuses the open.
+pub(crate) struct Identity {
+    /// Names the database in the witness.
+    id: [u8; 16],
+    /// Whether a witness was written for this database.
+    witness_written: bool,
+    /// The recovery public key set at init.
+    recovery_key: Option<[u8; 32]>,
+}
+
+impl Identity {
+    fn encode(&self) -> Vec<u8> {
+        let key = self.recovery_key.as_ref().map_or(&[][..], |k| &k[..]);
+        [&self.id[..], &[u8::from(self.witness_written)], key].concat()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let (id, rest) = bytes.split_first_chunk::<16>()?;
+        let (&written, key) = rest.split_first()?;
+        Some(Self {
+            id: *id,
+            witness_written: match written {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
+            recovery_key: match key.len() {
+                0 => None,
+                _ => Some(key.try_into().ok()?),
+            },
+        })
+    }
+}
+
+impl<R: Raw> Records<'_, R> {
+    /// The store's identity record.
+    pub(crate) fn identity(&self) -> Result<Identity, Error> {
+        let value = self.required_sys_record(sys::STORE_ID, "store_id")?;
+        Identity::decode(&value).ok_or(Error::MetadataCorrupt { name: "store_id" })
+    }
 }
 
 impl Store for EncryptedStore {
@@ -754,6 +816,9 @@ impl Store for EncryptedStore {
         commitment: &CommitmentHash,
     ) -> Result<Option<Marker>, Error> {
         let marker = self.read(|r| {
+            // I4: a marker row deleted behind the store's back is an error
+            // for its wallet, never an absent marker.
+            self.shared.marker_sets.ensure(r, wallet)?;
             r.get(
                 RecordTable::Markers,
                 &schema::marker_key(wallet, commitment),

@@ -1,8 +1,10 @@
 //! `keys verify`: open and authenticate every record.
 
+use std::collections::BTreeSet;
+
 use crate::error::Error;
 use crate::records::Raw as _;
-use crate::schema::RecordTable;
+use crate::schema::{self, RecordTable};
 use crate::store::EncryptedStore;
 
 /// The result of [`EncryptedStore::verify`].
@@ -37,6 +39,21 @@ impl EncryptedStore {
                         Err(e @ Error::Storage { .. }) => return Err(e),
                         Err(e) => failures.push(e),
                     }
+                }
+            }
+            // Every wallet with markers, or with a digest of them, has its
+            // marker rows checked against the digest (a deleted row).
+            let mut wallets = BTreeSet::new();
+            for table in [RecordTable::Markers, RecordTable::MarkerSets] {
+                for (key, _) in r.raw.raw_prefix(table, &[])? {
+                    wallets.extend(schema::wallet_of(&key));
+                }
+            }
+            for wallet in wallets {
+                match r.check_marker_set(&wallet) {
+                    Ok(()) => {}
+                    Err(e @ Error::Storage { .. }) => return Err(e),
+                    Err(e) => failures.push(e),
                 }
             }
             Ok(VerifyReport { ok, failures })

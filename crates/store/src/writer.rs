@@ -16,6 +16,7 @@ use crate::entry::{DekState, StoredEntry};
 use crate::error::Error;
 use crate::ids::{DekTerm, WalletId};
 use crate::keyring::Keyring;
+use crate::marker_set::CheckedMarkerSets;
 use crate::ops::{WriteOp, WriteOutcome, apply_unit, op_wallet};
 use crate::provider::KekId;
 use crate::records::{Raw, WriteCtx};
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     /// nothing the store holds that could release a share (a marker, found
     /// by a read or by a retry's insert) is handed back.
     pub(crate) witness_behind: Mutex<Option<Position>>,
+    /// Wallets whose marker rows were checked against their digest (I4).
+    pub(crate) marker_sets: CheckedMarkerSets,
 }
 
 /// Counters the writer keeps (for `keys status`, metrics and benchmarks).
@@ -58,6 +61,7 @@ impl Shared {
             Error::RecordTampered { wallet, .. }
             | Error::RecordMoved { wallet, .. }
             | Error::RecordStale { wallet, .. } => wallet.clone(),
+            Error::MarkerSetMismatch { wallet } => Some(wallet.clone()),
             _ => None,
         };
         if let Some(w) = wallet {
@@ -238,6 +242,7 @@ fn commit_batch(
     let (position, found, witnessed) = {
         // I1: the DEK is chosen here, inside the transaction that commits.
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
+        ctx.checked_marker_sets = Some(&shared.marker_sets);
         for ops in units {
             if let Some(w) = ops
                 .iter()

@@ -588,3 +588,272 @@ fn a_rotation_held_by_a_corrupt_wallet_is_terminal_and_names_it() {
         "{err:?}"
     );
 }
+
+fn marker_op(n: u8, commitment: u8, package: u8) -> WriteOp {
+    use thresig_store::{CommitmentHash, Marker, PackageHash, Timestamp};
+    WriteOp::InsertMarker {
+        wallet: wallet(n),
+        commitment: CommitmentHash([commitment; 32]),
+        marker: Marker {
+            package_hash: PackageHash([package; 32]),
+            shares: vec![package; 8],
+            expires_at: Timestamp(4_000_000_000),
+        },
+    }
+}
+
+fn marker_key(n: u8, commitment: u8) -> Vec<u8> {
+    [wallet_key(&wallet(n)), vec![commitment; 32]].concat()
+}
+
+/// I4/I5: a marker row deleted from the closed database must not read as
+/// absent, or the same commitment would release shares for a second
+/// package. The wallet's marker set no longer matches its sealed digest:
+/// the lookup and the insert are terminal errors for that wallet only.
+#[test]
+fn a_deleted_marker_row_is_an_error_never_absent() {
+    use thresig_store::CommitmentHash;
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        for op in [marker_op(1, 3, 1), marker_op(1, 4, 1), marker_op(2, 3, 1)] {
+            store.write(vec![op]).unwrap();
+        }
+    }
+    edit_raw(&machine, |txn| {
+        let mut t = txn.open_table(common::raw_table("markers")).unwrap();
+        assert!(t.remove(marker_key(1, 3).as_slice()).unwrap().is_some());
+    });
+    let store = machine.open().unwrap();
+    let looked_up = store.marker(&wallet(1), &CommitmentHash([3; 32]));
+    let err = looked_up.expect_err("a deleted marker read as absent");
+    assert!(
+        matches!(&err, Error::MarkerSetMismatch { wallet: w } if *w == wallet(1)),
+        "{err:?}"
+    );
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err:?}");
+    let second = store.write(vec![marker_op(1, 3, 2)]);
+    assert!(
+        second.is_err(),
+        "a second package for the commitment was accepted: {second:?}"
+    );
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    // Wallet 2's markers still serve.
+    let other = store.marker(&wallet(2), &CommitmentHash([3; 32])).unwrap();
+    assert!(other.is_some());
+}
+
+/// The marker-set digest itself put back from before a marker was inserted,
+/// with that marker deleted: the wallet's set then matches the old digest,
+/// so the digest must be bound to something newer than itself.
+#[test]
+fn a_marker_deleted_with_its_set_digest_put_back_is_detected() {
+    use thresig_store::CommitmentHash;
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        store.write(vec![marker_op(1, 3, 1)]).unwrap();
+    }
+    let mut before = Vec::new();
+    edit_raw(&machine, |txn| before = dump(txn, "marker_sets"));
+    {
+        let store = machine.open().unwrap();
+        store.write(vec![marker_op(1, 4, 1)]).unwrap();
+        put_wallet(&store, 2, b"two");
+    }
+    edit_raw(&machine, |txn| {
+        restore(txn, "marker_sets", &before);
+        let mut t = txn.open_table(common::raw_table("markers")).unwrap();
+        assert!(t.remove(marker_key(1, 4).as_slice()).unwrap().is_some());
+    });
+    match machine.open() {
+        Err(e) => {
+            assert!(
+                matches!(
+                    e,
+                    Error::MetadataCorrupt {
+                        name: "marker_sets"
+                    }
+                ),
+                "{e:?}"
+            );
+            assert_eq!(e.recovery(), Recovery::Terminal, "{e:?}");
+        }
+        Ok(store) => {
+            let r = store.marker(&wallet(1), &CommitmentHash([4; 32]));
+            assert!(r.is_err(), "the deleted marker read as {r:?}");
+        }
+    }
+}
+
+/// Every row of raw table `name` (empty if the table does not exist).
+fn dump(txn: &redb::WriteTransaction, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(t) = txn.open_table(common::raw_table(name)) else {
+        return Vec::new();
+    };
+    t.iter()
+        .unwrap()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (k.value().to_vec(), v.value().to_vec())
+        })
+        .collect()
+}
+
+/// Replaces every row of raw table `name` by `rows`.
+fn restore(txn: &redb::WriteTransaction, name: &str, rows: &[(Vec<u8>, Vec<u8>)]) {
+    let mut t = txn.open_table(common::raw_table(name)).unwrap();
+    t.retain(|_, _| false).unwrap();
+    for (k, v) in rows {
+        t.insert(k.as_slice(), v.as_slice()).unwrap();
+    }
+}
+
+/// The keyring digest bound to the global epoch: the current-DEK record
+/// from before DEK 1's retirement, put back with the keyring rows it
+/// covers (both sealed under DEK 2, still current), must not bring DEK 1
+/// back.
+#[test]
+fn an_older_current_dek_record_put_back_with_its_keyring_is_refused() {
+    use thresig_store::DekTerm;
+    let machine = Machine::new();
+    let mut before = Vec::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+        store.start_dek_rotation().unwrap();
+        drop(store);
+        edit_raw(&machine, |txn| {
+            let keyring = redb::TableDefinition::<u64, &[u8]>::new("keyring");
+            let t = txn.open_table(keyring).unwrap();
+            for r in t.iter().unwrap() {
+                let (k, v) = r.unwrap();
+                before.push((k.value(), v.value().to_vec()));
+            }
+        });
+        before.push((0, {
+            let mut v = None;
+            edit_raw(&machine, |txn| v = raw_get(txn, "sys", b"current_dek"));
+            v.unwrap()
+        }));
+        let store = machine.open().unwrap();
+        while store.reseal_step().unwrap() > 0 {}
+        assert_eq!(store.retire_old_deks().unwrap(), vec![DekTerm(1)]);
+    }
+    edit_raw(&machine, |txn| {
+        let keyring = redb::TableDefinition::<u64, &[u8]>::new("keyring");
+        for (term, v) in &before {
+            if *term == 0 {
+                raw_put(txn, "sys", b"current_dek", v);
+            } else {
+                txn.open_table(keyring)
+                    .unwrap()
+                    .insert(*term, v.as_slice())
+                    .unwrap();
+            }
+        }
+    });
+    let r = machine.open();
+    let status = r.as_ref().ok().map(|s| s.keyring_status().unwrap());
+    let err = r.expect_err(&format!("retirement undone: {status:?}"));
+    assert!(matches!(err, Error::MetadataCorrupt { .. }), "{err:?}");
+    assert_eq!(err.recovery(), Recovery::Terminal);
+}
+
+/// The recovery key set at init is authenticated by a record every store
+/// has: deleting a row must not let the options choose another key.
+#[test]
+fn a_deleted_recovery_key_row_does_not_let_the_options_choose_another() {
+    let machine = Machine::new();
+    let (_, first) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let (_, other) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let mut options = StoreOptions::default();
+    options.recovery_key = Some(first);
+    drop(machine.open_with(options.clone()).unwrap());
+    edit_raw(&machine, |txn| {
+        txn.open_table(common::raw_table("sys"))
+            .unwrap()
+            .remove(b"recovery_key".as_slice())
+            .unwrap();
+    });
+    options.recovery_key = Some(other);
+    let r = machine.open_with(options);
+    let err = r.map(drop).expect_err("another recovery key was accepted");
+    assert!(
+        matches!(
+            err,
+            Error::RecoveryKeyMismatch | Error::MetadataCorrupt { .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.recovery(), Recovery::Terminal);
+}
+
+/// Once a witness was written, the missing-witness check must not hang on
+/// a row that can be deleted.
+#[test]
+fn a_deleted_witness_written_row_keeps_the_missing_witness_check() {
+    let machine = Machine::new();
+    two_wallets(&machine);
+    edit_raw(&machine, |txn| {
+        txn.open_table(common::raw_table("sys"))
+            .unwrap()
+            .remove(b"witness_written".as_slice())
+            .unwrap();
+    });
+    machine.witness.set_bytes(None);
+    let r = machine.open();
+    assert!(matches!(r, Err(Error::WitnessMissing)), "{:?}", r.map(drop));
+}
+
+/// The identity record as init wrote it (no witness yet), put back into a
+/// database with data once its witness is deleted, must not switch the
+/// missing-witness check off.
+#[test]
+fn an_identity_record_from_before_the_first_witness_is_refused_once_data_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider: Arc<dyn KeyProvider> = Arc::new(MemoryProvider::with_key("kek-1", 1));
+    let open = || {
+        EncryptedStore::open(
+            StoreLocation::Directory(dir.path().to_path_buf()),
+            provider.clone(),
+            StoreOptions::default(),
+        )
+    };
+    // The first open initialises the database, then fails to write the
+    // witness: the identity record still says none was written.
+    let blocker = dir.path().join("state.witness.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let first = open();
+    assert!(
+        matches!(first, Err(Error::WitnessIo(_))),
+        "{:?}",
+        first.map(drop)
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    let mut initial = None;
+    edit_file(dir.path(), |txn| initial = raw_get(txn, "sys", b"store_id"));
+    {
+        let store = open().unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let initial = initial.unwrap();
+    edit_file(dir.path(), |txn| raw_put(txn, "sys", b"store_id", &initial));
+    std::fs::remove_file(dir.path().join("state.witness")).unwrap();
+    let r = open();
+    let err = r.map(drop).expect_err("the witness check was switched off");
+    assert!(
+        matches!(err, Error::MetadataCorrupt { name: "store_id" }),
+        "{err:?}"
+    );
+    assert_eq!(err.recovery(), Recovery::Terminal);
+}
+
+/// Runs `f` in a raw write transaction on `<dir>/state.redb` (the store
+/// must be closed).
+fn edit_file(dir: &std::path::Path, f: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::create(dir.join("state.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    f(&txn);
+    txn.commit().unwrap();
+}

@@ -225,3 +225,72 @@ fn every_phase_opens_with_the_recovery_key_alone() {
         check_records(&store, phase);
     }
 }
+
+/// A database written before the marker-set digests, the epoch-bound
+/// keyring digest and the store identity record (schema 1, the `initial`
+/// phase as it was then) is refused, terminally, and left as it was: it
+/// cannot prove that no marker row was deleted, so it is never accepted as
+/// if nothing were missing.
+#[test]
+fn a_schema_1_database_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("schema_v1"), dir.path());
+    let before = metadata_rows(dir.path());
+    let p: Arc<dyn KeyProvider> = provider();
+    let r = EncryptedStore::open(
+        StoreLocation::Directory(dir.path().to_path_buf()),
+        p,
+        options(),
+    );
+    let err = r.map(drop).expect_err("a schema 1 database was accepted");
+    assert!(
+        matches!(
+            err,
+            thresig_store::Error::UnsupportedSchema {
+                found: 1,
+                supported: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.recovery(), thresig_store::Recovery::Terminal);
+    assert_eq!(
+        metadata_rows(dir.path()),
+        before,
+        "the refused database was modified"
+    );
+}
+
+/// The format row, the keyring and the store metadata, as stored.
+fn metadata_rows(dir: &Path) -> (Option<u32>, Vec<(u64, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>) {
+    use redb::{ReadableDatabase as _, ReadableTable as _};
+    let db = redb::Database::create(dir.join("state.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let format = txn
+        .open_table(redb::TableDefinition::<&str, u32>::new("format"))
+        .unwrap()
+        .get("schema_version")
+        .unwrap()
+        .map(|v| v.value());
+    let keyring = txn
+        .open_table(redb::TableDefinition::<u64, &[u8]>::new("keyring"))
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (k.value(), v.value().to_vec())
+        })
+        .collect();
+    let sys = txn
+        .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("sys"))
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (k.value().to_vec(), v.value().to_vec())
+        })
+        .collect();
+    (format, keyring, sys)
+}

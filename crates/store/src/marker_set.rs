@@ -1,0 +1,242 @@
+//! Marker-set digests: a deleted marker row must be an error, never an
+//! absent marker (I4), or one commitment could release shares for a second
+//! package.
+//!
+//! Each wallet's markers are summed up by a [`MarkerDigest`] in the
+//! `marker_sets` table: how many there are and the XOR of a keyed tag of
+//! each marker key. The tag key is derived from the witness key, so nobody
+//! without the store's keys can compute a tag, and the XOR of a wallet's
+//! tags changes with any row added or removed behind the store's back. The
+//! digests of all wallets, combined, live in the generation record, which
+//! every commit rewrites and the witness guards (I5): a wallet's digest put
+//! back from an older copy no longer combines to it.
+//!
+//! The combined digest is checked at open (one read of each wallet's
+//! digest); a wallet's own digest against its marker rows when its markers
+//! are first used after open (one range read of its keys).
+
+use std::collections::BTreeSet;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::error::Error;
+use crate::ids::{Epoch, WalletId};
+use crate::records::{Raw, Records, WriteCtx};
+use crate::schema::{self, RecordTable, sys};
+use crate::sync::{Mutex, lock};
+
+const TAG_DOMAIN: &[u8] = b"thresig/marker-set/v1";
+
+/// A set of marker keys: their number and the XOR of their tags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MarkerDigest {
+    count: u64,
+    tags: [u8; 32],
+}
+
+/// Whether a marker joins or leaves its set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum MarkerChange {
+    Inserted,
+    Removed,
+}
+
+impl MarkerDigest {
+    /// Length of the encoding.
+    pub(crate) const LEN: usize = 40;
+
+    /// `count (u64 BE) ‖ tags (32)`.
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        let (count, tags) = out.split_at_mut(8);
+        count.copy_from_slice(&self.count.to_be_bytes());
+        tags.copy_from_slice(&self.tags);
+        out
+    }
+
+    /// The inverse of [`MarkerDigest::encode`].
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let (count, tags) = bytes.split_first_chunk::<8>()?;
+        Some(Self {
+            count: u64::from_be_bytes(*count),
+            tags: tags.try_into().ok()?,
+        })
+    }
+
+    fn xor(&mut self, tags: &[u8; 32]) {
+        for (a, b) in self.tags.iter_mut().zip(tags) {
+            *a ^= b;
+        }
+    }
+
+    fn apply(&mut self, change: MarkerChange, tag: &[u8; 32]) {
+        self.count = match change {
+            MarkerChange::Inserted => self.count.wrapping_add(1),
+            MarkerChange::Removed => self.count.wrapping_sub(1),
+        };
+        self.xor(tag);
+    }
+
+    fn add(&mut self, other: &Self) {
+        self.count = self.count.wrapping_add(other.count);
+        self.xor(&other.tags);
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The key of marker tags, derived from the witness key.
+pub(crate) struct TagKey(Zeroizing<[u8; 32]>);
+
+impl TagKey {
+    fn tag(&self, marker_key: &[u8]) -> Result<[u8; 32], Error> {
+        hmac(self.0.as_ref(), marker_key)
+    }
+}
+
+fn hmac(key: &[u8], msg: &[u8]) -> Result<[u8; 32], Error> {
+    // HMAC accepts keys of any length, so this error is never returned.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| Error::MetadataCorrupt {
+        name: "witness_key",
+    })?;
+    mac.update(msg);
+    Ok(mac.finalize().into_bytes().into())
+}
+
+impl<R: Raw> Records<'_, R> {
+    /// The key of marker tags: stable across DEK rotations (the witness key
+    /// never changes), and secret to the store.
+    pub(crate) fn tag_key(&self) -> Result<TagKey, Error> {
+        let witness_key = self.required_sys_record(sys::WITNESS_KEY, "witness_key")?;
+        Ok(TagKey(Zeroizing::new(hmac(&witness_key, TAG_DOMAIN)?)))
+    }
+
+    /// The sealed digest of `wallet`'s markers (empty if none is stored).
+    pub(crate) fn marker_digest(&self, wallet: &WalletId) -> Result<MarkerDigest, Error> {
+        let Some(value) = self.get(RecordTable::MarkerSets, &schema::wallet_key(wallet))? else {
+            return Ok(MarkerDigest::default());
+        };
+        MarkerDigest::decode(&value).ok_or(Error::RecordTampered {
+            table: RecordTable::MarkerSets,
+            wallet: Some(wallet.clone()),
+        })
+    }
+
+    /// Checks `wallet`'s marker rows against its sealed digest.
+    ///
+    /// # Errors
+    /// [`Error::MarkerSetMismatch`] when a row was deleted or added behind
+    /// the store's back; record errors for a digest that fails to
+    /// authenticate.
+    pub(crate) fn check_marker_set(&self, wallet: &WalletId) -> Result<(), Error> {
+        let key = self.tag_key()?;
+        let mut found = MarkerDigest::default();
+        for (marker_key, _) in self
+            .raw
+            .raw_prefix(RecordTable::Markers, &schema::wallet_prefix(wallet))?
+        {
+            found.apply(MarkerChange::Inserted, &key.tag(&marker_key)?);
+        }
+        if found != self.marker_digest(wallet)? {
+            return Err(Error::MarkerSetMismatch {
+                wallet: wallet.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the wallets' digests combine to the one in the
+    /// generation record, so none was put back from an older copy.
+    ///
+    /// # Errors
+    /// [`Error::MetadataCorrupt`] named `marker_sets` when they do not (or
+    /// one fails to authenticate).
+    pub(crate) fn check_marker_sets(&self) -> Result<(), Error> {
+        let corrupt = || Error::MetadataCorrupt {
+            name: "marker_sets",
+        };
+        let mut combined = MarkerDigest::default();
+        for (key, sealed) in self.raw.raw_prefix(RecordTable::MarkerSets, &[])? {
+            let value = self
+                .open_bytes(RecordTable::MarkerSets, &key, Epoch(0), &sealed)
+                .map_err(|e| {
+                    if e.is_record_corruption() {
+                        corrupt()
+                    } else {
+                        e
+                    }
+                })?;
+            combined.add(&MarkerDigest::decode(&value).ok_or_else(corrupt)?);
+        }
+        if combined != self.generation_record()?.1 {
+            return Err(corrupt());
+        }
+        Ok(())
+    }
+}
+
+impl WriteCtx<'_> {
+    /// Records in this transaction that the marker `marker_key` joined or
+    /// left its wallet's set: updates the wallet's digest and the combined
+    /// one in the generation record, both undone with the unit.
+    pub(crate) fn marker_changed(
+        &mut self,
+        marker_key: &[u8],
+        change: MarkerChange,
+    ) -> Result<(), Error> {
+        let wallet = schema::wallet_of(marker_key).ok_or(Error::RecordTampered {
+            table: RecordTable::Markers,
+            wallet: None,
+        })?;
+        let tag = self.records().tag_key()?.tag(marker_key)?;
+        let mut digest = self.records().marker_digest(&wallet)?;
+        digest.apply(change, &tag);
+        let key = schema::wallet_key(&wallet);
+        if digest.is_empty() {
+            self.delete(RecordTable::MarkerSets, &key)?;
+        } else {
+            self.put_at(RecordTable::MarkerSets, &key, Epoch(0), &digest.encode())?;
+        }
+        let (generation, mut combined) = self.records().generation_record()?;
+        combined.apply(change, &tag);
+        self.put_generation(generation, &combined)
+    }
+}
+
+/// The wallets whose marker rows were checked against their digest since
+/// open. The database cannot change behind an open store (redb's file
+/// lock) and the store's own writes keep rows and digests in step, so one
+/// check per wallet and open is enough.
+#[derive(Debug, Default)]
+pub(crate) struct CheckedMarkerSets(Mutex<BTreeSet<WalletId>>);
+
+impl CheckedMarkerSets {
+    /// Checks `wallet`'s marker set in `records` unless it was already.
+    pub(crate) fn ensure<R: Raw>(
+        &self,
+        records: &Records<'_, R>,
+        wallet: &WalletId,
+    ) -> Result<(), Error> {
+        if lock(&self.0).contains(wallet) {
+            return Ok(());
+        }
+        records.check_marker_set(wallet)?;
+        lock(&self.0).insert(wallet.clone());
+        Ok(())
+    }
+}
+
+impl WriteCtx<'_> {
+    /// Checks `wallet`'s marker set in this transaction (once per open when
+    /// the writer passed its [`CheckedMarkerSets`]).
+    pub(crate) fn check_marker_set(&self, wallet: &WalletId) -> Result<(), Error> {
+        match self.checked_marker_sets {
+            Some(checked) => checked.ensure(&self.records(), wallet),
+            None => self.records().check_marker_set(wallet),
+        }
+    }
+}
