@@ -691,6 +691,7 @@ fn store_code(e: &thresig_store::Error) -> ErrorCode {
         S::Provider(_) if e.recovery() == Recovery::Retryable => ErrorCode::KeyProviderUnavailable,
         S::RollbackDetected { .. } => ErrorCode::RollbackDetected,
         S::WalletCorrupt { .. }
+        | S::MarkerSetMismatch { .. }
         | S::RecordTampered { .. }
         | S::RecordMoved { .. }
         | S::RecordStale { .. } => ErrorCode::WalletCorrupt,

@@ -202,6 +202,7 @@ fn store_code(e: &thresig_store::Error) -> &'static str {
         E::RecordTampered { .. } => "record_tampered",
         E::RecordMoved { .. } => "record_moved",
         E::RecordStale { .. } => "record_stale",
+        E::MarkerSetMismatch { .. } => "marker_set_mismatch",
         E::DekMissing { .. } => "dek_missing",
         E::WalletCorrupt { .. } => "wallet_corrupt",
         E::RollbackDetected { .. } => "rollback_detected",
