@@ -261,8 +261,11 @@ fn a_schema_1_database_is_refused_and_left_untouched() {
     );
 }
 
+/// The format row, the keyring rows and the store metadata rows.
+type MetadataRows = (Option<u32>, Vec<(u64, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// The format row, the keyring and the store metadata, as stored.
-fn metadata_rows(dir: &Path) -> (Option<u32>, Vec<(u64, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>) {
+fn metadata_rows(dir: &Path) -> MetadataRows {
     use redb::{ReadableDatabase as _, ReadableTable as _};
     let db = redb::Database::create(dir.join("state.redb")).unwrap();
     let txn = db.begin_read().unwrap();
