@@ -240,3 +240,34 @@ impl WriteCtx<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_depends_on_the_set_only() {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let mut ab = MarkerDigest::default();
+        ab.apply(MarkerChange::Inserted, &a);
+        ab.apply(MarkerChange::Inserted, &b);
+        let mut ba = MarkerDigest::default();
+        ba.apply(MarkerChange::Inserted, &b);
+        ba.apply(MarkerChange::Inserted, &a);
+        assert_eq!(ab, ba, "insertion order does not matter");
+        assert_eq!(MarkerDigest::decode(&ab.encode()), Some(ab));
+        assert_eq!(MarkerDigest::decode(&ab.encode()[1..]), None);
+        // Two wallets' digests combine to the digest of the union.
+        let (mut only_a, mut only_b) = (MarkerDigest::default(), MarkerDigest::default());
+        only_a.apply(MarkerChange::Inserted, &a);
+        only_b.apply(MarkerChange::Inserted, &b);
+        only_a.add(&only_b);
+        assert_eq!(only_a, ab);
+        // Removing one marker changes the digest; removing both empties it.
+        ba.apply(MarkerChange::Removed, &a);
+        assert_ne!(ba, ab);
+        assert_eq!(ba, only_b);
+        ba.apply(MarkerChange::Removed, &b);
+        assert!(ba.is_empty());
+    }
+}
