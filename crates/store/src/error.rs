@@ -121,7 +121,7 @@ pub enum Error {
     /// package; the wallet is marked corrupt.
     #[error(
         "the markers of wallet {wallet} do not match their sealed digest: a marker row was \
-         deleted or added outside the store; restore the database or repair the wallet's share"
+         deleted or added outside the store; restore the wallet from a backup or repair its share"
     )]
     MarkerSetMismatch {
         /// The wallet.

@@ -146,7 +146,7 @@ pub(crate) mod sys {
     /// The global security epoch.
     pub(crate) const GLOBAL_EPOCH: &[u8] = b"global_epoch";
     /// The commit generation, incremented by every writer commit, and the
-    /// digest of every wallet's marker-set digest.
+    /// marker-set digests of all wallets combined (checked at open).
     pub(crate) const GENERATION: &[u8] = b"generation";
     /// The key of the witness MAC (and, derived from it, of marker tags).
     pub(crate) const WITNESS_KEY: &[u8] = b"witness_key";
