@@ -44,6 +44,9 @@ enum Mode {
     DkgSilent,
     /// DKG part 1: answers with its message's signature altered.
     DkgBadSignature,
+    /// Signing round 2: answers with its shares but without fresh
+    /// commitments, as a signer at its nonce capacity does.
+    NoFreshCommitments,
 }
 
 struct Member {
@@ -78,7 +81,11 @@ impl SignerHandler for Member {
         self.inner.round1(peer, request)
     }
     fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Response, SignerError> {
-        self.inner.round2(peer, request)
+        let mut response = self.inner.round2(peer, request)?;
+        if self.mode == Mode::NoFreshCommitments {
+            response.commitments.clear();
+        }
+        Ok(response)
     }
     fn abort(&self, peer: Seat, request: AbortRequest) -> Result<usize, SignerError> {
         self.inner.abort(peer, request)
@@ -228,6 +235,30 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
 }
 
 fn keep(_: &mut DaemonConfig) {}
+
+/// A PSBT spending one 10,000 sat output of `spend` and paying 9,000 sat
+/// to `destination`.
+fn spend_paying(
+    spend: &thresig_tx::TaprootWallet,
+    destination: bitcoin::ScriptBuf,
+) -> thresig_tx::WalletPsbt {
+    let input = thresig_tx::SpendInput {
+        outpoint: bitcoin::OutPoint::new(bitcoin::hashes::Hash::from_byte_array([1; 32]), 0),
+        value: bitcoin::Amount::from_sat(10_000),
+        script_pubkey: spend.script_pubkey().clone(),
+    };
+    let payment = thresig_tx::Payment {
+        destination: thresig_tx::Destination::Script(destination),
+        value: bitcoin::Amount::from_sat(9_000),
+    };
+    thresig_tx::build_psbt(
+        spend,
+        &[input],
+        &[payment],
+        bitcoin::absolute::LockTime::ZERO,
+    )
+    .unwrap()
+}
 
 /// Runs the wallet's DKG with member 1 coordinating; it must fail.
 async fn failed_dkg(cluster: &Cluster, seed: u64) -> DkgError {
@@ -430,6 +461,22 @@ fn init_member_tightens_a_preexisting_member_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spend_every_signer_refuses_by_policy_is_not_reported_retryable() {
     let cluster = start(3, 2, &[], keep).await;
+    // An external destination: the provisioned policy allows none.
+    let outside = bitcoin::ScriptBuf::new_p2wpkh(
+        &<bitcoin::WPubkeyHash as bitcoin::hashes::Hash>::from_byte_array([9; 20]),
+    );
+    let err = dkg_and_sign(&cluster, 5, |_| outside).await.unwrap_err();
+    assert!(!err.is_retryable(), "reported retryable: {err}");
+}
+
+/// Runs the wallet's DKG (seeded with `seed`), then signs, with member 1
+/// coordinating, a PSBT paying the script `destination` gives for the
+/// wallet's spend identity; request timeout 2 s, deadline 6 s.
+async fn dkg_and_sign(
+    cluster: &Cluster,
+    seed: u64,
+    destination: impl FnOnce(&thresig_tx::TaprootWallet) -> bitcoin::ScriptBuf,
+) -> Result<crate::SignOutcome, crate::SignError> {
     let peers = cluster.peers(seat(1));
     let node = cluster.node(seat(1));
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
@@ -437,7 +484,7 @@ async fn a_spend_every_signer_refuses_by_policy_is_not_reported_retryable() {
     run_dkg(
         &peers,
         wallet,
-        &mut ChaCha20Rng::seed_from_u64(5),
+        &mut ChaCha20Rng::seed_from_u64(seed),
         &crate::Silent,
     )
     .await
@@ -445,33 +492,27 @@ async fn a_spend_every_signer_refuses_by_policy_is_not_reported_retryable() {
     let crate::OwnWallet {
         key, epoch, spend, ..
     } = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
-    let input = thresig_tx::SpendInput {
-        outpoint: bitcoin::OutPoint::new(bitcoin::hashes::Hash::from_byte_array([1; 32]), 0),
-        value: bitcoin::Amount::from_sat(10_000),
-        script_pubkey: spend.script_pubkey().clone(),
-    };
-    // An external destination: the provisioned policy allows none.
-    let outside = bitcoin::ScriptBuf::new_p2wpkh(
-        &<bitcoin::WPubkeyHash as bitcoin::hashes::Hash>::from_byte_array([9; 20]),
-    );
-    let payment = thresig_tx::Payment {
-        destination: thresig_tx::Destination::Script(outside),
-        value: bitcoin::Amount::from_sat(9_000),
-    };
-    let psbt = thresig_tx::build_psbt(
-        &spend,
-        &[input],
-        &[payment],
-        bitcoin::absolute::LockTime::ZERO,
-    )
-    .unwrap();
+    let psbt = spend_paying(&spend, destination(&spend));
     let options = crate::SignOptions {
         request_timeout: Duration::from_secs(2),
         deadline: Duration::from_secs(6),
         ..crate::SignOptions::default()
     };
-    let err = crate::sign(&peers, wallet, &key, epoch, &psbt, &options)
+    crate::sign(&peers, wallet, &key, epoch, &psbt, &options).await
+}
+
+/// A signer at its nonce capacity answers round 2 with valid shares and no
+/// fresh commitments. The driver must hand those shares to the coordinator
+/// and the coordinator keep them: with t = n = 2 there is no one to replace
+/// that signer, so dropping its shares would leave the run to its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shares_without_fresh_commitments_still_make_the_signature() {
+    let cluster = start(2, 2, &[(2, Mode::NoFreshCommitments)], keep).await;
+    // Back to the wallet itself: no external destination.
+    let outcome = dkg_and_sign(&cluster, 6, |spend| spend.script_pubkey().clone())
         .await
-        .unwrap_err();
-    assert!(!err.is_retryable(), "reported retryable: {err}");
+        .unwrap();
+    assert_eq!(outcome.sessions, 1);
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    assert!(outcome.culprits.is_empty());
 }

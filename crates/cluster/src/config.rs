@@ -13,7 +13,9 @@
 //! the field. Operators' documentation: `docs/configuration.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read as _;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -23,7 +25,9 @@ use thresig_engine::{
     ConfigError as EngineConfigError, IdentityKey, Limits, SignerConfig, WalletConfig, WalletId,
 };
 use thresig_store::provider::{KeyProviderConfig, KeyProviderSection, ProviderError};
-use thresig_store::{RecoveryPublicKey, StoreConfig, StoreLocation, StoreOptions};
+use thresig_store::{
+    KeyManagerOptions, RecoveryPublicKey, StoreConfig, StoreLocation, StoreOptions,
+};
 use thresig_tx::{Network, PolicyConfig};
 
 /// The largest configuration file read. A 100-member roster with a few
@@ -78,6 +82,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Store settings, the recovery public key included.
     pub options: StoreOptions,
+    /// The key manager's settings (`key_poll_interval_secs`).
+    pub key_manager: KeyManagerOptions,
     /// The validated `[key_provider]` section.
     pub key_provider: KeyProviderConfig,
     /// The cluster part, present when the file names its `member`.
@@ -191,6 +197,17 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The path names something other than a regular file (a directory, a
+    /// device such as `/dev/zero`, a FIFO): refused before anything is read
+    /// from it.
+    #[error(
+        "configuration {}: not a regular file; pass the path of the TOML file itself",
+        path.display()
+    )]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+    },
     /// The file is larger than any configuration.
     #[error("configuration {}: larger than {MAX_CONFIG_BYTES} bytes", path.display())]
     TooLarge {
@@ -247,12 +264,35 @@ impl Config {
             path: path.to_path_buf(),
             source,
         };
-        if std::fs::metadata(path).map_err(read)?.len() > MAX_CONFIG_BYTES {
+        // Opened without blocking, so a FIFO is refused instead of waiting
+        // for a writer; the checks are made on the opened file, so nothing
+        // swapped in at the path afterwards is read.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .map_err(read)?;
+        if !file.metadata().map_err(read)?.is_file() {
+            return Err(ConfigError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        // One byte past the cap tells a file that is too large (or grew
+        // since it was opened) from one that fits.
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read)?;
+        if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_CONFIG_BYTES) {
             return Err(ConfigError::TooLarge {
                 path: path.to_path_buf(),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: 0,
+            message: "the file is not UTF-8 text".to_owned(),
+        })?;
         Self::parse(path, &text)
     }
 
@@ -288,13 +328,15 @@ impl Config {
         if store.data_dir.is_relative() {
             store.data_dir = base.join(&store.data_dir);
         }
-        let mut options = store.options().map_err(|e| match e {
+        let store_invalid = |e| match e {
             thresig_store::Error::InvalidConfig { field } => invalid(
                 &format!("store.{field}"),
                 "is out of range (see docs/configuration.md)".to_owned(),
             ),
             other => invalid("store", other.to_string()),
-        })?;
+        };
+        let mut options = store.options().map_err(store_invalid)?;
+        let key_manager = store.key_manager_options().map_err(store_invalid)?;
         // The provider section checked the hex; the store checks the point.
         options.recovery_key = key_provider
             .recovery_public_key()
@@ -330,6 +372,7 @@ impl Config {
         Ok(Self {
             data_dir: store.data_dir,
             options,
+            key_manager,
             key_provider,
             node,
         })
@@ -529,6 +572,8 @@ fn without_quoted_values(message: &str) -> String {
 mod tests {
     use super::*;
 
+    use std::time::Duration;
+
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("/etc/thresig/signer.toml"), text)
     }
@@ -602,6 +647,56 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.options.recovery_key, Some(pk));
+    }
+
+    #[test]
+    fn a_key_poll_interval_out_of_range_is_refused_naming_it() {
+        for value in ["0", "86401", "9223372036854775807"] {
+            let e = parse(&format!(
+                "[store]\ndata_dir = \"d\"\nkey_poll_interval_secs = {value}\n{PROVIDER}"
+            ))
+            .unwrap_err();
+            assert!(
+                matches!(&e, ConfigError::Invalid { field, .. }
+                    if field == "store.key_poll_interval_secs"),
+                "{value}: {e}"
+            );
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_key_poll_interval_is_kept_for_the_key_manager() {
+        let c = parse(&format!(
+            "[store]\ndata_dir = \"d\"\nkey_poll_interval_secs = 7\n{PROVIDER}"
+        ))
+        .unwrap();
+        assert_eq!(c.key_manager.poll_interval, Duration::from_secs(7));
+        let c = parse(&format!("[store]\ndata_dir = \"d\"\n{PROVIDER}")).unwrap();
+        assert_eq!(c.key_manager, KeyManagerOptions::default());
+    }
+
+    #[test]
+    fn a_config_path_that_is_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [dir.path(), Path::new("/dev/zero")] {
+            let e = Config::load(path).unwrap_err();
+            assert!(matches!(e, ConfigError::NotAFile { .. }), "{e}");
+            assert!(!e.is_retryable(), "{e}");
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_config_file_larger_than_the_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signer.toml");
+        let padding = "#".repeat(usize::try_from(MAX_CONFIG_BYTES).unwrap());
+        std::fs::write(&path, format!("{padding}\n")).unwrap();
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::TooLarge { .. })
+        ));
     }
 
     /// The identity public key of cluster seat `i`, as hex.

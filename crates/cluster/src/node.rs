@@ -16,7 +16,7 @@ use thresig_crypto::Seat;
 use thresig_daemon::{DaemonConfig, EngineHandler, SignerHandler, run_until_signal};
 use thresig_engine::{OpenError, Signer};
 use thresig_store::provider::{KeyProvider, ProviderError};
-use thresig_store::{EncryptedStore, KeyManager, KeyManagerOptions};
+use thresig_store::{EncryptedStore, KeyManager};
 use tracing::info;
 
 use crate::config::{Config, ConfigError};
@@ -115,6 +115,7 @@ impl Node {
     pub fn open(path: &Path) -> Result<Self, NodeError> {
         let config = Config::load(path)?;
         let admin_socket = admin_socket_path(&config);
+        let key_manager = config.key_manager;
         let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
         let store = Arc::new(EncryptedStore::open(
             config.location(),
@@ -135,7 +136,7 @@ impl Node {
         if identity.verifying_key().to_bytes() != node.identity.to_bytes() {
             return Err(NodeError::IdentityMismatch(node.member));
         }
-        let manager = KeyManager::start(store.clone(), KeyManagerOptions::default());
+        let manager = KeyManager::start(store.clone(), key_manager);
         let signer = Signer::open(node.signer_config(), identity, store.clone())?;
         let handler = EngineHandler::new(signer, node.identities());
         Ok(Self {
@@ -160,6 +161,13 @@ impl Node {
     #[must_use]
     pub fn provider(&self) -> &Arc<dyn KeyProvider> {
         &self.provider
+    }
+
+    /// The key manager polling the provider beside the engine, at the
+    /// configuration's `key_poll_interval_secs`.
+    #[must_use]
+    pub fn key_manager(&self) -> &KeyManager {
+        &self.manager
     }
 
     /// Where this signer's admin socket belongs ([`admin_socket_path`]).
@@ -197,4 +205,47 @@ impl Node {
 
 fn run<H: SignerHandler>(daemon: &DaemonConfig, handler: H) -> Result<(), NodeError> {
     Ok(run_until_signal(daemon, Arc::new(handler))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use thresig_daemon::ClusterName;
+    use thresig_engine::WalletId;
+    use thresig_tx::Network;
+
+    use super::*;
+    use crate::local::free_loopback_ports;
+    use crate::provision::{self, CONFIG_FILE, ClusterSpec, member_dir};
+
+    #[test]
+    fn the_configured_key_poll_interval_reaches_the_key_manager() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ClusterSpec::new(
+            ClusterName::new("test".to_owned()).unwrap(),
+            Network::Regtest,
+            free_loopback_ports(2).unwrap(),
+            WalletId::new("w".to_owned()).unwrap(),
+            2,
+        );
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        provision::init_cluster(&dir.path().join("c"), &spec, SystemTime::now(), &mut rng).unwrap();
+        let path = member_dir(&dir.path().join("c"), Seat::FIRST).join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("[store]\n"), "{text}");
+        std::fs::write(
+            &path,
+            text.replacen("[store]\n", "[store]\nkey_poll_interval_secs = 7\n", 1),
+        )
+        .unwrap();
+        let node = Node::open(&path).unwrap();
+        assert_eq!(
+            node.key_manager().poll_interval(),
+            Some(Duration::from_secs(7))
+        );
+        node.store().shutdown();
+    }
 }

@@ -91,7 +91,8 @@ pub struct SignOutcome {
     pub sessions: u32,
     /// Cluster seats that sent invalid shares, ascending.
     pub culprits: Vec<Seat>,
-    /// Cluster seats that timed out or refused at least once, ascending.
+    /// Cluster seats that timed out, refused, or signed without fresh
+    /// commitments at least once, ascending.
     pub unresponsive: Vec<Seat>,
     /// The cluster seats whose shares made the signatures, ascending.
     pub signers: Vec<Seat>,
@@ -625,6 +626,9 @@ async fn shares(
                 .iter()
                 .map(|s| SignatureShare::from_bytes(&s.0).ok())
                 .collect(),
+            // None sent (the signer is at its nonce capacity) or none that
+            // decode: the coordinator keeps the shares all the same and
+            // asks the member for commitments again in round 1.
             commitments: decode_commitments(&response.commitments).unwrap_or_default(),
         }),
         Err(e) => failure(peers, job, member, round, &e),

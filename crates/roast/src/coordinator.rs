@@ -54,15 +54,20 @@ enum Phase {
 /// session can still finish on time, it starts a session with the first t,
 /// removes them from R and asks each to sign every input.
 ///
-/// A valid share vector, verified element by element on arrival, puts its
-/// sender back into R with the fresh commitments that came with it; an
-/// invalid element makes the sender a culprit for good. When every member
-/// of a session has answered validly, the shares are aggregated and
+/// A valid share vector, verified element by element on arrival, counts
+/// for its session and puts its sender back into R with the fresh
+/// commitments that came with it; an invalid element makes the sender a
+/// culprit for good. A valid share vector without a usable commitment
+/// vector (none, as a signer at its nonce capacity sends, or one of the
+/// wrong length or repeating an accepted commitment) still counts; its
+/// sender is re-asked in round 1 as after a transient refusal
+/// ([`Unresponsiveness::NoFreshCommitments`]). When every member of a
+/// session has answered validly, the shares are aggregated and
 /// [`Event::Done`] ends the run.
 ///
 /// As in the paper, a seat enters R only in two ways: with a valid share
-/// vector for the session it is pending in (which carries its next
-/// commitments), or by answering a round-1 request the coordinator sent it.
+/// vector for the session it is pending in that carries its next
+/// commitments, or by answering a round-1 request the coordinator sent it.
 /// Commitments nobody asked for are refused ([`Error::NotAwaited`]), so a
 /// signer that refuses or stays silent in round 2 cannot push itself back
 /// into R and into every later session. A seat that timed out in round 2
@@ -71,7 +76,8 @@ enum Phase {
 /// transient refusal ([`Refusal::is_transient`]), earn a re-ask: one
 /// [`Request::Commit`], at most one outstanding per seat, the k-th re-ask
 /// of a seat waiting `request_timeout × (2^(k−1) − 1)` after its cause (0,
-/// T, 3T, 7T, …) and none due at or after the deadline. So a lost round-1
+/// T, 3T, 7T, …) and none due at or after the deadline. A valid share
+/// vector without usable commitments earns a re-ask the same way. So a lost round-1
 /// message or a briefly full signer is asked again, while each seat is
 /// re-asked at most K times per run, K the largest k with
 /// `T × (2^k − 1 − k) < deadline` (5 with the defaults). A refusal that is
@@ -105,7 +111,8 @@ enum Phase {
 ///   once: duplicates, late answers for ended runs, unknown seats and
 ///   sessions, unsolicited commitments and wrong vector lengths are refused
 ///   with an [`Error`] and change nothing (an invalid share vector is
-///   convicted even when its commitment vector is malformed).
+///   convicted, and a valid one counts, even when its commitment vector is
+///   malformed).
 /// - Culprits and refusals that leave the run unable to finish fail it at
 ///   the reply that does so, never later at the deadline; a run that fails
 ///   with [`Failure::Deadline`] could still have finished.
@@ -233,11 +240,14 @@ impl<S: Scheme> Coordinator<S> {
     /// ([`Error::UnknownSession`]) or one that can no longer finish
     /// ([`Error::SessionClosed`]), it is not awaited from `from`
     /// ([`Error::NotPending`], [`Error::NotAwaited`]: duplicates and
-    /// unsolicited commitments land here), it repeats a commitment already
-    /// accepted from `from` ([`Error::ReusedCommitment`]), or a vector does
-    /// not hold one element per message ([`Error::VectorLength`]). An
-    /// invalid share is not an error: it is accepted as proof and reported
-    /// as [`Event::Culprit`], whatever commitments came with it.
+    /// unsolicited commitments land here), a round-1 answer repeats a
+    /// commitment already accepted from `from` ([`Error::ReusedCommitment`]),
+    /// or a vector does not hold one element per message
+    /// ([`Error::VectorLength`]). The commitments that come with shares
+    /// never make a reply an error: an invalid share is accepted as proof
+    /// and reported as [`Event::Culprit`], and a valid share vector counts
+    /// whatever commitments came with it (without usable ones its sender is
+    /// re-asked in round 1, [`Unresponsiveness::NoFreshCommitments`]).
     pub fn handle_reply(&mut self, now: Instant, from: Seat, reply: Reply<S>) -> Result<(), Error> {
         if self.is_finished() {
             return Err(Error::Finished);
@@ -251,7 +261,7 @@ impl<S: Scheme> Coordinator<S> {
                 session,
                 shares,
                 commitments,
-            } => self.on_shares(from, session, shares, commitments)?,
+            } => self.on_shares(now, from, session, shares, commitments)?,
             Reply::Refused { round, refusal } => self.on_refusal(now, from, round, refusal)?,
         }
         // A session that lost a member and awaits no one can never finish.
@@ -351,10 +361,11 @@ impl<S: Scheme> Coordinator<S> {
     }
 
     /// Verifies the share vector before anything else, so invalid shares
-    /// are convicted even when the rest of the reply is malformed; a valid
-    /// vector counts only with a well-formed, fresh commitment vector.
+    /// are convicted and valid ones kept whatever commitments came with
+    /// them.
     fn on_shares(
         &mut self,
+        now: Instant,
         from: Seat,
         id: SessionId,
         shares: Vec<S::Share>,
@@ -372,9 +383,7 @@ impl<S: Scheme> Coordinator<S> {
             Err(error) => self.fail(Failure::Scheme { session: id, error }),
             Ok(Checked::Invalid { input }) => self.convict(from, id, input),
             Ok(Checked::Valid(verified)) => {
-                self.check_len(from, commitments.len())?;
-                self.check_fresh(from, &commitments)?;
-                self.accept_shares(from, id, verified, commitments);
+                self.accept_shares(now, from, id, verified, commitments);
             }
         }
         Ok(())
@@ -421,9 +430,15 @@ impl<S: Scheme> Coordinator<S> {
         Ok(())
     }
 
-    /// Records a valid share vector; completes the session if it was the last.
+    /// Records a valid share vector and completes the session if it was the
+    /// last. The commitments that came with it put the sender back into R
+    /// when they are well formed and fresh; otherwise (a signer at its
+    /// nonce capacity sends none) the shares count all the same and the
+    /// sender is re-asked in round 1, so neither its shares nor its seat are
+    /// lost for the run.
     fn accept_shares(
         &mut self,
+        now: Instant,
         from: Seat,
         id: SessionId,
         verified: Verified<S>,
@@ -433,7 +448,18 @@ impl<S: Scheme> Coordinator<S> {
             session.record(verified);
             session.is_complete()
         });
-        self.make_responsive(from, commitments);
+        let usable = self.check_len(from, commitments.len()).is_ok()
+            && self.check_fresh(from, &commitments).is_ok();
+        if usable {
+            self.make_responsive(from, commitments);
+        } else {
+            self.set_standing(from, Standing::Unresponsive);
+            self.events.push_back(Event::Unresponsive {
+                seat: from,
+                cause: Unresponsiveness::NoFreshCommitments { session: id },
+            });
+            self.schedule_reask(now, from);
+        }
         if complete {
             self.complete(id);
         }

@@ -72,9 +72,11 @@ pub enum Error {
         /// The sender.
         seat: Seat,
     },
-    /// A commitment vector repeats a commitment the coordinator already
-    /// accepted from this seat (a replayed or duplicated reply): using it
-    /// again would put one nonce into two signing packages.
+    /// A round-1 commitment vector repeats a commitment the coordinator
+    /// already accepted from this seat (a replayed or duplicated reply):
+    /// using it again would put one nonce into two signing packages. (Such
+    /// a vector beside valid shares is not an error: the shares count and
+    /// the seat is asked for fresh commitments.)
     #[error("seat {seat} sent a commitment it had already sent")]
     ReusedCommitment {
         /// The sender.

@@ -20,12 +20,13 @@ pub enum Event<S: Scheme> {
         /// Its t signers, ascending.
         signers: Vec<Seat>,
     },
-    /// A signer did not answer in time or refused. It is not blamed. It
-    /// becomes responsive again only with a valid share vector for the
+    /// A signer did not answer in time, refused, or sent valid shares
+    /// without fresh commitments. It is not blamed. It becomes responsive
+    /// again only with a valid share vector (and fresh commitments) for the
     /// session it is pending in, or by answering a round-1 request the
-    /// coordinator sends it (after a round-1 timeout or a transient
-    /// refusal); after a refusal that is not transient it is not asked
-    /// again in this run.
+    /// coordinator sends it (after a round-1 timeout, a transient refusal or
+    /// shares without fresh commitments); after a refusal that is not
+    /// transient it is not asked again in this run.
     Unresponsive {
         /// The signer.
         seat: Seat,
@@ -74,6 +75,16 @@ pub enum Unresponsiveness {
         round: Round,
         /// The signer's reason.
         refusal: Refusal,
+    },
+    /// The signer's share vector for `session` verified, but came without a
+    /// usable fresh commitment vector: none (a signer at its nonce capacity
+    /// sends none), one of the wrong length, or one repeating a commitment
+    /// already accepted from it. Its shares count all the same; it is asked
+    /// for fresh commitments with a [`crate::Request::Commit`], as after a
+    /// transient refusal.
+    NoFreshCommitments {
+        /// The session its shares were for.
+        session: SessionId,
     },
 }
 

@@ -9,8 +9,11 @@
 //! invalid shares, and needs at most n - t + 1 sessions when t signers answer
 //! validly (plus a bounded number for signers that refuse transiently and
 //! are asked again, see [`Coordinator`]). A signer rejoins the responsive
-//! set only with a valid share vector or by answering a request the
-//! coordinator sent; unsolicited commitments are refused. (One deviation,
+//! set only with a valid share vector carrying fresh commitments or by
+//! answering a request the coordinator sent; unsolicited commitments are
+//! refused. A valid share vector is never thrown away: without fresh
+//! commitments (a signer at its nonce capacity) it still counts, and its
+//! sender is asked for commitments again. (One deviation,
 //! explained on [`Coordinator`]: a new session waits while an open one can
 //! still finish within its request timeout, so a healthy run uses one.)
 //!

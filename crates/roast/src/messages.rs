@@ -57,7 +57,10 @@ pub enum Reply<S: Scheme> {
         session: SessionId,
         /// One share per message, in message order.
         shares: Vec<S::Share>,
-        /// A fresh commitment vector for the next session.
+        /// A fresh commitment vector for the next session, or an empty one
+        /// when the signer has none to give (it is at its nonce capacity):
+        /// valid shares count either way, and a signer without usable
+        /// fresh commitments is asked for some in round 1.
         commitments: Vec<S::Commitment>,
     },
     /// The signer refused a request. A refusal carries no fresh commitments:

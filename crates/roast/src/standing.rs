@@ -18,9 +18,10 @@ pub(crate) enum Standing {
         session: SessionId,
         timeout: Instant,
     },
-    /// Timed out or refused transiently. Back in R only with a valid share
-    /// vector for the session it is still pending in, or with an answer to a
-    /// round-1 request the coordinator sent it.
+    /// Timed out, refused transiently, or sent valid shares without usable
+    /// fresh commitments. Back in R only with a valid share vector (and
+    /// fresh commitments) for the session it is still pending in, or with an
+    /// answer to a round-1 request the coordinator sent it.
     Unresponsive,
     /// Refused for this reason, which does not pass (policy, conflict, an
     /// invalid request): never asked again in this run, and not blamed. Kept

@@ -63,6 +63,8 @@ pub struct ProviderHealth {
 #[derive(Debug)]
 pub struct KeyManager {
     inner: Arc<Inner>,
+    /// How often its thread ticks; `None` when it ticks only when told.
+    poll_interval: Option<Duration>,
     stop: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -81,6 +83,7 @@ impl KeyManager {
                 store,
                 health: Mutex::new(ProviderHealth::default()),
             }),
+            poll_interval: None,
             stop: None,
             thread: None,
         }
@@ -90,6 +93,7 @@ impl KeyManager {
     /// `options.poll_interval` with the system clock.
     pub fn start(store: std::sync::Arc<EncryptedStore>, options: KeyManagerOptions) -> Self {
         let mut manager = Self::new(store);
+        manager.poll_interval = Some(options.poll_interval);
         let (stop, stopped) = sync_channel::<()>(1);
         let inner = manager.inner.clone();
         manager.thread = std::thread::Builder::new()
@@ -116,6 +120,14 @@ impl KeyManager {
     /// never propagated: the next tick tries again.
     pub fn tick(&self, now: Timestamp) {
         self.inner.tick(now);
+    }
+
+    /// How often the manager's thread ticks: the configured
+    /// `poll_interval` for a manager made by [`KeyManager::start`], `None`
+    /// for one that ticks only through [`KeyManager::tick`].
+    #[must_use]
+    pub fn poll_interval(&self) -> Option<Duration> {
+        self.poll_interval
     }
 
     /// The provider's health as of the last tick.

@@ -2,9 +2,10 @@
 //! `thresig serve`, whose process holds the store's database lock.
 //!
 //! [`AdminServer`] listens on a Unix socket at
-//! [`admin_socket_path`](thresig_cluster::node::admin_socket_path) on its
-//! own thread, so a slow or stuck client never holds up signing (the daemon
-//! runs on its own runtime). It runs [`keys::run_on`] over the signer's open
+//! [`admin_socket_path`](thresig_cluster::node::admin_socket_path) and
+//! serves each connection on a thread of its own, so a slow or stuck
+//! client never holds up signing (the daemon runs on its own runtime) nor
+//! another client. It runs [`keys::run_on`] over the signer's open
 //! store: the same code as the command run without a signer, so the two
 //! paths cannot drift. [`ask`] and [`answers`] are the command line's side.
 //!
@@ -18,14 +19,18 @@
 //! - Only the signer's own user reaches the socket: its directory is 0700,
 //!   the socket 0600, and a peer whose uid (`SO_PEERCRED`) differs from
 //!   ours is refused before it is read.
-//! - One connection at a time (rotations are serialized by the store
-//!   anyway), and a request is at most [`MAX_REQUEST`] bytes read within
-//!   [`IO_TIMEOUT`], so a client can hold the thread only that long
-//!   (besides the command it asked for).
+//! - At most [`MAX_CLIENTS`] connections are served at once (a further
+//!   one is answered `admin_busy` at once); the store serializes the
+//!   rotations they ask for.
+//! - A request is at most [`MAX_REQUEST`] bytes and must arrive whole
+//!   within [`IO_DEADLINE`], and the reply must be taken within another
+//!   [`IO_DEADLINE`]: one deadline for each, however the client paces its
+//!   bytes, so a client holds its thread only that long besides the
+//!   command it asked for.
 //! - The socket file is removed when the server stops; a socket left by a
 //!   killed signer is removed at start once nothing answers on it.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{
     DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
@@ -33,9 +38,9 @@ use std::os::unix::fs::{
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{Shutdown, getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
@@ -53,10 +58,18 @@ pub(crate) const MAX_REQUEST: u64 = 4096;
 /// damaged store makes a long reply; this bounds the client's memory.
 const MAX_REPLY: u64 = 64 << 20;
 
-/// How long the server waits for a request to arrive or a reply to be
-/// taken: a local client writes its one line at once, so this only ends
-/// stuck connections.
-pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client has to deliver its whole request, and then to take
+/// the whole reply. A local client writes its one line at once, so this
+/// only ends stuck connections. It bounds the whole exchange, not each
+/// read: a per-read timeout lets a client that sends one byte just before
+/// each read would time out hold its thread for [`MAX_REQUEST`] times as
+/// long.
+pub(crate) const IO_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Connections served at once. Operator commands are rare; four cover a
+/// monitoring `keys status` or two while a rotation runs, and the cap bounds
+/// the threads a local client can make the signer hold.
+pub(crate) const MAX_CLIENTS: usize = 4;
 
 /// A request on the admin socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -243,8 +256,8 @@ impl AdminServer {
         })
     }
 
-    /// Stops serving (after the connection in hand, if any) and removes the
-    /// socket file.
+    /// Stops serving (after the connections in hand, if any) and removes
+    /// the socket file.
     pub(crate) fn stop(mut self) {
         self.shut();
     }
@@ -298,36 +311,133 @@ fn private_dir(dir: &Path) -> Result<(), StartError> {
         .map_err(io("setting mode 0700"))
 }
 
-/// The accept loop: one connection at a time until stopped.
+/// The accept loop: each connection on its own thread, at most
+/// [`MAX_CLIENTS`] at once, until stopped. Returns once every connection
+/// thread has finished.
 fn serve(
     listener: &UnixListener,
     stopping: &AtomicBool,
     provider: &Arc<dyn KeyProvider>,
     store: &Arc<EncryptedStore>,
 ) {
-    for stream in listener.incoming() {
-        if stopping.load(Ordering::SeqCst) {
-            return;
+    let clients = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for stream in listener.incoming() {
+            if stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(e) => {
+                    warn!(error = %e, "admin socket: accept failed");
+                    continue;
+                }
+            };
+            let Some(slot) = Slot::take(&clients) else {
+                warn!("admin socket: {MAX_CLIENTS} connections in hand; refusing another");
+                let busy = RemoteError::new(
+                    "admin_busy",
+                    Recovery::Retryable,
+                    format!(
+                        "the signer already serves {MAX_CLIENTS} admin connections; retry once one has finished"
+                    ),
+                );
+                send(&stream, &Reply::Error(busy));
+                continue;
+            };
+            let spawned = std::thread::Builder::new()
+                .name("admin-client".to_owned())
+                .spawn_scoped(scope, move || {
+                    handle(&stream, provider, store);
+                    drop(slot);
+                });
+            if let Err(e) = spawned {
+                warn!(error = %e, "admin socket: cannot start a connection thread");
+            }
         }
-        match stream {
-            Ok(stream) => handle(stream, provider, store),
-            Err(e) => warn!(error = %e, "admin socket: accept failed"),
+    });
+}
+
+/// One of the [`MAX_CLIENTS`] connection slots, given back on drop.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(clients: &'a AtomicUsize) -> Option<Self> {
+        clients
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < MAX_CLIENTS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(clients))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A connection whose reads (or writes) all end by one instant: each call
+/// waits at most the time left, so the deadline holds for the whole
+/// request (or reply) however the peer paces its bytes.
+struct Until<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl<'a> Until<'a> {
+    /// `stream` until [`IO_DEADLINE`] from now.
+    fn new(stream: &'a UnixStream) -> Self {
+        let now = Instant::now();
+        Self {
+            stream,
+            deadline: now.checked_add(IO_DEADLINE).unwrap_or(now),
+        }
+    }
+
+    /// The time left, or `TimedOut` once the deadline has passed.
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            Err(ErrorKind::TimedOut.into())
+        } else {
+            Ok(left)
         }
     }
 }
 
+impl Read for Until<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
+}
+
+impl Write for Until<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        let mut stream = self.stream;
+        stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether an I/O error is a timeout (a socket timeout shows as
+/// `WouldBlock` on Linux).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
 /// Serves one connection: checks the peer, reads one request, runs it and
 /// writes the reply. Failures are logged; none stops the server.
-fn handle(stream: UnixStream, provider: &Arc<dyn KeyProvider>, store: &Arc<EncryptedStore>) {
-    if let Err(e) = stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
-    {
-        warn!(error = %e, "admin socket: cannot set timeouts");
-        return;
-    }
+fn handle(stream: &UnixStream, provider: &Arc<dyn KeyProvider>, store: &Arc<EncryptedStore>) {
     let ours = nix::unistd::geteuid().as_raw();
-    let peer = match getsockopt(&stream, PeerCredentials) {
+    let peer = match getsockopt(stream, PeerCredentials) {
         Ok(cred) => cred.uid(),
         Err(e) => {
             warn!(error = %e, "admin socket: cannot read the peer's credentials");
@@ -337,14 +447,27 @@ fn handle(stream: UnixStream, provider: &Arc<dyn KeyProvider>, store: &Arc<Encry
     if let Err(e) = check_peer(peer, ours) {
         warn!(error = %e, "admin socket: peer refused");
         let refused = RemoteError::new("admin_peer_refused", Recovery::Terminal, e.to_string());
-        send(&stream, &Reply::Error(refused));
+        send(stream, &Reply::Error(refused));
         return;
     }
     let mut line = Vec::new();
-    match BufReader::new((&stream).take(MAX_REQUEST + 1)).read_until(b'\n', &mut line) {
+    match BufReader::new(Until::new(stream).take(MAX_REQUEST + 1)).read_until(b'\n', &mut line) {
         // A probe (`keys recover` asking whether a signer runs).
         Ok(0) => return,
         Ok(_) => {}
+        Err(e) if timed_out(&e) => {
+            warn!("admin socket: the request did not arrive in time");
+            let late = RemoteError::new(
+                "admin_timeout",
+                Recovery::Retryable,
+                format!(
+                    "the request did not arrive whole within {} s; send it as one line at once",
+                    IO_DEADLINE.as_secs()
+                ),
+            );
+            send(stream, &Reply::Error(late));
+            return;
+        }
         Err(e) => {
             warn!(error = %e, "admin socket: reading the request failed");
             return;
@@ -366,7 +489,7 @@ fn handle(stream: UnixStream, provider: &Arc<dyn KeyProvider>, store: &Arc<Encry
             )),
         }
     };
-    send(&stream, &reply);
+    send(stream, &reply);
 }
 
 /// Runs one command over the open store, logging what it did.
@@ -393,12 +516,13 @@ fn run(
     }
 }
 
-fn send(mut stream: &UnixStream, reply: &Reply) {
+/// Writes `reply`, which the client must take within [`IO_DEADLINE`].
+fn send(stream: &UnixStream, reply: &Reply) {
     let written = serde_json::to_vec(reply)
         .map_err(std::io::Error::from)
         .and_then(|mut bytes| {
             bytes.push(b'\n');
-            stream.write_all(&bytes)
+            Until::new(stream).write_all(&bytes)
         });
     if let Err(e) = written {
         warn!(error = %e, "admin socket: writing the reply failed");

@@ -4,8 +4,11 @@
 
 mod common;
 
+use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::{ProcessCluster, WALLET, seat, thresig, wait_ready};
 use serde_json::Value;
@@ -139,4 +142,133 @@ fn a_killed_signers_stale_socket_is_replaced_at_start() {
     runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(2)));
     assert_eq!(keys("status", config, 0)["via"], "daemon");
     assert_eq!(mode(&socket), 0o600);
+}
+
+/// Reads one reply line from the admin socket.
+fn reply_of(stream: &UnixStream) -> Value {
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
+/// A client that sends its request one byte at a time, each byte before
+/// the previous one's read timeout would fire, must be cut off once the
+/// whole request's deadline passes, not kept for as long as it trickles.
+#[test]
+fn a_client_trickling_its_request_is_cut_off_at_the_deadline() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(2, 2, &[], 23);
+    cluster.local.start(seat(1), None).unwrap();
+    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
+    let socket = socket_of(&cluster.config_path(seat(1)));
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    // Waiting for an answer between bytes paces the trickle: a byte every
+    // half second, well inside the server's per-request deadline of
+    // seconds. Forty bytes take twenty seconds, several deadlines.
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut cut_off = false;
+    for _ in 0..40 {
+        // Leading blanks: a request that stays valid JSON, never finished.
+        if stream.write_all(b" ").is_err() {
+            cut_off = true;
+            break;
+        }
+        let mut chunk = [0u8; 1024];
+        match stream.read(&mut chunk) {
+            Ok(n) => {
+                answer.extend_from_slice(&chunk[..n]);
+                cut_off = true;
+                break;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        cut_off,
+        "the server still reads a request trickled for 20 s"
+    );
+    // The rest of the reply, up to the server's close.
+    stream.set_read_timeout(None).unwrap();
+    stream.read_to_end(&mut answer).unwrap();
+    let reply: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(reply["error"]["code"], "admin_timeout", "{reply}");
+    assert_eq!(reply["error"]["retryable"], true, "{reply}");
+    // The server is free for the next client.
+    let status = keys("status", cluster.config_path(seat(1)).to_str().unwrap(), 0);
+    assert_eq!(status["via"], "daemon", "{status}");
+}
+
+/// While one client's command is stuck in a slow key provider, a second
+/// client is served.
+#[test]
+fn a_second_client_is_served_while_a_slow_command_runs() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(2, 2, &[], 24);
+    let path = cluster.config_path(seat(1));
+    let gates = path.parent().unwrap().join("gates");
+    std::fs::create_dir(&gates).unwrap();
+    let (entered, release) = (gates.join("entered"), gates.join("release"));
+    for fifo in [&entered, &release] {
+        nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+    // The member's KEK through a `raw` command provider that, once the
+    // `gate` file exists, says so on `entered` and waits on `release`.
+    let config = std::fs::read_to_string(&path).unwrap();
+    let kek = path.parent().unwrap().join("kek");
+    let script = format!(
+        "if [ -e {gate} ]; then echo in > {entered}; /bin/cat {release} > /dev/null; fi; /bin/cat {kek}",
+        gate = gates.join("gate").display(),
+        entered = entered.display(),
+        release = release.display(),
+        kek = kek.display(),
+    );
+    let provider = format!(
+        "[key_provider]\nkind = \"command\"\nmode = \"raw\"\ntimeout_secs = 120\ncommand = {}\n",
+        toml::Value::Array(vec!["/bin/sh".into(), "-c".into(), script.into()])
+    );
+    let start = config.find("[key_provider]").unwrap();
+    let end = start + config[start..].find("\n\n").unwrap_or(config.len() - start);
+    let edited = format!("{}{provider}{}", &config[..start], &config[end..])
+        // No key-manager poll while the gate is shut.
+        .replacen("[store]\n", "[store]\nkey_poll_interval_secs = 86400\n", 1);
+    std::fs::write(&path, edited).unwrap();
+    cluster.local.start(seat(1), None).unwrap();
+    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
+    let socket = socket_of(&path);
+
+    std::fs::write(gates.join("gate"), b"").unwrap();
+    let mut slow = UnixStream::connect(&socket).unwrap();
+    slow.write_all(b"{\"command\":\"status\"}\n").unwrap();
+    // The status command is now inside the provider, and stays there.
+    let mut signal = String::new();
+    BufReader::new(std::fs::File::open(&entered).unwrap())
+        .read_line(&mut signal)
+        .unwrap();
+    assert_eq!(signal, "in\n");
+
+    let second = UnixStream::connect(&socket).unwrap();
+    // Generous: only a server that serves one client at a time takes
+    // longer, and then it takes until the provider is released.
+    second
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    (&second).write_all(b"{\"command\":\"verify\"}\n").unwrap();
+    let mut line = String::new();
+    let served = BufReader::new(&second).read_line(&mut line);
+    std::fs::remove_file(gates.join("gate")).unwrap();
+    drop(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&release)
+            .unwrap(),
+    );
+    served.expect("the second client was not served while the first command ran");
+    let verified: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(verified["ok"]["findings"], false, "{verified}");
+    let status = reply_of(&slow);
+    assert_eq!(status["ok"]["json"]["provider"]["ok"], true, "{status}");
 }

@@ -344,3 +344,34 @@ fn an_unreachable_provider_is_a_retryable_exit() {
     let err: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(err["error"]["retryable"], true);
 }
+
+/// `--config` naming something other than a regular file is refused before
+/// it is read: `/dev/zero` never ends, a directory is no file.
+#[test]
+fn a_config_that_is_not_a_regular_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for config in [Path::new("/dev/zero"), dir.path()] {
+        for command in [&["keys", "status", "--json"][..], &["serve"]] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+                .args(command)
+                .arg("--config")
+                .arg(config)
+                .env("RUST_LOG", "warn")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{command:?}: {}", stderr(&out));
+            let said = if command[0] == "keys" {
+                let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(err["error"]["code"], "config_invalid", "{err}");
+                assert_eq!(err["error"]["retryable"], false, "{err}");
+                err["error"]["message"].as_str().unwrap().to_owned()
+            } else {
+                stderr(&out)
+            };
+            assert!(
+                said.contains(&config.display().to_string()) && said.contains("not a regular file"),
+                "{command:?}: {said}"
+            );
+        }
+    }
+}

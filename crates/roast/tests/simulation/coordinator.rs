@@ -569,20 +569,14 @@ fn invalid_shares_with_a_malformed_commitment_vector_are_still_convicted() {
             thresig_roast::Misbehavior::InvalidShare { session, input: 0 }
         )]
     );
-    // Valid shares with a malformed commitment vector are refused and change
-    // nothing: seat 1 is still pending.
+    // Valid shares with a malformed commitment vector are kept (the seat is
+    // asked for commitments in round 1 instead).
     let mut short = hand.shares(seat(1), session, &packages);
     if let Reply::Shares { commitments, .. } = &mut short {
         commitments.clear();
     }
-    assert_eq!(
-        hand.reply(seat(1), short),
-        Err(Error::VectorLength {
-            seat: seat(1),
-            expected: 1,
-            got: 0
-        })
-    );
+    hand.reply(seat(1), short).unwrap();
+    assert_eq!(hand.transmits(), vec![(seat(1), None)]);
     assert_eq!(
         hand.coordinator.culprits().collect::<Vec<_>>(),
         vec![seat(2)]
@@ -923,4 +917,92 @@ fn an_open_session_that_can_still_finish_keeps_the_run_alive() {
     hand.reply(seat(2), late).unwrap();
     assert!(matches!(hand.events().last(),
         Some(Event::Done(signed)) if signed.session == first));
+}
+
+/// `seat`'s valid share vector for `session` with `commitments` in place of
+/// fresh ones.
+fn shares_with(
+    hand: &mut Hand,
+    seat: Seat,
+    session: SessionId,
+    packages: &[crate::toy::ToyPackage],
+    commitments: Vec<u64>,
+) -> Reply<Toy> {
+    let mut reply = hand.shares(seat, session, packages);
+    if let Reply::Shares {
+        commitments: fresh, ..
+    } = &mut reply
+    {
+        *fresh = commitments;
+    }
+    reply
+}
+
+#[test]
+fn valid_shares_without_fresh_commitments_count_and_the_seat_is_asked_again() {
+    let mut hand = Hand::new(2, 3, 2);
+    let (session, packages) = hand.start(2);
+    let _ = hand.events();
+    // Seat 1 is at its nonce capacity: valid shares, no fresh commitments.
+    let full = shares_with(&mut hand, seat(1), session, &packages, Vec::new());
+    hand.reply(seat(1), full).unwrap();
+    let events = hand.events();
+    assert!(
+        matches!(events.as_slice(), [Event::Unresponsive {
+            seat: s,
+            cause: Unresponsiveness::NoFreshCommitments { session: id },
+        }] if *s == seat(1) && *id == session),
+        "{events:?}"
+    );
+    assert_eq!(
+        hand.transmits(),
+        vec![(seat(1), None)],
+        "asked for commitments in round 1"
+    );
+    // Its shares stay in the session: seat 2's completes it.
+    let last = hand.shares(seat(2), session, &packages);
+    hand.reply(seat(2), last).unwrap();
+    assert!(matches!(hand.events().last(),
+        Some(Event::Done(signed)) if signed.session == session
+            && signed.signers == vec![seat(1), seat(2)]));
+    assert_eq!(hand.coordinator.sessions_started(), 1);
+}
+
+#[test]
+fn a_seat_whose_shares_came_without_usable_commitments_rejoins_through_round_one() {
+    let mut hand = Hand::new(2, 3, 1);
+    let (session, packages) = hand.start(1);
+    // Seat 1 hands back the commitment its session used: its shares count,
+    // but that commitment never goes into another session.
+    let used = vec![packages[0].commitments[&seat(1)]];
+    let reused = shares_with(&mut hand, seat(1), session, &packages, used);
+    hand.reply(seat(1), reused).unwrap();
+    assert_eq!(hand.transmits(), vec![(seat(1), None)]);
+    // Seat 2 refuses for good: session 1 can no longer finish.
+    let refused = Reply::Refused {
+        round: Round::Sign(session),
+        refusal: Refusal::PolicyDenied,
+    };
+    hand.reply(seat(2), refused).unwrap();
+    // Seat 1's answer to the re-ask and seat 3's first answer start
+    // session 2, which they finish.
+    for n in [1, 3] {
+        let fresh = hand.commitments(seat(n), 1);
+        hand.reply(seat(n), fresh).unwrap();
+    }
+    let mut sign = None;
+    while let Some(t) = hand.coordinator.poll_transmit() {
+        if let Request::Sign { session, packages } = t.request {
+            sign = Some((session, packages.to_vec()));
+        }
+    }
+    let (second, packages) = sign.expect("a second session started");
+    assert_ne!(second, session);
+    for n in [1, 3] {
+        let shares = hand.shares(seat(n), second, &packages);
+        hand.reply(seat(n), shares).unwrap();
+    }
+    assert!(matches!(hand.events().last(),
+        Some(Event::Done(signed)) if signed.signers == vec![seat(1), seat(3)]));
+    assert_eq!(hand.coordinator.culprits().count(), 0);
 }

@@ -86,6 +86,9 @@ pub(crate) enum Behavior {
     /// Never answers a round-2 request, and sends a fresh commitment vector
     /// nobody asked for right after the request timed out.
     SilentAndRecommits,
+    /// At its nonce capacity: answers round 2 with valid shares but no
+    /// fresh commitment vector (round 1 is answered as usual).
+    AtCapacity,
 }
 
 impl Behavior {
@@ -452,10 +455,15 @@ impl<B: Backend> Sim<B> {
                     let bad = self.backend.corrupt(&shares[input]);
                     shares[input] = bad;
                 }
+                let commitments = if behavior == Behavior::AtCapacity {
+                    Vec::new()
+                } else {
+                    self.backend.commit(seat, self.inputs, &mut self.rng)
+                };
                 Reply::Shares {
                     session,
                     shares,
-                    commitments: self.backend.commit(seat, self.inputs, &mut self.rng),
+                    commitments,
                 }
             }
         }

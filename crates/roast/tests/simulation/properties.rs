@@ -41,6 +41,7 @@ fn behavior(inputs: usize) -> impl Strategy<Value = Behavior> {
         1 => prop_oneof![Just(Refusal::PolicyDenied), Just(Refusal::NonceUnknown)]
             .prop_map(Behavior::RefusesAndRecommits),
         1 => Just(Behavior::SilentAndRecommits),
+        1 => Just(Behavior::AtCapacity),
     ]
 }
 
@@ -72,7 +73,7 @@ fn case() -> impl Strategy<Value = Case> {
 fn signs_eventually(behavior: Behavior) -> bool {
     matches!(
         behavior,
-        Behavior::Honest | Behavior::Late | Behavior::Restarts
+        Behavior::Honest | Behavior::Late | Behavior::Restarts | Behavior::AtCapacity
     )
 }
 

@@ -427,3 +427,19 @@ fn culprits_and_refusals_that_leave_fewer_than_t_fail_as_too_few_willing() {
     assert_eq!(culprits, seats(&[1]), "seed {seed}");
     assert_eq!(outcome.culprits, seats(&[1]), "seed {seed}");
 }
+
+#[test]
+fn shares_sent_without_fresh_commitments_still_make_the_signature() {
+    // Seat 1 is at its nonce capacity: it answers round 2 with valid shares
+    // and no fresh commitments. Its shares count, so the first session
+    // finishes with it instead of waiting out seat 1 and starting another.
+    let seed = 80;
+    let outcome = Sim::new(seed, cluster(seed, 3, 5), 2)
+        .behave(seat(1), Behavior::AtCapacity)
+        .answer_first(&seats(&[1, 2, 3]))
+        .run();
+    let (signers, stats) = outcome.done();
+    assert_eq!(signers, seats(&[1, 2, 3]), "seed {seed}");
+    assert_eq!(stats.sessions, 1, "seed {seed}");
+    assert_no_rejections(&outcome);
+}
