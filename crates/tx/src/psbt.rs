@@ -218,7 +218,8 @@ impl WalletPsbt {
         &self.psbt.unsigned_tx
     }
 
-    /// The id of the transaction being signed; rate limits are charged once per id.
+    /// The id of the transaction being signed (rate limits are charged once
+    /// per id and stated prevouts, [`crate::ChargeKey`]).
     #[must_use]
     pub fn txid(&self) -> Txid {
         self.psbt.unsigned_tx.compute_txid()

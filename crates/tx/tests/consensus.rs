@@ -194,6 +194,7 @@ fn capped_at_20_sat_vb() -> Policy {
     Policy::from_toml(
         "max_fee_sat = 150000\nmax_fee_rate_sat_vb = 20",
         Network::Regtest,
+        2,
     )
     .unwrap()
 }
