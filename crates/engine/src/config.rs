@@ -125,7 +125,7 @@ impl WalletConfig {
     /// validate (for example a destination of another network).
     pub fn validated_policy(&self, network: Network) -> Result<Policy, ConfigError> {
         self.policy
-            .validate(network)
+            .validate(network, self.threshold)
             .map_err(|source| ConfigError::Policy {
                 wallet: self.id.clone(),
                 source: Box::new(source),

@@ -488,7 +488,7 @@ pub enum Error {
     /// and the offending value, as the `tx` crate's policy reports them.
     /// A refusal under a rule that time can lift (the UTC time window, the
     /// per-minute and per-day rate limits, their per-coordinator
-    /// sub-limits, the daily fee budget: [`thresig_tx::Rule::is_retryable`])
+    /// sub-limits, the daily fee budgets: [`thresig_tx::Rule::is_retryable`])
     /// is retryable ([`Error::recovery`]); a refusal under any other rule is
     /// terminal, as is the code's default.
     #[error("wallet {wallet}: policy rule {} denies the request ({:?})", .denial.rule, .denial.violation)]
@@ -751,6 +751,7 @@ mod tests {
             (Rule::CoordinatorRatePerMinute, Recovery::Retryable),
             (Rule::CoordinatorRatePerDay, Recovery::Retryable),
             (Rule::FeePerDay, Recovery::Retryable),
+            (Rule::CoordinatorFeePerDay, Recovery::Retryable),
             (Rule::RawDigests, Recovery::Terminal),
             (Rule::RekeySweep, Recovery::Terminal),
         ];

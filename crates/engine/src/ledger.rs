@@ -1,9 +1,13 @@
 //! The wallet's rate ledger in the store, charged in the marker's unit.
 //!
 //! The ledger is one policy record per wallet (key [`LEDGER_KEY`]): the
-//! transactions charged against the rate limits in the last day, each with
-//! the time of its charge, its fee (for the daily fee budget) and the
-//! requesting coordinator (for the per-coordinator sub-limits). A release of shares for a transaction commits,
+//! transactions charged against the rate limits in the last day (each by
+//! its charge key: the txid with every stated prevout), each with the time
+//! of its charge, its fee (for the daily fee budgets) and the requesting
+//! coordinator (for the per-coordinator sub-limits). Every write drops the
+//! charges a day old, and a charge is added only below `max_per_day`, so the
+//! record holds at most `max_per_day` entries (itself at most
+//! `MAX_PER_DAY_CEILING`), one more per release at most. A release of shares for a transaction commits,
 //! in the same store unit as the shares' marker, a compare-and-set of that
 //! record from the bytes the policy was checked against to those bytes
 //! plus the charge. If another commit changed the ledger in between, the
@@ -12,12 +16,11 @@
 //! that admits one of them, and a transaction is charged once however many
 //! ROAST sessions sign it.
 
-use bitcoin::hashes::Hash;
-use bitcoin::{Amount, Txid};
+use bitcoin::Amount;
 use thresig_store::{PolicyKey, Store, WriteOp};
 use thresig_tx::{
-    Approval, ChargeEntry, ChargeLog, CoordinatorId as PolicyCoordinator, Policy, Rule, UnixTime,
-    WalletMode, WalletPsbt,
+    Approval, ChargeEntry, ChargeKey, ChargeLog, CoordinatorId as PolicyCoordinator, Policy, Rule,
+    UnixTime, WalletMode, WalletPsbt,
 };
 
 use crate::error::{Error, InternalFault};
@@ -27,12 +30,17 @@ use crate::target::tx_error;
 /// The policy record holding a wallet's rate ledger.
 const LEDGER_KEY: &[u8] = b"rate-ledger";
 /// Version byte of the ledger encoding: `[version]` then entries
-/// `[txid: 32][time of charge: u64 BE seconds][fee: u64 BE sat]
+/// `[charge key: 32][time of charge: u64 BE seconds][fee: u64 BE sat]
 /// [coordinator length: u8][coordinator: UTF-8]` (length 0: none known).
-const LEDGER_VERSION: u8 = 2;
+const LEDGER_VERSION: u8 = 3;
+/// The second encoding: as the current one with a txid in place of the
+/// charge key. Still read: its charges keep counting, under keys no new
+/// charge has, so a transaction charged under it is charged once more if
+/// signed again within the day (stricter, never looser).
+const LEDGER_VERSION_2: u8 = 2;
 /// The first encoding: 40-byte entries `[txid: 32][time: u64 BE]`, with
 /// no fee and no coordinator. Still read, so a ledger written before the
-/// fee budget keeps counting its charges.
+/// fee budget keeps counting its charges (keyed as version 2's).
 const LEDGER_VERSION_1: u8 = 1;
 /// Bytes of one version-1 entry.
 const V1_ENTRY_LEN: usize = 40;
@@ -145,7 +153,7 @@ fn policy_coordinator(coordinator: &CoordinatorId) -> PolicyCoordinator {
 fn encode(log: &ChargeLog) -> Vec<u8> {
     let mut out = vec![LEDGER_VERSION];
     for entry in log.iter() {
-        out.extend_from_slice(&entry.txid.to_byte_array());
+        out.extend_from_slice(&entry.key.to_byte_array());
         out.extend_from_slice(&entry.at.0.to_be_bytes());
         // Every charge the engine records carries its fee; an unknown one
         // (from a version-1 record) was filled in at decoding.
@@ -169,7 +177,7 @@ fn decode(bytes: &[u8], max_fee: Amount) -> Option<ChargeLog> {
     let ([version], entries) = bytes.split_first_chunk::<1>()?;
     match *version {
         LEDGER_VERSION_1 => decode_v1(entries, max_fee),
-        LEDGER_VERSION => decode_v2(entries),
+        LEDGER_VERSION | LEDGER_VERSION_2 => decode_entries(entries),
         _ => None,
     }
 }
@@ -181,12 +189,12 @@ fn decode_v1(entries: &[u8], max_fee: Amount) -> Option<ChargeLog> {
     entries
         .chunks_exact(V1_ENTRY_LEN)
         .map(|entry| {
-            let (txid, rest) = entry.split_first_chunk::<32>()?;
+            let (key, rest) = entry.split_first_chunk::<32>()?;
             let (at, _) = rest.split_first_chunk::<8>()?;
             // No coordinator was stored: the charge counts against every
             // coordinator's sub-limits, which is stricter, never looser.
             Some(ChargeEntry::new(
-                Txid::from_byte_array(*txid),
+                ChargeKey::from_byte_array(*key),
                 UnixTime(u64::from_be_bytes(*at)),
                 Some(max_fee),
                 None,
@@ -195,10 +203,10 @@ fn decode_v1(entries: &[u8], max_fee: Amount) -> Option<ChargeLog> {
         .collect()
 }
 
-fn decode_v2(mut rest: &[u8]) -> Option<ChargeLog> {
+fn decode_entries(mut rest: &[u8]) -> Option<ChargeLog> {
     let mut entries = Vec::new();
     while !rest.is_empty() {
-        let (txid, tail) = rest.split_first_chunk::<32>()?;
+        let (key, tail) = rest.split_first_chunk::<32>()?;
         let (at, tail) = tail.split_first_chunk::<8>()?;
         let (fee, tail) = tail.split_first_chunk::<8>()?;
         let ([len], tail) = tail.split_first_chunk::<1>()?;
@@ -206,7 +214,7 @@ fn decode_v2(mut rest: &[u8]) -> Option<ChargeLog> {
         let name = std::str::from_utf8(name).ok()?;
         let fee = u64::from_be_bytes(*fee);
         entries.push(ChargeEntry::new(
-            Txid::from_byte_array(*txid),
+            ChargeKey::from_byte_array(*key),
             UnixTime(u64::from_be_bytes(*at)),
             (fee != u64::MAX).then_some(Amount::from_sat(fee)),
             (!name.is_empty()).then(|| PolicyCoordinator(name.to_owned())),
@@ -222,7 +230,7 @@ mod tests {
 
     fn entry(byte: u8, at: u64, fee: Option<u64>, by: Option<&str>) -> ChargeEntry {
         ChargeEntry::new(
-            Txid::from_byte_array([byte; 32]),
+            ChargeKey::from_byte_array([byte; 32]),
             UnixTime(at),
             fee.map(Amount::from_sat),
             by.map(|c| PolicyCoordinator(c.to_owned())),
@@ -242,8 +250,12 @@ mod tests {
         assert_eq!(bytes.len(), 1 + (49 + 2) + 49);
         assert_eq!(decode(&bytes, max).unwrap(), log);
         assert!(decode(&bytes[..bytes.len() - 1], max).is_none());
-        assert!(decode(&[3], max).is_none());
-        assert_eq!(decode(&[2], max).unwrap(), ChargeLog::new());
+        assert!(decode(&[4], max).is_none());
+        assert_eq!(decode(&[3], max).unwrap(), ChargeLog::new());
+        // A version-2 record (txids in place of charge keys) reads the same.
+        let mut v2 = bytes.clone();
+        v2[0] = LEDGER_VERSION_2;
+        assert_eq!(decode(&v2, max).unwrap(), log);
     }
 
     #[test]

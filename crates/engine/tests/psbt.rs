@@ -21,10 +21,11 @@ use thresig_tx::{
     Destination, InputIndex, Payment, PolicyConfig, Rule, Violation, WalletPsbt, build_psbt,
 };
 
-/// [`policy`] with at most one transaction per minute.
+/// [`policy`] with at most one transaction per minute for each coordinator
+/// of a 2-of-n wallet (two for the wallet, so one each by default).
 fn one_per_minute() -> PolicyConfig {
     let mut p = policy();
-    p.max_per_minute = Some(1);
+    p.max_per_minute = Some(2);
     p
 }
 
@@ -304,7 +305,7 @@ fn a_transaction_is_charged_once_however_many_sessions_sign_it() {
     assert_eq!(
         denial(&err),
         (
-            Rule::RatePerMinute,
+            Rule::CoordinatorRatePerMinute,
             Violation::Rate {
                 charged: 1,
                 limit: 1
@@ -315,7 +316,7 @@ fn a_transaction_is_charged_once_however_many_sessions_sign_it() {
     c.restart(1);
     assert_eq!(
         denial(&sign(&mut c, "w", &[1, 3], &second).unwrap_err()).0,
-        Rule::RatePerMinute
+        Rule::CoordinatorRatePerMinute
     );
     // A minute later it signs.
     c.advance(Duration::from_secs(61));
@@ -382,7 +383,7 @@ fn two_concurrent_transactions_never_both_pass_a_limit_of_one() {
         release_tx.send(()).unwrap();
         // A's charge conflicts; re-checked against B's charge, it is refused.
         let err = a.join().unwrap().unwrap_err();
-        assert_eq!(denial(&err).0, Rule::RatePerMinute);
+        assert_eq!(denial(&err).0, Rule::CoordinatorRatePerMinute);
     });
     assert!(
         c.member(1).marker("w", &comms_a[&1][0]).is_none(),
@@ -588,13 +589,14 @@ fn a_wallet_signs_many_transactions_a_day_under_the_default_policy() {
 #[test]
 fn the_daily_fee_budget_refuses_a_transaction_over_it_across_a_restart() {
     let mut p = policy();
-    p.max_fee_sat = 1_000;
+    p.max_fee_sat = Some(1_000);
     p.max_fee_per_day_sat = 2_500;
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
     let mut c = Cluster::with_wallets(41, 2, 3, &specs, Limits::default());
     let w = taproot(&c, "w");
-    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
-    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    // Two coordinators, each within its share (1 250 sat) of the budget.
+    sign_by(&mut c, COORD_A, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    sign_by(&mut c, COORD_B, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
     let third = spend(&w, 1, 3);
     let budget = Violation::FeeBudget {
         charged: Amount::from_sat(2_000),
@@ -642,4 +644,125 @@ fn one_coordinator_at_its_daily_sub_limit_does_not_block_another() {
     assert_eq!(refused(&mut c, &[1, 3], 6), over);
     let err = sign_by(&mut c, COORD_B, "w", &[1, 3], &spend(&w, 1, 7)).unwrap_err();
     assert_eq!(denial(&err), over);
+}
+
+/// The default policy with `max_per_day = 9`, a fee budget of 3 000 000
+/// sat a day and no fee-rate cap to speak of (so large fees pass it): what
+/// t − 1 colluding coordinators try to use up.
+fn small_budgets() -> PolicyConfig {
+    let mut p = PolicyConfig::from_toml(
+        "max_per_day = 9\nmax_fee_per_day_sat = 3000000\nmax_fee_rate_sat_vb = 100000",
+    )
+    .unwrap();
+    p.destinations = policy().destinations;
+    p
+}
+
+/// Coordinator `from` gets fabricated self-transfers paying `fee` signed
+/// until the signer refuses one.
+fn fabricate_until_refused(c: &mut Cluster, from: u16, seats: &[u16], fee: u64, salt: &mut u8) {
+    let w = taproot(c, "w");
+    for _ in 0..20 {
+        *salt += 1;
+        let junk = pay_with_fee(&w, &funding(&w, 1, 2_000_000, *salt), None, fee);
+        if let Err(e) = sign_by(c, from, "w", seats, &junk) {
+            assert_eq!(e.code(), ErrorCode::PolicyDenied, "{e:?}");
+            return;
+        }
+    }
+    panic!("coordinator {from} was never refused");
+}
+
+/// t − 1 colluding coordinators each use up everything the signers let
+/// them (cheap transactions first to use up the count, or dear ones to use
+/// up the fee budget), without configuring any sub-limit: the honest
+/// coordinator's ordinary withdrawal still passes.
+#[test]
+fn t_minus_one_colluding_coordinators_cannot_stall_an_honest_withdrawal() {
+    let seats = [1, 2, 3];
+    let honest = 1;
+    for (seed, fees) in [(43, [1_000, 1_000_000]), (44, [1_000_000, 1_000])] {
+        let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(small_budgets())];
+        let mut c = Cluster::with_wallets(seed, 3, 3, &specs, Limits::default());
+        let mut salt = 0;
+        for colluder in [COORD_A, COORD_B] {
+            for fee in fees {
+                fabricate_until_refused(&mut c, colluder, &seats, fee, &mut salt);
+            }
+        }
+        let w = taproot(&c, "w");
+        sign_by(&mut c, honest, "w", &seats, &spend(&w, 1, 200)).unwrap();
+    }
+}
+
+/// A coordinator first gets a decoy of the same unsigned transaction
+/// signed, stating amounts that leave a 1-sat fee, then the real one: the
+/// real one is charged at its own fee, so the daily fee budget holds.
+#[test]
+fn a_decoy_of_the_same_unsigned_transaction_does_not_skip_the_fee_budget() {
+    let mut p = policy();
+    p.max_fee_per_day_sat = 2_000_000;
+    p.max_fee_rate_sat_vb = 100_000;
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(45, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let real = pay_with_fee(&w, &funding(&w, 1, 700_000, 1), None, 600_000);
+    let mut raw = real.psbt().clone();
+    let utxo = raw.inputs[0].witness_utxo.as_mut().unwrap();
+    utxo.value = utxo.value - real.fee() + Amount::from_sat(1);
+    let decoy = WalletPsbt::from_psbt(raw, &w).unwrap();
+    assert_eq!(
+        (decoy.txid(), decoy.fee()),
+        (real.txid(), Amount::from_sat(1))
+    );
+    sign(&mut c, "w", &[1, 2], &decoy).unwrap();
+    sign(&mut c, "w", &[1, 2], &real).unwrap();
+    // Both charges count: 600 001 sat, and another 600 000 does not fit the
+    // coordinator's 1 000 000 a day.
+    let next = pay_with_fee(&w, &funding(&w, 1, 700_000, 2), None, 600_000);
+    let err = sign(&mut c, "w", &[1, 2], &next).unwrap_err();
+    assert_eq!(
+        denial(&err).1,
+        Violation::FeeBudget {
+            charged: Amount::from_sat(600_001),
+            fee: Amount::from_sat(600_000),
+            cap: Amount::from_sat(1_000_000),
+        }
+    );
+}
+
+/// The stored rate ledger stays bounded over days of requests: at most
+/// `max_per_day` entries of at most 113 bytes (key, time, fee, a coordinator
+/// named by 64 hex digits), and one entry more per signature at most.
+#[test]
+fn the_stored_rate_ledger_stays_bounded_over_days() {
+    use thresig_store::Store as _;
+    let mut p = PolicyConfig::from_toml("max_per_day = 4").unwrap();
+    p.destinations = policy().destinations;
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(46, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let key = thresig_store::PolicyKey::new(b"rate-ledger".to_vec()).unwrap();
+    let stored = |c: &Cluster| {
+        c.member(1)
+            .store()
+            .policy(&store_wallet(&wid("w")), &key)
+            .unwrap()
+            .map_or(0, |p| p.len())
+    };
+    const ENTRY: usize = 32 + 8 + 8 + 1 + 64;
+    let mut signed = 0;
+    for k in 0..36u8 {
+        // A request every two hours for three days, from two coordinators.
+        c.advance(Duration::from_secs(2 * 3600));
+        let before = stored(&c);
+        let from = if k % 2 == 0 { COORD_A } else { COORD_B };
+        if sign_by(&mut c, from, "w", &[1, 2], &spend(&w, 1, k)).is_ok() {
+            signed += 1;
+        }
+        let after = stored(&c);
+        assert!(after <= 1 + 4 * ENTRY, "{after} bytes after request {k}");
+        assert!(after <= before.max(1) + ENTRY);
+    }
+    assert!(signed >= 8, "{signed}");
 }

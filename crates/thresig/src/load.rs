@@ -16,7 +16,7 @@ use rand_core::{CryptoRng, RngCore};
 use serde_json::json;
 use thresig_cluster::{SignOptions, sign};
 use thresig_crypto::Seat;
-use thresig_tx::{Destination, Payment, PolicyConfig, build_psbt};
+use thresig_tx::{Destination, MAX_PER_DAY_CEILING, Payment, PolicyConfig, build_psbt};
 use tracing::info;
 
 use crate::demo::{Launched, fresh_address, launch, synthetic_prevouts};
@@ -64,8 +64,9 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     let destination = fresh_address(rng)?;
     let mut policy = PolicyConfig::default();
     policy.destinations = vec![destination.to_string()];
-    // A load run signs far more than the default daily limits allow.
-    policy.max_per_day = Some(u32::MAX);
+    // A load run signs far more than the default daily limits allow; each
+    // coordinator gets its share of the most a wallet may have.
+    policy.max_per_day = MAX_PER_DAY_CEILING;
     // Every bitcoin there will ever be: no budget, but a TOML integer.
     policy.max_fee_per_day_sat = 21_000_000 * 100_000_000;
     let Launched {

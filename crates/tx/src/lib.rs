@@ -58,7 +58,7 @@
 //! // What a signer signs, and whether it may.
 //! let messages = psbt.wallet_sighashes()?;
 //! assert_eq!(messages.len(), 1);
-//! let policy = Policy::from_toml("max_fee_sat = 2000", Network::Regtest)?;
+//! let policy = Policy::from_toml("max_fee_sat = 2000", Network::Regtest, 2)?;
 //! let approval = policy.check(&psbt, &WalletMode::Active, UnixTime(1_700_000_000), &ChargeLog::new())?;
 //! assert!(matches!(approval.charge(), RateCharge::Charge { .. }));
 //! # Ok(())
@@ -88,11 +88,11 @@ pub use build::{Destination, Payment, SpendInput, build_psbt};
 pub use error::{AmountOf, Error, TaprootField};
 pub use network::Network;
 pub use policy::{
-    Approval, ChargeEntry, ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT,
-    DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, Outcome,
-    OutputScriptType, Policy, PolicyConfig, PolicyConfigError, PolicyDenial, PolicyReport,
-    PolicyVersion, RateCharge, RawDigests, Rule, SighashTypeName, TimeWindow, TimeWindowConfig,
-    UnixTime, Violation, WalletMode, Weekday,
+    Approval, ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, CoordinatorId,
+    DEFAULT_MAX_FEE_PER_DAY_SAT, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT,
+    DEFAULT_MAX_PER_DAY, MAX_PER_DAY_CEILING, Outcome, OutputScriptType, Policy, PolicyConfig,
+    PolicyConfigError, PolicyDenial, PolicyReport, PolicyVersion, RateCharge, RawDigests, Rule,
+    SighashTypeName, TimeWindow, TimeWindowConfig, UnixTime, Violation, WalletMode, Weekday,
 };
 pub use psbt::{MAX_INPUTS, MAX_OUTPUTS, MAX_STANDARD_WEIGHT, WalletPsbt};
 pub use sighash::{InputIndex, KeySpendSighash, OutputIndex, key_spend_sig_msg, key_spend_sighash};

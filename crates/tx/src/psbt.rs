@@ -218,7 +218,8 @@ impl WalletPsbt {
         &self.psbt.unsigned_tx
     }
 
-    /// The id of the transaction being signed; rate limits are charged once per id.
+    /// The id of the transaction being signed (rate limits are charged once
+    /// per id and stated prevouts, [`crate::ChargeKey`]).
     #[must_use]
     pub fn txid(&self) -> Txid {
         self.psbt.unsigned_tx.compute_txid()
@@ -456,8 +457,10 @@ fn check_claimed(
 /// The smallest scriptSig and witness that can spend an output with
 /// `script_pubkey`, by script type, so that the size estimate is a lower
 /// bound whatever the spender chooses:
-/// - P2TR: a script-path spend of a one-byte leaf script (`OP_1`) with a
-///   33-byte control block (smaller than a 64-byte key-path signature);
+/// - P2TR: a script-path spend of an empty leaf script with a 33-byte
+///   control block (36 witness bytes, smaller than a 64-byte key-path
+///   signature): under a leaf version BIP341 does not define, every
+///   script succeeds, so consensus accepts it;
 /// - P2WPKH: the smallest DER signature with its sighash byte (9 bytes) and a
 ///   33-byte compressed key;
 /// - P2WSH: a one-byte witness script (`OP_1`) and nothing else;
@@ -477,7 +480,7 @@ fn minimum_spend(script_pubkey: &Script) -> (ScriptBuf, Witness) {
     if script_pubkey.is_p2tr() {
         (
             ScriptBuf::new(),
-            Witness::from_slice(&[vec![OP_1], vec![0u8; 33]]),
+            Witness::from_slice(&[Vec::new(), vec![0u8; 33]]),
         )
     } else if script_pubkey.is_p2wpkh() {
         (

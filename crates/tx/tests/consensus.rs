@@ -194,6 +194,7 @@ fn capped_at_20_sat_vb() -> Policy {
     Policy::from_toml(
         "max_fee_sat = 150000\nmax_fee_rate_sat_vb = 20",
         Network::Regtest,
+        2,
     )
     .unwrap()
 }
@@ -297,4 +298,51 @@ fn a_signature_already_in_the_psbt_is_verified_before_finalizing() {
     let psbt = with_sig(signer.sign(&sighash));
     let prevouts = psbt.prevouts().to_vec();
     verify_with_core(&psbt.extract_transaction().unwrap(), &prevouts).unwrap();
+}
+
+/// The smallest spend of a Taproot output is a script path whose leaf is
+/// an empty script of an unknown leaf version: BIP341 lets every such spend
+/// succeed, so its witness is a count, an empty script and a 33-byte
+/// control block (36 bytes). The fee-rate estimate counts exactly that for
+/// an input of another party, so the size it sees is never above the size
+/// of what can be broadcast.
+#[test]
+fn the_smallest_foreign_taproot_spend_passes_core_and_the_estimate_counts_it() {
+    use bitcoin::secp256k1::SECP256K1;
+    use bitcoin::taproot::{LeafVersion, TaprootBuilder};
+
+    let (w, signer) = wallet(23, None);
+    let (other, _) = wallet(24, None);
+    let version = LeafVersion::from_consensus(0xc2).unwrap();
+    let leaf = (ScriptBuf::new(), version);
+    let tree = TaprootBuilder::new()
+        .add_leaf_with_ver(0, leaf.0.clone(), version)
+        .unwrap()
+        .finalize(SECP256K1, other.internal_key())
+        .unwrap();
+    let control = tree.control_block(&leaf).unwrap().serialize();
+    let script = ScriptBuf::new_p2tr_tweaked(tree.output_key());
+    // Four foreign inputs, so a byte too many in each shows in the vsize.
+    let built = spend_to_self(&w, 5, 100_000, 100_000);
+    let mut raw = built.psbt().clone();
+    for input in raw.inputs.iter_mut().skip(1) {
+        input.witness_utxo.as_mut().unwrap().script_pubkey = script.clone();
+        input.tap_internal_key = None;
+        input.tap_merkle_root = None;
+    }
+    let mut psbt = over_the_wire(&raw, &w);
+    assert_eq!(psbt.wallet_inputs(), &[InputIndex(0)]);
+    let estimate = psbt.estimated_vsize();
+
+    sign_all(&mut psbt, &signer);
+    let mut raw = psbt.psbt().clone();
+    for input in raw.inputs.iter_mut().skip(1) {
+        input.final_script_witness = Some(Witness::from_slice(&[Vec::new(), control.clone()]));
+    }
+    let psbt = WalletPsbt::from_psbt(raw, &w).unwrap();
+    let prevouts = psbt.prevouts().to_vec();
+    let tx = psbt.extract_transaction().unwrap();
+    assert_eq!(tx.input[1].witness.size(), 36);
+    verify_with_core(&tx, &prevouts).unwrap();
+    assert_eq!(estimate, u64::try_from(tx.vsize()).unwrap());
 }

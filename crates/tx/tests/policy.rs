@@ -9,10 +9,10 @@ use bitcoin::psbt::Psbt;
 use bitcoin::{Address, Amount, OutPoint, ScriptBuf, TapSighashType, Txid};
 use common::{funding, wallet};
 use thresig_tx::{
-    ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT, DEFAULT_MAX_PER_DAY,
-    Destination, Error, Network, Outcome, Payment, Policy, PolicyConfig, PolicyConfigError,
-    RateCharge, Rule, SpendInput, TaprootWallet, UnixTime, Violation, WalletMode, WalletPsbt,
-    build_psbt,
+    ChargeKey, ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT,
+    DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, Destination, Error, MAX_PER_DAY_CEILING, Network,
+    Outcome, Payment, Policy, PolicyConfig, PolicyConfigError, RateCharge, Rule, SpendInput,
+    TaprootWallet, UnixTime, Violation, WalletMode, WalletPsbt, build_psbt,
 };
 
 /// Monday 2024-01-01 12:00:00 UTC.
@@ -99,7 +99,7 @@ fn ledger(charges: &[(u8, UnixTime)]) -> ChargeLog {
     let mut log = ChargeLog::new();
     for &(id, at) in charges {
         log.apply(&RateCharge::Charge {
-            txid: bitcoin::hashes::Hash::from_byte_array([id; 32]),
+            key: ChargeKey::from_byte_array([id; 32]),
             at,
         });
     }
@@ -139,7 +139,7 @@ fn denials(policy: &Policy, c: &Case) -> Vec<Rule> {
 
 #[test]
 fn each_rule_refuses_exactly_what_breaks_it() {
-    let policy = Policy::from_toml(&policy_toml(), thresig_tx::Network::Regtest).unwrap();
+    let policy = Policy::from_toml(&policy_toml(), thresig_tx::Network::Regtest, 1).unwrap();
     let w = the_wallet();
     let successor = wallet(2, None).0;
     let many_inputs = spend(10, 20_000, vec![pay(addr(50), 50_000), change(&w, 125_000)]);
@@ -308,7 +308,14 @@ fn each_rule_refuses_exactly_what_breaks_it() {
             && many_inputs.fee().to_sat() <= 50 * many_inputs.estimated_vsize()
     );
     for c in &cases {
-        let expected: Vec<Rule> = c.refused_by.into_iter().collect();
+        // The table's ledgers name no coordinator, so their charges count
+        // against every coordinator's share, which at t = 1 is the whole
+        // budget: a rate limit's sub-limit refuses with it.
+        let expected: Vec<Rule> = match c.refused_by {
+            Some(Rule::RatePerMinute) => vec![Rule::RatePerMinute, Rule::CoordinatorRatePerMinute],
+            Some(Rule::RatePerDay) => vec![Rule::RatePerDay, Rule::CoordinatorRatePerDay],
+            other => other.into_iter().collect(),
+        };
         assert_eq!(denials(&policy, c), expected, "{}", c.name);
         let result = policy.check(&c.psbt, &c.mode, c.now, &c.ledger);
         match (c.refused_by, result) {
@@ -326,7 +333,7 @@ fn each_rule_refuses_exactly_what_breaks_it() {
 
 #[test]
 fn default_policy_signs_only_default_and_all() {
-    let policy = Policy::from_toml("", thresig_tx::Network::Regtest).unwrap();
+    let policy = Policy::from_toml("", thresig_tx::Network::Regtest, 1).unwrap();
     let w = the_wallet();
     let consolidation = spend(2, 100_000, vec![change(&w, 100_000), change(&w, 99_000)]);
     for ty in [
@@ -383,7 +390,7 @@ fn default_policy_signs_only_default_and_all() {
             .rule,
         Rule::RawDigests
     );
-    Policy::from_toml("allow_raw_digests = true", thresig_tx::Network::Regtest)
+    Policy::from_toml("allow_raw_digests = true", thresig_tx::Network::Regtest, 1)
         .unwrap()
         .check_raw_digests()
         .unwrap();
@@ -394,6 +401,7 @@ fn the_same_transaction_is_charged_once_across_sessions() {
     let policy = Policy::from_toml(
         "max_per_minute = 1\nmax_per_day = 2",
         thresig_tx::Network::Regtest,
+        1,
     )
     .unwrap();
     let w = the_wallet();
@@ -409,11 +417,13 @@ fn the_same_transaction_is_charged_once_across_sessions() {
             .unwrap();
         let expected = if session == 0 {
             RateCharge::Charge {
-                txid: first.txid(),
+                key: ChargeKey::of(&first),
                 at: MONDAY_NOON,
             }
         } else {
-            RateCharge::AlreadyCharged { txid: first.txid() }
+            RateCharge::AlreadyCharged {
+                key: ChargeKey::of(&first),
+            }
         };
         assert_eq!(approval.charge(), &expected);
         log.apply(approval.charge());
@@ -450,11 +460,11 @@ fn the_documented_example_policy_loads() {
     let doc = include_str!("../../../docs/policy.md");
     let start = doc.find("[wallets.policy]\n").unwrap() + "[wallets.policy]\n".len();
     let table = &doc[start..start + doc[start..].find("```").unwrap()];
-    let policy = Policy::from_toml(table, thresig_tx::Network::Regtest).unwrap();
+    let policy = Policy::from_toml(table, thresig_tx::Network::Regtest, 1).unwrap();
     assert_eq!(policy.version(), thresig_tx::PolicyVersion(2));
     // The same table names a regtest address, so it cannot load for mainnet.
     assert!(matches!(
-        Policy::from_toml(table, thresig_tx::Network::Bitcoin),
+        Policy::from_toml(table, thresig_tx::Network::Bitcoin, 1),
         Err(Error::PolicyConfig(
             thresig_tx::PolicyConfigError::Destination { index: 0, .. }
         ))
@@ -488,6 +498,7 @@ fn a_spend_that_can_never_pass_is_reported_with_its_terminal_rule() {
     let policy = Policy::from_toml(
         r#"time_windows = [{ days = ["mon"], start = "08:00", end = "09:00" }]"#,
         Network::Regtest,
+        1,
     )
     .unwrap();
     let successor = wallet(35, None).0;
@@ -546,6 +557,7 @@ fn a_zero_value_op_return_is_exempt_from_the_allowlist_when_allowed() {
     let allowed = Policy::from_toml(
         r#"output_script_types = ["p2tr", "op_return"]"#,
         Network::Regtest,
+        1,
     )
     .unwrap();
     let check = |policy: &Policy, psbt: &WalletPsbt| {
@@ -556,7 +568,7 @@ fn a_zero_value_op_return_is_exempt_from_the_allowlist_when_allowed() {
         refusal(check(&allowed, &with_op_return(1))),
         Rule::DestinationAllowlist
     );
-    let default = Policy::from_toml("", Network::Regtest).unwrap();
+    let default = Policy::from_toml("", Network::Regtest, 1).unwrap();
     assert_eq!(
         refusal(check(&default, &with_op_return(0))),
         Rule::OutputScriptType
@@ -571,6 +583,7 @@ fn a_coordinator_cannot_exhaust_the_wallet_limit_for_the_others() {
     let policy = Policy::from_toml(
         "max_per_day = 10\nmax_per_day_per_coordinator = 3",
         Network::Regtest,
+        1,
     )
     .unwrap();
     let (mallory, alice) = (
@@ -616,7 +629,7 @@ fn a_coordinator_cannot_exhaust_the_wallet_limit_for_the_others() {
     assert_eq!(log.charged_since_by(&mallory, MONDAY_NOON), 3);
     // A charge recorded without its coordinator counts against everyone.
     log.apply(&RateCharge::Charge {
-        txid: Txid::from_byte_array([7; 32]),
+        key: ChargeKey::from_byte_array([7; 32]),
         at: at(30),
     });
     assert_eq!(log.charged_since_by(&alice, MONDAY_NOON), 2);
@@ -628,7 +641,7 @@ fn a_coordinator_cannot_exhaust_the_wallet_limit_for_the_others() {
 #[test]
 fn rate_windows_are_half_open() {
     let policy =
-        Policy::from_toml("max_per_minute = 1\nmax_per_day = 1", Network::Regtest).unwrap();
+        Policy::from_toml("max_per_minute = 1\nmax_per_day = 1", Network::Regtest, 1).unwrap();
     let log = ledger(&[(1, MONDAY_NOON)]);
     let psbt = self_send(0, 50_000, 49_000);
     let check = |secs: u64| {
@@ -652,6 +665,7 @@ fn the_daily_fee_budget_bounds_the_fees_of_a_day() {
     let policy = Policy::from_toml(
         "max_fee_sat = 1000000\nmax_fee_rate_sat_vb = 100000\nmax_fee_per_day_sat = 2500000",
         Network::Regtest,
+        1,
     )
     .unwrap();
     let active = WalletMode::Active;
@@ -721,9 +735,9 @@ fn the_daily_fee_budget_bounds_the_fees_of_a_day() {
 #[test]
 fn defaults_limit_transactions_and_fees_per_day() {
     let config = PolicyConfig::default();
-    assert_eq!(config.max_per_day, Some(DEFAULT_MAX_PER_DAY));
+    assert_eq!(config.max_per_day, DEFAULT_MAX_PER_DAY);
     assert_eq!(config.max_fee_per_day_sat, DEFAULT_MAX_FEE_PER_DAY_SAT);
-    let policy = Policy::from_toml("", Network::Regtest).unwrap();
+    let policy = Policy::from_toml("", Network::Regtest, 1).unwrap();
     let full: Vec<(u8, UnixTime)> = (0..u8::try_from(DEFAULT_MAX_PER_DAY).unwrap())
         .map(|i| (i, MONDAY_NOON))
         .collect();
@@ -743,7 +757,8 @@ fn defaults_limit_transactions_and_fees_per_day() {
     assert!(matches!(
         Policy::from_toml(
             "max_fee_sat = 10\nmax_fee_per_day_sat = 9",
-            Network::Regtest
+            Network::Regtest,
+            1
         ),
         Err(Error::PolicyConfig(
             PolicyConfigError::FeeBudgetBelowFeeCap { budget: 9, cap: 10 }
@@ -757,6 +772,7 @@ fn time_windows_hold_at_the_week_wrap_and_extreme_clocks() {
     let policy = Policy::from_toml(
         r#"time_windows = [{ days = ["sun"], start = "23:59", end = "24:00" }]"#,
         Network::Regtest,
+        1,
     )
     .unwrap();
     let psbt = self_send(0, 50_000, 49_000);
@@ -791,10 +807,264 @@ fn unknown_or_mistyped_policy_fields_are_refused() {
     ] {
         assert!(
             matches!(
-                Policy::from_toml(text, Network::Regtest),
+                Policy::from_toml(text, Network::Regtest, 1),
                 Err(Error::PolicyConfig(PolicyConfigError::Toml { .. }))
             ),
             "{text}"
         );
     }
+}
+
+/// `self_send` paying `fee` from one input of `in_sat`.
+fn with_fee(vout: u32, in_sat: u64, fee: u64) -> WalletPsbt {
+    self_send(vout, in_sat, in_sat - fee)
+}
+
+/// The per-coordinator sub-limits are on without being configured, at the
+/// wallet's budgets divided by the threshold: count per minute and per day,
+/// and fees per day.
+#[test]
+fn sub_limits_default_to_each_coordinators_share_of_the_budget() {
+    let policy = Policy::from_toml(
+        "max_per_minute = 6\nmax_per_day = 9\nmax_fee_per_day_sat = 3000000\n\
+         max_fee_rate_sat_vb = 100000",
+        Network::Regtest,
+        3,
+    )
+    .unwrap();
+    let active = WalletMode::Active;
+    let mallory = CoordinatorId("mallory".into());
+    let mut log = ChargeLog::new();
+    let sign = |log: &mut ChargeLog, psbt: &WalletPsbt, secs: u64, by: &CoordinatorId| {
+        let now = UnixTime(MONDAY_NOON.0 + secs);
+        let approval = policy.check_for(psbt, &active, now, log, by)?;
+        log.record(&approval);
+        Ok::<_, Error>(())
+    };
+    // Two a minute (6 / 3).
+    sign(&mut log, &with_fee(0, 10_000, 100), 0, &mallory).unwrap();
+    sign(&mut log, &with_fee(1, 10_000, 100), 1, &mallory).unwrap();
+    let err = sign(&mut log, &with_fee(2, 10_000, 100), 2, &mallory).unwrap_err();
+    let denial = err.policy_denial().unwrap();
+    assert_eq!(denial.rule.as_str(), "coordinator_rate_per_minute");
+    assert_eq!(
+        denial.violation,
+        Violation::Rate {
+            charged: 2,
+            limit: 2
+        }
+    );
+    // Three a day (9 / 3).
+    sign(&mut log, &with_fee(2, 10_000, 100), 120, &mallory).unwrap();
+    let err = sign(&mut log, &with_fee(3, 10_000, 100), 240, &mallory).unwrap_err();
+    assert_eq!(
+        err.policy_denial().unwrap().rule.as_str(),
+        "coordinator_rate_per_day"
+    );
+    assert!(err.is_retryable());
+    // 1 000 000 sat of fees a day (3 000 000 / 3).
+    let eve = CoordinatorId("eve".into());
+    sign(&mut log, &with_fee(10, 700_000, 600_000), 300, &eve).unwrap();
+    let err = sign(&mut log, &with_fee(11, 700_000, 600_000), 400, &eve).unwrap_err();
+    let denial = err.policy_denial().unwrap();
+    assert_eq!(denial.rule.as_str(), "coordinator_fee_per_day");
+    assert_eq!(
+        denial.violation,
+        Violation::FeeBudget {
+            charged: Amount::from_sat(600_000),
+            fee: Amount::from_sat(600_000),
+            cap: Amount::from_sat(1_000_000),
+        }
+    );
+    assert!(err.is_retryable());
+    // Another coordinator still has its own share of all three.
+    let alice = CoordinatorId("alice".into());
+    sign(&mut log, &with_fee(20, 700_000, 600_000), 500, &alice).unwrap();
+}
+
+/// The policy's config error message for `text` at threshold `t`, which
+/// must fail to load.
+fn config_refusal(text: &str, t: u16) -> String {
+    match Policy::from_toml(text, Network::Regtest, t) {
+        Err(e @ Error::PolicyConfig(_)) => e.to_string(),
+        other => panic!("{text}: expected a policy config error, got {other:?}"),
+    }
+}
+
+/// A sub-limit above the budget divided by the threshold, or a budget too
+/// small to give each coordinator a share, is refused at load, naming the
+/// field; so is a fee cap that a coordinator's daily fee share could never
+/// pay. Left out, the fee cap is the smaller of its default and that share.
+#[test]
+fn sub_limits_above_the_share_of_the_budget_are_refused_at_load() {
+    for (text, field) in [
+        (
+            "max_per_day = 9\nmax_per_day_per_coordinator = 4",
+            "max_per_day_per_coordinator",
+        ),
+        (
+            "max_per_minute = 9\nmax_per_minute_per_coordinator = 4",
+            "max_per_minute_per_coordinator",
+        ),
+        (
+            "max_fee_per_day_sat = 3000000\nmax_fee_per_day_per_coordinator_sat = 1000001",
+            "max_fee_per_day_per_coordinator_sat",
+        ),
+        ("max_per_minute = 2", "max_per_minute"),
+        ("max_per_day = 2", "max_per_day"),
+        (
+            "max_fee_sat = 1000000\nmax_fee_per_day_sat = 2000000",
+            "max_fee_sat",
+        ),
+    ] {
+        let message = config_refusal(text, 3);
+        assert!(
+            message.starts_with(&format!("{field} ")),
+            "{text}: {message}"
+        );
+    }
+    // Exactly the share loads.
+    Policy::from_toml(
+        "max_per_day = 9\nmax_per_day_per_coordinator = 3\nmax_per_minute = 9\n\
+         max_per_minute_per_coordinator = 3\nmax_fee_per_day_sat = 3000000\n\
+         max_fee_per_day_per_coordinator_sat = 1000000",
+        Network::Regtest,
+        3,
+    )
+    .unwrap();
+    // The default fee cap shrinks to a coordinator's share of the default
+    // budget: 5 000 000 / 6.
+    let policy = Policy::from_toml("", Network::Regtest, 6).unwrap();
+    assert_eq!(policy.max_fee(), Amount::from_sat(833_333));
+    assert_eq!(
+        Policy::from_toml("", Network::Regtest, 2)
+            .unwrap()
+            .max_fee(),
+        Amount::from_sat(DEFAULT_MAX_FEE_SAT)
+    );
+}
+
+/// The rate ledger stays bounded: `max_per_day` has a ceiling, so no
+/// configuration lets it grow without bound.
+#[test]
+fn max_per_day_has_a_ceiling() {
+    let message = config_refusal("max_per_day = 4294967295", 1);
+    assert!(message.starts_with("max_per_day "), "{message}");
+    let ceiling = format!("max_per_day = {MAX_PER_DAY_CEILING}");
+    Policy::from_toml(&ceiling, Network::Regtest, 1).unwrap();
+    let over = format!("max_per_day = {}", MAX_PER_DAY_CEILING + 1);
+    config_refusal(&over, 1);
+}
+
+/// A decoy: the same unsigned transaction as `real`, its first input
+/// stated at an amount that leaves a fee of 1 sat.
+fn decoy_of(real: &WalletPsbt) -> WalletPsbt {
+    edit(real, |p| {
+        let utxo = p.inputs[0].witness_utxo.as_mut().unwrap();
+        utxo.value = utxo.value - real.fee() + Amount::from_sat(1);
+    })
+}
+
+/// A charge covers what was signed: the transaction id with every stated
+/// prevout amount and script. A coordinator that gets a decoy of the same
+/// unsigned transaction charged at a 1-sat fee does not get the real one
+/// through uncharged.
+#[test]
+fn the_same_txid_with_other_stated_amounts_is_charged_again() {
+    let policy = Policy::from_toml(
+        "max_fee_sat = 1000000\nmax_fee_rate_sat_vb = 100000\nmax_fee_per_day_sat = 1500000",
+        Network::Regtest,
+        1,
+    )
+    .unwrap();
+    let active = WalletMode::Active;
+    let real = with_fee(0, 1_100_000, 1_000_000);
+    let decoy = decoy_of(&real);
+    assert_eq!(decoy.txid(), real.txid());
+    assert_eq!(decoy.fee(), Amount::from_sat(1));
+    let mut log = ChargeLog::new();
+    let approval = policy.check(&decoy, &active, MONDAY_NOON, &log).unwrap();
+    log.record(&approval);
+    let approval = policy.check(&real, &active, MONDAY_NOON, &log).unwrap();
+    assert!(
+        matches!(approval.charge(), RateCharge::Charge { .. }),
+        "{:?}",
+        approval.charge()
+    );
+    log.record(&approval);
+    assert_eq!(
+        log.fees_charged_since(MONDAY_NOON),
+        Some(Amount::from_sat(1_000_001))
+    );
+    assert_eq!(log.charged_since(MONDAY_NOON), 2);
+    // The real transaction again (another ROAST session) is not charged again.
+    let again = policy.check(&real, &active, MONDAY_NOON, &log).unwrap();
+    assert!(matches!(again.charge(), RateCharge::AlreadyCharged { .. }));
+    // Another stated script of an input of another party is another
+    // transaction too.
+    let w = the_wallet();
+    let two = spend(2, 100_000, vec![change(&w, 199_000)]);
+    let foreign = |to: Address| {
+        edit(&two, |p| {
+            p.inputs[1].witness_utxo.as_mut().unwrap().script_pubkey = to.script_pubkey();
+            p.inputs[1].tap_internal_key = None;
+            p.inputs[1].tap_merkle_root = None;
+        })
+    };
+    let (a, b) = (foreign(addr(50)), foreign(addr(51)));
+    assert_eq!(a.txid(), b.txid());
+    assert_ne!(ChargeKey::of(&a), ChargeKey::of(&b));
+    assert_eq!(ChargeKey::of(&a), ChargeKey::of(&foreign(addr(50))));
+}
+
+/// A charge counts for a day and no longer: a ledger still holding an older
+/// charge (nothing was written since) does not let the same transaction
+/// through as already charged.
+#[test]
+fn a_charge_a_day_old_is_not_already_charged() {
+    let policy = Policy::from_toml("max_per_day = 1", Network::Regtest, 1).unwrap();
+    let active = WalletMode::Active;
+    let psbt = self_send(0, 50_000, 49_000);
+    let mut log = ChargeLog::new();
+    log.record(&policy.check(&psbt, &active, MONDAY_NOON, &log).unwrap());
+    let a_day_later = UnixTime(MONDAY_NOON.0 + 86_400);
+    let approval = policy.check(&psbt, &active, a_day_later, &log).unwrap();
+    assert!(
+        matches!(approval.charge(), RateCharge::Charge { .. }),
+        "{:?}",
+        approval.charge()
+    );
+    let other = self_send(1, 50_000, 49_000);
+    log.record(&policy.check(&other, &active, a_day_later, &log).unwrap());
+    // The old charge is forgotten; the day's one charge of `other` fills the
+    // limit, and `psbt` counts as a new transaction against it.
+    assert_eq!(
+        refusal(policy.check(&psbt, &active, a_day_later, &log)),
+        Rule::RatePerDay
+    );
+}
+
+/// However many requests arrive over several days, a ledger pruned at each
+/// charge (as the signer's is) holds at most `max_per_day` charges, one
+/// more per approval at most.
+#[test]
+fn the_ledger_holds_at_most_max_per_day_charges() {
+    let policy = Policy::from_toml("max_per_day = 5", Network::Regtest, 1).unwrap();
+    let active = WalletMode::Active;
+    let mut log = ChargeLog::new();
+    let mut approved = 0;
+    for k in 0..400u32 {
+        // One request every 20 minutes, for more than five days.
+        let now = UnixTime(MONDAY_NOON.0 + u64::from(k) * 1_200);
+        let before = log.iter().count();
+        if let Ok(approval) = policy.check(&self_send(k, 50_000, 49_000), &active, now, &log) {
+            log.record(&approval);
+            approved += 1;
+        }
+        log.prune(now);
+        let after = log.iter().count();
+        assert!(after <= 5, "{after} charges on record at request {k}");
+        assert!(after <= before + 1);
+    }
+    assert!(approved > 5 * 5, "{approved}");
 }

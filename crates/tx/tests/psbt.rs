@@ -437,8 +437,9 @@ fn estimated_vsize_ignores_final_fields_and_counts_minimum_foreign_spends() {
     // The foreign input: 41 bytes plus its scriptSig, and its witness.
     for (script, script_sig_len, witness_wu) in [
         (ScriptBuf::from_bytes(vec![0x51]), 0, 1),
-        // Script path: count, 1-byte leaf script, 33-byte control block.
-        (p2tr, 0, 1 + (1 + 1) + (1 + 33)),
+        // Script path: count, empty leaf script (of an unknown leaf
+        // version, which always succeeds), 33-byte control block.
+        (p2tr, 0, 1 + 1 + (1 + 33)),
         // Count, 9-byte signature, 33-byte key.
         (p2wpkh, 0, 1 + (1 + 9) + (1 + 33)),
         // Count, 1-byte witness script.

@@ -113,7 +113,7 @@ proptest! {
             // Whatever parses must be usable without panicking.
             let _ = psbt.wallet_sighashes();
             let _ = psbt.estimated_vsize();
-            let policy = Policy::from_toml("", Network::Regtest).unwrap();
+            let policy = Policy::from_toml("", Network::Regtest, 2).unwrap();
             let _ = policy.evaluate(&psbt, &WalletMode::Active, UnixTime(0), &ChargeLog::new());
         }
     }
@@ -126,13 +126,13 @@ proptest! {
 
     #[test]
     fn arbitrary_policy_text_never_panics(text in "[ -~\n]{0,256}") {
-        let _ = Policy::from_toml(&text, Network::Regtest);
+        let _ = Policy::from_toml(&text, Network::Regtest, 2);
     }
 
     #[test]
     fn near_valid_policy_tables_never_panic(lines in prop::collection::vec((toml_key(), toml_value()), 0..6)) {
         let text: String = lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
-        match Policy::from_toml(&text, Network::Regtest) {
+        match Policy::from_toml(&text, Network::Regtest, 2) {
             Ok(policy) => prop_assert!(policy.version().0 >= 1),
             Err(e) => prop_assert!(matches!(e, Error::PolicyConfig(_))),
         }
@@ -206,7 +206,7 @@ mod fuzz {
                 let _ = psbt.wallet_sighashes();
                 let _ = psbt.estimated_vsize();
                 for text in ["", "max_tx_sat = 0\nmax_output_sat = 0\nmax_per_minute = 0", "sighash_types = [\"none\", \"single_anyonecanpay\"]\nmax_fee_rate_sat_vb = 9223372036854775807"] {
-                    let policy = Policy::from_toml(text, Network::Regtest).unwrap();
+                    let policy = Policy::from_toml(text, Network::Regtest, 2).unwrap();
                     let _ = policy.evaluate(&psbt, &WalletMode::Active, UnixTime(now), &ChargeLog::new());
                     let _ = policy.evaluate(&psbt, &WalletMode::Rekeying { successor: wallet(92, None).0 }, UnixTime(now), &ChargeLog::new());
                 }

@@ -66,9 +66,19 @@ pub fn spend(w: &TaprootWallet, inputs: usize, salt: u8) -> WalletPsbt {
 /// Spends `inputs`: 50 000 sat to `to` if given, the rest less a 1 000 sat
 /// fee to the wallet itself; or, without `to`, everything to the wallet.
 pub fn pay(w: &TaprootWallet, inputs: &[SpendInput], to: Option<bitcoin::Address>) -> WalletPsbt {
+    pay_with_fee(w, inputs, to, 1_000)
+}
+
+/// [`pay`] with a fee of `fee` sat.
+pub fn pay_with_fee(
+    w: &TaprootWallet,
+    inputs: &[SpendInput],
+    to: Option<bitcoin::Address>,
+    fee: u64,
+) -> WalletPsbt {
     let total: u64 = inputs.iter().map(|i| i.value.to_sat()).sum();
     let mut outputs = Vec::new();
-    let mut rest = total - 1_000;
+    let mut rest = total - fee;
     if let Some(to) = to {
         outputs.push(Payment {
             destination: Destination::Address(to),

@@ -25,6 +25,13 @@ pub const DEFAULT_MAX_FEE_RATE_SAT_VB: u64 = 500;
 /// consume the limit.
 pub const DEFAULT_MAX_PER_DAY: u32 = 100;
 
+/// The largest `max_per_day`: the rate ledger holds at most a day of
+/// charges, at most `max_per_day` of them, and every charge rewrites it
+/// (about 110 bytes an entry, so about 1.1 MB at the ceiling). A wallet
+/// signing more than one transaction every nine seconds all day long is not
+/// a custody wallet.
+pub const MAX_PER_DAY_CEILING: u32 = 10_000;
+
 /// Default daily fee budget: 0.05 BTC, the fees of all transactions charged
 /// in the last 24 hours together. The per-transaction cap alone is no budget
 /// (any number of transactions may each pay [`DEFAULT_MAX_FEE_SAT`]); this
@@ -104,8 +111,10 @@ pub struct PolicyConfig {
     pub max_output_sat: Option<u64>,
     /// Cap on the sum of external outputs per transaction, in satoshis. Default: none.
     pub max_tx_sat: Option<u64>,
-    /// Absolute fee cap, in satoshis. Default [`DEFAULT_MAX_FEE_SAT`].
-    pub max_fee_sat: u64,
+    /// Absolute fee cap, in satoshis; at most each coordinator's daily fee
+    /// budget. Default: the smaller of [`DEFAULT_MAX_FEE_SAT`] and that
+    /// budget, so a transaction that passes the cap always fits an empty day.
+    pub max_fee_sat: Option<u64>,
     /// Fee-rate cap in sat/vB, over the vsize with key-path witnesses.
     /// Default [`DEFAULT_MAX_FEE_RATE_SAT_VB`].
     pub max_fee_rate_sat_vb: u64,
@@ -113,21 +122,26 @@ pub struct PolicyConfig {
     pub time_windows: Vec<TimeWindowConfig>,
     /// Distinct transactions signed per 60 seconds. Default: no limit.
     pub max_per_minute: Option<u32>,
-    /// Distinct transactions signed per 24 hours. Default
-    /// [`DEFAULT_MAX_PER_DAY`] (TOML cannot write `None`; a large value
-    /// lifts the limit).
-    pub max_per_day: Option<u32>,
+    /// Distinct transactions signed per 24 hours, at most
+    /// [`MAX_PER_DAY_CEILING`] (it bounds the rate ledger). Default
+    /// [`DEFAULT_MAX_PER_DAY`].
+    pub max_per_day: u32,
     /// Distinct transactions one coordinator may get signed per 60 seconds,
-    /// so that one coordinator cannot use up the wallet's limit alone.
-    /// Default: no sub-limit.
+    /// so that fewer than t coordinators cannot use up the wallet's limit;
+    /// at most `max_per_minute` divided by the threshold t. Default: that
+    /// quotient where `max_per_minute` is set, else no sub-limit.
     pub max_per_minute_per_coordinator: Option<u32>,
-    /// Distinct transactions one coordinator may get signed per 24 hours.
-    /// Default: no sub-limit.
+    /// Distinct transactions one coordinator may get signed per 24 hours;
+    /// at most `max_per_day` divided by t. Default: that quotient.
     pub max_per_day_per_coordinator: Option<u32>,
     /// Cap on the sum of the fees of the transactions signed in 24 hours,
     /// in satoshis; at least `max_fee_sat`. Default
     /// [`DEFAULT_MAX_FEE_PER_DAY_SAT`].
     pub max_fee_per_day_sat: u64,
+    /// Cap on the sum of the fees of the transactions one coordinator may
+    /// get signed in 24 hours, in satoshis; at most `max_fee_per_day_sat`
+    /// divided by t, and at least `max_fee_sat`. Default: that quotient.
+    pub max_fee_per_day_per_coordinator_sat: Option<u64>,
     /// Whether raw 32-byte digests may be signed. Default `false`.
     pub allow_raw_digests: bool,
 }
@@ -147,14 +161,15 @@ impl Default for PolicyConfig {
             destinations: Vec::new(),
             max_output_sat: None,
             max_tx_sat: None,
-            max_fee_sat: DEFAULT_MAX_FEE_SAT,
+            max_fee_sat: None,
             max_fee_rate_sat_vb: DEFAULT_MAX_FEE_RATE_SAT_VB,
             time_windows: Vec::new(),
             max_per_minute: None,
-            max_per_day: Some(DEFAULT_MAX_PER_DAY),
+            max_per_day: DEFAULT_MAX_PER_DAY,
             max_per_minute_per_coordinator: None,
             max_per_day_per_coordinator: None,
             max_fee_per_day_sat: DEFAULT_MAX_FEE_PER_DAY_SAT,
+            max_fee_per_day_per_coordinator_sat: None,
             allow_raw_digests: false,
         }
     }
@@ -195,6 +210,68 @@ pub enum PolicyConfigError {
         /// The per-transaction cap.
         cap: u64,
     },
+    /// The wallet's threshold is 0: the per-coordinator sub-limits are the
+    /// wallet's budgets divided by it.
+    #[error("the wallet's threshold is 0; a wallet needs at least one signer")]
+    ThresholdZero,
+    /// `max_per_day` is above [`MAX_PER_DAY_CEILING`].
+    #[error(
+        "max_per_day {value} is above {ceiling}, the most the rate ledger is sized for; lower it"
+    )]
+    MaxPerDayAboveCeiling {
+        /// The configured value.
+        value: u32,
+        /// [`MAX_PER_DAY_CEILING`].
+        ceiling: u32,
+    },
+    /// A per-coordinator sub-limit is above its wallet budget divided by
+    /// the threshold: fewer than t coordinators could use up the budget.
+    #[error(
+        "{field} {value} is above {budget_field} {budget} divided by the threshold {threshold}, \
+         so fewer than {threshold} coordinators could use up the wallet's budget; \
+         set it to at most {most}, or leave it out to get that"
+    )]
+    SubLimitAboveShare {
+        /// The sub-limit's field.
+        field: &'static str,
+        /// Its configured value.
+        value: u64,
+        /// The wallet budget's field.
+        budget_field: &'static str,
+        /// The budget.
+        budget: u64,
+        /// The wallet's threshold.
+        threshold: u16,
+        /// The largest value allowed, `budget / threshold`.
+        most: u64,
+    },
+    /// A budget is below the threshold, so each coordinator's default share
+    /// of it would be 0 and nothing could ever be signed.
+    #[error(
+        "{budget_field} {budget} is below the threshold {threshold}, so each coordinator's \
+         share of it would be 0; raise it to at least {threshold}"
+    )]
+    BudgetBelowThreshold {
+        /// The wallet budget's field.
+        budget_field: &'static str,
+        /// The budget.
+        budget: u64,
+        /// The wallet's threshold.
+        threshold: u16,
+    },
+    /// `max_fee_sat` is above each coordinator's daily fee budget: a
+    /// transaction could pass the fee cap and never fit.
+    #[error(
+        "max_fee_sat {cap} is above {share}, the daily fee budget of each coordinator \
+         (max_fee_per_day_per_coordinator_sat, by default max_fee_per_day_sat divided by the \
+         threshold); lower max_fee_sat or raise the budget"
+    )]
+    FeeCapAboveShare {
+        /// The per-transaction cap.
+        cap: u64,
+        /// Each coordinator's daily fee budget.
+        share: u64,
+    },
     /// A time window is malformed (bad `HH:MM`, no days, or `start >= end`).
     #[error("time_windows[{index}] is malformed")]
     TimeWindow {
@@ -217,21 +294,70 @@ impl PolicyConfig {
         })
     }
 
-    /// Validates the table into a [`Policy`] for wallets on `network`.
+    /// Validates the table into a [`Policy`] for a wallet on `network`
+    /// whose signatures need `threshold` signers (from the wallet's own
+    /// configuration).
     ///
     /// # Errors
     /// [`Error::PolicyConfig`] with the offending field.
-    pub fn validate(&self, network: Network) -> Result<Policy, Error> {
+    pub fn validate(&self, network: Network, threshold: u16) -> Result<Policy, Error> {
+        if threshold == 0 {
+            return Err(PolicyConfigError::ThresholdZero.into());
+        }
         if self.version == 0 {
             return Err(PolicyConfigError::VersionZero.into());
         }
         if self.sighash_types.is_empty() {
             return Err(PolicyConfigError::NoSighashTypes.into());
         }
-        if self.max_fee_per_day_sat < self.max_fee_sat {
+        if self.max_per_day > MAX_PER_DAY_CEILING {
+            return Err(PolicyConfigError::MaxPerDayAboveCeiling {
+                value: self.max_per_day,
+                ceiling: MAX_PER_DAY_CEILING,
+            }
+            .into());
+        }
+        let max_per_minute_per_coordinator = match self.max_per_minute {
+            Some(budget) => Some(sub_limit(
+                ("max_per_minute", budget),
+                (
+                    "max_per_minute_per_coordinator",
+                    self.max_per_minute_per_coordinator,
+                ),
+                threshold,
+            )?),
+            None => self.max_per_minute_per_coordinator,
+        };
+        let max_per_day_per_coordinator = sub_limit(
+            ("max_per_day", self.max_per_day),
+            (
+                "max_per_day_per_coordinator",
+                self.max_per_day_per_coordinator,
+            ),
+            threshold,
+        )?;
+        let fee_share = sub_limit(
+            ("max_fee_per_day_sat", self.max_fee_per_day_sat),
+            (
+                "max_fee_per_day_per_coordinator_sat",
+                self.max_fee_per_day_per_coordinator_sat,
+            ),
+            threshold,
+        )?;
+        let max_fee = self
+            .max_fee_sat
+            .unwrap_or(DEFAULT_MAX_FEE_SAT.min(fee_share));
+        if self.max_fee_per_day_sat < max_fee {
             return Err(PolicyConfigError::FeeBudgetBelowFeeCap {
                 budget: self.max_fee_per_day_sat,
-                cap: self.max_fee_sat,
+                cap: max_fee,
+            }
+            .into());
+        }
+        if fee_share < max_fee {
+            return Err(PolicyConfigError::FeeCapAboveShare {
+                cap: max_fee,
+                share: fee_share,
             }
             .into());
         }
@@ -261,20 +387,57 @@ impl PolicyConfig {
             destinations,
             max_output_value: self.max_output_sat.map(Amount::from_sat),
             max_tx_value: self.max_tx_sat.map(Amount::from_sat),
-            max_fee: Amount::from_sat(self.max_fee_sat),
+            max_fee: Amount::from_sat(max_fee),
             max_fee_rate_sat_per_vb: self.max_fee_rate_sat_vb,
             time_windows,
             max_per_minute: self.max_per_minute,
             max_per_day: self.max_per_day,
-            max_per_minute_per_coordinator: self.max_per_minute_per_coordinator,
-            max_per_day_per_coordinator: self.max_per_day_per_coordinator,
+            max_per_minute_per_coordinator,
+            max_per_day_per_coordinator,
             max_fee_per_day: Amount::from_sat(self.max_fee_per_day_sat),
+            max_fee_per_day_per_coordinator: Amount::from_sat(fee_share),
             raw_digests: if self.allow_raw_digests {
                 RawDigests::Allowed
             } else {
                 RawDigests::Refused
             },
         })
+    }
+}
+
+/// A per-coordinator sub-limit of the wallet budget `(field, value)`: the
+/// configured `(field, value)` if it is at most the budget divided by
+/// `threshold`, else a refusal; left out, that quotient. So t − 1
+/// coordinators together use at most `budget - budget / t` and leave every
+/// other coordinator its whole share. A non-zero budget whose quotient is 0
+/// is refused: no coordinator could sign, which is never what was meant.
+fn sub_limit<T>(
+    (budget_field, budget): (&'static str, T),
+    (field, value): (&'static str, Option<T>),
+    threshold: u16,
+) -> Result<T, PolicyConfigError>
+where
+    T: Copy + Ord + Into<u64> + From<u16> + std::ops::Div<Output = T>,
+{
+    let zero = T::from(0);
+    // `validate` refused a threshold of 0 first.
+    let most = budget / T::from(threshold.max(1));
+    match value {
+        Some(value) if value > most => Err(PolicyConfigError::SubLimitAboveShare {
+            field,
+            value: value.into(),
+            budget_field,
+            budget: budget.into(),
+            threshold,
+            most: most.into(),
+        }),
+        Some(value) => Ok(value),
+        None if most == zero && budget != zero => Err(PolicyConfigError::BudgetBelowThreshold {
+            budget_field,
+            budget: budget.into(),
+            threshold,
+        }),
+        None => Ok(most),
     }
 }
 
@@ -285,12 +448,13 @@ fn window(config: &TimeWindowConfig) -> Option<TimeWindow> {
 }
 
 impl Policy {
-    /// Parses and validates a `[wallets.policy]` table in one step.
+    /// Parses and validates a `[wallets.policy]` table in one step, for a
+    /// wallet of `threshold` signers.
     ///
     /// # Errors
     /// As [`PolicyConfig::from_toml`] and [`PolicyConfig::validate`].
-    pub fn from_toml(text: &str, network: Network) -> Result<Self, Error> {
-        PolicyConfig::from_toml(text)?.validate(network)
+    pub fn from_toml(text: &str, network: Network, threshold: u16) -> Result<Self, Error> {
+        PolicyConfig::from_toml(text)?.validate(network, threshold)
     }
 }
 
@@ -302,7 +466,7 @@ mod tests {
     fn empty_table_is_the_default() {
         let from_text = PolicyConfig::from_toml("").unwrap();
         assert_eq!(from_text, PolicyConfig::default());
-        let p = from_text.validate(Network::Regtest).unwrap();
+        let p = from_text.validate(Network::Regtest, 2).unwrap();
         assert!(p.allows_sighash_type(TapSighashType::Default));
         assert!(p.allows_sighash_type(TapSighashType::All));
         assert!(!p.allows_sighash_type(TapSighashType::None));
@@ -356,7 +520,7 @@ mod tests {
             ),
         ];
         for (text, is_expected) in cases {
-            let err = Policy::from_toml(text, Network::Regtest).unwrap_err();
+            let err = Policy::from_toml(text, Network::Regtest, 2).unwrap_err();
             assert!(is_expected(&err), "{text}: {err:?}");
         }
     }

@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{
     DEFAULT_MAX_FEE_PER_DAY_SAT, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT,
-    DEFAULT_MAX_PER_DAY, PolicyConfig, PolicyConfigError, SighashTypeName, TimeWindowConfig,
+    DEFAULT_MAX_PER_DAY, MAX_PER_DAY_CEILING, PolicyConfig, PolicyConfigError, SighashTypeName,
+    TimeWindowConfig,
 };
-pub use rate::{ChargeEntry, ChargeLedger, ChargeLog, CoordinatorId, RateCharge};
+pub use rate::{ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, CoordinatorId, RateCharge};
 pub use time::{TimeWindow, UnixTime, Weekday};
 
 use crate::sighash::{InputIndex, OutputIndex};
@@ -69,6 +70,10 @@ pub enum Rule {
     /// The fees of the transactions charged in the last 24 hours, with this
     /// one, are at most `max_fee_per_day_sat`.
     FeePerDay,
+    /// The fees of the transactions one coordinator had charged in the last
+    /// 24 hours, with this one, are at most
+    /// `max_fee_per_day_per_coordinator_sat`.
+    CoordinatorFeePerDay,
     /// Raw 32-byte digests are signed only if `allow_raw_digests`.
     RawDigests,
     /// A wallet being rekeyed signs only a sweep to its successor.
@@ -79,7 +84,7 @@ impl Rule {
     /// Every rule, in evaluation order. A refusal reports the first
     /// terminal rule that refuses, and a retryable one only when no terminal
     /// rule refuses (see [`PolicyReport::first_denial`]).
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::SighashType,
         Self::PrevoutScript,
         Self::OutputScriptType,
@@ -95,6 +100,7 @@ impl Rule {
         Self::CoordinatorRatePerMinute,
         Self::CoordinatorRatePerDay,
         Self::FeePerDay,
+        Self::CoordinatorFeePerDay,
         Self::RawDigests,
         Self::RekeySweep,
     ];
@@ -118,6 +124,7 @@ impl Rule {
             Self::CoordinatorRatePerMinute => "coordinator_rate_per_minute",
             Self::CoordinatorRatePerDay => "coordinator_rate_per_day",
             Self::FeePerDay => "fee_per_day",
+            Self::CoordinatorFeePerDay => "coordinator_fee_per_day",
             Self::RawDigests => "raw_digests",
             Self::RekeySweep => "rekey_sweep",
         }
@@ -125,8 +132,9 @@ impl Rule {
 
     /// Whether a refusal under this rule can turn into an approval later for
     /// the same request (time passes), so a caller may retry. The daily fee
-    /// budget is retryable because the configuration keeps it at least
-    /// `max_fee_sat`: a transaction that passes `max_fee` fits an empty day.
+    /// budgets are retryable because the configuration keeps them (the
+    /// wallet's and each coordinator's) at least `max_fee_sat`: a
+    /// transaction that passes `max_fee` fits an empty day.
     #[must_use]
     pub const fn is_retryable(self) -> bool {
         matches!(
@@ -137,6 +145,7 @@ impl Rule {
                 | Self::CoordinatorRatePerMinute
                 | Self::CoordinatorRatePerDay
                 | Self::FeePerDay
+                | Self::CoordinatorFeePerDay
         )
     }
 }
@@ -202,10 +211,12 @@ pub enum Violation {
         /// The evaluated time.
         now: UnixTime,
     },
-    /// The daily fee budget would be exceeded.
+    /// A daily fee budget (the wallet's or the coordinator's) would be
+    /// exceeded.
     FeeBudget {
-        /// Fees already charged in the last 24 hours (an upper bound where
-        /// the ledger does not know every fee).
+        /// Fees already charged in the last 24 hours, against the wallet or
+        /// the coordinator (an upper bound where the ledger does not know
+        /// every fee).
         charged: Amount,
         /// This transaction's fee.
         fee: Amount,
@@ -415,7 +426,10 @@ pub enum RawDigests {
 /// # Invariants
 /// Built only by [`PolicyConfig::validate`]: `sighash_types` is not empty,
 /// destinations are scriptPubKeys of the configured network, time windows
-/// are well formed.
+/// are well formed, `max_per_day` is at most [`MAX_PER_DAY_CEILING`], each
+/// per-coordinator sub-limit is at most its wallet budget divided by the
+/// threshold, and `max_fee <= max_fee_per_day_per_coordinator <=
+/// max_fee_per_day`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub(crate) version: PolicyVersion,
@@ -428,10 +442,11 @@ pub struct Policy {
     pub(crate) max_fee_rate_sat_per_vb: u64,
     pub(crate) time_windows: Vec<TimeWindow>,
     pub(crate) max_per_minute: Option<u32>,
-    pub(crate) max_per_day: Option<u32>,
+    pub(crate) max_per_day: u32,
     pub(crate) max_per_minute_per_coordinator: Option<u32>,
-    pub(crate) max_per_day_per_coordinator: Option<u32>,
+    pub(crate) max_per_day_per_coordinator: u32,
     pub(crate) max_fee_per_day: Amount,
+    pub(crate) max_fee_per_day_per_coordinator: Amount,
     pub(crate) raw_digests: RawDigests,
 }
 

@@ -1,11 +1,57 @@
-//! Rate-limit accounting: charged once per transaction id.
+//! Rate-limit accounting: charged once per transaction, that is per
+//! transaction id together with every prevout the PSBT states.
 
 use std::collections::BTreeMap;
 
-use bitcoin::{Amount, Txid};
+use bitcoin::Amount;
+use bitcoin::hashes::{Hash, HashEngine, sha256};
 
 use super::Approval;
 use super::time::{DAY_SECS, UnixTime};
+use crate::WalletPsbt;
+
+/// What a rate charge is keyed by: a hash of the transaction id together
+/// with every prevout amount and script the PSBT states.
+///
+/// The txid alone is not enough: the amounts a PSBT states are the
+/// coordinator's word (the signer has no view of the chain), and the fee is
+/// computed from them. Keyed by txid, a decoy PSBT of the same unsigned
+/// transaction stating a 1-sat fee would be charged at 1 sat, and the real
+/// one, paying up to `max_fee`, would then count as already charged. Keyed
+/// by what was signed, the real one is a charge of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChargeKey([u8; 32]);
+
+impl ChargeKey {
+    /// Domain separation, so a key is never mistaken for a txid or another
+    /// hash of the same bytes.
+    const TAG: &'static [u8] = b"thresig/charge-key/v1";
+
+    /// The key of what `psbt` asks to sign: its txid and every stated
+    /// prevout (amount and script), in input order.
+    #[must_use]
+    pub fn of(psbt: &WalletPsbt) -> Self {
+        let mut engine = sha256::Hash::engine();
+        engine.input(Self::TAG);
+        engine.input(psbt.txid().as_byte_array());
+        // The consensus encoding of the prevouts (count, then each amount
+        // and length-prefixed script) is unambiguous.
+        engine.input(&bitcoin::consensus::serialize(&psbt.prevouts().to_vec()));
+        Self(sha256::Hash::from_engine(engine).to_byte_array())
+    }
+
+    /// A key from its stored bytes.
+    #[must_use]
+    pub const fn from_byte_array(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key's bytes, as a durable ledger stores them.
+    #[must_use]
+    pub const fn to_byte_array(self) -> [u8; 32] {
+        self.0
+    }
+}
 
 /// The identity of a coordinator asking a signer for shares, as the engine
 /// knows it (for example its seat in the roster or its identity key in hex).
@@ -18,12 +64,14 @@ pub struct CoordinatorId(pub String);
 /// limits, and when. The store implements it over its durable counters; the
 /// policy only reads it.
 ///
-/// Charging is per transaction id, not per share: ROAST asks a signer for
-/// shares of one transaction in several sessions, and charging each would
-/// exhaust the limit and stall signing.
+/// Charging is per transaction ([`ChargeKey`]), not per share: ROAST asks a
+/// signer for shares of one transaction in several sessions, and charging
+/// each would exhaust the limit and stall signing.
 pub trait ChargeLedger {
-    /// Whether `txid` has already been charged (and is still on record).
-    fn is_charged(&self, txid: &Txid) -> bool;
+    /// Whether `key` was charged at or after `since`. A charge older than
+    /// the window no longer counts, so the same transaction is then charged
+    /// again, even if the ledger still holds the old charge.
+    fn is_charged(&self, key: &ChargeKey, since: UnixTime) -> bool;
     /// How many distinct transactions were charged at or after `since`.
     fn charged_since(&self, since: UnixTime) -> u32;
 
@@ -48,6 +96,21 @@ pub trait ChargeLedger {
         let _ = since;
         None
     }
+
+    /// The sum of the fees of the transactions charged at or after `since`
+    /// that `coordinator` requested, or `None` if the ledger does not know
+    /// them all.
+    ///
+    /// The default counts every charge's fee, as if each came from
+    /// `coordinator`: stricter, never looser.
+    fn fees_charged_since_by(
+        &self,
+        coordinator: &CoordinatorId,
+        since: UnixTime,
+    ) -> Option<Amount> {
+        let _ = coordinator;
+        self.fees_charged_since(since)
+    }
 }
 
 /// What the caller must record if it releases a share: apply it in the same
@@ -55,26 +118,32 @@ pub trait ChargeLedger {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RateCharge {
-    /// First signature for this transaction: record `txid` as charged at `at`.
+    /// First signature for this transaction in the last day: record `key`
+    /// as charged at `at`.
     Charge {
         /// The transaction charged.
-        txid: Txid,
+        key: ChargeKey,
         /// When (the `now` the policy was evaluated with).
         at: UnixTime,
     },
-    /// The transaction was already charged; record nothing.
+    /// The transaction was already charged in the last day; record nothing.
     AlreadyCharged {
         /// The transaction.
-        txid: Txid,
+        key: ChargeKey,
     },
 }
 
 /// An in-memory [`ChargeLedger`]: the reference implementation, and what the
-/// store persists (txid → time of charge, and where known the fee and the
-/// requesting coordinator).
+/// store persists (charge key → time of charge, and where known the fee and
+/// the requesting coordinator).
+///
+/// # Invariants
+/// One entry per key, added only by a `Charge`: pruned at every charge, as
+/// the signer's ledger is, a log holds at most a day of charges, so no more
+/// than the policy's `max_per_day`, and each approval adds one entry at most.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChargeLog {
-    charged: BTreeMap<Txid, Entry>,
+    charged: BTreeMap<ChargeKey, Entry>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,19 +187,24 @@ impl ChargeLog {
         fee: Option<Amount>,
         coordinator: Option<CoordinatorId>,
     ) {
-        if let RateCharge::Charge { txid, at } = *charge {
-            self.charged.entry(txid).or_insert(Entry {
-                at,
-                fee,
-                coordinator,
-            });
+        // A charge replaces an expired entry of the same key: the policy
+        // charges a key again only once its old charge left the window.
+        if let RateCharge::Charge { key, at } = *charge {
+            self.charged.insert(
+                key,
+                Entry {
+                    at,
+                    fee,
+                    coordinator,
+                },
+            );
         }
     }
 
-    /// Each charge on record, in txid order: what a durable ledger stores.
+    /// Each charge on record, in key order: what a durable ledger stores.
     pub fn iter(&self) -> impl Iterator<Item = ChargeEntry> + '_ {
-        self.charged.iter().map(|(txid, e)| ChargeEntry {
-            txid: *txid,
+        self.charged.iter().map(|(key, e)| ChargeEntry {
+            key: *key,
             at: e.at,
             fee: e.fee,
             coordinator: e.coordinator.clone(),
@@ -148,6 +222,19 @@ impl ChargeLog {
     fn in_window(&self, since: UnixTime) -> impl Iterator<Item = &Entry> {
         self.charged.values().filter(move |e| e.at >= since)
     }
+
+    fn in_window_by<'a>(
+        &'a self,
+        coordinator: &'a CoordinatorId,
+        since: UnixTime,
+    ) -> impl Iterator<Item = &'a Entry> {
+        self.in_window(since)
+            .filter(move |e| e.coordinator.as_ref().is_none_or(|c| c == coordinator))
+    }
+}
+
+fn fees<'a>(mut entries: impl Iterator<Item = &'a Entry>) -> Option<Amount> {
+    entries.try_fold(Amount::ZERO, |acc, e| acc.checked_add(e.fee?))
 }
 
 /// The first second of the `secs`-long window ending at `now`: windows are
@@ -166,7 +253,7 @@ fn count<T>(items: impl Iterator<Item = T>) -> u32 {
 #[non_exhaustive]
 pub struct ChargeEntry {
     /// The transaction charged.
-    pub txid: Txid,
+    pub key: ChargeKey,
     /// When it was charged.
     pub at: UnixTime,
     /// Its fee; `None` if unknown (the fee budget then assumes the largest
@@ -178,17 +265,17 @@ pub struct ChargeEntry {
 }
 
 impl ChargeEntry {
-    /// A charge of `txid` at `at`, with its fee and requesting coordinator
+    /// A charge of `key` at `at`, with its fee and requesting coordinator
     /// where known.
     #[must_use]
     pub const fn new(
-        txid: Txid,
+        key: ChargeKey,
         at: UnixTime,
         fee: Option<Amount>,
         coordinator: Option<CoordinatorId>,
     ) -> Self {
         Self {
-            txid,
+            key,
             at,
             fee,
             coordinator,
@@ -196,13 +283,13 @@ impl ChargeEntry {
     }
 }
 
-/// Rebuilds a log from stored charges (the first wins for a repeated txid,
-/// as [`ChargeLog::apply`] keeps it).
+/// Rebuilds a log from stored charges (the first wins for a repeated key;
+/// a stored ledger never repeats one).
 impl FromIterator<ChargeEntry> for ChargeLog {
     fn from_iter<I: IntoIterator<Item = ChargeEntry>>(iter: I) -> Self {
         let mut log = Self::new();
         for e in iter {
-            log.charged.entry(e.txid).or_insert(Entry {
+            log.charged.entry(e.key).or_insert(Entry {
                 at: e.at,
                 fee: e.fee,
                 coordinator: e.coordinator,
@@ -213,8 +300,8 @@ impl FromIterator<ChargeEntry> for ChargeLog {
 }
 
 impl ChargeLedger for ChargeLog {
-    fn is_charged(&self, txid: &Txid) -> bool {
-        self.charged.contains_key(txid)
+    fn is_charged(&self, key: &ChargeKey, since: UnixTime) -> bool {
+        self.charged.get(key).is_some_and(|e| e.at >= since)
     }
 
     fn charged_since(&self, since: UnixTime) -> u32 {
@@ -222,14 +309,18 @@ impl ChargeLedger for ChargeLog {
     }
 
     fn charged_since_by(&self, coordinator: &CoordinatorId, since: UnixTime) -> u32 {
-        count(
-            self.in_window(since)
-                .filter(|e| e.coordinator.as_ref().is_none_or(|c| c == coordinator)),
-        )
+        count(self.in_window_by(coordinator, since))
     }
 
     fn fees_charged_since(&self, since: UnixTime) -> Option<Amount> {
-        self.in_window(since)
-            .try_fold(Amount::ZERO, |acc, e| acc.checked_add(e.fee?))
+        fees(self.in_window(since))
+    }
+
+    fn fees_charged_since_by(
+        &self,
+        coordinator: &CoordinatorId,
+        since: UnixTime,
+    ) -> Option<Amount> {
+        fees(self.in_window_by(coordinator, since))
     }
 }

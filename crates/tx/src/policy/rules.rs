@@ -5,8 +5,8 @@ use bitcoin::{Amount, TxOut};
 use super::rate::window_start;
 use super::time::{DAY_SECS, MINUTE_SECS};
 use super::{
-    ChargeLedger, CoordinatorId, Outcome, OutputScriptType, Policy, PolicyReport, RateCharge, Rule,
-    UnixTime, Violation, WalletMode,
+    ChargeKey, ChargeLedger, CoordinatorId, Outcome, OutputScriptType, Policy, PolicyReport,
+    RateCharge, Rule, UnixTime, Violation, WalletMode,
 };
 use crate::sighash::OutputIndex;
 use crate::{TaprootWallet, WalletPsbt};
@@ -71,6 +71,25 @@ fn rate(limit: Option<u32>, charge: &RateCharge, charged: impl FnOnce() -> u32) 
     }
 }
 
+/// A daily fee budget: the fees `charged` in the last 24 hours plus `fee`
+/// stay within `cap`. The same transaction signed again is not charged
+/// twice, so it passes.
+fn fee_budget(
+    fee: Amount,
+    cap: Amount,
+    charge: &RateCharge,
+    charged: impl FnOnce() -> Amount,
+) -> Outcome {
+    if let RateCharge::AlreadyCharged { .. } = charge {
+        return Outcome::Passed;
+    }
+    let charged = charged();
+    match charged.checked_add(fee) {
+        Some(total) if total <= cap => Outcome::Passed,
+        _ => Outcome::Denied(Violation::FeeBudget { charged, fee, cap }),
+    }
+}
+
 /// Whether the zero-value `OP_RETURN` exemption from the allowlist applies.
 fn exempt_op_return(policy: &Policy, o: &TxOut) -> bool {
     policy
@@ -129,16 +148,34 @@ impl Policy {
             wallet: psbt.wallet(),
             now,
         };
-        let txid = psbt.txid();
-        let charge = if ledger.is_charged(&txid) {
-            RateCharge::AlreadyCharged { txid }
-        } else {
-            RateCharge::Charge { txid, at: now }
-        };
         let (minute, day) = (window_start(now, MINUTE_SECS), window_start(now, DAY_SECS));
+        let key = ChargeKey::of(psbt);
+        let charge = if ledger.is_charged(&key, day) {
+            RateCharge::AlreadyCharged { key }
+        } else {
+            RateCharge::Charge { key, at: now }
+        };
         let by_requester = |since| match requester {
             Requester::Known(c) => ledger.charged_since_by(c, since),
             Requester::Unidentified => ledger.charged_since(since),
+        };
+        // Where the ledger does not know every fee, each charge counts with
+        // the largest fee `max_fee` allows, an upper bound.
+        let at_most = |charges: u32| {
+            self.max_fee
+                .checked_mul(u64::from(charges))
+                .unwrap_or(Amount::MAX)
+        };
+        let fees = || {
+            ledger
+                .fees_charged_since(day)
+                .unwrap_or_else(|| at_most(ledger.charged_since(day)))
+        };
+        let fees_by_requester = || match requester {
+            Requester::Known(c) => ledger
+                .fees_charged_since_by(c, day)
+                .unwrap_or_else(|| at_most(ledger.charged_since_by(c, day))),
+            Requester::Unidentified => fees(),
         };
         let outcomes = Rule::ALL
             .iter()
@@ -162,20 +199,28 @@ impl Policy {
                     (Rule::RatePerMinute, _) => rate(self.max_per_minute, &charge, || {
                         ledger.charged_since(minute)
                     }),
-                    (Rule::RatePerDay, _) => {
-                        rate(self.max_per_day, &charge, || ledger.charged_since(day))
-                    }
+                    (Rule::RatePerDay, _) => rate(Some(self.max_per_day), &charge, || {
+                        ledger.charged_since(day)
+                    }),
                     (Rule::CoordinatorRatePerMinute, _) => {
                         rate(self.max_per_minute_per_coordinator, &charge, || {
                             by_requester(minute)
                         })
                     }
                     (Rule::CoordinatorRatePerDay, _) => {
-                        rate(self.max_per_day_per_coordinator, &charge, || {
+                        rate(Some(self.max_per_day_per_coordinator), &charge, || {
                             by_requester(day)
                         })
                     }
-                    (Rule::FeePerDay, _) => self.fee_budget(psbt, &charge, ledger, day),
+                    (Rule::FeePerDay, _) => {
+                        fee_budget(psbt.fee(), self.max_fee_per_day, &charge, fees)
+                    }
+                    (Rule::CoordinatorFeePerDay, _) => fee_budget(
+                        psbt.fee(),
+                        self.max_fee_per_day_per_coordinator,
+                        &charge,
+                        fees_by_requester,
+                    ),
                     (rule, _) => self.rule(rule, &s),
                 };
                 (rule, outcome)
@@ -189,33 +234,6 @@ impl Policy {
                 Requester::Known(c) => Some(c.clone()),
                 Requester::Unidentified => None,
             },
-        }
-    }
-
-    /// The daily fee budget: the fees charged in the last 24 hours plus this
-    /// transaction's stay within `max_fee_per_day`. Where the ledger does not
-    /// know the fees, each charged transaction counts with the largest fee
-    /// `max_fee` allows, an upper bound.
-    fn fee_budget(
-        &self,
-        psbt: &WalletPsbt,
-        charge: &RateCharge,
-        ledger: &impl ChargeLedger,
-        since: UnixTime,
-    ) -> Outcome {
-        if let RateCharge::AlreadyCharged { .. } = charge {
-            return Outcome::Passed;
-        }
-        let charged = ledger.fees_charged_since(since).unwrap_or_else(|| {
-            self.max_fee
-                .checked_mul(u64::from(ledger.charged_since(since)))
-                .unwrap_or(Amount::MAX)
-        });
-        let fee = psbt.fee();
-        let cap = self.max_fee_per_day;
-        match charged.checked_add(fee) {
-            Some(total) if total <= cap => Outcome::Passed,
-            _ => Outcome::Denied(Violation::FeeBudget { charged, fee, cap }),
         }
     }
 
@@ -309,6 +327,7 @@ impl Policy {
             | Rule::CoordinatorRatePerMinute
             | Rule::CoordinatorRatePerDay
             | Rule::FeePerDay
+            | Rule::CoordinatorFeePerDay
             | Rule::RawDigests
             | Rule::RekeySweep => Outcome::NotApplicable,
         }
