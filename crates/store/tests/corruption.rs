@@ -857,3 +857,39 @@ fn edit_file(dir: &std::path::Path, f: impl FnOnce(&redb::WriteTransaction)) {
     f(&txn);
     txn.commit().unwrap();
 }
+
+/// I4: the marker-expiry index is plain, so an entry forged into it (an
+/// early expiry for a live marker) must not make the purge delete that
+/// marker and update the digests to match: the purge reads the marker's own
+/// sealed expiry, keeps the marker and marks its wallet corrupt.
+#[test]
+fn a_forged_expiry_entry_does_not_purge_a_live_marker() {
+    use thresig_store::{CommitmentHash, OpResult, Timestamp, WriteOutcome};
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        store.write(vec![marker_op(1, 3, 1)]).unwrap();
+        store.write(vec![marker_op(2, 3, 1)]).unwrap();
+    }
+    edit_raw(&machine, |txn| {
+        let expiry = redb::TableDefinition::<&[u8], ()>::new("marker_expiry");
+        let forged = [&[0u8; 8][..], &marker_key(1, 3)].concat();
+        let mut t = txn.open_table(expiry).unwrap();
+        assert!(t.insert(forged.as_slice(), ()).unwrap().is_none());
+    });
+    let store = machine.open().unwrap();
+    let out = store.write(vec![WriteOp::PurgeMarkers { now: Timestamp(1) }]);
+    assert_eq!(
+        out.unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Purged(0)]),
+        "a live marker was purged on a forged expiry entry"
+    );
+    let kept = store.marker(&wallet(1), &CommitmentHash([3; 32]));
+    assert!(
+        !matches!(kept, Ok(None)),
+        "the live marker reads as absent after the purge"
+    );
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    let other = store.marker(&wallet(2), &CommitmentHash([3; 32])).unwrap();
+    assert!(other.is_some(), "wallet 2's marker was touched");
+}
