@@ -126,14 +126,8 @@ impl<R: Raw> Records<'_, R> {
         })
     }
 
-    /// Checks `wallet`'s marker rows against its sealed digest.
-    ///
-    /// # Errors
-    /// [`Error::MarkerSetMismatch`] when a row was deleted or added behind
-    /// the store's back; record errors for a digest that fails to
-    /// authenticate.
-    pub(crate) fn check_marker_set(&self, wallet: &WalletId) -> Result<(), Error> {
-        let key = self.tag_key()?;
+    /// The digest of `wallet`'s marker rows as they are stored.
+    fn stored_markers(&self, wallet: &WalletId, key: &TagKey) -> Result<MarkerDigest, Error> {
         let mut found = MarkerDigest::default();
         for (marker_key, _) in self
             .raw
@@ -141,6 +135,17 @@ impl<R: Raw> Records<'_, R> {
         {
             found.apply(MarkerChange::Inserted, &key.tag(&marker_key)?);
         }
+        Ok(found)
+    }
+
+    /// Checks `wallet`'s marker rows against its sealed digest.
+    ///
+    /// # Errors
+    /// [`Error::MarkerSetMismatch`] when a row was deleted or added behind
+    /// the store's back; record errors for a digest that fails to
+    /// authenticate.
+    pub(crate) fn check_marker_set(&self, wallet: &WalletId) -> Result<(), Error> {
+        let found = self.stored_markers(wallet, &self.tag_key()?)?;
         if found != self.marker_digest(wallet)? {
             return Err(Error::MarkerSetMismatch {
                 wallet: wallet.clone(),
@@ -151,31 +156,43 @@ impl<R: Raw> Records<'_, R> {
 
     /// Checks that the wallets' digests combine to the one in the
     /// generation record, so none was put back from an older copy.
+    /// Returns the wallets whose digest fails to authenticate: each is its
+    /// wallet's damage (I4: the other wallets keep serving), and counts in
+    /// the combined digest with the marker rows it has, so a digest put
+    /// back for another wallet is still caught.
     ///
     /// # Errors
-    /// [`Error::MetadataCorrupt`] named `marker_sets` when they do not (or
-    /// one fails to authenticate).
-    pub(crate) fn check_marker_sets(&self) -> Result<(), Error> {
+    /// [`Error::MetadataCorrupt`] named `marker_sets` when they do not
+    /// combine (a mismatch that names no wallet), or when a digest's key
+    /// names none.
+    pub(crate) fn check_marker_sets(&self) -> Result<Vec<WalletId>, Error> {
         let corrupt = || Error::MetadataCorrupt {
             name: "marker_sets",
         };
+        let tag_key = self.tag_key()?;
         let mut combined = MarkerDigest::default();
+        let mut damaged = Vec::new();
         for (key, sealed) in self.raw.raw_prefix(RecordTable::MarkerSets, &[])? {
-            let value = self
-                .open_bytes(RecordTable::MarkerSets, &key, Epoch(0), &sealed)
-                .map_err(|e| {
-                    if e.is_record_corruption() {
-                        corrupt()
-                    } else {
-                        e
-                    }
-                })?;
-            combined.add(&MarkerDigest::decode(&value).ok_or_else(corrupt)?);
+            let digest = match self.open_bytes(RecordTable::MarkerSets, &key, Epoch(0), &sealed) {
+                Ok(value) => MarkerDigest::decode(&value),
+                Err(e) if e.is_record_corruption() => None,
+                Err(e) => return Err(e),
+            };
+            let digest = match digest {
+                Some(digest) => digest,
+                None => {
+                    let wallet = schema::wallet_of(&key).ok_or_else(corrupt)?;
+                    let found = self.stored_markers(&wallet, &tag_key)?;
+                    damaged.push(wallet);
+                    found
+                }
+            };
+            combined.add(&digest);
         }
         if combined != self.generation_record()?.1 {
             return Err(corrupt());
         }
-        Ok(())
+        Ok(damaged)
     }
 }
 

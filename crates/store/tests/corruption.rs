@@ -893,3 +893,99 @@ fn a_forged_expiry_entry_does_not_purge_a_live_marker() {
     let other = store.marker(&wallet(2), &CommitmentHash([3; 32])).unwrap();
     assert!(other.is_some(), "wallet 2's marker was touched");
 }
+
+/// I4 "at the right size": one wallet's marker-set digest failing to
+/// authenticate is that wallet's damage, not the store's. The open goes on
+/// (the wallet's digest is taken from its rows for the combined check), the
+/// wallet is marked corrupt and the other wallets' markers keep serving.
+#[test]
+fn a_damaged_marker_set_digest_marks_only_its_wallet_corrupt() {
+    use thresig_store::{CommitmentHash, Timestamp};
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        store.write(vec![marker_op(1, 3, 1)]).unwrap();
+        store.write(vec![marker_op(2, 3, 1)]).unwrap();
+    }
+    flip_last(&machine, "marker_sets", &wallet_key(&wallet(1)));
+    let store = machine
+        .open()
+        .expect("one wallet's digest refused the store");
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    let err = store
+        .marker(&wallet(1), &CommitmentHash([3; 32]))
+        .expect_err("the damaged wallet's markers are not used");
+    assert!(
+        matches!(&err, Error::RecordTampered { table: RecordTable::MarkerSets, wallet: Some(w) } if *w == wallet(1)),
+        "{err:?}"
+    );
+    let other = store.marker(&wallet(2), &CommitmentHash([3; 32])).unwrap();
+    assert!(other.is_some());
+    // The purge leaves the damaged wallet's markers where they are and
+    // purges the others'.
+    store
+        .write(vec![WriteOp::PurgeMarkers {
+            now: Timestamp(u64::MAX),
+        }])
+        .unwrap();
+    assert!(
+        store
+            .marker(&wallet(2), &CommitmentHash([3; 32]))
+            .unwrap()
+            .is_none()
+    );
+    drop(store);
+    let mut kept = None;
+    edit_raw(&machine, |txn| {
+        kept = raw_get(txn, "markers", &marker_key(1, 3))
+    });
+    assert!(kept.is_some(), "the damaged wallet's marker was purged");
+    // The digests still combine after the purge: the next open agrees.
+    let store = machine.open().unwrap();
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+}
+
+/// The combined check is not switched off by a damaged digest: wallet 1's
+/// digest damaged while wallet 2's is put back from before its last marker,
+/// that marker deleted, still refuses the open.
+#[test]
+fn a_damaged_digest_does_not_hide_another_wallets_digest_put_back() {
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        store.write(vec![marker_op(1, 3, 1)]).unwrap();
+        store.write(vec![marker_op(2, 3, 1)]).unwrap();
+    }
+    let mut before = None;
+    edit_raw(&machine, |txn| {
+        before = raw_get(txn, "marker_sets", &wallet_key(&wallet(2)));
+    });
+    {
+        let store = machine.open().unwrap();
+        store.write(vec![marker_op(2, 4, 1)]).unwrap();
+    }
+    edit_raw(&machine, |txn| {
+        raw_put(
+            txn,
+            "marker_sets",
+            &wallet_key(&wallet(2)),
+            &before.clone().unwrap(),
+        );
+        let mut t = txn.open_table(common::raw_table("markers")).unwrap();
+        assert!(t.remove(marker_key(2, 4).as_slice()).unwrap().is_some());
+    });
+    flip_last(&machine, "marker_sets", &wallet_key(&wallet(1)));
+    let err = machine
+        .open()
+        .map(drop)
+        .expect_err("a put-back digest passed");
+    assert!(
+        matches!(
+            err,
+            Error::MetadataCorrupt {
+                name: "marker_sets"
+            }
+        ),
+        "{err:?}"
+    );
+}
