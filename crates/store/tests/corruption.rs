@@ -760,50 +760,91 @@ fn an_older_current_dek_record_put_back_with_its_keyring_is_refused() {
     assert_eq!(err.recovery(), Recovery::Terminal);
 }
 
-/// The recovery key set at init is authenticated by a record every store
-/// has: deleting a row must not let the options choose another key.
+/// Removes `sys/store_id` from the closed database, checking it was there.
+fn delete_identity_record(machine: &Machine) {
+    edit_raw(machine, |txn| {
+        let removed = txn
+            .open_table(common::raw_table("sys"))
+            .unwrap()
+            .remove(b"store_id".as_slice())
+            .unwrap()
+            .is_some();
+        assert!(removed, "no identity record: the test deletes nothing");
+    });
+}
+
+/// Flips plaintext byte `at` of the sealed `sys/store_id` in its
+/// ciphertext (`header (50) ‖ nonce (24) ‖ ciphertext`; the stream cipher
+/// keeps offsets), as an edit of one field would.
+fn flip_identity_byte(machine: &Machine, at: usize) {
+    edit_raw(machine, |txn| {
+        let mut v = raw_get(txn, "sys", b"store_id").unwrap();
+        v[50 + 24 + at] ^= 1;
+        raw_put(txn, "sys", b"store_id", &v);
+    });
+}
+
+fn assert_identity_refused(r: Result<EncryptedStore, Error>) {
+    let err = r
+        .map(drop)
+        .expect_err("a damaged identity record was accepted");
+    assert!(
+        matches!(err, Error::MetadataCorrupt { name: "store_id" }),
+        "{err:?}"
+    );
+    assert_eq!(err.recovery(), Recovery::Terminal);
+}
+
+/// The recovery key set at init is held in the identity record every store
+/// has: deleting it refuses the open, so the options cannot choose another
+/// key.
 #[test]
-fn a_deleted_recovery_key_row_does_not_let_the_options_choose_another() {
+fn a_deleted_identity_record_does_not_let_the_options_choose_another_recovery_key() {
     let machine = Machine::new();
     let (_, first) = RecoverySecretKey::generate(&mut rand_core::OsRng);
     let (_, other) = RecoverySecretKey::generate(&mut rand_core::OsRng);
     let mut options = StoreOptions::default();
     options.recovery_key = Some(first);
     drop(machine.open_with(options.clone()).unwrap());
-    edit_raw(&machine, |txn| {
-        txn.open_table(common::raw_table("sys"))
-            .unwrap()
-            .remove(b"recovery_key".as_slice())
-            .unwrap();
-    });
+    delete_identity_record(&machine);
     options.recovery_key = Some(other);
-    let r = machine.open_with(options);
-    let err = r.map(drop).expect_err("another recovery key was accepted");
-    assert!(
-        matches!(
-            err,
-            Error::RecoveryKeyMismatch | Error::MetadataCorrupt { .. }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(err.recovery(), Recovery::Terminal);
+    assert_identity_refused(machine.open_with(options));
 }
 
 /// Once a witness was written, the missing-witness check must not hang on
-/// a row that can be deleted.
+/// a row that can be deleted: the flag sits in the identity record, whose
+/// deletion refuses the open.
 #[test]
-fn a_deleted_witness_written_row_keeps_the_missing_witness_check() {
+fn a_deleted_identity_record_keeps_the_missing_witness_check() {
     let machine = Machine::new();
     two_wallets(&machine);
-    edit_raw(&machine, |txn| {
-        txn.open_table(common::raw_table("sys"))
-            .unwrap()
-            .remove(b"witness_written".as_slice())
-            .unwrap();
-    });
+    delete_identity_record(&machine);
     machine.witness.set_bytes(None);
-    let r = machine.open();
-    assert!(matches!(r, Err(Error::WitnessMissing)), "{:?}", r.map(drop));
+    assert_identity_refused(machine.open());
+}
+
+/// The `witness_written` byte edited in place (1 to 0) does not
+/// authenticate: the missing witness is not accepted.
+#[test]
+fn an_edited_witness_written_byte_refuses_the_open() {
+    let machine = Machine::new();
+    two_wallets(&machine);
+    flip_identity_byte(&machine, 16);
+    machine.witness.set_bytes(None);
+    assert_identity_refused(machine.open());
+}
+
+/// The stored recovery key edited in place does not authenticate: a store
+/// opened without the option does not take the edited key for new DEKs.
+#[test]
+fn an_edited_recovery_key_refuses_the_open() {
+    let machine = Machine::new();
+    let (_, pk) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let mut options = StoreOptions::default();
+    options.recovery_key = Some(pk);
+    drop(machine.open_with(options).unwrap());
+    flip_identity_byte(&machine, 17);
+    assert_identity_refused(machine.open());
 }
 
 /// The identity record as init wrote it (no witness yet), put back into a
