@@ -508,3 +508,31 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
             .is_some()
     );
 }
+
+/// I5: a keyring change that bumps the global epoch (a DEK promotion here)
+/// and then cannot write the witness keeps the witness lag: until the
+/// witness is written, no stored marker is handed back, so nothing that
+/// could release a share relies on a witness older than the database.
+#[test]
+fn a_keyring_change_whose_witness_write_fails_keeps_the_lag() {
+    use thresig_store::{Error, StoreLocation, StoreOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(MemoryProvider::with_key("k", 9));
+    let store = EncryptedStore::open(
+        StoreLocation::Directory(dir.path().to_path_buf()),
+        provider,
+        StoreOptions::default(),
+    )
+    .unwrap();
+    store.write(vec![marker_op(1)]).unwrap();
+    let blocker = dir.path().join("state.witness.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let failures = store.writer_stats().witness_failures;
+    store.start_dek_rotation().unwrap();
+    assert_eq!(store.writer_stats().witness_failures, failures + 1);
+    let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
+    assert!(matches!(&read, Err(Error::WitnessIo(_))), "{read:?}");
+    std::fs::remove_dir(&blocker).unwrap();
+    let read = store.marker(&wallet(1), &CommitmentHash([7; 32])).unwrap();
+    assert!(read.is_some(), "the witness caught up: the marker reads");
+}
