@@ -899,6 +899,13 @@ fn edit_file(dir: &std::path::Path, f: impl FnOnce(&redb::WriteTransaction)) {
     txn.commit().unwrap();
 }
 
+/// Wallets 1 and 2, each with a marker for commitment 3; closed.
+fn markers_of_two_wallets(machine: &Machine) {
+    let store = machine.open().unwrap();
+    store.write(vec![marker_op(1, 3, 1)]).unwrap();
+    store.write(vec![marker_op(2, 3, 1)]).unwrap();
+}
+
 /// I4: the marker-expiry index is plain, so an entry forged into it (an
 /// early expiry for a live marker) must not make the purge delete that
 /// marker and update the digests to match: the purge reads the marker's own
@@ -907,11 +914,7 @@ fn edit_file(dir: &std::path::Path, f: impl FnOnce(&redb::WriteTransaction)) {
 fn a_forged_expiry_entry_does_not_purge_a_live_marker() {
     use thresig_store::{CommitmentHash, OpResult, Timestamp, WriteOutcome};
     let machine = Machine::new();
-    {
-        let store = machine.open().unwrap();
-        store.write(vec![marker_op(1, 3, 1)]).unwrap();
-        store.write(vec![marker_op(2, 3, 1)]).unwrap();
-    }
+    markers_of_two_wallets(&machine);
     edit_raw(&machine, |txn| {
         let expiry = redb::TableDefinition::<&[u8], ()>::new("marker_expiry");
         let forged = [&[0u8; 8][..], &marker_key(1, 3)].concat();
@@ -943,11 +946,7 @@ fn a_forged_expiry_entry_does_not_purge_a_live_marker() {
 fn a_damaged_marker_set_digest_marks_only_its_wallet_corrupt() {
     use thresig_store::{CommitmentHash, Timestamp};
     let machine = Machine::new();
-    {
-        let store = machine.open().unwrap();
-        store.write(vec![marker_op(1, 3, 1)]).unwrap();
-        store.write(vec![marker_op(2, 3, 1)]).unwrap();
-    }
+    markers_of_two_wallets(&machine);
     flip_last(&machine, "marker_sets", &wallet_key(&wallet(1)));
     let store = machine
         .open()
@@ -992,11 +991,7 @@ fn a_damaged_marker_set_digest_marks_only_its_wallet_corrupt() {
 #[test]
 fn a_damaged_digest_does_not_hide_another_wallets_digest_put_back() {
     let machine = Machine::new();
-    {
-        let store = machine.open().unwrap();
-        store.write(vec![marker_op(1, 3, 1)]).unwrap();
-        store.write(vec![marker_op(2, 3, 1)]).unwrap();
-    }
+    markers_of_two_wallets(&machine);
     let mut before = None;
     edit_raw(&machine, |txn| {
         before = raw_get(txn, "marker_sets", &wallet_key(&wallet(2)));
