@@ -15,7 +15,7 @@
 //! digest); a wallet's own digest against its marker rows when its markers
 //! are first used after open (one range read of its keys).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -126,14 +126,8 @@ impl<R: Raw> Records<'_, R> {
         })
     }
 
-    /// Checks `wallet`'s marker rows against its sealed digest.
-    ///
-    /// # Errors
-    /// [`Error::MarkerSetMismatch`] when a row was deleted or added behind
-    /// the store's back; record errors for a digest that fails to
-    /// authenticate.
-    pub(crate) fn check_marker_set(&self, wallet: &WalletId) -> Result<(), Error> {
-        let key = self.tag_key()?;
+    /// The digest of `wallet`'s marker rows as they are stored.
+    fn stored_markers(&self, wallet: &WalletId, key: &TagKey) -> Result<MarkerDigest, Error> {
         let mut found = MarkerDigest::default();
         for (marker_key, _) in self
             .raw
@@ -141,6 +135,17 @@ impl<R: Raw> Records<'_, R> {
         {
             found.apply(MarkerChange::Inserted, &key.tag(&marker_key)?);
         }
+        Ok(found)
+    }
+
+    /// Checks `wallet`'s marker rows against its sealed digest.
+    ///
+    /// # Errors
+    /// [`Error::MarkerSetMismatch`] when a row was deleted or added behind
+    /// the store's back; record errors for a digest that fails to
+    /// authenticate.
+    pub(crate) fn check_marker_set(&self, wallet: &WalletId) -> Result<(), Error> {
+        let found = self.stored_markers(wallet, &self.tag_key()?)?;
         if found != self.marker_digest(wallet)? {
             return Err(Error::MarkerSetMismatch {
                 wallet: wallet.clone(),
@@ -151,31 +156,43 @@ impl<R: Raw> Records<'_, R> {
 
     /// Checks that the wallets' digests combine to the one in the
     /// generation record, so none was put back from an older copy.
+    /// Returns the wallets whose digest fails to authenticate: each is its
+    /// wallet's damage (I4: the other wallets keep serving), and counts in
+    /// the combined digest with the marker rows it has, so a digest put
+    /// back for another wallet is still caught.
     ///
     /// # Errors
-    /// [`Error::MetadataCorrupt`] named `marker_sets` when they do not (or
-    /// one fails to authenticate).
-    pub(crate) fn check_marker_sets(&self) -> Result<(), Error> {
+    /// [`Error::MetadataCorrupt`] named `marker_sets` when they do not
+    /// combine (a mismatch that names no wallet), or when a digest's key
+    /// names none.
+    pub(crate) fn check_marker_sets(&self) -> Result<Vec<WalletId>, Error> {
         let corrupt = || Error::MetadataCorrupt {
             name: "marker_sets",
         };
+        let tag_key = self.tag_key()?;
         let mut combined = MarkerDigest::default();
+        let mut damaged = Vec::new();
         for (key, sealed) in self.raw.raw_prefix(RecordTable::MarkerSets, &[])? {
-            let value = self
-                .open_bytes(RecordTable::MarkerSets, &key, Epoch(0), &sealed)
-                .map_err(|e| {
-                    if e.is_record_corruption() {
-                        corrupt()
-                    } else {
-                        e
-                    }
-                })?;
-            combined.add(&MarkerDigest::decode(&value).ok_or_else(corrupt)?);
+            let digest = match self.open_bytes(RecordTable::MarkerSets, &key, Epoch(0), &sealed) {
+                Ok(value) => MarkerDigest::decode(&value),
+                Err(e) if e.is_record_corruption() => None,
+                Err(e) => return Err(e),
+            };
+            let digest = match digest {
+                Some(digest) => digest,
+                None => {
+                    let wallet = schema::wallet_of(&key).ok_or_else(corrupt)?;
+                    let found = self.stored_markers(&wallet, &tag_key)?;
+                    damaged.push(wallet);
+                    found
+                }
+            };
+            combined.add(&digest);
         }
         if combined != self.generation_record()?.1 {
             return Err(corrupt());
         }
-        Ok(())
+        Ok(damaged)
     }
 }
 
@@ -208,11 +225,13 @@ impl WriteCtx<'_> {
 }
 
 /// The wallets whose marker rows were checked against their digest since
-/// open. The database cannot change behind an open store (redb's file
-/// lock) and the store's own writes keep rows and digests in step, so one
-/// check per wallet and open is enough.
+/// open, and whether they matched. The database cannot change behind an
+/// open store (redb's file lock) and the store's own writes keep rows and
+/// digests in step, so one check per wallet and open is enough, and a
+/// mismatch stays one: it is answered again without reading the wallet's
+/// marker keys at every lookup.
 #[derive(Debug, Default)]
-pub(crate) struct CheckedMarkerSets(Mutex<BTreeSet<WalletId>>);
+pub(crate) struct CheckedMarkerSets(Mutex<BTreeMap<WalletId, bool>>);
 
 impl CheckedMarkerSets {
     /// Checks `wallet`'s marker set in `records` unless it was already.
@@ -221,12 +240,27 @@ impl CheckedMarkerSets {
         records: &Records<'_, R>,
         wallet: &WalletId,
     ) -> Result<(), Error> {
-        if lock(&self.0).contains(wallet) {
-            return Ok(());
+        match lock(&self.0).get(wallet) {
+            Some(true) => return Ok(()),
+            Some(false) => {
+                return Err(Error::MarkerSetMismatch {
+                    wallet: wallet.clone(),
+                });
+            }
+            None => {}
         }
-        records.check_marker_set(wallet)?;
-        lock(&self.0).insert(wallet.clone());
-        Ok(())
+        let result = records.check_marker_set(wallet);
+        // Other errors (a digest failing to authenticate, storage) are not
+        // kept: the wallet is marked corrupt by them, or a retry may pass.
+        let matched = match &result {
+            Ok(()) => Some(true),
+            Err(Error::MarkerSetMismatch { .. }) => Some(false),
+            Err(_) => None,
+        };
+        if let Some(matched) = matched {
+            lock(&self.0).insert(wallet.clone(), matched);
+        }
+        result
     }
 }
 
@@ -243,7 +277,80 @@ impl WriteCtx<'_> {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
+    use rand_core::OsRng;
+
     use super::*;
+    use crate::ids::DekTerm;
+    use crate::keyring::Keyring;
+    use crate::seal::Dek;
+
+    /// Tables of one wallet with one marker row and no digest (a marker
+    /// inserted, or its digest deleted, behind the store's back), counting
+    /// the reads of marker rows.
+    struct OneStrayMarker {
+        witness_key: Vec<u8>,
+        marker_scans: Cell<usize>,
+    }
+
+    impl Raw for OneStrayMarker {
+        fn raw_get(&self, table: RecordTable, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+            Ok((table == RecordTable::Sys && key == sys::WITNESS_KEY)
+                .then(|| self.witness_key.clone()))
+        }
+        fn raw_prefix(
+            &self,
+            table: RecordTable,
+            prefix: &[u8],
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+            if table != RecordTable::Markers {
+                return Ok(Vec::new());
+            }
+            self.marker_scans.set(self.marker_scans.get() + 1);
+            Ok(vec![([prefix, &[3; 32]].concat(), Vec::new())])
+        }
+        fn raw_last(&self, _: RecordTable) -> Result<Option<Vec<u8>>, Error> {
+            Ok(None)
+        }
+    }
+
+    /// A mismatch cannot heal while the store is open (the file is locked,
+    /// and the store's writes keep rows and digest in step), so it is kept
+    /// for the wallet instead of reading its marker keys at every lookup.
+    #[test]
+    fn a_mismatch_is_remembered_for_the_wallet() {
+        let dek = Dek::generate(DekTerm(1), &mut OsRng);
+        let witness_key = dek.seal(
+            RecordTable::Sys,
+            sys::WITNESS_KEY,
+            Epoch(0),
+            &[7; 32],
+            &mut OsRng,
+        );
+        let keyring = Keyring::default();
+        keyring.insert(dek);
+        let view = keyring.view();
+        let raw = OneStrayMarker {
+            witness_key,
+            marker_scans: Cell::new(0),
+        };
+        let records = Records::new(&raw, &view);
+        let wallet = WalletId::new(vec![1]).unwrap();
+        let checked = CheckedMarkerSets::default();
+        for _ in 0..3 {
+            let r = checked.ensure(&records, &wallet);
+            assert!(
+                matches!(&r, Err(Error::MarkerSetMismatch { wallet: w }) if *w == wallet),
+                "{r:?}"
+            );
+        }
+        assert_eq!(
+            raw.marker_scans.get(),
+            1,
+            "the wallet's keys were read again"
+        );
+    }
 
     #[test]
     fn a_digest_depends_on_the_set_only() {

@@ -14,7 +14,7 @@ use crate::ids::{
 };
 use crate::marker_set::MarkerChange;
 use crate::plaintext::Plaintext;
-use crate::records::{ExpiryChange, Raw as _, WriteCtx, decode_u64};
+use crate::records::{ExpiryChange, WriteCtx, decode_u64};
 use crate::schema::{self, MARKER_EXPIRY, RecordTable};
 
 /// An attempt marker: the signature shares released for one commitment, and
@@ -425,26 +425,52 @@ fn purge_markers(ctx: &mut WriteCtx<'_>, now: Timestamp) -> Result<Applied, Erro
     };
     let mut purged = 0u64;
     for expiry in expired {
-        let marker_key = expiry.get(8..).map(<[u8]>::to_vec).unwrap_or_default();
-        if ctx
-            .txn
-            .raw_get(RecordTable::Markers, &marker_key)?
-            .is_some()
-        {
-            match ctx.marker_changed(&marker_key, MarkerChange::Removed) {
-                Ok(()) => {}
-                // A wallet whose marker digest fails to authenticate keeps
-                // its markers (never reset, I4); the others are purged.
-                Err(e) if e.is_record_corruption() => {
-                    ctx.corrupt_found.extend(schema::wallet_of(&marker_key));
-                    continue;
-                }
-                Err(e) => return Err(e),
+        match purge_marker(ctx, now, &expiry) {
+            Ok(removed) => {
+                purged = purged.saturating_add(u64::from(removed));
+                ctx.set_expiry(&expiry, ExpiryChange::Remove)?;
             }
-            ctx.delete(RecordTable::Markers, &marker_key)?;
-            purged = purged.saturating_add(1);
+            // A marker that fails to authenticate, or whose own expiry is
+            // not the one indexed, stays with its index entry and its
+            // wallet is marked corrupt (never reset, I4); the other
+            // wallets' markers are purged.
+            Err(e) if e.is_record_corruption() => {
+                ctx.corrupt_found
+                    .extend(expiry.get(8..).and_then(schema::wallet_of));
+            }
+            Err(e) => return Err(e),
         }
-        ctx.set_expiry(&expiry, ExpiryChange::Remove)?;
     }
     Ok(Applied::Done(OpResult::Purged(purged)))
+}
+
+/// Deletes the marker an expiry index entry names, if it is still there;
+/// returns whether it was.
+///
+/// The index is plain, so it only says where to look: the marker is
+/// deleted only when its sealed expiry is the indexed one and not after
+/// `now`. Otherwise the index entry was forged or moved, and deleting the
+/// marker would let its commitment answer a second package.
+///
+/// # Errors
+/// [`Error::RecordTampered`] (table `Markers`) for such an entry; record
+/// errors for a marker or marker-set digest that fails to authenticate.
+fn purge_marker(ctx: &mut WriteCtx<'_>, now: Timestamp, expiry: &[u8]) -> Result<bool, Error> {
+    let Some((indexed, marker_key)) = expiry.split_first_chunk::<8>() else {
+        return Ok(false);
+    };
+    let Some(sealed) = ctx.records().get(RecordTable::Markers, marker_key)? else {
+        return Ok(false);
+    };
+    let tampered = || Error::RecordTampered {
+        table: RecordTable::Markers,
+        wallet: schema::wallet_of(marker_key),
+    };
+    let expires_at = Marker::decode(&sealed).ok_or_else(tampered)?.expires_at;
+    if expires_at.0 != u64::from_be_bytes(*indexed) || expires_at > now {
+        return Err(tampered());
+    }
+    ctx.marker_changed(marker_key, MarkerChange::Removed)?;
+    ctx.delete(RecordTable::Markers, marker_key)?;
+    Ok(true)
 }

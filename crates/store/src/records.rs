@@ -282,8 +282,9 @@ pub(crate) struct WriteCtx<'t> {
     /// rewritten after it commits).
     pub(crate) epoch_bumped: bool,
     /// Wallets whose epoch record failed to authenticate during a global
-    /// bump, or whose marker digest did during a purge (left as they are;
-    /// the writer marks them corrupt).
+    /// bump, or whose marker (or marker digest) did during a purge, or
+    /// whose marker's sealed expiry disagreed with the expiry index (left
+    /// as they are; the writer marks them corrupt).
     pub(crate) corrupt_found: Vec<WalletId>,
     /// The writer's record of wallets whose marker sets were checked since
     /// open; without it every check reads the wallet's marker keys.

@@ -23,7 +23,8 @@ pub(crate) const KEYRING: TableDefinition<u64, &[u8]> = TableDefinition::new("ke
 /// the same transactions as the records, so retiring a DEK is one range read.
 pub(crate) const DEK_INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("dek_index");
 /// Marker expiry index: (expires_at, marker key) -> (), plain, so the purge
-/// is a range read.
+/// is a range read. Being plain, it only says where to look: the purge
+/// deletes a marker only if the marker's own sealed expiry agrees.
 pub(crate) const MARKER_EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("marker_expiry");
 
 /// A table of sealed records. Part of every record's associated data.

@@ -1,7 +1,6 @@
 //! The store handle: opening (and creating) the database and keyring, the
 //! engine-facing [`Store`] trait, and reads.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -574,7 +573,7 @@ pub(crate) fn open_shared(
     witness_location: WitnessLocation,
     rollback: RollbackPolicy,
 ) -> Result<Arc<Shared>, Error> {
-    let (identity, witness_key, position) = {
+    let (identity, witness_key, position, damaged) = {
         let txn = db.begin_read()?;
         let view = keyring.view();
         let r = Records::new(&txn, &view);
@@ -606,12 +605,12 @@ pub(crate) fn open_shared(
             return Err(Error::MetadataCorrupt { name: "keyring" });
         }
         // I4: no wallet's marker digest was put back from an older copy.
-        r.check_marker_sets()?;
+        let damaged = r.check_marker_sets()?;
         let position = Position {
             epoch: r.global_epoch()?,
             generation: r.generation()?,
         };
-        (identity, witness_key, position)
+        (identity, witness_key, position, damaged)
     };
     let written = identity.witness_written;
     let witness = Witness::new(witness_location, identity.id, witness_key);
@@ -636,7 +635,7 @@ pub(crate) fn open_shared(
         db,
         keyring,
         witness,
-        corrupt: Mutex::new(BTreeSet::new()),
+        corrupt: Mutex::new(damaged.into_iter().collect()),
         stats: Mutex::new(WriterStats::default()),
         witness_behind: Mutex::new(None),
         marker_sets: CheckedMarkerSets::default(),

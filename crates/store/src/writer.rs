@@ -351,8 +351,11 @@ fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
     if let Some(term) = retired {
         shared.keyring.retired(term);
     }
-    // A keyring change is not share-releasing; the key manager rewrites
-    // the witness on its next tick if this write failed.
+    // A keyring change is not share-releasing, so its caller is answered
+    // even if this write fails: `write_witness` then keeps the lag, and no
+    // stored marker is handed back until the witness is written (by a
+    // marker read, the next witnessed commit or the key manager's tick).
+    // Until then the witness does not guard this change (storage-format.md).
     if bumped {
         let _ = shared.write_witness(position);
     }

@@ -760,50 +760,91 @@ fn an_older_current_dek_record_put_back_with_its_keyring_is_refused() {
     assert_eq!(err.recovery(), Recovery::Terminal);
 }
 
-/// The recovery key set at init is authenticated by a record every store
-/// has: deleting a row must not let the options choose another key.
+/// Removes `sys/store_id` from the closed database, checking it was there.
+fn delete_identity_record(machine: &Machine) {
+    edit_raw(machine, |txn| {
+        let removed = txn
+            .open_table(common::raw_table("sys"))
+            .unwrap()
+            .remove(b"store_id".as_slice())
+            .unwrap()
+            .is_some();
+        assert!(removed, "no identity record: the test deletes nothing");
+    });
+}
+
+/// Flips plaintext byte `at` of the sealed `sys/store_id` in its
+/// ciphertext (`header (50) ‖ nonce (24) ‖ ciphertext`; the stream cipher
+/// keeps offsets), as an edit of one field would.
+fn flip_identity_byte(machine: &Machine, at: usize) {
+    edit_raw(machine, |txn| {
+        let mut v = raw_get(txn, "sys", b"store_id").unwrap();
+        v[50 + 24 + at] ^= 1;
+        raw_put(txn, "sys", b"store_id", &v);
+    });
+}
+
+fn assert_identity_refused(r: Result<EncryptedStore, Error>) {
+    let err = r
+        .map(drop)
+        .expect_err("a damaged identity record was accepted");
+    assert!(
+        matches!(err, Error::MetadataCorrupt { name: "store_id" }),
+        "{err:?}"
+    );
+    assert_eq!(err.recovery(), Recovery::Terminal);
+}
+
+/// The recovery key set at init is held in the identity record every store
+/// has: deleting it refuses the open, so the options cannot choose another
+/// key.
 #[test]
-fn a_deleted_recovery_key_row_does_not_let_the_options_choose_another() {
+fn a_deleted_identity_record_does_not_let_the_options_choose_another_recovery_key() {
     let machine = Machine::new();
     let (_, first) = RecoverySecretKey::generate(&mut rand_core::OsRng);
     let (_, other) = RecoverySecretKey::generate(&mut rand_core::OsRng);
     let mut options = StoreOptions::default();
     options.recovery_key = Some(first);
     drop(machine.open_with(options.clone()).unwrap());
-    edit_raw(&machine, |txn| {
-        txn.open_table(common::raw_table("sys"))
-            .unwrap()
-            .remove(b"recovery_key".as_slice())
-            .unwrap();
-    });
+    delete_identity_record(&machine);
     options.recovery_key = Some(other);
-    let r = machine.open_with(options);
-    let err = r.map(drop).expect_err("another recovery key was accepted");
-    assert!(
-        matches!(
-            err,
-            Error::RecoveryKeyMismatch | Error::MetadataCorrupt { .. }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(err.recovery(), Recovery::Terminal);
+    assert_identity_refused(machine.open_with(options));
 }
 
 /// Once a witness was written, the missing-witness check must not hang on
-/// a row that can be deleted.
+/// a row that can be deleted: the flag sits in the identity record, whose
+/// deletion refuses the open.
 #[test]
-fn a_deleted_witness_written_row_keeps_the_missing_witness_check() {
+fn a_deleted_identity_record_keeps_the_missing_witness_check() {
     let machine = Machine::new();
     two_wallets(&machine);
-    edit_raw(&machine, |txn| {
-        txn.open_table(common::raw_table("sys"))
-            .unwrap()
-            .remove(b"witness_written".as_slice())
-            .unwrap();
-    });
+    delete_identity_record(&machine);
     machine.witness.set_bytes(None);
-    let r = machine.open();
-    assert!(matches!(r, Err(Error::WitnessMissing)), "{:?}", r.map(drop));
+    assert_identity_refused(machine.open());
+}
+
+/// The `witness_written` byte edited in place (1 to 0) does not
+/// authenticate: the missing witness is not accepted.
+#[test]
+fn an_edited_witness_written_byte_refuses_the_open() {
+    let machine = Machine::new();
+    two_wallets(&machine);
+    flip_identity_byte(&machine, 16);
+    machine.witness.set_bytes(None);
+    assert_identity_refused(machine.open());
+}
+
+/// The stored recovery key edited in place does not authenticate: a store
+/// opened without the option does not take the edited key for new DEKs.
+#[test]
+fn an_edited_recovery_key_refuses_the_open() {
+    let machine = Machine::new();
+    let (_, pk) = RecoverySecretKey::generate(&mut rand_core::OsRng);
+    let mut options = StoreOptions::default();
+    options.recovery_key = Some(pk);
+    drop(machine.open_with(options).unwrap());
+    flip_identity_byte(&machine, 17);
+    assert_identity_refused(machine.open());
 }
 
 /// The identity record as init wrote it (no witness yet), put back into a
@@ -856,4 +897,131 @@ fn edit_file(dir: &std::path::Path, f: impl FnOnce(&redb::WriteTransaction)) {
     let txn = db.begin_write().unwrap();
     f(&txn);
     txn.commit().unwrap();
+}
+
+/// Wallets 1 and 2, each with a marker for commitment 3; closed.
+fn markers_of_two_wallets(machine: &Machine) {
+    let store = machine.open().unwrap();
+    store.write(vec![marker_op(1, 3, 1)]).unwrap();
+    store.write(vec![marker_op(2, 3, 1)]).unwrap();
+}
+
+/// I4: the marker-expiry index is plain, so an entry forged into it (an
+/// early expiry for a live marker) must not make the purge delete that
+/// marker and update the digests to match: the purge reads the marker's own
+/// sealed expiry, keeps the marker and marks its wallet corrupt.
+#[test]
+fn a_forged_expiry_entry_does_not_purge_a_live_marker() {
+    use thresig_store::{CommitmentHash, OpResult, Timestamp, WriteOutcome};
+    let machine = Machine::new();
+    markers_of_two_wallets(&machine);
+    edit_raw(&machine, |txn| {
+        let expiry = redb::TableDefinition::<&[u8], ()>::new("marker_expiry");
+        let forged = [&[0u8; 8][..], &marker_key(1, 3)].concat();
+        let mut t = txn.open_table(expiry).unwrap();
+        assert!(t.insert(forged.as_slice(), ()).unwrap().is_none());
+    });
+    let store = machine.open().unwrap();
+    let out = store.write(vec![WriteOp::PurgeMarkers { now: Timestamp(1) }]);
+    assert_eq!(
+        out.unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Purged(0)]),
+        "a live marker was purged on a forged expiry entry"
+    );
+    let kept = store.marker(&wallet(1), &CommitmentHash([3; 32]));
+    assert!(
+        !matches!(kept, Ok(None)),
+        "the live marker reads as absent after the purge"
+    );
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    let other = store.marker(&wallet(2), &CommitmentHash([3; 32])).unwrap();
+    assert!(other.is_some(), "wallet 2's marker was touched");
+}
+
+/// I4 "at the right size": one wallet's marker-set digest failing to
+/// authenticate is that wallet's damage, not the store's. The open goes on
+/// (the wallet's digest is taken from its rows for the combined check), the
+/// wallet is marked corrupt and the other wallets' markers keep serving.
+#[test]
+fn a_damaged_marker_set_digest_marks_only_its_wallet_corrupt() {
+    use thresig_store::{CommitmentHash, Timestamp};
+    let machine = Machine::new();
+    markers_of_two_wallets(&machine);
+    flip_last(&machine, "marker_sets", &wallet_key(&wallet(1)));
+    let store = machine
+        .open()
+        .expect("one wallet's digest refused the store");
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    let err = store
+        .marker(&wallet(1), &CommitmentHash([3; 32]))
+        .expect_err("the damaged wallet's markers are not used");
+    assert!(
+        matches!(&err, Error::RecordTampered { table: RecordTable::MarkerSets, wallet: Some(w) } if *w == wallet(1)),
+        "{err:?}"
+    );
+    let other = store.marker(&wallet(2), &CommitmentHash([3; 32])).unwrap();
+    assert!(other.is_some());
+    // The purge leaves the damaged wallet's markers where they are and
+    // purges the others'.
+    store
+        .write(vec![WriteOp::PurgeMarkers {
+            now: Timestamp(u64::MAX),
+        }])
+        .unwrap();
+    assert!(
+        store
+            .marker(&wallet(2), &CommitmentHash([3; 32]))
+            .unwrap()
+            .is_none()
+    );
+    drop(store);
+    let mut kept = None;
+    edit_raw(&machine, |txn| {
+        kept = raw_get(txn, "markers", &marker_key(1, 3))
+    });
+    assert!(kept.is_some(), "the damaged wallet's marker was purged");
+    // The digests still combine after the purge: the next open agrees.
+    let store = machine.open().unwrap();
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+}
+
+/// The combined check is not switched off by a damaged digest: wallet 1's
+/// digest damaged while wallet 2's is put back from before its last marker,
+/// that marker deleted, still refuses the open.
+#[test]
+fn a_damaged_digest_does_not_hide_another_wallets_digest_put_back() {
+    let machine = Machine::new();
+    markers_of_two_wallets(&machine);
+    let mut before = None;
+    edit_raw(&machine, |txn| {
+        before = raw_get(txn, "marker_sets", &wallet_key(&wallet(2)));
+    });
+    {
+        let store = machine.open().unwrap();
+        store.write(vec![marker_op(2, 4, 1)]).unwrap();
+    }
+    edit_raw(&machine, |txn| {
+        raw_put(
+            txn,
+            "marker_sets",
+            &wallet_key(&wallet(2)),
+            &before.clone().unwrap(),
+        );
+        let mut t = txn.open_table(common::raw_table("markers")).unwrap();
+        assert!(t.remove(marker_key(2, 4).as_slice()).unwrap().is_some());
+    });
+    flip_last(&machine, "marker_sets", &wallet_key(&wallet(1)));
+    let err = machine
+        .open()
+        .map(drop)
+        .expect_err("a put-back digest passed");
+    assert!(
+        matches!(
+            err,
+            Error::MetadataCorrupt {
+                name: "marker_sets"
+            }
+        ),
+        "{err:?}"
+    );
 }

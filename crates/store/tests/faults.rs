@@ -453,21 +453,26 @@ fn a_transient_failure_on_one_wrap_is_retryable_even_if_another_is_gone() {
     assert_eq!(recovery, Recovery::Retryable, "{err:?}");
 }
 
+/// A store in `dir` (a real witness file, so its writes can be made to
+/// fail).
+fn open_in(dir: &std::path::Path) -> EncryptedStore {
+    EncryptedStore::open(
+        thresig_store::StoreLocation::Directory(dir.to_path_buf()),
+        Arc::new(MemoryProvider::with_key("k", 9)),
+        thresig_store::StoreOptions::default(),
+    )
+    .unwrap()
+}
+
 /// I5: a security-relevant write is acknowledged only once the witness
 /// covers it. If the witness cannot be written after the commit, the caller
 /// gets a retryable `WitnessIo` instead of `Committed` (no share released);
 /// once the witness is writable again, a retry finds the marker.
 #[test]
 fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
-    use thresig_store::{Conflict, Error, Store as _, StoreLocation, StoreOptions, WriteOutcome};
+    use thresig_store::{Conflict, Error, Store as _, WriteOutcome};
     let dir = tempfile::tempdir().unwrap();
-    let provider = Arc::new(MemoryProvider::with_key("k", 9));
-    let store = EncryptedStore::open(
-        StoreLocation::Directory(dir.path().to_path_buf()),
-        provider,
-        StoreOptions::default(),
-    )
-    .unwrap();
+    let store = open_in(dir.path());
     common::put_wallet(&store, 1, b"one");
     // A directory where the witness's temporary file goes: writing fails.
     let blocker = dir.path().join("state.witness.tmp");
@@ -507,4 +512,26 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
             .unwrap()
             .is_some()
     );
+}
+
+/// I5: a keyring change that bumps the global epoch (a DEK promotion here)
+/// and then cannot write the witness keeps the witness lag: until the
+/// witness is written, no stored marker is handed back, so nothing that
+/// could release a share relies on a witness older than the database.
+#[test]
+fn a_keyring_change_whose_witness_write_fails_keeps_the_lag() {
+    use thresig_store::Error;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path());
+    store.write(vec![marker_op(1)]).unwrap();
+    let blocker = dir.path().join("state.witness.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let failures = store.writer_stats().witness_failures;
+    store.start_dek_rotation().unwrap();
+    assert_eq!(store.writer_stats().witness_failures, failures + 1);
+    let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
+    assert!(matches!(&read, Err(Error::WitnessIo(_))), "{read:?}");
+    std::fs::remove_dir(&blocker).unwrap();
+    let read = store.marker(&wallet(1), &CommitmentHash([7; 32])).unwrap();
+    assert!(read.is_some(), "the witness caught up: the marker reads");
 }
