@@ -410,12 +410,12 @@ fn a_deleted_witness_refuses_the_open_of_an_older_database() {
         provider: machine.provider.clone(),
     };
     let r = rolled_back.open();
-    assert!(
-        matches!(r, Err(thresig_store::Error::WitnessMissing)),
-        "an existing store without its witness must not open silently: {r:?}"
-    );
+    let accept = match r {
+        Err(thresig_store::Error::WitnessMissing { accept, .. }) => accept,
+        other => panic!("an existing store without its witness must not open silently: {other:?}"),
+    };
     let mut options = thresig_store::StoreOptions::default();
-    options.rollback = thresig_store::RollbackPolicy::AcceptOlderDatabase;
+    options.rollback = thresig_store::RollbackPolicy::AcceptOlderDatabase(accept);
     assert!(rolled_back.open_with(options).is_ok(), "explicit override");
     assert!(
         rolled_back.open().is_ok(),
@@ -462,7 +462,7 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     use thresig_store::{Conflict, Error, Store as _, StoreLocation, StoreOptions, WriteOutcome};
     let dir = tempfile::tempdir().unwrap();
     let provider = Arc::new(MemoryProvider::with_key("k", 9));
-    let store = EncryptedStore::open(
+    let store = EncryptedStore::create(
         StoreLocation::Directory(dir.path().to_path_buf()),
         provider,
         StoreOptions::default(),
@@ -473,7 +473,7 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     let blocker = dir.path().join("state.witness.tmp");
     std::fs::create_dir(&blocker).unwrap();
     let out = store.write(vec![marker_op(1)]);
-    assert!(matches!(&out, Err(Error::WitnessIo(_))), "{out:?}");
+    assert!(matches!(&out, Err(Error::WitnessIo { .. })), "{out:?}");
     assert_eq!(out.unwrap_err().recovery(), Recovery::Retryable);
     // A unit with nothing security-relevant is still acknowledged.
     let meta = thresig_store::MetaName::new(b"m".to_vec()).unwrap();
@@ -485,9 +485,9 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     // While the witness lags, the committed marker's shares are not handed
     // back: not to a retry of the insert, not to a read.
     let early = store.write(vec![marker_op(1)]);
-    assert!(matches!(&early, Err(Error::WitnessIo(_))), "{early:?}");
+    assert!(matches!(&early, Err(Error::WitnessIo { .. })), "{early:?}");
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
-    assert!(matches!(&read, Err(Error::WitnessIo(_))), "{read:?}");
+    assert!(matches!(&read, Err(Error::WitnessIo { .. })), "{read:?}");
     std::fs::remove_dir(&blocker).unwrap();
     let retry = store.write(vec![marker_op(1)]).unwrap();
     assert!(
