@@ -131,9 +131,8 @@ pub enum Error {
     /// The database is older than its anti-rollback witness (I5).
     #[error(
         "database {} (epoch {db_epoch}, generation {db_generation}) is older than its witness {} \
-         (epoch {witness_epoch}, generation {witness_generation}): rollback detected; if the \
-         database was restored from a backup on purpose, start once with \
-         `rollback = {{ accept_older_database = \"{accept}\" }}` in [store]",
+         ({accept}): rollback detected; if the database was restored from a backup on purpose, \
+         start once with `rollback = {{ accept_older_database = \"{accept}\" }}` in [store]",
         database.display(),
         witness.display()
     )]
@@ -146,11 +145,8 @@ pub enum Error {
         db_epoch: Epoch,
         /// Commit generation in the database.
         db_generation: u64,
-        /// Global epoch in the witness.
-        witness_epoch: Epoch,
-        /// Commit generation in the witness.
-        witness_generation: u64,
-        /// The override that accepts exactly this rollback.
+        /// The witness's position, which is also the override that accepts
+        /// exactly this rollback.
         accept: AcceptedRollback,
     },
     /// The database records that its witness was written, but the witness
@@ -532,8 +528,6 @@ mod tests {
                 witness: path(),
                 db_epoch: Epoch(1),
                 db_generation: 1,
-                witness_epoch: Epoch(2),
-                witness_generation: 3,
                 accept,
             },
             Error::WitnessMissing {

@@ -720,7 +720,7 @@ pub(crate) fn open_shared(
     let position = match rollback::check(position, found, written, rollback) {
         Verdict::Current => position,
         Verdict::Refused { found: accept } => {
-            return Err(refusal(files.database, &witness, position, found, accept));
+            return Err(refusal(files.database, &witness, position, accept));
         }
         Verdict::Accepted { accepted, past } => {
             tracing::error!(
@@ -749,26 +749,23 @@ pub(crate) fn open_shared(
 
 type Plain32 = Zeroizing<Vec<u8>>;
 
-/// The refusal of a database older than its witness at `found` (or whose
-/// witness is missing), printing the setting that accepts it.
+/// The refusal of a database at `position` that `accept` would accept
+/// (older than its witness, or without it), printing that setting.
 fn refusal(
     database: PathBuf,
     witness: &Witness,
     position: Position,
-    found: Option<Position>,
     accept: AcceptedRollback,
 ) -> Error {
-    match found {
-        Some(w) => Error::RollbackDetected {
+    match accept {
+        AcceptedRollback::OlderThanWitness { .. } => Error::RollbackDetected {
             database,
             witness: witness.path(),
             db_epoch: position.epoch,
             db_generation: position.generation,
-            witness_epoch: w.epoch,
-            witness_generation: w.generation,
             accept,
         },
-        None => Error::WitnessMissing {
+        AcceptedRollback::WitnessMissing { .. } => Error::WitnessMissing {
             database,
             witness: witness.path(),
             accept,

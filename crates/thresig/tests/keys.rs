@@ -60,7 +60,9 @@ impl Signer {
         let text = std::fs::read_to_string(&s.config).unwrap();
         let provider = KeyProviderConfig::from_toml(&text).unwrap();
         let mut options = StoreOptions::default();
-        options.recovery_key = provider.recovery_public_key().cloned();
+        options.recovery_key = provider
+            .recovery_public_key()
+            .map(|k| thresig_store::RecoveryPublicKey::from_bytes(*k.as_bytes()).unwrap());
         drop(
             EncryptedStore::create(
                 StoreLocation::Directory(s.dir.path().join("data")),
