@@ -66,6 +66,13 @@ fn assert_refused_beside_witness(err: &Error, dir: &Path) {
     assert!(text.contains("never re-initialize"), "{text}");
 }
 
+/// A terminal refusal whose message names `file`.
+fn assert_terminal_naming(err: &Error, file: &Path) {
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&file.display().to_string()), "{text}");
+}
+
 #[test]
 fn a_missing_database_beside_its_witness_is_refused_and_not_recreated() {
     let dir = provisioned();
@@ -143,13 +150,7 @@ fn an_unreadable_witness_is_terminal_and_named() {
     // root (file modes would not stop a test running as root).
     std::fs::remove_file(witness(dir.path())).unwrap();
     std::fs::create_dir(witness(dir.path())).unwrap();
-    let err = open(dir.path()).unwrap_err();
-    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
-    let text = err.to_string();
-    assert!(
-        text.contains(&witness(dir.path()).display().to_string()),
-        "{text}"
-    );
+    assert_terminal_naming(&open(dir.path()).unwrap_err(), &witness(dir.path()));
     assert!(witness(dir.path()).is_dir(), "the witness was replaced");
 }
 
@@ -157,13 +158,7 @@ fn an_unreadable_witness_is_terminal_and_named() {
 fn a_garbage_witness_is_terminal_and_named() {
     let dir = provisioned();
     std::fs::write(witness(dir.path()), b"not a witness").unwrap();
-    let err = open(dir.path()).unwrap_err();
-    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
-    let text = err.to_string();
-    assert!(
-        text.contains(&witness(dir.path()).display().to_string()),
-        "{text}"
-    );
+    assert_terminal_naming(&open(dir.path()).unwrap_err(), &witness(dir.path()));
     assert_eq!(
         std::fs::read(witness(dir.path())).unwrap(),
         b"not a witness"

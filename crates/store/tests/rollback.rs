@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use common::{Machine, put_wallet, wallet_value};
+use common::{Captured, Machine, put_wallet, wallet_value};
 use thresig_store::{EncryptedStore, Error, Recovery, SimDisk, StoreConfig, StoreOptions};
 
 /// The options of a `[store]` section that accepts the rollback `token`.
@@ -31,27 +29,6 @@ fn token_in(err: &Error) -> String {
 fn newer_writes(store: &EncryptedStore) {
     put_wallet(store, 1, b"newer");
     store.rotate_dek().unwrap();
-}
-
-/// Collects what the `tracing` formatter writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 #[test]
@@ -91,7 +68,7 @@ fn an_accepted_rollback_names_its_witness_position_and_is_used_once() {
     let store =
         tracing::subscriber::with_default(subscriber, || first.open_with(accepting(&token)))
             .unwrap();
-    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let logged = log.text();
     assert!(
         logged.contains("ERROR") && logged.contains(&token),
         "{logged}"
