@@ -137,7 +137,8 @@ pub fn init_member(
     write_new(&config_path, store_section(dir)?.as_bytes(), 0o600)?;
     let config = Config::load(&config_path)?;
     let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
-    let store = EncryptedStore::open(config.location(), provider, config.options.clone())?;
+    // The one place a store is created; every later start opens it.
+    let store = EncryptedStore::create(config.location(), provider, config.options.clone())?;
     let key = ed25519_dalek::SigningKey::generate(rng);
     store.write(vec![WriteOp::PutMeta {
         name: identity::meta_name(),

@@ -51,6 +51,7 @@ pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: LatencyFamily,
     in_flight: Gauge,
+    rollbacks_accepted: Gauge,
 }
 
 impl Metrics {
@@ -59,6 +60,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = LatencyFamily::new_with_constructor(latency_histogram);
         let in_flight = Gauge::default();
+        let rollbacks_accepted = Gauge::default();
         registry.register(
             "requests",
             "Signer requests handled, by method and outcome",
@@ -74,11 +76,18 @@ impl Metrics {
             "Signer requests being handled now",
             in_flight.clone(),
         );
+        registry.register(
+            "store_rollbacks_accepted",
+            "Store opens in this process that accepted an older database or a missing \
+             witness through the [store] rollback override (alert when above 0)",
+            rollbacks_accepted.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
             latency,
             in_flight,
+            rollbacks_accepted,
         }
     }
 
@@ -96,6 +105,10 @@ impl Metrics {
     }
 
     fn encode(&self) -> Result<String, std::fmt::Error> {
+        // The store counts accepted rollbacks itself (they happen at open,
+        // before this registry exists); a scrape reads the count.
+        self.rollbacks_accepted
+            .set(i64::try_from(thresig_store::rollbacks_accepted()).unwrap_or(i64::MAX));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -161,5 +174,20 @@ pub(crate) async fn serve_metrics(
                 warn!(error = %err, "metrics connection failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scrape_reports_the_stores_accepted_rollbacks() {
+        let text = Metrics::new().encode().unwrap();
+        let line = format!(
+            "thresig_store_rollbacks_accepted {}",
+            thresig_store::rollbacks_accepted()
+        );
+        assert!(text.contains(&line), "{text}");
     }
 }

@@ -57,7 +57,7 @@ fn engine(s: u16) -> Signer<EncryptedStore> {
         Limits::default(),
     );
     let provider: Arc<dyn KeyProvider> = Arc::new(MemoryProvider::with_key("kek-1", s as u8));
-    let store = EncryptedStore::open(
+    let store = EncryptedStore::create(
         StoreLocation::in_memory().unwrap(),
         provider,
         StoreOptions::default(),

@@ -11,7 +11,8 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::manager::KeyManagerOptions;
-use crate::store::{RollbackPolicy, StoreLocation, StoreOptions};
+use crate::rollback::RollbackPolicy;
+use crate::store::{StoreLocation, StoreOptions};
 
 /// The `[store]` section.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -34,9 +35,10 @@ pub struct StoreConfig {
     /// 86,400; default 60).
     #[serde(default = "defaults::key_poll_interval_secs")]
     pub key_poll_interval_secs: u64,
-    /// What to do with a database older than its witness: `"refuse"`
-    /// (default) or `"accept_older_database"` (an operator restored a backup
-    /// on purpose; set it for one start, then remove it).
+    /// What to do with a database older than its witness, or a missing
+    /// witness: `"refuse"` (default), or `{ accept_older_database = "…" }`
+    /// naming the one rollback an operator accepts, as the refusal printed
+    /// it (a backup restored on purpose; it accepts nothing else).
     #[serde(default)]
     pub rollback: RollbackPolicy,
 }
@@ -117,9 +119,22 @@ mod tests {
             Duration::from_secs(60)
         );
         assert!(toml::from_str::<StoreConfig>("data_dir = \"x\"\nqueue = 3").is_err());
-        let accept: StoreConfig =
-            toml::from_str("data_dir = \"x\"\nrollback = \"accept_older_database\"").unwrap();
-        assert_eq!(accept.rollback, RollbackPolicy::AcceptOlderDatabase);
+        let accept: StoreConfig = toml::from_str(
+            "data_dir = \"x\"\nrollback = { accept_older_database = \"witness epoch 4 generation 9\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            accept.rollback,
+            RollbackPolicy::AcceptOlderDatabase(crate::AcceptedRollback::OlderThanWitness {
+                epoch: crate::Epoch(4),
+                generation: 9
+            })
+        );
+        // The old form named no rollback, so it could accept any later one.
+        assert!(
+            toml::from_str::<StoreConfig>("data_dir = \"x\"\nrollback = \"accept_older_database\"")
+                .is_err()
+        );
     }
 
     #[test]

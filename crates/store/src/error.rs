@@ -12,8 +12,11 @@ pub enum Recovery {
     Terminal,
 }
 
+use std::path::PathBuf;
+
 use crate::ids::{DekTerm, Epoch, WalletId};
 use crate::provider::{KekId, ProviderError};
+use crate::rollback::AcceptedRollback;
 use crate::schema::RecordTable;
 
 /// Everything that can go wrong in the store.
@@ -24,13 +27,16 @@ use crate::schema::RecordTable;
 #[non_exhaustive]
 pub enum Error {
     /// The storage layer (redb or the disk below it) failed.
-    #[error("storage failure ({fault:?})")]
+    #[error("storage failure{} ({fault:?})", in_file(.file.as_deref()))]
     Storage {
         /// What kind of failure, which decides whether a retry can succeed.
         fault: StorageFault,
         /// The underlying error.
         #[source]
         source: Box<redb::Error>,
+        /// The file concerned, when the failure is tied to one (opening
+        /// or creating the database).
+        file: Option<PathBuf>,
     },
     /// The key provider failed while the store needed it (open, rotation,
     /// operator commands; never a signing write).
@@ -136,31 +142,106 @@ pub enum Error {
     },
     /// The database is older than its anti-rollback witness (I5).
     #[error(
-        "database (epoch {db_epoch}, generation {db_generation}) is older than its witness \
-         (epoch {witness_epoch}, generation {witness_generation}): rollback detected"
+        "database {} (epoch {db_epoch}, generation {db_generation}) is older than its witness {} \
+         ({accept}): rollback detected; if the database was restored from a backup on purpose, \
+         start once with `rollback = {{ accept_older_database = \"{accept}\" }}` in [store]",
+        database.display(),
+        witness.display()
     )]
     RollbackDetected {
+        /// The database file.
+        database: PathBuf,
+        /// The witness file.
+        witness: PathBuf,
         /// Global epoch in the database.
         db_epoch: Epoch,
         /// Commit generation in the database.
         db_generation: u64,
-        /// Global epoch in the witness.
-        witness_epoch: Epoch,
-        /// Commit generation in the witness.
-        witness_generation: u64,
+        /// The witness's position, which is also the override that accepts
+        /// exactly this rollback.
+        accept: AcceptedRollback,
     },
     /// The database records that its witness was written, but the witness
     /// is gone: a rollback cannot be ruled out (I5). Terminal unless the
-    /// operator opens with `RollbackPolicy::AcceptOlderDatabase`.
-    #[error("anti-rollback witness is missing although this database has written one")]
-    WitnessMissing,
+    /// operator names this situation in [`RollbackPolicy`](crate::RollbackPolicy).
+    #[error(
+        "witness {} is missing although database {} has written one, so a rollback cannot be \
+         ruled out: put the witness back, or if the database was restored on purpose, start once \
+         with `rollback = {{ accept_older_database = \"{accept}\" }}` in [store]",
+        witness.display(),
+        database.display()
+    )]
+    WitnessMissing {
+        /// The database file.
+        database: PathBuf,
+        /// The witness file.
+        witness: PathBuf,
+        /// The override that accepts exactly this situation.
+        accept: AcceptedRollback,
+    },
     /// The witness file does not authenticate or does not belong to this
     /// database.
-    #[error("anti-rollback witness is corrupt or belongs to another database")]
-    WitnessCorrupt,
-    /// Writing the witness file failed.
-    #[error("writing the anti-rollback witness failed")]
-    WitnessIo(#[source] std::io::Error),
+    #[error(
+        "witness {} is corrupt or belongs to another database: put back the witness of this \
+         database (never delete it to get past this)",
+        witness.display()
+    )]
+    WitnessCorrupt {
+        /// The witness file.
+        witness: PathBuf,
+    },
+    /// The witness file exists but cannot be read (permissions, not a
+    /// file, a disk error). Terminal: the open cannot check for a rollback
+    /// until an operator fixes the file.
+    #[error("witness {} cannot be read; fix the file or its permissions", witness.display())]
+    WitnessUnreadable {
+        /// The witness file.
+        witness: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the witness file failed (retryable: the database is
+    /// unaffected and the next write tries again).
+    #[error("writing witness {} failed", witness.display())]
+    WitnessIo {
+        /// The witness file.
+        witness: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No store exists at this location, and opening never creates one
+    /// (only provisioning does, with [`EncryptedStore::create`](crate::EncryptedStore::create)).
+    #[error(
+        "no store at {}: create one with `thresig init` or `thresig cluster init`",
+        database.display()
+    )]
+    NoStore {
+        /// The database file that does not exist (or holds nothing).
+        database: PathBuf,
+    },
+    /// The database is missing or holds nothing while its witness exists:
+    /// the store existed and its database was lost or replaced. Terminal;
+    /// re-initializing would silently forget every marker and counter.
+    #[error(
+        "database {} is missing or empty but its witness {} exists: restore the database from \
+         a backup; never re-initialize this store",
+        database.display(),
+        witness.display()
+    )]
+    DatabaseMissing {
+        /// The database file.
+        database: PathBuf,
+        /// The witness file that shows a store was here.
+        witness: PathBuf,
+    },
+    /// Creating a store where one already exists.
+    #[error("a store already exists at {}; it is never initialized again", database.display())]
+    StoreExists {
+        /// The existing database file.
+        database: PathBuf,
+    },
     /// A DEK cannot be retired yet: records still name it.
     #[error("DEK {term} is still named by records; re-seal them first")]
     DekInUse {
@@ -248,7 +329,7 @@ impl Error {
                 }
             },
             Self::Provider(e) => e.recovery(),
-            Self::WitnessIo(_) | Self::DekInUse { .. } => Recovery::Retryable,
+            Self::WitnessIo { .. } | Self::DekInUse { .. } => Recovery::Retryable,
             Self::WrongKek { .. }
             | Self::KekUnavailable { .. }
             | Self::KeyringCorrupt { .. }
@@ -261,8 +342,12 @@ impl Error {
             | Self::MarkerSetMismatch { .. }
             | Self::WalletCorrupt { .. }
             | Self::RollbackDetected { .. }
-            | Self::WitnessCorrupt
-            | Self::WitnessMissing
+            | Self::WitnessCorrupt { .. }
+            | Self::WitnessMissing { .. }
+            | Self::WitnessUnreadable { .. }
+            | Self::NoStore { .. }
+            | Self::DatabaseMissing { .. }
+            | Self::StoreExists { .. }
             | Self::DekIsCurrent { .. }
             | Self::DekHeldByCorruptWallet { .. }
             | Self::KekStillNeeded { .. }
@@ -270,6 +355,55 @@ impl Error {
             | Self::InvalidConfig { .. }
             | Self::RecoveryKeyMismatch
             | Self::WriterStopped => Recovery::Terminal,
+        }
+    }
+
+    /// The stable code of this error, printed by operator commands
+    /// (`error[witness_missing]`) and listed in `docs/errors.md`. A
+    /// provider failure keeps the provider's own code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Storage { .. } => "storage",
+            Self::Provider(e) => e.code(),
+            Self::WrongKek { .. } => "wrong_kek",
+            Self::KekUnavailable { .. } => "kek_unavailable",
+            Self::KeyringCorrupt { .. } => "keyring_corrupt",
+            Self::MetadataCorrupt { .. } => "metadata_corrupt",
+            Self::UnsupportedSchema { .. } => "unsupported_schema",
+            Self::RecordTampered { .. } => "record_tampered",
+            Self::RecordMoved { .. } => "record_moved",
+            Self::RecordStale { .. } => "record_stale",
+            Self::MarkerSetMismatch { .. } => "marker_set_mismatch",
+            Self::DekMissing { .. } => "dek_missing",
+            Self::WalletCorrupt { .. } => "wallet_corrupt",
+            Self::RollbackDetected { .. } => "rollback_detected",
+            Self::WitnessMissing { .. } => "witness_missing",
+            Self::WitnessCorrupt { .. } => "witness_corrupt",
+            Self::WitnessUnreadable { .. } => "witness_unreadable",
+            Self::WitnessIo { .. } => "witness_io",
+            Self::NoStore { .. } => "no_store",
+            Self::DatabaseMissing { .. } => "database_missing",
+            Self::StoreExists { .. } => "store_exists",
+            Self::DekInUse { .. } => "dek_in_use",
+            Self::DekHeldByCorruptWallet { .. } => "dek_held_by_corrupt_wallet",
+            Self::DekIsCurrent { .. } => "dek_is_current",
+            Self::KekStillNeeded { .. } => "kek_still_needed",
+            Self::RecoveryFailed { .. } => "recovery_failed",
+            Self::InvalidConfig { .. } => "config_invalid",
+            Self::RecoveryKeyMismatch => "recovery_key_mismatch",
+            Self::WriterStopped => "writer_stopped",
+        }
+    }
+
+    /// The same error, naming `file` if it is a storage failure.
+    pub(crate) fn in_file(self, file: &std::path::Path) -> Self {
+        match self {
+            Self::Storage { fault, source, .. } => Self::Storage {
+                fault,
+                source,
+                file: Some(file.to_path_buf()),
+            },
+            other => other,
         }
     }
 
@@ -300,8 +434,15 @@ impl From<redb::Error> for Error {
         Self::Storage {
             fault,
             source: Box::new(source),
+            file: None,
         }
     }
+}
+
+/// ` of <file>`, or nothing.
+fn in_file(file: Option<&std::path::Path>) -> String {
+    file.map(|f| format!(" of {}", f.display()))
+        .unwrap_or_default()
 }
 
 /// Converts each of redb's error types through [`redb::Error`].
@@ -322,3 +463,135 @@ from_redb!(
     redb::StorageError,
     redb::CommitError
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::ProviderError;
+
+    const DOC: &str = include_str!("../../../docs/errors.md");
+
+    /// The class column of `code`'s row in `docs/errors.md`.
+    fn documented_class(code: &str) -> Option<&'static str> {
+        DOC.lines().find_map(|line| {
+            let mut cells = line.split('|').map(str::trim).skip(1);
+            let codes = cells.next()?;
+            let class = cells.next()?;
+            codes
+                .split(", ")
+                .any(|c| c == format!("`{code}`"))
+                .then_some(class)
+        })
+    }
+
+    #[test]
+    fn every_store_code_is_documented_with_its_class() {
+        let path = || PathBuf::from("/data/state.witness");
+        let accept = AcceptedRollback::OlderThanWitness {
+            epoch: Epoch(2),
+            generation: 3,
+        };
+        let term = DekTerm(1);
+        let kek = KekId::new("k".to_owned()).unwrap();
+        let wallet = WalletId::new(b"w".to_vec()).unwrap();
+        let io = || std::io::Error::other("x");
+        let errors = [
+            Error::from(redb::Error::Io(io())),
+            Error::from(redb::Error::PreviousIo),
+            Error::Provider(ProviderError::Unavailable { reason: "x".into() }),
+            Error::Provider(ProviderError::UnknownKek { kek: kek.clone() }),
+            Error::Provider(ProviderError::WrongKek { kek: kek.clone() }),
+            Error::Provider(ProviderError::Misconfigured { reason: "x".into() }),
+            Error::WrongKek {
+                term,
+                kek: kek.clone(),
+            },
+            Error::KekUnavailable {
+                term,
+                keks: vec![kek.clone()],
+            },
+            Error::KeyringCorrupt { term },
+            Error::MetadataCorrupt { name: "format" },
+            Error::UnsupportedSchema {
+                found: 9,
+                supported: 1,
+            },
+            Error::RecordTampered {
+                table: RecordTable::Wallets,
+                wallet: None,
+            },
+            Error::RecordMoved {
+                table: RecordTable::Wallets,
+                wallet: None,
+            },
+            Error::RecordStale {
+                table: RecordTable::Wallets,
+                wallet: None,
+                found: Epoch(1),
+                expected: Epoch(2),
+            },
+            Error::DekMissing {
+                table: RecordTable::Wallets,
+                term,
+            },
+            Error::WalletCorrupt {
+                wallet: wallet.clone(),
+            },
+            Error::RollbackDetected {
+                database: path(),
+                witness: path(),
+                db_epoch: Epoch(1),
+                db_generation: 1,
+                accept,
+            },
+            Error::WitnessMissing {
+                database: path(),
+                witness: path(),
+                accept,
+            },
+            Error::WitnessCorrupt { witness: path() },
+            Error::WitnessUnreadable {
+                witness: path(),
+                source: io(),
+            },
+            Error::WitnessIo {
+                witness: path(),
+                source: io(),
+            },
+            Error::NoStore { database: path() },
+            Error::DatabaseMissing {
+                database: path(),
+                witness: path(),
+            },
+            Error::StoreExists { database: path() },
+            Error::DekInUse { term },
+            Error::DekHeldByCorruptWallet { term, wallet },
+            Error::DekIsCurrent { term },
+            Error::KekStillNeeded { term, kek },
+            Error::RecoveryFailed { term },
+            Error::InvalidConfig { field: "max_batch" },
+            Error::RecoveryKeyMismatch,
+            Error::WriterStopped,
+        ];
+        for e in &errors {
+            let class = documented_class(e.code())
+                .unwrap_or_else(|| panic!("docs/errors.md lacks a row for `{}`", e.code()));
+            let expected = match e.recovery() {
+                Recovery::Retryable => "retryable",
+                Recovery::Terminal => "terminal",
+            };
+            assert!(
+                class.contains(expected),
+                "`{}` is {expected}: {class}",
+                e.code()
+            );
+        }
+    }
+
+    #[test]
+    fn messages_name_their_files() {
+        let database = PathBuf::from("/srv/signer/state.redb");
+        let e = Error::from(redb::Error::Io(std::io::Error::other("x"))).in_file(&database);
+        assert!(e.to_string().contains("/srv/signer/state.redb"), "{e}");
+    }
+}

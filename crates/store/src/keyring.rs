@@ -30,11 +30,6 @@ impl KeyringView {
     pub(crate) fn get(&self, term: DekTerm) -> Option<Arc<Dek>> {
         self.deks.get(&term).cloned()
     }
-
-    /// Every held term.
-    pub(crate) fn terms(&self) -> Vec<DekTerm> {
-        self.deks.keys().copied().collect()
-    }
 }
 
 #[derive(Debug, Default)]

@@ -39,8 +39,9 @@
 //!   loom model of the keyring and writer order.
 //!
 //! # Using the store from the engine
-//! Open with [`EncryptedStore::open`] ([`StoreLocation::in_memory`] in unit
-//! tests), share it as `Arc<dyn Store>`, and call [`Store::write`] with one
+//! Create a store once with [`EncryptedStore::create`] (provisioning does
+//! this; nothing else does), then open it with [`EncryptedStore::open`]
+//! ([`StoreLocation::in_memory`] in unit tests), share it as `Arc<dyn Store>`, and call [`Store::write`] with one
 //! unit per decision that must commit atomically (for a signing round: the
 //! marker, the policy counters and the audit entry together). A
 //! [`WriteOutcome::Skipped`] carries what the failed condition found (for a
@@ -71,6 +72,7 @@ mod ops;
 mod plaintext;
 pub mod provider;
 mod records;
+mod rollback;
 mod rotation;
 mod schema;
 mod seal;
@@ -92,11 +94,12 @@ pub use ids::{
 pub use manager::{KeyManager, KeyManagerOptions, ProviderHealth};
 pub use ops::{Conflict, Marker, OpResult, WriteOp, WriteOutcome};
 pub use plaintext::Plaintext;
+pub use rollback::{AcceptedRollback, InvalidAcceptedRollback, RollbackPolicy, rollbacks_accepted};
 pub use rotation::{DekStatus, KeyringStatus};
 pub use schema::RecordTable;
 #[cfg(any(test, feature = "test-util"))]
 pub use store::SubmitHook;
-pub use store::{EncryptedStore, RollbackPolicy, Store, StoreLocation, StoreOptions};
+pub use store::{EncryptedStore, Store, StoreLocation, StoreOptions};
 pub use verify::VerifyReport;
 pub use witness::{MemoryWitness, WitnessLocation};
 pub use writer::WriterStats;

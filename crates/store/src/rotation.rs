@@ -26,7 +26,8 @@ use crate::keyring::Keyring;
 use crate::provider::{KekId, KeyProvider};
 use crate::seal::Dek;
 use crate::store::{
-    EncryptedStore, StoreLocation, StoreOptions, open_db, open_shared, read_entries, unwrap_keyring,
+    EncryptedStore, StoreLocation, StoreOptions, open_existing, open_shared, read_entries,
+    unwrap_keyring,
 };
 use crate::writer::AdminOp;
 
@@ -319,10 +320,10 @@ impl EncryptedStore {
         recovery: &RecoverySecretKey,
         options: StoreOptions,
     ) -> Result<Self, Error> {
-        let (db, witness) = open_db(location)?;
+        let (db, files) = open_existing(location)?;
         let keyring = Keyring::default();
         unwrap_keyring(&db, &keyring, |e, _| e.unwrap_recovery(recovery), None)?;
-        let shared = open_shared(db, keyring, witness, options.rollback)?;
+        let shared = open_shared(db, keyring, files, options.rollback)?;
         let options = crate::store::with_stored_recovery_key(&shared, options)?;
         let store = Self::start(shared, provider, options);
         store.rotate_kek()?;

@@ -20,6 +20,7 @@ use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
 use crate::provider::{KekId, KeyProvider};
 use crate::records::{Raw, Records, WriteCtx, decode_u64, keyring_digest};
+use crate::rollback::{self, AcceptedRollback, RollbackPolicy, Verdict};
 use crate::schema::{
     self, DEK_INDEX, FORMAT, KEYRING, MARKER_EXPIRY, RecordTable, SCHEMA_VERSION, sys,
 };
@@ -153,19 +154,6 @@ impl StoreLocation {
     }
 }
 
-/// What to do when the database is older than its witness.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RollbackPolicy {
-    /// Refuse to open ([`Error::RollbackDetected`]).
-    #[default]
-    Refuse,
-    /// Open anyway and move the witness back: the operator restored a
-    /// backup on purpose and accepts that counters went back.
-    AcceptOlderDatabase,
-}
-
 /// Settings of an open store.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -178,7 +166,8 @@ pub struct StoreOptions {
     pub reseal_batch: usize,
     /// The offline recovery public key every new DEK is wrapped to.
     pub recovery_key: Option<RecoveryPublicKey>,
-    /// What to do with a database older than its witness.
+    /// What to do with a database older than its witness, or a missing
+    /// witness.
     pub rollback: RollbackPolicy,
 }
 
@@ -215,33 +204,27 @@ pub struct EncryptedStore {
 }
 
 impl EncryptedStore {
-    /// Opens the store, creating database and keyring on first open.
+    /// Opens an existing store. Never creates one: a location without a
+    /// store is refused, and so is one whose database is missing or empty
+    /// beside an existing witness (only [`EncryptedStore::create`], run by
+    /// provisioning, makes a store).
     ///
-    /// On creation the provider wraps the first DEK under its current KEK;
-    /// later opens unwrap every non-retired DEK through it. This is the only
-    /// time the hot path's process needs the provider (I3).
+    /// The provider unwraps every non-retired DEK. This is the only time
+    /// the hot path's process needs the provider (I3).
     ///
     /// # Errors
-    /// [`Error::WrongKek`], [`Error::KekUnavailable`], [`Error::Provider`]
-    /// (retryable), [`Error::KeyringCorrupt`], [`Error::MetadataCorrupt`],
+    /// [`Error::NoStore`], [`Error::DatabaseMissing`], [`Error::WrongKek`],
+    /// [`Error::KekUnavailable`], [`Error::Provider`] (retryable),
+    /// [`Error::KeyringCorrupt`], [`Error::MetadataCorrupt`],
     /// [`Error::UnsupportedSchema`], [`Error::RollbackDetected`],
-    /// [`Error::WitnessCorrupt`], storage errors.
+    /// [`Error::WitnessMissing`], [`Error::WitnessCorrupt`],
+    /// [`Error::WitnessUnreadable`], storage errors.
     pub fn open(
         location: StoreLocation,
         provider: std::sync::Arc<dyn KeyProvider>,
         options: StoreOptions,
     ) -> Result<Self, Error> {
-        let (db, witness_location) = open_db(location)?;
-        let keyring = Keyring::default();
-        if schema_version(&db)?.is_none() {
-            // I4: only a database with no rows at all is new. Any partial
-            // state (a keyring or metadata row without the format row) is
-            // refused before anything is written, so it is never reset.
-            if !is_empty(&db)? {
-                return Err(Error::MetadataCorrupt { name: "format" });
-            }
-            initialize(&db, &keyring, provider.as_ref(), &options)?;
-        }
+        let (db, files) = open_existing(location)?;
         match schema_version(&db)? {
             Some(SCHEMA_VERSION) => {}
             Some(found) => {
@@ -250,17 +233,51 @@ impl EncryptedStore {
                     supported: SCHEMA_VERSION,
                 });
             }
+            // I4: a database with rows but no format row is partial state,
+            // refused before anything is written, so it is never reset.
             None => return Err(Error::MetadataCorrupt { name: "format" }),
         }
-        if keyring.view().terms().is_empty() {
-            unwrap_keyring(
-                &db,
-                &keyring,
-                |e, preferred| e.unwrap_with(provider.as_ref(), preferred),
-                provider.current_kek_id().ok().as_ref(),
-            )?;
-        }
-        let shared = open_shared(db, keyring, witness_location, options.rollback)?;
+        let keyring = Keyring::default();
+        unwrap_keyring(
+            &db,
+            &keyring,
+            |e, preferred| e.unwrap_with(provider.as_ref(), preferred),
+            provider.current_kek_id().ok().as_ref(),
+        )?;
+        Self::open_on(db, keyring, files, provider, options)
+    }
+
+    /// Creates a new store: the database, its keyring (the provider wraps
+    /// the first DEK under its current KEK) and its metadata, in one
+    /// transaction. Only provisioning (`thresig init`, `thresig cluster
+    /// init`) calls this; every other path opens with
+    /// [`EncryptedStore::open`].
+    ///
+    /// # Errors
+    /// [`Error::StoreExists`] when the database holds anything,
+    /// [`Error::DatabaseMissing`] when a witness shows a store was here,
+    /// provider and storage errors.
+    pub fn create(
+        location: StoreLocation,
+        provider: std::sync::Arc<dyn KeyProvider>,
+        options: StoreOptions,
+    ) -> Result<Self, Error> {
+        let (db, files) = create_db(location)?;
+        let keyring = Keyring::default();
+        initialize(&db, &keyring, provider.as_ref(), &options)?;
+        Self::open_on(db, keyring, files, provider, options)
+    }
+
+    /// Checks the metadata and the witness of a database whose keyring is
+    /// unwrapped, and starts the writer.
+    fn open_on(
+        db: Database,
+        keyring: Keyring,
+        files: StoreFiles,
+        provider: std::sync::Arc<dyn KeyProvider>,
+        options: StoreOptions,
+    ) -> Result<Self, Error> {
+        let shared = open_shared(db, keyring, files, options.rollback)?;
         let options = with_stored_recovery_key(&shared, options)?;
         Ok(Self::start(shared, provider, options))
     }
@@ -430,16 +447,104 @@ impl Drop for EncryptedStore {
     }
 }
 
-/// Opens (or creates) the redb database of `location`.
-pub(crate) fn open_db(location: StoreLocation) -> Result<(Database, WitnessLocation), Error> {
-    Ok(match location {
-        StoreLocation::Directory(dir) => {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::from(redb::Error::Io(e)))?;
-            let db = Database::create(dir.join("state.redb"))?;
-            (db, WitnessLocation::File(dir.join("state.witness")))
+/// The database's file name in a store directory.
+const DATABASE_FILE: &str = "state.redb";
+/// The witness's file name in a store directory.
+const WITNESS_FILE: &str = "state.witness";
+
+/// Where a store's database and witness are, for the open's checks and
+/// its error messages.
+pub(crate) struct StoreFiles {
+    /// The database's path (a placeholder for a database in memory).
+    database: PathBuf,
+    /// The witness.
+    witness: WitnessLocation,
+}
+
+/// The files of `location`: the database's path (a placeholder for a
+/// database in memory) and the witness.
+fn files(location: StoreLocation) -> (PathBuf, Option<Database>, WitnessLocation) {
+    match location {
+        StoreLocation::Directory(dir) => (
+            dir.join(DATABASE_FILE),
+            None,
+            WitnessLocation::File(dir.join(WITNESS_FILE)),
+        ),
+        StoreLocation::Database { db, witness } => (
+            PathBuf::from("(database in memory)"),
+            Some(db),
+            WitnessLocation::Memory(witness),
+        ),
+    }
+}
+
+/// Whether a file holds any bytes (`false` when it does not exist).
+fn has_bytes(path: &std::path::Path) -> Result<bool, Error> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(m.len() > 0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::from(redb::Error::Io(e)).in_file(path)),
+    }
+}
+
+/// The refusal of a location whose database is missing or holds nothing:
+/// with a witness beside it, the store existed and its database was lost.
+fn no_store(database: PathBuf, witness: &WitnessLocation) -> Error {
+    match witness.exists() {
+        Ok(true) => Error::DatabaseMissing {
+            database,
+            witness: witness.path(),
+        },
+        Ok(false) => Error::NoStore { database },
+        Err(e) => e,
+    }
+}
+
+/// Opens the redb database of an existing store. Creates nothing: no
+/// directory, no file, no table.
+pub(crate) fn open_existing(location: StoreLocation) -> Result<(Database, StoreFiles), Error> {
+    let (database, db, witness) = files(location);
+    let db = match db {
+        Some(db) => db,
+        // A zero-length file is what redb leaves when it crashed while
+        // creating one; it holds no store either way.
+        None if !has_bytes(&database)? => return Err(no_store(database, &witness)),
+        None => Database::open(&database).map_err(|e| Error::from(e).in_file(&database))?,
+    };
+    if schema_version(&db)?.is_none() && is_empty(&db)? {
+        return Err(no_store(database, &witness));
+    }
+    Ok((db, StoreFiles { database, witness }))
+}
+
+/// Creates the redb database of a new store, refusing a location that
+/// holds a store or the witness of one.
+fn create_db(location: StoreLocation) -> Result<(Database, StoreFiles), Error> {
+    let (database, db, witness) = files(location);
+    let db = match db {
+        Some(db) => db,
+        None => {
+            // Refused before the file is made, so a refusal leaves the
+            // directory as it was.
+            if !has_bytes(&database)? && witness.exists()? {
+                return Err(no_store(database, &witness));
+            }
+            if let Some(dir) = database.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::from(redb::Error::Io(e)).in_file(dir))?;
+            }
+            Database::create(&database).map_err(|e| Error::from(e).in_file(&database))?
         }
-        StoreLocation::Database { db, witness } => (db, WitnessLocation::Memory(witness)),
-    })
+    };
+    // A database that is empty but exists is what a create that crashed
+    // before its first commit leaves: it is finished now.
+    if !is_empty(&db)? {
+        return Err(Error::StoreExists { database });
+    }
+    if witness.exists()? {
+        return Err(no_store(database, &witness));
+    }
+    Ok((db, StoreFiles { database, witness }))
 }
 
 fn schema_version(db: &Database) -> Result<Option<u32>, Error> {
@@ -570,7 +675,7 @@ pub(crate) fn unwrap_keyring(
 pub(crate) fn open_shared(
     db: Database,
     keyring: Keyring,
-    witness_location: WitnessLocation,
+    files: StoreFiles,
     rollback: RollbackPolicy,
 ) -> Result<Arc<Shared>, Error> {
     let (identity, witness_key, position, damaged) = {
@@ -613,20 +718,24 @@ pub(crate) fn open_shared(
         (identity, witness_key, position, damaged)
     };
     let written = identity.witness_written;
-    let witness = Witness::new(witness_location, identity.id, witness_key);
-    let refuse = rollback == RollbackPolicy::Refuse;
-    match witness.read()? {
-        Some(w) if !position.covers(&w) && refuse => {
-            return Err(Error::RollbackDetected {
-                db_epoch: position.epoch,
-                db_generation: position.generation,
-                witness_epoch: w.epoch,
-                witness_generation: w.generation,
-            });
+    let witness = Witness::new(files.witness, identity.id, witness_key);
+    let found = witness.read()?;
+    let position = match rollback::check(position, found, written, rollback) {
+        Verdict::Current => position,
+        Verdict::Refused { found: accept } => {
+            return Err(refusal(files.database, &witness, position, accept));
         }
-        None if written && refuse => return Err(Error::WitnessMissing),
-        _ => {}
-    }
+        Verdict::Accepted { accepted, past } => {
+            tracing::error!(
+                database = %files.database.display(),
+                witness = %witness.path().display(),
+                %accepted,
+                "opened a database older than its witness because [store] rollback accepts it: \
+                 markers and rate counters went back; remove the setting"
+            );
+            move_past(&db, &keyring, position, past)?
+        }
+    };
     witness.write(position)?;
     if !written {
         record_witness_written(&db, &keyring, identity)?;
@@ -651,6 +760,53 @@ fn holds_data(txn: &ReadTransaction) -> Result<bool, Error> {
         }
     }
     Ok(false)
+}
+
+/// The refusal of a database at `position` that `accept` would accept
+/// (older than its witness, or without it), printing that setting.
+fn refusal(
+    database: PathBuf,
+    witness: &Witness,
+    position: Position,
+    accept: AcceptedRollback,
+) -> Error {
+    match accept {
+        AcceptedRollback::OlderThanWitness { .. } => Error::RollbackDetected {
+            database,
+            witness: witness.path(),
+            db_epoch: position.epoch,
+            db_generation: position.generation,
+            accept,
+        },
+        AcceptedRollback::WitnessMissing { .. } => Error::WitnessMissing {
+            database,
+            witness: witness.path(),
+            accept,
+        },
+    }
+}
+
+/// After an accepted rollback, moves the commit generation past the
+/// overridden position `past`: every later witness then differs from the
+/// accepted one, so the setting accepts no other rollback (single use).
+fn move_past(
+    db: &Database,
+    keyring: &Keyring,
+    position: Position,
+    past: Position,
+) -> Result<Position, Error> {
+    let generation = position.generation.max(past.generation).saturating_add(1);
+    let txn = db.begin_write()?;
+    {
+        let mut ctx = WriteCtx::begin(&txn, keyring.view())?;
+        let (_, markers) = ctx.records().generation_record()?;
+        ctx.put_generation(generation, &markers)?;
+    }
+    txn.commit()?;
+    Ok(Position {
+        epoch: position.epoch,
+        generation,
+    })
 }
 
 /// Replaces the configured recovery public key by the one stored at init,

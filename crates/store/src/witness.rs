@@ -33,6 +33,36 @@ pub enum WitnessLocation {
     Memory(MemoryWitness),
 }
 
+impl WitnessLocation {
+    /// The witness's path, for error messages (a placeholder for a witness
+    /// in memory).
+    pub(crate) fn path(&self) -> PathBuf {
+        match self {
+            Self::File(path) => path.clone(),
+            Self::Memory(_) => PathBuf::from("(witness in memory)"),
+        }
+    }
+
+    /// Whether anything is at the witness's place, authentic or not: a
+    /// store whose witness exists was initialized there once.
+    ///
+    /// # Errors
+    /// [`Error::WitnessUnreadable`] when that cannot be told.
+    pub(crate) fn exists(&self) -> Result<bool, Error> {
+        match self {
+            Self::Memory(m) => Ok(m.bytes().is_some()),
+            Self::File(path) => match std::fs::symlink_metadata(path) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(source) => Err(Error::WitnessUnreadable {
+                    witness: path.clone(),
+                    source,
+                }),
+            },
+        }
+    }
+}
+
 /// A witness kept in memory; clones share the same slot.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryWitness(Arc<Mutex<Option<Vec<u8>>>>);
@@ -110,9 +140,20 @@ impl Witness {
         }
     }
 
+    /// Where the witness lives, for error messages.
+    pub(crate) fn path(&self) -> PathBuf {
+        self.location.path()
+    }
+
+    fn corrupt(&self) -> Error {
+        Error::WitnessCorrupt {
+            witness: self.path(),
+        }
+    }
+
     fn hmac(&self, p: Position) -> Result<Hmac<Sha256>, Error> {
         let mut mac =
-            Hmac::<Sha256>::new_from_slice(self.key.as_ref()).map_err(|_| Error::WitnessCorrupt)?;
+            Hmac::<Sha256>::new_from_slice(self.key.as_ref()).map_err(|_| self.corrupt())?;
         mac.update(DOMAIN);
         mac.update(&self.store_id);
         mac.update(&p.epoch.0.to_be_bytes());
@@ -124,30 +165,35 @@ impl Witness {
     ///
     /// # Errors
     /// [`Error::WitnessCorrupt`] when it does not parse, belongs to another
-    /// database, or fails its MAC.
+    /// database, or fails its MAC; [`Error::WitnessUnreadable`] when it
+    /// exists but cannot be read.
     pub(crate) fn read(&self) -> Result<Option<Position>, Error> {
         let bytes = match &self.location {
             WitnessLocation::Memory(m) => m.bytes(),
             WitnessLocation::File(path) => match std::fs::read(path) {
                 Ok(b) => Some(b),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(Error::WitnessIo(e)),
+                Err(source) => {
+                    return Err(Error::WitnessUnreadable {
+                        witness: path.clone(),
+                        source,
+                    });
+                }
             },
         };
         let Some(bytes) = bytes else { return Ok(None) };
-        let file: WitnessFile =
-            serde_json::from_slice(&bytes).map_err(|_| Error::WitnessCorrupt)?;
+        let file: WitnessFile = serde_json::from_slice(&bytes).map_err(|_| self.corrupt())?;
         let p = Position {
             epoch: Epoch(file.global_epoch),
             generation: file.generation,
         };
-        let mac = hex::decode(&file.mac).map_err(|_| Error::WitnessCorrupt)?;
+        let mac = hex::decode(&file.mac).map_err(|_| self.corrupt())?;
         let check = self.hmac(p)?;
         if file.version != 1
             || file.store_id != hex::encode(self.store_id)
             || check.verify_slice(&mac).is_err()
         {
-            return Err(Error::WitnessCorrupt);
+            return Err(self.corrupt());
         }
         Ok(Some(p))
     }
@@ -173,7 +219,10 @@ impl Witness {
         match &self.location {
             WitnessLocation::Memory(m) => m.set_bytes(Some(bytes)),
             WitnessLocation::File(path) => {
-                write_atomically(path, &bytes).map_err(Error::WitnessIo)?
+                write_atomically(path, &bytes).map_err(|source| Error::WitnessIo {
+                    witness: path.clone(),
+                    source,
+                })?
             }
         }
         *last = Some(p);

@@ -212,9 +212,14 @@ fn run_batch(shared: &Shared, batch: Vec<(Vec<WriteOp>, Reply)>) {
 /// A batch failure is reported to every caller of the batch.
 fn clone_batch_error(e: &Error) -> Error {
     match e {
-        Error::Storage { fault, source } => Error::Storage {
+        Error::Storage {
+            fault,
+            source,
+            file,
+        } => Error::Storage {
             fault: *fault,
             source: Box::new(redb::Error::Io(std::io::Error::other(source.to_string()))),
+            file: file.clone(),
         },
         Error::DekMissing { table, term } => Error::DekMissing {
             table: *table,
@@ -303,9 +308,10 @@ fn commit_batch(
             // it inserted, say) waits on the witness like a commit.
             let found_stored = matches!(outcome, Ok(WriteOutcome::Skipped { .. }));
             if guarded || found_stored {
-                *outcome = Err(Error::WitnessIo(std::io::Error::other(
-                    "witness not written after commit",
-                )));
+                *outcome = Err(Error::WitnessIo {
+                    witness: shared.witness.path(),
+                    source: std::io::Error::other("witness not written after commit"),
+                });
             }
         }
     }

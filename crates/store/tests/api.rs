@@ -20,7 +20,7 @@ fn marker(hash: u8, expires: u64) -> Marker {
 }
 
 fn in_memory() -> EncryptedStore {
-    EncryptedStore::open(
+    EncryptedStore::create(
         StoreLocation::in_memory().unwrap(),
         Arc::new(MemoryProvider::with_key("k", 3)),
         StoreOptions::default(),
@@ -38,7 +38,7 @@ fn conformance_on_a_simulated_disk_and_on_real_files() {
     let machine = Machine::new();
     thresig_store::conformance::check_store(&machine.open().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let store = EncryptedStore::open(
+    let store = EncryptedStore::create(
         StoreLocation::Directory(dir.path().to_path_buf()),
         Arc::new(MemoryProvider::with_key("k", 4)),
         StoreOptions::default(),
@@ -121,7 +121,7 @@ fn real_files_survive_reopen_and_keep_a_witness() {
     let provider = Arc::new(MemoryProvider::with_key("k", 9));
     let w = wallet(6);
     {
-        let store = EncryptedStore::open(
+        let store = EncryptedStore::create(
             StoreLocation::Directory(dir.path().to_path_buf()),
             provider.clone(),
             StoreOptions::default(),

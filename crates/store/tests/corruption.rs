@@ -202,11 +202,13 @@ fn database_older_than_witness_is_refused_unless_overridden() {
     };
     let witness_before = machine.witness.bytes();
     let err = rolled_back.open().unwrap_err();
-    assert!(matches!(err, Error::RollbackDetected { .. }), "{err:?}");
+    let Error::RollbackDetected { accept, .. } = err else {
+        panic!("{err:?}")
+    };
     assert_eq!(err.recovery(), Recovery::Terminal);
     assert_eq!(machine.witness.bytes(), witness_before, "witness untouched");
     let mut options = StoreOptions::default();
-    options.rollback = RollbackPolicy::AcceptOlderDatabase;
+    options.rollback = RollbackPolicy::AcceptOlderDatabase(accept);
     let store = rolled_back.open_with(options).unwrap();
     assert_eq!(wallet_value(&store, 1).as_slice(), b"one");
 }
@@ -232,7 +234,10 @@ fn database_ahead_of_witness_repairs_it() {
     let at = tampered.len() - 3;
     tampered[at] ^= 1;
     machine.witness.set_bytes(Some(tampered));
-    assert!(matches!(machine.open().unwrap_err(), Error::WitnessCorrupt));
+    assert!(matches!(
+        machine.open().unwrap_err(),
+        Error::WitnessCorrupt { .. }
+    ));
 }
 
 #[test]
@@ -867,7 +872,7 @@ fn an_identity_record_from_before_the_first_witness_is_refused_once_data_exists(
     std::fs::create_dir(&blocker).unwrap();
     let first = open();
     assert!(
-        matches!(first, Err(Error::WitnessIo(_))),
+        matches!(first, Err(Error::WitnessIo { .. })),
         "{:?}",
         first.map(drop)
     );

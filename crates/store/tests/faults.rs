@@ -410,12 +410,12 @@ fn a_deleted_witness_refuses_the_open_of_an_older_database() {
         provider: machine.provider.clone(),
     };
     let r = rolled_back.open();
-    assert!(
-        matches!(r, Err(thresig_store::Error::WitnessMissing)),
-        "an existing store without its witness must not open silently: {r:?}"
-    );
+    let accept = match r {
+        Err(thresig_store::Error::WitnessMissing { accept, .. }) => accept,
+        other => panic!("an existing store without its witness must not open silently: {other:?}"),
+    };
     let mut options = thresig_store::StoreOptions::default();
-    options.rollback = thresig_store::RollbackPolicy::AcceptOlderDatabase;
+    options.rollback = thresig_store::RollbackPolicy::AcceptOlderDatabase(accept);
     assert!(rolled_back.open_with(options).is_ok(), "explicit override");
     assert!(
         rolled_back.open().is_ok(),
@@ -455,8 +455,8 @@ fn a_transient_failure_on_one_wrap_is_retryable_even_if_another_is_gone() {
 
 /// A store in `dir` (a real witness file, so its writes can be made to
 /// fail).
-fn open_in(dir: &std::path::Path) -> EncryptedStore {
-    EncryptedStore::open(
+fn create_in(dir: &std::path::Path) -> EncryptedStore {
+    EncryptedStore::create(
         thresig_store::StoreLocation::Directory(dir.to_path_buf()),
         Arc::new(MemoryProvider::with_key("k", 9)),
         thresig_store::StoreOptions::default(),
@@ -472,13 +472,13 @@ fn open_in(dir: &std::path::Path) -> EncryptedStore {
 fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     use thresig_store::{Conflict, Error, Store as _, WriteOutcome};
     let dir = tempfile::tempdir().unwrap();
-    let store = open_in(dir.path());
+    let store = create_in(dir.path());
     common::put_wallet(&store, 1, b"one");
     // A directory where the witness's temporary file goes: writing fails.
     let blocker = dir.path().join("state.witness.tmp");
     std::fs::create_dir(&blocker).unwrap();
     let out = store.write(vec![marker_op(1)]);
-    assert!(matches!(&out, Err(Error::WitnessIo(_))), "{out:?}");
+    assert!(matches!(&out, Err(Error::WitnessIo { .. })), "{out:?}");
     assert_eq!(out.unwrap_err().recovery(), Recovery::Retryable);
     // A unit with nothing security-relevant is still acknowledged.
     let meta = thresig_store::MetaName::new(b"m".to_vec()).unwrap();
@@ -490,9 +490,9 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     // While the witness lags, the committed marker's shares are not handed
     // back: not to a retry of the insert, not to a read.
     let early = store.write(vec![marker_op(1)]);
-    assert!(matches!(&early, Err(Error::WitnessIo(_))), "{early:?}");
+    assert!(matches!(&early, Err(Error::WitnessIo { .. })), "{early:?}");
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
-    assert!(matches!(&read, Err(Error::WitnessIo(_))), "{read:?}");
+    assert!(matches!(&read, Err(Error::WitnessIo { .. })), "{read:?}");
     std::fs::remove_dir(&blocker).unwrap();
     let retry = store.write(vec![marker_op(1)]).unwrap();
     assert!(
@@ -522,7 +522,7 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
 fn a_keyring_change_whose_witness_write_fails_keeps_the_lag() {
     use thresig_store::Error;
     let dir = tempfile::tempdir().unwrap();
-    let store = open_in(dir.path());
+    let store = create_in(dir.path());
     store.write(vec![marker_op(1)]).unwrap();
     let blocker = dir.path().join("state.witness.tmp");
     std::fs::create_dir(&blocker).unwrap();
@@ -530,7 +530,7 @@ fn a_keyring_change_whose_witness_write_fails_keeps_the_lag() {
     store.start_dek_rotation().unwrap();
     assert_eq!(store.writer_stats().witness_failures, failures + 1);
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
-    assert!(matches!(&read, Err(Error::WitnessIo(_))), "{read:?}");
+    assert!(matches!(&read, Err(Error::WitnessIo { .. })), "{read:?}");
     std::fs::remove_dir(&blocker).unwrap();
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32])).unwrap();
     assert!(read.is_some(), "the witness caught up: the marker reads");

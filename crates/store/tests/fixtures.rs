@@ -74,7 +74,13 @@ fn generate() {
         let _ = std::fs::remove_dir_all(&dest);
         copy_dir(work.path(), &dest);
     };
-    let store = open(work.path(), provider.clone());
+    let p: Arc<dyn KeyProvider> = provider.clone();
+    let store = EncryptedStore::create(
+        StoreLocation::Directory(work.path().to_path_buf()),
+        p,
+        options(),
+    )
+    .unwrap();
     store
         .write(vec![
             WriteOp::PutWallet {

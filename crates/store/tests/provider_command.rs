@@ -2,16 +2,16 @@
 //! timeouts that kill the whole process group, output limits, the cleared
 //! environment and shell-free argv.
 
+mod common;
 #[allow(dead_code, reason = "each test binary uses part of the helpers")]
 mod provider_util;
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
+use common::Captured;
 use provider_util::{
     default_id, id, key_bytes, key_hex, open, round_trip, write_file, write_script,
 };
+use std::fs;
+use std::path::{Path, PathBuf};
 use thresig_store::Recovery;
 use thresig_store::provider::{
     CommandFailure, ConfiguredProvider, KeyOrigin, KeyProblem, KeyProvider as _, OutputProblem,
@@ -303,27 +303,6 @@ fn oversized_output_is_refused() {
     }
 }
 
-/// Collects what the `tracing` formatter writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[test]
 fn a_failing_program_is_retryable_and_its_stderr_goes_to_the_log() {
     let script = recorder("#!/bin/sh\necho 'token expired for role signer' >&2\nexit 3\n");
@@ -342,7 +321,7 @@ fn a_failing_program_is_retryable_and_its_stderr_goes_to_the_log() {
         CommandFailure::Exited { status } => assert_eq!(status.code(), Some(3)),
         other => panic!("{other:?}"),
     }
-    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let logged = log.text();
     assert!(logged.contains("token expired for role signer"), "{logged}");
 }
 

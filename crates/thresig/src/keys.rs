@@ -166,55 +166,12 @@ impl KeysError {
         match self {
             Self::Config(_) => "config_invalid",
             Self::RecoveryKeyFile { .. } => "recovery_key_file",
-            Self::Provider(e) => provider_code(e),
-            Self::Store(e) => store_code(e),
+            Self::Provider(e) => e.code(),
+            Self::Store(e) => e.code(),
             Self::Daemon(e) => &e.code,
             Self::Admin { .. } => "admin_socket",
             Self::DaemonRunning { .. } => "daemon_running",
         }
-    }
-}
-
-fn provider_code(e: &ProviderError) -> &'static str {
-    match e {
-        ProviderError::Unavailable { .. } => "provider_unavailable",
-        ProviderError::UnknownKek { .. } => "provider_unknown_kek",
-        ProviderError::WrongKek { .. } => "provider_wrong_kek",
-        ProviderError::Misconfigured { .. } => "provider_misconfigured",
-        ProviderError::InvalidConfig { .. } => "provider_invalid_config",
-        ProviderError::BadKey { .. } => "provider_bad_key",
-        ProviderError::KeyFile { .. } => "provider_key_file",
-        ProviderError::Command { .. } => "provider_command",
-        _ => "provider_error",
-    }
-}
-
-fn store_code(e: &thresig_store::Error) -> &'static str {
-    use thresig_store::Error as E;
-    match e {
-        E::Storage { .. } => "storage",
-        E::Provider(p) => provider_code(p),
-        E::WrongKek { .. } => "wrong_kek",
-        E::KekUnavailable { .. } => "kek_unavailable",
-        E::KeyringCorrupt { .. } => "keyring_corrupt",
-        E::MetadataCorrupt { .. } => "metadata_corrupt",
-        E::UnsupportedSchema { .. } => "unsupported_schema",
-        E::RecordTampered { .. } => "record_tampered",
-        E::RecordMoved { .. } => "record_moved",
-        E::RecordStale { .. } => "record_stale",
-        E::MarkerSetMismatch { .. } => "marker_set_mismatch",
-        E::DekMissing { .. } => "dek_missing",
-        E::WalletCorrupt { .. } => "wallet_corrupt",
-        E::RollbackDetected { .. } => "rollback_detected",
-        E::WitnessCorrupt => "witness_corrupt",
-        E::WitnessIo(_) => "witness_io",
-        E::DekInUse { .. } => "dek_in_use",
-        E::DekHeldByCorruptWallet { .. } => "dek_held_by_corrupt_wallet",
-        E::DekIsCurrent { .. } => "dek_is_current",
-        E::KekStillNeeded { .. } => "kek_still_needed",
-        E::RecoveryFailed { .. } => "recovery_failed",
-        E::WriterStopped => "writer_stopped",
-        _ => "store_error",
     }
 }
 
@@ -399,7 +356,7 @@ fn status(provider: &dyn KeyProvider, store: &EncryptedStore) -> Result<Report, 
         Ok(kek) => json!({"ok": true, "current_kek": kek.as_str()}),
         Err(e) => json!({
             "ok": false,
-            "code": provider_code(&e),
+            "code": e.code(),
             "retryable": e.recovery() == Recovery::Retryable,
             "message": describe(&e),
         }),
@@ -523,7 +480,7 @@ fn verify(store: &EncryptedStore) -> Result<Report, KeysError> {
     let failures: Vec<Value> = report
         .failures
         .iter()
-        .map(|e| json!({"code": store_code(e), "message": describe(e)}))
+        .map(|e| json!({"code": e.code(), "message": describe(e)}))
         .collect();
     let mut text = format!(
         "records verified: {}\nrecords failing: {}\n",
@@ -531,7 +488,7 @@ fn verify(store: &EncryptedStore) -> Result<Report, KeysError> {
         report.failures.len()
     );
     for e in &report.failures {
-        text.push_str(&format!("  [{}] {}\n", store_code(e), describe(e)));
+        text.push_str(&format!("  [{}] {}\n", e.code(), describe(e)));
     }
     let corrupt: Vec<String> = store
         .corrupt_wallets()

@@ -53,6 +53,27 @@ impl Signer {
         Self { dir, config }
     }
 
+    /// A signer whose store was created, as `thresig init` does (the
+    /// `keys` commands only ever open one).
+    fn provisioned(recovery_public_key: Option<&str>) -> Self {
+        let s = Self::new(recovery_public_key);
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        let provider = KeyProviderConfig::from_toml(&text).unwrap();
+        let mut options = StoreOptions::default();
+        options.recovery_key = provider
+            .recovery_public_key()
+            .map(|k| thresig_store::RecoveryPublicKey::from_bytes(*k.as_bytes()).unwrap());
+        drop(
+            EncryptedStore::create(
+                StoreLocation::Directory(s.dir.path().join("data")),
+                Arc::new(provider.open().unwrap()),
+                options,
+            )
+            .unwrap(),
+        );
+        s
+    }
+
     fn keys(&self) -> PathBuf {
         self.dir.path().join("keys")
     }
@@ -143,7 +164,7 @@ fn dek(status: &Value, term: u64) -> &Value {
 
 #[test]
 fn status_on_a_fresh_store() {
-    let s = Signer::new(None);
+    let s = Signer::provisioned(None);
     let status = s.json(&["status"], 0);
     assert_eq!(status["current_dek"], 1);
     assert_eq!(status["deks"].as_array().unwrap().len(), 1);
@@ -166,7 +187,7 @@ fn status_on_a_fresh_store() {
 
 #[test]
 fn rotate_dek_then_verify_shows_every_record_under_the_new_term() {
-    let s = Signer::new(None);
+    let s = Signer::provisioned(None);
     s.json(&["status"], 0);
     s.seed_wallets(40);
     let before = s.json(&["status"], 0);
@@ -193,7 +214,7 @@ fn rotate_dek_then_verify_shows_every_record_under_the_new_term() {
 
 #[test]
 fn rotate_kek_after_the_provider_key_changes() {
-    let s = Signer::new(None);
+    let s = Signer::provisioned(None);
     s.json(&["status"], 0);
     s.seed_wallets(5);
     write_key(&s.keys(), "v2", 0x22);
@@ -216,7 +237,7 @@ fn rotate_kek_after_the_provider_key_changes() {
 
 #[test]
 fn verify_detects_a_tampered_record() {
-    let s = Signer::new(None);
+    let s = Signer::provisioned(None);
     s.json(&["status"], 0);
     s.seed_wallets(3);
     {
@@ -247,7 +268,7 @@ fn verify_detects_a_tampered_record() {
 #[test]
 fn recover_brings_back_a_store_whose_kek_version_is_gone() {
     let (secret, public) = recovery_pair();
-    let s = Signer::new(Some(&public));
+    let s = Signer::provisioned(Some(&public));
     let status = s.json(&["status"], 0);
     assert_eq!(dek(&status, 1)["recoverable"], true);
     s.seed_wallets(7);
@@ -275,7 +296,7 @@ fn recover_brings_back_a_store_whose_kek_version_is_gone() {
 #[test]
 fn a_recovery_key_file_readable_by_others_is_refused() {
     let (secret, public) = recovery_pair();
-    let s = Signer::new(Some(&public));
+    let s = Signer::provisioned(Some(&public));
     s.json(&["status"], 0);
     let key_file = s.dir.path().join("recovery.key");
     std::fs::write(&key_file, &secret).unwrap();
@@ -289,6 +310,20 @@ fn a_recovery_key_file_readable_by_others_is_refused() {
     );
     assert!(err.contains("terminal"), "{err}");
     assert!(!err.contains(&secret), "{err}");
+}
+
+#[test]
+fn status_on_a_missing_database_creates_nothing() {
+    let s = Signer::new(None);
+    let err = s.json(&["status"], 1);
+    assert_eq!(err["error"]["retryable"], false, "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    let database = s.dir.path().join("data").join("state.redb");
+    assert!(message.contains(&database.display().to_string()), "{err}");
+    assert!(
+        !s.dir.path().join("data").exists(),
+        "keys status made a store"
+    );
 }
 
 #[test]
@@ -322,27 +357,21 @@ fn a_config_with_an_unknown_field_is_refused() {
 
 #[test]
 fn an_unreachable_provider_is_a_retryable_exit() {
-    let dir = tempfile::tempdir().unwrap();
-    let program = dir.path().join("hung-kms");
+    // The store exists; its provider now hangs (a KMS that does not answer).
+    let s = Signer::provisioned(None);
+    let program = s.dir.path().join("hung-kms");
     std::fs::write(&program, "#!/bin/sh\n/bin/sleep 30\n").unwrap();
     chmod(&program, 0o700);
-    let config = dir.path().join("signer.toml");
     std::fs::write(
-        &config,
+        &s.config,
         format!(
             "[store]\ndata_dir = \"data\"\n[key_provider]\nkind = \"command\"\ncommand = [\"{}\"]\nmode = \"raw\"\ntimeout_secs = 1\n",
             program.display()
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(["keys", "status", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(err["error"]["retryable"], true);
+    let err = s.json(&["status"], 2);
+    assert_eq!(err["error"]["retryable"], true, "{err}");
 }
 
 /// `--config` naming something other than a regular file is refused before

@@ -102,18 +102,24 @@ impl Machine {
         }
     }
 
-    /// Opens the real encrypted store on this machine's disk.
+    /// Opens the real encrypted store on this machine's disk, creating it
+    /// on the first start (as provisioning would).
     pub fn open(&self) -> TestStore {
-        let db = redb::Database::builder()
-            .create_with_backend(self.disk.backend())
-            .unwrap();
-        let provider: Arc<dyn KeyProvider> = self.provider.clone();
-        let location = StoreLocation::Database {
-            db,
+        let location = || StoreLocation::Database {
+            db: redb::Database::builder()
+                .create_with_backend(self.disk.backend())
+                .unwrap(),
             witness: self.witness.clone(),
         };
-        let store = EncryptedStore::open(location, provider, StoreOptions::default()).unwrap();
-        FaultStore::new(store)
+        let provider: Arc<dyn KeyProvider> = self.provider.clone();
+        let store =
+            match EncryptedStore::open(location(), provider.clone(), StoreOptions::default()) {
+                Err(thresig_store::Error::NoStore { .. }) => {
+                    EncryptedStore::create(location(), provider, StoreOptions::default())
+                }
+                opened => opened,
+            };
+        FaultStore::new(store.unwrap())
     }
 }
 

@@ -81,13 +81,13 @@ struct Thresig {
 }
 
 impl Thresig {
-    fn open(dir: &Path, provider: Arc<dyn KeyProvider>) -> Self {
-        let store = EncryptedStore::open(
+    fn create(dir: &Path, provider: Arc<dyn KeyProvider>) -> Self {
+        let store = EncryptedStore::create(
             StoreLocation::Directory(dir.to_path_buf()),
             provider,
             StoreOptions::default(),
         )
-        .expect("store opens");
+        .expect("store is created");
         Self {
             store: Arc::new(store),
             wallets: Vec::new(),
@@ -339,7 +339,7 @@ fn main() {
         "| writers | raw fsync p50 ms | thresig ops/s | commits per op | baseline ops/s | ratio |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
-    let mut store = Thresig::open(&subdir(root, "writers"), env_provider());
+    let mut store = Thresig::create(&subdir(root, "writers"), env_provider());
     store.grow_to(100, &Payload);
     for threads in [1, 8, 64] {
         let fsync = fsync_now(root);
@@ -376,7 +376,7 @@ fn main() {
         "| wallets | raw fsync p50 ms | thresig 1 writer ops/s | thresig 64 writers ops/s | commits per op (64) | baseline 1 writer ops/s | baseline 64 writers ops/s | ratio (64) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut store = Thresig::open(&subdir(root, "wallets"), env_provider());
+    let mut store = Thresig::create(&subdir(root, "wallets"), env_provider());
     let mut last_ratio = 0.0;
     for &n in plan.wallets {
         store.grow_to(n, &Payload);
@@ -434,7 +434,7 @@ fn slow_provider(root: &Path, plan: &Plan) {
     let round = plan.writers_time / 16;
     println!("\n## Slow key provider (8 writers, 100 wallets)\n");
     let open = |name: &str, provider| {
-        let mut store = Thresig::open(&subdir(root, name), provider);
+        let mut store = Thresig::create(&subdir(root, name), provider);
         store.grow_to(100, &Payload);
         store
     };

@@ -88,6 +88,20 @@ impl ProviderError {
             Self::Command { failure, .. } => failure.recovery(),
         }
     }
+
+    /// The stable code of this error, listed in `docs/errors.md`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "provider_unavailable",
+            Self::UnknownKek { .. } => "provider_unknown_kek",
+            Self::WrongKek { .. } => "provider_wrong_kek",
+            Self::Misconfigured { .. } => "provider_misconfigured",
+            Self::InvalidConfig { .. } => "provider_invalid_config",
+            Self::BadKey { .. } => "provider_bad_key",
+            Self::KeyFile { .. } => "provider_key_file",
+            Self::Command { .. } => "provider_command",
+        }
+    }
 }
 
 /// Where a key value came from, for error messages.

@@ -25,17 +25,11 @@ impl Machine {
         }
     }
 
+    /// Opens the machine's store, creating it when the machine has none
+    /// yet (as provisioning would).
     pub fn open_with(&self, options: StoreOptions) -> Result<EncryptedStore, Error> {
-        let db = Database::builder().create_with_backend(self.disk.backend())?;
         let provider: Arc<dyn KeyProvider> = self.provider.clone();
-        EncryptedStore::open(
-            StoreLocation::Database {
-                db,
-                witness: self.witness.clone(),
-            },
-            provider,
-            options,
-        )
+        open_or_create(&self.disk, &self.witness, provider, options)
     }
 
     pub fn open(&self) -> Result<EncryptedStore, Error> {
@@ -151,21 +145,34 @@ impl KeyProvider for ScriptedProvider {
     }
 }
 
-/// Opens a store on `disk` with any provider.
+/// Opens a store on `disk` with any provider, creating it when `disk`
+/// holds none yet.
 pub fn open_on(
     disk: &SimDisk,
     witness: &MemoryWitness,
     provider: Arc<dyn KeyProvider>,
 ) -> Result<EncryptedStore, Error> {
-    let db = Database::builder().create_with_backend(disk.backend())?;
-    EncryptedStore::open(
-        StoreLocation::Database {
-            db,
+    open_or_create(disk, witness, provider, StoreOptions::default())
+}
+
+/// Opens the store on `disk`; where none exists (and no witness says one
+/// did), creates it, as provisioning does before a signer first opens.
+pub fn open_or_create(
+    disk: &SimDisk,
+    witness: &MemoryWitness,
+    provider: Arc<dyn KeyProvider>,
+    options: StoreOptions,
+) -> Result<EncryptedStore, Error> {
+    let location = || -> Result<StoreLocation, Error> {
+        Ok(StoreLocation::Database {
+            db: Database::builder().create_with_backend(disk.backend())?,
             witness: witness.clone(),
-        },
-        provider,
-        StoreOptions::default(),
-    )
+        })
+    };
+    match EncryptedStore::open(location()?, provider.clone(), options.clone()) {
+        Err(Error::NoStore { .. }) => EncryptedStore::create(location()?, provider, options),
+        opened => opened,
+    }
 }
 
 /// The plaintext of wallet `n`'s state; panics if absent or unreadable.
@@ -182,4 +189,32 @@ pub fn put_wallet(store: &dyn thresig_store::Store, n: u8, value: &[u8]) {
         }])
         .unwrap();
     assert!(matches!(out, thresig_store::WriteOutcome::Committed(_)));
+}
+
+/// Collects what the `tracing` formatter writes.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }

@@ -1,0 +1,250 @@
+//! The anti-rollback check at open (I5) and its single-use override.
+//!
+//! A database older than its witness, or a witness gone although the
+//! database wrote one, refuses the open. The refusal prints an
+//! [`AcceptedRollback`] naming exactly what was found; an operator who
+//! restored a backup on purpose puts that value in `[store] rollback` for
+//! one start. The accepting open moves the commit generation past the
+//! witness it overrode, so every later witness position differs from the
+//! accepted one and a setting left in the file accepts nothing again.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::ids::Epoch;
+use crate::witness::Position;
+
+/// Opens in this process that accepted an older database or a missing
+/// witness. A process-wide count, like the metric it feeds: the daemon's
+/// registry is built after the store opened, in a crate that never sees
+/// the open itself.
+static ROLLBACKS_ACCEPTED: AtomicU64 = AtomicU64::new(0);
+
+/// How many store opens in this process accepted a rollback through
+/// [`RollbackPolicy::AcceptOlderDatabase`] (exported as a metric; anything
+/// above zero deserves an alert).
+pub fn rollbacks_accepted() -> u64 {
+    ROLLBACKS_ACCEPTED.load(Ordering::Relaxed)
+}
+
+/// What to do when the database is older than its witness, or the witness
+/// is missing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RollbackPolicy {
+    /// Refuse to open ([`crate::Error::RollbackDetected`], [`crate::Error::WitnessMissing`]).
+    #[default]
+    Refuse,
+    /// Open anyway, once: the operator restored a backup on purpose and
+    /// accepts that counters went back. Accepts only the situation it
+    /// names, as the refusal printed it.
+    AcceptOlderDatabase(AcceptedRollback),
+}
+
+/// One rollback an operator accepts, written as the refusal prints it:
+/// `witness epoch 7 generation 1234` (the database is older than a witness
+/// at that position) or `no witness, database epoch 3 generation 100` (the
+/// witness is gone and the database is at that position).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+#[non_exhaustive]
+pub enum AcceptedRollback {
+    /// The database is older than a witness at this position.
+    OlderThanWitness {
+        /// The witness's global epoch.
+        epoch: Epoch,
+        /// The witness's commit generation.
+        generation: u64,
+    },
+    /// The witness is missing; the database is at this position.
+    WitnessMissing {
+        /// The database's global epoch.
+        epoch: Epoch,
+        /// The database's commit generation.
+        generation: u64,
+    },
+}
+
+const OLDER: &str = "witness ";
+const MISSING: &str = "no witness, database ";
+
+impl fmt::Display for AcceptedRollback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (prefix, epoch, generation) = match self {
+            Self::OlderThanWitness { epoch, generation } => (OLDER, epoch, generation),
+            Self::WitnessMissing { epoch, generation } => (MISSING, epoch, generation),
+        };
+        write!(f, "{prefix}epoch {} generation {generation}", epoch.0)
+    }
+}
+
+/// A `rollback` value that is not one a refusal prints.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "expected the value a rollback refusal prints (\"witness epoch E generation G\" or \
+     \"no witness, database epoch E generation G\"), found {0:?}"
+)]
+pub struct InvalidAcceptedRollback(String);
+
+impl FromStr for AcceptedRollback {
+    type Err = InvalidAcceptedRollback;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidAcceptedRollback(s.to_owned());
+        let (missing, rest) = match (s.strip_prefix(MISSING), s.strip_prefix(OLDER)) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(invalid()),
+        };
+        let (epoch, generation) = rest
+            .strip_prefix("epoch ")
+            .and_then(|r| r.split_once(" generation "))
+            .ok_or_else(invalid)?;
+        let epoch = Epoch(epoch.parse().map_err(|_| invalid())?);
+        let generation = generation.parse().map_err(|_| invalid())?;
+        Ok(if missing {
+            Self::WitnessMissing { epoch, generation }
+        } else {
+            Self::OlderThanWitness { epoch, generation }
+        })
+    }
+}
+
+impl TryFrom<String> for AcceptedRollback {
+    type Error = InvalidAcceptedRollback;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// What the anti-rollback check found at open.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The database covers its witness (or no witness was ever written).
+    Current,
+    /// A rollback the policy names: open, after moving the commit
+    /// generation past `past`.
+    Accepted {
+        /// What was accepted, for the log.
+        accepted: AcceptedRollback,
+        /// The position every later witness must differ from.
+        past: Position,
+    },
+    /// A rollback the policy does not name: refuse, printing `found`.
+    Refused {
+        /// What would accept it.
+        found: AcceptedRollback,
+    },
+}
+
+/// Checks a database at `database` against its witness (`None` when absent;
+/// `written` when the database says one was written) under `policy`.
+pub(crate) fn check(
+    database: Position,
+    witness: Option<Position>,
+    written: bool,
+    policy: RollbackPolicy,
+) -> Verdict {
+    let (found, past) = match witness {
+        Some(w) if !database.covers(&w) => (
+            AcceptedRollback::OlderThanWitness {
+                epoch: w.epoch,
+                generation: w.generation,
+            },
+            w,
+        ),
+        None if written => (
+            AcceptedRollback::WitnessMissing {
+                epoch: database.epoch,
+                generation: database.generation,
+            },
+            database,
+        ),
+        _ => return Verdict::Current,
+    };
+    if policy != RollbackPolicy::AcceptOlderDatabase(found) {
+        return Verdict::Refused { found };
+    }
+    ROLLBACKS_ACCEPTED.fetch_add(1, Ordering::Relaxed);
+    Verdict::Accepted {
+        accepted: found,
+        past,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(epoch: u64, generation: u64) -> Position {
+        Position {
+            epoch: Epoch(epoch),
+            generation,
+        }
+    }
+
+    fn older(epoch: u64, generation: u64) -> AcceptedRollback {
+        AcceptedRollback::OlderThanWitness {
+            epoch: Epoch(epoch),
+            generation,
+        }
+    }
+
+    #[test]
+    fn accepted_rollbacks_read_back_what_they_print() {
+        for a in [
+            older(7, 1234),
+            AcceptedRollback::WitnessMissing {
+                epoch: Epoch(3),
+                generation: 100,
+            },
+        ] {
+            assert_eq!(a.to_string().parse::<AcceptedRollback>(), Ok(a));
+        }
+        for bad in [
+            "",
+            "accept_older_database",
+            "witness epoch 7",
+            "witness epoch x generation 1",
+            "witness epoch 7 generation 1 ",
+        ] {
+            assert!(bad.parse::<AcceptedRollback>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_named_rollback_is_accepted() {
+        let named = RollbackPolicy::AcceptOlderDatabase;
+        assert_eq!(
+            check(at(1, 5), Some(at(2, 9)), true, named(older(2, 8))),
+            Verdict::Refused { found: older(2, 9) }
+        );
+        let before = rollbacks_accepted();
+        assert_eq!(
+            check(at(1, 5), Some(at(2, 9)), true, named(older(2, 9))),
+            Verdict::Accepted {
+                accepted: older(2, 9),
+                past: at(2, 9)
+            }
+        );
+        assert!(rollbacks_accepted() > before);
+        let missing = AcceptedRollback::WitnessMissing {
+            epoch: Epoch(1),
+            generation: 5,
+        };
+        assert_eq!(
+            check(at(1, 5), None, true, named(older(2, 9))),
+            Verdict::Refused { found: missing }
+        );
+        for policy in [RollbackPolicy::Refuse, named(older(2, 9))] {
+            assert_eq!(
+                check(at(2, 9), Some(at(2, 9)), true, policy),
+                Verdict::Current
+            );
+            assert_eq!(check(at(2, 9), None, false, policy), Verdict::Current);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Opening a store on disk: a database that is missing or emptied beside
+//! its witness, a witness that cannot be read or authenticated, and a
+//! directory that holds no store at all. Each refusal is terminal, names
+//! the files involved, and leaves them as they were.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::ReadableDatabase as _;
+
+use thresig_store::provider::{KeyProvider, MemoryProvider};
+use thresig_store::{
+    EncryptedStore, Error, Recovery, Store, StoreLocation, StoreOptions, WalletId, WriteOp,
+};
+
+fn provider() -> Arc<dyn KeyProvider> {
+    Arc::new(MemoryProvider::with_key("kek-1", 7))
+}
+
+fn database(dir: &Path) -> PathBuf {
+    dir.join("state.redb")
+}
+
+fn witness(dir: &Path) -> PathBuf {
+    dir.join("state.witness")
+}
+
+fn open(dir: &Path) -> Result<EncryptedStore, Error> {
+    EncryptedStore::open(
+        StoreLocation::Directory(dir.to_path_buf()),
+        provider(),
+        StoreOptions::default(),
+    )
+}
+
+/// A store with one wallet written (so its witness exists), closed again.
+fn provisioned() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EncryptedStore::create(
+        StoreLocation::Directory(dir.path().to_path_buf()),
+        provider(),
+        StoreOptions::default(),
+    )
+    .unwrap();
+    store
+        .write(vec![WriteOp::PutWallet {
+            wallet: WalletId::new(b"w1".to_vec()).unwrap(),
+            value: b"state".to_vec(),
+        }])
+        .unwrap();
+    drop(store);
+    assert!(witness(dir.path()).is_file());
+    dir
+}
+
+/// The refusal of a database that is gone (or holds nothing) while its
+/// witness remains: terminal, naming both files, telling the operator to
+/// restore rather than re-initialize.
+fn assert_refused_beside_witness(err: &Error, dir: &Path) {
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+    let text = err.to_string();
+    for path in [database(dir), witness(dir)] {
+        assert!(text.contains(&path.display().to_string()), "{text}");
+    }
+    assert!(text.contains("restore the database"), "{text}");
+    assert!(text.contains("never re-initialize"), "{text}");
+}
+
+/// A terminal refusal whose message names `file`.
+fn assert_terminal_naming(err: &Error, file: &Path) {
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&file.display().to_string()), "{text}");
+}
+
+#[test]
+fn a_missing_database_beside_its_witness_is_refused_and_not_recreated() {
+    let dir = provisioned();
+    let witness_before = std::fs::read(witness(dir.path())).unwrap();
+    std::fs::remove_file(database(dir.path())).unwrap();
+    let err = open(dir.path()).unwrap_err();
+    assert_refused_beside_witness(&err, dir.path());
+    assert!(!database(dir.path()).exists(), "open created a database");
+    assert_eq!(std::fs::read(witness(dir.path())).unwrap(), witness_before);
+}
+
+#[test]
+fn a_zero_length_database_beside_its_witness_is_refused() {
+    let dir = provisioned();
+    std::fs::File::create(database(dir.path())).unwrap();
+    let err = open(dir.path()).unwrap_err();
+    assert_refused_beside_witness(&err, dir.path());
+    assert_eq!(std::fs::metadata(database(dir.path())).unwrap().len(), 0);
+}
+
+#[test]
+fn a_valid_but_empty_database_beside_its_witness_is_refused() {
+    let dir = provisioned();
+    std::fs::remove_file(database(dir.path())).unwrap();
+    drop(redb::Database::create(database(dir.path())).unwrap());
+    let err = open(dir.path()).unwrap_err();
+    assert_refused_beside_witness(&err, dir.path());
+    let db = redb::Database::open(database(dir.path())).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert_eq!(txn.list_tables().unwrap().count(), 0, "open wrote tables");
+}
+
+#[test]
+fn open_creates_nothing_where_no_store_exists() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    let err = open(&dir).unwrap_err();
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&database(&dir).display().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("thresig init"), "{text}");
+    assert!(!dir.exists(), "open created the data directory");
+}
+
+#[test]
+fn create_refuses_a_directory_that_holds_a_store_or_its_witness() {
+    let dir = provisioned();
+    let create = || {
+        EncryptedStore::create(
+            StoreLocation::Directory(dir.path().to_path_buf()),
+            provider(),
+            StoreOptions::default(),
+        )
+    };
+    let err = create().unwrap_err();
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+    assert!(
+        err.to_string()
+            .contains(&database(dir.path()).display().to_string()),
+        "{err}"
+    );
+    std::fs::remove_file(database(dir.path())).unwrap();
+    let err = create().unwrap_err();
+    assert_refused_beside_witness(&err, dir.path());
+    assert!(!database(dir.path()).exists());
+}
+
+#[test]
+fn an_unreadable_witness_is_terminal_and_named() {
+    let dir = provisioned();
+    // A directory in the witness's place cannot be read as a file, even by
+    // root (file modes would not stop a test running as root).
+    std::fs::remove_file(witness(dir.path())).unwrap();
+    std::fs::create_dir(witness(dir.path())).unwrap();
+    assert_terminal_naming(&open(dir.path()).unwrap_err(), &witness(dir.path()));
+    assert!(witness(dir.path()).is_dir(), "the witness was replaced");
+}
+
+#[test]
+fn a_garbage_witness_is_terminal_and_named() {
+    let dir = provisioned();
+    std::fs::write(witness(dir.path()), b"not a witness").unwrap();
+    assert_terminal_naming(&open(dir.path()).unwrap_err(), &witness(dir.path()));
+    assert_eq!(
+        std::fs::read(witness(dir.path())).unwrap(),
+        b"not a witness"
+    );
+}
+
+#[test]
+fn a_reopened_store_keeps_its_records() {
+    let dir = provisioned();
+    let store = open(dir.path()).unwrap();
+    let w = WalletId::new(b"w1".to_vec()).unwrap();
+    assert_eq!(store.wallet(&w).unwrap().unwrap().as_slice(), b"state");
+}
