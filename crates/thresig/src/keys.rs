@@ -183,6 +183,7 @@ fn provider_code(e: &ProviderError) -> &'static str {
         ProviderError::Misconfigured { .. } => "provider_misconfigured",
         ProviderError::InvalidConfig { .. } => "provider_invalid_config",
         ProviderError::BadKey { .. } => "provider_bad_key",
+        ProviderError::UnwrappedLength { .. } => "provider_bad_unwrap",
         ProviderError::KeyFile { .. } => "provider_key_file",
         ProviderError::Command { .. } => "provider_command",
         _ => "provider_error",
