@@ -515,6 +515,35 @@ fn abort_and_prune_destroy_nonces() {
     );
 }
 
+/// The scheduled prune alone drops what a wallet that gets no more
+/// requests holds: its expired nonces, the tombstones of its spent ones and,
+/// past the replay window, its markers.
+#[test]
+fn prune_drops_what_an_idle_wallet_holds() {
+    let mut c = cluster(22);
+    let comms: BTreeMap<u16, Vec<Commitment>> = [1, 2]
+        .map(|s| (s, c.round1(s, COORD_A, "w2", 1).unwrap()))
+        .into();
+    let req = c.request("w2", &comms, &[D1]);
+    let shares = c.round2(1, &req).unwrap();
+    c.round1(1, COORD_B, "w2", 2).unwrap();
+    let w2 = wid("w2");
+    assert!(c.member(1).signer().status(&w2).unwrap().live_nonces > 0);
+    assert_eq!(c.member(1).marker("w2", &comms[&1][0]).unwrap(), shares);
+
+    // small_limits: nonces live 60 s; the replay window is an hour.
+    c.advance(Duration::from_secs(60 + 3600 + 1));
+    c.member(1).signer().prune(c.now).unwrap();
+    assert_eq!(c.member(1).signer().status(&w2).unwrap().live_nonces, 0);
+    assert!(
+        c.member(1).marker("w2", &comms[&1][0]).is_none(),
+        "the expired marker is still stored"
+    );
+    // Neither a marker nor a tombstone remembers the spent commitment.
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(matches!(err, Error::NonceUnknown { .. }), "{err:?}");
+}
+
 #[test]
 fn an_evicted_nonce_in_round2_is_terminal() {
     let mut c = cluster(101);
