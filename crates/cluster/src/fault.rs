@@ -5,6 +5,8 @@
 //! check and its markers; only what leaves it is altered. Nothing selects a
 //! fault but the hidden `thresig serve --fault` flag.
 
+use std::sync::Arc;
+
 use thresig_crypto::{Seat, SignatureShare};
 use thresig_daemon::{SignerError, SignerHandler};
 use thresig_engine::{
@@ -21,15 +23,17 @@ pub enum Fault {
 }
 
 /// A handler that answers as `inner` does, then applies its fault.
+///
+/// `inner` is shared, so the process can keep pruning the engine behind it.
 #[derive(Debug)]
 pub struct Faulty<H> {
-    inner: H,
+    inner: Arc<H>,
     fault: Fault,
 }
 
 impl<H> Faulty<H> {
     /// `inner` with `fault`.
-    pub fn new(inner: H, fault: Fault) -> Self {
+    pub fn new(inner: Arc<H>, fault: Fault) -> Self {
         Self { inner, fault }
     }
 }

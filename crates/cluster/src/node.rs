@@ -11,13 +11,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use thresig_crypto::Seat;
 use thresig_daemon::{DaemonConfig, EngineHandler, SignerHandler, run_until_signal};
 use thresig_engine::{OpenError, Signer};
 use thresig_store::provider::{KeyProvider, ProviderError};
 use thresig_store::{EncryptedStore, KeyManager};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::fault::{Fault, Faulty};
@@ -193,18 +196,70 @@ impl Node {
             ..
         } = self;
         info!(member = %member, wallets, "signer open");
+        let handler = Arc::new(handler);
+        let pruner = Pruner::start(Arc::clone(&handler));
         let served = match fault {
             None => run(&daemon, handler),
-            Some(fault) => run(&daemon, Faulty::new(handler, fault)),
+            Some(fault) => run(&daemon, Arc::new(Faulty::new(handler, fault))),
         };
+        drop(pruner);
         drop(manager);
         store.shutdown();
         served
     }
 }
 
-fn run<H: SignerHandler>(daemon: &DaemonConfig, handler: H) -> Result<(), NodeError> {
-    Ok(run_until_signal(daemon, Arc::new(handler))?)
+fn run<H: SignerHandler>(daemon: &DaemonConfig, handler: Arc<H>) -> Result<(), NodeError> {
+    Ok(run_until_signal(daemon, handler)?)
+}
+
+/// How often the engine is pruned. Nonces live five minutes and tombstones
+/// and markers an hour by default, so a wallet nobody uses drops each within
+/// half a minute of its expiry; a prune locks each wallet only briefly and
+/// costs one store commit.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Prunes the engine every [`PRUNE_INTERVAL`] on its own thread (the engine
+/// takes `now` and runs no timer itself); stops and joins on drop.
+struct Pruner {
+    stop: Option<SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Pruner {
+    fn start(handler: Arc<EngineHandler<Arc<EncryptedStore>>>) -> Self {
+        let (stop, stopped) = sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("thresig-prune".to_owned())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(PRUNE_INTERVAL) {
+                    if let Err(error) = handler.prune() {
+                        warn!(%error, "pruning the signer failed; the next round tries again");
+                    }
+                }
+            });
+        let thread = match thread {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                warn!(%error, "cannot start the pruning thread; idle wallets are not pruned");
+                None
+            }
+        };
+        Self {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for Pruner {
+    fn drop(&mut self) {
+        // Dropping the sender ends the wait at once.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,16 @@ impl<S: Store> EngineHandler<S> {
         &self.signer
     }
 
+    /// Prunes the engine at the current time ([`Signer::prune`]): the signer
+    /// process calls it on a timer, so that wallets nobody uses drop their
+    /// expired nonces, tombstones and markers.
+    ///
+    /// # Errors
+    /// The engine's refusal, or `internal` if the clock is before 1970.
+    pub fn prune(&self) -> Result<(), SignerError> {
+        self.signer.prune(now()?).map_err(|err| refusal(&err))
+    }
+
     /// Runs `request` for the member at `peer`.
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         let identity = self.roster.get(&peer).ok_or_else(|| {

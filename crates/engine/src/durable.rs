@@ -403,6 +403,13 @@ fn try_load<S: Store>(
 }
 
 /// Decodes key material and checks it against the configuration.
+///
+/// The wallet key's verifying shares are not checked for consistency again:
+/// the record is this signer's own, sealed in its store from a `WalletKey`
+/// that passed that check when it was made (see
+/// [`WalletKey::from_stored_bytes`]). What ties this signer to the record
+/// is checked: its own share fits the key, the threshold and roster size
+/// match the configuration.
 fn signing_key(
     config: &WalletConfig,
     seat: Seat,
@@ -410,7 +417,7 @@ fn signing_key(
     wallet_key: &[u8],
     share: &[u8],
 ) -> Option<SigningKey> {
-    let key = WalletKey::from_bytes(wallet_key).ok()?;
+    let key = WalletKey::from_stored_bytes(wallet_key).ok()?;
     let share = KeyShare::from_bytes(share).ok()?;
     let fits = share.seat() == seat
         && share.check_wallet(&key).is_ok()

@@ -610,6 +610,14 @@ pub enum Error {
         #[source]
         source: thresig_store::Error,
     },
+    /// The store could not purge expired markers (in [`crate::Signer::prune`],
+    /// which concerns no one wallet); the next prune tries again.
+    #[error("purging expired markers failed")]
+    MarkerPurge {
+        /// The store's error.
+        #[source]
+        source: thresig_store::Error,
+    },
     /// An internal invariant failed.
     #[error("internal error: {0:?}")]
     Internal(InternalFault),
@@ -656,7 +664,7 @@ impl Error {
             Self::KeyPackageMissing { .. } | Self::StoredRecordInvalid { .. } => {
                 ErrorCode::StateCorrupt
             }
-            Self::Store { source, .. } => store_code(source),
+            Self::Store { source, .. } | Self::MarkerPurge { source } => store_code(source),
             Self::DkgMismatch { .. } => ErrorCode::DkgMismatch,
             Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
                 ErrorCode::SessionConflict

@@ -155,8 +155,10 @@ pub(crate) struct Slot {
 /// - inputs: [`Signer::handle`] (dispatches a [`Request`]), or directly
 ///   [`Signer::round1`], [`Signer::round2`], [`Signer::abort`];
 /// - getters: [`Signer::status`], [`Signer::wallets`];
-/// - upkeep: [`Signer::prune`] drops expired nonces and forgotten
-///   tombstones (also done lazily by every round).
+/// - upkeep: [`Signer::prune`] drops expired nonces, forgotten tombstones
+///   and pending shares, and expired markers, of every wallet (a round
+///   prunes its own wallet's memory as it goes; idle wallets need the
+///   call, which the signer process makes on a timer).
 ///
 /// Every answer is immediate; nothing is queued. A restart is dropping the
 /// `Signer` and opening a new one over the same store: live nonces and
@@ -632,17 +634,28 @@ impl<S: Store> Signer<S> {
         Ok(lock(slot)?.pool.abort(now, from, &hashes))
     }
 
-    /// Drops expired nonces, old tombstones and forgotten pending shares of
-    /// every wallet. Harmless to call at any time.
+    /// Drops what no request can use any more, in every wallet, whether it
+    /// still gets requests or not: expired nonces, tombstones and pending
+    /// shares past the replay window, and the markers that expired (purged
+    /// from the store in one commit). Rounds prune their own wallet as they
+    /// go; an idle wallet is pruned only here, so a running signer calls it
+    /// on a timer. Harmless to call at any time.
     ///
     /// # Errors
-    /// [`Error::Internal`] if a wallet's lock is poisoned.
+    /// [`Error::Internal`] if a wallet's lock is poisoned,
+    /// [`Error::MarkerPurge`] if the store cannot purge (the next call
+    /// tries again).
     pub fn prune(&self, now: Timestamp) -> Result<(), Error> {
         for slot in self.wallets.values() {
             let mut shard = lock(slot)?;
             shard.pool.prune(now);
             shard.pending.prune(now);
         }
+        self.store
+            .write(vec![WriteOp::PurgeMarkers {
+                now: now.to_store(),
+            }])
+            .map_err(|source| Error::MarkerPurge { source })?;
         Ok(())
     }
 

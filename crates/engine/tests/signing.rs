@@ -409,20 +409,74 @@ fn only_members_may_coordinate() {
     assert!(matches!(err, Error::CoordinatorNotMember { .. }), "{err:?}");
 }
 
-#[test]
-fn a_wallet_whose_record_does_not_decode_is_corrupt_and_others_serve() {
-    let mut c = cluster(19);
-    let garbage = thresig_store::WriteOp::PutWallet {
-        wallet: store_wallet(&wid("w1")),
-        value: vec![0xff; 5],
+/// Seat 1's stored record of `wallet` (the engine's 10-byte header, then
+/// the encoded wallet key).
+fn stored_record(c: &Cluster, wallet: &str) -> Vec<u8> {
+    let bytes = c
+        .member(1)
+        .store()
+        .inner
+        .wallet(&store_wallet(&wid(wallet)));
+    bytes.unwrap().unwrap().to_vec()
+}
+
+fn put_record(c: &Cluster, wallet: &str, value: Vec<u8>) {
+    let op = WriteOp::PutWallet {
+        wallet: store_wallet(&wid(wallet)),
+        value,
     };
-    thresig_store::Store::write(&*c.member(1).store().inner, vec![garbage]).unwrap();
+    Store::write(&*c.member(1).store().inner, vec![op]).unwrap();
+}
+
+/// After seat 1 restarts, its `w1` is `corrupt` and refuses to sign while
+/// `w2` still signs.
+fn restarted_w1_is_corrupt_and_w2_serves(c: &mut Cluster) {
     c.restart(1);
     let status = c.member(1).signer().status(&wid("w1")).unwrap();
     assert_eq!(status.state, thresig_engine::WalletStateKind::Corrupt);
     let err = c.round1(1, COORD_A, "w1", 1).unwrap_err();
     assert_eq!(err.code(), ErrorCode::WalletCorrupt);
     assert_eq!(c.sign("w2", &[1, 2], &[D1]).len(), 1, "w2 still signs");
+}
+
+#[test]
+fn a_wallet_whose_record_does_not_decode_is_corrupt_and_others_serve() {
+    let mut c = cluster(19);
+    put_record(&c, "w1", vec![0xff; 5]);
+    restarted_w1_is_corrupt_and_w2_serves(&mut c);
+}
+
+#[test]
+fn a_wallet_whose_share_does_not_fit_its_record_is_corrupt_and_others_serve() {
+    let mut c = cluster(20);
+    // w1's record now names w2's key, which seat 1's w1 share is no share of.
+    put_record(&c, "w1", stored_record(&c, "w2"));
+    restarted_w1_is_corrupt_and_w2_serves(&mut c);
+}
+
+/// A wallet key is checked when it is made (DKG, import, refresh) or
+/// decoded from elsewhere; the stored record, which only this signer could
+/// have sealed, is not checked again at every open (at 51-of-100 that check
+/// costs about 0.13 s per wallet). Only what ties this signer to the record
+/// (its own share fits, threshold and roster match) is.
+#[test]
+fn a_stored_wallet_keys_verifying_shares_are_not_rechecked_at_open() {
+    let mut c = cluster(23);
+    let good = stored_record(&c, "w1");
+    // Header (10), then version, origin, tree, recorded P, output Q (67),
+    // the package header (5) and map length (1); entries are an identifier
+    // (32) and a verifying share (33). Swap seats 2 and 3's shares: no
+    // longer on one polynomial, but seat 1's own share still fits.
+    let share_at = |i: usize| 10 + 67 + 6 + i * 65 + 32;
+    let mut swapped = good.clone();
+    swapped[share_at(1)..share_at(1) + 33].copy_from_slice(&good[share_at(2)..share_at(2) + 33]);
+    swapped[share_at(2)..share_at(2) + 33].copy_from_slice(&good[share_at(1)..share_at(1) + 33]);
+    assert!(thresig_crypto::WalletKey::from_bytes(&swapped[10..]).is_err());
+    put_record(&c, "w1", swapped);
+    c.restart(1);
+    let status = c.member(1).signer().status(&wid("w1")).unwrap();
+    assert_eq!(status.state, thresig_engine::WalletStateKind::Active);
+    assert_eq!(c.sign("w1", &[1, 3], &[D1]).len(), 1);
 }
 
 #[test]
@@ -459,6 +513,35 @@ fn abort_and_prune_destroy_nonces() {
         c.member(1).signer().status(&wid("w1")).unwrap().live_nonces,
         0
     );
+}
+
+/// The scheduled prune alone drops what a wallet that gets no more
+/// requests holds: its expired nonces, the tombstones of its spent ones and,
+/// past the replay window, its markers.
+#[test]
+fn prune_drops_what_an_idle_wallet_holds() {
+    let mut c = cluster(22);
+    let comms: BTreeMap<u16, Vec<Commitment>> = [1, 2]
+        .map(|s| (s, c.round1(s, COORD_A, "w2", 1).unwrap()))
+        .into();
+    let req = c.request("w2", &comms, &[D1]);
+    let shares = c.round2(1, &req).unwrap();
+    c.round1(1, COORD_B, "w2", 2).unwrap();
+    let w2 = wid("w2");
+    assert!(c.member(1).signer().status(&w2).unwrap().live_nonces > 0);
+    assert_eq!(c.member(1).marker("w2", &comms[&1][0]).unwrap(), shares);
+
+    // small_limits: nonces live 60 s; the replay window is an hour.
+    c.advance(Duration::from_secs(60 + 3600 + 1));
+    c.member(1).signer().prune(c.now).unwrap();
+    assert_eq!(c.member(1).signer().status(&w2).unwrap().live_nonces, 0);
+    assert!(
+        c.member(1).marker("w2", &comms[&1][0]).is_none(),
+        "the expired marker is still stored"
+    );
+    // Neither a marker nor a tombstone remembers the spent commitment.
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(matches!(err, Error::NonceUnknown { .. }), "{err:?}");
 }
 
 #[test]

@@ -195,7 +195,8 @@ impl StoredEntry {
     ///
     /// # Errors
     /// [`Error::WrongKek`], [`Error::KekUnavailable`], [`Error::Provider`]
-    /// (retryable when the provider is unreachable), [`Error::KeyringCorrupt`].
+    /// (retryable when the provider is unreachable; terminal when it unwraps
+    /// to a key of the wrong length), [`Error::KeyringCorrupt`].
     pub(crate) fn unwrap_with(
         &self,
         provider: &dyn KeyProvider,
@@ -213,6 +214,14 @@ impl StoredEntry {
             let kek = KekId::new(wrap.kek.clone()).map_err(|_| corrupt())?;
             let bytes = hex::decode(&wrap.wrapped).map_err(|_| corrupt())?;
             match provider.unwrap(&kek, &bytes) {
+                // Every wrap holds a DEK_LEN-byte key: another length is the
+                // provider's answer gone wrong, not a corrupt entry.
+                Ok(plain) if plain.len() != DEK_LEN => {
+                    last = Some(ProviderError::UnwrappedLength {
+                        kek,
+                        len: plain.len(),
+                    });
+                }
                 Ok(plain) => return self.authenticate(&plain),
                 Err(e) if e.recovery() == Recovery::Retryable => retryable = Some(e),
                 Err(e) => last = Some(e),
@@ -361,6 +370,48 @@ mod tests {
 
     fn gone_result(e: &StoredEntry, p: &MemoryProvider) -> Result<Dek, Error> {
         e.unwrap_with(p, None)
+    }
+
+    /// A provider whose unwrap hands back the DEK cut or padded to `len`
+    /// bytes, as a broken KMS program might.
+    struct MisSized {
+        inner: MemoryProvider,
+        len: usize,
+    }
+
+    impl KeyProvider for MisSized {
+        fn current_kek_id(&self) -> Result<KekId, ProviderError> {
+            self.inner.current_kek_id()
+        }
+        fn wrap(&self, kek: &KekId, plaintext: &[u8]) -> Result<Vec<u8>, ProviderError> {
+            self.inner.wrap(kek, plaintext)
+        }
+        fn unwrap(&self, kek: &KekId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+            let mut plain = self.inner.unwrap(kek, wrapped)?;
+            plain.resize(self.len, 0);
+            Ok(plain)
+        }
+    }
+
+    #[test]
+    fn an_unwrap_of_the_wrong_length_is_the_providers_fault() {
+        let provider = MemoryProvider::with_key("k1", 1);
+        let (_, e) = entry(&provider, None);
+        for len in [0, 31, 33] {
+            let broken = MisSized {
+                inner: MemoryProvider::with_key("k1", 1),
+                len,
+            };
+            let err = e.unwrap_with(&broken, None).err().unwrap();
+            match &err {
+                Error::Provider(ProviderError::UnwrappedLength { kek, len: got }) => {
+                    assert_eq!(kek.as_str(), "k1");
+                    assert_eq!(*got, len);
+                }
+                other => panic!("expected a provider error, got {other:?}"),
+            }
+            assert_eq!(err.recovery(), Recovery::Terminal);
+        }
     }
 
     #[test]

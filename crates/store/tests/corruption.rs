@@ -866,11 +866,15 @@ fn an_identity_record_from_before_the_first_witness_is_refused_once_data_exists(
             StoreOptions::default(),
         )
     };
-    // The first open initialises the database, then fails to write the
+    // Creating the store initialises the database, then fails to write the
     // witness: the identity record still says none was written.
     let blocker = dir.path().join("state.witness.tmp");
     std::fs::create_dir(&blocker).unwrap();
-    let first = open();
+    let first = EncryptedStore::create(
+        StoreLocation::Directory(dir.path().to_path_buf()),
+        provider.clone(),
+        StoreOptions::default(),
+    );
     assert!(
         matches!(first, Err(Error::WitnessIo { .. })),
         "{:?}",

@@ -287,6 +287,103 @@ fn processes_left_behind_by_an_answering_program_are_killed() {
     assert_dies(leaver.seen().trim().parse().unwrap());
 }
 
+/// Whether `pid` is an unreaped child of this process.
+fn zombie_child(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the command name: state, then the parent's pid.
+    let mut fields = stat
+        .rsplit_once(") ")
+        .map_or("", |(_, rest)| rest)
+        .split(' ');
+    fields.next() == Some("Z") && fields.next() == Some(&std::process::id().to_string())
+}
+
+/// The pipes (`pipe:[inode]`) open on `pid`'s stdout and stderr.
+fn pipes_of(pid: u32) -> Vec<PathBuf> {
+    [1, 2]
+        .iter()
+        .filter_map(|fd| fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok())
+        .filter(|target| target.to_string_lossy().starts_with("pipe:"))
+        .collect()
+}
+
+/// What this process's open descriptors refer to.
+fn own_descriptors() -> Vec<PathBuf> {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+        .collect()
+}
+
+/// Kills the helpers whose pids a script recorded (second word of each
+/// line of `out`), so none outlives the test even when it fails.
+struct KillHelpers<'a>(&'a Path);
+
+impl KillHelpers<'_> {
+    fn pids(&self) -> Vec<(u32, u32)> {
+        fs::read_to_string(self.0)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let (leader, helper) = line.split_once(' ')?;
+                Some((leader.parse().ok()?, helper.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for KillHelpers<'_> {
+    fn drop(&mut self) {
+        for (_, helper) in self.pids() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(helper).unwrap());
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn a_helper_that_leaves_the_group_holding_stdout_neither_delays_the_answer_nor_leaks() {
+    // The helper starts its own session, so the group kill cannot reach it,
+    // and it keeps the program's stdout and stderr open after the program
+    // has printed its whole answer and exited. The program answers only
+    // once the helper has said (through a FIFO) that it left the group.
+    let escaper = recorder(concat!(
+        "#!/bin/sh\n",
+        "fifo=\"$1.$$\"\n",
+        "/usr/bin/mkfifo \"$fifo\"\n",
+        "/usr/bin/setsid /bin/sh -c 'echo $$ > \"$1\"; exec /bin/sleep 1000' helper \"$fifo\" &\n",
+        "read helper < \"$fifo\"\n",
+        "/bin/rm \"$fifo\"\n",
+        "echo \"$$ $helper\" >> \"$1\"\n",
+        "echo '{\"key_id\":\"k1\"}'\n",
+    ));
+    let helpers = KillHelpers(&escaper.out);
+    // Waiting for the helper to close stdout would end in this timeout, far
+    // above the time a real answer takes.
+    let provider = open(&config("wrap", &escaper.argv(), "timeout_secs = 20"), &[]).unwrap();
+    const CALLS: usize = 10;
+    for _ in 0..CALLS {
+        assert_eq!(provider.current_kek_id().unwrap(), id("k1"));
+    }
+    let pids = helpers.pids();
+    assert_eq!(pids.len(), CALLS);
+    let ours = own_descriptors();
+    for (leader, helper) in pids {
+        assert!(!zombie_child(leader), "program {leader} was not reaped");
+        let held = pipes_of(helper);
+        assert_eq!(held.len(), 2, "helper {helper} does not hold both pipes");
+        for pipe in held {
+            assert!(
+                !ours.contains(&pipe),
+                "this process still holds {} that helper {helper} writes to",
+                pipe.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn oversized_output_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -64,6 +64,19 @@ pub enum ProviderError {
         /// What is wrong with it.
         problem: KeyFileProblem,
     },
+    /// An unwrap under `kek` answered with a key of the wrong length. The
+    /// provider (a KMS program's `unwrap`, say) is at fault, not the
+    /// keyring: a genuine entry unwraps to a 32-byte data key.
+    #[error(
+        "key provider's unwrap under key {kek} returned {len} bytes, not a 32-byte data key; \
+         fix the provider"
+    )]
+    UnwrappedLength {
+        /// The version it was unwrapped with.
+        kek: KekId,
+        /// The length it returned.
+        len: usize,
+    },
     /// A `command` provider's program failed.
     #[error("key provider program {}: {failure}", program.display())]
     Command {
@@ -83,7 +96,8 @@ impl ProviderError {
             | Self::WrongKek { .. }
             | Self::Misconfigured { .. }
             | Self::InvalidConfig { .. }
-            | Self::BadKey { .. } => Recovery::Terminal,
+            | Self::BadKey { .. }
+            | Self::UnwrappedLength { .. } => Recovery::Terminal,
             Self::KeyFile { problem, .. } => problem.recovery(),
             Self::Command { failure, .. } => failure.recovery(),
         }
@@ -98,6 +112,7 @@ impl ProviderError {
             Self::Misconfigured { .. } => "provider_misconfigured",
             Self::InvalidConfig { .. } => "provider_invalid_config",
             Self::BadKey { .. } => "provider_bad_key",
+            Self::UnwrappedLength { .. } => "provider_bad_unwrap",
             Self::KeyFile { .. } => "provider_key_file",
             Self::Command { .. } => "provider_command",
         }
