@@ -28,10 +28,10 @@ use crate::dkg_msg::{
     DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash, hpke_keypair, open, seal,
 };
 use crate::durable::{
-    abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for, wallet_epoch,
+    abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
 };
 use crate::error::{DkgFault, Error, InternalFault};
-use crate::ids::WalletId;
+use crate::ids::{Epoch, WalletId};
 use crate::signer::{Shard, Signer, Slot, lock};
 use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
 
@@ -513,14 +513,17 @@ impl<S: Store> Signer<S> {
             wallet: wallet.clone(),
             source,
         })?;
-        let epoch = wallet_epoch(&self.store, wallet)?;
         let WalletState::AwaitingConfirmations(confirming) =
             std::mem::replace(&mut shard.state, WalletState::DkgPending)
         else {
             return Err(Error::Internal(InternalFault::Invariant));
         };
         let (key, share) = confirming.into_parts();
-        shard.state = WalletState::Active(WalletSigningKey { epoch, key, share });
+        shard.state = WalletState::Active(WalletSigningKey {
+            epoch: Epoch::INITIAL,
+            key,
+            share,
+        });
         Ok(ConfirmationStatus {
             confirmed,
             needed,
