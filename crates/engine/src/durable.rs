@@ -7,14 +7,14 @@
 //!   decides the signing tweak);
 //! - the key package (this signer's [`KeyShare`]) by (wallet, key epoch),
 //!   inserted only if absent;
+//! - attempt markers, keyed by this signer's first commitment of the attempt,
+//!   holding the package hash and every share of the attempt, inserted only
+//!   if absent inside the committing transaction.
 //!
 //! The wallet epoch comes from the wallet record alone, never from the
 //! store's own epoch of the wallet: that one moves with this member's key
 //! rotations and seals its records (anti-rollback), and differs between
 //! members.
-//! - attempt markers, keyed by this signer's first commitment of the attempt,
-//!   holding the package hash and every share of the attempt, inserted only
-//!   if absent inside the committing transaction.
 
 use thresig_crypto::{KeyShare, Seat, WalletKey};
 use thresig_store::{Marker, Plaintext, Store, WriteOp};
@@ -456,6 +456,13 @@ mod tests {
         let back = KeyShare::from_bytes(&value).unwrap();
         assert_eq!(back.seat(), share.seat());
         assert_eq!(key_package_bytes(&back).unwrap(), bytes);
+    }
+
+    #[test]
+    fn the_dkg_key_package_is_kept_at_one_for_wallet_epoch_zero() {
+        assert_eq!(wallet_epoch_of(FIRST_KEY_EPOCH), Some(Epoch::INITIAL));
+        assert_eq!(wallet_epoch_of(thresig_store::Epoch(3)), Some(Epoch(2)));
+        assert_eq!(wallet_epoch_of(thresig_store::Epoch(0)), None);
     }
 
     #[test]

@@ -41,7 +41,12 @@ pub fn thresig(args: &[&str]) -> std::process::Output {
 pub fn json(args: &[&str], code: i32) -> serde_json::Value {
     let mut all = args.to_vec();
     all.push("--json");
-    let out = thresig(&all);
+    json_of(&thresig(&all), args, code)
+}
+
+/// The JSON output of a command run with `args`, which must have exited
+/// with `code`.
+pub fn json_of(out: &std::process::Output, args: &[&str], code: i32) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
