@@ -516,3 +516,71 @@ async fn shares_without_fresh_commitments_still_make_the_signature() {
     assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
     assert!(outcome.culprits.is_empty());
 }
+
+/// A spend of one synthetic output of `spend` paying the wallet itself
+/// (allowed without any destination), its outpoint made of `byte`.
+fn self_payment(spend: &thresig_tx::TaprootWallet, byte: u8) -> thresig_tx::WalletPsbt {
+    let input = thresig_tx::SpendInput {
+        outpoint: bitcoin::OutPoint::new(bitcoin::hashes::Hash::from_byte_array([byte; 32]), 0),
+        value: bitcoin::Amount::from_sat(10_000),
+        script_pubkey: spend.script_pubkey().clone(),
+    };
+    let payment = thresig_tx::Payment {
+        destination: thresig_tx::Destination::Script(spend.script_pubkey().clone()),
+        value: bitcoin::Amount::from_sat(9_000),
+    };
+    thresig_tx::build_psbt(
+        spend,
+        &[input],
+        &[payment],
+        bitcoin::absolute::LockTime::ZERO,
+    )
+    .unwrap()
+}
+
+/// Round 2 carries the wallet epoch, the same at every member, never a
+/// member's store epoch (moved by its own key rotations): with member 1's
+/// DEK rotated before the DKG and member 3's after it, each member
+/// coordinates a spend that every other member answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_whose_stores_rotated_at_different_times_sign_for_every_coordinator() {
+    let cluster = start(3, 2, &[], keep).await;
+    let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
+    cluster.stores[0].rotate_dek().unwrap();
+    let node = cluster.node(seat(1));
+    run_dkg(
+        &cluster.peers(seat(1)),
+        node.wallet(&wallet_id).unwrap(),
+        &mut ChaCha20Rng::seed_from_u64(11),
+        &crate::Silent,
+    )
+    .await
+    .unwrap();
+    cluster.stores[2].rotate_dek().unwrap();
+    for coordinator in 1..=3 {
+        let peers = cluster.peers(seat(coordinator));
+        let node = cluster.node(seat(coordinator));
+        let crate::OwnWallet {
+            key, epoch, spend, ..
+        } = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
+        let psbt = self_payment(&spend, u8::try_from(coordinator).unwrap());
+        let wallet = node.wallet(&wallet_id).unwrap();
+        let outcome = crate::sign(
+            &peers,
+            wallet,
+            &key,
+            epoch,
+            &psbt,
+            &crate::SignOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("member {coordinator} coordinating: {e}"));
+        assert_eq!(outcome.signatures.len(), 1);
+        assert!(
+            outcome.unresponsive.is_empty(),
+            "member {coordinator} coordinating: {:?} refused",
+            outcome.unresponsive
+        );
+        assert_eq!(epoch, thresig_engine::Epoch(0), "member {coordinator}");
+    }
+}

@@ -202,7 +202,7 @@ pub struct Round1Response {
     pub wallet: WalletId,
     /// This signer's seat number.
     pub seat: u16,
-    /// The wallet's current epoch.
+    /// The wallet epoch (the generation of its key shares).
     pub epoch: Epoch,
     /// Encoded commitments, one per input.
     pub commitments: Vec<HexBytes>,
@@ -267,7 +267,7 @@ pub struct WalletStatus {
     pub members: u16,
     /// This signer's seat number.
     pub seat: u16,
-    /// The current epoch, for wallets that hold a key.
+    /// The wallet epoch, for wallets that hold a key.
     pub epoch: Option<Epoch>,
     /// The BIP341 output key, for wallets that hold a key.
     pub output_key: Option<HexBytes>,

@@ -28,10 +28,10 @@ use crate::dkg_msg::{
     DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash, hpke_keypair, open, seal,
 };
 use crate::durable::{
-    abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for, wallet_epoch,
+    abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
 };
 use crate::error::{DkgFault, Error, InternalFault};
-use crate::ids::WalletId;
+use crate::ids::{Epoch, WalletId};
 use crate::signer::{Shard, Signer, Slot, lock};
 use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
 
@@ -122,12 +122,16 @@ enum Phase {
 impl<S: Store> Signer<S> {
     /// DKG part 1: checks the proposal against the configuration and
     /// returns this member's signed round-1 message. Replaces any DKG of
-    /// the wallet still in progress in memory.
+    /// the wallet still in progress in memory; a finished part 3 whose
+    /// commit turned out durable is adopted first (the wallet then awaits
+    /// that result's confirmations, as after a restart), never dropped.
     ///
     /// # Errors
     /// [`Error::UnknownWallet`], [`Error::DkgMismatch`] when threshold or
     /// roster differ from the configuration, [`Error::WalletAlreadyKeyed`]
-    /// for a wallet that is already active (or later).
+    /// for a wallet that is already active (or later), [`Error::Store`]
+    /// when the store cannot say whether a finished part 3 is durable
+    /// (nothing changes).
     pub fn dkg_start<R: RngCore + CryptoRng>(
         &self,
         proposal: &DkgProposal,
@@ -141,6 +145,9 @@ impl<S: Store> Signer<S> {
             });
         }
         let mut shard = lock(slot)?;
+        // Dropping a durable result from memory would leave this member
+        // unable to take its confirmations until a restart loads it.
+        self.adopt_durable(slot, &mut shard)?;
         if !matches!(
             shard.state,
             WalletState::DkgPending | WalletState::AwaitingConfirmations(_)
@@ -513,14 +520,17 @@ impl<S: Store> Signer<S> {
             wallet: wallet.clone(),
             source,
         })?;
-        let epoch = wallet_epoch(&self.store, wallet)?;
         let WalletState::AwaitingConfirmations(confirming) =
             std::mem::replace(&mut shard.state, WalletState::DkgPending)
         else {
             return Err(Error::Internal(InternalFault::Invariant));
         };
         let (key, share) = confirming.into_parts();
-        shard.state = WalletState::Active(WalletSigningKey { epoch, key, share });
+        shard.state = WalletState::Active(WalletSigningKey {
+            epoch: Epoch::INITIAL,
+            key,
+            share,
+        });
         Ok(ConfirmationStatus {
             confirmed,
             needed,

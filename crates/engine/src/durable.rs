@@ -2,13 +2,19 @@
 //!
 //! The engine reaches the disk only through [`thresig_store::Store`]. It
 //! keeps three kinds of record there:
-//! - a wallet record (its lifecycle state, the epoch of its key package and
-//!   the public [`WalletKey`] that alone decides the signing tweak);
+//! - a wallet record (its lifecycle state, where its key package is kept,
+//!   which gives the wallet epoch, and the public [`WalletKey`] that alone
+//!   decides the signing tweak);
 //! - the key package (this signer's [`KeyShare`]) by (wallet, key epoch),
 //!   inserted only if absent;
 //! - attempt markers, keyed by this signer's first commitment of the attempt,
 //!   holding the package hash and every share of the attempt, inserted only
 //!   if absent inside the committing transaction.
+//!
+//! The wallet epoch comes from the wallet record alone, never from the
+//! store's own epoch of the wallet: that one moves with this member's key
+//! rotations and seals its records (anti-rollback), and differs between
+//! members.
 
 use thresig_crypto::{KeyShare, Seat, WalletKey};
 use thresig_store::{Marker, Plaintext, Store, WriteOp};
@@ -74,8 +80,17 @@ impl WalletRecord {
     }
 }
 
-/// The key epoch a DKG stores its key package at (refresh adds one).
+/// The store epoch the key package of wallet epoch `e` is kept at is
+/// `e + FIRST_KEY_EPOCH`: the DKG's (wallet epoch 0) at 1, where it has
+/// always been, so that stores written before the wallet epoch was defined
+/// open unchanged (a refresh will keep wallet epoch 1's at 2).
 const FIRST_KEY_EPOCH: thresig_store::Epoch = thresig_store::Epoch(1);
+
+/// The wallet epoch whose key package is kept at store epoch `key_epoch`
+/// (none below [`FIRST_KEY_EPOCH`], where no key package is kept).
+fn wallet_epoch_of(key_epoch: thresig_store::Epoch) -> Option<Epoch> {
+    key_epoch.0.checked_sub(FIRST_KEY_EPOCH.0).map(Epoch)
+}
 
 /// Version byte of the DKG result encoding.
 const DKG_RESULT_VERSION: u8 = 1;
@@ -122,10 +137,10 @@ fn active_record_op(
     })
 }
 
-/// The store writes that make `wallet` active with `key` and this signer's
-/// `share`, its key package stored at `key_epoch`: the key package (insert
-/// if absent, so a stored key package is never overwritten) and the wallet
-/// record, committed together as one unit.
+/// The store writes that make `wallet` active at wallet epoch
+/// [`Epoch::INITIAL`] with `key` and this signer's `share`: the key package
+/// (insert if absent, so a stored key package is never overwritten) and the
+/// wallet record, committed together as one unit.
 ///
 /// For an imported key, or to set wallets up from a DKG run elsewhere (as
 /// tests do); a DKG this signer takes part in commits through
@@ -135,53 +150,14 @@ fn active_record_op(
 /// [`Error::Internal`] if the key material cannot be encoded.
 pub fn activation_ops(
     wallet: &WalletId,
-    key_epoch: Epoch,
     key: &WalletKey,
     share: &KeyShare,
 ) -> Result<Vec<WriteOp>, Error> {
     let id = wallet.store_id()?;
-    let epoch = thresig_store::Epoch(key_epoch.0);
     Ok(vec![
-        key_package_op(&id, epoch, share)?,
-        active_record_op(&id, epoch, key)?,
+        key_package_op(&id, FIRST_KEY_EPOCH, share)?,
+        active_record_op(&id, FIRST_KEY_EPOCH, key)?,
     ])
-}
-
-/// Reads the wallet's current epoch from the store (a cheap read) into the
-/// key material of a state that holds one, so a bump by a keyring change,
-/// refresh, rekey or policy version is seen without a restart.
-///
-/// # Errors
-/// [`Error::Store`] if the epoch cannot be read;
-/// [`Error::StoredRecordInvalid`] if a wallet holding a key has none.
-pub(crate) fn refresh_epoch<S: Store>(
-    store: &S,
-    wallet: &WalletId,
-    state: &mut WalletState,
-) -> Result<(), Error> {
-    if state.key().is_none() {
-        return Ok(());
-    }
-    state.set_epoch(wallet_epoch(store, wallet)?);
-    Ok(())
-}
-
-/// The wallet's current epoch in the store.
-///
-/// # Errors
-/// [`Error::Store`] if it cannot be read; [`Error::StoredRecordInvalid`]
-/// if the wallet has none.
-pub(crate) fn wallet_epoch<S: Store>(store: &S, wallet: &WalletId) -> Result<Epoch, Error> {
-    let epoch = store
-        .wallet_epoch(&wallet.store_id()?)
-        .map_err(|source| Error::Store {
-            wallet: wallet.clone(),
-            source,
-        })?
-        .ok_or_else(|| Error::StoredRecordInvalid {
-            wallet: wallet.clone(),
-        })?;
-    Ok(epoch.into())
 }
 
 /// The unit that puts an active wallet in `rekeying`: its stored record
@@ -342,7 +318,7 @@ fn load_confirming<S: Store>(
         let ([version], rest) = value.split_first_chunk::<1>()?;
         let (transcript, key) = rest.split_first_chunk::<32>()?;
         let key = (*version == DKG_RESULT_VERSION).then_some(key)?;
-        let checked = signing_key(config, seat, Epoch(0), key, &share)?;
+        let checked = signing_key(config, seat, Epoch::INITIAL, key, &share)?;
         Some((session, *transcript, checked))
     })();
     let Some((session, transcript, checked)) = decoded else {
@@ -389,11 +365,10 @@ fn try_load<S: Store>(
         return Ok(WalletState::Retired);
     }
     let share = store.key_package(&id, record.key_epoch)?;
-    let epoch = store.wallet_epoch(&id)?;
-    let (Some(share), Some(epoch)) = (share, epoch) else {
+    let (Some(share), Some(epoch)) = (share, wallet_epoch_of(record.key_epoch)) else {
         return Ok(WalletState::Corrupt);
     };
-    let Some(key) = signing_key(config, seat, epoch.into(), &record.wallet_key, &share) else {
+    let Some(key) = signing_key(config, seat, epoch, &record.wallet_key, &share) else {
         return Ok(WalletState::Corrupt);
     };
     Ok(match record.lifecycle {
@@ -488,6 +463,13 @@ mod tests {
         let back = KeyShare::from_bytes(&value).unwrap();
         assert_eq!(back.seat(), share.seat());
         assert_eq!(key_package_bytes(&back).unwrap(), bytes);
+    }
+
+    #[test]
+    fn the_dkg_key_package_is_kept_at_one_for_wallet_epoch_zero() {
+        assert_eq!(wallet_epoch_of(FIRST_KEY_EPOCH), Some(Epoch::INITIAL));
+        assert_eq!(wallet_epoch_of(thresig_store::Epoch(3)), Some(Epoch(2)));
+        assert_eq!(wallet_epoch_of(thresig_store::Epoch(0)), None);
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub enum ErrorCode {
     /// A DKG proposal's threshold or roster differs from this signer's
     /// configuration of the wallet.
     DkgMismatch,
-    /// The request names an epoch other than the wallet's current one.
+    /// The request names a wallet epoch other than this signer's.
     StaleEpoch,
     /// The nonce for a commitment outlived its time to live.
     AttemptExpired,
@@ -465,14 +465,15 @@ pub enum Error {
         /// The wallet's threshold.
         threshold: u16,
     },
-    /// The request names an epoch other than the wallet's current one.
-    #[error("wallet {wallet}: request for {requested}, current is {current}")]
+    /// The request names a wallet epoch (key-share generation) other than
+    /// this signer's.
+    #[error("wallet {wallet}: request for {requested}, this signer is at {current}")]
     StaleEpoch {
         /// The wallet addressed.
         wallet: WalletId,
-        /// The epoch named by the request.
+        /// The wallet epoch named by the request.
         requested: Epoch,
-        /// The wallet's current epoch.
+        /// This signer's wallet epoch.
         current: Epoch,
     },
     /// An input's package message differs from the message this signer

@@ -81,18 +81,22 @@ impl fmt::Display for WalletId {
 #[error("a wallet id must be 1 to 64 characters of [A-Za-z0-9._-]")]
 pub struct InvalidWalletId;
 
-/// A wallet's security epoch, as requests carry it: the store's epoch of
-/// the wallet ([`thresig_store::Epoch`]), bumped by share refresh, rekey and
-/// policy changes, so that a request of an older epoch is recognised as
-/// stale.
+/// A wallet epoch, as requests carry it: the generation of the wallet's key
+/// shares (DESIGN.md §4), [`Epoch::INITIAL`] after the DKG. Only group
+/// protocols change it (a refresh switch or a rekey step adds one), so it is
+/// the same at every member, and a request of another epoch is recognised
+/// as stale.
+///
+/// It is not the store's epoch of the wallet ([`thresig_store::Epoch`]):
+/// that one moves with each member's own key rotations and policy changes,
+/// seals the member's records against rollback, and never crosses the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Epoch(pub u64);
 
-impl From<thresig_store::Epoch> for Epoch {
-    fn from(value: thresig_store::Epoch) -> Self {
-        Self(value.0)
-    }
+impl Epoch {
+    /// The epoch of the key shares a DKG (or an imported key) makes.
+    pub const INITIAL: Self = Self(0);
 }
 
 impl fmt::Display for Epoch {

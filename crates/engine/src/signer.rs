@@ -14,7 +14,7 @@ use crate::api::{
 use crate::check::{CheckedRound2, check_round2, commitment_hash};
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
 use crate::dkg::DkgSession;
-use crate::durable::{decode_shares, encode_shares, load_state, refresh_epoch, rekeying_ops};
+use crate::durable::{decode_shares, encode_shares, load_state, rekeying_ops};
 use crate::error::{Error, InternalFault, RequestPart};
 use crate::ids::{CoordinatorId, Timestamp, WalletId};
 use crate::ledger::StoredLedger;
@@ -367,7 +367,6 @@ impl<S: Store> Signer<S> {
         let slot = self.member_slot(&req.wallet, from)?;
         let mut guard = lock(slot)?;
         let Shard { state, pool, .. } = &mut *guard;
-        refresh_epoch(&self.store, &req.wallet, state)?;
         let (key, _) = state.signing_key(&req.wallet)?;
         if req.inputs == 0 {
             return Err(Error::Malformed {
@@ -467,7 +466,6 @@ impl<S: Store> Signer<S> {
             ..
         } = &mut *guard;
         pending.prune(now);
-        refresh_epoch(&self.store, &req.wallet, state)?;
         let (key, role) = state.signing_key(&req.wallet)?;
         let wallet = &slot.config.id;
         let authority = Authority {

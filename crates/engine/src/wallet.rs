@@ -51,8 +51,9 @@ impl WalletStateKind {
     }
 }
 
-/// The key material a wallet signs with at one epoch: its public record
-/// (which alone decides the tweak) and this signer's share.
+/// The key material a wallet signs with at one wallet epoch (the
+/// generation of these key shares): its public record (which alone decides
+/// the tweak) and this signer's share.
 pub(crate) struct SigningKey {
     pub(crate) epoch: Epoch,
     pub(crate) key: WalletKey,
@@ -172,14 +173,6 @@ impl WalletState {
             Self::DkgPending | Self::AwaitingConfirmations(_) | Self::Retired | Self::Corrupt => {
                 None
             }
-        }
-    }
-
-    /// Records the wallet's current epoch (read from the store) in the key
-    /// material of a state that holds one.
-    pub(crate) fn set_epoch(&mut self, epoch: Epoch) {
-        if let Self::Active(key) | Self::Rekeying(key) = self {
-            key.epoch = epoch;
         }
     }
 

@@ -409,3 +409,20 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
         .unwrap_err();
     assert_eq!(fault_of(err), (1, 0, DkgFault::DuplicateSender));
 }
+
+/// A coordinator that saw seat 1's part 3 fail may start a new session. If
+/// that part-3 commit was durable after all, the start adopts the stored
+/// result first (as a restart would), so the first session's confirmations
+/// still activate seat 1 instead of finding nothing to confirm.
+#[test]
+fn a_dkg_start_after_an_ambiguous_part3_commit_adopts_the_durable_result() {
+    let (mut c, p, inbox, mut confirmations) = failed_part3(206, Fault::Ambiguous);
+    let again = proposal(&c, "w", 2);
+    c.members[0].signer().dkg_start(&again, &mut c.rng).unwrap();
+    let signer = c.member(1).signer();
+    let status = signer.dkg_confirm(&p.wallet, &confirmations[0]).unwrap();
+    assert_eq!((status.confirmed, status.active), (2, false));
+    // Its own confirmation is still answered for the first session.
+    confirmations.push(signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap());
+    activate_everywhere(&c, &confirmations);
+}

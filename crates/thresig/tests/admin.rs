@@ -10,25 +10,10 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{ProcessCluster, WALLET, seat, thresig, wait_ready};
+use common::{ProcessCluster, WALLET, json, seat, thresig, wait_ready};
 use serde_json::Value;
 use thresig_cluster::config::Config;
 use thresig_cluster::node::admin_socket_path;
-
-/// Runs `args` with `--json`, expecting exit code `code`.
-fn json(args: &[&str], code: i32) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = thresig(&all);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{args:?}: stdout {stdout} stderr {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap()
-}
 
 fn keys(command: &str, config: &str, code: i32) -> Value {
     json(&["keys", command, "--config", config], code)

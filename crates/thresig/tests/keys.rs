@@ -1,6 +1,8 @@
 //! `thresig keys` end to end: the built binary against a store in a
 //! temporary directory, with a `file` provider over a key directory.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -93,15 +95,7 @@ impl Signer {
     fn json(&self, args: &[&str], code: i32) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
-        let out = self.keys_cmd(&all);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{args:?}: stdout {stdout} stderr {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&stdout).unwrap()
+        common::json_of(&self.keys_cmd(&all), args, code)
     }
 
     /// Opens the store through the library with the configured provider.

@@ -121,6 +121,14 @@ impl Machine {
             };
         FaultStore::new(store.unwrap())
     }
+
+    /// Makes a new KEK (`id`, its key seeded by `seed`) the provider's
+    /// current one, as an operator's new KMS key version would; the old one
+    /// stays available until rewrapped.
+    pub fn new_kek(&self, id: &str, seed: u8) {
+        self.provider.inner.add_key(id, seed);
+        self.provider.inner.set_current(id);
+    }
 }
 
 /// A scripted failure of the next marker commit.
@@ -460,7 +468,7 @@ impl Cluster {
             };
             if let Some((shares, key)) = keyed {
                 for (store, share) in stores.iter().zip(&shares) {
-                    let ops = activation_ops(&id, Epoch(1), &key, share).unwrap();
+                    let ops = activation_ops(&id, &key, share).unwrap();
                     let outcome = store.write(ops).unwrap();
                     assert!(matches!(outcome, WriteOutcome::Committed(_)), "{outcome:?}");
                 }
@@ -518,12 +526,33 @@ impl Cluster {
 
     /// The wallet's current epoch, as seat 1 reports it.
     pub fn epoch(&self, wallet: &str) -> Epoch {
-        self.member(1)
+        self.epoch_at(1, wallet)
+    }
+
+    /// The wallet's current epoch, as seat `s` reports it (what a
+    /// coordinator at seat `s` puts in its requests).
+    pub fn epoch_at(&self, s: u16, wallet: &str) -> Epoch {
+        self.member(s)
             .signer()
             .status(&wid(wallet))
             .unwrap()
             .epoch
             .unwrap()
+    }
+
+    /// Rotates seat `s`'s DEK (new term, re-seal, retire), as
+    /// `thresig keys rotate-dek` does.
+    pub fn rotate_dek(&self, s: u16) {
+        self.member(s).store().inner.rotate_dek().unwrap();
+    }
+
+    /// Gives seat `s`'s provider a new current KEK `id` and rewraps every
+    /// DEK under it, as `thresig keys rotate-kek` does.
+    pub fn rotate_kek(&self, s: u16, id: &str, seed: u8) {
+        let member = self.member(s);
+        member.machine.new_kek(id, seed);
+        let kek = member.store().inner.rotate_kek().unwrap();
+        assert_eq!(kek.as_str(), id);
     }
 
     pub fn advance(&mut self, d: Duration) {
@@ -572,6 +601,19 @@ impl Cluster {
         digests: &[[u8; 32]],
         target: SigningTarget,
     ) -> Round2Request {
+        self.request_at(self.epoch(wallet), wallet, commitments, digests, target)
+    }
+
+    /// A round-2 request as [`Cluster::request_for`] builds it, naming
+    /// `epoch`.
+    pub fn request_at(
+        &self,
+        epoch: Epoch,
+        wallet: &str,
+        commitments: &BTreeMap<u16, Vec<Commitment>>,
+        digests: &[[u8; 32]],
+        target: SigningTarget,
+    ) -> Round2Request {
         let packages = (0..digests.len())
             .map(|i| {
                 let map: BTreeMap<Seat, Commitment> =
@@ -586,7 +628,7 @@ impl Cluster {
             .collect();
         Round2Request::new(
             wid(wallet),
-            self.epoch(wallet),
+            epoch,
             commitments.keys().copied().collect(),
             target,
             packages,
@@ -648,16 +690,51 @@ impl Cluster {
 
     /// A full signing of `digests` by `seats`: round 1, round 2, aggregate.
     pub fn sign(&mut self, wallet: &str, seats: &[u16], digests: &[[u8; 32]]) -> Vec<Signature> {
+        let epoch = self.epoch(wallet);
+        self.sign_at_epoch(COORD_A, epoch, wallet, seats, digests)
+            .unwrap()
+    }
+
+    /// A full signing of `digests` by `seats`, coordinated by the member at
+    /// seat `coord` with the epoch its own signer reports (as the cluster's
+    /// coordinator does).
+    ///
+    /// # Errors
+    /// The first signer's refusal, with its seat.
+    pub fn sign_as(
+        &mut self,
+        coord: u16,
+        wallet: &str,
+        seats: &[u16],
+        digests: &[[u8; 32]],
+    ) -> Result<Vec<Signature>, (u16, Error)> {
+        let epoch = self.epoch_at(coord, wallet);
+        self.sign_at_epoch(coord, epoch, wallet, seats, digests)
+    }
+
+    /// A full signing as [`Cluster::sign_as`] runs it, naming `epoch`.
+    pub fn sign_at_epoch(
+        &mut self,
+        coord: u16,
+        epoch: Epoch,
+        wallet: &str,
+        seats: &[u16],
+        digests: &[[u8; 32]],
+    ) -> Result<Vec<Signature>, (u16, Error)> {
         let mut commitments = BTreeMap::new();
         for s in seats {
-            let c = self.round1(*s, COORD_A, wallet, digests.len()).unwrap();
+            let c = self
+                .round1(*s, coord, wallet, digests.len())
+                .map_err(|e| (*s, e))?;
             commitments.insert(*s, c);
         }
-        let req = self.request(wallet, &commitments, digests);
-        let shares: BTreeMap<u16, Vec<Vec<u8>>> = seats
-            .iter()
-            .map(|s| (*s, self.round2(*s, &req).unwrap()))
-            .collect();
-        self.aggregate(wallet, &req, &shares)
+        let target = SigningTarget::digests(digests.iter().map(|d| Digest(*d)).collect());
+        let req = self.request_at(epoch, wallet, &commitments, digests, target);
+        let mut shares = BTreeMap::new();
+        for s in seats {
+            let reply = self.round2_as(*s, coord, &req).map_err(|e| (*s, e))?;
+            shares.insert(*s, reply.shares.into_iter().map(|h| h.0).collect());
+        }
+        Ok(self.aggregate(wallet, &req, &shares))
     }
 }

@@ -37,6 +37,26 @@ pub fn thresig(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs `args` with `--json`, expecting exit code `code`; its JSON output.
+pub fn json(args: &[&str], code: i32) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    json_of(&thresig(&all), args, code)
+}
+
+/// The JSON output of a command run with `args`, which must have exited
+/// with `code`.
+pub fn json_of(out: &std::process::Output, args: &[&str], code: i32) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: stdout {stdout} stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
 pub fn seat(n: u16) -> Seat {
     Seat::try_from(n).unwrap()
 }
