@@ -66,7 +66,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     policy.destinations = vec![destination.to_string()];
     // A load run signs far more than the default daily limits allow; each
     // coordinator gets its share of the most a wallet may have.
-    policy.max_per_day = MAX_PER_DAY_CEILING;
+    policy.max_per_day = Some(MAX_PER_DAY_CEILING);
     // Every bitcoin there will ever be: no budget, but a TOML integer.
     policy.max_fee_per_day_sat = 21_000_000 * 100_000_000;
     let Launched {

@@ -90,7 +90,7 @@ pub use network::Network;
 pub use policy::{
     Approval, ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, CoordinatorId,
     DEFAULT_MAX_FEE_PER_DAY_SAT, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT,
-    DEFAULT_MAX_PER_DAY, MAX_PER_DAY_CEILING, Outcome, OutputScriptType, Policy, PolicyConfig,
+    DEFAULT_MAX_PER_DAY, DEFAULT_MAX_PER_DAY_PER_COORDINATOR, MAX_PER_DAY_CEILING, Outcome, OutputScriptType, Policy, PolicyConfig,
     PolicyConfigError, PolicyDenial, PolicyReport, PolicyVersion, RateCharge, RawDigests, Rule,
     SighashTypeName, TimeWindow, TimeWindowConfig, UnixTime, Violation, WalletMode, Weekday,
 };

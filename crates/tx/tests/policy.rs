@@ -10,7 +10,7 @@ use bitcoin::{Address, Amount, OutPoint, ScriptBuf, TapSighashType, Txid};
 use common::{funding, wallet};
 use thresig_tx::{
     ChargeKey, ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT,
-    DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, Destination, Error, MAX_PER_DAY_CEILING, Network,
+    DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, DEFAULT_MAX_PER_DAY_PER_COORDINATOR, Destination, Error, MAX_PER_DAY_CEILING, Network,
     Outcome, Payment, Policy, PolicyConfig, PolicyConfigError, RateCharge, Rule, SpendInput,
     TaprootWallet, UnixTime, Violation, WalletMode, WalletPsbt, build_psbt,
 };
@@ -735,7 +735,7 @@ fn the_daily_fee_budget_bounds_the_fees_of_a_day() {
 #[test]
 fn defaults_limit_transactions_and_fees_per_day() {
     let config = PolicyConfig::default();
-    assert_eq!(config.max_per_day, DEFAULT_MAX_PER_DAY);
+    assert_eq!(config.max_per_day, None);
     assert_eq!(config.max_fee_per_day_sat, DEFAULT_MAX_FEE_PER_DAY_SAT);
     let policy = Policy::from_toml("", Network::Regtest, 1).unwrap();
     let full: Vec<(u8, UnixTime)> = (0..u8::try_from(DEFAULT_MAX_PER_DAY).unwrap())
@@ -1067,4 +1067,35 @@ fn the_ledger_holds_at_most_max_per_day_charges() {
         assert!(after <= before + 1);
     }
     assert!(approved > 5 * 5, "{approved}");
+}
+
+/// A wallet without a `[wallets.policy]` table loads at every threshold the
+/// engine allows, and the default leaves each coordinator at least
+/// [`DEFAULT_MAX_PER_DAY_PER_COORDINATOR`] transactions a day, even at the
+/// design's (51, 100).
+#[test]
+fn the_default_policy_loads_at_every_threshold_with_ten_a_day_per_coordinator() {
+    for t in [2, 3, 51, 100, 101, 999, 1000] {
+        PolicyConfig::default()
+            .validate(Network::Regtest, t)
+            .unwrap_or_else(|e| panic!("t = {t}: {e}"));
+    }
+    let policy = PolicyConfig::default()
+        .validate(Network::Regtest, 51)
+        .unwrap();
+    let alice = CoordinatorId("alice".into());
+    let mut log = ChargeLog::new();
+    for k in 0..DEFAULT_MAX_PER_DAY_PER_COORDINATOR {
+        let now = UnixTime(MONDAY_NOON.0 + u64::from(k) * 600);
+        let approval = policy
+            .check_for(
+                &self_send(k, 50_000, 49_000),
+                &WalletMode::Active,
+                now,
+                &log,
+                &alice,
+            )
+            .unwrap_or_else(|e| panic!("transaction {k}: {e}"));
+        log.record(&approval);
+    }
 }
