@@ -766,3 +766,25 @@ fn the_stored_rate_ledger_stays_bounded_over_days() {
     }
     assert!(signed >= 8, "{signed}");
 }
+
+/// A charge made while the clock ran two days ahead does not fill the
+/// limits once the clock is set right (until it reaches the charge's date):
+/// the wallet signs again at once.
+#[test]
+fn a_charge_made_while_the_clock_ran_ahead_does_not_stall_the_wallet() {
+    let mut p = policy();
+    p.max_per_day = Some(2);
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(47, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let right = c.now;
+    c.advance(Duration::from_secs(2 * 86_400));
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    c.now = right;
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    // The charge made now counts: a limit of one a day for the coordinator.
+    assert_eq!(
+        denial(&sign(&mut c, "w", &[1, 2], &spend(&w, 1, 3)).unwrap_err()).0,
+        Rule::CoordinatorRatePerDay
+    );
+}

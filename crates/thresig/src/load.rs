@@ -118,11 +118,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         })
         .collect::<Result<Vec<_>, _>>()?;
     let cpu_before = cpu_times(&online)?;
-    info!(
-        signatures,
-        concurrency = args.concurrency,
-        "signing"
-    );
+    info!(signatures, concurrency = args.concurrency, "signing");
     let psbts = Arc::new(psbts);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -272,12 +268,18 @@ mod tests {
         for t in [2, 11, 51, 100, 1000] {
             let n = args(t, None).signatures().unwrap();
             assert!(n >= 1 && n <= 200, "t = {t}: {n}");
-            assert!(n <= (MAX_PER_DAY_CEILING / u32::from(t)) as usize, "t = {t}: {n}");
+            assert!(
+                n <= (MAX_PER_DAY_CEILING / u32::from(t)) as usize,
+                "t = {t}: {n}"
+            );
         }
         assert_eq!(args(51, Some(20)).signatures().unwrap(), 20);
         assert_eq!(args(51, Some(196)).signatures().unwrap(), 196);
         let err = args(51, Some(197)).signatures().unwrap_err().to_string();
-        assert!(err.contains("--signatures 197") && err.contains("196"), "{err}");
+        assert!(
+            err.contains("--signatures 197") && err.contains("196"),
+            "{err}"
+        );
         assert!(args(51, Some(0)).signatures().is_err());
     }
 }

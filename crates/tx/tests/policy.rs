@@ -10,9 +10,10 @@ use bitcoin::{Address, Amount, OutPoint, ScriptBuf, TapSighashType, Txid};
 use common::{funding, wallet};
 use thresig_tx::{
     ChargeKey, ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT,
-    DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, DEFAULT_MAX_PER_DAY_PER_COORDINATOR, Destination, Error, MAX_PER_DAY_CEILING, Network,
-    Outcome, Payment, Policy, PolicyConfig, PolicyConfigError, RateCharge, Rule, SpendInput,
-    TaprootWallet, UnixTime, Violation, WalletMode, WalletPsbt, build_psbt,
+    DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, DEFAULT_MAX_PER_DAY_PER_COORDINATOR, Destination,
+    Error, MAX_PER_DAY_CEILING, Network, Outcome, Payment, Policy, PolicyConfig, PolicyConfigError,
+    RateCharge, Rule, SpendInput, TaprootWallet, UnixTime, Violation, WalletMode, WalletPsbt,
+    build_psbt,
 };
 
 /// Monday 2024-01-01 12:00:00 UTC.
@@ -1098,4 +1099,26 @@ fn the_default_policy_loads_at_every_threshold_with_ten_a_day_per_coordinator() 
             .unwrap_or_else(|e| panic!("transaction {k}: {e}"));
         log.record(&approval);
     }
+}
+
+/// A charge dated after `now` by more than a minute was dated by a clock
+/// that ran ahead and was set right: pruning drops it rather than let it
+/// fill the limits until the clock reaches its date. One dated a little
+/// after `now` (a concurrent request's later clock reading) counts as made
+/// at `now`, and leaves the window a day later.
+#[test]
+fn a_charge_dated_in_the_future_does_not_count_forever() {
+    let day = 86_400;
+    let far = UnixTime(MONDAY_NOON.0 + 2 * day);
+    let near = UnixTime(MONDAY_NOON.0 + 30);
+    let mut log = ledger(&[(1, far), (2, near)]);
+    log.prune(MONDAY_NOON);
+    assert_eq!(
+        log.iter().map(|e| (e.key, e.at)).collect::<Vec<_>>(),
+        [(ChargeKey::from_byte_array([2; 32]), MONDAY_NOON)]
+    );
+    assert_eq!(log.charged_since(MONDAY_NOON), 1);
+    let a_day_later = UnixTime(MONDAY_NOON.0 + day);
+    log.prune(a_day_later);
+    assert_eq!(log.iter().count(), 0);
 }
