@@ -19,8 +19,8 @@
 use bitcoin::Amount;
 use thresig_store::{PolicyKey, Store, WriteOp};
 use thresig_tx::{
-    Approval, ChargeEntry, ChargeKey, ChargeLog, CoordinatorId as PolicyCoordinator, Policy, Rule,
-    UnixTime, WalletMode, WalletPsbt,
+    Approval, ChargeEntry, ChargeKey, ChargeLog, CoordinatorId as PolicyCoordinator, Policy,
+    RateCharge, Rule, UnixTime, WalletMode, WalletPsbt,
 };
 
 use crate::error::{Error, InternalFault};
@@ -129,22 +129,27 @@ impl StoredLedger {
 
     /// The compare-and-set recording `approval`'s charge with its fee and
     /// coordinator: from the bytes read to the ledger as read (entries a
-    /// day old dropped, future ones dated now) with the charge applied. For an approval that charges
-    /// nothing (already charged) it still asserts the ledger is unchanged,
-    /// so the approval it rests on holds at commit.
+    /// day old dropped, future ones dated now) with the charge applied.
+    /// None for an approval that charges nothing (already charged in the
+    /// last day): a limit a new charge could tighten does not apply to it,
+    /// so the ledger is neither re-encoded nor rewritten for every ROAST
+    /// session of a transaction.
     pub(crate) fn charge_op(
         &self,
         wallet: &WalletId,
         approval: &Approval,
-    ) -> Result<WriteOp, Error> {
+    ) -> Result<Option<WriteOp>, Error> {
+        if let RateCharge::AlreadyCharged { .. } = approval.charge() {
+            return Ok(None);
+        }
         let mut log = self.log.clone();
         log.record(approval);
-        Ok(WriteOp::CasPolicy {
+        Ok(Some(WriteOp::CasPolicy {
             wallet: wallet.store_id()?,
             key: ledger_key()?,
             expected: self.bytes.clone(),
             new: encode(&log),
-        })
+        }))
     }
 }
 

@@ -743,7 +743,7 @@ impl<S: Store> Signer<S> {
             psbt,
             now,
         )?;
-        ledger.charge_op(wallet, &approval).map(Some)
+        ledger.charge_op(wallet, &approval)
     }
 
     /// Makes the marker of `shares` durable (insert-if-absent) together

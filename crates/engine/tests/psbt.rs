@@ -788,3 +788,20 @@ fn a_charge_made_while_the_clock_ran_ahead_does_not_stall_the_wallet() {
         Rule::CoordinatorRatePerDay
     );
 }
+
+/// A transaction already charged is signed in another ROAST session
+/// without rewriting the ledger: the record is written once, at the
+/// charge, not re-encoded at every release.
+#[test]
+fn a_replayed_charge_writes_no_ledger_record() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(48, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let psbt = spend(&w, 1, 1);
+    let writes = |c: &Cluster| c.member(1).store().policy_writes();
+    let before = writes(&c);
+    sign(&mut c, "w", &[1, 2], &psbt).unwrap();
+    assert_eq!(writes(&c), before + 1, "the charge is written once");
+    sign(&mut c, "w", &[1, 3], &psbt).unwrap();
+    assert_eq!(writes(&c), before + 1, "the second session charges nothing");
+}
