@@ -1122,3 +1122,30 @@ fn a_charge_dated_in_the_future_does_not_count_forever() {
     log.prune(a_day_later);
     assert_eq!(log.iter().count(), 0);
 }
+
+/// An explicit count sub-limit of 0 would refuse every request with a
+/// retryable `coordinator_rate_*`, so coordinators would retry forever: it
+/// is refused at load, naming the field.
+#[test]
+fn a_count_sub_limit_of_zero_is_refused_at_load() {
+    for (text, field) in [
+        (
+            "max_per_day_per_coordinator = 0",
+            "max_per_day_per_coordinator",
+        ),
+        (
+            "max_per_minute = 4\nmax_per_minute_per_coordinator = 0",
+            "max_per_minute_per_coordinator",
+        ),
+        (
+            "max_per_minute_per_coordinator = 0",
+            "max_per_minute_per_coordinator",
+        ),
+    ] {
+        let message = config_refusal(text, 2);
+        assert!(
+            message.starts_with(&format!("{field} is 0")),
+            "{text}: {message}"
+        );
+    }
+}

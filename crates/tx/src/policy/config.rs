@@ -281,6 +281,16 @@ pub enum PolicyConfigError {
         /// Each coordinator's daily fee budget.
         share: u64,
     },
+    /// An explicit count sub-limit is 0: every request would be refused as
+    /// retryable, and coordinators would retry forever.
+    #[error(
+        "{field} is 0, so every request would be refused while coordinators retry; \
+         set it to at least 1, or leave it out to get the wallet budget divided by the threshold"
+    )]
+    ZeroSubLimit {
+        /// The sub-limit's field.
+        field: &'static str,
+    },
     /// A time window is malformed (bad `HH:MM`, no days, or `start >= end`).
     #[error("time_windows[{index}] is malformed")]
     TimeWindow {
@@ -328,6 +338,20 @@ impl PolicyConfig {
                 ceiling: MAX_PER_DAY_CEILING,
             }
             .into());
+        }
+        for (field, value) in [
+            (
+                "max_per_minute_per_coordinator",
+                self.max_per_minute_per_coordinator,
+            ),
+            (
+                "max_per_day_per_coordinator",
+                self.max_per_day_per_coordinator,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(PolicyConfigError::ZeroSubLimit { field }.into());
+            }
         }
         let max_per_minute_per_coordinator = match self.max_per_minute {
             Some(budget) => Some(sub_limit(
