@@ -461,11 +461,20 @@ fn the_documented_example_policy_loads() {
     let doc = include_str!("../../../docs/policy.md");
     let start = doc.find("[wallets.policy]\n").unwrap() + "[wallets.policy]\n".len();
     let table = &doc[start..start + doc[start..].find("```").unwrap()];
-    let policy = Policy::from_toml(table, thresig_tx::Network::Regtest, 1).unwrap();
+    // At the threshold the example's wallet states.
+    let at = doc[..start].rfind("\nthreshold = ").unwrap() + "\nthreshold = ".len();
+    let t: u16 = doc[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(t, 2);
+    let policy = Policy::from_toml(table, thresig_tx::Network::Regtest, t).unwrap();
     assert_eq!(policy.version(), thresig_tx::PolicyVersion(2));
     // The same table names a regtest address, so it cannot load for mainnet.
     assert!(matches!(
-        Policy::from_toml(table, thresig_tx::Network::Bitcoin, 1),
+        Policy::from_toml(table, thresig_tx::Network::Bitcoin, t),
         Err(Error::PolicyConfig(
             thresig_tx::PolicyConfigError::Destination { index: 0, .. }
         ))
