@@ -901,6 +901,13 @@ fn config_refusal(text: &str, t: u16) -> String {
     }
 }
 
+/// `text` fails to load at threshold `t` with a message starting `start`
+/// (the field it names first).
+fn assert_refused_naming(text: &str, t: u16, start: &str) {
+    let message = config_refusal(text, t);
+    assert!(message.starts_with(start), "{text}: {message}");
+}
+
 /// A sub-limit above the budget divided by the threshold, or a budget too
 /// small to give each coordinator a share, is refused at load, naming the
 /// field; so is a fee cap that a coordinator's daily fee share could never
@@ -927,11 +934,7 @@ fn sub_limits_above_the_share_of_the_budget_are_refused_at_load() {
             "max_fee_sat",
         ),
     ] {
-        let message = config_refusal(text, 3);
-        assert!(
-            message.starts_with(&format!("{field} ")),
-            "{text}: {message}"
-        );
+        assert_refused_naming(text, 3, &format!("{field} "));
     }
     // Exactly the share loads.
     Policy::from_toml(
@@ -1151,10 +1154,6 @@ fn a_count_sub_limit_of_zero_is_refused_at_load() {
             "max_per_minute_per_coordinator",
         ),
     ] {
-        let message = config_refusal(text, 2);
-        assert!(
-            message.starts_with(&format!("{field} is 0")),
-            "{text}: {message}"
-        );
+        assert_refused_naming(text, 2, &format!("{field} is 0"));
     }
 }
