@@ -4,8 +4,8 @@
 //! transactions charged against the rate limits in the last day (each by
 //! its charge key: the txid with every stated prevout), each with the time
 //! of its charge, its fee (for the daily fee budgets) and the requesting
-//! coordinator (for the per-coordinator sub-limits). Every write drops the
-//! charges a day old, and a charge is added only below `max_per_day`, so the
+//! coordinator (for the per-coordinator sub-limits). Every read drops the
+//! charges a day old (and those dated far after the clock), and a charge is added only below `max_per_day`, so the
 //! record holds at most `max_per_day` entries (itself at most
 //! `MAX_PER_DAY_CEILING`), one more per release at most. A release of shares for a transaction commits,
 //! in the same store unit as the shares' marker, a compare-and-set of that
@@ -19,8 +19,8 @@
 use bitcoin::Amount;
 use thresig_store::{PolicyKey, Store, WriteOp};
 use thresig_tx::{
-    Approval, ChargeEntry, ChargeKey, ChargeLog, CoordinatorId as PolicyCoordinator, Policy, Rule,
-    UnixTime, WalletMode, WalletPsbt,
+    Approval, ChargeEntry, ChargeKey, ChargeLog, CoordinatorId as PolicyCoordinator, Policy,
+    RateCharge, Rule, UnixTime, WalletMode, WalletPsbt,
 };
 
 use crate::error::{Error, InternalFault};
@@ -63,7 +63,11 @@ pub(crate) fn unix_time(now: Timestamp) -> UnixTime {
 }
 
 impl StoredLedger {
-    /// Reads the ledger of `wallet`.
+    /// Reads the ledger of `wallet` as of `now`: charges a day old are
+    /// dropped and charges dated after `now` dated `now`
+    /// ([`ChargeLog::prune`]), so a ledger written while the clock ran
+    /// ahead cannot fill a limit until the clock reaches its dates; the
+    /// compare-and-set still expects the bytes as stored.
     ///
     /// # Errors
     /// [`Error::Store`] if the store fails, [`Error::StoredRecordInvalid`]
@@ -72,6 +76,7 @@ impl StoredLedger {
         store: &S,
         wallet: &WalletId,
         policy: &Policy,
+        now: Timestamp,
     ) -> Result<Self, Error> {
         let bytes = store
             .policy(&wallet.store_id()?, &ledger_key()?)
@@ -80,12 +85,13 @@ impl StoredLedger {
                 source,
             })?
             .map(|p| p.to_vec());
-        let log = match &bytes {
+        let mut log = match &bytes {
             None => ChargeLog::new(),
             Some(b) => decode(b, policy.max_fee()).ok_or_else(|| Error::StoredRecordInvalid {
                 wallet: wallet.clone(),
             })?,
         };
+        log.prune(unix_time(now));
         Ok(Self { bytes, log })
     }
 
@@ -122,25 +128,28 @@ impl StoredLedger {
     }
 
     /// The compare-and-set recording `approval`'s charge with its fee and
-    /// coordinator: from the bytes read to the ledger with the charge
-    /// applied and entries a day old dropped. For an approval that charges
-    /// nothing (already charged) it still asserts the ledger is unchanged,
-    /// so the approval it rests on holds at commit.
+    /// coordinator: from the bytes read to the ledger as read (entries a
+    /// day old dropped, future ones dated now) with the charge applied.
+    /// None for an approval that charges nothing (already charged in the
+    /// last day): a limit a new charge could tighten does not apply to it,
+    /// so the ledger is neither re-encoded nor rewritten for every ROAST
+    /// session of a transaction.
     pub(crate) fn charge_op(
         &self,
         wallet: &WalletId,
         approval: &Approval,
-        now: Timestamp,
-    ) -> Result<WriteOp, Error> {
+    ) -> Result<Option<WriteOp>, Error> {
+        if let RateCharge::AlreadyCharged { .. } = approval.charge() {
+            return Ok(None);
+        }
         let mut log = self.log.clone();
         log.record(approval);
-        log.prune(unix_time(now));
-        Ok(WriteOp::CasPolicy {
+        Ok(Some(WriteOp::CasPolicy {
             wallet: wallet.store_id()?,
             key: ledger_key()?,
             expected: self.bytes.clone(),
             new: encode(&log),
-        })
+        }))
     }
 }
 

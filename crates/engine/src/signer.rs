@@ -745,7 +745,7 @@ impl<S: Store> Signer<S> {
             return Ok(None);
         };
         let wallet = release.wallet;
-        let ledger = StoredLedger::read(&self.store, wallet, release.policy)?;
+        let ledger = StoredLedger::read(&self.store, wallet, release.policy, now)?;
         let approval = ledger.approve(
             wallet,
             release.policy,
@@ -754,7 +754,7 @@ impl<S: Store> Signer<S> {
             psbt,
             now,
         )?;
-        ledger.charge_op(wallet, &approval, now).map(Some)
+        ledger.charge_op(wallet, &approval)
     }
 
     /// Makes the marker of `shares` durable (insert-if-absent) together

@@ -325,11 +325,12 @@ fn a_transaction_is_charged_once_however_many_sessions_sign_it() {
     verify_with_core(&finalize(second, &sigs, &[]), &prevouts).unwrap();
 }
 
-#[test]
-fn two_concurrent_transactions_never_both_pass_a_limit_of_one() {
-    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_per_minute())];
-    let mut c = Cluster::with_wallets(35, 2, 3, &specs, Limits::default());
-    let w = taproot(&c, "w");
+/// Two requests over one database, from coordinators `from_a` and `from_b`,
+/// both checked against the same ledger: B commits while A is parked in
+/// its commit. A's charge then conflicts and, re-checked against B's, must
+/// be refused; returns A's refusal after checking that A released nothing.
+fn race(c: &mut Cluster, from_a: u16, from_b: u16, salt: u8) -> Error {
+    let w = taproot(c, "w");
     // A second signer process for seat 1 over the same database.
     let member = c.member(1);
     let other = Signer::open(
@@ -339,19 +340,29 @@ fn two_concurrent_transactions_never_both_pass_a_limit_of_one() {
     )
     .unwrap();
 
-    let tx_a = spend(&w, 1, 1);
-    let tx_b = spend(&w, 1, 2);
-    let (req_a, comms_a) = psbt_request(&mut c, "w", &[1, 2], &tx_a.serialize(), &sighashes(&tx_a));
+    let tx_a = spend(&w, 1, salt);
+    let tx_b = spend(&w, 1, salt + 1);
+    let messages_a = sighashes(&tx_a);
+    let comms_a: BTreeMap<u16, Vec<Commitment>> = [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, from_a, "w", messages_a.len()).unwrap()))
+        .collect();
+    let req_a = c.request_for(
+        "w",
+        &comms_a,
+        &messages_a,
+        SigningTarget::psbt(tx_a.serialize()),
+    );
     let now = c.now;
     let own = other
         .round1(
             now,
-            coordinator(COORD_A),
+            coordinator(from_b),
             &Round1Request::new(wid("w"), 1),
             &mut c.rng,
         )
         .unwrap();
-    let seat2 = c.round1(2, COORD_A, "w", 1).unwrap();
+    let seat2 = c.round1(2, from_b, "w", 1).unwrap();
     let own: Vec<Commitment> = own
         .commitments
         .iter()
@@ -365,7 +376,7 @@ fn two_concurrent_transactions_never_both_pass_a_limit_of_one() {
         SigningTarget::psbt(tx_b.serialize()),
     );
 
-    // A is checked against the empty ledger, then parked in its commit.
+    // A is checked against the ledger, then parked in its commit.
     let (parked_tx, parked_rx) = channel();
     let (release_tx, release_rx) = channel();
     c.member(1)
@@ -374,22 +385,52 @@ fn two_concurrent_transactions_never_both_pass_a_limit_of_one() {
     let signer = c.member(1).signer();
     let mut rng_a = c.rng.clone();
     let mut rng_b = c.rng.clone();
-    std::thread::scope(|scope| {
-        let a = scope.spawn(|| signer.round2(now, coordinator(COORD_A), &req_a, &mut rng_a));
+    let err = std::thread::scope(|scope| {
+        let a = scope.spawn(|| signer.round2(now, coordinator(from_a), &req_a, &mut rng_a));
         parked_rx.recv().unwrap();
-        // B, checked against the same empty ledger, commits first.
-        let b = other.round2(now, coordinator(COORD_A), &req_b, &mut rng_b);
+        // B, checked against the same ledger, commits first.
+        let b = other.round2(now, coordinator(from_b), &req_b, &mut rng_b);
         assert_eq!(b.unwrap().shares.len(), 1);
         release_tx.send(()).unwrap();
-        // A's charge conflicts; re-checked against B's charge, it is refused.
-        let err = a.join().unwrap().unwrap_err();
-        assert_eq!(denial(&err).0, Rule::CoordinatorRatePerMinute);
+        a.join().unwrap().unwrap_err()
     });
     assert!(
         c.member(1).marker("w", &comms_a[&1][0]).is_none(),
         "A released nothing"
     );
     assert!(c.member(1).marker("w", &comms_b[&1][0]).is_some());
+    err
+}
+
+#[test]
+fn two_concurrent_transactions_never_both_pass_a_limit_of_one() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_per_minute())];
+    let mut c = Cluster::with_wallets(35, 2, 3, &specs, Limits::default());
+    let err = race(&mut c, COORD_A, COORD_A, 1);
+    assert_eq!(denial(&err).0, Rule::CoordinatorRatePerMinute);
+}
+
+/// The wallet-wide limit holds under the same race between two different
+/// coordinators, each with room in its own sub-limit: one transaction is
+/// left in the wallet's minute (another coordinator used the other), and
+/// only one of the two gets it.
+#[test]
+fn two_coordinators_racing_for_the_wallets_last_transaction_never_both_pass() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_per_minute())];
+    let mut c = Cluster::with_wallets(49, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    sign_by(&mut c, 1, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    let err = race(&mut c, COORD_A, COORD_B, 2);
+    assert_eq!(
+        denial(&err),
+        (
+            Rule::RatePerMinute,
+            Violation::Rate {
+                charged: 2,
+                limit: 2
+            }
+        )
+    );
 }
 
 #[test]
@@ -765,4 +806,43 @@ fn the_stored_rate_ledger_stays_bounded_over_days() {
         assert!(after <= before.max(1) + ENTRY);
     }
     assert!(signed >= 8, "{signed}");
+}
+
+/// A charge made while the clock ran two days ahead does not fill the
+/// limits once the clock is set right (until it reaches the charge's date):
+/// the wallet signs again at once.
+#[test]
+fn a_charge_made_while_the_clock_ran_ahead_does_not_stall_the_wallet() {
+    let mut p = policy();
+    p.max_per_day = Some(2);
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
+    let mut c = Cluster::with_wallets(47, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let right = c.now;
+    c.advance(Duration::from_secs(2 * 86_400));
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    c.now = right;
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    // The charge made now counts: a limit of one a day for the coordinator.
+    assert_eq!(
+        denial(&sign(&mut c, "w", &[1, 2], &spend(&w, 1, 3)).unwrap_err()).0,
+        Rule::CoordinatorRatePerDay
+    );
+}
+
+/// A transaction already charged is signed in another ROAST session
+/// without rewriting the ledger: the record is written once, at the
+/// charge, not re-encoded at every release.
+#[test]
+fn a_replayed_charge_writes_no_ledger_record() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(48, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let psbt = spend(&w, 1, 1);
+    let writes = |c: &Cluster| c.member(1).store().policy_writes();
+    let before = writes(&c);
+    sign(&mut c, "w", &[1, 2], &psbt).unwrap();
+    assert_eq!(writes(&c), before + 1, "the charge is written once");
+    sign(&mut c, "w", &[1, 3], &psbt).unwrap();
+    assert_eq!(writes(&c), before + 1, "the second session charges nothing");
 }

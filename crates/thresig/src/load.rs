@@ -33,9 +33,11 @@ pub(crate) struct LoadArgs {
     /// Members stopped before signing (the highest seats).
     #[arg(long, default_value_t = 0)]
     offline: u16,
-    /// Signatures to produce (each a distinct one-input transaction).
-    #[arg(long, default_value_t = 200)]
-    signatures: usize,
+    /// Signatures to produce (each a distinct one-input transaction), at
+    /// most 10 000 / threshold (the run's one coordinator's daily share).
+    /// Default: 200, or that share if smaller.
+    #[arg(long)]
+    signatures: Option<usize>,
     /// Signing runs in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -46,6 +48,9 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     json: bool,
 }
+
+/// Signatures a run produces unless `--signatures` says otherwise.
+const DEFAULT_SIGNATURES: usize = 200;
 
 /// Linux reports process CPU time in `/proc/<pid>/stat` in ticks of
 /// USER_HZ, which is 100 on every Linux ABI.
@@ -58,15 +63,13 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
             args.offline
         );
     }
-    if args.signatures == 0 || args.concurrency == 0 {
-        bail!("--signatures and --concurrency must be at least 1");
-    }
+    let signatures = args.signatures()?;
     let destination = fresh_address(rng)?;
     let mut policy = PolicyConfig::default();
     policy.destinations = vec![destination.to_string()];
     // A load run signs far more than the default daily limits allow; each
     // coordinator gets its share of the most a wallet may have.
-    policy.max_per_day = MAX_PER_DAY_CEILING;
+    policy.max_per_day = Some(MAX_PER_DAY_CEILING);
     // Every bitcoin there will ever be: no budget, but a TOML integer.
     policy.max_fee_per_day_sat = 21_000_000 * 100_000_000;
     let Launched {
@@ -98,7 +101,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         .iter()
         .filter_map(|m| Some((m.seat, cluster.pid(m.seat)?)))
         .collect();
-    let psbts = (0..args.signatures)
+    let psbts = (0..signatures)
         .map(|_| {
             let input = synthetic_prevouts(&spend, 1, rng);
             let total = input.iter().map(|i| i.value.to_sat()).sum::<u64>();
@@ -115,11 +118,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         })
         .collect::<Result<Vec<_>, _>>()?;
     let cpu_before = cpu_times(&online)?;
-    info!(
-        signatures = args.signatures,
-        concurrency = args.concurrency,
-        "signing"
-    );
+    info!(signatures, concurrency = args.concurrency, "signing");
     let psbts = Arc::new(psbts);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -190,6 +189,32 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     Ok(())
 }
 
+impl LoadArgs {
+    /// The number of signatures to produce. Every run signs as the same
+    /// coordinator, so its wallet's per-coordinator daily sub-limit (the
+    /// largest `max_per_day` divided by t) bounds a run; a larger one is
+    /// refused here rather than failing part-way with `policy_denied`.
+    fn signatures(&self) -> Result<usize> {
+        if self.threshold == 0 {
+            bail!("--threshold must be at least 1");
+        }
+        let share = usize::try_from(MAX_PER_DAY_CEILING / u32::from(self.threshold))?;
+        let signatures = self.signatures.unwrap_or(DEFAULT_SIGNATURES.min(share));
+        if signatures == 0 || self.concurrency == 0 {
+            bail!("--signatures and --concurrency must be at least 1");
+        }
+        if signatures > share {
+            bail!(
+                "--signatures {signatures} is above {share}, the most one coordinator may get \
+                 signed in a day at --threshold {} ({MAX_PER_DAY_CEILING} / {}); run at most {share}",
+                self.threshold,
+                self.threshold
+            );
+        }
+        Ok(signatures)
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -216,4 +241,45 @@ fn cpu_times(processes: &[(Seat, u32)]) -> Result<Vec<Duration>> {
             Ok(Duration::from_millis(total * 1000 / TICKS_PER_SECOND))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(threshold: u16, signatures: Option<usize>) -> LoadArgs {
+        LoadArgs {
+            signers: 100,
+            threshold,
+            offline: 0,
+            signatures,
+            concurrency: 1,
+            keep: None,
+            json: false,
+        }
+    }
+
+    /// The load run signs as one coordinator, so it may sign at most that
+    /// coordinator's share of the largest `max_per_day`: the default run
+    /// fits it at every threshold, and a larger explicit run is refused
+    /// before any member starts.
+    #[test]
+    fn a_load_run_fits_one_coordinators_daily_share() {
+        for t in [2, 11, 51, 100, 1000] {
+            let n = args(t, None).signatures().unwrap();
+            assert!(n >= 1 && n <= 200, "t = {t}: {n}");
+            assert!(
+                n <= (MAX_PER_DAY_CEILING / u32::from(t)) as usize,
+                "t = {t}: {n}"
+            );
+        }
+        assert_eq!(args(51, Some(20)).signatures().unwrap(), 20);
+        assert_eq!(args(51, Some(196)).signatures().unwrap(), 196);
+        let err = args(51, Some(197)).signatures().unwrap_err().to_string();
+        assert!(
+            err.contains("--signatures 197") && err.contains("196"),
+            "{err}"
+        );
+        assert!(args(51, Some(0)).signatures().is_err());
+    }
 }

@@ -90,9 +90,10 @@ pub use network::Network;
 pub use policy::{
     Approval, ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, CoordinatorId,
     DEFAULT_MAX_FEE_PER_DAY_SAT, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT,
-    DEFAULT_MAX_PER_DAY, MAX_PER_DAY_CEILING, Outcome, OutputScriptType, Policy, PolicyConfig,
-    PolicyConfigError, PolicyDenial, PolicyReport, PolicyVersion, RateCharge, RawDigests, Rule,
-    SighashTypeName, TimeWindow, TimeWindowConfig, UnixTime, Violation, WalletMode, Weekday,
+    DEFAULT_MAX_PER_DAY, DEFAULT_MAX_PER_DAY_PER_COORDINATOR, FUTURE_CHARGE_TOLERANCE_SECS,
+    MAX_PER_DAY_CEILING, Outcome, OutputScriptType, Policy, PolicyConfig, PolicyConfigError,
+    PolicyDenial, PolicyReport, PolicyVersion, RateCharge, RawDigests, Rule, SighashTypeName,
+    TimeWindow, TimeWindowConfig, UnixTime, Violation, WalletMode, Weekday,
 };
 pub use psbt::{MAX_INPUTS, MAX_OUTPUTS, MAX_STANDARD_WEIGHT, WalletPsbt};
 pub use sighash::{InputIndex, KeySpendSighash, OutputIndex, key_spend_sig_msg, key_spend_sighash};

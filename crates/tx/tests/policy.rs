@@ -10,9 +10,10 @@ use bitcoin::{Address, Amount, OutPoint, ScriptBuf, TapSighashType, Txid};
 use common::{funding, wallet};
 use thresig_tx::{
     ChargeKey, ChargeLedger, ChargeLog, CoordinatorId, DEFAULT_MAX_FEE_PER_DAY_SAT,
-    DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, Destination, Error, MAX_PER_DAY_CEILING, Network,
-    Outcome, Payment, Policy, PolicyConfig, PolicyConfigError, RateCharge, Rule, SpendInput,
-    TaprootWallet, UnixTime, Violation, WalletMode, WalletPsbt, build_psbt,
+    DEFAULT_MAX_FEE_SAT, DEFAULT_MAX_PER_DAY, DEFAULT_MAX_PER_DAY_PER_COORDINATOR, Destination,
+    Error, MAX_PER_DAY_CEILING, Network, Outcome, Payment, Policy, PolicyConfig, PolicyConfigError,
+    RateCharge, Rule, SpendInput, TaprootWallet, UnixTime, Violation, WalletMode, WalletPsbt,
+    build_psbt,
 };
 
 /// Monday 2024-01-01 12:00:00 UTC.
@@ -460,11 +461,20 @@ fn the_documented_example_policy_loads() {
     let doc = include_str!("../../../docs/policy.md");
     let start = doc.find("[wallets.policy]\n").unwrap() + "[wallets.policy]\n".len();
     let table = &doc[start..start + doc[start..].find("```").unwrap()];
-    let policy = Policy::from_toml(table, thresig_tx::Network::Regtest, 1).unwrap();
+    // At the threshold the example's wallet states.
+    let at = doc[..start].rfind("\nthreshold = ").unwrap() + "\nthreshold = ".len();
+    let t: u16 = doc[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(t, 2);
+    let policy = Policy::from_toml(table, thresig_tx::Network::Regtest, t).unwrap();
     assert_eq!(policy.version(), thresig_tx::PolicyVersion(2));
     // The same table names a regtest address, so it cannot load for mainnet.
     assert!(matches!(
-        Policy::from_toml(table, thresig_tx::Network::Bitcoin, 1),
+        Policy::from_toml(table, thresig_tx::Network::Bitcoin, t),
         Err(Error::PolicyConfig(
             thresig_tx::PolicyConfigError::Destination { index: 0, .. }
         ))
@@ -735,7 +745,7 @@ fn the_daily_fee_budget_bounds_the_fees_of_a_day() {
 #[test]
 fn defaults_limit_transactions_and_fees_per_day() {
     let config = PolicyConfig::default();
-    assert_eq!(config.max_per_day, DEFAULT_MAX_PER_DAY);
+    assert_eq!(config.max_per_day, None);
     assert_eq!(config.max_fee_per_day_sat, DEFAULT_MAX_FEE_PER_DAY_SAT);
     let policy = Policy::from_toml("", Network::Regtest, 1).unwrap();
     let full: Vec<(u8, UnixTime)> = (0..u8::try_from(DEFAULT_MAX_PER_DAY).unwrap())
@@ -891,6 +901,13 @@ fn config_refusal(text: &str, t: u16) -> String {
     }
 }
 
+/// `text` fails to load at threshold `t` with a message starting `start`
+/// (the field it names first).
+fn assert_refused_naming(text: &str, t: u16, start: &str) {
+    let message = config_refusal(text, t);
+    assert!(message.starts_with(start), "{text}: {message}");
+}
+
 /// A sub-limit above the budget divided by the threshold, or a budget too
 /// small to give each coordinator a share, is refused at load, naming the
 /// field; so is a fee cap that a coordinator's daily fee share could never
@@ -917,11 +934,7 @@ fn sub_limits_above_the_share_of_the_budget_are_refused_at_load() {
             "max_fee_sat",
         ),
     ] {
-        let message = config_refusal(text, 3);
-        assert!(
-            message.starts_with(&format!("{field} ")),
-            "{text}: {message}"
-        );
+        assert_refused_naming(text, 3, &format!("{field} "));
     }
     // Exactly the share loads.
     Policy::from_toml(
@@ -1067,4 +1080,80 @@ fn the_ledger_holds_at_most_max_per_day_charges() {
         assert!(after <= before + 1);
     }
     assert!(approved > 5 * 5, "{approved}");
+}
+
+/// A wallet without a `[wallets.policy]` table loads at every threshold the
+/// engine allows, and the default leaves each coordinator at least
+/// [`DEFAULT_MAX_PER_DAY_PER_COORDINATOR`] transactions a day, even at the
+/// design's (51, 100).
+#[test]
+fn the_default_policy_loads_at_every_threshold_with_ten_a_day_per_coordinator() {
+    for t in [2, 3, 51, 100, 101, 999, 1000] {
+        PolicyConfig::default()
+            .validate(Network::Regtest, t)
+            .unwrap_or_else(|e| panic!("t = {t}: {e}"));
+    }
+    let policy = PolicyConfig::default()
+        .validate(Network::Regtest, 51)
+        .unwrap();
+    let alice = CoordinatorId("alice".into());
+    let mut log = ChargeLog::new();
+    for k in 0..DEFAULT_MAX_PER_DAY_PER_COORDINATOR {
+        let now = UnixTime(MONDAY_NOON.0 + u64::from(k) * 600);
+        let approval = policy
+            .check_for(
+                &self_send(k, 50_000, 49_000),
+                &WalletMode::Active,
+                now,
+                &log,
+                &alice,
+            )
+            .unwrap_or_else(|e| panic!("transaction {k}: {e}"));
+        log.record(&approval);
+    }
+}
+
+/// A charge dated after `now` by more than a minute was dated by a clock
+/// that ran ahead and was set right: pruning drops it rather than let it
+/// fill the limits until the clock reaches its date. One dated a little
+/// after `now` (a concurrent request's later clock reading) counts as made
+/// at `now`, and leaves the window a day later.
+#[test]
+fn a_charge_dated_in_the_future_does_not_count_forever() {
+    let day = 86_400;
+    let far = UnixTime(MONDAY_NOON.0 + 2 * day);
+    let near = UnixTime(MONDAY_NOON.0 + 30);
+    let mut log = ledger(&[(1, far), (2, near)]);
+    log.prune(MONDAY_NOON);
+    assert_eq!(
+        log.iter().map(|e| (e.key, e.at)).collect::<Vec<_>>(),
+        [(ChargeKey::from_byte_array([2; 32]), MONDAY_NOON)]
+    );
+    assert_eq!(log.charged_since(MONDAY_NOON), 1);
+    let a_day_later = UnixTime(MONDAY_NOON.0 + day);
+    log.prune(a_day_later);
+    assert_eq!(log.iter().count(), 0);
+}
+
+/// An explicit count sub-limit of 0 would refuse every request with a
+/// retryable `coordinator_rate_*`, so coordinators would retry forever: it
+/// is refused at load, naming the field.
+#[test]
+fn a_count_sub_limit_of_zero_is_refused_at_load() {
+    for (text, field) in [
+        (
+            "max_per_day_per_coordinator = 0",
+            "max_per_day_per_coordinator",
+        ),
+        (
+            "max_per_minute = 4\nmax_per_minute_per_coordinator = 0",
+            "max_per_minute_per_coordinator",
+        ),
+        (
+            "max_per_minute_per_coordinator = 0",
+            "max_per_minute_per_coordinator",
+        ),
+    ] {
+        assert_refused_naming(text, 2, &format!("{field} is 0"));
+    }
 }

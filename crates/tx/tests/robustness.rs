@@ -87,6 +87,7 @@ fn toml_key() -> impl Strategy<Value = &'static str> {
         "max_per_minute_per_coordinator",
         "max_per_day_per_coordinator",
         "max_fee_per_day_sat",
+        "max_fee_per_day_per_coordinator_sat",
         "allow_raw_digests",
         "unknown",
     ])

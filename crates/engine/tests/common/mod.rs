@@ -8,7 +8,7 @@ pub mod psbt;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,6 +160,9 @@ pub struct FaultStore<S> {
     commit_faults: Mutex<VecDeque<Fault>>,
     fail_reads: AtomicBool,
     park: Mutex<Option<Park>>,
+    /// Policy-record writes (compare-and-sets) submitted through this
+    /// decorator.
+    policy_writes: AtomicUsize,
 }
 
 impl<S> FaultStore<S> {
@@ -173,6 +176,7 @@ impl<S> FaultStore<S> {
             commit_faults: Mutex::new(VecDeque::new()),
             fail_reads: AtomicBool::new(false),
             park: Mutex::new(None),
+            policy_writes: AtomicUsize::new(0),
         }
     }
 
@@ -184,6 +188,11 @@ impl<S> FaultStore<S> {
     /// The next marker commit, or DKG part-3 commit, fails as `fault`.
     pub fn fail_next_commit(&self, fault: Fault) {
         self.commit_faults.lock().unwrap().push_back(fault);
+    }
+
+    /// How many policy-record writes were submitted so far.
+    pub fn policy_writes(&self) -> usize {
+        self.policy_writes.load(Ordering::SeqCst)
     }
 
     /// Marker reads fail (retryably) while set.
@@ -208,6 +217,11 @@ pub fn store_wallet(w: &WalletId) -> StoreWalletId {
 
 impl<S: Store> Store for FaultStore<S> {
     fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+        let policy_ops = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::CasPolicy { .. }))
+            .count();
+        self.policy_writes.fetch_add(policy_ops, Ordering::SeqCst);
         let marker_wallet = ops.iter().find_map(|op| match op {
             WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
             _ => None,

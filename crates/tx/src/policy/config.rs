@@ -25,6 +25,13 @@ pub const DEFAULT_MAX_FEE_RATE_SAT_VB: u64 = 500;
 /// consume the limit.
 pub const DEFAULT_MAX_PER_DAY: u32 = 100;
 
+/// The fewest transactions a day the default `max_per_day` leaves each
+/// coordinator: 10, enough for a day's withdrawals and an emergency-rekey
+/// sweep. Where [`DEFAULT_MAX_PER_DAY`] divided by the threshold t would be
+/// less, the default `max_per_day` is `10 * t` instead (at most
+/// [`MAX_PER_DAY_CEILING`], which still leaves 10 at the largest t).
+pub const DEFAULT_MAX_PER_DAY_PER_COORDINATOR: u32 = 10;
+
 /// The largest `max_per_day`: the rate ledger holds at most a day of
 /// charges, at most `max_per_day` of them, and every charge rewrites it
 /// (about 110 bytes an entry, so about 1.1 MB at the ceiling). A wallet
@@ -123,9 +130,11 @@ pub struct PolicyConfig {
     /// Distinct transactions signed per 60 seconds. Default: no limit.
     pub max_per_minute: Option<u32>,
     /// Distinct transactions signed per 24 hours, at most
-    /// [`MAX_PER_DAY_CEILING`] (it bounds the rate ledger). Default
-    /// [`DEFAULT_MAX_PER_DAY`].
-    pub max_per_day: u32,
+    /// [`MAX_PER_DAY_CEILING`] (it bounds the rate ledger). Default: the
+    /// larger of [`DEFAULT_MAX_PER_DAY`] and
+    /// [`DEFAULT_MAX_PER_DAY_PER_COORDINATOR`] times the threshold, so each
+    /// coordinator's default share is at least that many a day.
+    pub max_per_day: Option<u32>,
     /// Distinct transactions one coordinator may get signed per 60 seconds,
     /// so that fewer than t coordinators cannot use up the wallet's limit;
     /// at most `max_per_minute` divided by the threshold t. Default: that
@@ -165,7 +174,7 @@ impl Default for PolicyConfig {
             max_fee_rate_sat_vb: DEFAULT_MAX_FEE_RATE_SAT_VB,
             time_windows: Vec::new(),
             max_per_minute: None,
-            max_per_day: DEFAULT_MAX_PER_DAY,
+            max_per_day: None,
             max_per_minute_per_coordinator: None,
             max_per_day_per_coordinator: None,
             max_fee_per_day_sat: DEFAULT_MAX_FEE_PER_DAY_SAT,
@@ -272,6 +281,16 @@ pub enum PolicyConfigError {
         /// Each coordinator's daily fee budget.
         share: u64,
     },
+    /// An explicit count sub-limit is 0: every request would be refused as
+    /// retryable, and coordinators would retry forever.
+    #[error(
+        "{field} is 0, so every request would be refused while coordinators retry; \
+         set it to at least 1, or leave it out to get the wallet budget divided by the threshold"
+    )]
+    ZeroSubLimit {
+        /// The sub-limit's field.
+        field: &'static str,
+    },
     /// A time window is malformed (bad `HH:MM`, no days, or `start >= end`).
     #[error("time_windows[{index}] is malformed")]
     TimeWindow {
@@ -310,12 +329,29 @@ impl PolicyConfig {
         if self.sighash_types.is_empty() {
             return Err(PolicyConfigError::NoSighashTypes.into());
         }
-        if self.max_per_day > MAX_PER_DAY_CEILING {
+        let max_per_day = self
+            .max_per_day
+            .unwrap_or_else(|| default_max_per_day(threshold));
+        if max_per_day > MAX_PER_DAY_CEILING {
             return Err(PolicyConfigError::MaxPerDayAboveCeiling {
-                value: self.max_per_day,
+                value: max_per_day,
                 ceiling: MAX_PER_DAY_CEILING,
             }
             .into());
+        }
+        for (field, value) in [
+            (
+                "max_per_minute_per_coordinator",
+                self.max_per_minute_per_coordinator,
+            ),
+            (
+                "max_per_day_per_coordinator",
+                self.max_per_day_per_coordinator,
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(PolicyConfigError::ZeroSubLimit { field }.into());
+            }
         }
         let max_per_minute_per_coordinator = match self.max_per_minute {
             Some(budget) => Some(sub_limit(
@@ -329,7 +365,7 @@ impl PolicyConfig {
             None => self.max_per_minute_per_coordinator,
         };
         let max_per_day_per_coordinator = sub_limit(
-            ("max_per_day", self.max_per_day),
+            ("max_per_day", max_per_day),
             (
                 "max_per_day_per_coordinator",
                 self.max_per_day_per_coordinator,
@@ -391,7 +427,7 @@ impl PolicyConfig {
             max_fee_rate_sat_per_vb: self.max_fee_rate_sat_vb,
             time_windows,
             max_per_minute: self.max_per_minute,
-            max_per_day: self.max_per_day,
+            max_per_day,
             max_per_minute_per_coordinator,
             max_per_day_per_coordinator,
             max_fee_per_day: Amount::from_sat(self.max_fee_per_day_sat),
@@ -403,6 +439,15 @@ impl PolicyConfig {
             },
         })
     }
+}
+
+/// The default `max_per_day` for a wallet of `threshold` signers: at least
+/// [`DEFAULT_MAX_PER_DAY_PER_COORDINATOR`] for each coordinator's share, so
+/// a large threshold does not leave a coordinator one transaction a day (or
+/// none, refusing the default policy at load).
+fn default_max_per_day(threshold: u16) -> u32 {
+    (DEFAULT_MAX_PER_DAY_PER_COORDINATOR * u32::from(threshold))
+        .clamp(DEFAULT_MAX_PER_DAY, MAX_PER_DAY_CEILING)
 }
 
 /// A per-coordinator sub-limit of the wallet budget `(field, value)`: the

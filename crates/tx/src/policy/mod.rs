@@ -18,10 +18,13 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{
     DEFAULT_MAX_FEE_PER_DAY_SAT, DEFAULT_MAX_FEE_RATE_SAT_VB, DEFAULT_MAX_FEE_SAT,
-    DEFAULT_MAX_PER_DAY, MAX_PER_DAY_CEILING, PolicyConfig, PolicyConfigError, SighashTypeName,
-    TimeWindowConfig,
+    DEFAULT_MAX_PER_DAY, DEFAULT_MAX_PER_DAY_PER_COORDINATOR, MAX_PER_DAY_CEILING, PolicyConfig,
+    PolicyConfigError, SighashTypeName, TimeWindowConfig,
 };
-pub use rate::{ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, CoordinatorId, RateCharge};
+pub use rate::{
+    ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, CoordinatorId, FUTURE_CHARGE_TOLERANCE_SECS,
+    RateCharge,
+};
 pub use time::{TimeWindow, UnixTime, Weekday};
 
 use crate::sighash::{InputIndex, OutputIndex};

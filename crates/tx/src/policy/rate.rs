@@ -214,9 +214,23 @@ impl ChargeLog {
     /// Forgets charges made a day or more before `now`: they no longer count
     /// towards any limit (windows are half-open). A
     /// transaction signed again after that is charged again.
+    ///
+    /// A charge dated up to [`FUTURE_CHARGE_TOLERANCE_SECS`] after `now` (a
+    /// concurrent request read the clock a little later) is dated `now`,
+    /// so it counts and leaves the window a day from now. One dated
+    /// further ahead was dated by a clock that ran ahead and has since been
+    /// set right; when it was really made is unknown, and kept it would
+    /// fill the limits until the clock reaches its date, so it is
+    /// forgotten. That loosens nothing a clock can't: moving the clock a
+    /// day ahead expires every charge anyway.
     pub fn prune(&mut self, now: UnixTime) {
         let since = window_start(now, DAY_SECS);
-        self.charged.retain(|_, e| e.at >= since);
+        let latest = UnixTime(now.0.saturating_add(FUTURE_CHARGE_TOLERANCE_SECS));
+        self.charged.retain(|_, e| {
+            let kept = e.at <= latest;
+            e.at = e.at.min(now);
+            kept && e.at >= since
+        });
     }
 
     fn in_window(&self, since: UnixTime) -> impl Iterator<Item = &Entry> {
@@ -236,6 +250,11 @@ impl ChargeLog {
 fn fees<'a>(mut entries: impl Iterator<Item = &'a Entry>) -> Option<Amount> {
     entries.try_fold(Amount::ZERO, |acc, e| acc.checked_add(e.fee?))
 }
+
+/// How far after `now` a charge may be dated and still count, as made at
+/// `now`, when a ledger is pruned: a minute, far more than two concurrent
+/// requests' clock readings differ by.
+pub const FUTURE_CHARGE_TOLERANCE_SECS: u64 = 60;
 
 /// The first second of the `secs`-long window ending at `now`: windows are
 /// half-open, `(now - secs, now]`, so a charge exactly `secs` old no longer
