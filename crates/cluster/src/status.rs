@@ -54,7 +54,8 @@ pub async fn cluster_status(peers: &Arc<Peers>) -> Vec<MemberStatus> {
 pub struct OwnWallet {
     /// The public key record (every seat's verifying share, the tweak).
     pub key: WalletKey,
-    /// The current epoch.
+    /// The wallet epoch (the generation of its key shares, the same at
+    /// every member).
     pub epoch: Epoch,
     /// The spend identity on the member's network (internal key, root,
     /// output key, scriptPubKey), derived from the record.
