@@ -71,13 +71,14 @@ enum Phase {
 /// Commitments nobody asked for are refused ([`Error::NotAwaited`]), so a
 /// signer that refuses or stays silent in round 2 cannot push itself back
 /// into R and into every later session. A seat that timed out in round 2
-/// stays pending in its session (its late share still counts) and is never
-/// asked for new commitments. A round-1 request that timed out, and a
-/// transient refusal ([`Refusal::is_transient`]), earn a re-ask: one
+/// stays pending in its session (its late share still counts) and is not
+/// asked for new commitments while it stays silent; its late valid share
+/// vector brings it back into R with the commitments it carries, or, when
+/// they are not usable, earns a re-ask. A round-1 request that timed out,
+/// and a transient refusal ([`Refusal::is_transient`]), earn one too: one
 /// [`Request::Commit`], at most one outstanding per seat, the k-th re-ask
 /// of a seat waiting `request_timeout × (2^(k−1) − 1)` after its cause (0,
-/// T, 3T, 7T, …) and none due at or after the deadline. A valid share
-/// vector without usable commitments earns a re-ask the same way. So a lost round-1
+/// T, 3T, 7T, …) and none due at or after the deadline. So a lost round-1
 /// message or a briefly full signer is asked again, while each seat is
 /// re-asked at most K times per run, K the largest k with
 /// `T × (2^k − 1 − k) < deadline` (5 with the defaults). A refusal that is

@@ -1006,3 +1006,28 @@ fn a_seat_whose_shares_came_without_usable_commitments_rejoins_through_round_one
         Some(Event::Done(signed)) if signed.signers == vec![seat(1), seat(3)]));
     assert_eq!(hand.coordinator.culprits().count(), 0);
 }
+
+#[test]
+fn a_seat_timed_out_in_round_two_is_asked_again_when_its_late_shares_lack_commitments() {
+    let mut hand = Hand::new(2, 3, 1);
+    let (session, packages) = hand.start(1);
+    hand.now += REQUEST_TIMEOUT;
+    hand.coordinator.handle_timeout(hand.now);
+    let _ = hand.events();
+    // Only seat 3's lost round-1 request is sent again.
+    assert_eq!(hand.transmits(), vec![(seat(3), None)]);
+    let late = shares_with(&mut hand, seat(1), session, &packages, Vec::new());
+    hand.reply(seat(1), late).unwrap();
+    let events = hand.events();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Unresponsive {
+            seat: s,
+            cause: Unresponsiveness::NoFreshCommitments { session: id },
+        } if *s == seat(1) && *id == session)),
+        "{events:?}"
+    );
+    assert!(
+        hand.transmits().contains(&(seat(1), None)),
+        "the late seat is asked for commitments in round 1"
+    );
+}
