@@ -142,8 +142,7 @@ pub enum Error {
     },
     /// The database is older than its anti-rollback witness (I5).
     #[error(
-        "database {} (epoch {db_epoch}, generation {db_generation}) is older than its witness {} \
-         ({accept}): rollback detected; if the database was restored from a backup on purpose, \
+        "database {} is older than its witness {} ({accept}): rollback detected; if the database was restored from a backup on purpose, \
          start once with `rollback = {{ accept_older_database = \"{accept}\" }}` in [store]",
         database.display(),
         witness.display()
@@ -157,8 +156,8 @@ pub enum Error {
         db_epoch: Epoch,
         /// Commit generation in the database.
         db_generation: u64,
-        /// The witness's position, which is also the override that accepts
-        /// exactly this rollback.
+        /// The database's and the witness's positions, which are also the
+        /// override that accepts exactly this rollback.
         accept: AcceptedRollback,
     },
     /// The database records that its witness was written, but the witness
@@ -488,8 +487,10 @@ mod tests {
     fn every_store_code_is_documented_with_its_class() {
         let path = || PathBuf::from("/data/state.witness");
         let accept = AcceptedRollback::OlderThanWitness {
-            epoch: Epoch(2),
-            generation: 3,
+            database_epoch: Epoch(1),
+            database_generation: 1,
+            witness_epoch: Epoch(2),
+            witness_generation: 3,
         };
         let term = DekTerm(1);
         let kek = KekId::new("k".to_owned()).unwrap();

@@ -52,11 +52,13 @@ fn an_accepted_rollback_names_its_witness_position_and_is_used_once() {
     assert_eq!(err.recovery(), Recovery::Terminal);
     let token = token_in(&err);
     let other = first
-        .open_with(accepting("witness epoch 1 generation 1"))
+        .open_with(accepting(
+            "database epoch 1 generation 1, witness epoch 1 generation 1",
+        ))
         .unwrap_err();
     assert!(
         matches!(other, Error::RollbackDetected { .. }),
-        "a setting naming another witness position accepts nothing: {other:?}"
+        "a setting naming other positions accepts nothing: {other:?}"
     );
 
     let accepted_before = thresig_store::rollbacks_accepted();
@@ -85,6 +87,34 @@ fn an_accepted_rollback_names_its_witness_position_and_is_used_once() {
     assert!(
         matches!(err, Error::RollbackDetected { .. }),
         "a stale setting accepted a second rollback: {err:?}"
+    );
+    assert_ne!(token_in(&err), token);
+}
+
+#[test]
+fn a_setting_accepts_only_the_database_it_was_printed_for() {
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        put_wallet(&store, 1, b"one");
+    }
+    let oldest = machine.disk.image();
+    newer_writes(&machine.open().unwrap());
+    let older = machine.disk.image();
+    newer_writes(&machine.open().unwrap());
+    let restored = |image: Vec<u8>| Machine {
+        disk: SimDisk::from_image(image),
+        witness: machine.witness.clone(),
+        provider: machine.provider.clone(),
+    };
+
+    let token = token_in(&restored(older).open().unwrap_err());
+    // The backup the setting was printed for is swapped for an older one
+    // before the start: the setting does not name that database.
+    let err = restored(oldest).open_with(accepting(&token)).unwrap_err();
+    assert!(
+        matches!(err, Error::RollbackDetected { .. }),
+        "a setting printed for one database accepted an older one: {err:?}"
     );
     assert_ne!(token_in(&err), token);
 }
