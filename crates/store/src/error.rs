@@ -224,8 +224,8 @@ pub enum Error {
     /// the store existed and its database was lost or replaced. Terminal;
     /// re-initializing would silently forget every marker and counter.
     #[error(
-        "database {} is missing or empty but its witness {} exists: restore the database from \
-         a backup; never re-initialize this store",
+        "database {} is missing, empty or not a database but its witness {} exists: restore the \
+         database from a backup; never re-initialize this store",
         database.display(),
         witness.display()
     )]
@@ -423,6 +423,11 @@ impl From<redb::Error> for Error {
         let fault = match &source {
             redb::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
                 StorageFault::Busy
+            }
+            // redb's "not a redb database": the file's bytes, not the
+            // disk, are wrong, so a retry fails the same way.
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                StorageFault::Corrupted
             }
             redb::Error::Io(_) => StorageFault::Io,
             redb::Error::DatabaseAlreadyOpen => StorageFault::Busy,
