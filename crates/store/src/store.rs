@@ -733,25 +733,21 @@ pub(crate) fn open_shared(
     let written = identity.witness_written;
     let witness = Witness::new(files.witness, identity.id, witness_key);
     let found = witness.read()?;
-    let position = match rollback::check(position, found, written, rollback) {
-        Verdict::Current => position,
+    let (position, accepted) = match rollback::check(position, found, written, rollback) {
+        Verdict::Current => (position, None),
         Verdict::Refused { found: accept } => {
             return Err(refusal(files.database, &witness, position, accept));
         }
         Verdict::Accepted { accepted, past } => {
-            tracing::error!(
-                database = %files.database.display(),
-                witness = %witness.path().display(),
-                %accepted,
-                "opened a database older than its witness because [store] rollback accepts it: \
-                 markers and rate counters went back; remove the setting"
-            );
-            move_past(&db, &keyring, position, past)?
+            (move_past(&db, &keyring, position, past)?, Some(accepted))
         }
     };
     witness.write(position)?;
     if !written {
         record_witness_written(&db, &keyring, identity)?;
+    }
+    if let Some(accepted) = accepted {
+        rollback::report_accepted(accepted, &files.database, &witness.path());
     }
     Ok(Arc::new(Shared {
         db,
