@@ -120,14 +120,16 @@ mod tests {
         );
         assert!(toml::from_str::<StoreConfig>("data_dir = \"x\"\nqueue = 3").is_err());
         let accept: StoreConfig = toml::from_str(
-            "data_dir = \"x\"\nrollback = { accept_older_database = \"witness epoch 4 generation 9\" }",
+            "data_dir = \"x\"\nrollback = { accept_older_database = \"database epoch 3 generation 5, witness epoch 4 generation 9\" }",
         )
         .unwrap();
         assert_eq!(
             accept.rollback,
             RollbackPolicy::AcceptOlderDatabase(crate::AcceptedRollback::OlderThanWitness {
-                epoch: crate::Epoch(4),
-                generation: 9
+                database_epoch: crate::Epoch(3),
+                database_generation: 5,
+                witness_epoch: crate::Epoch(4),
+                witness_generation: 9
             })
         );
         // The old form named no rollback, so it could accept any later one.

@@ -142,8 +142,7 @@ pub enum Error {
     },
     /// The database is older than its anti-rollback witness (I5).
     #[error(
-        "database {} (epoch {db_epoch}, generation {db_generation}) is older than its witness {} \
-         ({accept}): rollback detected; if the database was restored from a backup on purpose, \
+        "database {} is older than its witness {} ({accept}): rollback detected; if the database was restored from a backup on purpose, \
          start once with `rollback = {{ accept_older_database = \"{accept}\" }}` in [store]",
         database.display(),
         witness.display()
@@ -157,8 +156,8 @@ pub enum Error {
         db_epoch: Epoch,
         /// Commit generation in the database.
         db_generation: u64,
-        /// The witness's position, which is also the override that accepts
-        /// exactly this rollback.
+        /// The database's and the witness's positions, which are also the
+        /// override that accepts exactly this rollback.
         accept: AcceptedRollback,
     },
     /// The database records that its witness was written, but the witness
@@ -225,8 +224,8 @@ pub enum Error {
     /// the store existed and its database was lost or replaced. Terminal;
     /// re-initializing would silently forget every marker and counter.
     #[error(
-        "database {} is missing or empty but its witness {} exists: restore the database from \
-         a backup; never re-initialize this store",
+        "database {} is missing, empty or not a database but its witness {} exists: restore the \
+         database from a backup; never re-initialize this store",
         database.display(),
         witness.display()
     )]
@@ -425,6 +424,11 @@ impl From<redb::Error> for Error {
             redb::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
                 StorageFault::Busy
             }
+            // redb's "not a redb database": the file's bytes, not the
+            // disk, are wrong, so a retry fails the same way.
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                StorageFault::Corrupted
+            }
             redb::Error::Io(_) => StorageFault::Io,
             redb::Error::DatabaseAlreadyOpen => StorageFault::Busy,
             redb::Error::PreviousIo => StorageFault::Latched,
@@ -488,8 +492,10 @@ mod tests {
     fn every_store_code_is_documented_with_its_class() {
         let path = || PathBuf::from("/data/state.witness");
         let accept = AcceptedRollback::OlderThanWitness {
-            epoch: Epoch(2),
-            generation: 3,
+            database_epoch: Epoch(1),
+            database_generation: 1,
+            witness_epoch: Epoch(2),
+            witness_generation: 3,
         };
         let term = DekTerm(1);
         let kek = KekId::new("k".to_owned()).unwrap();

@@ -5,10 +5,16 @@
 //! [`AcceptedRollback`] naming exactly what was found; an operator who
 //! restored a backup on purpose puts that value in `[store] rollback` for
 //! one start. The accepting open moves the commit generation past the
-//! witness it overrode, so every later witness position differs from the
-//! accepted one and a setting left in the file accepts nothing again.
+//! witness it overrode, so every witness written from then on differs from
+//! the accepted one and a setting left in the file accepts no later
+//! rollback beside it. Not single use in two cases nothing on disk can
+//! tell apart: a missing-witness value names only the database, so the
+//! same backup with its witness lost again matches it again; and an old
+//! copy of the witness still authenticates, so the same backup beside the
+//! very witness copy it was accepted against matches too.
 
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,19 +50,27 @@ pub enum RollbackPolicy {
 }
 
 /// One rollback an operator accepts, written as the refusal prints it:
-/// `witness epoch 7 generation 1234` (the database is older than a witness
-/// at that position) or `no witness, database epoch 3 generation 100` (the
-/// witness is gone and the database is at that position).
+/// `database epoch 6 generation 1200, witness epoch 7 generation 1234` (the
+/// database at the first position is older than a witness at the second)
+/// or `no witness, database epoch 3 generation 100` (the witness is gone
+/// and the database is at that position). Naming the database too means a
+/// setting printed for one restored backup accepts no other, older one put
+/// in its place before the start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(try_from = "String")]
 #[non_exhaustive]
 pub enum AcceptedRollback {
-    /// The database is older than a witness at this position.
+    /// The database at `database_epoch`, `database_generation` is older
+    /// than a witness at `witness_epoch`, `witness_generation`.
     OlderThanWitness {
+        /// The database's global epoch.
+        database_epoch: Epoch,
+        /// The database's commit generation.
+        database_generation: u64,
         /// The witness's global epoch.
-        epoch: Epoch,
+        witness_epoch: Epoch,
         /// The witness's commit generation.
-        generation: u64,
+        witness_generation: u64,
     },
     /// The witness is missing; the database is at this position.
     WitnessMissing {
@@ -67,48 +81,74 @@ pub enum AcceptedRollback {
     },
 }
 
-const OLDER: &str = "witness ";
+const DATABASE: &str = "database ";
+const WITNESS: &str = ", witness ";
 const MISSING: &str = "no witness, database ";
+
+/// `epoch E generation G`, the way a position is written in a setting.
+struct Written(Epoch, u64);
+
+impl fmt::Display for Written {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "epoch {} generation {}", self.0.0, self.1)
+    }
+}
 
 impl fmt::Display for AcceptedRollback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (prefix, epoch, generation) = match self {
-            Self::OlderThanWitness { epoch, generation } => (OLDER, epoch, generation),
-            Self::WitnessMissing { epoch, generation } => (MISSING, epoch, generation),
-        };
-        write!(f, "{prefix}epoch {} generation {generation}", epoch.0)
+        match *self {
+            Self::OlderThanWitness {
+                database_epoch,
+                database_generation,
+                witness_epoch,
+                witness_generation,
+            } => write!(
+                f,
+                "{DATABASE}{}{WITNESS}{}",
+                Written(database_epoch, database_generation),
+                Written(witness_epoch, witness_generation)
+            ),
+            Self::WitnessMissing { epoch, generation } => {
+                write!(f, "{MISSING}{}", Written(epoch, generation))
+            }
+        }
     }
 }
 
 /// A `rollback` value that is not one a refusal prints.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "expected the value a rollback refusal prints (\"witness epoch E generation G\" or \
-     \"no witness, database epoch E generation G\"), found {0:?}"
+    "expected the value a rollback refusal prints (\"database epoch E generation G, witness \
+     epoch E generation G\" or \"no witness, database epoch E generation G\"), found {0:?}"
 )]
 pub struct InvalidAcceptedRollback(String);
+
+/// Reads `epoch E generation G`.
+fn read_position(s: &str) -> Option<(Epoch, u64)> {
+    let (epoch, generation) = s.strip_prefix("epoch ")?.split_once(" generation ")?;
+    Some((Epoch(epoch.parse().ok()?), generation.parse().ok()?))
+}
 
 impl FromStr for AcceptedRollback {
     type Err = InvalidAcceptedRollback;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidAcceptedRollback(s.to_owned());
-        let (missing, rest) = match (s.strip_prefix(MISSING), s.strip_prefix(OLDER)) {
-            (Some(rest), _) => (true, rest),
-            (None, Some(rest)) => (false, rest),
-            (None, None) => return Err(invalid()),
+        let read = || {
+            if let Some(rest) = s.strip_prefix(MISSING) {
+                let (epoch, generation) = read_position(rest)?;
+                return Some(Self::WitnessMissing { epoch, generation });
+            }
+            let (database, witness) = s.strip_prefix(DATABASE)?.split_once(WITNESS)?;
+            let (database_epoch, database_generation) = read_position(database)?;
+            let (witness_epoch, witness_generation) = read_position(witness)?;
+            Some(Self::OlderThanWitness {
+                database_epoch,
+                database_generation,
+                witness_epoch,
+                witness_generation,
+            })
         };
-        let (epoch, generation) = rest
-            .strip_prefix("epoch ")
-            .and_then(|r| r.split_once(" generation "))
-            .ok_or_else(invalid)?;
-        let epoch = Epoch(epoch.parse().map_err(|_| invalid())?);
-        let generation = generation.parse().map_err(|_| invalid())?;
-        Ok(if missing {
-            Self::WitnessMissing { epoch, generation }
-        } else {
-            Self::OlderThanWitness { epoch, generation }
-        })
+        read().ok_or_else(|| InvalidAcceptedRollback(s.to_owned()))
     }
 }
 
@@ -120,6 +160,30 @@ impl TryFrom<String> for AcceptedRollback {
     }
 }
 
+/// Counts and logs an accepted rollback, once the open that accepted it
+/// has moved past it and rewritten the witness (an open that failed
+/// accepted nothing).
+pub(crate) fn report_accepted(accepted: AcceptedRollback, database: &Path, witness: &Path) {
+    ROLLBACKS_ACCEPTED.fetch_add(1, Ordering::Relaxed);
+    let (database, witness) = (database.display(), witness.display());
+    match accepted {
+        AcceptedRollback::OlderThanWitness { .. } => tracing::error!(
+            %database,
+            %witness,
+            %accepted,
+            "opened a database older than its witness because [store] rollback accepts it: \
+             markers and rate counters went back; remove the setting"
+        ),
+        AcceptedRollback::WitnessMissing { .. } => tracing::error!(
+            %database,
+            %witness,
+            %accepted,
+            "opened a database with a missing witness because [store] rollback accepts it: \
+             markers and rate counters may have gone back; remove the setting"
+        ),
+    }
+}
+
 /// What the anti-rollback check found at open.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -128,7 +192,7 @@ pub(crate) enum Verdict {
     /// A rollback the policy names: open, after moving the commit
     /// generation past `past`.
     Accepted {
-        /// What was accepted, for the log.
+        /// What was accepted, for the log and the count.
         accepted: AcceptedRollback,
         /// The position every later witness must differ from.
         past: Position,
@@ -151,8 +215,10 @@ pub(crate) fn check(
     let (found, past) = match witness {
         Some(w) if !database.covers(&w) => (
             AcceptedRollback::OlderThanWitness {
-                epoch: w.epoch,
-                generation: w.generation,
+                database_epoch: database.epoch,
+                database_generation: database.generation,
+                witness_epoch: w.epoch,
+                witness_generation: w.generation,
             },
             w,
         ),
@@ -168,7 +234,6 @@ pub(crate) fn check(
     if policy != RollbackPolicy::AcceptOlderDatabase(found) {
         return Verdict::Refused { found };
     }
-    ROLLBACKS_ACCEPTED.fetch_add(1, Ordering::Relaxed);
     Verdict::Accepted {
         accepted: found,
         past,
@@ -186,17 +251,21 @@ mod tests {
         }
     }
 
-    fn older(epoch: u64, generation: u64) -> AcceptedRollback {
+    /// The setting for a database at `database` older than a witness at
+    /// `witness`, each as (epoch, generation).
+    fn older(database: (u64, u64), witness: (u64, u64)) -> AcceptedRollback {
         AcceptedRollback::OlderThanWitness {
-            epoch: Epoch(epoch),
-            generation,
+            database_epoch: Epoch(database.0),
+            database_generation: database.1,
+            witness_epoch: Epoch(witness.0),
+            witness_generation: witness.1,
         }
     }
 
     #[test]
     fn accepted_rollbacks_read_back_what_they_print() {
         for a in [
-            older(7, 1234),
+            older((6, 1200), (7, 1234)),
             AcceptedRollback::WitnessMissing {
                 epoch: Epoch(3),
                 generation: 100,
@@ -209,7 +278,9 @@ mod tests {
             "accept_older_database",
             "witness epoch 7",
             "witness epoch x generation 1",
-            "witness epoch 7 generation 1 ",
+            "witness epoch 7 generation 1",
+            "database epoch 6 generation 1, witness epoch 7 generation 1 ",
+            "database epoch 6 generation 1, witness epoch 7",
         ] {
             assert!(bad.parse::<AcceptedRollback>().is_err(), "{bad:?}");
         }
@@ -219,27 +290,27 @@ mod tests {
     fn only_the_named_rollback_is_accepted() {
         let named = RollbackPolicy::AcceptOlderDatabase;
         assert_eq!(
-            check(at(1, 5), Some(at(2, 9)), true, named(older(2, 8))),
-            Verdict::Refused { found: older(2, 9) }
+            check(at(1, 5), Some(at(2, 9)), true, named(older((1, 5), (2, 8)))),
+            Verdict::Refused {
+                found: older((1, 5), (2, 9))
+            }
         );
-        let before = rollbacks_accepted();
         assert_eq!(
-            check(at(1, 5), Some(at(2, 9)), true, named(older(2, 9))),
+            check(at(1, 5), Some(at(2, 9)), true, named(older((1, 5), (2, 9)))),
             Verdict::Accepted {
-                accepted: older(2, 9),
+                accepted: older((1, 5), (2, 9)),
                 past: at(2, 9)
             }
         );
-        assert!(rollbacks_accepted() > before);
         let missing = AcceptedRollback::WitnessMissing {
             epoch: Epoch(1),
             generation: 5,
         };
         assert_eq!(
-            check(at(1, 5), None, true, named(older(2, 9))),
+            check(at(1, 5), None, true, named(older((1, 5), (2, 9)))),
             Verdict::Refused { found: missing }
         );
-        for policy in [RollbackPolicy::Refuse, named(older(2, 9))] {
+        for policy in [RollbackPolicy::Refuse, named(older((1, 5), (2, 9)))] {
             assert_eq!(
                 check(at(2, 9), Some(at(2, 9)), true, policy),
                 Verdict::Current

@@ -500,16 +500,29 @@ fn no_store(database: PathBuf, witness: &WitnessLocation) -> Error {
     }
 }
 
+/// Whether redb found no database in the file (I/O error of kind
+/// `InvalidData`, which redb uses for a missing magic number).
+fn not_a_database(e: &redb::DatabaseError) -> bool {
+    matches!(e, redb::DatabaseError::Storage(redb::StorageError::Io(io))
+        if io.kind() == std::io::ErrorKind::InvalidData)
+}
+
 /// Opens the redb database of an existing store. Creates nothing: no
 /// directory, no file, no table.
 pub(crate) fn open_existing(location: StoreLocation) -> Result<(Database, StoreFiles), Error> {
     let (database, db, witness) = files(location);
     let db = match db {
         Some(db) => db,
-        // A zero-length file is what redb leaves when it crashed while
-        // creating one; it holds no store either way.
+        // A zero-length file holds no store (an emptied or truncated file).
         None if !has_bytes(&database)? => return Err(no_store(database, &witness)),
-        None => Database::open(&database).map_err(|e| Error::from(e).in_file(&database))?,
+        None => match Database::open(&database) {
+            Ok(db) => db,
+            // No redb magic number: what redb leaves when power is lost
+            // between writing a new file's header and its magic number, or
+            // a store whose first bytes were damaged. A retry cannot help.
+            Err(e) if not_a_database(&e) => return Err(no_store(database, &witness)),
+            Err(e) => return Err(Error::from(e).in_file(&database)),
+        },
     };
     if schema_version(&db)?.is_none() && is_empty(&db)? {
         return Err(no_store(database, &witness));
@@ -720,25 +733,21 @@ pub(crate) fn open_shared(
     let written = identity.witness_written;
     let witness = Witness::new(files.witness, identity.id, witness_key);
     let found = witness.read()?;
-    let position = match rollback::check(position, found, written, rollback) {
-        Verdict::Current => position,
+    let (position, accepted) = match rollback::check(position, found, written, rollback) {
+        Verdict::Current => (position, None),
         Verdict::Refused { found: accept } => {
             return Err(refusal(files.database, &witness, position, accept));
         }
         Verdict::Accepted { accepted, past } => {
-            tracing::error!(
-                database = %files.database.display(),
-                witness = %witness.path().display(),
-                %accepted,
-                "opened a database older than its witness because [store] rollback accepts it: \
-                 markers and rate counters went back; remove the setting"
-            );
-            move_past(&db, &keyring, position, past)?
+            (move_past(&db, &keyring, position, past)?, Some(accepted))
         }
     };
     witness.write(position)?;
     if !written {
         record_witness_written(&db, &keyring, identity)?;
+    }
+    if let Some(accepted) = accepted {
+        rollback::report_accepted(accepted, &files.database, &witness.path());
     }
     Ok(Arc::new(Shared {
         db,

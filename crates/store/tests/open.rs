@@ -172,3 +172,45 @@ fn a_reopened_store_keeps_its_records() {
     let w = WalletId::new(b"w1".to_vec()).unwrap();
     assert_eq!(store.wallet(&w).unwrap().unwrap().as_slice(), b"state");
 }
+
+fn create(dir: &Path) -> Result<EncryptedStore, Error> {
+    EncryptedStore::create(
+        StoreLocation::Directory(dir.to_path_buf()),
+        provider(),
+        StoreOptions::default(),
+    )
+}
+
+/// What a create that lost power inside redb's own setup leaves: a header
+/// written without its magic number.
+fn write_headerless(dir: &Path) {
+    std::fs::write(database(dir), vec![0u8; 4096]).unwrap();
+}
+
+#[test]
+fn a_file_that_holds_no_database_and_no_witness_is_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    write_headerless(dir.path());
+    let err = open(dir.path()).unwrap_err();
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+    assert_eq!(err.code(), "no_store", "{err}");
+    let err = create(dir.path()).unwrap_err();
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+    assert_terminal_naming(&err, &database(dir.path()));
+    assert_eq!(
+        std::fs::read(database(dir.path())).unwrap(),
+        vec![0u8; 4096]
+    );
+}
+
+#[test]
+fn a_database_with_damaged_first_bytes_beside_its_witness_is_terminal() {
+    let dir = provisioned();
+    let mut bytes = std::fs::read(database(dir.path())).unwrap();
+    bytes[..16].fill(0);
+    std::fs::write(database(dir.path()), &bytes).unwrap();
+    let err = open(dir.path()).unwrap_err();
+    assert_refused_beside_witness(&err, dir.path());
+    assert_eq!(err.code(), "database_missing", "{err}");
+    assert_eq!(std::fs::read(database(dir.path())).unwrap(), bytes);
+}
