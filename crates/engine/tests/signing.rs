@@ -458,14 +458,22 @@ fn open_reads_no_key_package_and_a_wallet_loads_on_first_use() {
     assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
     let w2 = signer.status(&wid("w2")).unwrap();
     assert_eq!(w2.state, thresig_engine::WalletStateKind::Active);
-    assert_eq!(signer.store().key_reads(), 2, "w1 tried once, w2 loaded once");
+    assert_eq!(
+        signer.store().key_reads(),
+        2,
+        "w1 tried once, w2 loaded once"
+    );
 
     signer.store().fail_key_reads(None);
     let w1 = signer.status(&wid("w1")).unwrap();
     assert_eq!(w1.state, thresig_engine::WalletStateKind::Active);
     signer.status(&wid("w1")).unwrap();
     signer.status(&wid("w2")).unwrap();
-    assert_eq!(signer.store().key_reads(), 3, "a loaded wallet is not read again");
+    assert_eq!(
+        signer.store().key_reads(),
+        3,
+        "a loaded wallet is not read again"
+    );
 }
 
 #[test]
