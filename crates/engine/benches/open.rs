@@ -28,9 +28,7 @@ use common::{identity, identity_secret, wid};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use thresig_crypto::{GroupParams, KeyShare, ScriptTree, WalletKey, import_key};
-use thresig_engine::{
-    Epoch, Limits, Signer, SignerConfig, WalletConfig, WalletStateKind, activation_ops,
-};
+use thresig_engine::{Limits, Signer, SignerConfig, WalletConfig, WalletStateKind, activation_ops};
 use thresig_store::provider::{KeyProvider, MemoryProvider};
 use thresig_store::{EncryptedStore, Store, StoreLocation, StoreOptions, WriteOutcome};
 use thresig_tx::Network;
@@ -64,7 +62,7 @@ fn fill(store: &EncryptedStore, wallets: usize, key: &WalletKey, share: &KeyShar
     for chunk in names.chunks(PER_COMMIT) {
         let ops = chunk
             .iter()
-            .flat_map(|n| activation_ops(&wid(n), Epoch(1), key, share).unwrap())
+            .flat_map(|n| activation_ops(&wid(n), key, share).unwrap())
             .collect();
         let outcome = store.write(ops).unwrap();
         assert!(matches!(outcome, WriteOutcome::Committed(_)), "{outcome:?}");

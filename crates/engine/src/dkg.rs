@@ -144,7 +144,7 @@ impl<S: Store> Signer<S> {
                 wallet: config.id.clone(),
             });
         }
-        let mut shard = lock(slot)?;
+        let mut shard = lock(&self.store, slot)?;
         // Dropping a durable result from memory would leave this member
         // unable to take its confirmations until a restart loads it.
         self.adopt_durable(slot, &mut shard)?;
@@ -204,7 +204,7 @@ impl<S: Store> Signer<S> {
         rng: &mut R,
     ) -> Result<Vec<SignedDkgMessage>, Error> {
         let slot = self.slot(wallet)?;
-        let mut shard = lock(slot)?;
+        let mut shard = lock(&self.store, slot)?;
         let (state, hpke, own_package, own_key) = match take_phase(&mut shard, slot, session)? {
             Phase::Round1 {
                 state,
@@ -294,7 +294,7 @@ impl<S: Store> Signer<S> {
         round2: &[SignedDkgMessage],
     ) -> Result<SignedDkgMessage, Error> {
         let slot = self.slot(wallet)?;
-        let mut shard = lock(slot)?;
+        let mut shard = lock(&self.store, slot)?;
         let request = finish_request_hash(round2)?;
         match shard.dkg.take() {
             Some(DkgSession {
@@ -478,7 +478,7 @@ impl<S: Store> Signer<S> {
         msg: &SignedDkgMessage,
     ) -> Result<ConfirmationStatus, Error> {
         let slot = self.slot(wallet)?;
-        let mut shard = lock(slot)?;
+        let mut shard = lock(&self.store, slot)?;
         self.adopt_durable(slot, &mut shard)?;
         let needed = slot.config.roster.len();
         if matches!(shard.state, WalletState::Active(_)) {
@@ -550,7 +550,7 @@ impl<S: Store> Signer<S> {
     /// [`Error::Store`] when the deletion does not commit (nothing changed).
     pub fn dkg_abort(&self, wallet: &WalletId, session: DkgSessionId) -> Result<(), Error> {
         let slot = self.slot(wallet)?;
-        let mut shard = lock(slot)?;
+        let mut shard = lock(&self.store, slot)?;
         let in_memory = match &shard.dkg {
             Some(s) if s.id == session => Some(matches!(s.phase, Phase::Finished { .. })),
             _ => None,

@@ -127,7 +127,13 @@ impl PendingShares {
 
 /// The mutable state of one wallet, behind its own lock.
 pub(crate) struct Shard {
+    /// Meaningful once `loaded`; `Corrupt` before, so that a wallet whose
+    /// records were never read can sign nothing.
     pub(crate) state: WalletState,
+    /// Whether `state` was read from the store: open reads no wallet's
+    /// records (at 100 members a wallet key takes milliseconds to decode,
+    /// and a signer may hold thousands); the first [`lock`] does.
+    loaded: bool,
     pool: NoncePool<SecretNonce>,
     /// Pending shares by the attempt's first commitment, capped.
     pending: PendingShares,
@@ -209,30 +215,20 @@ pub enum OpenError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    /// A wallet's record could not be read (a retryable store error; a
-    /// record that fails to authenticate makes its wallet `corrupt`
-    /// instead).
-    #[error("wallet {wallet}: storage failed")]
-    Store {
-        /// The wallet.
-        wallet: WalletId,
-        /// The store's error.
-        #[source]
-        source: thresig_store::Error,
-    },
 }
 
 impl<S: Store> Signer<S> {
-    /// Opens the signer: validates `config` and loads each wallet's state
-    /// from `store`. A wallet whose records fail to authenticate, or
-    /// disagree with the configuration, is `corrupt`; the others serve.
+    /// Opens the signer: validates `config` and sets up each wallet, reading
+    /// nothing from `store`. A wallet's state is loaded by the first request
+    /// that locks it, under that wallet's own lock; a wallet whose records
+    /// then fail to authenticate, or disagree with the configuration, is
+    /// `corrupt`, and the others serve.
     /// `identity` is this member's Ed25519 identity key (the daemon keeps it
     /// sealed in the store); its public key must be `config.identity`.
     ///
     /// # Errors
     /// [`OpenError::Config`] for an invalid configuration or an identity
-    /// key that is not the configured one, [`OpenError::Store`] when the
-    /// store cannot be read.
+    /// key that is not the configured one.
     pub fn open(
         config: SignerConfig,
         identity: ed25519_dalek::SigningKey,
@@ -250,12 +246,9 @@ impl<S: Store> Signer<S> {
                 .ok_or_else(|| ConfigError::NotAMember {
                     wallet: wallet.id.clone(),
                 })?;
-            let state = load_state(&store, &wallet, seat).map_err(|source| OpenError::Store {
-                wallet: wallet.id.clone(),
-                source,
-            })?;
             let shard = Shard {
-                state,
+                state: WalletState::Corrupt,
+                loaded: false,
                 pool: NoncePool::new(config.limits.clone(), wallet.roster.len()),
                 pending: PendingShares::default(),
                 dkg: None,
@@ -312,7 +305,7 @@ impl<S: Store> Signer<S> {
                     .wallets
                     .values()
                     .filter(|slot| is_member(slot, from))
-                    .map(status_of)
+                    .map(|slot| status_of(&self.store, slot))
                     .collect::<Result<_, _>>()?,
             }),
             Request::WalletKey { wallet } => {
@@ -365,7 +358,7 @@ impl<S: Store> Signer<S> {
         rng: &mut R,
     ) -> Result<Round1Response, Error> {
         let slot = self.member_slot(&req.wallet, from)?;
-        let mut guard = lock(slot)?;
+        let mut guard = lock(&self.store, slot)?;
         let Shard { state, pool, .. } = &mut *guard;
         let (key, _) = state.signing_key(&req.wallet)?;
         if req.inputs == 0 {
@@ -458,7 +451,7 @@ impl<S: Store> Signer<S> {
     ) -> Result<Round2Response, Error> {
         let slot = self.member_slot(&req.wallet, from)?;
         let successor = self.successor(slot)?;
-        let mut guard = lock(slot)?;
+        let mut guard = lock(&self.store, slot)?;
         let Shard {
             state,
             pool,
@@ -582,7 +575,7 @@ impl<S: Store> Signer<S> {
     /// record cannot be written (the wallet then stays `active`).
     pub fn begin_rekey(&self, wallet: &WalletId) -> Result<(), Error> {
         let slot = self.slot(wallet)?;
-        let mut shard = lock(slot)?;
+        let mut shard = lock(&self.store, slot)?;
         let not_possible = || Error::RekeyNotPossible {
             wallet: wallet.clone(),
         };
@@ -629,7 +622,7 @@ impl<S: Store> Signer<S> {
                     .and_then(|c| commitment_hash(&c))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(lock(slot)?.pool.abort(now, from, &hashes))
+        Ok(lock_unloaded(slot)?.pool.abort(now, from, &hashes))
     }
 
     /// Drops what no request can use any more, in every wallet, whether it
@@ -645,7 +638,7 @@ impl<S: Store> Signer<S> {
     /// tries again).
     pub fn prune(&self, now: Timestamp) -> Result<(), Error> {
         for slot in self.wallets.values() {
-            let mut shard = lock(slot)?;
+            let mut shard = lock_unloaded(slot)?;
             shard.pool.prune(now);
             shard.pending.prune(now);
         }
@@ -662,7 +655,7 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::UnknownWallet`].
     pub fn status(&self, wallet: &WalletId) -> Result<WalletStatus, Error> {
-        status_of(self.slot(wallet)?)
+        status_of(&self.store, self.slot(wallet)?)
     }
 
     /// Every wallet's status, in id order.
@@ -670,7 +663,10 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::Internal`] if a wallet's lock is poisoned.
     pub fn wallets(&self) -> Result<Vec<WalletStatus>, Error> {
-        self.wallets.values().map(status_of).collect()
+        self.wallets
+            .values()
+            .map(|slot| status_of(&self.store, slot))
+            .collect()
     }
 
     /// The public key record of a wallet that holds a key (what share
@@ -680,7 +676,7 @@ impl<S: Store> Signer<S> {
     /// [`Error::UnknownWallet`], or [`Error::WalletNotActive`] for a wallet
     /// without a key.
     pub fn wallet_key(&self, wallet: &WalletId) -> Result<thresig_crypto::WalletKey, Error> {
-        let shard = lock(self.slot(wallet)?)?;
+        let shard = lock(&self.store, self.slot(wallet)?)?;
         shard
             .state
             .key()
@@ -724,11 +720,11 @@ impl<S: Store> Signer<S> {
         let Some(id) = &slot.config.successor else {
             return Ok(Successor::Unnamed);
         };
-        if lock(slot)?.state.kind() != WalletStateKind::Rekeying {
+        if lock(&self.store, slot)?.state.kind() != WalletStateKind::Rekeying {
             return Ok(Successor::Unnamed);
         }
         let next = self.slot(id)?;
-        let shard = lock(next)?;
+        let shard = lock(&self.store, next)?;
         match &shard.state {
             WalletState::Active(key) => {
                 Ok(Successor::Active(taproot_wallet(self.network, &key.key)?))
@@ -885,7 +881,31 @@ fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
     }
 }
 
-pub(crate) fn lock(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
+/// Locks the wallet's shard, loading its state from `store` first if no
+/// request has yet. The load runs under this wallet's lock only, so wallets
+/// load on first use without waiting on each other.
+///
+/// # Errors
+/// [`Error::Internal`] if the lock is poisoned; [`Error::Store`] if the
+/// records cannot be read (retryable: the wallet stays unloaded and the
+/// next request reads again).
+pub(crate) fn lock<'a, S: Store>(
+    store: &S,
+    slot: &'a Slot,
+) -> Result<MutexGuard<'a, Shard>, Error> {
+    let mut shard = lock_unloaded(slot)?;
+    if !shard.loaded {
+        shard.state = load_state(store, &slot.config, slot.seat)
+            .map_err(|source| store_error(&slot.config.id, source))?;
+        shard.loaded = true;
+    }
+    Ok(shard)
+}
+
+/// Locks the wallet's shard without loading its state, for what does not
+/// depend on it (the nonce pool and pending shares: an unloaded wallet has
+/// none).
+fn lock_unloaded(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
     slot.shard
         .lock()
         .map_err(|_| Error::Internal(InternalFault::Poisoned))
@@ -896,8 +916,8 @@ fn is_member(slot: &Slot, from: CoordinatorId) -> bool {
     slot.config.roster.iter().any(|k| k.to_bytes() == from.0)
 }
 
-fn status_of(slot: &Slot) -> Result<WalletStatus, Error> {
-    let shard = lock(slot)?;
+fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
+    let shard = lock(store, slot)?;
     let key = shard.state.key();
     Ok(WalletStatus {
         wallet: slot.config.id.clone(),

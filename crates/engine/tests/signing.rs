@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use thresig_crypto::Commitment;
 use thresig_engine::{Epoch, Error, ErrorCode, Limits};
+use thresig_store::{Store, WriteOp};
 
 const D1: [u8; 32] = [1; 32];
 const D2: [u8; 32] = [2; 32];
@@ -437,6 +438,43 @@ fn restarted_w1_is_corrupt_and_w2_serves(c: &mut Cluster) {
     let err = c.round1(1, COORD_A, "w1", 1).unwrap_err();
     assert_eq!(err.code(), ErrorCode::WalletCorrupt);
     assert_eq!(c.sign("w2", &[1, 2], &[D1]).len(), 1, "w2 still signs");
+}
+
+/// Open reads no key material: each wallet's records are read on the first
+/// request that locks it, so a wallet whose key cannot be read fails there
+/// (retryably, until the store answers) while the signer opens and the
+/// other wallets serve.
+#[test]
+fn open_reads_no_key_package_and_a_wallet_loads_on_first_use() {
+    let c = cluster(24);
+    let member = c.member(1);
+    let store = member.store().share();
+    store.fail_key_reads(Some(&wid("w1")));
+    let signer =
+        thresig_engine::Signer::open(member.config.clone(), identity_secret(1), store).unwrap();
+    assert_eq!(signer.store().key_reads(), 0, "open reads no key package");
+
+    let err = signer.status(&wid("w1")).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable);
+    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
+    let w2 = signer.status(&wid("w2")).unwrap();
+    assert_eq!(w2.state, thresig_engine::WalletStateKind::Active);
+    assert_eq!(
+        signer.store().key_reads(),
+        2,
+        "w1 tried once, w2 loaded once"
+    );
+
+    signer.store().fail_key_reads(None);
+    let w1 = signer.status(&wid("w1")).unwrap();
+    assert_eq!(w1.state, thresig_engine::WalletStateKind::Active);
+    signer.status(&wid("w1")).unwrap();
+    signer.status(&wid("w2")).unwrap();
+    assert_eq!(
+        signer.store().key_reads(),
+        3,
+        "a loaded wallet is not read again"
+    );
 }
 
 #[test]

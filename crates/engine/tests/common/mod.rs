@@ -159,6 +159,10 @@ pub struct FaultStore<S> {
     pub inner: Arc<S>,
     commit_faults: Mutex<VecDeque<Fault>>,
     fail_reads: AtomicBool,
+    /// Key package reads of this wallet fail (retryably).
+    fail_key_reads: Mutex<Option<StoreWalletId>>,
+    /// Key package reads so far.
+    key_reads: AtomicUsize,
     park: Mutex<Option<Park>>,
     /// Policy-record writes (compare-and-sets) submitted through this
     /// decorator.
@@ -175,6 +179,8 @@ impl<S> FaultStore<S> {
             inner,
             commit_faults: Mutex::new(VecDeque::new()),
             fail_reads: AtomicBool::new(false),
+            fail_key_reads: Mutex::new(None),
+            key_reads: AtomicUsize::new(0),
             park: Mutex::new(None),
             policy_writes: AtomicUsize::new(0),
         }
@@ -198,6 +204,16 @@ impl<S> FaultStore<S> {
     /// Marker reads fail (retryably) while set.
     pub fn fail_reads(&self, fail: bool) {
         self.fail_reads.store(fail, Ordering::SeqCst);
+    }
+
+    /// Key package reads of `wallet` fail (retryably); `None` ends it.
+    pub fn fail_key_reads(&self, wallet: Option<&WalletId>) {
+        *self.fail_key_reads.lock().unwrap() = wallet.map(store_wallet);
+    }
+
+    /// How many key package reads this decorator has served or failed.
+    pub fn key_reads(&self) -> usize {
+        self.key_reads.load(Ordering::SeqCst)
     }
 
     /// The next marker commit of `wallet` sends on `parked` and waits for
@@ -267,6 +283,10 @@ impl<S: Store> Store for FaultStore<S> {
         wallet: &StoreWalletId,
         epoch: StoreEpoch,
     ) -> Result<Option<Plaintext>, StoreError> {
+        self.key_reads.fetch_add(1, Ordering::SeqCst);
+        if self.fail_key_reads.lock().unwrap().as_ref() == Some(wallet) {
+            return Err(injected());
+        }
         self.inner.key_package(wallet, epoch)
     }
     fn key_packages(
