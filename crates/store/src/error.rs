@@ -152,10 +152,6 @@ pub enum Error {
         database: PathBuf,
         /// The witness file.
         witness: PathBuf,
-        /// Global epoch in the database.
-        db_epoch: Epoch,
-        /// Commit generation in the database.
-        db_generation: u64,
         /// The database's and the witness's positions, which are also the
         /// override that accepts exactly this rollback.
         accept: AcceptedRollback,
@@ -546,8 +542,6 @@ mod tests {
             Error::RollbackDetected {
                 database: path(),
                 witness: path(),
-                db_epoch: Epoch(1),
-                db_generation: 1,
                 accept,
             },
             Error::WitnessMissing {

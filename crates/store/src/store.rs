@@ -736,7 +736,7 @@ pub(crate) fn open_shared(
     let (position, accepted) = match rollback::check(position, found, written, rollback) {
         Verdict::Current => (position, None),
         Verdict::Refused { found: accept } => {
-            return Err(refusal(files.database, &witness, position, accept));
+            return Err(refusal(files.database, &witness, accept));
         }
         Verdict::Accepted { accepted, past } => {
             (move_past(&db, &keyring, position, past)?, Some(accepted))
@@ -771,20 +771,14 @@ fn holds_data(txn: &ReadTransaction) -> Result<bool, Error> {
     Ok(false)
 }
 
-/// The refusal of a database at `position` that `accept` would accept
-/// (older than its witness, or without it), printing that setting.
-fn refusal(
-    database: PathBuf,
-    witness: &Witness,
-    position: Position,
-    accept: AcceptedRollback,
-) -> Error {
+/// The refusal of the database that `accept` would accept (older than its
+/// witness, or without it; `accept` names both positions), printing that
+/// setting.
+fn refusal(database: PathBuf, witness: &Witness, accept: AcceptedRollback) -> Error {
     match accept {
         AcceptedRollback::OlderThanWitness { .. } => Error::RollbackDetected {
             database,
             witness: witness.path(),
-            db_epoch: position.epoch,
-            db_generation: position.generation,
             accept,
         },
         AcceptedRollback::WitnessMissing { .. } => Error::WitnessMissing {

@@ -267,7 +267,7 @@ mod tests {
     fn a_load_run_fits_one_coordinators_daily_share() {
         for t in [2, 11, 51, 100, 1000] {
             let n = args(t, None).signatures().unwrap();
-            assert!(n >= 1 && n <= 200, "t = {t}: {n}");
+            assert!((1..=200).contains(&n), "t = {t}: {n}");
             assert!(
                 n <= (MAX_PER_DAY_CEILING / u32::from(t)) as usize,
                 "t = {t}: {n}"
