@@ -334,7 +334,8 @@ fn load_confirming<S: Store>(
 /// wallet `corrupt` (it refuses to sign; the others keep serving).
 ///
 /// # Errors
-/// Retryable store errors (the caller cannot tell the state yet).
+/// Store errors that say nothing about the records (the caller cannot tell
+/// the state yet).
 pub(crate) fn load_state<S: Store>(
     store: &S,
     config: &WalletConfig,
@@ -342,9 +343,26 @@ pub(crate) fn load_state<S: Store>(
 ) -> Result<WalletState, thresig_store::Error> {
     match try_load(store, config, seat) {
         Ok(state) => Ok(state),
-        Err(e) if e.recovery() == thresig_store::Recovery::Retryable => Err(e),
-        Err(_) => Ok(WalletState::Corrupt),
+        Err(e) if records_damaged(&e) => Ok(WalletState::Corrupt),
+        Err(e) => Err(e),
     }
+}
+
+/// Whether `e` says this wallet's own records are damaged, so the wallet is
+/// `corrupt` (I4), rather than that the store cannot read them now (a full
+/// disk, a latched handle, a stopped writer: the wallet stays unloaded and a
+/// later request, or a restart, reads it again).
+fn records_damaged(e: &thresig_store::Error) -> bool {
+    use thresig_store::Error as E;
+    matches!(
+        e,
+        E::RecordTampered { .. }
+            | E::RecordMoved { .. }
+            | E::RecordStale { .. }
+            | E::DekMissing { .. }
+            | E::MarkerSetMismatch { .. }
+            | E::WalletCorrupt { .. }
+    )
 }
 
 fn try_load<S: Store>(

@@ -477,6 +477,24 @@ fn open_reads_no_key_package_and_a_wallet_loads_on_first_use() {
     );
 }
 
+/// A store that cannot read now (a latched handle, a stopped writer) says
+/// nothing about the wallet's records: the wallet is not marked corrupt, and
+/// a later request reads it again.
+#[test]
+fn a_terminal_store_fault_at_first_load_does_not_mark_the_wallet_corrupt() {
+    let c = cluster(25);
+    let member = c.member(1);
+    let store = member.store().share();
+    store.fail_key_reads_terminally(&wid("w1"));
+    let signer =
+        thresig_engine::Signer::open(member.config.clone(), identity_secret(1), store).unwrap();
+    let err = signer.status(&wid("w1")).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageFailed, "{err:?}");
+    signer.store().fail_key_reads(None);
+    let w1 = signer.status(&wid("w1")).unwrap();
+    assert_eq!(w1.state, thresig_engine::WalletStateKind::Active);
+}
+
 #[test]
 fn a_wallet_whose_record_does_not_decode_is_corrupt_and_others_serve() {
     let mut c = cluster(19);

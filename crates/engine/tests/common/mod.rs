@@ -147,6 +147,9 @@ struct Park {
     release: Receiver<()>,
 }
 
+/// Makes the error an injected fault returns.
+type MakeError = fn() -> StoreError;
+
 fn injected() -> StoreError {
     redb::Error::Io(std::io::Error::other("injected fault")).into()
 }
@@ -160,7 +163,7 @@ pub struct FaultStore<S> {
     commit_faults: Mutex<VecDeque<Fault>>,
     fail_reads: AtomicBool,
     /// Key package reads of this wallet fail (retryably).
-    fail_key_reads: Mutex<Option<StoreWalletId>>,
+    fail_key_reads: Mutex<Option<(StoreWalletId, MakeError)>>,
     /// Key package reads so far.
     key_reads: AtomicUsize,
     park: Mutex<Option<Park>>,
@@ -208,7 +211,15 @@ impl<S> FaultStore<S> {
 
     /// Key package reads of `wallet` fail (retryably); `None` ends it.
     pub fn fail_key_reads(&self, wallet: Option<&WalletId>) {
-        *self.fail_key_reads.lock().unwrap() = wallet.map(store_wallet);
+        *self.fail_key_reads.lock().unwrap() =
+            wallet.map(|w| (store_wallet(w), injected as fn() -> _));
+    }
+
+    /// Key package reads of `wallet` fail with a terminal store error that
+    /// says nothing about its records (the writer stopped).
+    pub fn fail_key_reads_terminally(&self, wallet: &WalletId) {
+        *self.fail_key_reads.lock().unwrap() =
+            Some((store_wallet(wallet), || thresig_store::Error::WriterStopped));
     }
 
     /// How many key package reads this decorator has served or failed.
@@ -284,8 +295,10 @@ impl<S: Store> Store for FaultStore<S> {
         epoch: StoreEpoch,
     ) -> Result<Option<Plaintext>, StoreError> {
         self.key_reads.fetch_add(1, Ordering::SeqCst);
-        if self.fail_key_reads.lock().unwrap().as_ref() == Some(wallet) {
-            return Err(injected());
+        if let Some((failing, error)) = &*self.fail_key_reads.lock().unwrap()
+            && failing == wallet
+        {
+            return Err(error());
         }
         self.inner.key_package(wallet, epoch)
     }
