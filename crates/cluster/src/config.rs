@@ -264,18 +264,25 @@ impl Config {
             path: path.to_path_buf(),
             source,
         };
-        // Opened without blocking, so a FIFO is refused instead of waiting
-        // for a writer; the checks are made on the opened file, so nothing
-        // swapped in at the path afterwards is read.
+        let not_a_file = || ConfigError::NotAFile {
+            path: path.to_path_buf(),
+        };
+        // The type is checked before opening, since opening a device can
+        // act (a watchdog arms, a tape rewinds) and a socket cannot be
+        // opened at all; it is checked again on the opened file, so nothing
+        // swapped in at the path in between is read. Opened without
+        // blocking and without becoming a controlling terminal, so a FIFO
+        // or a terminal swapped in is refused instead of waited on.
+        if !std::fs::metadata(path).map_err(read)?.is_file() {
+            return Err(not_a_file());
+        }
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
             .open(path)
             .map_err(read)?;
         if !file.metadata().map_err(read)?.is_file() {
-            return Err(ConfigError::NotAFile {
-                path: path.to_path_buf(),
-            });
+            return Err(not_a_file());
         }
         // One byte past the cap tells a file that is too large (or grew
         // since it was opened) from one that fits.
@@ -679,7 +686,11 @@ mod tests {
     #[test]
     fn a_config_path_that_is_not_a_regular_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        for path in [dir.path(), Path::new("/dev/zero")] {
+        let socket = dir.path().join("admin.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR).unwrap();
+        for path in [dir.path(), Path::new("/dev/zero"), &socket, &fifo] {
             let e = Config::load(path).unwrap_err();
             assert!(matches!(e, ConfigError::NotAFile { .. }), "{e}");
             assert!(!e.is_retryable(), "{e}");
