@@ -242,22 +242,7 @@ fn spend_paying(
     spend: &thresig_tx::TaprootWallet,
     destination: bitcoin::ScriptBuf,
 ) -> thresig_tx::WalletPsbt {
-    let input = thresig_tx::SpendInput {
-        outpoint: bitcoin::OutPoint::new(bitcoin::hashes::Hash::from_byte_array([1; 32]), 0),
-        value: bitcoin::Amount::from_sat(10_000),
-        script_pubkey: spend.script_pubkey().clone(),
-    };
-    let payment = thresig_tx::Payment {
-        destination: thresig_tx::Destination::Script(destination),
-        value: bitcoin::Amount::from_sat(9_000),
-    };
-    thresig_tx::build_psbt(
-        spend,
-        &[input],
-        &[payment],
-        bitcoin::absolute::LockTime::ZERO,
-    )
-    .unwrap()
+    spend_of(spend, 1, destination)
 }
 
 /// Runs the wallet's DKG with member 1 coordinating; it must fail.
@@ -520,13 +505,23 @@ async fn shares_without_fresh_commitments_still_make_the_signature() {
 /// A spend of one synthetic output of `spend` paying the wallet itself
 /// (allowed without any destination), its outpoint made of `byte`.
 fn self_payment(spend: &thresig_tx::TaprootWallet, byte: u8) -> thresig_tx::WalletPsbt {
+    spend_of(spend, byte, spend.script_pubkey().clone())
+}
+
+/// A PSBT spending one 10,000 sat output of `spend` (its outpoint made of
+/// `byte`) and paying 9,000 sat to `destination`.
+fn spend_of(
+    spend: &thresig_tx::TaprootWallet,
+    byte: u8,
+    destination: bitcoin::ScriptBuf,
+) -> thresig_tx::WalletPsbt {
     let input = thresig_tx::SpendInput {
         outpoint: bitcoin::OutPoint::new(bitcoin::hashes::Hash::from_byte_array([byte; 32]), 0),
         value: bitcoin::Amount::from_sat(10_000),
         script_pubkey: spend.script_pubkey().clone(),
     };
     let payment = thresig_tx::Payment {
-        destination: thresig_tx::Destination::Script(spend.script_pubkey().clone()),
+        destination: thresig_tx::Destination::Script(destination),
         value: bitcoin::Amount::from_sat(9_000),
     };
     thresig_tx::build_psbt(
