@@ -343,26 +343,11 @@ pub(crate) fn load_state<S: Store>(
 ) -> Result<WalletState, thresig_store::Error> {
     match try_load(store, config, seat) {
         Ok(state) => Ok(state),
-        Err(e) if records_damaged(&e) => Ok(WalletState::Corrupt),
+        Err(e) if e.marks_wallet_corrupt() => Ok(WalletState::Corrupt),
+        // A store that cannot read now (a full disk, a latched handle, a
+        // stopped writer) leaves the wallet unloaded for a later request.
         Err(e) => Err(e),
     }
-}
-
-/// Whether `e` says this wallet's own records are damaged, so the wallet is
-/// `corrupt` (I4), rather than that the store cannot read them now (a full
-/// disk, a latched handle, a stopped writer: the wallet stays unloaded and a
-/// later request, or a restart, reads it again).
-fn records_damaged(e: &thresig_store::Error) -> bool {
-    use thresig_store::Error as E;
-    matches!(
-        e,
-        E::RecordTampered { .. }
-            | E::RecordMoved { .. }
-            | E::RecordStale { .. }
-            | E::DekMissing { .. }
-            | E::MarkerSetMismatch { .. }
-            | E::WalletCorrupt { .. }
-    )
 }
 
 fn try_load<S: Store>(

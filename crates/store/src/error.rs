@@ -402,6 +402,18 @@ impl Error {
         }
     }
 
+    /// Whether this error says a wallet's own records are damaged (a record
+    /// fails to authenticate, its marker set differs from its digest, or the
+    /// wallet is already marked corrupt), so the wallet is `corrupt` (I4);
+    /// any other error says the store cannot read now, not what is stored.
+    pub fn marks_wallet_corrupt(&self) -> bool {
+        self.is_record_corruption()
+            || matches!(
+                self,
+                Self::MarkerSetMismatch { .. } | Self::WalletCorrupt { .. }
+            )
+    }
+
     /// Whether this error means a record failed to authenticate.
     pub(crate) fn is_record_corruption(&self) -> bool {
         matches!(
