@@ -207,6 +207,16 @@ pub struct Limits {
     /// to retry a few. Must be at least 1 (validated).
     #[serde(default = "default_pending_per_wallet")]
     pub pending_per_wallet: usize,
+    /// How long a DKG session may hold a wallet in memory from its part 1.
+    /// While it runs, a start of another session is refused (`dkg_busy`),
+    /// so a second coordinator cannot silently reset it; once it expires
+    /// its secret package and HPKE key are dropped (at the next request or
+    /// prune) and a new session may start. A DKG over a LAN takes seconds,
+    /// at 100 members well under a minute; ten minutes leaves room for slow
+    /// members and retries while bounding how long a coordinator that
+    /// vanished keeps the wallet busy. Must not be zero (validated).
+    #[serde(default = "default_dkg_session_ttl")]
+    pub dkg_session_ttl: Duration,
     /// Largest encoded request accepted by [`crate::decode_request`]:
     /// 256 inputs × 100 signers × ~70 bytes of hex commitments fits in 4 MiB.
     pub max_request_bytes: usize,
@@ -222,6 +232,7 @@ impl Default for Limits {
             replay_window: Duration::from_secs(3600),
             max_request_bytes: 4 << 20,
             pending_per_wallet: default_pending_per_wallet(),
+            dkg_session_ttl: default_dkg_session_ttl(),
         }
     }
 }
@@ -230,6 +241,12 @@ impl Default for Limits {
 /// limits written before the field existed).
 fn default_pending_per_wallet() -> usize {
     64
+}
+
+/// The default of [`Limits::dkg_session_ttl`] (also for serialized limits
+/// written before the field existed).
+fn default_dkg_session_ttl() -> Duration {
+    Duration::from_secs(600)
 }
 
 impl Limits {
@@ -293,6 +310,7 @@ impl SignerConfig {
             || l.nonces_per_wallet < l.nonces_per_coordinator
             || l.nonce_ttl.is_zero()
             || l.pending_per_wallet == 0
+            || l.dkg_session_ttl.is_zero()
         {
             return Err(ConfigError::InconsistentLimits);
         }

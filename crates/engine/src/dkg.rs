@@ -31,7 +31,7 @@ use crate::durable::{
     abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
 };
 use crate::error::{DkgFault, Error, InternalFault};
-use crate::ids::{Epoch, WalletId};
+use crate::ids::{Epoch, Timestamp, WalletId};
 use crate::signer::{Shard, Signer, Slot, lock};
 use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
 
@@ -94,6 +94,28 @@ impl ConfirmationStatus {
 pub(crate) struct DkgSession {
     id: DkgSessionId,
     phase: Phase,
+    /// When part 1 plus [`crate::Limits::dkg_session_ttl`] passes: from
+    /// then on the session no longer holds the wallet, and its secrets go
+    /// at the next request or prune.
+    expires: Timestamp,
+}
+
+impl DkgSession {
+    /// Whether the session still holds the wallet at `now`. A finished part
+    /// 3 always does: its result may be durable, and only its byte-identical
+    /// retry, a new start (which adopts a durable result) or an abort
+    /// settles it; it holds no HPKE key or secret package any more.
+    fn live(&self, now: Timestamp) -> bool {
+        matches!(self.phase, Phase::Finished { .. }) || now < self.expires
+    }
+}
+
+/// Drops the wallet's DKG session if it expired; its secret package and
+/// HPKE key are zeroized on drop (frost's and x25519-dalek's own `Drop`).
+pub(crate) fn expire(shard: &mut Shard, now: Timestamp) {
+    if shard.dkg.as_ref().is_some_and(|s| !s.live(now)) {
+        shard.dkg = None;
+    }
 }
 
 enum Phase {
@@ -104,11 +126,15 @@ enum Phase {
         package: Vec<u8>,
         hpke_key: Vec<u8>,
     },
-    /// Part 2 sent; waiting for the round-2 messages addressed to us.
+    /// Part 2 sent; waiting for the round-2 messages addressed to us. The
+    /// byte-identical part-2 request (`request`) is answered again with
+    /// `reply`: a reply lost in transport must not fail the DKG.
     Round2 {
         state: DkgRound2,
         hpke: HpkeSecret,
         echo: [u8; 32],
+        request: [u8; 32],
+        reply: Vec<SignedDkgMessage>,
     },
     /// Part 3 computed the result, but its commit has not been seen to be
     /// durable: the byte-identical part-3 request (`request`) re-attempts
@@ -121,19 +147,26 @@ enum Phase {
 
 impl<S: Store> Signer<S> {
     /// DKG part 1: checks the proposal against the configuration and
-    /// returns this member's signed round-1 message. Replaces any DKG of
-    /// the wallet still in progress in memory; a finished part 3 whose
-    /// commit turned out durable is adopted first (the wallet then awaits
-    /// that result's confirmations, as after a restart), never dropped.
+    /// returns this member's signed round-1 message. The same session still
+    /// in part 1 gets the same message again (its reply may have been
+    /// lost). While another session runs (in part 1 or 2, until it expires)
+    /// the start is refused, so a second coordinator cannot silently reset
+    /// it; an expired session, or a part 3 whose commit failed, is
+    /// replaced. A finished part 3 whose commit turned out durable is
+    /// adopted first (the wallet then awaits that result's confirmations,
+    /// as after a restart), never dropped.
     ///
     /// # Errors
     /// [`Error::UnknownWallet`], [`Error::DkgMismatch`] when threshold or
     /// roster differ from the configuration, [`Error::WalletAlreadyKeyed`]
-    /// for a wallet that is already active (or later), [`Error::Store`]
+    /// for a wallet that is already active (or later), [`Error::DkgBusy`]
+    /// naming the session that holds the wallet, [`Error::DkgNotInPhase`]
+    /// for a start of the session already past part 1, [`Error::Store`]
     /// when the store cannot say whether a finished part 3 is durable
     /// (nothing changes).
     pub fn dkg_start<R: RngCore + CryptoRng>(
         &self,
+        now: Timestamp,
         proposal: &DkgProposal,
         rng: &mut R,
     ) -> Result<SignedDkgMessage, Error> {
@@ -156,6 +189,49 @@ impl<S: Store> Signer<S> {
                 wallet: config.id.clone(),
             });
         }
+        expire(&mut shard, now);
+        let round1 = |package: &[u8], hpke_key: &[u8]| {
+            SignedDkgMessage::sign(
+                &self.identity,
+                proposal.session,
+                config.id.clone(),
+                slot.seat.get(),
+                DkgPayload::Round1 {
+                    package: HexBytes(package.to_vec()),
+                    hpke_key: HexBytes(hpke_key.to_vec()),
+                },
+            )
+        };
+        match &shard.dkg {
+            Some(DkgSession {
+                id,
+                phase:
+                    Phase::Round1 {
+                        package, hpke_key, ..
+                    },
+                ..
+            }) if *id == proposal.session => return Ok(round1(package, hpke_key)),
+            Some(DkgSession {
+                id,
+                phase: Phase::Round2 { .. },
+                ..
+            }) if *id == proposal.session => {
+                return Err(Error::DkgNotInPhase {
+                    wallet: config.id.clone(),
+                });
+            }
+            Some(DkgSession {
+                id,
+                phase: Phase::Round1 { .. } | Phase::Round2 { .. },
+                ..
+            }) => {
+                return Err(Error::DkgBusy {
+                    wallet: config.id.clone(),
+                    holder: *id,
+                });
+            }
+            _ => {}
+        }
         let params = config.params().map_err(|_| Error::DkgMismatch {
             wallet: config.id.clone(),
         })?;
@@ -165,10 +241,7 @@ impl<S: Store> Signer<S> {
             .to_bytes()
             .map_err(|_| Error::Internal(InternalFault::Serialization))?;
         let (hpke, hpke_key) = hpke_keypair(rng);
-        let payload = DkgPayload::Round1 {
-            package: HexBytes(package.clone()),
-            hpke_key: HexBytes(hpke_key.clone()),
-        };
+        let message = round1(&package, &hpke_key);
         shard.dkg = Some(DkgSession {
             id: proposal.session,
             phase: Phase::Round1 {
@@ -177,27 +250,26 @@ impl<S: Store> Signer<S> {
                 package,
                 hpke_key,
             },
+            expires: now.saturating_add(self.limits.dkg_session_ttl),
         });
-        Ok(SignedDkgMessage::sign(
-            &self.identity,
-            proposal.session,
-            config.id.clone(),
-            slot.seat.get(),
-            payload,
-        ))
+        Ok(message)
     }
 
     /// DKG part 2: checks the peers' signed round-1 messages (one from each
     /// other member) and returns one signed, sealed round-2 message per
-    /// peer.
+    /// peer. The byte-identical request is answered again with the same
+    /// messages while the session waits for part 3 (a reply lost in
+    /// transport is asked for again).
     ///
     /// # Errors
-    /// [`Error::DkgNotInPhase`] without a matching session in part 1;
+    /// [`Error::DkgNotInPhase`] without a matching session in part 1 (or,
+    /// in part 2, for any request but the identical one);
     /// [`Error::DkgFailed`] naming the accused seat (bad signature, wrong
     /// session, missing or duplicate sender, invalid package). The session
     /// is over after a failure.
     pub fn dkg_round2<R: RngCore + CryptoRng>(
         &self,
+        now: Timestamp,
         wallet: &WalletId,
         session: DkgSessionId,
         round1: &[SignedDkgMessage],
@@ -205,17 +277,36 @@ impl<S: Store> Signer<S> {
     ) -> Result<Vec<SignedDkgMessage>, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
-        let (state, hpke, own_package, own_key) = match take_phase(&mut shard, slot, session)? {
+        expire(&mut shard, now);
+        let request = request_hash(ROUND2_DOMAIN, round1)?;
+        if let Some(DkgSession {
+            id,
+            phase:
+                Phase::Round2 {
+                    request: first,
+                    reply,
+                    ..
+                },
+            ..
+        }) = &shard.dkg
+            && *id == session
+            && *first == request
+        {
+            return Ok(reply.clone());
+        }
+        let (expires, phase) = take_phase(&mut shard, slot, session)?;
+        let (state, hpke, own_package, own_key) = match phase {
             Phase::Round1 {
                 state,
                 hpke,
                 package,
                 hpke_key,
             } => (state, hpke, package, hpke_key),
-            other => return Err(restore(&mut shard, session, other, slot)),
+            other => return Err(restore(&mut shard, session, other, expires, slot)),
         };
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
         let me = slot.seat.get();
+        let own_len = own_package.len();
         let mut by_seat: BTreeMap<u16, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
         by_seat.insert(me, (own_package, own_key));
         for msg in round1 {
@@ -232,6 +323,15 @@ impl<S: Store> Signer<S> {
         }
         if missing_seat(&slot.config, by_seat.keys().copied()).is_some() {
             return Err(fail(NO_MEMBER, DkgFault::MissingSender));
+        }
+        // Every member's package carries as many commitments as this
+        // member's own, and the encoding of a fixed count of points has a
+        // fixed length: checked before any point is decoded, since decoding
+        // is what costs, and a package may be as large as a request.
+        for (&seat, (package, _)) in &by_seat {
+            if package.len() != own_len {
+                return Err(fail(seat, DkgFault::WrongPackageLength));
+            }
         }
         let echo_input: Vec<(u16, &[u8], &[u8])> = by_seat
             .iter()
@@ -273,7 +373,14 @@ impl<S: Store> Signer<S> {
         }
         shard.dkg = Some(DkgSession {
             id: session,
-            phase: Phase::Round2 { state, hpke, echo },
+            phase: Phase::Round2 {
+                state,
+                hpke,
+                echo,
+                request,
+                reply: messages.clone(),
+            },
+            expires,
         });
         Ok(messages)
     }
@@ -289,20 +396,26 @@ impl<S: Store> Signer<S> {
     /// for the wallet (a later DKG never overwrites it); [`Error::Store`].
     pub fn dkg_finish(
         &self,
+        now: Timestamp,
         wallet: &WalletId,
         session: DkgSessionId,
         round2: &[SignedDkgMessage],
     ) -> Result<SignedDkgMessage, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
-        let request = finish_request_hash(round2)?;
+        expire(&mut shard, now);
+        let request = request_hash(FINISH_DOMAIN, round2)?;
         match shard.dkg.take() {
             Some(DkgSession {
                 id,
-                phase: Phase::Round2 { state, hpke, echo },
+                phase:
+                    Phase::Round2 {
+                        state, hpke, echo, ..
+                    },
+                expires,
             }) if id == session => {
                 let result = self.compute_result(slot, session, round2, state, &hpke, echo)?;
-                self.commit_result(slot, &mut shard, session, result, request)
+                self.commit_result(slot, &mut shard, session, result, request, expires)
             }
             Some(DkgSession {
                 id,
@@ -311,8 +424,9 @@ impl<S: Store> Signer<S> {
                         result,
                         request: first,
                     },
+                expires,
             }) if id == session && first == request => {
-                self.commit_result(slot, &mut shard, session, *result, request)
+                self.commit_result(slot, &mut shard, session, *result, request, expires)
             }
             other => {
                 shard.dkg = other;
@@ -400,6 +514,7 @@ impl<S: Store> Signer<S> {
         session: DkgSessionId,
         result: Confirming,
         request: [u8; 32],
+        expires: Timestamp,
     ) -> Result<SignedDkgMessage, Error> {
         let wallet = &slot.config.id;
         let ops = pending_ops(wallet, &result)?;
@@ -412,6 +527,7 @@ impl<S: Store> Signer<S> {
                         result: Box::new(result),
                         request,
                     },
+                    expires,
                 });
                 return Err(Error::Store {
                     wallet: wallet.clone(),
@@ -586,22 +702,30 @@ impl<S: Store> Signer<S> {
     }
 }
 
-/// The hash that identifies a part-3 request: only the byte-identical
-/// request may retry a result whose commit did not finish.
-fn finish_request_hash(round2: &[SignedDkgMessage]) -> Result<[u8; 32], Error> {
+/// The hash that identifies a part-2 or part-3 request (`domain` tells
+/// which): only the byte-identical request is answered again from the
+/// state the first one left.
+fn request_hash(domain: &[u8], messages: &[SignedDkgMessage]) -> Result<[u8; 32], Error> {
     let encoded =
-        serde_json::to_vec(round2).map_err(|_| Error::Internal(InternalFault::Serialization))?;
-    Ok(tagged_hash(FINISH_DOMAIN, &[&encoded]))
+        serde_json::to_vec(messages).map_err(|_| Error::Internal(InternalFault::Serialization))?;
+    Ok(tagged_hash(domain, &[&encoded]))
 }
+
+/// Domain separation tag of part-2 request hashes.
+const ROUND2_DOMAIN: &[u8] = b"thresig/engine/dkg-round2-request/v1";
 
 /// Domain separation tag of part-3 request hashes.
 const FINISH_DOMAIN: &[u8] = b"thresig/engine/dkg-finish-request/v1";
 
-/// Takes the session's phase out of the shard (the caller puts the next one
-/// back), checking the session id.
-fn take_phase(shard: &mut Shard, slot: &Slot, session: DkgSessionId) -> Result<Phase, Error> {
+/// Takes the session's phase (and its expiry) out of the shard (the caller
+/// puts the next one back), checking the session id.
+fn take_phase(
+    shard: &mut Shard,
+    slot: &Slot,
+    session: DkgSessionId,
+) -> Result<(Timestamp, Phase), Error> {
     match shard.dkg.take() {
-        Some(s) if s.id == session => Ok(s.phase),
+        Some(s) if s.id == session => Ok((s.expires, s.phase)),
         other => {
             shard.dkg = other;
             Err(Error::DkgNotInPhase {
@@ -612,8 +736,18 @@ fn take_phase(shard: &mut Shard, slot: &Slot, session: DkgSessionId) -> Result<P
 }
 
 /// Puts back a phase that was not the expected one and returns the error.
-fn restore(shard: &mut Shard, session: DkgSessionId, phase: Phase, slot: &Slot) -> Error {
-    shard.dkg = Some(DkgSession { id: session, phase });
+fn restore(
+    shard: &mut Shard,
+    session: DkgSessionId,
+    phase: Phase,
+    expires: Timestamp,
+    slot: &Slot,
+) -> Error {
+    shard.dkg = Some(DkgSession {
+        id: session,
+        phase,
+        expires,
+    });
     Error::DkgNotInPhase {
         wallet: slot.config.id.clone(),
     }

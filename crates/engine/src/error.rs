@@ -79,13 +79,17 @@ pub enum ErrorCode {
     InvalidShare,
     /// A DKG check failed and the session stopped.
     DkgFailed,
+    /// Another DKG session holds the wallet until it finishes or expires.
+    DkgBusy,
+    /// A DKG message for a session or phase this signer is not in.
+    DkgNotInPhase,
     /// A bug in this signer.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
         Self::SessionConflict,
@@ -108,6 +112,8 @@ impl ErrorCode {
         Self::RollbackDetected,
         Self::InvalidShare,
         Self::DkgFailed,
+        Self::DkgBusy,
+        Self::DkgNotInPhase,
         Self::Internal,
     ];
 
@@ -136,6 +142,8 @@ impl ErrorCode {
             Self::RollbackDetected => "rollback_detected",
             Self::InvalidShare => "invalid_share",
             Self::DkgFailed => "dkg_failed",
+            Self::DkgBusy => "dkg_busy",
+            Self::DkgNotInPhase => "dkg_not_in_phase",
             Self::Internal => "internal",
         }
     }
@@ -152,6 +160,7 @@ impl ErrorCode {
         match self {
             Self::CapacityExhausted
             | Self::WalletNotActive
+            | Self::DkgBusy
             | Self::StorageUnavailable
             | Self::KeyProviderUnavailable => Recovery::Retryable,
             Self::InvalidRequest
@@ -172,6 +181,7 @@ impl ErrorCode {
             | Self::RollbackDetected
             | Self::InvalidShare
             | Self::DkgFailed
+            | Self::DkgNotInPhase
             | Self::Internal => Recovery::Terminal,
         }
     }
@@ -253,6 +263,9 @@ pub enum DkgFault {
     WrongRecipient,
     /// A package fails the crypto layer's checks.
     InvalidPackage,
+    /// A round-1 package's length does not fit the wallet's threshold (t
+    /// commitments), checked before any of its points is decoded.
+    WrongPackageLength,
     /// Two messages of one member for one round (a relay fault: the
     /// coordinator can replay one, or ask the member to start twice).
     DuplicateSender,
@@ -446,9 +459,13 @@ pub enum Error {
         /// The seat number (FROST identifier) found.
         identifier: u16,
     },
-    /// The requesting coordinator is not a member of the wallet; only
-    /// members may coordinate for it.
-    #[error("wallet {wallet}: coordinator {coordinator:?} is not a member")]
+    /// The requesting coordinator is not a member of the wallet, or the
+    /// wallet does not exist: only members may coordinate for a wallet, and
+    /// anyone else gets this one answer for both, so a coordinator outside
+    /// a wallet cannot learn which wallet ids exist.
+    #[error(
+        "wallet {wallet}: coordinator {coordinator:?} is not a member of a wallet of that id on this signer; coordinate from a member of the wallet"
+    )]
     CoordinatorNotMember {
         /// The wallet addressed.
         wallet: WalletId,
@@ -569,6 +586,18 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// Another DKG session holds the wallet: a start of a different session
+    /// is refused while one runs, so a second coordinator cannot silently
+    /// reset it.
+    #[error(
+        "wallet {wallet}: DKG session {} holds the wallet; retry after it finishes or expires, or abort it", hex::encode(holder.0)
+    )]
+    DkgBusy {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The session holding the wallet.
+        holder: crate::dkg_msg::DkgSessionId,
+    },
     /// A DKG check failed; the session stopped. The operator decides what
     /// to do about the accused member (no automatic exclusion).
     #[error(
@@ -670,7 +699,8 @@ impl Error {
             Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
                 ErrorCode::SessionConflict
             }
-            Self::DkgNotInPhase { .. } => ErrorCode::InvalidRequest,
+            Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
+            Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
             Self::Internal(_) => ErrorCode::Internal,
         }

@@ -174,7 +174,7 @@ pub struct Signer<S> {
     /// This member's Ed25519 identity key (zeroized on drop), which signs
     /// its DKG messages.
     pub(crate) identity: ed25519_dalek::SigningKey,
-    limits: Limits,
+    pub(crate) limits: Limits,
     /// The Bitcoin network of every wallet (from the configuration only).
     network: Network,
     wallets: BTreeMap<WalletId, Slot>,
@@ -316,21 +316,21 @@ impl<S: Store> Signer<S> {
                 Ok(Response::WalletKey { key: HexBytes(key) })
             }
             Request::DkgStart(proposal) => {
-                self.dkg_start(&proposal, rng).map(|m| messages(vec![m]))
+                self.dkg_start(now, &proposal, rng).map(|m| messages(vec![m]))
             }
             Request::DkgRound2 {
                 wallet,
                 session,
                 round1,
             } => self
-                .dkg_round2(&wallet, session, &round1, rng)
+                .dkg_round2(now, &wallet, session, &round1, rng)
                 .map(messages),
             Request::DkgFinish {
                 wallet,
                 session,
                 round2,
             } => self
-                .dkg_finish(&wallet, session, &round2)
+                .dkg_finish(now, &wallet, session, &round2)
                 .map(|m| messages(vec![m])),
             Request::DkgConfirm {
                 wallet,
@@ -627,8 +627,9 @@ impl<S: Store> Signer<S> {
 
     /// Drops what no request can use any more, in every wallet, whether it
     /// still gets requests or not: expired nonces, tombstones and pending
-    /// shares past the replay window, and the markers that expired (purged
-    /// from the store in one commit). Rounds prune their own wallet as they
+    /// shares past the replay window, DKG sessions past their lifetime
+    /// (with their secrets), and the markers that expired (purged from the
+    /// store in one commit). Rounds prune their own wallet as they
     /// go; an idle wallet is pruned only here, so a running signer calls it
     /// on a timer. Harmless to call at any time.
     ///
@@ -641,6 +642,7 @@ impl<S: Store> Signer<S> {
             let mut shard = lock_unloaded(slot)?;
             shard.pool.prune(now);
             shard.pending.prune(now);
+            crate::dkg::expire(&mut shard, now);
         }
         self.store
             .write(vec![WriteOp::PurgeMarkers {
@@ -700,16 +702,18 @@ impl<S: Store> Signer<S> {
     }
 
     /// The wallet's slot, if `from` is a member of it: only members may
-    /// coordinate for a wallet.
+    /// coordinate for a wallet. An unknown wallet gets the same answer as a
+    /// wallet `from` is not a member of: the caller's own membership
+    /// decides, so a cluster member outside a wallet cannot probe for
+    /// wallet ids.
     fn member_slot(&self, wallet: &WalletId, from: CoordinatorId) -> Result<&Slot, Error> {
-        let slot = self.slot(wallet)?;
-        if !is_member(slot, from) {
-            return Err(Error::CoordinatorNotMember {
+        match self.wallets.get(wallet) {
+            Some(slot) if is_member(slot, from) => Ok(slot),
+            _ => Err(Error::CoordinatorNotMember {
                 wallet: wallet.clone(),
                 coordinator: from,
-            });
+            }),
         }
-        Ok(slot)
     }
 
     /// The successor's state, for a rekeying wallet whose configuration

@@ -71,7 +71,9 @@ fn errors_travel_with_code_and_class() {
         .signer()
         .handle(now, coordinator(COORD_A), req, &mut c.rng);
     let json: serde_json::Value = serde_json::from_slice(&encode_reply(result.into())).unwrap();
-    assert_eq!(json["body"]["error"]["code"], "unknown_wallet");
+    // Over the network an unknown wallet is answered as one the caller is
+    // not a member of (no probing for wallet ids).
+    assert_eq!(json["body"]["error"]["code"], "coordinator_not_member");
     assert_eq!(json["body"]["error"]["recovery"], "terminal");
 }
 

@@ -97,7 +97,7 @@ fn a_second_dkg_never_overwrites_a_stored_key_package() {
     let status = c.member(1).signer().status(&wid("w")).unwrap();
     assert_eq!(status.output_key.unwrap(), *output_key);
     // An active wallet refuses a new DKG outright.
-    let err = c.members[0].signer().dkg_start(&p, &mut c.rng).unwrap_err();
+    let err = c.members[0].signer().dkg_start(c.now, &p, &mut c.rng).unwrap_err();
     assert!(matches!(err, Error::WalletAlreadyKeyed { .. }), "{err:?}");
 }
 
@@ -261,7 +261,7 @@ fn failed_part3(
         .map(|s| {
             c.member(s)
                 .signer()
-                .dkg_finish(&p.wallet, p.session, &inbox[&s])
+                .dkg_finish(c.now, &p.wallet, p.session, &inbox[&s])
                 .unwrap()
         })
         .collect();
@@ -269,7 +269,7 @@ fn failed_part3(
     let err = c
         .member(1)
         .signer()
-        .dkg_finish(&p.wallet, p.session, &inbox[&1])
+        .dkg_finish(c.now, &p.wallet, p.session, &inbox[&1])
         .unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::StorageUnavailable);
@@ -298,13 +298,13 @@ fn a_lost_part3_commit_is_retryable_and_the_identical_retry_succeeds() {
     let signer = c.member(1).signer();
     // Another request does not take over the pending result.
     assert!(matches!(
-        signer.dkg_finish(&p.wallet, p.session, &inbox[..1]),
+        signer.dkg_finish(c.now, &p.wallet, p.session, &inbox[..1]),
         Err(Error::DkgNotInPhase { .. })
     ));
-    let own = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap();
+    let own = signer.dkg_finish(c.now, &p.wallet, p.session, &inbox).unwrap();
     assert!(seat1_has_key_package(&c));
     // Asking again returns the same confirmation.
-    let again = signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap();
+    let again = signer.dkg_finish(c.now, &p.wallet, p.session, &inbox).unwrap();
     assert_eq!(again, own);
     confirmations.push(own);
     activate_everywhere(&c, &confirmations);
@@ -334,7 +334,7 @@ fn an_ambiguous_part3_commit_is_adopted_by_confirmations_and_abortable() {
 fn an_ambiguous_part3_commit_is_adopted_by_the_identical_retry() {
     let (c, p, inbox, mut confirmations) = failed_part3(204, Fault::Ambiguous);
     let signer = c.member(1).signer();
-    confirmations.push(signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap());
+    confirmations.push(signer.dkg_finish(c.now, &p.wallet, p.session, &inbox).unwrap());
     activate_everywhere(&c, &confirmations);
 }
 
@@ -359,7 +359,7 @@ fn a_forged_envelope_does_not_accuse_its_claimed_sender() {
     forged.signature = HexBytes(vec![0; 64]);
     let err = c.members[0]
         .signer()
-        .dkg_round2(&p.wallet, p.session, &[forged, r1[2].clone()], &mut c.rng)
+        .dkg_round2(c.now, &p.wallet, p.session, &[forged, r1[2].clone()], &mut c.rng)
         .unwrap_err();
     let Error::DkgFailed { accused, .. } = err else {
         panic!("{err:?}")
@@ -381,10 +381,12 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
     let twice = [r1[1].clone(), r1[1].clone(), r1[2].clone()];
     let err = c.members[0]
         .signer()
-        .dkg_round2(&p.wallet, p.session, &twice, &mut c.rng)
+        .dkg_round2(c.now, &p.wallet, p.session, &twice, &mut c.rng)
         .unwrap_err();
     assert_eq!(fault_of(err), (1, 0, DkgFault::DuplicateSender));
 
+    // Seats 2 and 3 still hold session 1 until it expires.
+    c.advance(std::time::Duration::from_secs(11 * 60));
     let p = proposal(&c, "w", 2);
     let r1 = part1(&mut c, &p);
     let inbox = part2(&mut c, &p, &r1);
@@ -397,7 +399,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
     }
     let signer = c.member(3).signer();
     let err = signer
-        .dkg_finish(&p.wallet, p.session, &wrong_round)
+        .dkg_finish(c.now, &p.wallet, p.session, &wrong_round)
         .unwrap_err();
     assert_eq!(fault_of(err), (3, 0, DkgFault::UnexpectedPayload));
     let mut twice = inbox[&1].clone();
@@ -405,7 +407,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
     let err = c
         .member(1)
         .signer()
-        .dkg_finish(&p.wallet, p.session, &twice)
+        .dkg_finish(c.now, &p.wallet, p.session, &twice)
         .unwrap_err();
     assert_eq!(fault_of(err), (1, 0, DkgFault::DuplicateSender));
 }
@@ -418,11 +420,162 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
 fn a_dkg_start_after_an_ambiguous_part3_commit_adopts_the_durable_result() {
     let (mut c, p, inbox, mut confirmations) = failed_part3(206, Fault::Ambiguous);
     let again = proposal(&c, "w", 2);
-    c.members[0].signer().dkg_start(&again, &mut c.rng).unwrap();
+    c.members[0].signer().dkg_start(c.now, &again, &mut c.rng).unwrap();
     let signer = c.member(1).signer();
     let status = signer.dkg_confirm(&p.wallet, &confirmations[0]).unwrap();
     assert_eq!((status.confirmed, status.active), (2, false));
     // Its own confirmation is still answered for the first session.
-    confirmations.push(signer.dkg_finish(&p.wallet, p.session, &inbox).unwrap());
+    confirmations.push(signer.dkg_finish(c.now, &p.wallet, p.session, &inbox).unwrap());
     activate_everywhere(&c, &confirmations);
+}
+
+/// Sends `req` to seat `s` at the cluster's clock from coordinator seat 1.
+fn handle(
+    c: &mut Cluster,
+    s: u16,
+    req: thresig_engine::Request,
+) -> Result<thresig_engine::Response, Error> {
+    let now = c.now;
+    let signer = c.members[usize::from(s) - 1].signer();
+    signer.handle(now, coordinator(1), req, &mut c.rng)
+}
+
+/// Part 1 at every seat through [`handle`], at the cluster's clock.
+fn part1_at_now(c: &mut Cluster, p: &DkgProposal) -> Vec<SignedDkgMessage> {
+    (1..=N)
+        .flat_map(|s| {
+            messages(handle(c, s, thresig_engine::Request::DkgStart(p.clone())).unwrap())
+        })
+        .collect()
+}
+
+/// A part-2 reply lost in transport is asked for again with the same bytes;
+/// the member must answer with the same sealed messages (as parts 1 and 3
+/// do), not fail the DKG and get an honest member blamed.
+#[test]
+fn a_retried_part2_is_answered_with_the_same_messages() {
+    let mut c = Cluster::unkeyed(210, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let view = |s: u16| -> Vec<SignedDkgMessage> {
+        r1.iter().filter(|m| m.sender != s).cloned().collect()
+    };
+    let first = part2_each(&mut c, &p, view);
+    let signer = c.members[0].signer();
+    let again = signer
+        .dkg_round2(c.now, &p.wallet, p.session, &view(1), &mut c.rng)
+        .unwrap();
+    assert_eq!(&again, first[&1].as_ref().unwrap(), "another answer");
+    // Anything but the identical request is still refused.
+    let err = signer
+        .dkg_round2(c.now, &p.wallet, p.session, &view(1)[..1], &mut c.rng)
+        .unwrap_err();
+    assert!(matches!(err, Error::DkgNotInPhase { .. }), "{err:?}");
+    let inbox = route(first.into_values().flat_map(Result::unwrap));
+    let confirmations: Vec<_> = part3(&c, &p, &inbox)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    activate_everywhere(&c, &confirmations);
+}
+
+/// A second coordinator's start must not silently replace a DKG in
+/// progress: it is refused, retryably, naming the session that holds the
+/// wallet, until that session expires.
+#[test]
+fn a_different_session_is_refused_while_one_runs_and_accepted_after_it_expires() {
+    let mut c = Cluster::unkeyed(211, 2, N, &["w"]);
+    let first = proposal(&c, "w", 1);
+    handle(&mut c, 1, thresig_engine::Request::DkgStart(first.clone())).unwrap();
+    let second = proposal(&c, "w", 2);
+    let err = handle(&mut c, 1, thresig_engine::Request::DkgStart(second.clone())).unwrap_err();
+    assert_eq!(err.code().as_str(), "dkg_busy", "{err:?}");
+    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
+    let holder = hex::encode(first.session.0);
+    assert!(err.to_string().contains(&holder), "{err}");
+    // The running session is untouched: the same start is answered again.
+    handle(&mut c, 1, thresig_engine::Request::DkgStart(first)).unwrap();
+    c.advance(std::time::Duration::from_secs(11 * 60));
+    handle(&mut c, 1, thresig_engine::Request::DkgStart(second)).unwrap();
+}
+
+/// A session nobody finishes does not keep its secrets and HPKE key in
+/// memory forever: once expired it is gone, whether the periodic prune or
+/// the next request finds it first.
+#[test]
+fn an_expired_dkg_session_is_dropped() {
+    let mut c = Cluster::unkeyed(212, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1_at_now(&mut c, &p);
+    c.advance(std::time::Duration::from_secs(11 * 60));
+    let now = c.now;
+    c.member(1).signer().prune(now).unwrap();
+    for s in [1, 2] {
+        let req = thresig_engine::Request::DkgRound2 {
+            wallet: wid("w"),
+            session: p.session,
+            round1: r1.iter().filter(|m| m.sender != s).cloned().collect(),
+        };
+        let err = handle(&mut c, s, req).unwrap_err();
+        assert!(
+            matches!(err, Error::DkgNotInPhase { .. }),
+            "seat {s}: {err:?}"
+        );
+    }
+}
+
+/// A round-1 package whose length does not fit t commitments is refused
+/// before any of its points is decoded (decoding is the costly part, and a
+/// package may be as large as a request).
+#[test]
+fn a_round1_package_of_the_wrong_length_is_refused_before_decoding() {
+    let mut c = Cluster::unkeyed(213, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let mut r1 = part1(&mut c, &p);
+    let DkgPayload::Round1 { package, hpke_key } = r1[1].payload.clone() else {
+        panic!("not round 1")
+    };
+    // Bytes that are no valid point at all: decoding them first would
+    // report an invalid package, not its length.
+    let long = HexBytes(vec![0xff; package.0.len() + 33]);
+    r1[1] = SignedDkgMessage::sign(
+        &identity_secret(2),
+        p.session,
+        p.wallet.clone(),
+        2,
+        DkgPayload::Round1 {
+            package: long,
+            hpke_key,
+        },
+    );
+    let err = c.members[0]
+        .signer()
+        .dkg_round2(c.now, &p.wallet, p.session, &r1[1..], &mut c.rng)
+        .unwrap_err();
+    assert_eq!(fault_of(err), (1, 2, DkgFault::WrongPackageLength));
+}
+
+/// A coordinator outside a wallet learns nothing about which wallet ids
+/// exist: an unknown wallet and a wallet it is not a member of get the
+/// same code, class and message.
+#[test]
+fn unknown_wallet_and_not_a_member_get_the_same_answer() {
+    let mut c = Cluster::unkeyed(214, 2, N, &["w"]);
+    let now = c.now;
+    let stranger = coordinator(N + 1);
+    let ask = |c: &mut Cluster, wallet: &str| {
+        let signer = c.members[0].signer();
+        let req = thresig_engine::Request::Status {
+            wallet: wid(wallet),
+        };
+        signer.handle(now, stranger, req, &mut c.rng).unwrap_err()
+    };
+    let exists = ask(&mut c, "w");
+    let missing = ask(&mut c, "nope");
+    assert_eq!(exists.code(), missing.code());
+    assert_eq!(exists.recovery(), missing.recovery());
+    assert_eq!(
+        exists.to_string().replace("nope", "w"),
+        missing.to_string().replace("nope", "w")
+    );
 }

@@ -49,9 +49,10 @@ fn activate_everywhere(c: &Cluster, wallet: &str, confirmations: &[SignedDkgMess
 }
 
 /// (a) The coordinator needs no key to hand members different, validly
-/// signed round-1 sets: it asks seat 4 to start the session twice (a start
-/// replaces the one in memory), then relays seat 4's first package to
-/// seat 3 and its second to everyone else. Every message verifies and
+/// signed round-1 sets: it asks seat 4 to start the session twice (a
+/// repeated start answers the same package while the session lives, so it
+/// waits until seat 4's copy expired), then relays seat 4's first package
+/// to seat 3 and its second to everyone else. Every message verifies and
 /// every member is honest; only the echo hash shows that the members saw
 /// different round-1 sets, and every member stops there.
 #[test]
@@ -59,7 +60,10 @@ fn a_round1_package_altered_for_some_members_fails_the_echo_at_every_honest_memb
     let mut c = Cluster::unkeyed(301, 3, 4, &["w"]);
     let p = proposal(&c, "w", 1);
     let r1 = part1(&mut c, &p);
-    let second = c.members[3].signer().dkg_start(&p, &mut c.rng).unwrap();
+    let same = c.members[3].signer().dkg_start(c.now, &p, &mut c.rng).unwrap();
+    assert_eq!(same, r1[3], "a live session's start is answered again");
+    let later = c.now.saturating_add(std::time::Duration::from_secs(11 * 60));
+    let second = c.members[3].signer().dkg_start(later, &p, &mut c.rng).unwrap();
     assert_ne!(second.payload, r1[3].payload);
     let out = part2_each(&mut c, &p, |s| {
         r1.iter()
@@ -100,7 +104,7 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
     let forged_proposal = proposal(&forger, "w", 1);
     let made_up = forger.members[0]
         .signer()
-        .dkg_start(&forged_proposal, &mut forger.rng)
+        .dkg_start(forger.now, &forged_proposal, &mut forger.rng)
         .unwrap()
         .payload;
     let substitutes: [(&str, Substitute); 3] = [
@@ -136,6 +140,8 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
         }),
     ];
     for (session, (what, substitute)) in (1u8..).zip(substitutes) {
+        // Seat 2 still holds the previous session until it expires.
+        c.advance(std::time::Duration::from_secs(11 * 60));
         let p = proposal(&c, "w", session);
         let r1 = part1(&mut c, &p);
         let fake = substitute(&r1[usize::from(VICTIM) - 1], &made_up);
@@ -163,6 +169,7 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
             // The session stopped: the genuine packages no longer help.
             let genuine: Vec<_> = r1.iter().filter(|m| m.sender != s).cloned().collect();
             let again = c.member(s).signer().dkg_round2(
+                c.now,
                 &p.wallet,
                 p.session,
                 &genuine,
@@ -206,7 +213,7 @@ fn a_swapped_identity_key_threshold_or_roster_is_refused_by_every_signer() {
             let mut p = proposal(&c, "w", session);
             edit(&mut p);
             for s in seats(&c) {
-                let err = c.member(s).signer().dkg_start(&p, &mut c.rng.clone());
+                let err = c.member(s).signer().dkg_start(c.now, &p, &mut c.rng.clone());
                 let err = err.unwrap_err();
                 assert!(matches!(err, Error::DkgMismatch { .. }), "{what}: {err:?}");
                 assert_eq!(err.code(), ErrorCode::DkgMismatch, "{what}");
@@ -243,7 +250,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
             seat2_rng = Some(c.rng.clone());
         }
         let signer = c.members[usize::from(s) - 1].signer();
-        r1.push(signer.dkg_start(&p, &mut c.rng).unwrap());
+        r1.push(signer.dkg_start(c.now, &p, &mut c.rng).unwrap());
     }
     // Seat 2's round-1 secret, recomputed from the same randomness: its
     // package is byte-identical to the one seat 2 sent.
@@ -301,7 +308,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
     let err = c
         .member(1)
         .signer()
-        .dkg_finish(&p.wallet, p.session, &misrouted)
+        .dkg_finish(c.now, &p.wallet, p.session, &misrouted)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DkgFailed);
     assert_eq!(fault_of(err), (1, 0, DkgFault::WrongRecipient));
@@ -320,7 +327,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
     let err = c
         .member(3)
         .signer()
-        .dkg_finish(&p.wallet, p.session, &readdressed)
+        .dkg_finish(c.now, &p.wallet, p.session, &readdressed)
         .unwrap_err();
     assert_eq!(fault_of(err), (3, 0, DkgFault::BadSignature));
     assert_no_member_keyed(&c, "w");

@@ -332,8 +332,10 @@ fn request_size_and_policy_are_typed() {
     );
     let err = c.round1(1, COORD_A, "w1", 0).unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    // A coordinator is told the same for an unknown wallet as for one it is
+    // not a member of.
     let err = c.round1(1, COORD_A, "nope", 1).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::UnknownWallet);
+    assert_eq!(err.code(), ErrorCode::CoordinatorNotMember);
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub fn part1(c: &mut Cluster, p: &DkgProposal) -> Vec<SignedDkgMessage> {
     (seats(c))
         .map(|s| {
             let signer = c.members[usize::from(s) - 1].signer();
-            signer.dkg_start(p, &mut c.rng).unwrap()
+            signer.dkg_start(c.now, p, &mut c.rng).unwrap()
         })
         .collect()
 }
@@ -48,7 +48,7 @@ pub fn part2_each(
         let signer = c.members[usize::from(s) - 1].signer();
         out.insert(
             s,
-            signer.dkg_round2(&p.wallet, p.session, &view(s), &mut c.rng),
+            signer.dkg_round2(c.now, &p.wallet, p.session, &view(s), &mut c.rng),
         );
     }
     out
@@ -91,7 +91,7 @@ pub fn part3(
         .map(|s| {
             c.member(s)
                 .signer()
-                .dkg_finish(&p.wallet, p.session, &inbox[&s])
+                .dkg_finish(c.now, &p.wallet, p.session, &inbox[&s])
         })
         .collect()
 }
