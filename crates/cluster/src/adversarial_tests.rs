@@ -47,12 +47,36 @@ enum Mode {
     /// Signing round 2: answers with its shares but without fresh
     /// commitments, as a signer at its nonce capacity does.
     NoFreshCommitments,
+    /// DKG part 2: the first reply is lost (the engine ran; the caller gets
+    /// the daemon's `timeout`, as when a reply does not make it in time).
+    DkgRound2LostOnce,
+    /// Signing round 2: the first reply is lost, likewise.
+    Round2LostOnce,
+}
+
+/// What a member whose reply was lost answers instead: the daemon's own
+/// refusal when the handler's answer does not make it in time.
+fn lost_reply() -> SignerError {
+    SignerError::new(
+        thresig_daemon::ErrorCode::TIMEOUT,
+        thresig_daemon::Recovery::Retryable,
+        "the reply was lost",
+    )
 }
 
 struct Member {
     inner: EngineHandler<Arc<EncryptedStore>>,
     mode: Mode,
     release: Arc<Release>,
+    /// Whether a `...LostOnce` mode already lost its reply.
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl Member {
+    /// Whether this reply is the one to lose (the first, in a lossy mode).
+    fn loses(&self, mode: Mode) -> bool {
+        self.mode == mode && !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Holds a silent member's answer until the cluster is dropped.
@@ -84,6 +108,9 @@ impl SignerHandler for Member {
         let mut response = self.inner.round2(peer, request)?;
         if self.mode == Mode::NoFreshCommitments {
             response.commitments.clear();
+        }
+        if self.loses(Mode::Round2LostOnce) {
+            return Err(lost_reply());
         }
         Ok(response)
     }
@@ -118,6 +145,9 @@ impl SignerHandler for Member {
         if self.mode == Mode::DkgMisroute && out.len() >= 2 {
             let first = out[0].clone();
             out[1] = first;
+        }
+        if self.loses(Mode::DkgRound2LostOnce) {
+            return Err(lost_reply());
         }
         Ok(out)
     }
@@ -217,6 +247,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             inner: EngineHandler::new(signer, node.identities()),
             mode,
             release: release.clone(),
+            lost: std::sync::atomic::AtomicBool::new(false),
         });
         let mut daemon = node.daemon.clone().unwrap();
         tweak(&mut daemon);
@@ -578,4 +609,86 @@ async fn members_whose_stores_rotated_at_different_times_sign_for_every_coordina
         );
         assert_eq!(epoch, thresig_engine::Epoch(0), "member {coordinator}");
     }
+}
+
+/// A part-2 reply lost once in transport is asked for again with the same
+/// bytes, and the member answers it with the same sealed messages: the DKG
+/// completes instead of failing and blaming an honest member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dkg_whose_part2_reply_to_one_member_is_lost_once_completes() {
+    let cluster = start(3, 2, &[(2, Mode::DkgRound2LostOnce)], keep).await;
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let outcome = run_dkg(
+        &cluster.peers(seat(1)),
+        wallet,
+        &mut ChaCha20Rng::seed_from_u64(21),
+        &crate::Silent,
+    )
+    .await;
+    assert!(outcome.is_ok(), "{:?}", outcome.err());
+}
+
+/// A second member's DKG while another runs is refused by every member
+/// (`dkg_busy`), and the relay reports a coordination fault: no member is
+/// blamed, and the running DKG is not reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_members_dkg_start_during_a_dkg_is_refused_and_blames_no_member() {
+    let cluster = start(3, 2, &[], keep).await;
+    let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
+    let node = cluster.node(seat(1));
+    let wallet = node.wallet(&wallet_id).unwrap();
+    // Member 1's DKG, in part 1 at every member.
+    let peers = cluster.peers(seat(1));
+    let running = DkgProposal::new(
+        DkgSessionId([7; 32]),
+        wallet_id.clone(),
+        wallet.config.threshold,
+        wallet.config.roster.clone(),
+    );
+    let mut first = Vec::new();
+    for member in 1..=3 {
+        let client = peers.client(seat(member)).await.unwrap();
+        first.push(client.dkg_start(running.clone()).await.unwrap());
+    }
+    let node2 = cluster.node(seat(2));
+    let err = run_dkg(
+        &cluster.peers(seat(2)),
+        node2.wallet(&wallet_id).unwrap(),
+        &mut ChaCha20Rng::seed_from_u64(22),
+        &crate::Silent,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, DkgError::Coordination { .. }),
+        "a member was blamed: {err}"
+    );
+    assert!(
+        err.to_string().contains(&hex::encode([7; 32])),
+        "the refusal does not name the running session: {err}"
+    );
+    // Member 1's session is untouched: its start is answered as before.
+    for member in 1..=3 {
+        let client = peers.client(seat(member)).await.unwrap();
+        let again = client.dkg_start(running.clone()).await.unwrap();
+        assert_eq!(again, first[usize::from(member) - 1], "member {member}");
+    }
+}
+
+/// A round-2 reply lost once in transport is asked for again with the same
+/// bytes within the run, and the signer answers it from its pending shares
+/// or marker: with t = n = 2 the seat cannot be replaced, so losing it for
+/// the run would leave no signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round2_reply_lost_once_still_signs_with_the_same_signers() {
+    let cluster = start(2, 2, &[(2, Mode::Round2LostOnce)], keep).await;
+    let outcome = dkg_and_sign(&cluster, 23, |spend| spend.script_pubkey().clone())
+        .await
+        .unwrap();
+    assert_eq!(outcome.sessions, 1);
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    assert!(outcome.unresponsive.is_empty(), "{:?}", outcome.unresponsive);
 }

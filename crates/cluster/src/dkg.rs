@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
 use thresig_daemon::{Error as DaemonError, RpcCode};
-use thresig_engine::{DkgPayload, DkgProposal, DkgSessionId, SignedDkgMessage};
+use thresig_engine::{DkgPayload, DkgProposal, DkgSessionId, ErrorCode, SignedDkgMessage};
 use tokio::task::JoinSet;
 use tracing::info;
 
@@ -58,6 +58,21 @@ pub enum DkgError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// A member is in another DKG session or phase than this run
+    /// (`dkg_busy`: another coordinator's session holds the wallet;
+    /// `dkg_not_in_phase`: the member lost or never had this run's
+    /// session). That is a coordination fault, not the member's: no member
+    /// is blamed.
+    #[error(
+        "DKG {phase}: the members are not in this run's session (a coordination fault; no member is at fault): {error}"
+    )]
+    Coordination {
+        /// The phase.
+        phase: &'static str,
+        /// What the first member to refuse answered.
+        #[source]
+        error: DaemonError,
+    },
     /// The run could not proceed at all.
     #[error("DKG aborted: {0}")]
     Aborted(&'static str),
@@ -84,6 +99,8 @@ impl DkgError {
                             }
                         ))
             }
+            // Another coordinator's session expires or finishes.
+            Self::Coordination { error, .. } => error.is_retryable(),
             Self::Protocol { .. } | Self::Aborted(_) => false,
         }
     }
@@ -338,6 +355,11 @@ where
                 answers.insert(seat, value);
                 progress.step(phase, answers.len(), members.len());
             }
+            // Retrying cannot help within this run, and the member did
+            // nothing wrong: it is in another session, or lost this one.
+            Err(error) if is_coordination_fault(&error) => {
+                return Err(DkgError::Coordination { phase, error });
+            }
             Err(error) if attempt < ATTEMPTS && retryable(&error) => {
                 info!(%cluster, phase, attempt, %error, "asking the member again");
                 if crate::peers::is_transport(&error) {
@@ -350,6 +372,19 @@ where
         }
     }
     Ok(answers)
+}
+
+/// Whether a member's refusal says it is not in this run's session or
+/// phase (`dkg_busy`, `dkg_not_in_phase`): another coordinator's session
+/// holds the wallet, or the member lost this one (expiry, restart, abort).
+/// A relay cannot tell which member, if any, caused it.
+fn is_coordination_fault(error: &DaemonError) -> bool {
+    let DaemonError::Refused(refusal) = error else {
+        return false;
+    };
+    [ErrorCode::DkgBusy, ErrorCode::DkgNotInPhase]
+        .iter()
+        .any(|code| refusal.code.as_str() == code.as_str())
 }
 
 /// Whether asking the member again in this run can succeed: after a

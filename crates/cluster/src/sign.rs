@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash as _;
 use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
-use thresig_daemon::{Error as DaemonError, SignerError};
+use thresig_daemon::{Error as DaemonError, RpcCode, SignerError};
 use thresig_engine::{
     AbortRequest, Epoch, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget,
 };
@@ -220,6 +220,7 @@ pub async fn sign(
         inputs: messages.len(),
         journal: options.journal.clone(),
         passing: std::sync::Mutex::new(BTreeSet::new()),
+        deadline: Instant::now() + options.deadline,
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut unresponsive = BTreeSet::new();
@@ -488,6 +489,9 @@ struct Job {
     journal: Option<Round2Journal>,
     /// Members (cluster seats) whose refusal said a later request may pass.
     passing: std::sync::Mutex<BTreeSet<Seat>>,
+    /// When the run ends: a lost round-2 reply is asked for again only
+    /// before then.
+    deadline: Instant,
 }
 
 impl Job {
@@ -614,9 +618,27 @@ async fn shares(
     if let Some(journal) = &job.journal {
         journal(member, &request);
     }
-    let result = match peers.client(member).await {
-        Ok(client) => peers.within(member, client.round2(request)).await,
-        Err(e) => Err(e),
+    let mut attempt = 1;
+    let result = loop {
+        let result = match peers.client(member).await {
+            Ok(client) => peers.within(member, client.round2(request.clone())).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            // The member may have computed and committed the shares: the
+            // byte-identical request is answered from its pending shares or
+            // marker, so asking again keeps an honest seat in the session.
+            Err(e)
+                if reply_lost(&e) && attempt < ROUND2_ATTEMPTS && Instant::now() < job.deadline =>
+            {
+                debug!(%member, %e, attempt, "round-2 reply lost; asking again");
+                if is_transport(&e) {
+                    peers.forget(member);
+                }
+                attempt += 1;
+            }
+            other => break other,
+        }
     };
     match result {
         Ok(response) => Some(Reply::Shares {
@@ -632,6 +654,28 @@ async fn shares(
             commitments: decode_commitments(&response.commitments).unwrap_or_default(),
         }),
         Err(e) => failure(peers, job, member, round, &e),
+    }
+}
+
+/// How often one round-2 request is sent in all when its reply is lost: a
+/// dropped connection or a reply that missed the member's own timeout is
+/// rare, and twice in a row means the member is in trouble; ROAST then
+/// replaces it.
+const ROUND2_ATTEMPTS: usize = 3;
+
+/// Whether `error` means the request may have run but its reply did not
+/// arrive: the connection failed or was reset, the answer was late, or the
+/// member's own server answered `timeout` (its work may still complete).
+/// A refusal the signer decided is an answer, never a lost one.
+fn reply_lost(error: &DaemonError) -> bool {
+    match error {
+        DaemonError::Rpc { code, .. } => matches!(
+            code,
+            RpcCode::Unavailable | RpcCode::DeadlineExceeded | RpcCode::Other
+        ),
+        DaemonError::Transport(_) => true,
+        DaemonError::Refused(refusal) => refusal.code == thresig_daemon::ErrorCode::TIMEOUT,
+        _ => false,
     }
 }
 
