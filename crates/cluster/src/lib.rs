@@ -54,4 +54,4 @@ pub use identity::IdentityError;
 pub use peers::Peers;
 pub use progress::{Progress, Silent};
 pub use sign::{Round2Journal, SignError, SignOptions, SignOutcome, sign};
-pub use status::{MemberStatus, OwnWallet, cluster_status, own_wallet};
+pub use status::{MemberStatus, OwnWallet, WalletView, cluster_status, own_wallet, wallet_views};

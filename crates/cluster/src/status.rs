@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use thresig_crypto::{Seat, WalletKey};
 use thresig_daemon::Error as DaemonError;
-use thresig_engine::{Epoch, WalletId, WalletStatus, taproot_wallet};
+use thresig_engine::{Epoch, HexBytes, WalletId, WalletStatus, taproot_wallet};
 use thresig_tx::TaprootWallet;
 use tokio::task::JoinSet;
 
@@ -47,6 +47,66 @@ pub async fn cluster_status(peers: &Arc<Peers>) -> Vec<MemberStatus> {
     out
 }
 
+/// One wallet as `thresig status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WalletView {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// Its threshold.
+    pub threshold: u16,
+    /// Its roster size.
+    pub members: u16,
+    /// The output key as this member's own signer reports it: `None` while
+    /// the wallet holds no key there, or when the own signer could not be
+    /// asked. Never another member's word: a member that lies or is broken
+    /// must not put its key where an operator copies the address from.
+    pub output_key: Option<HexBytes>,
+    /// Other members whose signer reports a different output key, with
+    /// that key: the members disagree, and the wallet must not be funded
+    /// until an operator resolves it.
+    pub disagreeing: Vec<(Seat, HexBytes)>,
+}
+
+/// The wallets `members` report, one view each in id order, with the
+/// output key from the member `own` (this member's own signer) and every
+/// other member that reports a different one.
+#[must_use]
+pub fn wallet_views(own: Seat, members: &[MemberStatus]) -> Vec<WalletView> {
+    let reports = || {
+        members
+            .iter()
+            .filter_map(|m| Some((m.seat, m.wallets.as_ref().ok()?)))
+            .flat_map(|(seat, list)| list.iter().map(move |w| (seat, w)))
+    };
+    let mut views: std::collections::BTreeMap<&WalletId, WalletView> = Default::default();
+    for (seat, w) in reports() {
+        let view = views.entry(&w.wallet).or_insert_with(|| WalletView {
+            wallet: w.wallet.clone(),
+            threshold: w.threshold,
+            members: w.members,
+            output_key: None,
+            disagreeing: Vec::new(),
+        });
+        if seat == own {
+            view.threshold = w.threshold;
+            view.members = w.members;
+            view.output_key.clone_from(&w.output_key);
+        }
+    }
+    for (seat, w) in reports() {
+        let Some(view) = views.get_mut(&w.wallet) else {
+            continue;
+        };
+        if let (Some(mine), Some(theirs)) = (&view.output_key, &w.output_key)
+            && mine != theirs
+        {
+            view.disagreeing.push((seat, theirs.clone()));
+        }
+    }
+    views.into_values().collect()
+}
+
 /// A wallet as the coordinating member's own signer holds it: the only
 /// source that member trusts for its keys.
 #[derive(Debug, Clone)]
@@ -86,4 +146,52 @@ pub async fn own_wallet(
     let spend = taproot_wallet(node.network, &key)
         .map_err(|_| DaemonError::Malformed("the wallet's key record is inconsistent"))?;
     Ok(OwnWallet { key, epoch, spend })
+}
+
+#[cfg(test)]
+mod tests {
+    use thresig_engine::WalletStateKind;
+
+    use super::*;
+
+    fn seat(n: u16) -> Seat {
+        Seat::try_from(n).unwrap()
+    }
+
+    /// `wallet` at `member`, active with the output key `[key; 32]`.
+    fn reported(member: u16, key: u8) -> MemberStatus {
+        let wallet = WalletId::new("w".to_owned()).unwrap();
+        let mut status = WalletStatus::new(wallet, WalletStateKind::Active, 2, 3, member);
+        status.output_key = Some(HexBytes(vec![key; 32]));
+        MemberStatus {
+            seat: seat(member),
+            wallets: Ok(vec![status]),
+        }
+    }
+
+    /// The output key shown is the one this member's own signer reports,
+    /// whatever the others say (one of them may lie or be broken); a member
+    /// that reports another key is named with it.
+    #[test]
+    fn the_output_key_is_the_own_signers_and_a_disagreeing_member_is_flagged() {
+        let members = [reported(1, 0xaa), reported(2, 0xbb), reported(3, 0xbb)];
+        let views = wallet_views(seat(2), &members);
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].output_key, Some(HexBytes(vec![0xbb; 32])));
+        assert_eq!(
+            views[0].disagreeing,
+            vec![(seat(1), HexBytes(vec![0xaa; 32]))]
+        );
+    }
+
+    /// Without an answer from its own signer, no other member's key is
+    /// shown as the wallet's.
+    #[test]
+    fn without_the_own_signer_no_output_key_is_shown() {
+        let mut own = reported(2, 0xbb);
+        own.wallets = Err(DaemonError::Malformed("unreachable"));
+        let views = wallet_views(seat(2), &[reported(1, 0xaa), own]);
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].output_key, None);
+    }
 }

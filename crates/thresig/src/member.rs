@@ -1,7 +1,6 @@
 //! The member and cluster commands: `init`, `cluster init`, `serve`,
 //! `dkg`, `sign`, `status`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,6 +14,7 @@ use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
 use thresig_cluster::{
     DkgOutcome, Fault, OwnWallet, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign,
+    wallet_views,
 };
 use thresig_crypto::Seat;
 use thresig_daemon::{ClusterCa, ClusterName};
@@ -424,21 +424,11 @@ pub(crate) fn finish(mut psbt: WalletPsbt, signatures: &[[u8; 64]]) -> Result<Fi
 pub(crate) fn status(args: &StatusArgs) -> Result<()> {
     let c = Coordinating::load(&args.config)?;
     let members = runtime()?.block_on(cluster_status(&c.peers));
-    let mut wallets: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let mut rows = Vec::new();
     let mut text = String::new();
     for m in &members {
         match &m.wallets {
             Ok(list) => {
-                for w in list {
-                    wallets.entry(w.wallet.to_string()).or_insert_with(|| {
-                        json!({
-                            "threshold": w.threshold,
-                            "members": w.members,
-                            "output_key": w.output_key,
-                        })
-                    });
-                }
                 let states: Vec<serde_json::Value> = list
                     .iter()
                     .map(|w| json!({"wallet": w.wallet, "state": w.state, "live_nonces": w.live_nonces}))
@@ -469,17 +459,43 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
             }
         }
     }
+    let views = wallet_views(c.node.member, &members);
     if args.json {
+        let wallets: serde_json::Map<String, serde_json::Value> = views
+            .iter()
+            .map(|w| {
+                let disagreeing: Vec<serde_json::Value> = w
+                    .disagreeing
+                    .iter()
+                    .map(|(seat, key)| json!({"member": seat.get(), "output_key": key}))
+                    .collect();
+                let view = json!({
+                    "threshold": w.threshold,
+                    "members": w.members,
+                    "output_key": w.output_key,
+                    "disagreeing": disagreeing,
+                });
+                (w.wallet.to_string(), view)
+            })
+            .collect();
         println!("{}", json!({"members": rows, "wallets": wallets}));
     } else {
         print!("{text}");
-        for (id, w) in &wallets {
-            println!(
-                "wallet {id}: {}-of-{}, output key {}",
-                w["threshold"],
-                w["members"],
-                w["output_key"].as_str().unwrap_or("(none yet)")
+        for w in &views {
+            let key = w.output_key.as_ref().map_or_else(
+                || "(none from this member's signer yet)".to_owned(),
+                |k| hex::encode(&k.0),
             );
+            println!(
+                "wallet {}: {}-of-{}, output key {key}",
+                w.wallet, w.threshold, w.members
+            );
+            for (seat, other) in &w.disagreeing {
+                println!(
+                    "  MEMBERS DISAGREE: member {seat} reports output key {}; do not fund this wallet until an operator has compared every member's `thresig status`",
+                    hex::encode(&other.0)
+                );
+            }
         }
     }
     Ok(())
