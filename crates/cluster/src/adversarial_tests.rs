@@ -52,6 +52,9 @@ enum Mode {
     DkgRound2LostOnce,
     /// Signing round 2: the first reply is lost, likewise.
     Round2LostOnce,
+    /// DKG part 1: the first start is refused for good (the engine does
+    /// not run), so the run fails while the other members hold its session.
+    DkgStartRefusedOnce,
 }
 
 /// What a member whose reply was lost answers instead: the daemon's own
@@ -122,6 +125,13 @@ impl SignerHandler for Member {
         peer: Seat,
         proposal: DkgProposal,
     ) -> Result<SignedDkgMessage, SignerError> {
+        if self.loses(Mode::DkgStartRefusedOnce) {
+            return Err(SignerError::new(
+                thresig_daemon::ErrorCode::INTERNAL,
+                thresig_daemon::Recovery::Terminal,
+                "refused once",
+            ));
+        }
         if self.mode == Mode::DkgSilent {
             // A malicious member controls its whole server; here the
             // daemon's own request timeout (set to its maximum) stands in
@@ -167,6 +177,14 @@ impl SignerHandler for Member {
         confirmation: SignedDkgMessage,
     ) -> Result<ConfirmationStatus, SignerError> {
         self.inner.dkg_confirm(peer, wallet, confirmation)
+    }
+    fn dkg_cancel(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        session: DkgSessionId,
+    ) -> Result<bool, SignerError> {
+        self.inner.dkg_cancel(peer, wallet, session)
     }
     fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
         self.inner.status(peer)
@@ -691,4 +709,29 @@ async fn a_round2_reply_lost_once_still_signs_with_the_same_signers() {
     assert_eq!(outcome.sessions, 1);
     assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
     assert!(outcome.unresponsive.is_empty(), "{:?}", outcome.unresponsive);
+}
+
+/// A relay whose run fails tells every member to drop the run's session:
+/// otherwise the members that took part hold the wallet (`dkg_busy`) until
+/// the session expires, and the next DKG is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_dkg_leaves_no_member_holding_its_session() {
+    let cluster = start(3, 2, &[(3, Mode::DkgStartRefusedOnce)], keep).await;
+    let err = failed_dkg(&cluster, 24).await;
+    assert!(
+        matches!(&err, DkgError::Member { seat: s, .. } if *s == seat(3)),
+        "{err}"
+    );
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let again = run_dkg(
+        &cluster.peers(seat(1)),
+        wallet,
+        &mut ChaCha20Rng::seed_from_u64(25),
+        &crate::Silent,
+    )
+    .await;
+    assert!(again.is_ok(), "{:?}", again.err());
 }

@@ -106,10 +106,13 @@ impl DkgError {
     }
 }
 
-/// Runs the DKG of `wallet` among its members through `peers`.
+/// Runs the DKG of `wallet` among its members through `peers`. If the run
+/// fails, every member is told to drop the session (if still in part 1 or
+/// 2), so the next DKG does not wait for it to expire.
 ///
 /// # Errors
-/// [`DkgError`] naming the first member that failed a phase.
+/// [`DkgError`] naming the first member that failed a phase, or a
+/// coordination fault naming none.
 pub async fn run_dkg(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
@@ -119,6 +122,43 @@ pub async fn run_dkg(
     let mut id = [0u8; 32];
     rng.fill_bytes(&mut id);
     let session = DkgSessionId(id);
+    let outcome = run_session(peers, wallet, session, progress).await;
+    if outcome.is_err() {
+        cancel(peers, wallet, session).await;
+    }
+    outcome
+}
+
+/// Tells every member to drop `session`, concurrently and at most once
+/// each: a member that does not answer keeps it until it expires.
+async fn cancel(peers: &Arc<Peers>, wallet: &NodeWallet, session: DkgSessionId) {
+    let mut calls = JoinSet::new();
+    for (_, cluster) in members(wallet) {
+        let (peers, wallet_id) = (peers.clone(), wallet.id().clone());
+        calls.spawn(async move {
+            let client = peers.client(cluster).await?;
+            peers
+                .within(cluster, client.dkg_cancel(wallet_id, session))
+                .await
+                .map(|dropped| (cluster, dropped))
+        });
+    }
+    while let Some(joined) = calls.join_next().await {
+        match joined {
+            Ok(Ok((cluster, dropped))) => info!(%cluster, dropped, "DKG session cancelled"),
+            Ok(Err(error)) => info!(%error, "a member could not be told to cancel"),
+            Err(_) => info!("a cancel task failed"),
+        }
+    }
+}
+
+/// [`run_dkg`] of the fresh `session`.
+async fn run_session(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    session: DkgSessionId,
+    progress: &dyn Progress,
+) -> Result<DkgOutcome, DkgError> {
     let proposal = DkgProposal::new(
         session,
         wallet.id().clone(),
@@ -315,7 +355,10 @@ const ATTEMPTS: usize = 3;
 
 /// Runs `call` against every member at once, sending a member's request
 /// again after a retryable failure; the answers by wallet seat, or the
-/// first failure that is not retryable or outlasts [`ATTEMPTS`].
+/// first failure that is not retryable or outlasts [`ATTEMPTS`]. A failure
+/// is returned once the other requests in flight ended (each within the
+/// members' patience), so that a cancel sent after it reaches every member
+/// after its request did.
 async fn each<T, F, Fut>(
     peers: &Arc<Peers>,
     members: &[(Seat, Seat)],
@@ -341,37 +384,47 @@ where
             error,
         }
     };
-    for (seat, cluster) in members {
-        let client = peers.client(*cluster).await.map_err(member(*cluster))?;
-        spawn(&mut tasks, client, *seat, *cluster, 1);
-    }
-    let mut answers = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((seat, cluster, attempt, answer)) = joined else {
-            return Err(DkgError::Aborted("a request task panicked"));
-        };
-        match answer {
-            Ok(value) => {
-                answers.insert(seat, value);
-                progress.step(phase, answers.len(), members.len());
+    let outcome = 'answers: {
+        for (seat, cluster) in members {
+            match peers.client(*cluster).await {
+                Ok(client) => spawn(&mut tasks, client, *seat, *cluster, 1),
+                Err(error) => break 'answers Err(member(*cluster)(error)),
             }
-            // Retrying cannot help within this run, and the member did
-            // nothing wrong: it is in another session, or lost this one.
-            Err(error) if is_coordination_fault(&error) => {
-                return Err(DkgError::Coordination { phase, error });
-            }
-            Err(error) if attempt < ATTEMPTS && retryable(&error) => {
-                info!(%cluster, phase, attempt, %error, "asking the member again");
-                if crate::peers::is_transport(&error) {
-                    peers.forget(cluster);
-                }
-                let client = peers.client(cluster).await.map_err(member(cluster))?;
-                spawn(&mut tasks, client, seat, cluster, attempt + 1);
-            }
-            Err(error) => return Err(member(cluster)(error)),
         }
+        let mut answers = BTreeMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((seat, cluster, attempt, answer)) = joined else {
+                break 'answers Err(DkgError::Aborted("a request task panicked"));
+            };
+            match answer {
+                Ok(value) => {
+                    answers.insert(seat, value);
+                    progress.step(phase, answers.len(), members.len());
+                }
+                // Retrying cannot help within this run, and the member did
+                // nothing wrong: it is in another session, or lost this one.
+                Err(error) if is_coordination_fault(&error) => {
+                    break 'answers Err(DkgError::Coordination { phase, error });
+                }
+                Err(error) if attempt < ATTEMPTS && retryable(&error) => {
+                    info!(%cluster, phase, attempt, %error, "asking the member again");
+                    if crate::peers::is_transport(&error) {
+                        peers.forget(cluster);
+                    }
+                    match peers.client(cluster).await {
+                        Ok(client) => spawn(&mut tasks, client, seat, cluster, attempt + 1),
+                        Err(error) => break 'answers Err(member(cluster)(error)),
+                    }
+                }
+                Err(error) => break 'answers Err(member(cluster)(error)),
+            }
+        }
+        Ok(answers)
+    };
+    if outcome.is_err() {
+        while tasks.join_next().await.is_some() {}
     }
-    Ok(answers)
+    outcome
 }
 
 /// Whether a member's refusal says it is not in this run's session or

@@ -113,6 +113,15 @@ impl<H: SignerHandler> SignerHandler for Faulty<H> {
         self.inner.dkg_confirm(peer, wallet, confirmation)
     }
 
+    fn dkg_cancel(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        session: DkgSessionId,
+    ) -> Result<bool, SignerError> {
+        self.inner.dkg_cancel(peer, wallet, session)
+    }
+
     fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
         self.inner.status(peer)
     }

@@ -190,6 +190,15 @@ pub trait SignerHandler: Send + Sync + 'static {
         confirmation: SignedDkgMessage,
     ) -> Result<ConfirmationStatus, SignerError>;
 
+    /// A relay's cancel of its failed DKG `session`: dropped if still in
+    /// part 1 or 2; whether it was.
+    fn dkg_cancel(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        session: DkgSessionId,
+    ) -> Result<bool, SignerError>;
+
     /// The wallets `peer` is a member of, in id order.
     fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError>;
 

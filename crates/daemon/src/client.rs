@@ -239,6 +239,19 @@ impl SignerClient {
         settle(self.rpc().dkg_confirm(request).await)
     }
 
+    /// Tells the signer that this coordinator's DKG `session` failed: it
+    /// drops the session if still in part 1 or 2; whether it did.
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`].
+    pub async fn dkg_cancel(&self, wallet: WalletId, session: DkgSessionId) -> Result<bool, Error> {
+        let request = proto::DkgCancelRequest {
+            wallet_id: wallet.into(),
+            session_id: session.0.to_vec(),
+        };
+        settle(self.rpc().dkg_cancel(request).await)
+    }
+
     /// The wallets this coordinator is a member of, as the signer sees
     /// them, in id order.
     ///

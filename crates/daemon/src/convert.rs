@@ -339,6 +339,26 @@ impl TryFrom<proto::DkgConfirmRequest> for (WalletId, SignedDkgMessage) {
     }
 }
 
+impl TryFrom<proto::DkgCancelRequest> for (WalletId, DkgSessionId) {
+    type Error = Error;
+    fn try_from(wire: proto::DkgCancelRequest) -> Result<Self, Error> {
+        Ok((wallet_id(wire.wallet_id)?, session_id(&wire.session_id)?))
+    }
+}
+
+impl From<bool> for proto::DkgCancelResult {
+    fn from(dropped: bool) -> Self {
+        Self { dropped }
+    }
+}
+
+impl TryFrom<proto::DkgCancelResult> for bool {
+    type Error = Error;
+    fn try_from(wire: proto::DkgCancelResult) -> Result<Self, Error> {
+        Ok(wire.dropped)
+    }
+}
+
 impl TryFrom<proto::StatusRequest> for () {
     type Error = Error;
     fn try_from(_: proto::StatusRequest) -> Result<Self, Error> {
@@ -518,6 +538,7 @@ wire_reply!(DkgStartReply, dkg_start_reply, DkgMessage);
 wire_reply!(DkgRound2Reply, dkg_round2_reply, DkgMessages);
 wire_reply!(DkgFinishReply, dkg_finish_reply, DkgMessage);
 wire_reply!(DkgConfirmReply, dkg_confirm_reply, ConfirmationStatus);
+wire_reply!(DkgCancelReply, dkg_cancel_reply, DkgCancelResult);
 wire_reply!(StatusReply, status_reply, StatusResult);
 wire_reply!(WalletKeyReply, wallet_key_reply, WalletKeyResult);
 
@@ -564,6 +585,7 @@ mod tests {
             decode::<proto::DkgRound2Request, DkgBatch>(&bytes);
             decode::<proto::DkgFinishRequest, DkgBatch>(&bytes);
             decode::<proto::DkgConfirmRequest, (WalletId, SignedDkgMessage)>(&bytes);
+            decode::<proto::DkgCancelRequest, (WalletId, DkgSessionId)>(&bytes);
             decode::<proto::ConfirmationStatus, ConfirmationStatus>(&bytes);
             decode::<proto::StatusResult, Vec<WalletStatus>>(&bytes);
             decode::<proto::WalletKeyResult, WalletKey>(&bytes);

@@ -221,6 +221,18 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
         }
     }
 
+    fn dkg_cancel(
+        &self,
+        peer: Seat,
+        wallet: WalletId,
+        session: DkgSessionId,
+    ) -> Result<bool, SignerError> {
+        match self.handle(peer, Request::DkgCancel { wallet, session })? {
+            Response::DkgCancelled { dropped } => Ok(dropped),
+            _ => Err(unexpected("dkg_cancel")),
+        }
+    }
+
     fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
         match self.handle(peer, Request::ListWallets)? {
             Response::Wallets { wallets } => Ok(wallets),

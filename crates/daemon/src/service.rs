@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
-use thresig_engine::WalletId;
+use thresig_engine::{DkgSessionId, WalletId};
 
 use crate::convert::{DkgBatch, WireReply};
 use crate::error::Error;
@@ -237,6 +237,20 @@ impl<H: SignerHandler> proto::signer_server::Signer for SignerService<H> {
             request,
             |h, seat, (wallet, confirmation): (WalletId, _)| {
                 h.dkg_confirm(seat, wallet, confirmation)
+            },
+        )
+        .await
+    }
+
+    async fn dkg_cancel(
+        &self,
+        request: Request<proto::DkgCancelRequest>,
+    ) -> Rpc<proto::DkgCancelReply> {
+        self.rpc(
+            "dkg_cancel",
+            request,
+            |h, seat, (wallet, session): (WalletId, DkgSessionId)| {
+                h.dkg_cancel(seat, wallet, session)
             },
         )
         .await

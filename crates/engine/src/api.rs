@@ -174,6 +174,14 @@ pub enum Request {
         /// The signed confirmation.
         confirmation: SignedDkgMessage,
     },
+    /// A relay whose DKG failed: drop the session if it is still in part 1
+    /// or 2 (a finished one is left to the operator).
+    DkgCancel {
+        /// The wallet.
+        wallet: WalletId,
+        /// The session.
+        session: DkgSessionId,
+    },
 }
 
 impl Request {
@@ -188,7 +196,8 @@ impl Request {
             | Self::WalletKey { wallet }
             | Self::DkgRound2 { wallet, .. }
             | Self::DkgFinish { wallet, .. }
-            | Self::DkgConfirm { wallet, .. } => Some(wallet),
+            | Self::DkgConfirm { wallet, .. }
+            | Self::DkgCancel { wallet, .. } => Some(wallet),
             Self::ListWallets => None,
         }
     }
@@ -332,6 +341,12 @@ pub enum Response {
     WalletKey {
         /// The encoded record.
         key: HexBytes,
+    },
+    /// What a DKG cancel did.
+    DkgCancelled {
+        /// Whether a session in part 1 or 2 was dropped (false: there was
+        /// none of that id, as after an earlier cancel).
+        dropped: bool,
     },
 }
 

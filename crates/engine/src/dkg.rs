@@ -656,6 +656,27 @@ impl<S: Store> Signer<S> {
 }
 
 impl<S: Store> Signer<S> {
+    /// A relay's cancel of its failed run: drops the wallet's DKG `session`
+    /// if it is in part 1 or 2, with its secret package and HPKE key, so
+    /// the next DKG need not wait for it to expire. Idempotent (a retry
+    /// after a lost reply finds nothing). A finished part 3 is never
+    /// touched: its result may be durable, and only the operator's
+    /// [`Signer::dkg_abort`] removes it. Another session is never touched.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`].
+    pub fn dkg_cancel(&self, wallet: &WalletId, session: DkgSessionId) -> Result<bool, Error> {
+        let slot = self.slot(wallet)?;
+        let mut shard = lock(&self.store, slot)?;
+        let in_progress = shard.dkg.as_ref().is_some_and(|s| {
+            s.id == session && matches!(s.phase, Phase::Round1 { .. } | Phase::Round2 { .. })
+        });
+        if in_progress {
+            shard.dkg = None;
+        }
+        Ok(in_progress)
+    }
+
     /// Operator command: aborts the wallet's DKG `session`. A session still
     /// in progress is dropped from memory; a finished but unconfirmed one
     /// has its result and key package deleted, so a new DKG can run. A

@@ -338,6 +338,9 @@ impl<S: Store> Signer<S> {
             } => self
                 .dkg_confirm(&wallet, &confirmation)
                 .map(Response::Confirmations),
+            Request::DkgCancel { wallet, session } => self
+                .dkg_cancel(&wallet, session)
+                .map(|dropped| Response::DkgCancelled { dropped }),
         }
     }
 

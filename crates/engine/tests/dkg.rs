@@ -579,3 +579,29 @@ fn unknown_wallet_and_not_a_member_get_the_same_answer() {
         missing.to_string().replace("nope", "w")
     );
 }
+
+/// A relay's cancel drops its own session in part 1 or 2 (so the next DKG
+/// need not wait for it to expire), never another session and never a
+/// finished one, whose key package only the operator may remove.
+#[test]
+fn a_cancel_drops_only_its_own_session_in_progress() {
+    let mut c = Cluster::unkeyed(215, 2, N, &["w"]);
+    let first = proposal(&c, "w", 1);
+    part1(&mut c, &first);
+    let signer = c.member(1).signer();
+    assert!(!signer.dkg_cancel(&wid("w"), DkgSessionId([2; 32])).unwrap());
+    let second = proposal(&c, "w", 2);
+    let err = c.members[0]
+        .signer()
+        .dkg_start(c.now, &second, &mut c.rng)
+        .unwrap_err();
+    assert!(matches!(err, Error::DkgBusy { .. }), "{err:?}");
+    for s in seats(&c) {
+        let signer = c.member(s).signer();
+        assert!(signer.dkg_cancel(&wid("w"), first.session).unwrap());
+        assert!(!signer.dkg_cancel(&wid("w"), first.session).unwrap());
+    }
+    through_part3(&mut c, "w", 2);
+    assert!(!c.member(1).signer().dkg_cancel(&wid("w"), second.session).unwrap());
+    assert!(seat1_has_key_package(&c), "a cancel removed a finished result");
+}

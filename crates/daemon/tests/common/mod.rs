@@ -320,6 +320,11 @@ impl SignerHandler for Recorder {
         Ok(ConfirmationStatus::new(1, 3, false))
     }
 
+    fn dkg_cancel(&self, peer: Seat, _: WalletId, _: DkgSessionId) -> Result<bool, SignerError> {
+        self.peers.lock().unwrap().push(peer);
+        Ok(true)
+    }
+
     fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
         self.peers.lock().unwrap().push(peer);
         let mut status = WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, 1);
@@ -425,6 +430,10 @@ impl SignerHandler for Gate {
         _: WalletId,
         _: SignedDkgMessage,
     ) -> Result<ConfirmationStatus, SignerError> {
+        unreachable!("not used")
+    }
+
+    fn dkg_cancel(&self, _: Seat, _: WalletId, _: DkgSessionId) -> Result<bool, SignerError> {
         unreachable!("not used")
     }
 
