@@ -56,6 +56,7 @@ async fn every_rpc_reaches_the_handler_with_the_authenticated_seat() {
         (confirmed.confirmed, confirmed.needed, confirmed.active),
         (1, 3, false)
     );
+    assert!(client.dkg_cancel(wallet(), session).await.unwrap());
 
     let status = client.status().await.unwrap();
     assert_eq!(status.len(), 1);
@@ -74,7 +75,7 @@ async fn every_rpc_reaches_the_handler_with_the_authenticated_seat() {
 
     // The seat is always the client's certificate's (2), whatever the
     // messages name.
-    assert_eq!(handler.peers(), vec![seat(2); 8]);
+    assert_eq!(handler.peers(), vec![seat(2); 9]);
     server.stop().await;
 }
 
