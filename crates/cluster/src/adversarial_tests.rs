@@ -708,7 +708,11 @@ async fn a_round2_reply_lost_once_still_signs_with_the_same_signers() {
         .unwrap();
     assert_eq!(outcome.sessions, 1);
     assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
-    assert!(outcome.unresponsive.is_empty(), "{:?}", outcome.unresponsive);
+    assert!(
+        outcome.unresponsive.is_empty(),
+        "{:?}",
+        outcome.unresponsive
+    );
 }
 
 /// A relay whose run fails tells every member to drop the run's session:

@@ -205,10 +205,9 @@ impl<S: Store> Signer<S> {
         match &shard.dkg {
             Some(DkgSession {
                 id,
-                phase:
-                    Phase::Round1 {
-                        package, hpke_key, ..
-                    },
+                phase: Phase::Round1 {
+                    package, hpke_key, ..
+                },
                 ..
             }) if *id == proposal.session => return Ok(round1(package, hpke_key)),
             Some(DkgSession {
@@ -408,10 +407,9 @@ impl<S: Store> Signer<S> {
         match shard.dkg.take() {
             Some(DkgSession {
                 id,
-                phase:
-                    Phase::Round2 {
-                        state, hpke, echo, ..
-                    },
+                phase: Phase::Round2 {
+                    state, hpke, echo, ..
+                },
                 expires,
             }) if id == session => {
                 let result = self.compute_result(slot, session, round2, state, &hpke, echo)?;

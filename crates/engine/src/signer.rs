@@ -315,9 +315,9 @@ impl<S: Store> Signer<S> {
                     .map_err(|_| Error::Internal(InternalFault::Serialization))?;
                 Ok(Response::WalletKey { key: HexBytes(key) })
             }
-            Request::DkgStart(proposal) => {
-                self.dkg_start(now, &proposal, rng).map(|m| messages(vec![m]))
-            }
+            Request::DkgStart(proposal) => self
+                .dkg_start(now, &proposal, rng)
+                .map(|m| messages(vec![m])),
             Request::DkgRound2 {
                 wallet,
                 session,

@@ -97,7 +97,10 @@ fn a_second_dkg_never_overwrites_a_stored_key_package() {
     let status = c.member(1).signer().status(&wid("w")).unwrap();
     assert_eq!(status.output_key.unwrap(), *output_key);
     // An active wallet refuses a new DKG outright.
-    let err = c.members[0].signer().dkg_start(c.now, &p, &mut c.rng).unwrap_err();
+    let err = c.members[0]
+        .signer()
+        .dkg_start(c.now, &p, &mut c.rng)
+        .unwrap_err();
     assert!(matches!(err, Error::WalletAlreadyKeyed { .. }), "{err:?}");
 }
 
@@ -301,10 +304,14 @@ fn a_lost_part3_commit_is_retryable_and_the_identical_retry_succeeds() {
         signer.dkg_finish(c.now, &p.wallet, p.session, &inbox[..1]),
         Err(Error::DkgNotInPhase { .. })
     ));
-    let own = signer.dkg_finish(c.now, &p.wallet, p.session, &inbox).unwrap();
+    let own = signer
+        .dkg_finish(c.now, &p.wallet, p.session, &inbox)
+        .unwrap();
     assert!(seat1_has_key_package(&c));
     // Asking again returns the same confirmation.
-    let again = signer.dkg_finish(c.now, &p.wallet, p.session, &inbox).unwrap();
+    let again = signer
+        .dkg_finish(c.now, &p.wallet, p.session, &inbox)
+        .unwrap();
     assert_eq!(again, own);
     confirmations.push(own);
     activate_everywhere(&c, &confirmations);
@@ -334,7 +341,11 @@ fn an_ambiguous_part3_commit_is_adopted_by_confirmations_and_abortable() {
 fn an_ambiguous_part3_commit_is_adopted_by_the_identical_retry() {
     let (c, p, inbox, mut confirmations) = failed_part3(204, Fault::Ambiguous);
     let signer = c.member(1).signer();
-    confirmations.push(signer.dkg_finish(c.now, &p.wallet, p.session, &inbox).unwrap());
+    confirmations.push(
+        signer
+            .dkg_finish(c.now, &p.wallet, p.session, &inbox)
+            .unwrap(),
+    );
     activate_everywhere(&c, &confirmations);
 }
 
@@ -359,7 +370,13 @@ fn a_forged_envelope_does_not_accuse_its_claimed_sender() {
     forged.signature = HexBytes(vec![0; 64]);
     let err = c.members[0]
         .signer()
-        .dkg_round2(c.now, &p.wallet, p.session, &[forged, r1[2].clone()], &mut c.rng)
+        .dkg_round2(
+            c.now,
+            &p.wallet,
+            p.session,
+            &[forged, r1[2].clone()],
+            &mut c.rng,
+        )
         .unwrap_err();
     let Error::DkgFailed { accused, .. } = err else {
         panic!("{err:?}")
@@ -420,12 +437,19 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
 fn a_dkg_start_after_an_ambiguous_part3_commit_adopts_the_durable_result() {
     let (mut c, p, inbox, mut confirmations) = failed_part3(206, Fault::Ambiguous);
     let again = proposal(&c, "w", 2);
-    c.members[0].signer().dkg_start(c.now, &again, &mut c.rng).unwrap();
+    c.members[0]
+        .signer()
+        .dkg_start(c.now, &again, &mut c.rng)
+        .unwrap();
     let signer = c.member(1).signer();
     let status = signer.dkg_confirm(&p.wallet, &confirmations[0]).unwrap();
     assert_eq!((status.confirmed, status.active), (2, false));
     // Its own confirmation is still answered for the first session.
-    confirmations.push(signer.dkg_finish(c.now, &p.wallet, p.session, &inbox).unwrap());
+    confirmations.push(
+        signer
+            .dkg_finish(c.now, &p.wallet, p.session, &inbox)
+            .unwrap(),
+    );
     activate_everywhere(&c, &confirmations);
 }
 
@@ -443,9 +467,7 @@ fn handle(
 /// Part 1 at every seat through [`handle`], at the cluster's clock.
 fn part1_at_now(c: &mut Cluster, p: &DkgProposal) -> Vec<SignedDkgMessage> {
     (1..=N)
-        .flat_map(|s| {
-            messages(handle(c, s, thresig_engine::Request::DkgStart(p.clone())).unwrap())
-        })
+        .flat_map(|s| messages(handle(c, s, thresig_engine::Request::DkgStart(p.clone())).unwrap()))
         .collect()
 }
 
@@ -602,6 +624,14 @@ fn a_cancel_drops_only_its_own_session_in_progress() {
         assert!(!signer.dkg_cancel(&wid("w"), first.session).unwrap());
     }
     through_part3(&mut c, "w", 2);
-    assert!(!c.member(1).signer().dkg_cancel(&wid("w"), second.session).unwrap());
-    assert!(seat1_has_key_package(&c), "a cancel removed a finished result");
+    assert!(
+        !c.member(1)
+            .signer()
+            .dkg_cancel(&wid("w"), second.session)
+            .unwrap()
+    );
+    assert!(
+        seat1_has_key_package(&c),
+        "a cancel removed a finished result"
+    );
 }

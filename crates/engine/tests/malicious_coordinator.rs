@@ -60,10 +60,18 @@ fn a_round1_package_altered_for_some_members_fails_the_echo_at_every_honest_memb
     let mut c = Cluster::unkeyed(301, 3, 4, &["w"]);
     let p = proposal(&c, "w", 1);
     let r1 = part1(&mut c, &p);
-    let same = c.members[3].signer().dkg_start(c.now, &p, &mut c.rng).unwrap();
+    let same = c.members[3]
+        .signer()
+        .dkg_start(c.now, &p, &mut c.rng)
+        .unwrap();
     assert_eq!(same, r1[3], "a live session's start is answered again");
-    let later = c.now.saturating_add(std::time::Duration::from_secs(11 * 60));
-    let second = c.members[3].signer().dkg_start(later, &p, &mut c.rng).unwrap();
+    let later = c
+        .now
+        .saturating_add(std::time::Duration::from_secs(11 * 60));
+    let second = c.members[3]
+        .signer()
+        .dkg_start(later, &p, &mut c.rng)
+        .unwrap();
     assert_ne!(second.payload, r1[3].payload);
     let out = part2_each(&mut c, &p, |s| {
         r1.iter()
@@ -213,7 +221,10 @@ fn a_swapped_identity_key_threshold_or_roster_is_refused_by_every_signer() {
             let mut p = proposal(&c, "w", session);
             edit(&mut p);
             for s in seats(&c) {
-                let err = c.member(s).signer().dkg_start(c.now, &p, &mut c.rng.clone());
+                let err = c
+                    .member(s)
+                    .signer()
+                    .dkg_start(c.now, &p, &mut c.rng.clone());
                 let err = err.unwrap_err();
                 assert!(matches!(err, Error::DkgMismatch { .. }), "{what}: {err:?}");
                 assert_eq!(err.code(), ErrorCode::DkgMismatch, "{what}");
