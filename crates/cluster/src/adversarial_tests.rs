@@ -296,18 +296,26 @@ fn spend_paying(
 
 /// Runs the wallet's DKG with member 1 coordinating; it must fail.
 async fn failed_dkg(cluster: &Cluster, seed: u64) -> DkgError {
-    let node = cluster.node(seat(1));
+    dkg_from(cluster, 1, seed).await.unwrap_err()
+}
+
+/// Runs the wallet's DKG with `member` coordinating, seeded with `seed`.
+async fn dkg_from(
+    cluster: &Cluster,
+    member: u16,
+    seed: u64,
+) -> Result<crate::DkgOutcome, DkgError> {
+    let node = cluster.node(seat(member));
     let wallet = node
         .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
         .unwrap();
     run_dkg(
-        &cluster.peers(seat(1)),
+        &cluster.peers(seat(member)),
         wallet,
         &mut ChaCha20Rng::seed_from_u64(seed),
         &crate::Silent,
     )
     .await
-    .unwrap_err()
 }
 
 /// A member that misroutes its own round-2 messages (all genuinely signed by
@@ -635,17 +643,7 @@ async fn members_whose_stores_rotated_at_different_times_sign_for_every_coordina
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dkg_whose_part2_reply_to_one_member_is_lost_once_completes() {
     let cluster = start(3, 2, &[(2, Mode::DkgRound2LostOnce)], keep).await;
-    let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
-    let outcome = run_dkg(
-        &cluster.peers(seat(1)),
-        wallet,
-        &mut ChaCha20Rng::seed_from_u64(21),
-        &crate::Silent,
-    )
-    .await;
+    let outcome = dkg_from(&cluster, 1, 21).await;
     assert!(outcome.is_ok(), "{:?}", outcome.err());
 }
 
@@ -671,15 +669,7 @@ async fn a_second_members_dkg_start_during_a_dkg_is_refused_and_blames_no_member
         let client = peers.client(seat(member)).await.unwrap();
         first.push(client.dkg_start(running.clone()).await.unwrap());
     }
-    let node2 = cluster.node(seat(2));
-    let err = run_dkg(
-        &cluster.peers(seat(2)),
-        node2.wallet(&wallet_id).unwrap(),
-        &mut ChaCha20Rng::seed_from_u64(22),
-        &crate::Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = dkg_from(&cluster, 2, 22).await.unwrap_err();
     assert!(
         matches!(err, DkgError::Coordination { .. }),
         "a member was blamed: {err}"
@@ -726,16 +716,6 @@ async fn a_failed_dkg_leaves_no_member_holding_its_session() {
         matches!(&err, DkgError::Member { seat: s, .. } if *s == seat(3)),
         "{err}"
     );
-    let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
-    let again = run_dkg(
-        &cluster.peers(seat(1)),
-        wallet,
-        &mut ChaCha20Rng::seed_from_u64(25),
-        &crate::Silent,
-    )
-    .await;
+    let again = dkg_from(&cluster, 1, 25).await;
     assert!(again.is_ok(), "{:?}", again.err());
 }
