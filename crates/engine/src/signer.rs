@@ -348,7 +348,7 @@ impl<S: Store> Signer<S> {
     /// memory only, and returns their commitments.
     ///
     /// # Errors
-    /// [`Error::UnknownWallet`]; [`Error::CoordinatorNotMember`]; the
+    /// [`Error::CoordinatorNotMember`] (also for an unknown wallet); the
     /// wallet-state errors; a zero or too
     /// large input count; [`Error::NonceCapacity`] at the wallet-wide limit
     /// (the coordinator's own oldest vectors are evicted first to fit its
