@@ -64,12 +64,15 @@ pub enum DkgError {
     /// session). That is a coordination fault, not the member's: no member
     /// is blamed.
     #[error(
-        "DKG {phase}: the members are not in this run's session (a coordination fault; no member is at fault): {error}"
+        "DKG {phase}: member {reported_by} is not in this run's session or phase (a coordination fault, not the member's): {error}"
     )]
     Coordination {
         /// The phase.
         phase: &'static str,
-        /// What the first member to refuse answered.
+        /// The cluster seat of the first member that answered so, for the
+        /// operator to look at its session; not a culprit.
+        reported_by: Seat,
+        /// What it answered.
         #[source]
         error: DaemonError,
     },
@@ -404,7 +407,11 @@ where
                 // Retrying cannot help within this run, and the member did
                 // nothing wrong: it is in another session, or lost this one.
                 Err(error) if is_coordination_fault(&error) => {
-                    break 'answers Err(DkgError::Coordination { phase, error });
+                    break 'answers Err(DkgError::Coordination {
+                        phase,
+                        reported_by: cluster,
+                        error,
+                    });
                 }
                 Err(error) if attempt < ATTEMPTS && retryable(&error) => {
                     info!(%cluster, phase, attempt, %error, "asking the member again");
