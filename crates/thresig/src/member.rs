@@ -232,7 +232,8 @@ pub(crate) fn cluster(args: &ClusterArgs) -> Result<()> {
 }
 
 /// Opens the signer, starts its admin socket (so `thresig keys` acts on it
-/// while it runs), serves until SIGINT or SIGTERM, then removes the socket.
+/// while it runs), serves until SIGINT or SIGTERM, then stops the socket
+/// before the store closes.
 pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
     let node = Node::open(&args.config)?;
     let admin = AdminServer::start(
@@ -240,9 +241,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
         node.provider().clone(),
         node.store().clone(),
     )?;
-    let served = node.run(args.fault);
-    admin.stop();
-    Ok(served?)
+    Ok(node.run(args.fault, || admin.stop())?)
 }
 
 /// A loaded member configuration and its connections.
