@@ -315,3 +315,38 @@ fn a_signer_stops_while_an_admin_command_is_stuck() {
     let _ = (&slow).read_to_end(&mut rest);
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }
+
+/// The admin socket holds at most four connections: a fifth is answered
+/// `admin_busy` (retryable) at once, and once one of the four has closed
+/// the next client is served. The four held connections send nothing, so
+/// each keeps its slot until the server's request deadline.
+#[test]
+fn a_fifth_admin_client_is_busy_until_one_of_four_closes() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(2, 2, &[], 26);
+    cluster.local.start(seat(1), None).unwrap();
+    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
+    let socket = socket_of(&cluster.config_path(seat(1)));
+    // The server accepts in connection order, so these four hold every
+    // slot before the fifth is accepted.
+    let held: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    let fifth = UnixStream::connect(&socket).unwrap();
+    let busy = reply_of(&fifth);
+    assert_eq!(busy["error"]["code"], "admin_busy", "{busy}");
+    assert_eq!(busy["error"]["retryable"], true, "{busy}");
+
+    // Closing our side ends that connection's request (empty: a probe);
+    // the server closes the connection after giving its slot back, so the
+    // end of the stream here means the slot is free.
+    let first = &held[0];
+    first.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    (&*first).read_to_end(&mut rest).unwrap();
+    let next = UnixStream::connect(&socket).unwrap();
+    (&next).write_all(b"{\"command\":\"status\"}\n").unwrap();
+    let status = reply_of(&next);
+    assert_eq!(status["ok"]["json"]["provider"]["ok"], true, "{status}");
+    drop(held);
+}
