@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use thresig_cluster::config::NodeWallet;
 use thresig_cluster::config::{Config, NodeConfig};
+use thresig_cluster::file::{MAX_TRANSACTION_FILE_BYTES, read_bounded};
 use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
 use thresig_cluster::{
@@ -329,8 +330,7 @@ pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
 pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
     let c = Coordinating::load(&args.config)?;
     let wallet = c.wallet(&args.wallet)?;
-    let bytes =
-        std::fs::read(&args.psbt).with_context(|| format!("reading {}", args.psbt.display()))?;
+    let bytes = read_bounded(&args.psbt, MAX_TRANSACTION_FILE_BYTES)?;
     let runtime = runtime()?;
     let OwnWallet {
         key, epoch, spend, ..
