@@ -284,6 +284,23 @@ fn seat1_has_key_package(c: &Cluster) -> bool {
     stored.unwrap().is_some()
 }
 
+/// Seat 1's store holds neither a DKG result nor a key package for "w".
+fn assert_seat1_holds_no_result(c: &Cluster) {
+    assert!(!seat1_has_key_package(c));
+    let w = store_wallet(&wid("w"));
+    assert!(c.member(1).store().dkg_results(&w).unwrap().is_empty());
+}
+
+/// The operator aborts DKG session `p` at every seat.
+fn abort_everywhere(c: &Cluster, p: &DkgProposal) {
+    for s in 1..=N {
+        c.member(s)
+            .signer()
+            .dkg_abort(&p.wallet, p.session)
+            .unwrap();
+    }
+}
+
 /// Delivers every confirmation to every seat; all become active.
 fn activate_everywhere(c: &Cluster, confirmations: &[SignedDkgMessage]) {
     for s in 1..=N {
@@ -319,12 +336,7 @@ fn an_ambiguous_part3_commit_is_adopted_by_confirmations_and_abortable() {
     let status = signer.dkg_confirm(&p.wallet, &confirmations[0]).unwrap();
     assert_eq!((status.confirmed, status.active), (2, false));
     // The operator can abort it, and a new DKG then runs.
-    for s in 1..=N {
-        c.member(s)
-            .signer()
-            .dkg_abort(&p.wallet, p.session)
-            .unwrap();
-    }
+    abort_everywhere(&c, &p);
     assert!(!seat1_has_key_package(&c));
     let confirmations = through_part3(&mut c, "w", 2);
     activate_everywhere(&c, &confirmations);
@@ -341,11 +353,11 @@ fn an_ambiguous_part3_commit_is_adopted_by_the_identical_retry() {
 #[test]
 fn an_ambiguous_part3_commit_can_be_aborted_directly() {
     let (c, p, _, _) = failed_part3(205, Fault::Ambiguous);
-    let signer = c.member(1).signer();
-    signer.dkg_abort(&p.wallet, p.session).unwrap();
-    assert!(!seat1_has_key_package(&c));
-    let w = store_wallet(&wid("w"));
-    assert!(signer.store().dkg_results(&w).unwrap().is_empty());
+    c.member(1)
+        .signer()
+        .dkg_abort(&p.wallet, p.session)
+        .unwrap();
+    assert_seat1_holds_no_result(&c);
 }
 
 /// A DKG started after an ambiguous part-3 commit adopts that durable
@@ -356,15 +368,8 @@ fn aborting_an_adopted_part3_keeps_the_later_session_running() {
     let (mut c, p, _, _) = failed_part3(207, Fault::Ambiguous);
     let again = proposal(&c, "w", 2);
     let r1 = part1(&mut c, &again);
-    for s in 1..=N {
-        c.member(s)
-            .signer()
-            .dkg_abort(&p.wallet, p.session)
-            .unwrap();
-    }
-    assert!(!seat1_has_key_package(&c));
-    let w = store_wallet(&wid("w"));
-    assert!(c.member(1).store().dkg_results(&w).unwrap().is_empty());
+    abort_everywhere(&c, &p);
+    assert_seat1_holds_no_result(&c);
     let inbox = part2(&mut c, &again, &r1);
     let confirmations: Vec<_> = part3(&c, &again, &inbox)
         .into_iter()

@@ -129,6 +129,16 @@ fn a_killed_signers_stale_socket_is_replaced_at_start() {
     assert_eq!(mode(&socket), 0o600);
 }
 
+/// Seat 1 of a 2-of-2 cluster, started alone, and its admin socket.
+fn started_alone(seed: u64) -> (ProcessCluster, PathBuf) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(2, 2, &[], seed);
+    cluster.local.start(seat(1), None).unwrap();
+    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
+    let socket = socket_of(&cluster.config_path(seat(1)));
+    (cluster, socket)
+}
+
 /// Reads one reply line from the admin socket.
 fn reply_of(stream: &UnixStream) -> Value {
     let mut line = String::new();
@@ -141,11 +151,7 @@ fn reply_of(stream: &UnixStream) -> Value {
 /// whole request's deadline passes, not kept for as long as it trickles.
 #[test]
 fn a_client_trickling_its_request_is_cut_off_at_the_deadline() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut cluster = ProcessCluster::provision(2, 2, &[], 23);
-    cluster.local.start(seat(1), None).unwrap();
-    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
-    let socket = socket_of(&cluster.config_path(seat(1)));
+    let (cluster, socket) = started_alone(23);
     let mut stream = UnixStream::connect(&socket).unwrap();
     // Waiting for an answer between bytes paces the trickle: a byte every
     // half second, well inside the server's per-request deadline of
@@ -322,11 +328,7 @@ fn a_signer_stops_while_an_admin_command_is_stuck() {
 /// each keeps its slot until the server's request deadline.
 #[test]
 fn a_fifth_admin_client_is_busy_until_one_of_four_closes() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut cluster = ProcessCluster::provision(2, 2, &[], 26);
-    cluster.local.start(seat(1), None).unwrap();
-    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
-    let socket = socket_of(&cluster.config_path(seat(1)));
+    let (_cluster, socket) = started_alone(26);
     // The server accepts in connection order, so these four hold every
     // slot before the fifth is accepted.
     let held: Vec<UnixStream> = (0..4)
