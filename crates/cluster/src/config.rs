@@ -13,9 +13,7 @@
 //! the field. Operators' documentation: `docs/configuration.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -29,6 +27,8 @@ use thresig_store::{
     KeyManagerOptions, RecoveryPublicKey, StoreConfig, StoreLocation, StoreOptions,
 };
 use thresig_tx::{Network, PolicyConfig};
+
+use crate::file::{FileError, read_bounded};
 
 /// The largest configuration file read. A 100-member roster with a few
 /// wallets is under 64 KiB, so anything near this is the wrong file.
@@ -260,41 +260,11 @@ impl Config {
     /// # Errors
     /// [`ConfigError`], naming the file and the field.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let not_a_file = || ConfigError::NotAFile {
-            path: path.to_path_buf(),
-        };
-        // The type is checked before opening, since opening a device can
-        // act (a watchdog arms, a tape rewinds) and a socket cannot be
-        // opened at all; it is checked again on the opened file, so nothing
-        // swapped in at the path in between is read. Opened without
-        // blocking and without becoming a controlling terminal, so a FIFO
-        // or a terminal swapped in is refused instead of waited on.
-        if !std::fs::metadata(path).map_err(read)?.is_file() {
-            return Err(not_a_file());
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
-            .open(path)
-            .map_err(read)?;
-        if !file.metadata().map_err(read)?.is_file() {
-            return Err(not_a_file());
-        }
-        // One byte past the cap tells a file that is too large (or grew
-        // since it was opened) from one that fits.
-        let mut bytes = Vec::new();
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read)?;
-        if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_CONFIG_BYTES) {
-            return Err(ConfigError::TooLarge {
-                path: path.to_path_buf(),
-            });
-        }
+        let bytes = read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+            FileError::Read { path, source } => ConfigError::Read { path, source },
+            FileError::NotAFile { path } => ConfigError::NotAFile { path },
+            FileError::TooLarge { path, .. } => ConfigError::TooLarge { path },
+        })?;
         let text = String::from_utf8(bytes).map_err(|_| ConfigError::Parse {
             path: path.to_path_buf(),
             line: 0,

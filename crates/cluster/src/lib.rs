@@ -5,6 +5,8 @@
 //!   seat, the roster, the wallets with their policies, the daemon), parsed
 //!   with unknown fields refused and validated with errors naming the file
 //!   and the field.
+//! - [`file`]: reading any other file the command line names (a PSBT, a
+//!   list of inputs): a regular file, with a size limit.
 //! - [`provision`]: `thresig init` (a member directory: KEK file, store with
 //!   the sealed identity key, TLS files) and `thresig cluster init` (a CA
 //!   and N members sharing one roster).
@@ -36,6 +38,7 @@
 pub mod config;
 mod dkg;
 mod fault;
+pub mod file;
 mod identity;
 pub mod local;
 pub mod node;

@@ -179,13 +179,15 @@ impl Node {
         &self.admin_socket
     }
 
-    /// Serves the engine over the daemon until SIGINT or SIGTERM, then stops
-    /// the key manager and the store's writer. `fault` makes it misbehave
-    /// on purpose (the demo's malicious signers).
+    /// Serves the engine over the daemon until SIGINT or SIGTERM, then calls
+    /// `before_close` (where the caller stops its own users of the store,
+    /// such as the admin socket) and stops the key manager and the store's
+    /// writer. `fault` makes it misbehave on purpose (the demo's malicious
+    /// signers).
     ///
     /// # Errors
     /// [`NodeError::Daemon`].
-    pub fn run(self, fault: Option<Fault>) -> Result<(), NodeError> {
+    pub fn run(self, fault: Option<Fault>, before_close: impl FnOnce()) -> Result<(), NodeError> {
         let Self {
             member,
             wallets,
@@ -203,6 +205,7 @@ impl Node {
             Some(fault) => run(&daemon, Arc::new(Faulty::new(handler, fault))),
         };
         drop(pruner);
+        before_close();
         drop(manager);
         store.shutdown();
         served

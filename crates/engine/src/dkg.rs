@@ -677,7 +677,9 @@ impl<S: Store> Signer<S> {
 
     /// Operator command: aborts the wallet's DKG `session`. A session still
     /// in progress is dropped from memory; a finished but unconfirmed one
-    /// has its result and key package deleted, so a new DKG can run. A
+    /// has its result and key package deleted, so a new DKG can run. Only
+    /// `session` is touched: another session of the wallet in memory (one
+    /// started after this one's result was adopted) keeps running, and a
     /// confirmed (active) wallet is never touched.
     ///
     /// # Errors
@@ -698,25 +700,35 @@ impl<S: Store> Signer<S> {
             &shard.state,
             WalletState::AwaitingConfirmations(c) if c.session() == session
         );
-        // A result whose commit outcome memory does not know (or a stored
-        // one memory never loaded) is deleted as well.
-        let durable = || -> Result<bool, Error> {
-            Ok(matches!(shard.state, WalletState::DkgPending)
-                && result_stored_for(&self.store, wallet, session)?)
-        };
-        if !awaiting && in_memory.is_none() && !durable()? {
+        let pending = matches!(shard.state, WalletState::DkgPending);
+        // The stored result and key package are this session's when it
+        // awaits confirmations, or when no result is awaited and this
+        // session's part 3 finished (its commit outcome unknown to memory)
+        // or its result is stored (one memory never loaded). While another
+        // session's result is awaited, they are that session's: a finished
+        // part 3 of this one is only dropped from memory.
+        let delete = awaiting
+            || (pending
+                && (in_memory.is_some() || result_stored_for(&self.store, wallet, session)?));
+        if !delete && in_memory.is_none() {
             return Err(Error::DkgNotInPhase {
                 wallet: wallet.clone(),
             });
         }
-        self.store
-            .write(abort_ops(wallet, session)?)
-            .map_err(|source| Error::Store {
-                wallet: wallet.clone(),
-                source,
-            })?;
-        shard.dkg = None;
-        shard.state = WalletState::DkgPending;
+        if delete {
+            self.store
+                .write(abort_ops(wallet, session)?)
+                .map_err(|source| Error::Store {
+                    wallet: wallet.clone(),
+                    source,
+                })?;
+        }
+        if in_memory.is_some() {
+            shard.dkg = None;
+        }
+        if awaiting {
+            shard.state = WalletState::DkgPending;
+        }
         Ok(())
     }
 }

@@ -287,6 +287,23 @@ fn seat1_has_key_package(c: &Cluster) -> bool {
     stored.unwrap().is_some()
 }
 
+/// Seat 1's store holds neither a DKG result nor a key package for "w".
+fn assert_seat1_holds_no_result(c: &Cluster) {
+    assert!(!seat1_has_key_package(c));
+    let w = store_wallet(&wid("w"));
+    assert!(c.member(1).store().dkg_results(&w).unwrap().is_empty());
+}
+
+/// The operator aborts DKG session `p` at every seat.
+fn abort_everywhere(c: &Cluster, p: &DkgProposal) {
+    for s in 1..=N {
+        c.member(s)
+            .signer()
+            .dkg_abort(&p.wallet, p.session)
+            .unwrap();
+    }
+}
+
 /// Delivers every confirmation to every seat; all become active.
 fn activate_everywhere(c: &Cluster, confirmations: &[SignedDkgMessage]) {
     for s in 1..=N {
@@ -326,12 +343,7 @@ fn an_ambiguous_part3_commit_is_adopted_by_confirmations_and_abortable() {
     let status = signer.dkg_confirm(&p.wallet, &confirmations[0]).unwrap();
     assert_eq!((status.confirmed, status.active), (2, false));
     // The operator can abort it, and a new DKG then runs.
-    for s in 1..=N {
-        c.member(s)
-            .signer()
-            .dkg_abort(&p.wallet, p.session)
-            .unwrap();
-    }
+    abort_everywhere(&c, &p);
     assert!(!seat1_has_key_package(&c));
     let confirmations = through_part3(&mut c, "w", 2);
     activate_everywhere(&c, &confirmations);
@@ -352,11 +364,53 @@ fn an_ambiguous_part3_commit_is_adopted_by_the_identical_retry() {
 #[test]
 fn an_ambiguous_part3_commit_can_be_aborted_directly() {
     let (c, p, _, _) = failed_part3(205, Fault::Ambiguous);
+    c.member(1)
+        .signer()
+        .dkg_abort(&p.wallet, p.session)
+        .unwrap();
+    assert_seat1_holds_no_result(&c);
+}
+
+/// A DKG started after an ambiguous part-3 commit adopts that durable
+/// result; the operator's abort of the old session then deletes it in one
+/// call and leaves the new session running, which makes the wallet.
+#[test]
+fn aborting_an_adopted_part3_keeps_the_later_session_running() {
+    let (mut c, p, _, _) = failed_part3(207, Fault::Ambiguous);
+    let again = proposal(&c, "w", 2);
+    let r1 = part1(&mut c, &again);
+    abort_everywhere(&c, &p);
+    assert_seat1_holds_no_result(&c);
+    let inbox = part2(&mut c, &again, &r1);
+    let confirmations: Vec<_> = part3(&c, &again, &inbox)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    activate_everywhere(&c, &confirmations);
+}
+
+/// A second session started while the first one's result awaits its
+/// confirmations finishes part 3 in memory only (its commit lost); aborting
+/// it drops it and leaves the first result, which still activates.
+#[test]
+fn aborting_a_later_finished_part3_keeps_the_awaited_result() {
+    let mut c = Cluster::unkeyed(208, 2, N, &["w"]);
+    let confirmations = through_part3(&mut c, "w", 1);
+    let later = proposal(&c, "w", 2);
+    let r1 = part1(&mut c, &later);
+    let inbox = part2(&mut c, &later, &r1);
+    c.member(1).store().fail_next_commit(Fault::Lost);
     let signer = c.member(1).signer();
-    signer.dkg_abort(&p.wallet, p.session).unwrap();
-    assert!(!seat1_has_key_package(&c));
-    let w = store_wallet(&wid("w"));
-    assert!(signer.store().dkg_results(&w).unwrap().is_empty());
+    let err = signer
+        .dkg_finish(&later.wallet, later.session, &inbox[&1])
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    signer.dkg_abort(&later.wallet, later.session).unwrap();
+    assert!(
+        seat1_has_key_package(&c),
+        "the awaited result's key package"
+    );
+    activate_everywhere(&c, &confirmations);
 }
 
 /// The coordinator relays every DKG message: one forged envelope must not

@@ -164,9 +164,9 @@ impl StoredEntry {
 
     pub(crate) fn decode(term: DekTerm, bytes: &[u8]) -> Result<Self, Error> {
         let entry: Self =
-            serde_json::from_slice(bytes).map_err(|_| Error::KeyringCorrupt { term })?;
+            serde_json::from_slice(bytes).map_err(|_| Error::keyring_corrupt(term))?;
         if entry.term != term.0 {
-            return Err(Error::KeyringCorrupt { term });
+            return Err(Error::keyring_corrupt(term));
         }
         Ok(entry)
     }
@@ -179,9 +179,7 @@ impl StoredEntry {
     pub(crate) fn keks(&self) -> Result<Vec<KekId>, Error> {
         self.wraps
             .iter()
-            .map(|w| {
-                KekId::new(w.kek.clone()).map_err(|_| Error::KeyringCorrupt { term: self.term() })
-            })
+            .map(|w| KekId::new(w.kek.clone()).map_err(|_| Error::keyring_corrupt(self.term())))
             .collect()
     }
 
@@ -203,7 +201,7 @@ impl StoredEntry {
         preferred: Option<&KekId>,
     ) -> Result<Dek, Error> {
         let term = self.term();
-        let corrupt = || Error::KeyringCorrupt { term };
+        let corrupt = || Error::keyring_corrupt(term);
         let mut wraps = self.wraps.clone();
         wraps.sort_by_key(|w| Some(w.kek.as_str()) != preferred.map(KekId::as_str));
         let mut last = None;
@@ -269,7 +267,7 @@ impl StoredEntry {
 
     fn authenticate(&self, plain: &[u8]) -> Result<Dek, Error> {
         let term = self.term();
-        let corrupt = || Error::KeyringCorrupt { term };
+        let corrupt = || Error::keyring_corrupt(term);
         let dek = Dek::from_bytes(term, plain).ok_or_else(corrupt)?;
         let check = hex::decode(&self.check).map_err(|_| corrupt())?;
         open(

@@ -34,8 +34,8 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: Box<redb::Error>,
-        /// The file concerned, when the failure is tied to one (opening
-        /// or creating the database).
+        /// The file concerned: the database, or the directory a create
+        /// could not make. `None` only before the store names it.
         file: Option<PathBuf>,
     },
     /// The key provider failed while the store needed it (open, rotation,
@@ -61,47 +61,69 @@ pub enum Error {
         keks: Vec<KekId>,
     },
     /// A keyring entry failed to authenticate or decode: the open is refused.
-    #[error("keyring entry for DEK {term} is corrupt")]
+    #[error("keyring entry for DEK {term}{} is corrupt", in_file(.file.as_deref()))]
     KeyringCorrupt {
         /// The entry's term.
         term: DekTerm,
+        /// The database holding the entry.
+        file: Option<PathBuf>,
     },
     /// A store metadata record failed to authenticate or decode, or is
     /// missing: the open is refused.
-    #[error("store metadata record {name} is corrupt or missing")]
+    #[error("store metadata record {name}{} is corrupt or missing", in_file(.file.as_deref()))]
     MetadataCorrupt {
         /// Which record.
         name: &'static str,
+        /// The database holding the record.
+        file: Option<PathBuf>,
     },
     /// The database was written by a schema this build does not read.
-    #[error("database schema version {found} is not supported (this build reads {supported})")]
+    #[error(
+        "database schema version {found}{} is not supported (this build reads {supported})",
+        in_file(.file.as_deref())
+    )]
     UnsupportedSchema {
         /// The version in the database.
         found: u32,
         /// The version this build reads and writes.
         supported: u32,
+        /// The database.
+        file: Option<PathBuf>,
     },
     /// A record's ciphertext or header was altered: it does not authenticate.
-    #[error("record in {table:?} (wallet {wallet:?}) failed to authenticate")]
+    #[error(
+        "record in {table:?}{} (wallet {wallet:?}) failed to authenticate",
+        in_file(.file.as_deref())
+    )]
     RecordTampered {
         /// The record's table.
         table: RecordTable,
         /// The wallet the record belongs to, if any; that wallet is marked
         /// corrupt.
         wallet: Option<WalletId>,
+        /// The database holding the record.
+        file: Option<PathBuf>,
     },
     /// A valid record was copied from another key or table onto this one.
-    #[error("record in {table:?} (wallet {wallet:?}) was moved from another key")]
+    #[error(
+        "record in {table:?}{} (wallet {wallet:?}) was moved from another key",
+        in_file(.file.as_deref())
+    )]
     RecordMoved {
         /// The table it was found in.
         table: RecordTable,
         /// The wallet the record belongs to, if any; that wallet is marked
         /// corrupt.
         wallet: Option<WalletId>,
+        /// The database holding the record.
+        file: Option<PathBuf>,
     },
     /// An older ciphertext of a record (from an earlier security epoch) was
     /// put back in place of the current one.
-    #[error("record in {table:?} (wallet {wallet:?}) is from epoch {found}, expected {expected}")]
+    #[error(
+        "record in {table:?}{} (wallet {wallet:?}) is from epoch {found}, expected {expected}",
+        in_file(.file.as_deref())
+    )]
     RecordStale {
         /// The record's table.
         table: RecordTable,
@@ -111,27 +133,37 @@ pub enum Error {
         found: Epoch,
         /// The epoch it must carry.
         expected: Epoch,
+        /// The database holding the record.
+        file: Option<PathBuf>,
     },
     /// A record names a DEK that is not in the in-memory keyring (retired or
     /// never created): invariant I2 was broken or the record was forged.
-    #[error("record in {table:?} names DEK {term}, which is not in the keyring")]
+    #[error(
+        "record in {table:?}{} names DEK {term}, which is not in the keyring",
+        in_file(.file.as_deref())
+    )]
     DekMissing {
         /// The record's table.
         table: RecordTable,
         /// The DEK it names.
         term: DekTerm,
+        /// The database holding the record.
+        file: Option<PathBuf>,
     },
     /// A wallet's marker rows do not match the digest the store keeps of
     /// them: a marker row was deleted (or one added) while the store was
     /// closed. Its markers are not used, so no commitment answers a second
     /// package; the wallet is marked corrupt.
     #[error(
-        "the markers of wallet {wallet} do not match their sealed digest: a marker row was \
-         deleted or added outside the store; restore the wallet from a backup or repair its share"
+        "the markers of wallet {wallet}{} do not match their sealed digest: a marker row was \
+         deleted or added outside the store; restore the wallet from a backup or repair its share",
+        in_file(.file.as_deref())
     )]
     MarkerSetMismatch {
         /// The wallet.
         wallet: WalletId,
+        /// The database holding the markers.
+        file: Option<PathBuf>,
     },
     /// The wallet was marked corrupt earlier; writes to it are refused so
     /// that nothing is overwritten before an operator looks.
@@ -390,15 +422,79 @@ impl Error {
         }
     }
 
-    /// The same error, naming `file` if it is a storage failure.
-    pub(crate) fn in_file(self, file: &std::path::Path) -> Self {
-        match self {
-            Self::Storage { fault, source, .. } => Self::Storage {
-                fault,
-                source,
-                file: Some(file.to_path_buf()),
-            },
-            other => other,
+    /// The same error, naming `file` if it concerns the database and does
+    /// not name a file yet (a failure to create the store's directory
+    /// keeps naming the directory).
+    pub(crate) fn in_file(mut self, file: &std::path::Path) -> Self {
+        match &mut self {
+            Self::Storage { file: named, .. }
+            | Self::KeyringCorrupt { file: named, .. }
+            | Self::MetadataCorrupt { file: named, .. }
+            | Self::UnsupportedSchema { file: named, .. }
+            | Self::RecordTampered { file: named, .. }
+            | Self::RecordMoved { file: named, .. }
+            | Self::RecordStale { file: named, .. }
+            | Self::DekMissing { file: named, .. }
+            | Self::MarkerSetMismatch { file: named, .. } => {
+                named.get_or_insert_with(|| file.to_path_buf());
+            }
+            Self::Provider(_)
+            | Self::WrongKek { .. }
+            | Self::KekUnavailable { .. }
+            | Self::WalletCorrupt { .. }
+            | Self::RollbackDetected { .. }
+            | Self::WitnessMissing { .. }
+            | Self::WitnessCorrupt { .. }
+            | Self::WitnessUnreadable { .. }
+            | Self::WitnessIo { .. }
+            | Self::NoStore { .. }
+            | Self::DatabaseMissing { .. }
+            | Self::StoreExists { .. }
+            | Self::DekInUse { .. }
+            | Self::DekHeldByCorruptWallet { .. }
+            | Self::DekIsCurrent { .. }
+            | Self::KekStillNeeded { .. }
+            | Self::RecoveryFailed { .. }
+            | Self::InvalidConfig { .. }
+            | Self::RecoveryKeyMismatch
+            | Self::WriterStopped => {}
+        }
+        self
+    }
+
+    /// A keyring entry that fails to authenticate or decode.
+    pub(crate) fn keyring_corrupt(term: DekTerm) -> Self {
+        Self::KeyringCorrupt { term, file: None }
+    }
+
+    /// A metadata record that fails to authenticate, decode or is missing.
+    pub(crate) fn metadata_corrupt(name: &'static str) -> Self {
+        Self::MetadataCorrupt { name, file: None }
+    }
+
+    /// A record that fails to authenticate.
+    pub(crate) fn record_tampered(table: RecordTable, wallet: Option<WalletId>) -> Self {
+        Self::RecordTampered {
+            table,
+            wallet,
+            file: None,
+        }
+    }
+
+    /// A record naming a DEK the keyring does not hold.
+    pub(crate) fn dek_missing(table: RecordTable, term: DekTerm) -> Self {
+        Self::DekMissing {
+            table,
+            term,
+            file: None,
+        }
+    }
+
+    /// A wallet whose marker rows differ from their digest.
+    pub(crate) fn marker_set_mismatch(wallet: &WalletId) -> Self {
+        Self::MarkerSetMismatch {
+            wallet: wallet.clone(),
+            file: None,
         }
     }
 
@@ -451,9 +547,9 @@ impl From<redb::Error> for Error {
     }
 }
 
-/// ` of <file>`, or nothing.
+/// ` in <file>`, or nothing.
 fn in_file(file: Option<&std::path::Path>) -> String {
-    file.map(|f| format!(" of {}", f.display()))
+    file.map(|f| format!(" in {}", f.display()))
         .unwrap_or_default()
 }
 
@@ -524,30 +620,27 @@ mod tests {
                 term,
                 keks: vec![kek.clone()],
             },
-            Error::KeyringCorrupt { term },
-            Error::MetadataCorrupt { name: "format" },
+            Error::keyring_corrupt(term),
+            Error::metadata_corrupt("format"),
             Error::UnsupportedSchema {
                 found: 9,
                 supported: 1,
+                file: None,
             },
-            Error::RecordTampered {
-                table: RecordTable::Wallets,
-                wallet: None,
-            },
+            Error::record_tampered(RecordTable::Wallets, None),
             Error::RecordMoved {
                 table: RecordTable::Wallets,
                 wallet: None,
+                file: None,
             },
             Error::RecordStale {
                 table: RecordTable::Wallets,
                 wallet: None,
                 found: Epoch(1),
                 expected: Epoch(2),
+                file: None,
             },
-            Error::DekMissing {
-                table: RecordTable::Wallets,
-                term,
-            },
+            Error::dek_missing(RecordTable::Wallets, term),
             Error::WalletCorrupt {
                 wallet: wallet.clone(),
             },

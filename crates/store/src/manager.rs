@@ -16,7 +16,7 @@ use crate::error::{Error, Recovery};
 use crate::ids::Timestamp;
 use crate::ops::WriteOp;
 use crate::provider::KekId;
-use crate::store::{EncryptedStore, Store, read_entries};
+use crate::store::{EncryptedStore, Store};
 use crate::sync::{Arc, Mutex, lock};
 
 /// Settings of the key manager.
@@ -185,7 +185,8 @@ fn tick_inner(
     store.refresh_witness()?;
     let kek = store.provider.current_kek_id().map_err(Error::Provider)?;
     lock(health).current_kek = Some(kek.clone());
-    let needs_rotation = read_entries(&store.shared.db)?
+    let needs_rotation = store
+        .entries()?
         .iter()
         .filter(|e| e.state == DekState::Active)
         .any(|e| !e.has_wrap(&kek) || e.wraps.len() > 1);

@@ -100,9 +100,8 @@ impl TagKey {
 
 fn hmac(key: &[u8], msg: &[u8]) -> Result<[u8; 32], Error> {
     // HMAC accepts keys of any length, so this error is never returned.
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| Error::MetadataCorrupt {
-        name: "witness_key",
-    })?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key).map_err(|_| Error::metadata_corrupt("witness_key"))?;
     mac.update(msg);
     Ok(mac.finalize().into_bytes().into())
 }
@@ -120,10 +119,10 @@ impl<R: Raw> Records<'_, R> {
         let Some(value) = self.get(RecordTable::MarkerSets, &schema::wallet_key(wallet))? else {
             return Ok(MarkerDigest::default());
         };
-        MarkerDigest::decode(&value).ok_or(Error::RecordTampered {
-            table: RecordTable::MarkerSets,
-            wallet: Some(wallet.clone()),
-        })
+        MarkerDigest::decode(&value).ok_or(Error::record_tampered(
+            RecordTable::MarkerSets,
+            Some(wallet.clone()),
+        ))
     }
 
     /// The digest of `wallet`'s marker rows as they are stored.
@@ -147,9 +146,7 @@ impl<R: Raw> Records<'_, R> {
     pub(crate) fn check_marker_set(&self, wallet: &WalletId) -> Result<(), Error> {
         let found = self.stored_markers(wallet, &self.tag_key()?)?;
         if found != self.marker_digest(wallet)? {
-            return Err(Error::MarkerSetMismatch {
-                wallet: wallet.clone(),
-            });
+            return Err(Error::marker_set_mismatch(wallet));
         }
         Ok(())
     }
@@ -166,9 +163,7 @@ impl<R: Raw> Records<'_, R> {
     /// combine (a mismatch that names no wallet), or when a digest's key
     /// names none.
     pub(crate) fn check_marker_sets(&self) -> Result<Vec<WalletId>, Error> {
-        let corrupt = || Error::MetadataCorrupt {
-            name: "marker_sets",
-        };
+        let corrupt = || Error::metadata_corrupt("marker_sets");
         let tag_key = self.tag_key()?;
         let mut combined = MarkerDigest::default();
         let mut damaged = Vec::new();
@@ -205,10 +200,8 @@ impl WriteCtx<'_> {
         marker_key: &[u8],
         change: MarkerChange,
     ) -> Result<(), Error> {
-        let wallet = schema::wallet_of(marker_key).ok_or(Error::RecordTampered {
-            table: RecordTable::Markers,
-            wallet: None,
-        })?;
+        let wallet = schema::wallet_of(marker_key)
+            .ok_or(Error::record_tampered(RecordTable::Markers, None))?;
         let tag = self.records().tag_key()?.tag(marker_key)?;
         let mut digest = self.records().marker_digest(&wallet)?;
         digest.apply(change, &tag);
@@ -243,9 +236,7 @@ impl CheckedMarkerSets {
         match lock(&self.0).get(wallet) {
             Some(true) => return Ok(()),
             Some(false) => {
-                return Err(Error::MarkerSetMismatch {
-                    wallet: wallet.clone(),
-                });
+                return Err(Error::marker_set_mismatch(wallet));
             }
             None => {}
         }
@@ -341,7 +332,7 @@ mod tests {
         for _ in 0..3 {
             let r = checked.ensure(&records, &wallet);
             assert!(
-                matches!(&r, Err(Error::MarkerSetMismatch { wallet: w }) if *w == wallet),
+                matches!(&r, Err(Error::MarkerSetMismatch { wallet: w, .. }) if *w == wallet),
                 "{r:?}"
             );
         }

@@ -296,10 +296,10 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
             // second package.
             ctx.check_marker_set(wallet)?;
             if let Some(existing) = ctx.records().get(RecordTable::Markers, &key)? {
-                let existing = Marker::decode(&existing).ok_or(Error::RecordTampered {
-                    table: RecordTable::Markers,
-                    wallet: Some(wallet.clone()),
-                })?;
+                let existing = Marker::decode(&existing).ok_or(Error::record_tampered(
+                    RecordTable::Markers,
+                    Some(wallet.clone()),
+                ))?;
                 return Ok(Applied::Conflict(Conflict::MarkerPresent(existing)));
             }
             ctx.put(RecordTable::Markers, &key, &marker.encode())?;
@@ -332,10 +332,9 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
         }
         WriteOp::AppendAudit { entry } => {
             let last = match ctx.txn_last_audit()? {
-                Some(k) => decode_u64(&k).ok_or(Error::RecordTampered {
-                    table: RecordTable::Audit,
-                    wallet: None,
-                })?,
+                Some(k) => {
+                    decode_u64(&k).ok_or(Error::record_tampered(RecordTable::Audit, None))?
+                }
                 None => 0,
             };
             let seq = AuditSeq(last.saturating_add(1));
@@ -462,10 +461,7 @@ fn purge_marker(ctx: &mut WriteCtx<'_>, now: Timestamp, expiry: &[u8]) -> Result
     let Some(sealed) = ctx.records().get(RecordTable::Markers, marker_key)? else {
         return Ok(false);
     };
-    let tampered = || Error::RecordTampered {
-        table: RecordTable::Markers,
-        wallet: schema::wallet_of(marker_key),
-    };
+    let tampered = || Error::record_tampered(RecordTable::Markers, schema::wallet_of(marker_key));
     let expires_at = Marker::decode(&sealed).ok_or_else(tampered)?.expires_at;
     if expires_at.0 != u64::from_be_bytes(*indexed) || expires_at > now {
         return Err(tampered());

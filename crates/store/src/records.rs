@@ -146,10 +146,7 @@ impl<'a, R: Raw> Records<'a, R> {
         if !table.wallet_epoch_bound() {
             return Ok(Epoch(0));
         }
-        let wallet = wallet_of(key).ok_or(Error::RecordTampered {
-            table,
-            wallet: None,
-        })?;
+        let wallet = wallet_of(key).ok_or(Error::record_tampered(table, None))?;
         Ok(self.wallet_epoch(&wallet)?.unwrap_or(Epoch(0)))
     }
 
@@ -163,7 +160,7 @@ impl<'a, R: Raw> Records<'a, R> {
     ) -> Result<Option<Plaintext>, Error> {
         self.get(RecordTable::Sys, name).map_err(|e| {
             if e.is_record_corruption() {
-                Error::MetadataCorrupt { name: label }
+                Error::metadata_corrupt(label)
             } else {
                 e
             }
@@ -178,13 +175,13 @@ impl<'a, R: Raw> Records<'a, R> {
         label: &'static str,
     ) -> Result<Plaintext, Error> {
         self.sys_record(name, label)?
-            .ok_or(Error::MetadataCorrupt { name: label })
+            .ok_or(Error::metadata_corrupt(label))
     }
 
     /// A store metadata `u64`.
     pub(crate) fn sys_u64(&self, name: &'static [u8], label: &'static str) -> Result<u64, Error> {
         let value = self.required_sys_record(name, label)?;
-        decode_u64(&value).ok_or(Error::MetadataCorrupt { name: label })
+        decode_u64(&value).ok_or(Error::metadata_corrupt(label))
     }
 
     /// The global security epoch.
@@ -200,7 +197,7 @@ impl<'a, R: Raw> Records<'a, R> {
     /// The generation record: the commit generation and the combined
     /// digest of every wallet's markers.
     pub(crate) fn generation_record(&self) -> Result<(u64, MarkerDigest), Error> {
-        let corrupt = || Error::MetadataCorrupt { name: "generation" };
+        let corrupt = || Error::metadata_corrupt("generation");
         let value = self.required_sys_record(sys::GENERATION, "generation")?;
         let (generation, markers) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
         Ok((
@@ -217,9 +214,7 @@ impl<'a, R: Raw> Records<'a, R> {
     /// The current-DEK record: the term and the keyring digest sealed with
     /// it.
     pub(crate) fn current_pointer(&self) -> Result<(DekTerm, KeyringDigest), Error> {
-        let corrupt = || Error::MetadataCorrupt {
-            name: "current_dek",
-        };
+        let corrupt = || Error::metadata_corrupt("current_dek");
         let value = self.required_sys_record(sys::CURRENT_DEK, "current_dek")?;
         let (term, digest) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
         Ok((
@@ -236,10 +231,10 @@ impl<'a, R: Raw> Records<'a, R> {
         };
         decode_u64(&value)
             .map(|e| Some(Epoch(e)))
-            .ok_or(Error::RecordTampered {
-                table: RecordTable::Epochs,
-                wallet: Some(wallet.clone()),
-            })
+            .ok_or(Error::record_tampered(
+                RecordTable::Epochs,
+                Some(wallet.clone()),
+            ))
     }
 }
 
@@ -247,15 +242,20 @@ impl<'a, R: Raw> Records<'a, R> {
 fn corruption(table: RecordTable, key: &[u8], expected: Epoch, f: OpenFailure) -> Error {
     let wallet = table.wallet_scoped().then(|| wallet_of(key)).flatten();
     match f {
-        OpenFailure::Tampered => Error::RecordTampered { table, wallet },
-        OpenFailure::Moved => Error::RecordMoved { table, wallet },
+        OpenFailure::Tampered => Error::record_tampered(table, wallet),
+        OpenFailure::Moved => Error::RecordMoved {
+            table,
+            wallet,
+            file: None,
+        },
         OpenFailure::Stale { found } => Error::RecordStale {
             table,
             wallet,
             found,
             expected,
+            file: None,
         },
-        OpenFailure::DekMissing { term } => Error::DekMissing { table, term },
+        OpenFailure::DekMissing { term } => Error::dek_missing(table, term),
     }
 }
 
@@ -300,10 +300,9 @@ impl<'t> WriteCtx<'t> {
     /// which the keyring's insert-before-promote order rules out.
     pub(crate) fn begin(txn: &'t WriteTransaction, view: Arc<KeyringView>) -> Result<Self, Error> {
         let term = Records::new(txn, &view).current_term()?;
-        let current = view.get(term).ok_or(Error::DekMissing {
-            table: RecordTable::Sys,
-            term,
-        })?;
+        let current = view
+            .get(term)
+            .ok_or(Error::dek_missing(RecordTable::Sys, term))?;
         Ok(Self {
             txn,
             view,

@@ -22,13 +22,9 @@ use rand_core::OsRng;
 use crate::entry::{DekState, RecoverySecretKey, StoredEntry};
 use crate::error::Error;
 use crate::ids::DekTerm;
-use crate::keyring::Keyring;
 use crate::provider::{KekId, KeyProvider};
 use crate::seal::Dek;
-use crate::store::{
-    EncryptedStore, StoreLocation, StoreOptions, open_existing, open_shared, read_entries,
-    unwrap_keyring,
-};
+use crate::store::{EncryptedStore, StoreLocation, StoreOptions, open_existing, unwrap_keyring};
 use crate::writer::AdminOp;
 
 /// What `keys status` shows about the keyring.
@@ -117,7 +113,8 @@ impl EncryptedStore {
         let target = match self.unpromoted_dek()? {
             Some(term) => term,
             None => {
-                let next = read_entries(&self.shared.db)?
+                let next = self
+                    .entries()?
                     .iter()
                     .map(|e| e.term)
                     .max()
@@ -134,7 +131,8 @@ impl EncryptedStore {
     /// stopped before promoting it.
     fn unpromoted_dek(&self) -> Result<Option<DekTerm>, Error> {
         let current = self.read(|r| r.current_term())?;
-        Ok(read_entries(&self.shared.db)?
+        Ok(self
+            .entries()?
             .iter()
             .filter(|e| e.state == DekState::Active && e.term() > current)
             .map(StoredEntry::term)
@@ -155,7 +153,7 @@ impl EncryptedStore {
     fn retire_old_deks_locked(&self) -> Result<Vec<DekTerm>, Error> {
         let current = self.read(|r| r.current_term())?;
         let mut retired = Vec::new();
-        for e in read_entries(&self.shared.db)? {
+        for e in self.entries()? {
             if e.state == DekState::Active && e.term() != current {
                 match self.admin(AdminOp::RetireDek { term: e.term() }) {
                     Err(Error::DekInUse { term }) => {
@@ -234,14 +232,14 @@ impl EncryptedStore {
         let kek = self.provider.current_kek_id().map_err(Error::Provider)?;
         let view = self.shared.keyring.view();
         let mut wraps = Vec::new();
-        for e in read_entries(&self.shared.db)? {
+        for e in self.entries()? {
             if e.state != DekState::Active || e.has_wrap(&kek) {
                 continue;
             }
-            let dek = view.get(e.term()).ok_or(Error::DekMissing {
-                table: crate::schema::RecordTable::Sys,
-                term: e.term(),
-            })?;
+            let dek = view.get(e.term()).ok_or(Error::dek_missing(
+                crate::schema::RecordTable::Sys,
+                e.term(),
+            ))?;
             let wrapped = self
                 .provider
                 .wrap(&kek, dek.key_bytes())
@@ -261,7 +259,8 @@ impl EncryptedStore {
     /// # Errors
     /// As [`EncryptedStore::rotate_dek`] and [`EncryptedStore::rotate_kek`].
     pub fn resume_rotations(&self) -> Result<(), Error> {
-        let active: Vec<StoredEntry> = read_entries(&self.shared.db)?
+        let active: Vec<StoredEntry> = self
+            .entries()?
             .into_iter()
             .filter(|e| e.state == DekState::Active)
             .collect();
@@ -284,7 +283,7 @@ impl EncryptedStore {
     /// # Errors
     /// Storage and metadata errors.
     pub fn keyring_status(&self) -> Result<KeyringStatus, Error> {
-        let entries = read_entries(&self.shared.db)?;
+        let entries = self.entries()?;
         let current = self.read(|r| r.current_term())?;
         let mut deks = Vec::new();
         let mut retired = Vec::new();
@@ -321,11 +320,9 @@ impl EncryptedStore {
         options: StoreOptions,
     ) -> Result<Self, Error> {
         let (db, files) = open_existing(location)?;
-        let keyring = Keyring::default();
-        unwrap_keyring(&db, &keyring, |e, _| e.unwrap_recovery(recovery), None)?;
-        let shared = open_shared(db, keyring, files, options.rollback)?;
-        let options = crate::store::with_stored_recovery_key(&shared, options)?;
-        let store = Self::start(shared, provider, options);
+        let store = Self::open_on(db, files, provider, options, |db, keyring, _| {
+            unwrap_keyring(db, keyring, |e, _| e.unwrap_recovery(recovery), None)
+        })?;
         store.rotate_kek()?;
         Ok(store)
     }

@@ -225,26 +225,15 @@ impl EncryptedStore {
         options: StoreOptions,
     ) -> Result<Self, Error> {
         let (db, files) = open_existing(location)?;
-        match schema_version(&db)? {
-            Some(SCHEMA_VERSION) => {}
-            Some(found) => {
-                return Err(Error::UnsupportedSchema {
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
-            // I4: a database with rows but no format row is partial state,
-            // refused before anything is written, so it is never reset.
-            None => return Err(Error::MetadataCorrupt { name: "format" }),
-        }
-        let keyring = Keyring::default();
-        unwrap_keyring(
-            &db,
-            &keyring,
-            |e, preferred| e.unwrap_with(provider.as_ref(), preferred),
-            provider.current_kek_id().ok().as_ref(),
-        )?;
-        Self::open_on(db, keyring, files, provider, options)
+        Self::open_on(db, files, provider, options, |db, keyring, provider| {
+            check_schema(db)?;
+            unwrap_keyring(
+                db,
+                keyring,
+                |e, preferred| e.unwrap_with(provider, preferred),
+                provider.current_kek_id().ok().as_ref(),
+            )
+        })
     }
 
     /// Creates a new store: the database, its keyring (the provider wraps
@@ -263,22 +252,28 @@ impl EncryptedStore {
         options: StoreOptions,
     ) -> Result<Self, Error> {
         let (db, files) = create_db(location)?;
-        let keyring = Keyring::default();
-        initialize(&db, &keyring, provider.as_ref(), &options)?;
-        Self::open_on(db, keyring, files, provider, options)
+        let initial = options.clone();
+        Self::open_on(db, files, provider, options, |db, keyring, provider| {
+            initialize(db, keyring, provider, &initial)
+        })
     }
 
-    /// Checks the metadata and the witness of a database whose keyring is
-    /// unwrapped, and starts the writer.
-    fn open_on(
+    /// Fills the keyring with `load` (unwrapping the stored DEKs, or
+    /// creating the first one), checks the metadata and the witness, and
+    /// starts the writer. Every error names the database.
+    pub(crate) fn open_on(
         db: Database,
-        keyring: Keyring,
         files: StoreFiles,
         provider: std::sync::Arc<dyn KeyProvider>,
         options: StoreOptions,
+        load: impl FnOnce(&Database, &Keyring, &dyn KeyProvider) -> Result<(), Error>,
     ) -> Result<Self, Error> {
-        let shared = open_shared(db, keyring, files, options.rollback)?;
-        let options = with_stored_recovery_key(&shared, options)?;
+        let database = files.database.clone();
+        let keyring = Keyring::default();
+        let opened = load(&db, &keyring, provider.as_ref())
+            .and_then(|()| open_shared(db, keyring, files, options.rollback))
+            .and_then(|shared| Ok((with_stored_recovery_key(&shared, options)?, shared)));
+        let (options, shared) = opened.map_err(|e| e.in_file(&database))?;
         Ok(Self::start(shared, provider, options))
     }
 
@@ -316,7 +311,22 @@ impl EncryptedStore {
         self.sender()?
             .send(Job::Admin { op, reply })
             .map_err(|_| Error::WriterStopped)?;
-        answer.recv().map_err(|_| Error::WriterStopped)?
+        let result = answer.recv().map_err(|_| Error::WriterStopped)?;
+        result.map_err(|e| self.shared.named(e))
+    }
+
+    /// Runs `f` over a fresh read transaction. Never waits for the writer.
+    fn read_txn<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        // Register before the snapshot begins, so a DEK retired after this
+        // point stays in memory until the snapshot is gone.
+        let _token = self.shared.keyring.enter_reader();
+        let txn = self.shared.db.begin_read();
+        txn.map_err(Error::from)
+            .and_then(|txn| f(&txn))
+            .map_err(|e| self.shared.named(e))
     }
 
     /// Runs `f` over a fresh read snapshot. Never waits for the writer.
@@ -324,28 +334,28 @@ impl EncryptedStore {
         &self,
         f: impl FnOnce(&Records<'_, ReadTransaction>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        // Register before the snapshot begins, so a DEK retired after this
-        // point stays in memory until the snapshot is gone.
-        let _token = self.shared.keyring.enter_reader();
-        let txn = self.shared.db.begin_read()?;
-        let view = self.shared.keyring.view();
-        let result = f(&Records::new(&txn, &view));
+        let result = self.read_txn(|txn| f(&Records::new(txn, &self.shared.keyring.view())));
         if let Err(e) = &result {
             self.shared.note_corruption(e);
         }
         result
     }
 
+    /// Every keyring entry, as stored.
+    pub(crate) fn entries(&self) -> Result<Vec<StoredEntry>, Error> {
+        self.read_txn(|txn| entries_of(&txn.open_table(KEYRING)?))
+    }
+
     /// How many records name DEK `term` (one range read on the index).
     pub(crate) fn records_under(&self, term: DekTerm) -> Result<u64, Error> {
-        let _token = self.shared.keyring.enter_reader();
-        let txn = self.shared.db.begin_read()?;
-        let index = txn.open_table(DEK_INDEX)?;
-        let start = term.0.to_be_bytes();
-        let end = term.0.saturating_add(1).to_be_bytes();
-        Ok(index
-            .range::<&[u8]>(start.as_slice()..end.as_slice())?
-            .count() as u64)
+        self.read_txn(|txn| {
+            let index = txn.open_table(DEK_INDEX)?;
+            let start = term.0.to_be_bytes();
+            let end = term.0.saturating_add(1).to_be_bytes();
+            Ok(index
+                .range::<&[u8]>(start.as_slice()..end.as_slice())?
+                .count() as u64)
+        })
     }
 
     /// A wallet known to be corrupt that still has a record under DEK
@@ -356,21 +366,21 @@ impl EncryptedStore {
         if corrupt.is_empty() {
             return Ok(None);
         }
-        let _token = self.shared.keyring.enter_reader();
-        let txn = self.shared.db.begin_read()?;
-        let index = txn.open_table(DEK_INDEX)?;
-        let start = term.0.to_be_bytes();
-        let end = term.0.saturating_add(1).to_be_bytes();
-        for item in index.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-            let (k, _) = item?;
-            let wallet = schema::parse_index_key(k.value())
-                .filter(|(_, table, _)| table.wallet_scoped())
-                .and_then(|(_, _, key)| schema::wallet_of(&key));
-            if let Some(w) = wallet.filter(|w| corrupt.contains(w)) {
-                return Ok(Some(w));
+        self.read_txn(|txn| {
+            let index = txn.open_table(DEK_INDEX)?;
+            let start = term.0.to_be_bytes();
+            let end = term.0.saturating_add(1).to_be_bytes();
+            for item in index.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+                let (k, _) = item?;
+                let wallet = schema::parse_index_key(k.value())
+                    .filter(|(_, table, _)| table.wallet_scoped())
+                    .and_then(|(_, _, key)| schema::wallet_of(&key));
+                if let Some(w) = wallet.filter(|w| corrupt.contains(w)) {
+                    return Ok(Some(w));
+                }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// Installs a callback that runs in the caller's thread just before
@@ -478,6 +488,22 @@ fn files(location: StoreLocation) -> (PathBuf, Option<Database>, WitnessLocation
     }
 }
 
+/// Refuses a database of another schema, or one with rows but no format
+/// row.
+fn check_schema(db: &Database) -> Result<(), Error> {
+    match schema_version(db)? {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(found) => Err(Error::UnsupportedSchema {
+            found,
+            supported: SCHEMA_VERSION,
+            file: None,
+        }),
+        // I4: a database with rows but no format row is partial state,
+        // refused before anything is written, so it is never reset.
+        None => Err(Error::metadata_corrupt("format")),
+    }
+}
+
 /// Whether a file holds any bytes (`false` when it does not exist).
 fn has_bytes(path: &std::path::Path) -> Result<bool, Error> {
     match std::fs::metadata(path) {
@@ -524,7 +550,10 @@ pub(crate) fn open_existing(location: StoreLocation) -> Result<(Database, StoreF
             Err(e) => return Err(Error::from(e).in_file(&database)),
         },
     };
-    if schema_version(&db)?.is_none() && is_empty(&db)? {
+    let holds_nothing = schema_version(&db)
+        .and_then(|version| Ok(version.is_none() && is_empty(&db)?))
+        .map_err(|e| e.in_file(&database))?;
+    if holds_nothing {
         return Err(no_store(database, &witness));
     }
     Ok((db, StoreFiles { database, witness }))
@@ -551,7 +580,7 @@ fn create_db(location: StoreLocation) -> Result<(Database, StoreFiles), Error> {
     };
     // A database that is empty but exists is what a create that crashed
     // before its first commit leaves: it is finished now.
-    if !is_empty(&db)? {
+    if !is_empty(&db).map_err(|e| e.in_file(&database))? {
         return Err(Error::StoreExists { database });
     }
     if witness.exists()? {
@@ -602,10 +631,9 @@ fn initialize(
     )?;
     keyring.insert(dek);
     let view = keyring.view();
-    let current = view.get(DekTerm(1)).ok_or(Error::DekMissing {
-        table: RecordTable::Sys,
-        term: DekTerm(1),
-    })?;
+    let current = view
+        .get(DekTerm(1))
+        .ok_or(Error::dek_missing(RecordTable::Sys, DekTerm(1)))?;
     let txn = db.begin_write()?;
     {
         for table in RecordTable::STORED {
@@ -652,7 +680,7 @@ fn initialize(
 }
 
 /// Every keyring entry, as stored.
-pub(crate) fn read_entries(db: &Database) -> Result<Vec<StoredEntry>, Error> {
+fn read_entries(db: &Database) -> Result<Vec<StoredEntry>, Error> {
     let txn = db.begin_read()?;
     entries_of(&txn.open_table(KEYRING)?)
 }
@@ -685,7 +713,7 @@ pub(crate) fn unwrap_keyring(
 }
 
 /// Reads the store metadata, checks the witness, and builds the shared state.
-pub(crate) fn open_shared(
+fn open_shared(
     db: Database,
     keyring: Keyring,
     files: StoreFiles,
@@ -700,27 +728,23 @@ pub(crate) fn open_shared(
         // without saying so; an identity record from before the first
         // witness, put back into a database with data, is refused.
         if !identity.witness_written && holds_data(&txn)? {
-            return Err(Error::MetadataCorrupt { name: "store_id" });
+            return Err(Error::metadata_corrupt("store_id"));
         }
         let mut witness_key = Zeroizing::new([0u8; 32]);
         let wk = r.required_sys_record(sys::WITNESS_KEY, "witness_key")?;
         if wk.len() != 32 {
-            return Err(Error::MetadataCorrupt {
-                name: "witness_key",
-            });
+            return Err(Error::metadata_corrupt("witness_key"));
         }
         witness_key.copy_from_slice(&wk);
         let (current, sealed_digest) = r.current_pointer()?;
         if view.get(current).is_none() {
-            return Err(Error::MetadataCorrupt {
-                name: "current_dek",
-            });
+            return Err(Error::metadata_corrupt("current_dek"));
         }
         // I4: the keyring as stored (every entry, its state, the set of
         // terms) must be the one the current-DEK record authenticates.
         let digest = keyring_digest(&txn.open_table(KEYRING)?)?;
         if sealed_digest != digest {
-            return Err(Error::MetadataCorrupt { name: "keyring" });
+            return Err(Error::metadata_corrupt("keyring"));
         }
         // I4: no wallet's marker digest was put back from an older copy.
         let damaged = r.check_marker_sets()?;
@@ -751,6 +775,7 @@ pub(crate) fn open_shared(
     }
     Ok(Arc::new(Shared {
         db,
+        database: files.database,
         keyring,
         witness,
         corrupt: Mutex::new(damaged.into_iter().collect()),
@@ -832,8 +857,8 @@ pub(crate) fn with_stored_recovery_key(
         // options.
         return Ok(options);
     };
-    let stored = RecoveryPublicKey::from_bytes(stored)
-        .map_err(|_| Error::MetadataCorrupt { name: "store_id" })?;
+    let stored =
+        RecoveryPublicKey::from_bytes(stored).map_err(|_| Error::metadata_corrupt("store_id"))?;
     match &options.recovery_key {
         Some(configured) if *configured != stored => Err(Error::RecoveryKeyMismatch),
         _ => {
@@ -909,7 +934,7 @@ impl<R: Raw> Records<'_, R> {
     /// The store's identity record.
     pub(crate) fn identity(&self) -> Result<Identity, Error> {
         let value = self.required_sys_record(sys::STORE_ID, "store_id")?;
-        Identity::decode(&value).ok_or(Error::MetadataCorrupt { name: "store_id" })
+        Identity::decode(&value).ok_or(Error::metadata_corrupt("store_id"))
     }
 }
 
@@ -926,7 +951,8 @@ impl Store for EncryptedStore {
         self.sender()?
             .send(Job::Write { ops, reply })
             .map_err(|_| Error::WriterStopped)?;
-        answer.recv().map_err(|_| Error::WriterStopped)?
+        let result = answer.recv().map_err(|_| Error::WriterStopped)?;
+        result.map_err(|e| self.shared.named(e))
     }
 
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, Error> {
@@ -982,10 +1008,10 @@ impl Store for EncryptedStore {
                 &schema::marker_key(wallet, commitment),
             )?
             .map(|v| {
-                Marker::decode(&v).ok_or(Error::RecordTampered {
-                    table: RecordTable::Markers,
-                    wallet: Some(wallet.clone()),
-                })
+                Marker::decode(&v).ok_or(Error::record_tampered(
+                    RecordTable::Markers,
+                    Some(wallet.clone()),
+                ))
             })
             .transpose()
         })?;

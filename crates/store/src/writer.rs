@@ -28,6 +28,9 @@ use crate::witness::{Position, Witness};
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) db: Database,
+    /// The database's path (a placeholder for one in memory), named by
+    /// every error about its contents.
+    pub(crate) database: std::path::PathBuf,
     pub(crate) keyring: Keyring,
     pub(crate) witness: Witness,
     pub(crate) corrupt: Mutex<BTreeSet<WalletId>>,
@@ -55,13 +58,18 @@ pub struct WriterStats {
 }
 
 impl Shared {
+    /// `e`, naming the database if it concerns it.
+    pub(crate) fn named(&self, e: Error) -> Error {
+        e.in_file(&self.database)
+    }
+
     /// Records that `e` showed a wallet's record failing to authenticate.
     pub(crate) fn note_corruption(&self, e: &Error) {
         let wallet = match e {
             Error::RecordTampered { wallet, .. }
             | Error::RecordMoved { wallet, .. }
             | Error::RecordStale { wallet, .. } => wallet.clone(),
-            Error::MarkerSetMismatch { wallet } => Some(wallet.clone()),
+            Error::MarkerSetMismatch { wallet, .. } => Some(wallet.clone()),
             _ => None,
         };
         if let Some(w) = wallet {
@@ -221,11 +229,15 @@ fn clone_batch_error(e: &Error) -> Error {
             source: Box::new(redb::Error::Io(std::io::Error::other(source.to_string()))),
             file: file.clone(),
         },
-        Error::DekMissing { table, term } => Error::DekMissing {
+        Error::DekMissing { table, term, file } => Error::DekMissing {
             table: *table,
             term: *term,
+            file: file.clone(),
         },
-        Error::MetadataCorrupt { name } => Error::MetadataCorrupt { name },
+        Error::MetadataCorrupt { name, file } => Error::MetadataCorrupt {
+            name,
+            file: file.clone(),
+        },
         _ => Error::WriterStopped,
     }
 }
@@ -397,10 +409,7 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
                 .view
                 .get(term)
                 .filter(|_| active)
-                .ok_or(Error::DekMissing {
-                    table: RecordTable::Sys,
-                    term,
-                })?;
+                .ok_or(Error::dek_missing(RecordTable::Sys, term))?;
             if ctx.current_term() != term {
                 ctx.set_current(dek);
                 // run_admin rewrites the current-DEK record (term and

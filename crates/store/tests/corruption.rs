@@ -88,7 +88,7 @@ fn tampered_record_marks_only_its_wallet_corrupt() {
     let store = machine.open().unwrap();
     let err = store.wallet(&wallet(1)).unwrap_err();
     assert!(
-        matches!(&err, Error::RecordTampered { table: RecordTable::Wallets, wallet: Some(w) } if *w == wallet(1)),
+        matches!(&err, Error::RecordTampered { table: RecordTable::Wallets, wallet: Some(w), .. } if *w == wallet(1)),
         "{err:?}"
     );
     assert_eq!(err.recovery(), Recovery::Terminal);
@@ -311,7 +311,7 @@ fn a_missing_format_row_refuses_the_open_and_rewrites_nothing() {
     let r = machine.open();
     let outcome = format!("{:?}", r.as_ref().map(|_| ()));
     assert!(
-        matches!(r, Err(Error::MetadataCorrupt { name: "format" })),
+        matches!(r, Err(Error::MetadataCorrupt { name: "format", .. })),
         "{outcome}"
     );
     drop(r);
@@ -633,7 +633,7 @@ fn a_deleted_marker_row_is_an_error_never_absent() {
     let looked_up = store.marker(&wallet(1), &CommitmentHash([3; 32]));
     let err = looked_up.expect_err("a deleted marker read as absent");
     assert!(
-        matches!(&err, Error::MarkerSetMismatch { wallet: w } if *w == wallet(1)),
+        matches!(&err, Error::MarkerSetMismatch { wallet: w, .. } if *w == wallet(1)),
         "{err:?}"
     );
     assert_eq!(err.recovery(), Recovery::Terminal, "{err:?}");
@@ -677,7 +677,8 @@ fn a_marker_deleted_with_its_set_digest_put_back_is_detected() {
                 matches!(
                     e,
                     Error::MetadataCorrupt {
-                        name: "marker_sets"
+                        name: "marker_sets",
+                        ..
                     }
                 ),
                 "{e:?}"
@@ -794,7 +795,13 @@ fn assert_identity_refused(r: Result<EncryptedStore, Error>) {
         .map(drop)
         .expect_err("a damaged identity record was accepted");
     assert!(
-        matches!(err, Error::MetadataCorrupt { name: "store_id" }),
+        matches!(
+            err,
+            Error::MetadataCorrupt {
+                name: "store_id",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(err.recovery(), Recovery::Terminal);
@@ -893,7 +900,13 @@ fn an_identity_record_from_before_the_first_witness_is_refused_once_data_exists(
     let r = open();
     let err = r.map(drop).expect_err("the witness check was switched off");
     assert!(
-        matches!(err, Error::MetadataCorrupt { name: "store_id" }),
+        matches!(
+            err,
+            Error::MetadataCorrupt {
+                name: "store_id",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(err.recovery(), Recovery::Terminal);
@@ -965,7 +978,7 @@ fn a_damaged_marker_set_digest_marks_only_its_wallet_corrupt() {
         .marker(&wallet(1), &CommitmentHash([3; 32]))
         .expect_err("the damaged wallet's markers are not used");
     assert!(
-        matches!(&err, Error::RecordTampered { table: RecordTable::MarkerSets, wallet: Some(w) } if *w == wallet(1)),
+        matches!(&err, Error::RecordTampered { table: RecordTable::MarkerSets, wallet: Some(w), .. } if *w == wallet(1)),
         "{err:?}"
     );
     let other = store.marker(&wallet(2), &CommitmentHash([3; 32])).unwrap();
@@ -1028,7 +1041,8 @@ fn a_damaged_digest_does_not_hide_another_wallets_digest_put_back() {
         matches!(
             err,
             Error::MetadataCorrupt {
-                name: "marker_sets"
+                name: "marker_sets",
+                ..
             }
         ),
         "{err:?}"

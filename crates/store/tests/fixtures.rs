@@ -254,7 +254,8 @@ fn a_schema_1_database_is_refused_and_left_untouched() {
             err,
             thresig_store::Error::UnsupportedSchema {
                 found: 1,
-                supported: 2
+                supported: 2,
+                ..
             }
         ),
         "{err:?}"

@@ -1,12 +1,16 @@
 //! Opening a store on disk: a database that is missing or emptied beside
 //! its witness, a witness that cannot be read or authenticated, and a
 //! directory that holds no store at all. Each refusal is terminal, names
-//! the files involved, and leaves them as they were.
+//! the files involved, and leaves them as they were. Damage inside the
+//! database (keyring, metadata, records, schema) names the database too.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::ReadableDatabase as _;
+use common::{raw_get, raw_put, wallet_key};
+use redb::{ReadableDatabase as _, ReadableTable as _};
 
 use thresig_store::provider::{KeyProvider, MemoryProvider};
 use thresig_store::{
@@ -213,4 +217,84 @@ fn a_database_with_damaged_first_bytes_beside_its_witness_is_terminal() {
     assert_refused_beside_witness(&err, dir.path());
     assert_eq!(err.code(), "database_missing", "{err}");
     assert_eq!(std::fs::read(database(dir.path())).unwrap(), bytes);
+}
+
+/// Runs `f` in a raw write transaction on the closed store's database
+/// file, as someone with disk access would.
+fn edit_database(dir: &Path, f: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::open(database(dir)).unwrap();
+    let txn = db.begin_write().unwrap();
+    f(&txn);
+    txn.commit().unwrap();
+}
+
+/// Flips one bit in the last byte of `key` in table `name`.
+fn flip_last_bit(txn: &redb::WriteTransaction, name: &str, key: &[u8]) {
+    let mut v = raw_get(txn, name, key).unwrap();
+    *v.last_mut().unwrap() ^= 1;
+    raw_put(txn, name, key, &v);
+}
+
+/// `err` has `code` and its message names the store's database file.
+fn assert_names_database(err: &Error, code: &str, dir: &Path) {
+    assert_eq!(err.code(), code, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&database(dir).display().to_string()),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_corrupt_keyring_entry_names_the_database() {
+    let dir = provisioned();
+    edit_database(dir.path(), |txn| {
+        let mut t = txn
+            .open_table(redb::TableDefinition::<u64, &[u8]>::new("keyring"))
+            .unwrap();
+        let mut v = t.get(1).unwrap().unwrap().value().to_vec();
+        let at = v.len() - 4;
+        v[at] = if v[at] == b'0' { b'1' } else { b'0' };
+        t.insert(1, v.as_slice()).unwrap();
+    });
+    let err = open(dir.path()).unwrap_err();
+    assert_names_database(&err, "keyring_corrupt", dir.path());
+}
+
+#[test]
+fn a_corrupt_metadata_record_names_the_database() {
+    let dir = provisioned();
+    edit_database(dir.path(), |txn| flip_last_bit(txn, "sys", b"generation"));
+    let err = open(dir.path()).unwrap_err();
+    assert_names_database(&err, "metadata_corrupt", dir.path());
+}
+
+#[test]
+fn an_unsupported_schema_names_the_database() {
+    let dir = provisioned();
+    edit_database(dir.path(), |txn| {
+        let mut t = txn
+            .open_table(redb::TableDefinition::<&str, u32>::new("format"))
+            .unwrap();
+        t.insert("schema_version", 99).unwrap();
+    });
+    let err = open(dir.path()).unwrap_err();
+    assert_names_database(&err, "unsupported_schema", dir.path());
+}
+
+#[test]
+fn a_damaged_record_names_the_database_on_write_and_on_read() {
+    let dir = provisioned();
+    let w = WalletId::new(b"w1".to_vec()).unwrap();
+    edit_database(dir.path(), |txn| {
+        flip_last_bit(txn, "wallets", &wallet_key(&w));
+    });
+    let store = open(dir.path()).unwrap();
+    // A write runs on the writer thread; its refusal names the file too.
+    let err = store
+        .write(vec![WriteOp::BumpWalletEpoch { wallet: w.clone() }])
+        .unwrap_err();
+    assert_names_database(&err, "record_tampered", dir.path());
+    let err = store.wallet(&w).unwrap_err();
+    assert_names_database(&err, "record_tampered", dir.path());
 }

@@ -29,6 +29,12 @@
 //!   command it asked for.
 //! - The socket file is removed when the server stops; a socket left by a
 //!   killed signer is removed at start once nothing answers on it.
+//! - The server is stopped before the store's writer: once stopping, it
+//!   accepts nothing and starts no command (a request still arriving is
+//!   answered `admin_stopping`), and waits at most [`STOP_GRACE`] for the
+//!   commands running. One still running then is abandoned: the process
+//!   exits under it as if killed, which leaves the store consistent
+//!   (docs/keys-runbook.md), and its client sees the connection close.
 
 use std::io::{BufRead as _, BufReader, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd as _;
@@ -37,8 +43,8 @@ use std::os::unix::fs::{
 };
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,6 +76,12 @@ pub(crate) const IO_DEADLINE: Duration = Duration::from_secs(5);
 /// monitoring `keys status` or two while a rotation runs, and the cap bounds
 /// the threads a local client can make the signer hold.
 pub(crate) const MAX_CLIENTS: usize = 4;
+
+/// How long a stopping signer waits for the admin commands it runs. A DEK
+/// rotation of a large store can take longer; stopping is not held up by
+/// it, since a rotation interrupted like a crash leaves the store
+/// consistent.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A request on the admin socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -189,6 +201,7 @@ pub(crate) struct AdminServer {
     /// The listening socket, shared with the thread, to wake its accept.
     listener: UnixListener,
     stopping: Arc<AtomicBool>,
+    clients: Arc<Clients>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -239,12 +252,13 @@ impl AdminServer {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(io("setting mode 0600"))?;
         let stopping = Arc::new(AtomicBool::new(false));
+        let clients = Arc::new(Clients::default());
         let thread = {
-            let stopping = stopping.clone();
+            let (stopping, clients) = (stopping.clone(), clients.clone());
             let listener = listener.try_clone().map_err(io("sharing the listener"))?;
             std::thread::Builder::new()
                 .name("admin".to_owned())
-                .spawn(move || serve(&listener, &stopping, &provider, &store))
+                .spawn(move || serve(&listener, &stopping, &clients, &provider, &store))
                 .map_err(io("starting its thread"))?
         };
         info!(socket = %path.display(), "admin socket listening");
@@ -252,12 +266,14 @@ impl AdminServer {
             path: path.to_path_buf(),
             listener,
             stopping,
+            clients,
             thread: Some(thread),
         })
     }
 
-    /// Stops serving (after the connections in hand, if any) and removes
-    /// the socket file.
+    /// Stops accepting, waits at most [`STOP_GRACE`] for the commands
+    /// running, and removes the socket file. Call it before the store's
+    /// writer stops.
     pub(crate) fn stop(mut self) {
         self.shut();
     }
@@ -274,6 +290,13 @@ impl AdminServer {
             let _ = nix::sys::socket::shutdown(self.listener.as_raw_fd(), Shutdown::Both);
         }
         let _ = thread.join();
+        let left = self.clients.wait_idle(STOP_GRACE);
+        if left > 0 {
+            warn!(
+                connections = left,
+                "admin socket: stopping without waiting longer for the commands still running"
+            );
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             warn!(socket = %self.path.display(), error = %e, "could not remove the admin socket");
         }
@@ -312,69 +335,96 @@ fn private_dir(dir: &Path) -> Result<(), StartError> {
 }
 
 /// The accept loop: each connection on its own thread, at most
-/// [`MAX_CLIENTS`] at once, until stopped. Returns once every connection
-/// thread has finished.
+/// [`MAX_CLIENTS`] at once, until stopped. Returns without waiting for the
+/// connection threads ([`AdminServer::stop`] waits for them, bounded).
 fn serve(
     listener: &UnixListener,
-    stopping: &AtomicBool,
+    stopping: &Arc<AtomicBool>,
+    clients: &Arc<Clients>,
     provider: &Arc<dyn KeyProvider>,
     store: &Arc<EncryptedStore>,
 ) {
-    let clients = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for stream in listener.incoming() {
-            if stopping.load(Ordering::SeqCst) {
-                return;
-            }
-            let stream = match stream {
-                Ok(stream) => stream,
-                Err(e) => {
-                    warn!(error = %e, "admin socket: accept failed");
-                    continue;
-                }
-            };
-            let Some(slot) = Slot::take(&clients) else {
-                warn!("admin socket: {MAX_CLIENTS} connections in hand; refusing another");
-                let busy = RemoteError::new(
-                    "admin_busy",
-                    Recovery::Retryable,
-                    format!(
-                        "the signer already serves {MAX_CLIENTS} admin connections; retry once one has finished"
-                    ),
-                );
-                send(&stream, &Reply::Error(busy));
-                continue;
-            };
-            let spawned = std::thread::Builder::new()
-                .name("admin-client".to_owned())
-                .spawn_scoped(scope, move || {
-                    handle(&stream, provider, store);
-                    drop(slot);
-                });
-            if let Err(e) = spawned {
-                warn!(error = %e, "admin socket: cannot start a connection thread");
-            }
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            return;
         }
-    });
-}
-
-/// One of the [`MAX_CLIENTS`] connection slots, given back on drop.
-struct Slot<'a>(&'a AtomicUsize);
-
-impl<'a> Slot<'a> {
-    fn take(clients: &'a AtomicUsize) -> Option<Self> {
-        clients
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_CLIENTS).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(clients))
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(error = %e, "admin socket: accept failed");
+                continue;
+            }
+        };
+        // A peer of another user is refused before anything else, so it
+        // learns nothing of the signer's load either.
+        if !peer_admitted(&stream) {
+            continue;
+        }
+        let Some(slot) = Slot::take(clients) else {
+            warn!("admin socket: {MAX_CLIENTS} connections in hand; refusing another");
+            let busy = RemoteError::new(
+                "admin_busy",
+                Recovery::Retryable,
+                format!(
+                    "the signer already serves {MAX_CLIENTS} admin connections; retry once one has finished"
+                ),
+            );
+            send(&stream, &Reply::Error(busy));
+            continue;
+        };
+        let (stopping, provider, store) = (stopping.clone(), provider.clone(), store.clone());
+        let spawned = std::thread::Builder::new()
+            .name("admin-client".to_owned())
+            .spawn(move || {
+                handle(&stream, &stopping, &provider, &store);
+                drop(slot);
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "admin socket: cannot start a connection thread");
+        }
     }
 }
 
-impl Drop for Slot<'_> {
+/// The connections in hand, which [`AdminServer::stop`] waits on.
+#[derive(Default)]
+struct Clients {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Clients {
+    /// Waits until no connection is in hand, at most `grace`; returns how
+    /// many still are.
+    fn wait_idle(&self, grace: Duration) -> usize {
+        let count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        let (count, _) = self
+            .idle
+            .wait_timeout_while(count, grace, |n| *n > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        *count
+    }
+}
+
+/// One of the [`MAX_CLIENTS`] connection slots, given back on drop.
+struct Slot(Arc<Clients>);
+
+impl Slot {
+    fn take(clients: &Arc<Clients>) -> Option<Self> {
+        let mut count = clients.count.lock().unwrap_or_else(PoisonError::into_inner);
+        (*count < MAX_CLIENTS).then(|| {
+            *count += 1;
+            Self(clients.clone())
+        })
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut count = self.0.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count -= 1;
+        if *count == 0 {
+            self.0.idle.notify_all();
+        }
     }
 }
 
@@ -433,23 +483,34 @@ fn timed_out(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
-/// Serves one connection: checks the peer, reads one request, runs it and
-/// writes the reply. Failures are logged; none stops the server.
-fn handle(stream: &UnixStream, provider: &Arc<dyn KeyProvider>, store: &Arc<EncryptedStore>) {
+/// Whether the peer on `stream` runs as our uid; a refused one is told so.
+fn peer_admitted(stream: &UnixStream) -> bool {
     let ours = nix::unistd::geteuid().as_raw();
     let peer = match getsockopt(stream, PeerCredentials) {
         Ok(cred) => cred.uid(),
         Err(e) => {
             warn!(error = %e, "admin socket: cannot read the peer's credentials");
-            return;
+            return false;
         }
     };
     if let Err(e) = check_peer(peer, ours) {
         warn!(error = %e, "admin socket: peer refused");
         let refused = RemoteError::new("admin_peer_refused", Recovery::Terminal, e.to_string());
         send(stream, &Reply::Error(refused));
-        return;
+        return false;
     }
+    true
+}
+
+/// Serves one admitted connection: reads one request, runs it (unless the
+/// server is stopping) and writes the reply. Failures are logged; none
+/// stops the server.
+fn handle(
+    stream: &UnixStream,
+    stopping: &AtomicBool,
+    provider: &Arc<dyn KeyProvider>,
+    store: &Arc<EncryptedStore>,
+) {
     let mut line = Vec::new();
     match BufReader::new(Until::new(stream).take(MAX_REQUEST + 1)).read_until(b'\n', &mut line) {
         // A probe (`keys recover` asking whether a signer runs).
@@ -481,6 +542,12 @@ fn handle(stream: &UnixStream, provider: &Arc<dyn KeyProvider>, store: &Arc<Encr
         ))
     } else {
         match serde_json::from_slice::<Request>(&line) {
+            // The store's writer may already be stopping.
+            Ok(_) if stopping.load(Ordering::SeqCst) => Reply::Error(RemoteError::new(
+                "admin_stopping",
+                Recovery::Retryable,
+                "the signer is stopping; retry once it has stopped (the command then opens the store) or restarted".to_owned(),
+            )),
             Ok(request) => run(request.command, provider, store),
             Err(e) => Reply::Error(RemoteError::new(
                 "admin_bad_request",

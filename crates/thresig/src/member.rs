@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use thresig_cluster::config::NodeWallet;
 use thresig_cluster::config::{Config, NodeConfig};
+use thresig_cluster::file::{MAX_TRANSACTION_FILE_BYTES, read_bounded};
 use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
 use thresig_cluster::{
@@ -232,7 +233,8 @@ pub(crate) fn cluster(args: &ClusterArgs) -> Result<()> {
 }
 
 /// Opens the signer, starts its admin socket (so `thresig keys` acts on it
-/// while it runs), serves until SIGINT or SIGTERM, then removes the socket.
+/// while it runs), serves until SIGINT or SIGTERM, then stops the socket
+/// before the store closes.
 pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
     let node = Node::open(&args.config)?;
     let admin = AdminServer::start(
@@ -240,9 +242,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
         node.provider().clone(),
         node.store().clone(),
     )?;
-    let served = node.run(args.fault);
-    admin.stop();
-    Ok(served?)
+    Ok(node.run(args.fault, || admin.stop())?)
 }
 
 /// A loaded member configuration and its connections.
@@ -330,8 +330,7 @@ pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
 pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
     let c = Coordinating::load(&args.config)?;
     let wallet = c.wallet(&args.wallet)?;
-    let bytes =
-        std::fs::read(&args.psbt).with_context(|| format!("reading {}", args.psbt.display()))?;
+    let bytes = read_bounded(&args.psbt, MAX_TRANSACTION_FILE_BYTES)?;
     let runtime = runtime()?;
     let OwnWallet {
         key, epoch, spend, ..

@@ -15,6 +15,7 @@ use bitcoin::taproot::TapNodeHash;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Txid};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
+use thresig_cluster::file::{MAX_TRANSACTION_FILE_BYTES, read_bounded};
 use thresig_cluster::own_wallet;
 use thresig_tx::{
     ChargeLog, Destination, InputIndex, Network, Outcome, Payment, Policy, SpendInput,
@@ -140,10 +141,9 @@ fn build(a: &BuildArgs) -> Result<()> {
         .map(|s| parse_input(s))
         .collect::<Result<Vec<_>>>()?;
     if let Some(path) = &a.inputs_file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let listed: Vec<InputJson> =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let bytes = read_bounded(path, MAX_TRANSACTION_FILE_BYTES)?;
+        let listed: Vec<InputJson> = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing {}", path.display()))?;
         for i in listed {
             inputs.push(spend_input(&i.txid, i.vout, i.value_sat, &i.script_pubkey)?);
         }
@@ -235,8 +235,9 @@ fn hex32(text: &str, what: &str) -> Result<[u8; 32]> {
 }
 
 fn read_psbt(path: &Path, wallet: &TaprootWallet) -> Result<WalletPsbt> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = read_bounded(path, MAX_TRANSACTION_FILE_BYTES)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: not base64 text", path.display()))?;
     Ok(WalletPsbt::from_base64(&text, wallet)?)
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
-use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -129,6 +129,16 @@ fn a_killed_signers_stale_socket_is_replaced_at_start() {
     assert_eq!(mode(&socket), 0o600);
 }
 
+/// Seat 1 of a 2-of-2 cluster, started alone, and its admin socket.
+fn started_alone(seed: u64) -> (ProcessCluster, PathBuf) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(2, 2, &[], seed);
+    cluster.local.start(seat(1), None).unwrap();
+    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
+    let socket = socket_of(&cluster.config_path(seat(1)));
+    (cluster, socket)
+}
+
 /// Reads one reply line from the admin socket.
 fn reply_of(stream: &UnixStream) -> Value {
     let mut line = String::new();
@@ -141,11 +151,7 @@ fn reply_of(stream: &UnixStream) -> Value {
 /// whole request's deadline passes, not kept for as long as it trickles.
 #[test]
 fn a_client_trickling_its_request_is_cut_off_at_the_deadline() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut cluster = ProcessCluster::provision(2, 2, &[], 23);
-    cluster.local.start(seat(1), None).unwrap();
-    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
-    let socket = socket_of(&cluster.config_path(seat(1)));
+    let (cluster, socket) = started_alone(23);
     let mut stream = UnixStream::connect(&socket).unwrap();
     // Waiting for an answer between bytes paces the trickle: a byte every
     // half second, well inside the server's per-request deadline of
@@ -187,55 +193,89 @@ fn a_client_trickling_its_request_is_cut_off_at_the_deadline() {
     assert_eq!(status["via"], "daemon", "{status}");
 }
 
+/// A member whose KEK comes through a `raw` command provider that, once
+/// the gate is shut, says so on `entered` and waits on `release`.
+struct Gated {
+    cluster: ProcessCluster,
+    path: PathBuf,
+    gate: PathBuf,
+    entered: PathBuf,
+    release: PathBuf,
+}
+
+impl Gated {
+    fn start(runtime: &tokio::runtime::Runtime, seed: u64) -> Self {
+        let mut cluster = ProcessCluster::provision(2, 2, &[], seed);
+        let path = cluster.config_path(seat(1));
+        let gates = path.parent().unwrap().join("gates");
+        std::fs::create_dir(&gates).unwrap();
+        let (entered, release) = (gates.join("entered"), gates.join("release"));
+        for fifo in [&entered, &release] {
+            nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        }
+        let gate = gates.join("gate");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let kek = path.parent().unwrap().join("kek");
+        let script = format!(
+            "if [ -e {gate} ]; then echo in > {entered}; /bin/cat {release} > /dev/null; fi; /bin/cat {kek}",
+            gate = gate.display(),
+            entered = entered.display(),
+            release = release.display(),
+            kek = kek.display(),
+        );
+        let provider = format!(
+            "[key_provider]\nkind = \"command\"\nmode = \"raw\"\ntimeout_secs = 120\ncommand = {}\n",
+            toml::Value::Array(vec!["/bin/sh".into(), "-c".into(), script.into()])
+        );
+        let start = config.find("[key_provider]").unwrap();
+        let end = start + config[start..].find("\n\n").unwrap_or(config.len() - start);
+        let edited = format!("{}{provider}{}", &config[..start], &config[end..])
+            // No key-manager poll while the gate is shut.
+            .replacen("[store]\n", "[store]\nkey_poll_interval_secs = 86400\n", 1);
+        std::fs::write(&path, edited).unwrap();
+        cluster.local.start(seat(1), None).unwrap();
+        runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
+        Self {
+            cluster,
+            path,
+            gate,
+            entered,
+            release,
+        }
+    }
+
+    /// Sends a status command and returns its connection once the command
+    /// is stuck inside the provider.
+    fn stuck_status(&self) -> UnixStream {
+        std::fs::write(&self.gate, b"").unwrap();
+        let mut slow = UnixStream::connect(socket_of(&self.path)).unwrap();
+        slow.write_all(b"{\"command\":\"status\"}\n").unwrap();
+        let mut signal = String::new();
+        BufReader::new(std::fs::File::open(&self.entered).unwrap())
+            .read_line(&mut signal)
+            .unwrap();
+        assert_eq!(signal, "in\n");
+        slow
+    }
+
+    /// Opens the gate and lets a waiting provider go on (if any waits).
+    fn release(&self) {
+        let _ = std::fs::remove_file(&self.gate);
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&self.release);
+    }
+}
+
 /// While one client's command is stuck in a slow key provider, a second
 /// client is served.
 #[test]
 fn a_second_client_is_served_while_a_slow_command_runs() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut cluster = ProcessCluster::provision(2, 2, &[], 24);
-    let path = cluster.config_path(seat(1));
-    let gates = path.parent().unwrap().join("gates");
-    std::fs::create_dir(&gates).unwrap();
-    let (entered, release) = (gates.join("entered"), gates.join("release"));
-    for fifo in [&entered, &release] {
-        nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    }
-    // The member's KEK through a `raw` command provider that, once the
-    // `gate` file exists, says so on `entered` and waits on `release`.
-    let config = std::fs::read_to_string(&path).unwrap();
-    let kek = path.parent().unwrap().join("kek");
-    let script = format!(
-        "if [ -e {gate} ]; then echo in > {entered}; /bin/cat {release} > /dev/null; fi; /bin/cat {kek}",
-        gate = gates.join("gate").display(),
-        entered = entered.display(),
-        release = release.display(),
-        kek = kek.display(),
-    );
-    let provider = format!(
-        "[key_provider]\nkind = \"command\"\nmode = \"raw\"\ntimeout_secs = 120\ncommand = {}\n",
-        toml::Value::Array(vec!["/bin/sh".into(), "-c".into(), script.into()])
-    );
-    let start = config.find("[key_provider]").unwrap();
-    let end = start + config[start..].find("\n\n").unwrap_or(config.len() - start);
-    let edited = format!("{}{provider}{}", &config[..start], &config[end..])
-        // No key-manager poll while the gate is shut.
-        .replacen("[store]\n", "[store]\nkey_poll_interval_secs = 86400\n", 1);
-    std::fs::write(&path, edited).unwrap();
-    cluster.local.start(seat(1), None).unwrap();
-    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
-    let socket = socket_of(&path);
-
-    std::fs::write(gates.join("gate"), b"").unwrap();
-    let mut slow = UnixStream::connect(&socket).unwrap();
-    slow.write_all(b"{\"command\":\"status\"}\n").unwrap();
-    // The status command is now inside the provider, and stays there.
-    let mut signal = String::new();
-    BufReader::new(std::fs::File::open(&entered).unwrap())
-        .read_line(&mut signal)
-        .unwrap();
-    assert_eq!(signal, "in\n");
-
-    let second = UnixStream::connect(&socket).unwrap();
+    let gated = Gated::start(&runtime, 24);
+    let slow = gated.stuck_status();
+    let second = UnixStream::connect(socket_of(&gated.path)).unwrap();
     // Generous: only a server that serves one client at a time takes
     // longer, and then it takes until the provider is released.
     second
@@ -244,16 +284,71 @@ fn a_second_client_is_served_while_a_slow_command_runs() {
     (&second).write_all(b"{\"command\":\"verify\"}\n").unwrap();
     let mut line = String::new();
     let served = BufReader::new(&second).read_line(&mut line);
-    std::fs::remove_file(gates.join("gate")).unwrap();
-    drop(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&release)
-            .unwrap(),
-    );
+    gated.release();
     served.expect("the second client was not served while the first command ran");
     let verified: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(verified["ok"]["findings"], false, "{verified}");
     let status = reply_of(&slow);
     assert_eq!(status["ok"]["json"]["provider"]["ok"], true, "{status}");
+}
+
+/// A signer told to stop while an admin command is stuck stops all the
+/// same, after a bounded wait: the stuck command is abandoned, its client
+/// sees the connection close without a reply.
+#[test]
+fn a_signer_stops_while_an_admin_command_is_stuck() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut gated = Gated::start(&runtime, 25);
+    let slow = gated.stuck_status();
+    // Should the stop wait for the stuck command, the watchdog opens the
+    // gate after a minute, so the test fails instead of hanging.
+    let (stopped, watch) = std::sync::mpsc::channel::<()>();
+    let release = gated.release.clone();
+    let watchdog = std::thread::spawn(move || {
+        let fired = watch.recv_timeout(Duration::from_secs(60)).is_err();
+        if fired {
+            let _ = std::fs::OpenOptions::new().write(true).open(&release);
+        }
+        fired
+    });
+    let clean = gated.cluster.local.stop(seat(1)).unwrap();
+    let _ = stopped.send(());
+    let fired = watchdog.join().unwrap();
+    gated.release();
+    assert!(!fired, "the signer waited for the stuck command to finish");
+    assert!(clean, "the signer did not exit cleanly");
+    let mut rest = Vec::new();
+    let _ = (&slow).read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+/// The admin socket holds at most four connections: a fifth is answered
+/// `admin_busy` (retryable) at once, and once one of the four has closed
+/// the next client is served. The four held connections send nothing, so
+/// each keeps its slot until the server's request deadline.
+#[test]
+fn a_fifth_admin_client_is_busy_until_one_of_four_closes() {
+    let (_cluster, socket) = started_alone(26);
+    // The server accepts in connection order, so these four hold every
+    // slot before the fifth is accepted.
+    let held: Vec<UnixStream> = (0..4)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    let fifth = UnixStream::connect(&socket).unwrap();
+    let busy = reply_of(&fifth);
+    assert_eq!(busy["error"]["code"], "admin_busy", "{busy}");
+    assert_eq!(busy["error"]["retryable"], true, "{busy}");
+
+    // Closing our side ends that connection's request (empty: a probe);
+    // the server closes the connection after giving its slot back, so the
+    // end of the stream here means the slot is free.
+    let first = &held[0];
+    first.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    (&*first).read_to_end(&mut rest).unwrap();
+    let next = UnixStream::connect(&socket).unwrap();
+    (&next).write_all(b"{\"command\":\"status\"}\n").unwrap();
+    let status = reply_of(&next);
+    assert_eq!(status["ok"]["json"]["provider"]["ok"], true, "{status}");
+    drop(held);
 }

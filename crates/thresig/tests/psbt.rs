@@ -19,6 +19,8 @@ use thresig_crypto::{
 use thresig_tx::test_util::verify_with_core;
 use thresig_tx::{Network, TaprootWallet, WalletPsbt};
 
+mod common;
+
 fn thresig(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_thresig"))
         .arg("psbt")
@@ -196,4 +198,60 @@ fn build_sign_finalize_passes_core() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The stderr of a `thresig` run that must fail with exit code 1.
+fn refusal(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+/// A PSBT or inputs file that is not a regular file is refused before it is
+/// read (`/dev/zero` never ends), and one larger than any transaction's
+/// file is refused at the limit.
+#[test]
+fn a_transaction_file_that_is_not_a_regular_file_or_too_large_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let internal = "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    let wallet = ["--internal-key", internal, "--network", "regtest"];
+    let output = format!("{}:1000", external());
+    let signature = "00".repeat(64);
+    let build = |file: &str| {
+        let mut args = vec!["build", "--inputs-file", file, "--output", &output];
+        args.extend(wallet);
+        thresig(&args)
+    };
+    let finalize = |file: &str| {
+        let mut args = vec!["finalize", "--psbt", file, "--signature", &signature];
+        args.extend(wallet);
+        thresig(&args)
+    };
+    let said = refusal(&build("/dev/zero"));
+    assert!(said.contains("/dev/zero: not a regular file"), "{said}");
+    let said = refusal(&finalize("/dev/zero"));
+    assert!(said.contains("/dev/zero: not a regular file"), "{said}");
+
+    let cluster = common::ProcessCluster::provision(2, 2, &[], 31);
+    let config = cluster.config_path(common::seat(1));
+    let sign = common::thresig(&[
+        "sign",
+        "--config",
+        config.to_str().unwrap(),
+        "--wallet",
+        common::WALLET,
+        "--psbt",
+        "/dev/zero",
+    ]);
+    let said = refusal(&sign);
+    assert!(said.contains("/dev/zero: not a regular file"), "{said}");
+
+    // Sparse: a file just over the 16 MiB limit costs no disk.
+    let huge = dir.path().join("huge.psbt");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len((16 << 20) + 1)
+        .unwrap();
+    let said = refusal(&finalize(huge.to_str().unwrap()));
+    assert!(said.contains("larger than 16777216 bytes"), "{said}");
 }
