@@ -103,8 +103,9 @@ pub(crate) struct DkgSession {
 impl DkgSession {
     /// Whether the session still holds the wallet at `now`. A finished part
     /// 3 always does: its result may be durable, and only its byte-identical
-    /// retry, a new start (which adopts a durable result) or an abort
-    /// settles it; it holds no HPKE key or secret package any more.
+    /// retry, a new start that finds it durable (and adopts it), an abort
+    /// or a restart settles it; it holds no HPKE key or secret package any
+    /// more.
     fn live(&self, now: Timestamp) -> bool {
         matches!(self.phase, Phase::Finished { .. }) || now < self.expires
     }
@@ -151,10 +152,11 @@ impl<S: Store> Signer<S> {
     /// in part 1 gets the same message again (its reply may have been
     /// lost). While another session runs (in part 1 or 2, until it expires)
     /// the start is refused, so a second coordinator cannot silently reset
-    /// it; an expired session, or a part 3 whose commit failed, is
-    /// replaced. A finished part 3 whose commit turned out durable is
-    /// adopted first (the wallet then awaits that result's confirmations,
-    /// as after a restart), never dropped.
+    /// it; an expired session is replaced. A finished part 3 whose commit
+    /// turned out durable is adopted first (the wallet then awaits that
+    /// result's confirmations, as after a restart), never dropped; one whose
+    /// commit failed holds the wallet like a session in progress, for its
+    /// byte-identical retry (see [`DkgSession::live`]).
     ///
     /// # Errors
     /// [`Error::UnknownWallet`], [`Error::DkgMismatch`] when threshold or
@@ -210,26 +212,18 @@ impl<S: Store> Signer<S> {
                 },
                 ..
             }) if *id == proposal.session => return Ok(round1(package, hpke_key)),
-            Some(DkgSession {
-                id,
-                phase: Phase::Round2 { .. },
-                ..
-            }) if *id == proposal.session => {
+            Some(DkgSession { id, .. }) if *id == proposal.session => {
                 return Err(Error::DkgNotInPhase {
                     wallet: config.id.clone(),
                 });
             }
-            Some(DkgSession {
-                id,
-                phase: Phase::Round1 { .. } | Phase::Round2 { .. },
-                ..
-            }) => {
+            Some(DkgSession { id, .. }) => {
                 return Err(Error::DkgBusy {
                     wallet: config.id.clone(),
                     holder: *id,
                 });
             }
-            _ => {}
+            None => {}
         }
         let params = config.params().map_err(|_| Error::DkgMismatch {
             wallet: config.id.clone(),

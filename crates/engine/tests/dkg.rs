@@ -459,9 +459,20 @@ fn handle(
     s: u16,
     req: thresig_engine::Request,
 ) -> Result<thresig_engine::Response, Error> {
+    handle_from(c, s, 1, req)
+}
+
+/// Sends `req` to seat `s` at the cluster's clock from coordinator seat
+/// `from`.
+fn handle_from(
+    c: &mut Cluster,
+    s: u16,
+    from: u16,
+    req: thresig_engine::Request,
+) -> Result<thresig_engine::Response, Error> {
     let now = c.now;
     let signer = c.members[usize::from(s) - 1].signer();
-    signer.handle(now, coordinator(1), req, &mut c.rng)
+    signer.handle(now, coordinator(from), req, &mut c.rng)
 }
 
 /// Part 1 at every seat through [`handle`], at the cluster's clock.
@@ -634,5 +645,22 @@ fn a_cancel_drops_only_its_own_session_in_progress() {
             .unwrap(),
     );
     assert!(seat1_has_key_package(&c));
+    activate_everywhere(&c, &confirmations);
+}
+
+/// A part 3 whose commit failed still holds the wallet (its result may be
+/// needed by the identical retry): another session's start is refused.
+#[test]
+fn a_finished_part3_whose_commit_failed_holds_the_wallet() {
+    let (mut c, p, inbox, mut confirmations) = failed_part3(217, Fault::Lost);
+    let second = proposal(&c, "w", 2);
+    let err = handle(&mut c, 1, thresig_engine::Request::DkgStart(second)).unwrap_err();
+    assert!(matches!(err, Error::DkgBusy { .. }), "{err:?}");
+    confirmations.push(
+        c.member(1)
+            .signer()
+            .dkg_finish(c.now, &p.wallet, p.session, &inbox)
+            .unwrap(),
+    );
     activate_everywhere(&c, &confirmations);
 }
