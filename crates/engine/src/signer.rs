@@ -316,21 +316,21 @@ impl<S: Store> Signer<S> {
                 Ok(Response::WalletKey { key: HexBytes(key) })
             }
             Request::DkgStart(proposal) => self
-                .dkg_start(now, &proposal, rng)
+                .dkg_start(now, from, &proposal, rng)
                 .map(|m| messages(vec![m])),
             Request::DkgRound2 {
                 wallet,
                 session,
                 round1,
             } => self
-                .dkg_round2(now, &wallet, session, &round1, rng)
+                .dkg_round2(now, from, &wallet, session, &round1, rng)
                 .map(messages),
             Request::DkgFinish {
                 wallet,
                 session,
                 round2,
             } => self
-                .dkg_finish(now, &wallet, session, &round2)
+                .dkg_finish(now, from, &wallet, session, &round2)
                 .map(|m| messages(vec![m])),
             Request::DkgConfirm {
                 wallet,
@@ -339,7 +339,7 @@ impl<S: Store> Signer<S> {
                 .dkg_confirm(&wallet, &confirmation)
                 .map(Response::Confirmations),
             Request::DkgCancel { wallet, session } => self
-                .dkg_cancel(&wallet, session)
+                .dkg_cancel(from, &wallet, session)
                 .map(|dropped| Response::DkgCancelled { dropped }),
         }
     }
