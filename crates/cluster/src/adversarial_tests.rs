@@ -52,10 +52,16 @@ enum Mode {
     DkgRound2LostOnce,
     /// Signing round 2: the first reply is lost, likewise.
     Round2LostOnce,
+    /// DKG part 2: the first reply comes [`LATE`] after the engine ran,
+    /// past a relay's patience (a reply lost on a live connection).
+    DkgRound2LateOnce,
     /// DKG part 1: the first start is refused for good (the engine does
     /// not run), so the run fails while the other members hold its session.
     DkgStartRefusedOnce,
 }
+
+/// How long a `...LateOnce` member holds its first reply.
+const LATE: Duration = Duration::from_secs(3);
 
 /// What a member whose reply was lost answers instead: the daemon's own
 /// refusal when the handler's answer does not make it in time.
@@ -158,6 +164,9 @@ impl SignerHandler for Member {
         }
         if self.loses(Mode::DkgRound2LostOnce) {
             return Err(lost_reply());
+        }
+        if self.loses(Mode::DkgRound2LateOnce) {
+            std::thread::sleep(LATE);
         }
         Ok(out)
     }
@@ -644,6 +653,32 @@ async fn members_whose_stores_rotated_at_different_times_sign_for_every_coordina
 async fn a_dkg_whose_part2_reply_to_one_member_is_lost_once_completes() {
     let cluster = start(3, 2, &[(2, Mode::DkgRound2LostOnce)], keep).await;
     let outcome = dkg_from(&cluster, 1, 21).await;
+    assert!(outcome.is_ok(), "{:?}", outcome.err());
+}
+
+/// A part-2 reply that never reaches the relay in time (the member ran
+/// it, but the answer is lost on a live connection, so the relay's own
+/// patience runs out) is asked for again with the same bytes, as a signing
+/// round 2 is: the DKG completes instead of blaming the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dkg_whose_part2_reply_outlasts_the_relays_patience_once_completes() {
+    let cluster = start(3, 2, &[(2, Mode::DkgRound2LateOnce)], keep).await;
+    let peers = Arc::new(
+        Peers::new(&cluster.node(seat(1)))
+            .unwrap()
+            .with_patience(LATE - Duration::from_secs(1)),
+    );
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let outcome = run_dkg(
+        &peers,
+        wallet,
+        &mut ChaCha20Rng::seed_from_u64(26),
+        &crate::Silent,
+    )
+    .await;
     assert!(outcome.is_ok(), "{:?}", outcome.err());
 }
 
