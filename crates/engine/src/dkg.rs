@@ -167,7 +167,8 @@ impl<S: Store> Signer<S> {
     /// roster differ from the configuration, [`Error::WalletAlreadyKeyed`]
     /// for a wallet that is already active (or later), [`Error::DkgBusy`]
     /// naming the session that holds the wallet, [`Error::DkgNotInPhase`]
-    /// for a start of the session already past part 1, [`Error::Store`]
+    /// for a start of the session already past part 1 or already cancelled
+    /// by `from`, [`Error::Store`]
     /// when the store cannot say whether a finished part 3 is durable
     /// (nothing changes).
     pub fn dkg_start<R: RngCore + CryptoRng>(
@@ -220,6 +221,13 @@ impl<S: Store> Signer<S> {
                 ..
             }) => return Ok(round1(package, hpke_key)),
             Some(_) => {
+                return Err(Error::DkgNotInPhase {
+                    wallet: config.id.clone(),
+                });
+            }
+            // The relay cancelled this session before its start arrived (it
+            // gave up waiting): the start must not hold the wallet now.
+            None if shard.dkg_cancelled.get(&from) == Some(&proposal.session) => {
                 return Err(Error::DkgNotInPhase {
                     wallet: config.id.clone(),
                 });
@@ -666,7 +674,9 @@ impl<S: Store> Signer<S> {
     /// after a lost reply finds nothing). A finished part 3 is never
     /// touched: its result may be durable, and only the operator's
     /// [`Signer::dkg_abort`] removes it. Another session is never touched,
-    /// and only the member that started the session may cancel it.
+    /// and only the member that started the session may cancel it. A start
+    /// of the session from `from` that arrives after its cancel (the relay
+    /// gave up waiting for it) is refused.
     ///
     /// # Errors
     /// [`Error::UnknownWallet`]; [`Error::DkgBusy`] when `from` did not
@@ -680,6 +690,9 @@ impl<S: Store> Signer<S> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
         coordinated_by(&shard, slot, session, from)?;
+        if seat_in(slot, from).is_some() {
+            shard.dkg_cancelled.insert(from, session);
+        }
         let in_progress = shard.dkg.as_ref().is_some_and(|s| {
             s.id == session && matches!(s.phase, Phase::Round1 { .. } | Phase::Round2 { .. })
         });
@@ -786,18 +799,20 @@ fn coordinated_by(
 /// The refusal naming the session that holds the wallet and the seat of
 /// the member that started it.
 fn busy(slot: &Slot, held: &DkgSession) -> Error {
-    let coordinator = slot
-        .config
-        .roster
-        .iter()
-        .position(|k| k.to_bytes() == held.coordinator.0)
-        .and_then(|i| u16::try_from(i + 1).ok())
-        .unwrap_or(NO_MEMBER);
     Error::DkgBusy {
         wallet: slot.config.id.clone(),
         holder: held.id,
-        coordinator,
+        coordinator: seat_in(slot, held.coordinator).unwrap_or(NO_MEMBER),
     }
+}
+
+/// The seat of the member `from` in the slot's wallet, if it is one.
+fn seat_in(slot: &Slot, from: CoordinatorId) -> Option<u16> {
+    slot.config
+        .roster
+        .iter()
+        .position(|k| k.to_bytes() == from.0)
+        .and_then(|i| u16::try_from(i + 1).ok())
 }
 
 /// Puts back a phase that was not the expected one and returns the error.

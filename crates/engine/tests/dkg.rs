@@ -767,3 +767,30 @@ fn only_the_coordinator_that_started_a_dkg_continues_or_cancels_it() {
     }
     activate_everywhere(&c, &confirmations);
 }
+
+/// A relay's cancel can overtake its own start still queued at a member
+/// (the relay gave up waiting for it): the start that arrives after the
+/// cancel is refused, so it does not hold the wallet until it expires.
+/// Another member's cancel of the session id has no such effect.
+#[test]
+fn a_start_that_arrives_after_its_own_cancel_is_refused() {
+    use thresig_engine::{Request, Response};
+    let mut c = Cluster::unkeyed(219, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let cancel = Request::DkgCancel {
+        wallet: p.wallet.clone(),
+        session: p.session,
+    };
+    let dropped = |r: Result<Response, Error>| match r.unwrap() {
+        Response::DkgCancelled { dropped } => dropped,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(!dropped(handle_from(&mut c, 2, 3, cancel.clone())));
+    handle(&mut c, 2, Request::DkgStart(p.clone())).unwrap();
+    assert!(!dropped(handle(&mut c, 1, cancel)));
+    let err = handle(&mut c, 1, Request::DkgStart(p.clone())).unwrap_err();
+    assert!(matches!(err, Error::DkgNotInPhase { .. }), "{err:?}");
+    // Nothing holds the wallet: the relay's next run starts at once.
+    let next = proposal(&c, "w", 2);
+    handle(&mut c, 1, Request::DkgStart(next)).unwrap();
+}
