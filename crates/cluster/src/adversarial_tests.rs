@@ -713,6 +713,19 @@ async fn a_second_members_dkg_start_during_a_dkg_is_refused_and_blames_no_member
         err.to_string().contains(&hex::encode([7; 32])),
         "the refusal does not name the running session: {err}"
     );
+    // Nor can member 2 end member 1's session at any member.
+    let intruder = cluster.peers(seat(2));
+    for member in 1..=3 {
+        let client = intruder.client(seat(member)).await.unwrap();
+        let refused = client
+            .dkg_cancel(wallet_id.clone(), running.session)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("dkg_busy"),
+            "member {member}: {refused}"
+        );
+    }
     // Member 1's session is untouched: its start is answered as before.
     for member in 1..=3 {
         let client = peers.client(seat(member)).await.unwrap();
