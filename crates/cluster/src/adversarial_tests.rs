@@ -52,10 +52,16 @@ enum Mode {
     DkgRound2LostOnce,
     /// Signing round 2: the first reply is lost, likewise.
     Round2LostOnce,
+    /// DKG part 2: the first reply comes [`LATE`] after the engine ran,
+    /// past a relay's patience (a reply lost on a live connection).
+    DkgRound2LateOnce,
     /// DKG part 1: the first start is refused for good (the engine does
     /// not run), so the run fails while the other members hold its session.
     DkgStartRefusedOnce,
 }
+
+/// How long a `...LateOnce` member holds its first reply.
+const LATE: Duration = Duration::from_secs(3);
 
 /// What a member whose reply was lost answers instead: the daemon's own
 /// refusal when the handler's answer does not make it in time.
@@ -158,6 +164,9 @@ impl SignerHandler for Member {
         }
         if self.loses(Mode::DkgRound2LostOnce) {
             return Err(lost_reply());
+        }
+        if self.loses(Mode::DkgRound2LateOnce) {
+            std::thread::sleep(LATE);
         }
         Ok(out)
     }
@@ -647,6 +656,32 @@ async fn a_dkg_whose_part2_reply_to_one_member_is_lost_once_completes() {
     assert!(outcome.is_ok(), "{:?}", outcome.err());
 }
 
+/// A part-2 reply that never reaches the relay in time (the member ran
+/// it, but the answer is lost on a live connection, so the relay's own
+/// patience runs out) is asked for again with the same bytes, as a signing
+/// round 2 is: the DKG completes instead of blaming the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dkg_whose_part2_reply_outlasts_the_relays_patience_once_completes() {
+    let cluster = start(3, 2, &[(2, Mode::DkgRound2LateOnce)], keep).await;
+    let peers = Arc::new(
+        Peers::new(&cluster.node(seat(1)))
+            .unwrap()
+            .with_patience(LATE - Duration::from_secs(1)),
+    );
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let outcome = run_dkg(
+        &peers,
+        wallet,
+        &mut ChaCha20Rng::seed_from_u64(26),
+        &crate::Silent,
+    )
+    .await;
+    assert!(outcome.is_ok(), "{:?}", outcome.err());
+}
+
 /// A second member's DKG while another runs is refused by every member
 /// (`dkg_busy`), and the relay reports a coordination fault: no member is
 /// blamed, and the running DKG is not reset.
@@ -678,6 +713,19 @@ async fn a_second_members_dkg_start_during_a_dkg_is_refused_and_blames_no_member
         err.to_string().contains(&hex::encode([7; 32])),
         "the refusal does not name the running session: {err}"
     );
+    // Nor can member 2 end member 1's session at any member.
+    let intruder = cluster.peers(seat(2));
+    for member in 1..=3 {
+        let client = intruder.client(seat(member)).await.unwrap();
+        let refused = client
+            .dkg_cancel(wallet_id.clone(), running.session)
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("dkg_busy"),
+            "member {member}: {refused}"
+        );
+    }
     // Member 1's session is untouched: its start is answered as before.
     for member in 1..=3 {
         let client = peers.client(seat(member)).await.unwrap();

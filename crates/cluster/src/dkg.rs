@@ -448,15 +448,14 @@ fn is_coordination_fault(error: &DaemonError) -> bool {
 }
 
 /// Whether asking the member again in this run can succeed: after a
-/// refusal it calls retryable (its own server timed out under load) or a
-/// dropped connection, not after it stayed silent past its own deadline.
+/// refusal it calls retryable (its own server timed out under load, its
+/// store failed for now) or a lost reply, as the signing driver's round 2
+/// does ([`crate::peers::reply_lost`]: a dropped connection, or no answer
+/// within the relay's patience). A member that stays silent is named after
+/// [`ATTEMPTS`] tries.
 fn retryable(error: &DaemonError) -> bool {
     match error {
         DaemonError::Refused(e) => e.is_retryable(),
-        DaemonError::Rpc {
-            code: RpcCode::DeadlineExceeded,
-            ..
-        } => false,
-        other => crate::peers::is_transport(other),
+        other => crate::peers::reply_lost(other),
     }
 }

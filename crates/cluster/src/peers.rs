@@ -163,6 +163,26 @@ impl Peers {
     }
 }
 
+/// Whether `error` means the request may have run but its reply did not
+/// arrive: the connection failed or was reset, the answer was late (the
+/// caller's own deadline, [`Peers::within`], included), or the member's
+/// own server answered `timeout` (its work may still complete). A refusal
+/// the signer decided is an answer, never a lost one. Both the signing
+/// driver and the DKG relay ask again, byte-identically, after a lost
+/// reply: the signer answers a repeated request from the state the first
+/// one left.
+pub(crate) fn reply_lost(error: &DaemonError) -> bool {
+    match error {
+        DaemonError::Rpc { code, .. } => matches!(
+            code,
+            RpcCode::Unavailable | RpcCode::DeadlineExceeded | RpcCode::Other
+        ),
+        DaemonError::Transport(_) => true,
+        DaemonError::Refused(refusal) => refusal.code == thresig_daemon::ErrorCode::TIMEOUT,
+        _ => false,
+    }
+}
+
 /// Whether `error` means the connection should be remade.
 pub(crate) fn is_transport(error: &DaemonError) -> bool {
     matches!(error, DaemonError::Rpc { .. } | DaemonError::Transport(_))

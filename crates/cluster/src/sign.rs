@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash as _;
 use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
-use thresig_daemon::{Error as DaemonError, RpcCode, SignerError};
+use thresig_daemon::{Error as DaemonError, SignerError};
 use thresig_engine::{
     AbortRequest, Epoch, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget,
 };
@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::config::NodeWallet;
-use crate::peers::{Peers, is_transport};
+use crate::peers::{Peers, is_transport, reply_lost};
 use crate::progress::Progress;
 
 /// Called with each round-2 request before it is sent, and the cluster seat
@@ -662,22 +662,6 @@ async fn shares(
 /// rare, and twice in a row means the member is in trouble; ROAST then
 /// replaces it.
 const ROUND2_ATTEMPTS: usize = 3;
-
-/// Whether `error` means the request may have run but its reply did not
-/// arrive: the connection failed or was reset, the answer was late, or the
-/// member's own server answered `timeout` (its work may still complete).
-/// A refusal the signer decided is an answer, never a lost one.
-fn reply_lost(error: &DaemonError) -> bool {
-    match error {
-        DaemonError::Rpc { code, .. } => matches!(
-            code,
-            RpcCode::Unavailable | RpcCode::DeadlineExceeded | RpcCode::Other
-        ),
-        DaemonError::Transport(_) => true,
-        DaemonError::Refused(refusal) => refusal.code == thresig_daemon::ErrorCode::TIMEOUT,
-        _ => false,
-    }
-}
 
 fn decode_commitments(encoded: &[HexBytes]) -> Option<Vec<Commitment>> {
     encoded

@@ -31,7 +31,7 @@ use crate::durable::{
     abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
 };
 use crate::error::{DkgFault, Error, InternalFault};
-use crate::ids::{Epoch, Timestamp, WalletId};
+use crate::ids::{CoordinatorId, Epoch, Timestamp, WalletId};
 use crate::signer::{Shard, Signer, Slot, lock};
 use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
 
@@ -93,6 +93,10 @@ impl ConfirmationStatus {
 /// A DKG in progress on this signer (memory only).
 pub(crate) struct DkgSession {
     id: DkgSessionId,
+    /// The member that started it (part 1): the only one whose parts 2
+    /// and 3 and cancel of the session are accepted, so another member
+    /// cannot end or derail it.
+    coordinator: CoordinatorId,
     phase: Phase,
     /// When part 1 plus [`crate::Limits::dkg_session_ttl`] passes: from
     /// then on the session no longer holds the wallet, and its secrets go
@@ -103,8 +107,9 @@ pub(crate) struct DkgSession {
 impl DkgSession {
     /// Whether the session still holds the wallet at `now`. A finished part
     /// 3 always does: its result may be durable, and only its byte-identical
-    /// retry, a new start (which adopts a durable result) or an abort
-    /// settles it; it holds no HPKE key or secret package any more.
+    /// retry, a new start that finds it durable (and adopts it), an abort
+    /// or a restart settles it; it holds no HPKE key or secret package any
+    /// more.
     fn live(&self, now: Timestamp) -> bool {
         matches!(self.phase, Phase::Finished { .. }) || now < self.expires
     }
@@ -151,22 +156,25 @@ impl<S: Store> Signer<S> {
     /// in part 1 gets the same message again (its reply may have been
     /// lost). While another session runs (in part 1 or 2, until it expires)
     /// the start is refused, so a second coordinator cannot silently reset
-    /// it; an expired session, or a part 3 whose commit failed, is
-    /// replaced. A finished part 3 whose commit turned out durable is
-    /// adopted first (the wallet then awaits that result's confirmations,
-    /// as after a restart), never dropped.
+    /// it; an expired session is replaced. A finished part 3 whose commit
+    /// turned out durable is adopted first (the wallet then awaits that
+    /// result's confirmations, as after a restart), never dropped; one whose
+    /// commit failed holds the wallet like a session in progress, for its
+    /// byte-identical retry (see [`DkgSession::live`]).
     ///
     /// # Errors
     /// [`Error::UnknownWallet`], [`Error::DkgMismatch`] when threshold or
     /// roster differ from the configuration, [`Error::WalletAlreadyKeyed`]
     /// for a wallet that is already active (or later), [`Error::DkgBusy`]
     /// naming the session that holds the wallet, [`Error::DkgNotInPhase`]
-    /// for a start of the session already past part 1, [`Error::Store`]
+    /// for a start of the session already past part 1 or already cancelled
+    /// by `from`, [`Error::Store`]
     /// when the store cannot say whether a finished part 3 is durable
     /// (nothing changes).
     pub fn dkg_start<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
+        from: CoordinatorId,
         proposal: &DkgProposal,
         rng: &mut R,
     ) -> Result<SignedDkgMessage, Error> {
@@ -203,33 +211,28 @@ impl<S: Store> Signer<S> {
             )
         };
         match &shard.dkg {
+            Some(held) if held.id != proposal.session || held.coordinator != from => {
+                return Err(busy(slot, held));
+            }
             Some(DkgSession {
-                id,
                 phase: Phase::Round1 {
                     package, hpke_key, ..
                 },
                 ..
-            }) if *id == proposal.session => return Ok(round1(package, hpke_key)),
-            Some(DkgSession {
-                id,
-                phase: Phase::Round2 { .. },
-                ..
-            }) if *id == proposal.session => {
+            }) => return Ok(round1(package, hpke_key)),
+            Some(_) => {
                 return Err(Error::DkgNotInPhase {
                     wallet: config.id.clone(),
                 });
             }
-            Some(DkgSession {
-                id,
-                phase: Phase::Round1 { .. } | Phase::Round2 { .. },
-                ..
-            }) => {
-                return Err(Error::DkgBusy {
+            // The relay cancelled this session before its start arrived (it
+            // gave up waiting): the start must not hold the wallet now.
+            None if shard.dkg_cancelled.get(&from) == Some(&proposal.session) => {
+                return Err(Error::DkgNotInPhase {
                     wallet: config.id.clone(),
-                    holder: *id,
                 });
             }
-            _ => {}
+            None => {}
         }
         let params = config.params().map_err(|_| Error::DkgMismatch {
             wallet: config.id.clone(),
@@ -243,6 +246,7 @@ impl<S: Store> Signer<S> {
         let message = round1(&package, &hpke_key);
         shard.dkg = Some(DkgSession {
             id: proposal.session,
+            coordinator: from,
             phase: Phase::Round1 {
                 state,
                 hpke,
@@ -269,6 +273,7 @@ impl<S: Store> Signer<S> {
     pub fn dkg_round2<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
+        from: CoordinatorId,
         wallet: &WalletId,
         session: DkgSessionId,
         round1: &[SignedDkgMessage],
@@ -277,6 +282,7 @@ impl<S: Store> Signer<S> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
         expire(&mut shard, now);
+        coordinated_by(&shard, slot, session, from)?;
         let request = request_hash(ROUND2_DOMAIN, round1)?;
         if let Some(DkgSession {
             id,
@@ -301,7 +307,7 @@ impl<S: Store> Signer<S> {
                 package,
                 hpke_key,
             } => (state, hpke, package, hpke_key),
-            other => return Err(restore(&mut shard, session, other, expires, slot)),
+            other => return Err(restore(&mut shard, session, from, other, expires, slot)),
         };
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
         let me = slot.seat.get();
@@ -372,6 +378,7 @@ impl<S: Store> Signer<S> {
         }
         shard.dkg = Some(DkgSession {
             id: session,
+            coordinator: from,
             phase: Phase::Round2 {
                 state,
                 hpke,
@@ -396,6 +403,7 @@ impl<S: Store> Signer<S> {
     pub fn dkg_finish(
         &self,
         now: Timestamp,
+        from: CoordinatorId,
         wallet: &WalletId,
         session: DkgSessionId,
         round2: &[SignedDkgMessage],
@@ -403,6 +411,7 @@ impl<S: Store> Signer<S> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
         expire(&mut shard, now);
+        coordinated_by(&shard, slot, session, from)?;
         let request = request_hash(FINISH_DOMAIN, round2)?;
         match shard.dkg.take() {
             Some(DkgSession {
@@ -411,9 +420,11 @@ impl<S: Store> Signer<S> {
                     state, hpke, echo, ..
                 },
                 expires,
+                coordinator,
             }) if id == session => {
                 let result = self.compute_result(slot, session, round2, state, &hpke, echo)?;
-                self.commit_result(slot, &mut shard, session, result, request, expires)
+                let hold = (coordinator, expires);
+                self.commit_result(slot, &mut shard, session, result, request, hold)
             }
             Some(DkgSession {
                 id,
@@ -423,8 +434,10 @@ impl<S: Store> Signer<S> {
                         request: first,
                     },
                 expires,
+                coordinator,
             }) if id == session && first == request => {
-                self.commit_result(slot, &mut shard, session, *result, request, expires)
+                let hold = (coordinator, expires);
+                self.commit_result(slot, &mut shard, session, *result, request, hold)
             }
             other => {
                 shard.dkg = other;
@@ -512,7 +525,7 @@ impl<S: Store> Signer<S> {
         session: DkgSessionId,
         result: Confirming,
         request: [u8; 32],
-        expires: Timestamp,
+        (coordinator, expires): (CoordinatorId, Timestamp),
     ) -> Result<SignedDkgMessage, Error> {
         let wallet = &slot.config.id;
         let ops = pending_ops(wallet, &result)?;
@@ -521,6 +534,7 @@ impl<S: Store> Signer<S> {
             Err(source) => {
                 shard.dkg = Some(DkgSession {
                     id: session,
+                    coordinator,
                     phase: Phase::Finished {
                         result: Box::new(result),
                         request,
@@ -659,13 +673,26 @@ impl<S: Store> Signer<S> {
     /// the next DKG need not wait for it to expire. Idempotent (a retry
     /// after a lost reply finds nothing). A finished part 3 is never
     /// touched: its result may be durable, and only the operator's
-    /// [`Signer::dkg_abort`] removes it. Another session is never touched.
+    /// [`Signer::dkg_abort`] removes it. Another session is never touched,
+    /// and only the member that started the session may cancel it. A start
+    /// of the session from `from` that arrives after its cancel (the relay
+    /// gave up waiting for it) is refused.
     ///
     /// # Errors
-    /// [`Error::UnknownWallet`].
-    pub fn dkg_cancel(&self, wallet: &WalletId, session: DkgSessionId) -> Result<bool, Error> {
+    /// [`Error::UnknownWallet`]; [`Error::DkgBusy`] when `from` did not
+    /// start the session (nothing changes).
+    pub fn dkg_cancel(
+        &self,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+    ) -> Result<bool, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
+        coordinated_by(&shard, slot, session, from)?;
+        if seat_in(slot, from).is_some() {
+            shard.dkg_cancelled.insert(from, session);
+        }
         let in_progress = shard.dkg.as_ref().is_some_and(|s| {
             s.id == session && matches!(s.phase, Phase::Round1 { .. } | Phase::Round2 { .. })
         });
@@ -766,16 +793,52 @@ fn take_phase(
     }
 }
 
+/// Refuses a part or cancel of the wallet's DKG `session` from a member
+/// that did not start it: another member must not end or derail a DKG it
+/// does not coordinate. The refusal changes nothing and accuses no one.
+fn coordinated_by(
+    shard: &Shard,
+    slot: &Slot,
+    session: DkgSessionId,
+    from: CoordinatorId,
+) -> Result<(), Error> {
+    match &shard.dkg {
+        Some(held) if held.id == session && held.coordinator != from => Err(busy(slot, held)),
+        _ => Ok(()),
+    }
+}
+
+/// The refusal naming the session that holds the wallet and the seat of
+/// the member that started it.
+fn busy(slot: &Slot, held: &DkgSession) -> Error {
+    Error::DkgBusy {
+        wallet: slot.config.id.clone(),
+        holder: held.id,
+        coordinator: seat_in(slot, held.coordinator).unwrap_or(NO_MEMBER),
+    }
+}
+
+/// The seat of the member `from` in the slot's wallet, if it is one.
+fn seat_in(slot: &Slot, from: CoordinatorId) -> Option<u16> {
+    slot.config
+        .roster
+        .iter()
+        .position(|k| k.to_bytes() == from.0)
+        .and_then(|i| u16::try_from(i + 1).ok())
+}
+
 /// Puts back a phase that was not the expected one and returns the error.
 fn restore(
     shard: &mut Shard,
     session: DkgSessionId,
+    coordinator: CoordinatorId,
     phase: Phase,
     expires: Timestamp,
     slot: &Slot,
 ) -> Error {
     shard.dkg = Some(DkgSession {
         id: session,
+        coordinator,
         phase,
         expires,
     });

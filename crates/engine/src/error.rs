@@ -586,17 +586,21 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
-    /// Another DKG session holds the wallet: a start of a different session
-    /// is refused while one runs, so a second coordinator cannot silently
-    /// reset it.
+    /// Another DKG session holds the wallet, or the caller did not start
+    /// the session it addresses: a start of a different session is refused
+    /// while one runs, and only the member that started a session may
+    /// continue or cancel it, so a second coordinator cannot silently reset
+    /// or end it.
     #[error(
-        "wallet {wallet}: DKG session {} holds the wallet; retry after it finishes or expires, or abort it", hex::encode(holder.0)
+        "wallet {wallet}: DKG session {} started by seat {coordinator} holds the wallet; retry after it finishes or expires", hex::encode(holder.0)
     )]
     DkgBusy {
         /// The wallet addressed.
         wallet: WalletId,
         /// The session holding the wallet.
         holder: crate::dkg_msg::DkgSessionId,
+        /// The seat of the member that started it.
+        coordinator: u16,
     },
     /// A DKG check failed; the session stopped. The operator decides what
     /// to do about the accused member (no automatic exclusion).

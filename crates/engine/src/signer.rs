@@ -14,6 +14,7 @@ use crate::api::{
 use crate::check::{CheckedRound2, check_round2, commitment_hash};
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
 use crate::dkg::DkgSession;
+use crate::dkg_msg::DkgSessionId;
 use crate::durable::{decode_shares, encode_shares, load_state, rekeying_ops};
 use crate::error::{Error, InternalFault, RequestPart};
 use crate::ids::{CoordinatorId, Timestamp, WalletId};
@@ -139,6 +140,10 @@ pub(crate) struct Shard {
     pending: PendingShares,
     /// A DKG in progress (memory only: a restart aborts it).
     pub(crate) dkg: Option<DkgSession>,
+    /// The session each member last cancelled (at most one per member): a
+    /// start of it from that member arrives after the cancel and is
+    /// refused.
+    pub(crate) dkg_cancelled: BTreeMap<CoordinatorId, DkgSessionId>,
 }
 
 /// One configured wallet.
@@ -252,6 +257,7 @@ impl<S: Store> Signer<S> {
                 pool: NoncePool::new(config.limits.clone(), wallet.roster.len()),
                 pending: PendingShares::default(),
                 dkg: None,
+                dkg_cancelled: BTreeMap::new(),
             };
             wallets.insert(
                 wallet.id.clone(),
@@ -316,21 +322,21 @@ impl<S: Store> Signer<S> {
                 Ok(Response::WalletKey { key: HexBytes(key) })
             }
             Request::DkgStart(proposal) => self
-                .dkg_start(now, &proposal, rng)
+                .dkg_start(now, from, &proposal, rng)
                 .map(|m| messages(vec![m])),
             Request::DkgRound2 {
                 wallet,
                 session,
                 round1,
             } => self
-                .dkg_round2(now, &wallet, session, &round1, rng)
+                .dkg_round2(now, from, &wallet, session, &round1, rng)
                 .map(messages),
             Request::DkgFinish {
                 wallet,
                 session,
                 round2,
             } => self
-                .dkg_finish(now, &wallet, session, &round2)
+                .dkg_finish(now, from, &wallet, session, &round2)
                 .map(|m| messages(vec![m])),
             Request::DkgConfirm {
                 wallet,
@@ -339,7 +345,7 @@ impl<S: Store> Signer<S> {
                 .dkg_confirm(&wallet, &confirmation)
                 .map(Response::Confirmations),
             Request::DkgCancel { wallet, session } => self
-                .dkg_cancel(&wallet, session)
+                .dkg_cancel(from, &wallet, session)
                 .map(|dropped| Response::DkgCancelled { dropped }),
         }
     }

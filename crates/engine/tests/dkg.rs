@@ -99,7 +99,7 @@ fn a_second_dkg_never_overwrites_a_stored_key_package() {
     // An active wallet refuses a new DKG outright.
     let err = c.members[0]
         .signer()
-        .dkg_start(c.now, &p, &mut c.rng)
+        .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
         .unwrap_err();
     assert!(matches!(err, Error::WalletAlreadyKeyed { .. }), "{err:?}");
 }
@@ -264,7 +264,7 @@ fn failed_part3(
         .map(|s| {
             c.member(s)
                 .signer()
-                .dkg_finish(c.now, &p.wallet, p.session, &inbox[&s])
+                .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox[&s])
                 .unwrap()
         })
         .collect();
@@ -272,7 +272,7 @@ fn failed_part3(
     let err = c
         .member(1)
         .signer()
-        .dkg_finish(c.now, &p.wallet, p.session, &inbox[&1])
+        .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox[&1])
         .unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::StorageUnavailable);
@@ -318,16 +318,16 @@ fn a_lost_part3_commit_is_retryable_and_the_identical_retry_succeeds() {
     let signer = c.member(1).signer();
     // Another request does not take over the pending result.
     assert!(matches!(
-        signer.dkg_finish(c.now, &p.wallet, p.session, &inbox[..1]),
+        signer.dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox[..1]),
         Err(Error::DkgNotInPhase { .. })
     ));
     let own = signer
-        .dkg_finish(c.now, &p.wallet, p.session, &inbox)
+        .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox)
         .unwrap();
     assert!(seat1_has_key_package(&c));
     // Asking again returns the same confirmation.
     let again = signer
-        .dkg_finish(c.now, &p.wallet, p.session, &inbox)
+        .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox)
         .unwrap();
     assert_eq!(again, own);
     confirmations.push(own);
@@ -355,7 +355,7 @@ fn an_ambiguous_part3_commit_is_adopted_by_the_identical_retry() {
     let signer = c.member(1).signer();
     confirmations.push(
         signer
-            .dkg_finish(c.now, &p.wallet, p.session, &inbox)
+            .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox)
             .unwrap(),
     );
     activate_everywhere(&c, &confirmations);
@@ -426,6 +426,7 @@ fn a_forged_envelope_does_not_accuse_its_claimed_sender() {
         .signer()
         .dkg_round2(
             c.now,
+            coordinator(1),
             &p.wallet,
             p.session,
             &[forged, r1[2].clone()],
@@ -452,7 +453,14 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
     let twice = [r1[1].clone(), r1[1].clone(), r1[2].clone()];
     let err = c.members[0]
         .signer()
-        .dkg_round2(c.now, &p.wallet, p.session, &twice, &mut c.rng)
+        .dkg_round2(
+            c.now,
+            coordinator(1),
+            &p.wallet,
+            p.session,
+            &twice,
+            &mut c.rng,
+        )
         .unwrap_err();
     assert_eq!(fault_of(err), (1, 0, DkgFault::DuplicateSender));
 
@@ -470,7 +478,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
     }
     let signer = c.member(3).signer();
     let err = signer
-        .dkg_finish(c.now, &p.wallet, p.session, &wrong_round)
+        .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &wrong_round)
         .unwrap_err();
     assert_eq!(fault_of(err), (3, 0, DkgFault::UnexpectedPayload));
     let mut twice = inbox[&1].clone();
@@ -478,7 +486,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
     let err = c
         .member(1)
         .signer()
-        .dkg_finish(c.now, &p.wallet, p.session, &twice)
+        .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &twice)
         .unwrap_err();
     assert_eq!(fault_of(err), (1, 0, DkgFault::DuplicateSender));
 }
@@ -493,7 +501,7 @@ fn a_dkg_start_after_an_ambiguous_part3_commit_adopts_the_durable_result() {
     let again = proposal(&c, "w", 2);
     c.members[0]
         .signer()
-        .dkg_start(c.now, &again, &mut c.rng)
+        .dkg_start(c.now, coordinator(1), &again, &mut c.rng)
         .unwrap();
     let signer = c.member(1).signer();
     let status = signer.dkg_confirm(&p.wallet, &confirmations[0]).unwrap();
@@ -501,7 +509,7 @@ fn a_dkg_start_after_an_ambiguous_part3_commit_adopts_the_durable_result() {
     // Its own confirmation is still answered for the first session.
     confirmations.push(
         signer
-            .dkg_finish(c.now, &p.wallet, p.session, &inbox)
+            .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox)
             .unwrap(),
     );
     activate_everywhere(&c, &confirmations);
@@ -513,9 +521,20 @@ fn handle(
     s: u16,
     req: thresig_engine::Request,
 ) -> Result<thresig_engine::Response, Error> {
+    handle_from(c, s, 1, req)
+}
+
+/// Sends `req` to seat `s` at the cluster's clock from coordinator seat
+/// `from`.
+fn handle_from(
+    c: &mut Cluster,
+    s: u16,
+    from: u16,
+    req: thresig_engine::Request,
+) -> Result<thresig_engine::Response, Error> {
     let now = c.now;
     let signer = c.members[usize::from(s) - 1].signer();
-    signer.handle(now, coordinator(1), req, &mut c.rng)
+    signer.handle(now, coordinator(from), req, &mut c.rng)
 }
 
 /// Part 1 at every seat through [`handle`], at the cluster's clock.
@@ -539,12 +558,26 @@ fn a_retried_part2_is_answered_with_the_same_messages() {
     let first = part2_each(&mut c, &p, view);
     let signer = c.members[0].signer();
     let again = signer
-        .dkg_round2(c.now, &p.wallet, p.session, &view(1), &mut c.rng)
+        .dkg_round2(
+            c.now,
+            coordinator(1),
+            &p.wallet,
+            p.session,
+            &view(1),
+            &mut c.rng,
+        )
         .unwrap();
     assert_eq!(&again, first[&1].as_ref().unwrap(), "another answer");
     // Anything but the identical request is still refused.
     let err = signer
-        .dkg_round2(c.now, &p.wallet, p.session, &view(1)[..1], &mut c.rng)
+        .dkg_round2(
+            c.now,
+            coordinator(1),
+            &p.wallet,
+            p.session,
+            &view(1)[..1],
+            &mut c.rng,
+        )
         .unwrap_err();
     assert!(matches!(err, Error::DkgNotInPhase { .. }), "{err:?}");
     let inbox = route(first.into_values().flat_map(Result::unwrap));
@@ -626,7 +659,14 @@ fn a_round1_package_of_the_wrong_length_is_refused_before_decoding() {
     );
     let err = c.members[0]
         .signer()
-        .dkg_round2(c.now, &p.wallet, p.session, &r1[1..], &mut c.rng)
+        .dkg_round2(
+            c.now,
+            coordinator(1),
+            &p.wallet,
+            p.session,
+            &r1[1..],
+            &mut c.rng,
+        )
         .unwrap_err();
     assert_eq!(fault_of(err), (1, 2, DkgFault::WrongPackageLength));
 }
@@ -665,27 +705,146 @@ fn a_cancel_drops_only_its_own_session_in_progress() {
     let first = proposal(&c, "w", 1);
     part1(&mut c, &first);
     let signer = c.member(1).signer();
-    assert!(!signer.dkg_cancel(&wid("w"), DkgSessionId([2; 32])).unwrap());
+    assert!(
+        !signer
+            .dkg_cancel(coordinator(1), &wid("w"), DkgSessionId([2; 32]))
+            .unwrap()
+    );
     let second = proposal(&c, "w", 2);
     let err = c.members[0]
         .signer()
-        .dkg_start(c.now, &second, &mut c.rng)
+        .dkg_start(c.now, coordinator(1), &second, &mut c.rng)
         .unwrap_err();
     assert!(matches!(err, Error::DkgBusy { .. }), "{err:?}");
     for s in seats(&c) {
         let signer = c.member(s).signer();
-        assert!(signer.dkg_cancel(&wid("w"), first.session).unwrap());
-        assert!(!signer.dkg_cancel(&wid("w"), first.session).unwrap());
+        assert!(
+            signer
+                .dkg_cancel(coordinator(1), &wid("w"), first.session)
+                .unwrap()
+        );
+        assert!(
+            !signer
+                .dkg_cancel(coordinator(1), &wid("w"), first.session)
+                .unwrap()
+        );
     }
-    through_part3(&mut c, "w", 2);
+    // A part 3 whose commit failed is finished: its result waits in memory
+    // for the byte-identical retry, and the cancel leaves it there.
+    let (c, p, inbox, mut confirmations) = failed_part3(216, Fault::Lost);
+    let signer = c.member(1).signer();
     assert!(
-        !c.member(1)
-            .signer()
-            .dkg_cancel(&wid("w"), second.session)
+        !signer
+            .dkg_cancel(coordinator(1), &p.wallet, p.session)
             .unwrap()
     );
-    assert!(
-        seat1_has_key_package(&c),
-        "a cancel removed a finished result"
+    confirmations.push(
+        signer
+            .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox)
+            .unwrap(),
     );
+    assert!(seat1_has_key_package(&c));
+    activate_everywhere(&c, &confirmations);
+}
+
+/// A part 3 whose commit failed still holds the wallet (its result may be
+/// needed by the identical retry): another session's start is refused.
+#[test]
+fn a_finished_part3_whose_commit_failed_holds_the_wallet() {
+    let (mut c, p, inbox, mut confirmations) = failed_part3(217, Fault::Lost);
+    let second = proposal(&c, "w", 2);
+    let err = handle(&mut c, 1, thresig_engine::Request::DkgStart(second)).unwrap_err();
+    assert!(matches!(err, Error::DkgBusy { .. }), "{err:?}");
+    confirmations.push(
+        c.member(1)
+            .signer()
+            .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox)
+            .unwrap(),
+    );
+    activate_everywhere(&c, &confirmations);
+}
+
+/// Only the member that started a DKG session coordinates it: another
+/// member's cancel, part 2 or part 3 of that session is refused with
+/// `dkg_busy` naming the session and its coordinator, accuses no one, and
+/// changes nothing.
+#[test]
+fn only_the_coordinator_that_started_a_dkg_continues_or_cancels_it() {
+    use thresig_engine::Request;
+    let mut c = Cluster::unkeyed(218, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1_at_now(&mut c, &p);
+    let view = |s: u16| -> Vec<SignedDkgMessage> {
+        r1.iter().filter(|m| m.sender != s).cloned().collect()
+    };
+    let holder = hex::encode(p.session.0);
+    let refused = |err: Error| {
+        assert!(matches!(err, Error::DkgBusy { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&holder) && text.contains("seat 1"), "{text}");
+    };
+    for s in seats(&c) {
+        let cancel = Request::DkgCancel {
+            wallet: p.wallet.clone(),
+            session: p.session,
+        };
+        refused(handle_from(&mut c, s, 3, cancel).unwrap_err());
+        let empty = Request::DkgRound2 {
+            wallet: p.wallet.clone(),
+            session: p.session,
+            round1: Vec::new(),
+        };
+        refused(handle_from(&mut c, s, 3, empty).unwrap_err());
+        let other = Request::DkgStart(proposal(&c, "w", 2));
+        refused(handle_from(&mut c, s, 3, other).unwrap_err());
+    }
+    let mut sealed = Vec::new();
+    for s in seats(&c) {
+        let req = Request::DkgRound2 {
+            wallet: p.wallet.clone(),
+            session: p.session,
+            round1: view(s),
+        };
+        refused(handle_from(&mut c, s, 2, req.clone()).unwrap_err());
+        sealed.extend(messages(handle(&mut c, s, req).unwrap()));
+    }
+    let inbox = route(sealed);
+    let mut confirmations = Vec::new();
+    for s in seats(&c) {
+        let req = Request::DkgFinish {
+            wallet: p.wallet.clone(),
+            session: p.session,
+            round2: inbox[&s].clone(),
+        };
+        refused(handle_from(&mut c, s, 2, req.clone()).unwrap_err());
+        confirmations.extend(messages(handle(&mut c, s, req).unwrap()));
+    }
+    activate_everywhere(&c, &confirmations);
+}
+
+/// A relay's cancel can overtake its own start still queued at a member
+/// (the relay gave up waiting for it): the start that arrives after the
+/// cancel is refused, so it does not hold the wallet until it expires.
+/// Another member's cancel of the session id has no such effect.
+#[test]
+fn a_start_that_arrives_after_its_own_cancel_is_refused() {
+    use thresig_engine::{Request, Response};
+    let mut c = Cluster::unkeyed(219, 2, N, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let cancel = Request::DkgCancel {
+        wallet: p.wallet.clone(),
+        session: p.session,
+    };
+    let dropped = |r: Result<Response, Error>| match r.unwrap() {
+        Response::DkgCancelled { dropped } => dropped,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(!dropped(handle_from(&mut c, 2, 3, cancel.clone())));
+    handle(&mut c, 2, Request::DkgStart(p.clone())).unwrap();
+    assert!(!dropped(handle(&mut c, 1, cancel)));
+    let err = handle(&mut c, 1, Request::DkgStart(p.clone())).unwrap_err();
+    assert!(matches!(err, Error::DkgNotInPhase { .. }), "{err:?}");
+    // Nothing holds the wallet: the relay's next run starts at once.
+    let next = proposal(&c, "w", 2);
+    handle(&mut c, 1, Request::DkgStart(next)).unwrap();
 }

@@ -62,7 +62,7 @@ fn a_round1_package_altered_for_some_members_fails_the_echo_at_every_honest_memb
     let r1 = part1(&mut c, &p);
     let same = c.members[3]
         .signer()
-        .dkg_start(c.now, &p, &mut c.rng)
+        .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
         .unwrap();
     assert_eq!(same, r1[3], "a live session's start is answered again");
     let later = c
@@ -70,7 +70,7 @@ fn a_round1_package_altered_for_some_members_fails_the_echo_at_every_honest_memb
         .saturating_add(std::time::Duration::from_secs(11 * 60));
     let second = c.members[3]
         .signer()
-        .dkg_start(later, &p, &mut c.rng)
+        .dkg_start(later, coordinator(1), &p, &mut c.rng)
         .unwrap();
     assert_ne!(second.payload, r1[3].payload);
     let out = part2_each(&mut c, &p, |s| {
@@ -112,7 +112,12 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
     let forged_proposal = proposal(&forger, "w", 1);
     let made_up = forger.members[0]
         .signer()
-        .dkg_start(forger.now, &forged_proposal, &mut forger.rng)
+        .dkg_start(
+            forger.now,
+            coordinator(1),
+            &forged_proposal,
+            &mut forger.rng,
+        )
         .unwrap()
         .payload;
     let substitutes: [(&str, Substitute); 3] = [
@@ -178,6 +183,7 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
             let genuine: Vec<_> = r1.iter().filter(|m| m.sender != s).cloned().collect();
             let again = c.member(s).signer().dkg_round2(
                 c.now,
+                coordinator(1),
                 &p.wallet,
                 p.session,
                 &genuine,
@@ -221,10 +227,10 @@ fn a_swapped_identity_key_threshold_or_roster_is_refused_by_every_signer() {
             let mut p = proposal(&c, "w", session);
             edit(&mut p);
             for s in seats(&c) {
-                let err = c
-                    .member(s)
-                    .signer()
-                    .dkg_start(c.now, &p, &mut c.rng.clone());
+                let err =
+                    c.member(s)
+                        .signer()
+                        .dkg_start(c.now, coordinator(1), &p, &mut c.rng.clone());
                 let err = err.unwrap_err();
                 assert!(matches!(err, Error::DkgMismatch { .. }), "{what}: {err:?}");
                 assert_eq!(err.code(), ErrorCode::DkgMismatch, "{what}");
@@ -261,7 +267,11 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
             seat2_rng = Some(c.rng.clone());
         }
         let signer = c.members[usize::from(s) - 1].signer();
-        r1.push(signer.dkg_start(c.now, &p, &mut c.rng).unwrap());
+        r1.push(
+            signer
+                .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
+                .unwrap(),
+        );
     }
     // Seat 2's round-1 secret, recomputed from the same randomness: its
     // package is byte-identical to the one seat 2 sent.
@@ -319,7 +329,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
     let err = c
         .member(1)
         .signer()
-        .dkg_finish(c.now, &p.wallet, p.session, &misrouted)
+        .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &misrouted)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DkgFailed);
     assert_eq!(fault_of(err), (1, 0, DkgFault::WrongRecipient));
@@ -338,7 +348,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
     let err = c
         .member(3)
         .signer()
-        .dkg_finish(c.now, &p.wallet, p.session, &readdressed)
+        .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &readdressed)
         .unwrap_err();
     assert_eq!(fault_of(err), (3, 0, DkgFault::BadSignature));
     assert_no_member_keyed(&c, "w");

@@ -7,7 +7,7 @@ use thresig_engine::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, SignedDkgMessage, WalletStateKind,
 };
 
-use super::{Cluster, identity_secret, wid};
+use super::{Cluster, coordinator, identity_secret, wid};
 
 /// Every seat of the cluster, in order.
 pub fn seats(c: &Cluster) -> std::ops::RangeInclusive<u16> {
@@ -31,7 +31,9 @@ pub fn part1(c: &mut Cluster, p: &DkgProposal) -> Vec<SignedDkgMessage> {
     (seats(c))
         .map(|s| {
             let signer = c.members[usize::from(s) - 1].signer();
-            signer.dkg_start(c.now, p, &mut c.rng).unwrap()
+            signer
+                .dkg_start(c.now, coordinator(1), p, &mut c.rng)
+                .unwrap()
         })
         .collect()
 }
@@ -48,7 +50,14 @@ pub fn part2_each(
         let signer = c.members[usize::from(s) - 1].signer();
         out.insert(
             s,
-            signer.dkg_round2(c.now, &p.wallet, p.session, &view(s), &mut c.rng),
+            signer.dkg_round2(
+                c.now,
+                coordinator(1),
+                &p.wallet,
+                p.session,
+                &view(s),
+                &mut c.rng,
+            ),
         );
     }
     out
@@ -91,7 +100,7 @@ pub fn part3(
         .map(|s| {
             c.member(s)
                 .signer()
-                .dkg_finish(c.now, &p.wallet, p.session, &inbox[&s])
+                .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox[&s])
         })
         .collect()
 }
