@@ -381,6 +381,19 @@ fn a_fifth_admin_client_is_busy_until_one_of_four_closes() {
     let busy = reply_of(&fifth);
     assert_eq!(busy["error"]["code"], "admin_busy", "{busy}");
     assert_eq!(busy["error"]["retryable"], true, "{busy}");
+    // Each of the four holds a slot: nothing was answered on it (a server
+    // with fewer slots would have answered the last of them busy).
+    for (i, stream) in held.iter().enumerate() {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match (&*stream).read(&mut byte) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("held connection {i} was answered: {other:?}"),
+        }
+        stream.set_read_timeout(None).unwrap();
+    }
 
     // Closing our side ends that connection's request (empty: a probe);
     // the server closes the connection after giving its slot back, so the
