@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{Shutdown, getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use thresig_cluster::node::STOP_GRACE;
 use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, Recovery};
 use tracing::{info, warn};
@@ -76,12 +77,6 @@ pub(crate) const IO_DEADLINE: Duration = Duration::from_secs(5);
 /// monitoring `keys status` or two while a rotation runs, and the cap bounds
 /// the threads a local client can make the signer hold.
 pub(crate) const MAX_CLIENTS: usize = 4;
-
-/// How long a stopping signer waits for the admin commands it runs. A DEK
-/// rotation of a large store can take longer; stopping is not held up by
-/// it, since a rotation interrupted like a crash leaves the store
-/// consistent.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A request on the admin socket.
 #[derive(Debug, Serialize, Deserialize)]
