@@ -34,7 +34,9 @@
 //!   answered `admin_stopping`), and waits at most [`STOP_GRACE`] for the
 //!   commands running. One still running then is abandoned: the process
 //!   exits under it as if killed, which leaves the store consistent
-//!   (docs/keys-runbook.md), and its client sees the connection close.
+//!   (docs/keys-runbook.md), and its client sees the connection close
+//!   ([`ask`] reports that as retryable, as it does a connection still
+//!   waiting to be accepted when the server stopped).
 
 use std::io::{BufRead as _, BufReader, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd as _;
@@ -131,18 +133,24 @@ pub(crate) enum AdminProblem {
     /// Connecting, writing or reading failed (other than "nothing there").
     #[error("{0}")]
     Io(std::io::ErrorKind),
-    /// The signer closed the connection or sent something that is not a
-    /// reply.
+    /// The signer closed the connection before its whole reply: it was
+    /// stopping, and refused or abandoned the command.
+    #[error(
+        "the signer closed the connection without a reply (it is stopping or has stopped); run the command again"
+    )]
+    Closed,
+    /// The signer sent something that is not a reply.
     #[error("the signer's reply is not a valid admin reply")]
     BadReply,
 }
 
 impl AdminProblem {
-    /// An I/O failure may be a signer starting or stopping; a bad reply is
-    /// a signer of another version.
+    /// An I/O failure or a closed connection may be a signer starting or
+    /// stopping (the command run again then opens the store, or reaches
+    /// the restarted signer); a bad reply is a signer of another version.
     pub(crate) fn recovery(&self) -> Recovery {
         match self {
-            Self::Io(_) => Recovery::Retryable,
+            Self::Io(_) | Self::Closed => Recovery::Retryable,
             Self::BadReply => Recovery::Terminal,
         }
     }
@@ -647,6 +655,12 @@ pub(crate) fn ask(path: &Path, command: StoreCommand) -> Result<Option<Report>, 
     BufReader::new((&stream).take(MAX_REPLY))
         .read_until(b'\n', &mut line)
         .map_err(io)?;
+    // A reply ends its line; the stream ending first (short of the size
+    // limit) is the signer closing it: stopping, it refused a connection
+    // still waiting to be accepted, or exited under the command.
+    if line.last() != Some(&b'\n') && u64::try_from(line.len()).is_ok_and(|n| n < MAX_REPLY) {
+        return Err(admin_error(path, AdminProblem::Closed));
+    }
     match serde_json::from_slice::<Reply>(&line) {
         Ok(Reply::Ok {
             json,

@@ -262,10 +262,15 @@ impl Gated {
         }
     }
 
+    /// Shuts the gate: the next provider calls wait at it.
+    fn shut(&self) {
+        std::fs::write(&self.gate, b"").unwrap();
+    }
+
     /// Sends a status command and returns its connection once the command
     /// is stuck inside the provider.
     fn stuck_status(&self) -> UnixStream {
-        std::fs::write(&self.gate, b"").unwrap();
+        self.shut();
         let mut slow = UnixStream::connect(socket_of(&self.path)).unwrap();
         slow.write_all(b"{\"command\":\"status\"}\n").unwrap();
         self.entered();
@@ -372,6 +377,35 @@ fn a_signer_stops_while_an_admin_command_is_stuck() {
     let mut rest = Vec::new();
     let _ = (&slow).read_to_end(&mut rest);
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+/// `thresig keys` whose signer stops under it, its command abandoned, is
+/// told to retry (exit 2): run again once the signer has stopped, it opens
+/// the store, or reaches the restarted signer.
+#[test]
+fn a_keys_command_cut_off_by_a_stopping_signer_is_retryable() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut gated = Gated::start(&runtime, 28, 86400);
+    gated.shut();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["keys", "status", "--json", "--config"])
+        .arg(&gated.path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gated.entered();
+    assert!(gated.cluster.local.stop(seat(1)).unwrap());
+    gated.release();
+    let out = child.wait_with_output().unwrap();
+    let err = common::json_of(&out, &["keys", "status"], 2);
+    assert_eq!(err["error"]["retryable"], true, "{err}");
+    assert_eq!(err["error"]["code"], "admin_socket", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("without a reply"), "{err}");
+    let status = keys("status", gated.path.to_str().unwrap(), 0);
+    assert_eq!(status["via"], "store", "{status}");
 }
 
 /// The admin socket holds at most four connections: a fifth is answered
