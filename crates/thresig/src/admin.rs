@@ -36,7 +36,9 @@
 //!   exits under it as if killed, which leaves the store consistent
 //!   (docs/keys-runbook.md), and its client sees the connection close
 //!   ([`ask`] reports that as retryable, as it does a connection still
-//!   waiting to be accepted when the server stopped).
+//!   waiting to be accepted when the server stopped). A command that fails
+//!   once the server is stopping is answered `admin_stopping`, retryable:
+//!   the failure may be the stop's.
 
 use std::io::{BufRead as _, BufReader, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd as _;
@@ -551,7 +553,10 @@ fn handle(
                 Recovery::Retryable,
                 "the signer is stopping; retry once it has stopped (the command then opens the store) or restarted".to_owned(),
             )),
-            Ok(request) => run(request.command, provider, store),
+            Ok(request) => settle(
+                run(request.command, provider, store),
+                stopping.load(Ordering::SeqCst),
+            ),
             Err(e) => Reply::Error(RemoteError::new(
                 "admin_bad_request",
                 Recovery::Terminal,
@@ -583,6 +588,24 @@ fn run(
             warn!(?command, code = e.code(), error = %describe(&e), "admin socket: command failed");
             Reply::Error(RemoteError::new(e.code(), e.recovery(), describe(&e)))
         }
+    }
+}
+
+/// The reply to a command that has run: as it is, unless it failed once
+/// the server was `stopping`. The failure may then come from the stop
+/// itself (the store's writer stopped under an abandoned rotation, which
+/// reports `writer_stopped`, terminal), so the client is told to retry,
+/// the command's own error kept in the message.
+fn settle(reply: Reply, stopping: bool) -> Reply {
+    match reply {
+        Reply::Error(e) if stopping => Reply::Error(RemoteError::new(
+            "admin_stopping",
+            Recovery::Retryable,
+            format!(
+                "the signer stopped while the command ran, which then failed ({e}); retry once it has stopped (the command then opens the store) or restarted"
+            ),
+        )),
+        reply => reply,
     }
 }
 
@@ -712,6 +735,39 @@ mod tests {
             !answers(&path).unwrap(),
             "stale: the file outlived its listener"
         );
+    }
+
+    /// A command that fails once the server is stopping may have failed
+    /// because of the stop (the store's writer stopped under a rotation):
+    /// its client is told to retry, with the command's own error kept.
+    #[test]
+    fn a_command_failing_while_the_server_stops_is_retryable() {
+        let stopped = Reply::Error(RemoteError::new(
+            "writer_stopped",
+            Recovery::Terminal,
+            "the store's writer has stopped".to_owned(),
+        ));
+        let Reply::Error(e) = settle(stopped, true) else {
+            panic!("not an error")
+        };
+        assert_eq!(e.code, "admin_stopping");
+        assert!(e.retryable);
+        assert!(e.message.contains("writer_stopped"), "{}", e.message);
+        let failed = Reply::Error(RemoteError::new(
+            "kek_unavailable",
+            Recovery::Terminal,
+            "m".to_owned(),
+        ));
+        let Reply::Error(e) = settle(failed, false) else {
+            panic!("not an error")
+        };
+        assert_eq!(e.code, "kek_unavailable", "kept while serving");
+        let ok = Reply::Ok {
+            json: Value::Null,
+            text: String::new(),
+            findings: false,
+        };
+        assert!(matches!(settle(ok, true), Reply::Ok { .. }));
     }
 
     #[test]
