@@ -1,8 +1,9 @@
 //! Reading a file named on the command line (`--config`, `--psbt`,
-//! `--inputs-file`): only a regular file, and only up to a limit, so a
-//! device such as `/dev/zero`, a FIFO or a wrong, huge file is refused
+//! `--inputs-file`, `--recovery-key`): only a regular file, and only up to
+//! a limit, so a device such as `/dev/zero`, a FIFO or a wrong, huge file is refused
 //! instead of filling memory or blocking the command.
 
+use std::fs::{File, Metadata};
 use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -54,7 +55,9 @@ impl FileError {
     }
 }
 
-/// Reads the regular file at `path`, at most `limit` bytes.
+/// Opens the regular file at `path` for reading, with its metadata taken
+/// from the opened file (for a caller that checks more, such as its mode,
+/// before reading; [`read_bounded`] reads it whole).
 ///
 /// The type is checked before opening, since opening a device can act (a
 /// watchdog arms, a tape rewinds) and a socket cannot be opened at all; it
@@ -64,8 +67,8 @@ impl FileError {
 /// refused instead of waited on.
 ///
 /// # Errors
-/// [`FileError`], naming `path`.
-pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+/// [`FileError::Read`] or [`FileError::NotAFile`], naming `path`.
+pub fn open_regular(path: &Path) -> Result<(File, Metadata), FileError> {
     let read = |source| FileError::Read {
         path: path.to_path_buf(),
         source,
@@ -81,15 +84,29 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
         .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
         .open(path)
         .map_err(read)?;
-    if !file.metadata().map_err(read)?.is_file() {
+    let meta = file.metadata().map_err(read)?;
+    if !meta.is_file() {
         return Err(not_a_file());
     }
+    Ok((file, meta))
+}
+
+/// Reads the regular file at `path` ([`open_regular`]), at most `limit`
+/// bytes.
+///
+/// # Errors
+/// [`FileError`], naming `path`.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+    let (file, _) = open_regular(path)?;
     // One byte past the limit tells a file that is too large (or grew
     // since it was opened) from one that fits.
     let mut bytes = Vec::new();
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(read)?;
+        .map_err(|source| FileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if u64::try_from(bytes.len()).map_or(true, |n| n > limit) {
         return Err(FileError::TooLarge {
             path: path.to_path_buf(),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thresig_crypto::Seat;
 use thresig_daemon::{DaemonConfig, EngineHandler, SignerHandler, run_until_signal};
@@ -181,9 +181,13 @@ impl Node {
 
     /// Serves the engine over the daemon until SIGINT or SIGTERM, then calls
     /// `before_close` (where the caller stops its own users of the store,
-    /// such as the admin socket) and stops the key manager and the store's
-    /// writer. `fault` makes it misbehave on purpose (the demo's malicious
-    /// signers).
+    /// such as the admin socket, waiting at most [`STOP_GRACE`]) and stops
+    /// the key manager and the store's writer. The key manager is told to
+    /// stop before `before_close` and waited for until [`STOP_GRACE`] after
+    /// that; a manager still inside a tick then (a provider call that
+    /// hangs, a rotation waiting for an admin command's) is abandoned like
+    /// the admin commands. `fault` makes it misbehave on purpose (the
+    /// demo's malicious signers).
     ///
     /// # Errors
     /// [`NodeError::Daemon`].
@@ -193,7 +197,7 @@ impl Node {
             wallets,
             daemon,
             store,
-            manager,
+            mut manager,
             handler,
             ..
         } = self;
@@ -205,8 +209,16 @@ impl Node {
             Some(fault) => run(&daemon, Arc::new(Faulty::new(handler, fault))),
         };
         drop(pruner);
+        let now = Instant::now();
+        let deadline = now.checked_add(STOP_GRACE).unwrap_or(now);
+        manager.request_stop();
         before_close();
-        drop(manager);
+        if !manager.stop_by(deadline) {
+            warn!(
+                grace_secs = STOP_GRACE.as_secs(),
+                "the key manager is still inside a tick (a provider call or a rotation); stopping without it"
+            );
+        }
         store.shutdown();
         served
     }
@@ -215,6 +227,14 @@ impl Node {
 fn run<H: SignerHandler>(daemon: &DaemonConfig, handler: Arc<H>) -> Result<(), NodeError> {
     Ok(run_until_signal(daemon, handler)?)
 }
+
+/// How long a stopping signer waits for its users of the store besides the
+/// engine: the key manager's tick, and the admin socket's commands (its
+/// caller's `before_close`). A provider call can hang for its whole
+/// timeout and a DEK rotation of a large store takes longer; stopping is
+/// not held up by them, since either interrupted like a crash leaves the
+/// store consistent.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How often the engine is pruned. Nonces live five minutes and tombstones
 /// and markers an hour by default, so a wallet nobody uses drops each within

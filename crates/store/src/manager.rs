@@ -7,9 +7,9 @@
 //! (the daemon exports it as a metric and an alert), while reads and writes
 //! carry on (I3).
 
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::entry::DekState;
 use crate::error::{Error, Recovery};
@@ -59,7 +59,8 @@ pub struct ProviderHealth {
 
 /// The key manager. [`KeyManager::start`] runs it on its own thread;
 /// [`KeyManager::new`] makes one that ticks only when told (tests, operator
-/// commands). Stops and joins its thread on drop.
+/// commands). Stops and joins its thread on drop, or within a deadline by
+/// [`KeyManager::stop_by`].
 #[derive(Debug)]
 pub struct KeyManager {
     inner: Arc<Inner>,
@@ -67,6 +68,10 @@ pub struct KeyManager {
     poll_interval: Option<Duration>,
     stop: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Disconnected once the thread has returned: its sender is dropped
+    /// then, so a bounded wait for the thread is a bounded receive. (The
+    /// lock only makes the manager `Sync`.)
+    done: Option<std::sync::Mutex<Receiver<()>>>,
 }
 
 #[derive(Debug)]
@@ -86,6 +91,7 @@ impl KeyManager {
             poll_interval: None,
             stop: None,
             thread: None,
+            done: None,
         }
     }
 
@@ -95,10 +101,12 @@ impl KeyManager {
         let mut manager = Self::new(store);
         manager.poll_interval = Some(options.poll_interval);
         let (stop, stopped) = sync_channel::<()>(1);
+        let (returned, done) = sync_channel::<()>(0);
         let inner = manager.inner.clone();
         manager.thread = std::thread::Builder::new()
             .name("thresig-key-manager".to_owned())
             .spawn(move || {
+                let _returned = returned;
                 while let Err(RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(options.poll_interval)
                 {
@@ -111,7 +119,41 @@ impl KeyManager {
             })
             .ok();
         manager.stop = Some(stop);
+        manager.done = Some(std::sync::Mutex::new(done));
         manager
+    }
+
+    /// Asks the manager's thread to stop once its current tick (if any) is
+    /// over, without waiting for it; [`KeyManager::stop_by`] or the drop
+    /// then waits.
+    pub fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.try_send(());
+        }
+    }
+
+    /// Stops the manager's thread, waiting for it until `deadline` at the
+    /// latest; returns whether it stopped. A thread still inside a tick
+    /// then (a provider call that hangs, a rotation waiting for another)
+    /// is left running, detached: a stopping process exits under it as
+    /// under a crash, which leaves the store consistent.
+    #[must_use = "false means the thread was left running"]
+    pub fn stop_by(mut self, deadline: Instant) -> bool {
+        self.request_stop();
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let returned = self.done.take().is_none_or(|done| {
+            let done = done
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            done.recv_timeout(left) != Err(RecvTimeoutError::Timeout)
+        });
+        if returned {
+            let _ = thread.join();
+        }
+        returned
     }
 
     /// One tick at time `now`: purge expired markers, refresh the witness,
@@ -138,9 +180,7 @@ impl KeyManager {
 
 impl Drop for KeyManager {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.try_send(());
-        }
+        self.request_stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

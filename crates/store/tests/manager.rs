@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use common::{Machine, ScriptedProvider, open_on, put_wallet, wallet, wallet_value};
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
@@ -128,6 +129,39 @@ fn the_manager_thread_stops_on_drop() {
     let manager = KeyManager::start(store.clone(), options);
     drop(manager);
     put_wallet(store.as_ref(), 1, b"still writable");
+}
+
+/// A stop bounded by a deadline returns by then even when the manager's
+/// thread is stuck in the provider, and leaves that thread behind; a
+/// manager between ticks stops at once.
+#[test]
+fn a_stop_by_a_deadline_does_not_wait_for_a_hung_tick() {
+    let (entered_tx, entered) = sync_channel(1);
+    let (release, release_rx) = sync_channel(1);
+    let provider = Arc::new(HangingProvider {
+        inner: MemoryProvider::with_key("k", 1),
+        entered: Mutex::new(None),
+        release: Mutex::new(release_rx),
+    });
+    let disk = SimDisk::new();
+    let witness = MemoryWitness::new();
+    let store = Arc::new(open_on(&disk, &witness, provider.clone()).unwrap());
+    *provider.entered.lock().unwrap() = Some(entered_tx);
+    let mut options = KeyManagerOptions::default();
+    options.poll_interval = Duration::from_millis(10);
+    let manager = KeyManager::start(store.clone(), options);
+    // The manager's thread is now stuck inside the provider.
+    entered.recv().unwrap();
+    let started = Instant::now();
+    assert!(!manager.stop_by(started + Duration::from_millis(200)));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    release.send(()).unwrap();
+
+    let machine = Machine::new();
+    let store = Arc::new(machine.open().unwrap());
+    options.poll_interval = Duration::from_secs(3600);
+    let manager = KeyManager::start(store.clone(), options);
+    assert!(manager.stop_by(Instant::now() + Duration::from_secs(60)));
 }
 
 #[test]

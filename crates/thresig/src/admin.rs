@@ -34,7 +34,11 @@
 //!   answered `admin_stopping`), and waits at most [`STOP_GRACE`] for the
 //!   commands running. One still running then is abandoned: the process
 //!   exits under it as if killed, which leaves the store consistent
-//!   (docs/keys-runbook.md), and its client sees the connection close.
+//!   (docs/keys-runbook.md), and its client sees the connection close
+//!   ([`ask`] reports that as retryable, as it does a connection still
+//!   waiting to be accepted when the server stopped). A command that fails
+//!   once the server is stopping is answered `admin_stopping`, retryable:
+//!   the failure may be the stop's.
 
 use std::io::{BufRead as _, BufReader, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd as _;
@@ -51,6 +55,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{Shutdown, getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use thresig_cluster::node::STOP_GRACE;
 use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, Recovery};
 use tracing::{info, warn};
@@ -76,12 +81,6 @@ pub(crate) const IO_DEADLINE: Duration = Duration::from_secs(5);
 /// monitoring `keys status` or two while a rotation runs, and the cap bounds
 /// the threads a local client can make the signer hold.
 pub(crate) const MAX_CLIENTS: usize = 4;
-
-/// How long a stopping signer waits for the admin commands it runs. A DEK
-/// rotation of a large store can take longer; stopping is not held up by
-/// it, since a rotation interrupted like a crash leaves the store
-/// consistent.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A request on the admin socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,18 +135,24 @@ pub(crate) enum AdminProblem {
     /// Connecting, writing or reading failed (other than "nothing there").
     #[error("{0}")]
     Io(std::io::ErrorKind),
-    /// The signer closed the connection or sent something that is not a
-    /// reply.
+    /// The signer closed the connection before its whole reply: it was
+    /// stopping, and refused or abandoned the command.
+    #[error(
+        "the signer closed the connection without a reply (it is stopping or has stopped); run the command again"
+    )]
+    Closed,
+    /// The signer sent something that is not a reply.
     #[error("the signer's reply is not a valid admin reply")]
     BadReply,
 }
 
 impl AdminProblem {
-    /// An I/O failure may be a signer starting or stopping; a bad reply is
-    /// a signer of another version.
+    /// An I/O failure or a closed connection may be a signer starting or
+    /// stopping (the command run again then opens the store, or reaches
+    /// the restarted signer); a bad reply is a signer of another version.
     pub(crate) fn recovery(&self) -> Recovery {
         match self {
-            Self::Io(_) => Recovery::Retryable,
+            Self::Io(_) | Self::Closed => Recovery::Retryable,
             Self::BadReply => Recovery::Terminal,
         }
     }
@@ -548,7 +553,10 @@ fn handle(
                 Recovery::Retryable,
                 "the signer is stopping; retry once it has stopped (the command then opens the store) or restarted".to_owned(),
             )),
-            Ok(request) => run(request.command, provider, store),
+            Ok(request) => settle(
+                run(request.command, provider, store),
+                stopping.load(Ordering::SeqCst),
+            ),
             Err(e) => Reply::Error(RemoteError::new(
                 "admin_bad_request",
                 Recovery::Terminal,
@@ -580,6 +588,24 @@ fn run(
             warn!(?command, code = e.code(), error = %describe(&e), "admin socket: command failed");
             Reply::Error(RemoteError::new(e.code(), e.recovery(), describe(&e)))
         }
+    }
+}
+
+/// The reply to a command that has run: as it is, unless it failed once
+/// the server was `stopping`. The failure may then come from the stop
+/// itself (the store's writer stopped under an abandoned rotation, which
+/// reports `writer_stopped`, terminal), so the client is told to retry,
+/// the command's own error kept in the message.
+fn settle(reply: Reply, stopping: bool) -> Reply {
+    match reply {
+        Reply::Error(e) if stopping => Reply::Error(RemoteError::new(
+            "admin_stopping",
+            Recovery::Retryable,
+            format!(
+                "the signer stopped while the command ran, which then failed ({e}); retry once it has stopped (the command then opens the store) or restarted"
+            ),
+        )),
+        reply => reply,
     }
 }
 
@@ -652,6 +678,12 @@ pub(crate) fn ask(path: &Path, command: StoreCommand) -> Result<Option<Report>, 
     BufReader::new((&stream).take(MAX_REPLY))
         .read_until(b'\n', &mut line)
         .map_err(io)?;
+    // A reply ends its line; the stream ending first (short of the size
+    // limit) is the signer closing it: stopping, it refused a connection
+    // still waiting to be accepted, or exited under the command.
+    if line.last() != Some(&b'\n') && u64::try_from(line.len()).is_ok_and(|n| n < MAX_REPLY) {
+        return Err(admin_error(path, AdminProblem::Closed));
+    }
     match serde_json::from_slice::<Reply>(&line) {
         Ok(Reply::Ok {
             json,
@@ -703,6 +735,39 @@ mod tests {
             !answers(&path).unwrap(),
             "stale: the file outlived its listener"
         );
+    }
+
+    /// A command that fails once the server is stopping may have failed
+    /// because of the stop (the store's writer stopped under a rotation):
+    /// its client is told to retry, with the command's own error kept.
+    #[test]
+    fn a_command_failing_while_the_server_stops_is_retryable() {
+        let stopped = Reply::Error(RemoteError::new(
+            "writer_stopped",
+            Recovery::Terminal,
+            "the store's writer has stopped".to_owned(),
+        ));
+        let Reply::Error(e) = settle(stopped, true) else {
+            panic!("not an error")
+        };
+        assert_eq!(e.code, "admin_stopping");
+        assert!(e.retryable);
+        assert!(e.message.contains("writer_stopped"), "{}", e.message);
+        let failed = Reply::Error(RemoteError::new(
+            "kek_unavailable",
+            Recovery::Terminal,
+            "m".to_owned(),
+        ));
+        let Reply::Error(e) = settle(failed, false) else {
+            panic!("not an error")
+        };
+        assert_eq!(e.code, "kek_unavailable", "kept while serving");
+        let ok = Reply::Ok {
+            json: Value::Null,
+            text: String::new(),
+            findings: false,
+        };
+        assert!(matches!(settle(ok, true), Reply::Ok { .. }));
     }
 
     #[test]

@@ -18,7 +18,6 @@
 //! timeout, disk full, database busy). Errors print a stable code, whether a
 //! retry can succeed, and a description that never holds key material.
 
-use std::fs::File;
 use std::io::Read as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -37,6 +36,7 @@ use thresig_store::{
 use zeroize::Zeroizing;
 
 use thresig_cluster::config::{Config, ConfigError};
+use thresig_cluster::file::{FileError, open_regular};
 use thresig_cluster::node::admin_socket_path;
 
 use crate::admin::{self, AdminProblem, RemoteError};
@@ -620,11 +620,13 @@ fn read_recovery_key(path: &Path) -> Result<RecoverySecretKey, KeysError> {
         problem,
     };
     let io = |e: std::io::Error| fail(RecoveryKeyProblem::Io(e.kind()));
-    let file = File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(fail(RecoveryKeyProblem::NotRegular));
-    }
+    // Read through the shared check, not `read_bounded`: the mode is
+    // checked on the opened file before any byte is read, and the key is
+    // read into memory that is wiped.
+    let (file, meta) = open_regular(path).map_err(|e| match e {
+        FileError::Read { source, .. } => io(source),
+        _ => fail(RecoveryKeyProblem::NotRegular),
+    })?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(fail(RecoveryKeyProblem::Insecure { mode }));

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -194,17 +194,26 @@ fn a_client_trickling_its_request_is_cut_off_at_the_deadline() {
 }
 
 /// A member whose KEK comes through a `raw` command provider that, once
-/// the gate is shut, says so on `entered` and waits on `release`.
+/// the gate is shut, says so on `entered` and waits for a line on the
+/// `release` FIFO.
+///
+/// The test holds `release` open for reading and writing from the start,
+/// so a line written there stays in the FIFO until a provider reads it: a
+/// release cannot be lost by coming before the provider waits. Dropping
+/// the last descriptor ends every wait still pending (the provider reads
+/// end of file), so no provider is left waiting after the test.
 struct Gated {
     cluster: ProcessCluster,
     path: PathBuf,
     gate: PathBuf,
     entered: PathBuf,
-    release: PathBuf,
+    release: std::fs::File,
 }
 
 impl Gated {
-    fn start(runtime: &tokio::runtime::Runtime, seed: u64) -> Self {
+    /// Starts the member, its key manager polling the provider every
+    /// `poll_secs`.
+    fn start(runtime: &tokio::runtime::Runtime, seed: u64, poll_secs: u64) -> Self {
         let mut cluster = ProcessCluster::provision(2, 2, &[], seed);
         let path = cluster.config_path(seat(1));
         let gates = path.parent().unwrap().join("gates");
@@ -217,7 +226,7 @@ impl Gated {
         let config = std::fs::read_to_string(&path).unwrap();
         let kek = path.parent().unwrap().join("kek");
         let script = format!(
-            "if [ -e {gate} ]; then echo in > {entered}; /bin/cat {release} > /dev/null; fi; /bin/cat {kek}",
+            "if [ -e {gate} ]; then echo in > {entered}; read line < {release}; fi; /bin/cat {kek}",
             gate = gate.display(),
             entered = entered.display(),
             release = release.display(),
@@ -229,10 +238,19 @@ impl Gated {
         );
         let start = config.find("[key_provider]").unwrap();
         let end = start + config[start..].find("\n\n").unwrap_or(config.len() - start);
-        let edited = format!("{}{provider}{}", &config[..start], &config[end..])
-            // No key-manager poll while the gate is shut.
-            .replacen("[store]\n", "[store]\nkey_poll_interval_secs = 86400\n", 1);
+        let edited = format!("{}{provider}{}", &config[..start], &config[end..]).replacen(
+            "[store]\n",
+            &format!("[store]\nkey_poll_interval_secs = {poll_secs}\n"),
+            1,
+        );
         std::fs::write(&path, edited).unwrap();
+        // Read and write: opening it never waits, and it keeps the FIFO's
+        // lines (a FIFO drops what it holds once nothing has it open).
+        let release = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&release)
+            .unwrap();
         cluster.local.start(seat(1), None).unwrap();
         runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
         Self {
@@ -244,28 +262,58 @@ impl Gated {
         }
     }
 
+    /// Shuts the gate: the next provider calls wait at it.
+    fn shut(&self) {
+        std::fs::write(&self.gate, b"").unwrap();
+    }
+
     /// Sends a status command and returns its connection once the command
     /// is stuck inside the provider.
     fn stuck_status(&self) -> UnixStream {
-        std::fs::write(&self.gate, b"").unwrap();
+        self.shut();
         let mut slow = UnixStream::connect(socket_of(&self.path)).unwrap();
         slow.write_all(b"{\"command\":\"status\"}\n").unwrap();
+        self.entered();
+        slow
+    }
+
+    /// Waits until one more provider call has entered the gate.
+    fn entered(&self) {
         let mut signal = String::new();
         BufReader::new(std::fs::File::open(&self.entered).unwrap())
             .read_line(&mut signal)
             .unwrap();
         assert_eq!(signal, "in\n");
-        slow
     }
 
-    /// Opens the gate and lets a waiting provider go on (if any waits).
+    /// Opens the gate and lets the providers waiting at it go on, or
+    /// about to wait: one line each, for more calls than any test makes.
     fn release(&self) {
         let _ = std::fs::remove_file(&self.gate);
-        let _ = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(&self.release);
+        let _ = (&self.release).write_all(&[b'\n'; RELEASES]);
     }
+}
+
+/// Lines written to a [`Gated`] member's release FIFO: a FIFO holds 64 KiB,
+/// so they never block the write.
+const RELEASES: usize = 64;
+
+/// The gate's release is not lost when it comes right after the provider
+/// said it entered, before it waits.
+#[test]
+fn a_release_right_after_the_provider_entered_is_not_lost() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let gated = Gated::start(&runtime, 27, 86400);
+    let slow = gated.stuck_status();
+    gated.release();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(&slow)
+        .read_line(&mut line)
+        .expect("the provider was not released");
+    let status: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(status["ok"]["json"]["provider"]["ok"], true, "{status}");
 }
 
 /// While one client's command is stuck in a slow key provider, a second
@@ -273,7 +321,7 @@ impl Gated {
 #[test]
 fn a_second_client_is_served_while_a_slow_command_runs() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let gated = Gated::start(&runtime, 24);
+    let gated = Gated::start(&runtime, 24, 86400);
     let slow = gated.stuck_status();
     let second = UnixStream::connect(socket_of(&gated.path)).unwrap();
     // Generous: only a server that serves one client at a time takes
@@ -292,34 +340,72 @@ fn a_second_client_is_served_while_a_slow_command_runs() {
     assert_eq!(status["ok"]["json"]["provider"]["ok"], true, "{status}");
 }
 
-/// A signer told to stop while an admin command is stuck stops all the
-/// same, after a bounded wait: the stuck command is abandoned, its client
-/// sees the connection close without a reply.
+/// A signer told to stop while an admin command and a key-manager poll
+/// are stuck in the provider stops all the same, within the admin
+/// socket's grace of 10 s: the stuck command and poll are abandoned, the
+/// command's client sees the connection close without a reply.
 #[test]
 fn a_signer_stops_while_an_admin_command_is_stuck() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut gated = Gated::start(&runtime, 25);
+    let mut gated = Gated::start(&runtime, 25, 1);
     let slow = gated.stuck_status();
+    // The key manager polls the provider each second: its next poll
+    // enters the gate too (the two may enter in either order).
+    gated.entered();
     // Should the stop wait for the stuck command, the watchdog opens the
     // gate after a minute, so the test fails instead of hanging.
     let (stopped, watch) = std::sync::mpsc::channel::<()>();
-    let release = gated.release.clone();
+    let mut release = gated.release.try_clone().unwrap();
     let watchdog = std::thread::spawn(move || {
         let fired = watch.recv_timeout(Duration::from_secs(60)).is_err();
         if fired {
-            let _ = std::fs::OpenOptions::new().write(true).open(&release);
+            let _ = release.write_all(&[b'\n'; RELEASES]);
         }
         fired
     });
+    let stopping = std::time::Instant::now();
     let clean = gated.cluster.local.stop(seat(1)).unwrap();
+    let took = stopping.elapsed();
     let _ = stopped.send(());
     let fired = watchdog.join().unwrap();
     gated.release();
-    assert!(!fired, "the signer waited for the stuck command to finish");
+    assert!(!fired, "the signer waited for the stuck provider calls");
+    // The grace and the process's exit; a signer that waits for the
+    // provider takes until the watchdog's minute.
+    assert!(took < Duration::from_secs(25), "stopping took {took:?}");
     assert!(clean, "the signer did not exit cleanly");
     let mut rest = Vec::new();
     let _ = (&slow).read_to_end(&mut rest);
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+/// `thresig keys` whose signer stops under it, its command abandoned, is
+/// told to retry (exit 2): run again once the signer has stopped, it opens
+/// the store, or reaches the restarted signer.
+#[test]
+fn a_keys_command_cut_off_by_a_stopping_signer_is_retryable() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut gated = Gated::start(&runtime, 28, 86400);
+    gated.shut();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["keys", "status", "--json", "--config"])
+        .arg(&gated.path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gated.entered();
+    assert!(gated.cluster.local.stop(seat(1)).unwrap());
+    gated.release();
+    let out = child.wait_with_output().unwrap();
+    let err = common::json_of(&out, &["keys", "status"], 2);
+    assert_eq!(err["error"]["retryable"], true, "{err}");
+    assert_eq!(err["error"]["code"], "admin_socket", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("without a reply"), "{err}");
+    let status = keys("status", gated.path.to_str().unwrap(), 0);
+    assert_eq!(status["via"], "store", "{status}");
 }
 
 /// The admin socket holds at most four connections: a fifth is answered
@@ -338,6 +424,19 @@ fn a_fifth_admin_client_is_busy_until_one_of_four_closes() {
     let busy = reply_of(&fifth);
     assert_eq!(busy["error"]["code"], "admin_busy", "{busy}");
     assert_eq!(busy["error"]["retryable"], true, "{busy}");
+    // Each of the four holds a slot: nothing was answered on it (a server
+    // with fewer slots would have answered the last of them busy).
+    for (i, stream) in held.iter().enumerate() {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match (&*stream).read(&mut byte) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            other => panic!("held connection {i} was answered: {other:?}"),
+        }
+        stream.set_read_timeout(None).unwrap();
+    }
 
     // Closing our side ends that connection's request (empty: a probe);
     // the server closes the connection after giving its slot back, so the

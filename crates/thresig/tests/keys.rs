@@ -306,6 +306,44 @@ fn a_recovery_key_file_readable_by_others_is_refused() {
     assert!(!err.contains(&secret), "{err}");
 }
 
+/// A FIFO given as the recovery key is refused at once, not waited on for a
+/// writer that never comes; so is a device.
+#[test]
+fn a_recovery_key_fifo_or_device_is_refused_without_waiting() {
+    let (_secret, public) = recovery_pair();
+    let s = Signer::provisioned(Some(&public));
+    let fifo = s.dir.path().join("recovery.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    for path in [fifo.as_path(), Path::new("/dev/zero")] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+            .args(["keys", "recover", "--json", "--recovery-key"])
+            .arg(path)
+            .arg("--config")
+            .arg(&s.config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("keys recover waits on {}", path.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = common::json_of(&out, &["recover"], 1);
+        assert_eq!(err["error"]["code"], "recovery_key_file", "{err}");
+        assert_eq!(err["error"]["retryable"], false, "{err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains("not a regular file"), "{err}");
+        assert!(message.contains(&path.display().to_string()), "{err}");
+    }
+}
+
 #[test]
 fn status_on_a_missing_database_creates_nothing() {
     let s = Signer::new(None);
