@@ -402,7 +402,13 @@ fn aborting_a_later_finished_part3_keeps_the_awaited_result() {
     c.member(1).store().fail_next_commit(Fault::Lost);
     let signer = c.member(1).signer();
     let err = signer
-        .dkg_finish(c.now, coordinator(1), &later.wallet, later.session, &inbox[&1])
+        .dkg_finish(
+            c.now,
+            coordinator(1),
+            &later.wallet,
+            later.session,
+            &inbox[&1],
+        )
         .unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
     signer.dkg_abort(&later.wallet, later.session).unwrap();
