@@ -71,6 +71,18 @@ pub enum Error {
     /// reading its address, creating the runtime or a signal handler.
     #[error("setup: {0}")]
     Setup(io::Error),
+    /// The hard open-file limit is below what the configured connection
+    /// limits can hold at once (code `open_file_limit`).
+    #[error(
+        "the hard open-file limit is {hard} but the [daemon.limits] need {needed} descriptors; \
+         raise it (LimitNOFILE= in the service unit, or ulimit -Hn) or lower the connection limits"
+    )]
+    OpenFileLimit {
+        /// Descriptors the limits need.
+        needed: u64,
+        /// The hard limit in force.
+        hard: u64,
+    },
     /// The gRPC server or channel failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -113,6 +125,7 @@ impl Error {
             | Self::Tls(_)
             | Self::Verifier(_)
             | Self::Certificate(_)
+            | Self::OpenFileLimit { .. }
             | Self::Malformed(_) => false,
         }
     }

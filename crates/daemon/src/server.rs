@@ -15,11 +15,12 @@ use tracing::info;
 
 use crate::api::SignerHandler;
 use crate::config::DaemonConfig;
+use crate::conn::raise_open_file_limit;
 use crate::error::Error;
 use crate::metrics::{Metrics, serve_metrics};
 use crate::proto::signer_server::SignerServer;
 use crate::service::SignerService;
-use crate::tls::{accept_loop, server_config};
+use crate::tls::{Handshaker, accept_loop, server_config};
 
 /// The sockets [`serve`] listens on, bound by the caller (so it can bind
 /// privileged or ephemeral ports and report the addresses first).
@@ -92,15 +93,26 @@ where
     let (stop_tx, stop_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::channel(CONNECTION_QUEUE);
 
-    let accept = tokio::spawn(accept_loop(
-        listeners.grpc,
+    let handshaker = Handshaker::new(
         acceptor,
         config.cluster.clone(),
         config.pins.clone(),
+        config.limits.handshake_timeout,
+    );
+    let accept = tokio::spawn(accept_loop(
+        listeners.grpc,
+        handshaker,
+        config.limits,
+        metrics.clone(),
         conn_tx,
         stop_rx.clone(),
     ));
-    let metrics_task = tokio::spawn(serve_metrics(listeners.metrics, metrics.clone(), stop_rx));
+    let metrics_task = tokio::spawn(serve_metrics(
+        listeners.metrics,
+        metrics.clone(),
+        config.limits.max_metrics_connections,
+        stop_rx,
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -140,9 +152,9 @@ where
     Ok(())
 }
 
-/// Runs the daemon as a process's main loop: builds a Tokio runtime, binds
-/// the configured addresses, and serves until SIGINT or SIGTERM, then
-/// drains in-flight requests and returns.
+/// Runs the daemon as a process's main loop: raises the open-file limit,
+/// builds a Tokio runtime, binds the configured addresses, and serves until
+/// SIGINT or SIGTERM, then drains in-flight requests and returns.
 ///
 /// This is the glue a binary would write around [`serve`] (mini-redis's
 /// `bin/server.rs`), kept here so that the CLI needs no async runtime of
@@ -150,12 +162,14 @@ where
 /// another event call [`serve`].
 ///
 /// # Errors
-/// [`Error::Setup`] if the runtime, a listener or a signal handler cannot
-/// be set up, and the errors of [`serve`].
+/// [`Error::OpenFileLimit`] if the hard open-file limit is below what the
+/// configured limits can hold, [`Error::Setup`] if the runtime, a listener
+/// or a signal handler cannot be set up, and the errors of [`serve`].
 pub fn run_until_signal<H: SignerHandler>(
     config: &DaemonConfig,
     handler: Arc<H>,
 ) -> Result<(), Error> {
+    raise_open_file_limit(&config.limits)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

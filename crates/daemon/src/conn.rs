@@ -1,0 +1,306 @@
+//! Connection budgets shared by the gRPC and metrics listeners: a bounded
+//! set that drops its oldest entry to make room, rate-limited warnings, an
+//! accept that pauses on errors, and the process's open-file limit.
+//!
+//! Every budget here drops the oldest holder rather than refusing the
+//! newcomer: a listener that refuses at its bound lets whoever fills it
+//! first keep everyone else out, while dropping the oldest costs a peer
+//! that is still there only one reconnect.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::Limits;
+use crate::error::Error;
+
+/// Why an entry of an [`OldestFirst`] set was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Eviction {
+    /// Its key held as many entries as one key may.
+    KeyFull,
+    /// The set held as many entries as it may.
+    SetFull,
+}
+
+/// At most `max_total` entries, at most `max_per_key` of them under one key,
+/// each found by its id; inserting beyond a bound drops the oldest entry of
+/// the full key, or else the oldest entry of all.
+///
+/// The per-key bound comes first, so that a key flooding the set (one
+/// source address, one seat) only ever drops its own entries.
+pub(crate) struct OldestFirst<K, I, V> {
+    next: u64,
+    entries: BTreeMap<u64, (K, I, V)>,
+    order_of: HashMap<I, u64>,
+    by_key: HashMap<K, BTreeSet<u64>>,
+    max_total: usize,
+    max_per_key: usize,
+}
+
+impl<K: Copy + Eq + Hash, I: Copy + Eq + Hash, V> OldestFirst<K, I, V> {
+    /// An empty set; both bounds are at least 1 (the configuration says so).
+    pub(crate) fn new(max_total: usize, max_per_key: usize) -> Self {
+        Self {
+            next: 0,
+            entries: BTreeMap::new(),
+            order_of: HashMap::new(),
+            by_key: HashMap::new(),
+            max_total: max_total.max(1),
+            max_per_key: max_per_key.max(1),
+        }
+    }
+
+    /// Adds `value` under `key` as the newest entry; returns the entry
+    /// dropped to make room, and why.
+    pub(crate) fn insert(&mut self, key: K, id: I, value: V) -> Option<(Eviction, V)> {
+        let key_full = self
+            .by_key
+            .get(&key)
+            .and_then(|orders| (orders.len() >= self.max_per_key).then(|| orders.first()))
+            .flatten()
+            .copied();
+        let evicted = match key_full {
+            Some(oldest) => self.remove_order(oldest).map(|v| (Eviction::KeyFull, v)),
+            None if self.entries.len() >= self.max_total => {
+                let oldest = self.entries.keys().next().copied();
+                oldest
+                    .and_then(|order| self.remove_order(order))
+                    .map(|v| (Eviction::SetFull, v))
+            }
+            None => None,
+        };
+        let order = self.next;
+        self.next += 1;
+        self.entries.insert(order, (key, id, value));
+        self.order_of.insert(id, order);
+        self.by_key.entry(key).or_default().insert(order);
+        evicted
+    }
+
+    /// Removes the entry `id`, if it is still held.
+    pub(crate) fn remove(&mut self, id: &I) -> Option<V> {
+        let order = *self.order_of.get(id)?;
+        self.remove_order(order)
+    }
+
+    fn remove_order(&mut self, order: u64) -> Option<V> {
+        let (key, id, value) = self.entries.remove(&order)?;
+        self.order_of.remove(&id);
+        if let Some(orders) = self.by_key.get_mut(&key) {
+            orders.remove(&order);
+            if orders.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
+        Some(value)
+    }
+
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// At most one warning line per [`WARNING_INTERVAL`] for one kind of
+/// event, so a flood of failing connections cannot fill the disk with logs;
+/// the line that is written counts the ones left out.
+pub(crate) struct WarnLimiter {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+/// See [`WarnLimiter`].
+pub(crate) const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+impl WarnLimiter {
+    pub(crate) fn new() -> Self {
+        Self {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to write the line for an event at `now`: `Some(n)` with the
+    /// `n` events left out since the last line written, or `None`.
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < WARNING_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// Pause after a failed accept: a persistent failure such as `EMFILE`
+/// must not spin the loop (the pause mini-redis's accept loop takes, without
+/// its doubling: the daemon must come back as soon as descriptors free up).
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Accepts one connection on `listener`; a failed accept (out of file
+/// descriptors, a reset before accept) is logged through `warnings` and
+/// answered with `None` after [`ACCEPT_RETRY_PAUSE`].
+pub(crate) async fn accept_or_pause(
+    listener: &TcpListener,
+    warnings: &mut WarnLimiter,
+    what: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(err) => {
+            if let Some(suppressed) = warnings.allow(Instant::now()) {
+                warn!(error = %err, listener = what, suppressed, "accept failed; pausing before the next");
+            }
+            tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+            None
+        }
+    }
+}
+
+/// Descriptors the daemon keeps for what its limits do not count: the
+/// listeners, the store's files, the admin socket and its clients, key
+/// provider programs, the runtime's own.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// The kernel's usual ceiling on a process's descriptors (`fs.nr_open`): a
+/// hard limit of "unlimited" cannot be the soft limit, so the soft limit is
+/// raised to this instead.
+const NR_OPEN: u64 = 1 << 20;
+
+/// The open-file descriptors `limits` can hold at once, with
+/// [`RESERVED_DESCRIPTORS`] for everything else.
+pub(crate) fn descriptors_needed(limits: &Limits) -> u64 {
+    [
+        limits.max_pending_handshakes,
+        limits.max_member_connections,
+        limits.max_metrics_connections,
+    ]
+    .iter()
+    .map(|&n| u64::try_from(n).unwrap_or(u64::MAX))
+    .fold(RESERVED_DESCRIPTORS, u64::saturating_add)
+}
+
+/// The soft limit to set, given the current `soft` and `hard` limits and
+/// the descriptors `needed`: the hard limit (or [`NR_OPEN`] for an unlimited
+/// one), `None` when the soft limit is already there.
+///
+/// # Errors
+/// [`Error::OpenFileLimit`] when the hard limit is below `needed`.
+fn soft_limit_to_set(soft: u64, hard: u64, needed: u64) -> Result<Option<u64>, Error> {
+    let ceiling = if hard == RLIM_INFINITY { NR_OPEN } else { hard };
+    if ceiling < needed {
+        return Err(Error::OpenFileLimit { needed, hard });
+    }
+    Ok((soft < ceiling).then_some(ceiling))
+}
+
+/// Raises the process's soft open-file limit to its hard limit, or refuses
+/// when the hard limit is below what `limits` need; logs the limit in force.
+///
+/// # Errors
+/// [`Error::OpenFileLimit`], and [`Error::Setup`] when the limit cannot be
+/// read, or cannot be raised while the soft limit is below `needed`.
+pub(crate) fn raise_open_file_limit(limits: &Limits) -> Result<u64, Error> {
+    let needed = descriptors_needed(limits);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| Error::Setup(e.into()))?;
+    let soft = match soft_limit_to_set(soft, hard, needed)? {
+        None => soft,
+        Some(raised) => match setrlimit(Resource::RLIMIT_NOFILE, raised, hard) {
+            Ok(()) => raised,
+            Err(err) if soft >= needed => {
+                warn!(error = %err, soft, "cannot raise the open-file limit; the current one suffices");
+                soft
+            }
+            Err(err) => return Err(Error::Setup(err.into())),
+        },
+    };
+    info!(
+        open_files = soft,
+        needed, "open-file limit set for the configured connection limits"
+    );
+    Ok(soft)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_key_drops_its_own_oldest_and_a_full_set_the_oldest_of_all() {
+        let mut set = OldestFirst::new(4, 2);
+        assert_eq!(set.insert('a', 1, "a1"), None);
+        assert_eq!(set.insert('b', 2, "b1"), None);
+        assert_eq!(set.insert('a', 3, "a2"), None);
+        // 'a' is full: its own oldest goes, 'b' keeps its entry.
+        assert_eq!(set.insert('a', 4, "a3"), Some((Eviction::KeyFull, "a1")));
+        assert_eq!(set.insert('c', 5, "c1"), None);
+        assert_eq!(set.len(), 4);
+        // The set is full and 'd' is not: the oldest of all goes.
+        assert_eq!(set.insert('d', 6, "d1"), Some((Eviction::SetFull, "b1")));
+        assert_eq!(set.remove(&2), None);
+        assert_eq!(set.remove(&5), Some("c1"));
+        assert_eq!(set.insert('e', 7, "e1"), None);
+        assert_eq!(set.len(), 4);
+    }
+
+    #[test]
+    fn a_removed_entry_frees_its_keys_room() {
+        let mut set = OldestFirst::new(8, 1);
+        assert_eq!(set.insert('a', 1, ()), None);
+        assert_eq!(set.remove(&1), Some(()));
+        assert_eq!(set.insert('a', 2, ()), None);
+        assert_eq!(set.insert('a', 3, ()), Some((Eviction::KeyFull, ())));
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn warnings_are_written_once_per_interval_with_the_count_left_out() {
+        let mut warnings = WarnLimiter::new();
+        let start = Instant::now();
+        assert_eq!(warnings.allow(start), Some(0));
+        for i in 1..=5 {
+            assert_eq!(warnings.allow(start + Duration::from_millis(i)), None);
+        }
+        assert_eq!(warnings.allow(start + WARNING_INTERVAL), Some(5));
+        assert_eq!(warnings.allow(start + WARNING_INTERVAL), None);
+    }
+
+    #[test]
+    fn the_soft_limit_goes_to_the_hard_one_unless_the_hard_one_is_too_low() {
+        assert_eq!(soft_limit_to_set(1024, 4096, 1500).unwrap(), Some(4096));
+        assert_eq!(soft_limit_to_set(4096, 4096, 1500).unwrap(), None);
+        assert_eq!(
+            soft_limit_to_set(1024, RLIM_INFINITY, 1500).unwrap(),
+            Some(NR_OPEN)
+        );
+        let err = soft_limit_to_set(1024, 1024, 1500).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::OpenFileLimit {
+                    needed: 1500,
+                    hard: 1024
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_default_limits_fit_a_service_managers_default_soft_limit() {
+        let limits = Limits::from_section(crate::LimitsSection::default()).unwrap();
+        let needed = descriptors_needed(&limits);
+        assert!(needed <= 1024, "{needed}");
+    }
+}

@@ -1,0 +1,218 @@
+//! Connection limits over real loopback sockets: strangers holding silent
+//! connections or stalled handshakes, one source flooding, one member
+//! opening too many connections, and local clients holding the metrics
+//! port, must never keep a member from being served.
+//!
+//! Each wait below is bounded only so that a hang fails the test instead of
+//! the suite; the bounds are far above what the calls take when they work.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use thresig_engine::Round1Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+/// Below the 10 s handshake timeout the daemon had before it budgeted
+/// handshakes, so a member locked out until the strangers' handshakes
+/// expire fails here.
+const MEMBER_CALL_BOUND: Duration = Duration::from_secs(8);
+
+/// Bound on waiting for the server to close a connection it should drop.
+const CLOSE_BOUND: Duration = Duration::from_secs(20);
+
+/// The first bytes of a TLS record that announces a 512-byte handshake
+/// message and never delivers it: a handshake that stalls in the server's
+/// read.
+const STALLED_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+
+async fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// `n` connections to `addr` that send nothing.
+async fn silent(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    held
+}
+
+/// `n` connections to `addr` that start a TLS record and stop.
+async fn stalled(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = silent(addr, n).await;
+    for tcp in &mut held {
+        tcp.write_all(STALLED_CLIENT_HELLO).await.unwrap();
+    }
+    held
+}
+
+/// Waits until the server closes `tcp` (end of stream or a reset).
+async fn closed_by_server(tcp: &mut TcpStream) {
+    let mut buf = [0u8; 256];
+    let read = timeout(CLOSE_BOUND, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the connection open");
+}
+
+/// A member's round 1 on a fresh connection completes.
+async fn member_is_served(server: &Running, cluster: &Cluster) {
+    let call = timeout(MEMBER_CALL_BOUND, async {
+        let client = server.client(&cluster.client_tls()).await;
+        client.round1(Round1Request::new(vault(), 1)).await
+    })
+    .await;
+    let reply = call.expect("the member was not served while the connections were held");
+    assert_eq!(reply.unwrap().commitments, commitments(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_and_stalled_handshakes_do_not_lock_members_out() {
+    let cluster = Cluster::new();
+    let server = start(cluster.config(""), Arc::new(Recorder::default())).await;
+    // Opening the connections is bounded too: a listener that stops
+    // accepting leaves them, and the member, in the kernel's queue.
+    let (mut silent, _stalled) = timeout(MEMBER_CALL_BOUND, async {
+        let silent = silent(server.addr, 1200).await;
+        let stalled = stalled(server.addr, 300).await;
+        member_is_served(&server, &cluster).await;
+        (silent, stalled)
+    })
+    .await
+    .expect("the listener stopped accepting");
+    // The oldest stranger was dropped to make room, not left to time out.
+    closed_by_server(&mut silent[0]).await;
+    member_is_served(&server, &cluster).await;
+    server.stop().await;
+}
+
+/// A TLS client that trusts the cluster CA and presents no certificate:
+/// its handshake completes only while the server still holds it.
+fn anonymous_connector(cluster: &Cluster) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(cluster.path("ca.pem")).unwrap();
+    for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_source_evicts_only_its_own_handshakes() {
+    let cluster = Cluster::new();
+    let limits = "max_pending_handshakes = 16\n\
+                  max_handshakes_per_source = 4\n\
+                  handshake_timeout_ms = 60000";
+    let server = start(cluster.config(limits), Arc::new(Recorder::default())).await;
+    let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        waiting.push(connect_from(other, server.addr).await);
+    }
+    let mut flood = silent(server.addr, 200).await;
+    // The flood's first connection was evicted by its own later ones.
+    closed_by_server(&mut flood[0]).await;
+    // The other source's handshakes are still held: they complete now.
+    let name = ServerName::try_from(format!("seat-1.{CLUSTER}")).unwrap();
+    for tcp in waiting {
+        let handshake = anonymous_connector(&cluster).connect(name.clone(), tcp);
+        timeout(MEMBER_CALL_BOUND, handshake)
+            .await
+            .expect("handshake hung")
+            .expect("the other source's handshake was dropped");
+    }
+    member_is_served(&server, &cluster).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_above_its_connection_cap_loses_its_oldest_connection() {
+    let cluster = Cluster::new();
+    let server = start(
+        cluster.config("max_connections_per_seat = 2"),
+        Arc::new(Recorder::default()),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let client = server.client(&cluster.client_tls()).await;
+        client.round1(Round1Request::new(vault(), 1)).await.unwrap();
+        clients.push(client);
+    }
+    let text = scrape(server.metrics_addr).await;
+    assert_eq!(series(&text, "thresig_member_connections"), 2, "{text}");
+    let dropped = r#"thresig_connections_dropped_total{reason="seat_cap"}"#;
+    assert_eq!(series(&text, dropped), 1, "{text}");
+    // The member is never locked out: a new connection always gets in.
+    member_is_served(&server, &cluster).await;
+    server.stop().await;
+}
+
+/// The value of the series `name{labels}` in an OpenMetrics text, or 0.
+fn series(text: &str, name_and_labels: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One scrape on a new connection, read to the server's close.
+async fn scrape(addr: SocketAddr) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    timeout(CLOSE_BOUND, tcp.read_to_string(&mut response))
+        .await
+        .expect("the metrics server kept the connection open after answering")
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_metrics_connections_are_capped_and_scrapes_still_answer() {
+    let cluster = Cluster::new();
+    let server = start(cluster.config(""), Arc::new(Recorder::default())).await;
+    let mut idle = silent(server.metrics_addr, 1000).await;
+    closed_by_server(&mut idle[0]).await;
+    scrape(server.metrics_addr).await;
+    member_is_served(&server, &cluster).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_client_trickling_its_headers_is_cut_off() {
+    let cluster = Cluster::new();
+    let server = start(cluster.config(""), Arc::new(Recorder::default())).await;
+    let mut slow = TcpStream::connect(server.metrics_addr).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: local")
+        .await
+        .unwrap();
+    closed_by_server(&mut slow).await;
+    scrape(server.metrics_addr).await;
+    server.stop().await;
+}
