@@ -1,0 +1,340 @@
+//! Strangers and local users against a real cluster of `thresig serve`
+//! processes: silent TCP connections, stalled TLS handshakes and idle
+//! metrics connections held against one member must not keep the members
+//! from signing or reading status.
+//!
+//! The members start with a soft open-file limit of 1024, as a service
+//! manager's default gives them; each raises its own at start. This test
+//! process raises its own soft limit to hold the connections.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{ProcessCluster, WALLET, seat};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use thresig_crypto::Seat;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// What one attack holds: 2,000 silent connections and 2,000 stalled
+/// handshakes to the gRPC port, or 1,000 idle metrics connections, plus
+/// this process's own descriptors.
+const DESCRIPTORS_NEEDED: u64 = 4_000 + 512;
+
+/// A service manager's usual soft limit, which the members start with.
+const SERVICE_SOFT_LIMIT: u64 = 1024;
+
+/// The first bytes of a TLS record announcing a 512-byte handshake message
+/// that never comes.
+const STALLED_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+
+/// Bounds opening one connection: a listener that stopped accepting
+/// leaves it in the kernel's queue.
+const CONNECT_BOUND: Duration = Duration::from_secs(10);
+
+/// The soft open-file limit as `(soft, hard)`, or `None` (with the reason
+/// printed) when the hard limit is too small for this test.
+fn open_file_limits() -> Option<(u64, u64)> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard < DESCRIPTORS_NEEDED {
+        eprintln!(
+            "skipped: the hard open-file limit {hard} is below the {DESCRIPTORS_NEEDED} \
+             this test holds; raise it (ulimit -Hn) to run it"
+        );
+        return None;
+    }
+    Some((soft, hard))
+}
+
+fn set_soft_limit(soft: u64, hard: u64) {
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+}
+
+/// A running 2-of-3 cluster with an active wallet, started with the
+/// service manager's soft limit.
+struct Attacked {
+    cluster: ProcessCluster,
+    dir: tempfile::TempDir,
+    internal: String,
+    output_key: String,
+    destination: String,
+}
+
+impl Attacked {
+    fn start(hard: u64) -> Self {
+        let destination = address(5);
+        let mut cluster = ProcessCluster::provision(3, 2, std::slice::from_ref(&destination), 9);
+        set_soft_limit(SERVICE_SOFT_LIMIT.min(hard), hard);
+        cluster.start_all(&tokio::runtime::Runtime::new().unwrap());
+        set_soft_limit(hard, hard);
+        let dkg = ok_json(&["dkg", "--config", &config(&cluster, 2), "--wallet", WALLET]);
+        Self {
+            internal: dkg["internal_key"].as_str().unwrap().to_owned(),
+            output_key: dkg["output_key"].as_str().unwrap().to_owned(),
+            cluster,
+            dir: tempfile::tempdir().unwrap(),
+            destination,
+        }
+    }
+
+    fn target(&self) -> SocketAddr {
+        self.cluster.node(seat(1)).members[&seat(1)].endpoint
+    }
+
+    fn target_metrics(&self) -> SocketAddr {
+        self.cluster
+            .node(seat(1))
+            .daemon
+            .expect("a member's configuration has a [daemon] section")
+            .metrics_listen
+    }
+
+    /// A PSBT spending the synthetic output `n` of the wallet.
+    fn psbt(&self, n: u8) -> PathBuf {
+        let input = format!("{}:0:60000:5120{}", hex::encode([n; 32]), self.output_key);
+        let psbt = ok_json(&[
+            "psbt",
+            "build",
+            "--internal-key",
+            &self.internal,
+            "--network",
+            "regtest",
+            "--input",
+            &input,
+            "--output",
+            &format!("{}:59000", self.destination),
+        ]);
+        let file = self.dir.path().join(format!("{n}.psbt"));
+        std::fs::write(&file, psbt["psbt"].as_str().unwrap()).unwrap();
+        file
+    }
+
+    /// Signs from seat 2's configuration; with seat 3 stopped, the attacked
+    /// seat 1 must take part.
+    fn sign(&self, psbt: &Path) {
+        let signed = ok_json(&[
+            "sign",
+            "--config",
+            &config(&self.cluster, 2),
+            "--wallet",
+            WALLET,
+            "--psbt",
+            psbt.to_str().unwrap(),
+        ]);
+        assert!(signed["txid"].is_string(), "{signed}");
+    }
+
+    /// `thresig status` from seat 2 reaches every running member.
+    fn status_reaches(&self, running: &[u16]) {
+        let status = ok_json(&["status", "--config", &config(&self.cluster, 2)]);
+        for m in status["members"].as_array().unwrap() {
+            let member = m["member"].as_u64().unwrap();
+            if running.iter().any(|&r| u64::from(r) == member) {
+                assert_eq!(m["reachable"], true, "{m}");
+            }
+        }
+    }
+}
+
+fn config(cluster: &ProcessCluster, member: u16) -> String {
+    cluster
+        .config_path(seat(member))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    common::json(args, 0)
+}
+
+/// The regtest P2TR address of the key whose secret is 32 bytes of `byte`.
+fn address(byte: u8) -> String {
+    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[byte; 32]).unwrap();
+    let (x, _) = secret
+        .public_key(bitcoin::secp256k1::SECP256K1)
+        .x_only_public_key();
+    thresig_tx::TaprootWallet::new(thresig_tx::Network::Regtest, x, None)
+        .address()
+        .to_string()
+}
+
+/// Connections the attacker keeps open: each is reopened this long after
+/// the signer closes it, as an attacker that holds its connections would.
+const REOPEN_PAUSE: Duration = Duration::from_secs(5);
+
+/// Source addresses of the attack on the gRPC port, apart from the
+/// members' 127.0.0.1: the per-source cap is what keeps one source from
+/// pushing out another's handshakes.
+const ATTACK_SOURCES: u8 = 8;
+
+/// An attack running on its own runtime; dropping it closes every
+/// connection it holds.
+struct Attack {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Connections the signer did not accept within [`CONNECT_BOUND`] the
+    /// first time.
+    refused: usize,
+    n: usize,
+}
+
+impl Attack {
+    /// Holds `n` connections to `addr` from `sources` (round robin), each
+    /// having sent `prefix` and nothing more, reopening any the signer
+    /// closes. Returns once every connection was tried once.
+    fn hold(addr: SocketAddr, n: usize, prefix: &'static [u8], sources: &[IpAddr]) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        for i in 0..n {
+            let source = sources[i % sources.len()];
+            let opened = opened_tx.clone();
+            runtime.spawn(async move {
+                let mut first = Some(opened);
+                loop {
+                    let held = open(addr, source, prefix).await;
+                    if let Some(opened) = first.take() {
+                        opened.send(held.is_ok()).unwrap();
+                    }
+                    if let Ok(mut tcp) = held {
+                        // Nothing ever arrives: this returns when the
+                        // signer closes the connection.
+                        let mut buf = [0u8; 64];
+                        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+                    }
+                    tokio::time::sleep(REOPEN_PAUSE).await;
+                }
+            });
+        }
+        drop(opened_tx);
+        let refused = opened_rx.iter().filter(|opened| !opened).count();
+        Self {
+            runtime: Some(runtime),
+            refused,
+            n,
+        }
+    }
+
+    /// Asserts that the signer accepted every connection: the attack was
+    /// held in full, not left in the kernel's queue.
+    fn assert_held(&self) {
+        assert_eq!(self.refused, 0, "of {} connections", self.n);
+    }
+}
+
+impl Drop for Attack {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// One connection from `source` to `addr` that sent `prefix`.
+async fn open(
+    addr: SocketAddr,
+    source: IpAddr,
+    prefix: &[u8],
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let mut tcp = tokio::time::timeout(CONNECT_BOUND, socket.connect(addr))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    tcp.write_all(prefix).await?;
+    Ok(tcp)
+}
+
+/// 2,000 silent connections and 2,000 stalled handshakes to the gRPC port,
+/// from addresses other than the members'.
+fn hold_handshakes(addr: SocketAddr) -> [Attack; 2] {
+    let sources: Vec<IpAddr> = (2..2 + ATTACK_SOURCES)
+        .map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)))
+        .collect();
+    [
+        Attack::hold(addr, 2_000, &[], &sources),
+        Attack::hold(addr, 2_000, STALLED_CLIENT_HELLO, &sources),
+    ]
+}
+
+/// 1,000 idle connections to the metrics port, from the members' own
+/// address (a local user).
+fn hold_metrics(addr: SocketAddr) -> Attack {
+    Attack::hold(addr, 1_000, &[], &[IpAddr::V4(Ipv4Addr::LOCALHOST)])
+}
+
+#[test]
+fn members_sign_and_read_status_while_strangers_hold_connections() {
+    let Some((_, hard)) = open_file_limits() else {
+        return;
+    };
+    let mut attacked = Attacked::start(hard);
+    let target = attacked.target();
+    let held = hold_handshakes(target);
+    attacked.status_reaches(&[1, 2, 3]);
+    assert!(
+        attacked
+            .cluster
+            .local
+            .stop(Seat::try_from(3).unwrap())
+            .unwrap()
+    );
+    attacked.sign(&attacked.psbt(1));
+    attacked.status_reaches(&[1, 2]);
+    held.iter().for_each(Attack::assert_held);
+    drop(held);
+
+    let held = hold_metrics(attacked.target_metrics());
+    attacked.sign(&attacked.psbt(2));
+    attacked.status_reaches(&[1, 2]);
+    held.assert_held();
+    drop(held);
+}
+
+/// The time to a signature at (2,3), without an attack and under each
+/// attack, as recorded in `docs/BENCHMARKS.md`:
+/// `cargo build -p thresig && cargo test -p thresig --test attack -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run it on its own, see docs/BENCHMARKS.md"]
+fn time_to_a_signature_under_each_attack() {
+    const SIGNATURES: u8 = 5;
+    let Some((_, hard)) = open_file_limits() else {
+        return;
+    };
+    let mut attacked = Attacked::start(hard);
+    assert!(
+        attacked
+            .cluster
+            .local
+            .stop(Seat::try_from(3).unwrap())
+            .unwrap()
+    );
+    let mut next = 0u8;
+    let mut median = |label: &str| {
+        let mut times: Vec<Duration> = (0..SIGNATURES)
+            .map(|_| {
+                next += 1;
+                let psbt = attacked.psbt(next);
+                let start = Instant::now();
+                attacked.sign(&psbt);
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        let median = times[times.len() / 2];
+        println!("{label}: median {median:?} of {SIGNATURES} signatures (all: {times:?})");
+        median
+    };
+    median("no attack");
+    let held = hold_handshakes(attacked.target());
+    median("2,000 silent connections and 2,000 stalled handshakes held");
+    drop(held);
+    let held = hold_metrics(attacked.target_metrics());
+    median("1,000 idle metrics connections held");
+    drop(held);
+}
