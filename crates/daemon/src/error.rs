@@ -74,7 +74,7 @@ pub enum Error {
     /// The hard open-file limit is below what the configured connection
     /// limits can hold at once (code `open_file_limit`).
     #[error(
-        "the hard open-file limit is {hard} but the [daemon.limits] need {needed} descriptors; \
+        "open_file_limit: the hard open-file limit is {hard} but the [daemon.limits] need {needed} descriptors; \
          raise it (LimitNOFILE= in the service unit, or ulimit -Hn) or lower the connection limits"
     )]
     OpenFileLimit {
