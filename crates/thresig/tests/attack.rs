@@ -13,9 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{ProcessCluster, WALLET, seat};
+use common::{ProcessCluster, WALLET, address, seat};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use thresig_crypto::Seat;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// What one attack holds: 2,000 silent connections and 2,000 stalled
@@ -111,6 +110,11 @@ impl Attacked {
         file
     }
 
+    /// Stops member 3, so that a signature needs the attacked member 1.
+    fn stop_third(&mut self) {
+        assert!(self.cluster.local.stop(seat(3)).unwrap());
+    }
+
     /// Signs from seat 2's configuration; with seat 3 stopped, the attacked
     /// seat 1 must take part.
     fn sign(&self, psbt: &Path) {
@@ -148,17 +152,6 @@ fn config(cluster: &ProcessCluster, member: u16) -> String {
 
 fn ok_json(args: &[&str]) -> serde_json::Value {
     common::json(args, 0)
-}
-
-/// The regtest P2TR address of the key whose secret is 32 bytes of `byte`.
-fn address(byte: u8) -> String {
-    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[byte; 32]).unwrap();
-    let (x, _) = secret
-        .public_key(bitcoin::secp256k1::SECP256K1)
-        .x_only_public_key();
-    thresig_tx::TaprootWallet::new(thresig_tx::Network::Regtest, x, None)
-        .address()
-        .to_string()
 }
 
 /// Connections the attacker keeps open: each is reopened this long after
@@ -277,13 +270,7 @@ fn members_sign_and_read_status_while_strangers_hold_connections() {
     let target = attacked.target();
     let held = hold_handshakes(target);
     attacked.status_reaches(&[1, 2, 3]);
-    assert!(
-        attacked
-            .cluster
-            .local
-            .stop(Seat::try_from(3).unwrap())
-            .unwrap()
-    );
+    attacked.stop_third();
     attacked.sign(&attacked.psbt(1));
     attacked.status_reaches(&[1, 2]);
     held.iter().for_each(Attack::assert_held);
@@ -307,13 +294,7 @@ fn time_to_a_signature_under_each_attack() {
         return;
     };
     let mut attacked = Attacked::start(hard);
-    assert!(
-        attacked
-            .cluster
-            .local
-            .stop(Seat::try_from(3).unwrap())
-            .unwrap()
-    );
+    attacked.stop_third();
     let mut next = 0u8;
     let mut median = |label: &str| {
         let mut times: Vec<Duration> = (0..SIGNATURES)
