@@ -110,6 +110,17 @@ impl Attacked {
         file
     }
 
+    /// Member `m`'s soft open-file limit, from `/proc/<pid>/limits`.
+    fn soft_open_file_limit(&self, m: u16) -> u64 {
+        let pid = self.cluster.local.pid(seat(m)).unwrap();
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    }
+
     /// Stops member 3, so that a signature needs the attacked member 1.
     fn stop_third(&mut self) {
         assert!(self.cluster.local.stop(seat(3)).unwrap());
@@ -267,6 +278,8 @@ fn members_sign_and_read_status_while_strangers_hold_connections() {
         return;
     };
     let mut attacked = Attacked::start(hard);
+    // Started with the service manager's soft limit, it raised its own.
+    assert_eq!(attacked.soft_open_file_limit(1), hard.min(1 << 20));
     let target = attacked.target();
     let held = hold_handshakes(target);
     attacked.status_reaches(&[1, 2, 3]);
@@ -281,6 +294,33 @@ fn members_sign_and_read_status_while_strangers_hold_connections() {
     attacked.status_reaches(&[1, 2]);
     held.assert_held();
     drop(held);
+}
+
+#[test]
+fn a_signer_whose_hard_open_file_limit_is_below_its_limits_refuses_to_start() {
+    let needed = 3 * 65_536 + 256;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard >= needed {
+        eprintln!("skipped: the hard open-file limit {hard} holds even the largest limits");
+        return;
+    }
+    let cluster = ProcessCluster::provision(3, 2, &[], 10);
+    let config = cluster.config_path(seat(1));
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[daemon.limits]\n",
+        "[daemon.limits]\nmax_pending_handshakes = 65536\n\
+         max_member_connections = 65536\nmax_metrics_connections = 65536\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let serve = common::thresig(&["serve", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert_eq!(serve.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("open_file_limit"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("need {needed} descriptors")),
+        "{stderr}"
+    );
 }
 
 /// The time to a signature at (2,3), without an attack and under each
