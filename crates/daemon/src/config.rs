@@ -48,6 +48,10 @@ pub struct DaemonSection {
     pub listen: SocketAddr,
     /// The Prometheus metrics address (plain HTTP; must be loopback).
     pub metrics_listen: SocketAddr,
+    /// A Unix socket that also serves metrics, reachable only by the
+    /// signer's user (its directory must be closed to group and others).
+    #[serde(default)]
+    pub metrics_socket: Option<PathBuf>,
     /// The cluster name in members' certificate names (`seat-<n>.<cluster>`).
     pub cluster: String,
     /// TLS files.
@@ -156,6 +160,8 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// The metrics address (loopback).
     pub metrics_listen: SocketAddr,
+    /// The owner-only Unix socket that also serves metrics, if any.
+    pub metrics_socket: Option<PathBuf>,
     /// The cluster name.
     pub cluster: ClusterName,
     /// TLS files.
@@ -310,10 +316,15 @@ impl DaemonConfig {
             cert: path("tls.cert", section.tls.cert)?,
             key: path("tls.key", section.tls.key)?,
         };
+        let metrics_socket = section
+            .metrics_socket
+            .map(|p| path("metrics_socket", p))
+            .transpose()?;
         let limits = Limits::from_section(section.limits)?;
         Ok(Self {
             listen: section.listen,
             metrics_listen: section.metrics_listen,
+            metrics_socket,
             cluster,
             tls,
             limits,

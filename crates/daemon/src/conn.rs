@@ -8,12 +8,15 @@
 //! that is still there only one reconnect.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::hash::Hash;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -143,6 +146,37 @@ impl WarnLimiter {
     }
 }
 
+/// A listening socket: TCP, or the metrics endpoint's Unix socket.
+pub(crate) trait Listen: Send + Sync + 'static {
+    /// An accepted connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The peer's address.
+    type Addr: Send;
+
+    /// Accepts one connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, Self::Addr)>> + Send;
+}
+
+impl Listen for TcpListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+impl Listen for UnixListener {
+    type Io = UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    fn accept(
+        &self,
+    ) -> impl Future<Output = io::Result<(UnixStream, tokio::net::unix::SocketAddr)>> + Send {
+        UnixListener::accept(self)
+    }
+}
+
 /// Pause after a failed accept: a persistent failure such as `EMFILE`
 /// must not spin the loop (the pause mini-redis's accept loop takes, without
 /// its doubling: the daemon must come back as soon as descriptors free up).
@@ -151,11 +185,11 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Accepts one connection on `listener`; a failed accept (out of file
 /// descriptors, a reset before accept) is logged through `warnings` and
 /// answered with `None` after [`ACCEPT_RETRY_PAUSE`].
-pub(crate) async fn accept_or_pause(
-    listener: &TcpListener,
+pub(crate) async fn accept_or_pause<L: Listen>(
+    listener: &L,
     warnings: &mut WarnLimiter,
     what: &'static str,
-) -> Option<(TcpStream, SocketAddr)> {
+) -> Option<(L::Io, L::Addr)> {
     match listener.accept().await {
         Ok(accepted) => Some(accepted),
         Err(err) => {
@@ -178,12 +212,14 @@ const RESERVED_DESCRIPTORS: u64 = 256;
 /// raised to this instead.
 const NR_OPEN: u64 = 1 << 20;
 
-/// The open-file descriptors `limits` can hold at once, with
+/// The open-file descriptors `limits` can hold at once (the metrics
+/// budget twice: TCP and the optional Unix socket each have one), with
 /// [`RESERVED_DESCRIPTORS`] for everything else.
 pub(crate) fn descriptors_needed(limits: &Limits) -> u64 {
     [
         limits.max_pending_handshakes,
         limits.max_member_connections,
+        limits.max_metrics_connections,
         limits.max_metrics_connections,
     ]
     .iter()

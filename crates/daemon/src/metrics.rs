@@ -21,13 +21,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::conn::{OldestFirst, WarnLimiter, accept_or_pause};
+use crate::conn::{Listen, OldestFirst, WarnLimiter, accept_or_pause};
 
 /// The labels of one request series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -207,8 +207,8 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 /// so local clients holding connections cannot keep a scrape out. Each
 /// connection answers one request (no keep-alive), must send its headers
 /// within [`HEADER_TIMEOUT`] and lives at most [`CONNECTION_LIFETIME`].
-pub(crate) async fn serve_metrics(
-    listener: TcpListener,
+pub(crate) async fn serve_metrics<L: Listen>(
+    listener: L,
     metrics: Metrics,
     max_connections: usize,
     mut stop: watch::Receiver<bool>,
@@ -218,7 +218,7 @@ pub(crate) async fn serve_metrics(
     let mut accept_warnings = WarnLimiter::new();
     let mut connection_warnings = WarnLimiter::new();
     loop {
-        let (tcp, _) = tokio::select! {
+        let (io, _) = tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => break,
             Some(joined) = connections.join_next_with_id(), if !connections.is_empty() => {
                 let (id, served) = match joined {
@@ -238,7 +238,7 @@ pub(crate) async fn serve_metrics(
                 None => continue,
             },
         };
-        let handle = connections.spawn(serve_scrape(tcp, metrics.clone()));
+        let handle = connections.spawn(serve_scrape(io, metrics.clone()));
         if let Some((_, oldest)) = open.insert((), handle.id(), handle) {
             oldest.abort();
             metrics.dropped("metrics_cap");
@@ -247,7 +247,10 @@ pub(crate) async fn serve_metrics(
 }
 
 /// Serves one metrics connection.
-async fn serve_scrape(tcp: TcpStream, metrics: Metrics) -> Result<(), hyper::Error> {
+async fn serve_scrape<Io>(io: Io, metrics: Metrics) -> Result<(), hyper::Error>
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |request| {
         let response = respond(&metrics, &request);
         async move { Ok::<_, Infallible>(response) }
@@ -256,7 +259,7 @@ async fn serve_scrape(tcp: TcpStream, metrics: Metrics) -> Result<(), hyper::Err
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(false)
-        .serve_connection(TokioIo::new(tcp), service);
+        .serve_connection(TokioIo::new(io), service);
     // Past its lifetime the connection is dropped, which closes it.
     tokio::time::timeout(CONNECTION_LIFETIME, connection)
         .await

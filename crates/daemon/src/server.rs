@@ -3,9 +3,11 @@
 //! caller binds the sockets and supplies the shutdown future).
 
 use std::future::Future;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::StreamExt;
@@ -31,19 +33,27 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// The metrics (plain HTTP, loopback) listener.
     pub metrics: TcpListener,
+    /// The owner-only Unix socket that also serves metrics, if configured.
+    pub metrics_socket: Option<UnixListener>,
 }
 
 impl Listeners {
-    /// The two listeners.
+    /// The two TCP listeners, without a metrics socket.
     #[must_use]
     pub fn new(grpc: TcpListener, metrics: TcpListener) -> Self {
-        Self { grpc, metrics }
+        Self {
+            grpc,
+            metrics,
+            metrics_socket: None,
+        }
     }
 
-    /// Binds both addresses of `config`.
+    /// Binds both addresses of `config`, and its metrics socket if any.
     ///
     /// # Errors
-    /// [`Error::Setup`] if either address cannot be bound.
+    /// [`Error::Setup`] if an address or the socket cannot be bound,
+    /// [`Error::MetricsSocketDirectory`] if the socket's directory is open
+    /// to group or others.
     pub async fn bind(config: &DaemonConfig) -> Result<Self, Error> {
         let grpc = TcpListener::bind(config.listen)
             .await
@@ -51,8 +61,39 @@ impl Listeners {
         let metrics = TcpListener::bind(config.metrics_listen)
             .await
             .map_err(Error::Setup)?;
-        Ok(Self { grpc, metrics })
+        let metrics_socket = config
+            .metrics_socket
+            .as_deref()
+            .map(bind_owner_only)
+            .transpose()?;
+        Ok(Self {
+            grpc,
+            metrics,
+            metrics_socket,
+        })
     }
+}
+
+/// Binds a Unix socket at `path` that only this user can reach: its
+/// directory must be this user's and closed to group and others (so nobody
+/// else reaches the socket in the moment before its mode is set), a stale
+/// socket from an earlier run is replaced, and the socket gets mode 0600.
+fn bind_owner_only(path: &Path) -> Result<UnixListener, Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let meta = std::fs::metadata(dir).map_err(Error::Setup)?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(Error::MetricsSocketDirectory {
+            path: dir.to_path_buf(),
+            mode,
+        });
+    }
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(path).map_err(Error::Setup)?;
+    }
+    let listener = UnixListener::bind(path).map_err(Error::Setup)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(Error::Setup)?;
+    Ok(listener)
 }
 
 /// The gRPC health service name whose status is the signer's readiness:
@@ -111,8 +152,16 @@ where
         listeners.metrics,
         metrics.clone(),
         config.limits.max_metrics_connections,
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let metrics_socket_task = listeners.metrics_socket.map(|socket| {
+        tokio::spawn(serve_metrics(
+            socket,
+            metrics.clone(),
+            config.limits.max_metrics_connections,
+            stop_rx,
+        ))
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -147,6 +196,10 @@ where
     metrics_task.abort();
     let _ = accept.await;
     let _ = metrics_task.await;
+    if let Some(task) = metrics_socket_task {
+        task.abort();
+        let _ = task.await;
+    }
     served?;
     info!("signer daemon stopped");
     Ok(())

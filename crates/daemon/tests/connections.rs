@@ -216,3 +216,70 @@ async fn a_metrics_client_trickling_its_headers_is_cut_off() {
     scrape(server.metrics_addr).await;
     server.stop().await;
 }
+
+/// The configuration of a server that also serves metrics on
+/// `<dir>/metrics.sock`.
+fn with_metrics_socket(cluster: &Cluster, dir: &std::path::Path) -> thresig_daemon::DaemonConfig {
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+metrics_socket = "{}"
+cluster = "{CLUSTER}"
+
+[tls]
+ca_cert = "ca.pem"
+cert = "seat1.pem"
+key = "seat1.key"
+"#,
+        dir.join("metrics.sock").display()
+    );
+    thresig_daemon::DaemonConfig::from_toml(&text, cluster.dir.path()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_on_an_owner_only_unix_socket() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let cluster = Cluster::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = with_metrics_socket(&cluster, dir.path());
+    // A directory others may enter could let them reach the socket before
+    // its mode is set: refused.
+    let err = thresig_daemon::Listeners::bind(&config).await.unwrap_err();
+    assert!(
+        matches!(err, thresig_daemon::Error::MetricsSocketDirectory { .. }),
+        "{err}"
+    );
+
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let listeners = thresig_daemon::Listeners::bind(&config).await.unwrap();
+    let socket = dir.path().join("metrics.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let handler = Arc::new(Recorder::default());
+        thresig_daemon::serve(&config, listeners, handler, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut unix = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    unix.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    timeout(CLOSE_BOUND, unix.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("thresig_requests_in_flight"),
+        "{response}"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
