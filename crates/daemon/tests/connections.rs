@@ -180,12 +180,17 @@ fn series(text: &str, name_and_labels: &str) -> u64 {
 
 /// One scrape on a new connection, read to the server's close.
 async fn scrape(addr: SocketAddr) -> String {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    scrape_over(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// One scrape on `stream`, read to the server's close.
+async fn scrape_over<S: AsyncReadExt + AsyncWriteExt + Unpin>(mut stream: S) -> String {
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut response = String::new();
-    timeout(CLOSE_BOUND, tcp.read_to_string(&mut response))
+    timeout(CLOSE_BOUND, stream.read_to_string(&mut response))
         .await
         .expect("the metrics server kept the connection open after answering")
         .unwrap();
@@ -266,16 +271,8 @@ async fn metrics_are_served_on_an_owner_only_unix_socket() {
         })
         .await
     });
-    let mut unix = tokio::net::UnixStream::connect(&socket).await.unwrap();
-    unix.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    timeout(CLOSE_BOUND, unix.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let unix = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let response = scrape_over(unix).await;
     assert!(
         response.contains("thresig_requests_in_flight"),
         "{response}"
