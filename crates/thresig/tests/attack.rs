@@ -360,3 +360,61 @@ fn time_to_a_signature_under_each_attack() {
     median("1,000 idle metrics connections held");
     drop(held);
 }
+
+/// A ClientHello (in one TLS record) whose server_name extension carries a
+/// `len`-byte host name of 0xff bytes: not a DNS name, so the signer refuses
+/// the handshake at once, with no crypto done.
+fn client_hello_with_invalid_sni(len: u16) -> Vec<u8> {
+    let be = |n: usize| u16::try_from(n).unwrap().to_be_bytes();
+    let name = vec![0xffu8; usize::from(len)];
+    let mut list = vec![0x00];
+    list.extend(be(name.len()));
+    list.extend(&name);
+    let mut extension = vec![0x00, 0x00];
+    extension.extend(be(list.len() + 2));
+    extension.extend(be(list.len()));
+    extension.extend(&list);
+    let mut body = vec![0x03, 0x03];
+    body.extend([0x2a; 32]);
+    body.push(0);
+    body.extend([0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
+    body.extend(be(extension.len()));
+    body.extend(&extension);
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend(be(body.len()));
+    handshake.extend(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend(be(handshake.len()));
+    record.extend(&handshake);
+    record
+}
+
+#[test]
+fn client_hellos_with_huge_invalid_names_do_not_fill_the_log() {
+    let mut cluster = ProcessCluster::provision(3, 2, &[], 11);
+    cluster.local.start(seat(1), None).unwrap();
+    let peers = cluster.peers(seat(1));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(common::wait_ready(&peers, seat(1)));
+    let log = cluster.local.log_path(seat(1)).unwrap();
+    let before = std::fs::metadata(&log).unwrap().len();
+    let target = cluster.node(seat(1)).members[&seat(1)].endpoint;
+    let hello = client_hello_with_invalid_sni(16_000);
+    let stranger = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    runtime.block_on(async {
+        for _ in 0..200 {
+            let mut tcp = open(target, stranger, &hello).await.unwrap();
+            // The signer refuses the hello and closes: read to the end, so
+            // that every hello was handled before the log is measured.
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(CONNECT_BOUND, tcp.read_to_end(&mut rest)).await;
+        }
+    });
+    let grown = std::fs::metadata(&log).unwrap().len() - before;
+    let text = std::fs::read(&log).unwrap();
+    assert!(
+        grown < 64 * 1024,
+        "the log grew by {grown} bytes for 200 refused hellos; its end: {}",
+        String::from_utf8_lossy(&text[text.len().saturating_sub(400)..])
+    );
+}
