@@ -7,6 +7,7 @@
 //! first keep everyone else out, while dropping the oldest costs a peer
 //! that is still there only one reconnect.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::hash::Hash;
@@ -34,20 +35,29 @@ pub(crate) enum Eviction {
 
 /// At most `max_total` entries, at most `max_per_key` of them under one key,
 /// each found by its id; inserting beyond a bound drops the oldest entry of
-/// the full key, or else the oldest entry of all.
+/// the full key, or else the oldest entry of the key holding the most.
 ///
 /// The per-key bound comes first, so that a key flooding the set (one
-/// source address, one seat) only ever drops its own entries.
+/// source, one seat) only ever drops its own entries. A full set takes its
+/// room from the key holding the most, counting the new entry: a key can
+/// push out another key's entry only if that key holds more than it then
+/// would. Strangers spread over many sources therefore push out each
+/// other's handshakes, never a member's single one, and a member cycling
+/// its connections pushes out only its own.
 pub(crate) struct OldestFirst<K, I, V> {
     next: u64,
     entries: BTreeMap<u64, (K, I, V)>,
     order_of: HashMap<I, u64>,
     by_key: HashMap<K, BTreeSet<u64>>,
+    /// Every key holding entries as (entries held, its oldest entry's
+    /// order reversed, key): the last is the key holding the most, the
+    /// one with the oldest entry among equals.
+    ranked: BTreeSet<(usize, Reverse<u64>, K)>,
     max_total: usize,
     max_per_key: usize,
 }
 
-impl<K: Copy + Eq + Hash, I: Copy + Eq + Hash, V> OldestFirst<K, I, V> {
+impl<K: Copy + Ord + Hash, I: Copy + Eq + Hash, V> OldestFirst<K, I, V> {
     /// An empty set; both bounds are at least 1 (the configuration says so).
     pub(crate) fn new(max_total: usize, max_per_key: usize) -> Self {
         Self {
@@ -55,6 +65,7 @@ impl<K: Copy + Eq + Hash, I: Copy + Eq + Hash, V> OldestFirst<K, I, V> {
             entries: BTreeMap::new(),
             order_of: HashMap::new(),
             by_key: HashMap::new(),
+            ranked: BTreeSet::new(),
             max_total: max_total.max(1),
             max_per_key: max_per_key.max(1),
         }
@@ -63,27 +74,36 @@ impl<K: Copy + Eq + Hash, I: Copy + Eq + Hash, V> OldestFirst<K, I, V> {
     /// Adds `value` under `key` as the newest entry; returns the entry
     /// dropped to make room, and why.
     pub(crate) fn insert(&mut self, key: K, id: I, value: V) -> Option<(Eviction, V)> {
-        let key_full = self
+        let own = self.by_key.get(&key).map_or(0, BTreeSet::len);
+        let own_oldest = self
             .by_key
             .get(&key)
-            .and_then(|orders| (orders.len() >= self.max_per_key).then(|| orders.first()))
-            .flatten()
+            .and_then(|orders| orders.first())
             .copied();
-        let evicted = match key_full {
-            Some(oldest) => self.remove_order(oldest).map(|v| (Eviction::KeyFull, v)),
-            None if self.entries.len() >= self.max_total => {
-                let oldest = self.entries.keys().next().copied();
-                oldest
-                    .and_then(|order| self.remove_order(order))
-                    .map(|v| (Eviction::SetFull, v))
-            }
-            None => None,
+        let evicted = if own >= self.max_per_key {
+            own_oldest
+                .and_then(|order| self.remove_order(order))
+                .map(|v| (Eviction::KeyFull, v))
+        } else if self.entries.len() >= self.max_total {
+            // The key holding the most, unless this key, with its new
+            // entry, would hold as many.
+            let victim = match self.ranked.last() {
+                Some(&(most, Reverse(oldest), _)) if most > own + 1 || own == 0 => Some(oldest),
+                _ => own_oldest,
+            };
+            victim
+                .and_then(|order| self.remove_order(order))
+                .map(|v| (Eviction::SetFull, v))
+        } else {
+            None
         };
         let order = self.next;
         self.next += 1;
         self.entries.insert(order, (key, id, value));
         self.order_of.insert(id, order);
+        self.unrank(key);
         self.by_key.entry(key).or_default().insert(order);
+        self.rank(key);
         evicted
     }
 
@@ -96,13 +116,33 @@ impl<K: Copy + Eq + Hash, I: Copy + Eq + Hash, V> OldestFirst<K, I, V> {
     fn remove_order(&mut self, order: u64) -> Option<V> {
         let (key, id, value) = self.entries.remove(&order)?;
         self.order_of.remove(&id);
+        self.unrank(key);
         if let Some(orders) = self.by_key.get_mut(&key) {
             orders.remove(&order);
             if orders.is_empty() {
                 self.by_key.remove(&key);
             }
         }
+        self.rank(key);
         Some(value)
+    }
+
+    /// Takes `key` out of [`Self::ranked`] before its entries change.
+    fn unrank(&mut self, key: K) {
+        if let Some(orders) = self.by_key.get(&key)
+            && let Some(&oldest) = orders.first()
+        {
+            self.ranked.remove(&(orders.len(), Reverse(oldest), key));
+        }
+    }
+
+    /// Puts `key` back into [`Self::ranked`] after its entries changed.
+    fn rank(&mut self, key: K) {
+        if let Some(orders) = self.by_key.get(&key)
+            && let Some(&oldest) = orders.first()
+        {
+            self.ranked.insert((orders.len(), Reverse(oldest), key));
+        }
     }
 
     /// Entries held.
@@ -273,7 +313,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_key_drops_its_own_oldest_and_a_full_set_the_oldest_of_all() {
+    fn a_full_key_drops_its_own_oldest_and_a_full_set_the_oldest_of_the_key_holding_most() {
         let mut set = OldestFirst::new(4, 2);
         assert_eq!(set.insert('a', 1, "a1"), None);
         assert_eq!(set.insert('b', 2, "b1"), None);
@@ -282,12 +322,34 @@ mod tests {
         assert_eq!(set.insert('a', 4, "a3"), Some((Eviction::KeyFull, "a1")));
         assert_eq!(set.insert('c', 5, "c1"), None);
         assert_eq!(set.len(), 4);
-        // The set is full and 'd' is not: the oldest of all goes.
-        assert_eq!(set.insert('d', 6, "d1"), Some((Eviction::SetFull, "b1")));
+        // The set is full: the key holding the most ('a') loses its oldest,
+        // though 'b' holds the oldest entry of all.
+        assert_eq!(set.insert('d', 6, "d1"), Some((Eviction::SetFull, "a2")));
+        // Every key holds one: the oldest entry of all goes.
+        assert_eq!(set.insert('e', 7, "e1"), Some((Eviction::SetFull, "b1")));
         assert_eq!(set.remove(&2), None);
         assert_eq!(set.remove(&5), Some("c1"));
-        assert_eq!(set.insert('e', 7, "e1"), None);
+        assert_eq!(set.insert('f', 8, "f1"), None);
         assert_eq!(set.len(), 4);
+    }
+
+    #[test]
+    fn a_key_cycling_its_entries_in_a_full_set_drops_only_its_own() {
+        // Seats 2 and 3 hold two connections each, seat 1 one; seat 1 keeps
+        // opening new ones. Holding as many as the others once its new one
+        // is in, seat 1 pays for its own.
+        let mut set = OldestFirst::new(5, 2);
+        for (seat, id) in [(2u16, 1u64), (2, 2), (3, 3), (3, 4), (1, 5)] {
+            assert_eq!(set.insert(seat, id, id), None);
+        }
+        let mut oldest = 5;
+        for id in 6..20 {
+            assert_eq!(set.insert(1, id, id), Some((Eviction::SetFull, oldest)));
+            oldest = id;
+        }
+        for id in 1..=4 {
+            assert_eq!(set.remove(&id), Some(id));
+        }
     }
 
     #[test]

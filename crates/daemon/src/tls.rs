@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future as _;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -492,6 +492,20 @@ fn log_refusal(refusal: &Refusal, addr: SocketAddr, warnings: &mut WarnLimiter, 
     }
 }
 
+/// The source a handshake is counted under for `max_handshakes_per_source`:
+/// an IPv4 address, or an IPv6 address's /64 prefix (one host is usually
+/// given a whole /64, so each of its addresses is not a source of its own).
+/// An IPv4-mapped IPv6 address counts as its IPv4 address.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 /// Accepts TCP connections, runs the TLS handshakes concurrently and sends
 /// each authenticated connection to the gRPC server, until `stop` fires or
 /// the server drops its end. Dropping the listener on return refuses new
@@ -565,7 +579,7 @@ pub(crate) async fn accept_loop(
         }
         let task = handshaker.clone().run(tcp, addr);
         let handle = handshakes.spawn(async move { (addr, task.await) });
-        if let Some((why, oldest)) = pending.insert(addr.ip(), handle.id(), handle) {
+        if let Some((why, oldest)) = pending.insert(source_of(addr.ip()), handle.id(), handle) {
             oldest.abort();
             metrics.dropped(match why {
                 Eviction::KeyFull => "source_cap",
@@ -616,6 +630,23 @@ mod tests {
             seat_of_certificate(&CertificateDer::from(vec![0x30, 0x00]), &cluster),
             None
         );
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_64_prefix_and_a_mapped_ipv4_address_its_ipv4_one() {
+        let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+        assert_eq!(
+            source_of(v6("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            v6("2001:db8:1:2::")
+        );
+        assert_eq!(
+            source_of(v6("2001:db8:1:2::1")),
+            source_of(v6("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(source_of(v6("2001:db8:1:2::1")), source_of(v6("2001:db8:1:3::1")));
+        let v4 = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+        assert_eq!(source_of(v4), v4);
+        assert_eq!(source_of(v6("::ffff:192.0.2.7")), v4);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use thresig_engine::Round1Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -145,6 +145,81 @@ async fn a_flood_from_one_source_evicts_only_its_own_handshakes() {
             .expect("the other source's handshake was dropped");
     }
     member_is_served(&server, &cluster).await;
+    server.stop().await;
+}
+
+/// A TLS client presenting seat 2's certificate, as a member does.
+fn member_connector(cluster: &Cluster) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_pem = std::fs::read(cluster.path("ca.pem")).unwrap();
+    for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let cert_pem = std::fs::read(cluster.path("seat2.pem")).unwrap();
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(cluster.path("seat2.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Waits until the metrics say `series` reached `n`.
+async fn until_series(metrics: SocketAddr, name_and_labels: &str, n: u64) {
+    let waited = timeout(CLOSE_BOUND, async {
+        while series(&scrape(metrics).await, name_and_labels) < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "{name_and_labels} never reached {n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_from_many_sources_filling_the_budget_do_not_drop_a_members_handshake() {
+    let cluster = Cluster::new();
+    let limits = "max_pending_handshakes = 16\n\
+                  max_handshakes_per_source = 4\n\
+                  handshake_timeout_ms = 60000";
+    let server = start(cluster.config(limits), Arc::new(Recorder::default())).await;
+    // The member's connection is accepted first and has sent nothing yet.
+    let member = connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), server.addr).await;
+    let mut strangers = Vec::new();
+    for n in 2..=6 {
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, n));
+        for _ in 0..4 {
+            strangers.push(connect_from(source, server.addr).await);
+        }
+    }
+    // 21 connections for 16 places: five were dropped to make room.
+    let budget = r#"thresig_connections_dropped_total{reason="handshake_budget"}"#;
+    until_series(server.metrics_addr, budget, 5).await;
+    let name = ServerName::try_from(format!("seat-1.{CLUSTER}")).unwrap();
+    let mut tls = timeout(
+        MEMBER_CALL_BOUND,
+        member_connector(&cluster).connect(name, member),
+    )
+    .await
+    .expect("handshake hung")
+    .expect("the member's pending handshake was dropped for strangers");
+    // The server took the member's connection: it answers HTTP/2.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut frame = [0u8; 9];
+    timeout(MEMBER_CALL_BOUND, tls.read_exact(&mut frame))
+        .await
+        .expect("no answer")
+        .expect("the server closed the member's connection");
+    assert_eq!(frame[3], 0x04, "a SETTINGS frame");
+    // A graceful stop waits for the member's HTTP/2 connection to end.
+    drop(tls);
     server.stop().await;
 }
 
