@@ -154,6 +154,7 @@ impl<K: Copy + Ord + Hash, I: Copy + Eq + Hash, V> OldestFirst<K, I, V> {
 /// At most one warning line per [`WARNING_INTERVAL`] for one kind of
 /// event, so a flood of failing connections cannot fill the disk with logs;
 /// the line that is written counts the ones left out.
+#[derive(Default)]
 pub(crate) struct WarnLimiter {
     last: Option<Instant>,
     suppressed: u64,

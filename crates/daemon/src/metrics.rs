@@ -46,6 +46,14 @@ pub(crate) struct DropLabels {
     pub(crate) reason: &'static str,
 }
 
+/// The label of a refused handshake: why no authenticated connection came
+/// of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabels {
+    /// `not_pinned`, `no_seat`, `tls_error`, `timeout` or `evicted`.
+    pub(crate) reason: &'static str,
+}
+
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 0.5 ms to about 33 s: signing math at (2,3) is
@@ -66,6 +74,7 @@ pub(crate) struct Metrics {
     pending_handshakes: Gauge,
     member_connections: Gauge,
     dropped: Family<DropLabels, Counter>,
+    refused: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
@@ -114,6 +123,13 @@ impl Metrics {
             "Connections the daemon dropped to stay within its limits, by reason",
             dropped.clone(),
         );
+        let refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "handshakes_refused",
+            "TLS handshakes that gave no authenticated connection, by reason \
+             (not_pinned: a CA-issued certificate with another key than its seat's pin)",
+            refused.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -123,6 +139,7 @@ impl Metrics {
             pending_handshakes,
             member_connections,
             dropped,
+            refused,
         }
     }
 
@@ -137,6 +154,11 @@ impl Metrics {
     /// The in-flight gauge.
     pub(crate) fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// Counts one handshake refused for `reason` (see [`RefusalLabels`]).
+    pub(crate) fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     /// Counts one connection dropped for `reason` (see [`DropLabels`]).

@@ -472,12 +472,53 @@ impl Handshaker {
     }
 }
 
-/// Logs a refused handshake, at most one line per interval.
-fn log_refusal(refusal: &Refusal, addr: SocketAddr, warnings: &mut WarnLimiter, metrics: &Metrics) {
+impl Refusal {
+    /// The `reason` label of `thresig_handshakes_refused_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Tls(_) => "tls_error",
+            Self::TimedOut => "timeout",
+            Self::NoSeat => "no_seat",
+            Self::NotPinned(_) => "not_pinned",
+        }
+    }
+}
+
+/// One warning limiter per kind of refusal, so that a flood of one kind
+/// (stalled handshakes timing out) cannot hide a line of another (an
+/// impostor certificate).
+#[derive(Default)]
+struct RefusalWarnings {
+    tls: WarnLimiter,
+    timed_out: WarnLimiter,
+    no_seat: WarnLimiter,
+    not_pinned: WarnLimiter,
+}
+
+impl RefusalWarnings {
+    fn of(&mut self, refusal: &Refusal) -> &mut WarnLimiter {
+        match refusal {
+            Refusal::Tls(_) => &mut self.tls,
+            Refusal::TimedOut => &mut self.timed_out,
+            Refusal::NoSeat => &mut self.no_seat,
+            Refusal::NotPinned(_) => &mut self.not_pinned,
+        }
+    }
+}
+
+/// Counts a refused handshake and logs it, at most one line per interval
+/// and kind.
+fn log_refusal(
+    refusal: &Refusal,
+    addr: SocketAddr,
+    warnings: &mut RefusalWarnings,
+    metrics: &Metrics,
+) {
     if matches!(refusal, Refusal::TimedOut) {
         metrics.dropped("handshake_timeout");
     }
-    let Some(suppressed) = warnings.allow(Instant::now()) else {
+    metrics.refused(refusal.reason());
+    let Some(suppressed) = warnings.of(refusal).allow(Instant::now()) else {
         return;
     };
     match refusal {
@@ -533,7 +574,8 @@ pub(crate) async fn accept_loop(
     );
     let mut handshakes: JoinSet<(SocketAddr, Result<Authenticated, Refusal>)> = JoinSet::new();
     let mut accept_warnings = WarnLimiter::new();
-    let mut handshake_warnings = WarnLimiter::new();
+    let mut refusal_warnings = RefusalWarnings::default();
+    let mut queue_warnings = WarnLimiter::new();
     loop {
         let (tcp, addr) = tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => break,
@@ -555,13 +597,13 @@ pub(crate) async fn accept_loop(
                         // queue means it is shutting down or far behind, and
                         // the member reconnects.
                         if out.try_send(stream).is_err()
-                            && let Some(suppressed) = handshake_warnings.allow(Instant::now())
+                            && let Some(suppressed) = queue_warnings.allow(Instant::now())
                         {
                             warn!(%addr, suppressed, "the server took no connection; dropped it");
                         }
                     }
                     Some((addr, Err(refusal))) => {
-                        log_refusal(&refusal, addr, &mut handshake_warnings, &metrics);
+                        log_refusal(&refusal, addr, &mut refusal_warnings, &metrics);
                     }
                     None => {}
                 }
@@ -581,6 +623,7 @@ pub(crate) async fn accept_loop(
         let handle = handshakes.spawn(async move { (addr, task.await) });
         if let Some((why, oldest)) = pending.insert(source_of(addr.ip()), handle.id(), handle) {
             oldest.abort();
+            metrics.refused("evicted");
             metrics.dropped(match why {
                 Eviction::KeyFull => "source_cap",
                 Eviction::SetFull => "handshake_budget",

@@ -355,3 +355,70 @@ async fn metrics_are_served_on_an_owner_only_unix_socket() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// Log lines written on this thread, for a test on a current-thread
+/// runtime (the server's tasks run on the test's thread).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn an_impostor_certificate_is_logged_and_counted_while_stalled_handshakes_time_out() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let cluster = Cluster::new();
+    // A certificate the CA issued for seat 2 to another key.
+    cluster.add_member(seat(2), "impostor");
+    let fingerprint =
+        |name: &str| thresig_daemon::certificate_key_fingerprint(&cluster.path(name)).unwrap();
+    let mut config = cluster.config("handshake_timeout_ms = 100");
+    config.pins = Some(thresig_daemon::TlsPins::new(
+        [(seat(1), fingerprint("seat1.pem")), (seat(2), fingerprint("seat2.pem"))].into(),
+    ));
+    let server = start(config, Arc::new(Recorder::default())).await;
+    // A stranger's stalled handshake times out first and is logged.
+    let _stalled = stalled(server.addr, 1).await;
+    let timed_out = r#"thresig_connections_dropped_total{reason="handshake_timeout"}"#;
+    until_series(server.metrics_addr, timed_out, 1).await;
+    let impostor = thresig_daemon::SignerClient::connect(
+        &cluster.tls_of("impostor"),
+        server.addr,
+        seat(1),
+    )
+    .await;
+    if let Ok(impostor) = impostor {
+        let refused = impostor.round1(Round1Request::new(vault(), 1)).await;
+        assert!(refused.is_err(), "the impostor was served");
+    }
+    let not_pinned = r#"thresig_handshakes_refused_total{reason="not_pinned"}"#;
+    until_series(server.metrics_addr, not_pinned, 1).await;
+    let text = scrape(server.metrics_addr).await;
+    assert_eq!(series(&text, not_pinned), 1, "{text}");
+    let timeout_refused = r#"thresig_handshakes_refused_total{reason="timeout"}"#;
+    assert_eq!(series(&text, timeout_refused), 1, "{text}");
+    let logged = logs.text();
+    assert!(logged.contains("TLS handshake timed out"), "{logged}");
+    assert!(logged.contains("not the one pinned"), "{logged}");
+    server.stop().await;
+}
