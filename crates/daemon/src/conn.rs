@@ -218,14 +218,26 @@ impl Listen for UnixListener {
     }
 }
 
-/// Pause after a failed accept: a persistent failure such as `EMFILE`
-/// must not spin the loop (the pause mini-redis's accept loop takes, without
-/// its doubling: the daemon must come back as soon as descriptors free up).
+/// Pause after an accept failed for want of a resource: a persistent
+/// failure such as `EMFILE` must not spin the loop (the pause mini-redis's
+/// accept loop takes, without its doubling: the daemon must come back as
+/// soon as descriptors free up).
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Accepts one connection on `listener`; a failed accept (out of file
-/// descriptors, a reset before accept) is logged through `warnings` and
-/// answered with `None` after [`ACCEPT_RETRY_PAUSE`].
+/// Whether a failed accept is the process or the system out of a resource
+/// (descriptors, buffers, memory), which frees up only with time. Other
+/// errors (a connection reset or aborted before it was accepted, a network
+/// error Linux passes on) concern one connection, which a peer can cause.
+fn is_resource_error(err: &io::Error) -> bool {
+    use nix::libc::{EMFILE, ENFILE, ENOBUFS, ENOMEM};
+    matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}
+
+/// Accepts one connection on `listener`; a failed accept is logged through
+/// `warnings` and answered with `None`, after [`ACCEPT_RETRY_PAUSE`] when
+/// the process or system is out of a resource (out of file descriptors),
+/// at once for an error of one connection (a reset before accept), so that
+/// a peer causing such errors cannot stop the listener.
 pub(crate) async fn accept_or_pause<L: Listen>(
     listener: &L,
     warnings: &mut WarnLimiter,
@@ -234,10 +246,17 @@ pub(crate) async fn accept_or_pause<L: Listen>(
     match listener.accept().await {
         Ok(accepted) => Some(accepted),
         Err(err) => {
+            let pause = is_resource_error(&err);
             if let Some(suppressed) = warnings.allow(Instant::now()) {
-                warn!(error = %err, listener = what, suppressed, "accept failed; pausing before the next");
+                if pause {
+                    warn!(error = %err, listener = what, suppressed, "accept failed; pausing before the next");
+                } else {
+                    warn!(error = %err, listener = what, suppressed, "accept failed");
+                }
             }
-            tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+            if pause {
+                tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+            }
             None
         }
     }
@@ -361,6 +380,46 @@ mod tests {
         assert_eq!(set.insert('a', 2, ()), None);
         assert_eq!(set.insert('a', 3, ()), Some((Eviction::KeyFull, ())));
         assert_eq!(set.len(), 1);
+    }
+
+    /// A listener whose accepts fail with `errors`, in order, then succeed.
+    struct Failing(std::sync::Mutex<Vec<io::ErrorKind>>);
+
+    impl Listen for Failing {
+        type Io = tokio::io::DuplexStream;
+        type Addr = ();
+
+        fn accept(&self) -> impl Future<Output = io::Result<(Self::Io, ())>> + Send {
+            let next = self.0.lock().unwrap().pop();
+            async move {
+                match next {
+                    Some(kind) => Err(io::Error::from(kind)),
+                    None => Ok((tokio::io::duplex(8).0, ())),
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_error_does_not_pause_the_accept_loop() {
+        let mut warnings = WarnLimiter::new();
+        let listener = Failing(std::sync::Mutex::new(vec![io::ErrorKind::ConnectionAborted]));
+        // Real time: a pause takes the full ACCEPT_RETRY_PAUSE, and the
+        // two accepts without one take microseconds.
+        let start = std::time::Instant::now();
+        assert!(accept_or_pause(&listener, &mut warnings, "test").await.is_none());
+        assert!(accept_or_pause(&listener, &mut warnings, "test").await.is_some());
+        assert!(start.elapsed() < ACCEPT_RETRY_PAUSE, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn resource_errors_are_the_ones_that_free_up_only_with_time() {
+        for errno in [nix::libc::EMFILE, nix::libc::ENFILE, nix::libc::ENOBUFS, nix::libc::ENOMEM] {
+            assert!(is_resource_error(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        for errno in [nix::libc::ECONNABORTED, nix::libc::ECONNRESET, nix::libc::EPROTO, nix::libc::EPERM] {
+            assert!(!is_resource_error(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
     }
 
     #[test]
