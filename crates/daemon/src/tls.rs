@@ -591,15 +591,21 @@ pub(crate) async fn accept_loop(
                 match outcome {
                     Some((addr, Ok((inner, peer)))) => {
                         debug!(%addr, seat = peer.seat.get(), "peer authenticated");
-                        let place = members.admit(peer.seat);
-                        let stream = AuthenticatedStream { inner, peer, place };
                         // The server takes connections as they come; a full
                         // queue means it is shutting down or far behind, and
-                        // the member reconnects.
-                        if out.try_send(stream).is_err()
-                            && let Some(suppressed) = queue_warnings.allow(Instant::now())
-                        {
-                            warn!(%addr, suppressed, "the server took no connection; dropped it");
+                        // the member reconnects. The place is taken only once
+                        // the queue has room, so a connection the server
+                        // never gets pushes out none of the seat's.
+                        match out.try_reserve() {
+                            Ok(room) => {
+                                let place = members.admit(peer.seat);
+                                room.send(AuthenticatedStream { inner, peer, place });
+                            }
+                            Err(_) => {
+                                if let Some(suppressed) = queue_warnings.allow(Instant::now()) {
+                                    warn!(%addr, suppressed, "the server took no connection; dropped it");
+                                }
+                            }
                         }
                     }
                     Some((addr, Err(refusal))) => {
