@@ -170,9 +170,10 @@ fn ok_json(args: &[&str]) -> serde_json::Value {
 const REOPEN_PAUSE: Duration = Duration::from_secs(5);
 
 /// Source addresses of the attack on the gRPC port, apart from the
-/// members' 127.0.0.1: the per-source cap is what keeps one source from
-/// pushing out another's handshakes.
-const ATTACK_SOURCES: u8 = 8;
+/// members' 127.0.0.1: more than the handshake budget holds at the
+/// per-source cap (16 × 32 = 512 > 256), so the full budget drops
+/// handshakes while the members sign.
+const ATTACK_SOURCES: u8 = 16;
 
 /// An attack running on its own runtime; dropping it closes every
 /// connection it holds.
@@ -266,6 +267,25 @@ fn hold_handshakes(addr: SocketAddr) -> [Attack; 2] {
     ]
 }
 
+/// The value of the series `name{labels}` in an OpenMetrics text, or 0.
+fn series(text: &str, name_and_labels: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One scrape of the metrics at `addr`.
+fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(CONNECT_BOUND)).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    response
+}
+
 /// 1,000 idle connections to the metrics port, from the members' own
 /// address (a local user).
 fn hold_metrics(addr: SocketAddr) -> Attack {
@@ -287,6 +307,13 @@ fn members_sign_and_read_status_while_strangers_hold_connections() {
     attacked.sign(&attacked.psbt(1));
     attacked.status_reaches(&[1, 2]);
     held.iter().for_each(Attack::assert_held);
+    // The signer held at most its budget and made room from the full
+    // budget (taking from the sources holding the most, none reaches the
+    // per-source cap), while the member got through.
+    let text = scrape(attacked.target_metrics());
+    assert!(series(&text, "thresig_pending_handshakes") <= 256, "{text}");
+    let budget = r#"thresig_connections_dropped_total{reason="handshake_budget"}"#;
+    assert!(series(&text, budget) > 0, "the budget never filled: {text}");
     drop(held);
 
     let held = hold_metrics(attacked.target_metrics());
