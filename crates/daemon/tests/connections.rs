@@ -58,7 +58,7 @@ async fn stalled(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
 }
 
 /// Waits until the server closes `tcp` (end of stream or a reset).
-async fn closed_by_server(tcp: &mut TcpStream) {
+async fn closed_by_server<S: AsyncReadExt + Unpin>(tcp: &mut S) {
     let mut buf = [0u8; 256];
     let read = timeout(CLOSE_BOUND, async {
         loop {
@@ -83,20 +83,43 @@ async fn member_is_served(server: &Running, cluster: &Cluster) {
     assert_eq!(reply.unwrap().commitments, commitments(1));
 }
 
+/// `n` connections to `addr` from 127.0.0.2 onwards, `sources` addresses
+/// round robin, each having sent `prefix`: strangers apart from the
+/// member's 127.0.0.1.
+async fn strangers(addr: SocketAddr, n: usize, sources: u8, prefix: &[u8]) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let last = u8::try_from(i % usize::from(sources)).unwrap();
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + last));
+        let mut tcp = connect_from(source, addr).await;
+        tcp.write_all(prefix).await.unwrap();
+        held.push(tcp);
+    }
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_and_stalled_handshakes_do_not_lock_members_out() {
     let cluster = Cluster::new();
     let server = start(cluster.config(""), Arc::new(Recorder::default())).await;
+    // Sixteen sources at the per-source cap would hold twice the budget:
+    // the full budget makes room, from the sources holding the most.
+    let addr = server.addr;
     // Opening the connections is bounded too: a listener that stops
     // accepting leaves them, and the member, in the kernel's queue.
     let (mut silent, _stalled) = timeout(MEMBER_CALL_BOUND, async {
-        let silent = silent(server.addr, 1200).await;
-        let stalled = stalled(server.addr, 300).await;
-        member_is_served(&server, &cluster).await;
+        let silent = strangers(addr, 1200, 16, &[]).await;
+        let stalled = strangers(addr, 300, 16, STALLED_CLIENT_HELLO).await;
         (silent, stalled)
     })
     .await
     .expect("the listener stopped accepting");
+    // The flood goes on while the member connects.
+    let flood = tokio::spawn(strangers(addr, 600, 16, &[]));
+    member_is_served(&server, &cluster).await;
+    flood.abort();
+    let budget = r#"thresig_connections_dropped_total{reason="handshake_budget"}"#;
+    assert!(series(&scrape(server.metrics_addr).await, budget) > 0);
     // The oldest stranger was dropped to make room, not left to time out.
     closed_by_server(&mut silent[0]).await;
     member_is_served(&server, &cluster).await;
@@ -200,15 +223,37 @@ async fn strangers_from_many_sources_filling_the_budget_do_not_drop_a_members_ha
     // 21 connections for 16 places: five were dropped to make room.
     let budget = r#"thresig_connections_dropped_total{reason="handshake_budget"}"#;
     until_series(server.metrics_addr, budget, 5).await;
+    // Its pending handshake was kept: it completes, and the server answers
+    // HTTP/2 on it.
+    let tls = member_connection_over(&cluster, member).await;
+    // A graceful stop waits for the member's HTTP/2 connection to end.
+    drop(tls);
+    server.stop().await;
+}
+
+/// A member's (seat 2) TLS connection that has started HTTP/2 and been
+/// answered, so the server holds it as an authenticated connection.
+async fn member_connection(
+    cluster: &Cluster,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    member_connection_over(cluster, TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// [`member_connection`] over an open `tcp`.
+async fn member_connection_over(
+    cluster: &Cluster,
+    tcp: TcpStream,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let name = ServerName::try_from(format!("seat-1.{CLUSTER}")).unwrap();
     let mut tls = timeout(
         MEMBER_CALL_BOUND,
-        member_connector(&cluster).connect(name, member),
+        member_connector(cluster).connect(name, tcp),
     )
     .await
     .expect("handshake hung")
-    .expect("the member's pending handshake was dropped for strangers");
-    // The server took the member's connection: it answers HTTP/2.
+    .expect("the member's handshake failed");
+    // The HTTP/2 preface and an empty SETTINGS frame.
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .await
         .unwrap();
@@ -218,9 +263,7 @@ async fn strangers_from_many_sources_filling_the_budget_do_not_drop_a_members_ha
         .expect("no answer")
         .expect("the server closed the member's connection");
     assert_eq!(frame[3], 0x04, "a SETTINGS frame");
-    // A graceful stop waits for the member's HTTP/2 connection to end.
-    drop(tls);
-    server.stop().await;
+    tls
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,16 +274,18 @@ async fn a_seat_above_its_connection_cap_loses_its_oldest_connection() {
         Arc::new(Recorder::default()),
     )
     .await;
-    let mut clients = Vec::new();
+    let mut connections = Vec::new();
     for _ in 0..3 {
-        let client = server.client(&cluster.client_tls()).await;
-        client.round1(Round1Request::new(vault(), 1)).await.unwrap();
-        clients.push(client);
+        connections.push(member_connection(&cluster, server.addr).await);
     }
+    // The oldest is closed by the server, not only uncounted.
+    closed_by_server(&mut connections[0]).await;
     let text = scrape(server.metrics_addr).await;
     assert_eq!(series(&text, "thresig_member_connections"), 2, "{text}");
     let dropped = r#"thresig_connections_dropped_total{reason="seat_cap"}"#;
     assert_eq!(series(&text, dropped), 1, "{text}");
+    // A graceful stop waits for the members' HTTP/2 connections to end.
+    drop(connections);
     // The member is never locked out: a new connection always gets in.
     member_is_served(&server, &cluster).await;
     server.stop().await;
