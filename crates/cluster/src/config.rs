@@ -507,9 +507,7 @@ fn validate_node(
         // holding the most; sized for the roster, honest members holding
         // their cap never fill it.
         let limits = &daemon.limits;
-        let needed = roster
-            .len()
-            .saturating_mul(limits.max_connections_per_seat);
+        let needed = roster.len().saturating_mul(limits.max_connections_per_seat);
         if limits.max_member_connections < needed {
             return Err(invalid(
                 "daemon.limits.max_member_connections",

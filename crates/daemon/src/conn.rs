@@ -403,22 +403,52 @@ mod tests {
     #[tokio::test]
     async fn a_connection_error_does_not_pause_the_accept_loop() {
         let mut warnings = WarnLimiter::new();
-        let listener = Failing(std::sync::Mutex::new(vec![io::ErrorKind::ConnectionAborted]));
+        let listener = Failing(std::sync::Mutex::new(vec![
+            io::ErrorKind::ConnectionAborted,
+        ]));
         // Real time: a pause takes the full ACCEPT_RETRY_PAUSE, and the
         // two accepts without one take microseconds.
         let start = std::time::Instant::now();
-        assert!(accept_or_pause(&listener, &mut warnings, "test").await.is_none());
-        assert!(accept_or_pause(&listener, &mut warnings, "test").await.is_some());
-        assert!(start.elapsed() < ACCEPT_RETRY_PAUSE, "{:?}", start.elapsed());
+        assert!(
+            accept_or_pause(&listener, &mut warnings, "test")
+                .await
+                .is_none()
+        );
+        assert!(
+            accept_or_pause(&listener, &mut warnings, "test")
+                .await
+                .is_some()
+        );
+        assert!(
+            start.elapsed() < ACCEPT_RETRY_PAUSE,
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
     fn resource_errors_are_the_ones_that_free_up_only_with_time() {
-        for errno in [nix::libc::EMFILE, nix::libc::ENFILE, nix::libc::ENOBUFS, nix::libc::ENOMEM] {
-            assert!(is_resource_error(&io::Error::from_raw_os_error(errno)), "{errno}");
+        for errno in [
+            nix::libc::EMFILE,
+            nix::libc::ENFILE,
+            nix::libc::ENOBUFS,
+            nix::libc::ENOMEM,
+        ] {
+            assert!(
+                is_resource_error(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
         }
-        for errno in [nix::libc::ECONNABORTED, nix::libc::ECONNRESET, nix::libc::EPROTO, nix::libc::EPERM] {
-            assert!(!is_resource_error(&io::Error::from_raw_os_error(errno)), "{errno}");
+        for errno in [
+            nix::libc::ECONNABORTED,
+            nix::libc::ECONNRESET,
+            nix::libc::EPROTO,
+            nix::libc::EPERM,
+        ] {
+            assert!(
+                !is_resource_error(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
         }
     }
 

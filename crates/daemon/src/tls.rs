@@ -692,7 +692,10 @@ mod tests {
             source_of(v6("2001:db8:1:2::1")),
             source_of(v6("2001:db8:1:2:ffff::9"))
         );
-        assert_ne!(source_of(v6("2001:db8:1:2::1")), source_of(v6("2001:db8:1:3::1")));
+        assert_ne!(
+            source_of(v6("2001:db8:1:2::1")),
+            source_of(v6("2001:db8:1:3::1"))
+        );
         let v4 = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
         assert_eq!(source_of(v4), v4);
         assert_eq!(source_of(v6("::ffff:192.0.2.7")), v4);

@@ -439,19 +439,20 @@ async fn an_impostor_certificate_is_logged_and_counted_while_stalled_handshakes_
         |name: &str| thresig_daemon::certificate_key_fingerprint(&cluster.path(name)).unwrap();
     let mut config = cluster.config("handshake_timeout_ms = 100");
     config.pins = Some(thresig_daemon::TlsPins::new(
-        [(seat(1), fingerprint("seat1.pem")), (seat(2), fingerprint("seat2.pem"))].into(),
+        [
+            (seat(1), fingerprint("seat1.pem")),
+            (seat(2), fingerprint("seat2.pem")),
+        ]
+        .into(),
     ));
     let server = start(config, Arc::new(Recorder::default())).await;
     // A stranger's stalled handshake times out first and is logged.
     let _stalled = stalled(server.addr, 1).await;
     let timed_out = r#"thresig_connections_dropped_total{reason="handshake_timeout"}"#;
     until_series(server.metrics_addr, timed_out, 1).await;
-    let impostor = thresig_daemon::SignerClient::connect(
-        &cluster.tls_of("impostor"),
-        server.addr,
-        seat(1),
-    )
-    .await;
+    let impostor =
+        thresig_daemon::SignerClient::connect(&cluster.tls_of("impostor"), server.addr, seat(1))
+            .await;
     if let Ok(impostor) = impostor {
         let refused = impostor.round1(Round1Request::new(vault(), 1)).await;
         assert!(refused.is_err(), "the impostor was served");
