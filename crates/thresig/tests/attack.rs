@@ -381,10 +381,10 @@ fn time_to_a_signature_under_each_attack() {
     };
     median("no attack");
     let held = hold_handshakes(attacked.target());
-    median("2,000 silent connections and 2,000 stalled handshakes held");
+    median("2,000 silent connections and 2,000 stalled handshakes kept coming");
     drop(held);
     let held = hold_metrics(attacked.target_metrics());
-    median("1,000 idle metrics connections held");
+    median("1,000 idle metrics connections kept coming");
     drop(held);
 }
 
