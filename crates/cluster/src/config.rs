@@ -473,6 +473,22 @@ fn validate_node(
         .transpose()
         .map_err(|e| invalid("daemon", e.to_string()))?;
     if let Some(daemon) = &mut daemon {
+        // A full set of member connections takes its room from the seat
+        // holding the most; sized for the roster, honest members holding
+        // their cap never fill it.
+        let limits = &daemon.limits;
+        let needed = roster.len().saturating_mul(limits.max_connections_per_seat);
+        if limits.max_member_connections < needed {
+            return Err(invalid(
+                "daemon.limits.max_member_connections",
+                format!(
+                    "is {}, below the {} members times max_connections_per_seat {} = {needed}",
+                    limits.max_member_connections,
+                    roster.len(),
+                    limits.max_connections_per_seat
+                ),
+            ));
+        }
         daemon.pins = Some(TlsPins::new(
             roster
                 .iter()
@@ -784,6 +800,26 @@ mod tests {
             PathBuf::from("/etc/thresig/tls/signer.pem")
         );
         assert!(node.signer_config().validate().is_ok());
+    }
+
+    #[test]
+    fn member_connections_below_the_roster_times_the_seat_cap_are_refused() {
+        let limits = |total: u32| {
+            edited(
+                "key = \"tls/signer.key\"\n",
+                &format!(
+                    "key = \"tls/signer.key\"\n\n[daemon.limits]\n\
+                     max_member_connections = {total}\nmax_connections_per_seat = 2\n"
+                ),
+            )
+        };
+        // Four members at two connections each need eight places.
+        assert_eq!(
+            invalid_field(&limits(7)),
+            "daemon.limits.max_member_connections"
+        );
+        let node = parse(&limits(8)).unwrap().node.unwrap();
+        assert_eq!(node.daemon.unwrap().limits.max_member_connections, 8);
     }
 
     #[test]

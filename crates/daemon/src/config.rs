@@ -33,6 +33,12 @@ use crate::tls::TlsPins;
 /// max_request_bytes = 4194304
 /// max_concurrent_requests = 64
 /// request_timeout_ms = 30000
+/// max_pending_handshakes = 256
+/// max_handshakes_per_source = 32
+/// handshake_timeout_ms = 5000
+/// max_member_connections = 256
+/// max_connections_per_seat = 8
+/// max_metrics_connections = 16
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +48,10 @@ pub struct DaemonSection {
     pub listen: SocketAddr,
     /// The Prometheus metrics address (plain HTTP; must be loopback).
     pub metrics_listen: SocketAddr,
+    /// A Unix socket that also serves metrics, reachable only by the
+    /// signer's user (its directory must be closed to group and others).
+    #[serde(default)]
+    pub metrics_socket: Option<PathBuf>,
     /// The cluster name in members' certificate names (`seat-<n>.<cluster>`).
     pub cluster: String,
     /// TLS files.
@@ -76,6 +86,23 @@ pub struct LimitsSection {
     pub max_concurrent_requests: u64,
     /// Time a request may take, waiting for a slot included, in milliseconds.
     pub request_timeout_ms: u64,
+    // Connection limits (see docs/daemon.md, "Connection limits").
+    /// TLS handshakes in progress at once, from anyone; the oldest is
+    /// dropped to make room.
+    pub max_pending_handshakes: u64,
+    /// TLS handshakes in progress at once from one IP address; that
+    /// address's oldest is dropped to make room.
+    pub max_handshakes_per_source: u64,
+    /// Time a TLS handshake may take, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Authenticated members' connections held at once; the oldest is
+    /// dropped to make room.
+    pub max_member_connections: u64,
+    /// Connections one seat may hold; the seat's oldest is dropped to make
+    /// room.
+    pub max_connections_per_seat: u64,
+    /// Metrics connections held at once; the oldest is dropped to make room.
+    pub max_metrics_connections: u64,
 }
 
 impl Default for LimitsSection {
@@ -91,6 +118,24 @@ impl Default for LimitsSection {
             // A round-2 commit waits for one group-commit fsync; 30 s is far
             // above that and below a coordinator's patience.
             request_timeout_ms: 30_000,
+            // Connection limits. Handshakes are budgeted apart from
+            // members' connections, so strangers never take a member's
+            // place; together with the members' and metrics' budgets they
+            // fit in the 1024 descriptors a service manager gives by
+            // default (see `conn::descriptors_needed`).
+            max_pending_handshakes: 256,
+            // One source holds at most an eighth of the handshake budget.
+            max_handshakes_per_source: 32,
+            // A TLS 1.3 handshake takes two round trips; 5 s covers slow
+            // links while a silent peer's slot is soon reused.
+            handshake_timeout_ms: 5_000,
+            // A coordinating process holds one connection per signer, so 8
+            // per seat leaves room for concurrent commands and reconnects;
+            // 256 fits 32 members at that cap.
+            max_member_connections: 256,
+            max_connections_per_seat: 8,
+            // A scrape takes one connection for a moment.
+            max_metrics_connections: 16,
         }
     }
 }
@@ -99,6 +144,8 @@ impl Default for LimitsSection {
 const MAX_REQUEST_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_CONCURRENT: u64 = 4096;
 const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+const MAX_CONNECTIONS: u64 = 65_536;
+const MAX_HANDSHAKE_TIMEOUT_MS: u64 = 60_000;
 
 /// The validated daemon configuration.
 ///
@@ -113,6 +160,8 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// The metrics address (loopback).
     pub metrics_listen: SocketAddr,
+    /// The owner-only Unix socket that also serves metrics, if any.
+    pub metrics_socket: Option<PathBuf>,
     /// The cluster name.
     pub cluster: ClusterName,
     /// TLS files.
@@ -156,6 +205,74 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Time a request may take.
     pub request_timeout: Duration,
+    // Connection limits.
+    /// TLS handshakes in progress at once.
+    pub max_pending_handshakes: usize,
+    /// TLS handshakes in progress at once from one IP address.
+    pub max_handshakes_per_source: usize,
+    /// Time a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Authenticated connections held at once.
+    pub max_member_connections: usize,
+    /// Authenticated connections one seat may hold.
+    pub max_connections_per_seat: usize,
+    /// Metrics connections held at once.
+    pub max_metrics_connections: usize,
+}
+
+impl Limits {
+    /// Validates a `[limits]` table: every value positive and within its
+    /// hard bound, and each per-source or per-seat cap within its total.
+    pub(crate) fn from_section(l: LimitsSection) -> Result<Self, Error> {
+        let limits = Self {
+            max_request_bytes: bounded_size(
+                "limits.max_request_bytes",
+                l.max_request_bytes,
+                MAX_REQUEST_BYTES,
+            )?,
+            max_concurrent_requests: bounded_size(
+                "limits.max_concurrent_requests",
+                l.max_concurrent_requests,
+                MAX_CONCURRENT,
+            )?,
+            request_timeout: Duration::from_millis(bounded(
+                "limits.request_timeout_ms",
+                l.request_timeout_ms,
+                MAX_TIMEOUT_MS,
+            )?),
+            max_pending_handshakes: bounded_size(
+                "limits.max_pending_handshakes",
+                l.max_pending_handshakes,
+                MAX_CONNECTIONS,
+            )?,
+            max_handshakes_per_source: bounded_size(
+                "limits.max_handshakes_per_source",
+                l.max_handshakes_per_source,
+                l.max_pending_handshakes,
+            )?,
+            handshake_timeout: Duration::from_millis(bounded(
+                "limits.handshake_timeout_ms",
+                l.handshake_timeout_ms,
+                MAX_HANDSHAKE_TIMEOUT_MS,
+            )?),
+            max_member_connections: bounded_size(
+                "limits.max_member_connections",
+                l.max_member_connections,
+                MAX_CONNECTIONS,
+            )?,
+            max_connections_per_seat: bounded_size(
+                "limits.max_connections_per_seat",
+                l.max_connections_per_seat,
+                l.max_member_connections,
+            )?,
+            max_metrics_connections: bounded_size(
+                "limits.max_metrics_connections",
+                l.max_metrics_connections,
+                MAX_CONNECTIONS,
+            )?,
+        };
+        Ok(limits)
+    }
 }
 
 impl DaemonConfig {
@@ -199,27 +316,15 @@ impl DaemonConfig {
             cert: path("tls.cert", section.tls.cert)?,
             key: path("tls.key", section.tls.key)?,
         };
-        let l = section.limits;
-        let limits = Limits {
-            max_request_bytes: bounded_size(
-                "limits.max_request_bytes",
-                l.max_request_bytes,
-                MAX_REQUEST_BYTES,
-            )?,
-            max_concurrent_requests: bounded_size(
-                "limits.max_concurrent_requests",
-                l.max_concurrent_requests,
-                MAX_CONCURRENT,
-            )?,
-            request_timeout: Duration::from_millis(bounded(
-                "limits.request_timeout_ms",
-                l.request_timeout_ms,
-                MAX_TIMEOUT_MS,
-            )?),
-        };
+        let metrics_socket = section
+            .metrics_socket
+            .map(|p| path("metrics_socket", p))
+            .transpose()?;
+        let limits = Limits::from_section(section.limits)?;
         Ok(Self {
             listen: section.listen,
             metrics_listen: section.metrics_listen,
+            metrics_socket,
             cluster,
             tls,
             limits,

@@ -71,6 +71,30 @@ pub enum Error {
     /// reading its address, creating the runtime or a signal handler.
     #[error("setup: {0}")]
     Setup(io::Error),
+    /// The metrics socket's directory may be entered or changed by group or
+    /// others, or is not the signer's own (code `metrics_socket_directory`).
+    #[error(
+        "metrics_socket_directory: the directory of metrics_socket, {path}, has mode {mode:o} or another owner; \
+         it must be the signer user's own with mode 0700"
+    )]
+    MetricsSocketDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The hard open-file limit is below what the configured connection
+    /// limits can hold at once (code `open_file_limit`).
+    #[error(
+        "open_file_limit: the hard open-file limit is {hard} but the [daemon.limits] need {needed} descriptors; \
+         raise it (LimitNOFILE= in the service unit, or ulimit -Hn) or lower the connection limits"
+    )]
+    OpenFileLimit {
+        /// Descriptors the limits need.
+        needed: u64,
+        /// The hard limit in force.
+        hard: u64,
+    },
     /// The gRPC server or channel failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -113,6 +137,8 @@ impl Error {
             | Self::Tls(_)
             | Self::Verifier(_)
             | Self::Certificate(_)
+            | Self::OpenFileLimit { .. }
+            | Self::MetricsSocketDirectory { .. }
             | Self::Malformed(_) => false,
         }
     }

@@ -44,6 +44,7 @@ mod api;
 mod certs;
 mod client;
 mod config;
+mod conn;
 mod convert;
 mod engine;
 mod error;

@@ -14,17 +14,20 @@ use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::warn;
+
+use crate::conn::{Listen, OldestFirst, WarnLimiter, accept_or_pause};
 
 /// The labels of one request series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +36,22 @@ pub(crate) struct RequestLabels {
     pub(crate) method: &'static str,
     /// `ok`, or the stable error code.
     pub(crate) outcome: Cow<'static, str>,
+}
+
+/// The label of a dropped connection: why it was dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DropLabels {
+    /// `handshake_budget`, `source_cap`, `handshake_timeout`, `seat_cap`,
+    /// `member_capacity` or `metrics_cap`.
+    pub(crate) reason: &'static str,
+}
+
+/// The label of a refused handshake: why no authenticated connection came
+/// of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabels {
+    /// `not_pinned`, `no_seat`, `tls_error`, `timeout` or `evicted`.
+    pub(crate) reason: &'static str,
 }
 
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
@@ -52,6 +71,10 @@ pub(crate) struct Metrics {
     latency: LatencyFamily,
     in_flight: Gauge,
     rollbacks_accepted: Gauge,
+    pending_handshakes: Gauge,
+    member_connections: Gauge,
+    dropped: Family<DropLabels, Counter>,
+    refused: Family<RefusalLabels, Counter>,
 }
 
 impl Metrics {
@@ -82,12 +105,41 @@ impl Metrics {
              witness through the [store] rollback override (alert when above 0)",
             rollbacks_accepted.clone(),
         );
+        let pending_handshakes = Gauge::default();
+        let member_connections = Gauge::default();
+        let dropped = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "pending_handshakes",
+            "TLS handshakes in progress",
+            pending_handshakes.clone(),
+        );
+        registry.register(
+            "member_connections",
+            "Authenticated members' connections held",
+            member_connections.clone(),
+        );
+        registry.register(
+            "connections_dropped",
+            "Connections the daemon dropped to stay within its limits, by reason",
+            dropped.clone(),
+        );
+        let refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "handshakes_refused",
+            "TLS handshakes that gave no authenticated connection, by reason \
+             (not_pinned: a CA-issued certificate with another key than its seat's pin)",
+            refused.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
             latency,
             in_flight,
             rollbacks_accepted,
+            pending_handshakes,
+            member_connections,
+            dropped,
+            refused,
         }
     }
 
@@ -102,6 +154,28 @@ impl Metrics {
     /// The in-flight gauge.
     pub(crate) fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// Counts one handshake refused for `reason` (see [`RefusalLabels`]).
+    pub(crate) fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// Counts one connection dropped for `reason` (see [`DropLabels`]).
+    pub(crate) fn dropped(&self, reason: &'static str) {
+        self.dropped.get_or_create(&DropLabels { reason }).inc();
+    }
+
+    /// Sets the number of handshakes in progress.
+    pub(crate) fn set_pending_handshakes(&self, n: usize) {
+        self.pending_handshakes
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of members' connections held.
+    pub(crate) fn set_member_connections(&self, n: usize) {
+        self.member_connections
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -141,40 +215,77 @@ fn respond(metrics: &Metrics, request: &Request<hyper::body::Incoming>) -> Respo
     response
 }
 
+/// A scrape's request headers must arrive within this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A metrics connection is closed after this time, whatever it is doing: a
+/// scrape takes milliseconds.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+
 /// Serves the metrics endpoint until `stop` fires; open scrapes are dropped
 /// then (a scrape is idempotent).
-pub(crate) async fn serve_metrics(
-    listener: TcpListener,
+///
+/// At most `max_connections` are held: the oldest is dropped to make room,
+/// so local clients holding connections cannot keep a scrape out. Each
+/// connection answers one request (no keep-alive), must send its headers
+/// within [`HEADER_TIMEOUT`] and lives at most [`CONNECTION_LIFETIME`].
+pub(crate) async fn serve_metrics<L: Listen>(
+    listener: L,
     metrics: Metrics,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let mut open = OldestFirst::new(max_connections, max_connections);
+    let mut accept_warnings = WarnLimiter::new();
+    let mut connection_warnings = WarnLimiter::new();
     loop {
-        let (tcp, _) = tokio::select! {
+        let (io, _) = tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    warn!(error = %err, "metrics accept failed");
-                    continue;
+            Some(joined) = connections.join_next_with_id(), if !connections.is_empty() => {
+                let (id, served) = match joined {
+                    Ok((id, served)) => (id, served),
+                    Err(err) => (err.id(), Ok(())),
+                };
+                open.remove(&id);
+                if let Err(err) = served
+                    && let Some(suppressed) = connection_warnings.allow(Instant::now())
+                {
+                    warn!(error = %err, suppressed, "metrics connection failed");
                 }
+                continue;
+            }
+            accepted = accept_or_pause(&listener, &mut accept_warnings, "metrics") => match accepted {
+                Some(accepted) => accepted,
+                None => continue,
             },
         };
-        let metrics = metrics.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |request| {
-                let response = respond(&metrics, &request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            if let Err(err) = http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await
-            {
-                warn!(error = %err, "metrics connection failed");
-            }
-        });
+        let handle = connections.spawn(serve_scrape(io, metrics.clone()));
+        if let Some((_, oldest)) = open.insert((), handle.id(), handle) {
+            oldest.abort();
+            metrics.dropped("metrics_cap");
+        }
     }
+}
+
+/// Serves one metrics connection.
+async fn serve_scrape<Io>(io: Io, metrics: Metrics) -> Result<(), hyper::Error>
+where
+    Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let response = respond(&metrics, &request);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), service);
+    // Past its lifetime the connection is dropped, which closes it.
+    tokio::time::timeout(CONNECTION_LIFETIME, connection)
+        .await
+        .unwrap_or(Ok(()))
 }
 
 #[cfg(test)]

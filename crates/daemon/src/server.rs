@@ -3,9 +3,11 @@
 //! caller binds the sockets and supplies the shutdown future).
 
 use std::future::Future;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::StreamExt;
@@ -15,11 +17,12 @@ use tracing::info;
 
 use crate::api::SignerHandler;
 use crate::config::DaemonConfig;
+use crate::conn::raise_open_file_limit;
 use crate::error::Error;
 use crate::metrics::{Metrics, serve_metrics};
 use crate::proto::signer_server::SignerServer;
 use crate::service::SignerService;
-use crate::tls::{accept_loop, server_config};
+use crate::tls::{Handshaker, accept_loop, server_config};
 
 /// The sockets [`serve`] listens on, bound by the caller (so it can bind
 /// privileged or ephemeral ports and report the addresses first).
@@ -30,19 +33,27 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// The metrics (plain HTTP, loopback) listener.
     pub metrics: TcpListener,
+    /// The owner-only Unix socket that also serves metrics, if configured.
+    pub metrics_socket: Option<UnixListener>,
 }
 
 impl Listeners {
-    /// The two listeners.
+    /// The two TCP listeners, without a metrics socket.
     #[must_use]
     pub fn new(grpc: TcpListener, metrics: TcpListener) -> Self {
-        Self { grpc, metrics }
+        Self {
+            grpc,
+            metrics,
+            metrics_socket: None,
+        }
     }
 
-    /// Binds both addresses of `config`.
+    /// Binds both addresses of `config`, and its metrics socket if any.
     ///
     /// # Errors
-    /// [`Error::Setup`] if either address cannot be bound.
+    /// [`Error::Setup`] if an address or the socket cannot be bound,
+    /// [`Error::MetricsSocketDirectory`] if the socket's directory is open
+    /// to group or others.
     pub async fn bind(config: &DaemonConfig) -> Result<Self, Error> {
         let grpc = TcpListener::bind(config.listen)
             .await
@@ -50,8 +61,39 @@ impl Listeners {
         let metrics = TcpListener::bind(config.metrics_listen)
             .await
             .map_err(Error::Setup)?;
-        Ok(Self { grpc, metrics })
+        let metrics_socket = config
+            .metrics_socket
+            .as_deref()
+            .map(bind_owner_only)
+            .transpose()?;
+        Ok(Self {
+            grpc,
+            metrics,
+            metrics_socket,
+        })
     }
+}
+
+/// Binds a Unix socket at `path` that only this user can reach: its
+/// directory must be this user's and closed to group and others (so nobody
+/// else reaches the socket in the moment before its mode is set), a stale
+/// socket from an earlier run is replaced, and the socket gets mode 0600.
+fn bind_owner_only(path: &Path) -> Result<UnixListener, Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let meta = std::fs::metadata(dir).map_err(Error::Setup)?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(Error::MetricsSocketDirectory {
+            path: dir.to_path_buf(),
+            mode,
+        });
+    }
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(path).map_err(Error::Setup)?;
+    }
+    let listener = UnixListener::bind(path).map_err(Error::Setup)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(Error::Setup)?;
+    Ok(listener)
 }
 
 /// The gRPC health service name whose status is the signer's readiness:
@@ -92,15 +134,34 @@ where
     let (stop_tx, stop_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::channel(CONNECTION_QUEUE);
 
-    let accept = tokio::spawn(accept_loop(
-        listeners.grpc,
+    let handshaker = Handshaker::new(
         acceptor,
         config.cluster.clone(),
         config.pins.clone(),
+        config.limits.handshake_timeout,
+    );
+    let accept = tokio::spawn(accept_loop(
+        listeners.grpc,
+        handshaker,
+        config.limits,
+        metrics.clone(),
         conn_tx,
         stop_rx.clone(),
     ));
-    let metrics_task = tokio::spawn(serve_metrics(listeners.metrics, metrics.clone(), stop_rx));
+    let metrics_task = tokio::spawn(serve_metrics(
+        listeners.metrics,
+        metrics.clone(),
+        config.limits.max_metrics_connections,
+        stop_rx.clone(),
+    ));
+    let metrics_socket_task = listeners.metrics_socket.map(|socket| {
+        tokio::spawn(serve_metrics(
+            socket,
+            metrics.clone(),
+            config.limits.max_metrics_connections,
+            stop_rx,
+        ))
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -135,14 +196,18 @@ where
     metrics_task.abort();
     let _ = accept.await;
     let _ = metrics_task.await;
+    if let Some(task) = metrics_socket_task {
+        task.abort();
+        let _ = task.await;
+    }
     served?;
     info!("signer daemon stopped");
     Ok(())
 }
 
-/// Runs the daemon as a process's main loop: builds a Tokio runtime, binds
-/// the configured addresses, and serves until SIGINT or SIGTERM, then
-/// drains in-flight requests and returns.
+/// Runs the daemon as a process's main loop: raises the open-file limit,
+/// builds a Tokio runtime, binds the configured addresses, and serves until
+/// SIGINT or SIGTERM, then drains in-flight requests and returns.
 ///
 /// This is the glue a binary would write around [`serve`] (mini-redis's
 /// `bin/server.rs`), kept here so that the CLI needs no async runtime of
@@ -150,12 +215,14 @@ where
 /// another event call [`serve`].
 ///
 /// # Errors
-/// [`Error::Setup`] if the runtime, a listener or a signal handler cannot
-/// be set up, and the errors of [`serve`].
+/// [`Error::OpenFileLimit`] if the hard open-file limit is below what the
+/// configured limits can hold, [`Error::Setup`] if the runtime, a listener
+/// or a signal handler cannot be set up, and the errors of [`serve`].
 pub fn run_until_signal<H: SignerHandler>(
     config: &DaemonConfig,
     handler: Arc<H>,
 ) -> Result<(), Error> {
+    raise_open_file_limit(&config.limits)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,13 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::future::Future as _;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,8 +29,9 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
@@ -36,21 +39,11 @@ use tracing::{debug, warn};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
-use crate::config::TlsPaths;
+use crate::config::{Limits, TlsPaths};
+use crate::conn::{Eviction, OldestFirst, WarnLimiter, accept_or_pause};
 use crate::error::Error;
 use crate::ids::{ClusterName, Seat};
-
-/// A handshake that has not finished in this time is dropped, so a peer
-/// that opens connections and stays silent cannot hold slots.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Connections held open at once. A signer is reached by one connection per
-/// coordinating member, so even a 100-member cluster uses a tenth of this;
-/// at the bound, the accept loop stops accepting until one closes.
-const MAX_CONNECTIONS: usize = 1024;
-
-/// Pause after a failed accept (see [`accept_with_slot`]).
-const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+use crate::metrics::Metrics;
 
 /// The protocol negotiated with ALPN: gRPC runs over HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
@@ -271,12 +264,37 @@ pub(crate) struct PeerIdentity {
     pub(crate) addr: SocketAddr,
 }
 
-/// A TLS connection whose peer has been authenticated as a seat. It holds a
-/// connection slot until it is dropped.
+/// A TLS connection whose peer has been authenticated as a seat. It holds
+/// its place among the seat's connections until it is dropped, and fails
+/// its reads and writes once a newer connection took that place.
 pub(crate) struct AuthenticatedStream {
     inner: TlsStream<TcpStream>,
     peer: PeerIdentity,
-    _slot: OwnedSemaphorePermit,
+    place: MemberPlace,
+}
+
+impl AuthenticatedStream {
+    /// An error once the connection was dropped to make room (see
+    /// [`MemberConnections`]), so the server closes it.
+    fn check_place(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        if let Some(dropped) = &mut self.place.dropped {
+            match Pin::new(dropped).poll(cx) {
+                Poll::Ready(Ok(())) => self.place.evicted = true,
+                // The registry is gone (the accept loop ended): nothing can
+                // drop this connection any more.
+                Poll::Ready(Err(_)) => self.place.dropped = None,
+                Poll::Pending => {}
+            }
+        }
+        if self.place.evicted {
+            self.place.dropped = None;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "dropped for a newer connection (max_connections_per_seat, max_member_connections)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Connected for AuthenticatedStream {
@@ -293,7 +311,9 @@ impl AsyncRead for AuthenticatedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        this.check_place(cx)?;
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
@@ -303,7 +323,9 @@ impl AsyncWrite for AuthenticatedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.check_place(cx)?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -315,91 +337,305 @@ impl AsyncWrite for AuthenticatedStream {
     }
 }
 
+/// The authenticated connections held, by seat: at most
+/// `max_connections_per_seat` per seat and `max_member_connections` in
+/// all, the oldest dropped to make room. Dropping the oldest, not refusing
+/// the newest, is what lets a member that reconnects after a network blip
+/// (its old connections still open on this side) get back in.
+#[derive(Clone)]
+struct MemberConnections {
+    held: Arc<Mutex<OldestFirst<Seat, u64, oneshot::Sender<()>>>>,
+    next_id: Arc<AtomicU64>,
+    metrics: Metrics,
+}
+
+/// A connection's place in [`MemberConnections`]; leaves it on drop.
+struct MemberPlace {
+    id: u64,
+    members: MemberConnections,
+    /// Fires when the place was taken by a newer connection.
+    dropped: Option<oneshot::Receiver<()>>,
+    evicted: bool,
+}
+
+impl MemberConnections {
+    fn new(limits: &Limits, metrics: Metrics) -> Self {
+        Self {
+            held: Arc::new(Mutex::new(OldestFirst::new(
+                limits.max_member_connections,
+                limits.max_connections_per_seat,
+            ))),
+            next_id: Arc::new(AtomicU64::new(0)),
+            metrics,
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, OldestFirst<Seat, u64, oneshot::Sender<()>>> {
+        // The set stays consistent through a panic elsewhere: every
+        // operation on it completes under the lock.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives `seat`'s new connection a place, dropping the connection whose
+    /// place it takes.
+    fn admit(&self, seat: Seat) -> MemberPlace {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut held = self.held();
+        if let Some((why, oldest)) = held.insert(seat, id, tx) {
+            // The receiver may be gone with its connection already.
+            let _ = oldest.send(());
+            self.metrics.dropped(match why {
+                Eviction::KeyFull => "seat_cap",
+                Eviction::SetFull => "member_capacity",
+            });
+        }
+        self.metrics.set_member_connections(held.len());
+        MemberPlace {
+            id,
+            members: self.clone(),
+            dropped: Some(rx),
+            evicted: false,
+        }
+    }
+}
+
+impl Drop for MemberPlace {
+    fn drop(&mut self) {
+        let mut held = self.members.held();
+        held.remove(&self.id);
+        self.members.metrics.set_member_connections(held.len());
+    }
+}
+
+/// Why a handshake gave no authenticated connection.
+enum Refusal {
+    /// TLS failed (no client certificate, another CA, a protocol error).
+    Tls(std::io::Error),
+    /// The handshake did not finish within `handshake_timeout`.
+    TimedOut,
+    /// The certificate names no seat of this cluster.
+    NoSeat,
+    /// The certificate's key is not the one pinned for its seat.
+    NotPinned(Seat),
+}
+
+/// What a finished handshake gives: the TLS stream and its peer.
+type Authenticated = (TlsStream<TcpStream>, PeerIdentity);
+
+/// What the server needs to run a handshake and name the peer's seat.
+#[derive(Clone)]
+pub(crate) struct Handshaker {
+    acceptor: TlsAcceptor,
+    cluster: ClusterName,
+    pins: Option<TlsPins>,
+    timeout: Duration,
+}
+
+impl Handshaker {
+    /// Handshakes with `acceptor`'s configuration, each within `timeout`,
+    /// accepting the seats of `cluster` (with their `pins`, if any).
+    pub(crate) fn new(
+        acceptor: TlsAcceptor,
+        cluster: ClusterName,
+        pins: Option<TlsPins>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            acceptor,
+            cluster,
+            pins,
+            timeout,
+        }
+    }
+
+    /// Runs one handshake and reads the peer's seat from its certificate.
+    async fn run(self, tcp: TcpStream, addr: SocketAddr) -> Result<Authenticated, Refusal> {
+        let tls = match tokio::time::timeout(self.timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => return Err(Refusal::Tls(err)),
+            Err(_) => return Err(Refusal::TimedOut),
+        };
+        let leaf = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first());
+        let seat = leaf.and_then(|leaf| seat_of_certificate(leaf, &self.cluster));
+        let (Some(seat), Some(leaf)) = (seat, leaf) else {
+            return Err(Refusal::NoSeat);
+        };
+        if !pinned(self.pins.as_ref(), seat, leaf) {
+            return Err(Refusal::NotPinned(seat));
+        }
+        Ok((tls, PeerIdentity { seat, addr }))
+    }
+}
+
+impl Refusal {
+    /// The `reason` label of `thresig_handshakes_refused_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Tls(_) => "tls_error",
+            Self::TimedOut => "timeout",
+            Self::NoSeat => "no_seat",
+            Self::NotPinned(_) => "not_pinned",
+        }
+    }
+}
+
+/// One warning limiter per kind of refusal, so that a flood of one kind
+/// (stalled handshakes timing out) cannot hide a line of another (an
+/// impostor certificate).
+#[derive(Default)]
+struct RefusalWarnings {
+    tls: WarnLimiter,
+    timed_out: WarnLimiter,
+    no_seat: WarnLimiter,
+    not_pinned: WarnLimiter,
+}
+
+impl RefusalWarnings {
+    fn of(&mut self, refusal: &Refusal) -> &mut WarnLimiter {
+        match refusal {
+            Refusal::Tls(_) => &mut self.tls,
+            Refusal::TimedOut => &mut self.timed_out,
+            Refusal::NoSeat => &mut self.no_seat,
+            Refusal::NotPinned(_) => &mut self.not_pinned,
+        }
+    }
+}
+
+/// Counts a refused handshake and logs it, at most one line per interval
+/// and kind.
+fn log_refusal(
+    refusal: &Refusal,
+    addr: SocketAddr,
+    warnings: &mut RefusalWarnings,
+    metrics: &Metrics,
+) {
+    if matches!(refusal, Refusal::TimedOut) {
+        metrics.dropped("handshake_timeout");
+    }
+    metrics.refused(refusal.reason());
+    let Some(suppressed) = warnings.of(refusal).allow(Instant::now()) else {
+        return;
+    };
+    match refusal {
+        Refusal::Tls(err) => warn!(%addr, error = %err, suppressed, "TLS handshake failed"),
+        Refusal::TimedOut => warn!(%addr, suppressed, "TLS handshake timed out"),
+        Refusal::NoSeat => {
+            warn!(%addr, suppressed, "refused a client certificate that names no seat of this cluster")
+        }
+        Refusal::NotPinned(seat) => {
+            warn!(%addr, seat = seat.get(), suppressed, "refused a client certificate whose key is not the one pinned for its seat")
+        }
+    }
+}
+
+/// The source a handshake is counted under for `max_handshakes_per_source`:
+/// an IPv4 address, or an IPv6 address's /64 prefix (one host is usually
+/// given a whole /64, so each of its addresses is not a source of its own).
+/// An IPv4-mapped IPv6 address counts as its IPv4 address.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 /// Accepts TCP connections, runs the TLS handshakes concurrently and sends
 /// each authenticated connection to the gRPC server, until `stop` fires or
 /// the server drops its end. Dropping the listener on return refuses new
 /// connections.
+///
+/// The loop never stops accepting. Handshakes in progress have their own
+/// budget (`max_pending_handshakes`, at most `max_handshakes_per_source`
+/// from one IP address, each within the handshaker's timeout), apart from the
+/// members' authenticated connections, and at its bound the oldest pending
+/// handshake (of the same source first) is dropped: strangers holding
+/// silent connections or stalled handshakes only ever push each other out,
+/// while a member's handshake, which finishes in milliseconds, gets through.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
-    cluster: ClusterName,
-    pins: Option<TlsPins>,
+    handshaker: Handshaker,
+    limits: Limits,
+    metrics: Metrics,
     out: mpsc::Sender<AuthenticatedStream>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut handshakes = JoinSet::new();
+    let members = MemberConnections::new(&limits, metrics.clone());
+    let mut pending = OldestFirst::new(
+        limits.max_pending_handshakes,
+        limits.max_handshakes_per_source,
+    );
+    let mut handshakes: JoinSet<(SocketAddr, Result<Authenticated, Refusal>)> = JoinSet::new();
+    let mut accept_warnings = WarnLimiter::new();
+    let mut refusal_warnings = RefusalWarnings::default();
+    let mut queue_warnings = WarnLimiter::new();
     loop {
-        let accepted = tokio::select! {
+        let (tcp, addr) = tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => break,
             () = out.closed() => break,
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
-            accepted = accept_with_slot(&listener, &slots) => accepted,
-        };
-        let Some((tcp, addr, slot)) = accepted else {
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let cluster = cluster.clone();
-        let pins = pins.clone();
-        let out = out.clone();
-        handshakes.spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let leaf = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first());
-                    let seat = leaf.and_then(|leaf| seat_of_certificate(leaf, &cluster));
-                    let (Some(seat), Some(leaf)) = (seat, leaf) else {
-                        warn!(%addr, "refused a client certificate that names no seat of this cluster");
-                        return;
-                    };
-                    if !pinned(pins.as_ref(), seat, leaf) {
-                        warn!(%addr, seat = seat.get(), "refused a client certificate whose key is not the one pinned for its seat");
-                        return;
+            Some(joined) = handshakes.join_next_with_id(), if !handshakes.is_empty() => {
+                let (id, outcome) = match joined {
+                    Ok((id, outcome)) => (id, Some(outcome)),
+                    // Aborted (its place taken, already counted) or panicked.
+                    Err(err) => (err.id(), None),
+                };
+                pending.remove(&id);
+                metrics.set_pending_handshakes(pending.len());
+                match outcome {
+                    Some((addr, Ok((inner, peer)))) => {
+                        debug!(%addr, seat = peer.seat.get(), "peer authenticated");
+                        // The server takes connections as they come; a full
+                        // queue means it is shutting down or far behind, and
+                        // the member reconnects. The place is taken only once
+                        // the queue has room, so a connection the server
+                        // never gets pushes out none of the seat's.
+                        match out.try_reserve() {
+                            Ok(room) => {
+                                let place = members.admit(peer.seat);
+                                room.send(AuthenticatedStream { inner, peer, place });
+                            }
+                            Err(_) => {
+                                if let Some(suppressed) = queue_warnings.allow(Instant::now()) {
+                                    warn!(%addr, suppressed, "the server took no connection; dropped it");
+                                }
+                            }
+                        }
                     }
-                    debug!(%addr, seat = seat.get(), "peer authenticated");
-                    let stream = AuthenticatedStream {
-                        inner: tls,
-                        peer: PeerIdentity { seat, addr },
-                        _slot: slot,
-                    };
-                    // The server may be shutting down; the connection is then dropped.
-                    let _ = out.send(stream).await;
+                    Some((addr, Err(refusal))) => {
+                        log_refusal(&refusal, addr, &mut refusal_warnings, &metrics);
+                    }
+                    None => {}
                 }
-                Ok(Err(err)) => warn!(%addr, error = %err, "TLS handshake failed"),
-                Err(_) => warn!(%addr, "TLS handshake timed out"),
+                continue;
             }
-        });
-    }
-}
-
-/// Waits for a connection slot, then accepts one connection. A failed accept
-/// (out of file descriptors, a reset before accept) is logged and skipped
-/// after a short pause, so a persistent failure such as `EMFILE` does not
-/// spin the loop (the pause mini-redis's accept loop takes, without its
-/// doubling: the daemon must come back as soon as descriptors free up).
-async fn accept_with_slot(
-    listener: &TcpListener,
-    slots: &Arc<Semaphore>,
-) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
-    let slot = slots.clone().acquire_owned().await.ok()?;
-    match listener.accept().await {
-        Ok((tcp, addr)) => {
-            // Requests and replies are small and answered at once: Nagle's
-            // algorithm would hold each reply for the peer's delayed ACK.
-            if let Err(err) = tcp.set_nodelay(true) {
-                warn!(error = %err, "cannot disable Nagle's algorithm");
-            }
-            Some((tcp, addr, slot))
+            accepted = accept_or_pause(&listener, &mut accept_warnings, "grpc") => match accepted {
+                Some(accepted) => accepted,
+                None => continue,
+            },
+        };
+        // Requests and replies are small and answered at once: Nagle's
+        // algorithm would hold each reply for the peer's delayed ACK.
+        if let Err(err) = tcp.set_nodelay(true) {
+            debug!(error = %err, "cannot disable Nagle's algorithm");
         }
-        Err(err) => {
-            warn!(error = %err, "accept failed");
-            tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
-            None
+        let task = handshaker.clone().run(tcp, addr);
+        let handle = handshakes.spawn(async move { (addr, task.await) });
+        if let Some((why, oldest)) = pending.insert(source_of(addr.ip()), handle.id(), handle) {
+            oldest.abort();
+            metrics.refused("evicted");
+            metrics.dropped(match why {
+                Eviction::KeyFull => "source_cap",
+                Eviction::SetFull => "handshake_budget",
+            });
         }
+        metrics.set_pending_handshakes(pending.len());
     }
 }
 
@@ -443,6 +679,26 @@ mod tests {
             seat_of_certificate(&CertificateDer::from(vec![0x30, 0x00]), &cluster),
             None
         );
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_64_prefix_and_a_mapped_ipv4_address_its_ipv4_one() {
+        let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+        assert_eq!(
+            source_of(v6("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            v6("2001:db8:1:2::")
+        );
+        assert_eq!(
+            source_of(v6("2001:db8:1:2::1")),
+            source_of(v6("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            source_of(v6("2001:db8:1:2::1")),
+            source_of(v6("2001:db8:1:3::1"))
+        );
+        let v4 = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+        assert_eq!(source_of(v4), v4);
+        assert_eq!(source_of(v6("::ffff:192.0.2.7")), v4);
     }
 
     #[test]

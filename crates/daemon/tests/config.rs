@@ -60,6 +60,56 @@ fn limits_have_defaults() {
 }
 
 #[test]
+fn connection_limits_have_defaults_and_caps_stay_within_their_totals() {
+    let limits = parse(VALID).unwrap().limits;
+    assert_eq!(
+        (
+            limits.max_pending_handshakes,
+            limits.max_handshakes_per_source,
+            limits.handshake_timeout,
+            limits.max_member_connections,
+            limits.max_connections_per_seat,
+            limits.max_metrics_connections,
+        ),
+        (256, 32, Duration::from_secs(5), 256, 8, 16)
+    );
+    let with = |extra: &str| parse(&format!("{VALID}{extra}"));
+    let config = with("max_pending_handshakes = 64\nmax_handshakes_per_source = 64\n").unwrap();
+    assert_eq!(config.limits.max_handshakes_per_source, 64);
+    let cases = [
+        (
+            "max_pending_handshakes = 64\nmax_handshakes_per_source = 65\n",
+            "limits.max_handshakes_per_source",
+            ConfigProblem::TooLarge { max: 64 },
+        ),
+        (
+            "max_member_connections = 4\n",
+            "limits.max_connections_per_seat",
+            ConfigProblem::TooLarge { max: 4 },
+        ),
+        (
+            "handshake_timeout_ms = 0\n",
+            "limits.handshake_timeout_ms",
+            ConfigProblem::Zero,
+        ),
+        (
+            "max_metrics_connections = 100000\n",
+            "limits.max_metrics_connections",
+            ConfigProblem::TooLarge { max: 65_536 },
+        ),
+    ];
+    for (extra, field, problem) in cases {
+        match with(extra).unwrap_err() {
+            Error::ConfigValue {
+                field: f,
+                problem: p,
+            } => assert_eq!((f, p), (field, problem), "{extra}"),
+            err => panic!("{extra}: {err}"),
+        }
+    }
+}
+
+#[test]
 fn unknown_fields_are_refused_at_every_level() {
     for (from, to) in [
         (

@@ -11,7 +11,7 @@ use std::process::Output;
 
 use bitcoin::Transaction;
 use bitcoin::consensus::encode::deserialize_hex;
-use common::{ProcessCluster, WALLET, seat, thresig};
+use common::{ProcessCluster, WALLET, address, seat, thresig};
 use thresig_crypto::{Commitment, SigningPackage};
 use thresig_daemon::Error as DaemonError;
 use thresig_engine::{HexBytes, Round1Request, Round2Request, SigningTarget, WalletId};
@@ -24,17 +24,6 @@ fn ok_json(out: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The regtest P2TR address of the key whose secret is 32 bytes of `byte`.
-fn address(byte: u8) -> String {
-    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[byte; 32]).unwrap();
-    let (x, _) = secret
-        .public_key(bitcoin::secp256k1::SECP256K1)
-        .x_only_public_key();
-    thresig_tx::TaprootWallet::new(thresig_tx::Network::Regtest, x, None)
-        .address()
-        .to_string()
 }
 
 fn mode(path: &Path) -> u32 {

@@ -57,6 +57,17 @@ pub fn json_of(out: &std::process::Output, args: &[&str], code: i32) -> serde_js
     serde_json::from_str(&stdout).unwrap()
 }
 
+/// The regtest P2TR address of the key whose secret is 32 bytes of `byte`.
+pub fn address(byte: u8) -> String {
+    let secret = bitcoin::secp256k1::SecretKey::from_slice(&[byte; 32]).unwrap();
+    let (x, _) = secret
+        .public_key(bitcoin::secp256k1::SECP256K1)
+        .x_only_public_key();
+    thresig_tx::TaprootWallet::new(thresig_tx::Network::Regtest, x, None)
+        .address()
+        .to_string()
+}
+
 pub fn seat(n: u16) -> Seat {
     Seat::try_from(n).unwrap()
 }
