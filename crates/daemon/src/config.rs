@@ -76,6 +76,18 @@ pub struct LimitsSection {
     pub max_concurrent_requests: u64,
     /// Time a request may take, waiting for a slot included, in milliseconds.
     pub request_timeout_ms: u64,
+    // Request memory limits (see docs/daemon.md, "Limits").
+    /// Requests one member may have queued or in flight at once; unset, half
+    /// of `max_concurrent_requests` (at least 1).
+    pub max_requests_per_seat: Option<u64>,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_streams_per_connection: u64,
+    /// Time to receive a request's body once its slot is taken, in
+    /// milliseconds.
+    pub body_timeout_ms: u64,
+    /// Request bytes received and not yet answered, across all connections;
+    /// one member may hold at most half.
+    pub max_in_flight_bytes: u64,
 }
 
 impl Default for LimitsSection {
@@ -91,6 +103,18 @@ impl Default for LimitsSection {
             // A round-2 commit waits for one group-commit fsync; 30 s is far
             // above that and below a coordinator's patience.
             request_timeout_ms: 30_000,
+            max_requests_per_seat: None,
+            // An honest coordinator has a few calls at a time open to one
+            // signer; hyper's own default (200) lets one connection park
+            // 200 bodies.
+            max_streams_per_connection: 32,
+            // A 4 MiB body arrives in well under a second on any link a
+            // signer should be on; 10 s bounds how long a trickled body
+            // holds its slot.
+            body_timeout_ms: 10_000,
+            // Sixteen 4 MiB round-2 requests at once, far above what a
+            // cluster's coordinators send together.
+            max_in_flight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -99,6 +123,8 @@ impl Default for LimitsSection {
 const MAX_REQUEST_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_CONCURRENT: u64 = 4096;
 const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+const MAX_STREAMS: u64 = 1024;
+const MAX_IN_FLIGHT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The validated daemon configuration.
 ///
@@ -156,6 +182,16 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Time a request may take.
     pub request_timeout: Duration,
+    /// Requests one member may have queued or in flight.
+    pub max_requests_per_seat: usize,
+    /// HTTP/2 streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Time to receive a request's body once its slot is taken.
+    pub body_timeout: Duration,
+    /// Request bytes in flight across all connections; at least twice
+    /// `max_request_bytes`, so that one member's share (half) holds a
+    /// request of the largest size.
+    pub max_in_flight_bytes: usize,
 }
 
 impl DaemonConfig {
@@ -200,23 +236,63 @@ impl DaemonConfig {
             key: path("tls.key", section.tls.key)?,
         };
         let l = section.limits;
+        let max_request_bytes = bounded_size(
+            "limits.max_request_bytes",
+            l.max_request_bytes,
+            MAX_REQUEST_BYTES,
+        )?;
+        let max_concurrent_requests = bounded_size(
+            "limits.max_concurrent_requests",
+            l.max_concurrent_requests,
+            MAX_CONCURRENT,
+        )?;
         let limits = Limits {
-            max_request_bytes: bounded_size(
-                "limits.max_request_bytes",
-                l.max_request_bytes,
-                MAX_REQUEST_BYTES,
-            )?,
-            max_concurrent_requests: bounded_size(
-                "limits.max_concurrent_requests",
-                l.max_concurrent_requests,
-                MAX_CONCURRENT,
-            )?,
+            max_request_bytes,
+            max_concurrent_requests,
             request_timeout: Duration::from_millis(bounded(
                 "limits.request_timeout_ms",
                 l.request_timeout_ms,
                 MAX_TIMEOUT_MS,
             )?),
+            max_requests_per_seat: match l.max_requests_per_seat {
+                Some(per_seat) => bounded_size(
+                    "limits.max_requests_per_seat",
+                    per_seat,
+                    l.max_concurrent_requests,
+                )?,
+                None => (max_concurrent_requests / 2).max(1),
+            },
+            max_streams_per_connection: u32::try_from(bounded(
+                "limits.max_streams_per_connection",
+                l.max_streams_per_connection,
+                MAX_STREAMS,
+            )?)
+            .map_err(|_| {
+                bad(
+                    "limits.max_streams_per_connection",
+                    ConfigProblem::TooLarge { max: MAX_STREAMS },
+                )
+            })?,
+            body_timeout: Duration::from_millis(bounded(
+                "limits.body_timeout_ms",
+                l.body_timeout_ms,
+                MAX_TIMEOUT_MS,
+            )?),
+            max_in_flight_bytes: bounded_size(
+                "limits.max_in_flight_bytes",
+                l.max_in_flight_bytes,
+                MAX_IN_FLIGHT_BYTES,
+            )?,
         };
+        if l.max_in_flight_bytes / 2 < l.max_request_bytes {
+            return Err(bad(
+                "limits.max_in_flight_bytes",
+                ConfigProblem::BelowTwice {
+                    other: "limits.max_request_bytes",
+                    min: l.max_request_bytes.saturating_mul(2),
+                },
+            ));
+        }
         Ok(Self {
             listen: section.listen,
             metrics_listen: section.metrics_listen,

@@ -218,19 +218,21 @@ async fn an_in_flight_request_completes_during_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_concurrency_limit_wait_and_time_out() {
     let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
     let (gate, control) = Gate::new();
     let limits = "max_concurrent_requests = 1\nrequest_timeout_ms = 1000";
     let server = start(cluster.config(limits), gate).await;
-    let tls = cluster.client_tls();
-    let first = server.client(&tls).await;
+    let first = server.client(&cluster.client_tls()).await;
     let held = tokio::spawn(async move { first.round1(Round1Request::new(wallet(), 1)).await });
     control.wait_entered().await;
 
     // The only slot is held until the handler returns, which the test
     // allows only later. The second request cannot reach the handler before
     // its timeout, although the first one's timeout (earlier) has passed:
-    // a timed-out call keeps its slot until the blocking work is done.
-    let second = server.client(&tls).await;
+    // a timed-out call keeps its slot until the blocking work is done. (The
+    // second request is another member's: the first member's own share of
+    // the requests is taken.)
+    let second = server.client(&cluster.tls_of("seat3")).await;
     let err = second
         .round1(Round1Request::new(wallet(), 1))
         .await

@@ -1,0 +1,592 @@
+//! Admission of a request before its body is read and decoded: a tower
+//! layer in front of the gRPC services.
+//!
+//! For each request, in this order, before a byte of its body is read:
+//! one of the member's own request permits (at most
+//! `max_requests_per_seat` queued or running; beyond that the request is
+//! refused at once, so one member cannot queue thousands), then, for the
+//! signer's methods, one of the `max_concurrent_requests` slots. Only then
+//! is the body received, within `body_timeout`, against the method's size
+//! limit and the byte budget (`max_in_flight_bytes`, of which one member may
+//! hold half), and its repeated fields are counted on the wire against what
+//! any wallet can need. The service decodes the message only after all of
+//! that, holding the slot, and every permit is kept until the handler has
+//! returned: decoded requests in memory are bounded by the slots, and
+//! received bytes by the budget.
+//!
+//! A refusal the signer decided (no slot in time, a full budget, a body too
+//! slow, too many elements) is a reply carrying a [`SignerError`], as the
+//! handler's own refusals are; a request above its method's size limit is
+//! the transport's `OUT_OF_RANGE`, as one above `max_request_bytes` always
+//! was.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
+use prost::Message as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::api::{ErrorCode, Recovery, SignerError};
+use crate::config::Limits;
+use crate::convert::MAX_ROUND1_INPUTS;
+use crate::ids::Seat;
+use crate::proto;
+use crate::tls::PeerIdentity;
+
+/// The path prefix of the signer service's methods.
+const SIGNER_PATH: &str = "/thresig.v1.Signer/";
+
+/// Size limit of a request that carries ids and small numbers only (status,
+/// round 1, wallet key, health checks, unknown paths).
+const SMALL_REQUEST_BYTES: usize = 4 * 1024;
+
+/// Size limit of an abort: 2048 commitments of about 70 bytes each.
+const ABORT_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Size limit of a DKG proposal (a roster of up to 1000 32-byte keys) and
+/// of a DKG confirmation.
+const DKG_SMALL_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Members a DKG roster may name (seats are 1 to 1000).
+const MAX_MEMBERS: usize = thresig_crypto::MAX_SIGNERS as usize;
+
+/// What one method of the signer service may receive.
+struct MethodLimits {
+    /// Largest message, in bytes (capped by `max_request_bytes`).
+    max_bytes: usize,
+    /// Repeated fields counted on the wire before decoding.
+    counts: &'static [FieldCount],
+}
+
+/// At most `max` occurrences of the field at `path` (field numbers from the
+/// request message down, summed over every occurrence of each level, as a
+/// decoder merges them).
+struct FieldCount {
+    path: &'static [u32],
+    what: &'static str,
+    max: usize,
+}
+
+const INPUTS: usize = MAX_ROUND1_INPUTS as usize;
+
+/// The limits of the signer method `name`; `None` for paths that are not a
+/// signer method (health checks, unknown methods), which get the small
+/// limit and no slot.
+fn method_limits(name: &str) -> Option<MethodLimits> {
+    let (max_bytes, counts): (usize, &'static [FieldCount]) = match name {
+        "Round1" | "Status" | "WalletKey" => (SMALL_REQUEST_BYTES, &[]),
+        "Abort" => (
+            ABORT_REQUEST_BYTES,
+            &[FieldCount {
+                path: &[2],
+                what: "commitments",
+                max: INPUTS,
+            }],
+        ),
+        "Round2" => (
+            usize::MAX,
+            &[
+                FieldCount {
+                    path: &[3],
+                    what: "signer seats",
+                    max: MAX_MEMBERS,
+                },
+                FieldCount {
+                    path: &[5, 1],
+                    what: "digests",
+                    max: INPUTS,
+                },
+                FieldCount {
+                    path: &[6],
+                    what: "signing packages",
+                    max: INPUTS,
+                },
+            ],
+        ),
+        "DkgStart" => (
+            DKG_SMALL_REQUEST_BYTES,
+            &[FieldCount {
+                path: &[4],
+                what: "roster keys",
+                max: MAX_MEMBERS,
+            }],
+        ),
+        "DkgRound2" | "DkgFinish" => (
+            usize::MAX,
+            &[FieldCount {
+                path: &[3],
+                what: "DKG messages",
+                max: MAX_MEMBERS,
+            }],
+        ),
+        "DkgConfirm" => (DKG_SMALL_REQUEST_BYTES, &[]),
+        _ => return None,
+    };
+    Some(MethodLimits { max_bytes, counts })
+}
+
+/// The admission state shared by every connection.
+#[derive(Clone)]
+pub(crate) struct AdmissionLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limits: Limits,
+    /// One permit per request being handled across all members.
+    slots: Arc<Semaphore>,
+    /// One permit per request byte received and not yet answered.
+    bytes: Arc<Semaphore>,
+    /// Each member's share of the request permits and of the byte budget;
+    /// one entry per seat that ever sent a request (at most 1000).
+    seats: Mutex<HashMap<Seat, SeatShare>>,
+}
+
+#[derive(Clone)]
+struct SeatShare {
+    requests: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl AdmissionLayer {
+    /// The layer for `limits`; `slots` is closed on shutdown by whoever
+    /// holds it.
+    pub(crate) fn new(limits: Limits, slots: Arc<Semaphore>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limits,
+                slots,
+                bytes: Arc::new(Semaphore::new(limits.max_in_flight_bytes)),
+                seats: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    fn share(&self, seat: Seat) -> SeatShare {
+        let mut seats = self.seats.lock().unwrap_or_else(PoisonError::into_inner);
+        seats
+            .entry(seat)
+            .or_insert_with(|| SeatShare {
+                requests: Arc::new(Semaphore::new(self.limits.max_requests_per_seat)),
+                bytes: Arc::new(Semaphore::new(self.limits.max_in_flight_bytes / 2)),
+            })
+            .clone()
+    }
+}
+
+impl<S> Layer<S> for AdmissionLayer {
+    type Service = Admission<S>;
+
+    fn layer(&self, inner: S) -> Admission<S> {
+        Admission {
+            shared: self.shared.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service [`AdmissionLayer`] wraps around the gRPC router.
+#[derive(Clone)]
+pub(crate) struct Admission<S> {
+    shared: Arc<Shared>,
+    inner: S,
+}
+
+/// What an admitted request holds until its handler returns: its slot, its
+/// member's request permit and its bytes of the budget.
+pub(crate) struct Admitted {
+    _slot: Option<OwnedSemaphorePermit>,
+    _seat_request: OwnedSemaphorePermit,
+    _bytes: Vec<OwnedSemaphorePermit>,
+    /// When the request's time (`request_timeout`, from its arrival) ends.
+    pub(crate) deadline: Instant,
+}
+
+/// The request extension through which the service takes its
+/// [`Admitted`] (extensions must be `Clone`; only one taker gets it).
+#[derive(Clone)]
+pub(crate) struct Ticket(Arc<Mutex<Option<Admitted>>>);
+
+impl Ticket {
+    /// The admission of this request, once.
+    pub(crate) fn take(&self) -> Option<Admitted> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<http::Request<Body>> for Admission<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The clone is the one that was polled ready (tower's convention).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(admit(&shared, inner, request).await) })
+    }
+}
+
+/// Why a request was not admitted.
+enum Refusal {
+    /// A refusal the signer decided, sent as a reply with this error.
+    Signer(SignerError),
+    /// A transport status (for paths that are not signer methods, and for
+    /// requests above their size limit).
+    Status(tonic::Status),
+}
+
+impl Refusal {
+    fn signer(code: ErrorCode, recovery: Recovery, message: String) -> Self {
+        Self::Signer(SignerError::new(code, recovery, message))
+    }
+}
+
+async fn admit<S>(
+    shared: &Shared,
+    mut inner: S,
+    request: http::Request<Body>,
+) -> http::Response<Body>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+{
+    let limits = &shared.limits;
+    let arrived = Instant::now();
+    let deadline = arrived + limits.request_timeout;
+    let method = request
+        .uri()
+        .path()
+        .strip_prefix(SIGNER_PATH)
+        .map(str::to_owned);
+    let method_limits = method.as_deref().and_then(method_limits);
+    let is_signer_method = method_limits.is_some();
+    let refuse = |refusal: Refusal| match refusal {
+        Refusal::Signer(err) if is_signer_method => error_reply(err),
+        Refusal::Signer(err) => status_of(&err).into_http(),
+        Refusal::Status(status) => status.into_http(),
+    };
+    let Some(peer) = request.extensions().get::<PeerIdentity>().copied() else {
+        return tonic::Status::unauthenticated("no authenticated seat on this connection")
+            .into_http();
+    };
+    let share = shared.share(peer.seat);
+    let Ok(seat_request) = share.requests.clone().try_acquire_owned() else {
+        return refuse(Refusal::signer(
+            ErrorCode::OVERLOADED,
+            Recovery::Retryable,
+            format!(
+                "this member already has {} requests queued or running; retry once one is answered",
+                limits.max_requests_per_seat
+            ),
+        ));
+    };
+    let slot = if is_signer_method {
+        match tokio::time::timeout_at(deadline, shared.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Some(slot),
+            Ok(Err(_)) => {
+                return refuse(Refusal::signer(
+                    ErrorCode::OVERLOADED,
+                    Recovery::Retryable,
+                    "the signer is shutting down".to_owned(),
+                ));
+            }
+            Err(_) => return refuse(timed_out(limits.request_timeout)),
+        }
+    } else {
+        None
+    };
+    let max_bytes = method_limits
+        .as_ref()
+        .map_or(SMALL_REQUEST_BYTES, |m| m.max_bytes)
+        .min(limits.max_request_bytes);
+    let (parts, body) = request.into_parts();
+    let body_deadline = deadline.min(Instant::now() + limits.body_timeout);
+    let budgets = [&shared.bytes, &share.bytes];
+    let received = tokio::time::timeout_at(body_deadline, receive(body, max_bytes, budgets)).await;
+    let (message, bytes) = match received {
+        Ok(Ok(received)) => received,
+        Ok(Err(refusal)) => return refuse(refusal),
+        Err(_) => {
+            return refuse(Refusal::signer(
+                ErrorCode::TIMEOUT,
+                Recovery::Retryable,
+                format!(
+                    "the request body did not arrive within {} ms; send it at once",
+                    limits.body_timeout.min(limits.request_timeout).as_millis()
+                ),
+            ));
+        }
+    };
+    let counts = method_limits.as_ref().map_or(&[][..], |m| m.counts);
+    if let Err(refusal) = check_counts(&message, counts) {
+        return refuse(refusal);
+    }
+    let mut parts = parts;
+    parts
+        .extensions
+        .insert(Ticket(Arc::new(Mutex::new(Some(Admitted {
+            _slot: slot,
+            _seat_request: seat_request,
+            _bytes: bytes,
+            deadline,
+        })))));
+    let request = http::Request::from_parts(parts, Body::new(Full::new(message)));
+    match inner.call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+fn timed_out(timeout: Duration) -> Refusal {
+    Refusal::signer(
+        ErrorCode::TIMEOUT,
+        Recovery::Retryable,
+        format!("no answer within {} ms", timeout.as_millis()),
+    )
+}
+
+/// Receives a body of at most `max_bytes`, taking a permit from each of
+/// `budgets` for every byte as it arrives (never waiting: a full budget
+/// refuses the request, so that bodies waiting on each other cannot stall).
+async fn receive(
+    mut body: Body,
+    max_bytes: usize,
+    budgets: [&Arc<Semaphore>; 2],
+) -> Result<(Bytes, Vec<OwnedSemaphorePermit>), Refusal> {
+    let mut message = BytesMut::new();
+    let mut held: [Option<OwnedSemaphorePermit>; 2] = [None, None];
+    let full = || {
+        Refusal::signer(
+            ErrorCode::OVERLOADED,
+            Recovery::Retryable,
+            "the signer's budget of request bytes in flight is taken; retry shortly".to_owned(),
+        )
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            Refusal::Status(tonic::Status::cancelled(format!(
+                "the request body failed: {err}"
+            )))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        // The gRPC frame header (5 bytes) is not part of the message limit.
+        if message.len() + data.len() > max_bytes.saturating_add(5) {
+            return Err(Refusal::Status(tonic::Status::out_of_range(format!(
+                "request too large: this method accepts at most {max_bytes} bytes"
+            ))));
+        }
+        let len = u32::try_from(data.len()).map_err(|_| full())?;
+        for (budget, held) in budgets.iter().zip(held.iter_mut()) {
+            let permit = Arc::clone(budget)
+                .try_acquire_many_owned(len)
+                .map_err(|_| full())?;
+            match held {
+                Some(held) => held.merge(permit),
+                None => *held = Some(permit),
+            }
+        }
+        message.put(data);
+    }
+    Ok((message.freeze(), held.into_iter().flatten().collect()))
+}
+
+/// Counts the repeated fields of `limits` in the gRPC frame `body` without
+/// decoding it, refusing a count above its bound.
+fn check_counts(body: &[u8], counts: &[FieldCount]) -> Result<(), Refusal> {
+    let invalid =
+        |message: String| Refusal::signer(ErrorCode::INVALID_REQUEST, Recovery::Terminal, message);
+    let Some(message) = body.get(5..) else {
+        return Ok(()); // the decoder reports a missing message
+    };
+    for count in counts {
+        let found = count_field(message, count.path)
+            .ok_or_else(|| invalid("the request is not a protobuf message".to_owned()))?;
+        if found > count.max {
+            return Err(invalid(format!(
+                "the request carries {found} {}; at most {} are accepted",
+                count.what, count.max
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Occurrences of the length-delimited field at `path` in `message`, or
+/// `None` if the bytes are not a well-formed message at that level.
+fn count_field(mut message: &[u8], path: &[u32]) -> Option<usize> {
+    let (&number, rest) = path.split_first()?;
+    let mut found = 0usize;
+    while !message.is_empty() {
+        let key = varint(&mut message)?;
+        let field = u32::try_from(key >> 3).ok()?;
+        let skip = match key & 7 {
+            0 => {
+                varint(&mut message)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut message)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        let value = message.get(..skip)?;
+        if key & 7 == 2 && field == number {
+            found += if rest.is_empty() {
+                1
+            } else {
+                count_field(value, rest)?
+            };
+        }
+        message = message.get(skip..)?;
+    }
+    Some(found)
+}
+
+/// Reads one protobuf varint from the front of `bytes`.
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// A gRPC reply carrying `err`. Every reply of the signer service is a
+/// `oneof` whose `Error` is field 2, so one encoding serves every method
+/// (checked by a test for each reply type).
+fn error_reply(err: SignerError) -> http::Response<Body> {
+    let reply = proto::StatusReply {
+        outcome: Some(proto::status_reply::Outcome::Error(err.into())),
+    }
+    .encode_to_vec();
+    let mut frame = BytesMut::with_capacity(5 + reply.len());
+    frame.put_u8(0);
+    frame.put_u32(u32::try_from(reply.len()).unwrap_or(u32::MAX));
+    frame.put_slice(&reply);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames = [
+        Ok::<_, Infallible>(Frame::data(frame.freeze())),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut response = http::Response::new(Body::new(StreamBody::new(tokio_stream::iter(frames))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+/// The transport status for a refusal on a path that has no `Error` reply.
+fn status_of(err: &SignerError) -> tonic::Status {
+    let message = err.message.clone();
+    if err.code == ErrorCode::TIMEOUT {
+        tonic::Status::deadline_exceeded(message)
+    } else if err.code == ErrorCode::INVALID_REQUEST {
+        tonic::Status::invalid_argument(message)
+    } else {
+        tonic::Status::resource_exhausted(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(number: u32, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![u8::try_from(number << 3 | 2).unwrap()];
+        out.push(u8::try_from(bytes.len()).unwrap());
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn fields_are_counted_at_every_occurrence_of_their_parents() {
+        // Two `Digests` messages (field 5) of 2 and 1 digests, a varint and
+        // a fixed64 field around them.
+        let mut message = vec![0x10, 0x96, 0x01];
+        message.extend(field(5, &[field(1, &[7; 32]), field(1, &[8; 32])].concat()));
+        message.extend([0x19, 1, 2, 3, 4, 5, 6, 7, 8]);
+        message.extend(field(5, &field(1, &[9; 32])));
+        message.extend(field(6, b"package"));
+        assert_eq!(count_field(&message, &[5, 1]), Some(3));
+        assert_eq!(count_field(&message, &[6]), Some(1));
+        assert_eq!(count_field(&message, &[4]), Some(0));
+        // Truncated: a length beyond the end, a varint without its end.
+        assert_eq!(count_field(&[0x32, 10, 1], &[6]), None);
+        assert_eq!(count_field(&[0x10, 0x80], &[6]), None);
+    }
+
+    #[test]
+    fn the_error_reply_decodes_as_every_methods_reply() {
+        let err = SignerError::new(ErrorCode::OVERLOADED, Recovery::Retryable, "busy");
+        let response = error_reply(err);
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/grpc"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let collected = runtime.block_on(response.into_body().collect()).unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        let body = collected.to_bytes();
+        let message = body.get(5..).unwrap();
+        let wire = proto::Error::from(SignerError::new(
+            ErrorCode::OVERLOADED,
+            Recovery::Retryable,
+            "busy",
+        ));
+        macro_rules! decodes_as {
+            ($($reply:ident :: $outcome:ident),*) => {$(
+                let reply = proto::$reply::decode(message).unwrap();
+                assert_eq!(reply.outcome, Some(proto::$outcome::Outcome::Error(wire.clone())));
+            )*};
+        }
+        decodes_as!(
+            Round1Reply::round1_reply,
+            Round2Reply::round2_reply,
+            AbortReply::abort_reply,
+            DkgStartReply::dkg_start_reply,
+            DkgRound2Reply::dkg_round2_reply,
+            DkgFinishReply::dkg_finish_reply,
+            DkgConfirmReply::dkg_confirm_reply,
+            StatusReply::status_reply,
+            WalletKeyReply::wallet_key_reply
+        );
+    }
+}
