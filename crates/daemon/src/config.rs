@@ -77,8 +77,8 @@ pub struct LimitsSection {
     /// Time a request may take, waiting for a slot included, in milliseconds.
     pub request_timeout_ms: u64,
     // Request memory limits (see docs/daemon.md, "Limits").
-    /// Requests one member may have queued or in flight at once; unset, half
-    /// of `max_concurrent_requests` (at least 1).
+    /// Requests one member may have queued or in flight at once; unset, 4
+    /// (at most half of `max_concurrent_requests`, at least 1).
     pub max_requests_per_seat: Option<u64>,
     /// HTTP/2 streams one connection may have open at once.
     pub max_streams_per_connection: u64,
@@ -124,6 +124,13 @@ const MAX_REQUEST_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_CONCURRENT: u64 = 4096;
 const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 const MAX_STREAMS: u64 = 1024;
+
+/// A coordinator has one call at a time open to a signer in each signing
+/// session (ROAST waits for every answer), so four allow a few sessions and
+/// a status at once. What a member has running competes with every other
+/// member's requests for the wallet's lock, so this is also how many of its
+/// requests another member may have to wait behind.
+const DEFAULT_REQUESTS_PER_SEAT: usize = 4;
 const MAX_IN_FLIGHT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The validated daemon configuration.
@@ -260,7 +267,7 @@ impl DaemonConfig {
                     per_seat,
                     l.max_concurrent_requests,
                 )?,
-                None => (max_concurrent_requests / 2).max(1),
+                None => DEFAULT_REQUESTS_PER_SEAT.min((max_concurrent_requests / 2).max(1)),
             },
             max_streams_per_connection: u32::try_from(bounded(
                 "limits.max_streams_per_connection",

@@ -213,11 +213,14 @@ fn key_files_are_created_0600_and_never_overwritten() {
 #[test]
 fn request_memory_limits_have_defaults_derived_from_the_others() {
     let config = parse(VALID).unwrap();
-    // Half the request slots per member; the rest are defaults.
+    // Four requests per member (here also half the slots); the rest are
+    // defaults.
     assert_eq!(config.limits.max_requests_per_seat, 4);
     assert_eq!(config.limits.max_streams_per_connection, 32);
     assert_eq!(config.limits.body_timeout, Duration::from_secs(10));
     assert_eq!(config.limits.max_in_flight_bytes, 64 * 1024 * 1024);
+    let two_slots = VALID.replace("max_concurrent_requests = 8", "max_concurrent_requests = 2");
+    assert_eq!(parse(&two_slots).unwrap().limits.max_requests_per_seat, 1);
     let text = VALID.replace(
         "request_timeout_ms = 5000",
         "request_timeout_ms = 5000\nmax_requests_per_seat = 8\nmax_streams_per_connection = 4\nbody_timeout_ms = 700\nmax_in_flight_bytes = 2097152",
