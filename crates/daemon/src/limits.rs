@@ -69,13 +69,16 @@ struct MethodLimits {
     counts: &'static [FieldCount],
 }
 
-/// At most `max` occurrences of the field at `path` (field numbers from the
-/// request message down, summed over every occurrence of each level, as a
-/// decoder merges them).
+/// At most `max` elements of the repeated field at `path` (field numbers
+/// from the request message down, summed over every occurrence of each
+/// level, as a decoder merges them). A packed numeric field counts each
+/// number in it.
 struct FieldCount {
     path: &'static [u32],
     what: &'static str,
     max: usize,
+    /// A varint field (packed or not), not a length-delimited one.
+    numeric: bool,
 }
 
 const INPUTS: usize = MAX_ROUND1_INPUTS as usize;
@@ -92,6 +95,7 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
                 path: &[2],
                 what: "commitments",
                 max: INPUTS,
+                numeric: false,
             }],
         ),
         "Round2" => (
@@ -101,16 +105,19 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
                     path: &[3],
                     what: "signer seats",
                     max: MAX_MEMBERS,
+                    numeric: true,
                 },
                 FieldCount {
                     path: &[5, 1],
                     what: "digests",
                     max: INPUTS,
+                    numeric: false,
                 },
                 FieldCount {
                     path: &[6],
                     what: "signing packages",
                     max: INPUTS,
+                    numeric: false,
                 },
             ],
         ),
@@ -120,6 +127,7 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
                 path: &[4],
                 what: "roster keys",
                 max: MAX_MEMBERS,
+                numeric: false,
             }],
         ),
         "DkgRound2" | "DkgFinish" => (
@@ -128,6 +136,7 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
                 path: &[3],
                 what: "DKG messages",
                 max: MAX_MEMBERS,
+                numeric: false,
             }],
         ),
         "DkgConfirm" => (DKG_SMALL_REQUEST_BYTES, &[]),
@@ -428,7 +437,7 @@ fn check_counts(body: &[u8], counts: &[FieldCount]) -> Result<(), Refusal> {
         return Ok(()); // the decoder reports a missing message
     };
     for count in counts {
-        let found = count_field(message, count.path)
+        let found = count_field(message, count.path, count.numeric)
             .ok_or_else(|| invalid("the request is not a protobuf message".to_owned()))?;
         if found > count.max {
             return Err(invalid(format!(
@@ -440,9 +449,11 @@ fn check_counts(body: &[u8], counts: &[FieldCount]) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Occurrences of the length-delimited field at `path` in `message`, or
-/// `None` if the bytes are not a well-formed message at that level.
-fn count_field(mut message: &[u8], path: &[u32]) -> Option<usize> {
+/// Elements of the repeated field at `path` in `message`: each occurrence
+/// of a length-delimited value, or each number of a packed or unpacked
+/// numeric field if `numeric` (the last level only). `None` if the bytes are not a
+/// well-formed message at that level.
+fn count_field(mut message: &[u8], path: &[u32], numeric: bool) -> Option<usize> {
     let (&number, rest) = path.split_first()?;
     let mut found = 0usize;
     while !message.is_empty() {
@@ -451,6 +462,9 @@ fn count_field(mut message: &[u8], path: &[u32]) -> Option<usize> {
         let skip = match key & 7 {
             0 => {
                 varint(&mut message)?;
+                if field == number && rest.is_empty() {
+                    found += 1;
+                }
                 0
             }
             1 => 8,
@@ -460,10 +474,12 @@ fn count_field(mut message: &[u8], path: &[u32]) -> Option<usize> {
         };
         let value = message.get(..skip)?;
         if key & 7 == 2 && field == number {
-            found += if rest.is_empty() {
-                1
-            } else {
-                count_field(value, rest)?
+            found += match (rest.is_empty(), numeric) {
+                // A packed run: one number per byte without a continuation
+                // bit.
+                (true, true) => value.iter().filter(|b| **b & 0x80 == 0).count(),
+                (true, false) => 1,
+                (false, _) => count_field(value, rest, numeric)?,
             };
         }
         message = message.get(skip..)?;
@@ -543,12 +559,15 @@ mod tests {
         message.extend([0x19, 1, 2, 3, 4, 5, 6, 7, 8]);
         message.extend(field(5, &field(1, &[9; 32])));
         message.extend(field(6, b"package"));
-        assert_eq!(count_field(&message, &[5, 1]), Some(3));
-        assert_eq!(count_field(&message, &[6]), Some(1));
-        assert_eq!(count_field(&message, &[4]), Some(0));
+        assert_eq!(count_field(&message, &[5, 1], false), Some(3));
+        assert_eq!(count_field(&message, &[6], false), Some(1));
+        assert_eq!(count_field(&message, &[4], false), Some(0));
+        // Numbers, packed (300 takes two bytes) and not: 2 + 1.
+        let numbers = [vec![0x1a, 3, 0xac, 0x02, 7], vec![0x18, 5]].concat();
+        assert_eq!(count_field(&numbers, &[3], true), Some(3));
         // Truncated: a length beyond the end, a varint without its end.
-        assert_eq!(count_field(&[0x32, 10, 1], &[6]), None);
-        assert_eq!(count_field(&[0x10, 0x80], &[6]), None);
+        assert_eq!(count_field(&[0x32, 10, 1], &[6], false), None);
+        assert_eq!(count_field(&[0x10, 0x80], &[6], false), None);
     }
 
     #[test]

@@ -100,6 +100,24 @@ async fn a_round2_with_more_packages_than_any_wallet_signs_is_refused_undecoded(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round2_with_a_million_packed_signer_seats_is_refused_undecoded() {
+    let cluster = Cluster::new();
+    let handler = Arc::new(Recorder::default());
+    let server = start(cluster.config(""), handler.clone()).await;
+    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
+    // One field of 1 MiB: a packed run of a million one-byte seat numbers,
+    // which would decode into 4 MiB of `u32`s.
+    let mut message = field(1, b"vault-1");
+    message.extend_from_slice(&field(5, &field(1, &[7; 32])));
+    message.extend_from_slice(&field(3, &vec![1; 1024 * 1024]));
+    let answer = call(&mut send, "Round2", &message).await;
+    assert_eq!(answer.status, "0");
+    assert!(answer.has_error_code("invalid_request"));
+    assert!(handler.peers().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_seat_cannot_take_every_request_slot() {
     let cluster = Cluster::new();
     cluster.add_member(seat(3), "seat3");

@@ -141,6 +141,17 @@ async fn amplifying(
     }
 }
 
+/// Waits for an attack to end once told to stop: every call it made must
+/// have been answered. The guard only keeps a signer that never answers
+/// from hanging the test.
+fn finish(runtime: &tokio::runtime::Runtime, attack: tokio::task::JoinHandle<()>, what: &str) {
+    let guard = Duration::from_secs(120);
+    runtime
+        .block_on(tokio::time::timeout(guard, attack))
+        .unwrap_or_else(|_| panic!("the signer left calls of the {what} attack unanswered"))
+        .unwrap();
+}
+
 #[test]
 fn a_member_pinning_request_memory_leaves_the_signer_bounded_and_others_signing() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -172,7 +183,7 @@ fn a_member_pinning_request_memory_leaves_the_signer_bounded_and_others_signing(
     let under_bodies = sign(&coordinator, &self_payment(dir.path(), &made, 0x02));
     let bodies_kib = memory_kib(victim, "VmRSS");
     stop.store(true, Ordering::Relaxed);
-    runtime.block_on(attack).unwrap();
+    finish(&runtime, attack, "unfinished bodies");
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -180,7 +191,7 @@ fn a_member_pinning_request_memory_leaves_the_signer_bounded_and_others_signing(
     let under_requests = sign(&coordinator, &self_payment(dir.path(), &made, 0x03));
     let requests_kib = memory_kib(victim, "VmRSS");
     stop.store(true, Ordering::Relaxed);
-    runtime.block_on(attack).unwrap();
+    finish(&runtime, attack, "amplifying requests");
 
     let peak_kib = memory_kib(victim, "VmHWM");
     eprintln!(
