@@ -77,7 +77,7 @@ pub struct LimitsSection {
     /// Time a request may take, waiting for a slot included, in milliseconds.
     pub request_timeout_ms: u64,
     // Request memory limits (see docs/daemon.md, "Limits").
-    /// Requests one member may have queued or in flight at once; unset, 4
+    /// Requests one member may have queued or in flight at once; unset, 8
     /// (at most half of `max_concurrent_requests`, at least 1).
     pub max_requests_per_seat: Option<u64>,
     /// HTTP/2 streams one connection may have open at once.
@@ -126,11 +126,12 @@ const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 const MAX_STREAMS: u64 = 1024;
 
 /// A coordinator has one call at a time open to a signer in each signing
-/// session (ROAST waits for every answer), so four allow a few sessions and
-/// a status at once. What a member has running competes with every other
-/// member's requests for the wallet's lock, so this is also how many of its
-/// requests another member may have to wait behind.
-const DEFAULT_REQUESTS_PER_SEAT: usize = 4;
+/// run (ROAST waits for every answer), so eight allow eight runs at once
+/// (what `thresig load --concurrency 8` drives). What a member has running
+/// competes with every other member's requests for the wallet's lock, so
+/// this is also how many of its requests another member may have to wait
+/// behind.
+const DEFAULT_REQUESTS_PER_SEAT: usize = 8;
 const MAX_IN_FLIGHT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The validated daemon configuration.

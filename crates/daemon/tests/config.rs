@@ -213,7 +213,7 @@ fn key_files_are_created_0600_and_never_overwritten() {
 #[test]
 fn request_memory_limits_have_defaults_derived_from_the_others() {
     let config = parse(VALID).unwrap();
-    // Four requests per member (here also half the slots); the rest are
+    // Half the slots per member (below the default of 8); the rest are
     // defaults.
     assert_eq!(config.limits.max_requests_per_seat, 4);
     assert_eq!(config.limits.max_streams_per_connection, 32);

@@ -176,7 +176,7 @@ async fn unfinished_bodies_are_cut_off_and_another_member_is_served() {
         .round1(Round1Request::new(WalletId::new("vault-1").unwrap(), 1))
         .await
         .unwrap();
-    // The member's share of requests (4) is cut off at the body deadline,
+    // The member's share of requests (8) is cut off at the body deadline,
     // the rest are refused at once; the guard only keeps a broken server
     // from hanging the test.
     let mut codes = Vec::new();
@@ -194,7 +194,7 @@ async fn unfinished_bodies_are_cut_off_and_another_member_is_served() {
     let count = |code| codes.iter().filter(|c| **c == Some(code)).count();
     assert_eq!(
         (count("timeout"), count("overloaded")),
-        (4, 16),
+        (8, 12),
         "{codes:?}"
     );
     assert_eq!(handler.peers(), vec![seat(3)]);
