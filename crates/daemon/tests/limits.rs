@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use raw::{MemberFiles, answer, call, connect, field, unfinished};
+use raw::{Answer, MemberFiles, answer, call, connect, field, unfinished};
 use thresig_engine::{Round1Request, WalletId};
 
 /// The gRPC status of an OUT_OF_RANGE refusal (request too large).
@@ -63,58 +63,55 @@ async fn a_status_request_of_one_megabyte_is_refused_by_its_method_limit() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_abort_with_two_million_empty_commitments_is_refused_undecoded() {
+/// Sends `message` as one `method` call from seat 2 to a fresh server and
+/// returns its answer, checking that the handler never saw the call.
+async fn unhandled(method: &str, message: &[u8]) -> Answer {
     let cluster = Cluster::new();
     let handler = Arc::new(Recorder::default());
     let server = start(cluster.config(""), handler.clone()).await;
     let mut send = raw_connection(&cluster, server.addr, "seat2").await;
+    let answer = call(&mut send, method, message).await;
+    assert!(handler.peers().is_empty());
+    server.stop().await;
+    answer
+}
+
+/// The start of a round-2 request of `vault-1` over one digest.
+fn round2_over_a_digest() -> Vec<u8> {
+    [field(1, b"vault-1"), field(5, &field(1, &[7; 32]))].concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_with_two_million_empty_commitments_is_refused_undecoded() {
     let mut message = field(1, b"vault-1");
     for _ in 0..2_000_000 {
         message.extend_from_slice(&field(2, &[]));
     }
-    let answer = call(&mut send, "Abort", &message).await;
-    assert_eq!(answer.status, OUT_OF_RANGE);
-    assert!(handler.peers().is_empty());
-    server.stop().await;
+    assert_eq!(unhandled("Abort", &message).await.status, OUT_OF_RANGE);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round2_with_more_packages_than_any_wallet_signs_is_refused_undecoded() {
-    let cluster = Cluster::new();
-    let handler = Arc::new(Recorder::default());
-    let server = start(cluster.config(""), handler.clone()).await;
-    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
     // 1 MiB, within round 2's size limit, but 500,000 packages: a wallet
     // signs at most 2048 inputs.
-    let mut message = field(1, b"vault-1");
-    message.extend_from_slice(&field(5, &field(1, &[7; 32])));
+    let mut message = round2_over_a_digest();
     for _ in 0..500_000 {
         message.extend_from_slice(&field(6, &[]));
     }
-    let answer = call(&mut send, "Round2", &message).await;
+    let answer = unhandled("Round2", &message).await;
     assert_eq!(answer.status, "0");
     assert!(answer.has_error_code("invalid_request"));
-    assert!(handler.peers().is_empty());
-    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round2_with_a_million_packed_signer_seats_is_refused_undecoded() {
-    let cluster = Cluster::new();
-    let handler = Arc::new(Recorder::default());
-    let server = start(cluster.config(""), handler.clone()).await;
-    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
     // One field of 1 MiB: a packed run of a million one-byte seat numbers,
     // which would decode into 4 MiB of `u32`s.
-    let mut message = field(1, b"vault-1");
-    message.extend_from_slice(&field(5, &field(1, &[7; 32])));
+    let mut message = round2_over_a_digest();
     message.extend_from_slice(&field(3, &vec![1; 1024 * 1024]));
-    let answer = call(&mut send, "Round2", &message).await;
+    let answer = unhandled("Round2", &message).await;
     assert_eq!(answer.status, "0");
     assert!(answer.has_error_code("invalid_request"));
-    assert!(handler.peers().is_empty());
-    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
