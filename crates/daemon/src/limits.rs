@@ -77,8 +77,17 @@ struct FieldCount {
     path: &'static [u32],
     what: &'static str,
     max: usize,
-    /// A varint field (packed or not), not a length-delimited one.
-    numeric: bool,
+    kind: ElementKind,
+}
+
+/// How a repeated field's elements are encoded on the wire.
+#[derive(Clone, Copy)]
+enum ElementKind {
+    /// Length-delimited values (bytes, strings, messages): one per occurrence.
+    Delimited,
+    /// Varint numbers, packed (a run in one length-delimited occurrence) or
+    /// not (one per occurrence).
+    Varint,
 }
 
 const INPUTS: usize = MAX_ROUND1_INPUTS as usize;
@@ -95,7 +104,7 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
                 path: &[2],
                 what: "commitments",
                 max: INPUTS,
-                numeric: false,
+                kind: ElementKind::Delimited,
             }],
         ),
         "Round2" => (
@@ -105,19 +114,19 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
                     path: &[3],
                     what: "signer seats",
                     max: MAX_MEMBERS,
-                    numeric: true,
+                    kind: ElementKind::Varint,
                 },
                 FieldCount {
                     path: &[5, 1],
                     what: "digests",
                     max: INPUTS,
-                    numeric: false,
+                    kind: ElementKind::Delimited,
                 },
                 FieldCount {
                     path: &[6],
                     what: "signing packages",
                     max: INPUTS,
-                    numeric: false,
+                    kind: ElementKind::Delimited,
                 },
             ],
         ),
@@ -127,7 +136,7 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
                 path: &[4],
                 what: "roster keys",
                 max: MAX_MEMBERS,
-                numeric: false,
+                kind: ElementKind::Delimited,
             }],
         ),
         "DkgRound2" | "DkgFinish" => (
@@ -136,7 +145,7 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
                 path: &[3],
                 what: "DKG messages",
                 max: MAX_MEMBERS,
-                numeric: false,
+                kind: ElementKind::Delimited,
             }],
         ),
         "DkgConfirm" => (DKG_SMALL_REQUEST_BYTES, &[]),
@@ -289,12 +298,11 @@ where
     let limits = &shared.limits;
     let arrived = Instant::now();
     let deadline = arrived + limits.request_timeout;
-    let method = request
+    let method_limits = request
         .uri()
         .path()
         .strip_prefix(SIGNER_PATH)
-        .map(str::to_owned);
-    let method_limits = method.as_deref().and_then(method_limits);
+        .and_then(method_limits);
     let is_signer_method = method_limits.is_some();
     let refuse = |refusal: Refusal| match refusal {
         Refusal::Signer(err) if is_signer_method => error_reply(err),
@@ -437,7 +445,7 @@ fn check_counts(body: &[u8], counts: &[FieldCount]) -> Result<(), Refusal> {
         return Ok(()); // the decoder reports a missing message
     };
     for count in counts {
-        let found = count_field(message, count.path, count.numeric)
+        let found = count_field(message, count.path, count.kind)
             .ok_or_else(|| invalid("the request is not a protobuf message".to_owned()))?;
         if found > count.max {
             return Err(invalid(format!(
@@ -451,9 +459,9 @@ fn check_counts(body: &[u8], counts: &[FieldCount]) -> Result<(), Refusal> {
 
 /// Elements of the repeated field at `path` in `message`: each occurrence
 /// of a length-delimited value, or each number of a packed or unpacked
-/// numeric field if `numeric` (the last level only). `None` if the bytes are not a
+/// numeric field for [`ElementKind::Varint`] (the last level only). `None` if the bytes are not a
 /// well-formed message at that level.
-fn count_field(mut message: &[u8], path: &[u32], numeric: bool) -> Option<usize> {
+fn count_field(mut message: &[u8], path: &[u32], kind: ElementKind) -> Option<usize> {
     let (&number, rest) = path.split_first()?;
     let mut found = 0usize;
     while !message.is_empty() {
@@ -474,12 +482,12 @@ fn count_field(mut message: &[u8], path: &[u32], numeric: bool) -> Option<usize>
         };
         let value = message.get(..skip)?;
         if key & 7 == 2 && field == number {
-            found += match (rest.is_empty(), numeric) {
+            found += match (rest.is_empty(), kind) {
                 // A packed run: one number per byte without a continuation
                 // bit.
-                (true, true) => value.iter().filter(|b| **b & 0x80 == 0).count(),
-                (true, false) => 1,
-                (false, _) => count_field(value, rest, numeric)?,
+                (true, ElementKind::Varint) => value.iter().filter(|b| **b & 0x80 == 0).count(),
+                (true, ElementKind::Delimited) => 1,
+                (false, _) => count_field(value, rest, kind)?,
             };
         }
         message = message.get(skip..)?;
@@ -559,15 +567,24 @@ mod tests {
         message.extend([0x19, 1, 2, 3, 4, 5, 6, 7, 8]);
         message.extend(field(5, &field(1, &[9; 32])));
         message.extend(field(6, b"package"));
-        assert_eq!(count_field(&message, &[5, 1], false), Some(3));
-        assert_eq!(count_field(&message, &[6], false), Some(1));
-        assert_eq!(count_field(&message, &[4], false), Some(0));
+        assert_eq!(
+            count_field(&message, &[5, 1], ElementKind::Delimited),
+            Some(3)
+        );
+        assert_eq!(count_field(&message, &[6], ElementKind::Delimited), Some(1));
+        assert_eq!(count_field(&message, &[4], ElementKind::Delimited), Some(0));
         // Numbers, packed (300 takes two bytes) and not: 2 + 1.
         let numbers = [vec![0x1a, 3, 0xac, 0x02, 7], vec![0x18, 5]].concat();
-        assert_eq!(count_field(&numbers, &[3], true), Some(3));
+        assert_eq!(count_field(&numbers, &[3], ElementKind::Varint), Some(3));
         // Truncated: a length beyond the end, a varint without its end.
-        assert_eq!(count_field(&[0x32, 10, 1], &[6], false), None);
-        assert_eq!(count_field(&[0x10, 0x80], &[6], false), None);
+        assert_eq!(
+            count_field(&[0x32, 10, 1], &[6], ElementKind::Delimited),
+            None
+        );
+        assert_eq!(
+            count_field(&[0x10, 0x80], &[6], ElementKind::Delimited),
+            None
+        );
     }
 
     #[test]
