@@ -436,13 +436,24 @@ async fn receive(
     Ok((message.freeze(), held.into_iter().flatten().collect()))
 }
 
-/// Counts the repeated fields of `limits` in the gRPC frame `body` without
-/// decoding it, refusing a count above its bound.
+/// Checks that `body` is exactly one uncompressed gRPC frame whose declared
+/// length is the rest of the body (tonic would decode, then drop, any
+/// further message, uncounted), then counts the repeated fields of `counts`
+/// in it without decoding it, refusing a count above its bound.
 fn check_counts(body: &[u8], counts: &[FieldCount]) -> Result<(), Refusal> {
     let invalid =
         |message: String| Refusal::signer(ErrorCode::INVALID_REQUEST, Recovery::Terminal, message);
-    let Some(message) = body.get(5..) else {
-        return Ok(()); // the decoder reports a missing message
+    let one_frame = match body {
+        [0, a, b, c, d, message @ ..] => {
+            let declared = usize::try_from(u32::from_be_bytes([*a, *b, *c, *d])).ok();
+            (declared == Some(message.len())).then_some(message)
+        }
+        _ => None,
+    };
+    let Some(message) = one_frame else {
+        return Err(invalid(
+            "the request body must be exactly one uncompressed gRPC message".to_owned(),
+        ));
     };
     for count in counts {
         let found = count_field(message, count.path, count.kind)
@@ -585,6 +596,124 @@ mod tests {
             count_field(&[0x10, 0x80], &[6], ElementKind::Delimited),
             None
         );
+    }
+
+    /// `message` as one uncompressed gRPC frame.
+    fn frame(message: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(message);
+        out
+    }
+
+    fn check(method: &str, body: &[u8]) -> Result<(), String> {
+        let limits = method_limits(method).unwrap();
+        match check_counts(body, limits.counts) {
+            Ok(()) => Ok(()),
+            Err(Refusal::Signer(err)) if err.code == ErrorCode::INVALID_REQUEST => Err(err.message),
+            Err(_) => panic!("{method}: not an invalid_request refusal"),
+        }
+    }
+
+    #[test]
+    fn a_body_must_be_exactly_one_uncompressed_frame() {
+        // The review's DkgRound2 body: an empty first message, then a second
+        // one of 1,835,002 empty DKG messages hidden behind a length prefix
+        // the counter would read as protobuf fields.
+        let mut second = [0x1a, 0x00].repeat(1_835_002);
+        second.extend([0x7a, 0x0a, 0x09]);
+        second.extend([0; 9]);
+        assert_eq!(second.len(), 0x0038_0000);
+        let body = [frame(&[]), frame(&second)].concat();
+        assert!(check("DkgRound2", &body).is_err());
+        // The same messages in one frame are counted.
+        let err = check("DkgRound2", &frame(&second)).unwrap_err();
+        assert!(err.contains("1835002 DKG messages"), "{err}");
+
+        let status = frame(&field(1, b"w"));
+        assert_eq!(check("Status", &status), Ok(()));
+        // A declared length short of the body, beyond it, a compressed
+        // frame, a missing or truncated header.
+        for bad in [
+            [status.clone(), vec![0]].concat(),
+            status[..status.len() - 1].to_vec(),
+            [&[1][..], &status[1..]].concat(),
+            vec![],
+            vec![0, 0, 0],
+        ] {
+            assert!(check("Status", &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn element_counts_are_bounded_per_method() {
+        let empty = |number: u32, n: usize| field(number, &[]).repeat(n);
+        // Abort: commitments.
+        assert_eq!(check("Abort", &frame(&empty(2, INPUTS))), Ok(()));
+        let err = check("Abort", &frame(&empty(2, INPUTS + 1))).unwrap_err();
+        assert!(err.contains("commitments"), "{err}");
+        // DkgRound2 and DkgFinish: DKG messages.
+        for method in ["DkgRound2", "DkgFinish"] {
+            assert_eq!(check(method, &frame(&empty(3, MAX_MEMBERS))), Ok(()));
+            let err = check(method, &frame(&empty(3, MAX_MEMBERS + 1))).unwrap_err();
+            assert!(err.contains("DKG messages"), "{err}");
+        }
+        // DkgStart: roster keys.
+        assert_eq!(check("DkgStart", &frame(&empty(4, MAX_MEMBERS))), Ok(()));
+        let err = check("DkgStart", &frame(&empty(4, MAX_MEMBERS + 1))).unwrap_err();
+        assert!(err.contains("roster keys"), "{err}");
+    }
+
+    #[test]
+    fn wire_type_tricks_never_decode_more_elements_than_counted() {
+        let commitments = |message: &[u8]| -> Option<usize> {
+            proto::AbortRequest::decode(message)
+                .ok()
+                .map(|r| r.commitments.len())
+        };
+        let many = field(2, &[]).repeat(INPUTS + 1);
+        let tricks: Vec<Vec<u8>> = vec![
+            // A key in a non-minimal varint (prost accepts it).
+            [0x92, 0x00, 0x00].repeat(INPUTS + 1),
+            // The field number with bits above 32.
+            [many.clone(), vec![0x92, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00]].concat(),
+            // A group (wire types 3 and 4) around the run.
+            [vec![0x13], many.clone(), vec![0x14]].concat(),
+            // The run inside an unknown length-delimited field.
+            [vec![0x7a], varint_bytes(many.len()), many.clone()].concat(),
+            // One element as a varint, the rest as bytes.
+            [vec![0x10, 0x00], many[2..].to_vec()].concat(),
+            // A length prefix with a 10-byte varint.
+            [
+                many.clone(),
+                vec![
+                    0x12, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
+                ],
+            ]
+            .concat(),
+        ];
+        for (i, message) in tricks.iter().enumerate() {
+            let decoded = commitments(message);
+            if check("Abort", &frame(message)).is_ok() {
+                assert!(
+                    decoded.is_none_or(|n| n <= INPUTS),
+                    "trick {i}: counted within the limit, decodes {decoded:?}"
+                );
+            }
+        }
+        // The non-minimal keys are counted as the decoder reads them.
+        assert_eq!(commitments(&tricks[0]), Some(INPUTS + 1));
+        assert!(check("Abort", &frame(&tricks[0])).is_err());
+    }
+
+    fn varint_bytes(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while n >= 0x80 {
+            out.push(u8::try_from(n & 0x7f | 0x80).unwrap());
+            n >>= 7;
+        }
+        out.push(u8::try_from(n).unwrap());
+        out
     }
 
     #[test]
