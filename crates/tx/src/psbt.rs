@@ -84,11 +84,17 @@ impl WalletPsbt {
     /// (as BIP174 and Bitcoin Core do), so what the signer parsed is all it
     /// was sent.
     ///
+    /// The unsigned transaction's input and output counts are read first,
+    /// and too many refused before anything is decoded: decoding allocates
+    /// about 30 times the size of a PSBT of empty outputs.
+    ///
     /// # Errors
-    /// [`Error::PsbtDecode`] if the bytes are not a PSBT,
-    /// [`Error::PsbtTrailingBytes`] if bytes follow it, then any error of
-    /// [`WalletPsbt::from_psbt`].
+    /// [`Error::TooManyInputs`] and [`Error::TooManyOutputs`] as read from
+    /// the unsigned transaction, [`Error::PsbtDecode`] if the bytes are not
+    /// a PSBT, [`Error::PsbtTrailingBytes`] if bytes follow it, then any
+    /// error of [`WalletPsbt::from_psbt`].
     pub fn from_bytes(bytes: &[u8], wallet: &TaprootWallet) -> Result<Self, Error> {
+        check_declared_counts(bytes)?;
         let mut reader = bytes;
         let psbt = Psbt::deserialize_from_reader(&mut reader)
             .map_err(|source| Error::PsbtDecode { source })?;
@@ -390,6 +396,89 @@ impl WalletPsbt {
 
 /// The output `input` spends, checked against the full previous transaction
 /// when the PSBT supplies it.
+/// Refuses a PSBT whose unsigned transaction declares more than
+/// [`MAX_INPUTS`] inputs or [`MAX_OUTPUTS`] outputs, reading only their
+/// compact sizes (and skipping the inputs, at most [`MAX_INPUTS`], to reach
+/// the outputs' count). Bytes that cannot be read that far are left to the
+/// decoder, which refuses them.
+fn check_declared_counts(bytes: &[u8]) -> Result<(), Error> {
+    let Some(mut tx) = unsigned_tx(bytes) else {
+        return Ok(());
+    };
+    let Some(inputs) = take(&mut tx, 4).and_then(|_| compact_size(&mut tx)) else {
+        return Ok(());
+    };
+    if inputs > MAX_INPUTS {
+        return Err(Error::TooManyInputs {
+            inputs,
+            max: MAX_INPUTS,
+        });
+    }
+    for _ in 0..inputs {
+        // Outpoint, scriptSig, sequence.
+        let skipped = take(&mut tx, 36)
+            .and_then(|_| compact_size(&mut tx))
+            .and_then(|script| take(&mut tx, script))
+            .and_then(|_| take(&mut tx, 4));
+        if skipped.is_none() {
+            return Ok(());
+        }
+    }
+    match compact_size(&mut tx) {
+        Some(outputs) if outputs > MAX_OUTPUTS => Err(Error::TooManyOutputs {
+            outputs,
+            max: MAX_OUTPUTS,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The value of the global map's unsigned-transaction entry (key type 0,
+/// no key data), if the bytes can be read up to it.
+fn unsigned_tx(bytes: &[u8]) -> Option<&[u8]> {
+    let mut rest = bytes.strip_prefix(b"psbt\xff")?;
+    loop {
+        let key_len = compact_size(&mut rest)?;
+        if key_len == 0 {
+            return None; // the global map's end
+        }
+        let key = take(&mut rest, key_len)?;
+        let value_len = compact_size(&mut rest)?;
+        let value = take(&mut rest, value_len)?;
+        if key == [0x00] {
+            return Some(value);
+        }
+    }
+}
+
+/// The first `n` bytes of `bytes`, advancing past them.
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if bytes.len() < n {
+        return None;
+    }
+    let (front, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Some(front)
+}
+
+/// A Bitcoin compact size from the front of `bytes` (saturated to `usize`).
+fn compact_size(bytes: &mut &[u8]) -> Option<usize> {
+    let (&first, _) = bytes.split_first()?;
+    let width = match first {
+        0xfd => 2,
+        0xfe => 4,
+        0xff => 8,
+        small => {
+            take(bytes, 1)?;
+            return Some(usize::from(small));
+        }
+    };
+    let data = take(bytes, 1 + width)?;
+    let mut le = [0u8; 8];
+    le[..width].copy_from_slice(&data[1..]);
+    Some(usize::try_from(u64::from_le_bytes(le)).unwrap_or(usize::MAX))
+}
+
 fn checked_prevout(
     index: InputIndex,
     outpoint: bitcoin::OutPoint,
