@@ -36,10 +36,11 @@ const AMPLIFYING: usize = 2_000;
 
 /// What the attack may add to the victim's resident memory at rest, by the
 /// bound of `docs/daemon.md` ("Memory under attack") for the default
-/// limits: twice the byte budget (64 MiB; each received byte is held once
-/// as it arrives and once decoded), plus every connection's unread HTTP/2
-/// window (1 MiB each: the attacker's and one per member).
-const ADDED_BOUND_KIB: u64 = (2 * 64 + CONNECTIONS as u64 + MEMBERS as u64) * 1024;
+/// limits: four times the byte budget (64 MiB; the most a request costs per
+/// byte while received, decoded and handled), 16 MiB per round 2 the
+/// attacker may have running (8) for its PSBT, plus every connection's
+/// unread HTTP/2 window (1 MiB each: the attacker's and one per member).
+const ADDED_BOUND_KIB: u64 = (4 * 64 + 16 * 8 + CONNECTIONS as u64 + MEMBERS as u64) * 1024;
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
 fn memory_kib(pid: u32, field: &str) -> u64 {

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bitcoin::key::Keypair;
 use bitcoin::secp256k1::{SECP256K1, SecretKey};
-use thresig_tx::{Error, MAX_INPUTS, MAX_OUTPUTS, Network, TaprootWallet, WalletPsbt};
+use thresig_tx::{
+    Error, MAX_INPUTS, MAX_OUTPUTS, MAX_PSBT_ENTRIES, Network, TaprootWallet, WalletPsbt,
+};
 
 /// The system allocator, keeping the peak of bytes allocated at once.
 struct Counting;
@@ -142,6 +144,32 @@ fn too_many_inputs_or_outputs_are_refused_before_the_psbt_is_decoded() {
         peak < 2 * inputs.len(),
         "parsing {} bytes allocated {peak} bytes at once",
         inputs.len()
+    );
+
+    // One input whose map holds 600,000 unknown entries of 6 bytes each
+    // (about 100 bytes each decoded).
+    let mut entries = psbt(1, 1);
+    entries.truncate(entries.len() - 2);
+    for i in 0..600_000u32 {
+        let [_, a, b, c] = i.to_be_bytes();
+        entries.extend([0x04, 0x20, a, b, c, 0x00]);
+    }
+    entries.extend([0x00, 0x00]);
+    let (outcome, peak) = parse(&entries, &wallet);
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::TooManyPsbtEntries {
+                max: MAX_PSBT_ENTRIES,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        peak < 2 * entries.len(),
+        "parsing {} bytes allocated {peak} bytes at once",
+        entries.len()
     );
 
     // At the limits, the same PSBTs are decoded and refused for what they
