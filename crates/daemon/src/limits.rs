@@ -10,9 +10,11 @@
 //! limit and the byte budget (`max_in_flight_bytes`, of which one member may
 //! hold half), and its repeated fields are counted on the wire against what
 //! any wallet can need. The service decodes the message only after all of
-//! that, holding the slot, and every permit is kept until the handler has
-//! returned: decoded requests in memory are bounded by the slots, and
-//! received bytes by the budget.
+//! that, holding the slot until the handler has returned; the member's
+//! permit and the bytes are kept until the reply has also been sent (or
+//! dropped at its send deadline): decoded requests in memory are bounded by
+//! the slots, received bytes by the budget, and unsent replies by the
+//! members' permits.
 //!
 //! A refusal the signer decided (no slot in time, a full budget, a body too
 //! slow, too many elements) is a reply carrying a [`SignerError`], as the
@@ -223,14 +225,22 @@ pub(crate) struct Admission<S> {
     inner: S,
 }
 
-/// What an admitted request holds until its handler returns: its slot, its
-/// member's request permit and its bytes of the budget.
+/// What an admitted request holds until its handler returns: its slot, and
+/// a share of [`Held`].
 pub(crate) struct Admitted {
     _slot: Option<OwnedSemaphorePermit>,
-    _seat_request: OwnedSemaphorePermit,
-    _bytes: Vec<OwnedSemaphorePermit>,
+    _held: Arc<Held>,
     /// When the request's time (`request_timeout`, from its arrival) ends.
     pub(crate) deadline: Instant,
+}
+
+/// What a request holds until both its handler has returned and its reply
+/// has been sent (or dropped at the send deadline): its member's request
+/// permit and its bytes of the budget. A reply waiting for the client's
+/// flow-control window thus counts as one of the member's requests.
+struct Held {
+    _seat_request: OwnedSemaphorePermit,
+    _bytes: Vec<OwnedSemaphorePermit>,
 }
 
 /// The request extension through which the service takes its
@@ -365,19 +375,126 @@ where
     if let Err(refusal) = check_counts(&message, counts) {
         return refuse(refusal);
     }
+    let held = Arc::new(Held {
+        _seat_request: seat_request,
+        _bytes: bytes,
+    });
     let mut parts = parts;
     parts
         .extensions
         .insert(Ticket(Arc::new(Mutex::new(Some(Admitted {
             _slot: slot,
-            _seat_request: seat_request,
-            _bytes: bytes,
+            _held: held.clone(),
             deadline,
         })))));
     let request = http::Request::from_parts(parts, Body::new(Full::new(message)));
-    match inner.call(request).await {
+    let response = match inner.call(request).await {
         Ok(response) => response,
         Err(never) => match never {},
+    };
+    let send_deadline = Instant::now() + limits.body_timeout;
+    response.map(|body| ReplyBody::new(body, held, send_deadline))
+}
+
+/// Bytes of a reply handed to HTTP/2 at a time (one frame): a reply stuck
+/// behind a closed flow-control window pins at most this much once its
+/// send deadline has dropped the rest.
+const REPLY_CHUNK: usize = 16 * 1024;
+
+/// A reply body that keeps its request's [`Held`] until it has been sent,
+/// and drops the rest of the reply with it at the send deadline (the
+/// request's `body_timeout` after the answer), so a client that never opens
+/// its window cannot keep either past that.
+struct ReplyBody {
+    sending: Arc<Mutex<Option<Sending>>>,
+    finished: bool,
+    watchdog: tokio::task::JoinHandle<()>,
+}
+
+struct Sending {
+    body: Body,
+    /// Data of `body` not yet handed out, in [`REPLY_CHUNK`]s.
+    pending: Bytes,
+    _held: Arc<Held>,
+}
+
+impl ReplyBody {
+    fn new(body: Body, held: Arc<Held>, deadline: Instant) -> Body {
+        let sending = Arc::new(Mutex::new(Some(Sending {
+            body,
+            pending: Bytes::new(),
+            _held: held,
+        })));
+        let expired = Arc::downgrade(&sending);
+        let watchdog = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            if let Some(sending) = expired.upgrade() {
+                let dropped = sending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                drop(dropped);
+            }
+        });
+        Body::new(Self {
+            sending,
+            finished: false,
+            watchdog,
+        })
+    }
+}
+
+impl Drop for ReplyBody {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+    }
+}
+
+impl http_body::Body for ReplyBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let sending = self.sending.clone();
+        let mut sending = sending.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(reply) = sending.as_mut() else {
+            self.finished = true;
+            return Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(
+                "the reply was not taken before the send deadline",
+            ))));
+        };
+        loop {
+            if !reply.pending.is_empty() {
+                let n = reply.pending.len().min(REPLY_CHUNK);
+                // A copy, so that what HTTP/2 holds does not keep the whole
+                // reply's buffer alive.
+                let chunk = Bytes::copy_from_slice(&reply.pending[..n]);
+                reply.pending = if n == reply.pending.len() {
+                    Bytes::new()
+                } else {
+                    reply.pending.slice(n..)
+                };
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            match std::task::ready!(Pin::new(&mut reply.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => reply.pending = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => {
+                    *sending = None;
+                    self.finished = true;
+                    return Poll::Ready(None);
+                }
+            }
+        }
     }
 }
 

@@ -13,11 +13,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use raw::{Answer, MemberFiles, answer, call, connect, field, unfinished};
+use raw::{
+    Answer, MemberFiles, answer, call, connect, connect_with, field, grpc_request, unfinished,
+};
 use thresig_engine::{Round1Request, WalletId};
 
 /// The gRPC status of an OUT_OF_RANGE refusal (request too large).
 const OUT_OF_RANGE: &str = "11";
+
+fn member_files(cluster: &Cluster, name: &str) -> MemberFiles {
+    MemberFiles {
+        ca_cert: cluster.path("ca.pem"),
+        cert: cluster.path(&format!("{name}.pem")),
+        key: cluster.path(&format!("{name}.key")),
+    }
+}
 
 /// An HTTP/2 connection to the server at `addr`, authenticated with the
 /// member files `<name>.{pem,key}`.
@@ -26,12 +36,58 @@ async fn raw_connection(
     addr: SocketAddr,
     name: &str,
 ) -> h2::client::SendRequest<Bytes> {
-    let files = MemberFiles {
-        ca_cert: cluster.path("ca.pem"),
-        cert: cluster.path(&format!("{name}.pem")),
-        key: cluster.path(&format!("{name}.key")),
-    };
-    connect(&files, addr, &format!("seat-1.{CLUSTER}")).await
+    connect(
+        &member_files(cluster, name),
+        addr,
+        &format!("seat-1.{CLUSTER}"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_reply_holds_its_members_request_until_the_send_deadline() {
+    let cluster = Cluster::new();
+    let handler = Arc::new(Recorder {
+        // About 1 MiB of status reply.
+        status_wallets: 5_000,
+        ..Recorder::default()
+    });
+    let limits = "max_requests_per_seat = 1\nbody_timeout_ms = 2000";
+    let server = start(cluster.config(limits), handler.clone()).await;
+    // A client that never opens its receive window: no reply is read.
+    let mut reader = h2::client::Builder::new();
+    reader.initial_window_size(0);
+    let mut stuck = connect_with(
+        &member_files(&cluster, "seat2"),
+        server.addr,
+        &format!("seat-1.{CLUSTER}"),
+        &reader,
+    )
+    .await;
+    let (response, mut body) = stuck.send_request(grpc_request("Status"), false).unwrap();
+    body.send_data(Bytes::from_static(&[0; 5]), true).unwrap();
+    // The headers arrive once the handler has answered; the reply's data
+    // waits for a window that never opens.
+    let response = response.await.unwrap();
+    assert_eq!(handler.peers(), vec![seat(2)]);
+    // Until the reply is sent, the member's only request is still in use:
+    // another call, on another connection, is refused.
+    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
+    let started = tokio::time::Instant::now();
+    let refused = call(&mut send, "Status", &[]).await;
+    assert_eq!(refused.status, "0");
+    assert!(refused.has_error_code("overloaded"));
+    assert_eq!(handler.peers(), vec![seat(2)]);
+    // At the send deadline (`body_timeout_ms` after the answer) the unread
+    // reply is dropped and the member is served again.
+    tokio::time::sleep_until(started + Duration::from_millis(2500)).await;
+    let served = call(&mut send, "Status", &[]).await;
+    assert_eq!(served.status, "0");
+    assert!(!served.has_error_code("overloaded"));
+    assert_eq!(handler.peers(), vec![seat(2), seat(2)]);
+    // The stuck stream is reset, so the server's graceful stop can end.
+    drop((response, body, stuck));
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

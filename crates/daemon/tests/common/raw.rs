@@ -28,6 +28,17 @@ pub async fn connect(
     addr: SocketAddr,
     server_name: &str,
 ) -> h2::client::SendRequest<Bytes> {
+    connect_with(files, addr, server_name, &h2::client::Builder::new()).await
+}
+
+/// [`connect`] with the HTTP/2 settings of `builder` (for example a receive
+/// window of 0, so that no reply is ever read).
+pub async fn connect_with(
+    files: &MemberFiles,
+    addr: SocketAddr,
+    server_name: &str,
+    builder: &h2::client::Builder,
+) -> h2::client::SendRequest<Bytes> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(&files.ca_cert).unwrap() {
         roots.add(cert.unwrap()).unwrap();
@@ -49,7 +60,7 @@ pub async fn connect(
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from(server_name.to_owned()).unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();
-    let (send, connection) = h2::client::handshake(tls).await.unwrap();
+    let (send, connection) = builder.handshake(tls).await.unwrap();
     tokio::spawn(connection);
     send.ready().await.unwrap()
 }
