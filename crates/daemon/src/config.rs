@@ -78,7 +78,8 @@ pub struct LimitsSection {
     pub request_timeout_ms: u64,
     // Request memory limits (see docs/daemon.md, "Limits").
     /// Requests one member may have queued or in flight at once; unset, 8
-    /// (at most half of `max_concurrent_requests`, at least 1).
+    /// or half of `max_concurrent_requests` if less (never more than half,
+    /// so `max_concurrent_requests` must be at least 2).
     pub max_requests_per_seat: Option<u64>,
     /// HTTP/2 streams one connection may have open at once.
     pub max_streams_per_connection: u64,
@@ -262,13 +263,24 @@ impl DaemonConfig {
                 l.request_timeout_ms,
                 MAX_TIMEOUT_MS,
             )?),
+            // At most half of the slots, so that one member never holds
+            // them all: a single slot is refused.
             max_requests_per_seat: match l.max_requests_per_seat {
+                _ if max_concurrent_requests < 2 => {
+                    return Err(bad(
+                        "limits.max_concurrent_requests",
+                        ConfigProblem::BelowTwice {
+                            other: "limits.max_requests_per_seat",
+                            min: 2,
+                        },
+                    ));
+                }
                 Some(per_seat) => bounded_size(
                     "limits.max_requests_per_seat",
                     per_seat,
-                    l.max_concurrent_requests,
+                    l.max_concurrent_requests / 2,
                 )?,
-                None => DEFAULT_REQUESTS_PER_SEAT.min((max_concurrent_requests / 2).max(1)),
+                None => DEFAULT_REQUESTS_PER_SEAT.min(max_concurrent_requests / 2),
             },
             max_streams_per_connection: u32::try_from(bounded(
                 "limits.max_streams_per_connection",

@@ -221,12 +221,27 @@ fn request_memory_limits_have_defaults_derived_from_the_others() {
     assert_eq!(config.limits.max_in_flight_bytes, 64 * 1024 * 1024);
     let two_slots = VALID.replace("max_concurrent_requests = 8", "max_concurrent_requests = 2");
     assert_eq!(parse(&two_slots).unwrap().limits.max_requests_per_seat, 1);
+    // One slot cannot be shared so that no member holds more than half.
+    let one_slot = VALID.replace("max_concurrent_requests = 8", "max_concurrent_requests = 1");
+    match parse(&one_slot).unwrap_err() {
+        Error::ConfigValue { field, problem } => assert_eq!(
+            (field, problem),
+            (
+                "limits.max_concurrent_requests",
+                ConfigProblem::BelowTwice {
+                    other: "limits.max_requests_per_seat",
+                    min: 2
+                }
+            )
+        ),
+        other => panic!("expected a value error, got {other}"),
+    }
     let text = VALID.replace(
         "request_timeout_ms = 5000",
-        "request_timeout_ms = 5000\nmax_requests_per_seat = 8\nmax_streams_per_connection = 4\nbody_timeout_ms = 700\nmax_in_flight_bytes = 2097152",
+        "request_timeout_ms = 5000\nmax_requests_per_seat = 4\nmax_streams_per_connection = 4\nbody_timeout_ms = 700\nmax_in_flight_bytes = 2097152",
     );
     let limits = parse(&text).unwrap().limits;
-    assert_eq!(limits.max_requests_per_seat, 8);
+    assert_eq!(limits.max_requests_per_seat, 4);
     assert_eq!(limits.max_streams_per_connection, 4);
     assert_eq!(limits.body_timeout, Duration::from_millis(700));
     assert_eq!(limits.max_in_flight_bytes, 2 * 1024 * 1024);
@@ -235,10 +250,16 @@ fn request_memory_limits_have_defaults_derived_from_the_others() {
 #[test]
 fn request_memory_limits_out_of_bounds_are_refused_naming_the_field() {
     let cases = [
+        // At most half of the 8 slots: one member never holds them all.
         (
-            "max_requests_per_seat = 9",
+            "max_requests_per_seat = 8",
             "limits.max_requests_per_seat",
-            ConfigProblem::TooLarge { max: 8 },
+            ConfigProblem::TooLarge { max: 4 },
+        ),
+        (
+            "max_requests_per_seat = 5",
+            "limits.max_requests_per_seat",
+            ConfigProblem::TooLarge { max: 4 },
         ),
         (
             "max_streams_per_connection = 0",
