@@ -54,7 +54,7 @@ const SIGNER_PATH: &str = "/thresig.v1.Signer/";
 const SMALL_REQUEST_BYTES: usize = 4 * 1024;
 
 /// Size limit of an abort: 2048 commitments of about 70 bytes each.
-const ABORT_REQUEST_BYTES: usize = 256 * 1024;
+pub(crate) const ABORT_REQUEST_BYTES: usize = 256 * 1024;
 
 /// Size limit of a DKG proposal (a roster of up to 1000 32-byte keys) and
 /// of a DKG confirmation.

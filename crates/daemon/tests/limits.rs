@@ -147,6 +147,24 @@ async fn an_abort_with_two_million_empty_commitments_is_refused_undecoded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_beyond_one_requests_limits_is_sent_in_parts() {
+    // Two round-1 vectors of 2048 inputs (an engine whose
+    // `nonces_per_coordinator` allows it): 4096 commitments of 33 bytes,
+    // above an abort request's count limit (2048).
+    let cluster = Cluster::new();
+    let handler = Arc::new(Recorder::default());
+    let server = start(cluster.config(""), handler.clone()).await;
+    let client = server.client(&cluster.client_tls()).await;
+    let commitments = (0..4096u32)
+        .map(|i| thresig_engine::HexBytes(vec![u8::try_from(i % 251).unwrap(); 33]))
+        .collect();
+    let abort = thresig_engine::AbortRequest::new(WalletId::new("vault-1").unwrap(), commitments);
+    assert_eq!(client.abort(abort).await.unwrap(), 4096);
+    assert_eq!(handler.peers(), vec![seat(2), seat(2)]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round2_with_more_packages_than_any_wallet_signs_is_refused_undecoded() {
     // 1 MiB, within round 2's size limit, but 500,000 packages: a wallet
     // signs at most 2048 inputs.
