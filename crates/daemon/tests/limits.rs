@@ -137,13 +137,49 @@ fn round2_over_a_digest() -> Vec<u8> {
     [field(1, b"vault-1"), field(5, &field(1, &[7; 32]))].concat()
 }
 
+#[test]
+fn an_error_code_is_read_from_the_replys_error_field_only() {
+    let answer = |reply: Vec<u8>| {
+        let mut body = vec![0, 0, 0, 0, u8::try_from(reply.len()).unwrap()];
+        body.extend(reply);
+        Answer {
+            status: "0".to_owned(),
+            body,
+        }
+    };
+    // Error { code: "timeout", message: "overloaded" } as the reply's error.
+    let error = answer(field(
+        2,
+        &[field(1, b"timeout"), field(3, b"overloaded")].concat(),
+    ));
+    assert!(error.has_error_code("timeout"));
+    assert!(!error.has_error_code("overloaded"));
+    assert!(!error.has_error_code("time"));
+    // A result (field 1) holding the same bytes is no error.
+    let result = answer(field(1, &field(1, b"timeout")));
+    assert!(!result.has_error_code("timeout"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_abort_with_two_million_empty_commitments_is_refused_undecoded() {
+async fn an_abort_of_two_million_empty_commitments_is_refused_by_its_size_undecoded() {
     let mut message = field(1, b"vault-1");
     for _ in 0..2_000_000 {
         message.extend_from_slice(&field(2, &[]));
     }
     assert_eq!(unhandled("Abort", &message).await.status, OUT_OF_RANGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_of_more_commitments_than_any_round_1_within_its_size_is_refused_undecoded() {
+    // 100,000 empty commitments: 200 KB, within an abort's 256 KiB, but a
+    // round 1 returns at most 2048.
+    let mut message = field(1, b"vault-1");
+    for _ in 0..100_000 {
+        message.extend_from_slice(&field(2, &[]));
+    }
+    let answer = unhandled("Abort", &message).await;
+    assert_eq!(answer.status, "0");
+    assert!(answer.has_error_code("invalid_request"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,9 +38,11 @@ const AMPLIFYING: usize = 2_000;
 /// bound of `docs/daemon.md` ("Memory under attack") for the default
 /// limits: four times the byte budget (64 MiB; the most a request costs per
 /// byte while received, decoded and handled), 16 MiB per round 2 the
-/// attacker may have running (8) for its PSBT, plus every connection's
-/// unread HTTP/2 window (1 MiB each: the attacker's and one per member).
-const ADDED_BOUND_KIB: u64 = (4 * 64 + 16 * 8 + CONNECTIONS as u64 + MEMBERS as u64) * 1024;
+/// attacker may have running (8) for its PSBT, plus 2.5 MiB per connection
+/// (unread window, header blocks and stream state; the attacker's and one
+/// per member).
+const ADDED_BOUND_KIB: u64 =
+    (4 * 64 + 16 * 8) * 1024 + (CONNECTIONS as u64 + MEMBERS as u64) * 5 * 512;
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
 fn memory_kib(pid: u32, field: &str) -> u64 {

@@ -89,10 +89,51 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// Whether the reply carries the signer error `code`.
+    /// Whether the reply carries the signer error `code`: its `Error`
+    /// (field 2 of every reply) has exactly this `code` (field 1).
     pub fn has_error_code(&self, code: &str) -> bool {
-        self.body.windows(code.len()).any(|w| w == code.as_bytes())
+        self.body
+            .get(5..)
+            .and_then(|reply| delimited_field(reply, 2))
+            .and_then(|error| delimited_field(error, 1))
+            .is_some_and(|found| found == code.as_bytes())
     }
+}
+
+/// The last length-delimited field `number` of a protobuf `message`.
+fn delimited_field(mut message: &[u8], number: u64) -> Option<&[u8]> {
+    fn varint(bytes: &mut &[u8]) -> Option<u64> {
+        let mut value = 0;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut found = None;
+    while !message.is_empty() {
+        let key = varint(&mut message)?;
+        let len = match key & 7 {
+            0 => {
+                varint(&mut message)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut message)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        let value = message.get(..len)?;
+        if key >> 3 == number && key & 7 == 2 {
+            found = Some(value);
+        }
+        message = &message[len..];
+    }
+    found
 }
 
 /// Waits for the whole answer to a request.
