@@ -9,7 +9,8 @@
 //! is the body received, within `body_timeout`, against the method's size
 //! limit and the byte budget (`max_in_flight_bytes`, of which one member may
 //! hold half), and its repeated fields are counted on the wire against what
-//! any wallet can need. The service decodes the message only after all of
+//! any wallet can need, and the request waits for its member's turn at the
+//! wallet it names (one at a time per member and wallet). The service decodes the message only after all of
 //! that, holding the slot until the handler has returned; the member's
 //! permit and the bytes are kept until the reply has also been sent (or
 //! dropped at its send deadline): decoded requests in memory are bounded by
@@ -67,6 +68,8 @@ const MAX_MEMBERS: usize = thresig_crypto::MAX_SIGNERS as usize;
 struct MethodLimits {
     /// Largest message, in bytes (capped by `max_request_bytes`).
     max_bytes: usize,
+    /// The field number of the request's wallet id, if it names one.
+    wallet_field: Option<u32>,
     /// Repeated fields counted on the wire before decoding.
     counts: &'static [FieldCount],
 }
@@ -153,7 +156,16 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
         "DkgConfirm" => (DKG_SMALL_REQUEST_BYTES, &[]),
         _ => return None,
     };
-    Some(MethodLimits { max_bytes, counts })
+    let wallet_field = match name {
+        "Status" => None,
+        "DkgStart" => Some(2),
+        _ => Some(1),
+    };
+    Some(MethodLimits {
+        max_bytes,
+        wallet_field,
+        counts,
+    })
 }
 
 /// The admission state shared by every connection.
@@ -171,6 +183,59 @@ struct Shared {
     /// Each member's share of the request permits and of the byte budget;
     /// one entry per seat that ever sent a request (at most 1000).
     seats: Mutex<HashMap<Seat, SeatShare>>,
+    /// Each member's turn at each wallet it has requests for.
+    turns: Turns,
+}
+
+/// One permit per (member, wallet) with requests admitted, so a member's
+/// requests on a wallet run one at a time: the engine serializes a wallet's
+/// requests, and a member's queue must not stand ahead of every other
+/// member's there. An entry lives while a request holds or waits for it.
+type Turns = Arc<Mutex<HashMap<(Seat, Vec<u8>), Arc<Semaphore>>>>;
+
+/// A request's turn at its wallet among its member's requests (held, or
+/// waited for), released when dropped.
+struct WalletTurn {
+    turns: Turns,
+    key: (Seat, Vec<u8>),
+    turn: Option<Arc<Semaphore>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl WalletTurn {
+    /// Waits for the turn of `seat` at the wallet `wallet`.
+    async fn take(turns: &Turns, seat: Seat, wallet: &[u8]) -> Self {
+        let key = (seat, wallet.to_vec());
+        let turn = turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone();
+        let mut taken = Self {
+            turns: turns.clone(),
+            key,
+            turn: Some(turn.clone()),
+            permit: None,
+        };
+        // The semaphore is never closed.
+        taken.permit = turn.acquire_owned().await.ok();
+        taken
+    }
+}
+
+impl Drop for WalletTurn {
+    fn drop(&mut self) {
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        self.permit = None;
+        self.turn = None;
+        if turns
+            .get(&self.key)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
+            turns.remove(&self.key);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -189,6 +254,7 @@ impl AdmissionLayer {
                 slots,
                 bytes: Arc::new(Semaphore::new(limits.max_in_flight_bytes)),
                 seats: Mutex::new(HashMap::new()),
+                turns: Arc::default(),
             }),
         }
     }
@@ -229,6 +295,7 @@ pub(crate) struct Admission<S> {
 /// a share of [`Held`].
 pub(crate) struct Admitted {
     _slot: Option<OwnedSemaphorePermit>,
+    _turn: Option<WalletTurn>,
     _held: Arc<Held>,
     /// When the request's time (`request_timeout`, from its arrival) ends.
     pub(crate) deadline: Instant,
@@ -375,6 +442,20 @@ where
     if let Err(refusal) = check_counts(&message, counts) {
         return refuse(refusal);
     }
+    let wallet = method_limits
+        .as_ref()
+        .and_then(|m| m.wallet_field)
+        .and_then(|field| last_delimited(message.get(5..)?, field));
+    let turn = match wallet {
+        Some(wallet) => {
+            let taken = WalletTurn::take(&shared.turns, peer.seat, wallet);
+            match tokio::time::timeout_at(deadline, taken).await {
+                Ok(turn) => Some(turn),
+                Err(_) => return refuse(timed_out(limits.request_timeout)),
+            }
+        }
+        None => None,
+    };
     let held = Arc::new(Held {
         _seat_request: seat_request,
         _bytes: bytes,
@@ -384,6 +465,7 @@ where
         .extensions
         .insert(Ticket(Arc::new(Mutex::new(Some(Admitted {
             _slot: slot,
+            _turn: turn,
             _held: held.clone(),
             deadline,
         })))));
@@ -393,7 +475,7 @@ where
         Err(never) => match never {},
     };
     let send_deadline = Instant::now() + limits.body_timeout;
-    response.map(|body| ReplyBody::new(body, held, send_deadline))
+    response.map(|body| ReplyBody::boxed(body, held, send_deadline))
 }
 
 /// Bytes of a reply handed to HTTP/2 at a time (one frame): a reply stuck
@@ -419,7 +501,7 @@ struct Sending {
 }
 
 impl ReplyBody {
-    fn new(body: Body, held: Arc<Held>, deadline: Instant) -> Body {
+    fn boxed(body: Body, held: Arc<Held>, deadline: Instant) -> Body {
         let sending = Arc::new(Mutex::new(Some(Sending {
             body,
             pending: Bytes::new(),
@@ -474,12 +556,10 @@ impl http_body::Body for ReplyBody {
                 let n = reply.pending.len().min(REPLY_CHUNK);
                 // A copy, so that what HTTP/2 holds does not keep the whole
                 // reply's buffer alive.
-                let chunk = Bytes::copy_from_slice(&reply.pending[..n]);
-                reply.pending = if n == reply.pending.len() {
-                    Bytes::new()
-                } else {
-                    reply.pending.slice(n..)
-                };
+                let chunk = Bytes::copy_from_slice(&reply.pending.split_to(n));
+                if reply.pending.is_empty() {
+                    reply.pending = Bytes::new();
+                }
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             match std::task::ready!(Pin::new(&mut reply.body).poll_frame(cx)) {
@@ -621,6 +701,31 @@ fn count_field(mut message: &[u8], path: &[u32], kind: ElementKind) -> Option<us
         message = message.get(skip..)?;
     }
     Some(found)
+}
+
+/// The last length-delimited field `number` of `message` (the value a
+/// decoder keeps), if the message reads as protobuf up to its end.
+fn last_delimited(mut message: &[u8], number: u32) -> Option<&[u8]> {
+    let mut found = None;
+    while !message.is_empty() {
+        let key = varint(&mut message)?;
+        let len = match key & 7 {
+            0 => {
+                varint(&mut message)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut message)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        let value = message.get(..len)?;
+        if key >> 3 == u64::from(number) && key & 7 == 2 {
+            found = Some(value);
+        }
+        message = message.get(len..)?;
+    }
+    found
 }
 
 /// Reads one protobuf varint from the front of `bytes`.

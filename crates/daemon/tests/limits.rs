@@ -234,9 +234,10 @@ async fn one_seat_cannot_take_every_request_slot() {
     let attacker = server.client(&cluster.client_tls()).await;
     let wallet = WalletId::new("vault-1").unwrap();
     let mut held = Vec::new();
-    for _ in 0..2 {
+    // On two wallets: a member's requests on one wallet run one at a time.
+    for name in ["vault-1", "vault-2"] {
         let attacker = attacker.clone();
-        let wallet = wallet.clone();
+        let wallet = WalletId::new(name).unwrap();
         held.push(tokio::spawn(async move {
             attacker.round1(Round1Request::new(wallet, 1)).await
         }));
@@ -259,6 +260,39 @@ async fn one_seat_cannot_take_every_request_slot() {
     }
     honest.await.unwrap().unwrap();
     for call in held {
+        call.await.unwrap().unwrap();
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_runs_one_request_per_wallet_at_a_time() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config(""), gate).await;
+    let attacker = server.client(&cluster.client_tls()).await;
+    let round1 = |client: &thresig_daemon::SignerClient, wallet: &str| {
+        let client = client.clone();
+        let request = Round1Request::new(WalletId::new(wallet).unwrap(), 1);
+        tokio::spawn(async move { client.round1(request).await })
+    };
+    let mut calls: Vec<_> = (0..3).map(|_| round1(&attacker, "vault-1")).collect();
+    control.wait_entered().await;
+    // The member's other calls on the wallet wait for its first one, so
+    // they are never queued ahead of another member's at the wallet...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(control.entered.try_recv().is_err());
+    // ...whose call on the wallet runs, as does the member's on another.
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    calls.push(round1(&member, "vault-1"));
+    control.wait_entered().await;
+    calls.push(round1(&attacker, "vault-2"));
+    control.wait_entered().await;
+    for _ in 0..calls.len() {
+        control.release.send(()).unwrap();
+    }
+    for call in calls {
         call.await.unwrap().unwrap();
     }
     server.stop().await;

@@ -526,7 +526,9 @@ fn compact_size(bytes: &mut &[u8]) -> Option<usize> {
     };
     let data = take(bytes, 1 + width)?;
     let mut le = [0u8; 8];
-    le[..width].copy_from_slice(&data[1..]);
+    for (to, from) in le.iter_mut().zip(data.iter().skip(1)) {
+        *to = *from;
+    }
     Some(usize::try_from(u64::from_le_bytes(le)).unwrap_or(usize::MAX))
 }
 
