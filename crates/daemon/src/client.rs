@@ -170,9 +170,19 @@ impl SignerClient {
     ///
     /// # Errors
     /// As [`SignerClient::round1`].
+    ///
+    /// Commitments beyond one request's limits (2048 of them, or 256 KiB)
+    /// are sent in several requests, in order, and their counts summed: a
+    /// signer destroys each vector named by any of its commitments, so the
+    /// parts destroy what the whole would.
     pub async fn abort(&self, request: AbortRequest) -> Result<usize, Error> {
-        let request = proto::AbortRequest::from(request);
-        settle(self.rpc().abort(request).await)
+        let mut destroyed = 0;
+        for part in abort_parts(request) {
+            let part = proto::AbortRequest::from(part);
+            let count: usize = settle(self.rpc().abort(part).await)?;
+            destroyed += count;
+        }
+        Ok(destroyed)
     }
 
     /// DKG part 1: the signer's signed round-1 message for `proposal`.
@@ -311,4 +321,39 @@ fn rpc_error(status: tonic::Status) -> Error {
         code,
         message: status.message().to_owned(),
     }
+}
+
+/// `request` split into requests within an abort's limits on the signer
+/// (commitments counted and sized as it counts them; one commitment too
+/// large alone is still sent, for the signer to refuse). An abort of no
+/// commitments stays one request.
+fn abort_parts(request: AbortRequest) -> Vec<AbortRequest> {
+    // The wallet id and the field keys fit in the rest.
+    const PART_BYTES: usize = crate::limits::ABORT_REQUEST_BYTES - 1024;
+    const PART_COMMITMENTS: usize = crate::convert::MAX_ROUND1_INPUTS as usize;
+    let AbortRequest {
+        wallet,
+        commitments,
+        ..
+    } = request;
+    let mut parts = vec![Vec::new()];
+    let mut bytes = 0;
+    for commitment in commitments {
+        // The field's key and length prefix.
+        let size = commitment.0.len() + 1 + 5;
+        let part = parts.last_mut().unwrap_or_else(|| unreachable!());
+        if !part.is_empty() && (part.len() == PART_COMMITMENTS || bytes + size > PART_BYTES) {
+            parts.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        parts
+            .last_mut()
+            .unwrap_or_else(|| unreachable!())
+            .push(commitment);
+    }
+    parts
+        .into_iter()
+        .map(|commitments| AbortRequest::new(wallet.clone(), commitments))
+        .collect()
 }

@@ -103,6 +103,19 @@ pub struct LimitsSection {
     pub max_connections_per_seat: u64,
     /// Metrics connections held at once; the oldest is dropped to make room.
     pub max_metrics_connections: u64,
+    // Request memory limits (see docs/daemon.md, "Limits").
+    /// Requests one member may have queued or in flight at once; unset, 8
+    /// or half of `max_concurrent_requests` if less (never more than half,
+    /// so `max_concurrent_requests` must be at least 2).
+    pub max_requests_per_seat: Option<u64>,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_streams_per_connection: u64,
+    /// Time to receive a request's body once its slot is taken, in
+    /// milliseconds.
+    pub body_timeout_ms: u64,
+    /// Request bytes received and not yet answered, across all connections;
+    /// one member may hold at most half.
+    pub max_in_flight_bytes: u64,
 }
 
 impl Default for LimitsSection {
@@ -136,6 +149,18 @@ impl Default for LimitsSection {
             max_connections_per_seat: 8,
             // A scrape takes one connection for a moment.
             max_metrics_connections: 16,
+            max_requests_per_seat: None,
+            // An honest coordinator has a few calls at a time open to one
+            // signer; hyper's own default (200) lets one connection park
+            // 200 bodies.
+            max_streams_per_connection: 32,
+            // A 4 MiB body arrives in well under a second on any link a
+            // signer should be on; 10 s bounds how long a trickled body
+            // holds its slot.
+            body_timeout_ms: 10_000,
+            // Sixteen 4 MiB round-2 requests at once, far above what a
+            // cluster's coordinators send together.
+            max_in_flight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -146,6 +171,16 @@ const MAX_CONCURRENT: u64 = 4096;
 const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 const MAX_CONNECTIONS: u64 = 65_536;
 const MAX_HANDSHAKE_TIMEOUT_MS: u64 = 60_000;
+const MAX_STREAMS: u64 = 1024;
+
+/// A coordinator has one call at a time open to a signer in each signing
+/// run (ROAST waits for every answer), so eight allow eight runs at once
+/// (what `thresig load --concurrency 8` drives). What a member has running
+/// competes with every other member's requests for the wallet's lock, so
+/// this is also how many of its requests another member may have to wait
+/// behind.
+const DEFAULT_REQUESTS_PER_SEAT: usize = 8;
+const MAX_IN_FLIGHT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The validated daemon configuration.
 ///
@@ -218,23 +253,35 @@ pub struct Limits {
     pub max_connections_per_seat: usize,
     /// Metrics connections held at once.
     pub max_metrics_connections: usize,
+    /// Requests one member may have queued or in flight.
+    pub max_requests_per_seat: usize,
+    /// HTTP/2 streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Time to receive a request's body once its slot is taken.
+    pub body_timeout: Duration,
+    /// Request bytes in flight across all connections; at least twice
+    /// `max_request_bytes`, so that one member's share (half) holds a
+    /// request of the largest size.
+    pub max_in_flight_bytes: usize,
 }
 
 impl Limits {
     /// Validates a `[limits]` table: every value positive and within its
     /// hard bound, and each per-source or per-seat cap within its total.
     pub(crate) fn from_section(l: LimitsSection) -> Result<Self, Error> {
+        let bad = |field, problem| Error::ConfigValue { field, problem };
+        let max_concurrent_requests = bounded_size(
+            "limits.max_concurrent_requests",
+            l.max_concurrent_requests,
+            MAX_CONCURRENT,
+        )?;
         let limits = Self {
             max_request_bytes: bounded_size(
                 "limits.max_request_bytes",
                 l.max_request_bytes,
                 MAX_REQUEST_BYTES,
             )?,
-            max_concurrent_requests: bounded_size(
-                "limits.max_concurrent_requests",
-                l.max_concurrent_requests,
-                MAX_CONCURRENT,
-            )?,
+            max_concurrent_requests,
             request_timeout: Duration::from_millis(bounded(
                 "limits.request_timeout_ms",
                 l.request_timeout_ms,
@@ -270,7 +317,56 @@ impl Limits {
                 l.max_metrics_connections,
                 MAX_CONNECTIONS,
             )?,
+            // At most half of the slots, so that one member never holds
+            // them all: a single slot is refused.
+            max_requests_per_seat: match l.max_requests_per_seat {
+                _ if max_concurrent_requests < 2 => {
+                    return Err(bad(
+                        "limits.max_concurrent_requests",
+                        ConfigProblem::BelowTwice {
+                            other: "limits.max_requests_per_seat",
+                            min: 2,
+                        },
+                    ));
+                }
+                Some(per_seat) => bounded_size(
+                    "limits.max_requests_per_seat",
+                    per_seat,
+                    l.max_concurrent_requests / 2,
+                )?,
+                None => DEFAULT_REQUESTS_PER_SEAT.min(max_concurrent_requests / 2),
+            },
+            max_streams_per_connection: u32::try_from(bounded(
+                "limits.max_streams_per_connection",
+                l.max_streams_per_connection,
+                MAX_STREAMS,
+            )?)
+            .map_err(|_| {
+                bad(
+                    "limits.max_streams_per_connection",
+                    ConfigProblem::TooLarge { max: MAX_STREAMS },
+                )
+            })?,
+            body_timeout: Duration::from_millis(bounded(
+                "limits.body_timeout_ms",
+                l.body_timeout_ms,
+                MAX_TIMEOUT_MS,
+            )?),
+            max_in_flight_bytes: bounded_size(
+                "limits.max_in_flight_bytes",
+                l.max_in_flight_bytes,
+                MAX_IN_FLIGHT_BYTES,
+            )?,
         };
+        if l.max_in_flight_bytes / 2 < l.max_request_bytes {
+            return Err(bad(
+                "limits.max_in_flight_bytes",
+                ConfigProblem::BelowTwice {
+                    other: "limits.max_request_bytes",
+                    min: l.max_request_bytes.saturating_mul(2),
+                },
+            ));
+        }
         Ok(limits)
     }
 }

@@ -196,6 +196,15 @@ pub enum ConfigProblem {
     /// An empty path.
     #[error("must not be empty")]
     EmptyPath,
+    /// Below twice another limit, so that one member's half of this budget
+    /// could not hold a request of the other limit's size.
+    #[error("must be at least twice `{other}` ({min}); raise it or lower `{other}`")]
+    BelowTwice {
+        /// The other limit, as written in the file.
+        other: &'static str,
+        /// The smallest accepted value.
+        min: u64,
+    },
 }
 
 /// The transport-level failure class of an RPC (the gRPC status, without

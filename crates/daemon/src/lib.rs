@@ -49,6 +49,7 @@ mod convert;
 mod engine;
 mod error;
 mod ids;
+mod limits;
 mod metrics;
 mod server;
 mod service;

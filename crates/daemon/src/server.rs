@@ -6,6 +6,7 @@ use std::future::Future;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -19,6 +20,7 @@ use crate::api::SignerHandler;
 use crate::config::DaemonConfig;
 use crate::conn::raise_open_file_limit;
 use crate::error::Error;
+use crate::limits::AdmissionLayer;
 use crate::metrics::{Metrics, serve_metrics};
 use crate::proto::signer_server::SignerServer;
 use crate::service::SignerService;
@@ -104,16 +106,39 @@ pub const READINESS_SERVICE: &str = "thresig.v1.Signer";
 /// server; small, since connections are taken as soon as they arrive.
 const CONNECTION_QUEUE: usize = 64;
 
+/// Bytes a peer may send on one stream before the server reads them: what
+/// HTTP/2 buffers for a request still waiting for its slot.
+const STREAM_WINDOW: u32 = 256 * 1024;
+
+/// Bytes a peer may send on one connection, over all its streams, before
+/// the server reads them.
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+/// Largest HTTP/2 frame accepted (the protocol's minimum, 16 KiB).
+const MAX_FRAME: u32 = 16 * 1024;
+
+/// Largest header block accepted; gRPC requests send a few hundred bytes.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+
+/// A connection silent this long is pinged...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// ...and closed if the ping is not answered in this time, so a vanished
+/// peer's connection does not hold its buffers.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the signer until `shutdown` completes, then stops accepting, lets
 /// in-flight requests finish and returns.
 ///
 /// Loads the TLS files first, so a bad key file (for example one readable
 /// by others) is refused before any connection is accepted. Every request
-/// runs `handler` on a blocking thread; at most
-/// `config.limits.max_concurrent_requests` run at once, each within
-/// `config.limits.request_timeout`, and requests above
-/// `config.limits.max_request_bytes` are refused by the transport with
-/// `OUT_OF_RANGE`.
+/// is admitted before its body is read (see `docs/daemon.md`, "Limits":
+/// a member's share of the request permits, one of
+/// `config.limits.max_concurrent_requests` slots, then the body within
+/// `config.limits.body_timeout`, its method's size limit and the byte
+/// budget), then decoded and run by `handler` on a blocking thread, all
+/// within `config.limits.request_timeout`. Requests above their method's
+/// size limit are refused by the transport with `OUT_OF_RANGE`.
 ///
 /// # Errors
 /// TLS file and configuration errors ([`Error::KeyFilePermissions`],
@@ -167,13 +192,17 @@ where
     health
         .set_service_status(READINESS_SERVICE, tonic_health::ServingStatus::Serving)
         .await;
+    let limits = config.limits;
+    let admission = AdmissionLayer::new(
+        limits,
+        Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+    );
     let service = SignerServer::new(SignerService {
         handler,
-        slots: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
-        timeout: config.limits.request_timeout,
+        timeout: limits.request_timeout,
         metrics,
     })
-    .max_decoding_message_size(config.limits.max_request_bytes);
+    .max_decoding_message_size(limits.max_request_bytes);
 
     let incoming = ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>);
     let signal = async move {
@@ -186,6 +215,15 @@ where
     };
     info!(cluster = %config.cluster, "signer daemon serving");
     let served = Server::builder()
+        // tonic's default leaves streams per connection unbounded.
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .http2_max_header_list_size(MAX_HEADER_LIST)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(admission)
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, signal)

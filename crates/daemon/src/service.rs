@@ -1,12 +1,12 @@
-//! The tonic service: it decodes each request into domain types, runs the
-//! [`SignerHandler`] on a blocking thread within the concurrency and time
-//! limits, records metrics and encodes the reply. No protocol logic here.
+//! The tonic service: it converts each admitted request (see
+//! [`crate::limits`]) into domain types, runs the [`SignerHandler`] on a
+//! blocking thread within the request's time, records metrics and encodes
+//! the reply. No protocol logic here.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -17,6 +17,7 @@ use thresig_engine::{DkgSessionId, WalletId};
 use crate::convert::{DkgBatch, WireReply};
 use crate::error::Error;
 use crate::ids::Seat;
+use crate::limits::{Admitted, Ticket};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::proto;
 use crate::tls::PeerIdentity;
@@ -24,8 +25,6 @@ use crate::tls::PeerIdentity;
 /// The service state shared by all connections.
 pub(crate) struct SignerService<H> {
     pub(crate) handler: Arc<H>,
-    /// One permit per request being handled; bounds blocking threads.
-    pub(crate) slots: Arc<Semaphore>,
     pub(crate) timeout: Duration,
     pub(crate) metrics: Metrics,
 }
@@ -40,17 +39,18 @@ fn peer<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
 }
 
 impl<H: SignerHandler> SignerService<H> {
-    /// Runs one request: decode, wait for a slot, call the handler on a
-    /// blocking thread, all within the request timeout.
+    /// Runs one admitted request: convert it, call the handler on a
+    /// blocking thread, within the time left of the request timeout.
     ///
     /// When the timeout passes while the handler runs, the handler still
-    /// finishes (a blocking call cannot be cancelled) and keeps its slot
-    /// until then; the caller gets `timeout` and a retry of the same request
+    /// finishes (a blocking call cannot be cancelled) and keeps its slot and
+    /// its bytes of the budget until then; the caller gets `timeout` and a retry of the same request
     /// is answered from the signer's markers.
     async fn call<D, O, W>(
         &self,
         method: &'static str,
         peer: PeerIdentity,
+        admitted: Admitted,
         decoded: Result<D, Error>,
         run: fn(&H, Seat, D) -> Result<O, SignerError>,
     ) -> W
@@ -62,7 +62,7 @@ impl<H: SignerHandler> SignerService<H> {
     {
         let started = Instant::now();
         let outcome = match decoded {
-            Ok(request) => self.run_blocking(peer.seat, request, run).await,
+            Ok(request) => self.run_blocking(peer.seat, admitted, request, run).await,
             Err(err) => Err(SignerError::new(
                 ErrorCode::INVALID_REQUEST,
                 Recovery::Terminal,
@@ -105,13 +105,21 @@ impl<H: SignerHandler> SignerService<H> {
         W::Result: From<O>,
     {
         let peer = peer(&request)?;
+        let admitted = request
+            .extensions()
+            .get::<Ticket>()
+            .and_then(Ticket::take)
+            .ok_or_else(|| Status::internal("a request reached the signer without admission"))?;
         let decoded = request.into_inner().try_into();
-        Ok(Response::new(self.call(method, peer, decoded, run).await))
+        Ok(Response::new(
+            self.call(method, peer, admitted, decoded, run).await,
+        ))
     }
 
     async fn run_blocking<D, O>(
         &self,
         seat: Seat,
+        admitted: Admitted,
         request: D,
         run: fn(&H, Seat, D) -> Result<O, SignerError>,
     ) -> Result<O, SignerError>
@@ -120,17 +128,10 @@ impl<H: SignerHandler> SignerService<H> {
         O: Send + 'static,
     {
         let handler = self.handler.clone();
-        let slots = self.slots.clone();
+        let deadline = admitted.deadline;
         let work = async move {
-            let Ok(slot) = slots.acquire_owned().await else {
-                return Err(SignerError::new(
-                    ErrorCode::OVERLOADED,
-                    Recovery::Retryable,
-                    "the signer is shutting down",
-                ));
-            };
             let joined = tokio::task::spawn_blocking(move || {
-                let _slot = slot;
+                let _admitted = admitted;
                 run(&handler, seat, request)
             })
             .await;
@@ -146,7 +147,7 @@ impl<H: SignerHandler> SignerService<H> {
         // Counted down on drop, so a call abandoned by its client (tonic
         // drops the future) is not counted forever.
         let _in_flight = InFlight::enter(&self.metrics);
-        tokio::time::timeout(self.timeout, work)
+        tokio::time::timeout_at(deadline, work)
             .await
             .unwrap_or_else(|_| {
                 Err(SignerError::new(

@@ -259,3 +259,95 @@ fn key_files_are_created_0600_and_never_overwritten() {
     .unwrap();
     assert_eq!(reloaded.cert_pem(), ca.cert_pem());
 }
+
+#[test]
+fn request_memory_limits_have_defaults_derived_from_the_others() {
+    let config = parse(VALID).unwrap();
+    // Half the slots per member (below the default of 8); the rest are
+    // defaults.
+    assert_eq!(config.limits.max_requests_per_seat, 4);
+    assert_eq!(config.limits.max_streams_per_connection, 32);
+    assert_eq!(config.limits.body_timeout, Duration::from_secs(10));
+    assert_eq!(config.limits.max_in_flight_bytes, 64 * 1024 * 1024);
+    let two_slots = VALID.replace("max_concurrent_requests = 8", "max_concurrent_requests = 2");
+    assert_eq!(parse(&two_slots).unwrap().limits.max_requests_per_seat, 1);
+    // One slot cannot be shared so that no member holds more than half.
+    let one_slot = VALID.replace("max_concurrent_requests = 8", "max_concurrent_requests = 1");
+    match parse(&one_slot).unwrap_err() {
+        Error::ConfigValue { field, problem } => assert_eq!(
+            (field, problem),
+            (
+                "limits.max_concurrent_requests",
+                ConfigProblem::BelowTwice {
+                    other: "limits.max_requests_per_seat",
+                    min: 2
+                }
+            )
+        ),
+        other => panic!("expected a value error, got {other}"),
+    }
+    let text = VALID.replace(
+        "request_timeout_ms = 5000",
+        "request_timeout_ms = 5000\nmax_requests_per_seat = 4\nmax_streams_per_connection = 4\nbody_timeout_ms = 700\nmax_in_flight_bytes = 2097152",
+    );
+    let limits = parse(&text).unwrap().limits;
+    assert_eq!(limits.max_requests_per_seat, 4);
+    assert_eq!(limits.max_streams_per_connection, 4);
+    assert_eq!(limits.body_timeout, Duration::from_millis(700));
+    assert_eq!(limits.max_in_flight_bytes, 2 * 1024 * 1024);
+}
+
+#[test]
+fn request_memory_limits_out_of_bounds_are_refused_naming_the_field() {
+    let cases = [
+        // At most half of the 8 slots: one member never holds them all.
+        (
+            "max_requests_per_seat = 8",
+            "limits.max_requests_per_seat",
+            ConfigProblem::TooLarge { max: 4 },
+        ),
+        (
+            "max_requests_per_seat = 5",
+            "limits.max_requests_per_seat",
+            ConfigProblem::TooLarge { max: 4 },
+        ),
+        (
+            "max_streams_per_connection = 0",
+            "limits.max_streams_per_connection",
+            ConfigProblem::Zero,
+        ),
+        (
+            "max_streams_per_connection = 5000",
+            "limits.max_streams_per_connection",
+            ConfigProblem::TooLarge { max: 1024 },
+        ),
+        (
+            "body_timeout_ms = 0",
+            "limits.body_timeout_ms",
+            ConfigProblem::Zero,
+        ),
+        (
+            "max_in_flight_bytes = 2097151",
+            "limits.max_in_flight_bytes",
+            ConfigProblem::BelowTwice {
+                other: "limits.max_request_bytes",
+                min: 2 * 1_048_576,
+            },
+        ),
+    ];
+    for (line, field, problem) in cases {
+        let text = VALID.replace(
+            "request_timeout_ms = 5000",
+            &format!("request_timeout_ms = 5000\n{line}"),
+        );
+        match parse(&text).unwrap_err() {
+            Error::ConfigValue {
+                field: f,
+                problem: p,
+            } => {
+                assert_eq!((f, p), (field, problem), "{line}");
+            }
+            other => panic!("{line}: expected a value error, got {other}"),
+        }
+    }
+}

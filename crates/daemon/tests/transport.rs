@@ -219,31 +219,42 @@ async fn an_in_flight_request_completes_during_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_beyond_the_concurrency_limit_wait_and_time_out() {
     let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    cluster.add_member(seat(4), "seat4");
     let (gate, control) = Gate::new();
-    let limits = "max_concurrent_requests = 1\nrequest_timeout_ms = 1000";
+    let limits =
+        "max_concurrent_requests = 2\nmax_requests_per_seat = 1\nrequest_timeout_ms = 1000";
     let server = start(cluster.config(limits), gate).await;
-    let tls = cluster.client_tls();
-    let first = server.client(&tls).await;
+    let first = server.client(&cluster.client_tls()).await;
     let held = tokio::spawn(async move { first.round1(Round1Request::new(wallet(), 1)).await });
     control.wait_entered().await;
+    let fourth = server.client(&cluster.tls_of("seat4")).await;
+    let held_too =
+        tokio::spawn(async move { fourth.round1(Round1Request::new(wallet(), 1)).await });
+    control.wait_entered().await;
 
-    // The only slot is held until the handler returns, which the test
+    // Both slots are held until their handlers return, which the test
     // allows only later. The second request cannot reach the handler before
     // its timeout, although the first one's timeout (earlier) has passed:
-    // a timed-out call keeps its slot until the blocking work is done.
-    let second = server.client(&tls).await;
+    // a timed-out call keeps its slot until the blocking work is done. (The
+    // second request is another member's: the first member's own share of
+    // the requests is taken.)
+    let second = server.client(&cluster.tls_of("seat3")).await;
     let err = second
         .round1(Round1Request::new(wallet(), 1))
         .await
         .unwrap_err();
     assert_eq!(refusal(&err).code.as_str(), "timeout");
     assert!(err.is_retryable());
-    let err = held.await.unwrap().unwrap_err();
-    assert_eq!(refusal(&err).code.as_str(), "timeout");
+    for held in [held, held_too] {
+        let err = held.await.unwrap().unwrap_err();
+        assert_eq!(refusal(&err).code.as_str(), "timeout");
+    }
 
-    // Once the first handler returns, the next request is served.
-    control.release.send(()).unwrap();
-    control.release.send(()).unwrap();
+    // Once the first handlers return, the next request is served.
+    for _ in 0..3 {
+        control.release.send(()).unwrap();
+    }
     second
         .round1(Round1Request::new(wallet(), 1))
         .await

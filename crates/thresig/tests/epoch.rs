@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{ProcessCluster, WALLET, json, seat, wait_ready};
+use common::{ProcessCluster, WALLET, dkg, json, seat, self_payment, wait_ready};
 use serde_json::Value;
 
 /// The wallet made after the rotations.
@@ -62,54 +62,6 @@ fn restart(cluster: &mut ProcessCluster, runtime: &tokio::runtime::Runtime, numb
     cluster.local.start(seat(number), None).unwrap();
     let peers = cluster.peers(seat(number));
     runtime.block_on(wait_ready(&peers, seat(number)));
-}
-
-/// A wallet as `thresig dkg --json` reports it.
-struct Made {
-    internal_key: String,
-    output_key: String,
-    address: String,
-}
-
-/// Runs the DKG of `wallet` from `config`.
-fn dkg(config: &Path, wallet: &str) -> Made {
-    let config = config.to_str().unwrap();
-    let made = json(&["dkg", "--config", config, "--wallet", wallet], 0);
-    let field = |name: &str| made[name].as_str().unwrap().to_owned();
-    Made {
-        internal_key: field("internal_key"),
-        output_key: field("output_key"),
-        address: field("address"),
-    }
-}
-
-/// A PSBT file in `dir` spending one synthetic output of `wallet` (its
-/// prevout made of `byte`) back to the wallet itself, which the default
-/// policy allows.
-fn self_payment(dir: &Path, wallet: &Made, byte: u8) -> PathBuf {
-    let input = format!(
-        "{}:0:60000:5120{}",
-        hex::encode([byte; 32]),
-        wallet.output_key
-    );
-    let built = json(
-        &[
-            "psbt",
-            "build",
-            "--internal-key",
-            &wallet.internal_key,
-            "--network",
-            "regtest",
-            "--input",
-            &input,
-            "--output",
-            &format!("{}:59000", wallet.address),
-        ],
-        0,
-    );
-    let file = dir.join(format!("{byte:02x}.psbt"));
-    std::fs::write(&file, built["psbt"].as_str().unwrap()).unwrap();
-    file
 }
 
 #[test]

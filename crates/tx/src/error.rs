@@ -59,6 +59,13 @@ pub enum Error {
         /// How many bytes follow.
         trailing: usize,
     },
+    /// The PSBT's maps hold more key-value pairs in all than
+    /// [`crate::MAX_PSBT_ENTRIES`].
+    #[error("more than {max} key-value pairs in the PSBT's maps")]
+    TooManyPsbtEntries {
+        /// The cap.
+        max: usize,
+    },
     /// The transaction has more inputs than any standard transaction can
     /// have ([`crate::MAX_INPUTS`]).
     #[error("{inputs} inputs, at most {max} allowed")]

@@ -95,6 +95,6 @@ pub use policy::{
     PolicyDenial, PolicyReport, PolicyVersion, RateCharge, RawDigests, Rule, SighashTypeName,
     TimeWindow, TimeWindowConfig, UnixTime, Violation, WalletMode, Weekday,
 };
-pub use psbt::{MAX_INPUTS, MAX_OUTPUTS, MAX_STANDARD_WEIGHT, WalletPsbt};
+pub use psbt::{MAX_INPUTS, MAX_OUTPUTS, MAX_PSBT_ENTRIES, MAX_STANDARD_WEIGHT, WalletPsbt};
 pub use sighash::{InputIndex, KeySpendSighash, OutputIndex, key_spend_sig_msg, key_spend_sighash};
 pub use wallet::TaprootWallet;

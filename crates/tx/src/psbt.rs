@@ -23,6 +23,12 @@ pub const MAX_INPUTS: usize = 2_439;
 /// more cannot stay within [`MAX_STANDARD_WEIGHT`].
 pub const MAX_OUTPUTS: usize = 11_111;
 
+/// The most key-value pairs a PSBT's maps may hold in all (about 27 per
+/// input at [`MAX_INPUTS`]; a key-path input needs a handful). Each one
+/// decodes into about 100 bytes whatever its size on the wire, so the cap
+/// bounds what a PSBT of many tiny entries costs to decode.
+pub const MAX_PSBT_ENTRIES: usize = 65_536;
+
 /// Bitcoin Core's standardness limit on a transaction's weight
 /// (`MAX_STANDARD_TX_WEIGHT`): heavier transactions are not relayed, so a
 /// signer refuses them before computing any sighash.
@@ -84,11 +90,19 @@ impl WalletPsbt {
     /// (as BIP174 and Bitcoin Core do), so what the signer parsed is all it
     /// was sent.
     ///
+    /// The unsigned transaction's input and output counts and the maps'
+    /// key-value pairs are counted first, and too many refused before
+    /// anything is decoded: decoding allocates about 30 times the size of a
+    /// PSBT of empty outputs or of tiny unknown entries.
+    ///
     /// # Errors
-    /// [`Error::PsbtDecode`] if the bytes are not a PSBT,
-    /// [`Error::PsbtTrailingBytes`] if bytes follow it, then any error of
-    /// [`WalletPsbt::from_psbt`].
+    /// [`Error::TooManyInputs`] and [`Error::TooManyOutputs`] as read from
+    /// the unsigned transaction, [`Error::TooManyPsbtEntries`],
+    /// [`Error::PsbtDecode`] if the bytes are not
+    /// a PSBT, [`Error::PsbtTrailingBytes`] if bytes follow it, then any
+    /// error of [`WalletPsbt::from_psbt`].
     pub fn from_bytes(bytes: &[u8], wallet: &TaprootWallet) -> Result<Self, Error> {
+        check_before_decoding(bytes)?;
         let mut reader = bytes;
         let psbt = Psbt::deserialize_from_reader(&mut reader)
             .map_err(|source| Error::PsbtDecode { source })?;
@@ -390,6 +404,134 @@ impl WalletPsbt {
 
 /// The output `input` spends, checked against the full previous transaction
 /// when the PSBT supplies it.
+/// Refuses, before anything is decoded, a PSBT whose unsigned transaction
+/// declares more than [`MAX_INPUTS`] inputs or [`MAX_OUTPUTS`] outputs, or
+/// whose maps hold more than [`MAX_PSBT_ENTRIES`] key-value pairs, reading
+/// only compact sizes. Bytes that cannot be read that far are left to the
+/// decoder, which refuses them.
+fn check_before_decoding(bytes: &[u8]) -> Result<(), Error> {
+    let Some(mut rest) = bytes.strip_prefix(b"psbt\xff") else {
+        return Ok(());
+    };
+    let mut entries = 0usize;
+    let mut count = || {
+        entries += 1;
+        if entries > MAX_PSBT_ENTRIES {
+            return Err(Error::TooManyPsbtEntries {
+                max: MAX_PSBT_ENTRIES,
+            });
+        }
+        Ok(())
+    };
+    let mut maps = None;
+    // The global map; its unsigned transaction (key type 0, no key data)
+    // says how many input and output maps follow.
+    loop {
+        match map_entry(&mut rest) {
+            None => return Ok(()),
+            Some(None) => break,
+            Some(Some((key, tx))) => {
+                count()?;
+                if key == [0x00] && maps.is_none() {
+                    let Some(declared) = declared_counts(tx)? else {
+                        return Ok(());
+                    };
+                    maps = Some(declared);
+                }
+            }
+        }
+    }
+    let Some(maps) = maps else {
+        return Ok(());
+    };
+    for _ in 0..maps {
+        loop {
+            match map_entry(&mut rest) {
+                None => return Ok(()),
+                Some(None) => break,
+                Some(Some(_)) => count()?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The inputs plus outputs the unsigned transaction `tx` declares, refusing
+/// too many of either; `None` if it cannot be read that far. The inputs (at
+/// most [`MAX_INPUTS`]) are skipped to reach the outputs' count.
+fn declared_counts(mut tx: &[u8]) -> Result<Option<usize>, Error> {
+    let Some(inputs) = take(&mut tx, 4).and_then(|_| compact_size(&mut tx)) else {
+        return Ok(None);
+    };
+    if inputs > MAX_INPUTS {
+        return Err(Error::TooManyInputs {
+            inputs,
+            max: MAX_INPUTS,
+        });
+    }
+    for _ in 0..inputs {
+        // Outpoint, scriptSig, sequence.
+        let skipped = take(&mut tx, 36)
+            .and_then(|_| compact_size(&mut tx))
+            .and_then(|script| take(&mut tx, script))
+            .and_then(|_| take(&mut tx, 4));
+        if skipped.is_none() {
+            return Ok(None);
+        }
+    }
+    match compact_size(&mut tx) {
+        Some(outputs) if outputs > MAX_OUTPUTS => Err(Error::TooManyOutputs {
+            outputs,
+            max: MAX_OUTPUTS,
+        }),
+        Some(outputs) => Ok(Some(inputs + outputs)),
+        None => Ok(None),
+    }
+}
+
+/// One key-value pair of a PSBT map from the front of `bytes`: `Some(None)`
+/// at the map's separator, `None` if it cannot be read.
+fn map_entry<'a>(bytes: &mut &'a [u8]) -> Option<Option<(&'a [u8], &'a [u8])>> {
+    let key_len = compact_size(bytes)?;
+    if key_len == 0 {
+        return Some(None);
+    }
+    let key = take(bytes, key_len)?;
+    let value_len = compact_size(bytes)?;
+    let value = take(bytes, value_len)?;
+    Some(Some((key, value)))
+}
+
+/// The first `n` bytes of `bytes`, advancing past them.
+fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if bytes.len() < n {
+        return None;
+    }
+    let (front, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Some(front)
+}
+
+/// A Bitcoin compact size from the front of `bytes` (saturated to `usize`).
+fn compact_size(bytes: &mut &[u8]) -> Option<usize> {
+    let (&first, _) = bytes.split_first()?;
+    let width = match first {
+        0xfd => 2,
+        0xfe => 4,
+        0xff => 8,
+        small => {
+            take(bytes, 1)?;
+            return Some(usize::from(small));
+        }
+    };
+    let data = take(bytes, 1 + width)?;
+    let mut le = [0u8; 8];
+    for (to, from) in le.iter_mut().zip(data.iter().skip(1)) {
+        *to = *from;
+    }
+    Some(usize::try_from(u64::from_le_bytes(le)).unwrap_or(usize::MAX))
+}
+
 fn checked_prevout(
     index: InputIndex,
     outpoint: bitcoin::OutPoint,

@@ -188,12 +188,15 @@ pub async fn start<H: SignerHandler>(config: DaemonConfig, handler: Arc<H>) -> R
 pub struct Recorder {
     pub peers: Mutex<Vec<Seat>>,
     pub round2_error: Option<SignerError>,
+    /// Wallets a status reply lists (one when 0).
+    pub status_wallets: usize,
 }
 
 impl Recorder {
     pub fn failing(code: &'static str, recovery: Recovery) -> Self {
         Self {
             peers: Mutex::default(),
+            status_wallets: 0,
             round2_error: Some(SignerError::new(
                 ErrorCode::from_static(code).unwrap(),
                 recovery,
@@ -331,7 +334,7 @@ impl SignerHandler for Recorder {
         status.epoch = Some(Epoch(4));
         status.output_key = Some(HexBytes(vec![0xab; 32]));
         status.live_nonces = 5;
-        Ok(vec![status])
+        Ok(vec![status; self.status_wallets.max(1)])
     }
 
     fn wallet_key(&self, peer: Seat, _: WalletId) -> Result<Vec<u8>, SignerError> {

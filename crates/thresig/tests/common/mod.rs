@@ -6,7 +6,7 @@
     reason = "each test file uses part of the harness"
 )]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,4 +134,52 @@ impl ProcessCluster {
 
 pub async fn wait_ready(peers: &Peers, seat: Seat) {
     wait_ready_within(peers, seat, READY).await.unwrap();
+}
+
+/// A wallet as `thresig dkg --json` reports it.
+pub struct Made {
+    pub internal_key: String,
+    pub output_key: String,
+    pub address: String,
+}
+
+/// Runs the DKG of `wallet` from `config`.
+pub fn dkg(config: &Path, wallet: &str) -> Made {
+    let config = config.to_str().unwrap();
+    let made = json(&["dkg", "--config", config, "--wallet", wallet], 0);
+    let field = |name: &str| made[name].as_str().unwrap().to_owned();
+    Made {
+        internal_key: field("internal_key"),
+        output_key: field("output_key"),
+        address: field("address"),
+    }
+}
+
+/// A PSBT file in `dir` spending one synthetic output of `wallet` (its
+/// prevout made of `byte`) back to the wallet itself, which the default
+/// policy allows.
+pub fn self_payment(dir: &Path, wallet: &Made, byte: u8) -> PathBuf {
+    let input = format!(
+        "{}:0:60000:5120{}",
+        hex::encode([byte; 32]),
+        wallet.output_key
+    );
+    let built = json(
+        &[
+            "psbt",
+            "build",
+            "--internal-key",
+            &wallet.internal_key,
+            "--network",
+            "regtest",
+            "--input",
+            &input,
+            "--output",
+            &format!("{}:59000", wallet.address),
+        ],
+        0,
+    );
+    let file = dir.join(format!("{byte:02x}.psbt"));
+    std::fs::write(&file, built["psbt"].as_str().unwrap()).unwrap();
+    file
 }

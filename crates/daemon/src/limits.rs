@@ -1,0 +1,979 @@
+//! Admission of a request before its body is read and decoded: a tower
+//! layer in front of the gRPC services.
+//!
+//! For each request, in this order, before a byte of its body is read:
+//! one of the member's own request permits (at most
+//! `max_requests_per_seat` queued or running; beyond that the request is
+//! refused at once, so one member cannot queue thousands), then, for the
+//! signer's methods, one of the `max_concurrent_requests` slots. Only then
+//! is the body received, within `body_timeout`, against the method's size
+//! limit and the byte budget (`max_in_flight_bytes`, of which one member may
+//! hold half), and its repeated fields are counted on the wire against what
+//! any wallet can need, and the request waits for its member's turn at the
+//! wallet it names (one at a time per member and wallet). The service decodes the message only after all of
+//! that, holding the slot until the handler has returned; the member's
+//! permit and the bytes are kept until the reply has also been sent (or
+//! dropped at its send deadline): decoded requests in memory are bounded by
+//! the slots, received bytes by the budget, and unsent replies by the
+//! members' permits.
+//!
+//! A refusal the signer decided (no slot in time, a full budget, a body too
+//! slow, too many elements) is a reply carrying a [`SignerError`], as the
+//! handler's own refusals are; a request above its method's size limit is
+//! the transport's `OUT_OF_RANGE`, as one above `max_request_bytes` always
+//! was.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
+use prost::Message as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::api::{ErrorCode, Recovery, SignerError};
+use crate::config::Limits;
+use crate::convert::MAX_ROUND1_INPUTS;
+use crate::ids::Seat;
+use crate::proto;
+use crate::tls::PeerIdentity;
+
+/// The path prefix of the signer service's methods.
+const SIGNER_PATH: &str = "/thresig.v1.Signer/";
+
+/// Size limit of a request that carries ids and small numbers only (status,
+/// round 1, wallet key, health checks, unknown paths).
+const SMALL_REQUEST_BYTES: usize = 4 * 1024;
+
+/// Size limit of an abort: 2048 commitments of about 70 bytes each.
+pub(crate) const ABORT_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Size limit of a DKG proposal (a roster of up to 1000 32-byte keys) and
+/// of a DKG confirmation.
+const DKG_SMALL_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Members a DKG roster may name (seats are 1 to 1000).
+const MAX_MEMBERS: usize = thresig_crypto::MAX_SIGNERS as usize;
+
+/// What one method of the signer service may receive.
+struct MethodLimits {
+    /// Largest message, in bytes (capped by `max_request_bytes`).
+    max_bytes: usize,
+    /// The field number of the request's wallet id, if it names one.
+    wallet_field: Option<u32>,
+    /// Repeated fields counted on the wire before decoding.
+    counts: &'static [FieldCount],
+}
+
+/// At most `max` elements of the repeated field at `path` (field numbers
+/// from the request message down, summed over every occurrence of each
+/// level, as a decoder merges them). A packed numeric field counts each
+/// number in it.
+struct FieldCount {
+    path: &'static [u32],
+    what: &'static str,
+    max: usize,
+    kind: ElementKind,
+}
+
+/// How a repeated field's elements are encoded on the wire.
+#[derive(Clone, Copy)]
+enum ElementKind {
+    /// Length-delimited values (bytes, strings, messages): one per occurrence.
+    Delimited,
+    /// Varint numbers, packed (a run in one length-delimited occurrence) or
+    /// not (one per occurrence).
+    Varint,
+}
+
+const INPUTS: usize = MAX_ROUND1_INPUTS as usize;
+
+/// The limits of the signer method `name`; `None` for paths that are not a
+/// signer method (health checks, unknown methods), which get the small
+/// limit and no slot.
+fn method_limits(name: &str) -> Option<MethodLimits> {
+    let (max_bytes, counts): (usize, &'static [FieldCount]) = match name {
+        "Round1" | "Status" | "WalletKey" => (SMALL_REQUEST_BYTES, &[]),
+        "Abort" => (
+            ABORT_REQUEST_BYTES,
+            &[FieldCount {
+                path: &[2],
+                what: "commitments",
+                max: INPUTS,
+                kind: ElementKind::Delimited,
+            }],
+        ),
+        "Round2" => (
+            usize::MAX,
+            &[
+                FieldCount {
+                    path: &[3],
+                    what: "signer seats",
+                    max: MAX_MEMBERS,
+                    kind: ElementKind::Varint,
+                },
+                FieldCount {
+                    path: &[5, 1],
+                    what: "digests",
+                    max: INPUTS,
+                    kind: ElementKind::Delimited,
+                },
+                FieldCount {
+                    path: &[6],
+                    what: "signing packages",
+                    max: INPUTS,
+                    kind: ElementKind::Delimited,
+                },
+            ],
+        ),
+        "DkgStart" => (
+            DKG_SMALL_REQUEST_BYTES,
+            &[FieldCount {
+                path: &[4],
+                what: "roster keys",
+                max: MAX_MEMBERS,
+                kind: ElementKind::Delimited,
+            }],
+        ),
+        "DkgRound2" | "DkgFinish" => (
+            usize::MAX,
+            &[FieldCount {
+                path: &[3],
+                what: "DKG messages",
+                max: MAX_MEMBERS,
+                kind: ElementKind::Delimited,
+            }],
+        ),
+        "DkgConfirm" => (DKG_SMALL_REQUEST_BYTES, &[]),
+        _ => return None,
+    };
+    let wallet_field = match name {
+        "Status" => None,
+        "DkgStart" => Some(2),
+        _ => Some(1),
+    };
+    Some(MethodLimits {
+        max_bytes,
+        wallet_field,
+        counts,
+    })
+}
+
+/// The admission state shared by every connection.
+#[derive(Clone)]
+pub(crate) struct AdmissionLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limits: Limits,
+    /// One permit per request being handled across all members.
+    slots: Arc<Semaphore>,
+    /// One permit per request byte received and not yet answered.
+    bytes: Arc<Semaphore>,
+    /// Each member's share of the request permits and of the byte budget;
+    /// one entry per seat that ever sent a request (at most 1000).
+    seats: Mutex<HashMap<Seat, SeatShare>>,
+    /// Each member's turn at each wallet it has requests for.
+    turns: Turns,
+}
+
+/// One permit per (member, wallet) with requests admitted, so a member's
+/// requests on a wallet run one at a time: the engine serializes a wallet's
+/// requests, and a member's queue must not stand ahead of every other
+/// member's there. An entry lives while a request holds or waits for it.
+type Turns = Arc<Mutex<HashMap<(Seat, Vec<u8>), Arc<Semaphore>>>>;
+
+/// A request's turn at its wallet among its member's requests (held, or
+/// waited for), released when dropped.
+struct WalletTurn {
+    turns: Turns,
+    key: (Seat, Vec<u8>),
+    turn: Option<Arc<Semaphore>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl WalletTurn {
+    /// Waits for the turn of `seat` at the wallet `wallet`.
+    async fn take(turns: &Turns, seat: Seat, wallet: &[u8]) -> Self {
+        let key = (seat, wallet.to_vec());
+        let turn = turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .clone();
+        let mut taken = Self {
+            turns: turns.clone(),
+            key,
+            turn: Some(turn.clone()),
+            permit: None,
+        };
+        // The semaphore is never closed.
+        taken.permit = turn.acquire_owned().await.ok();
+        taken
+    }
+}
+
+impl Drop for WalletTurn {
+    fn drop(&mut self) {
+        let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        self.permit = None;
+        self.turn = None;
+        if turns
+            .get(&self.key)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
+            turns.remove(&self.key);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct SeatShare {
+    requests: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl AdmissionLayer {
+    /// The layer for `limits`; `slots` is closed on shutdown by whoever
+    /// holds it.
+    pub(crate) fn new(limits: Limits, slots: Arc<Semaphore>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limits,
+                slots,
+                bytes: Arc::new(Semaphore::new(limits.max_in_flight_bytes)),
+                seats: Mutex::new(HashMap::new()),
+                turns: Arc::default(),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    fn share(&self, seat: Seat) -> SeatShare {
+        let mut seats = self.seats.lock().unwrap_or_else(PoisonError::into_inner);
+        seats
+            .entry(seat)
+            .or_insert_with(|| SeatShare {
+                requests: Arc::new(Semaphore::new(self.limits.max_requests_per_seat)),
+                bytes: Arc::new(Semaphore::new(self.limits.max_in_flight_bytes / 2)),
+            })
+            .clone()
+    }
+}
+
+impl<S> Layer<S> for AdmissionLayer {
+    type Service = Admission<S>;
+
+    fn layer(&self, inner: S) -> Admission<S> {
+        Admission {
+            shared: self.shared.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service [`AdmissionLayer`] wraps around the gRPC router.
+#[derive(Clone)]
+pub(crate) struct Admission<S> {
+    shared: Arc<Shared>,
+    inner: S,
+}
+
+/// What an admitted request holds until its handler returns: its slot, and
+/// a share of [`Held`].
+pub(crate) struct Admitted {
+    _slot: Option<OwnedSemaphorePermit>,
+    _turn: Option<WalletTurn>,
+    _held: Arc<Held>,
+    /// When the request's time (`request_timeout`, from its arrival) ends.
+    pub(crate) deadline: Instant,
+}
+
+/// What a request holds until both its handler has returned and its reply
+/// has been sent (or dropped at the send deadline): its member's request
+/// permit and its bytes of the budget. A reply waiting for the client's
+/// flow-control window thus counts as one of the member's requests.
+struct Held {
+    _seat_request: OwnedSemaphorePermit,
+    _bytes: Vec<OwnedSemaphorePermit>,
+}
+
+/// The request extension through which the service takes its
+/// [`Admitted`] (extensions must be `Clone`; only one taker gets it).
+#[derive(Clone)]
+pub(crate) struct Ticket(Arc<Mutex<Option<Admitted>>>);
+
+impl Ticket {
+    /// The admission of this request, once.
+    pub(crate) fn take(&self) -> Option<Admitted> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<http::Request<Body>> for Admission<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The clone is the one that was polled ready (tower's convention).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(admit(&shared, inner, request).await) })
+    }
+}
+
+/// Why a request was not admitted.
+enum Refusal {
+    /// A refusal the signer decided, sent as a reply with this error.
+    Signer(SignerError),
+    /// A transport status (for paths that are not signer methods, and for
+    /// requests above their size limit).
+    Status(tonic::Status),
+}
+
+impl Refusal {
+    fn signer(code: ErrorCode, recovery: Recovery, message: String) -> Self {
+        Self::Signer(SignerError::new(code, recovery, message))
+    }
+}
+
+async fn admit<S>(
+    shared: &Shared,
+    mut inner: S,
+    request: http::Request<Body>,
+) -> http::Response<Body>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+{
+    let limits = &shared.limits;
+    let arrived = Instant::now();
+    let deadline = arrived + limits.request_timeout;
+    let method_limits = request
+        .uri()
+        .path()
+        .strip_prefix(SIGNER_PATH)
+        .and_then(method_limits);
+    let is_signer_method = method_limits.is_some();
+    let refuse = |refusal: Refusal| match refusal {
+        Refusal::Signer(err) if is_signer_method => error_reply(err),
+        Refusal::Signer(err) => status_of(&err).into_http(),
+        Refusal::Status(status) => status.into_http(),
+    };
+    let Some(peer) = request.extensions().get::<PeerIdentity>().copied() else {
+        return tonic::Status::unauthenticated("no authenticated seat on this connection")
+            .into_http();
+    };
+    let share = shared.share(peer.seat);
+    let Ok(seat_request) = share.requests.clone().try_acquire_owned() else {
+        return refuse(Refusal::signer(
+            ErrorCode::OVERLOADED,
+            Recovery::Retryable,
+            format!(
+                "this member already has {} requests queued or running; retry once one is answered",
+                limits.max_requests_per_seat
+            ),
+        ));
+    };
+    let slot = if is_signer_method {
+        match tokio::time::timeout_at(deadline, shared.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Some(slot),
+            Ok(Err(_)) => {
+                return refuse(Refusal::signer(
+                    ErrorCode::OVERLOADED,
+                    Recovery::Retryable,
+                    "the signer is shutting down".to_owned(),
+                ));
+            }
+            Err(_) => return refuse(timed_out(limits.request_timeout)),
+        }
+    } else {
+        None
+    };
+    let max_bytes = method_limits
+        .as_ref()
+        .map_or(SMALL_REQUEST_BYTES, |m| m.max_bytes)
+        .min(limits.max_request_bytes);
+    let (parts, body) = request.into_parts();
+    let body_deadline = deadline.min(Instant::now() + limits.body_timeout);
+    let budgets = [&shared.bytes, &share.bytes];
+    let received = tokio::time::timeout_at(body_deadline, receive(body, max_bytes, budgets)).await;
+    let (message, bytes) = match received {
+        Ok(Ok(received)) => received,
+        Ok(Err(refusal)) => return refuse(refusal),
+        Err(_) => {
+            return refuse(Refusal::signer(
+                ErrorCode::TIMEOUT,
+                Recovery::Retryable,
+                format!(
+                    "the request body did not arrive within {} ms; send it at once",
+                    limits.body_timeout.min(limits.request_timeout).as_millis()
+                ),
+            ));
+        }
+    };
+    let counts = method_limits.as_ref().map_or(&[][..], |m| m.counts);
+    if let Err(refusal) = check_counts(&message, counts) {
+        return refuse(refusal);
+    }
+    let wallet = method_limits
+        .as_ref()
+        .and_then(|m| m.wallet_field)
+        .and_then(|field| last_delimited(message.get(5..)?, field));
+    let turn = match wallet {
+        Some(wallet) => {
+            let taken = WalletTurn::take(&shared.turns, peer.seat, wallet);
+            match tokio::time::timeout_at(deadline, taken).await {
+                Ok(turn) => Some(turn),
+                Err(_) => return refuse(timed_out(limits.request_timeout)),
+            }
+        }
+        None => None,
+    };
+    let held = Arc::new(Held {
+        _seat_request: seat_request,
+        _bytes: bytes,
+    });
+    let mut parts = parts;
+    parts
+        .extensions
+        .insert(Ticket(Arc::new(Mutex::new(Some(Admitted {
+            _slot: slot,
+            _turn: turn,
+            _held: held.clone(),
+            deadline,
+        })))));
+    let request = http::Request::from_parts(parts, Body::new(Full::new(message)));
+    let response = match inner.call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let send_deadline = Instant::now() + limits.body_timeout;
+    response.map(|body| ReplyBody::boxed(body, held, send_deadline))
+}
+
+/// Bytes of a reply handed to HTTP/2 at a time (one frame): a reply stuck
+/// behind a closed flow-control window pins at most this much once its
+/// send deadline has dropped the rest.
+const REPLY_CHUNK: usize = 16 * 1024;
+
+/// A reply body that keeps its request's [`Held`] until it has been sent,
+/// and drops the rest of the reply with it at the send deadline (the
+/// request's `body_timeout` after the answer), so a client that never opens
+/// its window cannot keep either past that.
+struct ReplyBody {
+    sending: Arc<Mutex<Option<Sending>>>,
+    finished: bool,
+    watchdog: tokio::task::JoinHandle<()>,
+}
+
+struct Sending {
+    body: Body,
+    /// Data of `body` not yet handed out, in [`REPLY_CHUNK`]s.
+    pending: Bytes,
+    _held: Arc<Held>,
+}
+
+impl ReplyBody {
+    fn boxed(body: Body, held: Arc<Held>, deadline: Instant) -> Body {
+        let sending = Arc::new(Mutex::new(Some(Sending {
+            body,
+            pending: Bytes::new(),
+            _held: held,
+        })));
+        let expired = Arc::downgrade(&sending);
+        let watchdog = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            if let Some(sending) = expired.upgrade() {
+                let dropped = sending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                drop(dropped);
+            }
+        });
+        Body::new(Self {
+            sending,
+            finished: false,
+            watchdog,
+        })
+    }
+}
+
+impl Drop for ReplyBody {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+    }
+}
+
+impl http_body::Body for ReplyBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let sending = self.sending.clone();
+        let mut sending = sending.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(reply) = sending.as_mut() else {
+            self.finished = true;
+            return Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(
+                "the reply was not taken before the send deadline",
+            ))));
+        };
+        loop {
+            if !reply.pending.is_empty() {
+                let n = reply.pending.len().min(REPLY_CHUNK);
+                // A copy, so that what HTTP/2 holds does not keep the whole
+                // reply's buffer alive.
+                let chunk = Bytes::copy_from_slice(&reply.pending.split_to(n));
+                if reply.pending.is_empty() {
+                    reply.pending = Bytes::new();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            match std::task::ready!(Pin::new(&mut reply.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => reply.pending = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => {
+                    *sending = None;
+                    self.finished = true;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}
+
+fn timed_out(timeout: Duration) -> Refusal {
+    Refusal::signer(
+        ErrorCode::TIMEOUT,
+        Recovery::Retryable,
+        format!("no answer within {} ms", timeout.as_millis()),
+    )
+}
+
+/// Receives a body of at most `max_bytes`, taking a permit from each of
+/// `budgets` for every byte as it arrives (never waiting: a full budget
+/// refuses the request, so that bodies waiting on each other cannot stall).
+async fn receive(
+    mut body: Body,
+    max_bytes: usize,
+    budgets: [&Arc<Semaphore>; 2],
+) -> Result<(Bytes, Vec<OwnedSemaphorePermit>), Refusal> {
+    let mut message = BytesMut::new();
+    let mut held: [Option<OwnedSemaphorePermit>; 2] = [None, None];
+    let full = || {
+        Refusal::signer(
+            ErrorCode::OVERLOADED,
+            Recovery::Retryable,
+            "the signer's budget of request bytes in flight is taken; retry shortly".to_owned(),
+        )
+    };
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            Refusal::Status(tonic::Status::cancelled(format!(
+                "the request body failed: {err}"
+            )))
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        // The gRPC frame header (5 bytes) is not part of the message limit.
+        if message.len() + data.len() > max_bytes.saturating_add(5) {
+            return Err(Refusal::Status(tonic::Status::out_of_range(format!(
+                "request too large: this method accepts at most {max_bytes} bytes"
+            ))));
+        }
+        let len = u32::try_from(data.len()).map_err(|_| full())?;
+        for (budget, held) in budgets.iter().zip(held.iter_mut()) {
+            let permit = Arc::clone(budget)
+                .try_acquire_many_owned(len)
+                .map_err(|_| full())?;
+            match held {
+                Some(held) => held.merge(permit),
+                None => *held = Some(permit),
+            }
+        }
+        message.put(data);
+    }
+    Ok((message.freeze(), held.into_iter().flatten().collect()))
+}
+
+/// Checks that `body` is exactly one uncompressed gRPC frame whose declared
+/// length is the rest of the body (tonic would decode, then drop, any
+/// further message, uncounted), then counts the repeated fields of `counts`
+/// in it without decoding it, refusing a count above its bound.
+fn check_counts(body: &[u8], counts: &[FieldCount]) -> Result<(), Refusal> {
+    let invalid =
+        |message: String| Refusal::signer(ErrorCode::INVALID_REQUEST, Recovery::Terminal, message);
+    let one_frame = match body {
+        [0, a, b, c, d, message @ ..] => {
+            let declared = usize::try_from(u32::from_be_bytes([*a, *b, *c, *d])).ok();
+            (declared == Some(message.len())).then_some(message)
+        }
+        _ => None,
+    };
+    let Some(message) = one_frame else {
+        return Err(invalid(
+            "the request body must be exactly one uncompressed gRPC message".to_owned(),
+        ));
+    };
+    for count in counts {
+        let found = count_field(message, count.path, count.kind)
+            .ok_or_else(|| invalid("the request is not a protobuf message".to_owned()))?;
+        if found > count.max {
+            return Err(invalid(format!(
+                "the request carries {found} {}; at most {} are accepted",
+                count.what, count.max
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Elements of the repeated field at `path` in `message`: each occurrence
+/// of a length-delimited value, or each number of a packed or unpacked
+/// numeric field for [`ElementKind::Varint`] (the last level only). `None` if the bytes are not a
+/// well-formed message at that level.
+fn count_field(mut message: &[u8], path: &[u32], kind: ElementKind) -> Option<usize> {
+    let (&number, rest) = path.split_first()?;
+    let mut found = 0usize;
+    while !message.is_empty() {
+        let key = varint(&mut message)?;
+        let field = u32::try_from(key >> 3).ok()?;
+        let skip = match key & 7 {
+            0 => {
+                varint(&mut message)?;
+                if field == number && rest.is_empty() {
+                    found += 1;
+                }
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut message)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        let value = message.get(..skip)?;
+        if key & 7 == 2 && field == number {
+            found += match (rest.is_empty(), kind) {
+                // A packed run: one number per byte without a continuation
+                // bit.
+                (true, ElementKind::Varint) => value.iter().filter(|b| **b & 0x80 == 0).count(),
+                (true, ElementKind::Delimited) => 1,
+                (false, _) => count_field(value, rest, kind)?,
+            };
+        }
+        message = message.get(skip..)?;
+    }
+    Some(found)
+}
+
+/// The last length-delimited field `number` of `message` (the value a
+/// decoder keeps), if the message reads as protobuf up to its end.
+fn last_delimited(mut message: &[u8], number: u32) -> Option<&[u8]> {
+    let mut found = None;
+    while !message.is_empty() {
+        let key = varint(&mut message)?;
+        let len = match key & 7 {
+            0 => {
+                varint(&mut message)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(&mut message)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        let value = message.get(..len)?;
+        if key >> 3 == u64::from(number) && key & 7 == 2 {
+            found = Some(value);
+        }
+        message = message.get(len..)?;
+    }
+    found
+}
+
+/// Reads one protobuf varint from the front of `bytes`.
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// A gRPC reply carrying `err`. Every reply of the signer service is a
+/// `oneof` whose `Error` is field 2, so one encoding serves every method
+/// (checked by a test for each reply type).
+fn error_reply(err: SignerError) -> http::Response<Body> {
+    let reply = proto::StatusReply {
+        outcome: Some(proto::status_reply::Outcome::Error(err.into())),
+    }
+    .encode_to_vec();
+    let mut frame = BytesMut::with_capacity(5 + reply.len());
+    frame.put_u8(0);
+    frame.put_u32(u32::try_from(reply.len()).unwrap_or(u32::MAX));
+    frame.put_slice(&reply);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames = [
+        Ok::<_, Infallible>(Frame::data(frame.freeze())),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let mut response = http::Response::new(Body::new(StreamBody::new(tokio_stream::iter(frames))));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+/// The transport status for a refusal on a path that has no `Error` reply.
+fn status_of(err: &SignerError) -> tonic::Status {
+    let message = err.message.clone();
+    if err.code == ErrorCode::TIMEOUT {
+        tonic::Status::deadline_exceeded(message)
+    } else if err.code == ErrorCode::INVALID_REQUEST {
+        tonic::Status::invalid_argument(message)
+    } else {
+        tonic::Status::resource_exhausted(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(number: u32, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![u8::try_from(number << 3 | 2).unwrap()];
+        out.push(u8::try_from(bytes.len()).unwrap());
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn fields_are_counted_at_every_occurrence_of_their_parents() {
+        // Two `Digests` messages (field 5) of 2 and 1 digests, a varint and
+        // a fixed64 field around them.
+        let mut message = vec![0x10, 0x96, 0x01];
+        message.extend(field(5, &[field(1, &[7; 32]), field(1, &[8; 32])].concat()));
+        message.extend([0x19, 1, 2, 3, 4, 5, 6, 7, 8]);
+        message.extend(field(5, &field(1, &[9; 32])));
+        message.extend(field(6, b"package"));
+        assert_eq!(
+            count_field(&message, &[5, 1], ElementKind::Delimited),
+            Some(3)
+        );
+        assert_eq!(count_field(&message, &[6], ElementKind::Delimited), Some(1));
+        assert_eq!(count_field(&message, &[4], ElementKind::Delimited), Some(0));
+        // Numbers, packed (300 takes two bytes) and not: 2 + 1.
+        let numbers = [vec![0x1a, 3, 0xac, 0x02, 7], vec![0x18, 5]].concat();
+        assert_eq!(count_field(&numbers, &[3], ElementKind::Varint), Some(3));
+        // Truncated: a length beyond the end, a varint without its end.
+        assert_eq!(
+            count_field(&[0x32, 10, 1], &[6], ElementKind::Delimited),
+            None
+        );
+        assert_eq!(
+            count_field(&[0x10, 0x80], &[6], ElementKind::Delimited),
+            None
+        );
+    }
+
+    /// `message` as one uncompressed gRPC frame.
+    fn frame(message: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(message);
+        out
+    }
+
+    fn check(method: &str, body: &[u8]) -> Result<(), String> {
+        let limits = method_limits(method).unwrap();
+        match check_counts(body, limits.counts) {
+            Ok(()) => Ok(()),
+            Err(Refusal::Signer(err)) if err.code == ErrorCode::INVALID_REQUEST => Err(err.message),
+            Err(_) => panic!("{method}: not an invalid_request refusal"),
+        }
+    }
+
+    #[test]
+    fn a_body_must_be_exactly_one_uncompressed_frame() {
+        // The review's DkgRound2 body: an empty first message, then a second
+        // one of 1,835,002 empty DKG messages hidden behind a length prefix
+        // the counter would read as protobuf fields.
+        let mut second = [0x1a, 0x00].repeat(1_835_002);
+        second.extend([0x7a, 0x0a, 0x09]);
+        second.extend([0; 9]);
+        assert_eq!(second.len(), 0x0038_0000);
+        let body = [frame(&[]), frame(&second)].concat();
+        assert!(check("DkgRound2", &body).is_err());
+        // The same messages in one frame are counted.
+        let err = check("DkgRound2", &frame(&second)).unwrap_err();
+        assert!(err.contains("1835002 DKG messages"), "{err}");
+
+        let status = frame(&field(1, b"w"));
+        assert_eq!(check("Status", &status), Ok(()));
+        // A declared length short of the body, beyond it, a compressed
+        // frame, a missing or truncated header.
+        for bad in [
+            [status.clone(), vec![0]].concat(),
+            status[..status.len() - 1].to_vec(),
+            [&[1][..], &status[1..]].concat(),
+            vec![],
+            vec![0, 0, 0],
+        ] {
+            assert!(check("Status", &bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn element_counts_are_bounded_per_method() {
+        let empty = |number: u32, n: usize| field(number, &[]).repeat(n);
+        // Abort: commitments.
+        assert_eq!(check("Abort", &frame(&empty(2, INPUTS))), Ok(()));
+        let err = check("Abort", &frame(&empty(2, INPUTS + 1))).unwrap_err();
+        assert!(err.contains("commitments"), "{err}");
+        // DkgRound2 and DkgFinish: DKG messages.
+        for method in ["DkgRound2", "DkgFinish"] {
+            assert_eq!(check(method, &frame(&empty(3, MAX_MEMBERS))), Ok(()));
+            let err = check(method, &frame(&empty(3, MAX_MEMBERS + 1))).unwrap_err();
+            assert!(err.contains("DKG messages"), "{err}");
+        }
+        // DkgStart: roster keys.
+        assert_eq!(check("DkgStart", &frame(&empty(4, MAX_MEMBERS))), Ok(()));
+        let err = check("DkgStart", &frame(&empty(4, MAX_MEMBERS + 1))).unwrap_err();
+        assert!(err.contains("roster keys"), "{err}");
+    }
+
+    #[test]
+    fn wire_type_tricks_never_decode_more_elements_than_counted() {
+        let commitments = |message: &[u8]| -> Option<usize> {
+            proto::AbortRequest::decode(message)
+                .ok()
+                .map(|r| r.commitments.len())
+        };
+        let many = field(2, &[]).repeat(INPUTS + 1);
+        let tricks: Vec<Vec<u8>> = vec![
+            // A key in a non-minimal varint (prost accepts it).
+            [0x92, 0x00, 0x00].repeat(INPUTS + 1),
+            // The field number with bits above 32.
+            [many.clone(), vec![0x92, 0x80, 0x80, 0x80, 0x80, 0x01, 0x00]].concat(),
+            // A group (wire types 3 and 4) around the run.
+            [vec![0x13], many.clone(), vec![0x14]].concat(),
+            // The run inside an unknown length-delimited field.
+            [vec![0x7a], varint_bytes(many.len()), many.clone()].concat(),
+            // One element as a varint, the rest as bytes.
+            [vec![0x10, 0x00], many[2..].to_vec()].concat(),
+            // A length prefix with a 10-byte varint.
+            [
+                many.clone(),
+                vec![
+                    0x12, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00,
+                ],
+            ]
+            .concat(),
+        ];
+        for (i, message) in tricks.iter().enumerate() {
+            let decoded = commitments(message);
+            if check("Abort", &frame(message)).is_ok() {
+                assert!(
+                    decoded.is_none_or(|n| n <= INPUTS),
+                    "trick {i}: counted within the limit, decodes {decoded:?}"
+                );
+            }
+        }
+        // The non-minimal keys are counted as the decoder reads them.
+        assert_eq!(commitments(&tricks[0]), Some(INPUTS + 1));
+        assert!(check("Abort", &frame(&tricks[0])).is_err());
+    }
+
+    fn varint_bytes(mut n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while n >= 0x80 {
+            out.push(u8::try_from(n & 0x7f | 0x80).unwrap());
+            n >>= 7;
+        }
+        out.push(u8::try_from(n).unwrap());
+        out
+    }
+
+    #[test]
+    fn the_error_reply_decodes_as_every_methods_reply() {
+        let err = SignerError::new(ErrorCode::OVERLOADED, Recovery::Retryable, "busy");
+        let response = error_reply(err);
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/grpc"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let collected = runtime.block_on(response.into_body().collect()).unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        let body = collected.to_bytes();
+        let message = body.get(5..).unwrap();
+        let wire = proto::Error::from(SignerError::new(
+            ErrorCode::OVERLOADED,
+            Recovery::Retryable,
+            "busy",
+        ));
+        macro_rules! decodes_as {
+            ($($reply:ident :: $outcome:ident),*) => {$(
+                let reply = proto::$reply::decode(message).unwrap();
+                assert_eq!(reply.outcome, Some(proto::$outcome::Outcome::Error(wire.clone())));
+            )*};
+        }
+        decodes_as!(
+            Round1Reply::round1_reply,
+            Round2Reply::round2_reply,
+            AbortReply::abort_reply,
+            DkgStartReply::dkg_start_reply,
+            DkgRound2Reply::dkg_round2_reply,
+            DkgFinishReply::dkg_finish_reply,
+            DkgConfirmReply::dkg_confirm_reply,
+            StatusReply::status_reply,
+            WalletKeyReply::wallet_key_reply
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! Request memory limits over real loopback sockets, driven by a raw HTTP/2
+//! client authenticated as a member: streams per connection, per-method
+//! sizes, counts refused before decoding, request slots per seat and the
+//! deadline for receiving a body.
+
+mod common;
+#[path = "common/raw.rs"]
+mod raw;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use raw::{
+    Answer, MemberFiles, answer, call, connect, connect_with, field, grpc_request, unfinished,
+};
+use thresig_engine::{Round1Request, WalletId};
+
+/// The gRPC status of an OUT_OF_RANGE refusal (request too large).
+const OUT_OF_RANGE: &str = "11";
+
+fn member_files(cluster: &Cluster, name: &str) -> MemberFiles {
+    MemberFiles {
+        ca_cert: cluster.path("ca.pem"),
+        cert: cluster.path(&format!("{name}.pem")),
+        key: cluster.path(&format!("{name}.key")),
+    }
+}
+
+/// An HTTP/2 connection to the server at `addr`, authenticated with the
+/// member files `<name>.{pem,key}`.
+async fn raw_connection(
+    cluster: &Cluster,
+    addr: SocketAddr,
+    name: &str,
+) -> h2::client::SendRequest<Bytes> {
+    connect(
+        &member_files(cluster, name),
+        addr,
+        &format!("seat-1.{CLUSTER}"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_reply_holds_its_members_request_until_the_send_deadline() {
+    let cluster = Cluster::new();
+    let handler = Arc::new(Recorder {
+        // About 1 MiB of status reply.
+        status_wallets: 5_000,
+        ..Recorder::default()
+    });
+    let limits = "max_requests_per_seat = 1\nbody_timeout_ms = 2000";
+    let server = start(cluster.config(limits), handler.clone()).await;
+    // A client that never opens its receive window: no reply is read.
+    let mut reader = h2::client::Builder::new();
+    reader.initial_window_size(0);
+    let mut stuck = connect_with(
+        &member_files(&cluster, "seat2"),
+        server.addr,
+        &format!("seat-1.{CLUSTER}"),
+        &reader,
+    )
+    .await;
+    let (response, mut body) = stuck.send_request(grpc_request("Status"), false).unwrap();
+    body.send_data(Bytes::from_static(&[0; 5]), true).unwrap();
+    // The headers arrive once the handler has answered; the reply's data
+    // waits for a window that never opens.
+    let response = response.await.unwrap();
+    assert_eq!(handler.peers(), vec![seat(2)]);
+    // Until the reply is sent, the member's only request is still in use:
+    // another call, on another connection, is refused.
+    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
+    let started = tokio::time::Instant::now();
+    let refused = call(&mut send, "Status", &[]).await;
+    assert_eq!(refused.status, "0");
+    assert!(refused.has_error_code("overloaded"));
+    assert_eq!(handler.peers(), vec![seat(2)]);
+    // At the send deadline (`body_timeout_ms` after the answer) the unread
+    // reply is dropped and the member is served again.
+    tokio::time::sleep_until(started + Duration::from_millis(2500)).await;
+    let served = call(&mut send, "Status", &[]).await;
+    assert_eq!(served.status, "0");
+    assert!(!served.has_error_code("overloaded"));
+    assert_eq!(handler.peers(), vec![seat(2), seat(2)]);
+    // The stuck stream is reset, so the server's graceful stop can end.
+    drop((response, body, stuck));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_caps_the_streams_of_a_connection() {
+    let cluster = Cluster::new();
+    let server = start(cluster.config(""), Arc::new(Recorder::default())).await;
+    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
+    // One round trip, so the server's settings have arrived.
+    let answer = call(&mut send, "Status", &[]).await;
+    assert_eq!(answer.status, "0");
+    assert_eq!(send.current_max_send_streams(), 32);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_request_of_one_megabyte_is_refused_by_its_method_limit() {
+    let cluster = Cluster::new();
+    let handler = Arc::new(Recorder::default());
+    let server = start(cluster.config(""), handler.clone()).await;
+    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
+    // An unknown field, which a decoder would skip: only the size refuses it.
+    let padding = field(15, &vec![0; 1024 * 1024]);
+    let answer = call(&mut send, "Status", &padding).await;
+    assert_eq!(answer.status, OUT_OF_RANGE);
+    assert!(handler.peers().is_empty());
+    // The same method within its limit is served.
+    assert_eq!(call(&mut send, "Status", &[]).await.status, "0");
+    assert_eq!(handler.peers(), vec![seat(2)]);
+    server.stop().await;
+}
+
+/// Sends `message` as one `method` call from seat 2 to a fresh server and
+/// returns its answer, checking that the handler never saw the call.
+async fn unhandled(method: &str, message: &[u8]) -> Answer {
+    let cluster = Cluster::new();
+    let handler = Arc::new(Recorder::default());
+    let server = start(cluster.config(""), handler.clone()).await;
+    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
+    let answer = call(&mut send, method, message).await;
+    assert!(handler.peers().is_empty());
+    server.stop().await;
+    answer
+}
+
+/// The start of a round-2 request of `vault-1` over one digest.
+fn round2_over_a_digest() -> Vec<u8> {
+    [field(1, b"vault-1"), field(5, &field(1, &[7; 32]))].concat()
+}
+
+#[test]
+fn an_error_code_is_read_from_the_replys_error_field_only() {
+    let answer = |reply: Vec<u8>| {
+        let mut body = vec![0, 0, 0, 0, u8::try_from(reply.len()).unwrap()];
+        body.extend(reply);
+        Answer {
+            status: "0".to_owned(),
+            body,
+        }
+    };
+    // Error { code: "timeout", message: "overloaded" } as the reply's error.
+    let error = answer(field(
+        2,
+        &[field(1, b"timeout"), field(3, b"overloaded")].concat(),
+    ));
+    assert!(error.has_error_code("timeout"));
+    assert!(!error.has_error_code("overloaded"));
+    assert!(!error.has_error_code("time"));
+    // A result (field 1) holding the same bytes is no error.
+    let result = answer(field(1, &field(1, b"timeout")));
+    assert!(!result.has_error_code("timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_of_two_million_empty_commitments_is_refused_by_its_size_undecoded() {
+    let mut message = field(1, b"vault-1");
+    for _ in 0..2_000_000 {
+        message.extend_from_slice(&field(2, &[]));
+    }
+    assert_eq!(unhandled("Abort", &message).await.status, OUT_OF_RANGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_of_more_commitments_than_any_round_1_within_its_size_is_refused_undecoded() {
+    // 100,000 empty commitments: 200 KB, within an abort's 256 KiB, but a
+    // round 1 returns at most 2048.
+    let mut message = field(1, b"vault-1");
+    for _ in 0..100_000 {
+        message.extend_from_slice(&field(2, &[]));
+    }
+    let answer = unhandled("Abort", &message).await;
+    assert_eq!(answer.status, "0");
+    assert!(answer.has_error_code("invalid_request"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_beyond_one_requests_limits_is_sent_in_parts() {
+    // Two round-1 vectors of 2048 inputs (an engine whose
+    // `nonces_per_coordinator` allows it): 4096 commitments of 33 bytes,
+    // above an abort request's count limit (2048).
+    let cluster = Cluster::new();
+    let handler = Arc::new(Recorder::default());
+    let server = start(cluster.config(""), handler.clone()).await;
+    let client = server.client(&cluster.client_tls()).await;
+    let commitments = (0..4096u32)
+        .map(|i| thresig_engine::HexBytes(vec![u8::try_from(i % 251).unwrap(); 33]))
+        .collect();
+    let abort = thresig_engine::AbortRequest::new(WalletId::new("vault-1").unwrap(), commitments);
+    assert_eq!(client.abort(abort).await.unwrap(), 4096);
+    assert_eq!(handler.peers(), vec![seat(2), seat(2)]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round2_with_more_packages_than_any_wallet_signs_is_refused_undecoded() {
+    // 1 MiB, within round 2's size limit, but 500,000 packages: a wallet
+    // signs at most 2048 inputs.
+    let mut message = round2_over_a_digest();
+    for _ in 0..500_000 {
+        message.extend_from_slice(&field(6, &[]));
+    }
+    let answer = unhandled("Round2", &message).await;
+    assert_eq!(answer.status, "0");
+    assert!(answer.has_error_code("invalid_request"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round2_with_a_million_packed_signer_seats_is_refused_undecoded() {
+    // One field of 1 MiB: a packed run of a million one-byte seat numbers,
+    // which would decode into 4 MiB of `u32`s.
+    let mut message = round2_over_a_digest();
+    message.extend_from_slice(&field(3, &vec![1; 1024 * 1024]));
+    let answer = unhandled("Round2", &message).await;
+    assert_eq!(answer.status, "0");
+    assert!(answer.has_error_code("invalid_request"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_seat_cannot_take_every_request_slot() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let (gate, control) = Gate::new();
+    let limits = "max_concurrent_requests = 4\nrequest_timeout_ms = 5000";
+    let server = start(cluster.config(limits), gate).await;
+    let attacker = server.client(&cluster.client_tls()).await;
+    let wallet = WalletId::new("vault-1").unwrap();
+    let mut held = Vec::new();
+    // On two wallets: a member's requests on one wallet run one at a time.
+    for name in ["vault-1", "vault-2"] {
+        let attacker = attacker.clone();
+        let wallet = WalletId::new(name).unwrap();
+        held.push(tokio::spawn(async move {
+            attacker.round1(Round1Request::new(wallet, 1)).await
+        }));
+        control.wait_entered().await;
+    }
+    // Half the slots are the most one seat holds: its next request is
+    // refused at once, retryably, instead of queueing for a slot.
+    let err = attacker
+        .round1(Round1Request::new(wallet.clone(), 1))
+        .await
+        .unwrap_err();
+    assert_eq!(refusal(&err).code.as_str(), "overloaded");
+    assert!(err.is_retryable());
+    // Another member still gets a slot.
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    let honest = tokio::spawn(async move { member.round1(Round1Request::new(wallet, 1)).await });
+    control.wait_entered().await;
+    for _ in 0..3 {
+        control.release.send(()).unwrap();
+    }
+    honest.await.unwrap().unwrap();
+    for call in held {
+        call.await.unwrap().unwrap();
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_runs_one_request_per_wallet_at_a_time() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config(""), gate).await;
+    let attacker = server.client(&cluster.client_tls()).await;
+    let round1 = |client: &thresig_daemon::SignerClient, wallet: &str| {
+        let client = client.clone();
+        let request = Round1Request::new(WalletId::new(wallet).unwrap(), 1);
+        tokio::spawn(async move { client.round1(request).await })
+    };
+    let mut calls: Vec<_> = (0..3).map(|_| round1(&attacker, "vault-1")).collect();
+    control.wait_entered().await;
+    // The member's other calls on the wallet wait for its first one, so
+    // they are never queued ahead of another member's at the wallet...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(control.entered.try_recv().is_err());
+    // ...whose call on the wallet runs, as does the member's on another.
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    calls.push(round1(&member, "vault-1"));
+    control.wait_entered().await;
+    calls.push(round1(&attacker, "vault-2"));
+    control.wait_entered().await;
+    for _ in 0..calls.len() {
+        control.release.send(()).unwrap();
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_bodies_are_cut_off_and_another_member_is_served() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let handler = Arc::new(Recorder::default());
+    let server = start(cluster.config(""), handler.clone()).await;
+    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
+    // Streams announcing a 4 MB round 2 whose body never ends.
+    let mut pending = Vec::new();
+    for _ in 0..20 {
+        let (next, response, body) = unfinished(send, "Round2", 4_000_000, 60_000).await;
+        send = next;
+        pending.push((response, body));
+    }
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    member
+        .round1(Round1Request::new(WalletId::new("vault-1").unwrap(), 1))
+        .await
+        .unwrap();
+    // The member's share of requests (8) is cut off at the body deadline,
+    // the rest are refused at once; the guard only keeps a broken server
+    // from hanging the test.
+    let mut codes = Vec::new();
+    for (response, _body) in pending {
+        let answer = tokio::time::timeout(Duration::from_secs(60), answer(response))
+            .await
+            .expect("an unfinished body was never cut off");
+        assert_eq!(answer.status, "0");
+        codes.push(
+            ["timeout", "overloaded"]
+                .into_iter()
+                .find(|c| answer.has_error_code(c)),
+        );
+    }
+    let count = |code| codes.iter().filter(|c| **c == Some(code)).count();
+    assert_eq!(
+        (count("timeout"), count("overloaded")),
+        (8, 12),
+        "{codes:?}"
+    );
+    assert_eq!(handler.peers(), vec![seat(3)]);
+    server.stop().await;
+}
