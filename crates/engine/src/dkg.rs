@@ -654,11 +654,7 @@ impl<S: Store> Signer<S> {
             return Err(Error::Internal(InternalFault::Invariant));
         };
         let (key, share) = confirming.into_parts();
-        shard.state = WalletState::Active(WalletSigningKey {
-            epoch: Epoch::INITIAL,
-            key,
-            share,
-        });
+        shard.state = WalletState::Active(WalletSigningKey::new(Epoch::INITIAL, key, share));
         Ok(ConfirmationStatus {
             confirmed,
             needed,

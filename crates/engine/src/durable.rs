@@ -401,7 +401,7 @@ fn signing_key(
         && share.check_wallet(&key).is_ok()
         && key.threshold() == config.threshold
         && key.members().len() == config.roster.len();
-    fits.then_some(SigningKey { epoch, key, share })
+    fits.then(|| SigningKey::new(epoch, key, share))
 }
 
 /// Encodes an attempt's shares for its marker: a count, then each share

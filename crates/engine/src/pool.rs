@@ -142,9 +142,10 @@ impl<N> NoncePool<N> {
     /// only nonces beyond that share need room under `nonces_per_wallet`.
     /// Live nonces therefore stay below twice `nonces_per_wallet`.
     ///
-    /// Call it before generating nonces, so a refused round 1 costs no
-    /// randomness. `count` must not exceed the coordinator quota (the
-    /// request size limit is checked first).
+    /// Call it right before inserting the vector, in the same lock section,
+    /// so that the limits hold whatever ran since [`NoncePool::admits`].
+    /// `count` must not exceed the coordinator quota (the request size
+    /// limit is checked first).
     pub(crate) fn reserve(
         &mut self,
         now: Timestamp,
@@ -152,9 +153,37 @@ impl<N> NoncePool<N> {
         count: usize,
     ) -> Result<(), WalletFull> {
         self.prune(now);
+        for lead in self.evictions(coordinator, count)? {
+            self.remove_vector(lead, Tombstone::Evicted, now);
+        }
+        Ok(())
+    }
+
+    /// Whether [`NoncePool::reserve`] would admit `count` new nonces of
+    /// `coordinator` now. Evicts nothing (it drops only expired vectors,
+    /// which no request can use any more), so a round 1 checks it before
+    /// drawing nonces and a refused one costs no randomness and no other
+    /// vector.
+    pub(crate) fn admits(
+        &mut self,
+        now: Timestamp,
+        coordinator: CoordinatorId,
+        count: usize,
+    ) -> Result<(), WalletFull> {
+        self.prune(now);
+        self.evictions(coordinator, count).map(drop)
+    }
+
+    /// The coordinator's oldest vectors that must go for `count` new nonces
+    /// to fit its quota, or the refusal if they would not fit the wallet.
+    fn evictions(
+        &self,
+        coordinator: CoordinatorId,
+        count: usize,
+    ) -> Result<Vec<CommitmentHash>, WalletFull> {
         let quota = self.limits.nonces_per_coordinator;
-        // The coordinator's oldest vectors that must go to fit its quota.
         let mut own = self.live_for(&coordinator);
+        let mut freed = 0;
         let mut evict = Vec::new();
         for lead in self.by_coordinator.get(&coordinator).into_iter().flatten() {
             if own + count <= quota {
@@ -162,18 +191,15 @@ impl<N> NoncePool<N> {
             }
             let size = self.vectors.get(lead).map_or(0, |v| v.nonces.len());
             own -= size;
-            evict.push((*lead, size));
+            freed += size;
+            evict.push(*lead);
         }
-        let freed: usize = evict.iter().map(|(_, size)| size).sum();
         let total = self.live - freed + count;
         let reserved = quota.min(self.limits.nonces_per_wallet / self.members.max(1));
         if own + count > reserved && total > self.limits.nonces_per_wallet {
             return Err(WalletFull { live: self.live });
         }
-        for (lead, _) in evict {
-            self.remove_vector(lead, Tombstone::Evicted, now);
-        }
-        Ok(())
+        Ok(evict)
     }
 
     /// Adds a round-1 vector (after [`NoncePool::reserve`]). The caller
@@ -422,6 +448,24 @@ mod tests {
         assert_eq!(p.reserve(Timestamp(3), A, 2), Err(WalletFull { live: 8 }));
         assert_eq!(p.live_for(&A), 3, "a refused reserve evicts nobody");
         assert_eq!(p.tombstone(&c(3)), None);
+    }
+
+    #[test]
+    fn admits_answers_as_reserve_would_and_evicts_nothing() {
+        let mut p = pool();
+        issue(&mut p, 0, A, &[1, 2]);
+        issue(&mut p, 0, A, &[3, 4]);
+        // A at its quota: admitted (its oldest vector would go), and the
+        // check leaves that vector live.
+        assert_eq!(p.admits(Timestamp(1), A, 2), Ok(()));
+        assert_eq!(p.live_for(&A), 4);
+        assert_eq!(p.tombstone(&c(1)), None);
+        // B beyond its reserved share (6 / 3) with the wallet full: refused
+        // by both, and nothing changes.
+        issue(&mut p, 1, B, &[10, 11]);
+        assert_eq!(p.admits(Timestamp(1), B, 1), Err(WalletFull { live: 6 }));
+        assert_eq!(p.reserve(Timestamp(1), B, 1), Err(WalletFull { live: 6 }));
+        assert_eq!(p.live(), 6);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Wallet states, each holding only the data valid in it.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thresig_crypto::{KeyShare, WalletKey};
@@ -57,7 +58,21 @@ impl WalletStateKind {
 pub(crate) struct SigningKey {
     pub(crate) epoch: Epoch,
     pub(crate) key: WalletKey,
-    pub(crate) share: KeyShare,
+    /// Shared so that a round 1 can draw nonces from it with the wallet's
+    /// lock released; the share is wiped when its last holder drops it, and
+    /// the allocation identifies this key while a draw runs.
+    pub(crate) share: Arc<KeyShare>,
+}
+
+impl SigningKey {
+    /// The key material of one wallet epoch.
+    pub(crate) fn new(epoch: Epoch, key: WalletKey, share: impl Into<Arc<KeyShare>>) -> Self {
+        Self {
+            epoch,
+            key,
+            share: share.into(),
+        }
+    }
 }
 
 /// A finished DKG whose key package is durable, waiting for every
@@ -65,7 +80,7 @@ pub(crate) struct SigningKey {
 pub(crate) struct Confirming {
     session: DkgSessionId,
     key: WalletKey,
-    share: KeyShare,
+    share: Arc<KeyShare>,
     transcript: [u8; 32],
     confirmed: BTreeSet<u16>,
 }
@@ -75,13 +90,13 @@ impl Confirming {
     pub(crate) fn new(
         session: DkgSessionId,
         key: WalletKey,
-        share: KeyShare,
+        share: impl Into<Arc<KeyShare>>,
         transcript: [u8; 32],
     ) -> Self {
         Self {
             session,
             key,
-            share,
+            share: share.into(),
             transcript,
             confirmed: BTreeSet::new(),
         }
@@ -133,7 +148,7 @@ impl Confirming {
     }
 
     /// The key material, once confirmed.
-    pub(crate) fn into_parts(self) -> (WalletKey, KeyShare) {
+    pub(crate) fn into_parts(self) -> (WalletKey, Arc<KeyShare>) {
         (self.key, self.share)
     }
 }

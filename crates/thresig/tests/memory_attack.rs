@@ -109,13 +109,15 @@ async fn unfinished_bodies(
 
 /// Sends round-1 requests at the wallet's input limit and status requests,
 /// `STREAMS` at a time on each connection, until `stop` and at least
-/// `AMPLIFYING` were answered; returns how many were answered with a
-/// result rather than a refusal.
+/// `AMPLIFYING` were answered (counted in `sent`, results and refusals
+/// alike). Each stream reports on `running` once its first call is
+/// answered, so a signature can be timed against the attack at full width.
 async fn amplifying(
     files: Arc<MemberFiles>,
     addr: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
+    running: tokio::sync::mpsc::UnboundedSender<()>,
 ) {
     // Round1Request { wallet_id: "w", inputs: 256 }.
     let round1 = [0x0a, 0x01, b'w', 0x10, 0x80, 0x02];
@@ -126,6 +128,7 @@ async fn amplifying(
             let mut send = send.clone();
             let stop = stop.clone();
             let sent = sent.clone();
+            let mut running = Some(running.clone());
             tasks.spawn(async move {
                 while !stop.load(Ordering::Relaxed) || sent.load(Ordering::Relaxed) < AMPLIFYING {
                     let answered = if stream % 2 == 0 {
@@ -135,6 +138,9 @@ async fn amplifying(
                     };
                     assert_eq!(answered.status, "0");
                     sent.fetch_add(1, Ordering::Relaxed);
+                    if let Some(running) = running.take() {
+                        running.send(()).unwrap();
+                    }
                 }
             });
         }
@@ -190,7 +196,14 @@ fn a_member_pinning_request_memory_leaves_the_signer_bounded_and_others_signing(
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
-    let attack = runtime.spawn(amplifying(files, addr, stop.clone(), sent.clone()));
+    let (running, mut streams) = tokio::sync::mpsc::unbounded_channel();
+    let attack = runtime.spawn(amplifying(files, addr, stop.clone(), sent.clone(), running));
+    // The signature is timed once every attacking stream has been answered.
+    runtime.block_on(async {
+        for _ in 0..CONNECTIONS * STREAMS {
+            streams.recv().await.unwrap();
+        }
+    });
     let under_requests = sign(&coordinator, &self_payment(dir.path(), &made, 0x03));
     let requests_kib = memory_kib(victim, "VmRSS");
     stop.store(true, Ordering::Relaxed);
