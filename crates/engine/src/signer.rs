@@ -1097,12 +1097,13 @@ mod tests {
         let share = Arc::clone(&shard.state.key().unwrap().share);
         let drawn = draw(&share, 2, &mut rng).unwrap();
         let stale = hashes(&drawn.commitments);
-        // Meanwhile the wallet's key was replaced.
-        shard.state = WalletState::Active(key(2, 1, &mut rng));
+        // Meanwhile the wallet's key was replaced by another at the same
+        // epoch: only the share's identity tells them apart.
+        shard.state = WalletState::Active(key(2, 0, &mut rng));
         let (epoch, commitments) = shard
             .keep_drawn(now, FROM, &wallet, &limits, &share, drawn, &mut rng)
             .unwrap();
-        assert_eq!(epoch, Epoch(1), "the current key's epoch");
+        assert_eq!(epoch, Epoch(0), "the current key's epoch");
         let kept = hashes(&commitments);
         assert_eq!(kept.len(), 2);
         assert!(kept.iter().all(|c| !stale.contains(c)), "drawn again");
@@ -1137,5 +1138,40 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::WalletRetired { .. }), "{err:?}");
         assert_eq!(shard.pool.live(), 3);
+    }
+
+    /// The per-wallet limit is decided again at insertion: round 1s admitted
+    /// together cannot all be kept once the others have filled the wallet.
+    #[test]
+    fn a_vector_the_wallet_has_no_room_for_at_insertion_is_refused_and_not_kept() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let wallet = WalletId::new("w").unwrap();
+        let now = Timestamp(1);
+        let limits = Limits::new(2, 4, 6, std::time::Duration::from_secs(60));
+        let mut shard = shard(WalletState::Active(key(1, 0, &mut rng)));
+        shard.pool = NoncePool::new(limits.clone(), 3);
+        let share = Arc::clone(&shard.state.key().unwrap().share);
+        // FROM's reserved share is min(4, 6 / 3) = 2; beyond it, room comes
+        // from the wallet's 6. Its draw of 2 beyond its first 2 was admitted
+        // while the wallet had room...
+        let first = draw(&share, 2, &mut rng).unwrap();
+        shard
+            .keep_drawn(now, FROM, &wallet, &limits, &share, first, &mut rng)
+            .unwrap();
+        let drawn = draw(&share, 2, &mut rng).unwrap();
+        let refused = hashes(&drawn.commitments);
+        // ... and meanwhile two other coordinators filled it.
+        for other in [CoordinatorId([2; 32]), CoordinatorId([3; 32])] {
+            let theirs = draw(&share, 2, &mut rng).unwrap();
+            shard.pool.reserve(now, other, 2).unwrap();
+            shard.pool.insert(now, other, theirs.entries);
+        }
+        assert_eq!(shard.pool.live(), 6);
+        let err = shard
+            .keep_drawn(now, FROM, &wallet, &limits, &share, drawn, &mut rng)
+            .unwrap_err();
+        assert!(matches!(err, Error::NonceCapacity { .. }), "{err:?}");
+        assert_eq!(shard.pool.live(), 6, "nothing kept");
+        assert!(shard.pool.take(now, FROM, &refused).is_err());
     }
 }
