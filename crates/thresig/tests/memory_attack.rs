@@ -201,12 +201,13 @@ fn a_member_pinning_request_memory_leaves_the_signer_bounded_and_others_signing(
     // The signature is timed once every attacking stream has been answered.
     // A stream left unanswered (a deadlock in the signer) fails the test
     // within the same guard as the attacks' end, instead of hanging it.
+    let answered = async {
+        for _ in 0..CONNECTIONS * STREAMS {
+            streams.recv().await.unwrap();
+        }
+    };
     runtime
-        .block_on(tokio::time::timeout(Duration::from_secs(120), async {
-            for _ in 0..CONNECTIONS * STREAMS {
-                streams.recv().await.unwrap();
-            }
-        }))
+        .block_on(async { tokio::time::timeout(Duration::from_secs(120), answered).await })
         .expect("every attacking stream is answered within 120 s");
     let under_requests = sign(&coordinator, &self_payment(dir.path(), &made, 0x03));
     let requests_kib = memory_kib(victim, "VmRSS");
