@@ -23,6 +23,7 @@
 //! the transport's `OUT_OF_RANGE`, as one above `max_request_bytes` always
 //! was.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,6 +45,7 @@ use crate::api::{ErrorCode, Recovery, SignerError};
 use crate::config::Limits;
 use crate::convert::MAX_ROUND1_INPUTS;
 use crate::ids::Seat;
+use crate::metrics::Metrics;
 use crate::proto;
 use crate::tls::PeerIdentity;
 
@@ -185,6 +187,8 @@ struct Shared {
     seats: Mutex<HashMap<Seat, SeatShare>>,
     /// Each member's turn at each wallet it has requests for.
     turns: Turns,
+    /// Where refusals are counted, by member.
+    metrics: Metrics,
 }
 
 /// One permit per (member, wallet) with requests admitted, so a member's
@@ -247,7 +251,7 @@ struct SeatShare {
 impl AdmissionLayer {
     /// The layer for `limits`; `slots` is closed on shutdown by whoever
     /// holds it.
-    pub(crate) fn new(limits: Limits, slots: Arc<Semaphore>) -> Self {
+    pub(crate) fn new(limits: Limits, slots: Arc<Semaphore>, metrics: Metrics) -> Self {
         Self {
             shared: Arc::new(Shared {
                 limits,
@@ -255,6 +259,7 @@ impl AdmissionLayer {
                 bytes: Arc::new(Semaphore::new(limits.max_in_flight_bytes)),
                 seats: Mutex::new(HashMap::new()),
                 turns: Arc::default(),
+                metrics,
             }),
         }
     }
@@ -362,6 +367,19 @@ impl Refusal {
     fn signer(code: ErrorCode, recovery: Recovery, message: String) -> Self {
         Self::Signer(SignerError::new(code, recovery, message))
     }
+
+    /// The label it is counted under: the error code, or the transport
+    /// status.
+    fn reason(&self) -> Cow<'static, str> {
+        match self {
+            Self::Signer(err) => err.code.metric_label(),
+            Self::Status(status) => Cow::Borrowed(match status.code() {
+                tonic::Code::OutOfRange => "out_of_range",
+                tonic::Code::Cancelled => "cancelled",
+                _ => "transport",
+            }),
+        }
+    }
 }
 
 async fn admit<S>(
@@ -381,14 +399,19 @@ where
         .strip_prefix(SIGNER_PATH)
         .and_then(method_limits);
     let is_signer_method = method_limits.is_some();
-    let refuse = |refusal: Refusal| match refusal {
-        Refusal::Signer(err) if is_signer_method => error_reply(err),
-        Refusal::Signer(err) => status_of(&err).into_http(),
-        Refusal::Status(status) => status.into_http(),
-    };
     let Some(peer) = request.extensions().get::<PeerIdentity>().copied() else {
         return tonic::Status::unauthenticated("no authenticated seat on this connection")
             .into_http();
+    };
+    let refuse = |refusal: Refusal| {
+        shared
+            .metrics
+            .not_admitted(peer.seat.get(), refusal.reason());
+        match refusal {
+            Refusal::Signer(err) if is_signer_method => error_reply(err),
+            Refusal::Signer(err) => status_of(&err).into_http(),
+            Refusal::Status(status) => status.into_http(),
+        }
     };
     let share = shared.share(peer.seat);
     let Ok(seat_request) = share.requests.clone().try_acquire_owned() else {

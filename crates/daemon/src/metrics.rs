@@ -54,6 +54,16 @@ pub(crate) struct RefusalLabels {
     pub(crate) reason: &'static str,
 }
 
+/// The labels of a request the admission layer refused: whose, and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AdmissionLabels {
+    /// The seat of the member that sent it.
+    pub(crate) seat: u16,
+    /// The error code (`overloaded`, `timeout`, `invalid_request`) or
+    /// transport status (`out_of_range`, `cancelled`) it was refused with.
+    pub(crate) reason: Cow<'static, str>,
+}
+
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 0.5 ms to about 33 s: signing math at (2,3) is
@@ -75,6 +85,7 @@ pub(crate) struct Metrics {
     member_connections: Gauge,
     dropped: Family<DropLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
+    not_admitted: Family<AdmissionLabels, Counter>,
 }
 
 impl Metrics {
@@ -130,6 +141,14 @@ impl Metrics {
              (not_pinned: a CA-issued certificate with another key than its seat's pin)",
             refused.clone(),
         );
+        let not_admitted = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "requests_refused",
+            "Requests refused before their body was read or decoded, by member seat \
+             and reason (a member's share, slot or byte budget full, a deadline, a \
+             size or count limit): a member whose count keeps rising is flooding",
+            not_admitted.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -140,6 +159,7 @@ impl Metrics {
             member_connections,
             dropped,
             refused,
+            not_admitted,
         }
     }
 
@@ -159,6 +179,14 @@ impl Metrics {
     /// Counts one handshake refused for `reason` (see [`RefusalLabels`]).
     pub(crate) fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
+    /// Counts one request of `seat` the admission layer refused for
+    /// `reason` (see [`AdmissionLabels`]).
+    pub(crate) fn not_admitted(&self, seat: u16, reason: Cow<'static, str>) {
+        self.not_admitted
+            .get_or_create(&AdmissionLabels { seat, reason })
+            .inc();
     }
 
     /// Counts one connection dropped for `reason` (see [`DropLabels`]).

@@ -196,6 +196,7 @@ where
     let admission = AdmissionLayer::new(
         limits,
         Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+        metrics.clone(),
     );
     let service = SignerServer::new(SignerService {
         handler,

@@ -291,33 +291,6 @@ async fn a_seat_above_its_connection_cap_loses_its_oldest_connection() {
     server.stop().await;
 }
 
-/// The value of the series `name{labels}` in an OpenMetrics text, or 0.
-fn series(text: &str, name_and_labels: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// One scrape on a new connection, read to the server's close.
-async fn scrape(addr: SocketAddr) -> String {
-    scrape_over(TcpStream::connect(addr).await.unwrap()).await
-}
-
-/// One scrape on `stream`, read to the server's close.
-async fn scrape_over<S: AsyncReadExt + AsyncWriteExt + Unpin>(mut stream: S) -> String {
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    timeout(CLOSE_BOUND, stream.read_to_string(&mut response))
-        .await
-        .expect("the metrics server kept the connection open after answering")
-        .unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_metrics_connections_are_capped_and_scrapes_still_answer() {
     let cluster = Cluster::new();

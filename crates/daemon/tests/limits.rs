@@ -251,6 +251,10 @@ async fn one_seat_cannot_take_every_request_slot() {
         .unwrap_err();
     assert_eq!(refusal(&err).code.as_str(), "overloaded");
     assert!(err.is_retryable());
+    // The operator sees which member is refused.
+    let refused = r#"thresig_requests_refused_total{seat="2",reason="overloaded"}"#;
+    let text = scrape(server.metrics_addr).await;
+    assert_eq!(series(&text, refused), 1, "{text}");
     // Another member still gets a slot.
     let member = server.client(&cluster.tls_of("seat3")).await;
     let honest = tokio::spawn(async move { member.round1(Round1Request::new(wallet, 1)).await });

@@ -448,3 +448,36 @@ impl SignerHandler for Gate {
         unreachable!("not used")
     }
 }
+
+/// How long a scrape may take before the test fails (the server closes
+/// each metrics connection after one answer).
+const SCRAPE_BOUND: Duration = Duration::from_secs(20);
+
+/// The value of the series `name{labels}` in an OpenMetrics text, or 0.
+pub fn series(text: &str, name_and_labels: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// One scrape on a new connection, read to the server's close.
+pub async fn scrape(addr: SocketAddr) -> String {
+    scrape_over(tokio::net::TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// One scrape on `stream`, read to the server's close.
+pub async fn scrape_over<S: tokio::io::AsyncReadExt + tokio::io::AsyncWriteExt + Unpin>(
+    mut stream: S,
+) -> String {
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(SCRAPE_BOUND, stream.read_to_string(&mut response))
+        .await
+        .expect("the metrics server kept the connection open after answering")
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
