@@ -94,46 +94,25 @@ impl Answer {
     pub fn has_error_code(&self, code: &str) -> bool {
         self.body
             .get(5..)
-            .and_then(|reply| delimited_field(reply, 2))
-            .and_then(|error| delimited_field(error, 1))
-            .is_some_and(|found| found == code.as_bytes())
+            .and_then(|reply| <ReplyError as prost::Message>::decode(reply).ok())
+            .and_then(|reply| reply.error)
+            .is_some_and(|error| error.code == code)
     }
 }
 
-/// The last length-delimited field `number` of a protobuf `message`.
-fn delimited_field(mut message: &[u8], number: u64) -> Option<&[u8]> {
-    fn varint(bytes: &mut &[u8]) -> Option<u64> {
-        let mut value = 0;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = bytes.split_first()?;
-            *bytes = rest;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
-    let mut found = None;
-    while !message.is_empty() {
-        let key = varint(&mut message)?;
-        let len = match key & 7 {
-            0 => {
-                varint(&mut message)?;
-                0
-            }
-            1 => 8,
-            2 => usize::try_from(varint(&mut message)?).ok()?,
-            5 => 4,
-            _ => return None,
-        };
-        let value = message.get(..len)?;
-        if key >> 3 == number && key & 7 == 2 {
-            found = Some(value);
-        }
-        message = &message[len..];
-    }
-    found
+/// What this client reads of any reply: its `Error` (field 2 of every
+/// reply; the result, field 1, differs by method and is skipped).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReplyError {
+    #[prost(message, optional, tag = "2")]
+    error: Option<WireError>,
+}
+
+/// The `code` of the wire `Error` message.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WireError {
+    #[prost(string, tag = "1")]
+    code: String,
 }
 
 /// Waits for the whole answer to a request.
