@@ -32,6 +32,22 @@ fn parse(text: &str) -> Result<DaemonConfig, Error> {
     DaemonConfig::from_toml(text, std::path::Path::new("/srv/signer"))
 }
 
+/// `text` is refused with a value error naming `field` for `problem`, and
+/// the message names the field.
+fn assert_refused(text: &str, field: &str, problem: ConfigProblem) {
+    let err = parse(text).unwrap_err();
+    match &err {
+        Error::ConfigValue {
+            field: f,
+            problem: p,
+        } => {
+            assert_eq!((*f, p), (field, &problem), "{err}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        other => panic!("{text}: expected a value error, got {other}"),
+    }
+}
+
 #[test]
 fn a_valid_section_is_typed_and_paths_resolved() {
     let config = parse(VALID).unwrap();
@@ -99,13 +115,7 @@ fn connection_limits_have_defaults_and_caps_stay_within_their_totals() {
         ),
     ];
     for (extra, field, problem) in cases {
-        match with(extra).unwrap_err() {
-            Error::ConfigValue {
-                field: f,
-                problem: p,
-            } => assert_eq!((f, p), (field, problem), "{extra}"),
-            err => panic!("{extra}: {err}"),
-        }
+        assert_refused(&format!("{VALID}{extra}"), field, problem);
     }
 }
 
@@ -172,17 +182,7 @@ fn bad_values_are_refused_naming_the_field() {
         ),
     ];
     for (from, to, field, problem) in cases {
-        let err = parse(&VALID.replace(from, to)).unwrap_err();
-        match &err {
-            Error::ConfigValue {
-                field: f,
-                problem: p,
-            } => {
-                assert_eq!((*f, p), (field, &problem), "{err}");
-                assert!(err.to_string().contains(field), "{err}");
-            }
-            other => panic!("{to}: expected a value error, got {other}"),
-        }
+        assert_refused(&VALID.replace(from, to), field, problem);
     }
     // Values of the wrong type are syntax errors with the field's name.
     let err =
@@ -340,14 +340,6 @@ fn request_memory_limits_out_of_bounds_are_refused_naming_the_field() {
             "request_timeout_ms = 5000",
             &format!("request_timeout_ms = 5000\n{line}"),
         );
-        match parse(&text).unwrap_err() {
-            Error::ConfigValue {
-                field: f,
-                problem: p,
-            } => {
-                assert_eq!((f, p), (field, problem), "{line}");
-            }
-            other => panic!("{line}: expected a value error, got {other}"),
-        }
+        assert_refused(&text, field, problem);
     }
 }
