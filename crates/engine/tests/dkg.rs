@@ -304,13 +304,6 @@ fn abort_everywhere(c: &Cluster, p: &DkgProposal) {
     }
 }
 
-/// Delivers every confirmation to every seat; all become active.
-fn activate_everywhere(c: &Cluster, confirmations: &[SignedDkgMessage]) {
-    for s in 1..=N {
-        assert!(deliver(c, s, "w", confirmations), "seat {s} inactive");
-    }
-}
-
 #[test]
 fn a_lost_part3_commit_is_retryable_and_the_identical_retry_succeeds() {
     let (c, p, inbox, mut confirmations) = failed_part3(201, Fault::Lost);
@@ -331,7 +324,7 @@ fn a_lost_part3_commit_is_retryable_and_the_identical_retry_succeeds() {
         .unwrap();
     assert_eq!(again, own);
     confirmations.push(own);
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations);
 }
 
 #[test]
@@ -346,7 +339,7 @@ fn an_ambiguous_part3_commit_is_adopted_by_confirmations_and_abortable() {
     abort_everywhere(&c, &p);
     assert!(!seat1_has_key_package(&c));
     let confirmations = through_part3(&mut c, "w", 2);
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations);
 }
 
 #[test]
@@ -358,7 +351,7 @@ fn an_ambiguous_part3_commit_is_adopted_by_the_identical_retry() {
             .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox)
             .unwrap(),
     );
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations);
 }
 
 #[test]
@@ -382,11 +375,7 @@ fn aborting_an_adopted_part3_keeps_the_later_session_running() {
     abort_everywhere(&c, &p);
     assert_seat1_holds_no_result(&c);
     let inbox = part2(&mut c, &again, &r1);
-    let confirmations: Vec<_> = part3(&c, &again, &inbox)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations(&c, &again, &inbox));
 }
 
 /// A second session started while the first one's result awaits its
@@ -416,7 +405,7 @@ fn aborting_a_later_finished_part3_keeps_the_awaited_result() {
         seat1_has_key_package(&c),
         "the awaited result's key package"
     );
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations);
 }
 
 /// The coordinator relays every DKG message: one forged envelope must not
@@ -518,7 +507,7 @@ fn a_dkg_start_after_an_ambiguous_part3_commit_adopts_the_durable_result() {
             .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox)
             .unwrap(),
     );
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations);
 }
 
 /// Sends `req` to seat `s` at the cluster's clock from coordinator seat 1.
@@ -587,11 +576,7 @@ fn a_retried_part2_is_answered_with_the_same_messages() {
         .unwrap_err();
     assert!(matches!(err, Error::DkgNotInPhase { .. }), "{err:?}");
     let inbox = route(first.into_values().flat_map(Result::unwrap));
-    let confirmations: Vec<_> = part3(&c, &p, &inbox)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
 }
 
 /// A second coordinator's start must not silently replace a DKG in
@@ -750,7 +735,7 @@ fn a_cancel_drops_only_its_own_session_in_progress() {
             .unwrap(),
     );
     assert!(seat1_has_key_package(&c));
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations);
 }
 
 /// A part 3 whose commit failed still holds the wallet (its result may be
@@ -767,7 +752,7 @@ fn a_finished_part3_whose_commit_failed_holds_the_wallet() {
             .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox)
             .unwrap(),
     );
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations);
 }
 
 /// Only the member that started a DKG session coordinates it: another
@@ -825,7 +810,7 @@ fn only_the_coordinator_that_started_a_dkg_continues_or_cancels_it() {
         refused(handle_from(&mut c, s, 2, req.clone()).unwrap_err());
         confirmations.extend(messages(handle(&mut c, s, req).unwrap()));
     }
-    activate_everywhere(&c, &confirmations);
+    activate_everywhere(&c, "w", &confirmations);
 }
 
 /// A relay's cancel can overtake its own start still queued at a member

@@ -41,13 +41,6 @@ fn assert_no_member_keyed(c: &Cluster, wallet: &str) {
     }
 }
 
-/// The wallet becomes active everywhere once every confirmation arrives.
-fn activate_everywhere(c: &Cluster, wallet: &str, confirmations: &[SignedDkgMessage]) {
-    for s in seats(c) {
-        assert!(deliver(c, s, wallet, confirmations), "seat {s} inactive");
-    }
-}
-
 /// (a) The coordinator needs no key to hand members different, validly
 /// signed round-1 sets: it asks seat 4 to start the session twice (a
 /// repeated start answers the same package while the session lives, so it
@@ -240,11 +233,7 @@ fn a_swapped_identity_key_threshold_or_roster_is_refused_by_every_signer() {
     assert_no_member_keyed(&c, "w");
     // The honest session carries on to an active wallet.
     let inbox = part2(&mut c, &honest, &r1);
-    let confirmations: Vec<_> = part3(&c, &honest, &inbox)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    activate_everywhere(&c, "w", &confirmations);
+    activate_everywhere(&c, "w", &confirmations(&c, &honest, &inbox));
 }
 
 /// Whether `needle` occurs anywhere in `haystack`.

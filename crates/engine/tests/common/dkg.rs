@@ -129,10 +129,16 @@ pub fn through_part3(c: &mut Cluster, wallet: &str, session: u8) -> Vec<SignedDk
     let p = proposal(c, wallet, session);
     let r1 = part1(c, &p);
     let inbox = part2(c, &p, &r1);
-    part3(c, &p, &inbox)
-        .into_iter()
-        .map(Result::unwrap)
-        .collect()
+    confirmations(c, &p, &inbox)
+}
+
+/// Part 3 at every member, each expected to succeed: their confirmations.
+pub fn confirmations(
+    c: &Cluster,
+    p: &DkgProposal,
+    inbox: &BTreeMap<u16, Vec<SignedDkgMessage>>,
+) -> Vec<SignedDkgMessage> {
+    part3(c, p, inbox).into_iter().map(Result::unwrap).collect()
 }
 
 /// The (accuser, accused, fault) of a DKG failure.
@@ -169,4 +175,11 @@ pub fn tampered(
         2,
         payload,
     );
+}
+
+/// The wallet becomes active everywhere once every confirmation arrives.
+pub fn activate_everywhere(c: &Cluster, wallet: &str, confirmations: &[SignedDkgMessage]) {
+    for s in seats(c) {
+        assert!(deliver(c, s, wallet, confirmations), "seat {s} inactive");
+    }
 }
