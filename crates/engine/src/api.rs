@@ -1,22 +1,17 @@
-//! The request/response API shared by the daemon, the C ABI and tests.
+//! The requests a coordinator sends a signer and the signer's answers:
+//! what [`crate::Signer::handle`] takes and returns.
 //!
-//! Every message travels in an [`Envelope`] carrying [`API_VERSION`]. Byte
-//! fields are hex strings in JSON. Seats are their numbers (`1..=n`).
-//! Replies are [`Reply::Ok`] with a [`Response`] or [`Reply::Error`] with an
-//! [`ErrorBody`] holding the stable code and recovery class.
+//! These are domain types, not a wire format: the daemon converts its
+//! protobuf messages to and from them at its edge. Seats are their numbers
+//! (`1..=n`); byte fields are [`HexBytes`], which serde shows as hex.
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Limits;
 use crate::dkg::{ConfirmationStatus, DkgProposal};
 use crate::dkg_msg::{DkgSessionId, SignedDkgMessage};
-use crate::error::{Error, ErrorCode, recovery_str};
 use crate::ids::{Epoch, WalletId};
 use crate::target::SigningTarget;
 use crate::wallet::WalletStateKind;
-
-/// The API version this signer speaks.
-pub const API_VERSION: u16 = 1;
 
 /// Bytes, encoded as lowercase hex in JSON.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -26,26 +21,6 @@ pub struct HexBytes(#[serde(with = "hex::serde")] pub Vec<u8>);
 impl std::fmt::Debug for HexBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", hex::encode(&self.0))
-    }
-}
-
-/// A versioned message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Envelope<T> {
-    /// The API version of `body`.
-    pub version: u16,
-    /// The message.
-    pub body: T,
-}
-
-impl<T> Envelope<T> {
-    /// Wraps `body` in the current version.
-    pub fn new(body: T) -> Self {
-        Self {
-            version: API_VERSION,
-            body,
-        }
     }
 }
 
@@ -348,80 +323,4 @@ pub enum Response {
         /// none of that id, as after an earlier cancel).
         dropped: bool,
     },
-}
-
-/// An error as sent on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ErrorBody {
-    /// The stable code.
-    pub code: ErrorCode,
-    /// `retryable` or `terminal`: this error's class ([`Error::recovery`]),
-    /// which can differ from the code's default (a `policy_denied` under a
-    /// time or rate rule is retryable).
-    pub recovery: String,
-    /// A human-readable description built from the error's fields (never
-    /// secret material).
-    pub message: String,
-}
-
-impl From<&Error> for ErrorBody {
-    fn from(err: &Error) -> Self {
-        Self {
-            code: err.code(),
-            recovery: recovery_str(err.recovery()).to_owned(),
-            message: err.to_string(),
-        }
-    }
-}
-
-/// A reply: a response or an error.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Reply {
-    /// Success.
-    Ok(Response),
-    /// Failure.
-    Error(ErrorBody),
-}
-
-impl From<Result<Response, Error>> for Reply {
-    fn from(result: Result<Response, Error>) -> Self {
-        match result {
-            Ok(r) => Self::Ok(r),
-            Err(e) => Self::Error(ErrorBody::from(&e)),
-        }
-    }
-}
-
-/// Decodes a JSON request envelope, enforcing the size limit and version.
-///
-/// # Errors
-/// [`Error::RequestTooLarge`] above `limits.max_request_bytes`,
-/// [`Error::UndecodableRequest`] for bad JSON, and
-/// [`Error::UnsupportedVersion`] for another version.
-pub fn decode_request(bytes: &[u8], limits: &Limits) -> Result<Request, Error> {
-    if bytes.len() > limits.max_request_bytes {
-        return Err(Error::RequestTooLarge {
-            bytes: bytes.len(),
-            max: limits.max_request_bytes,
-        });
-    }
-    let envelope: Envelope<Request> =
-        serde_json::from_slice(bytes).map_err(|_| Error::UndecodableRequest)?;
-    if envelope.version != API_VERSION {
-        return Err(Error::UnsupportedVersion {
-            got: envelope.version,
-            supported: API_VERSION,
-        });
-    }
-    Ok(envelope.body)
-}
-
-/// Encodes a reply envelope as JSON.
-pub fn encode_reply(reply: Reply) -> Vec<u8> {
-    // Serializing these plain data types cannot fail; an empty object would
-    // only result from a serde_json bug.
-    serde_json::to_vec(&Envelope::new(reply)).unwrap_or_default()
 }

@@ -217,9 +217,6 @@ pub struct Limits {
     /// vanished keeps the wallet busy. Must not be zero (validated).
     #[serde(default = "default_dkg_session_ttl")]
     pub dkg_session_ttl: Duration,
-    /// Largest encoded request accepted by [`crate::decode_request`]:
-    /// 256 inputs × 100 signers × ~70 bytes of hex commitments fits in 4 MiB.
-    pub max_request_bytes: usize,
 }
 
 impl Default for Limits {
@@ -230,7 +227,6 @@ impl Default for Limits {
             nonces_per_wallet: 8192,
             nonce_ttl: Duration::from_secs(300),
             replay_window: Duration::from_secs(3600),
-            max_request_bytes: 4 << 20,
             pending_per_wallet: default_pending_per_wallet(),
             dkg_session_ttl: default_dkg_session_ttl(),
         }

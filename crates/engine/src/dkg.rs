@@ -32,7 +32,7 @@ use crate::durable::{
 };
 use crate::error::{DkgFault, Error, InternalFault};
 use crate::ids::{CoordinatorId, Epoch, Timestamp, WalletId};
-use crate::signer::{Shard, Signer, Slot, lock};
+use crate::signer::{Member, Shard, Signer, Slot, lock};
 use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
 
 /// A coordinator's proposal to run a DKG for a wallet. The signer joins
@@ -163,7 +163,7 @@ impl<S: Store> Signer<S> {
     /// byte-identical retry (see [`DkgSession::live`]).
     ///
     /// # Errors
-    /// [`Error::UnknownWallet`], [`Error::DkgMismatch`] when threshold or
+    /// [`Error::DkgMismatch`] when threshold or
     /// roster differ from the configuration, [`Error::WalletAlreadyKeyed`]
     /// for a wallet that is already active (or later), [`Error::DkgBusy`]
     /// naming the session that holds the wallet, [`Error::DkgNotInPhase`]
@@ -171,14 +171,14 @@ impl<S: Store> Signer<S> {
     /// by `from`, [`Error::Store`]
     /// when the store cannot say whether a finished part 3 is durable
     /// (nothing changes).
-    pub fn dkg_start<R: RngCore + CryptoRng>(
+    pub(crate) fn dkg_start<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
-        from: CoordinatorId,
+        member: &Member<'_>,
         proposal: &DkgProposal,
         rng: &mut R,
     ) -> Result<SignedDkgMessage, Error> {
-        let slot = self.slot(&proposal.wallet)?;
+        let (slot, from) = (member.slot(), member.from());
         let config = &slot.config;
         if proposal.threshold != config.threshold || proposal.roster != config.roster {
             return Err(Error::DkgMismatch {
@@ -270,16 +270,16 @@ impl<S: Store> Signer<S> {
     /// [`Error::DkgFailed`] naming the accused seat (bad signature, wrong
     /// session, missing or duplicate sender, invalid package). The session
     /// is over after a failure.
-    pub fn dkg_round2<R: RngCore + CryptoRng>(
+    pub(crate) fn dkg_round2<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
-        from: CoordinatorId,
-        wallet: &WalletId,
+        member: &Member<'_>,
         session: DkgSessionId,
         round1: &[SignedDkgMessage],
         rng: &mut R,
     ) -> Result<Vec<SignedDkgMessage>, Error> {
-        let slot = self.slot(wallet)?;
+        let (slot, from) = (member.slot(), member.from());
+        let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
         expire(&mut shard, now);
         coordinated_by(&shard, slot, session, from)?;
@@ -400,15 +400,15 @@ impl<S: Store> Signer<S> {
     /// [`Error::DkgNotInPhase`]; [`Error::DkgFailed`] naming the accused seat;
     /// [`Error::KeyPackagePresent`] when a key package is already stored
     /// for the wallet (a later DKG never overwrites it); [`Error::Store`].
-    pub fn dkg_finish(
+    pub(crate) fn dkg_finish(
         &self,
         now: Timestamp,
-        from: CoordinatorId,
-        wallet: &WalletId,
+        member: &Member<'_>,
         session: DkgSessionId,
         round2: &[SignedDkgMessage],
     ) -> Result<SignedDkgMessage, Error> {
-        let slot = self.slot(wallet)?;
+        let (slot, from) = (member.slot(), member.from());
+        let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
         expire(&mut shard, now);
         coordinated_by(&shard, slot, session, from)?;
@@ -600,12 +600,13 @@ impl<S: Store> Signer<S> {
     /// [`Error::DkgNotInPhase`] when the wallet awaits no confirmation;
     /// [`Error::DkgFailed`] for a validly signed confirmation of another
     /// result (members disagree; the operator decides); [`Error::Store`].
-    pub fn dkg_confirm(
+    pub(crate) fn dkg_confirm(
         &self,
-        wallet: &WalletId,
+        member: &Member<'_>,
         msg: &SignedDkgMessage,
     ) -> Result<ConfirmationStatus, Error> {
-        let slot = self.slot(wallet)?;
+        let slot = member.slot();
+        let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
         self.adopt_durable(slot, &mut shard)?;
         let needed = slot.config.roster.len();
@@ -675,20 +676,17 @@ impl<S: Store> Signer<S> {
     /// gave up waiting for it) is refused.
     ///
     /// # Errors
-    /// [`Error::UnknownWallet`]; [`Error::DkgBusy`] when `from` did not
-    /// start the session (nothing changes).
-    pub fn dkg_cancel(
+    /// [`Error::DkgBusy`] when `from` did not start the session (nothing
+    /// changes).
+    pub(crate) fn dkg_cancel(
         &self,
-        from: CoordinatorId,
-        wallet: &WalletId,
+        member: &Member<'_>,
         session: DkgSessionId,
     ) -> Result<bool, Error> {
-        let slot = self.slot(wallet)?;
+        let (slot, from) = (member.slot(), member.from());
         let mut shard = lock(&self.store, slot)?;
         coordinated_by(&shard, slot, session, from)?;
-        if seat_in(slot, from).is_some() {
-            shard.dkg_cancelled.insert(from, session);
-        }
+        shard.dkg_cancelled.insert(from, session);
         let in_progress = shard.dkg.as_ref().is_some_and(|s| {
             s.id == session && matches!(s.phase, Phase::Round1 { .. } | Phase::Round2 { .. })
         });

@@ -289,25 +289,6 @@ pub enum DkgFault {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The envelope's version is not one this signer speaks.
-    #[error("unsupported request version {got} (this signer speaks {supported})")]
-    UnsupportedVersion {
-        /// The version received.
-        got: u16,
-        /// The version this signer speaks.
-        supported: u16,
-    },
-    /// The encoded request is larger than the configured limit.
-    #[error("request of {bytes} bytes exceeds the limit of {max}")]
-    RequestTooLarge {
-        /// Size received.
-        bytes: usize,
-        /// The configured maximum.
-        max: usize,
-    },
-    /// The encoded request is not a valid envelope.
-    #[error("the request does not decode")]
-    UndecodableRequest,
     /// Part of the request is malformed or inconsistent.
     #[error("malformed request for wallet {wallet}: {part:?}")]
     Malformed {
@@ -662,10 +643,7 @@ impl Error {
     /// variant forces a decision.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::UnsupportedVersion { .. }
-            | Self::RequestTooLarge { .. }
-            | Self::UndecodableRequest
-            | Self::Malformed { .. }
+            Self::Malformed { .. }
             | Self::TooManyInputs { .. }
             | Self::CommitmentReused { .. }
             | Self::NotOneRound1Vector { .. }
@@ -773,8 +751,6 @@ mod tests {
     fn a_policy_denial_is_retryable_exactly_for_rules_time_can_lift() {
         use thresig_tx::{Rule, UnixTime, Violation};
 
-        use crate::api::ErrorBody;
-
         let wallet = WalletId::new("w").unwrap();
         // Spelled out rather than derived from `Rule::is_retryable`, so a
         // change to either side shows up here.
@@ -814,9 +790,6 @@ mod tests {
             };
             assert_eq!(err.code(), ErrorCode::PolicyDenied, "{rule}");
             assert_eq!(err.recovery(), expected, "{rule}");
-            let body = ErrorBody::from(&err);
-            assert_eq!(body.code, ErrorCode::PolicyDenied, "{rule}");
-            assert_eq!(body.recovery, recovery_str(expected), "{rule}");
             if expected == Recovery::Retryable {
                 let named = format!("`{rule}`");
                 assert!(DOC.contains(&named), "docs/errors.md lacks {named}");

@@ -3,15 +3,16 @@
 //! # Main types
 //! - [`Signer`] holds the wallets one member serves ([`SignerConfig`]: wallet
 //!   ids, thresholds, ordered rosters of Ed25519 identity keys, [`Limits`])
-//!   over a [`thresig_store::Store`]. Its methods answer immediately:
-//!   [`Signer::round1`], [`Signer::round2`], [`Signer::abort`],
-//!   [`Signer::status`], [`Signer::wallets`], [`Signer::wallet_key`], and
-//!   the DKG parts [`Signer::dkg_start`], [`Signer::dkg_round2`],
-//!   [`Signer::dkg_finish`], [`Signer::dkg_confirm`]; [`Signer::handle`]
-//!   dispatches a [`Request`].
-//! - The API types ([`Request`], [`Response`], [`Reply`] in a versioned
-//!   [`Envelope`]) are what the daemon, the C ABI and tests exchange;
-//!   [`decode_request`] and [`encode_reply`] are the JSON boundary. A
+//!   over a [`thresig_store::Store`]. Its methods answer immediately. A
+//!   coordinator's [`Request`] (signing rounds 1 and 2, abort, status, the
+//!   DKG parts) enters only through [`Signer::handle`], which checks once
+//!   that the coordinator is a member of the wallet and hands the proof to
+//!   the request's own method; [`Signer::status`], [`Signer::wallets`],
+//!   [`Signer::wallet_key`], [`Signer::begin_rekey`] and
+//!   [`Signer::dkg_abort`] serve the local operator.
+//! - The API types ([`Request`], [`Response`]) are what a transport (the
+//!   daemon) converts its messages to and from; they define no wire format
+//!   of their own. A
 //!   [`DkgPayload`] has one canonical byte encoding
 //!   ([`DkgPayload::to_bytes`]), which its signature covers and a transport
 //!   carries.
@@ -74,9 +75,8 @@ mod target;
 mod wallet;
 
 pub use api::{
-    API_VERSION, AbortRequest, Envelope, ErrorBody, HexBytes, Reply, Request, Response,
-    Round1Request, Round1Response, Round2Request, Round2Response, WalletStatus, decode_request,
-    encode_reply,
+    AbortRequest, HexBytes, Request, Response, Round1Request, Round1Response, Round2Request,
+    Round2Response, WalletStatus,
 };
 pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};

@@ -238,6 +238,32 @@ fn nonce_capacity(
     }
 }
 
+/// Proof that a coordinator is a member of a wallet: built only by
+/// [`Signer::handle`]'s membership check, and required by every method a
+/// coordinator's request reaches, so none of them can run unchecked (as
+/// rustls' verified-handshake values).
+///
+/// # Invariants
+/// `from` is in `slot`'s roster. The fields are private to this module, so
+/// no other module can build a `Member` without the check.
+#[derive(Clone, Copy)]
+pub(crate) struct Member<'a> {
+    slot: &'a Slot,
+    from: CoordinatorId,
+}
+
+impl<'a> Member<'a> {
+    /// The wallet the coordinator is a member of.
+    pub(crate) fn slot(&self) -> &'a Slot {
+        self.slot
+    }
+
+    /// The coordinator.
+    pub(crate) fn from(&self) -> CoordinatorId {
+        self.from
+    }
+}
+
 /// One configured wallet.
 pub(crate) struct Slot {
     pub(crate) config: WalletConfig,
@@ -255,9 +281,11 @@ pub(crate) struct Slot {
 /// clock and creates no randomness: `now` and `rng` are arguments.
 ///
 /// Methods, by kind:
-/// - inputs: [`Signer::handle`] (dispatches a [`Request`]), or directly
-///   [`Signer::round1`], [`Signer::round2`], [`Signer::abort`];
-/// - getters: [`Signer::status`], [`Signer::wallets`];
+/// - inputs: [`Signer::handle`], the one way a coordinator's [`Request`]
+///   enters (it checks the coordinator's membership once, then dispatches);
+/// - operator commands: [`Signer::begin_rekey`], [`Signer::dkg_abort`];
+/// - getters, for the local operator: [`Signer::status`],
+///   [`Signer::wallets`], [`Signer::wallet_key`];
 /// - upkeep: [`Signer::prune`] drops expired nonces, forgotten tombstones
 ///   and pending shares, and expired markers, of every wallet (a round
 ///   prunes its own wallet's memory as it goes; idle wallets need the
@@ -370,15 +398,32 @@ impl<S: Store> Signer<S> {
         })
     }
 
-    /// Handles one request from the authenticated coordinator `from`.
+    /// Handles one request from the authenticated coordinator `from`: the
+    /// one way a coordinator's request enters the signer.
     ///
     /// Requests that address a wallet are accepted only from one of its
-    /// members (DESIGN.md §4: only members coordinate for a wallet); a
+    /// members (DESIGN.md §4: only members coordinate for a wallet),
+    /// checked here once; the per-kind methods take the [`Member`] proof
+    /// that check returns, so none of them can run for a non-member. A
     /// listing shows only the wallets `from` is a member of.
     ///
     /// # Errors
-    /// [`Error::CoordinatorNotMember`], and as for the method the request
-    /// dispatches to.
+    /// [`Error::CoordinatorNotMember`] (also for an unknown wallet), and
+    /// as for the kind of request:
+    /// - round 1: the wallet-state errors; a zero or too large input count;
+    ///   [`Error::NonceCapacity`] at the wallet-wide limit;
+    /// - round 2: every check of [`crate::Error`]'s request variants,
+    ///   [`Error::PolicyDenied`], [`Error::Transaction`],
+    ///   [`Error::RekeyInProgress`], [`Error::SuccessorNotActive`], the
+    ///   nonce errors ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
+    ///   [`Error::NonceEvicted`], [`Error::SessionConflict`]),
+    ///   [`Error::LedgerContended`] and [`Error::Store`];
+    /// - abort: [`Error::Malformed`] for a commitment that does not decode;
+    /// - wallet key: [`Error::WalletNotActive`] for a wallet without a key;
+    /// - the DKG parts: [`Error::DkgMismatch`], [`Error::WalletAlreadyKeyed`],
+    ///   [`Error::DkgBusy`], [`Error::DkgNotInPhase`], [`Error::DkgFailed`]
+    ///   naming the accused seat, [`Error::KeyPackagePresent`] and
+    ///   [`Error::Store`].
     pub fn handle<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
@@ -386,60 +431,59 @@ impl<S: Store> Signer<S> {
         request: Request,
         rng: &mut R,
     ) -> Result<Response, Error> {
-        if let Some(wallet) = request.wallet() {
-            self.member_slot(wallet, from)?;
-        }
+        // Only a listing addresses no wallet.
+        let Some(wallet) = request.wallet() else {
+            return self.listing(from);
+        };
+        let member = self.member(wallet, from)?;
         let messages = |messages| Response::DkgMessages { messages };
         match request {
-            Request::Round1(req) => self.round1(now, from, &req, rng).map(Response::Round1),
-            Request::Round2(req) => self.round2(now, from, &req, rng).map(Response::Round2),
+            Request::Round1(req) => self.round1(now, &member, &req, rng).map(Response::Round1),
+            Request::Round2(req) => self.round2(now, &member, &req, rng).map(Response::Round2),
             Request::Abort(req) => self
-                .abort(now, from, &req)
+                .abort(now, &member, &req)
                 .map(|destroyed| Response::Aborted { destroyed }),
-            Request::Status { wallet } => self.status(&wallet).map(Response::Status),
-            // A coordinator sees only the wallets it is a member of.
-            Request::ListWallets => Ok(Response::Wallets {
-                wallets: self
-                    .wallets
-                    .values()
-                    .filter(|slot| is_member(slot, from))
-                    .map(|slot| status_of(&self.store, slot))
-                    .collect::<Result<_, _>>()?,
-            }),
-            Request::WalletKey { wallet } => {
-                let key = self
-                    .wallet_key(&wallet)?
+            Request::Status { .. } => status_of(&self.store, member.slot).map(Response::Status),
+            Request::ListWallets => self.listing(from),
+            Request::WalletKey { .. } => {
+                let key = key_of(&self.store, member.slot)?
                     .to_bytes()
                     .map_err(|_| Error::Internal(InternalFault::Serialization))?;
                 Ok(Response::WalletKey { key: HexBytes(key) })
             }
             Request::DkgStart(proposal) => self
-                .dkg_start(now, from, &proposal, rng)
+                .dkg_start(now, &member, &proposal, rng)
                 .map(|m| messages(vec![m])),
             Request::DkgRound2 {
-                wallet,
-                session,
-                round1,
+                session, round1, ..
             } => self
-                .dkg_round2(now, from, &wallet, session, &round1, rng)
+                .dkg_round2(now, &member, session, &round1, rng)
                 .map(messages),
             Request::DkgFinish {
-                wallet,
-                session,
-                round2,
+                session, round2, ..
             } => self
-                .dkg_finish(now, from, &wallet, session, &round2)
+                .dkg_finish(now, &member, session, &round2)
                 .map(|m| messages(vec![m])),
-            Request::DkgConfirm {
-                wallet,
-                confirmation,
-            } => self
-                .dkg_confirm(&wallet, &confirmation)
+            Request::DkgConfirm { confirmation, .. } => self
+                .dkg_confirm(&member, &confirmation)
                 .map(Response::Confirmations),
-            Request::DkgCancel { wallet, session } => self
-                .dkg_cancel(from, &wallet, session)
+            Request::DkgCancel { session, .. } => self
+                .dkg_cancel(&member, session)
                 .map(|dropped| Response::DkgCancelled { dropped }),
         }
+    }
+
+    /// The status of every wallet `from` is a member of: a coordinator sees
+    /// only those.
+    fn listing(&self, from: CoordinatorId) -> Result<Response, Error> {
+        Ok(Response::Wallets {
+            wallets: self
+                .wallets
+                .values()
+                .filter(|slot| is_member(slot, from))
+                .map(|slot| status_of(&self.store, slot))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     /// Signing round 1: generates one fresh nonce per input, keeps them in
@@ -452,19 +496,17 @@ impl<S: Store> Signer<S> {
     /// the pool under it again, re-admitted by then-current limits.
     ///
     /// # Errors
-    /// [`Error::CoordinatorNotMember`] (also for an unknown wallet); the
-    /// wallet-state errors; a zero or too
-    /// large input count; [`Error::NonceCapacity`] at the wallet-wide limit
-    /// (the coordinator's own oldest vectors are evicted first to fit its
-    /// quota).
-    pub fn round1<R: RngCore + CryptoRng>(
+    /// The wallet-state errors; a zero or too large input count;
+    /// [`Error::NonceCapacity`] at the wallet-wide limit (the coordinator's
+    /// own oldest vectors are evicted first to fit its quota).
+    fn round1<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
-        from: CoordinatorId,
+        member: &Member<'_>,
         req: &Round1Request,
         rng: &mut R,
     ) -> Result<Round1Response, Error> {
-        let slot = self.member_slot(&req.wallet, from)?;
+        let Member { slot, from } = *member;
         let share = {
             let mut guard = lock(&self.store, slot)?;
             let Shard { state, pool, .. } = &mut *guard;
@@ -541,20 +583,20 @@ impl<S: Store> Signer<S> {
     /// exhausted the shares are returned without fresh commitments.
     ///
     /// # Errors
-    /// [`Error::CoordinatorNotMember`], every check of [`crate::Error`]'s
-    /// request variants, [`Error::PolicyDenied`], [`Error::Transaction`],
+    /// Every check of [`crate::Error`]'s request variants,
+    /// [`Error::PolicyDenied`], [`Error::Transaction`],
     /// [`Error::RekeyInProgress`], [`Error::SuccessorNotActive`], the nonce
     /// errors ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
     /// [`Error::NonceEvicted`], [`Error::SessionConflict`]),
     /// [`Error::LedgerContended`] and [`Error::Store`].
-    pub fn round2<R: RngCore + CryptoRng>(
+    fn round2<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
-        from: CoordinatorId,
+        member: &Member<'_>,
         req: &Round2Request,
         rng: &mut R,
     ) -> Result<Round2Response, Error> {
-        let slot = self.member_slot(&req.wallet, from)?;
+        let Member { slot, from } = *member;
         let successor = self.successor(slot)?;
         let mut guard = lock(&self.store, slot)?;
         let Shard {
@@ -706,15 +748,14 @@ impl<S: Store> Signer<S> {
     /// given commitments. Returns how many nonces were destroyed.
     ///
     /// # Errors
-    /// [`Error::UnknownWallet`], or [`Error::Malformed`] for a commitment
-    /// that does not decode.
-    pub fn abort(
+    /// [`Error::Malformed`] for a commitment that does not decode.
+    fn abort(
         &self,
         now: Timestamp,
-        from: CoordinatorId,
+        member: &Member<'_>,
         req: &AbortRequest,
     ) -> Result<usize, Error> {
-        let slot = self.slot(&req.wallet)?;
+        let Member { slot, from } = *member;
         let hashes = req
             .commitments
             .iter()
@@ -783,14 +824,7 @@ impl<S: Store> Signer<S> {
     /// [`Error::UnknownWallet`], or [`Error::WalletNotActive`] for a wallet
     /// without a key.
     pub fn wallet_key(&self, wallet: &WalletId) -> Result<thresig_crypto::WalletKey, Error> {
-        let shard = lock(&self.store, self.slot(wallet)?)?;
-        shard
-            .state
-            .key()
-            .map(|k| k.key.clone())
-            .ok_or_else(|| Error::WalletNotActive {
-                wallet: wallet.clone(),
-            })
+        key_of(&self.store, self.slot(wallet)?)
     }
 
     /// The store the signer runs on.
@@ -806,14 +840,14 @@ impl<S: Store> Signer<S> {
             })
     }
 
-    /// The wallet's slot, if `from` is a member of it: only members may
+    /// The proof that `from` is a member of `wallet`: only members may
     /// coordinate for a wallet. An unknown wallet gets the same answer as a
     /// wallet `from` is not a member of: the caller's own membership
     /// decides, so a cluster member outside a wallet cannot probe for
     /// wallet ids.
-    fn member_slot(&self, wallet: &WalletId, from: CoordinatorId) -> Result<&Slot, Error> {
+    fn member(&self, wallet: &WalletId, from: CoordinatorId) -> Result<Member<'_>, Error> {
         match self.wallets.get(wallet) {
-            Some(slot) if is_member(slot, from) => Ok(slot),
+            Some(slot) if is_member(slot, from) => Ok(Member { slot, from }),
             _ => Err(Error::CoordinatorNotMember {
                 wallet: wallet.clone(),
                 coordinator: from,
@@ -1023,6 +1057,21 @@ fn lock_unloaded(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
 /// Whether `from` is a member of the slot's wallet.
 fn is_member(slot: &Slot, from: CoordinatorId) -> bool {
     slot.config.roster.iter().any(|k| k.to_bytes() == from.0)
+}
+
+/// The public key record of the slot's wallet.
+///
+/// # Errors
+/// [`Error::WalletNotActive`] for a wallet without a key.
+fn key_of<S: Store>(store: &S, slot: &Slot) -> Result<thresig_crypto::WalletKey, Error> {
+    let shard = lock(store, slot)?;
+    shard
+        .state
+        .key()
+        .map(|k| k.key.clone())
+        .ok_or_else(|| Error::WalletNotActive {
+            wallet: slot.config.id.clone(),
+        })
 }
 
 fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {

@@ -1,80 +1,173 @@
-//! The versioned JSON envelope: decoding limits, dispatch and error bodies.
+//! The signer's one entry point, `Signer::handle`: every request kind is
+//! refused to a coordinator outside the wallet before anything changes, and
+//! members get each kind's answer.
 
 mod common;
 
+use std::collections::BTreeMap;
+
+use common::dkg::{activate_everywhere, confirmations, part1, part2, proposal, state};
 use common::*;
+use thresig_crypto::Commitment;
 use thresig_engine::{
-    API_VERSION, Envelope, Error, ErrorCode, Limits, Reply, Request, Response, Round1Request,
-    WalletStateKind, decode_request, encode_reply,
+    AbortRequest, CoordinatorId, Error, ErrorCode, HexBytes, Limits, Request, Response,
+    Round1Request, WalletStateKind,
 };
 
-fn encode(req: &Request, version: u16) -> Vec<u8> {
-    let mut env = Envelope::new(req.clone());
-    env.version = version;
-    serde_json::to_vec(&env).unwrap()
+/// A coordinator that is in no wallet's roster.
+fn stranger() -> CoordinatorId {
+    CoordinatorId(identity(9).to_bytes())
+}
+
+/// Sends `request` from `from` to seat 1 and checks that it is refused as
+/// from a non-member and that seat 1's wallets and the RNG are untouched
+/// (no nonce or DKG secret was drawn).
+fn refused_unchanged(c: &mut Cluster, from: CoordinatorId, request: Request) {
+    let shown = format!("{request:?}");
+    let before = c.member(1).signer().wallets().unwrap();
+    let drawn = c.rng.get_word_pos();
+    let now = c.now;
+    let err = c.members[0].signer().handle(now, from, request, &mut c.rng);
+    let err = err.expect_err(&shown);
+    assert!(
+        matches!(err, Error::CoordinatorNotMember { .. }),
+        "{shown}: {err:?}"
+    );
+    assert_eq!(err.code(), ErrorCode::CoordinatorNotMember, "{shown}");
+    assert_eq!(c.rng.get_word_pos(), drawn, "{shown}: randomness drawn");
+    let after = c.member(1).signer().wallets().unwrap();
+    assert_eq!(after, before, "{shown}: a wallet changed");
+}
+
+fn encoded(commitments: &[Commitment]) -> Vec<HexBytes> {
+    commitments
+        .iter()
+        .map(|c| HexBytes(c.to_bytes().unwrap()))
+        .collect()
 }
 
 #[test]
-fn a_round1_request_travels_as_json_and_back() {
+fn a_non_member_is_refused_every_signing_request_and_nothing_changes() {
+    let mut c = Cluster::new(35, 2, 3, &["w1"], Limits::default());
+    // A member's attempt in progress: live nonces at seats 1 and 2.
+    let comms: BTreeMap<u16, Vec<Commitment>> = [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, COORD_A, "w1", 1).unwrap()))
+        .collect();
+    let round2 = c.request("w1", &comms, &[[7; 32]]);
+    // One request of each kind that addresses a wallet (the listing, which
+    // addresses none, is checked below).
+    let table = [
+        Request::Round1(Round1Request::new(wid("w1"), 1)),
+        Request::Round2(round2.clone()),
+        Request::Abort(AbortRequest::new(wid("w1"), encoded(&comms[&1]))),
+        Request::Status { wallet: wid("w1") },
+        Request::WalletKey { wallet: wid("w1") },
+        // An unknown wallet gets the same answer (no probing for ids).
+        Request::Status {
+            wallet: wid("other"),
+        },
+    ];
+    for request in table {
+        refused_unchanged(&mut c, stranger(), request);
+    }
+    let now = c.now;
+    let listing = c.members[0]
+        .signer()
+        .handle(now, stranger(), Request::ListWallets, &mut c.rng)
+        .unwrap();
+    assert_eq!(listing, Response::Wallets { wallets: vec![] });
+    // The member's attempt still signs: its nonces were neither drawn
+    // anew, aborted nor spent by the refused requests.
+    let shares: BTreeMap<u16, Vec<Vec<u8>>> = [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round2(s, &round2).unwrap()))
+        .collect();
+    assert_eq!(c.aggregate("w1", &round2, &shares).len(), 1);
+}
+
+#[test]
+fn a_non_member_is_refused_every_dkg_request_and_nothing_changes() {
+    let mut c = Cluster::unkeyed(36, 2, 3, &["w"]);
+    let p = proposal(&c, "w", 1);
+    // A member's DKG in progress: every seat in part 1.
+    let round1 = part1(&mut c, &p);
+    let other = proposal(&c, "w", 2);
+    let table = [
+        Request::DkgStart(other),
+        Request::DkgRound2 {
+            wallet: wid("w"),
+            session: p.session,
+            round1: round1[1..].to_vec(),
+        },
+        Request::DkgFinish {
+            wallet: wid("w"),
+            session: p.session,
+            round2: Vec::new(),
+        },
+        Request::DkgConfirm {
+            wallet: wid("w"),
+            confirmation: round1[1].clone(),
+        },
+        Request::DkgCancel {
+            wallet: wid("w"),
+            session: p.session,
+        },
+    ];
+    for request in table {
+        refused_unchanged(&mut c, stranger(), request);
+    }
+    assert_eq!(state(&c, 1, "w"), WalletStateKind::DkgPending);
+    // The member's session was neither replaced, advanced nor cancelled:
+    // its DKG completes.
+    let inbox = part2(&mut c, &p, &round1);
+    let confirmed = confirmations(&c, &p, &inbox);
+    activate_everywhere(&c, "w", &confirmed);
+    assert_eq!(state(&c, 1, "w"), WalletStateKind::Active);
+}
+
+#[test]
+fn a_round1_request_is_answered_through_the_entry_point() {
     let mut c = Cluster::new(30, 2, 3, &["w1"], Limits::default());
     let req = Request::Round1(Round1Request::new(wid("w1"), 2));
-    let bytes = encode(&req, API_VERSION);
-    let decoded = decode_request(&bytes, &Limits::default()).unwrap();
-    assert_eq!(decoded, req);
     let now = c.now;
-    let result = c.members[0]
+    let reply = c.members[0]
         .signer()
-        .handle(now, coordinator(COORD_A), decoded, &mut c.rng);
-    let reply: Envelope<Reply> = serde_json::from_slice(&encode_reply(result.into())).unwrap();
-    assert_eq!(reply.version, API_VERSION);
-    let Reply::Ok(Response::Round1(r)) = reply.body else {
-        panic!("unexpected reply {:?}", reply.body)
+        .handle(now, coordinator(COORD_A), req, &mut c.rng)
+        .unwrap();
+    let Response::Round1(r) = reply else {
+        panic!("unexpected reply {reply:?}")
     };
     assert_eq!(r.commitments.len(), 2);
     assert_eq!(r.seat, 1);
+    assert_eq!(r.wallet, wid("w1"));
 }
 
 #[test]
-fn limits_and_versions_are_enforced_at_decode() {
-    let req = Request::ListWallets;
-    let limits = Limits::default();
-    let err = decode_request(&encode(&req, API_VERSION + 1), &limits).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::UnsupportedVersion {
-                got: 2,
-                supported: 1
-            }
-        ),
-        "{err:?}"
-    );
-    let mut small = limits.clone();
-    small.max_request_bytes = 10;
-    let err = decode_request(&encode(&req, API_VERSION), &small).unwrap_err();
-    assert!(
-        matches!(err, Error::RequestTooLarge { max: 10, .. }),
-        "{err:?}"
-    );
-    let err = decode_request(b"{\"version\":1,\"body\":{\"type\":\"nope\"}}", &limits).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidRequest);
-}
-
-#[test]
-fn errors_travel_with_code_and_class() {
+fn a_refusal_carries_its_code_and_class() {
     let mut c = Cluster::new(31, 2, 3, &["w1"], Limits::default());
-    let req = Request::Status {
+    let now = c.now;
+    let too_many = Request::Round1(Round1Request::new(
+        wid("w1"),
+        Limits::default().max_inputs + 1,
+    ));
+    let err = c.members[0]
+        .signer()
+        .handle(now, coordinator(COORD_A), too_many, &mut c.rng)
+        .unwrap_err();
+    assert!(matches!(err, Error::TooManyInputs { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+    assert_eq!(err.recovery(), ErrorCode::InvalidRequest.recovery());
+    let unknown = Request::Status {
         wallet: wid("other"),
     };
-    let now = c.now;
-    let result = c.members[0]
+    let err = c.members[0]
         .signer()
-        .handle(now, coordinator(COORD_A), req, &mut c.rng);
-    let json: serde_json::Value = serde_json::from_slice(&encode_reply(result.into())).unwrap();
-    // Over the network an unknown wallet is answered as one the caller is
-    // not a member of (no probing for wallet ids).
-    assert_eq!(json["body"]["error"]["code"], "coordinator_not_member");
-    assert_eq!(json["body"]["error"]["recovery"], "terminal");
+        .handle(now, coordinator(COORD_A), unknown, &mut c.rng)
+        .unwrap_err();
+    // An unknown wallet is answered as one the caller is not a member of.
+    assert_eq!(err.code(), ErrorCode::CoordinatorNotMember);
+    assert_eq!(err.recovery(), thresig_store::Recovery::Terminal);
 }
 
 #[test]
@@ -106,8 +199,7 @@ fn a_listing_shows_only_the_wallets_the_coordinator_is_a_member_of() {
         wallets.into_iter().map(|w| w.wallet).collect::<Vec<_>>()
     };
     assert_eq!(listed(&mut c, coordinator(COORD_A)), [wid("w1"), wid("w2")]);
-    let stranger = thresig_engine::CoordinatorId([0xee; 32]);
-    assert!(listed(&mut c, stranger).is_empty());
+    assert!(listed(&mut c, stranger()).is_empty());
 }
 
 #[test]
@@ -124,10 +216,9 @@ fn a_member_gets_the_wallet_key_record_and_a_stranger_does_not() {
     };
     let decoded = thresig_crypto::WalletKey::from_bytes(&key.0).unwrap();
     assert_eq!(decoded.output_key(), c.keys[&wid("w1")].output_key());
-    let stranger = thresig_engine::CoordinatorId([0xee; 32]);
     let err = c.members[0]
         .signer()
-        .handle(now, stranger, request(), &mut c.rng)
+        .handle(now, stranger(), request(), &mut c.rng)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::CoordinatorNotMember);
 }

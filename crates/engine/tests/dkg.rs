@@ -122,19 +122,14 @@ fn a_round2_payload_with_another_echo_hash_aborts() {
     assert_eq!(state(&c, 1, "w"), WalletStateKind::DkgPending);
 }
 
-/// Sends `req` to seat `s` through the JSON envelope, as the daemon and the
-/// C ABI do, from coordinator seat 1.
+/// Sends `req` to seat `s` through its entry point, as the daemon does,
+/// from coordinator seat 1.
 fn call(c: &mut Cluster, s: u16, req: thresig_engine::Request) -> thresig_engine::Response {
-    use thresig_engine::{Envelope, Limits, Reply, decode_request, encode_reply};
-    let bytes = serde_json::to_vec(&Envelope::new(req)).unwrap();
-    let req = decode_request(&bytes, &Limits::default()).unwrap();
     let now = c.now;
     let signer = c.members[usize::from(s) - 1].signer();
-    let result = signer.handle(now, coordinator(1), req, &mut c.rng);
-    let reply: Envelope<Reply> = serde_json::from_slice(&encode_reply(result.into())).unwrap();
-    match reply.body {
-        Reply::Ok(r) => r,
-        other => panic!("seat {s}: {other:?}"),
+    match signer.handle(now, coordinator(1), req, &mut c.rng) {
+        Ok(r) => r,
+        Err(e) => panic!("seat {s}: {e:?}"),
     }
 }
 
@@ -146,7 +141,7 @@ fn messages(r: thresig_engine::Response) -> Vec<SignedDkgMessage> {
 }
 
 #[test]
-fn a_dkg_runs_over_the_json_envelope() {
+fn a_dkg_runs_through_the_entry_point() {
     use thresig_engine::{Request, Response};
     let mut c = Cluster::unkeyed(47, 2, N, &["w"]);
     let p = proposal(&c, "w", 9);

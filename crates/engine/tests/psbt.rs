@@ -575,10 +575,8 @@ fn a_policy_of_another_network_or_a_bad_successor_stops_the_signer() {
 }
 
 #[test]
-fn a_psbt_request_travels_as_json_and_a_refusal_comes_back_as_policy_denied() {
-    use thresig_engine::{
-        API_VERSION, Envelope, Reply, Request, Response, decode_request, encode_reply,
-    };
+fn a_psbt_request_through_the_entry_point_is_signed_or_refused_as_policy_denied() {
+    use thresig_engine::{Request, Response};
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly))];
     let mut c = Cluster::with_wallets(40, 2, 3, &specs, Limits::default());
     let w = taproot(&c, "w");
@@ -590,24 +588,19 @@ fn a_psbt_request_travels_as_json_and_a_refusal_comes_back_as_policy_denied() {
     ];
     for (psbt, refused_by) in cases {
         let (req, _) = psbt_request(&mut c, "w", &[1, 2], &psbt.serialize(), &sighashes(&psbt));
-        let bytes = serde_json::to_vec(&Envelope::new(Request::Round2(req.clone()))).unwrap();
-        let decoded = decode_request(&bytes, &Limits::default()).unwrap();
-        assert_eq!(decoded, Request::Round2(req));
         let now = c.now;
         let result = c.member(1).signer().handle(
             now,
             coordinator(COORD_A),
-            decoded,
+            Request::Round2(req),
             &mut *c.fresh_rng.borrow_mut(),
         );
-        let reply: Envelope<Reply> = serde_json::from_slice(&encode_reply(result.into())).unwrap();
-        assert_eq!(reply.version, API_VERSION);
-        match (reply.body, refused_by) {
-            (Reply::Ok(Response::Round2(r)), None) => assert_eq!(r.shares.len(), 1),
-            (Reply::Error(body), Some(rule)) => {
-                assert_eq!(body.code, ErrorCode::PolicyDenied);
-                assert_eq!(body.recovery, "terminal");
-                assert!(body.message.contains(rule), "{}", body.message);
+        match (result, refused_by) {
+            (Ok(Response::Round2(r)), None) => assert_eq!(r.shares.len(), 1),
+            (Err(err), Some(rule)) => {
+                assert_eq!(err.code(), ErrorCode::PolicyDenied);
+                assert_eq!(err.recovery(), thresig_store::Recovery::Terminal);
+                assert!(err.to_string().contains(rule), "{err}");
             }
             (other, _) => panic!("unexpected reply {other:?}"),
         }

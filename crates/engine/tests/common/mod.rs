@@ -3,8 +3,11 @@
 //! a virtual clock, a seeded RNG and a fault-injecting store decorator.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod ask;
 pub mod dkg;
 pub mod psbt;
+
+pub use ask::Ask;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};

@@ -1,0 +1,262 @@
+//! Requests by kind, each sent through [`Signer::handle`] (the signer's one
+//! entry point, which checks the coordinator's membership): the tests read
+//! as calls of one kind and answer with that kind's result.
+
+use rand_core::{CryptoRng, RngCore};
+use thresig_engine::{
+    AbortRequest, ConfirmationStatus, CoordinatorId, DkgProposal, DkgSessionId, Error, Request,
+    Response, Round1Request, Round1Response, Round2Request, Round2Response, SignedDkgMessage,
+    Signer, Timestamp, WalletId,
+};
+use thresig_store::Store;
+
+use super::coordinator;
+
+/// Sends `request` from `from` and takes the answer `kind` picks (a
+/// different kind of answer is an engine bug: the test fails).
+fn ask<S: Store, T>(
+    signer: &Signer<S>,
+    now: Timestamp,
+    from: CoordinatorId,
+    request: Request,
+    rng: &mut (impl RngCore + CryptoRng),
+    kind: impl FnOnce(Response) -> Option<T>,
+) -> Result<T, Error> {
+    let response = signer.handle(now, from, request, rng)?;
+    let shown = format!("{response:?}");
+    Ok(kind(response).unwrap_or_else(|| panic!("an answer of another kind: {shown}")))
+}
+
+/// The one message a DKG part 1 or 3 answers with.
+fn one(response: Response) -> Option<SignedDkgMessage> {
+    match response {
+        Response::DkgMessages { mut messages } if messages.len() == 1 => messages.pop(),
+        _ => None,
+    }
+}
+
+/// The requests of a coordinator, by kind, through [`Signer::handle`].
+pub trait Ask {
+    fn round1(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &Round1Request,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Round1Response, Error>;
+
+    fn round2(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &Round2Request,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Round2Response, Error>;
+
+    fn abort(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &AbortRequest,
+    ) -> Result<usize, Error>;
+
+    fn dkg_start(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        proposal: &DkgProposal,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<SignedDkgMessage, Error>;
+
+    fn dkg_round2(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        round1: &[SignedDkgMessage],
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Vec<SignedDkgMessage>, Error>;
+
+    fn dkg_finish(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        round2: &[SignedDkgMessage],
+    ) -> Result<SignedDkgMessage, Error>;
+
+    /// A confirmation relayed by member 1 (any member may relay one).
+    fn dkg_confirm(
+        &self,
+        wallet: &WalletId,
+        confirmation: &SignedDkgMessage,
+    ) -> Result<ConfirmationStatus, Error>;
+
+    fn dkg_cancel(
+        &self,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+    ) -> Result<bool, Error>;
+}
+
+/// Requests that draw no randomness still take an RNG through `handle`.
+fn no_rng() -> rand_chacha::ChaCha20Rng {
+    rand_core::SeedableRng::seed_from_u64(0)
+}
+
+impl<S: Store> Ask for Signer<S> {
+    fn round1(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &Round1Request,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Round1Response, Error> {
+        ask(
+            self,
+            now,
+            from,
+            Request::Round1(req.clone()),
+            rng,
+            |r| match r {
+                Response::Round1(r) => Some(r),
+                _ => None,
+            },
+        )
+    }
+
+    fn round2(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &Round2Request,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Round2Response, Error> {
+        ask(
+            self,
+            now,
+            from,
+            Request::Round2(req.clone()),
+            rng,
+            |r| match r {
+                Response::Round2(r) => Some(r),
+                _ => None,
+            },
+        )
+    }
+
+    fn abort(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        req: &AbortRequest,
+    ) -> Result<usize, Error> {
+        let request = Request::Abort(req.clone());
+        ask(self, now, from, request, &mut no_rng(), |r| match r {
+            Response::Aborted { destroyed } => Some(destroyed),
+            _ => None,
+        })
+    }
+
+    fn dkg_start(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        proposal: &DkgProposal,
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<SignedDkgMessage, Error> {
+        ask(
+            self,
+            now,
+            from,
+            Request::DkgStart(proposal.clone()),
+            rng,
+            one,
+        )
+    }
+
+    fn dkg_round2(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        round1: &[SignedDkgMessage],
+        rng: &mut (impl RngCore + CryptoRng),
+    ) -> Result<Vec<SignedDkgMessage>, Error> {
+        let request = Request::DkgRound2 {
+            wallet: wallet.clone(),
+            session,
+            round1: round1.to_vec(),
+        };
+        ask(self, now, from, request, rng, |r| match r {
+            Response::DkgMessages { messages } => Some(messages),
+            _ => None,
+        })
+    }
+
+    fn dkg_finish(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        round2: &[SignedDkgMessage],
+    ) -> Result<SignedDkgMessage, Error> {
+        let request = Request::DkgFinish {
+            wallet: wallet.clone(),
+            session,
+            round2: round2.to_vec(),
+        };
+        ask(self, now, from, request, &mut no_rng(), one)
+    }
+
+    fn dkg_confirm(
+        &self,
+        wallet: &WalletId,
+        confirmation: &SignedDkgMessage,
+    ) -> Result<ConfirmationStatus, Error> {
+        let request = Request::DkgConfirm {
+            wallet: wallet.clone(),
+            confirmation: confirmation.clone(),
+        };
+        // Confirmations take no time: any `now` answers alike.
+        ask(
+            self,
+            Timestamp(0),
+            coordinator(1),
+            request,
+            &mut no_rng(),
+            |r| match r {
+                Response::Confirmations(status) => Some(status),
+                _ => None,
+            },
+        )
+    }
+
+    fn dkg_cancel(
+        &self,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+    ) -> Result<bool, Error> {
+        let request = Request::DkgCancel {
+            wallet: wallet.clone(),
+            session,
+        };
+        ask(
+            self,
+            Timestamp(0),
+            from,
+            request,
+            &mut no_rng(),
+            |r| match r {
+                Response::DkgCancelled { dropped } => Some(dropped),
+                _ => None,
+            },
+        )
+    }
+}
