@@ -12,10 +12,7 @@ use thresig_daemon::{
     ClientTls, ClusterCa, ClusterName, DaemonConfig, EngineHandler, Listeners, SignerClient,
     SignerError, SignerHandler, TlsPaths, Validity, serve,
 };
-use thresig_engine::{
-    AbortRequest, ConfirmationStatus, DkgProposal, DkgSessionId, Round1Request, Round1Response,
-    Round2Request, Round2Response, SignedDkgMessage, Signer, WalletId, WalletStatus,
-};
+use thresig_engine::{DkgProposal, DkgSessionId, Request, Response, Signer, WalletId};
 use thresig_store::EncryptedStore;
 use thresig_store::provider::KeyProvider;
 use thresig_tx::Network;
@@ -110,27 +107,31 @@ impl Release {
 }
 
 impl SignerHandler for Member {
-    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Response, SignerError> {
-        self.inner.round1(peer, request)
+    fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        match request {
+            Request::Round2(_) => self.round2(peer, request),
+            Request::DkgStart(_) => self.dkg_start(peer, request),
+            Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
+            _ => self.inner.handle(peer, request),
+        }
     }
-    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Response, SignerError> {
-        let mut response = self.inner.round2(peer, request)?;
-        if self.mode == Mode::NoFreshCommitments {
-            response.commitments.clear();
+}
+
+impl Member {
+    fn round2(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        let mut response = self.inner.handle(peer, request)?;
+        if let Response::Round2(reply) = &mut response
+            && self.mode == Mode::NoFreshCommitments
+        {
+            reply.commitments.clear();
         }
         if self.loses(Mode::Round2LostOnce) {
             return Err(lost_reply());
         }
         Ok(response)
     }
-    fn abort(&self, peer: Seat, request: AbortRequest) -> Result<usize, SignerError> {
-        self.inner.abort(peer, request)
-    }
-    fn dkg_start(
-        &self,
-        peer: Seat,
-        proposal: DkgProposal,
-    ) -> Result<SignedDkgMessage, SignerError> {
+
+    fn dkg_start(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         if self.loses(Mode::DkgStartRefusedOnce) {
             return Err(SignerError::new(
                 thresig_daemon::ErrorCode::INTERNAL,
@@ -144,21 +145,22 @@ impl SignerHandler for Member {
             // for "never".
             self.release.wait();
         }
-        let mut message = self.inner.dkg_start(peer, proposal)?;
-        if self.mode == Mode::DkgBadSignature {
+        let mut response = self.inner.handle(peer, request)?;
+        if let Response::DkgMessages { messages } = &mut response
+            && self.mode == Mode::DkgBadSignature
+            && let Some(message) = messages.first_mut()
+        {
             message.signature.0[0] ^= 1;
         }
-        Ok(message)
+        Ok(response)
     }
-    fn dkg_round2(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-        round1: Vec<SignedDkgMessage>,
-    ) -> Result<Vec<SignedDkgMessage>, SignerError> {
-        let mut out = self.inner.dkg_round2(peer, wallet, session, round1)?;
-        if self.mode == Mode::DkgMisroute && out.len() >= 2 {
+
+    fn dkg_round2(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        let mut response = self.inner.handle(peer, request)?;
+        if let Response::DkgMessages { messages: out } = &mut response
+            && self.mode == Mode::DkgMisroute
+            && out.len() >= 2
+        {
             let first = out[0].clone();
             out[1] = first;
         }
@@ -168,38 +170,7 @@ impl SignerHandler for Member {
         if self.loses(Mode::DkgRound2LateOnce) {
             std::thread::sleep(LATE);
         }
-        Ok(out)
-    }
-    fn dkg_finish(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-        round2: Vec<SignedDkgMessage>,
-    ) -> Result<SignedDkgMessage, SignerError> {
-        self.inner.dkg_finish(peer, wallet, session, round2)
-    }
-    fn dkg_confirm(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        confirmation: SignedDkgMessage,
-    ) -> Result<ConfirmationStatus, SignerError> {
-        self.inner.dkg_confirm(peer, wallet, confirmation)
-    }
-    fn dkg_cancel(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-    ) -> Result<bool, SignerError> {
-        self.inner.dkg_cancel(peer, wallet, session)
-    }
-    fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
-        self.inner.status(peer)
-    }
-    fn wallet_key(&self, peer: Seat, wallet: WalletId) -> Result<Vec<u8>, SignerError> {
-        self.inner.wallet_key(peer, wallet)
+        Ok(response)
     }
 }
 

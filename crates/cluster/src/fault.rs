@@ -9,10 +9,7 @@ use std::sync::Arc;
 
 use thresig_crypto::{Seat, SignatureShare};
 use thresig_daemon::{SignerError, SignerHandler};
-use thresig_engine::{
-    AbortRequest, ConfirmationStatus, DkgProposal, DkgSessionId, HexBytes, Round1Request,
-    Round1Response, Round2Request, Round2Response, SignedDkgMessage, WalletId, WalletStatus,
-};
+use thresig_engine::{HexBytes, Request, Response};
 
 /// How a signer misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,75 +55,11 @@ fn corrupt(share: &HexBytes) -> HexBytes {
 }
 
 impl<H: SignerHandler> SignerHandler for Faulty<H> {
-    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Response, SignerError> {
-        self.inner.round1(peer, request)
-    }
-
-    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Response, SignerError> {
-        let mut response = self.inner.round2(peer, request)?;
-        match self.fault {
-            Fault::InvalidShares => {
-                response.shares = response.shares.iter().map(corrupt).collect();
-            }
+    fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        let mut response = self.inner.handle(peer, request)?;
+        if let (Fault::InvalidShares, Response::Round2(reply)) = (self.fault, &mut response) {
+            reply.shares = reply.shares.iter().map(corrupt).collect();
         }
         Ok(response)
-    }
-
-    fn abort(&self, peer: Seat, request: AbortRequest) -> Result<usize, SignerError> {
-        self.inner.abort(peer, request)
-    }
-
-    fn dkg_start(
-        &self,
-        peer: Seat,
-        proposal: DkgProposal,
-    ) -> Result<SignedDkgMessage, SignerError> {
-        self.inner.dkg_start(peer, proposal)
-    }
-
-    fn dkg_round2(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-        round1: Vec<SignedDkgMessage>,
-    ) -> Result<Vec<SignedDkgMessage>, SignerError> {
-        self.inner.dkg_round2(peer, wallet, session, round1)
-    }
-
-    fn dkg_finish(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-        round2: Vec<SignedDkgMessage>,
-    ) -> Result<SignedDkgMessage, SignerError> {
-        self.inner.dkg_finish(peer, wallet, session, round2)
-    }
-
-    fn dkg_confirm(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        confirmation: SignedDkgMessage,
-    ) -> Result<ConfirmationStatus, SignerError> {
-        self.inner.dkg_confirm(peer, wallet, confirmation)
-    }
-
-    fn dkg_cancel(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-    ) -> Result<bool, SignerError> {
-        self.inner.dkg_cancel(peer, wallet, session)
-    }
-
-    fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
-        self.inner.status(peer)
-    }
-
-    fn wallet_key(&self, peer: Seat, wallet: WalletId) -> Result<Vec<u8>, SignerError> {
-        self.inner.wallet_key(peer, wallet)
     }
 }

@@ -1,19 +1,16 @@
 //! The seam between the transport and the signer: the [`SignerHandler`]
 //! trait the daemon calls, and the error every reply may carry.
 //!
-//! Requests and replies are the signer engine's own types
-//! ([`thresig_engine::Round1Request`] and the rest); the service converts
-//! the wire messages to them at the edge, so the engine (or a test double)
-//! implements the trait without knowing the wire format.
+//! Requests and replies are the signer engine's own [`Request`] and
+//! [`Response`]; the service converts the wire messages to them at the
+//! edge, so the engine (or a test double) implements the trait without
+//! knowing the wire format.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use thresig_crypto::Seat;
-use thresig_engine::{
-    AbortRequest, ConfirmationStatus, DkgProposal, DkgSessionId, Round1Request, Round1Response,
-    Round2Request, Round2Response, SignedDkgMessage, WalletId, WalletStatus,
-};
+use thresig_engine::{Request, Response};
 
 /// Whether a failed request can succeed if sent again unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -132,77 +129,29 @@ impl SignerError {
 }
 
 /// What the daemon calls for each authenticated request: the signer engine
-/// implements it ([`crate::EngineHandler`]), and tests implement it with
-/// doubles.
+/// implements it ([`crate::EngineHandler`]), and tests and the demo wrap or
+/// replace it.
 ///
-/// Methods are synchronous and may block (store commits, signing math): the
-/// daemon runs each call on a blocking thread, bounded by the configured
-/// concurrency limit, so an implementation never runs on a runtime worker.
+/// One method for every kind of request, over the engine's own
+/// [`Request`] and [`Response`]: the service converts each wire message to
+/// a `Request` once and the `Response` back once, and a wrapper that
+/// changes one kind matches that kind and forwards the rest.
+///
+/// The method is synchronous and may block (store commits, signing math):
+/// the daemon runs each call on a blocking thread, bounded by the
+/// configured concurrency limit, so an implementation never runs on a
+/// runtime worker.
 ///
 /// `peer` is the cluster seat the caller's client certificate names,
 /// established by the TLS handshake; it is never taken from a message. A
 /// coordinator is trusted for nothing but liveness, so implementations check
 /// every request themselves.
-///
-/// # Errors
-/// Every method returns a [`SignerError`] with a stable code (the engine's
-/// codes, or `coordinator_not_member` for a seat outside the cluster).
 pub trait SignerHandler: Send + Sync + 'static {
-    /// Signing round 1: fresh nonce commitments, one per input.
-    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Response, SignerError>;
-
-    /// Signing round 2: one share per input, plus fresh commitments.
-    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Response, SignerError>;
-
-    /// Destroys the peer's round-1 vectors holding the request's
-    /// commitments; returns how many nonces were destroyed.
-    fn abort(&self, peer: Seat, request: AbortRequest) -> Result<usize, SignerError>;
-
-    /// DKG part 1: this signer's signed round-1 message for `proposal`.
-    fn dkg_start(&self, peer: Seat, proposal: DkgProposal)
-    -> Result<SignedDkgMessage, SignerError>;
-
-    /// DKG part 2: the other members' round-1 messages in, one sealed
-    /// round-2 message per other member out.
-    fn dkg_round2(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-        round1: Vec<SignedDkgMessage>,
-    ) -> Result<Vec<SignedDkgMessage>, SignerError>;
-
-    /// DKG part 3: the round-2 messages addressed to this signer in, its
-    /// signed confirmation out.
-    fn dkg_finish(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-        round2: Vec<SignedDkgMessage>,
-    ) -> Result<SignedDkgMessage, SignerError>;
-
-    /// One member's signed confirmation of a finished DKG.
-    fn dkg_confirm(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        confirmation: SignedDkgMessage,
-    ) -> Result<ConfirmationStatus, SignerError>;
-
-    /// A relay's cancel of its failed DKG `session`: dropped if still in
-    /// part 1 or 2; whether it was.
-    fn dkg_cancel(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-    ) -> Result<bool, SignerError>;
-
-    /// The wallets `peer` is a member of, in id order.
-    fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError>;
-
-    /// A wallet's public key record, in the crypto crate's canonical
-    /// encoding (`thresig_crypto::WalletKey::to_bytes`).
-    fn wallet_key(&self, peer: Seat, wallet: WalletId) -> Result<Vec<u8>, SignerError>;
+    /// Runs `request` from the member at `peer`; the answer is of the
+    /// request's kind (an answer of another kind is refused as `internal`).
+    ///
+    /// # Errors
+    /// A [`SignerError`] with a stable code (the engine's codes, or
+    /// `coordinator_not_member` for a seat outside the cluster).
+    fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError>;
 }

@@ -7,8 +7,8 @@
 use thresig_crypto::{Seat, WalletKey};
 use thresig_engine::{
     AbortRequest, ConfirmationStatus, Digest, DkgPayload, DkgProposal, DkgSessionId, Epoch,
-    HexBytes, IdentityKey, Round1Request, Round1Response, Round2Request, Round2Response,
-    SignedDkgMessage, SigningTarget, WalletId, WalletStateKind, WalletStatus,
+    HexBytes, IdentityKey, Request, Response, Round1Request, Round1Response, Round2Request,
+    Round2Response, SignedDkgMessage, SigningTarget, WalletId, WalletStateKind, WalletStatus,
 };
 
 use crate::api::{ErrorCode, Recovery, SignerError};
@@ -59,7 +59,7 @@ fn count_from_wire(count: u64) -> Result<usize, Error> {
     usize::try_from(count).map_err(|_| Error::Malformed("count beyond this platform's range"))
 }
 
-impl TryFrom<proto::Round1Request> for Round1Request {
+impl TryFrom<proto::Round1Request> for Request {
     type Error = Error;
     fn try_from(wire: proto::Round1Request) -> Result<Self, Error> {
         if !(1..=MAX_ROUND1_INPUTS).contains(&wire.inputs) {
@@ -67,7 +67,10 @@ impl TryFrom<proto::Round1Request> for Round1Request {
         }
         let inputs = usize::try_from(wire.inputs)
             .map_err(|_| Error::Malformed("round 1 inputs must be 1 to 2048"))?;
-        Ok(Self::new(wallet_id(wire.wallet_id)?, inputs))
+        Ok(Self::Round1(Round1Request::new(
+            wallet_id(wire.wallet_id)?,
+            inputs,
+        )))
     }
 }
 
@@ -104,7 +107,7 @@ impl TryFrom<proto::Round1Result> for Round1Response {
     }
 }
 
-impl TryFrom<proto::Round2Request> for Round2Request {
+impl TryFrom<proto::Round2Request> for Request {
     type Error = Error;
     fn try_from(wire: proto::Round2Request) -> Result<Self, Error> {
         use proto::round2_request::Target;
@@ -119,7 +122,7 @@ impl TryFrom<proto::Round2Request> for Round2Request {
             ),
             None => return Err(Error::Malformed("round 2 request without a target")),
         };
-        Ok(Self::new(
+        Ok(Self::Round2(Round2Request::new(
             wallet_id(wire.wallet_id)?,
             Epoch(wire.epoch),
             wire.signers
@@ -128,7 +131,7 @@ impl TryFrom<proto::Round2Request> for Round2Request {
                 .collect::<Result<_, _>>()?,
             target,
             hex_list(wire.packages),
-        ))
+        )))
     }
 }
 
@@ -176,13 +179,13 @@ impl TryFrom<proto::Round2Result> for Round2Response {
     }
 }
 
-impl TryFrom<proto::AbortRequest> for AbortRequest {
+impl TryFrom<proto::AbortRequest> for Request {
     type Error = Error;
     fn try_from(wire: proto::AbortRequest) -> Result<Self, Error> {
-        Ok(Self::new(
+        Ok(Self::Abort(AbortRequest::new(
             wallet_id(wire.wallet_id)?,
             hex_list(wire.commitments),
-        ))
+        )))
     }
 }
 
@@ -191,14 +194,6 @@ impl From<AbortRequest> for proto::AbortRequest {
         Self {
             wallet_id: request.wallet.into(),
             commitments: bytes_list(request.commitments),
-        }
-    }
-}
-
-impl From<usize> for proto::AbortResult {
-    fn from(destroyed: usize) -> Self {
-        Self {
-            destroyed: count_to_wire(destroyed),
         }
     }
 }
@@ -247,14 +242,6 @@ pub(crate) fn dkg_messages_to_wire(messages: Vec<SignedDkgMessage>) -> Vec<proto
     messages.into_iter().map(Into::into).collect()
 }
 
-impl From<Vec<SignedDkgMessage>> for proto::DkgMessages {
-    fn from(messages: Vec<SignedDkgMessage>) -> Self {
-        Self {
-            messages: dkg_messages_to_wire(messages),
-        }
-    }
-}
-
 impl TryFrom<proto::DkgMessages> for Vec<SignedDkgMessage> {
     type Error = Error;
     fn try_from(wire: proto::DkgMessages) -> Result<Self, Error> {
@@ -262,7 +249,7 @@ impl TryFrom<proto::DkgMessages> for Vec<SignedDkgMessage> {
     }
 }
 
-impl TryFrom<proto::DkgProposal> for DkgProposal {
+impl TryFrom<proto::DkgProposal> for Request {
     type Error = Error;
     fn try_from(wire: proto::DkgProposal) -> Result<Self, Error> {
         let threshold =
@@ -277,12 +264,12 @@ impl TryFrom<proto::DkgProposal> for DkgProposal {
                     .ok_or(Error::InvalidId(InvalidId::IdentityKey))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self::new(
+        Ok(Self::DkgStart(DkgProposal::new(
             session_id(&wire.session_id)?,
             wallet_id(wire.wallet_id)?,
             threshold,
             roster,
-        ))
+        )))
     }
 }
 
@@ -301,54 +288,48 @@ impl From<DkgProposal> for proto::DkgProposal {
     }
 }
 
-/// The parts of a DKG part-2 or part-3 request.
-pub(crate) type DkgBatch = (WalletId, DkgSessionId, Vec<SignedDkgMessage>);
-
-impl TryFrom<proto::DkgRound2Request> for DkgBatch {
+impl TryFrom<proto::DkgRound2Request> for Request {
     type Error = Error;
     fn try_from(wire: proto::DkgRound2Request) -> Result<Self, Error> {
-        Ok((
-            wallet_id(wire.wallet_id)?,
-            session_id(&wire.session_id)?,
-            dkg_messages(wire.round1)?,
-        ))
+        Ok(Self::DkgRound2 {
+            wallet: wallet_id(wire.wallet_id)?,
+            session: session_id(&wire.session_id)?,
+            round1: dkg_messages(wire.round1)?,
+        })
     }
 }
 
-impl TryFrom<proto::DkgFinishRequest> for DkgBatch {
+impl TryFrom<proto::DkgFinishRequest> for Request {
     type Error = Error;
     fn try_from(wire: proto::DkgFinishRequest) -> Result<Self, Error> {
-        Ok((
-            wallet_id(wire.wallet_id)?,
-            session_id(&wire.session_id)?,
-            dkg_messages(wire.round2)?,
-        ))
+        Ok(Self::DkgFinish {
+            wallet: wallet_id(wire.wallet_id)?,
+            session: session_id(&wire.session_id)?,
+            round2: dkg_messages(wire.round2)?,
+        })
     }
 }
 
-impl TryFrom<proto::DkgConfirmRequest> for (WalletId, SignedDkgMessage) {
+impl TryFrom<proto::DkgConfirmRequest> for Request {
     type Error = Error;
     fn try_from(wire: proto::DkgConfirmRequest) -> Result<Self, Error> {
         let confirmation = wire
             .confirmation
             .ok_or(Error::Malformed("DKG confirmation missing"))?;
-        Ok((
-            wallet_id(wire.wallet_id)?,
-            SignedDkgMessage::try_from(confirmation)?,
-        ))
+        Ok(Self::DkgConfirm {
+            wallet: wallet_id(wire.wallet_id)?,
+            confirmation: SignedDkgMessage::try_from(confirmation)?,
+        })
     }
 }
 
-impl TryFrom<proto::DkgCancelRequest> for (WalletId, DkgSessionId) {
+impl TryFrom<proto::DkgCancelRequest> for Request {
     type Error = Error;
     fn try_from(wire: proto::DkgCancelRequest) -> Result<Self, Error> {
-        Ok((wallet_id(wire.wallet_id)?, session_id(&wire.session_id)?))
-    }
-}
-
-impl From<bool> for proto::DkgCancelResult {
-    fn from(dropped: bool) -> Self {
-        Self { dropped }
+        Ok(Self::DkgCancel {
+            wallet: wallet_id(wire.wallet_id)?,
+            session: session_id(&wire.session_id)?,
+        })
     }
 }
 
@@ -359,17 +340,20 @@ impl TryFrom<proto::DkgCancelResult> for bool {
     }
 }
 
-impl TryFrom<proto::StatusRequest> for () {
+/// A member's status request: the wallets it is a member of.
+impl TryFrom<proto::StatusRequest> for Request {
     type Error = Error;
     fn try_from(_: proto::StatusRequest) -> Result<Self, Error> {
-        Ok(())
+        Ok(Self::ListWallets)
     }
 }
 
-impl TryFrom<proto::WalletKeyRequest> for WalletId {
+impl TryFrom<proto::WalletKeyRequest> for Request {
     type Error = Error;
     fn try_from(wire: proto::WalletKeyRequest) -> Result<Self, Error> {
-        wallet_id(wire.wallet_id)
+        Ok(Self::WalletKey {
+            wallet: wallet_id(wire.wallet_id)?,
+        })
     }
 }
 
@@ -433,14 +417,6 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
     }
 }
 
-impl From<Vec<WalletStatus>> for proto::StatusResult {
-    fn from(wallets: Vec<WalletStatus>) -> Self {
-        Self {
-            wallets: wallets.into_iter().map(Into::into).collect(),
-        }
-    }
-}
-
 impl TryFrom<proto::StatusResult> for Vec<WalletStatus> {
     type Error = Error;
     fn try_from(wire: proto::StatusResult) -> Result<Self, Error> {
@@ -448,12 +424,6 @@ impl TryFrom<proto::StatusResult> for Vec<WalletStatus> {
             .into_iter()
             .map(WalletStatus::try_from)
             .collect()
-    }
-}
-
-impl From<Vec<u8>> for proto::WalletKeyResult {
-    fn from(wallet_key: Vec<u8>) -> Self {
-        Self { wallet_key }
     }
 }
 
@@ -488,6 +458,56 @@ impl TryFrom<proto::Error> for SignerError {
             recovery,
             wire.message,
         ))
+    }
+}
+
+/// An RPC's result message, converted from the handler's [`Response`].
+pub(crate) trait Answer: Sized {
+    /// The result, if `response` is of this RPC's kind (another kind is a
+    /// handler bug, answered with `internal`).
+    fn from_response(response: Response) -> Option<Self>;
+}
+
+/// Implements [`Answer`] for one RPC's result message.
+macro_rules! answer {
+    ($result:ty, $kind:pat => $wire:expr) => {
+        impl Answer for $result {
+            fn from_response(response: Response) -> Option<Self> {
+                match response {
+                    $kind => Some($wire),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+answer!(proto::Round1Result, Response::Round1(r) => r.into());
+answer!(proto::Round2Result, Response::Round2(r) => r.into());
+answer!(proto::AbortResult, Response::Aborted { destroyed } => Self {
+    destroyed: count_to_wire(destroyed),
+});
+answer!(proto::DkgMessages, Response::DkgMessages { messages } => Self {
+    messages: dkg_messages_to_wire(messages),
+});
+answer!(proto::ConfirmationStatus, Response::Confirmations(status) => status.into());
+answer!(proto::DkgCancelResult, Response::DkgCancelled { dropped } => Self { dropped });
+answer!(proto::StatusResult, Response::Wallets { wallets } => Self {
+    wallets: wallets.into_iter().map(Into::into).collect(),
+});
+answer!(proto::WalletKeyResult, Response::WalletKey { key } => Self { wallet_key: key.0 });
+
+/// DKG parts 1 and 3 answer with exactly one message.
+impl Answer for proto::DkgMessage {
+    fn from_response(response: Response) -> Option<Self> {
+        let Response::DkgMessages { messages } = response else {
+            return None;
+        };
+        let mut messages = messages.into_iter();
+        match (messages.next(), messages.next()) {
+            (Some(message), None) => Some(message.into()),
+            _ => None,
+        }
     }
 }
 
@@ -573,19 +593,21 @@ mod tests {
         fn arbitrary_wire_bytes_never_panic_the_decoders(
             bytes in proptest::collection::vec(any::<u8>(), 0..256),
         ) {
-            decode::<proto::Round1Request, Round1Request>(&bytes);
+            decode::<proto::Round1Request, Request>(&bytes);
             decode::<proto::Round1Result, Round1Response>(&bytes);
-            decode::<proto::Round2Request, Round2Request>(&bytes);
+            decode::<proto::Round2Request, Request>(&bytes);
             decode::<proto::Round2Result, Round2Response>(&bytes);
-            decode::<proto::AbortRequest, AbortRequest>(&bytes);
+            decode::<proto::AbortRequest, Request>(&bytes);
             decode::<proto::AbortResult, usize>(&bytes);
             decode::<proto::DkgMessage, SignedDkgMessage>(&bytes);
             decode::<proto::DkgMessages, Vec<SignedDkgMessage>>(&bytes);
-            decode::<proto::DkgProposal, DkgProposal>(&bytes);
-            decode::<proto::DkgRound2Request, DkgBatch>(&bytes);
-            decode::<proto::DkgFinishRequest, DkgBatch>(&bytes);
-            decode::<proto::DkgConfirmRequest, (WalletId, SignedDkgMessage)>(&bytes);
-            decode::<proto::DkgCancelRequest, (WalletId, DkgSessionId)>(&bytes);
+            decode::<proto::DkgProposal, Request>(&bytes);
+            decode::<proto::DkgRound2Request, Request>(&bytes);
+            decode::<proto::DkgFinishRequest, Request>(&bytes);
+            decode::<proto::DkgConfirmRequest, Request>(&bytes);
+            decode::<proto::DkgCancelRequest, Request>(&bytes);
+            decode::<proto::StatusRequest, Request>(&bytes);
+            decode::<proto::WalletKeyRequest, Request>(&bytes);
             decode::<proto::ConfirmationStatus, ConfirmationStatus>(&bytes);
             decode::<proto::StatusResult, Vec<WalletStatus>>(&bytes);
             decode::<proto::WalletKeyResult, WalletKey>(&bytes);
@@ -640,7 +662,7 @@ mod tests {
             vec![HexBytes(vec![1; 10])],
         );
         let wire = proto::Round2Request::try_from(request.clone()).unwrap();
-        assert_eq!(Round2Request::try_from(wire).unwrap(), request);
+        assert_eq!(Request::try_from(wire).unwrap(), Request::Round2(request));
 
         let reply = Round1Response::new(wallet.clone(), 2, Epoch(4), vec![HexBytes(vec![2; 33])]);
         let wire = proto::Round1Result::from(reply.clone());
@@ -650,14 +672,43 @@ mod tests {
         status.epoch = Some(Epoch(1));
         status.output_key = Some(HexBytes(vec![0xab; 32]));
         status.live_nonces = 4;
-        let wire = proto::StatusResult::from(vec![status.clone()]);
+        let wallets = vec![status.clone()];
+        let wire = proto::StatusResult::from_response(Response::Wallets { wallets }).unwrap();
         assert_eq!(Vec::<WalletStatus>::try_from(wire).unwrap(), vec![status]);
 
         let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
         let roster = vec![IdentityKey::from_bytes(key.to_bytes()).unwrap()];
         let proposal = DkgProposal::new(DkgSessionId([1; 32]), wallet, 2, roster);
         let wire = proto::DkgProposal::from(proposal.clone());
-        assert_eq!(DkgProposal::try_from(wire).unwrap(), proposal);
+        assert_eq!(
+            Request::try_from(wire).unwrap(),
+            Request::DkgStart(proposal)
+        );
+    }
+
+    #[test]
+    fn an_answer_converts_only_to_its_own_kinds_result() {
+        let aborted = || Response::Aborted { destroyed: 3 };
+        let wire = proto::AbortResult::from_response(aborted()).unwrap();
+        assert_eq!(usize::try_from(wire).unwrap(), 3);
+        assert!(proto::Round1Result::from_response(aborted()).is_none());
+        assert!(proto::StatusResult::from_response(aborted()).is_none());
+        // Parts 1 and 3 answer with exactly one message; part 2 with any.
+        let message = signed(
+            DkgPayload::Confirm {
+                output_key: HexBytes(vec![1; 32]),
+                transcript: HexBytes(vec![2; 32]),
+            },
+            1,
+        );
+        let messages = |n| Response::DkgMessages {
+            messages: vec![message.clone(); n],
+        };
+        assert!(proto::DkgMessage::from_response(messages(1)).is_some());
+        assert!(proto::DkgMessage::from_response(messages(2)).is_none());
+        assert!(proto::DkgMessage::from_response(messages(0)).is_none());
+        let wire = proto::DkgMessages::from_response(messages(2)).unwrap();
+        assert_eq!(wire.messages.len(), 2);
     }
 
     #[test]
@@ -685,7 +736,7 @@ mod tests {
             roster: vec![vec![1; 31]],
         };
         assert!(matches!(
-            DkgProposal::try_from(proposal),
+            Request::try_from(proposal),
             Err(Error::InvalidId(InvalidId::IdentityKey))
         ));
         let status = proto::WalletStatus {
@@ -706,6 +757,6 @@ mod tests {
             wallet_id: "vault-1".into(),
             confirmation: None,
         };
-        assert!(<(WalletId, SignedDkgMessage)>::try_from(confirm).is_err());
+        assert!(Request::try_from(confirm).is_err());
     }
 }

@@ -14,11 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand_core::OsRng;
 use thresig_crypto::Seat;
-use thresig_engine::{
-    AbortRequest, ConfirmationStatus, CoordinatorId, DkgProposal, DkgSessionId, IdentityKey,
-    Request, Response, Round1Request, Round1Response, Round2Request, Round2Response,
-    SignedDkgMessage, Signer, Timestamp, WalletId, WalletStatus,
-};
+use thresig_engine::{CoordinatorId, IdentityKey, Request, Response, Signer, Timestamp};
 use thresig_store::Store;
 
 use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
@@ -67,21 +63,6 @@ impl<S: Store> EngineHandler<S> {
     pub fn prune(&self) -> Result<(), SignerError> {
         self.signer.prune(now()?).map_err(|err| refusal(&err))
     }
-
-    /// Runs `request` for the member at `peer`.
-    fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
-        let identity = self.roster.get(&peer).ok_or_else(|| {
-            SignerError::new(
-                code(thresig_engine::ErrorCode::CoordinatorNotMember),
-                Recovery::Terminal,
-                format!("seat {} is not a member of this cluster", peer.get()),
-            )
-        })?;
-        let from = CoordinatorId(identity.to_bytes());
-        self.signer
-            .handle(now()?, from, request, &mut OsRng)
-            .map_err(|err| refusal(&err))
-    }
 }
 
 /// The current time as the engine counts it (milliseconds since the Unix
@@ -118,133 +99,22 @@ fn refusal(err: &thresig_engine::Error) -> SignerError {
     SignerError::new(code(err.code()), recovery, err.to_string())
 }
 
-/// The refusal for an engine answer of the wrong kind (an engine bug).
-fn unexpected(method: &str) -> SignerError {
-    SignerError::new(
-        ErrorCode::INTERNAL,
-        Recovery::Terminal,
-        format!("the engine answered {method} with another response"),
-    )
-}
-
-/// The one signed message a DKG part answers with.
-fn single(messages: Vec<SignedDkgMessage>, method: &str) -> Result<SignedDkgMessage, SignerError> {
-    let mut messages = messages.into_iter();
-    match (messages.next(), messages.next()) {
-        (Some(message), None) => Ok(message),
-        _ => Err(unexpected(method)),
-    }
-}
-
 impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
-    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Response, SignerError> {
-        match self.handle(peer, Request::Round1(request))? {
-            Response::Round1(response) => Ok(response),
-            _ => Err(unexpected("round1")),
-        }
-    }
-
-    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Response, SignerError> {
-        match self.handle(peer, Request::Round2(request))? {
-            Response::Round2(response) => Ok(response),
-            _ => Err(unexpected("round2")),
-        }
-    }
-
-    fn abort(&self, peer: Seat, request: AbortRequest) -> Result<usize, SignerError> {
-        match self.handle(peer, Request::Abort(request))? {
-            Response::Aborted { destroyed } => Ok(destroyed),
-            _ => Err(unexpected("abort")),
-        }
-    }
-
-    fn dkg_start(
-        &self,
-        peer: Seat,
-        proposal: DkgProposal,
-    ) -> Result<SignedDkgMessage, SignerError> {
-        match self.handle(peer, Request::DkgStart(proposal))? {
-            Response::DkgMessages { messages } => single(messages, "dkg_start"),
-            _ => Err(unexpected("dkg_start")),
-        }
-    }
-
-    fn dkg_round2(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-        round1: Vec<SignedDkgMessage>,
-    ) -> Result<Vec<SignedDkgMessage>, SignerError> {
-        let request = Request::DkgRound2 {
-            wallet,
-            session,
-            round1,
-        };
-        match self.handle(peer, request)? {
-            Response::DkgMessages { messages } => Ok(messages),
-            _ => Err(unexpected("dkg_round2")),
-        }
-    }
-
-    fn dkg_finish(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-        round2: Vec<SignedDkgMessage>,
-    ) -> Result<SignedDkgMessage, SignerError> {
-        let request = Request::DkgFinish {
-            wallet,
-            session,
-            round2,
-        };
-        match self.handle(peer, request)? {
-            Response::DkgMessages { messages } => single(messages, "dkg_finish"),
-            _ => Err(unexpected("dkg_finish")),
-        }
-    }
-
-    fn dkg_confirm(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        confirmation: SignedDkgMessage,
-    ) -> Result<ConfirmationStatus, SignerError> {
-        let request = Request::DkgConfirm {
-            wallet,
-            confirmation,
-        };
-        match self.handle(peer, request)? {
-            Response::Confirmations(status) => Ok(status),
-            _ => Err(unexpected("dkg_confirm")),
-        }
-    }
-
-    fn dkg_cancel(
-        &self,
-        peer: Seat,
-        wallet: WalletId,
-        session: DkgSessionId,
-    ) -> Result<bool, SignerError> {
-        match self.handle(peer, Request::DkgCancel { wallet, session })? {
-            Response::DkgCancelled { dropped } => Ok(dropped),
-            _ => Err(unexpected("dkg_cancel")),
-        }
-    }
-
-    fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
-        match self.handle(peer, Request::ListWallets)? {
-            Response::Wallets { wallets } => Ok(wallets),
-            _ => Err(unexpected("status")),
-        }
-    }
-
-    fn wallet_key(&self, peer: Seat, wallet: WalletId) -> Result<Vec<u8>, SignerError> {
-        match self.handle(peer, Request::WalletKey { wallet })? {
-            Response::WalletKey { key } => Ok(key.0),
-            _ => Err(unexpected("wallet_key")),
-        }
+    /// Runs `request` as the member at `peer`, through the engine's one
+    /// entry point ([`Signer::handle`], which checks that member's
+    /// membership of the wallet).
+    fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        let identity = self.roster.get(&peer).ok_or_else(|| {
+            SignerError::new(
+                code(thresig_engine::ErrorCode::CoordinatorNotMember),
+                Recovery::Terminal,
+                format!("seat {} is not a member of this cluster", peer.get()),
+            )
+        })?;
+        let from = CoordinatorId(identity.to_bytes());
+        self.signer
+            .handle(now()?, from, request, &mut OsRng)
+            .map_err(|err| refusal(&err))
     }
 }
 
@@ -259,7 +129,7 @@ mod tests {
             assert_eq!(code(engine_code), daemon_code);
             assert_eq!(daemon_code.metric_label(), engine_code.as_str());
         }
-        let wallet = WalletId::new("vault-1").unwrap();
+        let wallet = thresig_engine::WalletId::new("vault-1").unwrap();
         let busy = thresig_engine::Error::WalletNotActive {
             wallet: wallet.clone(),
         };

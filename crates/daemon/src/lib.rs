@@ -3,15 +3,15 @@
 //! health, metrics and graceful shutdown.
 //!
 //! This is the only crate that knows tonic, prost, rustls and tokio. It
-//! converts wire messages to the signer engine's own types
-//! ([`thresig_engine::Round1Request`], [`thresig_engine::SignedDkgMessage`],
-//! ...) at the edge and calls a [`SignerHandler`] with the peer's [`Seat`],
-//! which comes from the peer's verified client certificate, never from a
-//! message.
+//! converts wire messages to the signer engine's own
+//! [`thresig_engine::Request`] at the edge and calls a [`SignerHandler`]
+//! with the peer's [`Seat`], which comes from the peer's verified client
+//! certificate, never from a message.
 //!
-//! - [`SignerHandler`]: the seam, one method per RPC (signing rounds 1 and
-//!   2, abort, the four DKG parts, status, wallet key). [`EngineHandler`]
-//!   implements it over a [`thresig_engine::Signer`]: it maps the peer's
+//! - [`SignerHandler`]: the seam, one `handle(peer, Request) -> Response`
+//!   for every RPC (signing rounds 1 and 2, abort, the DKG parts, status,
+//!   wallet key). [`EngineHandler`] implements it over a
+//!   [`thresig_engine::Signer`]: it maps the peer's
 //!   cluster seat to the member's identity key (the engine's coordinator
 //!   id), reads the clock and the OS RNG (the engine is sans-IO), and maps
 //!   engine errors to a [`SignerError`] with the engine's stable code.

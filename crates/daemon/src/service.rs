@@ -1,7 +1,7 @@
 //! The tonic service: it converts each admitted request (see
-//! [`crate::limits`]) into domain types, runs the [`SignerHandler`] on a
-//! blocking thread within the request's time, records metrics and encodes
-//! the reply. No protocol logic here.
+//! [`crate::limits`]) into the signer's request, runs the
+//! [`SignerHandler`] on a blocking thread within the request's time,
+//! records metrics and encodes the answer. No protocol logic here.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -12,9 +12,9 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
-use thresig_engine::{DkgSessionId, WalletId};
+use thresig_engine::{Request as SignerRequest, Response as SignerResponse};
 
-use crate::convert::{DkgBatch, WireReply};
+use crate::convert::{Answer, WireReply};
 use crate::error::Error;
 use crate::ids::Seat;
 use crate::limits::{Admitted, Ticket};
@@ -39,30 +39,39 @@ fn peer<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
 }
 
 impl<H: SignerHandler> SignerService<H> {
-    /// Runs one admitted request: convert it, call the handler on a
-    /// blocking thread, within the time left of the request timeout.
+    /// Runs one admitted request: call the handler on a blocking thread,
+    /// within the time left of the request timeout, and convert its answer
+    /// to the method's result.
     ///
     /// When the timeout passes while the handler runs, the handler still
     /// finishes (a blocking call cannot be cancelled) and keeps its slot and
     /// its bytes of the budget until then; the caller gets `timeout` and a retry of the same request
     /// is answered from the signer's markers.
-    async fn call<D, O, W>(
+    async fn call<W>(
         &self,
         method: &'static str,
         peer: PeerIdentity,
         admitted: Admitted,
-        decoded: Result<D, Error>,
-        run: fn(&H, Seat, D) -> Result<O, SignerError>,
+        decoded: Result<SignerRequest, Error>,
     ) -> W
     where
-        D: Send + 'static,
-        O: Send + 'static,
         W: WireReply,
-        W::Result: From<O>,
+        W::Result: Answer,
     {
         let started = Instant::now();
         let outcome = match decoded {
-            Ok(request) => self.run_blocking(peer.seat, admitted, request, run).await,
+            Ok(request) => self
+                .run_blocking(peer.seat, admitted, request)
+                .await
+                .and_then(|response| {
+                    W::Result::from_response(response).ok_or_else(|| {
+                        SignerError::new(
+                            ErrorCode::INTERNAL,
+                            Recovery::Terminal,
+                            format!("the signer answered {method} with another kind of response"),
+                        )
+                    })
+                }),
             Err(err) => Err(SignerError::new(
                 ErrorCode::INVALID_REQUEST,
                 Recovery::Terminal,
@@ -86,23 +95,17 @@ impl<H: SignerHandler> SignerService<H> {
             elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             "request"
         );
-        W::from_outcome(outcome.map(W::Result::from).map_err(proto::Error::from))
+        W::from_outcome(outcome.map_err(proto::Error::from))
     }
 
-    /// One RPC: authenticates the peer, decodes the request and answers
-    /// with [`SignerService::call`].
-    async fn rpc<Q, D, O, W>(
-        &self,
-        method: &'static str,
-        request: Request<Q>,
-        run: fn(&H, Seat, D) -> Result<O, SignerError>,
-    ) -> Rpc<W>
+    /// One RPC: authenticates the peer, converts the wire request to the
+    /// signer's [`SignerRequest`] (once) and answers with
+    /// [`SignerService::call`].
+    async fn rpc<Q, W>(&self, method: &'static str, request: Request<Q>) -> Rpc<W>
     where
-        Q: TryInto<D, Error = Error>,
-        D: Send + 'static,
-        O: Send + 'static,
+        Q: TryInto<SignerRequest, Error = Error>,
         W: WireReply,
-        W::Result: From<O>,
+        W::Result: Answer,
     {
         let peer = peer(&request)?;
         let admitted = request
@@ -112,27 +115,22 @@ impl<H: SignerHandler> SignerService<H> {
             .ok_or_else(|| Status::internal("a request reached the signer without admission"))?;
         let decoded = request.into_inner().try_into();
         Ok(Response::new(
-            self.call(method, peer, admitted, decoded, run).await,
+            self.call(method, peer, admitted, decoded).await,
         ))
     }
 
-    async fn run_blocking<D, O>(
+    async fn run_blocking(
         &self,
         seat: Seat,
         admitted: Admitted,
-        request: D,
-        run: fn(&H, Seat, D) -> Result<O, SignerError>,
-    ) -> Result<O, SignerError>
-    where
-        D: Send + 'static,
-        O: Send + 'static,
-    {
+        request: SignerRequest,
+    ) -> Result<SignerResponse, SignerError> {
         let handler = self.handler.clone();
         let deadline = admitted.deadline;
         let work = async move {
             let joined = tokio::task::spawn_blocking(move || {
                 let _admitted = admitted;
-                run(&handler, seat, request)
+                handler.handle(seat, request)
             })
             .await;
             joined.unwrap_or_else(|_| {
@@ -179,96 +177,63 @@ impl Drop for InFlight {
 /// One RPC: the generated method's request in, its reply out.
 type Rpc<W> = Result<Response<W>, Status>;
 
+/// Each RPC is its wire request converted to a [`SignerRequest`], the one
+/// handler call, and the [`SignerResponse`] converted to its result; the
+/// method name labels its metrics and logs.
 #[tonic::async_trait]
 impl<H: SignerHandler> proto::signer_server::Signer for SignerService<H> {
     async fn round1(&self, request: Request<proto::Round1Request>) -> Rpc<proto::Round1Reply> {
-        self.rpc("round1", request, |h, seat, r| h.round1(seat, r))
-            .await
+        self.rpc("round1", request).await
     }
 
     async fn round2(&self, request: Request<proto::Round2Request>) -> Rpc<proto::Round2Reply> {
-        self.rpc("round2", request, |h, seat, r| h.round2(seat, r))
-            .await
+        self.rpc("round2", request).await
     }
 
     async fn abort(&self, request: Request<proto::AbortRequest>) -> Rpc<proto::AbortReply> {
-        self.rpc("abort", request, |h, seat, r| h.abort(seat, r))
-            .await
+        self.rpc("abort", request).await
     }
 
     async fn dkg_start(&self, request: Request<proto::DkgProposal>) -> Rpc<proto::DkgStartReply> {
-        self.rpc("dkg_start", request, |h, seat, p| h.dkg_start(seat, p))
-            .await
+        self.rpc("dkg_start", request).await
     }
 
     async fn dkg_round2(
         &self,
         request: Request<proto::DkgRound2Request>,
     ) -> Rpc<proto::DkgRound2Reply> {
-        self.rpc(
-            "dkg_round2",
-            request,
-            |h, seat, (wallet, session, round1): DkgBatch| {
-                h.dkg_round2(seat, wallet, session, round1)
-            },
-        )
-        .await
+        self.rpc("dkg_round2", request).await
     }
 
     async fn dkg_finish(
         &self,
         request: Request<proto::DkgFinishRequest>,
     ) -> Rpc<proto::DkgFinishReply> {
-        self.rpc(
-            "dkg_finish",
-            request,
-            |h, seat, (wallet, session, round2): DkgBatch| {
-                h.dkg_finish(seat, wallet, session, round2)
-            },
-        )
-        .await
+        self.rpc("dkg_finish", request).await
     }
 
     async fn dkg_confirm(
         &self,
         request: Request<proto::DkgConfirmRequest>,
     ) -> Rpc<proto::DkgConfirmReply> {
-        self.rpc(
-            "dkg_confirm",
-            request,
-            |h, seat, (wallet, confirmation): (WalletId, _)| {
-                h.dkg_confirm(seat, wallet, confirmation)
-            },
-        )
-        .await
+        self.rpc("dkg_confirm", request).await
     }
 
     async fn dkg_cancel(
         &self,
         request: Request<proto::DkgCancelRequest>,
     ) -> Rpc<proto::DkgCancelReply> {
-        self.rpc(
-            "dkg_cancel",
-            request,
-            |h, seat, (wallet, session): (WalletId, DkgSessionId)| {
-                h.dkg_cancel(seat, wallet, session)
-            },
-        )
-        .await
+        self.rpc("dkg_cancel", request).await
     }
 
     async fn status(&self, request: Request<proto::StatusRequest>) -> Rpc<proto::StatusReply> {
-        self.rpc("status", request, |h, seat, ()| h.status(seat))
-            .await
+        self.rpc("status", request).await
     }
 
     async fn wallet_key(
         &self,
         request: Request<proto::WalletKeyRequest>,
     ) -> Rpc<proto::WalletKeyReply> {
-        self.rpc("wallet_key", request, |h, seat, wallet| {
-            h.wallet_key(seat, wallet)
-        })
-        .await
+        self.rpc("wallet_key", request).await
     }
 }

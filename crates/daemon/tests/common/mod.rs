@@ -14,9 +14,9 @@ use thresig_daemon::{
     SignerClient, SignerError, SignerHandler, TlsPaths, Validity, serve,
 };
 use thresig_engine::{
-    AbortRequest, ConfirmationStatus, DkgPayload, DkgProposal, DkgSessionId, Epoch, HexBytes,
-    Round1Request, Round1Response, Round2Request, Round2Response, SignedDkgMessage, SigningTarget,
-    WalletId, WalletStateKind, WalletStatus,
+    ConfirmationStatus, DkgPayload, DkgSessionId, Epoch, HexBytes, Request, Response,
+    Round1Response, Round2Request, Round2Response, SignedDkgMessage, SigningTarget, WalletId,
+    WalletStateKind, WalletStatus,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -257,89 +257,48 @@ pub fn confirmation(sender: u16) -> SignedDkgMessage {
 pub const NOT_A_KEY: [u8; 4] = [1, 2, 3, 4];
 
 impl SignerHandler for Recorder {
-    fn round1(&self, peer: Seat, request: Round1Request) -> Result<Round1Response, SignerError> {
+    fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         self.peers.lock().unwrap().push(peer);
-        let commitments = commitments(request.inputs);
-        Ok(Round1Response::new(
-            request.wallet,
-            1,
-            Epoch(7),
-            commitments,
-        ))
-    }
-
-    fn round2(&self, peer: Seat, request: Round2Request) -> Result<Round2Response, SignerError> {
-        self.peers.lock().unwrap().push(peer);
-        match &self.round2_error {
-            Some(err) => Err(err.clone()),
-            None => Ok(Round2Response::new(
+        let messages = |messages| Response::DkgMessages { messages };
+        Ok(match request {
+            Request::Round1(request) => Response::Round1(Round1Response::new(
                 request.wallet,
                 1,
-                request.packages,
-                commitments(1),
+                Epoch(7),
+                commitments(request.inputs),
             )),
-        }
-    }
-
-    fn abort(&self, peer: Seat, request: AbortRequest) -> Result<usize, SignerError> {
-        self.peers.lock().unwrap().push(peer);
-        Ok(request.commitments.len())
-    }
-
-    fn dkg_start(&self, peer: Seat, _: DkgProposal) -> Result<SignedDkgMessage, SignerError> {
-        self.peers.lock().unwrap().push(peer);
-        Ok(confirmation(1))
-    }
-
-    fn dkg_round2(
-        &self,
-        peer: Seat,
-        _: WalletId,
-        _: DkgSessionId,
-        round1: Vec<SignedDkgMessage>,
-    ) -> Result<Vec<SignedDkgMessage>, SignerError> {
-        self.peers.lock().unwrap().push(peer);
-        Ok(round1)
-    }
-
-    fn dkg_finish(
-        &self,
-        peer: Seat,
-        _: WalletId,
-        _: DkgSessionId,
-        _: Vec<SignedDkgMessage>,
-    ) -> Result<SignedDkgMessage, SignerError> {
-        self.peers.lock().unwrap().push(peer);
-        Ok(confirmation(1))
-    }
-
-    fn dkg_confirm(
-        &self,
-        peer: Seat,
-        _: WalletId,
-        _: SignedDkgMessage,
-    ) -> Result<ConfirmationStatus, SignerError> {
-        self.peers.lock().unwrap().push(peer);
-        Ok(ConfirmationStatus::new(1, 3, false))
-    }
-
-    fn dkg_cancel(&self, peer: Seat, _: WalletId, _: DkgSessionId) -> Result<bool, SignerError> {
-        self.peers.lock().unwrap().push(peer);
-        Ok(true)
-    }
-
-    fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
-        self.peers.lock().unwrap().push(peer);
-        let mut status = WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, 1);
-        status.epoch = Some(Epoch(4));
-        status.output_key = Some(HexBytes(vec![0xab; 32]));
-        status.live_nonces = 5;
-        Ok(vec![status; self.status_wallets.max(1)])
-    }
-
-    fn wallet_key(&self, peer: Seat, _: WalletId) -> Result<Vec<u8>, SignerError> {
-        self.peers.lock().unwrap().push(peer);
-        Ok(NOT_A_KEY.to_vec())
+            Request::Round2(request) => match &self.round2_error {
+                Some(err) => return Err(err.clone()),
+                None => Response::Round2(Round2Response::new(
+                    request.wallet,
+                    1,
+                    request.packages,
+                    commitments(1),
+                )),
+            },
+            Request::Abort(request) => Response::Aborted {
+                destroyed: request.commitments.len(),
+            },
+            Request::DkgStart(_) | Request::DkgFinish { .. } => messages(vec![confirmation(1)]),
+            Request::DkgRound2 { round1, .. } => messages(round1),
+            Request::DkgConfirm { .. } => {
+                Response::Confirmations(ConfirmationStatus::new(1, 3, false))
+            }
+            Request::DkgCancel { .. } => Response::DkgCancelled { dropped: true },
+            Request::ListWallets => {
+                let mut status = WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, 1);
+                status.epoch = Some(Epoch(4));
+                status.output_key = Some(HexBytes(vec![0xab; 32]));
+                status.live_nonces = 5;
+                Response::Wallets {
+                    wallets: vec![status; self.status_wallets.max(1)],
+                }
+            }
+            Request::WalletKey { .. } => Response::WalletKey {
+                key: HexBytes(NOT_A_KEY.to_vec()),
+            },
+            other => unreachable!("a request kind the recorder does not know: {other:?}"),
+        })
     }
 }
 
@@ -383,69 +342,18 @@ impl Gate {
 }
 
 impl SignerHandler for Gate {
-    fn round1(&self, _: Seat, request: Round1Request) -> Result<Round1Response, SignerError> {
+    fn handle(&self, _: Seat, request: Request) -> Result<Response, SignerError> {
+        let Request::Round1(request) = request else {
+            unreachable!("the gate serves round 1 only")
+        };
         self.entered.lock().unwrap().send(()).unwrap();
         self.release.lock().unwrap().recv().unwrap();
-        let commitments = commitments(request.inputs);
-        Ok(Round1Response::new(
+        Ok(Response::Round1(Round1Response::new(
             request.wallet,
             1,
             Epoch(1),
-            commitments,
-        ))
-    }
-
-    fn round2(&self, _: Seat, _: Round2Request) -> Result<Round2Response, SignerError> {
-        unreachable!("not used")
-    }
-
-    fn abort(&self, _: Seat, _: AbortRequest) -> Result<usize, SignerError> {
-        unreachable!("not used")
-    }
-
-    fn dkg_start(&self, _: Seat, _: DkgProposal) -> Result<SignedDkgMessage, SignerError> {
-        unreachable!("not used")
-    }
-
-    fn dkg_round2(
-        &self,
-        _: Seat,
-        _: WalletId,
-        _: DkgSessionId,
-        _: Vec<SignedDkgMessage>,
-    ) -> Result<Vec<SignedDkgMessage>, SignerError> {
-        unreachable!("not used")
-    }
-
-    fn dkg_finish(
-        &self,
-        _: Seat,
-        _: WalletId,
-        _: DkgSessionId,
-        _: Vec<SignedDkgMessage>,
-    ) -> Result<SignedDkgMessage, SignerError> {
-        unreachable!("not used")
-    }
-
-    fn dkg_confirm(
-        &self,
-        _: Seat,
-        _: WalletId,
-        _: SignedDkgMessage,
-    ) -> Result<ConfirmationStatus, SignerError> {
-        unreachable!("not used")
-    }
-
-    fn dkg_cancel(&self, _: Seat, _: WalletId, _: DkgSessionId) -> Result<bool, SignerError> {
-        unreachable!("not used")
-    }
-
-    fn status(&self, _: Seat) -> Result<Vec<WalletStatus>, SignerError> {
-        unreachable!("not used")
-    }
-
-    fn wallet_key(&self, _: Seat, _: WalletId) -> Result<Vec<u8>, SignerError> {
-        unreachable!("not used")
+            commitments(request.inputs),
+        )))
     }
 }
 
