@@ -37,7 +37,6 @@
 
 pub mod config;
 mod dkg;
-mod fault;
 pub mod file;
 mod identity;
 pub mod local;
@@ -52,7 +51,6 @@ mod status;
 mod adversarial_tests;
 
 pub use dkg::{DkgError, DkgOutcome, run_dkg};
-pub use fault::{Fault, Faulty};
 pub use identity::IdentityError;
 pub use peers::Peers;
 pub use progress::{Progress, Silent};

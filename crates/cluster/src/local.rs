@@ -16,7 +16,6 @@ use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
 
 use crate::config::{Config, ConfigError, NodeConfig};
-use crate::fault::Fault;
 use crate::peers::Peers;
 use crate::provision::{self, ClusterSpec, MemberInit, ProvisionError};
 
@@ -113,11 +112,11 @@ impl LocalCluster {
         Ok(self.member(seat)?.dir.join("signer.log"))
     }
 
-    /// Starts member `seat`'s daemon, misbehaving as `fault` says.
+    /// Starts member `seat`'s daemon (`thresig serve`).
     ///
     /// # Errors
     /// [`LocalError::Process`] if it cannot be spawned.
-    pub fn start(&mut self, seat: Seat, fault: Option<Fault>) -> Result<(), LocalError> {
+    pub fn start(&mut self, seat: Seat) -> Result<(), LocalError> {
         let process = |source| LocalError::Process { seat, source };
         if let Some(mut old) = self.children.remove(&seat) {
             // Starting a running member replaces it: the old process goes
@@ -130,18 +129,15 @@ impl LocalCluster {
             .append(true)
             .open(self.log_path(seat)?)
             .map_err(process)?;
-        let mut command = Command::new(&self.binary);
-        command
+        let child = Command::new(&self.binary)
             .arg("serve")
             .arg("--config")
             .arg(self.config_path(seat)?)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log);
-        if fault == Some(Fault::InvalidShares) {
-            command.args(["--fault", "invalid-shares"]);
-        }
-        let child = command.spawn().map_err(process)?;
+            .stderr(log)
+            .spawn()
+            .map_err(process)?;
         self.children.insert(seat, child);
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! store's database lock and `thresig keys` must act through it. Any DKG in progress lives only in memory, so a
 //! restart aborts it (DESIGN.md §6); markers and key shares are durable.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
@@ -16,14 +17,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use thresig_crypto::Seat;
-use thresig_daemon::{DaemonConfig, EngineHandler, SignerHandler, run_until_signal};
+use thresig_daemon::{
+    DaemonConfig, EngineHandler, Listeners, SignerHandler, run_until_signal, serve,
+};
 use thresig_engine::{OpenError, Signer};
 use thresig_store::provider::{KeyProvider, ProviderError};
 use thresig_store::{EncryptedStore, KeyManager};
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
-use crate::fault::{Fault, Faulty};
 use crate::identity::{self, IdentityError};
 
 /// Why the signer could not start or stopped with an error.
@@ -186,12 +188,54 @@ impl Node {
     /// stop before `before_close` and waited for until [`STOP_GRACE`] after
     /// that; a manager still inside a tick then (a provider call that
     /// hangs, a rotation waiting for an admin command's) is abandoned like
-    /// the admin commands. `fault` makes it misbehave on purpose (the
-    /// demo's malicious signers).
+    /// the admin commands.
     ///
     /// # Errors
     /// [`NodeError::Daemon`].
-    pub fn run(self, fault: Option<Fault>, before_close: impl FnOnce()) -> Result<(), NodeError> {
+    pub fn run(self, before_close: impl FnOnce()) -> Result<(), NodeError> {
+        self.serve_with(|handler| handler, run_until_signal, before_close)
+    }
+
+    /// Serves the engine, behind the handler `wrap` makes of it, on the
+    /// configured addresses until `shutdown` completes, in this thread (a
+    /// single-threaded runtime of its own; handlers run on its blocking
+    /// threads), then closes as [`Node::run`] does. For a process that
+    /// hosts a member beside its own work: the demo wraps a member's
+    /// handler in a fault, so that no flag of `thresig serve` can.
+    ///
+    /// # Errors
+    /// [`NodeError::Daemon`].
+    pub fn run_until<H, F>(
+        self,
+        wrap: impl FnOnce(Arc<EngineHandler<Arc<EncryptedStore>>>) -> Arc<H>,
+        shutdown: F,
+    ) -> Result<(), NodeError>
+    where
+        H: SignerHandler,
+        F: Future<Output = ()> + Send,
+    {
+        let serve_here = |daemon: &DaemonConfig, handler| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(thresig_daemon::Error::Setup)?
+                .block_on(async {
+                    let listeners = Listeners::bind(daemon).await?;
+                    serve(daemon, listeners, handler, shutdown).await
+                })
+        };
+        self.serve_with(wrap, serve_here, || {})
+    }
+
+    /// Serves the engine behind `wrap`'s handler with `serve`, pruning it
+    /// meanwhile, then closes: `before_close`, the key manager (waited for
+    /// until [`STOP_GRACE`]), the store.
+    fn serve_with<H>(
+        self,
+        wrap: impl FnOnce(Arc<EngineHandler<Arc<EncryptedStore>>>) -> Arc<H>,
+        serve: impl FnOnce(&DaemonConfig, Arc<H>) -> Result<(), thresig_daemon::Error>,
+        before_close: impl FnOnce(),
+    ) -> Result<(), NodeError> {
         let Self {
             member,
             wallets,
@@ -204,10 +248,7 @@ impl Node {
         info!(member = %member, wallets, "signer open");
         let handler = Arc::new(handler);
         let pruner = Pruner::start(Arc::clone(&handler));
-        let served = match fault {
-            None => run(&daemon, handler),
-            Some(fault) => run(&daemon, Arc::new(Faulty::new(handler, fault))),
-        };
+        let served = serve(&daemon, wrap(handler));
         drop(pruner);
         let now = Instant::now();
         let deadline = now.checked_add(STOP_GRACE).unwrap_or(now);
@@ -220,12 +261,8 @@ impl Node {
             );
         }
         store.shutdown();
-        served
+        Ok(served?)
     }
-}
-
-fn run<H: SignerHandler>(daemon: &DaemonConfig, handler: Arc<H>) -> Result<(), NodeError> {
-    Ok(run_until_signal(daemon, handler)?)
 }
 
 /// How long a stopping signer waits for its users of the store besides the

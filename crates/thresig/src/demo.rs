@@ -1,6 +1,9 @@
-//! `thresig demo`: a local cluster of signer processes on loopback with
-//! mutual TLS runs a DKG and signs a Taproot transaction through ROAST while
-//! some members are stopped and some send invalid shares.
+//! `thresig demo`: a local cluster of signers on loopback with mutual TLS
+//! runs a DKG and signs a Taproot transaction through ROAST while some
+//! members are stopped and some send invalid shares. Honest members are
+//! `thresig serve` processes; the ones sending invalid shares are served in
+//! this process ([`crate::fault`]), so `thresig serve` has no way to
+//! misbehave.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -15,7 +18,7 @@ use serde_json::json;
 use thresig_cluster::config::NodeWallet;
 use thresig_cluster::local::{LocalCluster, free_loopback_ports, wait_ready};
 use thresig_cluster::provision::ClusterSpec;
-use thresig_cluster::{Fault, OwnWallet, Peers, SignOptions, run_dkg, sign};
+use thresig_cluster::{OwnWallet, Peers, SignOptions, run_dkg, sign};
 use thresig_crypto::{Seat, WalletKey};
 use thresig_daemon::ClusterName;
 use thresig_engine::{Epoch, WalletId};
@@ -25,6 +28,7 @@ use thresig_tx::{
 use tracing::info;
 
 use crate::bar::Bar;
+use crate::fault::Faulty;
 use crate::member::{confirmed, finish};
 
 /// Flags of `thresig demo`.
@@ -111,6 +115,8 @@ impl Roles {
 /// share.
 pub(crate) struct Launched {
     pub(crate) cluster: LocalCluster,
+    /// The members sending invalid shares, served in this process.
+    pub(crate) faulty: Vec<Faulty>,
     pub(crate) peers: Arc<Peers>,
     pub(crate) runtime: tokio::runtime::Runtime,
     pub(crate) wallet: NodeWallet,
@@ -125,9 +131,9 @@ pub(crate) struct Launched {
 }
 
 /// Creates a `threshold`-of-`signers` cluster in `keep` (or a temporary
-/// directory) whose wallet has `policy`, starts every member (those in
-/// `malicious` sending invalid shares), waits until all serve, and runs the
-/// DKG.
+/// directory) whose wallet has `policy`, starts every member (a `thresig
+/// serve` process each; those in `malicious`, sending invalid shares, in
+/// this process), waits until all serve, and runs the DKG.
 pub(crate) fn launch(
     signers: u16,
     threshold: u16,
@@ -154,9 +160,14 @@ pub(crate) fn launch(
     info!(members = signers, dir = %dir.display(), "creating the cluster");
     let mut cluster = LocalCluster::create(&dir, &spec, std::env::current_exe()?, rng)?;
     let seats: Vec<Seat> = cluster.members().iter().map(|m| m.seat).collect();
+    let mut faulty = Vec::new();
     for seat in &seats {
-        let fault = malicious.contains(seat).then_some(Fault::InvalidShares);
-        cluster.start(*seat, fault)?;
+        if malicious.contains(seat) {
+            let config = cluster.config_path(*seat)?;
+            faulty.push(Faulty::start(*seat, &config, &cluster.log_path(*seat)?)?);
+        } else {
+            cluster.start(*seat)?;
+        }
     }
     let coordinator = cluster.node(COORDINATOR)?;
     let peers = Arc::new(Peers::new(&coordinator)?);
@@ -180,6 +191,7 @@ pub(crate) fn launch(
     } = confirmed(&runtime, &peers, &coordinator, &wallet, &dkg)?;
     Ok(Launched {
         cluster,
+        faulty,
         peers,
         runtime,
         wallet,
@@ -199,6 +211,7 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     policy.destinations = vec![destination.to_string()];
     let Launched {
         mut cluster,
+        faulty,
         peers,
         runtime,
         wallet,
@@ -242,7 +255,13 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     info!("signing through ROAST");
     let outcome = runtime.block_on(sign(&peers, &wallet, &key, epoch, &psbt, &options))?;
     let finished = finish(psbt, &outcome.signatures)?;
-    let failed = cluster.stop_all()?;
+    let mut failed = cluster.stop_all()?;
+    for member in faulty {
+        let seat = member.seat();
+        if !member.stop()? {
+            failed.push(seat);
+        }
+    }
     if !failed.is_empty() {
         bail!("members {failed:?} did not shut down cleanly (see their signer.log)");
     }
@@ -283,7 +302,7 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
 fn readable(args: &DemoArgs, report: &serde_json::Value, spend: &TaprootWallet) -> String {
     let field = |name: &str| report[name].to_string().trim_matches('"').to_owned();
     let mut out = format!(
-        "thresig demo: {}-of-{} FROST wallet on {} signer processes (loopback, mTLS)\n",
+        "thresig demo: {}-of-{} FROST wallet on {} signers (loopback, mTLS)\n",
         args.threshold, args.signers, args.signers
     );
     for (label, name) in [

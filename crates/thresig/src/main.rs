@@ -4,6 +4,7 @@
 mod admin;
 mod bar;
 mod demo;
+mod fault;
 mod keys;
 mod load;
 mod member;

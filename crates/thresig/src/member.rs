@@ -14,7 +14,7 @@ use thresig_cluster::file::{MAX_TRANSACTION_FILE_BYTES, read_bounded};
 use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
 use thresig_cluster::{
-    DkgOutcome, Fault, OwnWallet, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign,
+    DkgOutcome, OwnWallet, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign,
     wallet_views,
 };
 use thresig_crypto::Seat;
@@ -98,16 +98,6 @@ pub(crate) struct ServeArgs {
     /// The member's configuration file.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// Misbehave on purpose (demonstrations and tests only).
-    #[arg(long, hide = true, value_parser = parse_fault)]
-    fault: Option<Fault>,
-}
-
-fn parse_fault(text: &str) -> Result<Fault, String> {
-    match text {
-        "invalid-shares" => Ok(Fault::InvalidShares),
-        other => Err(format!("unknown fault {other:?}")),
-    }
 }
 
 /// `thresig dkg`.
@@ -242,7 +232,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
         node.provider().clone(),
         node.store().clone(),
     )?;
-    Ok(node.run(args.fault, || admin.stop())?)
+    Ok(node.run(|| admin.stop())?)
 }
 
 /// A loaded member configuration and its connections.

@@ -123,7 +123,7 @@ fn a_killed_signers_stale_socket_is_replaced_at_start() {
     assert!(socket.exists());
     assert_eq!(keys("status", config, 0)["via"], "store");
 
-    cluster.local.start(seat(2), None).unwrap();
+    cluster.local.start(seat(2)).unwrap();
     runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(2)));
     assert_eq!(keys("status", config, 0)["via"], "daemon");
     assert_eq!(mode(&socket), 0o600);
@@ -133,7 +133,7 @@ fn a_killed_signers_stale_socket_is_replaced_at_start() {
 fn started_alone(seed: u64) -> (ProcessCluster, PathBuf) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut cluster = ProcessCluster::provision(2, 2, &[], seed);
-    cluster.local.start(seat(1), None).unwrap();
+    cluster.local.start(seat(1)).unwrap();
     runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
     let socket = socket_of(&cluster.config_path(seat(1)));
     (cluster, socket)
@@ -251,7 +251,7 @@ impl Gated {
             .write(true)
             .open(&release)
             .unwrap();
-        cluster.local.start(seat(1), None).unwrap();
+        cluster.local.start(seat(1)).unwrap();
         runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
         Self {
             cluster,

@@ -419,7 +419,7 @@ fn client_hello_with_invalid_sni(len: u16) -> Vec<u8> {
 #[test]
 fn client_hellos_with_huge_invalid_names_do_not_fill_the_log() {
     let mut cluster = ProcessCluster::provision(3, 2, &[], 11);
-    cluster.local.start(seat(1), None).unwrap();
+    cluster.local.start(seat(1)).unwrap();
     let peers = cluster.peers(seat(1));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(common::wait_ready(&peers, seat(1)));

@@ -92,7 +92,7 @@ fn signing_survives_kill_9_and_no_commitment_signs_two_packages() {
                 {
                     let mut c = cluster.lock().unwrap();
                     c.local.kill(victim).unwrap();
-                    c.local.start(victim, None).unwrap();
+                    c.local.start(victim).unwrap();
                 }
                 wait_ready(&peers, victim).await;
             }

@@ -59,7 +59,7 @@ fn declare_second_wallet(config: &Path) {
 /// Stops and restarts the member at `number`, waiting until it serves.
 fn restart(cluster: &mut ProcessCluster, runtime: &tokio::runtime::Runtime, number: u16) {
     assert!(cluster.local.stop(seat(number)).unwrap());
-    cluster.local.start(seat(number), None).unwrap();
+    cluster.local.start(seat(number)).unwrap();
     let peers = cluster.peers(seat(number));
     runtime.block_on(wait_ready(&peers, seat(number)));
 }

@@ -121,7 +121,7 @@ impl ProcessCluster {
     /// Starts every member and waits until each serves.
     pub fn start_all(&mut self, runtime: &tokio::runtime::Runtime) {
         for s in self.seats() {
-            self.local.start(s, None).unwrap();
+            self.local.start(s).unwrap();
         }
         let peers = self.peers(Seat::FIRST);
         runtime.block_on(async {

@@ -1,0 +1,134 @@
+//! The demo's malicious members: real signers whose round-2 shares are
+//! altered on the way out, hosted in the demo's own process.
+//!
+//! A faulty member runs the real engine and daemon on its configured
+//! address, so it keeps every signer-side check and its markers; only the
+//! shares that leave it are wrong. This module is reachable only from
+//! `thresig demo`: no flag or configuration of `thresig serve` makes a
+//! signer misbehave.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Context as _, Result, anyhow};
+use thresig_cluster::node::{Node, NodeError};
+use thresig_crypto::{Seat, SignatureShare};
+use thresig_daemon::{SignerError, SignerHandler};
+use thresig_engine::{HexBytes, Request, Response};
+use tokio::sync::oneshot;
+
+/// A handler that answers as `inner` does, except that every round-2 share
+/// it sends is a valid encoding of a wrong share.
+struct InvalidShares<H> {
+    inner: Arc<H>,
+}
+
+/// A different share with the same encoding length: the share plus one,
+/// as a scalar (still canonical unless the share was the largest scalar,
+/// in which case the bytes are sent as they are).
+fn corrupt(share: &HexBytes) -> HexBytes {
+    let mut bytes = share.0.clone();
+    for byte in bytes.iter_mut().rev() {
+        let (next, carry) = byte.overflowing_add(1);
+        *byte = next;
+        if !carry {
+            break;
+        }
+    }
+    if SignatureShare::from_bytes(&bytes).is_ok() {
+        HexBytes(bytes)
+    } else {
+        share.clone()
+    }
+}
+
+impl<H: SignerHandler> SignerHandler for InvalidShares<H> {
+    fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        let mut response = self.inner.handle(peer, request)?;
+        if let Response::Round2(reply) = &mut response {
+            reply.shares = reply.shares.iter().map(corrupt).collect();
+        }
+        Ok(response)
+    }
+}
+
+/// A member sending invalid shares, served on its own thread of the demo's
+/// process until [`Faulty::stop`] (or drop).
+pub(crate) struct Faulty {
+    seat: Seat,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), NodeError>>>,
+}
+
+impl Faulty {
+    /// Opens the member of the configuration at `config` (as `thresig
+    /// serve` does) and serves it with its shares altered. Its log lines
+    /// go to `log`, as a member process's standard error would.
+    pub(crate) fn start(seat: Seat, config: &Path, log: &Path) -> Result<Self> {
+        let node = Node::open(config).with_context(|| format!("member {seat}"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("member {seat}: {}", log.display()))?;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let logs = tracing_subscriber::fmt()
+            .with_writer(Mutex::new(log))
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .finish();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("thresig-demo-member-{seat}"))
+            .spawn(move || {
+                // The member's runtime polls its requests on this thread,
+                // so their log lines go to the member's own log.
+                tracing::subscriber::with_default(logs, || {
+                    let served =
+                        node.run_until(|inner| Arc::new(InvalidShares { inner }), async move {
+                            let _ = stopped.await;
+                        });
+                    if let Err(error) = &served {
+                        tracing::error!(%error, "the member stopped");
+                    }
+                    served
+                })
+            })
+            .with_context(|| format!("member {seat}: cannot start its thread"))?;
+        Ok(Self {
+            seat,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The member's seat.
+    pub(crate) fn seat(&self) -> Seat {
+        self.seat
+    }
+
+    /// Stops the member (it drains and closes its store, as on SIGTERM);
+    /// whether it stopped cleanly.
+    pub(crate) fn stop(mut self) -> Result<bool> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<bool> {
+        drop(self.stop.take());
+        let Some(thread) = self.thread.take() else {
+            return Ok(true);
+        };
+        let served = thread
+            .join()
+            .map_err(|_| anyhow!("member {}: its thread panicked", self.seat))?;
+        Ok(served.is_ok())
+    }
+}
+
+impl Drop for Faulty {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
