@@ -11,9 +11,7 @@ use common::*;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{CryptoRng, RngCore, SeedableRng};
 use thresig_crypto::ScriptTree;
-use thresig_engine::{
-    Error, Limits, Round1Request, Round1Response, Signer, Timestamp, WalletStateKind,
-};
+use thresig_engine::{Error, Limits, Round1Request, Round1Response, Timestamp, WalletStateKind};
 
 #[test]
 fn a_parked_commit_on_wallet_a_does_not_block_wallet_b() {
@@ -138,7 +136,7 @@ impl CryptoRng for ParkedRng {}
 /// `wallet` is parked inside its nonce draw; returns what `other` returned
 /// and A's reply once released.
 fn while_round1_draws<T: Send>(
-    signer: &Signer<TestStore>,
+    signer: Via<'_, TestStore>,
     now: Timestamp,
     wallet: &str,
     inputs: usize,

@@ -339,6 +339,7 @@ fn race(c: &mut Cluster, from_a: u16, from_b: u16, salt: u8) -> Error {
         member.store().share(),
     )
     .unwrap();
+    let other = Via(&other);
 
     let tx_a = spend(&w, 1, salt);
     let tx_b = spend(&w, 1, salt + 1);

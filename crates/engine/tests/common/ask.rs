@@ -35,80 +35,35 @@ fn one(response: Response) -> Option<SignedDkgMessage> {
     }
 }
 
-/// The requests of a coordinator, by kind, through [`Signer::handle`].
-pub trait Ask {
-    fn round1(
-        &self,
-        now: Timestamp,
-        from: CoordinatorId,
-        req: &Round1Request,
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<Round1Response, Error>;
-
-    fn round2(
-        &self,
-        now: Timestamp,
-        from: CoordinatorId,
-        req: &Round2Request,
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<Round2Response, Error>;
-
-    fn abort(
-        &self,
-        now: Timestamp,
-        from: CoordinatorId,
-        req: &AbortRequest,
-    ) -> Result<usize, Error>;
-
-    fn dkg_start(
-        &self,
-        now: Timestamp,
-        from: CoordinatorId,
-        proposal: &DkgProposal,
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<SignedDkgMessage, Error>;
-
-    fn dkg_round2(
-        &self,
-        now: Timestamp,
-        from: CoordinatorId,
-        wallet: &WalletId,
-        session: DkgSessionId,
-        round1: &[SignedDkgMessage],
-        rng: &mut (impl RngCore + CryptoRng),
-    ) -> Result<Vec<SignedDkgMessage>, Error>;
-
-    fn dkg_finish(
-        &self,
-        now: Timestamp,
-        from: CoordinatorId,
-        wallet: &WalletId,
-        session: DkgSessionId,
-        round2: &[SignedDkgMessage],
-    ) -> Result<SignedDkgMessage, Error>;
-
-    /// A confirmation relayed by member 1 (any member may relay one).
-    fn dkg_confirm(
-        &self,
-        wallet: &WalletId,
-        confirmation: &SignedDkgMessage,
-    ) -> Result<ConfirmationStatus, Error>;
-
-    fn dkg_cancel(
-        &self,
-        from: CoordinatorId,
-        wallet: &WalletId,
-        session: DkgSessionId,
-    ) -> Result<bool, Error>;
-}
-
 /// Requests that draw no randomness still take an RNG through `handle`.
 fn no_rng() -> rand_chacha::ChaCha20Rng {
     rand_core::SeedableRng::seed_from_u64(0)
 }
 
-impl<S: Store> Ask for Signer<S> {
-    fn round1(
+/// A signer, with the requests of a coordinator by kind, each sent
+/// through [`Signer::handle`]; everything else of the signer through
+/// `Deref`.
+pub struct Via<'a, S>(pub &'a Signer<S>);
+
+// Not derived: a derive would ask `S: Copy` of the store.
+impl<S> Clone for Via<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Via<'_, S> {}
+
+impl<S> std::ops::Deref for Via<'_, S> {
+    type Target = Signer<S>;
+
+    fn deref(&self) -> &Signer<S> {
+        self.0
+    }
+}
+
+impl<S: Store> Via<'_, S> {
+    pub fn round1(
         &self,
         now: Timestamp,
         from: CoordinatorId,
@@ -128,7 +83,7 @@ impl<S: Store> Ask for Signer<S> {
         )
     }
 
-    fn round2(
+    pub fn round2(
         &self,
         now: Timestamp,
         from: CoordinatorId,
@@ -148,20 +103,20 @@ impl<S: Store> Ask for Signer<S> {
         )
     }
 
-    fn abort(
+    pub fn abort(
         &self,
         now: Timestamp,
         from: CoordinatorId,
         req: &AbortRequest,
     ) -> Result<usize, Error> {
         let request = Request::Abort(req.clone());
-        ask(self, now, from, request, &mut no_rng(), |r| match r {
+        ask(self.0, now, from, request, &mut no_rng(), |r| match r {
             Response::Aborted { destroyed } => Some(destroyed),
             _ => None,
         })
     }
 
-    fn dkg_start(
+    pub fn dkg_start(
         &self,
         now: Timestamp,
         from: CoordinatorId,
@@ -178,7 +133,7 @@ impl<S: Store> Ask for Signer<S> {
         )
     }
 
-    fn dkg_round2(
+    pub fn dkg_round2(
         &self,
         now: Timestamp,
         from: CoordinatorId,
@@ -192,13 +147,13 @@ impl<S: Store> Ask for Signer<S> {
             session,
             round1: round1.to_vec(),
         };
-        ask(self, now, from, request, rng, |r| match r {
+        ask(self.0, now, from, request, rng, |r| match r {
             Response::DkgMessages { messages } => Some(messages),
             _ => None,
         })
     }
 
-    fn dkg_finish(
+    pub fn dkg_finish(
         &self,
         now: Timestamp,
         from: CoordinatorId,
@@ -211,10 +166,11 @@ impl<S: Store> Ask for Signer<S> {
             session,
             round2: round2.to_vec(),
         };
-        ask(self, now, from, request, &mut no_rng(), one)
+        ask(self.0, now, from, request, &mut no_rng(), one)
     }
 
-    fn dkg_confirm(
+    /// A confirmation relayed by member 1 (any member may relay one).
+    pub fn dkg_confirm(
         &self,
         wallet: &WalletId,
         confirmation: &SignedDkgMessage,
@@ -237,7 +193,7 @@ impl<S: Store> Ask for Signer<S> {
         )
     }
 
-    fn dkg_cancel(
+    pub fn dkg_cancel(
         &self,
         from: CoordinatorId,
         wallet: &WalletId,

@@ -7,7 +7,7 @@ use thresig_engine::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, SignedDkgMessage, WalletStateKind,
 };
 
-use super::{Ask, Cluster, coordinator, identity_secret, wid};
+use super::{Cluster, coordinator, identity_secret, wid};
 
 /// Every seat of the cluster, in order.
 pub fn seats(c: &Cluster) -> std::ops::RangeInclusive<u16> {

@@ -7,7 +7,7 @@ pub mod ask;
 pub mod dkg;
 pub mod psbt;
 
-pub use ask::Ask;
+pub use ask::Via;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -359,12 +359,14 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn signer(&self) -> &Signer<TestStore> {
-        self.running.as_ref().unwrap()
+    /// The running signer; coordinators' requests by kind go through its
+    /// entry point ([`Via`]).
+    pub fn signer(&self) -> Via<'_, TestStore> {
+        Via(self.running.as_ref().unwrap())
     }
 
     pub fn store(&self) -> &TestStore {
-        self.signer().store()
+        self.running.as_ref().unwrap().store()
     }
 
     /// The shares of the durable marker keyed by `commitment`, if any.
