@@ -143,8 +143,9 @@ fn active_record_op(
 /// wallet record, committed together as one unit.
 ///
 /// For an imported key, or to set wallets up from a DKG run elsewhere (as
-/// tests do); a DKG this signer takes part in commits through
-/// [`crate::Signer::dkg_finish`] and [`crate::Signer::dkg_confirm`] instead.
+/// tests do); a DKG this signer takes part in commits through its
+/// `DkgFinish` and `DkgConfirm` requests ([`crate::Signer::handle`])
+/// instead.
 ///
 /// # Errors
 /// [`Error::Internal`] if the key material cannot be encoded.

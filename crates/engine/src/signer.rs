@@ -403,7 +403,7 @@ impl<S: Store> Signer<S> {
     ///
     /// Requests that address a wallet are accepted only from one of its
     /// members (DESIGN.md §4: only members coordinate for a wallet),
-    /// checked here once; the per-kind methods take the [`Member`] proof
+    /// checked here once; the per-kind methods take the `Member` proof
     /// that check returns, so none of them can run for a non-member. A
     /// listing shows only the wallets `from` is a member of.
     ///
