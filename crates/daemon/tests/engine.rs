@@ -10,6 +10,7 @@ use std::sync::Arc;
 use common::*;
 use thresig_crypto::{Commitment, SignatureShare, SigningPackage, aggregate, verify, verify_share};
 use thresig_daemon::{EngineHandler, Error, Recovery, SignerClient};
+use thresig_engine::test_util::{identity, identity_secret, raw_policy};
 use thresig_engine::{
     AbortRequest, Digest, DkgPayload, DkgProposal, DkgSessionId, HexBytes, IdentityKey, Limits,
     Round1Request, Round2Request, SignedDkgMessage, Signer, SignerConfig, SigningTarget,
@@ -17,7 +18,7 @@ use thresig_engine::{
 };
 use thresig_store::provider::{KeyProvider, MemoryProvider};
 use thresig_store::{EncryptedStore, StoreLocation, StoreOptions};
-use thresig_tx::{Network, PolicyConfig};
+use thresig_tx::Network;
 
 /// The wallet's members: seats 1 to 3.
 const MEMBERS: u16 = 3;
@@ -29,17 +30,6 @@ const STRANGER: u16 = 5;
 const SESSION: DkgSessionId = DkgSessionId([0x5e; 32]);
 const MESSAGE: [u8; 32] = [0x42; 32];
 
-/// The identity signing key of cluster seat `s` (deterministic).
-fn identity_secret(s: u16) -> ed25519_dalek::SigningKey {
-    let mut secret = [0x1d; 32];
-    secret[..2].copy_from_slice(&s.to_be_bytes());
-    ed25519_dalek::SigningKey::from_bytes(&secret)
-}
-
-fn identity(s: u16) -> IdentityKey {
-    IdentityKey::from_bytes(identity_secret(s).verifying_key().to_bytes()).unwrap()
-}
-
 fn wallet_roster() -> Vec<IdentityKey> {
     (1..=MEMBERS).map(identity).collect()
 }
@@ -47,9 +37,7 @@ fn wallet_roster() -> Vec<IdentityKey> {
 /// The engine of seat `s`: one 2-of-3 wallet that may sign raw digests,
 /// on an in-memory encrypted store.
 fn engine(s: u16) -> Signer<EncryptedStore> {
-    let mut policy = PolicyConfig::default();
-    policy.allow_raw_digests = true;
-    let wallet = WalletConfig::new(vault(), 2, wallet_roster()).with_policy(policy);
+    let wallet = WalletConfig::new(vault(), 2, wallet_roster()).with_policy(raw_policy());
     let config = SignerConfig::new(
         identity(s),
         Network::Regtest,

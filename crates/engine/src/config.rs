@@ -41,6 +41,13 @@ impl IdentityKey {
     }
 }
 
+/// An Ed25519 verifying key is always a valid identity key.
+impl From<ed25519_dalek::VerifyingKey> for IdentityKey {
+    fn from(key: ed25519_dalek::VerifyingKey) -> Self {
+        Self(key.to_bytes())
+    }
+}
+
 impl TryFrom<IdentityKeyHex> for IdentityKey {
     type Error = ConfigError;
     fn try_from(value: IdentityKeyHex) -> Result<Self, Self::Error> {

@@ -20,6 +20,11 @@
 //!   stable [`ErrorCode`] whose [`ErrorCode::recovery`] is `retryable` or
 //!   `terminal` (documented in `docs/errors.md`).
 //!
+//! # Features
+//! - `test-util`: exports the `test_util` module for other crates' tests
+//!   (deterministic member identities, the writes that activate a wallet
+//!   without a DKG). Changes no signing, policy or verification behaviour.
+//!
 //! # Invariants (DESIGN.md §4)
 //! - No clock reads, no RNG creation, no sockets: `now` and `rng` are
 //!   arguments.
@@ -72,6 +77,8 @@ mod ledger;
 mod pool;
 mod signer;
 mod target;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod wallet;
 
 pub use api::{
@@ -81,7 +88,7 @@ pub use api::{
 pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
 pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
-pub use durable::{activation_ops, decode_shares};
+pub use durable::decode_shares;
 pub use signer::{OpenError, Signer};
 pub use target::{Digest, SigningTarget, taproot_wallet};
 pub use wallet::WalletStateKind;

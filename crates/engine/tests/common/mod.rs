@@ -8,6 +8,9 @@ pub mod dkg;
 pub mod psbt;
 
 pub use ask::Via;
+pub use thresig_engine::test_util::{
+    activation_ops, coordinator, identity, identity_secret, raw_policy,
+};
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -23,9 +26,8 @@ use thresig_crypto::{
     WalletKey, dkg_in_process, import_key,
 };
 use thresig_engine::{
-    CoordinatorId, Digest, Epoch, Error, HexBytes, IdentityKey, Limits, Round1Request,
-    Round2Request, Signer, SignerConfig, SigningTarget, Timestamp, WalletConfig, WalletId,
-    activation_ops, commitment_hash, decode_shares,
+    Digest, Epoch, Error, HexBytes, IdentityKey, Limits, Round1Request, Round2Request, Signer,
+    SignerConfig, SigningTarget, Timestamp, WalletConfig, WalletId, commitment_hash, decode_shares,
 };
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
@@ -435,32 +437,6 @@ pub struct Cluster {
     /// `round2` can take `&self`).
     pub fresh_rng: RefCell<ChaCha20Rng>,
     _guard: SeedGuard,
-}
-
-/// The default policy, with raw digests allowed (what most engine tests
-/// sign).
-pub fn raw_policy() -> PolicyConfig {
-    let mut policy = PolicyConfig::default();
-    policy.allow_raw_digests = true;
-    policy
-}
-
-/// The identity signing key of seat `s` (deterministic).
-pub fn identity_secret(s: u16) -> ed25519_dalek::SigningKey {
-    let mut secret = [0u8; 32];
-    secret[..2].copy_from_slice(&s.to_be_bytes());
-    secret[2] = 0x5e;
-    ed25519_dalek::SigningKey::from_bytes(&secret)
-}
-
-/// The identity key of seat `s`.
-pub fn identity(s: u16) -> IdentityKey {
-    IdentityKey::from_bytes(identity_secret(s).verifying_key().to_bytes()).unwrap()
-}
-
-/// Seat `s` acting as a coordinator.
-pub fn coordinator(s: u16) -> CoordinatorId {
-    CoordinatorId(identity(s).to_bytes())
 }
 
 /// Two coordinators (the members at seats 3 and 2).
