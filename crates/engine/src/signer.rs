@@ -444,6 +444,8 @@ impl<S: Store> Signer<S> {
                 .abort(now, &member, &req)
                 .map(|destroyed| Response::Aborted { destroyed }),
             Request::Status { .. } => status_of(&self.store, member.slot).map(Response::Status),
+            // Answered above (it addresses no wallet); listed so that the
+            // match names every kind.
             Request::ListWallets => self.listing(from),
             Request::WalletKey { .. } => {
                 let key = key_of(&self.store, member.slot)?
