@@ -147,8 +147,12 @@ fn active_record_op(
 /// `DkgFinish` and `DkgConfirm` requests ([`crate::Signer::handle`])
 /// instead.
 ///
+/// Exported by the `test-util` feature only, until the signer imports keys
+/// itself.
+///
 /// # Errors
 /// [`Error::Internal`] if the key material cannot be encoded.
+#[cfg(feature = "test-util")]
 pub fn activation_ops(
     wallet: &WalletId,
     key: &WalletKey,
