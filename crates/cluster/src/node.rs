@@ -199,7 +199,9 @@ impl Node {
     /// Serves the engine, behind the handler `wrap` makes of it, on the
     /// configured addresses until `shutdown` completes, in this thread (a
     /// single-threaded runtime of its own; handlers run on its blocking
-    /// threads), then closes as [`Node::run`] does. For a process that
+    /// threads), then closes as [`Node::run`] does. Binding raises the
+    /// process's open-file limit, or refuses the configured limits, as
+    /// [`Node::run`] does. For a process that
     /// hosts a member beside its own work: the demo wraps a member's
     /// handler in a fault, so that no flag of `thresig serve` can.
     ///
@@ -336,9 +338,8 @@ mod tests {
     use crate::local::free_loopback_ports;
     use crate::provision::{self, CONFIG_FILE, ClusterSpec, member_dir};
 
-    #[test]
-    fn the_configured_key_poll_interval_reaches_the_key_manager() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A provisioned 2-member cluster in `dir`; seat 1's configuration file.
+    fn first_member(dir: &Path) -> PathBuf {
         let spec = ClusterSpec::new(
             ClusterName::new("test".to_owned()).unwrap(),
             Network::Regtest,
@@ -347,20 +348,60 @@ mod tests {
             2,
         );
         let mut rng = ChaCha20Rng::seed_from_u64(3);
-        provision::init_cluster(&dir.path().join("c"), &spec, SystemTime::now(), &mut rng).unwrap();
-        let path = member_dir(&dir.path().join("c"), Seat::FIRST).join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("[store]\n"), "{text}");
-        std::fs::write(
-            &path,
-            text.replacen("[store]\n", "[store]\nkey_poll_interval_secs = 7\n", 1),
-        )
-        .unwrap();
+        provision::init_cluster(&dir.join("c"), &spec, SystemTime::now(), &mut rng).unwrap();
+        member_dir(&dir.join("c"), Seat::FIRST).join(CONFIG_FILE)
+    }
+
+    /// Inserts `lines` at the top of the configuration's `section`.
+    fn add_to_section(path: &Path, section: &str, lines: &str) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let header = format!("[{section}]\n");
+        assert!(text.contains(&header), "{text}");
+        std::fs::write(path, text.replacen(&header, &format!("{header}{lines}"), 1)).unwrap();
+    }
+
+    #[test]
+    fn the_configured_key_poll_interval_reaches_the_key_manager() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = first_member(dir.path());
+        add_to_section(&path, "store", "key_poll_interval_secs = 7\n");
         let node = Node::open(&path).unwrap();
         assert_eq!(
             node.key_manager().poll_interval(),
             Some(Duration::from_secs(7))
         );
         node.store().shutdown();
+    }
+
+    /// A member served in another process's thread checks the open-file
+    /// limit as `thresig serve` does.
+    #[test]
+    fn run_until_refuses_limits_the_hard_open_file_limit_cannot_hold() {
+        // Handshakes, members and both metrics listeners at 65,536, plus 256.
+        let needed = 4 * 65_536 + 256;
+        let (_, hard) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        if hard >= needed {
+            eprintln!("skipped: the hard open-file limit {hard} holds even the largest limits");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = first_member(dir.path());
+        add_to_section(
+            &path,
+            "daemon.limits",
+            "max_pending_handshakes = 65536\nmax_member_connections = 65536\n\
+             max_metrics_connections = 65536\n",
+        );
+        let node = Node::open(&path).unwrap();
+        let served = node.run_until(|handler| handler, async {});
+        assert!(
+            matches!(
+                served,
+                Err(NodeError::Daemon(thresig_daemon::Error::OpenFileLimit { needed: n, .. }))
+                    if n == needed
+            ),
+            "{served:?}"
+        );
     }
 }

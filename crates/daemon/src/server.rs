@@ -50,13 +50,19 @@ impl Listeners {
         }
     }
 
-    /// Binds both addresses of `config`, and its metrics socket if any.
+    /// Binds both addresses of `config`, and its metrics socket if any,
+    /// first raising the process's open-file limit to what `config`'s
+    /// limits need (or refusing them). Every way of starting a configured
+    /// daemon binds through here, so none skips that check.
     ///
     /// # Errors
-    /// [`Error::Setup`] if an address or the socket cannot be bound,
+    /// [`Error::OpenFileLimit`] if the hard open-file limit is below what
+    /// the configured limits can hold, [`Error::Setup`] if the limit cannot
+    /// be read or raised, or an address or the socket cannot be bound,
     /// [`Error::MetricsSocketDirectory`] if the socket's directory is open
     /// to group or others.
     pub async fn bind(config: &DaemonConfig) -> Result<Self, Error> {
+        raise_open_file_limit(&config.limits)?;
         let grpc = TcpListener::bind(config.listen)
             .await
             .map_err(Error::Setup)?;
@@ -244,9 +250,10 @@ where
     Ok(())
 }
 
-/// Runs the daemon as a process's main loop: raises the open-file limit,
-/// builds a Tokio runtime, binds the configured addresses, and serves until
-/// SIGINT or SIGTERM, then drains in-flight requests and returns.
+/// Runs the daemon as a process's main loop: builds a Tokio runtime, binds
+/// the configured addresses ([`Listeners::bind`], which raises the
+/// open-file limit), and serves until SIGINT or SIGTERM, then drains
+/// in-flight requests and returns.
 ///
 /// This is the glue a binary would write around [`serve`] (mini-redis's
 /// `bin/server.rs`), kept here so that the CLI needs no async runtime of
@@ -261,7 +268,6 @@ pub fn run_until_signal<H: SignerHandler>(
     config: &DaemonConfig,
     handler: Arc<H>,
 ) -> Result<(), Error> {
-    raise_open_file_limit(&config.limits)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
