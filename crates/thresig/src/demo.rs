@@ -256,14 +256,19 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     let outcome = runtime.block_on(sign(&peers, &wallet, &key, epoch, &psbt, &options))?;
     let finished = finish(psbt, &outcome.signatures)?;
     let mut failed = cluster.stop_all()?;
+    let mut causes = Vec::new();
     for member in faulty {
         let seat = member.seat();
-        if !member.stop()? {
+        if let Err(error) = member.stop() {
             failed.push(seat);
+            causes.push(format!("; {error:#}"));
         }
     }
     if !failed.is_empty() {
-        bail!("members {failed:?} did not shut down cleanly (see their signer.log)");
+        bail!(
+            "members {failed:?} did not shut down cleanly (see their signer.log){}",
+            causes.concat()
+        );
     }
     let prevouts: Vec<serde_json::Value> = inputs
         .iter()

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::{Context as _, Result, anyhow};
-use thresig_cluster::node::{Node, NodeError};
+use thresig_cluster::node::Node;
 use thresig_crypto::{Seat, SignatureShare};
 use thresig_daemon::{SignerError, SignerHandler};
 use thresig_engine::{HexBytes, Request, Response};
@@ -58,7 +58,7 @@ impl<H: SignerHandler> SignerHandler for InvalidShares<H> {
 pub(crate) struct Faulty {
     seat: Seat,
     stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), NodeError>>>,
+    thread: Option<JoinHandle<Result<()>>>,
 }
 
 impl Faulty {
@@ -86,11 +86,14 @@ impl Faulty {
                 // The member's runtime polls its requests on this thread,
                 // so their log lines go to the member's own log.
                 tracing::subscriber::with_default(logs, || {
-                    let served =
-                        node.run_until(|inner| Arc::new(InvalidShares { inner }), async move {
+                    let served = node
+                        .run_until(|inner| Arc::new(InvalidShares { inner }), async move {
                             let _ = stopped.await;
-                        });
+                        })
+                        .with_context(|| format!("member {seat}"));
                     if let Err(error) = &served {
+                        // The whole chain, as `thresig serve` prints it.
+                        let error = format!("{error:#}");
                         tracing::error!(%error, "the member stopped");
                     }
                     served
@@ -109,26 +112,69 @@ impl Faulty {
         self.seat
     }
 
-    /// Stops the member (it drains and closes its store, as on SIGTERM);
-    /// whether it stopped cleanly.
-    pub(crate) fn stop(mut self) -> Result<bool> {
+    /// Stops the member (it drains and closes its store, as on SIGTERM).
+    ///
+    /// # Errors
+    /// Why the member stopped, if not cleanly (its whole chain, also in its
+    /// log), or that its thread panicked.
+    pub(crate) fn stop(mut self) -> Result<()> {
         self.finish()
     }
 
-    fn finish(&mut self) -> Result<bool> {
+    fn finish(&mut self) -> Result<()> {
         drop(self.stop.take());
         let Some(thread) = self.thread.take() else {
-            return Ok(true);
+            return Ok(());
         };
-        let served = thread
+        thread
             .join()
-            .map_err(|_| anyhow!("member {}: its thread panicked", self.seat))?;
-        Ok(served.is_ok())
+            .map_err(|_| anyhow!("member {}: its thread panicked", self.seat))?
     }
 }
 
 impl Drop for Faulty {
     fn drop(&mut self) {
         let _ = self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::SystemTime;
+
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use thresig_cluster::local::free_loopback_ports;
+    use thresig_cluster::provision::{self, CONFIG_FILE, ClusterSpec, member_dir};
+    use thresig_daemon::ClusterName;
+    use thresig_engine::WalletId;
+    use thresig_tx::Network;
+
+    use super::*;
+
+    #[test]
+    fn a_member_that_cannot_bind_its_port_logs_the_os_cause() {
+        let taken = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let mut endpoints = free_loopback_ports(2).unwrap();
+        endpoints[0].0 = taken.local_addr().unwrap();
+        let spec = ClusterSpec::new(
+            ClusterName::new("test".to_owned()).unwrap(),
+            Network::Regtest,
+            endpoints,
+            WalletId::new("w".to_owned()).unwrap(),
+            2,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = dir.path().join("c");
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        provision::init_cluster(&cluster, &spec, SystemTime::now(), &mut rng).unwrap();
+        let config = member_dir(&cluster, Seat::FIRST).join(CONFIG_FILE);
+        let log = dir.path().join("signer.log");
+        let member = Faulty::start(Seat::FIRST, &config, &log).unwrap();
+        let error = format!("{:#}", member.stop().unwrap_err());
+        assert!(error.contains("Address already in use"), "{error}");
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains("Address already in use"), "{logged}");
     }
 }
