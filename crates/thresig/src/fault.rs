@@ -63,8 +63,15 @@ pub(crate) struct Faulty {
 
 impl Faulty {
     /// Opens the member of the configuration at `config` (as `thresig
-    /// serve` does) and serves it with its shares altered. Its log lines
-    /// go to `log`, as a member process's standard error would.
+    /// serve` does) and serves it with its shares altered.
+    ///
+    /// Only what the member logs on its own thread goes to `log`: its
+    /// daemon (listening, connections, each request and its refusals, all
+    /// polled by the runtime on that thread) and why it stopped. What it
+    /// logs on any other thread goes to the demo's standard error, like
+    /// the demo's own lines: opening its store and engine (on the caller's
+    /// thread), the engine answering requests (on the runtime's blocking
+    /// threads), the pruner, the key manager and the store's writer.
     pub(crate) fn start(seat: Seat, config: &Path, log: &Path) -> Result<Self> {
         let node = Node::open(config).with_context(|| format!("member {seat}"))?;
         let log = std::fs::OpenOptions::new()
@@ -83,8 +90,9 @@ impl Faulty {
         let thread = std::thread::Builder::new()
             .name(format!("thresig-demo-member-{seat}"))
             .spawn(move || {
-                // The member's runtime polls its requests on this thread,
-                // so their log lines go to the member's own log.
+                // The member's runtime polls its connections and requests
+                // on this thread, so the daemon's lines go to the member's
+                // own log; other threads keep the demo's (see `start`).
                 tracing::subscriber::with_default(logs, || {
                     let served = node
                         .run_until(|inner| Arc::new(InvalidShares { inner }), async move {
