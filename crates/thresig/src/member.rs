@@ -489,3 +489,31 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// The demo's faulty members run from the demo's own code: `thresig
+    /// serve` takes its configuration and nothing else, so no flag can
+    /// make a signer misbehave. A new argument of `serve` fails this test.
+    #[test]
+    fn serve_takes_only_its_configuration() {
+        let mut cli = crate::Cli::command();
+        cli.build();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let mut args: Vec<&str> = serve
+            .get_arguments()
+            .map(|arg| arg.get_id().as_str())
+            .collect();
+        args.sort_unstable();
+        // `--log-format` is the command line's, global to every command.
+        assert_eq!(args, ["config", "help", "log_format"]);
+        let config = serve
+            .get_arguments()
+            .find(|arg| arg.get_id() == "config")
+            .unwrap();
+        assert_eq!(config.get_long(), Some("config"));
+        assert!(config.is_required_set());
+    }
+}

@@ -205,22 +205,3 @@ fn impossible_roles_fail_with_a_clear_message_before_anything_starts() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("honest members online"));
     assert!(out.stdout.is_empty());
 }
-
-/// The demo's faulty members run from the demo's own code: no flag of
-/// `thresig serve` makes a signer misbehave.
-#[test]
-fn serve_has_no_flag_that_makes_a_signer_misbehave() {
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(["serve", "--fault", "invalid-shares", "--config"])
-        .arg(&missing)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("unexpected argument '--fault'"),
-        "the flag is unknown, before any configuration is read: {stderr}"
-    );
-}
