@@ -1,0 +1,350 @@
+use rand_core::{CryptoRng, RngCore};
+use thresig_crypto::SecretNonce;
+use thresig_store::{CommitmentHash, Conflict, Marker, PackageHash, Store, WriteOp, WriteOutcome};
+use thresig_tx::{Policy, TaprootWallet, WalletMode};
+
+use super::pending::PendingShares;
+use super::{Member, Shard, Signer, Slot, lock, store_error};
+use crate::api::{HexBytes, Round2Request, Round2Response};
+use crate::check::{CheckedRound2, check_round2};
+use crate::durable::{decode_shares, encode_shares};
+use crate::error::{Error, InternalFault};
+use crate::ids::{CoordinatorId, Timestamp, WalletId};
+use crate::ledger::StoredLedger;
+use crate::pool::{NoncePool, TakeError, Tombstone};
+use crate::target::{Authority, Spend, taproot_wallet};
+use crate::wallet::{Role, SigningKey, WalletState, WalletStateKind};
+
+/// How often a marker commit re-reads the rate ledger after another commit
+/// changed it before giving up with a retryable error. Each retry means
+/// another transaction of the same wallet was charged in between; eight in
+/// a row only happens under a flood, which the rate limits refuse anyway.
+const LEDGER_RETRIES: usize = 8;
+
+/// Whether a rekeying wallet's successor can receive its sweep, read
+/// before the wallet's own lock is taken so that no two wallet locks are
+/// ever held together.
+enum Successor {
+    /// The configuration names no successor.
+    Unnamed,
+    /// The successor is not `active` on this signer.
+    NotActive(WalletId),
+    /// The successor is active with this spend identity.
+    Active(TaprootWallet),
+}
+
+/// What a round 2 releases shares for, and under which rules: the inputs
+/// of every marker commit attempt.
+struct Release<'a> {
+    wallet: &'a WalletId,
+    coordinator: CoordinatorId,
+    policy: &'a Policy,
+    mode: WalletMode,
+    spend: &'a Spend,
+}
+
+impl<S: Store> Signer<S> {
+    /// Signing round 2: checks the request, takes the nonces of exactly one
+    /// round-1 vector, computes the shares, makes their marker durable and
+    /// only then returns them, with a fresh round-1 vector of as many
+    /// commitments for the coordinator's next ROAST session.
+    ///
+    /// For a PSBT target the transaction passes the wallet's policy before
+    /// any nonce is taken, and again inside the marker's commit, where its
+    /// rate charge is recorded in the same store unit as the marker (once
+    /// per transaction id). A byte-identical replay returns the shares
+    /// stored in the marker (also after a restart); a different request for
+    /// a used commitment gets [`Error::SessionConflict`]. If the marker
+    /// commit fails the shares stay pending in memory, nothing is returned,
+    /// and the error is retryable. If the wallet's nonce capacity is
+    /// exhausted the shares are returned without fresh commitments.
+    ///
+    /// # Errors
+    /// Every check of [`crate::Error`]'s request variants,
+    /// [`Error::PolicyDenied`], [`Error::Transaction`],
+    /// [`Error::RekeyInProgress`], [`Error::SuccessorNotActive`], the nonce
+    /// errors ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
+    /// [`Error::NonceEvicted`], [`Error::SessionConflict`]),
+    /// [`Error::LedgerContended`] and [`Error::Store`].
+    pub(super) fn round2<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        member: &Member<'_>,
+        req: &Round2Request,
+        rng: &mut R,
+    ) -> Result<Round2Response, Error> {
+        let Member { slot, from } = *member;
+        let successor = self.successor(slot)?;
+        let mut guard = lock(&self.store, slot)?;
+        let Shard {
+            state,
+            pool,
+            pending,
+            ..
+        } = &mut *guard;
+        pending.prune(now);
+        let (key, role) = state.signing_key(&req.wallet)?;
+        let wallet = &slot.config.id;
+        let authority = Authority {
+            policy: &slot.policy,
+            role,
+            taproot: taproot_wallet(self.network, &key.key)?,
+        };
+        let checked = check_round2(&slot.config, slot.seat, key, &self.limits, &authority, req)?;
+        let release = Release {
+            wallet,
+            coordinator: from,
+            policy: &slot.policy,
+            mode: wallet_mode(wallet, role, successor)?,
+            spend: checked.spend(),
+        };
+        let shares = self.release(now, from, &release, &checked, key, pool, pending)?;
+        let commitments = match self.fresh_vector(now, from, wallet, pool, key, shares.len(), rng) {
+            Ok(fresh) => fresh,
+            Err(Error::NonceCapacity { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Round2Response {
+            wallet: wallet.clone(),
+            seat: slot.seat.get(),
+            shares: shares.into_iter().map(HexBytes).collect(),
+            commitments,
+        })
+    }
+
+    /// The shares to release for a checked request: a durable marker's (a
+    /// replay), a pending attempt's after its commit, or fresh ones.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pool, pending shares and key are borrowed from the wallet's locked shard"
+    )]
+    fn release(
+        &self,
+        now: Timestamp,
+        from: CoordinatorId,
+        release: &Release<'_>,
+        checked: &CheckedRound2,
+        key: &SigningKey,
+        pool: &mut NoncePool<SecretNonce>,
+        pending: &mut PendingShares,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let wallet = release.wallet;
+        let lead = checked.lead();
+        // A durable marker answers replays and refuses everything else.
+        let store_id = wallet.store_id()?;
+        let stored = self
+            .store
+            .marker(&store_id, &lead)
+            .map_err(|source| store_error(wallet, source))?;
+        if let Some(marker) = stored {
+            pending.remove(&lead);
+            return replay(wallet, lead, checked.hash(), &marker);
+        }
+        // Pending shares are retried only by the byte-identical request of
+        // the coordinator that owns them; anyone else learns nothing.
+        if let Some(p) = pending.get(&lead) {
+            if p.owner != from {
+                return Err(Error::NonceUnknown {
+                    wallet: wallet.clone(),
+                    commitment: lead,
+                });
+            }
+            if p.package != checked.hash() {
+                pending.remove(&lead);
+                return Err(Error::SessionConflict {
+                    wallet: wallet.clone(),
+                    commitment: lead,
+                });
+            }
+            let shares = p.shares.clone();
+            return self.commit(now, release, lead, p.package, shares, pending);
+        }
+        // The policy refuses before any nonce is spent; the commit checks
+        // again against the ledger it charges.
+        self.charge_op(now, release)?;
+        // Room for its shares is made before any nonce is spent, so a
+        // refusal destroys nothing.
+        pending.admit(wallet, from, self.limits.pending_per_wallet)?;
+        // Fresh attempt: take the nonces (they leave the pool for good),
+        // sign outside any store transaction, then commit the marker.
+        let (lead, nonces) = pool.take(now, from, checked.own()).map_err(|e| {
+            if let TakeError::Gone(_, Tombstone::Consumed { lead }) = e
+                && pending.get(&lead).is_some_and(|p| p.owner == from)
+            {
+                pending.remove(&lead);
+            }
+            e.into_error(wallet)
+        })?;
+        let shares = sign_all(checked, nonces, key)?;
+        pending.insert(
+            lead,
+            from,
+            checked.hash(),
+            shares.clone(),
+            now.saturating_add(self.limits.replay_window),
+            self.limits.pending_per_wallet,
+        );
+        self.commit(now, release, lead, checked.hash(), shares, pending)
+    }
+
+    /// The successor's state, for a rekeying wallet whose configuration
+    /// names one. Holds one wallet lock at a time, each only while reading,
+    /// and reads the successor only while the wallet is rekeying (rare), so
+    /// an active wallet never waits on another.
+    fn successor(&self, slot: &Slot) -> Result<Successor, Error> {
+        let Some(id) = &slot.config.successor else {
+            return Ok(Successor::Unnamed);
+        };
+        if lock(&self.store, slot)?.state.kind() != WalletStateKind::Rekeying {
+            return Ok(Successor::Unnamed);
+        }
+        let next = self.slot(id)?;
+        let shard = lock(&self.store, next)?;
+        match &shard.state {
+            WalletState::Active(key) => {
+                Ok(Successor::Active(taproot_wallet(self.network, &key.key)?))
+            }
+            _ => Ok(Successor::NotActive(id.clone())),
+        }
+    }
+
+    /// The rate-ledger write that must commit with the marker of a
+    /// transaction (after the policy approved it against the ledger just
+    /// read); none for raw digests.
+    fn charge_op(&self, now: Timestamp, release: &Release<'_>) -> Result<Option<WriteOp>, Error> {
+        let Spend::Transaction(psbt) = release.spend else {
+            return Ok(None);
+        };
+        let wallet = release.wallet;
+        let ledger = StoredLedger::read(&self.store, wallet, release.policy, now)?;
+        let approval = ledger.approve(
+            wallet,
+            release.policy,
+            &release.mode,
+            &release.coordinator,
+            psbt,
+            now,
+        )?;
+        ledger.charge_op(wallet, &approval)
+    }
+
+    /// Makes the marker of `shares` durable (insert-if-absent) together
+    /// with the transaction's rate charge, in one unit, and returns the
+    /// shares to release: the new ones if inserted, the stored ones for an
+    /// identical earlier (ambiguous) commit. A ledger changed by another
+    /// commit skips the whole unit; the policy is then checked again
+    /// against the new ledger, never charged twice. On failure the pending
+    /// shares stay for a byte-identical retry.
+    fn commit(
+        &self,
+        now: Timestamp,
+        release: &Release<'_>,
+        lead: CommitmentHash,
+        package: PackageHash,
+        shares: Vec<Vec<u8>>,
+        pending: &mut PendingShares,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let wallet = release.wallet;
+        let expires = now
+            .saturating_add(self.limits.nonce_ttl)
+            .saturating_add(self.limits.replay_window);
+        let marker = WriteOp::InsertMarker {
+            wallet: wallet.store_id()?,
+            commitment: lead,
+            marker: Marker {
+                package_hash: package,
+                shares: encode_shares(&shares)?,
+                expires_at: expires.to_store(),
+            },
+        };
+        for _ in 0..LEDGER_RETRIES {
+            let mut ops: Vec<WriteOp> = self.charge_op(now, release)?.into_iter().collect();
+            ops.push(marker.clone());
+            let outcome = self
+                .store
+                .write(ops)
+                .map_err(|source| store_error(wallet, source))?;
+            match outcome {
+                WriteOutcome::Committed(_) => {
+                    pending.remove(&lead);
+                    return Ok(shares);
+                }
+                WriteOutcome::Skipped {
+                    conflict: Conflict::MarkerPresent(stored),
+                    ..
+                } => {
+                    pending.remove(&lead);
+                    return replay(wallet, lead, package, &stored);
+                }
+                WriteOutcome::Skipped {
+                    conflict: Conflict::PolicyMismatch(_),
+                    ..
+                } => {}
+                _ => {
+                    pending.remove(&lead);
+                    return Err(Error::Internal(InternalFault::UnexpectedWrite));
+                }
+            }
+        }
+        Err(Error::LedgerContended {
+            wallet: wallet.clone(),
+        })
+    }
+}
+
+/// The policy's view of a wallet in `role`.
+///
+/// # Errors
+/// For a rekeying wallet: [`Error::RekeyInProgress`] without a successor,
+/// [`Error::SuccessorNotActive`] while the successor is not active.
+fn wallet_mode(wallet: &WalletId, role: Role, successor: Successor) -> Result<WalletMode, Error> {
+    match (role, successor) {
+        (Role::Active, _) => Ok(WalletMode::Active),
+        (Role::Rekeying, Successor::Active(successor)) => Ok(WalletMode::Rekeying { successor }),
+        (Role::Rekeying, Successor::NotActive(successor)) => Err(Error::SuccessorNotActive {
+            wallet: wallet.clone(),
+            successor,
+        }),
+        (Role::Rekeying, Successor::Unnamed) => Err(Error::RekeyInProgress {
+            wallet: wallet.clone(),
+        }),
+    }
+}
+
+/// The shares of a durable marker if it answers `package`, else a conflict.
+fn replay(
+    wallet: &WalletId,
+    lead: CommitmentHash,
+    package: PackageHash,
+    marker: &Marker,
+) -> Result<Vec<Vec<u8>>, Error> {
+    if marker.package_hash == package {
+        decode_shares(marker).ok_or_else(|| Error::StoredRecordInvalid {
+            wallet: wallet.clone(),
+        })
+    } else {
+        Err(Error::SessionConflict {
+            wallet: wallet.clone(),
+            commitment: lead,
+        })
+    }
+}
+
+/// Computes one share per input, consuming the nonces (each is destroyed as
+/// soon as its share exists).
+fn sign_all(
+    checked: &CheckedRound2,
+    nonces: Vec<SecretNonce>,
+    key: &SigningKey,
+) -> Result<Vec<Vec<u8>>, Error> {
+    checked
+        .packages()
+        .iter()
+        .zip(nonces)
+        .map(|(package, nonce)| {
+            thresig_crypto::sign(nonce, package, &key.share, &key.key)
+                .map(|share| share.to_bytes())
+                .map_err(|_| Error::Internal(InternalFault::CryptoRefused))
+        })
+        .collect()
+}
