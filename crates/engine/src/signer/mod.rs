@@ -1,4 +1,15 @@
 //! The signer: one member's wallets, nonces, pending shares and markers.
+//!
+//! This file holds the [`Signer`] type and its open, the one entry point
+//! [`Signer::handle`] with the membership proof [`Member`] it builds, the
+//! status getters and the upkeep. Each concern a request reaches has its
+//! own file:
+//! - `round1.rs`: round 1's nonces, drawn with the wallet's lock released,
+//!   and abort;
+//! - `release.rs`: round 2, from its checked request to the marker commit
+//!   after which its shares leave;
+//! - `pending.rs`: the shares that wait for a durable marker;
+//! - `rekey.rs`: the operator's `begin_rekey`.
 
 mod pending;
 mod rekey;
@@ -50,8 +61,9 @@ pub(crate) struct Shard {
 /// rustls' verified-handshake values).
 ///
 /// # Invariants
-/// `from` is in `slot`'s roster. The fields are private to this module, so
-/// no other module can build a `Member` without the check.
+/// `from` is in `slot`'s roster. The fields are private to the `signer`
+/// module, so no module outside it can build a `Member` without the check
+/// (its sub-modules only take one).
 #[derive(Clone, Copy)]
 pub(crate) struct Member<'a> {
     slot: &'a Slot,

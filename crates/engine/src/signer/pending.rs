@@ -1,3 +1,6 @@
+//! Shares computed for an attempt whose marker is not yet durable, capped
+//! per wallet: only their owner's byte-identical request may retry them.
+
 use std::collections::HashMap;
 
 use thresig_store::{CommitmentHash, PackageHash};
@@ -24,7 +27,7 @@ pub(super) struct Pending {
 }
 
 /// A wallet's pending shares by the attempt's first commitment, at most
-/// [`Limits::pending_per_wallet`] of them.
+/// [`crate::Limits::pending_per_wallet`] of them.
 #[derive(Default)]
 pub(super) struct PendingShares {
     by_lead: HashMap<CommitmentHash, Pending>,

@@ -1,3 +1,6 @@
+//! Putting an active wallet in `rekeying`: an operator's action, never a
+//! coordinator's.
+
 use thresig_store::Store;
 
 use super::{Signer, lock, store_error};

@@ -1,3 +1,7 @@
+//! Signing round 2's release path: the checked request, the policy and its
+//! rate charge, the shares computed once, and the marker commit after which
+//! they leave (or the replay of a durable marker).
+
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::SecretNonce;
 use thresig_store::{CommitmentHash, Conflict, Marker, PackageHash, Store, WriteOp, WriteOutcome};

@@ -1,3 +1,7 @@
+//! Signing round 1: fresh nonces drawn with the wallet's lock released and
+//! kept in its pool under the lock again, round 2's next vector, and abort,
+//! which destroys a coordinator's vectors.
+
 use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};

@@ -1,3 +1,7 @@
+//! What an open store does: reads over a fresh snapshot, write units and
+//! keyring changes handed to the writer thread, the witness refresh and
+//! shutdown.
+
 use std::sync::mpsc::{SyncSender, sync_channel};
 
 use redb::{ReadTransaction, ReadableDatabase};

@@ -1,5 +1,12 @@
-//! The store handle: opening (and creating) the database and keyring, the
-//! engine-facing [`Store`] trait, and reads.
+//! The store handle: the engine-facing [`Store`] trait and the
+//! [`EncryptedStore`] that implements it.
+//!
+//! `open.rs` is the open path, readable on its own: everything
+//! [`EncryptedStore::open`], [`EncryptedStore::create`] and
+//! [`EncryptedStore::recover`] run before the handle serves (the database,
+//! its keyring, its metadata and marker digests (I4), its witness (I5)).
+//! `handle.rs` is what the open handle does: reads over a snapshot, write
+//! units handed to the writer thread, the witness refresh and shutdown.
 
 mod handle;
 mod open;

@@ -1,3 +1,7 @@
+//! Opening a store: finding or creating its database, unwrapping its
+//! keyring, checking its metadata and marker digests (I4) and its witness
+//! (I5), and starting its writer.
+
 use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
 
