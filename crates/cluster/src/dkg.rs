@@ -37,7 +37,7 @@ pub struct DkgOutcome {
 #[non_exhaustive]
 pub enum DkgError {
     /// A member refused or could not be reached in a phase.
-    #[error("DKG {phase}: member {seat}")]
+    #[error("DKG {phase}: member {seat}: {error}")]
     Member {
         /// The phase (`start`, `round 2`, `finish`, `confirm`).
         phase: &'static str,

@@ -37,10 +37,10 @@ pub enum NodeError {
     #[error("the configuration has no [daemon] section; `serve` needs one")]
     NoDaemon,
     /// The key provider could not be opened.
-    #[error("key provider")]
+    #[error("key provider: {0}")]
     Provider(#[from] ProviderError),
     /// The store could not be opened.
-    #[error("store")]
+    #[error("store: {0}")]
     Store(#[from] thresig_store::Error),
     /// The identity key could not be read.
     #[error(transparent)]
@@ -56,10 +56,10 @@ pub enum NodeError {
     )]
     TlsKeyMismatch(thresig_crypto::Seat),
     /// The engine refused to open.
-    #[error("signer")]
+    #[error("signer: {0}")]
     Engine(#[from] OpenError),
     /// The daemon failed.
-    #[error("daemon")]
+    #[error("daemon: {0}")]
     Daemon(#[from] thresig_daemon::Error),
 }
 

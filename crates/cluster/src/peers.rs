@@ -129,16 +129,20 @@ impl Peers {
             code: RpcCode::Unavailable,
             message,
         };
-        let addr = *self
-            .endpoints
-            .get(&seat)
-            .ok_or_else(|| unavailable(format!("seat {seat} has no endpoint")))?;
+        let addr = *self.endpoints.get(&seat).ok_or_else(|| {
+            unavailable("no `endpoint` for it in [[members]]; add one".to_owned())
+        })?;
         let client = tokio::time::timeout(
             CONNECT_TIMEOUT,
             SignerClient::connect(&self.tls, addr, seat),
         )
         .await
-        .map_err(|_| unavailable(format!("seat {seat} at {addr}: connect timed out")))??;
+        .map_err(|_| {
+            unavailable(format!(
+                "{addr}: no connection within {CONNECT_TIMEOUT:?}; {NOT_SERVING}"
+            ))
+        })?
+        .map_err(|e| connect_failure(&e, addr))?;
         self.lock().insert(seat, client.clone());
         Ok(client)
     }
@@ -160,6 +164,52 @@ impl Peers {
         self.clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What to do about a member that does not answer at its address.
+const NOT_SERVING: &str = "is its `thresig serve` running? Start it (or fix its `endpoint` in [[members]]), then run this command again";
+
+/// A failed connection to the member at `addr`, as one message naming the
+/// address, the cause once and what to do. tonic's transport error says
+/// only "transport error" and repeats its cause down its source chain, so
+/// the cause is the I/O error found in that chain: the socket's, or the
+/// TLS handshake's and the pin check's, which the connector reports as I/O
+/// errors.
+///
+/// A refused or unreachable address is [`RpcCode::Unavailable`] (the member
+/// may start); a certificate the pin or the CA refuses is
+/// [`RpcCode::Unauthenticated`]: asking again cannot help until an operator
+/// fixes the roster or the certificate.
+fn connect_failure(error: &DaemonError, addr: SocketAddr) -> DaemonError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let io = std::iter::from_fn(|| {
+        let current = cause?;
+        cause = current.source();
+        Some(current)
+    })
+    .find_map(|e| e.downcast_ref::<std::io::Error>());
+    let Some(io) = io else {
+        return DaemonError::Rpc {
+            code: RpcCode::Unavailable,
+            message: format!("{addr}: {error}; {NOT_SERVING}"),
+        };
+    };
+    match io.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData => {
+            DaemonError::Rpc {
+                code: RpcCode::Unauthenticated,
+                message: format!(
+                    "{addr}: TLS refused: {io}; check that the member's certificate (tls/signer.pem) \
+                     is signed by the cluster CA and carries the key whose SHA-256 its \
+                     `tls_key_sha256` in [[members]] pins"
+                ),
+            }
+        }
+        _ => DaemonError::Rpc {
+            code: RpcCode::Unavailable,
+            message: format!("{addr}: {io}; {NOT_SERVING}"),
+        },
     }
 }
 

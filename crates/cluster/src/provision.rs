@@ -78,17 +78,17 @@ pub enum ProvisionError {
         path: PathBuf,
     },
     /// Certificates could not be made or written.
-    #[error("certificates")]
+    #[error("certificates: {0}")]
     Tls(#[from] thresig_daemon::Error),
     /// The store could not be created or the identity key sealed in it.
-    #[error("store")]
+    #[error("store: {0}")]
     Store(#[from] thresig_store::Error),
     /// The key provider could not be opened.
-    #[error("key provider")]
+    #[error("key provider: {0}")]
     Provider(#[from] thresig_store::provider::ProviderError),
     /// The written configuration does not load (a bug, or bad arguments
     /// such as a threshold above the member count).
-    #[error("the generated configuration is invalid")]
+    #[error("the generated configuration is invalid: {0}")]
     Config(#[from] crate::config::ConfigError),
     /// An argument is out of range.
     #[error("{0}")]

@@ -103,10 +103,10 @@ pub struct SignOutcome {
 #[non_exhaustive]
 pub enum SignError {
     /// The PSBT's sighashes could not be computed.
-    #[error("the PSBT cannot be signed")]
+    #[error("the PSBT cannot be signed: {0}")]
     Psbt(#[from] thresig_tx::Error),
     /// The coordinator refused its setup (no inputs, bad threshold).
-    #[error("coordinator setup")]
+    #[error("coordinator setup: {0}")]
     Setup(#[from] thresig_roast::Error),
     /// The run ended without a signature.
     #[error("signing failed after {sessions} sessions (culprits: {culprits:?}): {reason}")]
@@ -122,7 +122,7 @@ pub enum SignError {
         culprits: Vec<Seat>,
     },
     /// A signature did not encode (cannot happen for a verified signature).
-    #[error("signature encoding")]
+    #[error("signature encoding: {0}")]
     Crypto(#[from] thresig_crypto::Error),
 }
 

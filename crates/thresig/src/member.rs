@@ -24,6 +24,7 @@ use thresig_tx::{InputIndex, Network, WalletPsbt};
 
 use crate::admin::AdminServer;
 use crate::bar::Bar;
+use crate::because;
 
 /// `thresig init`.
 #[derive(Args)]
@@ -159,9 +160,13 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) fn init(args: &InitArgs) -> Result<()> {
-    let seat = Seat::try_from(args.member)
-        .with_context(|| format!("--member must be in 1..={}", thresig_crypto::MAX_SIGNERS))?;
-    let cluster = ClusterName::new(args.cluster.clone()).context("--cluster")?;
+    let seat = Seat::try_from(args.member).map_err(|e| {
+        because(
+            format!("--member must be in 1..={}", thresig_crypto::MAX_SIGNERS),
+            e,
+        )
+    })?;
+    let cluster = ClusterName::new(args.cluster.clone()).map_err(|e| because("--cluster", e))?;
     let ca = ClusterCa::load(
         cluster,
         &args.ca_dir.join("ca.pem"),
@@ -201,11 +206,11 @@ pub(crate) fn cluster(args: &ClusterArgs) -> Result<()> {
     let ClusterCommand::Init(a) = &args.command;
     let network: Network = a.network.parse()?;
     let mut spec = ClusterSpec::loopback(
-        ClusterName::new(a.cluster.clone()).context("--cluster")?,
+        ClusterName::new(a.cluster.clone()).map_err(|e| because("--cluster", e))?,
         network,
         a.members,
         a.base_port,
-        WalletId::new(a.wallet.clone()).context("--wallet")?,
+        WalletId::new(a.wallet.clone()).map_err(|e| because("--wallet", e))?,
         a.threshold,
     )?;
     spec.policy.destinations.clone_from(&a.destinations);
@@ -254,19 +259,46 @@ pub(crate) struct Coordinating {
 impl Coordinating {
     pub(crate) fn load(path: &Path) -> Result<Self> {
         let config = Config::load(path)?;
-        let node = config
-            .node
-            .with_context(|| format!("{}: not a cluster member's configuration", path.display()))?;
+        let node = config.node.with_context(|| {
+            format!(
+                "{}: not a cluster member's configuration (no `member` and [[members]]); \
+                     pass a member's signer.toml, as `thresig init` writes it",
+                path.display()
+            )
+        })?;
         let peers = Arc::new(Peers::new(&node)?);
         Ok(Self { node, peers })
     }
 
     pub(crate) fn wallet(&self, id: &str) -> Result<&NodeWallet> {
-        let id = WalletId::new(id.to_owned()).context("--wallet")?;
-        self.node
-            .wallet(&id)
-            .with_context(|| format!("wallet {id} is not in this member's configuration"))
+        let id = WalletId::new(id.to_owned()).map_err(|e| because("--wallet", e))?;
+        self.node.wallet(&id).with_context(|| {
+            let known: Vec<&str> = self.node.wallets.iter().map(|w| w.id().as_str()).collect();
+            format!(
+                "wallet {id} is not in this member's configuration (its wallets: {}); \
+                 pass one of them to --wallet, or add it under [[wallets]] in every member's configuration",
+                known.join(", ")
+            )
+        })
     }
+}
+
+/// `wallet` as `node`'s own signer holds it (the only source this member
+/// trusts for its keys); an error names the member.
+pub(crate) fn own(
+    runtime: &tokio::runtime::Runtime,
+    peers: &Peers,
+    node: &NodeConfig,
+    wallet: &WalletId,
+) -> Result<OwnWallet> {
+    runtime
+        .block_on(own_wallet(peers, node, wallet))
+        .map_err(|e| {
+            because(
+                format!("member {} (this member's own signer)", node.member),
+                e,
+            )
+        })
 }
 
 /// The wallet as this member's own signer recorded it after a DKG, checked
@@ -278,7 +310,7 @@ pub(crate) fn confirmed(
     wallet: &NodeWallet,
     dkg: &DkgOutcome,
 ) -> Result<OwnWallet> {
-    let own = runtime.block_on(own_wallet(peers, node, wallet.id()))?;
+    let own = own(runtime, peers, node, wallet.id())?;
     if own.spend.output_key().to_x_only_public_key().serialize() != dkg.output_key {
         bail!("this member's key record differs from the confirmed output key");
     }
@@ -334,11 +366,12 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
     let runtime = runtime()?;
     let OwnWallet {
         key, epoch, spend, ..
-    } = runtime.block_on(own_wallet(&c.peers, &c.node, wallet.id()))?;
+    } = own(&runtime, &c.peers, &c.node, wallet.id())?;
     let psbt = match std::str::from_utf8(&bytes) {
-        Ok(text) => WalletPsbt::from_base64(text.trim(), &spend)?,
-        Err(_) => WalletPsbt::from_bytes(&bytes, &spend)?,
-    };
+        Ok(text) => WalletPsbt::from_base64(text.trim(), &spend),
+        Err(_) => WalletPsbt::from_bytes(&bytes, &spend),
+    }
+    .map_err(|e| not_a_psbt(&args.psbt, e))?;
     let mut options = SignOptions::default();
     options.progress = Some(Arc::new(Bar::new()));
     let outcome = runtime.block_on(sign(&c.peers, wallet, &key, epoch, &psbt, &options))?;
@@ -353,9 +386,9 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| with_suffix(&args.psbt, "tx"));
     std::fs::write(&out_psbt, &signed.psbt_base64)
-        .with_context(|| format!("writing {}", out_psbt.display()))?;
+        .map_err(|e| because(format!("writing {}", out_psbt.display()), e))?;
     std::fs::write(&out_tx, &signed.tx_hex)
-        .with_context(|| format!("writing {}", out_tx.display()))?;
+        .map_err(|e| because(format!("writing {}", out_tx.display()), e))?;
     let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
     if args.json {
         println!(
@@ -381,6 +414,16 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A PSBT file that does not decode or does not fit the wallet, with what
+/// to pass instead.
+pub(crate) fn not_a_psbt(path: &Path, error: thresig_tx::Error) -> anyhow::Error {
+    let message = format!(
+        "{}: {error}; pass a PSBT spending the wallet's outputs (base64 or binary), as `thresig psbt build` writes it",
+        path.display()
+    );
+    anyhow::Error::new(error).context(message)
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -497,5 +540,25 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
             }
         }
     }
-    Ok(())
+    unanswered(members)
+}
+
+/// `Ok` when every member answered `status`; otherwise an error counting
+/// those that did not (their rows say why) that is terminal if any of them
+/// failed for good (a certificate off its pin), retryable if all may
+/// answer later (members not running).
+fn unanswered(members: Vec<thresig_cluster::MemberStatus>) -> Result<()> {
+    let total = members.len();
+    let mut failures: Vec<thresig_daemon::Error> = members
+        .into_iter()
+        .filter_map(|m| m.wallets.err())
+        .collect();
+    let count = failures.len();
+    failures.sort_by_key(thresig_daemon::Error::is_retryable);
+    match failures.into_iter().next() {
+        None => Ok(()),
+        Some(worst) => Err(anyhow::Error::new(worst).context(format!(
+            "{count} of {total} members did not answer; their rows above say why and what to do"
+        ))),
+    }
 }
