@@ -515,7 +515,7 @@ fn validate_node(
     };
     node.signer_config()
         .validate()
-        .map_err(|e| invalid(wallet_field(&e), with_cause(&e)))?;
+        .map_err(|e| invalid(wallet_field(&e), e.to_string()))?;
     Ok(node)
 }
 
@@ -533,15 +533,6 @@ fn wallet_field(e: &EngineConfigError) -> &'static str {
     }
 }
 
-/// `e` and the error directly under it: the engine says which wallet, the
-/// policy under it which rule (`destinations[0]`). Deeper causes are left
-/// out: the address parser's quotes the address from the file.
-fn with_cause(e: &dyn std::error::Error) -> String {
-    match e.source() {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
-    }
-}
 
 /// The parser's message with quoted values removed: serde quotes the
 /// offending value (`invalid type: string "…"`, ``unknown variant `…` ``),
