@@ -1,4 +1,9 @@
-//! The `thresig` command line.
+//! The `thresig` command line: argument parsing, output (readable or
+//! `--json`) and glue over the library crates, with no protocol logic.
+//!
+//! A failed command prints its error's message, which carries its causes
+//! and what to do, and exits 1 when someone must act first or 2 when
+//! running it again may succeed (docs/cluster.md, "Exit codes").
 #![forbid(unsafe_code)]
 
 mod admin;
