@@ -533,7 +533,6 @@ fn wallet_field(e: &EngineConfigError) -> &'static str {
     }
 }
 
-
 /// The parser's message with quoted values removed: serde quotes the
 /// offending value (`invalid type: string "…"`, ``unknown variant `…` ``),
 /// and that value could be a key pasted into the wrong setting. Field names

@@ -472,7 +472,7 @@ fn verify(store: &EncryptedStore) -> Result<Report, KeysError> {
         report.failures.len()
     );
     for e in &report.failures {
-        text.push_str(&format!("  [{}] {}\n", e.code(), e.to_string()));
+        text.push_str(&format!("  [{}] {}\n", e.code(), e));
     }
     let corrupt: Vec<String> = store
         .corrupt_wallets()
