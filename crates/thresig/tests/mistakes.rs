@@ -293,3 +293,50 @@ fn signing_without_a_key_and_a_certificate_off_its_pin_say_what_to_do() {
         "tls_key_sha256",
     );
 }
+
+#[test]
+fn a_payment_the_policy_refuses_names_each_refusing_member_and_what_to_check() {
+    let mut cluster = ProcessCluster::provision(3, 2, &[], 75);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    cluster.start_all(&runtime);
+    let config = cluster.config_path(seat(1));
+    let wallet = common::dkg(&config, WALLET);
+    // The wallet's policy allows no external destination.
+    let input = format!("{}:0:60000:5120{}", "11".repeat(32), wallet.output_key);
+    let built = common::json(
+        &[
+            "psbt",
+            "build",
+            "--internal-key",
+            &wallet.internal_key,
+            "--network",
+            "regtest",
+            "--input",
+            &input,
+            "--output",
+            &format!("{}:59000", common::address(9)),
+        ],
+        0,
+    );
+    let psbt = config.with_file_name("pay.psbt");
+    std::fs::write(&psbt, built["psbt"].as_str().unwrap()).unwrap();
+
+    let said = check(
+        &[
+            "sign",
+            "--config",
+            text(&config),
+            "--wallet",
+            WALLET,
+            "--psbt",
+            text(&psbt),
+        ],
+        TERMINAL,
+        "policy_denied from members",
+        "thresig psbt inspect",
+    );
+    assert!(
+        !said.contains("TooFewWilling"),
+        "a debug form is printed: {said}"
+    );
+}
