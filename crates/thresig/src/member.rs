@@ -266,6 +266,13 @@ impl Coordinating {
                 path.display()
             )
         })?;
+        if node.daemon.is_none() {
+            bail!(
+                "{}: no [daemon] section; `dkg`, `sign`, `status` and `psbt inspect` connect to \
+                 the members with its TLS files: add it (docs/configuration.md)",
+                path.display()
+            );
+        }
         let peers = Arc::new(Peers::new(&node)?);
         Ok(Self { node, peers })
     }

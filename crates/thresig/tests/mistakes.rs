@@ -183,6 +183,21 @@ fn configuration_mistakes_name_the_file_and_what_to_fix() {
     );
     assert!(said.contains(text(&broken)), "{said}");
 
+    // A member's file without its [daemon] section (the TLS files a
+    // coordinator connects with).
+    let original = std::fs::read_to_string(&config).unwrap();
+    let (head, rest) = original.split_once("[daemon]").unwrap();
+    let (_, roster) = rest.split_once("[[members]]").unwrap();
+    let no_daemon = dir.join("no-daemon.toml");
+    std::fs::write(&no_daemon, format!("{head}[[members]]{roster}")).unwrap();
+    let said = check(
+        &["status", "--config", text(&no_daemon)],
+        TERMINAL,
+        "no [daemon] section",
+        "docs/configuration.md",
+    );
+    assert!(said.contains(text(&no_daemon)), "{said}");
+
     let said = check(
         &["dkg", "--config", text(&config), "--wallet", "other"],
         TERMINAL,
