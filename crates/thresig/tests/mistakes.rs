@@ -355,3 +355,59 @@ fn a_payment_the_policy_refuses_names_each_refusing_member_and_what_to_check() {
         "a debug form is printed: {said}"
     );
 }
+
+#[test]
+fn a_mistyped_input_file_is_terminal_and_names_the_path_to_check() {
+    let cluster = ProcessCluster::provision(3, 2, &[], 76);
+    let config = cluster.config_path(seat(1));
+    let dir = config.parent().unwrap().to_path_buf();
+    let typo = dir.join("typo.psbt");
+    let internal_key = "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    let commands: [Vec<&str>; 3] = [
+        vec![
+            "sign",
+            "--config",
+            text(&config),
+            "--wallet",
+            WALLET,
+            "--psbt",
+            text(&typo),
+        ],
+        vec![
+            "psbt",
+            "finalize",
+            "--internal-key",
+            internal_key,
+            "--network",
+            "regtest",
+            "--psbt",
+            "/nonexistent",
+            "--signature",
+            "00",
+        ],
+        vec![
+            "psbt",
+            "build",
+            "--internal-key",
+            internal_key,
+            "--network",
+            "regtest",
+            "--inputs-file",
+            "missing",
+            "--output",
+            "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080:1000",
+        ],
+    ];
+    for (args, path) in commands
+        .iter()
+        .zip([text(&typo), "/nonexistent", "missing"])
+    {
+        let said = check(
+            args,
+            TERMINAL,
+            "No such file or directory",
+            "check the path",
+        );
+        assert!(said.contains(path), "{said}");
+    }
+}
