@@ -129,9 +129,10 @@ impl Peers {
             code: RpcCode::Unavailable,
             message,
         };
-        let addr = *self.endpoints.get(&seat).ok_or_else(|| {
-            unavailable("no `endpoint` for it in [[members]]; add one".to_owned())
-        })?;
+        let addr = *self
+            .endpoints
+            .get(&seat)
+            .ok_or_else(|| unavailable("no `endpoint` in [[members]]; add one".to_owned()))?;
         let client = tokio::time::timeout(
             CONNECT_TIMEOUT,
             SignerClient::connect(&self.tls, addr, seat),
@@ -168,7 +169,8 @@ impl Peers {
 }
 
 /// What to do about a member that does not answer at its address.
-const NOT_SERVING: &str = "is its `thresig serve` running? Start it (or fix its `endpoint` in [[members]]), then run this command again";
+const NOT_SERVING: &str =
+    "is its `thresig serve` running? Start it, or fix its `endpoint` in [[members]]";
 
 /// A failed connection to the member at `addr`, as one message naming the
 /// address, the cause once and what to do. tonic's transport error says
@@ -177,11 +179,12 @@ const NOT_SERVING: &str = "is its `thresig serve` running? Start it (or fix its 
 /// TLS handshake's and the pin check's, which the connector reports as I/O
 /// errors.
 ///
-/// A refused or unreachable address is [`RpcCode::Unavailable`] (the member
-/// may start); a certificate the pin or the CA refuses is
-/// [`RpcCode::Unauthenticated`]: asking again cannot help until an operator
-/// fixes the roster or the certificate.
-fn connect_failure(error: &DaemonError, addr: SocketAddr) -> DaemonError {
+/// Only the message changes with the cause: every connection failure is
+/// [`RpcCode::Unavailable`], which the retry predicates ([`reply_lost`],
+/// [`is_transport`], [`DaemonError::is_retryable`]) treat exactly as the
+/// transport error the connection returned, so a signing round 2 or a DKG
+/// part is asked again after it as before.
+fn connect_failure(error: &(dyn std::error::Error + 'static), addr: SocketAddr) -> DaemonError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let io = std::iter::from_fn(|| {
         let current = cause?;
@@ -189,27 +192,26 @@ fn connect_failure(error: &DaemonError, addr: SocketAddr) -> DaemonError {
         Some(current)
     })
     .find_map(|e| e.downcast_ref::<std::io::Error>());
-    let Some(io) = io else {
-        return DaemonError::Rpc {
-            code: RpcCode::Unavailable,
-            message: format!("{addr}: {error}; {NOT_SERVING}"),
-        };
-    };
-    match io.kind() {
-        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData => {
-            DaemonError::Rpc {
-                code: RpcCode::Unauthenticated,
-                message: format!(
-                    "{addr}: TLS refused: {io}; check that the member's certificate (tls/signer.pem) \
-                     is signed by the cluster CA and carries the key whose SHA-256 its \
-                     `tls_key_sha256` in [[members]] pins"
-                ),
-            }
+    let message = match io {
+        None => format!("{addr}: {error}; {NOT_SERVING}"),
+        // A certificate the CA, the name check or the pin refuses.
+        Some(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            format!(
+                "{addr}: TLS refused: {io}; check that its `endpoint` in [[members]] is this member's \
+                 address, and that the member's certificate (tls/signer.pem) is signed by the \
+                 cluster CA and carries the key whose SHA-256 its `tls_key_sha256` in [[members]] pins"
+            )
         }
-        _ => DaemonError::Rpc {
-            code: RpcCode::Unavailable,
-            message: format!("{addr}: {io}; {NOT_SERVING}"),
-        },
+        Some(io) => format!("{addr}: {io}; {NOT_SERVING}"),
+    };
+    DaemonError::Rpc {
+        code: RpcCode::Unavailable,
+        message,
     }
 }
 
@@ -236,4 +238,38 @@ pub(crate) fn reply_lost(error: &DaemonError) -> bool {
 /// Whether `error` means the connection should be remade.
 pub(crate) fn is_transport(error: &DaemonError) -> bool {
     matches!(error, DaemonError::Rpc { .. } | DaemonError::Transport(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection refused by TLS (a certificate off its pin, or a name
+    /// that is not the member's: rustls's NotValidForName) is retried and
+    /// classified as the transport error it is, not as an authentication
+    /// failure: only its message says what to check.
+    #[test]
+    fn a_tls_refusal_at_connect_keeps_the_transport_retry_classification() {
+        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        for kind in [
+            std::io::ErrorKind::InvalidData,
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::ConnectionRefused,
+        ] {
+            let io = std::io::Error::new(kind, "invalid peer certificate: NotValidForName");
+            let e = connect_failure(&io, addr);
+            assert!(reply_lost(&e), "{kind:?}: {e}");
+            assert!(is_transport(&e), "{kind:?}: {e}");
+            assert!(e.is_retryable(), "{kind:?}: {e}");
+            let text = e.to_string();
+            assert!(text.contains("127.0.0.1:7000"), "{text}");
+            assert!(text.contains("`endpoint`"), "{text}");
+            assert!(!text.contains("run this command again"), "{text}");
+        }
+        let pin = connect_failure(
+            &std::io::Error::new(std::io::ErrorKind::PermissionDenied, "pinned key"),
+            addr,
+        );
+        assert!(pin.to_string().contains("tls_key_sha256"), "{pin}");
+    }
 }

@@ -212,7 +212,10 @@ pub enum ConfigProblem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RpcCode {
-    /// The signer is unreachable or the TLS handshake was refused.
+    /// The signer is unreachable, or the connection to it failed (a TLS
+    /// handshake refused, a certificate off its pin, or this member's
+    /// certificate refused after the handshake, included): a coordinator
+    /// asks again after it, as after a dropped connection.
     Unavailable,
     /// The caller was not authenticated (no seat in its certificate).
     Unauthenticated,
