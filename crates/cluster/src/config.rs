@@ -189,7 +189,10 @@ impl NodeConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("configuration {}: cannot read: {source}; check the path given to --config", path.display())]
+    #[error(
+        "configuration {}: cannot read: {source}; check the path (given to --config, or the member directory's signer.toml)",
+        path.display()
+    )]
     Read {
         /// The file.
         path: PathBuf,
