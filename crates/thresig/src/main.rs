@@ -153,6 +153,7 @@ fn recovery(err: &anyhow::Error) -> Recovery {
     use thresig_cluster::config::ConfigError;
     use thresig_cluster::file::FileError;
     use thresig_cluster::node::NodeError;
+    use thresig_cluster::provision::ProvisionError;
     use thresig_cluster::{DkgError, SignError};
     let class = |retryable: bool| {
         if retryable {
@@ -162,6 +163,12 @@ fn recovery(err: &anyhow::Error) -> Recovery {
         }
     };
     for cause in err.chain() {
+        if cause.is::<AfterChange>() {
+            return Recovery::Terminal;
+        }
+        if let Some(ProvisionError::Partial { .. }) = cause.downcast_ref::<ProvisionError>() {
+            return Recovery::Terminal;
+        }
         if cause.is::<ConfigError>() {
             return Recovery::Terminal;
         }
@@ -193,6 +200,14 @@ fn recovery(err: &anyhow::Error) -> Recovery {
     Recovery::Terminal
 }
 
+/// A failure that running the same command again cannot fix, whatever
+/// its cause: the command already changed state (a DKG that completed), or
+/// what it found is the operator's to change (a wallet with no key). Its
+/// message says what to do instead; [`recovery`] calls it terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct AfterChange(pub(crate) String);
+
 /// `error` with `what` in front, as one message (`what: error`): this
 /// binary prints an error's message alone, never its source chain, so a
 /// context must carry its cause's text itself. The typed error stays in the
@@ -203,4 +218,58 @@ where
 {
     let message = format!("{what}: {error}");
     anyhow::Error::new(error).context(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use thresig_cluster::provision::ProvisionError;
+    use thresig_daemon::{Error as DaemonError, RpcCode};
+
+    use super::*;
+
+    /// A store failure that may pass, as provisioning can meet it.
+    fn store_busy() -> thresig_store::Error {
+        thresig_store::Error::WitnessIo {
+            witness: PathBuf::from("/m/store/witness"),
+            source: std::io::Error::from(std::io::ErrorKind::Interrupted),
+        }
+    }
+
+    #[test]
+    fn a_provisioning_failure_after_its_first_write_is_terminal() {
+        let before = anyhow::Error::from(ProvisionError::Store(store_busy()));
+        assert!(matches!(recovery(&before), Recovery::Retryable));
+        let partial = ProvisionError::Partial {
+            dir: PathBuf::from("/m"),
+            source: Box::new(ProvisionError::Store(store_busy())),
+        };
+        let text = partial.to_string();
+        assert!(text.contains("/m is left partly made: remove it"), "{text}");
+        assert!(matches!(
+            recovery(&anyhow::Error::from(partial)),
+            Recovery::Terminal
+        ));
+    }
+
+    #[test]
+    fn a_completed_dkg_whose_own_confirmation_failed_is_terminal() {
+        let unreachable = DaemonError::Rpc {
+            code: RpcCode::Unavailable,
+            message: "127.0.0.1:1: Connection refused".to_owned(),
+        };
+        let lost = because("member 1 (this member's own signer)", unreachable);
+        assert!(matches!(recovery(&lost), Recovery::Retryable));
+        let config = PathBuf::from("/m/signer.toml");
+        let e = member::dkg_completed(lost, "w", &[7; 32], &config);
+        let text = e.to_string();
+        assert!(text.contains("the DKG of wallet w completed"), "{text}");
+        assert!(
+            text.contains("thresig status --config /m/signer.toml"),
+            "{text}"
+        );
+        assert!(text.contains("Connection refused"), "{text}");
+        assert!(matches!(recovery(&e), Recovery::Terminal));
+    }
 }

@@ -324,6 +324,44 @@ pub(crate) fn confirmed(
     Ok(own)
 }
 
+/// A DKG that every member confirmed, whose key this member's own signer
+/// did not then give back (`error`): terminal, since every member now holds
+/// the wallet's key and another `thresig dkg` is refused
+/// (`wallet_already_keyed`); says to check the wallet with `thresig status`.
+pub(crate) fn dkg_completed(
+    error: anyhow::Error,
+    wallet: &str,
+    output_key: &[u8; 32],
+    config: &Path,
+) -> anyhow::Error {
+    anyhow::Error::new(crate::AfterChange(format!(
+        "the DKG of wallet {wallet} completed (every member confirmed output key {}), but reading \
+         the key back failed: {error}; do not run `thresig dkg` again: check the wallet with \
+         `thresig status --config {}` once this member's signer answers",
+        hex::encode(output_key),
+        config.display()
+    )))
+}
+
+/// `own` failing for a wallet its own signer holds no key for
+/// (`wallet_not_active`) is terminal: no wait gives it one, its DKG must be
+/// run (or finished) first; other failures keep their class.
+fn keyed(result: Result<OwnWallet>) -> Result<OwnWallet> {
+    result.map_err(|e| {
+        let unkeyed = e.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<thresig_daemon::Error>(),
+                Some(thresig_daemon::Error::Refused(r)) if r.code.as_str() == "wallet_not_active"
+            )
+        });
+        if unkeyed {
+            anyhow::Error::new(crate::AfterChange(e.to_string()))
+        } else {
+            e
+        }
+    })
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -340,7 +378,9 @@ pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
         &mut rand_core::OsRng,
         &Bar::new(),
     ))?;
-    let spend = confirmed(&runtime, &c.peers, &c.node, wallet, &outcome)?.spend;
+    let spend = confirmed(&runtime, &c.peers, &c.node, wallet, &outcome)
+        .map_err(|e| dkg_completed(e, wallet.id().as_str(), &outcome.output_key, &args.config))?
+        .spend;
     let internal_key = hex::encode(spend.internal_key().serialize());
     let output_key = hex::encode(outcome.output_key);
     let address = spend.address().to_string();
@@ -373,7 +413,7 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
     let runtime = runtime()?;
     let OwnWallet {
         key, epoch, spend, ..
-    } = own(&runtime, &c.peers, &c.node, wallet.id())?;
+    } = keyed(own(&runtime, &c.peers, &c.node, wallet.id()))?;
     let psbt = match std::str::from_utf8(&bytes) {
         Ok(text) => WalletPsbt::from_base64(text.trim(), &spend),
         Err(_) => WalletPsbt::from_bytes(&bytes, &spend),
@@ -547,25 +587,5 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
             }
         }
     }
-    unanswered(members)
-}
-
-/// `Ok` when every member answered `status`; otherwise an error counting
-/// those that did not (their rows say why) that is terminal if any of them
-/// failed for good (a certificate off its pin), retryable if all may
-/// answer later (members not running).
-fn unanswered(members: Vec<thresig_cluster::MemberStatus>) -> Result<()> {
-    let total = members.len();
-    let mut failures: Vec<thresig_daemon::Error> = members
-        .into_iter()
-        .filter_map(|m| m.wallets.err())
-        .collect();
-    let count = failures.len();
-    failures.sort_by_key(thresig_daemon::Error::is_retryable);
-    match failures.into_iter().next() {
-        None => Ok(()),
-        Some(worst) => Err(anyhow::Error::new(worst).context(format!(
-            "{count} of {total} members did not answer; their rows above say why and what to do"
-        ))),
-    }
+    Ok(())
 }
