@@ -129,10 +129,11 @@ impl Peers {
             code: RpcCode::Unavailable,
             message,
         };
-        let addr = *self
-            .endpoints
-            .get(&seat)
-            .ok_or_else(|| unavailable("no `endpoint` in [[members]]; add one".to_owned()))?;
+        let addr = *self.endpoints.get(&seat).ok_or_else(|| {
+            unavailable(format!(
+                "member {seat} has no `endpoint` in [[members]]; add one"
+            ))
+        })?;
         let client = tokio::time::timeout(
             CONNECT_TIMEOUT,
             SignerClient::connect(&self.tls, addr, seat),
