@@ -189,7 +189,10 @@ impl NodeConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("configuration {}: cannot read: {source}", path.display())]
+    #[error(
+        "configuration {}: cannot read: {source}; check the path (given to --config, or the member directory's signer.toml)",
+        path.display()
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -209,13 +212,19 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// The file is larger than any configuration.
-    #[error("configuration {}: larger than {MAX_CONFIG_BYTES} bytes", path.display())]
+    #[error(
+        "configuration {}: larger than {MAX_CONFIG_BYTES} bytes; pass the signer's TOML file",
+        path.display()
+    )]
     TooLarge {
         /// The file.
         path: PathBuf,
     },
     /// TOML syntax, a missing or unknown field, or a value of the wrong type.
-    #[error("configuration {}, line {line}: {message}", path.display())]
+    #[error(
+        "configuration {}, line {line}: {message}; fix the file (docs/configuration.md)",
+        path.display()
+    )]
     Parse {
         /// The file.
         path: PathBuf,
@@ -225,7 +234,10 @@ pub enum ConfigError {
         message: String,
     },
     /// A field has a value outside what it accepts.
-    #[error("configuration {}: `{field}` {problem}", path.display())]
+    #[error(
+        "configuration {}: `{field}` {problem}; fix it (docs/configuration.md)",
+        path.display()
+    )]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -506,7 +518,7 @@ fn validate_node(
     };
     node.signer_config()
         .validate()
-        .map_err(|e| invalid(wallet_field(&e), with_cause(&e)))?;
+        .map_err(|e| invalid(wallet_field(&e), e.to_string()))?;
     Ok(node)
 }
 
@@ -521,16 +533,6 @@ fn wallet_field(e: &EngineConfigError) -> &'static str {
         EngineConfigError::Policy { .. } => "wallets.policy",
         EngineConfigError::BadSuccessor { .. } => "wallets.successor",
         _ => "wallets",
-    }
-}
-
-/// `e` and the error directly under it: the engine says which wallet, the
-/// policy under it which rule (`destinations[0]`). Deeper causes are left
-/// out: the address parser's quotes the address from the file.
-fn with_cause(e: &dyn std::error::Error) -> String {
-    match e.source() {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
     }
 }
 
@@ -558,7 +560,12 @@ fn without_quoted_values(message: &str) -> String {
             (None, _) => out.push(c),
         }
     }
-    out
+    // The parser spreads its message over lines; a message is one line.
+    out.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 #[cfg(test)]

@@ -36,8 +36,10 @@ pub struct DkgOutcome {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DkgError {
-    /// A member refused or could not be reached in a phase.
-    #[error("DKG {phase}: member {seat}")]
+    /// A member refused or could not be reached in a phase. From part 3
+    /// (`finish`) on the message says to check `thresig status` first: a
+    /// new run may not simply follow ([`DkgError::is_retryable`]).
+    #[error("DKG {phase}: member {seat}: {error}{}", after_part3(phase))]
     Member {
         /// The phase (`start`, `round 2`, `finish`, `confirm`).
         phase: &'static str,
@@ -102,10 +104,24 @@ impl DkgError {
                             }
                         ))
             }
-            // Another coordinator's session expires or finishes.
-            Self::Coordination { error, .. } => error.is_retryable(),
+            // Another coordinator's session expires or finishes
+            // (`dkg_busy`), or a member lost this run's session
+            // (`dkg_not_in_phase`: restarted, expired): a new run, with a
+            // new session, is the fix (docs/errors.md).
+            Self::Coordination { .. } => true,
             Self::Protocol { .. } | Self::Aborted(_) => false,
         }
+    }
+}
+
+/// What a member's failure from part 3 on adds to its message: members
+/// may hold this run's unconfirmed key package, so what to look at before
+/// another run.
+fn after_part3(phase: &str) -> &'static str {
+    if matches!(phase, "start" | "round 2") {
+        ""
+    } else {
+        "; members may hold this run's key package: check `thresig status` before running `thresig dkg` again (docs/cluster.md)"
     }
 }
 
@@ -457,5 +473,66 @@ fn retryable(error: &DaemonError) -> bool {
     match error {
         DaemonError::Refused(e) => e.is_retryable(),
         other => crate::peers::reply_lost(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use thresig_daemon::{Recovery, SignerError};
+
+    use super::*;
+
+    fn seat(n: u16) -> Seat {
+        Seat::try_from(n).unwrap()
+    }
+
+    fn unreachable() -> DaemonError {
+        DaemonError::Rpc {
+            code: RpcCode::Unavailable,
+            message: "127.0.0.1:1: Connection refused; is its `thresig serve` running?".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_member_lost_from_part_3_on_is_terminal_and_says_to_check_status() {
+        for phase in ["finish", "confirm"] {
+            let e = DkgError::Member {
+                phase,
+                seat: seat(2),
+                error: unreachable(),
+            };
+            assert!(!e.is_retryable(), "{phase}");
+            let text = e.to_string();
+            assert!(text.contains("check `thresig status`"), "{text}");
+            assert!(!text.contains("run this command again"), "{text}");
+        }
+        for phase in ["start", "round 2"] {
+            let e = DkgError::Member {
+                phase,
+                seat: seat(2),
+                error: unreachable(),
+            };
+            assert!(e.is_retryable(), "{phase}");
+            assert!(!e.to_string().contains("thresig status"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_member_that_lost_the_session_makes_a_new_run_worth_trying() {
+        for (code, recovery) in [
+            (ErrorCode::DkgNotInPhase, Recovery::Terminal),
+            (ErrorCode::DkgBusy, Recovery::Retryable),
+        ] {
+            let wire = thresig_daemon::ErrorCode::from_static(code.as_str()).unwrap();
+            let refusal = SignerError::new(wire, recovery, "lost");
+            let error = DaemonError::Refused(refusal);
+            assert!(is_coordination_fault(&error));
+            let e = DkgError::Coordination {
+                phase: "finish",
+                reported_by: seat(3),
+                error,
+            };
+            assert!(e.is_retryable(), "{}", code.as_str());
+        }
     }
 }

@@ -19,9 +19,19 @@ pub const MAX_TRANSACTION_FILE_BYTES: u64 = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileError {
-    /// The file could not be opened or read (retryable: a permission or a
-    /// disk fixed, the same command can succeed).
-    #[error("{}: cannot read: {source}", path.display())]
+    /// The file could not be opened or read. Terminal when the path is
+    /// wrong or not readable by this user (not found, permission denied:
+    /// the operator must fix the path or the file); retryable only for a
+    /// transient failure (interrupted, would block, timed out).
+    #[error(
+        "{}: cannot read: {source}; {}",
+        path.display(),
+        if read_again_may_succeed(source) {
+            "run the command again"
+        } else {
+            "check the path and that this user may read the file"
+        }
+    )]
     Read {
         /// The file.
         path: PathBuf,
@@ -31,13 +41,19 @@ pub enum FileError {
     },
     /// The path names something other than a regular file (a directory, a
     /// device, a FIFO, a socket): refused before anything is read from it.
-    #[error("{}: not a regular file; pass the path of the file itself", path.display())]
+    #[error(
+        "{}: not a regular file; check the path: pass the path of the file itself",
+        path.display()
+    )]
     NotAFile {
         /// The path given.
         path: PathBuf,
     },
     /// The file is larger than the limit for its kind.
-    #[error("{}: larger than {limit} bytes, more than any such file holds", path.display())]
+    #[error(
+        "{}: larger than {limit} bytes, more than any such file holds; check the path",
+        path.display()
+    )]
     TooLarge {
         /// The file.
         path: PathBuf,
@@ -47,12 +63,26 @@ pub enum FileError {
 }
 
 impl FileError {
-    /// Whether reading again can succeed without another file: only when
-    /// the file could not be read.
+    /// Whether reading again can succeed without another path or file:
+    /// only after a transient I/O failure. A path that does not exist or
+    /// may not be read, something other than a regular file, and a file
+    /// too large are the operator's to fix.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Read { .. })
+        match self {
+            Self::Read { source, .. } => read_again_may_succeed(source),
+            Self::NotAFile { .. } | Self::TooLarge { .. } => false,
+        }
     }
+}
+
+/// Whether an I/O failure reading a file may pass by itself.
+fn read_again_may_succeed(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+    )
 }
 
 /// Opens the regular file at `path` for reading, with its metadata taken
@@ -145,11 +175,43 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_file_is_a_read_error_naming_it() {
+    fn a_missing_file_is_a_terminal_read_error_naming_it() {
         let path = Path::new("/nonexistent/thresig-file");
         let e = read_bounded(path, 1).unwrap_err();
         assert!(matches!(e, FileError::Read { .. }), "{e}");
-        assert!(e.is_retryable());
+        assert!(!e.is_retryable());
         assert!(e.to_string().contains("/nonexistent/thresig-file"), "{e}");
+        assert!(
+            e.to_string()
+                .ends_with("check the path and that this user may read the file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn only_a_transient_read_failure_is_retryable() {
+        use std::io::{Error, ErrorKind};
+        let read = |kind| FileError::Read {
+            path: PathBuf::from("f"),
+            source: Error::from(kind),
+        };
+        for kind in [
+            ErrorKind::NotFound,
+            ErrorKind::PermissionDenied,
+            ErrorKind::InvalidData,
+        ] {
+            assert!(!read(kind).is_retryable(), "{kind:?}");
+        }
+        for kind in [
+            ErrorKind::Interrupted,
+            ErrorKind::WouldBlock,
+            ErrorKind::TimedOut,
+        ] {
+            assert!(read(kind).is_retryable(), "{kind:?}");
+            assert!(
+                read(kind).to_string().ends_with("run the command again"),
+                "{kind:?}"
+            );
+        }
     }
 }

@@ -31,7 +31,7 @@ pub enum IdentityError {
     #[error("the stored identity key record is malformed")]
     Malformed,
     /// The store could not be read.
-    #[error("reading the identity key")]
+    #[error("reading the identity key: {0}")]
     Store(#[from] thresig_store::Error),
 }
 

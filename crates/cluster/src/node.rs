@@ -39,29 +39,33 @@ pub enum NodeError {
     #[error("the configuration has no [daemon] section; `serve` needs one")]
     NoDaemon,
     /// The key provider could not be opened.
-    #[error("key provider")]
+    #[error("key provider: {0}")]
     Provider(#[from] ProviderError),
     /// The store could not be opened.
-    #[error("store")]
+    #[error("store: {0}")]
     Store(#[from] thresig_store::Error),
     /// The identity key could not be read.
     #[error(transparent)]
     Identity(#[from] IdentityError),
     /// The sealed identity key is not the one the roster gives this seat.
-    #[error("the store's identity key is not the roster's key for seat {0}")]
+    #[error(
+        "the store's identity key is not the roster's key for seat {0}; check `member` and that seat's \
+         `identity` in [[members]] (as `thresig init` printed it for this member)"
+    )]
     IdentityMismatch(thresig_crypto::Seat),
     /// This member's TLS certificate does not carry the key the roster pins
     /// for its seat: every peer would refuse it.
     #[error(
         "the TLS certificate's key is not the one the roster pins for seat {0} \
-         (tls_key_sha256 in its [[members]] entry)"
+         (tls_key_sha256 in its [[members]] entry); put there the SHA-256 `thresig init` printed \
+         for this member, or configure the certificate whose key it pins"
     )]
     TlsKeyMismatch(thresig_crypto::Seat),
     /// The engine refused to open.
-    #[error("signer")]
+    #[error("signer: {0}")]
     Engine(#[from] OpenError),
     /// The daemon failed.
-    #[error("daemon")]
+    #[error("daemon: {0}")]
     Daemon(#[from] thresig_daemon::Error),
 }
 

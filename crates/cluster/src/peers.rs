@@ -129,16 +129,22 @@ impl Peers {
             code: RpcCode::Unavailable,
             message,
         };
-        let addr = *self
-            .endpoints
-            .get(&seat)
-            .ok_or_else(|| unavailable(format!("seat {seat} has no endpoint")))?;
+        let addr = *self.endpoints.get(&seat).ok_or_else(|| {
+            unavailable(format!(
+                "member {seat} has no `endpoint` in [[members]]; add one"
+            ))
+        })?;
         let client = tokio::time::timeout(
             CONNECT_TIMEOUT,
             SignerClient::connect(&self.tls, addr, seat),
         )
         .await
-        .map_err(|_| unavailable(format!("seat {seat} at {addr}: connect timed out")))??;
+        .map_err(|_| {
+            unavailable(format!(
+                "{addr}: no connection within {CONNECT_TIMEOUT:?}; {NOT_SERVING}"
+            ))
+        })?
+        .map_err(|e| connect_failure(&e, addr))?;
         self.lock().insert(seat, client.clone());
         Ok(client)
     }
@@ -160,6 +166,53 @@ impl Peers {
         self.clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What to do about a member that does not answer at its address.
+const NOT_SERVING: &str =
+    "is its `thresig serve` running? Start it, or fix its `endpoint` in [[members]]";
+
+/// A failed connection to the member at `addr`, as one message naming the
+/// address, the cause once and what to do. tonic's transport error says
+/// only "transport error" and repeats its cause down its source chain, so
+/// the cause is the I/O error found in that chain: the socket's, or the
+/// TLS handshake's and the pin check's, which the connector reports as I/O
+/// errors.
+///
+/// Only the message changes with the cause: every connection failure is
+/// [`RpcCode::Unavailable`], which the retry predicates ([`reply_lost`],
+/// [`is_transport`], [`DaemonError::is_retryable`]) treat exactly as the
+/// transport error the connection returned, so a signing round 2 or a DKG
+/// part is asked again after it as before.
+fn connect_failure(error: &(dyn std::error::Error + 'static), addr: SocketAddr) -> DaemonError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let io = std::iter::from_fn(|| {
+        let current = cause?;
+        cause = current.source();
+        Some(current)
+    })
+    .find_map(|e| e.downcast_ref::<std::io::Error>());
+    let message = match io {
+        None => format!("{addr}: {error}; {NOT_SERVING}"),
+        // A certificate the CA, the name check or the pin refuses.
+        Some(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            format!(
+                "{addr}: TLS refused: {io}; check that its `endpoint` in [[members]] is this member's \
+                 address, and that the member's certificate (tls/signer.pem) is signed by the \
+                 cluster CA and carries the key whose SHA-256 its `tls_key_sha256` in [[members]] pins"
+            )
+        }
+        Some(io) => format!("{addr}: {io}; {NOT_SERVING}"),
+    };
+    DaemonError::Rpc {
+        code: RpcCode::Unavailable,
+        message,
     }
 }
 
@@ -186,4 +239,38 @@ pub(crate) fn reply_lost(error: &DaemonError) -> bool {
 /// Whether `error` means the connection should be remade.
 pub(crate) fn is_transport(error: &DaemonError) -> bool {
     matches!(error, DaemonError::Rpc { .. } | DaemonError::Transport(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection refused by TLS (a certificate off its pin, or a name
+    /// that is not the member's: rustls's NotValidForName) is retried and
+    /// classified as the transport error it is, not as an authentication
+    /// failure: only its message says what to check.
+    #[test]
+    fn a_tls_refusal_at_connect_keeps_the_transport_retry_classification() {
+        let addr: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        for kind in [
+            std::io::ErrorKind::InvalidData,
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::ConnectionRefused,
+        ] {
+            let io = std::io::Error::new(kind, "invalid peer certificate: NotValidForName");
+            let e = connect_failure(&io, addr);
+            assert!(reply_lost(&e), "{kind:?}: {e}");
+            assert!(is_transport(&e), "{kind:?}: {e}");
+            assert!(e.is_retryable(), "{kind:?}: {e}");
+            let text = e.to_string();
+            assert!(text.contains("127.0.0.1:7000"), "{text}");
+            assert!(text.contains("`endpoint`"), "{text}");
+            assert!(!text.contains("run this command again"), "{text}");
+        }
+        let pin = connect_failure(
+            &std::io::Error::new(std::io::ErrorKind::PermissionDenied, "pinned key"),
+            addr,
+        );
+        assert!(pin.to_string().contains("tls_key_sha256"), "{pin}");
+    }
 }

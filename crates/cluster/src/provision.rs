@@ -78,21 +78,55 @@ pub enum ProvisionError {
         path: PathBuf,
     },
     /// Certificates could not be made or written.
-    #[error("certificates")]
+    #[error("certificates: {0}")]
     Tls(#[from] thresig_daemon::Error),
     /// The store could not be created or the identity key sealed in it.
-    #[error("store")]
+    #[error("store: {0}")]
     Store(#[from] thresig_store::Error),
     /// The key provider could not be opened.
-    #[error("key provider")]
+    #[error("key provider: {0}")]
     Provider(#[from] thresig_store::provider::ProviderError),
     /// The written configuration does not load (a bug, or bad arguments
     /// such as a threshold above the member count).
-    #[error("the generated configuration is invalid")]
+    #[error("the generated configuration is invalid: {0}")]
     Config(#[from] crate::config::ConfigError),
     /// An argument is out of range.
     #[error("{0}")]
     Argument(String),
+    /// Provisioning failed after it began writing into `dir`: running it
+    /// again as is finds the directory in use ([`ProvisionError::Exists`]),
+    /// so this is terminal whatever the cause, and the message says to
+    /// remove the directory first (nothing in it is in use yet).
+    #[error(
+        "{source}; {} is left partly made: remove it, or empty it (nothing in it is in use yet), then run the command again",
+        dir.display()
+    )]
+    Partial {
+        /// The directory provisioning was writing into.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: Box<ProvisionError>,
+    },
+}
+
+impl ProvisionError {
+    /// `self`, which happened after provisioning began writing into `dir`.
+    fn partial(self, dir: &Path) -> Self {
+        match self {
+            // Refused before anything was written there.
+            Self::Exists { .. } => self,
+            // Name the outermost directory made, which removing cleans all.
+            Self::Partial { source, .. } => Self::Partial {
+                dir: dir.to_path_buf(),
+                source,
+            },
+            other => Self::Partial {
+                dir: dir.to_path_buf(),
+                source: Box::new(other),
+            },
+        }
+    }
 }
 
 /// A member that [`init_member`] created.
@@ -125,6 +159,17 @@ pub fn init_member(
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<MemberInit, ProvisionError> {
     fresh_dir(dir)?;
+    fill_member(dir, seat, ca, now, rng).map_err(|e| e.partial(dir))
+}
+
+/// [`init_member`] after `dir` was made (or found empty and ours).
+fn fill_member(
+    dir: &Path,
+    seat: Seat,
+    ca: &ClusterCa,
+    now: SystemTime,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<MemberInit, ProvisionError> {
     fresh_dir(&dir.join("tls"))?;
     let mut kek = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(kek.as_mut());
@@ -270,6 +315,17 @@ pub fn init_cluster(
         )));
     }
     fresh_dir(dir)?;
+    fill_cluster(dir, spec, now, rng).map_err(|e| e.partial(dir))
+}
+
+/// [`init_cluster`] after `dir` was made (or found empty and ours).
+fn fill_cluster(
+    dir: &Path,
+    spec: &ClusterSpec,
+    now: SystemTime,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<Vec<MemberInit>, ProvisionError> {
+    let n = spec.endpoints.len();
     fresh_dir(&dir.join("ca"))?;
     let ca = ClusterCa::generate(spec.name.clone(), Validity::starting(now, CA_LIFETIME))?;
     ca.write(&dir.join("ca/ca.pem"), &dir.join("ca/ca.key"))?;

@@ -103,13 +103,16 @@ pub struct SignOutcome {
 #[non_exhaustive]
 pub enum SignError {
     /// The PSBT's sighashes could not be computed.
-    #[error("the PSBT cannot be signed")]
+    #[error("the PSBT cannot be signed: {0}")]
     Psbt(#[from] thresig_tx::Error),
     /// The coordinator refused its setup (no inputs, bad threshold).
-    #[error("coordinator setup")]
+    #[error("coordinator setup: {0}")]
     Setup(#[from] thresig_roast::Error),
     /// The run ended without a signature.
-    #[error("signing failed after {sessions} sessions (culprits: {culprits:?}): {reason}")]
+    #[error(
+        "signing failed after {sessions} ROAST session(s){}: {reason}",
+        culprit_list(culprits)
+    )]
     Failed {
         /// Why, as the coordinator reports it.
         reason: String,
@@ -122,8 +125,71 @@ pub enum SignError {
         culprits: Vec<Seat>,
     },
     /// A signature did not encode (cannot happen for a verified signature).
-    #[error("signature encoding")]
+    #[error("signature encoding: {0}")]
     Crypto(#[from] thresig_crypto::Error),
+}
+
+/// `, members that sent invalid shares: 2, 3`, or nothing without culprits.
+fn culprit_list(culprits: &[Seat]) -> String {
+    if culprits.is_empty() {
+        return String::new();
+    }
+    let seats: Vec<String> = culprits.iter().map(ToString::to_string).collect();
+    format!(" (members that sent invalid shares: {})", seats.join(", "))
+}
+
+/// Why a run failed, for the operator: which members refused what (by
+/// cluster seat, grouped by refusal), and what to check.
+fn describe(failure: Failure<thresig_crypto::Error>, wallet: &NodeWallet) -> String {
+    match failure {
+        Failure::Deadline => "the deadline passed while members were silent or refused for now; \
+             check that each member's `thresig serve` runs (`thresig status`), then run the command again"
+            .to_owned(),
+        Failure::TooManyMalicious {
+            remaining,
+            threshold,
+        } => format!(
+            "only {remaining} members are not proven to send invalid shares, fewer than the \
+             threshold {threshold}; investigate those members before signing again"
+        ),
+        Failure::TooFewWilling {
+            willing,
+            threshold,
+            refusals,
+        } => {
+            let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for (seat, refusal) in &refusals {
+                let member = wallet.cluster_seat(*seat).unwrap_or(*seat);
+                by_kind
+                    .entry(refusal_name(refusal))
+                    .or_default()
+                    .push(member.to_string());
+            }
+            let refused: Vec<String> = by_kind
+                .iter()
+                .map(|(kind, members)| format!("{kind} from members {}", members.join(", ")))
+                .collect();
+            format!(
+                "only {willing} members would still sign, fewer than the threshold {threshold} \
+                 ({}); check the transaction against the wallet's policy (`thresig psbt inspect`) \
+                 and each code in docs/errors.md",
+                refused.join("; ")
+            )
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// A refusal as the code the member answered (or what it means, where
+/// the code is not kept).
+fn refusal_name(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::NonceUnknown => "nonce_unknown",
+        Refusal::PolicyDenied => "policy_denied",
+        Refusal::SessionConflict => "session_conflict",
+        Refusal::Retryable => "a refusal that may pass",
+        _ => "a rejected request",
+    }
 }
 
 impl SignError {
@@ -302,10 +368,7 @@ pub async fn sign(
                         }
                         _ => false,
                     };
-                    let reason = match failure {
-                        Failure::Deadline => "the deadline passed".to_owned(),
-                        other => format!("{other:?}"),
-                    };
+                    let reason = describe(failure, wallet);
                     release(peers, &job, handed).await;
                     return Err(SignError::Failed {
                         reason,

@@ -99,7 +99,10 @@ impl fmt::Display for ErrorCode {
 /// # Invariants
 /// `message` is built from ids and counts, never from secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code} ({recovery:?}): {message}")]
+#[error(
+    "{code} ({}): {message}",
+    if *.recovery == Recovery::Retryable { "retryable" } else { "terminal" }
+)]
 #[non_exhaustive]
 pub struct SignerError {
     /// The stable code.

@@ -100,7 +100,7 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     /// A call failed below the signer: refused by TLS, too large, timed out
     /// at the transport or the signer unreachable.
-    #[error("rpc failed ({code:?}): {message}")]
+    #[error("{}: {message}", code.what())]
     Rpc {
         /// The failure class.
         code: RpcCode,
@@ -108,7 +108,7 @@ pub enum Error {
         message: String,
     },
     /// The signer answered with an error.
-    #[error("signer refused: {0}")]
+    #[error("refused: {0}")]
     Refused(SignerError),
     /// A request or reply is malformed (missing oneof, out-of-range field).
     #[error("malformed message: {0}")]
@@ -212,7 +212,10 @@ pub enum ConfigProblem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RpcCode {
-    /// The signer is unreachable or the TLS handshake was refused.
+    /// The signer is unreachable, or the connection to it failed (a TLS
+    /// handshake refused, a certificate off its pin, or this member's
+    /// certificate refused after the handshake, included): a coordinator
+    /// asks again after it, as after a dropped connection.
     Unavailable,
     /// The caller was not authenticated (no seat in its certificate).
     Unauthenticated,
@@ -224,4 +227,18 @@ pub enum RpcCode {
     ResourceExhausted,
     /// Any other status.
     Other,
+}
+
+impl RpcCode {
+    /// The failure in a few words, for messages.
+    fn what(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unreachable",
+            Self::Unauthenticated => "not authenticated",
+            Self::MessageTooLarge => "message too large",
+            Self::DeadlineExceeded => "no answer in time",
+            Self::ResourceExhausted => "out of resources",
+            Self::Other => "call failed",
+        }
+    }
 }

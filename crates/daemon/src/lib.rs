@@ -2,7 +2,8 @@
 //! mutual authentication (rustls), its configuration, certificate tooling,
 //! health, metrics and graceful shutdown.
 //!
-//! This is the only crate that knows tonic, prost, rustls and tokio. It
+//! This is the only library crate that knows tonic, prost and rustls
+//! (`thresig-cluster` and the command line drive it on tokio). It
 //! converts wire messages to the signer engine's own
 //! [`thresig_engine::Request`] at the edge and calls a [`SignerHandler`]
 //! with the peer's [`Seat`], which comes from the peer's verified client

@@ -393,7 +393,7 @@ pub enum ConfigError {
     #[error("the identity key does not match the configured identity")]
     IdentityMismatch,
     /// A wallet's `[wallets.policy]` table does not validate.
-    #[error("wallet {wallet}: invalid policy")]
+    #[error("wallet {wallet}: invalid policy: {source}")]
     Policy {
         /// The wallet.
         wallet: WalletId,

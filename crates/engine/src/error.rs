@@ -314,7 +314,9 @@ pub enum Error {
         wallet: WalletId,
     },
     /// The wallet's DKG has not been confirmed yet, so it cannot sign.
-    #[error("wallet {wallet} is not active yet")]
+    #[error(
+        "wallet {wallet} is not active yet; run its DKG (`thresig dkg --wallet {wallet}`), or wait until every member confirms it"
+    )]
     WalletNotActive {
         /// The wallet addressed.
         wallet: WalletId,

@@ -18,8 +18,9 @@
 //! still finish within its request timeout, so a healthy run uses one.)
 //!
 //! The real scheme is the crypto crate's `WalletKey` (FROST over secp256k1
-//! with the wallet's BIP341 tweak), which implements [`Scheme`]: shares are
-//! checked against exactly the tweaked key the signers sign with.
+//! with the wallet's BIP341 tweak), for which this crate implements
+//! [`Scheme`]: shares are checked against exactly the tweaked key the
+//! signers sign with. This crate depends on `thresig-crypto` alone.
 //!
 //! - [`Coordinator`] is the state machine, sans-IO like quinn-proto: inputs
 //!   are [`Reply`]s and clock ticks, outputs are [`Transmit`]s (a [`Request`]
@@ -39,7 +40,8 @@
 //!   [`Stats`].
 //!
 //! A driver in miniature, with every signer in-process and answering at once
-//! (the daemon does the same over the network, with a real timer):
+//! (`thresig-cluster`'s signing driver does the same over the network, with
+//! a real timer):
 //!
 //! ```
 //! use std::time::Instant;

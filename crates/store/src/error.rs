@@ -27,7 +27,7 @@ use crate::schema::RecordTable;
 #[non_exhaustive]
 pub enum Error {
     /// The storage layer (redb or the disk below it) failed.
-    #[error("storage failure{} ({fault:?})", in_file(.file.as_deref()))]
+    #[error("storage failure{} ({fault:?}): {source}", in_file(.file.as_deref()))]
     Storage {
         /// What kind of failure, which decides whether a retry can succeed.
         fault: StorageFault,
@@ -40,7 +40,7 @@ pub enum Error {
     },
     /// The key provider failed while the store needed it (open, rotation,
     /// operator commands; never a signing write).
-    #[error("key provider failed")]
+    #[error("key provider failed: {0}")]
     Provider(#[source] ProviderError),
     /// No KEK the provider has unwraps a DEK: the provider is configured
     /// with the wrong key. Nothing was written.
@@ -53,7 +53,11 @@ pub enum Error {
     },
     /// The provider no longer has any KEK version a DEK is wrapped under
     /// (a destroyed KMS version). Recover with the offline recovery key.
-    #[error("DEK {term} is wrapped only under keys the provider no longer has: {keks:?}")]
+    #[error(
+        "DEK {term} is wrapped only under keys the provider no longer has ({}); point [key_provider] \
+         at one of them, or recover with the offline recovery key (`thresig keys recover`, docs/keys-runbook.md)",
+        listed(keks)
+    )]
     KekUnavailable {
         /// The DEK that could not be unwrapped.
         term: DekTerm,
@@ -220,7 +224,7 @@ pub enum Error {
     /// The witness file exists but cannot be read (permissions, not a
     /// file, a disk error). Terminal: the open cannot check for a rollback
     /// until an operator fixes the file.
-    #[error("witness {} cannot be read; fix the file or its permissions", witness.display())]
+    #[error("witness {} cannot be read: {source}; fix the file or its permissions", witness.display())]
     WitnessUnreadable {
         /// The witness file.
         witness: PathBuf,
@@ -230,7 +234,10 @@ pub enum Error {
     },
     /// Writing the witness file failed (retryable: the database is
     /// unaffected and the next write tries again).
-    #[error("writing witness {} failed", witness.display())]
+    #[error(
+        "writing witness {} failed: {source}; free disk space or fix the directory, then retry",
+        witness.display()
+    )]
     WitnessIo {
         /// The witness file.
         witness: PathBuf,
@@ -548,6 +555,14 @@ impl From<redb::Error> for Error {
 }
 
 /// ` in <file>`, or nothing.
+/// KEK ids for a message, comma-separated.
+fn listed(keks: &[KekId]) -> String {
+    keks.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn in_file(file: Option<&std::path::Path>) -> String {
     file.map(|f| format!(" in {}", f.display()))
         .unwrap_or_default()

@@ -9,8 +9,9 @@
 //! - Every value is sealed with XChaCha20-Poly1305 under a DEK from the
 //!   keyring; DEKs are wrapped by a KEK from a [`provider::KeyProvider`] and
 //!   optionally to an offline [`RecoveryPublicKey`].
-//! - Errors are one [`Error`] enum; [`Error::recovery`] says whether a retry
-//!   can succeed.
+//! - Errors are [`Error`], and [`provider::ProviderError`] for the key
+//!   providers; each says whether a retry can succeed ([`Error::recovery`])
+//!   and has a stable code ([`Error::code`]) that `thresig keys` prints.
 //!
 //! # Invariants (DESIGN.md section 3)
 //! - I1: a record is sealed inside its write transaction under the DEK that
@@ -41,11 +42,16 @@
 //! # Using the store from the engine
 //! Create a store once with [`EncryptedStore::create`] (provisioning does
 //! this; nothing else does), then open it with [`EncryptedStore::open`]
-//! ([`StoreLocation::in_memory`] in unit tests), share it as `Arc<dyn Store>`, and call [`Store::write`] with one
-//! unit per decision that must commit atomically (for a signing round: the
-//! marker, the policy counters and the audit entry together). A
+//! ([`StoreLocation::in_memory`] in unit tests). The engine is generic over
+//! `S: Store`; the signer process gives it an `Arc<EncryptedStore>` (an
+//! `Arc` of a store is a store), shared with the key manager and the
+//! operator's `thresig keys` commands. Call [`Store::write`] with one unit
+//! per decision that must commit atomically (for a signing round: the
+//! marker and the compare-and-set of the wallet's rate ledger together). A
 //! [`WriteOutcome::Skipped`] carries what the failed condition found (for a
 //! replay, the stored marker). Run a [`KeyManager`] beside it.
+//! [`WriteOp::AppendAudit`] is there for the audit log of the lifecycle
+//! work: nothing writes audit entries yet.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(

@@ -60,7 +60,7 @@ use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, Recovery};
 use tracing::{info, warn};
 
-use crate::keys::{self, KeysError, Report, StoreCommand, Verdict, describe};
+use crate::keys::{self, KeysError, Report, StoreCommand, Verdict};
 
 /// The largest request read: a command name fits in a few dozen bytes.
 pub(crate) const MAX_REQUEST: u64 = 4096;
@@ -585,8 +585,8 @@ fn run(
             findings: verdict == Verdict::Findings,
         },
         Err(e) => {
-            warn!(?command, code = e.code(), error = %describe(&e), "admin socket: command failed");
-            Reply::Error(RemoteError::new(e.code(), e.recovery(), describe(&e)))
+            warn!(?command, code = e.code(), error = %e.to_string(), "admin socket: command failed");
+            Reply::Error(RemoteError::new(e.code(), e.recovery(), e.to_string()))
         }
     }
 }

@@ -175,19 +175,6 @@ impl KeysError {
     }
 }
 
-/// The error and its causes, joined: every layer's message is written to
-/// hold no key material.
-pub(crate) fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// How results are printed.
 #[derive(Clone, Copy)]
 enum Output {
@@ -266,20 +253,17 @@ pub(crate) fn main(args: KeysArgs) -> ExitCode {
             match output {
                 Output::Json => println!(
                     "{}",
-                    json!({"error": {"code": e.code(), "retryable": retryable, "message": describe(&e)}})
+                    json!({"error": {"code": e.code(), "retryable": retryable, "message": e.to_string()}})
                 ),
-                Output::Text => eprintln!(
-                    "error[{}]: {}\n{}",
-                    e.code(),
-                    describe(&e),
-                    if retryable {
-                        "retryable: running the command again may succeed"
-                    } else {
-                        "terminal: a retry cannot succeed until an operator acts"
-                    }
-                ),
+                Output::Text => {
+                    return crate::fail(
+                        &format!("error[{}]", e.code()),
+                        &e.to_string(),
+                        e.recovery(),
+                    );
+                }
             }
-            ExitCode::from(if retryable { 2 } else { 1 })
+            crate::exit_code(e.recovery())
         }
     }
 }
@@ -358,7 +342,7 @@ fn status(provider: &dyn KeyProvider, store: &EncryptedStore) -> Result<Report, 
             "ok": false,
             "code": e.code(),
             "retryable": e.recovery() == Recovery::Retryable,
-            "message": describe(&e),
+            "message": e.to_string(),
         }),
     };
     let last_dek = last_rotation(store, LAST_DEK_ROTATION)?;
@@ -480,7 +464,7 @@ fn verify(store: &EncryptedStore) -> Result<Report, KeysError> {
     let failures: Vec<Value> = report
         .failures
         .iter()
-        .map(|e| json!({"code": e.code(), "message": describe(e)}))
+        .map(|e| json!({"code": e.code(), "message": e.to_string()}))
         .collect();
     let mut text = format!(
         "records verified: {}\nrecords failing: {}\n",
@@ -488,7 +472,7 @@ fn verify(store: &EncryptedStore) -> Result<Report, KeysError> {
         report.failures.len()
     );
     for e in &report.failures {
-        text.push_str(&format!("  [{}] {}\n", e.code(), describe(e)));
+        text.push_str(&format!("  [{}] {}\n", e.code(), e));
     }
     let corrupt: Vec<String> = store
         .corrupt_wallets()

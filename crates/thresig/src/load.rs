@@ -19,6 +19,7 @@ use thresig_crypto::Seat;
 use thresig_tx::{Destination, MAX_PER_DAY_CEILING, Payment, PolicyConfig, build_psbt};
 use tracing::info;
 
+use crate::because;
 use crate::demo::{Launched, fresh_address, launch, synthetic_prevouts};
 
 /// Flags of `thresig load`.
@@ -225,7 +226,7 @@ fn cpu_times(processes: &[(Seat, u32)]) -> Result<Vec<Duration>> {
         .iter()
         .map(|(seat, pid)| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .with_context(|| format!("reading member {seat}'s CPU time"))?;
+                .map_err(|e| because(format!("reading member {seat}'s CPU time"), e))?;
             // The command name (field 2) may contain spaces; fields after it
             // are counted from its closing parenthesis.
             let after = stat

@@ -1,4 +1,9 @@
-//! The `thresig` command line.
+//! The `thresig` command line: argument parsing, output (readable or
+//! `--json`) and glue over the library crates, with no protocol logic.
+//!
+//! A failed command prints its error's message, which carries its causes
+//! and what to do, and exits 1 when someone must act first or 2 when
+//! running it again may succeed (docs/cluster.md, "Exit codes").
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -14,6 +19,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use thresig_store::Recovery;
 
 /// Threshold Schnorr (FROST) signer for Bitcoin Taproot custody.
 #[derive(Parser)]
@@ -107,9 +113,164 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+        Err(err) => fail("error", &err.to_string(), recovery(&err)),
+    }
+}
+
+/// Prints a failed command's message under `label`, then whether running
+/// the command again can succeed, and returns the exit code that says the
+/// same: 2 retryable, 1 terminal (`thresig keys` labels the message with
+/// its stable code).
+///
+/// The message is the error's `Display` alone: every error this binary
+/// prints carries its cause in its own message, so walking `source()` as
+/// well would name each cause twice.
+pub(crate) fn fail(label: &str, message: &str, recovery: Recovery) -> ExitCode {
+    eprintln!(
+        "{label}: {message}\n{}",
+        match recovery {
+            Recovery::Retryable => "retryable: running the command again may succeed",
+            Recovery::Terminal => "terminal: a retry cannot succeed until an operator acts",
         }
+    );
+    exit_code(recovery)
+}
+
+/// The exit code of a failed command: 2 when running it again may succeed,
+/// 1 when someone must act first.
+pub(crate) fn exit_code(recovery: Recovery) -> ExitCode {
+    match recovery {
+        Recovery::Retryable => ExitCode::from(2),
+        Recovery::Terminal => ExitCode::FAILURE,
+    }
+}
+
+/// Whether running the command again can succeed, as the first error in
+/// the chain whose kind says so. A configuration that does not load is the
+/// operator's to fix, whatever the cause (as for `thresig keys`, which
+/// reports it as `config_invalid`); an error of no kind known here (an
+/// argument, a file written, a bug) is terminal.
+fn recovery(err: &anyhow::Error) -> Recovery {
+    use thresig_cluster::config::ConfigError;
+    use thresig_cluster::file::FileError;
+    use thresig_cluster::node::NodeError;
+    use thresig_cluster::provision::ProvisionError;
+    use thresig_cluster::{DkgError, SignError};
+    let class = |retryable: bool| {
+        if retryable {
+            Recovery::Retryable
+        } else {
+            Recovery::Terminal
+        }
+    };
+    for cause in err.chain() {
+        if cause.is::<AfterChange>() {
+            return Recovery::Terminal;
+        }
+        if let Some(ProvisionError::Partial { .. }) = cause.downcast_ref::<ProvisionError>() {
+            return Recovery::Terminal;
+        }
+        if cause.is::<ConfigError>() {
+            return Recovery::Terminal;
+        }
+        if let Some(e) = cause.downcast_ref::<NodeError>() {
+            return match e {
+                NodeError::Config(_) => Recovery::Terminal,
+                other => class(other.is_retryable()),
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<DkgError>() {
+            return class(e.is_retryable());
+        }
+        if let Some(e) = cause.downcast_ref::<SignError>() {
+            return class(e.is_retryable());
+        }
+        if let Some(e) = cause.downcast_ref::<thresig_daemon::Error>() {
+            return class(e.is_retryable());
+        }
+        if let Some(e) = cause.downcast_ref::<FileError>() {
+            return class(e.is_retryable());
+        }
+        if let Some(e) = cause.downcast_ref::<thresig_store::Error>() {
+            return e.recovery();
+        }
+        if let Some(e) = cause.downcast_ref::<thresig_store::provider::ProviderError>() {
+            return e.recovery();
+        }
+    }
+    Recovery::Terminal
+}
+
+/// A failure that running the same command again cannot fix, whatever
+/// its cause: the command already changed state (a DKG that completed), or
+/// what it found is the operator's to change (a wallet with no key). Its
+/// message says what to do instead; [`recovery`] calls it terminal.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct AfterChange(pub(crate) String);
+
+/// `error` with `what` in front, as one message (`what: error`): this
+/// binary prints an error's message alone, never its source chain, so a
+/// context must carry its cause's text itself. The typed error stays in the
+/// chain for [`recovery`].
+pub(crate) fn because<E>(what: impl std::fmt::Display, error: E) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let message = format!("{what}: {error}");
+    anyhow::Error::new(error).context(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use thresig_cluster::provision::ProvisionError;
+    use thresig_daemon::{Error as DaemonError, RpcCode};
+
+    use super::*;
+
+    /// A store failure that may pass, as provisioning can meet it.
+    fn store_busy() -> thresig_store::Error {
+        thresig_store::Error::WitnessIo {
+            witness: PathBuf::from("/m/store/witness"),
+            source: std::io::Error::from(std::io::ErrorKind::Interrupted),
+        }
+    }
+
+    #[test]
+    fn a_provisioning_failure_after_its_first_write_is_terminal() {
+        let before = anyhow::Error::from(ProvisionError::Store(store_busy()));
+        assert!(matches!(recovery(&before), Recovery::Retryable));
+        let partial = ProvisionError::Partial {
+            dir: PathBuf::from("/m"),
+            source: Box::new(ProvisionError::Store(store_busy())),
+        };
+        let text = partial.to_string();
+        assert!(text.contains("/m is left partly made: remove it"), "{text}");
+        assert!(matches!(
+            recovery(&anyhow::Error::from(partial)),
+            Recovery::Terminal
+        ));
+    }
+
+    #[test]
+    fn a_completed_dkg_whose_own_confirmation_failed_is_terminal() {
+        let unreachable = DaemonError::Rpc {
+            code: RpcCode::Unavailable,
+            message: "127.0.0.1:1: Connection refused".to_owned(),
+        };
+        let lost = because("member 1 (this member's own signer)", unreachable);
+        assert!(matches!(recovery(&lost), Recovery::Retryable));
+        let config = PathBuf::from("/m/signer.toml");
+        let e = member::dkg_completed(lost, "w", &[7; 32], &config);
+        let text = e.to_string();
+        assert!(text.contains("the DKG of wallet w completed"), "{text}");
+        assert!(
+            text.contains("thresig status --config /m/signer.toml"),
+            "{text}"
+        );
+        assert!(text.contains("Connection refused"), "{text}");
+        assert!(matches!(recovery(&e), Recovery::Terminal));
     }
 }

@@ -24,6 +24,7 @@ use thresig_tx::{InputIndex, Network, WalletPsbt};
 
 use crate::admin::AdminServer;
 use crate::bar::Bar;
+use crate::because;
 
 /// `thresig init`.
 #[derive(Args)]
@@ -149,9 +150,13 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) fn init(args: &InitArgs) -> Result<()> {
-    let seat = Seat::try_from(args.member)
-        .with_context(|| format!("--member must be in 1..={}", thresig_crypto::MAX_SIGNERS))?;
-    let cluster = ClusterName::new(args.cluster.clone()).context("--cluster")?;
+    let seat = Seat::try_from(args.member).map_err(|e| {
+        because(
+            format!("--member must be in 1..={}", thresig_crypto::MAX_SIGNERS),
+            e,
+        )
+    })?;
+    let cluster = ClusterName::new(args.cluster.clone()).map_err(|e| because("--cluster", e))?;
     let ca = ClusterCa::load(
         cluster,
         &args.ca_dir.join("ca.pem"),
@@ -191,11 +196,11 @@ pub(crate) fn cluster(args: &ClusterArgs) -> Result<()> {
     let ClusterCommand::Init(a) = &args.command;
     let network: Network = a.network.parse()?;
     let mut spec = ClusterSpec::loopback(
-        ClusterName::new(a.cluster.clone()).context("--cluster")?,
+        ClusterName::new(a.cluster.clone()).map_err(|e| because("--cluster", e))?,
         network,
         a.members,
         a.base_port,
-        WalletId::new(a.wallet.clone()).context("--wallet")?,
+        WalletId::new(a.wallet.clone()).map_err(|e| because("--wallet", e))?,
         a.threshold,
     )?;
     spec.policy.destinations.clone_from(&a.destinations);
@@ -244,19 +249,53 @@ pub(crate) struct Coordinating {
 impl Coordinating {
     pub(crate) fn load(path: &Path) -> Result<Self> {
         let config = Config::load(path)?;
-        let node = config
-            .node
-            .with_context(|| format!("{}: not a cluster member's configuration", path.display()))?;
+        let node = config.node.with_context(|| {
+            format!(
+                "{}: not a cluster member's configuration (no `member` and [[members]]); \
+                     pass a member's signer.toml, as `thresig init` writes it",
+                path.display()
+            )
+        })?;
+        if node.daemon.is_none() {
+            bail!(
+                "{}: no [daemon] section; `dkg`, `sign`, `status` and `psbt inspect` connect to \
+                 the members with its TLS files: add it (docs/configuration.md)",
+                path.display()
+            );
+        }
         let peers = Arc::new(Peers::new(&node)?);
         Ok(Self { node, peers })
     }
 
     pub(crate) fn wallet(&self, id: &str) -> Result<&NodeWallet> {
-        let id = WalletId::new(id.to_owned()).context("--wallet")?;
-        self.node
-            .wallet(&id)
-            .with_context(|| format!("wallet {id} is not in this member's configuration"))
+        let id = WalletId::new(id.to_owned()).map_err(|e| because("--wallet", e))?;
+        self.node.wallet(&id).with_context(|| {
+            let known: Vec<&str> = self.node.wallets.iter().map(|w| w.id().as_str()).collect();
+            format!(
+                "wallet {id} is not in this member's configuration (its wallets: {}); \
+                 pass one of them to --wallet, or add it under [[wallets]] in every member's configuration",
+                known.join(", ")
+            )
+        })
     }
+}
+
+/// `wallet` as `node`'s own signer holds it (the only source this member
+/// trusts for its keys); an error names the member.
+pub(crate) fn own(
+    runtime: &tokio::runtime::Runtime,
+    peers: &Peers,
+    node: &NodeConfig,
+    wallet: &WalletId,
+) -> Result<OwnWallet> {
+    runtime
+        .block_on(own_wallet(peers, node, wallet))
+        .map_err(|e| {
+            because(
+                format!("member {} (this member's own signer)", node.member),
+                e,
+            )
+        })
 }
 
 /// The wallet as this member's own signer recorded it after a DKG, checked
@@ -268,11 +307,49 @@ pub(crate) fn confirmed(
     wallet: &NodeWallet,
     dkg: &DkgOutcome,
 ) -> Result<OwnWallet> {
-    let own = runtime.block_on(own_wallet(peers, node, wallet.id()))?;
+    let own = own(runtime, peers, node, wallet.id())?;
     if own.spend.output_key().to_x_only_public_key().serialize() != dkg.output_key {
         bail!("this member's key record differs from the confirmed output key");
     }
     Ok(own)
+}
+
+/// A DKG that every member confirmed, whose key this member's own signer
+/// did not then give back (`error`): terminal, since every member now holds
+/// the wallet's key and another `thresig dkg` is refused
+/// (`wallet_already_keyed`); says to check the wallet with `thresig status`.
+pub(crate) fn dkg_completed(
+    error: anyhow::Error,
+    wallet: &str,
+    output_key: &[u8; 32],
+    config: &Path,
+) -> anyhow::Error {
+    anyhow::Error::new(crate::AfterChange(format!(
+        "the DKG of wallet {wallet} completed (every member confirmed output key {}), but reading \
+         the key back failed: {error}; do not run `thresig dkg` again: check the wallet with \
+         `thresig status --config {}` once this member's signer answers",
+        hex::encode(output_key),
+        config.display()
+    )))
+}
+
+/// `own` failing for a wallet its own signer holds no key for
+/// (`wallet_not_active`) is terminal: no wait gives it one, its DKG must be
+/// run (or finished) first; other failures keep their class.
+fn keyed(result: Result<OwnWallet>) -> Result<OwnWallet> {
+    result.map_err(|e| {
+        let unkeyed = e.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<thresig_daemon::Error>(),
+                Some(thresig_daemon::Error::Refused(r)) if r.code.as_str() == "wallet_not_active"
+            )
+        });
+        if unkeyed {
+            anyhow::Error::new(crate::AfterChange(e.to_string()))
+        } else {
+            e
+        }
+    })
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -291,7 +368,9 @@ pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
         &mut rand_core::OsRng,
         &Bar::new(),
     ))?;
-    let spend = confirmed(&runtime, &c.peers, &c.node, wallet, &outcome)?.spend;
+    let spend = confirmed(&runtime, &c.peers, &c.node, wallet, &outcome)
+        .map_err(|e| dkg_completed(e, wallet.id().as_str(), &outcome.output_key, &args.config))?
+        .spend;
     let internal_key = hex::encode(spend.internal_key().serialize());
     let output_key = hex::encode(outcome.output_key);
     let address = spend.address().to_string();
@@ -324,11 +403,12 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
     let runtime = runtime()?;
     let OwnWallet {
         key, epoch, spend, ..
-    } = runtime.block_on(own_wallet(&c.peers, &c.node, wallet.id()))?;
+    } = keyed(own(&runtime, &c.peers, &c.node, wallet.id()))?;
     let psbt = match std::str::from_utf8(&bytes) {
-        Ok(text) => WalletPsbt::from_base64(text.trim(), &spend)?,
-        Err(_) => WalletPsbt::from_bytes(&bytes, &spend)?,
-    };
+        Ok(text) => WalletPsbt::from_base64(text.trim(), &spend),
+        Err(_) => WalletPsbt::from_bytes(&bytes, &spend),
+    }
+    .map_err(|e| not_a_psbt(&args.psbt, e))?;
     let mut options = SignOptions::default();
     options.progress = Some(Arc::new(Bar::new()));
     let outcome = runtime.block_on(sign(&c.peers, wallet, &key, epoch, &psbt, &options))?;
@@ -343,9 +423,9 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| with_suffix(&args.psbt, "tx"));
     std::fs::write(&out_psbt, &signed.psbt_base64)
-        .with_context(|| format!("writing {}", out_psbt.display()))?;
+        .map_err(|e| because(format!("writing {}", out_psbt.display()), e))?;
     std::fs::write(&out_tx, &signed.tx_hex)
-        .with_context(|| format!("writing {}", out_tx.display()))?;
+        .map_err(|e| because(format!("writing {}", out_tx.display()), e))?;
     let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
     if args.json {
         println!(
@@ -371,6 +451,16 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A PSBT file that does not decode or does not fit the wallet, with what
+/// to pass instead.
+pub(crate) fn not_a_psbt(path: &Path, error: thresig_tx::Error) -> anyhow::Error {
+    let message = format!(
+        "{}: {error}; pass a PSBT spending the wallet's outputs (base64 or binary), as `thresig psbt build` writes it",
+        path.display()
+    );
+    anyhow::Error::new(error).context(message)
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

@@ -16,13 +16,13 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Txid};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 use thresig_cluster::file::{MAX_TRANSACTION_FILE_BYTES, read_bounded};
-use thresig_cluster::own_wallet;
 use thresig_tx::{
     ChargeLog, Destination, InputIndex, Network, Outcome, Payment, Policy, SpendInput,
     TaprootWallet, UnixTime, WalletMode, WalletPsbt, build_psbt,
 };
 
-use crate::member::{Coordinating, runtime};
+use crate::because;
+use crate::member::{Coordinating, not_a_psbt, own, runtime};
 
 /// `thresig psbt` and its subcommands.
 #[derive(Args)]
@@ -143,7 +143,7 @@ fn build(a: &BuildArgs) -> Result<()> {
     if let Some(path) = &a.inputs_file {
         let bytes = read_bounded(path, MAX_TRANSACTION_FILE_BYTES)?;
         let listed: Vec<InputJson> = serde_json::from_slice(&bytes)
-            .with_context(|| format!("parsing {}", path.display()))?;
+            .map_err(|e| because(format!("parsing {}", path.display()), e))?;
         for i in listed {
             inputs.push(spend_input(&i.txid, i.vout, i.value_sat, &i.script_pubkey)?);
         }
@@ -178,7 +178,8 @@ fn finalize(a: &FinalizeArgs) -> Result<()> {
         );
     }
     for (input, sig) in inputs.into_iter().zip(&a.signatures) {
-        let bytes = hex::decode(sig).with_context(|| format!("{input}: signature is not hex"))?;
+        let bytes =
+            hex::decode(sig).map_err(|e| because(format!("{input}: signature is not hex"), e))?;
         psbt.insert_signature(input, &bytes)?;
     }
     let tx = psbt.extract_transaction()?;
@@ -205,7 +206,7 @@ struct InputJson {
 fn wallet(a: &WalletArgs) -> Result<TaprootWallet> {
     let network = Network::from_str(&a.network)?;
     let internal = XOnlyPublicKey::from_slice(&hex32(&a.internal_key, "--internal-key")?)
-        .context("--internal-key is not a valid x-only key")?;
+        .map_err(|e| because("--internal-key is not a valid x-only key", e))?;
     let root = a
         .merkle_root
         .as_deref()
@@ -221,14 +222,12 @@ fn configured_wallet(path: &Path, id: &str) -> Result<(TaprootWallet, Policy)> {
     let c = Coordinating::load(path)?;
     let wallet = c.wallet(id)?;
     let policy = wallet.config.validated_policy(c.node.network)?;
-    let own = runtime()?
-        .block_on(own_wallet(&c.peers, &c.node, wallet.id()))
-        .with_context(|| format!("asking this member's signer for wallet {id}'s keys"))?;
+    let own = own(&runtime()?, &c.peers, &c.node, wallet.id())?;
     Ok((own.spend, policy))
 }
 
 fn hex32(text: &str, what: &str) -> Result<[u8; 32]> {
-    let bytes = hex::decode(text).with_context(|| format!("{what} is not hex"))?;
+    let bytes = hex::decode(text).map_err(|e| because(format!("{what} is not hex"), e))?;
     bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("{what} must be 32 bytes"))
@@ -236,9 +235,13 @@ fn hex32(text: &str, what: &str) -> Result<[u8; 32]> {
 
 fn read_psbt(path: &Path, wallet: &TaprootWallet) -> Result<WalletPsbt> {
     let bytes = read_bounded(path, MAX_TRANSACTION_FILE_BYTES)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("{}: not base64 text", path.display()))?;
-    Ok(WalletPsbt::from_base64(&text, wallet)?)
+    let text = String::from_utf8(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: not base64 text; pass a PSBT in base64, as `thresig psbt build` writes it",
+            path.display()
+        )
+    })?;
+    WalletPsbt::from_base64(&text, wallet).map_err(|e| not_a_psbt(path, e))
 }
 
 fn parse_input(text: &str) -> Result<SpendInput> {
@@ -248,16 +251,17 @@ fn parse_input(text: &str) -> Result<SpendInput> {
     };
     let vout = vout
         .parse()
-        .with_context(|| format!("input {text:?}: bad vout"))?;
+        .map_err(|e| because(format!("input {text:?}: bad vout"), e))?;
     let value = value
         .parse()
-        .with_context(|| format!("input {text:?}: bad value"))?;
+        .map_err(|e| because(format!("input {text:?}: bad value"), e))?;
     spend_input(txid, vout, value, script)
 }
 
 fn spend_input(txid: &str, vout: u32, value_sat: u64, script_hex: &str) -> Result<SpendInput> {
-    let txid = Txid::from_str(txid).with_context(|| format!("bad txid {txid:?}"))?;
-    let script = hex::decode(script_hex).with_context(|| format!("bad script {script_hex:?}"))?;
+    let txid = Txid::from_str(txid).map_err(|e| because(format!("bad txid {txid:?}"), e))?;
+    let script =
+        hex::decode(script_hex).map_err(|e| because(format!("bad script {script_hex:?}"), e))?;
     Ok(SpendInput {
         outpoint: OutPoint { txid, vout },
         value: Amount::from_sat(value_sat),
@@ -271,7 +275,7 @@ fn parse_output(text: &str, network: Network) -> Result<Payment> {
         .with_context(|| format!("output {text:?} is not address:value_sat"))?;
     let value: u64 = value
         .parse()
-        .with_context(|| format!("output {text:?}: bad value"))?;
+        .map_err(|e| because(format!("output {text:?}: bad value"), e))?;
     Ok(Payment {
         destination: Destination::Address(network.parse_address(address)?),
         value: Amount::from_sat(value),

@@ -40,14 +40,14 @@ pub enum TaprootField {
 #[non_exhaustive]
 pub enum Error {
     /// The binary PSBT could not be decoded.
-    #[error("malformed PSBT: {source}")]
+    #[error("malformed PSBT: {}", causes(source))]
     PsbtDecode {
         /// The decoder's error.
         #[source]
         source: bitcoin::psbt::Error,
     },
     /// The base64 PSBT could not be decoded.
-    #[error("malformed base64 PSBT: {source}")]
+    #[error("malformed base64 PSBT: {}", causes(source))]
     PsbtText {
         /// The decoder's error.
         #[source]
@@ -262,7 +262,7 @@ pub enum Error {
         stored: XOnlyPublicKey,
     },
     /// Text that is not an address.
-    #[error("not an address: {source}")]
+    #[error("not an address: {}", causes(source))]
     AddressParse {
         /// The parser's error.
         #[source]
@@ -309,4 +309,25 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// A rust-bitcoin error and its causes as one line. rust-bitcoin's errors
+/// name only their own level and give the rest through `source()`, while
+/// this crate's messages are whole (nothing prints their chains), so the
+/// chain is spelled out here; a level that repeats the one above it, or a
+/// trailing period, is left out.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut last = text.clone();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let line = cause.to_string();
+        if line != last {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        last = line;
+        next = cause.source();
+    }
+    text.trim_end_matches('.').to_owned()
 }

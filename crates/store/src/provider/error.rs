@@ -210,7 +210,7 @@ pub enum KeyFileProblem {
         limit: usize,
     },
     /// Reading failed.
-    #[error("cannot read: {kind}")]
+    #[error("cannot read: {kind}; check its path in [key_provider] and that this user may read it")]
     Io {
         /// The I/O error kind.
         kind: io::ErrorKind,
