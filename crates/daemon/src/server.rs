@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::limits::AdmissionLayer;
 use crate::metrics::{Metrics, serve_metrics};
 use crate::proto::signer_server::SignerServer;
-use crate::service::SignerService;
+use crate::service::{RequestLines, SignerService};
 use crate::tls::{Handshaker, accept_loop, server_config};
 
 /// The sockets [`serve`] listens on, bound by the caller (so it can bind
@@ -202,6 +202,7 @@ where
         handler,
         timeout: limits.request_timeout,
         metrics,
+        lines: RequestLines::default(),
     })
     .max_decoding_message_size(limits.max_request_bytes);
 
