@@ -2,14 +2,18 @@
 //! layer in front of the gRPC services.
 //!
 //! For each request, in this order, before a byte of its body is read:
-//! one of the member's own request permits (at most
+//! its member's turn at its request rate (`max_requests_per_second_per_seat`;
+//! beyond it the request waits, so a member flooding cheap requests cannot
+//! take the signer's CPU), one of the member's own request permits (at most
 //! `max_requests_per_seat` queued or running; beyond that the request is
 //! refused at once, so one member cannot queue thousands), then, for the
 //! signer's methods, one of the `max_concurrent_requests` slots. Only then
 //! is the body received, within `body_timeout`, against the method's size
 //! limit and the byte budget (`max_in_flight_bytes`, of which one member may
 //! hold half), and its repeated fields are counted on the wire against what
-//! any wallet can need, and the request waits for its member's turn at the
+//! any wallet can need, a round 1's input count is charged against its
+//! member's nonce budget (`max_round1_inputs_per_second`; refused beyond
+//! it), and the request waits for its member's turn at the
 //! wallet it names (one at a time per member and wallet). The service decodes the message only after all of
 //! that, holding the slot until the handler has returned; the member's
 //! permit and the bytes are kept until the reply has also been sent (or
@@ -72,6 +76,9 @@ struct MethodLimits {
     max_bytes: usize,
     /// The field number of the request's wallet id, if it names one.
     wallet_field: Option<u32>,
+    /// The field number of the nonces the request draws (round 1's input
+    /// count), charged against its member's nonce budget.
+    nonces_field: Option<u32>,
     /// Repeated fields counted on the wire before decoding.
     counts: &'static [FieldCount],
 }
@@ -166,6 +173,7 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
     Some(MethodLimits {
         max_bytes,
         wallet_field,
+        nonces_field: (name == "Round1").then_some(2),
         counts,
     })
 }
@@ -246,6 +254,60 @@ impl Drop for WalletTurn {
 struct SeatShare {
     requests: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
+    /// Its requests a second (`max_requests_per_second_per_seat`): every
+    /// request costs CPU (TLS, HTTP/2, admission) before it can be
+    /// refused, so one member sending as fast as it is answered would take
+    /// a core; beyond its rate a request waits, holding only its stream,
+    /// which the stream and connection caps bound.
+    requests_per_second: Arc<Mutex<Rate>>,
+    /// Its round-1 nonces a second (`max_round1_inputs_per_second`):
+    /// drawing one costs the CPU every member's requests share, so beyond
+    /// the rate round 1 is refused at once, without drawing. The burst is a
+    /// second's worth, or one round 1 at the input limit if more, so that
+    /// any valid round 1 can be admitted.
+    nonces_per_second: Arc<Mutex<Rate>>,
+}
+
+/// A rate of units (requests, nonces) a second with a burst: each unit
+/// moves `due` on by `per_unit`, and a charge may put it at most `burst`
+/// ahead of now, beyond that only by waiting (a generic cell rate).
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    /// When the units charged so far are paid for; `None` before any.
+    due: Option<Instant>,
+    per_unit: Duration,
+    burst: Duration,
+}
+
+impl Rate {
+    /// `per_second` units a second, with a burst of `burst` units.
+    fn new(per_second: u32, burst: u32) -> Self {
+        let per_unit = Duration::from_secs(1) / per_second.max(1);
+        Self {
+            due: None,
+            per_unit,
+            burst: per_unit * burst,
+        }
+    }
+
+    /// Charges `units` at `now` if they fit after waiting at most
+    /// `max_wait`: `Ok` with the wait, or `Err` with the wait they would
+    /// need (nothing charged).
+    fn charge(
+        &mut self,
+        now: Instant,
+        units: u32,
+        max_wait: Duration,
+    ) -> Result<Duration, Duration> {
+        let from = self.due.map_or(now, |due| due.max(now));
+        let due = from + self.per_unit * units;
+        let wait = (due - now).saturating_sub(self.burst);
+        if wait > max_wait {
+            return Err(wait);
+        }
+        self.due = Some(due);
+        Ok(wait)
+    }
 }
 
 impl AdmissionLayer {
@@ -273,6 +335,16 @@ impl Shared {
             .or_insert_with(|| SeatShare {
                 requests: Arc::new(Semaphore::new(self.limits.max_requests_per_seat)),
                 bytes: Arc::new(Semaphore::new(self.limits.max_in_flight_bytes / 2)),
+                requests_per_second: Arc::new(Mutex::new(Rate::new(
+                    self.limits.max_requests_per_second_per_seat,
+                    self.limits.max_requests_per_second_per_seat,
+                ))),
+                nonces_per_second: Arc::new(Mutex::new(Rate::new(
+                    self.limits.max_round1_inputs_per_second,
+                    self.limits
+                        .max_round1_inputs_per_second
+                        .max(MAX_ROUND1_INPUTS),
+                ))),
             })
             .clone()
     }
@@ -414,6 +486,16 @@ where
         }
     };
     let share = shared.share(peer.seat);
+    let paced = share
+        .requests_per_second
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .charge(arrived, 1, deadline - arrived);
+    match paced {
+        Ok(wait) if wait.is_zero() => {}
+        Ok(wait) => tokio::time::sleep_until(arrived + wait).await,
+        Err(_) => return refuse(timed_out(limits.request_timeout)),
+    }
     let Ok(seat_request) = share.requests.clone().try_acquire_owned() else {
         return refuse(Refusal::signer(
             ErrorCode::OVERLOADED,
@@ -465,10 +547,37 @@ where
     if let Err(refusal) = check_counts(&message, counts) {
         return refuse(refusal);
     }
+    let nonces = method_limits
+        .as_ref()
+        .and_then(|m| m.nonces_field)
+        .and_then(|field| last_varint(message.get(5..)?, field));
+    if let Some(nonces) = nonces {
+        // Above the input limit the engine refuses the request; it is
+        // charged as the largest valid one.
+        let nonces = u32::try_from(nonces)
+            .unwrap_or(u32::MAX)
+            .min(MAX_ROUND1_INPUTS);
+        let charged = share
+            .nonces_per_second
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .charge(Instant::now(), nonces, Duration::ZERO);
+        if let Err(wait) = charged {
+            return refuse(Refusal::signer(
+                ErrorCode::OVERLOADED,
+                Recovery::Retryable,
+                format!(
+                    "this member asked for more round-1 nonces than its {} a second; retry in {} ms",
+                    limits.max_round1_inputs_per_second,
+                    wait.as_millis().max(1)
+                ),
+            ));
+        }
+    }
     let wallet = method_limits
         .as_ref()
         .and_then(|m| m.wallet_field)
-        .and_then(|field| last_delimited(message.get(5..)?, field));
+        .and_then(|field| last_field(message.get(5..)?, field, WIRE_DELIMITED));
     let turn = match wallet {
         Some(wallet) => {
             let taken = WalletTurn::take(&shared.turns, peer.seat, wallet);
@@ -726,29 +835,44 @@ fn count_field(mut message: &[u8], path: &[u32], kind: ElementKind) -> Option<us
     Some(found)
 }
 
-/// The last length-delimited field `number` of `message` (the value a
-/// decoder keeps), if the message reads as protobuf up to its end.
-fn last_delimited(mut message: &[u8], number: u32) -> Option<&[u8]> {
+/// Protobuf wire types of the fields read before decoding.
+const WIRE_VARINT: u64 = 0;
+const WIRE_DELIMITED: u64 = 2;
+
+/// The value of the last field `number` of wire type `wire` in `message`
+/// (the value a decoder keeps; a varint's bytes, or a length-delimited
+/// field's contents), if the message reads as protobuf up to its end.
+fn last_field(mut message: &[u8], number: u32, wire: u64) -> Option<&[u8]> {
     let mut found = None;
     while !message.is_empty() {
         let key = varint(&mut message)?;
-        let len = match key & 7 {
-            0 => {
-                varint(&mut message)?;
-                0
+        let (value, rest) = match key & 7 {
+            WIRE_VARINT => {
+                let mut rest = message;
+                varint(&mut rest)?;
+                message.split_at_checked(message.len() - rest.len())?
             }
-            1 => 8,
-            2 => usize::try_from(varint(&mut message)?).ok()?,
-            5 => 4,
+            1 => message.split_at_checked(8)?,
+            WIRE_DELIMITED => {
+                let len = usize::try_from(varint(&mut message)?).ok()?;
+                message.split_at_checked(len)?
+            }
+            5 => message.split_at_checked(4)?,
             _ => return None,
         };
-        let value = message.get(..len)?;
-        if key >> 3 == u64::from(number) && key & 7 == 2 {
+        if key >> 3 == u64::from(number) && key & 7 == wire {
             found = Some(value);
         }
-        message = message.get(len..)?;
+        message = rest;
     }
     found
+}
+
+/// The last varint field `number` of `message`; `None` if it has none or
+/// does not read as protobuf.
+fn last_varint(message: &[u8], number: u32) -> Option<u64> {
+    let mut value = last_field(message, number, WIRE_VARINT)?;
+    varint(&mut value)
 }
 
 /// Reads one protobuf varint from the front of `bytes`.
@@ -812,6 +936,35 @@ mod tests {
         out.push(u8::try_from(bytes.len()).unwrap());
         out.extend_from_slice(bytes);
         out
+    }
+
+    #[test]
+    fn a_rate_admits_its_burst_then_its_rate_and_makes_the_rest_wait_or_refuses_it() {
+        let mut budget = Rate::new(1024, MAX_ROUND1_INPUTS);
+        let start = Instant::now();
+        let at_once = Duration::ZERO;
+        // The burst: 2048 units, two seconds' worth.
+        assert_eq!(
+            budget.charge(start, MAX_ROUND1_INPUTS, at_once),
+            Ok(at_once)
+        );
+        let refused = budget.charge(start, 1, at_once).unwrap_err();
+        assert!(refused > Duration::ZERO && refused <= budget.per_unit);
+        // Then 1024 a second: half a second pays for 512 and no more (so
+        // the refusal above charged nothing).
+        let later = start + Duration::from_millis(500);
+        assert_eq!(budget.charge(later, 512, at_once), Ok(at_once));
+        assert!(budget.charge(later, 1, at_once).is_err());
+        // Beyond the burst a charge may wait: the wait is what the rate
+        // needs, and the next charge waits behind it.
+        let waited = budget.charge(later, 1024, Duration::from_secs(1)).unwrap();
+        assert!(waited > Duration::from_millis(990) && waited <= Duration::from_secs(1));
+        assert!(budget.charge(later, 1, Duration::from_secs(1)).is_err());
+        // The input count is read as a decoder would (the last occurrence).
+        let message = [0x0a, 0x01, b'w', 0x10, 0x05, 0x10, 0x80, 0x10];
+        assert_eq!(last_varint(&message, 2), Some(2048));
+        assert_eq!(last_field(&message, 1, WIRE_DELIMITED), Some(&b"w"[..]));
+        assert_eq!(last_varint(&message[..7], 2), None);
     }
 
     #[test]

@@ -345,3 +345,56 @@ async fn unfinished_bodies_are_cut_off_and_another_member_is_served() {
     assert_eq!(handler.peers(), vec![seat(3)]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_round1_nonces_are_charged_against_its_budget_per_second() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let handler = Arc::new(Recorder::default());
+    // One nonce a second: the burst is one round 1 at the input limit
+    // (2048), and the next fits only 2048 s later.
+    let server = start(
+        cluster.config("max_round1_inputs_per_second = 1"),
+        handler.clone(),
+    )
+    .await;
+    let attacker = server.client(&cluster.client_tls()).await;
+    let largest = |wallet: &str| Round1Request::new(WalletId::new(wallet).unwrap(), 2048);
+    attacker.round1(largest("vault-1")).await.unwrap();
+    // Charged per member, whatever the wallet: refused at once, retryably,
+    // before reaching the handler.
+    let Err(err) = attacker.round1(largest("vault-2")).await else {
+        panic!("a second round 1 at the input limit within the second was admitted");
+    };
+    assert_eq!(refusal(&err).code.as_str(), "overloaded");
+    assert!(err.is_retryable());
+    assert_eq!(handler.peers(), vec![seat(2)]);
+    // Another member's budget is its own, and other methods are not charged.
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    member.round1(largest("vault-1")).await.unwrap();
+    attacker.status().await.unwrap();
+    assert_eq!(handler.peers(), vec![seat(2), seat(3), seat(2)]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_requests_beyond_its_rate_wait_and_others_are_not_held_up() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let handler = Arc::new(Recorder::default());
+    // One request a second, and half a second for each: the member's second
+    // request would wait a second for its turn, past its deadline.
+    let limits = "max_requests_per_second_per_seat = 1\nrequest_timeout_ms = 500";
+    let server = start(cluster.config(limits), handler.clone()).await;
+    let flooder = server.client(&cluster.client_tls()).await;
+    flooder.status().await.unwrap();
+    let err = flooder.status().await.unwrap_err();
+    assert_eq!(refusal(&err).code.as_str(), "timeout");
+    assert!(err.is_retryable());
+    assert_eq!(handler.peers(), vec![seat(2)]);
+    // Another member's rate is its own.
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    member.status().await.unwrap();
+    assert_eq!(handler.peers(), vec![seat(2), seat(3)]);
+    server.stop().await;
+}
