@@ -513,7 +513,8 @@ where
                 return refuse(Refusal::signer(
                     ErrorCode::OVERLOADED,
                     Recovery::Retryable,
-                    "the signer is shutting down".to_owned(),
+                    "the signer is shutting down; retry with another member or once it is back"
+                        .to_owned(),
                 ));
             }
             Err(_) => return refuse(timed_out(limits.request_timeout)),

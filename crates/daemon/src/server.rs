@@ -193,11 +193,8 @@ where
         .set_service_status(READINESS_SERVICE, tonic_health::ServingStatus::Serving)
         .await;
     let limits = config.limits;
-    let admission = AdmissionLayer::new(
-        limits,
-        Arc::new(Semaphore::new(limits.max_concurrent_requests)),
-        metrics.clone(),
-    );
+    let slots = Arc::new(Semaphore::new(limits.max_concurrent_requests));
+    let admission = AdmissionLayer::new(limits, slots.clone(), metrics.clone());
     let service = SignerServer::new(SignerService {
         handler,
         timeout: limits.request_timeout,
@@ -210,6 +207,11 @@ where
     let signal = async move {
         shutdown.await;
         info!("shutdown requested: no new connections; finishing requests in flight");
+        // Requests waiting for a slot, and any arriving before their
+        // connection is told to go away, are refused (`overloaded`,
+        // retryable) instead of waiting for a signer that is stopping;
+        // requests holding a slot finish.
+        slots.close();
         let _ = stop_tx.send(true);
         health
             .set_service_status(READINESS_SERVICE, tonic_health::ServingStatus::NotServing)

@@ -398,3 +398,58 @@ async fn a_members_requests_beyond_its_rate_wait_and_others_are_not_held_up() {
     assert_eq!(handler.peers(), vec![seat(2), seat(3)]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_slot_when_the_signer_stops_is_refused_retryably() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    cluster.add_member(seat(4), "seat4");
+    let (gate, control) = Gate::new();
+    // Two slots, one per member, and a request time far beyond the guard
+    // below: a request waiting for a slot would wait that long.
+    let limits = "max_concurrent_requests = 2\nrequest_timeout_ms = 120000";
+    let mut server = start(cluster.config(limits), gate).await;
+    let round1 = |client: thresig_daemon::SignerClient| {
+        let request = Round1Request::new(WalletId::new("vault-1").unwrap(), 1);
+        tokio::spawn(async move { client.round1(request).await })
+    };
+    let mut held = Vec::new();
+    for name in ["seat2", "seat3"] {
+        held.push(round1(server.client(&cluster.tls_of(name)).await));
+        control.wait_entered().await;
+    }
+    let late = server.client(&cluster.tls_of("seat4")).await;
+    let waiting = round1(late.clone());
+    // Until the member's only request permit is taken by its round 1,
+    // which then waits for a slot: a health check needs the permit but no
+    // slot, so it is answered either way, and refused once the round 1 is
+    // admitted.
+    loop {
+        match late.is_ready().await {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(err) => {
+                assert!(err.is_retryable(), "{err}");
+                assert!(err.to_string().contains("already has 1 requests"), "{err}");
+                break;
+            }
+        }
+    }
+    server.shutdown.take().unwrap().send(()).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("a request waiting for a slot is answered once the signer stops")
+        .unwrap();
+    let Err(err) = answer else {
+        panic!("a request was served while the signer stopped");
+    };
+    assert_eq!(refusal(&err).code.as_str(), "overloaded", "{err}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("shutting down"), "{err}");
+    for _ in 0..held.len() {
+        control.release.send(()).unwrap();
+    }
+    for call in held {
+        call.await.unwrap().unwrap();
+    }
+    server.task.await.unwrap().unwrap();
+}
