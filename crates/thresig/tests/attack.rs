@@ -419,19 +419,55 @@ fn client_hello_with_invalid_sni(len: u16) -> Vec<u8> {
     record
 }
 
+/// Member 1 of a 3-member cluster, the only one running, with the length
+/// of its log when it was ready.
+struct LoggingMember {
+    cluster: ProcessCluster,
+    runtime: tokio::runtime::Runtime,
+    log: PathBuf,
+    before: u64,
+}
+
+impl LoggingMember {
+    fn start(seed: u64) -> Self {
+        let mut cluster = ProcessCluster::provision(3, 2, &[], seed);
+        cluster.local.start(seat(1), None).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(1)));
+        let log = cluster.local.log_path(seat(1)).unwrap();
+        let before = std::fs::metadata(&log).unwrap().len();
+        Self {
+            cluster,
+            runtime,
+            log,
+            before,
+        }
+    }
+
+    fn target(&self) -> SocketAddr {
+        self.cluster.node(seat(1)).members[&seat(1)].endpoint
+    }
+
+    /// Asserts that the log grew by less than `bound` bytes since the
+    /// member was ready, showing its end if not.
+    fn assert_grew_less_than(&self, bound: u64, what: &str) {
+        let grown = std::fs::metadata(&self.log).unwrap().len() - self.before;
+        let text = std::fs::read(&self.log).unwrap();
+        assert!(
+            grown < bound,
+            "the log grew by {grown} bytes (bound {bound}) for {what}; its end: {}",
+            String::from_utf8_lossy(&text[text.len().saturating_sub(600)..])
+        );
+    }
+}
+
 #[test]
 fn client_hellos_with_huge_invalid_names_do_not_fill_the_log() {
-    let mut cluster = ProcessCluster::provision(3, 2, &[], 11);
-    cluster.local.start(seat(1), None).unwrap();
-    let peers = cluster.peers(seat(1));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(common::wait_ready(&peers, seat(1)));
-    let log = cluster.local.log_path(seat(1)).unwrap();
-    let before = std::fs::metadata(&log).unwrap().len();
-    let target = cluster.node(seat(1)).members[&seat(1)].endpoint;
+    let member = LoggingMember::start(11);
+    let target = member.target();
     let hello = client_hello_with_invalid_sni(16_000);
     let stranger = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-    runtime.block_on(async {
+    member.runtime.block_on(async {
         for _ in 0..200 {
             let mut tcp = open(target, stranger, &hello).await.unwrap();
             // The signer refuses the hello and closes: read to the end, so
@@ -440,13 +476,7 @@ fn client_hellos_with_huge_invalid_names_do_not_fill_the_log() {
             let _ = tokio::time::timeout(CONNECT_BOUND, tcp.read_to_end(&mut rest)).await;
         }
     });
-    let grown = std::fs::metadata(&log).unwrap().len() - before;
-    let text = std::fs::read(&log).unwrap();
-    assert!(
-        grown < 64 * 1024,
-        "the log grew by {grown} bytes for 200 refused hellos; its end: {}",
-        String::from_utf8_lossy(&text[text.len().saturating_sub(400)..])
-    );
+    member.assert_grew_less_than(64 * 1024, "200 refused hellos");
 }
 
 /// Cheap requests the flooding member sends (status, and aborts of a
@@ -464,15 +494,14 @@ const FLOOD_KINDS: u64 = 2 * 3;
 
 #[test]
 fn a_member_flooding_cheap_requests_does_not_fill_the_log() {
-    let mut cluster = ProcessCluster::provision(3, 2, &[], 12);
-    cluster.local.start(seat(1), None).unwrap();
-    let peers = cluster.peers(seat(1));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(common::wait_ready(&peers, seat(1)));
-    let log = cluster.local.log_path(seat(1)).unwrap();
-    let before = std::fs::metadata(&log).unwrap().len();
-    let target = cluster.node(seat(1)).members[&seat(1)].endpoint;
-    let tls = cluster.config_path(seat(3)).parent().unwrap().join("tls");
+    let member = LoggingMember::start(12);
+    let (runtime, target) = (&member.runtime, member.target());
+    let tls = member
+        .cluster
+        .config_path(seat(3))
+        .parent()
+        .unwrap()
+        .join("tls");
     let files = raw::MemberFiles {
         ca_cert: tls.join("ca.pem"),
         cert: tls.join("signer.pem"),
@@ -517,15 +546,11 @@ fn a_member_flooding_cheap_requests_does_not_fill_the_log() {
     assert_eq!(status.status, "0");
     assert_eq!(status.error_code(), None);
     assert!(!status.body.is_empty());
-    let grown = std::fs::metadata(&log).unwrap().len() - before;
     // At most one line per kind and interval: the bound follows the limiter,
-    // not the number of requests (one line each made 1 MB of this flood).
+    // not the number of requests (one line each made 440 KB of this flood).
     let intervals = 1 + flooded_for.as_secs() / 10;
-    let bound = FLOOD_KINDS * intervals * LOG_LINE_MAX;
-    let text = std::fs::read(&log).unwrap();
-    assert!(
-        grown < bound,
-        "the log grew by {grown} bytes (bound {bound}) for {FLOOD} requests; its end: {}",
-        String::from_utf8_lossy(&text[text.len().saturating_sub(600)..])
+    member.assert_grew_less_than(
+        FLOOD_KINDS * intervals * LOG_LINE_MAX,
+        &format!("{FLOOD} requests"),
     );
 }
