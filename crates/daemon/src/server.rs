@@ -157,6 +157,7 @@ where
     let acceptor = TlsAcceptor::from(server_config(&config.tls)?);
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let admission_stop = stop_rx.clone();
     let (conn_tx, conn_rx) = mpsc::channel(CONNECTION_QUEUE);
 
     let handshaker = Handshaker::new(
@@ -194,7 +195,7 @@ where
         .await;
     let limits = config.limits;
     let slots = Arc::new(Semaphore::new(limits.max_concurrent_requests));
-    let admission = AdmissionLayer::new(limits, slots.clone(), metrics.clone());
+    let admission = AdmissionLayer::new(limits, slots.clone(), metrics.clone(), admission_stop);
     let service = SignerServer::new(SignerService {
         handler,
         timeout: limits.request_timeout,
