@@ -114,6 +114,18 @@ pub fn read_opened(
     limit: u64,
     bytes: &mut Vec<u8>,
 ) -> Result<(), FileError> {
+    // The whole read in one allocation, the file's size (and the byte
+    // past it that finds its end): growing the buffer as it fills would
+    // free copies of a secret's bytes that the caller's zeroizing buffer
+    // never sees. At most `limit`, whatever the size says.
+    let expected = file.metadata().map_or(0, |meta| meta.len()).min(limit);
+    let reserve = usize::try_from(expected.saturating_add(1)).unwrap_or(usize::MAX);
+    bytes
+        .try_reserve_exact(reserve)
+        .map_err(|_| FileError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        })?;
     // One byte past the limit tells a file that is too large (or grew
     // since it was opened) from one that fits.
     file.take(limit.saturating_add(1))
