@@ -5,8 +5,9 @@
 //! [`KeyProviderSection`]), each used as its crate defines it; and, for a
 //! member of a cluster, `network`, `member` (its own seat), the shared roster
 //! (`[[members]]`: seat, identity public key, endpoint), the wallets it may
-//! join (`[[wallets]]` with `[wallets.policy]`), and `[daemon]` (the daemon
-//! crate's [`DaemonSection`]). Roster and thresholds come from this file
+//! join (`[[wallets]]` with `[wallets.policy]`), `[daemon]` (the daemon
+//! crate's [`DaemonSection`]) and `[signer]` (the signer engine's limits an
+//! operator may set). Roster and thresholds come from this file
 //! only, never from a coordinator.
 //!
 //! Unknown fields are refused everywhere, and every error names the file and
@@ -15,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use thresig_crypto::Seat;
@@ -44,10 +46,27 @@ struct ConfigFile {
     key_provider: KeyProviderSection,
     daemon: Option<DaemonSection>,
     #[serde(default)]
+    signer: SignerSection,
+    #[serde(default)]
     members: Vec<MemberSection>,
     #[serde(default)]
     wallets: Vec<WalletSection>,
 }
+
+/// The `[signer]` table: the signer engine's limits an operator may set;
+/// each unset one keeps the engine's default.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignerSection {
+    /// How long a DKG session may hold a wallet in memory from its part 1
+    /// (`Limits::dkg_session_ttl`).
+    dkg_session_ttl_secs: Option<u64>,
+}
+
+/// The longest `dkg_session_ttl_secs`: a day. A session holds its wallet
+/// (a new one is refused with `dkg_busy`) and its secrets in memory until
+/// it expires, so a typo must not make that forever.
+const MAX_DKG_SESSION_TTL_SECS: u64 = 24 * 60 * 60;
 
 /// One `[[members]]` entry.
 #[derive(Deserialize)]
@@ -111,6 +130,8 @@ pub struct NodeConfig {
     pub wallets: Vec<NodeWallet>,
     /// The validated `[daemon]` section, if present (`serve` needs it).
     pub daemon: Option<DaemonConfig>,
+    /// The signer engine's limits: the defaults, with what `[signer]` sets.
+    pub limits: Limits,
 }
 
 /// One roster entry.
@@ -154,14 +175,14 @@ impl NodeWallet {
 }
 
 impl NodeConfig {
-    /// The engine's configuration for this member, with the default limits.
+    /// The engine's configuration for this member, with its limits.
     #[must_use]
     pub fn signer_config(&self) -> SignerConfig {
         SignerConfig::new(
             self.identity,
             self.network,
             self.wallets.iter().map(|w| w.config.clone()).collect(),
-            Limits::default(),
+            self.limits.clone(),
         )
     }
 
@@ -338,15 +359,19 @@ impl Config {
                 )
             })?;
         let node = match file.member {
-            Some(member) => Some(validate_node(
-                member,
-                file.network,
-                file.members,
-                file.wallets,
-                file.daemon,
-                base,
-                &invalid,
-            )?),
+            Some(member) => {
+                let mut node = validate_node(
+                    member,
+                    file.network,
+                    file.members,
+                    file.wallets,
+                    file.daemon,
+                    base,
+                    &invalid,
+                )?;
+                node.limits = signer_limits(&file.signer, &invalid)?;
+                Some(node)
+            }
             None if !file.members.is_empty() || !file.wallets.is_empty() => {
                 return Err(invalid(
                     "member",
@@ -355,6 +380,9 @@ impl Config {
             }
             None if file.daemon.is_some() => {
                 return Err(invalid("member", "is required with [daemon]".to_owned()));
+            }
+            None if file.signer.dkg_session_ttl_secs.is_some() => {
+                return Err(invalid("member", "is required with [signer]".to_owned()));
             }
             None => None,
         };
@@ -515,11 +543,31 @@ fn validate_node(
         members: roster,
         wallets: node_wallets,
         daemon,
+        limits: Limits::default(),
     };
     node.signer_config()
         .validate()
         .map_err(|e| invalid(wallet_field(&e), e.to_string()))?;
     Ok(node)
+}
+
+/// The engine's limits: the defaults, with what `[signer]` sets (each value
+/// within its bound; every bound keeps the engine's limits valid).
+fn signer_limits(
+    signer: &SignerSection,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Limits, ConfigError> {
+    let mut limits = Limits::default();
+    if let Some(secs) = signer.dkg_session_ttl_secs {
+        if !(1..=MAX_DKG_SESSION_TTL_SECS).contains(&secs) {
+            return Err(invalid(
+                "signer.dkg_session_ttl_secs",
+                format!("must be 1 to {MAX_DKG_SESSION_TTL_SECS} seconds"),
+            ));
+        }
+        limits.dkg_session_ttl = Duration::from_secs(secs);
+    }
+    Ok(limits)
 }
 
 /// The `[[wallets]]` field a wallet the engine refuses gets wrong.
@@ -765,6 +813,35 @@ mod tests {
         match parse(text) {
             Err(ConfigError::Invalid { field, .. }) => field,
             other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_dkg_session_ttl_is_read_from_the_signer_table_and_bounded() {
+        let node = parse(&valid()).unwrap().node.unwrap();
+        assert_eq!(
+            node.signer_config().limits.dkg_session_ttl,
+            Duration::from_secs(600)
+        );
+        let text = edited(
+            "[[wallets]]",
+            "[signer]\ndkg_session_ttl_secs = 45\n\n[[wallets]]",
+        );
+        let node = parse(&text).unwrap().node.unwrap();
+        assert_eq!(
+            node.signer_config().limits.dkg_session_ttl,
+            Duration::from_secs(45)
+        );
+        for value in ["0", "86401"] {
+            let text = edited(
+                "[[wallets]]",
+                &format!("[signer]\ndkg_session_ttl_secs = {value}\n\n[[wallets]]"),
+            );
+            assert_eq!(
+                invalid_field(&text),
+                "signer.dkg_session_ttl_secs",
+                "{value}"
+            );
         }
     }
 

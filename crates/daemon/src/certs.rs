@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::ids::{ClusterName, Seat};
-use crate::tls::{read_secret_file, write_new_file, write_secret_file};
+use crate::tls::{read_public_file, read_secret_file, write_new_file, write_secret_file};
 
 /// When a certificate is valid: from `not_before` to `not_after`.
 ///
@@ -108,9 +108,9 @@ impl ClusterCa {
             kind: "private key",
         })?;
         let key = KeyPair::from_pem(key_text)?;
-        let cert_pem = std::fs::read_to_string(cert_path).map_err(|source| Error::ReadFile {
+        let cert_pem = String::from_utf8(read_public_file(cert_path)?).map_err(|_| Error::Pem {
             path: cert_path.to_path_buf(),
-            source,
+            kind: "certificate",
         })?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
         Ok(Self {

@@ -39,6 +39,8 @@ use crate::tls::TlsPins;
 /// max_member_connections = 256
 /// max_connections_per_seat = 8
 /// max_metrics_connections = 16
+/// max_round1_inputs_per_second = 1024
+/// max_requests_per_second_per_seat = 1000
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +118,13 @@ pub struct LimitsSection {
     /// Request bytes received and not yet answered, across all connections;
     /// one member may hold at most half.
     pub max_in_flight_bytes: u64,
+    /// Round-1 nonces (one per input) one member may have drawn per second,
+    /// sustained; a burst of one second's worth, or of one round 1 at the
+    /// input limit if more, is allowed.
+    pub max_round1_inputs_per_second: u64,
+    /// Requests one member may send per second, sustained (a second's
+    /// worth at once); beyond that its requests wait their turn.
+    pub max_requests_per_second_per_seat: u64,
 }
 
 impl Default for LimitsSection {
@@ -161,6 +170,16 @@ impl Default for LimitsSection {
             // Sixteen 4 MiB round-2 requests at once, far above what a
             // cluster's coordinators send together.
             max_in_flight_bytes: 64 * 1024 * 1024,
+            // Drawing a nonce pair costs about 0.1 ms of CPU: 1024 a second
+            // is a tenth of a core, while one coordinator signing one-input
+            // transactions as fast as a 2-core cluster can (about 300 a
+            // second) uses under a third of it.
+            max_round1_inputs_per_second: 1024,
+            // A signing run sends a member two or three requests, so 1000 a
+            // second keeps up with the fastest coordinator measured (300
+            // signatures a second on 2 cores, release build), while a flood
+            // of cheap requests is held to a tenth of a core or so.
+            max_requests_per_second_per_seat: 1000,
         }
     }
 }
@@ -181,6 +200,9 @@ const MAX_STREAMS: u64 = 1024;
 /// behind.
 const DEFAULT_REQUESTS_PER_SEAT: usize = 8;
 const MAX_IN_FLIGHT_BYTES: u64 = 1024 * 1024 * 1024;
+/// The largest rate of `max_round1_inputs_per_second` and
+/// `max_requests_per_second_per_seat` (one a microsecond).
+const MAX_PER_SECOND: u64 = 1_000_000;
 
 /// The validated daemon configuration.
 ///
@@ -263,6 +285,10 @@ pub struct Limits {
     /// `max_request_bytes`, so that one member's share (half) holds a
     /// request of the largest size.
     pub max_in_flight_bytes: usize,
+    /// Round-1 nonces one member may have drawn per second, sustained.
+    pub max_round1_inputs_per_second: u32,
+    /// Requests one member may send per second, sustained.
+    pub max_requests_per_second_per_seat: u32,
 }
 
 impl Limits {
@@ -336,17 +362,11 @@ impl Limits {
                 )?,
                 None => DEFAULT_REQUESTS_PER_SEAT.min(max_concurrent_requests / 2),
             },
-            max_streams_per_connection: u32::try_from(bounded(
+            max_streams_per_connection: bounded_u32(
                 "limits.max_streams_per_connection",
                 l.max_streams_per_connection,
                 MAX_STREAMS,
-            )?)
-            .map_err(|_| {
-                bad(
-                    "limits.max_streams_per_connection",
-                    ConfigProblem::TooLarge { max: MAX_STREAMS },
-                )
-            })?,
+            )?,
             body_timeout: Duration::from_millis(bounded(
                 "limits.body_timeout_ms",
                 l.body_timeout_ms,
@@ -356,6 +376,16 @@ impl Limits {
                 "limits.max_in_flight_bytes",
                 l.max_in_flight_bytes,
                 MAX_IN_FLIGHT_BYTES,
+            )?,
+            max_round1_inputs_per_second: bounded_u32(
+                "limits.max_round1_inputs_per_second",
+                l.max_round1_inputs_per_second,
+                MAX_PER_SECOND,
+            )?,
+            max_requests_per_second_per_seat: bounded_u32(
+                "limits.max_requests_per_second_per_seat",
+                l.max_requests_per_second_per_seat,
+                MAX_PER_SECOND,
             )?,
         };
         if l.max_in_flight_bytes / 2 < l.max_request_bytes {
@@ -441,7 +471,17 @@ fn bounded(field: &'static str, value: u64, max: u64) -> Result<u64, Error> {
 
 /// `value` as a `usize` if it is in `1..=max`.
 fn bounded_size(field: &'static str, value: u64, max: u64) -> Result<usize, Error> {
-    usize::try_from(bounded(field, value, max)?).map_err(|_| Error::ConfigValue {
+    bounded_as(field, value, max)
+}
+
+/// `value` as a `u32` if it is in `1..=max`.
+fn bounded_u32(field: &'static str, value: u64, max: u64) -> Result<u32, Error> {
+    bounded_as(field, value, max)
+}
+
+/// `value` as a `T` if it is in `1..=max` and fits.
+fn bounded_as<T: TryFrom<u64>>(field: &'static str, value: u64, max: u64) -> Result<T, Error> {
+    T::try_from(bounded(field, value, max)?).map_err(|_| Error::ConfigValue {
         field,
         problem: ConfigProblem::TooLarge { max },
     })

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
@@ -151,9 +152,9 @@ impl<K: Copy + Ord + Hash, I: Copy + Eq + Hash, V> OldestFirst<K, I, V> {
     }
 }
 
-/// At most one warning line per [`WARNING_INTERVAL`] for one kind of
-/// event, so a flood of failing connections cannot fill the disk with logs;
-/// the line that is written counts the ones left out.
+/// At most one log line per [`WARNING_INTERVAL`] for one kind of event, so
+/// a flood of failing connections or of requests cannot fill the disk with
+/// logs; the line that is written counts the ones left out.
 #[derive(Default)]
 pub(crate) struct WarnLimiter {
     last: Option<Instant>,
@@ -184,6 +185,30 @@ impl WarnLimiter {
                 Some(std::mem::take(&mut self.suppressed))
             }
         }
+    }
+}
+
+/// A [`WarnLimiter`] per kind of event, shared by every task that logs
+/// such events. Kinds must come from a bounded set (seats of the cluster,
+/// method names, error codes as metric labels): an entry is kept for each
+/// kind ever seen.
+pub(crate) struct PerKind<K>(Mutex<HashMap<K, WarnLimiter>>);
+
+impl<K> Default for PerKind<K> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Eq + Hash> PerKind<K> {
+    /// [`WarnLimiter::allow`] for an event of `kind` at `now`.
+    pub(crate) fn allow(&self, kind: K, now: Instant) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(kind)
+            .or_default()
+            .allow(now)
     }
 }
 

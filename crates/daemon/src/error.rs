@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use thresig_store::file::FileError;
+
 use crate::api::SignerError;
 
 /// Everything that can go wrong in the daemon's transport, configuration and
@@ -42,6 +44,11 @@ pub enum Error {
         /// The cause.
         source: io::Error,
     },
+    /// A TLS file (certificate, key, CA) is not a regular file (a FIFO, a
+    /// device, a directory) or is larger than any such file: refused
+    /// unread, instead of blocking the signer's start or filling its memory.
+    #[error("TLS file {0}")]
+    File(FileError),
     /// A file could not be written (or already exists).
     #[error("cannot write {path}: {source}")]
     WriteFile {
@@ -132,6 +139,7 @@ impl Error {
             | Self::InvalidId(_)
             | Self::KeyFilePermissions { .. }
             | Self::ReadFile { .. }
+            | Self::File(_)
             | Self::WriteFile { .. }
             | Self::Pem { .. }
             | Self::Tls(_)

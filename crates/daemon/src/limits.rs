@@ -2,16 +2,25 @@
 //! layer in front of the gRPC services.
 //!
 //! For each request, in this order, before a byte of its body is read:
-//! one of the member's own request permits (at most
+//! its member's turn at its request rate (`max_requests_per_second_per_seat`;
+//! beyond it the request waits, so a member flooding cheap requests cannot
+//! take the signer's CPU), one of the member's own request permits (at most
 //! `max_requests_per_seat` queued or running; beyond that the request is
 //! refused at once, so one member cannot queue thousands), then, for the
 //! signer's methods, one of the `max_concurrent_requests` slots. Only then
 //! is the body received, within `body_timeout`, against the method's size
 //! limit and the byte budget (`max_in_flight_bytes`, of which one member may
 //! hold half), and its repeated fields are counted on the wire against what
-//! any wallet can need, and the request waits for its member's turn at the
-//! wallet it names (one at a time per member and wallet). The service decodes the message only after all of
-//! that, holding the slot until the handler has returned; the member's
+//! any wallet can need; a request whose fields admission reads (its
+//! wallet, its nonces) must read as protobuf to its end, or it is refused
+//! (`invalid_request`); the nonces it draws (round 1's input count, round
+//! 2's packages, each of which gets a fresh commitment) are charged against
+//! its member's nonce rate (`max_round1_inputs_per_second`; beyond it the
+//! request waits, without its slot, and is refused `overloaded` only if the
+//! wait would outlast its `request_timeout`), and the request waits for its
+//! member's turn at the wallet it names (one at a time per member and
+//! wallet). Every wait ends when the signer stops, refused (`overloaded`,
+//! retryable). The service decodes the message only after all of that, holding the slot until the handler has returned; the member's
 //! permit and the bytes are kept until the reply has also been sent (or
 //! dropped at its send deadline): decoded requests in memory are bounded by
 //! the slots, received bytes by the budget, and unsent replies by the
@@ -36,7 +45,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody};
 use prost::Message as _;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -72,8 +81,22 @@ struct MethodLimits {
     max_bytes: usize,
     /// The field number of the request's wallet id, if it names one.
     wallet_field: Option<u32>,
+    /// Where the request says how many nonces it draws, charged against
+    /// its member's nonce rate.
+    nonces: Option<Nonces>,
     /// Repeated fields counted on the wire before decoding.
     counts: &'static [FieldCount],
+}
+
+/// How a request's drawn nonces are read from it.
+#[derive(Clone, Copy)]
+enum Nonces {
+    /// A varint field: round 1's input count.
+    Number(u32),
+    /// The elements of a repeated length-delimited field: round 2's
+    /// signing packages, one per input, for each of which the engine draws
+    /// a fresh commitment.
+    Elements(u32),
 }
 
 /// At most `max` elements of the repeated field at `path` (field numbers
@@ -166,6 +189,11 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
     Some(MethodLimits {
         max_bytes,
         wallet_field,
+        nonces: match name {
+            "Round1" => Some(Nonces::Number(2)),
+            "Round2" => Some(Nonces::Elements(6)),
+            _ => None,
+        },
         counts,
     })
 }
@@ -187,8 +215,11 @@ struct Shared {
     seats: Mutex<HashMap<Seat, SeatShare>>,
     /// Each member's turn at each wallet it has requests for.
     turns: Turns,
-    /// Where refusals are counted, by member.
+    /// Where refusals and waits are counted, by member.
     metrics: Metrics,
+    /// True once the signer is stopping: every admission wait then ends,
+    /// refused (`overloaded`, retryable).
+    stopping: watch::Receiver<bool>,
 }
 
 /// One permit per (member, wallet) with requests admitted, so a member's
@@ -246,12 +277,73 @@ impl Drop for WalletTurn {
 struct SeatShare {
     requests: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
+    /// Its requests a second (`max_requests_per_second_per_seat`): every
+    /// request costs CPU (TLS, HTTP/2, admission) before it can be
+    /// refused, so one member sending as fast as it is answered would take
+    /// a core; beyond its rate a request waits, holding only its stream,
+    /// which the stream and connection caps bound.
+    requests_per_second: Arc<Mutex<Rate>>,
+    /// Its nonces a second (`max_round1_inputs_per_second`), drawn by
+    /// round 1 and by round 2's fresh commitments: drawing one costs the
+    /// CPU every member's requests share, so beyond the rate a request
+    /// waits (without a slot; refused `overloaded` if the wait would
+    /// outlast its time), so an honest burst is slowed, not refused. The
+    /// burst is a second's worth, or one round 1 at the input limit if
+    /// more, so that any valid round 1 can be admitted.
+    nonces_per_second: Arc<Mutex<Rate>>,
+}
+
+/// A rate of units (requests, nonces) a second with a burst: each unit
+/// moves `due` on by `per_unit`, and a charge may put it at most `burst`
+/// ahead of now, beyond that only by waiting (a generic cell rate).
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    /// When the units charged so far are paid for; `None` before any.
+    due: Option<Instant>,
+    per_unit: Duration,
+    burst: Duration,
+}
+
+impl Rate {
+    /// `per_second` units a second, with a burst of `burst` units.
+    fn new(per_second: u32, burst: u32) -> Self {
+        let per_unit = Duration::from_secs(1) / per_second.max(1);
+        Self {
+            due: None,
+            per_unit,
+            burst: per_unit * burst,
+        }
+    }
+
+    /// Charges `units` at `now` if they fit after waiting at most
+    /// `max_wait`: `Ok` with the wait, or `Err` with the wait they would
+    /// need (nothing charged).
+    fn charge(
+        &mut self,
+        now: Instant,
+        units: u32,
+        max_wait: Duration,
+    ) -> Result<Duration, Duration> {
+        let from = self.due.map_or(now, |due| due.max(now));
+        let due = from + self.per_unit * units;
+        let wait = (due - now).saturating_sub(self.burst);
+        if wait > max_wait {
+            return Err(wait);
+        }
+        self.due = Some(due);
+        Ok(wait)
+    }
 }
 
 impl AdmissionLayer {
     /// The layer for `limits`; `slots` is closed on shutdown by whoever
-    /// holds it.
-    pub(crate) fn new(limits: Limits, slots: Arc<Semaphore>, metrics: Metrics) -> Self {
+    /// holds it, and `stopping` turns true then.
+    pub(crate) fn new(
+        limits: Limits,
+        slots: Arc<Semaphore>,
+        metrics: Metrics,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 limits,
@@ -260,12 +352,36 @@ impl AdmissionLayer {
                 seats: Mutex::new(HashMap::new()),
                 turns: Arc::default(),
                 metrics,
+                stopping,
             }),
         }
     }
 }
 
 impl Shared {
+    /// `wait`'s output, or `None` once the signer is stopping (at once if
+    /// it already is).
+    async fn unless_stopping<F: Future>(&self, wait: F) -> Option<F::Output> {
+        let mut stopping = self.stopping.clone();
+        tokio::select! {
+            biased;
+            // A dropped sender means the server has stopped too.
+            _ = stopping.wait_for(|stopping| *stopping) => None,
+            out = wait => Some(out),
+        }
+    }
+
+    /// One of the signer's request slots, waited for until `deadline`.
+    async fn slot(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, Refusal> {
+        let taken = tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned());
+        match self.unless_stopping(taken).await {
+            Some(Ok(Ok(slot))) => Ok(slot),
+            // Closed: the signer is stopping.
+            None | Some(Ok(Err(_))) => Err(shutting_down()),
+            Some(Err(_)) => Err(timed_out(self.limits.request_timeout)),
+        }
+    }
+
     fn share(&self, seat: Seat) -> SeatShare {
         let mut seats = self.seats.lock().unwrap_or_else(PoisonError::into_inner);
         seats
@@ -273,6 +389,16 @@ impl Shared {
             .or_insert_with(|| SeatShare {
                 requests: Arc::new(Semaphore::new(self.limits.max_requests_per_seat)),
                 bytes: Arc::new(Semaphore::new(self.limits.max_in_flight_bytes / 2)),
+                requests_per_second: Arc::new(Mutex::new(Rate::new(
+                    self.limits.max_requests_per_second_per_seat,
+                    self.limits.max_requests_per_second_per_seat,
+                ))),
+                nonces_per_second: Arc::new(Mutex::new(Rate::new(
+                    self.limits.max_round1_inputs_per_second,
+                    self.limits
+                        .max_round1_inputs_per_second
+                        .max(MAX_ROUND1_INPUTS),
+                ))),
             })
             .clone()
     }
@@ -414,6 +540,22 @@ where
         }
     };
     let share = shared.share(peer.seat);
+    let paced = share
+        .requests_per_second
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .charge(arrived, 1, deadline - arrived);
+    match paced {
+        Ok(wait) if wait.is_zero() => {}
+        Ok(wait) => {
+            shared.metrics.waited(peer.seat.get(), "request_rate");
+            let paced = tokio::time::sleep_until(arrived + wait);
+            if shared.unless_stopping(paced).await.is_none() {
+                return refuse(shutting_down());
+            }
+        }
+        Err(_) => return refuse(timed_out(limits.request_timeout)),
+    }
     let Ok(seat_request) = share.requests.clone().try_acquire_owned() else {
         return refuse(Refusal::signer(
             ErrorCode::OVERLOADED,
@@ -424,17 +566,10 @@ where
             ),
         ));
     };
-    let slot = if is_signer_method {
-        match tokio::time::timeout_at(deadline, shared.slots.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => Some(slot),
-            Ok(Err(_)) => {
-                return refuse(Refusal::signer(
-                    ErrorCode::OVERLOADED,
-                    Recovery::Retryable,
-                    "the signer is shutting down".to_owned(),
-                ));
-            }
-            Err(_) => return refuse(timed_out(limits.request_timeout)),
+    let mut slot = if is_signer_method {
+        match shared.slot(deadline).await {
+            Ok(slot) => Some(slot),
+            Err(refusal) => return refuse(refusal),
         }
     } else {
         None
@@ -465,16 +600,92 @@ where
     if let Err(refusal) = check_counts(&message, counts) {
         return refuse(refusal);
     }
+    let Some(message_fields) = message.get(5..) else {
+        return refuse(Refusal::Status(tonic::Status::internal(
+            "a checked body lost its frame",
+        )));
+    };
+    let reads_fields = method_limits
+        .as_ref()
+        .is_some_and(|m| m.wallet_field.is_some() || m.nonces.is_some());
+    // What admission reads of a request (its nonces, its wallet) must be
+    // read from all of it: a field it cannot read past (a group, a
+    // truncation) could hide what the decoder finds, so it is refused,
+    // never taken as absent.
+    if reads_fields && !reads_to_end(message_fields) {
+        return refuse(Refusal::signer(
+            ErrorCode::INVALID_REQUEST,
+            Recovery::Terminal,
+            "the request is not a protobuf message the signer reads (groups are not accepted)"
+                .to_owned(),
+        ));
+    }
+    let nonces = method_limits
+        .as_ref()
+        .and_then(|m| m.nonces)
+        .and_then(|nonces| match nonces {
+            Nonces::Number(field) => last_varint(message_fields, field),
+            Nonces::Elements(field) => {
+                count_field(message_fields, &[field], ElementKind::Delimited)
+                    .and_then(|n| u64::try_from(n).ok())
+            }
+        })
+        .filter(|nonces| *nonces > 0);
+    if let Some(nonces) = nonces {
+        // Above the input limit the engine refuses the request; it is
+        // charged as the largest valid one.
+        let nonces = u32::try_from(nonces)
+            .unwrap_or(u32::MAX)
+            .min(MAX_ROUND1_INPUTS);
+        let now = Instant::now();
+        let charged = share
+            .nonces_per_second
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .charge(now, nonces, deadline.saturating_duration_since(now));
+        match charged {
+            Ok(wait) if wait.is_zero() => {}
+            Ok(wait) => {
+                // The wait holds the member's permit and bytes, not a
+                // slot, so other members' requests are not held up.
+                shared.metrics.waited(peer.seat.get(), "nonce_rate");
+                drop(slot.take());
+                let paced = tokio::time::sleep_until(now + wait);
+                if shared.unless_stopping(paced).await.is_none() {
+                    return refuse(shutting_down());
+                }
+                match shared.slot(deadline).await {
+                    Ok(taken) => slot = Some(taken),
+                    Err(refusal) => return refuse(refusal),
+                }
+            }
+            Err(wait) => {
+                return refuse(Refusal::signer(
+                    ErrorCode::OVERLOADED,
+                    Recovery::Retryable,
+                    format!(
+                        "this member asked for more nonces than its {} a second allow within the request's time; retry in {} ms",
+                        limits.max_round1_inputs_per_second,
+                        wait.as_millis().max(1)
+                    ),
+                ));
+            }
+        }
+    }
     let wallet = method_limits
         .as_ref()
         .and_then(|m| m.wallet_field)
-        .and_then(|field| last_delimited(message.get(5..)?, field));
+        .and_then(|field| last_field(message_fields, field, WIRE_DELIMITED));
     let turn = match wallet {
         Some(wallet) => {
             let taken = WalletTurn::take(&shared.turns, peer.seat, wallet);
-            match tokio::time::timeout_at(deadline, taken).await {
-                Ok(turn) => Some(turn),
-                Err(_) => return refuse(timed_out(limits.request_timeout)),
+            match shared
+                .unless_stopping(tokio::time::timeout_at(deadline, taken))
+                .await
+            {
+                Some(Ok(turn)) => Some(turn),
+                Some(Err(_)) => return refuse(timed_out(limits.request_timeout)),
+                None => return refuse(shutting_down()),
             }
         }
         None => None,
@@ -599,6 +810,15 @@ impl http_body::Body for ReplyBody {
             }
         }
     }
+}
+
+/// The refusal of a request whose admission the signer's stop ended.
+fn shutting_down() -> Refusal {
+    Refusal::signer(
+        ErrorCode::OVERLOADED,
+        Recovery::Retryable,
+        "the signer is shutting down; retry with another member or once it is back".to_owned(),
+    )
 }
 
 fn timed_out(timeout: Duration) -> Refusal {
@@ -726,29 +946,51 @@ fn count_field(mut message: &[u8], path: &[u32], kind: ElementKind) -> Option<us
     Some(found)
 }
 
-/// The last length-delimited field `number` of `message` (the value a
-/// decoder keeps), if the message reads as protobuf up to its end.
-fn last_delimited(mut message: &[u8], number: u32) -> Option<&[u8]> {
+/// Whether `message` reads as protobuf fields of wire types 0, 1, 2 and 5
+/// up to its end (at its top level).
+fn reads_to_end(message: &[u8]) -> bool {
+    // Field 0 is never a field: only the walk matters.
+    count_field(message, &[0], ElementKind::Delimited).is_some()
+}
+
+/// Protobuf wire types of the fields read before decoding.
+const WIRE_VARINT: u64 = 0;
+const WIRE_DELIMITED: u64 = 2;
+
+/// The value of the last field `number` of wire type `wire` in `message`
+/// (the value a decoder keeps; a varint's bytes, or a length-delimited
+/// field's contents), if the message reads as protobuf up to its end.
+fn last_field(mut message: &[u8], number: u32, wire: u64) -> Option<&[u8]> {
     let mut found = None;
     while !message.is_empty() {
         let key = varint(&mut message)?;
-        let len = match key & 7 {
-            0 => {
-                varint(&mut message)?;
-                0
+        let (value, rest) = match key & 7 {
+            WIRE_VARINT => {
+                let mut rest = message;
+                varint(&mut rest)?;
+                message.split_at_checked(message.len() - rest.len())?
             }
-            1 => 8,
-            2 => usize::try_from(varint(&mut message)?).ok()?,
-            5 => 4,
+            1 => message.split_at_checked(8)?,
+            WIRE_DELIMITED => {
+                let len = usize::try_from(varint(&mut message)?).ok()?;
+                message.split_at_checked(len)?
+            }
+            5 => message.split_at_checked(4)?,
             _ => return None,
         };
-        let value = message.get(..len)?;
-        if key >> 3 == u64::from(number) && key & 7 == 2 {
+        if key >> 3 == u64::from(number) && key & 7 == wire {
             found = Some(value);
         }
-        message = message.get(len..)?;
+        message = rest;
     }
     found
+}
+
+/// The last varint field `number` of `message`; `None` if it has none or
+/// does not read as protobuf.
+fn last_varint(message: &[u8], number: u32) -> Option<u64> {
+    let mut value = last_field(message, number, WIRE_VARINT)?;
+    varint(&mut value)
 }
 
 /// Reads one protobuf varint from the front of `bytes`.
@@ -812,6 +1054,40 @@ mod tests {
         out.push(u8::try_from(bytes.len()).unwrap());
         out.extend_from_slice(bytes);
         out
+    }
+
+    #[test]
+    fn a_rate_admits_its_burst_then_its_rate_and_makes_the_rest_wait_or_refuses_it() {
+        let mut budget = Rate::new(1024, MAX_ROUND1_INPUTS);
+        let start = Instant::now();
+        let at_once = Duration::ZERO;
+        // The burst: 2048 units, two seconds' worth.
+        assert_eq!(
+            budget.charge(start, MAX_ROUND1_INPUTS, at_once),
+            Ok(at_once)
+        );
+        let refused = budget.charge(start, 1, at_once).unwrap_err();
+        assert!(refused > Duration::ZERO && refused <= budget.per_unit);
+        // Then 1024 a second: half a second pays for 512 and no more (so
+        // the refusal above charged nothing).
+        let later = start + Duration::from_millis(500);
+        assert_eq!(budget.charge(later, 512, at_once), Ok(at_once));
+        assert!(budget.charge(later, 1, at_once).is_err());
+        // Beyond the burst a charge may wait: the wait is what the rate
+        // needs, and the next charge waits behind it.
+        let waited = budget.charge(later, 1024, Duration::from_secs(1)).unwrap();
+        assert!(waited > Duration::from_millis(990) && waited <= Duration::from_secs(1));
+        assert!(budget.charge(later, 1, Duration::from_secs(1)).is_err());
+        // The input count is read as a decoder would (the last occurrence).
+        let message = [0x0a, 0x01, b'w', 0x10, 0x05, 0x10, 0x80, 0x10];
+        assert_eq!(last_varint(&message, 2), Some(2048));
+        assert_eq!(last_field(&message, 1, WIRE_DELIMITED), Some(&b"w"[..]));
+        assert_eq!(last_varint(&message[..7], 2), None);
+        // A group a decoder skips cannot be read past: such a request is
+        // refused, never charged as if it had no inputs.
+        assert!(reads_to_end(&message));
+        assert!(!reads_to_end(&[0x10, 0x80, 0x02, 0x1b, 0x1c]));
+        assert!(!reads_to_end(&message[..7]));
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub(crate) struct Metrics {
     dropped: Family<DropLabels, Counter>,
     refused: Family<RefusalLabels, Counter>,
     not_admitted: Family<AdmissionLabels, Counter>,
+    waited: Family<AdmissionLabels, Counter>,
 }
 
 impl Metrics {
@@ -149,6 +150,13 @@ impl Metrics {
              size or count limit): a member whose count keeps rising is flooding",
             not_admitted.clone(),
         );
+        let waited = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "requests_waited",
+            "Requests made to wait for their member's rate, by member seat and rate \
+             (request_rate, nonce_rate), counted when the wait begins",
+            waited.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
@@ -160,6 +168,7 @@ impl Metrics {
             dropped,
             refused,
             not_admitted,
+            waited,
         }
     }
 
@@ -186,6 +195,16 @@ impl Metrics {
     pub(crate) fn not_admitted(&self, seat: u16, reason: Cow<'static, str>) {
         self.not_admitted
             .get_or_create(&AdmissionLabels { seat, reason })
+            .inc();
+    }
+
+    /// Counts one request of `seat` made to wait for its `rate`.
+    pub(crate) fn waited(&self, seat: u16, rate: &'static str) {
+        self.waited
+            .get_or_create(&AdmissionLabels {
+                seat,
+                reason: Cow::Borrowed(rate),
+            })
             .inc();
     }
 

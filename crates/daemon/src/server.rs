@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::limits::AdmissionLayer;
 use crate::metrics::{Metrics, serve_metrics};
 use crate::proto::signer_server::SignerServer;
-use crate::service::SignerService;
+use crate::service::{RequestLines, SignerService};
 use crate::tls::{Handshaker, accept_loop, server_config};
 
 /// The sockets [`serve`] listens on, bound by the caller (so it can bind
@@ -163,6 +163,7 @@ where
     let acceptor = TlsAcceptor::from(server_config(&config.tls)?);
     let metrics = Metrics::new();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let admission_stop = stop_rx.clone();
     let (conn_tx, conn_rx) = mpsc::channel(CONNECTION_QUEUE);
 
     let handshaker = Handshaker::new(
@@ -199,15 +200,13 @@ where
         .set_service_status(READINESS_SERVICE, tonic_health::ServingStatus::Serving)
         .await;
     let limits = config.limits;
-    let admission = AdmissionLayer::new(
-        limits,
-        Arc::new(Semaphore::new(limits.max_concurrent_requests)),
-        metrics.clone(),
-    );
+    let slots = Arc::new(Semaphore::new(limits.max_concurrent_requests));
+    let admission = AdmissionLayer::new(limits, slots.clone(), metrics.clone(), admission_stop);
     let service = SignerServer::new(SignerService {
         handler,
         timeout: limits.request_timeout,
         metrics,
+        lines: RequestLines::default(),
     })
     .max_decoding_message_size(limits.max_request_bytes);
 
@@ -215,6 +214,11 @@ where
     let signal = async move {
         shutdown.await;
         info!("shutdown requested: no new connections; finishing requests in flight");
+        // Requests waiting for a slot, and any arriving before their
+        // connection is told to go away, are refused (`overloaded`,
+        // retryable) instead of waiting for a signer that is stopping;
+        // requests holding a slot finish.
+        slots.close();
         let _ = stop_tx.send(true);
         health
             .set_service_status(READINESS_SERVICE, tonic_health::ServingStatus::NotServing)

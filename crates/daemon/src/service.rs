@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
 use thresig_engine::{Request as SignerRequest, Response as SignerResponse};
 
+use crate::conn::PerKind;
 use crate::convert::{Answer, WireReply};
 use crate::error::Error;
 use crate::ids::Seat;
@@ -27,7 +28,19 @@ pub(crate) struct SignerService<H> {
     pub(crate) handler: Arc<H>,
     pub(crate) timeout: Duration,
     pub(crate) metrics: Metrics,
+    /// Limits the lines a peer's requests write at `info` and above.
+    pub(crate) lines: RequestLines,
 }
+
+/// A kind of request line: the member, the method and the outcome's label
+/// (or `panicked`), all from bounded sets.
+type RequestKind = (Seat, &'static str, Cow<'static, str>);
+
+/// At most one line per [`RequestKind`] and interval at `info` and above;
+/// every request is logged at `debug`. A member sending thousands of
+/// requests a second thus writes a few lines every ten seconds, each with
+/// the count of those left out; the metrics count them all.
+pub(crate) type RequestLines = PerKind<RequestKind>;
 
 /// The authenticated peer of a request, set by the accept loop.
 fn peer<T>(request: &Request<T>) -> Result<PeerIdentity, Status> {
@@ -61,7 +74,7 @@ impl<H: SignerHandler> SignerService<H> {
         let started = Instant::now();
         let outcome = match decoded {
             Ok(request) => self
-                .run_blocking(peer.seat, admitted, request)
+                .run_blocking(method, peer.seat, admitted, request)
                 .await
                 .and_then(|response| {
                     W::Result::from_response(response).ok_or_else(|| {
@@ -87,14 +100,13 @@ impl<H: SignerHandler> SignerService<H> {
         };
         let elapsed = started.elapsed();
         self.metrics.observe(&labels, elapsed);
-        info!(
-            method,
-            seat = peer.seat.get(),
-            addr = %peer.addr,
-            outcome = %labels.outcome,
-            elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
+        let elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let (seat, addr, label) = (peer.seat.get(), peer.addr, &labels.outcome);
+        debug!(method, seat, %addr, outcome = %label, elapsed_us, "request");
+        let kind = (peer.seat, method, label.clone());
+        if let Some(suppressed) = self.lines.allow(kind, Instant::now()) {
+            info!(method, seat, %addr, outcome = %label, elapsed_us, suppressed, "request");
+        }
         W::from_outcome(outcome.map_err(proto::Error::from))
     }
 
@@ -121,11 +133,13 @@ impl<H: SignerHandler> SignerService<H> {
 
     async fn run_blocking(
         &self,
+        method: &'static str,
         seat: Seat,
         admitted: Admitted,
         request: SignerRequest,
     ) -> Result<SignerResponse, SignerError> {
         let handler = self.handler.clone();
+        let lines = &self.lines;
         let deadline = admitted.deadline;
         let work = async move {
             let joined = tokio::task::spawn_blocking(move || {
@@ -134,7 +148,13 @@ impl<H: SignerHandler> SignerService<H> {
             })
             .await;
             joined.unwrap_or_else(|_| {
-                warn!(seat = seat.get(), "a request handler panicked");
+                let kind = (seat, method, Cow::Borrowed("panicked"));
+                if let Some(suppressed) = lines.allow(kind, Instant::now()) {
+                    warn!(
+                        seat = seat.get(),
+                        method, suppressed, "a request handler panicked"
+                    );
+                }
                 Err(SignerError::new(
                     ErrorCode::INTERNAL,
                     Recovery::Terminal,

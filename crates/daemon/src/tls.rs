@@ -9,9 +9,8 @@
 //! rustls has verified the chain, never from a message.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::future::Future as _;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::PermissionsExt;
@@ -27,6 +26,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use sha2::{Digest as _, Sha256};
+use thresig_store::file::{FileError, open_regular, read_bounded, read_opened};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -48,17 +48,32 @@ use crate::metrics::Metrics;
 /// The protocol negotiated with ALPN: gRPC runs over HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
 
+/// The largest TLS file read (a PEM certificate chain or key): a chain of a
+/// few certificates is a few KiB, so anything near this is the wrong file.
+const MAX_TLS_FILE_BYTES: u64 = 1 << 20;
+
 /// The crypto provider: ring, with its TLS 1.3 suites.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The daemon's error for a TLS file not read: a read error as before,
+/// anything else (not a regular file, too large) as [`Error::File`].
+fn file_error(err: FileError) -> Error {
+    match err {
+        FileError::Read { path, source } => Error::ReadFile { path, source },
+        other => Error::File(other),
+    }
+}
+
+/// Reads a TLS file that holds no secret (a certificate), bounded.
+pub(crate) fn read_public_file(path: &Path) -> Result<Vec<u8>, Error> {
+    read_bounded(path, MAX_TLS_FILE_BYTES).map_err(file_error)
+}
+
 /// Reads every certificate of a PEM file.
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_public_file(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| Error::Pem {
@@ -74,20 +89,17 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     Ok(certs)
 }
 
-/// Reads a secret file (a private key), refusing one that group or others
-/// may access. The mode is checked on the opened file, so a swap between the
-/// check and the read cannot pass a looser file.
+/// Reads a secret file (a private key), bounded, refusing one that group
+/// or others may access. The mode is checked on the opened file, so a swap
+/// between the check and the read cannot pass a looser file.
 ///
 /// # Errors
-/// [`Error::KeyFilePermissions`] for any group/other permission bit, and
+/// [`Error::KeyFilePermissions`] for any group/other permission bit,
+/// [`Error::File`] for what is not a regular file or too large, and
 /// [`Error::ReadFile`].
 pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let read_err = |source| Error::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = File::open(path).map_err(read_err)?;
-    let mode = file.metadata().map_err(read_err)?.permissions().mode();
+    let (file, meta) = open_regular(path).map_err(file_error)?;
+    let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(Error::KeyFilePermissions {
             path: path.to_path_buf(),
@@ -95,7 +107,7 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error>
         });
     }
     let mut bytes = Zeroizing::new(Vec::new());
-    file.read_to_end(&mut bytes).map_err(read_err)?;
+    read_opened(file, path, MAX_TLS_FILE_BYTES, &mut bytes).map_err(file_error)?;
     Ok(bytes)
 }
 
@@ -699,6 +711,43 @@ mod tests {
         let v4 = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
         assert_eq!(source_of(v4), v4);
         assert_eq!(source_of(v6("::ffff:192.0.2.7")), v4);
+    }
+
+    /// Runs `read` on another thread; its result, or a failure once it has
+    /// not returned within a bound (a read blocked on a FIFO).
+    fn read_within<T: Send + 'static>(
+        path: &Path,
+        read: fn(&Path) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || tx.send(read(&path)));
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the read returns instead of blocking")
+    }
+
+    #[test]
+    fn tls_files_that_are_not_regular_files_or_too_large_are_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let huge = dir.path().join("huge.pem");
+        write_secret_file(
+            &huge,
+            &vec![b'#'; 2 * usize::try_from(MAX_TLS_FILE_BYTES).unwrap()],
+        )
+        .unwrap();
+        for path in [fifo.as_path(), Path::new("/dev/zero"), dir.path(), &huge] {
+            for err in [
+                read_within(path, read_certs).unwrap_err(),
+                read_within(path, |p| read_secret_file(p).map(|_| ())).unwrap_err(),
+            ] {
+                let text = err.to_string();
+                assert!(matches!(err, Error::File(_)), "{path:?}: {text}");
+                assert!(text.contains(&path.display().to_string()), "{text}");
+                assert!(!err.is_retryable(), "{text}");
+            }
+        }
     }
 
     #[test]

@@ -269,6 +269,8 @@ fn request_memory_limits_have_defaults_derived_from_the_others() {
     assert_eq!(config.limits.max_streams_per_connection, 32);
     assert_eq!(config.limits.body_timeout, Duration::from_secs(10));
     assert_eq!(config.limits.max_in_flight_bytes, 64 * 1024 * 1024);
+    assert_eq!(config.limits.max_round1_inputs_per_second, 1024);
+    assert_eq!(config.limits.max_requests_per_second_per_seat, 1000);
     let two_slots = VALID.replace("max_concurrent_requests = 8", "max_concurrent_requests = 2");
     assert_eq!(parse(&two_slots).unwrap().limits.max_requests_per_seat, 1);
     // One slot cannot be shared so that no member holds more than half.
@@ -288,13 +290,15 @@ fn request_memory_limits_have_defaults_derived_from_the_others() {
     }
     let text = VALID.replace(
         "request_timeout_ms = 5000",
-        "request_timeout_ms = 5000\nmax_requests_per_seat = 4\nmax_streams_per_connection = 4\nbody_timeout_ms = 700\nmax_in_flight_bytes = 2097152",
+        "request_timeout_ms = 5000\nmax_requests_per_seat = 4\nmax_streams_per_connection = 4\nbody_timeout_ms = 700\nmax_in_flight_bytes = 2097152\nmax_round1_inputs_per_second = 1\nmax_requests_per_second_per_seat = 2",
     );
     let limits = parse(&text).unwrap().limits;
     assert_eq!(limits.max_requests_per_seat, 4);
     assert_eq!(limits.max_streams_per_connection, 4);
     assert_eq!(limits.body_timeout, Duration::from_millis(700));
     assert_eq!(limits.max_in_flight_bytes, 2 * 1024 * 1024);
+    assert_eq!(limits.max_round1_inputs_per_second, 1);
+    assert_eq!(limits.max_requests_per_second_per_seat, 2);
 }
 
 #[test]
@@ -325,6 +329,16 @@ fn request_memory_limits_out_of_bounds_are_refused_naming_the_field() {
             "body_timeout_ms = 0",
             "limits.body_timeout_ms",
             ConfigProblem::Zero,
+        ),
+        (
+            "max_round1_inputs_per_second = 0",
+            "limits.max_round1_inputs_per_second",
+            ConfigProblem::Zero,
+        ),
+        (
+            "max_requests_per_second_per_seat = 1000001",
+            "limits.max_requests_per_second_per_seat",
+            ConfigProblem::TooLarge { max: 1_000_000 },
         ),
         (
             "max_in_flight_bytes = 2097151",

@@ -16,7 +16,7 @@ use common::*;
 use raw::{
     Answer, MemberFiles, answer, call, connect, connect_with, field, grpc_request, unfinished,
 };
-use thresig_engine::{Round1Request, WalletId};
+use thresig_engine::{Round1Request, SigningTarget, WalletId};
 
 /// The gRPC status of an OUT_OF_RANGE refusal (request too large).
 const OUT_OF_RANGE: &str = "11";
@@ -344,4 +344,279 @@ async fn unfinished_bodies_are_cut_off_and_another_member_is_served() {
     );
     assert_eq!(handler.peers(), vec![seat(3)]);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_round1_nonces_are_charged_against_its_budget_per_second() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let handler = Arc::new(Recorder::default());
+    // One nonce a second: the burst is one round 1 at the input limit
+    // (2048), and the next fits only 2048 s later.
+    let server = start(
+        cluster.config("max_round1_inputs_per_second = 1"),
+        handler.clone(),
+    )
+    .await;
+    let attacker = server.client(&cluster.client_tls()).await;
+    let largest = |wallet: &str| Round1Request::new(WalletId::new(wallet).unwrap(), 2048);
+    attacker.round1(largest("vault-1")).await.unwrap();
+    // Charged per member, whatever the wallet: refused at once, retryably,
+    // before reaching the handler.
+    let Err(err) = attacker.round1(largest("vault-2")).await else {
+        panic!("a second round 1 at the input limit within the second was admitted");
+    };
+    assert_eq!(refusal(&err).code.as_str(), "overloaded");
+    assert!(err.is_retryable());
+    assert_eq!(handler.peers(), vec![seat(2)]);
+    // Another member's budget is its own, and other methods are not charged.
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    member.round1(largest("vault-1")).await.unwrap();
+    attacker.status().await.unwrap();
+    assert_eq!(handler.peers(), vec![seat(2), seat(3), seat(2)]);
+    server.stop().await;
+}
+
+/// Seat `seat`'s requests made to wait for `rate` (`request_rate`,
+/// `nonce_rate`), as the server's metrics count them.
+async fn waited(server: &Running, seat: u16, rate: &str) -> u64 {
+    let text = scrape(server.metrics_addr).await;
+    series(
+        &text,
+        &format!(r#"thresig_requests_waited_total{{seat="{seat}",reason="{rate}"}}"#),
+    )
+}
+
+/// Waits until `done` holds, checking every 20 ms; the guard only keeps a
+/// broken server from hanging the test.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let check = async {
+        while !done().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), check)
+        .await
+        .unwrap_or_else(|_| panic!("never: {what}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round1_the_admission_cannot_read_to_its_end_is_refused_before_any_work() {
+    let cluster = Cluster::new();
+    let handler = Arc::new(Recorder::default());
+    let server = start(
+        cluster.config("max_round1_inputs_per_second = 1"),
+        handler.clone(),
+    )
+    .await;
+    let mut send = raw_connection(&cluster, server.addr, "seat2").await;
+    // 256 inputs, then an empty group (field 3, wire types 3 and 4), which
+    // a decoder skips: unread, its nonces would be charged nothing.
+    let message = [field(1, b"vault-1"), vec![0x10, 0x80, 0x02, 0x1b, 0x1c]].concat();
+    for _ in 0..2 {
+        let answer = call(&mut send, "Round1", &message).await;
+        assert_eq!(answer.status, "0");
+        assert_eq!(answer.error_code().as_deref(), Some("invalid_request"));
+    }
+    assert!(handler.peers().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_round2_commitments_are_charged_against_its_nonce_rate() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let handler = Arc::new(Recorder::default());
+    // One nonce a second, and half a second for a request: once round 1
+    // has taken the burst, a round 2's fresh commitment would wait a
+    // second, past its deadline.
+    let limits = "max_round1_inputs_per_second = 1\nrequest_timeout_ms = 500";
+    let server = start(cluster.config(limits), handler.clone()).await;
+    let attacker = server.client(&cluster.client_tls()).await;
+    attacker
+        .round1(Round1Request::new(WalletId::new("vault-1").unwrap(), 2048))
+        .await
+        .unwrap();
+    let request = round2(SigningTarget::psbt(vec![0x70; 64]));
+    for _ in 0..3 {
+        let err = attacker.round2(request.clone()).await.unwrap_err();
+        assert_eq!(refusal(&err).code.as_str(), "overloaded", "{err}");
+        assert!(err.is_retryable());
+    }
+    assert_eq!(handler.peers(), vec![seat(2)]);
+    // Another member's rate is its own.
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    member.round2(request).await.unwrap();
+    assert_eq!(handler.peers(), vec![seat(2), seat(3)]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_over_its_nonce_rate_waits_for_its_round1_and_others_are_not_held_up() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let handler = Arc::new(Recorder::default());
+    // 512 nonces a second: the burst is 2048 (four seconds' worth), so
+    // after a round 1 of 2048 one of 1536 waits three seconds.
+    let server = start(
+        cluster.config("max_round1_inputs_per_second = 512"),
+        handler.clone(),
+    )
+    .await;
+    let attacker = server.client(&cluster.client_tls()).await;
+    let round1 = |wallet: &str, inputs| Round1Request::new(WalletId::new(wallet).unwrap(), inputs);
+    attacker.round1(round1("vault-1", 2048)).await.unwrap();
+    let waiting = {
+        let attacker = attacker.clone();
+        let request = round1("vault-2", 1536);
+        tokio::spawn(async move { attacker.round1(request).await })
+    };
+    until("the second round 1 waits", || async {
+        waited(&server, 2, "nonce_rate").await == 1
+    })
+    .await;
+    // Meanwhile another member is served.
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    member.round1(round1("vault-1", 2048)).await.unwrap();
+    assert!(!waiting.is_finished());
+    // The waiting round 1 is served, not refused.
+    let reply = waiting.await.unwrap().unwrap();
+    assert_eq!(reply.commitments.len(), 1536);
+    assert_eq!(handler.peers(), vec![seat(2), seat(3), seat(2)]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_requests_beyond_its_rate_wait_then_are_served_and_others_are_not_held_up() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let handler = Arc::new(Recorder::default());
+    let limits = "max_requests_per_second_per_seat = 1";
+    let server = start(cluster.config(limits), handler.clone()).await;
+    let flooder = server.client(&cluster.client_tls()).await;
+    // Three at once at one a second: those beyond the burst (one) wait.
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let flooder = flooder.clone();
+            tokio::spawn(async move { flooder.status().await })
+        })
+        .collect();
+    until("a request waits for its turn", || async {
+        waited(&server, 2, "request_rate").await >= 1
+    })
+    .await;
+    // Another member's rate is its own.
+    let member = server.client(&cluster.tls_of("seat3")).await;
+    member.status().await.unwrap();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let mut peers = handler.peers();
+    peers.sort();
+    assert_eq!(peers, vec![seat(2), seat(2), seat(2), seat(3)]);
+    assert!(waited(&server, 2, "request_rate").await >= 1);
+    assert_eq!(waited(&server, 3, "request_rate").await, 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_their_rate_when_the_signer_stops_are_refused_retryably() {
+    let cluster = Cluster::new();
+    let handler = Arc::new(Recorder::default());
+    let limits = "max_requests_per_second_per_seat = 1\nrequest_timeout_ms = 120000";
+    let mut server = start(cluster.config(limits), handler.clone()).await;
+    let flooder = server.client(&cluster.client_tls()).await;
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let flooder = flooder.clone();
+            tokio::spawn(async move { flooder.status().await })
+        })
+        .collect();
+    // Every call is served or waiting for its turn (up to 19 s).
+    until("every request is served or waiting", || async {
+        handler.peers().len() as u64 + waited(&server, 2, "request_rate").await == 20
+    })
+    .await;
+    server.shutdown.take().unwrap().send(()).unwrap();
+    // The guard is generous: the waits end at the stop, not at their turn.
+    tokio::time::timeout(Duration::from_secs(10), &mut server.task)
+        .await
+        .expect("the server stops while requests wait for their rate")
+        .unwrap()
+        .unwrap();
+    let mut served = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => served += 1,
+            Err(err) => {
+                assert_eq!(refusal(&err).code.as_str(), "overloaded", "{err}");
+                assert!(err.is_retryable());
+                assert!(err.to_string().contains("shutting down"), "{err}");
+            }
+        }
+    }
+    assert_eq!(served, handler.peers().len());
+    assert!(served < 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_a_slot_when_the_signer_stops_is_refused_retryably() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    cluster.add_member(seat(4), "seat4");
+    let (gate, control) = Gate::new();
+    // Two slots, one per member, and a request time far beyond the guard
+    // below: a request waiting for a slot would wait that long.
+    let limits = "max_concurrent_requests = 2\nrequest_timeout_ms = 120000";
+    let mut server = start(cluster.config(limits), gate).await;
+    let round1 = |client: thresig_daemon::SignerClient, wallet: &str| {
+        let request = Round1Request::new(WalletId::new(wallet).unwrap(), 1);
+        tokio::spawn(async move { client.round1(request).await })
+    };
+    let mut held = Vec::new();
+    for name in ["seat2", "seat3"] {
+        held.push(round1(
+            server.client(&cluster.tls_of(name)).await,
+            "vault-1",
+        ));
+        control.wait_entered().await;
+    }
+    // Two round 1s of a member with one request permit: one takes it and
+    // waits for a slot, the other is refused at once. Which one is refused
+    // tells which one waits.
+    let late = server.client(&cluster.tls_of("seat4")).await;
+    let mut calls = [round1(late.clone(), "vault-1"), round1(late, "vault-2")];
+    let first_answered = tokio::time::timeout(Duration::from_secs(30), async {
+        let [first, second] = &mut calls;
+        tokio::select! {
+            refused = first => (0, refused),
+            refused = second => (1, refused),
+        }
+    })
+    .await
+    .expect("one of two requests beyond the member's permit is refused at once");
+    let (index, refused) = first_answered;
+    let [first, second] = calls;
+    let waiting = if index == 0 { second } else { first };
+    let err = refused.unwrap().unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("already has 1 requests"), "{err}");
+    server.shutdown.take().unwrap().send(()).unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("a request waiting for a slot is answered once the signer stops")
+        .unwrap();
+    let Err(err) = answer else {
+        panic!("a request was served while the signer stopped");
+    };
+    assert_eq!(refusal(&err).code.as_str(), "overloaded", "{err}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("shutting down"), "{err}");
+    for _ in 0..held.len() {
+        control.release.send(()).unwrap();
+    }
+    for call in held {
+        call.await.unwrap().unwrap();
+    }
+    server.task.await.unwrap().unwrap();
 }

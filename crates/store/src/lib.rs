@@ -68,6 +68,7 @@ mod config;
 pub mod conformance;
 mod entry;
 mod error;
+pub mod file;
 mod ids;
 mod keyring;
 #[cfg(all(test, loom))]

@@ -1,13 +1,16 @@
-//! Strangers and local users against a real cluster of `thresig serve`
-//! processes: silent TCP connections, stalled TLS handshakes and idle
-//! metrics connections held against one member must not keep the members
-//! from signing or reading status.
+//! Strangers, local users and a flooding member against a real cluster of
+//! `thresig serve` processes: silent TCP connections, stalled TLS
+//! handshakes and idle metrics connections held against one member must not
+//! keep the members from signing or reading status, and neither refused
+//! handshakes nor a member's flood of cheap requests may fill its log.
 //!
 //! The members start with a soft open-file limit of 1024, as a service
 //! manager's default gives them; each raises its own at start. This test
 //! process raises its own soft limit to hold the connections.
 
 mod common;
+#[path = "../../daemon/tests/common/raw.rs"]
+mod raw;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -416,19 +419,55 @@ fn client_hello_with_invalid_sni(len: u16) -> Vec<u8> {
     record
 }
 
+/// Member 1 of a 3-member cluster, the only one running, with the length
+/// of its log when it was ready.
+struct LoggingMember {
+    cluster: ProcessCluster,
+    runtime: tokio::runtime::Runtime,
+    log: PathBuf,
+    before: u64,
+}
+
+impl LoggingMember {
+    fn start(seed: u64) -> Self {
+        let mut cluster = ProcessCluster::provision(3, 2, &[], seed);
+        cluster.local.start(seat(1)).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(1)));
+        let log = cluster.local.log_path(seat(1)).unwrap();
+        let before = std::fs::metadata(&log).unwrap().len();
+        Self {
+            cluster,
+            runtime,
+            log,
+            before,
+        }
+    }
+
+    fn target(&self) -> SocketAddr {
+        self.cluster.node(seat(1)).members[&seat(1)].endpoint
+    }
+
+    /// Asserts that the log grew by less than `bound` bytes since the
+    /// member was ready, showing its end if not.
+    fn assert_grew_less_than(&self, bound: u64, what: &str) {
+        let grown = std::fs::metadata(&self.log).unwrap().len() - self.before;
+        let text = std::fs::read(&self.log).unwrap();
+        assert!(
+            grown < bound,
+            "the log grew by {grown} bytes (bound {bound}) for {what}; its end: {}",
+            String::from_utf8_lossy(&text[text.len().saturating_sub(600)..])
+        );
+    }
+}
+
 #[test]
 fn client_hellos_with_huge_invalid_names_do_not_fill_the_log() {
-    let mut cluster = ProcessCluster::provision(3, 2, &[], 11);
-    cluster.local.start(seat(1)).unwrap();
-    let peers = cluster.peers(seat(1));
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(common::wait_ready(&peers, seat(1)));
-    let log = cluster.local.log_path(seat(1)).unwrap();
-    let before = std::fs::metadata(&log).unwrap().len();
-    let target = cluster.node(seat(1)).members[&seat(1)].endpoint;
+    let member = LoggingMember::start(11);
+    let target = member.target();
     let hello = client_hello_with_invalid_sni(16_000);
     let stranger = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-    runtime.block_on(async {
+    member.runtime.block_on(async {
         for _ in 0..200 {
             let mut tcp = open(target, stranger, &hello).await.unwrap();
             // The signer refuses the hello and closes: read to the end, so
@@ -437,11 +476,81 @@ fn client_hellos_with_huge_invalid_names_do_not_fill_the_log() {
             let _ = tokio::time::timeout(CONNECT_BOUND, tcp.read_to_end(&mut rest)).await;
         }
     });
-    let grown = std::fs::metadata(&log).unwrap().len() - before;
-    let text = std::fs::read(&log).unwrap();
-    assert!(
-        grown < 64 * 1024,
-        "the log grew by {grown} bytes for 200 refused hellos; its end: {}",
-        String::from_utf8_lossy(&text[text.len().saturating_sub(400)..])
+    member.assert_grew_less_than(64 * 1024, "200 refused hellos");
+}
+
+/// Cheap requests the flooding member sends (status, and aborts of a
+/// wallet that does not exist), a fixed number whatever the machine's speed.
+const FLOOD: usize = 6_000;
+
+/// Longest line the signer writes about a request kind (time, level,
+/// target, message, method, seat, address, outcome, suppressed count).
+const LOG_LINE_MAX: u64 = 400;
+
+/// Request kinds the flood can hit at the signer's log limiter: two
+/// methods, each answered with its result or a handler's error (refusals
+/// before the handler are counted by the metrics, not logged).
+const FLOOD_KINDS: u64 = 2 * 2;
+
+#[test]
+fn a_member_flooding_cheap_requests_does_not_fill_the_log() {
+    let member = LoggingMember::start(12);
+    let (runtime, target) = (&member.runtime, member.target());
+    let tls = member
+        .cluster
+        .config_path(seat(3))
+        .parent()
+        .unwrap()
+        .join("tls");
+    let files = raw::MemberFiles {
+        ca_cert: tls.join("ca.pem"),
+        cert: tls.join("signer.pem"),
+        key: tls.join("signer.key"),
+    };
+    let abort = raw::field(1, b"no-such-wallet");
+    let started = Instant::now();
+    let answered = runtime.block_on(async {
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut streams = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let send = raw::connect(&files, target, "seat-1.test").await;
+            for stream in 0..16 {
+                let mut send = send.clone();
+                let sent = sent.clone();
+                let abort = abort.clone();
+                streams.spawn(async move {
+                    let mut answered = 0;
+                    while sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < FLOOD {
+                        let answer = if stream % 2 == 0 {
+                            raw::call(&mut send, "Status", &[]).await
+                        } else {
+                            raw::call(&mut send, "Abort", &abort).await
+                        };
+                        assert_eq!(answer.status, "0");
+                        answered += 1;
+                    }
+                    answered
+                });
+            }
+        }
+        streams.join_all().await.into_iter().sum::<usize>()
+    });
+    let flooded_for = started.elapsed();
+    assert_eq!(answered, FLOOD);
+    // The signer still answers, and every request was handled (the log is
+    // written before the reply is sent) before the log is measured.
+    let status = runtime.block_on(async {
+        let mut send = raw::connect(&files, target, "seat-1.test").await;
+        raw::call(&mut send, "Status", &[]).await
+    });
+    assert_eq!(status.status, "0");
+    assert_eq!(status.error_code(), None);
+    assert!(!status.body.is_empty());
+    // At most one line per kind and interval: the bound follows the limiter,
+    // not the number of requests (one line each made 440 KB of this flood).
+    let intervals = 1 + flooded_for.as_secs() / 10;
+    member.assert_grew_less_than(
+        FLOOD_KINDS * intervals * LOG_LINE_MAX,
+        &format!("{FLOOD} requests"),
     );
 }

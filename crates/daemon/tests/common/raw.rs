@@ -92,11 +92,16 @@ impl Answer {
     /// Whether the reply carries the signer error `code`: its `Error`
     /// (field 2 of every reply) has exactly this `code` (field 1).
     pub fn has_error_code(&self, code: &str) -> bool {
+        self.error_code().is_some_and(|found| found == code)
+    }
+
+    /// The code of the signer error the reply carries, if it carries one.
+    pub fn error_code(&self) -> Option<String> {
         self.body
             .get(5..)
             .and_then(|reply| <ReplyError as prost::Message>::decode(reply).ok())
             .and_then(|reply| reply.error)
-            .is_some_and(|error| error.code == code)
+            .map(|error| error.code)
     }
 }
 
