@@ -41,8 +41,10 @@ fn recovery_key() -> (RecoverySecretKey, thresig_store::RecoveryPublicKey) {
     RecoverySecretKey::generate(&mut ChaCha8Rng::seed_from_u64(7))
 }
 
+/// Wallet ids the engine accepts (`[A-Za-z0-9._-]`), so that the fixtures
+/// hold only what a signer can write.
 fn wallet(n: u8) -> WalletId {
-    WalletId::new(vec![b'w', n]).unwrap()
+    WalletId::new(format!("w{n}").into_bytes()).unwrap()
 }
 
 fn options() -> StoreOptions {
