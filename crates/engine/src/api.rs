@@ -11,9 +11,10 @@ use crate::config::Limits;
 use crate::dkg::{ConfirmationStatus, DkgProposal};
 use crate::dkg_msg::{DkgSessionId, SignedDkgMessage};
 use crate::error::{Error, ErrorCode, recovery_str};
-use crate::ids::{Epoch, WalletId};
+use crate::ids::Epoch;
 use crate::target::SigningTarget;
 use crate::wallet::WalletStateKind;
+use thresig_store::WalletId;
 
 /// The API version this signer speaks.
 pub const API_VERSION: u16 = 1;

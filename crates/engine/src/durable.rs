@@ -22,8 +22,9 @@ use thresig_store::{Marker, Plaintext, Store, WriteOp};
 use crate::config::WalletConfig;
 use crate::dkg_msg::DkgSessionId;
 use crate::error::{Error, InternalFault};
-use crate::ids::{Epoch, WalletId};
+use crate::ids::Epoch;
 use crate::wallet::{Confirming, SigningKey, WalletState};
+use thresig_store::WalletId;
 
 /// Version byte of the wallet record encoding.
 const RECORD_VERSION: u8 = 1;
@@ -109,7 +110,7 @@ fn key_package_bytes(share: &KeyShare) -> Result<Plaintext, Error> {
 
 /// The insert-if-absent of this signer's key package.
 fn key_package_op(
-    id: &thresig_store::WalletId,
+    id: &WalletId,
     epoch: thresig_store::Epoch,
     share: &KeyShare,
 ) -> Result<WriteOp, Error> {
@@ -122,7 +123,7 @@ fn key_package_op(
 
 /// The wallet record marking `key` active at `key_epoch`.
 fn active_record_op(
-    id: &thresig_store::WalletId,
+    id: &WalletId,
     key_epoch: thresig_store::Epoch,
     key: &WalletKey,
 ) -> Result<WriteOp, Error> {
@@ -153,10 +154,9 @@ pub fn activation_ops(
     key: &WalletKey,
     share: &KeyShare,
 ) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     Ok(vec![
-        key_package_op(&id, FIRST_KEY_EPOCH, share)?,
-        active_record_op(&id, FIRST_KEY_EPOCH, key)?,
+        key_package_op(wallet, FIRST_KEY_EPOCH, share)?,
+        active_record_op(wallet, FIRST_KEY_EPOCH, key)?,
     ])
 }
 
@@ -167,12 +167,11 @@ pub fn activation_ops(
 /// [`Error::Store`] if the record cannot be read;
 /// [`Error::StoredRecordInvalid`] if it is missing or does not decode.
 pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     let invalid = || Error::StoredRecordInvalid {
         wallet: wallet.clone(),
     };
     let bytes = store
-        .wallet(&id)
+        .wallet(wallet)
         .map_err(|source| Error::Store {
             wallet: wallet.clone(),
             source,
@@ -181,7 +180,7 @@ pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec
     let mut record = WalletRecord::decode(&bytes).ok_or_else(invalid)?;
     record.lifecycle = Lifecycle::Rekeying;
     Ok(vec![WriteOp::PutWallet {
-        wallet: id,
+        wallet: wallet.clone(),
         value: record.encode(),
     }])
 }
@@ -200,11 +199,10 @@ fn dkg_result_value(result: &Confirming) -> Result<Vec<u8>, Error> {
 /// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
 /// the result awaiting confirmation.
 pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     Ok(vec![
-        key_package_op(&id, FIRST_KEY_EPOCH, result.share())?,
+        key_package_op(wallet, FIRST_KEY_EPOCH, result.share())?,
         WriteOp::PutDkgResult {
-            wallet: id.clone(),
+            wallet: wallet.clone(),
             session: dkg_session_id(result.session())?,
             value: dkg_result_value(result)?.into(),
         },
@@ -222,20 +220,19 @@ pub(crate) fn result_is_stored<S: Store>(
     wallet: &WalletId,
     result: &Confirming,
 ) -> Result<bool, Error> {
-    let id = wallet.store_id()?;
     let read = |source| Error::Store {
         wallet: wallet.clone(),
         source,
     };
     let share = key_package_bytes(result.share())?;
-    let stored_share = store.key_package(&id, FIRST_KEY_EPOCH).map_err(read)?;
+    let stored_share = store.key_package(wallet, FIRST_KEY_EPOCH).map_err(read)?;
     if stored_share.as_ref() != Some(&share) {
         return Ok(false);
     }
     let session = dkg_session_id(result.session())?;
     let value = dkg_result_value(result)?;
     Ok(store
-        .dkg_results(&id)
+        .dkg_results(wallet)
         .map_err(read)?
         .iter()
         .any(|(s, v)| *s == session && v[..] == value[..]))
@@ -250,10 +247,9 @@ pub(crate) fn result_stored_for<S: Store>(
     wallet: &WalletId,
     session: DkgSessionId,
 ) -> Result<bool, Error> {
-    let id = wallet.store_id()?;
     let session = dkg_session_id(session)?;
     Ok(store
-        .dkg_results(&id)
+        .dkg_results(wallet)
         .map_err(|source| Error::Store {
             wallet: wallet.clone(),
             source,
@@ -268,11 +264,10 @@ pub(crate) fn confirmation_ops(
     session: DkgSessionId,
     key: &WalletKey,
 ) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     Ok(vec![
-        active_record_op(&id, FIRST_KEY_EPOCH, key)?,
+        active_record_op(wallet, FIRST_KEY_EPOCH, key)?,
         WriteOp::DeleteDkgResult {
-            wallet: id,
+            wallet: wallet.clone(),
             session: dkg_session_id(session)?,
         },
     ])
@@ -281,14 +276,13 @@ pub(crate) fn confirmation_ops(
 /// The unit an operator's abort of an unconfirmed DKG commits: its result
 /// and its key package are deleted (never done automatically).
 pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     Ok(vec![
         WriteOp::DeleteDkgResult {
-            wallet: id.clone(),
+            wallet: wallet.clone(),
             session: dkg_session_id(session)?,
         },
         WriteOp::DeleteKeyPackage {
-            wallet: id,
+            wallet: wallet.clone(),
             epoch: FIRST_KEY_EPOCH,
         },
     ])
@@ -302,7 +296,7 @@ fn dkg_session_id(session: DkgSessionId) -> Result<thresig_store::DkgSessionId, 
 /// confirmations must be delivered again; this member's own counts).
 fn load_confirming<S: Store>(
     store: &S,
-    id: &thresig_store::WalletId,
+    id: &WalletId,
     config: &WalletConfig,
     seat: Seat,
 ) -> Result<WalletState, thresig_store::Error> {
@@ -355,11 +349,9 @@ fn try_load<S: Store>(
     config: &WalletConfig,
     seat: Seat,
 ) -> Result<WalletState, thresig_store::Error> {
-    let Ok(id) = config.id.store_id() else {
-        return Ok(WalletState::Corrupt);
-    };
-    let Some(bytes) = store.wallet(&id)? else {
-        return load_confirming(store, &id, config, seat);
+    let id = &config.id;
+    let Some(bytes) = store.wallet(id)? else {
+        return load_confirming(store, id, config, seat);
     };
     let Some(record) = WalletRecord::decode(&bytes) else {
         return Ok(WalletState::Corrupt);
@@ -367,7 +359,7 @@ fn try_load<S: Store>(
     if record.lifecycle == Lifecycle::Retired {
         return Ok(WalletState::Retired);
     }
-    let share = store.key_package(&id, record.key_epoch)?;
+    let share = store.key_package(id, record.key_epoch)?;
     let (Some(share), Some(epoch)) = (share, wallet_epoch_of(record.key_epoch)) else {
         return Ok(WalletState::Corrupt);
     };
@@ -455,7 +447,7 @@ mod tests {
             format!("{bytes:?}"),
             format!("Plaintext({} bytes)", bytes.len())
         );
-        let id = thresig_store::WalletId::new("w").unwrap();
+        let id = WalletId::new("w").unwrap();
         let WriteOp::InsertKeyPackage { value, epoch, .. } =
             key_package_op(&id, FIRST_KEY_EPOCH, share).unwrap()
         else {

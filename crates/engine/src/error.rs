@@ -18,7 +18,8 @@ use thresig_crypto::Seat;
 use thresig_store::CommitmentHash;
 use thresig_tx::PolicyDenial;
 
-use crate::ids::{CoordinatorId, Epoch, WalletId};
+use crate::ids::{CoordinatorId, Epoch};
+use thresig_store::WalletId;
 
 /// A stable error code, sent on the wire as [`ErrorCode::as_str`].
 ///

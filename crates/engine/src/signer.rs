@@ -17,11 +17,12 @@ use crate::dkg::DkgSession;
 use crate::dkg_msg::DkgSessionId;
 use crate::durable::{decode_shares, encode_shares, load_state, rekeying_ops};
 use crate::error::{Error, InternalFault, RequestPart};
-use crate::ids::{CoordinatorId, Epoch, Timestamp, WalletId};
+use crate::ids::{CoordinatorId, Epoch, Timestamp};
 use crate::ledger::StoredLedger;
 use crate::pool::{NoncePool, TakeError, Tombstone, WalletFull};
 use crate::target::{Authority, Spend, taproot_wallet};
 use crate::wallet::{Role, SigningKey, WalletState, WalletStateKind};
+use thresig_store::WalletId;
 use thresig_tx::{Network, Policy, TaprootWallet, WalletMode};
 
 /// Shares computed for an attempt whose marker is not yet durable.
@@ -612,10 +613,9 @@ impl<S: Store> Signer<S> {
         let wallet = release.wallet;
         let lead = checked.lead();
         // A durable marker answers replays and refuses everything else.
-        let store_id = wallet.store_id()?;
         let stored = self
             .store
-            .marker(&store_id, &lead)
+            .marker(wallet, &lead)
             .map_err(|source| store_error(wallet, source))?;
         if let Some(marker) = stored {
             pending.remove(&lead);
@@ -883,7 +883,7 @@ impl<S: Store> Signer<S> {
             .saturating_add(self.limits.nonce_ttl)
             .saturating_add(self.limits.replay_window);
         let marker = WriteOp::InsertMarker {
-            wallet: wallet.store_id()?,
+            wallet: wallet.clone(),
             commitment: lead,
             marker: Marker {
                 package_hash: package,

@@ -9,7 +9,8 @@ use thresig_crypto::{KeyShare, WalletKey};
 use crate::api::HexBytes;
 use crate::dkg_msg::{DkgPayload, DkgSessionId};
 use crate::error::Error;
-use crate::ids::{Epoch, WalletId};
+use crate::ids::Epoch;
+use thresig_store::WalletId;
 
 /// The name of a wallet's state, as `status` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -282,7 +282,7 @@ fn failed_part3(
 
 /// Whether seat 1's store holds a key package for wallet "w".
 fn seat1_has_key_package(c: &Cluster) -> bool {
-    let w = store_wallet(&wid("w"));
+    let w = wid("w");
     let stored = c.member(1).store().key_package(&w, StoreEpoch(1));
     stored.unwrap().is_some()
 }
@@ -290,7 +290,7 @@ fn seat1_has_key_package(c: &Cluster) -> bool {
 /// Seat 1's store holds neither a DKG result nor a key package for "w".
 fn assert_seat1_holds_no_result(c: &Cluster) {
     assert!(!seat1_has_key_package(c));
-    let w = store_wallet(&wid("w"));
+    let w = wid("w");
     assert!(c.member(1).store().dkg_results(&w).unwrap().is_empty());
 }
 

@@ -110,7 +110,7 @@ fn with_t_equal_n_a_member_that_rotated_still_signs_every_wallet() {
 fn a_store_epoch_bump_at_one_member_leaves_the_wallet_epoch() {
     let mut c = unkeyed(302, 2, &["w"]);
     keyed_by_dkg(&mut c, "w", 1);
-    let w = store_wallet(&wid("w"));
+    let w = wid("w");
     let store = c.member(1).store();
     let before = store.wallet_epoch(&w).unwrap().unwrap();
     let out = store

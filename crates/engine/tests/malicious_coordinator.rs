@@ -35,7 +35,7 @@ fn assert_no_member_keyed(c: &Cluster, wallet: &str) {
         let stored = c
             .member(s)
             .store()
-            .key_package(&store_wallet(&wid(wallet)), StoreEpoch(1))
+            .key_package(&wid(wallet), StoreEpoch(1))
             .unwrap();
         assert!(stored.is_none(), "seat {s} stored a key package");
     }

@@ -415,17 +415,13 @@ fn only_members_may_coordinate() {
 /// Seat 1's stored record of `wallet` (the engine's 10-byte header, then
 /// the encoded wallet key).
 fn stored_record(c: &Cluster, wallet: &str) -> Vec<u8> {
-    let bytes = c
-        .member(1)
-        .store()
-        .inner
-        .wallet(&store_wallet(&wid(wallet)));
+    let bytes = c.member(1).store().inner.wallet(&wid(wallet));
     bytes.unwrap().unwrap().to_vec()
 }
 
 fn put_record(c: &Cluster, wallet: &str, value: Vec<u8>) {
     let op = WriteOp::PutWallet {
-        wallet: store_wallet(&wid(wallet)),
+        wallet: wid(wallet),
         value,
     };
     Store::write(&*c.member(1).store().inner, vec![op]).unwrap();

@@ -24,7 +24,7 @@ pub fn check_store(store: &dyn Store) {
 }
 
 fn wallet(n: u8) -> WalletId {
-    WalletId::new(vec![b'c', n]).unwrap()
+    WalletId::new(format!("c{n}")).unwrap()
 }
 
 fn marker(hash: u8, expires: u64) -> Marker {

@@ -603,7 +603,7 @@ mod tests {
         };
         let term = DekTerm(1);
         let kek = KekId::new("k".to_owned()).unwrap();
-        let wallet = WalletId::new(b"w".to_vec()).unwrap();
+        let wallet = WalletId::new("w").unwrap();
         let io = || std::io::Error::other("x");
         let errors = [
             Error::from(redb::Error::Io(io())),

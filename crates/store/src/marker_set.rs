@@ -327,7 +327,7 @@ mod tests {
             marker_scans: Cell::new(0),
         };
         let records = Records::new(&raw, &view);
-        let wallet = WalletId::new(vec![1]).unwrap();
+        let wallet = WalletId::new("w1").unwrap();
         let checked = CheckedMarkerSets::default();
         for _ in 0..3 {
             let r = checked.ensure(&records, &wallet);

@@ -961,11 +961,14 @@ impl Store for EncryptedStore {
 
     fn wallet_ids(&self) -> Result<Vec<WalletId>, Error> {
         self.read(|r| {
-            Ok(r.raw
+            r.raw
                 .raw_prefix(RecordTable::Epochs, &[])?
                 .into_iter()
-                .filter_map(|(k, _)| schema::wallet_of(&k))
-                .collect())
+                .map(|(k, _)| {
+                    schema::wallet_of(&k)
+                        .ok_or_else(|| Error::record_tampered(RecordTable::Epochs, None))
+                })
+                .collect()
         })
     }
 

@@ -44,7 +44,7 @@ fn recovery_key() -> (RecoverySecretKey, thresig_store::RecoveryPublicKey) {
 /// Wallet ids the engine accepts (`[A-Za-z0-9._-]`), so that the fixtures
 /// hold only what a signer can write.
 fn wallet(n: u8) -> WalletId {
-    WalletId::new(format!("w{n}").into_bytes()).unwrap()
+    WalletId::new(format!("w{n}")).unwrap()
 }
 
 fn options() -> StoreOptions {

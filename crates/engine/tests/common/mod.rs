@@ -28,7 +28,7 @@ use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError}
 use thresig_store::{
     AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Epoch as StoreEpoch,
     Error as StoreError, Marker, MemoryWitness, MetaName, Plaintext, PolicyKey, SimDisk, Store,
-    StoreLocation, StoreOptions, WalletId as StoreWalletId, WriteOp, WriteOutcome,
+    StoreLocation, StoreOptions, WriteOp, WriteOutcome,
 };
 use thresig_tx::{Network, PolicyConfig};
 use zeroize::Zeroizing;
@@ -142,7 +142,7 @@ pub enum Fault {
 
 /// Parks the marker commit of one wallet until released.
 struct Park {
-    wallet: StoreWalletId,
+    wallet: WalletId,
     parked: Sender<()>,
     release: Receiver<()>,
 }
@@ -163,7 +163,7 @@ pub struct FaultStore<S> {
     commit_faults: Mutex<VecDeque<Fault>>,
     fail_reads: AtomicBool,
     /// Key package reads of this wallet fail (retryably).
-    fail_key_reads: Mutex<Option<(StoreWalletId, MakeError)>>,
+    fail_key_reads: Mutex<Option<(WalletId, MakeError)>>,
     /// Key package reads so far.
     key_reads: AtomicUsize,
     park: Mutex<Option<Park>>,
@@ -211,15 +211,14 @@ impl<S> FaultStore<S> {
 
     /// Key package reads of `wallet` fail (retryably); `None` ends it.
     pub fn fail_key_reads(&self, wallet: Option<&WalletId>) {
-        *self.fail_key_reads.lock().unwrap() =
-            wallet.map(|w| (store_wallet(w), injected as fn() -> _));
+        *self.fail_key_reads.lock().unwrap() = wallet.map(|w| (w.clone(), injected as fn() -> _));
     }
 
     /// Key package reads of `wallet` fail with a terminal store error that
     /// says nothing about its records (the writer stopped).
     pub fn fail_key_reads_terminally(&self, wallet: &WalletId) {
         *self.fail_key_reads.lock().unwrap() =
-            Some((store_wallet(wallet), || thresig_store::Error::WriterStopped));
+            Some((wallet.clone(), || thresig_store::Error::WriterStopped));
     }
 
     /// How many key package reads this decorator has served or failed.
@@ -231,15 +230,11 @@ impl<S> FaultStore<S> {
     /// `release` before committing.
     pub fn park_commit(&self, wallet: &WalletId, parked: Sender<()>, release: Receiver<()>) {
         *self.park.lock().unwrap() = Some(Park {
-            wallet: store_wallet(wallet),
+            wallet: wallet.clone(),
             parked,
             release,
         });
     }
-}
-
-pub fn store_wallet(w: &WalletId) -> StoreWalletId {
-    StoreWalletId::new(w.as_str().as_bytes()).unwrap()
 }
 
 impl<S: Store> Store for FaultStore<S> {
@@ -280,18 +275,18 @@ impl<S: Store> Store for FaultStore<S> {
             }
         }
     }
-    fn wallet(&self, wallet: &StoreWalletId) -> Result<Option<Plaintext>, StoreError> {
+    fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, StoreError> {
         self.inner.wallet(wallet)
     }
-    fn wallet_ids(&self) -> Result<Vec<StoreWalletId>, StoreError> {
+    fn wallet_ids(&self) -> Result<Vec<WalletId>, StoreError> {
         self.inner.wallet_ids()
     }
-    fn wallet_epoch(&self, wallet: &StoreWalletId) -> Result<Option<StoreEpoch>, StoreError> {
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<StoreEpoch>, StoreError> {
         self.inner.wallet_epoch(wallet)
     }
     fn key_package(
         &self,
-        wallet: &StoreWalletId,
+        wallet: &WalletId,
         epoch: StoreEpoch,
     ) -> Result<Option<Plaintext>, StoreError> {
         self.key_reads.fetch_add(1, Ordering::SeqCst);
@@ -302,21 +297,15 @@ impl<S: Store> Store for FaultStore<S> {
         }
         self.inner.key_package(wallet, epoch)
     }
-    fn key_packages(
-        &self,
-        wallet: &StoreWalletId,
-    ) -> Result<Vec<(StoreEpoch, Plaintext)>, StoreError> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(StoreEpoch, Plaintext)>, StoreError> {
         self.inner.key_packages(wallet)
     }
-    fn dkg_results(
-        &self,
-        wallet: &StoreWalletId,
-    ) -> Result<Vec<(DkgSessionId, Plaintext)>, StoreError> {
+    fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, StoreError> {
         self.inner.dkg_results(wallet)
     }
     fn marker(
         &self,
-        wallet: &StoreWalletId,
+        wallet: &WalletId,
         commitment: &CommitmentHash,
     ) -> Result<Option<Marker>, StoreError> {
         if self.fail_reads.load(Ordering::SeqCst) {
@@ -324,11 +313,7 @@ impl<S: Store> Store for FaultStore<S> {
         }
         self.inner.marker(wallet, commitment)
     }
-    fn policy(
-        &self,
-        wallet: &StoreWalletId,
-        key: &PolicyKey,
-    ) -> Result<Option<Plaintext>, StoreError> {
+    fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, StoreError> {
         self.inner.policy(wallet, key)
     }
     fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, StoreError> {
@@ -341,7 +326,7 @@ impl<S: Store> Store for FaultStore<S> {
     ) -> Result<Vec<(AuditSeq, Plaintext)>, StoreError> {
         self.inner.audit(from, limit)
     }
-    fn corrupt_wallets(&self) -> Vec<StoreWalletId> {
+    fn corrupt_wallets(&self) -> Vec<WalletId> {
         self.inner.corrupt_wallets()
     }
 }
@@ -367,11 +352,7 @@ impl Member {
     /// The shares of the durable marker keyed by `commitment`, if any.
     pub fn marker(&self, wallet: &str, commitment: &Commitment) -> Option<Vec<Vec<u8>>> {
         let key = commitment_hash(commitment).unwrap();
-        let marker = self
-            .store()
-            .inner
-            .marker(&store_wallet(&wid(wallet)), &key)
-            .unwrap()?;
+        let marker = self.store().inner.marker(&wid(wallet), &key).unwrap()?;
         Some(decode_shares(&marker).unwrap())
     }
 }
