@@ -31,9 +31,10 @@ use crate::durable::{
     abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
 };
 use crate::error::{DkgFault, Error, InternalFault};
-use crate::ids::{CoordinatorId, Epoch, Timestamp};
+use crate::ids::{CoordinatorId, Epoch};
 use crate::signer::{Shard, Signer, Slot, lock};
 use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
+use thresig_store::Timestamp;
 use thresig_store::WalletId;
 
 /// A coordinator's proposal to run a DKG for a wallet. The signer joins

@@ -2,12 +2,11 @@
 //!
 //! Every id the engine handles has its own type, so a seat can never be
 //! passed where an epoch is expected, and hashes of different things cannot
-//! be confused. Wallet ids are the store's ([`thresig_store::WalletId`]),
-//! re-exported by the crate root: the store is the lowest crate that holds
-//! them.
+//! be confused. Wallet ids and time are the store's
+//! ([`thresig_store::WalletId`], [`thresig_store::Timestamp`]), re-exported
+//! by the crate root: the store is the lowest crate that holds them.
 
 use std::fmt;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,26 +51,4 @@ impl fmt::Debug for CoordinatorId {
 /// The first eight bytes of `bytes` in hex, for `Debug` output.
 fn short_hex(bytes: &[u8]) -> String {
     hex::encode(bytes.get(..8).unwrap_or(bytes))
-}
-
-/// A point in time, in milliseconds since the Unix epoch, as the caller's
-/// clock reports it.
-///
-/// The engine never reads a clock: every operation that depends on time
-/// takes `now` as an argument, so tests drive a virtual clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// This time in whole seconds, as the store keeps expiry times.
-    pub fn to_store(self) -> thresig_store::Timestamp {
-        thresig_store::Timestamp(self.0 / 1000)
-    }
-
-    /// This time plus `d`, saturating at the end of time.
-    pub fn saturating_add(self, d: Duration) -> Self {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Self(self.0.saturating_add(ms))
-    }
 }

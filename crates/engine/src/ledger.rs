@@ -24,8 +24,9 @@ use thresig_tx::{
 };
 
 use crate::error::{Error, InternalFault};
-use crate::ids::{CoordinatorId, Timestamp};
+use crate::ids::CoordinatorId;
 use crate::target::tx_error;
+use thresig_store::Timestamp;
 use thresig_store::WalletId;
 
 /// The policy record holding a wallet's rate ledger.

@@ -16,7 +16,8 @@ use crate::config::Limits;
 use thresig_store::CommitmentHash;
 
 use crate::error::Error;
-use crate::ids::{CoordinatorId, Timestamp};
+use crate::ids::CoordinatorId;
+use thresig_store::Timestamp;
 use thresig_store::WalletId;
 
 /// Why a commitment has no live nonce any more.

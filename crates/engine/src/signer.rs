@@ -17,11 +17,12 @@ use crate::dkg::DkgSession;
 use crate::dkg_msg::DkgSessionId;
 use crate::durable::{decode_shares, encode_shares, load_state, rekeying_ops};
 use crate::error::{Error, InternalFault, RequestPart};
-use crate::ids::{CoordinatorId, Epoch, Timestamp};
+use crate::ids::{CoordinatorId, Epoch};
 use crate::ledger::StoredLedger;
 use crate::pool::{NoncePool, TakeError, Tombstone, WalletFull};
 use crate::target::{Authority, Spend, taproot_wallet};
 use crate::wallet::{Role, SigningKey, WalletState, WalletStateKind};
+use thresig_store::Timestamp;
 use thresig_store::WalletId;
 use thresig_tx::{Network, Policy, TaprootWallet, WalletMode};
 
@@ -750,9 +751,7 @@ impl<S: Store> Signer<S> {
             crate::dkg::expire(&mut shard, now);
         }
         self.store
-            .write(vec![WriteOp::PurgeMarkers {
-                now: now.to_store(),
-            }])
+            .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;
         Ok(())
     }
@@ -888,7 +887,7 @@ impl<S: Store> Signer<S> {
             marker: Marker {
                 package_hash: package,
                 shares: encode_shares(&shares)?,
-                expires_at: expires.to_store(),
+                expires_at: expires,
             },
         };
         for _ in 0..LEDGER_RETRIES {

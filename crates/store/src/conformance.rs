@@ -86,7 +86,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
 
     // Marker insert-if-absent returns the stored marker on a replay.
     let c = CommitmentHash([7; 32]);
-    let m = marker(1, 100);
+    let m = marker(1, 100_000);
     let insert = |m: Marker| WriteOp::InsertMarker {
         wallet: w.clone(),
         commitment: c,
@@ -97,7 +97,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
         WriteOutcome::Committed(vec![OpResult::Inserted])
     );
     assert_eq!(
-        store.write(vec![insert(marker(2, 100))]).unwrap(),
+        store.write(vec![insert(marker(2, 100_000))]).unwrap(),
         WriteOutcome::Skipped {
             op: 0,
             conflict: Conflict::MarkerPresent(m.clone())
@@ -124,7 +124,7 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
             WriteOp::InsertMarker {
                 wallet: w.clone(),
                 commitment: c,
-                marker: marker(3, 10),
+                marker: marker(3, 10_000),
             },
             WriteOp::AppendAudit {
                 entry: b"x".to_vec(),
@@ -151,7 +151,7 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
 
 fn markers_expire_and_are_purged(store: &dyn Store) {
     let w = wallet(3);
-    for (i, expires) in [(1u8, 10u64), (2, 20), (3, 30)] {
+    for (i, expires) in [(1u8, 10_000u64), (2, 20_000), (3, 30_000)] {
         store
             .write(vec![WriteOp::InsertMarker {
                 wallet: w.clone(),
@@ -161,7 +161,9 @@ fn markers_expire_and_are_purged(store: &dyn Store) {
             .unwrap();
     }
     let out = store
-        .write(vec![WriteOp::PurgeMarkers { now: Timestamp(20) }])
+        .write(vec![WriteOp::PurgeMarkers {
+            now: Timestamp(20_000),
+        }])
         .unwrap();
     assert_eq!(out, WriteOutcome::Committed(vec![OpResult::Purged(2)]));
     assert!(

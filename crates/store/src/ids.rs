@@ -7,6 +7,7 @@
 //! because the store is the lowest crate that holds them.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -216,11 +217,38 @@ number_id!(
     /// The position of an audit entry; assigned by the writer, gapless from 1.
     AuditSeq
 );
-number_id!(
-    /// Seconds since the Unix epoch. The engine passes time in (it reads no
-    /// clock), so marker expiry uses this rather than `SystemTime`.
-    Timestamp
-);
+
+/// A point in time, in milliseconds since the Unix epoch, as the caller's
+/// clock reports it.
+///
+/// The engine never reads a clock: every operation that depends on time
+/// takes `now` as an argument, so tests drive a virtual clock. The store
+/// keeps marker expiry times in whole seconds on disk (the format since
+/// schema 1); [`Timestamp::to_stored_secs`] and
+/// [`Timestamp::from_stored_secs`] are the only conversions, at the
+/// store's encoding boundary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// This time plus `d`, saturating at the end of time.
+    pub fn saturating_add(self, d: Duration) -> Self {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self(self.0.saturating_add(ms))
+    }
+
+    /// This time in whole seconds (rounded down), as records and the
+    /// marker-expiry index hold it.
+    pub(crate) fn to_stored_secs(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// The time a record's whole seconds name.
+    pub(crate) fn from_stored_secs(secs: u64) -> Self {
+        Self(secs.saturating_mul(1000))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -193,9 +193,19 @@ pub(crate) fn policy_key(wallet: &WalletId, key: &PolicyKey) -> Vec<u8> {
     [wallet_prefix(wallet), key.as_bytes().to_vec()].concat()
 }
 
-/// Key of a marker-expiry index entry.
+/// Key of a marker-expiry index entry: the expiry in whole seconds, then
+/// the marker's key.
 pub(crate) fn expiry_key(expires_at: Timestamp, marker_key: &[u8]) -> Vec<u8> {
-    [&expires_at.0.to_be_bytes()[..], marker_key].concat()
+    [&expires_at.to_stored_secs().to_be_bytes()[..], marker_key].concat()
+}
+
+/// The first marker-expiry index key after every entry due at `now`: the
+/// index holds whole seconds, so that is the start of the next second.
+pub(crate) fn expiry_index_end(now: Timestamp) -> Vec<u8> {
+    now.to_stored_secs()
+        .saturating_add(1)
+        .to_be_bytes()
+        .to_vec()
 }
 
 /// Key of a DEK index entry.
@@ -217,6 +227,14 @@ pub(crate) fn parse_index_key(bytes: &[u8]) -> Option<(DekTerm, RecordTable, Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_expiry_index_ends_after_the_second_now_falls_in() {
+        let end = expiry_index_end(Timestamp(1_500));
+        assert!(expiry_key(Timestamp(1_999), b"k") < end);
+        assert!(expiry_key(Timestamp(2_000), b"k") >= end);
+        assert_eq!(expiry_key(Timestamp(1_999), b""), 1u64.to_be_bytes());
+    }
 
     #[test]
     fn keys_round_trip() {

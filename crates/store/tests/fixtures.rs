@@ -110,7 +110,7 @@ fn generate() {
                 marker: Marker {
                     package_hash: PackageHash([5; 32]),
                     shares: b"shares".to_vec(),
-                    expires_at: Timestamp(4_000_000_000),
+                    expires_at: Timestamp(4_000_000_000_000),
                 },
             },
             WriteOp::AppendAudit {
@@ -175,6 +175,9 @@ fn check_records(store: &EncryptedStore, phase: &str) {
         .unwrap();
     assert_eq!(marker.shares, b"shares", "{phase}");
     assert_eq!(marker.package_hash, PackageHash([5; 32]), "{phase}");
+    // The expiry is kept in whole seconds on disk and read back as the
+    // same instant in milliseconds.
+    assert_eq!(marker.expires_at, Timestamp(4_000_000_000_000), "{phase}");
     let audit = store.audit(AuditSeq(1), 10).unwrap();
     assert_eq!(audit.len(), 1, "{phase}");
     assert_eq!(audit[0].1.as_slice(), b"audit one", "{phase}");
