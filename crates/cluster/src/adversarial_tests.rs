@@ -642,7 +642,11 @@ async fn members_whose_stores_rotated_at_different_times_sign_for_every_coordina
             "member {coordinator} coordinating: {:?} refused",
             outcome.unresponsive
         );
-        assert_eq!(epoch, thresig_engine::Epoch(0), "member {coordinator}");
+        assert_eq!(
+            epoch,
+            thresig_engine::WalletEpoch(0),
+            "member {coordinator}"
+        );
     }
 }
 

@@ -17,7 +17,7 @@ use bitcoin::hashes::Hash as _;
 use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
 use thresig_daemon::{Error as DaemonError, SignerError};
 use thresig_engine::{
-    AbortRequest, Epoch, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget,
+    AbortRequest, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget, WalletEpoch,
 };
 use thresig_roast::{
     Config as RoastConfig, Coordinator, Event, Failure, Refusal, Reply, Request, Round, Scheme,
@@ -198,7 +198,7 @@ pub async fn sign(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     key: &WalletKey,
-    epoch: Epoch,
+    epoch: WalletEpoch,
     psbt: &WalletPsbt,
     options: &SignOptions,
 ) -> Result<SignOutcome, SignError> {
@@ -483,7 +483,7 @@ async fn release(peers: &Arc<Peers>, job: &Arc<Job>, handed: Handed) {
 /// What every request of one run carries besides the coordinator's part.
 struct Job {
     wallet: NodeWallet,
-    epoch: Epoch,
+    epoch: WalletEpoch,
     psbt: Vec<u8>,
     inputs: usize,
     journal: Option<Round2Journal>,

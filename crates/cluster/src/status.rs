@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use thresig_crypto::{Seat, WalletKey};
 use thresig_daemon::Error as DaemonError;
-use thresig_engine::{Epoch, HexBytes, WalletId, WalletStatus, taproot_wallet};
+use thresig_engine::{HexBytes, WalletEpoch, WalletId, WalletStatus, taproot_wallet};
 use thresig_tx::TaprootWallet;
 use tokio::task::JoinSet;
 
@@ -116,7 +116,7 @@ pub struct OwnWallet {
     pub key: WalletKey,
     /// The wallet epoch (the generation of its key shares, the same at
     /// every member).
-    pub epoch: Epoch,
+    pub epoch: WalletEpoch,
     /// The spend identity on the member's network (internal key, root,
     /// output key, scriptPubKey), derived from the record.
     pub spend: TaprootWallet,

@@ -6,9 +6,9 @@
 
 use thresig_crypto::{Seat, WalletKey};
 use thresig_engine::{
-    AbortRequest, ConfirmationStatus, Digest, DkgPayload, DkgProposal, DkgSessionId, Epoch,
-    HexBytes, IdentityKey, Round1Request, Round1Response, Round2Request, Round2Response,
-    SignedDkgMessage, SigningTarget, WalletId, WalletStateKind, WalletStatus,
+    AbortRequest, ConfirmationStatus, Digest, DkgPayload, DkgProposal, DkgSessionId, HexBytes,
+    IdentityKey, Round1Request, Round1Response, Round2Request, Round2Response, SignedDkgMessage,
+    SigningTarget, WalletEpoch, WalletId, WalletStateKind, WalletStatus,
 };
 
 use crate::api::{ErrorCode, Recovery, SignerError};
@@ -98,7 +98,7 @@ impl TryFrom<proto::Round1Result> for Round1Response {
         Ok(Self::new(
             wallet_id(wire.wallet_id)?,
             seat_number(wire.seat)?,
-            Epoch(wire.epoch),
+            WalletEpoch(wire.epoch),
             hex_list(wire.commitments),
         ))
     }
@@ -121,7 +121,7 @@ impl TryFrom<proto::Round2Request> for Round2Request {
         };
         Ok(Self::new(
             wallet_id(wire.wallet_id)?,
-            Epoch(wire.epoch),
+            WalletEpoch(wire.epoch),
             wire.signers
                 .into_iter()
                 .map(seat_number)
@@ -426,7 +426,7 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
             count(wire.members)?,
             seat_number(wire.seat)?,
         );
-        status.epoch = wire.epoch.map(Epoch);
+        status.epoch = wire.epoch.map(WalletEpoch);
         status.output_key = wire.output_key.map(HexBytes);
         status.live_nonces = count_from_wire(wire.live_nonces)?;
         Ok(status)
@@ -634,7 +634,7 @@ mod tests {
         let wallet = WalletId::new("vault-1").unwrap();
         let request = Round2Request::new(
             wallet.clone(),
-            Epoch(3),
+            WalletEpoch(3),
             vec![1, 3],
             SigningTarget::digests(vec![Digest([5; 32])]),
             vec![HexBytes(vec![1; 10])],
@@ -642,12 +642,17 @@ mod tests {
         let wire = proto::Round2Request::try_from(request.clone()).unwrap();
         assert_eq!(Round2Request::try_from(wire).unwrap(), request);
 
-        let reply = Round1Response::new(wallet.clone(), 2, Epoch(4), vec![HexBytes(vec![2; 33])]);
+        let reply = Round1Response::new(
+            wallet.clone(),
+            2,
+            WalletEpoch(4),
+            vec![HexBytes(vec![2; 33])],
+        );
         let wire = proto::Round1Result::from(reply.clone());
         assert_eq!(Round1Response::try_from(wire).unwrap(), reply);
 
         let mut status = WalletStatus::new(wallet.clone(), WalletStateKind::Active, 2, 3, 1);
-        status.epoch = Some(Epoch(1));
+        status.epoch = Some(WalletEpoch(1));
         status.output_key = Some(HexBytes(vec![0xab; 32]));
         status.live_nonces = 4;
         let wire = proto::StatusResult::from(vec![status.clone()]);

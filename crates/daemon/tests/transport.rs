@@ -10,8 +10,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use thresig_daemon::{ClientTls, Error, Recovery, RpcCode, SignerClient};
 use thresig_engine::{
-    AbortRequest, Digest, DkgProposal, DkgSessionId, Epoch, HexBytes, Round1Request, SigningTarget,
-    WalletId, WalletStateKind,
+    AbortRequest, Digest, DkgProposal, DkgSessionId, HexBytes, Round1Request, SigningTarget,
+    WalletEpoch, WalletId, WalletStateKind,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -33,7 +33,7 @@ async fn every_rpc_reaches_the_handler_with_the_authenticated_seat() {
         .await
         .unwrap();
     assert_eq!((reply.wallet, reply.seat), (wallet(), 1));
-    assert_eq!(reply.epoch, Epoch(7));
+    assert_eq!(reply.epoch, WalletEpoch(7));
     assert_eq!(reply.commitments, commitments(3));
 
     let abort = AbortRequest::new(wallet(), commitments(2));
@@ -64,7 +64,7 @@ async fn every_rpc_reaches_the_handler_with_the_authenticated_seat() {
     assert_eq!(wallet_status.state, WalletStateKind::Active);
     assert_eq!((wallet_status.threshold, wallet_status.members), (2, 3));
     assert_eq!(wallet_status.seat, 1);
-    assert_eq!(wallet_status.epoch, Some(Epoch(4)));
+    assert_eq!(wallet_status.epoch, Some(WalletEpoch(4)));
     assert_eq!(wallet_status.output_key, Some(HexBytes(vec![0xab; 32])));
     assert_eq!(wallet_status.live_nonces, 5);
 

@@ -11,7 +11,7 @@ use crate::config::Limits;
 use crate::dkg::{ConfirmationStatus, DkgProposal};
 use crate::dkg_msg::{DkgSessionId, SignedDkgMessage};
 use crate::error::{Error, ErrorCode, recovery_str};
-use crate::ids::Epoch;
+use crate::ids::WalletEpoch;
 use crate::target::SigningTarget;
 use crate::wallet::WalletStateKind;
 use thresig_store::WalletId;
@@ -74,7 +74,7 @@ pub struct Round2Request {
     /// The wallet.
     pub wallet: WalletId,
     /// The wallet epoch the coordinator believes current.
-    pub epoch: Epoch,
+    pub epoch: WalletEpoch,
     /// The seat numbers of the signer set, identical in every package.
     pub signers: Vec<u16>,
     /// What is signed; the signer derives each input's message from it.
@@ -87,7 +87,7 @@ impl Round2Request {
     /// A round-2 request (see the field docs).
     pub fn new(
         wallet: WalletId,
-        epoch: Epoch,
+        epoch: WalletEpoch,
         signers: Vec<u16>,
         target: SigningTarget,
         packages: Vec<HexBytes>,
@@ -213,14 +213,19 @@ pub struct Round1Response {
     /// This signer's seat number.
     pub seat: u16,
     /// The wallet epoch (the generation of its key shares).
-    pub epoch: Epoch,
+    pub epoch: WalletEpoch,
     /// Encoded commitments, one per input.
     pub commitments: Vec<HexBytes>,
 }
 
 impl Round1Response {
     /// A round-1 answer (see the field docs), as a transport decodes it.
-    pub fn new(wallet: WalletId, seat: u16, epoch: Epoch, commitments: Vec<HexBytes>) -> Self {
+    pub fn new(
+        wallet: WalletId,
+        seat: u16,
+        epoch: WalletEpoch,
+        commitments: Vec<HexBytes>,
+    ) -> Self {
         Self {
             wallet,
             seat,
@@ -278,7 +283,7 @@ pub struct WalletStatus {
     /// This signer's seat number.
     pub seat: u16,
     /// The wallet epoch, for wallets that hold a key.
-    pub epoch: Option<Epoch>,
+    pub epoch: Option<WalletEpoch>,
     /// The BIP341 output key, for wallets that hold a key.
     pub output_key: Option<HexBytes>,
     /// Live nonces held for this wallet.

@@ -31,7 +31,7 @@ use crate::durable::{
     abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
 };
 use crate::error::{DkgFault, Error, InternalFault};
-use crate::ids::{CoordinatorId, Epoch};
+use crate::ids::{CoordinatorId, WalletEpoch};
 use crate::signer::{Shard, Signer, Slot, lock};
 use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
 use thresig_store::Timestamp;
@@ -656,7 +656,7 @@ impl<S: Store> Signer<S> {
             return Err(Error::Internal(InternalFault::Invariant));
         };
         let (key, share) = confirming.into_parts();
-        shard.state = WalletState::Active(WalletSigningKey::new(Epoch::INITIAL, key, share));
+        shard.state = WalletState::Active(WalletSigningKey::new(WalletEpoch::INITIAL, key, share));
         Ok(ConfirmationStatus {
             confirmed,
             needed,

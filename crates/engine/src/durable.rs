@@ -22,7 +22,7 @@ use thresig_store::{Marker, Plaintext, Store, WriteOp};
 use crate::config::WalletConfig;
 use crate::dkg_msg::DkgSessionId;
 use crate::error::{Error, InternalFault};
-use crate::ids::Epoch;
+use crate::ids::WalletEpoch;
 use crate::wallet::{Confirming, SigningKey, WalletState};
 use thresig_store::WalletId;
 
@@ -53,7 +53,7 @@ impl Lifecycle {
 /// followed by the encoded `WalletKey`.
 struct WalletRecord {
     lifecycle: Lifecycle,
-    key_epoch: thresig_store::Epoch,
+    key_epoch: thresig_store::RecordEpoch,
     wallet_key: Vec<u8>,
 }
 
@@ -75,7 +75,7 @@ impl WalletRecord {
         }
         Some(Self {
             lifecycle: Lifecycle::from_byte(*lifecycle)?,
-            key_epoch: thresig_store::Epoch(u64::from_be_bytes(*epoch)),
+            key_epoch: thresig_store::RecordEpoch(u64::from_be_bytes(*epoch)),
             wallet_key: key.to_vec(),
         })
     }
@@ -85,12 +85,12 @@ impl WalletRecord {
 /// `e + FIRST_KEY_EPOCH`: the DKG's (wallet epoch 0) at 1, where it has
 /// always been, so that stores written before the wallet epoch was defined
 /// open unchanged (a refresh will keep wallet epoch 1's at 2).
-const FIRST_KEY_EPOCH: thresig_store::Epoch = thresig_store::Epoch(1);
+const FIRST_KEY_EPOCH: thresig_store::RecordEpoch = thresig_store::RecordEpoch(1);
 
 /// The wallet epoch whose key package is kept at store epoch `key_epoch`
 /// (none below [`FIRST_KEY_EPOCH`], where no key package is kept).
-fn wallet_epoch_of(key_epoch: thresig_store::Epoch) -> Option<Epoch> {
-    key_epoch.0.checked_sub(FIRST_KEY_EPOCH.0).map(Epoch)
+fn wallet_epoch_of(key_epoch: thresig_store::RecordEpoch) -> Option<WalletEpoch> {
+    key_epoch.0.checked_sub(FIRST_KEY_EPOCH.0).map(WalletEpoch)
 }
 
 /// Version byte of the DKG result encoding.
@@ -111,7 +111,7 @@ fn key_package_bytes(share: &KeyShare) -> Result<Plaintext, Error> {
 /// The insert-if-absent of this signer's key package.
 fn key_package_op(
     id: &WalletId,
-    epoch: thresig_store::Epoch,
+    epoch: thresig_store::RecordEpoch,
     share: &KeyShare,
 ) -> Result<WriteOp, Error> {
     Ok(WriteOp::InsertKeyPackage {
@@ -124,7 +124,7 @@ fn key_package_op(
 /// The wallet record marking `key` active at `key_epoch`.
 fn active_record_op(
     id: &WalletId,
-    key_epoch: thresig_store::Epoch,
+    key_epoch: thresig_store::RecordEpoch,
     key: &WalletKey,
 ) -> Result<WriteOp, Error> {
     let record = WalletRecord {
@@ -139,7 +139,7 @@ fn active_record_op(
 }
 
 /// The store writes that make `wallet` active at wallet epoch
-/// [`Epoch::INITIAL`] with `key` and this signer's `share`: the key package
+/// [`WalletEpoch::INITIAL`] with `key` and this signer's `share`: the key package
 /// (insert if absent, so a stored key package is never overwritten) and the
 /// wallet record, committed together as one unit.
 ///
@@ -312,7 +312,7 @@ fn load_confirming<S: Store>(
         let ([version], rest) = value.split_first_chunk::<1>()?;
         let (transcript, key) = rest.split_first_chunk::<32>()?;
         let key = (*version == DKG_RESULT_VERSION).then_some(key)?;
-        let checked = signing_key(config, seat, Epoch::INITIAL, key, &share)?;
+        let checked = signing_key(config, seat, WalletEpoch::INITIAL, key, &share)?;
         Some((session, *transcript, checked))
     })();
     let Some((session, transcript, checked)) = decoded else {
@@ -383,7 +383,7 @@ fn try_load<S: Store>(
 fn signing_key(
     config: &WalletConfig,
     seat: Seat,
-    epoch: Epoch,
+    epoch: WalletEpoch,
     wallet_key: &[u8],
     share: &[u8],
 ) -> Option<SigningKey> {
@@ -462,21 +462,24 @@ mod tests {
 
     #[test]
     fn the_dkg_key_package_is_kept_at_one_for_wallet_epoch_zero() {
-        assert_eq!(wallet_epoch_of(FIRST_KEY_EPOCH), Some(Epoch::INITIAL));
-        assert_eq!(wallet_epoch_of(thresig_store::Epoch(3)), Some(Epoch(2)));
-        assert_eq!(wallet_epoch_of(thresig_store::Epoch(0)), None);
+        assert_eq!(wallet_epoch_of(FIRST_KEY_EPOCH), Some(WalletEpoch::INITIAL));
+        assert_eq!(
+            wallet_epoch_of(thresig_store::RecordEpoch(3)),
+            Some(WalletEpoch(2))
+        );
+        assert_eq!(wallet_epoch_of(thresig_store::RecordEpoch(0)), None);
     }
 
     #[test]
     fn records_and_shares_round_trip_and_refuse_garbage() {
         let record = WalletRecord {
             lifecycle: Lifecycle::Rekeying,
-            key_epoch: thresig_store::Epoch(7),
+            key_epoch: thresig_store::RecordEpoch(7),
             wallet_key: vec![1, 2, 3],
         };
         let back = WalletRecord::decode(&record.encode()).unwrap();
         assert_eq!(back.lifecycle, Lifecycle::Rekeying);
-        assert_eq!(back.key_epoch, thresig_store::Epoch(7));
+        assert_eq!(back.key_epoch, thresig_store::RecordEpoch(7));
         assert_eq!(back.wallet_key, vec![1, 2, 3]);
         assert!(WalletRecord::decode(&[2, 1, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());
         assert!(WalletRecord::decode(&[1, 9, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());

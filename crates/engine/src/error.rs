@@ -18,7 +18,7 @@ use thresig_crypto::Seat;
 use thresig_store::CommitmentHash;
 use thresig_tx::PolicyDenial;
 
-use crate::ids::{CoordinatorId, Epoch};
+use crate::ids::{CoordinatorId, WalletEpoch};
 use thresig_store::WalletId;
 
 /// A stable error code, sent on the wire as [`ErrorCode::as_str`].
@@ -490,9 +490,9 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
         /// The wallet epoch named by the request.
-        requested: Epoch,
+        requested: WalletEpoch,
         /// This signer's wallet epoch.
-        current: Epoch,
+        current: WalletEpoch,
     },
     /// An input's package message differs from the message this signer
     /// derived itself from the signing target.
@@ -559,7 +559,7 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
         /// The epoch.
-        epoch: Epoch,
+        epoch: WalletEpoch,
     },
     /// A stored record holds data that does not decode.
     #[error("wallet {wallet}: a stored record does not decode")]

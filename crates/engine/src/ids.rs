@@ -11,24 +11,25 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A wallet epoch, as requests carry it: the generation of the wallet's key
-/// shares (DESIGN.md §4), [`Epoch::INITIAL`] after the DKG. Only group
+/// shares (DESIGN.md §4), [`WalletEpoch::INITIAL`] after the DKG. Only group
 /// protocols change it (a refresh switch or a rekey step adds one), so it is
 /// the same at every member, and a request of another epoch is recognised
 /// as stale.
 ///
-/// It is not the store's epoch of the wallet ([`thresig_store::Epoch`]):
-/// that one moves with each member's own key rotations and policy changes,
-/// seals the member's records against rollback, and never crosses the wire.
+/// It is not the store's record epoch of the wallet
+/// ([`thresig_store::RecordEpoch`]): that one moves with each member's own
+/// key rotations and policy changes, seals the member's records against
+/// rollback, and never crosses the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Epoch(pub u64);
+pub struct WalletEpoch(pub u64);
 
-impl Epoch {
+impl WalletEpoch {
     /// The epoch of the key shares a DKG (or an imported key) makes.
     pub const INITIAL: Self = Self(0);
 }
 
-impl fmt::Display for Epoch {
+impl fmt::Display for WalletEpoch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "epoch {}", self.0)
     }

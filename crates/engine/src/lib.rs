@@ -88,5 +88,5 @@ pub use wallet::WalletStateKind;
 
 pub use config::{ConfigError, IdentityKey, Limits, SignerConfig, WalletConfig};
 pub use error::{DkgFault, Error, ErrorCode, InternalFault, RequestPart, recovery_str};
-pub use ids::{CoordinatorId, Epoch};
+pub use ids::{CoordinatorId, WalletEpoch};
 pub use thresig_store::{InvalidWalletId, Timestamp, WalletId};

@@ -17,7 +17,7 @@ use crate::dkg::DkgSession;
 use crate::dkg_msg::DkgSessionId;
 use crate::durable::{decode_shares, encode_shares, load_state, rekeying_ops};
 use crate::error::{Error, InternalFault, RequestPart};
-use crate::ids::{CoordinatorId, Epoch};
+use crate::ids::{CoordinatorId, WalletEpoch};
 use crate::ledger::StoredLedger;
 use crate::pool::{NoncePool, TakeError, Tombstone, WalletFull};
 use crate::target::{Authority, Spend, taproot_wallet};
@@ -170,7 +170,7 @@ impl Shard {
         share: &Arc<KeyShare>,
         drawn: Drawn,
         rng: &mut R,
-    ) -> Result<(Epoch, Vec<HexBytes>), Error> {
+    ) -> Result<(WalletEpoch, Vec<HexBytes>), Error> {
         let (key, _) = self.state.signing_key(wallet)?;
         // The state may have changed since the first section; only a
         // different key makes the drawn nonces not this key's. The share's
@@ -1063,7 +1063,7 @@ mod tests {
             thresig_crypto::import_key(&[secret; 32], params, ScriptTree::KeyPathOnly, rng)
                 .unwrap();
         let share = shares.into_iter().next().unwrap();
-        SigningKey::new(Epoch(epoch), key, share)
+        SigningKey::new(WalletEpoch(epoch), key, share)
     }
 
     fn shard(state: WalletState) -> Shard {
@@ -1102,7 +1102,7 @@ mod tests {
         let (epoch, commitments) = shard
             .keep_drawn(now, FROM, &wallet, &limits, &share, drawn, &mut rng)
             .unwrap();
-        assert_eq!(epoch, Epoch(0), "the current key's epoch");
+        assert_eq!(epoch, WalletEpoch(0), "the current key's epoch");
         let kept = hashes(&commitments);
         assert_eq!(kept.len(), 2);
         assert!(kept.iter().all(|c| !stale.contains(c)), "drawn again");
@@ -1127,7 +1127,7 @@ mod tests {
         let (epoch, commitments) = shard
             .keep_drawn(now, FROM, &wallet, &limits, &share, drawn, &mut rng)
             .unwrap();
-        assert_eq!(epoch, Epoch(0));
+        assert_eq!(epoch, WalletEpoch(0));
         assert_eq!(hashes(&commitments), expected, "the drawn vector is kept");
         // A wallet that stopped signing in between keeps nothing.
         let drawn = draw(&share, 1, &mut rng).unwrap();

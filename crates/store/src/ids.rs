@@ -209,9 +209,14 @@ number_id!(
     DekTerm
 );
 number_id!(
-    /// A security epoch. The global counter and every wallet's epoch are
-    /// values of this type (DESIGN.md invariant I5).
-    Epoch
+    /// An epoch of this member's own records (DESIGN.md invariant I5): the
+    /// global counter and every wallet's record epoch are values of this
+    /// type, and records are sealed under them against rollback. It moves
+    /// with the member's own key rotations and policy changes, so it differs
+    /// between members and never crosses the wire; it is not the wallet
+    /// epoch requests carry (the engine's `WalletEpoch`). Key packages are
+    /// also numbered by it.
+    RecordEpoch
 );
 number_id!(
     /// The position of an audit entry; assigned by the writer, gapless from 1.

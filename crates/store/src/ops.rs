@@ -9,8 +9,8 @@
 
 use crate::error::Error;
 use crate::ids::{
-    AuditSeq, CommitmentHash, DkgSessionId, Epoch, MetaName, PackageHash, PolicyKey, Timestamp,
-    WalletId,
+    AuditSeq, CommitmentHash, DkgSessionId, MetaName, PackageHash, PolicyKey, RecordEpoch,
+    Timestamp, WalletId,
 };
 use crate::marker_set::MarkerChange;
 use crate::plaintext::Plaintext;
@@ -70,7 +70,7 @@ pub enum WriteOp {
         /// The wallet.
         wallet: WalletId,
         /// The key package's epoch.
-        epoch: Epoch,
+        epoch: RecordEpoch,
         /// The serialized key package (secret: zeroized, not shown).
         value: Plaintext,
     },
@@ -79,7 +79,7 @@ pub enum WriteOp {
         /// The wallet.
         wallet: WalletId,
         /// The epoch to delete.
-        epoch: Epoch,
+        epoch: RecordEpoch,
     },
     /// Stores a DKG result awaiting confirmation.
     PutDkgResult {
@@ -159,7 +159,7 @@ pub enum OpResult {
     /// The audit entry's sequence.
     Appended(AuditSeq),
     /// The wallet's new epoch.
-    EpochBumped(Epoch),
+    EpochBumped(RecordEpoch),
     /// How many markers were purged.
     Purged(u64),
 }

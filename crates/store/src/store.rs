@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use crate::entry::{DekState, RecoveryPublicKey, StoredEntry};
 use crate::error::Error;
 use crate::ids::{
-    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, Epoch, MetaName, PolicyKey, WalletId,
+    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, MetaName, PolicyKey, RecordEpoch, WalletId,
 };
 use crate::keyring::Keyring;
 use crate::marker_set::{CheckedMarkerSets, MarkerDigest};
@@ -56,11 +56,15 @@ pub trait Store: Send + Sync {
     /// Every wallet with an epoch record (every wallet ever written).
     fn wallet_ids(&self) -> Result<Vec<WalletId>, Error>;
     /// A wallet's security epoch.
-    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error>;
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, Error>;
     /// The key package of (wallet, epoch).
-    fn key_package(&self, wallet: &WalletId, epoch: Epoch) -> Result<Option<Plaintext>, Error>;
+    fn key_package(
+        &self,
+        wallet: &WalletId,
+        epoch: RecordEpoch,
+    ) -> Result<Option<Plaintext>, Error>;
     /// Every key package of a wallet, by epoch.
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error>;
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, Error>;
     /// Every DKG result of a wallet awaiting confirmation.
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error>;
     /// The marker of a commitment.
@@ -91,13 +95,17 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     fn wallet_ids(&self) -> Result<Vec<WalletId>, Error> {
         (**self).wallet_ids()
     }
-    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error> {
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, Error> {
         (**self).wallet_epoch(wallet)
     }
-    fn key_package(&self, wallet: &WalletId, epoch: Epoch) -> Result<Option<Plaintext>, Error> {
+    fn key_package(
+        &self,
+        wallet: &WalletId,
+        epoch: RecordEpoch,
+    ) -> Result<Option<Plaintext>, Error> {
         (**self).key_package(wallet, epoch)
     }
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, Error> {
         (**self).key_packages(wallet)
     }
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error> {
@@ -650,7 +658,7 @@ fn initialize(
         OsRng.fill_bytes(&mut store_id);
         let mut witness_key = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(witness_key.as_mut());
-        let zero = Epoch(0);
+        let zero = RecordEpoch(0);
         let identity = Identity {
             id: store_id,
             witness_written: false,
@@ -885,7 +893,7 @@ fn record_witness_written(
         ctx.put_at(
             RecordTable::Sys,
             sys::STORE_ID,
-            Epoch(0),
+            RecordEpoch(0),
             &identity.encode(),
         )?;
     }
@@ -972,11 +980,15 @@ impl Store for EncryptedStore {
         })
     }
 
-    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error> {
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, Error> {
         self.read(|r| r.wallet_epoch(wallet))
     }
 
-    fn key_package(&self, wallet: &WalletId, epoch: Epoch) -> Result<Option<Plaintext>, Error> {
+    fn key_package(
+        &self,
+        wallet: &WalletId,
+        epoch: RecordEpoch,
+    ) -> Result<Option<Plaintext>, Error> {
         self.read(|r| {
             r.get(
                 RecordTable::KeyPackages,
@@ -985,9 +997,9 @@ impl Store for EncryptedStore {
         })
     }
 
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, Error> {
         self.wallet_records(RecordTable::KeyPackages, wallet, |suffix| {
-            decode_u64(suffix).map(Epoch)
+            decode_u64(suffix).map(RecordEpoch)
         })
     }
 

@@ -14,9 +14,9 @@ use thresig_daemon::{
     SignerClient, SignerError, SignerHandler, TlsPaths, Validity, serve,
 };
 use thresig_engine::{
-    AbortRequest, ConfirmationStatus, DkgPayload, DkgProposal, DkgSessionId, Epoch, HexBytes,
+    AbortRequest, ConfirmationStatus, DkgPayload, DkgProposal, DkgSessionId, HexBytes,
     Round1Request, Round1Response, Round2Request, Round2Response, SignedDkgMessage, SigningTarget,
-    WalletId, WalletStateKind, WalletStatus,
+    WalletEpoch, WalletId, WalletStateKind, WalletStatus,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -226,7 +226,7 @@ pub fn vault() -> WalletId {
 pub fn round2(target: SigningTarget) -> Round2Request {
     Round2Request::new(
         vault(),
-        Epoch(1),
+        WalletEpoch(1),
         vec![1, 2],
         target,
         vec![HexBytes(vec![1; 100])],
@@ -263,7 +263,7 @@ impl SignerHandler for Recorder {
         Ok(Round1Response::new(
             request.wallet,
             1,
-            Epoch(7),
+            WalletEpoch(7),
             commitments,
         ))
     }
@@ -331,7 +331,7 @@ impl SignerHandler for Recorder {
     fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
         self.peers.lock().unwrap().push(peer);
         let mut status = WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, 1);
-        status.epoch = Some(Epoch(4));
+        status.epoch = Some(WalletEpoch(4));
         status.output_key = Some(HexBytes(vec![0xab; 32]));
         status.live_nonces = 5;
         Ok(vec![status; self.status_wallets.max(1)])
@@ -390,7 +390,7 @@ impl SignerHandler for Gate {
         Ok(Round1Response::new(
             request.wallet,
             1,
-            Epoch(1),
+            WalletEpoch(1),
             commitments,
         ))
     }

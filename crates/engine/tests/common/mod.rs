@@ -20,15 +20,15 @@ use thresig_crypto::{
     WalletKey, dkg_in_process, import_key,
 };
 use thresig_engine::{
-    CoordinatorId, Digest, Epoch, Error, HexBytes, IdentityKey, Limits, Round1Request,
-    Round2Request, Signer, SignerConfig, SigningTarget, Timestamp, WalletConfig, WalletId,
+    CoordinatorId, Digest, Error, HexBytes, IdentityKey, Limits, Round1Request, Round2Request,
+    Signer, SignerConfig, SigningTarget, Timestamp, WalletConfig, WalletEpoch, WalletId,
     activation_ops, commitment_hash, decode_shares,
 };
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
-    AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Epoch as StoreEpoch,
-    Error as StoreError, Marker, MemoryWitness, MetaName, Plaintext, PolicyKey, SimDisk, Store,
-    StoreLocation, StoreOptions, WriteOp, WriteOutcome,
+    AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Error as StoreError, Marker,
+    MemoryWitness, MetaName, Plaintext, PolicyKey, RecordEpoch, SimDisk, Store, StoreLocation,
+    StoreOptions, WriteOp, WriteOutcome,
 };
 use thresig_tx::{Network, PolicyConfig};
 use zeroize::Zeroizing;
@@ -281,13 +281,13 @@ impl<S: Store> Store for FaultStore<S> {
     fn wallet_ids(&self) -> Result<Vec<WalletId>, StoreError> {
         self.inner.wallet_ids()
     }
-    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<StoreEpoch>, StoreError> {
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, StoreError> {
         self.inner.wallet_epoch(wallet)
     }
     fn key_package(
         &self,
         wallet: &WalletId,
-        epoch: StoreEpoch,
+        epoch: RecordEpoch,
     ) -> Result<Option<Plaintext>, StoreError> {
         self.key_reads.fetch_add(1, Ordering::SeqCst);
         if let Some((failing, error)) = &*self.fail_key_reads.lock().unwrap()
@@ -297,7 +297,7 @@ impl<S: Store> Store for FaultStore<S> {
         }
         self.inner.key_package(wallet, epoch)
     }
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(StoreEpoch, Plaintext)>, StoreError> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, StoreError> {
         self.inner.key_packages(wallet)
     }
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, StoreError> {
@@ -553,13 +553,13 @@ impl Cluster {
     }
 
     /// The wallet's current epoch, as seat 1 reports it.
-    pub fn epoch(&self, wallet: &str) -> Epoch {
+    pub fn epoch(&self, wallet: &str) -> WalletEpoch {
         self.epoch_at(1, wallet)
     }
 
     /// The wallet's current epoch, as seat `s` reports it (what a
     /// coordinator at seat `s` puts in its requests).
-    pub fn epoch_at(&self, s: u16, wallet: &str) -> Epoch {
+    pub fn epoch_at(&self, s: u16, wallet: &str) -> WalletEpoch {
         self.member(s)
             .signer()
             .status(&wid(wallet))
@@ -636,7 +636,7 @@ impl Cluster {
     /// `epoch`.
     pub fn request_at(
         &self,
-        epoch: Epoch,
+        epoch: WalletEpoch,
         wallet: &str,
         commitments: &BTreeMap<u16, Vec<Commitment>>,
         digests: &[[u8; 32]],
@@ -752,7 +752,7 @@ impl Cluster {
     pub fn sign_at_epoch(
         &mut self,
         coord: u16,
-        epoch: Epoch,
+        epoch: WalletEpoch,
         wallet: &str,
         seats: &[u16],
         digests: &[[u8; 32]],
