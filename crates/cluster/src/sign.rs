@@ -598,7 +598,7 @@ async fn shares(
     let round = Round::Sign(session);
     let signers = packages
         .first()
-        .map(|p| p.signers().iter().map(|s| s.get()).collect())
+        .map(SigningPackage::signers)
         .unwrap_or_default();
     let Ok(encoded) = packages
         .iter()

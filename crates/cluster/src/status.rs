@@ -161,7 +161,7 @@ mod tests {
     /// `wallet` at `member`, active with the output key `[key; 32]`.
     fn reported(member: u16, key: u8) -> MemberStatus {
         let wallet = WalletId::new("w".to_owned()).unwrap();
-        let mut status = WalletStatus::new(wallet, WalletStateKind::Active, 2, 3, member);
+        let mut status = WalletStatus::new(wallet, WalletStateKind::Active, 2, 3, seat(member));
         status.output_key = Some(HexBytes(vec![key; 32]));
         MemberStatus {
             seat: seat(member),

@@ -33,13 +33,8 @@ fn session_id(wire: &[u8]) -> Result<DkgSessionId, Error> {
         .map_err(|_| Error::InvalidId(InvalidId::DkgSession))
 }
 
-/// A seat number as the engine's types carry it (validated as a seat).
-fn seat_number(wire: u32) -> Result<u16, Error> {
-    seat_from_wire(wire).map(Seat::get)
-}
-
-fn seat_to_wire(seat: u16) -> u32 {
-    u32::from(seat)
+fn seat_to_wire(seat: Seat) -> u32 {
+    u32::from(seat.get())
 }
 
 fn hex_list(wire: Vec<Vec<u8>>) -> Vec<HexBytes> {
@@ -97,7 +92,7 @@ impl TryFrom<proto::Round1Result> for Round1Response {
     fn try_from(wire: proto::Round1Result) -> Result<Self, Error> {
         Ok(Self::new(
             wallet_id(wire.wallet_id)?,
-            seat_number(wire.seat)?,
+            seat_from_wire(wire.seat)?,
             WalletEpoch(wire.epoch),
             hex_list(wire.commitments),
         ))
@@ -124,7 +119,7 @@ impl TryFrom<proto::Round2Request> for Round2Request {
             WalletEpoch(wire.epoch),
             wire.signers
                 .into_iter()
-                .map(seat_number)
+                .map(seat_from_wire)
                 .collect::<Result<_, _>>()?,
             target,
             hex_list(wire.packages),
@@ -169,7 +164,7 @@ impl TryFrom<proto::Round2Result> for Round2Response {
     fn try_from(wire: proto::Round2Result) -> Result<Self, Error> {
         Ok(Self::new(
             wallet_id(wire.wallet_id)?,
-            seat_number(wire.seat)?,
+            seat_from_wire(wire.seat)?,
             hex_list(wire.shares),
             hex_list(wire.commitments),
         ))
@@ -218,7 +213,7 @@ impl TryFrom<proto::DkgMessage> for SignedDkgMessage {
         Ok(Self::new(
             session_id(&wire.session_id)?,
             wallet_id(wire.wallet_id)?,
-            seat_number(wire.sender)?,
+            seat_from_wire(wire.sender)?.get(),
             payload,
             HexBytes(wire.signature),
         ))
@@ -231,7 +226,7 @@ impl From<SignedDkgMessage> for proto::DkgMessage {
             session_id: message.session.0.to_vec(),
             payload: message.payload.to_bytes(),
             wallet_id: message.wallet.into(),
-            sender: seat_to_wire(message.sender),
+            sender: u32::from(message.sender),
             signature: message.signature.0,
         }
     }
@@ -424,7 +419,7 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
             state,
             count(wire.threshold)?,
             count(wire.members)?,
-            seat_number(wire.seat)?,
+            seat_from_wire(wire.seat)?,
         );
         status.epoch = wire.epoch.map(WalletEpoch);
         status.output_key = wire.output_key.map(HexBytes);
@@ -629,13 +624,17 @@ mod tests {
         }
     }
 
+    fn seat(number: u16) -> Seat {
+        Seat::try_from(number).unwrap()
+    }
+
     #[test]
     fn requests_and_replies_round_trip() {
         let wallet = WalletId::new("vault-1").unwrap();
         let request = Round2Request::new(
             wallet.clone(),
             WalletEpoch(3),
-            vec![1, 3],
+            vec![seat(1), seat(3)],
             SigningTarget::digests(vec![Digest([5; 32])]),
             vec![HexBytes(vec![1; 10])],
         );
@@ -644,14 +643,14 @@ mod tests {
 
         let reply = Round1Response::new(
             wallet.clone(),
-            2,
+            seat(2),
             WalletEpoch(4),
             vec![HexBytes(vec![2; 33])],
         );
         let wire = proto::Round1Result::from(reply.clone());
         assert_eq!(Round1Response::try_from(wire).unwrap(), reply);
 
-        let mut status = WalletStatus::new(wallet.clone(), WalletStateKind::Active, 2, 3, 1);
+        let mut status = WalletStatus::new(wallet.clone(), WalletStateKind::Active, 2, 3, seat(1));
         status.epoch = Some(WalletEpoch(1));
         status.output_key = Some(HexBytes(vec![0xab; 32]));
         status.live_nonces = 4;

@@ -32,7 +32,7 @@ async fn every_rpc_reaches_the_handler_with_the_authenticated_seat() {
         .round1(Round1Request::new(wallet(), 3))
         .await
         .unwrap();
-    assert_eq!((reply.wallet, reply.seat), (wallet(), 1));
+    assert_eq!((reply.wallet, reply.seat), (wallet(), seat(1)));
     assert_eq!(reply.epoch, WalletEpoch(7));
     assert_eq!(reply.commitments, commitments(3));
 
@@ -63,7 +63,7 @@ async fn every_rpc_reaches_the_handler_with_the_authenticated_seat() {
     let wallet_status = &status[0];
     assert_eq!(wallet_status.state, WalletStateKind::Active);
     assert_eq!((wallet_status.threshold, wallet_status.members), (2, 3));
-    assert_eq!(wallet_status.seat, 1);
+    assert_eq!(wallet_status.seat, seat(1));
     assert_eq!(wallet_status.epoch, Some(WalletEpoch(4)));
     assert_eq!(wallet_status.output_key, Some(HexBytes(vec![0xab; 32])));
     assert_eq!(wallet_status.live_nonces, 5);

@@ -14,6 +14,7 @@ use crate::error::{Error, ErrorCode, recovery_str};
 use crate::ids::WalletEpoch;
 use crate::target::SigningTarget;
 use crate::wallet::WalletStateKind;
+use thresig_crypto::Seat;
 use thresig_store::WalletId;
 
 /// The API version this signer speaks.
@@ -75,8 +76,8 @@ pub struct Round2Request {
     pub wallet: WalletId,
     /// The wallet epoch the coordinator believes current.
     pub epoch: WalletEpoch,
-    /// The seat numbers of the signer set, identical in every package.
-    pub signers: Vec<u16>,
+    /// The seats of the signer set, identical in every package.
+    pub signers: Vec<Seat>,
     /// What is signed; the signer derives each input's message from it.
     pub target: SigningTarget,
     /// One encoded FROST signing package per input, in input order.
@@ -88,7 +89,7 @@ impl Round2Request {
     pub fn new(
         wallet: WalletId,
         epoch: WalletEpoch,
-        signers: Vec<u16>,
+        signers: Vec<Seat>,
         target: SigningTarget,
         packages: Vec<HexBytes>,
     ) -> Self {
@@ -210,8 +211,8 @@ impl Request {
 pub struct Round1Response {
     /// The wallet.
     pub wallet: WalletId,
-    /// This signer's seat number.
-    pub seat: u16,
+    /// This signer's seat.
+    pub seat: Seat,
     /// The wallet epoch (the generation of its key shares).
     pub epoch: WalletEpoch,
     /// Encoded commitments, one per input.
@@ -222,7 +223,7 @@ impl Round1Response {
     /// A round-1 answer (see the field docs), as a transport decodes it.
     pub fn new(
         wallet: WalletId,
-        seat: u16,
+        seat: Seat,
         epoch: WalletEpoch,
         commitments: Vec<HexBytes>,
     ) -> Self {
@@ -241,8 +242,8 @@ impl Round1Response {
 pub struct Round2Response {
     /// The wallet.
     pub wallet: WalletId,
-    /// This signer's seat number.
-    pub seat: u16,
+    /// This signer's seat.
+    pub seat: Seat,
     /// Encoded signature shares, one per input.
     pub shares: Vec<HexBytes>,
     /// A fresh round-1 vector of as many commitments, for the
@@ -255,7 +256,7 @@ impl Round2Response {
     /// A round-2 answer (see the field docs), as a transport decodes it.
     pub fn new(
         wallet: WalletId,
-        seat: u16,
+        seat: Seat,
         shares: Vec<HexBytes>,
         commitments: Vec<HexBytes>,
     ) -> Self {
@@ -280,8 +281,8 @@ pub struct WalletStatus {
     pub threshold: u16,
     /// Its roster size.
     pub members: u16,
-    /// This signer's seat number.
-    pub seat: u16,
+    /// This signer's seat.
+    pub seat: Seat,
     /// The wallet epoch, for wallets that hold a key.
     pub epoch: Option<WalletEpoch>,
     /// The BIP341 output key, for wallets that hold a key.
@@ -298,7 +299,7 @@ impl WalletStatus {
         state: WalletStateKind,
         threshold: u16,
         members: u16,
-        seat: u16,
+        seat: Seat,
     ) -> Self {
         Self {
             wallet,

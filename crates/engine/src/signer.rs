@@ -496,7 +496,7 @@ impl<S: Store> Signer<S> {
             guard.keep_drawn(now, from, &req.wallet, &self.limits, &share, drawn, rng)?;
         Ok(Round1Response {
             wallet: req.wallet.clone(),
-            seat: slot.seat.get(),
+            seat: slot.seat,
             epoch,
             commitments,
         })
@@ -589,7 +589,7 @@ impl<S: Store> Signer<S> {
         };
         Ok(Round2Response {
             wallet: wallet.clone(),
-            seat: slot.seat.get(),
+            seat: slot.seat,
             shares: shares.into_iter().map(HexBytes).collect(),
             commitments,
         })
@@ -1032,7 +1032,7 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
         state: shard.state.kind(),
         threshold: slot.config.threshold,
         members: u16::try_from(slot.config.roster.len()).unwrap_or(u16::MAX),
-        seat: slot.seat.get(),
+        seat: slot.seat,
         epoch: key.map(|k| k.epoch),
         output_key: key.map(|k| HexBytes(k.key.output_key().to_bytes().to_vec())),
         live_nonces: shard.pool.live(),

@@ -227,7 +227,7 @@ pub fn round2(target: SigningTarget) -> Round2Request {
     Round2Request::new(
         vault(),
         WalletEpoch(1),
-        vec![1, 2],
+        vec![Seat::FIRST, seat(2)],
         target,
         vec![HexBytes(vec![1; 100])],
     )
@@ -262,7 +262,7 @@ impl SignerHandler for Recorder {
         let commitments = commitments(request.inputs);
         Ok(Round1Response::new(
             request.wallet,
-            1,
+            Seat::FIRST,
             WalletEpoch(7),
             commitments,
         ))
@@ -274,7 +274,7 @@ impl SignerHandler for Recorder {
             Some(err) => Err(err.clone()),
             None => Ok(Round2Response::new(
                 request.wallet,
-                1,
+                Seat::FIRST,
                 request.packages,
                 commitments(1),
             )),
@@ -330,7 +330,7 @@ impl SignerHandler for Recorder {
 
     fn status(&self, peer: Seat) -> Result<Vec<WalletStatus>, SignerError> {
         self.peers.lock().unwrap().push(peer);
-        let mut status = WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, 1);
+        let mut status = WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, Seat::FIRST);
         status.epoch = Some(WalletEpoch(4));
         status.output_key = Some(HexBytes(vec![0xab; 32]));
         status.live_nonces = 5;
@@ -389,7 +389,7 @@ impl SignerHandler for Gate {
         let commitments = commitments(request.inputs);
         Ok(Round1Response::new(
             request.wallet,
-            1,
+            Seat::FIRST,
             WalletEpoch(1),
             commitments,
         ))

@@ -657,7 +657,7 @@ impl Cluster {
         Round2Request::new(
             wid(wallet),
             epoch,
-            commitments.keys().copied().collect(),
+            commitments.keys().copied().map(seat).collect(),
             target,
             packages,
         )
