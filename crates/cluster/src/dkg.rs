@@ -20,6 +20,7 @@ use tracing::info;
 use crate::config::NodeWallet;
 use crate::peers::Peers;
 use crate::progress::Progress;
+use thresig_store::Recovery;
 
 /// A finished DKG.
 #[derive(Debug, Clone)]
@@ -85,8 +86,8 @@ impl DkgError {
     /// Whether a fresh run can succeed without operator action: when a
     /// member was unreachable or refused transiently.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
-        match self {
+    pub fn recovery(&self) -> Recovery {
+        let fresh_run_can_succeed = match self {
             // Before part 3 nothing is stored: a fresh run starts clean.
             // From part 3 on, members may hold this run's unconfirmed key
             // package, which a new run never overwrites: an operator must
@@ -105,6 +106,11 @@ impl DkgError {
             // Another coordinator's session expires or finishes.
             Self::Coordination { error, .. } => error.is_retryable(),
             Self::Protocol { .. } | Self::Aborted(_) => false,
+        };
+        if fresh_run_can_succeed {
+            Recovery::Retryable
+        } else {
+            Recovery::Terminal
         }
     }
 }

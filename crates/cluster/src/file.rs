@@ -7,6 +7,7 @@ use std::fs::{File, Metadata};
 use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use thresig_store::Recovery;
 
 /// The largest PSBT file, or list of a transaction's inputs, read. A
 /// standard transaction weighs at most 400,000 units (100 kB); its PSBT,
@@ -50,8 +51,11 @@ impl FileError {
     /// Whether reading again can succeed without another file: only when
     /// the file could not be read.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Read { .. })
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            Self::Read { .. } => Recovery::Retryable,
+            _ => Recovery::Terminal,
+        }
     }
 }
 
@@ -128,7 +132,7 @@ mod tests {
         for path in [Path::new("/dev/zero"), dir.path(), &fifo] {
             let e = read_bounded(path, 1).unwrap_err();
             assert!(matches!(e, FileError::NotAFile { .. }), "{e}");
-            assert!(!e.is_retryable());
+            assert_eq!(e.recovery(), Recovery::Terminal);
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");
         }
     }
@@ -149,7 +153,7 @@ mod tests {
         let path = Path::new("/nonexistent/thresig-file");
         let e = read_bounded(path, 1).unwrap_err();
         assert!(matches!(e, FileError::Read { .. }), "{e}");
-        assert!(e.is_retryable());
+        assert_eq!(e.recovery(), Recovery::Retryable);
         assert!(e.to_string().contains("/nonexistent/thresig-file"), "{e}");
     }
 }

@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::config::NodeWallet;
 use crate::peers::{Peers, is_transport, reply_lost};
 use crate::progress::Progress;
+use thresig_store::Recovery;
 
 /// Called with each round-2 request before it is sent, and the cluster seat
 /// it goes to: an audit trail of what the coordinator asked for.
@@ -113,9 +114,10 @@ pub enum SignError {
     Failed {
         /// Why, as the coordinator reports it.
         reason: String,
-        /// Whether a new run can succeed (the deadline passed while members
-        /// were unreachable), as opposed to culprits or refusals for good.
-        retryable: bool,
+        /// Whether a new run can succeed (retryable: the deadline passed
+        /// while members were unreachable), as opposed to culprits or
+        /// refusals for good.
+        recovery: Recovery,
         /// Sessions started.
         sessions: u32,
         /// Cluster seats found sending invalid shares.
@@ -130,10 +132,10 @@ impl SignError {
     /// Whether running again can succeed: a missed deadline can (members
     /// may come back); a bad PSBT or too many culprits cannot.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
+    pub fn recovery(&self) -> Recovery {
         match self {
-            Self::Failed { retryable, .. } => *retryable,
-            Self::Psbt(_) | Self::Setup(_) | Self::Crypto(_) => false,
+            Self::Failed { recovery, .. } => *recovery,
+            Self::Psbt(_) | Self::Setup(_) | Self::Crypto(_) => Recovery::Terminal,
         }
     }
 }
@@ -290,7 +292,7 @@ pub async fn sign(
                     // and so may a run that only refusals which the
                     // signers called passing (a rate limit) made hopeless;
                     // culprits and refusals for good stay.
-                    let retryable = match &failure {
+                    let may_pass = match &failure {
                         Failure::Deadline => true,
                         Failure::TooFewWilling { refusals, .. } => {
                             let passing = job.lock_passing();
@@ -302,6 +304,11 @@ pub async fn sign(
                         }
                         _ => false,
                     };
+                    let recovery = if may_pass {
+                        Recovery::Retryable
+                    } else {
+                        Recovery::Terminal
+                    };
                     let reason = match failure {
                         Failure::Deadline => "the deadline passed".to_owned(),
                         other => format!("{other:?}"),
@@ -309,7 +316,7 @@ pub async fn sign(
                     release(peers, &job, handed).await;
                     return Err(SignError::Failed {
                         reason,
-                        retryable,
+                        recovery,
                         sessions: stats.sessions,
                         culprits: culprits.into_iter().collect(),
                     });

@@ -15,16 +15,9 @@ use thresig_engine::{
     Round2Request, Round2Response, SignedDkgMessage, WalletId, WalletStatus,
 };
 
-/// Whether a failed request can succeed if sent again unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Recovery {
-    /// A transient condition (overload, storage busy, key provider down).
-    Retryable,
-    /// The same request will fail again; a new request or an operator is
-    /// needed.
-    Terminal,
-}
+/// Whether a failed request can succeed if sent again unchanged: the
+/// store's retry class, the one the whole workspace uses.
+pub use thresig_engine::Recovery;
 
 /// A stable, machine-readable error code (`snake_case`), such as the
 /// engine's `nonce_unknown` or `policy_denied`.

@@ -111,11 +111,7 @@ fn code(code: thresig_engine::ErrorCode) -> ErrorCode {
 /// The refusal sent for an engine error: its stable code, recovery class
 /// and message (the engine builds messages from ids and counts only).
 fn refusal(err: &thresig_engine::Error) -> SignerError {
-    let recovery = match err.recovery() {
-        thresig_store::Recovery::Retryable => Recovery::Retryable,
-        thresig_store::Recovery::Terminal => Recovery::Terminal,
-    };
-    SignerError::new(code(err.code()), recovery, err.to_string())
+    SignerError::new(code(err.code()), err.recovery(), err.to_string())
 }
 
 /// The refusal for an engine answer of the wrong kind (an engine bug).

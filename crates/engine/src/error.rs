@@ -507,7 +507,7 @@ pub enum Error {
     /// and the offending value, as the `tx` crate's policy reports them.
     /// A refusal under a rule that time can lift (the UTC time window, the
     /// per-minute and per-day rate limits, their per-coordinator
-    /// sub-limits, the daily fee budgets: [`thresig_tx::Rule::is_retryable`])
+    /// sub-limits, the daily fee budgets: [`thresig_tx::Rule::lifts_with_time`])
     /// is retryable ([`Error::recovery`]); a refusal under any other rule is
     /// terminal, as is the code's default.
     #[error("wallet {wallet}: policy rule {} denies the request ({:?})", .denial.rule, .denial.violation)]
@@ -719,7 +719,9 @@ impl Error {
     /// called retryable.
     pub fn recovery(&self) -> Recovery {
         match self {
-            Self::PolicyDenied { denial, .. } if denial.rule.is_retryable() => Recovery::Retryable,
+            Self::PolicyDenied { denial, .. } if denial.rule.lifts_with_time() => {
+                Recovery::Retryable
+            }
             _ => self.code().recovery(),
         }
     }
@@ -777,7 +779,7 @@ mod tests {
         use crate::api::ErrorBody;
 
         let wallet = WalletId::new("w").unwrap();
-        // Spelled out rather than derived from `Rule::is_retryable`, so a
+        // Spelled out rather than derived from `Rule::lifts_with_time`, so a
         // change to either side shows up here.
         let table = [
             (Rule::SighashType, Recovery::Terminal),

@@ -89,4 +89,4 @@ pub use wallet::WalletStateKind;
 pub use config::{ConfigError, IdentityKey, Limits, SignerConfig, WalletConfig};
 pub use error::{DkgFault, Error, ErrorCode, InternalFault, RequestPart, recovery_str};
 pub use ids::{CoordinatorId, WalletEpoch};
-pub use thresig_store::{InvalidWalletId, Timestamp, WalletId};
+pub use thresig_store::{InvalidWalletId, Recovery, Timestamp, WalletId};
