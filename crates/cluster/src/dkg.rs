@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
-use thresig_daemon::{Error as DaemonError, RpcCode};
+use thresig_daemon::{Code, Error as DaemonError, RpcCode};
 use thresig_engine::{DkgPayload, DkgProposal, DkgSessionId, ErrorCode, SignedDkgMessage};
 use tokio::task::JoinSet;
 use tracing::info;
@@ -448,9 +448,10 @@ fn is_coordination_fault(error: &DaemonError) -> bool {
     let DaemonError::Refused(refusal) = error else {
         return false;
     };
-    [ErrorCode::DkgBusy, ErrorCode::DkgNotInPhase]
-        .iter()
-        .any(|code| refusal.code.as_str() == code.as_str())
+    matches!(
+        refusal.code.kind(),
+        Code::Engine(ErrorCode::DkgBusy | ErrorCode::DkgNotInPhase)
+    )
 }
 
 /// Whether asking the member again in this run can succeed: after a

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash as _;
 use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
-use thresig_daemon::{Error as DaemonError, SignerError};
+use thresig_daemon::{Code, Error as DaemonError, SignerError};
 use thresig_engine::{
     AbortRequest, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget, WalletEpoch,
 };
@@ -713,16 +713,12 @@ fn failure(
 /// The ROAST view of a signer's refusal: by its stable code, and else by
 /// whether it may pass.
 fn refusal_of(error: &SignerError) -> Refusal {
-    match error.code.as_str() {
+    match error.code.kind() {
         // An expired attempt is a nonce the signer no longer holds: a fresh
         // round 1 brings it back.
-        code if code == ErrorCode::NonceUnknown.as_str()
-            || code == ErrorCode::AttemptExpired.as_str() =>
-        {
-            Refusal::NonceUnknown
-        }
-        code if code == ErrorCode::PolicyDenied.as_str() => Refusal::PolicyDenied,
-        code if code == ErrorCode::SessionConflict.as_str() => Refusal::SessionConflict,
+        Code::Engine(ErrorCode::NonceUnknown | ErrorCode::AttemptExpired) => Refusal::NonceUnknown,
+        Code::Engine(ErrorCode::PolicyDenied) => Refusal::PolicyDenied,
+        Code::Engine(ErrorCode::SessionConflict) => Refusal::SessionConflict,
         _ if error.is_retryable() => Refusal::Retryable,
         _ => Refusal::Rejected,
     }

@@ -542,6 +542,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::api::Code;
 
     /// Decodes `bytes` as the wire message `W` and, if that works, converts
     /// it to `T`: any outcome but a panic is fine.
@@ -662,6 +663,34 @@ mod tests {
         let proposal = DkgProposal::new(DkgSessionId([1; 32]), wallet, 2, roster);
         let wire = proto::DkgProposal::from(proposal.clone());
         assert_eq!(DkgProposal::try_from(wire).unwrap(), proposal);
+    }
+
+    /// A refusal's code is read once, at the edge, into what this version
+    /// knows: an engine code, one of the daemon's own, or an unknown code
+    /// kept as received (a newer signer's).
+    #[test]
+    fn a_refusal_code_is_typed_when_decoded() {
+        let refusal = |code: &str| {
+            SignerError::try_from(proto::Error {
+                retryable: false,
+                code: code.to_owned(),
+                message: "m".to_owned(),
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            refusal("dkg_busy").code.kind(),
+            &Code::Engine(thresig_engine::ErrorCode::DkgBusy)
+        );
+        assert_eq!(refusal("overloaded").code.kind(), &Code::Overloaded);
+        assert_eq!(refusal("timeout").code, ErrorCode::TIMEOUT);
+        let newer = refusal("from_a_newer_signer");
+        assert_eq!(
+            newer.code.kind(),
+            &Code::Unknown("from_a_newer_signer".to_owned())
+        );
+        assert_eq!(newer.code.as_str(), "from_a_newer_signer");
+        assert_eq!(newer.code.metric_label(), "other");
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl<S: Store> EngineHandler<S> {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         let identity = self.roster.get(&peer).ok_or_else(|| {
             SignerError::new(
-                code(thresig_engine::ErrorCode::CoordinatorNotMember),
+                thresig_engine::ErrorCode::CoordinatorNotMember.into(),
                 Recovery::Terminal,
                 format!("seat {} is not a member of this cluster", peer.get()),
             )
@@ -101,17 +101,10 @@ fn now() -> Result<Timestamp, SignerError> {
         })
 }
 
-/// The daemon's form of an engine code (static, so it labels metrics).
-fn code(code: thresig_engine::ErrorCode) -> ErrorCode {
-    // Engine codes are snake_case and at most 24 bytes; the fallback is
-    // unreachable and still a valid code.
-    ErrorCode::from_static(code.as_str()).unwrap_or(ErrorCode::INTERNAL)
-}
-
 /// The refusal sent for an engine error: its stable code, recovery class
 /// and message (the engine builds messages from ids and counts only).
 fn refusal(err: &thresig_engine::Error) -> SignerError {
-    SignerError::new(code(err.code()), err.recovery(), err.to_string())
+    SignerError::new(err.code().into(), err.recovery(), err.to_string())
 }
 
 /// The refusal for an engine answer of the wrong kind (an engine bug).
@@ -251,8 +244,8 @@ mod tests {
     #[test]
     fn every_engine_code_is_a_static_daemon_code_with_its_recovery() {
         for engine_code in thresig_engine::ErrorCode::ALL {
-            let daemon_code = ErrorCode::from_static(engine_code.as_str()).unwrap();
-            assert_eq!(code(engine_code), daemon_code);
+            let daemon_code = ErrorCode::from(engine_code);
+            assert_eq!(daemon_code.as_str(), engine_code.as_str());
             assert_eq!(daemon_code.metric_label(), engine_code.as_str());
         }
         let wallet = WalletId::new("vault-1").unwrap();

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use thresig_daemon::{ClientTls, Error, Recovery, RpcCode, SignerClient};
+use thresig_daemon::{ClientTls, Code, Error, Recovery, RpcCode, SignerClient};
 use thresig_engine::{
-    AbortRequest, Digest, DkgProposal, DkgSessionId, HexBytes, Round1Request, SigningTarget,
-    WalletEpoch, WalletId, WalletStateKind,
+    AbortRequest, Digest, DkgProposal, DkgSessionId, ErrorCode as EngineCode, HexBytes,
+    Round1Request, SigningTarget, WalletEpoch, WalletId, WalletStateKind,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -292,15 +292,15 @@ async fn an_oversized_request_is_refused_by_the_transport() {
 async fn handler_errors_arrive_with_their_code_and_recovery() {
     let cluster = Cluster::new();
     for (code, recovery) in [
-        ("nonce_unknown", Recovery::Terminal),
-        ("storage_unavailable", Recovery::Retryable),
+        (EngineCode::NonceUnknown, Recovery::Terminal),
+        (EngineCode::StorageUnavailable, Recovery::Retryable),
     ] {
         let handler = Arc::new(Recorder::failing(code, recovery));
         let server = start(cluster.config(""), handler).await;
         let client = server.client(&cluster.client_tls()).await;
         let target = SigningTarget::digests(vec![Digest([7; 32])]);
         let err = client.round2(round2(target)).await.unwrap_err();
-        assert_eq!(refusal(&err).code.as_str(), code);
+        assert_eq!(refusal(&err).code.kind(), &Code::Engine(code));
         assert_eq!(refusal(&err).recovery, recovery);
         assert_eq!(err.is_retryable(), recovery == Recovery::Retryable);
         server.stop().await;
@@ -346,7 +346,10 @@ async fn metrics_count_requests_by_method_and_outcome() {
     let cluster = Cluster::new();
     let server = start(
         cluster.config(""),
-        Arc::new(Recorder::failing("policy_denied", Recovery::Terminal)),
+        Arc::new(Recorder::failing(
+            EngineCode::PolicyDenied,
+            Recovery::Terminal,
+        )),
     )
     .await;
     let ok = r#"thresig_requests_total{method="round1",outcome="ok"}"#;

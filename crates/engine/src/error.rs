@@ -118,6 +118,13 @@ impl ErrorCode {
         Self::Internal,
     ];
 
+    /// The code whose wire string is `text`, if this version knows it (a
+    /// newer signer may send codes it does not).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+
     /// The stable wire string of this code.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -755,6 +762,15 @@ mod tests {
     use super::*;
 
     const DOC: &str = include_str!("../../../docs/errors.md");
+
+    #[test]
+    fn every_code_parses_back_from_its_text_and_nothing_else_does() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("overloaded"), None);
+        assert_eq!(ErrorCode::parse("NONCE_UNKNOWN"), None);
+    }
 
     #[test]
     fn codes_are_unique_stable_and_documented_with_their_class() {

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
 use thresig_daemon::{
-    ClientTls, ClusterCa, ClusterName, DaemonConfig, ErrorCode, Listeners, Recovery, Seat,
-    SignerClient, SignerError, SignerHandler, TlsPaths, Validity, serve,
+    ClientTls, ClusterCa, ClusterName, DaemonConfig, Listeners, Recovery, Seat, SignerClient,
+    SignerError, SignerHandler, TlsPaths, Validity, serve,
 };
 use thresig_engine::{
     AbortRequest, ConfirmationStatus, DkgPayload, DkgProposal, DkgSessionId, HexBytes,
@@ -193,12 +193,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn failing(code: &'static str, recovery: Recovery) -> Self {
+    pub fn failing(code: thresig_engine::ErrorCode, recovery: Recovery) -> Self {
         Self {
             peers: Mutex::default(),
             status_wallets: 0,
             round2_error: Some(SignerError::new(
-                ErrorCode::from_static(code).unwrap(),
+                code.into(),
                 recovery,
                 "refused by the test handler",
             )),
