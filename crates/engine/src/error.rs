@@ -734,20 +734,21 @@ impl Error {
     }
 }
 
-/// The code of a store error: provider, rollback and per-wallet
-/// authentication failures have their own codes; anything else is
+/// The code of a store error on the wire, where the store's finer codes
+/// ([`thresig_store::Error::code`]) fold into five: provider and rollback
+/// failures have their own codes, a wallet's damage is `wallet_corrupt`
+/// exactly when the store counts it so
+/// ([`thresig_store::Error::marks_wallet_corrupt`]), and anything else is
 /// `storage_unavailable` when the store says a retry can succeed and
 /// `storage_failed` when it cannot.
 fn store_code(e: &thresig_store::Error) -> ErrorCode {
     use thresig_store::Error as S;
+    if e.marks_wallet_corrupt() {
+        return ErrorCode::WalletCorrupt;
+    }
     match e {
         S::Provider(_) if e.recovery() == Recovery::Retryable => ErrorCode::KeyProviderUnavailable,
         S::RollbackDetected { .. } => ErrorCode::RollbackDetected,
-        S::WalletCorrupt { .. }
-        | S::MarkerSetMismatch { .. }
-        | S::RecordTampered { .. }
-        | S::RecordMoved { .. }
-        | S::RecordStale { .. } => ErrorCode::WalletCorrupt,
         _ => match e.recovery() {
             Recovery::Retryable => ErrorCode::StorageUnavailable,
             Recovery::Terminal => ErrorCode::StorageFailed,
@@ -877,5 +878,15 @@ mod tests {
             wallet: thresig_store::WalletId::new("w").unwrap(),
         };
         assert_eq!(code(corrupt), ErrorCode::WalletCorrupt);
+        // Every failure the store counts as a wallet's damage is
+        // `wallet_corrupt` on the wire, as the store classifies it: a
+        // record under a DEK the keyring lacks too.
+        let dek_missing = thresig_store::Error::DekMissing {
+            table: thresig_store::RecordTable::Wallets,
+            term: thresig_store::DekTerm(2),
+            file: None,
+        };
+        assert!(dek_missing.marks_wallet_corrupt());
+        assert_eq!(code(dek_missing), ErrorCode::WalletCorrupt);
     }
 }
