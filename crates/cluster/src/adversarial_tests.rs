@@ -23,6 +23,7 @@ use crate::local::free_loopback_ports;
 use crate::peers::Peers;
 use crate::provision::{self, ClusterSpec, member_dir};
 use crate::{DkgError, identity, run_dkg};
+use thresig_store::Recovery;
 
 const WALLET: &str = "w";
 
@@ -476,7 +477,7 @@ fn init_member_tightens_a_preexisting_member_directory() {
 /// A PSBT the wallet's policy forbids is refused (`policy_denied`,
 /// terminal) by every signer, which excludes them all; the run then idles
 /// until its deadline and reports "the deadline passed", which
-/// [`crate::SignError::is_retryable`] calls retryable: a caller that
+/// [`crate::SignError::recovery`] calls retryable: a caller that
 /// retries retryable errors re-runs a spend that can never be signed,
 /// forever. A run in which fewer than t members can still answer must end
 /// at once with a terminal error.
@@ -488,7 +489,11 @@ async fn a_spend_every_signer_refuses_by_policy_is_not_reported_retryable() {
         &<bitcoin::WPubkeyHash as bitcoin::hashes::Hash>::from_byte_array([9; 20]),
     );
     let err = dkg_and_sign(&cluster, 5, |_| outside).await.unwrap_err();
-    assert!(!err.is_retryable(), "reported retryable: {err}");
+    assert_eq!(
+        err.recovery(),
+        Recovery::Terminal,
+        "reported retryable: {err}"
+    );
 }
 
 /// Runs the wallet's DKG (seeded with `seed`), then signs, with member 1
@@ -613,7 +618,11 @@ async fn members_whose_stores_rotated_at_different_times_sign_for_every_coordina
             "member {coordinator} coordinating: {:?} refused",
             outcome.unresponsive
         );
-        assert_eq!(epoch, thresig_engine::Epoch(0), "member {coordinator}");
+        assert_eq!(
+            epoch,
+            thresig_engine::WalletEpoch(0),
+            "member {coordinator}"
+        );
     }
 }
 

@@ -31,6 +31,7 @@ use thresig_store::{
 use thresig_tx::{Network, PolicyConfig};
 
 use crate::file::{FileError, read_bounded};
+use thresig_store::Recovery;
 
 /// The largest configuration file read. A 100-member roster with a few
 /// wallets is under 64 KiB, so anything near this is the wrong file.
@@ -282,8 +283,11 @@ impl ConfigError {
     /// Whether reading the file again can succeed without editing it: only
     /// when the file could not be read.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Read { .. })
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            Self::Read { .. } => Recovery::Retryable,
+            _ => Recovery::Terminal,
+        }
     }
 }
 
@@ -709,7 +713,7 @@ mod tests {
                     if field == "store.key_poll_interval_secs"),
                 "{value}: {e}"
             );
-            assert!(!e.is_retryable(), "{e}");
+            assert_eq!(e.recovery(), Recovery::Terminal, "{e}");
         }
     }
 
@@ -734,7 +738,7 @@ mod tests {
         for path in [dir.path(), Path::new("/dev/zero"), &socket, &fifo] {
             let e = Config::load(path).unwrap_err();
             assert!(matches!(e, ConfigError::NotAFile { .. }), "{e}");
-            assert!(!e.is_retryable(), "{e}");
+            assert_eq!(e.recovery(), Recovery::Terminal, "{e}");
             assert!(e.to_string().contains("not a regular file"), "{e}");
         }
     }
@@ -1101,7 +1105,7 @@ mod tests {
                 }
             }
             Err(e) => {
-                assert!(!e.is_retryable(), "{e:?}");
+                assert_eq!(e.recovery(), Recovery::Terminal, "{e:?}");
                 assert!(e.to_string().contains("signer.toml"), "{e}");
             }
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
-use thresig_daemon::{Error as DaemonError, RpcCode};
+use thresig_daemon::{Code, Error as DaemonError, RpcCode};
 use thresig_engine::{DkgPayload, DkgProposal, DkgSessionId, ErrorCode, SignedDkgMessage};
 use tokio::task::JoinSet;
 use tracing::info;
@@ -20,6 +20,7 @@ use tracing::info;
 use crate::config::NodeWallet;
 use crate::peers::Peers;
 use crate::progress::Progress;
+use thresig_store::Recovery;
 
 /// A finished DKG.
 #[derive(Debug, Clone)]
@@ -87,8 +88,8 @@ impl DkgError {
     /// Whether a fresh run can succeed without operator action: when a
     /// member was unreachable or refused transiently.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
-        match self {
+    pub fn recovery(&self) -> Recovery {
+        let fresh_run_can_succeed = match self {
             // Before part 3 nothing is stored: a fresh run starts clean.
             // From part 3 on, members may hold this run's unconfirmed key
             // package, which a new run never overwrites: an operator must
@@ -110,6 +111,11 @@ impl DkgError {
             // new session, is the fix (docs/errors.md).
             Self::Coordination { .. } => true,
             Self::Protocol { .. } | Self::Aborted(_) => false,
+        };
+        if fresh_run_can_succeed {
+            Recovery::Retryable
+        } else {
+            Recovery::Terminal
         }
     }
 }
@@ -458,9 +464,10 @@ fn is_coordination_fault(error: &DaemonError) -> bool {
     let DaemonError::Refused(refusal) = error else {
         return false;
     };
-    [ErrorCode::DkgBusy, ErrorCode::DkgNotInPhase]
-        .iter()
-        .any(|code| refusal.code.as_str() == code.as_str())
+    matches!(
+        refusal.code.kind(),
+        Code::Engine(ErrorCode::DkgBusy | ErrorCode::DkgNotInPhase)
+    )
 }
 
 /// Whether asking the member again in this run can succeed: after a
@@ -501,7 +508,7 @@ mod tests {
                 seat: seat(2),
                 error: unreachable(),
             };
-            assert!(!e.is_retryable(), "{phase}");
+            assert_eq!(e.recovery(), Recovery::Terminal, "{phase}");
             let text = e.to_string();
             assert!(text.contains("check `thresig status`"), "{text}");
             assert!(!text.contains("run this command again"), "{text}");
@@ -512,7 +519,7 @@ mod tests {
                 seat: seat(2),
                 error: unreachable(),
             };
-            assert!(e.is_retryable(), "{phase}");
+            assert_eq!(e.recovery(), Recovery::Retryable, "{phase}");
             assert!(!e.to_string().contains("thresig status"), "{e}");
         }
     }
@@ -523,7 +530,7 @@ mod tests {
             (ErrorCode::DkgNotInPhase, Recovery::Terminal),
             (ErrorCode::DkgBusy, Recovery::Retryable),
         ] {
-            let wire = thresig_daemon::ErrorCode::from_static(code.as_str()).unwrap();
+            let wire = thresig_daemon::ErrorCode::from(code);
             let refusal = SignerError::new(wire, recovery, "lost");
             let error = DaemonError::Refused(refusal);
             assert!(is_coordination_fault(&error));
@@ -532,7 +539,7 @@ mod tests {
                 reported_by: seat(3),
                 error,
             };
-            assert!(e.is_retryable(), "{}", code.as_str());
+            assert_eq!(e.recovery(), Recovery::Retryable, "{}", code.as_str());
         }
     }
 }

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::identity::{self, IdentityError};
+use thresig_store::Recovery;
 
 /// Why the signer could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -73,13 +74,13 @@ impl NodeError {
     /// Whether starting again unchanged can succeed (a key provider or
     /// store that may come back, a port that may be freed).
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
+    pub fn recovery(&self) -> Recovery {
         match self {
-            Self::Config(e) => e.is_retryable(),
-            Self::Provider(e) => e.recovery() == thresig_store::Recovery::Retryable,
-            Self::Store(e) => e.recovery() == thresig_store::Recovery::Retryable,
-            Self::Daemon(thresig_daemon::Error::Setup(_)) => true,
-            _ => false,
+            Self::Config(e) => e.recovery(),
+            Self::Provider(e) => e.recovery(),
+            Self::Store(e) => e.recovery(),
+            Self::Daemon(thresig_daemon::Error::Setup(_)) => Recovery::Retryable,
+            _ => Recovery::Terminal,
         }
     }
 }

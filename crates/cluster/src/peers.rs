@@ -231,7 +231,7 @@ pub(crate) fn reply_lost(error: &DaemonError) -> bool {
             RpcCode::Unavailable | RpcCode::DeadlineExceeded | RpcCode::Other
         ),
         DaemonError::Transport(_) => true,
-        DaemonError::Refused(refusal) => refusal.code == thresig_daemon::ErrorCode::TIMEOUT,
+        DaemonError::Refused(refusal) => *refusal.code.kind() == thresig_daemon::Code::Timeout,
         _ => false,
     }
 }

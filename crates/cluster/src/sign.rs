@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use bitcoin::hashes::Hash as _;
 use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
-use thresig_daemon::{Error as DaemonError, SignerError};
+use thresig_daemon::{Code, Error as DaemonError, SignerError};
 use thresig_engine::{
-    AbortRequest, Epoch, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget,
+    AbortRequest, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget, WalletEpoch,
 };
 use thresig_roast::{
     Config as RoastConfig, Coordinator, Event, Failure, Refusal, Reply, Request, Round, Scheme,
@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::config::NodeWallet;
 use crate::peers::{Peers, is_transport, reply_lost};
 use crate::progress::Progress;
+use thresig_store::Recovery;
 
 /// Called with each round-2 request before it is sent, and the cluster seat
 /// it goes to: an audit trail of what the coordinator asked for.
@@ -116,9 +117,10 @@ pub enum SignError {
     Failed {
         /// Why, as the coordinator reports it.
         reason: String,
-        /// Whether a new run can succeed (the deadline passed while members
-        /// were unreachable), as opposed to culprits or refusals for good.
-        retryable: bool,
+        /// Whether a new run can succeed (retryable: the deadline passed
+        /// while members were unreachable), as opposed to culprits or
+        /// refusals for good.
+        recovery: Recovery,
         /// Sessions started.
         sessions: u32,
         /// Cluster seats found sending invalid shares.
@@ -196,10 +198,10 @@ impl SignError {
     /// Whether running again can succeed: a missed deadline can (members
     /// may come back); a bad PSBT or too many culprits cannot.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
+    pub fn recovery(&self) -> Recovery {
         match self {
-            Self::Failed { retryable, .. } => *retryable,
-            Self::Psbt(_) | Self::Setup(_) | Self::Crypto(_) => false,
+            Self::Failed { recovery, .. } => *recovery,
+            Self::Psbt(_) | Self::Setup(_) | Self::Crypto(_) => Recovery::Terminal,
         }
     }
 }
@@ -264,7 +266,7 @@ pub async fn sign(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     key: &WalletKey,
-    epoch: Epoch,
+    epoch: WalletEpoch,
     psbt: &WalletPsbt,
     options: &SignOptions,
 ) -> Result<SignOutcome, SignError> {
@@ -356,7 +358,7 @@ pub async fn sign(
                     // and so may a run that only refusals which the
                     // signers called passing (a rate limit) made hopeless;
                     // culprits and refusals for good stay.
-                    let retryable = match &failure {
+                    let may_pass = match &failure {
                         Failure::Deadline => true,
                         Failure::TooFewWilling { refusals, .. } => {
                             let passing = job.lock_passing();
@@ -368,11 +370,16 @@ pub async fn sign(
                         }
                         _ => false,
                     };
+                    let recovery = if may_pass {
+                        Recovery::Retryable
+                    } else {
+                        Recovery::Terminal
+                    };
                     let reason = describe(failure, wallet);
                     release(peers, &job, handed).await;
                     return Err(SignError::Failed {
                         reason,
-                        retryable,
+                        recovery,
                         sessions: stats.sessions,
                         culprits: culprits.into_iter().collect(),
                     });
@@ -546,7 +553,7 @@ async fn release(peers: &Arc<Peers>, job: &Arc<Job>, handed: Handed) {
 /// What every request of one run carries besides the coordinator's part.
 struct Job {
     wallet: NodeWallet,
-    epoch: Epoch,
+    epoch: WalletEpoch,
     psbt: Vec<u8>,
     inputs: usize,
     journal: Option<Round2Journal>,
@@ -661,7 +668,7 @@ async fn shares(
     let round = Round::Sign(session);
     let signers = packages
         .first()
-        .map(|p| p.signers().iter().map(|s| s.get()).collect())
+        .map(SigningPackage::signers)
         .unwrap_or_default();
     let Ok(encoded) = packages
         .iter()
@@ -769,16 +776,12 @@ fn failure(
 /// The ROAST view of a signer's refusal: by its stable code, and else by
 /// whether it may pass.
 fn refusal_of(error: &SignerError) -> Refusal {
-    match error.code.as_str() {
+    match error.code.kind() {
         // An expired attempt is a nonce the signer no longer holds: a fresh
         // round 1 brings it back.
-        code if code == ErrorCode::NonceUnknown.as_str()
-            || code == ErrorCode::AttemptExpired.as_str() =>
-        {
-            Refusal::NonceUnknown
-        }
-        code if code == ErrorCode::PolicyDenied.as_str() => Refusal::PolicyDenied,
-        code if code == ErrorCode::SessionConflict.as_str() => Refusal::SessionConflict,
+        Code::Engine(ErrorCode::NonceUnknown | ErrorCode::AttemptExpired) => Refusal::NonceUnknown,
+        Code::Engine(ErrorCode::PolicyDenied) => Refusal::PolicyDenied,
+        Code::Engine(ErrorCode::SessionConflict) => Refusal::SessionConflict,
         _ if error.is_retryable() => Refusal::Retryable,
         _ => Refusal::Rejected,
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use thresig_crypto::{Seat, WalletKey};
 use thresig_daemon::Error as DaemonError;
-use thresig_engine::{Epoch, HexBytes, WalletId, WalletStatus, taproot_wallet};
+use thresig_engine::{HexBytes, WalletEpoch, WalletId, WalletStatus, taproot_wallet};
 use thresig_tx::TaprootWallet;
 use tokio::task::JoinSet;
 
@@ -116,7 +116,7 @@ pub struct OwnWallet {
     pub key: WalletKey,
     /// The wallet epoch (the generation of its key shares, the same at
     /// every member).
-    pub epoch: Epoch,
+    pub epoch: WalletEpoch,
     /// The spend identity on the member's network (internal key, root,
     /// output key, scriptPubKey), derived from the record.
     pub spend: TaprootWallet,
@@ -161,7 +161,7 @@ mod tests {
     /// `wallet` at `member`, active with the output key `[key; 32]`.
     fn reported(member: u16, key: u8) -> MemberStatus {
         let wallet = WalletId::new("w".to_owned()).unwrap();
-        let mut status = WalletStatus::new(wallet, WalletStateKind::Active, 2, 3, member);
+        let mut status = WalletStatus::new(wallet, WalletStateKind::Active, 2, 3, seat(member));
         status.output_key = Some(HexBytes(vec![key; 32]));
         MemberStatus {
             seat: seat(member),

@@ -33,9 +33,10 @@ pub enum Encoding {
 /// Every way an operation of this crate can fail.
 ///
 /// All failures are deterministic in their inputs: retrying the same call
-/// with the same inputs fails the same way ([`Error::is_retryable`] is
-/// `false` for every variant). Where a peer is to blame, the variant names
-/// its seat ([`Error::culprits`]).
+/// with the same inputs fails the same way, so this crate has no retry
+/// class (callers classify: a caller recovers by obtaining different
+/// inputs, such as fresh packages or another signer set). Where a peer is
+/// to blame, the variant names its seat ([`Error::culprits`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -148,14 +149,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether calling again with the same inputs can succeed: never, since
-    /// every check here is a pure function of its inputs. A caller recovers
-    /// by obtaining different inputs (fresh packages, another signer set).
-    #[must_use]
-    pub fn is_retryable(&self) -> bool {
-        false
-    }
-
     /// The seats this error blames, if any (empty when no peer is at fault).
     #[must_use]
     pub fn culprits(&self) -> Vec<Seat> {

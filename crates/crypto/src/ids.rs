@@ -13,8 +13,12 @@ pub const MAX_SIGNERS: u16 = 1000;
 /// A member's 1-based index in a wallet's roster.
 ///
 /// The FROST identifier of a seat is the scalar equal to its number, fixed for
-/// the life of the wallet (never derived from a rotatable key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// the life of the wallet (never derived from a rotatable key). Serialized as
+/// its number; deserializing validates it like [`Seat::try_from`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u16", into = "u16")]
 pub struct Seat(u16);
 
 impl Seat {
@@ -59,6 +63,12 @@ impl TryFrom<u16> for Seat {
             return Err(Error::UnknownSeat { seat: value });
         }
         Ok(Self(value))
+    }
+}
+
+impl From<Seat> for u16 {
+    fn from(seat: Seat) -> Self {
+        seat.0
     }
 }
 

@@ -74,7 +74,6 @@ fn bad_proof_of_knowledge_names_its_sender() {
         "{err:?}"
     );
     assert_eq!(err.culprits(), vec![seat(2)]);
-    assert!(!err.is_retryable());
 }
 
 #[test]

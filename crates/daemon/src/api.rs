@@ -10,87 +10,109 @@ use std::borrow::Cow;
 use std::fmt;
 
 use thresig_crypto::Seat;
-use thresig_engine::{Request, Response};
+use thresig_engine::{ErrorCode as EngineCode, Request, Response};
 
-/// Whether a failed request can succeed if sent again unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Recovery {
-    /// A transient condition (overload, storage busy, key provider down).
-    Retryable,
-    /// The same request will fail again; a new request or an operator is
-    /// needed.
-    Terminal,
-}
+/// Whether a failed request can succeed if sent again unchanged: the
+/// store's retry class, the one the whole workspace uses.
+pub use thresig_engine::Recovery;
 
 /// A stable, machine-readable error code (`snake_case`), such as the
-/// engine's `nonce_unknown` or `policy_denied`.
+/// engine's `nonce_unknown` or `policy_denied`, read once into what this
+/// version knows ([`ErrorCode::kind`]).
 ///
 /// # Invariants
-/// 1 to 64 bytes of `[a-z0-9_]`. Codes a handler returns are `'static`, so
-/// they are a bounded set and can label metrics.
+/// 1 to 64 bytes of `[a-z0-9_]`. Every code but [`Code::Unknown`] is one
+/// of a bounded set, so codes can label metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ErrorCode(Cow<'static, str>);
+pub struct ErrorCode(Code);
 
-impl ErrorCode {
-    /// The request could not be decoded or is malformed.
-    pub const INVALID_REQUEST: Self = Self(Cow::Borrowed("invalid_request"));
+/// What an error code means to this version of the signer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Code {
+    /// One of the engine's codes (`docs/errors.md`).
+    Engine(EngineCode),
     /// The signer is at its concurrency limit or shutting down.
-    pub const OVERLOADED: Self = Self(Cow::Borrowed("overloaded"));
+    Overloaded,
     /// The request did not finish within the configured timeout (the work
     /// may still complete; a retry of the same request is answered from the
     /// signer's markers).
-    pub const TIMEOUT: Self = Self(Cow::Borrowed("timeout"));
+    Timeout,
+    /// A well-formed code this version does not know (a newer signer's),
+    /// as received.
+    Unknown(String),
+}
+
+impl ErrorCode {
+    /// The request could not be decoded or is malformed.
+    pub const INVALID_REQUEST: Self = Self(Code::Engine(EngineCode::InvalidRequest));
+    /// The signer is at its concurrency limit or shutting down.
+    pub const OVERLOADED: Self = Self(Code::Overloaded);
+    /// The request did not finish within the configured timeout.
+    pub const TIMEOUT: Self = Self(Code::Timeout);
     /// The handler failed unexpectedly (a bug; logged).
-    pub const INTERNAL: Self = Self(Cow::Borrowed("internal"));
+    pub const INTERNAL: Self = Self(Code::Engine(EngineCode::Internal));
 
-    /// A code known at compile time.
-    ///
-    /// # Errors
-    /// [`crate::Error::InvalidId`] if `code` breaks the invariant.
-    pub fn from_static(code: &'static str) -> Result<Self, crate::Error> {
-        Self::check(code)?;
-        Ok(Self(Cow::Borrowed(code)))
-    }
-
-    /// A code received from a peer.
+    /// A code received from a peer, parsed once.
     pub(crate) fn from_wire(code: String) -> Result<Self, crate::Error> {
-        Self::check(&code)?;
-        Ok(Self(Cow::Owned(code)))
-    }
-
-    fn check(code: &str) -> Result<(), crate::Error> {
         let ok = !code.is_empty()
             && code.len() <= 64
             && code
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if ok {
-            Ok(())
-        } else {
-            Err(crate::Error::InvalidId(crate::error::InvalidId::ErrorCode))
+        if !ok {
+            return Err(crate::Error::InvalidId(crate::error::InvalidId::ErrorCode));
         }
+        if let Some(engine) = EngineCode::parse(&code) {
+            return Ok(Self::from(engine));
+        }
+        let own = [Self::OVERLOADED, Self::TIMEOUT]
+            .into_iter()
+            .find(|known| known.as_str() == code);
+        Ok(own.unwrap_or(Self(Code::Unknown(code))))
+    }
+
+    /// What the code means to this version.
+    #[must_use]
+    pub fn kind(&self) -> &Code {
+        &self.0
     }
 
     /// The code as text.
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Code::Unknown(code) => code,
+            _ => self.known_str().unwrap_or_default(),
+        }
     }
 
-    /// The code as a metric label: static codes as themselves, anything
+    /// The code's text, for every code this version knows.
+    fn known_str(&self) -> Option<&'static str> {
+        match &self.0 {
+            Code::Engine(code) => Some(code.as_str()),
+            Code::Overloaded => Some("overloaded"),
+            Code::Timeout => Some("timeout"),
+            Code::Unknown(_) => None,
+        }
+    }
+
+    /// The code as a metric label: known codes as themselves, anything
     /// else as `other`, so peers cannot grow the number of series.
     pub(crate) fn metric_label(&self) -> Cow<'static, str> {
-        match &self.0 {
-            Cow::Borrowed(code) => Cow::Borrowed(code),
-            Cow::Owned(_) => Cow::Borrowed("other"),
-        }
+        Cow::Borrowed(self.known_str().unwrap_or("other"))
+    }
+}
+
+impl From<EngineCode> for ErrorCode {
+    fn from(code: EngineCode) -> Self {
+        Self(Code::Engine(code))
     }
 }
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

@@ -6,9 +6,9 @@
 
 use thresig_crypto::{Seat, WalletKey};
 use thresig_engine::{
-    AbortRequest, ConfirmationStatus, Digest, DkgPayload, DkgProposal, DkgSessionId, Epoch,
-    HexBytes, IdentityKey, Request, Response, Round1Request, Round1Response, Round2Request,
-    Round2Response, SignedDkgMessage, SigningTarget, WalletId, WalletStateKind, WalletStatus,
+    AbortRequest, ConfirmationStatus, Digest, DkgPayload, DkgProposal, DkgSessionId, HexBytes,
+    IdentityKey, Request, Response, Round1Request, Round1Response, Round2Request, Round2Response,
+    SignedDkgMessage, SigningTarget, WalletEpoch, WalletId, WalletStateKind, WalletStatus,
 };
 
 use crate::api::{ErrorCode, Recovery, SignerError};
@@ -33,13 +33,8 @@ fn session_id(wire: &[u8]) -> Result<DkgSessionId, Error> {
         .map_err(|_| Error::InvalidId(InvalidId::DkgSession))
 }
 
-/// A seat number as the engine's types carry it (validated as a seat).
-fn seat_number(wire: u32) -> Result<u16, Error> {
-    seat_from_wire(wire).map(Seat::get)
-}
-
-fn seat_to_wire(seat: u16) -> u32 {
-    u32::from(seat)
+fn seat_to_wire(seat: Seat) -> u32 {
+    u32::from(seat.get())
 }
 
 fn hex_list(wire: Vec<Vec<u8>>) -> Vec<HexBytes> {
@@ -100,8 +95,8 @@ impl TryFrom<proto::Round1Result> for Round1Response {
     fn try_from(wire: proto::Round1Result) -> Result<Self, Error> {
         Ok(Self::new(
             wallet_id(wire.wallet_id)?,
-            seat_number(wire.seat)?,
-            Epoch(wire.epoch),
+            seat_from_wire(wire.seat)?,
+            WalletEpoch(wire.epoch),
             hex_list(wire.commitments),
         ))
     }
@@ -124,10 +119,10 @@ impl TryFrom<proto::Round2Request> for Request {
         };
         Ok(Self::Round2(Round2Request::new(
             wallet_id(wire.wallet_id)?,
-            Epoch(wire.epoch),
+            WalletEpoch(wire.epoch),
             wire.signers
                 .into_iter()
-                .map(seat_number)
+                .map(seat_from_wire)
                 .collect::<Result<_, _>>()?,
             target,
             hex_list(wire.packages),
@@ -172,7 +167,7 @@ impl TryFrom<proto::Round2Result> for Round2Response {
     fn try_from(wire: proto::Round2Result) -> Result<Self, Error> {
         Ok(Self::new(
             wallet_id(wire.wallet_id)?,
-            seat_number(wire.seat)?,
+            seat_from_wire(wire.seat)?,
             hex_list(wire.shares),
             hex_list(wire.commitments),
         ))
@@ -213,7 +208,7 @@ impl TryFrom<proto::DkgMessage> for SignedDkgMessage {
         Ok(Self::new(
             session_id(&wire.session_id)?,
             wallet_id(wire.wallet_id)?,
-            seat_number(wire.sender)?,
+            seat_from_wire(wire.sender)?.get(),
             payload,
             HexBytes(wire.signature),
         ))
@@ -226,7 +221,7 @@ impl From<SignedDkgMessage> for proto::DkgMessage {
             session_id: message.session.0.to_vec(),
             payload: message.payload.to_bytes(),
             wallet_id: message.wallet.into(),
-            sender: seat_to_wire(message.sender),
+            sender: u32::from(message.sender),
             signature: message.signature.0,
         }
     }
@@ -408,9 +403,9 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
             state,
             count(wire.threshold)?,
             count(wire.members)?,
-            seat_number(wire.seat)?,
+            seat_from_wire(wire.seat)?,
         );
-        status.epoch = wire.epoch.map(Epoch);
+        status.epoch = wire.epoch.map(WalletEpoch);
         status.output_key = wire.output_key.map(HexBytes);
         status.live_nonces = count_from_wire(wire.live_nonces)?;
         Ok(status)
@@ -567,6 +562,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::api::Code;
 
     /// Decodes `bytes` as the wire message `W` and, if that works, converts
     /// it to `T`: any outcome but a panic is fine.
@@ -651,25 +647,34 @@ mod tests {
         }
     }
 
+    fn seat(number: u16) -> Seat {
+        Seat::try_from(number).unwrap()
+    }
+
     #[test]
     fn requests_and_replies_round_trip() {
         let wallet = WalletId::new("vault-1").unwrap();
         let request = Round2Request::new(
             wallet.clone(),
-            Epoch(3),
-            vec![1, 3],
+            WalletEpoch(3),
+            vec![seat(1), seat(3)],
             SigningTarget::digests(vec![Digest([5; 32])]),
             vec![HexBytes(vec![1; 10])],
         );
         let wire = proto::Round2Request::try_from(request.clone()).unwrap();
         assert_eq!(Request::try_from(wire).unwrap(), Request::Round2(request));
 
-        let reply = Round1Response::new(wallet.clone(), 2, Epoch(4), vec![HexBytes(vec![2; 33])]);
+        let reply = Round1Response::new(
+            wallet.clone(),
+            seat(2),
+            WalletEpoch(4),
+            vec![HexBytes(vec![2; 33])],
+        );
         let wire = proto::Round1Result::from(reply.clone());
         assert_eq!(Round1Response::try_from(wire).unwrap(), reply);
 
-        let mut status = WalletStatus::new(wallet.clone(), WalletStateKind::Active, 2, 3, 1);
-        status.epoch = Some(Epoch(1));
+        let mut status = WalletStatus::new(wallet.clone(), WalletStateKind::Active, 2, 3, seat(1));
+        status.epoch = Some(WalletEpoch(1));
         status.output_key = Some(HexBytes(vec![0xab; 32]));
         status.live_nonces = 4;
         let wallets = vec![status.clone()];
@@ -709,6 +714,34 @@ mod tests {
         assert!(proto::DkgMessage::from_response(messages(0)).is_none());
         let wire = proto::DkgMessages::from_response(messages(2)).unwrap();
         assert_eq!(wire.messages.len(), 2);
+    }
+
+    /// A refusal's code is read once, at the edge, into what this version
+    /// knows: an engine code, one of the daemon's own, or an unknown code
+    /// kept as received (a newer signer's).
+    #[test]
+    fn a_refusal_code_is_typed_when_decoded() {
+        let refusal = |code: &str| {
+            SignerError::try_from(proto::Error {
+                retryable: false,
+                code: code.to_owned(),
+                message: "m".to_owned(),
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            refusal("dkg_busy").code.kind(),
+            &Code::Engine(thresig_engine::ErrorCode::DkgBusy)
+        );
+        assert_eq!(refusal("overloaded").code.kind(), &Code::Overloaded);
+        assert_eq!(refusal("timeout").code, ErrorCode::TIMEOUT);
+        let newer = refusal("from_a_newer_signer");
+        assert_eq!(
+            newer.code.kind(),
+            &Code::Unknown("from_a_newer_signer".to_owned())
+        );
+        assert_eq!(newer.code.as_str(), "from_a_newer_signer");
+        assert_eq!(newer.code.metric_label(), "other");
     }
 
     #[test]

@@ -82,21 +82,10 @@ fn now() -> Result<Timestamp, SignerError> {
         })
 }
 
-/// The daemon's form of an engine code (static, so it labels metrics).
-fn code(code: thresig_engine::ErrorCode) -> ErrorCode {
-    // Engine codes are snake_case and at most 24 bytes; the fallback is
-    // unreachable and still a valid code.
-    ErrorCode::from_static(code.as_str()).unwrap_or(ErrorCode::INTERNAL)
-}
-
 /// The refusal sent for an engine error: its stable code, recovery class
 /// and message (the engine builds messages from ids and counts only).
 fn refusal(err: &thresig_engine::Error) -> SignerError {
-    let recovery = match err.recovery() {
-        thresig_store::Recovery::Retryable => Recovery::Retryable,
-        thresig_store::Recovery::Terminal => Recovery::Terminal,
-    };
-    SignerError::new(code(err.code()), recovery, err.to_string())
+    SignerError::new(err.code().into(), err.recovery(), err.to_string())
 }
 
 impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
@@ -106,7 +95,7 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         let identity = self.roster.get(&peer).ok_or_else(|| {
             SignerError::new(
-                code(thresig_engine::ErrorCode::CoordinatorNotMember),
+                thresig_engine::ErrorCode::CoordinatorNotMember.into(),
                 Recovery::Terminal,
                 format!("seat {} is not a member of this cluster", peer.get()),
             )
@@ -125,8 +114,8 @@ mod tests {
     #[test]
     fn every_engine_code_is_a_static_daemon_code_with_its_recovery() {
         for engine_code in thresig_engine::ErrorCode::ALL {
-            let daemon_code = ErrorCode::from_static(engine_code.as_str()).unwrap();
-            assert_eq!(code(engine_code), daemon_code);
+            let daemon_code = ErrorCode::from(engine_code);
+            assert_eq!(daemon_code.as_str(), engine_code.as_str());
             assert_eq!(daemon_code.metric_label(), engine_code.as_str());
         }
         let wallet = thresig_engine::WalletId::new("vault-1").unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use thresig_store::file::FileError;
 
-use crate::api::SignerError;
+use crate::api::{Recovery, SignerError};
 
 /// Everything that can go wrong in the daemon's transport, configuration and
 /// certificate tooling.
@@ -123,17 +123,20 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the operation can succeed if tried again unchanged: true for
-    /// unreachable or overloaded signers and retryable signer errors.
+    /// Whether the operation can succeed if tried again unchanged:
+    /// retryable for unreachable or overloaded signers and retryable signer
+    /// errors.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
+    pub fn recovery(&self) -> Recovery {
         match self {
-            Self::Rpc { code, .. } => matches!(
-                code,
-                RpcCode::Unavailable | RpcCode::DeadlineExceeded | RpcCode::ResourceExhausted
-            ),
-            Self::Refused(err) => err.is_retryable(),
-            Self::Setup(_) | Self::Transport(_) => true,
+            Self::Rpc { code, .. } => match code {
+                RpcCode::Unavailable | RpcCode::DeadlineExceeded | RpcCode::ResourceExhausted => {
+                    Recovery::Retryable
+                }
+                _ => Recovery::Terminal,
+            },
+            Self::Refused(err) => err.recovery,
+            Self::Setup(_) | Self::Transport(_) => Recovery::Retryable,
             Self::ConfigSyntax(_)
             | Self::ConfigValue { .. }
             | Self::InvalidId(_)
@@ -147,8 +150,14 @@ impl Error {
             | Self::Certificate(_)
             | Self::OpenFileLimit { .. }
             | Self::MetricsSocketDirectory { .. }
-            | Self::Malformed(_) => false,
+            | Self::Malformed(_) => Recovery::Terminal,
         }
+    }
+
+    /// Whether [`Self::recovery`] is retryable.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        self.recovery() == Recovery::Retryable
     }
 }
 

@@ -71,7 +71,7 @@ mod proto {
     tonic::include_proto!("thresig.v1");
 }
 
-pub use api::{ErrorCode, Recovery, SignerError, SignerHandler};
+pub use api::{Code, ErrorCode, Recovery, SignerError, SignerHandler};
 pub use certs::{ClusterCa, MemberTls, Validity};
 pub use client::{ClientTls, SignerClient};
 pub use config::{DaemonConfig, DaemonSection, Limits, LimitsSection, TlsPaths, TlsSection};

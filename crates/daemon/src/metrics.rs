@@ -368,7 +368,7 @@ mod tests {
             EncryptedStore::create(location(), provider.clone(), StoreOptions::default()).unwrap();
         store
             .write(vec![WriteOp::PutWallet {
-                wallet: WalletId::new(b"w".to_vec()).unwrap(),
+                wallet: WalletId::new("w").unwrap(),
                 value: b"one".to_vec(),
             }])
             .unwrap();

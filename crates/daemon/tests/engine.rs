@@ -156,7 +156,10 @@ async fn a_dkg_and_a_signature_run_through_the_daemons() {
         let status = &wallets[0];
         assert_eq!(status.wallet, vault());
         assert_eq!(status.state, WalletStateKind::Active);
-        assert_eq!((status.threshold, status.members, status.seat), (2, 3, s));
+        assert_eq!(
+            (status.threshold, status.members, status.seat),
+            (2, 3, seat(s))
+        );
         output_keys.push(status.output_key.clone().unwrap());
     }
     assert!(output_keys.iter().all(|k| *k == output_keys[0]));
@@ -179,7 +182,7 @@ async fn a_dkg_and_a_signature_run_through_the_daemons() {
     let mut epoch = None;
     for (s, call) in signers.iter().zip(calls) {
         let reply = call.await.unwrap().unwrap();
-        assert_eq!(reply.seat, *s);
+        assert_eq!(reply.seat, seat(*s));
         assert_eq!(reply.commitments.len(), 1);
         epoch = Some(reply.epoch);
         let commitment = Commitment::from_bytes(&reply.commitments[0].0).unwrap();
@@ -189,7 +192,7 @@ async fn a_dkg_and_a_signature_run_through_the_daemons() {
     let request = Round2Request::new(
         vault(),
         epoch.unwrap(),
-        signers.to_vec(),
+        signers.iter().copied().map(seat).collect(),
         SigningTarget::digests(vec![Digest(MESSAGE)]),
         vec![HexBytes(package.to_bytes().unwrap())],
     );
@@ -201,7 +204,7 @@ async fn a_dkg_and_a_signature_run_through_the_daemons() {
             .round2(request.clone())
             .await
             .unwrap();
-        assert_eq!(reply.seat, s);
+        assert_eq!(reply.seat, seat(s));
         let share = SignatureShare::from_bytes(&reply.shares[0].0).unwrap();
         verify_share(&key, &package, seat(s), &share).unwrap();
         shares.insert(seat(s), share);

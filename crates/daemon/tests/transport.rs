@@ -8,10 +8,10 @@ use std::sync::Arc;
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use thresig_daemon::{ClientTls, Error, Recovery, RpcCode, SignerClient};
+use thresig_daemon::{ClientTls, Code, Error, Recovery, RpcCode, SignerClient};
 use thresig_engine::{
-    AbortRequest, Digest, DkgProposal, DkgSessionId, Epoch, HexBytes, Round1Request, SigningTarget,
-    WalletId, WalletStateKind,
+    AbortRequest, Digest, DkgProposal, DkgSessionId, ErrorCode as EngineCode, HexBytes,
+    Round1Request, SigningTarget, WalletEpoch, WalletId, WalletStateKind,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,8 +32,8 @@ async fn every_rpc_reaches_the_handler_with_the_authenticated_seat() {
         .round1(Round1Request::new(wallet(), 3))
         .await
         .unwrap();
-    assert_eq!((reply.wallet, reply.seat), (wallet(), 1));
-    assert_eq!(reply.epoch, Epoch(7));
+    assert_eq!((reply.wallet, reply.seat), (wallet(), seat(1)));
+    assert_eq!(reply.epoch, WalletEpoch(7));
     assert_eq!(reply.commitments, commitments(3));
 
     let abort = AbortRequest::new(wallet(), commitments(2));
@@ -63,8 +63,8 @@ async fn every_rpc_reaches_the_handler_with_the_authenticated_seat() {
     let wallet_status = &status[0];
     assert_eq!(wallet_status.state, WalletStateKind::Active);
     assert_eq!((wallet_status.threshold, wallet_status.members), (2, 3));
-    assert_eq!(wallet_status.seat, 1);
-    assert_eq!(wallet_status.epoch, Some(Epoch(4)));
+    assert_eq!(wallet_status.seat, seat(1));
+    assert_eq!(wallet_status.epoch, Some(WalletEpoch(4)));
     assert_eq!(wallet_status.output_key, Some(HexBytes(vec![0xab; 32])));
     assert_eq!(wallet_status.live_nonces, 5);
 
@@ -292,15 +292,15 @@ async fn an_oversized_request_is_refused_by_the_transport() {
 async fn handler_errors_arrive_with_their_code_and_recovery() {
     let cluster = Cluster::new();
     for (code, recovery) in [
-        ("nonce_unknown", Recovery::Terminal),
-        ("storage_unavailable", Recovery::Retryable),
+        (EngineCode::NonceUnknown, Recovery::Terminal),
+        (EngineCode::StorageUnavailable, Recovery::Retryable),
     ] {
         let handler = Arc::new(Recorder::failing(code, recovery));
         let server = start(cluster.config(""), handler).await;
         let client = server.client(&cluster.client_tls()).await;
         let target = SigningTarget::digests(vec![Digest([7; 32])]);
         let err = client.round2(round2(target)).await.unwrap_err();
-        assert_eq!(refusal(&err).code.as_str(), code);
+        assert_eq!(refusal(&err).code.kind(), &Code::Engine(code));
         assert_eq!(refusal(&err).recovery, recovery);
         assert_eq!(err.is_retryable(), recovery == Recovery::Retryable);
         server.stop().await;
@@ -346,7 +346,10 @@ async fn metrics_count_requests_by_method_and_outcome() {
     let cluster = Cluster::new();
     let server = start(
         cluster.config(""),
-        Arc::new(Recorder::failing("policy_denied", Recovery::Terminal)),
+        Arc::new(Recorder::failing(
+            EngineCode::PolicyDenied,
+            Recovery::Terminal,
+        )),
     )
     .await;
     let ok = r#"thresig_requests_total{method="round1",outcome="ok"}"#;

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::dkg::{ConfirmationStatus, DkgProposal};
 use crate::dkg_msg::{DkgSessionId, SignedDkgMessage};
-use crate::ids::{Epoch, WalletId};
+use crate::ids::WalletEpoch;
 use crate::target::SigningTarget;
 use crate::wallet::WalletStateKind;
+use thresig_crypto::Seat;
+use thresig_store::WalletId;
 
 /// Bytes, encoded as lowercase hex in JSON.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -48,9 +50,9 @@ pub struct Round2Request {
     /// The wallet.
     pub wallet: WalletId,
     /// The wallet epoch the coordinator believes current.
-    pub epoch: Epoch,
-    /// The seat numbers of the signer set, identical in every package.
-    pub signers: Vec<u16>,
+    pub epoch: WalletEpoch,
+    /// The seats of the signer set, identical in every package.
+    pub signers: Vec<Seat>,
     /// What is signed; the signer derives each input's message from it.
     pub target: SigningTarget,
     /// One encoded FROST signing package per input, in input order.
@@ -61,8 +63,8 @@ impl Round2Request {
     /// A round-2 request (see the field docs).
     pub fn new(
         wallet: WalletId,
-        epoch: Epoch,
-        signers: Vec<u16>,
+        epoch: WalletEpoch,
+        signers: Vec<Seat>,
         target: SigningTarget,
         packages: Vec<HexBytes>,
     ) -> Self {
@@ -184,17 +186,22 @@ impl Request {
 pub struct Round1Response {
     /// The wallet.
     pub wallet: WalletId,
-    /// This signer's seat number.
-    pub seat: u16,
+    /// This signer's seat.
+    pub seat: Seat,
     /// The wallet epoch (the generation of its key shares).
-    pub epoch: Epoch,
+    pub epoch: WalletEpoch,
     /// Encoded commitments, one per input.
     pub commitments: Vec<HexBytes>,
 }
 
 impl Round1Response {
     /// A round-1 answer (see the field docs), as a transport decodes it.
-    pub fn new(wallet: WalletId, seat: u16, epoch: Epoch, commitments: Vec<HexBytes>) -> Self {
+    pub fn new(
+        wallet: WalletId,
+        seat: Seat,
+        epoch: WalletEpoch,
+        commitments: Vec<HexBytes>,
+    ) -> Self {
         Self {
             wallet,
             seat,
@@ -210,8 +217,8 @@ impl Round1Response {
 pub struct Round2Response {
     /// The wallet.
     pub wallet: WalletId,
-    /// This signer's seat number.
-    pub seat: u16,
+    /// This signer's seat.
+    pub seat: Seat,
     /// Encoded signature shares, one per input.
     pub shares: Vec<HexBytes>,
     /// A fresh round-1 vector of as many commitments, for the
@@ -224,7 +231,7 @@ impl Round2Response {
     /// A round-2 answer (see the field docs), as a transport decodes it.
     pub fn new(
         wallet: WalletId,
-        seat: u16,
+        seat: Seat,
         shares: Vec<HexBytes>,
         commitments: Vec<HexBytes>,
     ) -> Self {
@@ -249,10 +256,10 @@ pub struct WalletStatus {
     pub threshold: u16,
     /// Its roster size.
     pub members: u16,
-    /// This signer's seat number.
-    pub seat: u16,
+    /// This signer's seat.
+    pub seat: Seat,
     /// The wallet epoch, for wallets that hold a key.
-    pub epoch: Option<Epoch>,
+    pub epoch: Option<WalletEpoch>,
     /// The BIP341 output key, for wallets that hold a key.
     pub output_key: Option<HexBytes>,
     /// Live nonces held for this wallet.
@@ -267,7 +274,7 @@ impl WalletStatus {
         state: WalletStateKind,
         threshold: u16,
         members: u16,
-        seat: u16,
+        seat: Seat,
     ) -> Self {
         Self {
             wallet,

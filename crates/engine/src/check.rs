@@ -94,7 +94,11 @@ pub fn commitment_hash(c: &Commitment) -> Result<CommitmentHash, Error> {
 /// target and every package byte, each length-prefixed.
 pub fn package_hash(req: &Round2Request) -> PackageHash {
     let epoch = req.epoch.0.to_be_bytes();
-    let signers: Vec<u8> = req.signers.iter().flat_map(|s| s.to_be_bytes()).collect();
+    let signers: Vec<u8> = req
+        .signers
+        .iter()
+        .flat_map(|s| s.get().to_be_bytes())
+        .collect();
     let target = req.target.canonical_bytes();
     let mut parts: Vec<&[u8]> = vec![req.wallet.as_str().as_bytes(), &epoch, &signers, &target];
     parts.extend(req.packages.iter().map(|p| p.0.as_slice()));
@@ -197,16 +201,15 @@ pub(crate) fn check_round2(
 
 /// Checks the request's signer set against the roster and threshold and
 /// returns it as ascending seats (the order `SigningPackage::signers` uses).
-fn check_signer_set(wallet: &WalletConfig, seats: &[u16]) -> Result<Vec<Seat>, Error> {
+fn check_signer_set(wallet: &WalletConfig, seats: &[Seat]) -> Result<Vec<Seat>, Error> {
     let mut set = BTreeSet::new();
-    for &number in seats {
-        let seat = Seat::try_from(number)
-            .ok()
-            .filter(|s| wallet.member(*s).is_some())
-            .ok_or_else(|| Error::IdentifierNotInRoster {
+    for &seat in seats {
+        if wallet.member(seat).is_none() {
+            return Err(Error::IdentifierNotInRoster {
                 wallet: wallet.id.clone(),
-                identifier: number,
-            })?;
+                identifier: seat.get(),
+            });
+        }
         set.insert(seat);
     }
     if set.len() < usize::from(wallet.threshold) {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use thresig_crypto::{GroupParams, Seat};
 use thresig_tx::{Network, Policy, PolicyConfig};
 
-use crate::ids::WalletId;
+use thresig_store::WalletId;
 
 /// A member's Ed25519 identity public key (32 bytes, a valid point).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -31,9 +31,11 @@ use crate::durable::{
     abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
 };
 use crate::error::{DkgFault, Error, InternalFault};
-use crate::ids::{CoordinatorId, Epoch, Timestamp, WalletId};
+use crate::ids::{CoordinatorId, WalletEpoch};
 use crate::signer::{Member, Shard, Signer, Slot, lock};
 use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
+use thresig_store::Timestamp;
+use thresig_store::WalletId;
 
 /// A coordinator's proposal to run a DKG for a wallet. The signer joins
 /// only if threshold and roster equal its own configuration.
@@ -655,7 +657,7 @@ impl<S: Store> Signer<S> {
             return Err(Error::Internal(InternalFault::Invariant));
         };
         let (key, share) = confirming.into_parts();
-        shard.state = WalletState::Active(WalletSigningKey::new(Epoch::INITIAL, key, share));
+        shard.state = WalletState::Active(WalletSigningKey::new(WalletEpoch::INITIAL, key, share));
         Ok(ConfirmationStatus {
             confirmed,
             needed,

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::api::HexBytes;
 use crate::config::WalletConfig;
-use crate::ids::WalletId;
+use thresig_store::WalletId;
 
 /// A DKG session, named by whoever starts it (32 random bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -22,8 +22,9 @@ use thresig_store::{Marker, Plaintext, Store, WriteOp};
 use crate::config::WalletConfig;
 use crate::dkg_msg::DkgSessionId;
 use crate::error::{Error, InternalFault};
-use crate::ids::{Epoch, WalletId};
+use crate::ids::WalletEpoch;
 use crate::wallet::{Confirming, SigningKey, WalletState};
+use thresig_store::WalletId;
 
 /// Version byte of the wallet record encoding.
 const RECORD_VERSION: u8 = 1;
@@ -52,7 +53,7 @@ impl Lifecycle {
 /// followed by the encoded `WalletKey`.
 struct WalletRecord {
     lifecycle: Lifecycle,
-    key_epoch: thresig_store::Epoch,
+    key_epoch: thresig_store::RecordEpoch,
     wallet_key: Vec<u8>,
 }
 
@@ -74,7 +75,7 @@ impl WalletRecord {
         }
         Some(Self {
             lifecycle: Lifecycle::from_byte(*lifecycle)?,
-            key_epoch: thresig_store::Epoch(u64::from_be_bytes(*epoch)),
+            key_epoch: thresig_store::RecordEpoch(u64::from_be_bytes(*epoch)),
             wallet_key: key.to_vec(),
         })
     }
@@ -84,12 +85,12 @@ impl WalletRecord {
 /// `e + FIRST_KEY_EPOCH`: the DKG's (wallet epoch 0) at 1, where it has
 /// always been, so that stores written before the wallet epoch was defined
 /// open unchanged (a refresh will keep wallet epoch 1's at 2).
-const FIRST_KEY_EPOCH: thresig_store::Epoch = thresig_store::Epoch(1);
+const FIRST_KEY_EPOCH: thresig_store::RecordEpoch = thresig_store::RecordEpoch(1);
 
 /// The wallet epoch whose key package is kept at store epoch `key_epoch`
 /// (none below [`FIRST_KEY_EPOCH`], where no key package is kept).
-fn wallet_epoch_of(key_epoch: thresig_store::Epoch) -> Option<Epoch> {
-    key_epoch.0.checked_sub(FIRST_KEY_EPOCH.0).map(Epoch)
+fn wallet_epoch_of(key_epoch: thresig_store::RecordEpoch) -> Option<WalletEpoch> {
+    key_epoch.0.checked_sub(FIRST_KEY_EPOCH.0).map(WalletEpoch)
 }
 
 /// Version byte of the DKG result encoding.
@@ -109,8 +110,8 @@ fn key_package_bytes(share: &KeyShare) -> Result<Plaintext, Error> {
 
 /// The insert-if-absent of this signer's key package.
 fn key_package_op(
-    id: &thresig_store::WalletId,
-    epoch: thresig_store::Epoch,
+    id: &WalletId,
+    epoch: thresig_store::RecordEpoch,
     share: &KeyShare,
 ) -> Result<WriteOp, Error> {
     Ok(WriteOp::InsertKeyPackage {
@@ -122,8 +123,8 @@ fn key_package_op(
 
 /// The wallet record marking `key` active at `key_epoch`.
 fn active_record_op(
-    id: &thresig_store::WalletId,
-    key_epoch: thresig_store::Epoch,
+    id: &WalletId,
+    key_epoch: thresig_store::RecordEpoch,
     key: &WalletKey,
 ) -> Result<WriteOp, Error> {
     let record = WalletRecord {
@@ -138,7 +139,7 @@ fn active_record_op(
 }
 
 /// The store writes that make `wallet` active at wallet epoch
-/// [`Epoch::INITIAL`] with `key` and this signer's `share`: the key package
+/// [`WalletEpoch::INITIAL`] with `key` and this signer's `share`: the key package
 /// (insert if absent, so a stored key package is never overwritten) and the
 /// wallet record, committed together as one unit.
 ///
@@ -158,10 +159,9 @@ pub fn activation_ops(
     key: &WalletKey,
     share: &KeyShare,
 ) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     Ok(vec![
-        key_package_op(&id, FIRST_KEY_EPOCH, share)?,
-        active_record_op(&id, FIRST_KEY_EPOCH, key)?,
+        key_package_op(wallet, FIRST_KEY_EPOCH, share)?,
+        active_record_op(wallet, FIRST_KEY_EPOCH, key)?,
     ])
 }
 
@@ -172,12 +172,11 @@ pub fn activation_ops(
 /// [`Error::Store`] if the record cannot be read;
 /// [`Error::StoredRecordInvalid`] if it is missing or does not decode.
 pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     let invalid = || Error::StoredRecordInvalid {
         wallet: wallet.clone(),
     };
     let bytes = store
-        .wallet(&id)
+        .wallet(wallet)
         .map_err(|source| Error::Store {
             wallet: wallet.clone(),
             source,
@@ -186,7 +185,7 @@ pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec
     let mut record = WalletRecord::decode(&bytes).ok_or_else(invalid)?;
     record.lifecycle = Lifecycle::Rekeying;
     Ok(vec![WriteOp::PutWallet {
-        wallet: id,
+        wallet: wallet.clone(),
         value: record.encode(),
     }])
 }
@@ -205,11 +204,10 @@ fn dkg_result_value(result: &Confirming) -> Result<Vec<u8>, Error> {
 /// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
 /// the result awaiting confirmation.
 pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     Ok(vec![
-        key_package_op(&id, FIRST_KEY_EPOCH, result.share())?,
+        key_package_op(wallet, FIRST_KEY_EPOCH, result.share())?,
         WriteOp::PutDkgResult {
-            wallet: id.clone(),
+            wallet: wallet.clone(),
             session: dkg_session_id(result.session())?,
             value: dkg_result_value(result)?.into(),
         },
@@ -227,20 +225,19 @@ pub(crate) fn result_is_stored<S: Store>(
     wallet: &WalletId,
     result: &Confirming,
 ) -> Result<bool, Error> {
-    let id = wallet.store_id()?;
     let read = |source| Error::Store {
         wallet: wallet.clone(),
         source,
     };
     let share = key_package_bytes(result.share())?;
-    let stored_share = store.key_package(&id, FIRST_KEY_EPOCH).map_err(read)?;
+    let stored_share = store.key_package(wallet, FIRST_KEY_EPOCH).map_err(read)?;
     if stored_share.as_ref() != Some(&share) {
         return Ok(false);
     }
     let session = dkg_session_id(result.session())?;
     let value = dkg_result_value(result)?;
     Ok(store
-        .dkg_results(&id)
+        .dkg_results(wallet)
         .map_err(read)?
         .iter()
         .any(|(s, v)| *s == session && v[..] == value[..]))
@@ -255,10 +252,9 @@ pub(crate) fn result_stored_for<S: Store>(
     wallet: &WalletId,
     session: DkgSessionId,
 ) -> Result<bool, Error> {
-    let id = wallet.store_id()?;
     let session = dkg_session_id(session)?;
     Ok(store
-        .dkg_results(&id)
+        .dkg_results(wallet)
         .map_err(|source| Error::Store {
             wallet: wallet.clone(),
             source,
@@ -273,11 +269,10 @@ pub(crate) fn confirmation_ops(
     session: DkgSessionId,
     key: &WalletKey,
 ) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     Ok(vec![
-        active_record_op(&id, FIRST_KEY_EPOCH, key)?,
+        active_record_op(wallet, FIRST_KEY_EPOCH, key)?,
         WriteOp::DeleteDkgResult {
-            wallet: id,
+            wallet: wallet.clone(),
             session: dkg_session_id(session)?,
         },
     ])
@@ -286,14 +281,13 @@ pub(crate) fn confirmation_ops(
 /// The unit an operator's abort of an unconfirmed DKG commits: its result
 /// and its key package are deleted (never done automatically).
 pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<WriteOp>, Error> {
-    let id = wallet.store_id()?;
     Ok(vec![
         WriteOp::DeleteDkgResult {
-            wallet: id.clone(),
+            wallet: wallet.clone(),
             session: dkg_session_id(session)?,
         },
         WriteOp::DeleteKeyPackage {
-            wallet: id,
+            wallet: wallet.clone(),
             epoch: FIRST_KEY_EPOCH,
         },
     ])
@@ -307,7 +301,7 @@ fn dkg_session_id(session: DkgSessionId) -> Result<thresig_store::DkgSessionId, 
 /// confirmations must be delivered again; this member's own counts).
 fn load_confirming<S: Store>(
     store: &S,
-    id: &thresig_store::WalletId,
+    id: &WalletId,
     config: &WalletConfig,
     seat: Seat,
 ) -> Result<WalletState, thresig_store::Error> {
@@ -323,7 +317,7 @@ fn load_confirming<S: Store>(
         let ([version], rest) = value.split_first_chunk::<1>()?;
         let (transcript, key) = rest.split_first_chunk::<32>()?;
         let key = (*version == DKG_RESULT_VERSION).then_some(key)?;
-        let checked = signing_key(config, seat, Epoch::INITIAL, key, &share)?;
+        let checked = signing_key(config, seat, WalletEpoch::INITIAL, key, &share)?;
         Some((session, *transcript, checked))
     })();
     let Some((session, transcript, checked)) = decoded else {
@@ -360,11 +354,9 @@ fn try_load<S: Store>(
     config: &WalletConfig,
     seat: Seat,
 ) -> Result<WalletState, thresig_store::Error> {
-    let Ok(id) = config.id.store_id() else {
-        return Ok(WalletState::Corrupt);
-    };
-    let Some(bytes) = store.wallet(&id)? else {
-        return load_confirming(store, &id, config, seat);
+    let id = &config.id;
+    let Some(bytes) = store.wallet(id)? else {
+        return load_confirming(store, id, config, seat);
     };
     let Some(record) = WalletRecord::decode(&bytes) else {
         return Ok(WalletState::Corrupt);
@@ -372,7 +364,7 @@ fn try_load<S: Store>(
     if record.lifecycle == Lifecycle::Retired {
         return Ok(WalletState::Retired);
     }
-    let share = store.key_package(&id, record.key_epoch)?;
+    let share = store.key_package(id, record.key_epoch)?;
     let (Some(share), Some(epoch)) = (share, wallet_epoch_of(record.key_epoch)) else {
         return Ok(WalletState::Corrupt);
     };
@@ -396,7 +388,7 @@ fn try_load<S: Store>(
 fn signing_key(
     config: &WalletConfig,
     seat: Seat,
-    epoch: Epoch,
+    epoch: WalletEpoch,
     wallet_key: &[u8],
     share: &[u8],
 ) -> Option<SigningKey> {
@@ -460,7 +452,7 @@ mod tests {
             format!("{bytes:?}"),
             format!("Plaintext({} bytes)", bytes.len())
         );
-        let id = thresig_store::WalletId::new("w").unwrap();
+        let id = WalletId::new("w").unwrap();
         let WriteOp::InsertKeyPackage { value, epoch, .. } =
             key_package_op(&id, FIRST_KEY_EPOCH, share).unwrap()
         else {
@@ -475,21 +467,24 @@ mod tests {
 
     #[test]
     fn the_dkg_key_package_is_kept_at_one_for_wallet_epoch_zero() {
-        assert_eq!(wallet_epoch_of(FIRST_KEY_EPOCH), Some(Epoch::INITIAL));
-        assert_eq!(wallet_epoch_of(thresig_store::Epoch(3)), Some(Epoch(2)));
-        assert_eq!(wallet_epoch_of(thresig_store::Epoch(0)), None);
+        assert_eq!(wallet_epoch_of(FIRST_KEY_EPOCH), Some(WalletEpoch::INITIAL));
+        assert_eq!(
+            wallet_epoch_of(thresig_store::RecordEpoch(3)),
+            Some(WalletEpoch(2))
+        );
+        assert_eq!(wallet_epoch_of(thresig_store::RecordEpoch(0)), None);
     }
 
     #[test]
     fn records_and_shares_round_trip_and_refuse_garbage() {
         let record = WalletRecord {
             lifecycle: Lifecycle::Rekeying,
-            key_epoch: thresig_store::Epoch(7),
+            key_epoch: thresig_store::RecordEpoch(7),
             wallet_key: vec![1, 2, 3],
         };
         let back = WalletRecord::decode(&record.encode()).unwrap();
         assert_eq!(back.lifecycle, Lifecycle::Rekeying);
-        assert_eq!(back.key_epoch, thresig_store::Epoch(7));
+        assert_eq!(back.key_epoch, thresig_store::RecordEpoch(7));
         assert_eq!(back.wallet_key, vec![1, 2, 3]);
         assert!(WalletRecord::decode(&[2, 1, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());
         assert!(WalletRecord::decode(&[1, 9, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());

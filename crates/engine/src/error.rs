@@ -18,7 +18,8 @@ use thresig_crypto::Seat;
 use thresig_store::CommitmentHash;
 use thresig_tx::PolicyDenial;
 
-use crate::ids::{CoordinatorId, Epoch, WalletId};
+use crate::ids::{CoordinatorId, WalletEpoch};
+use thresig_store::WalletId;
 
 /// A stable error code, sent on the wire as [`ErrorCode::as_str`].
 ///
@@ -116,6 +117,13 @@ impl ErrorCode {
         Self::DkgNotInPhase,
         Self::Internal,
     ];
+
+    /// The code whose wire string is `text`, if this version knows it (a
+    /// newer signer may send codes it does not).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
+    }
 
     /// The stable wire string of this code.
     pub fn as_str(self) -> &'static str {
@@ -472,9 +480,9 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
         /// The wallet epoch named by the request.
-        requested: Epoch,
+        requested: WalletEpoch,
         /// This signer's wallet epoch.
-        current: Epoch,
+        current: WalletEpoch,
     },
     /// An input's package message differs from the message this signer
     /// derived itself from the signing target.
@@ -489,7 +497,7 @@ pub enum Error {
     /// and the offending value, as the `tx` crate's policy reports them.
     /// A refusal under a rule that time can lift (the UTC time window, the
     /// per-minute and per-day rate limits, their per-coordinator
-    /// sub-limits, the daily fee budgets: [`thresig_tx::Rule::is_retryable`])
+    /// sub-limits, the daily fee budgets: [`thresig_tx::Rule::lifts_with_time`])
     /// is retryable ([`Error::recovery`]); a refusal under any other rule is
     /// terminal, as is the code's default.
     #[error("wallet {wallet}: policy rule {} denies the request ({:?})", .denial.rule, .denial.violation)]
@@ -541,7 +549,7 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
         /// The epoch.
-        epoch: Epoch,
+        epoch: WalletEpoch,
     },
     /// A stored record holds data that does not decode.
     #[error("wallet {wallet}: a stored record does not decode")]
@@ -698,26 +706,29 @@ impl Error {
     /// called retryable.
     pub fn recovery(&self) -> Recovery {
         match self {
-            Self::PolicyDenied { denial, .. } if denial.rule.is_retryable() => Recovery::Retryable,
+            Self::PolicyDenied { denial, .. } if denial.rule.lifts_with_time() => {
+                Recovery::Retryable
+            }
             _ => self.code().recovery(),
         }
     }
 }
 
-/// The code of a store error: provider, rollback and per-wallet
-/// authentication failures have their own codes; anything else is
+/// The code of a store error on the wire, where the store's finer codes
+/// ([`thresig_store::Error::code`]) fold into five: provider and rollback
+/// failures have their own codes, a wallet's damage is `wallet_corrupt`
+/// exactly when the store counts it so
+/// ([`thresig_store::Error::marks_wallet_corrupt`]), and anything else is
 /// `storage_unavailable` when the store says a retry can succeed and
 /// `storage_failed` when it cannot.
 fn store_code(e: &thresig_store::Error) -> ErrorCode {
     use thresig_store::Error as S;
+    if e.marks_wallet_corrupt() {
+        return ErrorCode::WalletCorrupt;
+    }
     match e {
         S::Provider(_) if e.recovery() == Recovery::Retryable => ErrorCode::KeyProviderUnavailable,
         S::RollbackDetected { .. } => ErrorCode::RollbackDetected,
-        S::WalletCorrupt { .. }
-        | S::MarkerSetMismatch { .. }
-        | S::RecordTampered { .. }
-        | S::RecordMoved { .. }
-        | S::RecordStale { .. } => ErrorCode::WalletCorrupt,
         _ => match e.recovery() {
             Recovery::Retryable => ErrorCode::StorageUnavailable,
             Recovery::Terminal => ErrorCode::StorageFailed,
@@ -732,6 +743,15 @@ mod tests {
     use super::*;
 
     const DOC: &str = include_str!("../../../docs/errors.md");
+
+    #[test]
+    fn every_code_parses_back_from_its_text_and_nothing_else_does() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("overloaded"), None);
+        assert_eq!(ErrorCode::parse("NONCE_UNKNOWN"), None);
+    }
 
     #[test]
     fn codes_are_unique_stable_and_documented_with_their_class() {
@@ -754,7 +774,7 @@ mod tests {
         use thresig_tx::{Rule, UnixTime, Violation};
 
         let wallet = WalletId::new("w").unwrap();
-        // Spelled out rather than derived from `Rule::is_retryable`, so a
+        // Spelled out rather than derived from `Rule::lifts_with_time`, so a
         // change to either side shows up here.
         let table = [
             (Rule::SighashType, Recovery::Terminal),
@@ -833,5 +853,15 @@ mod tests {
             wallet: thresig_store::WalletId::new("w").unwrap(),
         };
         assert_eq!(code(corrupt), ErrorCode::WalletCorrupt);
+        // Every failure the store counts as a wallet's damage is
+        // `wallet_corrupt` on the wire, as the store classifies it: a
+        // record under a DEK the keyring lacks too.
+        let dek_missing = thresig_store::Error::DekMissing {
+            table: thresig_store::RecordTable::Wallets,
+            term: thresig_store::DekTerm(2),
+            file: None,
+        };
+        assert!(dek_missing.marks_wallet_corrupt());
+        assert_eq!(code(dek_missing), ErrorCode::WalletCorrupt);
     }
 }

@@ -24,8 +24,10 @@ use thresig_tx::{
 };
 
 use crate::error::{Error, InternalFault};
-use crate::ids::{CoordinatorId, Timestamp, WalletId};
+use crate::ids::CoordinatorId;
 use crate::target::tx_error;
+use thresig_store::Timestamp;
+use thresig_store::WalletId;
 
 /// The policy record holding a wallet's rate ledger.
 const LEDGER_KEY: &[u8] = b"rate-ledger";
@@ -79,7 +81,7 @@ impl StoredLedger {
         now: Timestamp,
     ) -> Result<Self, Error> {
         let bytes = store
-            .policy(&wallet.store_id()?, &ledger_key()?)
+            .policy(wallet, &ledger_key()?)
             .map_err(|source| Error::Store {
                 wallet: wallet.clone(),
                 source,
@@ -145,7 +147,7 @@ impl StoredLedger {
         let mut log = self.log.clone();
         log.record(approval);
         Ok(Some(WriteOp::CasPolicy {
-            wallet: wallet.store_id()?,
+            wallet: wallet.clone(),
             key: ledger_key()?,
             expected: self.bytes.clone(),
             new: encode(&log),

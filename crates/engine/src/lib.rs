@@ -95,4 +95,5 @@ pub use wallet::WalletStateKind;
 
 pub use config::{ConfigError, IdentityKey, Limits, SignerConfig, WalletConfig};
 pub use error::{DkgFault, Error, ErrorCode, InternalFault, RequestPart, recovery_str};
-pub use ids::{CoordinatorId, Epoch, InvalidWalletId, Timestamp, WalletId};
+pub use ids::{CoordinatorId, WalletEpoch};
+pub use thresig_store::{InvalidWalletId, Recovery, Timestamp, WalletId};

@@ -16,7 +16,9 @@ use crate::config::Limits;
 use thresig_store::CommitmentHash;
 
 use crate::error::Error;
-use crate::ids::{CoordinatorId, Timestamp, WalletId};
+use crate::ids::CoordinatorId;
+use thresig_store::Timestamp;
+use thresig_store::WalletId;
 
 /// Why a commitment has no live nonce any more.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

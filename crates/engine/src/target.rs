@@ -19,8 +19,8 @@ use thresig_tx::{Network, Policy, TaprootWallet, WalletPsbt};
 
 use crate::api::HexBytes;
 use crate::error::{Error, InternalFault};
-use crate::ids::WalletId;
 use crate::wallet::Role;
+use thresig_store::WalletId;
 
 /// A 32-byte message (a digest) to sign.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

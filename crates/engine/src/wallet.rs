@@ -9,7 +9,8 @@ use thresig_crypto::{KeyShare, WalletKey};
 use crate::api::HexBytes;
 use crate::dkg_msg::{DkgPayload, DkgSessionId};
 use crate::error::Error;
-use crate::ids::{Epoch, WalletId};
+use crate::ids::WalletEpoch;
+use thresig_store::WalletId;
 
 /// The name of a wallet's state, as `status` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -56,7 +57,7 @@ impl WalletStateKind {
 /// generation of these key shares): its public record (which alone decides
 /// the tweak) and this signer's share.
 pub(crate) struct SigningKey {
-    pub(crate) epoch: Epoch,
+    pub(crate) epoch: WalletEpoch,
     pub(crate) key: WalletKey,
     /// Shared so that a round 1 can draw nonces from it with the wallet's
     /// lock released; the share is wiped when its last holder drops it, and
@@ -66,7 +67,7 @@ pub(crate) struct SigningKey {
 
 impl SigningKey {
     /// The key material of one wallet epoch.
-    pub(crate) fn new(epoch: Epoch, key: WalletKey, share: impl Into<Arc<KeyShare>>) -> Self {
+    pub(crate) fn new(epoch: WalletEpoch, key: WalletKey, share: impl Into<Arc<KeyShare>>) -> Self {
         Self {
             epoch,
             key,

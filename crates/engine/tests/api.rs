@@ -139,7 +139,7 @@ fn a_round1_request_is_answered_through_the_entry_point() {
         panic!("unexpected reply {reply:?}")
     };
     assert_eq!(r.commitments.len(), 2);
-    assert_eq!(r.seat, 1);
+    assert_eq!(r.seat, seat(1));
     assert_eq!(r.wallet, wid("w1"));
 }
 
@@ -179,7 +179,7 @@ fn status_and_listing_show_each_wallet() {
     assert_eq!(list[1].wallet, wid("w2"));
     assert_eq!(list[1].state, WalletStateKind::Active);
     assert_eq!(list[1].live_nonces, 3);
-    assert_eq!(list[1].seat, 2);
+    assert_eq!(list[1].seat, seat(2));
     let key = c.keys[&wid("w2")].output_key().to_bytes().to_vec();
     assert_eq!(list[1].output_key.as_ref().unwrap().0, key);
 }

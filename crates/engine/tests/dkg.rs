@@ -11,7 +11,7 @@ use thresig_engine::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, ErrorCode, HexBytes, SignedDkgMessage,
     WalletStateKind,
 };
-use thresig_store::{Epoch as StoreEpoch, Store};
+use thresig_store::{RecordEpoch, Store};
 
 const N: u16 = 3;
 
@@ -277,15 +277,15 @@ fn failed_part3(
 
 /// Whether seat 1's store holds a key package for wallet "w".
 fn seat1_has_key_package(c: &Cluster) -> bool {
-    let w = store_wallet(&wid("w"));
-    let stored = c.member(1).store().key_package(&w, StoreEpoch(1));
+    let w = wid("w");
+    let stored = c.member(1).store().key_package(&w, RecordEpoch(1));
     stored.unwrap().is_some()
 }
 
 /// Seat 1's store holds neither a DKG result nor a key package for "w".
 fn assert_seat1_holds_no_result(c: &Cluster) {
     assert!(!seat1_has_key_package(c));
-    let w = store_wallet(&wid("w"));
+    let w = wid("w");
     assert!(c.member(1).store().dkg_results(&w).unwrap().is_empty());
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use common::dkg::*;
 use common::*;
-use thresig_engine::{Epoch, Error, ErrorCode, Limits};
+use thresig_engine::{Error, ErrorCode, Limits, WalletEpoch};
 use thresig_store::{Store, WriteOp, WriteOutcome};
 
 const N: u16 = 3;
@@ -60,7 +60,7 @@ fn signs_from_every_seat(c: &mut Cluster, wallet: &str, tag: u8) {
             });
             assert_eq!(signatures.len(), 1);
         }
-        assert_eq!(c.epoch_at(coord, wallet), Epoch(0), "seat {coord}");
+        assert_eq!(c.epoch_at(coord, wallet), WalletEpoch(0), "seat {coord}");
     }
 }
 
@@ -110,7 +110,7 @@ fn with_t_equal_n_a_member_that_rotated_still_signs_every_wallet() {
 fn a_store_epoch_bump_at_one_member_leaves_the_wallet_epoch() {
     let mut c = unkeyed(302, 2, &["w"]);
     keyed_by_dkg(&mut c, "w", 1);
-    let w = store_wallet(&wid("w"));
+    let w = wid("w");
     let store = c.member(1).store();
     let before = store.wallet_epoch(&w).unwrap().unwrap();
     let out = store
@@ -121,7 +121,7 @@ fn a_store_epoch_bump_at_one_member_leaves_the_wallet_epoch() {
     signs_from_every_seat(&mut c, "w", 6);
     // A request naming another wallet epoch is still refused.
     let err = c
-        .sign_at_epoch(1, Epoch(1), "w", &[1, 2], &[[7; 32]])
+        .sign_at_epoch(1, WalletEpoch(1), "w", &[1, 2], &[[7; 32]])
         .unwrap_err();
     assert!(matches!(err, (1, Error::StaleEpoch { .. })), "{err:?}");
     assert_eq!(err.1.code(), ErrorCode::StaleEpoch);

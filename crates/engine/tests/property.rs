@@ -154,7 +154,7 @@ fn check_release(
         .member(1)
         .store()
         .inner
-        .marker(&store_wallet(&wid("w")), &mine[0])
+        .marker(&wid("w"), &mine[0])
         .unwrap()
         .expect("a released share has a durable marker");
     assert_eq!(

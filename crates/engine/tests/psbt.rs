@@ -781,7 +781,7 @@ fn the_stored_rate_ledger_stays_bounded_over_days() {
     let stored = |c: &Cluster| {
         c.member(1)
             .store()
-            .policy(&store_wallet(&wid("w")), &key)
+            .policy(&wid("w"), &key)
             .unwrap()
             .map_or(0, |p| p.len())
     };

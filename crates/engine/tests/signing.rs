@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use thresig_crypto::Commitment;
-use thresig_engine::{Epoch, Error, ErrorCode, Limits};
+use thresig_engine::{Error, ErrorCode, Limits, WalletEpoch};
 use thresig_store::{Store, WriteOp};
 
 const D1: [u8; 32] = [1; 32];
@@ -236,7 +236,7 @@ fn roster_threshold_and_epoch_are_each_checked() {
     let comms = commitments(&mut c, 1);
     let mut req = c.request("w1", &comms, &[D1]);
     let current = req.epoch;
-    req.epoch = Epoch(current.0 + 1);
+    req.epoch = WalletEpoch(current.0 + 1);
     let err = c.round2(1, &req).unwrap_err();
     assert!(matches!(err, Error::StaleEpoch { .. }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::StaleEpoch);
@@ -415,17 +415,13 @@ fn only_members_may_coordinate() {
 /// Seat 1's stored record of `wallet` (the engine's 10-byte header, then
 /// the encoded wallet key).
 fn stored_record(c: &Cluster, wallet: &str) -> Vec<u8> {
-    let bytes = c
-        .member(1)
-        .store()
-        .inner
-        .wallet(&store_wallet(&wid(wallet)));
+    let bytes = c.member(1).store().inner.wallet(&wid(wallet));
     bytes.unwrap().unwrap().to_vec()
 }
 
 fn put_record(c: &Cluster, wallet: &str, value: Vec<u8>) {
     let op = WriteOp::PutWallet {
-        wallet: store_wallet(&wid(wallet)),
+        wallet: wid(wallet),
         value,
     };
     Store::write(&*c.member(1).store().inner, vec![op]).unwrap();

@@ -126,9 +126,9 @@ mod tests {
         assert_eq!(
             accept.rollback,
             RollbackPolicy::AcceptOlderDatabase(crate::AcceptedRollback::OlderThanWitness {
-                database_epoch: crate::Epoch(3),
+                database_epoch: crate::RecordEpoch(3),
                 database_generation: 5,
-                witness_epoch: crate::Epoch(4),
+                witness_epoch: crate::RecordEpoch(4),
                 witness_generation: 9
             })
         );

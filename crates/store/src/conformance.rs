@@ -10,8 +10,8 @@
 )]
 
 use crate::{
-    AuditSeq, CommitmentHash, Conflict, Epoch, Marker, OpResult, PackageHash, PolicyKey, Store,
-    Timestamp, WalletId, WriteOp, WriteOutcome,
+    AuditSeq, CommitmentHash, Conflict, Marker, OpResult, PackageHash, PolicyKey, RecordEpoch,
+    Store, Timestamp, WalletId, WriteOp, WriteOutcome,
 };
 
 /// Runs every check against `store`, which must be empty. Panics on the
@@ -24,7 +24,7 @@ pub fn check_store(store: &dyn Store) {
 }
 
 fn wallet(n: u8) -> WalletId {
-    WalletId::new(vec![b'c', n]).unwrap()
+    WalletId::new(format!("c{n}")).unwrap()
 }
 
 fn marker(hash: u8, expires: u64) -> Marker {
@@ -45,7 +45,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
             },
             WriteOp::InsertKeyPackage {
                 wallet: w.clone(),
-                epoch: Epoch(1),
+                epoch: RecordEpoch(1),
                 value: b"kp-1".to_vec().into(),
             },
             WriteOp::AppendAudit {
@@ -68,7 +68,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
     let again = store
         .write(vec![WriteOp::InsertKeyPackage {
             wallet: w.clone(),
-            epoch: Epoch(1),
+            epoch: RecordEpoch(1),
             value: b"kp-other".to_vec().into(),
         }])
         .unwrap();
@@ -80,13 +80,17 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
         }
     );
     assert_eq!(
-        store.key_package(&w, Epoch(1)).unwrap().unwrap().as_slice(),
+        store
+            .key_package(&w, RecordEpoch(1))
+            .unwrap()
+            .unwrap()
+            .as_slice(),
         b"kp-1"
     );
 
     // Marker insert-if-absent returns the stored marker on a replay.
     let c = CommitmentHash([7; 32]);
-    let m = marker(1, 100);
+    let m = marker(1, 100_000);
     let insert = |m: Marker| WriteOp::InsertMarker {
         wallet: w.clone(),
         commitment: c,
@@ -97,7 +101,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
         WriteOutcome::Committed(vec![OpResult::Inserted])
     );
     assert_eq!(
-        store.write(vec![insert(marker(2, 100))]).unwrap(),
+        store.write(vec![insert(marker(2, 100_000))]).unwrap(),
         WriteOutcome::Skipped {
             op: 0,
             conflict: Conflict::MarkerPresent(m.clone())
@@ -124,7 +128,7 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
             WriteOp::InsertMarker {
                 wallet: w.clone(),
                 commitment: c,
-                marker: marker(3, 10),
+                marker: marker(3, 10_000),
             },
             WriteOp::AppendAudit {
                 entry: b"x".to_vec(),
@@ -151,7 +155,7 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
 
 fn markers_expire_and_are_purged(store: &dyn Store) {
     let w = wallet(3);
-    for (i, expires) in [(1u8, 10u64), (2, 20), (3, 30)] {
+    for (i, expires) in [(1u8, 10_000u64), (2, 20_000), (3, 30_000)] {
         store
             .write(vec![WriteOp::InsertMarker {
                 wallet: w.clone(),
@@ -161,7 +165,9 @@ fn markers_expire_and_are_purged(store: &dyn Store) {
             .unwrap();
     }
     let out = store
-        .write(vec![WriteOp::PurgeMarkers { now: Timestamp(20) }])
+        .write(vec![WriteOp::PurgeMarkers {
+            now: Timestamp(20_000),
+        }])
         .unwrap();
     assert_eq!(out, WriteOutcome::Committed(vec![OpResult::Purged(2)]));
     assert!(

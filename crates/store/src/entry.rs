@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Recovery};
-use crate::ids::{DekTerm, Epoch};
+use crate::ids::{DekTerm, RecordEpoch};
 use crate::provider::{KekId, KeyProvider, ProviderError};
 use crate::schema::RecordTable;
 use crate::seal::{DEK_LEN, Dek, open};
@@ -127,7 +127,7 @@ impl StoredEntry {
         let check = dek.seal(
             RecordTable::KeyringCheck,
             &dek.term().0.to_be_bytes(),
-            Epoch(0),
+            RecordEpoch(0),
             &[],
             rng,
         );
@@ -274,7 +274,7 @@ impl StoredEntry {
             |t| (t == term).then_some(&dek),
             RecordTable::KeyringCheck,
             &term.0.to_be_bytes(),
-            Epoch(0),
+            RecordEpoch(0),
             &check,
         )
         .map_err(|_| corrupt())?;

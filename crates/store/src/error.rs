@@ -14,7 +14,7 @@ pub enum Recovery {
 
 use std::path::PathBuf;
 
-use crate::ids::{DekTerm, Epoch, WalletId};
+use crate::ids::{DekTerm, RecordEpoch, WalletId};
 use crate::provider::{KekId, ProviderError};
 use crate::rollback::AcceptedRollback;
 use crate::schema::RecordTable;
@@ -134,9 +134,9 @@ pub enum Error {
         /// The wallet the record belongs to, if any.
         wallet: Option<WalletId>,
         /// The epoch the stale ciphertext was sealed under.
-        found: Epoch,
+        found: RecordEpoch,
         /// The epoch it must carry.
-        expected: Epoch,
+        expected: RecordEpoch,
         /// The database holding the record.
         file: Option<PathBuf>,
     },
@@ -611,14 +611,14 @@ mod tests {
     fn every_store_code_is_documented_with_its_class() {
         let path = || PathBuf::from("/data/state.witness");
         let accept = AcceptedRollback::OlderThanWitness {
-            database_epoch: Epoch(1),
+            database_epoch: RecordEpoch(1),
             database_generation: 1,
-            witness_epoch: Epoch(2),
+            witness_epoch: RecordEpoch(2),
             witness_generation: 3,
         };
         let term = DekTerm(1);
         let kek = KekId::new("k".to_owned()).unwrap();
-        let wallet = WalletId::new(b"w".to_vec()).unwrap();
+        let wallet = WalletId::new("w").unwrap();
         let io = || std::io::Error::other("x");
         let errors = [
             Error::from(redb::Error::Io(io())),
@@ -651,8 +651,8 @@ mod tests {
             Error::RecordStale {
                 table: RecordTable::Wallets,
                 wallet: None,
-                found: Epoch(1),
-                expected: Epoch(2),
+                found: RecordEpoch(1),
+                expected: RecordEpoch(2),
                 file: None,
             },
             Error::dek_missing(RecordTable::Wallets, term),

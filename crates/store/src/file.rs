@@ -9,6 +9,8 @@ use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::error::Recovery;
+
 /// Why a file an operator named was not read. Every variant names
 /// the path; none quotes the file's contents.
 ///
@@ -66,10 +68,10 @@ impl FileError {
     /// may not be read, something other than a regular file, and a file
     /// too large are the operator's to fix.
     #[must_use]
-    pub fn is_retryable(&self) -> bool {
+    pub fn recovery(&self) -> Recovery {
         match self {
-            Self::Read { source, .. } => read_again_may_succeed(source),
-            Self::NotAFile { .. } | Self::TooLarge { .. } => false,
+            Self::Read { source, .. } if read_again_may_succeed(source) => Recovery::Retryable,
+            Self::Read { .. } | Self::NotAFile { .. } | Self::TooLarge { .. } => Recovery::Terminal,
         }
     }
 }
@@ -185,7 +187,7 @@ mod tests {
         for path in [Path::new("/dev/zero"), dir.path(), &fifo] {
             let e = read_bounded(path, 1).unwrap_err();
             assert!(matches!(e, FileError::NotAFile { .. }), "{e}");
-            assert!(!e.is_retryable());
+            assert_eq!(e.recovery(), Recovery::Terminal);
             assert!(e.to_string().contains(&path.display().to_string()), "{e}");
         }
     }
@@ -206,7 +208,7 @@ mod tests {
         let path = Path::new("/nonexistent/thresig-file");
         let e = read_bounded(path, 1).unwrap_err();
         assert!(matches!(e, FileError::Read { .. }), "{e}");
-        assert!(!e.is_retryable());
+        assert_eq!(e.recovery(), Recovery::Terminal);
         assert!(e.to_string().contains("/nonexistent/thresig-file"), "{e}");
         assert!(
             e.to_string()
@@ -227,14 +229,14 @@ mod tests {
             ErrorKind::PermissionDenied,
             ErrorKind::InvalidData,
         ] {
-            assert!(!read(kind).is_retryable(), "{kind:?}");
+            assert_eq!(read(kind).recovery(), Recovery::Terminal, "{kind:?}");
         }
         for kind in [
             ErrorKind::Interrupted,
             ErrorKind::WouldBlock,
             ErrorKind::TimedOut,
         ] {
-            assert!(read(kind).is_retryable(), "{kind:?}");
+            assert_eq!(read(kind).recovery(), Recovery::Retryable, "{kind:?}");
             assert!(
                 read(kind).to_string().ends_with("run the command again"),
                 "{kind:?}"

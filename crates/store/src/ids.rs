@@ -1,10 +1,15 @@
 //! Id newtypes for everything the store keys records by.
 //!
-//! The store does not interpret wallet ids, DKG session ids or policy keys:
-//! the engine chooses them. It only bounds their length, because they are
-//! part of record keys and of the associated data of every sealed value.
+//! The store does not interpret DKG session ids or policy keys: the engine
+//! chooses them. It only bounds their length, because they are part of
+//! record keys and of the associated data of every sealed value. Wallet ids
+//! are defined here, with the rules the whole workspace applies to them,
+//! because the store is the lowest crate that holds them.
 
 use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// An id given to the store that is empty or longer than allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +20,83 @@ pub struct InvalidId {
     /// The longest accepted length, in bytes.
     pub max: usize,
 }
+
+/// The id of a wallet, as the signer's configuration names it.
+///
+/// # Invariants
+/// Between 1 and [`WalletId::MAX_LEN`] bytes of `[A-Za-z0-9._-]`, so it is
+/// safe in logs, file names and metric labels. Its bytes are its key in
+/// every record of the wallet.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WalletId(String);
+
+impl WalletId {
+    /// The longest wallet id accepted, in bytes. One length byte prefixes
+    /// the id inside record keys, so it must stay below 256.
+    pub const MAX_LEN: usize = 64;
+
+    /// Validates a wallet id.
+    ///
+    /// # Errors
+    /// [`InvalidWalletId`] when the id is empty, too long or has a character
+    /// outside `[A-Za-z0-9._-]`.
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidWalletId> {
+        let id = id.into();
+        let allowed = id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if id.is_empty() || id.len() > Self::MAX_LEN || !allowed {
+            return Err(InvalidWalletId);
+        }
+        Ok(Self(id))
+    }
+
+    /// Validates a wallet id read back from a record key.
+    pub(crate) fn from_stored(bytes: &[u8]) -> Option<Self> {
+        Self::new(std::str::from_utf8(bytes).ok()?).ok()
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id's bytes, as record keys hold them.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl TryFrom<String> for WalletId {
+    type Error = InvalidWalletId;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<WalletId> for String {
+    fn from(value: WalletId) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Debug for WalletId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WalletId({})", self.0)
+    }
+}
+
+impl fmt::Display for WalletId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A wallet id that is empty, too long or has a disallowed character.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a wallet id must be 1 to 64 characters of [A-Za-z0-9._-]")]
+pub struct InvalidWalletId;
 
 /// Defines a newtype over a bounded, non-empty byte string.
 macro_rules! byte_id {
@@ -64,11 +146,6 @@ macro_rules! byte_id {
     };
 }
 
-byte_id!(
-    /// A wallet, as the engine names it.
-    WalletId,
-    "a wallet id"
-);
 byte_id!(
     /// A DKG session whose result awaits confirmation.
     DkgSessionId,
@@ -132,19 +209,51 @@ number_id!(
     DekTerm
 );
 number_id!(
-    /// A security epoch. The global counter and every wallet's epoch are
-    /// values of this type (DESIGN.md invariant I5).
-    Epoch
+    /// An epoch of this member's own records (DESIGN.md invariant I5): the
+    /// global counter and every wallet's record epoch are values of this
+    /// type, and records are sealed under them against rollback. It moves
+    /// with the member's own key rotations and policy changes, so it differs
+    /// between members and never crosses the wire; it is not the wallet
+    /// epoch requests carry (the engine's `WalletEpoch`). Key packages are
+    /// also numbered by it.
+    RecordEpoch
 );
 number_id!(
     /// The position of an audit entry; assigned by the writer, gapless from 1.
     AuditSeq
 );
-number_id!(
-    /// Seconds since the Unix epoch. The engine passes time in (it reads no
-    /// clock), so marker expiry uses this rather than `SystemTime`.
-    Timestamp
-);
+
+/// A point in time, in milliseconds since the Unix epoch, as the caller's
+/// clock reports it.
+///
+/// The engine never reads a clock: every operation that depends on time
+/// takes `now` as an argument, so tests drive a virtual clock. The store
+/// keeps marker expiry times in whole seconds on disk (the format since
+/// schema 1); [`Timestamp::to_stored_secs`] and
+/// [`Timestamp::from_stored_secs`] are the only conversions, at the
+/// store's encoding boundary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// This time plus `d`, saturating at the end of time.
+    pub fn saturating_add(self, d: Duration) -> Self {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self(self.0.saturating_add(ms))
+    }
+
+    /// This time in whole seconds (rounded down), as records and the
+    /// marker-expiry index hold it.
+    pub(crate) fn to_stored_secs(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// The time a record's whole seconds name.
+    pub(crate) fn from_stored_secs(secs: u64) -> Self {
+        Self(secs.saturating_mul(1000))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -152,10 +261,24 @@ mod tests {
 
     #[test]
     fn byte_ids_are_bounded() {
-        assert!(WalletId::new(Vec::new()).is_err());
-        assert!(WalletId::new(vec![1; 65]).is_err());
-        let id = WalletId::new(vec![0xab; 64]).unwrap();
+        assert!(PolicyKey::new(Vec::new()).is_err());
+        assert!(PolicyKey::new(vec![1; 65]).is_err());
+        let id = PolicyKey::new(vec![0xab; 64]).unwrap();
         assert_eq!(id.as_bytes().len(), 64);
-        assert_eq!(format!("{}", WalletId::new(vec![1, 2]).unwrap()), "0102");
+        assert_eq!(format!("{}", PolicyKey::new(vec![1, 2]).unwrap()), "0102");
+    }
+
+    #[test]
+    fn wallet_ids_are_bounded_printable_names() {
+        assert!(WalletId::new("").is_err());
+        assert!(WalletId::new("a".repeat(65)).is_err());
+        assert!(WalletId::new("w 1").is_err());
+        assert_eq!(WalletId::new("a".repeat(64)).unwrap().as_bytes().len(), 64);
+        assert_eq!(
+            WalletId::from_stored(b"w-1.a_B").unwrap().as_str(),
+            "w-1.a_B"
+        );
+        assert_eq!(WalletId::from_stored(&[b'w', 1]), None);
+        assert_eq!(WalletId::from_stored(&[0xff]), None);
     }
 }

@@ -112,7 +112,7 @@ impl KeyManager {
                 {
                     let now = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                         .unwrap_or(0);
                     inner.tick(Timestamp(now));
                 }

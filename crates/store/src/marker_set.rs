@@ -22,7 +22,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::ids::{Epoch, WalletId};
+use crate::ids::{RecordEpoch, WalletId};
 use crate::records::{Raw, Records, WriteCtx};
 use crate::schema::{self, RecordTable, sys};
 use crate::sync::{Mutex, lock};
@@ -168,11 +168,12 @@ impl<R: Raw> Records<'_, R> {
         let mut combined = MarkerDigest::default();
         let mut damaged = Vec::new();
         for (key, sealed) in self.raw.raw_prefix(RecordTable::MarkerSets, &[])? {
-            let digest = match self.open_bytes(RecordTable::MarkerSets, &key, Epoch(0), &sealed) {
-                Ok(value) => MarkerDigest::decode(&value),
-                Err(e) if e.is_record_corruption() => None,
-                Err(e) => return Err(e),
-            };
+            let digest =
+                match self.open_bytes(RecordTable::MarkerSets, &key, RecordEpoch(0), &sealed) {
+                    Ok(value) => MarkerDigest::decode(&value),
+                    Err(e) if e.is_record_corruption() => None,
+                    Err(e) => return Err(e),
+                };
             let digest = match digest {
                 Some(digest) => digest,
                 None => {
@@ -209,7 +210,12 @@ impl WriteCtx<'_> {
         if digest.is_empty() {
             self.delete(RecordTable::MarkerSets, &key)?;
         } else {
-            self.put_at(RecordTable::MarkerSets, &key, Epoch(0), &digest.encode())?;
+            self.put_at(
+                RecordTable::MarkerSets,
+                &key,
+                RecordEpoch(0),
+                &digest.encode(),
+            )?;
         }
         let (generation, mut combined) = self.records().generation_record()?;
         combined.apply(change, &tag);
@@ -315,7 +321,7 @@ mod tests {
         let witness_key = dek.seal(
             RecordTable::Sys,
             sys::WITNESS_KEY,
-            Epoch(0),
+            RecordEpoch(0),
             &[7; 32],
             &mut OsRng,
         );
@@ -327,7 +333,7 @@ mod tests {
             marker_scans: Cell::new(0),
         };
         let records = Records::new(&raw, &view);
-        let wallet = WalletId::new(vec![1]).unwrap();
+        let wallet = WalletId::new("w1").unwrap();
         let checked = CheckedMarkerSets::default();
         for _ in 0..3 {
             let r = checked.ensure(&records, &wallet);

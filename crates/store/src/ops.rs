@@ -9,8 +9,8 @@
 
 use crate::error::Error;
 use crate::ids::{
-    AuditSeq, CommitmentHash, DkgSessionId, Epoch, MetaName, PackageHash, PolicyKey, Timestamp,
-    WalletId,
+    AuditSeq, CommitmentHash, DkgSessionId, MetaName, PackageHash, PolicyKey, RecordEpoch,
+    Timestamp, WalletId,
 };
 use crate::marker_set::MarkerChange;
 use crate::plaintext::Plaintext;
@@ -27,7 +27,7 @@ pub struct Marker {
     /// The serialized shares, as the engine encodes them.
     pub shares: Vec<u8>,
     /// When the marker may be purged: nonce TTL plus the replay window after
-    /// it was written.
+    /// it was written. Kept to the whole second, rounded down.
     pub expires_at: Timestamp,
 }
 
@@ -35,7 +35,7 @@ impl Marker {
     fn encode(&self) -> Vec<u8> {
         [
             &self.package_hash.0[..],
-            &self.expires_at.0.to_be_bytes(),
+            &self.expires_at.to_stored_secs().to_be_bytes(),
             &self.shares,
         ]
         .concat()
@@ -47,7 +47,7 @@ impl Marker {
         Some(Self {
             package_hash: PackageHash(*hash),
             shares: shares.to_vec(),
-            expires_at: Timestamp(u64::from_be_bytes(*expires)),
+            expires_at: Timestamp::from_stored_secs(u64::from_be_bytes(*expires)),
         })
     }
 }
@@ -70,7 +70,7 @@ pub enum WriteOp {
         /// The wallet.
         wallet: WalletId,
         /// The key package's epoch.
-        epoch: Epoch,
+        epoch: RecordEpoch,
         /// The serialized key package (secret: zeroized, not shown).
         value: Plaintext,
     },
@@ -79,7 +79,7 @@ pub enum WriteOp {
         /// The wallet.
         wallet: WalletId,
         /// The epoch to delete.
-        epoch: Epoch,
+        epoch: RecordEpoch,
     },
     /// Stores a DKG result awaiting confirmation.
     PutDkgResult {
@@ -159,7 +159,7 @@ pub enum OpResult {
     /// The audit entry's sequence.
     Appended(AuditSeq),
     /// The wallet's new epoch.
-    EpochBumped(Epoch),
+    EpochBumped(RecordEpoch),
     /// How many markers were purged.
     Purged(u64),
 }
@@ -413,7 +413,7 @@ fn bump_wallet_epoch(ctx: &mut WriteCtx<'_>, wallet: &WalletId) -> Result<Applie
 }
 
 fn purge_markers(ctx: &mut WriteCtx<'_>, now: Timestamp) -> Result<Applied, Error> {
-    let end = schema::expiry_key(Timestamp(now.0.saturating_add(1)), &[]);
+    let end = schema::expiry_index_end(now);
     let expired: Vec<Vec<u8>> = {
         let t = ctx.txn.open_table(MARKER_EXPIRY)?;
         let mut out = Vec::new();
@@ -463,7 +463,7 @@ fn purge_marker(ctx: &mut WriteCtx<'_>, now: Timestamp, expiry: &[u8]) -> Result
     };
     let tampered = || Error::record_tampered(RecordTable::Markers, schema::wallet_of(marker_key));
     let expires_at = Marker::decode(&sealed).ok_or_else(tampered)?.expires_at;
-    if expires_at.0 != u64::from_be_bytes(*indexed) || expires_at > now {
+    if expires_at.to_stored_secs() != u64::from_be_bytes(*indexed) || expires_at > now {
         return Err(tampered());
     }
     ctx.marker_changed(marker_key, MarkerChange::Removed)?;

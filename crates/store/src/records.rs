@@ -13,7 +13,7 @@ use rand_core::OsRng;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::error::Error;
-use crate::ids::{DekTerm, Epoch, WalletId};
+use crate::ids::{DekTerm, RecordEpoch, WalletId};
 use crate::keyring::KeyringView;
 use crate::marker_set::{CheckedMarkerSets, MarkerDigest};
 use crate::plaintext::Plaintext;
@@ -103,7 +103,7 @@ impl<'a, R: Raw> Records<'a, R> {
         &self,
         table: RecordTable,
         key: &[u8],
-        epoch: Epoch,
+        epoch: RecordEpoch,
         sealed: &[u8],
     ) -> Result<Plaintext, Error> {
         open(|t| self.view.get(t), table, key, epoch, sealed)
@@ -136,7 +136,7 @@ impl<'a, R: Raw> Records<'a, R> {
     }
 
     /// The epoch `key` in `table` is sealed with.
-    pub(crate) fn epoch_for(&self, table: RecordTable, key: &[u8]) -> Result<Epoch, Error> {
+    pub(crate) fn epoch_for(&self, table: RecordTable, key: &[u8]) -> Result<RecordEpoch, Error> {
         // The current-DEK record is bound to the global epoch like the
         // epoch records: every DEK promotion and retirement bumps it, so an
         // older keyring state put back with its record no longer opens.
@@ -144,10 +144,10 @@ impl<'a, R: Raw> Records<'a, R> {
             return self.global_epoch();
         }
         if !table.wallet_epoch_bound() {
-            return Ok(Epoch(0));
+            return Ok(RecordEpoch(0));
         }
         let wallet = wallet_of(key).ok_or(Error::record_tampered(table, None))?;
-        Ok(self.wallet_epoch(&wallet)?.unwrap_or(Epoch(0)))
+        Ok(self.wallet_epoch(&wallet)?.unwrap_or(RecordEpoch(0)))
     }
 
     /// A store metadata record, if present. One that fails to authenticate
@@ -185,8 +185,9 @@ impl<'a, R: Raw> Records<'a, R> {
     }
 
     /// The global security epoch.
-    pub(crate) fn global_epoch(&self) -> Result<Epoch, Error> {
-        self.sys_u64(sys::GLOBAL_EPOCH, "global_epoch").map(Epoch)
+    pub(crate) fn global_epoch(&self) -> Result<RecordEpoch, Error> {
+        self.sys_u64(sys::GLOBAL_EPOCH, "global_epoch")
+            .map(RecordEpoch)
     }
 
     /// The commit generation.
@@ -224,13 +225,13 @@ impl<'a, R: Raw> Records<'a, R> {
     }
 
     /// A wallet's security epoch, if the wallet exists.
-    pub(crate) fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error> {
+    pub(crate) fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, Error> {
         let key = schema::wallet_key(wallet);
         let Some(value) = self.get(RecordTable::Epochs, &key)? else {
             return Ok(None);
         };
         decode_u64(&value)
-            .map(|e| Some(Epoch(e)))
+            .map(|e| Some(RecordEpoch(e)))
             .ok_or(Error::record_tampered(
                 RecordTable::Epochs,
                 Some(wallet.clone()),
@@ -239,7 +240,7 @@ impl<'a, R: Raw> Records<'a, R> {
 }
 
 /// Maps an open failure to the error naming the record.
-fn corruption(table: RecordTable, key: &[u8], expected: Epoch, f: OpenFailure) -> Error {
+fn corruption(table: RecordTable, key: &[u8], expected: RecordEpoch, f: OpenFailure) -> Error {
     let wallet = table.wallet_scoped().then(|| wallet_of(key)).flatten();
     match f {
         OpenFailure::Tampered => Error::record_tampered(table, wallet),
@@ -352,7 +353,7 @@ impl<'t> WriteCtx<'t> {
         &mut self,
         table: RecordTable,
         key: &[u8],
-        epoch: Epoch,
+        epoch: RecordEpoch,
         plaintext: &[u8],
     ) -> Result<(), Error> {
         let sealed = self.current.seal(table, key, epoch, plaintext, &mut OsRng);
@@ -465,7 +466,7 @@ impl<'t> WriteCtx<'t> {
     /// An epoch record that fails to authenticate is left untouched (never
     /// re-sealed, never reset) and its wallet noted in `corrupt_found`; the
     /// other wallets and the bump go on (I4: fail closed at the right size).
-    pub(crate) fn bump_global(&mut self) -> Result<Epoch, Error> {
+    pub(crate) fn bump_global(&mut self) -> Result<RecordEpoch, Error> {
         let old = self.records().global_epoch()?;
         let mut epochs = Vec::new();
         for (key, sealed) in self.txn.raw_prefix(RecordTable::Epochs, &[])? {
@@ -482,11 +483,11 @@ impl<'t> WriteCtx<'t> {
                 Err(e) => return Err(e),
             }
         }
-        let new = Epoch(old.0.saturating_add(1));
+        let new = RecordEpoch(old.0.saturating_add(1));
         self.put_at(
             RecordTable::Sys,
             sys::GLOBAL_EPOCH,
-            Epoch(0),
+            RecordEpoch(0),
             &new.0.to_be_bytes(),
         )?;
         for (key, value) in epochs {
@@ -525,7 +526,7 @@ impl<'t> WriteCtx<'t> {
         markers: &MarkerDigest,
     ) -> Result<(), Error> {
         let value = [&generation.to_be_bytes()[..], &markers.encode()].concat();
-        self.put_at(RecordTable::Sys, sys::GENERATION, Epoch(0), &value)
+        self.put_at(RecordTable::Sys, sys::GENERATION, RecordEpoch(0), &value)
     }
 }
 

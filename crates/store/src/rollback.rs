@@ -18,7 +18,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ids::Epoch;
+use crate::ids::RecordEpoch;
 use crate::witness::Position;
 
 /// Opens in this process that accepted an older database or a missing
@@ -64,18 +64,18 @@ pub enum AcceptedRollback {
     /// than a witness at `witness_epoch`, `witness_generation`.
     OlderThanWitness {
         /// The database's global epoch.
-        database_epoch: Epoch,
+        database_epoch: RecordEpoch,
         /// The database's commit generation.
         database_generation: u64,
         /// The witness's global epoch.
-        witness_epoch: Epoch,
+        witness_epoch: RecordEpoch,
         /// The witness's commit generation.
         witness_generation: u64,
     },
     /// The witness is missing; the database is at this position.
     WitnessMissing {
         /// The database's global epoch.
-        epoch: Epoch,
+        epoch: RecordEpoch,
         /// The database's commit generation.
         generation: u64,
     },
@@ -86,7 +86,7 @@ const WITNESS: &str = ", witness ";
 const MISSING: &str = "no witness, database ";
 
 /// `epoch E generation G`, the way a position is written in a setting.
-struct Written(Epoch, u64);
+struct Written(RecordEpoch, u64);
 
 impl fmt::Display for Written {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -124,9 +124,9 @@ impl fmt::Display for AcceptedRollback {
 pub struct InvalidAcceptedRollback(String);
 
 /// Reads `epoch E generation G`.
-fn read_position(s: &str) -> Option<(Epoch, u64)> {
+fn read_position(s: &str) -> Option<(RecordEpoch, u64)> {
     let (epoch, generation) = s.strip_prefix("epoch ")?.split_once(" generation ")?;
-    Some((Epoch(epoch.parse().ok()?), generation.parse().ok()?))
+    Some((RecordEpoch(epoch.parse().ok()?), generation.parse().ok()?))
 }
 
 impl FromStr for AcceptedRollback {
@@ -246,7 +246,7 @@ mod tests {
 
     fn at(epoch: u64, generation: u64) -> Position {
         Position {
-            epoch: Epoch(epoch),
+            epoch: RecordEpoch(epoch),
             generation,
         }
     }
@@ -255,9 +255,9 @@ mod tests {
     /// `witness`, each as (epoch, generation).
     fn older(database: (u64, u64), witness: (u64, u64)) -> AcceptedRollback {
         AcceptedRollback::OlderThanWitness {
-            database_epoch: Epoch(database.0),
+            database_epoch: RecordEpoch(database.0),
             database_generation: database.1,
-            witness_epoch: Epoch(witness.0),
+            witness_epoch: RecordEpoch(witness.0),
             witness_generation: witness.1,
         }
     }
@@ -267,7 +267,7 @@ mod tests {
         for a in [
             older((6, 1200), (7, 1234)),
             AcceptedRollback::WitnessMissing {
-                epoch: Epoch(3),
+                epoch: RecordEpoch(3),
                 generation: 100,
             },
         ] {
@@ -303,7 +303,7 @@ mod tests {
             }
         );
         let missing = AcceptedRollback::WitnessMissing {
-            epoch: Epoch(1),
+            epoch: RecordEpoch(1),
             generation: 5,
         };
         assert_eq!(

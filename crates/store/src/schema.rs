@@ -6,7 +6,9 @@
 
 use redb::TableDefinition;
 
-use crate::ids::{CommitmentHash, DekTerm, DkgSessionId, Epoch, PolicyKey, Timestamp, WalletId};
+use crate::ids::{
+    CommitmentHash, DekTerm, DkgSessionId, PolicyKey, RecordEpoch, Timestamp, WalletId,
+};
 
 /// The schema version this build reads and writes. It is stored in plain in
 /// the `format` table (so an upgrade can recognise old databases) and bound
@@ -161,10 +163,11 @@ pub(crate) fn wallet_prefix(wallet: &WalletId) -> Vec<u8> {
     [&[len][..], bytes].concat()
 }
 
-/// Splits the wallet id off a wallet-scoped record key.
+/// Splits the wallet id off a wallet-scoped record key; `None` when the key
+/// is too short or holds an id no signer could have written (damage).
 pub(crate) fn wallet_of(key: &[u8]) -> Option<WalletId> {
     let (&len, rest) = key.split_first()?;
-    WalletId::new(rest.get(..usize::from(len))?.to_vec()).ok()
+    WalletId::from_stored(rest.get(..usize::from(len))?)
 }
 
 /// Key of a wallet record or of its epoch record.
@@ -173,7 +176,7 @@ pub(crate) fn wallet_key(wallet: &WalletId) -> Vec<u8> {
 }
 
 /// Key of a key package: wallet, then epoch (big-endian, so they sort).
-pub(crate) fn key_package_key(wallet: &WalletId, epoch: Epoch) -> Vec<u8> {
+pub(crate) fn key_package_key(wallet: &WalletId, epoch: RecordEpoch) -> Vec<u8> {
     [wallet_prefix(wallet), epoch.0.to_be_bytes().to_vec()].concat()
 }
 
@@ -192,9 +195,19 @@ pub(crate) fn policy_key(wallet: &WalletId, key: &PolicyKey) -> Vec<u8> {
     [wallet_prefix(wallet), key.as_bytes().to_vec()].concat()
 }
 
-/// Key of a marker-expiry index entry.
+/// Key of a marker-expiry index entry: the expiry in whole seconds, then
+/// the marker's key.
 pub(crate) fn expiry_key(expires_at: Timestamp, marker_key: &[u8]) -> Vec<u8> {
-    [&expires_at.0.to_be_bytes()[..], marker_key].concat()
+    [&expires_at.to_stored_secs().to_be_bytes()[..], marker_key].concat()
+}
+
+/// The first marker-expiry index key after every entry due at `now`: the
+/// index holds whole seconds, so that is the start of the next second.
+pub(crate) fn expiry_index_end(now: Timestamp) -> Vec<u8> {
+    now.to_stored_secs()
+        .saturating_add(1)
+        .to_be_bytes()
+        .to_vec()
 }
 
 /// Key of a DEK index entry.
@@ -218,9 +231,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_expiry_index_ends_after_the_second_now_falls_in() {
+        let end = expiry_index_end(Timestamp(1_500));
+        assert!(expiry_key(Timestamp(1_999), b"k") < end);
+        assert!(expiry_key(Timestamp(2_000), b"k") >= end);
+        assert_eq!(expiry_key(Timestamp(1_999), b""), 1u64.to_be_bytes());
+    }
+
+    #[test]
     fn keys_round_trip() {
-        let w = WalletId::new(vec![9; 5]).unwrap();
-        let k = key_package_key(&w, Epoch(3));
+        let w = WalletId::new("w-9").unwrap();
+        let k = key_package_key(&w, RecordEpoch(3));
         assert_eq!(wallet_of(&k), Some(w.clone()));
         let idx = index_key(DekTerm(7), RecordTable::Policy, &k);
         assert_eq!(

@@ -15,7 +15,7 @@ use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::ids::{DekTerm, Epoch};
+use crate::ids::{DekTerm, RecordEpoch};
 use crate::schema::{RecordTable, SCHEMA_VERSION};
 
 /// Length of a DEK in bytes.
@@ -46,12 +46,12 @@ impl std::fmt::Debug for Dek {
 pub(crate) struct Header {
     pub(crate) table: u8,
     pub(crate) term: DekTerm,
-    pub(crate) epoch: Epoch,
+    pub(crate) epoch: RecordEpoch,
     pub(crate) key_hash: [u8; 32],
 }
 
 impl Header {
-    fn new(table: RecordTable, term: DekTerm, epoch: Epoch, key: &[u8]) -> Self {
+    fn new(table: RecordTable, term: DekTerm, epoch: RecordEpoch, key: &[u8]) -> Self {
         Self {
             table: table.id(),
             term,
@@ -94,7 +94,7 @@ impl Header {
             Self {
                 table,
                 term: DekTerm(u64::from_be_bytes(*term)),
-                epoch: Epoch(u64::from_be_bytes(*epoch)),
+                epoch: RecordEpoch(u64::from_be_bytes(*epoch)),
                 key_hash: *key_hash,
             },
             nonce,
@@ -115,7 +115,7 @@ pub(crate) enum OpenFailure {
     /// A valid value belonging to another record key or table.
     Moved,
     /// A valid value from an older epoch.
-    Stale { found: Epoch },
+    Stale { found: RecordEpoch },
     /// The value names a DEK the keyring does not hold.
     DekMissing { term: DekTerm },
 }
@@ -154,7 +154,7 @@ impl Dek {
         &self,
         table: RecordTable,
         key: &[u8],
-        epoch: Epoch,
+        epoch: RecordEpoch,
         plaintext: &[u8],
         rng: &mut R,
     ) -> Vec<u8> {
@@ -193,7 +193,7 @@ pub(crate) fn open<D: AsRef<Dek>>(
     dek: impl Fn(DekTerm) -> Option<D>,
     table: RecordTable,
     key: &[u8],
-    epoch: Epoch,
+    epoch: RecordEpoch,
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, OpenFailure> {
     let (claimed, nonce, ct) = Header::parse(sealed).ok_or(OpenFailure::Tampered)?;
@@ -245,38 +245,40 @@ mod tests {
     fn seal_open_and_diagnose() {
         let d = dek(1);
         let lookup = |t: DekTerm| (t == DekTerm(1)).then_some(&d);
-        let s = d.seal(RecordTable::Wallets, b"k", Epoch(5), b"v", &mut OsRng);
-        let v = open(lookup, RecordTable::Wallets, b"k", Epoch(5), &s).unwrap();
+        let s = d.seal(RecordTable::Wallets, b"k", RecordEpoch(5), b"v", &mut OsRng);
+        let v = open(lookup, RecordTable::Wallets, b"k", RecordEpoch(5), &s).unwrap();
         assert_eq!(v.as_slice(), b"v");
         assert_eq!(
-            open(lookup, RecordTable::Wallets, b"other", Epoch(5), &s),
+            open(lookup, RecordTable::Wallets, b"other", RecordEpoch(5), &s),
             Err(OpenFailure::Moved)
         );
         assert_eq!(
-            open(lookup, RecordTable::Policy, b"k", Epoch(5), &s),
+            open(lookup, RecordTable::Policy, b"k", RecordEpoch(5), &s),
             Err(OpenFailure::Moved)
         );
         assert_eq!(
-            open(lookup, RecordTable::Wallets, b"k", Epoch(6), &s),
-            Err(OpenFailure::Stale { found: Epoch(5) })
+            open(lookup, RecordTable::Wallets, b"k", RecordEpoch(6), &s),
+            Err(OpenFailure::Stale {
+                found: RecordEpoch(5)
+            })
         );
         let mut bad = s.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert_eq!(
-            open(lookup, RecordTable::Wallets, b"k", Epoch(5), &bad),
+            open(lookup, RecordTable::Wallets, b"k", RecordEpoch(5), &bad),
             Err(OpenFailure::Tampered)
         );
         let other = dek(2);
-        let s2 = other.seal(RecordTable::Wallets, b"k", Epoch(5), b"v", &mut OsRng);
+        let s2 = other.seal(RecordTable::Wallets, b"k", RecordEpoch(5), b"v", &mut OsRng);
         assert_eq!(
-            open(lookup, RecordTable::Wallets, b"k", Epoch(5), &s2),
+            open(lookup, RecordTable::Wallets, b"k", RecordEpoch(5), &s2),
             Err(OpenFailure::DekMissing { term: DekTerm(2) })
         );
         // A header rewritten to claim another DEK does not authenticate.
         let wrong_key = dek(1);
         let lookup2 = |t: DekTerm| (t == DekTerm(1)).then_some(&wrong_key);
         assert_eq!(
-            open(lookup2, RecordTable::Wallets, b"k", Epoch(5), &s),
+            open(lookup2, RecordTable::Wallets, b"k", RecordEpoch(5), &s),
             Err(OpenFailure::Tampered)
         );
     }

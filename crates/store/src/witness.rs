@@ -17,7 +17,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
-use crate::ids::Epoch;
+use crate::ids::RecordEpoch;
 use crate::sync::{Arc, Mutex, lock};
 
 const DOMAIN: &[u8] = b"thresig/witness/v1";
@@ -87,7 +87,7 @@ impl MemoryWitness {
 /// The database position a witness records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Position {
-    pub(crate) epoch: Epoch,
+    pub(crate) epoch: RecordEpoch,
     pub(crate) generation: u64,
 }
 
@@ -184,7 +184,7 @@ impl Witness {
         let Some(bytes) = bytes else { return Ok(None) };
         let file: WitnessFile = serde_json::from_slice(&bytes).map_err(|_| self.corrupt())?;
         let p = Position {
-            epoch: Epoch(file.global_epoch),
+            epoch: RecordEpoch(file.global_epoch),
             generation: file.generation,
         };
         let mac = hex::decode(&file.mac).map_err(|_| self.corrupt())?;

@@ -59,7 +59,7 @@ fn concurrent_units_are_group_committed() {
                         .write(vec![WriteOp::InsertMarker {
                             wallet: wallet(t),
                             commitment: CommitmentHash([i; 32]),
-                            marker: marker(i, 50),
+                            marker: marker(i, 50_000),
                         }])
                         .unwrap();
                     assert_eq!(out, WriteOutcome::Committed(vec![OpResult::Inserted]));
@@ -163,7 +163,7 @@ fn skipped_units_do_not_abort_their_batch() {
         .write(vec![WriteOp::InsertMarker {
             wallet: w.clone(),
             commitment: taken,
-            marker: marker(0, 50),
+            marker: marker(0, 50_000),
         }])
         .unwrap();
     let threads: Vec<_> = (1..=32u8)
@@ -180,7 +180,7 @@ fn skipped_units_do_not_abort_their_batch() {
                     .write(vec![WriteOp::InsertMarker {
                         wallet: w,
                         commitment,
-                        marker: marker(i, 50),
+                        marker: marker(i, 50_000),
                     }])
                     .unwrap();
                 (i, out)

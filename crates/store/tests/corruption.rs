@@ -251,7 +251,7 @@ fn a_marker_that_fails_to_authenticate_is_never_treated_as_absent() {
         marker: Marker {
             package_hash: PackageHash([hash; 32]),
             shares: vec![hash; 8],
-            expires_at: Timestamp(100),
+            expires_at: Timestamp(100_000),
         },
     };
     {
@@ -441,7 +441,7 @@ fn a_keyring_entry_flipped_to_retired_refuses_the_open() {
 /// authenticate is neither deleted nor treated as absent.
 #[test]
 fn a_key_package_failing_authentication_is_never_deleted() {
-    use thresig_store::{Epoch, Plaintext};
+    use thresig_store::{Plaintext, RecordEpoch};
     let machine = Machine::new();
     let key = [wallet_key(&wallet(1)), 1u64.to_be_bytes().to_vec()].concat();
     {
@@ -450,7 +450,7 @@ fn a_key_package_failing_authentication_is_never_deleted() {
         store
             .write(vec![WriteOp::InsertKeyPackage {
                 wallet: wallet(1),
-                epoch: Epoch(1),
+                epoch: RecordEpoch(1),
                 value: Plaintext::from(b"pkg".to_vec()),
             }])
             .unwrap();
@@ -459,7 +459,7 @@ fn a_key_package_failing_authentication_is_never_deleted() {
     let store = machine.open().unwrap();
     let out = store.write(vec![WriteOp::DeleteKeyPackage {
         wallet: wallet(1),
-        epoch: Epoch(1),
+        epoch: RecordEpoch(1),
     }]);
     assert!(matches!(out, Err(Error::RecordTampered { .. })), "{out:?}");
     let mut still = None;
@@ -602,7 +602,7 @@ fn marker_op(n: u8, commitment: u8, package: u8) -> WriteOp {
         marker: Marker {
             package_hash: PackageHash([package; 32]),
             shares: vec![package; 8],
-            expires_at: Timestamp(4_000_000_000),
+            expires_at: Timestamp(4_000_000_000_000),
         },
     }
 }
@@ -944,7 +944,9 @@ fn a_forged_expiry_entry_does_not_purge_a_live_marker() {
         assert!(t.insert(forged.as_slice(), ()).unwrap().is_none());
     });
     let store = machine.open().unwrap();
-    let out = store.write(vec![WriteOp::PurgeMarkers { now: Timestamp(1) }]);
+    let out = store.write(vec![WriteOp::PurgeMarkers {
+        now: Timestamp(1_000),
+    }]);
     assert_eq!(
         out.unwrap(),
         WriteOutcome::Committed(vec![OpResult::Purged(0)]),

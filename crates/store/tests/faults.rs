@@ -111,7 +111,7 @@ fn setup() -> Setup {
                 marker: Marker {
                     package_hash: PackageHash([1; 32]),
                     shares: b"old-shares".to_vec(),
-                    expires_at: Timestamp(10),
+                    expires_at: Timestamp(10_000),
                 },
             },
         ])
@@ -148,7 +148,7 @@ fn run(op: Operation, store: &EncryptedStore) -> Result<(), thresig_store::Error
                     marker: Marker {
                         package_hash: PackageHash([2; 32]),
                         shares: b"shares".to_vec(),
-                        expires_at: Timestamp(100),
+                        expires_at: Timestamp(100_000),
                     },
                 },
             ])
@@ -157,7 +157,9 @@ fn run(op: Operation, store: &EncryptedStore) -> Result<(), thresig_store::Error
             .write(vec![WriteOp::BumpWalletEpoch { wallet: wallet(1) }])
             .map(drop),
         Operation::Purge => store
-            .write(vec![WriteOp::PurgeMarkers { now: Timestamp(50) }])
+            .write(vec![WriteOp::PurgeMarkers {
+                now: Timestamp(50_000),
+            }])
             .map(drop),
         Operation::RotateDek => store.rotate_dek().map(drop),
         Operation::RotateKek => store.rotate_kek().map(drop),

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider};
 use thresig_store::{
-    AuditSeq, CommitmentHash, DekTerm, EncryptedStore, Epoch, Marker, PackageHash, PolicyKey,
+    AuditSeq, CommitmentHash, DekTerm, EncryptedStore, Marker, PackageHash, PolicyKey, RecordEpoch,
     RecoverySecretKey, Store, StoreLocation, StoreOptions, Timestamp, WalletId, WriteOp,
 };
 
@@ -41,8 +41,10 @@ fn recovery_key() -> (RecoverySecretKey, thresig_store::RecoveryPublicKey) {
     RecoverySecretKey::generate(&mut ChaCha8Rng::seed_from_u64(7))
 }
 
+/// Wallet ids the engine accepts (`[A-Za-z0-9._-]`), so that the fixtures
+/// hold only what a signer can write.
 fn wallet(n: u8) -> WalletId {
-    WalletId::new(vec![b'w', n]).unwrap()
+    WalletId::new(format!("w{n}")).unwrap()
 }
 
 fn options() -> StoreOptions {
@@ -93,7 +95,7 @@ fn generate() {
             },
             WriteOp::InsertKeyPackage {
                 wallet: wallet(1),
-                epoch: Epoch(1),
+                epoch: RecordEpoch(1),
                 value: b"key package".to_vec().into(),
             },
             WriteOp::CasPolicy {
@@ -108,7 +110,7 @@ fn generate() {
                 marker: Marker {
                     package_hash: PackageHash([5; 32]),
                     shares: b"shares".to_vec(),
-                    expires_at: Timestamp(4_000_000_000),
+                    expires_at: Timestamp(4_000_000_000_000),
                 },
             },
             WriteOp::AppendAudit {
@@ -156,7 +158,7 @@ fn check_records(store: &EncryptedStore, phase: &str) {
         "{phase}"
     );
     assert_eq!(
-        get(store.key_package(&wallet(1), Epoch(1)).unwrap()),
+        get(store.key_package(&wallet(1), RecordEpoch(1)).unwrap()),
         Some(b"key package".to_vec()),
         "{phase}"
     );
@@ -173,6 +175,9 @@ fn check_records(store: &EncryptedStore, phase: &str) {
         .unwrap();
     assert_eq!(marker.shares, b"shares", "{phase}");
     assert_eq!(marker.package_hash, PackageHash([5; 32]), "{phase}");
+    // The expiry is kept in whole seconds on disk and read back as the
+    // same instant in milliseconds.
+    assert_eq!(marker.expires_at, Timestamp(4_000_000_000_000), "{phase}");
     let audit = store.audit(AuditSeq(1), 10).unwrap();
     assert_eq!(audit.len(), 1, "{phase}");
     assert_eq!(audit[0].1.as_slice(), b"audit one", "{phase}");

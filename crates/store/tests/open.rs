@@ -48,7 +48,7 @@ fn provisioned() -> tempfile::TempDir {
     .unwrap();
     store
         .write(vec![WriteOp::PutWallet {
-            wallet: WalletId::new(b"w1".to_vec()).unwrap(),
+            wallet: WalletId::new("w1").unwrap(),
             value: b"state".to_vec(),
         }])
         .unwrap();
@@ -173,7 +173,7 @@ fn a_garbage_witness_is_terminal_and_named() {
 fn a_reopened_store_keeps_its_records() {
     let dir = provisioned();
     let store = open(dir.path()).unwrap();
-    let w = WalletId::new(b"w1".to_vec()).unwrap();
+    let w = WalletId::new("w1").unwrap();
     assert_eq!(store.wallet(&w).unwrap().unwrap().as_slice(), b"state");
 }
 
@@ -285,7 +285,7 @@ fn an_unsupported_schema_names_the_database() {
 #[test]
 fn a_damaged_record_names_the_database_on_write_and_on_read() {
     let dir = provisioned();
-    let w = WalletId::new(b"w1".to_vec()).unwrap();
+    let w = WalletId::new("w1").unwrap();
     edit_database(dir.path(), |txn| {
         flip_last_bit(txn, "wallets", &wallet_key(&w));
     });
@@ -297,4 +297,21 @@ fn a_damaged_record_names_the_database_on_write_and_on_read() {
     assert_names_database(&err, "record_tampered", dir.path());
     let err = store.wallet(&w).unwrap_err();
     assert_names_database(&err, "record_tampered", dir.path());
+}
+
+/// A wallet id read back from a record key that no signer could have
+/// written (a control character) is damage to the database, reported as a
+/// typed error naming it, never listed as a wallet and never a panic.
+#[test]
+fn a_stored_wallet_id_a_signer_cannot_write_names_the_database() {
+    let dir = provisioned();
+    let w = WalletId::new("w1").unwrap();
+    edit_database(dir.path(), |txn| {
+        let epoch = raw_get(txn, "epochs", &wallet_key(&w)).unwrap();
+        raw_put(txn, "epochs", &[2, b'w', 1], &epoch);
+    });
+    let store = open(dir.path()).unwrap();
+    let err = store.wallet_ids().unwrap_err();
+    assert_names_database(&err, "record_tampered", dir.path());
+    assert_eq!(err.recovery(), Recovery::Terminal);
 }

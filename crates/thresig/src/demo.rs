@@ -21,7 +21,7 @@ use thresig_cluster::provision::ClusterSpec;
 use thresig_cluster::{OwnWallet, Peers, SignOptions, run_dkg, sign};
 use thresig_crypto::{Seat, WalletKey};
 use thresig_daemon::ClusterName;
-use thresig_engine::{Epoch, WalletId};
+use thresig_engine::{WalletEpoch, WalletId};
 use thresig_tx::{
     Destination, Network, Payment, PolicyConfig, SpendInput, TaprootWallet, build_psbt,
 };
@@ -121,7 +121,7 @@ pub(crate) struct Launched {
     pub(crate) runtime: tokio::runtime::Runtime,
     pub(crate) wallet: NodeWallet,
     pub(crate) key: WalletKey,
-    pub(crate) epoch: Epoch,
+    pub(crate) epoch: WalletEpoch,
     pub(crate) spend: TaprootWallet,
     /// The output key every member confirmed.
     pub(crate) output_key: [u8; 32],

@@ -156,13 +156,6 @@ fn recovery(err: &anyhow::Error) -> Recovery {
     use thresig_cluster::node::NodeError;
     use thresig_cluster::provision::ProvisionError;
     use thresig_cluster::{DkgError, SignError};
-    let class = |retryable: bool| {
-        if retryable {
-            Recovery::Retryable
-        } else {
-            Recovery::Terminal
-        }
-    };
     for cause in err.chain() {
         if cause.is::<AfterChange>() {
             return Recovery::Terminal;
@@ -176,20 +169,20 @@ fn recovery(err: &anyhow::Error) -> Recovery {
         if let Some(e) = cause.downcast_ref::<NodeError>() {
             return match e {
                 NodeError::Config(_) => Recovery::Terminal,
-                other => class(other.is_retryable()),
+                other => other.recovery(),
             };
         }
         if let Some(e) = cause.downcast_ref::<DkgError>() {
-            return class(e.is_retryable());
+            return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<SignError>() {
-            return class(e.is_retryable());
+            return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<thresig_daemon::Error>() {
-            return class(e.is_retryable());
+            return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<FileError>() {
-            return class(e.is_retryable());
+            return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<thresig_store::Error>() {
             return e.recovery();

@@ -265,7 +265,7 @@ fn signers_refuse_a_malicious_coordinators_packages_over_the_network() {
             Round2Request::new(
                 wallet_id.clone(),
                 epoch,
-                signers,
+                signers.into_iter().map(seat).collect(),
                 SigningTarget::psbt(psbt.serialize()),
                 vec![HexBytes(package.to_bytes().unwrap())],
             )

@@ -195,7 +195,7 @@ fn signing_survives_kill_9_and_no_commitment_signs_two_packages() {
         let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open().unwrap());
         let store = EncryptedStore::open(config.location(), provider, config.options.clone())
             .unwrap_or_else(|e| panic!("member {member}'s store does not open: {e}"));
-        let store_wallet = thresig_store::WalletId::new(WALLET.as_bytes()).unwrap();
+        let store_wallet = thresig_store::WalletId::new(WALLET).unwrap();
         let mut signed_under: BTreeMap<thresig_store::CommitmentHash, PackageHash> =
             BTreeMap::new();
         for (to, request) in journal.iter().filter(|(to, _)| *to == member) {

@@ -134,7 +134,7 @@ impl Signer {
 }
 
 fn wallet(i: u8) -> WalletId {
-    WalletId::new(format!("w{i}").into_bytes()).unwrap()
+    WalletId::new(format!("w{i}")).unwrap()
 }
 
 /// A recovery key pair: (secret hex, public hex).

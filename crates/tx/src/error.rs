@@ -34,8 +34,8 @@ pub enum TaprootField {
 /// Everything that can go wrong in the transaction layer.
 ///
 /// Apart from [`Error::PolicyDenied`] under a time or rate rule (see
-/// [`Error::is_retryable`]), every error is terminal: the same input fails the
-/// same way again, because this crate is pure.
+/// [`Error::lifts_with_time`]), the same input fails the same way again,
+/// because this crate is pure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -294,9 +294,9 @@ impl Error {
     /// Whether the same request may succeed later: only a refusal by a time
     /// window or a rate limit, which passing time can lift.
     #[must_use]
-    pub const fn is_retryable(&self) -> bool {
+    pub const fn lifts_with_time(&self) -> bool {
         match self {
-            Self::PolicyDenied(denial) => denial.rule.is_retryable(),
+            Self::PolicyDenied(denial) => denial.rule.lifts_with_time(),
             _ => false,
         }
     }

@@ -324,7 +324,7 @@ fn each_rule_refuses_exactly_what_breaks_it() {
             (Some(rule), Err(Error::PolicyDenied(denial))) => {
                 assert_eq!(denial.rule, rule, "{}", c.name);
                 let err = Error::PolicyDenied(denial);
-                assert_eq!(err.is_retryable(), rule.is_retryable());
+                assert_eq!(err.lifts_with_time(), rule.lifts_with_time());
                 assert!(err.to_string().contains(rule.as_str()), "{}: {err}", c.name);
             }
             (want, got) => panic!("{}: wanted {want:?}, got {got:?}", c.name),
@@ -440,7 +440,7 @@ fn the_same_transaction_is_charged_once_across_sessions() {
         )
         .unwrap_err();
     assert_eq!(err.policy_denial().unwrap().rule, Rule::RatePerMinute);
-    assert!(err.is_retryable());
+    assert!(err.lifts_with_time());
     // ...and allowed a minute later.
     let later = UnixTime(MONDAY_NOON.0 + 61);
     let approval = policy
@@ -528,7 +528,7 @@ fn a_spend_that_can_never_pass_is_reported_with_its_terminal_rule() {
         .check(&not_a_sweep, &rekeying, MONDAY_NOON, &ChargeLog::new())
         .unwrap_err();
     assert_eq!(err.policy_denial().unwrap().rule, Rule::RekeySweep);
-    assert!(!err.is_retryable());
+    assert!(!err.lifts_with_time());
     // A real sweep outside the window is refused only by the window: retryable.
     let w = the_wallet();
     let sweep = build_psbt(
@@ -542,7 +542,7 @@ fn a_spend_that_can_never_pass_is_reported_with_its_terminal_rule() {
         .check(&sweep, &rekeying, MONDAY_NOON, &ChargeLog::new())
         .unwrap_err();
     assert_eq!(err.policy_denial().unwrap().rule, Rule::TimeWindow);
-    assert!(err.is_retryable());
+    assert!(err.lifts_with_time());
 }
 
 /// With `op_return` allowed, a zero-value OP_RETURN output needs no
@@ -623,7 +623,7 @@ fn a_coordinator_cannot_exhaust_the_wallet_limit_for_the_others() {
             limit: 3
         }
     );
-    assert!(err.is_retryable());
+    assert!(err.lifts_with_time());
     // Another coordinator is not affected.
     let real = self_send(100, 50_000, 49_000);
     let approval = policy
@@ -707,7 +707,7 @@ fn the_daily_fee_budget_bounds_the_fees_of_a_day() {
             cap: Amount::from_sat(2_500_000),
         }
     );
-    assert!(err.is_retryable());
+    assert!(err.lifts_with_time());
     // Exactly filling the budget passes; a day later the budget is free again.
     policy
         .check(&self_send(3, 600_000, 100_000), &active, MONDAY_NOON, &log)
@@ -871,7 +871,7 @@ fn sub_limits_default_to_each_coordinators_share_of_the_budget() {
         err.policy_denial().unwrap().rule.as_str(),
         "coordinator_rate_per_day"
     );
-    assert!(err.is_retryable());
+    assert!(err.lifts_with_time());
     // 1 000 000 sat of fees a day (3 000 000 / 3).
     let eve = CoordinatorId("eve".into());
     sign(&mut log, &with_fee(10, 700_000, 600_000), 300, &eve).unwrap();
@@ -886,7 +886,7 @@ fn sub_limits_default_to_each_coordinators_share_of_the_budget() {
             cap: Amount::from_sat(1_000_000),
         }
     );
-    assert!(err.is_retryable());
+    assert!(err.lifts_with_time());
     // Another coordinator still has its own share of all three.
     let alice = CoordinatorId("alice".into());
     sign(&mut log, &with_fee(20, 700_000, 600_000), 500, &alice).unwrap();

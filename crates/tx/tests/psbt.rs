@@ -278,7 +278,7 @@ fn malformed_or_incomplete_psbts_are_refused_with_typed_errors() {
     for (name, result, is_expected) in cases {
         let err = result.unwrap_err();
         assert!(is_expected(&err), "{name}: {err:?}");
-        assert!(!err.is_retryable(), "{name}");
+        assert!(!err.lifts_with_time(), "{name}");
     }
 }
 

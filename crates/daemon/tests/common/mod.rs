@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
 
 use thresig_daemon::{
-    ClientTls, ClusterCa, ClusterName, DaemonConfig, ErrorCode, Listeners, Recovery, Seat,
-    SignerClient, SignerError, SignerHandler, TlsPaths, Validity, serve,
+    ClientTls, ClusterCa, ClusterName, DaemonConfig, Listeners, Recovery, Seat, SignerClient,
+    SignerError, SignerHandler, TlsPaths, Validity, serve,
 };
 use thresig_engine::{
-    ConfirmationStatus, DkgPayload, DkgSessionId, Epoch, HexBytes, Request, Response,
-    Round1Response, Round2Request, Round2Response, SignedDkgMessage, SigningTarget, WalletId,
+    ConfirmationStatus, DkgPayload, DkgSessionId, HexBytes, Request, Response, Round1Response,
+    Round2Request, Round2Response, SignedDkgMessage, SigningTarget, WalletEpoch, WalletId,
     WalletStateKind, WalletStatus,
 };
 use tokio::net::TcpListener;
@@ -193,12 +193,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn failing(code: &'static str, recovery: Recovery) -> Self {
+    pub fn failing(code: thresig_engine::ErrorCode, recovery: Recovery) -> Self {
         Self {
             peers: Mutex::default(),
             status_wallets: 0,
             round2_error: Some(SignerError::new(
-                ErrorCode::from_static(code).unwrap(),
+                code.into(),
                 recovery,
                 "refused by the test handler",
             )),
@@ -226,8 +226,8 @@ pub fn vault() -> WalletId {
 pub fn round2(target: SigningTarget) -> Round2Request {
     Round2Request::new(
         vault(),
-        Epoch(1),
-        vec![1, 2],
+        WalletEpoch(1),
+        vec![Seat::FIRST, seat(2)],
         target,
         vec![HexBytes(vec![1; 100])],
     )
@@ -263,15 +263,15 @@ impl SignerHandler for Recorder {
         Ok(match request {
             Request::Round1(request) => Response::Round1(Round1Response::new(
                 request.wallet,
-                1,
-                Epoch(7),
+                Seat::FIRST,
+                WalletEpoch(7),
                 commitments(request.inputs),
             )),
             Request::Round2(request) => match &self.round2_error {
                 Some(err) => return Err(err.clone()),
                 None => Response::Round2(Round2Response::new(
                     request.wallet,
-                    1,
+                    Seat::FIRST,
                     request.packages,
                     commitments(1),
                 )),
@@ -286,8 +286,9 @@ impl SignerHandler for Recorder {
             }
             Request::DkgCancel { .. } => Response::DkgCancelled { dropped: true },
             Request::ListWallets => {
-                let mut status = WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, 1);
-                status.epoch = Some(Epoch(4));
+                let mut status =
+                    WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, Seat::FIRST);
+                status.epoch = Some(WalletEpoch(4));
                 status.output_key = Some(HexBytes(vec![0xab; 32]));
                 status.live_nonces = 5;
                 Response::Wallets {
@@ -350,8 +351,8 @@ impl SignerHandler for Gate {
         self.release.lock().unwrap().recv().unwrap();
         Ok(Response::Round1(Round1Response::new(
             request.wallet,
-            1,
-            Epoch(1),
+            Seat::FIRST,
+            WalletEpoch(1),
             commitments(request.inputs),
         )))
     }

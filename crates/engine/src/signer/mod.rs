@@ -30,10 +30,11 @@ use crate::dkg::DkgSession;
 use crate::dkg_msg::DkgSessionId;
 use crate::durable::load_state;
 use crate::error::{Error, InternalFault};
-use crate::ids::{CoordinatorId, Timestamp, WalletId};
+use crate::ids::CoordinatorId;
 use crate::pool::NoncePool;
 use crate::wallet::WalletState;
 use pending::PendingShares;
+use thresig_store::{Timestamp, WalletId};
 
 /// The mutable state of one wallet, behind its own lock.
 pub(crate) struct Shard {
@@ -298,9 +299,7 @@ impl<S: Store> Signer<S> {
             crate::dkg::expire(&mut shard, now);
         }
         self.store
-            .write(vec![WriteOp::PurgeMarkers {
-                now: now.to_store(),
-            }])
+            .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;
         Ok(())
     }
@@ -428,7 +427,7 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
         state: shard.state.kind(),
         threshold: slot.config.threshold,
         members: u16::try_from(slot.config.roster.len()).unwrap_or(u16::MAX),
-        seat: slot.seat.get(),
+        seat: slot.seat,
         epoch: key.map(|k| k.epoch),
         output_key: key.map(|k| HexBytes(k.key.output_key().to_bytes().to_vec())),
         live_nonces: shard.pool.live(),

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use thresig_store::{CommitmentHash, PackageHash};
 
 use crate::error::Error;
-use crate::ids::{CoordinatorId, Timestamp, WalletId};
+use crate::ids::CoordinatorId;
+use thresig_store::{Timestamp, WalletId};
 
 /// Shares computed for an attempt whose marker is not yet durable.
 ///

@@ -6,8 +6,8 @@ use thresig_store::Store;
 use super::{Signer, lock, store_error};
 use crate::durable::rekeying_ops;
 use crate::error::Error;
-use crate::ids::WalletId;
 use crate::wallet::WalletState;
+use thresig_store::WalletId;
 
 impl<S: Store> Signer<S> {
     /// Puts an active wallet in `rekeying`, durably: from then on it signs

@@ -13,11 +13,12 @@ use crate::api::{HexBytes, Round2Request, Round2Response};
 use crate::check::{CheckedRound2, check_round2};
 use crate::durable::{decode_shares, encode_shares};
 use crate::error::{Error, InternalFault};
-use crate::ids::{CoordinatorId, Timestamp, WalletId};
+use crate::ids::CoordinatorId;
 use crate::ledger::StoredLedger;
 use crate::pool::{NoncePool, TakeError, Tombstone};
 use crate::target::{Authority, Spend, taproot_wallet};
 use crate::wallet::{Role, SigningKey, WalletState, WalletStateKind};
+use thresig_store::{Timestamp, WalletId};
 
 /// How often a marker commit re-reads the rate ledger after another commit
 /// changed it before giving up with a retryable error. Each retry means
@@ -110,7 +111,7 @@ impl<S: Store> Signer<S> {
         };
         Ok(Round2Response {
             wallet: wallet.clone(),
-            seat: slot.seat.get(),
+            seat: slot.seat,
             shares: shares.into_iter().map(HexBytes).collect(),
             commitments,
         })
@@ -135,10 +136,9 @@ impl<S: Store> Signer<S> {
         let wallet = release.wallet;
         let lead = checked.lead();
         // A durable marker answers replays and refuses everything else.
-        let store_id = wallet.store_id()?;
         let stored = self
             .store
-            .marker(&store_id, &lead)
+            .marker(wallet, &lead)
             .map_err(|source| store_error(wallet, source))?;
         if let Some(marker) = stored {
             pending.remove(&lead);
@@ -253,12 +253,12 @@ impl<S: Store> Signer<S> {
             .saturating_add(self.limits.nonce_ttl)
             .saturating_add(self.limits.replay_window);
         let marker = WriteOp::InsertMarker {
-            wallet: wallet.store_id()?,
+            wallet: wallet.clone(),
             commitment: lead,
             marker: Marker {
                 package_hash: package,
                 shares: encode_shares(&shares)?,
-                expires_at: expires.to_store(),
+                expires_at: expires,
             },
         };
         for _ in 0..LEDGER_RETRIES {

@@ -13,9 +13,10 @@ use crate::api::{AbortRequest, HexBytes, Round1Request, Round1Response};
 use crate::check::commitment_hash;
 use crate::config::Limits;
 use crate::error::{Error, InternalFault, RequestPart};
-use crate::ids::{CoordinatorId, Epoch, Timestamp, WalletId};
+use crate::ids::{CoordinatorId, WalletEpoch};
 use crate::pool::{NoncePool, WalletFull};
 use crate::wallet::SigningKey;
+use thresig_store::{Timestamp, WalletId};
 
 impl<S: Store> Signer<S> {
     /// Signing round 1: generates one fresh nonce per input, keeps them in
@@ -68,7 +69,7 @@ impl<S: Store> Signer<S> {
             guard.keep_drawn(now, from, &req.wallet, &self.limits, &share, drawn, rng)?;
         Ok(Round1Response {
             wallet: req.wallet.clone(),
-            seat: slot.seat.get(),
+            seat: slot.seat,
             epoch,
             commitments,
         })
@@ -149,7 +150,7 @@ impl Shard {
         share: &Arc<KeyShare>,
         drawn: Drawn,
         rng: &mut R,
-    ) -> Result<(Epoch, Vec<HexBytes>), Error> {
+    ) -> Result<(WalletEpoch, Vec<HexBytes>), Error> {
         let (key, _) = self.state.signing_key(wallet)?;
         // The state may have changed since the first section; only a
         // different key makes the drawn nonces not this key's. The share's
@@ -239,7 +240,7 @@ mod tests {
             thresig_crypto::import_key(&[secret; 32], params, ScriptTree::KeyPathOnly, rng)
                 .unwrap();
         let share = shares.into_iter().next().unwrap();
-        SigningKey::new(Epoch(epoch), key, share)
+        SigningKey::new(WalletEpoch(epoch), key, share)
     }
 
     fn shard(state: WalletState) -> Shard {
@@ -278,7 +279,7 @@ mod tests {
         let (epoch, commitments) = shard
             .keep_drawn(now, FROM, &wallet, &limits, &share, drawn, &mut rng)
             .unwrap();
-        assert_eq!(epoch, Epoch(0), "the current key's epoch");
+        assert_eq!(epoch, WalletEpoch(0), "the current key's epoch");
         let kept = hashes(&commitments);
         assert_eq!(kept.len(), 2);
         assert!(kept.iter().all(|c| !stale.contains(c)), "drawn again");
@@ -303,7 +304,7 @@ mod tests {
         let (epoch, commitments) = shard
             .keep_drawn(now, FROM, &wallet, &limits, &share, drawn, &mut rng)
             .unwrap();
-        assert_eq!(epoch, Epoch(0));
+        assert_eq!(epoch, WalletEpoch(0));
         assert_eq!(hashes(&commitments), expected, "the drawn vector is kept");
         // A wallet that stopped signing in between keeps nothing.
         let drawn = draw(&share, 1, &mut rng).unwrap();

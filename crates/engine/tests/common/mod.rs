@@ -26,14 +26,15 @@ use thresig_crypto::{
     WalletKey, dkg_in_process, import_key,
 };
 use thresig_engine::{
-    Digest, Epoch, Error, HexBytes, IdentityKey, Limits, Round1Request, Round2Request, Signer,
-    SignerConfig, SigningTarget, Timestamp, WalletConfig, WalletId, commitment_hash, decode_shares,
+    Digest, Error, HexBytes, IdentityKey, Limits, Round1Request, Round2Request, Signer,
+    SignerConfig, SigningTarget, Timestamp, WalletConfig, WalletEpoch, WalletId, commitment_hash,
+    decode_shares,
 };
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
-    AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Epoch as StoreEpoch,
-    Error as StoreError, Marker, MemoryWitness, MetaName, Plaintext, PolicyKey, SimDisk, Store,
-    StoreLocation, StoreOptions, WalletId as StoreWalletId, WriteOp, WriteOutcome,
+    AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Error as StoreError, Marker,
+    MemoryWitness, MetaName, Plaintext, PolicyKey, RecordEpoch, SimDisk, Store, StoreLocation,
+    StoreOptions, WriteOp, WriteOutcome,
 };
 use thresig_tx::{Network, PolicyConfig};
 use zeroize::Zeroizing;
@@ -147,7 +148,7 @@ pub enum Fault {
 
 /// Parks the marker commit of one wallet until released.
 struct Park {
-    wallet: StoreWalletId,
+    wallet: WalletId,
     parked: Sender<()>,
     release: Receiver<()>,
 }
@@ -168,7 +169,7 @@ pub struct FaultStore<S> {
     commit_faults: Mutex<VecDeque<Fault>>,
     fail_reads: AtomicBool,
     /// Key package reads of this wallet fail (retryably).
-    fail_key_reads: Mutex<Option<(StoreWalletId, MakeError)>>,
+    fail_key_reads: Mutex<Option<(WalletId, MakeError)>>,
     /// Key package reads so far.
     key_reads: AtomicUsize,
     park: Mutex<Option<Park>>,
@@ -216,15 +217,14 @@ impl<S> FaultStore<S> {
 
     /// Key package reads of `wallet` fail (retryably); `None` ends it.
     pub fn fail_key_reads(&self, wallet: Option<&WalletId>) {
-        *self.fail_key_reads.lock().unwrap() =
-            wallet.map(|w| (store_wallet(w), injected as fn() -> _));
+        *self.fail_key_reads.lock().unwrap() = wallet.map(|w| (w.clone(), injected as fn() -> _));
     }
 
     /// Key package reads of `wallet` fail with a terminal store error that
     /// says nothing about its records (the writer stopped).
     pub fn fail_key_reads_terminally(&self, wallet: &WalletId) {
         *self.fail_key_reads.lock().unwrap() =
-            Some((store_wallet(wallet), || thresig_store::Error::WriterStopped));
+            Some((wallet.clone(), || thresig_store::Error::WriterStopped));
     }
 
     /// How many key package reads this decorator has served or failed.
@@ -236,15 +236,11 @@ impl<S> FaultStore<S> {
     /// `release` before committing.
     pub fn park_commit(&self, wallet: &WalletId, parked: Sender<()>, release: Receiver<()>) {
         *self.park.lock().unwrap() = Some(Park {
-            wallet: store_wallet(wallet),
+            wallet: wallet.clone(),
             parked,
             release,
         });
     }
-}
-
-pub fn store_wallet(w: &WalletId) -> StoreWalletId {
-    StoreWalletId::new(w.as_str().as_bytes()).unwrap()
 }
 
 impl<S: Store> Store for FaultStore<S> {
@@ -285,19 +281,19 @@ impl<S: Store> Store for FaultStore<S> {
             }
         }
     }
-    fn wallet(&self, wallet: &StoreWalletId) -> Result<Option<Plaintext>, StoreError> {
+    fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, StoreError> {
         self.inner.wallet(wallet)
     }
-    fn wallet_ids(&self) -> Result<Vec<StoreWalletId>, StoreError> {
+    fn wallet_ids(&self) -> Result<Vec<WalletId>, StoreError> {
         self.inner.wallet_ids()
     }
-    fn wallet_epoch(&self, wallet: &StoreWalletId) -> Result<Option<StoreEpoch>, StoreError> {
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, StoreError> {
         self.inner.wallet_epoch(wallet)
     }
     fn key_package(
         &self,
-        wallet: &StoreWalletId,
-        epoch: StoreEpoch,
+        wallet: &WalletId,
+        epoch: RecordEpoch,
     ) -> Result<Option<Plaintext>, StoreError> {
         self.key_reads.fetch_add(1, Ordering::SeqCst);
         if let Some((failing, error)) = &*self.fail_key_reads.lock().unwrap()
@@ -307,21 +303,15 @@ impl<S: Store> Store for FaultStore<S> {
         }
         self.inner.key_package(wallet, epoch)
     }
-    fn key_packages(
-        &self,
-        wallet: &StoreWalletId,
-    ) -> Result<Vec<(StoreEpoch, Plaintext)>, StoreError> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, StoreError> {
         self.inner.key_packages(wallet)
     }
-    fn dkg_results(
-        &self,
-        wallet: &StoreWalletId,
-    ) -> Result<Vec<(DkgSessionId, Plaintext)>, StoreError> {
+    fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, StoreError> {
         self.inner.dkg_results(wallet)
     }
     fn marker(
         &self,
-        wallet: &StoreWalletId,
+        wallet: &WalletId,
         commitment: &CommitmentHash,
     ) -> Result<Option<Marker>, StoreError> {
         if self.fail_reads.load(Ordering::SeqCst) {
@@ -329,11 +319,7 @@ impl<S: Store> Store for FaultStore<S> {
         }
         self.inner.marker(wallet, commitment)
     }
-    fn policy(
-        &self,
-        wallet: &StoreWalletId,
-        key: &PolicyKey,
-    ) -> Result<Option<Plaintext>, StoreError> {
+    fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, StoreError> {
         self.inner.policy(wallet, key)
     }
     fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, StoreError> {
@@ -346,7 +332,7 @@ impl<S: Store> Store for FaultStore<S> {
     ) -> Result<Vec<(AuditSeq, Plaintext)>, StoreError> {
         self.inner.audit(from, limit)
     }
-    fn corrupt_wallets(&self) -> Vec<StoreWalletId> {
+    fn corrupt_wallets(&self) -> Vec<WalletId> {
         self.inner.corrupt_wallets()
     }
 }
@@ -374,11 +360,7 @@ impl Member {
     /// The shares of the durable marker keyed by `commitment`, if any.
     pub fn marker(&self, wallet: &str, commitment: &Commitment) -> Option<Vec<Vec<u8>>> {
         let key = commitment_hash(commitment).unwrap();
-        let marker = self
-            .store()
-            .inner
-            .marker(&store_wallet(&wid(wallet)), &key)
-            .unwrap()?;
+        let marker = self.store().inner.marker(&wid(wallet), &key).unwrap()?;
         Some(decode_shares(&marker).unwrap())
     }
 }
@@ -553,13 +535,13 @@ impl Cluster {
     }
 
     /// The wallet's current epoch, as seat 1 reports it.
-    pub fn epoch(&self, wallet: &str) -> Epoch {
+    pub fn epoch(&self, wallet: &str) -> WalletEpoch {
         self.epoch_at(1, wallet)
     }
 
     /// The wallet's current epoch, as seat `s` reports it (what a
     /// coordinator at seat `s` puts in its requests).
-    pub fn epoch_at(&self, s: u16, wallet: &str) -> Epoch {
+    pub fn epoch_at(&self, s: u16, wallet: &str) -> WalletEpoch {
         self.member(s)
             .signer()
             .status(&wid(wallet))
@@ -636,7 +618,7 @@ impl Cluster {
     /// `epoch`.
     pub fn request_at(
         &self,
-        epoch: Epoch,
+        epoch: WalletEpoch,
         wallet: &str,
         commitments: &BTreeMap<u16, Vec<Commitment>>,
         digests: &[[u8; 32]],
@@ -657,7 +639,7 @@ impl Cluster {
         Round2Request::new(
             wid(wallet),
             epoch,
-            commitments.keys().copied().collect(),
+            commitments.keys().copied().map(seat).collect(),
             target,
             packages,
         )
@@ -752,7 +734,7 @@ impl Cluster {
     pub fn sign_at_epoch(
         &mut self,
         coord: u16,
-        epoch: Epoch,
+        epoch: WalletEpoch,
         wallet: &str,
         seats: &[u16],
         digests: &[[u8; 32]],

@@ -114,7 +114,7 @@ impl Thresig {
 }
 
 fn wallet_id(w: usize) -> WalletId {
-    WalletId::new(format!("wallet-{w:05}").into_bytes()).expect("short id")
+    WalletId::new(format!("wallet-{w:05}")).expect("short id")
 }
 
 impl Target for Thresig {

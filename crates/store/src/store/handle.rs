@@ -13,7 +13,7 @@ use super::{EncryptedStore, Store};
 use crate::entry::StoredEntry;
 use crate::error::Error;
 use crate::ids::{
-    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, Epoch, MetaName, PolicyKey, WalletId,
+    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, MetaName, PolicyKey, RecordEpoch, WalletId,
 };
 use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
@@ -195,19 +195,26 @@ impl Store for EncryptedStore {
 
     fn wallet_ids(&self) -> Result<Vec<WalletId>, Error> {
         self.read(|r| {
-            Ok(r.raw
+            r.raw
                 .raw_prefix(RecordTable::Epochs, &[])?
                 .into_iter()
-                .filter_map(|(k, _)| schema::wallet_of(&k))
-                .collect())
+                .map(|(k, _)| {
+                    schema::wallet_of(&k)
+                        .ok_or_else(|| Error::record_tampered(RecordTable::Epochs, None))
+                })
+                .collect()
         })
     }
 
-    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error> {
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, Error> {
         self.read(|r| r.wallet_epoch(wallet))
     }
 
-    fn key_package(&self, wallet: &WalletId, epoch: Epoch) -> Result<Option<Plaintext>, Error> {
+    fn key_package(
+        &self,
+        wallet: &WalletId,
+        epoch: RecordEpoch,
+    ) -> Result<Option<Plaintext>, Error> {
         self.read(|r| {
             r.get(
                 RecordTable::KeyPackages,
@@ -216,9 +223,9 @@ impl Store for EncryptedStore {
         })
     }
 
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, Error> {
         self.wallet_records(RecordTable::KeyPackages, wallet, |suffix| {
-            decode_u64(suffix).map(Epoch)
+            decode_u64(suffix).map(RecordEpoch)
         })
     }
 

@@ -19,7 +19,9 @@ use redb::Database;
 
 use crate::entry::RecoveryPublicKey;
 use crate::error::Error;
-use crate::ids::{AuditSeq, CommitmentHash, DkgSessionId, Epoch, MetaName, PolicyKey, WalletId};
+use crate::ids::{
+    AuditSeq, CommitmentHash, DkgSessionId, MetaName, PolicyKey, RecordEpoch, WalletId,
+};
 use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
 use crate::provider::KeyProvider;
@@ -57,11 +59,15 @@ pub trait Store: Send + Sync {
     /// Every wallet with an epoch record (every wallet ever written).
     fn wallet_ids(&self) -> Result<Vec<WalletId>, Error>;
     /// A wallet's security epoch.
-    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error>;
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, Error>;
     /// The key package of (wallet, epoch).
-    fn key_package(&self, wallet: &WalletId, epoch: Epoch) -> Result<Option<Plaintext>, Error>;
+    fn key_package(
+        &self,
+        wallet: &WalletId,
+        epoch: RecordEpoch,
+    ) -> Result<Option<Plaintext>, Error>;
     /// Every key package of a wallet, by epoch.
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error>;
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, Error>;
     /// Every DKG result of a wallet awaiting confirmation.
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error>;
     /// The marker of a commitment.
@@ -92,13 +98,17 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     fn wallet_ids(&self) -> Result<Vec<WalletId>, Error> {
         (**self).wallet_ids()
     }
-    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<Epoch>, Error> {
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, Error> {
         (**self).wallet_epoch(wallet)
     }
-    fn key_package(&self, wallet: &WalletId, epoch: Epoch) -> Result<Option<Plaintext>, Error> {
+    fn key_package(
+        &self,
+        wallet: &WalletId,
+        epoch: RecordEpoch,
+    ) -> Result<Option<Plaintext>, Error> {
         (**self).key_package(wallet, epoch)
     }
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(Epoch, Plaintext)>, Error> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, Error> {
         (**self).key_packages(wallet)
     }
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error> {

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::{EncryptedStore, StoreLocation, StoreOptions};
 use crate::entry::{DekState, RecoveryPublicKey, StoredEntry};
 use crate::error::Error;
-use crate::ids::{DekTerm, Epoch};
+use crate::ids::{DekTerm, RecordEpoch};
 use crate::keyring::Keyring;
 use crate::marker_set::{CheckedMarkerSets, MarkerDigest};
 use crate::provider::{KekId, KeyProvider};
@@ -316,7 +316,7 @@ fn initialize(
         OsRng.fill_bytes(&mut store_id);
         let mut witness_key = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(witness_key.as_mut());
-        let zero = Epoch(0);
+        let zero = RecordEpoch(0);
         let identity = Identity {
             id: store_id,
             witness_written: false,
@@ -551,7 +551,7 @@ fn record_witness_written(
         ctx.put_at(
             RecordTable::Sys,
             sys::STORE_ID,
-            Epoch(0),
+            RecordEpoch(0),
             &identity.encode(),
         )?;
     }

@@ -38,7 +38,7 @@ impl Machine {
 }
 
 pub fn wallet(n: u8) -> WalletId {
-    WalletId::new(vec![b'w', n]).unwrap()
+    WalletId::new(format!("w{n}")).unwrap()
 }
 
 /// A redb table of sealed records, for tests that edit the raw bytes.

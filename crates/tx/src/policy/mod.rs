@@ -134,12 +134,12 @@ impl Rule {
     }
 
     /// Whether a refusal under this rule can turn into an approval later for
-    /// the same request (time passes), so a caller may retry. The daily fee
-    /// budgets are retryable because the configuration keeps them (the
+    /// the same request as time passes (a caller may retry). The daily fee
+    /// budgets lift with time because the configuration keeps them (the
     /// wallet's and each coordinator's) at least `max_fee_sat`: a
     /// transaction that passes `max_fee` fits an empty day.
     #[must_use]
-    pub const fn is_retryable(self) -> bool {
+    pub const fn lifts_with_time(self) -> bool {
         matches!(
             self,
             Self::TimeWindow
@@ -290,8 +290,8 @@ impl PolicyReport {
                 Outcome::Passed | Outcome::NotApplicable => None,
             });
         let first = denials.next()?;
-        if first.rule.is_retryable() {
-            Some(denials.find(|d| !d.rule.is_retryable()).unwrap_or(first))
+        if first.rule.lifts_with_time() {
+            Some(denials.find(|d| !d.rule.lifts_with_time()).unwrap_or(first))
         } else {
             Some(first)
         }
