@@ -241,3 +241,88 @@ fn a_conflicting_recovery_key_option_is_refused() {
     options.recovery_key = Some(first);
     assert!(machine.open_with(options).is_ok());
 }
+
+fn marker_expiring_at(hash: u8, expires: Timestamp) -> thresig_store::Marker {
+    thresig_store::Marker {
+        package_hash: thresig_store::PackageHash([hash; 32]),
+        shares: vec![hash; 40],
+        expires_at: expires,
+    }
+}
+
+fn insert_marker(store: &dyn Store, commitment: u8, marker: thresig_store::Marker) {
+    store
+        .write(vec![thresig_store::WriteOp::InsertMarker {
+            wallet: wallet(1),
+            commitment: thresig_store::CommitmentHash([commitment; 32]),
+            marker,
+        }])
+        .unwrap();
+}
+
+fn has_marker(store: &dyn Store, commitment: u8) -> bool {
+    store
+        .marker(&wallet(1), &thresig_store::CommitmentHash([commitment; 32]))
+        .unwrap()
+        .is_some()
+}
+
+/// A tick's time is in milliseconds: a marker expiring one second after
+/// a time is purged by a tick past it, one expiring later is kept.
+#[test]
+fn a_tick_purges_markers_by_milliseconds() {
+    let machine = Machine::new();
+    let store = Arc::new(machine.open().unwrap());
+    let fixed = Timestamp(1_700_000_000_000);
+    insert_marker(
+        store.as_ref(),
+        1,
+        marker_expiring_at(1, Timestamp(fixed.0 + 1_000)),
+    );
+    insert_marker(
+        store.as_ref(),
+        2,
+        marker_expiring_at(2, Timestamp(fixed.0 + 60_000)),
+    );
+    let manager = KeyManager::new(store.clone());
+    manager.tick(Timestamp(fixed.0 + 2_000));
+    assert!(!has_marker(store.as_ref(), 1));
+    assert!(has_marker(store.as_ref(), 2));
+    assert_eq!(manager.health().markers_purged, 1);
+}
+
+/// The manager's own thread reads the clock in milliseconds: a marker that
+/// expired five seconds ago is purged by its next tick, one expiring in an
+/// hour is kept. (A clock read in seconds would be a time in 1970 to the
+/// purge, which would then keep both.)
+#[test]
+fn the_manager_thread_purges_expired_markers_by_the_clock_in_milliseconds() {
+    let machine = Machine::new();
+    let store = Arc::new(machine.open().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let now = Timestamp(u64::try_from(now).unwrap());
+    insert_marker(
+        store.as_ref(),
+        1,
+        marker_expiring_at(1, Timestamp(now.0 - 5_000)),
+    );
+    insert_marker(
+        store.as_ref(),
+        2,
+        marker_expiring_at(2, Timestamp(now.0 + 3_600_000)),
+    );
+    let mut options = KeyManagerOptions::default();
+    options.poll_interval = Duration::from_millis(10);
+    let manager = KeyManager::start(store.clone(), options);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while manager.health().ticks < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(manager.health().ticks >= 2, "{:?}", manager.health());
+    assert!(!has_marker(store.as_ref(), 1), "an expired marker was kept");
+    assert!(has_marker(store.as_ref(), 2), "a live marker was purged");
+    assert!(manager.stop_by(Instant::now() + Duration::from_secs(30)));
+}
