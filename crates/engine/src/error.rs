@@ -89,7 +89,9 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, for documentation and exhaustive tests.
+    /// Every code, for documentation, exhaustive tests and [`ErrorCode::parse`].
+    /// The test `every_variant_is_in_all_and_parses` fails to compile when a
+    /// variant is added to the enum, and fails when it is missing here.
     pub const ALL: [ErrorCode; 25] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
@@ -751,6 +753,60 @@ mod tests {
         }
         assert_eq!(ErrorCode::parse("overloaded"), None);
         assert_eq!(ErrorCode::parse("NONCE_UNKNOWN"), None);
+    }
+
+    /// `ALL` is written by hand, so this walks every variant: the list
+    /// below feeds an exhaustive `match`, which stops compiling when a
+    /// variant is added to [`ErrorCode`] until the variant is listed here,
+    /// and then each listed variant must be in `ALL` (else `parse` would
+    /// call its wire text unknown).
+    #[test]
+    fn every_variant_is_in_all_and_parses() {
+        macro_rules! every_variant {
+            ($($variant:ident),* $(,)?) => {{
+                let exhaustive = |code: ErrorCode| match code {
+                    $(ErrorCode::$variant => ()),*
+                };
+                let listed = [$(ErrorCode::$variant),*];
+                listed.into_iter().for_each(exhaustive);
+                listed
+            }};
+        }
+        let listed = every_variant!(
+            InvalidRequest,
+            UnknownWallet,
+            SessionConflict,
+            NonceUnknown,
+            RosterMismatch,
+            CoordinatorNotMember,
+            DkgMismatch,
+            StaleEpoch,
+            AttemptExpired,
+            CapacityExhausted,
+            PolicyDenied,
+            RekeyInProgress,
+            WalletCorrupt,
+            WalletNotActive,
+            WalletRetired,
+            StorageUnavailable,
+            StorageFailed,
+            KeyProviderUnavailable,
+            StateCorrupt,
+            RollbackDetected,
+            InvalidShare,
+            DkgFailed,
+            DkgBusy,
+            DkgNotInPhase,
+            Internal,
+        );
+        for code in listed {
+            assert!(
+                ErrorCode::ALL.contains(&code),
+                "ErrorCode::ALL lacks {code:?}"
+            );
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(listed.len(), ErrorCode::ALL.len());
     }
 
     #[test]
