@@ -53,7 +53,7 @@ impl Lifecycle {
 /// followed by the encoded `WalletKey`.
 struct WalletRecord {
     lifecycle: Lifecycle,
-    key_epoch: thresig_store::RecordEpoch,
+    key_epoch: thresig_store::KeyEpoch,
     wallet_key: Vec<u8>,
 }
 
@@ -75,21 +75,21 @@ impl WalletRecord {
         }
         Some(Self {
             lifecycle: Lifecycle::from_byte(*lifecycle)?,
-            key_epoch: thresig_store::RecordEpoch(u64::from_be_bytes(*epoch)),
+            key_epoch: thresig_store::KeyEpoch(u64::from_be_bytes(*epoch)),
             wallet_key: key.to_vec(),
         })
     }
 }
 
-/// The store epoch the key package of wallet epoch `e` is kept at is
+/// The number ([`thresig_store::KeyEpoch`]) the key package of wallet epoch `e` is kept at is
 /// `e + FIRST_KEY_EPOCH`: the DKG's (wallet epoch 0) at 1, where it has
 /// always been, so that stores written before the wallet epoch was defined
 /// open unchanged (a refresh will keep wallet epoch 1's at 2).
-const FIRST_KEY_EPOCH: thresig_store::RecordEpoch = thresig_store::RecordEpoch(1);
+const FIRST_KEY_EPOCH: thresig_store::KeyEpoch = thresig_store::KeyEpoch(1);
 
-/// The wallet epoch whose key package is kept at store epoch `key_epoch`
+/// The wallet epoch whose key package is kept at number `key_epoch`
 /// (none below [`FIRST_KEY_EPOCH`], where no key package is kept).
-fn wallet_epoch_of(key_epoch: thresig_store::RecordEpoch) -> Option<WalletEpoch> {
+fn wallet_epoch_of(key_epoch: thresig_store::KeyEpoch) -> Option<WalletEpoch> {
     key_epoch.0.checked_sub(FIRST_KEY_EPOCH.0).map(WalletEpoch)
 }
 
@@ -111,7 +111,7 @@ fn key_package_bytes(share: &KeyShare) -> Result<Plaintext, Error> {
 /// The insert-if-absent of this signer's key package.
 fn key_package_op(
     id: &WalletId,
-    epoch: thresig_store::RecordEpoch,
+    epoch: thresig_store::KeyEpoch,
     share: &KeyShare,
 ) -> Result<WriteOp, Error> {
     Ok(WriteOp::InsertKeyPackage {
@@ -124,7 +124,7 @@ fn key_package_op(
 /// The wallet record marking `key` active at `key_epoch`.
 fn active_record_op(
     id: &WalletId,
-    key_epoch: thresig_store::RecordEpoch,
+    key_epoch: thresig_store::KeyEpoch,
     key: &WalletKey,
 ) -> Result<WriteOp, Error> {
     let record = WalletRecord {
@@ -469,22 +469,22 @@ mod tests {
     fn the_dkg_key_package_is_kept_at_one_for_wallet_epoch_zero() {
         assert_eq!(wallet_epoch_of(FIRST_KEY_EPOCH), Some(WalletEpoch::INITIAL));
         assert_eq!(
-            wallet_epoch_of(thresig_store::RecordEpoch(3)),
+            wallet_epoch_of(thresig_store::KeyEpoch(3)),
             Some(WalletEpoch(2))
         );
-        assert_eq!(wallet_epoch_of(thresig_store::RecordEpoch(0)), None);
+        assert_eq!(wallet_epoch_of(thresig_store::KeyEpoch(0)), None);
     }
 
     #[test]
     fn records_and_shares_round_trip_and_refuse_garbage() {
         let record = WalletRecord {
             lifecycle: Lifecycle::Rekeying,
-            key_epoch: thresig_store::RecordEpoch(7),
+            key_epoch: thresig_store::KeyEpoch(7),
             wallet_key: vec![1, 2, 3],
         };
         let back = WalletRecord::decode(&record.encode()).unwrap();
         assert_eq!(back.lifecycle, Lifecycle::Rekeying);
-        assert_eq!(back.key_epoch, thresig_store::RecordEpoch(7));
+        assert_eq!(back.key_epoch, thresig_store::KeyEpoch(7));
         assert_eq!(back.wallet_key, vec![1, 2, 3]);
         assert!(WalletRecord::decode(&[2, 1, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());
         assert!(WalletRecord::decode(&[1, 9, 0, 0, 0, 0, 0, 0, 0, 7]).is_none());

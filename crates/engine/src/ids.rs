@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 /// It is not the store's record epoch of the wallet
 /// ([`thresig_store::RecordEpoch`]): that one moves with each member's own
 /// key rotations and policy changes, seals the member's records against
-/// rollback, and never crosses the wire.
+/// rollback, and never crosses the wire. Nor is it the number its key
+/// package is kept under ([`thresig_store::KeyEpoch`], this epoch + 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WalletEpoch(pub u64);

@@ -11,7 +11,7 @@ use thresig_engine::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, ErrorCode, HexBytes, SignedDkgMessage,
     WalletStateKind,
 };
-use thresig_store::{RecordEpoch, Store};
+use thresig_store::{KeyEpoch, Store};
 
 const N: u16 = 3;
 
@@ -278,7 +278,7 @@ fn failed_part3(
 /// Whether seat 1's store holds a key package for wallet "w".
 fn seat1_has_key_package(c: &Cluster) -> bool {
     let w = wid("w");
-    let stored = c.member(1).store().key_package(&w, RecordEpoch(1));
+    let stored = c.member(1).store().key_package(&w, KeyEpoch(1));
     stored.unwrap().is_some()
 }
 

@@ -26,7 +26,7 @@ use thresig_engine::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, ErrorCode, HexBytes, Limits,
     SignedDkgMessage, SigningTarget, WalletStateKind,
 };
-use thresig_store::{RecordEpoch, Store};
+use thresig_store::{KeyEpoch, Store};
 
 /// No member holds a key package for `wallet`, and none is active.
 fn assert_no_member_keyed(c: &Cluster, wallet: &str) {
@@ -35,7 +35,7 @@ fn assert_no_member_keyed(c: &Cluster, wallet: &str) {
         let stored = c
             .member(s)
             .store()
-            .key_package(&wid(wallet), RecordEpoch(1))
+            .key_package(&wid(wallet), KeyEpoch(1))
             .unwrap();
         assert!(stored.is_none(), "seat {s} stored a key package");
     }

@@ -10,8 +10,8 @@
 )]
 
 use crate::{
-    AuditSeq, CommitmentHash, Conflict, Marker, OpResult, PackageHash, PolicyKey, RecordEpoch,
-    Store, Timestamp, WalletId, WriteOp, WriteOutcome,
+    AuditSeq, CommitmentHash, Conflict, KeyEpoch, Marker, OpResult, PackageHash, PolicyKey, Store,
+    Timestamp, WalletId, WriteOp, WriteOutcome,
 };
 
 /// Runs every check against `store`, which must be empty. Panics on the
@@ -45,7 +45,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
             },
             WriteOp::InsertKeyPackage {
                 wallet: w.clone(),
-                epoch: RecordEpoch(1),
+                epoch: KeyEpoch(1),
                 value: b"kp-1".to_vec().into(),
             },
             WriteOp::AppendAudit {
@@ -68,7 +68,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
     let again = store
         .write(vec![WriteOp::InsertKeyPackage {
             wallet: w.clone(),
-            epoch: RecordEpoch(1),
+            epoch: KeyEpoch(1),
             value: b"kp-other".to_vec().into(),
         }])
         .unwrap();
@@ -81,7 +81,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .key_package(&w, RecordEpoch(1))
+            .key_package(&w, KeyEpoch(1))
             .unwrap()
             .unwrap()
             .as_slice(),

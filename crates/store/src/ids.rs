@@ -214,9 +214,17 @@ number_id!(
     /// type, and records are sealed under them against rollback. It moves
     /// with the member's own key rotations and policy changes, so it differs
     /// between members and never crosses the wire; it is not the wallet
-    /// epoch requests carry (the engine's `WalletEpoch`). Key packages are
-    /// also numbered by it.
+    /// epoch requests carry (the engine's `WalletEpoch`), nor the number a
+    /// key package is kept under ([`KeyEpoch`]).
     RecordEpoch
+);
+number_id!(
+    /// The number a wallet's key package is kept under. The engine keeps
+    /// the key package of wallet epoch `e` at `e + 1` (the DKG's at 1); it
+    /// is neither the wallet epoch itself nor this member's [`RecordEpoch`],
+    /// and its own type keeps it from being swapped with either. On disk it
+    /// is the same big-endian `u64` suffix of the key-package key as before.
+    KeyEpoch
 );
 number_id!(
     /// The position of an audit entry; assigned by the writer, gapless from 1.

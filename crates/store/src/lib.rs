@@ -95,8 +95,8 @@ pub use config::StoreConfig;
 pub use entry::{InvalidRecoveryKey, RecoveryPublicKey, RecoverySecretKey};
 pub use error::{Error, Recovery, StorageFault};
 pub use ids::{
-    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, InvalidId, InvalidWalletId, MetaName,
-    PackageHash, PolicyKey, RecordEpoch, Timestamp, WalletId,
+    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, InvalidId, InvalidWalletId, KeyEpoch,
+    MetaName, PackageHash, PolicyKey, RecordEpoch, Timestamp, WalletId,
 };
 pub use manager::{KeyManager, KeyManagerOptions, ProviderHealth};
 pub use ops::{Conflict, Marker, OpResult, WriteOp, WriteOutcome};

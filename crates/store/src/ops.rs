@@ -9,8 +9,8 @@
 
 use crate::error::Error;
 use crate::ids::{
-    AuditSeq, CommitmentHash, DkgSessionId, MetaName, PackageHash, PolicyKey, RecordEpoch,
-    Timestamp, WalletId,
+    AuditSeq, CommitmentHash, DkgSessionId, KeyEpoch, MetaName, PackageHash, PolicyKey,
+    RecordEpoch, Timestamp, WalletId,
 };
 use crate::marker_set::MarkerChange;
 use crate::plaintext::Plaintext;
@@ -69,8 +69,8 @@ pub enum WriteOp {
     InsertKeyPackage {
         /// The wallet.
         wallet: WalletId,
-        /// The key package's epoch.
-        epoch: RecordEpoch,
+        /// The key package's number.
+        epoch: KeyEpoch,
         /// The serialized key package (secret: zeroized, not shown).
         value: Plaintext,
     },
@@ -78,8 +78,8 @@ pub enum WriteOp {
     DeleteKeyPackage {
         /// The wallet.
         wallet: WalletId,
-        /// The epoch to delete.
-        epoch: RecordEpoch,
+        /// The number of the key package to delete.
+        epoch: KeyEpoch,
     },
     /// Stores a DKG result awaiting confirmation.
     PutDkgResult {

@@ -6,9 +6,7 @@
 
 use redb::TableDefinition;
 
-use crate::ids::{
-    CommitmentHash, DekTerm, DkgSessionId, PolicyKey, RecordEpoch, Timestamp, WalletId,
-};
+use crate::ids::{CommitmentHash, DekTerm, DkgSessionId, KeyEpoch, PolicyKey, Timestamp, WalletId};
 
 /// The schema version this build reads and writes. It is stored in plain in
 /// the `format` table (so an upgrade can recognise old databases) and bound
@@ -176,7 +174,7 @@ pub(crate) fn wallet_key(wallet: &WalletId) -> Vec<u8> {
 }
 
 /// Key of a key package: wallet, then epoch (big-endian, so they sort).
-pub(crate) fn key_package_key(wallet: &WalletId, epoch: RecordEpoch) -> Vec<u8> {
+pub(crate) fn key_package_key(wallet: &WalletId, epoch: KeyEpoch) -> Vec<u8> {
     [wallet_prefix(wallet), epoch.0.to_be_bytes().to_vec()].concat()
 }
 
@@ -241,7 +239,7 @@ mod tests {
     #[test]
     fn keys_round_trip() {
         let w = WalletId::new("w-9").unwrap();
-        let k = key_package_key(&w, RecordEpoch(3));
+        let k = key_package_key(&w, KeyEpoch(3));
         assert_eq!(wallet_of(&k), Some(w.clone()));
         let idx = index_key(DekTerm(7), RecordTable::Policy, &k);
         assert_eq!(

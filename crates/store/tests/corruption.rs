@@ -441,7 +441,7 @@ fn a_keyring_entry_flipped_to_retired_refuses_the_open() {
 /// authenticate is neither deleted nor treated as absent.
 #[test]
 fn a_key_package_failing_authentication_is_never_deleted() {
-    use thresig_store::{Plaintext, RecordEpoch};
+    use thresig_store::{KeyEpoch, Plaintext};
     let machine = Machine::new();
     let key = [wallet_key(&wallet(1)), 1u64.to_be_bytes().to_vec()].concat();
     {
@@ -450,7 +450,7 @@ fn a_key_package_failing_authentication_is_never_deleted() {
         store
             .write(vec![WriteOp::InsertKeyPackage {
                 wallet: wallet(1),
-                epoch: RecordEpoch(1),
+                epoch: KeyEpoch(1),
                 value: Plaintext::from(b"pkg".to_vec()),
             }])
             .unwrap();
@@ -459,7 +459,7 @@ fn a_key_package_failing_authentication_is_never_deleted() {
     let store = machine.open().unwrap();
     let out = store.write(vec![WriteOp::DeleteKeyPackage {
         wallet: wallet(1),
-        epoch: RecordEpoch(1),
+        epoch: KeyEpoch(1),
     }]);
     assert!(matches!(out, Err(Error::RecordTampered { .. })), "{out:?}");
     let mut still = None;

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider};
 use thresig_store::{
-    AuditSeq, CommitmentHash, DekTerm, EncryptedStore, Marker, PackageHash, PolicyKey, RecordEpoch,
+    AuditSeq, CommitmentHash, DekTerm, EncryptedStore, KeyEpoch, Marker, PackageHash, PolicyKey,
     RecoverySecretKey, Store, StoreLocation, StoreOptions, Timestamp, WalletId, WriteOp,
 };
 
@@ -95,7 +95,7 @@ fn generate() {
             },
             WriteOp::InsertKeyPackage {
                 wallet: wallet(1),
-                epoch: RecordEpoch(1),
+                epoch: KeyEpoch(1),
                 value: b"key package".to_vec().into(),
             },
             WriteOp::CasPolicy {
@@ -158,7 +158,7 @@ fn check_records(store: &EncryptedStore, phase: &str) {
         "{phase}"
     );
     assert_eq!(
-        get(store.key_package(&wallet(1), RecordEpoch(1)).unwrap()),
+        get(store.key_package(&wallet(1), KeyEpoch(1)).unwrap()),
         Some(b"key package".to_vec()),
         "{phase}"
     );

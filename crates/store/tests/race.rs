@@ -16,7 +16,7 @@ use common::{Machine, wallet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use thresig_store::{
-    CrashMode, Error, FaultPoint, MetaName, RecordEpoch, Store, StoreOptions, WriteOp, WriteOutcome,
+    CrashMode, Error, FaultPoint, KeyEpoch, MetaName, Store, StoreOptions, WriteOp, WriteOutcome,
 };
 
 /// What a key may hold after the restart: its last acknowledged value, or
@@ -48,7 +48,7 @@ fn op_for(key: Rec, value: &[u8]) -> WriteOp {
         },
         Rec::KeyPackage(w, e) => WriteOp::InsertKeyPackage {
             wallet: wallet(w),
-            epoch: RecordEpoch(e),
+            epoch: KeyEpoch(e),
             value: value.to_vec().into(),
         },
     }
@@ -58,7 +58,7 @@ fn read(store: &dyn Store, key: Rec) -> Option<Vec<u8>> {
     let value = match key {
         Rec::Wallet(w) => store.wallet(&wallet(w)),
         Rec::Meta(m) => store.meta(&MetaName::new(vec![b'm', m]).unwrap()),
-        Rec::KeyPackage(w, e) => store.key_package(&wallet(w), RecordEpoch(e)),
+        Rec::KeyPackage(w, e) => store.key_package(&wallet(w), KeyEpoch(e)),
     };
     value
         .unwrap_or_else(|e| panic!("{key:?} does not open after restart: {e:?}"))

@@ -32,7 +32,7 @@ use thresig_engine::{
 };
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
-    AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Error as StoreError, Marker,
+    AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Error as StoreError, KeyEpoch, Marker,
     MemoryWitness, MetaName, Plaintext, PolicyKey, RecordEpoch, SimDisk, Store, StoreLocation,
     StoreOptions, WriteOp, WriteOutcome,
 };
@@ -293,7 +293,7 @@ impl<S: Store> Store for FaultStore<S> {
     fn key_package(
         &self,
         wallet: &WalletId,
-        epoch: RecordEpoch,
+        epoch: KeyEpoch,
     ) -> Result<Option<Plaintext>, StoreError> {
         self.key_reads.fetch_add(1, Ordering::SeqCst);
         if let Some((failing, error)) = &*self.fail_key_reads.lock().unwrap()
@@ -303,7 +303,7 @@ impl<S: Store> Store for FaultStore<S> {
         }
         self.inner.key_package(wallet, epoch)
     }
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, StoreError> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(KeyEpoch, Plaintext)>, StoreError> {
         self.inner.key_packages(wallet)
     }
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, StoreError> {

@@ -13,7 +13,8 @@ use super::{EncryptedStore, Store};
 use crate::entry::StoredEntry;
 use crate::error::Error;
 use crate::ids::{
-    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, MetaName, PolicyKey, RecordEpoch, WalletId,
+    AuditSeq, CommitmentHash, DekTerm, DkgSessionId, KeyEpoch, MetaName, PolicyKey, RecordEpoch,
+    WalletId,
 };
 use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
@@ -210,11 +211,7 @@ impl Store for EncryptedStore {
         self.read(|r| r.wallet_epoch(wallet))
     }
 
-    fn key_package(
-        &self,
-        wallet: &WalletId,
-        epoch: RecordEpoch,
-    ) -> Result<Option<Plaintext>, Error> {
+    fn key_package(&self, wallet: &WalletId, epoch: KeyEpoch) -> Result<Option<Plaintext>, Error> {
         self.read(|r| {
             r.get(
                 RecordTable::KeyPackages,
@@ -223,9 +220,9 @@ impl Store for EncryptedStore {
         })
     }
 
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, Error> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(KeyEpoch, Plaintext)>, Error> {
         self.wallet_records(RecordTable::KeyPackages, wallet, |suffix| {
-            decode_u64(suffix).map(RecordEpoch)
+            decode_u64(suffix).map(KeyEpoch)
         })
     }
 

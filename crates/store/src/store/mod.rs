@@ -20,7 +20,7 @@ use redb::Database;
 use crate::entry::RecoveryPublicKey;
 use crate::error::Error;
 use crate::ids::{
-    AuditSeq, CommitmentHash, DkgSessionId, MetaName, PolicyKey, RecordEpoch, WalletId,
+    AuditSeq, CommitmentHash, DkgSessionId, KeyEpoch, MetaName, PolicyKey, RecordEpoch, WalletId,
 };
 use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
@@ -61,13 +61,19 @@ pub trait Store: Send + Sync {
     /// A wallet's security epoch.
     fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, Error>;
     /// The key package of (wallet, epoch).
-    fn key_package(
-        &self,
-        wallet: &WalletId,
-        epoch: RecordEpoch,
-    ) -> Result<Option<Plaintext>, Error>;
+    ///
+    /// Key packages are numbered by their own type, not by the store's
+    /// record epochs, so the two cannot be swapped:
+    ///
+    /// ```compile_fail
+    /// use thresig_store::{RecordEpoch, Store, WalletId};
+    /// fn read(store: &dyn Store, wallet: &WalletId) {
+    ///     let _ = store.key_package(wallet, RecordEpoch(1));
+    /// }
+    /// ```
+    fn key_package(&self, wallet: &WalletId, epoch: KeyEpoch) -> Result<Option<Plaintext>, Error>;
     /// Every key package of a wallet, by epoch.
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, Error>;
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(KeyEpoch, Plaintext)>, Error>;
     /// Every DKG result of a wallet awaiting confirmation.
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error>;
     /// The marker of a commitment.
@@ -101,14 +107,10 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, Error> {
         (**self).wallet_epoch(wallet)
     }
-    fn key_package(
-        &self,
-        wallet: &WalletId,
-        epoch: RecordEpoch,
-    ) -> Result<Option<Plaintext>, Error> {
+    fn key_package(&self, wallet: &WalletId, epoch: KeyEpoch) -> Result<Option<Plaintext>, Error> {
         (**self).key_package(wallet, epoch)
     }
-    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(RecordEpoch, Plaintext)>, Error> {
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(KeyEpoch, Plaintext)>, Error> {
         (**self).key_packages(wallet)
     }
     fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, Error> {
