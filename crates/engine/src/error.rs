@@ -717,18 +717,23 @@ impl Error {
 }
 
 /// The code of a store error on the wire, where the store's finer codes
-/// ([`thresig_store::Error::code`]) fold into five: provider and rollback
+/// ([`thresig_store::Error::code`]) fold into six: provider and rollback
 /// failures have their own codes, a wallet's damage is `wallet_corrupt`
 /// exactly when the store counts it so
-/// ([`thresig_store::Error::marks_wallet_corrupt`]), and anything else is
-/// `storage_unavailable` when the store says a retry can succeed and
-/// `storage_failed` when it cannot.
+/// ([`thresig_store::Error::marks_wallet_corrupt`]), a damaged record of no
+/// wallet is `state_corrupt`, and anything else is `storage_unavailable`
+/// when the store says a retry can succeed and `storage_failed` when it
+/// cannot.
 fn store_code(e: &thresig_store::Error) -> ErrorCode {
     use thresig_store::Error as S;
     if e.marks_wallet_corrupt() {
         return ErrorCode::WalletCorrupt;
     }
     match e {
+        S::RecordTampered { .. }
+        | S::RecordMoved { .. }
+        | S::RecordStale { .. }
+        | S::DekMissing { .. } => ErrorCode::StateCorrupt,
         S::Provider(_) if e.recovery() == Recovery::Retryable => ErrorCode::KeyProviderUnavailable,
         S::RollbackDetected { .. } => ErrorCode::RollbackDetected,
         _ => match e.recovery() {
@@ -912,12 +917,23 @@ mod tests {
         // Every failure the store counts as a wallet's damage is
         // `wallet_corrupt` on the wire, as the store classifies it: a
         // record under a DEK the keyring lacks too.
-        let dek_missing = thresig_store::Error::DekMissing {
+        let dek_missing = |wallet| thresig_store::Error::DekMissing {
             table: thresig_store::RecordTable::Wallets,
+            wallet,
             term: thresig_store::DekTerm(2),
             file: None,
         };
-        assert!(dek_missing.marks_wallet_corrupt());
-        assert_eq!(code(dek_missing), ErrorCode::WalletCorrupt);
+        let w = thresig_store::WalletId::new("w").unwrap();
+        assert!(dek_missing(Some(w.clone())).marks_wallet_corrupt());
+        assert_eq!(code(dek_missing(Some(w))), ErrorCode::WalletCorrupt);
+        // A damaged record of no wallet is damaged state, not one wallet's.
+        assert!(!dek_missing(None).marks_wallet_corrupt());
+        assert_eq!(code(dek_missing(None)), ErrorCode::StateCorrupt);
+        let tampered = thresig_store::Error::RecordTampered {
+            table: thresig_store::RecordTable::Meta,
+            wallet: None,
+            file: None,
+        };
+        assert_eq!(code(tampered), ErrorCode::StateCorrupt);
     }
 }

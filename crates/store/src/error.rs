@@ -143,12 +143,15 @@ pub enum Error {
     /// A record names a DEK that is not in the in-memory keyring (retired or
     /// never created): invariant I2 was broken or the record was forged.
     #[error(
-        "record in {table:?}{} names DEK {term}, which is not in the keyring",
+        "record in {table:?}{} (wallet {wallet:?}) names DEK {term}, which is not in the keyring",
         in_file(.file.as_deref())
     )]
     DekMissing {
         /// The record's table.
         table: RecordTable,
+        /// The wallet the record belongs to, if any; that wallet is marked
+        /// corrupt.
+        wallet: Option<WalletId>,
         /// The DEK it names.
         term: DekTerm,
         /// The database holding the record.
@@ -296,6 +299,21 @@ pub enum Error {
         /// The corrupt wallet (the first found) whose records name it.
         wallet: WalletId,
     },
+    /// A DEK cannot be retired because a tampered record still names it: a
+    /// record whose key holds a wallet id no signer could write (stable
+    /// code `dek_held_by_tampered_record`). As for a corrupt wallet, the
+    /// record is never re-sealed and a retry would refuse forever; `keys
+    /// verify` lists it, and the operator removes it or restores the
+    /// database (`docs/keys-runbook.md`).
+    #[error(
+        "DEK {term} is still named by a tampered record in {table:?} whose key names no wallet a signer could write; it cannot be re-sealed"
+    )]
+    DekHeldByTamperedRecord {
+        /// The DEK.
+        term: DekTerm,
+        /// The table of the tampered record (the first found).
+        table: RecordTable,
+    },
     /// The current DEK cannot be retired.
     #[error("DEK {term} is current and cannot be retired")]
     DekIsCurrent {
@@ -384,6 +402,7 @@ impl Error {
             | Self::StoreExists { .. }
             | Self::DekIsCurrent { .. }
             | Self::DekHeldByCorruptWallet { .. }
+            | Self::DekHeldByTamperedRecord { .. }
             | Self::KekStillNeeded { .. }
             | Self::RecoveryFailed { .. }
             | Self::InvalidConfig { .. }
@@ -420,6 +439,7 @@ impl Error {
             Self::StoreExists { .. } => "store_exists",
             Self::DekInUse { .. } => "dek_in_use",
             Self::DekHeldByCorruptWallet { .. } => "dek_held_by_corrupt_wallet",
+            Self::DekHeldByTamperedRecord { .. } => "dek_held_by_tampered_record",
             Self::DekIsCurrent { .. } => "dek_is_current",
             Self::KekStillNeeded { .. } => "kek_still_needed",
             Self::RecoveryFailed { .. } => "recovery_failed",
@@ -459,6 +479,7 @@ impl Error {
             | Self::StoreExists { .. }
             | Self::DekInUse { .. }
             | Self::DekHeldByCorruptWallet { .. }
+            | Self::DekHeldByTamperedRecord { .. }
             | Self::DekIsCurrent { .. }
             | Self::KekStillNeeded { .. }
             | Self::RecoveryFailed { .. }
@@ -489,9 +510,10 @@ impl Error {
     }
 
     /// A record naming a DEK the keyring does not hold.
-    pub(crate) fn dek_missing(table: RecordTable, term: DekTerm) -> Self {
+    pub(crate) fn dek_missing(table: RecordTable, wallet: Option<WalletId>, term: DekTerm) -> Self {
         Self::DekMissing {
             table,
+            wallet,
             term,
             file: None,
         }
@@ -506,15 +528,29 @@ impl Error {
     }
 
     /// Whether this error says a wallet's own records are damaged (a record
-    /// fails to authenticate, its marker set differs from its digest, or the
-    /// wallet is already marked corrupt), so the wallet is `corrupt` (I4);
-    /// any other error says the store cannot read now, not what is stored.
+    /// of the wallet fails to authenticate or names a DEK the keyring lacks,
+    /// its marker set differs from its digest, or the wallet is already
+    /// marked corrupt), so the wallet is `corrupt` (I4) and listed by
+    /// [`Store::corrupt_wallets`](crate::Store::corrupt_wallets). A damaged
+    /// record of no wallet (the keyring check, a metadata or audit record)
+    /// is not one wallet's damage: [`Error::corrupt_wallet`] is `None` for
+    /// it. Any other error says the store cannot read now, not what is
+    /// stored.
     pub fn marks_wallet_corrupt(&self) -> bool {
-        self.is_record_corruption()
-            || matches!(
-                self,
-                Self::MarkerSetMismatch { .. } | Self::WalletCorrupt { .. }
-            )
+        self.corrupt_wallet().is_some()
+    }
+
+    /// The wallet whose damage this error reports, if it reports one's (see
+    /// [`Error::marks_wallet_corrupt`]).
+    pub fn corrupt_wallet(&self) -> Option<&WalletId> {
+        match self {
+            Self::RecordTampered { wallet, .. }
+            | Self::RecordMoved { wallet, .. }
+            | Self::RecordStale { wallet, .. }
+            | Self::DekMissing { wallet, .. } => wallet.as_ref(),
+            Self::MarkerSetMismatch { wallet, .. } | Self::WalletCorrupt { wallet } => Some(wallet),
+            _ => None,
+        }
     }
 
     /// Whether this error means a record failed to authenticate.
@@ -655,7 +691,7 @@ mod tests {
                 expected: RecordEpoch(2),
                 file: None,
             },
-            Error::dek_missing(RecordTable::Wallets, term),
+            Error::dek_missing(RecordTable::Wallets, None, term),
             Error::WalletCorrupt {
                 wallet: wallet.clone(),
             },
@@ -686,6 +722,10 @@ mod tests {
             Error::StoreExists { database: path() },
             Error::DekInUse { term },
             Error::DekHeldByCorruptWallet { term, wallet },
+            Error::DekHeldByTamperedRecord {
+                term,
+                table: RecordTable::Wallets,
+            },
             Error::DekIsCurrent { term },
             Error::KekStillNeeded { term, kek },
             Error::RecoveryFailed { term },

@@ -256,7 +256,7 @@ fn corruption(table: RecordTable, key: &[u8], expected: RecordEpoch, f: OpenFail
             expected,
             file: None,
         },
-        OpenFailure::DekMissing { term } => Error::dek_missing(table, term),
+        OpenFailure::DekMissing { term } => Error::dek_missing(table, wallet, term),
     }
 }
 
@@ -303,7 +303,7 @@ impl<'t> WriteCtx<'t> {
         let term = Records::new(txn, &view).current_term()?;
         let current = view
             .get(term)
-            .ok_or(Error::dek_missing(RecordTable::Sys, term))?;
+            .ok_or(Error::dek_missing(RecordTable::Sys, None, term))?;
         Ok(Self {
             txn,
             view,

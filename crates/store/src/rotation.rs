@@ -157,8 +157,11 @@ impl EncryptedStore {
             if e.state == DekState::Active && e.term() != current {
                 match self.admin(AdminOp::RetireDek { term: e.term() }) {
                     Err(Error::DekInUse { term }) => {
-                        return Err(match self.corrupt_wallet_under(term)? {
-                            Some(wallet) => Error::DekHeldByCorruptWallet { term, wallet },
+                        if let Some(wallet) = self.corrupt_wallet_under(term)? {
+                            return Err(Error::DekHeldByCorruptWallet { term, wallet });
+                        }
+                        return Err(match self.tampered_record_under(term)? {
+                            Some(table) => Error::DekHeldByTamperedRecord { term, table },
                             None => Error::DekInUse { term },
                         });
                     }
@@ -238,6 +241,7 @@ impl EncryptedStore {
             }
             let dek = view.get(e.term()).ok_or(Error::dek_missing(
                 crate::schema::RecordTable::Sys,
+                None,
                 e.term(),
             ))?;
             let wrapped = self

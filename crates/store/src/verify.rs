@@ -26,7 +26,7 @@ impl EncryptedStore {
     /// # Errors
     /// Storage errors only; record failures are in the report.
     pub fn verify(&self) -> Result<VerifyReport, Error> {
-        let report = self.read(|r| {
+        let mut report = self.read(|r| {
             let mut ok = 0u64;
             let mut failures = Vec::new();
             for table in RecordTable::STORED {
@@ -58,6 +58,11 @@ impl EncryptedStore {
             }
             Ok(VerifyReport { ok, failures })
         })?;
+        report.failures = report
+            .failures
+            .into_iter()
+            .map(|e| self.shared.named(e))
+            .collect();
         for e in &report.failures {
             self.shared.note_corruption(e);
         }

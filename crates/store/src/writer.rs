@@ -65,15 +65,8 @@ impl Shared {
 
     /// Records that `e` showed a wallet's record failing to authenticate.
     pub(crate) fn note_corruption(&self, e: &Error) {
-        let wallet = match e {
-            Error::RecordTampered { wallet, .. }
-            | Error::RecordMoved { wallet, .. }
-            | Error::RecordStale { wallet, .. } => wallet.clone(),
-            Error::MarkerSetMismatch { wallet, .. } => Some(wallet.clone()),
-            _ => None,
-        };
-        if let Some(w) = wallet {
-            lock(&self.corrupt).insert(w);
+        if let Some(w) = e.corrupt_wallet() {
+            lock(&self.corrupt).insert(w.clone());
         }
     }
 
@@ -229,8 +222,14 @@ fn clone_batch_error(e: &Error) -> Error {
             source: Box::new(redb::Error::Io(std::io::Error::other(source.to_string()))),
             file: file.clone(),
         },
-        Error::DekMissing { table, term, file } => Error::DekMissing {
+        Error::DekMissing {
+            table,
+            wallet,
+            term,
+            file,
+        } => Error::DekMissing {
             table: *table,
+            wallet: wallet.clone(),
             term: *term,
             file: file.clone(),
         },
@@ -409,7 +408,7 @@ fn apply_admin(ctx: &mut WriteCtx<'_>, op: AdminOp) -> Result<(usize, Option<Dek
                 .view
                 .get(term)
                 .filter(|_| active)
-                .ok_or(Error::dek_missing(RecordTable::Sys, term))?;
+                .ok_or(Error::dek_missing(RecordTable::Sys, None, term))?;
             if ctx.current_term() != term {
                 ctx.set_current(dek);
                 // run_admin rewrites the current-DEK record (term and
@@ -523,14 +522,15 @@ fn reseal(ctx: &mut WriteCtx<'_>, limit: usize) -> Result<usize, Error> {
                     n += 1;
                 }
                 Err(e) if e.is_record_corruption() => {
-                    // Only a wallet's record is skipped; store metadata or
-                    // an audit entry that fails stops the batch as before.
-                    let wallet = table
-                        .wallet_scoped()
-                        .then(|| schema::wallet_of(&key))
-                        .flatten()
-                        .ok_or(e)?;
-                    ctx.corrupt_found.push(wallet);
+                    // Only a wallet-scoped record is skipped (its wallet
+                    // marked corrupt; a key holding an id no signer could
+                    // write is a tampered record of no wallet, skipped
+                    // alone); store metadata or an audit entry that fails
+                    // stops the batch as before.
+                    if !table.wallet_scoped() {
+                        return Err(e);
+                    }
+                    ctx.corrupt_found.extend(schema::wallet_of(&key));
                     failed.insert((table, key));
                 }
                 Err(e) => return Err(e),

@@ -1050,3 +1050,117 @@ fn a_damaged_digest_does_not_hide_another_wallets_digest_put_back() {
         "{err:?}"
     );
 }
+
+/// A wallet's record naming a DEK the keyring does not hold is that
+/// wallet's damage, as a tampered record is: the wallet is listed corrupt
+/// (so `keys verify` names the wallet whose refusals say `wallet_corrupt`)
+/// and the other wallet keeps serving.
+#[test]
+fn a_record_under_a_missing_dek_marks_its_wallet_corrupt() {
+    let machine = Machine::new();
+    two_wallets(&machine);
+    let key = wallet_key(&wallet(1));
+    edit_raw(&machine, |txn| {
+        let mut v = raw_get(txn, "wallets", &key).unwrap();
+        // The envelope's DEK term: bytes 2..10, after version and table.
+        v[2..10].copy_from_slice(&99u64.to_be_bytes());
+        raw_put(txn, "wallets", &key, &v);
+    });
+    let store = machine.open().unwrap();
+    let err = store.wallet(&wallet(1)).unwrap_err();
+    assert!(matches!(err, Error::DekMissing { .. }), "{err:?}");
+    assert!(err.marks_wallet_corrupt());
+    assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
+    assert_eq!(wallet_value(&store, 2).as_slice(), b"two");
+    assert!(err.to_string().contains("wallet"), "{err}");
+}
+
+/// A record whose key holds a wallet id no signer could write (outside
+/// the id alphabet) is a tampered record of no wallet: it is reported by
+/// `keys verify`, skipped by the DEK re-seal (which then cannot retire the
+/// DEK it names), and stops neither the open, nor the other records' re-seal,
+/// nor any wallet.
+#[test]
+fn a_record_under_a_forged_wallet_id_is_reported_and_stops_nothing_else() {
+    use thresig_store::DekTerm;
+    let machine = Machine::new();
+    two_wallets(&machine);
+    let forged = b"\x02w!".to_vec();
+    edit_raw(&machine, |txn| {
+        let row = raw_get(txn, "wallets", &wallet_key(&wallet(1))).unwrap();
+        raw_put(txn, "wallets", &forged, &row);
+        raw_put(txn, "marker_sets", &forged, &row);
+        raw_put(txn, "epochs", &forged, &row);
+        // Its DEK index entry, so the re-seal finds it.
+        let index: redb::TableDefinition<'_, &[u8], ()> = redb::TableDefinition::new("dek_index");
+        let mut index = txn.open_table(index).unwrap();
+        let entry = [&1u64.to_be_bytes()[..], &[3u8], &forged].concat();
+        index.insert(entry.as_slice(), ()).unwrap();
+    });
+    let store = machine
+        .open()
+        .expect("a forged row must not refuse the open");
+    assert_eq!(wallet_value(&store, 1), b"one");
+    assert_eq!(wallet_value(&store, 2), b"two");
+    put_wallet(&store, 3, b"three");
+    assert_eq!(
+        store.wallet_ids().unwrap(),
+        vec![wallet(1), wallet(2), wallet(3)]
+    );
+
+    let report = store.verify().unwrap();
+    let forged_tables: Vec<RecordTable> = report
+        .failures
+        .iter()
+        .filter_map(|e| match e {
+            Error::RecordTampered {
+                table,
+                wallet: None,
+                ..
+            }
+            | Error::RecordMoved {
+                table,
+                wallet: None,
+                ..
+            } => Some(*table),
+            _ => None,
+        })
+        .collect();
+    for table in [
+        RecordTable::Wallets,
+        RecordTable::MarkerSets,
+        RecordTable::Epochs,
+    ] {
+        assert!(
+            forged_tables.contains(&table),
+            "{table:?}: {:?}",
+            report.failures
+        );
+    }
+    assert_eq!(report.failures.len(), 3, "{:?}", report.failures);
+    assert!(store.corrupt_wallets().is_empty());
+
+    // The re-seal moves every other record and then cannot retire DEK 1,
+    // which the forged record names: terminal, as for a corrupt wallet.
+    let err = store.rotate_dek().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::DekHeldByTamperedRecord {
+                term: DekTerm(1),
+                table: RecordTable::Wallets
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.recovery(), Recovery::Terminal);
+    let status = store.keyring_status().unwrap();
+    let under_1 = status
+        .deks
+        .iter()
+        .find(|d| d.term == DekTerm(1))
+        .map(|d| d.records);
+    assert_eq!(under_1, Some(1), "only the forged record stays");
+    assert_eq!(wallet_value(&store, 1), b"one");
+    assert_eq!(wallet_value(&store, 3), b"three");
+}

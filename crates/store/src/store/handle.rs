@@ -82,6 +82,29 @@ impl EncryptedStore {
         })
     }
 
+    /// The table of a record under DEK `term` whose key names no wallet a
+    /// signer could write (a tampered record: one range read on the
+    /// index); such a record is never re-sealed, as a corrupt wallet's.
+    pub(crate) fn tampered_record_under(
+        &self,
+        term: DekTerm,
+    ) -> Result<Option<RecordTable>, Error> {
+        self.read_txn(|txn| {
+            let index = txn.open_table(DEK_INDEX)?;
+            let start = term.0.to_be_bytes();
+            let end = term.0.saturating_add(1).to_be_bytes();
+            for item in index.range::<&[u8]>(start.as_slice()..end.as_slice())? {
+                let (k, _) = item?;
+                if let Some((_, table, key)) = schema::parse_index_key(k.value()) {
+                    if table.wallet_scoped() && schema::wallet_of(&key).is_none() {
+                        return Ok(Some(table));
+                    }
+                }
+            }
+            Ok(None)
+        })
+    }
+
     /// A wallet known to be corrupt that still has a record under DEK
     /// `term` (one range read on the index): such a record is never
     /// re-sealed, so `term` cannot be retired until an operator acts.
@@ -195,15 +218,14 @@ impl Store for EncryptedStore {
     }
 
     fn wallet_ids(&self) -> Result<Vec<WalletId>, Error> {
+        // A key holding an id no signer could write is a tampered record of
+        // no wallet: `keys verify` reports it; no wallet is listed for it.
         self.read(|r| {
-            r.raw
+            Ok(r.raw
                 .raw_prefix(RecordTable::Epochs, &[])?
                 .into_iter()
-                .map(|(k, _)| {
-                    schema::wallet_of(&k)
-                        .ok_or_else(|| Error::record_tampered(RecordTable::Epochs, None))
-                })
-                .collect()
+                .filter_map(|(k, _)| schema::wallet_of(&k))
+                .collect())
         })
     }
 

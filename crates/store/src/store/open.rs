@@ -297,9 +297,9 @@ fn initialize(
     )?;
     keyring.insert(dek);
     let view = keyring.view();
-    let current = view
-        .get(DekTerm(1))
-        .ok_or(Error::dek_missing(RecordTable::Sys, DekTerm(1)))?;
+    let current =
+        view.get(DekTerm(1))
+            .ok_or(Error::dek_missing(RecordTable::Sys, None, DekTerm(1)))?;
     let txn = db.begin_write()?;
     {
         for table in RecordTable::STORED {
