@@ -349,6 +349,8 @@ mod tests {
 
     use super::*;
 
+    const SENDER: u16 = 3;
+
     fn bytes() -> impl Strategy<Value = HexBytes> {
         proptest::collection::vec(any::<u8>(), 0..80).prop_map(HexBytes)
     }
@@ -368,6 +370,31 @@ mod tests {
             }),
         ]
     }
+
+    /// A signed DKG message's signed bytes and its JSON are fixed: the
+    /// sender enters the signature as its seat number in two big-endian
+    /// bytes, and the JSON holds it as a number, whatever type holds it.
+    #[test]
+    fn the_signed_bytes_and_json_of_a_message_are_unchanged() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let message = SignedDkgMessage::sign(
+            &key,
+            DkgSessionId([7; 32]),
+            WalletId::new("w").unwrap(),
+            SENDER,
+            DkgPayload::Confirm {
+                output_key: HexBytes(vec![1; 32]),
+                transcript: HexBytes(vec![2; 4]),
+            },
+        );
+        assert_eq!(hex::encode(&message.signature.0), GOLDEN_SIGNATURE);
+        let json = serde_json::to_value(&message).unwrap();
+        assert_eq!(json["sender"], serde_json::json!(3));
+        let back: SignedDkgMessage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, message);
+    }
+
+    const GOLDEN_SIGNATURE: &str = "6d28446fb3cf5319005510310bbce13bd30c67f79a62c32cfb5e0437ae51fccd605c540d99b95386629a9af735e80ac30be5057e7c58add7937b9d3fdb48eb08";
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
