@@ -198,7 +198,7 @@ async fn run_session(
     })
     .await?;
     for (seat, message) in &round1 {
-        if message.sender != seat.get() || !matches!(message.payload, DkgPayload::Round1 { .. }) {
+        if message.sender != *seat || !matches!(message.payload, DkgPayload::Round1 { .. }) {
             return Err(protocol(
                 "start",
                 wallet,
@@ -218,7 +218,7 @@ async fn run_session(
         let wallet_id = wallet.id().clone();
         let others: Vec<SignedDkgMessage> = all_round1
             .iter()
-            .filter(|m| m.sender != seat.get())
+            .filter(|m| m.sender != seat)
             .cloned()
             .collect();
         async move { client.dkg_round2(wallet_id, session, others).await }
@@ -234,7 +234,7 @@ async fn run_session(
             let DkgPayload::Round2 { to, .. } = &message.payload else {
                 return Err(protocol("round 2", wallet, seat, "not a round-2 message"));
             };
-            if message.sender != seat.get() {
+            if message.sender != seat {
                 return Err(protocol(
                     "round 2",
                     wallet,
@@ -284,7 +284,7 @@ async fn run_session(
         else {
             return Err(protocol("finish", wallet, *seat, "not a confirmation"));
         };
-        if confirmation.sender != seat.get() {
+        if confirmation.sender != *seat {
             return Err(protocol(
                 "finish",
                 wallet,

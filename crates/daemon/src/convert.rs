@@ -208,7 +208,7 @@ impl TryFrom<proto::DkgMessage> for SignedDkgMessage {
         Ok(Self::new(
             session_id(&wire.session_id)?,
             wallet_id(wire.wallet_id)?,
-            seat_from_wire(wire.sender)?.get(),
+            seat_from_wire(wire.sender)?,
             payload,
             HexBytes(wire.signature),
         ))
@@ -221,7 +221,7 @@ impl From<SignedDkgMessage> for proto::DkgMessage {
             session_id: message.session.0.to_vec(),
             payload: message.payload.to_bytes(),
             wallet_id: message.wallet.into(),
-            sender: u32::from(message.sender),
+            sender: u32::from(message.sender.get()),
             signature: message.signature.0,
         }
     }
@@ -576,7 +576,7 @@ mod tests {
         SignedDkgMessage::new(
             DkgSessionId([7; 32]),
             WalletId::new("vault-1").unwrap(),
-            sender,
+            thresig_crypto::Seat::try_from(sender).unwrap(),
             payload,
             HexBytes(vec![9; 64]),
         )

@@ -109,7 +109,11 @@ async fn run_dkg(clients: &[SignerClient]) {
     }
     let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
     for (s, client) in (1..=MEMBERS).zip(clients) {
-        let peers: Vec<_> = round1.iter().filter(|m| m.sender != s).cloned().collect();
+        let peers: Vec<_> = round1
+            .iter()
+            .filter(|m| m.sender.get() != s)
+            .cloned()
+            .collect();
         let sealed = client.dkg_round2(vault(), SESSION, peers).await.unwrap();
         assert_eq!(sealed.len(), usize::from(MEMBERS) - 1);
         for message in sealed {

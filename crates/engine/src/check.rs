@@ -207,7 +207,7 @@ fn check_signer_set(wallet: &WalletConfig, seats: &[Seat]) -> Result<Vec<Seat>, 
         if wallet.member(seat).is_none() {
             return Err(Error::IdentifierNotInRoster {
                 wallet: wallet.id.clone(),
-                identifier: seat.get(),
+                identifier: seat,
             });
         }
         set.insert(seat);

@@ -205,7 +205,7 @@ impl<S: Store> Signer<S> {
                 &self.identity,
                 proposal.session,
                 config.id.clone(),
-                slot.seat.get(),
+                slot.seat,
                 DkgPayload::Round1 {
                     package: HexBytes(package.to_vec()),
                     hpke_key: HexBytes(hpke_key.to_vec()),
@@ -322,7 +322,7 @@ impl<S: Store> Signer<S> {
                 return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
             };
             if by_seat
-                .insert(msg.sender, (package.0.clone(), hpke_key.0.clone()))
+                .insert(msg.sender.get(), (package.0.clone(), hpke_key.0.clone()))
                 .is_some()
             {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
@@ -337,7 +337,10 @@ impl<S: Store> Signer<S> {
         // is what costs, and a package may be as large as a request.
         for (&seat, (package, _)) in &by_seat {
             if package.len() != own_len {
-                return Err(fail(seat, DkgFault::WrongPackageLength));
+                return Err(fail(
+                    Seat::try_from(seat).ok(),
+                    DkgFault::WrongPackageLength,
+                ));
             }
         }
         let echo_input: Vec<(u16, &[u8], &[u8])> = by_seat
@@ -348,11 +351,11 @@ impl<S: Store> Signer<S> {
         let mut peers = Vec::with_capacity(by_seat.len());
         for (&seat, (package, _)) in by_seat.iter().filter(|(s, _)| **s != me) {
             let package = Round1Package::from_bytes(package)
-                .map_err(|_| fail(seat, DkgFault::InvalidPackage))?;
+                .map_err(|_| fail(Seat::try_from(seat).ok(), DkgFault::InvalidPackage))?;
             peers.push((seat_of(seat)?, package));
         }
         let (state, outgoing) = state.receive(peers).map_err(|e| {
-            let accused = e.culprits().first().map_or(0, |s| s.get());
+            let accused = e.culprits().first().copied();
             fail(accused, DkgFault::InvalidPackage)
         })?;
         let mut messages = Vec::with_capacity(outgoing.len());
@@ -364,7 +367,7 @@ impl<S: Store> Signer<S> {
                 .to_bytes()
                 .map_err(|_| Error::Internal(InternalFault::Serialization))?;
             let sealed = seal(key, &session, wallet, me, to.get(), &plain, rng)
-                .ok_or_else(|| fail(to.get(), DkgFault::InvalidPackage))?;
+                .ok_or_else(|| fail(Some(to), DkgFault::InvalidPackage))?;
             let payload = DkgPayload::Round2 {
                 to: to.get(),
                 sealed: HexBytes(sealed),
@@ -374,7 +377,7 @@ impl<S: Store> Signer<S> {
                 &self.identity,
                 session,
                 wallet.clone(),
-                me,
+                slot.seat,
                 payload,
             ));
         }
@@ -446,7 +449,7 @@ impl<S: Store> Signer<S> {
                 // A result already durable answers its own session again.
                 match &shard.state {
                     WalletState::AwaitingConfirmations(c) if c.session() == session => {
-                        c.confirmation(&self.identity, wallet, slot.seat.get())
+                        c.confirmation(&self.identity, wallet, slot.seat)
                     }
                     _ => Err(Error::DkgNotInPhase {
                         wallet: wallet.clone(),
@@ -491,14 +494,14 @@ impl<S: Store> Signer<S> {
             if theirs.0 != echo {
                 return Err(fail(NO_MEMBER, DkgFault::EchoMismatch));
             }
-            if !senders.insert(msg.sender) {
+            if !senders.insert(msg.sender.get()) {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
-            let plain = open(hpke, &session, wallet, msg.sender, me, &sealed.0)
-                .ok_or_else(|| fail(msg.sender, DkgFault::BadSeal))?;
+            let plain = open(hpke, &session, wallet, msg.sender.get(), me, &sealed.0)
+                .ok_or_else(|| fail(Some(msg.sender), DkgFault::BadSeal))?;
             let package = Round2Package::from_bytes(&plain)
-                .map_err(|_| fail(msg.sender, DkgFault::InvalidPackage))?;
-            packages.push((seat_of(msg.sender)?, package));
+                .map_err(|_| fail(Some(msg.sender), DkgFault::InvalidPackage))?;
+            packages.push((msg.sender, package));
         }
         if missing_seat(&slot.config, senders.iter().copied()).is_some() {
             return Err(fail(NO_MEMBER, DkgFault::MissingSender));
@@ -506,7 +509,7 @@ impl<S: Store> Signer<S> {
         let (share, key) = state
             .finish(packages)
             .map_err(|e| {
-                let accused = e.culprits().first().map_or(NO_MEMBER, |s| s.get());
+                let accused = e.culprits().first().copied();
                 fail(accused, DkgFault::InvalidPackage)
             })?
             .into_parts();
@@ -563,7 +566,7 @@ impl<S: Store> Signer<S> {
             }
             _ => return Err(Error::Internal(InternalFault::UnexpectedWrite)),
         }
-        let message = result.confirmation(&self.identity, wallet, slot.seat.get())?;
+        let message = result.confirmation(&self.identity, wallet, slot.seat)?;
         shard.state = WalletState::AwaitingConfirmations(result);
         Ok(message)
     }
@@ -634,11 +637,11 @@ impl<S: Store> Signer<S> {
             return Err(dkg_failed(
                 slot,
                 session,
-                msg.sender,
+                Some(msg.sender),
                 DkgFault::ConfirmationMismatch,
             ));
         }
-        let confirmed = confirming.accept(msg.sender);
+        let confirmed = confirming.accept(msg.sender.get());
         if confirmed < needed {
             return Ok(ConfirmationStatus {
                 confirmed,
@@ -810,17 +813,18 @@ fn busy(slot: &Slot, held: &DkgSession) -> Error {
     Error::DkgBusy {
         wallet: slot.config.id.clone(),
         holder: held.id,
-        coordinator: seat_in(slot, held.coordinator).unwrap_or(NO_MEMBER),
+        coordinator: seat_in(slot, held.coordinator),
     }
 }
 
 /// The seat of the member `from` in the slot's wallet, if it is one.
-fn seat_in(slot: &Slot, from: CoordinatorId) -> Option<u16> {
+fn seat_in(slot: &Slot, from: CoordinatorId) -> Option<Seat> {
     slot.config
         .roster
         .iter()
         .position(|k| k.to_bytes() == from.0)
         .and_then(|i| u16::try_from(i + 1).ok())
+        .and_then(|n| Seat::try_from(n).ok())
 }
 
 /// Puts back a phase that was not the expected one and returns the error.
@@ -848,7 +852,7 @@ fn restore(
 /// relays every message and may have forged, altered or replayed it), so the
 /// failure accuses no member: it is reported as a relay fault.
 fn check_envelope(slot: &Slot, session: DkgSessionId, msg: &SignedDkgMessage) -> Result<(), Error> {
-    if msg.sender == slot.seat.get() {
+    if msg.sender == slot.seat {
         return Err(dkg_failed(
             slot,
             session,
@@ -864,7 +868,7 @@ fn check_envelope(slot: &Slot, session: DkgSessionId, msg: &SignedDkgMessage) ->
 
 /// The `accused` seat of a fault no valid signature proves against any
 /// member (a relay fault: the coordinator or the network).
-const NO_MEMBER: u16 = 0;
+const NO_MEMBER: Option<Seat> = None;
 
 fn missing_seat(config: &WalletConfig, seen: impl Iterator<Item = u16>) -> Option<u16> {
     let seen: BTreeSet<u16> = seen.collect();
@@ -876,11 +880,11 @@ fn seat_of(number: u16) -> Result<Seat, Error> {
     Seat::try_from(number).map_err(|_| Error::Internal(InternalFault::Invariant))
 }
 
-fn dkg_failed(slot: &Slot, session: DkgSessionId, accused: u16, fault: DkgFault) -> Error {
+fn dkg_failed(slot: &Slot, session: DkgSessionId, accused: Option<Seat>, fault: DkgFault) -> Error {
     Error::DkgFailed {
         wallet: slot.config.id.clone(),
         session,
-        accuser: slot.seat.get(),
+        accuser: slot.seat,
         accused,
         fault,
     }
@@ -893,7 +897,7 @@ impl Confirming {
         &self,
         identity: &SigningKey,
         wallet: &WalletId,
-        me: u16,
+        me: Seat,
     ) -> Result<SignedDkgMessage, Error> {
         Ok(SignedDkgMessage::sign(
             identity,

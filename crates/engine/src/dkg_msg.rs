@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::api::HexBytes;
 use crate::config::WalletConfig;
+use thresig_crypto::Seat;
 use thresig_store::WalletId;
 
 /// A DKG session, named by whoever starts it (32 random bytes).
@@ -148,8 +149,8 @@ pub struct SignedDkgMessage {
     pub session: DkgSessionId,
     /// The wallet.
     pub wallet: WalletId,
-    /// The sender's seat number.
-    pub sender: u16,
+    /// The sender's seat (a seat number from 1 on the wire and in JSON).
+    pub sender: Seat,
     /// The content.
     pub payload: DkgPayload,
     /// Ed25519 signature over (session, wallet, sender, payload).
@@ -159,14 +160,19 @@ pub struct SignedDkgMessage {
 /// Domain tag of DKG message signatures.
 const SIGN_DOMAIN: &[u8] = b"thresig/dkg/message/v1";
 
-fn signed_bytes(session: &DkgSessionId, wallet: &WalletId, sender: u16, p: &DkgPayload) -> Vec<u8> {
+fn signed_bytes(
+    session: &DkgSessionId,
+    wallet: &WalletId,
+    sender: Seat,
+    p: &DkgPayload,
+) -> Vec<u8> {
     let mut out = SIGN_DOMAIN.to_vec();
     out.extend_from_slice(&framed(
         0,
         &[
             &session.0,
             wallet.as_str().as_bytes(),
-            &sender.to_be_bytes(),
+            &sender.get().to_be_bytes(),
             &p.to_bytes(),
         ],
     ));
@@ -179,7 +185,7 @@ impl SignedDkgMessage {
     pub fn new(
         session: DkgSessionId,
         wallet: WalletId,
-        sender: u16,
+        sender: Seat,
         payload: DkgPayload,
         signature: HexBytes,
     ) -> Self {
@@ -197,7 +203,7 @@ impl SignedDkgMessage {
         key: &SigningKey,
         session: DkgSessionId,
         wallet: WalletId,
-        sender: u16,
+        sender: Seat,
         payload: DkgPayload,
     ) -> Self {
         let signature = key.sign(&signed_bytes(&session, &wallet, sender, &payload));
@@ -214,10 +220,7 @@ impl SignedDkgMessage {
     /// seat in `wallet` (a relay checks this to name a member that answers
     /// with a message it did not sign; every member checks it again).
     pub fn verify(&self, wallet: &WalletConfig) -> bool {
-        let Ok(seat) = thresig_crypto::Seat::try_from(self.sender) else {
-            return false;
-        };
-        let Some(key) = wallet.member(seat) else {
+        let Some(key) = wallet.member(self.sender) else {
             return false;
         };
         let Ok(key) = VerifyingKey::from_bytes(&key.to_bytes()) else {
@@ -349,8 +352,6 @@ mod tests {
 
     use super::*;
 
-    const SENDER: u16 = 3;
-
     fn bytes() -> impl Strategy<Value = HexBytes> {
         proptest::collection::vec(any::<u8>(), 0..80).prop_map(HexBytes)
     }
@@ -381,7 +382,7 @@ mod tests {
             &key,
             DkgSessionId([7; 32]),
             WalletId::new("w").unwrap(),
-            SENDER,
+            Seat::try_from(3).unwrap(),
             DkgPayload::Confirm {
                 output_key: HexBytes(vec![1; 32]),
                 transcript: HexBytes(vec![2; 4]),

@@ -449,8 +449,8 @@ pub enum Error {
     IdentifierNotInRoster {
         /// The wallet addressed.
         wallet: WalletId,
-        /// The seat number (FROST identifier) found.
-        identifier: u16,
+        /// The seat (FROST identifier) found.
+        identifier: Seat,
     },
     /// The requesting coordinator is not a member of the wallet, or the
     /// wallet does not exist: only members may coordinate for a wallet, and
@@ -585,39 +585,40 @@ pub enum Error {
     /// continue or cancel it, so a second coordinator cannot silently reset
     /// or end it.
     #[error(
-        "wallet {wallet}: DKG session {} started by seat {coordinator} holds the wallet; retry after it finishes or expires", hex::encode(holder.0)
+        "wallet {wallet}: DKG session {} started by {} holds the wallet; retry after it finishes or expires", hex::encode(holder.0), seat_or(*coordinator, "a coordinator outside the roster")
     )]
     DkgBusy {
         /// The wallet addressed.
         wallet: WalletId,
         /// The session holding the wallet.
         holder: crate::dkg_msg::DkgSessionId,
-        /// The seat of the member that started it.
-        coordinator: u16,
+        /// The seat of the member that started it (`None`: its coordinator
+        /// is no member of the wallet's roster).
+        coordinator: Option<Seat>,
     },
     /// A DKG check failed; the session stopped. The operator decides what
     /// to do about the accused member (no automatic exclusion).
     #[error(
-        "wallet {wallet}: DKG {session:?} failed: seat {accuser} accuses seat {accused} ({fault:?})"
+        "wallet {wallet}: DKG {session:?} failed: seat {accuser} accuses {} ({fault:?})", seat_or(*accused, "no member")
     )]
     DkgFailed {
         /// The wallet addressed.
         wallet: WalletId,
         /// The session.
         session: crate::dkg_msg::DkgSessionId,
-        /// This member's seat number.
-        accuser: u16,
+        /// This member's seat.
+        accuser: Seat,
         /// The accused member's seat number, named only for a fault proven
         /// by a message validly signed by that member (or named by the
-        /// crypto layer's checks of such a message); 0 when no member is
-        /// accused: a message that does not verify, names another session
+        /// crypto layer's checks of such a message); `None` when no member
+        /// is accused (0 on the wire): a message that does not verify, names another session
         /// or wallet, or echoes this member's own proves nothing about its
         /// claimed sender (the coordinator relays every message), so it is
         /// a relay fault; so is a genuine message relayed where it does not
         /// belong (to another recipient, in another round, twice) and an
         /// echo hash that differs, which the coordinator can cause without
         /// any member's key.
-        accused: u16,
+        accused: Option<Seat>,
         /// What failed.
         fault: DkgFault,
     },
@@ -714,6 +715,11 @@ impl Error {
             _ => self.code().recovery(),
         }
     }
+}
+
+/// `seat N`, or `none` when there is no seat.
+fn seat_or(seat: Option<Seat>, none: &str) -> String {
+    seat.map_or_else(|| none.to_owned(), |s| format!("seat {s}"))
 }
 
 /// The code of a store error on the wire, where the store's finer codes

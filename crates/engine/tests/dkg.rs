@@ -30,7 +30,7 @@ fn a_dkg_makes_a_wallet_that_signs_only_once_confirmed() {
         // Its own confirmation counts; one other is not enough.
         let others: Vec<_> = confirmations
             .iter()
-            .filter(|m| m.sender != s)
+            .filter(|m| m.sender.get() != s)
             .cloned()
             .collect();
         assert!(
@@ -118,7 +118,7 @@ fn a_round2_payload_with_another_echo_hash_aborts() {
     });
     let err = part3(&c, &p, &inbox).remove(0).unwrap_err();
     // Seat 1 cannot tell a lying relay from a lying seat 2: no one accused.
-    assert_eq!(fault_of(err), (1, 0, DkgFault::EchoMismatch));
+    assert_eq!(fault_of(err), (1, None, DkgFault::EchoMismatch));
     assert_eq!(state(&c, 1, "w"), WalletStateKind::DkgPending);
 }
 
@@ -150,7 +150,7 @@ fn a_dkg_runs_through_the_entry_point() {
         .collect();
     let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
     for s in 1..=N {
-        let round1 = r1.iter().filter(|m| m.sender != s).cloned().collect();
+        let round1 = r1.iter().filter(|m| m.sender.get() != s).cloned().collect();
         let req = Request::DkgRound2 {
             wallet: wid("w"),
             session: p.session,
@@ -191,7 +191,7 @@ fn a_dkg_runs_through_the_entry_point() {
 fn a_confirmation_of_another_result_or_badly_signed_is_refused() {
     let mut c = Cluster::unkeyed(48, 2, N, &["w"]);
     let confirmations = through_part3(&mut c, "w", 1);
-    let from2 = confirmations.iter().find(|m| m.sender == 2).unwrap();
+    let from2 = confirmations.iter().find(|m| m.sender.get() == 2).unwrap();
     let DkgPayload::Confirm { transcript, .. } = &from2.payload else {
         panic!("not a confirmation")
     };
@@ -199,24 +199,25 @@ fn a_confirmation_of_another_result_or_badly_signed_is_refused() {
         output_key: HexBytes(vec![7; 32]),
         transcript: transcript.clone(),
     };
-    let forged = SignedDkgMessage::sign(&identity_secret(2), from2.session, wid("w"), 2, other);
+    let forged =
+        SignedDkgMessage::sign(&identity_secret(2), from2.session, wid("w"), seat(2), other);
     let signer = c.member(1).signer();
     let err = signer.dkg_confirm(&wid("w"), &forged).unwrap_err();
-    assert_eq!(fault_of(err), (1, 2, DkgFault::ConfirmationMismatch));
+    assert_eq!(fault_of(err), (1, Some(2), DkgFault::ConfirmationMismatch));
     let mut bad = from2.clone();
     bad.signature.0[0] ^= 1;
     let err = signer.dkg_confirm(&wid("w"), &bad).unwrap_err();
-    assert_eq!(fault_of(err), (1, 0, DkgFault::BadSignature));
+    assert_eq!(fault_of(err), (1, None, DkgFault::BadSignature));
     // A genuine confirmation replayed from another session accuses no one.
     let replayed = SignedDkgMessage::sign(
         &identity_secret(2),
         DkgSessionId([5; 32]),
         wid("w"),
-        2,
+        seat(2),
         from2.payload.clone(),
     );
     let err = signer.dkg_confirm(&wid("w"), &replayed).unwrap_err();
-    assert_eq!(fault_of(err), (1, 0, DkgFault::BadSignature));
+    assert_eq!(fault_of(err), (1, None, DkgFault::BadSignature));
     // Neither counted: the genuine ones still activate the wallet.
     assert!(deliver(&c, 1, "w", &confirmations));
 }
@@ -427,10 +428,11 @@ fn a_forged_envelope_does_not_accuse_its_claimed_sender() {
         panic!("{err:?}")
     };
     assert_ne!(
-        accused, 2,
+        accused,
+        Some(seat(2)),
         "seat 2 is accused on the strength of a signature it never made"
     );
-    assert_eq!(accused, 0, "no member is accused of a relay fault");
+    assert_eq!(accused, None, "no member is accused of a relay fault");
 }
 
 /// A genuine, validly signed message relayed twice or in another round
@@ -452,7 +454,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
             &mut c.rng,
         )
         .unwrap_err();
-    assert_eq!(fault_of(err), (1, 0, DkgFault::DuplicateSender));
+    assert_eq!(fault_of(err), (1, None, DkgFault::DuplicateSender));
 
     // Seats 2 and 3 still hold session 1 until it expires.
     c.advance(std::time::Duration::from_secs(11 * 60));
@@ -462,7 +464,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
     // Seat 3's inbox with seat 2's round-1 message in place of its round-2.
     let mut wrong_round = inbox[&3].clone();
     for m in &mut wrong_round {
-        if m.sender == 2 {
+        if m.sender.get() == 2 {
             *m = r1[1].clone();
         }
     }
@@ -470,7 +472,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
     let err = signer
         .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &wrong_round)
         .unwrap_err();
-    assert_eq!(fault_of(err), (3, 0, DkgFault::UnexpectedPayload));
+    assert_eq!(fault_of(err), (3, None, DkgFault::UnexpectedPayload));
     let mut twice = inbox[&1].clone();
     twice.push(twice[0].clone());
     let err = c
@@ -478,7 +480,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
         .signer()
         .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &twice)
         .unwrap_err();
-    assert_eq!(fault_of(err), (1, 0, DkgFault::DuplicateSender));
+    assert_eq!(fault_of(err), (1, None, DkgFault::DuplicateSender));
 }
 
 /// A coordinator that saw seat 1's part 3 fail may start a new session. If
@@ -543,7 +545,7 @@ fn a_retried_part2_is_answered_with_the_same_messages() {
     let p = proposal(&c, "w", 1);
     let r1 = part1(&mut c, &p);
     let view = |s: u16| -> Vec<SignedDkgMessage> {
-        r1.iter().filter(|m| m.sender != s).cloned().collect()
+        r1.iter().filter(|m| m.sender.get() != s).cloned().collect()
     };
     let first = part2_each(&mut c, &p, view);
     let signer = c.members[0].signer();
@@ -609,7 +611,7 @@ fn an_expired_dkg_session_is_dropped() {
         let req = thresig_engine::Request::DkgRound2 {
             wallet: wid("w"),
             session: p.session,
-            round1: r1.iter().filter(|m| m.sender != s).cloned().collect(),
+            round1: r1.iter().filter(|m| m.sender.get() != s).cloned().collect(),
         };
         let err = handle(&mut c, s, req).unwrap_err();
         assert!(
@@ -637,7 +639,7 @@ fn a_round1_package_of_the_wrong_length_is_refused_before_decoding() {
         &identity_secret(2),
         p.session,
         p.wallet.clone(),
-        2,
+        seat(2),
         DkgPayload::Round1 {
             package: long,
             hpke_key,
@@ -654,7 +656,7 @@ fn a_round1_package_of_the_wrong_length_is_refused_before_decoding() {
             &mut c.rng,
         )
         .unwrap_err();
-    assert_eq!(fault_of(err), (1, 2, DkgFault::WrongPackageLength));
+    assert_eq!(fault_of(err), (1, Some(2), DkgFault::WrongPackageLength));
 }
 
 /// A coordinator outside a wallet learns nothing about which wallet ids
@@ -761,7 +763,7 @@ fn only_the_coordinator_that_started_a_dkg_continues_or_cancels_it() {
     let p = proposal(&c, "w", 1);
     let r1 = part1_at_now(&mut c, &p);
     let view = |s: u16| -> Vec<SignedDkgMessage> {
-        r1.iter().filter(|m| m.sender != s).cloned().collect()
+        r1.iter().filter(|m| m.sender.get() != s).cloned().collect()
     };
     let holder = hex::encode(p.session.0);
     let refused = |err: Error| {

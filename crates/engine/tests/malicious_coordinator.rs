@@ -68,8 +68,8 @@ fn a_round1_package_altered_for_some_members_fails_the_echo_at_every_honest_memb
     assert_ne!(second.payload, r1[3].payload);
     let out = part2_each(&mut c, &p, |s| {
         r1.iter()
-            .filter(|m| m.sender != s)
-            .map(|m| match (s, m.sender) {
+            .filter(|m| m.sender.get() != s)
+            .map(|m| match (s, m.sender.get()) {
                 (3, _) | (_, 1..=3) => m.clone(),
                 _ => second.clone(),
             })
@@ -82,7 +82,7 @@ fn a_round1_package_altered_for_some_members_fails_the_echo_at_every_honest_memb
         assert_eq!(err.code(), ErrorCode::DkgFailed);
         // No member is accused: every member is honest, and nothing shows
         // which one the relay lied to.
-        assert_eq!(fault_of(err), (s, 0, DkgFault::EchoMismatch), "seat {s}");
+        assert_eq!(fault_of(err), (s, None, DkgFault::EchoMismatch), "seat {s}");
     }
     assert_no_member_keyed(&c, "w");
 }
@@ -118,7 +118,7 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
             SignedDkgMessage::new(
                 genuine.session,
                 genuine.wallet.clone(),
-                VICTIM,
+                seat(VICTIM),
                 made_up.clone(),
                 genuine.signature.clone(),
             )
@@ -130,7 +130,7 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
                     &identity_secret(9),
                     genuine.session,
                     genuine.wallet.clone(),
-                    VICTIM,
+                    seat(VICTIM),
                     made_up.clone(),
                 )
             },
@@ -140,7 +140,7 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
                 &identity_secret(VICTIM),
                 DkgSessionId([0xee; 32]),
                 genuine.wallet.clone(),
-                VICTIM,
+                seat(VICTIM),
                 genuine.payload.clone(),
             )
         }),
@@ -153,9 +153,9 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
         let fake = substitute(&r1[usize::from(VICTIM) - 1], &made_up);
         let out = part2_each(&mut c, &p, |s| {
             r1.iter()
-                .filter(|m| m.sender != s)
+                .filter(|m| m.sender.get() != s)
                 .map(|m| {
-                    if m.sender == VICTIM {
+                    if m.sender.get() == VICTIM {
                         fake.clone()
                     } else {
                         m.clone()
@@ -171,9 +171,9 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
             }
             let err = result.unwrap_err();
             assert_eq!(err.code(), ErrorCode::DkgFailed, "{what}");
-            assert_eq!(fault_of(err), (s, 0, DkgFault::BadSignature), "{what}");
+            assert_eq!(fault_of(err), (s, None, DkgFault::BadSignature), "{what}");
             // The session stopped: the genuine packages no longer help.
-            let genuine: Vec<_> = r1.iter().filter(|m| m.sender != s).cloned().collect();
+            let genuine: Vec<_> = r1.iter().filter(|m| m.sender.get() != s).cloned().collect();
             let again = c.member(s).signer().dkg_round2(
                 c.now,
                 coordinator(1),
@@ -291,7 +291,13 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
         .collect();
 
     let inbox = part2(&mut c, &p, &r1);
-    let from2 = |to: u16| inbox[&to].iter().find(|m| m.sender == 2).unwrap().clone();
+    let from2 = |to: u16| {
+        inbox[&to]
+            .iter()
+            .find(|m| m.sender.get() == 2)
+            .unwrap()
+            .clone()
+    };
     // What the coordinator relays holds no plaintext package, nor any 16
     // bytes of one, in its bytes or its JSON form.
     for to in [1, 3] {
@@ -311,7 +317,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
     // since seat 2 did sign it for seat 3, as a relay fault.
     let mut misrouted = inbox[&1].clone();
     for m in &mut misrouted {
-        if m.sender == 2 {
+        if m.sender.get() == 2 {
             *m = from2(3);
         }
     }
@@ -321,12 +327,12 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
         .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &misrouted)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DkgFailed);
-    assert_eq!(fault_of(err), (1, 0, DkgFault::WrongRecipient));
+    assert_eq!(fault_of(err), (1, None, DkgFault::WrongRecipient));
     // Seat 2's message to seat 1 with its recipient rewritten to seat 3:
     // the signature fails.
     let mut readdressed = inbox[&3].clone();
     for m in &mut readdressed {
-        if m.sender == 2 {
+        if m.sender.get() == 2 {
             *m = from2(1);
             let DkgPayload::Round2 { to, .. } = &mut m.payload else {
                 panic!("not round 2")
@@ -339,7 +345,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
         .signer()
         .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &readdressed)
         .unwrap_err();
-    assert_eq!(fault_of(err), (3, 0, DkgFault::BadSignature));
+    assert_eq!(fault_of(err), (3, None, DkgFault::BadSignature));
     assert_no_member_keyed(&c, "w");
 
     // Opened with another key: even re-signed by seat 2 itself, the
@@ -349,7 +355,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
     let r1 = part1(&mut c, &p);
     let mut inbox = part2(&mut c, &p, &r1);
     tampered(&mut inbox, |payload, to_three| {
-        let other = to_three.iter().find(|m| m.sender == 2).unwrap();
+        let other = to_three.iter().find(|m| m.sender.get() == 2).unwrap();
         let DkgPayload::Round2 { sealed: theirs, .. } = &other.payload else {
             panic!("not round 2")
         };
@@ -359,7 +365,7 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
         *sealed = HexBytes(theirs.0.clone());
     });
     let err = part3(&c, &p, &inbox).remove(0).unwrap_err();
-    assert_eq!(fault_of(err), (1, 2, DkgFault::BadSeal));
+    assert_eq!(fault_of(err), (1, Some(2), DkgFault::BadSeal));
     assert_eq!(state(&c, 1, "w"), WalletStateKind::DkgPending);
 }
 
@@ -391,7 +397,7 @@ fn a_signing_package_outside_the_roster_or_not_the_psbts_sighash_is_refused() {
     for s in signers {
         let err = c.round2(s, &req).unwrap_err();
         assert!(
-            matches!(err, Error::IdentifierNotInRoster { identifier: 4, .. }),
+            matches!(err, Error::IdentifierNotInRoster { identifier, .. } if identifier.get() == 4),
             "seat {s}: {err:?}"
         );
         assert_eq!(err.code(), ErrorCode::RosterMismatch);

@@ -211,7 +211,7 @@ fn roster_threshold_and_epoch_are_each_checked() {
     let req = c.request("w1", &comms, &[D1]);
     let err = c.round2(1, &req).unwrap_err();
     assert!(
-        matches!(err, Error::IdentifierNotInRoster { identifier: 4, .. }),
+        matches!(err, Error::IdentifierNotInRoster { identifier, .. } if identifier.get() == 4),
         "{err:?}"
     );
     assert_eq!(err.code(), ErrorCode::RosterMismatch);

@@ -246,7 +246,7 @@ pub fn confirmation(sender: u16) -> SignedDkgMessage {
     SignedDkgMessage::new(
         DkgSessionId([9; 32]),
         vault(),
-        sender,
+        thresig_crypto::Seat::try_from(sender).unwrap(),
         payload,
         HexBytes(vec![1; 64]),
     )

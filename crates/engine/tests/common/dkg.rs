@@ -85,7 +85,11 @@ pub fn part2(
     round1: &[SignedDkgMessage],
 ) -> BTreeMap<u16, Vec<SignedDkgMessage>> {
     let out = part2_each(c, p, |s| {
-        round1.iter().filter(|m| m.sender != s).cloned().collect()
+        round1
+            .iter()
+            .filter(|m| m.sender.get() != s)
+            .cloned()
+            .collect()
     });
     route(out.into_values().flat_map(Result::unwrap))
 }
@@ -141,15 +145,16 @@ pub fn confirmations(
     part3(c, p, inbox).into_iter().map(Result::unwrap).collect()
 }
 
-/// The (accuser, accused, fault) of a DKG failure.
-pub fn fault_of(err: Error) -> (u16, u16, DkgFault) {
+/// The (accuser, accused, fault) of a DKG failure, as seat numbers
+/// (`None`: no member accused).
+pub fn fault_of(err: Error) -> (u16, Option<u16>, DkgFault) {
     match err {
         Error::DkgFailed {
             accuser,
             accused,
             fault,
             ..
-        } => (accuser, accused, fault),
+        } => (accuser.get(), accused.map(thresig_crypto::Seat::get), fault),
         other => panic!("expected a DKG failure, got {other:?}"),
     }
 }
@@ -164,7 +169,7 @@ pub fn tampered(
         .get_mut(&1)
         .unwrap()
         .iter_mut()
-        .find(|m| m.sender == 2)
+        .find(|m| m.sender.get() == 2)
         .unwrap();
     let mut payload = msg.payload.clone();
     edit(&mut payload, &to_three);
@@ -172,7 +177,7 @@ pub fn tampered(
         &identity_secret(2),
         msg.session,
         msg.wallet.clone(),
-        2,
+        super::seat(2),
         payload,
     );
 }
