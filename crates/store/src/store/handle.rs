@@ -95,10 +95,11 @@ impl EncryptedStore {
             let end = term.0.saturating_add(1).to_be_bytes();
             for item in index.range::<&[u8]>(start.as_slice()..end.as_slice())? {
                 let (k, _) = item?;
-                if let Some((_, table, key)) = schema::parse_index_key(k.value()) {
-                    if table.wallet_scoped() && schema::wallet_of(&key).is_none() {
-                        return Ok(Some(table));
-                    }
+                if let Some((_, table, key)) = schema::parse_index_key(k.value())
+                    && table.wallet_scoped()
+                    && schema::wallet_of(&key).is_none()
+                {
+                    return Ok(Some(table));
                 }
             }
             Ok(None)
