@@ -98,12 +98,15 @@ impl EncryptedStore {
     }
 
     /// DEK rotation step 5: retires every non-current DEK that no record
-    /// names. Returns the terms retired.
+    /// names. Returns the terms retired. A term still in use does not stop
+    /// the others: every clear term is retired before the first hold is
+    /// returned.
     ///
     /// # Errors
     /// [`Error::DekInUse`] (retryable: re-seal first),
-    /// [`Error::DekHeldByCorruptWallet`] (terminal: a corrupt wallet's
-    /// record can never be re-sealed) and storage errors.
+    /// [`Error::DekHeldByCorruptWallet`] and
+    /// [`Error::DekHeldByTamperedRecord`] (terminal: such a record can never
+    /// be re-sealed) and storage errors.
     pub fn retire_old_deks(&self) -> Result<Vec<DekTerm>, Error> {
         let _guard = crate::sync::lock(&self.rotation);
         self.retire_old_deks_locked()
@@ -147,30 +150,42 @@ impl EncryptedStore {
 
     /// Retires every old term no record names. A term still named by a
     /// record of a wallet known to be corrupt is refused terminally
-    /// ([`Error::DekHeldByCorruptWallet`]): that record is never re-sealed,
-    /// so a retry would refuse forever; any other `DekInUse` stays
-    /// retryable (re-seal first).
+    /// ([`Error::DekHeldByCorruptWallet`]), as is one named by a tampered
+    /// record ([`Error::DekHeldByTamperedRecord`]): that record is never
+    /// re-sealed, so a retry would refuse forever; any other `DekInUse`
+    /// stays retryable (re-seal first). A held term does not stop the
+    /// others: every term that is clear is retired, and then the first
+    /// hold is returned.
     fn retire_old_deks_locked(&self) -> Result<Vec<DekTerm>, Error> {
         let current = self.read(|r| r.current_term())?;
         let mut retired = Vec::new();
+        let mut held = None;
         for e in self.entries()? {
             if e.state == DekState::Active && e.term() != current {
                 match self.admin(AdminOp::RetireDek { term: e.term() }) {
+                    Ok(_) => retired.push(e.term()),
                     Err(Error::DekInUse { term }) => {
-                        if let Some(wallet) = self.corrupt_wallet_under(term)? {
-                            return Err(Error::DekHeldByCorruptWallet { term, wallet });
+                        if held.is_none() {
+                            held = Some(self.hold_on(term)?);
                         }
-                        return Err(match self.tampered_record_under(term)? {
-                            Some(table) => Error::DekHeldByTamperedRecord { term, table },
-                            None => Error::DekInUse { term },
-                        });
                     }
-                    result => result?,
-                };
-                retired.push(e.term());
+                    Err(e) => return Err(e),
+                }
             }
         }
-        Ok(retired)
+        held.map_or(Ok(retired), Err)
+    }
+
+    /// Why DEK `term` is still in use: a corrupt wallet's record, a
+    /// tampered record (both terminal), or records not yet re-sealed.
+    fn hold_on(&self, term: DekTerm) -> Result<Error, Error> {
+        if let Some(wallet) = self.corrupt_wallet_under(term)? {
+            return Ok(Error::DekHeldByCorruptWallet { term, wallet });
+        }
+        Ok(match self.tampered_record_under(term)? {
+            Some(table) => Error::DekHeldByTamperedRecord { term, table },
+            None => Error::DekInUse { term },
+        })
     }
 
     /// Creates DEK `term`: provider wrap first, then the in-memory keyring,

@@ -1072,7 +1072,14 @@ fn a_record_under_a_missing_dek_marks_its_wallet_corrupt() {
     assert!(err.marks_wallet_corrupt());
     assert_eq!(store.corrupt_wallets(), vec![wallet(1)]);
     assert_eq!(wallet_value(&store, 2).as_slice(), b"two");
-    assert!(err.to_string().contains("wallet"), "{err}");
+    assert!(
+        matches!(&err, Error::DekMissing { wallet: Some(w), .. } if *w == wallet(1)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&format!("{:?}", Some(wallet(1)))),
+        "{err}"
+    );
 }
 
 /// A record whose key holds a wallet id no signer could write (outside
@@ -1163,4 +1170,50 @@ fn a_record_under_a_forged_wallet_id_is_reported_and_stops_nothing_else() {
     assert_eq!(under_1, Some(1), "only the forged record stays");
     assert_eq!(wallet_value(&store, 1), b"one");
     assert_eq!(wallet_value(&store, 3), b"three");
+}
+
+/// Puts a DEK index entry naming `key` in `table` (by id) under `term`.
+fn put_index_entry(txn: &redb::WriteTransaction, term: u64, table: u8, key: &[u8]) {
+    let index: redb::TableDefinition<'_, &[u8], ()> = redb::TableDefinition::new("dek_index");
+    let mut index = txn.open_table(index).unwrap();
+    let entry = [&term.to_be_bytes()[..], &[table], key].concat();
+    index.insert(entry.as_slice(), ()).unwrap();
+}
+
+/// One term held by a forged row does not keep every later term from
+/// being retired: a second rotation retires term 2 (fully re-sealed), so
+/// old shares sealed under it are not left decryptable, and still reports
+/// the hold on term 1.
+#[test]
+fn a_forged_row_under_one_term_does_not_keep_later_terms_from_retiring() {
+    use thresig_store::DekTerm;
+    let machine = Machine::new();
+    two_wallets(&machine);
+    let forged = b"\x02w!".to_vec();
+    edit_raw(&machine, |txn| {
+        let row = raw_get(txn, "wallets", &wallet_key(&wallet(1))).unwrap();
+        raw_put(txn, "wallets", &forged, &row);
+        put_index_entry(txn, 1, 3, &forged);
+    });
+    let store = machine.open().unwrap();
+    let held_by_1 = |err: &Error| {
+        matches!(
+            err,
+            Error::DekHeldByTamperedRecord {
+                term: DekTerm(1),
+                ..
+            }
+        )
+    };
+    let err = store.rotate_dek().unwrap_err();
+    assert!(held_by_1(&err), "{err:?}");
+    let err = store.rotate_dek().unwrap_err();
+    assert!(held_by_1(&err), "{err:?}");
+    let status = store.keyring_status().unwrap();
+    assert_eq!(status.current, DekTerm(3));
+    assert_eq!(status.retired, vec![DekTerm(2)], "{status:?}");
+    let active: Vec<DekTerm> = status.deks.iter().map(|d| d.term).collect();
+    assert_eq!(active, vec![DekTerm(1), DekTerm(3)]);
+    assert_eq!(wallet_value(&store, 1), b"one");
+    assert_eq!(wallet_value(&store, 2), b"two");
 }
