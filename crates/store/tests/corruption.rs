@@ -1217,3 +1217,51 @@ fn a_forged_row_under_one_term_does_not_keep_later_terms_from_retiring() {
     assert_eq!(wallet_value(&store, 1), b"one");
     assert_eq!(wallet_value(&store, 2), b"two");
 }
+
+/// Rotation finds a tampered record from the DEK index alone; `keys
+/// verify` sees the same index entry, even with no record behind it.
+#[test]
+fn verify_reports_a_dek_index_entry_of_a_forged_wallet_id_without_a_record() {
+    use thresig_store::DekTerm;
+    let machine = Machine::new();
+    two_wallets(&machine);
+    edit_raw(&machine, |txn| put_index_entry(txn, 1, 3, b"\x02w!"));
+    let store = machine.open().unwrap();
+    let report = store.verify().unwrap();
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    assert!(
+        matches!(
+            report.failures[0],
+            Error::DekHeldByTamperedRecord {
+                term: DekTerm(1),
+                table: RecordTable::Wallets
+            }
+        ),
+        "{:?}",
+        report.failures
+    );
+    assert!(store.corrupt_wallets().is_empty());
+    let err = store.rotate_dek().unwrap_err();
+    assert_eq!(err.code(), report.failures[0].code(), "{err:?}");
+}
+
+/// A DEK index entry of a real wallet with no record behind it (the
+/// record was deleted outside the store) is reported too: rotation could
+/// never retire the term it names.
+#[test]
+fn verify_reports_a_dek_index_entry_with_no_record() {
+    let machine = Machine::new();
+    two_wallets(&machine);
+    let mut key = wallet_key(&wallet(1));
+    key.extend_from_slice(&7u64.to_be_bytes());
+    edit_raw(&machine, |txn| put_index_entry(txn, 1, 5, &key));
+    let store = machine.open().unwrap();
+    let report = store.verify().unwrap();
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    assert_eq!(
+        report.failures[0].corrupt_wallet(),
+        Some(&wallet(1)),
+        "{:?}",
+        report.failures
+    );
+}
