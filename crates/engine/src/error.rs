@@ -611,7 +611,7 @@ pub enum Error {
         /// The accused member's seat number, named only for a fault proven
         /// by a message validly signed by that member (or named by the
         /// crypto layer's checks of such a message); `None` when no member
-        /// is accused (0 on the wire): a message that does not verify, names another session
+        /// is accused: a message that does not verify, names another session
         /// or wallet, or echoes this member's own proves nothing about its
         /// claimed sender (the coordinator relays every message), so it is
         /// a relay fault; so is a genuine message relayed where it does not
