@@ -43,9 +43,8 @@ fn unknown_fields_are_refused_with_file_and_line() {
         text.contains("signer.toml") && text.contains("`cache`"),
         "{text}"
     );
-    let e =
-        parse("[store]\ndata_dir = \"d\"\n[key_provider]\nkind = \"env\"\nvarible = \"K\"\n")
-            .unwrap_err();
+    let e = parse("[store]\ndata_dir = \"d\"\n[key_provider]\nkind = \"env\"\nvarible = \"K\"\n")
+        .unwrap_err();
     assert!(e.to_string().contains("`varible`"), "{e}");
 }
 
