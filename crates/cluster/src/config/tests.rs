@@ -2,6 +2,9 @@ use super::*;
 
 use std::time::Duration;
 
+use thresig_engine::test_util::cluster::seat;
+use thresig_engine::test_util::identity;
+
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::parse(Path::new("/etc/thresig/signer.toml"), text)
 }
@@ -132,21 +135,12 @@ fn a_config_file_larger_than_the_cap_is_refused() {
 
 /// The identity public key of cluster seat `i`, as hex.
 fn key_hex(i: u8) -> String {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[i; 32]).verifying_key();
-    hex::encode(key.to_bytes())
+    hex::encode(key(i).to_bytes())
 }
 
+/// The identity public key of cluster seat `i`.
 fn key(i: u8) -> IdentityKey {
-    IdentityKey::from_bytes(
-        ed25519_dalek::SigningKey::from_bytes(&[i; 32])
-            .verifying_key()
-            .to_bytes(),
-    )
-    .unwrap()
-}
-
-fn seat(n: u16) -> Seat {
-    Seat::try_from(n).unwrap()
+    identity(u16::from(i))
 }
 
 /// A P2WSH address (of an empty script) on `network`.
