@@ -12,6 +12,7 @@ use thresig_daemon::{
     ClientTls, ClusterCa, ClusterName, DaemonConfig, EngineHandler, Listeners, SignerClient,
     SignerError, SignerHandler, TlsPaths, Validity, serve,
 };
+use thresig_engine::test_util::cluster::seat;
 use thresig_engine::{DkgProposal, DkgSessionId, Request, Response, Signer, WalletId};
 use thresig_store::EncryptedStore;
 use thresig_store::provider::KeyProvider;
@@ -26,10 +27,6 @@ use crate::{DkgError, identity, run_dkg};
 use thresig_store::Recovery;
 
 const WALLET: &str = "w";
-
-fn seat(n: u16) -> Seat {
-    Seat::try_from(n).unwrap()
-}
 
 /// How a member's handler behaves.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -487,11 +487,9 @@ fn retryable(error: &DaemonError) -> bool {
 mod tests {
     use thresig_daemon::{Recovery, SignerError};
 
-    use super::*;
+    use thresig_engine::test_util::cluster::seat;
 
-    fn seat(n: u16) -> Seat {
-        Seat::try_from(n).unwrap()
-    }
+    use super::*;
 
     fn unreachable() -> DaemonError {
         DaemonError::Rpc {

@@ -152,11 +152,9 @@ pub async fn own_wallet(
 mod tests {
     use thresig_engine::WalletStateKind;
 
-    use super::*;
+    use thresig_engine::test_util::cluster::seat;
 
-    fn seat(n: u16) -> Seat {
-        Seat::try_from(n).unwrap()
-    }
+    use super::*;
 
     /// `wallet` at `member`, active with the output key `[key; 32]`.
     fn reported(member: u16, key: u8) -> MemberStatus {

@@ -10,15 +10,12 @@ use std::sync::Arc;
 use common::*;
 use thresig_crypto::{Commitment, SignatureShare, SigningPackage, aggregate, verify, verify_share};
 use thresig_daemon::{EngineHandler, Error, Recovery, SignerClient};
-use thresig_engine::test_util::{identity, identity_secret, raw_policy};
+use thresig_engine::test_util::cluster::{Keys, Spec};
+use thresig_engine::test_util::{cluster, dkg, identity};
 use thresig_engine::{
-    AbortRequest, Digest, DkgPayload, DkgProposal, DkgSessionId, HexBytes, IdentityKey, Limits,
-    Round1Request, Round2Request, SignedDkgMessage, Signer, SignerConfig, SigningTarget,
-    WalletConfig, WalletStateKind,
+    AbortRequest, Digest, DkgProposal, DkgSessionId, HexBytes, IdentityKey, Limits, Round1Request,
+    Round2Request, Signer, SigningTarget, WalletStateKind,
 };
-use thresig_store::provider::{KeyProvider, MemoryProvider};
-use thresig_store::{EncryptedStore, StoreLocation, StoreOptions};
-use thresig_tx::Network;
 
 /// The wallet's members: seats 1 to 3.
 const MEMBERS: u16 = 3;
@@ -34,24 +31,11 @@ fn wallet_roster() -> Vec<IdentityKey> {
     (1..=MEMBERS).map(identity).collect()
 }
 
-/// The engine of seat `s`: one 2-of-3 wallet that may sign raw digests,
-/// on an in-memory encrypted store.
-fn engine(s: u16) -> Signer<EncryptedStore> {
-    let wallet = WalletConfig::new(vault(), 2, wallet_roster()).with_policy(raw_policy());
-    let config = SignerConfig::new(
-        identity(s),
-        Network::Regtest,
-        vec![wallet],
-        Limits::default(),
-    );
-    let provider: Arc<dyn KeyProvider> = Arc::new(MemoryProvider::with_key("kek-1", s as u8));
-    let store = EncryptedStore::create(
-        StoreLocation::in_memory().unwrap(),
-        provider,
-        StoreOptions::default(),
-    )
-    .unwrap();
-    Signer::open(config, identity_secret(s), store).unwrap()
+/// The members' engines, seat 1 first: one 2-of-3 wallet awaiting its DKG
+/// that may sign raw digests, each on its own encrypted store.
+fn engines() -> Vec<Signer<cluster::TestStore>> {
+    let wallet = Spec::new(vault().as_str(), Keys::None);
+    cluster::Cluster::with_wallets(7, 2, MEMBERS, &[wallet], Limits::default()).into_signers()
 }
 
 struct Engines {
@@ -69,8 +53,8 @@ impl Engines {
         }
         let roster: BTreeMap<_, _> = (1..=OUTSIDER).map(|s| (seat(s), identity(s))).collect();
         let mut servers = Vec::new();
-        for s in 1..=MEMBERS {
-            let handler = Arc::new(EngineHandler::new(engine(s), roster.clone()));
+        for (s, engine) in (1..=MEMBERS).zip(engines()) {
+            let handler = Arc::new(EngineHandler::new(engine, roster.clone()));
             let config = tls.member_config(&format!("seat{s}"), "");
             servers.push(start(config, handler).await);
         }
@@ -107,7 +91,7 @@ async fn run_dkg(clients: &[SignerClient]) {
     for client in clients {
         round1.push(client.dkg_start(proposal.clone()).await.unwrap());
     }
-    let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
+    let mut round2 = Vec::new();
     for (s, client) in (1..=MEMBERS).zip(clients) {
         let peers: Vec<_> = round1
             .iter()
@@ -116,13 +100,9 @@ async fn run_dkg(clients: &[SignerClient]) {
             .collect();
         let sealed = client.dkg_round2(vault(), SESSION, peers).await.unwrap();
         assert_eq!(sealed.len(), usize::from(MEMBERS) - 1);
-        for message in sealed {
-            let DkgPayload::Round2 { to, .. } = &message.payload else {
-                panic!("not a round-2 message: {message:?}")
-            };
-            inbox.entry(*to).or_default().push(message);
-        }
+        round2.extend(sealed);
     }
+    let mut inbox = dkg::route(round2);
     let mut confirmations = Vec::new();
     for (s, client) in (1..=MEMBERS).zip(clients) {
         let mine = inbox.remove(&s).unwrap();

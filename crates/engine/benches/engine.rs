@@ -4,15 +4,12 @@
 //! Run: `cargo bench -p thresig-engine --bench engine`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::indexing_slicing)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use thresig_engine::Limits;
+use thresig_engine::test_util::cluster::*;
 
 fn rounds(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine_round1_round2");

@@ -18,17 +18,14 @@
 //! `docs/BENCHMARKS.md` (section "Engine: signer open").
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{identity, identity_secret, wid};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use thresig_crypto::{GroupParams, KeyShare, ScriptTree, WalletKey, import_key};
 use thresig_engine::test_util::activation_ops;
+use thresig_engine::test_util::cluster::{identity, identity_secret, wid};
 use thresig_engine::{Limits, Signer, SignerConfig, WalletConfig, WalletStateKind};
 use thresig_store::provider::{KeyProvider, MemoryProvider};
 use thresig_store::{EncryptedStore, Store, StoreLocation, StoreOptions, WriteOutcome};

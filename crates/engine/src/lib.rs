@@ -21,9 +21,10 @@
 //!   `terminal` (documented in `docs/errors.md`).
 //!
 //! # Features
-//! - `test-util`: exports the `test_util` module for other crates' tests
-//!   (deterministic member identities, the writes that activate a wallet
-//!   without a DKG). Changes no signing, policy or verification behaviour.
+//! - `test-util`: exports the `test_util` module for tests (deterministic
+//!   member identities, the writes that activate a wallet without a DKG,
+//!   the cluster harness of members over in-memory stores). Changes no
+//!   signing, policy or verification behaviour.
 //!
 //! # Invariants (DESIGN.md §4)
 //! - No clock reads, no RNG creation, no sockets: `now` and `rng` are

@@ -1,6 +1,21 @@
 //! Test-only exports for other crates' tests (the `test-util` feature):
-//! deterministic member identities and the store writes that activate a
-//! wallet without a DKG. Nothing here is used by the signer itself.
+//! deterministic member identities, the store writes that activate a
+//! wallet without a DKG, and the cluster harness the engine's own tests run
+//! on ([`cluster::Cluster`]: members over the real encrypted store on
+//! simulated disks, a virtual clock, a seeded RNG, a fault-injecting store
+//! decorator; [`ask::Via`]: a coordinator's requests by kind; [`dkg`]: a DKG
+//! driven as a coordinator would). Nothing here is used by the signer itself.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test harness: a failure here is a failed test"
+)]
+
+pub mod ask;
+pub mod cluster;
+pub mod dkg;
 
 use ed25519_dalek::SigningKey;
 use thresig_tx::PolicyConfig;

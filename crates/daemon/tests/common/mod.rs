@@ -24,9 +24,7 @@ use tokio::task::JoinHandle;
 
 pub const CLUSTER: &str = "test";
 
-pub fn seat(n: u16) -> Seat {
-    Seat::try_from(n).unwrap()
-}
+pub use thresig_engine::test_util::cluster::seat;
 
 pub fn validity() -> Validity {
     Validity::starting(SystemTime::now(), Duration::from_secs(86_400))

@@ -3,14 +3,14 @@
 //! as calls of one kind and answer with that kind's result.
 
 use rand_core::{CryptoRng, RngCore};
-use thresig_engine::{
+use thresig_store::Store;
+
+use super::coordinator;
+use crate::{
     AbortRequest, ConfirmationStatus, CoordinatorId, DkgProposal, DkgSessionId, Error, Request,
     Response, Round1Request, Round1Response, Round2Request, Round2Response, SignedDkgMessage,
     Signer, Timestamp, WalletId,
 };
-use thresig_store::Store;
-
-use super::coordinator;
 
 /// Sends `request` from `from` and takes the answer `kind` picks (a
 /// different kind of answer is an engine bug: the test fails).
@@ -63,6 +63,10 @@ impl<S> std::ops::Deref for Via<'_, S> {
 }
 
 impl<S: Store> Via<'_, S> {
+    /// Signing round 1.
+    ///
+    /// # Errors
+    /// The signer's refusal.
     pub fn round1(
         &self,
         now: Timestamp,
@@ -83,6 +87,10 @@ impl<S: Store> Via<'_, S> {
         )
     }
 
+    /// Signing round 2.
+    ///
+    /// # Errors
+    /// The signer's refusal.
     pub fn round2(
         &self,
         now: Timestamp,
@@ -103,6 +111,10 @@ impl<S: Store> Via<'_, S> {
         )
     }
 
+    /// An abort: how many nonces it destroyed.
+    ///
+    /// # Errors
+    /// The signer's refusal.
     pub fn abort(
         &self,
         now: Timestamp,
@@ -116,6 +128,10 @@ impl<S: Store> Via<'_, S> {
         })
     }
 
+    /// DKG part 1: the member's round-1 message.
+    ///
+    /// # Errors
+    /// The signer's refusal.
     pub fn dkg_start(
         &self,
         now: Timestamp,
@@ -133,6 +149,10 @@ impl<S: Store> Via<'_, S> {
         )
     }
 
+    /// DKG part 2: the member's round-2 messages.
+    ///
+    /// # Errors
+    /// The signer's refusal.
     pub fn dkg_round2(
         &self,
         now: Timestamp,
@@ -153,6 +173,10 @@ impl<S: Store> Via<'_, S> {
         })
     }
 
+    /// DKG part 3: the member's confirmation.
+    ///
+    /// # Errors
+    /// The signer's refusal.
     pub fn dkg_finish(
         &self,
         now: Timestamp,
@@ -193,6 +217,10 @@ impl<S: Store> Via<'_, S> {
         )
     }
 
+    /// A DKG cancel: whether a session was dropped.
+    ///
+    /// # Errors
+    /// The signer's refusal.
     pub fn dkg_cancel(
         &self,
         from: CoordinatorId,

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use thresig_engine::{
+use super::cluster::{Cluster, wid};
+use super::{coordinator, identity_secret};
+use crate::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, SignedDkgMessage, WalletStateKind,
 };
-
-use super::{Cluster, coordinator, identity_secret, wid};
 
 /// Every seat of the cluster, in order.
 pub fn seats(c: &Cluster) -> std::ops::RangeInclusive<u16> {
@@ -177,7 +177,7 @@ pub fn tampered(
         &identity_secret(2),
         msg.session,
         msg.wallet.clone(),
-        super::seat(2),
+        super::cluster::seat(2),
         payload,
     );
 }

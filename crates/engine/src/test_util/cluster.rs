@@ -1,0 +1,802 @@
+//! Deterministic test harness: a cluster of signers over the real encrypted
+//! store on simulated disks,
+//! a virtual clock, a seeded RNG and a fault-injecting store decorator.
+
+pub use super::ask::Via;
+pub use super::{activation_ops, coordinator, identity, identity_secret, raw_policy};
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use thresig_crypto::{
+    Commitment, GroupParams, ScriptTree, Seat, Signature, SignatureShare, SigningPackage,
+    WalletKey, dkg_in_process, import_key,
+};
+use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
+use thresig_store::{
+    AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Error as StoreError, KeyEpoch, Marker,
+    MemoryWitness, MetaName, Plaintext, PolicyKey, RecordEpoch, SimDisk, Store, StoreLocation,
+    StoreOptions, WriteOp, WriteOutcome,
+};
+use thresig_tx::{Network, PolicyConfig};
+use zeroize::Zeroizing;
+
+use crate::{
+    Digest, Error, HexBytes, IdentityKey, Limits, Round1Request, Round2Request, Signer,
+    SignerConfig, SigningTarget, Timestamp, WalletConfig, WalletEpoch, WalletId, commitment_hash,
+    decode_shares,
+};
+
+/// Prints the seed if the test panics while this guard lives.
+pub struct SeedGuard(pub u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed with seed {}", self.0);
+        }
+    }
+}
+
+/// A key provider that can be switched off, as a KMS outage would.
+pub struct FlakyProvider {
+    inner: MemoryProvider,
+    down: AtomicBool,
+}
+
+impl FlakyProvider {
+    /// Switches the provider off (`true`) or back on.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), ProviderError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ProviderError::Unavailable {
+                reason: "switched off by the test".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl KeyProvider for FlakyProvider {
+    fn current_kek_id(&self) -> Result<KekId, ProviderError> {
+        self.check()?;
+        self.inner.current_kek_id()
+    }
+
+    fn wrap(&self, kek: &KekId, plaintext: &[u8]) -> Result<Vec<u8>, ProviderError> {
+        self.check()?;
+        self.inner.wrap(kek, plaintext)
+    }
+
+    fn unwrap(&self, kek: &KekId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
+        self.check()?;
+        self.inner.unwrap(kek, wrapped)
+    }
+}
+
+/// One signer's machine: its disk, witness and key provider survive
+/// restarts.
+pub struct Machine {
+    /// The simulated disk the store's database lives on.
+    pub disk: SimDisk,
+    /// The rollback witness.
+    pub witness: MemoryWitness,
+    /// The key provider holding the KEKs.
+    pub provider: Arc<FlakyProvider>,
+}
+
+impl Machine {
+    /// A machine with an empty disk and a provider whose first KEK is
+    /// seeded by `seed`.
+    pub fn new(seed: u8) -> Self {
+        Self {
+            disk: SimDisk::new(),
+            witness: MemoryWitness::new(),
+            provider: Arc::new(FlakyProvider {
+                inner: MemoryProvider::with_key("kek-1", seed.max(1)),
+                down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Opens the real encrypted store on this machine's disk, creating it
+    /// on the first start (as provisioning would).
+    pub fn open(&self) -> TestStore {
+        let location = || StoreLocation::Database {
+            db: redb::Database::builder()
+                .create_with_backend(self.disk.backend())
+                .unwrap(),
+            witness: self.witness.clone(),
+        };
+        let provider: Arc<dyn KeyProvider> = self.provider.clone();
+        let store =
+            match EncryptedStore::open(location(), provider.clone(), StoreOptions::default()) {
+                Err(thresig_store::Error::NoStore { .. }) => {
+                    EncryptedStore::create(location(), provider, StoreOptions::default())
+                }
+                opened => opened,
+            };
+        FaultStore::new(store.unwrap())
+    }
+
+    /// Makes a new KEK (`id`, its key seeded by `seed`) the provider's
+    /// current one, as an operator's new KMS key version would; the old one
+    /// stays available until rewrapped.
+    pub fn new_kek(&self, id: &str, seed: u8) {
+        self.provider.inner.add_key(id, seed);
+        self.provider.inner.set_current(id);
+    }
+}
+
+/// A scripted failure of the next marker commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The commit fails and nothing is written.
+    Lost,
+    /// The commit is durable but the caller is told it failed.
+    Ambiguous,
+}
+
+/// Parks the marker commit of one wallet until released.
+struct Park {
+    wallet: WalletId,
+    parked: Sender<()>,
+    release: Receiver<()>,
+}
+
+/// Makes the error an injected fault returns.
+type MakeError = fn() -> StoreError;
+
+fn injected() -> StoreError {
+    redb::Error::Io(std::io::Error::other("injected fault")).into()
+}
+
+/// A decorator injecting faults into any [`Store`]: lost and ambiguous
+/// marker commits, failing marker reads, and a parked commit. The inner
+/// store may be shared by several decorators ([`FaultStore::share`]), as two
+/// signer processes over one database would.
+pub struct FaultStore<S> {
+    /// The decorated store.
+    pub inner: Arc<S>,
+    commit_faults: Mutex<VecDeque<Fault>>,
+    fail_reads: AtomicBool,
+    /// Key package reads of this wallet fail (retryably).
+    fail_key_reads: Mutex<Option<(WalletId, MakeError)>>,
+    /// Key package reads so far.
+    key_reads: AtomicUsize,
+    park: Mutex<Option<Park>>,
+    /// Policy-record writes (compare-and-sets) submitted through this
+    /// decorator.
+    policy_writes: AtomicUsize,
+}
+
+impl<S> FaultStore<S> {
+    /// A decorator without faults over `inner`.
+    pub fn new(inner: S) -> Self {
+        Self::over(Arc::new(inner))
+    }
+
+    fn over(inner: Arc<S>) -> Self {
+        Self {
+            inner,
+            commit_faults: Mutex::new(VecDeque::new()),
+            fail_reads: AtomicBool::new(false),
+            fail_key_reads: Mutex::new(None),
+            key_reads: AtomicUsize::new(0),
+            park: Mutex::new(None),
+            policy_writes: AtomicUsize::new(0),
+        }
+    }
+
+    /// A second decorator (without faults) over the same inner store.
+    pub fn share(&self) -> Self {
+        Self::over(Arc::clone(&self.inner))
+    }
+
+    /// The next marker commit, or DKG part-3 commit, fails as `fault`.
+    pub fn fail_next_commit(&self, fault: Fault) {
+        self.commit_faults.lock().unwrap().push_back(fault);
+    }
+
+    /// How many policy-record writes were submitted so far.
+    pub fn policy_writes(&self) -> usize {
+        self.policy_writes.load(Ordering::SeqCst)
+    }
+
+    /// Marker reads fail (retryably) while set.
+    pub fn fail_reads(&self, fail: bool) {
+        self.fail_reads.store(fail, Ordering::SeqCst);
+    }
+
+    /// Key package reads of `wallet` fail (retryably); `None` ends it.
+    pub fn fail_key_reads(&self, wallet: Option<&WalletId>) {
+        *self.fail_key_reads.lock().unwrap() = wallet.map(|w| (w.clone(), injected as fn() -> _));
+    }
+
+    /// Key package reads of `wallet` fail with a terminal store error that
+    /// says nothing about its records (the writer stopped).
+    pub fn fail_key_reads_terminally(&self, wallet: &WalletId) {
+        *self.fail_key_reads.lock().unwrap() =
+            Some((wallet.clone(), || thresig_store::Error::WriterStopped));
+    }
+
+    /// How many key package reads this decorator has served or failed.
+    pub fn key_reads(&self) -> usize {
+        self.key_reads.load(Ordering::SeqCst)
+    }
+
+    /// The next marker commit of `wallet` sends on `parked` and waits for
+    /// `release` before committing.
+    pub fn park_commit(&self, wallet: &WalletId, parked: Sender<()>, release: Receiver<()>) {
+        *self.park.lock().unwrap() = Some(Park {
+            wallet: wallet.clone(),
+            parked,
+            release,
+        });
+    }
+}
+
+impl<S: Store> Store for FaultStore<S> {
+    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+        let policy_ops = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::CasPolicy { .. }))
+            .count();
+        self.policy_writes.fetch_add(policy_ops, Ordering::SeqCst);
+        let marker_wallet = ops.iter().find_map(|op| match op {
+            WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
+            _ => None,
+        });
+        let dkg_result = ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::PutDkgResult { .. }));
+        if marker_wallet.is_none() && !dkg_result {
+            return self.inner.write(ops);
+        }
+        let park = {
+            let mut slot = self.park.lock().unwrap();
+            match slot.as_ref() {
+                Some(p) if Some(&p.wallet) == marker_wallet.as_ref() => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some(p) = park {
+            p.parked.send(()).unwrap();
+            p.release.recv().unwrap();
+        }
+        let fault = self.commit_faults.lock().unwrap().pop_front();
+        match fault {
+            None => self.inner.write(ops),
+            Some(Fault::Lost) => Err(injected()),
+            Some(Fault::Ambiguous) => {
+                self.inner.write(ops)?;
+                Err(injected())
+            }
+        }
+    }
+    fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.wallet(wallet)
+    }
+    fn wallet_ids(&self) -> Result<Vec<WalletId>, StoreError> {
+        self.inner.wallet_ids()
+    }
+    fn wallet_epoch(&self, wallet: &WalletId) -> Result<Option<RecordEpoch>, StoreError> {
+        self.inner.wallet_epoch(wallet)
+    }
+    fn key_package(
+        &self,
+        wallet: &WalletId,
+        epoch: KeyEpoch,
+    ) -> Result<Option<Plaintext>, StoreError> {
+        self.key_reads.fetch_add(1, Ordering::SeqCst);
+        if let Some((failing, error)) = &*self.fail_key_reads.lock().unwrap()
+            && failing == wallet
+        {
+            return Err(error());
+        }
+        self.inner.key_package(wallet, epoch)
+    }
+    fn key_packages(&self, wallet: &WalletId) -> Result<Vec<(KeyEpoch, Plaintext)>, StoreError> {
+        self.inner.key_packages(wallet)
+    }
+    fn dkg_results(&self, wallet: &WalletId) -> Result<Vec<(DkgSessionId, Plaintext)>, StoreError> {
+        self.inner.dkg_results(wallet)
+    }
+    fn marker(
+        &self,
+        wallet: &WalletId,
+        commitment: &CommitmentHash,
+    ) -> Result<Option<Marker>, StoreError> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        self.inner.marker(wallet, commitment)
+    }
+    fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.policy(wallet, key)
+    }
+    fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, StoreError> {
+        self.inner.meta(name)
+    }
+    fn audit(
+        &self,
+        from: AuditSeq,
+        limit: usize,
+    ) -> Result<Vec<(AuditSeq, Plaintext)>, StoreError> {
+        self.inner.audit(from, limit)
+    }
+    fn corrupt_wallets(&self) -> Vec<WalletId> {
+        self.inner.corrupt_wallets()
+    }
+}
+
+/// The store of a harness member: the real encrypted store, decorated.
+pub type TestStore = FaultStore<EncryptedStore>;
+
+/// One member of a [`Cluster`]: its configuration, machine and signer.
+pub struct Member {
+    /// The configuration its signer runs with.
+    pub config: SignerConfig,
+    /// Its disk, witness and key provider.
+    pub machine: Machine,
+    /// `None` only while restarting.
+    running: Option<Signer<TestStore>>,
+}
+
+impl Member {
+    /// The running signer; coordinators' requests by kind go through its
+    /// entry point ([`Via`]).
+    pub fn signer(&self) -> Via<'_, TestStore> {
+        Via(self.running.as_ref().unwrap())
+    }
+
+    /// The running signer's store.
+    pub fn store(&self) -> &TestStore {
+        self.running.as_ref().unwrap().store()
+    }
+
+    /// The shares of the durable marker keyed by `commitment`, if any.
+    pub fn marker(&self, wallet: &str, commitment: &Commitment) -> Option<Vec<Vec<u8>>> {
+        let key = commitment_hash(commitment).unwrap();
+        let marker = self.store().inner.marker(&wid(wallet), &key).unwrap()?;
+        Some(decode_shares(&marker).unwrap())
+    }
+}
+
+/// Where a test wallet's key comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// A DKG run in the harness (the crypto crate's in-process runner).
+    Dkg(ScriptTree),
+    /// A trusted-dealer split of a single key (seeded by the byte).
+    Imported(u8, ScriptTree),
+    /// No key yet (`dkg_pending`).
+    None,
+}
+
+/// One wallet of a test cluster: its key source and configuration.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// The wallet id.
+    pub name: String,
+    /// Where its key comes from.
+    pub keys: Keys,
+    /// Its policy.
+    pub policy: PolicyConfig,
+    /// Its configured successor, if any.
+    pub successor: Option<String>,
+}
+
+impl Spec {
+    /// A wallet keyed by `keys` with the raw-digest policy and no successor.
+    pub fn new(name: &str, keys: Keys) -> Self {
+        Self {
+            name: name.to_owned(),
+            keys,
+            policy: raw_policy(),
+            successor: None,
+        }
+    }
+
+    /// The wallet with `policy`.
+    pub fn policy(mut self, policy: PolicyConfig) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The wallet with `successor` as its configured successor.
+    pub fn successor(mut self, successor: &str) -> Self {
+        self.successor = Some(successor.to_owned());
+        self
+    }
+}
+
+/// `n` signers sharing `wallets` (each made by a DKG), on a virtual clock.
+pub struct Cluster {
+    /// The seed of every RNG of the cluster (printed if a test fails).
+    pub seed: u64,
+    /// The RNG of round 1, the DKG parts and the harness's own keys.
+    pub rng: ChaCha20Rng,
+    /// The virtual clock.
+    pub now: Timestamp,
+    /// Every wallet's threshold.
+    pub threshold: u16,
+    /// The group key of every keyed wallet, as the harness made it.
+    pub keys: BTreeMap<WalletId, WalletKey>,
+    /// The members, seat `s` at index `s - 1`.
+    pub members: Vec<Member>,
+    /// The RNG of the fresh commitments round 2 returns (separate, so that
+    /// `round2` can take `&self`).
+    pub fresh_rng: RefCell<ChaCha20Rng>,
+    _guard: SeedGuard,
+}
+
+/// Two coordinators (the members at seats 3 and 2).
+pub const COORD_A: u16 = 3;
+/// The second coordinator (see [`COORD_A`]).
+pub const COORD_B: u16 = 2;
+
+/// The wallet id `name`.
+pub fn wid(name: &str) -> WalletId {
+    WalletId::new(name).unwrap()
+}
+
+/// Seat `n`.
+pub fn seat(n: u16) -> Seat {
+    Seat::try_from(n).unwrap()
+}
+
+/// Limits small enough for tests to reach: 4 nonces per wallet and
+/// coordinator, 8 per wallet, 12 in all, a 60 s nonce lifetime.
+pub fn small_limits() -> Limits {
+    Limits::new(4, 8, 12, Duration::from_secs(60))
+}
+
+impl Cluster {
+    /// Wallets keyed by a DKG run in the harness.
+    pub fn new(seed: u64, t: u16, n: u16, wallets: &[&str], limits: Limits) -> Self {
+        let specs: Vec<Spec> = wallets
+            .iter()
+            .map(|w| Spec::new(w, Keys::Dkg(ScriptTree::KeyPathOnly)))
+            .collect();
+        Self::with_wallets(seed, t, n, &specs, limits)
+    }
+
+    /// Wallets configured but without keys (`dkg_pending`).
+    pub fn unkeyed(seed: u64, t: u16, n: u16, wallets: &[&str]) -> Self {
+        let specs: Vec<Spec> = wallets.iter().map(|w| Spec::new(w, Keys::None)).collect();
+        Self::with_wallets(seed, t, n, &specs, small_limits())
+    }
+
+    /// Wallets as `specs` describe them.
+    pub fn with_wallets(seed: u64, t: u16, n: u16, specs: &[Spec], limits: Limits) -> Self {
+        let guard = SeedGuard(seed);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let identities: Vec<IdentityKey> = (1..=n).map(identity).collect();
+        let machines: Vec<Machine> = (1..=n).map(|s| Machine::new(s as u8)).collect();
+        let stores: Vec<TestStore> = machines.iter().map(Machine::open).collect();
+        let mut keys = BTreeMap::new();
+        let mut configs = Vec::new();
+        for spec in specs {
+            let id = wid(&spec.name);
+            let params = GroupParams::new(t, n).unwrap();
+            let keyed = match spec.keys {
+                Keys::Dkg(tree) => {
+                    let (shares, key) = dkg_in_process(params, tree, &mut rng).unwrap();
+                    Some((shares.into_values().collect::<Vec<_>>(), key))
+                }
+                Keys::Imported(byte, tree) => {
+                    let (key, shares) = import_key(&[byte; 32], params, tree, &mut rng).unwrap();
+                    Some((shares, key))
+                }
+                Keys::None => None,
+            };
+            if let Some((shares, key)) = keyed {
+                for (store, share) in stores.iter().zip(&shares) {
+                    let ops = activation_ops(&id, &key, share).unwrap();
+                    let outcome = store.write(ops).unwrap();
+                    assert!(matches!(outcome, WriteOutcome::Committed(_)), "{outcome:?}");
+                }
+                keys.insert(id.clone(), key);
+            }
+            let mut config =
+                WalletConfig::new(id, t, identities.clone()).with_policy(spec.policy.clone());
+            if let Some(successor) = &spec.successor {
+                config = config.with_successor(wid(successor));
+            }
+            configs.push(config);
+        }
+        let members = identities
+            .iter()
+            .zip(stores)
+            .zip(machines)
+            .enumerate()
+            .map(|(i, ((identity, store), machine))| {
+                let config =
+                    SignerConfig::new(*identity, Network::Regtest, configs.clone(), limits.clone());
+                let seat = u16::try_from(i + 1).unwrap();
+                let signer = Signer::open(config.clone(), identity_secret(seat), store).unwrap();
+                Member {
+                    config,
+                    machine,
+                    running: Some(signer),
+                }
+            })
+            .collect();
+        Self {
+            seed,
+            rng,
+            now: Timestamp(1_700_000_000_000),
+            threshold: t,
+            keys,
+            members,
+            fresh_rng: RefCell::new(ChaCha20Rng::seed_from_u64(seed ^ 0x5eed)),
+            _guard: guard,
+        }
+    }
+
+    /// The member at seat `s`.
+    pub fn member(&self, s: u16) -> &Member {
+        &self.members[usize::from(s) - 1]
+    }
+
+    /// The members' signers, seat 1 first, for a transport to serve (the
+    /// cluster ends here).
+    pub fn into_signers(self) -> Vec<Signer<TestStore>> {
+        self.members
+            .into_iter()
+            .map(|m| m.running.unwrap())
+            .collect()
+    }
+
+    /// Restarts seat `s`: the signer and its store are dropped (closing
+    /// the database), then the store is reopened from the machine's disk
+    /// and a new signer opened over it.
+    pub fn restart(&mut self, s: u16) {
+        let m = &mut self.members[usize::from(s) - 1];
+        drop(m.running.take());
+        let secret = identity_secret(s);
+        m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
+    }
+
+    /// The wallet's current epoch, as seat 1 reports it.
+    pub fn epoch(&self, wallet: &str) -> WalletEpoch {
+        self.epoch_at(1, wallet)
+    }
+
+    /// The wallet's current epoch, as seat `s` reports it (what a
+    /// coordinator at seat `s` puts in its requests).
+    pub fn epoch_at(&self, s: u16, wallet: &str) -> WalletEpoch {
+        self.member(s)
+            .signer()
+            .status(&wid(wallet))
+            .unwrap()
+            .epoch
+            .unwrap()
+    }
+
+    /// Rotates seat `s`'s DEK (new term, re-seal, retire), as
+    /// `thresig keys rotate-dek` does.
+    pub fn rotate_dek(&self, s: u16) {
+        self.member(s).store().inner.rotate_dek().unwrap();
+    }
+
+    /// Gives seat `s`'s provider a new current KEK `id` and rewraps every
+    /// DEK under it, as `thresig keys rotate-kek` does.
+    pub fn rotate_kek(&self, s: u16, id: &str, seed: u8) {
+        let member = self.member(s);
+        member.machine.new_kek(id, seed);
+        let kek = member.store().inner.rotate_kek().unwrap();
+        assert_eq!(kek.as_str(), id);
+    }
+
+    /// Moves the virtual clock `d` forward.
+    pub fn advance(&mut self, d: Duration) {
+        self.now = self.now.saturating_add(d);
+    }
+
+    /// Round 1 at seat `s` for `inputs` nonces, requested by the
+    /// coordinator of seat `from`: the commitments.
+    ///
+    /// # Errors
+    /// The signer's refusal.
+    pub fn round1(
+        &mut self,
+        s: u16,
+        from: u16,
+        wallet: &str,
+        inputs: usize,
+    ) -> Result<Vec<Commitment>, Error> {
+        let req = Round1Request::new(wid(wallet), inputs);
+        let now = self.now;
+        let resp = self.members[usize::from(s) - 1].signer().round1(
+            now,
+            coordinator(from),
+            &req,
+            &mut self.rng,
+        )?;
+        Ok(resp
+            .commitments
+            .iter()
+            .map(|c| Commitment::from_bytes(&c.0).unwrap())
+            .collect())
+    }
+
+    /// A round-2 request over the given per-seat commitment vectors.
+    pub fn request(
+        &self,
+        wallet: &str,
+        commitments: &BTreeMap<u16, Vec<Commitment>>,
+        digests: &[[u8; 32]],
+    ) -> Round2Request {
+        let target = SigningTarget::digests(digests.iter().map(|d| Digest(*d)).collect());
+        self.request_for(wallet, commitments, digests, target)
+    }
+
+    /// A round-2 request signing `target`, whose packages carry `digests`
+    /// (the messages the coordinator claims; a signer derives its own).
+    pub fn request_for(
+        &self,
+        wallet: &str,
+        commitments: &BTreeMap<u16, Vec<Commitment>>,
+        digests: &[[u8; 32]],
+        target: SigningTarget,
+    ) -> Round2Request {
+        self.request_at(self.epoch(wallet), wallet, commitments, digests, target)
+    }
+
+    /// A round-2 request as [`Cluster::request_for`] builds it, naming
+    /// `epoch`.
+    pub fn request_at(
+        &self,
+        epoch: WalletEpoch,
+        wallet: &str,
+        commitments: &BTreeMap<u16, Vec<Commitment>>,
+        digests: &[[u8; 32]],
+        target: SigningTarget,
+    ) -> Round2Request {
+        let packages = (0..digests.len())
+            .map(|i| {
+                let map: BTreeMap<Seat, Commitment> =
+                    commitments.iter().map(|(s, v)| (seat(*s), v[i])).collect();
+                HexBytes(
+                    SigningPackage::new(&map, &digests[i])
+                        .unwrap()
+                        .to_bytes()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        Round2Request::new(
+            wid(wallet),
+            epoch,
+            commitments.keys().copied().map(seat).collect(),
+            target,
+            packages,
+        )
+    }
+
+    /// Round 2 at seat `s`, requested by [`COORD_A`]: the shares.
+    ///
+    /// # Errors
+    /// The signer's refusal.
+    pub fn round2(&self, s: u16, req: &Round2Request) -> Result<Vec<Vec<u8>>, Error> {
+        self.round2_reply(s, req)
+            .map(|r| r.shares.into_iter().map(|h| h.0).collect())
+    }
+
+    /// Round 2 at seat `s`, the whole reply (shares and fresh commitments).
+    pub fn round2_reply(
+        &self,
+        s: u16,
+        req: &Round2Request,
+    ) -> Result<crate::Round2Response, Error> {
+        self.round2_as(s, COORD_A, req)
+    }
+
+    /// Round 2 at seat `s`, requested by the coordinator of seat `coord`.
+    pub fn round2_as(
+        &self,
+        s: u16,
+        coord: u16,
+        req: &Round2Request,
+    ) -> Result<crate::Round2Response, Error> {
+        self.member(s).signer().round2(
+            self.now,
+            coordinator(coord),
+            req,
+            &mut *self.fresh_rng.borrow_mut(),
+        )
+    }
+
+    /// Aggregates per-seat shares of every input and verifies each signature.
+    pub fn aggregate(
+        &self,
+        wallet: &str,
+        req: &Round2Request,
+        shares: &BTreeMap<u16, Vec<Vec<u8>>>,
+    ) -> Vec<Signature> {
+        let key = &self.keys[&wid(wallet)];
+        req.packages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let package = SigningPackage::from_bytes(&p.0).unwrap();
+                let by_seat: BTreeMap<Seat, SignatureShare> = shares
+                    .iter()
+                    .map(|(s, v)| (seat(*s), SignatureShare::from_bytes(&v[i]).unwrap()))
+                    .collect();
+                let sig = thresig_crypto::aggregate(key, &package, &by_seat).unwrap();
+                thresig_crypto::verify(&key.output_key(), package.message(), &sig).unwrap();
+                sig
+            })
+            .collect()
+    }
+
+    /// A full signing of `digests` by `seats`: round 1, round 2, aggregate.
+    pub fn sign(&mut self, wallet: &str, seats: &[u16], digests: &[[u8; 32]]) -> Vec<Signature> {
+        let epoch = self.epoch(wallet);
+        self.sign_at_epoch(COORD_A, epoch, wallet, seats, digests)
+            .unwrap()
+    }
+
+    /// A full signing of `digests` by `seats`, coordinated by the member at
+    /// seat `coord` with the epoch its own signer reports (as the cluster's
+    /// coordinator does).
+    ///
+    /// # Errors
+    /// The first signer's refusal, with its seat.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a test helper: the refusal is inspected at once, never propagated"
+    )]
+    pub fn sign_as(
+        &mut self,
+        coord: u16,
+        wallet: &str,
+        seats: &[u16],
+        digests: &[[u8; 32]],
+    ) -> Result<Vec<Signature>, (u16, Error)> {
+        let epoch = self.epoch_at(coord, wallet);
+        self.sign_at_epoch(coord, epoch, wallet, seats, digests)
+    }
+
+    /// A full signing as [`Cluster::sign_as`] runs it, naming `epoch`.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a test helper: the refusal is inspected at once, never propagated"
+    )]
+    pub fn sign_at_epoch(
+        &mut self,
+        coord: u16,
+        epoch: WalletEpoch,
+        wallet: &str,
+        seats: &[u16],
+        digests: &[[u8; 32]],
+    ) -> Result<Vec<Signature>, (u16, Error)> {
+        let mut commitments = BTreeMap::new();
+        for s in seats {
+            let c = self
+                .round1(*s, coord, wallet, digests.len())
+                .map_err(|e| (*s, e))?;
+            commitments.insert(*s, c);
+        }
+        let target = SigningTarget::digests(digests.iter().map(|d| Digest(*d)).collect());
+        let req = self.request_at(epoch, wallet, &commitments, digests, target);
+        let mut shares = BTreeMap::new();
+        for s in seats {
+            let reply = self.round2_as(*s, coord, &req).map_err(|e| (*s, e))?;
+            shares.insert(*s, reply.shares.into_iter().map(|h| h.0).collect());
+        }
+        Ok(self.aggregate(wallet, &req, &shares))
+    }
+}
