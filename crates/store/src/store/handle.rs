@@ -89,20 +89,8 @@ impl EncryptedStore {
         &self,
         term: DekTerm,
     ) -> Result<Option<RecordTable>, Error> {
-        self.read_txn(|txn| {
-            let index = txn.open_table(DEK_INDEX)?;
-            let start = term.0.to_be_bytes();
-            let end = term.0.saturating_add(1).to_be_bytes();
-            for item in index.range::<&[u8]>(start.as_slice()..end.as_slice())? {
-                let (k, _) = item?;
-                if let Some((_, table, key)) = schema::parse_index_key(k.value())
-                    && table.wallet_scoped()
-                    && schema::wallet_of(&key).is_none()
-                {
-                    return Ok(Some(table));
-                }
-            }
-            Ok(None)
+        self.first_wallet_record_under(term, |table, key| {
+            schema::wallet_of(key).is_none().then_some(table)
         })
     }
 
@@ -114,17 +102,29 @@ impl EncryptedStore {
         if corrupt.is_empty() {
             return Ok(None);
         }
+        self.first_wallet_record_under(term, |_, key| {
+            schema::wallet_of(key).filter(|w| corrupt.contains(w))
+        })
+    }
+
+    /// The first wallet-scoped record under DEK `term`, in index order,
+    /// that `pick` maps to something (one range read on the index).
+    fn first_wallet_record_under<T>(
+        &self,
+        term: DekTerm,
+        pick: impl Fn(RecordTable, &[u8]) -> Option<T>,
+    ) -> Result<Option<T>, Error> {
         self.read_txn(|txn| {
             let index = txn.open_table(DEK_INDEX)?;
             let start = term.0.to_be_bytes();
             let end = term.0.saturating_add(1).to_be_bytes();
             for item in index.range::<&[u8]>(start.as_slice()..end.as_slice())? {
                 let (k, _) = item?;
-                let wallet = schema::parse_index_key(k.value())
+                let picked = schema::parse_index_key(k.value())
                     .filter(|(_, table, _)| table.wallet_scoped())
-                    .and_then(|(_, _, key)| schema::wallet_of(&key));
-                if let Some(w) = wallet.filter(|w| corrupt.contains(w)) {
-                    return Ok(Some(w));
+                    .and_then(|(_, table, key)| pick(table, &key));
+                if picked.is_some() {
+                    return Ok(picked);
                 }
             }
             Ok(None)
