@@ -395,6 +395,35 @@ mod tests {
         assert_eq!(back, message);
     }
 
+    /// A round-2 message's recipient enters the signature and the JSON the
+    /// same way: two big-endian bytes, a number.
+    #[test]
+    fn the_signed_bytes_and_json_of_a_round2_message_are_unchanged() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let message = SignedDkgMessage::sign(
+            &key,
+            DkgSessionId([7; 32]),
+            WalletId::new("w").unwrap(),
+            Seat::try_from(3).unwrap(),
+            DkgPayload::Round2 {
+                to: 2,
+                sealed: HexBytes(vec![4; 8]),
+                echo: HexBytes(vec![6; 32]),
+            },
+        );
+        assert_eq!(hex::encode(&message.signature.0), GOLDEN_ROUND2_SIGNATURE);
+        assert_eq!(serde_json::to_string(&message).unwrap(), GOLDEN_ROUND2_JSON);
+        let json = serde_json::to_value(&message).unwrap();
+        assert_eq!(json["payload"]["to"], serde_json::json!(2));
+        assert_eq!(json["payload"]["kind"], serde_json::json!("round2"));
+        let back: SignedDkgMessage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, message);
+    }
+
+    const GOLDEN_ROUND2_SIGNATURE: &str = "5a9b28139bd3491175d1c10394d80e0e65e7d104b9df275344a8a1ad99d6ba9d1098ae7766cd3be1508914eab0dc7c8a4c5d7b544425562cd19b53b696a00205";
+
+    const GOLDEN_ROUND2_JSON: &str = r#"{"session":"0707070707070707070707070707070707070707070707070707070707070707","wallet":"w","sender":3,"payload":{"kind":"round2","to":2,"sealed":"0404040404040404","echo":"0606060606060606060606060606060606060606060606060606060606060606"},"signature":"5a9b28139bd3491175d1c10394d80e0e65e7d104b9df275344a8a1ad99d6ba9d1098ae7766cd3be1508914eab0dc7c8a4c5d7b544425562cd19b53b696a00205"}"#;
+
     const GOLDEN_SIGNATURE: &str = "6d28446fb3cf5319005510310bbce13bd30c67f79a62c32cfb5e0437ae51fccd605c540d99b95386629a9af735e80ac30be5057e7c58add7937b9d3fdb48eb08";
 
     proptest! {
