@@ -46,8 +46,9 @@ pub enum DkgPayload {
     },
     /// Part 2: one round-2 package, sealed to its recipient.
     Round2 {
-        /// The recipient's seat number.
-        to: u16,
+        /// The recipient's seat (a seat number from 1 in the signed bytes
+        /// and in JSON).
+        to: Seat,
         /// HPKE encapsulated key followed by the ciphertext.
         sealed: HexBytes,
         /// The sender's echo hash of the session's round-1 packages.
@@ -70,7 +71,7 @@ impl DkgPayload {
         match self {
             Self::Round1 { package, hpke_key } => framed(TAG_ROUND1, &[&package.0, &hpke_key.0]),
             Self::Round2 { to, sealed, echo } => {
-                framed(TAG_ROUND2, &[&to.to_be_bytes(), &sealed.0, &echo.0])
+                framed(TAG_ROUND2, &[&to.get().to_be_bytes(), &sealed.0, &echo.0])
             }
             Self::Confirm {
                 output_key,
@@ -86,7 +87,8 @@ impl DkgPayload {
     ///
     /// # Errors
     /// [`InvalidDkgPayload`] for an unknown tag, a truncated field, a
-    /// recipient seat that is not 2 bytes, or bytes after the last field.
+    /// recipient seat that is not 2 bytes or is not a seat (0, or above
+    /// [`thresig_crypto::MAX_SIGNERS`]), or bytes after the last field.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidDkgPayload> {
         let (&tag, mut rest) = bytes.split_first().ok_or(InvalidDkgPayload)?;
         let mut field = || -> Result<HexBytes, InvalidDkgPayload> {
@@ -105,7 +107,7 @@ impl DkgPayload {
                 let to =
                     <[u8; 2]>::try_from(field()?.0.as_slice()).map_err(|_| InvalidDkgPayload)?;
                 Self::Round2 {
-                    to: u16::from_be_bytes(to),
+                    to: Seat::try_from(u16::from_be_bytes(to)).map_err(|_| InvalidDkgPayload)?,
                     sealed: field()?,
                     echo: field()?,
                 }
@@ -239,7 +241,7 @@ impl SignedDkgMessage {
 pub(crate) fn echo_hash(
     session: &DkgSessionId,
     wallet: &WalletConfig,
-    round1: &[(u16, &[u8], &[u8])],
+    round1: &[(Seat, &[u8], &[u8])],
 ) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"thresig/dkg/echo/v1");
@@ -252,7 +254,7 @@ pub(crate) fn echo_hash(
         h.update(key.to_bytes());
     }
     for (seat, package, hpke_key) in round1 {
-        h.update(seat.to_be_bytes());
+        h.update(seat.get().to_be_bytes());
         h.update((package.len() as u64).to_be_bytes());
         h.update(package);
         h.update((hpke_key.len() as u64).to_be_bytes());
@@ -278,15 +280,15 @@ pub(crate) fn hpke_keypair<R: RngCore + CryptoRng>(rng: &mut R) -> (HpkeSecret, 
 }
 
 /// Binds a sealed package to its session, wallet, sender and recipient.
-fn seal_info(session: &DkgSessionId, wallet: &WalletId, from: u16, to: u16) -> Vec<u8> {
+fn seal_info(session: &DkgSessionId, wallet: &WalletId, from: Seat, to: Seat) -> Vec<u8> {
     let mut out = b"thresig/dkg/round2/v1".to_vec();
     out.extend_from_slice(&framed(
         0,
         &[
             &session.0,
             wallet.as_str().as_bytes(),
-            &from.to_be_bytes(),
-            &to.to_be_bytes(),
+            &from.get().to_be_bytes(),
+            &to.get().to_be_bytes(),
         ],
     ));
     out
@@ -301,8 +303,8 @@ pub(crate) fn seal<R: RngCore + CryptoRng>(
     recipient_key: &[u8],
     session: &DkgSessionId,
     wallet: &WalletId,
-    from: u16,
-    to: u16,
+    from: Seat,
+    to: Seat,
     plaintext: &[u8],
     rng: &mut R,
 ) -> Option<Vec<u8>> {
@@ -327,8 +329,8 @@ pub(crate) fn open(
     secret: &HpkeSecret,
     session: &DkgSessionId,
     wallet: &WalletId,
-    from: u16,
-    to: u16,
+    from: Seat,
+    to: Seat,
     sealed: &[u8],
 ) -> Option<Zeroizing<Vec<u8>>> {
     let (encapped, ct) = sealed.split_at_checked(ENCAPPED_LEN)?;
@@ -360,10 +362,12 @@ mod tests {
         prop_oneof![
             (bytes(), bytes())
                 .prop_map(|(package, hpke_key)| DkgPayload::Round1 { package, hpke_key }),
-            (any::<u16>(), bytes(), bytes()).prop_map(|(to, sealed, echo)| DkgPayload::Round2 {
-                to,
-                sealed,
-                echo
+            (1..=thresig_crypto::MAX_SIGNERS, bytes(), bytes()).prop_map(|(to, sealed, echo)| {
+                DkgPayload::Round2 {
+                    to: Seat::try_from(to).unwrap(),
+                    sealed,
+                    echo,
+                }
             }),
             (bytes(), bytes()).prop_map(|(output_key, transcript)| DkgPayload::Confirm {
                 output_key,
@@ -406,7 +410,7 @@ mod tests {
             WalletId::new("w").unwrap(),
             Seat::try_from(3).unwrap(),
             DkgPayload::Round2 {
-                to: 2,
+                to: Seat::try_from(2).unwrap(),
                 sealed: HexBytes(vec![4; 8]),
                 echo: HexBytes(vec![6; 32]),
             },
@@ -469,6 +473,15 @@ mod tests {
         // A round-2 recipient of 3 bytes, otherwise well framed.
         let wide = framed(TAG_ROUND2, &[&[0, 0, 1], b"sealed", b"echo"]);
         assert_eq!(DkgPayload::from_bytes(&wide), Err(InvalidDkgPayload));
+        // A round-2 recipient that is no seat: 0, or above the largest.
+        let above = thresig_crypto::MAX_SIGNERS + 1;
+        for to in [0u16, above, u16::MAX] {
+            let bad = framed(TAG_ROUND2, &[&to.to_be_bytes(), b"sealed", b"echo"]);
+            assert_eq!(DkgPayload::from_bytes(&bad), Err(InvalidDkgPayload));
+        }
+        let max = thresig_crypto::MAX_SIGNERS.to_be_bytes();
+        let last = framed(TAG_ROUND2, &[&max, b"sealed", b"echo"]);
+        assert!(DkgPayload::from_bytes(&last).is_ok());
         // A length prefix far beyond the input.
         let mut huge = vec![TAG_ROUND1];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
