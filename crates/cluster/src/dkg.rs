@@ -227,9 +227,9 @@ async fn run_session(
     // Each member must send exactly one message of its own to every other
     // member: checked here, so that a member that misroutes is named, not
     // the member it left without a package.
-    let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
+    let mut inbox: BTreeMap<Seat, Vec<SignedDkgMessage>> = BTreeMap::new();
     for (seat, messages) in round2 {
-        let mut recipients: Vec<u16> = Vec::with_capacity(messages.len());
+        let mut recipients: Vec<Seat> = Vec::with_capacity(messages.len());
         for message in &messages {
             let DkgPayload::Round2 { to, .. } = &message.payload else {
                 return Err(protocol("round 2", wallet, seat, "not a round-2 message"));
@@ -248,10 +248,10 @@ async fn run_session(
             recipients.push(*to);
         }
         recipients.sort_unstable();
-        let expected: Vec<u16> = members
+        let expected: Vec<Seat> = members
             .iter()
-            .map(|(s, _)| s.get())
-            .filter(|s| *s != seat.get())
+            .map(|(s, _)| *s)
+            .filter(|s| *s != seat)
             .collect();
         if recipients != expected {
             return Err(protocol(
@@ -272,7 +272,7 @@ async fn run_session(
     let inbox = Arc::new(inbox);
     let confirmations = each(peers, &members, "finish", progress, |client, seat| {
         let wallet_id = wallet.id().clone();
-        let mine = inbox.get(&seat.get()).cloned().unwrap_or_default();
+        let mine = inbox.get(&seat).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
     })
     .await?;

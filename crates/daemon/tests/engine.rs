@@ -105,7 +105,7 @@ async fn run_dkg(clients: &[SignerClient]) {
     let mut inbox = dkg::route(round2);
     let mut confirmations = Vec::new();
     for (s, client) in (1..=MEMBERS).zip(clients) {
-        let mine = inbox.remove(&s).unwrap();
+        let mine = inbox.remove(&cluster::seat(s)).unwrap();
         confirmations.push(client.dkg_finish(vault(), SESSION, mine).await.unwrap());
     }
     // A signer counts its own confirmation when it finishes; it activates

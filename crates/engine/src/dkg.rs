@@ -312,9 +312,9 @@ impl<S: Store> Signer<S> {
             other => return Err(restore(&mut shard, session, from, other, expires, slot)),
         };
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
-        let me = slot.seat.get();
+        let me = slot.seat;
         let own_len = own_package.len();
-        let mut by_seat: BTreeMap<u16, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+        let mut by_seat: BTreeMap<Seat, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
         by_seat.insert(me, (own_package, own_key));
         for msg in round1 {
             check_envelope(slot, session, msg)?;
@@ -322,7 +322,7 @@ impl<S: Store> Signer<S> {
                 return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
             };
             if by_seat
-                .insert(msg.sender.get(), (package.0.clone(), hpke_key.0.clone()))
+                .insert(msg.sender, (package.0.clone(), hpke_key.0.clone()))
                 .is_some()
             {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
@@ -337,13 +337,10 @@ impl<S: Store> Signer<S> {
         // is what costs, and a package may be as large as a request.
         for (&seat, (package, _)) in &by_seat {
             if package.len() != own_len {
-                return Err(fail(
-                    Seat::try_from(seat).ok(),
-                    DkgFault::WrongPackageLength,
-                ));
+                return Err(fail(Some(seat), DkgFault::WrongPackageLength));
             }
         }
-        let echo_input: Vec<(u16, &[u8], &[u8])> = by_seat
+        let echo_input: Vec<(Seat, &[u8], &[u8])> = by_seat
             .iter()
             .map(|(s, (p, k))| (*s, p.as_slice(), k.as_slice()))
             .collect();
@@ -351,8 +348,8 @@ impl<S: Store> Signer<S> {
         let mut peers = Vec::with_capacity(by_seat.len());
         for (&seat, (package, _)) in by_seat.iter().filter(|(s, _)| **s != me) {
             let package = Round1Package::from_bytes(package)
-                .map_err(|_| fail(Seat::try_from(seat).ok(), DkgFault::InvalidPackage))?;
-            peers.push((seat_of(seat)?, package));
+                .map_err(|_| fail(Some(seat), DkgFault::InvalidPackage))?;
+            peers.push((seat, package));
         }
         let (state, outgoing) = state.receive(peers).map_err(|e| {
             let accused = e.culprits().first().copied();
@@ -361,15 +358,15 @@ impl<S: Store> Signer<S> {
         let mut messages = Vec::with_capacity(outgoing.len());
         for (to, package) in outgoing {
             let (_, key) = by_seat
-                .get(&to.get())
+                .get(&to)
                 .ok_or(Error::Internal(InternalFault::Invariant))?;
             let plain = package
                 .to_bytes()
                 .map_err(|_| Error::Internal(InternalFault::Serialization))?;
-            let sealed = seal(key, &session, wallet, me, to.get(), &plain, rng)
+            let sealed = seal(key, &session, wallet, me, to, &plain, rng)
                 .ok_or_else(|| fail(Some(to), DkgFault::InvalidPackage))?;
             let payload = DkgPayload::Round2 {
-                to: to.get(),
+                to,
                 sealed: HexBytes(sealed),
                 echo: HexBytes(echo.to_vec()),
             };
@@ -473,7 +470,7 @@ impl<S: Store> Signer<S> {
     ) -> Result<Confirming, Error> {
         let wallet = &slot.config.id;
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
-        let me = slot.seat.get();
+        let me = slot.seat;
         let mut packages = Vec::with_capacity(round2.len());
         let mut senders = BTreeSet::from([me]);
         for msg in round2 {
@@ -494,10 +491,10 @@ impl<S: Store> Signer<S> {
             if theirs.0 != echo {
                 return Err(fail(NO_MEMBER, DkgFault::EchoMismatch));
             }
-            if !senders.insert(msg.sender.get()) {
+            if !senders.insert(msg.sender) {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
-            let plain = open(hpke, &session, wallet, msg.sender.get(), me, &sealed.0)
+            let plain = open(hpke, &session, wallet, msg.sender, me, &sealed.0)
                 .ok_or_else(|| fail(Some(msg.sender), DkgFault::BadSeal))?;
             let package = Round2Package::from_bytes(&plain)
                 .map_err(|_| fail(Some(msg.sender), DkgFault::InvalidPackage))?;
@@ -641,7 +638,7 @@ impl<S: Store> Signer<S> {
                 DkgFault::ConfirmationMismatch,
             ));
         }
-        let confirmed = confirming.accept(msg.sender.get());
+        let confirmed = confirming.accept(msg.sender);
         if confirmed < needed {
             return Ok(ConfirmationStatus {
                 confirmed,
@@ -870,14 +867,11 @@ fn check_envelope(slot: &Slot, session: DkgSessionId, msg: &SignedDkgMessage) ->
 /// member (a relay fault: the coordinator or the network).
 const NO_MEMBER: Option<Seat> = None;
 
-fn missing_seat(config: &WalletConfig, seen: impl Iterator<Item = u16>) -> Option<u16> {
-    let seen: BTreeSet<u16> = seen.collect();
-    (1..=u16::try_from(config.roster.len()).unwrap_or(u16::MAX)).find(|s| !seen.contains(s))
-}
-
-/// A seat number that already passed the roster check, as a crypto seat.
-fn seat_of(number: u16) -> Result<Seat, Error> {
-    Seat::try_from(number).map_err(|_| Error::Internal(InternalFault::Invariant))
+fn missing_seat(config: &WalletConfig, seen: impl Iterator<Item = Seat>) -> Option<Seat> {
+    let seen: BTreeSet<Seat> = seen.collect();
+    (1..=u16::try_from(config.roster.len()).unwrap_or(u16::MAX))
+        .map_while(|n| Seat::try_from(n).ok())
+        .find(|s| !seen.contains(s))
 }
 
 fn dkg_failed(slot: &Slot, session: DkgSessionId, accused: Option<Seat>, fault: DkgFault) -> Error {

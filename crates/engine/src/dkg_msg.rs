@@ -46,8 +46,9 @@ pub enum DkgPayload {
     },
     /// Part 2: one round-2 package, sealed to its recipient.
     Round2 {
-        /// The recipient's seat number.
-        to: u16,
+        /// The recipient's seat (a seat number from 1 in the signed bytes
+        /// and in JSON).
+        to: Seat,
         /// HPKE encapsulated key followed by the ciphertext.
         sealed: HexBytes,
         /// The sender's echo hash of the session's round-1 packages.
@@ -70,7 +71,7 @@ impl DkgPayload {
         match self {
             Self::Round1 { package, hpke_key } => framed(TAG_ROUND1, &[&package.0, &hpke_key.0]),
             Self::Round2 { to, sealed, echo } => {
-                framed(TAG_ROUND2, &[&to.to_be_bytes(), &sealed.0, &echo.0])
+                framed(TAG_ROUND2, &[&to.get().to_be_bytes(), &sealed.0, &echo.0])
             }
             Self::Confirm {
                 output_key,
@@ -86,7 +87,8 @@ impl DkgPayload {
     ///
     /// # Errors
     /// [`InvalidDkgPayload`] for an unknown tag, a truncated field, a
-    /// recipient seat that is not 2 bytes, or bytes after the last field.
+    /// recipient seat that is not 2 bytes or is not a seat (0, or above
+    /// [`thresig_crypto::MAX_SIGNERS`]), or bytes after the last field.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidDkgPayload> {
         let (&tag, mut rest) = bytes.split_first().ok_or(InvalidDkgPayload)?;
         let mut field = || -> Result<HexBytes, InvalidDkgPayload> {
@@ -105,7 +107,7 @@ impl DkgPayload {
                 let to =
                     <[u8; 2]>::try_from(field()?.0.as_slice()).map_err(|_| InvalidDkgPayload)?;
                 Self::Round2 {
-                    to: u16::from_be_bytes(to),
+                    to: Seat::try_from(u16::from_be_bytes(to)).map_err(|_| InvalidDkgPayload)?,
                     sealed: field()?,
                     echo: field()?,
                 }
@@ -239,7 +241,7 @@ impl SignedDkgMessage {
 pub(crate) fn echo_hash(
     session: &DkgSessionId,
     wallet: &WalletConfig,
-    round1: &[(u16, &[u8], &[u8])],
+    round1: &[(Seat, &[u8], &[u8])],
 ) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"thresig/dkg/echo/v1");
@@ -252,7 +254,7 @@ pub(crate) fn echo_hash(
         h.update(key.to_bytes());
     }
     for (seat, package, hpke_key) in round1 {
-        h.update(seat.to_be_bytes());
+        h.update(seat.get().to_be_bytes());
         h.update((package.len() as u64).to_be_bytes());
         h.update(package);
         h.update((hpke_key.len() as u64).to_be_bytes());
@@ -278,15 +280,15 @@ pub(crate) fn hpke_keypair<R: RngCore + CryptoRng>(rng: &mut R) -> (HpkeSecret, 
 }
 
 /// Binds a sealed package to its session, wallet, sender and recipient.
-fn seal_info(session: &DkgSessionId, wallet: &WalletId, from: u16, to: u16) -> Vec<u8> {
+fn seal_info(session: &DkgSessionId, wallet: &WalletId, from: Seat, to: Seat) -> Vec<u8> {
     let mut out = b"thresig/dkg/round2/v1".to_vec();
     out.extend_from_slice(&framed(
         0,
         &[
             &session.0,
             wallet.as_str().as_bytes(),
-            &from.to_be_bytes(),
-            &to.to_be_bytes(),
+            &from.get().to_be_bytes(),
+            &to.get().to_be_bytes(),
         ],
     ));
     out
@@ -301,8 +303,8 @@ pub(crate) fn seal<R: RngCore + CryptoRng>(
     recipient_key: &[u8],
     session: &DkgSessionId,
     wallet: &WalletId,
-    from: u16,
-    to: u16,
+    from: Seat,
+    to: Seat,
     plaintext: &[u8],
     rng: &mut R,
 ) -> Option<Vec<u8>> {
@@ -327,8 +329,8 @@ pub(crate) fn open(
     secret: &HpkeSecret,
     session: &DkgSessionId,
     wallet: &WalletId,
-    from: u16,
-    to: u16,
+    from: Seat,
+    to: Seat,
     sealed: &[u8],
 ) -> Option<Zeroizing<Vec<u8>>> {
     let (encapped, ct) = sealed.split_at_checked(ENCAPPED_LEN)?;
@@ -360,10 +362,12 @@ mod tests {
         prop_oneof![
             (bytes(), bytes())
                 .prop_map(|(package, hpke_key)| DkgPayload::Round1 { package, hpke_key }),
-            (any::<u16>(), bytes(), bytes()).prop_map(|(to, sealed, echo)| DkgPayload::Round2 {
-                to,
-                sealed,
-                echo
+            (1..=thresig_crypto::MAX_SIGNERS, bytes(), bytes()).prop_map(|(to, sealed, echo)| {
+                DkgPayload::Round2 {
+                    to: Seat::try_from(to).unwrap(),
+                    sealed,
+                    echo,
+                }
             }),
             (bytes(), bytes()).prop_map(|(output_key, transcript)| DkgPayload::Confirm {
                 output_key,
@@ -394,6 +398,35 @@ mod tests {
         let back: SignedDkgMessage = serde_json::from_value(json).unwrap();
         assert_eq!(back, message);
     }
+
+    /// A round-2 message's recipient enters the signature and the JSON the
+    /// same way: two big-endian bytes, a number.
+    #[test]
+    fn the_signed_bytes_and_json_of_a_round2_message_are_unchanged() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let message = SignedDkgMessage::sign(
+            &key,
+            DkgSessionId([7; 32]),
+            WalletId::new("w").unwrap(),
+            Seat::try_from(3).unwrap(),
+            DkgPayload::Round2 {
+                to: Seat::try_from(2).unwrap(),
+                sealed: HexBytes(vec![4; 8]),
+                echo: HexBytes(vec![6; 32]),
+            },
+        );
+        assert_eq!(hex::encode(&message.signature.0), GOLDEN_ROUND2_SIGNATURE);
+        assert_eq!(serde_json::to_string(&message).unwrap(), GOLDEN_ROUND2_JSON);
+        let json = serde_json::to_value(&message).unwrap();
+        assert_eq!(json["payload"]["to"], serde_json::json!(2));
+        assert_eq!(json["payload"]["kind"], serde_json::json!("round2"));
+        let back: SignedDkgMessage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, message);
+    }
+
+    const GOLDEN_ROUND2_SIGNATURE: &str = "5a9b28139bd3491175d1c10394d80e0e65e7d104b9df275344a8a1ad99d6ba9d1098ae7766cd3be1508914eab0dc7c8a4c5d7b544425562cd19b53b696a00205";
+
+    const GOLDEN_ROUND2_JSON: &str = r#"{"session":"0707070707070707070707070707070707070707070707070707070707070707","wallet":"w","sender":3,"payload":{"kind":"round2","to":2,"sealed":"0404040404040404","echo":"0606060606060606060606060606060606060606060606060606060606060606"},"signature":"5a9b28139bd3491175d1c10394d80e0e65e7d104b9df275344a8a1ad99d6ba9d1098ae7766cd3be1508914eab0dc7c8a4c5d7b544425562cd19b53b696a00205"}"#;
 
     const GOLDEN_SIGNATURE: &str = "6d28446fb3cf5319005510310bbce13bd30c67f79a62c32cfb5e0437ae51fccd605c540d99b95386629a9af735e80ac30be5057e7c58add7937b9d3fdb48eb08";
 
@@ -440,6 +473,15 @@ mod tests {
         // A round-2 recipient of 3 bytes, otherwise well framed.
         let wide = framed(TAG_ROUND2, &[&[0, 0, 1], b"sealed", b"echo"]);
         assert_eq!(DkgPayload::from_bytes(&wide), Err(InvalidDkgPayload));
+        // A round-2 recipient that is no seat: 0, or above the largest.
+        let above = thresig_crypto::MAX_SIGNERS + 1;
+        for to in [0u16, above, u16::MAX] {
+            let bad = framed(TAG_ROUND2, &[&to.to_be_bytes(), b"sealed", b"echo"]);
+            assert_eq!(DkgPayload::from_bytes(&bad), Err(InvalidDkgPayload));
+        }
+        let max = thresig_crypto::MAX_SIGNERS.to_be_bytes();
+        let last = framed(TAG_ROUND2, &[&max, b"sealed", b"echo"]);
+        assert!(DkgPayload::from_bytes(&last).is_ok());
         // A length prefix far beyond the input.
         let mut huge = vec![TAG_ROUND1];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());

@@ -324,7 +324,7 @@ fn load_confirming<S: Store>(
         return Ok(WalletState::Corrupt);
     };
     let mut confirming = Confirming::new(session, checked.key, checked.share, transcript);
-    confirming.accept(seat.get());
+    confirming.accept(seat);
     Ok(WalletState::AwaitingConfirmations(confirming))
 }
 

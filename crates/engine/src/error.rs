@@ -300,7 +300,7 @@ pub enum DkgFault {
 #[non_exhaustive]
 pub enum Error {
     /// Part of the request is malformed or inconsistent.
-    #[error("malformed request for wallet {wallet}: {part:?}")]
+    #[error("malformed request for wallet {wallet}: {part:?}; fix the request")]
     Malformed {
         /// The wallet addressed.
         wallet: WalletId,
@@ -308,7 +308,9 @@ pub enum Error {
         part: RequestPart,
     },
     /// The request has more inputs than the configured maximum.
-    #[error("wallet {wallet}: {requested} inputs requested, at most {max} allowed")]
+    #[error(
+        "wallet {wallet}: {requested} inputs requested, at most {max} allowed; send at most {max} inputs in one request"
+    )]
     TooManyInputs {
         /// The wallet addressed.
         wallet: WalletId,
@@ -318,7 +320,9 @@ pub enum Error {
         max: usize,
     },
     /// The wallet is not configured on this signer.
-    #[error("unknown wallet {wallet}")]
+    #[error(
+        "unknown wallet {wallet}; check the wallet id, or add the wallet to this signer's configuration"
+    )]
     UnknownWallet {
         /// The wallet addressed.
         wallet: WalletId,
@@ -332,27 +336,31 @@ pub enum Error {
         wallet: WalletId,
     },
     /// The wallet is being rekeyed; it refuses ordinary spends.
-    #[error("wallet {wallet} is being rekeyed")]
+    #[error("wallet {wallet} is being rekeyed; sweep it to its successor, or use the successor")]
     RekeyInProgress {
         /// The wallet addressed.
         wallet: WalletId,
     },
     /// The wallet is retired.
-    #[error("wallet {wallet} is retired")]
+    #[error("wallet {wallet} is retired; use its successor")]
     WalletRetired {
         /// The wallet addressed.
         wallet: WalletId,
     },
     /// The wallet's records failed to authenticate; it refuses to sign until
     /// an operator acts.
-    #[error("wallet {wallet} is corrupt")]
+    #[error(
+        "wallet {wallet} is corrupt (its records fail to authenticate or disagree with the configuration) and signs nothing; run `thresig keys verify` on this signer and restore the wallet's records from a backup"
+    )]
     WalletCorrupt {
         /// The wallet addressed.
         wallet: WalletId,
     },
     /// A commitment was already used with a different package (or is pending
     /// for a different one); the pending shares, if any, were dropped.
-    #[error("wallet {wallet}: commitment {commitment:?} was used for another package")]
+    #[error(
+        "wallet {wallet}: commitment {commitment:?} was used for another package; start a new attempt with fresh round-1 commitments"
+    )]
     SessionConflict {
         /// The wallet addressed.
         wallet: WalletId,
@@ -360,7 +368,9 @@ pub enum Error {
         commitment: CommitmentHash,
     },
     /// One of this signer's commitments appears in two inputs.
-    #[error("wallet {wallet}: commitment {commitment:?} used for inputs {first} and {second}")]
+    #[error(
+        "wallet {wallet}: commitment {commitment:?} used for inputs {first} and {second}; use each round-1 commitment for one input"
+    )]
     CommitmentReused {
         /// The wallet addressed.
         wallet: WalletId,
@@ -373,13 +383,17 @@ pub enum Error {
     },
     /// The signer's commitments in the request are not exactly one round-1
     /// vector, in order.
-    #[error("wallet {wallet}: the commitments do not form one round-1 vector")]
+    #[error(
+        "wallet {wallet}: the commitments do not form one round-1 vector; use this signer's commitments of one round 1, in the order it issued them"
+    )]
     NotOneRound1Vector {
         /// The wallet addressed.
         wallet: WalletId,
     },
     /// This signer's seat has no commitment in an input's package.
-    #[error("wallet {wallet}: no commitment of {seat} in input {input}")]
+    #[error(
+        "wallet {wallet}: no commitment of seat {seat} in input {input}; fix the request to include this signer's commitment in every input"
+    )]
     OwnCommitmentMissing {
         /// The wallet addressed.
         wallet: WalletId,
@@ -390,7 +404,9 @@ pub enum Error {
     },
     /// No live nonce for this commitment (never issued by this process, or
     /// lost in a restart).
-    #[error("wallet {wallet}: no nonce for commitment {commitment:?}")]
+    #[error(
+        "wallet {wallet}: no nonce for commitment {commitment:?} (never issued to this coordinator, used, aborted or lost in a restart); run round 1 again"
+    )]
     NonceUnknown {
         /// The wallet addressed.
         wallet: WalletId,
@@ -398,7 +414,9 @@ pub enum Error {
         commitment: CommitmentHash,
     },
     /// The nonce for this commitment expired.
-    #[error("wallet {wallet}: the nonce for commitment {commitment:?} expired")]
+    #[error(
+        "wallet {wallet}: the nonce for commitment {commitment:?} expired; run round 1 again and finish round 2 within the nonce time to live"
+    )]
     AttemptExpired {
         /// The wallet addressed.
         wallet: WalletId,
@@ -407,7 +425,9 @@ pub enum Error {
     },
     /// The nonce was evicted because its coordinator issued more round-1
     /// requests than its quota of live nonces.
-    #[error("wallet {wallet}: the nonce for {commitment:?} was evicted by its coordinator's quota")]
+    #[error(
+        "wallet {wallet}: the nonce for {commitment:?} was evicted by its coordinator's quota; run round 1 again, with fewer attempts open at once"
+    )]
     NonceEvicted {
         /// The wallet addressed.
         wallet: WalletId,
@@ -415,7 +435,9 @@ pub enum Error {
         commitment: CommitmentHash,
     },
     /// Round 1 would exceed the signer-wide limit on live nonces.
-    #[error("wallet {wallet}: {live} live nonces, limit {max} (coordinator {coordinator:?})")]
+    #[error(
+        "wallet {wallet}: {live} live nonces, limit {max} (coordinator {coordinator:?}); retry round 1 after finishing or aborting open attempts"
+    )]
     NonceCapacity {
         /// The wallet addressed.
         wallet: WalletId,
@@ -432,7 +454,7 @@ pub enum Error {
     /// dropped). No nonce was spent; the request can be sent again once
     /// the pending shares are committed or forgotten.
     #[error(
-        "wallet {wallet}: {pending} pending share sets, limit {max} (coordinator {coordinator:?})"
+        "wallet {wallet}: {pending} pending share sets, limit {max} (coordinator {coordinator:?}); resend once the pending attempts are committed or forgotten, and check the store if marker commits keep failing"
     )]
     PendingCapacity {
         /// The wallet addressed.
@@ -445,7 +467,9 @@ pub enum Error {
         max: usize,
     },
     /// An identifier in a package is not a seat of the wallet's roster.
-    #[error("wallet {wallet}: identifier {identifier} is not in the roster")]
+    #[error(
+        "wallet {wallet}: identifier {identifier} is not a seat of the wallet's roster; use signers of the wallet's roster"
+    )]
     IdentifierNotInRoster {
         /// The wallet addressed.
         wallet: WalletId,
@@ -466,7 +490,9 @@ pub enum Error {
         coordinator: CoordinatorId,
     },
     /// Fewer signers than the wallet's threshold.
-    #[error("wallet {wallet}: {signers} signers, threshold {threshold}")]
+    #[error(
+        "wallet {wallet}: {signers} signers, threshold {threshold}; use at least {threshold} signers"
+    )]
     TooFewSigners {
         /// The wallet addressed.
         wallet: WalletId,
@@ -477,7 +503,9 @@ pub enum Error {
     },
     /// The request names a wallet epoch (key-share generation) other than
     /// this signer's.
-    #[error("wallet {wallet}: request for {requested}, this signer is at {current}")]
+    #[error(
+        "wallet {wallet}: request for {requested}, this signer is at {current}; use the epoch `thresig status` reports, and check `thresig status` on each member if they disagree"
+    )]
     StaleEpoch {
         /// The wallet addressed.
         wallet: WalletId,
@@ -488,7 +516,9 @@ pub enum Error {
     },
     /// An input's package message differs from the message this signer
     /// derived itself from the signing target.
-    #[error("wallet {wallet}: input {input}'s message is not the one derived from the target")]
+    #[error(
+        "wallet {wallet}: input {input}'s message is not the one derived from the target; fix the request to sign the messages its target derives"
+    )]
     MessageMismatch {
         /// The wallet addressed.
         wallet: WalletId,
@@ -502,7 +532,9 @@ pub enum Error {
     /// sub-limits, the daily fee budgets: [`thresig_tx::Rule::lifts_with_time`])
     /// is retryable ([`Error::recovery`]); a refusal under any other rule is
     /// terminal, as is the code's default.
-    #[error("wallet {wallet}: policy rule {} denies the request ({:?})", .denial.rule, .denial.violation)]
+    #[error(
+        "wallet {wallet}: policy rule {} denies the request ({:?}); {}", .denial.rule, .denial.violation, policy_hint(denial)
+    )]
     PolicyDenied {
         /// The wallet addressed.
         wallet: WalletId,
@@ -513,7 +545,9 @@ pub enum Error {
     /// for the wallet (no input of the wallet, missing prevout data, prevout
     /// data that contradicts itself, a non-Taproot input claimed for the
     /// wallet, Taproot fields of another key).
-    #[error("wallet {wallet}: the PSBT is refused: {source}")]
+    #[error(
+        "wallet {wallet}: the PSBT is refused: {source}; fix the PSBT (`thresig psbt inspect` shows what a signer reads from it)"
+    )]
     Transaction {
         /// The wallet addressed.
         wallet: WalletId,
@@ -523,7 +557,9 @@ pub enum Error {
     },
     /// A rekeying wallet's successor is not `active` on this signer, so no
     /// sweep is signed yet.
-    #[error("wallet {wallet}: successor {successor} is not active")]
+    #[error(
+        "wallet {wallet}: successor {successor} is not active; run its DKG (`thresig dkg --wallet {successor}`) before the sweep"
+    )]
     SuccessorNotActive {
         /// The rekeying wallet.
         wallet: WalletId,
@@ -532,7 +568,9 @@ pub enum Error {
     },
     /// A rekey was requested for a wallet whose configuration names no
     /// successor, or that is not `active`.
-    #[error("wallet {wallet} cannot begin a rekey (no successor configured, or not active)")]
+    #[error(
+        "wallet {wallet} cannot begin a rekey (no successor configured, or not active); check that the wallet is active and its configuration names a successor"
+    )]
     RekeyNotPossible {
         /// The wallet addressed.
         wallet: WalletId,
@@ -540,13 +578,15 @@ pub enum Error {
     /// The wallet's rate ledger kept changing under concurrent commits; the
     /// shares were not released and stay pending for a byte-identical
     /// retry.
-    #[error("wallet {wallet}: the rate ledger is contended")]
+    #[error("wallet {wallet}: the rate ledger is contended; resend the byte-identical request")]
     LedgerContended {
         /// The wallet addressed.
         wallet: WalletId,
     },
     /// An active wallet has no key package for its current epoch.
-    #[error("wallet {wallet}: no key package for {epoch}")]
+    #[error(
+        "wallet {wallet}: no key package for {epoch}; stop the signer and investigate its store (never reset it to empty)"
+    )]
     KeyPackageMissing {
         /// The wallet addressed.
         wallet: WalletId,
@@ -554,27 +594,33 @@ pub enum Error {
         epoch: WalletEpoch,
     },
     /// A stored record holds data that does not decode.
-    #[error("wallet {wallet}: a stored record does not decode")]
+    #[error(
+        "wallet {wallet}: a stored record does not decode; stop the signer and investigate its store (never reset it to empty)"
+    )]
     StoredRecordInvalid {
         /// The wallet addressed.
         wallet: WalletId,
     },
     /// A DKG proposal's threshold or roster differs from the configuration.
-    #[error("wallet {wallet}: the DKG proposal does not match the configuration")]
+    #[error(
+        "wallet {wallet}: the DKG proposal's threshold or roster differs from this signer's configuration; reconcile the members' configurations, then propose again"
+    )]
     DkgMismatch {
         /// The wallet addressed.
         wallet: WalletId,
     },
     /// A DKG was proposed for a wallet that already signs (or is later in
     /// its lifecycle).
-    #[error("wallet {wallet} already has a confirmed key")]
+    #[error(
+        "wallet {wallet} already has a confirmed key; use it (a DKG never replaces a wallet's key)"
+    )]
     WalletAlreadyKeyed {
         /// The wallet addressed.
         wallet: WalletId,
     },
     /// A DKG message arrived for a session or phase this signer is not in
     /// (never started, already failed, or lost in a restart).
-    #[error("wallet {wallet}: no DKG in that session and phase")]
+    #[error("wallet {wallet}: no DKG in that session and phase; start a new DKG session")]
     DkgNotInPhase {
         /// The wallet addressed.
         wallet: WalletId,
@@ -599,7 +645,7 @@ pub enum Error {
     /// A DKG check failed; the session stopped. The operator decides what
     /// to do about the accused member (no automatic exclusion).
     #[error(
-        "wallet {wallet}: DKG {session:?} failed: seat {accuser} accuses {} ({fault:?})", seat_or(*accused, "no member")
+        "wallet {wallet}: DKG {session:?} failed: seat {accuser} accuses {} ({fault:?}); {}", seat_or(*accused, "no member"), dkg_failed_hint(*accused)
     )]
     DkgFailed {
         /// The wallet addressed.
@@ -624,13 +670,17 @@ pub enum Error {
     },
     /// A key package is already stored for the wallet; a later DKG never
     /// overwrites it.
-    #[error("wallet {wallet}: a key package is already stored")]
+    #[error(
+        "wallet {wallet}: a key package is already stored; use the stored key (a later DKG never overwrites it)"
+    )]
     KeyPackagePresent {
         /// The wallet addressed.
         wallet: WalletId,
     },
     /// The store failed; its error says whether a retry can succeed.
-    #[error("wallet {wallet}: storage failed")]
+    #[error(
+        "wallet {wallet}: storage failed; check this signer's disk and its log, which names the failure"
+    )]
     Store {
         /// The wallet addressed.
         wallet: WalletId,
@@ -640,14 +690,18 @@ pub enum Error {
     },
     /// The store could not purge expired markers (in [`crate::Signer::prune`],
     /// which concerns no one wallet); the next prune tries again.
-    #[error("purging expired markers failed")]
+    #[error(
+        "purging expired markers failed; check this signer's disk and its log (the next prune tries again)"
+    )]
     MarkerPurge {
         /// The store's error.
         #[source]
         source: thresig_store::Error,
     },
     /// An internal invariant failed.
-    #[error("internal error: {0:?}")]
+    #[error(
+        "internal error: {0:?}; report this bug with the signer's logs, and restart the signer"
+    )]
     Internal(InternalFault),
 }
 
@@ -717,6 +771,26 @@ impl Error {
     }
 }
 
+/// What to do about a policy refusal: wait for a rule that time lifts,
+/// otherwise change the request.
+fn policy_hint(denial: &PolicyDenial) -> &'static str {
+    if denial.rule.lifts_with_time() {
+        "retry later, once the time window opens or the rate or fee budget frees up"
+    } else {
+        "fix the request to fit the wallet's policy, or have its operator review the rule"
+    }
+}
+
+/// What to do about a failed DKG: the accused member, or the relay when
+/// no member is accused; a new session either way.
+fn dkg_failed_hint(accused: Option<Seat>) -> &'static str {
+    if accused.is_some() {
+        "investigate the accused member, then start a new DKG session"
+    } else {
+        "check the coordinator and the network, then start a new DKG session"
+    }
+}
+
 /// `seat N`, or `none` when there is no seat.
 fn seat_or(seat: Option<Seat>, none: &str) -> String {
     seat.map_or_else(|| none.to_owned(), |s| format!("seat {s}"))
@@ -756,6 +830,236 @@ mod tests {
     use super::*;
 
     const DOC: &str = include_str!("../../../docs/errors.md");
+
+    /// One error of every variant, in the order the enum declares them; the
+    /// exhaustive `match` stops compiling when a variant is added until it
+    /// is listed here.
+    fn one_of_every_variant() -> Vec<Error> {
+        use thresig_tx::{Rule, UnixTime, Violation};
+        let wallet = || WalletId::new("w").unwrap();
+        let commitment = CommitmentHash([1; 32]);
+        let coordinator = CoordinatorId([2; 32]);
+        let session = crate::dkg_msg::DkgSessionId([3; 32]);
+        let seat = Seat::FIRST;
+        let all = vec![
+            Error::Malformed {
+                wallet: wallet(),
+                part: RequestPart::NoInputs,
+            },
+            Error::TooManyInputs {
+                wallet: wallet(),
+                requested: 9,
+                max: 8,
+            },
+            Error::UnknownWallet { wallet: wallet() },
+            Error::WalletNotActive { wallet: wallet() },
+            Error::RekeyInProgress { wallet: wallet() },
+            Error::WalletRetired { wallet: wallet() },
+            Error::WalletCorrupt { wallet: wallet() },
+            Error::SessionConflict {
+                wallet: wallet(),
+                commitment,
+            },
+            Error::CommitmentReused {
+                wallet: wallet(),
+                commitment,
+                first: 0,
+                second: 1,
+            },
+            Error::NotOneRound1Vector { wallet: wallet() },
+            Error::OwnCommitmentMissing {
+                wallet: wallet(),
+                seat,
+                input: 0,
+            },
+            Error::NonceUnknown {
+                wallet: wallet(),
+                commitment,
+            },
+            Error::AttemptExpired {
+                wallet: wallet(),
+                commitment,
+            },
+            Error::NonceEvicted {
+                wallet: wallet(),
+                commitment,
+            },
+            Error::NonceCapacity {
+                wallet: wallet(),
+                coordinator,
+                live: 8,
+                max: 8,
+            },
+            Error::PendingCapacity {
+                wallet: wallet(),
+                coordinator,
+                pending: 64,
+                max: 64,
+            },
+            Error::IdentifierNotInRoster {
+                wallet: wallet(),
+                identifier: seat,
+            },
+            Error::CoordinatorNotMember {
+                wallet: wallet(),
+                coordinator,
+            },
+            Error::TooFewSigners {
+                wallet: wallet(),
+                signers: 1,
+                threshold: 2,
+            },
+            Error::StaleEpoch {
+                wallet: wallet(),
+                requested: WalletEpoch(1),
+                current: WalletEpoch(0),
+            },
+            Error::MessageMismatch {
+                wallet: wallet(),
+                input: 0,
+            },
+            Error::PolicyDenied {
+                wallet: wallet(),
+                denial: PolicyDenial {
+                    rule: Rule::TimeWindow,
+                    violation: Violation::Time { now: UnixTime(0) },
+                },
+            },
+            Error::Transaction {
+                wallet: wallet(),
+                source: thresig_tx::Error::PsbtTrailingBytes { trailing: 1 },
+            },
+            Error::SuccessorNotActive {
+                wallet: wallet(),
+                successor: WalletId::new("w2").unwrap(),
+            },
+            Error::RekeyNotPossible { wallet: wallet() },
+            Error::LedgerContended { wallet: wallet() },
+            Error::KeyPackageMissing {
+                wallet: wallet(),
+                epoch: WalletEpoch(0),
+            },
+            Error::StoredRecordInvalid { wallet: wallet() },
+            Error::DkgMismatch { wallet: wallet() },
+            Error::WalletAlreadyKeyed { wallet: wallet() },
+            Error::DkgNotInPhase { wallet: wallet() },
+            Error::DkgBusy {
+                wallet: wallet(),
+                holder: session,
+                coordinator: Some(seat),
+            },
+            Error::DkgBusy {
+                wallet: wallet(),
+                holder: session,
+                coordinator: None,
+            },
+            Error::DkgFailed {
+                wallet: wallet(),
+                session,
+                accuser: seat,
+                accused: None,
+                fault: DkgFault::BadSignature,
+            },
+            Error::DkgFailed {
+                wallet: wallet(),
+                session,
+                accuser: seat,
+                accused: Some(Seat::try_from(2).unwrap()),
+                fault: DkgFault::InvalidPackage,
+            },
+            Error::KeyPackagePresent { wallet: wallet() },
+            Error::Store {
+                wallet: wallet(),
+                source: thresig_store::Error::WriterStopped,
+            },
+            Error::MarkerPurge {
+                source: thresig_store::Error::WriterStopped,
+            },
+            Error::Internal(InternalFault::Invariant),
+        ];
+        for e in &all {
+            match e {
+                Error::Malformed { .. }
+                | Error::TooManyInputs { .. }
+                | Error::UnknownWallet { .. }
+                | Error::WalletNotActive { .. }
+                | Error::RekeyInProgress { .. }
+                | Error::WalletRetired { .. }
+                | Error::WalletCorrupt { .. }
+                | Error::SessionConflict { .. }
+                | Error::CommitmentReused { .. }
+                | Error::NotOneRound1Vector { .. }
+                | Error::OwnCommitmentMissing { .. }
+                | Error::NonceUnknown { .. }
+                | Error::AttemptExpired { .. }
+                | Error::NonceEvicted { .. }
+                | Error::NonceCapacity { .. }
+                | Error::PendingCapacity { .. }
+                | Error::IdentifierNotInRoster { .. }
+                | Error::CoordinatorNotMember { .. }
+                | Error::TooFewSigners { .. }
+                | Error::StaleEpoch { .. }
+                | Error::MessageMismatch { .. }
+                | Error::PolicyDenied { .. }
+                | Error::Transaction { .. }
+                | Error::SuccessorNotActive { .. }
+                | Error::RekeyNotPossible { .. }
+                | Error::LedgerContended { .. }
+                | Error::KeyPackageMissing { .. }
+                | Error::StoredRecordInvalid { .. }
+                | Error::DkgMismatch { .. }
+                | Error::WalletAlreadyKeyed { .. }
+                | Error::DkgNotInPhase { .. }
+                | Error::DkgBusy { .. }
+                | Error::DkgFailed { .. }
+                | Error::KeyPackagePresent { .. }
+                | Error::Store { .. }
+                | Error::MarkerPurge { .. }
+                | Error::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    /// What a hint may begin with: each is an instruction to the caller or
+    /// the operator, as in docs/errors.md's "What to do" column.
+    const HINTS: [&str; 16] = [
+        "run ",
+        "retry ",
+        "resend ",
+        "fix ",
+        "use ",
+        "send ",
+        "coordinate ",
+        "start ",
+        "sweep ",
+        "reconcile ",
+        "restore ",
+        "check ",
+        "investigate ",
+        "stop ",
+        "report ",
+        "wait ",
+    ];
+
+    /// Every message an operator or a coordinator reads ends with what to
+    /// do: after its last "; " comes an instruction, and nothing else
+    /// follows that sentence.
+    #[test]
+    fn every_message_ends_with_what_to_do() {
+        for e in one_of_every_variant() {
+            let text = e.to_string();
+            let (cause, hint) = text
+                .rsplit_once("; ")
+                .unwrap_or_else(|| panic!("no hint after \"; \": {text}"));
+            assert!(!cause.is_empty(), "{text}");
+            assert!(
+                HINTS.iter().any(|h| hint.starts_with(h)),
+                "the hint of {:?} is not an instruction: {text}",
+                e.code()
+            );
+        }
+    }
 
     #[test]
     fn every_code_parses_back_from_its_text_and_nothing_else_does() {

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use thresig_crypto::{KeyShare, WalletKey};
+use thresig_crypto::{KeyShare, Seat, WalletKey};
 
 use crate::api::HexBytes;
 use crate::dkg_msg::{DkgPayload, DkgSessionId};
@@ -83,7 +83,7 @@ pub(crate) struct Confirming {
     key: WalletKey,
     share: Arc<KeyShare>,
     transcript: [u8; 32],
-    confirmed: BTreeSet<u16>,
+    confirmed: BTreeSet<Seat>,
 }
 
 impl Confirming {
@@ -143,7 +143,7 @@ impl Confirming {
     }
 
     /// Counts `seat`'s (verified) confirmation; returns how many there are.
-    pub(crate) fn accept(&mut self, seat: u16) -> usize {
+    pub(crate) fn accept(&mut self, seat: Seat) -> usize {
         self.confirmed.insert(seat);
         self.confirmed.len()
     }

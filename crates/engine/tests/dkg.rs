@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use common::dkg::*;
 use common::*;
+use thresig_crypto::Seat;
 use thresig_engine::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, ErrorCode, HexBytes, SignedDkgMessage,
     WalletStateKind,
@@ -148,7 +149,7 @@ fn a_dkg_runs_through_the_entry_point() {
     let r1: Vec<_> = (1..=N)
         .flat_map(|s| messages(call(&mut c, s, Request::DkgStart(p.clone()))))
         .collect();
-    let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
+    let mut inbox: BTreeMap<Seat, Vec<SignedDkgMessage>> = BTreeMap::new();
     for s in 1..=N {
         let round1 = r1.iter().filter(|m| m.sender.get() != s).cloned().collect();
         let req = Request::DkgRound2 {
@@ -168,7 +169,7 @@ fn a_dkg_runs_through_the_entry_point() {
         let req = Request::DkgFinish {
             wallet: wid("w"),
             session: p.session,
-            round2: inbox[&s].clone(),
+            round2: inbox[&seat(s)].clone(),
         };
         confirmations.extend(messages(call(&mut c, s, req)));
     }
@@ -260,7 +261,13 @@ fn failed_part3(
         .map(|s| {
             c.member(s)
                 .signer()
-                .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox[&s])
+                .dkg_finish(
+                    c.now,
+                    coordinator(1),
+                    &p.wallet,
+                    p.session,
+                    &inbox[&seat(s)],
+                )
                 .unwrap()
         })
         .collect();
@@ -268,12 +275,18 @@ fn failed_part3(
     let err = c
         .member(1)
         .signer()
-        .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox[&1])
+        .dkg_finish(
+            c.now,
+            coordinator(1),
+            &p.wallet,
+            p.session,
+            &inbox[&seat(1)],
+        )
         .unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::StorageUnavailable);
     assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
-    (c, p, inbox[&1].clone(), others)
+    (c, p, inbox[&seat(1)].clone(), others)
 }
 
 /// Whether seat 1's store holds a key package for wallet "w".
@@ -392,7 +405,7 @@ fn aborting_a_later_finished_part3_keeps_the_awaited_result() {
             coordinator(1),
             &later.wallet,
             later.session,
-            &inbox[&1],
+            &inbox[&seat(1)],
         )
         .unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
@@ -462,7 +475,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
     let r1 = part1(&mut c, &p);
     let inbox = part2(&mut c, &p, &r1);
     // Seat 3's inbox with seat 2's round-1 message in place of its round-2.
-    let mut wrong_round = inbox[&3].clone();
+    let mut wrong_round = inbox[&seat(3)].clone();
     for m in &mut wrong_round {
         if m.sender.get() == 2 {
             *m = r1[1].clone();
@@ -473,7 +486,7 @@ fn a_genuine_message_relayed_twice_or_in_another_round_accuses_no_one() {
         .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &wrong_round)
         .unwrap_err();
     assert_eq!(fault_of(err), (3, None, DkgFault::UnexpectedPayload));
-    let mut twice = inbox[&1].clone();
+    let mut twice = inbox[&seat(1)].clone();
     twice.push(twice[0].clone());
     let err = c
         .member(1)
@@ -544,8 +557,8 @@ fn a_retried_part2_is_answered_with_the_same_messages() {
     let mut c = Cluster::unkeyed(210, 2, N, &["w"]);
     let p = proposal(&c, "w", 1);
     let r1 = part1(&mut c, &p);
-    let view = |s: u16| -> Vec<SignedDkgMessage> {
-        r1.iter().filter(|m| m.sender.get() != s).cloned().collect()
+    let view = |s: Seat| -> Vec<SignedDkgMessage> {
+        r1.iter().filter(|m| m.sender != s).cloned().collect()
     };
     let first = part2_each(&mut c, &p, view);
     let signer = c.members[0].signer();
@@ -555,11 +568,15 @@ fn a_retried_part2_is_answered_with_the_same_messages() {
             coordinator(1),
             &p.wallet,
             p.session,
-            &view(1),
+            &view(Seat::FIRST),
             &mut c.rng,
         )
         .unwrap();
-    assert_eq!(&again, first[&1].as_ref().unwrap(), "another answer");
+    assert_eq!(
+        &again,
+        first[&Seat::FIRST].as_ref().unwrap(),
+        "another answer"
+    );
     // Anything but the identical request is still refused.
     let err = signer
         .dkg_round2(
@@ -567,7 +584,7 @@ fn a_retried_part2_is_answered_with_the_same_messages() {
             coordinator(1),
             &p.wallet,
             p.session,
-            &view(1)[..1],
+            &view(Seat::FIRST)[..1],
             &mut c.rng,
         )
         .unwrap_err();
@@ -762,8 +779,8 @@ fn only_the_coordinator_that_started_a_dkg_continues_or_cancels_it() {
     let mut c = Cluster::unkeyed(218, 2, N, &["w"]);
     let p = proposal(&c, "w", 1);
     let r1 = part1_at_now(&mut c, &p);
-    let view = |s: u16| -> Vec<SignedDkgMessage> {
-        r1.iter().filter(|m| m.sender.get() != s).cloned().collect()
+    let view = |s: Seat| -> Vec<SignedDkgMessage> {
+        r1.iter().filter(|m| m.sender != s).cloned().collect()
     };
     let holder = hex::encode(p.session.0);
     let refused = |err: Error| {
@@ -791,7 +808,7 @@ fn only_the_coordinator_that_started_a_dkg_continues_or_cancels_it() {
         let req = Request::DkgRound2 {
             wallet: p.wallet.clone(),
             session: p.session,
-            round1: view(s),
+            round1: view(seat(s)),
         };
         refused(handle_from(&mut c, s, 2, req.clone()).unwrap_err());
         sealed.extend(messages(handle(&mut c, s, req).unwrap()));
@@ -802,7 +819,7 @@ fn only_the_coordinator_that_started_a_dkg_continues_or_cancels_it() {
         let req = Request::DkgFinish {
             wallet: p.wallet.clone(),
             session: p.session,
-            round2: inbox[&s].clone(),
+            round2: inbox[&seat(s)].clone(),
         };
         refused(handle_from(&mut c, s, 2, req.clone()).unwrap_err());
         confirmations.extend(messages(handle(&mut c, s, req).unwrap()));

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use common::dkg::*;
 use common::psbt::*;
 use common::*;
-use thresig_crypto::{DkgRound1, GroupParams, Round1Package, ScriptTree};
+use thresig_crypto::{DkgRound1, GroupParams, Round1Package, ScriptTree, Seat};
 use thresig_engine::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, ErrorCode, HexBytes, Limits,
     SignedDkgMessage, SigningTarget, WalletStateKind,
@@ -68,8 +68,8 @@ fn a_round1_package_altered_for_some_members_fails_the_echo_at_every_honest_memb
     assert_ne!(second.payload, r1[3].payload);
     let out = part2_each(&mut c, &p, |s| {
         r1.iter()
-            .filter(|m| m.sender.get() != s)
-            .map(|m| match (s, m.sender.get()) {
+            .filter(|m| m.sender != s)
+            .map(|m| match (s.get(), m.sender.get()) {
                 (3, _) | (_, 1..=3) => m.clone(),
                 _ => second.clone(),
             })
@@ -153,7 +153,7 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
         let fake = substitute(&r1[usize::from(VICTIM) - 1], &made_up);
         let out = part2_each(&mut c, &p, |s| {
             r1.iter()
-                .filter(|m| m.sender.get() != s)
+                .filter(|m| m.sender != s)
                 .map(|m| {
                     if m.sender.get() == VICTIM {
                         fake.clone()
@@ -164,6 +164,7 @@ fn a_round1_package_substituted_for_everyone_fails_the_signature_check() {
                 .collect()
         });
         for (s, result) in out {
+            let s = s.get();
             if s == VICTIM {
                 // Seat 2 was relayed the genuine packages of the others.
                 assert!(result.is_ok(), "{what}: seat 2");
@@ -285,14 +286,14 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
         })
         .to_vec();
     let (_, plaintexts) = secret.receive(peers).unwrap();
-    let plaintexts: BTreeMap<u16, Vec<u8>> = plaintexts
+    let plaintexts: BTreeMap<Seat, Vec<u8>> = plaintexts
         .into_iter()
-        .map(|(to, package)| (to.get(), package.to_bytes().unwrap().to_vec()))
+        .map(|(to, package)| (to, package.to_bytes().unwrap().to_vec()))
         .collect();
 
     let inbox = part2(&mut c, &p, &r1);
     let from2 = |to: u16| {
-        inbox[&to]
+        inbox[&seat(to)]
             .iter()
             .find(|m| m.sender.get() == 2)
             .unwrap()
@@ -304,18 +305,18 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
         let DkgPayload::Round2 { sealed, .. } = &from2(to).payload else {
             panic!("not round 2")
         };
-        let plain = &plaintexts[&to];
+        let plain = &plaintexts[&seat(to)];
         assert!(plain.len() >= 32);
         assert!(!contains(&sealed.0, plain));
         assert!(plain.windows(16).all(|w| !contains(&sealed.0, w)));
-        let json = serde_json::to_string(&inbox[&to]).unwrap();
+        let json = serde_json::to_string(&inbox[&seat(to)]).unwrap();
         assert!(!json.contains(&hex::encode(plain)));
     }
 
     // Re-addressed: seat 2's message to seat 3 relayed to seat 1. The
     // signature covers the recipient, so it is refused as misrouted, and,
     // since seat 2 did sign it for seat 3, as a relay fault.
-    let mut misrouted = inbox[&1].clone();
+    let mut misrouted = inbox[&seat(1)].clone();
     for m in &mut misrouted {
         if m.sender.get() == 2 {
             *m = from2(3);
@@ -330,14 +331,14 @@ fn relayed_round2_packages_open_only_with_the_recipients_session_key() {
     assert_eq!(fault_of(err), (1, None, DkgFault::WrongRecipient));
     // Seat 2's message to seat 1 with its recipient rewritten to seat 3:
     // the signature fails.
-    let mut readdressed = inbox[&3].clone();
+    let mut readdressed = inbox[&seat(3)].clone();
     for m in &mut readdressed {
         if m.sender.get() == 2 {
             *m = from2(1);
             let DkgPayload::Round2 { to, .. } = &mut m.payload else {
                 panic!("not round 2")
             };
-            *to = 3;
+            *to = seat(3);
         }
     }
     let err = c

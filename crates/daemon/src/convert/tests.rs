@@ -55,10 +55,11 @@ proptest! {
         sealed in proptest::collection::vec(any::<u8>(), 0..64),
         session in proptest::collection::vec(any::<u8>(), 0..40),
         sender in any::<u32>(),
+        bad_to in prop_oneof![Just(0u16), 1001u16..],
     ) {
         let message = signed(
             DkgPayload::Round2 {
-                to,
+                to: seat(to),
                 sealed: HexBytes(sealed),
                 echo: HexBytes(vec![3; 32]),
             },
@@ -77,8 +78,16 @@ proptest! {
             SignedDkgMessage::try_from(bad).is_ok(),
             (1..=1000).contains(&sender)
         );
-        let mut bad = wire;
+        let mut bad = wire.clone();
         bad.payload.push(0);
+        prop_assert!(matches!(
+            SignedDkgMessage::try_from(bad),
+            Err(Error::Malformed(_))
+        ));
+        // A recipient that is no seat (0, or above the largest) is a typed
+        // decode error: the 2 bytes after the tag and the 8-byte length.
+        let mut bad = wire;
+        bad.payload[9..11].copy_from_slice(&bad_to.to_be_bytes());
         prop_assert!(matches!(
             SignedDkgMessage::try_from(bad),
             Err(Error::Malformed(_))

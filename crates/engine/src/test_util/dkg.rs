@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use super::cluster::{Cluster, wid};
+use super::cluster::{Cluster, seat, wid};
 use super::{coordinator, identity_secret};
 use crate::{
     DkgFault, DkgPayload, DkgProposal, DkgSessionId, Error, SignedDkgMessage, WalletStateKind,
 };
+use thresig_crypto::Seat;
 
-/// Every seat of the cluster, in order.
+/// Every seat number of the cluster, in order (the harness's members are
+/// addressed by number; maps of DKG messages are keyed by [`Seat`]).
 pub fn seats(c: &Cluster) -> std::ops::RangeInclusive<u16> {
     1..=u16::try_from(c.members.len()).unwrap()
 }
@@ -43,11 +45,12 @@ pub fn part1(c: &mut Cluster, p: &DkgProposal) -> Vec<SignedDkgMessage> {
 pub fn part2_each(
     c: &mut Cluster,
     p: &DkgProposal,
-    view: impl Fn(u16) -> Vec<SignedDkgMessage>,
-) -> BTreeMap<u16, Result<Vec<SignedDkgMessage>, Error>> {
+    view: impl Fn(Seat) -> Vec<SignedDkgMessage>,
+) -> BTreeMap<Seat, Result<Vec<SignedDkgMessage>, Error>> {
     let mut out = BTreeMap::new();
     for s in seats(c) {
-        let signer = c.members[usize::from(s) - 1].signer();
+        let s = seat(s);
+        let signer = c.members[usize::from(s.get()) - 1].signer();
         out.insert(
             s,
             signer.dkg_round2(
@@ -66,8 +69,8 @@ pub fn part2_each(
 /// Each recipient's inbox of the round-2 `messages`, in sender order.
 pub fn route(
     messages: impl IntoIterator<Item = SignedDkgMessage>,
-) -> BTreeMap<u16, Vec<SignedDkgMessage>> {
-    let mut inbox: BTreeMap<u16, Vec<SignedDkgMessage>> = BTreeMap::new();
+) -> BTreeMap<Seat, Vec<SignedDkgMessage>> {
+    let mut inbox: BTreeMap<Seat, Vec<SignedDkgMessage>> = BTreeMap::new();
     for m in messages {
         let DkgPayload::Round2 { to, .. } = &m.payload else {
             panic!("not a round-2 message")
@@ -83,13 +86,9 @@ pub fn part2(
     c: &mut Cluster,
     p: &DkgProposal,
     round1: &[SignedDkgMessage],
-) -> BTreeMap<u16, Vec<SignedDkgMessage>> {
+) -> BTreeMap<Seat, Vec<SignedDkgMessage>> {
     let out = part2_each(c, p, |s| {
-        round1
-            .iter()
-            .filter(|m| m.sender.get() != s)
-            .cloned()
-            .collect()
+        round1.iter().filter(|m| m.sender != s).cloned().collect()
     });
     route(out.into_values().flat_map(Result::unwrap))
 }
@@ -98,13 +97,17 @@ pub fn part2(
 pub fn part3(
     c: &Cluster,
     p: &DkgProposal,
-    inbox: &BTreeMap<u16, Vec<SignedDkgMessage>>,
+    inbox: &BTreeMap<Seat, Vec<SignedDkgMessage>>,
 ) -> Vec<Result<SignedDkgMessage, Error>> {
     (seats(c))
         .map(|s| {
-            c.member(s)
-                .signer()
-                .dkg_finish(c.now, coordinator(1), &p.wallet, p.session, &inbox[&s])
+            c.member(s).signer().dkg_finish(
+                c.now,
+                coordinator(1),
+                &p.wallet,
+                p.session,
+                &inbox[&seat(s)],
+            )
         })
         .collect()
 }
@@ -140,7 +143,7 @@ pub fn through_part3(c: &mut Cluster, wallet: &str, session: u8) -> Vec<SignedDk
 pub fn confirmations(
     c: &Cluster,
     p: &DkgProposal,
-    inbox: &BTreeMap<u16, Vec<SignedDkgMessage>>,
+    inbox: &BTreeMap<Seat, Vec<SignedDkgMessage>>,
 ) -> Vec<SignedDkgMessage> {
     part3(c, p, inbox).into_iter().map(Result::unwrap).collect()
 }
@@ -161,12 +164,12 @@ pub fn fault_of(err: Error) -> (u16, Option<u16>, DkgFault) {
 
 /// Seat 2's round-2 message to seat 1, re-signed after `edit`.
 pub fn tampered(
-    inbox: &mut BTreeMap<u16, Vec<SignedDkgMessage>>,
+    inbox: &mut BTreeMap<Seat, Vec<SignedDkgMessage>>,
     edit: impl FnOnce(&mut DkgPayload, &[SignedDkgMessage]),
 ) {
-    let to_three = inbox[&3].clone();
+    let to_three = inbox[&seat(3)].clone();
     let msg = inbox
-        .get_mut(&1)
+        .get_mut(&Seat::FIRST)
         .unwrap()
         .iter_mut()
         .find(|m| m.sender.get() == 2)
@@ -177,7 +180,7 @@ pub fn tampered(
         &identity_secret(2),
         msg.session,
         msg.wallet.clone(),
-        super::cluster::seat(2),
+        seat(2),
         payload,
     );
 }
