@@ -679,7 +679,9 @@ pub enum Error {
     },
     /// The store failed; its error says whether a retry can succeed.
     #[error(
-        "wallet {wallet}: storage failed; check this signer's disk and its log, which names the failure"
+        "wallet {wallet}: storage failed ({}); {}",
+        store_code(source).as_str(),
+        store_step(source)
     )]
     Store {
         /// The wallet addressed.
@@ -691,7 +693,9 @@ pub enum Error {
     /// The store could not purge expired markers (in [`crate::Signer::prune`],
     /// which concerns no one wallet); the next prune tries again.
     #[error(
-        "purging expired markers failed; check this signer's disk and its log (the next prune tries again)"
+        "purging expired markers failed ({}); {} (the next prune tries again)",
+        store_code(source).as_str(),
+        store_step(source)
     )]
     MarkerPurge {
         /// The store's error.
@@ -804,6 +808,23 @@ fn seat_or(seat: Option<Seat>, none: &str) -> String {
 /// wallet is `state_corrupt`, and anything else is `storage_unavailable`
 /// when the store says a retry can succeed and `storage_failed` when it
 /// cannot.
+/// What to do about a store failure, as docs/errors.md's row for its code
+/// says (the store's own error, which may name files, stays off the wire).
+fn store_step(e: &thresig_store::Error) -> &'static str {
+    match store_code(e) {
+        ErrorCode::WalletCorrupt => {
+            "run `thresig keys verify` on this signer and restore the wallet from a backup"
+        }
+        ErrorCode::RollbackDetected => {
+            "do not override unless the restore was deliberate (keys runbook, \"Rollback and the witness\")"
+        }
+        ErrorCode::KeyProviderUnavailable => "check the key provider (KMS, HSM or key file)",
+        ErrorCode::StorageUnavailable => "resend the byte-identical request",
+        ErrorCode::StateCorrupt => "stop the signer and investigate (never reset state to empty)",
+        _ => "stop the signer, check its disk and restart it (never reset the database)",
+    }
+}
+
 fn store_code(e: &thresig_store::Error) -> ErrorCode {
     use thresig_store::Error as S;
     if e.marks_wallet_corrupt() {
@@ -1191,6 +1212,47 @@ mod tests {
         }
         // The code's default stays terminal.
         assert_eq!(ErrorCode::PolicyDenied.recovery(), Recovery::Terminal);
+    }
+
+    #[test]
+    fn a_storage_failure_says_the_step_of_its_own_code() {
+        let wallet = WalletId::new("w").unwrap();
+        let io = || redb::Error::Io(std::io::Error::other("injected"));
+        let provider = thresig_store::provider::ProviderError::Unavailable {
+            reason: "down".into(),
+        };
+        let corrupt = thresig_store::Error::WalletCorrupt {
+            wallet: thresig_store::WalletId::new("w").unwrap(),
+        };
+        let cases: [(thresig_store::Error, &str); 4] = [
+            (io().into(), "resend the byte-identical request"),
+            (
+                thresig_store::Error::WriterStopped,
+                "never reset the database",
+            ),
+            (
+                thresig_store::Error::Provider(provider),
+                "check the key provider",
+            ),
+            (corrupt, "thresig keys verify"),
+        ];
+        for (source, step) in cases {
+            let err = Error::Store {
+                wallet: wallet.clone(),
+                source,
+            };
+            let text = err.to_string();
+            assert!(text.contains(err.code().as_str()), "{text}");
+            assert!(text.contains(step), "{text}");
+            assert!(!text.contains("log, which names"), "{text}");
+        }
+        let purge = Error::MarkerPurge {
+            source: io().into(),
+        };
+        assert!(
+            purge.to_string().contains("the next prune tries again"),
+            "{purge}"
+        );
     }
 
     #[test]
