@@ -333,6 +333,21 @@ impl Rate {
         self.due = Some(due);
         Ok(wait)
     }
+
+    /// [`Rate::charge`] on a member's shared rate, with a wait allowed up
+    /// to `deadline`.
+    fn charge_shared(
+        rate: &Mutex<Self>,
+        now: Instant,
+        units: u32,
+        deadline: Instant,
+    ) -> Result<Duration, Duration> {
+        rate.lock().unwrap_or_else(PoisonError::into_inner).charge(
+            now,
+            units,
+            deadline.saturating_duration_since(now),
+        )
+    }
 }
 
 impl AdmissionLayer {
@@ -368,6 +383,16 @@ impl Shared {
             // A dropped sender means the server has stopped too.
             _ = stopping.wait_for(|stopping| *stopping) => None,
             out = wait => Some(out),
+        }
+    }
+
+    /// Waits until `until`, the end of the pace a member's `rate` (the
+    /// metric's reason) set, unless the signer stops first.
+    async fn pace(&self, seat: Seat, rate: &'static str, until: Instant) -> Result<(), Refusal> {
+        self.metrics.waited(seat.get(), rate);
+        match self.unless_stopping(tokio::time::sleep_until(until)).await {
+            Some(()) => Ok(()),
+            None => Err(shutting_down()),
         }
     }
 
@@ -540,18 +565,11 @@ where
         }
     };
     let share = shared.share(peer.seat);
-    let paced = share
-        .requests_per_second
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .charge(arrived, 1, deadline - arrived);
-    match paced {
+    match Rate::charge_shared(&share.requests_per_second, arrived, 1, deadline) {
         Ok(wait) if wait.is_zero() => {}
         Ok(wait) => {
-            shared.metrics.waited(peer.seat.get(), "request_rate");
-            let paced = tokio::time::sleep_until(arrived + wait);
-            if shared.unless_stopping(paced).await.is_none() {
-                return refuse(shutting_down());
+            if let Err(refusal) = shared.pace(peer.seat, "request_rate", arrived + wait).await {
+                return refuse(refusal);
             }
         }
         Err(_) => return refuse(timed_out(limits.request_timeout)),
@@ -638,21 +656,14 @@ where
             .unwrap_or(u32::MAX)
             .min(MAX_ROUND1_INPUTS);
         let now = Instant::now();
-        let charged = share
-            .nonces_per_second
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .charge(now, nonces, deadline.saturating_duration_since(now));
-        match charged {
+        match Rate::charge_shared(&share.nonces_per_second, now, nonces, deadline) {
             Ok(wait) if wait.is_zero() => {}
             Ok(wait) => {
                 // The wait holds the member's permit and bytes, not a
                 // slot, so other members' requests are not held up.
-                shared.metrics.waited(peer.seat.get(), "nonce_rate");
                 drop(slot.take());
-                let paced = tokio::time::sleep_until(now + wait);
-                if shared.unless_stopping(paced).await.is_none() {
-                    return refuse(shutting_down());
+                if let Err(refusal) = shared.pace(peer.seat, "nonce_rate", now + wait).await {
+                    return refuse(refusal);
                 }
                 match shared.slot(deadline).await {
                     Ok(taken) => slot = Some(taken),
