@@ -407,47 +407,48 @@ mod tests {
     /// bytes, and the JSON holds it as a number, whatever type holds it.
     #[test]
     fn the_signed_bytes_and_json_of_a_message_are_unchanged() {
-        let key = SigningKey::from_bytes(&[5; 32]);
-        let message = SignedDkgMessage::sign(
-            &key,
-            DkgSessionId([7; 32]),
-            WalletId::new("w").unwrap(),
-            Seat::try_from(3).unwrap(),
-            DkgPayload::Confirm {
-                output_key: HexBytes(vec![1; 32]),
-                transcript: HexBytes(vec![2; 4]),
-            },
-        );
+        let message = golden_message(DkgPayload::Confirm {
+            output_key: HexBytes(vec![1; 32]),
+            transcript: HexBytes(vec![2; 4]),
+        });
         assert_eq!(hex::encode(&message.signature.0), GOLDEN_SIGNATURE);
         let json = serde_json::to_value(&message).unwrap();
         assert_eq!(json["sender"], serde_json::json!(3));
+        assert_reads_back(json, &message);
+    }
+
+    /// `payload` as seat 3 signs it in a fixed session of wallet `w`.
+    fn golden_message(payload: DkgPayload) -> SignedDkgMessage {
+        SignedDkgMessage::sign(
+            &SigningKey::from_bytes(&[5; 32]),
+            DkgSessionId([7; 32]),
+            WalletId::new("w").unwrap(),
+            Seat::try_from(3).unwrap(),
+            payload,
+        )
+    }
+
+    /// `json` decodes back to `message`.
+    fn assert_reads_back(json: serde_json::Value, message: &SignedDkgMessage) {
         let back: SignedDkgMessage = serde_json::from_value(json).unwrap();
-        assert_eq!(back, message);
+        assert_eq!(&back, message);
     }
 
     /// A round-2 message's recipient enters the signature and the JSON the
     /// same way: two big-endian bytes, a number.
     #[test]
     fn the_signed_bytes_and_json_of_a_round2_message_are_unchanged() {
-        let key = SigningKey::from_bytes(&[5; 32]);
-        let message = SignedDkgMessage::sign(
-            &key,
-            DkgSessionId([7; 32]),
-            WalletId::new("w").unwrap(),
-            Seat::try_from(3).unwrap(),
-            DkgPayload::Round2 {
-                to: Seat::try_from(2).unwrap(),
-                sealed: HexBytes(vec![4; 8]),
-                echo: HexBytes(vec![6; 32]),
-            },
-        );
+        let message = golden_message(DkgPayload::Round2 {
+            to: Seat::try_from(2).unwrap(),
+            sealed: HexBytes(vec![4; 8]),
+            echo: HexBytes(vec![6; 32]),
+        });
         assert_eq!(hex::encode(&message.signature.0), GOLDEN_ROUND2_SIGNATURE);
         assert_eq!(serde_json::to_string(&message).unwrap(), GOLDEN_ROUND2_JSON);
         let json = serde_json::to_value(&message).unwrap();
         assert_eq!(json["payload"]["to"], serde_json::json!(2));
         assert_eq!(json["payload"]["kind"], serde_json::json!("round2"));
-        let back: SignedDkgMessage = serde_json::from_value(json).unwrap();
-        assert_eq!(back, message);
+        assert_reads_back(json, &message);
     }
 
     const GOLDEN_ROUND2_SIGNATURE: &str = "5a9b28139bd3491175d1c10394d80e0e65e7d104b9df275344a8a1ad99d6ba9d1098ae7766cd3be1508914eab0dc7c8a4c5d7b544425562cd19b53b696a00205";
