@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use common::{Machine, ScriptedProvider, open_on, put_wallet, wallet, wallet_value};
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
-    KeyManager, KeyManagerOptions, MemoryWitness, Recovery, SimDisk, Store, StoreOptions, Timestamp,
+    EncryptedStore, KeyManager, KeyManagerOptions, MemoryWitness, Recovery, SimDisk, Store,
+    StoreOptions, Timestamp,
 };
 use zeroize::Zeroizing;
 
@@ -89,8 +90,10 @@ impl KeyProvider for HangingProvider {
     }
 }
 
-#[test]
-fn a_hanging_provider_blocks_neither_writes_nor_reads() {
+/// A store whose provider's next `key-id` call hangs: it reports, on the
+/// returned receiver, that it entered, and fails once released through the
+/// returned sender (opening the store is not held up).
+fn store_whose_provider_hangs_next() -> (Arc<EncryptedStore>, Receiver<()>, SyncSender<()>) {
     let (entered_tx, entered) = sync_channel(1);
     let (release, release_rx) = sync_channel(1);
     let provider = Arc::new(HangingProvider {
@@ -98,10 +101,15 @@ fn a_hanging_provider_blocks_neither_writes_nor_reads() {
         entered: Mutex::new(None),
         release: Mutex::new(release_rx),
     });
-    let disk = SimDisk::new();
-    let witness = MemoryWitness::new();
-    let store = Arc::new(open_on(&disk, &witness, provider.clone()).unwrap());
+    let store =
+        Arc::new(open_on(&SimDisk::new(), &MemoryWitness::new(), provider.clone()).unwrap());
     *provider.entered.lock().unwrap() = Some(entered_tx);
+    (store, entered, release)
+}
+
+#[test]
+fn a_hanging_provider_blocks_neither_writes_nor_reads() {
+    let (store, entered, release) = store_whose_provider_hangs_next();
     let manager = Arc::new(KeyManager::new(store.clone()));
     let ticking = {
         let manager = manager.clone();
@@ -136,17 +144,7 @@ fn the_manager_thread_stops_on_drop() {
 /// manager between ticks stops at once.
 #[test]
 fn a_stop_by_a_deadline_does_not_wait_for_a_hung_tick() {
-    let (entered_tx, entered) = sync_channel(1);
-    let (release, release_rx) = sync_channel(1);
-    let provider = Arc::new(HangingProvider {
-        inner: MemoryProvider::with_key("k", 1),
-        entered: Mutex::new(None),
-        release: Mutex::new(release_rx),
-    });
-    let disk = SimDisk::new();
-    let witness = MemoryWitness::new();
-    let store = Arc::new(open_on(&disk, &witness, provider.clone()).unwrap());
-    *provider.entered.lock().unwrap() = Some(entered_tx);
+    let (store, entered, release) = store_whose_provider_hangs_next();
     let mut options = KeyManagerOptions::default();
     options.poll_interval = Duration::from_millis(10);
     let manager = KeyManager::start(store.clone(), options);
