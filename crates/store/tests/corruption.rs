@@ -1099,10 +1099,7 @@ fn a_record_under_a_forged_wallet_id_is_reported_and_stops_nothing_else() {
         raw_put(txn, "marker_sets", &forged, &row);
         raw_put(txn, "epochs", &forged, &row);
         // Its DEK index entry, so the re-seal finds it.
-        let index: redb::TableDefinition<'_, &[u8], ()> = redb::TableDefinition::new("dek_index");
-        let mut index = txn.open_table(index).unwrap();
-        let entry = [&1u64.to_be_bytes()[..], &[3u8], &forged].concat();
-        index.insert(entry.as_slice(), ()).unwrap();
+        put_index_entry(txn, 1, 3, &forged);
     });
     let store = machine
         .open()
