@@ -320,24 +320,8 @@ fn a_payment_the_policy_refuses_names_each_refusing_member_and_what_to_check() {
     let config = cluster.config_path(seat(1));
     let wallet = common::dkg(&config, WALLET);
     // The wallet's policy allows no external destination.
-    let input = format!("{}:0:60000:5120{}", "11".repeat(32), wallet.output_key);
-    let built = common::json(
-        &[
-            "psbt",
-            "build",
-            "--internal-key",
-            &wallet.internal_key,
-            "--network",
-            "regtest",
-            "--input",
-            &input,
-            "--output",
-            &format!("{}:59000", common::address(9)),
-        ],
-        0,
-    );
-    let psbt = config.with_file_name("pay.psbt");
-    std::fs::write(&psbt, built["psbt"].as_str().unwrap()).unwrap();
+    let dir = config.parent().unwrap();
+    let psbt = common::payment(dir, &wallet, 0x11, &common::address(9));
 
     let said = check(
         &[

@@ -159,6 +159,12 @@ pub fn dkg(config: &Path, wallet: &str) -> Made {
 /// prevout made of `byte`) back to the wallet itself, which the default
 /// policy allows.
 pub fn self_payment(dir: &Path, wallet: &Made, byte: u8) -> PathBuf {
+    payment(dir, wallet, byte, &wallet.address)
+}
+
+/// A PSBT file in `dir` spending one synthetic output of `wallet` (its
+/// prevout made of `byte`) to `address`.
+pub fn payment(dir: &Path, wallet: &Made, byte: u8, address: &str) -> PathBuf {
     let input = format!(
         "{}:0:60000:5120{}",
         hex::encode([byte; 32]),
@@ -175,7 +181,7 @@ pub fn self_payment(dir: &Path, wallet: &Made, byte: u8) -> PathBuf {
             "--input",
             &input,
             "--output",
-            &format!("{}:59000", wallet.address),
+            &format!("{address}:59000"),
         ],
         0,
     );
