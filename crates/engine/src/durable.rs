@@ -166,12 +166,59 @@ pub fn activation_ops(
 }
 
 /// The unit that puts an active wallet in `rekeying`: its stored record
-/// with the lifecycle changed (key epoch and wallet key unchanged).
+/// with the lifecycle changed (key epoch and wallet key unchanged), under a
+/// bumped store epoch.
 ///
 /// # Errors
 /// [`Error::Store`] if the record cannot be read;
 /// [`Error::StoredRecordInvalid`] if it is missing or does not decode.
 pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec<WriteOp>, Error> {
+    let record = relabelled(store, wallet, Lifecycle::Rekeying)?;
+    Ok(vec![
+        WriteOp::PutWallet {
+            wallet: wallet.clone(),
+            value: record.encode(),
+        },
+        // A security epoch (DESIGN.md I5): a store rolled back to before
+        // the rekey no longer opens, so it cannot bring back an `active`
+        // wallet.
+        WriteOp::BumpWalletEpoch {
+            wallet: wallet.clone(),
+        },
+    ])
+}
+
+/// The unit that retires a wallet: its record marked `retired` and its key
+/// package deleted, together, so no restart finds a retired wallet with a
+/// share (nor a share without its wallet retired), under a bumped store
+/// epoch (so a rolled-back store holding the share does not open). The
+/// record keeps the public wallet key, which says which key the wallet had.
+///
+/// # Errors
+/// As for [`rekeying_ops`].
+pub(crate) fn retiring_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec<WriteOp>, Error> {
+    let record = relabelled(store, wallet, Lifecycle::Retired)?;
+    Ok(vec![
+        WriteOp::DeleteKeyPackage {
+            wallet: wallet.clone(),
+            epoch: record.key_epoch,
+        },
+        WriteOp::PutWallet {
+            wallet: wallet.clone(),
+            value: record.encode(),
+        },
+        WriteOp::BumpWalletEpoch {
+            wallet: wallet.clone(),
+        },
+    ])
+}
+
+/// The wallet's stored record with its lifecycle set to `lifecycle`.
+fn relabelled<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    lifecycle: Lifecycle,
+) -> Result<WalletRecord, Error> {
     let invalid = || Error::StoredRecordInvalid {
         wallet: wallet.clone(),
     };
@@ -183,11 +230,8 @@ pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec
         })?
         .ok_or_else(invalid)?;
     let mut record = WalletRecord::decode(&bytes).ok_or_else(invalid)?;
-    record.lifecycle = Lifecycle::Rekeying;
-    Ok(vec![WriteOp::PutWallet {
-        wallet: wallet.clone(),
-        value: record.encode(),
-    }])
+    record.lifecycle = lifecycle;
+    Ok(record)
 }
 
 /// The stored form of a DKG result awaiting confirmation:

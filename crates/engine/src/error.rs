@@ -19,6 +19,7 @@ use thresig_store::CommitmentHash;
 use thresig_tx::PolicyDenial;
 
 use crate::ids::{CoordinatorId, WalletEpoch};
+use crate::wallet::WalletStateKind;
 use thresig_store::WalletId;
 
 /// A stable error code, sent on the wire as [`ErrorCode::as_str`].
@@ -575,6 +576,19 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// A retire was requested for a wallet that is not `rekeying`: only a
+    /// wallet whose sweep the operator has seen through can be retired, so
+    /// an active wallet's shares are never deleted by one command.
+    #[error(
+        "wallet {wallet} is {}, not rekeying, and cannot be retired; run `thresig wallet rekey` and sweep its outputs first",
+        state.as_str()
+    )]
+    RetireNotPossible {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// Its state.
+        state: WalletStateKind,
+    },
     /// The wallet's rate ledger kept changing under concurrent commits; the
     /// shares were not released and stay pending for a byte-identical
     /// retry.
@@ -721,7 +735,8 @@ impl Error {
             | Self::OwnCommitmentMissing { .. }
             | Self::MessageMismatch { .. }
             | Self::Transaction { .. }
-            | Self::RekeyNotPossible { .. } => ErrorCode::InvalidRequest,
+            | Self::RekeyNotPossible { .. }
+            | Self::RetireNotPossible { .. } => ErrorCode::InvalidRequest,
             Self::UnknownWallet { .. } => ErrorCode::UnknownWallet,
             Self::WalletNotActive { .. } => ErrorCode::WalletNotActive,
             Self::RekeyInProgress { .. } | Self::SuccessorNotActive { .. } => {
@@ -955,6 +970,10 @@ mod tests {
                 successor: WalletId::new("w2").unwrap(),
             },
             Error::RekeyNotPossible { wallet: wallet() },
+            Error::RetireNotPossible {
+                wallet: wallet(),
+                state: WalletStateKind::Active,
+            },
             Error::LedgerContended { wallet: wallet() },
             Error::KeyPackageMissing {
                 wallet: wallet(),
@@ -1025,6 +1044,7 @@ mod tests {
                 | Error::Transaction { .. }
                 | Error::SuccessorNotActive { .. }
                 | Error::RekeyNotPossible { .. }
+                | Error::RetireNotPossible { .. }
                 | Error::LedgerContended { .. }
                 | Error::KeyPackageMissing { .. }
                 | Error::StoredRecordInvalid { .. }

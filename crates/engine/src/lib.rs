@@ -8,8 +8,9 @@
 //!   DKG parts) enters only through [`Signer::handle`], which checks once
 //!   that the coordinator is a member of the wallet and hands the proof to
 //!   the request's own method; [`Signer::status`], [`Signer::wallets`],
-//!   [`Signer::wallet_key`], [`Signer::begin_rekey`] and
-//!   [`Signer::dkg_abort`] serve the local operator.
+//!   [`Signer::wallet_key`], [`Signer::operate`] (an
+//!   [`OperatorCommand`]: begin a rekey, retire) and [`Signer::dkg_abort`]
+//!   serve the local operator.
 //! - The API types ([`Request`], [`Response`]) are what a transport (the
 //!   daemon) converts its messages to and from; they define no wire format
 //!   of their own. A
@@ -56,7 +57,8 @@
 //! concurrent requests cannot both pass a limit and a transaction signed in
 //! several ROAST sessions is charged once. [`Signer::begin_rekey`] puts a
 //! wallet in `rekeying`: it then signs only the sweep to its configured
-//! successor, once that successor is `active`.
+//! successor, once that successor is `active`; [`Signer::retire`] then
+//! deletes its key package and it refuses everything.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(
@@ -90,7 +92,7 @@ pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
 pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
 pub use durable::decode_shares;
-pub use signer::{OpenError, Signer};
+pub use signer::{OpenError, OperatorCommand, OperatorOutcome, Signer, Transition};
 pub use target::{Digest, SigningTarget, taproot_wallet};
 pub use wallet::WalletStateKind;
 

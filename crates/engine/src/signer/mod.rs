@@ -9,8 +9,10 @@
 //! - `release.rs`: round 2, from its checked request to the marker commit
 //!   after which its shares leave;
 //! - `pending.rs`: the shares that wait for a durable marker;
-//! - `rekey.rs`: the operator's `begin_rekey`.
+//! - `rekey.rs`: the operator's `begin_rekey` and `retire`;
+//! - `operator.rs`: the one dispatch of the operator's commands.
 
+mod operator;
 mod pending;
 mod rekey;
 mod release;
@@ -33,7 +35,9 @@ use crate::error::{Error, InternalFault};
 use crate::ids::CoordinatorId;
 use crate::pool::NoncePool;
 use crate::wallet::WalletState;
+pub use operator::{OperatorCommand, OperatorOutcome};
 use pending::PendingShares;
+pub use rekey::Transition;
 use thresig_store::{Timestamp, WalletId};
 
 /// The mutable state of one wallet, behind its own lock.
@@ -102,7 +106,8 @@ pub(crate) struct Slot {
 /// Methods, by kind:
 /// - inputs: [`Signer::handle`], the one way a coordinator's [`Request`]
 ///   enters (it checks the coordinator's membership once, then dispatches);
-/// - operator commands: [`Signer::begin_rekey`], [`Signer::dkg_abort`];
+/// - operator commands: [`Signer::operate`] (which dispatches
+///   [`Signer::begin_rekey`] and [`Signer::retire`]), [`Signer::dkg_abort`];
 /// - getters, for the local operator: [`Signer::status`],
 ///   [`Signer::wallets`], [`Signer::wallet_key`];
 /// - upkeep: [`Signer::prune`] drops expired nonces, forgotten tombstones

@@ -1,26 +1,42 @@
-//! Putting an active wallet in `rekeying`: an operator's action, never a
-//! coordinator's.
+//! The emergency rekey's operator steps: putting an active wallet in
+//! `rekeying`, and retiring it once its outputs are swept. Both are an
+//! operator's actions on this member, never a coordinator's.
 
 use thresig_store::Store;
 
 use super::{Signer, lock, store_error};
-use crate::durable::rekeying_ops;
+use crate::durable::{rekeying_ops, retiring_ops};
 use crate::error::Error;
 use crate::wallet::WalletState;
 use thresig_store::WalletId;
+
+/// Whether an operator's step changed the wallet or found it already done:
+/// each step is idempotent, so an operator who cannot tell whether a step
+/// committed (a crash, a lost reply) runs it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Transition {
+    /// The wallet moved to the new state (durably).
+    Done,
+    /// The wallet was already in that state; nothing was written.
+    Already,
+}
 
 impl<S: Store> Signer<S> {
     /// Puts an active wallet in `rekeying`, durably: from then on it signs
     /// only a sweep whose outputs all pay the successor named in its
     /// configuration (once that successor is `active` here), and refuses
     /// every other spend with `rekey_in_progress`. An operator action; a
-    /// coordinator cannot trigger it.
+    /// coordinator cannot trigger it. A wallet already `rekeying` is left
+    /// as it is ([`Transition::Already`]).
     ///
     /// # Errors
     /// [`Error::UnknownWallet`]; [`Error::RekeyNotPossible`] if the wallet
-    /// names no successor or is not `active`; [`Error::Store`] if the
-    /// record cannot be written (the wallet then stays `active`).
-    pub fn begin_rekey(&self, wallet: &WalletId) -> Result<(), Error> {
+    /// names no successor or is neither `active` nor `rekeying`;
+    /// [`Error::Store`] if the record cannot be written (the wallet then
+    /// stays `active`).
+    pub fn begin_rekey(&self, wallet: &WalletId) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
         let not_possible = || Error::RekeyNotPossible {
@@ -29,8 +45,10 @@ impl<S: Store> Signer<S> {
         if slot.config.successor.is_none() {
             return Err(not_possible());
         }
-        if !matches!(shard.state, WalletState::Active(_)) {
-            return Err(not_possible());
+        match shard.state {
+            WalletState::Active(_) => {}
+            WalletState::Rekeying(_) => return Ok(Transition::Already),
+            _ => return Err(not_possible()),
         }
         let ops = rekeying_ops(&self.store, wallet)?;
         self.store
@@ -41,6 +59,47 @@ impl<S: Store> Signer<S> {
             WalletState::Active(key) => WalletState::Rekeying(key),
             other => other,
         };
-        Ok(())
+        Ok(Transition::Done)
+    }
+
+    /// Retires a `rekeying` wallet, durably: its record says `retired` and
+    /// its key package is deleted from the store in the same commit, and the
+    /// share is dropped from memory (wiped once no round still holds it).
+    /// From then on the wallet refuses everything with `wallet_retired`.
+    /// The operator asserts that no output of the wallet remains (the sweep
+    /// confirmed); nothing here can check the chain. A wallet already
+    /// `retired` is left as it is ([`Transition::Already`]).
+    ///
+    /// Only a `rekeying` wallet can be retired, so that retiring the wrong
+    /// wallet by mistake needs two wrong commands, and so that the sweep had
+    /// its chance first.
+    ///
+    /// The deleted record's ciphertext may still sit in the database's free
+    /// pages or in backups until the DEK that sealed it is rotated out; the
+    /// caller (`thresig wallet retire`) rotates the DEK after this call.
+    ///
+    /// # Errors
+    /// [`Error::UnknownWallet`]; [`Error::RetireNotPossible`] for a wallet
+    /// in any other state; [`Error::Store`] if the commit fails (the wallet
+    /// then stays `rekeying`, its share kept).
+    pub fn retire(&self, wallet: &WalletId) -> Result<Transition, Error> {
+        let slot = self.slot(wallet)?;
+        let mut shard = lock(&self.store, slot)?;
+        match shard.state {
+            WalletState::Rekeying(_) => {}
+            WalletState::Retired => return Ok(Transition::Already),
+            ref other => {
+                return Err(Error::RetireNotPossible {
+                    wallet: wallet.clone(),
+                    state: other.kind(),
+                });
+            }
+        }
+        let ops = retiring_ops(&self.store, wallet)?;
+        self.store
+            .write(ops)
+            .map_err(|source| store_error(wallet, source))?;
+        shard.state = WalletState::Retired;
+        Ok(Transition::Done)
     }
 }

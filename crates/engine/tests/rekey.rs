@@ -1,0 +1,117 @@
+//! The emergency rekey's operator steps on one member: `rekeying`, then
+//! `retired`, each durable, idempotent, and refused from the wrong state.
+
+mod common;
+
+use common::psbt::*;
+use common::*;
+use thresig_crypto::ScriptTree;
+use thresig_engine::{
+    Error, ErrorCode, Limits, OperatorCommand, Transition, WalletEpoch, WalletStateKind,
+};
+use thresig_store::{KeyEpoch, Store};
+
+/// A 2-of-3 cluster with `old` (active, successor `new`) and `new`.
+fn cluster(seed: u64) -> Cluster {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly))
+            .policy(policy())
+            .successor("new"),
+        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy()),
+    ];
+    Cluster::with_wallets(seed, 2, 3, &specs, Limits::default())
+}
+
+/// Whether member `s` still holds the DKG's key package of `wallet`.
+fn holds_share(c: &Cluster, s: u16, wallet: &str) -> bool {
+    c.member(s)
+        .store()
+        .key_package(&wid(wallet), KeyEpoch(1))
+        .unwrap()
+        .is_some()
+}
+
+#[test]
+fn each_step_is_idempotent_and_reports_whether_it_changed_the_wallet() {
+    let c = cluster(51);
+    let signer = c.member(1).signer();
+    assert_eq!(signer.begin_rekey(&wid("old")).unwrap(), Transition::Done);
+    assert_eq!(
+        signer.begin_rekey(&wid("old")).unwrap(),
+        Transition::Already
+    );
+    assert_eq!(signer.retire(&wid("old")).unwrap(), Transition::Done);
+    assert_eq!(signer.retire(&wid("old")).unwrap(), Transition::Already);
+}
+
+#[test]
+fn only_a_rekeying_wallet_can_be_retired_and_a_refusal_keeps_its_share() {
+    let mut c = cluster(52);
+    let old = taproot(&c, "old");
+    for s in [1, 2] {
+        let err = c.member(s).signer().retire(&wid("old")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::RetireNotPossible {
+                    state: WalletStateKind::Active,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        assert!(holds_share(&c, s, "old"), "seat {s} keeps its share");
+    }
+    // Still active: an ordinary spend signs.
+    let psbt = spend(&old, 1, 1);
+    let (req, _) = psbt_request(&mut c, "old", &[1, 2], &psbt.serialize(), &sighashes(&psbt));
+    c.round2(1, &req).unwrap();
+}
+
+#[test]
+fn a_retired_wallet_refuses_everything_and_its_share_is_gone_after_a_restart() {
+    let mut c = cluster(53);
+    for s in [1, 2, 3] {
+        let rekeyed = c
+            .member(s)
+            .signer()
+            .operate(&OperatorCommand::BeginRekey { wallet: wid("old") })
+            .unwrap();
+        assert_eq!(rekeyed.transition, Transition::Done);
+        assert_eq!(rekeyed.status.state, WalletStateKind::Rekeying);
+        assert_eq!(rekeyed.status.epoch, Some(WalletEpoch::INITIAL));
+        let retired = c
+            .member(s)
+            .signer()
+            .operate(&OperatorCommand::Retire { wallet: wid("old") })
+            .unwrap();
+        assert_eq!(retired.status.state, WalletStateKind::Retired);
+        assert_eq!(retired.status.output_key, None, "no key held any more");
+    }
+    c.restart(1);
+    for s in [1, 2, 3] {
+        let status = c.member(s).signer().status(&wid("old")).unwrap();
+        assert_eq!(status.state, WalletStateKind::Retired, "durable at {s}");
+        assert!(!holds_share(&c, s, "old"), "seat {s}'s share is deleted");
+        assert!(holds_share(&c, s, "new"), "the successor's share stays");
+        let err = c.round1(s, 2, "old", 1).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::WalletRetired, "{err:?}");
+        let err = c.member(s).signer().begin_rekey(&wid("old")).unwrap_err();
+        assert!(matches!(err, Error::RekeyNotPossible { .. }), "{err:?}");
+    }
+    // The successor is untouched and signs on its own.
+    let new = taproot(&c, "new");
+    let psbt = spend(&new, 1, 2);
+    let (req, _) = psbt_request(&mut c, "new", &[1, 3], &psbt.serialize(), &sighashes(&psbt));
+    c.round2(3, &req).unwrap();
+}
+
+#[test]
+fn the_operator_command_wire_form_names_its_step_and_wallet() {
+    let command: OperatorCommand = serde_json::from_str(r#"{"retire":{"wallet":"old"}}"#).unwrap();
+    assert_eq!(command, OperatorCommand::Retire { wallet: wid("old") });
+    assert_eq!(command.wallet(), &wid("old"));
+    assert!(serde_json::from_str::<OperatorCommand>(r#"{"retire":{"wallet":"o","x":1}}"#).is_err());
+    assert!(serde_json::from_str::<OperatorCommand>(r#"{"retire":{"wallet":""}}"#).is_err());
+}
