@@ -25,7 +25,7 @@ use thresig_store::provider::{KeyProvider, ProviderError};
 use thresig_store::{EncryptedStore, KeyManager};
 use tracing::{info, warn};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, NodeConfig};
 use crate::identity::{self, IdentityError};
 use thresig_store::Recovery;
 
@@ -99,6 +99,55 @@ pub fn admin_socket_path(config: &Config) -> PathBuf {
     config.data_dir.join("admin").join("admin.sock")
 }
 
+/// A member's engine opened over its store without serving it: what an
+/// operator's command on a signer that is not running acts on (the same
+/// [`Signer`] a running one serves, so a command runs the same code
+/// either way). Opening takes the store's database lock, so it fails
+/// while a signer runs on the store.
+pub struct LocalEngine {
+    /// The key provider the store was opened through.
+    pub provider: Arc<dyn KeyProvider>,
+    /// The open store.
+    pub store: Arc<EncryptedStore>,
+    /// The engine over it, with the configuration's wallets.
+    pub signer: Signer<Arc<EncryptedStore>>,
+}
+
+impl LocalEngine {
+    /// Opens the engine of the member configuration at `path`.
+    ///
+    /// # Errors
+    /// As [`Node::open`], except that no `[daemon]` section is needed.
+    pub fn open(path: &Path) -> Result<Self, NodeError> {
+        Self::open_config(Config::load(path)?, path).map(|(_, engine)| engine)
+    }
+
+    /// Opens the store of `config` (loaded from `path`) and the engine over
+    /// it, after checking the sealed identity key against the roster.
+    fn open_config(config: Config, path: &Path) -> Result<(NodeConfig, Self), NodeError> {
+        let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
+        let store = Arc::new(EncryptedStore::open(
+            config.location(),
+            provider.clone(),
+            config.options.clone(),
+        )?);
+        let node = config.into_node(path)?;
+        let identity = identity::load(store.as_ref())?;
+        if identity.verifying_key().to_bytes() != node.identity.to_bytes() {
+            return Err(NodeError::IdentityMismatch(node.member));
+        }
+        let signer = Signer::open(node.signer_config(), identity, store.clone())?;
+        Ok((
+            node,
+            Self {
+                provider,
+                store,
+                signer,
+            },
+        ))
+    }
+}
+
 /// A signer opened and ready to serve: the store through its key provider,
 /// the identity checked against the roster, the key manager running and the
 /// engine open. [`Node::run`] serves it; its parts are exposed so the
@@ -112,7 +161,7 @@ pub struct Node {
     provider: Arc<dyn KeyProvider>,
     store: Arc<EncryptedStore>,
     manager: KeyManager,
-    handler: EngineHandler<Arc<EncryptedStore>>,
+    handler: Arc<EngineHandler<Arc<EncryptedStore>>>,
 }
 
 impl Node {
@@ -126,13 +175,7 @@ impl Node {
         let config = Config::load(path)?;
         let admin_socket = admin_socket_path(&config);
         let key_manager = config.key_manager;
-        let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
-        let store = Arc::new(EncryptedStore::open(
-            config.location(),
-            provider.clone(),
-            config.options.clone(),
-        )?);
-        let mut node = config.into_node(path)?;
+        let (mut node, engine) = LocalEngine::open_config(config, path)?;
         let daemon = node.daemon.take().ok_or(NodeError::NoDaemon)?;
         let own_pin = node.members.get(&node.member).map(|m| m.tls_key_sha256);
         if own_pin
@@ -142,13 +185,13 @@ impl Node {
         {
             return Err(NodeError::TlsKeyMismatch(node.member));
         }
-        let identity = identity::load(store.as_ref())?;
-        if identity.verifying_key().to_bytes() != node.identity.to_bytes() {
-            return Err(NodeError::IdentityMismatch(node.member));
-        }
+        let LocalEngine {
+            provider,
+            store,
+            signer,
+        } = engine;
         let manager = KeyManager::start(store.clone(), key_manager);
-        let signer = Signer::open(node.signer_config(), identity, store.clone())?;
-        let handler = EngineHandler::new(signer, node.identities());
+        let handler = Arc::new(EngineHandler::new(signer, node.identities()));
         Ok(Self {
             member: node.member,
             wallets: node.wallets.len(),
@@ -159,6 +202,13 @@ impl Node {
             manager,
             handler,
         })
+    }
+
+    /// The engine the daemon serves, for the local operator's commands
+    /// ([`thresig_engine::Signer::operate`]) while it runs.
+    #[must_use]
+    pub fn engine(&self) -> &Arc<EngineHandler<Arc<EncryptedStore>>> {
+        &self.handler
     }
 
     /// The open store, shared with the engine and the key manager.
@@ -253,7 +303,6 @@ impl Node {
             ..
         } = self;
         info!(member = %member, wallets, "signer open");
-        let handler = Arc::new(handler);
         let pruner = Pruner::start(Arc::clone(&handler));
         let served = serve(&daemon, wrap(handler));
         drop(pruner);

@@ -6,11 +6,15 @@
 //! serves each connection on a thread of its own, so a slow or stuck
 //! client never holds up signing (the daemon runs on its own runtime) nor
 //! another client. It runs [`keys::run_on`] over the signer's open
-//! store: the same code as the command run without a signer, so the two
-//! paths cannot drift. [`ask`] and [`answers`] are the command line's side.
+//! store, and [`wallet::run_on`] over its running engine (the engine's
+//! operator commands, [`OperatorCommand`]): the same code as the command
+//! run without a signer, so the two paths cannot drift. [`ask`] and
+//! [`answers`] are the command line's side.
 //!
 //! Protocol: one JSON line per connection each way. The request is
-//! `{"command": "status" | "rotate_dek" | "rotate_kek" | "verify"}`; the
+//! `{"command": "status" | "rotate_dek" | "rotate_kek" | "verify"}` for a
+//! store command, or `{"engine": <OperatorCommand>}` for an engine command
+//! (such as `{"engine": {"begin_rekey": {"wallet": "w"}}}`); the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.
@@ -56,11 +60,18 @@ use nix::sys::socket::{Shutdown, getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thresig_cluster::node::STOP_GRACE;
+use thresig_daemon::EngineHandler;
+use thresig_engine::OperatorCommand;
 use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, Recovery};
 use tracing::{info, warn};
 
 use crate::keys::{self, KeysError, Report, StoreCommand, Verdict};
+use crate::wallet;
+
+/// The engine the daemon serves, which the admin socket's engine commands
+/// reach.
+pub(crate) type Engine = Arc<EngineHandler<Arc<EncryptedStore>>>;
 
 /// The largest request read: a command name fits in a few dozen bytes.
 pub(crate) const MAX_REQUEST: u64 = 4096;
@@ -82,11 +93,39 @@ pub(crate) const IO_DEADLINE: Duration = Duration::from_secs(5);
 /// the threads a local client can make the signer hold.
 pub(crate) const MAX_CLIENTS: usize = 4;
 
-/// A request on the admin socket.
-#[derive(Debug, Serialize, Deserialize)]
+/// A request on the admin socket: a command over the store, or one of the
+/// engine's operator commands. A new engine command needs no change here.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Request {
+    Store(StoreRequest),
+    Engine(EngineRequest),
+}
+
+/// `{"command": …}`: a `thresig keys` command.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Request {
+pub(crate) struct StoreRequest {
     command: StoreCommand,
+}
+
+/// `{"engine": …}`: an operator command to the running engine.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EngineRequest {
+    engine: OperatorCommand,
+}
+
+impl From<StoreCommand> for Request {
+    fn from(command: StoreCommand) -> Self {
+        Self::Store(StoreRequest { command })
+    }
+}
+
+impl From<OperatorCommand> for Request {
+    fn from(engine: OperatorCommand) -> Self {
+        Self::Engine(EngineRequest { engine })
+    }
 }
 
 /// A reply on the admin socket.
@@ -222,6 +261,7 @@ impl AdminServer {
         path: &Path,
         provider: Arc<dyn KeyProvider>,
         store: Arc<EncryptedStore>,
+        engine: Engine,
     ) -> Result<Self, StartError> {
         let io = |what: &'static str| {
             move |source| StartError::Io {
@@ -263,7 +303,14 @@ impl AdminServer {
             let listener = listener.try_clone().map_err(io("sharing the listener"))?;
             std::thread::Builder::new()
                 .name("admin".to_owned())
-                .spawn(move || serve(&listener, &stopping, &clients, &provider, &store))
+                .spawn(move || {
+                    let target = Target {
+                        provider,
+                        store,
+                        engine,
+                    };
+                    serve(&listener, &stopping, &clients, &target);
+                })
                 .map_err(io("starting its thread"))?
         };
         info!(socket = %path.display(), "admin socket listening");
@@ -346,8 +393,7 @@ fn serve(
     listener: &UnixListener,
     stopping: &Arc<AtomicBool>,
     clients: &Arc<Clients>,
-    provider: &Arc<dyn KeyProvider>,
-    store: &Arc<EncryptedStore>,
+    target: &Target,
 ) {
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
@@ -377,11 +423,11 @@ fn serve(
             send(&stream, &Reply::Error(busy));
             continue;
         };
-        let (stopping, provider, store) = (stopping.clone(), provider.clone(), store.clone());
+        let (stopping, target) = (stopping.clone(), target.clone());
         let spawned = std::thread::Builder::new()
             .name("admin-client".to_owned())
             .spawn(move || {
-                handle(&stream, &stopping, &provider, &store);
+                handle(&stream, &stopping, &target);
                 drop(slot);
             });
         if let Err(e) = spawned {
@@ -510,12 +556,7 @@ fn peer_admitted(stream: &UnixStream) -> bool {
 /// Serves one admitted connection: reads one request, runs it (unless the
 /// server is stopping) and writes the reply. Failures are logged; none
 /// stops the server.
-fn handle(
-    stream: &UnixStream,
-    stopping: &AtomicBool,
-    provider: &Arc<dyn KeyProvider>,
-    store: &Arc<EncryptedStore>,
-) {
+fn handle(stream: &UnixStream, stopping: &AtomicBool, target: &Target) {
     let mut line = Vec::new();
     match BufReader::new(Until::new(stream).take(MAX_REQUEST + 1)).read_until(b'\n', &mut line) {
         // A probe (`keys recover` asking whether a signer runs).
@@ -554,7 +595,7 @@ fn handle(
                 "the signer is stopping; retry once it has stopped (the command then opens the store) or restarted".to_owned(),
             )),
             Ok(request) => settle(
-                run(request.command, provider, store),
+                run(request, target),
                 stopping.load(Ordering::SeqCst),
             ),
             Err(e) => Reply::Error(RemoteError::new(
@@ -567,14 +608,23 @@ fn handle(
     send(stream, &reply);
 }
 
-/// Runs one command over the open store, logging what it did.
-fn run(
-    command: StoreCommand,
-    provider: &Arc<dyn KeyProvider>,
-    store: &Arc<EncryptedStore>,
-) -> Reply {
-    info!(?command, "admin socket: running");
-    match keys::run_on(command, provider, store, &mut |line| info!("{line}")) {
+/// Runs one command over the open store or the running engine, logging
+/// what it did.
+fn run(request: Request, target: &Target) -> Reply {
+    info!(?request, "admin socket: running");
+    let mut progress = |line: &str| info!("{line}");
+    let result = match &request {
+        Request::Store(r) => {
+            keys::run_on(r.command, &target.provider, &target.store, &mut progress)
+        }
+        Request::Engine(r) => wallet::run_on(
+            &r.engine,
+            target.engine.signer(),
+            &target.store,
+            &mut progress,
+        ),
+    };
+    match result {
         Ok(Report {
             json,
             text,
@@ -585,17 +635,21 @@ fn run(
             findings: verdict == Verdict::Findings,
         },
         Err(e) => {
-            warn!(?command, code = e.code(), error = %e.to_string(), "admin socket: command failed");
+            warn!(?request, code = e.code(), error = %e.to_string(), "admin socket: command failed");
             Reply::Error(RemoteError::new(e.code(), e.recovery(), e.to_string()))
         }
     }
 }
 
-/// The reply to a command that has run: as it is, unless it failed once
-/// the server was `stopping`. The failure may then come from the stop
-/// itself (the store's writer stopped under an abandoned rotation, which
-/// reports `writer_stopped`, terminal), so the client is told to retry,
-/// the command's own error kept in the message.
+/// What the admin socket's commands act on: the signer's open store and
+/// its running engine.
+#[derive(Clone)]
+struct Target {
+    provider: Arc<dyn KeyProvider>,
+    store: Arc<EncryptedStore>,
+    engine: Engine,
+}
+
 fn settle(reply: Reply, stopping: bool) -> Reply {
     match reply {
         Reply::Error(e) if stopping => Reply::Error(RemoteError::new(
@@ -665,13 +719,13 @@ pub(crate) fn answers(path: &Path) -> Result<bool, KeysError> {
 /// # Errors
 /// [`KeysError::Daemon`] with the signer's own error, or
 /// [`KeysError::Admin`] when the exchange fails.
-pub(crate) fn ask(path: &Path, command: StoreCommand) -> Result<Option<Report>, KeysError> {
+pub(crate) fn ask(path: &Path, request: &Request) -> Result<Option<Report>, KeysError> {
     let Some(mut stream) = connect(path)? else {
         return Ok(None);
     };
     let io = |e: std::io::Error| admin_error(path, AdminProblem::Io(e.kind()));
-    let mut request = serde_json::to_vec(&Request { command })
-        .map_err(|_| admin_error(path, AdminProblem::BadReply))?;
+    let mut request =
+        serde_json::to_vec(request).map_err(|_| admin_error(path, AdminProblem::BadReply))?;
     request.push(b'\n');
     stream.write_all(&request).map_err(io)?;
     let mut line = Vec::new();
@@ -773,7 +827,24 @@ mod tests {
     #[test]
     fn the_wire_format_is_one_tagged_json_object() {
         let request: Request = serde_json::from_str(r#"{"command":"rotate_dek"}"#).unwrap();
-        assert_eq!(request.command, StoreCommand::RotateDek);
+        assert_eq!(request, Request::from(StoreCommand::RotateDek));
+        let request: Request =
+            serde_json::from_str(r#"{"engine":{"begin_rekey":{"wallet":"w"}}}"#).unwrap();
+        let wallet = thresig_engine::WalletId::new("w").unwrap();
+        assert_eq!(
+            request,
+            Request::from(OperatorCommand::BeginRekey { wallet })
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"engine":{"retire":{"wallet":"w"}},"x":1}"#)
+                .is_err()
+        );
+        assert!(
+            serde_json::from_str::<Request>(
+                r#"{"command":"status","engine":{"retire":{"wallet":"w"}}}"#
+            )
+            .is_err()
+        );
         assert!(serde_json::from_str::<Request>(r#"{"command":"recover"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"command":"status","x":1}"#).is_err());
         let ok = serde_json::to_value(Reply::Ok {

@@ -37,7 +37,7 @@ use zeroize::Zeroizing;
 
 use thresig_cluster::config::{Config, ConfigError};
 use thresig_cluster::file::{FileError, open_regular};
-use thresig_cluster::node::admin_socket_path;
+use thresig_cluster::node::{NodeError, admin_socket_path};
 
 use crate::admin::{self, AdminProblem, RemoteError};
 
@@ -100,7 +100,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// The largest recovery key file read: the key is 64 hex digits.
 const MAX_RECOVERY_KEY_FILE: u64 = 256;
 
-/// Why a `keys` command failed.
+/// Why a `keys` or `wallet` command (a local operator's command on the
+/// signer's store or engine) failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KeysError {
     #[error(transparent)]
@@ -109,6 +110,12 @@ pub(crate) enum KeysError {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Store(#[from] thresig_store::Error),
+    /// The engine refused an operator command (its message names the step).
+    #[error(transparent)]
+    Engine(#[from] thresig_engine::Error),
+    /// The signer's engine could not be opened over its store.
+    #[error(transparent)]
+    Node(#[from] NodeError),
     #[error("recovery key file {}: {problem}", path.display())]
     RecoveryKeyFile {
         path: PathBuf,
@@ -155,6 +162,8 @@ impl KeysError {
             }
             Self::Provider(e) => e.recovery(),
             Self::Store(e) => e.recovery(),
+            Self::Engine(e) => e.code().recovery(),
+            Self::Node(e) => e.recovery(),
             Self::Daemon(e) => e.recovery(),
             Self::Admin { problem, .. } => problem.recovery(),
         }
@@ -168,6 +177,8 @@ impl KeysError {
             Self::RecoveryKeyFile { .. } => "recovery_key_file",
             Self::Provider(e) => e.code(),
             Self::Store(e) => e.code(),
+            Self::Engine(e) => e.code().as_str(),
+            Self::Node(e) => node_code(e),
             Self::Daemon(e) => &e.code,
             Self::Admin { .. } => "admin_socket",
             Self::DaemonRunning { .. } => "daemon_running",
@@ -175,16 +186,34 @@ impl KeysError {
     }
 }
 
+/// The code of a signer that could not be opened for a local command:
+/// the store's or provider's own code where it has one.
+fn node_code(e: &NodeError) -> &str {
+    match e {
+        NodeError::Config(_) | NodeError::Engine(_) => "config_invalid",
+        NodeError::Provider(e) => e.code(),
+        NodeError::Store(e) => e.code(),
+        _ => "signer_open",
+    }
+}
+
 /// How results are printed.
 #[derive(Clone, Copy)]
-enum Output {
+pub(crate) enum Output {
     Text,
     Json,
 }
 
+impl Output {
+    /// JSON when `--json` was given.
+    pub(crate) fn json_if(json: bool) -> Self {
+        if json { Self::Json } else { Self::Text }
+    }
+}
+
 impl From<&Common> for Output {
     fn from(c: &Common) -> Self {
-        if c.json { Self::Json } else { Self::Text }
+        Self::json_if(c.json)
     }
 }
 
@@ -205,7 +234,7 @@ pub(crate) struct Report {
 
 impl Report {
     /// A result with nothing to flag.
-    fn clean(json: Value, text: String) -> Self {
+    pub(crate) fn clean(json: Value, text: String) -> Self {
         Self {
             json,
             text,
@@ -237,6 +266,13 @@ pub(crate) fn main(args: KeysArgs) -> ExitCode {
             recover(&r.common.config, &r.recovery_key),
         ),
     };
+    print_outcome(output, result)
+}
+
+/// Prints a local operator command's report (or its error, with its code
+/// and class) in `output`'s form and returns the exit code: 0, 1 for
+/// findings or a terminal error, 2 for a retryable one.
+pub(crate) fn print_outcome(output: Output, result: Result<Report, KeysError>) -> ExitCode {
     match result {
         Ok(report) => {
             match output {
@@ -273,7 +309,7 @@ pub(crate) fn main(args: KeysArgs) -> ExitCode {
 fn on_store(common: &Common, command: StoreCommand) -> Result<Report, KeysError> {
     let config = Config::load(&common.config)?;
     let socket = admin_socket_path(&config);
-    let (mut report, via) = match admin::ask(&socket, command)? {
+    let (mut report, via) = match admin::ask(&socket, &command.into())? {
         Some(report) => {
             if !common.json {
                 eprintln!(
@@ -372,7 +408,7 @@ fn status(provider: &dyn KeyProvider, store: &EncryptedStore) -> Result<Report, 
     Ok(Report::clean(json, text))
 }
 
-fn rotate_dek(
+pub(crate) fn rotate_dek(
     store: &Arc<EncryptedStore>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, KeysError> {

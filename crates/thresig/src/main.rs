@@ -14,6 +14,7 @@ mod keys;
 mod load;
 mod member;
 mod psbt;
+mod wallet;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ enum Command {
     Psbt(psbt::PsbtArgs),
     /// Inspect, rotate, verify and recover the encrypted store's keys.
     Keys(keys::KeysArgs),
+    /// A wallet's lifecycle steps on this member: emergency rekey, retire.
+    Wallet(wallet::WalletArgs),
 }
 
 /// The wall clock in Unix seconds (0 if it reads before 1970).
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load::main(&args, &mut rand_core::OsRng),
         Command::Psbt(args) => psbt::main(&args, unix_now()),
         Command::Keys(args) => return keys::main(args),
+        Command::Wallet(args) => return wallet::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
