@@ -14,6 +14,7 @@ mod keys;
 mod load;
 mod member;
 mod psbt;
+mod sweep;
 mod wallet;
 
 use std::io::IsTerminal;
@@ -58,6 +59,9 @@ enum Command {
     Dkg(member::DkgArgs),
     /// Sign a PSBT through ROAST.
     Sign(member::SignArgs),
+    /// Sweep a rekeying wallet's outputs to its successor: build the PSBT
+    /// and sign it through ROAST.
+    Sweep(sweep::SweepArgs),
     /// Show the cluster: members, reachability, wallets.
     Status(member::StatusArgs),
     /// Measure signing over loopback: a local cluster signs many
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => member::serve(&args),
         Command::Dkg(args) => member::dkg(&args),
         Command::Sign(args) => member::sign_psbt(&args),
+        Command::Sweep(args) => sweep::main(&args),
         Command::Status(args) => member::status(&args),
         Command::Load(args) => load::main(&args, &mut rand_core::OsRng),
         Command::Psbt(args) => psbt::main(&args, unix_now()),

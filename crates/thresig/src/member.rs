@@ -337,7 +337,7 @@ pub(crate) fn dkg_completed(
 /// `own` failing for a wallet its own signer holds no key for
 /// (`wallet_not_active`) is terminal: no wait gives it one, its DKG must be
 /// run (or finished) first; other failures keep their class.
-fn keyed(result: Result<OwnWallet>) -> Result<OwnWallet> {
+pub(crate) fn keyed(result: Result<OwnWallet>) -> Result<OwnWallet> {
     result.map_err(|e| {
         let unkeyed = e.chain().any(|cause| {
             matches!(
@@ -402,39 +402,67 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
     let wallet = c.wallet(&args.wallet)?;
     let bytes = read_bounded(&args.psbt, MAX_TRANSACTION_FILE_BYTES)?;
     let runtime = runtime()?;
-    let OwnWallet {
-        key, epoch, spend, ..
-    } = keyed(own(&runtime, &c.peers, &c.node, wallet.id()))?;
+    let own = keyed(own(&runtime, &c.peers, &c.node, wallet.id()))?;
     let psbt = match std::str::from_utf8(&bytes) {
-        Ok(text) => WalletPsbt::from_base64(text.trim(), &spend),
-        Err(_) => WalletPsbt::from_bytes(&bytes, &spend),
+        Ok(text) => WalletPsbt::from_base64(text.trim(), &own.spend),
+        Err(_) => WalletPsbt::from_bytes(&bytes, &own.spend),
     }
     .map_err(|e| not_a_psbt(&args.psbt, e))?;
+    let out = Outputs {
+        psbt: args
+            .out_psbt
+            .clone()
+            .unwrap_or_else(|| with_suffix(&args.psbt, "signed")),
+        tx: args
+            .out_tx
+            .clone()
+            .unwrap_or_else(|| with_suffix(&args.psbt, "tx")),
+        json: args.json,
+    };
+    sign_and_write(&runtime, &c, wallet, &own, psbt, &out)
+}
+
+/// Where a signing command writes its results, and in which form it
+/// reports them.
+pub(crate) struct Outputs {
+    /// The signed PSBT (base64).
+    pub(crate) psbt: PathBuf,
+    /// The final transaction (hex).
+    pub(crate) tx: PathBuf,
+    /// Report in JSON.
+    pub(crate) json: bool,
+}
+
+/// Signs `psbt` with `wallet` (as this member's own signer holds it)
+/// through ROAST, writes the signed PSBT and the final transaction, and
+/// reports them: the one signing path of `thresig sign` and `thresig
+/// sweep`.
+pub(crate) fn sign_and_write(
+    runtime: &tokio::runtime::Runtime,
+    c: &Coordinating,
+    wallet: &NodeWallet,
+    own: &OwnWallet,
+    psbt: WalletPsbt,
+    out: &Outputs,
+) -> Result<()> {
     let mut options = SignOptions::default();
     options.progress = Some(Arc::new(Bar::new()));
-    let outcome = runtime.block_on(sign(&c.peers, wallet, &key, epoch, &psbt, &options))?;
+    let outcome = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options))?;
     drop(options);
     let signed = finish(psbt, &outcome.signatures)?;
-    let out_psbt = args
-        .out_psbt
-        .clone()
-        .unwrap_or_else(|| with_suffix(&args.psbt, "signed"));
-    let out_tx = args
-        .out_tx
-        .clone()
-        .unwrap_or_else(|| with_suffix(&args.psbt, "tx"));
-    std::fs::write(&out_psbt, &signed.psbt_base64)
-        .map_err(|e| because(format!("writing {}", out_psbt.display()), e))?;
-    std::fs::write(&out_tx, &signed.tx_hex)
-        .map_err(|e| because(format!("writing {}", out_tx.display()), e))?;
+    std::fs::write(&out.psbt, &signed.psbt_base64)
+        .map_err(|e| because(format!("writing {}", out.psbt.display()), e))?;
+    std::fs::write(&out.tx, &signed.tx_hex)
+        .map_err(|e| because(format!("writing {}", out.tx.display()), e))?;
     let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
-    if args.json {
+    if out.json {
         println!(
             "{}",
             json!({
+                "wallet": wallet.id().as_str(),
                 "txid": signed.txid,
-                "psbt": out_psbt,
-                "tx": out_tx,
+                "psbt": out.psbt,
+                "tx": out.tx,
                 "sessions": outcome.sessions,
                 "culprits": culprits,
             })
@@ -444,8 +472,8 @@ pub(crate) fn sign_psbt(args: &SignArgs) -> Result<()> {
             "signed {} in {} ROAST session(s)\n  signed PSBT: {}\n  transaction: {}",
             signed.txid,
             outcome.sessions,
-            out_psbt.display(),
-            out_tx.display()
+            out.psbt.display(),
+            out.tx.display()
         );
         if !culprits.is_empty() {
             println!("  members that sent invalid shares: {culprits:?}");
@@ -464,7 +492,7 @@ pub(crate) fn not_a_psbt(path: &Path, error: thresig_tx::Error) -> anyhow::Error
     anyhow::Error::new(error).context(message)
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".");
     name.push(suffix);

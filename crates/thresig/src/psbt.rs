@@ -64,7 +64,8 @@ struct BuildArgs {
     /// An input: `txid:vout:value_sat:script_hex` (repeatable).
     #[arg(long = "input", value_name = "TXID:VOUT:VALUE_SAT:SCRIPT_HEX")]
     inputs: Vec<String>,
-    /// A JSON file of inputs: `[{"txid", "vout", "value_sat", "script_pubkey"}]`.
+    /// A JSON file of inputs: `[{"txid", "vout", "value_sat", "script_pubkey"}]`
+    /// (`script_pubkey` defaults to the wallet's own).
     #[arg(long, value_name = "FILE")]
     inputs_file: Option<PathBuf>,
     /// An output: `address:value_sat` (repeatable).
@@ -141,12 +142,7 @@ fn build(a: &BuildArgs) -> Result<()> {
         .map(|s| parse_input(s))
         .collect::<Result<Vec<_>>>()?;
     if let Some(path) = &a.inputs_file {
-        let bytes = read_bounded(path, MAX_TRANSACTION_FILE_BYTES)?;
-        let listed: Vec<InputJson> = serde_json::from_slice(&bytes)
-            .map_err(|e| because(format!("parsing {}", path.display()), e))?;
-        for i in listed {
-            inputs.push(spend_input(&i.txid, i.vout, i.value_sat, &i.script_pubkey)?);
-        }
+        inputs.extend(read_inputs_file(path, &wallet)?);
     }
     let outputs = a
         .outputs
@@ -193,14 +189,39 @@ fn finalize(a: &FinalizeArgs) -> Result<()> {
     Ok(())
 }
 
-/// One input as listed in an `--inputs-file`.
+/// One input as listed in an `--inputs-file` (docs/lifecycle.md, "The
+/// inputs file"): an output of the wallet, its script the wallet's own
+/// unless given.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InputJson {
     txid: String,
     vout: u32,
     value_sat: u64,
-    script_pubkey: String,
+    script_pubkey: Option<String>,
+}
+
+/// The inputs listed in the JSON file at `path`, spending outputs of
+/// `wallet`: an input without `script_pubkey` pays the wallet's own.
+pub(crate) fn read_inputs_file(path: &Path, wallet: &TaprootWallet) -> Result<Vec<SpendInput>> {
+    let bytes = read_bounded(path, MAX_TRANSACTION_FILE_BYTES)?;
+    let listed: Vec<InputJson> = serde_json::from_slice(&bytes).map_err(|e| {
+        because(
+            format!(
+                "{}: not a JSON list of inputs; write [{{\"txid\", \"vout\", \"value_sat\"}}, ...] (docs/lifecycle.md)",
+                path.display()
+            ),
+            e,
+        )
+    })?;
+    let own = hex::encode(wallet.script_pubkey().as_bytes());
+    listed
+        .iter()
+        .map(|i| {
+            let script = i.script_pubkey.as_deref().unwrap_or(&own);
+            spend_input(&i.txid, i.vout, i.value_sat, script)
+        })
+        .collect()
 }
 
 fn wallet(a: &WalletArgs) -> Result<TaprootWallet> {
