@@ -189,6 +189,7 @@ fn refusal_name(refusal: &Refusal) -> &'static str {
         Refusal::NonceUnknown => "nonce_unknown",
         Refusal::PolicyDenied => "policy_denied",
         Refusal::SessionConflict => "session_conflict",
+        Refusal::RekeyInProgress => "rekey_in_progress",
         Refusal::Retryable => "a refusal that may pass",
         _ => "a rejected request",
     }
@@ -782,6 +783,7 @@ fn refusal_of(error: &SignerError) -> Refusal {
         Code::Engine(ErrorCode::NonceUnknown | ErrorCode::AttemptExpired) => Refusal::NonceUnknown,
         Code::Engine(ErrorCode::PolicyDenied) => Refusal::PolicyDenied,
         Code::Engine(ErrorCode::SessionConflict) => Refusal::SessionConflict,
+        Code::Engine(ErrorCode::RekeyInProgress) => Refusal::RekeyInProgress,
         _ if error.is_retryable() => Refusal::Retryable,
         _ => Refusal::Rejected,
     }

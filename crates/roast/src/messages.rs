@@ -98,6 +98,9 @@ pub enum Refusal {
     PolicyDenied,
     /// The commitment was already used with a different package.
     SessionConflict,
+    /// The wallet is being rekeyed on the signer: it signs only the sweep
+    /// to its successor, and this was not one.
+    RekeyInProgress,
     /// A failure on the signer's side that may pass (its store could not
     /// commit, a quota was full).
     Retryable,
@@ -119,7 +122,9 @@ impl Refusal {
     pub fn is_transient(self) -> bool {
         match self {
             Self::NonceUnknown | Self::Retryable => true,
-            Self::PolicyDenied | Self::SessionConflict | Self::Rejected => false,
+            Self::PolicyDenied | Self::SessionConflict | Self::RekeyInProgress | Self::Rejected => {
+                false
+            }
         }
     }
 }

@@ -412,16 +412,13 @@ fn is_member(slot: &Slot, from: CoordinatorId) -> bool {
 /// The public key record of the slot's wallet.
 ///
 /// # Errors
-/// [`Error::WalletNotActive`] for a wallet without a key.
+/// [`Error::WalletNotActive`] for a wallet without a key yet,
+/// [`Error::WalletRetired`] and [`Error::WalletCorrupt`].
 fn key_of<S: Store>(store: &S, slot: &Slot) -> Result<thresig_crypto::WalletKey, Error> {
     let shard = lock(store, slot)?;
-    shard
-        .state
-        .key()
-        .map(|k| k.key.clone())
-        .ok_or_else(|| Error::WalletNotActive {
-            wallet: slot.config.id.clone(),
-        })
+    // The state's own refusal: a retired wallet says so, not "not active".
+    let (key, _) = shard.state.signing_key(&slot.config.id)?;
+    Ok(key.key.clone())
 }
 
 fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {

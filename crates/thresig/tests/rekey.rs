@@ -1,0 +1,339 @@
+//! Emergency rekey over loopback with real signer processes: each
+//! member's operator puts the wallet in `rekeying` (`thresig wallet
+//! rekey`), every spend but the sweep to the successor is then refused,
+//! `thresig sweep` signs the sweep (checked with libbitcoinconsensus), the
+//! successor signs on its own, and `thresig wallet retire` deletes the
+//! shares. Each state survives kill -9 and restart; the step boundaries
+//! each test covers are listed in docs/lifecycle.md.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bitcoin::consensus::encode::deserialize_hex;
+use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
+use common::{
+    Made, ProcessCluster, WALLET, address, dkg, json, payment, seat, thresig, wait_ready,
+};
+use serde_json::Value;
+use thresig_cluster::config::Config;
+use thresig_store::provider::KeyProvider;
+use thresig_store::{EncryptedStore, KeyEpoch, Store as _, WalletId};
+use thresig_tx::test_util::verify_with_core;
+
+/// The successor every member's configuration names for [`WALLET`].
+const NEXT: &str = "next";
+
+/// The outputs of the old wallet the sweeps spend.
+const UTXOS: [(u8, u32, u64); 2] = [(0x51, 0, 60_000), (0x52, 1, 40_000)];
+
+/// A 2-of-3 cluster whose wallet [`WALLET`] names [`NEXT`] as its
+/// successor, both wallets keyed by a DKG, every member running.
+struct Rekey {
+    cluster: ProcessCluster,
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    old: Made,
+    next: Made,
+}
+
+impl Rekey {
+    fn new(seed: u64) -> Self {
+        let mut cluster = ProcessCluster::provision(3, 2, &[address(9)], seed);
+        for s in cluster.seats() {
+            let path = cluster.config_path(s);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let wallet = format!("id = \"{WALLET}\"\n");
+            assert!(text.contains(&wallet), "{text}");
+            let text = text.replacen(&wallet, &format!("{wallet}successor = \"{NEXT}\"\n"), 1);
+            let text = format!(
+                "{text}\n[[wallets]]\nid = \"{NEXT}\"\nthreshold = 2\nmembers = [1, 2, 3]\n"
+            );
+            std::fs::write(&path, text).unwrap();
+        }
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        cluster.start_all(&runtime);
+        let old = dkg(&cluster.config_path(seat(1)), WALLET);
+        let next = dkg(&cluster.config_path(seat(1)), NEXT);
+        Self {
+            cluster,
+            runtime,
+            dir: tempfile::tempdir().unwrap(),
+            old,
+            next,
+        }
+    }
+
+    fn config(&self, s: u16) -> String {
+        self.cluster
+            .config_path(seat(s))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// `thresig wallet <step> --wallet WALLET` on member `s`: its JSON.
+    fn step(&self, step: &str, s: u16) -> Value {
+        json(
+            &[
+                "wallet",
+                step,
+                "--config",
+                &self.config(s),
+                "--wallet",
+                WALLET,
+            ],
+            0,
+        )
+    }
+
+    /// The state of `wallet` on member `s`, as `thresig status` shows it.
+    fn state(&self, s: u16, wallet: &str) -> String {
+        let status = json(&["status", "--config", &self.config(1)], 0);
+        let member = status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["member"] == s)
+            .unwrap()
+            .clone();
+        let row = member["wallets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("member {s} unreachable: {member}"))
+            .iter()
+            .find(|w| w["wallet"] == wallet)
+            .unwrap()
+            .clone();
+        row["state"].as_str().unwrap().to_owned()
+    }
+
+    /// Kills member `s` with SIGKILL and starts it again.
+    fn kill_and_restart(&mut self, s: u16) {
+        self.cluster.local.kill(seat(s)).unwrap();
+        self.restart(s);
+    }
+
+    fn restart(&mut self, s: u16) {
+        self.cluster.local.start(seat(s)).unwrap();
+        let peers = self.cluster.peers(seat(1));
+        self.runtime.block_on(wait_ready(&peers, seat(s)));
+    }
+
+    /// `thresig sign` of a payment from `wallet` to `to` (one synthetic
+    /// input made of `byte`); the process's output.
+    fn sign(&self, wallet: &Made, name: &str, byte: u8, to: &str) -> std::process::Output {
+        let psbt = payment(self.dir.path(), wallet, byte, to);
+        thresig(&[
+            "sign",
+            "--config",
+            &self.config(1),
+            "--wallet",
+            name,
+            "--psbt",
+            psbt.to_str().unwrap(),
+            "--json",
+        ])
+    }
+
+    /// The inputs file of [`UTXOS`].
+    fn utxos(&self) -> PathBuf {
+        let listed: Vec<Value> = UTXOS
+            .iter()
+            .map(|(b, vout, value)| {
+                serde_json::json!({"txid": hex::encode([*b; 32]), "vout": vout, "value_sat": value})
+            })
+            .collect();
+        let path = self.dir.path().join("utxos.json");
+        std::fs::write(&path, Value::Array(listed).to_string()).unwrap();
+        path
+    }
+
+    /// `thresig sweep` of [`UTXOS`] from member `s`'s configuration.
+    fn sweep(&self, s: u16) -> std::process::Output {
+        let out = self.dir.path().join(format!("sweep-{s}.tx"));
+        thresig(&[
+            "sweep",
+            "--config",
+            &self.config(s),
+            "--wallet",
+            WALLET,
+            "--inputs-file",
+            self.utxos().to_str().unwrap(),
+            "--fee-rate",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+    }
+
+    /// Checks a sweep's output: its transaction pays the successor alone
+    /// and passes libbitcoinconsensus.
+    fn check_sweep(&self, out: &std::process::Output) {
+        let report = common::json_of(out, &["sweep"], 0);
+        let hex = std::fs::read_to_string(report["tx"].as_str().unwrap()).unwrap();
+        let tx: Transaction = deserialize_hex(hex.trim()).unwrap();
+        assert_eq!(tx.output.len(), 1);
+        assert_eq!(
+            hex::encode(tx.output[0].script_pubkey.as_bytes()),
+            format!("5120{}", self.next.output_key),
+            "the sweep pays the successor's output key"
+        );
+        let script =
+            ScriptBuf::from_bytes(hex::decode(format!("5120{}", self.old.output_key)).unwrap());
+        let prevouts: Vec<TxOut> = UTXOS
+            .iter()
+            .map(|(_, _, value)| TxOut {
+                value: Amount::from_sat(*value),
+                script_pubkey: script.clone(),
+            })
+            .collect();
+        verify_with_core(&tx, &prevouts).unwrap();
+    }
+
+    /// Whether member `s`'s store holds the DKG key package of `wallet`
+    /// (the member must be stopped: its process holds the store).
+    fn holds_share(&self, s: u16, wallet: &str) -> bool {
+        let config = Config::load(&self.cluster.config_path(seat(s))).unwrap();
+        let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open().unwrap());
+        let store =
+            EncryptedStore::open(config.location(), provider, config.options.clone()).unwrap();
+        store
+            .key_package(&WalletId::new(wallet).unwrap(), KeyEpoch(1))
+            .unwrap()
+            .is_some()
+    }
+}
+
+/// A failed command's stderr, which must name `code`.
+fn refused(out: &std::process::Output, code: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "terminal: {stderr}");
+    assert!(stderr.contains(code), "names {code}: {stderr}");
+}
+
+#[test]
+fn after_rekey_only_the_sweep_signs_the_successor_signs_alone_and_retire_deletes_the_shares() {
+    let mut r = Rekey::new(71);
+    for s in 1..=3 {
+        let rekeyed = r.step("rekey", s);
+        assert_eq!(rekeyed["state"], "rekeying", "{rekeyed}");
+        assert_eq!(rekeyed["via"], "daemon", "the running signer did it");
+        assert_eq!(rekeyed["changed"], true);
+        assert_eq!(r.step("rekey", s)["changed"], false, "idempotent");
+    }
+    // Every spend but the sweep: paying the wallet itself, or an address
+    // its policy allows.
+    refused(
+        &r.sign(&r.old, WALLET, 1, &r.old.address),
+        "rekey_in_progress",
+    );
+    refused(&r.sign(&r.old, WALLET, 2, &address(9)), "rekey_in_progress");
+
+    r.check_sweep(&r.sweep(1));
+    // The successor signs on its own.
+    let out = r.sign(&r.next, NEXT, 3, &r.next.address);
+    common::json_of(&out, &["sign", NEXT], 0);
+
+    for s in 1..=3 {
+        let retired = r.step("retire", s);
+        assert_eq!(retired["state"], "retired", "{retired}");
+        assert!(retired["dek_rotated_to"].as_u64().is_some(), "{retired}");
+    }
+    for s in 1..=3 {
+        assert_eq!(r.state(s, WALLET), "retired");
+        assert_eq!(r.state(s, NEXT), "active");
+    }
+    refused(&r.sign(&r.old, WALLET, 4, &r.old.address), "wallet_retired");
+    refused(&r.sweep(2), "wallet_retired");
+    r.cluster.local.stop_all().unwrap();
+    for s in 1..=3 {
+        assert!(
+            !r.holds_share(s, WALLET),
+            "member {s}'s old share is deleted"
+        );
+        assert!(r.holds_share(s, NEXT), "member {s} keeps the successor's");
+    }
+    // Stopped: the steps run on the store itself, and find them done.
+    let again = r.step("retire", 2);
+    assert_eq!(again["via"], "store");
+    assert_eq!(again["changed"], false);
+}
+
+#[test]
+fn retire_is_refused_before_rekey_and_rekey_runs_on_the_store_of_a_stopped_member() {
+    let mut r = Rekey::new(72);
+    let out = thresig(&[
+        "wallet",
+        "retire",
+        "--config",
+        &r.config(1),
+        "--wallet",
+        WALLET,
+        "--json",
+    ]);
+    let refusal = common::json_of(&out, &["wallet", "retire"], 1);
+    assert_eq!(refusal["error"]["code"], "invalid_request", "{refusal}");
+    assert_eq!(refusal["error"]["retryable"], false);
+    assert_eq!(r.state(1, WALLET), "active");
+
+    r.cluster.local.stop(seat(3)).unwrap();
+    let offline = r.step("rekey", 3);
+    assert_eq!(offline["via"], "store");
+    assert_eq!(offline["state"], "rekeying");
+    r.restart(3);
+    assert_eq!(r.state(3, WALLET), "rekeying");
+}
+
+/// Boundary: a member killed right after its `wallet rekey` committed.
+#[test]
+fn rekey_survives_kill_9_of_a_member_and_the_sweep_then_signs() {
+    let mut r = Rekey::new(73);
+    for s in 1..=3 {
+        r.step("rekey", s);
+    }
+    r.kill_and_restart(2);
+    assert_eq!(r.state(2, WALLET), "rekeying");
+    // Members 2 and 3 alone hold the threshold: 2 must take part.
+    r.cluster.local.stop(seat(1)).unwrap();
+    r.check_sweep(&r.sweep(2));
+}
+
+/// Boundaries: the coordinator (`thresig sweep`) killed while it signs;
+/// a member killed right after the sweep signed, and right after its
+/// `wallet retire` committed.
+#[test]
+fn sweep_and_retire_survive_kill_9_of_the_coordinator_and_of_a_member() {
+    let mut r = Rekey::new(74);
+    for s in 1..=3 {
+        r.step("rekey", s);
+    }
+    let mut coordinator = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["sweep", "--config", &r.config(1), "--wallet", WALLET])
+        .args([
+            "--inputs-file",
+            r.utxos().to_str().unwrap(),
+            "--fee-rate",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    // Whatever the killed run left, the sweep runs again and signs.
+    r.check_sweep(&r.sweep(1));
+    r.kill_and_restart(3);
+    assert_eq!(r.state(3, WALLET), "rekeying");
+    r.check_sweep(&r.sweep(3));
+
+    r.step("retire", 1);
+    r.kill_and_restart(1);
+    assert_eq!(r.state(1, WALLET), "retired");
+    refused(&r.sweep(1), "wallet_retired");
+    r.cluster.local.kill(seat(1)).unwrap();
+    assert!(!r.holds_share(1, WALLET));
+    assert!(r.holds_share(1, NEXT));
+}
