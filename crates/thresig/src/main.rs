@@ -11,6 +11,7 @@ mod bar;
 mod demo;
 mod fault;
 mod keys;
+mod lifecycle;
 mod load;
 mod member;
 mod psbt;

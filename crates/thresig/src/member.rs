@@ -19,12 +19,13 @@ use thresig_cluster::{
 };
 use thresig_crypto::Seat;
 use thresig_daemon::{ClusterCa, ClusterName};
-use thresig_engine::WalletId;
+use thresig_engine::{WalletId, WalletStatus};
 use thresig_tx::{InputIndex, Network, WalletPsbt};
 
 use crate::admin::AdminServer;
 use crate::bar::Bar;
 use crate::because;
+use crate::lifecycle::pending;
 
 /// `thresig init`.
 #[derive(Args)]
@@ -537,18 +538,43 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
     for m in &members {
         match &m.wallets {
             Ok(list) => {
+                let successor = |w: &WalletStatus| {
+                    c.node
+                        .wallet(&w.wallet)
+                        .and_then(|n| n.config.successor.as_ref())
+                };
                 let states: Vec<serde_json::Value> = list
                     .iter()
-                    .map(|w| json!({"wallet": w.wallet, "state": w.state, "live_nonces": w.live_nonces}))
+                    .map(|w| {
+                        let pending: Vec<serde_json::Value> = pending(w, successor(w))
+                            .iter()
+                            .map(|p| p.to_json(&w.wallet))
+                            .collect();
+                        json!({
+                            "wallet": w.wallet,
+                            "state": w.state,
+                            "epoch": w.epoch.map(|e| e.0),
+                            "live_nonces": w.live_nonces,
+                            "pending": pending,
+                        })
+                    })
                     .collect();
                 let summary: Vec<String> = list
                     .iter()
                     .map(|w| {
+                        let epoch = w
+                            .epoch
+                            .map_or_else(String::new, |e| format!("epoch {}, ", e.0));
+                        let pending: Vec<String> = pending(w, successor(w))
+                            .iter()
+                            .map(|p| format!("; pending {}: {}", p.name(), p.step(&w.wallet)))
+                            .collect();
                         format!(
-                            "{} {} ({} live nonces)",
+                            "{} {} ({epoch}{} live nonces{})",
                             w.wallet,
                             w.state.as_str(),
-                            w.live_nonces
+                            w.live_nonces,
+                            pending.concat()
                         )
                     })
                     .collect();

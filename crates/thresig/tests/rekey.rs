@@ -90,6 +90,11 @@ impl Rekey {
 
     /// The state of `wallet` on member `s`, as `thresig status` shows it.
     fn state(&self, s: u16, wallet: &str) -> String {
+        self.row(s, wallet)["state"].as_str().unwrap().to_owned()
+    }
+
+    /// `wallet` on member `s`, as `thresig status --json` shows it.
+    fn row(&self, s: u16, wallet: &str) -> Value {
         let status = json(&["status", "--config", &self.config(1)], 0);
         let member = status["members"]
             .as_array()
@@ -105,7 +110,7 @@ impl Rekey {
             .find(|w| w["wallet"] == wallet)
             .unwrap()
             .clone();
-        row["state"].as_str().unwrap().to_owned()
+        row
     }
 
     /// Kills member `s` with SIGKILL and starts it again.
@@ -223,6 +228,11 @@ fn after_rekey_only_the_sweep_signs_the_successor_signs_alone_and_retire_deletes
         assert_eq!(rekeyed["changed"], true);
         assert_eq!(r.step("rekey", s)["changed"], false, "idempotent");
     }
+    let row = r.row(2, WALLET);
+    assert_eq!(row["epoch"], 0, "{row}");
+    assert_eq!(row["pending"][0]["op"], "sweep", "{row}");
+    assert!(row["pending"][0]["step"].as_str().unwrap().contains(NEXT));
+    assert_eq!(r.row(2, NEXT)["pending"], serde_json::json!([]));
     // Every spend but the sweep: paying the wallet itself, or an address
     // its policy allows.
     refused(

@@ -1,0 +1,98 @@
+//! The lifecycle operations a wallet waits for on a member, as `thresig
+//! status` lists them: one list per wallet and member, each item with a
+//! stable name (the JSON's `op`) and the operator's next step. Each
+//! lifecycle command adds its own kinds here.
+
+use serde_json::{Value, json};
+use thresig_engine::{WalletId, WalletStateKind, WalletStatus};
+
+/// A lifecycle operation a wallet waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pending {
+    /// No confirmed key yet: the wallet's DKG is to run (or to finish).
+    Dkg,
+    /// An emergency rekey: the sweep to the successor, then the retire.
+    Sweep { successor: Option<WalletId> },
+    /// Records that fail to authenticate: the operator restores them.
+    Restore,
+}
+
+impl Pending {
+    /// The stable name, the JSON's `op`.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Dkg => "dkg",
+            Self::Sweep { .. } => "sweep",
+            Self::Restore => "restore",
+        }
+    }
+
+    /// What the operator does next about `wallet`.
+    pub(crate) fn step(&self, wallet: &WalletId) -> String {
+        match self {
+            Self::Dkg => format!("run `thresig dkg --wallet {wallet}`"),
+            Self::Sweep {
+                successor: Some(successor),
+            } => format!(
+                "sweep its outputs to {successor} (`thresig sweep --wallet {wallet}`), then `thresig wallet retire` on every member"
+            ),
+            Self::Sweep { successor: None } => {
+                "name a successor in its configuration, then sweep and retire it".to_owned()
+            }
+            Self::Restore => {
+                "run `thresig keys verify` on that member and restore the wallet (keys-runbook.md)"
+                    .to_owned()
+            }
+        }
+    }
+
+    /// The JSON form: `{"op", "step"}`.
+    pub(crate) fn to_json(&self, wallet: &WalletId) -> Value {
+        json!({"op": self.name(), "step": self.step(wallet)})
+    }
+}
+
+/// What `status` (one member's view of a wallet) waits for; `successor`
+/// is the one the coordinating member's configuration names.
+pub(crate) fn pending(status: &WalletStatus, successor: Option<&WalletId>) -> Vec<Pending> {
+    match status.state {
+        WalletStateKind::DkgPending => vec![Pending::Dkg],
+        WalletStateKind::Rekeying => vec![Pending::Sweep {
+            successor: successor.cloned(),
+        }],
+        WalletStateKind::Corrupt => vec![Pending::Restore],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use thresig_crypto::Seat;
+
+    use super::*;
+
+    fn status(state: WalletStateKind) -> WalletStatus {
+        WalletStatus::new(WalletId::new("w").unwrap(), state, 2, 3, Seat::FIRST)
+    }
+
+    #[test]
+    fn each_state_lists_what_it_waits_for() {
+        let next = WalletId::new("next").unwrap();
+        assert_eq!(pending(&status(WalletStateKind::Active), Some(&next)), []);
+        assert_eq!(pending(&status(WalletStateKind::Retired), None), []);
+        assert_eq!(
+            pending(&status(WalletStateKind::DkgPending), None),
+            [Pending::Dkg]
+        );
+        let sweep = pending(&status(WalletStateKind::Rekeying), Some(&next));
+        assert_eq!(
+            sweep,
+            [Pending::Sweep {
+                successor: Some(next.clone())
+            }]
+        );
+        let item = sweep[0].to_json(&WalletId::new("w").unwrap());
+        assert_eq!(item["op"], "sweep");
+        assert!(item["step"].as_str().unwrap().contains("to next"), "{item}");
+    }
+}
