@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use thresig_crypto::{GroupParams, Seat};
+use thresig_crypto::{GroupParams, ScriptTree, Seat};
 use thresig_tx::{Network, Policy, PolicyConfig};
 
 use thresig_store::WalletId;
@@ -94,6 +94,47 @@ pub struct WalletConfig {
     /// wallet signs only a sweep to it, and only while it is `active` here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<WalletId>,
+    /// The script tree the wallet's output key commits to
+    /// (`script_tree_root`, 32 bytes hex; key path only when absent). The
+    /// DKG records it in the wallet's key, which alone decides the tweak;
+    /// a record whose tree differs from this one does not load.
+    #[serde(
+        default = "key_path_only",
+        rename = "script_tree_root",
+        with = "script_tree_root",
+        skip_serializing_if = "is_key_path_only"
+    )]
+    pub script_tree: ScriptTree,
+}
+
+fn key_path_only() -> ScriptTree {
+    ScriptTree::KeyPathOnly
+}
+
+fn is_key_path_only(tree: &ScriptTree) -> bool {
+    *tree == ScriptTree::KeyPathOnly
+}
+
+/// A [`ScriptTree`] as its root in hex, or absent for key path only.
+mod script_tree_root {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use thresig_crypto::{MerkleRoot, ScriptTree};
+
+    pub(super) fn serialize<S: Serializer>(tree: &ScriptTree, s: S) -> Result<S::Ok, S::Error> {
+        match tree {
+            ScriptTree::Root(root) => s.serialize_str(&hex::encode(root.0)),
+            _ => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ScriptTree, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut root = [0; 32];
+        hex::decode_to_slice(&text, &mut root).map_err(|_| {
+            serde::de::Error::custom("script_tree_root must be 64 hex digits (a 32-byte root)")
+        })?;
+        Ok(ScriptTree::Root(MerkleRoot(root)))
+    }
 }
 
 impl WalletConfig {
@@ -107,7 +148,15 @@ impl WalletConfig {
             roster,
             policy: PolicyConfig::default(),
             successor: None,
+            script_tree: ScriptTree::KeyPathOnly,
         }
+    }
+
+    /// This definition with its output key committing to `tree`.
+    #[must_use]
+    pub fn with_script_tree(mut self, tree: ScriptTree) -> Self {
+        self.script_tree = tree;
+        self
     }
 
     /// This definition with `policy` as its signing policy.

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ed25519_dalek::SigningKey;
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
-use thresig_crypto::{DkgRound1, DkgRound2, Round1Package, Round2Package, ScriptTree, Seat};
+use thresig_crypto::{DkgRound1, DkgRound2, Round1Package, Round2Package, Seat};
 use thresig_store::{Conflict, Store, WriteOutcome};
 
 use crate::api::HexBytes;
@@ -239,7 +239,7 @@ impl<S: Store> Signer<S> {
         let params = config.params().map_err(|_| Error::DkgMismatch {
             wallet: config.id.clone(),
         })?;
-        let (state, package) = DkgRound1::start(params, slot.seat, ScriptTree::KeyPathOnly, rng)
+        let (state, package) = DkgRound1::start(params, slot.seat, config.script_tree, rng)
             .map_err(|_| Error::Internal(InternalFault::CryptoRefused))?;
         let package = package
             .to_bytes()

@@ -367,6 +367,9 @@ fn load_confirming<S: Store>(
     let Some((session, transcript, checked)) = decoded else {
         return Ok(WalletState::Corrupt);
     };
+    if let Some(mismatch) = tree_mismatch(config, &checked) {
+        return Ok(mismatch);
+    }
     let mut confirming = Confirming::new(session, checked.key, checked.share, transcript);
     confirming.accept(seat);
     Ok(WalletState::AwaitingConfirmations(confirming))
@@ -415,6 +418,9 @@ fn try_load<S: Store>(
     let Some(key) = signing_key(config, seat, epoch, &record.wallet_key, &share) else {
         return Ok(WalletState::Corrupt);
     };
+    if let Some(mismatch) = tree_mismatch(config, &key) {
+        return Ok(mismatch);
+    }
     Ok(match record.lifecycle {
         Lifecycle::Rekeying => WalletState::Rekeying(key),
         Lifecycle::Active | Lifecycle::Retired => WalletState::Active(key),
@@ -443,6 +449,15 @@ fn signing_key(
         && key.threshold() == config.threshold
         && key.members().len() == config.roster.len();
     fits.then(|| SigningKey::new(epoch, key, share))
+}
+
+/// The state of a wallet whose key commits to another script tree than its
+/// configuration names: the configuration cannot change a wallet's key, so
+/// the wallet signs nothing until the operator restores its
+/// `script_tree_root` (none otherwise).
+fn tree_mismatch(config: &WalletConfig, key: &SigningKey) -> Option<WalletState> {
+    let recorded = key.key.script_tree();
+    (recorded != config.script_tree).then_some(WalletState::ScriptTreeMismatch { recorded })
 }
 
 /// Encodes an attempt's shares for its marker: a count, then each share

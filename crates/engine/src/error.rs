@@ -576,6 +576,17 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// The wallet's key record commits to another script tree than its
+    /// configuration names: a configuration cannot change a wallet's key.
+    #[error(
+        "wallet {wallet}: its configuration names another script tree than its key record, which has {recorded}; restore that `script_tree_root` in the wallet's [[wallets]] entry (a new tree needs a new wallet and a DKG)"
+    )]
+    ScriptTreeMismatch {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The recorded tree, as the configuration would name it.
+        recorded: String,
+    },
     /// A retire was requested for a wallet that is not `rekeying`: only a
     /// wallet whose sweep the operator has seen through can be retired, so
     /// an active wallet's shares are never deleted by one command.
@@ -744,7 +755,9 @@ impl Error {
             }
             Self::LedgerContended { .. } => ErrorCode::StorageUnavailable,
             Self::WalletRetired { .. } => ErrorCode::WalletRetired,
-            Self::WalletCorrupt { .. } => ErrorCode::WalletCorrupt,
+            Self::WalletCorrupt { .. } | Self::ScriptTreeMismatch { .. } => {
+                ErrorCode::WalletCorrupt
+            }
             Self::SessionConflict { .. } => ErrorCode::SessionConflict,
             // An evicted nonce is gone for good: no retry of round 2 can
             // succeed (round 1's refusal stays `capacity_exhausted`).
@@ -970,6 +983,10 @@ mod tests {
                 successor: WalletId::new("w2").unwrap(),
             },
             Error::RekeyNotPossible { wallet: wallet() },
+            Error::ScriptTreeMismatch {
+                wallet: wallet(),
+                recorded: "no script_tree_root".to_owned(),
+            },
             Error::RetireNotPossible {
                 wallet: wallet(),
                 state: WalletStateKind::Active,
@@ -1045,6 +1062,7 @@ mod tests {
                 | Error::SuccessorNotActive { .. }
                 | Error::RekeyNotPossible { .. }
                 | Error::RetireNotPossible { .. }
+                | Error::ScriptTreeMismatch { .. }
                 | Error::LedgerContended { .. }
                 | Error::KeyPackageMissing { .. }
                 | Error::StoredRecordInvalid { .. }

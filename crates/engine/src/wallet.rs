@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use thresig_crypto::{KeyShare, Seat, WalletKey};
+use thresig_crypto::{KeyShare, ScriptTree, Seat, WalletKey};
 
 use crate::api::HexBytes;
 use crate::dkg_msg::{DkgPayload, DkgSessionId};
@@ -168,6 +168,12 @@ pub(crate) enum WalletState {
     Retired,
     /// Failed to authenticate.
     Corrupt,
+    /// Its key record commits to another script tree than its
+    /// configuration names (shown as `corrupt`: it signs nothing).
+    ScriptTreeMismatch {
+        /// The tree the key record (the DKG) committed to.
+        recorded: ScriptTree,
+    },
 }
 
 impl WalletState {
@@ -178,7 +184,7 @@ impl WalletState {
             Self::Active(_) => WalletStateKind::Active,
             Self::Rekeying(_) => WalletStateKind::Rekeying,
             Self::Retired => WalletStateKind::Retired,
-            Self::Corrupt => WalletStateKind::Corrupt,
+            Self::Corrupt | Self::ScriptTreeMismatch { .. } => WalletStateKind::Corrupt,
         }
     }
 
@@ -186,9 +192,11 @@ impl WalletState {
     pub(crate) fn key(&self) -> Option<&SigningKey> {
         match self {
             Self::Active(key) | Self::Rekeying(key) => Some(key),
-            Self::DkgPending | Self::AwaitingConfirmations(_) | Self::Retired | Self::Corrupt => {
-                None
-            }
+            Self::DkgPending
+            | Self::AwaitingConfirmations(_)
+            | Self::Retired
+            | Self::Corrupt
+            | Self::ScriptTreeMismatch { .. } => None,
         }
     }
 
@@ -207,7 +215,19 @@ impl WalletState {
             }
             Self::Retired => Err(Error::WalletRetired { wallet }),
             Self::Corrupt => Err(Error::WalletCorrupt { wallet }),
+            Self::ScriptTreeMismatch { recorded } => Err(Error::ScriptTreeMismatch {
+                wallet,
+                recorded: root_text(*recorded),
+            }),
         }
+    }
+}
+
+/// A script tree as `script_tree_root` would name it, for messages.
+fn root_text(tree: ScriptTree) -> String {
+    match tree {
+        ScriptTree::Root(root) => format!("script_tree_root = \"{}\"", hex::encode(root.0)),
+        _ => "no script_tree_root".to_owned(),
     }
 }
 

@@ -508,8 +508,13 @@ impl Cluster {
                 }
                 keys.insert(id.clone(), key);
             }
-            let mut config =
-                WalletConfig::new(id, t, identities.clone()).with_policy(spec.policy.clone());
+            let tree = match spec.keys {
+                Keys::Dkg(tree) | Keys::Imported(_, tree) => tree,
+                Keys::None => ScriptTree::KeyPathOnly,
+            };
+            let mut config = WalletConfig::new(id, t, identities.clone())
+                .with_policy(spec.policy.clone())
+                .with_script_tree(tree);
             if let Some(successor) = &spec.successor {
                 config = config.with_successor(wid(successor));
             }

@@ -1,0 +1,76 @@
+//! Script-tree wallets: the DKG commits the wallet's key to the script tree
+//! its configuration names, the signers sign key-path spends under that
+//! tweak, and a configuration naming another tree than the key record
+//! cannot change the key: the wallet refuses to sign.
+
+mod common;
+
+use common::dkg::*;
+use common::*;
+use thresig_crypto::{MerkleRoot, ScriptTree, taproot_output_key};
+use thresig_engine::{Error, ErrorCode, Limits, WalletStateKind};
+
+const ROOT: ScriptTree = ScriptTree::Root(MerkleRoot([0x3c; 32]));
+
+/// Restarts every member with `wallet` naming `tree` in its configuration.
+fn configure(c: &mut Cluster, wallet: &str, tree: ScriptTree) {
+    for s in 1..=3 {
+        let config = &mut c.members[usize::from(s) - 1].config;
+        let w = config
+            .wallets
+            .iter_mut()
+            .find(|w| w.id == wid(wallet))
+            .unwrap();
+        w.script_tree = tree;
+        c.restart(s);
+    }
+}
+
+#[test]
+fn a_dkg_commits_the_key_to_the_configured_tree_and_signs_under_its_tweak() {
+    let mut c = Cluster::unkeyed(61, 2, 3, &["w"]);
+    configure(&mut c, "w", ROOT);
+    let confirmations = through_part3(&mut c, "w", 1);
+    for s in 1..=3 {
+        assert!(deliver(&c, s, "w", &confirmations));
+    }
+    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    assert_eq!(key.script_tree(), ROOT);
+    assert_eq!(
+        key.output_key(),
+        taproot_output_key(&key.internal_key(), &ROOT).unwrap(),
+        "the output key is the internal key tweaked with the root"
+    );
+    assert_ne!(
+        key.output_key(),
+        taproot_output_key(&key.internal_key(), &ScriptTree::KeyPathOnly).unwrap()
+    );
+    // Aggregated and verified under the tweaked output key by the harness.
+    c.keys.insert(wid("w"), key);
+    assert_eq!(c.sign("w", &[1, 2], &[[4; 32]]).len(), 1);
+}
+
+#[test]
+fn a_configuration_naming_another_tree_than_the_record_refuses_to_sign() {
+    let specs = [Spec::new("w", Keys::Dkg(ROOT))];
+    let mut c = Cluster::with_wallets(62, 2, 3, &specs, Limits::default());
+    for other in [
+        ScriptTree::KeyPathOnly,
+        ScriptTree::Root(MerkleRoot([1; 32])),
+    ] {
+        configure(&mut c, "w", other);
+        let status = c.member(2).signer().status(&wid("w")).unwrap();
+        assert_eq!(status.state, WalletStateKind::Corrupt);
+        let err = c.round1(2, COORD_A, "w", 1).unwrap_err();
+        assert!(matches!(err, Error::ScriptTreeMismatch { .. }), "{err:?}");
+        assert_eq!(err.code(), ErrorCode::WalletCorrupt);
+        let text = err.to_string();
+        assert!(
+            text.contains(&"3c".repeat(32)),
+            "names the recorded root: {text}"
+        );
+    }
+    // The configuration restored, the wallet signs again.
+    configure(&mut c, "w", ROOT);
+    assert_eq!(c.sign("w", &[2, 3], &[[5; 32]]).len(), 1);
+}
