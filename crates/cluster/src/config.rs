@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use thresig_crypto::Seat;
+use thresig_crypto::{MerkleRoot, ScriptTree, Seat};
 use thresig_daemon::{DaemonConfig, DaemonSection, TlsPins};
 use thresig_engine::{
     ConfigError as EngineConfigError, IdentityKey, Limits, SignerConfig, WalletConfig, WalletId,
@@ -91,6 +91,9 @@ struct WalletSection {
     #[serde(default)]
     policy: PolicyConfig,
     successor: Option<WalletId>,
+    /// The script tree the wallet's output key commits to: its root, 64
+    /// hex digits.
+    script_tree_root: Option<String>,
 }
 
 /// A validated configuration.
@@ -506,7 +509,25 @@ fn validate_node(
             seats.push(at);
             keys.push(m.identity);
         }
-        let mut config = WalletConfig::new(w.id, w.threshold, keys).with_policy(w.policy);
+        let tree = match &w.script_tree_root {
+            None => ScriptTree::KeyPathOnly,
+            Some(text) => {
+                let mut root = [0; 32];
+                hex::decode_to_slice(text, &mut root).map_err(|_| {
+                    invalid(
+                        "wallets.script_tree_root",
+                        format!(
+                            "of wallet {} is not 64 hex digits (a 32-byte script-tree root)",
+                            w.id
+                        ),
+                    )
+                })?;
+                ScriptTree::Root(MerkleRoot(root))
+            }
+        };
+        let mut config = WalletConfig::new(w.id, w.threshold, keys)
+            .with_policy(w.policy)
+            .with_script_tree(tree);
         if let Some(successor) = w.successor {
             config = config.with_successor(successor);
         }

@@ -5,6 +5,7 @@
 
 mod common;
 
+use bitcoin::hashes::Hash as _;
 use common::dkg::*;
 use common::*;
 use thresig_crypto::{MerkleRoot, ScriptTree, taproot_output_key};
@@ -73,4 +74,25 @@ fn a_configuration_naming_another_tree_than_the_record_refuses_to_sign() {
     // The configuration restored, the wallet signs again.
     configure(&mut c, "w", ROOT);
     assert_eq!(c.sign("w", &[2, 3], &[[5; 32]]).len(), 1);
+}
+
+#[test]
+fn a_psbt_naming_another_merkle_root_than_the_record_is_refused() {
+    let specs = [Spec::new("w", Keys::Dkg(ROOT)).policy(common::psbt::policy())];
+    let mut c = Cluster::with_wallets(63, 2, 3, &specs, Limits::default());
+    let wallet = common::psbt::taproot(&c, "w");
+    let psbt = common::psbt::spend(&wallet, 1, 1);
+    let mut raw = bitcoin::Psbt::deserialize(&psbt.serialize()).unwrap();
+    assert!(
+        raw.inputs[0].tap_merkle_root.is_some(),
+        "built with the root"
+    );
+    raw.inputs[0].tap_merkle_root = Some(bitcoin::taproot::TapNodeHash::from_byte_array([1; 32]));
+    let messages = common::psbt::sighashes(&psbt);
+    let (req, _) = common::psbt::psbt_request(&mut c, "w", &[1, 2], &raw.serialize(), &messages);
+    let err = c.round2(1, &req).unwrap_err();
+    assert!(matches!(err, Error::Transaction { .. }), "{err:?}");
+    // The same PSBT with the record's root signs.
+    let (req, _) = common::psbt::psbt_request(&mut c, "w", &[1, 2], &psbt.serialize(), &messages);
+    c.round2(1, &req).unwrap();
 }

@@ -376,12 +376,18 @@ pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
     let internal_key = hex::encode(spend.internal_key().serialize());
     let output_key = hex::encode(outcome.output_key);
     let address = spend.address().to_string();
+    // The root the key commits to (a script-tree wallet's), from the key
+    // record every member confirmed.
+    let merkle_root = spend
+        .merkle_root()
+        .map(|r| hex::encode(bitcoin::hashes::Hash::to_byte_array(r)));
     if args.json {
         println!(
             "{}",
             json!({
                 "wallet": wallet.id().as_str(),
                 "internal_key": internal_key,
+                "merkle_root": merkle_root,
                 "output_key": output_key,
                 "address": address,
                 "session": hex::encode(outcome.session.0),
@@ -390,9 +396,12 @@ pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
     } else {
         println!(
             "wallet {} is active on all {} members\n  internal key: {internal_key}\n  \
-             output key:   {output_key}\n  address:      {address}",
+             {}output key:   {output_key}\n  address:      {address}",
             wallet.id(),
             wallet.seats.len(),
+            merkle_root.map_or_else(String::new, |r| format!(
+                "script tree:  {r} (key-path spends: `psbt build --merkle-root {r}`)\n  "
+            )),
         );
     }
     Ok(())

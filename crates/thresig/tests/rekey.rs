@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bitcoin::consensus::encode::deserialize_hex;
+use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use common::{
     Made, ProcessCluster, WALLET, address, dkg, json, payment, seat, thresig, wait_ready,
@@ -346,4 +347,101 @@ fn sweep_and_retire_survive_kill_9_of_the_coordinator_and_of_a_member() {
     r.cluster.local.kill(seat(1)).unwrap();
     assert!(!r.holds_share(1, WALLET));
     assert!(r.holds_share(1, NEXT));
+}
+
+/// The script-tree root every member's configuration names for [`WALLET`]
+/// in the script-tree test.
+const ROOT: [u8; 32] = [0x3c; 32];
+
+#[test]
+fn a_script_tree_wallets_key_path_spend_passes_consensus_and_a_wrong_root_is_refused() {
+    let mut cluster = ProcessCluster::provision(3, 2, &[address(9)], 75);
+    for s in cluster.seats() {
+        let path = cluster.config_path(s);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let wallet = format!("id = \"{WALLET}\"\n");
+        let root = format!("{wallet}script_tree_root = \"{}\"\n", hex::encode(ROOT));
+        std::fs::write(&path, text.replacen(&wallet, &root, 1)).unwrap();
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    cluster.start_all(&runtime);
+    let config = cluster.config_path(seat(1));
+    let config = config.to_str().unwrap();
+    let made = json(&["dkg", "--config", config, "--wallet", WALLET], 0);
+    assert_eq!(made["merkle_root"], hex::encode(ROOT), "{made}");
+    let (internal, output) = (
+        made["internal_key"].as_str().unwrap(),
+        made["output_key"].as_str().unwrap(),
+    );
+    let internal_key =
+        bitcoin::XOnlyPublicKey::from_slice(&hex::decode(internal).unwrap()).unwrap();
+    let root = bitcoin::taproot::TapNodeHash::from_byte_array(ROOT);
+    let expected =
+        thresig_tx::TaprootWallet::new(thresig_tx::Network::Regtest, internal_key, Some(root));
+    assert_eq!(
+        hex::encode(expected.output_key().to_x_only_public_key().serialize()),
+        output,
+        "the output key is tweak(internal key, root)"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("5120{output}");
+    let built = json(
+        &[
+            "psbt",
+            "build",
+            "--internal-key",
+            internal,
+            "--merkle-root",
+            &hex::encode(ROOT),
+            "--network",
+            "regtest",
+            "--input",
+            &format!("{}:0:60000:{script}", hex::encode([0x61; 32])),
+            "--output",
+            &format!("{}:59000", made["address"].as_str().unwrap()),
+        ],
+        0,
+    );
+    let base64 = built["psbt"].as_str().unwrap();
+    let sign = |name: &str, psbt: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, psbt).unwrap();
+        thresig(&[
+            "sign",
+            "--config",
+            config,
+            "--wallet",
+            WALLET,
+            "--psbt",
+            file.to_str().unwrap(),
+            "--json",
+        ])
+    };
+
+    // The PSBT's `tap_merkle_root` changed to another root: refused.
+    let mut wrong: bitcoin::Psbt = base64.parse().unwrap();
+    assert_eq!(wrong.inputs[0].tap_merkle_root, Some(root));
+    wrong.inputs[0].tap_merkle_root = Some(bitcoin::taproot::TapNodeHash::from_byte_array([1; 32]));
+    let out = sign("wrong.psbt", &wrong.to_string());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wrong.psbt"),
+        "names the PSBT: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let signed = common::json_of(&sign("ok.psbt", base64), &["sign"], 0);
+    let hex = std::fs::read_to_string(signed["tx"].as_str().unwrap()).unwrap();
+    let tx: Transaction = deserialize_hex(hex.trim()).unwrap();
+    let prevout = TxOut {
+        value: Amount::from_sat(60_000),
+        script_pubkey: ScriptBuf::from_bytes(hex::decode(&script).unwrap()),
+    };
+    verify_with_core(&tx, &[prevout]).unwrap();
 }

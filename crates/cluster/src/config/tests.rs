@@ -495,3 +495,28 @@ proptest::proptest! {
         check(&mutate(&valid(), &mutations));
     }
 }
+
+#[test]
+fn a_script_tree_root_is_read_as_the_wallets_tree_and_must_be_32_bytes_hex() {
+    let reserve = |text: &str| {
+        let node = parse(text).unwrap().node.unwrap();
+        node.wallet(&WalletId::new("reserve").unwrap())
+            .unwrap()
+            .config
+            .script_tree
+    };
+    assert_eq!(reserve(&valid()), thresig_crypto::ScriptTree::KeyPathOnly);
+    let root = "members = [1, 2, 3]\n";
+    let with = |value: &str| edited(root, &format!("{root}script_tree_root = \"{value}\"\n"));
+    assert_eq!(
+        reserve(&with(&"ab".repeat(32))),
+        thresig_crypto::ScriptTree::Root(thresig_crypto::MerkleRoot([0xab; 32]))
+    );
+    for bad in ["ab", &"zz".repeat(32), &"ab".repeat(33)] {
+        assert_eq!(
+            invalid_field(&with(bad)),
+            "wallets.script_tree_root",
+            "{bad}"
+        );
+    }
+}
