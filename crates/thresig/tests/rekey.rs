@@ -104,14 +104,13 @@ impl Rekey {
             .find(|m| m["member"] == s)
             .unwrap()
             .clone();
-        let row = member["wallets"]
+        member["wallets"]
             .as_array()
             .unwrap_or_else(|| panic!("member {s} unreachable: {member}"))
             .iter()
             .find(|w| w["wallet"] == wallet)
             .unwrap()
-            .clone();
-        row
+            .clone()
     }
 
     /// Kills member `s` with SIGKILL and starts it again.
@@ -130,16 +129,7 @@ impl Rekey {
     /// input made of `byte`); the process's output.
     fn sign(&self, wallet: &Made, name: &str, byte: u8, to: &str) -> std::process::Output {
         let psbt = payment(self.dir.path(), wallet, byte, to);
-        thresig(&[
-            "sign",
-            "--config",
-            &self.config(1),
-            "--wallet",
-            name,
-            "--psbt",
-            psbt.to_str().unwrap(),
-            "--json",
-        ])
+        common::sign(&self.config(1), name, &psbt)
     }
 
     /// The inputs file of [`UTXOS`].
@@ -407,16 +397,7 @@ fn a_script_tree_wallets_key_path_spend_passes_consensus_and_a_wrong_root_is_ref
     let sign = |name: &str, psbt: &str| {
         let file = dir.path().join(name);
         std::fs::write(&file, psbt).unwrap();
-        thresig(&[
-            "sign",
-            "--config",
-            config,
-            "--wallet",
-            WALLET,
-            "--psbt",
-            file.to_str().unwrap(),
-            "--json",
-        ])
+        common::sign(config, WALLET, &file)
     };
 
     // The PSBT's `tap_merkle_root` changed to another root: refused.

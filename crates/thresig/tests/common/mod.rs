@@ -189,3 +189,18 @@ pub fn payment(dir: &Path, wallet: &Made, byte: u8, address: &str) -> PathBuf {
     std::fs::write(&file, built["psbt"].as_str().unwrap()).unwrap();
     file
 }
+
+/// `thresig sign --json` of the PSBT file `psbt` with `wallet`, from the
+/// member configuration `config`: the process's output.
+pub fn sign(config: &str, wallet: &str, psbt: &Path) -> std::process::Output {
+    thresig(&[
+        "sign",
+        "--config",
+        config,
+        "--wallet",
+        wallet,
+        "--psbt",
+        psbt.to_str().unwrap(),
+        "--json",
+    ])
+}
