@@ -13,6 +13,7 @@ use bitcoin::absolute::LockTime;
 use clap::{ArgGroup, Args};
 use thresig_tx::{Destination, Payment, SpendInput, TaprootWallet, WalletPsbt, build_psbt};
 
+use crate::AfterChange;
 use crate::member::{Coordinating, Outputs, keyed, own, runtime, sign_and_write, with_suffix};
 use crate::psbt::read_inputs_file;
 
@@ -68,8 +69,16 @@ pub(crate) fn main(args: &SweepArgs) -> Result<()> {
     })?;
     let runtime = runtime()?;
     let old = keyed(own(&runtime, &c.peers, &c.node, wallet.id()))?;
-    let new = keyed(own(&runtime, &c.peers, &c.node, &successor)).with_context(|| {
-        format!("successor {successor}: run `thresig dkg --wallet {successor}` before the sweep")
+    let new = keyed(own(&runtime, &c.peers, &c.node, &successor)).map_err(|e| {
+        // No key yet (`keyed` made it terminal): say which wallet needs it.
+        if e.is::<AfterChange>() {
+            anyhow::Error::new(AfterChange(format!(
+                "the successor {successor} has no key on this member ({e}); run `thresig dkg --config {} --wallet {successor}` before the sweep",
+                args.config.display()
+            )))
+        } else {
+            e
+        }
     })?;
     let inputs = read_inputs_file(&args.inputs_file, &old.spend)?;
     if inputs.is_empty() {
