@@ -317,36 +317,87 @@ fn rekey_survives_kill_9_of_a_member_and_the_sweep_then_signs() {
     r.check_sweep(&r.sweep(2));
 }
 
-/// Boundaries: the coordinator (`thresig sweep`) killed while it signs;
-/// a member killed right after the sweep signed, and right after its
-/// `wallet retire` committed.
-#[test]
-fn sweep_and_retire_survive_kill_9_of_the_coordinator_and_of_a_member() {
-    let mut r = Rekey::new(74);
+/// [`Rekey::new`] with the successor made and the wallet `rekeying` on
+/// every member.
+fn rekeyed(seed: u64) -> Rekey {
+    let mut r = Rekey::new(seed);
     r.make_next();
     for s in 1..=3 {
         r.step("rekey", s);
     }
-    let mut coordinator = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(["sweep", "--config", &r.config(1), "--wallet", WALLET])
-        .args([
-            "--inputs-file",
-            r.utxos().to_str().unwrap(),
-            "--fee-rate",
-            "2",
-        ])
+    r
+}
+
+/// Starts `thresig` with `args` and kills it with SIGKILL at once: it dies
+/// anywhere from before its first write to after its last, and what it
+/// left must be completed by running it again.
+fn killed(args: &[&str]) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    coordinator.kill().unwrap();
-    coordinator.wait().unwrap();
-    // Whatever the killed run left, the sweep runs again and signs.
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Boundary: the operator's `wallet rekey` killed while it runs.
+#[test]
+fn a_killed_wallet_rekey_leaves_the_wallet_active_or_rekeying_and_runs_again() {
+    let mut r = Rekey::new(76);
+    r.make_next();
+    killed(&[
+        "wallet",
+        "rekey",
+        "--config",
+        &r.config(2),
+        "--wallet",
+        WALLET,
+    ]);
+    let state = r.state(2, WALLET);
+    assert!(state == "active" || state == "rekeying", "{state}");
+    assert_eq!(r.step("rekey", 2)["state"], "rekeying");
+    r.kill_and_restart(2);
+    assert_eq!(r.state(2, WALLET), "rekeying");
+}
+
+/// Boundary: the coordinator (`thresig sweep`) killed while it signs.
+#[test]
+fn a_sweep_whose_coordinator_is_killed_runs_again_and_signs() {
+    let r = rekeyed(74);
+    let utxos = r.utxos();
+    let config = r.config(1);
+    killed(&[
+        "sweep",
+        "--config",
+        &config,
+        "--wallet",
+        WALLET,
+        "--inputs-file",
+        utxos.to_str().unwrap(),
+        "--fee-rate",
+        "2",
+    ]);
+    r.check_sweep(&r.sweep(1));
+}
+
+/// Boundary: a member killed right after a sweep signed.
+#[test]
+fn a_member_killed_after_the_sweep_signed_restarts_rekeying_and_signs_it_again() {
+    let mut r = rekeyed(77);
     r.check_sweep(&r.sweep(1));
     r.kill_and_restart(3);
     assert_eq!(r.state(3, WALLET), "rekeying");
+    // Members 2 and 3 alone hold the threshold: 3 must take part.
+    r.cluster.local.stop(seat(1)).unwrap();
     r.check_sweep(&r.sweep(3));
+}
 
+/// Boundary: a member killed right after its `wallet retire` committed.
+#[test]
+fn a_member_killed_after_its_retire_restarts_retired_without_the_share() {
+    let mut r = rekeyed(78);
     r.step("retire", 1);
     r.kill_and_restart(1);
     assert_eq!(r.state(1, WALLET), "retired");
@@ -354,6 +405,30 @@ fn sweep_and_retire_survive_kill_9_of_the_coordinator_and_of_a_member() {
     r.cluster.local.kill(seat(1)).unwrap();
     assert!(!r.holds_share(1, WALLET));
     assert!(r.holds_share(1, NEXT));
+}
+
+/// Boundary: the operator's `wallet retire` killed while it runs on the
+/// store of a stopped member (the command itself deletes the share and
+/// rotates the DEK).
+#[test]
+fn a_killed_wallet_retire_runs_again_and_deletes_the_share() {
+    let mut r = rekeyed(79);
+    r.cluster.local.stop(seat(2)).unwrap();
+    killed(&[
+        "wallet",
+        "retire",
+        "--config",
+        &r.config(2),
+        "--wallet",
+        WALLET,
+    ]);
+    let again = r.step("retire", 2);
+    assert_eq!(again["state"], "retired", "{again}");
+    assert_eq!(again["via"], "store");
+    assert!(again["dek_rotated_to"].as_u64().is_some(), "{again}");
+    assert!(!r.holds_share(2, WALLET));
+    r.restart(2);
+    assert_eq!(r.state(2, WALLET), "retired");
 }
 
 /// The script-tree root every member's configuration names for [`WALLET`]
