@@ -7,7 +7,7 @@ use common::psbt::*;
 use common::*;
 use thresig_crypto::ScriptTree;
 use thresig_engine::{
-    Error, ErrorCode, Limits, OperatorCommand, Transition, WalletEpoch, WalletStateKind,
+    Error, ErrorCode, Limits, OperatorCommand, Recovery, Transition, WalletEpoch, WalletStateKind,
 };
 use thresig_store::{KeyEpoch, Store};
 
@@ -105,6 +105,64 @@ fn a_retired_wallet_refuses_everything_and_its_share_is_gone_after_a_restart() {
     let psbt = spend(&new, 1, 2);
     let (req, _) = psbt_request(&mut c, "new", &[1, 3], &psbt.serialize(), &sighashes(&psbt));
     c.round2(3, &req).unwrap();
+}
+
+/// Asserts `err` is the retryable store error of a failed operator step.
+fn assert_retryable_store_error(err: &Error) {
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+}
+
+#[test]
+fn a_rekey_whose_commit_is_not_acknowledged_refuses_ordinary_spends_until_retried() {
+    for fault in [Fault::Ambiguous, Fault::Lost] {
+        let mut c = cluster(54);
+        let old = taproot(&c, "old");
+        c.member(1).store().fail_next_record_write(fault);
+        let err = c.member(1).signer().begin_rekey(&wid("old")).unwrap_err();
+        assert_retryable_store_error(&err);
+        // The commit may be durable (as after a witness write failure): the
+        // member already acts as rekeying, as its store may say.
+        let status = c.member(1).signer().status(&wid("old")).unwrap();
+        assert_eq!(status.state, WalletStateKind::Rekeying, "{fault:?}");
+        let psbt = spend(&old, 1, 1);
+        let (req, _) = psbt_request(&mut c, "old", &[1, 2], &psbt.serialize(), &sighashes(&psbt));
+        let err = c.round2(1, &req).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::RekeyInProgress, "{fault:?}: {err:?}");
+        // The retry commits (it is not answered from memory), and the
+        // restarted member finds the wallet rekeying.
+        assert_eq!(
+            c.member(1).signer().begin_rekey(&wid("old")).unwrap(),
+            Transition::Done,
+            "{fault:?}"
+        );
+        c.restart(1);
+        let status = c.member(1).signer().status(&wid("old")).unwrap();
+        assert_eq!(status.state, WalletStateKind::Rekeying, "{fault:?}");
+    }
+}
+
+#[test]
+fn a_retire_whose_commit_is_not_acknowledged_drops_the_share_until_retried() {
+    for fault in [Fault::Ambiguous, Fault::Lost] {
+        let mut c = cluster(55);
+        c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+        c.member(1).store().fail_next_record_write(fault);
+        let err = c.member(1).signer().retire(&wid("old")).unwrap_err();
+        assert_retryable_store_error(&err);
+        let status = c.member(1).signer().status(&wid("old")).unwrap();
+        assert_eq!(status.state, WalletStateKind::Retired, "{fault:?}");
+        let err = c.round1(1, 2, "old", 1).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::WalletRetired, "{fault:?}: {err:?}");
+        // The retry commits, so the key package is deleted even when the
+        // first commit was lost.
+        assert_eq!(
+            c.member(1).signer().retire(&wid("old")).unwrap(),
+            Transition::Done,
+            "{fault:?}"
+        );
+        assert!(!holds_share(&c, 1, "old"), "{fault:?}");
+    }
 }
 
 #[test]

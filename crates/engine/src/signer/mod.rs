@@ -58,6 +58,10 @@ pub(crate) struct Shard {
     /// start of it from that member arrives after the cancel and is
     /// refused.
     pub(crate) dkg_cancelled: BTreeMap<CoordinatorId, DkgSessionId>,
+    /// An operator's rekey step whose commit failed, perhaps after becoming
+    /// durable: `state` already holds the step's stricter state, and the
+    /// step's retry commits again rather than finding it done.
+    pub(crate) step_unacknowledged: bool,
 }
 
 /// Proof that a coordinator is a member of a wallet: built only by
@@ -174,6 +178,7 @@ impl<S: Store> Signer<S> {
                 pending: PendingShares::default(),
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
+                step_unacknowledged: false,
             };
             wallets.insert(
                 wallet.id.clone(),

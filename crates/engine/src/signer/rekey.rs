@@ -34,8 +34,9 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::UnknownWallet`]; [`Error::RekeyNotPossible`] if the wallet
     /// names no successor or is neither `active` nor `rekeying`;
-    /// [`Error::Store`] if the record cannot be written (the wallet then
-    /// stays `active`).
+    /// [`Error::Store`] if the commit is not acknowledged: it may be durable
+    /// (the witness write after it failed), so the wallet is `rekeying` in
+    /// memory either way, and a retry commits again.
     pub fn begin_rekey(&self, wallet: &WalletId) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
@@ -47,18 +48,26 @@ impl<S: Store> Signer<S> {
         }
         match shard.state {
             WalletState::Active(_) => {}
-            WalletState::Rekeying(_) => return Ok(Transition::Already),
+            WalletState::Rekeying(_) if !shard.step_unacknowledged => {
+                return Ok(Transition::Already);
+            }
+            WalletState::Rekeying(_) => {}
             _ => return Err(not_possible()),
         }
-        let ops = rekeying_ops(&self.store, wallet)?;
-        self.store
-            .write(ops)
-            .map_err(|source| store_error(wallet, source))?;
+        // The store's error does not say the commit failed (a witness write
+        // failing after it, an unknown outcome): the wallet refuses ordinary
+        // spends from here on, whatever the answer.
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {
             WalletState::Active(key) => WalletState::Rekeying(key),
             other => other,
         };
+        shard.step_unacknowledged = true;
+        let ops = rekeying_ops(&self.store, wallet)?;
+        self.store
+            .write(ops)
+            .map_err(|source| store_error(wallet, source))?;
+        shard.step_unacknowledged = false;
         Ok(Transition::Done)
     }
 
@@ -80,14 +89,18 @@ impl<S: Store> Signer<S> {
     ///
     /// # Errors
     /// [`Error::UnknownWallet`]; [`Error::RetireNotPossible`] for a wallet
-    /// in any other state; [`Error::Store`] if the commit fails (the wallet
-    /// then stays `rekeying`, its share kept).
+    /// in any other state; [`Error::Store`] if the commit is not
+    /// acknowledged: it may be durable, so the share is dropped from memory
+    /// either way (the wallet shows `retired`), and a retry commits again.
     pub fn retire(&self, wallet: &WalletId) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
         match shard.state {
             WalletState::Rekeying(_) => {}
-            WalletState::Retired => return Ok(Transition::Already),
+            WalletState::Retired if !shard.step_unacknowledged => {
+                return Ok(Transition::Already);
+            }
+            WalletState::Retired => {}
             ref other => {
                 return Err(Error::RetireNotPossible {
                     wallet: wallet.clone(),
@@ -95,11 +108,15 @@ impl<S: Store> Signer<S> {
                 });
             }
         }
+        // As for the rekey: the share is dropped before the commit is
+        // known, so a commit acknowledged late leaves no signing share.
+        shard.state = WalletState::Retired;
+        shard.step_unacknowledged = true;
         let ops = retiring_ops(&self.store, wallet)?;
         self.store
             .write(ops)
             .map_err(|source| store_error(wallet, source))?;
-        shard.state = WalletState::Retired;
+        shard.step_unacknowledged = false;
         Ok(Transition::Done)
     }
 }

@@ -168,6 +168,9 @@ pub struct FaultStore<S> {
     /// The decorated store.
     pub inner: Arc<S>,
     commit_faults: Mutex<VecDeque<Fault>>,
+    /// Faults of the next commits that rewrite a wallet's record (an
+    /// operator's rekey or retire, a DKG's activation).
+    record_faults: Mutex<VecDeque<Fault>>,
     fail_reads: AtomicBool,
     /// Key package reads of this wallet fail (retryably).
     fail_key_reads: Mutex<Option<(WalletId, MakeError)>>,
@@ -189,6 +192,7 @@ impl<S> FaultStore<S> {
         Self {
             inner,
             commit_faults: Mutex::new(VecDeque::new()),
+            record_faults: Mutex::new(VecDeque::new()),
             fail_reads: AtomicBool::new(false),
             fail_key_reads: Mutex::new(None),
             key_reads: AtomicUsize::new(0),
@@ -205,6 +209,11 @@ impl<S> FaultStore<S> {
     /// The next marker commit, or DKG part-3 commit, fails as `fault`.
     pub fn fail_next_commit(&self, fault: Fault) {
         self.commit_faults.lock().unwrap().push_back(fault);
+    }
+
+    /// The next commit rewriting a wallet's record fails as `fault`.
+    pub fn fail_next_record_write(&self, fault: Fault) {
+        self.record_faults.lock().unwrap().push_back(fault);
     }
 
     /// How many policy-record writes were submitted so far.
@@ -245,6 +254,20 @@ impl<S> FaultStore<S> {
     }
 }
 
+impl<S: Store> FaultStore<S> {
+    /// Writes `ops` to the inner store as `fault` says.
+    fn faulted(&self, fault: Option<Fault>, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+        match fault {
+            None => self.inner.write(ops),
+            Some(Fault::Lost) => Err(injected()),
+            Some(Fault::Ambiguous) => {
+                self.inner.write(ops)?;
+                Err(injected())
+            }
+        }
+    }
+}
+
 impl<S: Store> Store for FaultStore<S> {
     fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
         let policy_ops = ops
@@ -260,7 +283,11 @@ impl<S: Store> Store for FaultStore<S> {
             .iter()
             .any(|op| matches!(op, WriteOp::PutDkgResult { .. }));
         if marker_wallet.is_none() && !dkg_result {
-            return self.inner.write(ops);
+            let rewrites_record = ops.iter().any(|op| matches!(op, WriteOp::PutWallet { .. }));
+            let fault = rewrites_record
+                .then(|| self.record_faults.lock().unwrap().pop_front())
+                .flatten();
+            return self.faulted(fault, ops);
         }
         let park = {
             let mut slot = self.park.lock().unwrap();
@@ -274,14 +301,7 @@ impl<S: Store> Store for FaultStore<S> {
             p.release.recv().unwrap();
         }
         let fault = self.commit_faults.lock().unwrap().pop_front();
-        match fault {
-            None => self.inner.write(ops),
-            Some(Fault::Lost) => Err(injected()),
-            Some(Fault::Ambiguous) => {
-                self.inner.write(ops)?;
-                Err(injected())
-            }
-        }
+        self.faulted(fault, ops)
     }
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, StoreError> {
         self.inner.wallet(wallet)
