@@ -96,9 +96,9 @@ fn on_engine(path: &Path, command: OperatorCommand) -> Result<Report, KeysError>
 
 /// Runs an operator command on the engine over `store`: the one body of
 /// each `wallet` command, shared by this process and the signer's admin
-/// socket. A retire then rotates the DEK, so the deleted key package's
-/// ciphertext (left in the database's free pages, its journal, a copy of
-/// the file) can no longer be opened with this store's keyring; it runs
+/// socket. A retire then rotates the DEK, so the live keyring no longer
+/// holds the key of the deleted key package's ciphertext (the bytes stay in
+/// freed pages: docs/lifecycle.md says what does destroy them); it runs
 /// again with every retire, so a rotation a crash interrupted is finished
 /// by running the command again. `progress` receives the rotation's
 /// progress lines.

@@ -83,9 +83,10 @@ impl<S: Store> Signer<S> {
     /// wallet by mistake needs two wrong commands, and so that the sweep had
     /// its chance first.
     ///
-    /// The deleted record's ciphertext may still sit in the database's free
-    /// pages or in backups until the DEK that sealed it is rotated out; the
-    /// caller (`thresig wallet retire`) rotates the DEK after this call.
+    /// The deleted record's ciphertext may still sit in the database's
+    /// freed pages and in backups; the caller (`thresig wallet retire`)
+    /// rotates the DEK after this call, which takes its key out of the live
+    /// keyring but overwrites none of those bytes (docs/lifecycle.md).
     ///
     /// # Errors
     /// [`Error::UnknownWallet`]; [`Error::RetireNotPossible`] for a wallet
