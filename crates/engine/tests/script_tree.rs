@@ -91,7 +91,20 @@ fn a_psbt_naming_another_merkle_root_than_the_record_is_refused() {
     let messages = common::psbt::sighashes(&psbt);
     let (req, _) = common::psbt::psbt_request(&mut c, "w", &[1, 2], &raw.serialize(), &messages);
     let err = c.round2(1, &req).unwrap_err();
-    assert!(matches!(err, Error::Transaction { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Transaction {
+                source: thresig_tx::Error::TaprootFieldMismatch {
+                    input: thresig_tx::InputIndex(0),
+                    field: thresig_tx::TaprootField::MerkleRoot,
+                },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
     // The same PSBT with the record's root signs.
     let (req, _) = common::psbt::psbt_request(&mut c, "w", &[1, 2], &psbt.serialize(), &messages);
     c.round2(1, &req).unwrap();
