@@ -723,7 +723,18 @@ impl<S: Store> Signer<S> {
             &shard.state,
             WalletState::AwaitingConfirmations(c) if c.session() == session
         );
-        let pending = matches!(shard.state, WalletState::DkgPending);
+        // An unconfirmed result under another script tree than the
+        // configuration now names (a corrected typo) is aborted like one
+        // awaiting confirmations: it never signed, and without the abort the
+        // wallet could never run its DKG again.
+        let mismatched = matches!(
+            shard.state,
+            WalletState::ScriptTreeMismatch {
+                unconfirmed: true,
+                ..
+            }
+        );
+        let pending = matches!(shard.state, WalletState::DkgPending) || mismatched;
         // The stored result and key package are this session's when it
         // awaits confirmations, or when no result is awaited and this
         // session's part 3 finished (its commit outcome unknown to memory)
@@ -749,7 +760,7 @@ impl<S: Store> Signer<S> {
         if in_memory.is_some() {
             shard.dkg = None;
         }
-        if awaiting {
+        if awaiting || (mismatched && delete) {
             shard.state = WalletState::DkgPending;
         }
         Ok(())

@@ -367,7 +367,7 @@ fn load_confirming<S: Store>(
     let Some((session, transcript, checked)) = decoded else {
         return Ok(WalletState::Corrupt);
     };
-    if let Some(mismatch) = tree_mismatch(config, &checked) {
+    if let Some(mismatch) = tree_mismatch(config, &checked, true) {
         return Ok(mismatch);
     }
     let mut confirming = Confirming::new(session, checked.key, checked.share, transcript);
@@ -418,7 +418,7 @@ fn try_load<S: Store>(
     let Some(key) = signing_key(config, seat, epoch, &record.wallet_key, &share) else {
         return Ok(WalletState::Corrupt);
     };
-    if let Some(mismatch) = tree_mismatch(config, &key) {
+    if let Some(mismatch) = tree_mismatch(config, &key, false) {
         return Ok(mismatch);
     }
     Ok(match record.lifecycle {
@@ -455,9 +455,16 @@ fn signing_key(
 /// configuration names: the configuration cannot change a wallet's key, so
 /// the wallet signs nothing until the operator restores its
 /// `script_tree_root` (none otherwise).
-fn tree_mismatch(config: &WalletConfig, key: &SigningKey) -> Option<WalletState> {
+fn tree_mismatch(
+    config: &WalletConfig,
+    key: &SigningKey,
+    unconfirmed: bool,
+) -> Option<WalletState> {
     let recorded = key.key.script_tree();
-    (recorded != config.script_tree).then_some(WalletState::ScriptTreeMismatch { recorded })
+    (recorded != config.script_tree).then_some(WalletState::ScriptTreeMismatch {
+        recorded,
+        unconfirmed,
+    })
 }
 
 /// Encodes an attempt's shares for its marker: a count, then each share

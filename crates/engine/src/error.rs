@@ -579,13 +579,20 @@ pub enum Error {
     /// The wallet's key record commits to another script tree than its
     /// configuration names: a configuration cannot change a wallet's key.
     #[error(
-        "wallet {wallet}: its configuration names another script tree than its key record, which has {recorded}; restore that `script_tree_root` in the wallet's [[wallets]] entry (a new tree needs a new wallet and a DKG)"
+        "wallet {wallet}: its configuration names another script tree than its key record, which has {recorded}; {}",
+        if *unconfirmed {
+            "the key is an unconfirmed DKG's result: abort that DKG session on this member and run the DKG again"
+        } else {
+            "restore that `script_tree_root` in the wallet's [[wallets]] entry (a new tree needs a new wallet and a DKG)"
+        }
     )]
     ScriptTreeMismatch {
         /// The wallet addressed.
         wallet: WalletId,
         /// The recorded tree, as the configuration would name it.
         recorded: String,
+        /// Whether the key is an unconfirmed DKG's result (abortable).
+        unconfirmed: bool,
     },
     /// A retire was requested for a wallet that is not `rekeying`: only a
     /// wallet whose sweep the operator has seen through can be retired, so
@@ -986,6 +993,7 @@ mod tests {
             Error::ScriptTreeMismatch {
                 wallet: wallet(),
                 recorded: "no script_tree_root".to_owned(),
+                unconfirmed: false,
             },
             Error::RetireNotPossible {
                 wallet: wallet(),

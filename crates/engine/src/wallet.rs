@@ -173,6 +173,9 @@ pub(crate) enum WalletState {
     ScriptTreeMismatch {
         /// The tree the key record (the DKG) committed to.
         recorded: ScriptTree,
+        /// Whether the key is an unconfirmed DKG's result, which the
+        /// operator may abort (a confirmed key is never given up).
+        unconfirmed: bool,
     },
 }
 
@@ -215,9 +218,13 @@ impl WalletState {
             }
             Self::Retired => Err(Error::WalletRetired { wallet }),
             Self::Corrupt => Err(Error::WalletCorrupt { wallet }),
-            Self::ScriptTreeMismatch { recorded } => Err(Error::ScriptTreeMismatch {
+            Self::ScriptTreeMismatch {
+                recorded,
+                unconfirmed,
+            } => Err(Error::ScriptTreeMismatch {
                 wallet,
                 recorded: root_text(*recorded),
+                unconfirmed: *unconfirmed,
             }),
         }
     }

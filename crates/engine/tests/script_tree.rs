@@ -16,15 +16,20 @@ const ROOT: ScriptTree = ScriptTree::Root(MerkleRoot([0x3c; 32]));
 /// Restarts every member with `wallet` naming `tree` in its configuration.
 fn configure(c: &mut Cluster, wallet: &str, tree: ScriptTree) {
     for s in 1..=3 {
-        let config = &mut c.members[usize::from(s) - 1].config;
-        let w = config
-            .wallets
-            .iter_mut()
-            .find(|w| w.id == wid(wallet))
-            .unwrap();
-        w.script_tree = tree;
-        c.restart(s);
+        configure_one(c, s, wallet, tree);
     }
+}
+
+/// Restarts member `s` with `wallet` naming `tree` in its configuration.
+fn configure_one(c: &mut Cluster, s: u16, wallet: &str, tree: ScriptTree) {
+    let config = &mut c.members[usize::from(s) - 1].config;
+    let w = config
+        .wallets
+        .iter_mut()
+        .find(|w| w.id == wid(wallet))
+        .unwrap();
+    w.script_tree = tree;
+    c.restart(s);
 }
 
 #[test]
@@ -74,6 +79,41 @@ fn a_configuration_naming_another_tree_than_the_record_refuses_to_sign() {
     // The configuration restored, the wallet signs again.
     configure(&mut c, "w", ROOT);
     assert_eq!(c.sign("w", &[2, 3], &[[5; 32]]).len(), 1);
+}
+
+#[test]
+fn an_unconfirmed_dkg_under_a_mistyped_root_can_be_aborted_once_the_root_is_corrected() {
+    let mut c = Cluster::unkeyed(64, 2, 3, &["w"]);
+    configure(&mut c, "w", ROOT);
+    let typo = ScriptTree::Root(MerkleRoot([0x3d; 32]));
+    configure_one(&mut c, 3, "w", typo);
+    let confirmations = through_part3(&mut c, "w", 1);
+    for s in 1..=3 {
+        let signer = c.member(s).signer();
+        let refused = confirmations
+            .iter()
+            .any(|m| signer.dkg_confirm(&wid("w"), m).is_err());
+        assert!(refused, "seat {s}: the members' keys differ");
+    }
+    // Member 3's operator corrects the root and restarts: the unconfirmed
+    // result under the typo signs nothing, and the operator can abort it.
+    configure_one(&mut c, 3, "w", ROOT);
+    let err = c.round1(3, COORD_A, "w", 1).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WalletCorrupt, "{err:?}");
+    assert!(err.to_string().contains("abort"), "says what to do: {err}");
+    for s in 1..=3 {
+        c.member(s)
+            .signer()
+            .dkg_abort(&wid("w"), thresig_engine::DkgSessionId([1; 32]))
+            .unwrap();
+        assert_eq!(state(&c, s, "w"), WalletStateKind::DkgPending, "seat {s}");
+    }
+    let confirmations = through_part3(&mut c, "w", 2);
+    for s in 1..=3 {
+        assert!(deliver(&c, s, "w", &confirmations), "seat {s}");
+    }
+    let key = c.member(3).signer().wallet_key(&wid("w")).unwrap();
+    assert_eq!(key.script_tree(), ROOT);
 }
 
 #[test]
