@@ -598,8 +598,9 @@ pub enum Error {
     /// wallet whose sweep the operator has seen through can be retired, so
     /// an active wallet's shares are never deleted by one command.
     #[error(
-        "wallet {wallet} is {}, not rekeying, and cannot be retired; run `thresig wallet rekey` and sweep its outputs first",
-        state.as_str()
+        "wallet {wallet} is {}, not rekeying, and cannot be retired; {}",
+        state.as_str(),
+        retire_step(*state)
     )]
     RetireNotPossible {
         /// The wallet addressed.
@@ -739,6 +740,19 @@ pub enum Error {
         "internal error: {0:?}; report this bug with the signer's logs, and restart the signer"
     )]
     Internal(InternalFault),
+}
+
+/// What an operator does before a wallet in `state` can be retired.
+fn retire_step(state: WalletStateKind) -> &'static str {
+    match state {
+        WalletStateKind::Active => "run `thresig wallet rekey` and sweep its outputs first",
+        WalletStateKind::DkgPending => "it holds no key to retire (its DKG never completed)",
+        WalletStateKind::Corrupt => {
+            "a corrupt wallet is not retired: run `thresig keys verify` and restore its records first"
+        }
+        // A retired wallet answers that nothing changed; never refused.
+        WalletStateKind::Rekeying | WalletStateKind::Retired => "run the command again",
+    }
 }
 
 impl Error {

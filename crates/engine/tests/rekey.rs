@@ -32,6 +32,39 @@ fn holds_share(c: &Cluster, s: u16, wallet: &str) -> bool {
 }
 
 #[test]
+fn a_retire_refused_for_a_wallet_without_a_key_does_not_say_to_rekey_it() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly))
+            .policy(policy())
+            .successor("new"),
+        Spec::new("new", Keys::None),
+    ];
+    let c = Cluster::with_wallets(56, 2, 3, &specs, Limits::default());
+    let err = c.member(1).signer().retire(&wid("new")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::RetireNotPossible {
+                state: WalletStateKind::DkgPending,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(!text.contains("wallet rekey"), "{text}");
+    assert!(text.contains("no key"), "{text}");
+    // An active wallet's refusal names the rekey as the step before.
+    let text = c
+        .member(1)
+        .signer()
+        .retire(&wid("old"))
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("thresig wallet rekey"), "{text}");
+}
+
+#[test]
 fn each_step_is_idempotent_and_reports_whether_it_changed_the_wallet() {
     let c = cluster(51);
     let signer = c.member(1).signer();

@@ -13,7 +13,9 @@ pub(crate) enum Pending {
     Dkg,
     /// An emergency rekey: the sweep to the successor, then the retire.
     Sweep { successor: Option<WalletId> },
-    /// Records that fail to authenticate: the operator restores them.
+    /// Records that fail to authenticate, or that disagree with the
+    /// configuration (a changed `script_tree_root`): the status cannot
+    /// tell which, so the step names both.
     Restore,
 }
 
@@ -39,10 +41,7 @@ impl Pending {
             Self::Sweep { successor: None } => {
                 "name a successor in its configuration, then sweep and retire it".to_owned()
             }
-            Self::Restore => {
-                "run `thresig keys verify` on that member and restore the wallet (keys-runbook.md)"
-                    .to_owned()
-            }
+            Self::Restore => "run `thresig keys verify` on that member: if the wallet's records fail it, restore them (keys-runbook.md); if they pass, its configuration disagrees with its key record (the signer's refusal names the recorded `script_tree_root`): restore that entry".to_owned(),
         }
     }
 
@@ -94,5 +93,10 @@ mod tests {
         let item = sweep[0].to_json(&WalletId::new("w").unwrap());
         assert_eq!(item["op"], "sweep");
         assert!(item["step"].as_str().unwrap().contains("to next"), "{item}");
+        // A corrupt wallet may only have a changed script tree, whose
+        // records authenticate: the step covers that cause too.
+        let restore = pending(&status(WalletStateKind::Corrupt), None);
+        let step = restore[0].step(&WalletId::new("w").unwrap());
+        assert!(step.contains("script_tree_root"), "{step}");
     }
 }
