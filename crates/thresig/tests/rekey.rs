@@ -4,7 +4,8 @@
 //! `thresig sweep` signs the sweep (checked with libbitcoinconsensus), the
 //! successor signs on its own, and `thresig wallet retire` deletes the
 //! shares. Each state survives kill -9 and restart; the step boundaries
-//! each test covers are listed in docs/lifecycle.md.
+//! each test covers (and those none covers) are listed in
+//! docs/lifecycle.md.
 
 mod common;
 
@@ -328,57 +329,48 @@ fn rekeyed(seed: u64) -> Rekey {
     r
 }
 
-/// Starts `thresig` with `args` and kills it with SIGKILL at once: it dies
-/// anywhere from before its first write to after its last, and what it
-/// left must be completed by running it again.
-fn killed(args: &[&str]) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-/// Boundary: the operator's `wallet rekey` killed while it runs.
+/// Boundary: a `wallet rekey` whose reply never reaches the operator (the
+/// client gone once its request is sent): the command run again leaves the
+/// wallet `rekeying`, which a kill -9 and restart keep.
 #[test]
-fn a_killed_wallet_rekey_leaves_the_wallet_active_or_rekeying_and_runs_again() {
+fn a_wallet_rekey_whose_reply_is_lost_runs_again_and_the_wallet_stays_rekeying() {
+    use std::io::Write as _;
     let mut r = Rekey::new(76);
     r.make_next();
-    killed(&[
-        "wallet",
-        "rekey",
-        "--config",
-        &r.config(2),
-        "--wallet",
-        WALLET,
-    ]);
-    let state = r.state(2, WALLET);
-    assert!(state == "active" || state == "rekeying", "{state}");
-    assert_eq!(r.step("rekey", 2)["state"], "rekeying");
+    let config = Config::load(&r.cluster.config_path(seat(2))).unwrap();
+    let socket = thresig_cluster::node::admin_socket_path(&config);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let request = serde_json::json!({"engine": {"begin_rekey": {"wallet": WALLET}}});
+    stream.write_all(format!("{request}\n").as_bytes()).unwrap();
+    drop(stream);
+    let again = r.step("rekey", 2);
+    assert_eq!(again["state"], "rekeying", "{again}");
+    assert_eq!(again["via"], "daemon", "{again}");
     r.kill_and_restart(2);
     assert_eq!(r.state(2, WALLET), "rekeying");
+    // The others never ran it: still active.
+    assert_eq!(r.state(1, WALLET), "active");
 }
 
-/// Boundary: the coordinator (`thresig sweep`) killed while it signs.
+/// A sweep while the members disagree: member 1 rekeying, members 2 and 3
+/// still active (their policy does not allow the successor). The sweep
+/// fails after member 1 released its share; once member 2's operator runs
+/// `wallet rekey`, the same sweep runs again and signs, while member 3,
+/// still active, refuses it without stopping it.
 #[test]
-fn a_sweep_whose_coordinator_is_killed_runs_again_and_signs() {
-    let r = rekeyed(74);
-    let utxos = r.utxos();
-    let config = r.config(1);
-    killed(&[
-        "sweep",
-        "--config",
-        &config,
-        "--wallet",
-        WALLET,
-        "--inputs-file",
-        utxos.to_str().unwrap(),
-        "--fee-rate",
-        "2",
-    ]);
+fn a_sweep_while_some_members_are_still_active_signs_once_a_threshold_is_rekeying() {
+    let mut r = Rekey::new(74);
+    r.make_next();
+    r.step("rekey", 1);
+    let out = r.sweep(1);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "members 2 and 3 are active and refuse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    r.step("rekey", 2);
+    assert_eq!(r.state(3, WALLET), "active");
     r.check_sweep(&r.sweep(1));
 }
 
@@ -405,30 +397,6 @@ fn a_member_killed_after_its_retire_restarts_retired_without_the_share() {
     r.cluster.local.kill(seat(1)).unwrap();
     assert!(!r.holds_share(1, WALLET));
     assert!(r.holds_share(1, NEXT));
-}
-
-/// Boundary: the operator's `wallet retire` killed while it runs on the
-/// store of a stopped member (the command itself deletes the share and
-/// rotates the DEK).
-#[test]
-fn a_killed_wallet_retire_runs_again_and_deletes_the_share() {
-    let mut r = rekeyed(79);
-    r.cluster.local.stop(seat(2)).unwrap();
-    killed(&[
-        "wallet",
-        "retire",
-        "--config",
-        &r.config(2),
-        "--wallet",
-        WALLET,
-    ]);
-    let again = r.step("retire", 2);
-    assert_eq!(again["state"], "retired", "{again}");
-    assert_eq!(again["via"], "store");
-    assert!(again["dek_rotated_to"].as_u64().is_some(), "{again}");
-    assert!(!r.holds_share(2, WALLET));
-    r.restart(2);
-    assert_eq!(r.state(2, WALLET), "retired");
 }
 
 /// The script-tree root every member's configuration names for [`WALLET`]
