@@ -2,9 +2,9 @@
 //! `rekeying`, and retiring it once its outputs are swept. Both are an
 //! operator's actions on this member, never a coordinator's.
 
-use thresig_store::Store;
+use thresig_store::{Store, WriteOp};
 
-use super::{Signer, lock, store_error};
+use super::{Shard, Signer, lock, store_error};
 use crate::durable::{rekeying_ops, retiring_ops};
 use crate::error::Error;
 use crate::wallet::WalletState;
@@ -62,13 +62,7 @@ impl<S: Store> Signer<S> {
             WalletState::Active(key) => WalletState::Rekeying(key),
             other => other,
         };
-        shard.step_unacknowledged = true;
-        let ops = rekeying_ops(&self.store, wallet)?;
-        self.store
-            .write(ops)
-            .map_err(|source| store_error(wallet, source))?;
-        shard.step_unacknowledged = false;
-        Ok(Transition::Done)
+        self.commit_step(&mut shard, wallet, rekeying_ops)
     }
 
     /// Retires a `rekeying` wallet, durably: its record says `retired` and
@@ -112,10 +106,21 @@ impl<S: Store> Signer<S> {
         // As for the rekey: the share is dropped before the commit is
         // known, so a commit acknowledged late leaves no signing share.
         shard.state = WalletState::Retired;
+        self.commit_step(&mut shard, wallet, retiring_ops)
+    }
+
+    /// Commits an operator step whose stricter state `shard` already
+    /// holds: it counts as done only once the store acknowledges the
+    /// commit, and until then a retry commits it again.
+    fn commit_step(
+        &self,
+        shard: &mut Shard,
+        wallet: &WalletId,
+        ops: fn(&S, &WalletId) -> Result<Vec<WriteOp>, Error>,
+    ) -> Result<Transition, Error> {
         shard.step_unacknowledged = true;
-        let ops = retiring_ops(&self.store, wallet)?;
         self.store
-            .write(ops)
+            .write(ops(&self.store, wallet)?)
             .map_err(|source| store_error(wallet, source))?;
         shard.step_unacknowledged = false;
         Ok(Transition::Done)
