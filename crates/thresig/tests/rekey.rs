@@ -354,7 +354,7 @@ fn a_wallet_rekey_whose_reply_is_lost_runs_again_and_the_wallet_stays_rekeying()
 
 /// A sweep while the members disagree: member 1 rekeying, members 2 and 3
 /// still active (their policy does not allow the successor). The sweep
-/// fails after member 1 released its share; once member 2's operator runs
+/// fails (member 1 may have released its share); once member 2's operator runs
 /// `wallet rekey`, the same sweep runs again and signs, while member 3,
 /// still active, refuses it without stopping it.
 #[test]
