@@ -134,7 +134,9 @@ const TAG_CONFIRM: u8 = 3;
 #[error("a DKG payload must be one canonical tagged, length-prefixed encoding")]
 pub struct InvalidDkgPayload;
 
-fn framed(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
+/// `tag`, then each field with its 8-byte big-endian length: the one
+/// framing of every signed and sealed context of the DKG and of repair.
+pub(crate) fn framed(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
     let mut out = vec![tag];
     for f in fields {
         out.extend_from_slice(&(f.len() as u64).to_be_bytes());
@@ -208,13 +210,13 @@ impl SignedDkgMessage {
         sender: Seat,
         payload: DkgPayload,
     ) -> Self {
-        let signature = key.sign(&signed_bytes(&session, &wallet, sender, &payload));
+        let signature = identity_sign(key, &signed_bytes(&session, &wallet, sender, &payload));
         Self {
             session,
             wallet,
             sender,
             payload,
-            signature: HexBytes(signature.to_bytes().to_vec()),
+            signature,
         }
     }
 
@@ -222,18 +224,35 @@ impl SignedDkgMessage {
     /// seat in `wallet` (a relay checks this to name a member that answers
     /// with a message it did not sign; every member checks it again).
     pub fn verify(&self, wallet: &WalletConfig) -> bool {
-        let Some(key) = wallet.member(self.sender) else {
-            return false;
-        };
-        let Ok(key) = VerifyingKey::from_bytes(&key.to_bytes()) else {
-            return false;
-        };
-        let Ok(sig) = ed25519_dalek::Signature::from_slice(&self.signature.0) else {
-            return false;
-        };
         let bytes = signed_bytes(&self.session, &self.wallet, self.sender, &self.payload);
-        key.verify_strict(&bytes, &sig).is_ok()
+        identity_verify(wallet, self.sender, &bytes, &self.signature)
     }
+}
+
+/// An Ed25519 signature by a member's identity key over `bytes` (which
+/// start with the message kind's own domain tag).
+pub(crate) fn identity_sign(key: &SigningKey, bytes: &[u8]) -> HexBytes {
+    HexBytes(key.sign(bytes).to_bytes().to_vec())
+}
+
+/// Whether `signature` over `bytes` verifies (strictly) under the roster
+/// key of `sender`'s seat in `wallet`.
+pub(crate) fn identity_verify(
+    wallet: &WalletConfig,
+    sender: Seat,
+    bytes: &[u8],
+    signature: &HexBytes,
+) -> bool {
+    let Some(key) = wallet.member(sender) else {
+        return false;
+    };
+    let Ok(key) = VerifyingKey::from_bytes(&key.to_bytes()) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(&signature.0) else {
+        return false;
+    };
+    key.verify_strict(bytes, &sig).is_ok()
 }
 
 /// The echo hash: (session, wallet, t, n, roster, every round-1 package and
@@ -308,13 +327,29 @@ pub(crate) fn seal<R: RngCore + CryptoRng>(
     plaintext: &[u8],
     rng: &mut R,
 ) -> Option<Vec<u8>> {
+    seal_to(
+        recipient_key,
+        &seal_info(session, wallet, from, to),
+        plaintext,
+        rng,
+    )
+}
+
+/// Seals `plaintext` to `recipient_key` (an encoded X25519 public key)
+/// under the context `info`, which binds it to its session, sender and
+/// recipient. `None` if the key does not decode or sealing fails.
+pub(crate) fn seal_to<R: RngCore + CryptoRng>(
+    recipient_key: &[u8],
+    info: &[u8],
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Option<Vec<u8>> {
     let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(recipient_key).ok()?;
-    let info = seal_info(session, wallet, from, to);
     let (encapped, ct) =
         hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256, _>(
             &OpModeS::Base,
             &pk,
-            &info,
+            info,
             plaintext,
             &[],
             rng,
@@ -333,14 +368,23 @@ pub(crate) fn open(
     to: Seat,
     sealed: &[u8],
 ) -> Option<Zeroizing<Vec<u8>>> {
+    open_with(secret, &seal_info(session, wallet, from, to), sealed)
+}
+
+/// Opens what [`seal_to`] sealed under `info` for this member. `None` if it
+/// does not authenticate.
+pub(crate) fn open_with(
+    secret: &HpkeSecret,
+    info: &[u8],
+    sealed: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
     let (encapped, ct) = sealed.split_at_checked(ENCAPPED_LEN)?;
     let encapped = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(encapped).ok()?;
-    let info = seal_info(session, wallet, from, to);
     hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
         &OpModeR::Base,
         &secret.0,
         &encapped,
-        &info,
+        info,
         ct,
         &[],
     )

@@ -165,6 +165,30 @@ pub fn activation_ops(
     ])
 }
 
+/// The unit a repaired member commits once every check passed: its rebuilt
+/// key package at the wallet epoch the helpers sign with (insert-if-absent)
+/// and the wallet record marking `key` active at that epoch.
+///
+/// # Errors
+/// [`Error::Internal`] if the key material cannot be encoded or the epoch
+/// has no key epoch.
+pub(crate) fn repaired_ops(
+    wallet: &WalletId,
+    epoch: WalletEpoch,
+    key: &WalletKey,
+    share: &KeyShare,
+) -> Result<Vec<WriteOp>, Error> {
+    let key_epoch = FIRST_KEY_EPOCH
+        .0
+        .checked_add(epoch.0)
+        .map(thresig_store::KeyEpoch)
+        .ok_or(Error::Internal(InternalFault::Invariant))?;
+    Ok(vec![
+        key_package_op(wallet, key_epoch, share)?,
+        active_record_op(wallet, key_epoch, key)?,
+    ])
+}
+
 /// The unit that puts an active wallet in `rekeying`: its stored record
 /// with the lifecycle changed (key epoch and wallet key unchanged).
 ///

@@ -84,6 +84,14 @@ pub enum ErrorCode {
     DkgBusy,
     /// A DKG message for a session or phase this signer is not in.
     DkgNotInPhase,
+    /// A repair helper's operator has not approved (or no longer approves)
+    /// repairing that seat of that wallet on this signer.
+    RepairNotApproved,
+    /// A repair message for a session or step this signer is not in, or
+    /// one that names another helper set or lost seat than its session.
+    RepairNotInPhase,
+    /// A repair check failed; the member that saw it changed nothing.
+    RepairFailed,
     /// A bug in this signer.
     Internal,
 }
@@ -92,7 +100,7 @@ impl ErrorCode {
     /// Every code, for documentation, exhaustive tests and [`ErrorCode::parse`].
     /// The test `every_variant_is_in_all_and_parses` fails to compile when a
     /// variant is added to the enum, and fails when it is missing here.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 28] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
         Self::SessionConflict,
@@ -117,6 +125,9 @@ impl ErrorCode {
         Self::DkgFailed,
         Self::DkgBusy,
         Self::DkgNotInPhase,
+        Self::RepairNotApproved,
+        Self::RepairNotInPhase,
+        Self::RepairFailed,
         Self::Internal,
     ];
 
@@ -154,6 +165,9 @@ impl ErrorCode {
             Self::DkgFailed => "dkg_failed",
             Self::DkgBusy => "dkg_busy",
             Self::DkgNotInPhase => "dkg_not_in_phase",
+            Self::RepairNotApproved => "repair_not_approved",
+            Self::RepairNotInPhase => "repair_not_in_phase",
+            Self::RepairFailed => "repair_failed",
             Self::Internal => "internal",
         }
     }
@@ -192,6 +206,9 @@ impl ErrorCode {
             | Self::InvalidShare
             | Self::DkgFailed
             | Self::DkgNotInPhase
+            | Self::RepairNotApproved
+            | Self::RepairNotInPhase
+            | Self::RepairFailed
             | Self::Internal => Recovery::Terminal,
         }
     }
@@ -232,6 +249,10 @@ pub enum RequestPart {
         /// Index of the first input whose package disagrees.
         input: usize,
     },
+    /// A repair session names another wallet, a seat outside the roster,
+    /// helpers that are not ascending and distinct, fewer helpers than the
+    /// threshold, or the lost seat among its helpers.
+    RepairSession,
 }
 
 /// Which internal invariant failed.
@@ -290,6 +311,42 @@ pub enum DkgFault {
     UnexpectedPayload,
     /// A validly signed confirmation of another result.
     ConfirmationMismatch,
+}
+
+/// Which repair check failed (the accused member is named beside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RepairFault {
+    /// A message does not verify under its sender's roster key, names
+    /// another session, or comes from outside the helper set (a relay
+    /// fault: no member is accused).
+    BadSignature,
+    /// A helper's message is missing (a relay fault).
+    MissingSender,
+    /// Two messages of one helper for one step (a relay fault).
+    DuplicateSender,
+    /// A message of the wrong step (a relay fault).
+    UnexpectedPayload,
+    /// Helpers signed different wallet keys, or one that does not fit this
+    /// member's configuration.
+    WalletKeyDisagrees,
+    /// A per-session key does not decode, so nothing can be sealed to it.
+    BadKey,
+    /// A sealed delta or sigma is missing or does not open with this
+    /// member's per-session key.
+    BadSeal,
+    /// A delta does not match its sender's commitment.
+    BadDelta,
+    /// A helper's commitments do not decode, cover another helper set, or
+    /// do not sum to its weighted verifying share on record.
+    BadCommitment,
+    /// A sigma is not the sum of the deltas committed to its sender.
+    BadSigma,
+    /// A helper summed over other commitments than the ones relayed here
+    /// (a relay fault, or a helper that signed two sets of commitments).
+    CommitmentsDisagree,
+    /// The rebuilt share does not match this seat's verifying share.
+    ShareMismatch,
 }
 
 /// Everything that can go wrong in the engine.
@@ -668,6 +725,42 @@ pub enum Error {
         /// What failed.
         fault: DkgFault,
     },
+    /// A repair helper's operator has not approved this repair here, or the
+    /// approval expired.
+    #[error(
+        "wallet {wallet}: this signer's operator has not approved repairing seat {lost} (or the approval expired); run `thresig repair approve --wallet {wallet} --member {lost}` on this signer, then start the repair again"
+    )]
+    RepairNotApproved {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The seat to be repaired.
+        lost: Seat,
+    },
+    /// A repair request for a session or step this member is not in (never
+    /// started, expired, lost in a restart, or a request naming another
+    /// helper set or lost seat than the session it continues).
+    #[error("wallet {wallet}: no repair in that session and step; start the repair again")]
+    RepairNotInPhase {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A repair check failed; this member changed nothing.
+    #[error(
+        "wallet {wallet}: repair check failed: seat {accuser} accuses {} ({fault:?}); {}", seat_or(*accused, "no member"), repair_failed_hint(*accused)
+    )]
+    RepairFailed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// This member's seat.
+        accuser: Seat,
+        /// The helper whose own signed message proves the fault; `None`
+        /// for a relay fault (a message that does not verify, is missing,
+        /// repeated or out of place) or one the messages cannot pin on one
+        /// member.
+        accused: Option<Seat>,
+        /// What failed.
+        fault: RepairFault,
+    },
     /// A key package is already stored for the wallet; a later DKG never
     /// overwrites it.
     #[error(
@@ -755,6 +848,9 @@ impl Error {
             Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
             Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
+            Self::RepairNotApproved { .. } => ErrorCode::RepairNotApproved,
+            Self::RepairNotInPhase { .. } => ErrorCode::RepairNotInPhase,
+            Self::RepairFailed { .. } => ErrorCode::RepairFailed,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -792,6 +888,16 @@ fn dkg_failed_hint(accused: Option<Seat>) -> &'static str {
         "investigate the accused member, then start a new DKG session"
     } else {
         "check the coordinator and the network, then start a new DKG session"
+    }
+}
+
+/// What to do about a failed repair check.
+fn repair_failed_hint(accused: Option<Seat>) -> &'static str {
+    match accused {
+        Some(_) => {
+            "investigate the accused helper (its own signed message proves the fault), then start the repair again without it"
+        }
+        None => "start the repair again, through another coordinator if it happens again",
     }
 }
 
@@ -988,6 +1094,23 @@ mod tests {
                 accused: Some(Seat::try_from(2).unwrap()),
                 fault: DkgFault::InvalidPackage,
             },
+            Error::RepairNotApproved {
+                wallet: wallet(),
+                lost: seat,
+            },
+            Error::RepairNotInPhase { wallet: wallet() },
+            Error::RepairFailed {
+                wallet: wallet(),
+                accuser: seat,
+                accused: None,
+                fault: RepairFault::BadSignature,
+            },
+            Error::RepairFailed {
+                wallet: wallet(),
+                accuser: seat,
+                accused: Some(Seat::try_from(2).unwrap()),
+                fault: RepairFault::BadSigma,
+            },
             Error::KeyPackagePresent { wallet: wallet() },
             Error::Store {
                 wallet: wallet(),
@@ -1033,6 +1156,9 @@ mod tests {
                 | Error::DkgNotInPhase { .. }
                 | Error::DkgBusy { .. }
                 | Error::DkgFailed { .. }
+                | Error::RepairNotApproved { .. }
+                | Error::RepairNotInPhase { .. }
+                | Error::RepairFailed { .. }
                 | Error::KeyPackagePresent { .. }
                 | Error::Store { .. }
                 | Error::MarkerPurge { .. }
@@ -1133,6 +1259,9 @@ mod tests {
             DkgFailed,
             DkgBusy,
             DkgNotInPhase,
+            RepairNotApproved,
+            RepairNotInPhase,
+            RepairFailed,
             Internal,
         );
         for code in listed {

@@ -76,6 +76,7 @@ mod error;
 mod ids;
 mod ledger;
 mod pool;
+mod repair;
 mod signer;
 mod target;
 #[cfg(feature = "test-util")]
@@ -90,11 +91,16 @@ pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
 pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
 pub use durable::decode_shares;
+pub use repair::{
+    RepairPayload, RepairRequest, RepairResponse, RepairSession, SignedRepairMessage,
+};
 pub use signer::{OpenError, Signer};
 pub use target::{Digest, SigningTarget, taproot_wallet};
 pub use wallet::WalletStateKind;
 
 pub use config::{ConfigError, IdentityKey, Limits, SignerConfig, WalletConfig};
-pub use error::{DkgFault, Error, ErrorCode, InternalFault, RequestPart, recovery_str};
+pub use error::{
+    DkgFault, Error, ErrorCode, InternalFault, RepairFault, RequestPart, recovery_str,
+};
 pub use ids::{CoordinatorId, WalletEpoch};
 pub use thresig_store::{InvalidWalletId, Recovery, Timestamp, WalletId};

@@ -54,6 +54,9 @@ pub(crate) struct Shard {
     /// start of it from that member arrives after the cancel and is
     /// refused.
     pub(crate) dkg_cancelled: BTreeMap<CoordinatorId, DkgSessionId>,
+    /// The operator's repair approvals and a repair in progress (memory
+    /// only).
+    pub(crate) repair: crate::repair::RepairSlot,
 }
 
 /// Proof that a coordinator is a member of a wallet: built only by
@@ -102,7 +105,8 @@ pub(crate) struct Slot {
 /// Methods, by kind:
 /// - inputs: [`Signer::handle`], the one way a coordinator's [`Request`]
 ///   enters (it checks the coordinator's membership once, then dispatches);
-/// - operator commands: [`Signer::begin_rekey`], [`Signer::dkg_abort`];
+/// - operator commands: [`Signer::begin_rekey`], [`Signer::dkg_abort`],
+///   [`Signer::approve_repair`];
 /// - getters, for the local operator: [`Signer::status`],
 ///   [`Signer::wallets`], [`Signer::wallet_key`];
 /// - upkeep: [`Signer::prune`] drops expired nonces, forgotten tombstones
@@ -169,6 +173,7 @@ impl<S: Store> Signer<S> {
                 pending: PendingShares::default(),
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
+                repair: crate::repair::RepairSlot::default(),
             };
             wallets.insert(
                 wallet.id.clone(),
@@ -263,6 +268,7 @@ impl<S: Store> Signer<S> {
             Request::DkgCancel { session, .. } => self
                 .dkg_cancel(&member, session)
                 .map(|dropped| Response::DkgCancelled { dropped }),
+            Request::Repair(req) => self.repair(now, &member, req, rng).map(Response::Repair),
         }
     }
 
@@ -297,6 +303,7 @@ impl<S: Store> Signer<S> {
             shard.pool.prune(now);
             shard.pending.prune(now);
             crate::dkg::expire(&mut shard, now);
+            shard.repair.expire(now);
         }
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])

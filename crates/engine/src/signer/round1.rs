@@ -251,6 +251,7 @@ mod tests {
             pending: PendingShares::default(),
             dkg: None,
             dkg_cancelled: BTreeMap::new(),
+            repair: crate::repair::RepairSlot::default(),
         }
     }
 

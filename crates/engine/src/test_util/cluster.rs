@@ -568,6 +568,17 @@ impl Cluster {
         m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
     }
 
+    /// Seat `s` loses its disk: the signer stops, and a new one opens over
+    /// a fresh, empty store on a new machine (same identity key), as after
+    /// a disk failure with no backup.
+    pub fn lose_disk(&mut self, s: u16) {
+        let m = &mut self.members[usize::from(s) - 1];
+        drop(m.running.take());
+        m.machine = Machine::new(u8::try_from(s).unwrap().wrapping_add(100));
+        let secret = identity_secret(s);
+        m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
+    }
+
     /// The wallet's current epoch, as seat 1 reports it.
     pub fn epoch(&self, wallet: &str) -> WalletEpoch {
         self.epoch_at(1, wallet)

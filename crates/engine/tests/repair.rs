@@ -1,0 +1,385 @@
+//! Member repair, sans IO: a member that lost its disk is rebuilt by `t`
+//! helpers, each only with its own operator's approval; a lying helper is
+//! named; a coordinator that changes the helper set or the lost seat
+//! between steps is refused; a restart at any step boundary leaves every
+//! member as it was.
+
+mod common;
+
+use common::repair::*;
+use common::*;
+use thresig_engine::{
+    Error, ErrorCode, HexBytes, RepairFault, RepairPayload, RepairRequest, RepairResponse,
+    WalletStateKind,
+};
+
+const W: &str = "w";
+
+/// A 2-of-3 wallet whose seat 3 lost its disk.
+fn lost_seat_three(seed: u64) -> Cluster {
+    let mut c = Cluster::new(seed, 2, 3, &[W], small_limits());
+    c.lose_disk(3);
+    c
+}
+
+fn state(c: &Cluster, s: u16) -> WalletStateKind {
+    c.member(s).signer().status(&wid(W)).unwrap().state
+}
+
+fn digest(n: u8) -> [[u8; 32]; 1] {
+    [[n; 32]]
+}
+
+#[test]
+fn a_member_that_lost_its_disk_is_repaired_and_signs_again() {
+    let mut c = lost_seat_three(1);
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+    approve(&c, W, 3, &[1, 2]);
+    let session = session(&c, W, 3, &[1, 2], 1);
+    let done = run(&mut c, &session).unwrap();
+    assert!(
+        matches!(done, RepairResponse::Repaired { seat: s, .. } if s == seat(3)),
+        "{done:?}"
+    );
+    assert_eq!(state(&c, 3), WalletStateKind::Active);
+    // The rebuilt share signs with each old member, and survives a restart.
+    c.sign(W, &[1, 3], &digest(7));
+    c.restart(3);
+    c.sign(W, &[2, 3], &digest(8));
+}
+
+#[test]
+fn a_helper_without_its_operators_approval_refuses_and_nothing_changes() {
+    let mut c = lost_seat_three(2);
+    approve(&c, W, 3, &[1]);
+    let session = session(&c, W, 3, &[1, 2], 1);
+    let (refuser, err) = run(&mut c, &session).unwrap_err();
+    assert_eq!(refuser, 2);
+    assert_eq!(err.code(), ErrorCode::RepairNotApproved);
+    assert!(
+        matches!(err, Error::RepairNotApproved { lost, .. } if lost == seat(3)),
+        "{err:?}"
+    );
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+    // An approval of another seat does not count either.
+    approve(&c, W, 1, &[2]);
+    let (_, err) = run(&mut c, &session).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RepairNotApproved);
+    c.sign(W, &[1, 2], &digest(1));
+}
+
+#[test]
+fn an_expired_approval_is_refused_even_mid_repair() {
+    let mut c = lost_seat_three(3);
+    approve(&c, W, 3, &[1, 2]);
+    let session = session(&c, W, 3, &[1, 2], 1);
+    message(
+        &mut c,
+        3,
+        RepairRequest::Join {
+            session: session.clone(),
+        },
+    )
+    .unwrap();
+    let opened: Vec<_> = [1, 2]
+        .iter()
+        .map(|h| {
+            message(
+                &mut c,
+                *h,
+                RepairRequest::Open {
+                    session: session.clone(),
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    c.advance(APPROVAL);
+    let err = message(
+        &mut c,
+        1,
+        RepairRequest::Deal {
+            session: session.clone(),
+            opened,
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RepairNotApproved);
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+}
+
+/// Helper 1 hands helper 2 a delta that is not the one it committed to:
+/// helper 2 refuses to sum and names helper 1.
+#[test]
+fn a_helper_that_deals_a_wrong_delta_is_named_by_the_helper_it_lied_to() {
+    let mut c = lost_seat_three(4);
+    approve(&c, W, 3, &[1, 2]);
+    let session = session(&c, W, 3, &[1, 2], 1);
+    // Helper 2's per-session key, as its `Opened` shows it (a repeated
+    // open of the same session answers the same message).
+    let opened = message(
+        &mut c,
+        2,
+        RepairRequest::Open {
+            session: session.clone(),
+        },
+    )
+    .unwrap();
+    let RepairPayload::Opened {
+        hpke_key: key_of_2, ..
+    } = opened.payload
+    else {
+        panic!("not an Opened message");
+    };
+    let bad = sealed(&mut c, &session, 1, 2, &key_of_2, &bogus_value(9));
+    let err = through_sum(&mut c, &session, |dealt| {
+        let RepairPayload::Dealt {
+            commitments,
+            mut sealed,
+        } = dealt[0].payload.clone()
+        else {
+            panic!("not a Dealt message");
+        };
+        sealed.iter_mut().find(|(to, _)| *to == seat(2)).unwrap().1 = bad;
+        dealt[0] = resigned(
+            &dealt[0],
+            RepairPayload::Dealt {
+                commitments,
+                sealed,
+            },
+        );
+    })
+    .unwrap_err();
+    assert_eq!(err.0, 2, "{err:?}");
+    assert!(
+        matches!(
+            err.1,
+            Error::RepairFailed { accused: Some(s), fault: RepairFault::BadDelta, .. } if s == seat(1)
+        ),
+        "{err:?}"
+    );
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+}
+
+/// Helper 2 sends the repaired member a sigma that is not the sum of the
+/// deltas committed to it: the repaired member names it and stores nothing.
+#[test]
+fn a_helper_that_sends_a_wrong_sigma_is_named_and_nothing_is_stored() {
+    let mut c = lost_seat_three(5);
+    approve(&c, W, 3, &[1, 2]);
+    let session = session(&c, W, 3, &[1, 2], 1);
+    let mut relayed = through_sum(&mut c, &session, |_| {}).unwrap();
+    let RepairPayload::Joined { hpke_key } = relayed.joined.payload.clone() else {
+        panic!("not a Joined message");
+    };
+    let RepairPayload::Summed { commitments, .. } = relayed.summed[1].payload.clone() else {
+        panic!("not a Summed message");
+    };
+    let bad = sealed(&mut c, &session, 2, 3, &hpke_key, &bogus_value(5));
+    relayed.summed[1] = resigned(
+        &relayed.summed[1],
+        RepairPayload::Summed {
+            sealed: bad,
+            commitments,
+        },
+    );
+    let err = finish(&mut c, &session, &relayed).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::RepairFailed { accused: Some(s), fault: RepairFault::BadSigma, .. } if s == seat(2)
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), ErrorCode::RepairFailed);
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+    c.sign(W, &[1, 2], &digest(2));
+}
+
+/// Helpers that sign different wallet keys are refused by the repaired
+/// member: it has no key on record and takes one only if every helper
+/// signs the same.
+#[test]
+fn helpers_that_sign_different_wallet_keys_are_refused() {
+    let mut c = lost_seat_three(6);
+    approve(&c, W, 3, &[1, 2]);
+    let session = session(&c, W, 3, &[1, 2], 1);
+    let mut relayed = through_sum(&mut c, &session, |_| {}).unwrap();
+    let RepairPayload::Opened { hpke_key, .. } = relayed.opened[1].payload.clone() else {
+        panic!("not an Opened message");
+    };
+    relayed.opened[1] = resigned(
+        &relayed.opened[1],
+        RepairPayload::Opened {
+            hpke_key,
+            wallet_key: HexBytes(vec![1; 8]),
+        },
+    );
+    let err = finish(&mut c, &session, &relayed).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::RepairFailed {
+                fault: RepairFault::WalletKeyDisagrees,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+}
+
+/// The coordinator opens a repair with helpers {1, 2} and then asks helper
+/// 1 to deal for {1, 3}, or for another lost seat: refused, nothing dealt.
+#[test]
+fn a_coordinator_that_changes_the_helper_set_or_lost_seat_between_steps_is_refused() {
+    let mut c = Cluster::new(7, 2, 4, &[W], small_limits());
+    c.lose_disk(4);
+    approve(&c, W, 4, &[1, 2, 3]);
+    approve(&c, W, 2, &[1, 3]);
+    let first = session(&c, W, 4, &[1, 2], 1);
+    let opened: Vec<_> = [1, 2]
+        .iter()
+        .map(|h| {
+            message(
+                &mut c,
+                *h,
+                RepairRequest::Open {
+                    session: first.clone(),
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut other_helpers = first.clone();
+    other_helpers.helpers = vec![seat(1), seat(3)];
+    let mut other_lost = first.clone();
+    other_lost.lost = seat(2);
+    other_lost.helpers = vec![seat(1), seat(3)];
+    for changed in [other_helpers, other_lost] {
+        let err = message(
+            &mut c,
+            1,
+            RepairRequest::Deal {
+                session: changed,
+                opened: opened.clone(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::RepairNotInPhase, "{err:?}");
+    }
+    // The messages of the first session in a deal of another are refused
+    // as well: each is signed over its own session.
+    let mut relabelled = first.clone();
+    relabelled.nonce = [2; 32];
+    message(
+        &mut c,
+        1,
+        RepairRequest::Open {
+            session: relabelled.clone(),
+        },
+    )
+    .unwrap();
+    let err = message(
+        &mut c,
+        1,
+        RepairRequest::Deal {
+            session: relabelled,
+            opened,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::RepairFailed {
+                accused: None,
+                fault: RepairFault::BadSignature,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_member_that_holds_its_key_refuses_to_be_repaired() {
+    let mut c = Cluster::new(8, 2, 3, &[W], small_limits());
+    approve(&c, W, 3, &[1, 2]);
+    let session = session(&c, W, 3, &[1, 2], 1);
+    let (refuser, err) = run(&mut c, &session).unwrap_err();
+    assert_eq!(refuser, 3);
+    assert!(matches!(err, Error::WalletAlreadyKeyed { .. }), "{err:?}");
+}
+
+#[test]
+fn a_session_with_too_few_or_unordered_helpers_is_malformed() {
+    let mut c = lost_seat_three(9);
+    approve(&c, W, 3, &[1, 2]);
+    for helpers in [&[1][..], &[2, 1], &[1, 3], &[1, 1]] {
+        let bad = session(&c, W, 3, helpers, 1);
+        let err = message(&mut c, 1, RepairRequest::Open { session: bad }).unwrap_err();
+        assert_eq!(
+            err.code(),
+            ErrorCode::InvalidRequest,
+            "{helpers:?}: {err:?}"
+        );
+    }
+}
+
+/// A restart of the member being repaired, or of a helper, after each step
+/// drops the repair (its per-session keys were in memory only): the next
+/// step is refused, nothing was stored, and a new repair completes.
+#[test]
+fn a_restart_at_each_step_boundary_leaves_every_member_as_it_was() {
+    for (boundary, restarted) in [(0, 3), (1, 1), (2, 2), (3, 3), (3, 1)] {
+        let mut c = lost_seat_three(10 + boundary);
+        approve(&c, W, 3, &[1, 2]);
+        let s = session(&c, W, 3, &[1, 2], 1);
+        let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
+        c.restart(restarted);
+        // Approvals are memory only: the restarted helper's operator
+        // approves again.
+        approve(&c, W, 3, &[1, 2]);
+        let err = match boundary {
+            0 => finish(&mut c, &s, &relayed).unwrap_err(),
+            1 => message(
+                &mut c,
+                1,
+                RepairRequest::Deal {
+                    session: s.clone(),
+                    opened: relayed.opened.clone(),
+                },
+            )
+            .unwrap_err(),
+            2 => message(
+                &mut c,
+                2,
+                RepairRequest::Sum {
+                    session: s.clone(),
+                    joined: relayed.joined.clone(),
+                    dealt: relayed.dealt.clone(),
+                },
+            )
+            .unwrap_err(),
+            _ if restarted == 3 => finish(&mut c, &s, &relayed).unwrap_err(),
+            _ => {
+                // A helper restarting after its sum changes nothing: the
+                // repaired member finishes with what it has.
+                finish(&mut c, &s, &relayed).unwrap();
+                c.sign(W, &[1, 3], &digest(3));
+                continue;
+            }
+        };
+        assert_eq!(
+            err.code(),
+            ErrorCode::RepairNotInPhase,
+            "boundary {boundary}"
+        );
+        assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+        c.sign(W, &[1, 2], &digest(4));
+        let again = session(&c, W, 3, &[1, 2], 2);
+        run(&mut c, &again).unwrap();
+        c.sign(W, &[2, 3], &digest(5));
+    }
+}
