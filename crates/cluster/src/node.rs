@@ -112,7 +112,7 @@ pub struct Node {
     provider: Arc<dyn KeyProvider>,
     store: Arc<EncryptedStore>,
     manager: KeyManager,
-    handler: EngineHandler<Arc<EncryptedStore>>,
+    handler: Arc<EngineHandler<Arc<EncryptedStore>>>,
 }
 
 impl Node {
@@ -148,7 +148,7 @@ impl Node {
         }
         let manager = KeyManager::start(store.clone(), key_manager);
         let signer = Signer::open(node.signer_config(), identity, store.clone())?;
-        let handler = EngineHandler::new(signer, node.identities());
+        let handler = Arc::new(EngineHandler::new(signer, node.identities()));
         Ok(Self {
             member: node.member,
             wallets: node.wallets.len(),
@@ -178,6 +178,13 @@ impl Node {
     #[must_use]
     pub fn key_manager(&self) -> &KeyManager {
         &self.manager
+    }
+
+    /// The engine behind the daemon, for the operator's commands on the
+    /// running signer (the admin socket's repair approvals).
+    #[must_use]
+    pub fn handler(&self) -> &Arc<EngineHandler<Arc<EncryptedStore>>> {
+        &self.handler
     }
 
     /// Where this signer's admin socket belongs ([`admin_socket_path`]).
@@ -253,7 +260,6 @@ impl Node {
             ..
         } = self;
         info!(member = %member, wallets, "signer open");
-        let handler = Arc::new(handler);
         let pruner = Pruner::start(Arc::clone(&handler));
         let served = serve(&daemon, wrap(handler));
         drop(pruner);

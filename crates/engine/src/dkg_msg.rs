@@ -90,38 +90,24 @@ impl DkgPayload {
     /// recipient seat that is not 2 bytes or is not a seat (0, or above
     /// [`thresig_crypto::MAX_SIGNERS`]), or bytes after the last field.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidDkgPayload> {
-        let (&tag, mut rest) = bytes.split_first().ok_or(InvalidDkgPayload)?;
-        let mut field = || -> Result<HexBytes, InvalidDkgPayload> {
-            let (len, tail) = rest.split_first_chunk::<8>().ok_or(InvalidDkgPayload)?;
-            let len = usize::try_from(u64::from_be_bytes(*len)).map_err(|_| InvalidDkgPayload)?;
-            let (value, tail) = tail.split_at_checked(len).ok_or(InvalidDkgPayload)?;
-            rest = tail;
-            Ok(HexBytes(value.to_vec()))
-        };
-        let payload = match tag {
-            TAG_ROUND1 => Self::Round1 {
-                package: field()?,
-                hpke_key: field()?,
-            },
-            TAG_ROUND2 => {
-                let to =
-                    <[u8; 2]>::try_from(field()?.0.as_slice()).map_err(|_| InvalidDkgPayload)?;
-                Self::Round2 {
-                    to: Seat::try_from(u16::from_be_bytes(to)).map_err(|_| InvalidDkgPayload)?,
-                    sealed: field()?,
-                    echo: field()?,
-                }
-            }
-            TAG_CONFIRM => Self::Confirm {
-                output_key: field()?,
-                transcript: field()?,
-            },
-            _ => return Err(InvalidDkgPayload),
-        };
-        if !rest.is_empty() {
-            return Err(InvalidDkgPayload);
+        let (tag, fields) = unframed(bytes).ok_or(InvalidDkgPayload)?;
+        let hex = |field: &&[u8]| HexBytes(field.to_vec());
+        match (tag, fields.as_slice()) {
+            (TAG_ROUND1, [package, hpke_key]) => Ok(Self::Round1 {
+                package: hex(package),
+                hpke_key: hex(hpke_key),
+            }),
+            (TAG_ROUND2, [to, sealed, echo]) => Ok(Self::Round2 {
+                to: seat_from_field(to).ok_or(InvalidDkgPayload)?,
+                sealed: hex(sealed),
+                echo: hex(echo),
+            }),
+            (TAG_CONFIRM, [output_key, transcript]) => Ok(Self::Confirm {
+                output_key: hex(output_key),
+                transcript: hex(transcript),
+            }),
+            _ => Err(InvalidDkgPayload),
         }
-        Ok(payload)
     }
 }
 
@@ -133,6 +119,29 @@ const TAG_CONFIRM: u8 = 3;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("a DKG payload must be one canonical tagged, length-prefixed encoding")]
 pub struct InvalidDkgPayload;
+
+/// Splits what [`framed`] wrote into its tag and fields. `None` for empty
+/// input or a truncated field. Each byte string has exactly one split, so
+/// a decoder that also checks the tag and the number of fields accepts
+/// only canonical encodings.
+pub(crate) fn unframed(bytes: &[u8]) -> Option<(u8, Vec<&[u8]>)> {
+    let (&tag, mut rest) = bytes.split_first()?;
+    let mut fields = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<8>()?;
+        let len = usize::try_from(u64::from_be_bytes(*len)).ok()?;
+        let (value, tail) = tail.split_at_checked(len)?;
+        fields.push(value);
+        rest = tail;
+    }
+    Some((tag, fields))
+}
+
+/// A seat encoded as its number in exactly two big-endian bytes.
+pub(crate) fn seat_from_field(field: &[u8]) -> Option<Seat> {
+    let bytes = <[u8; 2]>::try_from(field).ok()?;
+    Seat::try_from(u16::from_be_bytes(bytes)).ok()
+}
 
 /// `tag`, then each field with its 8-byte big-endian length: the one
 /// framing of every signed and sealed context of the DKG and of repair.

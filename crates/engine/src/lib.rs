@@ -92,7 +92,8 @@ pub use dkg::{ConfirmationStatus, DkgProposal};
 pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
 pub use durable::decode_shares;
 pub use repair::{
-    RepairPayload, RepairRequest, RepairResponse, RepairSession, SignedRepairMessage,
+    InvalidRepairPayload, RepairPayload, RepairRequest, RepairResponse, RepairSession,
+    SignedRepairMessage,
 };
 pub use signer::{OpenError, Signer};
 pub use target::{Digest, SigningTarget, taproot_wallet};

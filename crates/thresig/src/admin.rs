@@ -9,8 +9,14 @@
 //! store: the same code as the command run without a signer, so the two
 //! paths cannot drift. [`ask`] and [`answers`] are the command line's side.
 //!
+//! It also takes the operator's commands for the running engine:
+//! `thresig repair approve` ([`AdminCommand::ApproveRepair`]), which only
+//! the signer's own operator can give, never a coordinator.
+//!
 //! Protocol: one JSON line per connection each way. The request is
-//! `{"command": "status" | "rotate_dek" | "rotate_kek" | "verify"}`; the
+//! `{"command": "status" | "rotate_dek" | "rotate_kek" | "verify"}` or
+//! `{"command": {"approve_repair": {"wallet": …, "seat": …,
+//! "expires_in_secs": …}}}`; the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.
@@ -56,6 +62,7 @@ use nix::sys::socket::{Shutdown, getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thresig_cluster::node::STOP_GRACE;
+use thresig_daemon::EngineHandler;
 use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, Recovery};
 use tracing::{info, warn};
@@ -86,8 +93,29 @@ pub(crate) const MAX_CLIENTS: usize = 4;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Request {
-    command: StoreCommand,
+    command: AdminCommand,
 }
+
+/// What the admin socket runs: a `keys` command over the open store, or an
+/// operator's command for the running engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum AdminCommand {
+    /// Approve, on this signer, helping to repair wallet seat `seat` of
+    /// `wallet` for `expires_in_secs` from now (approvals live in the
+    /// running signer's memory only).
+    ApproveRepair {
+        wallet: String,
+        seat: u16,
+        expires_in_secs: u64,
+    },
+    /// A `keys` command.
+    #[serde(untagged)]
+    Store(StoreCommand),
+}
+
+/// The engine behind the running daemon.
+pub(crate) type Engine = Arc<EngineHandler<Arc<EncryptedStore>>>;
 
 /// A reply on the admin socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -213,7 +241,8 @@ pub(crate) struct AdminServer {
 impl AdminServer {
     /// Binds the socket at `path` (its directory created 0700, the socket
     /// chmod 0600, a stale socket of a killed signer removed) and serves
-    /// the `keys` commands over `store` on a new thread.
+    /// the `keys` commands over `store`, and the operator's commands for
+    /// `engine`, on a new thread.
     ///
     /// # Errors
     /// [`StartError`]: the directory cannot be made private, something
@@ -222,6 +251,7 @@ impl AdminServer {
         path: &Path,
         provider: Arc<dyn KeyProvider>,
         store: Arc<EncryptedStore>,
+        engine: Engine,
     ) -> Result<Self, StartError> {
         let io = |what: &'static str| {
             move |source| StartError::Io {
@@ -263,7 +293,14 @@ impl AdminServer {
             let listener = listener.try_clone().map_err(io("sharing the listener"))?;
             std::thread::Builder::new()
                 .name("admin".to_owned())
-                .spawn(move || serve(&listener, &stopping, &clients, &provider, &store))
+                .spawn(move || {
+                    let on = Targets {
+                        provider,
+                        store,
+                        engine,
+                    };
+                    serve(&listener, &stopping, &clients, &on);
+                })
                 .map_err(io("starting its thread"))?
         };
         info!(socket = %path.display(), "admin socket listening");
@@ -342,12 +379,19 @@ fn private_dir(dir: &Path) -> Result<(), StartError> {
 /// The accept loop: each connection on its own thread, at most
 /// [`MAX_CLIENTS`] at once, until stopped. Returns without waiting for the
 /// connection threads ([`AdminServer::stop`] waits for them, bounded).
+/// What the admin socket's commands act on.
+#[derive(Clone)]
+struct Targets {
+    provider: Arc<dyn KeyProvider>,
+    store: Arc<EncryptedStore>,
+    engine: Engine,
+}
+
 fn serve(
     listener: &UnixListener,
     stopping: &Arc<AtomicBool>,
     clients: &Arc<Clients>,
-    provider: &Arc<dyn KeyProvider>,
-    store: &Arc<EncryptedStore>,
+    on: &Targets,
 ) {
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
@@ -377,11 +421,11 @@ fn serve(
             send(&stream, &Reply::Error(busy));
             continue;
         };
-        let (stopping, provider, store) = (stopping.clone(), provider.clone(), store.clone());
+        let (stopping, on) = (stopping.clone(), on.clone());
         let spawned = std::thread::Builder::new()
             .name("admin-client".to_owned())
             .spawn(move || {
-                handle(&stream, &stopping, &provider, &store);
+                handle(&stream, &stopping, &on);
                 drop(slot);
             });
         if let Err(e) = spawned {
@@ -510,12 +554,7 @@ fn peer_admitted(stream: &UnixStream) -> bool {
 /// Serves one admitted connection: reads one request, runs it (unless the
 /// server is stopping) and writes the reply. Failures are logged; none
 /// stops the server.
-fn handle(
-    stream: &UnixStream,
-    stopping: &AtomicBool,
-    provider: &Arc<dyn KeyProvider>,
-    store: &Arc<EncryptedStore>,
-) {
+fn handle(stream: &UnixStream, stopping: &AtomicBool, on: &Targets) {
     let mut line = Vec::new();
     match BufReader::new(Until::new(stream).take(MAX_REQUEST + 1)).read_until(b'\n', &mut line) {
         // A probe (`keys recover` asking whether a signer runs).
@@ -553,10 +592,7 @@ fn handle(
                 Recovery::Retryable,
                 "the signer is stopping; retry once it has stopped (the command then opens the store) or restarted".to_owned(),
             )),
-            Ok(request) => settle(
-                run(request.command, provider, store),
-                stopping.load(Ordering::SeqCst),
-            ),
+            Ok(request) => settle(run(request.command, on), stopping.load(Ordering::SeqCst)),
             Err(e) => Reply::Error(RemoteError::new(
                 "admin_bad_request",
                 Recovery::Terminal,
@@ -567,14 +603,20 @@ fn handle(
     send(stream, &reply);
 }
 
-/// Runs one command over the open store, logging what it did.
-fn run(
-    command: StoreCommand,
-    provider: &Arc<dyn KeyProvider>,
-    store: &Arc<EncryptedStore>,
-) -> Reply {
+/// Runs one command, logging what it did.
+fn run(command: AdminCommand, on: &Targets) -> Reply {
     info!(?command, "admin socket: running");
-    match keys::run_on(command, provider, store, &mut |line| info!("{line}")) {
+    let command = match command {
+        AdminCommand::Store(command) => command,
+        AdminCommand::ApproveRepair {
+            wallet,
+            seat,
+            expires_in_secs,
+        } => return approve_repair(&on.engine, &wallet, seat, expires_in_secs),
+    };
+    match keys::run_on(command, &on.provider, &on.store, &mut |line| {
+        info!("{line}")
+    }) {
         Ok(Report {
             json,
             text,
@@ -588,6 +630,46 @@ fn run(
             warn!(?command, code = e.code(), error = %e.to_string(), "admin socket: command failed");
             Reply::Error(RemoteError::new(e.code(), e.recovery(), e.to_string()))
         }
+    }
+}
+
+/// Approves helping to repair `seat` of `wallet` on the running engine
+/// until `expires_in_secs` from now.
+fn approve_repair(engine: &Engine, wallet: &str, seat: u16, expires_in_secs: u64) -> Reply {
+    let refused = |code: &str, message: String| {
+        warn!(code, %message, "admin socket: repair approval refused");
+        Reply::Error(RemoteError::new(code, Recovery::Terminal, message))
+    };
+    let Ok(id) = thresig_engine::WalletId::new(wallet.to_owned()) else {
+        return refused(
+            "admin_bad_request",
+            format!("{wallet:?} is not a wallet id"),
+        );
+    };
+    let Ok(seat) = thresig_crypto::Seat::try_from(seat) else {
+        return refused("admin_bad_request", format!("{seat} is not a seat"));
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let expires =
+        thresig_store::Timestamp(now_ms.saturating_add(expires_in_secs.saturating_mul(1000)));
+    match engine.signer().approve_repair(&id, seat, expires) {
+        Ok(()) => {
+            info!(wallet, %seat, expires_in_secs, "admin socket: repair approved");
+            Reply::Ok {
+                json: serde_json::json!({
+                    "wallet": wallet,
+                    "seat": seat.get(),
+                    "expires_unix_ms": expires.0,
+                }),
+                text: format!(
+                    "this signer helps repair seat {seat} of wallet {wallet} for the next {expires_in_secs} s (until it restarts)\n"
+                ),
+                findings: false,
+            }
+        }
+        Err(e) => refused(e.code().as_str(), e.to_string()),
     }
 }
 
@@ -665,7 +747,7 @@ pub(crate) fn answers(path: &Path) -> Result<bool, KeysError> {
 /// # Errors
 /// [`KeysError::Daemon`] with the signer's own error, or
 /// [`KeysError::Admin`] when the exchange fails.
-pub(crate) fn ask(path: &Path, command: StoreCommand) -> Result<Option<Report>, KeysError> {
+pub(crate) fn ask(path: &Path, command: AdminCommand) -> Result<Option<Report>, KeysError> {
     let Some(mut stream) = connect(path)? else {
         return Ok(None);
     };
@@ -773,7 +855,22 @@ mod tests {
     #[test]
     fn the_wire_format_is_one_tagged_json_object() {
         let request: Request = serde_json::from_str(r#"{"command":"rotate_dek"}"#).unwrap();
-        assert_eq!(request.command, StoreCommand::RotateDek);
+        assert_eq!(
+            request.command,
+            AdminCommand::Store(StoreCommand::RotateDek)
+        );
+        let approve: Request = serde_json::from_str(
+            r#"{"command":{"approve_repair":{"wallet":"w","seat":3,"expires_in_secs":60}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            approve.command,
+            AdminCommand::ApproveRepair {
+                wallet: "w".to_owned(),
+                seat: 3,
+                expires_in_secs: 60
+            }
+        );
         assert!(serde_json::from_str::<Request>(r#"{"command":"recover"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"command":"status","x":1}"#).is_err());
         let ok = serde_json::to_value(Reply::Ok {

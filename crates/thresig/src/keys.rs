@@ -273,7 +273,7 @@ pub(crate) fn main(args: KeysArgs) -> ExitCode {
 fn on_store(common: &Common, command: StoreCommand) -> Result<Report, KeysError> {
     let config = Config::load(&common.config)?;
     let socket = admin_socket_path(&config);
-    let (mut report, via) = match admin::ask(&socket, command)? {
+    let (mut report, via) = match admin::ask(&socket, admin::AdminCommand::Store(command))? {
         Some(report) => {
             if !common.json {
                 eprintln!(

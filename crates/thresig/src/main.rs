@@ -14,6 +14,7 @@ mod keys;
 mod load;
 mod member;
 mod psbt;
+mod repair;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ enum Command {
     Dkg(member::DkgArgs),
     /// Sign a PSBT through ROAST.
     Sign(member::SignArgs),
+    /// Rebuild a member's lost share with t helpers (`repair approve`: a
+    /// helper's operator approves that on its running signer).
+    Repair(repair::RepairArgs),
     /// Show the cluster: members, reachability, wallets.
     Status(member::StatusArgs),
     /// Measure signing over loopback: a local cluster signs many
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => member::serve(&args),
         Command::Dkg(args) => member::dkg(&args),
         Command::Sign(args) => member::sign_psbt(&args),
+        Command::Repair(args) => repair::main(&args),
         Command::Status(args) => member::status(&args),
         Command::Load(args) => load::main(&args, &mut rand_core::OsRng),
         Command::Psbt(args) => psbt::main(&args, unix_now()),
@@ -176,6 +181,12 @@ fn recovery(err: &anyhow::Error) -> Recovery {
             return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<SignError>() {
+            return e.recovery();
+        }
+        if let Some(e) = cause.downcast_ref::<thresig_cluster::RepairError>() {
+            return e.recovery();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::keys::KeysError>() {
             return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<thresig_daemon::Error>() {

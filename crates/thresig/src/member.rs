@@ -236,6 +236,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
         node.admin_socket(),
         node.provider().clone(),
         node.store().clone(),
+        node.handler().clone(),
     )?;
     Ok(node.run(|| admin.stop())?)
 }

@@ -46,7 +46,10 @@ use crate::wallet::{SigningKey, WalletState};
 
 use msg::commitments_digest;
 pub(crate) use msg::seal_info;
-pub use msg::{RepairPayload, RepairRequest, RepairResponse, RepairSession, SignedRepairMessage};
+pub use msg::{
+    InvalidRepairPayload, RepairPayload, RepairRequest, RepairResponse, RepairSession,
+    SignedRepairMessage,
+};
 
 /// A wallet's repair state on this signer (memory only).
 #[derive(Default)]

@@ -14,7 +14,7 @@ use thresig_store::WalletId;
 use crate::api::HexBytes;
 use crate::check::tagged_hash;
 use crate::config::WalletConfig;
-use crate::dkg_msg::{framed, identity_sign, identity_verify};
+use crate::dkg_msg::{framed, identity_sign, identity_verify, seat_from_field, unframed};
 use crate::ids::WalletEpoch;
 
 /// One repair, as the coordinator names it: every message and request of
@@ -118,8 +118,12 @@ const TAG_DEALT: u8 = 3;
 const TAG_SUMMED: u8 = 4;
 
 impl RepairPayload {
-    /// The canonical bytes the signature covers.
-    fn to_bytes(&self) -> Vec<u8> {
+    /// The canonical encoding: a tag (1 joined, 2 opened, 3 dealt, 4
+    /// summed), then each field length-prefixed (8-byte big-endian length);
+    /// a dealt payload's sealed deltas are one field holding a framed list
+    /// of (seat, sealed delta) entries. It is what signatures cover, and
+    /// how a payload travels on the wire.
+    pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             Self::Joined { hpke_key } => framed(TAG_JOINED, &[&hpke_key.0]),
             Self::Opened {
@@ -141,6 +145,58 @@ impl RepairPayload {
                 sealed,
                 commitments,
             } => framed(TAG_SUMMED, &[&sealed.0, &commitments.0]),
+        }
+    }
+}
+
+/// Bytes that are not the canonical encoding of a [`RepairPayload`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a repair payload must be one canonical tagged, length-prefixed encoding")]
+pub struct InvalidRepairPayload;
+
+impl RepairPayload {
+    /// Decodes what [`RepairPayload::to_bytes`] wrote; only that canonical
+    /// encoding is accepted, so a payload has exactly one byte form.
+    ///
+    /// # Errors
+    /// [`InvalidRepairPayload`] for an unknown tag, a truncated field, the
+    /// wrong number of fields, or a recipient that is not a seat.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidRepairPayload> {
+        let (tag, fields) = unframed(bytes).ok_or(InvalidRepairPayload)?;
+        let hex = |field: &&[u8]| HexBytes(field.to_vec());
+        match (tag, fields.as_slice()) {
+            (TAG_JOINED, [hpke_key]) => Ok(Self::Joined {
+                hpke_key: hex(hpke_key),
+            }),
+            (TAG_OPENED, [hpke_key, wallet_key]) => Ok(Self::Opened {
+                hpke_key: hex(hpke_key),
+                wallet_key: hex(wallet_key),
+            }),
+            (TAG_DEALT, [commitments, list]) => {
+                let (0, entries) = unframed(list).ok_or(InvalidRepairPayload)? else {
+                    return Err(InvalidRepairPayload);
+                };
+                let sealed = entries
+                    .iter()
+                    .map(|entry| match unframed(entry) {
+                        Some((0, fields)) => match fields.as_slice() {
+                            [to, sealed] => Some((seat_from_field(to)?, hex(sealed))),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or(InvalidRepairPayload)?;
+                Ok(Self::Dealt {
+                    commitments: hex(commitments),
+                    sealed,
+                })
+            }
+            (TAG_SUMMED, [sealed, commitments]) => Ok(Self::Summed {
+                sealed: hex(sealed),
+                commitments: hex(commitments),
+            }),
+            _ => Err(InvalidRepairPayload),
         }
     }
 }
@@ -321,4 +377,61 @@ pub enum RepairResponse {
         /// The wallet epoch of the rebuilt share.
         epoch: WalletEpoch,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn bytes() -> impl Strategy<Value = HexBytes> {
+        proptest::collection::vec(any::<u8>(), 0..48).prop_map(HexBytes)
+    }
+
+    fn payload() -> impl Strategy<Value = RepairPayload> {
+        let seat = (1..=thresig_crypto::MAX_SIGNERS).prop_map(|n| Seat::try_from(n).unwrap());
+        prop_oneof![
+            bytes().prop_map(|hpke_key| RepairPayload::Joined { hpke_key }),
+            (bytes(), bytes()).prop_map(|(hpke_key, wallet_key)| RepairPayload::Opened {
+                hpke_key,
+                wallet_key
+            }),
+            (bytes(), proptest::collection::vec((seat, bytes()), 0..4)).prop_map(
+                |(commitments, sealed)| RepairPayload::Dealt {
+                    commitments,
+                    sealed
+                }
+            ),
+            (bytes(), bytes()).prop_map(|(sealed, commitments)| RepairPayload::Summed {
+                sealed,
+                commitments
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn payloads_round_trip_and_only_their_own_bytes_decode(
+            p in payload(),
+            extra in proptest::collection::vec(any::<u8>(), 1..8),
+        ) {
+            let encoded = p.to_bytes();
+            prop_assert_eq!(RepairPayload::from_bytes(&encoded), Ok(p));
+            let mut longer = encoded.clone();
+            longer.extend_from_slice(&extra);
+            prop_assert_eq!(RepairPayload::from_bytes(&longer), Err(InvalidRepairPayload));
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_only_to_their_canonical_payload(
+            raw in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            if let Ok(p) = RepairPayload::from_bytes(&raw) {
+                prop_assert_eq!(p.to_bytes(), raw);
+            }
+        }
+    }
 }
