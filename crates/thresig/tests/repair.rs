@@ -1,0 +1,429 @@
+//! Member repair end to end over real processes on loopback: a member whose
+//! store is restored from before the DKG (its disk lost) is repaired by two
+//! helpers whose operators approved it through their admin sockets, and
+//! then signs a transaction Bitcoin Core's consensus code accepts; without
+//! every helper's approval nothing changes; kill -9 of a member (or the
+//! coordinator stopping) at each step boundary leaves every member as it
+//! was, or the repair complete, and the wallet signs (docs/lifecycle.md,
+//! "Repair and member replacement").
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+
+use bitcoin::Transaction;
+use bitcoin::consensus::encode::deserialize_hex;
+use common::{Made, ProcessCluster, WALLET, dkg, seat, self_payment, thresig, wait_ready};
+use thresig_cluster::Peers;
+use thresig_crypto::Seat;
+use thresig_daemon::Error as DaemonError;
+use thresig_engine::{
+    RepairRequest, RepairResponse, RepairSession, SignedRepairMessage, WalletEpoch, WalletId,
+};
+use thresig_tx::test_util::verify_with_core;
+
+/// The member that loses its disk in every test.
+const LOST: u16 = 3;
+
+/// A running 2-of-3 cluster with a DKG wallet, and a copy of member
+/// [`LOST`]'s store from before the DKG (its identity key only).
+struct Lab {
+    cluster: ProcessCluster,
+    runtime: tokio::runtime::Runtime,
+    made: Made,
+    before_dkg: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+impl Lab {
+    fn new(seed: u64) -> Self {
+        let mut cluster = ProcessCluster::provision(3, 2, &[], seed);
+        let before_dkg = tempfile::tempdir().unwrap();
+        copy_dir(&Lab::store_of(&cluster, LOST), before_dkg.path());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        cluster.start_all(&runtime);
+        let made = dkg(&cluster.config_path(seat(1)), WALLET);
+        Self {
+            cluster,
+            runtime,
+            made,
+            before_dkg,
+            work: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn store_of(cluster: &ProcessCluster, member: u16) -> std::path::PathBuf {
+        cluster.local.members()[usize::from(member) - 1]
+            .dir
+            .join("store")
+    }
+
+    fn config(&self, member: u16) -> String {
+        self.cluster
+            .config_path(seat(member))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Member [`LOST`] loses its disk: killed, its store replaced by the
+    /// copy from before the DKG, restarted.
+    fn lose_disk(&mut self) {
+        self.cluster.local.kill(seat(LOST)).unwrap();
+        let store = Lab::store_of(&self.cluster, LOST);
+        std::fs::remove_dir_all(&store).unwrap();
+        copy_dir(self.before_dkg.path(), &store);
+        self.restart(LOST, |_| {});
+    }
+
+    /// Kills `member` with SIGKILL (after `meanwhile`), restarts it and
+    /// waits until it serves.
+    fn restart(&mut self, member: u16, meanwhile: impl FnOnce(&mut Self)) {
+        if self.cluster.local.pid(seat(member)).is_some() {
+            self.cluster.local.kill(seat(member)).unwrap();
+        }
+        meanwhile(self);
+        self.cluster.local.start(seat(member)).unwrap();
+        let peers = self.peers();
+        self.runtime.block_on(wait_ready(&peers, seat(member)));
+    }
+
+    fn peers(&self) -> Arc<Peers> {
+        self.cluster.peers(seat(1))
+    }
+
+    /// `thresig repair approve` on `helper`, for [`LOST`].
+    fn approve(&self, helper: u16) {
+        let out = thresig(&[
+            "repair",
+            "approve",
+            "--config",
+            &self.config(helper),
+            "--wallet",
+            WALLET,
+            "--member",
+            &LOST.to_string(),
+            "--expires-in",
+            "600",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// `thresig repair` of [`LOST`] coordinated by member 1.
+    fn repair(&self) -> Output {
+        thresig(&[
+            "repair",
+            "--config",
+            &self.config(1),
+            "--wallet",
+            WALLET,
+            "--member",
+            &LOST.to_string(),
+            "--json",
+        ])
+    }
+
+    /// `member`'s state of the wallet, as `thresig status` shows it.
+    fn state(&self, member: u16) -> String {
+        let out = thresig(&["status", "--config", &self.config(1), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        status["members"][usize::from(member) - 1]["wallets"][0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Signs a self-payment with every member but `absent` (stopped first,
+    /// started again after) and checks the transaction with Bitcoin Core's
+    /// consensus code.
+    fn signs_without(&mut self, absent: u16, byte: u8) {
+        assert!(self.cluster.local.stop(seat(absent)).unwrap());
+        let psbt = self_payment(self.work.path(), &self.made, byte);
+        let out = thresig(&[
+            "sign",
+            "--config",
+            &self.config(1),
+            "--wallet",
+            WALLET,
+            "--psbt",
+            psbt.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tx_hex = std::fs::read_to_string(signed["tx"].as_str().unwrap()).unwrap();
+        let tx: Transaction = deserialize_hex(tx_hex.trim()).unwrap();
+        let prevout = bitcoin::TxOut {
+            value: bitcoin::Amount::from_sat(60_000),
+            script_pubkey: bitcoin::ScriptBuf::from_bytes(
+                hex::decode(format!("5120{}", self.made.output_key)).unwrap(),
+            ),
+        };
+        verify_with_core(&tx, &[prevout]).unwrap();
+        self.restart(absent, |_| {});
+    }
+
+    /// One repair step at `member`, sent as member 1 coordinates.
+    fn step(&self, member: u16, request: RepairRequest) -> Result<RepairResponse, DaemonError> {
+        let peers = self.peers();
+        self.runtime.block_on(async {
+            let client = peers.client(seat(member)).await?;
+            client.repair(request).await
+        })
+    }
+
+    fn message(&self, member: u16, request: RepairRequest) -> SignedRepairMessage {
+        match self.step(member, request).unwrap() {
+            RepairResponse::Message(m) => m,
+            other => panic!("no message: {other:?}"),
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn code(error: &DaemonError) -> String {
+    match error {
+        DaemonError::Refused(r) => r.code.as_str().to_owned(),
+        other => panic!("not a refusal: {other}"),
+    }
+}
+
+/// A repair driven step by step, as a coordinator does, so a test can stop
+/// between steps.
+struct Steps {
+    session: RepairSession,
+    joined: Option<SignedRepairMessage>,
+    opened: Vec<SignedRepairMessage>,
+    dealt: Vec<SignedRepairMessage>,
+    summed: Vec<SignedRepairMessage>,
+}
+
+const HELPERS: [u16; 2] = [1, 2];
+
+impl Steps {
+    fn new(nonce: u8) -> Self {
+        Self {
+            session: RepairSession::new(
+                WalletId::new(WALLET.to_owned()).unwrap(),
+                WalletEpoch(0),
+                seat(LOST),
+                HELPERS.iter().map(|h| seat(*h)).collect::<Vec<Seat>>(),
+                [nonce; 32],
+            ),
+            joined: None,
+            opened: Vec::new(),
+            dealt: Vec::new(),
+            summed: Vec::new(),
+        }
+    }
+
+    fn open(&mut self, lab: &Lab) {
+        let session = self.session.clone();
+        self.joined = Some(lab.message(LOST, RepairRequest::Join { session: session.clone() }));
+        for h in HELPERS {
+            let request = RepairRequest::Open { session: session.clone() };
+            self.opened.push(lab.message(h, request));
+        }
+    }
+
+    fn deal_at(&self, lab: &Lab, helper: u16) -> Result<RepairResponse, DaemonError> {
+        lab.step(
+            helper,
+            RepairRequest::Deal {
+                session: self.session.clone(),
+                opened: self.opened.clone(),
+            },
+        )
+    }
+
+    fn deal(&mut self, lab: &Lab) {
+        for h in HELPERS {
+            match self.deal_at(lab, h).unwrap() {
+                RepairResponse::Message(m) => self.dealt.push(m),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    fn sum(&mut self, lab: &Lab) {
+        for h in HELPERS {
+            let request = RepairRequest::Sum {
+                session: self.session.clone(),
+                joined: self.joined.clone().unwrap(),
+                dealt: self.dealt.clone(),
+            };
+            self.summed.push(lab.message(h, request));
+        }
+    }
+
+    fn finish(&self, lab: &Lab) -> Result<RepairResponse, DaemonError> {
+        lab.step(
+            LOST,
+            RepairRequest::Finish {
+                session: self.session.clone(),
+                opened: self.opened.clone(),
+                dealt: self.dealt.clone(),
+                summed: self.summed.clone(),
+            },
+        )
+    }
+}
+
+/// After the interruption: the lost member is still without a key, the
+/// wallet signs with the others, and a new repair (each helper approving
+/// again where its restart dropped the approval) completes, after which
+/// the repaired member signs.
+fn recovers(lab: &mut Lab, approve_again: &[u16]) {
+    assert_eq!(lab.state(LOST), "dkg_pending");
+    lab.signs_without(LOST, 0x21);
+    for h in approve_again {
+        lab.approve(*h);
+    }
+    let out = lab.repair();
+    assert!(out.status.success(), "{}", stderr(&out));
+    lab.signs_without(2, 0x22);
+}
+
+#[test]
+fn a_member_restored_from_before_the_dkg_is_repaired_and_signs() {
+    let mut lab = Lab::new(31);
+    lab.lose_disk();
+    assert_eq!(lab.state(LOST), "dkg_pending");
+    lab.approve(1);
+    lab.approve(2);
+    let out = lab.repair();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["member"], LOST);
+    assert_eq!(report["helpers"], serde_json::json!([1, 2]));
+    assert_eq!(lab.state(LOST), "active");
+    // Members 1 and 3 alone: the repaired share signs.
+    lab.signs_without(2, 0x11);
+}
+
+#[test]
+fn a_repair_without_every_helpers_approval_does_nothing() {
+    let mut lab = Lab::new(32);
+    lab.lose_disk();
+    lab.approve(1);
+    let out = lab.repair();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("repair_not_approved"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(lab.state(LOST), "dkg_pending");
+    lab.signs_without(LOST, 0x12);
+}
+
+/// Boundary: join and open done. A helper killed there loses its
+/// per-session key and its approval: the deal is refused, nothing changed.
+#[test]
+fn kill_9_of_a_helper_after_open_changes_nothing() {
+    let mut lab = Lab::new(33);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(1);
+    steps.open(&lab);
+    lab.restart(1, |_| {});
+    let err = steps.deal_at(&lab, 1).unwrap_err();
+    assert_eq!(code(&err), "repair_not_approved");
+    lab.approve(1);
+    let err = steps.deal_at(&lab, 1).unwrap_err();
+    assert_eq!(code(&err), "repair_not_in_phase");
+    recovers(&mut lab, &[]);
+}
+
+/// Boundary: deal done. The member being repaired killed there loses its
+/// per-session key: the helpers' sums are sealed to a key it no longer
+/// has, and its finish is refused; nothing was stored.
+#[test]
+fn kill_9_of_the_repaired_member_after_deal_changes_nothing() {
+    let mut lab = Lab::new(34);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(2);
+    steps.open(&lab);
+    steps.deal(&lab);
+    lab.restart(LOST, |_| {});
+    steps.sum(&lab);
+    let err = steps.finish(&lab).unwrap_err();
+    assert_eq!(code(&err), "repair_not_in_phase");
+    recovers(&mut lab, &[]);
+}
+
+/// Boundary: sum done. A helper killed there has already sent its sum:
+/// the repair completes without it.
+#[test]
+fn kill_9_of_a_helper_after_sum_still_completes() {
+    let mut lab = Lab::new(35);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(3);
+    steps.open(&lab);
+    steps.deal(&lab);
+    steps.sum(&lab);
+    lab.cluster.local.kill(seat(2)).unwrap();
+    assert!(matches!(
+        steps.finish(&lab).unwrap(),
+        RepairResponse::Repaired { .. }
+    ));
+    lab.restart(2, |_| {});
+    lab.signs_without(2, 0x13);
+}
+
+/// Boundary: finish done. The repaired member killed right after its
+/// finish answered comes back with its share (the commit was durable).
+#[test]
+fn kill_9_of_the_repaired_member_after_finish_keeps_the_share() {
+    let mut lab = Lab::new(36);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(4);
+    steps.open(&lab);
+    steps.deal(&lab);
+    steps.sum(&lab);
+    steps.finish(&lab).unwrap();
+    lab.restart(LOST, |_| {});
+    assert_eq!(lab.state(LOST), "active");
+    lab.signs_without(2, 0x14);
+}
+
+/// The coordinator dies after the deal (it keeps no state): every member
+/// is as it was, and a new repair under the same approvals completes.
+#[test]
+fn the_coordinator_dying_after_deal_changes_nothing() {
+    let mut lab = Lab::new(37);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(5);
+    steps.open(&lab);
+    steps.deal(&lab);
+    drop(steps);
+    recovers(&mut lab, &[]);
+}
