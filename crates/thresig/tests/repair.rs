@@ -238,9 +238,16 @@ impl Steps {
 
     fn open(&mut self, lab: &Lab) {
         let session = self.session.clone();
-        self.joined = Some(lab.message(LOST, RepairRequest::Join { session: session.clone() }));
+        self.joined = Some(lab.message(
+            LOST,
+            RepairRequest::Join {
+                session: session.clone(),
+            },
+        ));
         for h in HELPERS {
-            let request = RepairRequest::Open { session: session.clone() };
+            let request = RepairRequest::Open {
+                session: session.clone(),
+            };
             self.opened.push(lab.message(h, request));
         }
     }
@@ -426,4 +433,69 @@ fn the_coordinator_dying_after_deal_changes_nothing() {
     steps.deal(&lab);
     drop(steps);
     recovers(&mut lab, &[]);
+}
+
+/// Replacing member [`LOST`]'s machine: a new store with a new identity key
+/// and a new TLS key, which every member's configuration then names for the
+/// seat. The repair onto the new key completes, and the new machine signs.
+#[test]
+fn a_replaced_machine_is_repaired_onto_its_new_identity_key_and_signs() {
+    let mut lab = Lab::new(38);
+    let old = &lab.cluster.local.members()[usize::from(LOST) - 1];
+    let (old_dir, old_identity, old_pin) = (
+        old.dir.clone(),
+        hex::encode(old.identity.to_bytes()),
+        hex::encode(old.tls_key_sha256),
+    );
+    let cluster_dir = old_dir.parent().unwrap().to_path_buf();
+    // The new machine, provisioned from the cluster's CA.
+    let ca = thresig_daemon::ClusterCa::load(
+        thresig_daemon::ClusterName::new("test".to_owned()).unwrap(),
+        &cluster_dir.join("ca/ca.pem"),
+        &cluster_dir.join("ca/ca.key"),
+    )
+    .unwrap();
+    let fresh = lab.work.path().join("new-machine");
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(0x5eed_0038);
+    let new = thresig_cluster::provision::init_member(
+        &fresh,
+        seat(LOST),
+        &ca,
+        std::time::SystemTime::now(),
+        &mut rng,
+    )
+    .unwrap();
+    let (new_identity, new_pin) = (
+        hex::encode(new.identity.to_bytes()),
+        hex::encode(new.tls_key_sha256),
+    );
+    // The old machine is gone; the new one takes its place (same path).
+    lab.cluster.local.kill(seat(LOST)).unwrap();
+    for part in ["store", "tls"] {
+        std::fs::remove_dir_all(old_dir.join(part)).unwrap();
+        copy_dir(&fresh.join(part), &old_dir.join(part));
+    }
+    std::fs::copy(fresh.join("kek"), old_dir.join("kek")).unwrap();
+    // Every member's configuration names the seat's new keys.
+    for member in 1..=3 {
+        let path = lab.cluster.config_path(seat(member));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&old_identity) && text.contains(&old_pin));
+        std::fs::write(
+            &path,
+            text.replace(&old_identity, &new_identity)
+                .replace(&old_pin, &new_pin),
+        )
+        .unwrap();
+    }
+    for member in 1..=3 {
+        lab.restart(member, |_| {});
+    }
+    assert_eq!(lab.state(LOST), "dkg_pending");
+    lab.approve(1);
+    lab.approve(2);
+    let out = lab.repair();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(lab.state(LOST), "active");
+    lab.signs_without(2, 0x15);
 }
