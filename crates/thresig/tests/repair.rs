@@ -499,3 +499,77 @@ fn a_replaced_machine_is_repaired_onto_its_new_identity_key_and_signs() {
     assert_eq!(lab.state(LOST), "active");
     lab.signs_without(2, 0x15);
 }
+
+/// User plus system CPU of process `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap();
+    ticks as f64 / per_second as f64
+}
+
+/// A 51-of-100 wallet over 100 signer processes: the member at seat 100
+/// loses its disk and 51 helpers repair it. Prints the repair's wall time
+/// and the CPU all signers spent on it (docs/BENCHMARKS.md). Minutes of
+/// work on two cores, so ignored by default:
+/// `cargo test --release -p thresig --test repair -- --ignored --nocapture`
+#[test]
+#[ignore = "a 100-process cluster: minutes of CPU"]
+fn repair_of_a_51_of_100_wallet_completes() {
+    const N: u16 = 100;
+    let mut cluster = ProcessCluster::provision(N, 51, &[], 51);
+    let before_dkg = tempfile::tempdir().unwrap();
+    copy_dir(&Lab::store_of(&cluster, N), before_dkg.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    cluster.start_all(&runtime);
+    let configs: Vec<String> = (1..=N)
+        .map(|m| cluster.config_path(seat(m)).to_str().unwrap().to_owned())
+        .collect();
+    let config = |m: u16| configs[usize::from(m) - 1].clone();
+    let started = std::time::Instant::now();
+    dkg(&cluster.config_path(seat(1)), WALLET);
+    eprintln!("dkg: {:.1} s wall", started.elapsed().as_secs_f64());
+    cluster.local.kill(seat(N)).unwrap();
+    let store = Lab::store_of(&cluster, N);
+    std::fs::remove_dir_all(&store).unwrap();
+    copy_dir(before_dkg.path(), &store);
+    cluster.local.start(seat(N)).unwrap();
+    runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(N)));
+    for helper in 1..=51 {
+        let out = thresig(&[
+            "repair",
+            "approve",
+            "--config",
+            &config(helper),
+            "--wallet",
+            WALLET,
+            "--member",
+            "100",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let pids: Vec<u32> = (1..=N).filter_map(|m| cluster.local.pid(seat(m))).collect();
+    let cpu_before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+    let started = std::time::Instant::now();
+    let out = thresig(&[
+        "repair",
+        "--config",
+        &config(1),
+        "--wallet",
+        WALLET,
+        "--member",
+        "100",
+        "--json",
+    ]);
+    let wall = started.elapsed();
+    let cpu: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before;
+    assert!(out.status.success(), "{}", stderr(&out));
+    eprintln!(
+        "repair/51-of-100: {:.2} s wall, {cpu:.2} s signer CPU (all 100 signers)",
+        wall.as_secs_f64()
+    );
+}
