@@ -197,23 +197,11 @@ impl<S: Store> Signer<S> {
         {
             return Ok(joined.clone());
         }
-        let (hpke, public) = hpke_keypair(rng);
-        let joined = self.sign_repair(
-            slot,
-            &session,
-            RepairPayload::Joined {
-                hpke_key: HexBytes(public),
-            },
-        );
-        shard.repair.session = Some(Running {
-            session,
-            hpke,
-            expires: now.saturating_add(self.limits.dkg_session_ttl),
-            role: Role::Lost {
-                joined: joined.clone(),
-            },
-        });
-        Ok(joined)
+        Ok(self.start(now, slot, shard, session, rng, |hpke_key| {
+            (RepairPayload::Joined { hpke_key }, |joined| Role::Lost {
+                joined,
+            })
+        }))
     }
 
     /// Step 1 at a helper: approval, an active key at the session's epoch,
@@ -242,26 +230,45 @@ impl<S: Store> Signer<S> {
         {
             return Ok(answers.opened.clone());
         }
+        Ok(self.start(now, slot, shard, session, rng, |hpke_key| {
+            (
+                RepairPayload::Opened {
+                    hpke_key,
+                    wallet_key,
+                },
+                |opened| {
+                    Role::Helper(Box::new(Answers {
+                        opened,
+                        dealt: None,
+                        summed: None,
+                    }))
+                },
+            )
+        }))
+    }
+
+    /// Starts this member's part in `session`: a fresh per-session HPKE
+    /// key, the signed message `first` makes of its public key, and the
+    /// role that message opens (replacing any earlier session).
+    fn start<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        slot: &Slot,
+        shard: &mut Shard,
+        session: RepairSession,
+        rng: &mut R,
+        first: impl FnOnce(HexBytes) -> (RepairPayload, fn(SignedRepairMessage) -> Role),
+    ) -> SignedRepairMessage {
         let (hpke, public) = hpke_keypair(rng);
-        let opened = self.sign_repair(
-            slot,
-            &session,
-            RepairPayload::Opened {
-                hpke_key: HexBytes(public),
-                wallet_key,
-            },
-        );
+        let (payload, role) = first(HexBytes(public));
+        let message = self.sign_repair(slot, &session, payload);
         shard.repair.session = Some(Running {
             session,
             hpke,
             expires: now.saturating_add(self.limits.dkg_session_ttl),
-            role: Role::Helper(Box::new(Answers {
-                opened: opened.clone(),
-                dealt: None,
-                summed: None,
-            })),
+            role: role(message.clone()),
         });
-        Ok(opened)
+        message
     }
 
     /// Step 2 at a helper: frost's step 1, each delta sealed to its
