@@ -188,3 +188,121 @@ pub(crate) fn repair_response(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use thresig_crypto::Seat;
+    use thresig_engine::WalletId;
+
+    use super::*;
+
+    fn seat(n: u16) -> Seat {
+        Seat::try_from(n).unwrap()
+    }
+
+    fn session() -> RepairSession {
+        RepairSession::new(
+            WalletId::new("w".to_owned()).unwrap(),
+            WalletEpoch(2),
+            seat(3),
+            vec![seat(1), seat(2)],
+            [7; 32],
+        )
+    }
+
+    fn signed(sender: u16, payload: RepairPayload) -> SignedRepairMessage {
+        SignedRepairMessage::new(
+            session(),
+            seat(sender),
+            payload,
+            HexBytes(vec![sender as u8; 64]),
+        )
+    }
+
+    /// Every step crosses the wire and back unchanged, its session carried
+    /// once and given back to every message.
+    #[test]
+    fn every_step_round_trips_with_its_session() {
+        let opened = vec![signed(
+            1,
+            RepairPayload::Opened {
+                hpke_key: HexBytes(vec![1; 32]),
+                wallet_key: HexBytes(vec![2; 40]),
+            },
+        )];
+        let dealt = vec![signed(
+            2,
+            RepairPayload::Dealt {
+                commitments: HexBytes(vec![3; 70]),
+                sealed: vec![
+                    (seat(1), HexBytes(vec![4; 80])),
+                    (seat(2), HexBytes(vec![5; 80])),
+                ],
+            },
+        )];
+        let summed = vec![signed(
+            1,
+            RepairPayload::Summed {
+                sealed: HexBytes(vec![6; 80]),
+                commitments: HexBytes(vec![7; 32]),
+            },
+        )];
+        let joined = signed(
+            3,
+            RepairPayload::Joined {
+                hpke_key: HexBytes(vec![8; 32]),
+            },
+        );
+        let steps = [
+            RepairRequest::Join { session: session() },
+            RepairRequest::Open { session: session() },
+            RepairRequest::Deal {
+                session: session(),
+                opened: opened.clone(),
+            },
+            RepairRequest::Sum {
+                session: session(),
+                joined,
+                dealt: dealt.clone(),
+            },
+            RepairRequest::Finish {
+                session: session(),
+                opened,
+                dealt,
+                summed,
+            },
+        ];
+        for step in steps {
+            let wire = repair_request_to_wire(step.clone()).unwrap();
+            assert_eq!(Request::try_from(wire).unwrap(), Request::Repair(step));
+        }
+    }
+
+    #[test]
+    fn answers_round_trip_and_a_short_nonce_is_refused() {
+        let message = signed(
+            1,
+            RepairPayload::Joined {
+                hpke_key: HexBytes(vec![9; 32]),
+            },
+        );
+        for answer in [
+            RepairResponse::Message(message),
+            RepairResponse::Repaired {
+                wallet: session().wallet,
+                seat: seat(3),
+                epoch: WalletEpoch(2),
+            },
+        ] {
+            let wire =
+                proto::RepairResult::from_response(Response::Repair(answer.clone())).unwrap();
+            assert_eq!(
+                repair_response(&session(), RepairOutcome(wire)).unwrap(),
+                answer
+            );
+        }
+        let mut wire = repair_request_to_wire(RepairRequest::Join { session: session() }).unwrap();
+        wire.nonce.pop();
+        assert!(Request::try_from(wire).is_err());
+    }
+}
