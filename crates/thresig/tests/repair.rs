@@ -573,3 +573,39 @@ fn repair_of_a_51_of_100_wallet_completes() {
         wall.as_secs_f64()
     );
 }
+
+/// A malicious coordinator over the network: it opens a repair with
+/// helpers {1, 2}, then asks helper 1 to deal for another helper set, or
+/// for another lost seat. Refused, nothing dealt, nothing changed.
+#[test]
+fn a_coordinator_that_changes_the_repair_between_steps_is_refused_over_the_network() {
+    let mut lab = Lab::new(39);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(6);
+    steps.open(&lab);
+    let mut other_lost = steps.session.clone();
+    other_lost.lost = seat(2);
+    other_lost.helpers = vec![seat(1), seat(3)];
+    let mut other_nonce = steps.session.clone();
+    other_nonce.nonce = [9; 32];
+    // An approval names its seat: another lost seat is not approved; the
+    // approved seat under another session is not the one opened.
+    for (changed, expected) in [
+        (other_lost, "repair_not_approved"),
+        (other_nonce, "repair_not_in_phase"),
+    ] {
+        let err = lab
+            .step(
+                1,
+                RepairRequest::Deal {
+                    session: changed,
+                    opened: steps.opened.clone(),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(code(&err), expected, "{err}");
+    }
+    recovers(&mut lab, &[]);
+}
