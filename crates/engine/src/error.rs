@@ -90,6 +90,9 @@ pub enum ErrorCode {
     /// A repair message for a session or step this signer is not in, or
     /// one that names another helper set or lost seat than its session.
     RepairNotInPhase,
+    /// Another member's repair session, still unexpired, holds this
+    /// member; a repair started by another coordinator waits for it.
+    RepairBusy,
     /// A repair check failed; the member that saw it changed nothing.
     RepairFailed,
     /// A bug in this signer.
@@ -100,7 +103,7 @@ impl ErrorCode {
     /// Every code, for documentation, exhaustive tests and [`ErrorCode::parse`].
     /// The test `every_variant_is_in_all_and_parses` fails to compile when a
     /// variant is added to the enum, and fails when it is missing here.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 29] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
         Self::SessionConflict,
@@ -127,6 +130,7 @@ impl ErrorCode {
         Self::DkgNotInPhase,
         Self::RepairNotApproved,
         Self::RepairNotInPhase,
+        Self::RepairBusy,
         Self::RepairFailed,
         Self::Internal,
     ];
@@ -167,6 +171,7 @@ impl ErrorCode {
             Self::DkgNotInPhase => "dkg_not_in_phase",
             Self::RepairNotApproved => "repair_not_approved",
             Self::RepairNotInPhase => "repair_not_in_phase",
+            Self::RepairBusy => "repair_busy",
             Self::RepairFailed => "repair_failed",
             Self::Internal => "internal",
         }
@@ -185,6 +190,7 @@ impl ErrorCode {
             Self::CapacityExhausted
             | Self::WalletNotActive
             | Self::DkgBusy
+            | Self::RepairBusy
             | Self::StorageUnavailable
             | Self::KeyProviderUnavailable => Recovery::Retryable,
             Self::InvalidRequest
@@ -347,6 +353,11 @@ pub enum RepairFault {
     CommitmentsDisagree,
     /// The rebuilt share does not match this seat's verifying share.
     ShareMismatch,
+    /// A message names other earlier messages than the ones this member
+    /// holds (its session was replaced and started again, or the relay
+    /// mixed two runs): a seal to a key it no longer holds proves nothing
+    /// against its sender, so no member is accused.
+    InputsDisagree,
 }
 
 /// Everything that can go wrong in the engine.
@@ -744,6 +755,18 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// A repair session started by another member, still unexpired,
+    /// holds this member: only the member that started it may replace it,
+    /// so no member can reset a repair it does not run.
+    #[error(
+        "wallet {wallet}: a repair started by {} is running on this member; retry after it finishes or expires (`dkg_session_ttl_secs`)", seat_or(*coordinator, "a coordinator outside the roster")
+    )]
+    RepairBusy {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The seat of the member that started the running repair.
+        coordinator: Option<Seat>,
+    },
     /// A repair check failed; this member changed nothing.
     #[error(
         "wallet {wallet}: repair check failed: seat {accuser} accuses {} ({fault:?}); {}", seat_or(*accused, "no member"), repair_failed_hint(*accused)
@@ -850,6 +873,7 @@ impl Error {
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
             Self::RepairNotApproved { .. } => ErrorCode::RepairNotApproved,
             Self::RepairNotInPhase { .. } => ErrorCode::RepairNotInPhase,
+            Self::RepairBusy { .. } => ErrorCode::RepairBusy,
             Self::RepairFailed { .. } => ErrorCode::RepairFailed,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -1099,6 +1123,10 @@ mod tests {
                 lost: seat,
             },
             Error::RepairNotInPhase { wallet: wallet() },
+            Error::RepairBusy {
+                wallet: wallet(),
+                coordinator: Some(seat),
+            },
             Error::RepairFailed {
                 wallet: wallet(),
                 accuser: seat,
@@ -1158,6 +1186,7 @@ mod tests {
                 | Error::DkgFailed { .. }
                 | Error::RepairNotApproved { .. }
                 | Error::RepairNotInPhase { .. }
+                | Error::RepairBusy { .. }
                 | Error::RepairFailed { .. }
                 | Error::KeyPackagePresent { .. }
                 | Error::Store { .. }
@@ -1261,6 +1290,7 @@ mod tests {
             DkgNotInPhase,
             RepairNotApproved,
             RepairNotInPhase,
+            RepairBusy,
             RepairFailed,
             Internal,
         );

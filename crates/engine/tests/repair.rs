@@ -9,9 +9,10 @@ mod common;
 use common::repair::*;
 use common::*;
 use thresig_engine::{
-    Error, ErrorCode, HexBytes, RepairFault, RepairPayload, RepairRequest, RepairResponse,
-    WalletStateKind,
+    Error, ErrorCode, HexBytes, Recovery, RepairFault, RepairPayload, RepairRequest, RepairResponse,
+    RepairSession, SignedRepairMessage, WalletStateKind,
 };
+use thresig_crypto::Seat;
 
 const W: &str = "w";
 
@@ -136,6 +137,7 @@ fn a_helper_that_deals_a_wrong_delta_is_named_by_the_helper_it_lied_to() {
         let RepairPayload::Dealt {
             commitments,
             mut sealed,
+            opened,
         } = dealt[0].payload.clone()
         else {
             panic!("not a Dealt message");
@@ -146,6 +148,7 @@ fn a_helper_that_deals_a_wrong_delta_is_named_by_the_helper_it_lied_to() {
             RepairPayload::Dealt {
                 commitments,
                 sealed,
+                opened,
             },
         );
     })
@@ -172,7 +175,12 @@ fn a_helper_that_sends_a_wrong_sigma_is_named_and_nothing_is_stored() {
     let RepairPayload::Joined { hpke_key } = relayed.joined.payload.clone() else {
         panic!("not a Joined message");
     };
-    let RepairPayload::Summed { commitments, .. } = relayed.summed[1].payload.clone() else {
+    let RepairPayload::Summed {
+        commitments,
+        joined,
+        ..
+    } = relayed.summed[1].payload.clone()
+    else {
         panic!("not a Summed message");
     };
     let bad = sealed(&mut c, &session, 2, 3, &hpke_key, &bogus_value(5));
@@ -181,6 +189,7 @@ fn a_helper_that_sends_a_wrong_sigma_is_named_and_nothing_is_stored() {
         RepairPayload::Summed {
             sealed: bad,
             commitments,
+            joined,
         },
     );
     let err = finish(&mut c, &session, &relayed).unwrap_err();
@@ -382,4 +391,154 @@ fn a_restart_at_each_step_boundary_leaves_every_member_as_it_was() {
         run(&mut c, &again).unwrap();
         c.sign(W, &[2, 3], &digest(5));
     }
+}
+
+fn open(c: &mut Cluster, to: u16, session: &RepairSession) -> SignedRepairMessage {
+    message(
+        c,
+        to,
+        RepairRequest::Open {
+            session: session.clone(),
+        },
+    )
+    .unwrap()
+}
+
+fn accused(err: &Error) -> Option<Seat> {
+    match err {
+        Error::RepairFailed { accused, .. } => *accused,
+        _ => None,
+    }
+}
+
+/// The coordinator makes helper 2 open the session twice (another session
+/// in between replaced it), so helper 2 holds a key other than the one
+/// helper 1 sealed to. Helper 2 cannot tell a bad seal from a seal to its
+/// old key by the seal alone: it must not accuse honest helper 1.
+#[test]
+fn a_helper_that_reopened_the_session_accuses_no_honest_helper() {
+    let mut c = lost_seat_three(20);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let mut other = s.clone();
+    other.nonce = [2; 32];
+    let first = open(&mut c, 2, &s);
+    open(&mut c, 2, &other);
+    let second = open(&mut c, 2, &s);
+    let mine = open(&mut c, 1, &s);
+    let joined = message(&mut c, 3, RepairRequest::Join { session: s.clone() }).unwrap();
+    let deal = |opened: SignedRepairMessage| RepairRequest::Deal {
+        session: s.clone(),
+        opened: vec![mine.clone(), opened],
+    };
+    let d1 = message(&mut c, 1, deal(first)).unwrap();
+    let d2 = match message(&mut c, 2, deal(second)) {
+        Ok(d2) => d2,
+        Err(err) => {
+            // Refusing to deal over a list that is not what it holds is
+            // fine too, as long as no one is accused.
+            assert_eq!(accused(&err), None, "{err:?}");
+            return;
+        }
+    };
+    let sum = message(
+        &mut c,
+        2,
+        RepairRequest::Sum {
+            session: s.clone(),
+            joined,
+            dealt: vec![d1, d2],
+        },
+    );
+    if let Err(err) = sum {
+        assert_eq!(accused(&err), None, "{err:?}");
+    }
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+}
+
+/// The same at the member being repaired: it joined the session twice, the
+/// helpers sealed their sigmas to its first key; its finish must not accuse
+/// an honest helper.
+#[test]
+fn a_repaired_member_that_rejoined_the_session_accuses_no_honest_helper() {
+    let mut c = lost_seat_three(21);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let mut other = s.clone();
+    other.nonce = [2; 32];
+    let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
+    for again in [&other, &s] {
+        message(
+            &mut c,
+            3,
+            RepairRequest::Join {
+                session: again.clone(),
+            },
+        )
+        .unwrap();
+    }
+    let err = finish(&mut c, &s, &relayed).unwrap_err();
+    assert_eq!(accused(&err), None, "{err:?}");
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+}
+
+/// Another member cannot reset a repair it did not start: its join or
+/// open of another session is refused as busy, and the running repair
+/// finishes.
+#[test]
+fn a_second_coordinator_cannot_reset_a_running_repair() {
+    let mut c = lost_seat_three(22);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let mut other = s.clone();
+    other.nonce = [2; 32];
+    let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
+    for (to, request) in [
+        (
+            3,
+            RepairRequest::Join {
+                session: other.clone(),
+            },
+        ),
+        (
+            1,
+            RepairRequest::Open {
+                session: other.clone(),
+            },
+        ),
+    ] {
+        let err = step_as(&mut c, 2, to, request).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::RepairBusy, "{err:?}");
+        assert_eq!(err.code().recovery(), Recovery::Retryable, "{err:?}");
+    }
+    finish(&mut c, &s, &relayed).unwrap();
+    assert_eq!(state(&c, 3), WalletStateKind::Active);
+}
+
+/// The busy refusal lasts only while the session lives: after its ttl
+/// another member's repair starts.
+#[test]
+fn an_expired_repair_no_longer_holds_the_member() {
+    let mut c = lost_seat_three(23);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    through_sum(&mut c, &s, |_| {}).unwrap();
+    c.advance(small_limits().dkg_session_ttl);
+    let mut other = s.clone();
+    other.nonce = [2; 32];
+    step_as(&mut c, 2, 3, RepairRequest::Join { session: other }).unwrap();
+}
+
+/// A lost reply to the finish: its retry answers `Repaired` again rather
+/// than a conflict, and nothing changes.
+#[test]
+fn a_retried_finish_answers_repaired_again() {
+    let mut c = lost_seat_three(24);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
+    let first = finish(&mut c, &s, &relayed).unwrap();
+    let again = finish(&mut c, &s, &relayed).unwrap();
+    assert_eq!(first, again);
+    c.sign(W, &[1, 3], &digest(9));
 }

@@ -238,6 +238,7 @@ mod tests {
                     (seat(1), HexBytes(vec![4; 80])),
                     (seat(2), HexBytes(vec![5; 80])),
                 ],
+                opened: HexBytes(vec![9; 32]),
             },
         )];
         let summed = vec![signed(
@@ -245,6 +246,7 @@ mod tests {
             RepairPayload::Summed {
                 sealed: HexBytes(vec![6; 80]),
                 commitments: HexBytes(vec![7; 32]),
+                joined: HexBytes(vec![10; 32]),
             },
         )];
         let joined = signed(

@@ -40,7 +40,9 @@ use thresig_store::{Store, Timestamp, WalletId, WriteOutcome};
 use crate::api::HexBytes;
 use crate::dkg_msg::{HpkeSecret, hpke_keypair, open_with, seal_to};
 use crate::durable::repaired_ops;
+use crate::dkg::seat_in;
 use crate::error::{Error, InternalFault, RepairFault, RequestPart};
+use crate::ids::CoordinatorId;
 use crate::signer::{Member, Shard, Signer, Slot, lock};
 use crate::wallet::{SigningKey, WalletState};
 
@@ -58,6 +60,10 @@ pub(crate) struct RepairSlot {
     approvals: BTreeMap<Seat, Timestamp>,
     /// The repair this member takes part in, if any.
     session: Option<Running>,
+    /// The repair that rebuilt this member's share (since this process
+    /// started): a retried finish of it, whose first reply was lost,
+    /// answers `Repaired` again.
+    repaired: Option<RepairSession>,
 }
 
 impl RepairSlot {
@@ -74,6 +80,8 @@ impl RepairSlot {
 /// A repair in progress on this member.
 struct Running {
     session: RepairSession,
+    /// Who started it: only that member may replace it before it expires.
+    coordinator: CoordinatorId,
     hpke: HpkeSecret,
     expires: Timestamp,
     role: Role,
@@ -87,9 +95,14 @@ struct Answers {
     summed: Option<(HexBytes, SignedRepairMessage)>,
 }
 
-/// A helper's deltas as its `Dealt` message carries them: its commitments
-/// and one sealed delta per recipient.
-type Deal = (RepairCommitments, Vec<(Seat, HexBytes)>);
+/// A helper's deltas as its `Dealt` message carries them.
+struct Deal {
+    commitments: RepairCommitments,
+    /// One sealed delta per recipient.
+    sealed: Vec<(Seat, HexBytes)>,
+    /// The hash of the `Opened` list it sealed to.
+    opened: HexBytes,
+}
 
 enum Role {
     /// This member is being repaired; its `Joined` message.
@@ -142,10 +155,10 @@ impl<S: Store> Signer<S> {
         let message = RepairResponse::Message;
         match request {
             RepairRequest::Join { session } => self
-                .repair_join(now, slot, &mut shard, session, rng)
+                .repair_join(now, member, &mut shard, session, rng)
                 .map(message),
             RepairRequest::Open { session } => self
-                .repair_open(now, slot, &mut shard, session, rng)
+                .repair_open(now, member, &mut shard, session, rng)
                 .map(message),
             RepairRequest::Deal { session, opened } => {
                 approved(slot, &shard, &session, now)?;
@@ -175,11 +188,12 @@ impl<S: Store> Signer<S> {
     fn repair_join<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
-        slot: &Slot,
+        member: &Member<'_>,
         shard: &mut Shard,
         session: RepairSession,
         rng: &mut R,
     ) -> Result<SignedRepairMessage, Error> {
+        let slot = member.slot();
         if session.lost != slot.seat {
             return Err(not_in_phase(slot));
         }
@@ -197,11 +211,11 @@ impl<S: Store> Signer<S> {
         {
             return Ok(joined.clone());
         }
-        Ok(self.start(now, slot, shard, session, rng, |hpke_key| {
+        self.start(now, member, shard, session, rng, |hpke_key| {
             (RepairPayload::Joined { hpke_key }, |joined| Role::Lost {
                 joined,
             })
-        }))
+        })
     }
 
     /// Step 1 at a helper: approval, an active key at the session's epoch,
@@ -209,11 +223,12 @@ impl<S: Store> Signer<S> {
     fn repair_open<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
-        slot: &Slot,
+        member: &Member<'_>,
         shard: &mut Shard,
         session: RepairSession,
         rng: &mut R,
     ) -> Result<SignedRepairMessage, Error> {
+        let slot = member.slot();
         approved(slot, shard, &session, now)?;
         let key = helper_key(slot, shard, &session)?;
         let wallet_key = HexBytes(
@@ -230,7 +245,7 @@ impl<S: Store> Signer<S> {
         {
             return Ok(answers.opened.clone());
         }
-        Ok(self.start(now, slot, shard, session, rng, |hpke_key| {
+        self.start(now, member, shard, session, rng, |hpke_key| {
             (
                 RepairPayload::Opened {
                     hpke_key,
@@ -244,31 +259,49 @@ impl<S: Store> Signer<S> {
                     }))
                 },
             )
-        }))
+        })
     }
 
     /// Starts this member's part in `session`: a fresh per-session HPKE
     /// key, the signed message `first` makes of its public key, and the
-    /// role that message opens (replacing any earlier session).
+    /// role that message opens. It replaces an earlier session only if the
+    /// same member started that one (a coordinator that lost its run
+    /// starts again at once); another member's unexpired session is
+    /// refused, so no member can reset a repair it does not run.
+    ///
+    /// A replaced session's per-session key is gone: a seal to it no
+    /// longer opens here, which is why every `Dealt` and `Summed` names
+    /// the messages holding the keys it sealed to (see `check_inputs`).
     fn start<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
-        slot: &Slot,
+        member: &Member<'_>,
         shard: &mut Shard,
         session: RepairSession,
         rng: &mut R,
         first: impl FnOnce(HexBytes) -> (RepairPayload, fn(SignedRepairMessage) -> Role),
-    ) -> SignedRepairMessage {
+    ) -> Result<SignedRepairMessage, Error> {
+        let slot = member.slot();
+        if let Some(held) = &shard.repair.session
+            && held.session != session
+            && held.coordinator != member.from()
+        {
+            return Err(Error::RepairBusy {
+                wallet: slot.config.id.clone(),
+                coordinator: seat_in(slot, held.coordinator),
+            });
+        }
         let (hpke, public) = hpke_keypair(rng);
         let (payload, role) = first(HexBytes(public));
         let message = self.sign_repair(slot, &session, payload);
         shard.repair.session = Some(Running {
             session,
+            coordinator: member.from(),
             hpke,
             expires: now.saturating_add(self.limits.dkg_session_ttl),
             role: role(message.clone()),
         });
-        message
+        Ok(message)
     }
 
     /// Step 2 at a helper: frost's step 1, each delta sealed to its
@@ -284,13 +317,15 @@ impl<S: Store> Signer<S> {
         let request = request_hash(opened)?;
         let signing = helper_key(slot, shard, session)?;
         let (share, key) = (signing.share.clone(), signing.key.clone());
-        if let Some((hash, reply)) = &helper_answers(slot, shard, session)?.dealt {
+        let answers = helper_answers(slot, shard, session)?;
+        if let Some((hash, reply)) = &answers.dealt {
             return if *hash == request {
                 Ok(reply.clone())
             } else {
                 Err(not_in_phase(slot))
             };
         }
+        let mine_opened = answers.opened.clone();
         let mine = HexBytes(
             key.to_bytes()
                 .map_err(|_| Error::Internal(InternalFault::Serialization))?,
@@ -304,6 +339,12 @@ impl<S: Store> Signer<S> {
         })?;
         if let Some((seat, _)) = keys.iter().find(|(_, (_, k))| *k != mine) {
             return Err(failed(slot, Some(*seat), RepairFault::WalletKeyDisagrees));
+        }
+        // Every dealer signs the hash of this list: only if this member's
+        // own `Opened` in it is the one it holds can a seal it fails to
+        // open be its sender's fault.
+        if !opened.contains(&mine_opened) {
+            return Err(failed(slot, None, RepairFault::InputsDisagree));
         }
         let out = repair_step1(&share, &key, &session.helpers, session.lost, rng)
             .map_err(|_| Error::Internal(InternalFault::CryptoRefused))?;
@@ -325,6 +366,7 @@ impl<S: Store> Signer<S> {
             RepairPayload::Dealt {
                 commitments,
                 sealed,
+                opened: request.clone(),
             },
         );
         helper_answers(slot, shard, session)?.dealt = Some((request, reply.clone()));
@@ -345,9 +387,10 @@ impl<S: Store> Signer<S> {
         let request = request_hash(&[&[joined.clone()][..], dealt].concat())?;
         let me = slot.seat;
         let answers = helper_answers(slot, shard, session)?;
-        if answers.dealt.is_none() {
+        let Some((dealt_over, _)) = &answers.dealt else {
             return Err(not_in_phase(slot));
-        }
+        };
+        let dealt_over = dealt_over.clone();
         if let Some((hash, reply)) = &answers.summed {
             return if *hash == request {
                 Ok(reply.clone())
@@ -357,6 +400,9 @@ impl<S: Store> Signer<S> {
         }
         let lost_key = joined_key(slot, session, joined)?;
         let deals = decode_deals(slot, session, dealt)?;
+        if deals.values().any(|deal| deal.opened != dealt_over) {
+            return Err(failed(slot, None, RepairFault::InputsDisagree));
+        }
         let hpke = &shard
             .repair
             .session
@@ -364,7 +410,7 @@ impl<S: Store> Signer<S> {
             .ok_or_else(|| not_in_phase(slot))?
             .hpke;
         let mut received = Vec::new();
-        for (from, (_, sealed)) in &deals {
+        for (from, Deal { sealed, .. }) in &deals {
             let ct = sealed
                 .iter()
                 .find(|(to, _)| *to == me)
@@ -378,7 +424,7 @@ impl<S: Store> Signer<S> {
         }
         let commitments: BTreeMap<Seat, RepairCommitments> = deals
             .iter()
-            .map(|(seat, (c, _))| (*seat, c.clone()))
+            .map(|(seat, deal)| (*seat, deal.commitments.clone()))
             .collect();
         let sigma = repair_step2(me, received, &commitments).map_err(|e| crypto_failed(slot, e))?;
         let plaintext = sigma
@@ -397,6 +443,7 @@ impl<S: Store> Signer<S> {
             RepairPayload::Summed {
                 sealed: HexBytes(ct),
                 commitments: HexBytes(digest_of(&commitments).to_vec()),
+                joined: request_hash(std::slice::from_ref(joined))?,
             },
         );
         helper_answers(slot, shard, session)?.summed = Some((request, reply.clone()));
@@ -413,6 +460,9 @@ impl<S: Store> Signer<S> {
         [opened, dealt, summed]: [&[SignedRepairMessage]; 3],
     ) -> Result<RepairResponse, Error> {
         let wallet = &slot.config.id;
+        if shard.repair.repaired.as_ref() == Some(session) {
+            return Ok(repaired(slot, session));
+        }
         if !matches!(shard.state, WalletState::DkgPending) {
             return Err(Error::WalletAlreadyKeyed {
                 wallet: wallet.clone(),
@@ -421,7 +471,7 @@ impl<S: Store> Signer<S> {
         let Some(Running {
             session: held,
             hpke,
-            role: Role::Lost { .. },
+            role: Role::Lost { joined },
             ..
         }) = &shard.repair.session
         else {
@@ -430,20 +480,29 @@ impl<S: Store> Signer<S> {
         if held != session {
             return Err(not_in_phase(slot));
         }
+        let joined = request_hash(std::slice::from_ref(joined))?;
         let key = agreed_wallet_key(slot, session, opened)?;
         let deals = decode_deals(slot, session, dealt)?;
-        let commitments: BTreeMap<Seat, RepairCommitments> =
-            deals.into_iter().map(|(seat, (c, _))| (seat, c)).collect();
+        let commitments: BTreeMap<Seat, RepairCommitments> = deals
+            .into_iter()
+            .map(|(seat, deal)| (seat, deal.commitments))
+            .collect();
         let digest = digest_of(&commitments);
         let sums = by_helper(slot, session, summed, |p| match p {
             RepairPayload::Summed {
                 sealed,
                 commitments,
-            } => Some((sealed.clone(), commitments.clone())),
+                joined,
+            } => Some((sealed.clone(), commitments.clone(), joined.clone())),
             _ => None,
         })?;
+        // A sum sealed to a `Joined` this member no longer holds (it joined
+        // again) cannot open here through no fault of its helper.
+        if sums.values().any(|(_, _, to)| *to != joined) {
+            return Err(failed(slot, None, RepairFault::InputsDisagree));
+        }
         let mut sigmas = Vec::new();
-        for (from, (sealed, used)) in &sums {
+        for (from, (sealed, used, _)) in &sums {
             if used.0 != digest {
                 // The helper signed a sum over other commitments than the
                 // ones relayed here: the relay or a helper that signed two
@@ -475,11 +534,8 @@ impl<S: Store> Signer<S> {
         }
         shard.state = WalletState::Active(SigningKey::new(session.epoch, key, share));
         shard.repair.session = None;
-        Ok(RepairResponse::Repaired {
-            wallet: wallet.clone(),
-            seat: slot.seat,
-            epoch: session.epoch,
-        })
+        shard.repair.repaired = Some(session.clone());
+        Ok(repaired(slot, session))
     }
 
     fn sign_repair(
@@ -615,14 +671,22 @@ fn decode_deals(
         RepairPayload::Dealt {
             commitments,
             sealed,
-        } => Some((commitments.clone(), sealed.clone())),
+            opened,
+        } => Some((commitments.clone(), sealed.clone(), opened.clone())),
         _ => None,
     })?;
     raw.into_iter()
-        .map(|(seat, (commitments, sealed))| {
-            let decoded = RepairCommitments::from_bytes(&commitments.0)
+        .map(|(seat, (commitments, sealed, opened))| {
+            let commitments = RepairCommitments::from_bytes(&commitments.0)
                 .map_err(|_| failed(slot, Some(seat), RepairFault::BadCommitment))?;
-            Ok((seat, (decoded, sealed)))
+            Ok((
+                seat,
+                Deal {
+                    commitments,
+                    sealed,
+                    opened,
+                },
+            ))
         })
         .collect()
 }
@@ -690,6 +754,14 @@ fn request_hash(messages: &[SignedRepairMessage]) -> Result<HexBytes, Error> {
     Ok(HexBytes(
         crate::check::tagged_hash(b"thresig/engine/repair-request/v1", &[&encoded]).to_vec(),
     ))
+}
+
+fn repaired(slot: &Slot, session: &RepairSession) -> RepairResponse {
+    RepairResponse::Repaired {
+        wallet: slot.config.id.clone(),
+        seat: slot.seat,
+        epoch: session.epoch,
+    }
 }
 
 fn not_in_phase(slot: &Slot) -> Error {

@@ -101,6 +101,10 @@ pub enum RepairPayload {
         commitments: HexBytes,
         /// One sealed delta per helper (itself included), ascending.
         sealed: Vec<(Seat, HexBytes)>,
+        /// The hash of the `Opened` messages whose keys it sealed to: a
+        /// helper that holds another list (its session was replaced and
+        /// opened again) accuses no one of a seal it cannot open.
+        opened: HexBytes,
     },
     /// A helper's sigma, sealed to the member being repaired, with the
     /// digest of every helper's commitments it checked its deltas against.
@@ -109,6 +113,8 @@ pub enum RepairPayload {
         sealed: HexBytes,
         /// [`commitments_digest`] of the commitments it used.
         commitments: HexBytes,
+        /// The hash of the `Joined` message whose key it sealed to.
+        joined: HexBytes,
     },
 }
 
@@ -119,9 +125,9 @@ const TAG_SUMMED: u8 = 4;
 
 impl RepairPayload {
     /// The canonical encoding: a tag (1 joined, 2 opened, 3 dealt, 4
-    /// summed), then each field length-prefixed (8-byte big-endian length);
-    /// a dealt payload's sealed deltas are one field holding a framed list
-    /// of (seat, sealed delta) entries. It is what signatures cover, and
+    /// summed), then each field length-prefixed (8-byte big-endian length)
+    /// in declaration order; a dealt payload's sealed deltas are one field
+    /// holding a framed list of (seat, sealed delta) entries. It is what signatures cover, and
     /// how a payload travels on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
@@ -133,18 +139,23 @@ impl RepairPayload {
             Self::Dealt {
                 commitments,
                 sealed,
+                opened,
             } => {
                 let entries: Vec<Vec<u8>> = sealed
                     .iter()
                     .map(|(to, s)| framed(0, &[&to.get().to_be_bytes(), &s.0]))
                     .collect();
                 let entries: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
-                framed(TAG_DEALT, &[&commitments.0, &framed(0, &entries)])
+                framed(
+                    TAG_DEALT,
+                    &[&commitments.0, &framed(0, &entries), &opened.0],
+                )
             }
             Self::Summed {
                 sealed,
                 commitments,
-            } => framed(TAG_SUMMED, &[&sealed.0, &commitments.0]),
+                joined,
+            } => framed(TAG_SUMMED, &[&sealed.0, &commitments.0, &joined.0]),
         }
     }
 }
@@ -172,7 +183,7 @@ impl RepairPayload {
                 hpke_key: hex(hpke_key),
                 wallet_key: hex(wallet_key),
             }),
-            (TAG_DEALT, [commitments, list]) => {
+            (TAG_DEALT, [commitments, list, opened]) => {
                 let (0, entries) = unframed(list).ok_or(InvalidRepairPayload)? else {
                     return Err(InvalidRepairPayload);
                 };
@@ -190,11 +201,13 @@ impl RepairPayload {
                 Ok(Self::Dealt {
                     commitments: hex(commitments),
                     sealed,
+                    opened: hex(opened),
                 })
             }
-            (TAG_SUMMED, [sealed, commitments]) => Ok(Self::Summed {
+            (TAG_SUMMED, [sealed, commitments, joined]) => Ok(Self::Summed {
                 sealed: hex(sealed),
                 commitments: hex(commitments),
+                joined: hex(joined),
             }),
             _ => Err(InvalidRepairPayload),
         }
@@ -397,15 +410,19 @@ mod tests {
                 hpke_key,
                 wallet_key
             }),
-            (bytes(), proptest::collection::vec((seat, bytes()), 0..4)).prop_map(
-                |(commitments, sealed)| RepairPayload::Dealt {
+            (bytes(), proptest::collection::vec((seat, bytes()), 0..4), bytes()).prop_map(
+                |(commitments, sealed, opened)| RepairPayload::Dealt {
                     commitments,
-                    sealed
+                    sealed,
+                    opened
                 }
             ),
-            (bytes(), bytes()).prop_map(|(sealed, commitments)| RepairPayload::Summed {
-                sealed,
-                commitments
+            (bytes(), bytes(), bytes()).prop_map(|(sealed, commitments, joined)| {
+                RepairPayload::Summed {
+                    sealed,
+                    commitments,
+                    joined,
+                }
             }),
         ]
     }

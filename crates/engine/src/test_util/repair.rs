@@ -53,10 +53,27 @@ pub fn approve(c: &Cluster, wallet: &str, lost: u16, helpers: &[u16]) {
     reason = "a test helper: the refusal is inspected at once"
 )]
 pub fn step(c: &mut Cluster, to: u16, request: RepairRequest) -> Result<RepairResponse, Error> {
+    step_as(c, COORD, to, request)
+}
+
+/// Sends one repair step to seat `to` from the member at seat `from`.
+///
+/// # Errors
+/// The signer's refusal.
+#[allow(
+    clippy::result_large_err,
+    reason = "a test helper: the refusal is inspected at once"
+)]
+pub fn step_as(
+    c: &mut Cluster,
+    from: u16,
+    to: u16,
+    request: RepairRequest,
+) -> Result<RepairResponse, Error> {
     let now = c.now;
     let Cluster { members, rng, .. } = c;
     let signer = members[usize::from(to) - 1].signer();
-    match signer.handle(now, coordinator(COORD), Request::Repair(request), rng)? {
+    match signer.handle(now, coordinator(from), Request::Repair(request), rng)? {
         Response::Repair(r) => Ok(r),
         other => panic!("an answer of another kind: {other:?}"),
     }
