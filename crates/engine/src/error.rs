@@ -358,6 +358,11 @@ pub enum RepairFault {
     /// mixed two runs): a seal to a key it no longer holds proves nothing
     /// against its sender, so no member is accused.
     InputsDisagree,
+    /// A helper signed two different `Dealt` messages over the same
+    /// `Opened` list: an honest helper deals once per list (a new list
+    /// holds its new per-session key), so the two messages side by side
+    /// prove it lied.
+    Equivocation,
 }
 
 /// Everything that can go wrong in the engine.

@@ -542,3 +542,42 @@ fn a_retried_finish_answers_repaired_again() {
     assert_eq!(first, again);
     c.sign(W, &[1, 3], &digest(9));
 }
+
+/// Helper 2 signs a second `Dealt` over the same `Opened` list with other
+/// contents (as it would to hand helper 1 other commitments). Relayed side
+/// by side, the two signed messages prove it: the finish names helper 2.
+#[test]
+fn a_helper_that_signs_two_deals_over_one_opened_list_is_named() {
+    let mut c = lost_seat_three(25);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let mut relayed = through_sum(&mut c, &s, |_| {}).unwrap();
+    let RepairPayload::Dealt {
+        commitments: theirs,
+        ..
+    } = relayed.dealt[0].payload.clone()
+    else {
+        panic!("not a Dealt message");
+    };
+    let RepairPayload::Dealt { sealed, opened, .. } = relayed.dealt[1].payload.clone() else {
+        panic!("not a Dealt message");
+    };
+    let second = resigned(
+        &relayed.dealt[1],
+        RepairPayload::Dealt {
+            commitments: theirs,
+            sealed,
+            opened,
+        },
+    );
+    relayed.dealt.push(second);
+    let err = finish(&mut c, &s, &relayed).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::RepairFailed { accused: Some(a), fault: RepairFault::Equivocation, .. } if a == seat(2)
+        ),
+        "{err:?}"
+    );
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+}

@@ -661,12 +661,16 @@ fn by_helper<T>(
 }
 
 /// Every helper's `Dealt` message, its commitments decoded (a helper whose
-/// signed commitments do not decode is named).
+/// signed commitments do not decode is named, and so is one that signed
+/// two deals over one `Opened` list, relayed side by side).
 fn decode_deals(
     slot: &Slot,
     session: &RepairSession,
     dealt: &[SignedRepairMessage],
 ) -> Result<BTreeMap<Seat, Deal>, Error> {
+    if let Some(liar) = equivocator(slot, session, dealt) {
+        return Err(failed(slot, Some(liar), RepairFault::Equivocation));
+    }
     let raw = by_helper(slot, session, dealt, |p| match p {
         RepairPayload::Dealt {
             commitments,
@@ -689,6 +693,30 @@ fn decode_deals(
             ))
         })
         .collect()
+}
+
+/// A helper with two different verified `Dealt` messages of this session
+/// over the same `Opened` list among `dealt`. Signatures are checked only
+/// for the rare repeated sender.
+fn equivocator(slot: &Slot, session: &RepairSession, dealt: &[SignedRepairMessage]) -> Option<Seat> {
+    let over = |m: &SignedRepairMessage| match &m.payload {
+        RepairPayload::Dealt { opened, .. } => Some(opened.clone()),
+        _ => None,
+    };
+    dealt.iter().enumerate().find_map(|(i, a)| {
+        dealt[i + 1..]
+            .iter()
+            .find(|b| {
+                a.sender == b.sender
+                    && a.payload != b.payload
+                    && over(a).is_some()
+                    && over(a) == over(b)
+                    && [a, *b]
+                        .iter()
+                        .all(|m| m.session == *session && m.verify(&slot.config))
+            })
+            .map(|_| a.sender)
+    })
 }
 
 /// The repaired member's per-session key from its verified `Joined`.
