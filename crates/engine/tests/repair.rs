@@ -12,7 +12,7 @@ use thresig_engine::{
     Error, ErrorCode, HexBytes, Recovery, RepairFault, RepairPayload, RepairRequest, RepairResponse,
     RepairSession, SignedRepairMessage, WalletStateKind,
 };
-use thresig_crypto::Seat;
+use thresig_crypto::{ScriptTree, Seat};
 
 const W: &str = "w";
 
@@ -580,4 +580,22 @@ fn a_helper_that_signs_two_deals_over_one_opened_list_is_named() {
         "{err:?}"
     );
     assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+}
+
+/// A helper whose wallet is being rekeyed will not help again: its refusal
+/// is terminal (`rekey_in_progress`), not the retryable "not active yet".
+#[test]
+fn a_rekeying_helper_refuses_for_good() {
+    let specs = [
+        Spec::new(W, Keys::Dkg(ScriptTree::KeyPathOnly)).successor("next"),
+        Spec::new("next", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    let mut c = Cluster::with_wallets(26, 2, 3, &specs, small_limits());
+    c.lose_disk(3);
+    c.member(2).signer().begin_rekey(&wid(W)).unwrap();
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let err = message(&mut c, 2, RepairRequest::Open { session: s }).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RekeyInProgress, "{err:?}");
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err:?}");
 }

@@ -599,10 +599,18 @@ fn helper_key<'a>(
     if !session.helpers.contains(&slot.seat) {
         return Err(not_in_phase(slot));
     }
-    let WalletState::Active(key) = &shard.state else {
-        return Err(Error::WalletNotActive {
-            wallet: slot.config.id.clone(),
-        });
+    let wallet = slot.config.id.clone();
+    // Only a wallet not keyed yet may become active later; a rekeying,
+    // retired or corrupt one never helps again without an operator, so
+    // its refusal is terminal.
+    let key = match &shard.state {
+        WalletState::Active(key) => key,
+        WalletState::Rekeying(_) => return Err(Error::RekeyInProgress { wallet }),
+        WalletState::Retired => return Err(Error::WalletRetired { wallet }),
+        WalletState::Corrupt => return Err(Error::WalletCorrupt { wallet }),
+        WalletState::DkgPending | WalletState::AwaitingConfirmations(_) => {
+            return Err(Error::WalletNotActive { wallet });
+        }
     };
     if key.epoch != session.epoch {
         return Err(Error::StaleEpoch {
