@@ -99,7 +99,7 @@ struct Request {
 /// What the admin socket runs: a `keys` command over the open store, or an
 /// operator's command for the running engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum AdminCommand {
     /// Approve, on this signer, helping to repair wallet seat `seat` of
     /// `wallet` for `expires_in_secs` from now (approvals live in the
@@ -633,6 +633,24 @@ fn run(command: AdminCommand, on: &Targets) -> Reply {
     }
 }
 
+/// The longest an approval lasts: a day covers a repair the operators
+/// coordinate by hand, and an approval forgotten on a helper does not
+/// stand for weeks.
+pub(crate) const MAX_APPROVAL_SECS: u64 = 24 * 3600;
+
+/// When an approval given at `now_ms` for `expires_in_secs` expires, or
+/// why that is refused.
+fn approval_expiry(now_ms: u64, expires_in_secs: u64) -> Result<thresig_store::Timestamp, String> {
+    if expires_in_secs == 0 || expires_in_secs > MAX_APPROVAL_SECS {
+        return Err(format!(
+            "an approval lasts 1 to {MAX_APPROVAL_SECS} seconds (a day), not {expires_in_secs}; pass a shorter --expires-in and approve again when needed"
+        ));
+    }
+    Ok(thresig_store::Timestamp(
+        now_ms.saturating_add(expires_in_secs * 1000),
+    ))
+}
+
 /// Approves helping to repair `seat` of `wallet` on the running engine
 /// until `expires_in_secs` from now.
 fn approve_repair(engine: &Engine, wallet: &str, seat: u16, expires_in_secs: u64) -> Reply {
@@ -652,8 +670,10 @@ fn approve_repair(engine: &Engine, wallet: &str, seat: u16, expires_in_secs: u64
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let expires =
-        thresig_store::Timestamp(now_ms.saturating_add(expires_in_secs.saturating_mul(1000)));
+    let expires = match approval_expiry(now_ms, expires_in_secs) {
+        Ok(expires) => expires,
+        Err(message) => return refused("admin_bad_request", message),
+    };
     match engine.signer().approve_repair(&id, seat, expires) {
         Ok(()) => {
             info!(wallet, %seat, expires_in_secs, "admin socket: repair approved");
@@ -853,6 +873,19 @@ mod tests {
     }
 
     #[test]
+    fn an_approval_lasts_at_most_a_day() {
+        let now = 1_000;
+        assert_eq!(
+            approval_expiry(now, MAX_APPROVAL_SECS),
+            Ok(thresig_store::Timestamp(now + MAX_APPROVAL_SECS * 1000))
+        );
+        let refused = approval_expiry(now, MAX_APPROVAL_SECS + 1).unwrap_err();
+        assert!(refused.contains("--expires-in"), "{refused}");
+        assert!(approval_expiry(now, u64::MAX).is_err());
+        assert!(approval_expiry(now, 0).is_err(), "an approval that never holds");
+    }
+
+    #[test]
     fn the_wire_format_is_one_tagged_json_object() {
         let request: Request = serde_json::from_str(r#"{"command":"rotate_dek"}"#).unwrap();
         assert_eq!(
@@ -870,6 +903,13 @@ mod tests {
                 seat: 3,
                 expires_in_secs: 60
             }
+        );
+        assert!(
+            serde_json::from_str::<Request>(
+                r#"{"command":{"approve_repair":{"wallet":"w","seat":3,"expires_in_secs":60,"lost":2}}}"#,
+            )
+            .is_err(),
+            "an unknown field of an approval is refused"
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"recover"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"command":"status","x":1}"#).is_err());

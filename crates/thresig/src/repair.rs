@@ -62,7 +62,8 @@ enum RepairCommand {
 struct ApproveArgs {
     #[command(flatten)]
     target: Target,
-    /// How long the approval lasts, in seconds (default one hour).
+    /// How long the approval lasts, in seconds (default one hour, at most
+    /// a day).
     #[arg(long, value_name = "SECS", default_value_t = 3600)]
     expires_in: u64,
     /// Print JSON.
