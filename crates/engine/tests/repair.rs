@@ -493,6 +493,9 @@ fn a_second_coordinator_cannot_reset_a_running_repair() {
     let mut other = s.clone();
     other.nonce = [2; 32];
     let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
+    // Helper 1's sum used its approval up; its operator approves again, so
+    // only the running session stands in the way.
+    approve(&c, W, 3, &[1]);
     for (to, request) in [
         (
             3,
@@ -598,4 +601,34 @@ fn a_rekeying_helper_refuses_for_good() {
     let err = message(&mut c, 2, RepairRequest::Open { session: s }).unwrap_err();
     assert_eq!(err.code(), ErrorCode::RekeyInProgress, "{err:?}");
     assert_eq!(err.recovery(), Recovery::Terminal, "{err:?}");
+}
+
+/// An approval covers one repair: once the helper has summed (its part is
+/// done) it is used up, and a later repair of the seat needs a new one. A
+/// lost reply to the sum is still answered again.
+#[test]
+fn an_approval_is_used_up_by_the_helpers_sum() {
+    let mut c = lost_seat_three(27);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
+    let again = message(
+        &mut c,
+        1,
+        RepairRequest::Sum {
+            session: s.clone(),
+            joined: relayed.joined.clone(),
+            dealt: relayed.dealt.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(again, relayed.summed[0]);
+    finish(&mut c, &s, &relayed).unwrap();
+    c.lose_disk(3);
+    let next = session(&c, W, 3, &[1, 2], 2);
+    let (refuser, err) = run(&mut c, &next).unwrap_err();
+    assert_eq!(refuser, 1);
+    assert_eq!(err.code(), ErrorCode::RepairNotApproved, "{err:?}");
+    approve(&c, W, 3, &[1, 2]);
+    run(&mut c, &next).unwrap();
 }

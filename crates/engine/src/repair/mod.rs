@@ -169,11 +169,9 @@ impl<S: Store> Signer<S> {
                 session,
                 joined,
                 dealt,
-            } => {
-                approved(slot, &shard, &session, now)?;
-                self.repair_sum(slot, &mut shard, &session, &joined, &dealt, rng)
-                    .map(message)
-            }
+            } => self
+                .repair_sum(now, slot, &mut shard, &session, &joined, &dealt, rng)
+                .map(message),
             RepairRequest::Finish {
                 session,
                 opened,
@@ -375,8 +373,13 @@ impl<S: Store> Signer<S> {
 
     /// Step 3 at a helper: opens its deltas, checks each against its
     /// sender's commitment, and seals the sum to the member being repaired.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one step's inputs, as the request carries them"
+    )]
     fn repair_sum<R: RngCore + CryptoRng>(
         &self,
+        now: Timestamp,
         slot: &Slot,
         shard: &mut Shard,
         session: &RepairSession,
@@ -398,6 +401,8 @@ impl<S: Store> Signer<S> {
                 Err(not_in_phase(slot))
             };
         }
+        // Checked after the retry above: the sum uses the approval up.
+        approved(slot, shard, session, now)?;
         let lost_key = joined_key(slot, session, joined)?;
         let deals = decode_deals(slot, session, dealt)?;
         if deals.values().any(|deal| deal.opened != dealt_over) {
@@ -447,6 +452,10 @@ impl<S: Store> Signer<S> {
             },
         );
         helper_answers(slot, shard, session)?.summed = Some((request, reply.clone()));
+        // This helper's part is done: the approval covered this repair,
+        // and a later one (another coordinator, another identity key for
+        // the seat, another run) needs the operator to approve again.
+        shard.repair.approvals.remove(&session.lost);
         Ok(reply)
     }
 
