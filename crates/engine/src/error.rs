@@ -772,6 +772,17 @@ pub enum Error {
         /// The seat of the member that started the running repair.
         coordinator: Option<Seat>,
     },
+    /// A repair was asked of a member whose store holds the wallet's key
+    /// or a record of it: a repair never overwrites one.
+    #[error(
+        "wallet {wallet} is {} on this member, and a repair never overwrites what its store holds; {}", state.as_str(), keyed_repair_hint(*state)
+    )]
+    RepairOfKeyedMember {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The wallet's state on this member.
+        state: crate::wallet::WalletStateKind,
+    },
     /// A repair check failed; this member changed nothing.
     #[error(
         "wallet {wallet}: repair check failed: seat {accuser} accuses {} ({fault:?}); {}", seat_or(*accused, "no member"), repair_failed_hint(*accused)
@@ -870,7 +881,9 @@ impl Error {
             }
             Self::Store { source, .. } | Self::MarkerPurge { source } => store_code(source),
             Self::DkgMismatch { .. } => ErrorCode::DkgMismatch,
-            Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
+            Self::WalletAlreadyKeyed { .. }
+            | Self::KeyPackagePresent { .. }
+            | Self::RepairOfKeyedMember { .. } => {
                 ErrorCode::SessionConflict
             }
             Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
@@ -921,6 +934,15 @@ fn dkg_failed_hint(accused: Option<Seat>) -> &'static str {
 }
 
 /// What to do about a failed repair check.
+fn keyed_repair_hint(state: crate::wallet::WalletStateKind) -> &'static str {
+    match state {
+        crate::wallet::WalletStateKind::Corrupt => {
+            "run `thresig keys verify` and restore its records from a backup, or move the member onto a fresh store and repair it there"
+        }
+        _ => "repair only a member that lost the wallet's key (a fresh or restored store)",
+    }
+}
+
 fn repair_failed_hint(accused: Option<Seat>) -> &'static str {
     match accused {
         Some(_) => {
@@ -1132,6 +1154,10 @@ mod tests {
                 wallet: wallet(),
                 coordinator: Some(seat),
             },
+            Error::RepairOfKeyedMember {
+                wallet: wallet(),
+                state: crate::wallet::WalletStateKind::Corrupt,
+            },
             Error::RepairFailed {
                 wallet: wallet(),
                 accuser: seat,
@@ -1192,6 +1218,7 @@ mod tests {
                 | Error::RepairNotApproved { .. }
                 | Error::RepairNotInPhase { .. }
                 | Error::RepairBusy { .. }
+                | Error::RepairOfKeyedMember { .. }
                 | Error::RepairFailed { .. }
                 | Error::KeyPackagePresent { .. }
                 | Error::Store { .. }

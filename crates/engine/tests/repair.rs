@@ -318,7 +318,7 @@ fn a_member_that_holds_its_key_refuses_to_be_repaired() {
     let session = session(&c, W, 3, &[1, 2], 1);
     let (refuser, err) = run(&mut c, &session).unwrap_err();
     assert_eq!(refuser, 3);
-    assert!(matches!(err, Error::WalletAlreadyKeyed { .. }), "{err:?}");
+    assert!(matches!(err, Error::RepairOfKeyedMember { .. }), "{err:?}");
 }
 
 #[test]
@@ -631,4 +631,27 @@ fn an_approval_is_used_up_by_the_helpers_sum() {
     assert_eq!(err.code(), ErrorCode::RepairNotApproved, "{err:?}");
     approve(&c, W, 3, &[1, 2]);
     run(&mut c, &next).unwrap();
+}
+
+/// A member that holds the wallet's key, in whatever state, is refused a
+/// repair with words about a repair (not a DKG), naming its state.
+#[test]
+fn a_keyed_member_refuses_a_repair_in_words_about_repair() {
+    let specs = [
+        Spec::new(W, Keys::Dkg(ScriptTree::KeyPathOnly)).successor("next"),
+        Spec::new("next", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    let mut c = Cluster::with_wallets(28, 2, 3, &specs, small_limits());
+    c.member(2).signer().begin_rekey(&wid(W)).unwrap();
+    let s = session(&c, W, 3, &[1, 2], 1);
+    for (member, state) in [(3, "active"), (2, "rekeying")] {
+        let mut asked = s.clone();
+        asked.lost = seat(member);
+        asked.helpers = vec![seat(1), seat(5 - member)];
+        let err = message(&mut c, member, RepairRequest::Join { session: asked }).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::SessionConflict, "{err:?}");
+        let text = err.to_string();
+        assert!(!text.contains("DKG"), "{text}");
+        assert!(text.contains("repair") && text.contains(state), "{text}");
+    }
 }

@@ -195,11 +195,7 @@ impl<S: Store> Signer<S> {
         if session.lost != slot.seat {
             return Err(not_in_phase(slot));
         }
-        if !matches!(shard.state, WalletState::DkgPending) {
-            return Err(Error::WalletAlreadyKeyed {
-                wallet: slot.config.id.clone(),
-            });
-        }
+        keyless(slot, shard)?;
         if let Some(Running {
             session: held,
             role: Role::Lost { joined },
@@ -472,11 +468,7 @@ impl<S: Store> Signer<S> {
         if shard.repair.repaired.as_ref() == Some(session) {
             return Ok(repaired(slot, session));
         }
-        if !matches!(shard.state, WalletState::DkgPending) {
-            return Err(Error::WalletAlreadyKeyed {
-                wallet: wallet.clone(),
-            });
-        }
+        keyless(slot, shard)?;
         let Some(Running {
             session: held,
             hpke,
@@ -595,6 +587,18 @@ fn approved(
         _ => Err(Error::RepairNotApproved {
             wallet: slot.config.id.clone(),
             lost: session.lost,
+        }),
+    }
+}
+
+/// The member being repaired holds no key of the wallet, nor a record of
+/// one (a lost or never-restored store).
+fn keyless(slot: &Slot, shard: &Shard) -> Result<(), Error> {
+    match shard.state {
+        WalletState::DkgPending => Ok(()),
+        _ => Err(Error::RepairOfKeyedMember {
+            wallet: slot.config.id.clone(),
+            state: shard.state.kind(),
         }),
     }
 }
