@@ -189,6 +189,33 @@ pub(crate) fn repaired_ops(
     ])
 }
 
+/// Whether every write of a repair's unit ([`repaired_ops`]) is in the
+/// store as written: a commit reported failed may still have been durable.
+///
+/// # Errors
+/// [`Error::Store`] if the store cannot be read.
+pub(crate) fn ops_are_stored<S: Store>(store: &S, ops: &[WriteOp]) -> Result<bool, Error> {
+    for op in ops {
+        let (wallet, stored, value) = match op {
+            WriteOp::InsertKeyPackage {
+                wallet,
+                epoch,
+                value,
+            } => (wallet, store.key_package(wallet, *epoch), value.as_slice()),
+            WriteOp::PutWallet { wallet, value } => (wallet, store.wallet(wallet), value.as_slice()),
+            _ => return Ok(false),
+        };
+        let stored = stored.map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?;
+        if stored.as_deref() != Some(value) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The unit that puts an active wallet in `rekeying`: its stored record
 /// with the lifecycle changed (key epoch and wallet key unchanged).
 ///

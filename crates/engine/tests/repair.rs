@@ -655,3 +655,41 @@ fn a_keyed_member_refuses_a_repair_in_words_about_repair() {
         assert!(text.contains("repair") && text.contains(state), "{text}");
     }
 }
+
+/// The finish's commit is durable but reported failed: the member finds
+/// its share stored, is active at once, and its retry answers `Repaired`.
+#[test]
+fn a_finish_whose_commit_was_durable_but_reported_failed_is_adopted() {
+    let mut c = lost_seat_three(29);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
+    c.member(3).store().fail_next_commit(Fault::Ambiguous);
+    let first = finish(&mut c, &s, &relayed);
+    assert!(
+        matches!(first, Ok(RepairResponse::Repaired { .. })),
+        "{first:?}"
+    );
+    assert_eq!(state(&c, 3), WalletStateKind::Active);
+    assert!(matches!(
+        finish(&mut c, &s, &relayed),
+        Ok(RepairResponse::Repaired { .. })
+    ));
+    c.sign(W, &[1, 3], &digest(10));
+}
+
+/// A commit that was lost is reported as the store's error, retryable by
+/// the same finish: nothing was stored, and the retry stores it.
+#[test]
+fn a_finish_whose_commit_was_lost_is_retried() {
+    let mut c = lost_seat_three(30);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
+    c.member(3).store().fail_next_commit(Fault::Lost);
+    let err = finish(&mut c, &s, &relayed).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable, "{err:?}");
+    assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
+    finish(&mut c, &s, &relayed).unwrap();
+    c.sign(W, &[1, 3], &digest(11));
+}

@@ -39,7 +39,7 @@ use thresig_store::{Store, Timestamp, WalletId, WriteOutcome};
 
 use crate::api::HexBytes;
 use crate::dkg_msg::{HpkeSecret, hpke_keypair, open_with, seal_to};
-use crate::durable::repaired_ops;
+use crate::durable::{ops_are_stored, repaired_ops};
 use crate::dkg::seat_in;
 use crate::error::{Error, InternalFault, RepairFault, RequestPart};
 use crate::ids::CoordinatorId;
@@ -519,8 +519,13 @@ impl<S: Store> Signer<S> {
         let share = repair_step3(sigmas, &commitments, session.lost, &key)
             .map_err(|e| crypto_failed(slot, e))?;
         let ops = repaired_ops(wallet, session.epoch, &key, &share)?;
-        match self.store.write(ops) {
+        match self.store.write(ops.clone()) {
             Ok(WriteOutcome::Committed(_)) => {}
+            // A commit reported failed, or refused because the key package
+            // is there, may be this very unit made durable (an ambiguous
+            // commit, or its retry): adopt it rather than stay
+            // `dkg_pending` until a restart reads it.
+            outcome if ops_are_stored(&self.store, &ops)? => drop(outcome),
             Ok(_) => {
                 return Err(Error::KeyPackagePresent {
                     wallet: wallet.clone(),
