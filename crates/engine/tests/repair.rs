@@ -336,72 +336,112 @@ fn a_session_with_too_few_or_unordered_helpers_is_malformed() {
     }
 }
 
-/// A restart of the member being repaired, or of a helper, after each step
-/// drops the repair (its per-session keys were in memory only): the next
-/// step is refused, nothing was stored, and a new repair completes.
-#[test]
-fn a_restart_at_each_step_boundary_leaves_every_member_as_it_was() {
-    for (boundary, restarted) in [(0, 3), (1, 1), (2, 2), (3, 3), (3, 1)] {
-        let mut c = lost_seat_three(10 + boundary);
-        approve(&c, W, 3, &[1, 2]);
-        let s = session(&c, W, 3, &[1, 2], 1);
-        let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
-        c.restart(restarted);
-        // Approvals are memory only: the restarted helper's operator
-        // approves again.
-        approve(&c, W, 3, &[1, 2]);
-        let err = match boundary {
-            0 => finish(&mut c, &s, &relayed).unwrap_err(),
-            1 => message(
-                &mut c,
-                1,
-                RepairRequest::Deal {
-                    session: s.clone(),
-                    opened: relayed.opened.clone(),
-                },
-            )
-            .unwrap_err(),
-            2 => message(
-                &mut c,
-                2,
-                RepairRequest::Sum {
-                    session: s.clone(),
-                    joined: relayed.joined.clone(),
-                    dealt: relayed.dealt.clone(),
-                },
-            )
-            .unwrap_err(),
-            _ if restarted == 3 => finish(&mut c, &s, &relayed).unwrap_err(),
-            _ => {
-                // A helper restarting after its sum changes nothing: the
-                // repaired member finishes with what it has.
-                finish(&mut c, &s, &relayed).unwrap();
-                c.sign(W, &[1, 3], &digest(3));
-                continue;
-            }
-        };
-        assert_eq!(
-            err.code(),
-            ErrorCode::RepairNotInPhase,
-            "boundary {boundary}"
-        );
-        assert_eq!(state(&c, 3), WalletStateKind::DkgPending);
-        c.sign(W, &[1, 2], &digest(4));
-        let again = session(&c, W, 3, &[1, 2], 2);
-        run(&mut c, &again).unwrap();
-        c.sign(W, &[2, 3], &digest(5));
-    }
+/// One repair's messages so far, step by step.
+#[derive(Default)]
+struct Partial {
+    joined: Option<SignedRepairMessage>,
+    opened: Vec<SignedRepairMessage>,
+    dealt: Vec<SignedRepairMessage>,
+    summed: Vec<SignedRepairMessage>,
 }
 
-fn open(c: &mut Cluster, to: u16, session: &RepairSession) -> SignedRepairMessage {
+/// Step `n` of `s` (1 join and open, 2 deal, 3 sum, 4 finish) for every
+/// member it concerns, with the messages of the steps before.
+#[allow(
+    clippy::result_large_err,
+    reason = "a test helper: the refusal is inspected at once"
+)]
+fn step_n(c: &mut Cluster, s: &RepairSession, p: &mut Partial, n: u8) -> Result<(), Error> {
+    let helpers: Vec<u16> = s.helpers.iter().map(|h| h.get()).collect();
+    let session = s.clone();
+    match n {
+        1 => {
+            p.joined = Some(message(c, 3, RepairRequest::Join { session })?);
+            for h in helpers {
+                p.opened.push(open(c, h, s)?);
+            }
+        }
+        2 => {
+            for h in helpers {
+                let opened = p.opened.clone();
+                let session = session.clone();
+                p.dealt
+                    .push(message(c, h, RepairRequest::Deal { session, opened })?);
+            }
+        }
+        3 => {
+            for h in helpers {
+                let request = RepairRequest::Sum {
+                    session: session.clone(),
+                    joined: p.joined.clone().unwrap(),
+                    dealt: p.dealt.clone(),
+                };
+                p.summed.push(message(c, h, request)?);
+            }
+        }
+        _ => {
+            let request = RepairRequest::Finish {
+                session,
+                opened: p.opened.clone(),
+                dealt: p.dealt.clone(),
+                summed: p.summed.clone(),
+            };
+            step(c, 3, request)?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(
+    clippy::result_large_err,
+    reason = "a test helper: the refusal is inspected at once"
+)]
+fn open(c: &mut Cluster, to: u16, s: &RepairSession) -> Result<SignedRepairMessage, Error> {
     message(
         c,
         to,
         RepairRequest::Open {
-            session: session.clone(),
+            session: s.clone(),
         },
     )
-    .unwrap()
+}
+
+/// A restart of the member being repaired, or of a helper, between any two
+/// steps drops the repair (its per-session keys were in memory only): the
+/// next step that needs the restarted member is refused, nothing was
+/// stored, and a new repair completes. Only a helper restarting after its
+/// sum changes nothing: the finish needs no more of it.
+#[test]
+fn a_restart_between_any_two_steps_leaves_every_member_as_it_was() {
+    let cases = [(1, 3), (1, 1), (2, 3), (2, 2), (3, 3), (3, 1)];
+    for (i, (boundary, restarted)) in (0u64..).zip(cases) {
+        let mut c = lost_seat_three(40 + i);
+        approve(&c, W, 3, &[1, 2]);
+        let s = session(&c, W, 3, &[1, 2], 1);
+        let mut p = Partial::default();
+        for n in 1..=boundary {
+            step_n(&mut c, &s, &mut p, n).unwrap();
+        }
+        c.restart(restarted);
+        // Approvals are memory only: the restarted helper's operator
+        // approves again.
+        approve(&c, W, 3, &[1, 2]);
+        let rest = (boundary + 1..=4).try_for_each(|n| step_n(&mut c, &s, &mut p, n));
+        let case = format!("boundary {boundary}, seat {restarted} restarted");
+        if (boundary, restarted) == (3, 1) {
+            rest.unwrap();
+            c.sign(W, &[1, 3], &digest(3));
+            continue;
+        }
+        let err = rest.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::RepairNotInPhase, "{case}: {err:?}");
+        assert_eq!(state(&c, 3), WalletStateKind::DkgPending, "{case}");
+        c.sign(W, &[1, 2], &digest(4));
+        approve(&c, W, 3, &[1, 2]);
+        let again = session(&c, W, 3, &[1, 2], 2);
+        run(&mut c, &again).unwrap();
+        c.sign(W, &[2, 3], &digest(5));
+    }
 }
 
 fn accused(err: &Error) -> Option<Seat> {
@@ -422,10 +462,10 @@ fn a_helper_that_reopened_the_session_accuses_no_honest_helper() {
     let s = session(&c, W, 3, &[1, 2], 1);
     let mut other = s.clone();
     other.nonce = [2; 32];
-    let first = open(&mut c, 2, &s);
-    open(&mut c, 2, &other);
-    let second = open(&mut c, 2, &s);
-    let mine = open(&mut c, 1, &s);
+    let first = open(&mut c, 2, &s).unwrap();
+    open(&mut c, 2, &other).unwrap();
+    let second = open(&mut c, 2, &s).unwrap();
+    let mine = open(&mut c, 1, &s).unwrap();
     let joined = message(&mut c, 3, RepairRequest::Join { session: s.clone() }).unwrap();
     let deal = |opened: SignedRepairMessage| RepairRequest::Deal {
         session: s.clone(),
