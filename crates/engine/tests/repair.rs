@@ -524,7 +524,7 @@ fn a_repaired_member_that_rejoined_the_session_accuses_no_honest_helper() {
 
 /// Another member cannot reset a repair it did not start: its join or
 /// open of another session is refused as busy, and the running repair
-/// finishes.
+/// finishes. A helper whose part is done (it summed) is held no longer.
 #[test]
 fn a_second_coordinator_cannot_reset_a_running_repair() {
     let mut c = lost_seat_three(22);
@@ -532,30 +532,29 @@ fn a_second_coordinator_cannot_reset_a_running_repair() {
     let s = session(&c, W, 3, &[1, 2], 1);
     let mut other = s.clone();
     other.nonce = [2; 32];
-    let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
-    // Helper 1's sum used its approval up; its operator approves again, so
-    // only the running session stands in the way.
-    approve(&c, W, 3, &[1]);
-    for (to, request) in [
-        (
-            3,
-            RepairRequest::Join {
-                session: other.clone(),
-            },
-        ),
-        (
-            1,
-            RepairRequest::Open {
-                session: other.clone(),
-            },
-        ),
-    ] {
+    let mut p = Partial::default();
+    for n in 1..=2 {
+        step_n(&mut c, &s, &mut p, n).unwrap();
+    }
+    let join = RepairRequest::Join {
+        session: other.clone(),
+    };
+    let open = RepairRequest::Open {
+        session: other.clone(),
+    };
+    for (to, request) in [(3, join), (1, open.clone())] {
         let err = step_as(&mut c, 2, to, request).unwrap_err();
         assert_eq!(err.code(), ErrorCode::RepairBusy, "{err:?}");
         assert_eq!(err.code().recovery(), Recovery::Retryable, "{err:?}");
     }
-    finish(&mut c, &s, &relayed).unwrap();
+    for n in 3..=4 {
+        step_n(&mut c, &s, &mut p, n).unwrap();
+    }
     assert_eq!(state(&c, 3), WalletStateKind::Active);
+    // Helper 1 summed: another member's repair may use it at once (with
+    // its operator's new approval; the sum used the old one up).
+    approve(&c, W, 3, &[1]);
+    step_as(&mut c, 2, 1, open).unwrap();
 }
 
 /// The busy refusal lasts only while the session lives: after its ttl

@@ -87,6 +87,15 @@ struct Running {
     role: Role,
 }
 
+impl Running {
+    /// Whether this member's part is over: a helper that summed needs its
+    /// session only for the byte-identical retry of its sum, which must not
+    /// keep another member's repair waiting until the session expires.
+    fn done(&self) -> bool {
+        matches!(&self.role, Role::Helper(answers) if answers.summed.is_some())
+    }
+}
+
 /// A helper's answers in one session, each with the hash of the request it
 /// answered.
 struct Answers {
@@ -260,8 +269,9 @@ impl<S: Store> Signer<S> {
     /// key, the signed message `first` makes of its public key, and the
     /// role that message opens. It replaces an earlier session only if the
     /// same member started that one (a coordinator that lost its run
-    /// starts again at once); another member's unexpired session is
-    /// refused, so no member can reset a repair it does not run.
+    /// starts again at once) or this member's part in it is done; another
+    /// member's unexpired session is refused, so no member can reset a
+    /// repair it does not run.
     ///
     /// A replaced session's per-session key is gone: a seal to it no
     /// longer opens here, which is why every `Dealt` and `Summed` names
@@ -279,6 +289,7 @@ impl<S: Store> Signer<S> {
         if let Some(held) = &shard.repair.session
             && held.session != session
             && held.coordinator != member.from()
+            && !held.done()
         {
             return Err(Error::RepairBusy {
                 wallet: slot.config.id.clone(),
