@@ -436,6 +436,103 @@ fn the_coordinator_dying_after_deal_changes_nothing() {
     recovers(&mut lab, &[]);
 }
 
+/// Boundary: join done. The member being repaired killed there loses its
+/// per-session key: the helpers deal and sum, but its finish is refused;
+/// nothing stored.
+#[test]
+fn kill_9_of_the_repaired_member_after_join_changes_nothing() {
+    let mut lab = Lab::new(41);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(11);
+    steps.open(&lab);
+    lab.restart(LOST, |_| {});
+    steps.deal(&lab);
+    steps.sum(&lab);
+    let err = steps.finish(&lab).unwrap_err();
+    assert_eq!(code(&err), "repair_not_in_phase");
+    recovers(&mut lab, &HELPERS);
+}
+
+/// Boundary: deal done. A helper killed there loses its per-session key
+/// (and its approval): its sum is refused, nothing changed.
+#[test]
+fn kill_9_of_a_helper_after_deal_changes_nothing() {
+    let mut lab = Lab::new(42);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(12);
+    steps.open(&lab);
+    steps.deal(&lab);
+    lab.restart(2, |_| {});
+    let err = lab
+        .step(
+            2,
+            RepairRequest::Sum {
+                session: steps.session.clone(),
+                joined: steps.joined.clone().unwrap(),
+                dealt: steps.dealt.clone(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(code(&err), "repair_not_in_phase");
+    recovers(&mut lab, &[2]);
+}
+
+/// The coordinator dies after join and open: every member is as it was,
+/// and a new repair under the same approvals completes.
+#[test]
+fn the_coordinator_dying_after_open_changes_nothing() {
+    let mut lab = Lab::new(43);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(13);
+    steps.open(&lab);
+    drop(steps);
+    recovers(&mut lab, &[]);
+}
+
+/// The coordinator dies after the sum: nothing is stored; the helpers'
+/// sums used their approvals up, so a new repair needs new ones.
+#[test]
+fn the_coordinator_dying_after_sum_changes_nothing() {
+    let mut lab = Lab::new(44);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(14);
+    steps.open(&lab);
+    steps.deal(&lab);
+    steps.sum(&lab);
+    drop(steps);
+    recovers(&mut lab, &HELPERS);
+}
+
+/// The coordinator dies once it sent the finish, before it reads the
+/// reply: the repaired member checked and stored its share, is active and
+/// signs; a retried finish answers `Repaired` again.
+#[test]
+fn the_coordinator_dying_at_finish_leaves_the_repair_complete() {
+    let mut lab = Lab::new(45);
+    lab.lose_disk();
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(15);
+    steps.open(&lab);
+    steps.deal(&lab);
+    steps.sum(&lab);
+    drop(steps.finish(&lab));
+    assert!(matches!(
+        steps.finish(&lab).unwrap(),
+        RepairResponse::Repaired { .. }
+    ));
+    assert_eq!(lab.state(LOST), "active");
+    lab.signs_without(2, 0x15);
+}
+
 /// Replacing member [`LOST`]'s machine: a new store with a new identity key
 /// and a new TLS key, which every member's configuration then names for the
 /// seat. The repair onto the new key completes, and the new machine signs.
