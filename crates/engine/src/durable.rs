@@ -202,7 +202,9 @@ pub(crate) fn ops_are_stored<S: Store>(store: &S, ops: &[WriteOp]) -> Result<boo
                 epoch,
                 value,
             } => (wallet, store.key_package(wallet, *epoch), value.as_slice()),
-            WriteOp::PutWallet { wallet, value } => (wallet, store.wallet(wallet), value.as_slice()),
+            WriteOp::PutWallet { wallet, value } => {
+                (wallet, store.wallet(wallet), value.as_slice())
+            }
             _ => return Ok(false),
         };
         let stored = stored.map_err(|source| Error::Store {

@@ -883,9 +883,7 @@ impl Error {
             Self::DkgMismatch { .. } => ErrorCode::DkgMismatch,
             Self::WalletAlreadyKeyed { .. }
             | Self::KeyPackagePresent { .. }
-            | Self::RepairOfKeyedMember { .. } => {
-                ErrorCode::SessionConflict
-            }
+            | Self::RepairOfKeyedMember { .. } => ErrorCode::SessionConflict,
             Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
             Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,

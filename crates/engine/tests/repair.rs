@@ -8,11 +8,11 @@ mod common;
 
 use common::repair::*;
 use common::*;
-use thresig_engine::{
-    Error, ErrorCode, HexBytes, Recovery, RepairFault, RepairPayload, RepairRequest, RepairResponse,
-    RepairSession, SignedRepairMessage, WalletStateKind,
-};
 use thresig_crypto::{ScriptTree, Seat};
+use thresig_engine::{
+    Error, ErrorCode, HexBytes, Recovery, RepairFault, RepairPayload, RepairRequest,
+    RepairResponse, RepairSession, SignedRepairMessage, WalletStateKind,
+};
 
 const W: &str = "w";
 
@@ -21,6 +21,16 @@ fn lost_seat_three(seed: u64) -> Cluster {
     let mut c = Cluster::new(seed, 2, 3, &[W], small_limits());
     c.lose_disk(3);
     c
+}
+
+/// [`lost_seat_three`] with both helpers approved, a session of seat 3 by
+/// helpers 1 and 2, and another of the same repair with another nonce.
+fn approved_pair(seed: u64) -> (Cluster, RepairSession, RepairSession) {
+    let c = lost_seat_three(seed);
+    approve(&c, W, 3, &[1, 2]);
+    let s = session(&c, W, 3, &[1, 2], 1);
+    let other = session(&c, W, 3, &[1, 2], 2);
+    (c, s, other)
 }
 
 fn state(c: &Cluster, s: u16) -> WalletStateKind {
@@ -397,13 +407,7 @@ fn step_n(c: &mut Cluster, s: &RepairSession, p: &mut Partial, n: u8) -> Result<
     reason = "a test helper: the refusal is inspected at once"
 )]
 fn open(c: &mut Cluster, to: u16, s: &RepairSession) -> Result<SignedRepairMessage, Error> {
-    message(
-        c,
-        to,
-        RepairRequest::Open {
-            session: s.clone(),
-        },
-    )
+    message(c, to, RepairRequest::Open { session: s.clone() })
 }
 
 /// A restart of the member being repaired, or of a helper, between any two
@@ -457,11 +461,7 @@ fn accused(err: &Error) -> Option<Seat> {
 /// old key by the seal alone: it must not accuse honest helper 1.
 #[test]
 fn a_helper_that_reopened_the_session_accuses_no_honest_helper() {
-    let mut c = lost_seat_three(20);
-    approve(&c, W, 3, &[1, 2]);
-    let s = session(&c, W, 3, &[1, 2], 1);
-    let mut other = s.clone();
-    other.nonce = [2; 32];
+    let (mut c, s, other) = approved_pair(20);
     let first = open(&mut c, 2, &s).unwrap();
     open(&mut c, 2, &other).unwrap();
     let second = open(&mut c, 2, &s).unwrap();
@@ -501,11 +501,7 @@ fn a_helper_that_reopened_the_session_accuses_no_honest_helper() {
 /// an honest helper.
 #[test]
 fn a_repaired_member_that_rejoined_the_session_accuses_no_honest_helper() {
-    let mut c = lost_seat_three(21);
-    approve(&c, W, 3, &[1, 2]);
-    let s = session(&c, W, 3, &[1, 2], 1);
-    let mut other = s.clone();
-    other.nonce = [2; 32];
+    let (mut c, s, other) = approved_pair(21);
     let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
     for again in [&other, &s] {
         message(
@@ -527,11 +523,7 @@ fn a_repaired_member_that_rejoined_the_session_accuses_no_honest_helper() {
 /// finishes. A helper whose part is done (it summed) is held no longer.
 #[test]
 fn a_second_coordinator_cannot_reset_a_running_repair() {
-    let mut c = lost_seat_three(22);
-    approve(&c, W, 3, &[1, 2]);
-    let s = session(&c, W, 3, &[1, 2], 1);
-    let mut other = s.clone();
-    other.nonce = [2; 32];
+    let (mut c, s, other) = approved_pair(22);
     let mut p = Partial::default();
     for n in 1..=2 {
         step_n(&mut c, &s, &mut p, n).unwrap();
@@ -561,9 +553,7 @@ fn a_second_coordinator_cannot_reset_a_running_repair() {
 /// another member's repair starts.
 #[test]
 fn an_expired_repair_no_longer_holds_the_member() {
-    let mut c = lost_seat_three(23);
-    approve(&c, W, 3, &[1, 2]);
-    let s = session(&c, W, 3, &[1, 2], 1);
+    let (mut c, s, _) = approved_pair(23);
     through_sum(&mut c, &s, |_| {}).unwrap();
     c.advance(small_limits().dkg_session_ttl);
     let mut other = s.clone();
@@ -575,9 +565,7 @@ fn an_expired_repair_no_longer_holds_the_member() {
 /// than a conflict, and nothing changes.
 #[test]
 fn a_retried_finish_answers_repaired_again() {
-    let mut c = lost_seat_three(24);
-    approve(&c, W, 3, &[1, 2]);
-    let s = session(&c, W, 3, &[1, 2], 1);
+    let (mut c, s, _) = approved_pair(24);
     let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
     let first = finish(&mut c, &s, &relayed).unwrap();
     let again = finish(&mut c, &s, &relayed).unwrap();
@@ -590,9 +578,7 @@ fn a_retried_finish_answers_repaired_again() {
 /// by side, the two signed messages prove it: the finish names helper 2.
 #[test]
 fn a_helper_that_signs_two_deals_over_one_opened_list_is_named() {
-    let mut c = lost_seat_three(25);
-    approve(&c, W, 3, &[1, 2]);
-    let s = session(&c, W, 3, &[1, 2], 1);
+    let (mut c, s, _) = approved_pair(25);
     let mut relayed = through_sum(&mut c, &s, |_| {}).unwrap();
     let RepairPayload::Dealt {
         commitments: theirs,
@@ -647,9 +633,7 @@ fn a_rekeying_helper_refuses_for_good() {
 /// lost reply to the sum is still answered again.
 #[test]
 fn an_approval_is_used_up_by_the_helpers_sum() {
-    let mut c = lost_seat_three(27);
-    approve(&c, W, 3, &[1, 2]);
-    let s = session(&c, W, 3, &[1, 2], 1);
+    let (mut c, s, _) = approved_pair(27);
     let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
     let again = message(
         &mut c,
@@ -699,9 +683,7 @@ fn a_keyed_member_refuses_a_repair_in_words_about_repair() {
 /// its share stored, is active at once, and its retry answers `Repaired`.
 #[test]
 fn a_finish_whose_commit_was_durable_but_reported_failed_is_adopted() {
-    let mut c = lost_seat_three(29);
-    approve(&c, W, 3, &[1, 2]);
-    let s = session(&c, W, 3, &[1, 2], 1);
+    let (mut c, s, _) = approved_pair(29);
     let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
     c.member(3).store().fail_next_commit(Fault::Ambiguous);
     let first = finish(&mut c, &s, &relayed);
@@ -721,9 +703,7 @@ fn a_finish_whose_commit_was_durable_but_reported_failed_is_adopted() {
 /// the same finish: nothing was stored, and the retry stores it.
 #[test]
 fn a_finish_whose_commit_was_lost_is_retried() {
-    let mut c = lost_seat_three(30);
-    approve(&c, W, 3, &[1, 2]);
-    let s = session(&c, W, 3, &[1, 2], 1);
+    let (mut c, s, _) = approved_pair(30);
     let relayed = through_sum(&mut c, &s, |_| {}).unwrap();
     c.member(3).store().fail_next_commit(Fault::Lost);
     let err = finish(&mut c, &s, &relayed).unwrap_err();

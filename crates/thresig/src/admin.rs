@@ -882,7 +882,10 @@ mod tests {
         let refused = approval_expiry(now, MAX_APPROVAL_SECS + 1).unwrap_err();
         assert!(refused.contains("--expires-in"), "{refused}");
         assert!(approval_expiry(now, u64::MAX).is_err());
-        assert!(approval_expiry(now, 0).is_err(), "an approval that never holds");
+        assert!(
+            approval_expiry(now, 0).is_err(),
+            "an approval that never holds"
+        );
     }
 
     #[test]

@@ -67,6 +67,16 @@ impl Lab {
         }
     }
 
+    /// A lab whose member [`LOST`] lost its disk, with both helpers'
+    /// operators' approvals of its repair.
+    fn approved(seed: u64) -> Self {
+        let mut lab = Self::new(seed);
+        lab.lose_disk();
+        lab.approve(1);
+        lab.approve(2);
+        lab
+    }
+
     fn store_of(cluster: &ProcessCluster, member: u16) -> std::path::PathBuf {
         cluster.local.members()[usize::from(member) - 1]
             .dir
@@ -347,10 +357,7 @@ fn a_repair_without_every_helpers_approval_does_nothing() {
 /// per-session key and its approval: the deal is refused, nothing changed.
 #[test]
 fn kill_9_of_a_helper_after_open_changes_nothing() {
-    let mut lab = Lab::new(33);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(33);
     let mut steps = Steps::new(1);
     steps.open(&lab);
     lab.restart(1, |_| {});
@@ -367,10 +374,7 @@ fn kill_9_of_a_helper_after_open_changes_nothing() {
 /// has, and its finish is refused; nothing was stored.
 #[test]
 fn kill_9_of_the_repaired_member_after_deal_changes_nothing() {
-    let mut lab = Lab::new(34);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(34);
     let mut steps = Steps::new(2);
     steps.open(&lab);
     steps.deal(&lab);
@@ -386,10 +390,7 @@ fn kill_9_of_the_repaired_member_after_deal_changes_nothing() {
 /// the repair completes without it.
 #[test]
 fn kill_9_of_a_helper_after_sum_still_completes() {
-    let mut lab = Lab::new(35);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(35);
     let mut steps = Steps::new(3);
     steps.open(&lab);
     steps.deal(&lab);
@@ -407,10 +408,7 @@ fn kill_9_of_a_helper_after_sum_still_completes() {
 /// finish answered comes back with its share (the commit was durable).
 #[test]
 fn kill_9_of_the_repaired_member_after_finish_keeps_the_share() {
-    let mut lab = Lab::new(36);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(36);
     let mut steps = Steps::new(4);
     steps.open(&lab);
     steps.deal(&lab);
@@ -425,10 +423,7 @@ fn kill_9_of_the_repaired_member_after_finish_keeps_the_share() {
 /// is as it was, and a new repair under the same approvals completes.
 #[test]
 fn the_coordinator_dying_after_deal_changes_nothing() {
-    let mut lab = Lab::new(37);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(37);
     let mut steps = Steps::new(5);
     steps.open(&lab);
     steps.deal(&lab);
@@ -441,10 +436,7 @@ fn the_coordinator_dying_after_deal_changes_nothing() {
 /// nothing stored.
 #[test]
 fn kill_9_of_the_repaired_member_after_join_changes_nothing() {
-    let mut lab = Lab::new(41);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(41);
     let mut steps = Steps::new(11);
     steps.open(&lab);
     lab.restart(LOST, |_| {});
@@ -459,10 +451,7 @@ fn kill_9_of_the_repaired_member_after_join_changes_nothing() {
 /// (and its approval): its sum is refused, nothing changed.
 #[test]
 fn kill_9_of_a_helper_after_deal_changes_nothing() {
-    let mut lab = Lab::new(42);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(42);
     let mut steps = Steps::new(12);
     steps.open(&lab);
     steps.deal(&lab);
@@ -485,10 +474,7 @@ fn kill_9_of_a_helper_after_deal_changes_nothing() {
 /// and a new repair under the same approvals completes.
 #[test]
 fn the_coordinator_dying_after_open_changes_nothing() {
-    let mut lab = Lab::new(43);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(43);
     let mut steps = Steps::new(13);
     steps.open(&lab);
     drop(steps);
@@ -499,10 +485,7 @@ fn the_coordinator_dying_after_open_changes_nothing() {
 /// sums used their approvals up, so a new repair needs new ones.
 #[test]
 fn the_coordinator_dying_after_sum_changes_nothing() {
-    let mut lab = Lab::new(44);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(44);
     let mut steps = Steps::new(14);
     steps.open(&lab);
     steps.deal(&lab);
@@ -516,10 +499,7 @@ fn the_coordinator_dying_after_sum_changes_nothing() {
 /// signs; a retried finish answers `Repaired` again.
 #[test]
 fn the_coordinator_dying_at_finish_leaves_the_repair_complete() {
-    let mut lab = Lab::new(45);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(45);
     let mut steps = Steps::new(15);
     steps.open(&lab);
     steps.deal(&lab);
@@ -677,10 +657,7 @@ fn repair_of_a_51_of_100_wallet_completes() {
 /// for another lost seat. Refused, nothing dealt, nothing changed.
 #[test]
 fn a_coordinator_that_changes_the_repair_between_steps_is_refused_over_the_network() {
-    let mut lab = Lab::new(39);
-    lab.lose_disk();
-    lab.approve(1);
-    lab.approve(2);
+    let mut lab = Lab::approved(39);
     let mut steps = Steps::new(6);
     steps.open(&lab);
     let mut other_lost = steps.session.clone();

@@ -38,9 +38,9 @@ use thresig_crypto::{
 use thresig_store::{Store, Timestamp, WalletId, WriteOutcome};
 
 use crate::api::HexBytes;
+use crate::dkg::seat_in;
 use crate::dkg_msg::{HpkeSecret, hpke_keypair, open_with, seal_to};
 use crate::durable::{ops_are_stored, repaired_ops};
-use crate::dkg::seat_in;
 use crate::error::{Error, InternalFault, RepairFault, RequestPart};
 use crate::ids::CoordinatorId;
 use crate::signer::{Member, Shard, Signer, Slot, lock};
@@ -735,14 +735,19 @@ fn decode_deals(
 /// A helper with two different verified `Dealt` messages of this session
 /// over the same `Opened` list among `dealt`. Signatures are checked only
 /// for the rare repeated sender.
-fn equivocator(slot: &Slot, session: &RepairSession, dealt: &[SignedRepairMessage]) -> Option<Seat> {
+fn equivocator(
+    slot: &Slot,
+    session: &RepairSession,
+    dealt: &[SignedRepairMessage],
+) -> Option<Seat> {
     let over = |m: &SignedRepairMessage| match &m.payload {
         RepairPayload::Dealt { opened, .. } => Some(opened.clone()),
         _ => None,
     };
     dealt.iter().enumerate().find_map(|(i, a)| {
-        dealt[i + 1..]
+        dealt
             .iter()
+            .skip(i + 1)
             .find(|b| {
                 a.sender == b.sender
                     && a.payload != b.payload

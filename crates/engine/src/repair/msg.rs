@@ -410,13 +410,16 @@ mod tests {
                 hpke_key,
                 wallet_key
             }),
-            (bytes(), proptest::collection::vec((seat, bytes()), 0..4), bytes()).prop_map(
-                |(commitments, sealed, opened)| RepairPayload::Dealt {
+            (
+                bytes(),
+                proptest::collection::vec((seat, bytes()), 0..4),
+                bytes()
+            )
+                .prop_map(|(commitments, sealed, opened)| RepairPayload::Dealt {
                     commitments,
                     sealed,
                     opened
-                }
-            ),
+                }),
             (bytes(), bytes(), bytes()).prop_map(|(sealed, commitments, joined)| {
                 RepairPayload::Summed {
                     sealed,
