@@ -471,6 +471,20 @@ fn a_helper_that_reopened_the_session_accuses_no_honest_helper() {
         session: s.clone(),
         opened: vec![mine.clone(), opened],
     };
+    // Helper 2 refuses to deal over a list that holds its old `Opened`:
+    // seals to that key would not open at its sum.
+    let err = message(&mut c, 2, deal(first.clone())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::RepairFailed {
+                accused: None,
+                fault: RepairFault::InputsDisagree,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let d1 = message(&mut c, 1, deal(first)).unwrap();
     let d2 = match message(&mut c, 2, deal(second)) {
         Ok(d2) => d2,
