@@ -28,6 +28,8 @@ pub enum Encoding {
     SecretKey,
     /// A [`crate::RepairDelta`] or [`crate::RepairSigma`].
     RepairValue,
+    /// A [`crate::RepairCommitments`].
+    RepairCommitments,
 }
 
 /// Every way an operation of this crate can fail.
@@ -137,6 +139,26 @@ pub enum Error {
     /// or with the lost seat among its helpers.
     #[error("repair needs at least the threshold of distinct helpers")]
     NotEnoughHelpers,
+    /// A repair helper's delta does not match the commitment that helper
+    /// published for its recipient.
+    #[error("repair helper {culprit} sent a delta that does not match its commitment")]
+    BadRepairDelta {
+        /// The helper that sent the delta.
+        culprit: Seat,
+    },
+    /// A repair helper's commitments do not cover exactly the helper set,
+    /// or do not sum to its Lagrange-weighted verifying share on record.
+    #[error("repair helper {culprit} published commitments inconsistent with its verifying share")]
+    BadRepairCommitment {
+        /// The helper that published the commitments.
+        culprit: Seat,
+    },
+    /// A repair helper's sigma is not the sum of the deltas committed to it.
+    #[error("repair helper {culprit} sent a sigma that is not the sum of its committed deltas")]
+    BadRepairSigma {
+        /// The helper that sent the sigma.
+        culprit: Seat,
+    },
     /// Bytes did not decode into the expected type.
     #[error("malformed {what:?} encoding")]
     Decode {
@@ -155,7 +177,10 @@ impl Error {
         match self {
             Self::BadProofOfKnowledge { culprit }
             | Self::BadShare { culprit }
-            | Self::WrongCommitmentLength { culprit } => vec![*culprit],
+            | Self::WrongCommitmentLength { culprit }
+            | Self::BadRepairDelta { culprit }
+            | Self::BadRepairCommitment { culprit }
+            | Self::BadRepairSigma { culprit } => vec![*culprit],
             Self::InvalidShares { culprits } => culprits.clone(),
             _ => Vec::new(),
         }

@@ -117,7 +117,10 @@ pub use error::{Encoding, Error, Result};
 pub use ids::{GroupParams, MAX_SIGNERS, Seat};
 pub use keys::KeyShare;
 pub use local::{LocalGroup, dkg_in_process, run_in_process};
-pub use repair::{RepairDelta, RepairSigma, repair_step1, repair_step2, repair_step3};
+pub use repair::{
+    HelperDeltas, RepairCommitments, RepairDelta, RepairSigma, repair_step1, repair_step2,
+    repair_step3,
+};
 pub use sign::{
     Commitment, SecretNonce, Signature, SignatureShare, SigningPackage, aggregate, commit, sign,
     verify, verify_share,

@@ -17,7 +17,9 @@ fn every_decoder_refuses_trailing_bytes() {
     let (_, commitment) = commit(&shares[&seat(1)], rng);
     let (round1, out) = seat_one_round2(rng);
     let helpers = seats(&[1, 2]);
-    let deltas = repair_step1(&shares[&seat(1)], &wallet, &helpers, seat(3), rng).unwrap();
+    let helper = repair_step1(&shares[&seat(1)], &wallet, &helpers, seat(3), rng).unwrap();
+    let commitments = helper.commitments().clone();
+    let deltas = helper.into_deltas();
 
     let plus = |b: &[u8]| [b, &[0u8][..]].concat();
     let mut accepted = Vec::new();
@@ -41,6 +43,9 @@ fn every_decoder_refuses_trailing_bytes() {
     }
     if RepairDelta::from_bytes(&plus(&deltas[0].1.to_bytes().unwrap())).is_ok() {
         accepted.push("RepairDelta");
+    }
+    if RepairCommitments::from_bytes(&plus(&commitments.to_bytes())).is_ok() {
+        accepted.push("RepairCommitments");
     }
     if WalletKey::from_bytes(&plus(&wallet.to_bytes().unwrap())).is_ok() {
         accepted.push("WalletKey");

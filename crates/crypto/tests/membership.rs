@@ -42,14 +42,8 @@ fn repair_sigmas(
     helpers: &[Seat],
     lost: Seat,
     rng: &mut rand_chacha::ChaCha20Rng,
-) -> Result<Vec<RepairSigma>, Error> {
-    let mut inbox: BTreeMap<Seat, Vec<RepairDelta>> = BTreeMap::new();
-    for h in helpers {
-        for (to, d) in repair_step1(&shares[h], wallet, helpers, lost, rng)? {
-            inbox.entry(to).or_default().push(d);
-        }
-    }
-    Ok(inbox.into_values().map(repair_step2).collect())
+) -> Result<RepairRun, Error> {
+    repair_run(shares, wallet, helpers, lost, rng)
 }
 
 /// A seat removed by a refresh (or a seat that never was a member) must not
@@ -77,7 +71,7 @@ fn repair_of_a_seat_removed_by_refresh_is_refused() {
     // Accepted. Show the damage: the sigmas sum to a share of the NEW
     // polynomial at seat 3, which with seat 1's new share yields the key.
     let mut s3 = F::zero();
-    for sigma in &sigmas {
+    for (_, sigma) in &sigmas.sigmas {
         let b: [u8; 32] = sigma.to_bytes().unwrap()[..].try_into().unwrap();
         s3 += F::deserialize(&b).unwrap();
     }
@@ -154,8 +148,8 @@ fn repair_refuses_a_non_member_helper_and_a_non_member_rebuild() {
     let err = repair_sigmas(&new_shares, &refreshed, &seats(&[1, 2]), seat(4), rng).unwrap_err();
     assert!(matches!(err, Error::UnknownSeat { seat: 4 }), "{err:?}");
     // Step 3 for a non-member, whatever the sigmas.
-    let sigmas = repair_sigmas(&new_shares, &refreshed, &seats(&[1, 2]), seat(3), rng).unwrap();
-    let err = repair_step3(sigmas, seat(4), &refreshed).unwrap_err();
+    let run = repair_sigmas(&new_shares, &refreshed, &seats(&[1, 2]), seat(3), rng).unwrap();
+    let err = repair_step3(run.sigmas, &run.commitments, seat(4), &refreshed).unwrap_err();
     assert!(matches!(err, Error::UnknownSeat { seat: 4 }), "{err:?}");
 }
 

@@ -169,15 +169,14 @@ proptest! {
         let lost = order[0];
         let mut helpers = order[1..=usize::from(t)].to_vec();
         helpers.sort_unstable();
-        let mut inbox: BTreeMap<Seat, Vec<RepairDelta>> = BTreeMap::new();
-        for h in &helpers {
-            for (to, delta) in repair_step1(&shares[h], &wallet, &helpers, lost, rng).unwrap() {
-                let delta = RepairDelta::from_bytes(&delta.to_bytes().unwrap()).unwrap();
-                inbox.entry(to).or_default().push(delta);
-            }
-        }
-        let sigmas: Vec<RepairSigma> = helpers.iter().map(|h| repair_step2(inbox.remove(h).unwrap())).collect();
-        let rebuilt = repair_step3(sigmas, lost, &wallet).unwrap();
+        let run = repair_run(&shares, &wallet, &helpers, lost, rng).unwrap();
+        // Sigmas travel encoded.
+        let sigmas = run
+            .sigmas
+            .iter()
+            .map(|(h, s)| (*h, RepairSigma::from_bytes(&s.to_bytes().unwrap()).unwrap()))
+            .collect();
+        let rebuilt = repair_step3(sigmas, &run.commitments, lost, &wallet).unwrap();
         prop_assert_eq!(&rebuilt.to_bytes().unwrap()[..], &shares[&lost].to_bytes().unwrap()[..]);
     }
 }

@@ -99,7 +99,9 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
 
     // A repair delta: the secret is the whole 32-byte encoding.
     let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
-    let deltas = repair_step1(&shares[&seat(1)], &wallet, &seats(&[1, 2]), seat(3), rng).unwrap();
+    let deltas = repair_step1(&shares[&seat(1)], &wallet, &seats(&[1, 2]), seat(3), rng)
+        .unwrap()
+        .into_deltas();
     needle.copy_from_slice(&deltas[0].1.to_bytes().unwrap()[..LEN]);
     arm(&needle);
     drop(deltas[0].1.to_bytes().unwrap());

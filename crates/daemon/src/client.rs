@@ -16,8 +16,9 @@ use tonic_health::pb::health_client::HealthClient;
 
 use thresig_crypto::WalletKey;
 use thresig_engine::{
-    AbortRequest, ConfirmationStatus, DkgProposal, DkgSessionId, Round1Request, Round1Response,
-    Round2Request, Round2Response, SignedDkgMessage, WalletId, WalletStatus,
+    AbortRequest, ConfirmationStatus, DkgProposal, DkgSessionId, RepairRequest, RepairResponse,
+    Round1Request, Round1Response, Round2Request, Round2Response, SignedDkgMessage, WalletId,
+    WalletStatus,
 };
 
 use crate::api::SignerError;
@@ -260,6 +261,18 @@ impl SignerClient {
             session_id: session.0.to_vec(),
         };
         settle(self.rpc().dkg_cancel(request).await)
+    }
+
+    /// One step of a member repair; the signer's signed message of that
+    /// step, or (for the finish) the outcome.
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`].
+    pub async fn repair(&self, request: RepairRequest) -> Result<RepairResponse, Error> {
+        let session = request.session().clone();
+        let wire = crate::convert::repair_request_to_wire(request)?;
+        let result: crate::convert::RepairOutcome = settle(self.rpc().repair(wire).await)?;
+        crate::convert::repair_response(&session, result)
     }
 
     /// The wallets this coordinator is a member of, as the signer sees

@@ -23,7 +23,7 @@ use crate::proto;
 /// engine's own `max_inputs` may be lower).
 pub(crate) const MAX_ROUND1_INPUTS: u32 = 2048;
 
-fn wallet_id(wire: String) -> Result<WalletId, Error> {
+pub(crate) fn wallet_id(wire: String) -> Result<WalletId, Error> {
     WalletId::new(wire).map_err(|_| Error::InvalidId(InvalidId::Wallet))
 }
 
@@ -556,6 +556,10 @@ wire_reply!(DkgConfirmReply, dkg_confirm_reply, ConfirmationStatus);
 wire_reply!(DkgCancelReply, dkg_cancel_reply, DkgCancelResult);
 wire_reply!(StatusReply, status_reply, StatusResult);
 wire_reply!(WalletKeyReply, wallet_key_reply, WalletKeyResult);
+wire_reply!(RepairReply, repair_reply, RepairResult);
+
+mod repair;
+pub(crate) use repair::{RepairOutcome, repair_request_to_wire, repair_response};
 
 #[cfg(test)]
 mod tests;

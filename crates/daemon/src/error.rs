@@ -186,6 +186,9 @@ pub enum InvalidId {
     /// A raw digest that is not 32 bytes.
     #[error("digest (must be 32 bytes)")]
     Digest,
+    /// A repair session nonce that is not 32 bytes.
+    #[error("repair session nonce (must be 32 bytes)")]
+    RepairSession,
 }
 
 /// What is wrong with a configuration value.

@@ -179,6 +179,50 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
             }],
         ),
         "DkgConfirm" => (DKG_SMALL_REQUEST_BYTES, &[]),
+        // A repair step carries at most three lists of one message per
+        // helper (a helper's dealt message holds one sealed delta per
+        // helper), like a DKG part.
+        "Repair" => (
+            usize::MAX,
+            &[
+                FieldCount {
+                    path: &[4],
+                    what: "repair helpers",
+                    max: MAX_MEMBERS,
+                    kind: ElementKind::Varint,
+                },
+                FieldCount {
+                    path: &[8, 1],
+                    what: "repair messages",
+                    max: MAX_MEMBERS,
+                    kind: ElementKind::Delimited,
+                },
+                FieldCount {
+                    path: &[9, 2],
+                    what: "repair messages",
+                    max: MAX_MEMBERS,
+                    kind: ElementKind::Delimited,
+                },
+                FieldCount {
+                    path: &[10, 1],
+                    what: "repair messages",
+                    max: MAX_MEMBERS,
+                    kind: ElementKind::Delimited,
+                },
+                FieldCount {
+                    path: &[10, 2],
+                    what: "repair messages",
+                    max: MAX_MEMBERS,
+                    kind: ElementKind::Delimited,
+                },
+                FieldCount {
+                    path: &[10, 3],
+                    what: "repair messages",
+                    max: MAX_MEMBERS,
+                    kind: ElementKind::Delimited,
+                },
+            ],
+        ),
         _ => return None,
     };
     let wallet_field = match name {

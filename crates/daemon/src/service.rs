@@ -256,4 +256,8 @@ impl<H: SignerHandler> proto::signer_server::Signer for SignerService<H> {
     ) -> Rpc<proto::WalletKeyReply> {
         self.rpc("wallet_key", request).await
     }
+
+    async fn repair(&self, request: Request<proto::RepairRequest>) -> Rpc<proto::RepairReply> {
+        self.rpc("repair", request).await
+    }
 }

@@ -159,6 +159,8 @@ pub enum Request {
         /// The session.
         session: DkgSessionId,
     },
+    /// A step of a member repair.
+    Repair(crate::repair::RepairRequest),
 }
 
 impl Request {
@@ -169,6 +171,7 @@ impl Request {
             Self::Round2(r) => Some(&r.wallet),
             Self::Abort(r) => Some(&r.wallet),
             Self::DkgStart(p) => Some(&p.wallet),
+            Self::Repair(r) => Some(&r.session().wallet),
             Self::Status { wallet }
             | Self::WalletKey { wallet }
             | Self::DkgRound2 { wallet, .. }
@@ -330,4 +333,6 @@ pub enum Response {
         /// none of that id, as after an earlier cancel).
         dropped: bool,
     },
+    /// A repair step's answer.
+    Repair(crate::repair::RepairResponse),
 }

@@ -826,7 +826,7 @@ fn busy(slot: &Slot, held: &DkgSession) -> Error {
 }
 
 /// The seat of the member `from` in the slot's wallet, if it is one.
-fn seat_in(slot: &Slot, from: CoordinatorId) -> Option<Seat> {
+pub(crate) fn seat_in(slot: &Slot, from: CoordinatorId) -> Option<Seat> {
     slot.config
         .roster
         .iter()

@@ -90,38 +90,24 @@ impl DkgPayload {
     /// recipient seat that is not 2 bytes or is not a seat (0, or above
     /// [`thresig_crypto::MAX_SIGNERS`]), or bytes after the last field.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, InvalidDkgPayload> {
-        let (&tag, mut rest) = bytes.split_first().ok_or(InvalidDkgPayload)?;
-        let mut field = || -> Result<HexBytes, InvalidDkgPayload> {
-            let (len, tail) = rest.split_first_chunk::<8>().ok_or(InvalidDkgPayload)?;
-            let len = usize::try_from(u64::from_be_bytes(*len)).map_err(|_| InvalidDkgPayload)?;
-            let (value, tail) = tail.split_at_checked(len).ok_or(InvalidDkgPayload)?;
-            rest = tail;
-            Ok(HexBytes(value.to_vec()))
-        };
-        let payload = match tag {
-            TAG_ROUND1 => Self::Round1 {
-                package: field()?,
-                hpke_key: field()?,
-            },
-            TAG_ROUND2 => {
-                let to =
-                    <[u8; 2]>::try_from(field()?.0.as_slice()).map_err(|_| InvalidDkgPayload)?;
-                Self::Round2 {
-                    to: Seat::try_from(u16::from_be_bytes(to)).map_err(|_| InvalidDkgPayload)?,
-                    sealed: field()?,
-                    echo: field()?,
-                }
-            }
-            TAG_CONFIRM => Self::Confirm {
-                output_key: field()?,
-                transcript: field()?,
-            },
-            _ => return Err(InvalidDkgPayload),
-        };
-        if !rest.is_empty() {
-            return Err(InvalidDkgPayload);
+        let (tag, fields) = unframed(bytes).ok_or(InvalidDkgPayload)?;
+        let hex = |field: &&[u8]| HexBytes(field.to_vec());
+        match (tag, fields.as_slice()) {
+            (TAG_ROUND1, [package, hpke_key]) => Ok(Self::Round1 {
+                package: hex(package),
+                hpke_key: hex(hpke_key),
+            }),
+            (TAG_ROUND2, [to, sealed, echo]) => Ok(Self::Round2 {
+                to: seat_from_field(to).ok_or(InvalidDkgPayload)?,
+                sealed: hex(sealed),
+                echo: hex(echo),
+            }),
+            (TAG_CONFIRM, [output_key, transcript]) => Ok(Self::Confirm {
+                output_key: hex(output_key),
+                transcript: hex(transcript),
+            }),
+            _ => Err(InvalidDkgPayload),
         }
-        Ok(payload)
     }
 }
 
@@ -134,7 +120,32 @@ const TAG_CONFIRM: u8 = 3;
 #[error("a DKG payload must be one canonical tagged, length-prefixed encoding")]
 pub struct InvalidDkgPayload;
 
-fn framed(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
+/// Splits what [`framed`] wrote into its tag and fields. `None` for empty
+/// input or a truncated field. Each byte string has exactly one split, so
+/// a decoder that also checks the tag and the number of fields accepts
+/// only canonical encodings.
+pub(crate) fn unframed(bytes: &[u8]) -> Option<(u8, Vec<&[u8]>)> {
+    let (&tag, mut rest) = bytes.split_first()?;
+    let mut fields = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<8>()?;
+        let len = usize::try_from(u64::from_be_bytes(*len)).ok()?;
+        let (value, tail) = tail.split_at_checked(len)?;
+        fields.push(value);
+        rest = tail;
+    }
+    Some((tag, fields))
+}
+
+/// A seat encoded as its number in exactly two big-endian bytes.
+pub(crate) fn seat_from_field(field: &[u8]) -> Option<Seat> {
+    let bytes = <[u8; 2]>::try_from(field).ok()?;
+    Seat::try_from(u16::from_be_bytes(bytes)).ok()
+}
+
+/// `tag`, then each field with its 8-byte big-endian length: the one
+/// framing of every signed and sealed context of the DKG and of repair.
+pub(crate) fn framed(tag: u8, fields: &[&[u8]]) -> Vec<u8> {
     let mut out = vec![tag];
     for f in fields {
         out.extend_from_slice(&(f.len() as u64).to_be_bytes());
@@ -208,13 +219,13 @@ impl SignedDkgMessage {
         sender: Seat,
         payload: DkgPayload,
     ) -> Self {
-        let signature = key.sign(&signed_bytes(&session, &wallet, sender, &payload));
+        let signature = identity_sign(key, &signed_bytes(&session, &wallet, sender, &payload));
         Self {
             session,
             wallet,
             sender,
             payload,
-            signature: HexBytes(signature.to_bytes().to_vec()),
+            signature,
         }
     }
 
@@ -222,18 +233,35 @@ impl SignedDkgMessage {
     /// seat in `wallet` (a relay checks this to name a member that answers
     /// with a message it did not sign; every member checks it again).
     pub fn verify(&self, wallet: &WalletConfig) -> bool {
-        let Some(key) = wallet.member(self.sender) else {
-            return false;
-        };
-        let Ok(key) = VerifyingKey::from_bytes(&key.to_bytes()) else {
-            return false;
-        };
-        let Ok(sig) = ed25519_dalek::Signature::from_slice(&self.signature.0) else {
-            return false;
-        };
         let bytes = signed_bytes(&self.session, &self.wallet, self.sender, &self.payload);
-        key.verify_strict(&bytes, &sig).is_ok()
+        identity_verify(wallet, self.sender, &bytes, &self.signature)
     }
+}
+
+/// An Ed25519 signature by a member's identity key over `bytes` (which
+/// start with the message kind's own domain tag).
+pub(crate) fn identity_sign(key: &SigningKey, bytes: &[u8]) -> HexBytes {
+    HexBytes(key.sign(bytes).to_bytes().to_vec())
+}
+
+/// Whether `signature` over `bytes` verifies (strictly) under the roster
+/// key of `sender`'s seat in `wallet`.
+pub(crate) fn identity_verify(
+    wallet: &WalletConfig,
+    sender: Seat,
+    bytes: &[u8],
+    signature: &HexBytes,
+) -> bool {
+    let Some(key) = wallet.member(sender) else {
+        return false;
+    };
+    let Ok(key) = VerifyingKey::from_bytes(&key.to_bytes()) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(&signature.0) else {
+        return false;
+    };
+    key.verify_strict(bytes, &sig).is_ok()
 }
 
 /// The echo hash: (session, wallet, t, n, roster, every round-1 package and
@@ -308,13 +336,29 @@ pub(crate) fn seal<R: RngCore + CryptoRng>(
     plaintext: &[u8],
     rng: &mut R,
 ) -> Option<Vec<u8>> {
+    seal_to(
+        recipient_key,
+        &seal_info(session, wallet, from, to),
+        plaintext,
+        rng,
+    )
+}
+
+/// Seals `plaintext` to `recipient_key` (an encoded X25519 public key)
+/// under the context `info`, which binds it to its session, sender and
+/// recipient. `None` if the key does not decode or sealing fails.
+pub(crate) fn seal_to<R: RngCore + CryptoRng>(
+    recipient_key: &[u8],
+    info: &[u8],
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Option<Vec<u8>> {
     let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(recipient_key).ok()?;
-    let info = seal_info(session, wallet, from, to);
     let (encapped, ct) =
         hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256, _>(
             &OpModeS::Base,
             &pk,
-            &info,
+            info,
             plaintext,
             &[],
             rng,
@@ -333,14 +377,23 @@ pub(crate) fn open(
     to: Seat,
     sealed: &[u8],
 ) -> Option<Zeroizing<Vec<u8>>> {
+    open_with(secret, &seal_info(session, wallet, from, to), sealed)
+}
+
+/// Opens what [`seal_to`] sealed under `info` for this member. `None` if it
+/// does not authenticate.
+pub(crate) fn open_with(
+    secret: &HpkeSecret,
+    info: &[u8],
+    sealed: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
     let (encapped, ct) = sealed.split_at_checked(ENCAPPED_LEN)?;
     let encapped = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(encapped).ok()?;
-    let info = seal_info(session, wallet, from, to);
     hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
         &OpModeR::Base,
         &secret.0,
         &encapped,
-        &info,
+        info,
         ct,
         &[],
     )

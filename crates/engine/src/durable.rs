@@ -165,6 +165,59 @@ pub fn activation_ops(
     ])
 }
 
+/// The unit a repaired member commits once every check passed: its rebuilt
+/// key package at the wallet epoch the helpers sign with (insert-if-absent)
+/// and the wallet record marking `key` active at that epoch.
+///
+/// # Errors
+/// [`Error::Internal`] if the key material cannot be encoded or the epoch
+/// has no key epoch.
+pub(crate) fn repaired_ops(
+    wallet: &WalletId,
+    epoch: WalletEpoch,
+    key: &WalletKey,
+    share: &KeyShare,
+) -> Result<Vec<WriteOp>, Error> {
+    let key_epoch = FIRST_KEY_EPOCH
+        .0
+        .checked_add(epoch.0)
+        .map(thresig_store::KeyEpoch)
+        .ok_or(Error::Internal(InternalFault::Invariant))?;
+    Ok(vec![
+        key_package_op(wallet, key_epoch, share)?,
+        active_record_op(wallet, key_epoch, key)?,
+    ])
+}
+
+/// Whether every write of a repair's unit ([`repaired_ops`]) is in the
+/// store as written: a commit reported failed may still have been durable.
+///
+/// # Errors
+/// [`Error::Store`] if the store cannot be read.
+pub(crate) fn ops_are_stored<S: Store>(store: &S, ops: &[WriteOp]) -> Result<bool, Error> {
+    for op in ops {
+        let (wallet, stored, value) = match op {
+            WriteOp::InsertKeyPackage {
+                wallet,
+                epoch,
+                value,
+            } => (wallet, store.key_package(wallet, *epoch), value.as_slice()),
+            WriteOp::PutWallet { wallet, value } => {
+                (wallet, store.wallet(wallet), value.as_slice())
+            }
+            _ => return Ok(false),
+        };
+        let stored = stored.map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?;
+        if stored.as_deref() != Some(value) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The unit that puts an active wallet in `rekeying`: its stored record
 /// with the lifecycle changed (key epoch and wallet key unchanged), under a
 /// bumped store epoch.

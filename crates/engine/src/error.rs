@@ -19,6 +19,7 @@ use thresig_store::CommitmentHash;
 use thresig_tx::PolicyDenial;
 
 use crate::ids::{CoordinatorId, WalletEpoch};
+use crate::repair::MAX_APPROVAL_SECS;
 use crate::wallet::WalletStateKind;
 use thresig_store::WalletId;
 
@@ -85,6 +86,17 @@ pub enum ErrorCode {
     DkgBusy,
     /// A DKG message for a session or phase this signer is not in.
     DkgNotInPhase,
+    /// A repair helper's operator has not approved (or no longer approves)
+    /// repairing that seat of that wallet on this signer.
+    RepairNotApproved,
+    /// A repair message for a session or step this signer is not in, or
+    /// one that names another helper set or lost seat than its session.
+    RepairNotInPhase,
+    /// Another member's repair session, still unexpired, holds this
+    /// member; a repair started by another coordinator waits for it.
+    RepairBusy,
+    /// A repair check failed; the member that saw it changed nothing.
+    RepairFailed,
     /// A bug in this signer.
     Internal,
 }
@@ -93,7 +105,7 @@ impl ErrorCode {
     /// Every code, for documentation, exhaustive tests and [`ErrorCode::parse`].
     /// The test `every_variant_is_in_all_and_parses` fails to compile when a
     /// variant is added to the enum, and fails when it is missing here.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 29] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
         Self::SessionConflict,
@@ -118,6 +130,10 @@ impl ErrorCode {
         Self::DkgFailed,
         Self::DkgBusy,
         Self::DkgNotInPhase,
+        Self::RepairNotApproved,
+        Self::RepairNotInPhase,
+        Self::RepairBusy,
+        Self::RepairFailed,
         Self::Internal,
     ];
 
@@ -155,6 +171,10 @@ impl ErrorCode {
             Self::DkgFailed => "dkg_failed",
             Self::DkgBusy => "dkg_busy",
             Self::DkgNotInPhase => "dkg_not_in_phase",
+            Self::RepairNotApproved => "repair_not_approved",
+            Self::RepairNotInPhase => "repair_not_in_phase",
+            Self::RepairBusy => "repair_busy",
+            Self::RepairFailed => "repair_failed",
             Self::Internal => "internal",
         }
     }
@@ -172,6 +192,7 @@ impl ErrorCode {
             Self::CapacityExhausted
             | Self::WalletNotActive
             | Self::DkgBusy
+            | Self::RepairBusy
             | Self::StorageUnavailable
             | Self::KeyProviderUnavailable => Recovery::Retryable,
             Self::InvalidRequest
@@ -193,6 +214,9 @@ impl ErrorCode {
             | Self::InvalidShare
             | Self::DkgFailed
             | Self::DkgNotInPhase
+            | Self::RepairNotApproved
+            | Self::RepairNotInPhase
+            | Self::RepairFailed
             | Self::Internal => Recovery::Terminal,
         }
     }
@@ -233,6 +257,10 @@ pub enum RequestPart {
         /// Index of the first input whose package disagrees.
         input: usize,
     },
+    /// A repair session names another wallet, a seat outside the roster,
+    /// helpers that are not ascending and distinct, fewer helpers than the
+    /// threshold, or the lost seat among its helpers.
+    RepairSession,
 }
 
 /// Which internal invariant failed.
@@ -291,6 +319,52 @@ pub enum DkgFault {
     UnexpectedPayload,
     /// A validly signed confirmation of another result.
     ConfirmationMismatch,
+}
+
+/// Which repair check failed (the accused member is named beside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RepairFault {
+    /// A message does not verify under its sender's roster key, names
+    /// another session, or comes from outside the helper set (a relay
+    /// fault: no member is accused).
+    BadSignature,
+    /// A helper's message is missing (a relay fault).
+    MissingSender,
+    /// Two messages of one helper for one step (a relay fault).
+    DuplicateSender,
+    /// A message of the wrong step (a relay fault).
+    UnexpectedPayload,
+    /// Helpers signed different wallet keys, or one that does not fit this
+    /// member's configuration.
+    WalletKeyDisagrees,
+    /// A per-session key does not decode, so nothing can be sealed to it.
+    BadKey,
+    /// A sealed delta or sigma is missing or does not open with this
+    /// member's per-session key.
+    BadSeal,
+    /// A delta does not match its sender's commitment.
+    BadDelta,
+    /// A helper's commitments do not decode, cover another helper set, or
+    /// do not sum to its weighted verifying share on record.
+    BadCommitment,
+    /// A sigma is not the sum of the deltas committed to its sender.
+    BadSigma,
+    /// A helper summed over other commitments than the ones relayed here
+    /// (a relay fault, or a helper that signed two sets of commitments).
+    CommitmentsDisagree,
+    /// The rebuilt share does not match this seat's verifying share.
+    ShareMismatch,
+    /// A message names other earlier messages than the ones this member
+    /// holds (its session was replaced and started again, or the relay
+    /// mixed two runs): a seal to a key it no longer holds proves nothing
+    /// against its sender, so no member is accused.
+    InputsDisagree,
+    /// A helper signed two different `Dealt` messages over the same
+    /// `Opened` list: an honest helper deals once per list (a new list
+    /// holds its new per-session key), so the two messages side by side
+    /// prove it lied.
+    Equivocation,
 }
 
 /// Everything that can go wrong in the engine.
@@ -608,6 +682,16 @@ pub enum Error {
         /// Its state.
         state: WalletStateKind,
     },
+    /// A repair approval asked to last no time or longer than
+    /// [`MAX_APPROVAL_SECS`]: an approval forgotten on a helper must not
+    /// stand for weeks.
+    #[error(
+        "a repair approval lasts 1 to {MAX_APPROVAL_SECS} seconds (a day), not {secs}; run `thresig repair approve` again with an --expires-in in that range (and again later if the repair needs longer)"
+    )]
+    ApprovalExpiry {
+        /// The duration asked for, in seconds.
+        secs: u64,
+    },
     /// The wallet's rate ledger kept changing under concurrent commits; the
     /// shares were not released and stay pending for a byte-identical
     /// retry.
@@ -701,6 +785,65 @@ pub enum Error {
         /// What failed.
         fault: DkgFault,
     },
+    /// A repair helper's operator has not approved this repair here, or the
+    /// approval expired.
+    #[error(
+        "wallet {wallet}: this signer's operator has not approved repairing seat {lost} (or the approval expired); run `thresig repair approve --wallet {wallet} --member {lost}` on this signer, then start the repair again"
+    )]
+    RepairNotApproved {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The seat to be repaired.
+        lost: Seat,
+    },
+    /// A repair request for a session or step this member is not in (never
+    /// started, expired, lost in a restart, or a request naming another
+    /// helper set or lost seat than the session it continues).
+    #[error("wallet {wallet}: no repair in that session and step; start the repair again")]
+    RepairNotInPhase {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A repair session started by another member, still unexpired,
+    /// holds this member: only the member that started it may replace it,
+    /// so no member can reset a repair it does not run.
+    #[error(
+        "wallet {wallet}: a repair started by {} is running on this member; retry after it finishes or expires (`dkg_session_ttl_secs`)", seat_or(*coordinator, "a coordinator outside the roster")
+    )]
+    RepairBusy {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The seat of the member that started the running repair.
+        coordinator: Option<Seat>,
+    },
+    /// A repair was asked of a member whose store holds the wallet's key
+    /// or a record of it: a repair never overwrites one.
+    #[error(
+        "wallet {wallet} is {} on this member, and a repair never overwrites what its store holds; {}", state.as_str(), keyed_repair_hint(*state)
+    )]
+    RepairOfKeyedMember {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The wallet's state on this member.
+        state: crate::wallet::WalletStateKind,
+    },
+    /// A repair check failed; this member changed nothing.
+    #[error(
+        "wallet {wallet}: repair check failed: seat {accuser} accuses {} ({fault:?}); {}", seat_or(*accused, "no member"), repair_failed_hint(*accused)
+    )]
+    RepairFailed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// This member's seat.
+        accuser: Seat,
+        /// The helper whose own signed message proves the fault; `None`
+        /// for a relay fault (a message that does not verify, is missing,
+        /// repeated or out of place) or one the messages cannot pin on one
+        /// member.
+        accused: Option<Seat>,
+        /// What failed.
+        fault: RepairFault,
+    },
     /// A key package is already stored for the wallet; a later DKG never
     /// overwrites it.
     #[error(
@@ -768,7 +911,8 @@ impl Error {
             | Self::MessageMismatch { .. }
             | Self::Transaction { .. }
             | Self::RekeyNotPossible { .. }
-            | Self::RetireNotPossible { .. } => ErrorCode::InvalidRequest,
+            | Self::RetireNotPossible { .. }
+            | Self::ApprovalExpiry { .. } => ErrorCode::InvalidRequest,
             Self::UnknownWallet { .. } => ErrorCode::UnknownWallet,
             Self::WalletNotActive { .. } => ErrorCode::WalletNotActive,
             Self::RekeyInProgress { .. } | Self::SuccessorNotActive { .. } => {
@@ -798,12 +942,16 @@ impl Error {
             }
             Self::Store { source, .. } | Self::MarkerPurge { source } => store_code(source),
             Self::DkgMismatch { .. } => ErrorCode::DkgMismatch,
-            Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
-                ErrorCode::SessionConflict
-            }
+            Self::WalletAlreadyKeyed { .. }
+            | Self::KeyPackagePresent { .. }
+            | Self::RepairOfKeyedMember { .. } => ErrorCode::SessionConflict,
             Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
             Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
+            Self::RepairNotApproved { .. } => ErrorCode::RepairNotApproved,
+            Self::RepairNotInPhase { .. } => ErrorCode::RepairNotInPhase,
+            Self::RepairBusy { .. } => ErrorCode::RepairBusy,
+            Self::RepairFailed { .. } => ErrorCode::RepairFailed,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -841,6 +989,25 @@ fn dkg_failed_hint(accused: Option<Seat>) -> &'static str {
         "investigate the accused member, then start a new DKG session"
     } else {
         "check the coordinator and the network, then start a new DKG session"
+    }
+}
+
+/// What to do about a failed repair check.
+fn keyed_repair_hint(state: crate::wallet::WalletStateKind) -> &'static str {
+    match state {
+        crate::wallet::WalletStateKind::Corrupt => {
+            "run `thresig keys verify` and restore its records from a backup, or move the member onto a fresh store and repair it there"
+        }
+        _ => "repair only a member that lost the wallet's key (a fresh or restored store)",
+    }
+}
+
+fn repair_failed_hint(accused: Option<Seat>) -> &'static str {
+    match accused {
+        Some(_) => {
+            "investigate the accused helper (its own signed message proves the fault), then start the repair again without it"
+        }
+        None => "start the repair again, through another coordinator if it happens again",
     }
 }
 
@@ -1013,6 +1180,7 @@ mod tests {
                 wallet: wallet(),
                 state: WalletStateKind::Active,
             },
+            Error::ApprovalExpiry { secs: 0 },
             Error::LedgerContended { wallet: wallet() },
             Error::KeyPackageMissing {
                 wallet: wallet(),
@@ -1045,6 +1213,31 @@ mod tests {
                 accuser: seat,
                 accused: Some(Seat::try_from(2).unwrap()),
                 fault: DkgFault::InvalidPackage,
+            },
+            Error::RepairNotApproved {
+                wallet: wallet(),
+                lost: seat,
+            },
+            Error::RepairNotInPhase { wallet: wallet() },
+            Error::RepairBusy {
+                wallet: wallet(),
+                coordinator: Some(seat),
+            },
+            Error::RepairOfKeyedMember {
+                wallet: wallet(),
+                state: crate::wallet::WalletStateKind::Corrupt,
+            },
+            Error::RepairFailed {
+                wallet: wallet(),
+                accuser: seat,
+                accused: None,
+                fault: RepairFault::BadSignature,
+            },
+            Error::RepairFailed {
+                wallet: wallet(),
+                accuser: seat,
+                accused: Some(Seat::try_from(2).unwrap()),
+                fault: RepairFault::BadSigma,
             },
             Error::KeyPackagePresent { wallet: wallet() },
             Error::Store {
@@ -1084,6 +1277,7 @@ mod tests {
                 | Error::SuccessorNotActive { .. }
                 | Error::RekeyNotPossible { .. }
                 | Error::RetireNotPossible { .. }
+                | Error::ApprovalExpiry { .. }
                 | Error::ScriptTreeMismatch { .. }
                 | Error::LedgerContended { .. }
                 | Error::KeyPackageMissing { .. }
@@ -1093,6 +1287,11 @@ mod tests {
                 | Error::DkgNotInPhase { .. }
                 | Error::DkgBusy { .. }
                 | Error::DkgFailed { .. }
+                | Error::RepairNotApproved { .. }
+                | Error::RepairNotInPhase { .. }
+                | Error::RepairBusy { .. }
+                | Error::RepairOfKeyedMember { .. }
+                | Error::RepairFailed { .. }
                 | Error::KeyPackagePresent { .. }
                 | Error::Store { .. }
                 | Error::MarkerPurge { .. }
@@ -1193,6 +1392,10 @@ mod tests {
             DkgFailed,
             DkgBusy,
             DkgNotInPhase,
+            RepairNotApproved,
+            RepairNotInPhase,
+            RepairBusy,
+            RepairFailed,
             Internal,
         );
         for code in listed {

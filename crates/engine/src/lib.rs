@@ -9,7 +9,7 @@
 //!   that the coordinator is a member of the wallet and hands the proof to
 //!   the request's own method; [`Signer::status`], [`Signer::wallets`],
 //!   [`Signer::wallet_key`], [`Signer::operate`] (an
-//!   [`OperatorCommand`]: begin a rekey, retire) and [`Signer::dkg_abort`]
+//!   [`OperatorCommand`]: begin a rekey, retire, approve a repair) and [`Signer::dkg_abort`]
 //!   serve the local operator.
 //! - The API types ([`Request`], [`Response`]) are what a transport (the
 //!   daemon) converts its messages to and from; they define no wire format
@@ -78,6 +78,7 @@ mod error;
 mod ids;
 mod ledger;
 mod pool;
+mod repair;
 mod signer;
 mod target;
 #[cfg(feature = "test-util")]
@@ -92,11 +93,17 @@ pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
 pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
 pub use durable::decode_shares;
+pub use repair::{
+    InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,
+    RepairSession, SignedRepairMessage,
+};
 pub use signer::{OpenError, OperatorCommand, OperatorOutcome, Signer, Transition};
 pub use target::{Digest, SigningTarget, taproot_wallet};
 pub use wallet::WalletStateKind;
 
 pub use config::{ConfigError, IdentityKey, Limits, SignerConfig, WalletConfig};
-pub use error::{DkgFault, Error, ErrorCode, InternalFault, RequestPart, recovery_str};
+pub use error::{
+    DkgFault, Error, ErrorCode, InternalFault, RepairFault, RequestPart, recovery_str,
+};
 pub use ids::{CoordinatorId, WalletEpoch};
 pub use thresig_store::{InvalidWalletId, Recovery, Timestamp, WalletId};

@@ -4,7 +4,8 @@
 //! on ([`cluster::Cluster`]: members over the real encrypted store on
 //! simulated disks, a virtual clock, a seeded RNG, a fault-injecting store
 //! decorator; [`ask::Via`]: a coordinator's requests by kind; [`dkg`]: a DKG
-//! driven as a coordinator would). Nothing here is used by the signer itself.
+//! driven as a coordinator would; [`repair`]: a member repair driven as a
+//! coordinator would, and the lies a malicious helper can tell). Nothing here is used by the signer itself.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,6 +17,7 @@
 pub mod ask;
 pub mod cluster;
 pub mod dkg;
+pub mod repair;
 
 use ed25519_dalek::SigningKey;
 use thresig_tx::PolicyConfig;

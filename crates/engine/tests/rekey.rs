@@ -109,7 +109,7 @@ fn a_retired_wallet_refuses_everything_and_its_share_is_gone_after_a_restart() {
         let rekeyed = c
             .member(s)
             .signer()
-            .operate(&OperatorCommand::BeginRekey { wallet: wid("old") })
+            .operate(c.now, &OperatorCommand::BeginRekey { wallet: wid("old") })
             .unwrap();
         assert_eq!(rekeyed.transition, Transition::Done);
         assert_eq!(rekeyed.status.state, WalletStateKind::Rekeying);
@@ -117,7 +117,7 @@ fn a_retired_wallet_refuses_everything_and_its_share_is_gone_after_a_restart() {
         let retired = c
             .member(s)
             .signer()
-            .operate(&OperatorCommand::Retire { wallet: wid("old") })
+            .operate(c.now, &OperatorCommand::Retire { wallet: wid("old") })
             .unwrap();
         assert_eq!(retired.status.state, WalletStateKind::Retired);
         assert_eq!(retired.status.output_key, None, "no key held any more");

@@ -14,7 +14,10 @@
 //! Protocol: one JSON line per connection each way. The request is
 //! `{"command": "status" | "rotate_dek" | "rotate_kek" | "verify"}` for a
 //! store command, or `{"engine": <OperatorCommand>}` for an engine command
-//! (such as `{"engine": {"begin_rekey": {"wallet": "w"}}}`); the
+//! (such as `{"engine": {"begin_rekey": {"wallet": "w"}}}`, or
+//! `{"engine": {"approve_repair": {"wallet": "w", "seat": 3,
+//! "expires_in_secs": 3600}}}` for `thresig repair approve`, which only
+//! the signer's own operator can give, never a coordinator); the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.
@@ -252,7 +255,8 @@ pub(crate) struct AdminServer {
 impl AdminServer {
     /// Binds the socket at `path` (its directory created 0700, the socket
     /// chmod 0600, a stale socket of a killed signer removed) and serves
-    /// the `keys` commands over `store` on a new thread.
+    /// the `keys` commands over `store`, and the operator's commands for
+    /// `engine`, on a new thread.
     ///
     /// # Errors
     /// [`StartError`]: the directory cannot be made private, something
@@ -650,6 +654,11 @@ struct Target {
     engine: Engine,
 }
 
+/// The reply to a command that has run: as it is, unless it failed once
+/// the server was `stopping`. The failure may then come from the stop
+/// itself (the store's writer stopped under an abandoned rotation, which
+/// reports `writer_stopped`, terminal), so the client is told to retry,
+/// the command's own error kept in the message.
 fn settle(reply: Reply, stopping: bool) -> Reply {
     match reply {
         Reply::Error(e) if stopping => Reply::Error(RemoteError::new(
@@ -844,6 +853,25 @@ mod tests {
                 r#"{"command":"status","engine":{"retire":{"wallet":"w"}}}"#
             )
             .is_err()
+        );
+        let approve: Request = serde_json::from_str(
+            r#"{"engine":{"approve_repair":{"wallet":"w","seat":3,"expires_in_secs":60}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            approve,
+            Request::from(OperatorCommand::ApproveRepair {
+                wallet: thresig_engine::WalletId::new("w").unwrap(),
+                seat: thresig_crypto::Seat::try_from(3).unwrap(),
+                expires_in_secs: 60,
+            })
+        );
+        assert!(
+            serde_json::from_str::<Request>(
+                r#"{"engine":{"approve_repair":{"wallet":"w","seat":3,"expires_in_secs":60,"lost":2}}}"#,
+            )
+            .is_err(),
+            "an unknown field of an approval is refused"
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"recover"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"command":"status","x":1}"#).is_err());

@@ -15,6 +15,7 @@ mod lifecycle;
 mod load;
 mod member;
 mod psbt;
+mod repair;
 mod sweep;
 mod wallet;
 
@@ -63,6 +64,9 @@ enum Command {
     /// Sweep a rekeying wallet's outputs to its successor: build the PSBT
     /// and sign it through ROAST.
     Sweep(sweep::SweepArgs),
+    /// Rebuild a member's lost share with t helpers (`repair approve`: a
+    /// helper's operator approves that on its running signer).
+    Repair(repair::RepairArgs),
     /// Show the cluster: members, reachability, wallets.
     Status(member::StatusArgs),
     /// Measure signing over loopback: a local cluster signs many
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         Command::Dkg(args) => member::dkg(&args),
         Command::Sign(args) => member::sign_psbt(&args),
         Command::Sweep(args) => sweep::main(&args),
+        Command::Repair(args) => repair::main(&args),
         Command::Status(args) => member::status(&args),
         Command::Load(args) => load::main(&args, &mut rand_core::OsRng),
         Command::Psbt(args) => psbt::main(&args, unix_now()),
@@ -186,6 +191,12 @@ fn recovery(err: &anyhow::Error) -> Recovery {
             return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<SignError>() {
+            return e.recovery();
+        }
+        if let Some(e) = cause.downcast_ref::<thresig_cluster::RepairError>() {
+            return e.recovery();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::keys::KeysError>() {
             return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<thresig_daemon::Error>() {

@@ -12,13 +12,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 use thresig_cluster::config::Config;
 use thresig_cluster::node::{LocalEngine, admin_socket_path};
 use thresig_engine::{OperatorCommand, Signer, Transition, WalletId, WalletStateKind};
-use thresig_store::EncryptedStore;
+use thresig_store::{EncryptedStore, Timestamp};
 
 use crate::admin;
 use crate::keys::{self, KeysError, Output, Report};
@@ -95,8 +96,8 @@ fn on_engine(path: &Path, command: OperatorCommand) -> Result<Report, KeysError>
 }
 
 /// Runs an operator command on the engine over `store`: the one body of
-/// each `wallet` command, shared by this process and the signer's admin
-/// socket. A retire then rotates the DEK, so the live keyring no longer
+/// each `wallet` command and of `repair approve`, shared by this process
+/// and the signer's admin socket. A retire then rotates the DEK, so the live keyring no longer
 /// holds the key of the deleted key package's ciphertext (the bytes stay in
 /// freed pages: docs/lifecycle.md says what does destroy them); it runs
 /// again with every retire, so a rotation a crash interrupted is finished
@@ -112,8 +113,25 @@ pub(crate) fn run_on(
     store: &Arc<EncryptedStore>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, KeysError> {
-    let outcome = signer.operate(command)?;
+    let outcome = signer.operate(clock(), command)?;
     let status = &outcome.status;
+    if let OperatorCommand::ApproveRepair {
+        seat,
+        expires_in_secs,
+        ..
+    } = command
+    {
+        let json = json!({
+            "wallet": status.wallet.as_str(),
+            "seat": seat.get(),
+            "expires_unix_ms": outcome.expires.map(|t| t.0),
+        });
+        let text = format!(
+            "this signer helps repair seat {seat} of wallet {} for the next {expires_in_secs} s (until it restarts)\n",
+            status.wallet
+        );
+        return Ok(Report::clean(json, text));
+    }
     let changed = outcome.transition == Transition::Done;
     let mut json = json!({
         "wallet": status.wallet.as_str(),
@@ -152,4 +170,14 @@ pub(crate) fn run_on(
         ));
     }
     Ok(Report::clean(json, text))
+}
+
+/// The wall clock as the engine counts it (milliseconds since the Unix
+/// epoch; 0 if it reads before 1970, which expires any approval at once).
+fn clock() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    )
 }

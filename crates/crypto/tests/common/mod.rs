@@ -133,3 +133,39 @@ pub fn secp_verify(key: &XOnlyKey, message: &[u8; 32], sig: &Signature) -> bool 
 pub fn seats(v: &[u16]) -> Vec<Seat> {
     v.iter().map(|n| seat(*n)).collect()
 }
+
+/// Everything a repair run hands the repaired member: each helper's sigma
+/// and commitments, keyed by helper seat.
+#[derive(Debug)]
+pub struct RepairRun {
+    pub sigmas: Vec<(Seat, RepairSigma)>,
+    pub commitments: BTreeMap<Seat, RepairCommitments>,
+}
+
+/// Repair steps 1 and 2 for `lost` by `helpers`, every message delivered
+/// as sent.
+pub fn repair_run(
+    shares: &BTreeMap<Seat, KeyShare>,
+    wallet: &WalletKey,
+    helpers: &[Seat],
+    lost: Seat,
+    rng: &mut ChaCha20Rng,
+) -> Result<RepairRun, Error> {
+    let mut inbox: BTreeMap<Seat, Vec<(Seat, RepairDelta)>> = BTreeMap::new();
+    let mut commitments = BTreeMap::new();
+    for h in helpers {
+        let out = repair_step1(&shares[h], wallet, helpers, lost, rng)?;
+        commitments.insert(*h, out.commitments().clone());
+        for (to, d) in out.into_deltas() {
+            inbox.entry(to).or_default().push((*h, d));
+        }
+    }
+    let sigmas = inbox
+        .into_iter()
+        .map(|(me, received)| Ok((me, repair_step2(me, received, &commitments)?)))
+        .collect::<Result<_, Error>>()?;
+    Ok(RepairRun {
+        sigmas,
+        commitments,
+    })
+}

@@ -62,6 +62,9 @@ pub(crate) struct Shard {
     /// durable: `state` already holds the step's stricter state, and the
     /// step's retry commits again rather than finding it done.
     pub(crate) step_unacknowledged: bool,
+    /// The operator's repair approvals and a repair in progress (memory
+    /// only).
+    pub(crate) repair: crate::repair::RepairSlot,
 }
 
 /// Proof that a coordinator is a member of a wallet: built only by
@@ -111,7 +114,8 @@ pub(crate) struct Slot {
 /// - inputs: [`Signer::handle`], the one way a coordinator's [`Request`]
 ///   enters (it checks the coordinator's membership once, then dispatches);
 /// - operator commands: [`Signer::operate`] (which dispatches
-///   [`Signer::begin_rekey`] and [`Signer::retire`]), [`Signer::dkg_abort`];
+///   [`Signer::begin_rekey`], [`Signer::retire`] and
+///   [`Signer::approve_repair`]), [`Signer::dkg_abort`];
 /// - getters, for the local operator: [`Signer::status`],
 ///   [`Signer::wallets`], [`Signer::wallet_key`];
 /// - upkeep: [`Signer::prune`] drops expired nonces, forgotten tombstones
@@ -179,6 +183,7 @@ impl<S: Store> Signer<S> {
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
                 step_unacknowledged: false,
+                repair: crate::repair::RepairSlot::default(),
             };
             wallets.insert(
                 wallet.id.clone(),
@@ -273,6 +278,7 @@ impl<S: Store> Signer<S> {
             Request::DkgCancel { session, .. } => self
                 .dkg_cancel(&member, session)
                 .map(|dropped| Response::DkgCancelled { dropped }),
+            Request::Repair(req) => self.repair(now, &member, req, rng).map(Response::Repair),
         }
     }
 
@@ -307,6 +313,7 @@ impl<S: Store> Signer<S> {
             shard.pool.prune(now);
             shard.pending.prune(now);
             crate::dkg::expire(&mut shard, now);
+            shard.repair.expire(now);
         }
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])

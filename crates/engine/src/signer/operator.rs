@@ -5,7 +5,8 @@
 //! member's own operator only.
 
 use serde::{Deserialize, Serialize};
-use thresig_store::{Store, WalletId};
+use thresig_crypto::Seat;
+use thresig_store::{Store, Timestamp, WalletId};
 
 use super::Signer;
 use super::rekey::Transition;
@@ -28,6 +29,17 @@ pub enum OperatorCommand {
         /// The wallet.
         wallet: WalletId,
     },
+    /// Approve helping to repair one seat of a wallet, in this signer's
+    /// memory only ([`Signer::approve_repair`]).
+    ApproveRepair {
+        /// The wallet.
+        wallet: WalletId,
+        /// The wallet seat to be repaired.
+        seat: Seat,
+        /// How long the approval lasts, 1 to
+        /// [`MAX_APPROVAL_SECS`](crate::MAX_APPROVAL_SECS).
+        expires_in_secs: u64,
+    },
 }
 
 impl OperatorCommand {
@@ -35,7 +47,9 @@ impl OperatorCommand {
     #[must_use]
     pub fn wallet(&self) -> &WalletId {
         match self {
-            Self::BeginRekey { wallet } | Self::Retire { wallet } => wallet,
+            Self::BeginRekey { wallet }
+            | Self::Retire { wallet }
+            | Self::ApproveRepair { wallet, .. } => wallet,
         }
     }
 }
@@ -45,25 +59,41 @@ impl OperatorCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct OperatorOutcome {
-    /// Whether the wallet changed or was already in the state asked for.
+    /// Whether the wallet changed or was already in the state asked for
+    /// (an approval is always [`Transition::Done`]).
     pub transition: Transition,
+    /// When what the command granted expires (a repair approval).
+    pub expires: Option<Timestamp>,
     /// The wallet after the command.
     pub status: WalletStatus,
 }
 
 impl<S: Store> Signer<S> {
-    /// Runs one command of this member's operator.
+    /// Runs one command of this member's operator at `now`.
     ///
     /// # Errors
     /// The command's own errors ([`Signer::begin_rekey`],
-    /// [`Signer::retire`]).
-    pub fn operate(&self, command: &OperatorCommand) -> Result<OperatorOutcome, Error> {
-        let transition = match command {
-            OperatorCommand::BeginRekey { wallet } => self.begin_rekey(wallet)?,
-            OperatorCommand::Retire { wallet } => self.retire(wallet)?,
+    /// [`Signer::retire`], [`Signer::approve_repair`]).
+    pub fn operate(
+        &self,
+        now: Timestamp,
+        command: &OperatorCommand,
+    ) -> Result<OperatorOutcome, Error> {
+        let (transition, expires) = match command {
+            OperatorCommand::BeginRekey { wallet } => (self.begin_rekey(wallet)?, None),
+            OperatorCommand::Retire { wallet } => (self.retire(wallet)?, None),
+            OperatorCommand::ApproveRepair {
+                wallet,
+                seat,
+                expires_in_secs,
+            } => {
+                let expires = self.approve_repair(now, wallet, *seat, *expires_in_secs)?;
+                (Transition::Done, Some(expires))
+            }
         };
         Ok(OperatorOutcome {
             transition,
+            expires,
             status: self.status(command.wallet())?,
         })
     }

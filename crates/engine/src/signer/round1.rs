@@ -252,6 +252,7 @@ mod tests {
             dkg: None,
             dkg_cancelled: BTreeMap::new(),
             step_unacknowledged: false,
+            repair: crate::repair::RepairSlot::default(),
         }
     }
 

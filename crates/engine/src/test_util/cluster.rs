@@ -206,7 +206,8 @@ impl<S> FaultStore<S> {
         Self::over(Arc::clone(&self.inner))
     }
 
-    /// The next marker commit, or DKG part-3 commit, fails as `fault`.
+    /// The next marker commit, or commit of a key package (a DKG's part 3,
+    /// a repair's finish), fails as `fault`.
     pub fn fail_next_commit(&self, fault: Fault) {
         self.commit_faults.lock().unwrap().push_back(fault);
     }
@@ -279,9 +280,12 @@ impl<S: Store> Store for FaultStore<S> {
             WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
             _ => None,
         });
-        let dkg_result = ops
-            .iter()
-            .any(|op| matches!(op, WriteOp::PutDkgResult { .. }));
+        let dkg_result = ops.iter().any(|op| {
+            matches!(
+                op,
+                WriteOp::PutDkgResult { .. } | WriteOp::InsertKeyPackage { .. }
+            )
+        });
         if marker_wallet.is_none() && !dkg_result {
             let rewrites_record = ops.iter().any(|op| matches!(op, WriteOp::PutWallet { .. }));
             let fault = rewrites_record
@@ -589,6 +593,17 @@ impl Cluster {
     pub fn restart(&mut self, s: u16) {
         let m = &mut self.members[usize::from(s) - 1];
         drop(m.running.take());
+        let secret = identity_secret(s);
+        m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
+    }
+
+    /// Seat `s` loses its disk: the signer stops, and a new one opens over
+    /// a fresh, empty store on a new machine (same identity key), as after
+    /// a disk failure with no backup.
+    pub fn lose_disk(&mut self, s: u16) {
+        let m = &mut self.members[usize::from(s) - 1];
+        drop(m.running.take());
+        m.machine = Machine::new(u8::try_from(s).unwrap().wrapping_add(100));
         let secret = identity_secret(s);
         m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
     }

@@ -7,3 +7,4 @@ pub mod psbt;
 
 pub use thresig_engine::test_util::cluster::*;
 pub use thresig_engine::test_util::dkg;
+pub use thresig_engine::test_util::repair;
