@@ -384,6 +384,15 @@ impl From<WalletStatus> for proto::WalletStatus {
             epoch: status.epoch.map(|e| e.0),
             output_key: status.output_key.map(|k| k.0),
             live_nonces: count_to_wire(status.live_nonces),
+            repair_approvals: status
+                .repair_approvals
+                .into_iter()
+                .map(|(seat, expires)| proto::RepairApproval {
+                    seat: seat_to_wire(seat),
+                    expires_unix_ms: expires.0,
+                })
+                .collect(),
+            repairing: status.repairing.map(seat_to_wire),
         }
     }
 }
@@ -408,6 +417,17 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
         status.epoch = wire.epoch.map(WalletEpoch);
         status.output_key = wire.output_key.map(HexBytes);
         status.live_nonces = count_from_wire(wire.live_nonces)?;
+        status.repair_approvals = wire
+            .repair_approvals
+            .into_iter()
+            .map(|a| {
+                Ok((
+                    seat_from_wire(a.seat)?,
+                    thresig_store::Timestamp(a.expires_unix_ms),
+                ))
+            })
+            .collect::<Result<_, Error>>()?;
+        status.repairing = wire.repairing.map(seat_from_wire).transpose()?;
         Ok(status)
     }
 }

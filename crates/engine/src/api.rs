@@ -13,7 +13,7 @@ use crate::ids::WalletEpoch;
 use crate::target::SigningTarget;
 use crate::wallet::WalletStateKind;
 use thresig_crypto::Seat;
-use thresig_store::WalletId;
+use thresig_store::{Timestamp, WalletId};
 
 /// Bytes, encoded as lowercase hex in JSON.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -267,6 +267,13 @@ pub struct WalletStatus {
     pub output_key: Option<HexBytes>,
     /// Live nonces held for this wallet.
     pub live_nonces: usize,
+    /// The repairs this signer's operator approved and no helper's sum
+    /// has used up yet: the seat, and when its approval expires (an
+    /// expired one is dropped at the next prune). Memory only.
+    pub repair_approvals: Vec<(Seat, Timestamp)>,
+    /// The seat a repair this member takes part in rebuilds, while that
+    /// repair runs here (memory only).
+    pub repairing: Option<Seat>,
 }
 
 impl WalletStatus {
@@ -288,6 +295,8 @@ impl WalletStatus {
             epoch: None,
             output_key: None,
             live_nonces: 0,
+            repair_approvals: Vec::new(),
+            repairing: None,
         }
     }
 }

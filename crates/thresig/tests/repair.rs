@@ -150,13 +150,24 @@ impl Lab {
 
     /// `member`'s state of the wallet, as `thresig status` shows it.
     fn state(&self, member: u16) -> String {
-        let out = thresig(&["status", "--config", &self.config(1), "--json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        status["members"][usize::from(member) - 1]["wallets"][0]["state"]
+        self.wallet_status(member)["state"]
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// The wallet on `member`, as `thresig status --json` shows it.
+    fn wallet_status(&self, member: u16) -> serde_json::Value {
+        let out = thresig(&["status", "--config", &self.config(1), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        status["members"][usize::from(member) - 1]["wallets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["wallet"] == WALLET)
+            .unwrap()
+            .clone()
     }
 
     /// Signs a self-payment with every member but `absent` (stopped first,
@@ -318,6 +329,58 @@ fn recovers(lab: &mut Lab, approve_again: &[u16]) {
     let out = lab.repair();
     assert!(out.status.success(), "{}", stderr(&out));
     lab.signs_without(2, 0x22);
+}
+
+/// A helper whose wallet is rekeying never helps again: `thresig repair`
+/// exits 1 (terminal) naming the rekey, and nothing changes.
+#[test]
+fn a_repair_whose_helper_is_rekeying_exits_1_and_changes_nothing() {
+    let mut lab = Lab::new(39);
+    lab.lose_disk();
+    // Member 2's wallet gets a successor (a restart reads it), and its
+    // operator starts the wallet's emergency rekey there.
+    lab.restart(2, |lab| {
+        let path = lab.config(2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let wallet = format!("id = \"{WALLET}\"\n");
+        assert!(text.contains(&wallet), "{text}");
+        let text = text.replacen(&wallet, &format!("{wallet}successor = \"next\"\n"), 1);
+        let text =
+            format!("{text}\n[[wallets]]\nid = \"next\"\nthreshold = 2\nmembers = [1, 2, 3]\n");
+        std::fs::write(&path, text).unwrap();
+    });
+    let rekey = thresig(&[
+        "wallet",
+        "rekey",
+        "--config",
+        &lab.config(2),
+        "--wallet",
+        WALLET,
+        "--json",
+    ]);
+    assert!(rekey.status.success(), "{}", stderr(&rekey));
+    assert_eq!(lab.state(2), "rekeying");
+    lab.approve(1);
+    lab.approve(2);
+    let out = lab.repair();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let why = stderr(&out);
+    assert!(
+        why.contains("rekey_in_progress") && why.contains("being rekeyed"),
+        "{why}"
+    );
+    assert_eq!(lab.state(LOST), "dkg_pending");
+    assert_eq!(lab.state(2), "rekeying");
+    // Helper 1's approval is not used up (no sum ran): status lists it.
+    let pending = &lab.wallet_status(1)["pending"];
+    assert!(
+        pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["op"] == "repair_approval"),
+        "{pending}"
+    );
 }
 
 #[test]

@@ -125,6 +125,8 @@ fn requests_and_replies_round_trip() {
     status.epoch = Some(WalletEpoch(1));
     status.output_key = Some(HexBytes(vec![0xab; 32]));
     status.live_nonces = 4;
+    status.repair_approvals = vec![(seat(3), thresig_store::Timestamp(1_700_000_000_000))];
+    status.repairing = Some(seat(3));
     let wallets = vec![status.clone()];
     let wire = proto::StatusResult::from_response(Response::Wallets { wallets }).unwrap();
     assert_eq!(Vec::<WalletStatus>::try_from(wire).unwrap(), vec![status]);
@@ -229,6 +231,8 @@ fn malformed_fields_become_typed_errors() {
         epoch: None,
         output_key: None,
         live_nonces: 0,
+        repair_approvals: Vec::new(),
+        repairing: None,
     };
     assert!(matches!(
         WalletStatus::try_from(status),

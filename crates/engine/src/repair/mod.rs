@@ -76,6 +76,20 @@ impl RepairSlot {
             self.session = None;
         }
     }
+
+    /// The approvals not used up, as status shows them.
+    pub(crate) fn approvals(&self) -> Vec<(Seat, Timestamp)> {
+        self.approvals.iter().map(|(s, t)| (*s, *t)).collect()
+    }
+
+    /// The seat of the repair running on this member, unless this member's
+    /// part of it is done.
+    pub(crate) fn repairing(&self) -> Option<Seat> {
+        self.session
+            .as_ref()
+            .filter(|s| !s.done())
+            .map(|s| s.session.lost)
+    }
 }
 
 /// A repair in progress on this member.

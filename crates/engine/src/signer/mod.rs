@@ -445,6 +445,8 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
         epoch: key.map(|k| k.epoch),
         output_key: key.map(|k| HexBytes(k.key.output_key().to_bytes().to_vec())),
         live_nonces: shard.pool.live(),
+        repair_approvals: shard.repair.approvals(),
+        repairing: shard.repair.repairing(),
     })
 }
 
