@@ -29,8 +29,8 @@ use thresig_engine::{
 };
 use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, KeyEpoch, PolicyKey, Store as _, WalletId};
-use thresig_tx::{Destination, Network, Payment, SpendInput, TaprootWallet, WalletPsbt};
 use thresig_tx::test_util::verify_with_core;
+use thresig_tx::{Destination, Network, Payment, SpendInput, TaprootWallet, WalletPsbt};
 
 /// The successor every member's configuration names for [`WALLET`].
 const NEXT: &str = "next";
@@ -602,7 +602,12 @@ fn child_coordinates_round_2_to_member_1_and_is_killed() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| hex::decode(m.as_str().unwrap()).unwrap().try_into().unwrap())
+        .map(|m| {
+            hex::decode(m.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
         .collect();
     let psbt = hex::decode(request["psbt"].as_str().unwrap()).unwrap();
     let peers = Peers::new(&Config::load(Path::new(&config)).unwrap().node.unwrap()).unwrap();
@@ -636,10 +641,7 @@ fn a_retire_killed_before_its_dek_rotation_rotates_when_run_again() {
     assert!(rotated > before, "{again}");
     assert_eq!(r.dek_term(1), rotated);
     refused(&r.sweep(1), "wallet_retired");
-    refused(
-        &r.sign(&r.old, WALLET, 6, &r.old.address),
-        "wallet_retired",
-    );
+    refused(&r.sign(&r.old, WALLET, 6, &r.old.address), "wallet_retired");
     r.cluster.local.kill(seat(1)).unwrap();
     assert!(!r.holds_share(1, WALLET));
     assert!(r.holds_share(1, NEXT));
