@@ -657,9 +657,13 @@ fn child_commits_a_retire_and_is_killed() {
     };
     let engine = LocalEngine::open(Path::new(&config)).unwrap();
     let wallet = thresig_engine::WalletId::new(WALLET.to_owned()).unwrap();
+    // A retire reads no clock: any time will do.
     engine
         .signer
-        .operate(&OperatorCommand::Retire { wallet })
+        .operate(
+            thresig_store::Timestamp(0),
+            &OperatorCommand::Retire { wallet },
+        )
         .unwrap();
     kill_9_self();
 }
