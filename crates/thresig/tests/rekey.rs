@@ -17,7 +17,8 @@ use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use common::{
-    Made, ProcessCluster, WALLET, address, dkg, json, payment, seat, thresig, wait_ready,
+    Made, ProcessCluster, WALLET, address, dkg, json, name_successor, payment, seat, thresig,
+    wait_ready,
 };
 use serde_json::Value;
 use thresig_cluster::Peers;
@@ -52,15 +53,7 @@ impl Rekey {
     fn new(seed: u64) -> Self {
         let mut cluster = ProcessCluster::provision(3, 2, &[address(9)], seed);
         for s in cluster.seats() {
-            let path = cluster.config_path(s);
-            let text = std::fs::read_to_string(&path).unwrap();
-            let wallet = format!("id = \"{WALLET}\"\n");
-            assert!(text.contains(&wallet), "{text}");
-            let text = text.replacen(&wallet, &format!("{wallet}successor = \"{NEXT}\"\n"), 1);
-            let text = format!(
-                "{text}\n[[wallets]]\nid = \"{NEXT}\"\nthreshold = 2\nmembers = [1, 2, 3]\n"
-            );
-            std::fs::write(&path, text).unwrap();
+            name_successor(&cluster.config_path(s), NEXT);
         }
         let runtime = tokio::runtime::Runtime::new().unwrap();
         cluster.start_all(&runtime);

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use bitcoin::Transaction;
 use bitcoin::consensus::encode::deserialize_hex;
-use common::{Made, ProcessCluster, WALLET, dkg, seat, self_payment, thresig, wait_ready};
+use common::{
+    Made, ProcessCluster, WALLET, dkg, name_successor, seat, self_payment, thresig, wait_ready,
+};
 use thresig_cluster::Peers;
 use thresig_crypto::Seat;
 use thresig_daemon::Error as DaemonError;
@@ -339,16 +341,7 @@ fn a_repair_whose_helper_is_rekeying_exits_1_and_changes_nothing() {
     lab.lose_disk();
     // Member 2's wallet gets a successor (a restart reads it), and its
     // operator starts the wallet's emergency rekey there.
-    lab.restart(2, |lab| {
-        let path = lab.config(2);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let wallet = format!("id = \"{WALLET}\"\n");
-        assert!(text.contains(&wallet), "{text}");
-        let text = text.replacen(&wallet, &format!("{wallet}successor = \"next\"\n"), 1);
-        let text =
-            format!("{text}\n[[wallets]]\nid = \"next\"\nthreshold = 2\nmembers = [1, 2, 3]\n");
-        std::fs::write(&path, text).unwrap();
-    });
+    lab.restart(2, |lab| name_successor(Path::new(&lab.config(2)), "next"));
     let rekey = thresig(&[
         "wallet",
         "rekey",

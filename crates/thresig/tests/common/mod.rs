@@ -143,6 +143,23 @@ pub struct Made {
     pub address: String,
 }
 
+/// Names `successor` (a 2-of-3 wallet of members 1 to 3, added to the
+/// file) as [`WALLET`]'s successor in the member configuration at `path`;
+/// a running signer reads it at its next start.
+pub fn name_successor(path: &Path, successor: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let wallet = format!("id = \"{WALLET}\"\n");
+    assert!(text.contains(&wallet), "{text}");
+    let text = text.replacen(
+        &wallet,
+        &format!("{wallet}successor = \"{successor}\"\n"),
+        1,
+    );
+    let text =
+        format!("{text}\n[[wallets]]\nid = \"{successor}\"\nthreshold = 2\nmembers = [1, 2, 3]\n");
+    std::fs::write(path, text).unwrap();
+}
+
 /// Runs the DKG of `wallet` from `config`.
 pub fn dkg(config: &Path, wallet: &str) -> Made {
     let config = config.to_str().unwrap();
