@@ -54,5 +54,8 @@ pub use dkg::{DkgError, DkgOutcome, run_dkg};
 pub use identity::IdentityError;
 pub use peers::Peers;
 pub use progress::{Progress, Silent};
-pub use sign::{Round2Journal, SignError, SignOptions, SignOutcome, sign};
+pub use sign::{
+    Round2Journal, SignError, SignOptions, SignOutcome, WireScheme, describe as describe_failure,
+    refusal_of, sign,
+};
 pub use status::{MemberStatus, OwnWallet, WalletView, cluster_status, own_wallet, wallet_views};

@@ -180,6 +180,14 @@ impl Node {
         &self.manager
     }
 
+    /// The engine behind the daemon's seam, for a host that embeds the
+    /// signer and carries its requests itself (`thresig-ffi`): it maps a
+    /// cluster seat to the coordinator that member is, as the daemon does.
+    #[must_use]
+    pub fn handler(&self) -> &EngineHandler<Arc<EncryptedStore>> {
+        &self.handler
+    }
+
     /// Where this signer's admin socket belongs ([`admin_socket_path`]).
     #[must_use]
     pub fn admin_socket(&self) -> &Path {

@@ -142,7 +142,8 @@ fn culprit_list(culprits: &[Seat]) -> String {
 
 /// Why a run failed, for the operator: which members refused what (by
 /// cluster seat, grouped by refusal), and what to check.
-fn describe(failure: Failure<thresig_crypto::Error>, wallet: &NodeWallet) -> String {
+#[must_use]
+pub fn describe(failure: Failure<thresig_crypto::Error>, wallet: &NodeWallet) -> String {
     match failure {
         Failure::Deadline => "the deadline passed while members were silent or refused for now; \
              check that each member's `thresig serve` runs (`thresig status`), then run the command again"
@@ -208,8 +209,9 @@ impl SignError {
 
 /// The wallet's key record as the coordinator's scheme, with shares as they
 /// arrive off the wire: `None` is a share that did not decode, which is as
-/// much proof of malice as a share that does not verify.
-struct WireScheme(WalletKey);
+/// much proof of malice as a share that does not verify. Public for the
+/// other drivers of the coordinator (`thresig-ffi`'s coordinator handle).
+pub struct WireScheme(pub WalletKey);
 
 impl Scheme for WireScheme {
     type Message = [u8; 32];
@@ -774,8 +776,9 @@ fn failure(
 }
 
 /// The ROAST view of a signer's refusal: by its stable code, and else by
-/// whether it may pass.
-fn refusal_of(error: &SignerError) -> Refusal {
+/// whether it may pass. Public for the other drivers of the coordinator.
+#[must_use]
+pub fn refusal_of(error: &SignerError) -> Refusal {
     match error.code.kind() {
         // An expired attempt is a nonce the signer no longer holds: a fresh
         // round 1 brings it back.
