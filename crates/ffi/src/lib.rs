@@ -326,3 +326,17 @@ unsafe fn opened_into<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_a_call_becomes_a_terminal_internal_error() {
+        let caught: Result<(), FfiError> = guarded(|| panic!("payload 7f3e"));
+        let err = caught.unwrap_err();
+        assert_eq!(err.code, "internal");
+        assert_eq!(err.recovery, thresig_store::Recovery::Terminal);
+        assert!(!err.message.contains("7f3e"), "{}", err.message);
+    }
+}

@@ -211,8 +211,16 @@ pub fn dkg(configs: &[PathBuf], members: &[Member]) -> Value {
     relay.drive(members, "dkg_done", 0)
 }
 
-/// The static library cargo built beside the running test's binary.
+/// The crate's static library, built now: `cargo test` builds only the
+/// rlib its tests link, so the `.a` beside them could be stale.
 pub fn static_library() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", "thresig-ffi", "--lib"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(built.success(), "cargo build -p thresig-ffi --lib failed");
     let exe = std::env::current_exe().unwrap();
     let lib = exe
         .parent()
