@@ -46,18 +46,7 @@ fn made(dir: &Path) -> (Made, Vec<Member>) {
     let key_hex = first.ok("wallet_key", json!({"from": 1, "wallet": WALLET}))["key"].clone();
     let key = WalletKey::from_bytes(&hex::decode(key_hex.as_str().unwrap()).unwrap()).unwrap();
     let status = first.ok("status", json!({"from": 1, "wallet": WALLET}));
-    let script = format!("5120{}", status["output_key"].as_str().unwrap());
-    let psbt = first.ok(
-        "psbt_build",
-        json!({
-            "wallet": WALLET,
-            "inputs": [{"txid": "33".repeat(32), "vout": 0, "value_sat": 70_000, "script_pubkey": script}],
-            "outputs": [{"script_pubkey": script, "value_sat": 69_000}],
-        }),
-    )["psbt"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let psbt = common::self_spend(first, 0x33);
     let taproot = thresig_engine::taproot_wallet(thresig_tx::Network::Regtest, &key).unwrap();
     let psbt = thresig_tx::WalletPsbt::from_base64(&psbt, &taproot).unwrap();
     let message = psbt.wallet_sighashes().unwrap()[0].sighash.to_byte_array();

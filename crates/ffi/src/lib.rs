@@ -88,24 +88,18 @@ pub unsafe extern "C" fn thresig_open(
     error: *mut *mut u8,
     error_len: *mut usize,
 ) -> i32 {
-    if handle.is_null() {
-        return THRESIG_NO_OUTPUT;
+    // SAFETY: the caller's contract is `open_with`'s.
+    unsafe {
+        open_with(config_path, len, handle, error, error_len, |bytes| {
+            let text = std::str::from_utf8(bytes).map_err(|_| {
+                FfiError::envelope(
+                    EnvelopeCode::InvalidEnvelope,
+                    "the configuration path is not UTF-8; pass the path of signer.toml as UTF-8",
+                )
+            })?;
+            SignerHandle::open(Path::new(text)).map(ThresigSigner)
+        })
     }
-    // SAFETY: the caller passes `len` readable bytes or null.
-    let path = unsafe { input(config_path, len) };
-    let opened = guarded(|| {
-        let bytes = path?;
-        let text = std::str::from_utf8(bytes).map_err(|_| {
-            FfiError::envelope(
-                EnvelopeCode::InvalidEnvelope,
-                "the configuration path is not UTF-8; pass the path of signer.toml as UTF-8",
-            )
-        })?;
-        SignerHandle::open(Path::new(text))
-    });
-    // SAFETY: `handle`, `error` and `error_len` are valid for writes or
-    // null (checked by `opened_into`).
-    unsafe { opened_into(opened.map(ThresigSigner), handle, error, error_len) }
 }
 
 /// Answers one request envelope (`len` bytes at `request`) on a signer
@@ -130,17 +124,17 @@ pub unsafe extern "C" fn thresig_call(
     response: *mut *mut u8,
     response_len: *mut usize,
 ) -> i32 {
-    // SAFETY: the caller passes `len` readable bytes or null.
-    let bytes = unsafe { input(request, len) };
-    let answer = guarded(|| {
-        // SAFETY: a non-null handle is a live `ThresigSigner` (caller's
-        // contract); it is only read.
-        let signer = unsafe { handle.as_ref() }.ok_or_else(|| null("handle"))?;
-        let envelope = Envelope::parse(bytes?)?;
-        signer.0.call(&envelope)
-    });
-    // SAFETY: `response` and `response_len` are valid for writes or null.
-    unsafe { output(respond(answer), response, response_len) }
+    // SAFETY: the caller's contract is `call_with`'s.
+    unsafe {
+        call_with(
+            handle,
+            request,
+            len,
+            response,
+            response_len,
+            |signer, envelope| signer.0.call(envelope),
+        )
+    }
 }
 
 /// Closes a signer handle: stops its key manager and its store's writer.
@@ -151,13 +145,8 @@ pub unsafe extern "C" fn thresig_call(
 /// not in use by another thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn thresig_close(handle: *mut ThresigSigner) {
-    if handle.is_null() {
-        return;
-    }
-    // SAFETY: the handle came from `Box::into_raw` in `thresig_open` and is
-    // closed once (caller's contract), so the box is reclaimed once.
-    let signer = unsafe { Box::from_raw(handle) };
-    let _ = catch_unwind(AssertUnwindSafe(move || signer.0.close()));
+    // SAFETY: the caller's contract is `close_with`'s.
+    unsafe { close_with(handle, |signer| signer.0.close()) }
 }
 
 /// Opens a coordinator: a DKG relay or a ROAST signing run, from the setup
@@ -175,15 +164,12 @@ pub unsafe extern "C" fn thresig_coordinator_open(
     error: *mut *mut u8,
     error_len: *mut usize,
 ) -> i32 {
-    if handle.is_null() {
-        return THRESIG_NO_OUTPUT;
+    // SAFETY: the caller's contract is `open_with`'s.
+    unsafe {
+        open_with(setup, len, handle, error, error_len, |bytes| {
+            CoordinatorHandle::open(bytes).map(|c| ThresigCoordinator(Mutex::new(c)))
+        })
     }
-    // SAFETY: the caller passes `len` readable bytes or null.
-    let bytes = unsafe { input(setup, len) };
-    let opened = guarded(|| CoordinatorHandle::open(bytes?));
-    let opened = opened.map(|c| ThresigCoordinator(Mutex::new(c)));
-    // SAFETY: as in `thresig_open`.
-    unsafe { opened_into(opened, handle, error, error_len) }
 }
 
 /// Answers one request envelope on a coordinator handle (`poll_transmit`,
@@ -201,23 +187,26 @@ pub unsafe extern "C" fn thresig_coordinator_call(
     response: *mut *mut u8,
     response_len: *mut usize,
 ) -> i32 {
-    // SAFETY: the caller passes `len` readable bytes or null.
-    let bytes = unsafe { input(request, len) };
-    let answer = guarded(|| {
-        // SAFETY: a non-null handle is a live `ThresigCoordinator`.
-        let coordinator = unsafe { handle.as_ref() }.ok_or_else(|| null("handle"))?;
-        let envelope = Envelope::parse(bytes?)?;
-        // A panic inside a call leaves the run in an unknown state: the
-        // poisoned lock then refuses every later call with `internal`.
-        let mut run = coordinator.0.lock().map_err(|_| {
-            FfiError::internal(
-                "an earlier call on this coordinator failed inside; close it and open a new one",
-            )
-        })?;
-        run.call(&envelope)
-    });
-    // SAFETY: `response` and `response_len` are valid for writes or null.
-    unsafe { output(respond(answer), response, response_len) }
+    // SAFETY: the caller's contract is `call_with`'s.
+    unsafe {
+        call_with(
+            handle,
+            request,
+            len,
+            response,
+            response_len,
+            |coordinator, envelope| {
+                // A panic inside a call leaves the run in an unknown state: the
+                // poisoned lock then refuses every later call with `internal`.
+                let mut run = coordinator.0.lock().map_err(|_| {
+                FfiError::internal(
+                    "an earlier call on this coordinator failed inside; close it and open a new one",
+                )
+            })?;
+                run.call(envelope)
+            },
+        )
+    }
 }
 
 /// Closes a coordinator handle. A null handle is ignored.
@@ -227,12 +216,8 @@ pub unsafe extern "C" fn thresig_coordinator_call(
 /// only once and not in use by another thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn thresig_coordinator_close(handle: *mut ThresigCoordinator) {
-    if handle.is_null() {
-        return;
-    }
-    // SAFETY: the handle came from `Box::into_raw` and is closed once.
-    let coordinator = unsafe { Box::from_raw(handle) };
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(coordinator)));
+    // SAFETY: the caller's contract is `close_with`'s.
+    unsafe { close_with(handle, drop) }
 }
 
 /// Frees a buffer this library returned (a response or error envelope),
@@ -249,6 +234,73 @@ pub unsafe extern "C" fn thresig_free(ptr: *mut u8, len: usize) {
     // SAFETY: `output` made this pointer from a boxed slice of exactly
     // `len` bytes, freed only once (caller's contract).
     drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) });
+}
+
+/// Opens a handle from the caller's `len` bytes at `ptr` with `open`, and
+/// stores it in `*handle`, or the error envelope in `*error`.
+///
+/// # Safety
+/// `ptr` is null or points to `len` readable bytes; `handle`, `error` and
+/// `error_len` are null or valid for writes.
+unsafe fn open_with<T>(
+    ptr: *const u8,
+    len: usize,
+    handle: *mut *mut T,
+    error: *mut *mut u8,
+    error_len: *mut usize,
+    open: impl FnOnce(&[u8]) -> Result<T, FfiError>,
+) -> i32 {
+    if handle.is_null() {
+        return THRESIG_NO_OUTPUT;
+    }
+    // SAFETY: the caller passes `len` readable bytes or null.
+    let bytes = unsafe { input(ptr, len) };
+    let opened = guarded(|| open(bytes?));
+    // SAFETY: `handle` is non-null and valid for writes; `error` and
+    // `error_len` are valid for writes or null.
+    unsafe { opened_into(opened, handle, error, error_len) }
+}
+
+/// Answers the caller's request envelope on `handle` with `answer`, into
+/// `*response`.
+///
+/// # Safety
+/// `handle` is null or a live handle of its kind; `request` is null or
+/// points to `len` readable bytes; `response` and `response_len` are null
+/// or valid for writes.
+unsafe fn call_with<H>(
+    handle: *const H,
+    request: *const u8,
+    len: usize,
+    response: *mut *mut u8,
+    response_len: *mut usize,
+    answer: impl FnOnce(&H, &Envelope) -> Result<serde_json::Value, FfiError>,
+) -> i32 {
+    // SAFETY: the caller passes `len` readable bytes or null.
+    let bytes = unsafe { input(request, len) };
+    let answer = guarded(|| {
+        // SAFETY: a non-null handle is live (caller's contract); it is only
+        // read.
+        let handle = unsafe { handle.as_ref() }.ok_or_else(|| null("handle"))?;
+        answer(handle, &Envelope::parse(bytes?)?)
+    });
+    // SAFETY: `response` and `response_len` are valid for writes or null.
+    unsafe { output(respond(answer), response, response_len) }
+}
+
+/// Reclaims a handle and closes it with `close`; a null handle is ignored.
+///
+/// # Safety
+/// `handle` is null or came from `Box::into_raw` in `opened_into`, is
+/// closed only once and is not in use by another thread.
+unsafe fn close_with<T>(handle: *mut T, close: impl FnOnce(T)) {
+    if handle.is_null() {
+        return;
+    }
+    // SAFETY: boxed by `opened_into` and closed once (caller's contract), so
+    // the box is reclaimed once.
+    let handle = unsafe { Box::from_raw(handle) };
+    let _ = catch_unwind(AssertUnwindSafe(move || close(*handle)));
 }
 
 /// The caller's input bytes, or `null_argument` for a null pointer.

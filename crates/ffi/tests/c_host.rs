@@ -30,16 +30,5 @@ fn a_c_host_runs_a_dkg_and_a_taproot_signature_through_the_abi() {
         "cc failed:\n{}",
         String::from_utf8_lossy(&compiled.stderr)
     );
-    let ran = Command::new(&program)
-        .arg(common::WALLET)
-        .args(&configs)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&ran.stdout);
-    assert!(
-        ran.status.success(),
-        "the C host failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
-    common::verify_host_output(&stdout);
+    common::run_host(&program, &configs);
 }

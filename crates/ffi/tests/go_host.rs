@@ -37,16 +37,5 @@ fn the_go_example_runs_a_dkg_and_a_signature() {
         "go build failed:\n{}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let ran = Command::new(&program)
-        .arg(common::WALLET)
-        .args(&configs)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&ran.stdout);
-    assert!(
-        ran.status.success(),
-        "the Go host failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
-    common::verify_host_output(&stdout);
+    common::run_host(&program, &configs);
 }

@@ -42,17 +42,7 @@ fn one_handle_used_from_eight_threads_stays_consistent() {
 
     // Markers: the coordinator's round 2 for member 1, sent by 8 threads.
     let key = first.ok("wallet_key", json!({"from": 1, "wallet": WALLET}))["key"].clone();
-    let output_key = status["output_key"].as_str().unwrap().to_owned();
-    let script = format!("5120{output_key}");
-    let psbt = first.ok(
-        "psbt_build",
-        json!({
-            "wallet": WALLET,
-            "inputs": [{"txid": "22".repeat(32), "vout": 1, "value_sat": 50_000, "script_pubkey": script}],
-            "outputs": [{"script_pubkey": script, "value_sat": 49_000}],
-        }),
-    )["psbt"]
-        .clone();
+    let psbt = common::self_spend(first, 0x22);
     let run = Coordinator::open(&json!({
         "kind": "sign", "config_path": configs[0], "wallet": WALLET, "key": key,
         "epoch": status["epoch"], "psbt": psbt, "now_ms": 0,

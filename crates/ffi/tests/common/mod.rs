@@ -275,3 +275,37 @@ pub fn verify_host_output(stdout: &str) {
         )
         .expect("the host's signature verifies under the wallet's output key");
 }
+
+/// Runs a host program on the cluster and checks its signature
+/// ([`verify_host_output`]).
+pub fn run_host(program: &Path, configs: &[PathBuf]) {
+    let ran = std::process::Command::new(program)
+        .arg(WALLET)
+        .args(configs)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "{} failed:\n{stdout}\n{}",
+        program.display(),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    verify_host_output(&stdout);
+}
+
+/// A PSBT (base64) spending one synthetic output of the wallet (its txid
+/// made of `byte`) back to the wallet, built by `member`.
+pub fn self_spend(member: &Member, byte: u8) -> String {
+    let status = member.ok("status", json!({"from": 1, "wallet": WALLET}));
+    let script = format!("5120{}", status["output_key"].as_str().unwrap());
+    let built = member.ok(
+        "psbt_build",
+        json!({
+            "wallet": WALLET,
+            "inputs": [{"txid": hex::encode([byte; 32]), "vout": 0, "value_sat": 60_000, "script_pubkey": script}],
+            "outputs": [{"script_pubkey": script, "value_sat": 59_000}],
+        }),
+    );
+    built["psbt"].as_str().unwrap().to_owned()
+}
