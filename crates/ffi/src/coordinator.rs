@@ -139,7 +139,6 @@ impl CoordinatorHandle {
                 ..
             } => {
                 let signing = Signing::new(
-                    &handle.wallet,
                     node.network,
                     &key,
                     epoch,
@@ -614,7 +613,6 @@ struct Signing {
 
 impl Signing {
     fn new(
-        wallet: &NodeWallet,
         network: thresig_tx::Network,
         key: &HexBytes,
         epoch: WalletEpoch,
@@ -645,7 +643,6 @@ impl Signing {
         let output_key = key.output_key().to_bytes();
         let roast = Coordinator::new(origin.0, config, WireScheme(key), messages.clone())
             .map_err(|e| FfiError::invalid_request(format!("the signing run: {e}")))?;
-        let _ = wallet;
         Ok(Self {
             roast,
             origin,
