@@ -62,6 +62,7 @@ impl EnvelopeCode {
 /// once and says what to do. Messages are built from ids, counts and the
 /// lower crates' messages, which never hold secret material.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FfiError {
     /// The stable code (`docs/errors.md`).
     pub code: Cow<'static, str>,
