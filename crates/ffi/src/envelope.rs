@@ -156,19 +156,25 @@ struct RawEnvelope {
     request: Option<Value>,
 }
 
+/// Refuses a request of `len` bytes past [`MAX_REQUEST_BYTES`]; checked on
+/// the length alone, before the bytes are read or even sliced.
+pub(crate) fn check_size(len: usize) -> Result<(), FfiError> {
+    if len > MAX_REQUEST_BYTES {
+        return Err(FfiError::envelope(
+            EnvelopeCode::RequestTooLarge,
+            format!(
+                "the request is {len} bytes, more than the {MAX_REQUEST_BYTES} a request may be; \
+                 split the work into smaller requests"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Envelope {
     /// Reads a request envelope: size first, then UTF-8, shape and version.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Self, FfiError> {
-        if bytes.len() > MAX_REQUEST_BYTES {
-            return Err(FfiError::envelope(
-                EnvelopeCode::RequestTooLarge,
-                format!(
-                    "the request is {} bytes, more than the {MAX_REQUEST_BYTES} a request may be; \
-                     split the work into smaller requests",
-                    bytes.len()
-                ),
-            ));
-        }
+        check_size(bytes.len())?;
         let text = std::str::from_utf8(bytes).map_err(|e| {
             FfiError::envelope(
                 EnvelopeCode::InvalidEnvelope,

@@ -303,7 +303,9 @@ unsafe fn close_with<T>(handle: *mut T, close: impl FnOnce(T)) {
     let _ = catch_unwind(AssertUnwindSafe(move || close(*handle)));
 }
 
-/// The caller's input bytes, or `null_argument` for a null pointer.
+/// The caller's input bytes, or `null_argument` for a null pointer, or
+/// `request_too_large` for a length past the cap (checked first: a slice
+/// longer than `isize::MAX` bytes is undefined behaviour to make).
 ///
 /// # Safety
 /// `ptr` is null or points to `len` readable bytes that outlive the call.
@@ -311,6 +313,7 @@ unsafe fn input<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], FfiError> {
     if ptr.is_null() {
         return Err(null("request"));
     }
+    envelope::check_size(len)?;
     // SAFETY: non-null and `len` readable bytes (caller's contract).
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }

@@ -160,3 +160,51 @@ proptest! {
         prop_assert!(response.get("ok").is_some() ^ response.get("error").is_some(), "{}", response);
     }
 }
+
+#[test]
+fn a_length_past_the_cap_is_refused_before_the_bytes_are_read() {
+    // Only the first bytes are readable: the library must refuse the length
+    // alone, before it makes a slice of it.
+    let request = br#"{"version": 1}"#;
+    let (mut out, mut out_len) = (ptr::null_mut(), 0);
+    // SAFETY: valid pointers; the length is the one under test.
+    let rc = unsafe {
+        thresig_call(
+            member().0,
+            request.as_ptr(),
+            usize::MAX,
+            &mut out,
+            &mut out_len,
+        )
+    };
+    assert_eq!(rc, THRESIG_OK);
+    // SAFETY: the library returned `out_len` bytes at `out`.
+    let bytes = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();
+    // SAFETY: freed once, with its length.
+    unsafe { thresig_ffi::thresig_free(out, out_len) };
+    let response: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error_of(&response), ("request_too_large", false));
+}
+
+#[test]
+fn a_100_mb_coordinator_setup_is_refused_by_its_size() {
+    let setup = vec![b'['; 100 * 1024 * 1024];
+    let (mut handle, mut err, mut err_len) = (ptr::null_mut(), ptr::null_mut(), 0);
+    // SAFETY: valid pointers for the call.
+    let rc = unsafe {
+        thresig_ffi::thresig_coordinator_open(
+            setup.as_ptr(),
+            setup.len(),
+            &mut handle,
+            &mut err,
+            &mut err_len,
+        )
+    };
+    assert_eq!(rc, thresig_ffi::THRESIG_ERROR);
+    // SAFETY: the library returned `err_len` bytes at `err`.
+    let bytes = unsafe { std::slice::from_raw_parts(err, err_len) }.to_vec();
+    // SAFETY: freed once, with its length.
+    unsafe { thresig_ffi::thresig_free(err, err_len) };
+    let response: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error_of(&response), ("request_too_large", false));
+}
