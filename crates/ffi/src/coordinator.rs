@@ -219,11 +219,33 @@ impl CoordinatorHandle {
                 reply.from.get()
             )));
         }
-        let answer = read_response(reply.response)?;
-        let accepted = match (&mut self.run, asked) {
-            (Run::Sign(s), Asked::Roast(round)) => s.answer(reply.now_ms, seat, round, answer),
-            (Run::Dkg(_), Asked::Dkg(phase)) => {
+        // A member's bytes that are no response envelope are that member's
+        // fault, not the host's: they answer the request (a rejection, or
+        // the DKG's failure naming it) instead of leaving it pending.
+        let answer = read_response(reply.response);
+        let accepted = match (&mut self.run, asked, answer) {
+            (Run::Sign(s), Asked::Roast(round), Ok(answer)) => {
+                s.answer(reply.now_ms, seat, round, answer)
+            }
+            (Run::Sign(s), Asked::Roast(round), Err(_)) => {
+                let now = s.instant(reply.now_ms);
+                let rejected = Reply::Refused {
+                    round,
+                    refusal: Refusal::Rejected,
+                };
+                s.roast.handle_reply(now, seat, rejected).is_ok()
+            }
+            (Run::Dkg(_), Asked::Dkg(phase), Ok(answer)) => {
                 self.dkg_answer(seat, phase, answer);
+                true
+            }
+            (Run::Dkg(relay), Asked::Dkg(phase), Err(problem)) if phase == relay.phase => {
+                let member = self.wallet.cluster_seat(seat).unwrap_or(seat);
+                self.fail_dkg(&format!(
+                    "member {}: answered the DKG's {} with {problem}",
+                    member.get(),
+                    phase.name()
+                ));
                 true
             }
             _ => false,
@@ -294,8 +316,9 @@ struct Timeout {
     now_ms: u64,
 }
 
-/// A member's response envelope: its answer, or its refusal.
-fn read_response(envelope: Value) -> Result<Result<Response, SignerError>, FfiError> {
+/// A member's response envelope: its answer, or its refusal; what is wrong
+/// with it if it is neither.
+fn read_response(envelope: Value) -> Result<Result<Response, SignerError>, String> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Refused {
@@ -309,11 +332,8 @@ fn read_response(envelope: Value) -> Result<Result<Response, SignerError>, FfiEr
         Ok(Response),
         Error(Refused),
     }
-    let outcome: Outcome = serde_json::from_value(envelope).map_err(|e| {
-        FfiError::invalid_request(format!(
-            "handle_reply: the response is not a member's response envelope ({e})"
-        ))
-    })?;
+    let outcome: Outcome = serde_json::from_value(envelope)
+        .map_err(|e| format!("something that is not a response envelope ({e})"))?;
     Ok(match outcome {
         Outcome::Ok(response) => Ok(response),
         Outcome::Error(refused) => {

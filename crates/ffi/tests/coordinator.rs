@@ -1,0 +1,121 @@
+//! The coordinator handle's runs end cleanly: nonces a run did not use are
+//! released, a member's malformed or refusing answer ends the run with the
+//! right verdict.
+
+mod common;
+
+use common::{Coordinator, Member, WALLET};
+use serde_json::{Value, json};
+
+/// A keyed 2-of-3 cluster: its directory, configuration files and members.
+fn keyed() -> (tempfile::TempDir, Vec<std::path::PathBuf>, Vec<Member>) {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
+    common::dkg(&configs, &members);
+    (dir, configs, members)
+}
+
+/// A signing run of a self-spend, coordinated by member 1.
+fn signing_run(configs: &[std::path::PathBuf], members: &[Member], byte: u8) -> Coordinator {
+    let first = &members[0];
+    let status = first.ok("status", json!({"from": 1, "wallet": WALLET}));
+    let key = first.ok("wallet_key", json!({"from": 1, "wallet": WALLET}))["key"].clone();
+    let psbt = common::self_spend(first, byte);
+    Coordinator::open(&json!({
+        "kind": "sign", "config_path": configs[0], "wallet": WALLET, "key": key,
+        "epoch": status["epoch"], "psbt": psbt, "now_ms": 0,
+    }))
+}
+
+/// Relays every transmit to its member until none is left; the ops sent.
+fn relay_all(run: &Coordinator, members: &[Member]) -> Vec<String> {
+    let mut ops = Vec::new();
+    loop {
+        let transmit = run.call("poll_transmit", json!({}));
+        if transmit.is_null() {
+            return ops;
+        }
+        let to = transmit["to"].as_u64().unwrap();
+        ops.push(transmit["envelope"]["op"].as_str().unwrap().to_owned());
+        let member = &members[usize::try_from(to).unwrap() - 1];
+        let response = member.call_bytes(transmit["envelope"].to_string().as_bytes());
+        run.call(
+            "handle_reply",
+            json!({"from": to, "tag": transmit["tag"], "now_ms": 0, "response": response}),
+        );
+    }
+}
+
+/// Every event queued now.
+fn events(run: &Coordinator) -> Vec<Value> {
+    std::iter::from_fn(|| Some(run.call("poll_event", json!({}))).filter(|e| !e.is_null()))
+        .collect()
+}
+
+#[test]
+fn a_finished_signing_run_releases_every_unused_nonce() {
+    let (_dir, configs, members) = keyed();
+    let run = signing_run(&configs, &members, 0x31);
+    run.drive(&members, "done", 0);
+    let after = relay_all(&run, &members);
+    assert!(
+        after.iter().any(|op| op == "abort"),
+        "no abort after the run: {after:?}"
+    );
+    for (i, member) in members.iter().enumerate() {
+        let status = member.ok("status", json!({"from": 1, "wallet": WALLET}));
+        assert_eq!(status["live_nonces"], 0, "member {}: {status}", i + 1);
+    }
+}
+
+#[test]
+fn a_malformed_reply_in_a_dkg_fails_it_naming_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let relay = Coordinator::open(&json!({
+        "kind": "dkg", "config_path": configs[0], "wallet": WALLET,
+    }));
+    let transmit = relay.call("poll_transmit", json!({}));
+    let to = transmit["to"].as_u64().unwrap();
+    relay.call(
+        "handle_reply",
+        json!({"from": to, "tag": transmit["tag"], "now_ms": 0, "response": {"ok": 1}}),
+    );
+    let failed: Vec<Value> = events(&relay)
+        .into_iter()
+        .filter(|e| e["type"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["code"], "dkg_failed");
+    let message = failed[0]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("member {to}")), "{message}");
+}
+
+#[test]
+fn a_run_only_passing_refusals_failed_may_be_retried() {
+    let (_dir, configs, members) = keyed();
+    let run = signing_run(&configs, &members, 0x32);
+    let refusal = json!({"error": {
+        "code": "policy_denied", "retryable": true, "message": "the rate limit holds",
+    }});
+    let failed = loop {
+        let transmit = run.call("poll_transmit", json!({}));
+        if transmit.is_null() {
+            let failed = events(&run).into_iter().find(|e| e["type"] == "failed");
+            break failed.expect("the run neither failed nor sent a request");
+        }
+        let to = transmit["to"].as_u64().unwrap();
+        let response = if to == 1 {
+            members[0].call_bytes(transmit["envelope"].to_string().as_bytes())
+        } else {
+            refusal.clone()
+        };
+        run.call(
+            "handle_reply",
+            json!({"from": to, "tag": transmit["tag"], "now_ms": 0, "response": response}),
+        );
+    };
+    assert_eq!(failed["code"], "signing_failed");
+    assert_eq!(failed["retryable"], true, "{failed}");
+}
