@@ -55,7 +55,7 @@ pub use identity::IdentityError;
 pub use peers::Peers;
 pub use progress::{Progress, Silent};
 pub use sign::{
-    Round2Journal, SignError, SignOptions, SignOutcome, WireScheme, describe as describe_failure,
-    refusal_of, sign,
+    Handed, Round2Journal, SignError, SignOptions, SignOutcome, WireScheme,
+    describe as describe_failure, failure_recovery, refusal_of, sign,
 };
 pub use status::{MemberStatus, OwnWallet, WalletView, cluster_status, own_wallet, wallet_views};

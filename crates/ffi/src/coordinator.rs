@@ -10,7 +10,7 @@
 //! host's, in milliseconds, passed with every input; the handle reads no
 //! clock.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,14 +19,14 @@ use rand_core::{OsRng, RngCore};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thresig_cluster::config::{Config, NodeWallet};
-use thresig_cluster::{WireScheme, describe_failure, refusal_of};
+use thresig_cluster::{Handed, WireScheme, describe_failure, failure_recovery, refusal_of};
 use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
     DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response, Round1Request,
     Round2Request, SignedDkgMessage, SigningTarget, WalletEpoch, WalletId,
 };
-use thresig_roast::{Coordinator, Event, Failure, Refusal, Reply, Round};
+use thresig_roast::{Coordinator, Event, Refusal, Reply, Round};
 use thresig_store::Recovery;
 
 use crate::envelope::{ENVELOPE_VERSION, Envelope, FfiError};
@@ -92,8 +92,8 @@ enum Run {
 enum Asked {
     Dkg(DkgPhase),
     Roast(Round),
-    /// A cancel after a failed DKG; its answer is moot.
-    Cancel,
+    /// A DKG cancel or a nonce abort sent as a run ends; its answer is moot.
+    Release,
 }
 
 impl CoordinatorHandle {
@@ -260,6 +260,7 @@ impl CoordinatorHandle {
         };
         let mut out = Vec::new();
         while let Some(transmit) = signing.roast.poll_transmit() {
+            signing.handed.sent(transmit.to, &transmit.request);
             let round = match &transmit.request {
                 thresig_roast::Request::Sign { session, .. } => Round::Sign(*session),
                 _ => Round::Commit,
@@ -271,9 +272,18 @@ impl CoordinatorHandle {
             ));
         }
         let mut events = Vec::new();
+        let mut ended = false;
         while let Some(event) = signing.roast.poll_event() {
+            ended |= matches!(event, Event::Done(_) | Event::Failed { .. });
             events.push(signing.event(&self.wallet, event));
         }
+        // The members drop the vectors the run did not use now, instead of
+        // holding them against this coordinator's quota until they expire.
+        let aborts = if ended {
+            std::mem::take(&mut signing.handed).aborts(self.wallet.id())
+        } else {
+            Vec::new()
+        };
         for (seat, round, request) in out {
             match request {
                 Some(request) => self.send(seat, Asked::Roast(round), &request),
@@ -290,6 +300,9 @@ impl CoordinatorHandle {
                     }
                 }
             }
+        }
+        for (seat, abort) in aborts {
+            self.send(seat, Asked::Release, &Request::Abort(abort));
         }
         self.events.extend(events);
     }
@@ -547,7 +560,7 @@ impl CoordinatorHandle {
                 wallet: wallet.clone(),
                 session,
             };
-            self.send(seat, Asked::Cancel, &cancel);
+            self.send(seat, Asked::Release, &cancel);
         }
     }
 }
@@ -629,6 +642,10 @@ struct Signing {
     inputs: usize,
     messages: Vec<[u8; 32]>,
     output_key: [u8; 32],
+    /// The vectors handed out and used, to release the rest at the end.
+    handed: Handed,
+    /// Wallet seats whose refusal said a later request may pass.
+    passing: BTreeSet<Seat>,
 }
 
 impl Signing {
@@ -671,6 +688,8 @@ impl Signing {
             inputs: messages.len(),
             messages,
             output_key,
+            handed: Handed::default(),
+            passing: BTreeSet::new(),
         })
     }
 
@@ -743,9 +762,15 @@ impl Signing {
                     .collect(),
                 commitments: decode_commitments(&r.commitments).unwrap_or_default(),
             },
-            (Err(e), _) => refused(refusal_of(&e)),
+            (Err(e), _) => {
+                if e.is_retryable() {
+                    self.passing.insert(seat);
+                }
+                refused(refusal_of(&e))
+            }
             _ => refused(Refusal::Rejected),
         };
+        self.handed.received(seat, &reply);
         let now = self.instant(now_ms);
         self.roast.handle_reply(now, seat, reply).is_ok()
     }
@@ -785,7 +810,8 @@ impl Signing {
                 })
             }
             Event::Failed { failure, .. } => {
-                let retryable = matches!(failure, Failure::Deadline);
+                let recovery = failure_recovery(&failure, |seat| self.passing.contains(&seat));
+                let retryable = recovery == Recovery::Retryable;
                 json!({
                     "type": "failed",
                     "code": "signing_failed",
