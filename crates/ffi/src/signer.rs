@@ -10,19 +10,18 @@
 //! act on this member's own configuration and store.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bitcoin::absolute::LockTime;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Txid};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use thresig_cluster::config::{Config, NodeConfig, NodeWallet};
+use thresig_cluster::config::{NodeConfig, NodeWallet};
 use thresig_cluster::node::{Node, NodeError};
 use thresig_crypto::Seat;
 use thresig_daemon::SignerHandler as _;
 use thresig_engine::{Request, WalletId};
-use thresig_store::{EncryptedStore, Recovery};
+use thresig_store::Recovery;
 use thresig_tx::{
     ChargeLog, Destination, InputIndex, Outcome, Payment, SpendInput, UnixTime, WalletMode,
     WalletPsbt, build_psbt,
@@ -47,43 +46,44 @@ const COORDINATOR_OPS: [&str; 11] = [
 ];
 
 /// The member's own operations.
-const OPERATOR_OPS: [&str; 5] = [
+const OPERATOR_OPS: [&str; 6] = [
     "psbt_build",
     "psbt_inspect",
     "keys_status",
     "keys_rotate_dek",
     "keys_rotate_kek",
+    "prune",
 ];
 
 /// One member's signer, open.
 ///
 /// # Invariants
-/// `config` is the file `node` was opened from, read at the same open; the
-/// handle is `Send + Sync` (the engine shards its state per wallet) and
-/// every method takes `&self`.
+/// The node's pruner runs from open to close; the handle is `Send + Sync`
+/// (the engine shards its state per wallet) and every method takes
+/// `&self`.
 pub(crate) struct SignerHandle {
     node: Node,
-    config: NodeConfig,
 }
 
 impl SignerHandle {
     /// Opens the member configured at `path` (store through its key
     /// provider, identity checked against the roster, key manager started,
-    /// engine open), as `thresig serve` does, without serving it.
+    /// engine open, pruned on a timer), as `thresig serve` does, without
+    /// serving it.
     pub(crate) fn open(path: &Path) -> Result<Self, FfiError> {
-        let node = Node::open(path).map_err(|e| open_error(&e))?;
-        let config = Config::load(path)
-            .and_then(|c| c.into_node(path))
-            .map_err(|e| open_error(&NodeError::Config(e)))?;
-        Ok(Self { node, config })
+        let mut node = Node::open(path).map_err(|e| open_error(&e))?;
+        node.start_pruning();
+        Ok(Self { node })
     }
 
-    /// Stops the key manager and the store's writer.
+    /// Stops the pruner, the key manager (waiting for it no longer than
+    /// `thresig serve` does) and the store's writer.
     pub(crate) fn close(self) {
-        let store: Arc<EncryptedStore> = Arc::clone(self.node.store());
-        // Dropping the node stops the key manager (after its current tick).
-        drop(self.node);
-        store.shutdown();
+        self.node.close();
+    }
+
+    fn config(&self) -> &NodeConfig {
+        self.node.config()
     }
 
     /// Answers one envelope.
@@ -93,6 +93,7 @@ impl SignerHandle {
             "psbt_build" => self.psbt_build(&envelope.request()?),
             "psbt_inspect" => self.psbt_inspect(&envelope.request()?),
             "keys_status" => self.keys_status(),
+            "prune" => Ok(json!({"pruned": self.node.prune_now()})),
             "keys_rotate_dek" => {
                 let term = self
                     .node
@@ -128,12 +129,12 @@ impl SignerHandle {
     /// The wallet `id` as this member holds it: its configuration and its
     /// Taproot output (keys from this member's own store).
     fn wallet(&self, id: &WalletId) -> Result<(&NodeWallet, thresig_tx::TaprootWallet), FfiError> {
-        let configured = self.config.wallet(id).ok_or_else(|| {
+        let configured = self.config().wallet(id).ok_or_else(|| {
             FfiError::engine(&thresig_engine::Error::UnknownWallet { wallet: id.clone() })
         })?;
         let signer = self.node.handler().signer();
         let key = signer.wallet_key(id).map_err(|e| FfiError::engine(&e))?;
-        let taproot = thresig_engine::taproot_wallet(self.config.network, &key)
+        let taproot = thresig_engine::taproot_wallet(self.config().network, &key)
             .map_err(|e| FfiError::engine(&e))?;
         Ok((configured, taproot))
     }
@@ -168,7 +169,7 @@ impl SignerHandle {
         let psbt = WalletPsbt::from_base64(&request.psbt, &wallet).map_err(|e| tx_error(&e))?;
         let policy = configured
             .config
-            .validated_policy(self.config.network)
+            .validated_policy(self.config().network)
             .map_err(FfiError::invalid_request)?;
         let now = UnixTime(unix_secs());
         let report = policy.evaluate(&psbt, &WalletMode::Active, now, &ChargeLog::new());

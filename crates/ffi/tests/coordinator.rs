@@ -125,3 +125,12 @@ fn a_run_only_passing_refusals_failed_may_be_retried() {
     assert_eq!(failed["code"], "signing_failed");
     assert_eq!(failed["retryable"], true, "{failed}");
 }
+
+#[test]
+fn an_open_signer_handle_prunes_its_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let member = Member::open(&configs[0]);
+    // A round of the handle's pruning thread, woken now and waited for.
+    assert_eq!(member.ok("prune", json!({})), json!({"pruned": true}));
+}
