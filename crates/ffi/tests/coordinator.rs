@@ -134,3 +134,92 @@ fn an_open_signer_handle_prunes_its_engine() {
     // A round of the handle's pruning thread, woken now and waited for.
     assert_eq!(member.ok("prune", json!({})), json!({"pruned": true}));
 }
+
+/// The error code of a coordinator call that must fail.
+fn refused(run: &Coordinator, op: &str, request: Value) -> String {
+    let response = run.call_raw(op, request);
+    let error = response
+        .get("error")
+        .unwrap_or_else(|| panic!("{op}: {response}"));
+    error["code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn silent_members_time_out_and_the_run_fails_at_its_deadline() {
+    let (_dir, configs, members) = keyed();
+    let run = signing_run(&configs, &members, 0x33);
+    let mut seen = Vec::new();
+    let mut now_ms = 0;
+    let failed = loop {
+        while let Some(transmit) =
+            Some(run.call("poll_transmit", json!({}))).filter(|t| !t.is_null())
+        {
+            // Only member 1 answers; members 2 and 3 stay silent.
+            if transmit["to"] == 1 {
+                let response = members[0].call_bytes(transmit["envelope"].to_string().as_bytes());
+                run.call(
+                    "handle_reply",
+                    json!({"from": 1, "tag": transmit["tag"], "now_ms": now_ms, "response": response}),
+                );
+            }
+        }
+        let ended = events(&run);
+        seen.extend(ended.iter().cloned());
+        if let Some(failed) = ended.iter().find(|e| e["type"] == "failed") {
+            break failed.clone();
+        }
+        let at = run.call("poll_timeout", json!({}))["at_ms"].as_u64();
+        let at = at.expect("a run waiting for members names a timeout");
+        assert!(at >= now_ms, "the timeout {at} is before now {now_ms}");
+        now_ms = at;
+        run.call("handle_timeout", json!({"now_ms": now_ms}));
+    };
+    let silent: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e["type"] == "unresponsive")
+        .map(|e| &e["member"])
+        .collect();
+    assert!(
+        silent.contains(&&json!(2)) && silent.contains(&&json!(3)),
+        "{seen:?}"
+    );
+    assert_eq!(failed["code"], "signing_failed");
+    assert_eq!(
+        failed["retryable"], true,
+        "a missed deadline may pass: {failed}"
+    );
+}
+
+#[test]
+fn a_reply_with_a_wrong_tag_or_member_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
+    let relay = Coordinator::open(&json!({
+        "kind": "dkg", "config_path": configs[0], "wallet": WALLET,
+    }));
+    let transmit = relay.call("poll_transmit", json!({}));
+    let to = transmit["to"].as_u64().unwrap();
+    let tag = transmit["tag"].as_u64().unwrap();
+    let response = members[usize::try_from(to).unwrap() - 1]
+        .call_bytes(transmit["envelope"].to_string().as_bytes());
+    let other = to % 3 + 1;
+    for (from, tag) in [(other, tag), (to, tag + 1000)] {
+        let reply = json!({"from": from, "tag": tag, "now_ms": 0, "response": response});
+        assert_eq!(refused(&relay, "handle_reply", reply), "invalid_request");
+    }
+    let malformed = json!({"from": to, "tag": tag});
+    assert_eq!(
+        refused(&relay, "handle_reply", malformed),
+        "invalid_request"
+    );
+    assert_eq!(
+        refused(&relay, "no_such_op", json!({})),
+        "unknown_op",
+        "an unknown op on a coordinator handle"
+    );
+    // The right reply is still taken: nothing above consumed the tag.
+    let reply = json!({"from": to, "tag": tag, "now_ms": 0, "response": response});
+    assert_eq!(relay.call("handle_reply", reply), json!({"accepted": true}));
+    assert!(events(&relay).is_empty());
+}

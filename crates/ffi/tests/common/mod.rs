@@ -139,7 +139,17 @@ impl Coordinator {
         Self(handle)
     }
 
+    /// The `ok` value of `op`, which must succeed.
     pub fn call(&self, op: &str, request: Value) -> Value {
+        let response = self.call_raw(op, request);
+        response
+            .get("ok")
+            .cloned()
+            .unwrap_or_else(|| panic!("{op}: {response}"))
+    }
+
+    /// The response envelope of `op` with `request`.
+    pub fn call_raw(&self, op: &str, request: Value) -> Value {
         let envelope = json!({"version": 1, "op": op, "request": request}).to_string();
         let (mut out, mut out_len) = (ptr::null_mut(), 0);
         // SAFETY: valid pointers for the call.
@@ -153,11 +163,7 @@ impl Coordinator {
             )
         };
         assert_eq!(rc, THRESIG_OK);
-        let response: Value = serde_json::from_str(&take(out, out_len)).unwrap();
-        response
-            .get("ok")
-            .cloned()
-            .unwrap_or_else(|| panic!("{op}: {response}"))
+        serde_json::from_str(&take(out, out_len)).unwrap()
     }
 
     /// Relays every request to `members` until an event of `done` type;
