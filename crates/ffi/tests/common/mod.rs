@@ -217,26 +217,17 @@ pub fn dkg(configs: &[PathBuf], members: &[Member]) -> Value {
     relay.drive(members, "dkg_done", 0)
 }
 
-/// The crate's static library, built now: `cargo test` builds only the
-/// rlib its tests link, so the `.a` beside them could be stale.
+/// The crate's static library from this test's own build: cargo builds the
+/// library once with every crate type of `[lib]` for the tests that link
+/// it and leaves the `.a` beside their binaries (in `deps/`, whatever the
+/// profile). Reusing it costs nothing; a nested `cargo build` would resolve
+/// the features without the dev-dependencies and build the workspace again.
 pub fn static_library() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "-p", "thresig-ffi", "--lib"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(built.success(), "cargo build -p thresig-ffi --lib failed");
     let exe = std::env::current_exe().unwrap();
-    let lib = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libthresig_ffi.a");
+    let lib = exe.parent().unwrap().join("libthresig_ffi.a");
     assert!(
         lib.exists(),
-        "{} is missing: build the crate's static library",
+        "{} is missing: the test build makes it from `crate-type` in crates/ffi/Cargo.toml",
         lib.display()
     );
     lib
