@@ -52,6 +52,14 @@ pub struct ThresigSigner(SignerHandle);
 /// An open coordinator handle (opaque to the host).
 pub struct ThresigCoordinator(Mutex<CoordinatorHandle>);
 
+// Hosts share handles across their threads (see the crate's docs): the
+// compiler checks that they may.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ThresigSigner>();
+    assert_send_sync::<ThresigCoordinator>();
+};
+
 /// A call returned a response envelope (`{"ok": ...}` or `{"error": ...}`)
 /// in its output buffer.
 pub const THRESIG_OK: i32 = 0;

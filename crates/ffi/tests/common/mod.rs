@@ -55,7 +55,8 @@ fn take(ptr: *mut u8, len: usize) -> String {
 /// An open signer handle, closed on drop.
 pub struct Member(pub *mut ThresigSigner);
 
-// SAFETY: the handle is `Send + Sync` (what the thread test checks).
+// SAFETY: the pointee `ThresigSigner` is `Send + Sync` (asserted at compile
+// time in the crate); a raw pointer alone never is, hence these impls.
 unsafe impl Send for Member {}
 // SAFETY: as above.
 unsafe impl Sync for Member {}
