@@ -258,7 +258,9 @@ unsafe fn open_with<T>(
     error_len: *mut usize,
     open: impl FnOnce(&[u8]) -> Result<T, FfiError>,
 ) -> i32 {
-    if handle.is_null() {
+    // Nothing is opened that could not be returned, nor a failure that
+    // could not be told.
+    if handle.is_null() || error.is_null() || error_len.is_null() {
         return THRESIG_NO_OUTPUT;
     }
     // SAFETY: the caller passes `len` readable bytes or null.

@@ -208,3 +208,24 @@ fn a_100_mb_coordinator_setup_is_refused_by_its_size() {
     let response: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(error_of(&response), ("request_too_large", false));
 }
+
+#[test]
+fn an_open_with_a_null_error_pointer_opens_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let path = configs[1].to_str().unwrap();
+    let mut handle = ptr::null_mut();
+    let mut err_len = 0;
+    // SAFETY: valid pointers but the error pointer, which is null on purpose.
+    let rc = unsafe {
+        thresig_ffi::thresig_open(
+            path.as_ptr(),
+            path.len(),
+            &mut handle,
+            ptr::null_mut(),
+            &mut err_len,
+        )
+    };
+    assert_eq!(rc, THRESIG_NO_OUTPUT);
+    assert!(handle.is_null(), "a handle was opened that no caller expects");
+}
