@@ -288,8 +288,9 @@ impl CoordinatorHandle {
             match request {
                 Some(request) => self.send(seat, Asked::Roast(round), &request),
                 None => {
-                    // Packages the coordinator built itself always encode;
-                    // a failure is a bug, answered for the member.
+                    // Packages the coordinator built itself always encode
+                    // and it asks nothing but rounds 1 and 2; anything else
+                    // is a bug, answered for the member.
                     if let Run::Sign(s) = &mut self.run {
                         let now = s.origin.0;
                         let refused = Reply::Refused {
@@ -706,8 +707,9 @@ impl Signing {
         self.origin.1.checked_add(since)
     }
 
-    /// The engine request for a ROAST request; `None` only if a package
-    /// does not encode (a bug).
+    /// The engine request for a ROAST request; `None` if a package does
+    /// not encode or the request is of a kind this build does not know
+    /// (both bugs, refused for the member rather than guessed at).
     fn request(
         &self,
         wallet: &NodeWallet,
@@ -731,10 +733,11 @@ impl Signing {
                     encoded,
                 )))
             }
-            _ => Some(Request::Round1(Round1Request::new(
+            thresig_roast::Request::Commit => Some(Request::Round1(Round1Request::new(
                 wallet.id().clone(),
                 self.inputs,
             ))),
+            _ => None,
         }
     }
 

@@ -227,5 +227,8 @@ fn an_open_with_a_null_error_pointer_opens_nothing() {
         )
     };
     assert_eq!(rc, THRESIG_NO_OUTPUT);
-    assert!(handle.is_null(), "a handle was opened that no caller expects");
+    assert!(
+        handle.is_null(),
+        "a handle was opened that no caller expects"
+    );
 }
