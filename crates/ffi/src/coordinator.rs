@@ -24,7 +24,7 @@ use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
     DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response, Round1Request,
-    Round2Request, SignedDkgMessage, SigningTarget, WalletEpoch, WalletId,
+    Round2Request, SignedDkgMessage, SigningTarget, WalletConfig, WalletEpoch, WalletId,
 };
 use thresig_roast::{Coordinator, Event, Refusal, Reply, Round};
 use thresig_store::Recovery;
@@ -402,9 +402,7 @@ struct DkgRelay {
 
 impl CoordinatorHandle {
     fn seats(&self) -> Vec<Seat> {
-        (1..=self.wallet.seats.len())
-            .filter_map(|i| Seat::try_from(u16::try_from(i).ok()?).ok())
-            .collect()
+        wallet_seats(self.wallet.seats.len()).collect()
     }
 
     fn start_dkg(&mut self) {
@@ -444,7 +442,7 @@ impl CoordinatorHandle {
                 refusal.code.as_str(),
                 refusal.message
             )),
-            Ok(response) => check_dkg_answer(relay, &self.wallet, seat, phase, response),
+            Ok(response) => check_dkg_answer(relay, &self.wallet.config, seat, phase, response),
         };
         if let Err(problem) = checked {
             let member = self.wallet.cluster_seat(seat).unwrap_or(seat);
@@ -468,7 +466,7 @@ impl CoordinatorHandle {
             DkgPhase::Start | DkgPhase::Round2 | DkgPhase::Finish if relay.answers.len() == n => {
                 let answers = std::mem::take(&mut relay.answers);
                 let all: Vec<SignedDkgMessage> = answers.into_values().flatten().collect();
-                for seat in (1..=n).filter_map(|i| Seat::try_from(u16::try_from(i).ok()?).ok()) {
+                for seat in wallet_seats(n) {
                     let request = match relay.phase {
                         DkgPhase::Start => Request::DkgRound2 {
                             wallet: wallet.clone(),
@@ -566,10 +564,15 @@ impl CoordinatorHandle {
     }
 }
 
+/// Wallet seats 1 to `n`.
+fn wallet_seats(n: usize) -> impl Iterator<Item = Seat> {
+    (1..=n).filter_map(|i| Seat::try_from(u16::try_from(i).ok()?).ok())
+}
+
 /// Checks one member's answer to a DKG part and records it.
 fn check_dkg_answer(
     relay: &mut DkgRelay,
-    wallet: &NodeWallet,
+    wallet: &WalletConfig,
     seat: Seat,
     phase: DkgPhase,
     response: Response,
@@ -589,14 +592,14 @@ fn check_dkg_answer(
             phase.name()
         ));
     };
-    let others = wallet.seats.len().saturating_sub(1);
+    let others = wallet.roster.len().saturating_sub(1);
     let expected = if phase == DkgPhase::Round2 { others } else { 1 };
     if messages.len() != expected {
         return Err(format!("sent {} messages, not {expected}", messages.len()));
     }
     let mut recipients = Vec::new();
     for message in &messages {
-        if message.sender != seat || !message.verify(&wallet.config) {
+        if message.sender != seat || !message.verify(wallet) {
             return Err("sent a message its identity key did not sign".to_owned());
         }
         match (&message.payload, phase) {
@@ -623,9 +626,12 @@ fn check_dkg_answer(
             }
         }
     }
+    // Exactly the other seats, each once: a message to a seat outside the
+    // wallet would pass a count and leave its real recipient to refuse the
+    // finish, blamed for the sender's fault.
     recipients.sort_unstable();
-    recipients.dedup();
-    if phase == DkgPhase::Round2 && recipients.len() != others {
+    let other_seats = wallet_seats(wallet.roster.len()).filter(|s| *s != seat);
+    if phase == DkgPhase::Round2 && !recipients.iter().copied().eq(other_seats) {
         return Err("did not send one round-2 message to each other member".to_owned());
     }
     relay.answers.insert(seat, messages);
@@ -832,4 +838,61 @@ fn decode_commitments(encoded: &[HexBytes]) -> Option<Vec<Commitment>> {
         .iter()
         .map(|c| Commitment::from_bytes(&c.0).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use thresig_engine::test_util::{identity, identity_secret};
+
+    use super::*;
+
+    /// A round-2 answer of seat 1 with one message to each of `to`, each
+    /// signed with its identity key.
+    fn round2_from_first(wallet: &WalletConfig, session: DkgSessionId, to: &[u16]) -> Response {
+        let sender = Seat::FIRST;
+        let messages = to
+            .iter()
+            .map(|&to| {
+                let payload = DkgPayload::Round2 {
+                    to: Seat::try_from(to).unwrap(),
+                    sealed: HexBytes(vec![1]),
+                    echo: HexBytes(vec![2]),
+                };
+                SignedDkgMessage::sign(
+                    &identity_secret(1),
+                    session,
+                    wallet.id.clone(),
+                    sender,
+                    payload,
+                )
+            })
+            .collect();
+        Response::DkgMessages { messages }
+    }
+
+    #[test]
+    fn a_round2_message_to_a_non_member_is_its_senders_fault() {
+        let id = WalletId::new("w".to_owned()).unwrap();
+        let wallet = WalletConfig::new(id, 2, (1..=3).map(identity).collect());
+        let session = DkgSessionId([7; 32]);
+        for to in [&[2, 99][..], &[2, 1], &[3, 4]] {
+            let mut relay = DkgRelay {
+                session: Some(session),
+                phase: DkgPhase::Round2,
+                ..DkgRelay::default()
+            };
+            let answer = round2_from_first(&wallet, session, to);
+            let checked =
+                check_dkg_answer(&mut relay, &wallet, Seat::FIRST, DkgPhase::Round2, answer);
+            assert!(checked.is_err(), "recipients {to:?} passed");
+            assert!(relay.answers.is_empty(), "recipients {to:?} were recorded");
+        }
+        let mut relay = DkgRelay {
+            session: Some(session),
+            phase: DkgPhase::Round2,
+            ..DkgRelay::default()
+        };
+        let answer = round2_from_first(&wallet, session, &[3, 2]);
+        check_dkg_answer(&mut relay, &wallet, Seat::FIRST, DkgPhase::Round2, answer).unwrap();
+    }
 }
