@@ -404,4 +404,33 @@ mod tests {
         assert_eq!(err.recovery, thresig_store::Recovery::Terminal);
         assert!(!err.message.contains("7f3e"), "{}", err.message);
     }
+
+    /// The exports' shared call path (`call_with`, behind `thresig_call`
+    /// and `thresig_coordinator_call`) answers a panic with an envelope.
+    #[test]
+    fn a_panic_inside_an_exported_call_is_answered_with_an_internal_error() {
+        let handle = 0u8;
+        let request = br#"{"version": 1, "op": "status", "request": {}}"#;
+        let (mut out, mut out_len) = (std::ptr::null_mut(), 0);
+        // SAFETY: every pointer is valid for the call.
+        let rc = unsafe {
+            call_with(
+                &raw const handle,
+                request.as_ptr(),
+                request.len(),
+                &mut out,
+                &mut out_len,
+                |_, _| panic!("payload 7f3e"),
+            )
+        };
+        assert_eq!(rc, THRESIG_OK);
+        // SAFETY: the library returned `out_len` bytes at `out`.
+        let bytes = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();
+        // SAFETY: freed once, with its length.
+        unsafe { thresig_free(out, out_len) };
+        let response: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(response["error"]["code"], "internal", "{response}");
+        assert_eq!(response["error"]["retryable"], false);
+        assert!(!response.to_string().contains("7f3e"), "{response}");
+    }
 }

@@ -11,17 +11,19 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use thresig_ffi::{MAX_REQUEST_BYTES, THRESIG_NO_OUTPUT, THRESIG_OK, thresig_call};
 
-/// One member of a provisioned cluster, shared by the tests of this file
-/// (its directory lives as long as the process).
+/// Member 1 of a provisioned cluster whose wallet went through its DKG, so
+/// that requests reach the wallet's checks; shared by the tests of this
+/// file (its directory lives as long as the process).
 fn member() -> &'static Member {
-    static MEMBER: OnceLock<(tempfile::TempDir, Member)> = OnceLock::new();
-    let (_, member) = MEMBER.get_or_init(|| {
+    static MEMBERS: OnceLock<(tempfile::TempDir, Vec<Member>)> = OnceLock::new();
+    let (_, members) = MEMBERS.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let configs = common::cluster(dir.path());
-        let member = Member::open(&configs[0]);
-        (dir, member)
+        let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
+        common::dkg(&configs, &members);
+        (dir, members)
     });
-    member
+    &members[0]
 }
 
 /// The error of a response envelope: its code and whether it is retryable.
@@ -153,10 +155,12 @@ proptest! {
     fn arbitrary_requests_of_each_op_get_an_envelope(
         op in prop::sample::select(vec!["round1", "round2", "abort", "status", "wallet_key", "dkg_start", "dkg_round2", "dkg_finish", "dkg_confirm", "dkg_cancel", "psbt_build", "psbt_inspect"]),
         from in 0u16..5,
+        // Mostly the keyed wallet, so that requests get past its lookup.
+        wallet in prop_oneof![3 => Just(common::WALLET.to_owned()), 1 => "[a-z0-9]{0,12}"],
         inputs in any::<i64>(),
         text in "[a-z0-9]{0,12}",
     ) {
-        let response = member().call(op, json!({"from": from, "wallet": text, "inputs": inputs, "psbt": text, "session": text}));
+        let response = member().call(op, json!({"from": from, "wallet": wallet, "inputs": inputs, "psbt": text, "session": text}));
         prop_assert!(response.get("ok").is_some() ^ response.get("error").is_some(), "{}", response);
     }
 }
