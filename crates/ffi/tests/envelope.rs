@@ -111,11 +111,7 @@ fn null_pointers_get_a_typed_error_or_no_output() {
         (member().0.cast_const(), ptr::null()),
     ] {
         assert_eq!(call(handle, req, &mut out, &mut out_len), THRESIG_OK);
-        // SAFETY: the library returned `out_len` bytes at `out`.
-        let bytes = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();
-        // SAFETY: freed once, with its length.
-        unsafe { thresig_ffi::thresig_free(out, out_len) };
-        let response: Value = serde_json::from_slice(&bytes).unwrap();
+        let response = common::take_json(out, out_len);
         assert_eq!(error_of(&response), ("null_argument", false));
     }
     let handle = member().0.cast_const();
@@ -182,11 +178,7 @@ fn a_length_past_the_cap_is_refused_before_the_bytes_are_read() {
         )
     };
     assert_eq!(rc, THRESIG_OK);
-    // SAFETY: the library returned `out_len` bytes at `out`.
-    let bytes = unsafe { std::slice::from_raw_parts(out, out_len) }.to_vec();
-    // SAFETY: freed once, with its length.
-    unsafe { thresig_ffi::thresig_free(out, out_len) };
-    let response: Value = serde_json::from_slice(&bytes).unwrap();
+    let response = common::take_json(out, out_len);
     assert_eq!(error_of(&response), ("request_too_large", false));
 }
 
@@ -205,11 +197,7 @@ fn a_100_mb_coordinator_setup_is_refused_by_its_size() {
         )
     };
     assert_eq!(rc, thresig_ffi::THRESIG_ERROR);
-    // SAFETY: the library returned `err_len` bytes at `err`.
-    let bytes = unsafe { std::slice::from_raw_parts(err, err_len) }.to_vec();
-    // SAFETY: freed once, with its length.
-    unsafe { thresig_ffi::thresig_free(err, err_len) };
-    let response: Value = serde_json::from_slice(&bytes).unwrap();
+    let response = common::take_json(err, err_len);
     assert_eq!(error_of(&response), ("request_too_large", false));
 }
 

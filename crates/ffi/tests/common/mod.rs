@@ -43,6 +43,11 @@ pub fn cluster(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A returned buffer as JSON, freed.
+pub fn take_json(ptr: *mut u8, len: usize) -> Value {
+    serde_json::from_str(&take(ptr, len)).unwrap()
+}
+
 /// A returned buffer as a string, freed.
 fn take(ptr: *mut u8, len: usize) -> String {
     // SAFETY: the library returned `len` bytes at `ptr`.
