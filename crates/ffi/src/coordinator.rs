@@ -71,8 +71,6 @@ enum Setup {
 
 /// One coordinating run.
 pub(crate) struct CoordinatorHandle {
-    /// The coordinating member's cluster seat: the `from` of its requests.
-    own: Seat,
     wallet: NodeWallet,
     run: Run,
     next_tag: u64,
@@ -119,7 +117,6 @@ impl CoordinatorHandle {
             })
         })?;
         let mut handle = Self {
-            own: node.member,
             wallet: configured,
             run: Run::Dkg(DkgRelay::default()),
             next_tag: 0,
@@ -191,8 +188,10 @@ impl CoordinatorHandle {
         let Ok(Value::Object(mut fields)) = serde_json::to_value(request) else {
             return;
         };
+        // No `from`: the receiving host sets it from its own authentication
+        // of the peer, so that a peer cannot name another member's seat
+        // (and spend that member's share of the signer's limits).
         let op = fields.remove("type").unwrap_or(Value::Null);
-        fields.insert("from".to_owned(), json!(self.own.get()));
         let tag = self.next_tag;
         self.next_tag += 1;
         self.pending.insert(tag, (seat, asked));

@@ -39,7 +39,7 @@ fn relay_all(run: &Coordinator, members: &[Member]) -> Vec<String> {
         let to = transmit["to"].as_u64().unwrap();
         ops.push(transmit["envelope"]["op"].as_str().unwrap().to_owned());
         let member = &members[usize::try_from(to).unwrap() - 1];
-        let response = member.call_bytes(transmit["envelope"].to_string().as_bytes());
+        let response = member.relay(&transmit["envelope"], 1);
         run.call(
             "handle_reply",
             json!({"from": to, "tag": transmit["tag"], "now_ms": 0, "response": response}),
@@ -113,7 +113,7 @@ fn a_run_only_passing_refusals_failed_may_be_retried() {
         }
         let to = transmit["to"].as_u64().unwrap();
         let response = if to == 1 {
-            members[0].call_bytes(transmit["envelope"].to_string().as_bytes())
+            members[0].relay(&transmit["envelope"], 1)
         } else {
             refusal.clone()
         };
@@ -156,7 +156,7 @@ fn silent_members_time_out_and_the_run_fails_at_its_deadline() {
         {
             // Only member 1 answers; members 2 and 3 stay silent.
             if transmit["to"] == 1 {
-                let response = members[0].call_bytes(transmit["envelope"].to_string().as_bytes());
+                let response = members[0].relay(&transmit["envelope"], 1);
                 run.call(
                     "handle_reply",
                     json!({"from": 1, "tag": transmit["tag"], "now_ms": now_ms, "response": response}),
@@ -201,8 +201,7 @@ fn a_reply_with_a_wrong_tag_or_member_is_refused_and_changes_nothing() {
     let transmit = relay.call("poll_transmit", json!({}));
     let to = transmit["to"].as_u64().unwrap();
     let tag = transmit["tag"].as_u64().unwrap();
-    let response = members[usize::try_from(to).unwrap() - 1]
-        .call_bytes(transmit["envelope"].to_string().as_bytes());
+    let response = members[usize::try_from(to).unwrap() - 1].relay(&transmit["envelope"], 1);
     let other = to % 3 + 1;
     for (from, tag) in [(other, tag), (to, tag + 1000)] {
         let reply = json!({"from": from, "tag": tag, "now_ms": 0, "response": response});
@@ -222,4 +221,24 @@ fn a_reply_with_a_wrong_tag_or_member_is_refused_and_changes_nothing() {
     let reply = json!({"from": to, "tag": tag, "now_ms": 0, "response": response});
     assert_eq!(relay.call("handle_reply", reply), json!({"accepted": true}));
     assert!(events(&relay).is_empty());
+}
+
+#[test]
+fn a_transmit_names_no_sender_so_the_host_must() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
+    let relay = Coordinator::open(&json!({
+        "kind": "dkg", "config_path": configs[0], "wallet": WALLET,
+    }));
+    let transmit = relay.call("poll_transmit", json!({}));
+    let envelope = &transmit["envelope"];
+    assert!(envelope["request"].get("from").is_none(), "{envelope}");
+    // Forwarded as is, the member refuses it: the sender is the host's to
+    // name, from its own authentication of the peer.
+    let to = usize::try_from(transmit["to"].as_u64().unwrap()).unwrap();
+    let forwarded = members[to - 1].call_bytes(envelope.to_string().as_bytes());
+    assert_eq!(forwarded["error"]["code"], "invalid_request", "{forwarded}");
+    let relayed = members[to - 1].relay(envelope, 1);
+    assert!(relayed.get("ok").is_some(), "{relayed}");
 }

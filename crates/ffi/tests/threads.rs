@@ -56,7 +56,9 @@ fn one_handle_used_from_eight_threads_stays_consistent() {
             Some(run.call("poll_transmit", json!({}))).filter(|t| !t.is_null())
         {
             let to = transmit["to"].as_u64().unwrap();
-            let envelope = transmit["envelope"].to_string();
+            let mut envelope = transmit["envelope"].clone();
+            envelope["request"]["from"] = json!(1);
+            let envelope = envelope.to_string();
             let member = &members[usize::try_from(to).unwrap() - 1];
             let response = if to == 1 && transmit["envelope"]["op"] == "round2" {
                 raced = true;

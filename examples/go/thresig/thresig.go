@@ -97,6 +97,33 @@ func (s *Signer) CallRaw(envelope []byte) []byte {
 	return take(out, n)
 }
 
+// Relay answers a coordinator's transmitted envelope as sent by the
+// member at cluster seat from. The host names from after its own
+// authentication of the peer that sent the envelope (its TLS certificate,
+// say), never from the peer's bytes: the transmit carries no from, and one
+// set in it is overwritten here.
+func (s *Signer) Relay(envelope []byte, from int) ([]byte, error) {
+	var e map[string]json.RawMessage
+	if err := json.Unmarshal(envelope, &e); err != nil {
+		return nil, fmt.Errorf("not a request envelope: %w", err)
+	}
+	var req map[string]json.RawMessage
+	if err := json.Unmarshal(e["request"], &req); err != nil {
+		return nil, fmt.Errorf("a request envelope without a request object: %w", err)
+	}
+	req["from"] = json.RawMessage(fmt.Sprint(from))
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	e["request"] = body
+	withFrom, err := json.Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	return s.CallRaw(withFrom), nil
+}
+
 // Call runs op with req and returns its answer.
 func (s *Signer) Call(op string, req interface{}) (json.RawMessage, error) {
 	envelope, err := request(op, req)

@@ -108,6 +108,22 @@ static char *call_signer(int seat, const char *request) {
     return take(out, out_len);
 }
 
+/* The transmitted envelope with `from` set to `seat`, as a host sets it:
+ * from its own authentication of the peer that sent it, never from the
+ * peer's bytes (a transmit carries no `from`). The library writes the
+ * request object compactly, so its key is found as is. */
+static char *with_from(const char *envelope, int seat) {
+    const char *key = "\"request\":{";
+    const char *at = strstr(envelope, key);
+    if (!at) fail("a transmit without a request object", envelope);
+    int head = (int)(at - envelope + (ptrdiff_t)strlen(key));
+    size_t size = strlen(envelope) + 32;
+    char *out = malloc(size);
+    if (!out) fail("out of memory", NULL);
+    snprintf(out, size, "%.*s\"from\":%d,%s", head, envelope, seat, envelope + head);
+    return out;
+}
+
 static char *call_coordinator(ThresigCoordinator *c, const char *request) {
     uint8_t *out = NULL;
     size_t out_len = 0;
@@ -143,7 +159,10 @@ static char *drive(ThresigCoordinator *c, const char *done_type, long now_ms) {
             int to = atoi(member(transmit, "to"));
             long tag = atol(member(transmit, "tag"));
             if (to < 1 || to > MEMBERS) fail("transmit to an unknown member", polled);
-            char *envelope = value_copy(member(transmit, "envelope"));
+            char *sent = value_copy(member(transmit, "envelope"));
+            /* Member 1 coordinates. */
+            char *envelope = with_from(sent, 1);
+            free(sent);
             char *response = call_signer(to, envelope);
             size_t size = strlen(response) + 128;
             char *reply = malloc(size);

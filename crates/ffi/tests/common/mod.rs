@@ -101,6 +101,15 @@ impl Member {
         serde_json::from_str(&take(out, out_len)).unwrap()
     }
 
+    /// The response envelope of a coordinator's transmitted `envelope`
+    /// with `from` set, as a host sets it: to the cluster seat its own
+    /// authentication of the sending peer names.
+    pub fn relay(&self, envelope: &Value, from: u16) -> Value {
+        let mut envelope = envelope.clone();
+        envelope["request"]["from"] = json!(from);
+        self.call_bytes(envelope.to_string().as_bytes())
+    }
+
     /// The response envelope of `op` with `request`.
     pub fn call(&self, op: &str, request: Value) -> Value {
         let envelope = json!({"version": 1, "op": op, "request": request});
@@ -185,7 +194,8 @@ impl Coordinator {
                 moved = true;
                 let to = transmit["to"].as_u64().unwrap();
                 let member = &members[usize::try_from(to).unwrap() - 1];
-                let response = member.call_bytes(transmit["envelope"].to_string().as_bytes());
+                // Every test run is coordinated by member 1.
+                let response = member.relay(&transmit["envelope"], 1);
                 self.call(
                     "handle_reply",
                     json!({"from": to, "tag": transmit["tag"], "now_ms": now_ms, "response": response}),

@@ -50,7 +50,10 @@ func drive(c *thresig.Coordinator, members []*thresig.Signer, done string, nowMs
 			moved = true
 			var t transmit
 			check(json.Unmarshal(raw, &t), "a transmit")
-			response := members[t.To-1].CallRaw(t.Envelope)
+			// Member 1 coordinates; a networked host names the peer it
+			// authenticated here.
+			response, err := members[t.To-1].Relay(t.Envelope, 1)
+			check(err, "relay")
 			_, err = c.Call("handle_reply", map[string]interface{}{
 				"from": t.To, "tag": t.Tag, "now_ms": nowMs, "response": json.RawMessage(response),
 			})
