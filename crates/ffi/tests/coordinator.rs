@@ -53,6 +53,17 @@ fn events(run: &Coordinator) -> Vec<Value> {
         .collect()
 }
 
+/// A fresh cluster's members and a DKG relay of its wallet, not yet polled.
+fn dkg_relay() -> (tempfile::TempDir, Vec<Member>, Coordinator) {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
+    let relay = Coordinator::open(&json!({
+        "kind": "dkg", "config_path": configs[0], "wallet": WALLET,
+    }));
+    (dir, members, relay)
+}
+
 #[test]
 fn a_finished_signing_run_releases_every_unused_nonce() {
     let (_dir, configs, members) = keyed();
@@ -77,11 +88,7 @@ fn a_finished_signing_run_releases_every_unused_nonce() {
 
 #[test]
 fn a_malformed_reply_in_a_dkg_fails_it_naming_the_member() {
-    let dir = tempfile::tempdir().unwrap();
-    let configs = common::cluster(dir.path());
-    let relay = Coordinator::open(&json!({
-        "kind": "dkg", "config_path": configs[0], "wallet": WALLET,
-    }));
+    let (_dir, _members, relay) = dkg_relay();
     let transmit = relay.call("poll_transmit", json!({}));
     let to = transmit["to"].as_u64().unwrap();
     relay.call(
@@ -192,12 +199,7 @@ fn silent_members_time_out_and_the_run_fails_at_its_deadline() {
 
 #[test]
 fn a_reply_with_a_wrong_tag_or_member_is_refused_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let configs = common::cluster(dir.path());
-    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
-    let relay = Coordinator::open(&json!({
-        "kind": "dkg", "config_path": configs[0], "wallet": WALLET,
-    }));
+    let (_dir, members, relay) = dkg_relay();
     let transmit = relay.call("poll_transmit", json!({}));
     let to = transmit["to"].as_u64().unwrap();
     let tag = transmit["tag"].as_u64().unwrap();
@@ -225,12 +227,7 @@ fn a_reply_with_a_wrong_tag_or_member_is_refused_and_changes_nothing() {
 
 #[test]
 fn a_transmit_names_no_sender_so_the_host_must() {
-    let dir = tempfile::tempdir().unwrap();
-    let configs = common::cluster(dir.path());
-    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
-    let relay = Coordinator::open(&json!({
-        "kind": "dkg", "config_path": configs[0], "wallet": WALLET,
-    }));
+    let (_dir, members, relay) = dkg_relay();
     let transmit = relay.call("poll_transmit", json!({}));
     let envelope = &transmit["envelope"];
     assert!(envelope["request"].get("from").is_none(), "{envelope}");
