@@ -56,5 +56,8 @@ pub use identity::IdentityError;
 pub use peers::Peers;
 pub use progress::{Progress, Silent};
 pub use repair::{RepairError, RepairOutcome, run_repair};
-pub use sign::{Round2Journal, SignError, SignOptions, SignOutcome, sign};
+pub use sign::{
+    Handed, Round2Journal, SignError, SignOptions, SignOutcome, WireScheme,
+    describe as describe_failure, failure_recovery, refusal_of, sign,
+};
 pub use status::{MemberStatus, OwnWallet, WalletView, cluster_status, own_wallet, wallet_views};

@@ -162,6 +162,10 @@ pub struct Node {
     store: Arc<EncryptedStore>,
     manager: KeyManager,
     handler: Arc<EngineHandler<Arc<EncryptedStore>>>,
+    /// The configuration, read once at open (without its `[daemon]`).
+    config: NodeConfig,
+    /// Running once the node serves or [`Node::start_pruning`] started it.
+    pruner: Option<Pruner>,
 }
 
 impl Node {
@@ -201,11 +205,16 @@ impl Node {
             store,
             manager,
             handler,
+            config: node,
+            pruner: None,
         })
     }
 
-    /// The engine the daemon serves, for the local operator's commands
-    /// ([`thresig_engine::Signer::operate`]) while it runs.
+    /// The engine behind the daemon's seam: for the local operator's
+    /// commands ([`thresig_engine::Signer::operate`]) while it runs, and
+    /// for a host that embeds the signer and carries its requests itself
+    /// (`thresig-ffi`), since it maps a cluster seat to the coordinator that
+    /// member is, as the daemon does.
     #[must_use]
     pub fn engine(&self) -> &Arc<EngineHandler<Arc<EncryptedStore>>> {
         &self.handler
@@ -228,6 +237,36 @@ impl Node {
     #[must_use]
     pub fn key_manager(&self) -> &KeyManager {
         &self.manager
+    }
+
+    /// The configuration the node was opened from, read once at open (its
+    /// `[daemon]` section moved into the daemon).
+    #[must_use]
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Prunes the engine every [`PRUNE_INTERVAL`] from now on, as serving
+    /// does, for a host that embeds the node instead of serving it; until
+    /// the node is closed or dropped. Starting it twice is harmless.
+    pub fn start_pruning(&mut self) {
+        if self.pruner.is_none() {
+            self.pruner = Some(Pruner::start(Arc::clone(&self.handler)));
+        }
+    }
+
+    /// Has the pruning thread prune once now and waits for that round;
+    /// `false` if no pruning thread runs.
+    #[must_use]
+    pub fn prune_now(&self) -> bool {
+        self.pruner.as_ref().is_some_and(Pruner::prune_now)
+    }
+
+    /// Closes a node that is not served as serving closes it: the pruner,
+    /// the key manager (waited for until [`STOP_GRACE`], then abandoned),
+    /// the store's writer.
+    pub fn close(self) {
+        stop(self.pruner, self.manager, &self.store, || {});
     }
 
     /// Where this signer's admin socket belongs ([`admin_socket_path`]).
@@ -293,32 +332,44 @@ impl Node {
         serve: impl FnOnce(&DaemonConfig, Arc<H>) -> Result<(), thresig_daemon::Error>,
         before_close: impl FnOnce(),
     ) -> Result<(), NodeError> {
+        info!(member = %self.member, wallets = self.wallets, "signer open");
+        let mut node = self;
+        node.start_pruning();
         let Self {
-            member,
-            wallets,
             daemon,
             store,
-            mut manager,
+            manager,
             handler,
+            pruner,
             ..
-        } = self;
-        info!(member = %member, wallets, "signer open");
-        let pruner = Pruner::start(Arc::clone(&handler));
+        } = node;
         let served = serve(&daemon, wrap(handler));
-        drop(pruner);
-        let now = Instant::now();
-        let deadline = now.checked_add(STOP_GRACE).unwrap_or(now);
-        manager.request_stop();
-        before_close();
-        if !manager.stop_by(deadline) {
-            warn!(
-                grace_secs = STOP_GRACE.as_secs(),
-                "the key manager is still inside a tick (a provider call or a rotation); stopping without it"
-            );
-        }
-        store.shutdown();
+        stop(pruner, manager, &store, before_close);
         Ok(served?)
     }
+}
+
+/// Stops a node's own threads and then its store: the pruner, then the key
+/// manager, told to stop before `before_close` and waited for until
+/// [`STOP_GRACE`] after that.
+fn stop(
+    pruner: Option<Pruner>,
+    mut manager: KeyManager,
+    store: &EncryptedStore,
+    before_close: impl FnOnce(),
+) {
+    drop(pruner);
+    let now = Instant::now();
+    let deadline = now.checked_add(STOP_GRACE).unwrap_or(now);
+    manager.request_stop();
+    before_close();
+    if !manager.stop_by(deadline) {
+        warn!(
+            grace_secs = STOP_GRACE.as_secs(),
+            "the key manager is still inside a tick (a provider call or a rotation); stopping without it"
+        );
+    }
+    store.shutdown();
 }
 
 /// How long a stopping signer waits for its users of the store besides the
@@ -336,21 +387,30 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Prunes the engine every [`PRUNE_INTERVAL`] on its own thread (the engine
-/// takes `now` and runs no timer itself); stops and joins on drop.
+/// takes `now` and runs no timer itself), and at once when woken with a
+/// sender to acknowledge the round on; stops and joins on drop.
 struct Pruner {
-    stop: Option<SyncSender<()>>,
+    stop: Option<SyncSender<SyncSender<()>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Pruner {
     fn start(handler: Arc<EngineHandler<Arc<EncryptedStore>>>) -> Self {
-        let (stop, stopped) = sync_channel::<()>(1);
+        let (stop, woken) = sync_channel::<SyncSender<()>>(1);
         let thread = std::thread::Builder::new()
             .name("thresig-prune".to_owned())
             .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(PRUNE_INTERVAL) {
+                loop {
+                    let ack = match woken.recv_timeout(PRUNE_INTERVAL) {
+                        Ok(ack) => Some(ack),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    };
                     if let Err(error) = handler.prune() {
                         warn!(%error, "pruning the signer failed; the next round tries again");
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
                     }
                 }
             });
@@ -365,6 +425,14 @@ impl Pruner {
             stop: Some(stop),
             thread,
         }
+    }
+
+    /// Wakes the thread for a round and waits for it to end.
+    fn prune_now(&self) -> bool {
+        let (ack, acked) = sync_channel(1);
+        self.thread.is_some()
+            && self.stop.as_ref().is_some_and(|s| s.send(ack).is_ok())
+            && acked.recv().is_ok()
     }
 }
 
@@ -425,6 +493,17 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         node.store().shutdown();
+    }
+
+    #[test]
+    fn an_embedded_node_prunes_once_started_and_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = first_member(dir.path());
+        let mut node = Node::open(&path).unwrap();
+        assert!(!node.prune_now(), "a pruner ran before it was started");
+        node.start_pruning();
+        assert!(node.prune_now());
+        node.close();
     }
 
     /// A member served in another process's thread checks the open-file

@@ -18,6 +18,7 @@ use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey
 use thresig_daemon::{Code, Error as DaemonError, SignerError};
 use thresig_engine::{
     AbortRequest, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget, WalletEpoch,
+    WalletId,
 };
 use thresig_roast::{
     Config as RoastConfig, Coordinator, Event, Failure, Refusal, Reply, Request, Round, Scheme,
@@ -142,7 +143,8 @@ fn culprit_list(culprits: &[Seat]) -> String {
 
 /// Why a run failed, for the operator: which members refused what (by
 /// cluster seat, grouped by refusal), and what to check.
-fn describe(failure: Failure<thresig_crypto::Error>, wallet: &NodeWallet) -> String {
+#[must_use]
+pub fn describe(failure: Failure<thresig_crypto::Error>, wallet: &NodeWallet) -> String {
     match failure {
         Failure::Deadline => "the deadline passed while members were silent or refused for now; \
              check that each member's `thresig serve` runs (`thresig status`), then run the command again"
@@ -209,8 +211,9 @@ impl SignError {
 
 /// The wallet's key record as the coordinator's scheme, with shares as they
 /// arrive off the wire: `None` is a share that did not decode, which is as
-/// much proof of malice as a share that does not verify.
-struct WireScheme(WalletKey);
+/// much proof of malice as a share that does not verify. Public for the
+/// other drivers of the coordinator (`thresig-ffi`'s coordinator handle).
+pub struct WireScheme(pub WalletKey);
 
 impl Scheme for WireScheme {
     type Message = [u8; 32];
@@ -355,26 +358,13 @@ pub async fn sign(
                     });
                 }
                 Event::Failed { failure, stats } => {
-                    // A missed deadline may pass (members can come back),
-                    // and so may a run that only refusals which the
-                    // signers called passing (a rate limit) made hopeless;
-                    // culprits and refusals for good stay.
-                    let may_pass = match &failure {
-                        Failure::Deadline => true,
-                        Failure::TooFewWilling { refusals, .. } => {
-                            let passing = job.lock_passing();
-                            refusals.iter().all(|(seat, _)| {
-                                wallet
-                                    .cluster_seat(*seat)
-                                    .is_some_and(|m| passing.contains(&m))
-                            })
-                        }
-                        _ => false,
-                    };
-                    let recovery = if may_pass {
-                        Recovery::Retryable
-                    } else {
-                        Recovery::Terminal
+                    let recovery = {
+                        let passing = job.lock_passing();
+                        failure_recovery(&failure, |seat| {
+                            wallet
+                                .cluster_seat(seat)
+                                .is_some_and(|m| passing.contains(&m))
+                        })
                     };
                     let reason = describe(failure, wallet);
                     release(peers, &job, handed).await;
@@ -408,6 +398,25 @@ pub async fn sign(
                 feed(&mut coordinator, &mut handed, held);
             }
         }
+    }
+}
+
+/// Whether a failed run may pass when run again. A missed deadline may
+/// (members can come back), and so may a run that only refusals which the
+/// signers called passing (a rate limit) made hopeless; culprits and
+/// refusals for good stay. `passing` says whether a wallet seat's refusal
+/// was of the passing kind. Public for the other drivers of the
+/// coordinator.
+pub fn failure_recovery<E>(failure: &Failure<E>, passing: impl Fn(Seat) -> bool) -> Recovery {
+    let may_pass = match failure {
+        Failure::Deadline => true,
+        Failure::TooFewWilling { refusals, .. } => refusals.iter().all(|(seat, _)| passing(*seat)),
+        _ => false,
+    };
+    if may_pass {
+        Recovery::Retryable
+    } else {
+        Recovery::Terminal
     }
 }
 
@@ -475,9 +484,10 @@ fn feed(
 
 /// The commitment vectors members handed out in one run and the ones a
 /// session used, so that the rest can be released when the run ends
-/// instead of holding the members' nonces until they expire.
+/// instead of holding the members' nonces until they expire. Public for
+/// the other drivers of the coordinator.
 #[derive(Default)]
-struct Handed {
+pub struct Handed {
     /// Each vector's first commitment, by wallet seat.
     vectors: BTreeMap<Seat, Vec<Commitment>>,
     /// The first commitment of every vector sent in a session.
@@ -485,7 +495,8 @@ struct Handed {
 }
 
 impl Handed {
-    fn received(&mut self, seat: Seat, reply: &Reply<WireScheme>) {
+    /// Notes the commitment vector `reply` from wallet seat `seat` carries.
+    pub fn received(&mut self, seat: Seat, reply: &Reply<WireScheme>) {
         let vector = match reply {
             Reply::Commitments { commitments } | Reply::Shares { commitments, .. } => commitments,
             _ => return,
@@ -495,11 +506,29 @@ impl Handed {
         }
     }
 
-    fn sent(&mut self, seat: Seat, request: &Request<WireScheme>) {
+    /// Notes the vector of `seat` a round-2 request to it uses.
+    pub fn sent(&mut self, seat: Seat, request: &Request<WireScheme>) {
         if let Request::Sign { packages, .. } = request {
             self.used
                 .extend(packages.first().and_then(|p| p.commitment(seat)));
         }
+    }
+
+    /// The abort requests that release the unused vectors, by wallet seat
+    /// (a vector that does not encode is left to expire).
+    #[must_use]
+    pub fn aborts(self, wallet: &WalletId) -> Vec<(Seat, AbortRequest)> {
+        self.unused()
+            .into_iter()
+            .filter_map(|(seat, unused)| {
+                let encoded = unused
+                    .iter()
+                    .map(|c| c.to_bytes().map(HexBytes))
+                    .collect::<Result<Vec<_>, _>>()
+                    .ok()?;
+                Some((seat, AbortRequest::new(wallet.clone(), encoded)))
+            })
+            .collect()
     }
 
     /// Unused vectors by wallet seat.
@@ -524,18 +553,10 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Asks every member to drop the commitment vectors the run did not use.
 async fn release(peers: &Arc<Peers>, job: &Arc<Job>, handed: Handed) {
     let mut tasks = tokio::task::JoinSet::new();
-    for (seat, unused) in handed.unused() {
+    for (seat, request) in handed.aborts(job.wallet.id()) {
         let Some(member) = job.wallet.cluster_seat(seat) else {
             continue;
         };
-        let Ok(encoded) = unused
-            .iter()
-            .map(|c| c.to_bytes().map(HexBytes))
-            .collect::<Result<Vec<_>, _>>()
-        else {
-            continue;
-        };
-        let request = AbortRequest::new(job.wallet.id().clone(), encoded);
         let peers = peers.clone();
         tasks.spawn(async move {
             if let Ok(client) = peers.client(member).await {
@@ -775,8 +796,9 @@ fn failure(
 }
 
 /// The ROAST view of a signer's refusal: by its stable code, and else by
-/// whether it may pass.
-fn refusal_of(error: &SignerError) -> Refusal {
+/// whether it may pass. Public for the other drivers of the coordinator.
+#[must_use]
+pub fn refusal_of(error: &SignerError) -> Refusal {
     match error.code.kind() {
         // An expired attempt is a nonce the signer no longer holds: a fresh
         // round 1 brings it back.

@@ -1,0 +1,241 @@
+//! The coordinator handle's runs end cleanly: nonces a run did not use are
+//! released, a member's malformed or refusing answer ends the run with the
+//! right verdict.
+
+mod common;
+
+use common::{Coordinator, Member, WALLET};
+use serde_json::{Value, json};
+
+/// A keyed 2-of-3 cluster: its directory, configuration files and members.
+fn keyed() -> (tempfile::TempDir, Vec<std::path::PathBuf>, Vec<Member>) {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
+    common::dkg(&configs, &members);
+    (dir, configs, members)
+}
+
+/// A signing run of a self-spend, coordinated by member 1.
+fn signing_run(configs: &[std::path::PathBuf], members: &[Member], byte: u8) -> Coordinator {
+    let first = &members[0];
+    let status = first.ok("status", json!({"from": 1, "wallet": WALLET}));
+    let key = first.ok("wallet_key", json!({"from": 1, "wallet": WALLET}))["key"].clone();
+    let psbt = common::self_spend(first, byte);
+    Coordinator::open(&json!({
+        "kind": "sign", "config_path": configs[0], "wallet": WALLET, "key": key,
+        "epoch": status["epoch"], "psbt": psbt, "now_ms": 0,
+    }))
+}
+
+/// Relays every transmit to its member until none is left; the ops sent.
+fn relay_all(run: &Coordinator, members: &[Member]) -> Vec<String> {
+    let mut ops = Vec::new();
+    loop {
+        let transmit = run.call("poll_transmit", json!({}));
+        if transmit.is_null() {
+            return ops;
+        }
+        let to = transmit["to"].as_u64().unwrap();
+        ops.push(transmit["envelope"]["op"].as_str().unwrap().to_owned());
+        let member = &members[usize::try_from(to).unwrap() - 1];
+        let response = member.relay(&transmit["envelope"], 1);
+        run.call(
+            "handle_reply",
+            json!({"from": to, "tag": transmit["tag"], "now_ms": 0, "response": response}),
+        );
+    }
+}
+
+/// Every event queued now.
+fn events(run: &Coordinator) -> Vec<Value> {
+    std::iter::from_fn(|| Some(run.call("poll_event", json!({}))).filter(|e| !e.is_null()))
+        .collect()
+}
+
+/// A fresh cluster's members and a DKG relay of its wallet, not yet polled.
+fn dkg_relay() -> (tempfile::TempDir, Vec<Member>, Coordinator) {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
+    let relay = Coordinator::open(&json!({
+        "kind": "dkg", "config_path": configs[0], "wallet": WALLET,
+    }));
+    (dir, members, relay)
+}
+
+#[test]
+fn a_finished_signing_run_releases_every_unused_nonce() {
+    let (_dir, configs, members) = keyed();
+    let run = signing_run(&configs, &members, 0x31);
+    let mut ops = Vec::new();
+    let mut done = false;
+    while !done {
+        let relayed = relay_all(&run, &members);
+        let ended = events(&run);
+        assert!(ended.iter().all(|e| e["type"] != "failed"), "{ended:?}");
+        done = ended.iter().any(|e| e["type"] == "done");
+        assert!(done || !relayed.is_empty(), "the run is idle undone");
+        ops.extend(relayed);
+    }
+    ops.extend(relay_all(&run, &members));
+    assert!(ops.iter().any(|op| op == "abort"), "no abort: {ops:?}");
+    for (i, member) in members.iter().enumerate() {
+        let status = member.ok("status", json!({"from": 1, "wallet": WALLET}));
+        assert_eq!(status["live_nonces"], 0, "member {}: {status}", i + 1);
+    }
+}
+
+#[test]
+fn a_malformed_reply_in_a_dkg_fails_it_naming_the_member() {
+    let (_dir, _members, relay) = dkg_relay();
+    let transmit = relay.call("poll_transmit", json!({}));
+    let to = transmit["to"].as_u64().unwrap();
+    relay.call(
+        "handle_reply",
+        json!({"from": to, "tag": transmit["tag"], "now_ms": 0, "response": {"ok": 1}}),
+    );
+    let failed: Vec<Value> = events(&relay)
+        .into_iter()
+        .filter(|e| e["type"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["code"], "dkg_failed");
+    let message = failed[0]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("member {to}")), "{message}");
+}
+
+#[test]
+fn a_run_only_passing_refusals_failed_may_be_retried() {
+    let (_dir, configs, members) = keyed();
+    let run = signing_run(&configs, &members, 0x32);
+    let refusal = json!({"error": {
+        "code": "policy_denied", "retryable": true, "message": "the rate limit holds",
+    }});
+    let failed = loop {
+        let transmit = run.call("poll_transmit", json!({}));
+        if transmit.is_null() {
+            let failed = events(&run).into_iter().find(|e| e["type"] == "failed");
+            break failed.expect("the run neither failed nor sent a request");
+        }
+        let to = transmit["to"].as_u64().unwrap();
+        let response = if to == 1 {
+            members[0].relay(&transmit["envelope"], 1)
+        } else {
+            refusal.clone()
+        };
+        run.call(
+            "handle_reply",
+            json!({"from": to, "tag": transmit["tag"], "now_ms": 0, "response": response}),
+        );
+    };
+    assert_eq!(failed["code"], "signing_failed");
+    assert_eq!(failed["retryable"], true, "{failed}");
+}
+
+#[test]
+fn an_open_signer_handle_prunes_its_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let member = Member::open(&configs[0]);
+    // A round of the handle's pruning thread, woken now and waited for.
+    assert_eq!(member.ok("prune", json!({})), json!({"pruned": true}));
+}
+
+/// The error code of a coordinator call that must fail.
+fn refused(run: &Coordinator, op: &str, request: Value) -> String {
+    let response = run.call_raw(op, request);
+    let error = response
+        .get("error")
+        .unwrap_or_else(|| panic!("{op}: {response}"));
+    error["code"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn silent_members_time_out_and_the_run_fails_at_its_deadline() {
+    let (_dir, configs, members) = keyed();
+    let run = signing_run(&configs, &members, 0x33);
+    let mut seen = Vec::new();
+    let mut now_ms = 0;
+    let failed = loop {
+        while let Some(transmit) =
+            Some(run.call("poll_transmit", json!({}))).filter(|t| !t.is_null())
+        {
+            // Only member 1 answers; members 2 and 3 stay silent.
+            if transmit["to"] == 1 {
+                let response = members[0].relay(&transmit["envelope"], 1);
+                run.call(
+                    "handle_reply",
+                    json!({"from": 1, "tag": transmit["tag"], "now_ms": now_ms, "response": response}),
+                );
+            }
+        }
+        let ended = events(&run);
+        seen.extend(ended.iter().cloned());
+        if let Some(failed) = ended.iter().find(|e| e["type"] == "failed") {
+            break failed.clone();
+        }
+        let at = run.call("poll_timeout", json!({}))["at_ms"].as_u64();
+        let at = at.expect("a run waiting for members names a timeout");
+        assert!(at >= now_ms, "the timeout {at} is before now {now_ms}");
+        now_ms = at;
+        run.call("handle_timeout", json!({"now_ms": now_ms}));
+    };
+    let silent: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e["type"] == "unresponsive")
+        .map(|e| &e["member"])
+        .collect();
+    assert!(
+        silent.contains(&&json!(2)) && silent.contains(&&json!(3)),
+        "{seen:?}"
+    );
+    assert_eq!(failed["code"], "signing_failed");
+    assert_eq!(
+        failed["retryable"], true,
+        "a missed deadline may pass: {failed}"
+    );
+}
+
+#[test]
+fn a_reply_with_a_wrong_tag_or_member_is_refused_and_changes_nothing() {
+    let (_dir, members, relay) = dkg_relay();
+    let transmit = relay.call("poll_transmit", json!({}));
+    let to = transmit["to"].as_u64().unwrap();
+    let tag = transmit["tag"].as_u64().unwrap();
+    let response = members[usize::try_from(to).unwrap() - 1].relay(&transmit["envelope"], 1);
+    let other = to % 3 + 1;
+    for (from, tag) in [(other, tag), (to, tag + 1000)] {
+        let reply = json!({"from": from, "tag": tag, "now_ms": 0, "response": response});
+        assert_eq!(refused(&relay, "handle_reply", reply), "invalid_request");
+    }
+    let malformed = json!({"from": to, "tag": tag});
+    assert_eq!(
+        refused(&relay, "handle_reply", malformed),
+        "invalid_request"
+    );
+    assert_eq!(
+        refused(&relay, "no_such_op", json!({})),
+        "unknown_op",
+        "an unknown op on a coordinator handle"
+    );
+    // The right reply is still taken: nothing above consumed the tag.
+    let reply = json!({"from": to, "tag": tag, "now_ms": 0, "response": response});
+    assert_eq!(relay.call("handle_reply", reply), json!({"accepted": true}));
+    assert!(events(&relay).is_empty());
+}
+
+#[test]
+fn a_transmit_names_no_sender_so_the_host_must() {
+    let (_dir, members, relay) = dkg_relay();
+    let transmit = relay.call("poll_transmit", json!({}));
+    let envelope = &transmit["envelope"];
+    assert!(envelope["request"].get("from").is_none(), "{envelope}");
+    // Forwarded as is, the member refuses it: the sender is the host's to
+    // name, from its own authentication of the peer.
+    let to = usize::try_from(transmit["to"].as_u64().unwrap()).unwrap();
+    let forwarded = members[to - 1].call_bytes(envelope.to_string().as_bytes());
+    assert_eq!(forwarded["error"]["code"], "invalid_request", "{forwarded}");
+    let relayed = members[to - 1].relay(envelope, 1);
+    assert!(relayed.get("ok").is_some(), "{relayed}");
+}

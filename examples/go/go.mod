@@ -1,0 +1,3 @@
+module thresig.example/ffi
+
+go 1.19
