@@ -2,12 +2,13 @@
 //! exactly as `thresig serve` opens it, answering envelopes.
 //!
 //! A coordinator's request (the DKG parts, rounds 1 and 2, abort, status,
-//! the wallet key) carries `from`, the cluster seat of the member that
+//! the wallet key, the steps of a repair) carries `from`, the cluster seat of the member that
 //! coordinates, which the host authenticated on its own network (as the
 //! daemon takes it from the peer's certificate); it reaches the engine
 //! only through [`thresig_engine::Signer::handle`], as that member. The
-//! operator's operations (PSBT build and inspect, key status and rotation)
-//! act on this member's own configuration and store.
+//! operator's operations (PSBT build and inspect, key status and rotation,
+//! the engine's operator commands: rekey, retire, repair approval) act on
+//! this member's own configuration and store.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,8 +21,8 @@ use thresig_cluster::config::{NodeConfig, NodeWallet};
 use thresig_cluster::node::{Node, NodeError};
 use thresig_crypto::Seat;
 use thresig_daemon::SignerHandler as _;
-use thresig_engine::{Request, WalletId};
-use thresig_store::Recovery;
+use thresig_engine::{OperatorCommand, Request, WalletId};
+use thresig_store::{Recovery, Timestamp};
 use thresig_tx::{
     ChargeLog, Destination, InputIndex, Outcome, Payment, SpendInput, UnixTime, WalletMode,
     WalletPsbt, build_psbt,
@@ -31,7 +32,7 @@ use crate::envelope::{Envelope, FfiError, to_value};
 
 /// The engine's request kinds, which a coordinator sends: the op is the
 /// engine's request `type`.
-const COORDINATOR_OPS: [&str; 11] = [
+const COORDINATOR_OPS: [&str; 12] = [
     "dkg_start",
     "dkg_round2",
     "dkg_finish",
@@ -43,16 +44,18 @@ const COORDINATOR_OPS: [&str; 11] = [
     "status",
     "list_wallets",
     "wallet_key",
+    "repair",
 ];
 
 /// The member's own operations.
-const OPERATOR_OPS: [&str; 6] = [
+const OPERATOR_OPS: [&str; 7] = [
     "psbt_build",
     "psbt_inspect",
     "keys_status",
     "keys_rotate_dek",
     "keys_rotate_kek",
     "prune",
+    "operate",
 ];
 
 /// One member's signer, open.
@@ -94,6 +97,7 @@ impl SignerHandle {
             "psbt_inspect" => self.psbt_inspect(&envelope.request()?),
             "keys_status" => self.keys_status(),
             "prune" => Ok(json!({"pruned": self.node.prune_now()})),
+            "operate" => self.operate(&envelope.request()?),
             "keys_rotate_dek" => {
                 let term = self
                     .node
@@ -198,6 +202,31 @@ impl SignerHandle {
             "rules": rules,
             "approved": report.first_denial().is_none(),
         }))
+    }
+
+    /// One of the engine's operator commands, as `thresig wallet` and
+    /// `thresig repair approve` run it. A retire then rotates the DEK, as
+    /// `thresig wallet retire` does, so the live keyring no longer holds the
+    /// key of the deleted share's ciphertext; it rotates on every retire, so
+    /// running it again finishes a rotation that failed.
+    fn operate(&self, command: &OperatorCommand) -> Result<Value, FfiError> {
+        let now = Timestamp(unix_secs().saturating_mul(1000));
+        let outcome = self
+            .node
+            .engine()
+            .signer()
+            .operate(now, command)
+            .map_err(|e| FfiError::engine(&e))?;
+        let mut answer = to_value(&outcome)?;
+        if let OperatorCommand::Retire { .. } = command {
+            let term = self
+                .node
+                .store()
+                .rotate_dek()
+                .map_err(|e| FfiError::store(&e))?;
+            answer["rotated_to"] = json!(term.0);
+        }
+        Ok(answer)
     }
 
     fn keys_status(&self) -> Result<Value, FfiError> {
