@@ -105,6 +105,7 @@
 mod codec;
 mod dealer;
 mod dkg;
+mod dkg_batch;
 mod error;
 mod ids;
 mod keys;
