@@ -81,6 +81,7 @@ pub(crate) struct Metrics {
     latency: LatencyFamily,
     in_flight: Gauge,
     rollbacks_accepted: Gauge,
+    store_write_wait: Gauge<f64, std::sync::atomic::AtomicU64>,
     pending_handshakes: Gauge,
     member_connections: Gauge,
     dropped: Family<DropLabels, Counter>,
@@ -116,6 +117,14 @@ impl Metrics {
             "Store opens in this process that accepted an older database or a missing \
              witness through the [store] rollback override (alert when above 0)",
             rollbacks_accepted.clone(),
+        );
+        let store_write_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "store_write_wait_seconds",
+            "Time this signer's request threads spent blocked until their store \
+             writes were durable, summed over threads (only grows; its rate over \
+             wall time is the signer's time waiting on its disk)",
+            store_write_wait.clone(),
         );
         let pending_handshakes = Gauge::default();
         let member_connections = Gauge::default();
@@ -163,6 +172,7 @@ impl Metrics {
             latency,
             in_flight,
             rollbacks_accepted,
+            store_write_wait,
             pending_handshakes,
             member_connections,
             dropped,
@@ -230,6 +240,9 @@ impl Metrics {
         // before this registry exists); a scrape reads the count.
         self.rollbacks_accepted
             .set(i64::try_from(thresig_store::rollbacks_accepted()).unwrap_or(i64::MAX));
+        // Likewise the store sums its callers' waits; a scrape reads the sum.
+        self.store_write_wait
+            .set(thresig_store::write_wait().as_secs_f64());
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -354,6 +367,35 @@ mod tests {
             .find_map(|l| l.strip_prefix("thresig_store_rollbacks_accepted "))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no rollback count in {text}"))
+    }
+
+    /// The store write wait a scrape of `metrics` shows.
+    fn scraped_write_wait(metrics: &Metrics) -> f64 {
+        let text = metrics.encode().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("thresig_store_write_wait_seconds "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no store write wait in {text}"))
+    }
+
+    /// A write through a real store shows in the next scrape's wait.
+    #[test]
+    fn a_scrape_reports_the_time_spent_waiting_on_store_writes() {
+        let metrics = Metrics::new();
+        let before = scraped_write_wait(&metrics);
+        let store = EncryptedStore::create(
+            StoreLocation::in_memory().unwrap(),
+            Arc::new(MemoryProvider::with_key("kek-1", 7)),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        store
+            .write(vec![WriteOp::PutWallet {
+                wallet: WalletId::new("w").unwrap(),
+                value: b"one".to_vec(),
+            }])
+            .unwrap();
+        assert!(scraped_write_wait(&metrics) > before);
     }
 
     /// Restores a store in a temporary directory from a backup older than

@@ -86,6 +86,23 @@ fn concurrent_units_are_group_committed() {
 }
 
 #[test]
+fn a_write_counts_the_time_its_caller_waited_for_the_commit() {
+    let store = in_memory();
+    let before = thresig_store::write_wait();
+    store
+        .write(vec![WriteOp::InsertMarker {
+            wallet: wallet(1),
+            commitment: CommitmentHash([9; 32]),
+            marker: marker(9, 50_000),
+        }])
+        .unwrap();
+    // Other tests of this process write too: the sum only grows, and by
+    // at least this caller's wait, which spans a round trip to the writer
+    // thread and so is never zero.
+    assert!(thresig_store::write_wait() > before);
+}
+
+#[test]
 fn meta_dkg_and_reopen_on_a_simulated_disk() {
     let machine = Machine::new();
     let w = wallet(5);

@@ -207,11 +207,13 @@ impl Store for EncryptedStore {
                 hook();
             }
         }
+        let started = std::time::Instant::now();
         self.sender()?
             .send(Job::Write { ops, reply })
             .map_err(|_| Error::WriterStopped)?;
-        let result = answer.recv().map_err(|_| Error::WriterStopped)?;
-        result.map_err(|e| self.shared.named(e))
+        let result = answer.recv().map_err(|_| Error::WriterStopped);
+        crate::wait::waited_since(started);
+        result?.map_err(|e| self.shared.named(e))
     }
 
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, Error> {
