@@ -188,7 +188,10 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         .zip(&wait_before)
         .zip(&metrics)
         .map(|((after, before), (seat, _))| {
-            (seat.to_string(), json!((after - before) / elapsed.as_secs_f64()))
+            (
+                seat.to_string(),
+                json!((after - before) / elapsed.as_secs_f64()),
+            )
         })
         .collect();
     let mut sorted = latencies.clone();

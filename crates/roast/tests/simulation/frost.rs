@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use thresig_crypto::{
-    Commitment, DkgRound1, GroupParams, KeyShare, Round2Package, ScriptTree, SecretNonce,
-    PreparedPackage, Signature, SignatureShare, SigningPackage, WalletKey, commit, import_key, sign, verify,
+    Commitment, DkgRound1, GroupParams, KeyShare, PreparedPackage, Round2Package, ScriptTree,
+    SecretNonce, Signature, SignatureShare, SigningPackage, WalletKey, commit, import_key, sign,
+    verify,
 };
 use thresig_roast::{Refusal, Seat};
 
@@ -133,7 +134,8 @@ impl Backend for FrostCluster {
         let mut out = Vec::new();
         for prepared in packages {
             // A signer gets the package's bytes, as over the wire.
-            let package = &SigningPackage::from_bytes(prepared.bytes()).map_err(|_| Refusal::Rejected)?;
+            let package =
+                &SigningPackage::from_bytes(prepared.bytes()).map_err(|_| Refusal::Rejected)?;
             let commitment = package.commitment(seat).ok_or(Refusal::Rejected)?;
             let at = live
                 .iter()
