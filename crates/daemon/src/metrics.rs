@@ -360,22 +360,23 @@ mod tests {
         WriteOp,
     };
 
-    /// The accepted-rollback count a scrape of `metrics` shows.
-    fn scraped_rollbacks(metrics: &Metrics) -> u64 {
+    /// The value of the unlabelled sample `name` in a scrape of `metrics`.
+    fn scraped<T: std::str::FromStr>(metrics: &Metrics, name: &str) -> T {
         let text = metrics.encode().unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix("thresig_store_rollbacks_accepted "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no rollback count in {text}"))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    /// The accepted-rollback count a scrape of `metrics` shows.
+    fn scraped_rollbacks(metrics: &Metrics) -> u64 {
+        scraped(metrics, "thresig_store_rollbacks_accepted")
     }
 
     /// The store write wait a scrape of `metrics` shows.
     fn scraped_write_wait(metrics: &Metrics) -> f64 {
-        let text = metrics.encode().unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("thresig_store_write_wait_seconds "))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no store write wait in {text}"))
+        scraped(metrics, "thresig_store_write_wait_seconds")
     }
 
     /// A write through a real store shows in the next scrape's wait.
