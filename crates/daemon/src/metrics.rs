@@ -121,9 +121,10 @@ impl Metrics {
         let store_write_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "store_write_wait_seconds",
-            "Time this signer's request threads spent blocked until their store \
-             writes were durable, summed over threads (only grows; its rate over \
-             wall time is the signer's time waiting on its disk)",
+            "Wall time during which at least one of this signer's request threads \
+             was blocked until its store write was durable (only grows; threads \
+             waiting together count once, so its rate over wall time is the \
+             fraction of the time the signer waited on its disk, at most 1)",
             store_write_wait.clone(),
         );
         let pending_handshakes = Gauge::default();

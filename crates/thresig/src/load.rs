@@ -181,8 +181,8 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         .zip(&coordinator_before)
         .map(|(after, before)| after.saturating_sub(*before))
         .sum();
-    // Seconds each signer's request threads spent blocked on commits, per
-    // second of the run (above 1 when several requests wait at once).
+    // The part of the run each signer had a request blocked on a commit
+    // (the metric counts requests waiting together once, so at most 1).
     let store_wait: serde_json::Map<String, serde_json::Value> = wait_after
         .iter()
         .zip(&wait_before)
