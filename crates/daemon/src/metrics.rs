@@ -241,7 +241,7 @@ impl Metrics {
         // before this registry exists); a scrape reads the count.
         self.rollbacks_accepted
             .set(i64::try_from(thresig_store::rollbacks_accepted()).unwrap_or(i64::MAX));
-        // Likewise the store sums its callers' waits; a scrape reads the sum.
+        // Likewise the store times its callers' waits; a scrape reads it.
         self.store_write_wait
             .set(thresig_store::write_wait().as_secs_f64());
         let mut text = String::new();
@@ -380,24 +380,40 @@ mod tests {
         scraped(metrics, "thresig_store_write_wait_seconds")
     }
 
-    /// A write through a real store shows in the next scrape's wait.
+    /// A write through a store whose disk syncs in 5 ms shows in the next
+    /// scrape's wait as at least that sync. The gauge is process-wide and
+    /// other tests write too, but it counts wall time with a writer
+    /// waiting, so between two scrapes it grows by at most the time between
+    /// them.
     #[test]
     fn a_scrape_reports_the_time_spent_waiting_on_store_writes() {
-        let metrics = Metrics::new();
-        let before = scraped_write_wait(&metrics);
+        const SYNC: std::time::Duration = std::time::Duration::from_millis(5);
+        let disk = thresig_store::SimDisk::new();
         let store = EncryptedStore::create(
-            StoreLocation::in_memory().unwrap(),
+            StoreLocation::Database {
+                db: redb::Database::builder()
+                    .create_with_backend(disk.backend())
+                    .unwrap(),
+                witness: thresig_store::MemoryWitness::new(),
+            },
             Arc::new(MemoryProvider::with_key("kek-1", 7)),
             StoreOptions::default(),
         )
         .unwrap();
+        disk.set_sync_latency(SYNC);
+        let metrics = Metrics::new();
+        let started = std::time::Instant::now();
+        let before = scraped_write_wait(&metrics);
         store
             .write(vec![WriteOp::PutWallet {
                 wallet: WalletId::new("w").unwrap(),
                 value: b"one".to_vec(),
             }])
             .unwrap();
-        assert!(scraped_write_wait(&metrics) > before);
+        let waited = scraped_write_wait(&metrics) - before;
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(waited >= SYNC.as_secs_f64(), "waited {waited} s");
+        assert!(waited <= elapsed, "waited {waited} s in {elapsed} s");
     }
 
     /// Restores a store in a temporary directory from a backup older than
