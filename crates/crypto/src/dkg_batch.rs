@@ -277,4 +277,27 @@ mod tests {
             }
         );
     }
+
+    /// Two invalid shares whose errors cancel in any sum with equal
+    /// coefficients (+1 on seat 2's, −1 on seat 3's) still fail the batch:
+    /// its coefficients must differ per sender and be unknown to them.
+    #[test]
+    fn errors_that_cancel_in_a_plain_sum_still_fail_the_batch() {
+        let (secrets, public1, sent) = parts_1_and_2(3, 5);
+        let secret = &secrets[0];
+        let (round1, mut round2) = inputs(secret, &public1, &sent);
+        let two = Identifier::try_from(2).unwrap();
+        let three = Identifier::try_from(3).unwrap();
+        for (from, delta) in [(two, Scalar::ONE), (three, -Scalar::ONE)] {
+            let share = round2[&from].signing_share().to_scalar() + delta;
+            round2.insert(from, round2::Package::new(SigningShare::new(share)));
+        }
+        assert!(!batch_holds(secret, &round1, &round2).unwrap());
+        assert_eq!(
+            part3(secret, &round1, &round2).unwrap_err(),
+            FrostError::InvalidSecretShare {
+                culprit: Some(two)
+            }
+        );
+    }
 }
