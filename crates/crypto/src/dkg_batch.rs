@@ -302,9 +302,7 @@ mod tests {
         assert!(!batch_holds(secret, &round1, &round2).unwrap());
         assert_eq!(
             part3(secret, &round1, &round2).unwrap_err(),
-            FrostError::InvalidSecretShare {
-                culprit: Some(two)
-            }
+            FrostError::InvalidSecretShare { culprit: Some(two) }
         );
     }
 }

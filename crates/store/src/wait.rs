@@ -73,10 +73,10 @@ impl WaitClock {
     fn leave(&self) {
         let mut w = self.waiting();
         w.waiters = w.waiters.saturating_sub(1);
-        if w.waiters == 0 {
-            if let Some(since) = w.since.take() {
-                w.total += since.elapsed();
-            }
+        if w.waiters == 0
+            && let Some(since) = w.since.take()
+        {
+            w.total += since.elapsed();
         }
     }
 
