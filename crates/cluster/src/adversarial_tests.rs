@@ -744,3 +744,14 @@ async fn a_failed_dkg_leaves_no_member_holding_its_session() {
     let again = dkg_from(&cluster, 1, 25).await;
     assert!(again.is_ok(), "{:?}", again.err());
 }
+
+/// The confirmation phase delivers all n confirmations to each member; a
+/// member admits only `max_requests_per_seat` requests of one coordinator
+/// at a time and refuses the rest as overloaded. Sent all at once, 9
+/// confirmations to members that admit 4 were refused on every attempt and
+/// the DKG failed (as `thresig load` did at (11, 15) with the default 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dkg_of_more_members_than_a_member_admits_at_once_completes() {
+    let cluster = start(9, 5, &[], |d| d.limits.max_requests_per_seat = 4).await;
+    dkg_from(&cluster, 1, 17).await.unwrap();
+}

@@ -314,19 +314,23 @@ async fn run_session(
     let statuses = each(peers, &members, "confirm", progress, |client, _| {
         let wallet_id = wallet.id().clone();
         let confirmations = confirmations.clone();
-        // All n confirmations at once, so that delivering them takes about
-        // as long as one (the member takes them in any order).
+        // CONFIRMATIONS_IN_FLIGHT at a time (the member takes them in any
+        // order): a member admits only a few requests of one coordinator at
+        // once and refuses the rest as overloaded.
         async move {
             let mut calls = JoinSet::new();
+            let mut active = false;
             for confirmation in confirmations.iter().cloned() {
+                if calls.len() >= CONFIRMATIONS_IN_FLIGHT
+                    && let Some(joined) = calls.join_next().await
+                {
+                    active |= confirmed(joined)?;
+                }
                 let (client, wallet_id) = (client.clone(), wallet_id.clone());
                 calls.spawn(async move { client.dkg_confirm(wallet_id, confirmation).await });
             }
-            let mut active = false;
             while let Some(joined) = calls.join_next().await {
-                let status =
-                    joined.map_err(|_| DaemonError::Malformed("a confirmation task failed"))??;
-                active |= status.active;
+                active |= confirmed(joined)?;
             }
             Ok(active)
         }
@@ -341,6 +345,21 @@ async fn run_session(
         session,
         output_key,
     })
+}
+
+/// Confirmations sent to one member at a time. A member admits at most
+/// `max_requests_per_seat` requests of one coordinator at once (8 by
+/// default, as little as 1) and refuses the rest as overloaded, which failed
+/// the DKG when all n were sent together; two keep a round trip's latency
+/// half hidden and fit any setting but the smallest.
+const CONFIRMATIONS_IN_FLIGHT: usize = 2;
+
+/// Whether one confirmation's answer says the member's wallet is active.
+fn confirmed(
+    joined: Result<Result<thresig_engine::ConfirmationStatus, DaemonError>, tokio::task::JoinError>,
+) -> Result<bool, DaemonError> {
+    let status = joined.map_err(|_| DaemonError::Malformed("a confirmation task failed"))??;
+    Ok(status.active)
 }
 
 /// What a member answered with a message its identity key did not sign.

@@ -474,6 +474,28 @@ mod tests {
         member_dir(&dir.join("c"), Seat::FIRST).join(CONFIG_FILE)
     }
 
+    /// A provisioned cluster's configurations load at every size up to the
+    /// largest the benchmarks run: at 100 members the default 256 member
+    /// connections were below 100 members times 8 connections each, and
+    /// every member's configuration was refused.
+    #[test]
+    fn a_provisioned_hundred_member_cluster_has_configurations_that_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ClusterSpec::new(
+            ClusterName::new("test".to_owned()).unwrap(),
+            Network::Regtest,
+            free_loopback_ports(100).unwrap(),
+            WalletId::new("w".to_owned()).unwrap(),
+            51,
+        );
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        provision::init_cluster(&dir.path().join("c"), &spec, SystemTime::now(), &mut rng).unwrap();
+        for seat in [Seat::FIRST, Seat::try_from(100).unwrap()] {
+            let path = member_dir(&dir.path().join("c"), seat).join(CONFIG_FILE);
+            Config::load(&path).unwrap().into_node(&path).unwrap();
+        }
+    }
+
     /// Inserts `lines` at the top of the configuration's `section`.
     fn add_to_section(path: &Path, section: &str, lines: &str) {
         let text = std::fs::read_to_string(path).unwrap();

@@ -318,6 +318,21 @@ pub fn init_cluster(
     fill_cluster(dir, spec, now, rng).map_err(|e| e.partial(dir))
 }
 
+/// The `max_member_connections` line a cluster of `members` needs, if the
+/// default is too small: every member may hold the default per-seat number
+/// of connections, and a configuration whose total is below that is
+/// refused at load (the default 256 fits 32 members).
+fn member_connections(members: usize) -> String {
+    let defaults = thresig_daemon::LimitsSection::default();
+    let per_seat = usize::try_from(defaults.max_connections_per_seat).unwrap_or(usize::MAX);
+    let needed = members.saturating_mul(per_seat);
+    if u64::try_from(needed).unwrap_or(u64::MAX) > defaults.max_member_connections {
+        format!("max_member_connections = {needed}\n")
+    } else {
+        String::new()
+    }
+}
+
 /// [`init_cluster`] after `dir` was made (or found empty and ours).
 fn fill_cluster(
     dir: &Path,
@@ -375,8 +390,9 @@ pub fn write_member_config(
          cert = \"tls/signer.pem\"\n\
          key = \"tls/signer.key\"\n\n\
          [daemon.limits]\n\
-         request_timeout_ms = {timeout}\n",
+         request_timeout_ms = {timeout}\n{connections}",
         timeout = spec.request_timeout.as_millis(),
+        connections = member_connections(all.len()),
         seat = member.seat,
         cluster = spec.name.as_str(),
         network = spec.network.as_str(),

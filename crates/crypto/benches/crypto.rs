@@ -80,6 +80,19 @@ fn bench(c: &mut Criterion) {
                 verify_share(&wallet, &package, signers[0], &sig_shares[&signers[0]]).unwrap()
             })
         });
+        // The coordinator's path: the session's values once per package,
+        // then three scalar multiplications per share.
+        c.bench_function(&format!("prepare_package/{label}"), |b| {
+            b.iter(|| PreparedPackage::new(&wallet, package.clone()).unwrap())
+        });
+        let prepared = PreparedPackage::new(&wallet, package.clone()).unwrap();
+        c.bench_function(&format!("verify_prepared_share/{label}"), |b| {
+            b.iter(|| {
+                prepared
+                    .verify(signers[0], &sig_shares[&signers[0]])
+                    .unwrap()
+            })
+        });
         c.bench_function(&format!("aggregate_valid/{label}"), |b| {
             b.iter(|| aggregate(&wallet, &package, &sig_shares).unwrap())
         });

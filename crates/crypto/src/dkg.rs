@@ -13,11 +13,12 @@ use std::fmt;
 use frost_core::keys::VerifiableSecretSharingCommitment;
 use frost_secp256k1_tr::keys::dkg::{self, round1, round2};
 use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, refresh};
-use frost_secp256k1_tr::{Error as FrostError, Identifier, Secp256K1Sha256TR};
+use frost_secp256k1_tr::{Error as FrostError, Identifier};
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
 use crate::codec::codec;
+use crate::dkg_batch;
 use crate::poly;
 use crate::{
     Encoding, Error, GroupParams, KeyShare, Result, ScriptTree, Seat, WalletKey, XOnlyKey,
@@ -231,7 +232,9 @@ impl DkgRound1 {
         let round1: BTreeMap<Identifier, round1::Package> =
             round1.into_iter().map(|(id, p)| (id, p.0)).collect();
         for (id, package) in &round1 {
-            let len = package.commitment().serialize()?.len();
+            // Counted, not encoded: encoding every peer's t coefficients
+            // costs one field inversion each.
+            let len = package.commitment().coefficients().len();
             if len != self.session.commitment_len() {
                 let culprit = Seat::from_identifier(id).ok_or(Error::OwnPackageEchoed)?;
                 return Err(Error::WrongCommitmentLength { culprit });
@@ -288,7 +291,7 @@ impl DkgRound2 {
         let (key_package, wallet) = match self.session.mode {
             Mode::Fresh { tree } => {
                 let (key, group) =
-                    dkg::part3(&self.secret, &self.round1, &round2).map_err(blame)?;
+                    dkg_batch::part3(&self.secret, &self.round1, &round2).map_err(blame)?;
                 let untweaked = untweaked_group_key(&self.round1, self.session.me, &self.own)?;
                 (key, WalletKey::from_dkg(untweaked, group, tree)?)
             }
@@ -357,11 +360,15 @@ fn untweaked_group_key(
         .iter()
         .chain(std::iter::once((&me.identifier(), own)))
         .map(|(id, package)| {
-            let coefficients = package.commitment().serialize()?;
-            let constant = VerifiableSecretSharingCommitment::<Secp256K1Sha256TR>::deserialize(
-                coefficients.into_iter().take(1),
-            )?;
-            Ok((*id, constant))
+            // Only the constant term, taken as it is (encoding all t
+            // coefficients to keep one costs t field inversions).
+            let constant = package
+                .commitment()
+                .coefficients()
+                .first()
+                .copied()
+                .ok_or(Error::Frost(FrostError::MissingCommitment))?;
+            Ok((*id, VerifiableSecretSharingCommitment::new(vec![constant])))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
     let by_ref = constant_terms.iter().map(|(id, c)| (*id, c)).collect();

@@ -13,7 +13,10 @@
 //! - **Signing**: [`commit`] (round 1, a [`SecretNonce`] that can be
 //!   neither cloned nor serialized) → [`sign`] (round 2, consumes the nonce)
 //!   → [`verify_share`] per share as it arrives → [`aggregate`] (blames every
-//!   invalid share) → [`verify`] (BIP340).
+//!   invalid share) → [`verify`] (BIP340). A coordinator that checks every
+//!   share of one package prepares it once ([`PreparedPackage`]: encoded
+//!   once, the session's binding factors and group commitment computed once)
+//!   and checks each share against it.
 //! - **In-process runs** ([`dkg_in_process`], [`run_in_process`]): every
 //!   member in one process, for demos, tests and benchmarks.
 //! - **Lifecycle**: share refresh by the DKG variant ([`DkgRound1::refresh`]),
@@ -102,12 +105,14 @@
 mod codec;
 mod dealer;
 mod dkg;
+mod dkg_batch;
 mod error;
 mod ids;
 mod keys;
 mod local;
 mod poly;
 mod repair;
+mod session;
 mod sign;
 mod taproot;
 
@@ -121,6 +126,7 @@ pub use repair::{
     HelperDeltas, RepairCommitments, RepairDelta, RepairSigma, repair_step1, repair_step2,
     repair_step3,
 };
+pub use session::PreparedPackage;
 pub use sign::{
     Commitment, SecretNonce, Signature, SignatureShare, SigningPackage, aggregate, commit, sign,
     verify, verify_share,

@@ -129,6 +129,11 @@ impl SigningPackage {
         Ok(encode_exact(&self.0)?.to_vec())
     }
 
+    /// frost's package, for the session values of [`crate::PreparedPackage`].
+    pub(crate) fn frost(&self) -> &frost_secp256k1_tr::SigningPackage {
+        &self.0
+    }
+
     /// Decodes a package, refusing identifiers that are not seats, messages
     /// that are not 32 bytes, and any encoding other than the canonical one
     /// (trailing bytes, a seat listed twice).
@@ -154,7 +159,7 @@ impl SigningPackage {
 
     /// Checks that every signer is a member of `wallet` and that there are
     /// at least its threshold of them.
-    fn check_signers(&self, wallet: &WalletKey) -> Result<()> {
+    pub(crate) fn check_signers(&self, wallet: &WalletKey) -> Result<()> {
         let mut got = 0usize;
         for id in self.0.signing_commitments().keys() {
             let seat = Seat::from_identifier(id).ok_or(Error::SharesMismatch)?;
@@ -176,6 +181,11 @@ impl SigningPackage {
 pub struct SignatureShare(round2::SignatureShare);
 
 impl SignatureShare {
+    /// frost's share, for [`crate::PreparedPackage::verify`].
+    pub(crate) fn frost(&self) -> &round2::SignatureShare {
+        &self.0
+    }
+
     /// The 32-byte encoding.
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -306,7 +316,7 @@ pub fn aggregate(
 
 /// Maps frost's share-verification failure to seats; `fallback` is blamed
 /// when frost reports no identifiable culprit.
-fn culprits(err: FrostError, fallback: &[Seat]) -> Error {
+pub(crate) fn culprits(err: FrostError, fallback: &[Seat]) -> Error {
     match err {
         FrostError::InvalidSignatureShare { culprits } => {
             let mut seats: Vec<Seat> = culprits.iter().filter_map(Seat::from_identifier).collect();

@@ -165,3 +165,21 @@ fn refresh_bad_share_names_its_sender() {
         err.culprits()
     );
 }
+
+#[test]
+fn one_invalid_share_among_many_is_named() {
+    // A 3-of-6 run: seat 1 checks five shares as one batch; seat 5's is
+    // the one seat 5 made for seat 2, so only seat 5 is to blame.
+    let (states, mut sent) = part2_all(start(3, 6, 6));
+    let mut for_one: Vec<_> = (2..=6)
+        .map(|from| (seat(from), sent.remove(&(seat(from), seat(1))).unwrap()))
+        .collect();
+    for_one[3] = (seat(5), sent.remove(&(seat(5), seat(2))).unwrap());
+    let one = states.into_iter().next().unwrap();
+    let err = one.finish(for_one).map(|_| ()).unwrap_err();
+    assert!(
+        matches!(err, Error::BadShare { culprit } if culprit == seat(5)),
+        "{err:?}"
+    );
+    assert_eq!(err.culprits(), vec![seat(5)]);
+}

@@ -180,3 +180,92 @@ proptest! {
         prop_assert_eq!(&rebuilt.to_bytes().unwrap()[..], &shares[&lost].to_bytes().unwrap()[..]);
     }
 }
+
+/// How a share is corrupted before both verification paths see it.
+#[derive(Debug, Clone, Copy)]
+enum Corruption {
+    /// The share as its signer made it.
+    None,
+    /// Another signer's share (a valid scalar, the wrong value).
+    Swapped,
+    /// A random scalar.
+    Random,
+    /// The signer's share of another message under the same commitments.
+    OtherMessage,
+}
+
+fn corruption() -> impl Strategy<Value = Corruption> {
+    prop_oneof![
+        Just(Corruption::None),
+        Just(Corruption::Swapped),
+        Just(Corruption::Random),
+        Just(Corruption::OtherMessage),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A package prepared once gives, for every member seat and every share,
+    /// exactly the answer of per-share verification, for every key
+    /// convention (tweaked or not) and either parity of the group commitment.
+    #[test]
+    fn prepared_verification_matches_per_share(
+        (t, n, seed) in group(),
+        kind in convention(),
+        extra in 0u16..=6,
+        pick in any::<u64>(),
+        corruptions in prop::collection::vec(corruption(), 7),
+    ) {
+        let rng = &mut rng(seed);
+        let (shares, wallet) = make_wallet(kind, t, n, rng);
+        let signers = subset(n, (t + extra).min(n), pick);
+        let mut nonces = Vec::new();
+        let mut commitments = BTreeMap::new();
+        for s in &signers {
+            let (nonce, c) = commit(&shares[s], rng);
+            nonces.push(nonce);
+            commitments.insert(*s, c);
+        }
+        let package = SigningPackage::new(&commitments, &[8; 32]).unwrap();
+        let mut made = BTreeMap::new();
+        for nonce in nonces {
+            let s = nonce.seat();
+            made.insert(s, sign(nonce, &package, &shares[&s], &wallet).unwrap());
+        }
+        let prepared = PreparedPackage::new(&wallet, package.clone()).unwrap();
+        prop_assert_eq!(prepared.package(), &package);
+        prop_assert_eq!(&prepared.bytes()[..], &package.to_bytes().unwrap()[..]);
+        for (i, s) in signers.iter().enumerate() {
+            let share = match corruptions[i % corruptions.len()] {
+                Corruption::None => made[s],
+                Corruption::Swapped => made[&signers[(i + 1) % signers.len()]],
+                Corruption::Random => {
+                    let mut bytes = [0u8; 32];
+                    rand_core::RngCore::fill_bytes(rng, &mut bytes);
+                    bytes[0] &= 0x7f;
+                    SignatureShare::from_bytes(&bytes).unwrap()
+                }
+                // A well-formed share of another package, which must not
+                // verify for this one.
+                Corruption::OtherMessage => {
+                    let (nonce, c) = commit(&shares[s], rng);
+                    let mut changed = commitments.clone();
+                    changed.insert(*s, c);
+                    let other = SigningPackage::new(&changed, &[9; 32]).unwrap();
+                    sign(nonce, &other, &shares[s], &wallet).unwrap()
+                }
+            };
+            let per_share = verify_share(&wallet, &package, *s, &share);
+            prop_assert_eq!(format!("{:?}", prepared.verify(*s, &share)), format!("{per_share:?}"));
+        }
+        // A member outside the session and a seat outside the wallet.
+        for s in (1..=n + 1).map(seat).filter(|s| !signers.contains(s)) {
+            let share = made[&signers[0]];
+            prop_assert_eq!(
+                format!("{:?}", prepared.verify(s, &share)),
+                format!("{:?}", verify_share(&wallet, &package, s, &share)),
+            );
+        }
+    }
+}

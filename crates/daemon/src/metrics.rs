@@ -81,6 +81,7 @@ pub(crate) struct Metrics {
     latency: LatencyFamily,
     in_flight: Gauge,
     rollbacks_accepted: Gauge,
+    store_write_wait: Gauge<f64, std::sync::atomic::AtomicU64>,
     pending_handshakes: Gauge,
     member_connections: Gauge,
     dropped: Family<DropLabels, Counter>,
@@ -116,6 +117,15 @@ impl Metrics {
             "Store opens in this process that accepted an older database or a missing \
              witness through the [store] rollback override (alert when above 0)",
             rollbacks_accepted.clone(),
+        );
+        let store_write_wait = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "store_write_wait_seconds",
+            "Wall time during which at least one of this signer's request threads \
+             was blocked until its store write was durable (only grows; threads \
+             waiting together count once, so its rate over wall time is the \
+             fraction of the time the signer waited on its disk, at most 1)",
+            store_write_wait.clone(),
         );
         let pending_handshakes = Gauge::default();
         let member_connections = Gauge::default();
@@ -163,6 +173,7 @@ impl Metrics {
             latency,
             in_flight,
             rollbacks_accepted,
+            store_write_wait,
             pending_handshakes,
             member_connections,
             dropped,
@@ -230,6 +241,9 @@ impl Metrics {
         // before this registry exists); a scrape reads the count.
         self.rollbacks_accepted
             .set(i64::try_from(thresig_store::rollbacks_accepted()).unwrap_or(i64::MAX));
+        // Likewise the store times its callers' waits; a scrape reads it.
+        self.store_write_wait
+            .set(thresig_store::write_wait().as_secs_f64());
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -347,13 +361,59 @@ mod tests {
         WriteOp,
     };
 
-    /// The accepted-rollback count a scrape of `metrics` shows.
-    fn scraped_rollbacks(metrics: &Metrics) -> u64 {
+    /// The value of the unlabelled sample `name` in a scrape of `metrics`.
+    fn scraped<T: std::str::FromStr>(metrics: &Metrics, name: &str) -> T {
         let text = metrics.encode().unwrap();
         text.lines()
-            .find_map(|l| l.strip_prefix("thresig_store_rollbacks_accepted "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no rollback count in {text}"))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    /// The accepted-rollback count a scrape of `metrics` shows.
+    fn scraped_rollbacks(metrics: &Metrics) -> u64 {
+        scraped(metrics, "thresig_store_rollbacks_accepted")
+    }
+
+    /// The store write wait a scrape of `metrics` shows.
+    fn scraped_write_wait(metrics: &Metrics) -> f64 {
+        scraped(metrics, "thresig_store_write_wait_seconds")
+    }
+
+    /// A write through a store whose disk syncs in 5 ms shows in the next
+    /// scrape's wait as at least that sync. The gauge is process-wide and
+    /// other tests write too, but it counts wall time with a writer
+    /// waiting, so between two scrapes it grows by at most the time between
+    /// them.
+    #[test]
+    fn a_scrape_reports_the_time_spent_waiting_on_store_writes() {
+        const SYNC: std::time::Duration = std::time::Duration::from_millis(5);
+        let disk = thresig_store::SimDisk::new();
+        let store = EncryptedStore::create(
+            StoreLocation::Database {
+                db: redb::Database::builder()
+                    .create_with_backend(disk.backend())
+                    .unwrap(),
+                witness: thresig_store::MemoryWitness::new(),
+            },
+            Arc::new(MemoryProvider::with_key("kek-1", 7)),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        disk.set_sync_latency(SYNC);
+        let metrics = Metrics::new();
+        let started = std::time::Instant::now();
+        let before = scraped_write_wait(&metrics);
+        store
+            .write(vec![WriteOp::PutWallet {
+                wallet: WalletId::new("w").unwrap(),
+                value: b"one".to_vec(),
+            }])
+            .unwrap();
+        let waited = scraped_write_wait(&metrics) - before;
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(waited >= SYNC.as_secs_f64(), "waited {waited} s");
+        assert!(waited <= elapsed, "waited {waited} s in {elapsed} s");
     }
 
     /// Restores a store in a temporary directory from a backup older than

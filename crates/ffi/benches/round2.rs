@@ -78,9 +78,9 @@ fn round2(made: &Made, mine: Commitment, partner: Commitment) -> Round2Request {
     Round2Request::new(
         WalletId::new(WALLET.to_owned()).unwrap(),
         made.epoch,
-        package.signers(),
+        package.package().signers(),
         SigningTarget::psbt(made.psbt.clone()),
-        vec![HexBytes(package.to_bytes().unwrap())],
+        vec![HexBytes(package.bytes().to_vec())],
     )
 }
 

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use thresig_cluster::config::{Config, NodeWallet};
 use thresig_cluster::{Handed, WireScheme, describe_failure, failure_recovery, refusal_of};
-use thresig_crypto::{Commitment, Seat, SignatureShare, SigningPackage, WalletKey};
+use thresig_crypto::{Commitment, Seat, SignatureShare, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
     DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response, Round1Request,
@@ -287,9 +287,8 @@ impl CoordinatorHandle {
             match request {
                 Some(request) => self.send(seat, Asked::Roast(round), &request),
                 None => {
-                    // Packages the coordinator built itself always encode
-                    // and it asks nothing but rounds 1 and 2; anything else
-                    // is a bug, answered for the member.
+                    // The coordinator asks nothing but rounds 1 and 2;
+                    // anything else is a bug, answered for the member.
                     if let Run::Sign(s) = &mut self.run {
                         let now = s.origin.0;
                         let refused = Reply::Refused {
@@ -712,9 +711,9 @@ impl Signing {
         self.origin.1.checked_add(since)
     }
 
-    /// The engine request for a ROAST request; `None` if a package does
-    /// not encode or the request is of a kind this build does not know
-    /// (both bugs, refused for the member rather than guessed at).
+    /// The engine request for a ROAST request; `None` if the request is of
+    /// a kind this build does not know (a bug, refused for the member
+    /// rather than guessed at).
     fn request(
         &self,
         wallet: &NodeWallet,
@@ -724,12 +723,13 @@ impl Signing {
             thresig_roast::Request::Sign { packages, .. } => {
                 let signers = packages
                     .first()
-                    .map(SigningPackage::signers)
+                    .map(|p| p.package().signers())
                     .unwrap_or_default();
+                // Each package was encoded once when its session started.
                 let encoded = packages
                     .iter()
-                    .map(|p| p.to_bytes().map(HexBytes).ok())
-                    .collect::<Option<Vec<_>>>()?;
+                    .map(|p| HexBytes(p.bytes().to_vec()))
+                    .collect();
                 Some(Request::Round2(Round2Request::new(
                     wallet.id().clone(),
                     self.epoch,

@@ -79,7 +79,8 @@
 //!             Request::Commit => Reply::Commitments { commitments: fresh(live) },
 //!             Request::Sign { session, packages } => {
 //!                 let mut out = Vec::new();
-//!                 for package in packages.iter() {
+//!                 for prepared in packages.iter() {
+//!                     let package = prepared.package(); // a signer decodes `prepared.bytes()`
 //!                     let mine = package.commitment(seat).ok_or("no commitment")?;
 //!                     let at = live.iter().position(|n| n.commitment() == mine).ok_or("no nonce")?;
 //!                     out.push(sign(live.swap_remove(at), package, share, &wallet)?);

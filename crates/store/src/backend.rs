@@ -55,6 +55,8 @@ struct DiskState {
     lifetime: u64,
     calls: BTreeMap<FaultPoint, u64>,
     armed: Vec<(FaultPoint, u64)>,
+    /// How long every sync takes, as a real disk's fsync would.
+    sync_latency: std::time::Duration,
 }
 
 /// A simulated disk shared by successive backends.
@@ -116,6 +118,12 @@ impl SimDisk {
         let mut s = self.state();
         let at = s.calls.get(&point).copied().unwrap_or(0) + n;
         s.armed.push((point, at));
+    }
+
+    /// Makes every later sync take `latency`, like a real disk's fsync
+    /// (for measurements of time spent waiting on the disk).
+    pub fn set_sync_latency(&self, latency: std::time::Duration) {
+        self.state().sync_latency = latency;
     }
 
     /// How many calls to `point` were made so far.
@@ -183,8 +191,14 @@ impl StorageBackend for FaultBackend {
     }
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        let mut s = self.enter(FaultPoint::Sync)?;
-        s.unsynced.clear();
+        let latency = {
+            let mut s = self.enter(FaultPoint::Sync)?;
+            s.unsynced.clear();
+            s.sync_latency
+        };
+        // Outside the lock: readers of the disk are not held up by a sync,
+        // as they are not on a real one.
+        std::thread::sleep(latency);
         Ok(())
     }
 

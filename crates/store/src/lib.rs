@@ -86,6 +86,7 @@ mod seal;
 mod store;
 mod sync;
 mod verify;
+mod wait;
 mod witness;
 mod writer;
 
@@ -108,5 +109,6 @@ pub use schema::RecordTable;
 pub use store::SubmitHook;
 pub use store::{EncryptedStore, Store, StoreLocation, StoreOptions};
 pub use verify::VerifyReport;
+pub use wait::write_wait;
 pub use witness::{MemoryWitness, WitnessLocation};
 pub use writer::WriterStats;

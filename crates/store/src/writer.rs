@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub(crate) witness_behind: Mutex<Option<Position>>,
     /// Wallets whose marker rows were checked against their digest (I4).
     pub(crate) marker_sets: CheckedMarkerSets,
+    /// Wall time this store's callers spent blocked on their commits.
+    pub(crate) write_wait: crate::wait::WaitClock,
 }
 
 /// Counters the writer keeps (for `keys status`, metrics and benchmarks).

@@ -85,6 +85,71 @@ fn concurrent_units_are_group_committed() {
     }
 }
 
+/// A disk whose every sync takes `SYNC`, so a commit's wait has a floor.
+const SYNC: std::time::Duration = std::time::Duration::from_millis(5);
+
+fn slow_disk_store() -> (Machine, EncryptedStore) {
+    let machine = Machine::new();
+    let store = machine.open().unwrap();
+    machine.disk.set_sync_latency(SYNC);
+    (machine, store)
+}
+
+#[test]
+fn a_write_counts_the_time_its_caller_waited_for_the_commit() {
+    let (_machine, store) = slow_disk_store();
+    let before = store.write_wait();
+    let started = std::time::Instant::now();
+    store
+        .write(vec![WriteOp::InsertMarker {
+            wallet: wallet(1),
+            commitment: CommitmentHash([9; 32]),
+            marker: marker(9, 50_000),
+        }])
+        .unwrap();
+    let elapsed = started.elapsed();
+    let waited = store.write_wait() - before;
+    // The commit's sync alone takes SYNC, and the caller waits for it.
+    assert!(waited >= SYNC, "waited {waited:?}, one sync takes {SYNC:?}");
+    assert!(waited <= elapsed, "waited {waited:?} in {elapsed:?}");
+}
+
+#[test]
+fn callers_waiting_on_one_commit_count_its_wall_time_once() {
+    const CALLERS: u8 = 8;
+    let (_machine, store) = slow_disk_store();
+    let before = store.write_wait();
+    let process_before = thresig_store::write_wait();
+    let start = std::sync::Barrier::new(usize::from(CALLERS));
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for caller in 0..CALLERS {
+            let (store, start) = (&store, &start);
+            scope.spawn(move || {
+                start.wait();
+                for i in 0..4u8 {
+                    store
+                        .write(vec![WriteOp::InsertMarker {
+                            wallet: wallet(1),
+                            commitment: CommitmentHash([caller * 4 + i; 32]),
+                            marker: marker(caller, 50_000),
+                        }])
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let waited = store.write_wait() - before;
+    // Summed over callers, eight callers blocked on each group commit would
+    // count its wall time up to eight times, far past the elapsed time.
+    assert!(waited <= elapsed, "waited {waited:?} in {elapsed:?}");
+    assert!(waited >= SYNC, "waited {waited:?}, one sync takes {SYNC:?}");
+    // The process-wide clock covers these waits too (other tests may add
+    // more: it only grows).
+    assert!(thresig_store::write_wait() - process_before >= SYNC);
+}
+
 #[test]
 fn meta_dkg_and_reopen_on_a_simulated_disk() {
     let machine = Machine::new();

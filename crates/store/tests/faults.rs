@@ -349,9 +349,11 @@ fn marker_op(hash: u8) -> WriteOp {
 }
 
 /// I5: the witness is rewritten after every commit with a marker (or other
-/// security-relevant) change, so a database rolled back to before a marker
-/// insert (same epoch, older generation) is refused; otherwise the same
-/// commitment would release shares for a second package (nonce reuse).
+/// security-relevant) change, so a database restored alone to before a
+/// marker insert (same epoch, older generation) is refused; otherwise the
+/// rate charges written in the marker's transaction would be undone and the
+/// budget could be spent again. (Nonces are not at stake: they live only in
+/// memory, and a restart forgets them.)
 #[test]
 fn a_rollback_to_before_a_marker_insert_is_refused() {
     use common::{Machine, put_wallet};

@@ -1,6 +1,8 @@
 //! `thresig load`: the load generator. Starts a local cluster like the demo,
 //! then signs many distinct transactions through ROAST over loopback and
-//! reports throughput, time to a signature and the signers' CPU time.
+//! reports throughput, time to a signature, the signers' and the
+//! coordinator's CPU time, and how much of the run each signer spent
+//! waiting for its store's commits.
 //!
 //! Reproducing the numbers in `docs/BENCHMARKS.md`:
 //! `cargo run --release -p thresig -- load --signers 3 --threshold 2`.
@@ -118,6 +120,19 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let metrics = online
+        .iter()
+        .map(|(seat, _)| {
+            let node = cluster.node(*seat)?;
+            let daemon = node
+                .daemon
+                .with_context(|| format!("member {seat}'s configuration has no [daemon]"))?;
+            Ok((*seat, daemon.metrics_listen))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let wait_before = store_waits(&metrics)?;
+    let coordinator = [(Party::Coordinator, std::process::id())];
+    let coordinator_before = cpu_times(&coordinator)?;
     let cpu_before = cpu_times(&online)?;
     info!(signatures, concurrency = args.concurrency, "signing");
     let psbts = Arc::new(psbts);
@@ -150,6 +165,8 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     })?;
     let elapsed = started.elapsed();
     let cpu_after = cpu_times(&online)?;
+    let coordinator_after = cpu_times(&coordinator)?;
+    let wait_after = store_waits(&metrics)?;
     let failed = cluster.stop_all()?;
     if !failed.is_empty() {
         bail!("members {failed:?} did not shut down cleanly");
@@ -159,6 +176,24 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         .zip(&cpu_before)
         .map(|(after, before)| after.saturating_sub(*before))
         .sum();
+    let coordinator_cpu: Duration = coordinator_after
+        .iter()
+        .zip(&coordinator_before)
+        .map(|(after, before)| after.saturating_sub(*before))
+        .sum();
+    // The part of the run each signer had a request blocked on a commit
+    // (the metric counts requests waiting together once, so at most 1).
+    let store_wait: serde_json::Map<String, serde_json::Value> = wait_after
+        .iter()
+        .zip(&wait_before)
+        .zip(&metrics)
+        .map(|((after, before), (seat, _))| {
+            (
+                seat.to_string(),
+                json!((after - before) / elapsed.as_secs_f64()),
+            )
+        })
+        .collect();
     let mut sorted = latencies.clone();
     sorted.sort();
     let quantile = |q: f64| {
@@ -179,6 +214,8 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         "latency_ms_max": ms(quantile(1.0)),
         "signer_cpu_ms_per_signature": ms(cpu_total) / count,
         "signer_cpu_ms_per_signature_per_signer": ms(cpu_total) / count / online.len() as f64,
+        "coordinator_cpu_ms_per_signature": ms(coordinator_cpu) / count,
+        "store_wait_fraction_by_signer": store_wait,
     });
     if args.json {
         println!("{report}");
@@ -220,13 +257,74 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Whose CPU time is read: a member's process or this one.
+#[derive(Clone, Copy)]
+enum Party {
+    Member(Seat),
+    /// This process, which runs the coordinator of every run.
+    Coordinator,
+}
+
+impl From<Seat> for Party {
+    fn from(seat: Seat) -> Self {
+        Self::Member(seat)
+    }
+}
+
+impl std::fmt::Display for Party {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Member(seat) => write!(f, "member {seat}"),
+            Self::Coordinator => f.write_str("the coordinator"),
+        }
+    }
+}
+
+/// How long a metrics scrape may take before the run gives up on it.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Each member's `thresig_store_write_wait_seconds`, scraped from its
+/// metrics listener.
+fn store_waits(members: &[(Seat, std::net::SocketAddr)]) -> Result<Vec<f64>> {
+    members
+        .iter()
+        .map(|(seat, addr)| {
+            let text = scrape(*addr)
+                .map_err(|e| because(format!("scraping member {seat}'s metrics at {addr}"), e))?;
+            metric(&text, "thresig_store_write_wait_seconds").with_context(|| {
+                format!("member {seat}'s metrics at {addr} have no store write wait")
+            })
+        })
+        .collect()
+}
+
+/// One `GET /metrics` over plain HTTP (the daemon closes after answering).
+fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT)?;
+    tcp.set_read_timeout(Some(SCRAPE_TIMEOUT))?;
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+/// The value of the unlabelled sample `name` in OpenMetrics text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
+}
+
 /// User plus system CPU time of each process so far.
-fn cpu_times(processes: &[(Seat, u32)]) -> Result<Vec<Duration>> {
+fn cpu_times<P: Copy + Into<Party>>(processes: &[(P, u32)]) -> Result<Vec<Duration>> {
     processes
         .iter()
-        .map(|(seat, pid)| {
+        .map(|(party, pid)| {
+            let party: Party = (*party).into();
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map_err(|e| because(format!("reading member {seat}'s CPU time"), e))?;
+                .map_err(|e| because(format!("reading {party}'s CPU time"), e))?;
             // The command name (field 2) may contain spaces; fields after it
             // are counted from its closing parenthesis.
             let after = stat
@@ -282,5 +380,19 @@ mod tests {
             "{err}"
         );
         assert!(args(51, Some(0)).signatures().is_err());
+    }
+
+    /// The store wait is read from the exact sample, not from a metric
+    /// whose name it starts, nor from the HELP and TYPE lines.
+    #[test]
+    fn the_store_wait_is_read_from_its_own_sample() {
+        let text = "HTTP/1.1 200 OK\r\n\r\n\
+            # HELP thresig_store_write_wait_seconds Time blocked.\n\
+            # TYPE thresig_store_write_wait_seconds gauge\n\
+            thresig_store_write_wait_seconds_other 9.0\n\
+            thresig_store_write_wait_seconds 1.25\n\
+            # EOF\n";
+        assert_eq!(metric(text, "thresig_store_write_wait_seconds"), Some(1.25));
+        assert_eq!(metric(text, "thresig_store_rollbacks_accepted"), None);
     }
 }

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use thresig_crypto::{
-    Commitment, DkgRound1, GroupParams, KeyShare, Round2Package, ScriptTree, SecretNonce,
-    Signature, SignatureShare, SigningPackage, WalletKey, commit, import_key, sign, verify,
+    Commitment, DkgRound1, GroupParams, KeyShare, PreparedPackage, Round2Package, ScriptTree,
+    SecretNonce, Signature, SignatureShare, SigningPackage, WalletKey, commit, import_key, sign,
+    verify,
 };
 use thresig_roast::{Refusal, Seat};
 
@@ -126,12 +127,15 @@ impl Backend for FrostCluster {
     fn sign(
         &mut self,
         seat: Seat,
-        packages: &[SigningPackage],
+        packages: &[PreparedPackage],
     ) -> Result<Vec<SignatureShare>, Refusal> {
         let share = &self.shares[&seat];
         let live = self.nonces.entry(seat).or_default();
         let mut out = Vec::new();
-        for package in packages {
+        for prepared in packages {
+            // A signer gets the package's bytes, as over the wire.
+            let package =
+                &SigningPackage::from_bytes(prepared.bytes()).map_err(|_| Refusal::Rejected)?;
             let commitment = package.commitment(seat).ok_or(Refusal::Rejected)?;
             let at = live
                 .iter()

@@ -25,6 +25,14 @@ use crate::witness::Position;
 use crate::writer::{AdminOp, Job, WriterStats};
 
 impl EncryptedStore {
+    /// The wall time during which at least one caller of this store was
+    /// blocked on a write's commit (see [`crate::write_wait`] for the
+    /// process's).
+    #[must_use]
+    pub fn write_wait(&self) -> std::time::Duration {
+        self.shared.write_wait.total()
+    }
+
     fn sender(&self) -> Result<SyncSender<Job>, Error> {
         lock(&self.jobs).clone().ok_or(Error::WriterStopped)
     }
@@ -207,11 +215,13 @@ impl Store for EncryptedStore {
                 hook();
             }
         }
+        let wait = self.shared.write_wait.start();
         self.sender()?
             .send(Job::Write { ops, reply })
             .map_err(|_| Error::WriterStopped)?;
-        let result = answer.recv().map_err(|_| Error::WriterStopped)?;
-        result.map_err(|e| self.shared.named(e))
+        let result = answer.recv().map_err(|_| Error::WriterStopped);
+        drop(wait);
+        result?.map_err(|e| self.shared.named(e))
     }
 
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, Error> {

@@ -448,6 +448,7 @@ fn open_shared(
         stats: Mutex::new(WriterStats::default()),
         witness_behind: Mutex::new(None),
         marker_sets: CheckedMarkerSets::default(),
+        write_wait: crate::wait::WaitClock::new(),
     }))
 }
 
