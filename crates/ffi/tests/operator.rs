@@ -38,10 +38,7 @@ fn an_approved_repair_is_answered_through_the_repair_op() {
         },
     });
     let refused = helper.call("repair", open.clone());
-    assert_eq!(
-        refused["error"]["code"], "repair_not_approved",
-        "{refused}"
-    );
+    assert_eq!(refused["error"]["code"], "repair_not_approved", "{refused}");
 
     let approved = helper.ok(
         "operate",
@@ -74,7 +71,10 @@ fn operator_commands_reach_the_engine_and_a_refused_one_changes_nothing() {
         "a retire of an active wallet is told to rekey first: {retire}"
     );
     // No successor is configured, so the engine refuses the rekey itself.
-    let rekey = member.call("operate", json!({"begin_rekey": {"wallet": common::WALLET}}));
+    let rekey = member.call(
+        "operate",
+        json!({"begin_rekey": {"wallet": common::WALLET}}),
+    );
     assert!(
         rekey["error"]["message"]
             .as_str()
