@@ -680,14 +680,15 @@ async fn commit(peers: &Peers, member: Seat, job: &Job) -> Option<Reply<WireSche
     }
 }
 
-async fn shares(
-    peers: &Peers,
-    member: Seat,
-    session: thresig_roast::SessionId,
+/// The round-2 request of one ROAST session over `psbt`, whose `packages`
+/// name the session's signers, for any driver of the coordinator.
+#[must_use]
+pub fn round2_request(
+    wallet: &WalletId,
+    epoch: WalletEpoch,
+    psbt: &[u8],
     packages: &[PreparedPackage],
-    job: &Job,
-) -> Option<Reply<WireScheme>> {
-    let round = Round::Sign(session);
+) -> Round2Request {
     let signers = packages
         .first()
         .map(|p| p.package().signers())
@@ -702,13 +703,24 @@ async fn shares(
         .iter()
         .map(|p| HexBytes(p.bytes().to_vec()))
         .collect();
-    let request = Round2Request::new(
-        job.wallet.id().clone(),
-        job.epoch,
+    Round2Request::new(
+        wallet.clone(),
+        epoch,
         signers,
-        SigningTarget::psbt(job.psbt.clone()),
+        SigningTarget::psbt(psbt.to_vec()),
         encoded,
-    );
+    )
+}
+
+async fn shares(
+    peers: &Peers,
+    member: Seat,
+    session: thresig_roast::SessionId,
+    packages: &[PreparedPackage],
+    job: &Job,
+) -> Option<Reply<WireScheme>> {
+    let round = Round::Sign(session);
+    let request = round2_request(job.wallet.id(), job.epoch, &job.psbt, packages);
     if let Some(journal) = &job.journal {
         journal(member, &request);
     }

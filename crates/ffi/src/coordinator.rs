@@ -19,12 +19,14 @@ use rand_core::{OsRng, RngCore};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thresig_cluster::config::{Config, NodeWallet};
-use thresig_cluster::{Handed, WireScheme, describe_failure, failure_recovery, refusal_of};
+use thresig_cluster::{
+    Handed, WireScheme, describe_failure, failure_recovery, refusal_of, round2_request,
+};
 use thresig_crypto::{Commitment, Seat, SignatureShare, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
     DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response, Round1Request,
-    Round2Request, SignedDkgMessage, SigningTarget, WalletConfig, WalletEpoch, WalletId,
+    SignedDkgMessage, WalletConfig, WalletEpoch, WalletId,
 };
 use thresig_roast::{Coordinator, Event, Refusal, Reply, Round};
 use thresig_store::Recovery;
@@ -720,24 +722,12 @@ impl Signing {
         request: thresig_roast::Request<WireScheme>,
     ) -> Option<Request> {
         match request {
-            thresig_roast::Request::Sign { packages, .. } => {
-                let signers = packages
-                    .first()
-                    .map(|p| p.package().signers())
-                    .unwrap_or_default();
-                // Each package was encoded once when its session started.
-                let encoded = packages
-                    .iter()
-                    .map(|p| HexBytes(p.bytes().to_vec()))
-                    .collect();
-                Some(Request::Round2(Round2Request::new(
-                    wallet.id().clone(),
-                    self.epoch,
-                    signers,
-                    SigningTarget::psbt(self.psbt.clone()),
-                    encoded,
-                )))
-            }
+            thresig_roast::Request::Sign { packages, .. } => Some(Request::Round2(round2_request(
+                wallet.id(),
+                self.epoch,
+                &self.psbt,
+                &packages,
+            ))),
             thresig_roast::Request::Commit => Some(Request::Round1(Round1Request::new(
                 wallet.id().clone(),
                 self.inputs,
