@@ -202,11 +202,17 @@ fn a_client_trickling_its_request_is_cut_off_at_the_deadline() {
 /// release cannot be lost by coming before the provider waits. Dropping
 /// the last descriptor ends every wait still pending (the provider reads
 /// end of file), so no provider is left waiting after the test.
+///
+/// It holds `entered` the same way, read through one buffered reader for
+/// its whole life: two providers entering at once (a command and the key
+/// manager's poll) may write their lines in one go, and a reader opened
+/// per call would drop the second line with its buffer, or read the end
+/// of file of a writer that is just closing.
 struct Gated {
     cluster: ProcessCluster,
     path: PathBuf,
     gate: PathBuf,
-    entered: PathBuf,
+    entered: BufReader<std::fs::File>,
     release: std::fs::File,
 }
 
@@ -246,11 +252,14 @@ impl Gated {
         std::fs::write(&path, edited).unwrap();
         // Read and write: opening it never waits, and it keeps the FIFO's
         // lines (a FIFO drops what it holds once nothing has it open).
-        let release = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&release)
-            .unwrap();
+        let [entered, release] = [&entered, &release].map(|fifo| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(fifo)
+                .unwrap()
+        });
+        let entered = BufReader::new(entered);
         cluster.local.start(seat(1)).unwrap();
         runtime.block_on(wait_ready(&cluster.peers(seat(1)), seat(1)));
         Self {
@@ -269,7 +278,7 @@ impl Gated {
 
     /// Sends a status command and returns its connection once the command
     /// is stuck inside the provider.
-    fn stuck_status(&self) -> UnixStream {
+    fn stuck_status(&mut self) -> UnixStream {
         self.shut();
         let mut slow = UnixStream::connect(socket_of(&self.path)).unwrap();
         slow.write_all(b"{\"command\":\"status\"}\n").unwrap();
@@ -278,11 +287,9 @@ impl Gated {
     }
 
     /// Waits until one more provider call has entered the gate.
-    fn entered(&self) {
+    fn entered(&mut self) {
         let mut signal = String::new();
-        BufReader::new(std::fs::File::open(&self.entered).unwrap())
-            .read_line(&mut signal)
-            .unwrap();
+        self.entered.read_line(&mut signal).unwrap();
         assert_eq!(signal, "in\n");
     }
 
@@ -303,7 +310,7 @@ const RELEASES: usize = 64;
 #[test]
 fn a_release_right_after_the_provider_entered_is_not_lost() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let gated = Gated::start(&runtime, 27, 86400);
+    let mut gated = Gated::start(&runtime, 27, 86400);
     let slow = gated.stuck_status();
     gated.release();
     slow.set_read_timeout(Some(Duration::from_secs(30)))
@@ -321,7 +328,7 @@ fn a_release_right_after_the_provider_entered_is_not_lost() {
 #[test]
 fn a_second_client_is_served_while_a_slow_command_runs() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let gated = Gated::start(&runtime, 24, 86400);
+    let mut gated = Gated::start(&runtime, 24, 86400);
     let slow = gated.stuck_status();
     let second = UnixStream::connect(socket_of(&gated.path)).unwrap();
     // Generous: only a server that serves one client at a time takes
