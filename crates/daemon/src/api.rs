@@ -179,4 +179,10 @@ pub trait SignerHandler: Send + Sync + 'static {
     /// A [`SignerError`] with a stable code (the engine's codes, or
     /// `coordinator_not_member` for a seat outside the cluster).
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError>;
+
+    /// The lifecycle operations in progress, which the metrics endpoint
+    /// reads at each scrape. A handler that runs none reports none.
+    fn lifecycle(&self) -> crate::metrics::LifecycleInFlight {
+        crate::metrics::LifecycleInFlight::default()
+    }
 }

@@ -14,10 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand_core::OsRng;
 use thresig_crypto::Seat;
-use thresig_engine::{CoordinatorId, IdentityKey, Request, Response, Signer, Timestamp};
+use thresig_engine::{
+    CoordinatorId, IdentityKey, Request, Response, Signer, Timestamp, WalletStateKind,
+};
 use thresig_store::Store;
 
 use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
+use crate::metrics::LifecycleInFlight;
 
 /// Serves one member's [`Signer`] to the cluster.
 ///
@@ -101,9 +104,30 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
             )
         })?;
         let from = CoordinatorId(identity.to_bytes());
-        self.signer
+        let response = self
+            .signer
             .handle(now()?, from, request, &mut OsRng)
-            .map_err(|err| refusal(&err))
+            .map_err(|err| refusal(&err))?;
+        if let Response::Round2(answer) = &response {
+            crate::metrics::shares_released(answer.shares.len());
+        }
+        Ok(response)
+    }
+
+    /// Counts the engine's wallets awaiting their DKG or being rekeyed,
+    /// and the repairs running here. A scrape that cannot read the wallets
+    /// (a store failure, which the requests report) shows none.
+    fn lifecycle(&self) -> LifecycleInFlight {
+        let mut now = LifecycleInFlight::default();
+        for wallet in self.signer.wallets().unwrap_or_default() {
+            match wallet.state {
+                WalletStateKind::DkgPending => now.dkg += 1,
+                WalletStateKind::Rekeying => now.rekey += 1,
+                _ => {}
+            }
+            now.repair += usize::from(wallet.repairing.is_some());
+        }
+        now
     }
 }
 

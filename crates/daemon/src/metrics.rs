@@ -1,5 +1,8 @@
 //! Prometheus metrics: request counts and latencies by method and outcome,
-//! served as OpenMetrics text over plain HTTP on a loopback port.
+//! shares released, lifecycle operations in flight, the signatures this
+//! member coordinated, and the store's metrics (`thresig_store::metrics`),
+//! served as OpenMetrics text over plain HTTP on a loopback port. Every
+//! name is listed in `docs/metrics.md`, which a test holds to this file.
 //!
 //! Labels come from bounded sets (method names and the handlers' static
 //! error codes), so the number of series stays bounded whatever peers send.
@@ -64,6 +67,65 @@ pub(crate) struct AdmissionLabels {
     pub(crate) reason: Cow<'static, str>,
 }
 
+/// The label of a lifecycle gauge: which operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LifecycleLabels {
+    /// `dkg`, `repair` or `rekey`.
+    operation: &'static str,
+}
+
+/// Lifecycle operations in progress on a signer, read at each scrape
+/// ([`crate::SignerHandler::lifecycle`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LifecycleInFlight {
+    /// Wallets whose DKG has not confirmed a key yet.
+    pub dkg: usize,
+    /// Repairs this signer takes part in.
+    pub repair: usize,
+    /// Wallets being rekeyed (refusing every spend but the sweep).
+    pub rekey: usize,
+}
+
+/// Reads the lifecycle operations in progress, at each scrape.
+type LifecycleSource = Arc<dyn Fn() -> LifecycleInFlight + Send + Sync>;
+
+/// What this process counts for the signatures it coordinated. The
+/// coordinator runs in `thresig sign`, which reports each signature to its
+/// own signer's admin socket ([`record_signature`]); the serving process
+/// keeps the counts, process-wide like the store's, so its registry shows
+/// them.
+struct Coordinated {
+    signatures: Counter,
+    sessions: Histogram,
+}
+
+/// Sessions per signature, 1 to 16: ROAST needs at most `n - t + 1`
+/// sessions, and clusters have at most a few dozen members.
+static COORDINATED: std::sync::LazyLock<Coordinated> =
+    std::sync::LazyLock::new(|| Coordinated {
+        signatures: Counter::default(),
+        sessions: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]),
+    });
+
+/// Records one signature this member coordinated, which took `sessions`
+/// ROAST sessions (one per PSBT: a multi-input PSBT's sessions sign every
+/// input at once).
+pub fn record_signature(sessions: usize) {
+    COORDINATED.signatures.inc();
+    COORDINATED
+        .sessions
+        .observe(u32::try_from(sessions).map_or(f64::MAX, f64::from));
+}
+
+/// Shares this process handed out, process-wide like [`COORDINATED`].
+static SHARES_RELEASED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+
+/// Counts `shares` signature shares handed out in one round-2 answer.
+pub(crate) fn shares_released(shares: usize) {
+    SHARES_RELEASED.inc_by(u64::try_from(shares).unwrap_or(u64::MAX));
+}
+
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 0.5 ms to about 33 s: signing math at (2,3) is
@@ -88,6 +150,8 @@ pub(crate) struct Metrics {
     refused: Family<RefusalLabels, Counter>,
     not_admitted: Family<AdmissionLabels, Counter>,
     waited: Family<AdmissionLabels, Counter>,
+    lifecycle: Family<LifecycleLabels, Gauge>,
+    lifecycle_source: Option<LifecycleSource>,
 }
 
 impl Metrics {
@@ -167,6 +231,32 @@ impl Metrics {
              (request_rate, nonce_rate), counted when the wait begins",
             waited.clone(),
         );
+        registry.register(
+            "shares_released",
+            "Signature shares this signer handed out in round-2 answers (a retry \
+             answered from its marker counts again)",
+            SHARES_RELEASED.clone(),
+        );
+        let lifecycle = Family::<LifecycleLabels, Gauge>::default();
+        registry.register(
+            "lifecycle_operations_in_flight",
+            "Lifecycle operations in progress on this signer, by operation \
+             (dkg: wallets awaiting their key, repair, rekey)",
+            lifecycle.clone(),
+        );
+        registry.register(
+            "signatures_coordinated",
+            "Signatures this member coordinated to completion (reported by \
+             `thresig sign` to its own signer)",
+            COORDINATED.signatures.clone(),
+        );
+        registry.register(
+            "roast_sessions_per_signature",
+            "ROAST sessions each signature this member coordinated took (1 when \
+             no member failed)",
+            COORDINATED.sessions.clone(),
+        );
+        thresig_store::metrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
             requests,
@@ -180,7 +270,15 @@ impl Metrics {
             refused,
             not_admitted,
             waited,
+            lifecycle,
+            lifecycle_source: None,
         }
+    }
+
+    /// Reads the lifecycle gauge from `source` at each scrape.
+    pub(crate) fn with_lifecycle(mut self, source: LifecycleSource) -> Self {
+        self.lifecycle_source = Some(source);
+        self
     }
 
     /// Counts one finished request.
@@ -244,6 +342,14 @@ impl Metrics {
         // Likewise the store times its callers' waits; a scrape reads it.
         self.store_write_wait
             .set(thresig_store::write_wait().as_secs_f64());
+        if let Some(source) = &self.lifecycle_source {
+            let now = source();
+            for (operation, n) in [("dkg", now.dkg), ("repair", now.repair), ("rekey", now.rekey)] {
+                self.lifecycle
+                    .get_or_create(&LifecycleLabels { operation })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)

@@ -90,6 +90,7 @@ impl Shared {
         // The file is written without holding the lag (the witness
         // serializes its own writers), so a slow disk stalls no commit.
         let written = self.witness.write(p);
+        crate::metrics::witness_written(written.is_ok());
         let mut behind = lock(&self.witness_behind);
         match written {
             Ok(()) => {
@@ -196,7 +197,10 @@ type Reply = SyncSender<Result<WriteOutcome, Error>>;
 
 fn run_batch(shared: &Shared, batch: Vec<(Vec<WriteOp>, Reply)>) {
     let units: Vec<&[WriteOp]> = batch.iter().map(|(ops, _)| ops.as_slice()).collect();
-    match commit_batch(shared, &units) {
+    let started = std::time::Instant::now();
+    let committed = commit_batch(shared, &units);
+    crate::metrics::commit(units.len(), started.elapsed());
+    match committed {
         Ok(outcomes) => {
             for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                 let _ = reply.send(outcome);
