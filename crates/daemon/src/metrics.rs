@@ -111,11 +111,9 @@ static COORDINATED: std::sync::LazyLock<Coordinated> =
 /// Records one signature this member coordinated, which took `sessions`
 /// ROAST sessions (one per PSBT: a multi-input PSBT's sessions sign every
 /// input at once).
-pub fn record_signature(sessions: usize) {
+pub fn record_signature(sessions: u32) {
     COORDINATED.signatures.inc();
-    COORDINATED
-        .sessions
-        .observe(u32::try_from(sessions).map_or(f64::MAX, f64::from));
+    COORDINATED.sessions.observe(f64::from(sessions));
 }
 
 /// Shares this process handed out, process-wide like [`COORDINATED`].

@@ -17,7 +17,9 @@
 //! (such as `{"engine": {"begin_rekey": {"wallet": "w"}}}`, or
 //! `{"engine": {"approve_repair": {"wallet": "w", "seat": 3,
 //! "expires_in_secs": 3600}}}` for `thresig repair approve`, which only
-//! the signer's own operator can give, never a coordinator); the
+//! the signer's own operator can give, never a coordinator), or
+//! `{"signed": {"sessions": n}}`, `thresig sign` reporting a signature it
+//! coordinated for the signer's metrics; the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.
@@ -103,6 +105,33 @@ pub(crate) const MAX_CLIENTS: usize = 4;
 pub(crate) enum Request {
     Store(StoreRequest),
     Engine(EngineRequest),
+    Signed(SignedRequest),
+}
+
+/// `{"signed": {"sessions": n}}`: `thresig sign` reporting a signature it
+/// coordinated, so the signer's metrics endpoint counts it (the
+/// coordinator's own process serves no metrics).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignedRequest {
+    signed: Signed,
+}
+
+/// One coordinated signature.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Signed {
+    /// The ROAST sessions it took.
+    sessions: u32,
+}
+
+impl SignedRequest {
+    /// A signature that took `sessions` ROAST sessions.
+    pub(crate) fn new(sessions: u32) -> Request {
+        Request::Signed(Self {
+            signed: Signed { sessions },
+        })
+    }
 }
 
 /// `{"command": …}`: a `thresig keys` command.
@@ -627,6 +656,14 @@ fn run(request: Request, target: &Target) -> Reply {
             &target.store,
             &mut progress,
         ),
+        Request::Signed(r) => {
+            thresig_daemon::record_signature(r.signed.sessions);
+            Ok(Report {
+                json: Value::Null,
+                text: String::new(),
+                verdict: Verdict::Clean,
+            })
+        }
     };
     match result {
         Ok(Report {

@@ -246,11 +246,15 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
 pub(crate) struct Coordinating {
     pub(crate) node: NodeConfig,
     pub(crate) peers: Arc<Peers>,
+    /// This member's own signer's admin socket, where a signature this
+    /// member coordinated is reported for the signer's metrics.
+    pub(crate) admin_socket: PathBuf,
 }
 
 impl Coordinating {
     pub(crate) fn load(path: &Path) -> Result<Self> {
         let config = Config::load(path)?;
+        let admin_socket = thresig_cluster::node::admin_socket_path(&config);
         let node = config.node.with_context(|| {
             format!(
                 "{}: not a cluster member's configuration (no `member` and [[members]]); \
@@ -266,7 +270,11 @@ impl Coordinating {
             );
         }
         let peers = Arc::new(Peers::new(&node)?);
-        Ok(Self { node, peers })
+        Ok(Self {
+            node,
+            peers,
+            admin_socket,
+        })
     }
 
     pub(crate) fn wallet(&self, id: &str) -> Result<&NodeWallet> {
@@ -459,6 +467,7 @@ pub(crate) fn sign_and_write(
     options.progress = Some(Arc::new(Bar::new()));
     let outcome = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options))?;
     drop(options);
+    report_signature(&c.admin_socket, outcome.sessions);
     let signed = finish(psbt, &outcome.signatures)?;
     std::fs::write(&out.psbt, &signed.psbt_base64)
         .map_err(|e| because(format!("writing {}", out.psbt.display()), e))?;
@@ -490,6 +499,17 @@ pub(crate) fn sign_and_write(
         }
     }
     Ok(())
+}
+
+/// Tells this member's own signer, if it runs, of a signature that took
+/// `sessions` ROAST sessions, for its metrics. The signature stands
+/// whatever happens here, so a failure is only noted.
+fn report_signature(socket: &Path, sessions: u32) {
+    if let Err(e) = crate::admin::ask(socket, &crate::admin::SignedRequest::new(sessions)) {
+        eprintln!(
+            "note: the signature is not counted in this signer's metrics ({e}); nothing else is affected"
+        );
+    }
 }
 
 /// A PSBT file that does not decode or does not fit the wallet, with what
