@@ -102,11 +102,10 @@ struct Coordinated {
 
 /// Sessions per signature, 1 to 16: ROAST needs at most `n - t + 1`
 /// sessions, and clusters have at most a few dozen members.
-static COORDINATED: std::sync::LazyLock<Coordinated> =
-    std::sync::LazyLock::new(|| Coordinated {
-        signatures: Counter::default(),
-        sessions: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]),
-    });
+static COORDINATED: std::sync::LazyLock<Coordinated> = std::sync::LazyLock::new(|| Coordinated {
+    signatures: Counter::default(),
+    sessions: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]),
+});
 
 /// Records one signature this member coordinated, which took `sessions`
 /// ROAST sessions (one per PSBT: a multi-input PSBT's sessions sign every
@@ -342,7 +341,11 @@ impl Metrics {
             .set(thresig_store::write_wait().as_secs_f64());
         if let Some(source) = &self.lifecycle_source {
             let now = source();
-            for (operation, n) in [("dkg", now.dkg), ("repair", now.repair), ("rekey", now.rekey)] {
+            for (operation, n) in [
+                ("dkg", now.dkg),
+                ("repair", now.repair),
+                ("rekey", now.rekey),
+            ] {
                 self.lifecycle
                     .get_or_create(&LifecycleLabels { operation })
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -562,5 +565,145 @@ mod tests {
         let before = scraped_rollbacks(&metrics);
         accept_a_rollback();
         assert_eq!(scraped_rollbacks(&metrics), before + 1);
+    }
+}
+
+#[cfg(test)]
+mod listing {
+    //! The metrics the code registers, the ones `docs/metrics.md` lists
+    //! and the ones the dashboard and alert rules use cannot drift apart.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use thresig_store::provider::{KeyProvider as _, KeyProviderConfig};
+    use thresig_store::{
+        EncryptedStore, Store as _, StoreLocation, StoreOptions, WalletId, WriteOp,
+    };
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    fn docs(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Gives every labelled family of `metrics` one series (a family
+    /// without series is not encoded at all) and returns a scrape.
+    fn scrape_with_every_family(metrics: Metrics) -> String {
+        let metrics = metrics.with_lifecycle(Arc::new(LifecycleInFlight::default));
+        let labels = RequestLabels {
+            method: "status",
+            outcome: Cow::Borrowed("ok"),
+        };
+        metrics.observe(&labels, Duration::from_millis(1));
+        metrics.dropped("metrics_cap");
+        metrics.refused("timeout");
+        metrics.not_admitted(1, Cow::Borrowed("overloaded"));
+        metrics.waited(1, "request_rate");
+        // A store writes its witness when created, and commits a write.
+        let store = EncryptedStore::create(
+            StoreLocation::Database {
+                db: redb::Database::builder()
+                    .create_with_backend(redb::backends::InMemoryBackend::new())
+                    .unwrap(),
+                witness: thresig_store::MemoryWitness::new(),
+            },
+            Arc::new(thresig_store::provider::MemoryProvider::with_key(
+                "kek-1", 7,
+            )),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        store
+            .write(vec![WriteOp::PutWallet {
+                wallet: WalletId::new("w").unwrap(),
+                value: b"one".to_vec(),
+            }])
+            .unwrap();
+        // The configured provider is the one that counts its calls.
+        let provider = KeyProviderConfig::from_toml(
+            "[key_provider]\nkind = \"env\"\nvariable = \"K\"\nkey_id = \"k1\"\n",
+        )
+        .unwrap()
+        .open_with(&|_: &str| Some(Zeroizing::new("07".repeat(32).into_bytes())))
+        .unwrap();
+        provider.current_kek_id().unwrap();
+        metrics.encode().unwrap()
+    }
+
+    /// Each metric a scrape shows, by the name operators query (a
+    /// counter's `_total` sample, a histogram's base name), with its type.
+    fn registered(scrape: &str) -> BTreeMap<String, String> {
+        scrape
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').unwrap();
+                let name = if kind == "counter" {
+                    format!("{name}_total")
+                } else {
+                    name.to_owned()
+                };
+                (name, kind.to_owned())
+            })
+            .collect()
+    }
+
+    /// The metrics docs/metrics.md's tables list, with their types.
+    fn documented() -> BTreeMap<String, String> {
+        docs("metrics.md")
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `thresig_")?.split('|');
+                let name = cells.next()?.trim().trim_end_matches('`');
+                let kind = cells.next()?.trim();
+                Some((format!("thresig_{name}"), kind.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The metric names an expression file uses, without a histogram's
+    /// sample suffixes.
+    fn used(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("thresig_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            names.push(base.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn docs_list_exactly_the_registered_metrics_and_the_dashboard_uses_only_them() {
+        let registered = registered(&scrape_with_every_family(Metrics::new()));
+        let documented = documented();
+        assert_eq!(
+            registered, documented,
+            "code (left) and docs/metrics.md (right) differ"
+        );
+        for file in ["grafana/thresig-dashboard.json", "grafana/alerts.yml"] {
+            let names = used(&docs(file));
+            assert!(!names.is_empty(), "{file} uses no metric");
+            for name in names {
+                assert!(
+                    documented.contains_key(&name),
+                    "{file} uses {name}, which docs/metrics.md does not list"
+                );
+            }
+        }
     }
 }
