@@ -125,10 +125,10 @@ pub(crate) struct Signed {
     sessions: u32,
 }
 
-impl SignedRequest {
-    /// A signature that took `sessions` ROAST sessions.
-    pub(crate) fn new(sessions: u32) -> Request {
-        Request::Signed(Self {
+impl Request {
+    /// Reports a signature that took `sessions` ROAST sessions.
+    pub(crate) fn signed(sessions: u32) -> Self {
+        Self::Signed(SignedRequest {
             signed: Signed { sessions },
         })
     }
@@ -928,5 +928,15 @@ mod tests {
         .unwrap();
         assert_eq!(err["error"]["code"], "storage");
         assert_eq!(err["error"]["retryable"], true);
+    }
+
+    #[test]
+    fn a_signature_report_is_its_own_tagged_object() {
+        let request: Request = serde_json::from_str(r#"{"signed":{"sessions":2}}"#).unwrap();
+        assert_eq!(request, Request::signed(2));
+        assert!(
+            serde_json::from_str::<Request>(r#"{"signed":{"sessions":2,"wallet":"w"}}"#).is_err()
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"signed":{"sessions":-1}}"#).is_err());
     }
 }

@@ -505,7 +505,7 @@ pub(crate) fn sign_and_write(
 /// `sessions` ROAST sessions, for its metrics. The signature stands
 /// whatever happens here, so a failure is only noted.
 fn report_signature(socket: &Path, sessions: u32) {
-    if let Err(e) = crate::admin::ask(socket, &crate::admin::SignedRequest::new(sessions)) {
+    if let Err(e) = crate::admin::ask(socket, &crate::admin::Request::signed(sessions)) {
         eprintln!(
             "note: the signature is not counted in this signer's metrics ({e}); nothing else is affected"
         );
