@@ -4,33 +4,21 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use common::{ProcessCluster, WALLET, dkg, json, json_of, seat, self_payment, sign};
+use common::{ProcessCluster, WALLET, dkg, json, json_of, scrape, seat, self_payment, sign};
 use thresig_crypto::Seat;
 use thresig_engine::WalletId;
-
-/// A scrape is answered in milliseconds; this only ends a hung test.
-const SCRAPE_BOUND: Duration = Duration::from_secs(30);
 
 /// One scrape of the metrics of member `seat`.
 struct Scrape(String);
 
 impl Scrape {
     fn of(cluster: &ProcessCluster, seat: Seat) -> Self {
-        let addr: SocketAddr = cluster
+        let addr = cluster
             .node(seat)
             .daemon
             .expect("a member's configuration has a [daemon] section")
             .metrics_listen;
-        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(SCRAPE_BOUND)).unwrap();
-        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).unwrap();
+        let response = scrape(addr);
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         Self(response)
     }
