@@ -98,6 +98,15 @@ type LifecycleSource = Arc<dyn Fn() -> LifecycleInFlight + Send + Sync>;
 struct Coordinated {
     signatures: Counter,
     sessions: Histogram,
+    failed: Family<FailureLabels, Counter>,
+}
+
+/// The label of a signing run that ended without a signature.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    /// `retryable` (members were silent or refused for now) or `terminal`
+    /// (refusals for good, too many culprits).
+    recovery: &'static str,
 }
 
 /// Sessions per signature, 1 to 16: ROAST needs at most `n - t + 1`
@@ -105,6 +114,7 @@ struct Coordinated {
 static COORDINATED: std::sync::LazyLock<Coordinated> = std::sync::LazyLock::new(|| Coordinated {
     signatures: Counter::default(),
     sessions: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]),
+    failed: Family::default(),
 });
 
 /// Records one signature this member coordinated, which took `sessions`
@@ -113,6 +123,16 @@ static COORDINATED: std::sync::LazyLock<Coordinated> = std::sync::LazyLock::new(
 pub fn record_signature(sessions: u32) {
     COORDINATED.signatures.inc();
     COORDINATED.sessions.observe(f64::from(sessions));
+}
+
+/// Records one signing run this member coordinated that ended without a
+/// signature; `retryable` says whether running it again can succeed.
+pub fn record_signing_failure(retryable: bool) {
+    let recovery = if retryable { "retryable" } else { "terminal" };
+    COORDINATED
+        .failed
+        .get_or_create(&FailureLabels { recovery })
+        .inc();
 }
 
 /// Shares this process handed out, process-wide like [`COORDINATED`].
@@ -252,6 +272,13 @@ impl Metrics {
             "ROAST sessions each signature this member coordinated took (1 when \
              no member failed)",
             COORDINATED.sessions.clone(),
+        );
+        registry.register(
+            "signatures_failed",
+            "Signing runs this member coordinated that ended without a signature, \
+             by recovery (retryable: members silent or refusing for now; terminal: \
+             refusals for good or too many culprits)",
+            COORDINATED.failed.clone(),
         );
         thresig_store::metrics::register(&mut registry);
         Self {
@@ -604,6 +631,7 @@ mod listing {
         metrics.refused("timeout");
         metrics.not_admitted(1, Cow::Borrowed("overloaded"));
         metrics.waited(1, "request_rate");
+        record_signing_failure(true);
         // A store writes its witness when created, and commits a write.
         let store = EncryptedStore::create(
             StoreLocation::Database {

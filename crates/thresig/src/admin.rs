@@ -18,8 +18,9 @@
 //! `{"engine": {"approve_repair": {"wallet": "w", "seat": 3,
 //! "expires_in_secs": 3600}}}` for `thresig repair approve`, which only
 //! the signer's own operator can give, never a coordinator), or
-//! `{"signed": {"sessions": n}}`, `thresig sign` reporting a signature it
-//! coordinated for the signer's metrics; the
+//! `{"signed": {"sessions": n}}` or `{"sign_failed": {"retryable": b}}`,
+//! `thresig sign` reporting a run it coordinated for the signer's metrics;
+//! the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.
@@ -106,6 +107,7 @@ pub(crate) enum Request {
     Store(StoreRequest),
     Engine(EngineRequest),
     Signed(SignedRequest),
+    SignFailed(SignFailedRequest),
 }
 
 /// `{"signed": {"sessions": n}}`: `thresig sign` reporting a signature it
@@ -125,7 +127,30 @@ pub(crate) struct Signed {
     sessions: u32,
 }
 
+/// `{"sign_failed": {"retryable": bool}}`: `thresig sign` reporting a run
+/// it coordinated that ended without a signature.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignFailedRequest {
+    sign_failed: SignFailed,
+}
+
+/// One signing run that failed.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignFailed {
+    /// Whether running it again can succeed.
+    retryable: bool,
+}
+
 impl Request {
+    /// Reports a signing run that failed; `retryable` as its error says.
+    pub(crate) fn sign_failed(retryable: bool) -> Self {
+        Self::SignFailed(SignFailedRequest {
+            sign_failed: SignFailed { retryable },
+        })
+    }
+
     /// Reports a signature that took `sessions` ROAST sessions.
     pub(crate) fn signed(sessions: u32) -> Self {
         Self::Signed(SignedRequest {
@@ -658,11 +683,11 @@ fn run(request: Request, target: &Target) -> Reply {
         ),
         Request::Signed(r) => {
             thresig_daemon::record_signature(r.signed.sessions);
-            Ok(Report {
-                json: Value::Null,
-                text: String::new(),
-                verdict: Verdict::Clean,
-            })
+            Ok(Report::clean(Value::Null, String::new()))
+        }
+        Request::SignFailed(r) => {
+            thresig_daemon::record_signing_failure(r.sign_failed.retryable);
+            Ok(Report::clean(Value::Null, String::new()))
         }
     };
     match result {
@@ -938,5 +963,8 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"signed":{"sessions":2,"wallet":"w"}}"#).is_err()
         );
         assert!(serde_json::from_str::<Request>(r#"{"signed":{"sessions":-1}}"#).is_err());
+        let request: Request =
+            serde_json::from_str(r#"{"sign_failed":{"retryable":true}}"#).unwrap();
+        assert_eq!(request, Request::sign_failed(true));
     }
 }

@@ -14,15 +14,16 @@ use thresig_cluster::file::{MAX_TRANSACTION_FILE_BYTES, read_bounded};
 use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
 use thresig_cluster::{
-    DkgOutcome, OwnWallet, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign,
-    wallet_views,
+    DkgOutcome, OwnWallet, Peers, SignError, SignOptions, cluster_status, own_wallet, run_dkg,
+    sign, wallet_views,
 };
 use thresig_crypto::Seat;
 use thresig_daemon::{ClusterCa, ClusterName};
 use thresig_engine::{WalletId, WalletStatus};
+use thresig_store::Recovery;
 use thresig_tx::{InputIndex, Network, WalletPsbt};
 
-use crate::admin::AdminServer;
+use crate::admin::{self, AdminServer};
 use crate::bar::Bar;
 use crate::because;
 use crate::lifecycle::pending;
@@ -465,9 +466,18 @@ pub(crate) fn sign_and_write(
 ) -> Result<()> {
     let mut options = SignOptions::default();
     options.progress = Some(Arc::new(Bar::new()));
-    let outcome = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options))?;
+    let signed = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options));
     drop(options);
-    report_signature(&c.admin_socket, outcome.sessions);
+    match &signed {
+        Ok(outcome) => report_run(&c.admin_socket, &admin::Request::signed(outcome.sessions)),
+        Err(e @ SignError::Failed { .. }) => report_run(
+            &c.admin_socket,
+            &admin::Request::sign_failed(e.recovery() == Recovery::Retryable),
+        ),
+        // A PSBT or setup error asked nothing of the members: no run to count.
+        Err(_) => {}
+    }
+    let outcome = signed?;
     let signed = finish(psbt, &outcome.signatures)?;
     std::fs::write(&out.psbt, &signed.psbt_base64)
         .map_err(|e| because(format!("writing {}", out.psbt.display()), e))?;
@@ -501,13 +511,13 @@ pub(crate) fn sign_and_write(
     Ok(())
 }
 
-/// Tells this member's own signer, if it runs, of a signature that took
-/// `sessions` ROAST sessions, for its metrics. The signature stands
-/// whatever happens here, so a failure is only noted.
-fn report_signature(socket: &Path, sessions: u32) {
-    if let Err(e) = crate::admin::ask(socket, &crate::admin::Request::signed(sessions)) {
+/// Tells this member's own signer, if it runs, how a signing run ended,
+/// for its metrics. The run's result stands whatever happens here, so a
+/// failure is only noted.
+fn report_run(socket: &Path, report: &admin::Request) {
+    if let Err(e) = admin::ask(socket, report) {
         eprintln!(
-            "note: the signature is not counted in this signer's metrics ({e}); nothing else is affected"
+            "note: this signing run is not counted in this signer's metrics ({e}); nothing else is affected"
         );
     }
 }

@@ -1,10 +1,13 @@
 //! The metrics endpoint of running `thresig serve` processes, scraped over
-//! a real socket around a DKG, a signature, a refused request and a DEK
-//! rotation: each counter moves by exactly what the operation did.
+//! a real socket around a DKG, a signature, a payment the policy refuses, a
+//! refused request and a DEK rotation: each counter moves by exactly what
+//! the operation did.
 
 mod common;
 
-use common::{ProcessCluster, WALLET, dkg, json, json_of, scrape, seat, self_payment, sign};
+use common::{
+    ProcessCluster, WALLET, address, dkg, json, json_of, payment, scrape, seat, self_payment, sign,
+};
 use thresig_crypto::Seat;
 use thresig_engine::WalletId;
 
@@ -52,7 +55,7 @@ const WRAP_LATENCY: &str =
 const WITNESS_OK: &str = r#"thresig_store_witness_writes_total{outcome="ok"}"#;
 
 #[test]
-fn counters_move_by_exactly_what_a_dkg_a_signature_an_error_and_a_rotation_did() {
+fn counters_move_by_exactly_what_a_dkg_signatures_errors_and_a_rotation_did() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut cluster = ProcessCluster::provision(3, 2, &[], 15);
     cluster.start_all(&runtime);
@@ -107,6 +110,24 @@ fn counters_move_by_exactly_what_a_dkg_a_signature_an_error_and_a_rotation_did()
         assert_eq!(a.value(COMMITS), a.value(BATCHES));
         assert!(grew(b, a, COMMITS) >= grew(b, a, SHARES));
     }
+
+    // A payment the policy refuses ends the run without a signature.
+    let before = Scrape::of(&cluster, seat(1));
+    let refused_payment = payment(dir.path(), &wallet, 2, &address(9));
+    let out = sign(config_str, WALLET, &refused_payment);
+    let recovery = match out.status.code() {
+        Some(1) => "terminal",
+        Some(2) => "retryable",
+        other => panic!(
+            "sign exited {other:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    };
+    let after = Scrape::of(&cluster, seat(1));
+    let failed = format!(r#"thresig_signatures_failed_total{{recovery="{recovery}"}}"#);
+    assert_eq!(grew(&before, &after, &failed), 1.0);
+    assert_eq!(grew(&before, &after, COORDINATED), 0.0);
+    assert_eq!(grew(&before, &after, SESSIONS_COUNT), 0.0);
 
     // A refused request counts under its RPC and error code.
     let member2 = Scrape::of(&cluster, seat(2));
