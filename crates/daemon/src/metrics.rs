@@ -469,8 +469,20 @@ where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| {
-        let response = respond(&metrics, &request);
-        async move { Ok::<_, Infallible>(response) }
+        let metrics = metrics.clone();
+        async move {
+            // Encoding reads the engine's wallets, whose locks a round 2
+            // holds through its commit's fsync: it runs off the async
+            // workers, which also serve the members' requests.
+            let response = tokio::task::spawn_blocking(move || respond(&metrics, &request))
+                .await
+                .unwrap_or_else(|_| {
+                    let mut failed = Response::new(Full::new(Bytes::from("encoding failed\n")));
+                    *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    failed
+                });
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
