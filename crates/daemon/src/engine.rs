@@ -135,6 +135,37 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
 mod tests {
     use super::*;
 
+    use thresig_crypto::ScriptTree;
+    use thresig_engine::Limits;
+    use thresig_engine::test_util::cluster::{Cluster, Keys, Spec, wid};
+    use thresig_engine::test_util::identity;
+
+    /// The gauge counts a wallet awaiting its DKG and a wallet being
+    /// rekeyed, and nothing for active wallets.
+    #[test]
+    fn lifecycle_counts_wallets_awaiting_their_dkg_and_rekeying() {
+        let specs = [
+            Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
+            Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+            Spec::new("pending", Keys::None),
+        ];
+        let signer = Cluster::with_wallets(61, 2, 3, &specs, Limits::default())
+            .into_signers()
+            .remove(0);
+        let roster = (1..=3)
+            .map(|s| (Seat::try_from(s).unwrap(), identity(s)))
+            .collect();
+        let handler = EngineHandler::new(signer, roster);
+        let before = LifecycleInFlight {
+            dkg: 1,
+            ..LifecycleInFlight::default()
+        };
+        assert_eq!(handler.lifecycle(), before);
+        handler.signer().begin_rekey(&wid("old")).unwrap();
+        let rekeying = LifecycleInFlight { rekey: 1, ..before };
+        assert_eq!(handler.lifecycle(), rekeying);
+    }
+
     #[test]
     fn every_engine_code_is_a_static_daemon_code_with_its_recovery() {
         for engine_code in thresig_engine::ErrorCode::ALL {
