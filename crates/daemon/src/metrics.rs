@@ -109,8 +109,10 @@ struct FailureLabels {
     recovery: &'static str,
 }
 
-/// Sessions per signature, 1 to 16: ROAST needs at most `n - t + 1`
-/// sessions, and clusters have at most a few dozen members.
+/// Sessions per signature in buckets 1 to 16: one when every member
+/// answers, and one more for each member that fails a session (ROAST needs
+/// at most `n - t + 1`). Runs past 16 land in `+Inf`, far past the alert
+/// (a mean above 1.5).
 static COORDINATED: std::sync::LazyLock<Coordinated> = std::sync::LazyLock::new(|| Coordinated {
     signatures: Counter::default(),
     sessions: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]),
