@@ -247,8 +247,8 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
 pub(crate) struct Coordinating {
     pub(crate) node: NodeConfig,
     pub(crate) peers: Arc<Peers>,
-    /// This member's own signer's admin socket, where a signature this
-    /// member coordinated is reported for the signer's metrics.
+    /// This member's own signer's admin socket, where each signing run this
+    /// member coordinates is reported for the signer's metrics.
     pub(crate) admin_socket: PathBuf,
 }
 
