@@ -181,8 +181,10 @@ pub trait SignerHandler: Send + Sync + 'static {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError>;
 
     /// The lifecycle operations in progress, which the metrics endpoint
-    /// reads at each scrape. A handler that runs none reports none.
-    fn lifecycle(&self) -> crate::metrics::LifecycleInFlight {
-        crate::metrics::LifecycleInFlight::default()
+    /// reads for a scrape (one read at a time, on a blocking thread), or
+    /// `None` when they cannot be read now. A handler that runs none
+    /// reports none.
+    fn lifecycle(&self) -> Option<crate::metrics::LifecycleInFlight> {
+        Some(crate::metrics::LifecycleInFlight::default())
     }
 }

@@ -115,11 +115,12 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
     }
 
     /// Counts the engine's wallets awaiting their DKG or being rekeyed,
-    /// and the repairs running here. A scrape that cannot read the wallets
-    /// (a store failure, which the requests report) shows none.
-    fn lifecycle(&self) -> LifecycleInFlight {
+    /// and the repairs running here; `None` when the wallets cannot be
+    /// read (a store failure, which the requests report), so the gauge
+    /// does not read as nothing in flight.
+    fn lifecycle(&self) -> Option<LifecycleInFlight> {
         let mut now = LifecycleInFlight::default();
-        for wallet in self.signer.wallets().unwrap_or_default() {
+        for wallet in self.signer.wallets().ok()? {
             match wallet.state {
                 WalletStateKind::DkgPending => now.dkg += 1,
                 WalletStateKind::Rekeying => now.rekey += 1,
@@ -127,7 +128,7 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
             }
             now.repair += usize::from(wallet.repairing.is_some());
         }
-        now
+        Some(now)
     }
 }
 
@@ -160,10 +161,10 @@ mod tests {
             dkg: 1,
             ..LifecycleInFlight::default()
         };
-        assert_eq!(handler.lifecycle(), before);
+        assert_eq!(handler.lifecycle(), Some(before));
         handler.signer().begin_rekey(&wid("old")).unwrap();
         let rekeying = LifecycleInFlight { rekey: 1, ..before };
-        assert_eq!(handler.lifecycle(), rekeying);
+        assert_eq!(handler.lifecycle(), Some(rekeying));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -74,7 +75,7 @@ struct LifecycleLabels {
     operation: &'static str,
 }
 
-/// Lifecycle operations in progress on a signer, read at each scrape
+/// Lifecycle operations in progress on a signer, read for each scrape
 /// ([`crate::SignerHandler::lifecycle`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -87,8 +88,25 @@ pub struct LifecycleInFlight {
     pub rekey: usize,
 }
 
-/// Reads the lifecycle operations in progress, at each scrape.
-type LifecycleSource = Arc<dyn Fn() -> LifecycleInFlight + Send + Sync>;
+/// Reads the lifecycle operations in progress, or `None` when they cannot
+/// be read now.
+type LifecycleSource = Arc<dyn Fn() -> Option<LifecycleInFlight> + Send + Sync>;
+
+/// Reads of the lifecycle source, one at a time, shared by every scrape.
+///
+/// A read takes each wallet's lock, which a round 2 holds through its
+/// commit's fsync, on a thread of the blocking pool that also runs the
+/// members' requests. However many scrapes arrive, or are abandoned, at
+/// most one read runs, and a scrape that waited reuses a read that started
+/// after it arrived instead of starting another.
+struct LifecycleReads {
+    source: LifecycleSource,
+    /// Held by the running read, until its thread finishes even if the
+    /// scrape that started it is gone.
+    running: Arc<tokio::sync::Mutex<()>>,
+    /// Reads started so far.
+    started: AtomicU64,
+}
 
 /// What this process counts for the signatures it coordinated. The
 /// coordinator runs in `thresig sign`, which reports each signature to its
@@ -170,7 +188,7 @@ pub(crate) struct Metrics {
     not_admitted: Family<AdmissionLabels, Counter>,
     waited: Family<AdmissionLabels, Counter>,
     lifecycle: Family<LifecycleLabels, Gauge>,
-    lifecycle_source: Option<LifecycleSource>,
+    lifecycle_reads: Option<Arc<LifecycleReads>>,
 }
 
 impl Metrics {
@@ -297,14 +315,57 @@ impl Metrics {
             not_admitted,
             waited,
             lifecycle,
-            lifecycle_source: None,
+            lifecycle_reads: None,
         }
     }
 
-    /// Reads the lifecycle gauge from `source` at each scrape.
+    /// Reads the lifecycle gauge from `source` for each scrape.
     pub(crate) fn with_lifecycle(mut self, source: LifecycleSource) -> Self {
-        self.lifecycle_source = Some(source);
+        self.lifecycle_reads = Some(Arc::new(LifecycleReads {
+            source,
+            running: Arc::default(),
+            started: AtomicU64::new(0),
+        }));
         self
+    }
+
+    /// Brings the lifecycle gauge up to date with a read that started after
+    /// this call, sharing it with concurrent scrapes ([`LifecycleReads`]).
+    /// A read that fails leaves the gauge at its last values: an unreadable
+    /// wallet is not an operation that finished.
+    async fn refresh_lifecycle(&self) {
+        let Some(reads) = &self.lifecycle_reads else {
+            return;
+        };
+        let arrived = reads.started.load(Ordering::SeqCst);
+        let running = reads.running.clone().lock_owned().await;
+        if reads.started.load(Ordering::SeqCst) > arrived {
+            return;
+        }
+        reads.started.fetch_add(1, Ordering::SeqCst);
+        let source = reads.source.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let _running = running;
+            source()
+        });
+        match read.await {
+            Ok(Some(now)) => self.set_lifecycle(now),
+            Ok(None) | Err(_) => {
+                warn!("the lifecycle gauge keeps its last values: the wallets cannot be read now");
+            }
+        }
+    }
+
+    fn set_lifecycle(&self, now: LifecycleInFlight) {
+        for (operation, n) in [
+            ("dkg", now.dkg),
+            ("repair", now.repair),
+            ("rekey", now.rekey),
+        ] {
+            self.lifecycle
+                .get_or_create(&LifecycleLabels { operation })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts one finished request.
@@ -368,18 +429,6 @@ impl Metrics {
         // Likewise the store times its callers' waits; a scrape reads it.
         self.store_write_wait
             .set(thresig_store::write_wait().as_secs_f64());
-        if let Some(source) = &self.lifecycle_source {
-            let now = source();
-            for (operation, n) in [
-                ("dkg", now.dkg),
-                ("repair", now.repair),
-                ("rekey", now.rekey),
-            ] {
-                self.lifecycle
-                    .get_or_create(&LifecycleLabels { operation })
-                    .set(i64::try_from(n).unwrap_or(i64::MAX));
-            }
-        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -470,20 +519,13 @@ async fn serve_scrape<Io>(io: Io, metrics: Metrics) -> Result<(), hyper::Error>
 where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
         let metrics = metrics.clone();
         async move {
-            // Encoding reads the engine's wallets, whose locks a round 2
-            // holds through its commit's fsync: it runs off the async
-            // workers, which also serve the members' requests.
-            let response = tokio::task::spawn_blocking(move || respond(&metrics, &request))
-                .await
-                .unwrap_or_else(|_| {
-                    let mut failed = Response::new(Full::new(Bytes::from("encoding failed\n")));
-                    *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    failed
-                });
-            Ok::<_, Infallible>(response)
+            if request.uri().path() == "/metrics" {
+                metrics.refresh_lifecycle().await;
+            }
+            Ok::<_, Infallible>(respond(&metrics, &request))
         }
     });
     let connection = http1::Builder::new()
@@ -564,6 +606,27 @@ mod tests {
         assert!(waited <= elapsed, "waited {waited} s in {elapsed} s");
     }
 
+    /// A lifecycle read that fails leaves the gauge at what the last read
+    /// saw: a store that cannot be read must not look like a DKG that
+    /// finished, which would end a `ThresigLifecycleStuck` alert.
+    #[tokio::test]
+    async fn a_failed_lifecycle_read_keeps_the_last_values() {
+        let readable = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let source = readable.clone();
+        let metrics = Metrics::new().with_lifecycle(Arc::new(move || {
+            source.load(Ordering::SeqCst).then_some(LifecycleInFlight {
+                dkg: 2,
+                ..LifecycleInFlight::default()
+            })
+        }));
+        let dkg = r#"thresig_lifecycle_operations_in_flight{operation="dkg"}"#;
+        metrics.refresh_lifecycle().await;
+        assert_eq!(scraped::<i64>(&metrics, dkg), 2);
+        readable.store(false, Ordering::SeqCst);
+        metrics.refresh_lifecycle().await;
+        assert_eq!(scraped::<i64>(&metrics, dkg), 2);
+    }
+
     /// Restores a store in a temporary directory from a backup older than
     /// its witness and opens it through the store's override, as an
     /// operator who restored on purpose does.
@@ -635,7 +698,7 @@ mod listing {
     /// Gives every labelled family of `metrics` one series (a family
     /// without series is not encoded at all) and returns a scrape.
     fn scrape_with_every_family(metrics: Metrics) -> String {
-        let metrics = metrics.with_lifecycle(Arc::new(LifecycleInFlight::default));
+        metrics.set_lifecycle(LifecycleInFlight::default());
         let labels = RequestLabels {
             method: "status",
             outcome: Cow::Borrowed("ok"),
