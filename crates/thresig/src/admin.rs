@@ -791,10 +791,40 @@ pub(crate) fn answers(path: &Path) -> Result<bool, KeysError> {
 /// [`KeysError::Daemon`] with the signer's own error, or
 /// [`KeysError::Admin`] when the exchange fails.
 pub(crate) fn ask(path: &Path, request: &Request) -> Result<Option<Report>, KeysError> {
+    exchange(path, request, None)
+}
+
+/// How long `thresig sign` waits for its own signer to take a run's report:
+/// recording it takes microseconds, and a signer that does not answer in
+/// this time must not hold up the command, whose outputs are written.
+pub(crate) const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`ask`] for a request the signer answers at once: a reply that does not
+/// come within `timeout` fails with [`KeysError::Admin`].
+///
+/// # Errors
+/// As [`ask`].
+pub(crate) fn ask_within(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Option<Report>, KeysError> {
+    exchange(path, request, Some(timeout))
+}
+
+/// One request and its reply on the admin socket at `path`, each socket
+/// read and write bounded by `timeout` if given.
+fn exchange(
+    path: &Path,
+    request: &Request,
+    timeout: Option<Duration>,
+) -> Result<Option<Report>, KeysError> {
     let Some(mut stream) = connect(path)? else {
         return Ok(None);
     };
     let io = |e: std::io::Error| admin_error(path, AdminProblem::Io(e.kind()));
+    stream.set_read_timeout(timeout).map_err(io)?;
+    stream.set_write_timeout(timeout).map_err(io)?;
     let mut request =
         serde_json::to_vec(request).map_err(|_| admin_error(path, AdminProblem::BadReply))?;
     request.push(b'\n');

@@ -468,21 +468,26 @@ pub(crate) fn sign_and_write(
     options.progress = Some(Arc::new(Bar::new()));
     let signed = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options));
     drop(options);
-    match &signed {
-        Ok(outcome) => report_run(&c.admin_socket, &admin::Request::signed(outcome.sessions)),
-        Err(e @ SignError::Failed { .. }) => report_run(
-            &c.admin_socket,
-            &admin::Request::sign_failed(e.recovery() == Recovery::Retryable),
-        ),
-        // A PSBT or setup error asked nothing of the members: no run to count.
-        Err(_) => {}
-    }
-    let outcome = signed?;
+    let outcome = match signed {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // A PSBT or setup error asked nothing of the members: no run
+            // to count.
+            if matches!(e, SignError::Failed { .. }) {
+                let retryable = e.recovery() == Recovery::Retryable;
+                report_run(&c.admin_socket, &admin::Request::sign_failed(retryable));
+            }
+            return Err(e.into());
+        }
+    };
     let signed = finish(psbt, &outcome.signatures)?;
     std::fs::write(&out.psbt, &signed.psbt_base64)
         .map_err(|e| because(format!("writing {}", out.psbt.display()), e))?;
     std::fs::write(&out.tx, &signed.tx_hex)
         .map_err(|e| because(format!("writing {}", out.tx.display()), e))?;
+    // Counted once it is written: the report goes last, so a signer that
+    // does not answer it cannot hold back the outputs.
+    report_run(&c.admin_socket, &admin::Request::signed(outcome.sessions));
     let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
     if out.json {
         println!(
@@ -515,7 +520,7 @@ pub(crate) fn sign_and_write(
 /// for its metrics. The run's result stands whatever happens here, so a
 /// failure is only noted.
 fn report_run(socket: &Path, report: &admin::Request) {
-    if let Err(e) = admin::ask(socket, report) {
+    if let Err(e) = admin::ask_within(socket, report, admin::REPORT_TIMEOUT) {
         eprintln!(
             "note: this signing run is not counted in this signer's metrics ({e}); nothing else is affected"
         );

@@ -162,3 +162,59 @@ fn counters_move_by_exactly_what_a_dkg_signatures_errors_and_a_rotation_did() {
     assert_eq!(grew(&before, &after, WRAP_LATENCY), 1.0);
     assert!(grew(&before, &after, WITNESS_OK) >= 1.0);
 }
+
+/// Far above a signature on loopback; only ends a hung `thresig sign`.
+const SIGN_BOUND: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// `thresig sign` writes the signed PSBT and returns although its own
+/// signer's admin socket accepts the run's report and never answers (a
+/// hung signer): the report is for the metrics, the signature is the job.
+#[test]
+fn sign_writes_its_outputs_when_its_own_signer_never_answers_the_report() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(3, 2, &[], 16);
+    cluster.start_all(&runtime);
+    let config = cluster.config_path(seat(1));
+    let wallet = dkg(&config, WALLET);
+    // A listener that accepts and stays silent takes the path of member
+    // 1's admin socket (its signer goes on serving the members).
+    let socket = thresig_cluster::node::admin_socket_path(
+        &thresig_cluster::config::Config::load(&config).unwrap(),
+    );
+    std::fs::remove_file(&socket).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let psbt = self_payment(dir.path(), &wallet, 1);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args([
+            "sign",
+            "--config",
+            config.to_str().unwrap(),
+            "--wallet",
+            WALLET,
+        ])
+        .args(["--psbt", psbt.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
+    let Ok(out) = finished.recv_timeout(SIGN_BOUND) else {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status();
+        panic!("thresig sign hung on its own signer's silent admin socket");
+    };
+    let signed = json_of(&out, &["sign"], 0);
+    let written = std::fs::read_to_string(signed["psbt"].as_str().unwrap()).unwrap();
+    assert!(!written.is_empty());
+    assert!(std::path::Path::new(signed["tx"].as_str().unwrap()).exists());
+}
