@@ -50,6 +50,21 @@ pub(crate) struct DropLabels {
     pub(crate) reason: &'static str,
 }
 
+/// Every `reason` of [`DropLabels`], created at 0 with the registry so
+/// that a rate or an `increase()` sees the first drop.
+const DROP_REASONS: [&str; 6] = [
+    "handshake_budget",
+    "source_cap",
+    "handshake_timeout",
+    "seat_cap",
+    "member_capacity",
+    "metrics_cap",
+];
+
+/// Every `reason` of [`RefusalLabels`], created at 0 like [`DROP_REASONS`]
+/// (`ThresigImpostorCertificate` fires on the first `not_pinned`).
+const REFUSAL_REASONS: [&str; 5] = ["not_pinned", "no_seat", "tls_error", "timeout", "evicted"];
+
 /// The label of a refused handshake: why no authenticated connection came
 /// of it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,10 +146,18 @@ struct FailureLabels {
 /// answers, and one more for each member that fails a session (ROAST needs
 /// at most `n - t + 1`). Runs past 16 land in `+Inf`, far past the alert
 /// (a mean above 1.5).
-static COORDINATED: std::sync::LazyLock<Coordinated> = std::sync::LazyLock::new(|| Coordinated {
-    signatures: Counter::default(),
-    sessions: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]),
-    failed: Family::default(),
+/// Both recoveries of `failed` exist at 0 from the start, so that
+/// `ThresigSignaturesFailing` sees the first failure.
+static COORDINATED: std::sync::LazyLock<Coordinated> = std::sync::LazyLock::new(|| {
+    let failed = Family::<FailureLabels, Counter>::default();
+    for recovery in ["retryable", "terminal"] {
+        let _ = failed.get_or_create(&FailureLabels { recovery });
+    }
+    Coordinated {
+        signatures: Counter::default(),
+        sessions: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]),
+        failed,
+    }
 });
 
 /// Records one signature this member coordinated, which took `sessions`
@@ -231,6 +254,9 @@ impl Metrics {
         let pending_handshakes = Gauge::default();
         let member_connections = Gauge::default();
         let dropped = Family::<DropLabels, Counter>::default();
+        for reason in DROP_REASONS {
+            let _ = dropped.get_or_create(&DropLabels { reason });
+        }
         registry.register(
             "pending_handshakes",
             "TLS handshakes in progress",
@@ -247,6 +273,9 @@ impl Metrics {
             dropped.clone(),
         );
         let refused = Family::<RefusalLabels, Counter>::default();
+        for reason in REFUSAL_REASONS {
+            let _ = refused.get_or_create(&RefusalLabels { reason });
+        }
         registry.register(
             "handshakes_refused",
             "TLS handshakes that gave no authenticated connection, by reason \
@@ -625,6 +654,33 @@ mod tests {
         readable.store(false, Ordering::SeqCst);
         metrics.refresh_lifecycle().await;
         assert_eq!(scraped::<i64>(&metrics, dkg), 2);
+    }
+
+    /// Every series an alert fires on exists before its first event, so
+    /// `increase()` sees the first one: a series created at 1 by its first
+    /// event has no earlier sample to grow from. The store's and the
+    /// coordinated signatures' counters are process-wide, and other tests
+    /// in this binary move them: those are only required to exist.
+    #[test]
+    fn a_fresh_scrape_shows_every_alerted_series_before_its_first_event() {
+        let text = Metrics::new().encode().unwrap();
+        let value = |series: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+        };
+        for reason in ["not_pinned", "no_seat", "tls_error", "timeout", "evicted"] {
+            let series = format!(r#"thresig_handshakes_refused_total{{reason="{reason}"}}"#);
+            assert_eq!(value(&series), Some(0), "{series} in {text}");
+        }
+        for series in [
+            r#"thresig_signatures_failed_total{recovery="retryable"}"#,
+            r#"thresig_signatures_failed_total{recovery="terminal"}"#,
+            r#"thresig_store_witness_writes_total{outcome="ok"}"#,
+            r#"thresig_store_witness_writes_total{outcome="failed"}"#,
+        ] {
+            assert!(value(series).is_some(), "{series} in {text}");
+        }
     }
 
     /// Restores a store in a temporary directory from a backup older than

@@ -71,12 +71,20 @@ fn provider_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
 }
 
-static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| StoreMetrics {
-    commit_seconds: commit_histogram(),
-    commit_units: batch_histogram(),
-    witness_writes: Family::default(),
-    provider_calls: Family::default(),
-    provider_seconds: ProviderLatency::new_with_constructor(provider_histogram),
+/// Both witness outcomes exist at 0 from the start, so that
+/// `ThresigWitnessWriteFailed` sees the first failure.
+static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
+    let witness_writes = Family::<WitnessLabels, Counter>::default();
+    for outcome in ["ok", "failed"] {
+        let _ = witness_writes.get_or_create(&WitnessLabels { outcome });
+    }
+    StoreMetrics {
+        commit_seconds: commit_histogram(),
+        commit_units: batch_histogram(),
+        witness_writes,
+        provider_calls: Family::default(),
+        provider_seconds: ProviderLatency::new_with_constructor(provider_histogram),
+    }
 });
 
 /// Adds the store's metrics to `registry` (whose prefix names the
