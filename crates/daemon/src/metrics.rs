@@ -848,6 +848,141 @@ mod listing {
         names
     }
 
+    /// Each metric's label keys in a scrape (without a histogram's `le`).
+    fn label_keys(scrape: &str) -> BTreeMap<String, Vec<String>> {
+        let mut keys = BTreeMap::<String, Vec<String>>::new();
+        for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let name = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            let labels = rest.split('}').next().unwrap_or_default();
+            let mut found: Vec<String> = labels
+                .split(',')
+                .filter_map(|pair| Some(pair.split_once('=')?.0.to_owned()))
+                .filter(|key| key != "le")
+                .collect();
+            found.sort();
+            keys.insert(name.to_owned(), found);
+        }
+        keys
+    }
+
+    /// The Labels column of docs/metrics.md, by metric (the `_total`
+    /// suffix of counters dropped, as the scrape's samples carry it).
+    fn documented_labels() -> BTreeMap<String, Vec<String>> {
+        docs("metrics.md")
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `")?.split('|');
+                let name = cells.next()?.trim().trim_end_matches('`');
+                let _kind = cells.next()?;
+                let mut labels: Vec<String> = cells
+                    .next()?
+                    .split(',')
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                labels.sort();
+                Some((name.to_owned(), labels))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_give_each_metric_the_labels_a_scrape_shows() {
+        let scraped = label_keys(&scrape_with_every_family(Metrics::new()));
+        for (name, labels) in documented_labels() {
+            let sample = name.clone();
+            let found = scraped.get(&sample).cloned().unwrap_or_default();
+            assert_eq!(
+                found, labels,
+                "labels of {name}: scrape (left), docs (right)"
+            );
+        }
+    }
+
+    /// Every `label="value"` an alert rule matches on is a value the code
+    /// gives that label: a request outcome is `ok` or a daemon error code,
+    /// a method one the service names, other values show in a scrape.
+    #[test]
+    fn alerts_match_only_label_values_the_code_gives() {
+        let scrape = scrape_with_every_family(Metrics::new());
+        let codes: Vec<String> = thresig_engine::ErrorCode::ALL
+            .iter()
+            .map(|c| crate::ErrorCode::from(*c).as_str().to_owned())
+            .chain(["ok".to_owned()])
+            .collect();
+        let alerts = docs("grafana/alerts.yml");
+        let mut checked = 0;
+        for line in alerts
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:"))
+        {
+            for matcher in line.split(['{', ',']).skip(1) {
+                let Some((key, value)) = matcher.split_once('=') else {
+                    continue;
+                };
+                let key = key.trim().trim_end_matches(['~', '!']);
+                let Some(value) = value.trim().strip_prefix('"') else {
+                    continue;
+                };
+                let value = value.split('"').next().unwrap_or_default();
+                for value in value.split('|') {
+                    checked += 1;
+                    let known = if key == "outcome" && line.contains("thresig_requests_total") {
+                        codes.iter().any(|c| c == value)
+                    } else if key == "method" {
+                        include_str!("service.rs").contains(&format!("self.rpc(\"{value}\""))
+                    } else {
+                        scrape.contains(&format!("{key}=\"{value}\""))
+                    };
+                    assert!(
+                        known,
+                        "alerts.yml matches {key}=\"{value}\", which the code never gives"
+                    );
+                }
+            }
+        }
+        assert!(checked > 0);
+    }
+
+    /// The code docs/metrics.md and alerts.yml say members' requests get
+    /// while the witness cannot be written is the one the engine sends.
+    #[test]
+    fn docs_name_the_code_a_failed_witness_write_gives_requests() {
+        let failed = thresig_engine::Error::Store {
+            wallet: thresig_engine::WalletId::new("w".to_owned()).unwrap(),
+            source: thresig_store::Error::WitnessIo {
+                witness: "state.witness".into(),
+                source: std::io::Error::other("disk full"),
+            },
+        };
+        let code = crate::ErrorCode::from(failed.code());
+        let row = docs("metrics.md")
+            .lines()
+            .find(|l| l.starts_with("| `thresig_store_witness_writes_total`"))
+            .map(str::to_owned)
+            .unwrap();
+        assert!(
+            row.contains(&format!("they get `{}`", code.as_str())),
+            "{row}"
+        );
+        let alerts = docs("grafana/alerts.yml");
+        let summary = alerts
+            .lines()
+            .skip_while(|l| !l.contains("ThresigWitnessWriteFailed"))
+            .find(|l| l.contains("summary:"))
+            .unwrap();
+        assert!(
+            summary.contains(&format!("answers {}", code.as_str())),
+            "{summary}"
+        );
+    }
+
     #[test]
     fn docs_list_exactly_the_registered_metrics_and_the_dashboard_uses_only_them() {
         let registered = registered(&scrape_with_every_family(Metrics::new()));
