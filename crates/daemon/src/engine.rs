@@ -104,14 +104,9 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
             )
         })?;
         let from = CoordinatorId(identity.to_bytes());
-        let response = self
-            .signer
+        self.signer
             .handle(now()?, from, request, &mut OsRng)
-            .map_err(|err| refusal(&err))?;
-        if let Response::Round2(answer) = &response {
-            crate::metrics::shares_released(answer.shares.len());
-        }
-        Ok(response)
+            .map_err(|err| refusal(&err))
     }
 
     /// Counts the engine's wallets awaiting their DKG or being rekeyed,
