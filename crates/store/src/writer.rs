@@ -90,7 +90,6 @@ impl Shared {
         // The file is written without holding the lag (the witness
         // serializes its own writers), so a slow disk stalls no commit.
         let written = self.witness.write(p);
-        crate::metrics::witness_written(written.is_ok());
         let mut behind = lock(&self.witness_behind);
         match written {
             Ok(()) => {
