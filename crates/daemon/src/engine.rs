@@ -136,24 +136,32 @@ mod tests {
     use thresig_engine::test_util::cluster::{Cluster, Keys, Spec, wid};
     use thresig_engine::test_util::identity;
 
-    /// The gauge counts a wallet awaiting its DKG and a wallet being
-    /// rekeyed, and nothing for active wallets.
+    /// The gauge counts a wallet awaiting its DKG, a repair this signer
+    /// helps with and a wallet being rekeyed, and nothing for active
+    /// wallets.
     #[test]
-    fn lifecycle_counts_wallets_awaiting_their_dkg_and_rekeying() {
+    fn lifecycle_counts_wallets_awaiting_their_dkg_repairing_and_rekeying() {
+        use thresig_engine::RepairRequest;
+        use thresig_engine::test_util::repair;
+
         let specs = [
             Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
             Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
             Spec::new("pending", Keys::None),
         ];
-        let signer = Cluster::with_wallets(61, 2, 3, &specs, Limits::default())
-            .into_signers()
-            .remove(0);
+        let mut cluster = Cluster::with_wallets(61, 2, 3, &specs, Limits::default());
+        // Seat 1 helps repair seat 3's share of `new`.
+        repair::approve(&cluster, "new", 3, &[1, 2]);
+        let session = repair::session(&cluster, "new", 3, &[1, 2], 9);
+        repair::step(&mut cluster, 1, RepairRequest::Open { session }).unwrap();
+        let signer = cluster.into_signers().remove(0);
         let roster = (1..=3)
             .map(|s| (Seat::try_from(s).unwrap(), identity(s)))
             .collect();
         let handler = EngineHandler::new(signer, roster);
         let before = LifecycleInFlight {
             dkg: 1,
+            repair: 1,
             ..LifecycleInFlight::default()
         };
         assert_eq!(handler.lifecycle(), Some(before));
