@@ -119,12 +119,46 @@ pub(crate) struct SignedRequest {
     signed: Signed,
 }
 
+/// The most ROAST sessions a `signed` report may give: far above what a
+/// run takes (n − t + 1 sessions, plus a bounded few re-asks for members
+/// that refuse for now, within the run's deadline).
+pub(crate) const MAX_REPORTED_SESSIONS: u32 = 1024;
+
 /// One coordinated signature.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Signed {
     /// The ROAST sessions it took.
-    sessions: u32,
+    sessions: Sessions,
+}
+
+/// A signature's ROAST sessions as a report gives them: 1 to
+/// [`MAX_REPORTED_SESSIONS`], so that a report cannot skew the
+/// sessions-per-signature mean below what any run takes (the socket is
+/// the owner's; one that reports runs that never happened is trusted as
+/// it is for every other admin command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+struct Sessions(u32);
+
+impl TryFrom<u32> for Sessions {
+    type Error = String;
+
+    fn try_from(sessions: u32) -> Result<Self, Self::Error> {
+        if (1..=MAX_REPORTED_SESSIONS).contains(&sessions) {
+            Ok(Self(sessions))
+        } else {
+            Err(format!(
+                "a signature takes 1 to {MAX_REPORTED_SESSIONS} ROAST sessions, not {sessions}"
+            ))
+        }
+    }
+}
+
+impl From<Sessions> for u32 {
+    fn from(sessions: Sessions) -> Self {
+        sessions.0
+    }
 }
 
 /// `{"sign_failed": {"retryable": bool}}`: `thresig sign` reporting a run
@@ -154,7 +188,9 @@ impl Request {
     /// Reports a signature that took `sessions` ROAST sessions.
     pub(crate) fn signed(sessions: u32) -> Self {
         Self::Signed(SignedRequest {
-            signed: Signed { sessions },
+            signed: Signed {
+                sessions: Sessions(sessions),
+            },
         })
     }
 }
@@ -682,7 +718,7 @@ fn run(request: Request, target: &Target) -> Reply {
             &mut progress,
         ),
         Request::Signed(r) => {
-            thresig_daemon::record_signature(r.signed.sessions);
+            thresig_daemon::record_signature(r.signed.sessions.0);
             Ok(Report::clean(Value::Null, String::new()))
         }
         Request::SignFailed(r) => {
@@ -993,6 +1029,20 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"signed":{"sessions":2,"wallet":"w"}}"#).is_err()
         );
         assert!(serde_json::from_str::<Request>(r#"{"signed":{"sessions":-1}}"#).is_err());
+        // No run takes no session, nor more than the bound: such a report
+        // would only skew the sessions-per-signature mean.
+        for sessions in [0, MAX_REPORTED_SESSIONS + 1, u32::MAX] {
+            let report = format!(r#"{{"signed":{{"sessions":{sessions}}}}}"#);
+            assert!(
+                serde_json::from_str::<Request>(&report).is_err(),
+                "{report}"
+            );
+        }
+        let most = format!(r#"{{"signed":{{"sessions":{MAX_REPORTED_SESSIONS}}}}}"#);
+        assert_eq!(
+            serde_json::from_str::<Request>(&most).unwrap(),
+            Request::signed(MAX_REPORTED_SESSIONS)
+        );
         let request: Request =
             serde_json::from_str(r#"{"sign_failed":{"retryable":true}}"#).unwrap();
         assert_eq!(request, Request::sign_failed(true));
