@@ -179,4 +179,12 @@ pub trait SignerHandler: Send + Sync + 'static {
     /// A [`SignerError`] with a stable code (the engine's codes, or
     /// `coordinator_not_member` for a seat outside the cluster).
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError>;
+
+    /// The lifecycle operations in progress, which the metrics endpoint
+    /// reads for a scrape (one read at a time, on a blocking thread), or
+    /// `None` when they cannot be read now. A handler that runs none
+    /// reports none.
+    fn lifecycle(&self) -> Option<crate::metrics::LifecycleInFlight> {
+        Some(crate::metrics::LifecycleInFlight::default())
+    }
 }

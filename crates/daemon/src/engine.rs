@@ -14,10 +14,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand_core::OsRng;
 use thresig_crypto::Seat;
-use thresig_engine::{CoordinatorId, IdentityKey, Request, Response, Signer, Timestamp};
+use thresig_engine::{
+    CoordinatorId, IdentityKey, Request, Response, Signer, Timestamp, WalletStateKind,
+};
 use thresig_store::Store;
 
 use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
+use crate::metrics::LifecycleInFlight;
 
 /// Serves one member's [`Signer`] to the cluster.
 ///
@@ -105,11 +108,67 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
             .handle(now()?, from, request, &mut OsRng)
             .map_err(|err| refusal(&err))
     }
+
+    /// Counts the engine's wallets awaiting their DKG or being rekeyed,
+    /// and the repairs running here; `None` when the wallets cannot be
+    /// read (a store failure, which the requests report), so the gauge
+    /// does not read as nothing in flight.
+    fn lifecycle(&self) -> Option<LifecycleInFlight> {
+        let mut now = LifecycleInFlight::default();
+        for wallet in self.signer.wallets().ok()? {
+            match wallet.state {
+                WalletStateKind::DkgPending => now.dkg += 1,
+                WalletStateKind::Rekeying => now.rekey += 1,
+                _ => {}
+            }
+            now.repair += usize::from(wallet.repairing.is_some());
+        }
+        Some(now)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use thresig_crypto::ScriptTree;
+    use thresig_engine::Limits;
+    use thresig_engine::test_util::cluster::{Cluster, Keys, Spec, wid};
+    use thresig_engine::test_util::identity;
+
+    /// The gauge counts a wallet awaiting its DKG, a repair this signer
+    /// helps with and a wallet being rekeyed, and nothing for active
+    /// wallets.
+    #[test]
+    fn lifecycle_counts_wallets_awaiting_their_dkg_repairing_and_rekeying() {
+        use thresig_engine::RepairRequest;
+        use thresig_engine::test_util::repair;
+
+        let specs = [
+            Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
+            Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+            Spec::new("pending", Keys::None),
+        ];
+        let mut cluster = Cluster::with_wallets(61, 2, 3, &specs, Limits::default());
+        // Seat 1 helps repair seat 3's share of `new`.
+        repair::approve(&cluster, "new", 3, &[1, 2]);
+        let session = repair::session(&cluster, "new", 3, &[1, 2], 9);
+        repair::step(&mut cluster, 1, RepairRequest::Open { session }).unwrap();
+        let signer = cluster.into_signers().remove(0);
+        let roster = (1..=3)
+            .map(|s| (Seat::try_from(s).unwrap(), identity(s)))
+            .collect();
+        let handler = EngineHandler::new(signer, roster);
+        let before = LifecycleInFlight {
+            dkg: 1,
+            repair: 1,
+            ..LifecycleInFlight::default()
+        };
+        assert_eq!(handler.lifecycle(), Some(before));
+        handler.signer().begin_rekey(&wid("old")).unwrap();
+        let rekeying = LifecycleInFlight { rekey: 1, ..before };
+        assert_eq!(handler.lifecycle(), Some(rekeying));
+    }
 
     #[test]
     fn every_engine_code_is_a_static_daemon_code_with_its_recovery() {

@@ -1,5 +1,8 @@
 //! Prometheus metrics: request counts and latencies by method and outcome,
-//! served as OpenMetrics text over plain HTTP on a loopback port.
+//! shares released, lifecycle operations in flight, the signatures this
+//! member coordinated, and the store's metrics (`thresig_store::metrics`),
+//! served as OpenMetrics text over plain HTTP on a loopback port. Every
+//! name is listed in `docs/metrics.md`, which a test holds to this file.
 //!
 //! Labels come from bounded sets (method names and the handlers' static
 //! error codes), so the number of series stays bounded whatever peers send.
@@ -7,6 +10,7 @@
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -46,6 +50,21 @@ pub(crate) struct DropLabels {
     pub(crate) reason: &'static str,
 }
 
+/// Every `reason` of [`DropLabels`], created at 0 with the registry so
+/// that a rate or an `increase()` sees the first drop.
+const DROP_REASONS: [&str; 6] = [
+    "handshake_budget",
+    "source_cap",
+    "handshake_timeout",
+    "seat_cap",
+    "member_capacity",
+    "metrics_cap",
+];
+
+/// Every `reason` of [`RefusalLabels`], created at 0 like [`DROP_REASONS`]
+/// (`ThresigImpostorCertificate` fires on the first `not_pinned`).
+const REFUSAL_REASONS: [&str; 5] = ["not_pinned", "no_seat", "tls_error", "timeout", "evicted"];
+
 /// The label of a refused handshake: why no authenticated connection came
 /// of it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +81,109 @@ pub(crate) struct AdmissionLabels {
     /// The error code (`overloaded`, `timeout`, `invalid_request`) or
     /// transport status (`out_of_range`, `cancelled`) it was refused with.
     pub(crate) reason: Cow<'static, str>,
+}
+
+/// The label of a lifecycle gauge: which operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LifecycleLabels {
+    /// `dkg`, `repair` or `rekey`.
+    operation: &'static str,
+}
+
+/// Lifecycle operations in progress on a signer, read for each scrape
+/// ([`crate::SignerHandler::lifecycle`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LifecycleInFlight {
+    /// Wallets whose DKG has not confirmed a key yet.
+    pub dkg: usize,
+    /// Repairs this signer takes part in.
+    pub repair: usize,
+    /// Wallets being rekeyed (refusing every spend but the sweep).
+    pub rekey: usize,
+}
+
+/// Reads the lifecycle operations in progress, or `None` when they cannot
+/// be read now.
+type LifecycleSource = Arc<dyn Fn() -> Option<LifecycleInFlight> + Send + Sync>;
+
+/// Reads of the lifecycle source, one at a time, shared by every scrape.
+///
+/// A read takes each wallet's lock, which a round 2 holds through its
+/// commit's fsync, on a thread of the blocking pool that also runs the
+/// members' requests. However many scrapes arrive, or are abandoned, at
+/// most one read runs, and a scrape that waited reuses a read that started
+/// after it arrived instead of starting another.
+struct LifecycleReads {
+    source: LifecycleSource,
+    /// Held by the running read, until its thread finishes even if the
+    /// scrape that started it is gone.
+    running: Arc<tokio::sync::Mutex<()>>,
+    /// Reads started so far.
+    started: AtomicU64,
+}
+
+/// What this process counts for the signatures it coordinated. The
+/// coordinator runs in `thresig sign`, which reports each signature to its
+/// own signer's admin socket ([`record_signature`]); the serving process
+/// keeps the counts, process-wide like the store's, so its registry shows
+/// them.
+struct Coordinated {
+    signatures: Counter,
+    sessions: Histogram,
+    failed: Family<FailureLabels, Counter>,
+}
+
+/// The label of a signing run that ended without a signature.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    /// `retryable` (members were silent or refused for now) or `terminal`
+    /// (refusals for good, too many culprits).
+    recovery: &'static str,
+}
+
+/// Sessions per signature in buckets 1 to 16: one when every member
+/// answers, and one more for each member that fails a session (ROAST needs
+/// at most `n - t + 1`). Runs past 16 land in `+Inf`, far past the alert
+/// (a mean above 1.5).
+/// Both recoveries of `failed` exist at 0 from the start, so that
+/// `ThresigSignaturesFailing` sees the first failure.
+static COORDINATED: std::sync::LazyLock<Coordinated> = std::sync::LazyLock::new(|| {
+    let failed = Family::<FailureLabels, Counter>::default();
+    for recovery in ["retryable", "terminal"] {
+        let _ = failed.get_or_create(&FailureLabels { recovery });
+    }
+    Coordinated {
+        signatures: Counter::default(),
+        sessions: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0]),
+        failed,
+    }
+});
+
+/// Records one signature this member coordinated, which took `sessions`
+/// ROAST sessions (one per PSBT: a multi-input PSBT's sessions sign every
+/// input at once).
+pub fn record_signature(sessions: u32) {
+    COORDINATED.signatures.inc();
+    COORDINATED.sessions.observe(f64::from(sessions));
+}
+
+/// Records one signing run this member coordinated that ended without a
+/// signature; `retryable` says whether running it again can succeed.
+pub fn record_signing_failure(retryable: bool) {
+    let recovery = if retryable { "retryable" } else { "terminal" };
+    COORDINATED
+        .failed
+        .get_or_create(&FailureLabels { recovery })
+        .inc();
+}
+
+/// Shares this process handed out, process-wide like [`COORDINATED`].
+static SHARES_RELEASED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
+
+/// Counts `shares` signature shares handed out in one round-2 answer.
+pub(crate) fn shares_released(shares: usize) {
+    SHARES_RELEASED.inc_by(u64::try_from(shares).unwrap_or(u64::MAX));
 }
 
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
@@ -88,6 +210,8 @@ pub(crate) struct Metrics {
     refused: Family<RefusalLabels, Counter>,
     not_admitted: Family<AdmissionLabels, Counter>,
     waited: Family<AdmissionLabels, Counter>,
+    lifecycle: Family<LifecycleLabels, Gauge>,
+    lifecycle_reads: Option<Arc<LifecycleReads>>,
 }
 
 impl Metrics {
@@ -130,6 +254,9 @@ impl Metrics {
         let pending_handshakes = Gauge::default();
         let member_connections = Gauge::default();
         let dropped = Family::<DropLabels, Counter>::default();
+        for reason in DROP_REASONS {
+            let _ = dropped.get_or_create(&DropLabels { reason });
+        }
         registry.register(
             "pending_handshakes",
             "TLS handshakes in progress",
@@ -146,6 +273,9 @@ impl Metrics {
             dropped.clone(),
         );
         let refused = Family::<RefusalLabels, Counter>::default();
+        for reason in REFUSAL_REASONS {
+            let _ = refused.get_or_create(&RefusalLabels { reason });
+        }
         registry.register(
             "handshakes_refused",
             "TLS handshakes that gave no authenticated connection, by reason \
@@ -167,6 +297,39 @@ impl Metrics {
              (request_rate, nonce_rate), counted when the wait begins",
             waited.clone(),
         );
+        registry.register(
+            "shares_released",
+            "Signature shares this signer handed out in round-2 answers (a retry \
+             answered from its marker counts again)",
+            SHARES_RELEASED.clone(),
+        );
+        let lifecycle = Family::<LifecycleLabels, Gauge>::default();
+        registry.register(
+            "lifecycle_operations_in_flight",
+            "Lifecycle operations in progress on this signer, by operation \
+             (dkg: wallets awaiting their key, repair, rekey)",
+            lifecycle.clone(),
+        );
+        registry.register(
+            "signatures_coordinated",
+            "Signatures this member coordinated to completion (reported by \
+             `thresig sign` to its own signer)",
+            COORDINATED.signatures.clone(),
+        );
+        registry.register(
+            "roast_sessions_per_signature",
+            "ROAST sessions each signature this member coordinated took (1 when \
+             no member failed)",
+            COORDINATED.sessions.clone(),
+        );
+        registry.register(
+            "signatures_failed",
+            "Signing runs this member coordinated that ended without a signature, \
+             by recovery (retryable: members silent or refusing for now; terminal: \
+             refusals for good or too many culprits)",
+            COORDINATED.failed.clone(),
+        );
+        thresig_store::metrics::register(&mut registry);
         Self {
             registry: Arc::new(registry),
             requests,
@@ -180,6 +343,57 @@ impl Metrics {
             refused,
             not_admitted,
             waited,
+            lifecycle,
+            lifecycle_reads: None,
+        }
+    }
+
+    /// Reads the lifecycle gauge from `source` for each scrape.
+    pub(crate) fn with_lifecycle(mut self, source: LifecycleSource) -> Self {
+        self.lifecycle_reads = Some(Arc::new(LifecycleReads {
+            source,
+            running: Arc::default(),
+            started: AtomicU64::new(0),
+        }));
+        self
+    }
+
+    /// Brings the lifecycle gauge up to date with a read that started after
+    /// this call, sharing it with concurrent scrapes ([`LifecycleReads`]).
+    /// A read that fails leaves the gauge at its last values: an unreadable
+    /// wallet is not an operation that finished.
+    async fn refresh_lifecycle(&self) {
+        let Some(reads) = &self.lifecycle_reads else {
+            return;
+        };
+        let arrived = reads.started.load(Ordering::SeqCst);
+        let running = reads.running.clone().lock_owned().await;
+        if reads.started.load(Ordering::SeqCst) > arrived {
+            return;
+        }
+        reads.started.fetch_add(1, Ordering::SeqCst);
+        let source = reads.source.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let _running = running;
+            source()
+        });
+        match read.await {
+            Ok(Some(now)) => self.set_lifecycle(now),
+            Ok(None) | Err(_) => {
+                warn!("the lifecycle gauge keeps its last values: the wallets cannot be read now");
+            }
+        }
+    }
+
+    fn set_lifecycle(&self, now: LifecycleInFlight) {
+        for (operation, n) in [
+            ("dkg", now.dkg),
+            ("repair", now.repair),
+            ("rekey", now.rekey),
+        ] {
+            self.lifecycle
+                .get_or_create(&LifecycleLabels { operation })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 
@@ -334,9 +548,14 @@ async fn serve_scrape<Io>(io: Io, metrics: Metrics) -> Result<(), hyper::Error>
 where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| {
-        let response = respond(&metrics, &request);
-        async move { Ok::<_, Infallible>(response) }
+    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+        let metrics = metrics.clone();
+        async move {
+            if request.uri().path() == "/metrics" {
+                metrics.refresh_lifecycle().await;
+            }
+            Ok::<_, Infallible>(respond(&metrics, &request))
+        }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -416,6 +635,54 @@ mod tests {
         assert!(waited <= elapsed, "waited {waited} s in {elapsed} s");
     }
 
+    /// A lifecycle read that fails leaves the gauge at what the last read
+    /// saw: a store that cannot be read must not look like a DKG that
+    /// finished, which would end a `ThresigLifecycleStuck` alert.
+    #[tokio::test]
+    async fn a_failed_lifecycle_read_keeps_the_last_values() {
+        let readable = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let source = readable.clone();
+        let metrics = Metrics::new().with_lifecycle(Arc::new(move || {
+            source.load(Ordering::SeqCst).then_some(LifecycleInFlight {
+                dkg: 2,
+                ..LifecycleInFlight::default()
+            })
+        }));
+        let dkg = r#"thresig_lifecycle_operations_in_flight{operation="dkg"}"#;
+        metrics.refresh_lifecycle().await;
+        assert_eq!(scraped::<i64>(&metrics, dkg), 2);
+        readable.store(false, Ordering::SeqCst);
+        metrics.refresh_lifecycle().await;
+        assert_eq!(scraped::<i64>(&metrics, dkg), 2);
+    }
+
+    /// Every series an alert fires on exists before its first event, so
+    /// `increase()` sees the first one: a series created at 1 by its first
+    /// event has no earlier sample to grow from. The store's and the
+    /// coordinated signatures' counters are process-wide, and other tests
+    /// in this binary move them: those are only required to exist.
+    #[test]
+    fn a_fresh_scrape_shows_every_alerted_series_before_its_first_event() {
+        let text = Metrics::new().encode().unwrap();
+        let value = |series: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+        };
+        for reason in ["not_pinned", "no_seat", "tls_error", "timeout", "evicted"] {
+            let series = format!(r#"thresig_handshakes_refused_total{{reason="{reason}"}}"#);
+            assert_eq!(value(&series), Some(0), "{series} in {text}");
+        }
+        for series in [
+            r#"thresig_signatures_failed_total{recovery="retryable"}"#,
+            r#"thresig_signatures_failed_total{recovery="terminal"}"#,
+            r#"thresig_store_witness_writes_total{outcome="ok"}"#,
+            r#"thresig_store_witness_writes_total{outcome="failed"}"#,
+        ] {
+            assert!(value(series).is_some(), "{series} in {text}");
+        }
+    }
+
     /// Restores a store in a temporary directory from a backup older than
     /// its witness and opens it through the store's override, as an
     /// operator who restored on purpose does.
@@ -458,5 +725,281 @@ mod tests {
         let before = scraped_rollbacks(&metrics);
         accept_a_rollback();
         assert_eq!(scraped_rollbacks(&metrics), before + 1);
+    }
+}
+
+#[cfg(test)]
+mod listing {
+    //! The metrics the code registers, the ones `docs/metrics.md` lists
+    //! and the ones the dashboard and alert rules use cannot drift apart.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use thresig_store::provider::{KeyProvider as _, KeyProviderConfig};
+    use thresig_store::{
+        EncryptedStore, Store as _, StoreLocation, StoreOptions, WalletId, WriteOp,
+    };
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    fn docs(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Gives every labelled family of `metrics` one series (a family
+    /// without series is not encoded at all) and returns a scrape.
+    fn scrape_with_every_family(metrics: Metrics) -> String {
+        metrics.set_lifecycle(LifecycleInFlight::default());
+        let labels = RequestLabels {
+            method: "status",
+            outcome: Cow::Borrowed("ok"),
+        };
+        metrics.observe(&labels, Duration::from_millis(1));
+        metrics.dropped("metrics_cap");
+        metrics.refused("timeout");
+        metrics.not_admitted(1, Cow::Borrowed("overloaded"));
+        metrics.waited(1, "request_rate");
+        record_signing_failure(true);
+        // A store writes its witness when created, and commits a write.
+        let store = EncryptedStore::create(
+            StoreLocation::Database {
+                db: redb::Database::builder()
+                    .create_with_backend(redb::backends::InMemoryBackend::new())
+                    .unwrap(),
+                witness: thresig_store::MemoryWitness::new(),
+            },
+            Arc::new(thresig_store::provider::MemoryProvider::with_key(
+                "kek-1", 7,
+            )),
+            StoreOptions::default(),
+        )
+        .unwrap();
+        store
+            .write(vec![WriteOp::PutWallet {
+                wallet: WalletId::new("w").unwrap(),
+                value: b"one".to_vec(),
+            }])
+            .unwrap();
+        // The configured provider is the one that counts its calls.
+        let provider = KeyProviderConfig::from_toml(
+            "[key_provider]\nkind = \"env\"\nvariable = \"K\"\nkey_id = \"k1\"\n",
+        )
+        .unwrap()
+        .open_with(&|_: &str| Some(Zeroizing::new("07".repeat(32).into_bytes())))
+        .unwrap();
+        provider.current_kek_id().unwrap();
+        metrics.encode().unwrap()
+    }
+
+    /// Each metric a scrape shows, by the name operators query (a
+    /// counter's `_total` sample, a histogram's base name), with its type.
+    fn registered(scrape: &str) -> BTreeMap<String, String> {
+        scrape
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').unwrap();
+                let name = if kind == "counter" {
+                    format!("{name}_total")
+                } else {
+                    name.to_owned()
+                };
+                (name, kind.to_owned())
+            })
+            .collect()
+    }
+
+    /// The metrics docs/metrics.md's tables list, with their types.
+    fn documented() -> BTreeMap<String, String> {
+        docs("metrics.md")
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `thresig_")?.split('|');
+                let name = cells.next()?.trim().trim_end_matches('`');
+                let kind = cells.next()?.trim();
+                Some((format!("thresig_{name}"), kind.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The metric names an expression file uses, without a histogram's
+    /// sample suffixes.
+    fn used(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("thresig_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            names.push(base.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    /// Each metric's label keys in a scrape (without a histogram's `le`).
+    fn label_keys(scrape: &str) -> BTreeMap<String, Vec<String>> {
+        let mut keys = BTreeMap::<String, Vec<String>>::new();
+        for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, rest)) = line.split_once('{') else {
+                continue;
+            };
+            let name = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            let labels = rest.split('}').next().unwrap_or_default();
+            let mut found: Vec<String> = labels
+                .split(',')
+                .filter_map(|pair| Some(pair.split_once('=')?.0.to_owned()))
+                .filter(|key| key != "le")
+                .collect();
+            found.sort();
+            keys.insert(name.to_owned(), found);
+        }
+        keys
+    }
+
+    /// The Labels column of docs/metrics.md, by metric (the `_total`
+    /// suffix of counters dropped, as the scrape's samples carry it).
+    fn documented_labels() -> BTreeMap<String, Vec<String>> {
+        docs("metrics.md")
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `")?.split('|');
+                let name = cells.next()?.trim().trim_end_matches('`');
+                let _kind = cells.next()?;
+                let mut labels: Vec<String> = cells
+                    .next()?
+                    .split(',')
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                labels.sort();
+                Some((name.to_owned(), labels))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_give_each_metric_the_labels_a_scrape_shows() {
+        let scraped = label_keys(&scrape_with_every_family(Metrics::new()));
+        for (name, labels) in documented_labels() {
+            let sample = name.clone();
+            let found = scraped.get(&sample).cloned().unwrap_or_default();
+            assert_eq!(
+                found, labels,
+                "labels of {name}: scrape (left), docs (right)"
+            );
+        }
+    }
+
+    /// Every `label="value"` an alert rule matches on is a value the code
+    /// gives that label: a request outcome is `ok` or a daemon error code,
+    /// a method one the service names, other values show in a scrape.
+    #[test]
+    fn alerts_match_only_label_values_the_code_gives() {
+        let scrape = scrape_with_every_family(Metrics::new());
+        let codes: Vec<String> = thresig_engine::ErrorCode::ALL
+            .iter()
+            .map(|c| crate::ErrorCode::from(*c).as_str().to_owned())
+            .chain(["ok".to_owned()])
+            .collect();
+        let alerts = docs("grafana/alerts.yml");
+        let mut checked = 0;
+        for line in alerts
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:"))
+        {
+            for matcher in line.split(['{', ',']).skip(1) {
+                let Some((key, value)) = matcher.split_once('=') else {
+                    continue;
+                };
+                let key = key.trim().trim_end_matches(['~', '!']);
+                let Some(value) = value.trim().strip_prefix('"') else {
+                    continue;
+                };
+                let value = value.split('"').next().unwrap_or_default();
+                for value in value.split('|') {
+                    checked += 1;
+                    let known = if key == "outcome" && line.contains("thresig_requests_total") {
+                        codes.iter().any(|c| c == value)
+                    } else if key == "method" {
+                        include_str!("service.rs").contains(&format!("self.rpc(\"{value}\""))
+                    } else {
+                        scrape.contains(&format!("{key}=\"{value}\""))
+                    };
+                    assert!(
+                        known,
+                        "alerts.yml matches {key}=\"{value}\", which the code never gives"
+                    );
+                }
+            }
+        }
+        assert!(checked > 0);
+    }
+
+    /// The code docs/metrics.md and alerts.yml say members' requests get
+    /// while the witness cannot be written is the one the engine sends.
+    #[test]
+    fn docs_name_the_code_a_failed_witness_write_gives_requests() {
+        let failed = thresig_engine::Error::Store {
+            wallet: thresig_engine::WalletId::new("w".to_owned()).unwrap(),
+            source: thresig_store::Error::WitnessIo {
+                witness: "state.witness".into(),
+                source: std::io::Error::other("disk full"),
+            },
+        };
+        let code = crate::ErrorCode::from(failed.code());
+        let row = docs("metrics.md")
+            .lines()
+            .find(|l| l.starts_with("| `thresig_store_witness_writes_total`"))
+            .map(str::to_owned)
+            .unwrap();
+        assert!(
+            row.contains(&format!("they get `{}`", code.as_str())),
+            "{row}"
+        );
+        let alerts = docs("grafana/alerts.yml");
+        let summary = alerts
+            .lines()
+            .skip_while(|l| !l.contains("ThresigWitnessWriteFailed"))
+            .find(|l| l.contains("summary:"))
+            .unwrap();
+        assert!(
+            summary.contains(&format!("answers {}", code.as_str())),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn docs_list_exactly_the_registered_metrics_and_the_dashboard_uses_only_them() {
+        let registered = registered(&scrape_with_every_family(Metrics::new()));
+        let documented = documented();
+        assert_eq!(
+            registered, documented,
+            "code (left) and docs/metrics.md (right) differ"
+        );
+        for file in ["grafana/thresig-dashboard.json", "grafana/alerts.yml"] {
+            let names = used(&docs(file));
+            assert!(!names.is_empty(), "{file} uses no metric");
+            for name in names {
+                assert!(
+                    documented.contains_key(&name),
+                    "{file} uses {name}, which docs/metrics.md does not list"
+                );
+            }
+        }
     }
 }

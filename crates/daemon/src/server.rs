@@ -161,7 +161,8 @@ where
     F: Future<Output = ()> + Send,
 {
     let acceptor = TlsAcceptor::from(server_config(&config.tls)?);
-    let metrics = Metrics::new();
+    let lifecycle = handler.clone();
+    let metrics = Metrics::new().with_lifecycle(Arc::new(move || lifecycle.lifecycle()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let admission_stop = stop_rx.clone();
     let (conn_tx, conn_rx) = mpsc::channel(CONNECTION_QUEUE);

@@ -77,6 +77,11 @@ impl<H: SignerHandler> SignerService<H> {
                 .run_blocking(method, peer.seat, admitted, request)
                 .await
                 .and_then(|response| {
+                    // Past the deadline the answer was thrown away: a
+                    // share counts once it goes out to the member.
+                    if let SignerResponse::Round2(answer) = &response {
+                        crate::metrics::shares_released(answer.shares.len());
+                    }
                     W::Result::from_response(response).ok_or_else(|| {
                         SignerError::new(
                             ErrorCode::INTERNAL,

@@ -441,3 +441,56 @@ async fn an_impostor_certificate_is_logged_and_counted_while_stalled_handshakes_
     assert!(logged.contains("not the one pinned"), "{logged}");
     server.stop().await;
 }
+
+/// A handler whose lifecycle read takes 200 ms, as one waiting behind
+/// round 2's wallet locks does, and that records how many reads ran at
+/// once.
+#[derive(Default)]
+struct SlowLifecycle {
+    inner: Recorder,
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl thresig_daemon::SignerHandler for SlowLifecycle {
+    fn handle(
+        &self,
+        peer: thresig_crypto::Seat,
+        request: thresig_engine::Request,
+    ) -> Result<thresig_engine::Response, thresig_daemon::SignerError> {
+        self.inner.handle(peer, request)
+    }
+
+    fn lifecycle(&self) -> Option<thresig_daemon::LifecycleInFlight> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        // Stands for a read blocked on wallet locks: not synchronization.
+        std::thread::sleep(Duration::from_millis(200));
+        self.running.fetch_sub(1, SeqCst);
+        Some(thresig_daemon::LifecycleInFlight::default())
+    }
+}
+
+/// Scrapes a client opens and abandons leave no work behind: however many
+/// arrive, the slow lifecycle read runs once at a time, and a member is
+/// still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_scrapes_never_read_the_lifecycle_more_than_once_at_a_time() {
+    let cluster = Cluster::new();
+    let handler = Arc::new(SlowLifecycle::default());
+    let server = start(cluster.config(""), handler.clone()).await;
+    for _ in 0..300 {
+        let mut tcp = TcpStream::connect(server.metrics_addr).await.unwrap();
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+    }
+    member_is_served(&server, &cluster).await;
+    // A full scrape waits for a lifecycle read, by which time every
+    // abandoned scrape's read that is going to start has.
+    scrape(server.metrics_addr).await;
+    let most = handler.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= 1, "{most} lifecycle reads ran at once");
+    server.stop().await;
+}

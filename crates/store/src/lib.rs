@@ -75,6 +75,7 @@ mod keyring;
 mod loom_model;
 mod manager;
 mod marker_set;
+pub mod metrics;
 mod ops;
 mod plaintext;
 pub mod provider;

@@ -216,15 +216,22 @@ impl Witness {
             mac: hex::encode(self.hmac(p)?.finalize().into_bytes()),
         };
         let bytes = serde_json::to_vec(&file).unwrap_or_default();
-        match &self.location {
-            WitnessLocation::Memory(m) => m.set_bytes(Some(bytes)),
+        // Counted here, so the write at open is counted with the ones
+        // after commits.
+        let written = match &self.location {
+            WitnessLocation::Memory(m) => {
+                m.set_bytes(Some(bytes));
+                Ok(())
+            }
             WitnessLocation::File(path) => {
                 write_atomically(path, &bytes).map_err(|source| Error::WitnessIo {
                     witness: path.clone(),
                     source,
-                })?
+                })
             }
-        }
+        };
+        crate::metrics::witness_written(written.is_ok());
+        written?;
         *last = Some(p);
         Ok(())
     }

@@ -196,7 +196,10 @@ type Reply = SyncSender<Result<WriteOutcome, Error>>;
 
 fn run_batch(shared: &Shared, batch: Vec<(Vec<WriteOp>, Reply)>) {
     let units: Vec<&[WriteOp]> = batch.iter().map(|(ops, _)| ops.as_slice()).collect();
-    match commit_batch(shared, &units) {
+    let started = std::time::Instant::now();
+    let committed = commit_batch(shared, &units);
+    crate::metrics::commit(units.len(), started.elapsed());
+    match committed {
         Ok(outcomes) => {
             for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                 let _ = reply.send(outcome);

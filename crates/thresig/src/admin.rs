@@ -17,7 +17,10 @@
 //! (such as `{"engine": {"begin_rekey": {"wallet": "w"}}}`, or
 //! `{"engine": {"approve_repair": {"wallet": "w", "seat": 3,
 //! "expires_in_secs": 3600}}}` for `thresig repair approve`, which only
-//! the signer's own operator can give, never a coordinator); the
+//! the signer's own operator can give, never a coordinator), or
+//! `{"signed": {"sessions": n}}` or `{"sign_failed": {"retryable": b}}`,
+//! `thresig sign` reporting a run it coordinated for the signer's metrics;
+//! the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.
@@ -103,6 +106,93 @@ pub(crate) const MAX_CLIENTS: usize = 4;
 pub(crate) enum Request {
     Store(StoreRequest),
     Engine(EngineRequest),
+    Signed(SignedRequest),
+    SignFailed(SignFailedRequest),
+}
+
+/// `{"signed": {"sessions": n}}`: `thresig sign` reporting a signature it
+/// coordinated, so the signer's metrics endpoint counts it (the
+/// coordinator's own process serves no metrics).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignedRequest {
+    signed: Signed,
+}
+
+/// The most ROAST sessions a `signed` report may give: far above what a
+/// run takes (n − t + 1 sessions, plus a bounded few re-asks for members
+/// that refuse for now, within the run's deadline).
+pub(crate) const MAX_REPORTED_SESSIONS: u32 = 1024;
+
+/// One coordinated signature.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Signed {
+    /// The ROAST sessions it took.
+    sessions: Sessions,
+}
+
+/// A signature's ROAST sessions as a report gives them: 1 to
+/// [`MAX_REPORTED_SESSIONS`], so that a report cannot skew the
+/// sessions-per-signature mean below what any run takes (the socket is
+/// the owner's; one that reports runs that never happened is trusted as
+/// it is for every other admin command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+struct Sessions(u32);
+
+impl TryFrom<u32> for Sessions {
+    type Error = String;
+
+    fn try_from(sessions: u32) -> Result<Self, Self::Error> {
+        if (1..=MAX_REPORTED_SESSIONS).contains(&sessions) {
+            Ok(Self(sessions))
+        } else {
+            Err(format!(
+                "a signature takes 1 to {MAX_REPORTED_SESSIONS} ROAST sessions, not {sessions}"
+            ))
+        }
+    }
+}
+
+impl From<Sessions> for u32 {
+    fn from(sessions: Sessions) -> Self {
+        sessions.0
+    }
+}
+
+/// `{"sign_failed": {"retryable": bool}}`: `thresig sign` reporting a run
+/// it coordinated that ended without a signature.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignFailedRequest {
+    sign_failed: SignFailed,
+}
+
+/// One signing run that failed.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignFailed {
+    /// Whether running it again can succeed.
+    retryable: bool,
+}
+
+impl Request {
+    /// Reports a signing run that failed; `retryable` as its error says.
+    pub(crate) fn sign_failed(retryable: bool) -> Self {
+        Self::SignFailed(SignFailedRequest {
+            sign_failed: SignFailed { retryable },
+        })
+    }
+
+    /// Reports a signature that took `sessions` ROAST sessions.
+    pub(crate) fn signed(sessions: u32) -> Self {
+        Self::Signed(SignedRequest {
+            signed: Signed {
+                sessions: Sessions(sessions),
+            },
+        })
+    }
 }
 
 /// `{"command": …}`: a `thresig keys` command.
@@ -627,6 +717,14 @@ fn run(request: Request, target: &Target) -> Reply {
             &target.store,
             &mut progress,
         ),
+        Request::Signed(r) => {
+            thresig_daemon::record_signature(r.signed.sessions.0);
+            Ok(Report::clean(Value::Null, String::new()))
+        }
+        Request::SignFailed(r) => {
+            thresig_daemon::record_signing_failure(r.sign_failed.retryable);
+            Ok(Report::clean(Value::Null, String::new()))
+        }
     };
     match result {
         Ok(Report {
@@ -729,10 +827,40 @@ pub(crate) fn answers(path: &Path) -> Result<bool, KeysError> {
 /// [`KeysError::Daemon`] with the signer's own error, or
 /// [`KeysError::Admin`] when the exchange fails.
 pub(crate) fn ask(path: &Path, request: &Request) -> Result<Option<Report>, KeysError> {
+    exchange(path, request, None)
+}
+
+/// How long `thresig sign` waits for its own signer to take a run's report:
+/// recording it takes microseconds, and a signer that does not answer in
+/// this time must not hold up the command, whose outputs are written.
+pub(crate) const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`ask`] for a request the signer answers at once: a reply that does not
+/// come within `timeout` fails with [`KeysError::Admin`].
+///
+/// # Errors
+/// As [`ask`].
+pub(crate) fn ask_within(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Option<Report>, KeysError> {
+    exchange(path, request, Some(timeout))
+}
+
+/// One request and its reply on the admin socket at `path`, each socket
+/// read and write bounded by `timeout` if given.
+fn exchange(
+    path: &Path,
+    request: &Request,
+    timeout: Option<Duration>,
+) -> Result<Option<Report>, KeysError> {
     let Some(mut stream) = connect(path)? else {
         return Ok(None);
     };
     let io = |e: std::io::Error| admin_error(path, AdminProblem::Io(e.kind()));
+    stream.set_read_timeout(timeout).map_err(io)?;
+    stream.set_write_timeout(timeout).map_err(io)?;
     let mut request =
         serde_json::to_vec(request).map_err(|_| admin_error(path, AdminProblem::BadReply))?;
     request.push(b'\n');
@@ -891,5 +1019,32 @@ mod tests {
         .unwrap();
         assert_eq!(err["error"]["code"], "storage");
         assert_eq!(err["error"]["retryable"], true);
+    }
+
+    #[test]
+    fn a_signature_report_is_its_own_tagged_object() {
+        let request: Request = serde_json::from_str(r#"{"signed":{"sessions":2}}"#).unwrap();
+        assert_eq!(request, Request::signed(2));
+        assert!(
+            serde_json::from_str::<Request>(r#"{"signed":{"sessions":2,"wallet":"w"}}"#).is_err()
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"signed":{"sessions":-1}}"#).is_err());
+        // No run takes no session, nor more than the bound: such a report
+        // would only skew the sessions-per-signature mean.
+        for sessions in [0, MAX_REPORTED_SESSIONS + 1, u32::MAX] {
+            let report = format!(r#"{{"signed":{{"sessions":{sessions}}}}}"#);
+            assert!(
+                serde_json::from_str::<Request>(&report).is_err(),
+                "{report}"
+            );
+        }
+        let most = format!(r#"{{"signed":{{"sessions":{MAX_REPORTED_SESSIONS}}}}}"#);
+        assert_eq!(
+            serde_json::from_str::<Request>(&most).unwrap(),
+            Request::signed(MAX_REPORTED_SESSIONS)
+        );
+        let request: Request =
+            serde_json::from_str(r#"{"sign_failed":{"retryable":true}}"#).unwrap();
+        assert_eq!(request, Request::sign_failed(true));
     }
 }

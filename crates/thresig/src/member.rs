@@ -14,15 +14,16 @@ use thresig_cluster::file::{MAX_TRANSACTION_FILE_BYTES, read_bounded};
 use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
 use thresig_cluster::{
-    DkgOutcome, OwnWallet, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign,
-    wallet_views,
+    DkgOutcome, OwnWallet, Peers, SignError, SignOptions, cluster_status, own_wallet, run_dkg,
+    sign, wallet_views,
 };
 use thresig_crypto::Seat;
 use thresig_daemon::{ClusterCa, ClusterName};
 use thresig_engine::{WalletId, WalletStatus};
+use thresig_store::Recovery;
 use thresig_tx::{InputIndex, Network, WalletPsbt};
 
-use crate::admin::AdminServer;
+use crate::admin::{self, AdminServer};
 use crate::bar::Bar;
 use crate::because;
 use crate::lifecycle::pending;
@@ -246,11 +247,15 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<()> {
 pub(crate) struct Coordinating {
     pub(crate) node: NodeConfig,
     pub(crate) peers: Arc<Peers>,
+    /// This member's own signer's admin socket, where each signing run this
+    /// member coordinates is reported for the signer's metrics.
+    pub(crate) admin_socket: PathBuf,
 }
 
 impl Coordinating {
     pub(crate) fn load(path: &Path) -> Result<Self> {
         let config = Config::load(path)?;
+        let admin_socket = thresig_cluster::node::admin_socket_path(&config);
         let node = config.node.with_context(|| {
             format!(
                 "{}: not a cluster member's configuration (no `member` and [[members]]); \
@@ -266,7 +271,11 @@ impl Coordinating {
             );
         }
         let peers = Arc::new(Peers::new(&node)?);
-        Ok(Self { node, peers })
+        Ok(Self {
+            node,
+            peers,
+            admin_socket,
+        })
     }
 
     pub(crate) fn wallet(&self, id: &str) -> Result<&NodeWallet> {
@@ -457,13 +466,28 @@ pub(crate) fn sign_and_write(
 ) -> Result<()> {
     let mut options = SignOptions::default();
     options.progress = Some(Arc::new(Bar::new()));
-    let outcome = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options))?;
+    let signed = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options));
     drop(options);
+    let outcome = match signed {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // A PSBT or setup error asked nothing of the members: no run
+            // to count.
+            if matches!(e, SignError::Failed { .. }) {
+                let retryable = e.recovery() == Recovery::Retryable;
+                report_run(&c.admin_socket, &admin::Request::sign_failed(retryable));
+            }
+            return Err(e.into());
+        }
+    };
     let signed = finish(psbt, &outcome.signatures)?;
     std::fs::write(&out.psbt, &signed.psbt_base64)
         .map_err(|e| because(format!("writing {}", out.psbt.display()), e))?;
     std::fs::write(&out.tx, &signed.tx_hex)
         .map_err(|e| because(format!("writing {}", out.tx.display()), e))?;
+    // Counted once it is written: the report goes last, so a signer that
+    // does not answer it cannot hold back the outputs.
+    report_run(&c.admin_socket, &admin::Request::signed(outcome.sessions));
     let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
     if out.json {
         println!(
@@ -490,6 +514,17 @@ pub(crate) fn sign_and_write(
         }
     }
     Ok(())
+}
+
+/// Tells this member's own signer, if it runs, how a signing run ended,
+/// for its metrics. The run's result stands whatever happens here, so a
+/// failure is only noted.
+fn report_run(socket: &Path, report: &admin::Request) {
+    if let Err(e) = admin::ask_within(socket, report, admin::REPORT_TIMEOUT) {
+        eprintln!(
+            "note: this signing run is not counted in this signer's metrics ({e}); nothing else is affected"
+        );
+    }
 }
 
 /// A PSBT file that does not decode or does not fit the wallet, with what

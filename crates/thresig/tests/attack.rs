@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{ProcessCluster, WALLET, address, seat};
+use common::{ProcessCluster, WALLET, address, scrape, seat};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -275,18 +275,6 @@ fn series(text: &str, name_and_labels: &str) -> u64 {
     text.lines()
         .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// One scrape of the metrics at `addr`.
-fn scrape(addr: SocketAddr) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(CONNECT_BOUND)).unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).unwrap();
-    response
 }
 
 /// 1,000 idle connections to the metrics port, from the members' own

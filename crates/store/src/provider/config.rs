@@ -13,6 +13,7 @@ use super::command::CommandProvider;
 use super::env::EnvProvider;
 use super::file::FileProvider;
 use super::{ConfigProblem, KekId, KeyProvider, ProviderError};
+use crate::metrics::provider_call;
 
 /// The kinds of key provider (`kind = "..."`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -318,17 +319,19 @@ impl ConfiguredProvider {
     }
 }
 
+/// Every call is counted and timed (`crate::metrics`): the configured
+/// provider is the one a signer runs with, whatever its kind.
 impl KeyProvider for ConfiguredProvider {
     fn current_kek_id(&self) -> Result<KekId, ProviderError> {
-        self.inner().current_kek_id()
+        provider_call("current_kek_id", || self.inner().current_kek_id())
     }
 
     fn wrap(&self, kek: &KekId, plaintext: &[u8]) -> Result<Vec<u8>, ProviderError> {
-        self.inner().wrap(kek, plaintext)
+        provider_call("wrap", || self.inner().wrap(kek, plaintext))
     }
 
     fn unwrap(&self, kek: &KekId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, ProviderError> {
-        self.inner().unwrap(kek, wrapped)
+        provider_call("unwrap", || self.inner().unwrap(kek, wrapped))
     }
 }
 

@@ -221,3 +221,17 @@ pub fn sign(config: &str, wallet: &str, psbt: &Path) -> std::process::Output {
         "--json",
     ])
 }
+
+/// One scrape of the metrics endpoint at `addr`: the whole HTTP response.
+/// A scrape is answered in milliseconds; the read bound only ends a hung
+/// test.
+pub fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    response
+}
