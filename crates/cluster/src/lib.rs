@@ -58,6 +58,6 @@ pub use progress::{Progress, Silent};
 pub use repair::{RepairError, RepairOutcome, run_repair};
 pub use sign::{
     Handed, Round2Journal, SignError, SignOptions, SignOutcome, WireScheme,
-    describe as describe_failure, failure_recovery, refusal_of, round2_request, sign,
+    describe as describe_failure, failure_recovery, refusal_of, round2_request, shares_reply, sign,
 };
 pub use status::{MemberStatus, OwnWallet, WalletView, cluster_status, own_wallet, wallet_views};

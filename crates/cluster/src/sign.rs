@@ -8,6 +8,10 @@
 //! handler at the deadline it asks for. It trusts signers for nothing: every
 //! share is verified against the wallet's public key record before use, and
 //! an undecodable share convicts its sender exactly like an invalid one.
+//! A round-2 answer counts only if its member's identity key signed it
+//! over the request (an answer that is not signed counts as missing, and
+//! blames nobody); the signed answer of every culprit is kept as a
+//! [`BlameProof`] (docs/blame.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,8 +21,8 @@ use bitcoin::hashes::Hash as _;
 use thresig_crypto::{Commitment, PreparedPackage, Seat, SignatureShare, WalletKey};
 use thresig_daemon::{Code, Error as DaemonError, SignerError};
 use thresig_engine::{
-    AbortRequest, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget, WalletEpoch,
-    WalletId,
+    AbortRequest, BlameProof, ErrorCode, HexBytes, Round1Request, Round2Request, Round2Response,
+    SigningTarget, WalletEpoch, WalletId, package_hash,
 };
 use thresig_roast::{
     Config as RoastConfig, Coordinator, Event, Failure, Refusal, Reply, Request, Round, Scheme,
@@ -98,6 +102,9 @@ pub struct SignOutcome {
     pub unresponsive: Vec<Seat>,
     /// The cluster seats whose shares made the signatures, ascending.
     pub signers: Vec<Seat>,
+    /// The evidence against each culprit, by cluster seat: its signed
+    /// answer with the request it answers (docs/blame.md).
+    pub proofs: BTreeMap<Seat, BlameProof>,
 }
 
 /// Why a run failed.
@@ -126,6 +133,8 @@ pub enum SignError {
         sessions: u32,
         /// Cluster seats found sending invalid shares.
         culprits: Vec<Seat>,
+        /// The evidence against each culprit, by cluster seat.
+        proofs: BTreeMap<Seat, BlameProof>,
     },
     /// A signature did not encode (cannot happen for a verified signature).
     #[error("signature encoding: {0}")]
@@ -292,11 +301,13 @@ pub async fn sign(
         inputs: messages.len(),
         journal: options.journal.clone(),
         passing: std::sync::Mutex::new(BTreeSet::new()),
+        answers: std::sync::Mutex::new(BTreeMap::new()),
         deadline: Instant::now() + options.deadline,
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut unresponsive = BTreeSet::new();
     let mut culprits = BTreeSet::new();
+    let mut proofs = BTreeMap::new();
     let mut gate = FirstAnswers::new(wallet, &options.answer_first);
     let mut handed = Handed::default();
     // Requests in flight end with the run: dropping the set cancels them.
@@ -337,6 +348,9 @@ pub async fn sign(
                     let member = wallet.cluster_seat(seat);
                     warn!(?member, ?fault, "member sent an invalid share");
                     culprits.extend(member);
+                    if let (Some(member), Some(proof)) = (member, job.proof(key, seat)) {
+                        proofs.insert(member, proof);
+                    }
                 }
                 Event::Done(signed) => {
                     let signatures = signed
@@ -355,6 +369,7 @@ pub async fn sign(
                             .iter()
                             .filter_map(|s| wallet.cluster_seat(*s))
                             .collect(),
+                        proofs,
                     });
                 }
                 Event::Failed { failure, stats } => {
@@ -373,6 +388,7 @@ pub async fn sign(
                         recovery,
                         sessions: stats.sessions,
                         culprits: culprits.into_iter().collect(),
+                        proofs,
                     });
                 }
                 _ => {}
@@ -581,6 +597,11 @@ struct Job {
     journal: Option<Round2Journal>,
     /// Members (cluster seats) whose refusal said a later request may pass.
     passing: std::sync::Mutex<BTreeSet<Seat>>,
+    /// The latest signed round-2 answer of each wallet seat, with the
+    /// request it answers: the evidence if its share turns out invalid.
+    /// A culprit is never asked again, so its entry is the answer that
+    /// convicted it.
+    answers: std::sync::Mutex<BTreeMap<Seat, (Round2Request, Round2Response)>>,
     /// When the run ends: a lost round-2 reply is asked for again only
     /// before then.
     deadline: Instant,
@@ -592,6 +613,23 @@ impl Job {
         self.passing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_answers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<Seat, (Round2Request, Round2Response)>> {
+        // Whole entries are inserted and removed: a panic leaves none half-made.
+        self.answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The proof against wallet seat `seat`, from its kept answer.
+    fn proof(&self, key: &WalletKey, seat: Seat) -> Option<BlameProof> {
+        let (request, answer) = self.lock_answers().remove(&seat)?;
+        BlameProof::new(key, request, answer)
+            .map_err(|e| warn!(wallet_seat = %seat, error = %e, "no proof kept"))
+            .ok()
     }
 }
 
@@ -657,7 +695,7 @@ async fn deliver(
     let reply = match request {
         Request::Commit => commit(&peers, member, &job).await,
         Request::Sign { session, packages } => {
-            shares(&peers, member, session, &packages, &job).await
+            shares(&peers, member, seat, session, &packages, &job).await
         }
         _ => None,
     };
@@ -715,6 +753,7 @@ pub fn round2_request(
 async fn shares(
     peers: &Peers,
     member: Seat,
+    seat: Seat,
     session: thresig_roast::SessionId,
     packages: &[PreparedPackage],
     job: &Job,
@@ -747,19 +786,39 @@ async fn shares(
         }
     };
     match result {
-        Ok(response) => Some(Reply::Shares {
-            session,
-            shares: response
-                .shares
-                .iter()
-                .map(|s| SignatureShare::from_bytes(&s.0).ok())
-                .collect(),
-            // None sent (the signer is at its nonce capacity) or none that
-            // decode: the coordinator keeps the shares all the same and
-            // asks the member for commitments again in round 1.
-            commitments: decode_commitments(&response.commitments).unwrap_or_default(),
-        }),
+        Ok(response) => {
+            if response.seat != seat
+                || !response.signed_for(&job.wallet.config, &package_hash(&request))
+            {
+                warn!(%member, "round-2 answer not signed by the member's identity key; treated as missing");
+                return None;
+            }
+            let reply = shares_reply(session, &response);
+            job.lock_answers().insert(seat, (request, response));
+            Some(reply)
+        }
         Err(e) => failure(peers, job, member, round, &e),
+    }
+}
+
+/// The coordinator's view of a signed round-2 answer. Public for the other
+/// drivers of the coordinator.
+#[must_use]
+pub fn shares_reply(
+    session: thresig_roast::SessionId,
+    response: &Round2Response,
+) -> Reply<WireScheme> {
+    Reply::Shares {
+        session,
+        shares: response
+            .shares
+            .iter()
+            .map(|s| SignatureShare::from_bytes(&s.0).ok())
+            .collect(),
+        // None sent (the signer is at its nonce capacity) or none that
+        // decode: the coordinator keeps the shares all the same and
+        // asks the member for commitments again in round 1.
+        commitments: decode_commitments(&response.commitments).unwrap_or_default(),
     }
 }
 

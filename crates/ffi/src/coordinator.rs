@@ -21,12 +21,14 @@ use serde_json::{Value, json};
 use thresig_cluster::config::{Config, NodeWallet};
 use thresig_cluster::{
     Handed, WireScheme, describe_failure, failure_recovery, refusal_of, round2_request,
+    shares_reply,
 };
-use thresig_crypto::{Commitment, Seat, SignatureShare, WalletKey};
+use thresig_crypto::{Commitment, Seat, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
-    DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response, Round1Request,
-    SignedDkgMessage, WalletConfig, WalletEpoch, WalletId,
+    BlameProof, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response,
+    Round1Request, Round2Request, Round2Response, SignedDkgMessage, WalletConfig, WalletEpoch,
+    WalletId, package_hash,
 };
 use thresig_roast::{Coordinator, Event, Refusal, Reply, Round};
 use thresig_store::Recovery;
@@ -226,7 +228,7 @@ impl CoordinatorHandle {
         let answer = read_response(reply.response);
         let accepted = match (&mut self.run, asked, answer) {
             (Run::Sign(s), Asked::Roast(round), Ok(answer)) => {
-                s.answer(reply.now_ms, seat, round, answer)
+                s.answer(&self.wallet, reply.now_ms, seat, round, answer)
             }
             (Run::Sign(s), Asked::Roast(round), Err(_)) => {
                 let now = s.instant(reply.now_ms);
@@ -266,11 +268,11 @@ impl CoordinatorHandle {
                 thresig_roast::Request::Sign { session, .. } => Round::Sign(*session),
                 _ => Round::Commit,
             };
-            out.push((
-                transmit.to,
-                round,
-                signing.request(&self.wallet, transmit.request),
-            ));
+            let request = signing.request(&self.wallet, transmit.request);
+            if let Some(Request::Round2(r)) = &request {
+                signing.asked.insert(transmit.to, r.clone());
+            }
+            out.push((transmit.to, round, request));
         }
         let mut events = Vec::new();
         let mut ended = false;
@@ -653,6 +655,14 @@ struct Signing {
     handed: Handed,
     /// Wallet seats whose refusal said a later request may pass.
     passing: BTreeSet<Seat>,
+    /// The key record shares are checked against, for culprits' proofs.
+    key: WalletKey,
+    /// The latest round-2 request sent to each wallet seat, which its
+    /// answer must be signed over.
+    asked: BTreeMap<Seat, Round2Request>,
+    /// The latest signed round-2 answer of each wallet seat with its
+    /// request: a culprit's proof (as in `thresig_cluster::sign`).
+    answers: BTreeMap<Seat, (Round2Request, Round2Response)>,
 }
 
 impl Signing {
@@ -685,7 +695,7 @@ impl Signing {
         }
         let origin = (Instant::now(), now_ms);
         let output_key = key.output_key().to_bytes();
-        let roast = Coordinator::new(origin.0, config, WireScheme(key), messages.clone())
+        let roast = Coordinator::new(origin.0, config, WireScheme(key.clone()), messages.clone())
             .map_err(|e| FfiError::invalid_request(format!("the signing run: {e}")))?;
         Ok(Self {
             roast,
@@ -697,7 +707,20 @@ impl Signing {
             output_key,
             handed: Handed::default(),
             passing: BTreeSet::new(),
+            key,
+            asked: BTreeMap::new(),
+            answers: BTreeMap::new(),
         })
+    }
+
+    /// The proof against wallet seat `seat` from its kept answer, as JSON
+    /// (docs/blame.md); null if none was kept.
+    fn proof(&mut self, seat: Seat) -> Value {
+        self.answers
+            .remove(&seat)
+            .and_then(|(request, answer)| BlameProof::new(&self.key, request, answer).ok())
+            .and_then(|proof| serde_json::to_value(proof).ok())
+            .unwrap_or(Value::Null)
     }
 
     /// The host's `now_ms` as the coordinator's `Instant` (never before
@@ -739,6 +762,7 @@ impl Signing {
     /// Feeds a member's answer; whether the coordinator took it.
     fn answer(
         &mut self,
+        wallet: &NodeWallet,
         now_ms: u64,
         seat: Seat,
         round: Round,
@@ -750,16 +774,19 @@ impl Signing {
                 Some(commitments) => Reply::Commitments { commitments },
                 None => refused(Refusal::Rejected),
             },
-            (Ok(Response::Round2(r)), Round::Sign(session)) => Reply::Shares {
-                session,
-                // An undecodable share convicts its sender (WireScheme).
-                shares: r
-                    .shares
-                    .iter()
-                    .map(|s| SignatureShare::from_bytes(&s.0).ok())
-                    .collect(),
-                commitments: decode_commitments(&r.commitments).unwrap_or_default(),
-            },
+            (Ok(Response::Round2(r)), Round::Sign(session)) => {
+                // An answer its member's identity key did not sign over the
+                // request counts as missing (it times out) and blames no one.
+                let Some(request) = self.asked.get(&seat) else {
+                    return false;
+                };
+                if r.seat != seat || !r.signed_for(&wallet.config, &package_hash(request)) {
+                    return false;
+                }
+                let reply = shares_reply(session, &r);
+                self.answers.insert(seat, (request.clone(), r));
+                reply
+            }
             (Err(e), _) => {
                 if e.is_retryable() {
                     self.passing.insert(seat);
@@ -773,7 +800,7 @@ impl Signing {
         self.roast.handle_reply(now, seat, reply).is_ok()
     }
 
-    fn event(&self, wallet: &NodeWallet, event: Event<WireScheme>) -> Value {
+    fn event(&mut self, wallet: &NodeWallet, event: Event<WireScheme>) -> Value {
         let member = |seat: Seat| wallet.cluster_seat(seat).unwrap_or(seat).get();
         match event {
             Event::SessionStarted { session, signers } => json!({
@@ -790,6 +817,7 @@ impl Signing {
                 "type": "culprit",
                 "member": member(seat),
                 "fault": format!("{fault:?}"),
+                "proof": self.proof(seat),
             }),
             Event::Done(signed) => {
                 let signatures: Vec<String> = signed

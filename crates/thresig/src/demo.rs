@@ -28,6 +28,7 @@ use thresig_tx::{
 use tracing::info;
 
 use crate::bar::Bar;
+use crate::blame::write_proofs;
 use crate::fault::Faulty;
 use crate::member::{confirmed, finish};
 
@@ -254,6 +255,12 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     options.answer_first = roles.malicious.iter().copied().collect::<BTreeSet<_>>();
     info!("signing through ROAST");
     let outcome = runtime.block_on(sign(&peers, &wallet, &key, epoch, &psbt, &options))?;
+    // The evidence against each culprit stays with the kept cluster, where
+    // `thresig blame verify --config <member>/signer.toml` checks it.
+    let proofs = match &args.keep {
+        Some(dir) => write_proofs(dir, &outcome.proofs)?,
+        None => Vec::new(),
+    };
     let finished = finish(psbt, &outcome.signatures)?;
     let mut failed = cluster.stop_all()?;
     let mut causes = Vec::new();
@@ -292,6 +299,7 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         "signatures": outcome.signatures.iter().map(hex::encode).collect::<Vec<_>>(),
         "sessions": outcome.sessions,
         "culprits": numbers(&outcome.culprits),
+        "proofs": proofs,
         "malicious": numbers(&roles.malicious),
         "offline": numbers(&roles.offline),
     });
@@ -318,6 +326,7 @@ fn readable(args: &DemoArgs, report: &serde_json::Value, spend: &TaprootWallet) 
         ("stopped members", "offline"),
         ("malicious members", "malicious"),
         ("caught sending bad shares", "culprits"),
+        ("proofs against them", "proofs"),
     ] {
         out.push_str(&format!("  {label:<26}: {}\n", field(name)));
     }

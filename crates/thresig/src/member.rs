@@ -14,8 +14,8 @@ use thresig_cluster::file::{MAX_TRANSACTION_FILE_BYTES, read_bounded};
 use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
 use thresig_cluster::{
-    DkgOutcome, OwnWallet, Peers, SignOptions, cluster_status, own_wallet, run_dkg, sign,
-    wallet_views,
+    DkgOutcome, OwnWallet, Peers, SignError, SignOptions, cluster_status, own_wallet, run_dkg,
+    sign, wallet_views,
 };
 use thresig_crypto::Seat;
 use thresig_daemon::{ClusterCa, ClusterName};
@@ -25,6 +25,7 @@ use thresig_tx::{InputIndex, Network, WalletPsbt};
 use crate::admin::AdminServer;
 use crate::bar::Bar;
 use crate::because;
+use crate::blame::write_proofs;
 use crate::lifecycle::pending;
 
 /// `thresig init`.
@@ -457,8 +458,25 @@ pub(crate) fn sign_and_write(
 ) -> Result<()> {
     let mut options = SignOptions::default();
     options.progress = Some(Arc::new(Bar::new()));
-    let outcome = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options))?;
+    let result = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options));
     drop(options);
+    // Evidence is kept whether or not the run signed: a run that too many
+    // culprits stopped is when it matters most.
+    let beside = out.psbt.parent().unwrap_or(Path::new("."));
+    let proofs = match &result {
+        Ok(outcome) => write_proofs(beside, &outcome.proofs)?,
+        Err(SignError::Failed { proofs, .. }) => write_proofs(beside, proofs)?,
+        Err(_) => Vec::new(),
+    };
+    if result.is_err() {
+        for proof in &proofs {
+            eprintln!(
+                "culprit proof: {} (`thresig blame verify`)",
+                proof.display()
+            );
+        }
+    }
+    let outcome = result?;
     let signed = finish(psbt, &outcome.signatures)?;
     std::fs::write(&out.psbt, &signed.psbt_base64)
         .map_err(|e| because(format!("writing {}", out.psbt.display()), e))?;
@@ -475,6 +493,7 @@ pub(crate) fn sign_and_write(
                 "tx": out.tx,
                 "sessions": outcome.sessions,
                 "culprits": culprits,
+                "proofs": proofs,
             })
         );
     } else {
@@ -487,6 +506,9 @@ pub(crate) fn sign_and_write(
         );
         if !culprits.is_empty() {
             println!("  members that sent invalid shares: {culprits:?}");
+            for proof in &proofs {
+                println!("  proof: {} (`thresig blame verify`)", proof.display());
+            }
         }
     }
     Ok(())

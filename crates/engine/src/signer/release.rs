@@ -109,12 +109,14 @@ impl<S: Store> Signer<S> {
             Err(Error::NonceCapacity { .. }) => Vec::new(),
             Err(e) => return Err(e),
         };
-        Ok(Round2Response {
-            wallet: wallet.clone(),
-            seat: slot.seat,
-            shares: shares.into_iter().map(HexBytes).collect(),
+        let mut answer = Round2Response::new(
+            wallet.clone(),
+            slot.seat,
+            shares.into_iter().map(HexBytes).collect(),
             commitments,
-        })
+        );
+        answer.sign(&self.identity, &checked.hash());
+        Ok(answer)
     }
 
     /// The shares to release for a checked request: a durable marker's (a
