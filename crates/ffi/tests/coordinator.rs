@@ -239,3 +239,64 @@ fn a_transmit_names_no_sender_so_the_host_must() {
     let relayed = members[to - 1].relay(envelope, 1);
     assert!(relayed.get("ok").is_some(), "{relayed}");
 }
+
+/// A member's round-2 answer carries its identity signature (the `round2`
+/// op returns the signed answer); an answer changed on the way (here one
+/// share) is not taken, does not convict the member, and the run signs
+/// without it once the member times out.
+#[test]
+fn a_round2_answer_altered_after_its_member_signed_it_is_not_taken_and_blames_no_one() {
+    let (_dir, configs, members) = keyed();
+    let run = signing_run(&configs, &members, 0x34);
+    let mut seen = Vec::new();
+    let mut now_ms = 0;
+    let mut forged = 0;
+    loop {
+        while let Some(transmit) =
+            Some(run.call("poll_transmit", json!({}))).filter(|t| !t.is_null())
+        {
+            let to = transmit["to"].as_u64().unwrap();
+            let member = &members[usize::try_from(to).unwrap() - 1];
+            let mut response = member.relay(&transmit["envelope"], 1);
+            let round2 = transmit["envelope"]["op"] == "round2";
+            if round2 {
+                let signature = response["ok"]["signature"].as_str().unwrap();
+                assert_eq!(signature.len(), 128, "an Ed25519 signature: {response}");
+            }
+            let forge = round2 && to == 2;
+            if forge {
+                let share = response["ok"]["shares"][0].as_str().unwrap();
+                let last = if share.ends_with('0') { "1" } else { "0" };
+                response["ok"]["shares"][0] = json!(format!("{}{last}", &share[..share.len() - 1]));
+                forged += 1;
+            }
+            let taken = run.call(
+                "handle_reply",
+                json!({"from": to, "tag": transmit["tag"], "now_ms": now_ms, "response": response}),
+            );
+            if round2 {
+                assert_eq!(taken["accepted"], !forge, "{taken}");
+            }
+        }
+        let ended = events(&run);
+        seen.extend(ended.iter().cloned());
+        if ended
+            .iter()
+            .any(|e| e["type"] == "done" || e["type"] == "failed")
+        {
+            break;
+        }
+        now_ms = run.call("poll_timeout", json!({}))["at_ms"]
+            .as_u64()
+            .unwrap();
+        run.call("handle_timeout", json!({"now_ms": now_ms}));
+    }
+    assert_eq!(forged, 1, "member 2 was asked for shares once: {seen:?}");
+    assert!(seen.iter().any(|e| e["type"] == "done"), "{seen:?}");
+    assert!(seen.iter().all(|e| e["type"] != "culprit"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|e| e["type"] == "unresponsive" && e["member"] == 2),
+        "{seen:?}"
+    );
+}
