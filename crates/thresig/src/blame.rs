@@ -171,10 +171,15 @@ fn wallet_key(
     let running = runtime.block_on(own_wallet(&peers, node, wallet));
     match running {
         Ok(OwnWallet { key, epoch, .. }) => Ok((key, epoch)),
-        Err(e) => Err(anyhow::anyhow!(
-            "this member's wallet key is not readable: its store: {local_error}; its running \
-             signer: {e}; start this member's `thresig serve` (or stop it, to read the store \
-             directly) and verify again"
-        )),
+        Err(e) => {
+            // The running signer's error decides the class: one that does
+            // not answer yet is worth asking again (exit 2).
+            let message = format!(
+                "this member's wallet key is not readable: its store: {local_error}; its running \
+                 signer: {e}; start this member's `thresig serve` (or stop it, to read the store \
+                 directly) and verify again"
+            );
+            Err(anyhow::Error::new(e).context(message))
+        }
     }
 }
