@@ -81,8 +81,8 @@ struct Member {
     release: Arc<Release>,
     /// Whether a `...LostOnce` mode already lost its reply.
     lost: std::sync::atomic::AtomicBool,
-    /// The member's identity key, which a `Round2SignedInvalid` member
-    /// signs its invalid answer with.
+    /// The member's identity key, with which a member whose mode changes
+    /// its round-2 answer signs the changed answer (except `Round2Forged`).
     identity: ed25519_dalek::SigningKey,
 }
 
@@ -141,7 +141,12 @@ impl Member {
         let mut response = self.inner.handle(peer, request)?;
         if let Response::Round2(reply) = &mut response {
             match self.mode {
-                Mode::NoFreshCommitments => reply.commitments.clear(),
+                // Signed as the engine signs an answer it sends without
+                // commitments (at its nonce capacity).
+                Mode::NoFreshCommitments => {
+                    reply.commitments.clear();
+                    reply.sign(&self.identity, &hash.unwrap());
+                }
                 Mode::Round2Forged => reply.shares.iter_mut().for_each(wrong_share),
                 Mode::Round2SignedInvalid => {
                     reply.shares.iter_mut().for_each(wrong_share);
