@@ -124,7 +124,7 @@ impl Release {
 impl SignerHandler for Member {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         match request {
-            Request::Round2(_) => self.round2(peer, request),
+            Request::Round2(asked) => self.round2(peer, asked),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
             _ => self.inner.handle(peer, request),
@@ -133,24 +133,32 @@ impl SignerHandler for Member {
 }
 
 impl Member {
-    fn round2(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
-        let hash = match &request {
-            Request::Round2(r) => Some(thresig_engine::package_hash(r)),
-            _ => None,
+    fn round2(
+        &self,
+        peer: Seat,
+        asked: thresig_engine::Round2Request,
+    ) -> Result<Response, SignerError> {
+        let hash = thresig_engine::package_hash(&asked);
+        // The key record the engine signs its answer over.
+        let key = Request::WalletKey {
+            wallet: asked.wallet.clone(),
         };
-        let mut response = self.inner.handle(peer, request)?;
+        let Response::WalletKey { key } = self.inner.handle(peer, key)? else {
+            panic!("the engine answers a key request with the key");
+        };
+        let mut response = self.inner.handle(peer, Request::Round2(asked))?;
         if let Response::Round2(reply) = &mut response {
             match self.mode {
                 // Signed as the engine signs an answer it sends without
                 // commitments (at its nonce capacity).
                 Mode::NoFreshCommitments => {
                     reply.commitments.clear();
-                    reply.sign(&self.identity, &hash.unwrap());
+                    reply.sign(&self.identity, &hash, &key.0);
                 }
                 Mode::Round2Forged => reply.shares.iter_mut().for_each(wrong_share),
                 Mode::Round2SignedInvalid => {
                     reply.shares.iter_mut().for_each(wrong_share);
-                    reply.sign(&self.identity, &hash.unwrap());
+                    reply.sign(&self.identity, &hash, &key.0);
                 }
                 _ => {}
             }
@@ -591,7 +599,8 @@ async fn an_answer_whose_identity_signature_does_not_verify_blames_no_member() {
 }
 
 /// A member that signs invalid shares is a culprit, and the driver keeps a
-/// proof against it that verifies with the roster and the wallet key.
+/// proof against it that verifies with the roster alone, and carries the
+/// wallet key record the coordinator checked the shares against.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_that_signs_invalid_shares_leaves_a_verifying_proof() {
     let cluster = start(3, 2, &[(2, Mode::Round2SignedInvalid)], keep).await;
@@ -604,7 +613,8 @@ async fn a_member_that_signs_invalid_shares_leaves_a_verifying_proof() {
         .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
         .unwrap();
     let proof = &outcome.proofs[&seat(2)];
-    let fault = proof.verify(&wallet.config, &own.key, own.epoch).unwrap();
+    let fault = proof.verify(&wallet.config).unwrap();
+    assert_eq!(proof.wallet_key.0, own.key.to_bytes().unwrap());
     assert_eq!((fault.seat, fault.input), (seat(2), 0));
 }
 

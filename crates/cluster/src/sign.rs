@@ -296,6 +296,7 @@ pub async fn sign(
         Coordinator::new(std::time::Instant::now(), roast, scheme, messages.clone())?;
     let job = Arc::new(Job {
         wallet: wallet.clone(),
+        key_record: key.to_bytes()?,
         epoch,
         psbt: psbt.serialize(),
         inputs: messages.len(),
@@ -348,7 +349,7 @@ pub async fn sign(
                     let member = wallet.cluster_seat(seat);
                     warn!(?member, ?fault, "member sent an invalid share");
                     culprits.extend(member);
-                    if let (Some(member), Some(proof)) = (member, job.proof(key, seat)) {
+                    if let (Some(member), Some(proof)) = (member, job.proof(seat)) {
                         proofs.insert(member, proof);
                     }
                 }
@@ -591,6 +592,9 @@ async fn release(peers: &Arc<Peers>, job: &Arc<Job>, handed: Handed) {
 /// What every request of one run carries besides the coordinator's part.
 struct Job {
     wallet: NodeWallet,
+    /// The wallet's public key record (`WalletKey::to_bytes`): each answer
+    /// must be signed over it, so its proof carries it authenticated.
+    key_record: Vec<u8>,
     epoch: WalletEpoch,
     psbt: Vec<u8>,
     inputs: usize,
@@ -625,11 +629,9 @@ impl Job {
     }
 
     /// The proof against wallet seat `seat`, from its kept answer.
-    fn proof(&self, key: &WalletKey, seat: Seat) -> Option<BlameProof> {
+    fn proof(&self, seat: Seat) -> Option<BlameProof> {
         let (request, answer) = self.lock_answers().remove(&seat)?;
-        BlameProof::new(key, request, answer)
-            .map_err(|e| warn!(wallet_seat = %seat, error = %e, "no proof kept"))
-            .ok()
+        Some(BlameProof::new(&self.key_record, request, answer))
     }
 }
 
@@ -788,7 +790,11 @@ async fn shares(
     match result {
         Ok(response) => {
             if response.seat != seat
-                || !response.signed_for(&job.wallet.config, &package_hash(&request))
+                || !response.signed_for(
+                    &job.wallet.config,
+                    &package_hash(&request),
+                    &job.key_record,
+                )
             {
                 warn!(%member, "round-2 answer not signed by the member's identity key; treated as missing");
                 return None;

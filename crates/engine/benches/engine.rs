@@ -48,15 +48,16 @@ fn answer_signature(c: &mut Criterion) {
     let answer = cluster.round2_reply(1, &req).unwrap();
     let key = identity_secret(1);
     let config = WalletConfig::new(wid("w"), 2, (1..=3).map(identity).collect());
+    let record = cluster.keys[&wid("w")].to_bytes().unwrap();
     group.bench_function("sign", |b| {
         b.iter(|| {
             let mut signed = answer.clone();
-            signed.sign(&key, &package_hash(&req));
+            signed.sign(&key, &package_hash(&req), &record);
             signed
         });
     });
     group.bench_function("verify", |b| {
-        b.iter(|| assert!(answer.signed_for(&config, &package_hash(&req))));
+        b.iter(|| assert!(answer.signed_for(&config, &package_hash(&req), &record)));
     });
     group.finish();
 }

@@ -3,17 +3,17 @@
 //! invalid share holds evidence, not an assertion.
 //!
 //! A member signs (domain tag, the request's [`package_hash`] — wallet,
-//! epoch, signer set, target and every package byte —, the wallet, its
-//! seat, its shares and its fresh commitments). A [`BlameProof`] is that
-//! signed answer with the request it answers and the wallet key record it
-//! was checked against; [`BlameProof::verify`] holds it against a roster
-//! and a key record the verifier trusts (its own signer's), and succeeds
-//! only when the signature is the accused seat's AND one of its shares does
-//! not verify. An honest member signs only shares it computed for exactly
-//! that request with its share of exactly that key, which always verify, so
-//! no coordinator can turn an honest answer into a proof: changing a share
-//! or a commitment breaks the signature, and changing the key record or the
-//! epoch is refused before any share is looked at.
+//! epoch, signer set, target and every package byte —, the public key
+//! record it signed with, the wallet, its seat, its shares and its fresh
+//! commitments). A [`BlameProof`] is that signed answer with the request it
+//! answers and that key record; [`BlameProof::verify`] needs only the
+//! wallet's roster, and succeeds only when the signature is the accused
+//! seat's AND one of its shares does not verify under the key record the
+//! signature covers. An honest member signs only shares it computed for
+//! exactly that request with its share of exactly the key record it signs,
+//! which always verify, so no coordinator can turn an honest answer into a
+//! proof: changing a share, a commitment, the request, its epoch or the key
+//! record breaks the signature.
 
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,6 @@ use crate::api::{HexBytes, Round2Request, Round2Response};
 use crate::check::package_hash;
 use crate::config::WalletConfig;
 use crate::dkg_msg::{framed, identity_sign, identity_verify};
-use crate::ids::WalletEpoch;
 
 /// Domain tag of round-2 answer signatures (no other signed message of
 /// thresig starts with it, so an answer signature is never valid as a DKG
@@ -32,12 +31,19 @@ use crate::ids::WalletEpoch;
 const ANSWER_DOMAIN: &[u8] = b"thresig/sign/round2-answer/v1";
 
 /// The bytes a member's identity key signs for `answer` to the request
-/// whose hash is `request`. The share count is framed too, so the split
-/// between shares and commitments is part of what is signed.
-fn answer_bytes(request: &PackageHash, answer: &Round2Response) -> Vec<u8> {
+/// whose hash is `request`, made with the key whose public record
+/// (`WalletKey::to_bytes`) is `key_record`. The share count is framed too,
+/// so the split between shares and commitments is part of what is signed.
+fn answer_bytes(request: &PackageHash, key_record: &[u8], answer: &Round2Response) -> Vec<u8> {
     let seat = answer.seat.get().to_be_bytes();
     let count = (answer.shares.len() as u64).to_be_bytes();
-    let mut fields: Vec<&[u8]> = vec![&request.0, answer.wallet.as_str().as_bytes(), &seat, &count];
+    let mut fields: Vec<&[u8]> = vec![
+        &request.0,
+        key_record,
+        answer.wallet.as_str().as_bytes(),
+        &seat,
+        &count,
+    ];
     fields.extend(answer.shares.iter().map(|s| s.0.as_slice()));
     fields.extend(answer.commitments.iter().map(|c| c.0.as_slice()));
     let mut out = ANSWER_DOMAIN.to_vec();
@@ -47,22 +53,29 @@ fn answer_bytes(request: &PackageHash, answer: &Round2Response) -> Vec<u8> {
 
 impl Round2Response {
     /// Signs this answer to the request whose [`package_hash`] is
-    /// `request` with the answering member's identity `key`.
-    pub fn sign(&mut self, key: &SigningKey, request: &PackageHash) {
-        self.signature = identity_sign(key, &answer_bytes(request, self));
+    /// `request`, computed with the key whose public record is `key_record`
+    /// (`WalletKey::to_bytes`), with the answering member's identity `key`.
+    pub fn sign(&mut self, key: &SigningKey, request: &PackageHash, key_record: &[u8]) {
+        self.signature = identity_sign(key, &answer_bytes(request, key_record, self));
     }
 
     /// Whether this answer is signed, under the roster key of its seat in
     /// `wallet`, as an answer of `wallet` to the request whose
-    /// [`package_hash`] is `request`. A coordinator uses an answer only if
-    /// it is: an unsigned or badly signed one counts as missing, since it
-    /// proves nothing about the seat it names.
-    pub fn signed_for(&self, wallet: &WalletConfig, request: &PackageHash) -> bool {
+    /// [`package_hash`] is `request`, made with the key record
+    /// `key_record`. A coordinator uses an answer only if it is: an
+    /// unsigned or badly signed one counts as missing, since it proves
+    /// nothing about the seat it names.
+    pub fn signed_for(
+        &self,
+        wallet: &WalletConfig,
+        request: &PackageHash,
+        key_record: &[u8],
+    ) -> bool {
         self.wallet == wallet.id
             && identity_verify(
                 wallet,
                 self.seat,
-                &answer_bytes(request, self),
+                &answer_bytes(request, key_record, self),
                 &self.signature,
             )
     }
@@ -72,8 +85,8 @@ impl Round2Response {
 const PROOF_VERSION: u32 = 1;
 
 /// Evidence that a member sent an invalid share: its signed answer, the
-/// round-2 request it answers, and the wallet key record the coordinator
-/// checked it against. Serialized as JSON (`culprit-<seat>.proof.json`).
+/// round-2 request it answers, and the wallet key record its signature
+/// covers. Serialized as JSON (`culprit-<seat>.proof.json`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -81,8 +94,8 @@ pub struct BlameProof {
     /// The format version (1).
     pub version: u32,
     /// The wallet's public key record (`WalletKey` bytes: every seat's
-    /// verifying share and the tweak); a verifier accepts it only if it is
-    /// byte for byte the record of its own signer.
+    /// verifying share and the tweak) the member signed its answer with;
+    /// its signature covers these bytes, so the proof needs no other copy.
     pub wallet_key: HexBytes,
     /// The round-2 request the member answered (its signing packages and
     /// the target they sign).
@@ -138,25 +151,17 @@ pub enum BlameError {
         /// The seat the answer names.
         seat: Seat,
     },
-    /// The proof's key record is not the verifier's.
+    /// The key record the member signed does not decode, or holds no
+    /// verifying share for the accused seat: nothing can be checked
+    /// against it.
     #[error(
-        "wallet {wallet}: the proof's wallet key record differs from this member's; a proof is only checked against the key its own signer holds"
+        "wallet {wallet}: the proof's wallet key record does not decode or has no share of seat {seat}; the proof shows no fault"
     )]
-    KeyMismatch {
+    KeyRecord {
         /// The wallet.
         wallet: WalletId,
-    },
-    /// The request is of another wallet epoch than the verifier's key.
-    #[error(
-        "wallet {wallet}: the proof's request is of epoch {proof}, this member's key of epoch {current}; verify it on a member still at epoch {proof}, or keep proofs before a refresh or rekey"
-    )]
-    EpochMismatch {
-        /// The wallet.
-        wallet: WalletId,
-        /// The request's epoch.
-        proof: WalletEpoch,
-        /// The verifier's.
-        current: WalletEpoch,
+        /// The accused seat.
+        seat: Seat,
     },
     /// The request cannot be checked (a package that does not decode or
     /// whose signers hold no share of the key), so it shows no fault.
@@ -189,8 +194,7 @@ impl BlameError {
             Self::OtherWallet { .. } => "blame_other_wallet",
             Self::Version { .. } => "blame_version",
             Self::BadSignature { .. } => "blame_bad_signature",
-            Self::KeyMismatch { .. } => "blame_key_mismatch",
-            Self::EpochMismatch { .. } => "blame_epoch_mismatch",
+            Self::KeyRecord { .. } => "blame_key_record",
             Self::Unusable { .. } => "blame_unusable",
             Self::NoFault { .. } => "blame_no_fault",
         }
@@ -204,40 +208,31 @@ impl BlameError {
 }
 
 impl BlameProof {
-    /// The proof that `answer` to `request` is invalid under `key`.
-    ///
-    /// # Errors
-    /// [`thresig_crypto::Error`] if the key record does not encode (not
-    /// expected for a record in use).
-    pub fn new(
-        key: &WalletKey,
-        request: Round2Request,
-        answer: Round2Response,
-    ) -> Result<Self, thresig_crypto::Error> {
-        Ok(Self {
+    /// The proof that `answer` to `request`, signed over the key record
+    /// `key_record` (`WalletKey::to_bytes`), is invalid.
+    #[must_use]
+    pub fn new(key_record: &[u8], request: Round2Request, answer: Round2Response) -> Self {
+        Self {
             version: PROOF_VERSION,
-            wallet_key: HexBytes(key.to_bytes()?),
+            wallet_key: HexBytes(key_record.to_vec()),
             request,
             answer,
-        })
+        }
     }
 
-    /// Checks the proof against `wallet`'s roster and the key record `key`
-    /// of wallet epoch `epoch`, both the verifier's own: the answer must be
-    /// signed by the accused seat's identity key over the request, and one
-    /// of its shares must fail to decode or verify against its package and
-    /// that seat's verifying share (or the answer must carry another number
-    /// of shares than the request has inputs).
+    /// Checks the proof against `wallet`'s roster alone: the answer must
+    /// be signed by the accused seat's identity key over the request and
+    /// the proof's key record, and one of its shares must fail to decode or
+    /// verify against its package and that seat's verifying share in that
+    /// record (or the answer must carry another number of shares than the
+    /// request has inputs). The record needs no other source: the accused
+    /// signed it, and an honest member signs only the record its share is
+    /// valid under.
     ///
     /// # Errors
     /// [`BlameError`], checked in this order: wallet, version, signature,
-    /// key record, epoch, then the shares.
-    pub fn verify(
-        &self,
-        wallet: &WalletConfig,
-        key: &WalletKey,
-        epoch: WalletEpoch,
-    ) -> Result<ProvenFault, BlameError> {
+    /// key record, then the shares.
+    pub fn verify(&self, wallet: &WalletConfig) -> Result<ProvenFault, BlameError> {
         let id = &wallet.id;
         for named in [&self.request.wallet, &self.answer.wallet] {
             if named != id {
@@ -253,22 +248,20 @@ impl BlameProof {
             });
         }
         let seat = self.answer.seat;
-        if !self.answer.signed_for(wallet, &package_hash(&self.request)) {
+        let request = package_hash(&self.request);
+        if !self.answer.signed_for(wallet, &request, &self.wallet_key.0) {
             return Err(BlameError::BadSignature {
                 wallet: id.clone(),
                 seat,
             });
         }
-        if key.to_bytes().ok().as_deref() != Some(self.wallet_key.0.as_slice()) {
-            return Err(BlameError::KeyMismatch { wallet: id.clone() });
-        }
-        if self.request.epoch != epoch {
-            return Err(BlameError::EpochMismatch {
+        let key = WalletKey::from_bytes(&self.wallet_key.0)
+            .ok()
+            .filter(|key| key.check_member(seat).is_ok())
+            .ok_or_else(|| BlameError::KeyRecord {
                 wallet: id.clone(),
-                proof: self.request.epoch,
-                current: epoch,
-            });
-        }
+                seat,
+            })?;
         let fault = |input| ProvenFault {
             wallet: id.clone(),
             seat,
@@ -288,7 +281,7 @@ impl BlameProof {
             let Ok(share) = SignatureShare::from_bytes(&share.0) else {
                 return Ok(fault(input));
             };
-            match thresig_crypto::verify_share(key, &package, seat, &share) {
+            match thresig_crypto::verify_share(&key, &package, seat, &share) {
                 Ok(()) => {}
                 Err(thresig_crypto::Error::InvalidShares { .. }) => return Ok(fault(input)),
                 Err(_) => return Err(unusable()),

@@ -1,9 +1,9 @@
 //! Blame proofs (docs/blame.md), sans-IO: real signers answer round 2 and
 //! a coordinator holding their answers tries to turn them into proofs.
 //! Only an answer the accused member's identity key signed, with a share
-//! that fails against the request's package and the verifier's own key
-//! record, verifies; an honest member's real answer, altered or not, never
-//! does.
+//! that fails against the request's package and the key record the member
+//! signed, verifies with the roster alone; an honest member's real answer,
+//! altered or not, never does.
 
 mod common;
 
@@ -49,11 +49,16 @@ fn answered(seed: u64) -> Answered {
 
 impl Answered {
     fn verify(&self, proof: &BlameProof) -> Result<thresig_engine::ProvenFault, BlameError> {
-        proof.verify(&self.config, &self.c.keys[&wid("w")], self.c.epoch("w"))
+        proof.verify(&self.config)
+    }
+
+    /// The public key record of wallet `w` (or `v`), as members sign it.
+    fn record(&self, wallet: &str) -> Vec<u8> {
+        self.c.keys[&wid(wallet)].to_bytes().unwrap()
     }
 
     fn proof(&self, request: Round2Request, answer: Round2Response) -> BlameProof {
-        BlameProof::new(&self.c.keys[&wid("w")], request, answer).unwrap()
+        BlameProof::new(&self.record("w"), request, answer)
     }
 }
 
@@ -61,7 +66,7 @@ impl Answered {
 fn an_honest_answer_is_signed_over_its_request_and_proves_no_fault() {
     let a = answered(1);
     let hash = package_hash(&a.request);
-    assert!(a.honest.signed_for(&a.config, &hash));
+    assert!(a.honest.signed_for(&a.config, &hash, &a.record("w")));
     assert!(!a.honest.signature.0.is_empty());
     let proof = a.proof(a.request.clone(), a.honest.clone());
     assert_eq!(
@@ -89,7 +94,11 @@ fn a_coordinator_that_alters_an_honest_share_cannot_build_a_verifying_proof() {
     );
     // The coordinator (seat 3, a member) signing the altered answer with
     // its own identity key does not make it seat 1's.
-    altered.sign(&identity_secret(COORD_A), &package_hash(&a.request));
+    altered.sign(
+        &identity_secret(COORD_A),
+        &package_hash(&a.request),
+        &a.record("w"),
+    );
     let proof = a.proof(a.request.clone(), altered);
     assert!(matches!(
         a.verify(&proof),
@@ -125,25 +134,42 @@ fn a_coordinator_that_alters_a_commitment_cannot_build_a_verifying_proof() {
 }
 
 #[test]
-fn a_proof_is_checked_only_against_the_verifiers_own_key_record_and_epoch() {
+fn a_coordinator_that_substitutes_the_key_record_or_epoch_cannot_build_a_verifying_proof() {
     let a = answered(4);
-    let mut cheat = a.honest.clone();
-    cheat.shares[0] = a.other.shares[0].clone();
-    cheat.sign(&identity_secret(1), &package_hash(&a.request));
-    // Another key record in the proof (one whose verifying share for seat
-    // 1 would make honest shares fail) is refused before any share.
-    let mut proof = a.proof(a.request.clone(), cheat);
-    proof.wallet_key = HexBytes(a.c.keys[&wid("v")].to_bytes().unwrap());
+    // Another key record in the proof of an honest answer (one whose
+    // verifying share for seat 1 makes the honest shares fail): the member
+    // never signed it.
+    let mut proof = a.proof(a.request.clone(), a.honest.clone());
+    proof.wallet_key = HexBytes(a.record("v"));
     assert_eq!(
         a.verify(&proof),
-        Err(BlameError::KeyMismatch { wallet: wid("w") })
+        Err(BlameError::BadSignature {
+            wallet: wid("w"),
+            seat: seat(1)
+        })
     );
-    let proof = a.proof(a.request.clone(), proof.answer);
-    let later = thresig_engine::WalletEpoch(a.c.epoch("w").0 + 1);
-    let err = proof
-        .verify(&a.config, &a.c.keys[&wid("w")], later)
-        .unwrap_err();
-    assert_eq!(err.code(), "blame_epoch_mismatch");
+    // The request replayed at another epoch (a later key): not signed.
+    let mut later = a.request.clone();
+    later.epoch = thresig_engine::WalletEpoch(later.epoch.0 + 1);
+    let proof = a.proof(later, a.honest.clone());
+    assert_eq!(a.verify(&proof).unwrap_err().code(), "blame_bad_signature");
+}
+
+#[test]
+fn a_member_that_signs_a_key_record_without_its_seat_proves_nothing() {
+    let a = answered(6);
+    let mut cheat = a.honest.clone();
+    cheat.shares[0] = a.other.shares[0].clone();
+    let garbage = vec![7u8; 40];
+    cheat.sign(&identity_secret(1), &package_hash(&a.request), &garbage);
+    let proof = BlameProof::new(&garbage, a.request.clone(), cheat);
+    assert_eq!(
+        a.verify(&proof),
+        Err(BlameError::KeyRecord {
+            wallet: wid("w"),
+            seat: seat(1)
+        })
+    );
 }
 
 #[test]
@@ -151,7 +177,11 @@ fn a_member_that_signs_an_invalid_share_is_proven_and_the_proof_survives_json() 
     let a = answered(5);
     let mut cheat = a.honest.clone();
     cheat.shares[1] = a.other.shares[1].clone();
-    cheat.sign(&identity_secret(1), &package_hash(&a.request));
+    cheat.sign(
+        &identity_secret(1),
+        &package_hash(&a.request),
+        &a.record("w"),
+    );
     let proof = a.proof(a.request.clone(), cheat);
     let fault = a.verify(&proof).unwrap();
     assert_eq!((fault.seat, fault.input), (seat(1), 1));

@@ -655,8 +655,9 @@ struct Signing {
     handed: Handed,
     /// Wallet seats whose refusal said a later request may pass.
     passing: BTreeSet<Seat>,
-    /// The key record shares are checked against, for culprits' proofs.
-    key: WalletKey,
+    /// The key record shares are checked against (`WalletKey::to_bytes`):
+    /// each answer must be signed over it, and a culprit's proof carries it.
+    key_record: Vec<u8>,
     /// The latest round-2 request sent to each wallet seat, which its
     /// answer must be signed over.
     asked: BTreeMap<Seat, Round2Request>,
@@ -695,7 +696,10 @@ impl Signing {
         }
         let origin = (Instant::now(), now_ms);
         let output_key = key.output_key().to_bytes();
-        let roast = Coordinator::new(origin.0, config, WireScheme(key.clone()), messages.clone())
+        let key_record = key
+            .to_bytes()
+            .map_err(|e| FfiError::invalid_request(format!("key: {e}")))?;
+        let roast = Coordinator::new(origin.0, config, WireScheme(key), messages.clone())
             .map_err(|e| FfiError::invalid_request(format!("the signing run: {e}")))?;
         Ok(Self {
             roast,
@@ -707,7 +711,7 @@ impl Signing {
             output_key,
             handed: Handed::default(),
             passing: BTreeSet::new(),
-            key,
+            key_record,
             asked: BTreeMap::new(),
             answers: BTreeMap::new(),
         })
@@ -718,7 +722,7 @@ impl Signing {
     fn proof(&mut self, seat: Seat) -> Value {
         self.answers
             .remove(&seat)
-            .and_then(|(request, answer)| BlameProof::new(&self.key, request, answer).ok())
+            .map(|(request, answer)| BlameProof::new(&self.key_record, request, answer))
             .and_then(|proof| serde_json::to_value(proof).ok())
             .unwrap_or(Value::Null)
     }
@@ -780,7 +784,9 @@ impl Signing {
                 let Some(request) = self.asked.get(&seat) else {
                     return false;
                 };
-                if r.seat != seat || !r.signed_for(&wallet.config, &package_hash(request)) {
+                if r.seat != seat
+                    || !r.signed_for(&wallet.config, &package_hash(request), &self.key_record)
+                {
                     return false;
                 }
                 let reply = shares_reply(session, &r);

@@ -1,7 +1,7 @@
 //! Blame proofs on the command line: the files `thresig sign` and the demo
 //! write for each culprit (`culprit-<seat>.proof.json`), and `thresig
-//! blame verify`, which checks one against this member's roster and wallet
-//! key (docs/blame.md).
+//! blame verify`, which checks one against the roster of a member's
+//! configuration alone (docs/blame.md).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,12 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use thresig_cluster::config::{Config, NodeConfig};
+use thresig_cluster::config::Config;
 use thresig_cluster::file::read_bounded;
-use thresig_cluster::node::LocalEngine;
-use thresig_cluster::{OwnWallet, Peers, own_wallet};
-use thresig_crypto::{Seat, WalletKey};
-use thresig_engine::{BlameProof, WalletEpoch, WalletId};
+use thresig_crypto::Seat;
+use thresig_engine::BlameProof;
 
 use crate::because;
 
@@ -32,17 +30,17 @@ pub(crate) struct BlameArgs {
 
 #[derive(Subcommand)]
 enum BlameCommand {
-    /// Check a culprit proof (`culprit-<seat>.proof.json`) against this
-    /// member's roster and wallet key: exit 0 when it proves an invalid
-    /// share, 1 when it does not.
+    /// Check a culprit proof (`culprit-<seat>.proof.json`) against the
+    /// roster of a member's configuration: exit 0 when it proves an
+    /// invalid share, 1 when it does not.
     Verify(VerifyArgs),
 }
 
 /// `thresig blame verify`.
 #[derive(Args)]
 struct VerifyArgs {
-    /// A member's configuration file (its roster and its signer's wallet
-    /// key are what the proof is checked against).
+    /// A member's configuration file (its roster's identity keys are what
+    /// the proof is checked against; no store or running signer is needed).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// The proof file.
@@ -114,9 +112,8 @@ fn verify(args: &VerifyArgs) -> Result<()> {
             args.config.display()
         )
     })?;
-    let (key, epoch) = wallet_key(&args.config, node, id)?;
     let fault = proof
-        .verify(&wallet.config, &key, epoch)
+        .verify(&wallet.config)
         .map_err(|e| because(format!("{}: {}", args.proof.display(), e.code()), e))?;
     let member = wallet.cluster_seat(fault.seat).unwrap_or(fault.seat);
     if args.json {
@@ -138,48 +135,4 @@ fn verify(args: &VerifyArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The wallet's key record and epoch as this member's own signer holds
-/// them: from its store when no signer runs on it, else from the running
-/// signer (which holds the store's lock).
-fn wallet_key(
-    config: &Path,
-    node: &NodeConfig,
-    wallet: &WalletId,
-) -> Result<(WalletKey, WalletEpoch)> {
-    let local = LocalEngine::open(config)
-        .map_err(anyhow::Error::from)
-        .and_then(|engine| {
-            let key = engine.signer.wallet_key(wallet)?;
-            let epoch = engine
-                .signer
-                .status(wallet)?
-                .epoch
-                .context("the wallet holds no key")?;
-            Ok((key, epoch))
-        });
-    let local_error = match local {
-        Ok(found) => return Ok(found),
-        Err(e) => e,
-    };
-    if node.daemon.is_none() {
-        return Err(local_error);
-    }
-    let peers = Peers::new(node)?;
-    let runtime = crate::member::runtime()?;
-    let running = runtime.block_on(own_wallet(&peers, node, wallet));
-    match running {
-        Ok(OwnWallet { key, epoch, .. }) => Ok((key, epoch)),
-        Err(e) => {
-            // The running signer's error decides the class: one that does
-            // not answer yet is worth asking again (exit 2).
-            let message = format!(
-                "this member's wallet key is not readable: its store: {local_error}; its running \
-                 signer: {e}; start this member's `thresig serve` (or stop it, to read the store \
-                 directly) and verify again"
-            );
-            Err(anyhow::Error::new(e).context(message))
-        }
-    }
 }

@@ -49,13 +49,19 @@ fn corrupt(share: &HexBytes) -> HexBytes {
 impl<H: SignerHandler> SignerHandler for InvalidShares<H> {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         let answered = match &request {
-            Request::Round2(r) => Some(package_hash(r)),
+            Request::Round2(r) => Some((package_hash(r), r.wallet.clone())),
             _ => None,
         };
         let mut response = self.inner.handle(peer, request)?;
-        if let (Response::Round2(reply), Some(hash)) = (&mut response, answered) {
+        if let (Response::Round2(reply), Some((hash, wallet))) = (&mut response, answered) {
+            // The key record it answered with, as the engine signs it.
+            let Response::WalletKey { key } =
+                self.inner.handle(peer, Request::WalletKey { wallet })?
+            else {
+                return Ok(response);
+            };
             reply.shares = reply.shares.iter().map(corrupt).collect();
-            reply.sign(&self.identity, &hash);
+            reply.sign(&self.identity, &hash, &key.0);
         }
         Ok(response)
     }

@@ -118,7 +118,7 @@ fn a_demo_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
         (
             "the wallet key",
             value_at(&text, "\"wallet_key\":", 0) + 40,
-            "blame_key_mismatch",
+            "blame_bad_signature",
         ),
     ];
     for (what, at, code) in cases {
@@ -140,4 +140,23 @@ fn a_demo_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("not a blame proof"), "{stderr}");
+}
+
+/// A proof is checked with the roster of a configuration alone: the
+/// member's store moved away and no signer running, the proof still
+/// verifies, because the accused member's own signature covers the key
+/// record it carries.
+#[test]
+fn a_proof_verifies_with_the_roster_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let proofs = demo_with_culprit(&cluster);
+    let member = cluster.join("member-4");
+    std::fs::rename(member.join("store"), dir.path().join("moved-store")).unwrap();
+    let out = verify(&member.join("signer.toml"), &proofs[0], true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["verified"], true, "{json}");
+    assert_eq!(json["member"], 2, "{json}");
 }

@@ -115,7 +115,13 @@ impl<S: Store> Signer<S> {
             shares.into_iter().map(HexBytes).collect(),
             commitments,
         );
-        answer.sign(&self.identity, &checked.hash());
+        // The record is signed too, so that a proof needs no other copy of
+        // it (docs/blame.md).
+        let record = key
+            .key
+            .to_bytes()
+            .map_err(|_| Error::Internal(InternalFault::Serialization))?;
+        answer.sign(&self.identity, &checked.hash(), &record);
         Ok(answer)
     }
 
