@@ -4,6 +4,7 @@
 //! configuration alone (docs/blame.md).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -51,31 +52,90 @@ struct VerifyArgs {
     json: bool,
 }
 
-/// The name of a culprit's proof file: by cluster seat, as `thresig sign`
-/// reports culprits.
-fn proof_file(member: Seat) -> String {
-    format!("culprit-{member}.proof.json")
+/// How many names one member's proofs take in one directory before
+/// writing gives up: `culprit-<seat>.proof.json`, then
+/// `culprit-<seat>-2.proof.json` and on.
+const MAX_PROOF_NAMES: u32 = 1000;
+
+/// The name of a culprit's `n`th proof file in a directory (from 1): by
+/// cluster seat, as `thresig sign` reports culprits.
+fn proof_file(member: Seat, n: u32) -> String {
+    if n == 1 {
+        format!("culprit-{member}.proof.json")
+    } else {
+        format!("culprit-{member}-{n}.proof.json")
+    }
 }
 
-/// Writes each proof into `dir` as `culprit-<seat>.proof.json` and returns
-/// the paths written.
-///
-/// # Errors
-/// A proof that does not serialize or a file that cannot be written.
-pub(crate) fn write_proofs(
-    dir: &Path,
-    proofs: &BTreeMap<Seat, BlameProof>,
-) -> Result<Vec<PathBuf>> {
-    proofs
-        .iter()
-        .map(|(member, proof)| {
-            let path = dir.join(proof_file(*member));
-            let text = serde_json::to_string_pretty(proof)?;
-            std::fs::write(&path, text + "\n")
-                .map_err(|e| because(format!("writing {}", path.display()), e))?;
-            Ok(path)
-        })
-        .collect()
+/// The proof files of one run: those written, and why each other was not.
+#[derive(Debug, Default)]
+pub(crate) struct ProofFiles {
+    /// The files written.
+    pub(crate) paths: Vec<PathBuf>,
+    /// One message for each proof not written.
+    pub(crate) failures: Vec<String>,
+}
+
+impl ProofFiles {
+    /// Prints each failure as a warning on standard error.
+    pub(crate) fn warn(&self) {
+        for failure in &self.failures {
+            eprintln!("warning: {failure}");
+        }
+    }
+}
+
+/// Writes each proof into `dir`, as `culprit-<seat>.proof.json` or, when a
+/// file of that name exists (an earlier run's evidence), the first free
+/// `culprit-<seat>-<n>.proof.json`: a proof never replaces another. Each
+/// file appears whole or not at all (written to a temporary file, synced,
+/// then linked under its name). A proof that cannot be written is reported
+/// in the result, never an error: the caller's signatures must not be lost
+/// for it.
+pub(crate) fn write_proofs(dir: &Path, proofs: &BTreeMap<Seat, BlameProof>) -> ProofFiles {
+    let mut files = ProofFiles::default();
+    for (member, proof) in proofs {
+        match write_proof(dir, *member, proof) {
+            Ok(path) => files.paths.push(path),
+            Err(e) => files.failures.push(format!(
+                "the proof against member {member} was not written: {e:#}; free the directory {} \
+                 (space, permissions, old proofs) before the next run",
+                dir.display()
+            )),
+        }
+    }
+    files
+}
+
+fn write_proof(dir: &Path, member: Seat, proof: &BlameProof) -> Result<PathBuf> {
+    let text = serde_json::to_string_pretty(proof)? + "\n";
+    let in_dir = |e| because(format!("writing a proof in {}", dir.display()), e);
+    let mut temp = tempfile::Builder::new()
+        .prefix(".culprit-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(in_dir)?;
+    temp.write_all(text.as_bytes()).map_err(in_dir)?;
+    temp.as_file().sync_all().map_err(in_dir)?;
+    for n in 1..=MAX_PROOF_NAMES {
+        let path = dir.join(proof_file(member, n));
+        match temp.persist_noclobber(&path) {
+            Ok(_) => {
+                // The new name is durable only once the directory is.
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(in_dir)?;
+                return Ok(path);
+            }
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => temp = e.file,
+            Err(e) => return Err(because(format!("writing {}", path.display()), e.error)),
+        }
+    }
+    anyhow::bail!(
+        "{} and {} more names for member {member} are taken; move older proofs away",
+        proof_file(member, 1),
+        MAX_PROOF_NAMES - 1
+    )
 }
 
 /// Runs `thresig blame`.
@@ -135,4 +195,91 @@ fn verify(args: &VerifyArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use thresig_engine::{HexBytes, Round2Request, Round2Response, SigningTarget, WalletEpoch};
+
+    use super::*;
+
+    fn seat(n: u16) -> Seat {
+        Seat::try_from(n).unwrap()
+    }
+
+    /// A proof whose answer carries `mark` as its one share (the content
+    /// does not matter to the files, only that proofs differ).
+    fn proof(mark: u8) -> BlameProof {
+        let wallet = thresig_engine::WalletId::new("w".to_owned()).unwrap();
+        let request = Round2Request::new(
+            wallet.clone(),
+            WalletEpoch(0),
+            vec![seat(1), seat(2)],
+            SigningTarget::psbt(vec![mark]),
+            vec![HexBytes(vec![mark])],
+        );
+        let answer = Round2Response::new(wallet, seat(2), vec![HexBytes(vec![mark])], Vec::new());
+        BlameProof::new(&[mark], request, answer)
+    }
+
+    fn read(path: &Path) -> BlameProof {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    /// A name taken by something else (here a directory) does not stop a
+    /// proof: it goes under the next free name, and the others are written.
+    #[test]
+    fn a_taken_name_does_not_stop_a_proof_or_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("culprit-2.proof.json")).unwrap();
+        let proofs = BTreeMap::from([(seat(2), proof(2)), (seat(3), proof(3))]);
+        let written = write_proofs(dir.path(), &proofs);
+        assert!(written.failures.is_empty(), "{:?}", written.failures);
+        assert_eq!(
+            written.paths,
+            vec![
+                dir.path().join("culprit-2-2.proof.json"),
+                dir.path().join("culprit-3.proof.json")
+            ]
+        );
+        assert_eq!(read(&written.paths[0]), proof(2));
+        assert_eq!(read(&written.paths[1]), proof(3));
+    }
+
+    /// A directory that cannot be written is reported, not an error.
+    #[test]
+    fn an_unwritable_directory_is_reported_for_every_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let proofs = BTreeMap::from([(seat(2), proof(2)), (seat(3), proof(3))]);
+        let written = write_proofs(&missing, &proofs);
+        assert!(written.paths.is_empty());
+        assert_eq!(written.failures.len(), 2, "{:?}", written.failures);
+        assert!(
+            written.failures[0].contains("member 2") && written.failures[0].contains("missing"),
+            "{:?}",
+            written.failures
+        );
+    }
+
+    /// A second run into the same directory keeps the first run's proof
+    /// against the same member and writes its own beside it.
+    #[test]
+    fn a_second_proof_against_one_member_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_proofs(dir.path(), &BTreeMap::from([(seat(2), proof(1))]));
+        let second = write_proofs(dir.path(), &BTreeMap::from([(seat(2), proof(2))]));
+        assert_eq!(first.paths, vec![dir.path().join("culprit-2.proof.json")]);
+        assert_eq!(second.paths.len(), 1);
+        assert_ne!(second.paths, first.paths);
+        assert_eq!(read(&first.paths[0]), proof(1));
+        assert_eq!(read(&second.paths[0]), proof(2));
+        // No temporary file is left behind.
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| !n.to_string_lossy().ends_with(".proof.json"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
 }

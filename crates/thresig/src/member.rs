@@ -463,25 +463,31 @@ pub(crate) fn sign_and_write(
     // Evidence is kept whether or not the run signed: a run that too many
     // culprits stopped is when it matters most.
     let beside = out.psbt.parent().unwrap_or(Path::new("."));
-    let proofs = match &result {
-        Ok(outcome) => write_proofs(beside, &outcome.proofs)?,
-        Err(SignError::Failed { proofs, .. }) => write_proofs(beside, proofs)?,
-        Err(_) => Vec::new(),
-    };
-    if result.is_err() {
-        for proof in &proofs {
-            eprintln!(
-                "culprit proof: {} (`thresig blame verify`)",
-                proof.display()
-            );
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            if let SignError::Failed { proofs, .. } = &e {
+                let files = write_proofs(beside, proofs);
+                for proof in &files.paths {
+                    eprintln!(
+                        "culprit proof: {} (`thresig blame verify`)",
+                        proof.display()
+                    );
+                }
+                files.warn();
+            }
+            return Err(e.into());
         }
-    }
-    let outcome = result?;
+    };
+    // The signatures are written before any proof, which cannot lose them.
     let signed = finish(psbt, &outcome.signatures)?;
     std::fs::write(&out.psbt, &signed.psbt_base64)
         .map_err(|e| because(format!("writing {}", out.psbt.display()), e))?;
     std::fs::write(&out.tx, &signed.tx_hex)
         .map_err(|e| because(format!("writing {}", out.tx.display()), e))?;
+    let files = write_proofs(beside, &outcome.proofs);
+    files.warn();
+    let proofs = files.paths;
     let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
     if out.json {
         println!(
