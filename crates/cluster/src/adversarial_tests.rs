@@ -60,6 +60,9 @@ enum Mode {
     /// Signing round 2: invalid shares the member signs itself, as a
     /// member that means to cheat would.
     Round2SignedInvalid,
+    /// Signing round 2: valid shares with no identity signature, as a
+    /// member older than its coordinator answers.
+    Round2Unsigned,
 }
 
 /// How long a `...LateOnce` member holds its first reply.
@@ -160,6 +163,7 @@ impl Member {
                     reply.shares.iter_mut().for_each(wrong_share);
                     reply.sign(&self.identity, &hash, &key.0);
                 }
+                Mode::Round2Unsigned => reply.signature = thresig_engine::HexBytes::default(),
                 _ => {}
             }
         }
@@ -596,6 +600,30 @@ async fn an_answer_whose_identity_signature_does_not_verify_blames_no_member() {
     assert!(outcome.proofs.is_empty());
     assert_eq!(outcome.unresponsive, vec![seat(2)]);
     assert_eq!(outcome.signers, vec![seat(1), seat(3)]);
+}
+
+/// Members that answer without the identity signature (older than the
+/// coordinator, in a rolling upgrade done coordinator first) fail the run
+/// with that cause named, not as silent members that merely timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_that_unsigned_answers_stop_names_the_members_to_upgrade() {
+    let modes = [(2, Mode::Round2Unsigned), (3, Mode::Round2Unsigned)];
+    let cluster = start(3, 2, &modes, keep).await;
+    let err = dkg_and_sign_first(&cluster, 33, |s| s.script_pubkey().clone(), &[])
+        .await
+        .unwrap_err();
+    let crate::SignError::Failed {
+        reason, culprits, ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert!(culprits.is_empty(), "{culprits:?}");
+    assert!(
+        reason.contains("members 2, 3 answered without a valid identity signature"),
+        "{reason}"
+    );
+    assert!(reason.contains("upgrade"), "{reason}");
 }
 
 /// A member that signs invalid shares is a culprit, and the driver keeps a

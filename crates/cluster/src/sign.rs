@@ -193,6 +193,25 @@ pub fn describe(failure: Failure<thresig_crypto::Error>, wallet: &NodeWallet) ->
     }
 }
 
+/// What a failed run adds about `members` (cluster seats) whose round-2
+/// answers were dropped because their identity signature did not verify:
+/// without it such members read as merely silent. Empty when there are
+/// none. Public for the other drivers of the coordinator.
+#[must_use]
+pub fn unsigned_answers(members: &BTreeSet<Seat>) -> String {
+    if members.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = members.iter().map(Seat::to_string).collect();
+    format!(
+        "; members {} answered without a valid identity signature, so their answers counted as \
+         missing (docs/blame.md): a member older than its coordinator signs none, so upgrade \
+         those members (members before coordinators); if they are up to date, check their \
+         `identity` in [[members]] against their keys",
+        names.join(", ")
+    )
+}
+
 /// A refusal as the code the member answered (or what it means, where
 /// the code is not kept).
 fn refusal_name(refusal: &Refusal) -> &'static str {
@@ -303,6 +322,7 @@ pub async fn sign(
         journal: options.journal.clone(),
         passing: std::sync::Mutex::new(BTreeSet::new()),
         answers: std::sync::Mutex::new(BTreeMap::new()),
+        unsigned: std::sync::Mutex::new(BTreeSet::new()),
         deadline: Instant::now() + options.deadline,
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -382,7 +402,8 @@ pub async fn sign(
                                 .is_some_and(|m| passing.contains(&m))
                         })
                     };
-                    let reason = describe(failure, wallet);
+                    let reason =
+                        describe(failure, wallet) + &unsigned_answers(&job.lock_unsigned());
                     release(peers, &job, handed).await;
                     return Err(SignError::Failed {
                         reason,
@@ -606,6 +627,9 @@ struct Job {
     /// A culprit is never asked again, so its entry is the answer that
     /// convicted it.
     answers: std::sync::Mutex<BTreeMap<Seat, (Round2Request, Round2Response)>>,
+    /// Members (cluster seats) whose round-2 answer was dropped for its
+    /// identity signature, named when the run fails.
+    unsigned: std::sync::Mutex<BTreeSet<Seat>>,
     /// When the run ends: a lost round-2 reply is asked for again only
     /// before then.
     deadline: Instant,
@@ -613,19 +637,17 @@ struct Job {
 
 impl Job {
     fn lock_passing(&self) -> std::sync::MutexGuard<'_, BTreeSet<Seat>> {
-        // A set of seats cannot be left half-updated by a panic.
-        self.passing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(&self.passing)
+    }
+
+    fn lock_unsigned(&self) -> std::sync::MutexGuard<'_, BTreeSet<Seat>> {
+        unpoisoned(&self.unsigned)
     }
 
     fn lock_answers(
         &self,
     ) -> std::sync::MutexGuard<'_, BTreeMap<Seat, (Round2Request, Round2Response)>> {
-        // Whole entries are inserted and removed: a panic leaves none half-made.
-        self.answers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(&self.answers)
     }
 
     /// The proof against wallet seat `seat`, from its kept answer.
@@ -633,6 +655,15 @@ impl Job {
         let (request, answer) = self.lock_answers().remove(&seat)?;
         Some(BlameProof::new(&self.key_record, request, answer))
     }
+}
+
+/// `mutex` locked even if a panic poisoned it: each of `Job`'s mutexes
+/// guards a set or map whose entries are inserted and removed whole, so a
+/// panic leaves none half-made.
+fn unpoisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 type Answer = (Seat, Option<Reply<WireScheme>>);
@@ -796,7 +827,12 @@ async fn shares(
                     &job.key_record,
                 )
             {
-                warn!(%member, "round-2 answer not signed by the member's identity key; treated as missing");
+                warn!(
+                    %member,
+                    "round-2 answer not signed by the member's identity key (a member older than \
+                     this coordinator, or a stale roster key); treated as missing"
+                );
+                job.lock_unsigned().insert(member);
                 return None;
             }
             let reply = shares_reply(session, &response);

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use thresig_cluster::config::{Config, NodeWallet};
 use thresig_cluster::{
     Handed, WireScheme, describe_failure, failure_recovery, refusal_of, round2_request,
-    shares_reply,
+    shares_reply, unsigned_answers,
 };
 use thresig_crypto::{Commitment, Seat, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
@@ -664,6 +664,9 @@ struct Signing {
     /// The latest signed round-2 answer of each wallet seat with its
     /// request: a culprit's proof (as in `thresig_cluster::sign`).
     answers: BTreeMap<Seat, (Round2Request, Round2Response)>,
+    /// Members (cluster seats) whose round-2 answer was dropped for its
+    /// identity signature, named if the run fails.
+    unsigned: BTreeSet<Seat>,
 }
 
 impl Signing {
@@ -714,6 +717,7 @@ impl Signing {
             key_record,
             asked: BTreeMap::new(),
             answers: BTreeMap::new(),
+            unsigned: BTreeSet::new(),
         })
     }
 
@@ -787,6 +791,8 @@ impl Signing {
                 if r.seat != seat
                     || !r.signed_for(&wallet.config, &package_hash(request), &self.key_record)
                 {
+                    self.unsigned
+                        .insert(wallet.cluster_seat(seat).unwrap_or(seat));
                     return false;
                 }
                 let reply = shares_reply(session, &r);
@@ -848,7 +854,7 @@ impl Signing {
                     "type": "failed",
                     "code": "signing_failed",
                     "retryable": retryable,
-                    "message": describe_failure(failure, wallet),
+                    "message": describe_failure(failure, wallet) + &unsigned_answers(&self.unsigned),
                 })
             }
             other => json!({"type": "other", "event": format!("{other:?}")}),
