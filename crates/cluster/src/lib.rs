@@ -39,6 +39,7 @@ pub mod config;
 mod dkg;
 pub mod file;
 mod identity;
+mod kept;
 pub mod local;
 pub mod node;
 mod peers;
@@ -53,6 +54,7 @@ mod adversarial_tests;
 
 pub use dkg::{DkgError, DkgOutcome, run_dkg};
 pub use identity::IdentityError;
+pub use kept::KeptAnswers;
 pub use peers::Peers;
 pub use progress::{Progress, Silent};
 pub use repair::{RepairError, RepairOutcome, run_repair};

@@ -25,9 +25,11 @@ use thresig_engine::{
     SigningTarget, WalletEpoch, WalletId, package_hash,
 };
 use thresig_roast::{
-    Config as RoastConfig, Coordinator, Event, Failure, Refusal, Reply, Request, Round, Scheme,
-    Verdict,
+    Config as RoastConfig, Coordinator, Event, Failure, Misbehavior, Refusal, Reply, Request,
+    Round, Scheme, Verdict,
 };
+
+use crate::kept::KeptAnswers;
 use thresig_tx::WalletPsbt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -321,7 +323,7 @@ pub async fn sign(
         inputs: messages.len(),
         journal: options.journal.clone(),
         passing: std::sync::Mutex::new(BTreeSet::new()),
-        answers: std::sync::Mutex::new(BTreeMap::new()),
+        answers: std::sync::Mutex::new(KeptAnswers::default()),
         unsigned: std::sync::Mutex::new(BTreeSet::new()),
         deadline: Instant::now() + options.deadline,
     });
@@ -369,7 +371,7 @@ pub async fn sign(
                     let member = wallet.cluster_seat(seat);
                     warn!(?member, ?fault, "member sent an invalid share");
                     culprits.extend(member);
-                    if let (Some(member), Some(proof)) = (member, job.proof(seat)) {
+                    if let (Some(member), Some(proof)) = (member, job.proof(seat, &fault)) {
                         proofs.insert(member, proof);
                     }
                 }
@@ -622,11 +624,9 @@ struct Job {
     journal: Option<Round2Journal>,
     /// Members (cluster seats) whose refusal said a later request may pass.
     passing: std::sync::Mutex<BTreeSet<Seat>>,
-    /// The latest signed round-2 answer of each wallet seat, with the
-    /// request it answers: the evidence if its share turns out invalid.
-    /// A culprit is never asked again, so its entry is the answer that
-    /// convicted it.
-    answers: std::sync::Mutex<BTreeMap<Seat, (Round2Request, Round2Response)>>,
+    /// The signed round-2 answers: the evidence if a share turns out
+    /// invalid.
+    answers: std::sync::Mutex<KeptAnswers>,
     /// Members (cluster seats) whose round-2 answer was dropped for its
     /// identity signature, named when the run fails.
     unsigned: std::sync::Mutex<BTreeSet<Seat>>,
@@ -644,16 +644,18 @@ impl Job {
         unpoisoned(&self.unsigned)
     }
 
-    fn lock_answers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<Seat, (Round2Request, Round2Response)>> {
+    fn lock_answers(&self) -> std::sync::MutexGuard<'_, KeptAnswers> {
         unpoisoned(&self.answers)
     }
 
-    /// The proof against wallet seat `seat`, from its kept answer.
-    fn proof(&self, seat: Seat) -> Option<BlameProof> {
-        let (request, answer) = self.lock_answers().remove(&seat)?;
-        Some(BlameProof::new(&self.key_record, request, answer))
+    /// The proof against wallet seat `seat` for the answer ROAST found
+    /// invalid.
+    fn proof(&self, seat: Seat, fault: &Misbehavior) -> Option<BlameProof> {
+        let Misbehavior::InvalidShare { session, .. } = fault else {
+            return None;
+        };
+        self.lock_answers()
+            .proof(seat, session.get(), &self.key_record)
     }
 }
 
@@ -836,7 +838,8 @@ async fn shares(
                 return None;
             }
             let reply = shares_reply(session, &response);
-            job.lock_answers().insert(seat, (request, response));
+            job.lock_answers()
+                .keep(seat, session.get(), request, response);
             Some(reply)
         }
         Err(e) => failure(peers, job, member, round, &e),

@@ -20,17 +20,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use thresig_cluster::config::{Config, NodeWallet};
 use thresig_cluster::{
-    Handed, WireScheme, describe_failure, failure_recovery, refusal_of, round2_request,
-    shares_reply, unsigned_answers,
+    Handed, KeptAnswers, WireScheme, describe_failure, failure_recovery, refusal_of,
+    round2_request, shares_reply, unsigned_answers,
 };
 use thresig_crypto::{Commitment, Seat, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
-    BlameProof, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response,
-    Round1Request, Round2Request, Round2Response, SignedDkgMessage, WalletConfig, WalletEpoch,
-    WalletId, package_hash,
+    DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response, Round1Request,
+    Round2Request, SignedDkgMessage, WalletConfig, WalletEpoch, WalletId, package_hash,
 };
-use thresig_roast::{Coordinator, Event, Refusal, Reply, Round};
+use thresig_roast::{Coordinator, Event, Misbehavior, Refusal, Reply, Round};
 use thresig_store::Recovery;
 
 use crate::envelope::{ENVELOPE_VERSION, Envelope, FfiError};
@@ -269,8 +268,10 @@ impl CoordinatorHandle {
                 _ => Round::Commit,
             };
             let request = signing.request(&self.wallet, transmit.request);
-            if let Some(Request::Round2(r)) = &request {
-                signing.asked.insert(transmit.to, r.clone());
+            if let (Some(Request::Round2(r)), Round::Sign(session)) = (&request, round) {
+                signing
+                    .asked
+                    .insert(transmit.to, (session.get(), r.clone()));
             }
             out.push((transmit.to, round, request));
         }
@@ -658,12 +659,12 @@ struct Signing {
     /// The key record shares are checked against (`WalletKey::to_bytes`):
     /// each answer must be signed over it, and a culprit's proof carries it.
     key_record: Vec<u8>,
-    /// The latest round-2 request sent to each wallet seat, which its
-    /// answer must be signed over.
-    asked: BTreeMap<Seat, Round2Request>,
-    /// The latest signed round-2 answer of each wallet seat with its
-    /// request: a culprit's proof (as in `thresig_cluster::sign`).
-    answers: BTreeMap<Seat, (Round2Request, Round2Response)>,
+    /// The latest round-2 request sent to each wallet seat, with its
+    /// session's number: the answer must be signed over it.
+    asked: BTreeMap<Seat, (u32, Round2Request)>,
+    /// The signed round-2 answers: a culprit's proof (as in
+    /// `thresig_cluster::sign`).
+    answers: KeptAnswers,
     /// Members (cluster seats) whose round-2 answer was dropped for its
     /// identity signature, named if the run fails.
     unsigned: BTreeSet<Seat>,
@@ -716,17 +717,19 @@ impl Signing {
             passing: BTreeSet::new(),
             key_record,
             asked: BTreeMap::new(),
-            answers: BTreeMap::new(),
+            answers: KeptAnswers::default(),
             unsigned: BTreeSet::new(),
         })
     }
 
-    /// The proof against wallet seat `seat` from its kept answer, as JSON
-    /// (docs/blame.md); null if none was kept.
-    fn proof(&mut self, seat: Seat) -> Value {
+    /// The proof against wallet seat `seat` for the answer ROAST found
+    /// invalid, as JSON (docs/blame.md); null if that answer was not kept.
+    fn proof(&mut self, seat: Seat, fault: &Misbehavior) -> Value {
+        let Misbehavior::InvalidShare { session, .. } = fault else {
+            return Value::Null;
+        };
         self.answers
-            .remove(&seat)
-            .map(|(request, answer)| BlameProof::new(&self.key_record, request, answer))
+            .proof(seat, session.get(), &self.key_record)
             .and_then(|proof| serde_json::to_value(proof).ok())
             .unwrap_or(Value::Null)
     }
@@ -785,9 +788,15 @@ impl Signing {
             (Ok(Response::Round2(r)), Round::Sign(session)) => {
                 // An answer its member's identity key did not sign over the
                 // request counts as missing (it times out) and blames no one.
-                let Some(request) = self.asked.get(&seat) else {
+                let Some((asked, request)) = self.asked.get(&seat) else {
                     return false;
                 };
+                if *asked != session.get() {
+                    // A late answer to a session ROAST has given up on: it
+                    // is not signed over the latest request, and would not
+                    // be taken anyway.
+                    return false;
+                }
                 if r.seat != seat
                     || !r.signed_for(&wallet.config, &package_hash(request), &self.key_record)
                 {
@@ -796,7 +805,7 @@ impl Signing {
                     return false;
                 }
                 let reply = shares_reply(session, &r);
-                self.answers.insert(seat, (request.clone(), r));
+                self.answers.keep(seat, session.get(), request.clone(), r);
                 reply
             }
             (Err(e), _) => {
@@ -828,8 +837,8 @@ impl Signing {
             Event::Culprit { seat, fault } => json!({
                 "type": "culprit",
                 "member": member(seat),
+                "proof": self.proof(seat, &fault),
                 "fault": format!("{fault:?}"),
-                "proof": self.proof(seat),
             }),
             Event::Done(signed) => {
                 let signatures: Vec<String> = signed
