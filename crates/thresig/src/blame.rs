@@ -17,10 +17,13 @@ use thresig_engine::BlameProof;
 
 use crate::because;
 
-/// The largest proof file read: a proof holds one round-2 request (its
-/// PSBT within `MAX_TRANSACTION_FILE_BYTES` and its packages), hex-encoded,
-/// so twice the transaction cap bounds it.
-const MAX_PROOF_FILE_BYTES: u64 = 2 * thresig_cluster::file::MAX_TRANSACTION_FILE_BYTES;
+/// The largest proof file read. A proof holds one round-2 request, which
+/// a signer answered only within its `limits.max_request_bytes` (at most
+/// [`thresig_daemon::MAX_REQUEST_BYTES`]), and the answer, smaller than the
+/// request (a share and a commitment pair for each of its packages). Hex
+/// doubles both, and the JSON around them (field names, quotes, the
+/// indentation of one line per package) adds well under a quarter.
+const MAX_PROOF_FILE_BYTES: u64 = 5 * thresig_daemon::MAX_REQUEST_BYTES;
 
 /// `thresig blame`.
 #[derive(Args)]

@@ -160,3 +160,20 @@ fn a_proof_verifies_with_the_roster_alone() {
     assert_eq!(json["verified"], true, "{json}");
     assert_eq!(json["member"], 2, "{json}");
 }
+
+/// A proof as large as a genuine one can be (a round-2 request near the
+/// largest `max_request_bytes`, hex-encoded) is read: here the demo's proof
+/// padded with whitespace past twice the PSBT file cap (32 MiB).
+#[test]
+fn a_proof_larger_than_twice_the_psbt_cap_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let proofs = demo_with_culprit(&cluster);
+    let mut text = std::fs::read(&proofs[0]).unwrap();
+    text.resize(33 << 20, b' ');
+    let large = dir.path().join("large.proof.json");
+    std::fs::write(&large, &text).unwrap();
+    let out = verify(&cluster.join("member-3").join("signer.toml"), &large, true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
