@@ -118,10 +118,9 @@ impl<S: Store> Signer<S> {
         // The record is signed too, so that a proof needs no other copy of
         // it (docs/blame.md).
         let record = key
-            .key
-            .to_bytes()
+            .record()
             .map_err(|_| Error::Internal(InternalFault::Serialization))?;
-        answer.sign(&self.identity, &checked.hash(), &record);
+        answer.sign(&self.identity, &checked.hash(), record);
         Ok(answer)
     }
 
