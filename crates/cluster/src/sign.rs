@@ -209,7 +209,8 @@ pub fn unsigned_answers(members: &BTreeSet<Seat>) -> String {
         "; members {} answered without a valid identity signature, so their answers counted as \
          missing (docs/blame.md): a member older than its coordinator signs none, so upgrade \
          those members (members before coordinators); if they are up to date, check their \
-         `identity` in [[members]] against their keys",
+         `identity` in [[members]] against their keys, or run again if the wallet's key \
+         changed during the run (a refresh signs with a new key record)",
         names.join(", ")
     )
 }
