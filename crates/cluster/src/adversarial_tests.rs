@@ -53,6 +53,16 @@ enum Mode {
     /// DKG part 1: the first start is refused for good (the engine does
     /// not run), so the run fails while the other members hold its session.
     DkgStartRefusedOnce,
+    /// Signing round 2: the member's signed answer with its shares changed
+    /// afterwards, as a coordinator or anyone on the way could forge it:
+    /// the signature no longer covers the shares.
+    Round2Forged,
+    /// Signing round 2: invalid shares the member signs itself, as a
+    /// member that means to cheat would.
+    Round2SignedInvalid,
+    /// Signing round 2: valid shares with no identity signature, as a
+    /// member older than its coordinator answers.
+    Round2Unsigned,
 }
 
 /// How long a `...LateOnce` member holds its first reply.
@@ -74,6 +84,9 @@ struct Member {
     release: Arc<Release>,
     /// Whether a `...LostOnce` mode already lost its reply.
     lost: std::sync::atomic::AtomicBool,
+    /// The member's identity key, with which a member whose mode changes
+    /// its round-2 answer signs the changed answer (except `Round2Forged`).
+    identity: ed25519_dalek::SigningKey,
 }
 
 impl Member {
@@ -81,6 +94,13 @@ impl Member {
     fn loses(&self, mode: Mode) -> bool {
         self.mode == mode && !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// Another valid share encoding: the last byte plus one (still below the
+/// group order, but for a share within 256 of it).
+fn wrong_share(share: &mut thresig_engine::HexBytes) {
+    let last = share.0.last_mut().unwrap();
+    *last = last.wrapping_add(1);
 }
 
 /// Holds a silent member's answer until the cluster is dropped.
@@ -107,7 +127,7 @@ impl Release {
 impl SignerHandler for Member {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         match request {
-            Request::Round2(_) => self.round2(peer, request),
+            Request::Round2(asked) => self.round2(peer, asked),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
             _ => self.inner.handle(peer, request),
@@ -116,12 +136,36 @@ impl SignerHandler for Member {
 }
 
 impl Member {
-    fn round2(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
-        let mut response = self.inner.handle(peer, request)?;
-        if let Response::Round2(reply) = &mut response
-            && self.mode == Mode::NoFreshCommitments
-        {
-            reply.commitments.clear();
+    fn round2(
+        &self,
+        peer: Seat,
+        asked: thresig_engine::Round2Request,
+    ) -> Result<Response, SignerError> {
+        let hash = thresig_engine::package_hash(&asked);
+        // The key record the engine signs its answer over.
+        let key = Request::WalletKey {
+            wallet: asked.wallet.clone(),
+        };
+        let Response::WalletKey { key } = self.inner.handle(peer, key)? else {
+            panic!("the engine answers a key request with the key");
+        };
+        let mut response = self.inner.handle(peer, Request::Round2(asked))?;
+        if let Response::Round2(reply) = &mut response {
+            match self.mode {
+                // Signed as the engine signs an answer it sends without
+                // commitments (at its nonce capacity).
+                Mode::NoFreshCommitments => {
+                    reply.commitments.clear();
+                    reply.sign(&self.identity, &hash, &key.0);
+                }
+                Mode::Round2Forged => reply.shares.iter_mut().for_each(wrong_share),
+                Mode::Round2SignedInvalid => {
+                    reply.shares.iter_mut().for_each(wrong_share);
+                    reply.sign(&self.identity, &hash, &key.0);
+                }
+                Mode::Round2Unsigned => reply.signature = thresig_engine::HexBytes::default(),
+                _ => {}
+            }
         }
         if self.loses(Mode::Round2LostOnce) {
             return Err(lost_reply());
@@ -234,7 +278,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         );
         let node = config.node(&path).unwrap();
         let key = identity::load(store.as_ref()).unwrap();
-        let signer = Signer::open(node.signer_config(), key, store.clone()).unwrap();
+        let signer = Signer::open(node.signer_config(), key.clone(), store.clone()).unwrap();
         let mode = modes
             .iter()
             .find(|(s, _)| *s == number)
@@ -244,6 +288,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             mode,
             release: release.clone(),
             lost: std::sync::atomic::AtomicBool::new(false),
+            identity: key,
         });
         let mut daemon = node.daemon.clone().unwrap();
         tweak(&mut daemon);
@@ -501,6 +546,20 @@ async fn dkg_and_sign(
     seed: u64,
     destination: impl FnOnce(&thresig_tx::TaprootWallet) -> bitcoin::ScriptBuf,
 ) -> Result<crate::SignOutcome, crate::SignError> {
+    dkg_and_sign_first(cluster, seed, destination, &[])
+        .await
+        .map(|(outcome, _)| outcome)
+}
+
+/// [`dkg_and_sign`] with the answers of the members `first` handled first
+/// (so they are in the first session), also giving the wallet's key
+/// record and epoch.
+async fn dkg_and_sign_first(
+    cluster: &Cluster,
+    seed: u64,
+    destination: impl FnOnce(&thresig_tx::TaprootWallet) -> bitcoin::ScriptBuf,
+    first: &[u16],
+) -> Result<(crate::SignOutcome, crate::OwnWallet), crate::SignError> {
     let peers = cluster.peers(seat(1));
     let node = cluster.node(seat(1));
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
@@ -520,9 +579,71 @@ async fn dkg_and_sign(
     let options = crate::SignOptions {
         request_timeout: Duration::from_secs(2),
         deadline: Duration::from_secs(6),
+        answer_first: first.iter().copied().map(seat).collect(),
         ..crate::SignOptions::default()
     };
-    crate::sign(&peers, wallet, &key, epoch, &psbt, &options).await
+    let outcome = crate::sign(&peers, wallet, &key, epoch, &psbt, &options).await?;
+    Ok((outcome, crate::OwnWallet { key, epoch, spend }))
+}
+
+/// An answer whose shares were changed after the member signed it (what a
+/// coordinator that wants to frame an honest member would do) is not the
+/// member's: the driver treats it as missing, never blames the member and
+/// keeps no proof, and signs without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_whose_identity_signature_does_not_verify_blames_no_member() {
+    let cluster = start(3, 2, &[(2, Mode::Round2Forged)], keep).await;
+    let (outcome, _) = dkg_and_sign_first(&cluster, 31, |s| s.script_pubkey().clone(), &[2])
+        .await
+        .unwrap();
+    assert!(outcome.culprits.is_empty(), "{:?}", outcome.culprits);
+    assert!(outcome.proofs.is_empty());
+    assert_eq!(outcome.unresponsive, vec![seat(2)]);
+    assert_eq!(outcome.signers, vec![seat(1), seat(3)]);
+}
+
+/// Members that answer without the identity signature (older than the
+/// coordinator, in a rolling upgrade done coordinator first) fail the run
+/// with that cause named, not as silent members that merely timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_that_unsigned_answers_stop_names_the_members_to_upgrade() {
+    let modes = [(2, Mode::Round2Unsigned), (3, Mode::Round2Unsigned)];
+    let cluster = start(3, 2, &modes, keep).await;
+    let err = dkg_and_sign_first(&cluster, 33, |s| s.script_pubkey().clone(), &[])
+        .await
+        .unwrap_err();
+    let crate::SignError::Failed {
+        reason, culprits, ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert!(culprits.is_empty(), "{culprits:?}");
+    assert!(
+        reason.contains("members 2, 3 answered without a valid identity signature"),
+        "{reason}"
+    );
+    assert!(reason.contains("upgrade"), "{reason}");
+}
+
+/// A member that signs invalid shares is a culprit, and the driver keeps a
+/// proof against it that verifies with the roster alone, and carries the
+/// wallet key record the coordinator checked the shares against.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_signs_invalid_shares_leaves_a_verifying_proof() {
+    let cluster = start(3, 2, &[(2, Mode::Round2SignedInvalid)], keep).await;
+    let (outcome, own) = dkg_and_sign_first(&cluster, 32, |s| s.script_pubkey().clone(), &[2])
+        .await
+        .unwrap();
+    assert_eq!(outcome.culprits, vec![seat(2)]);
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let proof = &outcome.proofs[&seat(2)];
+    let fault = proof.verify(&wallet.config).unwrap();
+    assert_eq!(proof.wallet_key.0, own.key.to_bytes().unwrap());
+    assert_eq!((fault.seat, fault.input), (seat(2), 0));
 }
 
 /// A signer at its nonce capacity answers round 2 with valid shares and no

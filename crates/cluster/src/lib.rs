@@ -39,6 +39,7 @@ pub mod config;
 mod dkg;
 pub mod file;
 mod identity;
+mod kept;
 pub mod local;
 pub mod node;
 mod peers;
@@ -53,11 +54,13 @@ mod adversarial_tests;
 
 pub use dkg::{DkgError, DkgOutcome, run_dkg};
 pub use identity::IdentityError;
+pub use kept::KeptAnswers;
 pub use peers::Peers;
 pub use progress::{Progress, Silent};
 pub use repair::{RepairError, RepairOutcome, run_repair};
 pub use sign::{
     Handed, Round2Journal, SignError, SignOptions, SignOutcome, WireScheme,
-    describe as describe_failure, failure_recovery, refusal_of, round2_request, sign,
+    describe as describe_failure, failure_recovery, refusal_of, round2_request, shares_reply, sign,
+    unsigned_answers,
 };
 pub use status::{MemberStatus, OwnWallet, WalletView, cluster_status, own_wallet, wallet_views};

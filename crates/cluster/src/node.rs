@@ -220,6 +220,17 @@ impl Node {
         &self.handler
     }
 
+    /// This member's identity key, read from the store where it is sealed
+    /// (open already checked it against the roster): for a host that signs
+    /// as this member itself, such as the demo's faulty members, which
+    /// sign the answers they alter.
+    ///
+    /// # Errors
+    /// [`NodeError::Identity`] if the sealed key cannot be read.
+    pub fn identity_key(&self) -> Result<ed25519_dalek::SigningKey, NodeError> {
+        Ok(identity::load(self.store.as_ref())?)
+    }
+
     /// The open store, shared with the engine and the key manager.
     #[must_use]
     pub fn store(&self) -> &Arc<EncryptedStore> {

@@ -8,6 +8,10 @@
 //! handler at the deadline it asks for. It trusts signers for nothing: every
 //! share is verified against the wallet's public key record before use, and
 //! an undecodable share convicts its sender exactly like an invalid one.
+//! A round-2 answer counts only if its member's identity key signed it
+//! over the request (an answer that is not signed counts as missing, and
+//! blames nobody); the signed answer of every culprit is kept as a
+//! [`BlameProof`] (docs/blame.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -17,13 +21,15 @@ use bitcoin::hashes::Hash as _;
 use thresig_crypto::{Commitment, PreparedPackage, Seat, SignatureShare, WalletKey};
 use thresig_daemon::{Code, Error as DaemonError, SignerError};
 use thresig_engine::{
-    AbortRequest, ErrorCode, HexBytes, Round1Request, Round2Request, SigningTarget, WalletEpoch,
-    WalletId,
+    AbortRequest, BlameProof, ErrorCode, HexBytes, Round1Request, Round2Request, Round2Response,
+    SigningTarget, WalletEpoch, WalletId, package_hash,
 };
 use thresig_roast::{
-    Config as RoastConfig, Coordinator, Event, Failure, Refusal, Reply, Request, Round, Scheme,
-    Verdict,
+    Config as RoastConfig, Coordinator, Event, Failure, Misbehavior, Refusal, Reply, Request,
+    Round, Scheme, Verdict,
 };
+
+use crate::kept::KeptAnswers;
 use thresig_tx::WalletPsbt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -98,6 +104,9 @@ pub struct SignOutcome {
     pub unresponsive: Vec<Seat>,
     /// The cluster seats whose shares made the signatures, ascending.
     pub signers: Vec<Seat>,
+    /// The evidence against each culprit, by cluster seat: its signed
+    /// answer with the request it answers (docs/blame.md).
+    pub proofs: BTreeMap<Seat, BlameProof>,
 }
 
 /// Why a run failed.
@@ -126,6 +135,8 @@ pub enum SignError {
         sessions: u32,
         /// Cluster seats found sending invalid shares.
         culprits: Vec<Seat>,
+        /// The evidence against each culprit, by cluster seat.
+        proofs: BTreeMap<Seat, BlameProof>,
     },
     /// A signature did not encode (cannot happen for a verified signature).
     #[error("signature encoding: {0}")]
@@ -182,6 +193,26 @@ pub fn describe(failure: Failure<thresig_crypto::Error>, wallet: &NodeWallet) ->
         }
         other => format!("{other:?}"),
     }
+}
+
+/// What a failed run adds about `members` (cluster seats) whose round-2
+/// answers were dropped because their identity signature did not verify:
+/// without it such members read as merely silent. Empty when there are
+/// none. Public for the other drivers of the coordinator.
+#[must_use]
+pub fn unsigned_answers(members: &BTreeSet<Seat>) -> String {
+    if members.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = members.iter().map(Seat::to_string).collect();
+    format!(
+        "; members {} answered without a valid identity signature, so their answers counted as \
+         missing (docs/blame.md): a member older than its coordinator signs none, so upgrade \
+         those members (members before coordinators); if they are up to date, check their \
+         `identity` in [[members]] against their keys, or run again if the wallet's key \
+         changed during the run (a refresh signs with a new key record)",
+        names.join(", ")
+    )
 }
 
 /// A refusal as the code the member answered (or what it means, where
@@ -287,16 +318,20 @@ pub async fn sign(
         Coordinator::new(std::time::Instant::now(), roast, scheme, messages.clone())?;
     let job = Arc::new(Job {
         wallet: wallet.clone(),
+        key_record: key.to_bytes()?,
         epoch,
         psbt: psbt.serialize(),
         inputs: messages.len(),
         journal: options.journal.clone(),
         passing: std::sync::Mutex::new(BTreeSet::new()),
+        answers: std::sync::Mutex::new(KeptAnswers::default()),
+        unsigned: std::sync::Mutex::new(BTreeSet::new()),
         deadline: Instant::now() + options.deadline,
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut unresponsive = BTreeSet::new();
     let mut culprits = BTreeSet::new();
+    let mut proofs = BTreeMap::new();
     let mut gate = FirstAnswers::new(wallet, &options.answer_first);
     let mut handed = Handed::default();
     // Requests in flight end with the run: dropping the set cancels them.
@@ -337,6 +372,9 @@ pub async fn sign(
                     let member = wallet.cluster_seat(seat);
                     warn!(?member, ?fault, "member sent an invalid share");
                     culprits.extend(member);
+                    if let (Some(member), Some(proof)) = (member, job.proof(seat, &fault)) {
+                        proofs.insert(member, proof);
+                    }
                 }
                 Event::Done(signed) => {
                     let signatures = signed
@@ -355,6 +393,7 @@ pub async fn sign(
                             .iter()
                             .filter_map(|s| wallet.cluster_seat(*s))
                             .collect(),
+                        proofs,
                     });
                 }
                 Event::Failed { failure, stats } => {
@@ -366,13 +405,15 @@ pub async fn sign(
                                 .is_some_and(|m| passing.contains(&m))
                         })
                     };
-                    let reason = describe(failure, wallet);
+                    let reason =
+                        describe(failure, wallet) + &unsigned_answers(&job.lock_unsigned());
                     release(peers, &job, handed).await;
                     return Err(SignError::Failed {
                         reason,
                         recovery,
                         sessions: stats.sessions,
                         culprits: culprits.into_iter().collect(),
+                        proofs,
                     });
                 }
                 _ => {}
@@ -575,12 +616,21 @@ async fn release(peers: &Arc<Peers>, job: &Arc<Job>, handed: Handed) {
 /// What every request of one run carries besides the coordinator's part.
 struct Job {
     wallet: NodeWallet,
+    /// The wallet's public key record (`WalletKey::to_bytes`): each answer
+    /// must be signed over it, so its proof carries it authenticated.
+    key_record: Vec<u8>,
     epoch: WalletEpoch,
     psbt: Vec<u8>,
     inputs: usize,
     journal: Option<Round2Journal>,
     /// Members (cluster seats) whose refusal said a later request may pass.
     passing: std::sync::Mutex<BTreeSet<Seat>>,
+    /// The signed round-2 answers: the evidence if a share turns out
+    /// invalid.
+    answers: std::sync::Mutex<KeptAnswers>,
+    /// Members (cluster seats) whose round-2 answer was dropped for its
+    /// identity signature, named when the run fails.
+    unsigned: std::sync::Mutex<BTreeSet<Seat>>,
     /// When the run ends: a lost round-2 reply is asked for again only
     /// before then.
     deadline: Instant,
@@ -588,11 +638,35 @@ struct Job {
 
 impl Job {
     fn lock_passing(&self) -> std::sync::MutexGuard<'_, BTreeSet<Seat>> {
-        // A set of seats cannot be left half-updated by a panic.
-        self.passing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(&self.passing)
     }
+
+    fn lock_unsigned(&self) -> std::sync::MutexGuard<'_, BTreeSet<Seat>> {
+        unpoisoned(&self.unsigned)
+    }
+
+    fn lock_answers(&self) -> std::sync::MutexGuard<'_, KeptAnswers> {
+        unpoisoned(&self.answers)
+    }
+
+    /// The proof against wallet seat `seat` for the answer ROAST found
+    /// invalid.
+    fn proof(&self, seat: Seat, fault: &Misbehavior) -> Option<BlameProof> {
+        let Misbehavior::InvalidShare { session, .. } = fault else {
+            return None;
+        };
+        self.lock_answers()
+            .proof(seat, session.get(), &self.key_record)
+    }
+}
+
+/// `mutex` locked even if a panic poisoned it: each of `Job`'s mutexes
+/// guards a set or map whose entries are inserted and removed whole, so a
+/// panic leaves none half-made.
+fn unpoisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 type Answer = (Seat, Option<Reply<WireScheme>>);
@@ -657,7 +731,7 @@ async fn deliver(
     let reply = match request {
         Request::Commit => commit(&peers, member, &job).await,
         Request::Sign { session, packages } => {
-            shares(&peers, member, session, &packages, &job).await
+            shares(&peers, member, seat, session, &packages, &job).await
         }
         _ => None,
     };
@@ -715,6 +789,7 @@ pub fn round2_request(
 async fn shares(
     peers: &Peers,
     member: Seat,
+    seat: Seat,
     session: thresig_roast::SessionId,
     packages: &[PreparedPackage],
     job: &Job,
@@ -747,19 +822,49 @@ async fn shares(
         }
     };
     match result {
-        Ok(response) => Some(Reply::Shares {
-            session,
-            shares: response
-                .shares
-                .iter()
-                .map(|s| SignatureShare::from_bytes(&s.0).ok())
-                .collect(),
-            // None sent (the signer is at its nonce capacity) or none that
-            // decode: the coordinator keeps the shares all the same and
-            // asks the member for commitments again in round 1.
-            commitments: decode_commitments(&response.commitments).unwrap_or_default(),
-        }),
+        Ok(response) => {
+            if response.seat != seat
+                || !response.signed_for(
+                    &job.wallet.config,
+                    &package_hash(&request),
+                    &job.key_record,
+                )
+            {
+                warn!(
+                    %member,
+                    "round-2 answer not signed by the member's identity key (a member older than \
+                     this coordinator, or a stale roster key); treated as missing"
+                );
+                job.lock_unsigned().insert(member);
+                return None;
+            }
+            let reply = shares_reply(session, &response);
+            job.lock_answers()
+                .keep(seat, session.get(), request, response);
+            Some(reply)
+        }
         Err(e) => failure(peers, job, member, round, &e),
+    }
+}
+
+/// The coordinator's view of a signed round-2 answer. Public for the other
+/// drivers of the coordinator.
+#[must_use]
+pub fn shares_reply(
+    session: thresig_roast::SessionId,
+    response: &Round2Response,
+) -> Reply<WireScheme> {
+    Reply::Shares {
+        session,
+        shares: response
+            .shares
+            .iter()
+            .map(|s| SignatureShare::from_bytes(&s.0).ok())
+            .collect(),
+        // None sent (the signer is at its nonce capacity) or none that
+        // decode: the coordinator keeps the shares all the same and
+        // asks the member for commitments again in round 1.
+        commitments: decode_commitments(&response.commitments).unwrap_or_default(),
     }
 }
 

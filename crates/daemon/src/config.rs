@@ -185,7 +185,10 @@ impl Default for LimitsSection {
 }
 
 /// Hard upper bounds on the limits, so a typo cannot disable them.
-const MAX_REQUEST_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest `limits.max_request_bytes` a signer accepts: no request a
+/// signer answers is larger (public so that files holding one, such as
+/// blame proofs, can be bounded by it).
+pub const MAX_REQUEST_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_CONCURRENT: u64 = 4096;
 const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 const MAX_CONNECTIONS: u64 = 65_536;

@@ -158,6 +158,7 @@ impl From<Round2Response> for proto::Round2Result {
             seat: seat_to_wire(reply.seat),
             shares: bytes_list(reply.shares),
             commitments: bytes_list(reply.commitments),
+            signature: reply.signature.0,
         }
     }
 }
@@ -170,7 +171,8 @@ impl TryFrom<proto::Round2Result> for Round2Response {
             seat_from_wire(wire.seat)?,
             hex_list(wire.shares),
             hex_list(wire.commitments),
-        ))
+        )
+        .with_signature(HexBytes(wire.signature)))
     }
 }
 

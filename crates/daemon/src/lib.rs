@@ -74,7 +74,9 @@ mod proto {
 pub use api::{Code, ErrorCode, Recovery, SignerError, SignerHandler};
 pub use certs::{ClusterCa, MemberTls, Validity};
 pub use client::{ClientTls, SignerClient};
-pub use config::{DaemonConfig, DaemonSection, Limits, LimitsSection, TlsPaths, TlsSection};
+pub use config::{
+    DaemonConfig, DaemonSection, Limits, LimitsSection, MAX_REQUEST_BYTES, TlsPaths, TlsSection,
+};
 pub use engine::EngineHandler;
 pub use error::{ConfigProblem, Error, InvalidId, RpcCode};
 pub use ids::{ClusterName, Seat};

@@ -16,7 +16,7 @@ use thresig_crypto::Seat;
 use thresig_store::{Timestamp, WalletId};
 
 /// Bytes, encoded as lowercase hex in JSON.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct HexBytes(#[serde(with = "hex::serde")] pub Vec<u8>);
 
@@ -228,6 +228,12 @@ pub struct Round2Response {
     /// coordinator's next ROAST session (live nonces in this signer's
     /// pool); empty when the wallet's nonce capacity is exhausted.
     pub commitments: Vec<HexBytes>,
+    /// The member's Ed25519 identity signature over this answer and the
+    /// request it answers (`Round2Response::sign`, in `blame.rs`); empty
+    /// until signed. A coordinator ignores an answer whose signature does
+    /// not verify, and keeps a verified one as evidence.
+    #[serde(default)]
+    pub signature: HexBytes,
 }
 
 impl Round2Response {
@@ -243,7 +249,16 @@ impl Round2Response {
             seat,
             shares,
             commitments,
+            signature: HexBytes(Vec::new()),
         }
+    }
+
+    /// The answer with `signature` as its identity signature, as a
+    /// transport decodes it.
+    #[must_use]
+    pub fn with_signature(mut self, signature: HexBytes) -> Self {
+        self.signature = signature;
+        self
     }
 }
 

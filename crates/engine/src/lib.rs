@@ -69,6 +69,7 @@
 )]
 
 mod api;
+mod blame;
 mod check;
 mod config;
 mod dkg;
@@ -89,6 +90,7 @@ pub use api::{
     AbortRequest, HexBytes, Request, Response, Round1Request, Round1Response, Round2Request,
     Round2Response, WalletStatus,
 };
+pub use blame::{BlameError, BlameProof, ProvenFault};
 pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
 pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};

@@ -1,7 +1,7 @@
 //! Wallet states, each holding only the data valid in it.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use thresig_crypto::{KeyShare, ScriptTree, Seat, WalletKey};
@@ -63,6 +63,8 @@ pub(crate) struct SigningKey {
     /// lock released; the share is wiped when its last holder drops it, and
     /// the allocation identifies this key while a draw runs.
     pub(crate) share: Arc<KeyShare>,
+    /// `key`'s bytes, encoded at the first round-2 answer that signs them.
+    record: OnceLock<Vec<u8>>,
 }
 
 impl SigningKey {
@@ -72,7 +74,23 @@ impl SigningKey {
             epoch,
             key,
             share: share.into(),
+            record: OnceLock::new(),
         }
+    }
+
+    /// The public record's bytes (`WalletKey::to_bytes`), which every
+    /// round-2 answer signs (docs/blame.md): encoded once per key rather
+    /// than once per answer, since the record never changes.
+    ///
+    /// # Errors
+    /// [`thresig_crypto::Error`] if the record does not encode (not
+    /// expected for a record in use).
+    pub(crate) fn record(&self) -> Result<&[u8], thresig_crypto::Error> {
+        if let Some(bytes) = self.record.get() {
+            return Ok(bytes);
+        }
+        let bytes = self.key.to_bytes()?;
+        Ok(self.record.get_or_init(|| bytes))
     }
 }
 

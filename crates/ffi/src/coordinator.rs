@@ -20,15 +20,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use thresig_cluster::config::{Config, NodeWallet};
 use thresig_cluster::{
-    Handed, WireScheme, describe_failure, failure_recovery, refusal_of, round2_request,
+    Handed, KeptAnswers, WireScheme, describe_failure, failure_recovery, refusal_of,
+    round2_request, shares_reply, unsigned_answers,
 };
-use thresig_crypto::{Commitment, Seat, SignatureShare, WalletKey};
+use thresig_crypto::{Commitment, Seat, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
     DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response, Round1Request,
-    SignedDkgMessage, WalletConfig, WalletEpoch, WalletId,
+    Round2Request, SignedDkgMessage, WalletConfig, WalletEpoch, WalletId, package_hash,
 };
-use thresig_roast::{Coordinator, Event, Refusal, Reply, Round};
+use thresig_roast::{Coordinator, Event, Misbehavior, Refusal, Reply, Round};
 use thresig_store::Recovery;
 
 use crate::envelope::{ENVELOPE_VERSION, Envelope, FfiError};
@@ -226,7 +227,7 @@ impl CoordinatorHandle {
         let answer = read_response(reply.response);
         let accepted = match (&mut self.run, asked, answer) {
             (Run::Sign(s), Asked::Roast(round), Ok(answer)) => {
-                s.answer(reply.now_ms, seat, round, answer)
+                s.answer(&self.wallet, reply.now_ms, seat, round, answer)
             }
             (Run::Sign(s), Asked::Roast(round), Err(_)) => {
                 let now = s.instant(reply.now_ms);
@@ -266,11 +267,13 @@ impl CoordinatorHandle {
                 thresig_roast::Request::Sign { session, .. } => Round::Sign(*session),
                 _ => Round::Commit,
             };
-            out.push((
-                transmit.to,
-                round,
-                signing.request(&self.wallet, transmit.request),
-            ));
+            let request = signing.request(&self.wallet, transmit.request);
+            if let (Some(Request::Round2(r)), Round::Sign(session)) = (&request, round) {
+                signing
+                    .asked
+                    .insert(transmit.to, (session.get(), r.clone()));
+            }
+            out.push((transmit.to, round, request));
         }
         let mut events = Vec::new();
         let mut ended = false;
@@ -653,6 +656,18 @@ struct Signing {
     handed: Handed,
     /// Wallet seats whose refusal said a later request may pass.
     passing: BTreeSet<Seat>,
+    /// The key record shares are checked against (`WalletKey::to_bytes`):
+    /// each answer must be signed over it, and a culprit's proof carries it.
+    key_record: Vec<u8>,
+    /// The latest round-2 request sent to each wallet seat, with its
+    /// session's number: the answer must be signed over it.
+    asked: BTreeMap<Seat, (u32, Round2Request)>,
+    /// The signed round-2 answers: a culprit's proof (as in
+    /// `thresig_cluster::sign`).
+    answers: KeptAnswers,
+    /// Members (cluster seats) whose round-2 answer was dropped for its
+    /// identity signature, named if the run fails.
+    unsigned: BTreeSet<Seat>,
 }
 
 impl Signing {
@@ -685,6 +700,9 @@ impl Signing {
         }
         let origin = (Instant::now(), now_ms);
         let output_key = key.output_key().to_bytes();
+        let key_record = key
+            .to_bytes()
+            .map_err(|e| FfiError::invalid_request(format!("key: {e}")))?;
         let roast = Coordinator::new(origin.0, config, WireScheme(key), messages.clone())
             .map_err(|e| FfiError::invalid_request(format!("the signing run: {e}")))?;
         Ok(Self {
@@ -697,7 +715,23 @@ impl Signing {
             output_key,
             handed: Handed::default(),
             passing: BTreeSet::new(),
+            key_record,
+            asked: BTreeMap::new(),
+            answers: KeptAnswers::default(),
+            unsigned: BTreeSet::new(),
         })
+    }
+
+    /// The proof against wallet seat `seat` for the answer ROAST found
+    /// invalid, as JSON (docs/blame.md); null if that answer was not kept.
+    fn proof(&mut self, seat: Seat, fault: &Misbehavior) -> Value {
+        let Misbehavior::InvalidShare { session, .. } = fault else {
+            return Value::Null;
+        };
+        self.answers
+            .proof(seat, session.get(), &self.key_record)
+            .and_then(|proof| serde_json::to_value(proof).ok())
+            .unwrap_or(Value::Null)
     }
 
     /// The host's `now_ms` as the coordinator's `Instant` (never before
@@ -739,6 +773,7 @@ impl Signing {
     /// Feeds a member's answer; whether the coordinator took it.
     fn answer(
         &mut self,
+        wallet: &NodeWallet,
         now_ms: u64,
         seat: Seat,
         round: Round,
@@ -750,16 +785,29 @@ impl Signing {
                 Some(commitments) => Reply::Commitments { commitments },
                 None => refused(Refusal::Rejected),
             },
-            (Ok(Response::Round2(r)), Round::Sign(session)) => Reply::Shares {
-                session,
-                // An undecodable share convicts its sender (WireScheme).
-                shares: r
-                    .shares
-                    .iter()
-                    .map(|s| SignatureShare::from_bytes(&s.0).ok())
-                    .collect(),
-                commitments: decode_commitments(&r.commitments).unwrap_or_default(),
-            },
+            (Ok(Response::Round2(r)), Round::Sign(session)) => {
+                // An answer its member's identity key did not sign over the
+                // request counts as missing (it times out) and blames no one.
+                let Some((asked, request)) = self.asked.get(&seat) else {
+                    return false;
+                };
+                if *asked != session.get() {
+                    // A late answer to a session ROAST has given up on: it
+                    // is not signed over the latest request, and would not
+                    // be taken anyway.
+                    return false;
+                }
+                if r.seat != seat
+                    || !r.signed_for(&wallet.config, &package_hash(request), &self.key_record)
+                {
+                    self.unsigned
+                        .insert(wallet.cluster_seat(seat).unwrap_or(seat));
+                    return false;
+                }
+                let reply = shares_reply(session, &r);
+                self.answers.keep(seat, session.get(), request.clone(), r);
+                reply
+            }
             (Err(e), _) => {
                 if e.is_retryable() {
                     self.passing.insert(seat);
@@ -773,7 +821,7 @@ impl Signing {
         self.roast.handle_reply(now, seat, reply).is_ok()
     }
 
-    fn event(&self, wallet: &NodeWallet, event: Event<WireScheme>) -> Value {
+    fn event(&mut self, wallet: &NodeWallet, event: Event<WireScheme>) -> Value {
         let member = |seat: Seat| wallet.cluster_seat(seat).unwrap_or(seat).get();
         match event {
             Event::SessionStarted { session, signers } => json!({
@@ -789,6 +837,7 @@ impl Signing {
             Event::Culprit { seat, fault } => json!({
                 "type": "culprit",
                 "member": member(seat),
+                "proof": self.proof(seat, &fault),
                 "fault": format!("{fault:?}"),
             }),
             Event::Done(signed) => {
@@ -814,7 +863,7 @@ impl Signing {
                     "type": "failed",
                     "code": "signing_failed",
                     "retryable": retryable,
-                    "message": describe_failure(failure, wallet),
+                    "message": describe_failure(failure, wallet) + &unsigned_answers(&self.unsigned),
                 })
             }
             other => json!({"type": "other", "event": format!("{other:?}")}),

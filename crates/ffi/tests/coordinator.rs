@@ -6,6 +6,7 @@ mod common;
 
 use common::{Coordinator, Member, WALLET};
 use serde_json::{Value, json};
+use thresig_engine::{BlameProof, Round2Request, Round2Response, package_hash};
 
 /// A keyed 2-of-3 cluster: its directory, configuration files and members.
 fn keyed() -> (tempfile::TempDir, Vec<std::path::PathBuf>, Vec<Member>) {
@@ -238,4 +239,155 @@ fn a_transmit_names_no_sender_so_the_host_must() {
     assert_eq!(forwarded["error"]["code"], "invalid_request", "{forwarded}");
     let relayed = members[to - 1].relay(envelope, 1);
     assert!(relayed.get("ok").is_some(), "{relayed}");
+}
+
+/// Drives `run` to its end with virtual time, relaying every transmit to
+/// its member and letting `alter` change each round-2 answer (by member,
+/// with the envelope it answers) before the run sees it. Returns every event and, for each round-2
+/// answer, its member and whether the run took it.
+fn drive(
+    run: &Coordinator,
+    members: &[Member],
+    mut alter: impl FnMut(u64, &Value, &mut Value),
+) -> (Vec<Value>, Vec<(u64, bool)>) {
+    let mut seen = Vec::new();
+    let mut taken = Vec::new();
+    let mut now_ms = 0;
+    loop {
+        while let Some(transmit) =
+            Some(run.call("poll_transmit", json!({}))).filter(|t| !t.is_null())
+        {
+            let to = transmit["to"].as_u64().unwrap();
+            let member = &members[usize::try_from(to).unwrap() - 1];
+            let mut response = member.relay(&transmit["envelope"], 1);
+            let round2 = transmit["envelope"]["op"] == "round2";
+            if round2 {
+                let signature = response["ok"]["signature"].as_str().unwrap();
+                assert_eq!(signature.len(), 128, "an Ed25519 signature: {response}");
+                alter(to, &transmit["envelope"], &mut response);
+            }
+            let reply = run.call(
+                "handle_reply",
+                json!({"from": to, "tag": transmit["tag"], "now_ms": now_ms, "response": response}),
+            );
+            if round2 {
+                taken.push((to, reply["accepted"] == true));
+            }
+        }
+        let ended = events(run);
+        seen.extend(ended.iter().cloned());
+        if ended
+            .iter()
+            .any(|e| e["type"] == "done" || e["type"] == "failed")
+        {
+            return (seen, taken);
+        }
+        now_ms = run.call("poll_timeout", json!({}))["at_ms"]
+            .as_u64()
+            .unwrap();
+        run.call("handle_timeout", json!({"now_ms": now_ms}));
+    }
+}
+
+/// A member's round-2 answer carries its identity signature (the `round2`
+/// op returns the signed answer); an answer changed on the way (here one
+/// share) is not taken, does not convict the member, and the run signs
+/// without it once the member times out.
+#[test]
+fn a_round2_answer_altered_after_its_member_signed_it_is_not_taken_and_blames_no_one() {
+    let (_dir, configs, members) = keyed();
+    let run = signing_run(&configs, &members, 0x34);
+    let (seen, taken) = drive(&run, &members, |to, _, response| {
+        if to == 2 {
+            let share = response["ok"]["shares"][0].as_str().unwrap();
+            let last = if share.ends_with('0') { "1" } else { "0" };
+            response["ok"]["shares"][0] = json!(format!("{}{last}", &share[..share.len() - 1]));
+        }
+    });
+    let forged: Vec<_> = taken.iter().filter(|(to, _)| *to == 2).collect();
+    assert_eq!(
+        forged,
+        [&(2, false)],
+        "member 2 was asked for shares once: {seen:?}"
+    );
+    assert!(taken.iter().all(|(to, ok)| *ok == (*to != 2)), "{taken:?}");
+    assert!(seen.iter().any(|e| e["type"] == "done"), "{seen:?}");
+    assert!(seen.iter().all(|e| e["type"] != "culprit"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|e| e["type"] == "unresponsive" && e["member"] == 2),
+        "{seen:?}"
+    );
+}
+
+/// Members that answer without the identity signature (older than the
+/// coordinator) fail the run with that cause named in its message.
+#[test]
+fn a_run_that_unsigned_answers_stop_names_the_members_to_upgrade() {
+    let (_dir, configs, members) = keyed();
+    let run = signing_run(&configs, &members, 0x35);
+    let (seen, _) = drive(&run, &members, |to, _, response| {
+        if to != 1 {
+            response["ok"]["signature"] = json!("");
+        }
+    });
+    let failed = seen.iter().find(|e| e["type"] == "failed").expect("failed");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("members 2, 3 answered without a valid identity signature"),
+        "{message}"
+    );
+    assert!(message.contains("upgrade"), "{message}");
+}
+
+/// A member that signs an invalid share is a culprit, and the `culprit`
+/// event carries its proof, which verifies with the roster alone and names
+/// the share the run found invalid.
+#[test]
+fn a_culprit_event_carries_a_proof_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    // Member 2's identity key, read before its handle locks the store: it
+    // signs the invalid answers below, as a cheating member would.
+    let identity = thresig_cluster::node::Node::open(&configs[1])
+        .unwrap()
+        .identity_key()
+        .unwrap();
+    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
+    common::dkg(&configs, &members);
+    let record = members[0].ok("wallet_key", json!({"from": 1, "wallet": WALLET}))["key"]
+        .as_str()
+        .map(|k| hex::decode(k).unwrap())
+        .unwrap();
+    let run = signing_run(&configs, &members, 0x36);
+    let (seen, _) = drive(&run, &members, |to, envelope, response| {
+        if to != 2 {
+            return;
+        }
+        let request: Round2Request = serde_json::from_value(envelope["request"].clone()).unwrap();
+        let mut answer = response["ok"].clone();
+        answer.as_object_mut().unwrap().remove("type");
+        let mut answer: Round2Response = serde_json::from_value(answer).unwrap();
+        let share = answer.shares[0].0.last_mut().unwrap();
+        *share = share.wrapping_add(1);
+        answer.sign(&identity, &package_hash(&request), &record);
+        let mut signed = serde_json::to_value(&answer).unwrap();
+        signed["type"] = json!("round2");
+        response["ok"] = signed;
+    });
+    let culprit = seen
+        .iter()
+        .find(|e| e["type"] == "culprit")
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    assert_eq!(culprit["member"], 2, "{culprit}");
+    let proof: BlameProof = serde_json::from_value(culprit["proof"].clone()).unwrap();
+    let roster = thresig_cluster::config::Config::load(&configs[2]).unwrap();
+    let wallet = roster
+        .node
+        .as_ref()
+        .unwrap()
+        .wallet(&proof.request.wallet)
+        .unwrap();
+    let fault = proof.verify(&wallet.config).unwrap();
+    assert_eq!((fault.seat.get(), fault.input), (2, 0));
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use thresig_cluster::config::NodeWallet;
 use thresig_cluster::local::{LocalCluster, free_loopback_ports, wait_ready};
 use thresig_cluster::provision::ClusterSpec;
-use thresig_cluster::{OwnWallet, Peers, SignOptions, run_dkg, sign};
+use thresig_cluster::{OwnWallet, Peers, SignError, SignOptions, SignOutcome, run_dkg, sign};
 use thresig_crypto::{Seat, WalletKey};
 use thresig_daemon::ClusterName;
 use thresig_engine::{WalletEpoch, WalletId};
@@ -28,6 +28,7 @@ use thresig_tx::{
 use tracing::info;
 
 use crate::bar::Bar;
+use crate::blame::write_proofs;
 use crate::fault::Faulty;
 use crate::member::{confirmed, finish};
 
@@ -253,7 +254,26 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     options.progress = Some(Arc::new(Bar::new()));
     options.answer_first = roles.malicious.iter().copied().collect::<BTreeSet<_>>();
     info!("signing through ROAST");
-    let outcome = runtime.block_on(sign(&peers, &wallet, &key, epoch, &psbt, &options))?;
+    let result = runtime.block_on(sign(&peers, &wallet, &key, epoch, &psbt, &options));
+    // The evidence against each culprit stays with the kept cluster, where
+    // `thresig blame verify --config <member>/signer.toml` checks it, also
+    // when the run failed.
+    let proofs = match (&args.keep, &result) {
+        (Some(dir), Ok(SignOutcome { proofs, .. }) | Err(SignError::Failed { proofs, .. })) => {
+            let files = write_proofs(dir, proofs);
+            files.warn();
+            files.paths
+        }
+        _ => Vec::new(),
+    };
+    let outcome = result.inspect_err(|_| {
+        for proof in &proofs {
+            eprintln!(
+                "culprit proof: {} (`thresig blame verify`)",
+                proof.display()
+            );
+        }
+    })?;
     let finished = finish(psbt, &outcome.signatures)?;
     let mut failed = cluster.stop_all()?;
     let mut causes = Vec::new();
@@ -292,6 +312,7 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         "signatures": outcome.signatures.iter().map(hex::encode).collect::<Vec<_>>(),
         "sessions": outcome.sessions,
         "culprits": numbers(&outcome.culprits),
+        "proofs": proofs,
         "malicious": numbers(&roles.malicious),
         "offline": numbers(&roles.offline),
     });
@@ -318,6 +339,7 @@ fn readable(args: &DemoArgs, report: &serde_json::Value, spend: &TaprootWallet) 
         ("stopped members", "offline"),
         ("malicious members", "malicious"),
         ("caught sending bad shares", "culprits"),
+        ("proofs against them", "proofs"),
     ] {
         out.push_str(&format!("  {label:<26}: {}\n", field(name)));
     }

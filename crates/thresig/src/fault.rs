@@ -3,7 +3,9 @@
 //!
 //! A faulty member runs the real engine and daemon on its configured
 //! address, so it keeps every signer-side check and its markers; only the
-//! shares that leave it are wrong. This module is reachable only from
+//! shares that leave it are wrong. It signs the answers it alters with its
+//! own identity key, as a member that means to cheat would, so that the
+//! coordinator can keep them as proof (docs/blame.md). This module is reachable only from
 //! `thresig demo`: no flag or configuration of `thresig serve` makes a
 //! signer misbehave.
 
@@ -15,13 +17,14 @@ use anyhow::{Context as _, Result, anyhow};
 use thresig_cluster::node::Node;
 use thresig_crypto::{Seat, SignatureShare};
 use thresig_daemon::{SignerError, SignerHandler};
-use thresig_engine::{HexBytes, Request, Response};
+use thresig_engine::{HexBytes, Request, Response, package_hash};
 use tokio::sync::oneshot;
 
 /// A handler that answers as `inner` does, except that every round-2 share
-/// it sends is a valid encoding of a wrong share.
+/// it sends is a valid encoding of a wrong share, signed by the member.
 struct InvalidShares<H> {
     inner: Arc<H>,
+    identity: ed25519_dalek::SigningKey,
 }
 
 /// A different share with the same encoding length: the share plus one,
@@ -45,9 +48,20 @@ fn corrupt(share: &HexBytes) -> HexBytes {
 
 impl<H: SignerHandler> SignerHandler for InvalidShares<H> {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        let answered = match &request {
+            Request::Round2(r) => Some((package_hash(r), r.wallet.clone())),
+            _ => None,
+        };
         let mut response = self.inner.handle(peer, request)?;
-        if let Response::Round2(reply) = &mut response {
+        if let (Response::Round2(reply), Some((hash, wallet))) = (&mut response, answered) {
+            // The key record it answered with, as the engine signs it.
+            let Response::WalletKey { key } =
+                self.inner.handle(peer, Request::WalletKey { wallet })?
+            else {
+                return Ok(response);
+            };
             reply.shares = reply.shares.iter().map(corrupt).collect();
+            reply.sign(&self.identity, &hash, &key.0);
         }
         Ok(response)
     }
@@ -74,6 +88,9 @@ impl Faulty {
     /// threads), the pruner, the key manager and the store's writer.
     pub(crate) fn start(seat: Seat, config: &Path, log: &Path) -> Result<Self> {
         let node = Node::open(config).with_context(|| format!("member {seat}"))?;
+        let identity = node
+            .identity_key()
+            .with_context(|| format!("member {seat}"))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,9 +112,12 @@ impl Faulty {
                 // own log; other threads keep the demo's (see `start`).
                 tracing::subscriber::with_default(logs, || {
                     let served = node
-                        .run_until(|inner| Arc::new(InvalidShares { inner }), async move {
-                            let _ = stopped.await;
-                        })
+                        .run_until(
+                            |inner| Arc::new(InvalidShares { inner, identity }),
+                            async move {
+                                let _ = stopped.await;
+                            },
+                        )
                         .with_context(|| format!("member {seat}"));
                     if let Err(error) = &served {
                         // The whole chain, as `thresig serve` prints it.

@@ -8,6 +8,7 @@
 
 mod admin;
 mod bar;
+mod blame;
 mod demo;
 mod fault;
 mod keys;
@@ -78,6 +79,9 @@ enum Command {
     Keys(keys::KeysArgs),
     /// A wallet's lifecycle steps on this member: emergency rekey, retire.
     Wallet(wallet::WalletArgs),
+    /// Check the proof `thresig sign` keeps of a member that sent an
+    /// invalid share (docs/blame.md).
+    Blame(blame::BlameArgs),
 }
 
 /// The wall clock in Unix seconds (0 if it reads before 1970).
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
         Command::Psbt(args) => psbt::main(&args, unix_now()),
         Command::Keys(args) => return keys::main(args),
         Command::Wallet(args) => return wallet::main(args),
+        Command::Blame(args) => blame::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

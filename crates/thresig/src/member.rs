@@ -26,6 +26,7 @@ use thresig_tx::{InputIndex, Network, WalletPsbt};
 use crate::admin::{self, AdminServer};
 use crate::bar::Bar;
 use crate::because;
+use crate::blame::write_proofs;
 use crate::lifecycle::pending;
 
 /// `thresig init`.
@@ -466,25 +467,40 @@ pub(crate) fn sign_and_write(
 ) -> Result<()> {
     let mut options = SignOptions::default();
     options.progress = Some(Arc::new(Bar::new()));
-    let signed = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options));
+    let result = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options));
     drop(options);
-    let outcome = match signed {
+    // Evidence is kept whether or not the run signed: a run that too many
+    // culprits stopped is when it matters most.
+    let beside = out.psbt.parent().unwrap_or(Path::new("."));
+    let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
-            // A PSBT or setup error asked nothing of the members: no run
-            // to count.
-            if matches!(e, SignError::Failed { .. }) {
+            if let SignError::Failed { proofs, .. } = &e {
+                let files = write_proofs(beside, proofs);
+                for proof in &files.paths {
+                    eprintln!(
+                        "culprit proof: {} (`thresig blame verify`)",
+                        proof.display()
+                    );
+                }
+                files.warn();
+                // A PSBT or setup error asked nothing of the members: no
+                // run to count.
                 let retryable = e.recovery() == Recovery::Retryable;
                 report_run(&c.admin_socket, &admin::Request::sign_failed(retryable));
             }
             return Err(e.into());
         }
     };
+    // The signatures are written before any proof, which cannot lose them.
     let signed = finish(psbt, &outcome.signatures)?;
     std::fs::write(&out.psbt, &signed.psbt_base64)
         .map_err(|e| because(format!("writing {}", out.psbt.display()), e))?;
     std::fs::write(&out.tx, &signed.tx_hex)
         .map_err(|e| because(format!("writing {}", out.tx.display()), e))?;
+    let files = write_proofs(beside, &outcome.proofs);
+    files.warn();
+    let proofs = files.paths;
     // Counted once it is written: the report goes last, so a signer that
     // does not answer it cannot hold back the outputs.
     report_run(&c.admin_socket, &admin::Request::signed(outcome.sessions));
@@ -499,6 +515,7 @@ pub(crate) fn sign_and_write(
                 "tx": out.tx,
                 "sessions": outcome.sessions,
                 "culprits": culprits,
+                "proofs": proofs,
             })
         );
     } else {
@@ -511,6 +528,9 @@ pub(crate) fn sign_and_write(
         );
         if !culprits.is_empty() {
             println!("  members that sent invalid shares: {culprits:?}");
+            for proof in &proofs {
+                println!("  proof: {} (`thresig blame verify`)", proof.display());
+            }
         }
     }
     Ok(())

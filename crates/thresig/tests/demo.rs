@@ -61,6 +61,7 @@ fn check_report(json: &serde_json::Value, inputs: usize) -> (Transaction, Vec<Tx
         "signatures",
         "sessions",
         "culprits",
+        "proofs",
         "malicious",
         "offline",
     ];

@@ -109,12 +109,19 @@ impl<S: Store> Signer<S> {
             Err(Error::NonceCapacity { .. }) => Vec::new(),
             Err(e) => return Err(e),
         };
-        Ok(Round2Response {
-            wallet: wallet.clone(),
-            seat: slot.seat,
-            shares: shares.into_iter().map(HexBytes).collect(),
+        let mut answer = Round2Response::new(
+            wallet.clone(),
+            slot.seat,
+            shares.into_iter().map(HexBytes).collect(),
             commitments,
-        })
+        );
+        // The record is signed too, so that a proof needs no other copy of
+        // it (docs/blame.md).
+        let record = key
+            .record()
+            .map_err(|_| Error::Internal(InternalFault::Serialization))?;
+        answer.sign(&self.identity, &checked.hash(), record);
+        Ok(answer)
     }
 
     /// The shares to release for a checked request: a durable marker's (a

@@ -1,0 +1,179 @@
+//! Blame proofs end to end: `thresig demo --malicious 1 --keep DIR` leaves
+//! a proof against the malicious member in DIR, `thresig blame verify`
+//! accepts it with a member's configuration, and refuses it with a typed
+//! error once any one of its bytes that carry evidence is changed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::thresig;
+
+/// Runs the demo with one malicious member, keeping the cluster in `dir`,
+/// and returns the proof files its report lists.
+fn demo_with_culprit(dir: &Path) -> Vec<PathBuf> {
+    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args([
+            "demo",
+            "--malicious",
+            "1",
+            "--inputs",
+            "2",
+            "--json",
+            "--keep",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["culprits"], serde_json::json!([2]), "{report}");
+    report["proofs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| PathBuf::from(p.as_str().unwrap()))
+        .collect()
+}
+
+fn verify(config: &Path, proof: &Path, json: bool) -> std::process::Output {
+    let config = config.to_str().unwrap();
+    let proof = proof.to_str().unwrap();
+    let mut args = vec!["blame", "verify", "--config", config, proof];
+    if json {
+        args.push("--json");
+    }
+    thresig(&args)
+}
+
+/// The position of the first character of the (first) string value that
+/// follows `key` in `text`, from `after` on.
+fn value_at(text: &str, key: &str, after: usize) -> usize {
+    let at = after + text[after..].find(key).unwrap_or_else(|| panic!("{key}")) + key.len();
+    at + text[at..].find('"').unwrap() + 1
+}
+
+#[test]
+fn a_demo_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let proofs = demo_with_culprit(&cluster);
+    let proof = cluster.join("culprit-2.proof.json");
+    assert_eq!(proofs, vec![proof.clone()]);
+    // Any member's configuration checks it, the coordinator's or another's.
+    for member in ["member-1", "member-4"] {
+        let config = cluster.join(member).join("signer.toml");
+        let out = verify(&config, &proof, false);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout.trim(),
+            "proof verified: member 2 (wallet seat 2) signed an invalid share for input 0 of wallet demo"
+        );
+    }
+    let config = cluster.join("member-3").join("signer.toml");
+    let out = verify(&config, &proof, true);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["member"], 2);
+
+    let text = std::fs::read_to_string(&proof).unwrap();
+    let answer = text.find("\"answer\"").unwrap();
+    let cases = [
+        (
+            "a share",
+            value_at(&text, "\"shares\":", answer),
+            "blame_bad_signature",
+        ),
+        (
+            "a fresh commitment",
+            value_at(&text, "\"commitments\":", answer),
+            "blame_bad_signature",
+        ),
+        (
+            "the signature",
+            value_at(&text, "\"signature\":", answer),
+            "blame_bad_signature",
+        ),
+        (
+            "a signing package",
+            value_at(&text, "\"packages\":", 0),
+            "blame_bad_signature",
+        ),
+        (
+            "the PSBT",
+            value_at(&text, "\"psbt\":", 0),
+            "blame_bad_signature",
+        ),
+        (
+            "the wallet key",
+            value_at(&text, "\"wallet_key\":", 0) + 40,
+            "blame_bad_signature",
+        ),
+    ];
+    for (what, at, code) in cases {
+        let mut bytes = text.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+        let altered = dir.path().join("altered.proof.json");
+        std::fs::write(&altered, &bytes).unwrap();
+        let out = verify(&config, &altered, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(out.stdout.is_empty(), "{what}");
+        assert!(stderr.contains(code), "{what}: {stderr}");
+        assert!(stderr.contains("terminal"), "{what}: {stderr}");
+    }
+
+    // Not a proof at all.
+    let config_file = cluster.join("member-1").join("signer.toml");
+    let out = verify(&config, &config_file, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a blame proof"), "{stderr}");
+}
+
+/// A proof is checked with the roster of a configuration alone: the
+/// member's store moved away and no signer running, the proof still
+/// verifies, because the accused member's own signature covers the key
+/// record it carries.
+#[test]
+fn a_proof_verifies_with_the_roster_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let proofs = demo_with_culprit(&cluster);
+    let member = cluster.join("member-4");
+    std::fs::rename(member.join("store"), dir.path().join("moved-store")).unwrap();
+    let out = verify(&member.join("signer.toml"), &proofs[0], true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["verified"], true, "{json}");
+    assert_eq!(json["member"], 2, "{json}");
+}
+
+/// A proof as large as a genuine one can be (a round-2 request near the
+/// largest `max_request_bytes`, hex-encoded) is read: here the demo's proof
+/// padded with whitespace past twice the PSBT file cap (32 MiB).
+#[test]
+fn a_proof_larger_than_twice_the_psbt_cap_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let proofs = demo_with_culprit(&cluster);
+    let mut text = std::fs::read(&proofs[0]).unwrap();
+    text.resize(33 << 20, b' ');
+    let large = dir.path().join("large.proof.json");
+    std::fs::write(&large, &text).unwrap();
+    let out = verify(&cluster.join("member-3").join("signer.toml"), &large, true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
