@@ -94,6 +94,12 @@ pub struct WalletConfig {
     /// wallet signs only a sweep to it, and only while it is `active` here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub successor: Option<WalletId>,
+    /// Seats this member's operator approved removing at the wallet's next
+    /// share refresh (`remove = [3]`): a refresh proposal must name exactly
+    /// these, so a coordinator cannot split the group by telling members
+    /// different removal sets. Empty: a refresh keeps every member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<Seat>,
 }
 
 impl WalletConfig {
@@ -107,7 +113,21 @@ impl WalletConfig {
             roster,
             policy: PolicyConfig::default(),
             successor: None,
+            remove: Vec::new(),
         }
+    }
+
+    /// This definition with `remove` as the seats its next refresh removes.
+    #[must_use]
+    pub fn with_removal(mut self, remove: Vec<Seat>) -> Self {
+        self.remove = remove;
+        self
+    }
+
+    /// The removal set, ascending (as a refresh proposal names it).
+    pub(crate) fn removal(&self) -> Vec<Seat> {
+        let set: BTreeSet<Seat> = self.remove.iter().copied().collect();
+        set.into_iter().collect()
     }
 
     /// This definition with `policy` as its signing policy.
@@ -337,6 +357,15 @@ impl SignerConfig {
                 });
             }
             w.validated_policy(self.network)?;
+            let mut removed = BTreeSet::new();
+            for seat in &w.remove {
+                if w.member(*seat).is_none() || !removed.insert(seat) {
+                    return Err(ConfigError::UnknownRemovedSeat {
+                        wallet: w.id.clone(),
+                        seat: *seat,
+                    });
+                }
+            }
         }
         for w in &self.wallets {
             if let Some(successor) = &w.successor
@@ -375,6 +404,17 @@ pub enum ConfigError {
         threshold: u16,
         /// Its roster size.
         members: usize,
+    },
+    /// A seat in the wallet's `remove` list holds no roster key, or is
+    /// listed twice (most likely a typo: it would remove nobody).
+    #[error(
+        "wallet {wallet}: `remove` names seat {seat}, which is not in the roster or is listed twice; fix the list"
+    )]
+    UnknownRemovedSeat {
+        /// The wallet.
+        wallet: WalletId,
+        /// The seat named.
+        seat: Seat,
     },
     /// The roster names one key for two seats.
     #[error("wallet {wallet}: a key holds two seats")]

@@ -61,6 +61,19 @@ pub enum DkgPayload {
         /// The transcript hash (the echo hash all members agreed on).
         transcript: HexBytes,
     },
+    /// The confirmation of a finished share refresh: the whole new public
+    /// key record, not just the output key, because a refresh keeps the
+    /// output key whatever a member equivocated.
+    RefreshConfirm {
+        /// SHA-256 of the new wallet key record's bytes (verifying shares
+        /// and members).
+        wallet_key: HexBytes,
+        /// The refresh transcript: the echo hash and the crypto layer's
+        /// transcript digest of every round-1 package, hashed together.
+        transcript: HexBytes,
+        /// The seats the refresh removed, ascending.
+        removed: Vec<Seat>,
+    },
 }
 
 impl DkgPayload {
@@ -77,6 +90,14 @@ impl DkgPayload {
                 output_key,
                 transcript,
             } => framed(TAG_CONFIRM, &[&output_key.0, &transcript.0]),
+            Self::RefreshConfirm {
+                wallet_key,
+                transcript,
+                removed,
+            } => framed(
+                TAG_REFRESH_CONFIRM,
+                &[&wallet_key.0, &transcript.0, &seat_list(removed)],
+            ),
         }
     }
 
@@ -116,6 +137,11 @@ impl DkgPayload {
                 output_key: field()?,
                 transcript: field()?,
             },
+            TAG_REFRESH_CONFIRM => Self::RefreshConfirm {
+                wallet_key: field()?,
+                transcript: field()?,
+                removed: seats_of(&field()?.0).ok_or(InvalidDkgPayload)?,
+            },
             _ => return Err(InvalidDkgPayload),
         };
         if !rest.is_empty() {
@@ -128,6 +154,49 @@ impl DkgPayload {
 const TAG_ROUND1: u8 = 1;
 const TAG_ROUND2: u8 = 2;
 const TAG_CONFIRM: u8 = 3;
+const TAG_REFRESH_CONFIRM: u8 = 4;
+
+/// Seats as consecutive 2-byte big-endian numbers.
+pub(crate) fn seat_list(seats: &[Seat]) -> Vec<u8> {
+    seats.iter().flat_map(|s| s.get().to_be_bytes()).collect()
+}
+
+/// Decodes [`seat_list`]: `None` for an odd length, a number that is no
+/// seat, or seats not strictly ascending (one canonical form per set).
+fn seats_of(bytes: &[u8]) -> Option<Vec<Seat>> {
+    let pairs = bytes.chunks_exact(2);
+    if !pairs.remainder().is_empty() {
+        return None;
+    }
+    let seats = pairs
+        .map(|p| Seat::try_from(u16::from_be_bytes([*p.first()?, *p.get(1)?])).ok())
+        .collect::<Option<Vec<Seat>>>()?;
+    seats
+        .windows(2)
+        .all(|w| w.first() < w.get(1))
+        .then_some(seats)
+}
+
+/// What a DKG session makes: a new wallet key, or new shares of the
+/// wallet's existing key (a refresh, DESIGN.md §4).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DkgKind {
+    /// A fresh key generation.
+    #[default]
+    Fresh,
+    /// A refresh of the shares of wallet epoch `from_epoch`; the seats in
+    /// `removed` (ascending) are left out of the new sharing. Every member
+    /// joins only if `removed` equals its own configuration's removal set.
+    Refresh {
+        /// The wallet epoch being refreshed (the new shares are its
+        /// successor's).
+        from_epoch: crate::ids::WalletEpoch,
+        /// The seats to remove, ascending.
+        removed: Vec<Seat>,
+    },
+}
 
 /// Bytes that are not the canonical encoding of a [`DkgPayload`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -237,10 +306,12 @@ impl SignedDkgMessage {
 }
 
 /// The echo hash: (session, wallet, t, n, roster, every round-1 package and
-/// HPKE key in seat order). Every member must compute the same one.
+/// HPKE key in seat order, and for a refresh its epoch and removal set).
+/// Every member must compute the same one.
 pub(crate) fn echo_hash(
     session: &DkgSessionId,
     wallet: &WalletConfig,
+    kind: &DkgKind,
     round1: &[(Seat, &[u8], &[u8])],
 ) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -259,6 +330,20 @@ pub(crate) fn echo_hash(
         h.update(package);
         h.update((hpke_key.len() as u64).to_be_bytes());
         h.update(hpke_key);
+    }
+    // A fresh DKG's hash is left as it always was; a refresh appends what
+    // it refreshes and whom it removes, so members told different
+    // removal sets or epochs disagree from round 2 on.
+    if let DkgKind::Refresh {
+        from_epoch,
+        removed,
+    } = kind
+    {
+        h.update(b"refresh");
+        h.update(from_epoch.0.to_be_bytes());
+        let removed = seat_list(removed);
+        h.update((removed.len() as u64).to_be_bytes());
+        h.update(removed);
     }
     h.finalize().into()
 }
@@ -371,7 +456,7 @@ mod tests {
         let seat = |n: u16| Seat::try_from(n).unwrap();
         let round1: [(Seat, &[u8], &[u8]); 2] = [(seat(1), b"p1", b"k1"), (seat(2), b"p2", b"k2")];
         assert_eq!(
-            hex::encode(echo_hash(&session, &config, &round1)),
+            hex::encode(echo_hash(&session, &config, &DkgKind::Fresh, &round1)),
             "119ab827c7009fea4e587eaaa988153b9c2ad40852910ee8f7dfbb10618d249c"
         );
         assert_eq!(
@@ -399,6 +484,21 @@ mod tests {
                 output_key,
                 transcript
             }),
+            (
+                bytes(),
+                bytes(),
+                proptest::collection::btree_set(1..=thresig_crypto::MAX_SIGNERS, 0..4)
+            )
+                .prop_map(|(wallet_key, transcript, removed)| {
+                    DkgPayload::RefreshConfirm {
+                        wallet_key,
+                        transcript,
+                        removed: removed
+                            .into_iter()
+                            .map(|n| Seat::try_from(n).unwrap())
+                            .collect(),
+                    }
+                }),
         ]
     }
 
@@ -493,7 +593,7 @@ mod tests {
             transcript: HexBytes(vec![2; 32]),
         };
         let mut bytes = confirm.to_bytes();
-        for tag in [0u8, 4, 0xff] {
+        for tag in [0u8, 5, 0xff] {
             bytes[0] = tag;
             assert_eq!(DkgPayload::from_bytes(&bytes), Err(InvalidDkgPayload));
         }

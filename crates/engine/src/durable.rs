@@ -23,7 +23,7 @@ use crate::config::WalletConfig;
 use crate::dkg_msg::DkgSessionId;
 use crate::error::{Error, InternalFault};
 use crate::ids::WalletEpoch;
-use crate::wallet::{Confirming, SigningKey, WalletState};
+use crate::wallet::{Confirming, Refreshing, ResultKind, SigningKey, WalletState};
 use thresig_store::WalletId;
 
 /// Version byte of the wallet record encoding.
@@ -95,6 +95,19 @@ fn wallet_epoch_of(key_epoch: thresig_store::KeyEpoch) -> Option<WalletEpoch> {
 
 /// Version byte of the DKG result encoding.
 const DKG_RESULT_VERSION: u8 = 1;
+
+/// Version byte of a refresh result's encoding (a DKG result that also
+/// names its wallet epoch and removal set).
+const REFRESH_RESULT_VERSION: u8 = 2;
+
+/// The number the key package of wallet epoch `epoch` is kept at.
+fn key_epoch_of(epoch: WalletEpoch) -> Result<thresig_store::KeyEpoch, Error> {
+    epoch
+        .0
+        .checked_add(FIRST_KEY_EPOCH.0)
+        .map(thresig_store::KeyEpoch)
+        .ok_or(Error::Internal(InternalFault::Invariant))
+}
 
 fn encoding_failed<E>(_: E) -> Error {
     Error::Internal(InternalFault::Serialization)
@@ -191,21 +204,65 @@ pub(crate) fn rekeying_ops<S: Store>(store: &S, wallet: &WalletId) -> Result<Vec
 }
 
 /// The stored form of a DKG result awaiting confirmation:
-/// `[version][transcript][wallet key]`.
+/// `[version 1][transcript][wallet key]`, or for a refresh
+/// `[version 2][transcript][wallet epoch: u64 BE][removed: u16 BE count,
+/// then each seat u16 BE][wallet key]`.
 fn dkg_result_value(result: &Confirming) -> Result<Vec<u8>, Error> {
-    Ok([
-        &[DKG_RESULT_VERSION][..],
-        &result.transcript(),
-        &result.key().to_bytes().map_err(encoding_failed)?,
-    ]
-    .concat())
+    let key = result.key().to_bytes().map_err(encoding_failed)?;
+    Ok(match result.kind() {
+        ResultKind::Fresh => [&[DKG_RESULT_VERSION][..], &result.transcript(), &key].concat(),
+        ResultKind::Refresh { epoch, removed } => {
+            let count = u16::try_from(removed.len()).map_err(encoding_failed)?;
+            [
+                &[REFRESH_RESULT_VERSION][..],
+                &result.transcript(),
+                &epoch.0.to_be_bytes(),
+                &count.to_be_bytes(),
+                &crate::dkg_msg::seat_list(removed),
+                &key,
+            ]
+            .concat()
+        }
+    })
 }
 
-/// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
-/// the result awaiting confirmation.
+/// A stored refresh result, decoded.
+struct StoredRefresh<'a> {
+    transcript: [u8; 32],
+    epoch: WalletEpoch,
+    removed: Vec<Seat>,
+    key: &'a [u8],
+}
+
+/// Decodes a stored refresh result; `None` for any other value.
+fn decode_refresh_result(value: &[u8]) -> Option<StoredRefresh<'_>> {
+    let ([version], rest) = value.split_first_chunk::<1>()?;
+    if *version != REFRESH_RESULT_VERSION {
+        return None;
+    }
+    let (transcript, rest) = rest.split_first_chunk::<32>()?;
+    let (epoch, rest) = rest.split_first_chunk::<8>()?;
+    let (count, mut rest) = rest.split_first_chunk::<2>()?;
+    let mut removed = Vec::new();
+    for _ in 0..u16::from_be_bytes(*count) {
+        let (seat, tail) = rest.split_first_chunk::<2>()?;
+        removed.push(Seat::try_from(u16::from_be_bytes(*seat)).ok()?);
+        rest = tail;
+    }
+    Some(StoredRefresh {
+        transcript: *transcript,
+        epoch: WalletEpoch(u64::from_be_bytes(*epoch)),
+        removed,
+        key: rest,
+    })
+}
+
+/// The unit a DKG's part 3 commits: the key package (insert-if-absent, at
+/// the result's wallet epoch: a refresh's beside the current one) and the
+/// result awaiting confirmation.
 pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<WriteOp>, Error> {
     Ok(vec![
-        key_package_op(wallet, FIRST_KEY_EPOCH, result.share())?,
+        key_package_op(wallet, key_epoch_of(result.epoch())?, result.share())?,
         WriteOp::PutDkgResult {
             wallet: wallet.clone(),
             session: dkg_session_id(result.session())?,
@@ -230,7 +287,9 @@ pub(crate) fn result_is_stored<S: Store>(
         source,
     };
     let share = key_package_bytes(result.share())?;
-    let stored_share = store.key_package(wallet, FIRST_KEY_EPOCH).map_err(read)?;
+    let stored_share = store
+        .key_package(wallet, key_epoch_of(result.epoch())?)
+        .map_err(read)?;
     if stored_share.as_ref() != Some(&share) {
         return Ok(false);
     }
@@ -278,9 +337,35 @@ pub(crate) fn confirmation_ops(
     ])
 }
 
+/// The unit that switches a refreshed wallet to its new epoch: the record
+/// names the new key package and key, the result record goes, and the old
+/// key package is deleted, all in one commit.
+pub(crate) fn switch_ops(
+    wallet: &WalletId,
+    current: &SigningKey,
+    pending: &Confirming,
+) -> Result<Vec<WriteOp>, Error> {
+    Ok(vec![
+        active_record_op(wallet, key_epoch_of(pending.epoch())?, pending.key())?,
+        WriteOp::DeleteDkgResult {
+            wallet: wallet.clone(),
+            session: dkg_session_id(pending.session())?,
+        },
+        WriteOp::DeleteKeyPackage {
+            wallet: wallet.clone(),
+            epoch: key_epoch_of(current.epoch)?,
+        },
+    ])
+}
+
 /// The unit an operator's abort of an unconfirmed DKG commits: its result
-/// and its key package are deleted (never done automatically).
-pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<WriteOp>, Error> {
+/// and its key package (of wallet epoch `epoch`) are deleted (never done
+/// automatically).
+pub(crate) fn abort_ops(
+    wallet: &WalletId,
+    session: DkgSessionId,
+    epoch: WalletEpoch,
+) -> Result<Vec<WriteOp>, Error> {
     Ok(vec![
         WriteOp::DeleteDkgResult {
             wallet: wallet.clone(),
@@ -288,7 +373,7 @@ pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<
         },
         WriteOp::DeleteKeyPackage {
             wallet: wallet.clone(),
-            epoch: FIRST_KEY_EPOCH,
+            epoch: key_epoch_of(epoch)?,
         },
     ])
 }
@@ -373,8 +458,56 @@ fn try_load<S: Store>(
     };
     Ok(match record.lifecycle {
         Lifecycle::Rekeying => WalletState::Rekeying(key),
-        Lifecycle::Active | Lifecycle::Retired => WalletState::Active(key),
+        Lifecycle::Active | Lifecycle::Retired => load_refreshing(store, config, seat, key)?,
     })
+}
+
+/// An active wallet, with the refresh result awaiting confirmations if the
+/// store holds one for the next epoch (its confirmations must be delivered
+/// again; this member's own counts). A refresh result that does not decode
+/// or fit makes the wallet `corrupt`; results of a DKG (a leftover of an
+/// aborted run the record supersedes) are not this state's.
+fn load_refreshing<S: Store>(
+    store: &S,
+    config: &WalletConfig,
+    seat: Seat,
+    current: SigningKey,
+) -> Result<WalletState, thresig_store::Error> {
+    let id = &config.id;
+    for (session, value) in store.dkg_results(id)? {
+        if value.first() != Some(&REFRESH_RESULT_VERSION) {
+            continue;
+        }
+        let Some(StoredRefresh {
+            transcript,
+            epoch,
+            removed,
+            key,
+        }) = decode_refresh_result(&value)
+        else {
+            return Ok(WalletState::Corrupt);
+        };
+        let fits = current.epoch.0.checked_add(1) == Some(epoch.0);
+        let share = match key_epoch_of(epoch) {
+            Ok(key_epoch) if fits => store.key_package(id, key_epoch)?,
+            _ => None,
+        };
+        let pending = (|| {
+            let session = DkgSessionId(session.as_bytes().try_into().ok()?);
+            signing_key(config, seat, epoch, key, &share?).map(|checked| (session, checked))
+        })();
+        let Some((session, checked)) = pending else {
+            return Ok(WalletState::Corrupt);
+        };
+        let mut pending = Confirming::new(session, checked.key, checked.share, transcript)
+            .with_kind(ResultKind::Refresh { epoch, removed });
+        pending.accept(seat);
+        return Ok(WalletState::Refreshing(Box::new(Refreshing {
+            current,
+            pending,
+        })));
+    }
+    Ok(WalletState::Active(current))
 }
 
 /// Decodes key material and checks it against the configuration.
@@ -383,8 +516,8 @@ fn try_load<S: Store>(
 /// the record is this signer's own, sealed in its store from a `WalletKey`
 /// that passed that check when it was made (see
 /// [`WalletKey::from_stored_bytes`]). What ties this signer to the record
-/// is checked: its own share fits the key, the threshold and roster size
-/// match the configuration.
+/// is checked: its own share fits the key, the threshold matches, and every
+/// member of the key holds a roster seat (a refresh may have removed some).
 fn signing_key(
     config: &WalletConfig,
     seat: Seat,
@@ -397,7 +530,7 @@ fn signing_key(
     let fits = share.seat() == seat
         && share.check_wallet(&key).is_ok()
         && key.threshold() == config.threshold
-        && key.members().len() == config.roster.len();
+        && key.members().iter().all(|m| config.member(*m).is_some());
     fits.then(|| SigningKey::new(epoch, key, share))
 }
 

@@ -44,7 +44,8 @@ pub enum ErrorCode {
     /// cluster): only members coordinate for a wallet.
     CoordinatorNotMember,
     /// A DKG proposal's threshold or roster differs from this signer's
-    /// configuration of the wallet.
+    /// configuration of the wallet, or a refresh proposal's removal set
+    /// differs from its `remove` list.
     DkgMismatch,
     /// The request names a wallet epoch other than this signer's.
     StaleEpoch,
@@ -609,6 +610,17 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// A refresh proposal's removal set differs from this member's own
+    /// configuration of the wallet (its `remove` list), or removes this
+    /// member: removals come from each member's operator, never from a
+    /// coordinator.
+    #[error(
+        "wallet {wallet}: the refresh proposal's removal set differs from this member's `remove` list (or removes this member); reconcile every remaining member's `remove` list with the command's --remove, then refresh again"
+    )]
+    RefreshMismatch {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
     /// A DKG was proposed for a wallet that already signs (or is later in
     /// its lifecycle).
     #[error(
@@ -748,7 +760,7 @@ impl Error {
                 ErrorCode::StateCorrupt
             }
             Self::Store { source, .. } | Self::MarkerPurge { source } => store_code(source),
-            Self::DkgMismatch { .. } => ErrorCode::DkgMismatch,
+            Self::DkgMismatch { .. } | Self::RefreshMismatch { .. } => ErrorCode::DkgMismatch,
             Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
                 ErrorCode::SessionConflict
             }
@@ -962,6 +974,7 @@ mod tests {
             },
             Error::StoredRecordInvalid { wallet: wallet() },
             Error::DkgMismatch { wallet: wallet() },
+            Error::RefreshMismatch { wallet: wallet() },
             Error::WalletAlreadyKeyed { wallet: wallet() },
             Error::DkgNotInPhase { wallet: wallet() },
             Error::DkgBusy {
@@ -1029,6 +1042,7 @@ mod tests {
                 | Error::KeyPackageMissing { .. }
                 | Error::StoredRecordInvalid { .. }
                 | Error::DkgMismatch { .. }
+                | Error::RefreshMismatch { .. }
                 | Error::WalletAlreadyKeyed { .. }
                 | Error::DkgNotInPhase { .. }
                 | Error::DkgBusy { .. }

@@ -76,6 +76,7 @@ mod error;
 mod ids;
 mod ledger;
 mod pool;
+mod refresh;
 mod signer;
 mod target;
 #[cfg(feature = "test-util")]
@@ -88,7 +89,7 @@ pub use api::{
 };
 pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
-pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
+pub use dkg_msg::{DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
 pub use durable::decode_shares;
 pub use signer::{OpenError, Signer};
 pub use target::{Digest, SigningTarget, taproot_wallet};

@@ -54,6 +54,9 @@ pub(crate) struct Shard {
     /// start of it from that member arrives after the cancel and is
     /// refused.
     pub(crate) dkg_cancelled: BTreeMap<CoordinatorId, DkgSessionId>,
+    /// Whether a refresh switch deleted a share whose data key the store
+    /// has not retired yet (retried at each prune).
+    pub(crate) retire_due: bool,
 }
 
 /// Proof that a coordinator is a member of a wallet: built only by
@@ -169,6 +172,7 @@ impl<S: Store> Signer<S> {
                 pending: PendingShares::default(),
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
+                retire_due: false,
             };
             wallets.insert(
                 wallet.id.clone(),
@@ -297,6 +301,7 @@ impl<S: Store> Signer<S> {
             shard.pool.prune(now);
             shard.pending.prune(now);
             crate::dkg::expire(&mut shard, now);
+            self.retire_if_due(&mut shard);
         }
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])

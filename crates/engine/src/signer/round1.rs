@@ -251,6 +251,7 @@ mod tests {
             pending: PendingShares::default(),
             dkg: None,
             dkg_cancelled: BTreeMap::new(),
+            retire_due: false,
         }
     }
 

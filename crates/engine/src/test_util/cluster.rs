@@ -337,6 +337,9 @@ impl<S: Store> Store for FaultStore<S> {
     fn corrupt_wallets(&self) -> Vec<WalletId> {
         self.inner.corrupt_wallets()
     }
+    fn retire_deleted(&self) -> Result<(), StoreError> {
+        self.inner.retire_deleted()
+    }
 }
 
 /// The store of a harness member: the real encrypted store, decorated.

@@ -1,0 +1,436 @@
+//! Share refresh (DESIGN.md §4, lifecycle): the DKG protocol over an
+//! active wallet's key, two-phase, with the new shares stored pending and
+//! switched to only on every remaining member's matching confirmation.
+//! Malicious members and coordinators are simulated by re-signing
+//! messages with the harness's member identity keys.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::dkg::*;
+use common::*;
+use thresig_crypto::{DkgRound1, KeyShare, Seat};
+use thresig_engine::test_util::identity_secret;
+use thresig_engine::{
+    DkgFault, DkgKind, DkgPayload, DkgProposal, ErrorCode, HexBytes, SignedDkgMessage, WalletEpoch,
+    WalletStateKind,
+};
+use thresig_store::{KeyEpoch, Store};
+
+const N: u16 = 3;
+
+/// A refresh proposal of session `[session; 32]` from wallet epoch `from`,
+/// removing `removed`.
+fn refresh(c: &Cluster, session: u8, from: u64, removed: &[u16]) -> DkgProposal {
+    proposal(c, "w", session).with_kind(DkgKind::Refresh {
+        from_epoch: WalletEpoch(from),
+        removed: removed.iter().map(|s| seat(*s)).collect(),
+    })
+}
+
+/// Part 1 at `at`.
+fn part1_at(c: &mut Cluster, p: &DkgProposal, at: &[u16]) -> Vec<SignedDkgMessage> {
+    at.iter()
+        .map(|s| {
+            let signer = c.members[usize::from(*s) - 1].signer();
+            signer
+                .dkg_start(c.now, coordinator(1), p, &mut c.rng)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Part 3 at `at`, each expected to succeed: the confirmations.
+fn part3_at(
+    c: &Cluster,
+    p: &DkgProposal,
+    inbox: &BTreeMap<Seat, Vec<SignedDkgMessage>>,
+    at: &[u16],
+) -> Vec<SignedDkgMessage> {
+    at.iter()
+        .map(|s| {
+            c.member(*s)
+                .signer()
+                .dkg_finish(
+                    c.now,
+                    coordinator(1),
+                    &p.wallet,
+                    p.session,
+                    &inbox[&seat(*s)],
+                )
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Sets every member's `remove` list to `removed` and restarts it (an
+/// operator edits the configuration and restarts the signer).
+fn configure_removal(c: &mut Cluster, removed: &[u16]) {
+    for s in seats(c) {
+        let config = &mut c.members[usize::from(s) - 1].config;
+        config.wallets[0].remove = removed.iter().map(|n| seat(*n)).collect();
+        c.restart(s);
+    }
+}
+
+/// The wallet signs at its current epoch; the harness aggregates with the
+/// key the signers now report.
+fn signs(c: &mut Cluster, signers: &[u16]) {
+    let key = c.member(signers[0]).signer().wallet_key(&wid("w")).unwrap();
+    c.keys.insert(wid("w"), key);
+    c.sign("w", signers, &[[7; 32]]);
+}
+
+/// `msg` with its payload changed by `edit`, re-signed by its sender (a
+/// malicious member, or a coordinator holding its key).
+fn resigned(msg: &SignedDkgMessage, edit: impl FnOnce(&mut DkgPayload)) -> SignedDkgMessage {
+    let mut payload = msg.payload.clone();
+    edit(&mut payload);
+    SignedDkgMessage::sign(
+        &identity_secret(msg.sender.get()),
+        msg.session,
+        msg.wallet.clone(),
+        msg.sender,
+        payload,
+    )
+}
+
+/// Every member reports `state` at `epoch`.
+fn all_at(c: &Cluster, state: WalletStateKind, epoch: u64) {
+    for s in seats(c) {
+        let status = c.member(s).signer().status(&wid("w")).unwrap();
+        assert_eq!(
+            (status.state, status.epoch),
+            (state, Some(WalletEpoch(epoch))),
+            "seat {s}"
+        );
+    }
+}
+
+#[test]
+fn a_refresh_keeps_the_output_key_and_switches_only_on_every_confirmation() {
+    let mut c = Cluster::new(501, 2, N, &["w"], small_limits());
+    let before = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    let p = refresh(&c, 1, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let confirmations = confirmations(&c, &p, &inbox);
+    // Stored pending beside the old shares; still signing with the old.
+    all_at(&c, WalletStateKind::Refreshing, 0);
+    let store = c.member(1).store();
+    assert!(store.key_package(&wid("w"), KeyEpoch(1)).unwrap().is_some());
+    assert!(store.key_package(&wid("w"), KeyEpoch(2)).unwrap().is_some());
+    signs(&mut c, &[1, 2]);
+    // Two of three confirmations switch nobody.
+    assert!(!deliver(&c, 1, "w", &confirmations[1..2]));
+    all_at(&c, WalletStateKind::Refreshing, 0);
+    activate_everywhere(&c, "w", &confirmations);
+    all_at(&c, WalletStateKind::Active, 1);
+    let after = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    assert_eq!(after.output_key(), before.output_key());
+    assert_ne!(after, before, "the verifying shares are new");
+    signs(&mut c, &[1, 3]);
+    // A request of the old epoch is stale everywhere.
+    let err = c
+        .sign_at_epoch(COORD_A, WalletEpoch(0), "w", &[1, 2], &[[8; 32]])
+        .unwrap_err();
+    assert_eq!(err.1.code(), ErrorCode::StaleEpoch);
+}
+
+/// After the switch the old key package is deleted and the data key that
+/// sealed it is retired: the old share cannot be read back from the store.
+#[test]
+fn a_switch_deletes_the_old_share_and_retires_its_data_key() {
+    let mut c = Cluster::new(502, 2, N, &["w"], small_limits());
+    let store = c.member(1).store();
+    let before = store.inner.keyring_status().unwrap();
+    let p = refresh(&c, 1, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
+    let store = c.member(1).store();
+    assert!(store.key_package(&wid("w"), KeyEpoch(1)).unwrap().is_none());
+    let after = store.inner.keyring_status().unwrap();
+    assert_ne!(after.current, before.current, "a new data key seals");
+    assert!(
+        after.retired.contains(&before.current),
+        "the data key of the old share is retired: {after:?}"
+    );
+}
+
+#[test]
+fn a_member_restarted_before_the_switch_finishes_it_when_confirmations_arrive() {
+    let mut c = Cluster::new(503, 2, N, &["w"], small_limits());
+    let p = refresh(&c, 1, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let confirmations = confirmations(&c, &p, &inbox);
+    c.restart(2);
+    assert_eq!(state(&c, 2, "w"), WalletStateKind::Refreshing);
+    signs(&mut c, &[2, 3]);
+    activate_everywhere(&c, "w", &confirmations);
+    all_at(&c, WalletStateKind::Active, 1);
+    c.restart(2);
+    all_at(&c, WalletStateKind::Active, 1);
+    signs(&mut c, &[1, 2]);
+}
+
+#[test]
+fn an_operator_abort_discards_a_pending_refresh_and_keeps_the_old_shares() {
+    let mut c = Cluster::new(504, 2, N, &["w"], small_limits());
+    let p = refresh(&c, 1, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let late = confirmations(&c, &p, &inbox);
+    for s in seats(&c) {
+        c.member(s)
+            .signer()
+            .dkg_abort(&wid("w"), p.session)
+            .unwrap();
+    }
+    all_at(&c, WalletStateKind::Active, 0);
+    assert!(
+        c.member(1)
+            .store()
+            .key_package(&wid("w"), KeyEpoch(2))
+            .unwrap()
+            .is_none()
+    );
+    // Late confirmations find nothing to confirm.
+    let err = c.member(1).signer().dkg_confirm(&wid("w"), &late[1]);
+    assert_eq!(err.unwrap_err().code(), ErrorCode::DkgNotInPhase);
+    signs(&mut c, &[1, 2]);
+    // A new refresh can run.
+    let p = refresh(&c, 2, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
+    all_at(&c, WalletStateKind::Active, 1);
+}
+
+/// Seat 3 shows seat 2 another round-1 package than it shows seat 1 (a
+/// refresh package has no proof of knowledge and a zero constant term, so
+/// the keys alone would never show it): the echo hashes differ, both
+/// honest members refuse in part 3, and nobody stores or switches.
+#[test]
+fn an_equivocated_round1_is_refused_and_everyone_keeps_the_old_shares() {
+    let mut c = Cluster::new(505, 2, N, &["w"], small_limits());
+    let p = refresh(&c, 1, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    // The second package, made from seat 3's own share, under seat 3's key.
+    let stored = c
+        .member(3)
+        .store()
+        .key_package(&wid("w"), KeyEpoch(1))
+        .unwrap()
+        .unwrap();
+    let share = KeyShare::from_bytes(&stored).unwrap();
+    let (_, other) = DkgRound1::refresh(&share, &c.keys[&wid("w")], &[], &mut c.rng).unwrap();
+    let equivocated = resigned(&r1[2], |payload| {
+        let DkgPayload::Round1 { package, .. } = payload else {
+            panic!()
+        };
+        *package = HexBytes(other.to_bytes().unwrap());
+    });
+    let out = part2_each(&mut c, &p, |s| {
+        let mut view: Vec<_> = r1.iter().filter(|m| m.sender != s).cloned().collect();
+        if s == seat(2) {
+            view.retain(|m| m.sender != seat(3));
+            view.push(equivocated.clone());
+        }
+        view
+    });
+    let inbox = route(out.into_values().flat_map(Result::unwrap));
+    for (s, result) in seats(&c).zip(part3(&c, &p, &inbox)) {
+        if s == 3 {
+            continue;
+        }
+        let (_, _, fault) = fault_of(result.unwrap_err());
+        assert_eq!(fault, DkgFault::EchoMismatch, "seat {s}");
+    }
+    for s in [1, 2] {
+        assert_eq!(state(&c, s, "w"), WalletStateKind::Active);
+        assert!(
+            c.member(s)
+                .store()
+                .key_package(&wid("w"), KeyEpoch(2))
+                .unwrap()
+                .is_none()
+        );
+    }
+    signs(&mut c, &[1, 2]);
+}
+
+/// A round-1 package that would change the group key (a fresh DKG's, with
+/// a constant term) relayed as seat 3's is refused naming seat 3, which
+/// signed it.
+#[test]
+fn a_round1_package_that_would_change_the_group_key_is_refused() {
+    let mut c = Cluster::new(506, 2, N, &["w"], small_limits());
+    let p = refresh(&c, 1, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let params = thresig_crypto::GroupParams::new(2, N).unwrap();
+    let (_, fresh) = DkgRound1::start(
+        params,
+        seat(3),
+        thresig_crypto::ScriptTree::KeyPathOnly,
+        &mut c.rng,
+    )
+    .unwrap();
+    let forged = resigned(&r1[2], |payload| {
+        let DkgPayload::Round1 { package, .. } = payload else {
+            panic!()
+        };
+        *package = HexBytes(fresh.to_bytes().unwrap());
+    });
+    let mut out = part2_each(&mut c, &p, |s| {
+        let mut view: Vec<_> = r1
+            .iter()
+            .filter(|m| m.sender != s && m.sender != seat(3))
+            .cloned()
+            .collect();
+        if s != seat(3) {
+            view.push(forged.clone());
+        }
+        view
+    });
+    for s in [1, 2] {
+        let (accuser, accused, fault) = fault_of(out.remove(&seat(s)).unwrap().unwrap_err());
+        assert_eq!((accuser, accused), (s, Some(3)));
+        assert!(
+            matches!(
+                fault,
+                DkgFault::WrongPackageLength | DkgFault::InvalidPackage
+            ),
+            "{fault:?}"
+        );
+    }
+    all_at(&c, WalletStateKind::Active, 0);
+    signs(&mut c, &[1, 2]);
+}
+
+/// A coordinator that names a removal set other than a member's own
+/// `remove` list is refused by that member, before it does anything.
+#[test]
+fn a_removal_set_other_than_the_members_own_is_refused() {
+    let mut c = Cluster::new(507, 2, 4, &["w"], small_limits());
+    // Nobody's configuration removes anyone: removing seat 4 is refused.
+    let p = refresh(&c, 1, 0, &[4]);
+    for s in 1..=3u16 {
+        let err = c.members[usize::from(s) - 1]
+            .signer()
+            .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DkgMismatch, "seat {s}");
+    }
+    // Every configuration removes seat 4: removing nobody, or seat 3, is refused.
+    configure_removal(&mut c, &[4]);
+    for removed in [&[][..], &[3], &[3, 4]] {
+        let p = refresh(&c, 2, 0, removed);
+        let err = c.members[0]
+            .signer()
+            .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
+            .unwrap_err();
+        assert!(
+            matches!(err, thresig_engine::Error::RefreshMismatch { .. }),
+            "{removed:?}: {err:?}"
+        );
+    }
+    all_at(&c, WalletStateKind::Active, 0);
+}
+
+/// With seat 3 removed (in every member's configuration), seats 1 and 2
+/// refresh alone: their confirmations suffice, seat 3's old share does not
+/// fit the new key record, and the wallet signs with the remaining seats.
+#[test]
+fn a_refresh_with_a_removal_switches_on_the_remaining_members_and_drops_the_seat() {
+    let mut c = Cluster::new(508, 2, N, &["w"], small_limits());
+    configure_removal(&mut c, &[3]);
+    let p = refresh(&c, 1, 0, &[3]);
+    // The removed member does not take part.
+    let err = c.members[2]
+        .signer()
+        .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DkgMismatch);
+    let r1 = part1_at(&mut c, &p, &[1, 2]);
+    let out = part2_each(&mut c, &p, |s| {
+        r1.iter().filter(|m| m.sender != s).cloned().collect()
+    });
+    let inbox = route(
+        out.into_iter()
+            .filter(|(s, _)| s.get() != 3)
+            .flat_map(|(_, r)| r.unwrap()),
+    );
+    let confirmations = part3_at(&c, &p, &inbox, &[1, 2]);
+    for s in [1, 2] {
+        assert!(deliver(&c, s, "w", &confirmations), "seat {s}");
+    }
+    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    assert_eq!(key.members(), vec![seat(1), seat(2)]);
+    let stored = c
+        .member(3)
+        .store()
+        .key_package(&wid("w"), KeyEpoch(1))
+        .unwrap()
+        .unwrap();
+    let old = KeyShare::from_bytes(&stored).unwrap();
+    assert!(old.check_wallet(&key).is_err());
+    signs(&mut c, &[1, 2]);
+}
+
+/// A validly signed confirmation of another key package (here: another
+/// wallet key record) is refused naming its signer; the member keeps
+/// signing with its old shares and still switches on the right ones.
+#[test]
+fn a_confirmation_of_another_key_package_is_refused_naming_its_signer() {
+    let mut c = Cluster::new(509, 2, N, &["w"], small_limits());
+    let p = refresh(&c, 1, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let confirmations = confirmations(&c, &p, &inbox);
+    let mixed = resigned(&confirmations[1], |payload| {
+        let DkgPayload::RefreshConfirm { wallet_key, .. } = payload else {
+            panic!()
+        };
+        wallet_key.0[0] ^= 1;
+    });
+    let err = c
+        .member(1)
+        .signer()
+        .dkg_confirm(&wid("w"), &mixed)
+        .unwrap_err();
+    let (accuser, accused, fault) = fault_of(err);
+    assert_eq!(
+        (accuser, accused, fault),
+        (1, Some(2), DkgFault::ConfirmationMismatch)
+    );
+    assert_eq!(state(&c, 1, "w"), WalletStateKind::Refreshing);
+    signs(&mut c, &[1, 2]);
+    activate_everywhere(&c, "w", &confirmations);
+    all_at(&c, WalletStateKind::Active, 1);
+}
+
+/// A refresh of another epoch than the wallet's is refused as stale, and a
+/// second refresh is refused while one awaits its confirmations.
+#[test]
+fn a_refresh_of_another_epoch_or_during_another_is_refused() {
+    let mut c = Cluster::new(510, 2, N, &["w"], small_limits());
+    let stale = refresh(&c, 1, 5, &[]);
+    let err = c.members[0]
+        .signer()
+        .dkg_start(c.now, coordinator(1), &stale, &mut c.rng)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StaleEpoch);
+    let p = refresh(&c, 2, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let _ = confirmations(&c, &p, &inbox);
+    let again = refresh(&c, 3, 0, &[]);
+    let err = c.members[0]
+        .signer()
+        .dkg_start(c.now, coordinator(1), &again, &mut c.rng)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DkgBusy);
+}
