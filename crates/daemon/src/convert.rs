@@ -259,12 +259,15 @@ impl TryFrom<proto::DkgProposal> for Request {
                     .ok_or(Error::InvalidId(InvalidId::IdentityKey))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self::DkgStart(DkgProposal::new(
-            session_id(&wire.session_id)?,
-            wallet_id(wire.wallet_id)?,
-            threshold,
-            roster,
-        )))
+        Ok(Self::DkgStart(
+            DkgProposal::new(
+                session_id(&wire.session_id)?,
+                wallet_id(wire.wallet_id)?,
+                threshold,
+                roster,
+            )
+            .with_kind(refresh::kind_from_wire(wire.refresh)?),
+        ))
     }
 }
 
@@ -279,6 +282,7 @@ impl From<DkgProposal> for proto::DkgProposal {
                 .into_iter()
                 .map(|key| key.to_bytes().to_vec())
                 .collect(),
+            refresh: refresh::kind_to_wire(proposal.kind),
         }
     }
 }
@@ -559,3 +563,5 @@ wire_reply!(WalletKeyReply, wallet_key_reply, WalletKeyResult);
 
 #[cfg(test)]
 mod tests;
+
+mod refresh;

@@ -179,9 +179,11 @@ fn seats_of(bytes: &[u8]) -> Option<Vec<Seat>> {
 
 /// What a DKG session makes: a new wallet key, or new shares of the
 /// wallet's existing key (a refresh, DESIGN.md §4).
+///
+/// Exhaustive on purpose: a transport that carries proposals must name
+/// every kind, so a new one cannot travel as another.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum DkgKind {
     /// A fresh key generation.
     #[default]

@@ -215,6 +215,7 @@ fn malformed_fields_become_typed_errors() {
         wallet_id: "vault-1".into(),
         threshold: 2,
         roster: vec![vec![1; 31]],
+        refresh: None,
     };
     assert!(matches!(
         Request::try_from(proposal),
