@@ -91,6 +91,10 @@ struct WalletSection {
     #[serde(default)]
     policy: PolicyConfig,
     successor: Option<WalletId>,
+    /// Cluster seats the operator approved removing at the next share
+    /// refresh (each must be one of `members`).
+    #[serde(default)]
+    remove: Vec<u16>,
 }
 
 /// A validated configuration.
@@ -506,7 +510,10 @@ fn validate_node(
             seats.push(at);
             keys.push(m.identity);
         }
-        let mut config = WalletConfig::new(w.id, w.threshold, keys).with_policy(w.policy);
+        let remove = removal(&w.id, &w.remove, &seats, &invalid)?;
+        let mut config = WalletConfig::new(w.id, w.threshold, keys)
+            .with_policy(w.policy)
+            .with_removal(remove);
         if let Some(successor) = w.successor {
             config = config.with_successor(successor);
         }
@@ -574,6 +581,33 @@ fn signer_limits(
     Ok(limits)
 }
 
+/// A wallet's `remove` list (cluster seats) as wallet seats: each must be
+/// one of the wallet's members (a repeated one the engine refuses).
+fn removal(
+    wallet: &WalletId,
+    remove: &[u16],
+    members: &[Seat],
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<Seat>, ConfigError> {
+    remove
+        .iter()
+        .map(|n| {
+            let position = members.iter().position(|m| m.get() == *n);
+            position
+                .and_then(|i| u16::try_from(i + 1).ok())
+                .and_then(|i| Seat::try_from(i).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        "wallets.remove",
+                        format!(
+                            "of wallet {wallet} names seat {n}, which is not one of its members"
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// The `[[wallets]]` field a wallet the engine refuses gets wrong.
 fn wallet_field(e: &EngineConfigError) -> &'static str {
     match e {
@@ -584,6 +618,7 @@ fn wallet_field(e: &EngineConfigError) -> &'static str {
         }
         EngineConfigError::Policy { .. } => "wallets.policy",
         EngineConfigError::BadSuccessor { .. } => "wallets.successor",
+        EngineConfigError::UnknownRemovedSeat { .. } => "wallets.remove",
         _ => "wallets",
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError, RpcCode};
-use thresig_engine::{DkgPayload, DkgProposal, DkgSessionId, ErrorCode, SignedDkgMessage};
+use thresig_engine::{DkgKind, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, SignedDkgMessage};
 use tokio::task::JoinSet;
 use tracing::info;
 
@@ -144,14 +144,49 @@ pub async fn run_dkg(
     rng: &mut (impl RngCore + CryptoRng),
     progress: &dyn Progress,
 ) -> Result<DkgOutcome, DkgError> {
+    let (session, agreed) = run(peers, wallet, DkgKind::Fresh, rng, progress).await?;
+    let output_key = output_key_of(&agreed).ok_or(DkgError::Aborted("no output key confirmed"))?;
+    Ok(DkgOutcome {
+        session,
+        output_key,
+    })
+}
+
+/// Runs a DKG session of `kind` (a fresh DKG or a share refresh) among the
+/// wallet's members that take part; the session and the confirmation
+/// payload every one of them signed. If the run fails, every member is
+/// told to drop the session (if still in part 1 or 2), so the next run
+/// does not wait for it to expire.
+pub(crate) async fn run(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    kind: DkgKind,
+    rng: &mut (impl RngCore + CryptoRng),
+    progress: &dyn Progress,
+) -> Result<(DkgSessionId, DkgPayload), DkgError> {
     let mut id = [0u8; 32];
     rng.fill_bytes(&mut id);
     let session = DkgSessionId(id);
-    let outcome = run_session(peers, wallet, session, progress).await;
+    let proposal = DkgProposal::new(
+        session,
+        wallet.id().clone(),
+        wallet.config.threshold,
+        wallet.config.roster.clone(),
+    )
+    .with_kind(kind);
+    let outcome = run_session(peers, wallet, proposal, progress).await;
     if outcome.is_err() {
         cancel(peers, wallet, session).await;
     }
-    outcome
+    outcome.map(|agreed| (session, agreed))
+}
+
+/// The output key a fresh DKG's confirmation names, if it is 32 bytes.
+fn output_key_of(payload: &DkgPayload) -> Option<[u8; 32]> {
+    match payload {
+        DkgPayload::Confirm { output_key, .. } => output_key.0.as_slice().try_into().ok(),
+        _ => None,
+    }
 }
 
 /// Tells every member to drop `session`, concurrently and at most once
@@ -177,20 +212,15 @@ async fn cancel(peers: &Arc<Peers>, wallet: &NodeWallet, session: DkgSessionId) 
     }
 }
 
-/// [`run_dkg`] of the fresh `session`.
+/// [`run`] of `proposal`: the confirmation payload every member signed.
 async fn run_session(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
-    session: DkgSessionId,
+    proposal: DkgProposal,
     progress: &dyn Progress,
-) -> Result<DkgOutcome, DkgError> {
-    let proposal = DkgProposal::new(
-        session,
-        wallet.id().clone(),
-        wallet.config.threshold,
-        wallet.config.roster.clone(),
-    );
-    let members = members(wallet);
+) -> Result<DkgPayload, DkgError> {
+    let session = proposal.session;
+    let members = taking_part(wallet, &proposal.kind);
     info!(wallet = %wallet.id(), members = members.len(), "DKG part 1");
     let round1 = each(peers, &members, "start", progress, |client, _| {
         let proposal = proposal.clone();
@@ -276,14 +306,16 @@ async fn run_session(
         async move { client.dkg_finish(wallet_id, session, mine).await }
     })
     .await?;
-    let mut output_key = None;
+    let mut agreed: Option<&DkgPayload> = None;
     for (seat, confirmation) in &confirmations {
-        let DkgPayload::Confirm {
-            output_key: key, ..
-        } = &confirmation.payload
-        else {
+        let of_kind = matches!(
+            (&proposal.kind, &confirmation.payload),
+            (DkgKind::Fresh, DkgPayload::Confirm { .. })
+                | (DkgKind::Refresh { .. }, DkgPayload::RefreshConfirm { .. })
+        );
+        if !of_kind {
             return Err(protocol("finish", wallet, *seat, "not a confirmation"));
-        };
+        }
         if confirmation.sender != *seat {
             return Err(protocol(
                 "finish",
@@ -295,17 +327,22 @@ async fn run_session(
         if !confirmation.verify(&wallet.config) {
             return Err(protocol("finish", wallet, *seat, UNSIGNED));
         }
-        let key: [u8; 32] = key
-            .0
-            .as_slice()
-            .try_into()
-            .map_err(|_| protocol("finish", wallet, *seat, "output key is not 32 bytes"))?;
-        if output_key.is_some_and(|k| k != key) {
+        if proposal.kind == DkgKind::Fresh && output_key_of(&confirmation.payload).is_none() {
+            return Err(protocol(
+                "finish",
+                wallet,
+                *seat,
+                "output key is not 32 bytes",
+            ));
+        }
+        // Every member must confirm the same result: for a refresh the
+        // whole key record and transcript, not just the (unchanged) key.
+        if agreed.is_some_and(|p| *p != confirmation.payload) {
             return Err(protocol("finish", wallet, *seat, "confirmed another key"));
         }
-        output_key = Some(key);
+        agreed = Some(&confirmation.payload);
     }
-    let Some(output_key) = output_key else {
+    let Some(agreed) = agreed.cloned() else {
         return Err(DkgError::Aborted("the wallet has no members"));
     };
 
@@ -337,14 +374,24 @@ async fn run_session(
             return Err(protocol("confirm", wallet, seat, "wallet not active"));
         }
     }
-    Ok(DkgOutcome {
-        session,
-        output_key,
-    })
+    Ok(agreed)
 }
 
 /// What a member answered with a message its identity key did not sign.
 const UNSIGNED: &str = "a message its identity key did not sign";
+
+/// The wallet's seats that take part in a session of `kind` (a refresh
+/// leaves its removed seats out), with their cluster seats.
+fn taking_part(wallet: &NodeWallet, kind: &DkgKind) -> Vec<(Seat, Seat)> {
+    let removed: &[Seat] = match kind {
+        DkgKind::Fresh => &[],
+        DkgKind::Refresh { removed, .. } => removed,
+    };
+    members(wallet)
+        .into_iter()
+        .filter(|(seat, _)| !removed.contains(seat))
+        .collect()
+}
 
 /// The wallet's seats with their cluster seats.
 fn members(wallet: &NodeWallet) -> Vec<(Seat, Seat)> {

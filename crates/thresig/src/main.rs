@@ -14,6 +14,7 @@ mod keys;
 mod load;
 mod member;
 mod psbt;
+mod refresh;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -55,6 +56,9 @@ enum Command {
     Serve(member::ServeArgs),
     /// Run a wallet's DKG among its members.
     Dkg(member::DkgArgs),
+    /// Renew a wallet's key shares (same output key, next wallet epoch),
+    /// optionally removing members for good.
+    Refresh(refresh::RefreshArgs),
     /// Sign a PSBT through ROAST.
     Sign(member::SignArgs),
     /// Show the cluster: members, reachability, wallets.
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => member::cluster(&args),
         Command::Serve(args) => member::serve(&args),
         Command::Dkg(args) => member::dkg(&args),
+        Command::Refresh(args) => refresh::main(&args),
         Command::Sign(args) => member::sign_psbt(&args),
         Command::Status(args) => member::status(&args),
         Command::Load(args) => load::main(&args, &mut rand_core::OsRng),

@@ -510,7 +510,7 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
             Ok(list) => {
                 let states: Vec<serde_json::Value> = list
                     .iter()
-                    .map(|w| json!({"wallet": w.wallet, "state": w.state, "live_nonces": w.live_nonces}))
+                    .map(|w| json!({"wallet": w.wallet, "state": w.state, "epoch": w.epoch, "live_nonces": w.live_nonces}))
                     .collect();
                 let summary: Vec<String> = list
                     .iter()
