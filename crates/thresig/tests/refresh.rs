@@ -6,10 +6,15 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use bitcoin::Transaction;
 use bitcoin::consensus::encode::deserialize_hex;
 use common::{Made, ProcessCluster, WALLET, dkg, json, seat, self_payment, thresig};
 use thresig_crypto::Seat;
+use thresig_engine::{
+    DkgKind, DkgPayload, DkgProposal, DkgSessionId, SignedDkgMessage, WalletEpoch, WalletId,
+};
 use thresig_tx::test_util::verify_with_core;
 
 /// A 2-of-3 cluster, started, with its wallet made by a DKG.
@@ -181,4 +186,252 @@ fn a_removal_must_be_in_every_members_configuration() {
     // longer signs with the others: the run completes with seats 1 and 2.
     assert_eq!(states[2].1, Some(0), "{states:?}");
     signs_and_consensus_accepts(&cluster, &made, 0x24);
+}
+
+/// Where a step-by-step refresh (this test as its coordinator, seat 1)
+/// stops for a kill -9.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    /// Every member answered part 1.
+    Part1,
+    /// Every member answered part 2.
+    Part2,
+    /// Every member stored its pending shares (part 3).
+    Part3,
+    /// Members 1 and 2 switched; member 3 has not had its confirmations.
+    Confirmed,
+}
+
+/// A refresh of epoch 0 run step by step from seat 1 up to `until`; the
+/// session's messages so far.
+struct Stepped {
+    proposal: DkgProposal,
+    confirmations: Vec<SignedDkgMessage>,
+}
+
+fn wallet_id() -> WalletId {
+    WalletId::new(WALLET.to_owned()).unwrap()
+}
+
+fn step_to(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, until: Step) -> Stepped {
+    let node = cluster.node(seat(1));
+    let peers = cluster.peers(seat(1));
+    let wallet = node.wallet(&wallet_id()).unwrap().clone();
+    let proposal = DkgProposal::new(
+        DkgSessionId([0x5e; 32]),
+        wallet_id(),
+        wallet.config.threshold,
+        wallet.config.roster.clone(),
+    )
+    .with_kind(DkgKind::Refresh {
+        from_epoch: WalletEpoch(0),
+        removed: Vec::new(),
+    });
+    let session = proposal.session;
+    runtime.block_on(async {
+        let client = |s: Seat| {
+            let peers = peers.clone();
+            async move { peers.client(s).await.unwrap() }
+        };
+        let seats = cluster.seats();
+        let mut round1 = Vec::new();
+        for s in &seats {
+            round1.push(client(*s).await.dkg_start(proposal.clone()).await.unwrap());
+        }
+        let mut confirmations = Vec::new();
+        if until >= Step::Part2 {
+            let mut inbox: BTreeMap<Seat, Vec<SignedDkgMessage>> = BTreeMap::new();
+            for s in &seats {
+                let others = round1.iter().filter(|m| m.sender != *s).cloned().collect();
+                let out = client(*s)
+                    .await
+                    .dkg_round2(wallet_id(), session, others)
+                    .await
+                    .unwrap();
+                for m in out {
+                    if let DkgPayload::Round2 { to, .. } = &m.payload {
+                        inbox.entry(*to).or_default().push(m);
+                    }
+                }
+            }
+            if until >= Step::Part3 {
+                for s in &seats {
+                    let mine = inbox.remove(s).unwrap();
+                    confirmations.push(
+                        client(*s)
+                            .await
+                            .dkg_finish(wallet_id(), session, mine)
+                            .await
+                            .unwrap(),
+                    );
+                }
+            }
+        }
+        if until >= Step::Confirmed {
+            for s in [seat(1), seat(2)] {
+                for m in &confirmations {
+                    client(s)
+                        .await
+                        .dkg_confirm(wallet_id(), m.clone())
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        Stepped {
+            proposal,
+            confirmations,
+        }
+    })
+}
+
+/// Kills member 3 with SIGKILL and starts it again over the same store.
+fn kill_and_restart(cluster: &mut ProcessCluster, runtime: &tokio::runtime::Runtime) {
+    cluster.local.kill(seat(3)).unwrap();
+    cluster.local.start(seat(3)).unwrap();
+    let peers = cluster.peers(seat(1));
+    runtime.block_on(common::wait_ready(&peers, seat(3)));
+}
+
+/// Delivers every confirmation to every member (as a coordinator does
+/// again after a member came back).
+fn deliver_all(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, run: &Stepped) {
+    let peers = cluster.peers(seat(1));
+    runtime.block_on(async {
+        for s in cluster.seats() {
+            let client = peers.client(s).await.unwrap();
+            for m in &run.confirmations {
+                client.dkg_confirm(wallet_id(), m.clone()).await.unwrap();
+            }
+        }
+    });
+}
+
+/// Tells every member to drop the session, as the driver does when a run
+/// fails.
+fn cancel_all(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, run: &Stepped) {
+    let peers = cluster.peers(seat(1));
+    runtime.block_on(async {
+        for s in cluster.seats() {
+            let client = peers.client(s).await.unwrap();
+            client
+                .dkg_cancel(wallet_id(), run.proposal.session)
+                .await
+                .unwrap();
+        }
+    });
+}
+
+/// A member killed after part 1 or 2 lost the session (memory only): the
+/// run cannot go on, every member stays on epoch 0 and signs, and once
+/// the run is cancelled a new refresh completes.
+fn killed_before_part3_aborts(step: Step, seed: u64) {
+    let (mut cluster, runtime, made) = keyed(seed);
+    let run = step_to(&cluster, &runtime, step);
+    kill_and_restart(&mut cluster, &runtime);
+    let peers = cluster.peers(seat(1));
+    let refused = runtime.block_on(async {
+        let client = peers.client(seat(3)).await.unwrap();
+        client
+            .dkg_round2(wallet_id(), run.proposal.session, Vec::new())
+            .await
+            .unwrap_err()
+    });
+    assert!(
+        refused.to_string().contains("dkg_not_in_phase"),
+        "{refused}"
+    );
+    cancel_all(&cluster, &runtime, &run);
+    for (state, epoch) in states(&cluster) {
+        assert_eq!((state.as_str(), epoch), ("active", Some(0)));
+    }
+    signs_and_consensus_accepts(&cluster, &made, 0x31);
+    let out = refresh(&cluster, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    signs_and_consensus_accepts(&cluster, &made, 0x32);
+}
+
+#[test]
+fn kill_9_of_a_member_after_part_1_aborts_the_refresh_with_nobody_switched() {
+    killed_before_part3_aborts(Step::Part1, 81);
+}
+
+#[test]
+fn kill_9_of_a_member_after_part_2_aborts_the_refresh_with_nobody_switched() {
+    killed_before_part3_aborts(Step::Part2, 82);
+}
+
+/// A member killed after storing its pending shares comes back
+/// `refreshing`, still signing at epoch 0, and switches when the
+/// confirmations are delivered again.
+#[test]
+fn kill_9_of_a_member_after_part_3_comes_back_refreshing_and_switches_on_delivery() {
+    let (mut cluster, runtime, made) = keyed(83);
+    let run = step_to(&cluster, &runtime, Step::Part3);
+    kill_and_restart(&mut cluster, &runtime);
+    assert_eq!(states(&cluster)[2], ("refreshing".to_owned(), Some(0)));
+    signs_and_consensus_accepts(&cluster, &made, 0x33);
+    deliver_all(&cluster, &runtime, &run);
+    for (state, epoch) in states(&cluster) {
+        assert_eq!((state.as_str(), epoch), ("active", Some(1)));
+    }
+    signs_and_consensus_accepts(&cluster, &made, 0x34);
+}
+
+/// A member killed while the confirmations are delivered (two members
+/// switched, it had not): the wallet signs with the switched members
+/// meanwhile, and the member switches when its confirmations arrive.
+#[test]
+fn kill_9_of_a_member_during_the_confirmations_switches_it_on_delivery() {
+    let (mut cluster, runtime, made) = keyed(84);
+    let run = step_to(&cluster, &runtime, Step::Confirmed);
+    kill_and_restart(&mut cluster, &runtime);
+    let states_now = states(&cluster);
+    assert_eq!(states_now[0], ("active".to_owned(), Some(1)));
+    assert_eq!(states_now[2], ("refreshing".to_owned(), Some(0)));
+    signs_and_consensus_accepts(&cluster, &made, 0x35);
+    deliver_all(&cluster, &runtime, &run);
+    for (state, epoch) in states(&cluster) {
+        assert_eq!((state.as_str(), epoch), ("active", Some(1)));
+    }
+    signs_and_consensus_accepts(&cluster, &made, 0x36);
+}
+
+/// The coordinator dies after part 3 (its confirmations lost with it):
+/// every member keeps signing at epoch 0, and any member can finish the
+/// refresh by asking each member for its own confirmation again (a
+/// durable result answers its session) and delivering them.
+#[test]
+fn a_coordinator_lost_after_part_3_leaves_the_old_epoch_signing_and_the_refresh_resumable() {
+    let (cluster, runtime, made) = keyed(85);
+    let run = step_to(&cluster, &runtime, Step::Part3);
+    drop(run.confirmations);
+    for (state, epoch) in states(&cluster) {
+        assert_eq!((state.as_str(), epoch), ("refreshing", Some(0)));
+    }
+    signs_and_consensus_accepts(&cluster, &made, 0x37);
+    // Another member, seat 2, resumes.
+    let peers = cluster.peers(seat(2));
+    let confirmations = runtime.block_on(async {
+        let mut all = Vec::new();
+        for s in cluster.seats() {
+            let client = peers.client(s).await.unwrap();
+            all.push(
+                client
+                    .dkg_finish(wallet_id(), run.proposal.session, Vec::new())
+                    .await
+                    .unwrap(),
+            );
+        }
+        all
+    });
+    let resumed = Stepped {
+        proposal: run.proposal,
+        confirmations,
+    };
+    deliver_all(&cluster, &runtime, &resumed);
+    for (state, epoch) in states(&cluster) {
+        assert_eq!((state.as_str(), epoch), ("active", Some(1)));
+    }
+    signs_and_consensus_accepts(&cluster, &made, 0x38);
 }
