@@ -1,6 +1,7 @@
 //! One timed DKG at (51, 100), all parts for all members in one process,
-//! then a 51-signer signature checked under the output key (about a minute
-//! of CPU; not sampled by criterion). Run with:
+//! then one timed share refresh of its key, each followed by a 51-signer
+//! signature checked under the output key (about two minutes of CPU; not
+//! sampled by criterion). Run with:
 //! `cargo bench -p thresig-crypto --bench dkg_large`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,8 +19,26 @@ fn main() {
     let (shares, wallet) = dkg_in_process(params, ScriptTree::KeyPathOnly, rng).unwrap();
     let elapsed = start.elapsed();
     println!("dkg_all_members/51-of-100: {:.1} s", elapsed.as_secs_f64());
+    signs(&shares, &wallet, rng);
 
-    // The result is a working wallet: 51 signers sign.
+    let start = Instant::now();
+    let started = shares
+        .values()
+        .map(|share| DkgRound1::refresh(share, &wallet, &[], rng))
+        .collect::<Result<Vec<_>>>()
+        .unwrap();
+    let (refreshed, same) = run_in_process(started).unwrap();
+    let elapsed = start.elapsed();
+    println!(
+        "refresh_all_members/51-of-100: {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    assert_eq!(same.output_key(), wallet.output_key());
+    signs(&refreshed, &same, rng);
+}
+
+/// The result is a working wallet: 51 signers sign.
+fn signs(shares: &BTreeMap<Seat, KeyShare>, wallet: &WalletKey, rng: &mut ChaCha20Rng) {
     let message = [1u8; 32];
     let mut nonces = Vec::new();
     let mut commitments = BTreeMap::new();
@@ -32,9 +51,9 @@ fn main() {
     let mut sig_shares = BTreeMap::new();
     for nonce in nonces {
         let seat = nonce.seat();
-        let share = sign(nonce, &package, &shares[&seat], &wallet).unwrap();
+        let share = sign(nonce, &package, &shares[&seat], wallet).unwrap();
         sig_shares.insert(seat, share);
     }
-    let signature = aggregate(&wallet, &package, &sig_shares).unwrap();
+    let signature = aggregate(wallet, &package, &sig_shares).unwrap();
     verify(&wallet.output_key(), &message, &signature).unwrap();
 }

@@ -435,3 +435,27 @@ fn a_coordinator_lost_after_part_3_leaves_the_old_epoch_signing_and_the_refresh_
     }
     signs_and_consensus_accepts(&cluster, &made, 0x38);
 }
+
+/// A 51-of-100 wallet refreshed in a local cluster of 100 signer
+/// processes. Ignored for its length (a 100-member DKG and refresh on two
+/// cores); run it alone, timed (docs/BENCHMARKS.md):
+/// `cargo build -p thresig && /usr/bin/time cargo test -p thresig --test refresh -- --ignored --nocapture`.
+#[test]
+#[ignore = "100 signer processes: minutes on two cores"]
+fn a_fifty_one_of_a_hundred_wallet_refreshes_in_a_local_cluster() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(100, 51, &[], 86);
+    cluster.start_all(&runtime);
+    let made = dkg(&cluster.config_path(seat(1)), WALLET);
+    let started = std::time::Instant::now();
+    let out = refresh(&cluster, &[]);
+    eprintln!(
+        "refresh 51-of-100: {:.1} s wall",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["output_key"], made.output_key.as_str());
+    assert_eq!(report["epoch"], 1);
+    signs_and_consensus_accepts(&cluster, &made, 0x41);
+}
