@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::dkg::*;
 use common::*;
-use thresig_crypto::{DkgRound1, KeyShare, Seat};
+use thresig_crypto::{DkgRound1, KeyShare};
 use thresig_engine::test_util::identity_secret;
 use thresig_engine::{
     DkgFault, DkgKind, DkgPayload, DkgProposal, ErrorCode, HexBytes, SignedDkgMessage, WalletEpoch,
@@ -41,27 +39,13 @@ fn part1_at(c: &mut Cluster, p: &DkgProposal, at: &[u16]) -> Vec<SignedDkgMessag
         .collect()
 }
 
-/// Part 3 at `at`, each expected to succeed: the confirmations.
-fn part3_at(
-    c: &Cluster,
-    p: &DkgProposal,
-    inbox: &BTreeMap<Seat, Vec<SignedDkgMessage>>,
-    at: &[u16],
-) -> Vec<SignedDkgMessage> {
-    at.iter()
-        .map(|s| {
-            c.member(*s)
-                .signer()
-                .dkg_finish(
-                    c.now,
-                    coordinator(1),
-                    &p.wallet,
-                    p.session,
-                    &inbox[&seat(*s)],
-                )
-                .unwrap()
-        })
-        .collect()
+/// The key package seat `s` stores at key epoch `key_epoch` (wallet
+/// epoch `key_epoch - 1`).
+fn stored(c: &Cluster, s: u16, key_epoch: u64) -> Option<thresig_store::Plaintext> {
+    c.member(s)
+        .store()
+        .key_package(&wid("w"), KeyEpoch(key_epoch))
+        .unwrap()
 }
 
 /// Sets every member's `remove` list to `removed` and restarts it (an
@@ -190,13 +174,7 @@ fn an_operator_abort_discards_a_pending_refresh_and_keeps_the_old_shares() {
             .unwrap();
     }
     all_at(&c, WalletStateKind::Active, 0);
-    assert!(
-        c.member(1)
-            .store()
-            .key_package(&wid("w"), KeyEpoch(2))
-            .unwrap()
-            .is_none()
-    );
+    assert!(stored(&c, 1, 2).is_none());
     // Late confirmations find nothing to confirm.
     let err = c.member(1).signer().dkg_confirm(&wid("w"), &late[1]);
     assert_eq!(err.unwrap_err().code(), ErrorCode::DkgNotInPhase);
@@ -219,13 +197,7 @@ fn an_equivocated_round1_is_refused_and_everyone_keeps_the_old_shares() {
     let p = refresh(&c, 1, 0, &[]);
     let r1 = part1(&mut c, &p);
     // The second package, made from seat 3's own share, under seat 3's key.
-    let stored = c
-        .member(3)
-        .store()
-        .key_package(&wid("w"), KeyEpoch(1))
-        .unwrap()
-        .unwrap();
-    let share = KeyShare::from_bytes(&stored).unwrap();
+    let share = KeyShare::from_bytes(&stored(&c, 3, 1).unwrap()).unwrap();
     let (_, other) = DkgRound1::refresh(&share, &c.keys[&wid("w")], &[], &mut c.rng).unwrap();
     let equivocated = resigned(&r1[2], |payload| {
         let DkgPayload::Round1 { package, .. } = payload else {
@@ -251,13 +223,7 @@ fn an_equivocated_round1_is_refused_and_everyone_keeps_the_old_shares() {
     }
     for s in [1, 2] {
         assert_eq!(state(&c, s, "w"), WalletStateKind::Active);
-        assert!(
-            c.member(s)
-                .store()
-                .key_package(&wid("w"), KeyEpoch(2))
-                .unwrap()
-                .is_none()
-        );
+        assert!(stored(&c, s, 2).is_none());
     }
     signs(&mut c, &[1, 2]);
 }
@@ -358,24 +324,24 @@ fn a_refresh_with_a_removal_switches_on_the_remaining_members_and_drops_the_seat
     let out = part2_each(&mut c, &p, |s| {
         r1.iter().filter(|m| m.sender != s).cloned().collect()
     });
-    let inbox = route(
+    let mut inbox = route(
         out.into_iter()
             .filter(|(s, _)| s.get() != 3)
             .flat_map(|(_, r)| r.unwrap()),
     );
-    let confirmations = part3_at(&c, &p, &inbox, &[1, 2]);
+    // Seat 3, removed, gets nothing and refuses part 3; the others finish.
+    inbox.entry(seat(3)).or_default();
+    let confirmations: Vec<_> = part3(&c, &p, &inbox)
+        .into_iter()
+        .take(2)
+        .map(Result::unwrap)
+        .collect();
     for s in [1, 2] {
         assert!(deliver(&c, s, "w", &confirmations), "seat {s}");
     }
     let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
     assert_eq!(key.members(), vec![seat(1), seat(2)]);
-    let stored = c
-        .member(3)
-        .store()
-        .key_package(&wid("w"), KeyEpoch(1))
-        .unwrap()
-        .unwrap();
-    let old = KeyShare::from_bytes(&stored).unwrap();
+    let old = KeyShare::from_bytes(&stored(&c, 3, 1).unwrap()).unwrap();
     assert!(old.check_wallet(&key).is_err());
     signs(&mut c, &[1, 2]);
 }

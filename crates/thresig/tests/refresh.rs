@@ -64,19 +64,7 @@ fn states(cluster: &ProcessCluster) -> Vec<(String, Option<u64>)> {
 fn signs_and_consensus_accepts(cluster: &ProcessCluster, made: &Made, byte: u8) {
     let dir = tempfile::tempdir().unwrap();
     let psbt = self_payment(dir.path(), made, byte);
-    let config = cluster.config_path(seat(1));
-    let signed = json(
-        &[
-            "sign",
-            "--config",
-            config.to_str().unwrap(),
-            "--wallet",
-            WALLET,
-            "--psbt",
-            psbt.to_str().unwrap(),
-        ],
-        0,
-    );
+    let signed = common::sign(&cluster.config_path(seat(1)), &psbt);
     let tx_hex = std::fs::read_to_string(signed["tx"].as_str().unwrap()).unwrap();
     let tx: Transaction = deserialize_hex(tx_hex.trim()).unwrap();
     let prevout = bitcoin::TxOut {
@@ -116,6 +104,13 @@ fn restart(cluster: &mut ProcessCluster, at: Seat, runtime: &tokio::runtime::Run
     runtime.block_on(common::wait_ready(&peers, at));
 }
 
+/// Every member reports the wallet in `state` at `epoch`.
+fn all_at(cluster: &ProcessCluster, state: &str, epoch: u64) {
+    for member in states(cluster) {
+        assert_eq!((member.0.as_str(), member.1), (state, Some(epoch)));
+    }
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -129,9 +124,7 @@ fn a_refresh_keeps_the_output_key_and_the_wallet_signs_at_the_next_epoch() {
     assert_eq!(report["wallet"], WALLET);
     assert_eq!(report["output_key"], made.output_key.as_str());
     assert_eq!(report["epoch"], 1);
-    for (state, epoch) in states(&cluster) {
-        assert_eq!((state.as_str(), epoch), ("active", Some(1)));
-    }
+    all_at(&cluster, "active", 1);
     signs_and_consensus_accepts(&cluster, &made, 0x21);
     // A second refresh moves on again.
     let out = refresh(&cluster, &[]);
@@ -168,9 +161,7 @@ fn a_removal_must_be_in_every_members_configuration() {
     let out = refresh(&cluster, &["--remove", "3"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("dkg_mismatch"), "{}", stderr(&out));
-    for (state, epoch) in states(&cluster) {
-        assert_eq!((state.as_str(), epoch), ("active", Some(0)));
-    }
+    all_at(&cluster, "active", 0);
     // Approved on seat 2 as well (seat 3, removed, takes no part): done,
     // and the wallet signs with the remaining members alone.
     approve_removal(&mut cluster, seat(2), &[3], &runtime);
@@ -342,9 +333,7 @@ fn killed_before_part3_aborts(step: Step, seed: u64) {
         "{refused}"
     );
     cancel_all(&cluster, &runtime, &run);
-    for (state, epoch) in states(&cluster) {
-        assert_eq!((state.as_str(), epoch), ("active", Some(0)));
-    }
+    all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x31);
     let out = refresh(&cluster, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -361,40 +350,30 @@ fn kill_9_of_a_member_after_part_2_aborts_the_refresh_with_nobody_switched() {
     killed_before_part3_aborts(Step::Part2, 82);
 }
 
-/// A member killed after storing its pending shares comes back
-/// `refreshing`, still signing at epoch 0, and switches when the
-/// confirmations are delivered again.
-#[test]
-fn kill_9_of_a_member_after_part_3_comes_back_refreshing_and_switches_on_delivery() {
-    let (mut cluster, runtime, made) = keyed(83);
-    let run = step_to(&cluster, &runtime, Step::Part3);
+/// Member 3 killed at `step` (from part 3 on) comes back `refreshing` at
+/// epoch 0; the wallet signs meanwhile (with the old epoch, or with the
+/// members that switched), and the member switches when the confirmations
+/// are delivered again.
+fn killed_from_part3_switches_on_delivery(step: Step, seed: u64) {
+    let (mut cluster, runtime, made) = keyed(seed);
+    let run = step_to(&cluster, &runtime, step);
     kill_and_restart(&mut cluster, &runtime);
     assert_eq!(states(&cluster)[2], ("refreshing".to_owned(), Some(0)));
     signs_and_consensus_accepts(&cluster, &made, 0x33);
     deliver_all(&cluster, &runtime, &run);
-    for (state, epoch) in states(&cluster) {
-        assert_eq!((state.as_str(), epoch), ("active", Some(1)));
-    }
+    all_at(&cluster, "active", 1);
     signs_and_consensus_accepts(&cluster, &made, 0x34);
 }
 
-/// A member killed while the confirmations are delivered (two members
-/// switched, it had not): the wallet signs with the switched members
-/// meanwhile, and the member switches when its confirmations arrive.
+#[test]
+fn kill_9_of_a_member_after_part_3_comes_back_refreshing_and_switches_on_delivery() {
+    killed_from_part3_switches_on_delivery(Step::Part3, 83);
+}
+
+/// Two members switched before member 3 was killed.
 #[test]
 fn kill_9_of_a_member_during_the_confirmations_switches_it_on_delivery() {
-    let (mut cluster, runtime, made) = keyed(84);
-    let run = step_to(&cluster, &runtime, Step::Confirmed);
-    kill_and_restart(&mut cluster, &runtime);
-    let states_now = states(&cluster);
-    assert_eq!(states_now[0], ("active".to_owned(), Some(1)));
-    assert_eq!(states_now[2], ("refreshing".to_owned(), Some(0)));
-    signs_and_consensus_accepts(&cluster, &made, 0x35);
-    deliver_all(&cluster, &runtime, &run);
-    for (state, epoch) in states(&cluster) {
-        assert_eq!((state.as_str(), epoch), ("active", Some(1)));
-    }
-    signs_and_consensus_accepts(&cluster, &made, 0x36);
+    killed_from_part3_switches_on_delivery(Step::Confirmed, 84);
 }
 
 /// The coordinator dies after part 3 (its confirmations lost with it):
@@ -406,9 +385,7 @@ fn a_coordinator_lost_after_part_3_leaves_the_old_epoch_signing_and_the_refresh_
     let (cluster, runtime, made) = keyed(85);
     let run = step_to(&cluster, &runtime, Step::Part3);
     drop(run.confirmations);
-    for (state, epoch) in states(&cluster) {
-        assert_eq!((state.as_str(), epoch), ("refreshing", Some(0)));
-    }
+    all_at(&cluster, "refreshing", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x37);
     // Another member, seat 2, resumes.
     let peers = cluster.peers(seat(2));
@@ -430,9 +407,7 @@ fn a_coordinator_lost_after_part_3_leaves_the_old_epoch_signing_and_the_refresh_
         confirmations,
     };
     deliver_all(&cluster, &runtime, &resumed);
-    for (state, epoch) in states(&cluster) {
-        assert_eq!((state.as_str(), epoch), ("active", Some(1)));
-    }
+    all_at(&cluster, "active", 1);
     signs_and_consensus_accepts(&cluster, &made, 0x38);
 }
 

@@ -155,6 +155,22 @@ pub fn dkg(config: &Path, wallet: &str) -> Made {
     }
 }
 
+/// `thresig sign` of `psbt` coordinated by `config`: its JSON report.
+pub fn sign(config: &Path, psbt: &Path) -> serde_json::Value {
+    json(
+        &[
+            "sign",
+            "--config",
+            config.to_str().unwrap(),
+            "--wallet",
+            WALLET,
+            "--psbt",
+            psbt.to_str().unwrap(),
+        ],
+        0,
+    )
+}
+
 /// A PSBT file in `dir` spending one synthetic output of `wallet` (its
 /// prevout made of `byte`) back to the wallet itself, which the default
 /// policy allows.
