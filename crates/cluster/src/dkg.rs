@@ -144,7 +144,10 @@ pub async fn run_dkg(
     rng: &mut (impl RngCore + CryptoRng),
     progress: &dyn Progress,
 ) -> Result<DkgOutcome, DkgError> {
-    let (session, agreed) = run(peers, wallet, DkgKind::Fresh, rng, progress).await?;
+    let mut id = [0u8; 32];
+    rng.fill_bytes(&mut id);
+    let session = DkgSessionId(id);
+    let agreed = run(peers, wallet, session, DkgKind::Fresh, progress).await?;
     let output_key = output_key_of(&agreed).ok_or(DkgError::Aborted("no output key confirmed"))?;
     Ok(DkgOutcome {
         session,
@@ -152,21 +155,18 @@ pub async fn run_dkg(
     })
 }
 
-/// Runs a DKG session of `kind` (a fresh DKG or a share refresh) among the
-/// wallet's members that take part; the session and the confirmation
-/// payload every one of them signed. If the run fails, every member is
-/// told to drop the session (if still in part 1 or 2), so the next run
-/// does not wait for it to expire.
+/// Runs the DKG `session` (fresh random bytes) of `kind` (a fresh DKG or
+/// a share refresh) among the wallet's members that take part; the
+/// confirmation payload every one of them signed. If the run fails, every
+/// member is told to drop the session (if still in part 1 or 2), so the
+/// next run does not wait for it to expire.
 pub(crate) async fn run(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
+    session: DkgSessionId,
     kind: DkgKind,
-    rng: &mut (impl RngCore + CryptoRng),
     progress: &dyn Progress,
-) -> Result<(DkgSessionId, DkgPayload), DkgError> {
-    let mut id = [0u8; 32];
-    rng.fill_bytes(&mut id);
-    let session = DkgSessionId(id);
+) -> Result<DkgPayload, DkgError> {
     let proposal = DkgProposal::new(
         session,
         wallet.id().clone(),
@@ -178,7 +178,7 @@ pub(crate) async fn run(
     if outcome.is_err() {
         cancel(peers, wallet, session).await;
     }
-    outcome.map(|agreed| (session, agreed))
+    outcome
 }
 
 /// The output key a fresh DKG's confirmation names, if it is 32 bytes.
@@ -306,10 +306,27 @@ async fn run_session(
         async move { client.dkg_finish(wallet_id, session, mine).await }
     })
     .await?;
+    let agreed = agree(wallet, &proposal.kind, &confirmations)?;
+    info!("DKG confirmations");
+    deliver(peers, wallet, &members, confirmations, progress).await?;
+    Ok(agreed)
+}
+
+/// The confirmation payload every member signed, each checked to be of
+/// `kind`, its own and validly signed.
+///
+/// # Errors
+/// [`DkgError::Protocol`] naming the first member whose confirmation is
+/// not, or confirms another result.
+pub(crate) fn agree(
+    wallet: &NodeWallet,
+    kind: &DkgKind,
+    confirmations: &BTreeMap<Seat, SignedDkgMessage>,
+) -> Result<DkgPayload, DkgError> {
     let mut agreed: Option<&DkgPayload> = None;
-    for (seat, confirmation) in &confirmations {
+    for (seat, confirmation) in confirmations {
         let of_kind = matches!(
-            (&proposal.kind, &confirmation.payload),
+            (kind, &confirmation.payload),
             (DkgKind::Fresh, DkgPayload::Confirm { .. })
                 | (DkgKind::Refresh { .. }, DkgPayload::RefreshConfirm { .. })
         );
@@ -327,7 +344,7 @@ async fn run_session(
         if !confirmation.verify(&wallet.config) {
             return Err(protocol("finish", wallet, *seat, UNSIGNED));
         }
-        if proposal.kind == DkgKind::Fresh && output_key_of(&confirmation.payload).is_none() {
+        if *kind == DkgKind::Fresh && output_key_of(&confirmation.payload).is_none() {
             return Err(protocol(
                 "finish",
                 wallet,
@@ -342,13 +359,25 @@ async fn run_session(
         }
         agreed = Some(&confirmation.payload);
     }
-    let Some(agreed) = agreed.cloned() else {
-        return Err(DkgError::Aborted("the wallet has no members"));
-    };
+    agreed
+        .cloned()
+        .ok_or(DkgError::Aborted("the wallet has no members"))
+}
 
-    info!("DKG confirmations");
+/// Delivers every confirmation to every one of `members`, which must each
+/// then report the wallet active (switched, for a refresh).
+///
+/// # Errors
+/// [`DkgError`] naming the first member that refused or stayed inactive.
+pub(crate) async fn deliver(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    members: &[(Seat, Seat)],
+    confirmations: BTreeMap<Seat, SignedDkgMessage>,
+    progress: &dyn Progress,
+) -> Result<(), DkgError> {
     let confirmations: Arc<Vec<SignedDkgMessage>> = Arc::new(confirmations.into_values().collect());
-    let statuses = each(peers, &members, "confirm", progress, |client, _| {
+    let statuses = each(peers, members, "confirm", progress, |client, _| {
         let wallet_id = wallet.id().clone();
         let confirmations = confirmations.clone();
         // All n confirmations at once, so that delivering them takes about
@@ -374,7 +403,7 @@ async fn run_session(
             return Err(protocol("confirm", wallet, seat, "wallet not active"));
         }
     }
-    Ok(agreed)
+    Ok(())
 }
 
 /// What a member answered with a message its identity key did not sign.
@@ -382,7 +411,7 @@ const UNSIGNED: &str = "a message its identity key did not sign";
 
 /// The wallet's seats that take part in a session of `kind` (a refresh
 /// leaves its removed seats out), with their cluster seats.
-fn taking_part(wallet: &NodeWallet, kind: &DkgKind) -> Vec<(Seat, Seat)> {
+pub(crate) fn taking_part(wallet: &NodeWallet, kind: &DkgKind) -> Vec<(Seat, Seat)> {
     let removed: &[Seat] = match kind {
         DkgKind::Fresh => &[],
         DkgKind::Refresh { removed, .. } => removed,
@@ -431,7 +460,7 @@ const ATTEMPTS: usize = 3;
 /// is returned once the other requests in flight ended (each within the
 /// members' patience), so that a cancel sent after it reaches every member
 /// after its request did.
-async fn each<T, F, Fut>(
+pub(crate) async fn each<T, F, Fut>(
     peers: &Arc<Peers>,
     members: &[(Seat, Seat)],
     phase: &'static str,

@@ -9,12 +9,10 @@
 
 use std::sync::Arc;
 
-use rand_core::{CryptoRng, RngCore};
-use thresig_crypto::Seat;
 use thresig_engine::{DkgKind, DkgSessionId, WalletEpoch};
 
 use crate::config::NodeWallet;
-use crate::dkg::{DkgError, run};
+use crate::dkg::{DkgError, agree, deliver, each, run, taking_part};
 use crate::peers::Peers;
 use crate::progress::Progress;
 
@@ -31,17 +29,60 @@ pub struct RefreshOutcome {
 /// Refreshes the shares of `wallet`'s epoch `from` among its members,
 /// leaving out the wallet's configured removal set (this member's own
 /// `remove` list; every other member checks the proposal against its own).
+/// `session` is fresh random bytes, chosen by the caller so that it can
+/// name it: a run that fails from part 3 on may leave members
+/// `refreshing`, and [`resume_refresh`] of that session finishes it.
 ///
 /// # Errors
 /// [`DkgError`] as for a DKG: a member that refuses or cannot be reached
-/// fails the run, and nobody switches.
+/// fails the run, and nobody switches unless every member confirmed.
 pub async fn run_refresh(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     from: WalletEpoch,
-    rng: &mut (impl RngCore + CryptoRng),
+    session: DkgSessionId,
     progress: &dyn Progress,
 ) -> Result<RefreshOutcome, DkgError> {
+    let (kind, epoch) = refresh_of(wallet, from)?;
+    run(peers, wallet, session, kind, progress).await?;
+    Ok(RefreshOutcome { session, epoch })
+}
+
+/// Finishes the refresh `session` of `wallet` whose members stored their
+/// results but did not all get the confirmations (its coordinator died, or
+/// a member was down): each member that takes part answers a part 3 of
+/// the session with its own confirmation again (from its pending result,
+/// or from the result it switched to), and every confirmation is
+/// delivered to every member. `at` is the wallet epoch of this member
+/// (either side of the switch); only the wallet's removal set is taken
+/// from the refresh it names.
+///
+/// # Errors
+/// [`DkgError`] naming a member that holds no result of the session
+/// (`dkg_not_in_phase`: it never stored one, it was aborted, or a later
+/// refresh replaced it), that confirms another result, or that does not
+/// switch.
+pub async fn resume_refresh(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    at: WalletEpoch,
+    session: DkgSessionId,
+    progress: &dyn Progress,
+) -> Result<(), DkgError> {
+    let (kind, _) = refresh_of(wallet, at)?;
+    let members = taking_part(wallet, &kind);
+    let confirmations = each(peers, &members, "finish", progress, |client, _| {
+        let wallet_id = wallet.id().clone();
+        async move { client.dkg_finish(wallet_id, session, Vec::new()).await }
+    })
+    .await?;
+    agree(wallet, &kind, &confirmations)?;
+    deliver(peers, wallet, &members, confirmations, progress).await
+}
+
+/// The refresh of epoch `from` with the wallet's configured removal set,
+/// and the epoch it makes.
+fn refresh_of(wallet: &NodeWallet, from: WalletEpoch) -> Result<(DkgKind, WalletEpoch), DkgError> {
     let epoch = from
         .0
         .checked_add(1)
@@ -49,15 +90,11 @@ pub async fn run_refresh(
         .ok_or(DkgError::Aborted("the wallet epoch cannot grow further"))?;
     // Ascending, as every member compares it with its own list (the
     // configuration refuses a seat named twice).
-    let removed: Vec<Seat> = {
-        let mut seats = wallet.config.remove.clone();
-        seats.sort_unstable();
-        seats
-    };
+    let mut removed = wallet.config.remove.clone();
+    removed.sort_unstable();
     let kind = DkgKind::Refresh {
         from_epoch: from,
         removed,
     };
-    let (session, _) = run(peers, wallet, kind, rng, progress).await?;
-    Ok(RefreshOutcome { session, epoch })
+    Ok((kind, epoch))
 }

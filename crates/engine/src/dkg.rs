@@ -494,12 +494,21 @@ impl<S: Store> Signer<S> {
             }
             other => {
                 shard.dkg = other;
-                // A result already durable answers its own session again.
-                match shard.state.confirming() {
-                    Some(c) if c.session() == session => {
-                        c.confirmation(&self.identity, wallet, slot.seat)
+                // A result already durable answers its own session again,
+                // also once a refresh switched to it (for a member that
+                // missed the confirmations).
+                if let Some(c) = shard.state.confirming().filter(|c| c.session() == session) {
+                    return c.confirmation(&self.identity, wallet, slot.seat);
+                }
+                let retained = match &shard.state {
+                    WalletState::Active(key) => {
+                        crate::durable::retained_refresh(&self.store, wallet, key, session)?
                     }
-                    _ => Err(Error::DkgNotInPhase {
+                    _ => None,
+                };
+                match retained {
+                    Some(c) => c.confirmation(&self.identity, wallet, slot.seat),
+                    None => Err(Error::DkgNotInPhase {
                         wallet: wallet.clone(),
                     }),
                 }

@@ -338,24 +338,85 @@ pub(crate) fn confirmation_ops(
 }
 
 /// The unit that switches a refreshed wallet to its new epoch: the record
-/// names the new key package and key, the result record goes, and the old
-/// key package is deleted, all in one commit.
-pub(crate) fn switch_ops(
+/// names the new key package and key, and the old key package is deleted,
+/// all in one commit. The result record stays (it holds no secret), so
+/// this member can sign its confirmation again for a member that missed
+/// it ([`retained_refresh`]); every other stored result of the wallet (an
+/// earlier refresh's) goes.
+///
+/// # Errors
+/// [`Error::Store`] if the stored results cannot be listed.
+pub(crate) fn switch_ops<S: Store>(
+    store: &S,
     wallet: &WalletId,
     current: &SigningKey,
     pending: &Confirming,
 ) -> Result<Vec<WriteOp>, Error> {
-    Ok(vec![
+    let keep = dkg_session_id(pending.session())?;
+    let mut ops = vec![
         active_record_op(wallet, key_epoch_of(pending.epoch())?, pending.key())?,
-        WriteOp::DeleteDkgResult {
-            wallet: wallet.clone(),
-            session: dkg_session_id(pending.session())?,
-        },
         WriteOp::DeleteKeyPackage {
             wallet: wallet.clone(),
             epoch: key_epoch_of(current.epoch)?,
         },
-    ])
+    ];
+    let stored = store.dkg_results(wallet).map_err(|source| Error::Store {
+        wallet: wallet.clone(),
+        source,
+    })?;
+    for (session, _) in stored {
+        if session != keep {
+            ops.push(WriteOp::DeleteDkgResult {
+                wallet: wallet.clone(),
+                session,
+            });
+        }
+    }
+    Ok(ops)
+}
+
+/// The retained result of the refresh `session` that made `current` (the
+/// key this member switched to), as a confirmation to sign again; `None`
+/// if the store holds no such result.
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn retained_refresh<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    current: &SigningKey,
+    session: DkgSessionId,
+) -> Result<Option<Confirming>, Error> {
+    let wanted = dkg_session_id(session)?;
+    let stored = store.dkg_results(wallet).map_err(|source| Error::Store {
+        wallet: wallet.clone(),
+        source,
+    })?;
+    let current_key = current.key.to_bytes().map_err(encoding_failed)?;
+    for (id, value) in stored {
+        if id != wanted {
+            continue;
+        }
+        let Some(result) = decode_refresh_result(&value) else {
+            return Ok(None);
+        };
+        if result.epoch != current.epoch || result.key != current_key.as_slice() {
+            return Ok(None);
+        }
+        let kind = ResultKind::Refresh {
+            epoch: result.epoch,
+            removed: result.removed,
+        };
+        let confirming = Confirming::new(
+            session,
+            current.key.clone(),
+            current.share.clone(),
+            result.transcript,
+        )
+        .with_kind(kind);
+        return Ok(Some(confirming));
+    }
+    Ok(None)
 }
 
 /// The unit an operator's abort of an unconfirmed DKG commits: its result
@@ -487,6 +548,11 @@ fn load_refreshing<S: Store>(
         else {
             return Ok(WalletState::Corrupt);
         };
+        // The result that made the current epoch is kept after the switch
+        // (see `switch_ops`); only the next epoch's is pending.
+        if epoch == current.epoch {
+            continue;
+        }
         let fits = current.epoch.0.checked_add(1) == Some(epoch.0);
         let share = match key_epoch_of(epoch) {
             Ok(key_epoch) if fits => store.key_package(id, key_epoch)?,

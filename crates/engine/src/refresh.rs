@@ -241,7 +241,7 @@ impl<S: Store> Signer<S> {
         if confirmed < needed.len() {
             return Ok(ConfirmationStatus::new(confirmed, needed.len(), false));
         }
-        let ops = switch_ops(wallet, &r.current, &r.pending)?;
+        let ops = switch_ops(&self.store, wallet, &r.current, &r.pending)?;
         self.store.write(ops).map_err(|source| Error::Store {
             wallet: wallet.clone(),
             source,

@@ -400,3 +400,29 @@ fn a_refresh_of_another_epoch_or_during_another_is_refused() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DkgBusy);
 }
+
+/// A member that switched still answers a part 3 of the refresh's session
+/// with its own confirmation (its result record is kept), so a member
+/// that missed the confirmations can still get every one; the next switch
+/// drops that record.
+#[test]
+fn a_switched_member_signs_its_confirmation_again_until_the_next_refresh() {
+    let mut c = Cluster::new(511, 2, N, &["w"], small_limits());
+    let p = refresh(&c, 1, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let first = confirmations(&c, &p, &inbox);
+    activate_everywhere(&c, "w", &first);
+    let again = |c: &Cluster| {
+        c.member(1)
+            .signer()
+            .dkg_finish(c.now, coordinator(2), &p.wallet, p.session, &[])
+    };
+    assert_eq!(again(&c).unwrap(), first[0]);
+    let next = refresh(&c, 2, 1, &[]);
+    let r1 = part1(&mut c, &next);
+    let inbox = part2(&mut c, &next, &r1);
+    activate_everywhere(&c, "w", &confirmations(&c, &next, &inbox));
+    all_at(&c, WalletStateKind::Active, 2);
+    assert_eq!(again(&c).unwrap_err().code(), ErrorCode::DkgNotInPhase);
+}

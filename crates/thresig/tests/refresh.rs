@@ -193,11 +193,9 @@ enum Step {
     Confirmed,
 }
 
-/// A refresh of epoch 0 run step by step from seat 1 up to `until`; the
-/// session's messages so far.
+/// A refresh of epoch 0 run step by step from seat 1 up to `until`.
 struct Stepped {
     proposal: DkgProposal,
-    confirmations: Vec<SignedDkgMessage>,
 }
 
 fn wallet_id() -> WalletId {
@@ -269,10 +267,7 @@ fn step_to(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, until: S
                 }
             }
         }
-        Stepped {
-            proposal,
-            confirmations,
-        }
+        Stepped { proposal }
     })
 }
 
@@ -284,18 +279,15 @@ fn kill_and_restart(cluster: &mut ProcessCluster, runtime: &tokio::runtime::Runt
     runtime.block_on(common::wait_ready(&peers, seat(3)));
 }
 
-/// Delivers every confirmation to every member (as a coordinator does
-/// again after a member came back).
-fn deliver_all(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, run: &Stepped) {
-    let peers = cluster.peers(seat(1));
-    runtime.block_on(async {
-        for s in cluster.seats() {
-            let client = peers.client(s).await.unwrap();
-            for m in &run.confirmations {
-                client.dkg_confirm(wallet_id(), m.clone()).await.unwrap();
-            }
-        }
-    });
+/// `thresig refresh --resume` of the stepped session finishes it: every
+/// member at epoch 1, the output key unchanged.
+fn resumed(cluster: &ProcessCluster, run: &Stepped) {
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(cluster, &["--resume", &session]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["epoch"], 1);
+    all_at(cluster, "active", 1);
 }
 
 /// Tells every member to drop the session, as the driver does when a run
@@ -352,62 +344,40 @@ fn kill_9_of_a_member_after_part_2_aborts_the_refresh_with_nobody_switched() {
 
 /// Member 3 killed at `step` (from part 3 on) comes back `refreshing` at
 /// epoch 0; the wallet signs meanwhile (with the old epoch, or with the
-/// members that switched), and the member switches when the confirmations
-/// are delivered again.
-fn killed_from_part3_switches_on_delivery(step: Step, seed: u64) {
+/// members that switched), and `thresig refresh --resume` finishes the
+/// refresh on every member.
+fn killed_from_part3_switches_on_resume(step: Step, seed: u64) {
     let (mut cluster, runtime, made) = keyed(seed);
     let run = step_to(&cluster, &runtime, step);
     kill_and_restart(&mut cluster, &runtime);
     assert_eq!(states(&cluster)[2], ("refreshing".to_owned(), Some(0)));
     signs_and_consensus_accepts(&cluster, &made, 0x33);
-    deliver_all(&cluster, &runtime, &run);
-    all_at(&cluster, "active", 1);
+    resumed(&cluster, &run);
     signs_and_consensus_accepts(&cluster, &made, 0x34);
 }
 
 #[test]
-fn kill_9_of_a_member_after_part_3_comes_back_refreshing_and_switches_on_delivery() {
-    killed_from_part3_switches_on_delivery(Step::Part3, 83);
+fn kill_9_of_a_member_after_part_3_comes_back_refreshing_and_switches_on_resume() {
+    killed_from_part3_switches_on_resume(Step::Part3, 83);
 }
 
 /// Two members switched before member 3 was killed.
 #[test]
-fn kill_9_of_a_member_during_the_confirmations_switches_it_on_delivery() {
-    killed_from_part3_switches_on_delivery(Step::Confirmed, 84);
+fn kill_9_of_a_member_during_the_confirmations_switches_it_on_resume() {
+    killed_from_part3_switches_on_resume(Step::Confirmed, 84);
 }
 
 /// The coordinator dies after part 3 (its confirmations lost with it):
-/// every member keeps signing at epoch 0, and any member can finish the
-/// refresh by asking each member for its own confirmation again (a
-/// durable result answers its session) and delivering them.
+/// every member keeps signing at epoch 0, and `thresig refresh --resume`
+/// of the session (run from any member) collects each member's
+/// confirmation again and finishes the refresh.
 #[test]
 fn a_coordinator_lost_after_part_3_leaves_the_old_epoch_signing_and_the_refresh_resumable() {
     let (cluster, runtime, made) = keyed(85);
     let run = step_to(&cluster, &runtime, Step::Part3);
-    drop(run.confirmations);
     all_at(&cluster, "refreshing", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x37);
-    // Another member, seat 2, resumes.
-    let peers = cluster.peers(seat(2));
-    let confirmations = runtime.block_on(async {
-        let mut all = Vec::new();
-        for s in cluster.seats() {
-            let client = peers.client(s).await.unwrap();
-            all.push(
-                client
-                    .dkg_finish(wallet_id(), run.proposal.session, Vec::new())
-                    .await
-                    .unwrap(),
-            );
-        }
-        all
-    });
-    let resumed = Stepped {
-        proposal: run.proposal,
-        confirmations,
-    };
-    deliver_all(&cluster, &runtime, &resumed);
-    all_at(&cluster, "active", 1);
+    resumed(&cluster, &run);
     signs_and_consensus_accepts(&cluster, &made, 0x38);
 }
 
