@@ -252,7 +252,7 @@ impl<S: Store> Signer<S> {
         };
         let epoch = r.pending.epoch();
         let (key, share) = r.pending.into_parts();
-        shard.state = WalletState::Active(SigningKey::new(epoch, key, share));
+        shard.replace_key(WalletState::Active(SigningKey::new(epoch, key, share)));
         // The old share is deleted; its data key still decrypts a copy of
         // the database taken before. Retiring it may fail (the key
         // provider is down): the signer retries at each prune.

@@ -109,8 +109,13 @@ fn a_refresh_keeps_the_output_key_and_switches_only_on_every_confirmation() {
     // Two of three confirmations switch nobody.
     assert!(!deliver(&c, 1, "w", &confirmations[1..2]));
     all_at(&c, WalletStateKind::Refreshing, 0);
+    // Nonces drawn for the old shares do not outlive the switch.
+    c.round1(1, COORD_A, "w", 1).unwrap();
+    let live = |c: &Cluster| c.member(1).signer().status(&wid("w")).unwrap().live_nonces;
+    assert!(live(&c) > 0);
     activate_everywhere(&c, "w", &confirmations);
     all_at(&c, WalletStateKind::Active, 1);
+    assert_eq!(live(&c), 0);
     let after = c.member(1).signer().wallet_key(&wid("w")).unwrap();
     assert_eq!(after.output_key(), before.output_key());
     assert_ne!(after, before, "the verifying shares are new");

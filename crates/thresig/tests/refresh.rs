@@ -404,3 +404,37 @@ fn a_fifty_one_of_a_hundred_wallet_refreshes_in_a_local_cluster() {
     assert_eq!(report["epoch"], 1);
     signs_and_consensus_accepts(&cluster, &made, 0x41);
 }
+
+/// A malicious coordinator over the network: it proposes a refresh that
+/// removes seat 3, which no member's configuration approves, to split the
+/// group. Every member refuses it (`dkg_mismatch`) before doing anything,
+/// and the wallet keeps signing at epoch 0.
+#[test]
+fn members_refuse_a_removal_their_configuration_does_not_approve_over_the_network() {
+    let (cluster, runtime, made) = keyed(87);
+    let node = cluster.node(seat(1));
+    let wallet = node.wallet(&wallet_id()).unwrap().clone();
+    let proposal = DkgProposal::new(
+        DkgSessionId([0x6d; 32]),
+        wallet_id(),
+        wallet.config.threshold,
+        wallet.config.roster.clone(),
+    )
+    .with_kind(DkgKind::Refresh {
+        from_epoch: WalletEpoch(0),
+        removed: vec![seat(3)],
+    });
+    let peers = cluster.peers(seat(1));
+    runtime.block_on(async {
+        for s in cluster.seats() {
+            let client = peers.client(s).await.unwrap();
+            let refused = client.dkg_start(proposal.clone()).await.unwrap_err();
+            assert!(
+                refused.to_string().contains("dkg_mismatch"),
+                "seat {s}: {refused}"
+            );
+        }
+    });
+    all_at(&cluster, "active", 0);
+    signs_and_consensus_accepts(&cluster, &made, 0x39);
+}

@@ -59,6 +59,16 @@ pub(crate) struct Shard {
     pub(crate) retire_due: bool,
 }
 
+impl Shard {
+    /// Replaces the wallet's state with `state`, whose key replaces the one
+    /// the pool's nonces were drawn for: they are dropped (DESIGN.md, "Why
+    /// does round 1 draw its nonces outside the wallet's lock?").
+    pub(crate) fn replace_key(&mut self, state: WalletState) {
+        self.state = state;
+        self.pool.drop_live();
+    }
+}
+
 /// Proof that a coordinator is a member of a wallet: built only by
 /// [`Signer::handle`]'s membership check, and required by every method a
 /// coordinator's request reaches, so none of them can run unchecked (as
