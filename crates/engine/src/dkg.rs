@@ -39,8 +39,9 @@ use crate::wallet::{Confirming, ResultKind, SigningKey as WalletSigningKey, Wall
 use thresig_store::Timestamp;
 use thresig_store::WalletId;
 
-/// A coordinator's proposal to run a DKG for a wallet. The signer joins
-/// only if threshold and roster equal its own configuration.
+/// A coordinator's proposal to run a DKG for a wallet, or to refresh its
+/// shares. The signer joins only if threshold and roster equal its own
+/// configuration (and, for a refresh, the removal set its `remove` list).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DkgProposal {
@@ -88,7 +89,8 @@ impl DkgProposal {
 pub struct ConfirmationStatus {
     /// Members whose confirmation verified.
     pub confirmed: usize,
-    /// Members in the roster (all must confirm).
+    /// Members that must confirm: the roster (for a refresh, without the
+    /// removed seats).
     pub needed: usize,
     /// Whether the wallet is now active.
     pub active: bool,

@@ -225,7 +225,9 @@ impl<S: Store> Signer<S> {
     ///   [`Error::LedgerContended`] and [`Error::Store`];
     /// - abort: [`Error::Malformed`] for a commitment that does not decode;
     /// - wallet key: [`Error::WalletNotActive`] for a wallet without a key;
-    /// - the DKG parts: [`Error::DkgMismatch`], [`Error::WalletAlreadyKeyed`],
+    /// - the DKG parts (a refresh is a DKG session of kind refresh, also
+    ///   refused with [`Error::RefreshMismatch`], [`Error::StaleEpoch`] or
+    ///   [`Error::WalletNotActive`]): [`Error::DkgMismatch`], [`Error::WalletAlreadyKeyed`],
     ///   [`Error::DkgBusy`], [`Error::DkgNotInPhase`], [`Error::DkgFailed`]
     ///   naming the accused seat, [`Error::KeyPackagePresent`] and
     ///   [`Error::Store`].
