@@ -380,19 +380,23 @@ pub(crate) async fn deliver(
     let statuses = each(peers, members, "confirm", progress, |client, _| {
         let wallet_id = wallet.id().clone();
         let confirmations = confirmations.clone();
-        // All n confirmations at once, so that delivering them takes about
-        // as long as one (the member takes them in any order).
+        // Up to CONFIRMATIONS_AT_ONCE confirmations at once, so that
+        // delivering them takes about as long as a few (the member takes
+        // them in any order) without opening more streams on one
+        // connection than a member admits.
         async move {
-            let mut calls = JoinSet::new();
-            for confirmation in confirmations.iter().cloned() {
-                let (client, wallet_id) = (client.clone(), wallet_id.clone());
-                calls.spawn(async move { client.dkg_confirm(wallet_id, confirmation).await });
-            }
             let mut active = false;
-            while let Some(joined) = calls.join_next().await {
-                let status =
-                    joined.map_err(|_| DaemonError::Malformed("a confirmation task failed"))??;
-                active |= status.active;
+            for batch in confirmations.chunks(CONFIRMATIONS_AT_ONCE) {
+                let mut calls = JoinSet::new();
+                for confirmation in batch.iter().cloned() {
+                    let (client, wallet_id) = (client.clone(), wallet_id.clone());
+                    calls.spawn(async move { client.dkg_confirm(wallet_id, confirmation).await });
+                }
+                while let Some(joined) = calls.join_next().await {
+                    let status = joined
+                        .map_err(|_| DaemonError::Malformed("a confirmation task failed"))??;
+                    active |= status.active;
+                }
             }
             Ok(active)
         }
@@ -405,6 +409,12 @@ pub(crate) async fn deliver(
     }
     Ok(())
 }
+
+/// Confirmations sent to one member at once. A member admits a bounded
+/// number of streams per connection and of requests per seat (8 by
+/// default, `max_requests_per_seat`); at 100 members, all n at once were
+/// refused (`out of resources`) and failed the run.
+const CONFIRMATIONS_AT_ONCE: usize = 8;
 
 /// What a member answered with a message its identity key did not sign.
 const UNSIGNED: &str = "a message its identity key did not sign";
