@@ -223,13 +223,25 @@ impl<S: Store> Signer<S> {
             DkgKind::Refresh {
                 from_epoch,
                 removed,
-            } => crate::refresh::check_proposal(
-                slot,
-                &shard,
-                proposal.session,
-                *from_epoch,
-                removed,
-            )?,
+            } => {
+                crate::refresh::check_proposal(
+                    slot,
+                    &shard,
+                    proposal.session,
+                    *from_epoch,
+                    removed,
+                )?;
+                // The result kept of the refresh this member switched on
+                // names its session: a run under the same id could replay
+                // that run's confirmations to blame their signers.
+                if matches!(shard.state, WalletState::Active(_))
+                    && result_stored_for(&self.store, &config.id, proposal.session)?
+                {
+                    return Err(Error::DkgNotInPhase {
+                        wallet: config.id.clone(),
+                    });
+                }
+            }
         }
         expire(&mut shard, now);
         let round1 = |package: &[u8], hpke_key: &[u8]| {
@@ -475,6 +487,15 @@ impl<S: Store> Signer<S> {
                 expires,
                 coordinator,
             }) if id == session => {
+                // An operator may have begun a rekey (or aborted) since
+                // part 1: a result stored now would be an orphan share.
+                if let DkgKind::Refresh { from_epoch, .. } = &kind
+                    && !matches!(&shard.state, WalletState::Active(k) if k.epoch == *from_epoch)
+                {
+                    return Err(Error::WalletNotActive {
+                        wallet: wallet.clone(),
+                    });
+                }
                 let result =
                     self.compute_result(slot, (session, &kind), round2, state, &hpke, echo)?;
                 let hold = (coordinator, kind, expires);
@@ -502,8 +523,10 @@ impl<S: Store> Signer<S> {
                 if let Some(c) = shard.state.confirming().filter(|c| c.session() == session) {
                     return c.confirmation(&self.identity, wallet, slot.seat);
                 }
+                // A switched member now rekeying still answers, so
+                // `--resume` can finish the others' switch.
                 let retained = match &shard.state {
-                    WalletState::Active(key) => {
+                    WalletState::Active(key) | WalletState::Rekeying(key) => {
                         crate::durable::retained_refresh(&self.store, wallet, key, session)?
                     }
                     _ => None,
@@ -718,6 +741,16 @@ impl<S: Store> Signer<S> {
         if &msg.wallet != wallet || msg.session != session || !msg.verify(&slot.config) {
             return Err(dkg_failed(slot, session, NO_MEMBER, DkgFault::BadSignature));
         }
+        // A confirmation of another kind of result (a DKG's, replayed under
+        // a reused session id) proves nothing against its signer.
+        if std::mem::discriminant(&msg.payload) != std::mem::discriminant(&confirming.payload()?) {
+            return Err(dkg_failed(
+                slot,
+                session,
+                NO_MEMBER,
+                DkgFault::UnexpectedPayload,
+            ));
+        }
         if !confirming.matches(&msg.payload)? {
             return Err(dkg_failed(
                 slot,
@@ -797,14 +830,25 @@ impl<S: Store> Signer<S> {
     /// has its result and key package deleted, so a new DKG can run. Only
     /// `session` is touched: another session of the wallet in memory (one
     /// started after this one's result was adopted) keeps running, and a
-    /// confirmed (active) wallet is never touched.
+    /// confirmed (active) wallet is never touched. A refresh whose
+    /// confirmation this member released is refused: the others may switch
+    /// on it, and only a signed abandonment proves they never can.
     ///
     /// # Errors
+    /// [`Error::RefreshConfirmed`] for a refresh this member confirmed;
     /// [`Error::DkgNotInPhase`] when the wallet has no such session;
     /// [`Error::Store`] when the deletion does not commit (nothing changed).
     pub fn dkg_abort(&self, wallet: &WalletId, session: DkgSessionId) -> Result<(), Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
+        if let WalletState::Refreshing(r) = &shard.state
+            && r.pending.session() == session
+        {
+            return Err(Error::RefreshConfirmed {
+                wallet: wallet.clone(),
+                session,
+            });
+        }
         let in_memory = match &shard.dkg {
             Some(s) if s.id == session => Some(matches!(s.phase, Phase::Finished { .. })),
             _ => None,
@@ -837,7 +881,11 @@ impl<S: Store> Signer<S> {
         // or its result is stored (one memory never loaded). While another
         // session's result is awaited, they are that session's: a finished
         // part 3 of this one is only dropped from memory.
+        // A refresh's finished part 3 released no confirmation (its
+        // commit reported failure) but may be durable: delete it too.
+        let refreshed = in_memory == Some(true) && matches!(shard.state, WalletState::Active(_));
         let delete = awaiting
+            || refreshed
             || (pending
                 && (in_memory.is_some() || result_stored_for(&self.store, wallet, session)?));
         if !delete && in_memory.is_none() {

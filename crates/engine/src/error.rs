@@ -637,6 +637,18 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// An abort of a refresh whose confirmation this member already
+    /// released: the other members may switch on it, so discarding the
+    /// pending shares here could leave no epoch with a threshold of shares.
+    #[error(
+        "wallet {wallet}: this member released its confirmation of refresh {0}, so the others may switch on it and it keeps its pending shares; run `thresig refresh --resume {0}` to finish the refresh, or `thresig refresh --abort {0}` to abandon it while a member holds no result", hex::encode(session.0)
+    )]
+    RefreshConfirmed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The refresh session.
+        session: crate::dkg_msg::DkgSessionId,
+    },
     /// Another DKG session holds the wallet, or the caller did not start
     /// the session it addresses: a start of a different session is refused
     /// while one runs, and only the member that started a session may
@@ -764,7 +776,7 @@ impl Error {
             Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
                 ErrorCode::SessionConflict
             }
-            Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
+            Self::DkgNotInPhase { .. } | Self::RefreshConfirmed { .. } => ErrorCode::DkgNotInPhase,
             Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
             Self::Internal(_) => ErrorCode::Internal,
@@ -977,6 +989,10 @@ mod tests {
             Error::RefreshMismatch { wallet: wallet() },
             Error::WalletAlreadyKeyed { wallet: wallet() },
             Error::DkgNotInPhase { wallet: wallet() },
+            Error::RefreshConfirmed {
+                wallet: wallet(),
+                session,
+            },
             Error::DkgBusy {
                 wallet: wallet(),
                 holder: session,
@@ -1045,6 +1061,7 @@ mod tests {
                 | Error::RefreshMismatch { .. }
                 | Error::WalletAlreadyKeyed { .. }
                 | Error::DkgNotInPhase { .. }
+                | Error::RefreshConfirmed { .. }
                 | Error::DkgBusy { .. }
                 | Error::DkgFailed { .. }
                 | Error::KeyPackagePresent { .. }

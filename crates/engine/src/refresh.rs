@@ -13,8 +13,10 @@
 //! removed seats: the record then names the new epoch, the old key
 //! package is deleted in the same commit, and the store retires the data
 //! key that sealed it. Confirmations are accepted from any sender at any
-//! time, also after a restart; an operator's [`crate::Signer::dkg_abort`]
-//! of the session discards an unconfirmed result.
+//! time, also after a restart. An operator's [`crate::Signer::dkg_abort`]
+//! discards a result only while this member has released no confirmation
+//! of it; after that, only a signed abandonment of the session by a member
+//! that holds no result (so no one can ever switch) discards it.
 
 use std::collections::BTreeSet;
 

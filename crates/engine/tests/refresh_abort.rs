@@ -1,0 +1,173 @@
+//! Ending a share refresh safely (DESIGN.md §4, lifecycle "Aborting a
+//! refresh"): a member that released its confirmation never discards its
+//! pending shares on an operator's or coordinator's word; part 3 re-checks
+//! the wallet; a session id is never run twice.
+
+mod common;
+
+use common::dkg::*;
+use common::*;
+use thresig_crypto::ScriptTree;
+use thresig_engine::test_util::identity_secret;
+use thresig_engine::{
+    DkgKind, DkgPayload, DkgProposal, ErrorCode, HexBytes, Limits, SignedDkgMessage, WalletEpoch,
+    WalletStateKind,
+};
+use thresig_store::{KeyEpoch, Store};
+
+const N: u16 = 3;
+
+/// A refresh proposal of `wallet`, session `[session; 32]`, from wallet
+/// epoch `from`, removing no one.
+fn refresh_of(c: &Cluster, wallet: &str, session: u8, from: u64) -> DkgProposal {
+    proposal(c, wallet, session).with_kind(DkgKind::Refresh {
+        from_epoch: WalletEpoch(from),
+        removed: Vec::new(),
+    })
+}
+
+/// Seat `s`'s (state, epoch) of `wallet`.
+fn at(c: &Cluster, s: u16, wallet: &str) -> (WalletStateKind, Option<WalletEpoch>) {
+    let status = c.member(s).signer().status(&wid(wallet)).unwrap();
+    (status.state, status.epoch)
+}
+
+/// Whether seat `s` stores a key package of wallet `w` at wallet epoch
+/// `epoch` (key epochs count from 1).
+fn has_share(c: &Cluster, s: u16, w: &str, epoch: u64) -> bool {
+    c.member(s)
+        .store()
+        .key_package(&wid(w), KeyEpoch(epoch + 1))
+        .unwrap()
+        .is_some()
+}
+
+/// Review A High 2: 3-of-3 here, the coordinator withholds every
+/// confirmation, then an operator aborts at seat 2. If seat 2 dropped its
+/// pending shares, seats 1 and 3 would switch on the withheld
+/// confirmations and no epoch would hold the threshold any more.
+#[test]
+fn an_abort_after_the_confirmation_was_released_is_refused() {
+    let mut c = Cluster::new(601, 3, N, &["w"], small_limits());
+    let p = refresh_of(&c, "w", 1, 0);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let withheld = confirmations(&c, &p, &inbox);
+    let err = c.member(2).signer().dkg_abort(&wid("w"), p.session);
+    assert_eq!(err.unwrap_err().code(), ErrorCode::DkgNotInPhase);
+    assert_eq!(
+        at(&c, 2, "w"),
+        (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
+    );
+    assert!(has_share(&c, 2, "w", 1), "seat 2 keeps its pending share");
+    activate_everywhere(&c, "w", &withheld);
+    for s in seats(&c) {
+        assert_eq!(
+            at(&c, s, "w"),
+            (WalletStateKind::Active, Some(WalletEpoch(1)))
+        );
+    }
+    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    c.keys.insert(wid("w"), key);
+    c.sign("w", &[1, 2, 3], &[[7; 32]]);
+}
+
+/// Review A Medium 5 / Review B Medium 6a: the part-3 commit is durable
+/// but reported failed (no confirmation released), the operator aborts:
+/// the stored result goes too, so a restart does not bring it back.
+#[test]
+fn an_abort_deletes_a_part3_result_whose_failed_commit_was_durable() {
+    let mut c = Cluster::new(602, 2, N, &["w"], small_limits());
+    let p = refresh_of(&c, "w", 1, 0);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    let results = part3(&c, &p, &inbox);
+    assert!(results[0].is_err(), "seat 1 released no confirmation");
+    c.member(1)
+        .signer()
+        .dkg_abort(&wid("w"), p.session)
+        .unwrap();
+    c.restart(1);
+    assert_eq!(
+        at(&c, 1, "w"),
+        (WalletStateKind::Active, Some(WalletEpoch(0)))
+    );
+    assert!(!has_share(&c, 1, "w", 1), "no epoch-1 share at seat 1");
+}
+
+/// Review B Medium 7: an operator begins a rekey between part 1 and
+/// part 3. Part 3 refuses and stores nothing (before, it stored an orphan
+/// pending share and answered `internal`).
+#[test]
+fn part3_refuses_a_wallet_that_began_a_rekey_meanwhile_and_stores_nothing() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
+        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    let mut c = Cluster::with_wallets(603, 2, N, &specs, Limits::default());
+    let p = refresh_of(&c, "old", 1, 0);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    let results = part3(&c, &p, &inbox);
+    assert_eq!(
+        results[0].as_ref().unwrap_err().code(),
+        ErrorCode::WalletNotActive
+    );
+    assert_eq!(
+        at(&c, 1, "old"),
+        (WalletStateKind::Rekeying, Some(WalletEpoch(0)))
+    );
+    assert!(!has_share(&c, 1, "old", 1), "no orphan pending share");
+}
+
+/// Review A Medium 3: a coordinator runs a second refresh under the
+/// session id of the first to replay seat 2's old confirmation and have
+/// it blamed. The start is refused; nothing is accused.
+#[test]
+fn a_refresh_under_a_session_id_already_used_is_refused() {
+    let mut c = Cluster::new(604, 2, N, &["w"], small_limits());
+    let p = refresh_of(&c, "w", 1, 0);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let first = confirmations(&c, &p, &inbox);
+    activate_everywhere(&c, "w", &first);
+    let again = refresh_of(&c, "w", 1, 1);
+    for s in seats(&c) {
+        let err = c.members[usize::from(s) - 1]
+            .signer()
+            .dkg_start(c.now, coordinator(1), &again, &mut c.rng)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DkgNotInPhase, "seat {s}");
+    }
+}
+
+/// Review A Medium 3, fresh DKG: a refresh run under the wallet's DKG
+/// session id; a confirmation of that DKG signed by seat 2, replayed into
+/// the refresh, accuses no one (it confirms another kind of result).
+#[test]
+fn a_dkg_confirmation_replayed_into_a_refresh_accuses_no_one() {
+    let mut c = Cluster::new(605, 2, N, &["w"], small_limits());
+    let p = refresh_of(&c, "w", 1, 0);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let _ = confirmations(&c, &p, &inbox);
+    let key = c.member(2).signer().wallet_key(&wid("w")).unwrap();
+    let replay = SignedDkgMessage::sign(
+        &identity_secret(2),
+        p.session,
+        wid("w"),
+        seat(2),
+        DkgPayload::Confirm {
+            output_key: HexBytes(key.output_key().to_bytes().to_vec()),
+            transcript: HexBytes(vec![0; 32]),
+        },
+    );
+    let err = c
+        .member(1)
+        .signer()
+        .dkg_confirm(&wid("w"), &replay)
+        .unwrap_err();
+    assert_eq!(fault_of(err).1, None);
+}
