@@ -328,6 +328,8 @@ impl TryFrom<proto::DkgCancelRequest> for Request {
         Ok(Self::DkgCancel {
             wallet: wallet_id(wire.wallet_id)?,
             session: session_id(&wire.session_id)?,
+            abandon: wire.abandon,
+            abandonments: dkg_messages(wire.abandonments)?,
         })
     }
 }
@@ -490,7 +492,10 @@ answer!(proto::DkgMessages, Response::DkgMessages { messages } => Self {
     messages: dkg_messages_to_wire(messages),
 });
 answer!(proto::ConfirmationStatus, Response::Confirmations(status) => status.into());
-answer!(proto::DkgCancelResult, Response::DkgCancelled { dropped } => Self { dropped });
+answer!(proto::DkgCancelResult, Response::DkgCancelled { dropped, abandonment } => Self {
+    dropped,
+    abandonment: abandonment.map(Into::into),
+});
 answer!(proto::StatusResult, Response::Wallets { wallets } => Self {
     wallets: wallets.into_iter().map(Into::into).collect(),
 });
@@ -565,3 +570,5 @@ wire_reply!(WalletKeyReply, wallet_key_reply, WalletKeyResult);
 mod tests;
 
 mod refresh;
+
+pub(crate) use refresh::Abandonment;

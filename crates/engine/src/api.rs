@@ -152,12 +152,23 @@ pub enum Request {
         confirmation: SignedDkgMessage,
     },
     /// A relay whose DKG failed: drop the session if it is still in part 1
-    /// or 2 (a finished one is left to the operator).
+    /// or 2 (a finished one is left to the operator). With `abandon` or
+    /// `abandonments`, a share refresh's abort (`thresig refresh --abort`).
     DkgCancel {
         /// The wallet.
         wallet: WalletId,
         /// The session.
         session: DkgSessionId,
+        /// Asks the member to abandon the refresh `session`: it signs an
+        /// abandonment if it holds no part-3 result of it, and drops the
+        /// session for good.
+        #[serde(default)]
+        abandon: bool,
+        /// Other members' signed abandonments of the refresh `session`:
+        /// proof that nobody can switch to it, so a member holding its
+        /// result pending discards it.
+        #[serde(default)]
+        abandonments: Vec<SignedDkgMessage>,
     },
 }
 
@@ -327,7 +338,11 @@ pub enum Response {
     /// What a DKG cancel did.
     DkgCancelled {
         /// Whether a session in part 1 or 2 was dropped (false: there was
-        /// none of that id, as after an earlier cancel).
+        /// none of that id, as after an earlier cancel; with
+        /// abandonments: whether a pending refresh result was discarded).
         dropped: bool,
+        /// This member's signed abandonment, when it was asked for one.
+        #[serde(default)]
+        abandonment: Option<SignedDkgMessage>,
     },
 }

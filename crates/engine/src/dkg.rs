@@ -13,6 +13,8 @@
 //! restart aborts a DKG in progress. A failed check names the accusing and
 //! the accused seats and stops the session.
 
+mod abandon;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::SigningKey;

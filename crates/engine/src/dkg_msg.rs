@@ -74,11 +74,15 @@ pub enum DkgPayload {
         /// The seats the refresh removed, ascending.
         removed: Vec<Seat>,
     },
+    /// The sender's abandonment of a share refresh: it holds no part-3
+    /// result of the session and dropped the session's secrets, so no
+    /// confirmation of the sender can exist and nobody can switch.
+    RefreshAbandon,
 }
 
 impl DkgPayload {
     /// The canonical byte encoding: a tag (1 round 1, 2 round 2, 3
-    /// confirm), then each field length-prefixed (8-byte big-endian length).
+    /// confirm, 4 refresh confirm, 5 refresh abandonment), then each field length-prefixed (8-byte big-endian length).
     /// It is what signatures cover, and how a payload travels on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
@@ -98,6 +102,7 @@ impl DkgPayload {
                 TAG_REFRESH_CONFIRM,
                 &[&wallet_key.0, &transcript.0, &seat_list(removed)],
             ),
+            Self::RefreshAbandon => framed(TAG_REFRESH_ABANDON, &[]),
         }
     }
 
@@ -142,6 +147,7 @@ impl DkgPayload {
                 transcript: field()?,
                 removed: seats_of(&field()?.0).ok_or(InvalidDkgPayload)?,
             },
+            TAG_REFRESH_ABANDON => Self::RefreshAbandon,
             _ => return Err(InvalidDkgPayload),
         };
         if !rest.is_empty() {
@@ -155,6 +161,7 @@ const TAG_ROUND1: u8 = 1;
 const TAG_ROUND2: u8 = 2;
 const TAG_CONFIRM: u8 = 3;
 const TAG_REFRESH_CONFIRM: u8 = 4;
+const TAG_REFRESH_ABANDON: u8 = 5;
 
 /// Seats as consecutive 2-byte big-endian numbers.
 pub(crate) fn seat_list(seats: &[Seat]) -> Vec<u8> {

@@ -10,8 +10,8 @@ use common::*;
 use thresig_crypto::ScriptTree;
 use thresig_engine::test_util::identity_secret;
 use thresig_engine::{
-    DkgKind, DkgPayload, DkgProposal, ErrorCode, HexBytes, Limits, SignedDkgMessage, WalletEpoch,
-    WalletStateKind,
+    DkgKind, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Limits, SignedDkgMessage,
+    WalletEpoch, WalletStateKind,
 };
 use thresig_store::{KeyEpoch, Store};
 
@@ -170,4 +170,153 @@ fn a_dkg_confirmation_replayed_into_a_refresh_accuses_no_one() {
         .dkg_confirm(&wid("w"), &replay)
         .unwrap_err();
     assert_eq!(fault_of(err).1, None);
+}
+
+/// Review B High 1: the coordinator sends part 3 to seats 1 and 2 only.
+/// They hold the result pending and refuse an operator's abort; seat 3
+/// holds none, so it signs an abandonment (and can no longer finish the
+/// session), and its abandonment lets seats 1 and 2 discard. The wallet is
+/// then active at epoch 0 everywhere, a new refresh runs, and a rekey can
+/// begin.
+#[test]
+fn a_refresh_stuck_after_part3_on_some_members_is_abandoned_and_the_wallet_moves_on() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
+        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    let mut c = Cluster::with_wallets(606, 2, N, &specs, Limits::default());
+    let p = refresh_of(&c, "old", 1, 0);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    for s in [1, 2] {
+        c.member(s)
+            .signer()
+            .dkg_finish(
+                c.now,
+                coordinator(1),
+                &p.wallet,
+                p.session,
+                &inbox[&seat(s)],
+            )
+            .unwrap();
+    }
+    let ask = |s: u16| c.member(s).signer();
+    let held = ask(1).refresh_abandon(coordinator(1), &p.wallet, p.session);
+    assert_eq!(held.unwrap_err().code(), ErrorCode::DkgNotInPhase);
+    let proof = ask(3)
+        .refresh_abandon(coordinator(1), &p.wallet, p.session)
+        .unwrap();
+    let late = ask(3).dkg_finish(
+        c.now,
+        coordinator(1),
+        &p.wallet,
+        p.session,
+        &inbox[&seat(3)],
+    );
+    assert_eq!(late.unwrap_err().code(), ErrorCode::DkgNotInPhase);
+    for s in [1, 2] {
+        let discarded = ask(s)
+            .refresh_discard(coordinator(1), &p.wallet, p.session, vec![proof.clone()])
+            .unwrap();
+        assert!(discarded, "seat {s}");
+        assert!(!has_share(&c, s, "old", 1), "seat {s}");
+    }
+    for s in seats(&c) {
+        assert_eq!(
+            at(&c, s, "old"),
+            (WalletStateKind::Active, Some(WalletEpoch(0)))
+        );
+    }
+    c.restart(1);
+    assert_eq!(
+        at(&c, 1, "old"),
+        (WalletStateKind::Active, Some(WalletEpoch(0)))
+    );
+    let next = refresh_of(&c, "old", 2, 0);
+    let r1 = part1(&mut c, &next);
+    let inbox = part2(&mut c, &next, &r1);
+    activate_everywhere(&c, "old", &confirmations(&c, &next, &inbox));
+    for s in seats(&c) {
+        assert_eq!(
+            at(&c, s, "old"),
+            (WalletStateKind::Active, Some(WalletEpoch(1)))
+        );
+        c.member(s).signer().begin_rekey(&wid("old")).unwrap();
+    }
+}
+
+/// An abandonment only counts when its participant signed it for this
+/// session: one of another session, or whose signature does not verify,
+/// discards nothing and accuses no one.
+#[test]
+fn an_abandonment_of_another_session_or_forged_discards_nothing() {
+    let mut c = Cluster::new(607, 2, N, &["w"], small_limits());
+    let p = refresh_of(&c, "w", 1, 0);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let _ = part3(&c, &p, &inbox);
+    let other = SignedDkgMessage::sign(
+        &identity_secret(3),
+        DkgSessionId([9; 32]),
+        wid("w"),
+        seat(3),
+        DkgPayload::RefreshAbandon,
+    );
+    let forged = SignedDkgMessage::sign(
+        &identity_secret(2),
+        p.session,
+        wid("w"),
+        seat(3),
+        DkgPayload::RefreshAbandon,
+    );
+    for proof in [other, forged] {
+        let err = c
+            .member(1)
+            .signer()
+            .refresh_discard(coordinator(1), &p.wallet, p.session, vec![proof])
+            .unwrap_err();
+        assert_eq!(fault_of(err).1, None);
+        assert_eq!(
+            at(&c, 1, "w"),
+            (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
+        );
+        assert!(has_share(&c, 1, "w", 1));
+    }
+}
+
+/// Review B Medium 6b: seat 1's switch commit is durable but reported
+/// failed, so memory still says `refreshing`; an abandonment (here signed
+/// by a malicious seat 3 that also confirmed) must not delete the new
+/// share the stored record now names: seat 1 adopts the switch instead.
+#[test]
+fn a_discard_adopts_a_switch_that_committed_though_it_reported_failure() {
+    let mut c = Cluster::new(608, 2, N, &["w"], small_limits());
+    let p = refresh_of(&c, "w", 1, 0);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let confirmations = confirmations(&c, &p, &inbox);
+    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    let signer = c.member(1).signer();
+    assert!(!deliver(&c, 1, "w", &confirmations[1..2]));
+    assert!(signer.dkg_confirm(&wid("w"), &confirmations[2]).is_err());
+    assert_eq!(
+        at(&c, 1, "w"),
+        (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
+    );
+    let lie = SignedDkgMessage::sign(
+        &identity_secret(3),
+        p.session,
+        wid("w"),
+        seat(3),
+        DkgPayload::RefreshAbandon,
+    );
+    let err = signer
+        .refresh_discard(coordinator(1), &p.wallet, p.session, vec![lie])
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DkgNotInPhase);
+    assert_eq!(
+        at(&c, 1, "w"),
+        (WalletStateKind::Active, Some(WalletEpoch(1)))
+    );
+    assert!(has_share(&c, 1, "w", 1), "the new share stays");
 }

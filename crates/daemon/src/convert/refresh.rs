@@ -1,7 +1,7 @@
 //! The share refresh's part of a DKG proposal on the wire.
 
 use thresig_crypto::Seat;
-use thresig_engine::{DkgKind, WalletEpoch};
+use thresig_engine::{DkgKind, SignedDkgMessage, WalletEpoch};
 
 use crate::error::Error;
 use crate::ids::seat_from_wire;
@@ -45,6 +45,19 @@ pub(super) fn kind_to_wire(kind: DkgKind) -> Option<proto::DkgRefresh> {
     }
 }
 
+/// A member's signed abandonment of a refresh, from a cancel's answer.
+pub(crate) struct Abandonment(pub(crate) SignedDkgMessage);
+
+impl TryFrom<proto::DkgCancelResult> for Abandonment {
+    type Error = Error;
+    fn try_from(wire: proto::DkgCancelResult) -> Result<Self, Error> {
+        let signed = wire
+            .abandonment
+            .ok_or(Error::Malformed("abandonment missing"))?;
+        Ok(Self(SignedDkgMessage::try_from(signed)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +83,46 @@ mod tests {
             };
             assert!(kind_from_wire(Some(wire)).is_err(), "{removed:?}");
         }
+    }
+
+    #[test]
+    fn a_cancel_carries_the_abandonments_and_an_answer_without_one_is_refused() {
+        use thresig_engine::{DkgPayload, DkgSessionId, HexBytes, Request};
+        let signed = SignedDkgMessage::new(
+            DkgSessionId([4; 32]),
+            thresig_engine::WalletId::new("w").unwrap(),
+            Seat::try_from(3).unwrap(),
+            DkgPayload::RefreshAbandon,
+            HexBytes(vec![1; 64]),
+        );
+        let wire = proto::DkgCancelRequest {
+            wallet_id: "w".into(),
+            session_id: vec![4; 32],
+            abandon: true,
+            abandonments: vec![signed.clone().into()],
+        };
+        let Request::DkgCancel {
+            abandon,
+            abandonments,
+            ..
+        } = Request::try_from(wire).unwrap()
+        else {
+            panic!("not a cancel")
+        };
+        assert!(abandon);
+        assert_eq!(abandonments, vec![signed.clone()]);
+        let answer = proto::DkgCancelResult {
+            dropped: true,
+            abandonment: Some(signed.clone().into()),
+        };
+        assert_eq!(Abandonment::try_from(answer).unwrap().0, signed);
+        let without = proto::DkgCancelResult {
+            dropped: true,
+            abandonment: None,
+        };
+        assert!(matches!(
+            Abandonment::try_from(without),
+            Err(Error::Malformed(_))
+        ));
     }
 }

@@ -276,9 +276,12 @@ impl<S: Store> Signer<S> {
             Request::DkgConfirm { confirmation, .. } => self
                 .dkg_confirm(&member, &confirmation)
                 .map(Response::Confirmations),
-            Request::DkgCancel { session, .. } => self
-                .dkg_cancel(&member, session)
-                .map(|dropped| Response::DkgCancelled { dropped }),
+            Request::DkgCancel {
+                session,
+                abandon,
+                abandonments,
+                ..
+            } => self.cancel(&member, session, abandon, &abandonments),
         }
     }
 

@@ -202,7 +202,8 @@ impl<S> FaultStore<S> {
         Self::over(Arc::clone(&self.inner))
     }
 
-    /// The next marker commit, or DKG part-3 commit, fails as `fault`.
+    /// The next marker commit, DKG part-3 commit or refresh switch (or
+    /// abort) commit fails as `fault`.
     pub fn fail_next_commit(&self, fault: Fault) {
         self.commit_faults.lock().unwrap().push_back(fault);
     }
@@ -256,9 +257,14 @@ impl<S: Store> Store for FaultStore<S> {
             WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
             _ => None,
         });
-        let dkg_result = ops
-            .iter()
-            .any(|op| matches!(op, WriteOp::PutDkgResult { .. }));
+        // A part-3 commit stores a result; a refresh switch deletes the
+        // old key package.
+        let dkg_result = ops.iter().any(|op| {
+            matches!(
+                op,
+                WriteOp::PutDkgResult { .. } | WriteOp::DeleteKeyPackage { .. }
+            )
+        });
         if marker_wallet.is_none() && !dkg_result {
             return self.inner.write(ops);
         }
