@@ -55,6 +55,6 @@ pub use dkg::{DkgError, DkgOutcome, run_dkg};
 pub use identity::IdentityError;
 pub use peers::Peers;
 pub use progress::{Progress, Silent};
-pub use refresh::{RefreshOutcome, resume_refresh, run_refresh};
+pub use refresh::{AbortOutcome, RefreshOutcome, abort_refresh, resume_refresh, run_refresh};
 pub use sign::{Round2Journal, SignError, SignOptions, SignOutcome, sign};
 pub use status::{MemberStatus, OwnWallet, WalletView, cluster_status, own_wallet, wallet_views};

@@ -7,6 +7,8 @@
 //! to the new wallet epoch only when it holds all of their confirmations,
 //! so a failed run leaves every member signing with its current shares.
 
+mod abort;
+
 use std::sync::Arc;
 
 use thresig_engine::{DkgKind, DkgSessionId, WalletEpoch};
@@ -15,6 +17,8 @@ use crate::config::NodeWallet;
 use crate::dkg::{DkgError, agree, deliver, each, run, taking_part};
 use crate::peers::Peers;
 use crate::progress::Progress;
+
+pub use abort::{AbortOutcome, abort_refresh};
 
 /// A finished refresh: every remaining member switched.
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
-use thresig_cluster::{resume_refresh, run_refresh};
+use thresig_cluster::{AbortOutcome, abort_refresh, resume_refresh, run_refresh};
 use thresig_crypto::Seat;
-use thresig_engine::DkgSessionId;
+use thresig_engine::{DkgSessionId, WalletEpoch};
 
 use crate::bar::Bar;
 use crate::because;
@@ -31,22 +31,28 @@ pub(crate) struct RefreshArgs {
     remove: Vec<u16>,
     /// Finish the refresh SESSION (hex) that a failed run left members
     /// holding (`refreshing`), instead of starting a new one.
-    #[arg(long, value_name = "SESSION")]
+    #[arg(long, value_name = "SESSION", conflicts_with = "abort")]
     resume: Option<String>,
+    /// Abandon the refresh SESSION (hex) that cannot complete because a
+    /// member holds no result of it: every member that holds one discards
+    /// it on that member's signed abandonment, and all keep signing at the
+    /// current epoch.
+    #[arg(long, value_name = "SESSION")]
+    abort: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
-/// The session named by `--resume`.
-fn session_of(text: &str) -> Result<DkgSessionId> {
+/// The session named by `--resume` or `--abort` (`flag`).
+fn session_of(flag: &str, text: &str) -> Result<DkgSessionId> {
     let bytes = hex::decode(text.trim())
         .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok());
     match bytes {
         Some(id) => Ok(DkgSessionId(id)),
         None => bail!(crate::AfterChange(format!(
-            "--resume {text}: not a session id; pass the 64 hex digits a failed `thresig refresh` named"
+            "{flag} {text}: not a session id; pass the 64 hex digits a failed `thresig refresh` or `thresig status` named"
         ))),
     }
 }
@@ -76,9 +82,20 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
     }
     let runtime = runtime()?;
     let before = own(&runtime, &c.peers, &c.node, wallet.id())?;
+    if let Some(session) = &args.abort {
+        let session = session_of("--abort", session)?;
+        let outcome = runtime.block_on(abort_refresh(
+            &c.peers,
+            wallet,
+            before.epoch,
+            session,
+            &Bar::new(),
+        ))?;
+        return print_abort(args, wallet.id().as_str(), session, before.epoch, &outcome);
+    }
     let (session, expected) = match &args.resume {
         Some(session) => {
-            let session = session_of(session)?;
+            let session = session_of("--resume", session)?;
             runtime.block_on(resume_refresh(
                 &c.peers,
                 wallet,
@@ -145,6 +162,38 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
             "wallet {} refreshed: every remaining member signs at epoch {}\n  output key: {output_key} (unchanged)",
             wallet.id(),
             after.epoch.0,
+        );
+    }
+    Ok(())
+}
+
+/// Prints what `--abort` did.
+fn print_abort(
+    args: &RefreshArgs,
+    wallet: &str,
+    session: DkgSessionId,
+    epoch: WalletEpoch,
+    outcome: &AbortOutcome,
+) -> Result<()> {
+    let seats = |s: &[Seat]| s.iter().map(|s| s.get()).collect::<Vec<u16>>();
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "wallet": wallet,
+                "session": hex::encode(session.0),
+                "epoch": epoch.0,
+                "abandoned_by": seats(&outcome.abandoned_by),
+                "discarded": seats(&outcome.discarded),
+            })
+        );
+    } else {
+        println!(
+            "refresh {} of wallet {wallet} abandoned: members {:?} held no result and signed its abandonment; members {:?} discarded their pending shares\n  every member signs at epoch {}",
+            hex::encode(session.0),
+            seats(&outcome.abandoned_by),
+            seats(&outcome.discarded),
+            epoch.0,
         );
     }
     Ok(())
