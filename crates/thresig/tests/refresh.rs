@@ -187,6 +187,9 @@ enum Step {
     Part1,
     /// Every member answered part 2.
     Part2,
+    /// Members 1 and 2 stored their pending shares; member 3 never got
+    /// its part 3.
+    Part3OnTwo,
     /// Every member stored its pending shares (part 3).
     Part3,
     /// Members 1 and 2 switched; member 3 has not had its confirmations.
@@ -243,8 +246,9 @@ fn step_to(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, until: S
                     }
                 }
             }
-            if until >= Step::Part3 {
-                for s in &seats {
+            if until >= Step::Part3OnTwo {
+                let skipped = (until == Step::Part3OnTwo).then_some(seat(3));
+                for s in seats.iter().filter(|s| Some(**s) != skipped) {
                     let mine = inbox.remove(s).unwrap();
                     confirmations.push(
                         client(*s)
@@ -379,6 +383,35 @@ fn a_coordinator_lost_after_part_3_leaves_the_old_epoch_signing_and_the_refresh_
     signs_and_consensus_accepts(&cluster, &made, 0x37);
     resumed(&cluster, &run);
     signs_and_consensus_accepts(&cluster, &made, 0x38);
+}
+
+/// The coordinator sends part 3 to members 1 and 2 only and dies: they
+/// hold the result pending (`refreshing`), member 3 holds none, so
+/// `--resume` cannot finish it. `thresig refresh --abort` gets member 3's
+/// signed abandonment to members 1 and 2, which discard their pending
+/// shares: every member is active at epoch 0 again, signs, and a new
+/// refresh completes.
+#[test]
+fn a_refresh_stuck_after_part_3_on_two_members_is_aborted_and_a_new_one_completes() {
+    let (cluster, runtime, made) = keyed(86);
+    let run = step_to(&cluster, &runtime, Step::Part3OnTwo);
+    let held = states(&cluster);
+    assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
+    assert_eq!(held[2], ("active".to_owned(), Some(0)), "{held:?}");
+    let session = hex::encode(run.proposal.session.0);
+    let stuck = refresh(&cluster, &["--resume", &session]);
+    assert_ne!(stuck.status.code(), Some(0));
+    let out = refresh(&cluster, &["--abort", &session]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["abandoned_by"], serde_json::json!([3]));
+    assert_eq!(report["discarded"], serde_json::json!([1, 2]));
+    all_at(&cluster, "active", 0);
+    signs_and_consensus_accepts(&cluster, &made, 0x39);
+    let out = refresh(&cluster, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    all_at(&cluster, "active", 1);
+    signs_and_consensus_accepts(&cluster, &made, 0x3a);
 }
 
 /// A 51-of-100 wallet refreshed in a local cluster of 100 signer
