@@ -390,6 +390,7 @@ impl From<WalletStatus> for proto::WalletStatus {
             epoch: status.epoch.map(|e| e.0),
             output_key: status.output_key.map(|k| k.0),
             live_nonces: count_to_wire(status.live_nonces),
+            refresh: status.refresh.map(refresh::refresh_status_to_wire),
         }
     }
 }
@@ -414,6 +415,10 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
         status.epoch = wire.epoch.map(WalletEpoch);
         status.output_key = wire.output_key.map(HexBytes);
         status.live_nonces = count_from_wire(wire.live_nonces)?;
+        status.refresh = wire
+            .refresh
+            .map(refresh::refresh_status_from_wire)
+            .transpose()?;
         Ok(status)
     }
 }

@@ -275,6 +275,27 @@ pub struct WalletStatus {
     pub output_key: Option<HexBytes>,
     /// Live nonces held for this wallet.
     pub live_nonces: usize,
+    /// The share refresh whose result this member holds pending
+    /// (`refreshing`), for the operator to finish or abort it.
+    pub refresh: Option<RefreshStatus>,
+}
+
+/// A pending share refresh, as `thresig status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RefreshStatus {
+    /// The refresh session (`thresig refresh --resume` or `--abort` it).
+    pub session: DkgSessionId,
+    /// The wallet seats whose confirmations this member holds (its own
+    /// included), ascending.
+    pub confirmed: Vec<Seat>,
+}
+
+impl RefreshStatus {
+    /// A pending refresh (see the field docs), as a transport decodes it.
+    pub fn new(session: DkgSessionId, confirmed: Vec<Seat>) -> Self {
+        Self { session, confirmed }
+    }
 }
 
 impl WalletStatus {
@@ -296,6 +317,7 @@ impl WalletStatus {
             epoch: None,
             output_key: None,
             live_nonces: 0,
+            refresh: None,
         }
     }
 }

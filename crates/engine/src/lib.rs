@@ -84,8 +84,8 @@ pub mod test_util;
 mod wallet;
 
 pub use api::{
-    AbortRequest, HexBytes, Request, Response, Round1Request, Round1Response, Round2Request,
-    Round2Response, WalletStatus,
+    AbortRequest, HexBytes, RefreshStatus, Request, Response, Round1Request, Round1Response,
+    Round2Request, Round2Response, WalletStatus,
 };
 pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};

@@ -147,6 +147,11 @@ impl Confirming {
         self.session
     }
 
+    /// The seats whose confirmations verified, ascending.
+    pub(crate) fn confirmed(&self) -> impl Iterator<Item = Seat> + '_ {
+        self.confirmed.iter().copied()
+    }
+
     /// This member's share of the result.
     pub(crate) fn share(&self) -> &KeyShare {
         &self.share

@@ -510,16 +510,17 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
             Ok(list) => {
                 let states: Vec<serde_json::Value> = list
                     .iter()
-                    .map(|w| json!({"wallet": w.wallet, "state": w.state, "epoch": w.epoch, "live_nonces": w.live_nonces}))
+                    .map(|w| json!({"wallet": w.wallet, "state": w.state, "epoch": w.epoch, "live_nonces": w.live_nonces, "refresh": crate::refresh::pending_json(w)}))
                     .collect();
                 let summary: Vec<String> = list
                     .iter()
                     .map(|w| {
                         format!(
-                            "{} {} ({} live nonces)",
+                            "{} {} ({} live nonces{})",
                             w.wallet,
                             w.state.as_str(),
-                            w.live_nonces
+                            w.live_nonces,
+                            crate::refresh::pending_text(w)
                         )
                     })
                     .collect();

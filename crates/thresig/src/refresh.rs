@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 use thresig_cluster::{AbortOutcome, abort_refresh, resume_refresh, run_refresh};
 use thresig_crypto::Seat;
-use thresig_engine::{DkgSessionId, WalletEpoch};
+use thresig_engine::{DkgSessionId, WalletEpoch, WalletStatus};
 
 use crate::bar::Bar;
 use crate::because;
@@ -197,4 +197,29 @@ fn print_abort(
         );
     }
     Ok(())
+}
+
+/// A pending refresh in `thresig status --json`: its session and the
+/// wallet seats whose confirmations the member holds (null: none pending).
+pub(crate) fn pending_json(status: &WalletStatus) -> serde_json::Value {
+    status
+        .refresh
+        .as_ref()
+        .map_or(serde_json::Value::Null, |r| {
+            json!({
+                "session": hex::encode(r.session.0),
+                "confirmed": r.confirmed.iter().map(|s| s.get()).collect::<Vec<u16>>(),
+            })
+        })
+}
+
+/// A pending refresh in `thresig status`'s text: what to finish or abort.
+pub(crate) fn pending_text(status: &WalletStatus) -> String {
+    status.refresh.as_ref().map_or_else(String::new, |r| {
+        let seats: Vec<u16> = r.confirmed.iter().map(|s| s.get()).collect();
+        format!(
+            "; refresh {} pending, confirmations of wallet seats {seats:?}",
+            hex::encode(r.session.0)
+        )
+    })
 }

@@ -399,6 +399,19 @@ fn a_refresh_stuck_after_part_3_on_two_members_is_aborted_and_a_new_one_complete
     assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
     assert_eq!(held[2], ("active".to_owned(), Some(0)), "{held:?}");
     let session = hex::encode(run.proposal.session.0);
+    // `thresig status` names the pending session and the confirmations
+    // each member holds (its own).
+    let config = cluster.config_path(seat(1));
+    let status = json(&["status", "--config", config.to_str().unwrap()], 0);
+    for (i, member) in status["members"].as_array().unwrap().iter().enumerate() {
+        let refresh = &member["wallets"][0]["refresh"];
+        if i < 2 {
+            assert_eq!(refresh["session"], session.as_str(), "{status}");
+            assert_eq!(refresh["confirmed"], serde_json::json!([i + 1]), "{status}");
+        } else {
+            assert!(refresh.is_null(), "{status}");
+        }
+    }
     let stuck = refresh(&cluster, &["--resume", &session]);
     assert_ne!(stuck.status.code(), Some(0));
     let out = refresh(&cluster, &["--abort", &session]);

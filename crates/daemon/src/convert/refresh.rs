@@ -1,7 +1,7 @@
 //! The share refresh's part of a DKG proposal on the wire.
 
 use thresig_crypto::Seat;
-use thresig_engine::{DkgKind, SignedDkgMessage, WalletEpoch};
+use thresig_engine::{DkgKind, RefreshStatus, SignedDkgMessage, WalletEpoch};
 
 use crate::error::Error;
 use crate::ids::seat_from_wire;
@@ -58,9 +58,37 @@ impl TryFrom<proto::DkgCancelResult> for Abandonment {
     }
 }
 
+/// A pending refresh's status on the wire.
+pub(super) fn refresh_status_to_wire(status: RefreshStatus) -> proto::RefreshStatus {
+    proto::RefreshStatus {
+        session_id: status.session.0.to_vec(),
+        confirmed: status
+            .confirmed
+            .into_iter()
+            .map(super::seat_to_wire)
+            .collect(),
+    }
+}
+
+/// Decodes [`refresh_status_to_wire`].
+///
+/// # Errors
+/// [`Error::InvalidId`] for a session id that is not 32 bytes or a
+/// confirmed seat that is no seat number.
+pub(super) fn refresh_status_from_wire(wire: proto::RefreshStatus) -> Result<RefreshStatus, Error> {
+    let session = super::session_id(&wire.session_id)?;
+    let confirmed = wire
+        .confirmed
+        .into_iter()
+        .map(seat_from_wire)
+        .collect::<Result<Vec<Seat>, _>>()?;
+    Ok(RefreshStatus::new(session, confirmed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use thresig_engine::DkgSessionId;
 
     #[test]
     fn a_refresh_kind_round_trips_and_a_fresh_one_is_absent() {
@@ -86,8 +114,23 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_status_round_trips_and_a_short_session_is_refused() {
+        let status = RefreshStatus::new(
+            DkgSessionId([7; 32]),
+            vec![Seat::try_from(1).unwrap(), Seat::try_from(3).unwrap()],
+        );
+        let wire = refresh_status_to_wire(status.clone());
+        assert_eq!(refresh_status_from_wire(wire).unwrap(), status);
+        let short = proto::RefreshStatus {
+            session_id: vec![7; 31],
+            confirmed: Vec::new(),
+        };
+        assert!(refresh_status_from_wire(short).is_err());
+    }
+
+    #[test]
     fn a_cancel_carries_the_abandonments_and_an_answer_without_one_is_refused() {
-        use thresig_engine::{DkgPayload, DkgSessionId, HexBytes, Request};
+        use thresig_engine::{DkgPayload, HexBytes, Request};
         let signed = SignedDkgMessage::new(
             DkgSessionId([4; 32]),
             thresig_engine::WalletId::new("w").unwrap(),

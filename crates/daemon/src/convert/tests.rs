@@ -230,6 +230,7 @@ fn malformed_fields_become_typed_errors() {
         epoch: None,
         output_key: None,
         live_nonces: 0,
+        refresh: None,
     };
     assert!(matches!(
         WalletStatus::try_from(status),

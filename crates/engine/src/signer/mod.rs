@@ -24,7 +24,7 @@ use thresig_crypto::{Seat, SecretNonce};
 use thresig_store::{Store, WriteOp};
 use thresig_tx::{Network, Policy};
 
-use crate::api::{HexBytes, Request, Response, WalletStatus};
+use crate::api::{HexBytes, RefreshStatus, Request, Response, WalletStatus};
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
 use crate::dkg::DkgSession;
 use crate::dkg_msg::DkgSessionId;
@@ -451,6 +451,13 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
         epoch: key.map(|k| k.epoch),
         output_key: key.map(|k| HexBytes(k.key.output_key().to_bytes().to_vec())),
         live_nonces: shard.pool.live(),
+        refresh: match &shard.state {
+            WalletState::Refreshing(r) => Some(RefreshStatus::new(
+                r.pending.session(),
+                r.pending.confirmed().collect(),
+            )),
+            _ => None,
+        },
     })
 }
 
