@@ -898,10 +898,7 @@ impl<S: Store> Signer<S> {
         if delete {
             self.store
                 .write(abort_ops(wallet, session, epoch)?)
-                .map_err(|source| Error::Store {
-                    wallet: wallet.clone(),
-                    source,
-                })?;
+                .map_err(|source| crate::signer::store_error(wallet, source))?;
         }
         if in_memory.is_some() {
             shard.dkg = None;

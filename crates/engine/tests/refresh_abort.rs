@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::dkg::*;
 use common::*;
-use thresig_crypto::ScriptTree;
+use thresig_crypto::{ScriptTree, Seat};
 use thresig_engine::test_util::identity_secret;
 use thresig_engine::{
     DkgKind, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Limits, SignedDkgMessage,
@@ -24,6 +26,21 @@ fn refresh_of(c: &Cluster, wallet: &str, session: u8, from: u64) -> DkgProposal 
         from_epoch: WalletEpoch(from),
         removed: Vec::new(),
     })
+}
+
+/// A refresh of `wallet` (session `[session; 32]`, from epoch `from`)
+/// run through part 2 at every member: the proposal and each member's
+/// part-3 inbox.
+fn to_part3(
+    c: &mut Cluster,
+    wallet: &str,
+    session: u8,
+    from: u64,
+) -> (DkgProposal, BTreeMap<Seat, Vec<SignedDkgMessage>>) {
+    let p = refresh_of(c, wallet, session, from);
+    let r1 = part1(c, &p);
+    let inbox = part2(c, &p, &r1);
+    (p, inbox)
 }
 
 /// Seat `s`'s (state, epoch) of `wallet`.
@@ -49,9 +66,7 @@ fn has_share(c: &Cluster, s: u16, w: &str, epoch: u64) -> bool {
 #[test]
 fn an_abort_after_the_confirmation_was_released_is_refused() {
     let mut c = Cluster::new(601, 3, N, &["w"], small_limits());
-    let p = refresh_of(&c, "w", 1, 0);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
+    let (p, inbox) = to_part3(&mut c, "w", 1, 0);
     let withheld = confirmations(&c, &p, &inbox);
     let err = c.member(2).signer().dkg_abort(&wid("w"), p.session);
     assert_eq!(err.unwrap_err().code(), ErrorCode::DkgNotInPhase);
@@ -78,9 +93,7 @@ fn an_abort_after_the_confirmation_was_released_is_refused() {
 #[test]
 fn an_abort_deletes_a_part3_result_whose_failed_commit_was_durable() {
     let mut c = Cluster::new(602, 2, N, &["w"], small_limits());
-    let p = refresh_of(&c, "w", 1, 0);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
+    let (p, inbox) = to_part3(&mut c, "w", 1, 0);
     c.member(1).store().fail_next_commit(Fault::Ambiguous);
     let results = part3(&c, &p, &inbox);
     assert!(results[0].is_err(), "seat 1 released no confirmation");
@@ -106,9 +119,7 @@ fn part3_refuses_a_wallet_that_began_a_rekey_meanwhile_and_stores_nothing() {
         Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
     ];
     let mut c = Cluster::with_wallets(603, 2, N, &specs, Limits::default());
-    let p = refresh_of(&c, "old", 1, 0);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
+    let (p, inbox) = to_part3(&mut c, "old", 1, 0);
     c.member(1).signer().begin_rekey(&wid("old")).unwrap();
     let results = part3(&c, &p, &inbox);
     assert_eq!(
@@ -128,9 +139,7 @@ fn part3_refuses_a_wallet_that_began_a_rekey_meanwhile_and_stores_nothing() {
 #[test]
 fn a_refresh_under_a_session_id_already_used_is_refused() {
     let mut c = Cluster::new(604, 2, N, &["w"], small_limits());
-    let p = refresh_of(&c, "w", 1, 0);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
+    let (p, inbox) = to_part3(&mut c, "w", 1, 0);
     let first = confirmations(&c, &p, &inbox);
     activate_everywhere(&c, "w", &first);
     let again = refresh_of(&c, "w", 1, 1);
@@ -149,9 +158,7 @@ fn a_refresh_under_a_session_id_already_used_is_refused() {
 #[test]
 fn a_dkg_confirmation_replayed_into_a_refresh_accuses_no_one() {
     let mut c = Cluster::new(605, 2, N, &["w"], small_limits());
-    let p = refresh_of(&c, "w", 1, 0);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
+    let (p, inbox) = to_part3(&mut c, "w", 1, 0);
     let _ = confirmations(&c, &p, &inbox);
     let key = c.member(2).signer().wallet_key(&wid("w")).unwrap();
     let replay = SignedDkgMessage::sign(
@@ -185,9 +192,7 @@ fn a_refresh_stuck_after_part3_on_some_members_is_abandoned_and_the_wallet_moves
         Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
     ];
     let mut c = Cluster::with_wallets(606, 2, N, &specs, Limits::default());
-    let p = refresh_of(&c, "old", 1, 0);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
+    let (p, inbox) = to_part3(&mut c, "old", 1, 0);
     for s in [1, 2] {
         c.member(s)
             .signer()
@@ -232,9 +237,7 @@ fn a_refresh_stuck_after_part3_on_some_members_is_abandoned_and_the_wallet_moves
         at(&c, 1, "old"),
         (WalletStateKind::Active, Some(WalletEpoch(0)))
     );
-    let next = refresh_of(&c, "old", 2, 0);
-    let r1 = part1(&mut c, &next);
-    let inbox = part2(&mut c, &next, &r1);
+    let (next, inbox) = to_part3(&mut c, "old", 2, 0);
     activate_everywhere(&c, "old", &confirmations(&c, &next, &inbox));
     for s in seats(&c) {
         assert_eq!(
@@ -251,9 +254,7 @@ fn a_refresh_stuck_after_part3_on_some_members_is_abandoned_and_the_wallet_moves
 #[test]
 fn an_abandonment_of_another_session_or_forged_discards_nothing() {
     let mut c = Cluster::new(607, 2, N, &["w"], small_limits());
-    let p = refresh_of(&c, "w", 1, 0);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
+    let (p, inbox) = to_part3(&mut c, "w", 1, 0);
     let _ = part3(&c, &p, &inbox);
     let other = SignedDkgMessage::sign(
         &identity_secret(3),
@@ -291,9 +292,7 @@ fn an_abandonment_of_another_session_or_forged_discards_nothing() {
 #[test]
 fn a_discard_adopts_a_switch_that_committed_though_it_reported_failure() {
     let mut c = Cluster::new(608, 2, N, &["w"], small_limits());
-    let p = refresh_of(&c, "w", 1, 0);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
+    let (p, inbox) = to_part3(&mut c, "w", 1, 0);
     let confirmations = confirmations(&c, &p, &inbox);
     c.member(1).store().fail_next_commit(Fault::Ambiguous);
     let signer = c.member(1).signer();

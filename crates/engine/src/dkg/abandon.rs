@@ -17,7 +17,7 @@ use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
 use crate::durable::{abort_ops, load_state, result_stored_for};
 use crate::error::Error;
 use crate::refresh::participants;
-use crate::signer::{Member, Shard, Signer, Slot, lock};
+use crate::signer::{Member, Shard, Signer, Slot, lock, store_error};
 use crate::wallet::{ResultKind, WalletState};
 
 impl<S: Store> Signer<S> {
@@ -146,11 +146,8 @@ impl<S: Store> Signer<S> {
         };
         // A switch whose commit reported failure may be durable: the record
         // then names the new shares, and the old ones are gone.
-        let durable =
-            load_state(&self.store, &slot.config, slot.seat).map_err(|source| Error::Store {
-                wallet: wallet.clone(),
-                source,
-            })?;
+        let durable = load_state(&self.store, &slot.config, slot.seat)
+            .map_err(|source| store_error(wallet, source))?;
         if let WalletState::Active(key) = durable
             && key.epoch == epoch
         {
@@ -162,10 +159,7 @@ impl<S: Store> Signer<S> {
         }
         self.store
             .write(abort_ops(wallet, session, epoch)?)
-            .map_err(|source| Error::Store {
-                wallet: wallet.clone(),
-                source,
-            })?;
+            .map_err(|source| store_error(wallet, source))?;
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {
             WalletState::Refreshing(r) => WalletState::Active(r.current),

@@ -382,7 +382,7 @@ impl<S: Store> Signer<S> {
     }
 }
 
-fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
+pub(crate) fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
     Error::Store {
         wallet: wallet.clone(),
         source,

@@ -288,22 +288,7 @@ impl<S: Store> Via<'_, S> {
         wallet: &WalletId,
         session: DkgSessionId,
     ) -> Result<bool, Error> {
-        let request = Request::DkgCancel {
-            wallet: wallet.clone(),
-            session,
-            abandon: false,
-            abandonments: Vec::new(),
-        };
-        ask(
-            self,
-            Timestamp(0),
-            from,
-            request,
-            &mut no_rng(),
-            |r| match r {
-                Response::DkgCancelled { dropped, .. } => Some(dropped),
-                _ => None,
-            },
-        )
+        self.cancel_with(from, wallet, session, false, Vec::new())
+            .map(|(dropped, _)| dropped)
     }
 }
