@@ -100,6 +100,12 @@ const DKG_RESULT_VERSION: u8 = 1;
 /// names its wallet epoch and removal set).
 const REFRESH_RESULT_VERSION: u8 = 2;
 
+/// The whole record of a refresh session this member abandoned: it keeps
+/// the session id from ever running again here (an old abandonment of it
+/// could otherwise discard a new run's result at some members while
+/// others switch). Kept across switches.
+const ABANDONED_VERSION: u8 = 3;
+
 /// The number the key package of wallet epoch `epoch` is kept at.
 fn key_epoch_of(epoch: WalletEpoch) -> Result<thresig_store::KeyEpoch, Error> {
     epoch
@@ -364,8 +370,8 @@ pub(crate) fn switch_ops<S: Store>(
         wallet: wallet.clone(),
         source,
     })?;
-    for (session, _) in stored {
-        if session != keep {
+    for (session, value) in stored {
+        if session != keep && value.first() != Some(&ABANDONED_VERSION) {
             ops.push(WriteOp::DeleteDkgResult {
                 wallet: wallet.clone(),
                 session,
@@ -373,6 +379,36 @@ pub(crate) fn switch_ops<S: Store>(
         }
     }
     Ok(ops)
+}
+
+/// The record of this member's abandonment of the refresh `session`.
+pub(crate) fn abandoned_op(wallet: &WalletId, session: DkgSessionId) -> Result<WriteOp, Error> {
+    Ok(WriteOp::PutDkgResult {
+        wallet: wallet.clone(),
+        session: dkg_session_id(session)?,
+        value: vec![ABANDONED_VERSION].into(),
+    })
+}
+
+/// Whether this member abandoned the refresh `session` (its record says
+/// so; false for a result of it, or none).
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn is_abandoned<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+) -> Result<bool, Error> {
+    let wanted = dkg_session_id(session)?;
+    Ok(store
+        .dkg_results(wallet)
+        .map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?
+        .iter()
+        .any(|(s, v)| *s == wanted && v.first() == Some(&ABANDONED_VERSION)))
 }
 
 /// The retained result of the refresh `session` that made `current` (the

@@ -319,3 +319,53 @@ fn a_discard_adopts_a_switch_that_committed_though_it_reported_failure() {
     );
     assert!(has_share(&c, 1, "w", 1), "the new share stays");
 }
+
+/// An abandonment stays true across a restart: its signer keeps the
+/// session id from ever running again, so that abandonment cannot be
+/// replayed to discard a new run's result under the same id at some
+/// members while the others switch.
+#[test]
+fn an_abandoned_session_id_never_runs_again_at_its_abandoner() {
+    let mut c = Cluster::new(609, 2, N, &["w"], small_limits());
+    let (p, _) = to_part3(&mut c, "w", 1, 0);
+    c.member(3)
+        .signer()
+        .refresh_abandon(coordinator(1), &p.wallet, p.session)
+        .unwrap();
+    c.restart(3);
+    assert_eq!(
+        at(&c, 3, "w"),
+        (WalletStateKind::Active, Some(WalletEpoch(0)))
+    );
+    let err = c.members[2]
+        .signer()
+        .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DkgNotInPhase);
+    // Signing it again is harmless; another session runs to the end.
+    c.member(3)
+        .signer()
+        .refresh_abandon(coordinator(1), &p.wallet, p.session)
+        .unwrap();
+    for s in [1, 2] {
+        let signer = c.member(s).signer();
+        assert!(
+            signer
+                .dkg_cancel(coordinator(1), &p.wallet, p.session)
+                .unwrap()
+        );
+    }
+    let (next, inbox) = to_part3(&mut c, "w", 2, 0);
+    activate_everywhere(&c, "w", &confirmations(&c, &next, &inbox));
+    assert_eq!(
+        at(&c, 3, "w"),
+        (WalletStateKind::Active, Some(WalletEpoch(1)))
+    );
+    // The record outlives the switch: not at the next epoch either.
+    let again = refresh_of(&c, "w", 1, 1);
+    let err = c.members[2]
+        .signer()
+        .dkg_start(c.now, coordinator(1), &again, &mut c.rng)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DkgNotInPhase);
+}

@@ -14,7 +14,7 @@ use thresig_store::Store;
 use super::DkgSession;
 use crate::api::Response;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
-use crate::durable::{abort_ops, load_state, result_stored_for};
+use crate::durable::{abandoned_op, abort_ops, is_abandoned, load_state, result_stored_for};
 use crate::error::Error;
 use crate::refresh::participants;
 use crate::signer::{Member, Shard, Signer, Slot, lock, store_error};
@@ -48,11 +48,14 @@ impl<S: Store> Signer<S> {
         })
     }
 
-    /// Signs this member's abandonment of the refresh `session` and drops
-    /// the session from memory (whoever started it); whether one was
-    /// dropped. Signing again later is harmless: it still holds no result.
+    /// Signs this member's abandonment of the refresh `session`, records
+    /// it durably (the session id never runs here again) and drops the
+    /// session from memory (whoever started it); whether one was dropped.
+    /// Signing again later is harmless: it still holds no result.
     ///
     /// # Errors
+    /// [`Error::WalletNotActive`] for a wallet without a key (no refresh
+    /// to abandon);
     /// [`Error::RefreshConfirmed`] when this member holds a part-3 result
     /// of the session (pending, or switched to): the refresh can still
     /// complete, and `thresig refresh --resume` finishes it;
@@ -65,16 +68,32 @@ impl<S: Store> Signer<S> {
         let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
         self.adopt_durable(slot, &mut shard)?;
+        if !matches!(
+            shard.state,
+            WalletState::Active(_) | WalletState::Refreshing(_) | WalletState::Rekeying(_)
+        ) {
+            return Err(Error::WalletNotActive {
+                wallet: wallet.clone(),
+            });
+        }
+        let abandoned = is_abandoned(&self.store, wallet, session)?;
         let holds = shard
             .state
             .confirming()
             .is_some_and(|c| c.session() == session)
-            || result_stored_for(&self.store, wallet, session)?;
+            || (!abandoned && result_stored_for(&self.store, wallet, session)?);
         if holds {
             return Err(Error::RefreshConfirmed {
                 wallet: wallet.clone(),
                 session,
             });
+        }
+        // Durable before the signature leaves: after a restart this member
+        // must still refuse to run the session again.
+        if !abandoned {
+            self.store
+                .write(vec![abandoned_op(wallet, session)?])
+                .map_err(|source| store_error(wallet, source))?;
         }
         // A finished part 3 still in memory here reported its commit
         // failed and is not durable: it released no confirmation either.
