@@ -317,6 +317,17 @@ pub(crate) fn result_stored_for<S: Store>(
     wallet: &WalletId,
     session: DkgSessionId,
 ) -> Result<bool, Error> {
+    stored_for(store, wallet, session, |_| true)
+}
+
+/// Whether the store holds a DKG result record of `session` for `wallet`
+/// whose value `fits`.
+fn stored_for<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+    fits: impl Fn(&[u8]) -> bool,
+) -> Result<bool, Error> {
     let session = dkg_session_id(session)?;
     Ok(store
         .dkg_results(wallet)
@@ -325,7 +336,7 @@ pub(crate) fn result_stored_for<S: Store>(
             source,
         })?
         .iter()
-        .any(|(s, _)| *s == session))
+        .any(|(s, v)| *s == session && fits(v)))
 }
 
 /// The unit that makes a confirmed DKG's wallet active.
@@ -400,15 +411,9 @@ pub(crate) fn is_abandoned<S: Store>(
     wallet: &WalletId,
     session: DkgSessionId,
 ) -> Result<bool, Error> {
-    let wanted = dkg_session_id(session)?;
-    Ok(store
-        .dkg_results(wallet)
-        .map_err(|source| Error::Store {
-            wallet: wallet.clone(),
-            source,
-        })?
-        .iter()
-        .any(|(s, v)| *s == wanted && v.first() == Some(&ABANDONED_VERSION)))
+    stored_for(store, wallet, session, |v| {
+        v.first() == Some(&ABANDONED_VERSION)
+    })
 }
 
 /// The retained result of the refresh `session` that made `current` (the
