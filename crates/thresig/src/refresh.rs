@@ -121,12 +121,12 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
                 .map_err(|e| {
                     because(
                         format!(
-                            "refresh session {} (if `thresig status` shows members `refreshing`, \
-                             finish it with `thresig refresh --config {} --wallet {} --resume {}`)",
-                            hex::encode(id),
-                            args.config.display(),
-                            wallet.id(),
-                            hex::encode(id)
+                            "refresh session {id} (if `thresig status` shows members `refreshing`, \
+                             finish it with `thresig refresh --config {config} --wallet {wallet} --resume {id}`, \
+                             or, if some member holds no result of it, abandon it with `--abort {id}`)",
+                            id = hex::encode(id),
+                            config = args.config.display(),
+                            wallet = wallet.id(),
                         ),
                         e,
                     )
