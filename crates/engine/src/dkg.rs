@@ -373,7 +373,7 @@ impl<S: Store> Signer<S> {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
         }
-        let expected = participants(&slot.config, &kind);
+        let expected = participants(&slot.config, &shard.state, &kind);
         if by_seat.keys().any(|s| !expected.contains(s)) {
             return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
         }
@@ -475,8 +475,13 @@ impl<S: Store> Signer<S> {
                 expires,
                 coordinator,
             }) if id == session => {
-                let result =
-                    self.compute_result(slot, (session, &kind), round2, state, &hpke, echo)?;
+                let result = self.compute_result(
+                    slot,
+                    (session, &kind),
+                    &shard.state,
+                    round2,
+                    (state, &hpke, echo),
+                )?;
                 let hold = (coordinator, kind, expires);
                 self.commit_result(slot, &mut shard, session, result, request, hold)
             }
@@ -519,16 +524,17 @@ impl<S: Store> Signer<S> {
     }
 
     /// Checks the round-2 messages addressed to this member and derives its
-    /// share and the wallet key. The HPKE key (zeroized on drop by
-    /// x25519-dalek) is dropped by the caller when this returns.
+    /// share and the wallet key. `current` is the wallet's state (a
+    /// refresh's participants are its key record's members). The HPKE key
+    /// (zeroized on drop by x25519-dalek) is dropped by the caller when
+    /// this returns.
     fn compute_result(
         &self,
         slot: &Slot,
         (session, kind): (DkgSessionId, &DkgKind),
+        current: &WalletState,
         round2: &[SignedDkgMessage],
-        state: DkgRound2,
-        hpke: &HpkeSecret,
-        echo: [u8; 32],
+        (state, hpke, echo): (DkgRound2, &HpkeSecret, [u8; 32]),
     ) -> Result<Confirming, Error> {
         let wallet = &slot.config.id;
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
@@ -562,7 +568,7 @@ impl<S: Store> Signer<S> {
                 .map_err(|_| fail(Some(msg.sender), DkgFault::InvalidPackage))?;
             packages.push((msg.sender, package));
         }
-        let expected = participants(&slot.config, kind);
+        let expected = participants(&slot.config, current, kind);
         if senders.iter().any(|s| !expected.contains(s)) {
             return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
         }

@@ -32,16 +32,38 @@ use crate::signer::{Shard, Signer, Slot};
 use crate::wallet::{Confirming, Refreshing, ResultKind, SigningKey, WalletState};
 use sha2::{Digest as _, Sha256};
 
-/// The seats that take part in a session of `kind`: the roster, without
-/// the removed seats of a refresh.
-pub(crate) fn participants(config: &WalletConfig, kind: &DkgKind) -> BTreeSet<Seat> {
-    let removed: &[Seat] = match kind {
-        DkgKind::Fresh => &[],
-        DkgKind::Refresh { removed, .. } => removed,
-    };
-    (1..=u16::try_from(config.roster.len()).unwrap_or(u16::MAX))
-        .filter_map(|n| Seat::try_from(n).ok())
-        .filter(|s| !removed.contains(s))
+/// The seats that take part in a session of `kind`: for a fresh DKG the
+/// roster; for a refresh the members of the wallet's current key record
+/// (an earlier refresh may have removed seats that stay in the roster,
+/// whose seats are positions), without the removed seats.
+pub(crate) fn participants(
+    config: &WalletConfig,
+    state: &WalletState,
+    kind: &DkgKind,
+) -> BTreeSet<Seat> {
+    match (kind, state.key()) {
+        (DkgKind::Refresh { removed, .. }, Some(key)) => key
+            .key
+            .members()
+            .into_iter()
+            .filter(|s| !removed.contains(s))
+            .collect(),
+        (DkgKind::Refresh { .. }, None) => BTreeSet::new(),
+        (DkgKind::Fresh, _) => (1..=u16::try_from(config.roster.len()).unwrap_or(u16::MAX))
+            .filter_map(|n| Seat::try_from(n).ok())
+            .collect(),
+    }
+}
+
+/// The seats of `removed` that still hold a share of `key`: a seat an
+/// earlier refresh removed may stay in the `remove` list (and so in the
+/// proposal), with nothing left to remove.
+fn still_members(key: &WalletKey, removed: &[Seat]) -> Vec<Seat> {
+    let members = key.members();
+    removed
+        .iter()
+        .copied()
+        .filter(|s| members.contains(s))
         .collect()
 }
 
@@ -136,7 +158,8 @@ pub(crate) fn start<R: RngCore + CryptoRng>(
             });
         }
     };
-    DkgRound1::refresh(&key.share, &key.key, removed, rng).map_err(|_| Error::RefreshMismatch {
+    let removed = still_members(&key.key, removed);
+    DkgRound1::refresh(&key.share, &key.key, &removed, rng).map_err(|_| Error::RefreshMismatch {
         wallet: wallet.clone(),
     })
 }
@@ -216,7 +239,7 @@ impl<S: Store> Signer<S> {
         sender: Seat,
     ) -> Result<ConfirmationStatus, Error> {
         let wallet = &slot.config.id;
-        let WalletState::Refreshing(r) = &mut shard.state else {
+        let WalletState::Refreshing(r) = &shard.state else {
             return Err(Error::Internal(InternalFault::Invariant));
         };
         let ResultKind::Refresh { removed, .. } = r.pending.kind().clone() else {
@@ -226,7 +249,10 @@ impl<S: Store> Signer<S> {
             from_epoch: r.current.epoch,
             removed,
         };
-        let needed = participants(&slot.config, &kind);
+        let needed = participants(&slot.config, &shard.state, &kind);
+        let WalletState::Refreshing(r) = &mut shard.state else {
+            return Err(Error::Internal(InternalFault::Invariant));
+        };
         if !needed.contains(&sender) {
             // A removed member's signed confirmation: it took no part.
             return Err(Error::DkgFailed {

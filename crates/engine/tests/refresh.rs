@@ -58,12 +58,13 @@ fn configure_removal(c: &mut Cluster, removed: &[u16]) {
     }
 }
 
-/// The wallet signs at its current epoch; the harness aggregates with the
-/// key the signers now report.
+/// The wallet signs at its current epoch, coordinated by its first signer
+/// (a seat a refresh removed coordinates nothing); the harness aggregates
+/// with the key the signers now report.
 fn signs(c: &mut Cluster, signers: &[u16]) {
     let key = c.member(signers[0]).signer().wallet_key(&wid("w")).unwrap();
     c.keys.insert(wid("w"), key);
-    c.sign("w", signers, &[[7; 32]]);
+    c.sign_as(signers[0], "w", signers, &[[7; 32]]).unwrap();
 }
 
 /// `msg` with its payload changed by `edit`, re-signed by its sender (a
@@ -430,4 +431,107 @@ fn a_switched_member_signs_its_confirmation_again_until_the_next_refresh() {
     activate_everywhere(&c, "w", &confirmations(&c, &next, &inbox));
     all_at(&c, WalletStateKind::Active, 2);
     assert_eq!(again(&c).unwrap_err().code(), ErrorCode::DkgNotInPhase);
+}
+
+/// A whole refresh of session `[session; 32]` from wallet epoch `from`,
+/// removing `removed`, run among the seats `at` only; whether each switched.
+fn refresh_among(c: &mut Cluster, session: u8, from: u64, removed: &[u16], at: &[u16]) -> bool {
+    let p = refresh(c, session, from, removed);
+    let r1 = part1_at(c, &p, at);
+    let mut round2 = Vec::new();
+    for s in at {
+        let view: Vec<_> = r1
+            .iter()
+            .filter(|m| m.sender.get() != *s)
+            .cloned()
+            .collect();
+        let signer = c.members[usize::from(*s) - 1].signer();
+        round2.extend(
+            signer
+                .dkg_round2(
+                    c.now,
+                    coordinator(1),
+                    &p.wallet,
+                    p.session,
+                    &view,
+                    &mut c.rng,
+                )
+                .unwrap(),
+        );
+    }
+    let inbox = route(round2);
+    let confirmations: Vec<_> = at
+        .iter()
+        .map(|s| {
+            c.member(*s)
+                .signer()
+                .dkg_finish(
+                    c.now,
+                    coordinator(1),
+                    &p.wallet,
+                    p.session,
+                    &inbox[&seat(*s)],
+                )
+                .unwrap()
+        })
+        .collect();
+    at.iter().all(|s| deliver(c, *s, "w", &confirmations))
+}
+
+/// The status epoch of seats `at`.
+fn epochs(c: &Cluster, at: &[u16]) -> Vec<(WalletStateKind, Option<WalletEpoch>)> {
+    at.iter()
+        .map(|s| {
+            let status = c.member(*s).signer().status(&wid("w")).unwrap();
+            (status.state, status.epoch)
+        })
+        .collect()
+}
+
+/// After a refresh removed seat 3, the wallet refreshes again among the
+/// remaining seats, whether the operators keep seat 3 in the `remove`
+/// list (it is already gone: nothing more to remove) or clear it.
+#[test]
+fn a_wallet_refreshes_again_after_a_removal_with_the_list_kept_or_cleared() {
+    let mut c = Cluster::new(511, 2, N, &["w"], small_limits());
+    configure_removal(&mut c, &[3]);
+    assert!(refresh_among(&mut c, 1, 0, &[3], &[1, 2]));
+    // Kept: the proposal still names seat 3, which nobody waits for.
+    assert!(refresh_among(&mut c, 2, 1, &[3], &[1, 2]));
+    assert_eq!(
+        epochs(&c, &[1, 2]),
+        vec![(WalletStateKind::Active, Some(WalletEpoch(2))); 2]
+    );
+    // Cleared: the key record's members decide who takes part.
+    configure_removal(&mut c, &[]);
+    assert!(refresh_among(&mut c, 3, 2, &[], &[1, 2]));
+    assert_eq!(
+        epochs(&c, &[1, 2]),
+        vec![(WalletStateKind::Active, Some(WalletEpoch(3))); 2]
+    );
+    signs(&mut c, &[1, 2]);
+}
+
+/// A removed seat is no member of the wallet: it cannot coordinate (round
+/// 1 from its identity), nor be named as a signer of a round 2.
+#[test]
+fn a_removed_seat_neither_coordinates_nor_signs() {
+    let mut c = Cluster::new(512, 2, N, &["w"], small_limits());
+    configure_removal(&mut c, &[3]);
+    assert!(refresh_among(&mut c, 1, 0, &[3], &[1, 2]));
+    let err = c.round1(1, 3, "w", 1).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CoordinatorNotMember);
+    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    c.keys.insert(wid("w"), key);
+    let mut commitments = std::collections::BTreeMap::new();
+    commitments.insert(1, c.round1(1, 1, "w", 1).unwrap());
+    // Seat 3's commitment from before the switch, as a coordinator would
+    // have kept it: any point does, the set is refused first.
+    commitments.insert(3, commitments[&1].clone());
+    let req = c.request("w", &commitments, &[[9; 32]]);
+    let err = c.round2_as(1, 1, &req).unwrap_err();
+    assert!(
+        matches!(err, thresig_engine::Error::IdentifierNotInRoster { identifier, .. } if identifier == seat(3)),
+        "{err:?}"
+    );
 }

@@ -289,7 +289,7 @@ impl<S: Store> Signer<S> {
             wallets: self
                 .wallets
                 .values()
-                .filter(|slot| is_member(slot, from))
+                .filter(|slot| is_member(&self.store, slot, from))
                 .map(|slot| status_of(&self.store, slot))
                 .collect::<Result<_, _>>()?,
         })
@@ -370,7 +370,7 @@ impl<S: Store> Signer<S> {
     /// wallet ids.
     fn member(&self, wallet: &WalletId, from: CoordinatorId) -> Result<Member<'_>, Error> {
         match self.wallets.get(wallet) {
-            Some(slot) if is_member(slot, from) => Ok(Member { slot, from }),
+            Some(slot) if is_member(&self.store, slot, from) => Ok(Member { slot, from }),
             _ => Err(Error::CoordinatorNotMember {
                 wallet: wallet.clone(),
                 coordinator: from,
@@ -416,9 +416,30 @@ fn lock_unloaded(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
         .map_err(|_| Error::Internal(InternalFault::Poisoned))
 }
 
-/// Whether `from` is a member of the slot's wallet.
-fn is_member(slot: &Slot, from: CoordinatorId) -> bool {
-    slot.config.roster.iter().any(|k| k.to_bytes() == from.0)
+/// Whether `from` is a member of the slot's wallet: its roster key, at a
+/// seat that holds a share of the wallet's current key record (a seat a
+/// refresh removed stays in the roster, whose seats are positions, but is
+/// a member of the wallet for nothing). Before the wallet has a key, the
+/// roster decides.
+fn is_member<S: Store>(store: &S, slot: &Slot, from: CoordinatorId) -> bool {
+    let Some(seat) = slot
+        .config
+        .roster
+        .iter()
+        .position(|k| k.to_bytes() == from.0)
+        .and_then(|i| u16::try_from(i + 1).ok())
+        .and_then(|n| Seat::try_from(n).ok())
+    else {
+        return false;
+    };
+    // A wallet whose state does not load answers every member with that
+    // error, so membership falls back to the roster there.
+    lock(store, slot).map_or(true, |shard| {
+        shard
+            .state
+            .key()
+            .is_none_or(|key| key.key.check_member(seat).is_ok())
+    })
 }
 
 /// The public key record of the slot's wallet.
