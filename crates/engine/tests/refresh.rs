@@ -535,3 +535,23 @@ fn a_removed_seat_neither_coordinates_nor_signs() {
         "{err:?}"
     );
 }
+
+/// The switch commit itself moves the wallet to a new security epoch, so a
+/// database restored from before the switch is caught as a rollback at
+/// open, also when the data key retirement after it fails.
+#[test]
+fn the_switch_commit_bumps_the_wallets_security_epoch() {
+    let mut c = Cluster::new(513, 2, N, &["w"], small_limits());
+    let before = c.member(1).store().wallet_epoch(&wid("w")).unwrap();
+    for s in seats(&c) {
+        c.member(s)
+            .store()
+            .on_retire(Retire::Fail(|| thresig_store::Error::WriterStopped));
+    }
+    let p = refresh(&c, 1, 0, &[]);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
+    let after = c.member(1).store().wallet_epoch(&wid("w")).unwrap();
+    assert!(after > before, "{before:?} -> {after:?}");
+}

@@ -177,6 +177,21 @@ pub struct FaultStore<S> {
     /// Policy-record writes (compare-and-sets) submitted through this
     /// decorator.
     policy_writes: AtomicUsize,
+    /// What a data key retirement does instead of retiring.
+    retire: Mutex<Retire>,
+}
+
+/// What [`FaultStore`] does on a data key retirement.
+#[derive(Default)]
+pub enum Retire {
+    /// Retires, as the decorated store does.
+    #[default]
+    Pass,
+    /// Fails with the error made.
+    Fail(MakeError),
+    /// Sends on the first sender, waits for the receiver, then fails
+    /// retryably (a key provider that hangs).
+    Hang(Sender<()>, Receiver<()>),
 }
 
 impl<S> FaultStore<S> {
@@ -194,7 +209,13 @@ impl<S> FaultStore<S> {
             key_reads: AtomicUsize::new(0),
             park: Mutex::new(None),
             policy_writes: AtomicUsize::new(0),
+            retire: Mutex::new(Retire::Pass),
         }
+    }
+
+    /// Data key retirements do `retire` from now on.
+    pub fn on_retire(&self, retire: Retire) {
+        *self.retire.lock().unwrap() = retire;
     }
 
     /// A second decorator (without faults) over the same inner store.
@@ -338,7 +359,16 @@ impl<S: Store> Store for FaultStore<S> {
         self.inner.corrupt_wallets()
     }
     fn retire_deleted(&self) -> Result<(), StoreError> {
-        self.inner.retire_deleted()
+        let retire = self.retire.lock().unwrap();
+        match &*retire {
+            Retire::Pass => self.inner.retire_deleted(),
+            Retire::Fail(error) => Err(error()),
+            Retire::Hang(entered, release) => {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+                Err(injected())
+            }
+        }
     }
 }
 
