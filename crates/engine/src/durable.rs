@@ -379,6 +379,10 @@ pub(crate) fn switch_ops<S: Store>(
     ops.push(WriteOp::BumpWalletEpoch {
         wallet: wallet.clone(),
     });
+    // The old share's data key is retired after the switch, by a prune
+    // (it waits on the key provider); due in the same commit, so a
+    // restart in between still retires it.
+    ops.extend(crate::signer::mark_due(true));
     Ok(ops)
 }
 

@@ -9,10 +9,10 @@
 //! epoch (insert-if-absent); the wallet keeps signing with the current
 //! shares (`refreshing`). It switches only when it holds a signed
 //! confirmation of the same (session, new wallet key record, transcript,
-//! removal set) from every member of the old roster minus exactly the
-//! removed seats: the record then names the new epoch, the old key
-//! package is deleted in the same commit, and the store retires the data
-//! key that sealed it. Confirmations are accepted from any sender at any
+//! removal set) from every member of the current key record minus exactly
+//! the removed seats: the record then names the new epoch, the old key
+//! package is deleted in the same commit, and a later prune retires the
+//! data key that sealed it. Confirmations are accepted from any sender at any
 //! time, also after a restart; an operator's [`crate::Signer::dkg_abort`]
 //! of the session discards an unconfirmed result.
 
@@ -226,8 +226,9 @@ pub(crate) fn check_late_confirmation(
 impl<S: Store> Signer<S> {
     /// Counts a verified, matching refresh confirmation from `sender`; when
     /// every participant's is in, switches the wallet to the new epoch
-    /// durably (record, old key package deleted, one commit) and retires
-    /// the data key that sealed the old share.
+    /// durably (record, old key package deleted, new security epoch and
+    /// the retirement of the old share's data key due, one commit; a prune
+    /// retires that key, outside the wallet's lock).
     ///
     /// # Errors
     /// [`Error::Store`] when the switch does not commit (the wallet keeps
@@ -279,18 +280,6 @@ impl<S: Store> Signer<S> {
         let epoch = r.pending.epoch();
         let (key, share) = r.pending.into_parts();
         shard.replace_key(WalletState::Active(SigningKey::new(epoch, key, share)));
-        // The old share is deleted; its data key still decrypts a copy of
-        // the database taken before. Retiring it may fail (the key
-        // provider is down): the signer retries at each prune.
-        shard.retire_due = true;
-        self.retire_if_due(shard);
         Ok(ConfirmationStatus::new(confirmed, needed.len(), true))
-    }
-
-    /// Retires the data key of deleted shares if a switch left that due.
-    pub(crate) fn retire_if_due(&self, shard: &mut Shard) {
-        if shard.retire_due && self.store.retire_deleted().is_ok() {
-            shard.retire_due = false;
-        }
     }
 }

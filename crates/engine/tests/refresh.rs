@@ -139,6 +139,8 @@ fn a_switch_deletes_the_old_share_and_retires_its_data_key() {
     let r1 = part1(&mut c, &p);
     let inbox = part2(&mut c, &p, &r1);
     activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
+    // The retirement waits on the key provider: the next prune runs it.
+    c.member(1).signer().prune(c.now).unwrap();
     let store = c.member(1).store();
     assert!(store.key_package(&wid("w"), KeyEpoch(1)).unwrap().is_none());
     let after = store.inner.keyring_status().unwrap();
@@ -554,4 +556,85 @@ fn the_switch_commit_bumps_the_wallets_security_epoch() {
     activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
     let after = c.member(1).store().wallet_epoch(&wid("w")).unwrap();
     assert!(after > before, "{before:?} -> {after:?}");
+}
+
+/// A switch of every member of `c` (session `[session; 32]`, from epoch 0).
+fn switch_all(c: &mut Cluster, session: u8) {
+    let p = refresh(c, session, 0, &[]);
+    let r1 = part1(c, &p);
+    let inbox = part2(c, &p, &r1);
+    activate_everywhere(c, "w", &confirmations(c, &p, &inbox));
+}
+
+/// The data key retirement after a switch waits on the key provider: it
+/// runs in a prune with no wallet locked, so a round 1 on the refreshed
+/// wallet is answered while the provider hangs.
+#[test]
+fn a_hanging_retirement_holds_no_wallet() {
+    let mut c = Cluster::new(514, 2, N, &["w"], small_limits());
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    c.member(1)
+        .store()
+        .on_retire(Retire::Hang(entered_tx, release_rx));
+    switch_all(&mut c, 1);
+    assert_eq!(c.member(1).store().retires(), 0, "not on the switch");
+    let (now, signer) = (c.now, c.member(1).signer());
+    std::thread::scope(|scope| {
+        scope.spawn(|| signer.prune(now).unwrap());
+        entered.recv().unwrap();
+        let (answered_tx, answered) = std::sync::mpsc::channel();
+        scope.spawn(move || {
+            let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(1);
+            let req = thresig_engine::Round1Request::new(wid("w"), 1);
+            answered_tx
+                .send(signer.round1(now, coordinator(1), &req, &mut rng).is_ok())
+                .unwrap();
+        });
+        // A deadline on a failure only: a round 1 that waits for the
+        // hanging provider would never answer.
+        let got = answered.recv_timeout(std::time::Duration::from_secs(60));
+        release.send(()).unwrap();
+        assert_eq!(got, Ok(true));
+    });
+}
+
+/// A terminal retirement failure (here: the store's writer stopped) is
+/// tried once, not again at every prune; a retryable one is retried.
+#[test]
+fn a_terminal_retirement_failure_is_not_retried_at_every_prune() {
+    let mut c = Cluster::new(515, 2, N, &["w"], small_limits());
+    c.member(1)
+        .store()
+        .on_retire(Retire::Fail(|| thresig_store::Error::WriterStopped));
+    c.member(2).store().on_retire(Retire::Fail(|| {
+        thresig_store::Error::Provider(thresig_store::provider::ProviderError::Unavailable {
+            reason: "down".into(),
+        })
+    }));
+    switch_all(&mut c, 1);
+    for _ in 0..10 {
+        c.member(1).signer().prune(c.now).unwrap();
+        c.member(2).signer().prune(c.now).unwrap();
+    }
+    assert_eq!(c.member(1).store().retires(), 1);
+    assert!(c.member(1).signer().retirement_stopped());
+    let retried = c.member(2).store().retires();
+    assert!(
+        (2..10).contains(&retried),
+        "{retried} attempts in 10 prunes"
+    );
+}
+
+/// A retirement due when the signer stops (the provider was down) is
+/// finished by a prune after the restart: it is recorded with the switch.
+#[test]
+fn a_retirement_due_at_a_restart_is_finished_after_it() {
+    let mut c = Cluster::new(516, 2, N, &["w"], small_limits());
+    let before = c.member(1).store().inner.keyring_status().unwrap();
+    switch_all(&mut c, 1);
+    c.restart(1);
+    c.member(1).signer().prune(c.now).unwrap();
+    let after = c.member(1).store().inner.keyring_status().unwrap();
+    assert!(after.retired.contains(&before.current), "{after:?}");
 }

@@ -14,6 +14,9 @@
 mod pending;
 mod rekey;
 mod release;
+mod retire;
+
+pub(crate) use retire::mark_due;
 mod round1;
 
 use std::collections::BTreeMap;
@@ -54,9 +57,6 @@ pub(crate) struct Shard {
     /// start of it from that member arrives after the cancel and is
     /// refused.
     pub(crate) dkg_cancelled: BTreeMap<CoordinatorId, DkgSessionId>,
-    /// Whether a refresh switch deleted a share whose data key the store
-    /// has not retired yet (retried at each prune).
-    pub(crate) retire_due: bool,
 }
 
 impl Shard {
@@ -135,6 +135,9 @@ pub struct Signer<S> {
     /// The Bitcoin network of every wallet (from the configuration only).
     network: Network,
     wallets: BTreeMap<WalletId, Slot>,
+    /// The retirement of deleted shares' data keys, run by
+    /// [`Signer::prune`] outside every wallet lock.
+    retirement: Mutex<retire::Retirement>,
 }
 
 /// Why a signer could not be opened.
@@ -182,7 +185,6 @@ impl<S: Store> Signer<S> {
                 pending: PendingShares::default(),
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
-                retire_due: false,
             };
             wallets.insert(
                 wallet.id.clone(),
@@ -200,6 +202,7 @@ impl<S: Store> Signer<S> {
             limits: config.limits,
             network: config.network,
             wallets,
+            retirement: Mutex::new(retire::Retirement::default()),
         })
     }
 
@@ -313,8 +316,8 @@ impl<S: Store> Signer<S> {
             shard.pool.prune(now);
             shard.pending.prune(now);
             crate::dkg::expire(&mut shard, now);
-            self.retire_if_due(&mut shard);
         }
+        self.retire_if_due(&self.retirement);
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;

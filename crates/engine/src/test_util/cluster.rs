@@ -179,6 +179,8 @@ pub struct FaultStore<S> {
     policy_writes: AtomicUsize,
     /// What a data key retirement does instead of retiring.
     retire: Mutex<Retire>,
+    /// Data key retirements asked for so far.
+    retires: AtomicUsize,
 }
 
 /// What [`FaultStore`] does on a data key retirement.
@@ -210,7 +212,13 @@ impl<S> FaultStore<S> {
             park: Mutex::new(None),
             policy_writes: AtomicUsize::new(0),
             retire: Mutex::new(Retire::Pass),
+            retires: AtomicUsize::new(0),
         }
+    }
+
+    /// How many data key retirements were asked for so far.
+    pub fn retires(&self) -> usize {
+        self.retires.load(Ordering::SeqCst)
     }
 
     /// Data key retirements do `retire` from now on.
@@ -359,6 +367,7 @@ impl<S: Store> Store for FaultStore<S> {
         self.inner.corrupt_wallets()
     }
     fn retire_deleted(&self) -> Result<(), StoreError> {
+        self.retires.fetch_add(1, Ordering::SeqCst);
         let retire = self.retire.lock().unwrap();
         match &*retire {
             Retire::Pass => self.inner.retire_deleted(),
