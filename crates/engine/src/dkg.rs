@@ -706,7 +706,10 @@ impl<S: Store> Signer<S> {
         self.adopt_durable(slot, &mut shard)?;
         let needed = slot.config.roster.len();
         crate::refresh::check_late_confirmation(slot, &shard.state, &msg.payload)?;
-        if matches!(shard.state, WalletState::Active(_)) {
+        if let WalletState::Active(key) = &shard.state {
+            // The members of the record it holds: a refresh may have
+            // removed seats that stay in the roster.
+            let needed = key.key.members().len();
             return Ok(ConfirmationStatus {
                 confirmed: needed,
                 needed,

@@ -436,8 +436,15 @@ fn a_switched_member_signs_its_confirmation_again_until_the_next_refresh() {
 }
 
 /// A whole refresh of session `[session; 32]` from wallet epoch `from`,
-/// removing `removed`, run among the seats `at` only; whether each switched.
-fn refresh_among(c: &mut Cluster, session: u8, from: u64, removed: &[u16], at: &[u16]) -> bool {
+/// removing `removed`, run among the seats `at` only, each of which
+/// switches; the confirmations.
+fn refresh_among(
+    c: &mut Cluster,
+    session: u8,
+    from: u64,
+    removed: &[u16],
+    at: &[u16],
+) -> Vec<SignedDkgMessage> {
     let p = refresh(c, session, from, removed);
     let r1 = part1_at(c, &p, at);
     let mut round2 = Vec::new();
@@ -477,7 +484,10 @@ fn refresh_among(c: &mut Cluster, session: u8, from: u64, removed: &[u16], at: &
                 .unwrap()
         })
         .collect();
-    at.iter().all(|s| deliver(c, *s, "w", &confirmations))
+    for s in at {
+        assert!(deliver(c, *s, "w", &confirmations), "seat {s}");
+    }
+    confirmations
 }
 
 /// The status epoch of seats `at`.
@@ -497,16 +507,16 @@ fn epochs(c: &Cluster, at: &[u16]) -> Vec<(WalletStateKind, Option<WalletEpoch>)
 fn a_wallet_refreshes_again_after_a_removal_with_the_list_kept_or_cleared() {
     let mut c = Cluster::new(511, 2, N, &["w"], small_limits());
     configure_removal(&mut c, &[3]);
-    assert!(refresh_among(&mut c, 1, 0, &[3], &[1, 2]));
+    refresh_among(&mut c, 1, 0, &[3], &[1, 2]);
     // Kept: the proposal still names seat 3, which nobody waits for.
-    assert!(refresh_among(&mut c, 2, 1, &[3], &[1, 2]));
+    refresh_among(&mut c, 2, 1, &[3], &[1, 2]);
     assert_eq!(
         epochs(&c, &[1, 2]),
         vec![(WalletStateKind::Active, Some(WalletEpoch(2))); 2]
     );
     // Cleared: the key record's members decide who takes part.
     configure_removal(&mut c, &[]);
-    assert!(refresh_among(&mut c, 3, 2, &[], &[1, 2]));
+    refresh_among(&mut c, 3, 2, &[], &[1, 2]);
     assert_eq!(
         epochs(&c, &[1, 2]),
         vec![(WalletStateKind::Active, Some(WalletEpoch(3))); 2]
@@ -520,7 +530,7 @@ fn a_wallet_refreshes_again_after_a_removal_with_the_list_kept_or_cleared() {
 fn a_removed_seat_neither_coordinates_nor_signs() {
     let mut c = Cluster::new(512, 2, N, &["w"], small_limits());
     configure_removal(&mut c, &[3]);
-    assert!(refresh_among(&mut c, 1, 0, &[3], &[1, 2]));
+    refresh_among(&mut c, 1, 0, &[3], &[1, 2]);
     let err = c.round1(1, 3, "w", 1).unwrap_err();
     assert_eq!(err.code(), ErrorCode::CoordinatorNotMember);
     let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
@@ -637,4 +647,22 @@ fn a_retirement_due_at_a_restart_is_finished_after_it() {
     c.member(1).signer().prune(c.now).unwrap();
     let after = c.member(1).store().inner.keyring_status().unwrap();
     assert!(after.retired.contains(&before.current), "{after:?}");
+}
+
+/// A confirmation that reaches a member after its switch counts the
+/// members of the key record it switched to, not the roster.
+#[test]
+fn a_late_confirmation_after_a_removal_counts_the_remaining_members() {
+    let mut c = Cluster::new(517, 2, N, &["w"], small_limits());
+    configure_removal(&mut c, &[3]);
+    let confirmations = refresh_among(&mut c, 1, 0, &[3], &[1, 2]);
+    let status = c
+        .member(1)
+        .signer()
+        .dkg_confirm(&wid("w"), &confirmations[1])
+        .unwrap();
+    assert_eq!(
+        (status.confirmed, status.needed, status.active),
+        (2, 2, true)
+    );
 }
