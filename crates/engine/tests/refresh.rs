@@ -666,3 +666,47 @@ fn a_late_confirmation_after_a_removal_counts_the_remaining_members() {
         (2, 2, true)
     );
 }
+
+/// A removed member's old share and a remaining member's new share make
+/// no signature: signing under the new record refuses the removed seat,
+/// the new share does not sign under the old record, and the shares
+/// aggregate under neither record.
+#[test]
+fn a_removed_members_old_share_does_not_sign_with_a_new_share() {
+    let mut c = Cluster::new(518, 2, N, &["w"], small_limits());
+    configure_removal(&mut c, &[3]);
+    let old_key = c.member(3).signer().wallet_key(&wid("w")).unwrap();
+    refresh_among(&mut c, 1, 0, &[3], &[1, 2]);
+    let new_key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    let old = KeyShare::from_bytes(&stored(&c, 3, 1).unwrap()).unwrap();
+    let new = KeyShare::from_bytes(&stored(&c, 1, 2).unwrap()).unwrap();
+    let package = |c: &mut Cluster| {
+        let (old_nonce, old_commitment) = thresig_crypto::commit(&old, &mut c.rng);
+        let (new_nonce, new_commitment) = thresig_crypto::commit(&new, &mut c.rng);
+        let commitments = [(seat(1), new_commitment), (seat(3), old_commitment)].into();
+        let package = thresig_crypto::SigningPackage::new(&commitments, &[5; 32]).unwrap();
+        (package, old_nonce, new_nonce)
+    };
+    let (p, _, new_nonce) = package(&mut c);
+    assert!(thresig_crypto::sign(new_nonce, &p, &new, &new_key).is_err());
+    let (p, _, new_nonce) = package(&mut c);
+    assert!(thresig_crypto::sign(new_nonce, &p, &new, &old_key).is_err());
+    // The removed member's share, made under the old record, with the
+    // remaining member's share of a package of its own.
+    let (p, old_nonce, _) = package(&mut c);
+    let removed = thresig_crypto::sign(old_nonce, &p, &old, &old_key).unwrap();
+    let (own_nonce, own_commitment) = thresig_crypto::commit(&new, &mut c.rng);
+    let (_, other_commitment) = thresig_crypto::commit(
+        &KeyShare::from_bytes(&stored(&c, 2, 2).unwrap()).unwrap(),
+        &mut c.rng,
+    );
+    let q = thresig_crypto::SigningPackage::new(
+        &[(seat(1), own_commitment), (seat(2), other_commitment)].into(),
+        &[5; 32],
+    )
+    .unwrap();
+    let remaining = thresig_crypto::sign(own_nonce, &q, &new, &new_key).unwrap();
+    let shares = [(seat(1), remaining), (seat(3), removed)].into();
+    assert!(thresig_crypto::aggregate(&old_key, &p, &shares).is_err());
+    assert!(thresig_crypto::aggregate(&new_key, &p, &shares).is_err());
+}
