@@ -710,3 +710,26 @@ fn a_removed_members_old_share_does_not_sign_with_a_new_share() {
     assert!(thresig_crypto::aggregate(&old_key, &p, &shares).is_err());
     assert!(thresig_crypto::aggregate(&new_key, &p, &shares).is_err());
 }
+
+/// A removal that would leave fewer than the threshold of the key
+/// record's members is refused, counting the seats earlier refreshes
+/// removed (each list alone names fewer than the threshold).
+#[test]
+fn a_removal_leaving_fewer_than_the_threshold_is_refused() {
+    let mut c = Cluster::new(519, 2, 4, &["w"], small_limits());
+    configure_removal(&mut c, &[4]);
+    refresh_among(&mut c, 1, 0, &[4], &[1, 2, 3]);
+    configure_removal(&mut c, &[3]);
+    refresh_among(&mut c, 2, 1, &[3], &[1, 2]);
+    configure_removal(&mut c, &[2]);
+    let p = refresh(&c, 3, 2, &[2]);
+    let err = c.members[0]
+        .signer()
+        .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DkgMismatch, "{err:?}");
+    assert_eq!(
+        epochs(&c, &[1, 2]),
+        vec![(WalletStateKind::Active, Some(WalletEpoch(2))); 2]
+    );
+}
