@@ -135,10 +135,7 @@ fn a_switch_deletes_the_old_share_and_retires_its_data_key() {
     let mut c = Cluster::new(502, 2, N, &["w"], small_limits());
     let store = c.member(1).store();
     let before = store.inner.keyring_status().unwrap();
-    let p = refresh(&c, 1, 0, &[]);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
-    activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
+    switch_all(&mut c, 1);
     // The retirement waits on the key provider: the next prune runs it.
     c.member(1).signer().prune(c.now).unwrap();
     let store = c.member(1).store();
@@ -471,18 +468,7 @@ fn refresh_among(
     let inbox = route(round2);
     let confirmations: Vec<_> = at
         .iter()
-        .map(|s| {
-            c.member(*s)
-                .signer()
-                .dkg_finish(
-                    c.now,
-                    coordinator(1),
-                    &p.wallet,
-                    p.session,
-                    &inbox[&seat(*s)],
-                )
-                .unwrap()
-        })
+        .map(|s| finish_at(c, &p, &inbox, *s).unwrap())
         .collect();
     for s in at {
         assert!(deliver(c, *s, "w", &confirmations), "seat {s}");
@@ -560,10 +546,7 @@ fn the_switch_commit_bumps_the_wallets_security_epoch() {
             .store()
             .on_retire(Retire::Fail(|| thresig_store::Error::WriterStopped));
     }
-    let p = refresh(&c, 1, 0, &[]);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
-    activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
+    switch_all(&mut c, 1);
     let after = c.member(1).store().wallet_epoch(&wid("w")).unwrap();
     assert!(after > before, "{before:?} -> {after:?}");
 }
