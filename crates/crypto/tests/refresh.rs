@@ -192,7 +192,7 @@ fn a_key_path_only_transcript_differs_from_a_zero_root_one() {
         let params = GroupParams::new(2, 3).unwrap();
         let started: Vec<_> = seats(&[1, 2, 3])
             .into_iter()
-            .map(|s| DkgRound1::start(params, s, tree.clone(), rng).unwrap())
+            .map(|s| DkgRound1::start(params, s, tree, rng).unwrap())
             .collect();
         let (states, mut sent) = part2_all(started);
         let state = states.into_iter().next().unwrap();
