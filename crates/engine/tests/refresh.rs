@@ -716,3 +716,43 @@ fn a_removal_leaving_fewer_than_the_threshold_is_refused() {
         vec![(WalletStateKind::Active, Some(WalletEpoch(2))); 2]
     );
 }
+
+/// The confirmation a member really signed for another key package of the
+/// same session (a second run of the refresh, as a coordinator running two
+/// could relay) is refused naming its signer; the right ones still switch.
+#[test]
+fn a_real_confirmation_of_a_second_key_package_is_refused_naming_its_signer() {
+    let run = |c: &mut Cluster| {
+        let p = refresh(c, 1, 0, &[]);
+        let r1 = part1(c, &p);
+        let inbox = part2(c, &p, &r1);
+        confirmations(c, &p, &inbox)
+    };
+    let mut c = Cluster::new(520, 2, N, &["w"], small_limits());
+    let mut twin = Cluster::new(520, 2, N, &["w"], small_limits());
+    // The twin holds the same wallet and identities; its next packages differ.
+    rand_core::RngCore::next_u64(&mut twin.rng);
+    let ours = run(&mut c);
+    let theirs = run(&mut twin);
+    assert_eq!(
+        c.member(1)
+            .signer()
+            .wallet_key(&wid("w"))
+            .unwrap()
+            .output_key(),
+        twin.member(1)
+            .signer()
+            .wallet_key(&wid("w"))
+            .unwrap()
+            .output_key()
+    );
+    assert_ne!(ours[1].payload, theirs[1].payload);
+    let err = c
+        .member(1)
+        .signer()
+        .dkg_confirm(&wid("w"), &theirs[1])
+        .unwrap_err();
+    assert_eq!(fault_of(err), (1, Some(2), DkgFault::ConfirmationMismatch));
+    activate_everywhere(&c, "w", &ours);
+    all_at(&c, WalletStateKind::Active, 1);
+}
