@@ -416,7 +416,9 @@ pub(crate) async fn deliver(
 /// Confirmations sent to one member at once. A member admits a bounded
 /// number of streams per connection and of requests per seat (8 by
 /// default, `max_requests_per_seat`); at 100 members, all n at once were
-/// refused (`out of resources`) and failed the run.
+/// refused (`out of resources`) and failed the run. A member whose cap is
+/// lower, or busy with other calls from this seat, refuses some as
+/// overloaded (retryable): [`each`] then sends it all of them again.
 const CONFIRMATIONS_AT_ONCE: usize = 8;
 
 /// What a member answered with a message its identity key did not sign.
