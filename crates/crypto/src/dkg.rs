@@ -480,10 +480,12 @@ impl DkgOutput {
         self.transcript
     }
 
-    /// Splits the output into its parts.
+    /// Splits the output into its parts: the share, the wallet key and
+    /// the transcript digest, which a caller must still compare with every
+    /// other member's before using the others.
     #[must_use]
-    pub fn into_parts(self) -> (KeyShare, WalletKey) {
-        (self.key_share, self.wallet)
+    pub fn into_parts(self) -> (KeyShare, WalletKey, [u8; 32]) {
+        (self.key_share, self.wallet, self.transcript)
     }
 }
 

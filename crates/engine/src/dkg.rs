@@ -583,13 +583,11 @@ impl<S: Store> Signer<S> {
         // `thresig_crypto`'s dkg module): its confirmation also binds the
         // crypto layer's transcript digest. A fresh DKG's stays the echo
         // hash alone, as members of earlier versions compute it.
+        let (share, key, digest) = output.into_parts();
         let transcript = match kind {
             DkgKind::Fresh => echo,
-            DkgKind::Refresh { .. } => {
-                tagged_hash(REFRESH_TRANSCRIPT_DOMAIN, &[&echo, &output.transcript()])
-            }
+            DkgKind::Refresh { .. } => tagged_hash(REFRESH_TRANSCRIPT_DOMAIN, &[&echo, &digest]),
         };
-        let (share, key) = output.into_parts();
         let mut result =
             Confirming::new(session, key, share, transcript).with_kind(result_kind(kind)?);
         result.accept(me);
