@@ -618,7 +618,8 @@ fn wallet_field(e: &EngineConfigError) -> &'static str {
         }
         EngineConfigError::Policy { .. } => "wallets.policy",
         EngineConfigError::BadSuccessor { .. } => "wallets.successor",
-        EngineConfigError::UnknownRemovedSeat { .. } => "wallets.remove",
+        EngineConfigError::UnknownRemovedSeat { .. }
+        | EngineConfigError::RemovesThreshold { .. } => "wallets.remove",
         _ => "wallets",
     }
 }

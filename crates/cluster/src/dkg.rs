@@ -147,7 +147,7 @@ pub async fn run_dkg(
     let mut id = [0u8; 32];
     rng.fill_bytes(&mut id);
     let session = DkgSessionId(id);
-    let agreed = run(peers, wallet, session, DkgKind::Fresh, progress).await?;
+    let agreed = run(peers, wallet, session, DkgKind::Fresh, None, progress).await?;
     let output_key = output_key_of(&agreed).ok_or(DkgError::Aborted("no output key confirmed"))?;
     Ok(DkgOutcome {
         session,
@@ -156,7 +156,8 @@ pub async fn run_dkg(
 }
 
 /// Runs the DKG `session` (fresh random bytes) of `kind` (a fresh DKG or
-/// a share refresh) among the wallet's members that take part; the
+/// a share refresh) among the wallet's members that take part (of a
+/// refresh: among `holders`, the seats of the current key record); the
 /// confirmation payload every one of them signed. If the run fails, every
 /// member is told to drop the session (if still in part 1 or 2), so the
 /// next run does not wait for it to expire.
@@ -165,8 +166,10 @@ pub(crate) async fn run(
     wallet: &NodeWallet,
     session: DkgSessionId,
     kind: DkgKind,
+    holders: Option<&[Seat]>,
     progress: &dyn Progress,
 ) -> Result<DkgPayload, DkgError> {
+    let members = taking_part(wallet, &kind, holders);
     let proposal = DkgProposal::new(
         session,
         wallet.id().clone(),
@@ -174,7 +177,7 @@ pub(crate) async fn run(
         wallet.config.roster.clone(),
     )
     .with_kind(kind);
-    let outcome = run_session(peers, wallet, proposal, progress).await;
+    let outcome = run_session(peers, wallet, proposal, &members, progress).await;
     if outcome.is_err() {
         cancel(peers, wallet, session).await;
     }
@@ -217,12 +220,12 @@ async fn run_session(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     proposal: DkgProposal,
+    members: &[(Seat, Seat)],
     progress: &dyn Progress,
 ) -> Result<DkgPayload, DkgError> {
     let session = proposal.session;
-    let members = taking_part(wallet, &proposal.kind);
     info!(wallet = %wallet.id(), members = members.len(), "DKG part 1");
-    let round1 = each(peers, &members, "start", progress, |client, _| {
+    let round1 = each(peers, members, "start", progress, |client, _| {
         let proposal = proposal.clone();
         async move { client.dkg_start(proposal).await }
     })
@@ -244,7 +247,7 @@ async fn run_session(
 
     info!("DKG part 2");
     let all_round1 = Arc::new(round1);
-    let round2 = each(peers, &members, "round 2", progress, |client, seat| {
+    let round2 = each(peers, members, "round 2", progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let others: Vec<SignedDkgMessage> = all_round1
             .iter()
@@ -300,7 +303,7 @@ async fn run_session(
 
     info!("DKG part 3");
     let inbox = Arc::new(inbox);
-    let confirmations = each(peers, &members, "finish", progress, |client, seat| {
+    let confirmations = each(peers, members, "finish", progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let mine = inbox.get(&seat).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
@@ -308,7 +311,7 @@ async fn run_session(
     .await?;
     let agreed = agree(wallet, &proposal.kind, &confirmations)?;
     info!("DKG confirmations");
-    deliver(peers, wallet, &members, confirmations, progress).await?;
+    deliver(peers, wallet, members, confirmations, progress).await?;
     Ok(agreed)
 }
 
@@ -413,15 +416,23 @@ pub(crate) async fn deliver(
 /// Confirmations sent to one member at once. A member admits a bounded
 /// number of streams per connection and of requests per seat (8 by
 /// default, `max_requests_per_seat`); at 100 members, all n at once were
-/// refused (`out of resources`) and failed the run.
+/// refused (`out of resources`) and failed the run. A member whose cap is
+/// lower, or busy with other calls from this seat, refuses some as
+/// overloaded (retryable): [`each`] then sends it all of them again.
 const CONFIRMATIONS_AT_ONCE: usize = 8;
 
 /// What a member answered with a message its identity key did not sign.
 const UNSIGNED: &str = "a message its identity key did not sign";
 
 /// The wallet's seats that take part in a session of `kind` (a refresh
-/// leaves its removed seats out), with their cluster seats.
-pub(crate) fn taking_part(wallet: &NodeWallet, kind: &DkgKind) -> Vec<(Seat, Seat)> {
+/// leaves its removed seats out, and those not among `holders`, the
+/// members of the key record it refreshes: an earlier refresh may have
+/// removed a seat that stays in the roster), with their cluster seats.
+pub(crate) fn taking_part(
+    wallet: &NodeWallet,
+    kind: &DkgKind,
+    holders: Option<&[Seat]>,
+) -> Vec<(Seat, Seat)> {
     let removed: &[Seat] = match kind {
         DkgKind::Fresh => &[],
         DkgKind::Refresh { removed, .. } => removed,
@@ -429,6 +440,7 @@ pub(crate) fn taking_part(wallet: &NodeWallet, kind: &DkgKind) -> Vec<(Seat, Sea
     members(wallet)
         .into_iter()
         .filter(|(seat, _)| !removed.contains(seat))
+        .filter(|(seat, _)| holders.is_none_or(|h| h.contains(seat)))
         .collect()
 }
 

@@ -11,6 +11,7 @@ mod abort;
 
 use std::sync::Arc;
 
+use thresig_crypto::Seat;
 use thresig_engine::{DkgKind, DkgSessionId, WalletEpoch};
 
 use crate::config::NodeWallet;
@@ -30,8 +31,9 @@ pub struct RefreshOutcome {
     pub epoch: WalletEpoch,
 }
 
-/// Refreshes the shares of `wallet`'s epoch `from` among its members,
-/// leaving out the wallet's configured removal set (this member's own
+/// Refreshes the shares of `wallet`'s epoch `from` among `holders` (the
+/// members of that epoch's key record), leaving out the wallet's
+/// configured removal set (this member's own
 /// `remove` list; every other member checks the proposal against its own).
 /// `session` is fresh random bytes, chosen by the caller so that it can
 /// name it: a run that fails from part 3 on may leave members
@@ -43,12 +45,12 @@ pub struct RefreshOutcome {
 pub async fn run_refresh(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
-    from: WalletEpoch,
+    (from, holders): (WalletEpoch, &[Seat]),
     session: DkgSessionId,
     progress: &dyn Progress,
 ) -> Result<RefreshOutcome, DkgError> {
     let (kind, epoch) = refresh_of(wallet, from)?;
-    run(peers, wallet, session, kind, progress).await?;
+    run(peers, wallet, session, kind, Some(holders), progress).await?;
     Ok(RefreshOutcome { session, epoch })
 }
 
@@ -58,8 +60,9 @@ pub async fn run_refresh(
 /// the session with its own confirmation again (from its pending result,
 /// or from the result it switched to), and every confirmation is
 /// delivered to every member. `at` is the wallet epoch of this member
-/// (either side of the switch); only the wallet's removal set is taken
-/// from the refresh it names.
+/// (either side of the switch) and `holders` the members of its key
+/// record; only the wallet's removal set is taken from the refresh it
+/// names.
 ///
 /// # Errors
 /// [`DkgError`] naming a member that holds no result of the session
@@ -69,12 +72,12 @@ pub async fn run_refresh(
 pub async fn resume_refresh(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
-    at: WalletEpoch,
+    (at, holders): (WalletEpoch, &[Seat]),
     session: DkgSessionId,
     progress: &dyn Progress,
 ) -> Result<(), DkgError> {
     let (kind, _) = refresh_of(wallet, at)?;
-    let members = taking_part(wallet, &kind);
+    let members = taking_part(wallet, &kind, Some(holders));
     let confirmations = each(peers, &members, "finish", progress, |client, _| {
         let wallet_id = wallet.id().clone();
         async move { client.dkg_finish(wallet_id, session, Vec::new()).await }

@@ -99,10 +99,15 @@ impl Session {
         let mut h = Sha256::new();
         h.update(TRANSCRIPT_DOMAIN);
         match &self.mode {
-            Mode::Fresh { tree } => {
-                h.update([0]);
-                h.update(tree.root_bytes().unwrap_or([0; 32]));
-            }
+            // Key path only is a tag of its own: hashed as a zero root, it
+            // would match a tree whose root is 32 zero bytes.
+            Mode::Fresh { tree } => match tree.root_bytes() {
+                None => h.update([0]),
+                Some(root) => {
+                    h.update([2]);
+                    h.update(root);
+                }
+            },
             Mode::Refresh { wallet, .. } => {
                 h.update([1]);
                 framed_update(&mut h, &wallet.to_bytes()?);
@@ -475,10 +480,12 @@ impl DkgOutput {
         self.transcript
     }
 
-    /// Splits the output into its parts.
+    /// Splits the output into its parts: the share, the wallet key and
+    /// the transcript digest, which a caller must still compare with every
+    /// other member's before using the others.
     #[must_use]
-    pub fn into_parts(self) -> (KeyShare, WalletKey) {
-        (self.key_share, self.wallet)
+    pub fn into_parts(self) -> (KeyShare, WalletKey, [u8; 32]) {
+        (self.key_share, self.wallet, self.transcript)
     }
 }
 

@@ -43,11 +43,11 @@ pub fn run_in_process(started: Vec<(DkgRound1, Round1Package)>) -> Result<LocalG
     for state in waiting {
         let me = state.seat();
         let output = state.finish(inbox.remove(&me).unwrap_or_default())?;
-        if transcript.is_some_and(|t| t != output.transcript()) {
+        let (share, wallet, theirs) = output.into_parts();
+        if transcript.is_some_and(|t| t != theirs) {
             return Err(Error::TranscriptMismatch);
         }
-        transcript = Some(output.transcript());
-        let (share, wallet) = output.into_parts();
+        transcript = Some(theirs);
         if agreed.as_ref().is_some_and(|w| *w != wallet) {
             return Err(Error::InternalKeyMismatch);
         }

@@ -181,3 +181,30 @@ fn a_removal_of_a_non_member_or_a_repeated_seat_is_refused() {
     }
     assert!(DkgRound1::refresh(share, &wallet, &seats(&[3, 4]), rng).is_ok());
 }
+
+/// A fresh DKG's transcript names its script tree: key path only is not
+/// hashed as a tree whose root is 32 zero bytes (same seed, so the same
+/// packages otherwise).
+#[test]
+fn a_key_path_only_transcript_differs_from_a_zero_root_one() {
+    let transcript = |tree: ScriptTree| {
+        let rng = &mut rng(311);
+        let params = GroupParams::new(2, 3).unwrap();
+        let started: Vec<_> = seats(&[1, 2, 3])
+            .into_iter()
+            .map(|s| DkgRound1::start(params, s, tree, rng).unwrap())
+            .collect();
+        let (states, mut sent) = part2_all(started);
+        let state = states.into_iter().next().unwrap();
+        let me = state.seat();
+        let inbox: Vec<_> = seats(&[2, 3])
+            .into_iter()
+            .map(|s| (s, sent.remove(&(s, me)).unwrap()))
+            .collect();
+        state.finish(inbox).unwrap().transcript()
+    };
+    assert_ne!(
+        transcript(ScriptTree::KeyPathOnly),
+        transcript(ScriptTree::Root(MerkleRoot([0; 32])))
+    );
+}

@@ -366,6 +366,13 @@ impl SignerConfig {
                     });
                 }
             }
+            if removed.len() >= usize::from(w.threshold) {
+                return Err(ConfigError::RemovesThreshold {
+                    wallet: w.id.clone(),
+                    removed: removed.len(),
+                    threshold: w.threshold,
+                });
+            }
         }
         for w in &self.wallets {
             if let Some(successor) = &w.successor
@@ -415,6 +422,20 @@ pub enum ConfigError {
         wallet: WalletId,
         /// The seat named.
         seat: Seat,
+    },
+    /// The wallet's `remove` list names the threshold or more seats: their
+    /// old shares together still sign for the key a refresh keeps, so the
+    /// removal would protect nothing.
+    #[error(
+        "wallet {wallet}: `remove` names {removed} seats, at least the threshold {threshold}: their old shares together still sign for the unchanged key, so a refresh cannot remove them; remove fewer than {threshold} seats, or rekey the wallet to a new key"
+    )]
+    RemovesThreshold {
+        /// The wallet.
+        wallet: WalletId,
+        /// How many seats the list names.
+        removed: usize,
+        /// The wallet's threshold.
+        threshold: u16,
     },
     /// The roster names one key for two seats.
     #[error("wallet {wallet}: a key holds two seats")]

@@ -387,7 +387,7 @@ impl<S: Store> Signer<S> {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
         }
-        let expected = participants(&slot.config, &kind);
+        let expected = participants(&slot.config, &shard.state, &kind);
         if by_seat.keys().any(|s| !expected.contains(s)) {
             return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
         }
@@ -498,8 +498,13 @@ impl<S: Store> Signer<S> {
                         wallet: wallet.clone(),
                     });
                 }
-                let result =
-                    self.compute_result(slot, (session, &kind), round2, state, &hpke, echo)?;
+                let result = self.compute_result(
+                    slot,
+                    (session, &kind),
+                    &shard.state,
+                    round2,
+                    (state, &hpke, echo),
+                )?;
                 let hold = (coordinator, kind, expires);
                 self.commit_result(slot, &mut shard, session, result, request, hold)
             }
@@ -544,16 +549,17 @@ impl<S: Store> Signer<S> {
     }
 
     /// Checks the round-2 messages addressed to this member and derives its
-    /// share and the wallet key. The HPKE key (zeroized on drop by
-    /// x25519-dalek) is dropped by the caller when this returns.
+    /// share and the wallet key. `current` is the wallet's state (a
+    /// refresh's participants are its key record's members). The HPKE key
+    /// (zeroized on drop by x25519-dalek) is dropped by the caller when
+    /// this returns.
     fn compute_result(
         &self,
         slot: &Slot,
         (session, kind): (DkgSessionId, &DkgKind),
+        current: &WalletState,
         round2: &[SignedDkgMessage],
-        state: DkgRound2,
-        hpke: &HpkeSecret,
-        echo: [u8; 32],
+        (state, hpke, echo): (DkgRound2, &HpkeSecret, [u8; 32]),
     ) -> Result<Confirming, Error> {
         let wallet = &slot.config.id;
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
@@ -587,7 +593,7 @@ impl<S: Store> Signer<S> {
                 .map_err(|_| fail(Some(msg.sender), DkgFault::InvalidPackage))?;
             packages.push((msg.sender, package));
         }
-        let expected = participants(&slot.config, kind);
+        let expected = participants(&slot.config, current, kind);
         if senders.iter().any(|s| !expected.contains(s)) {
             return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
         }
@@ -602,13 +608,11 @@ impl<S: Store> Signer<S> {
         // `thresig_crypto`'s dkg module): its confirmation also binds the
         // crypto layer's transcript digest. A fresh DKG's stays the echo
         // hash alone, as members of earlier versions compute it.
+        let (share, key, digest) = output.into_parts();
         let transcript = match kind {
             DkgKind::Fresh => echo,
-            DkgKind::Refresh { .. } => {
-                tagged_hash(REFRESH_TRANSCRIPT_DOMAIN, &[&echo, &output.transcript()])
-            }
+            DkgKind::Refresh { .. } => tagged_hash(REFRESH_TRANSCRIPT_DOMAIN, &[&echo, &digest]),
         };
-        let (share, key) = output.into_parts();
         let mut result =
             Confirming::new(session, key, share, transcript).with_kind(result_kind(kind)?);
         result.accept(me);
@@ -725,7 +729,10 @@ impl<S: Store> Signer<S> {
         self.adopt_durable(slot, &mut shard)?;
         let needed = slot.config.roster.len();
         crate::refresh::check_late_confirmation(slot, &shard.state, &msg.payload)?;
-        if matches!(shard.state, WalletState::Active(_)) {
+        if let WalletState::Active(key) = &shard.state {
+            // The members of the record it holds: a refresh may have
+            // removed seats that stay in the roster.
+            let needed = key.key.members().len();
             return Ok(ConfirmationStatus {
                 confirmed: needed,
                 needed,

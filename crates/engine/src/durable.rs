@@ -355,8 +355,8 @@ pub(crate) fn confirmation_ops(
 }
 
 /// The unit that switches a refreshed wallet to its new epoch: the record
-/// names the new key package and key, and the old key package is deleted,
-/// all in one commit. The result record stays (it holds no secret), so
+/// names the new key package and key, the old key package is deleted and
+/// the wallet moves to a new security epoch, all in one commit. The result record stays (it holds no secret), so
 /// this member can sign its confirmation again for a member that missed
 /// it ([`retained_refresh`]); every other stored result of the wallet (an
 /// earlier refresh's) goes.
@@ -389,6 +389,17 @@ pub(crate) fn switch_ops<S: Store>(
             });
         }
     }
+    // A new security epoch in the same commit: a database restored from
+    // before the switch (holding the old share) is then a rollback the
+    // store's witness catches at open, whether or not the data key
+    // retirement after it ever runs.
+    ops.push(WriteOp::BumpWalletEpoch {
+        wallet: wallet.clone(),
+    });
+    // The old share's data key is retired after the switch, by a prune
+    // (it waits on the key provider); due in the same commit, so a
+    // restart in between still retires it.
+    ops.extend(crate::signer::mark_due(true));
     Ok(ops)
 }
 

@@ -9,10 +9,10 @@
 //! epoch (insert-if-absent); the wallet keeps signing with the current
 //! shares (`refreshing`). It switches only when it holds a signed
 //! confirmation of the same (session, new wallet key record, transcript,
-//! removal set) from every member of the old roster minus exactly the
-//! removed seats: the record then names the new epoch, the old key
-//! package is deleted in the same commit, and the store retires the data
-//! key that sealed it. Confirmations are accepted from any sender at any
+//! removal set) from every member of the current key record minus exactly
+//! the removed seats: the record then names the new epoch, the old key
+//! package is deleted in the same commit, and a later prune retires the
+//! data key that sealed it. Confirmations are accepted from any sender at any
 //! time, also after a restart. An operator's [`crate::Signer::dkg_abort`]
 //! discards a result only while this member has released no confirmation
 //! of it; after that, only a signed abandonment of the session by a member
@@ -34,16 +34,38 @@ use crate::signer::{Shard, Signer, Slot};
 use crate::wallet::{Confirming, Refreshing, ResultKind, SigningKey, WalletState};
 use sha2::{Digest as _, Sha256};
 
-/// The seats that take part in a session of `kind`: the roster, without
-/// the removed seats of a refresh.
-pub(crate) fn participants(config: &WalletConfig, kind: &DkgKind) -> BTreeSet<Seat> {
-    let removed: &[Seat] = match kind {
-        DkgKind::Fresh => &[],
-        DkgKind::Refresh { removed, .. } => removed,
-    };
-    (1..=u16::try_from(config.roster.len()).unwrap_or(u16::MAX))
-        .filter_map(|n| Seat::try_from(n).ok())
-        .filter(|s| !removed.contains(s))
+/// The seats that take part in a session of `kind`: for a fresh DKG the
+/// roster; for a refresh the members of the wallet's current key record
+/// (an earlier refresh may have removed seats that stay in the roster,
+/// whose seats are positions), without the removed seats.
+pub(crate) fn participants(
+    config: &WalletConfig,
+    state: &WalletState,
+    kind: &DkgKind,
+) -> BTreeSet<Seat> {
+    match (kind, state.key()) {
+        (DkgKind::Refresh { removed, .. }, Some(key)) => key
+            .key
+            .members()
+            .into_iter()
+            .filter(|s| !removed.contains(s))
+            .collect(),
+        (DkgKind::Refresh { .. }, None) => BTreeSet::new(),
+        (DkgKind::Fresh, _) => (1..=u16::try_from(config.roster.len()).unwrap_or(u16::MAX))
+            .filter_map(|n| Seat::try_from(n).ok())
+            .collect(),
+    }
+}
+
+/// The seats of `removed` that still hold a share of `key`: a seat an
+/// earlier refresh removed may stay in the `remove` list (and so in the
+/// proposal), with nothing left to remove.
+fn still_members(key: &WalletKey, removed: &[Seat]) -> Vec<Seat> {
+    let members = key.members();
+    removed
+        .iter()
+        .copied()
+        .filter(|s| members.contains(s))
         .collect()
 }
 
@@ -138,7 +160,8 @@ pub(crate) fn start<R: RngCore + CryptoRng>(
             });
         }
     };
-    DkgRound1::refresh(&key.share, &key.key, removed, rng).map_err(|_| Error::RefreshMismatch {
+    let removed = still_members(&key.key, removed);
+    DkgRound1::refresh(&key.share, &key.key, &removed, rng).map_err(|_| Error::RefreshMismatch {
         wallet: wallet.clone(),
     })
 }
@@ -205,8 +228,9 @@ pub(crate) fn check_late_confirmation(
 impl<S: Store> Signer<S> {
     /// Counts a verified, matching refresh confirmation from `sender`; when
     /// every participant's is in, switches the wallet to the new epoch
-    /// durably (record, old key package deleted, one commit) and retires
-    /// the data key that sealed the old share.
+    /// durably (record, old key package deleted, new security epoch and
+    /// the retirement of the old share's data key due, one commit; a prune
+    /// retires that key, outside the wallet's lock).
     ///
     /// # Errors
     /// [`Error::Store`] when the switch does not commit (the wallet keeps
@@ -218,7 +242,7 @@ impl<S: Store> Signer<S> {
         sender: Seat,
     ) -> Result<ConfirmationStatus, Error> {
         let wallet = &slot.config.id;
-        let WalletState::Refreshing(r) = &mut shard.state else {
+        let WalletState::Refreshing(r) = &shard.state else {
             return Err(Error::Internal(InternalFault::Invariant));
         };
         let ResultKind::Refresh { removed, .. } = r.pending.kind().clone() else {
@@ -228,7 +252,10 @@ impl<S: Store> Signer<S> {
             from_epoch: r.current.epoch,
             removed,
         };
-        let needed = participants(&slot.config, &kind);
+        let needed = participants(&slot.config, &shard.state, &kind);
+        let WalletState::Refreshing(r) = &mut shard.state else {
+            return Err(Error::Internal(InternalFault::Invariant));
+        };
         if !needed.contains(&sender) {
             // A removed member's signed confirmation: it took no part.
             return Err(Error::DkgFailed {
@@ -255,18 +282,6 @@ impl<S: Store> Signer<S> {
         let epoch = r.pending.epoch();
         let (key, share) = r.pending.into_parts();
         shard.replace_key(WalletState::Active(SigningKey::new(epoch, key, share)));
-        // The old share is deleted; its data key still decrypts a copy of
-        // the database taken before. Retiring it may fail (the key
-        // provider is down): the signer retries at each prune.
-        shard.retire_due = true;
-        self.retire_if_due(shard);
         Ok(ConfirmationStatus::new(confirmed, needed.len(), true))
-    }
-
-    /// Retires the data key of deleted shares if a switch left that due.
-    pub(crate) fn retire_if_due(&self, shard: &mut Shard) {
-        if shard.retire_due && self.store.retire_deleted().is_ok() {
-            shard.retire_due = false;
-        }
     }
 }

@@ -58,12 +58,13 @@ fn configure_removal(c: &mut Cluster, removed: &[u16]) {
     }
 }
 
-/// The wallet signs at its current epoch; the harness aggregates with the
-/// key the signers now report.
+/// The wallet signs at its current epoch, coordinated by its first signer
+/// (a seat a refresh removed coordinates nothing); the harness aggregates
+/// with the key the signers now report.
 fn signs(c: &mut Cluster, signers: &[u16]) {
     let key = c.member(signers[0]).signer().wallet_key(&wid("w")).unwrap();
     c.keys.insert(wid("w"), key);
-    c.sign("w", signers, &[[7; 32]]);
+    c.sign_as(signers[0], "w", signers, &[[7; 32]]).unwrap();
 }
 
 /// `msg` with its payload changed by `edit`, re-signed by its sender (a
@@ -134,10 +135,9 @@ fn a_switch_deletes_the_old_share_and_retires_its_data_key() {
     let mut c = Cluster::new(502, 2, N, &["w"], small_limits());
     let store = c.member(1).store();
     let before = store.inner.keyring_status().unwrap();
-    let p = refresh(&c, 1, 0, &[]);
-    let r1 = part1(&mut c, &p);
-    let inbox = part2(&mut c, &p, &r1);
-    activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
+    switch_all(&mut c, 1);
+    // The retirement waits on the key provider: the next prune runs it.
+    c.member(1).signer().prune(c.now).unwrap();
     let store = c.member(1).store();
     assert!(store.key_package(&wid("w"), KeyEpoch(1)).unwrap().is_none());
     let after = store.inner.keyring_status().unwrap();
@@ -433,4 +433,329 @@ fn a_switched_member_signs_its_confirmation_again_until_the_next_refresh() {
     activate_everywhere(&c, "w", &confirmations(&c, &next, &inbox));
     all_at(&c, WalletStateKind::Active, 2);
     assert_eq!(again(&c).unwrap_err().code(), ErrorCode::DkgNotInPhase);
+}
+
+/// A whole refresh of session `[session; 32]` from wallet epoch `from`,
+/// removing `removed`, run among the seats `at` only, each of which
+/// switches; the confirmations.
+fn refresh_among(
+    c: &mut Cluster,
+    session: u8,
+    from: u64,
+    removed: &[u16],
+    at: &[u16],
+) -> Vec<SignedDkgMessage> {
+    let p = refresh(c, session, from, removed);
+    let r1 = part1_at(c, &p, at);
+    let mut round2 = Vec::new();
+    for s in at {
+        let view: Vec<_> = r1
+            .iter()
+            .filter(|m| m.sender.get() != *s)
+            .cloned()
+            .collect();
+        let signer = c.members[usize::from(*s) - 1].signer();
+        round2.extend(
+            signer
+                .dkg_round2(
+                    c.now,
+                    coordinator(1),
+                    &p.wallet,
+                    p.session,
+                    &view,
+                    &mut c.rng,
+                )
+                .unwrap(),
+        );
+    }
+    let inbox = route(round2);
+    let confirmations: Vec<_> = at
+        .iter()
+        .map(|s| finish_at(c, &p, &inbox, *s).unwrap())
+        .collect();
+    for s in at {
+        assert!(deliver(c, *s, "w", &confirmations), "seat {s}");
+    }
+    confirmations
+}
+
+/// The status epoch of seats `at`.
+fn epochs(c: &Cluster, at: &[u16]) -> Vec<(WalletStateKind, Option<WalletEpoch>)> {
+    at.iter()
+        .map(|s| {
+            let status = c.member(*s).signer().status(&wid("w")).unwrap();
+            (status.state, status.epoch)
+        })
+        .collect()
+}
+
+/// After a refresh removed seat 3, the wallet refreshes again among the
+/// remaining seats, whether the operators keep seat 3 in the `remove`
+/// list (it is already gone: nothing more to remove) or clear it.
+#[test]
+fn a_wallet_refreshes_again_after_a_removal_with_the_list_kept_or_cleared() {
+    let mut c = Cluster::new(511, 2, N, &["w"], small_limits());
+    configure_removal(&mut c, &[3]);
+    refresh_among(&mut c, 1, 0, &[3], &[1, 2]);
+    // Kept: the proposal still names seat 3, which nobody waits for.
+    refresh_among(&mut c, 2, 1, &[3], &[1, 2]);
+    assert_eq!(
+        epochs(&c, &[1, 2]),
+        vec![(WalletStateKind::Active, Some(WalletEpoch(2))); 2]
+    );
+    // Cleared: the key record's members decide who takes part.
+    configure_removal(&mut c, &[]);
+    refresh_among(&mut c, 3, 2, &[], &[1, 2]);
+    assert_eq!(
+        epochs(&c, &[1, 2]),
+        vec![(WalletStateKind::Active, Some(WalletEpoch(3))); 2]
+    );
+    signs(&mut c, &[1, 2]);
+}
+
+/// A removed seat is no member of the wallet: it cannot coordinate (round
+/// 1 from its identity), nor be named as a signer of a round 2.
+#[test]
+fn a_removed_seat_neither_coordinates_nor_signs() {
+    let mut c = Cluster::new(512, 2, N, &["w"], small_limits());
+    configure_removal(&mut c, &[3]);
+    refresh_among(&mut c, 1, 0, &[3], &[1, 2]);
+    let err = c.round1(1, 3, "w", 1).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CoordinatorNotMember);
+    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    c.keys.insert(wid("w"), key);
+    let mut commitments = std::collections::BTreeMap::new();
+    commitments.insert(1, c.round1(1, 1, "w", 1).unwrap());
+    // Seat 3's commitment from before the switch, as a coordinator would
+    // have kept it: any point does, the set is refused first.
+    commitments.insert(3, commitments[&1].clone());
+    let req = c.request("w", &commitments, &[[9; 32]]);
+    let err = c.round2_as(1, 1, &req).unwrap_err();
+    assert!(
+        matches!(err, thresig_engine::Error::IdentifierNotInRoster { identifier, .. } if identifier == seat(3)),
+        "{err:?}"
+    );
+}
+
+/// The switch commit itself moves the wallet to a new security epoch, so a
+/// database restored from before the switch is caught as a rollback at
+/// open, also when the data key retirement after it fails.
+#[test]
+fn the_switch_commit_bumps_the_wallets_security_epoch() {
+    let mut c = Cluster::new(513, 2, N, &["w"], small_limits());
+    let before = c.member(1).store().wallet_epoch(&wid("w")).unwrap();
+    for s in seats(&c) {
+        c.member(s)
+            .store()
+            .on_retire(Retire::Fail(|| thresig_store::Error::WriterStopped));
+    }
+    switch_all(&mut c, 1);
+    let after = c.member(1).store().wallet_epoch(&wid("w")).unwrap();
+    assert!(after > before, "{before:?} -> {after:?}");
+}
+
+/// A switch of every member of `c` (session `[session; 32]`, from epoch 0).
+fn switch_all(c: &mut Cluster, session: u8) {
+    let p = refresh(c, session, 0, &[]);
+    let r1 = part1(c, &p);
+    let inbox = part2(c, &p, &r1);
+    activate_everywhere(c, "w", &confirmations(c, &p, &inbox));
+}
+
+/// The data key retirement after a switch waits on the key provider: it
+/// runs in a prune with no wallet locked, so a round 1 on the refreshed
+/// wallet is answered while the provider hangs.
+#[test]
+fn a_hanging_retirement_holds_no_wallet() {
+    let mut c = Cluster::new(514, 2, N, &["w"], small_limits());
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    c.member(1)
+        .store()
+        .on_retire(Retire::Hang(entered_tx, release_rx));
+    switch_all(&mut c, 1);
+    assert_eq!(c.member(1).store().retires(), 0, "not on the switch");
+    let (now, signer) = (c.now, c.member(1).signer());
+    std::thread::scope(|scope| {
+        scope.spawn(|| signer.prune(now).unwrap());
+        entered.recv().unwrap();
+        let (answered_tx, answered) = std::sync::mpsc::channel();
+        scope.spawn(move || {
+            let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(1);
+            let req = thresig_engine::Round1Request::new(wid("w"), 1);
+            answered_tx
+                .send(signer.round1(now, coordinator(1), &req, &mut rng).is_ok())
+                .unwrap();
+        });
+        // A deadline on a failure only: a round 1 that waits for the
+        // hanging provider would never answer.
+        let got = answered.recv_timeout(std::time::Duration::from_secs(60));
+        release.send(()).unwrap();
+        assert_eq!(got, Ok(true));
+    });
+}
+
+/// A terminal retirement failure (here: the store's writer stopped) is
+/// tried once, not again at every prune; a retryable one is retried.
+#[test]
+fn a_terminal_retirement_failure_is_not_retried_at_every_prune() {
+    let mut c = Cluster::new(515, 2, N, &["w"], small_limits());
+    c.member(1)
+        .store()
+        .on_retire(Retire::Fail(|| thresig_store::Error::WriterStopped));
+    c.member(2).store().on_retire(Retire::Fail(|| {
+        thresig_store::Error::Provider(thresig_store::provider::ProviderError::Unavailable {
+            reason: "down".into(),
+        })
+    }));
+    switch_all(&mut c, 1);
+    for _ in 0..10 {
+        c.member(1).signer().prune(c.now).unwrap();
+        c.member(2).signer().prune(c.now).unwrap();
+    }
+    assert_eq!(c.member(1).store().retires(), 1);
+    assert!(c.member(1).signer().retirement_stopped());
+    let retried = c.member(2).store().retires();
+    assert!(
+        (2..10).contains(&retried),
+        "{retried} attempts in 10 prunes"
+    );
+}
+
+/// A retirement due when the signer stops (the provider was down) is
+/// finished by a prune after the restart: it is recorded with the switch.
+#[test]
+fn a_retirement_due_at_a_restart_is_finished_after_it() {
+    let mut c = Cluster::new(516, 2, N, &["w"], small_limits());
+    let before = c.member(1).store().inner.keyring_status().unwrap();
+    switch_all(&mut c, 1);
+    c.restart(1);
+    c.member(1).signer().prune(c.now).unwrap();
+    let after = c.member(1).store().inner.keyring_status().unwrap();
+    assert!(after.retired.contains(&before.current), "{after:?}");
+}
+
+/// A confirmation that reaches a member after its switch counts the
+/// members of the key record it switched to, not the roster.
+#[test]
+fn a_late_confirmation_after_a_removal_counts_the_remaining_members() {
+    let mut c = Cluster::new(517, 2, N, &["w"], small_limits());
+    configure_removal(&mut c, &[3]);
+    let confirmations = refresh_among(&mut c, 1, 0, &[3], &[1, 2]);
+    let status = c
+        .member(1)
+        .signer()
+        .dkg_confirm(&wid("w"), &confirmations[1])
+        .unwrap();
+    assert_eq!(
+        (status.confirmed, status.needed, status.active),
+        (2, 2, true)
+    );
+}
+
+/// A removed member's old share and a remaining member's new share make
+/// no signature: signing under the new record refuses the removed seat,
+/// the new share does not sign under the old record, and the shares
+/// aggregate under neither record.
+#[test]
+fn a_removed_members_old_share_does_not_sign_with_a_new_share() {
+    let mut c = Cluster::new(518, 2, N, &["w"], small_limits());
+    configure_removal(&mut c, &[3]);
+    let old_key = c.member(3).signer().wallet_key(&wid("w")).unwrap();
+    refresh_among(&mut c, 1, 0, &[3], &[1, 2]);
+    let new_key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    let old = KeyShare::from_bytes(&stored(&c, 3, 1).unwrap()).unwrap();
+    let new = KeyShare::from_bytes(&stored(&c, 1, 2).unwrap()).unwrap();
+    let package = |c: &mut Cluster| {
+        let (old_nonce, old_commitment) = thresig_crypto::commit(&old, &mut c.rng);
+        let (new_nonce, new_commitment) = thresig_crypto::commit(&new, &mut c.rng);
+        let commitments = [(seat(1), new_commitment), (seat(3), old_commitment)].into();
+        let package = thresig_crypto::SigningPackage::new(&commitments, &[5; 32]).unwrap();
+        (package, old_nonce, new_nonce)
+    };
+    let (p, _, new_nonce) = package(&mut c);
+    assert!(thresig_crypto::sign(new_nonce, &p, &new, &new_key).is_err());
+    let (p, _, new_nonce) = package(&mut c);
+    assert!(thresig_crypto::sign(new_nonce, &p, &new, &old_key).is_err());
+    // The removed member's share, made under the old record, with the
+    // remaining member's share of a package of its own.
+    let (p, old_nonce, _) = package(&mut c);
+    let removed = thresig_crypto::sign(old_nonce, &p, &old, &old_key).unwrap();
+    let (own_nonce, own_commitment) = thresig_crypto::commit(&new, &mut c.rng);
+    let (_, other_commitment) = thresig_crypto::commit(
+        &KeyShare::from_bytes(&stored(&c, 2, 2).unwrap()).unwrap(),
+        &mut c.rng,
+    );
+    let q = thresig_crypto::SigningPackage::new(
+        &[(seat(1), own_commitment), (seat(2), other_commitment)].into(),
+        &[5; 32],
+    )
+    .unwrap();
+    let remaining = thresig_crypto::sign(own_nonce, &q, &new, &new_key).unwrap();
+    let shares = [(seat(1), remaining), (seat(3), removed)].into();
+    assert!(thresig_crypto::aggregate(&old_key, &p, &shares).is_err());
+    assert!(thresig_crypto::aggregate(&new_key, &p, &shares).is_err());
+}
+
+/// A removal that would leave fewer than the threshold of the key
+/// record's members is refused, counting the seats earlier refreshes
+/// removed (each list alone names fewer than the threshold).
+#[test]
+fn a_removal_leaving_fewer_than_the_threshold_is_refused() {
+    let mut c = Cluster::new(519, 2, 4, &["w"], small_limits());
+    configure_removal(&mut c, &[4]);
+    refresh_among(&mut c, 1, 0, &[4], &[1, 2, 3]);
+    configure_removal(&mut c, &[3]);
+    refresh_among(&mut c, 2, 1, &[3], &[1, 2]);
+    configure_removal(&mut c, &[2]);
+    let p = refresh(&c, 3, 2, &[2]);
+    let err = c.members[0]
+        .signer()
+        .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DkgMismatch, "{err:?}");
+    assert_eq!(
+        epochs(&c, &[1, 2]),
+        vec![(WalletStateKind::Active, Some(WalletEpoch(2))); 2]
+    );
+}
+
+/// The confirmation a member really signed for another key package of the
+/// same session (a second run of the refresh, as a coordinator running two
+/// could relay) is refused naming its signer; the right ones still switch.
+#[test]
+fn a_real_confirmation_of_a_second_key_package_is_refused_naming_its_signer() {
+    let run = |c: &mut Cluster| {
+        let p = refresh(c, 1, 0, &[]);
+        let r1 = part1(c, &p);
+        let inbox = part2(c, &p, &r1);
+        confirmations(c, &p, &inbox)
+    };
+    let mut c = Cluster::new(520, 2, N, &["w"], small_limits());
+    let mut twin = Cluster::new(520, 2, N, &["w"], small_limits());
+    // The twin holds the same wallet and identities; its next packages differ.
+    rand_core::RngCore::next_u64(&mut twin.rng);
+    let ours = run(&mut c);
+    let theirs = run(&mut twin);
+    assert_eq!(
+        c.member(1)
+            .signer()
+            .wallet_key(&wid("w"))
+            .unwrap()
+            .output_key(),
+        twin.member(1)
+            .signer()
+            .wallet_key(&wid("w"))
+            .unwrap()
+            .output_key()
+    );
+    assert_ne!(ours[1].payload, theirs[1].payload);
+    let err = c
+        .member(1)
+        .signer()
+        .dkg_confirm(&wid("w"), &theirs[1])
+        .unwrap_err();
+    assert_eq!(fault_of(err), (1, Some(2), DkgFault::ConfirmationMismatch));
+    activate_everywhere(&c, "w", &ours);
+    all_at(&c, WalletStateKind::Active, 1);
 }

@@ -99,7 +99,7 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
             runtime.block_on(resume_refresh(
                 &c.peers,
                 wallet,
-                before.epoch,
+                (before.epoch, &before.key.members()),
                 session,
                 &Bar::new(),
             ))?;
@@ -114,7 +114,7 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
                 .block_on(run_refresh(
                     &c.peers,
                     wallet,
-                    before.epoch,
+                    (before.epoch, &before.key.members()),
                     DkgSessionId(id),
                     &Bar::new(),
                 ))

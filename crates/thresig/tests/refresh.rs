@@ -484,3 +484,45 @@ fn members_refuse_a_removal_their_configuration_does_not_approve_over_the_networ
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x39);
 }
+
+/// Drops the `remove` list from the wallet of `at`'s configuration and
+/// restarts that member.
+fn clear_removal(cluster: &mut ProcessCluster, at: Seat, runtime: &tokio::runtime::Runtime) {
+    let path = cluster.config_path(at);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("remove = [").unwrap();
+    let end = start + text[start..].find('\n').unwrap() + 1;
+    std::fs::write(&path, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    restart(cluster, at, runtime);
+}
+
+/// After a refresh removed seat 3, the remaining members refresh again,
+/// with the removal kept in their configurations and then cleared: the
+/// members of the key record take part, not the roster.
+#[test]
+fn a_wallet_refreshes_again_after_a_removal_with_the_list_kept_then_cleared() {
+    let (mut cluster, runtime, made) = keyed(91);
+    for s in [seat(1), seat(2)] {
+        approve_removal(&mut cluster, s, &[3], &runtime);
+    }
+    for epoch in [1, 2] {
+        let out = refresh(&cluster, &["--remove", "3"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["epoch"], epoch);
+    }
+    for s in [seat(1), seat(2)] {
+        clear_removal(&mut cluster, s, &runtime);
+    }
+    let out = refresh(&cluster, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let states = states(&cluster);
+    assert_eq!(
+        states[..2],
+        [
+            ("active".to_owned(), Some(3)),
+            ("active".to_owned(), Some(3))
+        ]
+    );
+    signs_and_consensus_accepts(&cluster, &made, 0x3a);
+}

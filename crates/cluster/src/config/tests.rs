@@ -345,6 +345,17 @@ fn a_remove_list_naming_a_non_member_or_a_seat_twice_is_refused() {
     }
 }
 
+/// Removing as many seats as the threshold is refused: those seats' old
+/// shares together still sign for the unchanged key.
+#[test]
+fn a_remove_list_of_threshold_seats_is_refused() {
+    let text = edited(
+        "members = [4, 2, 1]\n",
+        "members = [4, 2, 1]\nremove = [4, 1]\n",
+    );
+    assert_eq!(invalid_field(&text), "wallets.remove");
+}
+
 #[test]
 fn a_wallet_without_this_member_is_refused() {
     let text = edited("members = [1, 2, 3]", "members = [1, 3, 4]");

@@ -14,6 +14,9 @@
 mod pending;
 mod rekey;
 mod release;
+mod retire;
+
+pub(crate) use retire::mark_due;
 mod round1;
 
 use std::collections::BTreeMap;
@@ -54,9 +57,6 @@ pub(crate) struct Shard {
     /// start of it from that member arrives after the cancel and is
     /// refused.
     pub(crate) dkg_cancelled: BTreeMap<CoordinatorId, DkgSessionId>,
-    /// Whether a refresh switch deleted a share whose data key the store
-    /// has not retired yet (retried at each prune).
-    pub(crate) retire_due: bool,
 }
 
 impl Shard {
@@ -135,6 +135,9 @@ pub struct Signer<S> {
     /// The Bitcoin network of every wallet (from the configuration only).
     network: Network,
     wallets: BTreeMap<WalletId, Slot>,
+    /// The retirement of deleted shares' data keys, run by
+    /// [`Signer::prune`] outside every wallet lock.
+    retirement: Mutex<retire::Retirement>,
 }
 
 /// Why a signer could not be opened.
@@ -182,7 +185,6 @@ impl<S: Store> Signer<S> {
                 pending: PendingShares::default(),
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
-                retire_due: false,
             };
             wallets.insert(
                 wallet.id.clone(),
@@ -200,6 +202,7 @@ impl<S: Store> Signer<S> {
             limits: config.limits,
             network: config.network,
             wallets,
+            retirement: Mutex::new(retire::Retirement::default()),
         })
     }
 
@@ -292,7 +295,7 @@ impl<S: Store> Signer<S> {
             wallets: self
                 .wallets
                 .values()
-                .filter(|slot| is_member(slot, from))
+                .filter(|slot| is_member(&self.store, slot, from))
                 .map(|slot| status_of(&self.store, slot))
                 .collect::<Result<_, _>>()?,
         })
@@ -316,8 +319,8 @@ impl<S: Store> Signer<S> {
             shard.pool.prune(now);
             shard.pending.prune(now);
             crate::dkg::expire(&mut shard, now);
-            self.retire_if_due(&mut shard);
         }
+        self.retire_if_due(&self.retirement);
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;
@@ -373,7 +376,7 @@ impl<S: Store> Signer<S> {
     /// wallet ids.
     fn member(&self, wallet: &WalletId, from: CoordinatorId) -> Result<Member<'_>, Error> {
         match self.wallets.get(wallet) {
-            Some(slot) if is_member(slot, from) => Ok(Member { slot, from }),
+            Some(slot) if is_member(&self.store, slot, from) => Ok(Member { slot, from }),
             _ => Err(Error::CoordinatorNotMember {
                 wallet: wallet.clone(),
                 coordinator: from,
@@ -419,9 +422,30 @@ fn lock_unloaded(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
         .map_err(|_| Error::Internal(InternalFault::Poisoned))
 }
 
-/// Whether `from` is a member of the slot's wallet.
-fn is_member(slot: &Slot, from: CoordinatorId) -> bool {
-    slot.config.roster.iter().any(|k| k.to_bytes() == from.0)
+/// Whether `from` is a member of the slot's wallet: its roster key, at a
+/// seat that holds a share of the wallet's current key record (a seat a
+/// refresh removed stays in the roster, whose seats are positions, but is
+/// a member of the wallet for nothing). Before the wallet has a key, the
+/// roster decides.
+fn is_member<S: Store>(store: &S, slot: &Slot, from: CoordinatorId) -> bool {
+    let Some(seat) = slot
+        .config
+        .roster
+        .iter()
+        .position(|k| k.to_bytes() == from.0)
+        .and_then(|i| u16::try_from(i + 1).ok())
+        .and_then(|n| Seat::try_from(n).ok())
+    else {
+        return false;
+    };
+    // A wallet whose state does not load answers every member with that
+    // error, so membership falls back to the roster there.
+    lock(store, slot).map_or(true, |shard| {
+        shard
+            .state
+            .key()
+            .is_none_or(|key| key.key.check_member(seat).is_ok())
+    })
 }
 
 /// The public key record of the slot's wallet.

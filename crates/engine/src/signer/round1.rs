@@ -251,7 +251,6 @@ mod tests {
             pending: PendingShares::default(),
             dkg: None,
             dkg_cancelled: BTreeMap::new(),
-            retire_due: false,
         }
     }
 

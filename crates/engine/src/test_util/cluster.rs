@@ -177,6 +177,23 @@ pub struct FaultStore<S> {
     /// Policy-record writes (compare-and-sets) submitted through this
     /// decorator.
     policy_writes: AtomicUsize,
+    /// What a data key retirement does instead of retiring.
+    retire: Mutex<Retire>,
+    /// Data key retirements asked for so far.
+    retires: AtomicUsize,
+}
+
+/// What [`FaultStore`] does on a data key retirement.
+#[derive(Default)]
+pub enum Retire {
+    /// Retires, as the decorated store does.
+    #[default]
+    Pass,
+    /// Fails with the error made.
+    Fail(MakeError),
+    /// Sends on the first sender, waits for the receiver, then fails
+    /// retryably (a key provider that hangs).
+    Hang(Sender<()>, Receiver<()>),
 }
 
 impl<S> FaultStore<S> {
@@ -194,7 +211,19 @@ impl<S> FaultStore<S> {
             key_reads: AtomicUsize::new(0),
             park: Mutex::new(None),
             policy_writes: AtomicUsize::new(0),
+            retire: Mutex::new(Retire::Pass),
+            retires: AtomicUsize::new(0),
         }
+    }
+
+    /// How many data key retirements were asked for so far.
+    pub fn retires(&self) -> usize {
+        self.retires.load(Ordering::SeqCst)
+    }
+
+    /// Data key retirements do `retire` from now on.
+    pub fn on_retire(&self, retire: Retire) {
+        *self.retire.lock().unwrap() = retire;
     }
 
     /// A second decorator (without faults) over the same inner store.
@@ -344,7 +373,17 @@ impl<S: Store> Store for FaultStore<S> {
         self.inner.corrupt_wallets()
     }
     fn retire_deleted(&self) -> Result<(), StoreError> {
-        self.inner.retire_deleted()
+        self.retires.fetch_add(1, Ordering::SeqCst);
+        let retire = self.retire.lock().unwrap();
+        match &*retire {
+            Retire::Pass => self.inner.retire_deleted(),
+            Retire::Fail(error) => Err(error()),
+            Retire::Hang(entered, release) => {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+                Err(injected())
+            }
+        }
     }
 }
 

@@ -92,9 +92,12 @@ pub trait Store: Send + Sync {
     fn corrupt_wallets(&self) -> Vec<WalletId>;
     /// Retires the data key that sealed records deleted so far (a
     /// refreshed wallet's old key package): every live record is re-sealed
-    /// under a new data key and the old ones are retired, so a deleted
-    /// record cannot be read back from this store, even from a copy of its
-    /// database taken before. A store that seals nothing does nothing.
+    /// under a new data key and the old ones are retired, so the live
+    /// store holds a deleted record under no key it uses. A copy of the
+    /// database taken before still holds it with its data key wrapped by
+    /// the KEK, and freed database pages may keep its ciphertext until
+    /// reused: only destroying the old KEK version closes that. A store
+    /// that seals nothing does nothing.
     fn retire_deleted(&self) -> Result<(), Error>;
 }
 
