@@ -87,7 +87,7 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
         let outcome = runtime.block_on(abort_refresh(
             &c.peers,
             wallet,
-            before.epoch,
+            (before.epoch, &before.key.members()),
             session,
             &Bar::new(),
         ))?;

@@ -29,7 +29,8 @@ pub struct AbortOutcome {
 }
 
 /// Abandons the refresh `session` of `wallet` (this member at epoch `at`,
-/// with the wallet's configured removal set): asks every member taking
+/// whose key record `holders` are its members, with the wallet's
+/// configured removal set): asks every member taking
 /// part for its abandonment, then gives those to the members that hold
 /// the session's result, which discard it. Running it again is harmless.
 ///
@@ -41,12 +42,12 @@ pub struct AbortOutcome {
 pub async fn abort_refresh(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
-    at: WalletEpoch,
+    (at, holders): (WalletEpoch, &[Seat]),
     session: DkgSessionId,
     progress: &dyn Progress,
 ) -> Result<AbortOutcome, DkgError> {
     let (kind, _) = super::refresh_of(wallet, at)?;
-    let members = taking_part(wallet, &kind);
+    let members = taking_part(wallet, &kind, Some(holders));
     let answers = each(peers, &members, "abandon", progress, |client, _| {
         let wallet_id = wallet.id().clone();
         async move {

@@ -147,7 +147,7 @@ impl<S: Store> Signer<S> {
         };
         let proven = abandonments
             .iter()
-            .any(|m| abandons(slot, &kind, session, m));
+            .any(|m| abandons(slot, (&shard.state, &kind), session, m));
         if !proven {
             return Err(super::dkg_failed(
                 slot,
@@ -189,12 +189,17 @@ impl<S: Store> Signer<S> {
 }
 
 /// Whether `msg` is a valid abandonment of `session` by a participant of
-/// a refresh of `kind`'s removal set.
-fn abandons(slot: &Slot, kind: &DkgKind, session: DkgSessionId, msg: &SignedDkgMessage) -> bool {
+/// a refresh of `kind`'s removal set from the wallet in `state`.
+fn abandons(
+    slot: &Slot,
+    (state, kind): (&WalletState, &DkgKind),
+    session: DkgSessionId,
+    msg: &SignedDkgMessage,
+) -> bool {
     msg.session == session
         && msg.wallet == slot.config.id
         && msg.payload == DkgPayload::RefreshAbandon
-        && participants(&slot.config, kind).contains(&msg.sender)
+        && participants(&slot.config, state, kind).contains(&msg.sender)
         && msg.verify(&slot.config)
 }
 
