@@ -107,7 +107,7 @@ const REFRESH_RESULT_VERSION: u8 = 2;
 const ABANDONED_VERSION: u8 = 3;
 
 /// The number the key package of wallet epoch `epoch` is kept at.
-fn key_epoch_of(epoch: WalletEpoch) -> Result<thresig_store::KeyEpoch, Error> {
+pub(crate) fn key_epoch_of(epoch: WalletEpoch) -> Result<thresig_store::KeyEpoch, Error> {
     epoch
         .0
         .checked_add(FIRST_KEY_EPOCH.0)
@@ -267,14 +267,22 @@ fn decode_refresh_result(value: &[u8]) -> Option<StoredRefresh<'_>> {
 /// the result's wallet epoch: a refresh's beside the current one) and the
 /// result awaiting confirmation.
 pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<WriteOp>, Error> {
-    Ok(vec![
+    let mut ops = vec![
         key_package_op(wallet, key_epoch_of(result.epoch())?, result.share())?,
         WriteOp::PutDkgResult {
             wallet: wallet.clone(),
             session: dkg_session_id(result.session())?,
             value: dkg_result_value(result)?.into(),
         },
-    ])
+    ];
+    // A refresh's result joins an existing wallet: a new security epoch,
+    // so a store restored from before it cannot undo it undetected.
+    if matches!(result.kind(), crate::wallet::ResultKind::Refresh { .. }) {
+        ops.push(WriteOp::BumpWalletEpoch {
+            wallet: wallet.clone(),
+        });
+    }
+    Ok(ops)
 }
 
 /// Whether the store already holds exactly this part-3 result (its key

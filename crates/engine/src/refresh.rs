@@ -233,6 +233,7 @@ impl<S: Store> Signer<S> {
     /// retires that key, outside the wallet's lock).
     ///
     /// # Errors
+    /// [`Error::DkgNotInPhase`] when this member vetoed the session;
     /// [`Error::Store`] when the switch does not commit (the wallet keeps
     /// signing with its current shares; the next confirmation retries).
     pub(crate) fn refresh_confirmed(
@@ -252,6 +253,12 @@ impl<S: Store> Signer<S> {
             from_epoch: r.current.epoch,
             removed,
         };
+        // A veto is a promise never to switch, whatever arrives after it.
+        if crate::durable::is_abandoned(&self.store, wallet, r.pending.session())? {
+            return Err(Error::DkgNotInPhase {
+                wallet: wallet.clone(),
+            });
+        }
         let needed = participants(&slot.config, &shard.state, &kind);
         let WalletState::Refreshing(r) = &mut shard.state else {
             return Err(Error::Internal(InternalFault::Invariant));

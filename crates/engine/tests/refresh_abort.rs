@@ -206,9 +206,7 @@ fn a_refresh_stuck_after_part3_on_some_members_is_abandoned_and_the_wallet_moves
             .unwrap();
     }
     let ask = |s: u16| c.member(s).signer();
-    let held = ask(1).refresh_abandon(coordinator(1), &p.wallet, p.session);
-    assert_eq!(held.unwrap_err().code(), ErrorCode::DkgNotInPhase);
-    let proof = ask(3)
+    let proof3 = ask(3)
         .refresh_abandon(coordinator(1), &p.wallet, p.session)
         .unwrap();
     let late = ask(3).dkg_finish(
@@ -219,12 +217,26 @@ fn a_refresh_stuck_after_part3_on_some_members_is_abandoned_and_the_wallet_moves
         &inbox[&seat(3)],
     );
     assert_eq!(late.unwrap_err().code(), ErrorCode::DkgNotInPhase);
+    // One veto alone discards nothing: its signer may have confirmed too.
+    let err = ask(2)
+        .refresh_discard(coordinator(1), &p.wallet, p.session, vec![proof3.clone()])
+        .unwrap_err();
+    assert_eq!(fault_of(err).1, None);
+    assert!(has_share(&c, 2, "old", 1), "seat 2 keeps its pending share");
+    // Seats holding the result pending veto too, discarding it as they do.
+    let mut proofs = vec![proof3];
     for s in [1, 2] {
-        let discarded = ask(s)
-            .refresh_discard(coordinator(1), &p.wallet, p.session, vec![proof.clone()])
-            .unwrap();
-        assert!(discarded, "seat {s}");
+        proofs.push(
+            ask(s)
+                .refresh_abandon(coordinator(1), &p.wallet, p.session)
+                .unwrap(),
+        );
         assert!(!has_share(&c, s, "old", 1), "seat {s}");
+    }
+    for s in seats(&c) {
+        ask(s)
+            .refresh_discard(coordinator(1), &p.wallet, p.session, proofs.clone())
+            .unwrap();
     }
     for s in seats(&c) {
         assert_eq!(
@@ -286,9 +298,9 @@ fn an_abandonment_of_another_session_or_forged_discards_nothing() {
 }
 
 /// Review B Medium 6b: seat 1's switch commit is durable but reported
-/// failed, so memory still says `refreshing`; an abandonment (here signed
-/// by a malicious seat 3 that also confirmed) must not delete the new
-/// share the stored record now names: seat 1 adopts the switch instead.
+/// failed, so memory still says `refreshing`; vetoes (here forged for
+/// every seat) must not delete the new share the stored record now
+/// names: seat 1 adopts the switch instead.
 #[test]
 fn a_discard_adopts_a_switch_that_committed_though_it_reported_failure() {
     let mut c = Cluster::new(608, 2, N, &["w"], small_limits());
@@ -302,15 +314,20 @@ fn a_discard_adopts_a_switch_that_committed_though_it_reported_failure() {
         at(&c, 1, "w"),
         (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
     );
-    let lie = SignedDkgMessage::sign(
-        &identity_secret(3),
-        p.session,
-        wid("w"),
-        seat(3),
-        DkgPayload::RefreshAbandon,
-    );
+    // Every participant's veto, as a relay holding their keys could forge.
+    let lies = (1..=N)
+        .map(|s| {
+            SignedDkgMessage::sign(
+                &identity_secret(s),
+                p.session,
+                wid("w"),
+                seat(s),
+                DkgPayload::RefreshAbandon,
+            )
+        })
+        .collect();
     let err = signer
-        .refresh_discard(coordinator(1), &p.wallet, p.session, vec![lie])
+        .refresh_discard(coordinator(1), &p.wallet, p.session, lies)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DkgNotInPhase);
     assert_eq!(
@@ -368,4 +385,100 @@ fn an_abandoned_session_id_never_runs_again_at_its_abandoner() {
         .dkg_start(c.now, coordinator(1), &again, &mut c.rng)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DkgNotInPhase);
+}
+
+/// The split a lone abandonment allowed (2-of-3, seat 3 coordinates and
+/// is malicious): every member finishes part 3, seat 3 hands seat 1 every
+/// confirmation, so seat 1 switches, then hands seat 2 its own veto. Seat
+/// 2 must not discard on that alone: it keeps its pending result, gets
+/// the confirmations later and signs with seat 1 at the new epoch.
+#[test]
+fn a_confirmer_s_own_veto_does_not_split_the_honest_members() {
+    let mut c = Cluster::new(610, 2, N, &["w"], small_limits());
+    let (p, inbox) = to_part3(&mut c, "w", 1, 0);
+    let confirmations = confirmations(&c, &p, &inbox);
+    assert!(deliver(&c, 1, "w", &confirmations));
+    let veto = c
+        .member(3)
+        .signer()
+        .refresh_abandon(coordinator(1), &p.wallet, p.session)
+        .unwrap();
+    let err = c
+        .member(2)
+        .signer()
+        .refresh_discard(coordinator(1), &p.wallet, p.session, vec![veto])
+        .unwrap_err();
+    assert_eq!(fault_of(err).1, None);
+    assert_eq!(
+        at(&c, 2, "w"),
+        (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
+    );
+    assert!(deliver(&c, 2, "w", &confirmations));
+    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    c.keys.insert(wid("w"), key);
+    c.sign("w", &[1, 2], &[[7; 32]]);
+}
+
+/// A member that switched refuses to veto (the refresh completed there:
+/// --resume finishes it elsewhere), and a member holding a veto refuses
+/// the switch even when handed every confirmation, also after a restart.
+#[test]
+fn a_switched_member_refuses_to_veto_and_a_vetoing_one_refuses_to_switch() {
+    let mut c = Cluster::new(611, 2, N, &["w"], small_limits());
+    let (p, inbox) = to_part3(&mut c, "w", 1, 0);
+    let confirmations = confirmations(&c, &p, &inbox);
+    assert!(deliver(&c, 1, "w", &confirmations));
+    let err = c
+        .member(1)
+        .signer()
+        .refresh_abandon(coordinator(1), &p.wallet, p.session)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::DkgNotInPhase);
+    c.member(2)
+        .signer()
+        .refresh_abandon(coordinator(1), &p.wallet, p.session)
+        .unwrap();
+    for restart in [false, true] {
+        if restart {
+            c.restart(2);
+        }
+        for m in &confirmations {
+            let refused = c.member(2).signer().dkg_confirm(&wid("w"), m);
+            assert_eq!(refused.unwrap_err().code(), ErrorCode::DkgNotInPhase);
+        }
+        assert_eq!(
+            at(&c, 2, "w"),
+            (WalletStateKind::Active, Some(WalletEpoch(0)))
+        );
+        assert!(!has_share(&c, 2, "w", 1));
+    }
+}
+
+/// Every participant's veto returns every member to the current epoch,
+/// whoever held the result pending, and the wallet signs there.
+#[test]
+fn the_vetoes_of_every_participant_restore_the_current_epoch() {
+    let mut c = Cluster::new(612, 2, N, &["w"], small_limits());
+    let (p, inbox) = to_part3(&mut c, "w", 1, 0);
+    let _ = confirmations(&c, &p, &inbox);
+    let vetoes: Vec<_> = seats(&c)
+        .map(|s| {
+            c.member(s)
+                .signer()
+                .refresh_abandon(coordinator(1), &p.wallet, p.session)
+                .unwrap()
+        })
+        .collect();
+    for s in seats(&c) {
+        c.member(s)
+            .signer()
+            .refresh_discard(coordinator(1), &p.wallet, p.session, vetoes.clone())
+            .unwrap();
+        assert_eq!(
+            at(&c, s, "w"),
+            (WalletStateKind::Active, Some(WalletEpoch(0)))
+        );
+        assert!(!has_share(&c, s, "w", 1), "seat {s}");
+    }
+    c.sign("w", &[1, 3], &[[8; 32]]);
 }

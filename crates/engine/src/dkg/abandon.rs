@@ -1,20 +1,22 @@
-//! Abandoning a share refresh (`thresig refresh --abort`).
+//! Abandoning a share refresh (`thresig refresh --abort`) by vetoes.
 //!
-//! A member that released its confirmation of a refresh must keep its
-//! pending shares: the others may hold every confirmation and switch, and
-//! if this member then dropped its new share, neither epoch would keep a
-//! threshold of shares. It discards them only on proof that nobody can
-//! ever switch: a signed abandonment of the session by one of its
-//! participants. A member signs one only while it holds no part-3 result
-//! of the session, and drops the session (its secrets) as it signs, so no
-//! confirmation of it can ever exist, and every switch needs one.
+//! A veto of a session says "I have not switched to it and never will".
+//! Any participant that has not switched may sign one; it records the
+//! veto durably first, and a member holding a veto never switches to the
+//! session nor runs it again. One veto proves nothing about the others:
+//! its signer may be malicious and have confirmed the session as well, so
+//! a member discards its pending result only on the vetoes of every
+//! participant. Then no honest participant can ever switch, and a
+//! malicious one that did loses only its own share.
 
 use thresig_store::Store;
 
 use super::DkgSession;
 use crate::api::Response;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
-use crate::durable::{abandoned_op, abort_ops, is_abandoned, load_state, result_stored_for};
+use thresig_store::WriteOp;
+
+use crate::durable::{abandoned_op, is_abandoned, key_epoch_of, load_state, result_stored_for};
 use crate::error::Error;
 use crate::refresh::participants;
 use crate::signer::{Member, Shard, Signer, Slot, lock, store_error};
@@ -48,17 +50,25 @@ impl<S: Store> Signer<S> {
         })
     }
 
-    /// Signs this member's abandonment of the refresh `session`, records
-    /// it durably (the session id never runs here again) and drops the
-    /// session from memory (whoever started it); whether one was dropped.
-    /// Signing again later is harmless: it still holds no result.
+    /// Signs this member's veto of the refresh `session`: it has not
+    /// switched to it and never will. The veto is recorded durably with a
+    /// new security epoch (the session id never runs here again, and a
+    /// restored older store is caught at open), the session is dropped
+    /// from memory, and a pending result of it is discarded in the same
+    /// commit (having vetoed, this member can never use it); whether a
+    /// session or result was dropped. Signing again later is harmless.
+    ///
+    /// A single veto discards nothing elsewhere: its signer may be
+    /// malicious and have confirmed the session too. Another member
+    /// discards only on the vetoes of every participant
+    /// ([`Self::refresh_discard`]).
     ///
     /// # Errors
     /// [`Error::WalletNotActive`] for a wallet without a key (no refresh
-    /// to abandon);
-    /// [`Error::RefreshConfirmed`] when this member holds a part-3 result
-    /// of the session (pending, or switched to): the refresh can still
-    /// complete, and `thresig refresh --resume` finishes it;
+    /// to veto);
+    /// [`Error::RefreshConfirmed`] when this member switched to the
+    /// session's shares: the refresh completed here, and `thresig refresh
+    /// --resume` finishes it at the others;
     /// [`Error::Store`] when the store cannot say (nothing changes).
     pub(crate) fn refresh_abandon(
         &self,
@@ -77,29 +87,47 @@ impl<S: Store> Signer<S> {
             });
         }
         let abandoned = is_abandoned(&self.store, wallet, session)?;
-        let holds = shard
-            .state
-            .confirming()
-            .is_some_and(|c| c.session() == session)
-            || (!abandoned && result_stored_for(&self.store, wallet, session)?);
-        if holds {
+        let pending = match &shard.state {
+            WalletState::Refreshing(r) if r.pending.session() == session => Some(r.pending.epoch()),
+            _ => None,
+        };
+        // A result record of the session with no pending result is the one
+        // a switch keeps: this member switched.
+        if pending.is_none() && !abandoned && result_stored_for(&self.store, wallet, session)? {
             return Err(Error::RefreshConfirmed {
                 wallet: wallet.clone(),
                 session,
             });
         }
         // Durable before the signature leaves: after a restart this member
-        // must still refuse to run the session again.
-        if !abandoned {
+        // must still refuse to run or switch to the session.
+        if !abandoned || pending.is_some() {
+            let mut ops = Vec::new();
+            if let Some(epoch) = pending {
+                ops.push(WriteOp::DeleteKeyPackage {
+                    wallet: wallet.clone(),
+                    epoch: key_epoch_of(epoch)?,
+                });
+            }
+            // The veto replaces the result record of the session.
+            ops.push(abandoned_op(wallet, session)?);
+            ops.push(WriteOp::BumpWalletEpoch {
+                wallet: wallet.clone(),
+            });
             self.store
-                .write(vec![abandoned_op(wallet, session)?])
+                .write(ops)
                 .map_err(|source| store_error(wallet, source))?;
         }
         // A finished part 3 still in memory here reported its commit
-        // failed and is not durable: it released no confirmation either.
-        let dropped = shard.dkg.as_ref().is_some_and(|s| s.id == session);
-        if dropped {
-            shard.dkg = None;
+        // failed and is not durable: it is dropped like any session.
+        let mut dropped = drop_unfinished(&mut shard, session);
+        if pending.is_some() {
+            let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
+            shard.state = match state {
+                WalletState::Refreshing(r) => WalletState::Active(r.current),
+                other => other,
+            };
+            dropped = true;
         }
         let signed = SignedDkgMessage::sign(
             &self.identity,
@@ -111,15 +139,16 @@ impl<S: Store> Signer<S> {
         Ok((dropped, signed))
     }
 
-    /// Discards this member's pending result of the refresh `session` on a
-    /// verified abandonment of it by one of its participants; whether a
+    /// Discards this member's pending result of the refresh `session` on
+    /// verified vetoes of it by every one of its participants (then every
+    /// honest participant promised never to switch); whether a
     /// result was discarded (false: none of that session is held, as after
     /// an earlier discard). The state on disk is adopted first, so a switch
     /// or a part 3 that committed though it reported failure is seen.
     ///
     /// # Errors
-    /// [`Error::DkgFailed`] accusing no one when no abandonment verifies
-    /// (the relay's doing: nothing changes); [`Error::RefreshConfirmed`]
+    /// [`Error::DkgFailed`] accusing no one when a participant's veto is
+    /// missing or does not verify (the relay's doing: nothing changes); [`Error::RefreshConfirmed`]
     /// when the switch to the session's shares is durable (it cannot be
     /// undone: the abandonment's signer signed both); [`Error::Store`].
     pub(crate) fn refresh_discard(
@@ -145,9 +174,13 @@ impl<S: Store> Signer<S> {
             from_epoch: crate::ids::WalletEpoch::INITIAL,
             removed,
         };
-        let proven = abandonments
+        let proven = participants(&slot.config, &shard.state, &kind)
             .iter()
-            .any(|m| abandons(slot, (&shard.state, &kind), session, m));
+            .all(|seat| {
+                abandonments
+                    .iter()
+                    .any(|m| m.sender == *seat && abandons(slot, (&shard.state, &kind), session, m))
+            });
         if !proven {
             return Err(super::dkg_failed(
                 slot,
@@ -176,8 +209,19 @@ impl<S: Store> Signer<S> {
                 session,
             });
         }
+        // Discarded as a veto discards: the session never runs here again.
+        let ops = vec![
+            WriteOp::DeleteKeyPackage {
+                wallet: wallet.clone(),
+                epoch: key_epoch_of(epoch)?,
+            },
+            abandoned_op(wallet, session)?,
+            WriteOp::BumpWalletEpoch {
+                wallet: wallet.clone(),
+            },
+        ];
         self.store
-            .write(abort_ops(wallet, session, epoch)?)
+            .write(ops)
             .map_err(|source| store_error(wallet, source))?;
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {
