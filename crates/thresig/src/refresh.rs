@@ -189,7 +189,7 @@ fn print_abort(
         );
     } else {
         println!(
-            "refresh {} of wallet {wallet} abandoned: members {:?} held no result and signed its abandonment; members {:?} discarded their pending shares\n  every member signs at epoch {}",
+            "refresh {} of wallet {wallet} abandoned: members {:?} vetoed it (each dropped its pending shares as it did); members {:?} discarded theirs on the full set of vetoes\n  every member signs at epoch {}",
             hex::encode(session.0),
             seats(&outcome.abandoned_by),
             seats(&outcome.discarded),

@@ -387,10 +387,10 @@ fn a_coordinator_lost_after_part_3_leaves_the_old_epoch_signing_and_the_refresh_
 
 /// The coordinator sends part 3 to members 1 and 2 only and dies: they
 /// hold the result pending (`refreshing`), member 3 holds none, so
-/// `--resume` cannot finish it. `thresig refresh --abort` gets member 3's
-/// signed abandonment to members 1 and 2, which discard their pending
-/// shares: every member is active at epoch 0 again, signs, and a new
-/// refresh completes.
+/// `--resume` cannot finish it. `thresig refresh --abort` collects every
+/// member's veto (none switched; members 1 and 2 drop their pending shares
+/// as they veto) and gives the full set to all: every member is active at
+/// epoch 0 again, signs, and a new refresh completes.
 #[test]
 fn a_refresh_stuck_after_part_3_on_two_members_is_aborted_and_a_new_one_completes() {
     let (cluster, runtime, made) = keyed(86);
@@ -417,8 +417,10 @@ fn a_refresh_stuck_after_part_3_on_two_members_is_aborted_and_a_new_one_complete
     let out = refresh(&cluster, &["--abort", &session]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["abandoned_by"], serde_json::json!([3]));
-    assert_eq!(report["discarded"], serde_json::json!([1, 2]));
+    // Every participant vetoes; those holding the result pending drop it
+    // as they veto, so none is left for the full set to discard.
+    assert_eq!(report["abandoned_by"], serde_json::json!([1, 2, 3]));
+    assert_eq!(report["discarded"], serde_json::json!([]));
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x39);
     let out = refresh(&cluster, &[]);

@@ -2,16 +2,17 @@
 //! --abort`): a coordinator died or skipped a member after part 3, so some
 //! members hold the result pending and no one can finish it.
 //!
-//! A member that released its confirmation keeps its pending shares until
-//! it sees proof that nobody can ever switch: a signed abandonment of the
-//! session by a member holding no result of it (DESIGN.md §4; the engine
-//! refuses to sign one otherwise, and drops the session as it signs).
+//! Every participant is asked for its veto ("I have not switched and never
+//! will"); a member that switched refuses, and then the refresh completed
+//! there and `--resume` finishes it. A member discards its pending result
+//! only on the vetoes of every participant (DESIGN.md §4), so the full
+//! set goes to every member.
 
 use std::sync::Arc;
 
 use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError};
-use thresig_engine::{DkgSessionId, ErrorCode, SignedDkgMessage, WalletEpoch};
+use thresig_engine::{DkgSessionId, ErrorCode, WalletEpoch};
 
 use crate::config::NodeWallet;
 use crate::dkg::{DkgError, each, taking_part};
@@ -22,21 +23,21 @@ use crate::progress::Progress;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AbortOutcome {
-    /// The cluster seats that signed an abandonment (held no result).
+    /// The cluster seats that signed a veto (every participant).
     pub abandoned_by: Vec<Seat>,
-    /// The cluster seats that held the result pending and discarded it.
+    /// The cluster seats that still held the result and discarded it on
+    /// the full set of vetoes (a member vetoing discards its own at once).
     pub discarded: Vec<Seat>,
 }
 
 /// Abandons the refresh `session` of `wallet` (this member at epoch `at`,
 /// whose key record `holders` are its members, with the wallet's
-/// configured removal set): asks every member taking
-/// part for its abandonment, then gives those to the members that hold
-/// the session's result, which discard it. Running it again is harmless.
+/// configured removal set): asks every member taking part for its veto,
+/// then gives the full set to every member. Running it again is harmless.
 ///
 /// # Errors
-/// [`DkgError::Aborted`] when every member holds a result of the session
-/// (the refresh can complete: `--resume` finishes it); [`DkgError::Member`]
+/// [`DkgError::Aborted`] when a member switched to the session's shares
+/// (the refresh completed there: `--resume` finishes it); [`DkgError::Member`]
 /// for a member that cannot be reached or refuses otherwise (run it again
 /// once it is back: members already discarded stay so).
 pub async fn abort_refresh(
@@ -64,19 +65,13 @@ pub async fn abort_refresh(
     })
     .await?;
     let cluster = |seat: &Seat| members.iter().find(|(s, _)| s == seat).map(|(_, c)| *c);
-    let abandonments: Vec<SignedDkgMessage> = answers.values().flatten().cloned().collect();
-    if abandonments.is_empty() {
+    if answers.values().any(Option::is_none) {
         return Err(DkgError::Aborted(
-            "every member holds a result of this refresh, so it can complete: finish it with --resume SESSION instead",
+            "a member switched to this refresh's shares and holds every confirmation: finish it with --resume SESSION instead",
         ));
     }
-    let holding: Vec<(Seat, Seat)> = members
-        .iter()
-        .filter(|(seat, _)| answers.get(seat).is_some_and(Option::is_none))
-        .copied()
-        .collect();
-    let proofs = Arc::new(abandonments);
-    let discarded = each(peers, &holding, "discard", progress, |client, _| {
+    let proofs = Arc::new(answers.values().flatten().cloned().collect::<Vec<_>>());
+    let discarded = each(peers, &members, "discard", progress, |client, _| {
         let (wallet_id, proofs) = (wallet.id().clone(), proofs.clone());
         async move {
             client
