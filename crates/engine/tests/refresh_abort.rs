@@ -482,3 +482,33 @@ fn the_vetoes_of_every_participant_restore_the_current_epoch() {
     }
     c.sign("w", &[1, 3], &[[8; 32]]);
 }
+
+/// A stuck refresh does not disable the emergency path: a member holding
+/// one pending begins a rekey on its current shares, vetoing the refresh
+/// in the same commit, and refuses its confirmations from then on.
+#[test]
+fn a_rekey_begins_while_refreshing_and_vetoes_the_refresh() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
+        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    let mut c = Cluster::with_wallets(613, 2, N, &specs, Limits::default());
+    let (p, inbox) = to_part3(&mut c, "old", 1, 0);
+    let confirmations = confirmations(&c, &p, &inbox);
+    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    c.restart(1);
+    assert_eq!(
+        at(&c, 1, "old"),
+        (WalletStateKind::Rekeying, Some(WalletEpoch(0)))
+    );
+    assert!(!has_share(&c, 1, "old", 1));
+    for m in &confirmations {
+        let refused = c.member(1).signer().dkg_confirm(&wid("old"), m);
+        assert!(refused.is_err());
+    }
+    let err = c.members[0]
+        .signer()
+        .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WalletNotActive);
+}
