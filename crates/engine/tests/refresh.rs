@@ -8,7 +8,7 @@ mod common;
 
 use common::dkg::*;
 use common::*;
-use thresig_crypto::{DkgRound1, KeyShare};
+use thresig_crypto::{DkgRound1, KeyShare, WalletKey};
 use thresig_engine::test_util::identity_secret;
 use thresig_engine::{
     DkgFault, DkgKind, DkgPayload, DkgProposal, ErrorCode, HexBytes, SignedDkgMessage, WalletEpoch,
@@ -655,8 +655,9 @@ fn a_late_confirmation_after_a_removal_counts_the_remaining_members() {
 
 /// A removed member's old share and a remaining member's new share make
 /// no signature: signing under the new record refuses the removed seat,
-/// the new share does not sign under the old record, and the shares
-/// aggregate under neither record.
+/// the new share does not sign under the old record, and both shares
+/// signing one package under a record admitting both aggregate to no
+/// signature valid under the output key.
 #[test]
 fn a_removed_members_old_share_does_not_sign_with_a_new_share() {
     let mut c = Cluster::new(518, 2, N, &["w"], small_limits());
@@ -677,24 +678,52 @@ fn a_removed_members_old_share_does_not_sign_with_a_new_share() {
     assert!(thresig_crypto::sign(new_nonce, &p, &new, &new_key).is_err());
     let (p, _, new_nonce) = package(&mut c);
     assert!(thresig_crypto::sign(new_nonce, &p, &new, &old_key).is_err());
-    // The removed member's share, made under the old record, with the
-    // remaining member's share of a package of its own.
-    let (p, old_nonce, _) = package(&mut c);
-    let removed = thresig_crypto::sign(old_nonce, &p, &old, &old_key).unwrap();
-    let (own_nonce, own_commitment) = thresig_crypto::commit(&new, &mut c.rng);
-    let (_, other_commitment) = thresig_crypto::commit(
-        &KeyShare::from_bytes(&stored(&c, 2, 2).unwrap()).unwrap(),
-        &mut c.rng,
-    );
-    let q = thresig_crypto::SigningPackage::new(
-        &[(seat(1), own_commitment), (seat(2), other_commitment)].into(),
-        &[5; 32],
-    )
+    // Both shares over one package, under a record that admits both (the
+    // old one with seat 1's verifying share swapped for its new one, as a
+    // lying coordinator could hand out): the aggregate is no signature
+    // under the output key.
+    let hybrid = WalletKey::from_stored_bytes(&with_share_of(
+        &old_key.to_bytes().unwrap(),
+        &new_key.to_bytes().unwrap(),
+        1,
+    ))
     .unwrap();
-    let remaining = thresig_crypto::sign(own_nonce, &q, &new, &new_key).unwrap();
-    let shares = [(seat(1), remaining), (seat(3), removed)].into();
-    assert!(thresig_crypto::aggregate(&old_key, &p, &shares).is_err());
-    assert!(thresig_crypto::aggregate(&new_key, &p, &shares).is_err());
+    let (p, old_nonce, new_nonce) = package(&mut c);
+    let shares = [
+        (
+            seat(1),
+            thresig_crypto::sign(new_nonce, &p, &new, &hybrid).unwrap(),
+        ),
+        (
+            seat(3),
+            thresig_crypto::sign(old_nonce, &p, &old, &hybrid).unwrap(),
+        ),
+    ]
+    .into();
+    let valid = |record: &WalletKey| {
+        thresig_crypto::aggregate(record, &p, &shares).is_ok_and(|signature| {
+            thresig_crypto::verify(&new_key.output_key(), &[5; 32], &signature).is_ok()
+        })
+    };
+    assert!(!valid(&hybrid) && !valid(&old_key) && !valid(&new_key));
+}
+
+/// `record` (a wallet key record's bytes) with seat `s`'s verifying share
+/// taken from `from`: each share follows its seat's 32-byte identifier.
+fn with_share_of(record: &[u8], from: &[u8], s: u8) -> Vec<u8> {
+    let mut id = [0u8; 32];
+    id[31] = s;
+    let at = |bytes: &[u8]| {
+        bytes
+            .windows(32)
+            .position(|w| w == id)
+            .map(|i| i + 32)
+            .unwrap()
+    };
+    let (to, src) = (at(record), at(from));
+    let mut out = record.to_vec();
+    out[to..to + 33].copy_from_slice(&from[src..src + 33]);
+    out
 }
 
 /// A removal that would leave fewer than the threshold of the key
