@@ -107,7 +107,7 @@ const REFRESH_RESULT_VERSION: u8 = 2;
 const ABANDONED_VERSION: u8 = 3;
 
 /// The number the key package of wallet epoch `epoch` is kept at.
-pub(crate) fn key_epoch_of(epoch: WalletEpoch) -> Result<thresig_store::KeyEpoch, Error> {
+fn key_epoch_of(epoch: WalletEpoch) -> Result<thresig_store::KeyEpoch, Error> {
     epoch
         .0
         .checked_add(FIRST_KEY_EPOCH.0)
@@ -418,6 +418,32 @@ pub(crate) fn abandoned_op(wallet: &WalletId, session: DkgSessionId) -> Result<W
         session: dkg_session_id(session)?,
         value: vec![ABANDONED_VERSION].into(),
     })
+}
+
+/// The unit that records this member's veto of the refresh `session`: the
+/// veto record (replacing a result record of it), the session's pending
+/// key package at `pending` deleted if there is one, and a new security
+/// epoch, so a store restored from before the veto is caught at open.
+///
+/// # Errors
+/// [`Error::Internal`] if an id or epoch does not encode (not expected).
+pub(crate) fn veto_ops(
+    wallet: &WalletId,
+    session: DkgSessionId,
+    pending: Option<WalletEpoch>,
+) -> Result<Vec<WriteOp>, Error> {
+    let mut ops = Vec::new();
+    if let Some(epoch) = pending {
+        ops.push(WriteOp::DeleteKeyPackage {
+            wallet: wallet.clone(),
+            epoch: key_epoch_of(epoch)?,
+        });
+    }
+    ops.push(abandoned_op(wallet, session)?);
+    ops.push(WriteOp::BumpWalletEpoch {
+        wallet: wallet.clone(),
+    });
+    Ok(ops)
 }
 
 /// Whether this member abandoned the refresh `session` (its record says

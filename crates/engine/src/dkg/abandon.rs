@@ -14,9 +14,8 @@ use thresig_store::Store;
 use super::DkgSession;
 use crate::api::Response;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
-use thresig_store::WriteOp;
 
-use crate::durable::{abandoned_op, is_abandoned, key_epoch_of, load_state, result_stored_for};
+use crate::durable::{is_abandoned, load_state, result_stored_for, veto_ops};
 use crate::error::Error;
 use crate::refresh::participants;
 use crate::signer::{Member, Shard, Signer, Slot, lock, store_error};
@@ -102,20 +101,8 @@ impl<S: Store> Signer<S> {
         // Durable before the signature leaves: after a restart this member
         // must still refuse to run or switch to the session.
         if !abandoned || pending.is_some() {
-            let mut ops = Vec::new();
-            if let Some(epoch) = pending {
-                ops.push(WriteOp::DeleteKeyPackage {
-                    wallet: wallet.clone(),
-                    epoch: key_epoch_of(epoch)?,
-                });
-            }
-            // The veto replaces the result record of the session.
-            ops.push(abandoned_op(wallet, session)?);
-            ops.push(WriteOp::BumpWalletEpoch {
-                wallet: wallet.clone(),
-            });
             self.store
-                .write(ops)
+                .write(veto_ops(wallet, session, pending)?)
                 .map_err(|source| store_error(wallet, source))?;
         }
         // A finished part 3 still in memory here reported its commit
@@ -210,18 +197,8 @@ impl<S: Store> Signer<S> {
             });
         }
         // Discarded as a veto discards: the session never runs here again.
-        let ops = vec![
-            WriteOp::DeleteKeyPackage {
-                wallet: wallet.clone(),
-                epoch: key_epoch_of(epoch)?,
-            },
-            abandoned_op(wallet, session)?,
-            WriteOp::BumpWalletEpoch {
-                wallet: wallet.clone(),
-            },
-        ];
         self.store
-            .write(ops)
+            .write(veto_ops(wallet, session, Some(epoch))?)
             .map_err(|source| store_error(wallet, source))?;
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {

@@ -4,10 +4,10 @@
 use thresig_store::Store;
 
 use super::{Signer, lock, store_error};
-use crate::durable::{abandoned_op, key_epoch_of, rekeying_ops};
+use crate::durable::{rekeying_ops, veto_ops};
 use crate::error::Error;
 use crate::wallet::WalletState;
-use thresig_store::{WalletId, WriteOp};
+use thresig_store::WalletId;
 
 impl<S: Store> Signer<S> {
     /// Puts an active wallet in `rekeying`, durably: from then on it signs
@@ -38,16 +38,11 @@ impl<S: Store> Signer<S> {
             // rekey runs on the current shares and vetoes the refresh in
             // the same commit, so this member never switches to it.
             WalletState::Refreshing(r) => {
-                ops.extend([
-                    WriteOp::DeleteKeyPackage {
-                        wallet: wallet.clone(),
-                        epoch: key_epoch_of(r.pending.epoch())?,
-                    },
-                    abandoned_op(wallet, r.pending.session())?,
-                    WriteOp::BumpWalletEpoch {
-                        wallet: wallet.clone(),
-                    },
-                ]);
+                ops.extend(veto_ops(
+                    wallet,
+                    r.pending.session(),
+                    Some(r.pending.epoch()),
+                )?);
             }
             _ => return Err(not_possible()),
         }
