@@ -641,9 +641,20 @@ pub enum Error {
     /// released: the other members may switch on it, so discarding the
     /// pending shares here could leave no epoch with a threshold of shares.
     #[error(
-        "wallet {wallet}: this member released its confirmation of refresh {0}, so the others may switch on it and it keeps its pending shares; run `thresig refresh --resume {0}` to finish the refresh, or `thresig refresh --abort {0}` to abandon it while a member holds no result", hex::encode(session.0)
+        "wallet {wallet}: this member released its confirmation of refresh {0}, so the others may switch on it and it keeps its pending shares; run `thresig refresh --resume {0}` to finish the refresh, or `thresig refresh --abort {0}` to abandon it on every participant's veto", hex::encode(session.0)
     )]
     RefreshConfirmed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The refresh session.
+        session: crate::dkg_msg::DkgSessionId,
+    },
+    /// A veto (or a discard) of a refresh this member switched to: the
+    /// refresh completed here, and this member holds every confirmation.
+    #[error(
+        "wallet {wallet}: this member switched to the shares of refresh {0}, so the refresh completed here and it refuses to veto it; run `thresig refresh --resume {0}` to finish it at the other members", hex::encode(session.0)
+    )]
+    RefreshSwitched {
         /// The wallet addressed.
         wallet: WalletId,
         /// The refresh session.
@@ -776,7 +787,9 @@ impl Error {
             Self::WalletAlreadyKeyed { .. } | Self::KeyPackagePresent { .. } => {
                 ErrorCode::SessionConflict
             }
-            Self::DkgNotInPhase { .. } | Self::RefreshConfirmed { .. } => ErrorCode::DkgNotInPhase,
+            Self::DkgNotInPhase { .. }
+            | Self::RefreshConfirmed { .. }
+            | Self::RefreshSwitched { .. } => ErrorCode::DkgNotInPhase,
             Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
             Self::Internal(_) => ErrorCode::Internal,
@@ -993,6 +1006,10 @@ mod tests {
                 wallet: wallet(),
                 session,
             },
+            Error::RefreshSwitched {
+                wallet: wallet(),
+                session,
+            },
             Error::DkgBusy {
                 wallet: wallet(),
                 holder: session,
@@ -1062,6 +1079,7 @@ mod tests {
                 | Error::WalletAlreadyKeyed { .. }
                 | Error::DkgNotInPhase { .. }
                 | Error::RefreshConfirmed { .. }
+                | Error::RefreshSwitched { .. }
                 | Error::DkgBusy { .. }
                 | Error::DkgFailed { .. }
                 | Error::KeyPackagePresent { .. }

@@ -65,7 +65,7 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::WalletNotActive`] for a wallet without a key (no refresh
     /// to veto);
-    /// [`Error::RefreshConfirmed`] when this member switched to the
+    /// [`Error::RefreshSwitched`] when this member switched to the
     /// session's shares: the refresh completed here, and `thresig refresh
     /// --resume` finishes it at the others;
     /// [`Error::Store`] when the store cannot say (nothing changes).
@@ -93,7 +93,7 @@ impl<S: Store> Signer<S> {
         // A result record of the session with no pending result is the one
         // a switch keeps: this member switched.
         if pending.is_none() && !abandoned && result_stored_for(&self.store, wallet, session)? {
-            return Err(Error::RefreshConfirmed {
+            return Err(Error::RefreshSwitched {
                 wallet: wallet.clone(),
                 session,
             });
@@ -135,7 +135,7 @@ impl<S: Store> Signer<S> {
     ///
     /// # Errors
     /// [`Error::DkgFailed`] accusing no one when a participant's veto is
-    /// missing or does not verify (the relay's doing: nothing changes); [`Error::RefreshConfirmed`]
+    /// missing or does not verify (the relay's doing: nothing changes); [`Error::RefreshSwitched`]
     /// when the switch to the session's shares is durable (it cannot be
     /// undone: the abandonment's signer signed both); [`Error::Store`].
     pub(crate) fn refresh_discard(
@@ -191,7 +191,7 @@ impl<S: Store> Signer<S> {
             && key.epoch == epoch
         {
             shard.replace_key(WalletState::Active(key));
-            return Err(Error::RefreshConfirmed {
+            return Err(Error::RefreshSwitched {
                 wallet: wallet.clone(),
                 session,
             });
