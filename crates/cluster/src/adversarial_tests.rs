@@ -53,6 +53,9 @@ enum Mode {
     /// DKG part 1: the first start is refused for good (the engine does
     /// not run), so the run fails while the other members hold its session.
     DkgStartRefusedOnce,
+    /// DKG confirmation: the first is refused as overloaded (the engine
+    /// does not run), as a member at its per-seat request cap refuses.
+    ConfirmOverloadedOnce,
 }
 
 /// How long a `...LateOnce` member holds its first reply.
@@ -110,6 +113,13 @@ impl SignerHandler for Member {
             Request::Round2(_) => self.round2(peer, request),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
+            Request::DkgConfirm { .. } if self.loses(Mode::ConfirmOverloadedOnce) => {
+                Err(SignerError::new(
+                    thresig_daemon::ErrorCode::OVERLOADED,
+                    thresig_daemon::Recovery::Retryable,
+                    "too many requests from this seat",
+                ))
+            }
             _ => self.inner.handle(peer, request),
         }
     }
@@ -754,4 +764,30 @@ async fn a_failed_dkg_leaves_no_member_holding_its_session() {
 async fn a_dkg_of_more_members_than_a_member_admits_at_once_completes() {
     let cluster = start(9, 5, &[], |d| d.limits.max_requests_per_seat = 4).await;
     dkg_from(&cluster, 1, 17).await.unwrap();
+}
+
+/// A confirmation a member refuses as overloaded (its per-seat request
+/// cap) is sent again: the refresh completes instead of failing after
+/// other members switched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_whose_confirmation_is_refused_as_overloaded_once_completes() {
+    let cluster = start(3, 2, &[(2, Mode::ConfirmOverloadedOnce)], keep).await;
+    // The DKG's own confirmations meet the refusal first: a DKG retries
+    // it as well.
+    dkg_from(&cluster, 1, 31).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    let outcome = crate::run_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        DkgSessionId([0x31; 32]),
+        &crate::Silent,
+    )
+    .await;
+    assert!(outcome.is_ok(), "{:?}", outcome.err());
 }

@@ -152,12 +152,23 @@ pub enum Request {
         confirmation: SignedDkgMessage,
     },
     /// A relay whose DKG failed: drop the session if it is still in part 1
-    /// or 2 (a finished one is left to the operator).
+    /// or 2 (a finished one is left to the operator). With `abandon` or
+    /// `abandonments`, a share refresh's abort (`thresig refresh --abort`).
     DkgCancel {
         /// The wallet.
         wallet: WalletId,
         /// The session.
         session: DkgSessionId,
+        /// Asks the member to abandon the refresh `session`: it signs an
+        /// abandonment if it holds no part-3 result of it, and drops the
+        /// session for good.
+        #[serde(default)]
+        abandon: bool,
+        /// Other members' signed abandonments of the refresh `session`:
+        /// proof that nobody can switch to it, so a member holding its
+        /// result pending discards it.
+        #[serde(default)]
+        abandonments: Vec<SignedDkgMessage>,
     },
     /// A step of a member repair.
     Repair(crate::repair::RepairRequest),
@@ -274,6 +285,27 @@ pub struct WalletStatus {
     /// The seat a repair this member takes part in rebuilds, while that
     /// repair runs here (memory only).
     pub repairing: Option<Seat>,
+    /// The share refresh whose result this member holds pending
+    /// (`refreshing`), for the operator to finish or abort it.
+    pub refresh: Option<RefreshStatus>,
+}
+
+/// A pending share refresh, as `thresig status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RefreshStatus {
+    /// The refresh session (`thresig refresh --resume` or `--abort` it).
+    pub session: DkgSessionId,
+    /// The wallet seats whose confirmations this member holds (its own
+    /// included), ascending.
+    pub confirmed: Vec<Seat>,
+}
+
+impl RefreshStatus {
+    /// A pending refresh (see the field docs), as a transport decodes it.
+    pub fn new(session: DkgSessionId, confirmed: Vec<Seat>) -> Self {
+        Self { session, confirmed }
+    }
 }
 
 impl WalletStatus {
@@ -297,6 +329,7 @@ impl WalletStatus {
             live_nonces: 0,
             repair_approvals: Vec::new(),
             repairing: None,
+            refresh: None,
         }
     }
 }
@@ -339,8 +372,12 @@ pub enum Response {
     /// What a DKG cancel did.
     DkgCancelled {
         /// Whether a session in part 1 or 2 was dropped (false: there was
-        /// none of that id, as after an earlier cancel).
+        /// none of that id, as after an earlier cancel; with
+        /// abandonments: whether a pending refresh result was discarded).
         dropped: bool,
+        /// This member's signed abandonment, when it was asked for one.
+        #[serde(default)]
+        abandonment: Option<SignedDkgMessage>,
     },
     /// A repair step's answer.
     Repair(crate::repair::RepairResponse),

@@ -23,7 +23,7 @@ use crate::config::WalletConfig;
 use crate::dkg_msg::DkgSessionId;
 use crate::error::{Error, InternalFault};
 use crate::ids::WalletEpoch;
-use crate::wallet::{Confirming, SigningKey, WalletState};
+use crate::wallet::{Confirming, Refreshing, ResultKind, SigningKey, WalletState};
 use thresig_store::WalletId;
 
 /// Version byte of the wallet record encoding.
@@ -95,6 +95,25 @@ fn wallet_epoch_of(key_epoch: thresig_store::KeyEpoch) -> Option<WalletEpoch> {
 
 /// Version byte of the DKG result encoding.
 const DKG_RESULT_VERSION: u8 = 1;
+
+/// Version byte of a refresh result's encoding (a DKG result that also
+/// names its wallet epoch and removal set).
+const REFRESH_RESULT_VERSION: u8 = 2;
+
+/// The whole record of a refresh session this member abandoned: it keeps
+/// the session id from ever running again here (an old abandonment of it
+/// could otherwise discard a new run's result at some members while
+/// others switch). Kept across switches.
+const ABANDONED_VERSION: u8 = 3;
+
+/// The number the key package of wallet epoch `epoch` is kept at.
+fn key_epoch_of(epoch: WalletEpoch) -> Result<thresig_store::KeyEpoch, Error> {
+    epoch
+        .0
+        .checked_add(FIRST_KEY_EPOCH.0)
+        .map(thresig_store::KeyEpoch)
+        .ok_or(Error::Internal(InternalFault::Invariant))
+}
 
 fn encoding_failed<E>(_: E) -> Error {
     Error::Internal(InternalFault::Serialization)
@@ -288,27 +307,79 @@ fn relabelled<S: Store>(
 }
 
 /// The stored form of a DKG result awaiting confirmation:
-/// `[version][transcript][wallet key]`.
+/// `[version 1][transcript][wallet key]`, or for a refresh
+/// `[version 2][transcript][wallet epoch: u64 BE][removed: u16 BE count,
+/// then each seat u16 BE][wallet key]`.
 fn dkg_result_value(result: &Confirming) -> Result<Vec<u8>, Error> {
-    Ok([
-        &[DKG_RESULT_VERSION][..],
-        &result.transcript(),
-        &result.key().to_bytes().map_err(encoding_failed)?,
-    ]
-    .concat())
+    let key = result.key().to_bytes().map_err(encoding_failed)?;
+    Ok(match result.kind() {
+        ResultKind::Fresh => [&[DKG_RESULT_VERSION][..], &result.transcript(), &key].concat(),
+        ResultKind::Refresh { epoch, removed } => {
+            let count = u16::try_from(removed.len()).map_err(encoding_failed)?;
+            [
+                &[REFRESH_RESULT_VERSION][..],
+                &result.transcript(),
+                &epoch.0.to_be_bytes(),
+                &count.to_be_bytes(),
+                &crate::dkg_msg::seat_list(removed),
+                &key,
+            ]
+            .concat()
+        }
+    })
 }
 
-/// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
-/// the result awaiting confirmation.
+/// A stored refresh result, decoded.
+struct StoredRefresh<'a> {
+    transcript: [u8; 32],
+    epoch: WalletEpoch,
+    removed: Vec<Seat>,
+    key: &'a [u8],
+}
+
+/// Decodes a stored refresh result; `None` for any other value.
+fn decode_refresh_result(value: &[u8]) -> Option<StoredRefresh<'_>> {
+    let ([version], rest) = value.split_first_chunk::<1>()?;
+    if *version != REFRESH_RESULT_VERSION {
+        return None;
+    }
+    let (transcript, rest) = rest.split_first_chunk::<32>()?;
+    let (epoch, rest) = rest.split_first_chunk::<8>()?;
+    let (count, mut rest) = rest.split_first_chunk::<2>()?;
+    let mut removed = Vec::new();
+    for _ in 0..u16::from_be_bytes(*count) {
+        let (seat, tail) = rest.split_first_chunk::<2>()?;
+        removed.push(Seat::try_from(u16::from_be_bytes(*seat)).ok()?);
+        rest = tail;
+    }
+    Some(StoredRefresh {
+        transcript: *transcript,
+        epoch: WalletEpoch(u64::from_be_bytes(*epoch)),
+        removed,
+        key: rest,
+    })
+}
+
+/// The unit a DKG's part 3 commits: the key package (insert-if-absent, at
+/// the result's wallet epoch: a refresh's beside the current one) and the
+/// result awaiting confirmation.
 pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<WriteOp>, Error> {
-    Ok(vec![
-        key_package_op(wallet, FIRST_KEY_EPOCH, result.share())?,
+    let mut ops = vec![
+        key_package_op(wallet, key_epoch_of(result.epoch())?, result.share())?,
         WriteOp::PutDkgResult {
             wallet: wallet.clone(),
             session: dkg_session_id(result.session())?,
             value: dkg_result_value(result)?.into(),
         },
-    ])
+    ];
+    // A refresh's result joins an existing wallet: a new security epoch,
+    // so a store restored from before it cannot undo it undetected.
+    if matches!(result.kind(), crate::wallet::ResultKind::Refresh { .. }) {
+        ops.push(WriteOp::BumpWalletEpoch {
+            wallet: wallet.clone(),
+        });
+    }
+    Ok(ops)
 }
 
 /// Whether the store already holds exactly this part-3 result (its key
@@ -327,7 +398,9 @@ pub(crate) fn result_is_stored<S: Store>(
         source,
     };
     let share = key_package_bytes(result.share())?;
-    let stored_share = store.key_package(wallet, FIRST_KEY_EPOCH).map_err(read)?;
+    let stored_share = store
+        .key_package(wallet, key_epoch_of(result.epoch())?)
+        .map_err(read)?;
     if stored_share.as_ref() != Some(&share) {
         return Ok(false);
     }
@@ -349,6 +422,17 @@ pub(crate) fn result_stored_for<S: Store>(
     wallet: &WalletId,
     session: DkgSessionId,
 ) -> Result<bool, Error> {
+    stored_for(store, wallet, session, |_| true)
+}
+
+/// Whether the store holds a DKG result record of `session` for `wallet`
+/// whose value `fits`.
+fn stored_for<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+    fits: impl Fn(&[u8]) -> bool,
+) -> Result<bool, Error> {
     let session = dkg_session_id(session)?;
     Ok(store
         .dkg_results(wallet)
@@ -357,7 +441,7 @@ pub(crate) fn result_stored_for<S: Store>(
             source,
         })?
         .iter()
-        .any(|(s, _)| *s == session))
+        .any(|(s, v)| *s == session && fits(v)))
 }
 
 /// The unit that makes a confirmed DKG's wallet active.
@@ -375,9 +459,157 @@ pub(crate) fn confirmation_ops(
     ])
 }
 
+/// The unit that switches a refreshed wallet to its new epoch: the record
+/// names the new key package and key, the old key package is deleted and
+/// the wallet moves to a new security epoch, all in one commit. The result record stays (it holds no secret), so
+/// this member can sign its confirmation again for a member that missed
+/// it ([`retained_refresh`]); every other stored result of the wallet (an
+/// earlier refresh's) goes.
+///
+/// # Errors
+/// [`Error::Store`] if the stored results cannot be listed.
+pub(crate) fn switch_ops<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    current: &SigningKey,
+    pending: &Confirming,
+) -> Result<Vec<WriteOp>, Error> {
+    let keep = dkg_session_id(pending.session())?;
+    let mut ops = vec![
+        active_record_op(wallet, key_epoch_of(pending.epoch())?, pending.key())?,
+        WriteOp::DeleteKeyPackage {
+            wallet: wallet.clone(),
+            epoch: key_epoch_of(current.epoch)?,
+        },
+    ];
+    let stored = store.dkg_results(wallet).map_err(|source| Error::Store {
+        wallet: wallet.clone(),
+        source,
+    })?;
+    for (session, value) in stored {
+        if session != keep && value.first() != Some(&ABANDONED_VERSION) {
+            ops.push(WriteOp::DeleteDkgResult {
+                wallet: wallet.clone(),
+                session,
+            });
+        }
+    }
+    // A new security epoch in the same commit: a database restored from
+    // before the switch (holding the old share) is then a rollback the
+    // store's witness catches at open, whether or not the data key
+    // retirement after it ever runs.
+    ops.push(WriteOp::BumpWalletEpoch {
+        wallet: wallet.clone(),
+    });
+    // The old share's data key is retired after the switch, by a prune
+    // (it waits on the key provider); due in the same commit, so a
+    // restart in between still retires it.
+    ops.extend(crate::signer::mark_due(true));
+    Ok(ops)
+}
+
+/// The record of this member's abandonment of the refresh `session`.
+pub(crate) fn abandoned_op(wallet: &WalletId, session: DkgSessionId) -> Result<WriteOp, Error> {
+    Ok(WriteOp::PutDkgResult {
+        wallet: wallet.clone(),
+        session: dkg_session_id(session)?,
+        value: vec![ABANDONED_VERSION].into(),
+    })
+}
+
+/// The unit that records this member's veto of the refresh `session`: the
+/// veto record (replacing a result record of it), the session's pending
+/// key package at `pending` deleted if there is one, and a new security
+/// epoch, so a store restored from before the veto is caught at open.
+///
+/// # Errors
+/// [`Error::Internal`] if an id or epoch does not encode (not expected).
+pub(crate) fn veto_ops(
+    wallet: &WalletId,
+    session: DkgSessionId,
+    pending: Option<WalletEpoch>,
+) -> Result<Vec<WriteOp>, Error> {
+    let mut ops = Vec::new();
+    if let Some(epoch) = pending {
+        ops.push(WriteOp::DeleteKeyPackage {
+            wallet: wallet.clone(),
+            epoch: key_epoch_of(epoch)?,
+        });
+    }
+    ops.push(abandoned_op(wallet, session)?);
+    ops.push(WriteOp::BumpWalletEpoch {
+        wallet: wallet.clone(),
+    });
+    Ok(ops)
+}
+
+/// Whether this member abandoned the refresh `session` (its record says
+/// so; false for a result of it, or none).
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn is_abandoned<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+) -> Result<bool, Error> {
+    stored_for(store, wallet, session, |v| {
+        v.first() == Some(&ABANDONED_VERSION)
+    })
+}
+
+/// The retained result of the refresh `session` that made `current` (the
+/// key this member switched to), as a confirmation to sign again; `None`
+/// if the store holds no such result.
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn retained_refresh<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    current: &SigningKey,
+    session: DkgSessionId,
+) -> Result<Option<Confirming>, Error> {
+    let wanted = dkg_session_id(session)?;
+    let stored = store.dkg_results(wallet).map_err(|source| Error::Store {
+        wallet: wallet.clone(),
+        source,
+    })?;
+    let current_key = current.key.to_bytes().map_err(encoding_failed)?;
+    for (id, value) in stored {
+        if id != wanted {
+            continue;
+        }
+        let Some(result) = decode_refresh_result(&value) else {
+            return Ok(None);
+        };
+        if result.epoch != current.epoch || result.key != current_key.as_slice() {
+            return Ok(None);
+        }
+        let kind = ResultKind::Refresh {
+            epoch: result.epoch,
+            removed: result.removed,
+        };
+        let confirming = Confirming::new(
+            session,
+            current.key.clone(),
+            current.share.clone(),
+            result.transcript,
+        )
+        .with_kind(kind);
+        return Ok(Some(confirming));
+    }
+    Ok(None)
+}
+
 /// The unit an operator's abort of an unconfirmed DKG commits: its result
-/// and its key package are deleted (never done automatically).
-pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<WriteOp>, Error> {
+/// and its key package (of wallet epoch `epoch`) are deleted (never done
+/// automatically).
+pub(crate) fn abort_ops(
+    wallet: &WalletId,
+    session: DkgSessionId,
+    epoch: WalletEpoch,
+) -> Result<Vec<WriteOp>, Error> {
     Ok(vec![
         WriteOp::DeleteDkgResult {
             wallet: wallet.clone(),
@@ -385,7 +617,7 @@ pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<
         },
         WriteOp::DeleteKeyPackage {
             wallet: wallet.clone(),
-            epoch: FIRST_KEY_EPOCH,
+            epoch: key_epoch_of(epoch)?,
         },
     ])
 }
@@ -476,8 +708,61 @@ fn try_load<S: Store>(
     }
     Ok(match record.lifecycle {
         Lifecycle::Rekeying => WalletState::Rekeying(key),
-        Lifecycle::Active | Lifecycle::Retired => WalletState::Active(key),
+        Lifecycle::Active | Lifecycle::Retired => load_refreshing(store, config, seat, key)?,
     })
+}
+
+/// An active wallet, with the refresh result awaiting confirmations if the
+/// store holds one for the next epoch (its confirmations must be delivered
+/// again; this member's own counts). A refresh result that does not decode
+/// or fit makes the wallet `corrupt`; results of a DKG (a leftover of an
+/// aborted run the record supersedes) are not this state's.
+fn load_refreshing<S: Store>(
+    store: &S,
+    config: &WalletConfig,
+    seat: Seat,
+    current: SigningKey,
+) -> Result<WalletState, thresig_store::Error> {
+    let id = &config.id;
+    for (session, value) in store.dkg_results(id)? {
+        if value.first() != Some(&REFRESH_RESULT_VERSION) {
+            continue;
+        }
+        let Some(StoredRefresh {
+            transcript,
+            epoch,
+            removed,
+            key,
+        }) = decode_refresh_result(&value)
+        else {
+            return Ok(WalletState::Corrupt);
+        };
+        // The result that made the current epoch is kept after the switch
+        // (see `switch_ops`); only the next epoch's is pending.
+        if epoch == current.epoch {
+            continue;
+        }
+        let fits = current.epoch.0.checked_add(1) == Some(epoch.0);
+        let share = match key_epoch_of(epoch) {
+            Ok(key_epoch) if fits => store.key_package(id, key_epoch)?,
+            _ => None,
+        };
+        let pending = (|| {
+            let session = DkgSessionId(session.as_bytes().try_into().ok()?);
+            signing_key(config, seat, epoch, key, &share?).map(|checked| (session, checked))
+        })();
+        let Some((session, checked)) = pending else {
+            return Ok(WalletState::Corrupt);
+        };
+        let mut pending = Confirming::new(session, checked.key, checked.share, transcript)
+            .with_kind(ResultKind::Refresh { epoch, removed });
+        pending.accept(seat);
+        return Ok(WalletState::Refreshing(Box::new(Refreshing {
+            current,
+            pending,
+        })));
+    }
+    Ok(WalletState::Active(current))
 }
 
 /// Decodes key material and checks it against the configuration.
@@ -486,8 +771,8 @@ fn try_load<S: Store>(
 /// the record is this signer's own, sealed in its store from a `WalletKey`
 /// that passed that check when it was made (see
 /// [`WalletKey::from_stored_bytes`]). What ties this signer to the record
-/// is checked: its own share fits the key, the threshold and roster size
-/// match the configuration.
+/// is checked: its own share fits the key, the threshold matches, and every
+/// member of the key holds a roster seat (a refresh may have removed some).
 fn signing_key(
     config: &WalletConfig,
     seat: Seat,
@@ -500,7 +785,7 @@ fn signing_key(
     let fits = share.seat() == seat
         && share.check_wallet(&key).is_ok()
         && key.threshold() == config.threshold
-        && key.members().len() == config.roster.len();
+        && key.members().iter().all(|m| config.member(*m).is_some());
     fits.then(|| SigningKey::new(epoch, key, share))
 }
 

@@ -46,7 +46,8 @@ pub enum ErrorCode {
     /// cluster): only members coordinate for a wallet.
     CoordinatorNotMember,
     /// A DKG proposal's threshold or roster differs from this signer's
-    /// configuration of the wallet.
+    /// configuration of the wallet, or a refresh proposal's removal set
+    /// differs from its `remove` list.
     DkgMismatch,
     /// The request names a wallet epoch other than this signer's.
     StaleEpoch,
@@ -726,6 +727,17 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// A refresh proposal's removal set differs from this member's own
+    /// configuration of the wallet (its `remove` list), or removes this
+    /// member: removals come from each member's operator, never from a
+    /// coordinator.
+    #[error(
+        "wallet {wallet}: the refresh proposal's removal set differs from this member's `remove` list (or removes this member); reconcile every remaining member's `remove` list with the command's --remove, then refresh again"
+    )]
+    RefreshMismatch {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
     /// A DKG was proposed for a wallet that already signs (or is later in
     /// its lifecycle).
     #[error(
@@ -741,6 +753,29 @@ pub enum Error {
     DkgNotInPhase {
         /// The wallet addressed.
         wallet: WalletId,
+    },
+    /// An abort of a refresh whose confirmation this member already
+    /// released: the other members may switch on it, so discarding the
+    /// pending shares here could leave no epoch with a threshold of shares.
+    #[error(
+        "wallet {wallet}: this member released its confirmation of refresh {0}, so the others may switch on it and it keeps its pending shares; run `thresig refresh --resume {0}` to finish the refresh, or `thresig refresh --abort {0}` to abandon it on every participant's veto", hex::encode(session.0)
+    )]
+    RefreshConfirmed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The refresh session.
+        session: crate::dkg_msg::DkgSessionId,
+    },
+    /// A veto (or a discard) of a refresh this member switched to: the
+    /// refresh completed here, and this member holds every confirmation.
+    #[error(
+        "wallet {wallet}: this member switched to the shares of refresh {0}, so the refresh completed here and it refuses to veto it; run `thresig refresh --resume {0}` to finish it at the other members", hex::encode(session.0)
+    )]
+    RefreshSwitched {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The refresh session.
+        session: crate::dkg_msg::DkgSessionId,
     },
     /// Another DKG session holds the wallet, or the caller did not start
     /// the session it addresses: a start of a different session is refused
@@ -888,7 +923,9 @@ pub enum Error {
 /// What an operator does before a wallet in `state` can be retired.
 fn retire_step(state: WalletStateKind) -> &'static str {
     match state {
-        WalletStateKind::Active => "run `thresig wallet rekey` and sweep its outputs first",
+        WalletStateKind::Active | WalletStateKind::Refreshing => {
+            "run `thresig wallet rekey` and sweep its outputs first"
+        }
         WalletStateKind::DkgPending => "it holds no key to retire (its DKG never completed)",
         WalletStateKind::Corrupt => {
             "a corrupt wallet is not retired: run `thresig keys verify` and restore its records first"
@@ -941,11 +978,13 @@ impl Error {
                 ErrorCode::StateCorrupt
             }
             Self::Store { source, .. } | Self::MarkerPurge { source } => store_code(source),
-            Self::DkgMismatch { .. } => ErrorCode::DkgMismatch,
+            Self::DkgMismatch { .. } | Self::RefreshMismatch { .. } => ErrorCode::DkgMismatch,
             Self::WalletAlreadyKeyed { .. }
             | Self::KeyPackagePresent { .. }
             | Self::RepairOfKeyedMember { .. } => ErrorCode::SessionConflict,
-            Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
+            Self::DkgNotInPhase { .. }
+            | Self::RefreshConfirmed { .. }
+            | Self::RefreshSwitched { .. } => ErrorCode::DkgNotInPhase,
             Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
             Self::RepairNotApproved { .. } => ErrorCode::RepairNotApproved,
@@ -1188,8 +1227,17 @@ mod tests {
             },
             Error::StoredRecordInvalid { wallet: wallet() },
             Error::DkgMismatch { wallet: wallet() },
+            Error::RefreshMismatch { wallet: wallet() },
             Error::WalletAlreadyKeyed { wallet: wallet() },
             Error::DkgNotInPhase { wallet: wallet() },
+            Error::RefreshConfirmed {
+                wallet: wallet(),
+                session,
+            },
+            Error::RefreshSwitched {
+                wallet: wallet(),
+                session,
+            },
             Error::DkgBusy {
                 wallet: wallet(),
                 holder: session,
@@ -1283,8 +1331,11 @@ mod tests {
                 | Error::KeyPackageMissing { .. }
                 | Error::StoredRecordInvalid { .. }
                 | Error::DkgMismatch { .. }
+                | Error::RefreshMismatch { .. }
                 | Error::WalletAlreadyKeyed { .. }
                 | Error::DkgNotInPhase { .. }
+                | Error::RefreshConfirmed { .. }
+                | Error::RefreshSwitched { .. }
                 | Error::DkgBusy { .. }
                 | Error::DkgFailed { .. }
                 | Error::RepairNotApproved { .. }

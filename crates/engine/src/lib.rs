@@ -78,6 +78,7 @@ mod error;
 mod ids;
 mod ledger;
 mod pool;
+mod refresh;
 mod repair;
 mod signer;
 mod target;
@@ -86,12 +87,12 @@ pub mod test_util;
 mod wallet;
 
 pub use api::{
-    AbortRequest, HexBytes, Request, Response, Round1Request, Round1Response, Round2Request,
-    Round2Response, WalletStatus,
+    AbortRequest, HexBytes, RefreshStatus, Request, Response, Round1Request, Round1Response,
+    Round2Request, Round2Response, WalletStatus,
 };
 pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
-pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
+pub use dkg_msg::{DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
 pub use durable::decode_shares;
 pub use repair::{
     InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,

@@ -21,6 +21,9 @@ pub enum WalletStateKind {
     DkgPending,
     /// Signs.
     Active,
+    /// Signs with its current shares while a refresh's new shares await
+    /// every remaining member's confirmation.
+    Refreshing,
     /// Refuses every spend except the sweep to its successor.
     Rekeying,
     /// Signs nothing; its shares may be deleted.
@@ -33,9 +36,10 @@ pub enum WalletStateKind {
 impl WalletStateKind {
     /// Every state, so a transport can decode a name with [`Self::as_str`]
     /// as the only table.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::DkgPending,
         Self::Active,
+        Self::Refreshing,
         Self::Rekeying,
         Self::Retired,
         Self::Corrupt,
@@ -46,6 +50,7 @@ impl WalletStateKind {
         match self {
             Self::DkgPending => "dkg_pending",
             Self::Active => "active",
+            Self::Refreshing => "refreshing",
             Self::Rekeying => "rekeying",
             Self::Retired => "retired",
             Self::Corrupt => "corrupt",
@@ -83,7 +88,21 @@ pub(crate) struct Confirming {
     key: WalletKey,
     share: Arc<KeyShare>,
     transcript: [u8; 32],
+    kind: ResultKind,
     confirmed: BTreeSet<Seat>,
+}
+
+/// What a finished DKG session made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ResultKind {
+    /// A new wallet key, at [`WalletEpoch::INITIAL`].
+    Fresh,
+    /// New shares of the wallet's key at wallet epoch `epoch`, without the
+    /// seats in `removed` (ascending).
+    Refresh {
+        epoch: WalletEpoch,
+        removed: Vec<Seat>,
+    },
 }
 
 impl Confirming {
@@ -99,13 +118,38 @@ impl Confirming {
             key,
             share: share.into(),
             transcript,
+            kind: ResultKind::Fresh,
             confirmed: BTreeSet::new(),
+        }
+    }
+
+    /// This result as a refresh of `kind`.
+    pub(crate) fn with_kind(mut self, kind: ResultKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// What the session made.
+    pub(crate) fn kind(&self) -> &ResultKind {
+        &self.kind
+    }
+
+    /// The wallet epoch of the result's shares.
+    pub(crate) fn epoch(&self) -> WalletEpoch {
+        match &self.kind {
+            ResultKind::Fresh => WalletEpoch::INITIAL,
+            ResultKind::Refresh { epoch, .. } => *epoch,
         }
     }
 
     /// The DKG session.
     pub(crate) fn session(&self) -> DkgSessionId {
         self.session
+    }
+
+    /// The seats whose confirmations verified, ascending.
+    pub(crate) fn confirmed(&self) -> impl Iterator<Item = Seat> + '_ {
+        self.confirmed.iter().copied()
     }
 
     /// This member's share of the result.
@@ -126,11 +170,18 @@ impl Confirming {
     /// The confirmation payload every member must sign.
     ///
     /// # Errors
-    /// Never in practice; the output key always encodes.
+    /// Never in practice; the wallet key always encodes.
     pub(crate) fn payload(&self) -> Result<DkgPayload, Error> {
-        Ok(DkgPayload::Confirm {
-            output_key: HexBytes(self.key.output_key().to_bytes().to_vec()),
-            transcript: HexBytes(self.transcript.to_vec()),
+        Ok(match &self.kind {
+            ResultKind::Fresh => DkgPayload::Confirm {
+                output_key: HexBytes(self.key.output_key().to_bytes().to_vec()),
+                transcript: HexBytes(self.transcript.to_vec()),
+            },
+            ResultKind::Refresh { removed, .. } => DkgPayload::RefreshConfirm {
+                wallet_key: HexBytes(crate::refresh::key_digest(&self.key)?.to_vec()),
+                transcript: HexBytes(self.transcript.to_vec()),
+                removed: removed.clone(),
+            },
         })
     }
 
@@ -162,6 +213,9 @@ pub(crate) enum WalletState {
     AwaitingConfirmations(Confirming),
     /// Signing with this key.
     Active(SigningKey),
+    /// Signing with the current key while a refresh's result waits for
+    /// every remaining member's confirmation.
+    Refreshing(Box<Refreshing>),
     /// Being replaced by a successor wallet; holds its key for the sweep.
     Rekeying(SigningKey),
     /// Retired.
@@ -185,9 +239,19 @@ impl WalletState {
         match self {
             Self::DkgPending | Self::AwaitingConfirmations(_) => WalletStateKind::DkgPending,
             Self::Active(_) => WalletStateKind::Active,
+            Self::Refreshing(_) => WalletStateKind::Refreshing,
             Self::Rekeying(_) => WalletStateKind::Rekeying,
             Self::Retired => WalletStateKind::Retired,
             Self::Corrupt | Self::ScriptTreeMismatch { .. } => WalletStateKind::Corrupt,
+        }
+    }
+
+    /// The DKG or refresh result awaiting confirmations, if any.
+    pub(crate) fn confirming(&self) -> Option<&Confirming> {
+        match self {
+            Self::AwaitingConfirmations(c) => Some(c),
+            Self::Refreshing(r) => Some(&r.pending),
+            _ => None,
         }
     }
 
@@ -195,6 +259,7 @@ impl WalletState {
     pub(crate) fn key(&self) -> Option<&SigningKey> {
         match self {
             Self::Active(key) | Self::Rekeying(key) => Some(key),
+            Self::Refreshing(r) => Some(&r.current),
             Self::DkgPending
             | Self::AwaitingConfirmations(_)
             | Self::Retired
@@ -212,6 +277,7 @@ impl WalletState {
         let wallet = wallet.clone();
         match self {
             Self::Active(key) => Ok((key, Role::Active)),
+            Self::Refreshing(r) => Ok((&r.current, Role::Active)),
             Self::Rekeying(key) => Ok((key, Role::Rekeying)),
             Self::DkgPending | Self::AwaitingConfirmations(_) => {
                 Err(Error::WalletNotActive { wallet })
@@ -236,6 +302,15 @@ fn root_text(tree: ScriptTree) -> String {
         ScriptTree::Root(root) => format!("script_tree_root = \"{}\"", hex::encode(root.0)),
         _ => "no script_tree_root".to_owned(),
     }
+}
+
+/// An active wallet with a refresh result awaiting confirmations: it
+/// signs with `current` until the switch.
+pub(crate) struct Refreshing {
+    /// The key the wallet signs with until the switch.
+    pub(crate) current: SigningKey,
+    /// The refresh result (its key package durable at the next epoch).
+    pub(crate) pending: Confirming,
 }
 
 /// What a wallet that holds a key may sign.

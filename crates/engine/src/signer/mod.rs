@@ -16,6 +16,9 @@ mod operator;
 mod pending;
 mod rekey;
 mod release;
+mod retire;
+
+pub(crate) use retire::mark_due;
 mod round1;
 
 use std::collections::BTreeMap;
@@ -26,7 +29,7 @@ use thresig_crypto::{Seat, SecretNonce};
 use thresig_store::{Store, WriteOp};
 use thresig_tx::{Network, Policy};
 
-use crate::api::{HexBytes, Request, Response, WalletStatus};
+use crate::api::{HexBytes, RefreshStatus, Request, Response, WalletStatus};
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
 use crate::dkg::DkgSession;
 use crate::dkg_msg::DkgSessionId;
@@ -65,6 +68,16 @@ pub(crate) struct Shard {
     /// The operator's repair approvals and a repair in progress (memory
     /// only).
     pub(crate) repair: crate::repair::RepairSlot,
+}
+
+impl Shard {
+    /// Replaces the wallet's state with `state`, whose key replaces the one
+    /// the pool's nonces were drawn for: they are dropped (DESIGN.md, "Why
+    /// does round 1 draw its nonces outside the wallet's lock?").
+    pub(crate) fn replace_key(&mut self, state: WalletState) {
+        self.state = state;
+        self.pool.drop_live();
+    }
 }
 
 /// Proof that a coordinator is a member of a wallet: built only by
@@ -135,6 +148,9 @@ pub struct Signer<S> {
     /// The Bitcoin network of every wallet (from the configuration only).
     network: Network,
     wallets: BTreeMap<WalletId, Slot>,
+    /// The retirement of deleted shares' data keys, run by
+    /// [`Signer::prune`] outside every wallet lock.
+    retirement: Mutex<retire::Retirement>,
 }
 
 /// Why a signer could not be opened.
@@ -201,6 +217,7 @@ impl<S: Store> Signer<S> {
             limits: config.limits,
             network: config.network,
             wallets,
+            retirement: Mutex::new(retire::Retirement::default()),
         })
     }
 
@@ -226,7 +243,9 @@ impl<S: Store> Signer<S> {
     ///   [`Error::LedgerContended`] and [`Error::Store`];
     /// - abort: [`Error::Malformed`] for a commitment that does not decode;
     /// - wallet key: [`Error::WalletNotActive`] for a wallet without a key;
-    /// - the DKG parts: [`Error::DkgMismatch`], [`Error::WalletAlreadyKeyed`],
+    /// - the DKG parts (a refresh is a DKG session of kind refresh, also
+    ///   refused with [`Error::RefreshMismatch`], [`Error::StaleEpoch`] or
+    ///   [`Error::WalletNotActive`]): [`Error::DkgMismatch`], [`Error::WalletAlreadyKeyed`],
     ///   [`Error::DkgBusy`], [`Error::DkgNotInPhase`], [`Error::DkgFailed`]
     ///   naming the accused seat, [`Error::KeyPackagePresent`] and
     ///   [`Error::Store`].
@@ -275,9 +294,12 @@ impl<S: Store> Signer<S> {
             Request::DkgConfirm { confirmation, .. } => self
                 .dkg_confirm(&member, &confirmation)
                 .map(Response::Confirmations),
-            Request::DkgCancel { session, .. } => self
-                .dkg_cancel(&member, session)
-                .map(|dropped| Response::DkgCancelled { dropped }),
+            Request::DkgCancel {
+                session,
+                abandon,
+                abandonments,
+                ..
+            } => self.cancel(&member, session, abandon, &abandonments),
             Request::Repair(req) => self.repair(now, &member, req, rng).map(Response::Repair),
         }
     }
@@ -289,7 +311,7 @@ impl<S: Store> Signer<S> {
             wallets: self
                 .wallets
                 .values()
-                .filter(|slot| is_member(slot, from))
+                .filter(|slot| is_member(&self.store, slot, from))
                 .map(|slot| status_of(&self.store, slot))
                 .collect::<Result<_, _>>()?,
         })
@@ -315,6 +337,7 @@ impl<S: Store> Signer<S> {
             crate::dkg::expire(&mut shard, now);
             shard.repair.expire(now);
         }
+        self.retire_if_due(&self.retirement);
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;
@@ -370,7 +393,7 @@ impl<S: Store> Signer<S> {
     /// wallet ids.
     fn member(&self, wallet: &WalletId, from: CoordinatorId) -> Result<Member<'_>, Error> {
         match self.wallets.get(wallet) {
-            Some(slot) if is_member(slot, from) => Ok(Member { slot, from }),
+            Some(slot) if is_member(&self.store, slot, from) => Ok(Member { slot, from }),
             _ => Err(Error::CoordinatorNotMember {
                 wallet: wallet.clone(),
                 coordinator: from,
@@ -379,7 +402,7 @@ impl<S: Store> Signer<S> {
     }
 }
 
-fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
+pub(crate) fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
     Error::Store {
         wallet: wallet.clone(),
         source,
@@ -416,9 +439,30 @@ fn lock_unloaded(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
         .map_err(|_| Error::Internal(InternalFault::Poisoned))
 }
 
-/// Whether `from` is a member of the slot's wallet.
-fn is_member(slot: &Slot, from: CoordinatorId) -> bool {
-    slot.config.roster.iter().any(|k| k.to_bytes() == from.0)
+/// Whether `from` is a member of the slot's wallet: its roster key, at a
+/// seat that holds a share of the wallet's current key record (a seat a
+/// refresh removed stays in the roster, whose seats are positions, but is
+/// a member of the wallet for nothing). Before the wallet has a key, the
+/// roster decides.
+fn is_member<S: Store>(store: &S, slot: &Slot, from: CoordinatorId) -> bool {
+    let Some(seat) = slot
+        .config
+        .roster
+        .iter()
+        .position(|k| k.to_bytes() == from.0)
+        .and_then(|i| u16::try_from(i + 1).ok())
+        .and_then(|n| Seat::try_from(n).ok())
+    else {
+        return false;
+    };
+    // A wallet whose state does not load answers every member with that
+    // error, so membership falls back to the roster there.
+    lock(store, slot).map_or(true, |shard| {
+        shard
+            .state
+            .key()
+            .is_none_or(|key| key.key.check_member(seat).is_ok())
+    })
 }
 
 /// The public key record of the slot's wallet.
@@ -447,6 +491,13 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
         live_nonces: shard.pool.live(),
         repair_approvals: shard.repair.approvals(),
         repairing: shard.repair.repairing(),
+        refresh: match &shard.state {
+            WalletState::Refreshing(r) => Some(RefreshStatus::new(
+                r.pending.session(),
+                r.pending.confirmed().collect(),
+            )),
+            _ => None,
+        },
     })
 }
 

@@ -5,7 +5,7 @@
 use thresig_store::{Store, WriteOp};
 
 use super::{Shard, Signer, lock, store_error};
-use crate::durable::{rekeying_ops, retiring_ops};
+use crate::durable::{rekeying_ops, retiring_ops, veto_ops};
 use crate::error::Error;
 use crate::wallet::WalletState;
 use thresig_store::WalletId;
@@ -29,11 +29,13 @@ impl<S: Store> Signer<S> {
     /// configuration (once that successor is `active` here), and refuses
     /// every other spend with `rekey_in_progress`. An operator action; a
     /// coordinator cannot trigger it. A wallet already `rekeying` is left
-    /// as it is ([`Transition::Already`]).
+    /// as it is ([`Transition::Already`]). A wallet `refreshing` is rekeyed
+    /// on its current shares, and the pending refresh is vetoed in the same
+    /// commit (its pending shares deleted; this member never switches).
     ///
     /// # Errors
     /// [`Error::UnknownWallet`]; [`Error::RekeyNotPossible`] if the wallet
-    /// names no successor or is neither `active` nor `rekeying`;
+    /// names no successor or is not `active`, `refreshing` or `rekeying`;
     /// [`Error::Store`] if the commit is not acknowledged: it may be durable
     /// (the witness write after it failed), so the wallet is `rekeying` in
     /// memory either way, and a retry commits again.
@@ -46,23 +48,30 @@ impl<S: Store> Signer<S> {
         if slot.config.successor.is_none() {
             return Err(not_possible());
         }
-        match shard.state {
-            WalletState::Active(_) => {}
+        let veto = match &shard.state {
+            WalletState::Active(_) => Vec::new(),
+            // A stuck refresh must not disable the emergency path: the
+            // rekey runs on the current shares and vetoes the refresh in
+            // the same commit, so this member never switches to it.
+            WalletState::Refreshing(r) => {
+                veto_ops(wallet, r.pending.session(), Some(r.pending.epoch()))?
+            }
             WalletState::Rekeying(_) if !shard.step_unacknowledged => {
                 return Ok(Transition::Already);
             }
-            WalletState::Rekeying(_) => {}
+            WalletState::Rekeying(_) => Vec::new(),
             _ => return Err(not_possible()),
-        }
+        };
         // The store's error does not say the commit failed (a witness write
         // failing after it, an unknown outcome): the wallet refuses ordinary
         // spends from here on, whatever the answer.
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {
             WalletState::Active(key) => WalletState::Rekeying(key),
+            WalletState::Refreshing(r) => WalletState::Rekeying(r.current),
             other => other,
         };
-        self.commit_step(&mut shard, wallet, rekeying_ops)
+        self.commit_step(&mut shard, wallet, rekeying_ops, veto)
     }
 
     /// Retires a `rekeying` wallet, durably: its record says `retired` and
@@ -106,21 +115,25 @@ impl<S: Store> Signer<S> {
         // As for the rekey: the share is dropped before the commit is
         // known, so a commit acknowledged late leaves no signing share.
         shard.state = WalletState::Retired;
-        self.commit_step(&mut shard, wallet, retiring_ops)
+        self.commit_step(&mut shard, wallet, retiring_ops, Vec::new())
     }
 
     /// Commits an operator step whose stricter state `shard` already
-    /// holds: it counts as done only once the store acknowledges the
-    /// commit, and until then a retry commits it again.
+    /// holds, with `extra` in the same commit: it counts as done only once
+    /// the store acknowledges the commit, and until then a retry commits it
+    /// again.
     fn commit_step(
         &self,
         shard: &mut Shard,
         wallet: &WalletId,
         ops: fn(&S, &WalletId) -> Result<Vec<WriteOp>, Error>,
+        extra: Vec<WriteOp>,
     ) -> Result<Transition, Error> {
         shard.step_unacknowledged = true;
+        let mut ops = ops(&self.store, wallet)?;
+        ops.extend(extra);
         self.store
-            .write(ops(&self.store, wallet)?)
+            .write(ops)
             .map_err(|source| store_error(wallet, source))?;
         shard.step_unacknowledged = false;
         Ok(Transition::Done)

@@ -217,6 +217,67 @@ impl<S: Store> Via<'_, S> {
         )
     }
 
+    /// A refresh abort's first step: this member's signed abandonment of
+    /// `session`.
+    ///
+    /// # Errors
+    /// The signer's refusal.
+    pub fn refresh_abandon(
+        &self,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+    ) -> Result<SignedDkgMessage, Error> {
+        self.cancel_with(from, wallet, session, true, Vec::new())
+            .map(|(_, signed)| signed.expect("an abandonment"))
+    }
+
+    /// A refresh abort's second step: `abandonments` delivered; whether a
+    /// pending result was discarded.
+    ///
+    /// # Errors
+    /// The signer's refusal.
+    pub fn refresh_discard(
+        &self,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        abandonments: Vec<SignedDkgMessage>,
+    ) -> Result<bool, Error> {
+        self.cancel_with(from, wallet, session, false, abandonments)
+            .map(|(dropped, _)| dropped)
+    }
+
+    fn cancel_with(
+        &self,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        abandon: bool,
+        abandonments: Vec<SignedDkgMessage>,
+    ) -> Result<(bool, Option<SignedDkgMessage>), Error> {
+        let request = Request::DkgCancel {
+            wallet: wallet.clone(),
+            session,
+            abandon,
+            abandonments,
+        };
+        ask(
+            self,
+            Timestamp(0),
+            from,
+            request,
+            &mut no_rng(),
+            |r| match r {
+                Response::DkgCancelled {
+                    dropped,
+                    abandonment,
+                } => Some((dropped, abandonment)),
+                _ => None,
+            },
+        )
+    }
+
     /// A DKG cancel: whether a session was dropped.
     ///
     /// # Errors
@@ -227,20 +288,7 @@ impl<S: Store> Via<'_, S> {
         wallet: &WalletId,
         session: DkgSessionId,
     ) -> Result<bool, Error> {
-        let request = Request::DkgCancel {
-            wallet: wallet.clone(),
-            session,
-        };
-        ask(
-            self,
-            Timestamp(0),
-            from,
-            request,
-            &mut no_rng(),
-            |r| match r {
-                Response::DkgCancelled { dropped } => Some(dropped),
-                _ => None,
-            },
-        )
+        self.cancel_with(from, wallet, session, false, Vec::new())
+            .map(|(dropped, _)| dropped)
     }
 }

@@ -99,17 +99,26 @@ pub fn part3(
     p: &DkgProposal,
     inbox: &BTreeMap<Seat, Vec<SignedDkgMessage>>,
 ) -> Vec<Result<SignedDkgMessage, Error>> {
-    (seats(c))
-        .map(|s| {
-            c.member(s).signer().dkg_finish(
-                c.now,
-                coordinator(1),
-                &p.wallet,
-                p.session,
-                &inbox[&seat(s)],
-            )
-        })
-        .collect()
+    (seats(c)).map(|s| finish_at(c, p, inbox, s)).collect()
+}
+
+/// Part 3 at seat `s`, given its inbox in `inbox`; its confirmation.
+///
+/// # Errors
+/// The member's refusal.
+pub fn finish_at(
+    c: &Cluster,
+    p: &DkgProposal,
+    inbox: &BTreeMap<Seat, Vec<SignedDkgMessage>>,
+    s: u16,
+) -> Result<SignedDkgMessage, Error> {
+    c.member(s).signer().dkg_finish(
+        c.now,
+        coordinator(1),
+        &p.wallet,
+        p.session,
+        &inbox[&seat(s)],
+    )
 }
 
 /// Delivers `confirmations` to `seat`; whether the wallet is then active.

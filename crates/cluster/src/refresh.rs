@@ -1,0 +1,107 @@
+//! Running a wallet's share refresh over the network (DESIGN.md §4).
+//!
+//! A refresh is a DKG session of kind refresh, run by the DKG driver: the
+//! same signed, sealed and echo-hashed messages, among the wallet's
+//! members minus the seats the operator removes. Every member that takes
+//! part must confirm the same new key record and transcript; each switches
+//! to the new wallet epoch only when it holds all of their confirmations,
+//! so a failed run leaves every member signing with its current shares.
+
+mod abort;
+
+use std::sync::Arc;
+
+use thresig_crypto::Seat;
+use thresig_engine::{DkgKind, DkgSessionId, WalletEpoch};
+
+use crate::config::NodeWallet;
+use crate::dkg::{DkgError, agree, deliver, each, run, taking_part};
+use crate::peers::Peers;
+use crate::progress::Progress;
+
+pub use abort::{AbortOutcome, abort_refresh};
+
+/// A finished refresh: every remaining member switched.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RefreshOutcome {
+    /// The session.
+    pub session: DkgSessionId,
+    /// The wallet epoch of the new shares.
+    pub epoch: WalletEpoch,
+}
+
+/// Refreshes the shares of `wallet`'s epoch `from` among `holders` (the
+/// members of that epoch's key record), leaving out the wallet's
+/// configured removal set (this member's own
+/// `remove` list; every other member checks the proposal against its own).
+/// `session` is fresh random bytes, chosen by the caller so that it can
+/// name it: a run that fails from part 3 on may leave members
+/// `refreshing`, and [`resume_refresh`] of that session finishes it.
+///
+/// # Errors
+/// [`DkgError`] as for a DKG: a member that refuses or cannot be reached
+/// fails the run, and nobody switches unless every member confirmed.
+pub async fn run_refresh(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    (from, holders): (WalletEpoch, &[Seat]),
+    session: DkgSessionId,
+    progress: &dyn Progress,
+) -> Result<RefreshOutcome, DkgError> {
+    let (kind, epoch) = refresh_of(wallet, from)?;
+    run(peers, wallet, session, kind, Some(holders), progress).await?;
+    Ok(RefreshOutcome { session, epoch })
+}
+
+/// Finishes the refresh `session` of `wallet` whose members stored their
+/// results but did not all get the confirmations (its coordinator died, or
+/// a member was down): each member that takes part answers a part 3 of
+/// the session with its own confirmation again (from its pending result,
+/// or from the result it switched to), and every confirmation is
+/// delivered to every member. `at` is the wallet epoch of this member
+/// (either side of the switch) and `holders` the members of its key
+/// record; only the wallet's removal set is taken from the refresh it
+/// names.
+///
+/// # Errors
+/// [`DkgError`] naming a member that holds no result of the session
+/// (`dkg_not_in_phase`: it never stored one, it was aborted, or a later
+/// refresh replaced it), that confirms another result, or that does not
+/// switch.
+pub async fn resume_refresh(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    (at, holders): (WalletEpoch, &[Seat]),
+    session: DkgSessionId,
+    progress: &dyn Progress,
+) -> Result<(), DkgError> {
+    let (kind, _) = refresh_of(wallet, at)?;
+    let members = taking_part(wallet, &kind, Some(holders));
+    let confirmations = each(peers, &members, "finish", progress, |client, _| {
+        let wallet_id = wallet.id().clone();
+        async move { client.dkg_finish(wallet_id, session, Vec::new()).await }
+    })
+    .await?;
+    agree(wallet, &kind, &confirmations)?;
+    deliver(peers, wallet, &members, confirmations, progress).await
+}
+
+/// The refresh of epoch `from` with the wallet's configured removal set,
+/// and the epoch it makes.
+fn refresh_of(wallet: &NodeWallet, from: WalletEpoch) -> Result<(DkgKind, WalletEpoch), DkgError> {
+    let epoch = from
+        .0
+        .checked_add(1)
+        .map(WalletEpoch)
+        .ok_or(DkgError::Aborted("the wallet epoch cannot grow further"))?;
+    // Ascending, as every member compares it with its own list (the
+    // configuration refuses a seat named twice).
+    let mut removed = wallet.config.remove.clone();
+    removed.sort_unstable();
+    let kind = DkgKind::Refresh {
+        from_epoch: from,
+        removed,
+    };
+    Ok((kind, epoch))
+}
