@@ -512,3 +512,30 @@ fn a_rekey_begins_while_refreshing_and_vetoes_the_refresh() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::WalletNotActive);
 }
+
+/// A rekey of a refreshing wallet whose commit was lost is committed again
+/// by its retry, veto included: the refresh's pending share is deleted and
+/// its confirmations are refused, as when the first commit holds.
+#[test]
+fn a_rekey_retried_after_a_lost_commit_still_vetoes_the_refresh() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
+        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    let mut c = Cluster::with_wallets(614, 2, N, &specs, Limits::default());
+    let (p, inbox) = to_part3(&mut c, "old", 1, 0);
+    let confirmations = confirmations(&c, &p, &inbox);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    assert!(c.member(1).signer().begin_rekey(&wid("old")).is_err());
+    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    c.restart(1);
+    assert_eq!(
+        at(&c, 1, "old"),
+        (WalletStateKind::Rekeying, Some(WalletEpoch(0)))
+    );
+    assert!(!has_share(&c, 1, "old", 1), "the pending share is deleted");
+    for m in &confirmations {
+        let refused = c.member(1).signer().dkg_confirm(&wid("old"), m);
+        assert!(refused.is_err());
+    }
+}

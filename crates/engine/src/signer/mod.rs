@@ -63,8 +63,10 @@ pub(crate) struct Shard {
     pub(crate) dkg_cancelled: BTreeMap<CoordinatorId, DkgSessionId>,
     /// An operator's rekey step whose commit failed, perhaps after becoming
     /// durable: `state` already holds the step's stricter state, and the
-    /// step's retry commits again rather than finding it done.
-    pub(crate) step_unacknowledged: bool,
+    /// step's retry commits again rather than finding it done. It holds the
+    /// writes the step committed beside its record (a pending refresh's
+    /// veto), which memory no longer shows, so the retry commits them too.
+    pub(crate) unacknowledged_step: Option<Vec<WriteOp>>,
     /// The operator's repair approvals and a repair in progress (memory
     /// only).
     pub(crate) repair: crate::repair::RepairSlot,
@@ -198,7 +200,7 @@ impl<S: Store> Signer<S> {
                 pending: PendingShares::default(),
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
-                step_unacknowledged: false,
+                unacknowledged_step: None,
                 repair: crate::repair::RepairSlot::default(),
             };
             wallets.insert(

@@ -56,7 +56,7 @@ impl<S: Store> Signer<S> {
             WalletState::Refreshing(r) => {
                 veto_ops(wallet, r.pending.session(), Some(r.pending.epoch()))?
             }
-            WalletState::Rekeying(_) if !shard.step_unacknowledged => {
+            WalletState::Rekeying(_) if shard.unacknowledged_step.is_none() => {
                 return Ok(Transition::Already);
             }
             WalletState::Rekeying(_) => Vec::new(),
@@ -101,7 +101,7 @@ impl<S: Store> Signer<S> {
         let mut shard = lock(&self.store, slot)?;
         match shard.state {
             WalletState::Rekeying(_) => {}
-            WalletState::Retired if !shard.step_unacknowledged => {
+            WalletState::Retired if shard.unacknowledged_step.is_none() => {
                 return Ok(Transition::Already);
             }
             WalletState::Retired => {}
@@ -119,9 +119,9 @@ impl<S: Store> Signer<S> {
     }
 
     /// Commits an operator step whose stricter state `shard` already
-    /// holds, with `extra` in the same commit: it counts as done only once
-    /// the store acknowledges the commit, and until then a retry commits it
-    /// again.
+    /// holds, with `extra` and an unacknowledged earlier step's writes in
+    /// the same commit: it counts as done only once the store acknowledges
+    /// the commit, and until then a retry commits all of it again.
     fn commit_step(
         &self,
         shard: &mut Shard,
@@ -129,13 +129,15 @@ impl<S: Store> Signer<S> {
         ops: fn(&S, &WalletId) -> Result<Vec<WriteOp>, Error>,
         extra: Vec<WriteOp>,
     ) -> Result<Transition, Error> {
-        shard.step_unacknowledged = true;
+        let mut pending = shard.unacknowledged_step.take().unwrap_or_default();
+        pending.extend(extra);
+        shard.unacknowledged_step = Some(pending.clone());
         let mut ops = ops(&self.store, wallet)?;
-        ops.extend(extra);
+        ops.extend(pending);
         self.store
             .write(ops)
             .map_err(|source| store_error(wallet, source))?;
-        shard.step_unacknowledged = false;
+        shard.unacknowledged_step = None;
         Ok(Transition::Done)
     }
 }
