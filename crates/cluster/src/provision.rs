@@ -398,16 +398,6 @@ pub fn write_member_config(
         network = spec.network.as_str(),
         store = store_section(&member.dir)?,
     );
-    // The default connection cap fits the default per-seat cap for at most
-    // 32 members; a larger roster needs room for every member's
-    // connections, or the file would not load.
-    let defaults = thresig_daemon::LimitsSection::default();
-    let needed = u64::try_from(all.len())
-        .unwrap_or(u64::MAX)
-        .saturating_mul(defaults.max_connections_per_seat);
-    if needed > defaults.max_member_connections {
-        text.push_str(&format!("max_member_connections = {needed}\n"));
-    }
     let roster = Roster {
         members: all
             .iter()
