@@ -114,11 +114,7 @@ fn an_abort_deletes_a_part3_result_whose_failed_commit_was_durable() {
 /// pending share and answered `internal`).
 #[test]
 fn part3_refuses_a_wallet_that_began_a_rekey_meanwhile_and_stores_nothing() {
-    let specs = [
-        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
-        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
-    ];
-    let mut c = Cluster::with_wallets(603, 2, N, &specs, Limits::default());
+    let mut c = with_successor(603);
     let (p, inbox) = to_part3(&mut c, "old", 1, 0);
     c.member(1).signer().begin_rekey(&wid("old")).unwrap();
     let results = part3(&c, &p, &inbox);
@@ -187,11 +183,7 @@ fn a_dkg_confirmation_replayed_into_a_refresh_accuses_no_one() {
 /// begin.
 #[test]
 fn a_refresh_stuck_after_part3_on_some_members_is_abandoned_and_the_wallet_moves_on() {
-    let specs = [
-        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
-        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
-    ];
-    let mut c = Cluster::with_wallets(606, 2, N, &specs, Limits::default());
+    let mut c = with_successor(606);
     let (p, inbox) = to_part3(&mut c, "old", 1, 0);
     for s in [1, 2] {
         c.member(s)
@@ -488,24 +480,11 @@ fn the_vetoes_of_every_participant_restore_the_current_epoch() {
 /// in the same commit, and refuses its confirmations from then on.
 #[test]
 fn a_rekey_begins_while_refreshing_and_vetoes_the_refresh() {
-    let specs = [
-        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
-        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
-    ];
-    let mut c = Cluster::with_wallets(613, 2, N, &specs, Limits::default());
+    let mut c = with_successor(613);
     let (p, inbox) = to_part3(&mut c, "old", 1, 0);
     let confirmations = confirmations(&c, &p, &inbox);
     c.member(1).signer().begin_rekey(&wid("old")).unwrap();
-    c.restart(1);
-    assert_eq!(
-        at(&c, 1, "old"),
-        (WalletStateKind::Rekeying, Some(WalletEpoch(0)))
-    );
-    assert!(!has_share(&c, 1, "old", 1));
-    for m in &confirmations {
-        let refused = c.member(1).signer().dkg_confirm(&wid("old"), m);
-        assert!(refused.is_err());
-    }
+    vetoed_by_the_rekey(&mut c, &confirmations);
     let err = c.members[0]
         .signer()
         .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
@@ -518,23 +497,35 @@ fn a_rekey_begins_while_refreshing_and_vetoes_the_refresh() {
 /// its confirmations are refused, as when the first commit holds.
 #[test]
 fn a_rekey_retried_after_a_lost_commit_still_vetoes_the_refresh() {
-    let specs = [
-        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
-        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
-    ];
-    let mut c = Cluster::with_wallets(614, 2, N, &specs, Limits::default());
+    let mut c = with_successor(614);
     let (p, inbox) = to_part3(&mut c, "old", 1, 0);
     let confirmations = confirmations(&c, &p, &inbox);
     c.member(1).store().fail_next_commit(Fault::Lost);
     assert!(c.member(1).signer().begin_rekey(&wid("old")).is_err());
     c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    vetoed_by_the_rekey(&mut c, &confirmations);
+}
+
+/// Wallet "old" (successor "new"), both keyed by DKG.
+fn with_successor(seed: u64) -> Cluster {
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
+        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    Cluster::with_wallets(seed, 2, N, &specs, Limits::default())
+}
+
+/// Seat 1 began a rekey of "old" while refreshing: after a restart it is
+/// rekeying at epoch 0, holds no pending share and refuses every
+/// confirmation of the refresh.
+fn vetoed_by_the_rekey(c: &mut Cluster, confirmations: &[SignedDkgMessage]) {
     c.restart(1);
     assert_eq!(
-        at(&c, 1, "old"),
+        at(c, 1, "old"),
         (WalletStateKind::Rekeying, Some(WalletEpoch(0)))
     );
-    assert!(!has_share(&c, 1, "old", 1), "the pending share is deleted");
-    for m in &confirmations {
+    assert!(!has_share(c, 1, "old", 1), "the pending share is deleted");
+    for m in confirmations {
         let refused = c.member(1).signer().dkg_confirm(&wid("old"), m);
         assert!(refused.is_err());
     }
