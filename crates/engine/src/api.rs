@@ -170,6 +170,17 @@ pub enum Request {
         #[serde(default)]
         abandonments: Vec<SignedDkgMessage>,
     },
+    /// The signed confirmations of the refresh `session` this member
+    /// holds: its own (signed again) and every other member's it counted,
+    /// from its pending result or from the one it switched on. `thresig
+    /// refresh --resume` gathers them from every reachable member when
+    /// the coordinator lost them; each is self-proving.
+    RefreshConfirmations {
+        /// The wallet.
+        wallet: WalletId,
+        /// The refresh session.
+        session: DkgSessionId,
+    },
     /// A step of a member repair.
     Repair(crate::repair::RepairRequest),
 }
@@ -188,7 +199,8 @@ impl Request {
             | Self::DkgRound2 { wallet, .. }
             | Self::DkgFinish { wallet, .. }
             | Self::DkgConfirm { wallet, .. }
-            | Self::DkgCancel { wallet, .. } => Some(wallet),
+            | Self::DkgCancel { wallet, .. }
+            | Self::RefreshConfirmations { wallet, .. } => Some(wallet),
             Self::ListWallets => None,
         }
     }
@@ -299,12 +311,30 @@ pub struct RefreshStatus {
     /// The wallet seats whose confirmations this member holds (its own
     /// included), ascending.
     pub confirmed: Vec<Seat>,
+    /// Whether this member released its confirmation (its part 3
+    /// committed): it then never vetoes, and keeps the pending shares
+    /// until it switches (`--resume`); otherwise the refresh is still
+    /// running here and a veto (`--abort`) is its to sign.
+    #[serde(default)]
+    pub released: bool,
 }
 
 impl RefreshStatus {
-    /// A pending refresh (see the field docs), as a transport decodes it.
+    /// A refresh this member has not released its confirmation of (see
+    /// the field docs), as a transport decodes it.
     pub fn new(session: DkgSessionId, confirmed: Vec<Seat>) -> Self {
-        Self { session, confirmed }
+        Self {
+            session,
+            confirmed,
+            released: false,
+        }
+    }
+
+    /// This status with `released` set.
+    #[must_use]
+    pub fn released(mut self, released: bool) -> Self {
+        self.released = released;
+        self
     }
 }
 

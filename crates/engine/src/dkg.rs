@@ -15,6 +15,8 @@
 
 mod abandon;
 
+pub(crate) use abandon::MAX_VETOES;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::SigningKey;
@@ -126,6 +128,11 @@ pub(crate) struct DkgSession {
 }
 
 impl DkgSession {
+    /// The session's id if it runs a refresh.
+    pub(crate) fn refresh(&self) -> Option<DkgSessionId> {
+        matches!(self.kind, DkgKind::Refresh { .. }).then_some(self.id)
+    }
+
     /// Whether the session still holds the wallet at `now`. A finished part
     /// 3 always does: its result may be durable, and only its byte-identical
     /// retry, a new start that finds it durable (and adopts it), an abort
@@ -527,25 +534,71 @@ impl<S: Store> Signer<S> {
                 // A result already durable answers its own session again,
                 // also once a refresh switched to it (for a member that
                 // missed the confirmations).
-                if let Some(c) = shard.state.confirming().filter(|c| c.session() == session) {
-                    return c.confirmation(&self.identity, wallet, slot.seat);
-                }
-                // A switched member now rekeying still answers, so
-                // `--resume` can finish the others' switch.
-                let retained = match &shard.state {
-                    WalletState::Active(key) | WalletState::Rekeying(key) => {
-                        crate::durable::retained_refresh(&self.store, wallet, key, session)?
-                    }
-                    _ => None,
-                };
-                match retained {
-                    Some(c) => c.confirmation(&self.identity, wallet, slot.seat),
-                    None => Err(Error::DkgNotInPhase {
-                        wallet: wallet.clone(),
-                    }),
-                }
+                self.with_held(slot, &shard, session, |c| {
+                    c.confirmation(&self.identity, wallet, slot.seat)
+                })?
             }
         }
+    }
+
+    /// The signed confirmations of the refresh (or DKG) `session` this
+    /// member holds: its own, signed again, and every other member's it
+    /// counted ([`Request::RefreshConfirmations`](crate::Request)).
+    ///
+    /// # Errors
+    /// [`Error::DkgNotInPhase`] when this member holds no result of the
+    /// session; [`Error::Store`].
+    pub(crate) fn refresh_confirmations(
+        &self,
+        slot: &Slot,
+        session: DkgSessionId,
+    ) -> Result<Vec<SignedDkgMessage>, Error> {
+        let wallet = &slot.config.id;
+        let mut shard = lock(&self.store, slot)?;
+        self.adopt_durable(slot, &mut shard)?;
+        self.with_held(slot, &shard, session, |c| {
+            let payload = c.payload()?;
+            let mut held = vec![c.confirmation(&self.identity, wallet, slot.seat)?];
+            held.extend(c.received().iter().map(|(seat, signature)| {
+                SignedDkgMessage::new(
+                    session,
+                    wallet.clone(),
+                    *seat,
+                    payload.clone(),
+                    signature.clone(),
+                )
+            }));
+            Ok(held)
+        })?
+    }
+
+    /// Calls `answer` with this member's result of `session`: the one
+    /// awaiting confirmations, or the refresh result it switched on (kept
+    /// until the next switch; a switched member now rekeying still
+    /// answers, so `--resume` can finish the others' switch).
+    ///
+    /// # Errors
+    /// [`Error::DkgNotInPhase`] when it holds none; [`Error::Store`].
+    fn with_held<T>(
+        &self,
+        slot: &Slot,
+        shard: &Shard,
+        session: DkgSessionId,
+        answer: impl FnOnce(&Confirming) -> T,
+    ) -> Result<T, Error> {
+        let wallet = &slot.config.id;
+        if let Some(c) = shard.state.confirming().filter(|c| c.session() == session) {
+            return Ok(answer(c));
+        }
+        let retained = match &shard.state {
+            WalletState::Active(key) | WalletState::Rekeying(key) => {
+                crate::durable::retained_refresh(&self.store, (wallet, slot.seat), key, session)?
+            }
+            _ => None,
+        };
+        retained.as_ref().map(answer).ok_or(Error::DkgNotInPhase {
+            wallet: wallet.clone(),
+        })
     }
 
     /// Checks the round-2 messages addressed to this member and derives its
@@ -729,7 +782,7 @@ impl<S: Store> Signer<S> {
         self.adopt_durable(slot, &mut shard)?;
         let needed = slot.config.roster.len();
         crate::refresh::check_late_confirmation(slot, &shard.state, &msg.payload)?;
-        if let WalletState::Active(key) = &shard.state {
+        if let WalletState::Active(key) | WalletState::Rekeying(key) = &shard.state {
             // The members of the record it holds: a refresh may have
             // removed seats that stay in the roster.
             let needed = key.key.members().len();
@@ -769,7 +822,7 @@ impl<S: Store> Signer<S> {
             ));
         }
         if matches!(shard.state, WalletState::Refreshing(_)) {
-            return self.refresh_confirmed(slot, &mut shard, msg.sender);
+            return self.refresh_confirmed(slot, &mut shard, (msg.sender, msg.signature.clone()));
         }
         let WalletState::AwaitingConfirmations(confirming) = &mut shard.state else {
             return Err(Error::Internal(InternalFault::Invariant));

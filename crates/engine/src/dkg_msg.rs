@@ -74,15 +74,20 @@ pub enum DkgPayload {
         /// The seats the refresh removed, ascending.
         removed: Vec<Seat>,
     },
-    /// The sender's abandonment of a share refresh: it holds no part-3
-    /// result of the session and dropped the session's secrets, so no
-    /// confirmation of the sender can exist and nobody can switch.
-    RefreshAbandon,
+    /// The sender's veto of a share refresh of the wallet's epoch
+    /// `from_epoch`: it never released a confirmation of the session and
+    /// never will, so nobody can switch to it while the sender is honest.
+    /// The epoch is signed so that a veto cannot be replayed against a
+    /// later refresh that reuses the session id.
+    RefreshAbandon {
+        /// The wallet epoch the vetoed refresh starts from.
+        from_epoch: crate::ids::WalletEpoch,
+    },
 }
 
 impl DkgPayload {
     /// The canonical byte encoding: a tag (1 round 1, 2 round 2, 3
-    /// confirm, 4 refresh confirm, 5 refresh abandonment), then each field length-prefixed (8-byte big-endian length).
+    /// confirm, 4 refresh confirm, 5 refresh veto), then each field length-prefixed (8-byte big-endian length).
     /// It is what signatures cover, and how a payload travels on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
@@ -102,7 +107,9 @@ impl DkgPayload {
                 TAG_REFRESH_CONFIRM,
                 &[&wallet_key.0, &transcript.0, &seat_list(removed)],
             ),
-            Self::RefreshAbandon => framed(TAG_REFRESH_ABANDON, &[]),
+            Self::RefreshAbandon { from_epoch } => {
+                framed(TAG_REFRESH_ABANDON, &[&from_epoch.0.to_be_bytes()])
+            }
         }
     }
 
@@ -137,7 +144,11 @@ impl DkgPayload {
                 transcript: hex(transcript),
                 removed: seats_of(removed).ok_or(InvalidDkgPayload)?,
             }),
-            (TAG_REFRESH_ABANDON, []) => Ok(Self::RefreshAbandon),
+            (TAG_REFRESH_ABANDON, [epoch]) => Ok(Self::RefreshAbandon {
+                from_epoch: crate::ids::WalletEpoch(u64::from_be_bytes(
+                    <[u8; 8]>::try_from(*epoch).map_err(|_| InvalidDkgPayload)?,
+                )),
+            }),
             _ => Err(InvalidDkgPayload),
         }
     }

@@ -19,11 +19,12 @@
 use thresig_crypto::{KeyShare, Seat, WalletKey};
 use thresig_store::{Marker, Plaintext, Store, WriteOp};
 
+use crate::api::HexBytes;
 use crate::config::WalletConfig;
 use crate::dkg_msg::DkgSessionId;
 use crate::error::{Error, InternalFault};
 use crate::ids::WalletEpoch;
-use crate::wallet::{Confirming, Refreshing, ResultKind, SigningKey, WalletState};
+use crate::wallet::{Confirming, Refreshing, ResultKind, Role, SigningKey, WalletState};
 use thresig_store::WalletId;
 
 /// Version byte of the wallet record encoding.
@@ -100,11 +101,29 @@ const DKG_RESULT_VERSION: u8 = 1;
 /// names its wallet epoch and removal set).
 const REFRESH_RESULT_VERSION: u8 = 2;
 
-/// The whole record of a refresh session this member abandoned: it keeps
-/// the session id from ever running again here (an old abandonment of it
-/// could otherwise discard a new run's result at some members while
-/// others switch). Kept across switches.
+/// The record of a refresh session this member vetoed (or discarded on
+/// vetoes): `[3][wallet epoch: u64 BE]`, the epoch the refresh started
+/// from. It keeps the session id from ever running again here at that
+/// epoch (an old veto of it could otherwise discard a new run's result at
+/// some members while others switch). A switch deletes it: a veto signs
+/// its epoch and counts for no later refresh.
 const ABANDONED_VERSION: u8 = 3;
+
+/// Version byte of a refresh result that also keeps the signatures of the
+/// other members' confirmations this member counted: the fields of
+/// [`REFRESH_RESULT_VERSION`], the wallet key length-prefixed (u32 BE),
+/// then a u16 BE count of (seat u16 BE, signature length u16 BE,
+/// signature).
+const REFRESH_CONFIRMED_VERSION: u8 = 4;
+
+/// Whether a stored DKG result value is a refresh result (of either
+/// version).
+fn is_refresh_result(value: &[u8]) -> bool {
+    matches!(
+        value.first(),
+        Some(&REFRESH_RESULT_VERSION | &REFRESH_CONFIRMED_VERSION)
+    )
+}
 
 /// The number the key package of wallet epoch `epoch` is kept at.
 fn key_epoch_of(epoch: WalletEpoch) -> Result<thresig_store::KeyEpoch, Error> {
@@ -146,8 +165,18 @@ fn active_record_op(
     key_epoch: thresig_store::KeyEpoch,
     key: &WalletKey,
 ) -> Result<WriteOp, Error> {
+    record_op(id, Lifecycle::Active, key_epoch, key)
+}
+
+/// The wallet record marking `key` in `lifecycle` at `key_epoch`.
+fn record_op(
+    id: &WalletId,
+    lifecycle: Lifecycle,
+    key_epoch: thresig_store::KeyEpoch,
+    key: &WalletKey,
+) -> Result<WriteOp, Error> {
     let record = WalletRecord {
-        lifecycle: Lifecycle::Active,
+        lifecycle,
         key_epoch,
         wallet_key: key.to_bytes().map_err(encoding_failed)?,
     };
@@ -316,15 +345,28 @@ fn dkg_result_value(result: &Confirming) -> Result<Vec<u8>, Error> {
         ResultKind::Fresh => [&[DKG_RESULT_VERSION][..], &result.transcript(), &key].concat(),
         ResultKind::Refresh { epoch, removed } => {
             let count = u16::try_from(removed.len()).map_err(encoding_failed)?;
-            [
-                &[REFRESH_RESULT_VERSION][..],
+            let key_len = u32::try_from(key.len()).map_err(encoding_failed)?;
+            let received = result.received();
+            let mut value = [
+                &[REFRESH_CONFIRMED_VERSION][..],
                 &result.transcript(),
                 &epoch.0.to_be_bytes(),
                 &count.to_be_bytes(),
                 &crate::dkg_msg::seat_list(removed),
+                &key_len.to_be_bytes(),
                 &key,
+                &u16::try_from(received.len())
+                    .map_err(encoding_failed)?
+                    .to_be_bytes(),
             ]
-            .concat()
+            .concat();
+            for (seat, signature) in received {
+                let len = u16::try_from(signature.0.len()).map_err(encoding_failed)?;
+                value.extend_from_slice(&seat.get().to_be_bytes());
+                value.extend_from_slice(&len.to_be_bytes());
+                value.extend_from_slice(&signature.0);
+            }
+            value
         }
     })
 }
@@ -335,12 +377,37 @@ struct StoredRefresh<'a> {
     epoch: WalletEpoch,
     removed: Vec<Seat>,
     key: &'a [u8],
+    /// The other members' confirmation signatures it kept.
+    received: Vec<(Seat, HexBytes)>,
+}
+
+impl StoredRefresh<'_> {
+    /// The result awaiting confirmations it stores, with `key` and `share`
+    /// (checked by the caller against the stored key) and every kept
+    /// confirmation counted, this member's own (`me`) too.
+    fn confirming(
+        self,
+        session: DkgSessionId,
+        (key, share): (WalletKey, std::sync::Arc<KeyShare>),
+        me: Seat,
+    ) -> Confirming {
+        let mut confirming =
+            Confirming::new(session, key, share, self.transcript).with_kind(ResultKind::Refresh {
+                epoch: self.epoch,
+                removed: self.removed,
+            });
+        confirming.accept(me);
+        for (seat, signature) in self.received {
+            confirming.receive(seat, signature);
+        }
+        confirming
+    }
 }
 
 /// Decodes a stored refresh result; `None` for any other value.
 fn decode_refresh_result(value: &[u8]) -> Option<StoredRefresh<'_>> {
     let ([version], rest) = value.split_first_chunk::<1>()?;
-    if *version != REFRESH_RESULT_VERSION {
+    if !is_refresh_result(value) {
         return None;
     }
     let (transcript, rest) = rest.split_first_chunk::<32>()?;
@@ -352,11 +419,45 @@ fn decode_refresh_result(value: &[u8]) -> Option<StoredRefresh<'_>> {
         removed.push(Seat::try_from(u16::from_be_bytes(*seat)).ok()?);
         rest = tail;
     }
+    let mut received = Vec::new();
+    let key = if *version == REFRESH_RESULT_VERSION {
+        rest
+    } else {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let (key, tail) = tail.split_at_checked(usize::try_from(u32::from_be_bytes(*len)).ok()?)?;
+        let (count, mut tail) = tail.split_first_chunk::<2>()?;
+        for _ in 0..u16::from_be_bytes(*count) {
+            let (seat, more) = tail.split_first_chunk::<2>()?;
+            let (len, more) = more.split_first_chunk::<2>()?;
+            let (signature, more) = more.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+            let seat = Seat::try_from(u16::from_be_bytes(*seat)).ok()?;
+            received.push((seat, HexBytes(signature.to_vec())));
+            tail = more;
+        }
+        if !tail.is_empty() {
+            return None;
+        }
+        key
+    };
     Some(StoredRefresh {
         transcript: *transcript,
         epoch: WalletEpoch(u64::from_be_bytes(*epoch)),
         removed,
-        key: rest,
+        key,
+        received,
+    })
+}
+
+/// The write that stores `result` again with the confirmations it now
+/// counts (replacing its record), so that they survive a restart.
+///
+/// # Errors
+/// [`Error::Internal`] if the result does not encode (not expected).
+pub(crate) fn received_op(wallet: &WalletId, result: &Confirming) -> Result<WriteOp, Error> {
+    Ok(WriteOp::PutDkgResult {
+        wallet: wallet.clone(),
+        session: dkg_session_id(result.session())?,
+        value: dkg_result_value(result)?.into(),
     })
 }
 
@@ -366,11 +467,7 @@ fn decode_refresh_result(value: &[u8]) -> Option<StoredRefresh<'_>> {
 pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<WriteOp>, Error> {
     let mut ops = vec![
         key_package_op(wallet, key_epoch_of(result.epoch())?, result.share())?,
-        WriteOp::PutDkgResult {
-            wallet: wallet.clone(),
-            session: dkg_session_id(result.session())?,
-            value: dkg_result_value(result)?.into(),
-        },
+        received_op(wallet, result)?,
     ];
     // A refresh's result joins an existing wallet: a new security epoch,
     // so a store restored from before it cannot undo it undetected.
@@ -472,22 +569,35 @@ pub(crate) fn switch_ops<S: Store>(
     store: &S,
     wallet: &WalletId,
     current: &SigningKey,
-    pending: &Confirming,
+    (pending, role): (&Confirming, Role),
 ) -> Result<Vec<WriteOp>, Error> {
     let keep = dkg_session_id(pending.session())?;
+    let lifecycle = match role {
+        Role::Active => Lifecycle::Active,
+        Role::Rekeying => Lifecycle::Rekeying,
+    };
     let mut ops = vec![
-        active_record_op(wallet, key_epoch_of(pending.epoch())?, pending.key())?,
+        record_op(
+            wallet,
+            lifecycle,
+            key_epoch_of(pending.epoch())?,
+            pending.key(),
+        )?,
         WriteOp::DeleteKeyPackage {
             wallet: wallet.clone(),
             epoch: key_epoch_of(current.epoch)?,
         },
+        // The full set it switched on, for `--resume` at the others.
+        received_op(wallet, pending)?,
     ];
     let stored = store.dkg_results(wallet).map_err(|source| Error::Store {
         wallet: wallet.clone(),
         source,
     })?;
-    for (session, value) in stored {
-        if session != keep && value.first() != Some(&ABANDONED_VERSION) {
+    // An earlier refresh's result and every veto go: a veto signs the
+    // epoch it was made at and counts for no later refresh.
+    for (session, _) in stored {
+        if session != keep {
             ops.push(WriteOp::DeleteDkgResult {
                 wallet: wallet.clone(),
                 session,
@@ -508,25 +618,18 @@ pub(crate) fn switch_ops<S: Store>(
     Ok(ops)
 }
 
-/// The record of this member's abandonment of the refresh `session`.
-pub(crate) fn abandoned_op(wallet: &WalletId, session: DkgSessionId) -> Result<WriteOp, Error> {
-    Ok(WriteOp::PutDkgResult {
-        wallet: wallet.clone(),
-        session: dkg_session_id(session)?,
-        value: vec![ABANDONED_VERSION].into(),
-    })
-}
-
-/// The unit that records this member's veto of the refresh `session`: the
-/// veto record (replacing a result record of it), the session's pending
-/// key package at `pending` deleted if there is one, and a new security
-/// epoch, so a store restored from before the veto is caught at open.
+/// The unit that records this member's veto of the refresh `session` of
+/// wallet epoch `from` (or its discard of it on vetoes): the veto record
+/// (replacing a result record of it), the session's pending key package
+/// at `pending` deleted if there is one, and a new security epoch, so a
+/// store restored from before the veto is caught at open.
 ///
 /// # Errors
 /// [`Error::Internal`] if an id or epoch does not encode (not expected).
 pub(crate) fn veto_ops(
     wallet: &WalletId,
     session: DkgSessionId,
+    from: WalletEpoch,
     pending: Option<WalletEpoch>,
 ) -> Result<Vec<WriteOp>, Error> {
     let mut ops = Vec::new();
@@ -536,7 +639,13 @@ pub(crate) fn veto_ops(
             epoch: key_epoch_of(epoch)?,
         });
     }
-    ops.push(abandoned_op(wallet, session)?);
+    ops.push(WriteOp::PutDkgResult {
+        wallet: wallet.clone(),
+        session: dkg_session_id(session)?,
+        value: [&[ABANDONED_VERSION][..], &from.0.to_be_bytes()]
+            .concat()
+            .into(),
+    });
     ops.push(WriteOp::BumpWalletEpoch {
         wallet: wallet.clone(),
     });
@@ -558,6 +667,23 @@ pub(crate) fn is_abandoned<S: Store>(
     })
 }
 
+/// How many vetoes this member keeps for `wallet` (all of its current
+/// epoch: a switch deletes them).
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn vetoes_held<S: Store>(store: &S, wallet: &WalletId) -> Result<usize, Error> {
+    Ok(store
+        .dkg_results(wallet)
+        .map_err(|source| Error::Store {
+            wallet: wallet.clone(),
+            source,
+        })?
+        .iter()
+        .filter(|(_, v)| v.first() == Some(&ABANDONED_VERSION))
+        .count())
+}
+
 /// The retained result of the refresh `session` that made `current` (the
 /// key this member switched to), as a confirmation to sign again; `None`
 /// if the store holds no such result.
@@ -566,7 +692,7 @@ pub(crate) fn is_abandoned<S: Store>(
 /// [`Error::Store`] if the results cannot be read.
 pub(crate) fn retained_refresh<S: Store>(
     store: &S,
-    wallet: &WalletId,
+    (wallet, me): (&WalletId, Seat),
     current: &SigningKey,
     session: DkgSessionId,
 ) -> Result<Option<Confirming>, Error> {
@@ -586,18 +712,8 @@ pub(crate) fn retained_refresh<S: Store>(
         if result.epoch != current.epoch || result.key != current_key.as_slice() {
             return Ok(None);
         }
-        let kind = ResultKind::Refresh {
-            epoch: result.epoch,
-            removed: result.removed,
-        };
-        let confirming = Confirming::new(
-            session,
-            current.key.clone(),
-            current.share.clone(),
-            result.transcript,
-        )
-        .with_kind(kind);
-        return Ok(Some(confirming));
+        let parts = (current.key.clone(), current.share.clone());
+        return Ok(Some(result.confirming(session, parts, me)));
     }
     Ok(None)
 }
@@ -706,10 +822,11 @@ fn try_load<S: Store>(
     if let Some(mismatch) = tree_mismatch(config, &key, false) {
         return Ok(mismatch);
     }
-    Ok(match record.lifecycle {
-        Lifecycle::Rekeying => WalletState::Rekeying(key),
-        Lifecycle::Active | Lifecycle::Retired => load_refreshing(store, config, seat, key)?,
-    })
+    let role = match record.lifecycle {
+        Lifecycle::Rekeying => Role::Rekeying,
+        Lifecycle::Active | Lifecycle::Retired => Role::Active,
+    };
+    load_refreshing(store, config, seat, (key, role))
 }
 
 /// An active wallet, with the refresh result awaiting confirmations if the
@@ -721,22 +838,17 @@ fn load_refreshing<S: Store>(
     store: &S,
     config: &WalletConfig,
     seat: Seat,
-    current: SigningKey,
+    (current, role): (SigningKey, Role),
 ) -> Result<WalletState, thresig_store::Error> {
     let id = &config.id;
     for (session, value) in store.dkg_results(id)? {
-        if value.first() != Some(&REFRESH_RESULT_VERSION) {
+        if !is_refresh_result(&value) {
             continue;
         }
-        let Some(StoredRefresh {
-            transcript,
-            epoch,
-            removed,
-            key,
-        }) = decode_refresh_result(&value)
-        else {
+        let Some(stored) = decode_refresh_result(&value) else {
             return Ok(WalletState::Corrupt);
         };
+        let (epoch, key) = (stored.epoch, stored.key);
         // The result that made the current epoch is kept after the switch
         // (see `switch_ops`); only the next epoch's is pending.
         if epoch == current.epoch {
@@ -754,15 +866,14 @@ fn load_refreshing<S: Store>(
         let Some((session, checked)) = pending else {
             return Ok(WalletState::Corrupt);
         };
-        let mut pending = Confirming::new(session, checked.key, checked.share, transcript)
-            .with_kind(ResultKind::Refresh { epoch, removed });
-        pending.accept(seat);
+        let pending = stored.confirming(session, (checked.key, checked.share), seat);
         return Ok(WalletState::Refreshing(Box::new(Refreshing {
             current,
             pending,
+            role,
         })));
     }
-    Ok(WalletState::Active(current))
+    Ok(role.holding(current))
 }
 
 /// Decodes key material and checks it against the configuration.

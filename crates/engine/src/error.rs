@@ -87,6 +87,10 @@ pub enum ErrorCode {
     DkgBusy,
     /// A DKG message for a session or phase this signer is not in.
     DkgNotInPhase,
+    /// A veto or abort of a share refresh whose confirmation this member
+    /// released: the others may switch on it, so it keeps its pending
+    /// shares (or switched) and the refresh is finished with `--resume`.
+    RefreshConfirmed,
     /// A repair helper's operator has not approved (or no longer approves)
     /// repairing that seat of that wallet on this signer.
     RepairNotApproved,
@@ -106,7 +110,7 @@ impl ErrorCode {
     /// Every code, for documentation, exhaustive tests and [`ErrorCode::parse`].
     /// The test `every_variant_is_in_all_and_parses` fails to compile when a
     /// variant is added to the enum, and fails when it is missing here.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
         Self::SessionConflict,
@@ -131,6 +135,7 @@ impl ErrorCode {
         Self::DkgFailed,
         Self::DkgBusy,
         Self::DkgNotInPhase,
+        Self::RefreshConfirmed,
         Self::RepairNotApproved,
         Self::RepairNotInPhase,
         Self::RepairBusy,
@@ -172,6 +177,7 @@ impl ErrorCode {
             Self::DkgFailed => "dkg_failed",
             Self::DkgBusy => "dkg_busy",
             Self::DkgNotInPhase => "dkg_not_in_phase",
+            Self::RefreshConfirmed => "refresh_confirmed",
             Self::RepairNotApproved => "repair_not_approved",
             Self::RepairNotInPhase => "repair_not_in_phase",
             Self::RepairBusy => "repair_busy",
@@ -215,6 +221,7 @@ impl ErrorCode {
             | Self::InvalidShare
             | Self::DkgFailed
             | Self::DkgNotInPhase
+            | Self::RefreshConfirmed
             | Self::RepairNotApproved
             | Self::RepairNotInPhase
             | Self::RepairFailed
@@ -754,11 +761,12 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
-    /// An abort of a refresh whose confirmation this member already
-    /// released: the other members may switch on it, so discarding the
-    /// pending shares here could leave no epoch with a threshold of shares.
+    /// An abort of, or a veto asked for, a refresh whose confirmation this
+    /// member already released: the other members may switch on it, so
+    /// discarding the pending shares here (or promising never to switch)
+    /// could leave no epoch with a threshold of shares.
     #[error(
-        "wallet {wallet}: this member released its confirmation of refresh {0}, so the others may switch on it and it keeps its pending shares; run `thresig refresh --resume {0}` to finish the refresh, or `thresig refresh --abort {0}` to abandon it on every participant's veto", hex::encode(session.0)
+        "wallet {wallet}: this member released its confirmation of refresh {0}, so the others may switch on it: it keeps its pending shares and neither vetoes nor aborts the refresh; run `thresig refresh --resume {0}` to finish it", hex::encode(session.0)
     )]
     RefreshConfirmed {
         /// The wallet addressed.
@@ -776,6 +784,17 @@ pub enum Error {
         wallet: WalletId,
         /// The refresh session.
         session: crate::dkg_msg::DkgSessionId,
+    },
+    /// A veto asked of a member that already holds
+    /// [`crate::dkg::MAX_VETOES`] vetoes of refreshes at its current epoch
+    /// (each keeps its session from running here; a switch deletes them).
+    #[error(
+        "wallet {wallet}: this member already vetoed {} refresh sessions at its current epoch and signs no more vetoes until the wallet switches; check which member asked for vetoes of sessions no member's `thresig status` shows",
+        crate::dkg::MAX_VETOES
+    )]
+    VetoCapacity {
+        /// The wallet addressed.
+        wallet: WalletId,
     },
     /// Another DKG session holds the wallet, or the caller did not start
     /// the session it addresses: a start of a different session is refused
@@ -965,9 +984,9 @@ impl Error {
             // succeed (round 1's refusal stays `capacity_exhausted`).
             Self::NonceUnknown { .. } | Self::NonceEvicted { .. } => ErrorCode::NonceUnknown,
             Self::AttemptExpired { .. } => ErrorCode::AttemptExpired,
-            Self::NonceCapacity { .. } | Self::PendingCapacity { .. } => {
-                ErrorCode::CapacityExhausted
-            }
+            Self::NonceCapacity { .. }
+            | Self::PendingCapacity { .. }
+            | Self::VetoCapacity { .. } => ErrorCode::CapacityExhausted,
             Self::IdentifierNotInRoster { .. } | Self::TooFewSigners { .. } => {
                 ErrorCode::RosterMismatch
             }
@@ -982,9 +1001,10 @@ impl Error {
             Self::WalletAlreadyKeyed { .. }
             | Self::KeyPackagePresent { .. }
             | Self::RepairOfKeyedMember { .. } => ErrorCode::SessionConflict,
-            Self::DkgNotInPhase { .. }
-            | Self::RefreshConfirmed { .. }
-            | Self::RefreshSwitched { .. } => ErrorCode::DkgNotInPhase,
+            Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
+            Self::RefreshConfirmed { .. } | Self::RefreshSwitched { .. } => {
+                ErrorCode::RefreshConfirmed
+            }
             Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
             Self::RepairNotApproved { .. } => ErrorCode::RepairNotApproved,
@@ -1238,6 +1258,7 @@ mod tests {
                 wallet: wallet(),
                 session,
             },
+            Error::VetoCapacity { wallet: wallet() },
             Error::DkgBusy {
                 wallet: wallet(),
                 holder: session,
@@ -1336,6 +1357,7 @@ mod tests {
                 | Error::DkgNotInPhase { .. }
                 | Error::RefreshConfirmed { .. }
                 | Error::RefreshSwitched { .. }
+                | Error::VetoCapacity { .. }
                 | Error::DkgBusy { .. }
                 | Error::DkgFailed { .. }
                 | Error::RepairNotApproved { .. }
@@ -1443,6 +1465,7 @@ mod tests {
             DkgFailed,
             DkgBusy,
             DkgNotInPhase,
+            RefreshConfirmed,
             RepairNotApproved,
             RepairNotInPhase,
             RepairBusy,

@@ -24,14 +24,15 @@ use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::{DkgRound1, Round1Package, Seat, WalletKey};
 use thresig_store::Store;
 
+use crate::api::HexBytes;
 use crate::config::WalletConfig;
 use crate::dkg::ConfirmationStatus;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId};
-use crate::durable::switch_ops;
+use crate::durable::{received_op, switch_ops};
 use crate::error::{DkgFault, Error, InternalFault};
 use crate::ids::WalletEpoch;
 use crate::signer::{Shard, Signer, Slot};
-use crate::wallet::{Confirming, Refreshing, ResultKind, SigningKey, WalletState};
+use crate::wallet::{Confirming, Refreshing, ResultKind, Role, SigningKey, WalletState};
 use sha2::{Digest as _, Sha256};
 
 /// The seats that take part in a session of `kind`: for a fresh DKG the
@@ -176,7 +177,11 @@ pub(crate) fn hold_pending(shard: &mut Shard, pending: Confirming) -> Result<(),
     let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
     match state {
         WalletState::Active(current) if next(current.epoch)? == pending.epoch() => {
-            shard.state = WalletState::Refreshing(Box::new(Refreshing { current, pending }));
+            shard.state = WalletState::Refreshing(Box::new(Refreshing {
+                current,
+                pending,
+                role: Role::Active,
+            }));
             Ok(())
         }
         other => {
@@ -211,8 +216,10 @@ pub(crate) fn check_late_confirmation(
     state: &WalletState,
     payload: &DkgPayload,
 ) -> Result<(), Error> {
-    let (WalletState::Active(key), DkgPayload::RefreshConfirm { wallet_key, .. }) =
-        (state, payload)
+    let (
+        WalletState::Active(key) | WalletState::Rekeying(key),
+        DkgPayload::RefreshConfirm { wallet_key, .. },
+    ) = (state, payload)
     else {
         return Ok(());
     };
@@ -226,21 +233,25 @@ pub(crate) fn check_late_confirmation(
 }
 
 impl<S: Store> Signer<S> {
-    /// Counts a verified, matching refresh confirmation from `sender`; when
-    /// every participant's is in, switches the wallet to the new epoch
-    /// durably (record, old key package deleted, new security epoch and
-    /// the retirement of the old share's data key due, one commit; a prune
-    /// retires that key, outside the wallet's lock).
+    /// Counts a verified, matching refresh confirmation from `sender`
+    /// (its `signature` stored with the pending result, so that it
+    /// survives a restart and `--resume` can gather it here); when every
+    /// participant's is in, switches the wallet to the new epoch durably
+    /// (record, old key package deleted, the full set of confirmations
+    /// kept, new security epoch and the retirement of the old share's data
+    /// key due, one commit; a prune retires that key, outside the wallet's
+    /// lock).
     ///
     /// # Errors
     /// [`Error::DkgNotInPhase`] when this member vetoed the session;
-    /// [`Error::Store`] when the switch does not commit (the wallet keeps
-    /// signing with its current shares; the next confirmation retries).
+    /// [`Error::Store`] when the confirmation or the switch does not commit
+    /// (nothing is counted; the wallet keeps signing with its current
+    /// shares; the next delivery retries).
     pub(crate) fn refresh_confirmed(
         &self,
         slot: &Slot,
         shard: &mut Shard,
-        sender: Seat,
+        (sender, signature): (Seat, HexBytes),
     ) -> Result<ConfirmationStatus, Error> {
         let wallet = &slot.config.id;
         let WalletState::Refreshing(r) = &shard.state else {
@@ -273,22 +284,35 @@ impl<S: Store> Signer<S> {
                 fault: DkgFault::UnexpectedPayload,
             });
         }
-        let confirmed = r.pending.accept(sender);
+        let new = r.pending.receive(sender, signature);
+        let confirmed = r.pending.confirmed().count();
+        let ops = if confirmed < needed.len() {
+            if !new {
+                return Ok(ConfirmationStatus::new(confirmed, needed.len(), false));
+            }
+            vec![received_op(wallet, &r.pending)?]
+        } else {
+            switch_ops(&self.store, wallet, &r.current, (&r.pending, r.role))?
+        };
+        if let Err(source) = self.store.write(ops) {
+            if new {
+                r.pending.forget(sender);
+            }
+            return Err(Error::Store {
+                wallet: wallet.clone(),
+                source,
+            });
+        }
         if confirmed < needed.len() {
             return Ok(ConfirmationStatus::new(confirmed, needed.len(), false));
         }
-        let ops = switch_ops(&self.store, wallet, &r.current, &r.pending)?;
-        self.store.write(ops).map_err(|source| Error::Store {
-            wallet: wallet.clone(),
-            source,
-        })?;
         let WalletState::Refreshing(r) = std::mem::replace(&mut shard.state, WalletState::Corrupt)
         else {
             return Err(Error::Internal(InternalFault::Invariant));
         };
-        let epoch = r.pending.epoch();
+        let (epoch, role) = (r.pending.epoch(), r.role);
         let (key, share) = r.pending.into_parts();
-        shard.replace_key(WalletState::Active(SigningKey::new(epoch, key, share)));
+        shard.replace_key(role.holding(SigningKey::new(epoch, key, share)));
         Ok(ConfirmationStatus::new(confirmed, needed.len(), true))
     }
 }

@@ -1,6 +1,6 @@
 //! Wallet states, each holding only the data valid in it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,10 @@ pub(crate) struct Confirming {
     transcript: [u8; 32],
     kind: ResultKind,
     confirmed: BTreeSet<Seat>,
+    /// The signatures of the other members' confirmations it counted:
+    /// kept (durably, for a refresh) so that `--resume` can gather them
+    /// from this member when the coordinator lost them.
+    received: BTreeMap<Seat, HexBytes>,
 }
 
 /// What a finished DKG session made.
@@ -120,6 +124,7 @@ impl Confirming {
             transcript,
             kind: ResultKind::Fresh,
             confirmed: BTreeSet::new(),
+            received: BTreeMap::new(),
         }
     }
 
@@ -199,6 +204,25 @@ impl Confirming {
         self.confirmed.len()
     }
 
+    /// Counts another member's verified confirmation of this result and
+    /// keeps its signature; whether it was new.
+    pub(crate) fn receive(&mut self, sender: Seat, signature: HexBytes) -> bool {
+        let new = self.confirmed.insert(sender);
+        self.received.entry(sender).or_insert(signature);
+        new
+    }
+
+    /// Uncounts `sender`'s confirmation, whose storing failed.
+    pub(crate) fn forget(&mut self, sender: Seat) {
+        self.confirmed.remove(&sender);
+        self.received.remove(&sender);
+    }
+
+    /// The other members' confirmation signatures kept, by seat.
+    pub(crate) fn received(&self) -> &BTreeMap<Seat, HexBytes> {
+        &self.received
+    }
+
     /// The key material, once confirmed.
     pub(crate) fn into_parts(self) -> (WalletKey, Arc<KeyShare>) {
         (self.key, self.share)
@@ -239,7 +263,10 @@ impl WalletState {
         match self {
             Self::DkgPending | Self::AwaitingConfirmations(_) => WalletStateKind::DkgPending,
             Self::Active(_) => WalletStateKind::Active,
-            Self::Refreshing(_) => WalletStateKind::Refreshing,
+            Self::Refreshing(r) => match r.role {
+                Role::Active => WalletStateKind::Refreshing,
+                Role::Rekeying => WalletStateKind::Rekeying,
+            },
             Self::Rekeying(_) => WalletStateKind::Rekeying,
             Self::Retired => WalletStateKind::Retired,
             Self::Corrupt | Self::ScriptTreeMismatch { .. } => WalletStateKind::Corrupt,
@@ -277,7 +304,7 @@ impl WalletState {
         let wallet = wallet.clone();
         match self {
             Self::Active(key) => Ok((key, Role::Active)),
-            Self::Refreshing(r) => Ok((&r.current, Role::Active)),
+            Self::Refreshing(r) => Ok((&r.current, r.role)),
             Self::Rekeying(key) => Ok((key, Role::Rekeying)),
             Self::DkgPending | Self::AwaitingConfirmations(_) => {
                 Err(Error::WalletNotActive { wallet })
@@ -304,13 +331,40 @@ fn root_text(tree: ScriptTree) -> String {
     }
 }
 
-/// An active wallet with a refresh result awaiting confirmations: it
-/// signs with `current` until the switch.
+/// A wallet with a refresh result awaiting confirmations: it signs with
+/// `current` until the switch, in `role`.
+///
+/// The part-3 commit that stored `pending` is the point where this member
+/// released its confirmation (it leaves right after the commit, and a
+/// crash in between cannot be told apart): a member in this state never
+/// vetoes the refresh and keeps the pending shares until it switches or a
+/// threshold of participants' vetoes proves nobody can.
 pub(crate) struct Refreshing {
     /// The key the wallet signs with until the switch.
     pub(crate) current: SigningKey,
     /// The refresh result (its key package durable at the next epoch).
     pub(crate) pending: Confirming,
+    /// What the wallet signs, before and after the switch: an emergency
+    /// rekey begun after the release keeps the pending refresh, and the
+    /// wallet stays `rekeying` if it later switches.
+    pub(crate) role: Role,
+}
+
+impl Refreshing {
+    /// The wallet's state once the pending result is discarded.
+    pub(crate) fn without_pending(self) -> WalletState {
+        self.role.holding(self.current)
+    }
+}
+
+impl Role {
+    /// The state of a wallet in this role signing with `key`.
+    pub(crate) fn holding(self, key: SigningKey) -> WalletState {
+        match self {
+            Self::Active => WalletState::Active(key),
+            Self::Rekeying => WalletState::Rekeying(key),
+        }
+    }
 }
 
 /// What a wallet that holds a key may sign.

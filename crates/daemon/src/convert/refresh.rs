@@ -135,7 +135,9 @@ mod tests {
             DkgSessionId([4; 32]),
             thresig_engine::WalletId::new("w").unwrap(),
             Seat::try_from(3).unwrap(),
-            DkgPayload::RefreshAbandon,
+            DkgPayload::RefreshAbandon {
+                from_epoch: thresig_engine::WalletEpoch(0),
+            },
             HexBytes(vec![1; 64]),
         );
         let wire = proto::DkgCancelRequest {

@@ -1,13 +1,16 @@
 //! Abandoning a share refresh (`thresig refresh --abort`) by vetoes.
 //!
-//! A veto of a session says "I have not switched to it and never will".
-//! Any participant that has not switched may sign one; it records the
-//! veto durably first, and a member holding a veto never switches to the
-//! session nor runs it again. One veto proves nothing about the others:
-//! its signer may be malicious and have confirmed the session as well, so
-//! a member discards its pending result only on the vetoes of every
-//! participant. Then no honest participant can ever switch, and a
-//! malicious one that did loses only its own share.
+//! A veto of a session says "I never released a confirmation of it and
+//! never will". Only a member that never released its confirmation signs
+//! one (the part-3 commit is the release point: a member holding the
+//! result pending, or switched to it, refuses with `refresh_confirmed`).
+//! Nobody switches without every participant's confirmation, so one
+//! honest veto proves that nobody ever can; a member holding the result
+//! pending cannot tell which veto is honest, so it discards only on the
+//! valid, distinct vetoes of a threshold of participants, at least one of
+//! them honest while fewer than the threshold are malicious. A veto signs
+//! the epoch the refresh starts from, so it counts for no other refresh
+//! reusing the session id.
 
 use thresig_store::Store;
 
@@ -15,16 +18,24 @@ use super::DkgSession;
 use crate::api::Response;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
 
-use crate::durable::{is_abandoned, load_state, result_stored_for, veto_ops};
+use crate::durable::{is_abandoned, load_state, result_stored_for, veto_ops, vetoes_held};
 use crate::error::Error;
+use crate::ids::WalletEpoch;
 use crate::refresh::participants;
 use crate::signer::{Member, Shard, Signer, Slot, lock, store_error};
 use crate::wallet::{ResultKind, WalletState};
 
+/// The vetoes of refreshes of one epoch a member keeps at most. A veto
+/// record keeps its session from ever running here; a coordinator could
+/// otherwise fill the store by asking for vetoes of made-up sessions. A
+/// switch deletes them (a veto signs its epoch and counts for no later
+/// refresh), and a real stuck refresh needs one.
+pub(crate) const MAX_VETOES: usize = 16;
+
 impl<S: Store> Signer<S> {
     /// A DKG cancel: a relay's cancel of its run, a request for this
-    /// member's abandonment of a refresh (`abandon`), or other members'
-    /// abandonments that let it discard its pending result.
+    /// member's veto of a refresh (`abandon`), or other members' vetoes
+    /// that let it discard its pending result.
     pub(crate) fn cancel(
         &self,
         member: &Member<'_>,
@@ -49,26 +60,22 @@ impl<S: Store> Signer<S> {
         })
     }
 
-    /// Signs this member's veto of the refresh `session`: it has not
-    /// switched to it and never will. The veto is recorded durably with a
-    /// new security epoch (the session id never runs here again, and a
-    /// restored older store is caught at open), the session is dropped
-    /// from memory, and a pending result of it is discarded in the same
-    /// commit (having vetoed, this member can never use it); whether a
-    /// session or result was dropped. Signing again later is harmless.
-    ///
-    /// A single veto discards nothing elsewhere: its signer may be
-    /// malicious and have confirmed the session too. Another member
-    /// discards only on the vetoes of every participant
-    /// ([`Self::refresh_discard`]).
+    /// Signs this member's veto of the refresh `session` of its current
+    /// epoch: it never released a confirmation of it and never will. The
+    /// veto is recorded durably first, with a new security epoch (the
+    /// session never runs here again, and a restored older store is caught
+    /// at open), and a part 1 or 2 of the session in memory is dropped;
+    /// whether one was. Signing again later writes nothing.
     ///
     /// # Errors
     /// [`Error::WalletNotActive`] for a wallet without a key (no refresh
     /// to veto);
-    /// [`Error::RefreshSwitched`] when this member switched to the
-    /// session's shares: the refresh completed here, and `thresig refresh
-    /// --resume` finishes it at the others;
-    /// [`Error::Store`] when the store cannot say (nothing changes).
+    /// [`Error::RefreshConfirmed`] when this member holds the session's
+    /// result pending: its part 3 released the confirmation, so the others
+    /// may switch on it (`thresig refresh --resume` finishes it);
+    /// [`Error::RefreshSwitched`] when this member switched to it;
+    /// [`Error::VetoCapacity`] when [`MAX_VETOES`] other vetoes of this
+    /// epoch are held; [`Error::Store`] (nothing changes).
     pub(crate) fn refresh_abandon(
         &self,
         slot: &Slot,
@@ -77,76 +84,81 @@ impl<S: Store> Signer<S> {
         let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
         self.adopt_durable(slot, &mut shard)?;
-        if !matches!(
-            shard.state,
-            WalletState::Active(_) | WalletState::Refreshing(_) | WalletState::Rekeying(_)
-        ) {
+        let Some(current) = shard.state.key().map(|k| k.epoch) else {
             return Err(Error::WalletNotActive {
                 wallet: wallet.clone(),
             });
+        };
+        if matches!(&shard.state, WalletState::Refreshing(r) if r.pending.session() == session) {
+            return Err(Error::RefreshConfirmed {
+                wallet: wallet.clone(),
+                session,
+            });
         }
         let abandoned = is_abandoned(&self.store, wallet, session)?;
-        let pending = match &shard.state {
-            WalletState::Refreshing(r) if r.pending.session() == session => Some(r.pending.epoch()),
-            _ => None,
-        };
         // A result record of the session with no pending result is the one
         // a switch keeps: this member switched.
-        if pending.is_none() && !abandoned && result_stored_for(&self.store, wallet, session)? {
+        if !abandoned && result_stored_for(&self.store, wallet, session)? {
             return Err(Error::RefreshSwitched {
                 wallet: wallet.clone(),
                 session,
             });
         }
-        // Durable before the signature leaves: after a restart this member
-        // must still refuse to run or switch to the session.
-        if !abandoned || pending.is_some() {
+        if !abandoned {
+            if vetoes_held(&self.store, wallet)? >= MAX_VETOES {
+                return Err(Error::VetoCapacity {
+                    wallet: wallet.clone(),
+                });
+            }
+            // Durable before the signature leaves: after a restart this
+            // member must still refuse to run the session.
             self.store
-                .write(veto_ops(wallet, session, pending)?)
+                .write(veto_ops(wallet, session, current, None)?)
                 .map_err(|source| store_error(wallet, source))?;
         }
         // A finished part 3 still in memory here reported its commit
-        // failed and is not durable: it is dropped like any session.
-        let mut dropped = drop_unfinished(&mut shard, session);
-        if pending.is_some() {
-            let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
-            shard.state = match state {
-                WalletState::Refreshing(r) => WalletState::Active(r.current),
-                other => other,
-            };
-            dropped = true;
-        }
+        // failed and is not durable (it was adopted above otherwise): its
+        // confirmation never left, and it is dropped like any session.
+        let dropped = drop_unfinished(&mut shard, session);
         let signed = SignedDkgMessage::sign(
             &self.identity,
             session,
             wallet.clone(),
             slot.seat,
-            DkgPayload::RefreshAbandon,
+            DkgPayload::RefreshAbandon {
+                from_epoch: current,
+            },
         );
         Ok((dropped, signed))
     }
 
     /// Discards this member's pending result of the refresh `session` on
-    /// verified vetoes of it by every one of its participants (then every
-    /// honest participant promised never to switch); whether a
+    /// valid vetoes of it by at least a threshold of distinct participants
+    /// (at least one of them honest, so nobody can switch); whether a
     /// result was discarded (false: none of that session is held, as after
     /// an earlier discard). The state on disk is adopted first, so a switch
     /// or a part 3 that committed though it reported failure is seen.
     ///
     /// # Errors
-    /// [`Error::DkgFailed`] accusing no one when a participant's veto is
-    /// missing or does not verify (the relay's doing: nothing changes); [`Error::RefreshSwitched`]
-    /// when the switch to the session's shares is durable (it cannot be
-    /// undone: the abandonment's signer signed both); [`Error::Store`].
+    /// [`Error::DkgFailed`] accusing no one when fewer than the threshold
+    /// of the vetoes verify (the relay's doing: nothing changes);
+    /// [`Error::RefreshSwitched`] when the switch to the session's shares
+    /// is durable (it cannot be undone); [`Error::Store`].
     pub(crate) fn refresh_discard(
         &self,
         slot: &Slot,
         session: DkgSessionId,
-        abandonments: &[SignedDkgMessage],
+        vetoes: &[SignedDkgMessage],
     ) -> Result<bool, Error> {
         let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
         self.adopt_durable(slot, &mut shard)?;
+        let Some(key) = shard.state.key() else {
+            return Err(Error::WalletNotActive {
+                wallet: wallet.clone(),
+            });
+        };
+        let (from_epoch, threshold) = (key.epoch, usize::from(key.key.threshold()));
         let removed = match &shard.state {
             WalletState::Refreshing(r) if r.pending.session() == session => {
                 match r.pending.kind() {
@@ -156,19 +168,19 @@ impl<S: Store> Signer<S> {
             }
             _ => slot.config.removal(),
         };
-        // Only the removal set decides who takes part.
         let kind = DkgKind::Refresh {
-            from_epoch: crate::ids::WalletEpoch::INITIAL,
+            from_epoch,
             removed,
         };
-        let proven = participants(&slot.config, &shard.state, &kind)
-            .iter()
-            .all(|seat| {
-                abandonments
+        let vetoed_by = participants(&slot.config, &shard.state, &kind)
+            .into_iter()
+            .filter(|seat| {
+                vetoes
                     .iter()
-                    .any(|m| m.sender == *seat && abandons(slot, (&shard.state, &kind), session, m))
-            });
-        if !proven {
+                    .any(|m| m.sender == *seat && vetoes_refresh(slot, (session, from_epoch), m))
+            })
+            .count();
+        if vetoed_by < threshold {
             return Err(super::dkg_failed(
                 slot,
                 session,
@@ -187,40 +199,37 @@ impl<S: Store> Signer<S> {
         // then names the new shares, and the old ones are gone.
         let durable = load_state(&self.store, &slot.config, slot.seat)
             .map_err(|source| store_error(wallet, source))?;
-        if let WalletState::Active(key) = durable
-            && key.epoch == epoch
-        {
-            shard.replace_key(WalletState::Active(key));
+        if durable.key().is_some_and(|key| key.epoch == epoch) {
+            shard.replace_key(durable);
             return Err(Error::RefreshSwitched {
                 wallet: wallet.clone(),
                 session,
             });
         }
-        // Discarded as a veto discards: the session never runs here again.
+        // Discarded as a veto is kept: the session never runs here again.
         self.store
-            .write(veto_ops(wallet, session, Some(epoch))?)
+            .write(veto_ops(wallet, session, from_epoch, Some(epoch))?)
             .map_err(|source| store_error(wallet, source))?;
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {
-            WalletState::Refreshing(r) => WalletState::Active(r.current),
+            WalletState::Refreshing(r) => r.without_pending(),
             other => other,
         };
         Ok(true)
     }
 }
 
-/// Whether `msg` is a valid abandonment of `session` by a participant of
-/// a refresh of `kind`'s removal set from the wallet in `state`.
-fn abandons(
+/// Whether `msg` is a validly signed veto of the refresh `session` of the
+/// wallet's epoch `from_epoch` (its sender's seat is checked by the
+/// caller).
+fn vetoes_refresh(
     slot: &Slot,
-    (state, kind): (&WalletState, &DkgKind),
-    session: DkgSessionId,
+    (session, from_epoch): (DkgSessionId, WalletEpoch),
     msg: &SignedDkgMessage,
 ) -> bool {
     msg.session == session
         && msg.wallet == slot.config.id
-        && msg.payload == DkgPayload::RefreshAbandon
-        && participants(&slot.config, state, kind).contains(&msg.sender)
+        && msg.payload == DkgPayload::RefreshAbandon { from_epoch }
         && msg.verify(&slot.config)
 }
 

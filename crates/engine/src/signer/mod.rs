@@ -302,6 +302,9 @@ impl<S: Store> Signer<S> {
                 abandonments,
                 ..
             } => self.cancel(&member, session, abandon, &abandonments),
+            Request::RefreshConfirmations { session, .. } => self
+                .refresh_confirmations(member.slot(), session)
+                .map(messages),
             Request::Repair(req) => self.repair(now, &member, req, rng).map(Response::Repair),
         }
     }
@@ -493,12 +496,18 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
         live_nonces: shard.pool.live(),
         repair_approvals: shard.repair.approvals(),
         repairing: shard.repair.repairing(),
-        refresh: match &shard.state {
-            WalletState::Refreshing(r) => Some(RefreshStatus::new(
-                r.pending.session(),
-                r.pending.confirmed().collect(),
-            )),
-            _ => None,
+        refresh: match (&shard.state, &shard.dkg) {
+            // Released at its part-3 commit (see `Refreshing`).
+            (WalletState::Refreshing(r), _) => Some(
+                RefreshStatus::new(r.pending.session(), r.pending.confirmed().collect())
+                    .released(true),
+            ),
+            // A refresh running here whose confirmation has not left: a
+            // veto of it is still this member's to sign.
+            (_, run) => run
+                .as_ref()
+                .and_then(|run| run.refresh())
+                .map(|session| RefreshStatus::new(session, Vec::new())),
         },
     })
 }

@@ -5,9 +5,9 @@
 use thresig_store::{Store, WriteOp};
 
 use super::{Shard, Signer, lock, store_error};
-use crate::durable::{rekeying_ops, retiring_ops, veto_ops};
+use crate::durable::{abort_ops, rekeying_ops, retiring_ops};
 use crate::error::Error;
-use crate::wallet::WalletState;
+use crate::wallet::{Role, WalletState};
 use thresig_store::WalletId;
 
 /// Whether an operator's step changed the wallet or found it already done:
@@ -30,8 +30,10 @@ impl<S: Store> Signer<S> {
     /// every other spend with `rekey_in_progress`. An operator action; a
     /// coordinator cannot trigger it. A wallet already `rekeying` is left
     /// as it is ([`Transition::Already`]). A wallet `refreshing` is rekeyed
-    /// on its current shares, and the pending refresh is vetoed in the same
-    /// commit (its pending shares deleted; this member never switches).
+    /// on its current shares and keeps the pending refresh: this member
+    /// released its confirmation, so the others may switch on it, and if
+    /// it switches too the wallet stays `rekeying` at the new epoch (the
+    /// record's lifecycle carries over).
     ///
     /// # Errors
     /// [`Error::UnknownWallet`]; [`Error::RekeyNotPossible`] if the wallet
@@ -48,30 +50,29 @@ impl<S: Store> Signer<S> {
         if slot.config.successor.is_none() {
             return Err(not_possible());
         }
-        let veto = match &shard.state {
-            WalletState::Active(_) => Vec::new(),
-            // A stuck refresh must not disable the emergency path: the
-            // rekey runs on the current shares and vetoes the refresh in
-            // the same commit, so this member never switches to it.
-            WalletState::Refreshing(r) => {
-                veto_ops(wallet, r.pending.session(), Some(r.pending.epoch()))?
-            }
-            WalletState::Rekeying(_) if shard.unacknowledged_step.is_none() => {
+        match shard.state.signing_key(wallet) {
+            Ok((_, Role::Rekeying)) if shard.unacknowledged_step.is_none() => {
                 return Ok(Transition::Already);
             }
-            WalletState::Rekeying(_) => Vec::new(),
-            _ => return Err(not_possible()),
-        };
+            Ok(_) => {}
+            Err(_) => return Err(not_possible()),
+        }
         // The store's error does not say the commit failed (a witness write
         // failing after it, an unknown outcome): the wallet refuses ordinary
-        // spends from here on, whatever the answer.
+        // spends from here on, whatever the answer. A stuck refresh does
+        // not disable the emergency path: the rekey runs on the current
+        // shares, and the pending result stays (never vetoed: it was
+        // released).
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {
             WalletState::Active(key) => WalletState::Rekeying(key),
-            WalletState::Refreshing(r) => WalletState::Rekeying(r.current),
+            WalletState::Refreshing(mut r) => {
+                r.role = Role::Rekeying;
+                WalletState::Refreshing(r)
+            }
             other => other,
         };
-        self.commit_step(&mut shard, wallet, rekeying_ops, veto)
+        self.commit_step(&mut shard, wallet, rekeying_ops, Vec::new())
     }
 
     /// Retires a `rekeying` wallet, durably: its record says `retired` and
@@ -99,13 +100,20 @@ impl<S: Store> Signer<S> {
     pub fn retire(&self, wallet: &WalletId) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
-        match shard.state {
+        // A refresh pending at a rekeying wallet goes with it: the swept
+        // wallet signs nothing at either epoch.
+        let mut pending = Vec::new();
+        match &shard.state {
+            WalletState::Refreshing(r) if r.role == Role::Rekeying => {
+                let (session, epoch) = (r.pending.session(), r.pending.epoch());
+                pending = abort_ops(wallet, session, epoch)?;
+            }
             WalletState::Rekeying(_) => {}
             WalletState::Retired if shard.unacknowledged_step.is_none() => {
                 return Ok(Transition::Already);
             }
             WalletState::Retired => {}
-            ref other => {
+            other => {
                 return Err(Error::RetireNotPossible {
                     wallet: wallet.clone(),
                     state: other.kind(),
@@ -115,7 +123,7 @@ impl<S: Store> Signer<S> {
         // As for the rekey: the share is dropped before the commit is
         // known, so a commit acknowledged late leaves no signing share.
         shard.state = WalletState::Retired;
-        self.commit_step(&mut shard, wallet, retiring_ops, Vec::new())
+        self.commit_step(&mut shard, wallet, retiring_ops, pending)
     }
 
     /// Commits an operator step whose stricter state `shard` already

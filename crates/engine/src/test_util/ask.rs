@@ -278,6 +278,33 @@ impl<S: Store> Via<'_, S> {
         )
     }
 
+    /// The signed confirmations of refresh `session` this member holds
+    /// (asked by member 1, as `--resume` from any member does).
+    ///
+    /// # Errors
+    /// The signer's refusal.
+    pub fn refresh_confirmations(
+        &self,
+        wallet: &WalletId,
+        session: DkgSessionId,
+    ) -> Result<Vec<SignedDkgMessage>, Error> {
+        let request = Request::RefreshConfirmations {
+            wallet: wallet.clone(),
+            session,
+        };
+        ask(
+            self,
+            Timestamp(0),
+            coordinator(1),
+            request,
+            &mut no_rng(),
+            |r| match r {
+                Response::DkgMessages { messages } => Some(messages),
+                _ => None,
+            },
+        )
+    }
+
     /// A DKG cancel: whether a session was dropped.
     ///
     /// # Errors

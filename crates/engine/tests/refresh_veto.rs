@@ -1,0 +1,221 @@
+//! The refresh veto rule (docs/lifecycle.md, "Finishing or discarding a
+//! pending refresh"): only a member that never released its confirmation
+//! vetoes; a member holding the result pending discards it only on the
+//! valid, distinct vetoes of a threshold of participants; a member that
+//! released keeps its pending shares until it switches, and `--resume`
+//! finishes the refresh from the confirmations any member holds.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::dkg::*;
+use common::*;
+use thresig_engine::{DkgSessionId, ErrorCode, SignedDkgMessage, WalletEpoch, WalletStateKind};
+use thresig_store::Store;
+
+const N: u16 = 3;
+
+/// The split the old rule allowed (2-of-3): every member releases its
+/// confirmation; the coordinator switches seat 1, then asks seat 2 for a
+/// veto. Seat 2 released, so it refuses (`refresh_confirmed`) and keeps
+/// its pending shares; seat 1 refuses too (it switched). Given the
+/// confirmations later seat 2 switches, and the two honest members sign
+/// together at the new epoch.
+#[test]
+fn a_member_that_released_its_confirmation_refuses_to_veto_and_switches_later() {
+    let mut c = Cluster::new(701, 2, N, &["w"], small_limits());
+    let (p, inbox) = refresh_to_part3(&mut c, "w", 1, 0);
+    let confirmations = confirmations(&c, &p, &inbox);
+    assert!(deliver(&c, 1, "w", &confirmations));
+    for s in [2, 1] {
+        let err = c
+            .member(s)
+            .signer()
+            .refresh_abandon(coordinator(1), &p.wallet, p.session)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::RefreshConfirmed, "seat {s}");
+        assert!(err.to_string().contains("--resume"), "{err}");
+    }
+    assert_eq!(
+        at(&c, 2, "w"),
+        (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
+    );
+    assert!(has_share(&c, 2, "w", 1), "seat 2 keeps its pending share");
+    assert!(deliver(&c, 2, "w", &confirmations));
+    assert_eq!(
+        at(&c, 2, "w"),
+        (WalletStateKind::Active, Some(WalletEpoch(1)))
+    );
+    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    c.keys.insert(wid("w"), key);
+    c.sign("w", &[1, 2], &[[7; 32]]);
+}
+
+/// Only seat 1 finished part 3 (it released its confirmation); seats 2
+/// and 3 never did, so they veto. Fewer than the threshold of valid,
+/// distinct vetoes (one honest veto with a repeat of it, a forged one,
+/// one of another epoch or session) discard nothing; the threshold does,
+/// and seat 1 signs at the old epoch after a restart.
+#[test]
+fn a_released_result_is_discarded_only_on_a_threshold_of_valid_distinct_vetoes() {
+    let mut c = Cluster::new(702, 2, N, &["w"], small_limits());
+    let (p, inbox) = refresh_to_part3(&mut c, "w", 1, 0);
+    let mine = finish_at(&c, &p, &inbox, 1).unwrap();
+    let veto = |s: u16| {
+        c.member(s)
+            .signer()
+            .refresh_abandon(coordinator(1), &p.wallet, p.session)
+            .unwrap()
+    };
+    let two = veto(2);
+    let mut forged = veto_of(2, "w", p.session, 0);
+    forged.sender = seat(3);
+    let short = [
+        vec![two.clone()],
+        vec![two.clone(), two.clone()],
+        vec![two.clone(), forged],
+        vec![two.clone(), veto_of(3, "w", p.session, 1)],
+        vec![two.clone(), veto_of(3, "w", DkgSessionId([9; 32]), 0)],
+    ];
+    for vetoes in short {
+        let err = c
+            .member(1)
+            .signer()
+            .refresh_discard(coordinator(1), &p.wallet, p.session, vetoes)
+            .unwrap_err();
+        assert_eq!(fault_of(err).1, None);
+        assert_eq!(
+            at(&c, 1, "w"),
+            (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
+        );
+        assert!(has_share(&c, 1, "w", 1), "seat 1 keeps its pending share");
+    }
+    let three = veto(3);
+    assert!(
+        c.member(1)
+            .signer()
+            .refresh_discard(coordinator(1), &p.wallet, p.session, vec![two, three])
+            .unwrap()
+    );
+    c.restart(1);
+    assert_eq!(
+        at(&c, 1, "w"),
+        (WalletStateKind::Active, Some(WalletEpoch(0)))
+    );
+    assert!(!has_share(&c, 1, "w", 1), "the pending share is gone");
+    // Its own confirmation handed back to it switches nothing.
+    assert!(c.member(1).signer().dkg_confirm(&wid("w"), &mine).is_err());
+    c.sign("w", &[1, 2], &[[8; 32]]);
+}
+
+/// A veto asked again adds no record, and a member keeps at most
+/// `MAX_VETOES` (16) of one epoch, so a coordinator asking for vetoes of
+/// made-up sessions cannot fill its store.
+#[test]
+fn a_repeated_veto_adds_no_record_and_vetoes_are_capped() {
+    let c = Cluster::new(703, 2, N, &["w"], small_limits());
+    let records = || c.member(3).store().dkg_results(&wid("w")).unwrap().len();
+    let ask = |session: u8| {
+        c.member(3)
+            .signer()
+            .refresh_abandon(coordinator(1), &wid("w"), DkgSessionId([session; 32]))
+    };
+    let first = ask(1).unwrap();
+    let held = records();
+    assert_eq!(ask(1).unwrap().payload, first.payload);
+    assert_eq!(records(), held, "a repeated veto writes no record");
+    for session in 2..=16 {
+        ask(session).unwrap();
+    }
+    let err = ask(17).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CapacityExhausted);
+    assert_eq!(records(), 16);
+    ask(16).unwrap();
+}
+
+/// The coordinator lost every confirmation after delivering two: seat 2
+/// got seat 1's and seat 3 got seat 2's; nobody switched. Each member
+/// restarts. `--resume`, with seat 1 out of reach, gathers from seats 2
+/// and 3 (pending) and switches seat 3; later it gathers from seat 3
+/// alone (switched, it keeps the full set) and switches seats 1 and 2.
+#[test]
+fn resume_completes_from_confirmations_stored_at_a_pending_and_a_switched_member() {
+    let mut c = Cluster::new(704, 2, N, &["w"], small_limits());
+    let (p, inbox) = refresh_to_part3(&mut c, "w", 1, 0);
+    let all = confirmations(&c, &p, &inbox);
+    assert!(!deliver(&c, 2, "w", &all[0..1]));
+    assert!(!deliver(&c, 3, "w", &all[1..2]));
+    for s in seats(&c) {
+        c.restart(s);
+    }
+    let status = c.member(2).signer().status(&wid("w")).unwrap();
+    let refresh = status.refresh.unwrap();
+    assert!(refresh.released, "the release survives the restart");
+    assert_eq!(refresh.confirmed, vec![seat(1), seat(2)]);
+    let gathered = |c: &Cluster, s: u16| -> Vec<SignedDkgMessage> {
+        let held = c
+            .member(s)
+            .signer()
+            .refresh_confirmations(&wid("w"), p.session)
+            .unwrap();
+        let union: BTreeMap<_, _> = held.into_iter().map(|m| (m.sender, m)).collect();
+        union.into_values().collect()
+    };
+    let mut from_pending = gathered(&c, 2);
+    from_pending.extend(gathered(&c, 3));
+    assert_eq!(from_pending.len(), 4, "seat 2's own twice");
+    assert!(deliver(&c, 3, "w", &from_pending));
+    c.restart(3);
+    let from_switched = gathered(&c, 3);
+    assert_eq!(from_switched.len(), 3);
+    for s in [1, 2] {
+        assert!(deliver(&c, s, "w", &from_switched), "seat {s}");
+        assert_eq!(
+            at(&c, s, "w"),
+            (WalletStateKind::Active, Some(WalletEpoch(1)))
+        );
+    }
+    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
+    c.keys.insert(wid("w"), key);
+    c.sign("w", &[1, 3], &[[9; 32]]);
+}
+
+/// An emergency rekey after the release keeps the pending result (the
+/// others may switch on it), across a restart; when the refresh later
+/// switches, the wallet is still rekeying, at the new epoch.
+#[test]
+fn a_rekey_after_the_release_keeps_the_pending_refresh_and_survives_its_switch() {
+    let mut c = with_successor(705);
+    let (p, inbox) = refresh_to_part3(&mut c, "old", 1, 0);
+    let confirmations = confirmations(&c, &p, &inbox);
+    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    for restart in [false, true] {
+        if restart {
+            c.restart(1);
+        }
+        assert_eq!(
+            at(&c, 1, "old"),
+            (WalletStateKind::Rekeying, Some(WalletEpoch(0)))
+        );
+        assert!(has_share(&c, 1, "old", 1), "the pending share stays");
+        let refresh = c.member(1).signer().status(&wid("old")).unwrap().refresh;
+        assert_eq!(refresh.map(|r| r.session), Some(p.session));
+    }
+    assert!(deliver(&c, 1, "old", &confirmations));
+    for restart in [false, true] {
+        if restart {
+            c.restart(1);
+        }
+        assert_eq!(
+            at(&c, 1, "old"),
+            (WalletStateKind::Rekeying, Some(WalletEpoch(1)))
+        );
+    }
+    let err = c
+        .member(1)
+        .signer()
+        .refresh_abandon(coordinator(1), &wid("old"), p.session)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RefreshConfirmed);
+}
