@@ -82,6 +82,15 @@ pub enum DkgError {
     /// The run could not proceed at all.
     #[error("DKG aborted: {0}")]
     Aborted(&'static str),
+    /// `--resume` reached no member holding this member's confirmation of
+    /// the refresh (neither the member itself nor any that counted it).
+    #[error(
+        "refresh resume: no reachable member holds member {seat}'s confirmation; bring that member (or one that switched) back and run --resume again"
+    )]
+    Unconfirmed {
+        /// The member's cluster seat.
+        seat: Seat,
+    },
 }
 
 impl DkgError {
@@ -110,7 +119,7 @@ impl DkgError {
             // (`dkg_not_in_phase`: restarted, expired): a new run, with a
             // new session, is the fix (docs/errors.md).
             Self::Coordination { .. } => true,
-            Self::Protocol { .. } | Self::Aborted(_) => false,
+            Self::Protocol { .. } | Self::Aborted(_) | Self::Unconfirmed { .. } => false,
         };
         if fresh_run_can_succeed {
             Recovery::Retryable

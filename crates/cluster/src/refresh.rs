@@ -8,6 +8,7 @@
 //! so a failed run leaves every member signing with its current shares.
 
 mod abort;
+mod resume;
 
 use std::sync::Arc;
 
@@ -15,11 +16,12 @@ use thresig_crypto::Seat;
 use thresig_engine::{DkgKind, DkgSessionId, WalletEpoch};
 
 use crate::config::NodeWallet;
-use crate::dkg::{DkgError, agree, deliver, each, run, taking_part};
+use crate::dkg::{DkgError, run};
 use crate::peers::Peers;
 use crate::progress::Progress;
 
 pub use abort::{AbortOutcome, abort_refresh};
+pub use resume::resume_refresh;
 
 /// A finished refresh: every remaining member switched.
 #[derive(Debug, Clone)]
@@ -52,39 +54,6 @@ pub async fn run_refresh(
     let (kind, epoch) = refresh_of(wallet, from)?;
     run(peers, wallet, session, kind, Some(holders), progress).await?;
     Ok(RefreshOutcome { session, epoch })
-}
-
-/// Finishes the refresh `session` of `wallet` whose members stored their
-/// results but did not all get the confirmations (its coordinator died, or
-/// a member was down): each member that takes part answers a part 3 of
-/// the session with its own confirmation again (from its pending result,
-/// or from the result it switched to), and every confirmation is
-/// delivered to every member. `at` is the wallet epoch of this member
-/// (either side of the switch) and `holders` the members of its key
-/// record; only the wallet's removal set is taken from the refresh it
-/// names.
-///
-/// # Errors
-/// [`DkgError`] naming a member that holds no result of the session
-/// (`dkg_not_in_phase`: it never stored one, it was aborted, or a later
-/// refresh replaced it), that confirms another result, or that does not
-/// switch.
-pub async fn resume_refresh(
-    peers: &Arc<Peers>,
-    wallet: &NodeWallet,
-    (at, holders): (WalletEpoch, &[Seat]),
-    session: DkgSessionId,
-    progress: &dyn Progress,
-) -> Result<(), DkgError> {
-    let (kind, _) = refresh_of(wallet, at)?;
-    let members = taking_part(wallet, &kind, Some(holders));
-    let confirmations = each(peers, &members, "finish", progress, |client, _| {
-        let wallet_id = wallet.id().clone();
-        async move { client.dkg_finish(wallet_id, session, Vec::new()).await }
-    })
-    .await?;
-    agree(wallet, &kind, &confirmations)?;
-    deliver(peers, wallet, &members, confirmations, progress).await
 }
 
 /// The refresh of epoch `from` with the wallet's configured removal set,

@@ -270,7 +270,8 @@ impl SignerClient {
     ///
     /// # Errors
     /// As [`SignerClient::round1`]; the signer refuses with
-    /// `dkg_not_in_phase` while it holds a part-3 result of the session.
+    /// `refresh_confirmed` when it released its confirmation of the
+    /// session (it holds the result pending, or switched to it).
     pub async fn refresh_abandon(
         &self,
         wallet: WalletId,
@@ -304,6 +305,24 @@ impl SignerClient {
             abandonments: dkg_messages_to_wire(abandonments),
         };
         settle(self.rpc().dkg_cancel(request).await)
+    }
+
+    /// The signed confirmations of the refresh `session` the signer holds
+    /// (its own and every other member's it counted).
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`]; the signer refuses with
+    /// `dkg_not_in_phase` when it holds no result of the session.
+    pub async fn refresh_confirmations(
+        &self,
+        wallet: WalletId,
+        session: DkgSessionId,
+    ) -> Result<Vec<SignedDkgMessage>, Error> {
+        let request = proto::RefreshConfirmationsRequest {
+            wallet_id: wallet.into(),
+            session_id: session.0.to_vec(),
+        };
+        settle(self.rpc().refresh_confirmations(request).await)
     }
 
     /// One step of a member repair; the signer's signed message of that

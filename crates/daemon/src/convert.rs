@@ -334,6 +334,16 @@ impl TryFrom<proto::DkgCancelRequest> for Request {
     }
 }
 
+impl TryFrom<proto::RefreshConfirmationsRequest> for Request {
+    type Error = Error;
+    fn try_from(wire: proto::RefreshConfirmationsRequest) -> Result<Self, Error> {
+        Ok(Self::RefreshConfirmations {
+            wallet: wallet_id(wire.wallet_id)?,
+            session: session_id(&wire.session_id)?,
+        })
+    }
+}
+
 impl TryFrom<proto::DkgCancelResult> for bool {
     type Error = Error;
     fn try_from(wire: proto::DkgCancelResult) -> Result<Self, Error> {
@@ -591,6 +601,11 @@ wire_reply!(DkgCancelReply, dkg_cancel_reply, DkgCancelResult);
 wire_reply!(StatusReply, status_reply, StatusResult);
 wire_reply!(WalletKeyReply, wallet_key_reply, WalletKeyResult);
 wire_reply!(RepairReply, repair_reply, RepairResult);
+wire_reply!(
+    RefreshConfirmationsReply,
+    refresh_confirmations_reply,
+    DkgMessages
+);
 
 mod repair;
 pub(crate) use repair::{RepairOutcome, repair_request_to_wire, repair_response};

@@ -123,7 +123,7 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
                         format!(
                             "refresh session {id} (if `thresig status` shows members `refreshing`, \
                              finish it with `thresig refresh --config {config} --wallet {wallet} --resume {id}`, \
-                             or, if some member holds no result of it, abandon it with `--abort {id}`)",
+                             or, if a threshold of members never released their confirmation, abandon it with `--abort {id}`)",
                             id = hex::encode(id),
                             config = args.config.display(),
                             wallet = wallet.id(),
@@ -189,7 +189,7 @@ fn print_abort(
         );
     } else {
         println!(
-            "refresh {} of wallet {wallet} abandoned: members {:?} vetoed it (each dropped its pending shares as it did); members {:?} discarded theirs on the full set of vetoes\n  every member signs at epoch {}",
+            "refresh {} of wallet {wallet} abandoned: members {:?} vetoed it (they never released their confirmation); members {:?} discarded their pending shares on those vetoes\n  every member signs at epoch {}",
             hex::encode(session.0),
             seats(&outcome.abandoned_by),
             seats(&outcome.discarded),
@@ -199,8 +199,9 @@ fn print_abort(
     Ok(())
 }
 
-/// A pending refresh in `thresig status --json`: its session and the
-/// wallet seats whose confirmations the member holds (null: none pending).
+/// A pending refresh in `thresig status --json`: its session, the wallet
+/// seats whose confirmations the member holds, and whether it released
+/// its own (null: no refresh pending or running).
 pub(crate) fn pending_json(status: &WalletStatus) -> serde_json::Value {
     status
         .refresh
@@ -209,6 +210,7 @@ pub(crate) fn pending_json(status: &WalletStatus) -> serde_json::Value {
             json!({
                 "session": hex::encode(r.session.0),
                 "confirmed": r.confirmed.iter().map(|s| s.get()).collect::<Vec<u16>>(),
+                "released": r.released,
             })
         })
 }
@@ -216,10 +218,15 @@ pub(crate) fn pending_json(status: &WalletStatus) -> serde_json::Value {
 /// A pending refresh in `thresig status`'s text: what to finish or abort.
 pub(crate) fn pending_text(status: &WalletStatus) -> String {
     status.refresh.as_ref().map_or_else(String::new, |r| {
+        let session = hex::encode(r.session.0);
+        if !r.released {
+            return format!(
+                "; refresh {session} running, confirmation not released (this member may veto it: --abort)"
+            );
+        }
         let seats: Vec<u16> = r.confirmed.iter().map(|s| s.get()).collect();
         format!(
-            "; refresh {} pending, confirmations of wallet seats {seats:?}",
-            hex::encode(r.session.0)
+            "; refresh {session} pending, confirmation released (finish it with --resume), confirmations of wallet seats {seats:?}"
         )
     })
 }

@@ -43,9 +43,7 @@ fn refresh(cluster: &ProcessCluster, extra: &[&str]) -> std::process::Output {
 
 /// Each member's (state, epoch) of the wallet, as `thresig status` shows it.
 fn states(cluster: &ProcessCluster) -> Vec<(String, Option<u64>)> {
-    let config = cluster.config_path(seat(1));
-    let status = json(&["status", "--config", config.to_str().unwrap()], 0);
-    status["members"]
+    status(cluster)["members"]
         .as_array()
         .unwrap()
         .iter()
@@ -187,6 +185,9 @@ enum Step {
     Part1,
     /// Every member answered part 2.
     Part2,
+    /// Member 1 stored its pending shares; members 2 and 3 never got their
+    /// part 3.
+    Part3OnOne,
     /// Members 1 and 2 stored their pending shares; member 3 never got
     /// its part 3.
     Part3OnTwo,
@@ -246,9 +247,13 @@ fn step_to(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, until: S
                     }
                 }
             }
-            if until >= Step::Part3OnTwo {
-                let skipped = (until == Step::Part3OnTwo).then_some(seat(3));
-                for s in seats.iter().filter(|s| Some(**s) != skipped) {
+            if until >= Step::Part3OnOne {
+                let finishing: &[u16] = match until {
+                    Step::Part3OnOne => &[1],
+                    Step::Part3OnTwo => &[1, 2],
+                    _ => &[1, 2, 3],
+                };
+                for s in seats.iter().filter(|s| finishing.contains(&s.get())) {
                     let mine = inbox.remove(s).unwrap();
                     confirmations.push(
                         client(*s)
@@ -355,6 +360,9 @@ fn killed_from_part3_switches_on_resume(step: Step, seed: u64) {
     let run = step_to(&cluster, &runtime, step);
     kill_and_restart(&mut cluster, &runtime);
     assert_eq!(states(&cluster)[2], ("refreshing".to_owned(), Some(0)));
+    // The release and the confirmations it counted survive the kill.
+    let refresh = &status(&cluster)["members"][2]["wallets"][0]["refresh"];
+    assert_eq!(refresh["released"], true, "{refresh}");
     signs_and_consensus_accepts(&cluster, &made, 0x33);
     resumed(&cluster, &run);
     signs_and_consensus_accepts(&cluster, &made, 0x34);
@@ -385,31 +393,35 @@ fn a_coordinator_lost_after_part_3_leaves_the_old_epoch_signing_and_the_refresh_
     signs_and_consensus_accepts(&cluster, &made, 0x38);
 }
 
-/// The coordinator sends part 3 to members 1 and 2 only and dies: they
-/// hold the result pending (`refreshing`), member 3 holds none, so
-/// `--resume` cannot finish it. `thresig refresh --abort` collects every
-/// member's veto (none switched; members 1 and 2 drop their pending shares
-/// as they veto) and gives the full set to all: every member is active at
-/// epoch 0 again, signs, and a new refresh completes.
+/// `thresig status --json` from seat 1's configuration.
+fn status(cluster: &ProcessCluster) -> serde_json::Value {
+    let config = cluster.config_path(seat(1));
+    json(&["status", "--config", config.to_str().unwrap()], 0)
+}
+
+/// The coordinator sends part 3 to member 1 only and dies: member 1 holds
+/// the result pending (it released its confirmation), members 2 and 3
+/// never released theirs, so `--resume` cannot finish it. `thresig
+/// refresh --abort` collects the vetoes of members 2 and 3 (the
+/// threshold) and member 1 discards its pending shares on them: every
+/// member is active at epoch 0 again, signs, and a new refresh completes.
 #[test]
-fn a_refresh_stuck_after_part_3_on_two_members_is_aborted_and_a_new_one_completes() {
+fn a_refresh_stuck_after_part_3_on_one_member_is_aborted_and_a_new_one_completes() {
     let (cluster, runtime, made) = keyed(86);
-    let run = step_to(&cluster, &runtime, Step::Part3OnTwo);
+    let run = step_to(&cluster, &runtime, Step::Part3OnOne);
     let held = states(&cluster);
     assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
-    assert_eq!(held[2], ("active".to_owned(), Some(0)), "{held:?}");
+    assert_eq!(held[1], ("active".to_owned(), Some(0)), "{held:?}");
     let session = hex::encode(run.proposal.session.0);
-    // `thresig status` names the pending session and the confirmations
-    // each member holds (its own).
-    let config = cluster.config_path(seat(1));
-    let status = json(&["status", "--config", config.to_str().unwrap()], 0);
+    // `thresig status` names the session, the confirmations each member
+    // holds, and whether it released its own.
+    let status = status(&cluster);
     for (i, member) in status["members"].as_array().unwrap().iter().enumerate() {
         let refresh = &member["wallets"][0]["refresh"];
-        if i < 2 {
-            assert_eq!(refresh["session"], session.as_str(), "{status}");
-            assert_eq!(refresh["confirmed"], serde_json::json!([i + 1]), "{status}");
-        } else {
-            assert!(refresh.is_null(), "{status}");
+        assert_eq!(refresh["session"], session.as_str(), "{status}");
+        assert_eq!(refresh["released"], i == 0, "{status}");
+        if i == 0 {
+            assert_eq!(refresh["confirmed"], serde_json::json!([1]), "{status}");
         }
     }
     let stuck = refresh(&cluster, &["--resume", &session]);
@@ -417,16 +429,33 @@ fn a_refresh_stuck_after_part_3_on_two_members_is_aborted_and_a_new_one_complete
     let out = refresh(&cluster, &["--abort", &session]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // Every participant vetoes; those holding the result pending drop it
-    // as they veto, so none is left for the full set to discard.
-    assert_eq!(report["abandoned_by"], serde_json::json!([1, 2, 3]));
-    assert_eq!(report["discarded"], serde_json::json!([]));
+    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
+    assert_eq!(report["discarded"], serde_json::json!([1]));
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x39);
     let out = refresh(&cluster, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     all_at(&cluster, "active", 1);
     signs_and_consensus_accepts(&cluster, &made, 0x3a);
+}
+
+/// The coordinator sends part 3 to members 1 and 2 only and dies: both
+/// released their confirmation, and only member 3 never did. One veto is
+/// fewer than the threshold (2), so `--abort` discards nothing and says to
+/// use `--resume`: members 1 and 2 keep their pending shares and the
+/// wallet signs at epoch 0 with them.
+#[test]
+fn a_refresh_stuck_after_part_3_on_two_members_is_kept_and_the_old_epoch_signs() {
+    let (cluster, runtime, made) = keyed(88);
+    let run = step_to(&cluster, &runtime, Step::Part3OnTwo);
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(&cluster, &["--abort", &session]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("--resume"), "{}", stderr(&out));
+    let held = states(&cluster);
+    assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
+    assert_eq!(held[1], ("refreshing".to_owned(), Some(0)), "{held:?}");
+    signs_and_consensus_accepts(&cluster, &made, 0x3b);
 }
 
 /// A 51-of-100 wallet refreshed in a local cluster of 100 signer

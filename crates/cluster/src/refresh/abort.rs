@@ -1,12 +1,13 @@
 //! Abandoning a share refresh that cannot complete (`thresig refresh
-//! --abort`): a coordinator died or skipped a member after part 3, so some
-//! members hold the result pending and no one can finish it.
+//! --abort`): a coordinator died or skipped a member before every member
+//! released its confirmation, so no one can finish it.
 //!
-//! Every participant is asked for its veto ("I have not switched and never
-//! will"); a member that switched refuses, and then the refresh completed
-//! there and `--resume` finishes it. A member discards its pending result
-//! only on the vetoes of every participant (DESIGN.md §4), so the full
-//! set goes to every member.
+//! Every participant is asked for its veto ("I never released my
+//! confirmation and never will"). A member that released refuses with
+//! `refresh_confirmed`: the others may switch on its confirmation, and
+//! `--resume` finishes the refresh. A member holding the result pending
+//! discards it only on the vetoes of a threshold of participants
+//! (DESIGN.md §4), so the set goes to every member once it is that large.
 
 use std::sync::Arc;
 
@@ -23,23 +24,26 @@ use crate::progress::Progress;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AbortOutcome {
-    /// The cluster seats that signed a veto (every participant).
+    /// The cluster seats that signed a veto (they never released their
+    /// confirmation).
     pub abandoned_by: Vec<Seat>,
-    /// The cluster seats that still held the result and discarded it on
-    /// the full set of vetoes (a member vetoing discards its own at once).
+    /// The cluster seats that held the result pending and discarded it on
+    /// the vetoes.
     pub discarded: Vec<Seat>,
 }
 
 /// Abandons the refresh `session` of `wallet` (this member at epoch `at`,
 /// whose key record `holders` are its members, with the wallet's
 /// configured removal set): asks every member taking part for its veto,
-/// then gives the full set to every member. Running it again is harmless.
+/// then gives the vetoes to every member once a threshold of them is in.
+/// Running it again is harmless.
 ///
 /// # Errors
-/// [`DkgError::Aborted`] when a member switched to the session's shares
-/// (the refresh completed there: `--resume` finishes it); [`DkgError::Member`]
-/// for a member that cannot be reached or refuses otherwise (run it again
-/// once it is back: members already discarded stay so).
+/// [`DkgError::Aborted`] when fewer than the threshold of members never
+/// released their confirmation (those that released keep the result
+/// pending: `--resume` finishes it); [`DkgError::Member`] for a member
+/// that cannot be reached or refuses otherwise (run it again once it is
+/// back: members already discarded stay so).
 pub async fn abort_refresh(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
@@ -49,13 +53,13 @@ pub async fn abort_refresh(
 ) -> Result<AbortOutcome, DkgError> {
     let (kind, _) = super::refresh_of(wallet, at)?;
     let members = taking_part(wallet, &kind, Some(holders));
-    let answers = each(peers, &members, "abandon", progress, |client, _| {
+    let answers = each(peers, &members, "veto", progress, |client, _| {
         let wallet_id = wallet.id().clone();
         async move {
             match client.refresh_abandon(wallet_id, session).await {
                 Ok(signed) => Ok(Some(signed)),
                 Err(DaemonError::Refused(e))
-                    if *e.code.kind() == Code::Engine(ErrorCode::DkgNotInPhase) =>
+                    if *e.code.kind() == Code::Engine(ErrorCode::RefreshConfirmed) =>
                 {
                     Ok(None)
                 }
@@ -65,12 +69,13 @@ pub async fn abort_refresh(
     })
     .await?;
     let cluster = |seat: &Seat| members.iter().find(|(s, _)| s == seat).map(|(_, c)| *c);
-    if answers.values().any(Option::is_none) {
+    let vetoes: Vec<_> = answers.values().flatten().cloned().collect();
+    if vetoes.len() < usize::from(wallet.config.threshold) {
         return Err(DkgError::Aborted(
-            "a member switched to this refresh's shares and holds every confirmation: finish it with --resume SESSION instead",
+            "fewer than the threshold of members never released their confirmation, so the members that released keep the refresh pending (signing at the old epoch): finish it with --resume SESSION",
         ));
     }
-    let proofs = Arc::new(answers.values().flatten().cloned().collect::<Vec<_>>());
+    let proofs = Arc::new(vetoes);
     let discarded = each(peers, &members, "discard", progress, |client, _| {
         let (wallet_id, proofs) = (wallet.id().clone(), proofs.clone());
         async move {

@@ -67,6 +67,7 @@ pub(super) fn refresh_status_to_wire(status: RefreshStatus) -> proto::RefreshSta
             .into_iter()
             .map(super::seat_to_wire)
             .collect(),
+        released: status.released,
     }
 }
 
@@ -82,7 +83,7 @@ pub(super) fn refresh_status_from_wire(wire: proto::RefreshStatus) -> Result<Ref
         .into_iter()
         .map(seat_from_wire)
         .collect::<Result<Vec<Seat>, _>>()?;
-    Ok(RefreshStatus::new(session, confirmed))
+    Ok(RefreshStatus::new(session, confirmed).released(wire.released))
 }
 
 #[cfg(test)]
@@ -118,12 +119,14 @@ mod tests {
         let status = RefreshStatus::new(
             DkgSessionId([7; 32]),
             vec![Seat::try_from(1).unwrap(), Seat::try_from(3).unwrap()],
-        );
+        )
+        .released(true);
         let wire = refresh_status_to_wire(status.clone());
         assert_eq!(refresh_status_from_wire(wire).unwrap(), status);
         let short = proto::RefreshStatus {
             session_id: vec![7; 31],
             confirmed: Vec::new(),
+            released: false,
         };
         assert!(refresh_status_from_wire(short).is_err());
     }

@@ -1,0 +1,97 @@
+//! Finishing a share refresh whose confirmations did not all arrive
+//! (`thresig refresh --resume`): its coordinator died or lost them, or a
+//! member was down while they were delivered.
+//!
+//! Every member keeps the signed confirmations it counted, with its
+//! pending result or with the result it switched on, and returns them on
+//! request with its own. The driver gathers them from every reachable
+//! member; each is self-proving (signed by its member's identity key over
+//! the same new key record), so nothing is taken on the coordinator's word.
+//! Once the union holds every participant's, it goes to every member.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use thresig_crypto::Seat;
+use thresig_engine::{DkgSessionId, SignedDkgMessage, WalletEpoch};
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::config::NodeWallet;
+use crate::dkg::{DkgError, agree, deliver, taking_part};
+use crate::peers::Peers;
+use crate::progress::Progress;
+
+/// Finishes the refresh `session` of `wallet` whose members stored their
+/// results but did not all get the confirmations: the confirmations every
+/// reachable member holds are gathered, and once they include every
+/// participant's, delivered to every member. `at` is the wallet epoch of
+/// this member (either side of the switch) and `holders` the members of
+/// its key record; only the wallet's removal set is taken from the refresh
+/// it names.
+///
+/// # Errors
+/// [`DkgError::Unconfirmed`] naming a member whose confirmation no
+/// reachable member holds; [`DkgError::Protocol`] for confirmations of
+/// different results; [`DkgError`] naming a member that cannot be reached
+/// or does not switch when they are delivered.
+pub async fn resume_refresh(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    (at, holders): (WalletEpoch, &[Seat]),
+    session: DkgSessionId,
+    progress: &dyn Progress,
+) -> Result<(), DkgError> {
+    let (kind, _) = super::refresh_of(wallet, at)?;
+    let members = taking_part(wallet, &kind, Some(holders));
+    let held = gather(peers, wallet, &members, session).await;
+    let mut confirmations = BTreeMap::new();
+    for (seat, cluster) in &members {
+        let confirmation = held
+            .get(seat)
+            .ok_or(DkgError::Unconfirmed { seat: *cluster })?;
+        confirmations.insert(*seat, confirmation.clone());
+    }
+    agree(wallet, &kind, &confirmations)?;
+    deliver(peers, wallet, &members, confirmations, progress).await
+}
+
+/// The confirmations of `session` the reachable ones of `members` hold,
+/// one per participant (the first that verifies). A member that cannot be
+/// reached, or holds no result of the session, adds none: another member
+/// may hold its confirmation.
+async fn gather(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    members: &[(Seat, Seat)],
+    session: DkgSessionId,
+) -> BTreeMap<Seat, SignedDkgMessage> {
+    let mut tasks = JoinSet::new();
+    for (_, cluster) in members {
+        let (peers, cluster, wallet_id) = (peers.clone(), *cluster, wallet.id().clone());
+        tasks.spawn(async move {
+            let client = peers.client(cluster).await?;
+            let call = client.refresh_confirmations(wallet_id, session);
+            peers.within(cluster, call).await
+        });
+    }
+    let mut held = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(messages)) => {
+                for m in messages {
+                    let fits = m.session == session
+                        && m.wallet == *wallet.id()
+                        && members.iter().any(|(seat, _)| *seat == m.sender)
+                        && m.verify(&wallet.config);
+                    if fits {
+                        held.entry(m.sender).or_insert(m);
+                    }
+                }
+            }
+            Ok(Err(error)) => info!(%error, "a member's confirmations are not available"),
+            Err(_) => info!("a gathering task failed"),
+        }
+    }
+    held
+}
