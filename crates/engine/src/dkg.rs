@@ -803,9 +803,10 @@ impl<S: Store> Signer<S> {
         if &msg.wallet != wallet || msg.session != session || !msg.verify(&slot.config) {
             return Err(dkg_failed(slot, session, NO_MEMBER, DkgFault::BadSignature));
         }
-        // A confirmation of another kind of result (a DKG's, replayed under
-        // a reused session id) proves nothing against its signer.
-        if std::mem::discriminant(&msg.payload) != std::mem::discriminant(&confirming.payload()?) {
+        // A confirmation of another kind of result (a DKG's, or a refresh's
+        // of another epoch, replayed under a reused session id) proves
+        // nothing against its signer.
+        if another_run(&msg.payload, &confirming.payload()?) {
             return Err(dkg_failed(
                 slot,
                 session,
@@ -981,6 +982,19 @@ impl<S: Store> Signer<S> {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether confirmation payload `theirs` belongs to another run than
+/// `ours` under the same session id: another kind of result, or a refresh
+/// of another epoch.
+fn another_run(theirs: &DkgPayload, ours: &DkgPayload) -> bool {
+    match (theirs, ours) {
+        (
+            DkgPayload::RefreshConfirm { from_epoch: a, .. },
+            DkgPayload::RefreshConfirm { from_epoch: b, .. },
+        ) => a != b,
+        _ => std::mem::discriminant(theirs) != std::mem::discriminant(ours),
     }
 }
 

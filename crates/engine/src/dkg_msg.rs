@@ -73,6 +73,10 @@ pub enum DkgPayload {
         transcript: HexBytes,
         /// The seats the refresh removed, ascending.
         removed: Vec<Seat>,
+        /// The wallet epoch the refresh starts from: a session id run
+        /// again at a later epoch cannot have this confirmation replayed
+        /// into it to blame its signer.
+        from_epoch: crate::ids::WalletEpoch,
     },
     /// The sender's veto of a share refresh of the wallet's epoch
     /// `from_epoch`: it never released a confirmation of the session and
@@ -103,9 +107,15 @@ impl DkgPayload {
                 wallet_key,
                 transcript,
                 removed,
+                from_epoch,
             } => framed(
                 TAG_REFRESH_CONFIRM,
-                &[&wallet_key.0, &transcript.0, &seat_list(removed)],
+                &[
+                    &wallet_key.0,
+                    &transcript.0,
+                    &seat_list(removed),
+                    &from_epoch.0.to_be_bytes(),
+                ],
             ),
             Self::RefreshAbandon { from_epoch } => {
                 framed(TAG_REFRESH_ABANDON, &[&from_epoch.0.to_be_bytes()])
@@ -139,15 +149,16 @@ impl DkgPayload {
                 output_key: hex(output_key),
                 transcript: hex(transcript),
             }),
-            (TAG_REFRESH_CONFIRM, [wallet_key, transcript, removed]) => Ok(Self::RefreshConfirm {
-                wallet_key: hex(wallet_key),
-                transcript: hex(transcript),
-                removed: seats_of(removed).ok_or(InvalidDkgPayload)?,
-            }),
+            (TAG_REFRESH_CONFIRM, [wallet_key, transcript, removed, epoch]) => {
+                Ok(Self::RefreshConfirm {
+                    wallet_key: hex(wallet_key),
+                    transcript: hex(transcript),
+                    removed: seats_of(removed).ok_or(InvalidDkgPayload)?,
+                    from_epoch: epoch_from_field(epoch)?,
+                })
+            }
             (TAG_REFRESH_ABANDON, [epoch]) => Ok(Self::RefreshAbandon {
-                from_epoch: crate::ids::WalletEpoch(u64::from_be_bytes(
-                    <[u8; 8]>::try_from(*epoch).map_err(|_| InvalidDkgPayload)?,
-                )),
+                from_epoch: epoch_from_field(epoch)?,
             }),
             _ => Err(InvalidDkgPayload),
         }
@@ -159,6 +170,12 @@ const TAG_ROUND2: u8 = 2;
 const TAG_CONFIRM: u8 = 3;
 const TAG_REFRESH_CONFIRM: u8 = 4;
 const TAG_REFRESH_ABANDON: u8 = 5;
+
+/// A wallet epoch encoded in exactly eight big-endian bytes.
+fn epoch_from_field(field: &[u8]) -> Result<crate::ids::WalletEpoch, InvalidDkgPayload> {
+    let bytes = <[u8; 8]>::try_from(field).map_err(|_| InvalidDkgPayload)?;
+    Ok(crate::ids::WalletEpoch(u64::from_be_bytes(bytes)))
+}
 
 /// Seats as consecutive 2-byte big-endian numbers.
 pub(crate) fn seat_list(seats: &[Seat]) -> Vec<u8> {
@@ -560,9 +577,10 @@ mod tests {
             (
                 bytes(),
                 bytes(),
-                proptest::collection::btree_set(1..=thresig_crypto::MAX_SIGNERS, 0..4)
+                proptest::collection::btree_set(1..=thresig_crypto::MAX_SIGNERS, 0..4),
+                any::<u64>()
             )
-                .prop_map(|(wallet_key, transcript, removed)| {
+                .prop_map(|(wallet_key, transcript, removed, epoch)| {
                     DkgPayload::RefreshConfirm {
                         wallet_key,
                         transcript,
@@ -570,8 +588,12 @@ mod tests {
                             .into_iter()
                             .map(|n| Seat::try_from(n).unwrap())
                             .collect(),
+                        from_epoch: crate::ids::WalletEpoch(epoch),
                     }
                 }),
+            any::<u64>().prop_map(|epoch| DkgPayload::RefreshAbandon {
+                from_epoch: crate::ids::WalletEpoch(epoch)
+            }),
         ]
     }
 

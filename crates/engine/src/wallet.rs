@@ -182,10 +182,16 @@ impl Confirming {
                 output_key: HexBytes(self.key.output_key().to_bytes().to_vec()),
                 transcript: HexBytes(self.transcript.to_vec()),
             },
-            ResultKind::Refresh { removed, .. } => DkgPayload::RefreshConfirm {
+            ResultKind::Refresh { epoch, removed } => DkgPayload::RefreshConfirm {
                 wallet_key: HexBytes(crate::refresh::key_digest(&self.key)?.to_vec()),
                 transcript: HexBytes(self.transcript.to_vec()),
                 removed: removed.clone(),
+                from_epoch: WalletEpoch(
+                    epoch
+                        .0
+                        .checked_sub(1)
+                        .ok_or(Error::Internal(crate::error::InternalFault::Invariant))?,
+                ),
             },
         })
     }

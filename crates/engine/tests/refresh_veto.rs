@@ -219,3 +219,32 @@ fn a_rekey_after_the_release_keeps_the_pending_refresh_and_survives_its_switch()
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::RefreshConfirmed);
 }
+
+/// A confirmation signs the epoch its refresh starts from: a session id
+/// run again after two switches (its kept result is gone by then) cannot
+/// have the first run's confirmation replayed into it to blame its
+/// signer. The replay accuses no one and counts for nothing.
+#[test]
+fn a_confirmation_of_an_earlier_epoch_under_a_reused_session_id_accuses_no_one() {
+    let mut c = Cluster::new(706, 2, N, &["w"], small_limits());
+    let (p, inbox) = refresh_to_part3(&mut c, "w", 1, 0);
+    let first = confirmations(&c, &p, &inbox);
+    activate_everywhere(&c, "w", &first);
+    let (p, inbox) = refresh_to_part3(&mut c, "w", 2, 1);
+    activate_everywhere(&c, "w", &confirmations(&c, &p, &inbox));
+    let (p, inbox) = refresh_to_part3(&mut c, "w", 1, 2);
+    let again = confirmations(&c, &p, &inbox);
+    let err = c
+        .member(1)
+        .signer()
+        .dkg_confirm(&wid("w"), &first[1])
+        .unwrap_err();
+    assert_eq!(fault_of(err).1, None, "the replay blames seat 2");
+    let status = c.member(1).signer().status(&wid("w")).unwrap();
+    assert_eq!(status.refresh.unwrap().confirmed, vec![seat(1)]);
+    activate_everywhere(&c, "w", &again);
+    assert_eq!(
+        at(&c, 1, "w"),
+        (WalletStateKind::Active, Some(WalletEpoch(3)))
+    );
+}
