@@ -745,6 +745,20 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// A refresh whose removal would leave fewer members of the key record
+    /// than the threshold (counting the seats earlier refreshes removed):
+    /// the new shares could never sign.
+    #[error(
+        "wallet {wallet}: the refresh would leave {remaining} member(s) of the key record, fewer than its threshold {threshold}; fix the `remove` lists to remove fewer seats, or rekey the wallet to a new key"
+    )]
+    RefreshLeavesTooFew {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The members the refresh would keep.
+        remaining: u16,
+        /// The wallet's threshold.
+        threshold: u16,
+    },
     /// A DKG was proposed for a wallet that already signs (or is later in
     /// its lifecycle).
     #[error(
@@ -997,7 +1011,9 @@ impl Error {
                 ErrorCode::StateCorrupt
             }
             Self::Store { source, .. } | Self::MarkerPurge { source } => store_code(source),
-            Self::DkgMismatch { .. } | Self::RefreshMismatch { .. } => ErrorCode::DkgMismatch,
+            Self::DkgMismatch { .. }
+            | Self::RefreshMismatch { .. }
+            | Self::RefreshLeavesTooFew { .. } => ErrorCode::DkgMismatch,
             Self::WalletAlreadyKeyed { .. }
             | Self::KeyPackagePresent { .. }
             | Self::RepairOfKeyedMember { .. } => ErrorCode::SessionConflict,
@@ -1248,6 +1264,11 @@ mod tests {
             Error::StoredRecordInvalid { wallet: wallet() },
             Error::DkgMismatch { wallet: wallet() },
             Error::RefreshMismatch { wallet: wallet() },
+            Error::RefreshLeavesTooFew {
+                wallet: wallet(),
+                remaining: 1,
+                threshold: 2,
+            },
             Error::WalletAlreadyKeyed { wallet: wallet() },
             Error::DkgNotInPhase { wallet: wallet() },
             Error::RefreshConfirmed {
@@ -1353,6 +1374,7 @@ mod tests {
                 | Error::StoredRecordInvalid { .. }
                 | Error::DkgMismatch { .. }
                 | Error::RefreshMismatch { .. }
+                | Error::RefreshLeavesTooFew { .. }
                 | Error::WalletAlreadyKeyed { .. }
                 | Error::DkgNotInPhase { .. }
                 | Error::RefreshConfirmed { .. }

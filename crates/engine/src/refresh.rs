@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 
 use rand_core::{CryptoRng, RngCore};
-use thresig_crypto::{DkgRound1, Round1Package, Seat, WalletKey};
+use thresig_crypto::{DkgRound1, Error as CryptoError, Round1Package, Seat, WalletKey};
 use thresig_store::Store;
 
 use crate::api::HexBytes;
@@ -145,7 +145,10 @@ pub(crate) fn check_proposal(
 ///
 /// # Errors
 /// [`Error::WalletNotActive`] without a current key;
-/// [`Error::RefreshMismatch`] when the crypto layer refuses the removal.
+/// [`Error::RefreshLeavesTooFew`] when fewer than the threshold would
+/// remain; [`Error::RefreshMismatch`] when the crypto layer refuses a seat
+/// of the removal; [`Error::StoredRecordInvalid`] when this member's share
+/// does not fit its key record.
 pub(crate) fn start<R: RngCore + CryptoRng>(
     slot: &Slot,
     shard: &Shard,
@@ -162,8 +165,19 @@ pub(crate) fn start<R: RngCore + CryptoRng>(
         }
     };
     let removed = still_members(&key.key, removed);
-    DkgRound1::refresh(&key.share, &key.key, &removed, rng).map_err(|_| Error::RefreshMismatch {
-        wallet: wallet.clone(),
+    DkgRound1::refresh(&key.share, &key.key, &removed, rng).map_err(|e| match e {
+        CryptoError::InvalidParams { threshold, signers } => Error::RefreshLeavesTooFew {
+            wallet: wallet.clone(),
+            remaining: signers,
+            threshold,
+        },
+        CryptoError::UnknownSeat { .. } => Error::RefreshMismatch {
+            wallet: wallet.clone(),
+        },
+        CryptoError::WrongWallet { .. } => Error::StoredRecordInvalid {
+            wallet: wallet.clone(),
+        },
+        _ => Error::Internal(InternalFault::CryptoRefused),
     })
 }
 

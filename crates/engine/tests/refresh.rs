@@ -743,6 +743,13 @@ fn a_removal_leaving_fewer_than_the_threshold_is_refused() {
         .dkg_start(c.now, coordinator(1), &p, &mut c.rng)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::DkgMismatch, "{err:?}");
+    // Named as what it is, not as a removal set that differs from the
+    // member's `remove` list (it does not).
+    let text = err.to_string();
+    assert!(
+        text.contains("1 member") && text.contains("threshold 2"),
+        "{text}"
+    );
     assert_eq!(
         epochs(&c, &[1, 2]),
         vec![(WalletStateKind::Active, Some(WalletEpoch(2))); 2]
