@@ -458,6 +458,39 @@ fn a_refresh_stuck_after_part_3_on_two_members_is_kept_and_the_old_epoch_signs()
     signs_and_consensus_accepts(&cluster, &made, 0x3b);
 }
 
+/// The coordinator dies after part 1 or 2 (the test, coordinating from
+/// seat 1, stops there): no member released its confirmation, every
+/// member keeps signing at epoch 0, and the session held in memory would
+/// block a new refresh until it expires. `thresig refresh --abort` gets
+/// every member's veto (each drops the session), and a new refresh
+/// completes at once.
+fn coordinator_lost_before_part3(step: Step, seed: u64) {
+    let (cluster, runtime, made) = keyed(seed);
+    let run = step_to(&cluster, &runtime, step);
+    all_at(&cluster, "active", 0);
+    signs_and_consensus_accepts(&cluster, &made, 0x3c);
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(&cluster, &["--abort", &session]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["abandoned_by"], serde_json::json!([1, 2, 3]));
+    assert_eq!(report["discarded"], serde_json::json!([]));
+    let out = refresh(&cluster, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    all_at(&cluster, "active", 1);
+    signs_and_consensus_accepts(&cluster, &made, 0x3d);
+}
+
+#[test]
+fn a_coordinator_lost_after_part_1_is_aborted_on_every_veto_and_a_new_refresh_completes() {
+    coordinator_lost_before_part3(Step::Part1, 89);
+}
+
+#[test]
+fn a_coordinator_lost_after_part_2_is_aborted_on_every_veto_and_a_new_refresh_completes() {
+    coordinator_lost_before_part3(Step::Part2, 90);
+}
+
 /// A 51-of-100 wallet refreshed in a local cluster of 100 signer
 /// processes. Ignored for its length (a 100-member DKG and refresh on two
 /// cores); run it alone, timed (docs/BENCHMARKS.md):
