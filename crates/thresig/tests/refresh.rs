@@ -200,6 +200,8 @@ enum Step {
 /// A refresh of epoch 0 run step by step from seat 1 up to `until`.
 struct Stepped {
     proposal: DkgProposal,
+    /// The confirmations the members released at part 3.
+    confirmations: Vec<SignedDkgMessage>,
 }
 
 fn wallet_id() -> WalletId {
@@ -276,7 +278,10 @@ fn step_to(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, until: S
                 }
             }
         }
-        Stepped { proposal }
+        Stepped {
+            proposal,
+            confirmations,
+        }
     })
 }
 
@@ -456,6 +461,45 @@ fn a_refresh_stuck_after_part_3_on_two_members_is_kept_and_the_old_epoch_signs()
     assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
     assert_eq!(held[1], ("refreshing".to_owned(), Some(0)), "{held:?}");
     signs_and_consensus_accepts(&cluster, &made, 0x3b);
+}
+
+/// The split the old veto rule allowed, over the network: every member
+/// released its confirmation; the coordinator switches member 1, then asks
+/// member 2 for a veto. Member 2 refuses (`refresh_confirmed`) and keeps
+/// its pending shares, so `--abort` discards nothing; member 2 is killed
+/// and restarted, and `--resume`, gathering the confirmations member 1
+/// stored, switches members 2 and 3; the wallet signs at epoch 1.
+#[test]
+fn a_released_member_refuses_to_veto_over_the_network_and_resume_switches_it() {
+    let (mut cluster, runtime, made) = keyed(91);
+    let run = step_to(&cluster, &runtime, Step::Part3);
+    let peers = cluster.peers(seat(1));
+    let refused = runtime.block_on(async {
+        let first = peers.client(seat(1)).await.unwrap();
+        for m in &run.confirmations {
+            first.dkg_confirm(wallet_id(), m.clone()).await.unwrap();
+        }
+        let second = peers.client(seat(2)).await.unwrap();
+        second
+            .refresh_abandon(wallet_id(), run.proposal.session)
+            .await
+            .unwrap_err()
+    });
+    assert!(
+        refused.to_string().contains("refresh_confirmed"),
+        "{refused}"
+    );
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(&cluster, &["--abort", &session]);
+    assert_ne!(out.status.code(), Some(0));
+    let held = states(&cluster);
+    assert_eq!(held[0], ("active".to_owned(), Some(1)), "{held:?}");
+    assert_eq!(held[1], ("refreshing".to_owned(), Some(0)), "{held:?}");
+    cluster.local.kill(seat(2)).unwrap();
+    cluster.local.start(seat(2)).unwrap();
+    runtime.block_on(common::wait_ready(&peers, seat(2)));
+    resumed(&cluster, &run);
+    signs_and_consensus_accepts(&cluster, &made, 0x3e);
 }
 
 /// The coordinator dies after part 1 or 2 (the test, coordinating from
