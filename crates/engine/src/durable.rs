@@ -522,6 +522,20 @@ pub(crate) fn result_stored_for<S: Store>(
     stored_for(store, wallet, session, |_| true)
 }
 
+/// Every DKG result record of `wallet` (results and vetoes), by session.
+///
+/// # Errors
+/// [`Error::Store`] if the store cannot be read.
+fn results_of<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+) -> Result<Vec<(thresig_store::DkgSessionId, Plaintext)>, Error> {
+    store.dkg_results(wallet).map_err(|source| Error::Store {
+        wallet: wallet.clone(),
+        source,
+    })
+}
+
 /// Whether the store holds a DKG result record of `session` for `wallet`
 /// whose value `fits`.
 fn stored_for<S: Store>(
@@ -531,12 +545,7 @@ fn stored_for<S: Store>(
     fits: impl Fn(&[u8]) -> bool,
 ) -> Result<bool, Error> {
     let session = dkg_session_id(session)?;
-    Ok(store
-        .dkg_results(wallet)
-        .map_err(|source| Error::Store {
-            wallet: wallet.clone(),
-            source,
-        })?
+    Ok(results_of(store, wallet)?
         .iter()
         .any(|(s, v)| *s == session && fits(v)))
 }
@@ -590,10 +599,7 @@ pub(crate) fn switch_ops<S: Store>(
         // The full set it switched on, for `--resume` at the others.
         received_op(wallet, pending)?,
     ];
-    let stored = store.dkg_results(wallet).map_err(|source| Error::Store {
-        wallet: wallet.clone(),
-        source,
-    })?;
+    let stored = results_of(store, wallet)?;
     // An earlier refresh's result and every veto go: a veto signs the
     // epoch it was made at and counts for no later refresh.
     for (session, _) in stored {
@@ -673,12 +679,7 @@ pub(crate) fn is_abandoned<S: Store>(
 /// # Errors
 /// [`Error::Store`] if the results cannot be read.
 pub(crate) fn vetoes_held<S: Store>(store: &S, wallet: &WalletId) -> Result<usize, Error> {
-    Ok(store
-        .dkg_results(wallet)
-        .map_err(|source| Error::Store {
-            wallet: wallet.clone(),
-            source,
-        })?
+    Ok(results_of(store, wallet)?
         .iter()
         .filter(|(_, v)| v.first() == Some(&ABANDONED_VERSION))
         .count())
@@ -697,10 +698,7 @@ pub(crate) fn retained_refresh<S: Store>(
     session: DkgSessionId,
 ) -> Result<Option<Confirming>, Error> {
     let wanted = dkg_session_id(session)?;
-    let stored = store.dkg_results(wallet).map_err(|source| Error::Store {
-        wallet: wallet.clone(),
-        source,
-    })?;
+    let stored = results_of(store, wallet)?;
     let current_key = current.key.to_bytes().map_err(encoding_failed)?;
     for (id, value) in stored {
         if id != wanted {

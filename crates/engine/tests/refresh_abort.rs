@@ -38,9 +38,7 @@ fn an_abort_after_the_confirmation_was_released_is_refused() {
             (WalletStateKind::Active, Some(WalletEpoch(1)))
         );
     }
-    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
-    c.keys.insert(wid("w"), key);
-    c.sign("w", &[1, 2, 3], &[[7; 32]]);
+    signs_with_current_key(&mut c, "w", &[1, 2, 3], [7; 32]);
 }
 
 /// Review A Medium 5 / Review B Medium 6a: the part-3 commit is durable

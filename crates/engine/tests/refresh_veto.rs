@@ -47,9 +47,7 @@ fn a_member_that_released_its_confirmation_refuses_to_veto_and_switches_later() 
         at(&c, 2, "w"),
         (WalletStateKind::Active, Some(WalletEpoch(1)))
     );
-    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
-    c.keys.insert(wid("w"), key);
-    c.sign("w", &[1, 2], &[[7; 32]]);
+    signs_with_current_key(&mut c, "w", &[1, 2], [7; 32]);
 }
 
 /// Only seat 1 finished part 3 (it released its confirmation); seats 2
@@ -176,9 +174,7 @@ fn resume_completes_from_confirmations_stored_at_a_pending_and_a_switched_member
             (WalletStateKind::Active, Some(WalletEpoch(1)))
         );
     }
-    let key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
-    c.keys.insert(wid("w"), key);
-    c.sign("w", &[1, 3], &[[9; 32]]);
+    signs_with_current_key(&mut c, "w", &[1, 3], [9; 32]);
 }
 
 /// An emergency rekey after the release keeps the pending result (the

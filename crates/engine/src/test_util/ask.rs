@@ -203,17 +203,26 @@ impl<S: Store> Via<'_, S> {
             wallet: wallet.clone(),
             confirmation: confirmation.clone(),
         };
-        // Confirmations take no time: any `now` answers alike.
+        self.relayed(request, |r| match r {
+            Response::Confirmations(status) => Some(status),
+            _ => None,
+        })
+    }
+
+    /// `request` relayed by member 1, answered by `pick`: confirmations
+    /// and the confirmations held take no time, so any `now` answers alike.
+    fn relayed<T>(
+        &self,
+        request: Request,
+        pick: impl FnOnce(Response) -> Option<T>,
+    ) -> Result<T, Error> {
         ask(
             self,
             Timestamp(0),
             coordinator(1),
             request,
             &mut no_rng(),
-            |r| match r {
-                Response::Confirmations(status) => Some(status),
-                _ => None,
-            },
+            pick,
         )
     }
 
@@ -292,17 +301,10 @@ impl<S: Store> Via<'_, S> {
             wallet: wallet.clone(),
             session,
         };
-        ask(
-            self,
-            Timestamp(0),
-            coordinator(1),
-            request,
-            &mut no_rng(),
-            |r| match r {
-                Response::DkgMessages { messages } => Some(messages),
-                _ => None,
-            },
-        )
+        self.relayed(request, |r| match r {
+            Response::DkgMessages { messages } => Some(messages),
+            _ => None,
+        })
     }
 
     /// A DKG cancel: whether a session was dropped.

@@ -266,3 +266,11 @@ pub fn veto_of(s: u16, wallet: &str, session: DkgSessionId, from: u64) -> Signed
         },
     )
 }
+
+/// Signs `digest` for `wallet` with `signers`, aggregating with the key
+/// record member 1 now reports (a refresh changed the verifying shares).
+pub fn signs_with_current_key(c: &mut Cluster, wallet: &str, signers: &[u16], digest: [u8; 32]) {
+    let key = c.member(1).signer().wallet_key(&wid(wallet)).unwrap();
+    c.keys.insert(wid(wallet), key);
+    c.sign(wallet, signers, &[digest]);
+}
