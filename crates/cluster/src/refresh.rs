@@ -10,10 +10,13 @@
 mod abort;
 mod resume;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use thresig_crypto::Seat;
+use thresig_daemon::Error as DaemonError;
 use thresig_engine::{DkgKind, DkgSessionId, WalletEpoch};
+use tokio::task::JoinSet;
 
 use crate::config::NodeWallet;
 use crate::dkg::{DkgError, run};
@@ -54,6 +57,44 @@ pub async fn run_refresh(
     let (kind, epoch) = refresh_of(wallet, from)?;
     run(peers, wallet, session, kind, Some(holders), progress).await?;
     Ok(RefreshOutcome { session, epoch })
+}
+
+/// Runs `call` against every one of `members` at once (each within the
+/// members' patience) and returns every answer by wallet seat, a failure
+/// included: finishing or abandoning a stuck refresh must not stop at a
+/// member that is gone, when the others' answers may be enough.
+async fn each_reachable<T, F, Fut>(
+    peers: &Arc<Peers>,
+    members: &[(Seat, Seat)],
+    call: F,
+) -> BTreeMap<Seat, Result<T, DaemonError>>
+where
+    T: Send + 'static,
+    F: Fn(thresig_daemon::SignerClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    for (seat, cluster) in members {
+        let (peers, seat, cluster) = (peers.clone(), *seat, *cluster);
+        let answer = match peers.client(cluster).await {
+            Ok(client) => Ok(call(client)),
+            Err(error) => Err(error),
+        };
+        tasks.spawn(async move {
+            let answer = match answer {
+                Ok(call) => peers.within(cluster, call).await,
+                Err(error) => Err(error),
+            };
+            (seat, answer)
+        });
+    }
+    let mut answers = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((seat, answer)) = joined {
+            answers.insert(seat, answer);
+        }
+    }
+    answers
 }
 
 /// The refresh of epoch `from` with the wallet's configured removal set,

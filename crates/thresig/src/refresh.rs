@@ -185,16 +185,23 @@ fn print_abort(
                 "epoch": epoch.0,
                 "abandoned_by": seats(&outcome.abandoned_by),
                 "discarded": seats(&outcome.discarded),
+                "missed": seats(&outcome.missed),
             })
         );
     } else {
         println!(
-            "refresh {} of wallet {wallet} abandoned: members {:?} vetoed it (they never released their confirmation); members {:?} discarded their pending shares on those vetoes\n  every member signs at epoch {}",
+            "refresh {} of wallet {wallet} abandoned: members {:?} vetoed it (they never released their confirmation); members {:?} discarded their pending shares on those vetoes\n  every member reached signs at epoch {}",
             hex::encode(session.0),
             seats(&outcome.abandoned_by),
             seats(&outcome.discarded),
             epoch.0,
         );
+        if !outcome.missed.is_empty() {
+            println!(
+                "  members {:?} could not be reached or refused the vetoes: run this command again once they are back",
+                seats(&outcome.missed)
+            );
+        }
     }
     Ok(())
 }

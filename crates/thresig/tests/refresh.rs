@@ -463,6 +463,35 @@ fn a_refresh_stuck_after_part_3_on_two_members_is_kept_and_the_old_epoch_signs()
     signs_and_consensus_accepts(&cluster, &made, 0x3b);
 }
 
+/// 2-of-4: the coordinator sends part 3 to member 1 only and dies, and
+/// member 4 is down. `--abort` needs no answer from it: the vetoes of
+/// members 2 and 3 are the threshold, member 1 discards on them, and the
+/// report names member 4 as missed. Back up, member 4 (its session lost
+/// in the restart) is active at epoch 0 too, and a new refresh completes.
+#[test]
+fn an_abort_skips_a_member_that_is_down_when_the_others_vetoes_suffice() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(4, 2, &[], 92);
+    cluster.start_all(&runtime);
+    let made = dkg(&cluster.config_path(seat(1)), WALLET);
+    let run = step_to(&cluster, &runtime, Step::Part3OnOne);
+    cluster.local.stop(seat(4)).unwrap();
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(&cluster, &["--abort", &session]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
+    assert_eq!(report["discarded"], serde_json::json!([1]));
+    assert_eq!(report["missed"], serde_json::json!([4]));
+    cluster.local.start(seat(4)).unwrap();
+    runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(4)));
+    all_at(&cluster, "active", 0);
+    signs_and_consensus_accepts(&cluster, &made, 0x3f);
+    let out = refresh(&cluster, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    all_at(&cluster, "active", 1);
+}
+
 /// The split the old veto rule allowed, over the network: every member
 /// released its confirmation; the coordinator switches member 1, then asks
 /// member 2 for a veto. Member 2 refuses (`refresh_confirmed`) and keeps

@@ -8,15 +8,18 @@
 //! `--resume` finishes the refresh. A member holding the result pending
 //! discards it only on the vetoes of a threshold of participants
 //! (DESIGN.md §4), so the set goes to every member once it is that large.
+//! A member that cannot be reached is skipped in both steps: the others'
+//! vetoes may be enough, and running the command again reaches it later.
 
 use std::sync::Arc;
 
 use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError};
 use thresig_engine::{DkgSessionId, ErrorCode, WalletEpoch};
+use tracing::info;
 
 use crate::config::NodeWallet;
-use crate::dkg::{DkgError, each, taking_part};
+use crate::dkg::{DkgError, taking_part};
 use crate::peers::Peers;
 use crate::progress::Progress;
 
@@ -30,20 +33,25 @@ pub struct AbortOutcome {
     /// The cluster seats that held the result pending and discarded it on
     /// the vetoes.
     pub discarded: Vec<Seat>,
+    /// The cluster seats that could not be reached, or refused, when the
+    /// vetoes were delivered: run `--abort` again once they are back (the
+    /// others stay as they are).
+    pub missed: Vec<Seat>,
 }
 
 /// Abandons the refresh `session` of `wallet` (this member at epoch `at`,
 /// whose key record `holders` are its members, with the wallet's
 /// configured removal set): asks every member taking part for its veto,
-/// then gives the vetoes to every member once a threshold of them is in.
-/// Running it again is harmless.
+/// then, once a threshold of them is in, gives them to every member it
+/// can reach. Members that cannot be reached are skipped: the others'
+/// vetoes may be enough. Running it again is harmless.
 ///
 /// # Errors
+/// [`DkgError::Member`] naming a member that could not be reached or
+/// refused otherwise, when fewer than the threshold vetoed without it;
 /// [`DkgError::Aborted`] when fewer than the threshold of members never
 /// released their confirmation (those that released keep the result
-/// pending: `--resume` finishes it); [`DkgError::Member`] for a member
-/// that cannot be reached or refuses otherwise (run it again once it is
-/// back: members already discarded stay so).
+/// pending: `--resume` finishes it).
 pub async fn abort_refresh(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
@@ -53,30 +61,42 @@ pub async fn abort_refresh(
 ) -> Result<AbortOutcome, DkgError> {
     let (kind, _) = super::refresh_of(wallet, at)?;
     let members = taking_part(wallet, &kind, Some(holders));
-    let answers = each(peers, &members, "veto", progress, |client, _| {
+    let cluster = |seat: &Seat| members.iter().find(|(s, _)| s == seat).map(|(_, c)| *c);
+    let answers = super::each_reachable(peers, &members, |client| {
         let wallet_id = wallet.id().clone();
-        async move {
-            match client.refresh_abandon(wallet_id, session).await {
-                Ok(signed) => Ok(Some(signed)),
-                Err(DaemonError::Refused(e))
-                    if *e.code.kind() == Code::Engine(ErrorCode::RefreshConfirmed) =>
-                {
-                    Ok(None)
-                }
-                Err(other) => Err(other),
+        async move { client.refresh_abandon(wallet_id, session).await }
+    })
+    .await;
+    let (mut vetoes, mut abandoned_by, mut failed) = (Vec::new(), Vec::new(), None);
+    for (seat, answer) in answers {
+        match answer {
+            Ok(signed) => {
+                vetoes.push(signed);
+                abandoned_by.extend(cluster(&seat));
+            }
+            // It released its confirmation: the refresh may switch.
+            Err(DaemonError::Refused(e))
+                if *e.code.kind() == Code::Engine(ErrorCode::RefreshConfirmed) => {}
+            Err(error) => {
+                failed = failed.or(cluster(&seat).map(|seat| (seat, error)));
             }
         }
-    })
-    .await?;
-    let cluster = |seat: &Seat| members.iter().find(|(s, _)| s == seat).map(|(_, c)| *c);
-    let vetoes: Vec<_> = answers.values().flatten().cloned().collect();
+    }
+    progress.step("veto", vetoes.len(), members.len());
     if vetoes.len() < usize::from(wallet.config.threshold) {
-        return Err(DkgError::Aborted(
-            "fewer than the threshold of members never released their confirmation, so the members that released keep the refresh pending (signing at the old epoch): finish it with --resume SESSION",
-        ));
+        return Err(match failed {
+            Some((seat, error)) => DkgError::Member {
+                phase: "veto",
+                seat,
+                error,
+            },
+            None => DkgError::Aborted(
+                "fewer than the threshold of members never released their confirmation, so the members that released keep the refresh pending (signing at the old epoch): finish it with --resume SESSION",
+            ),
+        });
     }
     let proofs = Arc::new(vetoes);
-    let discarded = each(peers, &members, "discard", progress, |client, _| {
+    let answers = super::each_reachable(peers, &members, |client| {
         let (wallet_id, proofs) = (wallet.id().clone(), proofs.clone());
         async move {
             client
@@ -84,17 +104,22 @@ pub async fn abort_refresh(
                 .await
         }
     })
-    .await?;
+    .await;
+    let (mut discarded, mut missed) = (Vec::new(), Vec::new());
+    for (seat, answer) in answers {
+        match answer {
+            Ok(true) => discarded.extend(cluster(&seat)),
+            Ok(false) => {}
+            Err(error) => {
+                info!(%seat, %error, "a member did not take the vetoes");
+                missed.extend(cluster(&seat));
+            }
+        }
+    }
+    progress.step("discard", members.len() - missed.len(), members.len());
     Ok(AbortOutcome {
-        abandoned_by: answers
-            .iter()
-            .filter(|(_, a)| a.is_some())
-            .filter_map(|(seat, _)| cluster(seat))
-            .collect(),
-        discarded: discarded
-            .iter()
-            .filter(|(_, d)| **d)
-            .filter_map(|(seat, _)| cluster(seat))
-            .collect(),
+        abandoned_by,
+        discarded,
+        missed,
     })
 }

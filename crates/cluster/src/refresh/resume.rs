@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use thresig_crypto::Seat;
 use thresig_engine::{DkgSessionId, SignedDkgMessage, WalletEpoch};
-use tokio::task::JoinSet;
 use tracing::info;
 
 use crate::config::NodeWallet;
@@ -66,31 +65,28 @@ async fn gather(
     members: &[(Seat, Seat)],
     session: DkgSessionId,
 ) -> BTreeMap<Seat, SignedDkgMessage> {
-    let mut tasks = JoinSet::new();
-    for (_, cluster) in members {
-        let (peers, cluster, wallet_id) = (peers.clone(), *cluster, wallet.id().clone());
-        tasks.spawn(async move {
-            let client = peers.client(cluster).await?;
-            let call = client.refresh_confirmations(wallet_id, session);
-            peers.within(cluster, call).await
-        });
-    }
+    let answers = super::each_reachable(peers, members, |client| {
+        let wallet_id = wallet.id().clone();
+        async move { client.refresh_confirmations(wallet_id, session).await }
+    })
+    .await;
     let mut held = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(messages)) => {
-                for m in messages {
-                    let fits = m.session == session
-                        && m.wallet == *wallet.id()
-                        && members.iter().any(|(seat, _)| *seat == m.sender)
-                        && m.verify(&wallet.config);
-                    if fits {
-                        held.entry(m.sender).or_insert(m);
-                    }
-                }
+    for (seat, answer) in answers {
+        let messages = match answer {
+            Ok(messages) => messages,
+            Err(error) => {
+                info!(%seat, %error, "a member's confirmations are not available");
+                continue;
             }
-            Ok(Err(error)) => info!(%error, "a member's confirmations are not available"),
-            Err(_) => info!("a gathering task failed"),
+        };
+        for m in messages {
+            let fits = m.session == session
+                && m.wallet == *wallet.id()
+                && members.iter().any(|(seat, _)| *seat == m.sender)
+                && m.verify(&wallet.config);
+            if fits {
+                held.entry(m.sender).or_insert(m);
+            }
         }
     }
     held
