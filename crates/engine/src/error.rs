@@ -799,6 +799,19 @@ pub enum Error {
         /// The refresh session.
         session: crate::dkg_msg::DkgSessionId,
     },
+    /// A repair asked of a helper that holds a refresh result pending: it
+    /// released its confirmation, and so may the member being repaired,
+    /// which, rebuilt at the old epoch, would forget its release and veto
+    /// a refresh the others may switch on.
+    #[error(
+        "wallet {wallet}: this member holds refresh {0} pending and helps no repair until it is finished or discarded; run `thresig refresh --resume {0}` (or `--abort {0}` when a threshold of members never released) first, then repair the member at the wallet's epoch", hex::encode(session.0)
+    )]
+    RepairDuringRefresh {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The pending refresh session.
+        session: crate::dkg_msg::DkgSessionId,
+    },
     /// A veto asked of a member that already holds
     /// [`crate::dkg::MAX_VETOES`] vetoes of refreshes at its current epoch
     /// (each keeps its session from running here; a switch deletes them).
@@ -1018,9 +1031,9 @@ impl Error {
             | Self::KeyPackagePresent { .. }
             | Self::RepairOfKeyedMember { .. } => ErrorCode::SessionConflict,
             Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
-            Self::RefreshConfirmed { .. } | Self::RefreshSwitched { .. } => {
-                ErrorCode::RefreshConfirmed
-            }
+            Self::RefreshConfirmed { .. }
+            | Self::RefreshSwitched { .. }
+            | Self::RepairDuringRefresh { .. } => ErrorCode::RefreshConfirmed,
             Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
             Self::RepairNotApproved { .. } => ErrorCode::RepairNotApproved,
@@ -1279,6 +1292,10 @@ mod tests {
                 wallet: wallet(),
                 session,
             },
+            Error::RepairDuringRefresh {
+                wallet: wallet(),
+                session,
+            },
             Error::VetoCapacity { wallet: wallet() },
             Error::DkgBusy {
                 wallet: wallet(),
@@ -1379,6 +1396,7 @@ mod tests {
                 | Error::DkgNotInPhase { .. }
                 | Error::RefreshConfirmed { .. }
                 | Error::RefreshSwitched { .. }
+                | Error::RepairDuringRefresh { .. }
                 | Error::VetoCapacity { .. }
                 | Error::DkgBusy { .. }
                 | Error::DkgFailed { .. }

@@ -244,3 +244,44 @@ fn a_confirmation_of_an_earlier_epoch_under_a_reused_session_id_accuses_no_one()
         (WalletStateKind::Active, Some(WalletEpoch(3)))
     );
 }
+
+/// 3-of-5, seats 4 and 5 malicious: every member released its
+/// confirmation of a refresh, then seat 2 lost its disk. Repaired at the
+/// old epoch it would come back `active` with no record of its release
+/// and veto; with the two malicious vetoes that is a threshold, and seat 3
+/// would discard while seat 1 switches on every confirmation (seat 2's
+/// original among them). So a helper holding a refresh pending refuses
+/// the repair, and seat 3 keeps its pending result.
+#[test]
+fn a_helper_with_a_pending_refresh_refuses_a_repair_and_no_veto_discards() {
+    use common::repair;
+    let mut c = Cluster::new(707, 3, 5, &["w"], small_limits());
+    let (p, inbox) = refresh_to_part3(&mut c, "w", 1, 0);
+    confirmations(&c, &p, &inbox);
+    c.lose_disk(2);
+    repair::approve(&c, "w", 2, &[1, 3, 4]);
+    let session = repair::session(&c, "w", 2, &[1, 3, 4], 1);
+    let (refused_by, err) = repair::run(&mut c, &session).unwrap_err();
+    assert_eq!(refused_by, 1, "{err}");
+    assert_eq!(err.code(), ErrorCode::RefreshConfirmed, "{err}");
+    assert!(err.to_string().contains("--resume"), "{err}");
+    assert_eq!(at(&c, 2, "w"), (WalletStateKind::DkgPending, None));
+    let mut vetoes = vec![veto_of(4, "w", p.session, 0), veto_of(5, "w", p.session, 0)];
+    vetoes.extend(
+        c.member(2)
+            .signer()
+            .refresh_abandon(coordinator(1), &p.wallet, p.session)
+            .ok(),
+    );
+    assert!(
+        c.member(3)
+            .signer()
+            .refresh_discard(coordinator(1), &p.wallet, p.session, vetoes)
+            .is_err()
+    );
+    assert_eq!(
+        at(&c, 3, "w"),
+        (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
+    );
+    assert!(has_share(&c, 3, "w", 1), "seat 3 keeps its pending share");
+}
