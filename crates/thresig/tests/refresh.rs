@@ -202,6 +202,8 @@ struct Stepped {
     proposal: DkgProposal,
     /// The confirmations the members released at part 3.
     confirmations: Vec<SignedDkgMessage>,
+    /// The part-3 messages of each member that did not run part 3.
+    unfinished: BTreeMap<Seat, Vec<SignedDkgMessage>>,
 }
 
 fn wallet_id() -> WalletId {
@@ -234,8 +236,8 @@ fn step_to(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, until: S
             round1.push(client(*s).await.dkg_start(proposal.clone()).await.unwrap());
         }
         let mut confirmations = Vec::new();
+        let mut inbox: BTreeMap<Seat, Vec<SignedDkgMessage>> = BTreeMap::new();
         if until >= Step::Part2 {
-            let mut inbox: BTreeMap<Seat, Vec<SignedDkgMessage>> = BTreeMap::new();
             for s in &seats {
                 let others = round1.iter().filter(|m| m.sender != *s).cloned().collect();
                 let out = client(*s)
@@ -281,6 +283,7 @@ fn step_to(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, until: S
         Stepped {
             proposal,
             confirmations,
+            unfinished: inbox,
         }
     })
 }
@@ -444,13 +447,15 @@ fn a_refresh_stuck_after_part_3_on_one_member_is_aborted_and_a_new_one_completes
     signs_and_consensus_accepts(&cluster, &made, 0x3a);
 }
 
-/// The coordinator sends part 3 to members 1 and 2 only and dies: both
-/// released their confirmation, and only member 3 never did. One veto is
-/// fewer than the threshold (2), so `--abort` discards nothing and says to
-/// use `--resume`: members 1 and 2 keep their pending shares and the
-/// wallet signs at epoch 0 with them.
+/// The coordinator sends part 3 to members 1 and 2 only and stalls: both
+/// released their confirmation, and only member 3 never did. One member
+/// that never released is fewer than the threshold (2), so `--abort` asks
+/// nobody for a veto, discards nothing and says to use `--resume`: members
+/// 1 and 2 keep their pending shares and the wallet signs at epoch 0 with
+/// them. Member 3 still holds its session, so the coordinator's late part
+/// 3 reaches it and `--resume` finishes the refresh.
 #[test]
-fn a_refresh_stuck_after_part_3_on_two_members_is_kept_and_the_old_epoch_signs() {
+fn a_refresh_stuck_after_part_3_on_two_members_is_kept_and_resumes_after_a_late_part_3() {
     let (cluster, runtime, made) = keyed(88);
     let run = step_to(&cluster, &runtime, Step::Part3OnTwo);
     let session = hex::encode(run.proposal.session.0);
@@ -461,6 +466,16 @@ fn a_refresh_stuck_after_part_3_on_two_members_is_kept_and_the_old_epoch_signs()
     assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
     assert_eq!(held[1], ("refreshing".to_owned(), Some(0)), "{held:?}");
     signs_and_consensus_accepts(&cluster, &made, 0x3b);
+    let peers = cluster.peers(seat(1));
+    runtime.block_on(async {
+        let third = peers.client(seat(3)).await.unwrap();
+        let late = run.unfinished[&seat(3)].clone();
+        third
+            .dkg_finish(wallet_id(), run.proposal.session, late)
+            .await
+            .unwrap();
+    });
+    resumed(&cluster, &run);
 }
 
 /// 2-of-4: the coordinator sends part 3 to member 1 only and dies, and

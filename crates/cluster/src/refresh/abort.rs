@@ -2,14 +2,19 @@
 //! --abort`): a coordinator died or skipped a member before every member
 //! released its confirmation, so no one can finish it.
 //!
-//! Every participant is asked for its veto ("I never released my
-//! confirmation and never will"). A member that released refuses with
-//! `refresh_confirmed`: the others may switch on its confirmation, and
-//! `--resume` finishes the refresh. A member holding the result pending
-//! discards it only on the vetoes of a threshold of participants
-//! (DESIGN.md §4), so the set goes to every member once it is that large.
-//! A member that cannot be reached is skipped in both steps: the others'
-//! vetoes may be enough, and running the command again reaches it later.
+//! Every participant is first asked, without writing anything, whether
+//! it released its confirmation (whether it holds a result of the
+//! session). A veto ("I never released my confirmation and never will")
+//! is stored for good and ends the member's session, so vetoes are asked
+//! for only once at least a threshold answer that they never released:
+//! with fewer, a slow coordinator could still finish the refresh, and
+//! vetoes would make that impossible for nothing. Then each of them is
+//! asked for its veto; one that released since refuses with
+//! `refresh_confirmed`. A member holding the result pending discards it
+//! only on the vetoes of a threshold of participants (DESIGN.md §4), so
+//! the set goes to every member once it is that large. A member that
+//! cannot be reached is skipped in each step: the others' answers may be
+//! enough, and running the command again reaches it later.
 
 use std::sync::Arc;
 
@@ -62,12 +67,29 @@ pub async fn abort_refresh(
     let (kind, _) = super::refresh_of(wallet, at)?;
     let members = taking_part(wallet, &kind, Some(holders));
     let cluster = |seat: &Seat| members.iter().find(|(s, _)| s == seat).map(|(_, c)| *c);
-    let answers = super::each_reachable(peers, &members, |client| {
+    let threshold = usize::from(wallet.config.threshold);
+    let (mut unreleased, mut failed) = (Vec::new(), None);
+    for (seat, answer) in super::resume::held_by_each(peers, wallet, &members, session).await {
+        match answer {
+            Ok(_) => {}
+            Err(DaemonError::Refused(e))
+                if *e.code.kind() == Code::Engine(ErrorCode::DkgNotInPhase) =>
+            {
+                unreleased.extend(members.iter().filter(|(s, _)| *s == seat));
+            }
+            Err(error) => failed = failed.or(cluster(&seat).map(|seat| (seat, error))),
+        }
+    }
+    progress.step("unreleased", unreleased.len(), members.len());
+    if unreleased.len() < threshold {
+        return Err(too_few(failed));
+    }
+    let answers = super::each_reachable(peers, &unreleased, |client| {
         let wallet_id = wallet.id().clone();
         async move { client.refresh_abandon(wallet_id, session).await }
     })
     .await;
-    let (mut vetoes, mut abandoned_by, mut failed) = (Vec::new(), Vec::new(), None);
+    let (mut vetoes, mut abandoned_by) = (Vec::new(), Vec::new());
     for (seat, answer) in answers {
         match answer {
             Ok(signed) => {
@@ -82,18 +104,9 @@ pub async fn abort_refresh(
             }
         }
     }
-    progress.step("veto", vetoes.len(), members.len());
-    if vetoes.len() < usize::from(wallet.config.threshold) {
-        return Err(match failed {
-            Some((seat, error)) => DkgError::Member {
-                phase: "veto",
-                seat,
-                error,
-            },
-            None => DkgError::Aborted(
-                "fewer than the threshold of members never released their confirmation, so the members that released keep the refresh pending (signing at the old epoch): finish it with --resume SESSION",
-            ),
-        });
+    progress.step("veto", vetoes.len(), unreleased.len());
+    if vetoes.len() < threshold {
+        return Err(too_few(failed));
     }
     let proofs = Arc::new(vetoes);
     let answers = super::each_reachable(peers, &members, |client| {
@@ -122,4 +135,20 @@ pub async fn abort_refresh(
         discarded,
         missed,
     })
+}
+
+/// The failure of an abort that found fewer than the threshold of members
+/// that never released (or that veto): the first member that could not be
+/// reached or refused otherwise, whose answer might have been enough.
+fn too_few(failed: Option<(Seat, DaemonError)>) -> DkgError {
+    match failed {
+        Some((seat, error)) => DkgError::Member {
+            phase: "veto",
+            seat,
+            error,
+        },
+        None => DkgError::Aborted(
+            "fewer than the threshold of members never released their confirmation, so the members that released keep the refresh pending (signing at the old epoch): finish it with --resume SESSION",
+        ),
+    }
 }

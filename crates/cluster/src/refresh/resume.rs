@@ -65,11 +65,7 @@ async fn gather(
     members: &[(Seat, Seat)],
     session: DkgSessionId,
 ) -> BTreeMap<Seat, SignedDkgMessage> {
-    let answers = super::each_reachable(peers, members, |client| {
-        let wallet_id = wallet.id().clone();
-        async move { client.refresh_confirmations(wallet_id, session).await }
-    })
-    .await;
+    let answers = held_by_each(peers, wallet, members, session).await;
     let mut held = BTreeMap::new();
     for (seat, answer) in answers {
         let messages = match answer {
@@ -90,4 +86,20 @@ async fn gather(
         }
     }
     held
+}
+
+/// Each of `members`' answer to a request for the confirmations of
+/// `session` it holds (a read: it writes nothing). A member that holds
+/// none never released its own and answers `dkg_not_in_phase`.
+pub(super) async fn held_by_each(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    members: &[(Seat, Seat)],
+    session: DkgSessionId,
+) -> BTreeMap<Seat, Result<Vec<SignedDkgMessage>, thresig_daemon::Error>> {
+    super::each_reachable(peers, members, |client| {
+        let wallet_id = wallet.id().clone();
+        async move { client.refresh_confirmations(wallet_id, session).await }
+    })
+    .await
 }
