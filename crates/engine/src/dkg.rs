@@ -15,8 +15,6 @@
 
 mod abandon;
 
-pub(crate) use abandon::MAX_VETOES;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::SigningKey;

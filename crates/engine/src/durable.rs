@@ -102,12 +102,15 @@ const DKG_RESULT_VERSION: u8 = 1;
 const REFRESH_RESULT_VERSION: u8 = 2;
 
 /// The record of a refresh session this member vetoed (or discarded on
-/// vetoes): `[3][wallet epoch: u64 BE]`, the epoch the refresh started
-/// from. It keeps the session id from ever running again here at that
-/// epoch (an old veto of it could otherwise discard a new run's result at
-/// some members while others switch). A switch deletes it: a veto signs
-/// its epoch and counts for no later refresh.
-const ABANDONED_VERSION: u8 = 3;
+/// vetoes): `[5][wallet epoch: u64 BE][requester: u16 BE]`, the epoch the
+/// refresh started from and the wallet seat of the member that asked (0:
+/// none in the roster). It keeps the session id from ever running again
+/// here at that epoch (an old veto of it could otherwise discard a new
+/// run's result at some members while others switch), and counts against
+/// the requester's share of veto slots. A switch deletes it: a veto signs
+/// its epoch and counts for no later refresh. (Version 3, a bare or
+/// epoch-only record of unreleased builds, is not read as a veto.)
+const VETO_VERSION: u8 = 5;
 
 /// Version byte of a refresh result that also keeps the signatures of the
 /// other members' confirmations this member counted: the fields of
@@ -635,7 +638,7 @@ pub(crate) fn switch_ops<S: Store>(
 pub(crate) fn veto_ops(
     wallet: &WalletId,
     session: DkgSessionId,
-    from: WalletEpoch,
+    (from, requester): (WalletEpoch, Option<Seat>),
     pending: Option<WalletEpoch>,
 ) -> Result<Vec<WriteOp>, Error> {
     let mut ops = Vec::new();
@@ -645,17 +648,31 @@ pub(crate) fn veto_ops(
             epoch: key_epoch_of(epoch)?,
         });
     }
+    let requester = requester.map_or(0, Seat::get);
     ops.push(WriteOp::PutDkgResult {
         wallet: wallet.clone(),
         session: dkg_session_id(session)?,
-        value: [&[ABANDONED_VERSION][..], &from.0.to_be_bytes()]
-            .concat()
-            .into(),
+        value: [
+            &[VETO_VERSION][..],
+            &from.0.to_be_bytes(),
+            &requester.to_be_bytes(),
+        ]
+        .concat()
+        .into(),
     });
     ops.push(WriteOp::BumpWalletEpoch {
         wallet: wallet.clone(),
     });
     Ok(ops)
+}
+
+/// The seat number of the member that asked for the veto a stored value
+/// records (0: none in the roster); `None` for any other value.
+fn veto_requester(value: &[u8]) -> Option<u16> {
+    let ([version], rest) = value.split_first_chunk::<1>()?;
+    let (_from, requester) = rest.split_first_chunk::<8>()?;
+    let requester: [u8; 2] = requester.try_into().ok()?;
+    (*version == VETO_VERSION).then_some(u16::from_be_bytes(requester))
 }
 
 /// Whether this member abandoned the refresh `session` (its record says
@@ -668,20 +685,23 @@ pub(crate) fn is_abandoned<S: Store>(
     wallet: &WalletId,
     session: DkgSessionId,
 ) -> Result<bool, Error> {
-    stored_for(store, wallet, session, |v| {
-        v.first() == Some(&ABANDONED_VERSION)
-    })
+    stored_for(store, wallet, session, |v| veto_requester(v).is_some())
 }
 
-/// How many vetoes this member keeps for `wallet` (all of its current
-/// epoch: a switch deletes them).
+/// How many vetoes this member keeps for `wallet` that `requester` asked
+/// for (all of its current epoch: a switch deletes them).
 ///
 /// # Errors
 /// [`Error::Store`] if the results cannot be read.
-pub(crate) fn vetoes_held<S: Store>(store: &S, wallet: &WalletId) -> Result<usize, Error> {
+pub(crate) fn vetoes_held<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    requester: Option<Seat>,
+) -> Result<usize, Error> {
+    let requester = requester.map_or(0, Seat::get);
     Ok(results_of(store, wallet)?
         .iter()
-        .filter(|(_, v)| v.first() == Some(&ABANDONED_VERSION))
+        .filter(|(_, v)| veto_requester(v) == Some(requester))
         .count())
 }
 

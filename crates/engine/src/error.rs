@@ -812,16 +812,21 @@ pub enum Error {
         /// The pending refresh session.
         session: crate::dkg_msg::DkgSessionId,
     },
-    /// A veto asked of a member that already holds
-    /// [`crate::dkg::MAX_VETOES`] vetoes of refreshes at its current epoch
-    /// (each keeps its session from running here; a switch deletes them).
+    /// A veto asked of a member that already holds as many vetoes of
+    /// refreshes at its current epoch as one requester may have
+    /// (16 divided by the threshold, at least one: each keeps its session
+    /// from running here; a switch deletes them).
     #[error(
-        "wallet {wallet}: this member already vetoed {} refresh sessions at its current epoch and signs no more vetoes until the wallet switches; check which member asked for vetoes of sessions no member's `thresig status` shows",
-        crate::dkg::MAX_VETOES
+        "wallet {wallet}: this member already vetoed {cap} refresh sessions at its current epoch that {} asked for, and signs it no more vetoes until the wallet switches; check why that member asked for vetoes of sessions no member's `thresig status` shows, or run --abort from another member", seat_or(*requester, "a coordinator outside the roster")
     )]
     VetoCapacity {
         /// The wallet addressed.
         wallet: WalletId,
+        /// The wallet seat of the member that asked (`None`: no member of
+        /// the roster).
+        requester: Option<Seat>,
+        /// The vetoes one requester may have.
+        cap: usize,
     },
     /// Another DKG session holds the wallet, or the caller did not start
     /// the session it addresses: a start of a different session is refused
@@ -1296,7 +1301,11 @@ mod tests {
                 wallet: wallet(),
                 session,
             },
-            Error::VetoCapacity { wallet: wallet() },
+            Error::VetoCapacity {
+                wallet: wallet(),
+                requester: Some(seat),
+                cap: 8,
+            },
             Error::DkgBusy {
                 wallet: wallet(),
                 holder: session,

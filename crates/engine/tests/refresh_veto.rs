@@ -107,29 +107,38 @@ fn a_released_result_is_discarded_only_on_a_threshold_of_valid_distinct_vetoes()
     c.sign("w", &[1, 2], &[[8; 32]]);
 }
 
-/// A veto asked again adds no record, and a member keeps at most
-/// `MAX_VETOES` (16) of one epoch, so a coordinator asking for vetoes of
-/// made-up sessions cannot fill its store.
+/// A veto asked again adds no record, and a member keeps at most 16
+/// divided by the threshold (8 here) that one member asked for, so a
+/// member asking for vetoes of made-up sessions cannot fill its store, and
+/// another member still has its own 8.
 #[test]
-fn a_repeated_veto_adds_no_record_and_vetoes_are_capped() {
+fn a_repeated_veto_adds_no_record_and_vetoes_are_capped_per_requester() {
     let c = Cluster::new(703, 2, N, &["w"], small_limits());
     let records = || c.member(3).store().dkg_results(&wid("w")).unwrap().len();
-    let ask = |session: u8| {
-        c.member(3)
-            .signer()
-            .refresh_abandon(coordinator(1), &wid("w"), DkgSessionId([session; 32]))
+    let ask = |from: u16, session: u8| {
+        c.member(3).signer().refresh_abandon(
+            coordinator(from),
+            &wid("w"),
+            DkgSessionId([session; 32]),
+        )
     };
-    let first = ask(1).unwrap();
+    let first = ask(1, 1).unwrap();
     let held = records();
-    assert_eq!(ask(1).unwrap().payload, first.payload);
+    assert_eq!(ask(1, 1).unwrap().payload, first.payload);
     assert_eq!(records(), held, "a repeated veto writes no record");
-    for session in 2..=16 {
-        ask(session).unwrap();
+    for session in 2..=8 {
+        ask(1, session).unwrap();
     }
-    let err = ask(17).unwrap_err();
+    let err = ask(1, 9).unwrap_err();
     assert_eq!(err.code(), ErrorCode::CapacityExhausted);
+    assert!(err.to_string().contains("seat 1"), "{err}");
+    assert_eq!(records(), 8);
+    ask(1, 8).unwrap();
+    for session in 9..=16 {
+        ask(2, session).unwrap();
+    }
+    assert_eq!(ask(2, 17).unwrap_err().code(), ErrorCode::CapacityExhausted);
     assert_eq!(records(), 16);
-    ask(16).unwrap();
 }
 
 /// The coordinator lost every confirmation after delivering two: seat 2
@@ -284,4 +293,44 @@ fn a_helper_with_a_pending_refresh_refuses_a_repair_and_no_veto_discards() {
         (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
     );
     assert!(has_share(&c, 3, "w", 1), "seat 3 keeps its pending share");
+}
+
+/// A member asking for vetoes of made-up sessions fills only its own
+/// share of a member's veto slots: seat 3 asks seat 2 for as many as it
+/// will sign, and an honest coordinator's abort of a real stuck refresh
+/// (part 3 at seat 1 only) still gets seat 2's veto, and seat 1 discards.
+#[test]
+fn one_member_cannot_use_up_the_veto_slots_an_honest_abort_needs() {
+    let mut c = Cluster::new(708, 2, N, &["w"], small_limits());
+    let (p, inbox) = refresh_to_part3(&mut c, "w", 1, 0);
+    finish_at(&c, &p, &inbox, 1).unwrap();
+    let mut signed = 0;
+    for made_up in 100..=130 {
+        let asked = c.member(2).signer().refresh_abandon(
+            coordinator(3),
+            &p.wallet,
+            DkgSessionId([made_up; 32]),
+        );
+        match asked {
+            Ok(_) => signed += 1,
+            Err(err) => assert_eq!(err.code(), ErrorCode::CapacityExhausted, "{err}"),
+        }
+    }
+    assert!(signed > 0 && signed < 16, "seat 3 got {signed} vetoes");
+    let two = c
+        .member(2)
+        .signer()
+        .refresh_abandon(coordinator(1), &p.wallet, p.session)
+        .unwrap();
+    let three = veto_of(3, "w", p.session, 0);
+    assert!(
+        c.member(1)
+            .signer()
+            .refresh_discard(coordinator(1), &p.wallet, p.session, vec![two, three])
+            .unwrap()
+    );
+    assert_eq!(
+        at(&c, 1, "w"),
+        (WalletStateKind::Active, Some(WalletEpoch(0)))
+    );
 }

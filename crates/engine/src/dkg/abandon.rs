@@ -14,7 +14,7 @@
 
 use thresig_store::Store;
 
-use super::DkgSession;
+use super::{DkgSession, seat_in};
 use crate::api::Response;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
 
@@ -25,12 +25,21 @@ use crate::refresh::participants;
 use crate::signer::{Member, Shard, Signer, Slot, lock, store_error};
 use crate::wallet::{ResultKind, WalletState};
 
-/// The vetoes of refreshes of one epoch a member keeps at most. A veto
-/// record keeps its session from ever running here; a coordinator could
-/// otherwise fill the store by asking for vetoes of made-up sessions. A
-/// switch deletes them (a veto signs its epoch and counts for no later
-/// refresh), and a real stuck refresh needs one.
+/// The veto slots of one epoch, split among the members asking by
+/// [`veto_cap`]. A veto record keeps its session from ever running here;
+/// a member could otherwise fill the store by asking for vetoes of
+/// made-up sessions. A switch deletes them (a veto signs its epoch and
+/// counts for no later refresh), and a real stuck refresh needs one.
 pub(crate) const MAX_VETOES: usize = 16;
+
+/// The vetoes of one epoch a member keeps that one requester asked for:
+/// [`MAX_VETOES`] divided by the threshold (at least one), the way every
+/// per-coordinator budget is split, so fewer than the threshold of members
+/// asking for vetoes of made-up sessions leave every other member room to
+/// abort a real stuck refresh.
+pub(crate) fn veto_cap(threshold: u16) -> usize {
+    (MAX_VETOES / usize::from(threshold.max(1))).max(1)
+}
 
 impl<S: Store> Signer<S> {
     /// A DKG cancel: a relay's cancel of its run, a request for this
@@ -44,12 +53,9 @@ impl<S: Store> Signer<S> {
         abandonments: &[SignedDkgMessage],
     ) -> Result<Response, Error> {
         let (dropped, abandonment) = if !abandonments.is_empty() {
-            (
-                self.refresh_discard(member.slot(), session, abandonments)?,
-                None,
-            )
+            (self.refresh_discard(member, session, abandonments)?, None)
         } else if abandon {
-            let (dropped, signed) = self.refresh_abandon(member.slot(), session)?;
+            let (dropped, signed) = self.refresh_abandon(member, session)?;
             (dropped, Some(signed))
         } else {
             (self.dkg_cancel(member, session)?, None)
@@ -74,13 +80,16 @@ impl<S: Store> Signer<S> {
     /// result pending: its part 3 released the confirmation, so the others
     /// may switch on it (`thresig refresh --resume` finishes it);
     /// [`Error::RefreshSwitched`] when this member switched to it;
-    /// [`Error::VetoCapacity`] when [`MAX_VETOES`] other vetoes of this
-    /// epoch are held; [`Error::Store`] (nothing changes).
+    /// [`Error::VetoCapacity`] when this member holds [`veto_cap`] other
+    /// vetoes of this epoch the same member asked for; [`Error::Store`]
+    /// (nothing changes).
     pub(crate) fn refresh_abandon(
         &self,
-        slot: &Slot,
+        member: &Member<'_>,
         session: DkgSessionId,
     ) -> Result<(bool, SignedDkgMessage), Error> {
+        let slot = member.slot();
+        let requester = seat_in(slot, member.from());
         let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
         self.adopt_durable(slot, &mut shard)?;
@@ -105,15 +114,18 @@ impl<S: Store> Signer<S> {
             });
         }
         if !abandoned {
-            if vetoes_held(&self.store, wallet)? >= MAX_VETOES {
+            let cap = veto_cap(slot.config.threshold);
+            if vetoes_held(&self.store, wallet, requester)? >= cap {
                 return Err(Error::VetoCapacity {
                     wallet: wallet.clone(),
+                    requester,
+                    cap,
                 });
             }
             // Durable before the signature leaves: after a restart this
             // member must still refuse to run the session.
             self.store
-                .write(veto_ops(wallet, session, current, None)?)
+                .write(veto_ops(wallet, session, (current, requester), None)?)
                 .map_err(|source| store_error(wallet, source))?;
         }
         // A finished part 3 still in memory here reported its commit
@@ -146,10 +158,11 @@ impl<S: Store> Signer<S> {
     /// is durable (it cannot be undone); [`Error::Store`].
     pub(crate) fn refresh_discard(
         &self,
-        slot: &Slot,
+        member: &Member<'_>,
         session: DkgSessionId,
         vetoes: &[SignedDkgMessage],
     ) -> Result<bool, Error> {
+        let slot = member.slot();
         let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
         self.adopt_durable(slot, &mut shard)?;
@@ -208,7 +221,12 @@ impl<S: Store> Signer<S> {
         }
         // Discarded as a veto is kept: the session never runs here again.
         self.store
-            .write(veto_ops(wallet, session, from_epoch, Some(epoch))?)
+            .write(veto_ops(
+                wallet,
+                session,
+                (from_epoch, seat_in(slot, member.from())),
+                Some(epoch),
+            )?)
             .map_err(|source| store_error(wallet, source))?;
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {
