@@ -13,7 +13,10 @@ use thresig_daemon::{
     SignerError, SignerHandler, TlsPaths, Validity, serve,
 };
 use thresig_engine::test_util::cluster::seat;
-use thresig_engine::{DkgProposal, DkgSessionId, Request, Response, Signer, WalletId};
+use thresig_engine::{
+    DkgKind, DkgPayload, DkgProposal, DkgSessionId, Request, Response, SignedDkgMessage, Signer,
+    WalletEpoch, WalletId,
+};
 use thresig_store::EncryptedStore;
 use thresig_store::provider::KeyProvider;
 use thresig_tx::Network;
@@ -56,6 +59,9 @@ enum Mode {
     /// DKG confirmation: the first is refused as overloaded (the engine
     /// does not run), as a member at its per-seat request cap refuses.
     ConfirmOverloadedOnce,
+    /// Refresh confirmations asked for: answers with the cluster's planted
+    /// messages (other members' genuine, older confirmations) first.
+    ReplaysConfirmations,
 }
 
 /// How long a `...LateOnce` member holds its first reply.
@@ -75,6 +81,8 @@ struct Member {
     inner: EngineHandler<Arc<EncryptedStore>>,
     mode: Mode,
     release: Arc<Release>,
+    /// What a [`Mode::ReplaysConfirmations`] member answers first.
+    planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
     /// Whether a `...LostOnce` mode already lost its reply.
     lost: std::sync::atomic::AtomicBool,
 }
@@ -119,6 +127,14 @@ impl SignerHandler for Member {
                     thresig_daemon::Recovery::Retryable,
                     "too many requests from this seat",
                 ))
+            }
+            Request::RefreshConfirmations { .. } if self.mode == Mode::ReplaysConfirmations => {
+                let mut response = self.inner.handle(peer, request)?;
+                if let Response::DkgMessages { messages } = &mut response {
+                    let planted = self.planted.lock().unwrap().clone();
+                    messages.splice(0..0, planted);
+                }
+                Ok(response)
             }
             _ => self.inner.handle(peer, request),
         }
@@ -188,6 +204,7 @@ struct Cluster {
     stops: Vec<oneshot::Sender<()>>,
     stores: Vec<Arc<EncryptedStore>>,
     release: Arc<Release>,
+    planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
 }
 
 impl Drop for Cluster {
@@ -234,6 +251,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         stops: Vec::new(),
         stores: Vec::new(),
         release: release.clone(),
+        planted: Arc::default(),
     };
     for number in 1..=n {
         let path = cluster.config_path(seat(number));
@@ -253,6 +271,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             inner: EngineHandler::new(signer, node.identities()),
             mode,
             release: release.clone(),
+            planted: cluster.planted.clone(),
             lost: std::sync::atomic::AtomicBool::new(false),
         });
         let mut daemon = node.daemon.clone().unwrap();
@@ -790,4 +809,104 @@ async fn a_refresh_whose_confirmation_is_refused_as_overloaded_once_completes() 
     )
     .await;
     assert!(outcome.is_ok(), "{:?}", outcome.err());
+}
+
+/// Runs the refresh `session` of the wallet's epoch `from` from member 1
+/// through part 3 at every member, as a coordinator that dies right after.
+async fn refresh_to_part3(cluster: &Cluster, session: DkgSessionId, from: u64) {
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let proposal = DkgProposal::new(
+        session,
+        wallet.id().clone(),
+        wallet.config.threshold,
+        wallet.config.roster.clone(),
+    )
+    .with_kind(DkgKind::Refresh {
+        from_epoch: WalletEpoch(from),
+        removed: Vec::new(),
+    });
+    let seats: Vec<Seat> = (1..=3).map(seat).collect();
+    let mut round1 = Vec::new();
+    for s in &seats {
+        let client = peers.client(*s).await.unwrap();
+        round1.push(client.dkg_start(proposal.clone()).await.unwrap());
+    }
+    let mut inbox: std::collections::BTreeMap<Seat, Vec<SignedDkgMessage>> = Default::default();
+    for s in &seats {
+        let others = round1.iter().filter(|m| m.sender != *s).cloned().collect();
+        let client = peers.client(*s).await.unwrap();
+        for m in client
+            .dkg_round2(wallet.id().clone(), session, others)
+            .await
+            .unwrap()
+        {
+            if let DkgPayload::Round2 { to, .. } = &m.payload {
+                inbox.entry(*to).or_default().push(m);
+            }
+        }
+    }
+    for s in &seats {
+        let client = peers.client(*s).await.unwrap();
+        let mine = inbox.remove(s).unwrap();
+        client
+            .dkg_finish(wallet.id().clone(), session, mine)
+            .await
+            .unwrap();
+    }
+}
+
+/// A session id run again after two switches: its coordinator dies after
+/// part 3. Member 1 (the lowest seat, asked first) answers `--resume` with
+/// member 2's genuine confirmation of the session's first run, at epoch 0,
+/// before its own: it is not this refresh's, so it accuses nobody and
+/// `--resume` finishes the refresh with member 2's real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_ignores_an_older_runs_confirmation_replayed_by_a_member() {
+    let cluster = start(3, 2, &[(1, Mode::ReplaysConfirmations)], keep).await;
+    dkg_from(&cluster, 1, 41).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let reused = DkgSessionId([0x41; 32]);
+    for session in [reused, DkgSessionId([0x42; 32])] {
+        let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+        crate::run_refresh(
+            &peers,
+            wallet,
+            (own.epoch, &own.key.members()),
+            session,
+            &crate::Silent,
+        )
+        .await
+        .unwrap();
+        if session == reused {
+            let second = peers.client(seat(2)).await.unwrap();
+            let held = second
+                .refresh_confirmations(wallet.id().clone(), reused)
+                .await
+                .unwrap();
+            let old = held.into_iter().find(|m| m.sender == seat(2)).unwrap();
+            cluster.planted.lock().unwrap().push(old);
+        }
+    }
+    refresh_to_part3(&cluster, reused, 2).await;
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    assert_eq!(own.epoch, WalletEpoch(2));
+    let resumed = crate::resume_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        reused,
+        &crate::Silent,
+    )
+    .await;
+    assert!(resumed.is_ok(), "{:?}", resumed.err());
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    assert_eq!(own.epoch, WalletEpoch(3));
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use thresig_crypto::Seat;
-use thresig_engine::{DkgSessionId, SignedDkgMessage, WalletEpoch};
+use thresig_engine::{DkgPayload, DkgSessionId, SignedDkgMessage, WalletEpoch};
 use tracing::info;
 
 use crate::config::NodeWallet;
@@ -43,7 +43,7 @@ pub async fn resume_refresh(
 ) -> Result<(), DkgError> {
     let (kind, _) = super::refresh_of(wallet, at)?;
     let members = taking_part(wallet, &kind, Some(holders));
-    let held = gather(peers, wallet, &members, session).await;
+    let held = gather(peers, wallet, &members, (session, at)).await;
     let mut confirmations = BTreeMap::new();
     for (seat, cluster) in &members {
         let confirmation = held
@@ -56,14 +56,15 @@ pub async fn resume_refresh(
 }
 
 /// The confirmations of `session` the reachable ones of `members` hold,
-/// one per participant (the first that verifies). A member that cannot be
-/// reached, or holds no result of the session, adds none: another member
-/// may hold its confirmation.
+/// one per participant (the first that verifies and is of the refresh
+/// pending or switched to at this member's epoch `at`). A member that
+/// cannot be reached, or holds no result of the session, adds none:
+/// another member may hold its confirmation.
 async fn gather(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     members: &[(Seat, Seat)],
-    session: DkgSessionId,
+    (session, at): (DkgSessionId, WalletEpoch),
 ) -> BTreeMap<Seat, SignedDkgMessage> {
     let answers = held_by_each(peers, wallet, members, session).await;
     let mut held = BTreeMap::new();
@@ -76,7 +77,18 @@ async fn gather(
             }
         };
         for m in messages {
+            // This member holds the refresh pending (it starts from `at`)
+            // or switched on it (from the epoch before). A session id runs
+            // again only after two switches, so an honest member's
+            // confirmation of an earlier run, which a member may hand back
+            // to blame it, starts from an epoch before both.
+            let this_run = matches!(
+                m.payload,
+                DkgPayload::RefreshConfirm { from_epoch, .. }
+                    if from_epoch == at || from_epoch.0.checked_add(1) == Some(at.0)
+            );
             let fits = m.session == session
+                && this_run
                 && m.wallet == *wallet.id()
                 && members.iter().any(|(seat, _)| *seat == m.sender)
                 && m.verify(&wallet.config);
