@@ -494,15 +494,7 @@ impl<S: Store> Signer<S> {
                 expires,
                 coordinator,
             }) if id == session => {
-                // An operator may have begun a rekey (or aborted) since
-                // part 1: a result stored now would be an orphan share.
-                if let DkgKind::Refresh { from_epoch, .. } = &kind
-                    && !matches!(&shard.state, WalletState::Active(k) if k.epoch == *from_epoch)
-                {
-                    return Err(Error::WalletNotActive {
-                        wallet: wallet.clone(),
-                    });
-                }
+                still_active(slot, &shard.state, &kind)?;
                 let result = self.compute_result(
                     slot,
                     (session, &kind),
@@ -524,6 +516,9 @@ impl<S: Store> Signer<S> {
                 expires,
                 coordinator,
             }) if id == session && first == request => {
+                // The first try's commit failed: the checks hold for the
+                // retry too, which is this member's release.
+                still_active(slot, &shard.state, &kind)?;
                 let hold = (coordinator, kind, expires);
                 self.commit_result(slot, &mut shard, session, *result, request, hold)
             }
@@ -1044,6 +1039,21 @@ fn coordinated_by(
 ) -> Result<(), Error> {
     match &shard.dkg {
         Some(held) if held.id == session && held.coordinator != from => Err(busy(slot, held)),
+        _ => Ok(()),
+    }
+}
+
+/// A refresh's part 3 stores its result only while the wallet is
+/// `active` at the epoch the refresh starts from: an operator may have
+/// begun a rekey (or aborted) since part 1, and a result stored then would
+/// be an orphan share.
+fn still_active(slot: &Slot, state: &WalletState, kind: &DkgKind) -> Result<(), Error> {
+    match kind {
+        DkgKind::Refresh { from_epoch, .. } if !matches!(state, WalletState::Active(k) if k.epoch == *from_epoch) => {
+            Err(Error::WalletNotActive {
+                wallet: slot.config.id.clone(),
+            })
+        }
         _ => Ok(()),
     }
 }

@@ -334,3 +334,56 @@ fn one_member_cannot_use_up_the_veto_slots_an_honest_abort_needs() {
         (WalletStateKind::Active, Some(WalletEpoch(0)))
     );
 }
+
+/// A part 3 whose commit failed (nothing written), then an emergency
+/// rekey, then the same part 3 again: the retry is checked like the first
+/// try (the wallet is no longer `active` at the refresh's epoch), so
+/// nothing is stored, the member never released, and it vetoes.
+#[test]
+fn a_retried_part_3_after_a_rekey_stores_nothing_and_the_member_vetoes() {
+    let mut c = with_successor(709);
+    let (p, inbox) = refresh_to_part3(&mut c, "old", 1, 0);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable, "{err}");
+    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WalletNotActive, "{err}");
+    assert!(!has_share(&c, 1, "old", 1), "no pending share is stored");
+    c.member(1)
+        .signer()
+        .refresh_abandon(coordinator(2), &p.wallet, p.session)
+        .unwrap();
+    c.restart(1);
+    assert_eq!(
+        at(&c, 1, "old"),
+        (WalletStateKind::Rekeying, Some(WalletEpoch(0)))
+    );
+}
+
+/// A part 3 whose commit is durable though it reported failure, then an
+/// emergency rekey: the rekey reads the stored result back first, so the
+/// member counts as released (the commit is the release point, whatever
+/// it answered), keeps the pending result and refuses a veto, across a
+/// restart.
+#[test]
+fn a_rekey_after_an_ambiguous_part_3_commit_keeps_the_pending_refresh() {
+    let mut c = with_successor(710);
+    let (p, inbox) = refresh_to_part3(&mut c, "old", 1, 0);
+    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    finish_at(&c, &p, &inbox, 1).unwrap_err();
+    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    for restart in [false, true] {
+        if restart {
+            c.restart(1);
+        }
+        let status = c.member(1).signer().status(&wid("old")).unwrap();
+        assert_eq!(status.refresh.map(|r| r.session), Some(p.session));
+        let err = c
+            .member(1)
+            .signer()
+            .refresh_abandon(coordinator(2), &p.wallet, p.session)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::RefreshConfirmed, "{err}");
+    }
+}
