@@ -795,3 +795,46 @@ fn a_real_confirmation_of_a_second_key_package_is_refused_naming_its_signer() {
     activate_everywhere(&c, "w", &ours);
     all_at(&c, WalletStateKind::Active, 1);
 }
+
+/// 2-of-4 with seat 4 removed: part 3 reached seat 1 only. A veto from
+/// the removed seat (a non-participant) counts for nothing, so seat 2's
+/// veto with it is fewer than the threshold and seat 1 keeps its pending
+/// result; seat 3's veto makes the threshold and seat 1 discards.
+#[test]
+fn a_veto_of_a_removed_seat_is_not_counted() {
+    let mut c = Cluster::new(520, 2, 4, &["w"], small_limits());
+    configure_removal(&mut c, &[4]);
+    let p = refresh(&c, 1, 0, &[4]);
+    let r1 = part1_at(&mut c, &p, &[1, 2, 3]);
+    let out = part2_each(&mut c, &p, |s| {
+        r1.iter().filter(|m| m.sender != s).cloned().collect()
+    });
+    let inbox = route(
+        out.into_iter()
+            .filter(|(s, _)| s.get() != 4)
+            .flat_map(|(_, r)| r.unwrap()),
+    );
+    finish_at(&c, &p, &inbox, 1).unwrap();
+    let veto = |s: u16| {
+        c.member(s)
+            .signer()
+            .refresh_abandon(coordinator(2), &p.wallet, p.session)
+            .unwrap()
+    };
+    let (two, four) = (veto(2), veto_of(4, "w", p.session, 0));
+    let discard = |vetoes: Vec<SignedDkgMessage>| {
+        c.member(1)
+            .signer()
+            .refresh_discard(coordinator(2), &p.wallet, p.session, vetoes)
+    };
+    assert!(discard(vec![two.clone(), four]).is_err());
+    assert_eq!(
+        at(&c, 1, "w"),
+        (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
+    );
+    assert!(discard(vec![two, veto(3)]).unwrap());
+    assert_eq!(
+        at(&c, 1, "w"),
+        (WalletStateKind::Active, Some(WalletEpoch(0)))
+    );
+}

@@ -387,3 +387,34 @@ fn a_rekey_after_an_ambiguous_part_3_commit_keeps_the_pending_refresh() {
         assert_eq!(err.code(), ErrorCode::RefreshConfirmed, "{err}");
     }
 }
+
+/// An emergency rekey of a `refreshing` wallet whose commit was lost: the
+/// wallet refuses spends at once (rekeying in memory, the pending refresh
+/// kept), and the retried rekey commits it, so a restart finds it
+/// rekeying with the pending refresh still kept; the refresh then
+/// switches with the wallet still rekeying.
+#[test]
+fn a_rekey_of_a_refreshing_wallet_retried_after_a_lost_commit_keeps_the_refresh() {
+    let mut c = with_successor(711);
+    let (p, inbox) = refresh_to_part3(&mut c, "old", 1, 0);
+    let confirmations = confirmations(&c, &p, &inbox);
+    c.member(1).store().fail_next_record_write(Fault::Lost);
+    let err = c.member(1).signer().begin_rekey(&wid("old")).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable, "{err}");
+    assert_eq!(
+        at(&c, 1, "old"),
+        (WalletStateKind::Rekeying, Some(WalletEpoch(0)))
+    );
+    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    c.restart(1);
+    assert_eq!(
+        at(&c, 1, "old"),
+        (WalletStateKind::Rekeying, Some(WalletEpoch(0)))
+    );
+    assert!(has_share(&c, 1, "old", 1), "the pending share stays");
+    assert!(deliver(&c, 1, "old", &confirmations));
+    assert_eq!(
+        at(&c, 1, "old"),
+        (WalletStateKind::Rekeying, Some(WalletEpoch(1)))
+    );
+}
