@@ -678,3 +678,70 @@ fn a_wallet_refreshes_again_after_a_removal_with_the_list_kept_then_cleared() {
     );
     signs_and_consensus_accepts(&cluster, &made, 0x3a);
 }
+
+/// Kills `seats` with SIGKILL and starts them again over the same stores.
+fn kill_and_restart_seats(
+    cluster: &mut ProcessCluster,
+    runtime: &tokio::runtime::Runtime,
+    seats: &[u16],
+) {
+    let peers = cluster.peers(seat(1));
+    for s in seats {
+        cluster.local.kill(seat(*s)).unwrap();
+        cluster.local.start(seat(*s)).unwrap();
+        runtime.block_on(common::wait_ready(&peers, seat(*s)));
+    }
+}
+
+/// `--abort` killed between its veto and discard steps: part 3 reached
+/// member 1 only; members 2 and 3 signed their vetoes (as `--abort` asks
+/// them), then the driver died, and members 1 and 2 were killed with
+/// SIGKILL. Member 2's veto is durable (it signs it again, writing
+/// nothing) and member 1 still holds its result pending, so `--abort` run
+/// again discards it, and a new refresh completes.
+#[test]
+fn kill_9_between_the_veto_and_discard_steps_of_abort_then_abort_again_discards() {
+    let (mut cluster, runtime, made) = keyed(93);
+    let run = step_to(&cluster, &runtime, Step::Part3OnOne);
+    let peers = cluster.peers(seat(1));
+    runtime.block_on(async {
+        for s in [2, 3] {
+            let client = peers.client(seat(s)).await.unwrap();
+            client
+                .refresh_abandon(wallet_id(), run.proposal.session)
+                .await
+                .unwrap();
+        }
+    });
+    kill_and_restart_seats(&mut cluster, &runtime, &[1, 2]);
+    let held = states(&cluster);
+    assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(&cluster, &["--abort", &session]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
+    assert_eq!(report["discarded"], serde_json::json!([1]));
+    all_at(&cluster, "active", 0);
+    signs_and_consensus_accepts(&cluster, &made, 0x40);
+    let out = refresh(&cluster, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    all_at(&cluster, "active", 1);
+}
+
+/// `--resume` killed between its delivery steps: members 1 and 2 got
+/// every confirmation and switched, then the driver died before member 3,
+/// and members 1 and 2 were killed with SIGKILL. They kept the
+/// confirmations they switched on, so `--resume` run again gathers them
+/// and switches member 3.
+#[test]
+fn kill_9_of_the_switched_members_between_resume_deliveries_then_resume_again_switches() {
+    let (mut cluster, runtime, made) = keyed(94);
+    let run = step_to(&cluster, &runtime, Step::Confirmed);
+    kill_and_restart_seats(&mut cluster, &runtime, &[1, 2]);
+    let held = states(&cluster);
+    assert_eq!(held[0], ("active".to_owned(), Some(1)), "{held:?}");
+    assert_eq!(held[2], ("refreshing".to_owned(), Some(0)), "{held:?}");
+    resumed(&cluster, &run);
+    signs_and_consensus_accepts(&cluster, &made, 0x41);
+}
