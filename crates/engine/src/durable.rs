@@ -525,6 +525,19 @@ pub(crate) fn result_stored_for<S: Store>(
     stored_for(store, wallet, session, |_| true)
 }
 
+/// Whether the store holds a refresh result of `session` for `wallet`
+/// (pending, or the one a switch keeps).
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn refresh_result_stored_for<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+) -> Result<bool, Error> {
+    stored_for(store, wallet, session, is_refresh_result)
+}
+
 /// Every DKG result record of `wallet` (results and vetoes), by session.
 ///
 /// # Errors

@@ -418,3 +418,31 @@ fn a_rekey_of_a_refreshing_wallet_retried_after_a_lost_commit_keeps_the_refresh(
         (WalletStateKind::Rekeying, Some(WalletEpoch(1)))
     );
 }
+
+/// Veto records of unreleased builds (`[3]`, or `[3][epoch]`) are not
+/// read as vetoes: asked for a veto of such a session, the member signs
+/// nothing and says its store holds a record it cannot read.
+#[test]
+fn a_veto_record_of_the_dropped_format_is_not_trusted() {
+    let c = Cluster::new(712, 2, N, &["w"], small_limits());
+    for (n, old) in [vec![3u8], [&[3u8][..], &0u64.to_be_bytes()].concat()]
+        .into_iter()
+        .enumerate()
+    {
+        let session = DkgSessionId([0x70 + u8::try_from(n).unwrap(); 32]);
+        c.member(2)
+            .store()
+            .write(vec![thresig_store::WriteOp::PutDkgResult {
+                wallet: wid("w"),
+                session: thresig_store::DkgSessionId::new(session.0.to_vec()).unwrap(),
+                value: old.into(),
+            }])
+            .unwrap();
+        let err = c
+            .member(2)
+            .signer()
+            .refresh_abandon(coordinator(1), &wid("w"), session)
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::StateCorrupt, "{err}");
+    }
+}

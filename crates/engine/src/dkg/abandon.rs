@@ -18,7 +18,9 @@ use super::{DkgSession, seat_in};
 use crate::api::Response;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
 
-use crate::durable::{is_abandoned, load_state, result_stored_for, veto_ops, vetoes_held};
+use crate::durable::{
+    is_abandoned, load_state, refresh_result_stored_for, result_stored_for, veto_ops, vetoes_held,
+};
 use crate::error::Error;
 use crate::ids::WalletEpoch;
 use crate::refresh::participants;
@@ -80,6 +82,8 @@ impl<S: Store> Signer<S> {
     /// result pending: its part 3 released the confirmation, so the others
     /// may switch on it (`thresig refresh --resume` finishes it);
     /// [`Error::RefreshSwitched`] when this member switched to it;
+    /// [`Error::StoredRecordInvalid`] when the store holds a record of the
+    /// session that is neither a veto nor a refresh result;
     /// [`Error::VetoCapacity`] when this member holds [`veto_cap`] other
     /// vetoes of this epoch the same member asked for; [`Error::Store`]
     /// (nothing changes).
@@ -108,6 +112,13 @@ impl<S: Store> Signer<S> {
         // A result record of the session with no pending result is the one
         // a switch keeps: this member switched.
         if !abandoned && result_stored_for(&self.store, wallet, session)? {
+            // Neither a veto nor a refresh result (such as a veto of a
+            // dropped format): what it promised cannot be told.
+            if !refresh_result_stored_for(&self.store, wallet, session)? {
+                return Err(Error::StoredRecordInvalid {
+                    wallet: wallet.clone(),
+                });
+            }
             return Err(Error::RefreshSwitched {
                 wallet: wallet.clone(),
                 session,
