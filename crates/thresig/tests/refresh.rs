@@ -745,3 +745,35 @@ fn kill_9_of_the_switched_members_between_resume_deliveries_then_resume_again_sw
     resumed(&cluster, &run);
     signs_and_consensus_accepts(&cluster, &made, 0x41);
 }
+
+/// Member 3 asks member 2 for vetoes of made-up sessions until it refuses
+/// (`capacity_exhausted`), then part 3 reaches member 1 only. Member 3
+/// used up only its own share of member 2's veto slots, so `--abort` run
+/// from member 1 still gets member 2's veto and member 1 discards.
+#[test]
+fn an_abort_still_gets_a_veto_after_another_member_filled_its_veto_slots() {
+    let (cluster, runtime, made) = keyed(95);
+    let third = cluster.peers(seat(3));
+    let refused = runtime.block_on(async {
+        let second = third.client(seat(2)).await.unwrap();
+        for made_up in 0u8..=16 {
+            let asked = second
+                .refresh_abandon(wallet_id(), DkgSessionId([made_up; 32]))
+                .await;
+            if let Err(error) = asked {
+                return error.to_string();
+            }
+        }
+        String::new()
+    });
+    assert!(refused.contains("capacity_exhausted"), "{refused}");
+    let run = step_to(&cluster, &runtime, Step::Part3OnOne);
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(&cluster, &["--abort", &session]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
+    assert_eq!(report["discarded"], serde_json::json!([1]));
+    all_at(&cluster, "active", 0);
+    signs_and_consensus_accepts(&cluster, &made, 0x42);
+}
