@@ -290,10 +290,32 @@ fn step_to(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, until: S
 
 /// Kills member 3 with SIGKILL and starts it again over the same store.
 fn kill_and_restart(cluster: &mut ProcessCluster, runtime: &tokio::runtime::Runtime) {
-    cluster.local.kill(seat(3)).unwrap();
-    cluster.local.start(seat(3)).unwrap();
+    kill_and_restart_seats(cluster, runtime, &[3]);
+}
+
+/// Kills `seats` with SIGKILL and starts them again over the same stores.
+fn kill_and_restart_seats(
+    cluster: &mut ProcessCluster,
+    runtime: &tokio::runtime::Runtime,
+    seats: &[u16],
+) {
     let peers = cluster.peers(seat(1));
-    runtime.block_on(common::wait_ready(&peers, seat(3)));
+    for s in seats {
+        cluster.local.kill(seat(*s)).unwrap();
+        cluster.local.start(seat(*s)).unwrap();
+        runtime.block_on(common::wait_ready(&peers, seat(*s)));
+    }
+}
+
+/// `thresig refresh --abort SESSION` succeeds on the vetoes of members 2
+/// and 3, and member 1 discards its pending result; the report.
+fn aborted_on_the_vetoes_of_2_and_3(cluster: &ProcessCluster, session: &str) -> serde_json::Value {
+    let out = refresh(cluster, &["--abort", session]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
+    assert_eq!(report["discarded"], serde_json::json!([1]));
+    report
 }
 
 /// `thresig refresh --resume` of the stepped session finishes it: every
@@ -434,11 +456,7 @@ fn a_refresh_stuck_after_part_3_on_one_member_is_aborted_and_a_new_one_completes
     }
     let stuck = refresh(&cluster, &["--resume", &session]);
     assert_ne!(stuck.status.code(), Some(0));
-    let out = refresh(&cluster, &["--abort", &session]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
-    assert_eq!(report["discarded"], serde_json::json!([1]));
+    aborted_on_the_vetoes_of_2_and_3(&cluster, &session);
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x39);
     let out = refresh(&cluster, &[]);
@@ -492,11 +510,7 @@ fn an_abort_skips_a_member_that_is_down_when_the_others_vetoes_suffice() {
     let run = step_to(&cluster, &runtime, Step::Part3OnOne);
     cluster.local.stop(seat(4)).unwrap();
     let session = hex::encode(run.proposal.session.0);
-    let out = refresh(&cluster, &["--abort", &session]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
-    assert_eq!(report["discarded"], serde_json::json!([1]));
+    let report = aborted_on_the_vetoes_of_2_and_3(&cluster, &session);
     assert_eq!(report["missed"], serde_json::json!([4]));
     cluster.local.start(seat(4)).unwrap();
     runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(4)));
@@ -679,20 +693,6 @@ fn a_wallet_refreshes_again_after_a_removal_with_the_list_kept_then_cleared() {
     signs_and_consensus_accepts(&cluster, &made, 0x3a);
 }
 
-/// Kills `seats` with SIGKILL and starts them again over the same stores.
-fn kill_and_restart_seats(
-    cluster: &mut ProcessCluster,
-    runtime: &tokio::runtime::Runtime,
-    seats: &[u16],
-) {
-    let peers = cluster.peers(seat(1));
-    for s in seats {
-        cluster.local.kill(seat(*s)).unwrap();
-        cluster.local.start(seat(*s)).unwrap();
-        runtime.block_on(common::wait_ready(&peers, seat(*s)));
-    }
-}
-
 /// `--abort` killed between its veto and discard steps: part 3 reached
 /// member 1 only; members 2 and 3 signed their vetoes (as `--abort` asks
 /// them), then the driver died, and members 1 and 2 were killed with
@@ -717,11 +717,7 @@ fn kill_9_between_the_veto_and_discard_steps_of_abort_then_abort_again_discards(
     let held = states(&cluster);
     assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
     let session = hex::encode(run.proposal.session.0);
-    let out = refresh(&cluster, &["--abort", &session]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
-    assert_eq!(report["discarded"], serde_json::json!([1]));
+    aborted_on_the_vetoes_of_2_and_3(&cluster, &session);
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x40);
     let out = refresh(&cluster, &[]);
@@ -769,11 +765,7 @@ fn an_abort_still_gets_a_veto_after_another_member_filled_its_veto_slots() {
     assert!(refused.contains("capacity_exhausted"), "{refused}");
     let run = step_to(&cluster, &runtime, Step::Part3OnOne);
     let session = hex::encode(run.proposal.session.0);
-    let out = refresh(&cluster, &["--abort", &session]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
-    assert_eq!(report["discarded"], serde_json::json!([1]));
+    aborted_on_the_vetoes_of_2_and_3(&cluster, &session);
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x42);
 }
