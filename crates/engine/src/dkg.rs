@@ -725,7 +725,7 @@ impl<S: Store> Signer<S> {
     /// Adopts a part-3 result held in memory whose commit turned out to be
     /// durable (the store holds exactly this result), so confirmations and
     /// the operator's abort see it. Does nothing otherwise.
-    fn adopt_durable(&self, slot: &Slot, shard: &mut Shard) -> Result<(), Error> {
+    pub(crate) fn adopt_durable(&self, slot: &Slot, shard: &mut Shard) -> Result<(), Error> {
         let Some(DkgSession {
             phase: Phase::Finished { result, .. },
             ..

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use common::dkg::*;
 use common::*;
-use thresig_engine::{DkgSessionId, ErrorCode, SignedDkgMessage, WalletEpoch, WalletStateKind};
+use thresig_engine::{
+    DkgSessionId, Error, ErrorCode, SignedDkgMessage, WalletEpoch, WalletStateKind,
+};
 use thresig_store::Store;
 
 const N: u16 = 3;
@@ -335,18 +337,32 @@ fn one_member_cannot_use_up_the_veto_slots_an_honest_abort_needs() {
     );
 }
 
+/// Refresh session 1 of "old" through part 2; seat 1's part-3 commit
+/// fails as `fault`, then its operator begins a rekey.
+fn rekeyed_after_a_failed_part_3(
+    seed: u64,
+    fault: Fault,
+) -> (
+    Cluster,
+    thresig_engine::DkgProposal,
+    BTreeMap<thresig_crypto::Seat, Vec<SignedDkgMessage>>,
+) {
+    let mut c = with_successor(seed);
+    let (p, inbox) = refresh_to_part3(&mut c, "old", 1, 0);
+    c.member(1).store().fail_next_commit(fault);
+    let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StorageUnavailable, "{err}");
+    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    (c, p, inbox)
+}
+
 /// A part 3 whose commit failed (nothing written), then an emergency
 /// rekey, then the same part 3 again: the retry is checked like the first
 /// try (the wallet is no longer `active` at the refresh's epoch), so
 /// nothing is stored, the member never released, and it vetoes.
 #[test]
 fn a_retried_part_3_after_a_rekey_stores_nothing_and_the_member_vetoes() {
-    let mut c = with_successor(709);
-    let (p, inbox) = refresh_to_part3(&mut c, "old", 1, 0);
-    c.member(1).store().fail_next_commit(Fault::Lost);
-    let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::StorageUnavailable, "{err}");
-    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    let (mut c, p, inbox) = rekeyed_after_a_failed_part_3(709, Fault::Lost);
     let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
     assert_eq!(err.code(), ErrorCode::WalletNotActive, "{err}");
     assert!(!has_share(&c, 1, "old", 1), "no pending share is stored");
@@ -363,29 +379,33 @@ fn a_retried_part_3_after_a_rekey_stores_nothing_and_the_member_vetoes() {
 
 /// A part 3 whose commit is durable though it reported failure, then an
 /// emergency rekey: the rekey reads the stored result back first, so the
-/// member counts as released (the commit is the release point, whatever
-/// it answered), keeps the pending result and refuses a veto, across a
-/// restart.
+/// member holds the refresh pending (the commit is the release point,
+/// whatever it answered): it refuses a veto as released, not as switched,
+/// and switches on the confirmations without a restart, still rekeying.
 #[test]
 fn a_rekey_after_an_ambiguous_part_3_commit_keeps_the_pending_refresh() {
-    let mut c = with_successor(710);
-    let (p, inbox) = refresh_to_part3(&mut c, "old", 1, 0);
-    c.member(1).store().fail_next_commit(Fault::Ambiguous);
-    finish_at(&c, &p, &inbox, 1).unwrap_err();
-    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
-    for restart in [false, true] {
-        if restart {
-            c.restart(1);
-        }
-        let status = c.member(1).signer().status(&wid("old")).unwrap();
-        assert_eq!(status.refresh.map(|r| r.session), Some(p.session));
-        let err = c
-            .member(1)
+    let (c, p, inbox) = rekeyed_after_a_failed_part_3(710, Fault::Ambiguous);
+    let status = c.member(1).signer().status(&wid("old")).unwrap();
+    assert_eq!(status.refresh.map(|r| r.session), Some(p.session));
+    let err = c
+        .member(1)
+        .signer()
+        .refresh_abandon(coordinator(2), &p.wallet, p.session)
+        .unwrap_err();
+    assert!(matches!(err, Error::RefreshConfirmed { .. }), "{err}");
+    let mut all = vec![finish_at(&c, &p, &inbox, 2).unwrap()];
+    all.push(finish_at(&c, &p, &inbox, 3).unwrap());
+    all.extend(
+        c.member(1)
             .signer()
-            .refresh_abandon(coordinator(2), &p.wallet, p.session)
-            .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::RefreshConfirmed, "{err}");
-    }
+            .refresh_confirmations(&p.wallet, p.session)
+            .unwrap(),
+    );
+    assert!(deliver(&c, 1, "old", &all));
+    assert_eq!(
+        at(&c, 1, "old"),
+        (WalletStateKind::Rekeying, Some(WalletEpoch(1)))
+    );
 }
 
 /// An emergency rekey of a `refreshing` wallet whose commit was lost: the

@@ -38,12 +38,17 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::UnknownWallet`]; [`Error::RekeyNotPossible`] if the wallet
     /// names no successor or is not `active`, `refreshing` or `rekeying`;
-    /// [`Error::Store`] if the commit is not acknowledged: it may be durable
+    /// [`Error::Store`] if the store cannot be read (nothing changes), or
+    /// if the commit is not acknowledged: it may be durable
     /// (the witness write after it failed), so the wallet is `rekeying` in
     /// memory either way, and a retry commits again.
     pub fn begin_rekey(&self, wallet: &WalletId) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
+        // A refresh part 3 whose commit reported failure but is durable
+        // released this member's confirmation: the rekey keeps it pending,
+        // as for any refreshing wallet (a rekeying one adopts none later).
+        self.adopt_durable(slot, &mut shard)?;
         let not_possible = || Error::RekeyNotPossible {
             wallet: wallet.clone(),
         };
