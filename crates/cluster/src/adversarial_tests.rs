@@ -13,7 +13,10 @@ use thresig_daemon::{
     SignerError, SignerHandler, TlsPaths, Validity, serve,
 };
 use thresig_engine::test_util::cluster::seat;
-use thresig_engine::{DkgProposal, DkgSessionId, Request, Response, Signer, WalletId};
+use thresig_engine::{
+    DkgKind, DkgPayload, DkgProposal, DkgSessionId, Request, Response, SignedDkgMessage, Signer,
+    WalletEpoch, WalletId,
+};
 use thresig_store::EncryptedStore;
 use thresig_store::provider::KeyProvider;
 use thresig_tx::Network;
@@ -63,6 +66,12 @@ enum Mode {
     /// Signing round 2: valid shares with no identity signature, as a
     /// member older than its coordinator answers.
     Round2Unsigned,
+    /// DKG confirmation: the first is refused as overloaded (the engine
+    /// does not run), as a member at its per-seat request cap refuses.
+    ConfirmOverloadedOnce,
+    /// Refresh confirmations asked for: answers with the cluster's planted
+    /// messages (other members' genuine, older confirmations) first.
+    ReplaysConfirmations,
 }
 
 /// How long a `...LateOnce` member holds its first reply.
@@ -82,6 +91,8 @@ struct Member {
     inner: EngineHandler<Arc<EncryptedStore>>,
     mode: Mode,
     release: Arc<Release>,
+    /// What a [`Mode::ReplaysConfirmations`] member answers first.
+    planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
     /// Whether a `...LostOnce` mode already lost its reply.
     lost: std::sync::atomic::AtomicBool,
     /// The member's identity key, with which a member whose mode changes
@@ -130,6 +141,21 @@ impl SignerHandler for Member {
             Request::Round2(asked) => self.round2(peer, asked),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
+            Request::DkgConfirm { .. } if self.loses(Mode::ConfirmOverloadedOnce) => {
+                Err(SignerError::new(
+                    thresig_daemon::ErrorCode::OVERLOADED,
+                    thresig_daemon::Recovery::Retryable,
+                    "too many requests from this seat",
+                ))
+            }
+            Request::RefreshConfirmations { .. } if self.mode == Mode::ReplaysConfirmations => {
+                let mut response = self.inner.handle(peer, request)?;
+                if let Response::DkgMessages { messages } = &mut response {
+                    let planted = self.planted.lock().unwrap().clone();
+                    messages.splice(0..0, planted);
+                }
+                Ok(response)
+            }
             _ => self.inner.handle(peer, request),
         }
     }
@@ -222,6 +248,7 @@ struct Cluster {
     stops: Vec<oneshot::Sender<()>>,
     stores: Vec<Arc<EncryptedStore>>,
     release: Arc<Release>,
+    planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
 }
 
 impl Drop for Cluster {
@@ -268,6 +295,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         stops: Vec::new(),
         stores: Vec::new(),
         release: release.clone(),
+        planted: Arc::default(),
     };
     for number in 1..=n {
         let path = cluster.config_path(seat(number));
@@ -287,6 +315,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             inner: EngineHandler::new(signer, node.identities()),
             mode,
             release: release.clone(),
+            planted: cluster.planted.clone(),
             lost: std::sync::atomic::AtomicBool::new(false),
             identity: key,
         });
@@ -875,4 +904,130 @@ async fn a_failed_dkg_leaves_no_member_holding_its_session() {
 async fn a_dkg_of_more_members_than_a_member_admits_at_once_completes() {
     let cluster = start(9, 5, &[], |d| d.limits.max_requests_per_seat = 4).await;
     dkg_from(&cluster, 1, 17).await.unwrap();
+}
+
+/// A confirmation a member refuses as overloaded (its per-seat request
+/// cap) is sent again: the refresh completes instead of failing after
+/// other members switched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_whose_confirmation_is_refused_as_overloaded_once_completes() {
+    let cluster = start(3, 2, &[(2, Mode::ConfirmOverloadedOnce)], keep).await;
+    // The DKG's own confirmations meet the refusal first: a DKG retries
+    // it as well.
+    dkg_from(&cluster, 1, 31).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    let outcome = crate::run_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        DkgSessionId([0x31; 32]),
+        &crate::Silent,
+    )
+    .await;
+    assert!(outcome.is_ok(), "{:?}", outcome.err());
+}
+
+/// Runs the refresh `session` of the wallet's epoch `from` from member 1
+/// through part 3 at every member, as a coordinator that dies right after.
+async fn refresh_to_part3(cluster: &Cluster, session: DkgSessionId, from: u64) {
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let proposal = DkgProposal::new(
+        session,
+        wallet.id().clone(),
+        wallet.config.threshold,
+        wallet.config.roster.clone(),
+    )
+    .with_kind(DkgKind::Refresh {
+        from_epoch: WalletEpoch(from),
+        removed: Vec::new(),
+    });
+    let seats: Vec<Seat> = (1..=3).map(seat).collect();
+    let mut round1 = Vec::new();
+    for s in &seats {
+        let client = peers.client(*s).await.unwrap();
+        round1.push(client.dkg_start(proposal.clone()).await.unwrap());
+    }
+    let mut inbox: std::collections::BTreeMap<Seat, Vec<SignedDkgMessage>> = Default::default();
+    for s in &seats {
+        let others = round1.iter().filter(|m| m.sender != *s).cloned().collect();
+        let client = peers.client(*s).await.unwrap();
+        for m in client
+            .dkg_round2(wallet.id().clone(), session, others)
+            .await
+            .unwrap()
+        {
+            if let DkgPayload::Round2 { to, .. } = &m.payload {
+                inbox.entry(*to).or_default().push(m);
+            }
+        }
+    }
+    for s in &seats {
+        let client = peers.client(*s).await.unwrap();
+        let mine = inbox.remove(s).unwrap();
+        client
+            .dkg_finish(wallet.id().clone(), session, mine)
+            .await
+            .unwrap();
+    }
+}
+
+/// A session id run again after two switches: its coordinator dies after
+/// part 3. Member 1 (the lowest seat, asked first) answers `--resume` with
+/// member 2's genuine confirmation of the session's first run, at epoch 0,
+/// before its own: it is not this refresh's, so it accuses nobody and
+/// `--resume` finishes the refresh with member 2's real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_ignores_an_older_runs_confirmation_replayed_by_a_member() {
+    let cluster = start(3, 2, &[(1, Mode::ReplaysConfirmations)], keep).await;
+    dkg_from(&cluster, 1, 41).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let reused = DkgSessionId([0x41; 32]);
+    for session in [reused, DkgSessionId([0x42; 32])] {
+        let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+        crate::run_refresh(
+            &peers,
+            wallet,
+            (own.epoch, &own.key.members()),
+            session,
+            &crate::Silent,
+        )
+        .await
+        .unwrap();
+        if session == reused {
+            let second = peers.client(seat(2)).await.unwrap();
+            let held = second
+                .refresh_confirmations(wallet.id().clone(), reused)
+                .await
+                .unwrap();
+            let old = held.into_iter().find(|m| m.sender == seat(2)).unwrap();
+            cluster.planted.lock().unwrap().push(old);
+        }
+    }
+    refresh_to_part3(&cluster, reused, 2).await;
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    assert_eq!(own.epoch, WalletEpoch(2));
+    let resumed = crate::resume_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        reused,
+        &crate::Silent,
+    )
+    .await;
+    assert!(resumed.is_ok(), "{:?}", resumed.err());
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    assert_eq!(own.epoch, WalletEpoch(3));
 }

@@ -94,6 +94,10 @@ struct WalletSection {
     /// The script tree the wallet's output key commits to: its root, 64
     /// hex digits.
     script_tree_root: Option<String>,
+    /// Cluster seats the operator approved removing at the next share
+    /// refresh (each must be one of `members`).
+    #[serde(default)]
+    remove: Vec<u16>,
 }
 
 /// A validated configuration.
@@ -525,9 +529,11 @@ fn validate_node(
                 ScriptTree::Root(MerkleRoot(root))
             }
         };
+        let remove = removal(&w.id, &w.remove, &seats, &invalid)?;
         let mut config = WalletConfig::new(w.id, w.threshold, keys)
             .with_policy(w.policy)
-            .with_script_tree(tree);
+            .with_script_tree(tree)
+            .with_removal(remove);
         if let Some(successor) = w.successor {
             config = config.with_successor(successor);
         }
@@ -595,6 +601,33 @@ fn signer_limits(
     Ok(limits)
 }
 
+/// A wallet's `remove` list (cluster seats) as wallet seats: each must be
+/// one of the wallet's members (a repeated one the engine refuses).
+fn removal(
+    wallet: &WalletId,
+    remove: &[u16],
+    members: &[Seat],
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<Seat>, ConfigError> {
+    remove
+        .iter()
+        .map(|n| {
+            let position = members.iter().position(|m| m.get() == *n);
+            position
+                .and_then(|i| u16::try_from(i + 1).ok())
+                .and_then(|i| Seat::try_from(i).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        "wallets.remove",
+                        format!(
+                            "of wallet {wallet} names seat {n}, which is not one of its members"
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// The `[[wallets]]` field a wallet the engine refuses gets wrong.
 fn wallet_field(e: &EngineConfigError) -> &'static str {
     match e {
@@ -605,6 +638,8 @@ fn wallet_field(e: &EngineConfigError) -> &'static str {
         }
         EngineConfigError::Policy { .. } => "wallets.policy",
         EngineConfigError::BadSuccessor { .. } => "wallets.successor",
+        EngineConfigError::UnknownRemovedSeat { .. }
+        | EngineConfigError::RemovesThreshold { .. } => "wallets.remove",
         _ => "wallets",
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError, RpcCode};
-use thresig_engine::{DkgPayload, DkgProposal, DkgSessionId, ErrorCode, SignedDkgMessage};
+use thresig_engine::{DkgKind, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, SignedDkgMessage};
 use tokio::task::JoinSet;
 use tracing::info;
 
@@ -82,6 +82,15 @@ pub enum DkgError {
     /// The run could not proceed at all.
     #[error("DKG aborted: {0}")]
     Aborted(&'static str),
+    /// `--resume` reached no member holding this member's confirmation of
+    /// the refresh (neither the member itself nor any that counted it).
+    #[error(
+        "refresh resume: no reachable member holds member {seat}'s confirmation; bring that member (or one that switched) back and run --resume again"
+    )]
+    Unconfirmed {
+        /// The member's cluster seat.
+        seat: Seat,
+    },
 }
 
 impl DkgError {
@@ -110,7 +119,7 @@ impl DkgError {
             // (`dkg_not_in_phase`: restarted, expired): a new run, with a
             // new session, is the fix (docs/errors.md).
             Self::Coordination { .. } => true,
-            Self::Protocol { .. } | Self::Aborted(_) => false,
+            Self::Protocol { .. } | Self::Aborted(_) | Self::Unconfirmed { .. } => false,
         };
         if fresh_run_can_succeed {
             Recovery::Retryable
@@ -147,11 +156,49 @@ pub async fn run_dkg(
     let mut id = [0u8; 32];
     rng.fill_bytes(&mut id);
     let session = DkgSessionId(id);
-    let outcome = run_session(peers, wallet, session, progress).await;
+    let agreed = run(peers, wallet, session, DkgKind::Fresh, None, progress).await?;
+    let output_key = output_key_of(&agreed).ok_or(DkgError::Aborted("no output key confirmed"))?;
+    Ok(DkgOutcome {
+        session,
+        output_key,
+    })
+}
+
+/// Runs the DKG `session` (fresh random bytes) of `kind` (a fresh DKG or
+/// a share refresh) among the wallet's members that take part (of a
+/// refresh: among `holders`, the seats of the current key record); the
+/// confirmation payload every one of them signed. If the run fails, every
+/// member is told to drop the session (if still in part 1 or 2), so the
+/// next run does not wait for it to expire.
+pub(crate) async fn run(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    session: DkgSessionId,
+    kind: DkgKind,
+    holders: Option<&[Seat]>,
+    progress: &dyn Progress,
+) -> Result<DkgPayload, DkgError> {
+    let members = taking_part(wallet, &kind, holders);
+    let proposal = DkgProposal::new(
+        session,
+        wallet.id().clone(),
+        wallet.config.threshold,
+        wallet.config.roster.clone(),
+    )
+    .with_kind(kind);
+    let outcome = run_session(peers, wallet, proposal, &members, progress).await;
     if outcome.is_err() {
         cancel(peers, wallet, session).await;
     }
     outcome
+}
+
+/// The output key a fresh DKG's confirmation names, if it is 32 bytes.
+fn output_key_of(payload: &DkgPayload) -> Option<[u8; 32]> {
+    match payload {
+        DkgPayload::Confirm { output_key, .. } => output_key.0.as_slice().try_into().ok(),
+        _ => None,
+    }
 }
 
 /// Tells every member to drop `session`, concurrently and at most once
@@ -177,22 +224,17 @@ async fn cancel(peers: &Arc<Peers>, wallet: &NodeWallet, session: DkgSessionId) 
     }
 }
 
-/// [`run_dkg`] of the fresh `session`.
+/// [`run`] of `proposal`: the confirmation payload every member signed.
 async fn run_session(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
-    session: DkgSessionId,
+    proposal: DkgProposal,
+    members: &[(Seat, Seat)],
     progress: &dyn Progress,
-) -> Result<DkgOutcome, DkgError> {
-    let proposal = DkgProposal::new(
-        session,
-        wallet.id().clone(),
-        wallet.config.threshold,
-        wallet.config.roster.clone(),
-    );
-    let members = members(wallet);
+) -> Result<DkgPayload, DkgError> {
+    let session = proposal.session;
     info!(wallet = %wallet.id(), members = members.len(), "DKG part 1");
-    let round1 = each(peers, &members, "start", progress, |client, _| {
+    let round1 = each(peers, members, "start", progress, |client, _| {
         let proposal = proposal.clone();
         async move { client.dkg_start(proposal).await }
     })
@@ -214,7 +256,7 @@ async fn run_session(
 
     info!("DKG part 2");
     let all_round1 = Arc::new(round1);
-    let round2 = each(peers, &members, "round 2", progress, |client, seat| {
+    let round2 = each(peers, members, "round 2", progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let others: Vec<SignedDkgMessage> = all_round1
             .iter()
@@ -270,20 +312,39 @@ async fn run_session(
 
     info!("DKG part 3");
     let inbox = Arc::new(inbox);
-    let confirmations = each(peers, &members, "finish", progress, |client, seat| {
+    let confirmations = each(peers, members, "finish", progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let mine = inbox.get(&seat).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
     })
     .await?;
-    let mut output_key = None;
-    for (seat, confirmation) in &confirmations {
-        let DkgPayload::Confirm {
-            output_key: key, ..
-        } = &confirmation.payload
-        else {
+    let agreed = agree(wallet, &proposal.kind, &confirmations)?;
+    info!("DKG confirmations");
+    deliver(peers, wallet, members, confirmations, progress).await?;
+    Ok(agreed)
+}
+
+/// The confirmation payload every member signed, each checked to be of
+/// `kind`, its own and validly signed.
+///
+/// # Errors
+/// [`DkgError::Protocol`] naming the first member whose confirmation is
+/// not, or confirms another result.
+pub(crate) fn agree(
+    wallet: &NodeWallet,
+    kind: &DkgKind,
+    confirmations: &BTreeMap<Seat, SignedDkgMessage>,
+) -> Result<DkgPayload, DkgError> {
+    let mut agreed: Option<&DkgPayload> = None;
+    for (seat, confirmation) in confirmations {
+        let of_kind = matches!(
+            (kind, &confirmation.payload),
+            (DkgKind::Fresh, DkgPayload::Confirm { .. })
+                | (DkgKind::Refresh { .. }, DkgPayload::RefreshConfirm { .. })
+        );
+        if !of_kind {
             return Err(protocol("finish", wallet, *seat, "not a confirmation"));
-        };
+        }
         if confirmation.sender != *seat {
             return Err(protocol(
                 "finish",
@@ -295,23 +356,40 @@ async fn run_session(
         if !confirmation.verify(&wallet.config) {
             return Err(protocol("finish", wallet, *seat, UNSIGNED));
         }
-        let key: [u8; 32] = key
-            .0
-            .as_slice()
-            .try_into()
-            .map_err(|_| protocol("finish", wallet, *seat, "output key is not 32 bytes"))?;
-        if output_key.is_some_and(|k| k != key) {
+        if *kind == DkgKind::Fresh && output_key_of(&confirmation.payload).is_none() {
+            return Err(protocol(
+                "finish",
+                wallet,
+                *seat,
+                "output key is not 32 bytes",
+            ));
+        }
+        // Every member must confirm the same result: for a refresh the
+        // whole key record and transcript, not just the (unchanged) key.
+        if agreed.is_some_and(|p| *p != confirmation.payload) {
             return Err(protocol("finish", wallet, *seat, "confirmed another key"));
         }
-        output_key = Some(key);
+        agreed = Some(&confirmation.payload);
     }
-    let Some(output_key) = output_key else {
-        return Err(DkgError::Aborted("the wallet has no members"));
-    };
+    agreed
+        .cloned()
+        .ok_or(DkgError::Aborted("the wallet has no members"))
+}
 
-    info!("DKG confirmations");
+/// Delivers every confirmation to every one of `members`, which must each
+/// then report the wallet active (switched, for a refresh).
+///
+/// # Errors
+/// [`DkgError`] naming the first member that refused or stayed inactive.
+pub(crate) async fn deliver(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    members: &[(Seat, Seat)],
+    confirmations: BTreeMap<Seat, SignedDkgMessage>,
+    progress: &dyn Progress,
+) -> Result<(), DkgError> {
     let confirmations: Arc<Vec<SignedDkgMessage>> = Arc::new(confirmations.into_values().collect());
-    let statuses = each(peers, &members, "confirm", progress, |client, _| {
+    let statuses = each(peers, members, "confirm", progress, |client, _| {
         let wallet_id = wallet.id().clone();
         let confirmations = confirmations.clone();
         // CONFIRMATIONS_IN_FLIGHT at a time (the member takes them in any
@@ -341,10 +419,7 @@ async fn run_session(
             return Err(protocol("confirm", wallet, seat, "wallet not active"));
         }
     }
-    Ok(DkgOutcome {
-        session,
-        output_key,
-    })
+    Ok(())
 }
 
 /// Confirmations sent to one member at a time. A member admits at most
@@ -364,6 +439,26 @@ fn confirmed(
 
 /// What a member answered with a message its identity key did not sign.
 const UNSIGNED: &str = "a message its identity key did not sign";
+
+/// The wallet's seats that take part in a session of `kind` (a refresh
+/// leaves its removed seats out, and those not among `holders`, the
+/// members of the key record it refreshes: an earlier refresh may have
+/// removed a seat that stays in the roster), with their cluster seats.
+pub(crate) fn taking_part(
+    wallet: &NodeWallet,
+    kind: &DkgKind,
+    holders: Option<&[Seat]>,
+) -> Vec<(Seat, Seat)> {
+    let removed: &[Seat] = match kind {
+        DkgKind::Fresh => &[],
+        DkgKind::Refresh { removed, .. } => removed,
+    };
+    members(wallet)
+        .into_iter()
+        .filter(|(seat, _)| !removed.contains(seat))
+        .filter(|(seat, _)| holders.is_none_or(|h| h.contains(seat)))
+        .collect()
+}
 
 /// The wallet's seats with their cluster seats.
 fn members(wallet: &NodeWallet) -> Vec<(Seat, Seat)> {
@@ -403,7 +498,7 @@ const ATTEMPTS: usize = 3;
 /// is returned once the other requests in flight ended (each within the
 /// members' patience), so that a cancel sent after it reaches every member
 /// after its request did.
-async fn each<T, F, Fut>(
+pub(crate) async fn each<T, F, Fut>(
     peers: &Arc<Peers>,
     members: &[(Seat, Seat)],
     phase: &'static str,

@@ -45,6 +45,7 @@ pub mod node;
 mod peers;
 mod progress;
 pub mod provision;
+mod refresh;
 mod repair;
 mod sign;
 mod status;
@@ -57,6 +58,7 @@ pub use identity::IdentityError;
 pub use kept::KeptAnswers;
 pub use peers::Peers;
 pub use progress::{Progress, Silent};
+pub use refresh::{AbortOutcome, RefreshOutcome, abort_refresh, resume_refresh, run_refresh};
 pub use repair::{RepairError, RepairOutcome, run_repair};
 pub use sign::{
     Handed, Round2Journal, SignError, SignOptions, SignOutcome, WireScheme,

@@ -1,7 +1,8 @@
 //! One timed DKG at (51, 100), all parts for all members in one process,
-//! then a 51-signer signature checked under the output key (about a minute
-//! of CPU; not sampled by criterion), then one timed repair of seat 100 by
-//! helpers 1 to 51 (all three steps for all helpers, every check). Run with:
+//! then one timed share refresh of its key, each followed by a 51-signer
+//! signature checked under the output key, then one timed repair of seat
+//! 100 by helpers 1 to 51 (all three steps for all helpers, every check);
+//! about two minutes of CPU, not sampled by criterion. Run with:
 //! `cargo bench -p thresig-crypto --bench dkg_large`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,8 +20,27 @@ fn main() {
     let (shares, wallet) = dkg_in_process(params, ScriptTree::KeyPathOnly, rng).unwrap();
     let elapsed = start.elapsed();
     println!("dkg_all_members/51-of-100: {:.1} s", elapsed.as_secs_f64());
+    signs(&shares, &wallet, rng);
 
-    // The result is a working wallet: 51 signers sign.
+    let start = Instant::now();
+    let started = shares
+        .values()
+        .map(|share| DkgRound1::refresh(share, &wallet, &[], rng))
+        .collect::<Result<Vec<_>>>()
+        .unwrap();
+    let (refreshed, same) = run_in_process(started).unwrap();
+    let elapsed = start.elapsed();
+    println!(
+        "refresh_all_members/51-of-100: {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    assert_eq!(same.output_key(), wallet.output_key());
+    signs(&refreshed, &same, rng);
+    repairs(&refreshed, &same, rng);
+}
+
+/// The result is a working wallet: 51 signers sign.
+fn signs(shares: &BTreeMap<Seat, KeyShare>, wallet: &WalletKey, rng: &mut ChaCha20Rng) {
     let message = [1u8; 32];
     let mut nonces = Vec::new();
     let mut commitments = BTreeMap::new();
@@ -33,12 +53,15 @@ fn main() {
     let mut sig_shares = BTreeMap::new();
     for nonce in nonces {
         let seat = nonce.seat();
-        let share = sign(nonce, &package, &shares[&seat], &wallet).unwrap();
+        let share = sign(nonce, &package, &shares[&seat], wallet).unwrap();
         sig_shares.insert(seat, share);
     }
-    let signature = aggregate(&wallet, &package, &sig_shares).unwrap();
+    let signature = aggregate(wallet, &package, &sig_shares).unwrap();
     verify(&wallet.output_key(), &message, &signature).unwrap();
+}
 
+/// Repair of seat 100 by the first 51 members, timed.
+fn repairs(shares: &BTreeMap<Seat, KeyShare>, wallet: &WalletKey, rng: &mut ChaCha20Rng) {
     // Repair of seat 100 by the first 51 members: every helper's deals and
     // sums, and the repaired member's checks and rebuild.
     let lost = Seat::try_from(100).unwrap();
@@ -47,7 +70,7 @@ fn main() {
     let mut inbox: BTreeMap<Seat, Vec<(Seat, RepairDelta)>> = BTreeMap::new();
     let mut published = BTreeMap::new();
     for h in &helpers {
-        let out = repair_step1(&shares[h], &wallet, &helpers, lost, rng).unwrap();
+        let out = repair_step1(&shares[h], wallet, &helpers, lost, rng).unwrap();
         published.insert(*h, out.commitments().clone());
         for (to, delta) in out.into_deltas() {
             inbox.entry(to).or_default().push((*h, delta));
@@ -59,7 +82,7 @@ fn main() {
         .map(|(me, received)| (me, repair_step2(me, received, &published).unwrap()))
         .collect();
     let summed = start.elapsed();
-    let rebuilt = repair_step3(sigmas, &published, lost, &wallet).unwrap();
+    let rebuilt = repair_step3(sigmas, &published, lost, wallet).unwrap();
     let finished = start.elapsed();
     assert_eq!(rebuilt.seat(), lost);
     println!(

@@ -3,9 +3,19 @@
 //! ```text
 //! DkgRound1::start / DkgRound1::refresh --(own Round1Package to all)-->
 //! DkgRound1::receive(peers' round-1) ----(one Round2Package per peer)-->
-//! DkgRound2::finish(peers' round-2) ----> DkgOutput { KeyShare, WalletKey }
+//! DkgRound2::finish(peers' round-2) ----> DkgOutput { KeyShare, WalletKey, transcript }
 //! ```
 //! Each transition consumes the previous state, so a step cannot be run twice.
+//!
+//! The output carries a transcript digest over every round-1 package this
+//! member saw (its own included), the roster, the threshold and, for a
+//! refresh, the removal set and the wallet record being refreshed. A refresh
+//! has no proof of knowledge and forces every polynomial's constant term to
+//! zero, so a member that shows different round-1 packages to different
+//! peers leaves every key unchanged while the new shares no longer fit
+//! together: only the digests differ. Members must therefore agree on the
+//! digest (the engine's signed confirmation carries it) before anyone uses
+//! the result.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -15,7 +25,8 @@ use frost_secp256k1_tr::keys::dkg::{self, round1, round2};
 use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, refresh};
 use frost_secp256k1_tr::{Error as FrostError, Identifier};
 use rand_core::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
+use sha2::{Digest as _, Sha256};
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::codec::codec;
 use crate::dkg_batch;
@@ -66,6 +77,8 @@ enum Mode {
 struct Session {
     me: Seat,
     roster: BTreeSet<Seat>,
+    /// The seats a refresh leaves out (empty for a fresh DKG).
+    removed: BTreeSet<Seat>,
     threshold: u16,
     mode: Mode,
 }
@@ -78,6 +91,42 @@ impl Session {
             Mode::Fresh { .. } => usize::from(self.threshold),
             Mode::Refresh { .. } => usize::from(self.threshold).saturating_sub(1),
         }
+    }
+
+    /// The transcript digest over `round1` (every member's package, this
+    /// member's own included) and the session's parameters; see the module
+    /// docs for why every member must end with the same one.
+    fn transcript(&self, round1: &BTreeMap<Identifier, round1::Package>) -> Result<[u8; 32]> {
+        let mut h = Sha256::new();
+        h.update(TRANSCRIPT_DOMAIN);
+        match &self.mode {
+            // Key path only is a tag of its own: hashed as a zero root, it
+            // would match a tree whose root is 32 zero bytes.
+            Mode::Fresh { tree } => match tree.root_bytes() {
+                None => h.update([0]),
+                Some(root) => {
+                    h.update([2]);
+                    h.update(root);
+                }
+            },
+            Mode::Refresh { wallet, .. } => {
+                h.update([1]);
+                framed_update(&mut h, &wallet.to_bytes()?);
+            }
+        }
+        h.update(self.threshold.to_be_bytes());
+        for set in [&self.roster, &self.removed] {
+            h.update((set.len() as u64).to_be_bytes());
+            for seat in set {
+                h.update(seat.get().to_be_bytes());
+            }
+        }
+        for (id, package) in round1 {
+            let seat = Seat::from_identifier(id).ok_or(Error::OwnPackageEchoed)?;
+            h.update(seat.get().to_be_bytes());
+            framed_update(&mut h, &crate::codec::encode_exact(package)?);
+        }
+        Ok(h.finalize().into())
     }
 
     /// Indexes peers' packages by identifier, refusing our own seat, seats
@@ -102,6 +151,15 @@ impl Session {
         }
         Ok(out)
     }
+}
+
+/// Domain separation tag of the transcript digest.
+const TRANSCRIPT_DOMAIN: &[u8] = b"thresig/crypto/dkg-transcript/v1";
+
+/// Hashes `bytes` behind its length, so adjacent fields cannot run together.
+fn framed_update(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
 }
 
 fn blame(err: FrostError) -> Error {
@@ -142,18 +200,21 @@ impl DkgRound1 {
     ) -> Result<(Self, Round1Package)> {
         params.check_seat(me)?;
         let roster = params.seats().collect();
-        Self::begin(me, roster, params, Mode::Fresh { tree }, rng)
+        let sets = (roster, BTreeSet::new());
+        Self::begin(me, sets, params, Mode::Fresh { tree }, rng)
     }
 
     /// Starts a refresh of `share` (DKG variant: every member contributes a
     /// zero-secret polynomial; no one learns another's share). The group key
     /// stays; every share changes. Seats in `removed` are left out of the new
     /// sharing and their old shares stop combining with the new ones; nobody
-    /// else is ever dropped. All remaining members must take part.
+    /// else is ever dropped. All remaining members must take part, and every
+    /// one must be given the same `removed` (it enters the transcript).
     ///
     /// # Errors
     /// [`Error::WrongWallet`] if the share is not the wallet's,
-    /// [`Error::UnknownSeat`] if this member is among `removed`,
+    /// [`Error::UnknownSeat`] if this member is among `removed`, or a seat
+    /// in `removed` is not a member of the wallet or is named twice,
     /// [`Error::InvalidParams`] if fewer than the threshold would remain.
     pub fn refresh(
         share: &KeyShare,
@@ -163,10 +224,18 @@ impl DkgRound1 {
     ) -> Result<(Self, Round1Package)> {
         share.check_wallet(wallet)?;
         let me = share.seat();
-        let roster: BTreeSet<Seat> = wallet
-            .members()
+        let members = wallet.members();
+        let mut removal = BTreeSet::new();
+        for seat in removed {
+            // A seat that is no member, or one named twice, is most likely a
+            // typo: ignoring it would remove nobody, or not whom was meant.
+            if !members.contains(seat) || !removal.insert(*seat) {
+                return Err(Error::UnknownSeat { seat: seat.get() });
+            }
+        }
+        let roster: BTreeSet<Seat> = members
             .into_iter()
-            .filter(|seat| !removed.contains(seat))
+            .filter(|seat| !removal.contains(seat))
             .collect();
         if !roster.contains(&me) {
             return Err(Error::UnknownSeat { seat: me.get() });
@@ -176,13 +245,14 @@ impl DkgRound1 {
             old: Box::new(share.package().clone()),
             wallet: Box::new(wallet.clone()),
         };
-        Self::begin(me, roster, params, mode, rng)
+        Self::begin(me, (roster, removal), params, mode, rng)
     }
 
-    /// Part 1 of either variant for `me` among `roster`.
+    /// Part 1 of either variant for `me` among `roster`, with `removed`
+    /// left out.
     fn begin(
         me: Seat,
-        roster: BTreeSet<Seat>,
+        (roster, removed): (BTreeSet<Seat>, BTreeSet<Seat>),
         params: GroupParams,
         mode: Mode,
         rng: &mut (impl RngCore + CryptoRng),
@@ -195,6 +265,7 @@ impl DkgRound1 {
         let session = Session {
             me,
             roster,
+            removed,
             threshold: t,
             mode,
         };
@@ -240,6 +311,9 @@ impl DkgRound1 {
                 return Err(Error::WrongCommitmentLength { culprit });
             }
         }
+        let mut everyone = round1.clone();
+        everyone.insert(self.session.me.identifier(), self.own.clone());
+        let transcript = self.session.transcript(&everyone)?;
         let (secret, outgoing) = match self.session.mode {
             Mode::Fresh { .. } => dkg::part2(self.secret, &round1),
             Mode::Refresh { .. } => refresh::refresh_dkg_part2(self.secret, &round1),
@@ -254,6 +328,7 @@ impl DkgRound1 {
             secret,
             own: self.own,
             round1,
+            transcript,
         };
         Ok((state, outgoing))
     }
@@ -265,6 +340,7 @@ pub struct DkgRound2 {
     secret: round2::SecretPackage,
     own: round1::Package,
     round1: BTreeMap<Identifier, round1::Package>,
+    transcript: [u8; 32],
 }
 
 impl DkgRound2 {
@@ -301,20 +377,26 @@ impl DkgRound2 {
                 for (id, package) in &round2 {
                     check_refresh_share(self.session.me, id, package, &self.round1)?;
                 }
+                // frost takes the old key package by value; a clone moves in
+                // (and is wiped when frost drops it) while the box is wiped
+                // here. Moving it out of the box would free the box's memory
+                // with the share still in it.
                 let (key, group) = refresh::refresh_dkg_shares(
                     &self.secret,
                     &self.round1,
                     &round2,
                     wallet.group().clone(),
-                    *old,
+                    KeyPackage::clone(&old),
                 )
                 .map_err(blame)?;
+                drop(old);
                 (key, wallet.with_group(group)?)
             }
         };
         Ok(DkgOutput {
             key_share: KeyShare::new(key_package)?,
             wallet,
+            transcript: self.transcript,
         })
     }
 }
@@ -342,9 +424,10 @@ fn check_refresh_share(
         coefficients.push(poly::element(&bytes).ok_or_else(bad)?);
     }
     let share_bytes = Zeroizing::new(package.signing_share().serialize());
-    let share = poly::scalar(&share_bytes).ok_or_else(bad)?;
-    let expected = poly::evaluate(&coefficients, &poly::seat_scalar(me));
-    if poly::base_mul(&share) != expected {
+    let mut share = poly::scalar(&share_bytes).ok_or_else(bad)?;
+    let image = poly::base_mul(&share);
+    share.zeroize();
+    if image != poly::evaluate(&coefficients, &poly::seat_scalar(me)) {
         return Err(bad());
     }
     Ok(())
@@ -381,6 +464,7 @@ fn untweaked_group_key(
 pub struct DkgOutput {
     key_share: KeyShare,
     wallet: WalletKey,
+    transcript: [u8; 32],
 }
 
 impl DkgOutput {
@@ -396,10 +480,19 @@ impl DkgOutput {
         &self.wallet
     }
 
-    /// Splits the output into its parts.
+    /// The transcript digest (see the module docs): the result may be used
+    /// only once every member is known to hold the same digest and wallet.
     #[must_use]
-    pub fn into_parts(self) -> (KeyShare, WalletKey) {
-        (self.key_share, self.wallet)
+    pub fn transcript(&self) -> [u8; 32] {
+        self.transcript
+    }
+
+    /// Splits the output into its parts: the share, the wallet key and
+    /// the transcript digest, which a caller must still compare with every
+    /// other member's before using the others.
+    #[must_use]
+    pub fn into_parts(self) -> (KeyShare, WalletKey, [u8; 32]) {
+        (self.key_share, self.wallet, self.transcript)
     }
 }
 

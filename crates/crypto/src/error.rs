@@ -102,6 +102,12 @@ pub enum Error {
     /// The BIP341 tweak of the internal key is not the group's key.
     #[error("internal key does not tweak to the group key")]
     InternalKeyMismatch,
+    /// Members of one DKG or refresh ended with different transcript
+    /// digests: someone showed different round-1 packages to different
+    /// members, or members were given different removal sets. The result
+    /// must not be used.
+    #[error("members disagree on the DKG transcript; discard the result")]
+    TranscriptMismatch,
     /// A key share does not belong to the wallet it was used with.
     #[error("key share of seat {seat} does not belong to this wallet")]
     WrongWallet {

@@ -68,7 +68,8 @@
 //! let mut wallet = None;
 //! for state in states2 {
 //!     let me = state.seat();
-//!     let (share, key) = state.finish(inbox.remove(&me).unwrap_or_default())?.into_parts();
+//!     let (share, key, _transcript) =
+//!         state.finish(inbox.remove(&me).unwrap_or_default())?.into_parts();
 //!     shares.insert(me, share);
 //!     wallet = Some(key);
 //! }

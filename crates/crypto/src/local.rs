@@ -20,7 +20,8 @@ pub type LocalGroup = (BTreeMap<Seat, KeyShare>, WalletKey);
 ///
 /// # Errors
 /// Any error of [`DkgRound1::receive`] or [`crate::DkgRound2::finish`];
-/// [`Error::InternalKeyMismatch`] if members disagree on the wallet key;
+/// [`Error::TranscriptMismatch`] or [`Error::InternalKeyMismatch`] if
+/// members disagree on the transcript or the wallet key;
 /// [`Error::WrongPackageCount`] if `started` is empty.
 pub fn run_in_process(started: Vec<(DkgRound1, Round1Package)>) -> Result<LocalGroup> {
     let round1: Vec<(Seat, Round1Package)> =
@@ -38,11 +39,15 @@ pub fn run_in_process(started: Vec<(DkgRound1, Round1Package)>) -> Result<LocalG
     }
     let mut shares = BTreeMap::new();
     let mut agreed: Option<WalletKey> = None;
+    let mut transcript = None;
     for state in waiting {
         let me = state.seat();
-        let (share, wallet) = state
-            .finish(inbox.remove(&me).unwrap_or_default())?
-            .into_parts();
+        let output = state.finish(inbox.remove(&me).unwrap_or_default())?;
+        let (share, wallet, theirs) = output.into_parts();
+        if transcript.is_some_and(|t| t != theirs) {
+            return Err(Error::TranscriptMismatch);
+        }
+        transcript = Some(theirs);
         if agreed.as_ref().is_some_and(|w| *w != wallet) {
             return Err(Error::InternalKeyMismatch);
         }

@@ -82,7 +82,7 @@ pub enum ScriptTree {
 }
 
 impl ScriptTree {
-    fn root_bytes(&self) -> Option<[u8; 32]> {
+    pub(crate) fn root_bytes(&self) -> Option<[u8; 32]> {
         match self {
             Self::KeyPathOnly => None,
             Self::Root(root) => Some(root.0),

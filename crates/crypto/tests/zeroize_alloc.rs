@@ -107,6 +107,23 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     drop(deltas[0].1.to_bytes().unwrap());
     leaks.push(("RepairDelta::to_bytes", disarm()));
 
+    // A refresh holds a copy of the old share's key package; in memory the
+    // scalar sits as little-endian limbs, so the needle is the encoding
+    // reversed.
+    let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let encoded = shares[&seat(1)].to_bytes().unwrap();
+    let mut in_memory = encoded[37..69].to_vec();
+    in_memory.reverse();
+    needle.copy_from_slice(&in_memory[..LEN]);
+    drop((encoded, in_memory));
+    arm(&needle);
+    let started = shares
+        .values()
+        .map(|s| DkgRound1::refresh(s, &wallet, &[], rng).unwrap())
+        .collect();
+    drop(run_in_process(started).unwrap());
+    leaks.push(("refresh", disarm()));
+
     leaks.retain(|(_, n)| *n > 0);
     assert!(
         leaks.is_empty(),

@@ -23,7 +23,7 @@ use thresig_engine::{
 
 use crate::api::SignerError;
 use crate::config::{DaemonConfig, TlsPaths};
-use crate::convert::{WireReply, dkg_messages_to_wire};
+use crate::convert::{Abandonment, WireReply, dkg_messages_to_wire};
 use crate::error::{Error, RpcCode};
 use crate::ids::{ClusterName, Seat};
 use crate::proto;
@@ -259,8 +259,70 @@ impl SignerClient {
         let request = proto::DkgCancelRequest {
             wallet_id: wallet.into(),
             session_id: session.0.to_vec(),
+            abandon: false,
+            abandonments: Vec::new(),
         };
         settle(self.rpc().dkg_cancel(request).await)
+    }
+
+    /// Asks the signer to abandon the refresh `session`: its signed
+    /// abandonment (it then can never finish the session).
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`]; the signer refuses with
+    /// `refresh_confirmed` when it released its confirmation of the
+    /// session (it holds the result pending, or switched to it).
+    pub async fn refresh_abandon(
+        &self,
+        wallet: WalletId,
+        session: DkgSessionId,
+    ) -> Result<SignedDkgMessage, Error> {
+        let request = proto::DkgCancelRequest {
+            wallet_id: wallet.into(),
+            session_id: session.0.to_vec(),
+            abandon: true,
+            abandonments: Vec::new(),
+        };
+        let signed: Abandonment = settle(self.rpc().dkg_cancel(request).await)?;
+        Ok(signed.0)
+    }
+
+    /// Gives the signer other members' abandonments of the refresh
+    /// `session`; whether it discarded a pending result of it.
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`].
+    pub async fn refresh_discard(
+        &self,
+        wallet: WalletId,
+        session: DkgSessionId,
+        abandonments: Vec<SignedDkgMessage>,
+    ) -> Result<bool, Error> {
+        let request = proto::DkgCancelRequest {
+            wallet_id: wallet.into(),
+            session_id: session.0.to_vec(),
+            abandon: false,
+            abandonments: dkg_messages_to_wire(abandonments),
+        };
+        settle(self.rpc().dkg_cancel(request).await)
+    }
+
+    /// The signed confirmations of the refresh `session` the signer holds
+    /// (its own and every other member's it counted).
+    ///
+    /// # Errors
+    /// As [`SignerClient::round1`]; the signer refuses with
+    /// `dkg_not_in_phase` when it holds no result of the session.
+    pub async fn refresh_confirmations(
+        &self,
+        wallet: WalletId,
+        session: DkgSessionId,
+    ) -> Result<Vec<SignedDkgMessage>, Error> {
+        let request = proto::RefreshConfirmationsRequest {
+            wallet_id: wallet.into(),
+            session_id: session.0.to_vec(),
+        };
+        settle(self.rpc().refresh_confirmations(request).await)
     }
 
     /// One step of a member repair; the signer's signed message of that

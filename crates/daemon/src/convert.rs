@@ -261,12 +261,15 @@ impl TryFrom<proto::DkgProposal> for Request {
                     .ok_or(Error::InvalidId(InvalidId::IdentityKey))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self::DkgStart(DkgProposal::new(
-            session_id(&wire.session_id)?,
-            wallet_id(wire.wallet_id)?,
-            threshold,
-            roster,
-        )))
+        Ok(Self::DkgStart(
+            DkgProposal::new(
+                session_id(&wire.session_id)?,
+                wallet_id(wire.wallet_id)?,
+                threshold,
+                roster,
+            )
+            .with_kind(refresh::kind_from_wire(wire.refresh)?),
+        ))
     }
 }
 
@@ -281,6 +284,7 @@ impl From<DkgProposal> for proto::DkgProposal {
                 .into_iter()
                 .map(|key| key.to_bytes().to_vec())
                 .collect(),
+            refresh: refresh::kind_to_wire(proposal.kind),
         }
     }
 }
@@ -324,6 +328,18 @@ impl TryFrom<proto::DkgCancelRequest> for Request {
     type Error = Error;
     fn try_from(wire: proto::DkgCancelRequest) -> Result<Self, Error> {
         Ok(Self::DkgCancel {
+            wallet: wallet_id(wire.wallet_id)?,
+            session: session_id(&wire.session_id)?,
+            abandon: wire.abandon,
+            abandonments: dkg_messages(wire.abandonments)?,
+        })
+    }
+}
+
+impl TryFrom<proto::RefreshConfirmationsRequest> for Request {
+    type Error = Error;
+    fn try_from(wire: proto::RefreshConfirmationsRequest) -> Result<Self, Error> {
+        Ok(Self::RefreshConfirmations {
             wallet: wallet_id(wire.wallet_id)?,
             session: session_id(&wire.session_id)?,
         })
@@ -395,6 +411,7 @@ impl From<WalletStatus> for proto::WalletStatus {
                 })
                 .collect(),
             repairing: status.repairing.map(seat_to_wire),
+            refresh: status.refresh.map(refresh::refresh_status_to_wire),
         }
     }
 }
@@ -430,6 +447,10 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
             })
             .collect::<Result<_, Error>>()?;
         status.repairing = wire.repairing.map(seat_from_wire).transpose()?;
+        status.refresh = wire
+            .refresh
+            .map(refresh::refresh_status_from_wire)
+            .transpose()?;
         Ok(status)
     }
 }
@@ -508,7 +529,10 @@ answer!(proto::DkgMessages, Response::DkgMessages { messages } => Self {
     messages: dkg_messages_to_wire(messages),
 });
 answer!(proto::ConfirmationStatus, Response::Confirmations(status) => status.into());
-answer!(proto::DkgCancelResult, Response::DkgCancelled { dropped } => Self { dropped });
+answer!(proto::DkgCancelResult, Response::DkgCancelled { dropped, abandonment } => Self {
+    dropped,
+    abandonment: abandonment.map(Into::into),
+});
 answer!(proto::StatusResult, Response::Wallets { wallets } => Self {
     wallets: wallets.into_iter().map(Into::into).collect(),
 });
@@ -579,9 +603,18 @@ wire_reply!(DkgCancelReply, dkg_cancel_reply, DkgCancelResult);
 wire_reply!(StatusReply, status_reply, StatusResult);
 wire_reply!(WalletKeyReply, wallet_key_reply, WalletKeyResult);
 wire_reply!(RepairReply, repair_reply, RepairResult);
+wire_reply!(
+    RefreshConfirmationsReply,
+    refresh_confirmations_reply,
+    DkgMessages
+);
 
 mod repair;
 pub(crate) use repair::{RepairOutcome, repair_request_to_wire, repair_response};
 
 #[cfg(test)]
 mod tests;
+
+mod refresh;
+
+pub(crate) use refresh::Abandonment;

@@ -127,7 +127,7 @@ const INPUTS: usize = MAX_ROUND1_INPUTS as usize;
 /// limit and no slot.
 fn method_limits(name: &str) -> Option<MethodLimits> {
     let (max_bytes, counts): (usize, &'static [FieldCount]) = match name {
-        "Round1" | "Status" | "WalletKey" => (SMALL_REQUEST_BYTES, &[]),
+        "Round1" | "Status" | "WalletKey" | "RefreshConfirmations" => (SMALL_REQUEST_BYTES, &[]),
         "Abort" => (
             ABORT_REQUEST_BYTES,
             &[FieldCount {

@@ -262,6 +262,13 @@ impl<H: SignerHandler> proto::signer_server::Signer for SignerService<H> {
         self.rpc("wallet_key", request).await
     }
 
+    async fn refresh_confirmations(
+        &self,
+        request: Request<proto::RefreshConfirmationsRequest>,
+    ) -> Rpc<proto::RefreshConfirmationsReply> {
+        self.rpc("refresh_confirmations", request).await
+    }
+
     async fn repair(&self, request: Request<proto::RepairRequest>) -> Rpc<proto::RepairReply> {
         self.rpc("repair", request).await
     }

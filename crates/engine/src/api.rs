@@ -152,11 +152,33 @@ pub enum Request {
         confirmation: SignedDkgMessage,
     },
     /// A relay whose DKG failed: drop the session if it is still in part 1
-    /// or 2 (a finished one is left to the operator).
+    /// or 2 (a finished one is left to the operator). With `abandon` or
+    /// `abandonments`, a share refresh's abort (`thresig refresh --abort`).
     DkgCancel {
         /// The wallet.
         wallet: WalletId,
         /// The session.
+        session: DkgSessionId,
+        /// Asks the member to abandon the refresh `session`: it signs an
+        /// abandonment if it holds no part-3 result of it, and drops the
+        /// session for good.
+        #[serde(default)]
+        abandon: bool,
+        /// Other members' signed abandonments of the refresh `session`:
+        /// proof that nobody can switch to it, so a member holding its
+        /// result pending discards it.
+        #[serde(default)]
+        abandonments: Vec<SignedDkgMessage>,
+    },
+    /// The signed confirmations of the refresh `session` this member
+    /// holds: its own (signed again) and every other member's it counted,
+    /// from its pending result or from the one it switched on. `thresig
+    /// refresh --resume` gathers them from every reachable member when
+    /// the coordinator lost them; each is self-proving.
+    RefreshConfirmations {
+        /// The wallet.
+        wallet: WalletId,
+        /// The refresh session.
         session: DkgSessionId,
     },
     /// A step of a member repair.
@@ -177,7 +199,8 @@ impl Request {
             | Self::DkgRound2 { wallet, .. }
             | Self::DkgFinish { wallet, .. }
             | Self::DkgConfirm { wallet, .. }
-            | Self::DkgCancel { wallet, .. } => Some(wallet),
+            | Self::DkgCancel { wallet, .. }
+            | Self::RefreshConfirmations { wallet, .. } => Some(wallet),
             Self::ListWallets => None,
         }
     }
@@ -289,6 +312,45 @@ pub struct WalletStatus {
     /// The seat a repair this member takes part in rebuilds, while that
     /// repair runs here (memory only).
     pub repairing: Option<Seat>,
+    /// The share refresh whose result this member holds pending
+    /// (`refreshing`), for the operator to finish or abort it.
+    pub refresh: Option<RefreshStatus>,
+}
+
+/// A pending share refresh, as `thresig status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RefreshStatus {
+    /// The refresh session (`thresig refresh --resume` or `--abort` it).
+    pub session: DkgSessionId,
+    /// The wallet seats whose confirmations this member holds (its own
+    /// included), ascending.
+    pub confirmed: Vec<Seat>,
+    /// Whether this member released its confirmation (its part 3
+    /// committed): it then never vetoes, and keeps the pending shares
+    /// until it switches (`--resume`); otherwise the refresh is still
+    /// running here and a veto (`--abort`) is its to sign.
+    #[serde(default)]
+    pub released: bool,
+}
+
+impl RefreshStatus {
+    /// A refresh this member has not released its confirmation of (see
+    /// the field docs), as a transport decodes it.
+    pub fn new(session: DkgSessionId, confirmed: Vec<Seat>) -> Self {
+        Self {
+            session,
+            confirmed,
+            released: false,
+        }
+    }
+
+    /// This status with `released` set.
+    #[must_use]
+    pub fn released(mut self, released: bool) -> Self {
+        self.released = released;
+        self
+    }
 }
 
 impl WalletStatus {
@@ -312,6 +374,7 @@ impl WalletStatus {
             live_nonces: 0,
             repair_approvals: Vec::new(),
             repairing: None,
+            refresh: None,
         }
     }
 }
@@ -354,8 +417,12 @@ pub enum Response {
     /// What a DKG cancel did.
     DkgCancelled {
         /// Whether a session in part 1 or 2 was dropped (false: there was
-        /// none of that id, as after an earlier cancel).
+        /// none of that id, as after an earlier cancel; with
+        /// abandonments: whether a pending refresh result was discarded).
         dropped: bool,
+        /// This member's signed abandonment, when it was asked for one.
+        #[serde(default)]
+        abandonment: Option<SignedDkgMessage>,
     },
     /// A repair step's answer.
     Repair(crate::repair::RepairResponse),

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use thresig_crypto::{Commitment, Seat, SigningPackage};
+use thresig_crypto::{Commitment, Seat, SigningPackage, WalletKey};
 
 use crate::api::Round2Request;
 use crate::config::{Limits, WalletConfig};
@@ -151,7 +151,7 @@ pub(crate) fn check_round2(
             messages: messages.len(),
         }));
     }
-    let signers = check_signer_set(wallet, &req.signers)?;
+    let signers = check_signer_set(wallet, &key.key, &req.signers)?;
 
     let mut packages = Vec::with_capacity(inputs);
     let mut own = Vec::with_capacity(inputs);
@@ -199,12 +199,18 @@ pub(crate) fn check_round2(
     })
 }
 
-/// Checks the request's signer set against the roster and threshold and
-/// returns it as ascending seats (the order `SigningPackage::signers` uses).
-fn check_signer_set(wallet: &WalletConfig, seats: &[Seat]) -> Result<Vec<Seat>, Error> {
+/// Checks the request's signer set against the members of the wallet's
+/// key record `key` (a seat a refresh removed stays in the roster) and the
+/// threshold, and returns it as ascending seats (the order
+/// `SigningPackage::signers` uses).
+fn check_signer_set(
+    wallet: &WalletConfig,
+    key: &WalletKey,
+    seats: &[Seat],
+) -> Result<Vec<Seat>, Error> {
     let mut set = BTreeSet::new();
     for &seat in seats {
-        if wallet.member(seat).is_none() {
+        if wallet.member(seat).is_none() || key.check_member(seat).is_err() {
             return Err(Error::IdentifierNotInRoster {
                 wallet: wallet.id.clone(),
                 identifier: seat,

@@ -105,6 +105,12 @@ pub struct WalletConfig {
         skip_serializing_if = "is_key_path_only"
     )]
     pub script_tree: ScriptTree,
+    /// Seats this member's operator approved removing at the wallet's next
+    /// share refresh (`remove = [3]`): a refresh proposal must name exactly
+    /// these, so a coordinator cannot split the group by telling members
+    /// different removal sets. Empty: a refresh keeps every member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<Seat>,
 }
 
 fn key_path_only() -> ScriptTree {
@@ -149,6 +155,7 @@ impl WalletConfig {
             policy: PolicyConfig::default(),
             successor: None,
             script_tree: ScriptTree::KeyPathOnly,
+            remove: Vec::new(),
         }
     }
 
@@ -157,6 +164,19 @@ impl WalletConfig {
     pub fn with_script_tree(mut self, tree: ScriptTree) -> Self {
         self.script_tree = tree;
         self
+    }
+
+    /// This definition with `remove` as the seats its next refresh removes.
+    #[must_use]
+    pub fn with_removal(mut self, remove: Vec<Seat>) -> Self {
+        self.remove = remove;
+        self
+    }
+
+    /// The removal set, ascending (as a refresh proposal names it).
+    pub(crate) fn removal(&self) -> Vec<Seat> {
+        let set: BTreeSet<Seat> = self.remove.iter().copied().collect();
+        set.into_iter().collect()
     }
 
     /// This definition with `policy` as its signing policy.
@@ -386,6 +406,22 @@ impl SignerConfig {
                 });
             }
             w.validated_policy(self.network)?;
+            let mut removed = BTreeSet::new();
+            for seat in &w.remove {
+                if w.member(*seat).is_none() || !removed.insert(seat) {
+                    return Err(ConfigError::UnknownRemovedSeat {
+                        wallet: w.id.clone(),
+                        seat: *seat,
+                    });
+                }
+            }
+            if removed.len() >= usize::from(w.threshold) {
+                return Err(ConfigError::RemovesThreshold {
+                    wallet: w.id.clone(),
+                    removed: removed.len(),
+                    threshold: w.threshold,
+                });
+            }
         }
         for w in &self.wallets {
             if let Some(successor) = &w.successor
@@ -424,6 +460,31 @@ pub enum ConfigError {
         threshold: u16,
         /// Its roster size.
         members: usize,
+    },
+    /// A seat in the wallet's `remove` list holds no roster key, or is
+    /// listed twice (most likely a typo: it would remove nobody).
+    #[error(
+        "wallet {wallet}: `remove` names seat {seat}, which is not in the roster or is listed twice; fix the list"
+    )]
+    UnknownRemovedSeat {
+        /// The wallet.
+        wallet: WalletId,
+        /// The seat named.
+        seat: Seat,
+    },
+    /// The wallet's `remove` list names the threshold or more seats: their
+    /// old shares together still sign for the key a refresh keeps, so the
+    /// removal would protect nothing.
+    #[error(
+        "wallet {wallet}: `remove` names {removed} seats, at least the threshold {threshold}: their old shares together still sign for the unchanged key, so a refresh cannot remove them; remove fewer than {threshold} seats, or rekey the wallet to a new key"
+    )]
+    RemovesThreshold {
+        /// The wallet.
+        wallet: WalletId,
+        /// How many seats the list names.
+        removed: usize,
+        /// The wallet's threshold.
+        threshold: u16,
     },
     /// The roster names one key for two seats.
     #[error("wallet {wallet}: a key holds two seats")]

@@ -13,6 +13,8 @@
 //! restart aborts a DKG in progress. A failed check names the accusing and
 //! the accused seats and stops the session.
 
+mod abandon;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::SigningKey;
@@ -23,22 +25,25 @@ use thresig_store::{Conflict, Store, WriteOutcome};
 
 use crate::api::HexBytes;
 use crate::check::tagged_hash;
-use crate::config::{IdentityKey, WalletConfig};
+use crate::config::IdentityKey;
 use crate::dkg_msg::{
-    DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash, hpke_keypair, open, seal,
+    DkgKind, DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash, hpke_keypair, open,
+    seal,
 };
 use crate::durable::{
     abort_ops, confirmation_ops, pending_ops, result_is_stored, result_stored_for,
 };
 use crate::error::{DkgFault, Error, InternalFault};
 use crate::ids::{CoordinatorId, WalletEpoch};
+use crate::refresh::{participants, result_kind};
 use crate::signer::{Member, Shard, Signer, Slot, lock};
-use crate::wallet::{Confirming, SigningKey as WalletSigningKey, WalletState};
+use crate::wallet::{Confirming, ResultKind, SigningKey as WalletSigningKey, WalletState};
 use thresig_store::Timestamp;
 use thresig_store::WalletId;
 
-/// A coordinator's proposal to run a DKG for a wallet. The signer joins
-/// only if threshold and roster equal its own configuration.
+/// A coordinator's proposal to run a DKG for a wallet, or to refresh its
+/// shares. The signer joins only if threshold and roster equal its own
+/// configuration (and, for a refresh, the removal set its `remove` list).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DkgProposal {
@@ -50,6 +55,9 @@ pub struct DkgProposal {
     pub threshold: u16,
     /// The proposed ordered roster.
     pub roster: Vec<IdentityKey>,
+    /// A fresh DKG or a refresh of the wallet's shares.
+    #[serde(default)]
+    pub kind: DkgKind,
 }
 
 impl DkgProposal {
@@ -65,7 +73,15 @@ impl DkgProposal {
             wallet,
             threshold,
             roster,
+            kind: DkgKind::Fresh,
         }
+    }
+
+    /// This proposal as a session of `kind` (a refresh).
+    #[must_use]
+    pub fn with_kind(mut self, kind: DkgKind) -> Self {
+        self.kind = kind;
+        self
     }
 }
 
@@ -75,7 +91,8 @@ impl DkgProposal {
 pub struct ConfirmationStatus {
     /// Members whose confirmation verified.
     pub confirmed: usize,
-    /// Members in the roster (all must confirm).
+    /// Members that must confirm: the roster (for a refresh, without the
+    /// removed seats).
     pub needed: usize,
     /// Whether the wallet is now active.
     pub active: bool,
@@ -95,6 +112,8 @@ impl ConfirmationStatus {
 /// A DKG in progress on this signer (memory only).
 pub(crate) struct DkgSession {
     id: DkgSessionId,
+    /// What the session makes (fixed by its part 1).
+    kind: DkgKind,
     /// The member that started it (part 1): the only one whose parts 2
     /// and 3 and cancel of the session are accepted, so another member
     /// cannot end or derail it.
@@ -107,6 +126,11 @@ pub(crate) struct DkgSession {
 }
 
 impl DkgSession {
+    /// The session's id if it runs a refresh.
+    pub(crate) fn refresh(&self) -> Option<DkgSessionId> {
+        matches!(self.kind, DkgKind::Refresh { .. }).then_some(self.id)
+    }
+
     /// Whether the session still holds the wallet at `now`. A finished part
     /// 3 always does: its result may be durable, and only its byte-identical
     /// retry, a new start that finds it durable (and adopts it), an abort
@@ -191,13 +215,40 @@ impl<S: Store> Signer<S> {
         // Dropping a durable result from memory would leave this member
         // unable to take its confirmations until a restart loads it.
         self.adopt_durable(slot, &mut shard)?;
-        if !matches!(
-            shard.state,
-            WalletState::DkgPending | WalletState::AwaitingConfirmations(_)
-        ) {
-            return Err(Error::WalletAlreadyKeyed {
-                wallet: config.id.clone(),
-            });
+        match &proposal.kind {
+            DkgKind::Fresh
+                if !matches!(
+                    shard.state,
+                    WalletState::DkgPending | WalletState::AwaitingConfirmations(_)
+                ) =>
+            {
+                return Err(Error::WalletAlreadyKeyed {
+                    wallet: config.id.clone(),
+                });
+            }
+            DkgKind::Fresh => {}
+            DkgKind::Refresh {
+                from_epoch,
+                removed,
+            } => {
+                crate::refresh::check_proposal(
+                    slot,
+                    &shard,
+                    proposal.session,
+                    *from_epoch,
+                    removed,
+                )?;
+                // The result kept of the refresh this member switched on
+                // names its session: a run under the same id could replay
+                // that run's confirmations to blame their signers.
+                if matches!(shard.state, WalletState::Active(_))
+                    && result_stored_for(&self.store, &config.id, proposal.session)?
+                {
+                    return Err(Error::DkgNotInPhase {
+                        wallet: config.id.clone(),
+                    });
+                }
+            }
         }
         expire(&mut shard, now);
         let round1 = |package: &[u8], hpke_key: &[u8]| {
@@ -213,7 +264,11 @@ impl<S: Store> Signer<S> {
             )
         };
         match &shard.dkg {
-            Some(held) if held.id != proposal.session || held.coordinator != from => {
+            Some(held)
+                if held.id != proposal.session
+                    || held.coordinator != from
+                    || held.kind != proposal.kind =>
+            {
                 return Err(busy(slot, held));
             }
             Some(DkgSession {
@@ -236,11 +291,16 @@ impl<S: Store> Signer<S> {
             }
             None => {}
         }
-        let params = config.params().map_err(|_| Error::DkgMismatch {
-            wallet: config.id.clone(),
-        })?;
-        let (state, package) = DkgRound1::start(params, slot.seat, config.script_tree, rng)
-            .map_err(|_| Error::Internal(InternalFault::CryptoRefused))?;
+        let (state, package) = match &proposal.kind {
+            DkgKind::Fresh => {
+                let params = config.params().map_err(|_| Error::DkgMismatch {
+                    wallet: config.id.clone(),
+                })?;
+                DkgRound1::start(params, slot.seat, config.script_tree, rng)
+                    .map_err(|_| Error::Internal(InternalFault::CryptoRefused))?
+            }
+            DkgKind::Refresh { removed, .. } => crate::refresh::start(slot, &shard, removed, rng)?,
+        };
         let package = package
             .to_bytes()
             .map_err(|_| Error::Internal(InternalFault::Serialization))?;
@@ -248,6 +308,7 @@ impl<S: Store> Signer<S> {
         let message = round1(&package, &hpke_key);
         shard.dkg = Some(DkgSession {
             id: proposal.session,
+            kind: proposal.kind.clone(),
             coordinator: from,
             phase: Phase::Round1 {
                 state,
@@ -301,7 +362,7 @@ impl<S: Store> Signer<S> {
         {
             return Ok(reply.clone());
         }
-        let (expires, phase) = take_phase(&mut shard, slot, session)?;
+        let (expires, kind, phase) = take_phase(&mut shard, slot, session)?;
         let (state, hpke, own_package, own_key) = match phase {
             Phase::Round1 {
                 state,
@@ -309,7 +370,10 @@ impl<S: Store> Signer<S> {
                 package,
                 hpke_key,
             } => (state, hpke, package, hpke_key),
-            other => return Err(restore(&mut shard, session, from, other, expires, slot)),
+            other => {
+                let held = (from, kind, expires);
+                return Err(restore(&mut shard, session, held, other, slot));
+            }
         };
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
         let me = slot.seat;
@@ -328,7 +392,11 @@ impl<S: Store> Signer<S> {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
         }
-        if missing_seat(&slot.config, by_seat.keys().copied()).is_some() {
+        let expected = participants(&slot.config, &shard.state, &kind);
+        if by_seat.keys().any(|s| !expected.contains(s)) {
+            return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
+        }
+        if missing_seat(&expected, by_seat.keys().copied()).is_some() {
             return Err(fail(NO_MEMBER, DkgFault::MissingSender));
         }
         // Every member's package carries as many commitments as this
@@ -344,7 +412,7 @@ impl<S: Store> Signer<S> {
             .iter()
             .map(|(s, (p, k))| (*s, p.as_slice(), k.as_slice()))
             .collect();
-        let echo = echo_hash(&session, &slot.config, &echo_input);
+        let echo = echo_hash(&session, &slot.config, &kind, &echo_input);
         let mut peers = Vec::with_capacity(by_seat.len());
         for (&seat, (package, _)) in by_seat.iter().filter(|(s, _)| **s != me) {
             let package = Round1Package::from_bytes(package)
@@ -380,6 +448,7 @@ impl<S: Store> Signer<S> {
         }
         shard.dkg = Some(DkgSession {
             id: session,
+            kind,
             coordinator: from,
             phase: Phase::Round2 {
                 state,
@@ -418,18 +487,27 @@ impl<S: Store> Signer<S> {
         match shard.dkg.take() {
             Some(DkgSession {
                 id,
+                kind,
                 phase: Phase::Round2 {
                     state, hpke, echo, ..
                 },
                 expires,
                 coordinator,
             }) if id == session => {
-                let result = self.compute_result(slot, session, round2, state, &hpke, echo)?;
-                let hold = (coordinator, expires);
+                still_active(slot, &shard.state, &kind)?;
+                let result = self.compute_result(
+                    slot,
+                    (session, &kind),
+                    &shard.state,
+                    round2,
+                    (state, &hpke, echo),
+                )?;
+                let hold = (coordinator, kind, expires);
                 self.commit_result(slot, &mut shard, session, result, request, hold)
             }
             Some(DkgSession {
                 id,
+                kind,
                 phase:
                     Phase::Finished {
                         result,
@@ -438,35 +516,96 @@ impl<S: Store> Signer<S> {
                 expires,
                 coordinator,
             }) if id == session && first == request => {
-                let hold = (coordinator, expires);
+                // The first try's commit failed: the checks hold for the
+                // retry too, which is this member's release.
+                still_active(slot, &shard.state, &kind)?;
+                let hold = (coordinator, kind, expires);
                 self.commit_result(slot, &mut shard, session, *result, request, hold)
             }
             other => {
                 shard.dkg = other;
-                // A result already durable answers its own session again.
-                match &shard.state {
-                    WalletState::AwaitingConfirmations(c) if c.session() == session => {
-                        c.confirmation(&self.identity, wallet, slot.seat)
-                    }
-                    _ => Err(Error::DkgNotInPhase {
-                        wallet: wallet.clone(),
-                    }),
-                }
+                // A result already durable answers its own session again,
+                // also once a refresh switched to it (for a member that
+                // missed the confirmations).
+                self.with_held(slot, &shard, session, |c| {
+                    c.confirmation(&self.identity, wallet, slot.seat)
+                })?
             }
         }
     }
 
-    /// Checks the round-2 messages addressed to this member and derives its
-    /// share and the wallet key. The HPKE key (zeroized on drop by
-    /// x25519-dalek) is dropped by the caller when this returns.
-    fn compute_result(
+    /// The signed confirmations of the refresh (or DKG) `session` this
+    /// member holds: its own, signed again, and every other member's it
+    /// counted ([`Request::RefreshConfirmations`](crate::Request)).
+    ///
+    /// # Errors
+    /// [`Error::DkgNotInPhase`] when this member holds no result of the
+    /// session; [`Error::Store`].
+    pub(crate) fn refresh_confirmations(
         &self,
         slot: &Slot,
         session: DkgSessionId,
+    ) -> Result<Vec<SignedDkgMessage>, Error> {
+        let wallet = &slot.config.id;
+        let mut shard = lock(&self.store, slot)?;
+        self.adopt_durable(slot, &mut shard)?;
+        self.with_held(slot, &shard, session, |c| {
+            let payload = c.payload()?;
+            let mut held = vec![c.confirmation(&self.identity, wallet, slot.seat)?];
+            held.extend(c.received().iter().map(|(seat, signature)| {
+                SignedDkgMessage::new(
+                    session,
+                    wallet.clone(),
+                    *seat,
+                    payload.clone(),
+                    signature.clone(),
+                )
+            }));
+            Ok(held)
+        })?
+    }
+
+    /// Calls `answer` with this member's result of `session`: the one
+    /// awaiting confirmations, or the refresh result it switched on (kept
+    /// until the next switch; a switched member now rekeying still
+    /// answers, so `--resume` can finish the others' switch).
+    ///
+    /// # Errors
+    /// [`Error::DkgNotInPhase`] when it holds none; [`Error::Store`].
+    fn with_held<T>(
+        &self,
+        slot: &Slot,
+        shard: &Shard,
+        session: DkgSessionId,
+        answer: impl FnOnce(&Confirming) -> T,
+    ) -> Result<T, Error> {
+        let wallet = &slot.config.id;
+        if let Some(c) = shard.state.confirming().filter(|c| c.session() == session) {
+            return Ok(answer(c));
+        }
+        let retained = match &shard.state {
+            WalletState::Active(key) | WalletState::Rekeying(key) => {
+                crate::durable::retained_refresh(&self.store, (wallet, slot.seat), key, session)?
+            }
+            _ => None,
+        };
+        retained.as_ref().map(answer).ok_or(Error::DkgNotInPhase {
+            wallet: wallet.clone(),
+        })
+    }
+
+    /// Checks the round-2 messages addressed to this member and derives its
+    /// share and the wallet key. `current` is the wallet's state (a
+    /// refresh's participants are its key record's members). The HPKE key
+    /// (zeroized on drop by x25519-dalek) is dropped by the caller when
+    /// this returns.
+    fn compute_result(
+        &self,
+        slot: &Slot,
+        (session, kind): (DkgSessionId, &DkgKind),
+        current: &WalletState,
         round2: &[SignedDkgMessage],
-        state: DkgRound2,
-        hpke: &HpkeSecret,
-        echo: [u8; 32],
+        (state, hpke, echo): (DkgRound2, &HpkeSecret, [u8; 32]),
     ) -> Result<Confirming, Error> {
         let wallet = &slot.config.id;
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
@@ -500,17 +639,28 @@ impl<S: Store> Signer<S> {
                 .map_err(|_| fail(Some(msg.sender), DkgFault::InvalidPackage))?;
             packages.push((msg.sender, package));
         }
-        if missing_seat(&slot.config, senders.iter().copied()).is_some() {
+        let expected = participants(&slot.config, current, kind);
+        if senders.iter().any(|s| !expected.contains(s)) {
+            return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
+        }
+        if missing_seat(&expected, senders.iter().copied()).is_some() {
             return Err(fail(NO_MEMBER, DkgFault::MissingSender));
         }
-        let (share, key) = state
-            .finish(packages)
-            .map_err(|e| {
-                let accused = e.culprits().first().copied();
-                fail(accused, DkgFault::InvalidPackage)
-            })?
-            .into_parts();
-        let mut result = Confirming::new(session, key, share, echo);
+        let output = state.finish(packages).map_err(|e| {
+            let accused = e.culprits().first().copied();
+            fail(accused, DkgFault::InvalidPackage)
+        })?;
+        // A refresh's keys cannot show an equivocated round 1 (see
+        // `thresig_crypto`'s dkg module): its confirmation also binds the
+        // crypto layer's transcript digest. A fresh DKG's stays the echo
+        // hash alone, as members of earlier versions compute it.
+        let (share, key, digest) = output.into_parts();
+        let transcript = match kind {
+            DkgKind::Fresh => echo,
+            DkgKind::Refresh { .. } => tagged_hash(REFRESH_TRANSCRIPT_DOMAIN, &[&echo, &digest]),
+        };
+        let mut result =
+            Confirming::new(session, key, share, transcript).with_kind(result_kind(kind)?);
         result.accept(me);
         Ok(result)
     }
@@ -527,7 +677,7 @@ impl<S: Store> Signer<S> {
         session: DkgSessionId,
         result: Confirming,
         request: [u8; 32],
-        (coordinator, expires): (CoordinatorId, Timestamp),
+        (coordinator, kind, expires): (CoordinatorId, DkgKind, Timestamp),
     ) -> Result<SignedDkgMessage, Error> {
         let wallet = &slot.config.id;
         let ops = pending_ops(wallet, &result)?;
@@ -536,6 +686,7 @@ impl<S: Store> Signer<S> {
             Err(source) => {
                 shard.dkg = Some(DkgSession {
                     id: session,
+                    kind,
                     coordinator,
                     phase: Phase::Finished {
                         result: Box::new(result),
@@ -564,14 +715,17 @@ impl<S: Store> Signer<S> {
             _ => return Err(Error::Internal(InternalFault::UnexpectedWrite)),
         }
         let message = result.confirmation(&self.identity, wallet, slot.seat)?;
-        shard.state = WalletState::AwaitingConfirmations(result);
+        match result.kind() {
+            ResultKind::Fresh => shard.state = WalletState::AwaitingConfirmations(result),
+            ResultKind::Refresh { .. } => crate::refresh::hold_pending(shard, result)?,
+        }
         Ok(message)
     }
 
     /// Adopts a part-3 result held in memory whose commit turned out to be
     /// durable (the store holds exactly this result), so confirmations and
     /// the operator's abort see it. Does nothing otherwise.
-    fn adopt_durable(&self, slot: &Slot, shard: &mut Shard) -> Result<(), Error> {
+    pub(crate) fn adopt_durable(&self, slot: &Slot, shard: &mut Shard) -> Result<(), Error> {
         let Some(DkgSession {
             phase: Phase::Finished { result, .. },
             ..
@@ -579,9 +733,14 @@ impl<S: Store> Signer<S> {
         else {
             return Ok(());
         };
-        if !matches!(shard.state, WalletState::DkgPending)
-            || !result_is_stored(&self.store, &slot.config.id, result)?
-        {
+        let waits = match (result.kind(), &shard.state) {
+            (ResultKind::Fresh, WalletState::DkgPending) => true,
+            (ResultKind::Refresh { epoch, .. }, WalletState::Active(key)) => {
+                key.epoch.0.checked_add(1) == Some(epoch.0)
+            }
+            _ => false,
+        };
+        if !waits || !result_is_stored(&self.store, &slot.config.id, result)? {
             return Ok(());
         }
         if let Some(DkgSession {
@@ -589,7 +748,10 @@ impl<S: Store> Signer<S> {
             ..
         }) = shard.dkg.take()
         {
-            shard.state = WalletState::AwaitingConfirmations(*result);
+            match result.kind() {
+                ResultKind::Fresh => shard.state = WalletState::AwaitingConfirmations(*result),
+                ResultKind::Refresh { .. } => crate::refresh::hold_pending(shard, *result)?,
+            }
         }
         Ok(())
     }
@@ -612,14 +774,18 @@ impl<S: Store> Signer<S> {
         let mut shard = lock(&self.store, slot)?;
         self.adopt_durable(slot, &mut shard)?;
         let needed = slot.config.roster.len();
-        if matches!(shard.state, WalletState::Active(_)) {
+        crate::refresh::check_late_confirmation(slot, &shard.state, &msg.payload)?;
+        if let WalletState::Active(key) | WalletState::Rekeying(key) = &shard.state {
+            // The members of the record it holds: a refresh may have
+            // removed seats that stay in the roster.
+            let needed = key.key.members().len();
             return Ok(ConfirmationStatus {
                 confirmed: needed,
                 needed,
                 active: true,
             });
         }
-        let WalletState::AwaitingConfirmations(confirming) = &mut shard.state else {
+        let Some(confirming) = shard.state.confirming() else {
             return Err(Error::DkgNotInPhase {
                 wallet: wallet.clone(),
             });
@@ -630,6 +796,17 @@ impl<S: Store> Signer<S> {
         if &msg.wallet != wallet || msg.session != session || !msg.verify(&slot.config) {
             return Err(dkg_failed(slot, session, NO_MEMBER, DkgFault::BadSignature));
         }
+        // A confirmation of another kind of result (a DKG's, or a refresh's
+        // of another epoch, replayed under a reused session id) proves
+        // nothing against its signer.
+        if another_run(&msg.payload, &confirming.payload()?) {
+            return Err(dkg_failed(
+                slot,
+                session,
+                NO_MEMBER,
+                DkgFault::UnexpectedPayload,
+            ));
+        }
         if !confirming.matches(&msg.payload)? {
             return Err(dkg_failed(
                 slot,
@@ -638,6 +815,12 @@ impl<S: Store> Signer<S> {
                 DkgFault::ConfirmationMismatch,
             ));
         }
+        if matches!(shard.state, WalletState::Refreshing(_)) {
+            return self.refresh_confirmed(slot, &mut shard, (msg.sender, msg.signature.clone()));
+        }
+        let WalletState::AwaitingConfirmations(confirming) = &mut shard.state else {
+            return Err(Error::Internal(InternalFault::Invariant));
+        };
         let confirmed = confirming.accept(msg.sender);
         if confirmed < needed {
             return Ok(ConfirmationStatus {
@@ -703,14 +886,25 @@ impl<S: Store> Signer<S> {
     /// has its result and key package deleted, so a new DKG can run. Only
     /// `session` is touched: another session of the wallet in memory (one
     /// started after this one's result was adopted) keeps running, and a
-    /// confirmed (active) wallet is never touched.
+    /// confirmed (active) wallet is never touched. A refresh whose
+    /// confirmation this member released is refused: the others may switch
+    /// on it, and only a signed abandonment proves they never can.
     ///
     /// # Errors
+    /// [`Error::RefreshConfirmed`] for a refresh this member confirmed;
     /// [`Error::DkgNotInPhase`] when the wallet has no such session;
     /// [`Error::Store`] when the deletion does not commit (nothing changed).
     pub fn dkg_abort(&self, wallet: &WalletId, session: DkgSessionId) -> Result<(), Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
+        if let WalletState::Refreshing(r) = &shard.state
+            && r.pending.session() == session
+        {
+            return Err(Error::RefreshConfirmed {
+                wallet: wallet.clone(),
+                session,
+            });
+        }
         let in_memory = match &shard.dkg {
             Some(s) if s.id == session => Some(matches!(s.phase, Phase::Finished { .. })),
             _ => None,
@@ -719,10 +913,23 @@ impl<S: Store> Signer<S> {
             shard.dkg = None;
             return Ok(());
         }
-        let awaiting = matches!(
-            &shard.state,
-            WalletState::AwaitingConfirmations(c) if c.session() == session
-        );
+        let awaiting = shard
+            .state
+            .confirming()
+            .is_some_and(|c| c.session() == session);
+        // The key package to delete is the result's own epoch's: a
+        // refresh's sits beside the current one, which is never touched.
+        let epoch = match (&shard.state, &shard.dkg) {
+            (WalletState::Refreshing(r), _) => r.pending.epoch(),
+            (
+                _,
+                Some(DkgSession {
+                    phase: Phase::Finished { result, .. },
+                    ..
+                }),
+            ) => result.epoch(),
+            _ => WalletEpoch::INITIAL,
+        };
         // An unconfirmed result under another script tree than the
         // configuration now names (a corrected typo) is aborted like one
         // awaiting confirmations: it never signed, and without the abort the
@@ -741,7 +948,11 @@ impl<S: Store> Signer<S> {
         // or its result is stored (one memory never loaded). While another
         // session's result is awaited, they are that session's: a finished
         // part 3 of this one is only dropped from memory.
+        // A refresh's finished part 3 released no confirmation (its
+        // commit reported failure) but may be durable: delete it too.
+        let refreshed = in_memory == Some(true) && matches!(shard.state, WalletState::Active(_));
         let delete = awaiting
+            || refreshed
             || (pending
                 && (in_memory.is_some() || result_stored_for(&self.store, wallet, session)?));
         if !delete && in_memory.is_none() {
@@ -751,19 +962,32 @@ impl<S: Store> Signer<S> {
         }
         if delete {
             self.store
-                .write(abort_ops(wallet, session)?)
-                .map_err(|source| Error::Store {
-                    wallet: wallet.clone(),
-                    source,
-                })?;
+                .write(abort_ops(wallet, session, epoch)?)
+                .map_err(|source| crate::signer::store_error(wallet, source))?;
         }
         if in_memory.is_some() {
             shard.dkg = None;
         }
         if awaiting || (mismatched && delete) {
-            shard.state = WalletState::DkgPending;
+            let state = std::mem::replace(&mut shard.state, WalletState::DkgPending);
+            if let WalletState::Refreshing(r) = state {
+                shard.state = WalletState::Active(r.current);
+            }
         }
         Ok(())
+    }
+}
+
+/// Whether confirmation payload `theirs` belongs to another run than
+/// `ours` under the same session id: another kind of result, or a refresh
+/// of another epoch.
+fn another_run(theirs: &DkgPayload, ours: &DkgPayload) -> bool {
+    match (theirs, ours) {
+        (
+            DkgPayload::RefreshConfirm { from_epoch: a, .. },
+            DkgPayload::RefreshConfirm { from_epoch: b, .. },
+        ) => a != b,
+        _ => std::mem::discriminant(theirs) != std::mem::discriminant(ours),
     }
 }
 
@@ -779,6 +1003,10 @@ fn request_hash(domain: &[u8], messages: &[SignedDkgMessage]) -> Result<[u8; 32]
 /// Domain separation tag of part-2 request hashes.
 const ROUND2_DOMAIN: &[u8] = b"thresig/engine/dkg-round2-request/v1";
 
+/// Domain separation tag of a refresh's confirmed transcript (the echo
+/// hash and the crypto layer's transcript digest, hashed together).
+const REFRESH_TRANSCRIPT_DOMAIN: &[u8] = b"thresig/engine/refresh-transcript/v1";
+
 /// Domain separation tag of part-3 request hashes.
 const FINISH_DOMAIN: &[u8] = b"thresig/engine/dkg-finish-request/v1";
 
@@ -788,9 +1016,9 @@ fn take_phase(
     shard: &mut Shard,
     slot: &Slot,
     session: DkgSessionId,
-) -> Result<(Timestamp, Phase), Error> {
+) -> Result<(Timestamp, DkgKind, Phase), Error> {
     match shard.dkg.take() {
-        Some(s) if s.id == session => Ok((s.expires, s.phase)),
+        Some(s) if s.id == session => Ok((s.expires, s.kind, s.phase)),
         other => {
             shard.dkg = other;
             Err(Error::DkgNotInPhase {
@@ -811,6 +1039,21 @@ fn coordinated_by(
 ) -> Result<(), Error> {
     match &shard.dkg {
         Some(held) if held.id == session && held.coordinator != from => Err(busy(slot, held)),
+        _ => Ok(()),
+    }
+}
+
+/// A refresh's part 3 stores its result only while the wallet is
+/// `active` at the epoch the refresh starts from: an operator may have
+/// begun a rekey (or aborted) since part 1, and a result stored then would
+/// be an orphan share.
+fn still_active(slot: &Slot, state: &WalletState, kind: &DkgKind) -> Result<(), Error> {
+    match kind {
+        DkgKind::Refresh { from_epoch, .. } if !matches!(state, WalletState::Active(k) if k.epoch == *from_epoch) => {
+            Err(Error::WalletNotActive {
+                wallet: slot.config.id.clone(),
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -839,13 +1082,13 @@ pub(crate) fn seat_in(slot: &Slot, from: CoordinatorId) -> Option<Seat> {
 fn restore(
     shard: &mut Shard,
     session: DkgSessionId,
-    coordinator: CoordinatorId,
+    (coordinator, kind, expires): (CoordinatorId, DkgKind, Timestamp),
     phase: Phase,
-    expires: Timestamp,
     slot: &Slot,
 ) -> Error {
     shard.dkg = Some(DkgSession {
         id: session,
+        kind,
         coordinator,
         phase,
         expires,
@@ -878,11 +1121,10 @@ fn check_envelope(slot: &Slot, session: DkgSessionId, msg: &SignedDkgMessage) ->
 /// member (a relay fault: the coordinator or the network).
 const NO_MEMBER: Option<Seat> = None;
 
-fn missing_seat(config: &WalletConfig, seen: impl Iterator<Item = Seat>) -> Option<Seat> {
+/// The first seat of `expected` not among `seen`.
+fn missing_seat(expected: &BTreeSet<Seat>, seen: impl Iterator<Item = Seat>) -> Option<Seat> {
     let seen: BTreeSet<Seat> = seen.collect();
-    (1..=u16::try_from(config.roster.len()).unwrap_or(u16::MAX))
-        .map_while(|n| Seat::try_from(n).ok())
-        .find(|s| !seen.contains(s))
+    expected.iter().find(|s| !seen.contains(s)).copied()
 }
 
 fn dkg_failed(slot: &Slot, session: DkgSessionId, accused: Option<Seat>, fault: DkgFault) -> Error {

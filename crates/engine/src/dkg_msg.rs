@@ -61,11 +61,37 @@ pub enum DkgPayload {
         /// The transcript hash (the echo hash all members agreed on).
         transcript: HexBytes,
     },
+    /// The confirmation of a finished share refresh: the whole new public
+    /// key record, not just the output key, because a refresh keeps the
+    /// output key whatever a member equivocated.
+    RefreshConfirm {
+        /// SHA-256 of the new wallet key record's bytes (verifying shares
+        /// and members).
+        wallet_key: HexBytes,
+        /// The refresh transcript: the echo hash and the crypto layer's
+        /// transcript digest of every round-1 package, hashed together.
+        transcript: HexBytes,
+        /// The seats the refresh removed, ascending.
+        removed: Vec<Seat>,
+        /// The wallet epoch the refresh starts from: a session id run
+        /// again at a later epoch cannot have this confirmation replayed
+        /// into it to blame its signer.
+        from_epoch: crate::ids::WalletEpoch,
+    },
+    /// The sender's veto of a share refresh of the wallet's epoch
+    /// `from_epoch`: it never released a confirmation of the session and
+    /// never will, so nobody can switch to it while the sender is honest.
+    /// The epoch is signed so that a veto cannot be replayed against a
+    /// later refresh that reuses the session id.
+    RefreshAbandon {
+        /// The wallet epoch the vetoed refresh starts from.
+        from_epoch: crate::ids::WalletEpoch,
+    },
 }
 
 impl DkgPayload {
     /// The canonical byte encoding: a tag (1 round 1, 2 round 2, 3
-    /// confirm), then each field length-prefixed (8-byte big-endian length).
+    /// confirm, 4 refresh confirm, 5 refresh veto), then each field length-prefixed (8-byte big-endian length).
     /// It is what signatures cover, and how a payload travels on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
@@ -77,6 +103,23 @@ impl DkgPayload {
                 output_key,
                 transcript,
             } => framed(TAG_CONFIRM, &[&output_key.0, &transcript.0]),
+            Self::RefreshConfirm {
+                wallet_key,
+                transcript,
+                removed,
+                from_epoch,
+            } => framed(
+                TAG_REFRESH_CONFIRM,
+                &[
+                    &wallet_key.0,
+                    &transcript.0,
+                    &seat_list(removed),
+                    &from_epoch.0.to_be_bytes(),
+                ],
+            ),
+            Self::RefreshAbandon { from_epoch } => {
+                framed(TAG_REFRESH_ABANDON, &[&from_epoch.0.to_be_bytes()])
+            }
         }
     }
 
@@ -106,6 +149,17 @@ impl DkgPayload {
                 output_key: hex(output_key),
                 transcript: hex(transcript),
             }),
+            (TAG_REFRESH_CONFIRM, [wallet_key, transcript, removed, epoch]) => {
+                Ok(Self::RefreshConfirm {
+                    wallet_key: hex(wallet_key),
+                    transcript: hex(transcript),
+                    removed: seats_of(removed).ok_or(InvalidDkgPayload)?,
+                    from_epoch: epoch_from_field(epoch)?,
+                })
+            }
+            (TAG_REFRESH_ABANDON, [epoch]) => Ok(Self::RefreshAbandon {
+                from_epoch: epoch_from_field(epoch)?,
+            }),
             _ => Err(InvalidDkgPayload),
         }
     }
@@ -114,6 +168,58 @@ impl DkgPayload {
 const TAG_ROUND1: u8 = 1;
 const TAG_ROUND2: u8 = 2;
 const TAG_CONFIRM: u8 = 3;
+const TAG_REFRESH_CONFIRM: u8 = 4;
+const TAG_REFRESH_ABANDON: u8 = 5;
+
+/// A wallet epoch encoded in exactly eight big-endian bytes.
+fn epoch_from_field(field: &[u8]) -> Result<crate::ids::WalletEpoch, InvalidDkgPayload> {
+    let bytes = <[u8; 8]>::try_from(field).map_err(|_| InvalidDkgPayload)?;
+    Ok(crate::ids::WalletEpoch(u64::from_be_bytes(bytes)))
+}
+
+/// Seats as consecutive 2-byte big-endian numbers.
+pub(crate) fn seat_list(seats: &[Seat]) -> Vec<u8> {
+    seats.iter().flat_map(|s| s.get().to_be_bytes()).collect()
+}
+
+/// Decodes [`seat_list`]: `None` for an odd length, a number that is no
+/// seat, or seats not strictly ascending (one canonical form per set).
+fn seats_of(bytes: &[u8]) -> Option<Vec<Seat>> {
+    let pairs = bytes.chunks_exact(2);
+    if !pairs.remainder().is_empty() {
+        return None;
+    }
+    let seats = pairs
+        .map(|p| Seat::try_from(u16::from_be_bytes([*p.first()?, *p.get(1)?])).ok())
+        .collect::<Option<Vec<Seat>>>()?;
+    seats
+        .windows(2)
+        .all(|w| w.first() < w.get(1))
+        .then_some(seats)
+}
+
+/// What a DKG session makes: a new wallet key, or new shares of the
+/// wallet's existing key (a refresh, DESIGN.md §4).
+///
+/// Exhaustive on purpose: a transport that carries proposals must name
+/// every kind, so a new one cannot travel as another.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DkgKind {
+    /// A fresh key generation.
+    #[default]
+    Fresh,
+    /// A refresh of the shares of wallet epoch `from_epoch`; the seats in
+    /// `removed` (ascending) are left out of the new sharing. Every member
+    /// joins only if `removed` equals its own configuration's removal set.
+    Refresh {
+        /// The wallet epoch being refreshed (the new shares are its
+        /// successor's).
+        from_epoch: crate::ids::WalletEpoch,
+        /// The seats to remove, ascending.
+        removed: Vec<Seat>,
+    },
+}
 
 /// Bytes that are not the canonical encoding of a [`DkgPayload`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -265,10 +371,12 @@ pub(crate) fn identity_verify(
 }
 
 /// The echo hash: (session, wallet, t, n, roster, every round-1 package and
-/// HPKE key in seat order). Every member must compute the same one.
+/// HPKE key in seat order, and for a refresh its epoch and removal set).
+/// Every member must compute the same one.
 pub(crate) fn echo_hash(
     session: &DkgSessionId,
     wallet: &WalletConfig,
+    kind: &DkgKind,
     round1: &[(Seat, &[u8], &[u8])],
 ) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -287,6 +395,20 @@ pub(crate) fn echo_hash(
         h.update(package);
         h.update((hpke_key.len() as u64).to_be_bytes());
         h.update(hpke_key);
+    }
+    // A fresh DKG's hash is left as it always was; a refresh appends what
+    // it refreshes and whom it removes, so members told different
+    // removal sets or epochs disagree from round 2 on.
+    if let DkgKind::Refresh {
+        from_epoch,
+        removed,
+    } = kind
+    {
+        h.update(b"refresh");
+        h.update(from_epoch.0.to_be_bytes());
+        let removed = seat_list(removed);
+        h.update((removed.len() as u64).to_be_bytes());
+        h.update(removed);
     }
     h.finalize().into()
 }
@@ -424,7 +546,7 @@ mod tests {
         let seat = |n: u16| Seat::try_from(n).unwrap();
         let round1: [(Seat, &[u8], &[u8]); 2] = [(seat(1), b"p1", b"k1"), (seat(2), b"p2", b"k2")];
         assert_eq!(
-            hex::encode(echo_hash(&session, &config, &round1)),
+            hex::encode(echo_hash(&session, &config, &DkgKind::Fresh, &round1)),
             "119ab827c7009fea4e587eaaa988153b9c2ad40852910ee8f7dfbb10618d249c"
         );
         assert_eq!(
@@ -451,6 +573,26 @@ mod tests {
             (bytes(), bytes()).prop_map(|(output_key, transcript)| DkgPayload::Confirm {
                 output_key,
                 transcript
+            }),
+            (
+                bytes(),
+                bytes(),
+                proptest::collection::btree_set(1..=thresig_crypto::MAX_SIGNERS, 0..4),
+                any::<u64>()
+            )
+                .prop_map(|(wallet_key, transcript, removed, epoch)| {
+                    DkgPayload::RefreshConfirm {
+                        wallet_key,
+                        transcript,
+                        removed: removed
+                            .into_iter()
+                            .map(|n| Seat::try_from(n).unwrap())
+                            .collect(),
+                        from_epoch: crate::ids::WalletEpoch(epoch),
+                    }
+                }),
+            any::<u64>().prop_map(|epoch| DkgPayload::RefreshAbandon {
+                from_epoch: crate::ids::WalletEpoch(epoch)
             }),
         ]
     }
@@ -546,7 +688,7 @@ mod tests {
             transcript: HexBytes(vec![2; 32]),
         };
         let mut bytes = confirm.to_bytes();
-        for tag in [0u8, 4, 0xff] {
+        for tag in [0u8, 5, 0xff] {
             bytes[0] = tag;
             assert_eq!(DkgPayload::from_bytes(&bytes), Err(InvalidDkgPayload));
         }

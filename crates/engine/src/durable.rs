@@ -19,11 +19,12 @@
 use thresig_crypto::{KeyShare, Seat, WalletKey};
 use thresig_store::{Marker, Plaintext, Store, WriteOp};
 
+use crate::api::HexBytes;
 use crate::config::WalletConfig;
 use crate::dkg_msg::DkgSessionId;
 use crate::error::{Error, InternalFault};
 use crate::ids::WalletEpoch;
-use crate::wallet::{Confirming, SigningKey, WalletState};
+use crate::wallet::{Confirming, Refreshing, ResultKind, Role, SigningKey, WalletState};
 use thresig_store::WalletId;
 
 /// Version byte of the wallet record encoding.
@@ -96,6 +97,46 @@ fn wallet_epoch_of(key_epoch: thresig_store::KeyEpoch) -> Option<WalletEpoch> {
 /// Version byte of the DKG result encoding.
 const DKG_RESULT_VERSION: u8 = 1;
 
+/// Version byte of a refresh result's encoding (a DKG result that also
+/// names its wallet epoch and removal set).
+const REFRESH_RESULT_VERSION: u8 = 2;
+
+/// The record of a refresh session this member vetoed (or discarded on
+/// vetoes): `[5][wallet epoch: u64 BE][requester: u16 BE]`, the epoch the
+/// refresh started from and the wallet seat of the member that asked (0:
+/// none in the roster). It keeps the session id from ever running again
+/// here at that epoch (an old veto of it could otherwise discard a new
+/// run's result at some members while others switch), and counts against
+/// the requester's share of veto slots. A switch deletes it: a veto signs
+/// its epoch and counts for no later refresh. (Version 3, a bare or
+/// epoch-only record of unreleased builds, is not read as a veto.)
+const VETO_VERSION: u8 = 5;
+
+/// Version byte of a refresh result that also keeps the signatures of the
+/// other members' confirmations this member counted: the fields of
+/// [`REFRESH_RESULT_VERSION`], the wallet key length-prefixed (u32 BE),
+/// then a u16 BE count of (seat u16 BE, signature length u16 BE,
+/// signature).
+const REFRESH_CONFIRMED_VERSION: u8 = 4;
+
+/// Whether a stored DKG result value is a refresh result (of either
+/// version).
+fn is_refresh_result(value: &[u8]) -> bool {
+    matches!(
+        value.first(),
+        Some(&REFRESH_RESULT_VERSION | &REFRESH_CONFIRMED_VERSION)
+    )
+}
+
+/// The number the key package of wallet epoch `epoch` is kept at.
+fn key_epoch_of(epoch: WalletEpoch) -> Result<thresig_store::KeyEpoch, Error> {
+    epoch
+        .0
+        .checked_add(FIRST_KEY_EPOCH.0)
+        .map(thresig_store::KeyEpoch)
+        .ok_or(Error::Internal(InternalFault::Invariant))
+}
+
 fn encoding_failed<E>(_: E) -> Error {
     Error::Internal(InternalFault::Serialization)
 }
@@ -127,8 +168,18 @@ fn active_record_op(
     key_epoch: thresig_store::KeyEpoch,
     key: &WalletKey,
 ) -> Result<WriteOp, Error> {
+    record_op(id, Lifecycle::Active, key_epoch, key)
+}
+
+/// The wallet record marking `key` in `lifecycle` at `key_epoch`.
+fn record_op(
+    id: &WalletId,
+    lifecycle: Lifecycle,
+    key_epoch: thresig_store::KeyEpoch,
+    key: &WalletKey,
+) -> Result<WriteOp, Error> {
     let record = WalletRecord {
-        lifecycle: Lifecycle::Active,
+        lifecycle,
         key_epoch,
         wallet_key: key.to_bytes().map_err(encoding_failed)?,
     };
@@ -288,27 +339,147 @@ fn relabelled<S: Store>(
 }
 
 /// The stored form of a DKG result awaiting confirmation:
-/// `[version][transcript][wallet key]`.
+/// `[version 1][transcript][wallet key]`, or for a refresh
+/// `[version 2][transcript][wallet epoch: u64 BE][removed: u16 BE count,
+/// then each seat u16 BE][wallet key]`.
 fn dkg_result_value(result: &Confirming) -> Result<Vec<u8>, Error> {
-    Ok([
-        &[DKG_RESULT_VERSION][..],
-        &result.transcript(),
-        &result.key().to_bytes().map_err(encoding_failed)?,
-    ]
-    .concat())
+    let key = result.key().to_bytes().map_err(encoding_failed)?;
+    Ok(match result.kind() {
+        ResultKind::Fresh => [&[DKG_RESULT_VERSION][..], &result.transcript(), &key].concat(),
+        ResultKind::Refresh { epoch, removed } => {
+            let count = u16::try_from(removed.len()).map_err(encoding_failed)?;
+            let key_len = u32::try_from(key.len()).map_err(encoding_failed)?;
+            let received = result.received();
+            let mut value = [
+                &[REFRESH_CONFIRMED_VERSION][..],
+                &result.transcript(),
+                &epoch.0.to_be_bytes(),
+                &count.to_be_bytes(),
+                &crate::dkg_msg::seat_list(removed),
+                &key_len.to_be_bytes(),
+                &key,
+                &u16::try_from(received.len())
+                    .map_err(encoding_failed)?
+                    .to_be_bytes(),
+            ]
+            .concat();
+            for (seat, signature) in received {
+                let len = u16::try_from(signature.0.len()).map_err(encoding_failed)?;
+                value.extend_from_slice(&seat.get().to_be_bytes());
+                value.extend_from_slice(&len.to_be_bytes());
+                value.extend_from_slice(&signature.0);
+            }
+            value
+        }
+    })
 }
 
-/// The unit a DKG's part 3 commits: the key package (insert-if-absent) and
-/// the result awaiting confirmation.
+/// A stored refresh result, decoded.
+struct StoredRefresh<'a> {
+    transcript: [u8; 32],
+    epoch: WalletEpoch,
+    removed: Vec<Seat>,
+    key: &'a [u8],
+    /// The other members' confirmation signatures it kept.
+    received: Vec<(Seat, HexBytes)>,
+}
+
+impl StoredRefresh<'_> {
+    /// The result awaiting confirmations it stores, with `key` and `share`
+    /// (checked by the caller against the stored key) and every kept
+    /// confirmation counted, this member's own (`me`) too.
+    fn confirming(
+        self,
+        session: DkgSessionId,
+        (key, share): (WalletKey, std::sync::Arc<KeyShare>),
+        me: Seat,
+    ) -> Confirming {
+        let mut confirming =
+            Confirming::new(session, key, share, self.transcript).with_kind(ResultKind::Refresh {
+                epoch: self.epoch,
+                removed: self.removed,
+            });
+        confirming.accept(me);
+        for (seat, signature) in self.received {
+            confirming.receive(seat, signature);
+        }
+        confirming
+    }
+}
+
+/// Decodes a stored refresh result; `None` for any other value.
+fn decode_refresh_result(value: &[u8]) -> Option<StoredRefresh<'_>> {
+    let ([version], rest) = value.split_first_chunk::<1>()?;
+    if !is_refresh_result(value) {
+        return None;
+    }
+    let (transcript, rest) = rest.split_first_chunk::<32>()?;
+    let (epoch, rest) = rest.split_first_chunk::<8>()?;
+    let (count, mut rest) = rest.split_first_chunk::<2>()?;
+    let mut removed = Vec::new();
+    for _ in 0..u16::from_be_bytes(*count) {
+        let (seat, tail) = rest.split_first_chunk::<2>()?;
+        removed.push(Seat::try_from(u16::from_be_bytes(*seat)).ok()?);
+        rest = tail;
+    }
+    let mut received = Vec::new();
+    let key = if *version == REFRESH_RESULT_VERSION {
+        rest
+    } else {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let (key, tail) = tail.split_at_checked(usize::try_from(u32::from_be_bytes(*len)).ok()?)?;
+        let (count, mut tail) = tail.split_first_chunk::<2>()?;
+        for _ in 0..u16::from_be_bytes(*count) {
+            let (seat, more) = tail.split_first_chunk::<2>()?;
+            let (len, more) = more.split_first_chunk::<2>()?;
+            let (signature, more) = more.split_at_checked(usize::from(u16::from_be_bytes(*len)))?;
+            let seat = Seat::try_from(u16::from_be_bytes(*seat)).ok()?;
+            received.push((seat, HexBytes(signature.to_vec())));
+            tail = more;
+        }
+        if !tail.is_empty() {
+            return None;
+        }
+        key
+    };
+    Some(StoredRefresh {
+        transcript: *transcript,
+        epoch: WalletEpoch(u64::from_be_bytes(*epoch)),
+        removed,
+        key,
+        received,
+    })
+}
+
+/// The write that stores `result` again with the confirmations it now
+/// counts (replacing its record), so that they survive a restart.
+///
+/// # Errors
+/// [`Error::Internal`] if the result does not encode (not expected).
+pub(crate) fn received_op(wallet: &WalletId, result: &Confirming) -> Result<WriteOp, Error> {
+    Ok(WriteOp::PutDkgResult {
+        wallet: wallet.clone(),
+        session: dkg_session_id(result.session())?,
+        value: dkg_result_value(result)?.into(),
+    })
+}
+
+/// The unit a DKG's part 3 commits: the key package (insert-if-absent, at
+/// the result's wallet epoch: a refresh's beside the current one) and the
+/// result awaiting confirmation.
 pub(crate) fn pending_ops(wallet: &WalletId, result: &Confirming) -> Result<Vec<WriteOp>, Error> {
-    Ok(vec![
-        key_package_op(wallet, FIRST_KEY_EPOCH, result.share())?,
-        WriteOp::PutDkgResult {
+    let mut ops = vec![
+        key_package_op(wallet, key_epoch_of(result.epoch())?, result.share())?,
+        received_op(wallet, result)?,
+    ];
+    // A refresh's result joins an existing wallet: a new security epoch,
+    // so a store restored from before it cannot undo it undetected.
+    if matches!(result.kind(), crate::wallet::ResultKind::Refresh { .. }) {
+        ops.push(WriteOp::BumpWalletEpoch {
             wallet: wallet.clone(),
-            session: dkg_session_id(result.session())?,
-            value: dkg_result_value(result)?.into(),
-        },
-    ])
+        });
+    }
+    Ok(ops)
 }
 
 /// Whether the store already holds exactly this part-3 result (its key
@@ -327,7 +498,9 @@ pub(crate) fn result_is_stored<S: Store>(
         source,
     };
     let share = key_package_bytes(result.share())?;
-    let stored_share = store.key_package(wallet, FIRST_KEY_EPOCH).map_err(read)?;
+    let stored_share = store
+        .key_package(wallet, key_epoch_of(result.epoch())?)
+        .map_err(read)?;
     if stored_share.as_ref() != Some(&share) {
         return Ok(false);
     }
@@ -349,15 +522,48 @@ pub(crate) fn result_stored_for<S: Store>(
     wallet: &WalletId,
     session: DkgSessionId,
 ) -> Result<bool, Error> {
+    stored_for(store, wallet, session, |_| true)
+}
+
+/// Whether the store holds a refresh result of `session` for `wallet`
+/// (pending, or the one a switch keeps).
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn refresh_result_stored_for<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+) -> Result<bool, Error> {
+    stored_for(store, wallet, session, is_refresh_result)
+}
+
+/// Every DKG result record of `wallet` (results and vetoes), by session.
+///
+/// # Errors
+/// [`Error::Store`] if the store cannot be read.
+fn results_of<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+) -> Result<Vec<(thresig_store::DkgSessionId, Plaintext)>, Error> {
+    store.dkg_results(wallet).map_err(|source| Error::Store {
+        wallet: wallet.clone(),
+        source,
+    })
+}
+
+/// Whether the store holds a DKG result record of `session` for `wallet`
+/// whose value `fits`.
+fn stored_for<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+    fits: impl Fn(&[u8]) -> bool,
+) -> Result<bool, Error> {
     let session = dkg_session_id(session)?;
-    Ok(store
-        .dkg_results(wallet)
-        .map_err(|source| Error::Store {
-            wallet: wallet.clone(),
-            source,
-        })?
+    Ok(results_of(store, wallet)?
         .iter()
-        .any(|(s, _)| *s == session))
+        .any(|(s, v)| *s == session && fits(v)))
 }
 
 /// The unit that makes a confirmed DKG's wallet active.
@@ -375,9 +581,182 @@ pub(crate) fn confirmation_ops(
     ])
 }
 
+/// The unit that switches a refreshed wallet to its new epoch: the record
+/// names the new key package and key, the old key package is deleted and
+/// the wallet moves to a new security epoch, all in one commit. The result record stays (it holds no secret), so
+/// this member can sign its confirmation again for a member that missed
+/// it ([`retained_refresh`]); every other stored result of the wallet (an
+/// earlier refresh's) goes.
+///
+/// # Errors
+/// [`Error::Store`] if the stored results cannot be listed.
+pub(crate) fn switch_ops<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    current: &SigningKey,
+    (pending, role): (&Confirming, Role),
+) -> Result<Vec<WriteOp>, Error> {
+    let keep = dkg_session_id(pending.session())?;
+    let lifecycle = match role {
+        Role::Active => Lifecycle::Active,
+        Role::Rekeying => Lifecycle::Rekeying,
+    };
+    let mut ops = vec![
+        record_op(
+            wallet,
+            lifecycle,
+            key_epoch_of(pending.epoch())?,
+            pending.key(),
+        )?,
+        WriteOp::DeleteKeyPackage {
+            wallet: wallet.clone(),
+            epoch: key_epoch_of(current.epoch)?,
+        },
+        // The full set it switched on, for `--resume` at the others.
+        received_op(wallet, pending)?,
+    ];
+    let stored = results_of(store, wallet)?;
+    // An earlier refresh's result and every veto go: a veto signs the
+    // epoch it was made at and counts for no later refresh.
+    for (session, _) in stored {
+        if session != keep {
+            ops.push(WriteOp::DeleteDkgResult {
+                wallet: wallet.clone(),
+                session,
+            });
+        }
+    }
+    // A new security epoch in the same commit: a database restored from
+    // before the switch (holding the old share) is then a rollback the
+    // store's witness catches at open, whether or not the data key
+    // retirement after it ever runs.
+    ops.push(WriteOp::BumpWalletEpoch {
+        wallet: wallet.clone(),
+    });
+    // The old share's data key is retired after the switch, by a prune
+    // (it waits on the key provider); due in the same commit, so a
+    // restart in between still retires it.
+    ops.extend(crate::signer::mark_due(true));
+    Ok(ops)
+}
+
+/// The unit that records this member's veto of the refresh `session` of
+/// wallet epoch `from` (or its discard of it on vetoes): the veto record
+/// (replacing a result record of it), the session's pending key package
+/// at `pending` deleted if there is one, and a new security epoch, so a
+/// store restored from before the veto is caught at open.
+///
+/// # Errors
+/// [`Error::Internal`] if an id or epoch does not encode (not expected).
+pub(crate) fn veto_ops(
+    wallet: &WalletId,
+    session: DkgSessionId,
+    (from, requester): (WalletEpoch, Option<Seat>),
+    pending: Option<WalletEpoch>,
+) -> Result<Vec<WriteOp>, Error> {
+    let mut ops = Vec::new();
+    if let Some(epoch) = pending {
+        ops.push(WriteOp::DeleteKeyPackage {
+            wallet: wallet.clone(),
+            epoch: key_epoch_of(epoch)?,
+        });
+    }
+    let requester = requester.map_or(0, Seat::get);
+    ops.push(WriteOp::PutDkgResult {
+        wallet: wallet.clone(),
+        session: dkg_session_id(session)?,
+        value: [
+            &[VETO_VERSION][..],
+            &from.0.to_be_bytes(),
+            &requester.to_be_bytes(),
+        ]
+        .concat()
+        .into(),
+    });
+    ops.push(WriteOp::BumpWalletEpoch {
+        wallet: wallet.clone(),
+    });
+    Ok(ops)
+}
+
+/// The seat number of the member that asked for the veto a stored value
+/// records (0: none in the roster); `None` for any other value.
+fn veto_requester(value: &[u8]) -> Option<u16> {
+    let ([version], rest) = value.split_first_chunk::<1>()?;
+    let (_from, requester) = rest.split_first_chunk::<8>()?;
+    let requester: [u8; 2] = requester.try_into().ok()?;
+    (*version == VETO_VERSION).then_some(u16::from_be_bytes(requester))
+}
+
+/// Whether this member abandoned the refresh `session` (its record says
+/// so; false for a result of it, or none).
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn is_abandoned<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    session: DkgSessionId,
+) -> Result<bool, Error> {
+    stored_for(store, wallet, session, |v| veto_requester(v).is_some())
+}
+
+/// How many vetoes this member keeps for `wallet` that `requester` asked
+/// for (all of its current epoch: a switch deletes them).
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn vetoes_held<S: Store>(
+    store: &S,
+    wallet: &WalletId,
+    requester: Option<Seat>,
+) -> Result<usize, Error> {
+    let requester = requester.map_or(0, Seat::get);
+    Ok(results_of(store, wallet)?
+        .iter()
+        .filter(|(_, v)| veto_requester(v) == Some(requester))
+        .count())
+}
+
+/// The retained result of the refresh `session` that made `current` (the
+/// key this member switched to), as a confirmation to sign again; `None`
+/// if the store holds no such result.
+///
+/// # Errors
+/// [`Error::Store`] if the results cannot be read.
+pub(crate) fn retained_refresh<S: Store>(
+    store: &S,
+    (wallet, me): (&WalletId, Seat),
+    current: &SigningKey,
+    session: DkgSessionId,
+) -> Result<Option<Confirming>, Error> {
+    let wanted = dkg_session_id(session)?;
+    let stored = results_of(store, wallet)?;
+    let current_key = current.key.to_bytes().map_err(encoding_failed)?;
+    for (id, value) in stored {
+        if id != wanted {
+            continue;
+        }
+        let Some(result) = decode_refresh_result(&value) else {
+            return Ok(None);
+        };
+        if result.epoch != current.epoch || result.key != current_key.as_slice() {
+            return Ok(None);
+        }
+        let parts = (current.key.clone(), current.share.clone());
+        return Ok(Some(result.confirming(session, parts, me)));
+    }
+    Ok(None)
+}
+
 /// The unit an operator's abort of an unconfirmed DKG commits: its result
-/// and its key package are deleted (never done automatically).
-pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<WriteOp>, Error> {
+/// and its key package (of wallet epoch `epoch`) are deleted (never done
+/// automatically).
+pub(crate) fn abort_ops(
+    wallet: &WalletId,
+    session: DkgSessionId,
+    epoch: WalletEpoch,
+) -> Result<Vec<WriteOp>, Error> {
     Ok(vec![
         WriteOp::DeleteDkgResult {
             wallet: wallet.clone(),
@@ -385,7 +764,7 @@ pub(crate) fn abort_ops(wallet: &WalletId, session: DkgSessionId) -> Result<Vec<
         },
         WriteOp::DeleteKeyPackage {
             wallet: wallet.clone(),
-            epoch: FIRST_KEY_EPOCH,
+            epoch: key_epoch_of(epoch)?,
         },
     ])
 }
@@ -474,10 +853,58 @@ fn try_load<S: Store>(
     if let Some(mismatch) = tree_mismatch(config, &key, false) {
         return Ok(mismatch);
     }
-    Ok(match record.lifecycle {
-        Lifecycle::Rekeying => WalletState::Rekeying(key),
-        Lifecycle::Active | Lifecycle::Retired => WalletState::Active(key),
-    })
+    let role = match record.lifecycle {
+        Lifecycle::Rekeying => Role::Rekeying,
+        Lifecycle::Active | Lifecycle::Retired => Role::Active,
+    };
+    load_refreshing(store, config, seat, (key, role))
+}
+
+/// An active wallet, with the refresh result awaiting confirmations if the
+/// store holds one for the next epoch (its confirmations must be delivered
+/// again; this member's own counts). A refresh result that does not decode
+/// or fit makes the wallet `corrupt`; results of a DKG (a leftover of an
+/// aborted run the record supersedes) are not this state's.
+fn load_refreshing<S: Store>(
+    store: &S,
+    config: &WalletConfig,
+    seat: Seat,
+    (current, role): (SigningKey, Role),
+) -> Result<WalletState, thresig_store::Error> {
+    let id = &config.id;
+    for (session, value) in store.dkg_results(id)? {
+        if !is_refresh_result(&value) {
+            continue;
+        }
+        let Some(stored) = decode_refresh_result(&value) else {
+            return Ok(WalletState::Corrupt);
+        };
+        let (epoch, key) = (stored.epoch, stored.key);
+        // The result that made the current epoch is kept after the switch
+        // (see `switch_ops`); only the next epoch's is pending.
+        if epoch == current.epoch {
+            continue;
+        }
+        let fits = current.epoch.0.checked_add(1) == Some(epoch.0);
+        let share = match key_epoch_of(epoch) {
+            Ok(key_epoch) if fits => store.key_package(id, key_epoch)?,
+            _ => None,
+        };
+        let pending = (|| {
+            let session = DkgSessionId(session.as_bytes().try_into().ok()?);
+            signing_key(config, seat, epoch, key, &share?).map(|checked| (session, checked))
+        })();
+        let Some((session, checked)) = pending else {
+            return Ok(WalletState::Corrupt);
+        };
+        let pending = stored.confirming(session, (checked.key, checked.share), seat);
+        return Ok(WalletState::Refreshing(Box::new(Refreshing {
+            current,
+            pending,
+            role,
+        })));
+    }
+    Ok(role.holding(current))
 }
 
 /// Decodes key material and checks it against the configuration.
@@ -486,8 +913,8 @@ fn try_load<S: Store>(
 /// the record is this signer's own, sealed in its store from a `WalletKey`
 /// that passed that check when it was made (see
 /// [`WalletKey::from_stored_bytes`]). What ties this signer to the record
-/// is checked: its own share fits the key, the threshold and roster size
-/// match the configuration.
+/// is checked: its own share fits the key, the threshold matches, and every
+/// member of the key holds a roster seat (a refresh may have removed some).
 fn signing_key(
     config: &WalletConfig,
     seat: Seat,
@@ -500,7 +927,7 @@ fn signing_key(
     let fits = share.seat() == seat
         && share.check_wallet(&key).is_ok()
         && key.threshold() == config.threshold
-        && key.members().len() == config.roster.len();
+        && key.members().iter().all(|m| config.member(*m).is_some());
     fits.then(|| SigningKey::new(epoch, key, share))
 }
 

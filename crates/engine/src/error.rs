@@ -46,7 +46,8 @@ pub enum ErrorCode {
     /// cluster): only members coordinate for a wallet.
     CoordinatorNotMember,
     /// A DKG proposal's threshold or roster differs from this signer's
-    /// configuration of the wallet.
+    /// configuration of the wallet, or a refresh proposal's removal set
+    /// differs from its `remove` list.
     DkgMismatch,
     /// The request names a wallet epoch other than this signer's.
     StaleEpoch,
@@ -86,6 +87,10 @@ pub enum ErrorCode {
     DkgBusy,
     /// A DKG message for a session or phase this signer is not in.
     DkgNotInPhase,
+    /// A veto or abort of a share refresh whose confirmation this member
+    /// released: the others may switch on it, so it keeps its pending
+    /// shares (or switched) and the refresh is finished with `--resume`.
+    RefreshConfirmed,
     /// A repair helper's operator has not approved (or no longer approves)
     /// repairing that seat of that wallet on this signer.
     RepairNotApproved,
@@ -105,7 +110,7 @@ impl ErrorCode {
     /// Every code, for documentation, exhaustive tests and [`ErrorCode::parse`].
     /// The test `every_variant_is_in_all_and_parses` fails to compile when a
     /// variant is added to the enum, and fails when it is missing here.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 30] = [
         Self::InvalidRequest,
         Self::UnknownWallet,
         Self::SessionConflict,
@@ -130,6 +135,7 @@ impl ErrorCode {
         Self::DkgFailed,
         Self::DkgBusy,
         Self::DkgNotInPhase,
+        Self::RefreshConfirmed,
         Self::RepairNotApproved,
         Self::RepairNotInPhase,
         Self::RepairBusy,
@@ -171,6 +177,7 @@ impl ErrorCode {
             Self::DkgFailed => "dkg_failed",
             Self::DkgBusy => "dkg_busy",
             Self::DkgNotInPhase => "dkg_not_in_phase",
+            Self::RefreshConfirmed => "refresh_confirmed",
             Self::RepairNotApproved => "repair_not_approved",
             Self::RepairNotInPhase => "repair_not_in_phase",
             Self::RepairBusy => "repair_busy",
@@ -214,6 +221,7 @@ impl ErrorCode {
             | Self::InvalidShare
             | Self::DkgFailed
             | Self::DkgNotInPhase
+            | Self::RefreshConfirmed
             | Self::RepairNotApproved
             | Self::RepairNotInPhase
             | Self::RepairFailed
@@ -726,6 +734,31 @@ pub enum Error {
         /// The wallet addressed.
         wallet: WalletId,
     },
+    /// A refresh proposal's removal set differs from this member's own
+    /// configuration of the wallet (its `remove` list), or removes this
+    /// member: removals come from each member's operator, never from a
+    /// coordinator.
+    #[error(
+        "wallet {wallet}: the refresh proposal's removal set differs from this member's `remove` list (or removes this member); reconcile every remaining member's `remove` list with the command's --remove, then refresh again"
+    )]
+    RefreshMismatch {
+        /// The wallet addressed.
+        wallet: WalletId,
+    },
+    /// A refresh whose removal would leave fewer members of the key record
+    /// than the threshold (counting the seats earlier refreshes removed):
+    /// the new shares could never sign.
+    #[error(
+        "wallet {wallet}: the refresh would leave {remaining} member(s) of the key record, fewer than its threshold {threshold}; fix the `remove` lists to remove fewer seats, or rekey the wallet to a new key"
+    )]
+    RefreshLeavesTooFew {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The members the refresh would keep.
+        remaining: u16,
+        /// The wallet's threshold.
+        threshold: u16,
+    },
     /// A DKG was proposed for a wallet that already signs (or is later in
     /// its lifecycle).
     #[error(
@@ -741,6 +774,59 @@ pub enum Error {
     DkgNotInPhase {
         /// The wallet addressed.
         wallet: WalletId,
+    },
+    /// An abort of, or a veto asked for, a refresh whose confirmation this
+    /// member already released: the other members may switch on it, so
+    /// discarding the pending shares here (or promising never to switch)
+    /// could leave no epoch with a threshold of shares.
+    #[error(
+        "wallet {wallet}: this member released its confirmation of refresh {0}, so the others may switch on it: it keeps its pending shares and neither vetoes nor aborts the refresh; run `thresig refresh --resume {0}` to finish it", hex::encode(session.0)
+    )]
+    RefreshConfirmed {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The refresh session.
+        session: crate::dkg_msg::DkgSessionId,
+    },
+    /// A veto (or a discard) of a refresh this member switched to: the
+    /// refresh completed here, and this member holds every confirmation.
+    #[error(
+        "wallet {wallet}: this member switched to the shares of refresh {0}, so the refresh completed here and it refuses to veto it; run `thresig refresh --resume {0}` to finish it at the other members", hex::encode(session.0)
+    )]
+    RefreshSwitched {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The refresh session.
+        session: crate::dkg_msg::DkgSessionId,
+    },
+    /// A repair asked of a helper that holds a refresh result pending: it
+    /// released its confirmation, and so may the member being repaired,
+    /// which, rebuilt at the old epoch, would forget its release and veto
+    /// a refresh the others may switch on.
+    #[error(
+        "wallet {wallet}: this member holds refresh {0} pending and helps no repair until it is finished or discarded; run `thresig refresh --resume {0}` (or `--abort {0}` when a threshold of members never released) first, then repair the member at the wallet's epoch", hex::encode(session.0)
+    )]
+    RepairDuringRefresh {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The pending refresh session.
+        session: crate::dkg_msg::DkgSessionId,
+    },
+    /// A veto asked of a member that already holds as many vetoes of
+    /// refreshes at its current epoch as one requester may have
+    /// (16 divided by the threshold, at least one: each keeps its session
+    /// from running here; a switch deletes them).
+    #[error(
+        "wallet {wallet}: this member already vetoed {cap} refresh sessions at its current epoch that {} asked for, and signs it no more vetoes until the wallet switches; check why that member asked for vetoes of sessions no member's `thresig status` shows, or run --abort from another member", seat_or(*requester, "a coordinator outside the roster")
+    )]
+    VetoCapacity {
+        /// The wallet addressed.
+        wallet: WalletId,
+        /// The wallet seat of the member that asked (`None`: no member of
+        /// the roster).
+        requester: Option<Seat>,
+        /// The vetoes one requester may have.
+        cap: usize,
     },
     /// Another DKG session holds the wallet, or the caller did not start
     /// the session it addresses: a start of a different session is refused
@@ -888,7 +974,9 @@ pub enum Error {
 /// What an operator does before a wallet in `state` can be retired.
 fn retire_step(state: WalletStateKind) -> &'static str {
     match state {
-        WalletStateKind::Active => "run `thresig wallet rekey` and sweep its outputs first",
+        WalletStateKind::Active | WalletStateKind::Refreshing => {
+            "run `thresig wallet rekey` and sweep its outputs first"
+        }
         WalletStateKind::DkgPending => "it holds no key to retire (its DKG never completed)",
         WalletStateKind::Corrupt => {
             "a corrupt wallet is not retired: run `thresig keys verify` and restore its records first"
@@ -928,9 +1016,9 @@ impl Error {
             // succeed (round 1's refusal stays `capacity_exhausted`).
             Self::NonceUnknown { .. } | Self::NonceEvicted { .. } => ErrorCode::NonceUnknown,
             Self::AttemptExpired { .. } => ErrorCode::AttemptExpired,
-            Self::NonceCapacity { .. } | Self::PendingCapacity { .. } => {
-                ErrorCode::CapacityExhausted
-            }
+            Self::NonceCapacity { .. }
+            | Self::PendingCapacity { .. }
+            | Self::VetoCapacity { .. } => ErrorCode::CapacityExhausted,
             Self::IdentifierNotInRoster { .. } | Self::TooFewSigners { .. } => {
                 ErrorCode::RosterMismatch
             }
@@ -941,11 +1029,16 @@ impl Error {
                 ErrorCode::StateCorrupt
             }
             Self::Store { source, .. } | Self::MarkerPurge { source } => store_code(source),
-            Self::DkgMismatch { .. } => ErrorCode::DkgMismatch,
+            Self::DkgMismatch { .. }
+            | Self::RefreshMismatch { .. }
+            | Self::RefreshLeavesTooFew { .. } => ErrorCode::DkgMismatch,
             Self::WalletAlreadyKeyed { .. }
             | Self::KeyPackagePresent { .. }
             | Self::RepairOfKeyedMember { .. } => ErrorCode::SessionConflict,
             Self::DkgNotInPhase { .. } => ErrorCode::DkgNotInPhase,
+            Self::RefreshConfirmed { .. }
+            | Self::RefreshSwitched { .. }
+            | Self::RepairDuringRefresh { .. } => ErrorCode::RefreshConfirmed,
             Self::DkgBusy { .. } => ErrorCode::DkgBusy,
             Self::DkgFailed { .. } => ErrorCode::DkgFailed,
             Self::RepairNotApproved { .. } => ErrorCode::RepairNotApproved,
@@ -1188,8 +1281,31 @@ mod tests {
             },
             Error::StoredRecordInvalid { wallet: wallet() },
             Error::DkgMismatch { wallet: wallet() },
+            Error::RefreshMismatch { wallet: wallet() },
+            Error::RefreshLeavesTooFew {
+                wallet: wallet(),
+                remaining: 1,
+                threshold: 2,
+            },
             Error::WalletAlreadyKeyed { wallet: wallet() },
             Error::DkgNotInPhase { wallet: wallet() },
+            Error::RefreshConfirmed {
+                wallet: wallet(),
+                session,
+            },
+            Error::RefreshSwitched {
+                wallet: wallet(),
+                session,
+            },
+            Error::RepairDuringRefresh {
+                wallet: wallet(),
+                session,
+            },
+            Error::VetoCapacity {
+                wallet: wallet(),
+                requester: Some(seat),
+                cap: 8,
+            },
             Error::DkgBusy {
                 wallet: wallet(),
                 holder: session,
@@ -1283,8 +1399,14 @@ mod tests {
                 | Error::KeyPackageMissing { .. }
                 | Error::StoredRecordInvalid { .. }
                 | Error::DkgMismatch { .. }
+                | Error::RefreshMismatch { .. }
+                | Error::RefreshLeavesTooFew { .. }
                 | Error::WalletAlreadyKeyed { .. }
                 | Error::DkgNotInPhase { .. }
+                | Error::RefreshConfirmed { .. }
+                | Error::RefreshSwitched { .. }
+                | Error::RepairDuringRefresh { .. }
+                | Error::VetoCapacity { .. }
                 | Error::DkgBusy { .. }
                 | Error::DkgFailed { .. }
                 | Error::RepairNotApproved { .. }
@@ -1392,6 +1514,7 @@ mod tests {
             DkgFailed,
             DkgBusy,
             DkgNotInPhase,
+            RefreshConfirmed,
             RepairNotApproved,
             RepairNotInPhase,
             RepairBusy,

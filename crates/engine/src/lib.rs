@@ -79,6 +79,7 @@ mod error;
 mod ids;
 mod ledger;
 mod pool;
+mod refresh;
 mod repair;
 mod signer;
 mod target;
@@ -87,13 +88,13 @@ pub mod test_util;
 mod wallet;
 
 pub use api::{
-    AbortRequest, HexBytes, Request, Response, Round1Request, Round1Response, Round2Request,
-    Round2Response, WalletStatus,
+    AbortRequest, HexBytes, RefreshStatus, Request, Response, Round1Request, Round1Response,
+    Round2Request, Round2Response, WalletStatus,
 };
 pub use blame::{BlameError, BlameProof, ProvenFault};
 pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
-pub use dkg_msg::{DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
+pub use dkg_msg::{DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
 pub use durable::decode_shares;
 pub use repair::{
     InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,

@@ -117,6 +117,15 @@ impl<N> NoncePool<N> {
         }
     }
 
+    /// Drops every live nonce (wiped on drop), keeping the tombstones: for
+    /// a key replaced at run time, whose pool was drawn for the old key.
+    pub(crate) fn drop_live(&mut self) {
+        self.vectors.clear();
+        self.index.clear();
+        self.by_coordinator.clear();
+        self.live = 0;
+    }
+
     /// Live nonces of `coordinator`.
     pub(crate) fn live_for(&self, coordinator: &CoordinatorId) -> usize {
         self.by_coordinator.get(coordinator).map_or(0, |leads| {

@@ -1,6 +1,6 @@
 //! Wallet states, each holding only the data valid in it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,9 @@ pub enum WalletStateKind {
     DkgPending,
     /// Signs.
     Active,
+    /// Signs with its current shares while a refresh's new shares await
+    /// every remaining member's confirmation.
+    Refreshing,
     /// Refuses every spend except the sweep to its successor.
     Rekeying,
     /// Signs nothing; its shares may be deleted.
@@ -33,9 +36,10 @@ pub enum WalletStateKind {
 impl WalletStateKind {
     /// Every state, so a transport can decode a name with [`Self::as_str`]
     /// as the only table.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::DkgPending,
         Self::Active,
+        Self::Refreshing,
         Self::Rekeying,
         Self::Retired,
         Self::Corrupt,
@@ -46,6 +50,7 @@ impl WalletStateKind {
         match self {
             Self::DkgPending => "dkg_pending",
             Self::Active => "active",
+            Self::Refreshing => "refreshing",
             Self::Rekeying => "rekeying",
             Self::Retired => "retired",
             Self::Corrupt => "corrupt",
@@ -101,7 +106,25 @@ pub(crate) struct Confirming {
     key: WalletKey,
     share: Arc<KeyShare>,
     transcript: [u8; 32],
+    kind: ResultKind,
     confirmed: BTreeSet<Seat>,
+    /// The signatures of the other members' confirmations it counted:
+    /// kept (durably, for a refresh) so that `--resume` can gather them
+    /// from this member when the coordinator lost them.
+    received: BTreeMap<Seat, HexBytes>,
+}
+
+/// What a finished DKG session made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ResultKind {
+    /// A new wallet key, at [`WalletEpoch::INITIAL`].
+    Fresh,
+    /// New shares of the wallet's key at wallet epoch `epoch`, without the
+    /// seats in `removed` (ascending).
+    Refresh {
+        epoch: WalletEpoch,
+        removed: Vec<Seat>,
+    },
 }
 
 impl Confirming {
@@ -117,13 +140,39 @@ impl Confirming {
             key,
             share: share.into(),
             transcript,
+            kind: ResultKind::Fresh,
             confirmed: BTreeSet::new(),
+            received: BTreeMap::new(),
+        }
+    }
+
+    /// This result as a refresh of `kind`.
+    pub(crate) fn with_kind(mut self, kind: ResultKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// What the session made.
+    pub(crate) fn kind(&self) -> &ResultKind {
+        &self.kind
+    }
+
+    /// The wallet epoch of the result's shares.
+    pub(crate) fn epoch(&self) -> WalletEpoch {
+        match &self.kind {
+            ResultKind::Fresh => WalletEpoch::INITIAL,
+            ResultKind::Refresh { epoch, .. } => *epoch,
         }
     }
 
     /// The DKG session.
     pub(crate) fn session(&self) -> DkgSessionId {
         self.session
+    }
+
+    /// The seats whose confirmations verified, ascending.
+    pub(crate) fn confirmed(&self) -> impl Iterator<Item = Seat> + '_ {
+        self.confirmed.iter().copied()
     }
 
     /// This member's share of the result.
@@ -144,11 +193,24 @@ impl Confirming {
     /// The confirmation payload every member must sign.
     ///
     /// # Errors
-    /// Never in practice; the output key always encodes.
+    /// Never in practice; the wallet key always encodes.
     pub(crate) fn payload(&self) -> Result<DkgPayload, Error> {
-        Ok(DkgPayload::Confirm {
-            output_key: HexBytes(self.key.output_key().to_bytes().to_vec()),
-            transcript: HexBytes(self.transcript.to_vec()),
+        Ok(match &self.kind {
+            ResultKind::Fresh => DkgPayload::Confirm {
+                output_key: HexBytes(self.key.output_key().to_bytes().to_vec()),
+                transcript: HexBytes(self.transcript.to_vec()),
+            },
+            ResultKind::Refresh { epoch, removed } => DkgPayload::RefreshConfirm {
+                wallet_key: HexBytes(crate::refresh::key_digest(&self.key)?.to_vec()),
+                transcript: HexBytes(self.transcript.to_vec()),
+                removed: removed.clone(),
+                from_epoch: WalletEpoch(
+                    epoch
+                        .0
+                        .checked_sub(1)
+                        .ok_or(Error::Internal(crate::error::InternalFault::Invariant))?,
+                ),
+            },
         })
     }
 
@@ -166,6 +228,25 @@ impl Confirming {
         self.confirmed.len()
     }
 
+    /// Counts another member's verified confirmation of this result and
+    /// keeps its signature; whether it was new.
+    pub(crate) fn receive(&mut self, sender: Seat, signature: HexBytes) -> bool {
+        let new = self.confirmed.insert(sender);
+        self.received.entry(sender).or_insert(signature);
+        new
+    }
+
+    /// Uncounts `sender`'s confirmation, whose storing failed.
+    pub(crate) fn forget(&mut self, sender: Seat) {
+        self.confirmed.remove(&sender);
+        self.received.remove(&sender);
+    }
+
+    /// The other members' confirmation signatures kept, by seat.
+    pub(crate) fn received(&self) -> &BTreeMap<Seat, HexBytes> {
+        &self.received
+    }
+
     /// The key material, once confirmed.
     pub(crate) fn into_parts(self) -> (WalletKey, Arc<KeyShare>) {
         (self.key, self.share)
@@ -180,6 +261,9 @@ pub(crate) enum WalletState {
     AwaitingConfirmations(Confirming),
     /// Signing with this key.
     Active(SigningKey),
+    /// Signing with the current key while a refresh's result waits for
+    /// every remaining member's confirmation.
+    Refreshing(Box<Refreshing>),
     /// Being replaced by a successor wallet; holds its key for the sweep.
     Rekeying(SigningKey),
     /// Retired.
@@ -203,9 +287,22 @@ impl WalletState {
         match self {
             Self::DkgPending | Self::AwaitingConfirmations(_) => WalletStateKind::DkgPending,
             Self::Active(_) => WalletStateKind::Active,
+            Self::Refreshing(r) => match r.role {
+                Role::Active => WalletStateKind::Refreshing,
+                Role::Rekeying => WalletStateKind::Rekeying,
+            },
             Self::Rekeying(_) => WalletStateKind::Rekeying,
             Self::Retired => WalletStateKind::Retired,
             Self::Corrupt | Self::ScriptTreeMismatch { .. } => WalletStateKind::Corrupt,
+        }
+    }
+
+    /// The DKG or refresh result awaiting confirmations, if any.
+    pub(crate) fn confirming(&self) -> Option<&Confirming> {
+        match self {
+            Self::AwaitingConfirmations(c) => Some(c),
+            Self::Refreshing(r) => Some(&r.pending),
+            _ => None,
         }
     }
 
@@ -213,6 +310,7 @@ impl WalletState {
     pub(crate) fn key(&self) -> Option<&SigningKey> {
         match self {
             Self::Active(key) | Self::Rekeying(key) => Some(key),
+            Self::Refreshing(r) => Some(&r.current),
             Self::DkgPending
             | Self::AwaitingConfirmations(_)
             | Self::Retired
@@ -230,6 +328,7 @@ impl WalletState {
         let wallet = wallet.clone();
         match self {
             Self::Active(key) => Ok((key, Role::Active)),
+            Self::Refreshing(r) => Ok((&r.current, r.role)),
             Self::Rekeying(key) => Ok((key, Role::Rekeying)),
             Self::DkgPending | Self::AwaitingConfirmations(_) => {
                 Err(Error::WalletNotActive { wallet })
@@ -253,6 +352,42 @@ fn root_text(tree: ScriptTree) -> String {
     match tree {
         ScriptTree::Root(root) => format!("script_tree_root = \"{}\"", hex::encode(root.0)),
         _ => "no script_tree_root".to_owned(),
+    }
+}
+
+/// A wallet with a refresh result awaiting confirmations: it signs with
+/// `current` until the switch, in `role`.
+///
+/// The part-3 commit that stored `pending` is the point where this member
+/// released its confirmation (it leaves right after the commit, and a
+/// crash in between cannot be told apart): a member in this state never
+/// vetoes the refresh and keeps the pending shares until it switches or a
+/// threshold of participants' vetoes proves nobody can.
+pub(crate) struct Refreshing {
+    /// The key the wallet signs with until the switch.
+    pub(crate) current: SigningKey,
+    /// The refresh result (its key package durable at the next epoch).
+    pub(crate) pending: Confirming,
+    /// What the wallet signs, before and after the switch: an emergency
+    /// rekey begun after the release keeps the pending refresh, and the
+    /// wallet stays `rekeying` if it later switches.
+    pub(crate) role: Role,
+}
+
+impl Refreshing {
+    /// The wallet's state once the pending result is discarded.
+    pub(crate) fn without_pending(self) -> WalletState {
+        self.role.holding(self.current)
+    }
+}
+
+impl Role {
+    /// The state of a wallet in this role signing with `key`.
+    pub(crate) fn holding(self, key: SigningKey) -> WalletState {
+        match self {
+            Self::Active => WalletState::Active(key),
+            Self::Rekeying => WalletState::Rekeying(key),
+        }
     }
 }
 

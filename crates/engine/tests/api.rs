@@ -112,6 +112,14 @@ fn a_non_member_is_refused_every_dkg_request_and_nothing_changes() {
         Request::DkgCancel {
             wallet: wid("w"),
             session: p.session,
+            abandon: false,
+            abandonments: Vec::new(),
+        },
+        Request::DkgCancel {
+            wallet: wid("w"),
+            session: p.session,
+            abandon: true,
+            abandonments: Vec::new(),
         },
     ];
     for request in table {

@@ -792,6 +792,8 @@ fn only_the_coordinator_that_started_a_dkg_continues_or_cancels_it() {
         let cancel = Request::DkgCancel {
             wallet: p.wallet.clone(),
             session: p.session,
+            abandon: false,
+            abandonments: Vec::new(),
         };
         refused(handle_from(&mut c, s, 3, cancel).unwrap_err());
         let empty = Request::DkgRound2 {
@@ -839,9 +841,11 @@ fn a_start_that_arrives_after_its_own_cancel_is_refused() {
     let cancel = Request::DkgCancel {
         wallet: p.wallet.clone(),
         session: p.session,
+        abandon: false,
+        abandonments: Vec::new(),
     };
     let dropped = |r: Result<Response, Error>| match r.unwrap() {
-        Response::DkgCancelled { dropped } => dropped,
+        Response::DkgCancelled { dropped, .. } => dropped,
         other => panic!("unexpected {other:?}"),
     };
     assert!(!dropped(handle_from(&mut c, 2, 3, cancel.clone())));

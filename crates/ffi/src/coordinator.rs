@@ -561,6 +561,8 @@ impl CoordinatorHandle {
             let cancel = Request::DkgCancel {
                 wallet: wallet.clone(),
                 session,
+                abandon: false,
+                abandonments: Vec::new(),
             };
             self.send(seat, Asked::Release, &cancel);
         }

@@ -16,6 +16,7 @@ mod lifecycle;
 mod load;
 mod member;
 mod psbt;
+mod refresh;
 mod repair;
 mod sweep;
 mod wallet;
@@ -60,6 +61,9 @@ enum Command {
     Serve(member::ServeArgs),
     /// Run a wallet's DKG among its members.
     Dkg(member::DkgArgs),
+    /// Renew a wallet's key shares (same output key, next wallet epoch),
+    /// optionally removing members for good.
+    Refresh(refresh::RefreshArgs),
     /// Sign a PSBT through ROAST.
     Sign(member::SignArgs),
     /// Sweep a rekeying wallet's outputs to its successor: build the PSBT
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => member::cluster(&args),
         Command::Serve(args) => member::serve(&args),
         Command::Dkg(args) => member::dkg(&args),
+        Command::Refresh(args) => refresh::main(&args),
         Command::Sign(args) => member::sign_psbt(&args),
         Command::Sweep(args) => sweep::main(&args),
         Command::Repair(args) => repair::main(&args),

@@ -620,6 +620,7 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
                             "epoch": w.epoch.map(|e| e.0),
                             "live_nonces": w.live_nonces,
                             "pending": pending,
+                            "refresh": crate::refresh::pending_json(w),
                         })
                     })
                     .collect();
@@ -634,11 +635,12 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
                             .map(|p| format!("; pending {}: {}", p.name(), p.step(&w.wallet)))
                             .collect();
                         format!(
-                            "{} {} ({epoch}{} live nonces{})",
+                            "{} {} ({epoch}{} live nonces{}{})",
                             w.wallet,
                             w.state.as_str(),
                             w.live_nonces,
-                            pending.concat()
+                            pending.concat(),
+                            crate::refresh::pending_text(w)
                         )
                     })
                     .collect();

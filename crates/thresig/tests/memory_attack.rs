@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ProcessCluster, WALLET, dkg, json, seat, self_payment};
+use common::{ProcessCluster, WALLET, dkg, seat, self_payment};
 use raw::{MemberFiles, answer, call, connect, unfinished};
 
 const MEMBERS: u16 = 3;
@@ -62,18 +62,7 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
 /// Signs `psbt` coordinated by `config`; the time it took.
 fn sign(config: &Path, psbt: &Path) -> Duration {
     let started = Instant::now();
-    let signed = json(
-        &[
-            "sign",
-            "--config",
-            config.to_str().unwrap(),
-            "--wallet",
-            WALLET,
-            "--psbt",
-            psbt.to_str().unwrap(),
-        ],
-        0,
-    );
+    let signed = common::sign_report(config, psbt);
     let took = started.elapsed();
     assert!(signed["txid"].is_string(), "{signed}");
     took

@@ -316,6 +316,46 @@ fn a_wallet_naming_a_seat_twice_is_refused() {
     assert_eq!(invalid_field(&text), "wallets.members");
 }
 
+/// `remove` names cluster seats; the engine gets them as wallet seats
+/// (treasury's members are cluster seats 4, 2, 1: seat 4 is wallet seat 1).
+#[test]
+fn a_wallets_remove_list_becomes_wallet_seats() {
+    let text = edited(
+        "members = [4, 2, 1]\n",
+        "members = [4, 2, 1]\nremove = [4]\n",
+    );
+    let config = parse(&text).unwrap();
+    let node = config.node.unwrap();
+    let treasury = node
+        .wallet(&thresig_engine::WalletId::new("treasury".to_owned()).unwrap())
+        .unwrap();
+    assert_eq!(treasury.config.remove, vec![thresig_crypto::Seat::FIRST]);
+}
+
+/// A removal naming a seat that is not one of the wallet's members, or one
+/// seat twice, is refused naming the field: a typo must not remove nobody.
+#[test]
+fn a_remove_list_naming_a_non_member_or_a_seat_twice_is_refused() {
+    for remove in ["remove = [3]", "remove = [9]", "remove = [4, 4]"] {
+        let text = edited(
+            "members = [4, 2, 1]\n",
+            &format!("members = [4, 2, 1]\n{remove}\n"),
+        );
+        assert_eq!(invalid_field(&text), "wallets.remove", "{remove}");
+    }
+}
+
+/// Removing as many seats as the threshold is refused: those seats' old
+/// shares together still sign for the unchanged key.
+#[test]
+fn a_remove_list_of_threshold_seats_is_refused() {
+    let text = edited(
+        "members = [4, 2, 1]\n",
+        "members = [4, 2, 1]\nremove = [4, 1]\n",
+    );
+    assert_eq!(invalid_field(&text), "wallets.remove");
+}
+
 #[test]
 fn a_wallet_without_this_member_is_refused() {
     let text = edited("members = [1, 2, 3]", "members = [1, 3, 4]");

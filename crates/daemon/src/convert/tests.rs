@@ -217,6 +217,7 @@ fn malformed_fields_become_typed_errors() {
         wallet_id: "vault-1".into(),
         threshold: 2,
         roster: vec![vec![1; 31]],
+        refresh: None,
     };
     assert!(matches!(
         Request::try_from(proposal),
@@ -233,6 +234,7 @@ fn malformed_fields_become_typed_errors() {
         live_nonces: 0,
         repair_approvals: Vec::new(),
         repairing: None,
+        refresh: None,
     };
     assert!(matches!(
         WalletStatus::try_from(status),

@@ -282,7 +282,10 @@ impl SignerHandler for Recorder {
             Request::DkgConfirm { .. } => {
                 Response::Confirmations(ConfirmationStatus::new(1, 3, false))
             }
-            Request::DkgCancel { .. } => Response::DkgCancelled { dropped: true },
+            Request::DkgCancel { .. } => Response::DkgCancelled {
+                dropped: true,
+                abandonment: None,
+            },
             Request::ListWallets => {
                 let mut status =
                     WalletStatus::new(vault(), WalletStateKind::Active, 2, 3, Seat::FIRST);

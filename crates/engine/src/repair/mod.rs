@@ -657,6 +657,15 @@ fn helper_key<'a>(
     if !session.helpers.contains(&slot.seat) {
         return Err(not_in_phase(slot));
     }
+    // A member repaired at the old epoch while a refresh is pending comes
+    // back with no record of releasing its confirmation and would veto a
+    // refresh the others may switch on (docs/lifecycle.md).
+    if let crate::wallet::WalletState::Refreshing(r) = &shard.state {
+        return Err(Error::RepairDuringRefresh {
+            wallet: slot.config.id.clone(),
+            session: r.pending.session(),
+        });
+    }
     // Only a wallet not keyed yet may become active later; a rekeying,
     // retired or corrupt one never helps again without an operator, so
     // its refusal is terminal (the signing refusal's, which names the fix).

@@ -16,6 +16,9 @@ mod operator;
 mod pending;
 mod rekey;
 mod release;
+mod retire;
+
+pub(crate) use retire::mark_due;
 mod round1;
 
 use std::collections::BTreeMap;
@@ -26,7 +29,7 @@ use thresig_crypto::{Seat, SecretNonce};
 use thresig_store::{Store, WriteOp};
 use thresig_tx::{Network, Policy};
 
-use crate::api::{HexBytes, Request, Response, WalletStatus};
+use crate::api::{HexBytes, RefreshStatus, Request, Response, WalletStatus};
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
 use crate::dkg::DkgSession;
 use crate::dkg_msg::DkgSessionId;
@@ -60,11 +63,23 @@ pub(crate) struct Shard {
     pub(crate) dkg_cancelled: BTreeMap<CoordinatorId, DkgSessionId>,
     /// An operator's rekey step whose commit failed, perhaps after becoming
     /// durable: `state` already holds the step's stricter state, and the
-    /// step's retry commits again rather than finding it done.
-    pub(crate) step_unacknowledged: bool,
+    /// step's retry commits again rather than finding it done. It holds the
+    /// writes the step committed beside its record (a pending refresh's
+    /// veto), which memory no longer shows, so the retry commits them too.
+    pub(crate) unacknowledged_step: Option<Vec<WriteOp>>,
     /// The operator's repair approvals and a repair in progress (memory
     /// only).
     pub(crate) repair: crate::repair::RepairSlot,
+}
+
+impl Shard {
+    /// Replaces the wallet's state with `state`, whose key replaces the one
+    /// the pool's nonces were drawn for: they are dropped (DESIGN.md, "Why
+    /// does round 1 draw its nonces outside the wallet's lock?").
+    pub(crate) fn replace_key(&mut self, state: WalletState) {
+        self.state = state;
+        self.pool.drop_live();
+    }
 }
 
 /// Proof that a coordinator is a member of a wallet: built only by
@@ -135,6 +150,9 @@ pub struct Signer<S> {
     /// The Bitcoin network of every wallet (from the configuration only).
     network: Network,
     wallets: BTreeMap<WalletId, Slot>,
+    /// The retirement of deleted shares' data keys, run by
+    /// [`Signer::prune`] outside every wallet lock.
+    retirement: Mutex<retire::Retirement>,
 }
 
 /// Why a signer could not be opened.
@@ -182,7 +200,7 @@ impl<S: Store> Signer<S> {
                 pending: PendingShares::default(),
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
-                step_unacknowledged: false,
+                unacknowledged_step: None,
                 repair: crate::repair::RepairSlot::default(),
             };
             wallets.insert(
@@ -201,6 +219,7 @@ impl<S: Store> Signer<S> {
             limits: config.limits,
             network: config.network,
             wallets,
+            retirement: Mutex::new(retire::Retirement::default()),
         })
     }
 
@@ -226,7 +245,9 @@ impl<S: Store> Signer<S> {
     ///   [`Error::LedgerContended`] and [`Error::Store`];
     /// - abort: [`Error::Malformed`] for a commitment that does not decode;
     /// - wallet key: [`Error::WalletNotActive`] for a wallet without a key;
-    /// - the DKG parts: [`Error::DkgMismatch`], [`Error::WalletAlreadyKeyed`],
+    /// - the DKG parts (a refresh is a DKG session of kind refresh, also
+    ///   refused with [`Error::RefreshMismatch`], [`Error::StaleEpoch`] or
+    ///   [`Error::WalletNotActive`]): [`Error::DkgMismatch`], [`Error::WalletAlreadyKeyed`],
     ///   [`Error::DkgBusy`], [`Error::DkgNotInPhase`], [`Error::DkgFailed`]
     ///   naming the accused seat, [`Error::KeyPackagePresent`] and
     ///   [`Error::Store`].
@@ -275,9 +296,15 @@ impl<S: Store> Signer<S> {
             Request::DkgConfirm { confirmation, .. } => self
                 .dkg_confirm(&member, &confirmation)
                 .map(Response::Confirmations),
-            Request::DkgCancel { session, .. } => self
-                .dkg_cancel(&member, session)
-                .map(|dropped| Response::DkgCancelled { dropped }),
+            Request::DkgCancel {
+                session,
+                abandon,
+                abandonments,
+                ..
+            } => self.cancel(&member, session, abandon, &abandonments),
+            Request::RefreshConfirmations { session, .. } => self
+                .refresh_confirmations(member.slot(), session)
+                .map(messages),
             Request::Repair(req) => self.repair(now, &member, req, rng).map(Response::Repair),
         }
     }
@@ -289,7 +316,7 @@ impl<S: Store> Signer<S> {
             wallets: self
                 .wallets
                 .values()
-                .filter(|slot| is_member(slot, from))
+                .filter(|slot| is_member(&self.store, slot, from))
                 .map(|slot| status_of(&self.store, slot))
                 .collect::<Result<_, _>>()?,
         })
@@ -315,6 +342,7 @@ impl<S: Store> Signer<S> {
             crate::dkg::expire(&mut shard, now);
             shard.repair.expire(now);
         }
+        self.retire_if_due(&self.retirement);
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;
@@ -370,7 +398,7 @@ impl<S: Store> Signer<S> {
     /// wallet ids.
     fn member(&self, wallet: &WalletId, from: CoordinatorId) -> Result<Member<'_>, Error> {
         match self.wallets.get(wallet) {
-            Some(slot) if is_member(slot, from) => Ok(Member { slot, from }),
+            Some(slot) if is_member(&self.store, slot, from) => Ok(Member { slot, from }),
             _ => Err(Error::CoordinatorNotMember {
                 wallet: wallet.clone(),
                 coordinator: from,
@@ -379,7 +407,7 @@ impl<S: Store> Signer<S> {
     }
 }
 
-fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
+pub(crate) fn store_error(wallet: &WalletId, source: thresig_store::Error) -> Error {
     Error::Store {
         wallet: wallet.clone(),
         source,
@@ -416,9 +444,30 @@ fn lock_unloaded(slot: &Slot) -> Result<MutexGuard<'_, Shard>, Error> {
         .map_err(|_| Error::Internal(InternalFault::Poisoned))
 }
 
-/// Whether `from` is a member of the slot's wallet.
-fn is_member(slot: &Slot, from: CoordinatorId) -> bool {
-    slot.config.roster.iter().any(|k| k.to_bytes() == from.0)
+/// Whether `from` is a member of the slot's wallet: its roster key, at a
+/// seat that holds a share of the wallet's current key record (a seat a
+/// refresh removed stays in the roster, whose seats are positions, but is
+/// a member of the wallet for nothing). Before the wallet has a key, the
+/// roster decides.
+fn is_member<S: Store>(store: &S, slot: &Slot, from: CoordinatorId) -> bool {
+    let Some(seat) = slot
+        .config
+        .roster
+        .iter()
+        .position(|k| k.to_bytes() == from.0)
+        .and_then(|i| u16::try_from(i + 1).ok())
+        .and_then(|n| Seat::try_from(n).ok())
+    else {
+        return false;
+    };
+    // A wallet whose state does not load answers every member with that
+    // error, so membership falls back to the roster there.
+    lock(store, slot).map_or(true, |shard| {
+        shard
+            .state
+            .key()
+            .is_none_or(|key| key.key.check_member(seat).is_ok())
+    })
 }
 
 /// The public key record of the slot's wallet.
@@ -447,6 +496,19 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
         live_nonces: shard.pool.live(),
         repair_approvals: shard.repair.approvals(),
         repairing: shard.repair.repairing(),
+        refresh: match (&shard.state, &shard.dkg) {
+            // Released at its part-3 commit (see `Refreshing`).
+            (WalletState::Refreshing(r), _) => Some(
+                RefreshStatus::new(r.pending.session(), r.pending.confirmed().collect())
+                    .released(true),
+            ),
+            // A refresh running here whose confirmation has not left: a
+            // veto of it is still this member's to sign.
+            (_, run) => run
+                .as_ref()
+                .and_then(|run| run.refresh())
+                .map(|session| RefreshStatus::new(session, Vec::new())),
+        },
     })
 }
 

@@ -5,9 +5,9 @@
 use thresig_store::{Store, WriteOp};
 
 use super::{Shard, Signer, lock, store_error};
-use crate::durable::{rekeying_ops, retiring_ops};
+use crate::durable::{abort_ops, rekeying_ops, retiring_ops};
 use crate::error::Error;
-use crate::wallet::WalletState;
+use crate::wallet::{Role, WalletState};
 use thresig_store::WalletId;
 
 /// Whether an operator's step changed the wallet or found it already done:
@@ -29,40 +29,55 @@ impl<S: Store> Signer<S> {
     /// configuration (once that successor is `active` here), and refuses
     /// every other spend with `rekey_in_progress`. An operator action; a
     /// coordinator cannot trigger it. A wallet already `rekeying` is left
-    /// as it is ([`Transition::Already`]).
+    /// as it is ([`Transition::Already`]). A wallet `refreshing` is rekeyed
+    /// on its current shares and keeps the pending refresh: this member
+    /// released its confirmation, so the others may switch on it, and if
+    /// it switches too the wallet stays `rekeying` at the new epoch (the
+    /// record's lifecycle carries over).
     ///
     /// # Errors
     /// [`Error::UnknownWallet`]; [`Error::RekeyNotPossible`] if the wallet
-    /// names no successor or is neither `active` nor `rekeying`;
-    /// [`Error::Store`] if the commit is not acknowledged: it may be durable
+    /// names no successor or is not `active`, `refreshing` or `rekeying`;
+    /// [`Error::Store`] if the store cannot be read (nothing changes), or
+    /// if the commit is not acknowledged: it may be durable
     /// (the witness write after it failed), so the wallet is `rekeying` in
     /// memory either way, and a retry commits again.
     pub fn begin_rekey(&self, wallet: &WalletId) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
+        // A refresh part 3 whose commit reported failure but is durable
+        // released this member's confirmation: the rekey keeps it pending,
+        // as for any refreshing wallet (a rekeying one adopts none later).
+        self.adopt_durable(slot, &mut shard)?;
         let not_possible = || Error::RekeyNotPossible {
             wallet: wallet.clone(),
         };
         if slot.config.successor.is_none() {
             return Err(not_possible());
         }
-        match shard.state {
-            WalletState::Active(_) => {}
-            WalletState::Rekeying(_) if !shard.step_unacknowledged => {
+        match shard.state.signing_key(wallet) {
+            Ok((_, Role::Rekeying)) if shard.unacknowledged_step.is_none() => {
                 return Ok(Transition::Already);
             }
-            WalletState::Rekeying(_) => {}
-            _ => return Err(not_possible()),
+            Ok(_) => {}
+            Err(_) => return Err(not_possible()),
         }
         // The store's error does not say the commit failed (a witness write
         // failing after it, an unknown outcome): the wallet refuses ordinary
-        // spends from here on, whatever the answer.
+        // spends from here on, whatever the answer. A stuck refresh does
+        // not disable the emergency path: the rekey runs on the current
+        // shares, and the pending result stays (never vetoed: it was
+        // released).
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {
             WalletState::Active(key) => WalletState::Rekeying(key),
+            WalletState::Refreshing(mut r) => {
+                r.role = Role::Rekeying;
+                WalletState::Refreshing(r)
+            }
             other => other,
         };
-        self.commit_step(&mut shard, wallet, rekeying_ops)
+        self.commit_step(&mut shard, wallet, rekeying_ops, Vec::new())
     }
 
     /// Retires a `rekeying` wallet, durably: its record says `retired` and
@@ -90,13 +105,20 @@ impl<S: Store> Signer<S> {
     pub fn retire(&self, wallet: &WalletId) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
-        match shard.state {
+        // A refresh pending at a rekeying wallet goes with it: the swept
+        // wallet signs nothing at either epoch.
+        let mut pending = Vec::new();
+        match &shard.state {
+            WalletState::Refreshing(r) if r.role == Role::Rekeying => {
+                let (session, epoch) = (r.pending.session(), r.pending.epoch());
+                pending = abort_ops(wallet, session, epoch)?;
+            }
             WalletState::Rekeying(_) => {}
-            WalletState::Retired if !shard.step_unacknowledged => {
+            WalletState::Retired if shard.unacknowledged_step.is_none() => {
                 return Ok(Transition::Already);
             }
             WalletState::Retired => {}
-            ref other => {
+            other => {
                 return Err(Error::RetireNotPossible {
                     wallet: wallet.clone(),
                     state: other.kind(),
@@ -106,23 +128,29 @@ impl<S: Store> Signer<S> {
         // As for the rekey: the share is dropped before the commit is
         // known, so a commit acknowledged late leaves no signing share.
         shard.state = WalletState::Retired;
-        self.commit_step(&mut shard, wallet, retiring_ops)
+        self.commit_step(&mut shard, wallet, retiring_ops, pending)
     }
 
     /// Commits an operator step whose stricter state `shard` already
-    /// holds: it counts as done only once the store acknowledges the
-    /// commit, and until then a retry commits it again.
+    /// holds, with `extra` and an unacknowledged earlier step's writes in
+    /// the same commit: it counts as done only once the store acknowledges
+    /// the commit, and until then a retry commits all of it again.
     fn commit_step(
         &self,
         shard: &mut Shard,
         wallet: &WalletId,
         ops: fn(&S, &WalletId) -> Result<Vec<WriteOp>, Error>,
+        extra: Vec<WriteOp>,
     ) -> Result<Transition, Error> {
-        shard.step_unacknowledged = true;
+        let mut pending = shard.unacknowledged_step.take().unwrap_or_default();
+        pending.extend(extra);
+        shard.unacknowledged_step = Some(pending.clone());
+        let mut ops = ops(&self.store, wallet)?;
+        ops.extend(pending);
         self.store
-            .write(ops(&self.store, wallet)?)
+            .write(ops)
             .map_err(|source| store_error(wallet, source))?;
-        shard.step_unacknowledged = false;
+        shard.unacknowledged_step = None;
         Ok(Transition::Done)
     }
 }

@@ -251,7 +251,7 @@ mod tests {
             pending: PendingShares::default(),
             dkg: None,
             dkg_cancelled: BTreeMap::new(),
-            step_unacknowledged: false,
+            unacknowledged_step: None,
             repair: crate::repair::RepairSlot::default(),
         }
     }

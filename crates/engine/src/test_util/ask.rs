@@ -203,18 +203,108 @@ impl<S: Store> Via<'_, S> {
             wallet: wallet.clone(),
             confirmation: confirmation.clone(),
         };
-        // Confirmations take no time: any `now` answers alike.
+        self.relayed(request, |r| match r {
+            Response::Confirmations(status) => Some(status),
+            _ => None,
+        })
+    }
+
+    /// `request` relayed by member 1, answered by `pick`: confirmations
+    /// and the confirmations held take no time, so any `now` answers alike.
+    fn relayed<T>(
+        &self,
+        request: Request,
+        pick: impl FnOnce(Response) -> Option<T>,
+    ) -> Result<T, Error> {
         ask(
             self,
             Timestamp(0),
             coordinator(1),
             request,
             &mut no_rng(),
+            pick,
+        )
+    }
+
+    /// A refresh abort's first step: this member's signed abandonment of
+    /// `session`.
+    ///
+    /// # Errors
+    /// The signer's refusal.
+    pub fn refresh_abandon(
+        &self,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+    ) -> Result<SignedDkgMessage, Error> {
+        self.cancel_with(from, wallet, session, true, Vec::new())
+            .map(|(_, signed)| signed.expect("an abandonment"))
+    }
+
+    /// A refresh abort's second step: `abandonments` delivered; whether a
+    /// pending result was discarded.
+    ///
+    /// # Errors
+    /// The signer's refusal.
+    pub fn refresh_discard(
+        &self,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        abandonments: Vec<SignedDkgMessage>,
+    ) -> Result<bool, Error> {
+        self.cancel_with(from, wallet, session, false, abandonments)
+            .map(|(dropped, _)| dropped)
+    }
+
+    fn cancel_with(
+        &self,
+        from: CoordinatorId,
+        wallet: &WalletId,
+        session: DkgSessionId,
+        abandon: bool,
+        abandonments: Vec<SignedDkgMessage>,
+    ) -> Result<(bool, Option<SignedDkgMessage>), Error> {
+        let request = Request::DkgCancel {
+            wallet: wallet.clone(),
+            session,
+            abandon,
+            abandonments,
+        };
+        ask(
+            self,
+            Timestamp(0),
+            from,
+            request,
+            &mut no_rng(),
             |r| match r {
-                Response::Confirmations(status) => Some(status),
+                Response::DkgCancelled {
+                    dropped,
+                    abandonment,
+                } => Some((dropped, abandonment)),
                 _ => None,
             },
         )
+    }
+
+    /// The signed confirmations of refresh `session` this member holds
+    /// (asked by member 1, as `--resume` from any member does).
+    ///
+    /// # Errors
+    /// The signer's refusal.
+    pub fn refresh_confirmations(
+        &self,
+        wallet: &WalletId,
+        session: DkgSessionId,
+    ) -> Result<Vec<SignedDkgMessage>, Error> {
+        let request = Request::RefreshConfirmations {
+            wallet: wallet.clone(),
+            session,
+        };
+        self.relayed(request, |r| match r {
+            Response::DkgMessages { messages } => Some(messages),
+            _ => None,
+        })
     }
 
     /// A DKG cancel: whether a session was dropped.
@@ -227,20 +317,7 @@ impl<S: Store> Via<'_, S> {
         wallet: &WalletId,
         session: DkgSessionId,
     ) -> Result<bool, Error> {
-        let request = Request::DkgCancel {
-            wallet: wallet.clone(),
-            session,
-        };
-        ask(
-            self,
-            Timestamp(0),
-            from,
-            request,
-            &mut no_rng(),
-            |r| match r {
-                Response::DkgCancelled { dropped } => Some(dropped),
-                _ => None,
-            },
-        )
+        self.cancel_with(from, wallet, session, false, Vec::new())
+            .map(|(dropped, _)| dropped)
     }
 }

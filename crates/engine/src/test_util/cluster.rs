@@ -180,6 +180,23 @@ pub struct FaultStore<S> {
     /// Policy-record writes (compare-and-sets) submitted through this
     /// decorator.
     policy_writes: AtomicUsize,
+    /// What a data key retirement does instead of retiring.
+    retire: Mutex<Retire>,
+    /// Data key retirements asked for so far.
+    retires: AtomicUsize,
+}
+
+/// What [`FaultStore`] does on a data key retirement.
+#[derive(Default)]
+pub enum Retire {
+    /// Retires, as the decorated store does.
+    #[default]
+    Pass,
+    /// Fails with the error made.
+    Fail(MakeError),
+    /// Sends on the first sender, waits for the receiver, then fails
+    /// retryably (a key provider that hangs).
+    Hang(Sender<()>, Receiver<()>),
 }
 
 impl<S> FaultStore<S> {
@@ -198,7 +215,19 @@ impl<S> FaultStore<S> {
             key_reads: AtomicUsize::new(0),
             park: Mutex::new(None),
             policy_writes: AtomicUsize::new(0),
+            retire: Mutex::new(Retire::Pass),
+            retires: AtomicUsize::new(0),
         }
+    }
+
+    /// How many data key retirements were asked for so far.
+    pub fn retires(&self) -> usize {
+        self.retires.load(Ordering::SeqCst)
+    }
+
+    /// Data key retirements do `retire` from now on.
+    pub fn on_retire(&self, retire: Retire) {
+        *self.retire.lock().unwrap() = retire;
     }
 
     /// A second decorator (without faults) over the same inner store.
@@ -207,7 +236,7 @@ impl<S> FaultStore<S> {
     }
 
     /// The next marker commit, or commit of a key package (a DKG's part 3,
-    /// a repair's finish), fails as `fault`.
+    /// a repair's finish, a refresh switch or abort), fails as `fault`.
     pub fn fail_next_commit(&self, fault: Fault) {
         self.commit_faults.lock().unwrap().push_back(fault);
     }
@@ -280,15 +309,24 @@ impl<S: Store> Store for FaultStore<S> {
             WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
             _ => None,
         });
-        let dkg_result = ops.iter().any(|op| {
-            matches!(
-                op,
-                WriteOp::PutDkgResult { .. } | WriteOp::InsertKeyPackage { .. }
-            )
-        });
+        // A part-3 commit stores a result, a repair's finish a key package;
+        // a refresh abort deletes a key package, and so does a refresh
+        // switch, which also marks a data key retirement due. A rekey's
+        // retirement deletes one in a record rewrite and is none of these.
+        let deletes_package = ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::DeleteKeyPackage { .. }));
+        let rewrites = ops.iter().any(|op| matches!(op, WriteOp::PutWallet { .. }));
+        let marks_due = ops.iter().any(|op| matches!(op, WriteOp::PutMeta { .. }));
+        let dkg_result = (deletes_package && (!rewrites || marks_due))
+            || ops.iter().any(|op| {
+                matches!(
+                    op,
+                    WriteOp::PutDkgResult { .. } | WriteOp::InsertKeyPackage { .. }
+                )
+            });
         if marker_wallet.is_none() && !dkg_result {
-            let rewrites_record = ops.iter().any(|op| matches!(op, WriteOp::PutWallet { .. }));
-            let fault = rewrites_record
+            let fault = rewrites
                 .then(|| self.record_faults.lock().unwrap().pop_front())
                 .flatten();
             return self.faulted(fault, ops);
@@ -360,6 +398,19 @@ impl<S: Store> Store for FaultStore<S> {
     }
     fn corrupt_wallets(&self) -> Vec<WalletId> {
         self.inner.corrupt_wallets()
+    }
+    fn retire_deleted(&self) -> Result<(), StoreError> {
+        self.retires.fetch_add(1, Ordering::SeqCst);
+        let retire = self.retire.lock().unwrap();
+        match &*retire {
+            Retire::Pass => self.inner.retire_deleted(),
+            Retire::Fail(error) => Err(error()),
+            Retire::Hang(entered, release) => {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+                Err(injected())
+            }
+        }
     }
 }
 

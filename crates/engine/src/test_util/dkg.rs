@@ -99,17 +99,26 @@ pub fn part3(
     p: &DkgProposal,
     inbox: &BTreeMap<Seat, Vec<SignedDkgMessage>>,
 ) -> Vec<Result<SignedDkgMessage, Error>> {
-    (seats(c))
-        .map(|s| {
-            c.member(s).signer().dkg_finish(
-                c.now,
-                coordinator(1),
-                &p.wallet,
-                p.session,
-                &inbox[&seat(s)],
-            )
-        })
-        .collect()
+    (seats(c)).map(|s| finish_at(c, p, inbox, s)).collect()
+}
+
+/// Part 3 at seat `s`, given its inbox in `inbox`; its confirmation.
+///
+/// # Errors
+/// The member's refusal.
+pub fn finish_at(
+    c: &Cluster,
+    p: &DkgProposal,
+    inbox: &BTreeMap<Seat, Vec<SignedDkgMessage>>,
+    s: u16,
+) -> Result<SignedDkgMessage, Error> {
+    c.member(s).signer().dkg_finish(
+        c.now,
+        coordinator(1),
+        &p.wallet,
+        p.session,
+        &inbox[&seat(s)],
+    )
 }
 
 /// Delivers `confirmations` to `seat`; whether the wallet is then active.
@@ -190,4 +199,78 @@ pub fn activate_everywhere(c: &Cluster, wallet: &str, confirmations: &[SignedDkg
     for s in seats(c) {
         assert!(deliver(c, s, wallet, confirmations), "seat {s} inactive");
     }
+}
+
+/// A refresh proposal of `wallet`, session `[session; 32]`, from wallet
+/// epoch `from`, removing no one.
+pub fn refresh_of(c: &Cluster, wallet: &str, session: u8, from: u64) -> DkgProposal {
+    proposal(c, wallet, session).with_kind(crate::DkgKind::Refresh {
+        from_epoch: crate::WalletEpoch(from),
+        removed: Vec::new(),
+    })
+}
+
+/// A refresh of `wallet` (session `[session; 32]`, from epoch `from`)
+/// run through part 2 at every member: the proposal and each member's
+/// part-3 inbox.
+pub fn refresh_to_part3(
+    c: &mut Cluster,
+    wallet: &str,
+    session: u8,
+    from: u64,
+) -> (DkgProposal, BTreeMap<Seat, Vec<SignedDkgMessage>>) {
+    let p = refresh_of(c, wallet, session, from);
+    let r1 = part1(c, &p);
+    let inbox = part2(c, &p, &r1);
+    (p, inbox)
+}
+
+/// Seat `s`'s (state, epoch) of `wallet`.
+pub fn at(c: &Cluster, s: u16, wallet: &str) -> (WalletStateKind, Option<crate::WalletEpoch>) {
+    let status = c.member(s).signer().status(&wid(wallet)).unwrap();
+    (status.state, status.epoch)
+}
+
+/// Whether seat `s` stores a key package of wallet `w` at wallet epoch
+/// `epoch` (key epochs count from 1).
+pub fn has_share(c: &Cluster, s: u16, w: &str, epoch: u64) -> bool {
+    use thresig_store::Store as _;
+    c.member(s)
+        .store()
+        .key_package(&wid(w), thresig_store::KeyEpoch(epoch + 1))
+        .unwrap()
+        .is_some()
+}
+
+/// 2-of-3, wallet "old" (successor "new"), both keyed by DKG.
+pub fn with_successor(seed: u64) -> Cluster {
+    use super::cluster::{Keys, Spec};
+    let specs = [
+        Spec::new("old", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)).successor("new"),
+        Spec::new("new", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)),
+    ];
+    Cluster::with_wallets(seed, 2, 3, &specs, crate::Limits::default())
+}
+
+/// Seat `s`'s signed veto of refresh `session` of `wallet` at wallet
+/// epoch `from`, made with its identity key without asking it (what a
+/// malicious member sends).
+pub fn veto_of(s: u16, wallet: &str, session: DkgSessionId, from: u64) -> SignedDkgMessage {
+    SignedDkgMessage::sign(
+        &identity_secret(s),
+        session,
+        wid(wallet),
+        seat(s),
+        DkgPayload::RefreshAbandon {
+            from_epoch: crate::WalletEpoch(from),
+        },
+    )
+}
+
+/// Signs `digest` for `wallet` with `signers`, aggregating with the key
+/// record member 1 now reports (a refresh changed the verifying shares).
+pub fn signs_with_current_key(c: &mut Cluster, wallet: &str, signers: &[u16], digest: [u8; 32]) {
+    let key = c.member(1).signer().wallet_key(&wid(wallet)).unwrap();
+    c.keys.insert(wid(wallet), key);
+    c.sign(wallet, signers, &[digest]);
 }

@@ -52,7 +52,7 @@ impl FrostCluster {
         let mut wallet = None;
         for state in round2 {
             let me = state.seat();
-            let (share, key) = state
+            let (share, key, _) = state
                 .finish(inbox.remove(&me).unwrap_or_default())
                 .unwrap()
                 .into_parts();

@@ -90,6 +90,15 @@ pub trait Store: Send + Sync {
     fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<(AuditSeq, Plaintext)>, Error>;
     /// Wallets whose records failed to authenticate since open.
     fn corrupt_wallets(&self) -> Vec<WalletId>;
+    /// Retires the data key that sealed records deleted so far (a
+    /// refreshed wallet's old key package): every live record is re-sealed
+    /// under a new data key and the old ones are retired, so the live
+    /// store holds a deleted record under no key it uses. A copy of the
+    /// database taken before still holds it with its data key wrapped by
+    /// the KEK, and freed database pages may keep its ciphertext until
+    /// reused: only destroying the old KEK version closes that. A store
+    /// that seals nothing does nothing.
+    fn retire_deleted(&self) -> Result<(), Error>;
 }
 
 /// A shared store is a store: the signer engine owns its store handle while
@@ -134,6 +143,9 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     }
     fn corrupt_wallets(&self) -> Vec<WalletId> {
         (**self).corrupt_wallets()
+    }
+    fn retire_deleted(&self) -> Result<(), Error> {
+        (**self).retire_deleted()
     }
 }
 

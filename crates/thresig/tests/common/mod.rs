@@ -172,6 +172,13 @@ pub fn dkg(config: &Path, wallet: &str) -> Made {
     }
 }
 
+/// `thresig sign` of `psbt` with the test wallet, coordinated by `config`,
+/// which must succeed: its JSON report.
+pub fn sign_report(config: &Path, psbt: &Path) -> serde_json::Value {
+    let config = config.to_str().unwrap();
+    json_of(&sign(config, WALLET, psbt), &["sign", config], 0)
+}
+
 /// A PSBT file in `dir` spending one synthetic output of `wallet` (its
 /// prevout made of `byte`) back to the wallet itself, which the default
 /// policy allows.

@@ -1,0 +1,154 @@
+//! Abandoning a share refresh that cannot complete (`thresig refresh
+//! --abort`): a coordinator died or skipped a member before every member
+//! released its confirmation, so no one can finish it.
+//!
+//! Every participant is first asked, without writing anything, whether
+//! it released its confirmation (whether it holds a result of the
+//! session). A veto ("I never released my confirmation and never will")
+//! is stored for good and ends the member's session, so vetoes are asked
+//! for only once at least a threshold answer that they never released:
+//! with fewer, a slow coordinator could still finish the refresh, and
+//! vetoes would make that impossible for nothing. Then each of them is
+//! asked for its veto; one that released since refuses with
+//! `refresh_confirmed`. A member holding the result pending discards it
+//! only on the vetoes of a threshold of participants (DESIGN.md §4), so
+//! the set goes to every member once it is that large. A member that
+//! cannot be reached is skipped in each step: the others' answers may be
+//! enough, and running the command again reaches it later.
+
+use std::sync::Arc;
+
+use thresig_crypto::Seat;
+use thresig_daemon::{Code, Error as DaemonError};
+use thresig_engine::{DkgSessionId, ErrorCode, WalletEpoch};
+use tracing::info;
+
+use crate::config::NodeWallet;
+use crate::dkg::{DkgError, taking_part};
+use crate::peers::Peers;
+use crate::progress::Progress;
+
+/// An abandoned refresh.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AbortOutcome {
+    /// The cluster seats that signed a veto (they never released their
+    /// confirmation).
+    pub abandoned_by: Vec<Seat>,
+    /// The cluster seats that held the result pending and discarded it on
+    /// the vetoes.
+    pub discarded: Vec<Seat>,
+    /// The cluster seats that could not be reached, or refused, when the
+    /// vetoes were delivered: run `--abort` again once they are back (the
+    /// others stay as they are).
+    pub missed: Vec<Seat>,
+}
+
+/// Abandons the refresh `session` of `wallet` (this member at epoch `at`,
+/// whose key record `holders` are its members, with the wallet's
+/// configured removal set): asks every member taking part for its veto,
+/// then, once a threshold of them is in, gives them to every member it
+/// can reach. Members that cannot be reached are skipped: the others'
+/// vetoes may be enough. Running it again is harmless.
+///
+/// # Errors
+/// [`DkgError::Member`] naming a member that could not be reached or
+/// refused otherwise, when fewer than the threshold vetoed without it;
+/// [`DkgError::Aborted`] when fewer than the threshold of members never
+/// released their confirmation (those that released keep the result
+/// pending: `--resume` finishes it).
+pub async fn abort_refresh(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    (at, holders): (WalletEpoch, &[Seat]),
+    session: DkgSessionId,
+    progress: &dyn Progress,
+) -> Result<AbortOutcome, DkgError> {
+    let (kind, _) = super::refresh_of(wallet, at)?;
+    let members = taking_part(wallet, &kind, Some(holders));
+    let cluster = |seat: &Seat| members.iter().find(|(s, _)| s == seat).map(|(_, c)| *c);
+    let threshold = usize::from(wallet.config.threshold);
+    let (mut unreleased, mut failed) = (Vec::new(), None);
+    for (seat, answer) in super::resume::held_by_each(peers, wallet, &members, session).await {
+        match answer {
+            Ok(_) => {}
+            Err(DaemonError::Refused(e))
+                if *e.code.kind() == Code::Engine(ErrorCode::DkgNotInPhase) =>
+            {
+                unreleased.extend(members.iter().filter(|(s, _)| *s == seat));
+            }
+            Err(error) => failed = failed.or(cluster(&seat).map(|seat| (seat, error))),
+        }
+    }
+    progress.step("unreleased", unreleased.len(), members.len());
+    if unreleased.len() < threshold {
+        return Err(too_few(failed));
+    }
+    let answers = super::each_reachable(peers, &unreleased, |client| {
+        let wallet_id = wallet.id().clone();
+        async move { client.refresh_abandon(wallet_id, session).await }
+    })
+    .await;
+    let (mut vetoes, mut abandoned_by) = (Vec::new(), Vec::new());
+    for (seat, answer) in answers {
+        match answer {
+            Ok(signed) => {
+                vetoes.push(signed);
+                abandoned_by.extend(cluster(&seat));
+            }
+            // It released its confirmation: the refresh may switch.
+            Err(DaemonError::Refused(e))
+                if *e.code.kind() == Code::Engine(ErrorCode::RefreshConfirmed) => {}
+            Err(error) => {
+                failed = failed.or(cluster(&seat).map(|seat| (seat, error)));
+            }
+        }
+    }
+    progress.step("veto", vetoes.len(), unreleased.len());
+    if vetoes.len() < threshold {
+        return Err(too_few(failed));
+    }
+    let proofs = Arc::new(vetoes);
+    let answers = super::each_reachable(peers, &members, |client| {
+        let (wallet_id, proofs) = (wallet.id().clone(), proofs.clone());
+        async move {
+            client
+                .refresh_discard(wallet_id, session, proofs.to_vec())
+                .await
+        }
+    })
+    .await;
+    let (mut discarded, mut missed) = (Vec::new(), Vec::new());
+    for (seat, answer) in answers {
+        match answer {
+            Ok(true) => discarded.extend(cluster(&seat)),
+            Ok(false) => {}
+            Err(error) => {
+                info!(%seat, %error, "a member did not take the vetoes");
+                missed.extend(cluster(&seat));
+            }
+        }
+    }
+    progress.step("discard", members.len() - missed.len(), members.len());
+    Ok(AbortOutcome {
+        abandoned_by,
+        discarded,
+        missed,
+    })
+}
+
+/// The failure of an abort that found fewer than the threshold of members
+/// that never released (or that veto): the first member that could not be
+/// reached or refused otherwise, whose answer might have been enough.
+fn too_few(failed: Option<(Seat, DaemonError)>) -> DkgError {
+    match failed {
+        Some((seat, error)) => DkgError::Member {
+            phase: "veto",
+            seat,
+            error,
+        },
+        None => DkgError::Aborted(
+            "fewer than the threshold of members never released their confirmation, so the members that released keep the refresh pending (signing at the old epoch): finish it with --resume SESSION",
+        ),
+    }
+}
