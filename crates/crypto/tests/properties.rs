@@ -235,7 +235,7 @@ proptest! {
         }
         let prepared = PreparedPackage::new(&wallet, package.clone()).unwrap();
         prop_assert_eq!(prepared.package(), &package);
-        prop_assert_eq!(&prepared.bytes()[..], &package.to_bytes().unwrap()[..]);
+        prop_assert_eq!(&prepared.bytes()[..], &package.to_bytes()[..]);
         for (i, s) in signers.iter().enumerate() {
             let share = match corruptions[i % corruptions.len()] {
                 Corruption::None => made[s],

@@ -390,7 +390,7 @@ impl Member {
 
     /// The shares of the durable marker keyed by `commitment`, if any.
     pub fn marker(&self, wallet: &str, commitment: &Commitment) -> Option<Vec<Vec<u8>>> {
-        let key = commitment_hash(commitment).unwrap();
+        let key = commitment_hash(commitment);
         let marker = self.store().inner.marker(&wid(wallet), &key).unwrap()?;
         Some(decode_shares(&marker).unwrap())
     }
@@ -708,12 +708,7 @@ impl Cluster {
             .map(|i| {
                 let map: BTreeMap<Seat, Commitment> =
                     commitments.iter().map(|(s, v)| (seat(*s), v[i])).collect();
-                HexBytes(
-                    SigningPackage::new(&map, &digests[i])
-                        .unwrap()
-                        .to_bytes()
-                        .unwrap(),
-                )
+                HexBytes(SigningPackage::new(&map, &digests[i]).unwrap().to_bytes())
             })
             .collect();
         Round2Request::new(
