@@ -180,6 +180,8 @@ pub struct FaultStore<S> {
     /// Policy-record writes (compare-and-sets) submitted through this
     /// decorator.
     policy_writes: AtomicUsize,
+    /// Policy-record reads served through this decorator.
+    policy_reads: AtomicUsize,
 }
 
 impl<S> FaultStore<S> {
@@ -198,6 +200,7 @@ impl<S> FaultStore<S> {
             key_reads: AtomicUsize::new(0),
             park: Mutex::new(None),
             policy_writes: AtomicUsize::new(0),
+            policy_reads: AtomicUsize::new(0),
         }
     }
 
@@ -220,6 +223,11 @@ impl<S> FaultStore<S> {
     /// How many policy-record writes were submitted so far.
     pub fn policy_writes(&self) -> usize {
         self.policy_writes.load(Ordering::SeqCst)
+    }
+
+    /// How many policy-record reads were served so far.
+    pub fn policy_reads(&self) -> usize {
+        self.policy_reads.load(Ordering::SeqCst)
     }
 
     /// Marker reads fail (retryably) while set.
@@ -346,6 +354,7 @@ impl<S: Store> Store for FaultStore<S> {
         self.inner.marker(wallet, commitment)
     }
     fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, StoreError> {
+        self.policy_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.policy(wallet, key)
     }
     fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, StoreError> {
