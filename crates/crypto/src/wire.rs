@@ -91,11 +91,15 @@ pub(crate) fn encode_package<'a>(
     out
 }
 
+/// A package's encoding split into each seat's commitment encoding and the
+/// message, as slices of it.
+pub(crate) type SplitPackage<'a> = (Vec<(Seat, &'a [u8])>, &'a [u8]);
+
 /// Splits a package's canonical encoding into each seat's commitment
 /// encoding (still to be parsed, by [`parse_commitment`]) and the message:
 /// at least one commitment, seats strictly ascending, a 32-byte message,
 /// nothing after it.
-pub(crate) fn split_package(bytes: &[u8]) -> Option<(Vec<(Seat, &[u8])>, &[u8])> {
+pub(crate) fn split_package(bytes: &[u8]) -> Option<SplitPackage<'_>> {
     let mut rest = bytes.strip_prefix(&HEADER)?;
     let count = take_varint(&mut rest)?;
     if count == 0 || count > usize::from(MAX_SIGNERS) {
