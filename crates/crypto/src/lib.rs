@@ -129,8 +129,8 @@ pub use repair::{
 };
 pub use session::PreparedPackage;
 pub use sign::{
-    Commitment, SecretNonce, Signature, SignatureShare, SigningPackage, aggregate, commit,
-    commit_many, sign, verify, verify_share,
+    Commitment, SecretNonce, Signature, SignatureShare, SigningPackage, aggregate, commit, sign,
+    verify, verify_share,
 };
 pub use taproot::{
     KeyOrigin, MerkleRoot, ScriptTree, WalletKey, XOnlyKey, tap_tweak, taproot_output_key,

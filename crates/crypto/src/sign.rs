@@ -11,7 +11,7 @@ use frost_secp256k1_tr::{Error as FrostError, Identifier, Secp256K1Sha256TR};
 use rand_core::{CryptoRng, RngCore};
 
 use crate::wire::{
-    COMMITMENT_LEN, encode_commitments, encode_package, parse_commitment, split_package,
+    COMMITMENT_LEN, encode_commitment, encode_package, parse_commitment, split_package,
 };
 use crate::{Encoding, Error, KeyShare, Result, Seat, WalletKey, XOnlyKey};
 
@@ -57,17 +57,6 @@ impl Commitment {
         let frost = parse_commitment(bytes).ok_or_else(bad)?;
         let bytes = bytes.try_into().map_err(|_| bad())?;
         Ok(Self { frost, bytes })
-    }
-
-    /// Pairs each of `drawn` with its commitment's encoding, the points
-    /// made affine in one batch.
-    fn from_drawn(drawn: Vec<(SigningNonces, SigningCommitments)>) -> Vec<(SigningNonces, Self)> {
-        let frost: Vec<SigningCommitments> = drawn.iter().map(|(_, c)| *c).collect();
-        drawn
-            .into_iter()
-            .zip(encode_commitments(&frost))
-            .map(|((nonces, frost), bytes)| (nonces, Self { frost, bytes }))
-            .collect()
     }
 }
 
@@ -117,41 +106,21 @@ impl fmt::Debug for SecretNonce {
 }
 
 /// Signing round 1: a fresh nonce pair for one signature (one PSBT input).
+/// The commitment's two points are made affine for encoding in one batch
+/// (one field inversion, not two).
 #[must_use]
 pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (SecretNonce, Commitment) {
-    #[allow(
-        clippy::expect_used,
-        reason = "commit_many returns exactly as many as it is asked for"
-    )]
-    commit_many(share, 1, rng)
-        .pop()
-        .expect("one commitment was drawn")
-}
-
-/// Signing round 1 for `count` signatures at once (one per PSBT input):
-/// [`commit`] `count` times, with every commitment's points made affine
-/// for encoding in one batch (one field inversion instead of two per
-/// commitment).
-#[must_use]
-pub fn commit_many(
-    share: &KeyShare,
-    count: usize,
-    rng: &mut (impl RngCore + CryptoRng),
-) -> Vec<(SecretNonce, Commitment)> {
-    let drawn = (0..count)
-        .map(|_| frost_secp256k1_tr::round1::commit(share.package().signing_share(), rng))
-        .collect();
-    Commitment::from_drawn(drawn)
-        .into_iter()
-        .map(|(nonces, commitment)| {
-            let nonce = SecretNonce {
-                seat: share.seat(),
-                nonces,
-                commitment,
-            };
-            (nonce, commitment)
-        })
-        .collect()
+    let (nonces, frost) = frost_secp256k1_tr::round1::commit(share.package().signing_share(), rng);
+    let commitment = Commitment {
+        frost,
+        bytes: encode_commitment(&frost),
+    };
+    let nonce = SecretNonce {
+        seat: share.seat(),
+        nonces,
+        commitment,
+    };
+    (nonce, commitment)
 }
 
 /// What the coordinator sends to the chosen signers for one signature: the

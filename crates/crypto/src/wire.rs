@@ -13,8 +13,8 @@
 //!   converting every point back to affine form: one field inversion each.
 //! - A package's encoding is the concatenation of its commitments' kept
 //!   bytes, so encoding it touches no point at all.
-//! - Fresh commitments are converted to affine form in one batch (k256's
-//!   `BatchNormalize`: one inversion for all of them) before encoding.
+//! - A fresh commitment's two points are converted to affine form in one
+//!   batch (k256's `BatchNormalize`: one inversion for both) before encoding.
 
 use frost_secp256k1_tr::round1::{NonceCommitment, SigningCommitments};
 use k256::ProjectivePoint;
@@ -35,25 +35,17 @@ pub(crate) const COMMITMENT_LEN: usize = HEADER.len() + 2 * POINT_LEN;
 /// The only message length a package may carry (a BIP341 sighash).
 const MESSAGE_LEN: usize = 32;
 
-/// Encodes commitments, their points made affine in one batch.
-pub(crate) fn encode_commitments(commitments: &[SigningCommitments]) -> Vec<[u8; COMMITMENT_LEN]> {
-    let points: Vec<ProjectivePoint> = commitments
-        .iter()
-        .flat_map(|c| [c.hiding().value(), c.binding().value()])
-        .collect();
-    let affine = ProjectivePoint::batch_normalize(points.as_slice());
-    affine
-        .chunks_exact(2)
-        .map(|pair| {
-            let mut out = [0u8; COMMITMENT_LEN];
-            let (header, points) = out.split_at_mut(HEADER.len());
-            header.copy_from_slice(&HEADER);
-            for (dst, point) in points.chunks_exact_mut(POINT_LEN).zip(pair) {
-                dst.copy_from_slice(&point.to_bytes());
-            }
-            out
-        })
-        .collect()
+/// Encodes a commitment, its two points made affine in one batch.
+pub(crate) fn encode_commitment(commitment: &SigningCommitments) -> [u8; COMMITMENT_LEN] {
+    let points = [commitment.hiding().value(), commitment.binding().value()];
+    let affine = ProjectivePoint::batch_normalize(&points);
+    let mut out = [0u8; COMMITMENT_LEN];
+    let (header, encoded) = out.split_at_mut(HEADER.len());
+    header.copy_from_slice(&HEADER);
+    for (dst, point) in encoded.chunks_exact_mut(POINT_LEN).zip(&affine) {
+        dst.copy_from_slice(&point.to_bytes());
+    }
+    out
 }
 
 /// Parses one commitment's canonical encoding.

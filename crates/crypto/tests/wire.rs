@@ -35,8 +35,8 @@ fn frost_canonical_package(bytes: &[u8]) -> bool {
         && package.serialize().is_ok_and(|again| again == bytes)
 }
 
-/// A package of `k` fresh commitments from a 2-of-`n` group, and the
-/// commitments drawn with [`commit_many`] for seat 1.
+/// A package of `k` fresh commitments from a 2-of-`n` group, and `many`
+/// more commitments of seat 1.
 fn package(n: u16, k: u16, many: usize, seed: u64) -> (SigningPackage, Vec<Commitment>) {
     let rng = &mut rng(seed);
     let (shares, _) = dkg(2, n, ScriptTree::KeyPathOnly, rng);
@@ -45,9 +45,8 @@ fn package(n: u16, k: u16, many: usize, seed: u64) -> (SigningPackage, Vec<Commi
         .collect();
     let mut message = [0u8; 32];
     message[..8].copy_from_slice(&seed.to_be_bytes());
-    let batch = commit_many(&shares[&seat(1)], many, rng)
-        .into_iter()
-        .map(|(_, c)| c)
+    let batch = (0..many)
+        .map(|_| commit(&shares[&seat(1)], rng).1)
         .collect();
     (SigningPackage::new(&commitments, &message).unwrap(), batch)
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use rand_core::{CryptoRng, RngCore};
-use thresig_crypto::{KeyShare, SecretNonce, commit_many};
+use thresig_crypto::{KeyShare, SecretNonce, commit};
 use thresig_store::{CommitmentHash, Store};
 
 use super::{Member, Shard, Signer, lock, lock_unloaded};
@@ -180,18 +180,17 @@ struct Drawn {
     commitments: Vec<HexBytes>,
 }
 
-/// Draws `inputs` fresh nonces of `share` (their commitments encoded in one
-/// batch, and hashed from that encoding).
+/// Draws `inputs` fresh nonces of `share`, each kept under the hash of
+/// its commitment's encoding. One at a time, each pushed into a vector
+/// allocated once, so no nonce is left behind in a freed buffer.
 fn draw<R: RngCore + CryptoRng>(share: &KeyShare, inputs: usize, rng: &mut R) -> Drawn {
-    let (entries, commitments) = commit_many(share, inputs, rng)
-        .into_iter()
-        .map(|(nonce, commitment)| {
-            (
-                (commitment_hash(&commitment), nonce),
-                HexBytes(commitment.to_bytes()),
-            )
-        })
-        .unzip();
+    let mut entries = Vec::with_capacity(inputs);
+    let mut commitments = Vec::with_capacity(inputs);
+    for _ in 0..inputs {
+        let (nonce, commitment) = commit(share, rng);
+        entries.push((commitment_hash(&commitment), nonce));
+        commitments.push(HexBytes(commitment.to_bytes()));
+    }
     Drawn {
         entries,
         commitments,
