@@ -6,11 +6,12 @@
 //!
 //! - Parsing refuses everything but the canonical encoding by construction
 //!   (fixed-size fields, minimal lengths, seats strictly ascending, no
-//!   trailing bytes, points as 33-byte compressed SEC1, whose decoding is
-//!   injective), so a parsed value keeps the bytes it arrived as and never
-//!   re-encodes them to check them. The generic codec (`codec.rs`) checks
-//!   canonicity by encoding the value again, which for a package means
-//!   converting every point back to affine form: one field inversion each.
+//!   trailing bytes, points as 33-byte compressed SEC1 with prefix 0x02 or
+//!   0x03, whose decoding is injective), so a parsed value keeps the bytes
+//!   it arrived as and never re-encodes them to check them. The generic
+//!   codec (`codec.rs`) checks canonicity by encoding the value again,
+//!   which for a package means converting every point back to affine form:
+//!   one field inversion each.
 //! - A package's encoding is the concatenation of its commitments' kept
 //!   bytes, so encoding it touches no point at all.
 //! - A fresh commitment's two points are converted to affine form in one
@@ -57,9 +58,19 @@ pub(crate) fn parse_commitment(bytes: &[u8]) -> Option<SigningCommitments> {
     }
     let (hiding, binding) = points.split_at(POINT_LEN);
     Some(SigningCommitments::new(
-        NonceCommitment::deserialize(hiding).ok()?,
-        NonceCommitment::deserialize(binding).ok()?,
+        parse_point(hiding)?,
+        parse_point(binding)?,
     ))
+}
+
+/// Parses a 33-byte compressed point. k256 also reads SEC1's "compact"
+/// prefix 0x05 at this length (x alone, y taken even), so `05‖x` would be a
+/// second encoding of the point `02‖x`: only the compressed prefixes pass.
+fn parse_point(bytes: &[u8]) -> Option<NonceCommitment> {
+    if !matches!(bytes.first(), Some(0x02 | 0x03)) {
+        return None;
+    }
+    NonceCommitment::deserialize(bytes).ok()
 }
 
 /// Encodes a package from its commitments' encodings and its message.

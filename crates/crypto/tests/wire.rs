@@ -162,3 +162,116 @@ fn overlong_lengths_are_refused() {
         assert!(SigningPackage::from_bytes(&bad).is_err());
     }
 }
+
+/// Where the hiding and binding points' SEC1 prefixes sit in a commitment's
+/// encoding (after frost's 5-byte header, then 33 bytes per point).
+const HIDING_PREFIX: usize = 5;
+const BINDING_PREFIX: usize = HIDING_PREFIX + 33;
+
+/// A package of two commitments from a 2-of-3 group whose first commitment's
+/// hiding and binding points both have even y (prefix 0x02), and a lone
+/// commitment of the same kind: drawn until the prefixes are 0x02.
+fn even_points(seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let rng = &mut rng(seed);
+    let (shares, _) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let mut even = || loop {
+        let (_, c) = commit(&shares[&seat(1)], rng);
+        let bytes = c.as_bytes();
+        if bytes[HIDING_PREFIX] == 0x02 && bytes[BINDING_PREFIX] == 0x02 {
+            return c;
+        }
+    };
+    let first = even();
+    let one = even();
+    let second = commit(&shares[&seat(2)], rng).1;
+    let commitments = BTreeMap::from([(seat(1), first), (seat(2), second)]);
+    let package = SigningPackage::new(&commitments, &[7; 32]).unwrap();
+    (package.to_bytes(), one.to_bytes())
+}
+
+/// SEC1's "compact" prefix 0x05 followed by x decodes (in k256, which frost
+/// uses) to the point with that x and even y: the same point as 0x02 and x.
+/// Accepting it would give one commitment two encodings, so two hashes, and
+/// a package 4^k encodings.
+#[test]
+fn compact_points_are_refused() {
+    let (package, one) = even_points(11);
+    // In a package: header (5), count (1), seat 1's identifier (32), then
+    // its commitment.
+    let in_package = 5 + 1 + 32;
+    for at in [HIDING_PREFIX, BINDING_PREFIX] {
+        let mut compact = one.clone();
+        compact[at] = 0x05;
+        let frost = frost_secp256k1_tr::round1::SigningCommitments::deserialize(&compact);
+        let canonical = frost_secp256k1_tr::round1::SigningCommitments::deserialize(&one);
+        assert_eq!(frost.ok(), canonical.ok(), "frost reads 05 as 02");
+        assert!(!frost_canonical_commitment(&compact));
+        assert!(Commitment::from_bytes(&compact).is_err(), "prefix at {at}");
+
+        let mut compact = package.clone();
+        compact[in_package + at] = 0x05;
+        assert!(!frost_canonical_package(&compact));
+        assert!(
+            SigningPackage::from_bytes(&compact).is_err(),
+            "package prefix at {}",
+            in_package + at
+        );
+    }
+}
+
+/// Every value of every byte that has a fixed set of valid values (headers,
+/// point prefixes, the signer count, identifiers' bytes, the message length)
+/// gets the parser's verdict equal to frost's, exhaustively: the property
+/// test above draws these values only by chance.
+#[test]
+fn every_value_of_each_fixed_byte_gets_frosts_verdict() {
+    let (package, one) = even_points(12);
+    let check_commitment = |bytes: &[u8]| {
+        let parsed = Commitment::from_bytes(bytes);
+        assert_eq!(
+            parsed.is_ok(),
+            frost_canonical_commitment(bytes),
+            "{bytes:02x?}"
+        );
+    };
+    let check_package = |bytes: &[u8]| {
+        let parsed = SigningPackage::from_bytes(bytes);
+        assert_eq!(
+            parsed.is_ok(),
+            frost_canonical_package(bytes),
+            "{bytes:02x?}"
+        );
+        if let Ok(parsed) = parsed {
+            assert_eq!(parsed.to_bytes(), bytes);
+        }
+    };
+
+    let commitment_positions = [0, 1, 2, 3, 4, HIDING_PREFIX, BINDING_PREFIX];
+    // Per seat in a package: the identifier's first and last two bytes,
+    // then the commitment's fixed bytes.
+    let per_seat = |start: usize| {
+        [start, start + 30, start + 31]
+            .into_iter()
+            .chain(commitment_positions.map(|at| start + 32 + at))
+    };
+    let seat_len = 32 + one.len();
+    let message_len_at = package.len() - 33;
+    let package_positions: Vec<usize> = (0..=5)
+        .chain(per_seat(6))
+        .chain(per_seat(6 + seat_len))
+        .chain([message_len_at])
+        .collect();
+
+    for value in 0..=u8::MAX {
+        for &at in &commitment_positions {
+            let mut bytes = one.clone();
+            bytes[at] = value;
+            check_commitment(&bytes);
+        }
+        for &at in &package_positions {
+            let mut bytes = package.clone();
+            bytes[at] = value;
+            check_package(&bytes);
+        }
+    }
+}
