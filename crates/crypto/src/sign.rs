@@ -110,7 +110,10 @@ impl fmt::Debug for SecretNonce {
 /// (one field inversion, not two).
 #[must_use]
 pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (SecretNonce, Commitment) {
-    let (nonces, frost) = frost_secp256k1_tr::round1::commit(share.package().signing_share(), rng);
+    // Not frost's `round1::commit`: it draws into a one-element vector and
+    // moves the nonces out, freeing the vector's buffer with them still in it.
+    let nonces = SigningNonces::new(share.package().signing_share(), rng);
+    let frost = SigningCommitments::from(&nonces);
     let commitment = Commitment {
         frost,
         bytes: encode_commitment(&frost),

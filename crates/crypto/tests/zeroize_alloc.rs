@@ -1,6 +1,7 @@
 //! Secret bytes must not be left behind in freed heap buffers by
-//! serialization (including intermediate buffers, not only the output). A
-//! scanning allocator inspects every buffer as it is freed.
+//! serialization (including intermediate buffers, not only the output) or
+//! by drawing a nonce. A scanning allocator inspects every buffer as it is
+//! freed.
 #![allow(unsafe_code)]
 
 mod common;
@@ -106,6 +107,26 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     arm(&needle);
     drop(deltas[0].1.to_bytes().unwrap());
     leaks.push(("RepairDelta::to_bytes", disarm()));
+
+    // A round-1 nonce pair, learnt by drawing it again with frost from a
+    // copy of the generator. A k256 scalar sits in memory as its
+    // little-endian bytes, the reverse of its encoding.
+    let share = &shares[&seat(1)];
+    let encoded = share.to_bytes().unwrap();
+    let package =
+        frost_core::keys::KeyPackage::<frost_secp256k1_tr::Secp256K1Sha256TR>::deserialize(
+            &encoded,
+        )
+        .unwrap();
+    let nonces =
+        frost_secp256k1_tr::round1::SigningNonces::new(package.signing_share(), &mut rng.clone());
+    let mut hiding = nonces.hiding().serialize();
+    hiding.reverse();
+    needle.copy_from_slice(&hiding[..LEN]);
+    drop((nonces, hiding, package, encoded));
+    arm(&needle);
+    drop(commit(share, rng).0);
+    leaks.push(("commit", disarm()));
 
     leaks.retain(|(_, n)| *n > 0);
     assert!(

@@ -182,7 +182,9 @@ struct Drawn {
 
 /// Draws `inputs` fresh nonces of `share`, each kept under the hash of
 /// its commitment's encoding. One at a time, each pushed into a vector
-/// allocated once, so no nonce is left behind in a freed buffer.
+/// allocated once: a vector that grew would free its old buffer with the
+/// nonces still in it. `commit` frees no buffer holding a nonce either
+/// (`crates/crypto/tests/zeroize_alloc.rs`).
 fn draw<R: RngCore + CryptoRng>(share: &KeyShare, inputs: usize, rng: &mut R) -> Drawn {
     let mut entries = Vec::with_capacity(inputs);
     let mut commitments = Vec::with_capacity(inputs);
