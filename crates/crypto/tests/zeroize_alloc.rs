@@ -55,6 +55,13 @@ fn disarm() -> usize {
     FOUND.load(Ordering::SeqCst)
 }
 
+/// frost's key package inside a share's encoding.
+fn key_package(
+    encoded: &[u8],
+) -> frost_core::keys::KeyPackage<frost_secp256k1_tr::Secp256K1Sha256TR> {
+    frost_core::keys::KeyPackage::deserialize(encoded).unwrap()
+}
+
 /// The only test in this binary (the allocator is global).
 #[test]
 fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
@@ -63,11 +70,7 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     let share = &shares[&seat(1)];
     // The signing share sits after header (5) and identifier (32).
     let encoded = share.to_bytes().unwrap();
-    let package =
-        frost_core::keys::KeyPackage::<frost_secp256k1_tr::Secp256K1Sha256TR>::deserialize(
-            &encoded,
-        )
-        .unwrap();
+    let package = key_package(&encoded);
     let secret = package.signing_share().serialize();
     assert_eq!(&encoded[37..69], &secret[..], "layout as assumed");
     let mut needle = [0u8; LEN];
@@ -112,18 +115,13 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     // copy of the generator. A k256 scalar sits in memory as its
     // little-endian bytes, the reverse of its encoding.
     let share = &shares[&seat(1)];
-    let encoded = share.to_bytes().unwrap();
-    let package =
-        frost_core::keys::KeyPackage::<frost_secp256k1_tr::Secp256K1Sha256TR>::deserialize(
-            &encoded,
-        )
-        .unwrap();
+    let package = key_package(&share.to_bytes().unwrap());
     let nonces =
         frost_secp256k1_tr::round1::SigningNonces::new(package.signing_share(), &mut rng.clone());
     let mut hiding = nonces.hiding().serialize();
     hiding.reverse();
     needle.copy_from_slice(&hiding[..LEN]);
-    drop((nonces, hiding, package, encoded));
+    drop((nonces, hiding, package));
     arm(&needle);
     drop(commit(share, rng).0);
     leaks.push(("commit", disarm()));
