@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use frost_core::CheaterDetection;
+use frost_core::Ciphersuite as _;
 use frost_secp256k1_tr::round1::{SigningCommitments, SigningNonces};
 use frost_secp256k1_tr::round2;
 use frost_secp256k1_tr::{Error as FrostError, Identifier, Secp256K1Sha256TR};
 use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
 
 use crate::wire::{
     COMMITMENT_LEN, encode_commitment, encode_package, parse_commitment, split_package,
@@ -110,9 +112,7 @@ impl fmt::Debug for SecretNonce {
 /// (one field inversion, not two).
 #[must_use]
 pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (SecretNonce, Commitment) {
-    // Not frost's `round1::commit`: it draws into a one-element vector and
-    // moves the nonces out, freeing the vector's buffer with them still in it.
-    let nonces = SigningNonces::new(share.package().signing_share(), rng);
+    let nonces = fresh_nonces(share, rng);
     let frost = SigningCommitments::from(&nonces);
     let commitment = Commitment {
         frost,
@@ -124,6 +124,26 @@ pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (Secret
         commitment,
     };
     (nonce, commitment)
+}
+
+/// A fresh nonce pair of `share`: RFC 9591's `nonce_generate` (H3 of 32
+/// random bytes and the share's encoding) for the hiding nonce, then for
+/// the binding one, as frost's `SigningNonces::new` draws them. Not frost's
+/// own: it builds the hash input in vectors it frees unwiped, leaving the
+/// signing share behind in the heap at every commitment, and its
+/// `round1::commit` also frees a vector with the nonces in it.
+fn fresh_nonces(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> SigningNonces {
+    let secret = Zeroizing::new(share.package().signing_share().serialize());
+    let mut nonce = || {
+        let mut input = Zeroizing::new([0u8; 64]);
+        let (random, own) = input.split_at_mut(32);
+        rng.fill_bytes(random);
+        own.copy_from_slice(&secret);
+        frost_core::round1::Nonce::from_scalar(Secp256K1Sha256TR::H3(&input[..]))
+    };
+    let hiding = nonce();
+    let binding = nonce();
+    SigningNonces::from_nonces(hiding, binding)
 }
 
 /// What the coordinator sends to the chosen signers for one signature: the
