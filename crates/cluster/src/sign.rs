@@ -555,19 +555,14 @@ impl Handed {
         }
     }
 
-    /// The abort requests that release the unused vectors, by wallet seat
-    /// (a vector that does not encode is left to expire).
+    /// The abort requests that release the unused vectors, by wallet seat.
     #[must_use]
     pub fn aborts(self, wallet: &WalletId) -> Vec<(Seat, AbortRequest)> {
         self.unused()
             .into_iter()
-            .filter_map(|(seat, unused)| {
-                let encoded = unused
-                    .iter()
-                    .map(|c| c.to_bytes().map(HexBytes))
-                    .collect::<Result<Vec<_>, _>>()
-                    .ok()?;
-                Some((seat, AbortRequest::new(wallet.clone(), encoded)))
+            .map(|(seat, unused)| {
+                let encoded = unused.iter().map(|c| HexBytes(c.to_bytes())).collect();
+                (seat, AbortRequest::new(wallet.clone(), encoded))
             })
             .collect()
     }

@@ -11,7 +11,6 @@
 use frost_secp256k1_tr::Error as FrostError;
 use frost_secp256k1_tr::keys::KeyPackage;
 use frost_secp256k1_tr::keys::dkg::{round1, round2};
-use frost_secp256k1_tr::round1::SigningCommitments;
 use zeroize::Zeroizing;
 
 /// postcard encoding (frost's format) into an exact-size wiped-on-drop buffer.
@@ -54,13 +53,7 @@ macro_rules! frost_codec {
         }
     )*};
 }
-frost_codec!(
-    round1::Package,
-    round2::Package,
-    SigningCommitments,
-    KeyPackage,
-    frost_secp256k1_tr::SigningPackage
-);
+frost_codec!(round1::Package, round2::Package, KeyPackage);
 
 /// `to_bytes`/`from_bytes` for a newtype over a [`FrostCodec`] type.
 macro_rules! codec {

@@ -116,6 +116,7 @@ mod repair;
 mod session;
 mod sign;
 mod taproot;
+mod wire;
 
 pub use dealer::import_key;
 pub use dkg::{DkgOutput, DkgRound1, DkgRound2, Round1Package, Round2Package};

@@ -53,7 +53,7 @@ impl PreparedPackage {
     /// commitment that is the identity, which decoding already refuses).
     pub fn new(wallet: &WalletKey, package: SigningPackage) -> Result<Self> {
         package.check_signers(wallet)?;
-        let bytes = Arc::from(package.to_bytes()?);
+        let bytes = Arc::from(package.to_bytes());
         // The tr suite's hook reads only the key package (the shares are
         // not known yet): it negates the verifying shares when the group
         // key has odd Y, as BIP340 verification assumes.

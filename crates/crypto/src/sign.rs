@@ -5,21 +5,72 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use frost_core::CheaterDetection;
+use frost_core::Ciphersuite as _;
 use frost_secp256k1_tr::round1::{SigningCommitments, SigningNonces};
 use frost_secp256k1_tr::round2;
 use frost_secp256k1_tr::{Error as FrostError, Identifier, Secp256K1Sha256TR};
 use rand_core::{CryptoRng, RngCore};
+use zeroize::Zeroizing;
 
-use crate::codec::{FrostCodec as _, codec, encode_exact};
+use crate::wire::{
+    COMMITMENT_LEN, encode_commitment, encode_package, parse_commitment, split_package,
+};
 use crate::{Encoding, Error, KeyShare, Result, Seat, WalletKey, XOnlyKey};
 
-/// A signer's public round-1 commitment to one nonce pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Commitment(SigningCommitments);
+/// A signer's public round-1 commitment to one nonce pair, with its
+/// encoding.
+///
+/// # Invariants
+/// `bytes` is the canonical encoding of `frost` (frost's own encoding): it
+/// is either made from the points ([`commit`]) or the exact bytes the
+/// commitment was parsed from, and parsing accepts only the canonical
+/// encoding. So hashing or sending `bytes` is hashing or sending the
+/// encoding, without encoding again (each point's encoding costs a field
+/// inversion).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Commitment {
+    frost: SigningCommitments,
+    bytes: [u8; COMMITMENT_LEN],
+}
 
-codec!(Commitment, Commitment, Vec<u8>, |v: zeroize::Zeroizing<
-    Vec<u8>,
->| v.to_vec());
+impl Commitment {
+    /// The canonical encoding, for sending or hashing.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The canonical encoding, owned.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.bytes.to_vec()
+    }
+
+    /// Decodes a commitment received from a peer or read from storage;
+    /// only the canonical encoding (as [`Self::to_bytes`] writes it) is
+    /// accepted, and it is kept as it arrived.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for malformed or non-canonical bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = || Error::Decode {
+            what: Encoding::Commitment,
+        };
+        let frost = parse_commitment(bytes).ok_or_else(bad)?;
+        let bytes = bytes.try_into().map_err(|_| bad())?;
+        Ok(Self { frost, bytes })
+    }
+}
+
+impl fmt::Debug for Commitment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Commitment(")?;
+        for byte in &self.bytes {
+            write!(f, "{byte:02x}")?;
+        }
+        f.write_str(")")
+    }
+}
 
 /// The secret nonce pair behind one [`Commitment`].
 ///
@@ -57,11 +108,16 @@ impl fmt::Debug for SecretNonce {
 }
 
 /// Signing round 1: a fresh nonce pair for one signature (one PSBT input).
+/// The commitment's two points are made affine for encoding in one batch
+/// (one field inversion, not two).
 #[must_use]
 pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (SecretNonce, Commitment) {
-    let (nonces, commitments) =
-        frost_secp256k1_tr::round1::commit(share.package().signing_share(), rng);
-    let commitment = Commitment(commitments);
+    let nonces = fresh_nonces(share, rng);
+    let frost = SigningCommitments::from(&nonces);
+    let commitment = Commitment {
+        frost,
+        bytes: encode_commitment(&frost),
+    };
     let nonce = SecretNonce {
         seat: share.seat(),
         nonces,
@@ -70,10 +126,37 @@ pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (Secret
     (nonce, commitment)
 }
 
+/// A fresh nonce pair of `share`: RFC 9591's `nonce_generate` (H3 of 32
+/// random bytes and the share's encoding) for the hiding nonce, then for
+/// the binding one, as frost's `SigningNonces::new` draws them. Not frost's
+/// own: it builds the hash input in vectors it frees unwiped, leaving the
+/// signing share behind in the heap at every commitment, and its
+/// `round1::commit` also frees a vector with the nonces in it.
+fn fresh_nonces(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> SigningNonces {
+    let secret = Zeroizing::new(share.package().signing_share().serialize());
+    let mut nonce = || {
+        let mut input = Zeroizing::new([0u8; 64]);
+        let (random, own) = input.split_at_mut(32);
+        rng.fill_bytes(random);
+        own.copy_from_slice(&secret);
+        frost_core::round1::Nonce::from_scalar(Secp256K1Sha256TR::H3(&input[..]))
+    };
+    let hiding = nonce();
+    let binding = nonce();
+    SigningNonces::from_nonces(hiding, binding)
+}
+
 /// What the coordinator sends to the chosen signers for one signature: the
 /// 32-byte message (a BIP341 sighash) and each chosen signer's commitment.
+///
+/// # Invariants
+/// `commitments` are the commitments of `frost`, by seat; the package's
+/// encoding is made from their kept bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SigningPackage(frost_secp256k1_tr::SigningPackage);
+pub struct SigningPackage {
+    frost: frost_secp256k1_tr::SigningPackage,
+    commitments: BTreeMap<Seat, Commitment>,
+}
 
 impl SigningPackage {
     /// Builds a package from the chosen signers' commitments.
@@ -85,84 +168,77 @@ impl SigningPackage {
         if commitments.is_empty() {
             return Err(Error::TooFewSigners { needed: 2, got: 0 });
         }
-        let commitments = commitments
+        Ok(Self::from_parts(commitments.clone(), message))
+    }
+
+    fn from_parts(commitments: BTreeMap<Seat, Commitment>, message: &[u8]) -> Self {
+        let frost = commitments
             .iter()
-            .map(|(seat, c)| (seat.identifier(), c.0))
+            .map(|(seat, c)| (seat.identifier(), c.frost))
             .collect();
-        Ok(Self(frost_secp256k1_tr::SigningPackage::new(
+        Self {
+            frost: frost_secp256k1_tr::SigningPackage::new(frost, message),
             commitments,
-            message,
-        )))
+        }
     }
 
     /// The message to sign.
     #[must_use]
     pub fn message(&self) -> &[u8] {
-        self.0.message()
+        self.frost.message()
     }
 
     /// The chosen signers, ascending.
     #[must_use]
     pub fn signers(&self) -> Vec<Seat> {
-        self.0
-            .signing_commitments()
-            .keys()
-            .filter_map(Seat::from_identifier)
-            .collect()
+        self.commitments.keys().copied().collect()
     }
 
     /// The commitment the package holds for `seat`.
     #[must_use]
     pub fn commitment(&self, seat: Seat) -> Option<Commitment> {
-        self.0
-            .signing_commitments()
-            .get(&seat.identifier())
-            .copied()
-            .map(Commitment)
+        self.commitments.get(&seat).copied()
     }
 
-    /// Encodes the package for sending.
-    ///
-    /// # Errors
-    /// [`Error::Frost`] if frost fails to encode (not expected).
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        Ok(encode_exact(&self.0)?.to_vec())
+    /// Encodes the package for sending: its commitments' bytes as kept,
+    /// so no point is encoded again.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode_package(
+            self.commitments.iter().map(|(seat, c)| (*seat, &c.bytes)),
+            self.message(),
+        )
     }
 
     /// frost's package, for the session values of [`crate::PreparedPackage`].
     pub(crate) fn frost(&self) -> &frost_secp256k1_tr::SigningPackage {
-        &self.0
+        &self.frost
     }
 
     /// Decodes a package, refusing identifiers that are not seats, messages
     /// that are not 32 bytes, and any encoding other than the canonical one
-    /// (trailing bytes, a seat listed twice).
+    /// (trailing bytes, a seat listed twice). Each commitment keeps the
+    /// bytes it arrived as.
     ///
     /// # Errors
     /// [`Error::Decode`] for malformed or non-canonical bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let bad = Error::Decode {
+        let bad = || Error::Decode {
             what: Encoding::SigningPackage,
         };
-        let package = frost_secp256k1_tr::SigningPackage::decode(bytes).map_err(|_| bad)?;
-        let all_seats = package
-            .signing_commitments()
-            .keys()
-            .all(|id| Seat::from_identifier(id).is_some());
-        if !all_seats || package.message().len() != 32 || package.signing_commitments().is_empty() {
-            return Err(Error::Decode {
-                what: Encoding::SigningPackage,
-            });
-        }
-        Ok(Self(package))
+        let (split, message) = split_package(bytes).ok_or_else(bad)?;
+        let commitments = split
+            .into_iter()
+            .map(|(seat, c)| Ok((seat, Commitment::from_bytes(c).map_err(|_| bad())?)))
+            .collect::<Result<_>>()?;
+        Ok(Self::from_parts(commitments, message))
     }
 
     /// Checks that every signer is a member of `wallet` and that there are
     /// at least its threshold of them.
     pub(crate) fn check_signers(&self, wallet: &WalletKey) -> Result<()> {
         let mut got = 0usize;
-        for id in self.0.signing_commitments().keys() {
-            let seat = Seat::from_identifier(id).ok_or(Error::SharesMismatch)?;
+        for &seat in self.commitments.keys() {
             wallet.check_member(seat)?;
             got = got.saturating_add(1);
         }
@@ -234,7 +310,7 @@ pub fn sign(
     }
     let key = wallet.signing_key_package(share.package());
     Ok(SignatureShare(round2::sign(
-        &package.0,
+        package.frost(),
         &nonce.nonces,
         &key,
     )?))
@@ -268,7 +344,7 @@ pub fn verify_share(
         id,
         verifying_share,
         &share.0,
-        &package.0,
+        package.frost(),
         group.verifying_key(),
     )
     .map_err(|err| culprits(err, &[seat]))
@@ -303,7 +379,7 @@ pub fn aggregate(
         .map(|(seat, share)| (seat.identifier(), share.0))
         .collect();
     let signature = frost_core::aggregate_custom(
-        &package.0,
+        package.frost(),
         &by_id,
         wallet.signing_group(),
         CheaterDetection::AllCheaters,

@@ -23,10 +23,10 @@ fn every_decoder_refuses_trailing_bytes() {
 
     let plus = |b: &[u8]| [b, &[0u8][..]].concat();
     let mut accepted = Vec::new();
-    if SigningPackage::from_bytes(&plus(&package.to_bytes().unwrap())).is_ok() {
+    if SigningPackage::from_bytes(&plus(&package.to_bytes())).is_ok() {
         accepted.push("SigningPackage");
     }
-    if Commitment::from_bytes(&plus(&commitment.to_bytes().unwrap())).is_ok() {
+    if Commitment::from_bytes(&plus(&commitment.to_bytes())).is_ok() {
         accepted.push("Commitment");
     }
     if Round1Package::from_bytes(&plus(&round1[0].1.to_bytes().unwrap())).is_ok() {
@@ -63,7 +63,7 @@ fn signing_package_listing_a_seat_twice_is_refused() {
     let rng = &mut rng(105);
     let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
     let (package, _) = sign_shares(&shares, &wallet, &seats(&[1, 2]), &[3; 32], rng);
-    let bytes = package.to_bytes().unwrap();
+    let bytes = package.to_bytes();
     // Layout: header (5), map length (1), then entries of identifier (32) +
     // commitments (5 + 33 + 33), then the message.
     let entry = 32 + 5 + 33 + 33;
@@ -76,7 +76,7 @@ fn signing_package_listing_a_seat_twice_is_refused() {
         Ok(p) => panic!(
             "package with seat 1 twice decoded to signers {:?}, re-encoding differs: {}",
             p.signers(),
-            p.to_bytes().unwrap() != dup
+            p.to_bytes() != dup
         ),
     }
 }
@@ -161,7 +161,7 @@ mod fuzz {
         vec![
             wallet.to_bytes().unwrap(),
             shares[&seat(1)].to_bytes().unwrap().to_vec(),
-            package.to_bytes().unwrap(),
+            package.to_bytes(),
             sig_shares[&seat(1)].to_bytes(),
             round1[0].1.to_bytes().unwrap(),
             out[0].1.to_bytes().unwrap().to_vec(),

@@ -235,7 +235,7 @@ proptest! {
         }
         let prepared = PreparedPackage::new(&wallet, package.clone()).unwrap();
         prop_assert_eq!(prepared.package(), &package);
-        prop_assert_eq!(&prepared.bytes()[..], &package.to_bytes().unwrap()[..]);
+        prop_assert_eq!(&prepared.bytes()[..], &package.to_bytes()[..]);
         for (i, s) in signers.iter().enumerate() {
             let share = match corruptions[i % corruptions.len()] {
                 Corruption::None => made[s],
@@ -267,5 +267,32 @@ proptest! {
                 format!("{:?}", verify_share(&wallet, &package, s, &share)),
             );
         }
+    }
+}
+
+/// `commit` draws its nonces itself (frost's own drawing leaves the
+/// signing share in freed buffers) and must draw the same ones frost
+/// would from the same generator state: RFC 9591's nonce generation.
+#[test]
+fn commit_draws_the_nonces_frost_draws() {
+    let rng = &mut rng(301);
+    let (shares, _) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    for s in 1..=3 {
+        let share = &shares[&seat(s)];
+        let package =
+            frost_core::keys::KeyPackage::<frost_secp256k1_tr::Secp256K1Sha256TR>::deserialize(
+                &share.to_bytes().unwrap(),
+            )
+            .unwrap();
+        let frost = frost_secp256k1_tr::round1::SigningNonces::new(
+            package.signing_share(),
+            &mut rng.clone(),
+        );
+        let (_, ours) = commit(share, rng);
+        assert_eq!(
+            ours.as_bytes(),
+            &frost.commitments().serialize().unwrap()[..],
+            "seat {s}"
+        );
     }
 }

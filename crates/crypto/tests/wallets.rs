@@ -118,7 +118,7 @@ fn signing_package_and_shares_round_trip() {
     let rng = &mut rng(7);
     let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
     let (package, sig_shares) = sign_shares(&shares, &wallet, &seats(&[1, 2]), &[4; 32], rng);
-    let package = SigningPackage::from_bytes(&package.to_bytes().unwrap()).unwrap();
+    let package = SigningPackage::from_bytes(&package.to_bytes()).unwrap();
     let sig_shares = sig_shares
         .iter()
         .map(|(s, sh)| (*s, SignatureShare::from_bytes(&sh.to_bytes()).unwrap()))

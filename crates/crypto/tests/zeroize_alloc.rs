@@ -1,6 +1,7 @@
 //! Secret bytes must not be left behind in freed heap buffers by
-//! serialization (including intermediate buffers, not only the output). A
-//! scanning allocator inspects every buffer as it is freed.
+//! serialization (including intermediate buffers, not only the output) or
+//! by drawing a nonce. A scanning allocator inspects every buffer as it is
+//! freed.
 #![allow(unsafe_code)]
 
 mod common;
@@ -54,6 +55,13 @@ fn disarm() -> usize {
     FOUND.load(Ordering::SeqCst)
 }
 
+/// frost's key package inside a share's encoding.
+fn key_package(
+    encoded: &[u8],
+) -> frost_core::keys::KeyPackage<frost_secp256k1_tr::Secp256K1Sha256TR> {
+    frost_core::keys::KeyPackage::deserialize(encoded).unwrap()
+}
+
 /// The only test in this binary (the allocator is global).
 #[test]
 fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
@@ -62,11 +70,7 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     let share = &shares[&seat(1)];
     // The signing share sits after header (5) and identifier (32).
     let encoded = share.to_bytes().unwrap();
-    let package =
-        frost_core::keys::KeyPackage::<frost_secp256k1_tr::Secp256K1Sha256TR>::deserialize(
-            &encoded,
-        )
-        .unwrap();
+    let package = key_package(&encoded);
     let secret = package.signing_share().serialize();
     assert_eq!(&encoded[37..69], &secret[..], "layout as assumed");
     let mut needle = [0u8; LEN];
@@ -106,6 +110,28 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     arm(&needle);
     drop(deltas[0].1.to_bytes().unwrap());
     leaks.push(("RepairDelta::to_bytes", disarm()));
+
+    // A round-1 nonce pair, learnt by drawing it again with frost from a
+    // copy of the generator. A k256 scalar sits in memory as its
+    // little-endian bytes, the reverse of its encoding.
+    let share = &shares[&seat(1)];
+    let package = key_package(&share.to_bytes().unwrap());
+    let nonces =
+        frost_secp256k1_tr::round1::SigningNonces::new(package.signing_share(), &mut rng.clone());
+    let mut hiding = nonces.hiding().serialize();
+    hiding.reverse();
+    needle.copy_from_slice(&hiding[..LEN]);
+    drop((nonces, hiding, package));
+    arm(&needle);
+    drop(commit(share, rng).0);
+    leaks.push(("commit (its nonce)", disarm()));
+
+    // Each nonce is hashed from fresh randomness and the signing share,
+    // whose encoding sits after header (5) and identifier (32).
+    needle.copy_from_slice(&share.to_bytes().unwrap()[37..37 + LEN]);
+    arm(&needle);
+    drop(commit(share, rng).0);
+    leaks.push(("commit (the signing share)", disarm()));
 
     // A refresh holds a copy of the old share's key package; in memory the
     // scalar sits as little-endian limbs, so the needle is the encoding

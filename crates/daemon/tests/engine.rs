@@ -178,7 +178,7 @@ async fn a_dkg_and_a_signature_run_through_the_daemons() {
         epoch.unwrap(),
         signers.iter().copied().map(seat).collect(),
         SigningTarget::digests(vec![Digest(MESSAGE)]),
-        vec![HexBytes(package.to_bytes().unwrap())],
+        vec![HexBytes(package.to_bytes())],
     );
 
     // Round 2 at both; every share verifies, and so does their aggregate.

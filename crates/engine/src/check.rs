@@ -17,7 +17,7 @@ use thresig_crypto::{Commitment, Seat, SigningPackage, WalletKey};
 
 use crate::api::Round2Request;
 use crate::config::{Limits, WalletConfig};
-use crate::error::{Error, InternalFault, RequestPart};
+use crate::error::{Error, RequestPart};
 use crate::target::{Authority, Spend, derive_messages};
 use crate::wallet::SigningKey;
 use sha2::{Digest, Sha256};
@@ -79,15 +79,12 @@ pub(crate) fn tagged_hash(domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// The key under which one of this signer's commitments' nonce is kept in
-/// memory and, for an attempt's first commitment, its marker in the store.
-///
-/// # Errors
-/// [`Error::Internal`] if the commitment cannot be encoded (not expected).
-pub fn commitment_hash(c: &Commitment) -> Result<CommitmentHash, Error> {
-    let bytes = c
-        .to_bytes()
-        .map_err(|_| Error::Internal(InternalFault::Serialization))?;
-    Ok(CommitmentHash(tagged_hash(COMMITMENT_DOMAIN, &[&bytes])))
+/// memory and, for an attempt's first commitment, its marker in the store:
+/// the hash of its canonical encoding, as kept from the wire or from
+/// round 1 (never encoded again).
+#[must_use]
+pub fn commitment_hash(c: &Commitment) -> CommitmentHash {
+    CommitmentHash(tagged_hash(COMMITMENT_DOMAIN, &[c.as_bytes()]))
 }
 
 /// The hash of a round-2 request's content: wallet, epoch, signer set,
@@ -175,7 +172,7 @@ pub(crate) fn check_round2(
                 seat,
                 input,
             })?;
-        let hash = commitment_hash(&mine)?;
+        let hash = commitment_hash(&mine);
         if let Some(first) = seen.insert(hash, input) {
             return Err(Error::CommitmentReused {
                 wallet: id.clone(),

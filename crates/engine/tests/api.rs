@@ -40,10 +40,7 @@ fn refused_unchanged(c: &mut Cluster, from: CoordinatorId, request: Request) {
 }
 
 fn encoded(commitments: &[Commitment]) -> Vec<HexBytes> {
-    commitments
-        .iter()
-        .map(|c| HexBytes(c.to_bytes().unwrap()))
-        .collect()
+    commitments.iter().map(|c| HexBytes(c.to_bytes())).collect()
 }
 
 #[test]

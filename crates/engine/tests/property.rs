@@ -56,7 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn hash(c: &Commitment) -> CommitmentHash {
-    commitment_hash(c).unwrap()
+    commitment_hash(c)
 }
 
 /// Runs `ops` against seat 1 (seat 2 is an honest partner that always
@@ -104,10 +104,7 @@ fn run(seed: u64, ops: &[Op]) {
                     continue;
                 }
                 let (mine, _) = &vectors[vector % vectors.len()];
-                let commitments = mine
-                    .iter()
-                    .map(|m| HexBytes(m.to_bytes().unwrap()))
-                    .collect();
+                let commitments = mine.iter().map(|m| HexBytes(m.to_bytes())).collect();
                 let req = thresig_engine::AbortRequest::new(wid("w"), commitments);
                 for from in [COORD_A, COORD_B] {
                     c.member(1)

@@ -840,3 +840,24 @@ fn a_replayed_charge_writes_no_ledger_record() {
     sign(&mut c, "w", &[1, 3], &psbt).unwrap();
     assert_eq!(writes(&c), before + 1, "the second session charges nothing");
 }
+
+/// A signer reads its rate ledger once per released share vector: the
+/// record holds a day of charges and grows with every signature, so each
+/// extra read decrypts and decodes all of it again. (The policy check
+/// before the nonces are spent and the compare-and-set of the charge use
+/// the same read; the wallet's lock is held in between.)
+#[test]
+fn a_round_2_reads_the_rate_ledger_once() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(49, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let reads = |c: &Cluster| {
+        [1, 2]
+            .iter()
+            .map(|s| c.member(*s).store().policy_reads())
+            .sum::<usize>()
+    };
+    let before = reads(&c);
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    assert_eq!(reads(&c), before + 2, "one read at each of the two signers");
+}

@@ -39,7 +39,7 @@ fn two_of_three_signs_and_verifies() {
 fn three_inputs_use_three_nonces_and_one_marker() {
     let mut c = cluster(2);
     let comms = commitments(&mut c, 3);
-    let distinct: BTreeSet<Vec<u8>> = comms[&1].iter().map(|c| c.to_bytes().unwrap()).collect();
+    let distinct: BTreeSet<Vec<u8>> = comms[&1].iter().map(|c| c.to_bytes()).collect();
     assert_eq!(distinct.len(), 3, "three distinct nonces");
     let req = c.request("w1", &comms, &[D1, D2, D3]);
     let shares: BTreeMap<u16, Vec<Vec<u8>>> =
@@ -540,7 +540,7 @@ fn abort_and_prune_destroy_nonces() {
     let req = c.request("w1", &comms, &[D1, D2]);
     let hex: Vec<_> = comms[&1]
         .iter()
-        .map(|m| thresig_engine::HexBytes(m.to_bytes().unwrap()))
+        .map(|m| thresig_engine::HexBytes(m.to_bytes()))
         .collect();
     let abort = thresig_engine::AbortRequest::new(wid("w1"), hex);
     let signer = c.member(1).signer();

@@ -267,7 +267,7 @@ fn signers_refuse_a_malicious_coordinators_packages_over_the_network() {
                 epoch,
                 signers.into_iter().map(seat).collect(),
                 SigningTarget::psbt(psbt.serialize()),
-                vec![HexBytes(package.to_bytes().unwrap())],
+                vec![HexBytes(package.to_bytes())],
             )
         };
         for m in 1..=2 {

@@ -166,7 +166,7 @@ fn signing_survives_kill_9_and_no_commitment_signs_two_packages() {
             );
             let conflicting = SigningPackage::new(&commitments, &message).unwrap();
             let mut forged = request.clone();
-            forged.packages = vec![thresig_engine::HexBytes(conflicting.to_bytes().unwrap())];
+            forged.packages = vec![thresig_engine::HexBytes(conflicting.to_bytes())];
             let err = peers
                 .client(member)
                 .await
@@ -204,7 +204,7 @@ fn signing_survives_kill_9_and_no_commitment_signs_two_packages() {
                 .iter()
                 .map(|p| {
                     let package = SigningPackage::from_bytes(&p.0).unwrap();
-                    commitment_hash(&package.commitment(*to).unwrap()).unwrap()
+                    commitment_hash(&package.commitment(*to).unwrap())
                 })
                 .collect();
             let Some(marker) = store.marker(&store_wallet, &mine[0]).unwrap() else {

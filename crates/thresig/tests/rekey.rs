@@ -317,7 +317,7 @@ async fn by_hand(
     let packages = commitments
         .iter()
         .zip(messages)
-        .map(|(c, m)| HexBytes(SigningPackage::new(c, m).unwrap().to_bytes().unwrap()))
+        .map(|(c, m)| HexBytes(SigningPackage::new(c, m).unwrap().to_bytes()))
         .collect();
     let request = Round2Request::new(
         wallet,

@@ -168,11 +168,15 @@ impl<S: Store> Signer<S> {
                 });
             }
             let shares = p.shares.clone();
-            return self.commit(now, release, lead, p.package, shares, pending);
+            let charge = self.charge_op(now, release)?;
+            return self.commit(now, release, lead, p.package, shares, charge, pending);
         }
-        // The policy refuses before any nonce is spent; the commit checks
-        // again against the ledger it charges.
-        self.charge_op(now, release)?;
+        // The policy refuses before any nonce is spent. Its charge is the
+        // commit's first compare-and-set: the wallet's lock is held until
+        // then, so the ledger read here is still the stored one (the
+        // compare-and-set checks it), and the ledger, which grows with every
+        // signature of the day, is read and decoded once.
+        let charge = self.charge_op(now, release)?;
         // Room for its shares is made before any nonce is spent, so a
         // refusal destroys nothing.
         pending.admit(wallet, from, self.limits.pending_per_wallet)?;
@@ -195,7 +199,7 @@ impl<S: Store> Signer<S> {
             now.saturating_add(self.limits.replay_window),
             self.limits.pending_per_wallet,
         );
-        self.commit(now, release, lead, checked.hash(), shares, pending)
+        self.commit(now, release, lead, checked.hash(), shares, charge, pending)
     }
 
     /// The successor's state, for a rekeying wallet whose configuration
@@ -240,12 +244,17 @@ impl<S: Store> Signer<S> {
     }
 
     /// Makes the marker of `shares` durable (insert-if-absent) together
-    /// with the transaction's rate charge, in one unit, and returns the
-    /// shares to release: the new ones if inserted, the stored ones for an
-    /// identical earlier (ambiguous) commit. A ledger changed by another
-    /// commit skips the whole unit; the policy is then checked again
-    /// against the new ledger, never charged twice. On failure the pending
-    /// shares stay for a byte-identical retry.
+    /// with the transaction's rate charge (`charge`, approved against the
+    /// ledger as last read), in one unit, and returns the shares to
+    /// release: the new ones if inserted, the stored ones for an identical
+    /// earlier (ambiguous) commit. A ledger changed by another commit skips
+    /// the whole unit; the policy is then checked again against the new
+    /// ledger, never charged twice. On failure the pending shares stay for
+    /// a byte-identical retry.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the marker's parts and the pending shares of the wallet's locked shard"
+    )]
     fn commit(
         &self,
         now: Timestamp,
@@ -253,6 +262,7 @@ impl<S: Store> Signer<S> {
         lead: CommitmentHash,
         package: PackageHash,
         shares: Vec<Vec<u8>>,
+        mut charge: Option<WriteOp>,
         pending: &mut PendingShares,
     ) -> Result<Vec<Vec<u8>>, Error> {
         let wallet = release.wallet;
@@ -269,7 +279,7 @@ impl<S: Store> Signer<S> {
             },
         };
         for _ in 0..LEDGER_RETRIES {
-            let mut ops: Vec<WriteOp> = self.charge_op(now, release)?.into_iter().collect();
+            let mut ops: Vec<WriteOp> = charge.into_iter().collect();
             ops.push(marker.clone());
             let outcome = self
                 .store
@@ -290,7 +300,7 @@ impl<S: Store> Signer<S> {
                 WriteOutcome::Skipped {
                     conflict: Conflict::PolicyMismatch(_),
                     ..
-                } => {}
+                } => charge = self.charge_op(now, release)?,
                 _ => {
                     pending.remove(&lead);
                     return Err(Error::Internal(InternalFault::UnexpectedWrite));

@@ -12,7 +12,7 @@ use super::{Member, Shard, Signer, lock, lock_unloaded};
 use crate::api::{AbortRequest, HexBytes, Round1Request, Round1Response};
 use crate::check::commitment_hash;
 use crate::config::Limits;
-use crate::error::{Error, InternalFault, RequestPart};
+use crate::error::{Error, RequestPart};
 use crate::ids::{CoordinatorId, WalletEpoch};
 use crate::pool::{NoncePool, WalletFull};
 use crate::wallet::SigningKey;
@@ -63,7 +63,7 @@ impl<S: Store> Signer<S> {
                 .map_err(|full| nonce_capacity(&req.wallet, from, full, &self.limits))?;
             Arc::clone(&key.share)
         };
-        let drawn = draw(&share, req.inputs, rng)?;
+        let drawn = draw(&share, req.inputs, rng);
         let mut guard = lock(&self.store, slot)?;
         let (epoch, commitments) =
             guard.keep_drawn(now, from, &req.wallet, &self.limits, &share, drawn, rng)?;
@@ -95,7 +95,7 @@ impl<S: Store> Signer<S> {
     ) -> Result<Vec<HexBytes>, Error> {
         pool.reserve(now, from, inputs)
             .map_err(|full| nonce_capacity(wallet, from, full, &self.limits))?;
-        let drawn = draw(&key.share, inputs, rng)?;
+        let drawn = draw(&key.share, inputs, rng);
         pool.insert(now, from, drawn.entries);
         Ok(drawn.commitments)
     }
@@ -121,7 +121,7 @@ impl<S: Store> Signer<S> {
                         wallet: req.wallet.clone(),
                         part: RequestPart::Commitments,
                     })
-                    .and_then(|c| commitment_hash(&c))
+                    .map(|c| commitment_hash(&c))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(lock_unloaded(slot)?.pool.abort(now, from, &hashes))
@@ -162,7 +162,7 @@ impl Shard {
         let drawn = if Arc::ptr_eq(&key.share, share) {
             drawn
         } else {
-            draw(&key.share, drawn.entries.len(), rng)?
+            draw(&key.share, drawn.entries.len(), rng)
         };
         self.pool
             .reserve(now, from, drawn.entries.len())
@@ -180,29 +180,23 @@ struct Drawn {
     commitments: Vec<HexBytes>,
 }
 
-/// Draws `inputs` fresh nonces of `share`.
-///
-/// # Errors
-/// [`Error::Internal`] if a commitment does not encode (not expected).
-fn draw<R: RngCore + CryptoRng>(
-    share: &KeyShare,
-    inputs: usize,
-    rng: &mut R,
-) -> Result<Drawn, Error> {
+/// Draws `inputs` fresh nonces of `share`, each kept under the hash of
+/// its commitment's encoding. One at a time, each pushed into a vector
+/// allocated once: a vector that grew would free its old buffer with the
+/// nonces still in it. `commit` frees no buffer holding a nonce either
+/// (`crates/crypto/tests/zeroize_alloc.rs`).
+fn draw<R: RngCore + CryptoRng>(share: &KeyShare, inputs: usize, rng: &mut R) -> Drawn {
     let mut entries = Vec::with_capacity(inputs);
     let mut commitments = Vec::with_capacity(inputs);
     for _ in 0..inputs {
         let (nonce, commitment) = commit(share, rng);
-        let bytes = commitment
-            .to_bytes()
-            .map_err(|_| Error::Internal(InternalFault::Serialization))?;
-        entries.push((commitment_hash(&commitment)?, nonce));
-        commitments.push(HexBytes(bytes));
+        entries.push((commitment_hash(&commitment), nonce));
+        commitments.push(HexBytes(commitment.to_bytes()));
     }
-    Ok(Drawn {
+    Drawn {
         entries,
         commitments,
-    })
+    }
 }
 
 /// The refusal of `from`'s new nonces on a full wallet.
@@ -259,7 +253,7 @@ mod tests {
     fn hashes(commitments: &[HexBytes]) -> Vec<CommitmentHash> {
         commitments
             .iter()
-            .map(|c| commitment_hash(&Commitment::from_bytes(&c.0).unwrap()).unwrap())
+            .map(|c| commitment_hash(&Commitment::from_bytes(&c.0).unwrap()))
             .collect()
     }
 
@@ -273,7 +267,7 @@ mod tests {
         // Round 1's first section took this share, then the lock was
         // released for the draw.
         let share = Arc::clone(&shard.state.key().unwrap().share);
-        let drawn = draw(&share, 2, &mut rng).unwrap();
+        let drawn = draw(&share, 2, &mut rng);
         let stale = hashes(&drawn.commitments);
         // Meanwhile the wallet's key was replaced by another at the same
         // epoch: only the share's identity tells them apart.
@@ -301,7 +295,7 @@ mod tests {
         let limits = Limits::default();
         let mut shard = shard(WalletState::Active(key(1, 0, &mut rng)));
         let share = Arc::clone(&shard.state.key().unwrap().share);
-        let drawn = draw(&share, 3, &mut rng).unwrap();
+        let drawn = draw(&share, 3, &mut rng);
         let expected = hashes(&drawn.commitments);
         let (epoch, commitments) = shard
             .keep_drawn(now, FROM, &wallet, &limits, &share, drawn, &mut rng)
@@ -309,7 +303,7 @@ mod tests {
         assert_eq!(epoch, WalletEpoch(0));
         assert_eq!(hashes(&commitments), expected, "the drawn vector is kept");
         // A wallet that stopped signing in between keeps nothing.
-        let drawn = draw(&share, 1, &mut rng).unwrap();
+        let drawn = draw(&share, 1, &mut rng);
         shard.state = WalletState::Retired;
         let err = shard
             .keep_drawn(now, FROM, &wallet, &limits, &share, drawn, &mut rng)
@@ -332,15 +326,15 @@ mod tests {
         // FROM's reserved share is min(4, 6 / 3) = 2; beyond it, room comes
         // from the wallet's 6. Its draw of 2 beyond its first 2 was admitted
         // while the wallet had room...
-        let first = draw(&share, 2, &mut rng).unwrap();
+        let first = draw(&share, 2, &mut rng);
         shard
             .keep_drawn(now, FROM, &wallet, &limits, &share, first, &mut rng)
             .unwrap();
-        let drawn = draw(&share, 2, &mut rng).unwrap();
+        let drawn = draw(&share, 2, &mut rng);
         let refused = hashes(&drawn.commitments);
         // ... and meanwhile two other coordinators filled it.
         for other in [CoordinatorId([2; 32]), CoordinatorId([3; 32])] {
-            let theirs = draw(&share, 2, &mut rng).unwrap();
+            let theirs = draw(&share, 2, &mut rng);
             shard.pool.reserve(now, other, 2).unwrap();
             shard.pool.insert(now, other, theirs.entries);
         }

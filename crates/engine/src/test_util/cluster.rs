@@ -180,6 +180,8 @@ pub struct FaultStore<S> {
     /// Policy-record writes (compare-and-sets) submitted through this
     /// decorator.
     policy_writes: AtomicUsize,
+    /// Policy-record reads served through this decorator.
+    policy_reads: AtomicUsize,
     /// What a data key retirement does instead of retiring.
     retire: Mutex<Retire>,
     /// Data key retirements asked for so far.
@@ -217,6 +219,7 @@ impl<S> FaultStore<S> {
             policy_writes: AtomicUsize::new(0),
             retire: Mutex::new(Retire::Pass),
             retires: AtomicUsize::new(0),
+            policy_reads: AtomicUsize::new(0),
         }
     }
 
@@ -249,6 +252,11 @@ impl<S> FaultStore<S> {
     /// How many policy-record writes were submitted so far.
     pub fn policy_writes(&self) -> usize {
         self.policy_writes.load(Ordering::SeqCst)
+    }
+
+    /// How many policy-record reads were served so far.
+    pub fn policy_reads(&self) -> usize {
+        self.policy_reads.load(Ordering::SeqCst)
     }
 
     /// Marker reads fail (retryably) while set.
@@ -384,6 +392,7 @@ impl<S: Store> Store for FaultStore<S> {
         self.inner.marker(wallet, commitment)
     }
     fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, StoreError> {
+        self.policy_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.policy(wallet, key)
     }
     fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, StoreError> {
@@ -441,7 +450,7 @@ impl Member {
 
     /// The shares of the durable marker keyed by `commitment`, if any.
     pub fn marker(&self, wallet: &str, commitment: &Commitment) -> Option<Vec<Vec<u8>>> {
-        let key = commitment_hash(commitment).unwrap();
+        let key = commitment_hash(commitment);
         let marker = self.store().inner.marker(&wid(wallet), &key).unwrap()?;
         Some(decode_shares(&marker).unwrap())
     }
@@ -759,12 +768,7 @@ impl Cluster {
             .map(|i| {
                 let map: BTreeMap<Seat, Commitment> =
                     commitments.iter().map(|(s, v)| (seat(*s), v[i])).collect();
-                HexBytes(
-                    SigningPackage::new(&map, &digests[i])
-                        .unwrap()
-                        .to_bytes()
-                        .unwrap(),
-                )
+                HexBytes(SigningPackage::new(&map, &digests[i]).unwrap().to_bytes())
             })
             .collect();
         Round2Request::new(
