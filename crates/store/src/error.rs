@@ -14,7 +14,8 @@ pub enum Recovery {
 
 use std::path::PathBuf;
 
-use crate::ids::{DekTerm, RecordEpoch, WalletId};
+use crate::audit::AuditBreak;
+use crate::ids::{AuditSeq, DekTerm, RecordEpoch, WalletId};
 use crate::provider::{KekId, ProviderError};
 use crate::rollback::AcceptedRollback;
 use crate::schema::RecordTable;
@@ -349,6 +350,19 @@ pub enum Error {
     /// The writer thread has stopped (the store is closing or it panicked).
     #[error("store writer has stopped")]
     WriterStopped,
+    /// The audit log's hash chain is broken at `seq` (I1, I5): nothing is
+    /// appended after a broken head, so no share is released until an
+    /// operator looks (`thresig audit verify` names the same link;
+    /// docs/audit.md says what to do).
+    #[error(
+        "audit log broken at entry {seq}: {problem}; stop signing on this member and compare the log with its last export (docs/audit.md)"
+    )]
+    AuditBroken {
+        /// The first entry that does not check (0: the head record).
+        seq: AuditSeq,
+        /// What is wrong there.
+        problem: AuditBreak,
+    },
 }
 
 /// The kind of a storage failure.
@@ -407,6 +421,7 @@ impl Error {
             | Self::RecoveryFailed { .. }
             | Self::InvalidConfig { .. }
             | Self::RecoveryKeyMismatch
+            | Self::AuditBroken { .. }
             | Self::WriterStopped => Recovery::Terminal,
         }
     }
@@ -446,6 +461,7 @@ impl Error {
             Self::InvalidConfig { .. } => "config_invalid",
             Self::RecoveryKeyMismatch => "recovery_key_mismatch",
             Self::WriterStopped => "writer_stopped",
+            Self::AuditBroken { .. } => "audit_broken",
         }
     }
 
@@ -485,6 +501,7 @@ impl Error {
             | Self::RecoveryFailed { .. }
             | Self::InvalidConfig { .. }
             | Self::RecoveryKeyMismatch
+            | Self::AuditBroken { .. }
             | Self::WriterStopped => {}
         }
         self

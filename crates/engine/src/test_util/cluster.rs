@@ -355,8 +355,14 @@ impl<S: Store> Store for FaultStore<S> {
         &self,
         from: AuditSeq,
         limit: usize,
-    ) -> Result<Vec<(AuditSeq, Plaintext)>, StoreError> {
+    ) -> Result<Vec<thresig_store::AuditEntry>, StoreError> {
         self.inner.audit(from, limit)
+    }
+    fn audit_head(&self) -> Result<thresig_store::AuditHead, StoreError> {
+        self.inner.audit_head()
+    }
+    fn audit_verify(&self) -> Result<thresig_store::AuditReport, StoreError> {
+        self.inner.audit_verify()
     }
     fn corrupt_wallets(&self) -> Vec<WalletId> {
         self.inner.corrupt_wallets()

@@ -417,6 +417,7 @@ fn open_shared(
         let position = Position {
             epoch: r.global_epoch()?,
             generation: r.generation()?,
+            audit: crate::audit::mark(&r)?,
         };
         (identity, witness_key, position, damaged)
     };
@@ -499,8 +500,8 @@ fn move_past(
     }
     txn.commit()?;
     Ok(Position {
-        epoch: position.epoch,
         generation,
+        ..position
     })
 }
 
