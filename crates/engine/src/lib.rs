@@ -69,6 +69,7 @@
 )]
 
 mod api;
+pub mod audit;
 mod check;
 mod config;
 mod dkg;

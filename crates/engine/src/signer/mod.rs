@@ -10,8 +10,10 @@
 //!   after which its shares leave;
 //! - `pending.rs`: the shares that wait for a durable marker;
 //! - `rekey.rs`: the operator's `begin_rekey` and `retire`;
-//! - `operator.rs`: the one dispatch of the operator's commands.
+//! - `operator.rs`: the one dispatch of the operator's commands;
+//! - `audit.rs`: the audit log's open entry, checkpoints, export and prune.
 
+mod audit;
 mod operator;
 mod pending;
 mod rekey;

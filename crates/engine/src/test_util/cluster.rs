@@ -603,6 +603,21 @@ impl Cluster {
         m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
     }
 
+    /// Stops seat `s`, runs `edit` in a raw write transaction on its disk
+    /// (as an attacker with disk access would), and restarts it.
+    pub fn edit_disk(&mut self, s: u16, edit: impl FnOnce(&redb::WriteTransaction)) {
+        let m = &mut self.members[usize::from(s) - 1];
+        drop(m.running.take());
+        let db = redb::Database::builder()
+            .create_with_backend(m.machine.disk.backend())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        edit(&txn);
+        txn.commit().unwrap();
+        drop(db);
+        self.restart(s);
+    }
+
     /// Seat `s` loses its disk: the signer stops, and a new one opens over
     /// a fresh, empty store on a new machine (same identity key), as after
     /// a disk failure with no backup.

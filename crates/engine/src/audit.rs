@@ -1,0 +1,371 @@
+//! What the signer writes to the store's audit log, the checkpoints its
+//! identity key signs, and the offline check of an export (docs/audit.md).
+//!
+//! The store chains entries (`thresig_store::entry_hash`); this module
+//! decides what an entry says. A body is the canonical JSON of one
+//! [`AuditEvent`]: an object with a `kind` and the event's fields, keys
+//! sorted, no whitespace, integers and strings only, so an auditor's tool
+//! re-encodes a parsed export entry to the very bytes that were hashed.
+//! Entries hold public data and hashes only: never a share, a nonce or key
+//! material.
+//!
+//! A [`Checkpoint`] is an entry whose identity-key signature covers the
+//! hash of an earlier entry (the head when it was made). Every export ends
+//! with a fresh one, and a prune writes one of the pruned head, so
+//! [`verify_export`] needs only the roster's identity keys.
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use thresig_store::{AuditEntry, AuditHash, AuditSeq, Timestamp, WalletId, entry_hash};
+
+use crate::config::IdentityKey;
+
+/// A checkpoint is appended after every this many entries. An export
+/// always ends with a fresh one, so this only bounds how much of a log
+/// that is never exported rests on the chain alone; 1,000 entries is a
+/// busy signer's minutes and costs one signature and one entry.
+pub const CHECKPOINT_EVERY: u64 = 1_000;
+
+/// The domain tag of a checkpoint signature.
+const CHECKPOINT_DOMAIN: &[u8] = b"thresig/audit-checkpoint/v1\0";
+
+/// One event of the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// The signer opened its store and started serving.
+    Open {
+        /// This member's identity key.
+        identity: IdentityKey,
+        /// How many wallets its configuration names.
+        wallets: u64,
+    },
+    /// Signature shares left this signer, their marker durable in the same
+    /// store unit as this entry.
+    ShareReleased {
+        /// The wallet.
+        wallet: WalletId,
+        /// The wallet epoch the shares were made at.
+        epoch: u64,
+        /// The coordinator's identity key (hex).
+        coordinator: String,
+        /// The hash of this signer's first commitment (hex).
+        commitment: String,
+        /// The hash of the signing packages answered (hex).
+        package: String,
+        /// The transaction id for a PSBT, none for raw digests.
+        txid: Option<String>,
+        /// SHA-256 of every message signed, in input order (hex).
+        messages: Vec<String>,
+        /// The wallet's policy version.
+        policy_version: u32,
+        /// What the policy decided: `approved` (a transaction, charged in
+        /// this unit) or `raw_digests_allowed`.
+        verdict: String,
+    },
+    /// A DKG finished and every member's confirmation verified: the wallet
+    /// became active.
+    DkgActivated {
+        /// The wallet.
+        wallet: WalletId,
+        /// The DKG session (hex).
+        session: String,
+        /// The wallet's output key (hex, x-only).
+        output_key: String,
+    },
+    /// This member's share of a wallet was repaired.
+    Repaired {
+        /// The wallet.
+        wallet: WalletId,
+        /// The wallet epoch of the repaired share.
+        epoch: u64,
+    },
+    /// The operator ran a lifecycle command on a wallet (rekey, retire,
+    /// approve a repair).
+    Operator {
+        /// The wallet.
+        wallet: WalletId,
+        /// The command, as the admin socket names it.
+        command: String,
+        /// Whether the wallet changed (false: it already was so).
+        changed: bool,
+    },
+    /// The operator rotated or recovered the store's keys.
+    Keys {
+        /// `rotate_dek`, `rotate_kek` or `recover`.
+        command: String,
+        /// The current DEK term afterwards.
+        dek_term: u64,
+    },
+    /// Entries written before `before_ms` were pruned; the checkpoint that
+    /// follows signs the pruned head.
+    Prune {
+        /// The cut-off, in milliseconds since the Unix epoch.
+        before_ms: u64,
+    },
+    /// A signed checkpoint.
+    Checkpoint(Checkpoint),
+}
+
+/// A statement signed by a member's identity key: entry `seq` of its audit
+/// log has hash `head`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// The signing member's identity key.
+    pub identity: IdentityKey,
+    /// The entry covered.
+    pub seq: u64,
+    /// Its hash (hex).
+    pub head: String,
+    /// The Ed25519 signature (hex) over the domain tag, `seq` and `head`.
+    pub signature: String,
+}
+
+fn checkpoint_message(seq: u64, head: &AuditHash) -> Vec<u8> {
+    [CHECKPOINT_DOMAIN, &seq.to_be_bytes(), head].concat()
+}
+
+impl Checkpoint {
+    /// Signs (`seq`, `head`) with `key`.
+    pub fn sign(key: &SigningKey, seq: AuditSeq, head: &AuditHash) -> Self {
+        Self {
+            identity: key.verifying_key().into(),
+            seq: seq.0,
+            head: hex::encode(head),
+            signature: hex::encode(key.sign(&checkpoint_message(seq.0, head)).to_bytes()),
+        }
+    }
+
+    /// Whether the signature verifies under its identity key.
+    fn verifies(&self) -> bool {
+        let (Ok(head), Ok(sig)) = (hex_32(&self.head), hex::decode(&self.signature)) else {
+            return false;
+        };
+        let Ok(sig) = Signature::from_slice(&sig) else {
+            return false;
+        };
+        VerifyingKey::from_bytes(&self.identity.to_bytes())
+            .is_ok_and(|k| k.verify(&checkpoint_message(self.seq, &head), &sig).is_ok())
+    }
+}
+
+fn hex_32(s: &str) -> Result<[u8; 32], ()> {
+    hex::decode(s).map_err(drop)?.try_into().map_err(drop)
+}
+
+impl AuditEvent {
+    /// The canonical encoding the store hashes: JSON with sorted keys and
+    /// no whitespace (see the module docs).
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing these plain types cannot fail (string keys, no
+        // floats); an empty body would still be chained and verified.
+        serde_json::to_value(self)
+            .and_then(|v| serde_json::to_vec(&canonical(v)))
+            .unwrap_or_default()
+    }
+}
+
+/// `v` with every object's keys sorted, whatever serde_json's map keeps.
+fn canonical(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut pairs: Vec<(String, Value)> = map.into_iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(pairs.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// SHA-256 of a signed message, as a share-release entry lists it.
+pub(crate) fn message_digest(message: &[u8]) -> String {
+    hex::encode(Sha256::digest(message))
+}
+
+/// Why an audit command of the signer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The store refused or failed (its code says which).
+    #[error(transparent)]
+    Store(#[from] thresig_store::Error),
+    /// New entries kept landing between reading the head and appending
+    /// the checkpoint that signs it (a burst of share releases).
+    #[error("new audit entries kept landing before the checkpoint; run the command again")]
+    Busy,
+}
+
+impl AuditError {
+    /// The stable code (docs/errors.md).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Store(e) => e.code(),
+            Self::Busy => "audit_busy",
+        }
+    }
+
+    /// Whether a retry can succeed.
+    #[must_use]
+    pub fn recovery(&self) -> thresig_store::Recovery {
+        match self {
+            Self::Store(e) => e.recovery(),
+            Self::Busy => thresig_store::Recovery::Retryable,
+        }
+    }
+}
+
+/// One line of `thresig audit export --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportLine {
+    /// The entry's sequence.
+    pub seq: u64,
+    /// The previous entry's hash (hex).
+    pub prev: String,
+    /// This entry's hash (hex).
+    pub hash: String,
+    /// When it was written (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The event, as JSON (its canonical encoding is what was hashed).
+    pub entry: Value,
+}
+
+impl ExportLine {
+    /// The export line of a stored entry.
+    #[must_use]
+    pub fn of(entry: &AuditEntry) -> Self {
+        Self {
+            seq: entry.seq.0,
+            prev: hex::encode(entry.prev),
+            hash: hex::encode(entry.hash),
+            at_ms: entry.at.0,
+            entry: serde_json::from_slice(&entry.body).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// What is wrong with an export, at the first line that does not check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportBreak {
+    /// The line's sequence does not follow the one before.
+    #[error("its sequence does not follow the line before")]
+    OutOfSequence,
+    /// Its previous-hash is not the hash of the line before.
+    #[error("its previous-hash is not the hash of the line before")]
+    PrevMismatch,
+    /// Its hash is not the hash of its contents (the entry was changed).
+    #[error("its hash does not match its contents (the entry was changed)")]
+    HashMismatch,
+    /// A checkpoint whose signature does not verify.
+    #[error("a checkpoint whose signature does not verify")]
+    BadSignature,
+    /// A checkpoint by a key the roster does not list.
+    #[error("a checkpoint signed by a key the roster does not list")]
+    UnknownSigner,
+    /// A checkpoint naming a hash other than the exported entry's.
+    #[error("a checkpoint that names another hash for the entry it covers")]
+    CheckpointMismatch,
+    /// The export does not end with a checkpoint covering its last entry.
+    #[error("the export does not end with a checkpoint covering the entry before it")]
+    Unsigned,
+    /// A line that is not an export entry.
+    #[error("not an export line")]
+    Malformed,
+}
+
+/// An export that failed [`verify_export`]: where and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("export entry {seq}: {problem}")]
+pub struct ExportError {
+    /// The sequence of the first line that does not check (0: before any).
+    pub seq: u64,
+    /// What is wrong there.
+    pub problem: ExportBreak,
+}
+
+/// What a verified export covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportReport {
+    /// The first and last sequence exported.
+    pub first: u64,
+    /// The last sequence exported.
+    pub last: u64,
+    /// The checkpoints that verified.
+    pub checkpoints: u64,
+}
+
+/// Checks an export with only the roster's identity keys: every line
+/// chains from the one before and hashes to its contents, every checkpoint
+/// is signed by a roster key and names the hash the export has for the
+/// entry it covers, and the last line is a checkpoint covering the line
+/// before it (so every line is under a signature).
+///
+/// # Errors
+/// [`ExportError`] at the first line that does not check.
+pub fn verify_export(
+    lines: &[ExportLine],
+    roster: &[IdentityKey],
+) -> Result<ExportReport, ExportError> {
+    let fail = |seq: u64, problem| ExportError { seq, problem };
+    let mut hashes: Vec<(u64, AuditHash)> = Vec::with_capacity(lines.len());
+    let mut checkpoints = 0u64;
+    let mut last_checkpoint: Option<(u64, u64)> = None;
+    for line in lines {
+        let seq = line.seq;
+        let prev = hex_32(&line.prev).map_err(|()| fail(seq, ExportBreak::Malformed))?;
+        let hash = hex_32(&line.hash).map_err(|()| fail(seq, ExportBreak::Malformed))?;
+        if let Some((before, before_hash)) = hashes.last() {
+            if seq != before.saturating_add(1) {
+                return Err(fail(seq, ExportBreak::OutOfSequence));
+            }
+            if prev != *before_hash {
+                return Err(fail(seq, ExportBreak::PrevMismatch));
+            }
+        }
+        let body = serde_json::to_vec(&canonical(line.entry.clone()))
+            .map_err(|_| fail(seq, ExportBreak::Malformed))?;
+        if entry_hash(&prev, AuditSeq(seq), Timestamp(line.at_ms), &body) != hash {
+            return Err(fail(seq, ExportBreak::HashMismatch));
+        }
+        if let Ok(AuditEvent::Checkpoint(c)) =
+            serde_json::from_value::<AuditEvent>(line.entry.clone())
+        {
+            if !roster.contains(&c.identity) {
+                return Err(fail(seq, ExportBreak::UnknownSigner));
+            }
+            if !c.verifies() {
+                return Err(fail(seq, ExportBreak::BadSignature));
+            }
+            // A checkpoint of an entry before the export (a prune's, or an
+            // earlier periodic one) is checked by its signature only.
+            if let Some((_, covered)) = hashes.iter().find(|(s, _)| *s == c.seq)
+                && hex::encode(covered) != c.head
+            {
+                return Err(fail(seq, ExportBreak::CheckpointMismatch));
+            }
+            checkpoints = checkpoints.saturating_add(1);
+            last_checkpoint = Some((seq, c.seq));
+        }
+        hashes.push((seq, hash));
+    }
+    let (Some((first, _)), Some((last, _))) = (hashes.first(), hashes.last()) else {
+        return Err(fail(0, ExportBreak::Unsigned));
+    };
+    match last_checkpoint {
+        Some((at, covers)) if at == *last && covers.saturating_add(1) == at => Ok(ExportReport {
+            first: *first,
+            last: *last,
+            checkpoints,
+        }),
+        _ => Err(fail(*last, ExportBreak::Unsigned)),
+    }
+}

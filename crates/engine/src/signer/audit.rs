@@ -1,0 +1,152 @@
+//! The signer's side of the audit log: the open entry, checkpoints signed
+//! by its identity key, export and prune. Share releases and lifecycle
+//! steps put their entry in their own store unit ([`audit_op`]).
+
+use thresig_store::{AuditSeq, OpResult, Store, Timestamp, WriteOp, WriteOutcome};
+
+use super::Signer;
+use crate::audit::{AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, ExportLine};
+
+/// How often an export's closing checkpoint is tried again when another
+/// entry landed between reading the head and appending it: only a burst
+/// of share releases does that, and each retry sees a newer head.
+const CHECKPOINT_RETRIES: usize = 8;
+
+/// How many entries one read of an export fetches.
+const EXPORT_PAGE: usize = 1_024;
+
+/// The store operation appending `event` at `at`.
+pub(crate) fn audit_op(at: Timestamp, event: &AuditEvent) -> WriteOp {
+    WriteOp::AppendAudit {
+        at,
+        entry: event.encode(),
+    }
+}
+
+/// The sequence an append got, from a committed unit.
+fn appended(outcome: &WriteOutcome) -> Option<AuditSeq> {
+    match outcome {
+        WriteOutcome::Committed(results) => results.iter().rev().find_map(|r| match r {
+            OpResult::Appended(seq) => Some(*seq),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+impl<S: Store> Signer<S> {
+    /// Appends `event` at `now` in a unit of its own (events that change
+    /// nothing else: the open, the operator's key commands).
+    ///
+    /// # Errors
+    /// [`AuditError::Store`], such as the store's `AuditBroken`.
+    pub fn audit_record(&self, now: Timestamp, event: &AuditEvent) -> Result<AuditSeq, AuditError> {
+        let outcome = self.store.write(vec![audit_op(now, event)])?;
+        let seq = appended(&outcome).ok_or(AuditError::Busy)?;
+        self.checkpoint_due(now, seq);
+        Ok(seq)
+    }
+
+    /// Records that this signer opened its store and serves.
+    ///
+    /// # Errors
+    /// As [`Signer::audit_record`].
+    pub fn audit_open(&self, now: Timestamp) -> Result<AuditSeq, AuditError> {
+        let event = AuditEvent::Open {
+            identity: self.identity.verifying_key().into(),
+            wallets: self.wallets.len() as u64,
+        };
+        self.audit_record(now, &event)
+    }
+
+    /// Appends the periodic checkpoint when `seq` completes another
+    /// [`CHECKPOINT_EVERY`] entries. A failure here is not the caller's:
+    /// its own entry is durable, the chain stays whole, and every export
+    /// ends with a checkpoint of its own.
+    pub(crate) fn checkpoint_due(&self, now: Timestamp, seq: AuditSeq) {
+        if seq.0 % CHECKPOINT_EVERY == 0 {
+            let _ = self.audit_checkpoint(now);
+        }
+    }
+
+    /// Appends a checkpoint signing the log's head, retried until it lands
+    /// right after the entry it covers; returns its sequence.
+    ///
+    /// # Errors
+    /// [`AuditError::Store`]; [`AuditError::Busy`] if entries keep
+    /// landing in between.
+    pub fn audit_checkpoint(&self, now: Timestamp) -> Result<AuditSeq, AuditError> {
+        for _ in 0..CHECKPOINT_RETRIES {
+            let head = self.store.audit_head()?;
+            let event =
+                AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, head.seq, &head.hash));
+            let outcome = self.store.write(vec![audit_op(now, &event)])?;
+            let seq = appended(&outcome).ok_or(AuditError::Busy)?;
+            if seq.0 == head.seq.0.saturating_add(1) {
+                return Ok(seq);
+            }
+        }
+        Err(AuditError::Busy)
+    }
+
+    /// The entries from `since` on (from the first kept one if pruned),
+    /// closed by a fresh checkpoint, as export lines.
+    ///
+    /// # Errors
+    /// [`AuditError::Store`], such as the store's `AuditBroken` for an
+    /// entry that fails to read; [`AuditError::Busy`].
+    pub fn audit_export(
+        &self,
+        now: Timestamp,
+        since: AuditSeq,
+    ) -> Result<Vec<ExportLine>, AuditError> {
+        let end = self.audit_checkpoint(now)?;
+        let mut lines = Vec::new();
+        let mut from = since;
+        loop {
+            let page = self.store.audit(from, EXPORT_PAGE)?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            lines.extend(page.iter().filter(|e| e.seq <= end).map(ExportLine::of));
+            if last >= end {
+                break;
+            }
+            from = AuditSeq(last.0.saturating_add(1));
+        }
+        Ok(lines)
+    }
+
+    /// Removes the entries written before `before` (never the last), in
+    /// one unit with the entry that records the prune, then signs a
+    /// checkpoint of the pruned head (the hash the first kept entry chains
+    /// from), so an older export still joins the kept log. Returns how many
+    /// entries went.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub fn audit_prune(&self, now: Timestamp, before: Timestamp) -> Result<u64, AuditError> {
+        let outcome = self.store.write(vec![
+            WriteOp::PruneAudit { before },
+            audit_op(
+                now,
+                &AuditEvent::Prune {
+                    before_ms: before.0,
+                },
+            ),
+        ])?;
+        let removed = match &outcome {
+            WriteOutcome::Committed(results) => results.iter().find_map(|r| match r {
+                OpResult::AuditPruned(n) => Some(*n),
+                _ => None,
+            }),
+            _ => None,
+        }
+        .ok_or(AuditError::Busy)?;
+        let head = self.store.audit_head()?;
+        let pruned = AuditSeq(head.first.0.saturating_sub(1));
+        let event = AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, pruned, &head.anchor));
+        self.audit_record(now, &event)?;
+        Ok(removed)
+    }
+}

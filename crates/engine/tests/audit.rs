@@ -1,0 +1,206 @@
+//! The audit log from the signer's side: every share released has its
+//! entry, committed in the marker's unit, and a share whose entry cannot
+//! commit is never returned (I1).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use sha2::{Digest as _, Sha256};
+use thresig_crypto::Commitment;
+use thresig_engine::audit::{AuditEvent, ExportBreak, verify_export};
+use thresig_engine::{ErrorCode, commitment_hash, package_hash};
+use thresig_store::{AuditSeq, Store, Timestamp};
+
+const D1: [u8; 32] = [1; 32];
+const D2: [u8; 32] = [2; 32];
+
+fn cluster(seed: u64) -> Cluster {
+    Cluster::new(seed, 2, 3, &["w1"], small_limits())
+}
+
+fn commitments(c: &mut Cluster, inputs: usize) -> BTreeMap<u16, Vec<Commitment>> {
+    [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, COORD_A, "w1", inputs).unwrap()))
+        .collect()
+}
+
+fn events(c: &Cluster, s: u16) -> Vec<AuditEvent> {
+    c.member(s)
+        .store()
+        .inner
+        .audit(AuditSeq(1), 1_000)
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_slice(&e.body).unwrap())
+        .collect()
+}
+
+#[test]
+fn every_released_share_has_its_entry() {
+    let mut c = cluster(1);
+    let comms = commitments(&mut c, 2);
+    let req = c.request("w1", &comms, &[D1, D2]);
+    c.round2(1, &req).unwrap();
+    let released: Vec<_> = events(&c, 1)
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::ShareReleased {
+                wallet,
+                commitment,
+                package,
+                messages,
+                txid,
+                verdict,
+                ..
+            } => Some((wallet, commitment, package, messages, txid, verdict)),
+            _ => None,
+        })
+        .collect();
+    let lead = commitment_hash(&comms[&1][0]).unwrap();
+    assert_eq!(
+        released,
+        vec![(
+            wid("w1"),
+            hex::encode(lead.0),
+            hex::encode(package_hash(&req).0),
+            vec![
+                hex::encode(Sha256::digest(D1)),
+                hex::encode(Sha256::digest(D2))
+            ],
+            None,
+            "raw_digests_allowed".to_owned(),
+        )]
+    );
+    // A replay returns the stored shares and writes no second entry.
+    c.round2(1, &req).unwrap();
+    assert_eq!(events(&c, 1).len(), 1);
+    c.member(1).store().inner.audit_verify().unwrap();
+}
+
+#[test]
+fn a_share_whose_entry_cannot_commit_is_never_returned() {
+    let mut c = cluster(2);
+    let first = commitments(&mut c, 1);
+    let req = c.request("w1", &first, &[D1]);
+    c.round2(1, &req).unwrap();
+    // The last entry goes missing on disk: the head no longer stands where
+    // the log ends, so the next entry cannot be appended.
+    c.edit_disk(1, |txn| {
+        let mut t = txn
+            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("audit"))
+            .unwrap();
+        t.remove(1u64.to_be_bytes().as_slice()).unwrap();
+    });
+    let comms = commitments(&mut c, 1);
+    let req = c.request("w1", &comms, &[D2]);
+    let err = c.round2(1, &req).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StateCorrupt, "{err:?}");
+    assert_eq!(err.recovery(), thresig_store::Recovery::Terminal, "{err:?}");
+    assert!(
+        c.member(1).marker("w1", &comms[&1][0]).is_none(),
+        "no marker, so no share, without its entry"
+    );
+}
+
+#[test]
+fn a_lost_commit_leaves_neither_marker_nor_entry() {
+    let mut c = cluster(3);
+    let comms = commitments(&mut c, 1);
+    let req = c.request("w1", &comms, &[D1]);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    c.round2(1, &req).unwrap_err();
+    assert!(c.member(1).marker("w1", &comms[&1][0]).is_none());
+    assert!(events(&c, 1).is_empty());
+    // The identical retry commits both together.
+    c.round2(1, &req).unwrap();
+    assert!(c.member(1).marker("w1", &comms[&1][0]).is_some());
+    assert_eq!(events(&c, 1).len(), 1);
+}
+
+#[test]
+fn an_export_verifies_with_the_roster_and_a_forged_entry_does_not() {
+    let mut c = cluster(4);
+    for digest in [D1, D2] {
+        let comms = commitments(&mut c, 1);
+        let req = c.request("w1", &comms, &[digest]);
+        c.round2(1, &req).unwrap();
+    }
+    let signer = c.member(1).signer();
+    let roster = c.member(1).config.wallets[0].roster.clone();
+    let export = signer
+        .0
+        .audit_export(Timestamp(5_000), AuditSeq(1))
+        .unwrap();
+    assert_eq!(export.len(), 3, "two releases and the closing checkpoint");
+    let report = verify_export(&export, &roster).unwrap();
+    assert_eq!((report.first, report.last, report.checkpoints), (1, 3, 1));
+
+    // A forged verdict in the first entry breaks its hash.
+    let mut forged = export.clone();
+    forged[0].entry["verdict"] = "forged".into();
+    let err = verify_export(&forged, &roster).unwrap_err();
+    assert_eq!((err.seq, err.problem), (1, ExportBreak::HashMismatch));
+
+    // Recomputing that hash breaks the next link instead.
+    let mut rehashed = forged.clone();
+    let body = serde_json::to_vec(&rehashed[0].entry).unwrap();
+    let prev: [u8; 32] = hex::decode(&rehashed[0].prev).unwrap().try_into().unwrap();
+    rehashed[0].hash = hex::encode(thresig_store::entry_hash(
+        &prev,
+        AuditSeq(1),
+        Timestamp(rehashed[0].at_ms),
+        &body,
+    ));
+    let err = verify_export(&rehashed, &roster).unwrap_err();
+    assert_eq!((err.seq, err.problem), (2, ExportBreak::PrevMismatch));
+
+    // An export without its closing checkpoint is unsigned.
+    let err = verify_export(&export[..2], &roster).unwrap_err();
+    assert_eq!((err.seq, err.problem), (2, ExportBreak::Unsigned));
+
+    // Against another roster the checkpoint's signer is unknown.
+    let other = c.member(2).config.wallets[0].roster[2..].to_vec();
+    let err = verify_export(&export, &other).unwrap_err();
+    assert_eq!((err.seq, err.problem), (3, ExportBreak::UnknownSigner));
+}
+
+#[test]
+fn prune_is_audited_and_keeps_the_export_verifiable() {
+    let mut c = cluster(5);
+    for digest in [D1, D2] {
+        let comms = commitments(&mut c, 1);
+        let req = c.request("w1", &comms, &[digest]);
+        c.round2(1, &req).unwrap();
+    }
+    let signer = c.member(1).signer();
+    let removed = signer
+        .0
+        .audit_prune(Timestamp(u64::MAX - 1), Timestamp(u64::MAX - 1))
+        .unwrap();
+    assert_eq!(removed, 1, "the last entry before the prune stays");
+    let store = &c.member(1).store().inner;
+    let report = store.audit_verify().unwrap();
+    assert_eq!(report.head.first, AuditSeq(2));
+    let kinds: Vec<_> = events(&c, 1)
+        .into_iter()
+        .map(|e| match e {
+            AuditEvent::ShareReleased { .. } => "share",
+            AuditEvent::Prune { .. } => "prune",
+            AuditEvent::Checkpoint(_) => "checkpoint",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["share", "prune", "checkpoint"]);
+    let roster = c.member(1).config.wallets[0].roster.clone();
+    let export = c
+        .member(1)
+        .signer()
+        .0
+        .audit_export(Timestamp(u64::MAX - 1), AuditSeq(1))
+        .unwrap();
+    assert_eq!(export.first().map(|l| l.seq), Some(2));
+    verify_export(&export, &roster).unwrap();
+}
