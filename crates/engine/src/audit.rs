@@ -18,7 +18,7 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, Verifying
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use thresig_store::{AuditEntry, AuditHash, AuditSeq, Timestamp, WalletId, entry_hash};
+use thresig_store::{AuditEntry, AuditHash, AuditSeq, Timestamp, WalletId, WriteOp, entry_hash};
 
 use crate::config::IdentityKey;
 
@@ -180,6 +180,16 @@ fn canonical(v: Value) -> Value {
         }
         Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
         other => other,
+    }
+}
+
+/// The store operation appending `event` at `at`: put it in the unit of
+/// the change it records, so the two commit together or not at all.
+#[must_use]
+pub fn append_op(at: Timestamp, event: &AuditEvent) -> WriteOp {
+    WriteOp::AppendAudit {
+        at,
+        entry: event.encode(),
     }
 }
 

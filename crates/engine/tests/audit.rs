@@ -204,3 +204,41 @@ fn prune_is_audited_and_keeps_the_export_verifiable() {
     assert_eq!(export.first().map(|l| l.seq), Some(2));
     verify_export(&export, &roster).unwrap();
 }
+
+#[test]
+fn a_dkg_activation_and_operator_steps_are_audited() {
+    let mut c = Cluster::unkeyed(6, 2, 3, &["w"]);
+    let confirmations = dkg::through_part3(&mut c, "w", 1);
+    let others: Vec<_> = confirmations
+        .iter()
+        .filter(|m| m.sender.get() != 1)
+        .cloned()
+        .collect();
+    assert!(dkg::deliver(&c, 1, "w", &others));
+    let key = c.member(1).signer().0.wallet_key(&wid("w")).unwrap();
+    let approve = thresig_engine::OperatorCommand::ApproveRepair {
+        wallet: wid("w"),
+        seat: seat(2),
+        expires_in_secs: 60,
+    };
+    c.member(1).signer().0.operate(c.now, &approve).unwrap();
+    let events = events(&c, 1);
+    assert!(
+        matches!(
+            &events[0],
+            AuditEvent::DkgActivated { wallet, output_key, .. }
+                if *wallet == wid("w") && *output_key == hex::encode(key.output_key().to_bytes())
+        ),
+        "{events:?}"
+    );
+    let steps: Vec<_> = events[1..]
+        .iter()
+        .map(|e| match e {
+            AuditEvent::Operator {
+                command, changed, ..
+            } => (command.as_str(), *changed),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(steps, [("approve_repair", true)]);
+}

@@ -39,6 +39,7 @@ use thresig_crypto::{
 use thresig_store::{Store, Timestamp, WalletId, WriteOutcome};
 
 use crate::api::HexBytes;
+use crate::audit::{AuditEvent, append_op as audit_op};
 use crate::dkg::seat_in;
 use crate::dkg_msg::{HpkeSecret, hpke_keypair, open_with, seal_to};
 use crate::durable::{ops_are_stored, repaired_ops};
@@ -215,7 +216,7 @@ impl<S: Store> Signer<S> {
                 opened,
                 dealt,
                 summed,
-            } => self.repair_finish(slot, &mut shard, &session, [&opened, &dealt, &summed]),
+            } => self.repair_finish(now, slot, &mut shard, &session, [&opened, &dealt, &summed]),
         }
     }
 
@@ -499,6 +500,7 @@ impl<S: Store> Signer<S> {
     /// share and stores it with the wallet record in one commit.
     fn repair_finish(
         &self,
+        now: Timestamp,
         slot: &Slot,
         shard: &mut Shard,
         session: &RepairSession,
@@ -559,7 +561,12 @@ impl<S: Store> Signer<S> {
         let share = repair_step3(sigmas, &commitments, session.lost, &key)
             .map_err(|e| crypto_failed(slot, e))?;
         let ops = repaired_ops(wallet, session.epoch, &key, &share)?;
-        match self.store.write(ops.clone()) {
+        let event = AuditEvent::Repaired {
+            wallet: wallet.clone(),
+            epoch: session.epoch.0,
+        };
+        let unit = [ops.clone(), vec![audit_op(now, &event)]].concat();
+        match self.store.write(unit) {
             Ok(WriteOutcome::Committed(_)) => {}
             // A commit reported failed, or refused because the key package
             // is there, may be this very unit made durable (an ambiguous

@@ -1,11 +1,14 @@
 //! The signer's side of the audit log: the open entry, checkpoints signed
 //! by its identity key, export and prune. Share releases and lifecycle
-//! steps put their entry in their own store unit ([`audit_op`]).
+//! steps put their entry in their own store unit
+//! ([`crate::audit::append_op`]).
 
 use thresig_store::{AuditSeq, OpResult, Store, Timestamp, WriteOp, WriteOutcome};
 
 use super::Signer;
-use crate::audit::{AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, ExportLine};
+use crate::audit::{
+    AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, ExportLine, append_op as audit_op,
+};
 
 /// How often an export's closing checkpoint is tried again when another
 /// entry landed between reading the head and appending it: only a burst
@@ -14,14 +17,6 @@ const CHECKPOINT_RETRIES: usize = 8;
 
 /// How many entries one read of an export fetches.
 const EXPORT_PAGE: usize = 1_024;
-
-/// The store operation appending `event` at `at`.
-pub(crate) fn audit_op(at: Timestamp, event: &AuditEvent) -> WriteOp {
-    WriteOp::AppendAudit {
-        at,
-        entry: event.encode(),
-    }
-}
 
 /// The sequence an append got, from a committed unit.
 fn appended(outcome: &WriteOutcome) -> Option<AuditSeq> {

@@ -275,7 +275,7 @@ impl<S: Store> Signer<S> {
                 .dkg_finish(now, &member, session, &round2)
                 .map(|m| messages(vec![m])),
             Request::DkgConfirm { confirmation, .. } => self
-                .dkg_confirm(&member, &confirmation)
+                .dkg_confirm(now, &member, &confirmation)
                 .map(Response::Confirmations),
             Request::DkgCancel { session, .. } => self
                 .dkg_cancel(&member, session)

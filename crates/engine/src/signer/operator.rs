@@ -11,6 +11,7 @@ use thresig_store::{Store, Timestamp, WalletId};
 use super::Signer;
 use super::rekey::Transition;
 use crate::api::WalletStatus;
+use crate::audit::{AuditEvent, append_op};
 use crate::error::Error;
 
 /// A command of this member's operator to the engine.
@@ -71,26 +72,47 @@ pub struct OperatorOutcome {
 impl<S: Store> Signer<S> {
     /// Runs one command of this member's operator at `now`.
     ///
+    /// Every command is recorded in the audit log, changed or not.
+    ///
     /// # Errors
     /// The command's own errors ([`Signer::begin_rekey`],
-    /// [`Signer::retire`], [`Signer::approve_repair`]).
+    /// [`Signer::retire`], [`Signer::approve_repair`]); [`Error::Store`]
+    /// when its audit entry cannot be written.
     pub fn operate(
         &self,
         now: Timestamp,
         command: &OperatorCommand,
     ) -> Result<OperatorOutcome, Error> {
-        let (transition, expires) = match command {
-            OperatorCommand::BeginRekey { wallet } => (self.begin_rekey(wallet)?, None),
-            OperatorCommand::Retire { wallet } => (self.retire(wallet)?, None),
+        let (name, (transition, expires)) = match command {
+            OperatorCommand::BeginRekey { wallet } => {
+                ("begin_rekey", (self.begin_rekey(wallet)?, None))
+            }
+            OperatorCommand::Retire { wallet } => ("retire", (self.retire(wallet)?, None)),
             OperatorCommand::ApproveRepair {
                 wallet,
                 seat,
                 expires_in_secs,
             } => {
                 let expires = self.approve_repair(now, wallet, *seat, *expires_in_secs)?;
-                (Transition::Done, Some(expires))
+                ("approve_repair", (Transition::Done, Some(expires)))
             }
         };
+        // Recorded after the step, in a unit of its own: the step's own
+        // units are shared with the refresh work, and a step that ran with
+        // its entry lost is run again by the operator (who saw the error),
+        // which records it then as unchanged.
+        let wallet = command.wallet();
+        let event = AuditEvent::Operator {
+            wallet: wallet.clone(),
+            command: name.to_owned(),
+            changed: transition == Transition::Done,
+        };
+        self.store
+            .write(vec![append_op(now, &event)])
+            .map_err(|source| Error::Store {
+                wallet: wallet.clone(),
+                source,
+            })?;
         Ok(OperatorOutcome {
             transition,
             expires,

@@ -9,11 +9,10 @@ use thresig_store::{
 };
 use thresig_tx::{Policy, TaprootWallet, WalletMode};
 
-use super::audit::audit_op;
 use super::pending::PendingShares;
 use super::{Member, Shard, Signer, Slot, lock, store_error};
 use crate::api::{HexBytes, Round2Request, Round2Response};
-use crate::audit::{AuditEvent, message_digest};
+use crate::audit::{AuditEvent, append_op as audit_op, message_digest};
 use crate::check::{CheckedRound2, check_round2};
 use crate::durable::{decode_shares, encode_shares};
 use crate::error::{Error, InternalFault};
