@@ -68,6 +68,10 @@ pub enum NodeError {
     /// The daemon failed.
     #[error("daemon: {0}")]
     Daemon(#[from] thresig_daemon::Error),
+    /// The open could not be recorded in the audit log (a broken log
+    /// refuses to serve: no share may leave without its entry).
+    #[error("audit log: {0}")]
+    Audit(#[from] thresig_engine::audit::AuditError),
 }
 
 impl NodeError {
@@ -79,6 +83,7 @@ impl NodeError {
             Self::Config(e) => e.recovery(),
             Self::Provider(e) => e.recovery(),
             Self::Store(e) => e.recovery(),
+            Self::Audit(e) => e.recovery(),
             Self::Daemon(thresig_daemon::Error::Setup(_)) => Recovery::Retryable,
             _ => Recovery::Terminal,
         }
@@ -97,6 +102,17 @@ impl NodeError {
 #[must_use]
 pub fn admin_socket_path(config: &Config) -> PathBuf {
     config.data_dir.join("admin").join("admin.sock")
+}
+
+/// The wall clock as the engine counts it (milliseconds since the Unix
+/// epoch; 0 before 1970).
+#[must_use]
+pub fn wall_clock() -> thresig_store::Timestamp {
+    thresig_store::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    )
 }
 
 /// A member's engine opened over its store without serving it: what an
@@ -137,6 +153,7 @@ impl LocalEngine {
             return Err(NodeError::IdentityMismatch(node.member));
         }
         let signer = Signer::open(node.signer_config(), identity, store.clone())?;
+        signer.audit_open(wall_clock())?;
         Ok((
             node,
             Self {

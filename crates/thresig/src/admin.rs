@@ -17,7 +17,9 @@
 //! (such as `{"engine": {"begin_rekey": {"wallet": "w"}}}`, or
 //! `{"engine": {"approve_repair": {"wallet": "w", "seat": 3,
 //! "expires_in_secs": 3600}}}` for `thresig repair approve`, which only
-//! the signer's own operator can give, never a coordinator); the
+//! the signer's own operator can give, never a coordinator), or
+//! `{"audit": "verify" | {"export": {"since": 1}} | {"prune": {"before_ms":
+//! …}}}` for `thresig audit`; the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.
@@ -69,6 +71,7 @@ use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, Recovery};
 use tracing::{info, warn};
 
+use crate::audit::{self, AuditCommand};
 use crate::keys::{self, KeysError, Report, StoreCommand, Verdict};
 use crate::wallet;
 
@@ -103,6 +106,21 @@ pub(crate) const MAX_CLIENTS: usize = 4;
 pub(crate) enum Request {
     Store(StoreRequest),
     Engine(EngineRequest),
+    Audit(AuditRequest),
+}
+
+/// `{"audit": …}`: a `thresig audit` command (`verify`, `export`,
+/// `prune`).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditRequest {
+    audit: AuditCommand,
+}
+
+impl From<AuditCommand> for Request {
+    fn from(audit: AuditCommand) -> Self {
+        Self::Audit(AuditRequest { audit })
+    }
 }
 
 /// `{"command": …}`: a `thresig keys` command.
@@ -627,6 +645,7 @@ fn run(request: Request, target: &Target) -> Reply {
             &target.store,
             &mut progress,
         ),
+        Request::Audit(r) => audit::run_on(r.audit, target.engine.signer(), &target.store),
     };
     match result {
         Ok(Report {

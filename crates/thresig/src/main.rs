@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit;
 mod bar;
 mod demo;
 mod fault;
@@ -78,6 +79,10 @@ enum Command {
     Keys(keys::KeysArgs),
     /// A wallet's lifecycle steps on this member: emergency rekey, retire.
     Wallet(wallet::WalletArgs),
+    /// The member's tamper-evident audit log: verify its hash chain,
+    /// export it as JSON lines, check an export offline with only the
+    /// roster, prune old entries (docs/audit.md).
+    Audit(audit::AuditArgs),
 }
 
 /// The wall clock in Unix seconds (0 if it reads before 1970).
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
         Command::Psbt(args) => psbt::main(&args, unix_now()),
         Command::Keys(args) => return keys::main(args),
         Command::Wallet(args) => return wallet::main(args),
+        Command::Audit(args) => return audit::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
