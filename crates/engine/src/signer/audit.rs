@@ -59,7 +59,7 @@ impl<S: Store> Signer<S> {
     /// its own entry is durable, the chain stays whole, and every export
     /// ends with a checkpoint of its own.
     pub(crate) fn checkpoint_due(&self, now: Timestamp, seq: AuditSeq) {
-        if seq.0 % CHECKPOINT_EVERY == 0 {
+        if seq.0.is_multiple_of(CHECKPOINT_EVERY) {
             let _ = self.audit_checkpoint(now);
         }
     }

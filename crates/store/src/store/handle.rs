@@ -177,7 +177,7 @@ impl EncryptedStore {
             Ok(Position {
                 epoch: r.global_epoch()?,
                 generation: r.generation()?,
-                audit: crate::audit::mark(&r)?,
+                audit: crate::audit::mark(r)?,
             })
         })
     }
@@ -326,7 +326,7 @@ impl Store for EncryptedStore {
     }
 
     fn audit_head(&self) -> Result<AuditHead, Error> {
-        self.read(|r| audit::read_head(r))
+        self.read(audit::read_head)
     }
 
     fn audit_verify(&self) -> Result<AuditReport, Error> {
