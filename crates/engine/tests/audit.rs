@@ -27,6 +27,15 @@ fn commitments(c: &mut Cluster, inputs: usize) -> BTreeMap<u16, Vec<Commitment>>
         .collect()
 }
 
+/// Seat 1 releases shares for two one-input requests.
+fn release_two(c: &mut Cluster) {
+    for digest in [D1, D2] {
+        let comms = commitments(c, 1);
+        let req = c.request("w1", &comms, &[digest]);
+        c.round2(1, &req).unwrap();
+    }
+}
+
 fn events(c: &Cluster, s: u16) -> Vec<AuditEvent> {
     c.member(s)
         .store()
@@ -123,11 +132,7 @@ fn a_lost_commit_leaves_neither_marker_nor_entry() {
 #[test]
 fn an_export_verifies_with_the_roster_and_a_forged_entry_does_not() {
     let mut c = cluster(4);
-    for digest in [D1, D2] {
-        let comms = commitments(&mut c, 1);
-        let req = c.request("w1", &comms, &[digest]);
-        c.round2(1, &req).unwrap();
-    }
+    release_two(&mut c);
     let signer = c.member(1).signer();
     let roster = c.member(1).config.wallets[0].roster.clone();
     let export = signer
@@ -170,11 +175,7 @@ fn an_export_verifies_with_the_roster_and_a_forged_entry_does_not() {
 #[test]
 fn prune_is_audited_and_keeps_the_export_verifiable() {
     let mut c = cluster(5);
-    for digest in [D1, D2] {
-        let comms = commitments(&mut c, 1);
-        let req = c.request("w1", &comms, &[digest]);
-        c.round2(1, &req).unwrap();
-    }
+    release_two(&mut c);
     let signer = c.member(1).signer();
     let removed = signer
         .0

@@ -24,7 +24,7 @@ use thresig_engine::{IdentityKey, Signer};
 use thresig_store::{AuditSeq, EncryptedStore, Store, Timestamp};
 
 use crate::admin;
-use crate::keys::{KeysError, Output, Report, print_outcome};
+use crate::keys::{Common, KeysError, Output, Report, print_outcome};
 
 /// `thresig audit ...`.
 #[derive(Args)]
@@ -46,16 +46,6 @@ enum AuditSubcommand {
     /// Remove entries written before a date (itself logged, with a signed
     /// checkpoint of the pruned head).
     Prune(PruneArgs),
-}
-
-#[derive(Args)]
-struct Common {
-    /// The signer's configuration file.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// Print one JSON object on stdout instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]

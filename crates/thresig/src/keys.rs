@@ -71,14 +71,15 @@ enum KeysCommand {
     Recover(RecoverArgs),
 }
 
+/// The arguments every command on one signer takes (`keys`, `audit`).
 #[derive(Args)]
-struct Common {
+pub(crate) struct Common {
     /// The signer's configuration file.
     #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]

@@ -21,6 +21,14 @@ fn export(config: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+fn verify_export(roster: &str, export: &std::path::Path, code: i32) -> Value {
+    let export = export.to_str().unwrap();
+    json(
+        &["audit", "verify-export", "--roster", roster, export],
+        code,
+    )
+}
+
 #[test]
 fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
     let cluster = ProcessCluster::provision(3, 2, &[], 71);
@@ -45,16 +53,7 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
     assert_eq!(exported[5]["entry"]["kind"], "checkpoint");
     let file = dir.path().join("export.jsonl");
     std::fs::write(&file, &lines).unwrap();
-    let checked = json(
-        &[
-            "audit",
-            "verify-export",
-            "--roster",
-            config,
-            file.to_str().unwrap(),
-        ],
-        0,
-    );
+    let checked = verify_export(config, &file, 0);
     assert_eq!(
         (checked["first"].clone(), checked["last"].clone()),
         (1.into(), 6.into())
@@ -75,16 +74,7 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
         .collect();
     assert_ne!(forged, lines);
     std::fs::write(&file, &forged).unwrap();
-    let refused = json(
-        &[
-            "audit",
-            "verify-export",
-            "--roster",
-            config,
-            file.to_str().unwrap(),
-        ],
-        1,
-    );
+    let refused = verify_export(config, &file, 1);
     assert_eq!(refused["error"]["code"], "audit_export_invalid");
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(message.contains("entry 2:"), "{message}");
