@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ProcessCluster, json, seat, thresig};
+use common::{ProcessCluster, WALLET, dkg, json, seat, self_payment, sign, thresig};
 use redb::ReadableTable as _;
 use serde_json::Value;
 use thresig_cluster::config::Config;
@@ -99,4 +99,60 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
     assert_eq!(broken["error"]["code"], "audit_broken");
     let message = broken["error"]["message"].as_str().unwrap();
     assert!(message.contains("entry 2:"), "{message}");
+}
+
+#[test]
+fn a_running_signer_logs_its_dkg_and_signatures_and_answers_on_its_admin_socket() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(3, 2, &[], 72);
+    cluster.start_all(&runtime);
+    let path = cluster.config_path(seat(1));
+    let config = path.to_str().unwrap();
+    let made = dkg(&path, WALLET);
+    let dir = tempfile::tempdir().unwrap();
+    let psbt = self_payment(dir.path(), &made, 7);
+    let out = sign(config, WALLET, &psbt);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let report = json(&["audit", "verify", "--config", config], 0);
+    assert_eq!(report["via"], "daemon", "{report}");
+    let lines = export(config);
+    let kinds: Vec<String> = lines
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["entry"]["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("open"));
+    assert!(kinds.iter().any(|k| k == "dkg_activated"), "{kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("checkpoint"));
+    // At least t members released shares for the signature, each with its
+    // entry naming the transaction and the policy's verdict.
+    let released: Vec<Value> = cluster
+        .seats()
+        .into_iter()
+        .flat_map(|s| {
+            let other = cluster.config_path(s);
+            export(other.to_str().unwrap())
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["entry"].clone())
+                .filter(|e| e["kind"] == "share_released")
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(released.len() >= 2, "{released:?}");
+    for entry in &released {
+        assert_eq!(entry["verdict"], "approved");
+        assert_eq!(entry["txid"], released[0]["txid"]);
+        assert_eq!(entry["wallet"], WALLET);
+    }
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, &lines).unwrap();
+    verify_export(config, &file, 0);
 }
