@@ -157,6 +157,9 @@ pub enum AuditBreak {
     /// An entry lies beyond the head the store recorded.
     #[error("it lies beyond the recorded head of the log")]
     BeyondHead,
+    /// An entry a prune removed is back in the log.
+    #[error("it was pruned, yet is back in the log")]
+    Pruned,
     /// The log's end is not the head the store (or its witness) recorded.
     #[error("the log ends here, not at the head the store recorded")]
     HeadMismatch,
@@ -313,20 +316,20 @@ pub struct AuditReport {
     pub entries: u64,
 }
 
-/// Walks the whole kept log in one read snapshot and checks every link.
+/// Checks every link of the kept log, given every row key of the `audit`
+/// table in order (one read snapshot).
 ///
 /// # Errors
 /// [`Error::AuditBroken`] naming the first broken link; storage errors.
 pub(crate) fn verify<R: Raw>(
     r: &Records<'_, R>,
-    keys: impl Iterator<Item = Result<Vec<u8>, Error>>,
+    keys: impl IntoIterator<Item = Vec<u8>>,
 ) -> Result<AuditReport, Error> {
     let head = read_head(r)?;
     let mut expected = head.first;
     let mut prev = head.anchor;
     let mut entries = 0u64;
     for key in keys {
-        let key = key?;
         let Some(at) = decode_u64(&key).map(AuditSeq) else {
             return Err(Error::AuditBroken {
                 seq: expected,
@@ -334,10 +337,9 @@ pub(crate) fn verify<R: Raw>(
             });
         };
         if at < expected {
-            // A row before the first kept entry: pruned entries put back.
             return Err(Error::AuditBroken {
                 seq: at,
-                problem: AuditBreak::BeyondHead,
+                problem: AuditBreak::Pruned,
             });
         }
         if at > expected {

@@ -227,7 +227,7 @@ fn prune_removes_old_entries_and_the_rest_still_verifies() {
     // A pruned entry put back is a broken link, not silently accepted.
     drop(store);
     edit_raw(&machine, |txn| raw_put(txn, "audit", &key(1), b"old"));
-    assert_eq!(broken_at(&machine), (AuditSeq(1), AuditBreak::BeyondHead));
+    assert_eq!(broken_at(&machine), (AuditSeq(1), AuditBreak::Pruned));
 }
 
 #[test]
@@ -243,4 +243,14 @@ fn prune_never_removes_the_last_entry() {
     assert_eq!((report.entries, report.head.seq), (1, AuditSeq(2)));
     assert_eq!(append(&store, 9000, b"next"), AuditSeq(3));
     assert_eq!(store.audit_verify().unwrap().entries, 2);
+}
+
+#[test]
+fn a_row_after_the_head_is_found_at_its_sequence() {
+    let machine = log_of(3);
+    edit_raw(&machine, |txn| {
+        let three = raw_get(txn, "audit", &key(3)).unwrap();
+        raw_put(txn, "audit", &key(4), &three);
+    });
+    assert_eq!(broken_at(&machine), (AuditSeq(4), AuditBreak::BeyondHead));
 }
