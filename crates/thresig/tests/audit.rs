@@ -102,6 +102,50 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
 }
 
 #[test]
+fn prune_keeps_the_log_verifiable_and_is_itself_logged() {
+    let cluster = ProcessCluster::provision(3, 2, &[], 73);
+    let path = cluster.config_path(seat(1));
+    let config = path.to_str().unwrap();
+    for _ in 0..3 {
+        json(&["audit", "verify", "--config", config], 0);
+    }
+    // Everything before a date far ahead: all but the last entry go.
+    let pruned = json(
+        &[
+            "audit",
+            "prune",
+            "--config",
+            config,
+            "--before",
+            "2999-01-01",
+        ],
+        0,
+    );
+    assert_eq!(pruned["removed"], 3, "{pruned}");
+    let report = json(&["audit", "verify", "--config", config], 0);
+    assert_eq!(report["first"], 4, "{report}");
+    let lines = export(config);
+    let kinds: Vec<String> = lines
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["entry"]["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // The prune's own open and entry, its checkpoint of the pruned head,
+    // the export's open and its closing checkpoint.
+    assert_eq!(
+        kinds,
+        ["open", "prune", "checkpoint", "open", "open", "checkpoint"],
+        "{lines}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    std::fs::write(&file, &lines).unwrap();
+    verify_export(config, &file, 0);
+}
+
+#[test]
 fn a_running_signer_logs_its_dkg_and_signatures_and_answers_on_its_admin_socket() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut cluster = ProcessCluster::provision(3, 2, &[], 72);
