@@ -305,7 +305,7 @@ pub struct ExportError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExportReport {
-    /// The first and last sequence exported.
+    /// The first sequence exported.
     pub first: u64,
     /// The last sequence exported.
     pub last: u64,
