@@ -111,7 +111,8 @@ pub enum AuditEvent {
 }
 
 /// A statement signed by a member's identity key: entry `seq` of its audit
-/// log has hash `head`.
+/// log has hash `head`, stated at `at_ms` (the checkpoint entry's own time,
+/// signed so that an old checkpoint cannot be dated afresh).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
@@ -121,22 +122,35 @@ pub struct Checkpoint {
     pub seq: u64,
     /// Its hash (hex).
     pub head: String,
-    /// The Ed25519 signature (hex) over the domain tag, `seq` and `head`.
+    /// When the checkpoint was made (ms since the Unix epoch): the time of
+    /// the entry that holds it.
+    pub at_ms: u64,
+    /// The Ed25519 signature (hex) over the domain tag, `seq`, `head` and
+    /// `at_ms`.
     pub signature: String,
 }
 
-fn checkpoint_message(seq: u64, head: &AuditHash) -> Vec<u8> {
-    [CHECKPOINT_DOMAIN, &seq.to_be_bytes(), head].concat()
+fn checkpoint_message(seq: u64, head: &AuditHash, at_ms: u64) -> Vec<u8> {
+    [
+        CHECKPOINT_DOMAIN,
+        &seq.to_be_bytes(),
+        head,
+        &at_ms.to_be_bytes(),
+    ]
+    .concat()
 }
 
 impl Checkpoint {
-    /// Signs (`seq`, `head`) with `key`.
-    pub fn sign(key: &SigningKey, seq: AuditSeq, head: &AuditHash) -> Self {
+    /// Signs (`seq`, `head`) at `at` with `key`; `at` must be the time of
+    /// the entry that will hold the checkpoint.
+    pub fn sign(key: &SigningKey, seq: AuditSeq, head: &AuditHash, at: Timestamp) -> Self {
+        let message = checkpoint_message(seq.0, head, at.0);
         Self {
             identity: key.verifying_key().into(),
             seq: seq.0,
             head: hex::encode(head),
-            signature: hex::encode(key.sign(&checkpoint_message(seq.0, head)).to_bytes()),
+            at_ms: at.0,
+            signature: hex::encode(key.sign(&message).to_bytes()),
         }
     }
 
@@ -148,8 +162,10 @@ impl Checkpoint {
         let Ok(sig) = Signature::from_slice(&sig) else {
             return false;
         };
-        VerifyingKey::from_bytes(&self.identity.to_bytes())
-            .is_ok_and(|k| k.verify(&checkpoint_message(self.seq, &head), &sig).is_ok())
+        VerifyingKey::from_bytes(&self.identity.to_bytes()).is_ok_and(|k| {
+            k.verify(&checkpoint_message(self.seq, &head, self.at_ms), &sig)
+                .is_ok()
+        })
     }
 }
 
@@ -277,12 +293,16 @@ pub enum ExportBreak {
     /// A checkpoint whose signature does not verify.
     #[error("a checkpoint whose signature does not verify")]
     BadSignature,
-    /// A checkpoint by a key the roster does not list.
-    #[error("a checkpoint signed by a key the roster does not list")]
-    UnknownSigner,
+    /// A checkpoint signed by another key than the audited member's.
+    #[error("a checkpoint signed by another key than the audited member's")]
+    WrongSigner,
     /// A checkpoint naming a hash other than the exported entry's.
     #[error("a checkpoint that names another hash for the entry it covers")]
     CheckpointMismatch,
+    /// A checkpoint whose signed time is not the time of its line (an old
+    /// checkpoint dated afresh).
+    #[error("a checkpoint whose signed time is not its line's time")]
+    TimeMismatch,
     /// The export does not end with a checkpoint covering its last entry.
     #[error("the export does not end with a checkpoint covering the entry before it")]
     Unsigned,
@@ -305,30 +325,36 @@ pub struct ExportError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExportReport {
+    /// The member whose key signed every checkpoint.
+    pub member: IdentityKey,
     /// The first sequence exported.
     pub first: u64,
-    /// The last sequence exported.
+    /// The last sequence exported (the closing checkpoint).
     pub last: u64,
     /// The checkpoints that verified.
     pub checkpoints: u64,
+    /// When the member signed the closing checkpoint: the export is as
+    /// fresh as this, whatever else its lines say.
+    pub signed_at_ms: u64,
 }
 
-/// Checks an export with only the roster's identity keys: every line
-/// chains from the one before and hashes to its contents, every checkpoint
-/// is signed by a roster key and names the hash the export has for the
-/// entry it covers, and the last line is a checkpoint covering the line
-/// before it (so every line is under a signature).
+/// Checks an export of `member`'s log with only its identity key: every
+/// line chains from the one before and hashes to its contents, every
+/// checkpoint is signed by `member` at its line's time and names the hash
+/// the export has for the entry it covers, and the last line is a
+/// checkpoint covering the line before it (so every line is under the
+/// member's signature, and the report's `signed_at_ms` is when).
 ///
 /// # Errors
 /// [`ExportError`] at the first line that does not check.
 pub fn verify_export(
     lines: &[ExportLine],
-    roster: &[IdentityKey],
+    member: &IdentityKey,
 ) -> Result<ExportReport, ExportError> {
     let fail = |seq: u64, problem| ExportError { seq, problem };
     let mut hashes: Vec<(u64, AuditHash)> = Vec::with_capacity(lines.len());
     let mut checkpoints = 0u64;
-    let mut last_checkpoint: Option<(u64, u64)> = None;
+    let mut last_checkpoint: Option<(u64, u64, u64)> = None;
     for line in lines {
         let seq = line.seq;
         let prev = hex_32(&line.prev).map_err(|()| fail(seq, ExportBreak::Malformed))?;
@@ -349,11 +375,16 @@ pub fn verify_export(
         if let Ok(AuditEvent::Checkpoint(c)) =
             serde_json::from_value::<AuditEvent>(line.entry.clone())
         {
-            if !roster.contains(&c.identity) {
-                return Err(fail(seq, ExportBreak::UnknownSigner));
+            // Any other member's key would let that member sign a log it
+            // wrote in this member's name.
+            if c.identity != *member {
+                return Err(fail(seq, ExportBreak::WrongSigner));
             }
             if !c.verifies() {
                 return Err(fail(seq, ExportBreak::BadSignature));
+            }
+            if c.at_ms != line.at_ms {
+                return Err(fail(seq, ExportBreak::TimeMismatch));
             }
             // A checkpoint of an entry before the export (a prune's, or an
             // earlier periodic one) is checked by its signature only.
@@ -363,7 +394,7 @@ pub fn verify_export(
                 return Err(fail(seq, ExportBreak::CheckpointMismatch));
             }
             checkpoints = checkpoints.saturating_add(1);
-            last_checkpoint = Some((seq, c.seq));
+            last_checkpoint = Some((seq, c.seq, c.at_ms));
         }
         hashes.push((seq, hash));
     }
@@ -371,11 +402,15 @@ pub fn verify_export(
         return Err(fail(0, ExportBreak::Unsigned));
     };
     match last_checkpoint {
-        Some((at, covers)) if at == *last && covers.saturating_add(1) == at => Ok(ExportReport {
-            first: *first,
-            last: *last,
-            checkpoints,
-        }),
+        Some((at, covers, signed_at_ms)) if at == *last && covers.saturating_add(1) == at => {
+            Ok(ExportReport {
+                member: *member,
+                first: *first,
+                last: *last,
+                checkpoints,
+                signed_at_ms,
+            })
+        }
         _ => Err(fail(*last, ExportBreak::Unsigned)),
     }
 }

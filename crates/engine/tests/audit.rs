@@ -134,19 +134,20 @@ fn an_export_verifies_with_the_roster_and_a_forged_entry_does_not() {
     let mut c = cluster(4);
     release_two(&mut c);
     let signer = c.member(1).signer();
-    let roster = c.member(1).config.wallets[0].roster.clone();
+    let member = identity(1);
     let export = signer
         .0
         .audit_export(Timestamp(5_000), AuditSeq(1))
         .unwrap();
     assert_eq!(export.len(), 3, "two releases and the closing checkpoint");
-    let report = verify_export(&export, &roster).unwrap();
+    let report = verify_export(&export, &member).unwrap();
     assert_eq!((report.first, report.last, report.checkpoints), (1, 3, 1));
+    assert_eq!((report.member, report.signed_at_ms), (member, 5_000));
 
     // A forged verdict in the first entry breaks its hash.
     let mut forged = export.clone();
     forged[0].entry["verdict"] = "forged".into();
-    let err = verify_export(&forged, &roster).unwrap_err();
+    let err = verify_export(&forged, &member).unwrap_err();
     assert_eq!((err.seq, err.problem), (1, ExportBreak::HashMismatch));
 
     // Recomputing that hash breaks the next link instead.
@@ -159,17 +160,16 @@ fn an_export_verifies_with_the_roster_and_a_forged_entry_does_not() {
         Timestamp(rehashed[0].at_ms),
         &body,
     ));
-    let err = verify_export(&rehashed, &roster).unwrap_err();
+    let err = verify_export(&rehashed, &member).unwrap_err();
     assert_eq!((err.seq, err.problem), (2, ExportBreak::PrevMismatch));
 
     // An export without its closing checkpoint is unsigned.
-    let err = verify_export(&export[..2], &roster).unwrap_err();
+    let err = verify_export(&export[..2], &member).unwrap_err();
     assert_eq!((err.seq, err.problem), (2, ExportBreak::Unsigned));
 
-    // Against another roster the checkpoint's signer is unknown.
-    let other = c.member(2).config.wallets[0].roster[2..].to_vec();
-    let err = verify_export(&export, &other).unwrap_err();
-    assert_eq!((err.seq, err.problem), (3, ExportBreak::UnknownSigner));
+    // As another member's export, its checkpoint has the wrong signer.
+    let err = verify_export(&export, &identity(2)).unwrap_err();
+    assert_eq!((err.seq, err.problem), (3, ExportBreak::WrongSigner));
 }
 
 #[test]
@@ -195,7 +195,6 @@ fn prune_is_audited_and_keeps_the_export_verifiable() {
         })
         .collect();
     assert_eq!(kinds, ["share", "prune", "checkpoint"]);
-    let roster = c.member(1).config.wallets[0].roster.clone();
     let export = c
         .member(1)
         .signer()
@@ -203,7 +202,7 @@ fn prune_is_audited_and_keeps_the_export_verifiable() {
         .audit_export(Timestamp(u64::MAX - 1), AuditSeq(1))
         .unwrap();
     assert_eq!(export.first().map(|l| l.seq), Some(2));
-    verify_export(&export, &roster).unwrap();
+    verify_export(&export, &identity(1)).unwrap();
 }
 
 #[test]
@@ -242,4 +241,88 @@ fn a_dkg_activation_and_operator_steps_are_audited() {
         })
         .collect();
     assert_eq!(steps, [("approve_repair", true)]);
+}
+
+/// Recomputes every line's `prev` and `hash` from line `from` on, as a
+/// forger who changed a line would.
+fn rehash(lines: &mut [thresig_engine::audit::ExportLine], from: usize) {
+    for i in from..lines.len() {
+        if i > 0 {
+            lines[i].prev = lines[i - 1].hash.clone();
+        }
+        let prev: [u8; 32] = hex::decode(&lines[i].prev).unwrap().try_into().unwrap();
+        let body = serde_json::to_vec(&lines[i].entry).unwrap();
+        lines[i].hash = hex::encode(thresig_store::entry_hash(
+            &prev,
+            AuditSeq(lines[i].seq),
+            Timestamp(lines[i].at_ms),
+            &body,
+        ));
+    }
+}
+
+#[test]
+fn another_member_cannot_sign_a_forged_export_of_this_one() {
+    let mut c = cluster(7);
+    release_two(&mut c);
+    let mut export = c
+        .member(1)
+        .signer()
+        .0
+        .audit_export(Timestamp(5_000), AuditSeq(1))
+        .unwrap();
+    // Seat 2 rewrites seat 1's first entry, chains the rest again and
+    // closes the export with a checkpoint of its own key.
+    export[0].entry["verdict"] = "forged".into();
+    rehash(&mut export, 0);
+    let head: [u8; 32] = hex::decode(&export[1].hash).unwrap().try_into().unwrap();
+    let forged = thresig_engine::audit::Checkpoint::sign(
+        &thresig_engine::test_util::identity_secret(2),
+        AuditSeq(2),
+        &head,
+        Timestamp(export[2].at_ms),
+    );
+    export[2].entry = serde_json::to_value(AuditEvent::Checkpoint(forged)).unwrap();
+    rehash(&mut export, 2);
+    let err = verify_export(&export, &identity(1)).unwrap_err();
+    assert_eq!((err.seq, err.problem), (3, ExportBreak::WrongSigner));
+}
+
+#[test]
+fn an_export_cut_at_an_older_checkpoint_cannot_pass_as_fresh() {
+    let mut c = cluster(8);
+    release_two(&mut c);
+    let signer = c.member(1).signer();
+    signer
+        .0
+        .audit_export(Timestamp(5_000), AuditSeq(1))
+        .unwrap();
+    drop(signer);
+    release_two(&mut c);
+    let fresh = c
+        .member(1)
+        .signer()
+        .0
+        .audit_export(Timestamp(9_000), AuditSeq(1))
+        .unwrap();
+    assert_eq!(
+        fresh.len(),
+        6,
+        "two releases, a checkpoint, two more, a checkpoint"
+    );
+    // Cut at the first export's checkpoint and dated now: the later
+    // releases vanish.
+    let mut stale = fresh[..3].to_vec();
+    stale[2].at_ms = 9_000;
+    rehash(&mut stale, 2);
+    let err = verify_export(&stale, &identity(1)).unwrap_err();
+    assert_eq!((err.seq, err.problem), (3, ExportBreak::TimeMismatch));
+    // Dating the checkpoint itself afresh breaks its signature instead.
+    stale[2].entry["at_ms"] = 9_000.into();
+    rehash(&mut stale, 2);
+    let err = verify_export(&stale, &identity(1)).unwrap_err();
+    assert_eq!((err.seq, err.problem), (3, ExportBreak::BadSignature));
+    // Uncut, it verifies, as signed at 9,000.
+    let report = verify_export(&fresh, &identity(1)).unwrap();
+    assert_eq!((report.last, report.signed_at_ms), (6, 9_000));
 }

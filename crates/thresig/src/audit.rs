@@ -68,6 +68,10 @@ struct VerifyExportArgs {
     /// the roster (any member's file; other sections are not read).
     #[arg(long, value_name = "FILE")]
     roster: PathBuf,
+    /// The cluster seat of the member whose log this is: every checkpoint
+    /// must carry its identity key, not another member's.
+    #[arg(long, value_name = "SEAT")]
+    member: u16,
     /// The export, as `thresig audit export --json` printed it.
     export: PathBuf,
     /// Print one JSON object on stdout instead of text.
@@ -118,7 +122,8 @@ pub(crate) fn main(args: AuditArgs) -> ExitCode {
             print_outcome(Output::Text, on_engine(&a.config, command))
         }
         AuditSubcommand::VerifyExport(a) => {
-            print_outcome(Output::json_if(a.json), check_export(&a.roster, &a.export))
+            let outcome = check_export(&a.roster, a.member, &a.export);
+            print_outcome(Output::json_if(a.json), outcome)
         }
         AuditSubcommand::Prune(a) => print_outcome(
             Output::json_if(a.json),
@@ -202,9 +207,10 @@ pub(crate) fn run_on(
     }
 }
 
-/// `verify-export`: reads the roster and the export, and checks it.
-fn check_export(roster: &Path, export: &Path) -> Result<Report, KeysError> {
-    let keys = read_roster(roster)?;
+/// `verify-export`: reads the member's key from the roster and the
+/// export, and checks it.
+fn check_export(roster: &Path, member: u16, export: &Path) -> Result<Report, KeysError> {
+    let key = read_roster(roster, member)?;
     let text = read_text(export, MAX_EXPORT)?;
     let mut lines = Vec::new();
     for (i, raw) in text
@@ -218,21 +224,29 @@ fn check_export(roster: &Path, export: &Path) -> Result<Report, KeysError> {
         })?;
         lines.push(line);
     }
-    let report = verify_export(&lines, &keys).map_err(KeysError::AuditExport)?;
+    let report = verify_export(&lines, &key).map_err(KeysError::AuditExport)?;
     let json = json!({
+        "member": member,
+        "identity": report.member,
         "first": report.first,
         "last": report.last,
         "checkpoints": report.checkpoints,
+        "signed_at_ms": report.signed_at_ms,
     });
     let text = format!(
-        "export verified: entries {} to {}, {} signed checkpoint(s), the last covering every entry before it\n",
-        report.first, report.last, report.checkpoints
+        "export verified: entries {} to {} of seat {member}'s log, {} checkpoint(s) signed by its key {}; the last, signed at {} ms since the epoch, covers every entry before it\n",
+        report.first,
+        report.last,
+        report.checkpoints,
+        hex::encode(report.member.to_bytes()),
+        report.signed_at_ms
     );
     Ok(Report::clean(json, text))
 }
 
-/// The roster: the `[[members]]` identity keys of a cluster configuration.
-fn read_roster(path: &Path) -> Result<Vec<IdentityKey>, KeysError> {
+/// Seat `seat`'s identity key in the `[[members]]` of a cluster
+/// configuration.
+fn read_roster(path: &Path, seat: u16) -> Result<IdentityKey, KeysError> {
     #[derive(Deserialize)]
     struct File {
         #[serde(default)]
@@ -240,6 +254,7 @@ fn read_roster(path: &Path) -> Result<Vec<IdentityKey>, KeysError> {
     }
     #[derive(Deserialize)]
     struct Member {
+        seat: u16,
         identity: IdentityKey,
     }
     let text = read_text(path, MAX_ROSTER)?;
@@ -247,13 +262,16 @@ fn read_roster(path: &Path) -> Result<Vec<IdentityKey>, KeysError> {
         path: path.to_path_buf(),
         problem: format!("not a cluster configuration with [[members]] identity keys: {e}"),
     })?;
-    if file.members.is_empty() {
-        return Err(KeysError::AuditInput {
+    file.members
+        .into_iter()
+        .find(|m| m.seat == seat)
+        .map(|m| m.identity)
+        .ok_or_else(|| KeysError::AuditInput {
             path: path.to_path_buf(),
-            problem: "lists no [[members]]; give a cluster configuration file".to_owned(),
-        });
-    }
-    Ok(file.members.into_iter().map(|m| m.identity).collect())
+            problem: format!(
+                "lists no [[members]] entry with seat {seat}; give the cluster configuration and the audited member's seat"
+            ),
+        })
 }
 
 fn read_text(path: &Path, max: u64) -> Result<String, KeysError> {

@@ -21,10 +21,19 @@ fn export(config: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `verify-export` of seat 1's log (every test here exports seat 1).
 fn verify_export(roster: &str, export: &std::path::Path, code: i32) -> Value {
     let export = export.to_str().unwrap();
     json(
-        &["audit", "verify-export", "--roster", roster, export],
+        &[
+            "audit",
+            "verify-export",
+            "--roster",
+            roster,
+            "--member",
+            "1",
+            export,
+        ],
         code,
     )
 }
@@ -58,6 +67,24 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
         (checked["first"].clone(), checked["last"].clone()),
         (1.into(), 6.into())
     );
+    assert_eq!(checked["signed_at_ms"], exported[5]["at_ms"]);
+    assert_eq!(checked["identity"], exported[5]["entry"]["identity"]);
+    // The same export as seat 2's log: not signed by seat 2's key.
+    let export = file.to_str().unwrap();
+    let as_other = json(
+        &[
+            "audit",
+            "verify-export",
+            "--roster",
+            config,
+            "--member",
+            "2",
+            export,
+        ],
+        1,
+    );
+    let message = as_other["error"]["message"].as_str().unwrap();
+    assert!(message.contains("entry 6:"), "{message}");
 
     // One forged field in entry 2: refused, named at that entry.
     let forged: String = lines

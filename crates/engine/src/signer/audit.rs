@@ -74,7 +74,7 @@ impl<S: Store> Signer<S> {
         for _ in 0..CHECKPOINT_RETRIES {
             let head = self.store.audit_head()?;
             let event =
-                AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, head.seq, &head.hash));
+                AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, head.seq, &head.hash, now));
             let outcome = self.store.write(vec![audit_op(now, &event)])?;
             let seq = appended(&outcome).ok_or(AuditError::Busy)?;
             if seq.0 == head.seq.0.saturating_add(1) {
@@ -140,7 +140,8 @@ impl<S: Store> Signer<S> {
         .ok_or(AuditError::Busy)?;
         let head = self.store.audit_head()?;
         let pruned = AuditSeq(head.first.0.saturating_sub(1));
-        let event = AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, pruned, &head.anchor));
+        let event =
+            AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, pruned, &head.anchor, now));
         self.audit_record(now, &event)?;
         Ok(removed)
     }
