@@ -166,6 +166,13 @@ pub enum AuditBreak {
     /// The head record itself is missing or fails to authenticate.
     #[error("the log's head record is missing or fails to authenticate")]
     HeadUnreadable,
+    /// The log's head is not the one the last commit recorded beside the
+    /// commit generation: the log (and its head) was put back from an
+    /// older copy.
+    #[error(
+        "the log ends here, but the last commit recorded a later head: the log was put back from an older copy"
+    )]
+    RolledBack,
 }
 
 /// The head as committed in this transaction.
@@ -378,16 +385,15 @@ pub(crate) fn verify<R: Raw>(
     Ok(AuditReport { head, entries })
 }
 
-/// The log's last (sequence, hash) for the witness. A head record that
-/// does not read counts as an empty log here: against a witness that saw
-/// entries, that is a rollback and refuses the open; `verify` names it.
+/// The log's last (sequence, hash) for the witness and the generation
+/// record.
+///
+/// # Errors
+/// As [`read_head`]: a head record that does not read is never taken for
+/// an empty log, which an emptied log would then pass as.
 pub(crate) fn mark<R: Raw>(r: &Records<'_, R>) -> Result<AuditMark, Error> {
-    match read_head(r) {
-        Ok(head) => Ok(AuditMark {
-            seq: head.seq,
-            head: head.hash,
-        }),
-        Err(Error::AuditBroken { .. }) => Ok(AuditMark::default()),
-        Err(e) => Err(e),
-    }
+    read_head(r).map(|head| AuditMark {
+        seq: head.seq,
+        head: head.hash,
+    })
 }

@@ -223,9 +223,9 @@ impl WriteCtx<'_> {
                 &digest.encode(),
             )?;
         }
-        let (generation, mut combined) = self.records().generation_record()?;
+        let (generation, mut combined, audit) = self.records().generation_record()?;
         combined.apply(change, &tag);
-        self.put_generation(generation, &combined)
+        self.put_generation(generation, &combined, &audit)
     }
 }
 

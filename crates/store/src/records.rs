@@ -19,6 +19,7 @@ use crate::marker_set::{CheckedMarkerSets, MarkerDigest};
 use crate::plaintext::Plaintext;
 use crate::schema::{self, DEK_INDEX, KEYRING, MARKER_EXPIRY, RecordTable, sys, wallet_of};
 use crate::seal::{Dek, OpenFailure, open, sealed_term};
+use crate::witness::AuditMark;
 
 type RawPairs = Vec<(Vec<u8>, Vec<u8>)>;
 /// Opened records: (record key, plaintext).
@@ -192,18 +193,29 @@ impl<'a, R: Raw> Records<'a, R> {
 
     /// The commit generation.
     pub(crate) fn generation(&self) -> Result<u64, Error> {
-        self.generation_record().map(|(generation, _)| generation)
+        self.generation_record().map(|(generation, ..)| generation)
     }
 
-    /// The generation record: the commit generation and the combined
-    /// digest of every wallet's markers.
-    pub(crate) fn generation_record(&self) -> Result<(u64, MarkerDigest), Error> {
+    /// The generation record: the commit generation, the combined digest
+    /// of every wallet's markers, and the audit log's head as the same
+    /// commit left it (a record written before the audit log had none: an
+    /// empty log).
+    pub(crate) fn generation_record(&self) -> Result<(u64, MarkerDigest, AuditMark), Error> {
         let corrupt = || Error::metadata_corrupt("generation");
         let value = self.required_sys_record(sys::GENERATION, "generation")?;
-        let (generation, markers) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let (generation, rest) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let (markers, audit) = rest
+            .split_first_chunk::<{ MarkerDigest::LEN }>()
+            .ok_or_else(corrupt)?;
+        let audit = if audit.is_empty() {
+            AuditMark::default()
+        } else {
+            AuditMark::decode(audit).ok_or_else(corrupt)?
+        };
         Ok((
             u64::from_be_bytes(*generation),
             MarkerDigest::decode(markers).ok_or_else(corrupt)?,
+            audit,
         ))
     }
 
@@ -511,11 +523,13 @@ impl<'t> WriteCtx<'t> {
         self.put(RecordTable::Sys, sys::CURRENT_DEK, &value)
     }
 
-    /// Increments the commit generation (once per committed transaction).
+    /// Increments the commit generation (once per committed transaction,
+    /// after its operations) and records the audit head it leaves.
     pub(crate) fn bump_generation(&mut self) -> Result<u64, Error> {
-        let (generation, markers) = self.records().generation_record()?;
+        let (generation, markers, _) = self.records().generation_record()?;
         let next = generation.saturating_add(1);
-        self.put_generation(next, &markers)?;
+        let audit = crate::audit::mark(&self.records())?;
+        self.put_generation(next, &markers, &audit)?;
         Ok(next)
     }
 
@@ -524,8 +538,14 @@ impl<'t> WriteCtx<'t> {
         &mut self,
         generation: u64,
         markers: &MarkerDigest,
+        audit: &AuditMark,
     ) -> Result<(), Error> {
-        let value = [&generation.to_be_bytes()[..], &markers.encode()].concat();
+        let value = [
+            &generation.to_be_bytes()[..],
+            &markers.encode(),
+            &audit.encode(),
+        ]
+        .concat();
         self.put_at(RecordTable::Sys, sys::GENERATION, RecordEpoch(0), &value)
     }
 }

@@ -103,6 +103,28 @@ pub(crate) struct AuditMark {
     pub(crate) head: AuditHash,
 }
 
+impl AuditMark {
+    const LEN: usize = 40;
+
+    /// Sequence (u64 BE) and hash, as the generation record holds them.
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        let (seq, head) = out.split_at_mut(8);
+        seq.copy_from_slice(&self.seq.0.to_be_bytes());
+        head.copy_from_slice(&self.head);
+        out
+    }
+
+    /// The inverse of [`AuditMark::encode`].
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let (seq, head) = bytes.split_first_chunk::<8>()?;
+        Some(Self {
+            seq: AuditSeq(u64::from_be_bytes(*seq)),
+            head: head.try_into().ok()?,
+        })
+    }
+}
+
 impl Default for AuditMark {
     fn default() -> Self {
         Self {

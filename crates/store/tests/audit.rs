@@ -163,10 +163,11 @@ fn a_broken_head_refuses_the_append_and_takes_its_marker_back() {
     );
 }
 
-#[test]
-fn a_log_put_back_from_an_older_copy_refuses_the_open() {
+/// Writes entries 1 to 5, then puts entries 1 to 3 and their head back as
+/// they were at entry 3, and the witness of that time too if
+/// `with_witness`; returns the open's error.
+fn put_back_at_entry_3(with_witness: bool) -> Error {
     let machine = log_of(3);
-    // The attacker keeps the log and its head as they were at entry 3 ...
     let mut old = Vec::new();
     let mut old_head = Vec::new();
     edit_raw(&machine, |txn| {
@@ -175,12 +176,12 @@ fn a_log_put_back_from_an_older_copy_refuses_the_open() {
         }
         old_head = raw_get(txn, "sys", b"audit_head").unwrap();
     });
+    let old_witness = machine.witness.bytes();
     {
         let store = machine.open().unwrap();
         append(&store, 4000, b"e4");
         append(&store, 5000, b"e5");
     }
-    // ... and puts them back over the newer log, touching nothing else.
     edit_raw(&machine, |txn| {
         let mut t = txn.open_table(raw_table("audit")).unwrap();
         for seq in 4..=5u64 {
@@ -192,8 +193,59 @@ fn a_log_put_back_from_an_older_copy_refuses_the_open() {
         }
         raw_put(txn, "sys", b"audit_head", &old_head);
     });
+    if with_witness {
+        // The old witness still authenticates and agrees with the old head.
+        machine.witness.set_bytes(old_witness);
+    }
+    machine.open().unwrap_err()
+}
+
+#[test]
+fn a_log_put_back_from_an_older_copy_refuses_the_open() {
+    for with_witness in [false, true] {
+        let err = put_back_at_entry_3(with_witness);
+        assert!(
+            matches!(
+                err,
+                Error::AuditBroken {
+                    seq: AuditSeq(3),
+                    problem: AuditBreak::RolledBack
+                }
+            ),
+            "with its witness: {with_witness}: {err:?}"
+        );
+        assert_eq!(err.code(), "audit_broken");
+    }
+}
+
+#[test]
+fn an_unreadable_head_refuses_the_open_as_such() {
+    let machine = Machine::new();
+    drop(machine.open().unwrap());
+    // A witness from before any entry, and later the head record gone:
+    // reading that as an empty log would agree with this witness.
+    let empty_witness = machine.witness.bytes();
+    {
+        let store = machine.open().unwrap();
+        append(&store, 1000, b"e1");
+        append(&store, 2000, b"e2");
+    }
+    edit_raw(&machine, |txn| {
+        let mut t = txn.open_table(raw_table("sys")).unwrap();
+        t.remove(b"audit_head".as_slice()).unwrap();
+    });
+    machine.witness.set_bytes(empty_witness);
     let err = machine.open().unwrap_err();
-    assert!(matches!(err, Error::RollbackDetected { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::AuditBroken {
+                seq: AuditSeq(0),
+                problem: AuditBreak::HeadUnreadable
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::rollback::{self, AcceptedRollback, RollbackPolicy, Verdict};
 use crate::schema::{DEK_INDEX, FORMAT, KEYRING, MARKER_EXPIRY, RecordTable, SCHEMA_VERSION, sys};
 use crate::seal::Dek;
 use crate::sync::{Arc, Mutex};
+use crate::witness::AuditMark;
 use crate::witness::{Position, Witness, WitnessLocation};
 use crate::writer::{self, Shared, WriterStats};
 
@@ -338,7 +339,7 @@ fn initialize(
             zero,
             &1u64.to_be_bytes(),
         )?;
-        ctx.put_generation(1, &MarkerDigest::default())?;
+        ctx.put_generation(1, &MarkerDigest::default(), &AuditMark::default())?;
         ctx.seal_keyring_state()?;
     }
     txn.commit()?;
@@ -414,10 +415,20 @@ fn open_shared(
         }
         // I4: no wallet's marker digest was put back from an older copy.
         let damaged = r.check_marker_sets()?;
+        let audit = crate::audit::mark(&r)?;
+        // I5 for the audit log alone: the last commit recorded its head
+        // beside the generation, so a log and head put back together
+        // (even with the witness copy of that time) do not match it.
+        if audit != r.generation_record()?.2 {
+            return Err(Error::AuditBroken {
+                seq: audit.seq,
+                problem: crate::audit::AuditBreak::RolledBack,
+            });
+        }
         let position = Position {
             epoch: r.global_epoch()?,
             generation: r.generation()?,
-            audit: crate::audit::mark(&r)?,
+            audit,
         };
         (identity, witness_key, position, damaged)
     };
@@ -495,8 +506,8 @@ fn move_past(
     let txn = db.begin_write()?;
     {
         let mut ctx = WriteCtx::begin(&txn, keyring.view())?;
-        let (_, markers) = ctx.records().generation_record()?;
-        ctx.put_generation(generation, &markers)?;
+        let (_, markers, audit) = ctx.records().generation_record()?;
+        ctx.put_generation(generation, &markers, &audit)?;
     }
     txn.commit()?;
     Ok(Position {
