@@ -292,12 +292,11 @@ fn another_member_cannot_sign_a_forged_export_of_this_one() {
 fn an_export_cut_at_an_older_checkpoint_cannot_pass_as_fresh() {
     let mut c = cluster(8);
     release_two(&mut c);
-    let signer = c.member(1).signer();
-    signer
+    c.member(1)
+        .signer()
         .0
         .audit_export(Timestamp(5_000), AuditSeq(1))
         .unwrap();
-    drop(signer);
     release_two(&mut c);
     let fresh = c
         .member(1)
@@ -325,4 +324,53 @@ fn an_export_cut_at_an_older_checkpoint_cannot_pass_as_fresh() {
     // Uncut, it verifies, as signed at 9,000.
     let report = verify_export(&fresh, &identity(1)).unwrap();
     assert_eq!((report.last, report.signed_at_ms), (6, 9_000));
+}
+
+/// The operator steps and whether each changed the wallet, as logged.
+fn operator_steps(c: &Cluster, s: u16) -> Vec<(String, bool)> {
+    events(c, s)
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::Operator {
+                command, changed, ..
+            } => Some((command, changed)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_committed_operator_step_always_has_its_entry() {
+    let specs = [
+        Spec::new("old", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)).successor("new"),
+        Spec::new("new", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)),
+    ];
+    let c = Cluster::with_wallets(9, 2, 3, &specs, thresig_engine::Limits::default());
+    let signer = c.member(1).signer();
+    let rekey = thresig_engine::OperatorCommand::BeginRekey { wallet: wid("old") };
+    let retire = thresig_engine::OperatorCommand::Retire { wallet: wid("old") };
+    signer.0.operate(c.now, &rekey).unwrap();
+    // A write of the entry alone fails: the step must not commit without
+    // it, whatever the answer.
+    c.member(1).store().fail_next_audit_write(Fault::Lost);
+    let first = signer.0.operate(c.now, &retire);
+    let retired = c
+        .member(1)
+        .store()
+        .inner
+        .key_package(&wid("old"), thresig_store::KeyEpoch(1))
+        .unwrap()
+        .is_none();
+    assert_eq!(
+        operator_steps(&c, 1).contains(&("retire".to_owned(), true)),
+        retired,
+        "the step committed: {retired}, answered {first:?}"
+    );
+    assert_eq!(
+        operator_steps(&c, 1),
+        [
+            ("begin_rekey".to_owned(), true),
+            ("retire".to_owned(), true)
+        ]
+    );
 }

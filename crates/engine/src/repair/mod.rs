@@ -36,7 +36,7 @@ use thresig_crypto::{
     Error as CryptoError, RepairCommitments, RepairDelta, RepairSigma, Seat, WalletKey,
     repair_step1, repair_step2, repair_step3,
 };
-use thresig_store::{Store, Timestamp, WalletId, WriteOutcome};
+use thresig_store::{Store, Timestamp, WalletId, WriteOp, WriteOutcome};
 
 use crate::api::HexBytes;
 use crate::audit::{AuditEvent, append_op as audit_op};
@@ -163,6 +163,20 @@ impl<S: Store> Signer<S> {
         lost: Seat,
         secs: u64,
     ) -> Result<Timestamp, Error> {
+        self.approve_repair_logged(now, wallet, lost, secs, None)
+    }
+
+    /// [`Signer::approve_repair`], committing `entry` (its audit entry)
+    /// before the approval takes effect: an approval that could not be
+    /// logged is not granted.
+    pub(crate) fn approve_repair_logged(
+        &self,
+        now: Timestamp,
+        wallet: &WalletId,
+        lost: Seat,
+        secs: u64,
+        entry: Option<WriteOp>,
+    ) -> Result<Timestamp, Error> {
         if secs == 0 || secs > MAX_APPROVAL_SECS {
             return Err(Error::ApprovalExpiry { secs });
         }
@@ -175,6 +189,14 @@ impl<S: Store> Signer<S> {
             });
         }
         let mut shard = lock(&self.store, slot)?;
+        if let Some(entry) = entry {
+            self.store
+                .write(vec![entry])
+                .map_err(|source| Error::Store {
+                    wallet: wallet.clone(),
+                    source,
+                })?;
+        }
         shard.repair.approvals.insert(lost, expires);
         Ok(expires)
     }

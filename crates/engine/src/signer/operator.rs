@@ -72,7 +72,11 @@ pub struct OperatorOutcome {
 impl<S: Store> Signer<S> {
     /// Runs one command of this member's operator at `now`.
     ///
-    /// Every command is recorded in the audit log, changed or not.
+    /// Every command is recorded in the audit log, changed or not: a step
+    /// that changes the wallet commits its entry in the step's own unit
+    /// (both or neither), an approval is granted only once its entry
+    /// committed, and a step that found the wallet already so is recorded
+    /// alone, with `changed: false`.
     ///
     /// # Errors
     /// The command's own errors ([`Signer::begin_rekey`],
@@ -83,36 +87,52 @@ impl<S: Store> Signer<S> {
         now: Timestamp,
         command: &OperatorCommand,
     ) -> Result<OperatorOutcome, Error> {
-        let (name, (transition, expires)) = match command {
+        let wallet = command.wallet();
+        let name = match command {
+            OperatorCommand::BeginRekey { .. } => "begin_rekey",
+            OperatorCommand::Retire { .. } => "retire",
+            OperatorCommand::ApproveRepair { .. } => "approve_repair",
+        };
+        let entry = |changed| {
+            append_op(
+                now,
+                &AuditEvent::Operator {
+                    wallet: wallet.clone(),
+                    command: name.to_owned(),
+                    changed,
+                },
+            )
+        };
+        let (transition, expires) = match command {
             OperatorCommand::BeginRekey { wallet } => {
-                ("begin_rekey", (self.begin_rekey(wallet)?, None))
+                (self.begin_rekey_logged(wallet, Some(entry(true)))?, None)
             }
-            OperatorCommand::Retire { wallet } => ("retire", (self.retire(wallet)?, None)),
+            OperatorCommand::Retire { wallet } => {
+                (self.retire_logged(wallet, Some(entry(true)))?, None)
+            }
             OperatorCommand::ApproveRepair {
                 wallet,
                 seat,
                 expires_in_secs,
             } => {
-                let expires = self.approve_repair(now, wallet, *seat, *expires_in_secs)?;
-                ("approve_repair", (Transition::Done, Some(expires)))
+                let expires = self.approve_repair_logged(
+                    now,
+                    wallet,
+                    *seat,
+                    *expires_in_secs,
+                    Some(entry(true)),
+                )?;
+                (Transition::Done, Some(expires))
             }
         };
-        // Recorded after the step, in a unit of its own: the step's own
-        // units are shared with the refresh work, and a step that ran with
-        // its entry lost is run again by the operator (who saw the error),
-        // which records it then as unchanged.
-        let wallet = command.wallet();
-        let event = AuditEvent::Operator {
-            wallet: wallet.clone(),
-            command: name.to_owned(),
-            changed: transition == Transition::Done,
-        };
-        self.store
-            .write(vec![append_op(now, &event)])
-            .map_err(|source| Error::Store {
-                wallet: wallet.clone(),
-                source,
-            })?;
+        if transition == Transition::Already {
+            self.store
+                .write(vec![entry(false)])
+                .map_err(|source| Error::Store {
+                    wallet: wallet.clone(),
+                    source,
+                })?;
+        }
         Ok(OperatorOutcome {
             transition,
             expires,

@@ -38,6 +38,16 @@ impl<S: Store> Signer<S> {
     /// (the witness write after it failed), so the wallet is `rekeying` in
     /// memory either way, and a retry commits again.
     pub fn begin_rekey(&self, wallet: &WalletId) -> Result<Transition, Error> {
+        self.begin_rekey_logged(wallet, None)
+    }
+
+    /// [`Signer::begin_rekey`], committing `entry` (its audit entry) in
+    /// the step's own unit.
+    pub(super) fn begin_rekey_logged(
+        &self,
+        wallet: &WalletId,
+        entry: Option<WriteOp>,
+    ) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
         let not_possible = || Error::RekeyNotPossible {
@@ -62,7 +72,7 @@ impl<S: Store> Signer<S> {
             WalletState::Active(key) => WalletState::Rekeying(key),
             other => other,
         };
-        self.commit_step(&mut shard, wallet, rekeying_ops)
+        self.commit_step(&mut shard, wallet, rekeying_ops, entry)
     }
 
     /// Retires a `rekeying` wallet, durably: its record says `retired` and
@@ -88,6 +98,16 @@ impl<S: Store> Signer<S> {
     /// acknowledged: it may be durable, so the share is dropped from memory
     /// either way (the wallet shows `retired`), and a retry commits again.
     pub fn retire(&self, wallet: &WalletId) -> Result<Transition, Error> {
+        self.retire_logged(wallet, None)
+    }
+
+    /// [`Signer::retire`], committing `entry` (its audit entry) in the
+    /// step's own unit.
+    pub(super) fn retire_logged(
+        &self,
+        wallet: &WalletId,
+        entry: Option<WriteOp>,
+    ) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
         match shard.state {
@@ -106,7 +126,7 @@ impl<S: Store> Signer<S> {
         // As for the rekey: the share is dropped before the commit is
         // known, so a commit acknowledged late leaves no signing share.
         shard.state = WalletState::Retired;
-        self.commit_step(&mut shard, wallet, retiring_ops)
+        self.commit_step(&mut shard, wallet, retiring_ops, entry)
     }
 
     /// Commits an operator step whose stricter state `shard` already
@@ -117,10 +137,13 @@ impl<S: Store> Signer<S> {
         shard: &mut Shard,
         wallet: &WalletId,
         ops: fn(&S, &WalletId) -> Result<Vec<WriteOp>, Error>,
+        entry: Option<WriteOp>,
     ) -> Result<Transition, Error> {
         shard.step_unacknowledged = true;
+        let mut unit = ops(&self.store, wallet)?;
+        unit.extend(entry);
         self.store
-            .write(ops(&self.store, wallet)?)
+            .write(unit)
             .map_err(|source| store_error(wallet, source))?;
         shard.step_unacknowledged = false;
         Ok(Transition::Done)

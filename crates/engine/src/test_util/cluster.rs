@@ -172,6 +172,9 @@ pub struct FaultStore<S> {
     /// operator's rekey or retire, a DKG's activation).
     record_faults: Mutex<VecDeque<Fault>>,
     fail_reads: AtomicBool,
+    /// Faults of the next commits that append audit entries and nothing
+    /// else.
+    audit_faults: Mutex<VecDeque<Fault>>,
     /// Key package reads of this wallet fail (retryably).
     fail_key_reads: Mutex<Option<(WalletId, MakeError)>>,
     /// Key package reads so far.
@@ -193,6 +196,7 @@ impl<S> FaultStore<S> {
             inner,
             commit_faults: Mutex::new(VecDeque::new()),
             record_faults: Mutex::new(VecDeque::new()),
+            audit_faults: Mutex::new(VecDeque::new()),
             fail_reads: AtomicBool::new(false),
             fail_key_reads: Mutex::new(None),
             key_reads: AtomicUsize::new(0),
@@ -215,6 +219,12 @@ impl<S> FaultStore<S> {
     /// The next commit rewriting a wallet's record fails as `fault`.
     pub fn fail_next_record_write(&self, fault: Fault) {
         self.record_faults.lock().unwrap().push_back(fault);
+    }
+
+    /// The next commit that appends audit entries and nothing else fails
+    /// as `fault`.
+    pub fn fail_next_audit_write(&self, fault: Fault) {
+        self.audit_faults.lock().unwrap().push_back(fault);
     }
 
     /// How many policy-record writes were submitted so far.
@@ -288,9 +298,16 @@ impl<S: Store> Store for FaultStore<S> {
         });
         if marker_wallet.is_none() && !dkg_result {
             let rewrites_record = ops.iter().any(|op| matches!(op, WriteOp::PutWallet { .. }));
-            let fault = rewrites_record
-                .then(|| self.record_faults.lock().unwrap().pop_front())
-                .flatten();
+            let audit_only = ops
+                .iter()
+                .all(|op| matches!(op, WriteOp::AppendAudit { .. }));
+            let fault = if rewrites_record {
+                self.record_faults.lock().unwrap().pop_front()
+            } else if audit_only {
+                self.audit_faults.lock().unwrap().pop_front()
+            } else {
+                None
+            };
             return self.faulted(fault, ops);
         }
         let park = {
