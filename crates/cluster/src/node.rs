@@ -130,16 +130,32 @@ pub struct LocalEngine {
 }
 
 impl LocalEngine {
-    /// Opens the engine of the member configuration at `path`.
+    /// Opens the engine of the member configuration at `path`, and
+    /// records the open in its audit log.
     ///
     /// # Errors
     /// As [`Node::open`], except that no `[daemon]` section is needed.
     pub fn open(path: &Path) -> Result<Self, NodeError> {
+        let engine = Self::open_unrecorded(path)?;
+        engine.signer.audit_open(wall_clock())?;
+        Ok(engine)
+    }
+
+    /// [`LocalEngine::open`] without recording the open, for a caller that
+    /// must read the audit log as it was first (`thresig audit verify`:
+    /// appending checks only the last entry, and would name it instead of
+    /// the first broken one) and records the open itself afterwards.
+    ///
+    /// # Errors
+    /// As [`LocalEngine::open`].
+    pub fn open_unrecorded(path: &Path) -> Result<Self, NodeError> {
         Self::open_config(Config::load(path)?, path).map(|(_, engine)| engine)
     }
 
     /// Opens the store of `config` (loaded from `path`) and the engine over
-    /// it, after checking the sealed identity key against the roster.
+    /// it, after checking the sealed identity key against the roster. The
+    /// open is not recorded yet: each caller records it once its own
+    /// checks passed.
     fn open_config(config: Config, path: &Path) -> Result<(NodeConfig, Self), NodeError> {
         let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
         let store = Arc::new(EncryptedStore::open(
@@ -153,7 +169,6 @@ impl LocalEngine {
             return Err(NodeError::IdentityMismatch(node.member));
         }
         let signer = Signer::open(node.signer_config(), identity, store.clone())?;
-        signer.audit_open(wall_clock())?;
         Ok((
             node,
             Self {
@@ -206,6 +221,8 @@ impl Node {
         {
             return Err(NodeError::TlsKeyMismatch(node.member));
         }
+        // Only a start that passed every check is logged as serving.
+        engine.signer.audit_open(wall_clock())?;
         let LocalEngine {
             provider,
             store,

@@ -48,8 +48,9 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
         let report = json(&["audit", "verify", "--config", config], 0);
         assert_eq!(report["via"], "store");
     }
+    // Verify checks the log before it logs its own open.
     let report = json(&["audit", "verify", "--config", config], 0);
-    assert_eq!(report["entries"], 4);
+    assert_eq!(report["entries"], 3);
 
     let dir = tempfile::tempdir().unwrap();
     let lines = export(config);
@@ -226,4 +227,66 @@ fn a_running_signer_logs_its_dkg_and_signatures_and_answers_on_its_admin_socket(
     let file = dir.path().join("export.jsonl");
     std::fs::write(&file, &lines).unwrap();
     verify_export(config, &file, 0);
+}
+
+/// Swaps the stored rows of entries `a` and `b` in seat 1's database.
+fn swap_rows(path: &std::path::Path, a: u64, b: u64) {
+    let data = Config::load(path).unwrap().data_dir;
+    let db = redb::Database::open(data.join("state.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("audit");
+        let mut t = txn.open_table(table).unwrap();
+        let row = |t: &redb::Table<&[u8], &[u8]>, seq: u64| {
+            t.get(seq.to_be_bytes().as_slice())
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec()
+        };
+        let (ra, rb) = (row(&t, a), row(&t, b));
+        t.insert(a.to_be_bytes().as_slice(), rb.as_slice()).unwrap();
+        t.insert(b.to_be_bytes().as_slice(), ra.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn the_last_two_entries_swapped_are_named_at_the_first_of_them() {
+    let cluster = ProcessCluster::provision(3, 2, &[], 75);
+    let path = cluster.config_path(seat(1));
+    let config = path.to_str().unwrap();
+    for _ in 0..3 {
+        json(&["audit", "verify", "--config", config], 0);
+    }
+    swap_rows(&path, 2, 3);
+    let broken = json(&["audit", "verify", "--config", config], 1);
+    assert_eq!(broken["error"]["code"], "audit_broken");
+    let message = broken["error"]["message"].as_str().unwrap();
+    assert!(message.contains("entry 2:"), "{message}");
+}
+
+#[test]
+fn a_start_that_fails_its_checks_logs_no_open() {
+    let cluster = ProcessCluster::provision(3, 2, &[], 76);
+    let path = cluster.config_path(seat(1));
+    let config = path.to_str().unwrap();
+    json(&["audit", "verify", "--config", config], 0);
+    // The same member without its [daemon] section: `serve` refuses.
+    let original = std::fs::read_to_string(&path).unwrap();
+    let (head, rest) = original.split_once("[daemon]").unwrap();
+    let (_, roster) = rest.split_once("[[members]]").unwrap();
+    // Beside the original, where its relative paths lead.
+    let no_daemon = path.with_file_name("no-daemon.toml");
+    std::fs::write(&no_daemon, format!("{head}[[members]]{roster}")).unwrap();
+    let out = thresig(&["serve", "--config", no_daemon.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let opens = export(config)
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).unwrap()["entry"]["kind"] == "open")
+        .count();
+    assert_eq!(
+        opens, 2,
+        "the verify's open and the export's, not the failed start's"
+    );
 }
