@@ -28,6 +28,11 @@ use crate::config::IdentityKey;
 /// busy signer's minutes and costs one signature and one entry.
 pub const CHECKPOINT_EVERY: u64 = 1_000;
 
+/// A prune keeps at least this much of the log (a day, in milliseconds):
+/// a cut-off later than now less this is refused, so a mistyped date in
+/// the future cannot empty the log down to its last entry.
+pub const MIN_RETENTION_MS: u64 = 24 * 3600 * 1000;
+
 /// The domain tag of a checkpoint signature.
 const CHECKPOINT_DOMAIN: &[u8] = b"thresig/audit-checkpoint/v1\0";
 
@@ -225,6 +230,18 @@ pub enum AuditError {
     /// the checkpoint that signs it (a burst of share releases).
     #[error("new audit entries kept landing before the checkpoint; run the command again")]
     Busy,
+    /// A prune's cut-off is within the last day the log always keeps.
+    #[error(
+        "the prune's cut-off ({} ms since the epoch) is later than {} (now less a day): the last day of the log is always kept; give an earlier date",
+        before.0,
+        latest.0
+    )]
+    PruneTooRecent {
+        /// The cut-off asked for.
+        before: Timestamp,
+        /// The latest cut-off allowed now.
+        latest: Timestamp,
+    },
 }
 
 impl AuditError {
@@ -234,6 +251,7 @@ impl AuditError {
         match self {
             Self::Store(e) => e.code(),
             Self::Busy => "audit_busy",
+            Self::PruneTooRecent { .. } => "audit_prune_too_recent",
         }
     }
 
@@ -243,6 +261,7 @@ impl AuditError {
         match self {
             Self::Store(e) => e.recovery(),
             Self::Busy => thresig_store::Recovery::Retryable,
+            Self::PruneTooRecent { .. } => thresig_store::Recovery::Terminal,
         }
     }
 }

@@ -179,7 +179,7 @@ fn prune_is_audited_and_keeps_the_export_verifiable() {
     let signer = c.member(1).signer();
     let removed = signer
         .0
-        .audit_prune(Timestamp(u64::MAX - 1), Timestamp(u64::MAX - 1))
+        .audit_prune(Timestamp(c.now.0 + 2 * DAY_MS), Timestamp(c.now.0 + 1))
         .unwrap();
     assert_eq!(removed, 1, "the last entry before the prune stays");
     let store = &c.member(1).store().inner;
@@ -372,5 +372,51 @@ fn a_committed_operator_step_always_has_its_entry() {
             ("begin_rekey".to_owned(), true),
             ("retire".to_owned(), true)
         ]
+    );
+}
+
+/// The kinds of seat `s`'s entries, in order.
+fn kinds(c: &Cluster, s: u16) -> Vec<&'static str> {
+    events(c, s)
+        .into_iter()
+        .map(|e| match e {
+            AuditEvent::ShareReleased { .. } => "share",
+            AuditEvent::Prune { .. } => "prune",
+            AuditEvent::Checkpoint(_) => "checkpoint",
+            _ => "other",
+        })
+        .collect()
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+#[test]
+fn a_prune_cut_off_within_the_last_day_is_refused_and_changes_nothing() {
+    let mut c = cluster(10);
+    release_two(&mut c);
+    let signer = c.member(1).signer();
+    for before in [c.now.0 + 1, c.now.0 + DAY_MS, c.now.0 - DAY_MS + 1] {
+        let err = signer.0.audit_prune(c.now, Timestamp(before)).unwrap_err();
+        assert_eq!(err.code(), "audit_prune_too_recent", "{before}: {err}");
+        assert_eq!(err.recovery(), thresig_store::Recovery::Terminal);
+    }
+    assert_eq!(kinds(&c, 1), ["share", "share"]);
+}
+
+#[test]
+fn a_prune_commits_with_its_checkpoint_or_not_at_all() {
+    let mut c = cluster(11);
+    release_two(&mut c);
+    let later = Timestamp(c.now.0 + 2 * DAY_MS);
+    c.member(1).store().fail_next_audit_write(Fault::Lost);
+    let outcome = c
+        .member(1)
+        .signer()
+        .0
+        .audit_prune(later, Timestamp(c.now.0 + 1));
+    let kinds = kinds(&c, 1);
+    assert!(
+        kinds == ["share", "prune", "checkpoint"] || kinds == ["share", "share"],
+        "{kinds:?} after {outcome:?}"
     );
 }

@@ -270,20 +270,39 @@ pub(crate) fn append(
     Ok(seq)
 }
 
-/// Removes the entries written before `before`, oldest first, never the
-/// last one (it carries the head), after checking each still chains; the
-/// first kept entry's `prev` becomes the anchor. Returns how many went.
-pub(crate) fn prune(ctx: &mut WriteCtx<'_>, before: Timestamp) -> Result<u64, Error> {
+/// Removes the entries from the first kept one through `through`, oldest
+/// first, after checking each still chains; the first kept entry's `prev`
+/// becomes the anchor. Returns how many went, or `None` (nothing written)
+/// unless `through` is where a walk from the first kept entry stops: at the
+/// first entry written at or after `before`, or at the last entry (which
+/// carries the head and is never removed). The caller signed the pruned
+/// head as it read it, so a log that moved since refuses the prune.
+pub(crate) fn prune(
+    ctx: &mut WriteCtx<'_>,
+    before: Timestamp,
+    through: AuditSeq,
+) -> Result<Option<u64>, Error> {
     let mut head = check_head(ctx)?;
+    if through >= head.seq || through.0 < head.first.0.saturating_sub(1) {
+        return Ok(None);
+    }
+    let next = AuditSeq(through.0.saturating_add(1));
+    let stops = read_entry(&ctx.records(), next)?.ok_or(Error::AuditBroken {
+        seq: next,
+        problem: AuditBreak::Missing,
+    })?;
+    if stops.at < before && next < head.seq {
+        return Ok(None);
+    }
     let mut removed = 0u64;
     let mut seq = head.first;
-    while seq < head.seq {
+    while seq <= through {
         let entry = read_entry(&ctx.records(), seq)?.ok_or(Error::AuditBroken {
             seq,
             problem: AuditBreak::Missing,
         })?;
         if entry.at >= before {
-            break;
+            return Ok(None);
         }
         link(&entry, &head.anchor)?;
         ctx.delete(RecordTable::Audit, &seq.0.to_be_bytes())?;
@@ -295,7 +314,7 @@ pub(crate) fn prune(ctx: &mut WriteCtx<'_>, before: Timestamp) -> Result<u64, Er
     if removed > 0 {
         ctx.put(RecordTable::Sys, sys::AUDIT_HEAD, &head.encode())?;
     }
-    Ok(removed)
+    Ok(Some(removed))
 }
 
 /// Checks that `entry` chains from `prev` and hashes to its stored hash.

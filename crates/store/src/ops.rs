@@ -127,11 +127,18 @@ pub enum WriteOp {
         /// The engine's encoding of the entry (public data only).
         entry: Vec<u8>,
     },
-    /// Removes the audit entries written before `before` (never the last),
-    /// keeping the chain verifiable from the first kept entry.
+    /// Removes the audit entries from the first kept one through
+    /// `through` (never the last), keeping the chain verifiable from the
+    /// first kept entry. The caller chose `through` as the last entry
+    /// written before `before` (and signed it, in the same unit): if the
+    /// log does not stand so in this transaction, the unit is skipped
+    /// ([`Conflict::AuditPruneMoved`]).
     PruneAudit {
-        /// Entries written before this time go.
+        /// Every entry removed was written before this time.
         before: Timestamp,
+        /// The last entry removed (the one before the first kept: nothing
+        /// is removed).
+        through: AuditSeq,
     },
     /// Stores an engine metadata record.
     PutMeta {
@@ -187,6 +194,9 @@ pub enum Conflict {
     MarkerPresent(Marker),
     /// The counter did not hold the expected value; its current value.
     PolicyMismatch(Option<Vec<u8>>),
+    /// A prune's `through` is not the last entry written before its
+    /// cut-off while another follows it (the log moved since it was read).
+    AuditPruneMoved,
 }
 
 /// The result of one unit.
@@ -346,9 +356,12 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
         WriteOp::AppendAudit { at, entry } => Ok(Applied::Done(OpResult::Appended(audit::append(
             ctx, *at, entry,
         )?))),
-        WriteOp::PruneAudit { before } => Ok(Applied::Done(OpResult::AuditPruned(audit::prune(
-            ctx, *before,
-        )?))),
+        WriteOp::PruneAudit { before, through } => {
+            Ok(match audit::prune(ctx, *before, *through)? {
+                Some(removed) => Applied::Done(OpResult::AuditPruned(removed)),
+                None => Applied::Conflict(Conflict::AuditPruneMoved),
+            })
+        }
         WriteOp::PutMeta { name, value } => {
             put_checked(ctx, RecordTable::Meta, name.as_bytes(), value)
         }

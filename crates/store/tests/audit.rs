@@ -252,10 +252,31 @@ fn an_unreadable_head_refuses_the_open_as_such() {
 fn prune_removes_old_entries_and_the_rest_still_verifies() {
     let machine = log_of(5);
     let store = machine.open().unwrap();
+    // A prune that would not stop where its caller said (entry 3 was also
+    // written before the cut-off; entry 4 was not) changes nothing.
+    for through in [2, 4] {
+        let out = store
+            .write(vec![WriteOp::PruneAudit {
+                before: Timestamp(3_500),
+                through: AuditSeq(through),
+            }])
+            .unwrap();
+        assert!(
+            matches!(
+                out,
+                WriteOutcome::Skipped {
+                    conflict: thresig_store::Conflict::AuditPruneMoved,
+                    ..
+                }
+            ),
+            "{through}: {out:?}"
+        );
+    }
     let out = store
         .write(vec![
             WriteOp::PruneAudit {
                 before: Timestamp(3_500),
+                through: AuditSeq(3),
             },
             WriteOp::AppendAudit {
                 at: Timestamp(6_000),
@@ -289,6 +310,7 @@ fn prune_never_removes_the_last_entry() {
     store
         .write(vec![WriteOp::PruneAudit {
             before: Timestamp(u64::MAX),
+            through: AuditSeq(1),
         }])
         .unwrap();
     let report = store.audit_verify().unwrap();

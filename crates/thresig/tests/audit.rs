@@ -137,21 +137,24 @@ fn prune_keeps_the_log_verifiable_and_is_itself_logged() {
     for _ in 0..3 {
         json(&["audit", "verify", "--config", config], 0);
     }
-    // Everything before a date far ahead: all but the last entry go.
-    let pruned = json(
-        &[
-            "audit",
-            "prune",
-            "--config",
-            config,
-            "--before",
-            "2999-01-01",
-        ],
-        0,
+    let prune = |date: &str, code| {
+        json(
+            &["audit", "prune", "--config", config, "--before", date],
+            code,
+        )
+    };
+    // A date ahead (a typo) would empty the log: refused, nothing removed.
+    let refused = prune("2999-01-01", 1);
+    assert_eq!(
+        refused["error"]["code"], "audit_prune_too_recent",
+        "{refused}"
     );
-    assert_eq!(pruned["removed"], 3, "{pruned}");
+    // Every entry here was written today: a past date removes none, and
+    // the prune is logged with its checkpoint all the same.
+    let pruned = prune("2000-01-01", 0);
+    assert_eq!(pruned["removed"], 0, "{pruned}");
     let report = json(&["audit", "verify", "--config", config], 0);
-    assert_eq!(report["first"], 4, "{report}");
+    assert_eq!(report["first"], 1, "{report}");
     let lines = export(config);
     let kinds: Vec<String> = lines
         .lines()
@@ -160,13 +163,12 @@ fn prune_keeps_the_log_verifiable_and_is_itself_logged() {
             v["entry"]["kind"].as_str().unwrap().to_owned()
         })
         .collect();
-    // The prune's own open and entry, its checkpoint of the pruned head,
-    // the export's open and its closing checkpoint.
-    assert_eq!(
-        kinds,
-        ["open", "prune", "checkpoint", "open", "open", "checkpoint"],
-        "{lines}"
-    );
+    // Three verifies' opens, the refused prune's open, the prune's open,
+    // entry and checkpoint (in its unit), a verify's and the export's
+    // opens and its closing checkpoint.
+    let mut expected = vec!["open"; 5];
+    expected.extend(["prune", "checkpoint", "open", "open", "checkpoint"]);
+    assert_eq!(kinds, expected, "{lines}");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("export.jsonl");
     std::fs::write(&file, &lines).unwrap();

@@ -3,11 +3,12 @@
 //! steps put their entry in their own store unit
 //! ([`crate::audit::append_op`]).
 
-use thresig_store::{AuditSeq, OpResult, Store, Timestamp, WriteOp, WriteOutcome};
+use thresig_store::{AuditHash, AuditSeq, OpResult, Store, Timestamp, WriteOp, WriteOutcome};
 
 use super::Signer;
 use crate::audit::{
-    AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, ExportLine, append_op as audit_op,
+    AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, ExportLine, MIN_RETENTION_MS,
+    append_op as audit_op,
 };
 
 /// How often an export's closing checkpoint is tried again when another
@@ -113,36 +114,63 @@ impl<S: Store> Signer<S> {
     }
 
     /// Removes the entries written before `before` (never the last), in
-    /// one unit with the entry that records the prune, then signs a
-    /// checkpoint of the pruned head (the hash the first kept entry chains
-    /// from), so an older export still joins the kept log. Returns how many
-    /// entries went.
+    /// one unit with the entry that records the prune and a checkpoint of
+    /// the pruned head (the hash the first kept entry chains from), so an
+    /// older export still joins the kept log. Returns how many entries
+    /// went.
     ///
     /// # Errors
-    /// [`AuditError`].
+    /// [`AuditError::PruneTooRecent`] for a cut-off within
+    /// [`MIN_RETENTION_MS`] of `now` (nothing is written);
+    /// [`AuditError::Store`]; [`AuditError::Busy`] if the log moved
+    /// between reading it and the prune.
     pub fn audit_prune(&self, now: Timestamp, before: Timestamp) -> Result<u64, AuditError> {
+        let latest = Timestamp(now.0.saturating_sub(MIN_RETENTION_MS));
+        if before > latest {
+            return Err(AuditError::PruneTooRecent { before, latest });
+        }
+        let (through, pruned_head) = self.prune_point(before)?;
+        let checkpoint = Checkpoint::sign(&self.identity, through, &pruned_head, now);
         let outcome = self.store.write(vec![
-            WriteOp::PruneAudit { before },
+            WriteOp::PruneAudit { before, through },
             audit_op(
                 now,
                 &AuditEvent::Prune {
                     before_ms: before.0,
                 },
             ),
+            audit_op(now, &AuditEvent::Checkpoint(checkpoint)),
         ])?;
-        let removed = match &outcome {
+        match &outcome {
             WriteOutcome::Committed(results) => results.iter().find_map(|r| match r {
                 OpResult::AuditPruned(n) => Some(*n),
                 _ => None,
             }),
             _ => None,
         }
-        .ok_or(AuditError::Busy)?;
+        .ok_or(AuditError::Busy)
+    }
+
+    /// Where a prune before `before` stops, as the log stands now: the last
+    /// entry to remove (the one before the first kept if none) and its
+    /// hash, what the prune's checkpoint signs.
+    fn prune_point(&self, before: Timestamp) -> Result<(AuditSeq, AuditHash), AuditError> {
         let head = self.store.audit_head()?;
-        let pruned = AuditSeq(head.first.0.saturating_sub(1));
-        let event =
-            AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, pruned, &head.anchor, now));
-        self.audit_record(now, &event)?;
-        Ok(removed)
+        let mut point = (AuditSeq(head.first.0.saturating_sub(1)), head.anchor);
+        let mut from = head.first;
+        while from < head.seq {
+            let page = self.store.audit(from, EXPORT_PAGE)?;
+            for entry in &page {
+                if entry.seq >= head.seq || entry.at >= before {
+                    return Ok(point);
+                }
+                point = (entry.seq, entry.hash);
+            }
+            let Some(last) = page.last() else {
+                break;
+            };
+            from = AuditSeq(last.seq.0.saturating_add(1));
+        }
+        Ok(point)
     }
 }
