@@ -342,52 +342,63 @@ pub struct AuditReport {
     pub entries: u64,
 }
 
-/// Checks every link of the kept log, given every row key of the `audit`
-/// table in order (one read snapshot).
+/// The sequence of the row `key` found where `expected` should be next.
+///
+/// # Errors
+/// [`Error::AuditBroken`] for a key that is no sequence, a pruned row, a
+/// gap before it, or a row beyond the head.
+fn check_row(head: &AuditHead, expected: AuditSeq, key: &[u8]) -> Result<AuditSeq, Error> {
+    let broken = |seq, problem| Error::AuditBroken { seq, problem };
+    let Some(at) = decode_u64(key).map(AuditSeq) else {
+        return Err(broken(expected, AuditBreak::Unreadable));
+    };
+    if at < expected {
+        return Err(broken(at, AuditBreak::Pruned));
+    }
+    if at > expected {
+        return Err(broken(expected, AuditBreak::Missing));
+    }
+    if at > head.seq {
+        return Err(broken(at, AuditBreak::BeyondHead));
+    }
+    Ok(at)
+}
+
+/// How many row keys [`verify`] reads at a time: its memory stays this
+/// chunk's, however long the log.
+const VERIFY_CHUNK: usize = 4_096;
+
+/// Checks every link of the kept log in one read snapshot, walking every
+/// row of the `audit` table (not just the sequences the head names: a
+/// stray or out-of-place row is a broken link too) in bounded chunks.
 ///
 /// # Errors
 /// [`Error::AuditBroken`] naming the first broken link; storage errors.
-pub(crate) fn verify<R: Raw>(
-    r: &Records<'_, R>,
-    keys: impl IntoIterator<Item = Vec<u8>>,
-) -> Result<AuditReport, Error> {
+pub(crate) fn verify<R: Raw>(r: &Records<'_, R>) -> Result<AuditReport, Error> {
     let head = read_head(r)?;
     let mut expected = head.first;
     let mut prev = head.anchor;
     let mut entries = 0u64;
-    for key in keys {
-        let Some(at) = decode_u64(&key).map(AuditSeq) else {
-            return Err(Error::AuditBroken {
-                seq: expected,
-                problem: AuditBreak::Unreadable,
-            });
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let keys = r
+            .raw
+            .raw_keys_after(RecordTable::Audit, after.as_deref(), VERIFY_CHUNK)?;
+        let Some(last) = keys.last().cloned() else {
+            break;
         };
-        if at < expected {
-            return Err(Error::AuditBroken {
+        for key in keys {
+            let at = check_row(&head, expected, &key)?;
+            let entry = read_entry(r, at)?.ok_or(Error::AuditBroken {
                 seq: at,
-                problem: AuditBreak::Pruned,
-            });
-        }
-        if at > expected {
-            return Err(Error::AuditBroken {
-                seq: expected,
                 problem: AuditBreak::Missing,
-            });
+            })?;
+            link(&entry, &prev)?;
+            prev = entry.hash;
+            entries = entries.saturating_add(1);
+            expected = AuditSeq(at.0.saturating_add(1));
         }
-        if at > head.seq {
-            return Err(Error::AuditBroken {
-                seq: at,
-                problem: AuditBreak::BeyondHead,
-            });
-        }
-        let entry = read_entry(r, at)?.ok_or(Error::AuditBroken {
-            seq: at,
-            problem: AuditBreak::Missing,
-        })?;
-        link(&entry, &prev)?;
-        prev = entry.hash;
-        entries = entries.saturating_add(1);
-        expected = AuditSeq(at.0.saturating_add(1));
+        after = Some(last);
     }
     if expected.0 <= head.seq.0 {
         return Err(Error::AuditBroken {

@@ -316,6 +316,14 @@ mod tests {
         fn raw_last(&self, _: RecordTable) -> Result<Option<Vec<u8>>, Error> {
             Ok(None)
         }
+        fn raw_keys_after(
+            &self,
+            _: RecordTable,
+            _: Option<&[u8]>,
+            _: usize,
+        ) -> Result<Vec<Vec<u8>>, Error> {
+            Ok(Vec::new())
+        }
     }
 
     /// A mismatch cannot heal while the store is open (the file is locked,

@@ -33,6 +33,14 @@ pub(crate) trait Raw {
     fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error>;
     /// The last record of `table`.
     fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error>;
+    /// Up to `limit` keys of `table` after `after` (from the first without
+    /// it), in key order: a walk in bounded chunks.
+    fn raw_keys_after(
+        &self,
+        table: RecordTable,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, Error>;
 }
 
 fn get_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -57,6 +65,20 @@ fn prefix_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(out)
 }
 
+fn keys_after_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, Error> {
+    use std::ops::Bound;
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut out = Vec::with_capacity(limit);
+    for item in t.range::<&[u8]>((start, Bound::Unbounded))?.take(limit) {
+        out.push(item?.0.value().to_vec());
+    }
+    Ok(out)
+}
+
 fn last_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
     t: &T,
 ) -> Result<Option<Vec<u8>>, Error> {
@@ -76,6 +98,14 @@ macro_rules! impl_raw {
             }
             fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
                 last_in(&self.open_table(table.definition())?)
+            }
+            fn raw_keys_after(
+                &self,
+                table: RecordTable,
+                after: Option<&[u8]>,
+                limit: usize,
+            ) -> Result<Vec<Vec<u8>>, Error> {
+                keys_after_in(&self.open_table(table.definition())?, after, limit)
             }
         })*
     };
