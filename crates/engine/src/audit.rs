@@ -28,6 +28,10 @@ use crate::config::IdentityKey;
 /// busy signer's minutes and costs one signature and one entry.
 pub const CHECKPOINT_EVERY: u64 = 1_000;
 
+/// How many entries one page of an export holds: a few hundred KiB of
+/// JSON lines, far below what one admin-socket reply may carry.
+pub const EXPORT_PAGE: usize = 1_024;
+
 /// A prune keeps at least this much of the log (a day, in milliseconds):
 /// a cut-off later than now less this is refused, so a mistyped date in
 /// the future cannot empty the log down to its last entry.

@@ -420,3 +420,31 @@ fn a_prune_commits_with_its_checkpoint_or_not_at_all() {
         "{kinds:?} after {outcome:?}"
     );
 }
+
+#[test]
+fn a_long_export_comes_in_bounded_pages_that_verify_together() {
+    use thresig_engine::audit::EXPORT_PAGE;
+    let c = cluster(12);
+    let signer = c.member(1).signer();
+    let entries = EXPORT_PAGE as u64 + 10;
+    for _ in 0..entries {
+        signer.0.audit_open(c.now).unwrap();
+    }
+    // The periodic checkpoint after entry 1,000 is an entry too.
+    let end = signer.0.audit_checkpoint(c.now).unwrap();
+    assert_eq!(end, AuditSeq(entries + 2));
+    let mut lines = Vec::new();
+    let mut pages = 0;
+    let mut from = Some(AuditSeq(1));
+    while let Some(at) = from {
+        let (page, next) = signer.0.audit_export_page(at, end).unwrap();
+        assert!(page.len() <= EXPORT_PAGE, "a page of {} lines", page.len());
+        lines.extend(page);
+        pages += 1;
+        from = next;
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(lines.len() as u64, end.0);
+    let report = verify_export(&lines, &identity(1)).unwrap();
+    assert_eq!((report.first, report.last), (1, end.0));
+}

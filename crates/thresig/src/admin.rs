@@ -18,8 +18,9 @@
 //! `{"engine": {"approve_repair": {"wallet": "w", "seat": 3,
 //! "expires_in_secs": 3600}}}` for `thresig repair approve`, which only
 //! the signer's own operator can give, never a coordinator), or
-//! `{"audit": "verify" | {"export": {"since": 1}} | {"prune": {"before_ms":
-//! …}}}` for `thresig audit`; the
+//! `{"audit": "verify" | {"export": {"since": 1}} | {"export_page":
+//! {"from": …, "through": …}} | {"prune": {"before_ms": …}}}` for
+//! `thresig audit` (an export comes one page a reply); the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.

@@ -8,7 +8,7 @@
 //! export and a roster. Exit codes as `thresig keys`: 0, 1 terminal
 //! (also a broken chain or an export that does not verify), 2 retryable.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -98,8 +98,19 @@ struct PruneArgs {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum AuditCommand {
     Verify,
-    Export { since: u64 },
-    Prune { before_ms: u64 },
+    /// Appends the export's closing checkpoint and answers its first page.
+    Export {
+        since: u64,
+    },
+    /// A further page of the export that `through` (its checkpoint)
+    /// closes: one admin reply holds one page, however long the log.
+    ExportPage {
+        from: u64,
+        through: u64,
+    },
+    Prune {
+        before_ms: u64,
+    },
 }
 
 /// The largest export `verify-export` reads: a million entries of a few
@@ -117,9 +128,8 @@ pub(crate) fn main(args: AuditArgs) -> ExitCode {
             on_engine(&c.config, AuditCommand::Verify),
         ),
         AuditSubcommand::Export(a) => {
-            let command = AuditCommand::Export { since: a.since };
-            // The lines are the output; errors print as JSON too.
-            print_outcome(Output::Text, on_engine(&a.config, command))
+            // The lines are the output, printed page by page.
+            print_outcome(Output::Text, export(&a.config, a.since))
         }
         AuditSubcommand::VerifyExport(a) => {
             let outcome = check_export(&a.roster, a.member, &a.export);
@@ -164,6 +174,58 @@ fn on_engine(path: &Path, command: AuditCommand) -> Result<Report, KeysError> {
     Ok(report)
 }
 
+/// `export`: asks for the first page (which appends the closing
+/// checkpoint), then for each next page, printing each as it comes, from
+/// the running signer or the engine opened here.
+fn export(path: &Path, since: u64) -> Result<Report, KeysError> {
+    let config = Config::load(path)?;
+    let socket = admin_socket_path(&config);
+    let mut local: Option<LocalEngine> = None;
+    let mut command = AuditCommand::Export { since };
+    let mut total = 0u64;
+    loop {
+        let report = match &local {
+            Some(engine) => run_on(command, &engine.signer, &engine.store)?,
+            None => match admin::ask(&socket, &command.into())? {
+                Some(report) => report,
+                None => {
+                    let engine = LocalEngine::open(path)?;
+                    let report = run_on(command, &engine.signer, &engine.store)?;
+                    local = Some(engine);
+                    report
+                }
+            },
+        };
+        let mut out = std::io::stdout().lock();
+        out.write_all(report.text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| KeysError::AuditOutput(e.kind()))?;
+        total = total.saturating_add(report.json["lines"].as_u64().unwrap_or(0));
+        let through = report.json["through"].as_u64().unwrap_or(0);
+        match report.json["next"].as_u64() {
+            Some(from) => command = AuditCommand::ExportPage { from, through },
+            None => return Ok(Report::clean(json!({"lines": total}), String::new())),
+        }
+    }
+}
+
+/// One page of an export closed at `through`, as a report: its lines as
+/// text, and where the next page starts (none after the last).
+fn export_page(
+    signer: &Signer<Arc<EncryptedStore>>,
+    from: AuditSeq,
+    through: AuditSeq,
+) -> Result<Report, KeysError> {
+    let (lines, next) = signer.audit_export_page(from, through)?;
+    let mut text = String::new();
+    for line in &lines {
+        text.push_str(&serde_json::to_string(line).unwrap_or_default());
+        text.push('\n');
+    }
+    let json = json!({"lines": lines.len(), "through": through.0, "next": next.map(|s| s.0)});
+    Ok(Report::clean(json, text))
+}
+
 /// Runs one audit command over `store` and the engine `signer` over it:
 /// the one body shared by this process and the signer's admin socket.
 ///
@@ -195,13 +257,11 @@ pub(crate) fn run_on(
             Ok(Report::clean(json, text))
         }
         AuditCommand::Export { since } => {
-            let lines = signer.audit_export(wall_clock(), AuditSeq(since))?;
-            let mut text = String::new();
-            for line in &lines {
-                text.push_str(&serde_json::to_string(line).unwrap_or_default());
-                text.push('\n');
-            }
-            Ok(Report::clean(json!({"lines": lines.len()}), text))
+            let end = signer.audit_checkpoint(wall_clock())?;
+            export_page(signer, AuditSeq(since), end)
+        }
+        AuditCommand::ExportPage { from, through } => {
+            export_page(signer, AuditSeq(from), AuditSeq(through))
         }
         AuditCommand::Prune { before_ms } => {
             let removed = signer.audit_prune(wall_clock(), Timestamp(before_ms))?;

@@ -142,6 +142,12 @@ pub(crate) enum KeysError {
     /// An audit command's input file could not be used.
     #[error("{}: {problem}", path.display())]
     AuditInput { path: PathBuf, problem: String },
+    /// The export's lines could not be written out (a closed pipe, a full
+    /// disk): what was printed ends before the closing checkpoint.
+    #[error(
+        "cannot write the export to standard output ({0}); what was printed is cut short and unsigned: run the export again"
+    )]
+    AuditOutput(std::io::ErrorKind),
     /// `recover` needs the store closed, and a signer has it open.
     #[error(
         "a signer is running on this store (it answers on {}); stop it, run `thresig keys recover` again, then start it",
@@ -174,6 +180,7 @@ impl KeysError {
             | Self::DaemonRunning { .. }
             | Self::AuditExport(_)
             | Self::AuditInput { .. } => Recovery::Terminal,
+            Self::AuditOutput(_) => Recovery::Retryable,
             Self::Audit(e) => e.recovery(),
             Self::Provider(e) => e.recovery(),
             Self::Store(e) => e.recovery(),
@@ -200,6 +207,7 @@ impl KeysError {
             Self::Audit(e) => e.code(),
             Self::AuditExport(_) => "audit_export_invalid",
             Self::AuditInput { .. } => "audit_input",
+            Self::AuditOutput(_) => "audit_output",
         }
     }
 }

@@ -7,17 +7,14 @@ use thresig_store::{AuditHash, AuditSeq, OpResult, Store, Timestamp, WriteOp, Wr
 
 use super::Signer;
 use crate::audit::{
-    AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, ExportLine, MIN_RETENTION_MS,
-    append_op as audit_op,
+    AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, EXPORT_PAGE, ExportLine,
+    MIN_RETENTION_MS, append_op as audit_op,
 };
 
 /// How often an export's closing checkpoint is tried again when another
 /// entry landed between reading the head and appending it: only a burst
 /// of share releases does that, and each retry sees a newer head.
 const CHECKPOINT_RETRIES: usize = 8;
-
-/// How many entries one read of an export fetches.
-const EXPORT_PAGE: usize = 1_024;
 
 /// The sequence an append got, from a committed unit.
 fn appended(outcome: &WriteOutcome) -> Option<AuditSeq> {
@@ -86,7 +83,10 @@ impl<S: Store> Signer<S> {
     }
 
     /// The entries from `since` on (from the first kept one if pruned),
-    /// closed by a fresh checkpoint, as export lines.
+    /// closed by a fresh checkpoint, as export lines, all in memory: for a
+    /// caller that holds the whole export anyway. A long log is exported
+    /// page by page instead: [`Signer::audit_checkpoint`], then
+    /// [`Signer::audit_export_page`] through it.
     ///
     /// # Errors
     /// [`AuditError::Store`], such as the store's `AuditBroken` for an
@@ -98,19 +98,38 @@ impl<S: Store> Signer<S> {
     ) -> Result<Vec<ExportLine>, AuditError> {
         let end = self.audit_checkpoint(now)?;
         let mut lines = Vec::new();
-        let mut from = since;
-        loop {
-            let page = self.store.audit(from, EXPORT_PAGE)?;
-            let Some(last) = page.last().map(|e| e.seq) else {
-                break;
-            };
-            lines.extend(page.iter().filter(|e| e.seq <= end).map(ExportLine::of));
-            if last >= end {
-                break;
-            }
-            from = AuditSeq(last.0.saturating_add(1));
+        let mut from = Some(since);
+        while let Some(at) = from {
+            let (page, next) = self.audit_export_page(at, end)?;
+            lines.extend(page);
+            from = next;
         }
         Ok(lines)
+    }
+
+    /// One page of an export through `through` (its closing checkpoint):
+    /// up to [`EXPORT_PAGE`] lines from `from` (from the first kept entry
+    /// if pruned), and where the next page starts, none after the last.
+    ///
+    /// # Errors
+    /// [`AuditError::Store`], such as the store's `AuditBroken` for an
+    /// entry that fails to read.
+    pub fn audit_export_page(
+        &self,
+        from: AuditSeq,
+        through: AuditSeq,
+    ) -> Result<(Vec<ExportLine>, Option<AuditSeq>), AuditError> {
+        let page = self.store.audit(from, EXPORT_PAGE)?;
+        let lines: Vec<ExportLine> = page
+            .iter()
+            .filter(|e| e.seq <= through)
+            .map(ExportLine::of)
+            .collect();
+        let next = lines
+            .last()
+            .map(|l| AuditSeq(l.seq.saturating_add(1)))
+            .filter(|next| *next <= through && lines.len() == EXPORT_PAGE);
+        Ok((lines, next))
     }
 
     /// Removes the entries written before `before` (never the last), in
