@@ -182,10 +182,12 @@ pub enum Error {
     },
     /// The database is older than its anti-rollback witness (I5).
     #[error(
-        "database {} is older than its witness {} ({accept}): rollback detected; if the database was restored from a backup on purpose, \
+        "database {} is older than its witness {} ({accept}; its audit log ends at entry {}, the witness's at entry {}): rollback detected; if the database was restored from a backup on purpose, \
          start once with `rollback = {{ accept_older_database = \"{accept}\" }}` in [store]",
         database.display(),
-        witness.display()
+        witness.display(),
+        audit.0,
+        audit.1
     )]
     RollbackDetected {
         /// The database file.
@@ -195,6 +197,10 @@ pub enum Error {
         /// The database's and the witness's positions, which are also the
         /// override that accepts exactly this rollback.
         accept: AcceptedRollback,
+        /// Where the database's audit log ends, and where it ended when
+        /// the witness was written (entries the rollback lost, or a log
+        /// that is behind although the rest is not).
+        audit: (AuditSeq, AuditSeq),
     },
     /// The database records that its witness was written, but the witness
     /// is gone: a rollback cannot be ruled out (I5). Terminal unless the
@@ -716,6 +722,7 @@ mod tests {
                 database: path(),
                 witness: path(),
                 accept,
+                audit: (AuditSeq(3), AuditSeq(5)),
             },
             Error::WitnessMissing {
                 database: path(),

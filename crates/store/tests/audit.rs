@@ -328,3 +328,26 @@ fn a_row_after_the_head_is_found_at_its_sequence() {
     });
     assert_eq!(broken_at(&machine), (AuditSeq(4), AuditBreak::BeyondHead));
 }
+
+#[test]
+fn a_rollback_refusal_says_where_each_audit_log_ends() {
+    let machine = log_of(3);
+    let backup = machine.disk.image();
+    {
+        let store = machine.open().unwrap();
+        append(&store, 4000, b"e4");
+        append(&store, 5000, b"e5");
+    }
+    let restored = Machine {
+        disk: thresig_store::SimDisk::from_image(backup),
+        witness: machine.witness.clone(),
+        provider: machine.provider.clone(),
+    };
+    let err = restored.open().unwrap_err();
+    assert!(matches!(err, Error::RollbackDetected { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("its audit log ends at entry 3, the witness's at entry 5"),
+        "{text}"
+    );
+}

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::{EncryptedStore, StoreLocation, StoreOptions};
 use crate::entry::{DekState, RecoveryPublicKey, StoredEntry};
 use crate::error::Error;
-use crate::ids::{DekTerm, RecordEpoch};
+use crate::ids::{AuditSeq, DekTerm, RecordEpoch};
 use crate::keyring::Keyring;
 use crate::marker_set::{CheckedMarkerSets, MarkerDigest};
 use crate::provider::{KekId, KeyProvider};
@@ -438,7 +438,11 @@ fn open_shared(
     let (position, accepted) = match rollback::check(position, found, written, rollback) {
         Verdict::Current => (position, None),
         Verdict::Refused { found: accept } => {
-            return Err(refusal(files.database, &witness, accept));
+            let audit = (
+                position.audit.seq,
+                found.map_or(position.audit.seq, |w| w.audit.seq),
+            );
+            return Err(refusal(files.database, &witness, accept, audit));
         }
         Verdict::Accepted { accepted, past } => {
             (move_past(&db, &keyring, position, past)?, Some(accepted))
@@ -478,12 +482,18 @@ fn holds_data(txn: &ReadTransaction) -> Result<bool, Error> {
 /// The refusal of the database that `accept` would accept (older than its
 /// witness, or without it; `accept` names both positions), printing that
 /// setting.
-fn refusal(database: PathBuf, witness: &Witness, accept: AcceptedRollback) -> Error {
+fn refusal(
+    database: PathBuf,
+    witness: &Witness,
+    accept: AcceptedRollback,
+    audit: (AuditSeq, AuditSeq),
+) -> Error {
     match accept {
         AcceptedRollback::OlderThanWitness { .. } => Error::RollbackDetected {
             database,
             witness: witness.path(),
             accept,
+            audit,
         },
         AcceptedRollback::WitnessMissing { .. } => Error::WitnessMissing {
             database,
