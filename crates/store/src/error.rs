@@ -199,8 +199,9 @@ pub enum Error {
         accept: AcceptedRollback,
         /// Where the database's audit log ends, and where it ended when
         /// the witness was written (entries the rollback lost, or a log
-        /// that is behind although the rest is not).
-        audit: (AuditSeq, AuditSeq),
+        /// that is behind although the rest is not). Boxed: every error
+        /// carries this variant's size.
+        audit: Box<(AuditSeq, AuditSeq)>,
     },
     /// The database records that its witness was written, but the witness
     /// is gone: a rollback cannot be ruled out (I5). Terminal unless the
@@ -722,7 +723,7 @@ mod tests {
                 database: path(),
                 witness: path(),
                 accept,
-                audit: (AuditSeq(3), AuditSeq(5)),
+                audit: Box::new((AuditSeq(3), AuditSeq(5))),
             },
             Error::WitnessMissing {
                 database: path(),

@@ -493,7 +493,7 @@ fn refusal(
             database,
             witness: witness.path(),
             accept,
-            audit,
+            audit: Box::new(audit),
         },
         AcceptedRollback::WitnessMissing { .. } => Error::WitnessMissing {
             database,
