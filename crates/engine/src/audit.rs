@@ -14,6 +14,8 @@
 //! with a fresh one, and a prune writes one of the pruned head, so
 //! [`verify_export`] needs only the roster's identity keys.
 
+use std::collections::BTreeMap;
+
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -51,6 +53,9 @@ pub enum AuditEvent {
         identity: IdentityKey,
         /// How many wallets its configuration names.
         wallets: u64,
+        /// Each wallet's policy version: a policy changes only with the
+        /// configuration, so consecutive opens show when each changed.
+        policy_versions: BTreeMap<WalletId, u32>,
     },
     /// Signature shares left this signer, their marker durable in the same
     /// store unit as this entry.

@@ -448,3 +448,20 @@ fn a_long_export_comes_in_bounded_pages_that_verify_together() {
     let report = verify_export(&lines, &identity(1)).unwrap();
     assert_eq!((report.first, report.last), (1, end.0));
 }
+
+#[test]
+fn an_open_records_each_wallets_policy_version() {
+    let c = cluster(13);
+    c.member(1).signer().0.audit_open(c.now).unwrap();
+    let expected = c.member(1).config.wallets[0].policy.version;
+    let versions: Vec<_> = events(&c, 1)
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::Open {
+                policy_versions, ..
+            } => Some(policy_versions),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, [[(wid("w1"), expected)].into()]);
+}

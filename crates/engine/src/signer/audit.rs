@@ -48,6 +48,11 @@ impl<S: Store> Signer<S> {
         let event = AuditEvent::Open {
             identity: self.identity.verifying_key().into(),
             wallets: self.wallets.len() as u64,
+            policy_versions: self
+                .wallets
+                .iter()
+                .map(|(wallet, slot)| (wallet.clone(), slot.policy.version().0))
+                .collect(),
         };
         self.audit_record(now, &event)
     }

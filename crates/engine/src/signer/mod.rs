@@ -100,7 +100,7 @@ impl<'a> Member<'a> {
 pub(crate) struct Slot {
     pub(crate) config: WalletConfig,
     /// The wallet's policy, validated from `config.policy` at open.
-    policy: Policy,
+    pub(crate) policy: Policy,
     pub(crate) seat: Seat,
     shard: Mutex<Shard>,
 }
