@@ -465,3 +465,40 @@ fn an_open_records_each_wallets_policy_version() {
         .collect();
     assert_eq!(versions, [[(wid("w1"), expected)].into()]);
 }
+
+#[test]
+fn a_periodic_checkpoint_costs_one_commit_however_busy_the_log() {
+    use thresig_engine::audit::CHECKPOINT_EVERY;
+    let c = cluster(14);
+    let signer = c.member(1).signer();
+    let store = c.member(1).store();
+    for _ in 0..CHECKPOINT_EVERY - 2 {
+        signer.0.audit_open(c.now).unwrap();
+    }
+    // Every write of the log alone now has another entry land before it:
+    // the open lands at entry 1,000, and so does no checkpoint after it.
+    store.interleave_audit_writes(true);
+    let before = store.audit_writes();
+    let seq = signer.0.audit_open(c.now).unwrap();
+    store.interleave_audit_writes(false);
+    assert_eq!(seq, AuditSeq(CHECKPOINT_EVERY));
+    assert_eq!(
+        store.audit_writes() - before,
+        2,
+        "the open and one checkpoint"
+    );
+    let checkpoints = store
+        .inner
+        .audit(AuditSeq(1), 2 * CHECKPOINT_EVERY as usize)
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            matches!(
+                serde_json::from_slice(&e.body),
+                Ok(AuditEvent::Checkpoint(_))
+            )
+        })
+        .count();
+    assert_eq!(checkpoints, 1);
+    store.inner.audit_verify().unwrap();
+}

@@ -58,33 +58,43 @@ impl<S: Store> Signer<S> {
     }
 
     /// Appends the periodic checkpoint when `seq` completes another
-    /// [`CHECKPOINT_EVERY`] entries. A failure here is not the caller's:
-    /// its own entry is durable, the chain stays whole, and every export
-    /// ends with a checkpoint of its own.
+    /// [`CHECKPOINT_EVERY`] entries, in one attempt: it runs before the
+    /// caller's answer (shares, for a release), and a checkpoint that lands
+    /// after other entries still signs a real one. A failure here is not
+    /// the caller's: its own entry is durable, the chain stays whole, and
+    /// every export ends with a checkpoint of its own.
     pub(crate) fn checkpoint_due(&self, now: Timestamp, seq: AuditSeq) {
         if seq.0.is_multiple_of(CHECKPOINT_EVERY) {
-            let _ = self.audit_checkpoint(now);
+            let _ = self.append_checkpoint(now);
         }
     }
 
     /// Appends a checkpoint signing the log's head, retried until it lands
-    /// right after the entry it covers; returns its sequence.
+    /// right after the entry it covers (as an export's closing one must);
+    /// returns its sequence.
     ///
     /// # Errors
     /// [`AuditError::Store`]; [`AuditError::Busy`] if entries keep
     /// landing in between.
     pub fn audit_checkpoint(&self, now: Timestamp) -> Result<AuditSeq, AuditError> {
         for _ in 0..CHECKPOINT_RETRIES {
-            let head = self.store.audit_head()?;
-            let event =
-                AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, head.seq, &head.hash, now));
-            let outcome = self.store.write(vec![audit_op(now, &event)])?;
-            let seq = appended(&outcome).ok_or(AuditError::Busy)?;
-            if seq.0 == head.seq.0.saturating_add(1) {
+            let (covered, seq) = self.append_checkpoint(now)?;
+            if seq.0 == covered.0.saturating_add(1) {
                 return Ok(seq);
             }
         }
         Err(AuditError::Busy)
+    }
+
+    /// Appends one checkpoint of the head as read now; returns the entry
+    /// it covers and where it landed.
+    fn append_checkpoint(&self, now: Timestamp) -> Result<(AuditSeq, AuditSeq), AuditError> {
+        let head = self.store.audit_head()?;
+        let event =
+            AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, head.seq, &head.hash, now));
+        let outcome = self.store.write(vec![audit_op(now, &event)])?;
+        let seq = appended(&outcome).ok_or(AuditError::Busy)?;
+        Ok((head.seq, seq))
     }
 
     /// The entries from `since` on (from the first kept one if pruned),

@@ -175,6 +175,12 @@ pub struct FaultStore<S> {
     /// Faults of the next commits that append audit entries and nothing
     /// else.
     audit_faults: Mutex<VecDeque<Fault>>,
+    /// While set, another entry lands right before each commit that
+    /// appends audit entries and nothing else (as a concurrent release's).
+    interleave_audit: AtomicBool,
+    /// Commits that append audit entries and nothing else, submitted
+    /// through this decorator.
+    audit_writes: AtomicUsize,
     /// Key package reads of this wallet fail (retryably).
     fail_key_reads: Mutex<Option<(WalletId, MakeError)>>,
     /// Key package reads so far.
@@ -197,6 +203,8 @@ impl<S> FaultStore<S> {
             commit_faults: Mutex::new(VecDeque::new()),
             record_faults: Mutex::new(VecDeque::new()),
             audit_faults: Mutex::new(VecDeque::new()),
+            interleave_audit: AtomicBool::new(false),
+            audit_writes: AtomicUsize::new(0),
             fail_reads: AtomicBool::new(false),
             fail_key_reads: Mutex::new(None),
             key_reads: AtomicUsize::new(0),
@@ -225,6 +233,18 @@ impl<S> FaultStore<S> {
     /// as `fault`.
     pub fn fail_next_audit_write(&self, fault: Fault) {
         self.audit_faults.lock().unwrap().push_back(fault);
+    }
+
+    /// While `on`, another entry lands right before each commit that
+    /// appends audit entries and nothing else.
+    pub fn interleave_audit_writes(&self, on: bool) {
+        self.interleave_audit.store(on, Ordering::SeqCst);
+    }
+
+    /// How many commits appending audit entries and nothing else were
+    /// submitted so far.
+    pub fn audit_writes(&self) -> usize {
+        self.audit_writes.load(Ordering::SeqCst)
     }
 
     /// How many policy-record writes were submitted so far.
@@ -304,6 +324,13 @@ impl<S: Store> Store for FaultStore<S> {
             let fault = if rewrites_record {
                 self.record_faults.lock().unwrap().pop_front()
             } else if audit_only {
+                self.audit_writes.fetch_add(1, Ordering::SeqCst);
+                if self.interleave_audit.load(Ordering::SeqCst) {
+                    self.inner.write(vec![WriteOp::AppendAudit {
+                        at: thresig_store::Timestamp(0),
+                        entry: b"{\"kind\":\"prune\",\"before_ms\":0}".to_vec(),
+                    }])?;
+                }
                 self.audit_faults.lock().unwrap().pop_front()
             } else {
                 None
