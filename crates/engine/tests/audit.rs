@@ -152,14 +152,7 @@ fn an_export_verifies_with_the_roster_and_a_forged_entry_does_not() {
 
     // Recomputing that hash breaks the next link instead.
     let mut rehashed = forged.clone();
-    let body = serde_json::to_vec(&rehashed[0].entry).unwrap();
-    let prev: [u8; 32] = hex::decode(&rehashed[0].prev).unwrap().try_into().unwrap();
-    rehashed[0].hash = hex::encode(thresig_store::entry_hash(
-        &prev,
-        AuditSeq(1),
-        Timestamp(rehashed[0].at_ms),
-        &body,
-    ));
+    rehash(&mut rehashed[..1], 0);
     let err = verify_export(&rehashed, &member).unwrap_err();
     assert_eq!((err.seq, err.problem), (2, ExportBreak::PrevMismatch));
 

@@ -21,6 +21,17 @@ fn export(config: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The kind of each entry of an export, in order.
+fn kinds(lines: &str) -> Vec<String> {
+    lines
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["entry"]["kind"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
 /// `verify-export` of seat 1's log (every test here exports seat 1).
 fn verify_export(roster: &str, export: &std::path::Path, code: i32) -> Value {
     let export = export.to_str().unwrap();
@@ -108,35 +119,20 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
     assert!(message.contains("entry 2:"), "{message}");
 
     // A byte of entry 2 flipped on disk: `audit verify` names entry 2.
-    let data = Config::load(&path).unwrap().data_dir;
-    {
-        let db = redb::Database::open(data.join("state.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("audit");
-            let mut t = txn.open_table(table).unwrap();
-            let key = 2u64.to_be_bytes();
-            let mut value = t.get(key.as_slice()).unwrap().unwrap().value().to_vec();
-            let last = value.len() - 1;
-            value[last] ^= 1;
-            t.insert(key.as_slice(), value.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
-    let broken = json(&["audit", "verify", "--config", config], 1);
-    assert_eq!(broken["error"]["code"], "audit_broken");
-    let message = broken["error"]["message"].as_str().unwrap();
-    assert!(message.contains("entry 2:"), "{message}");
+    edit_audit(&path, |t| {
+        let mut value = row(t, 2);
+        let last = value.len() - 1;
+        value[last] ^= 1;
+        t.insert(2u64.to_be_bytes().as_slice(), value.as_slice())
+            .unwrap();
+    });
+    assert_broken_at(config, 2);
 }
 
 #[test]
 fn prune_keeps_the_log_verifiable_and_is_itself_logged() {
-    let cluster = ProcessCluster::provision(3, 2, &[], 73);
-    let path = cluster.config_path(seat(1));
+    let (_cluster, path) = three_opens(73);
     let config = path.to_str().unwrap();
-    for _ in 0..3 {
-        json(&["audit", "verify", "--config", config], 0);
-    }
     let prune = |date: &str, code| {
         json(
             &["audit", "prune", "--config", config, "--before", date],
@@ -156,13 +152,7 @@ fn prune_keeps_the_log_verifiable_and_is_itself_logged() {
     let report = json(&["audit", "verify", "--config", config], 0);
     assert_eq!(report["first"], 1, "{report}");
     let lines = export(config);
-    let kinds: Vec<String> = lines
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            v["entry"]["kind"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let kinds = kinds(&lines);
     // Three verifies' opens, the refused prune's open, the prune's open,
     // entry and checkpoint (in its unit), a verify's and the export's
     // opens and its closing checkpoint.
@@ -196,13 +186,7 @@ fn a_running_signer_logs_its_dkg_and_signatures_and_answers_on_its_admin_socket(
     let report = json(&["audit", "verify", "--config", config], 0);
     assert_eq!(report["via"], "daemon", "{report}");
     let lines = export(config);
-    let kinds: Vec<String> = lines
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            v["entry"]["kind"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let kinds = kinds(&lines);
     assert_eq!(kinds.first().map(String::as_str), Some("open"));
     assert!(kinds.iter().any(|k| k == "dkg_activated"), "{kinds:?}");
     assert_eq!(kinds.last().map(String::as_str), Some("checkpoint"));
@@ -231,41 +215,57 @@ fn a_running_signer_logs_its_dkg_and_signatures_and_answers_on_its_admin_socket(
     verify_export(config, &file, 0);
 }
 
-/// Swaps the stored rows of entries `a` and `b` in seat 1's database.
-fn swap_rows(path: &std::path::Path, a: u64, b: u64) {
+/// Seat 1's configuration in a new cluster, after three offline
+/// `audit verify` runs (three opens logged).
+fn three_opens(seed: u64) -> (ProcessCluster, std::path::PathBuf) {
+    let cluster = ProcessCluster::provision(3, 2, &[], seed);
+    let path = cluster.config_path(seat(1));
+    for _ in 0..3 {
+        json(&["audit", "verify", "--config", path.to_str().unwrap()], 0);
+    }
+    (cluster, path)
+}
+
+/// Runs `f` on the `audit` table of the stopped signer of `path`, on disk.
+fn edit_audit(path: &std::path::Path, f: impl FnOnce(&mut redb::Table<&[u8], &[u8]>)) {
     let data = Config::load(path).unwrap().data_dir;
     let db = redb::Database::open(data.join("state.redb")).unwrap();
     let txn = db.begin_write().unwrap();
     {
         let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("audit");
-        let mut t = txn.open_table(table).unwrap();
-        let row = |t: &redb::Table<&[u8], &[u8]>, seq: u64| {
-            t.get(seq.to_be_bytes().as_slice())
-                .unwrap()
-                .unwrap()
-                .value()
-                .to_vec()
-        };
-        let (ra, rb) = (row(&t, a), row(&t, b));
-        t.insert(a.to_be_bytes().as_slice(), rb.as_slice()).unwrap();
-        t.insert(b.to_be_bytes().as_slice(), ra.as_slice()).unwrap();
+        f(&mut txn.open_table(table).unwrap());
     }
     txn.commit().unwrap();
 }
 
-#[test]
-fn the_last_two_entries_swapped_are_named_at_the_first_of_them() {
-    let cluster = ProcessCluster::provision(3, 2, &[], 75);
-    let path = cluster.config_path(seat(1));
-    let config = path.to_str().unwrap();
-    for _ in 0..3 {
-        json(&["audit", "verify", "--config", config], 0);
-    }
-    swap_rows(&path, 2, 3);
+/// The stored bytes of entry `seq`.
+fn row(t: &redb::Table<&[u8], &[u8]>, seq: u64) -> Vec<u8> {
+    t.get(seq.to_be_bytes().as_slice())
+        .unwrap()
+        .unwrap()
+        .value()
+        .to_vec()
+}
+
+/// `audit verify` refuses the log, naming `entry` as the first broken.
+fn assert_broken_at(config: &str, entry: u64) {
     let broken = json(&["audit", "verify", "--config", config], 1);
     assert_eq!(broken["error"]["code"], "audit_broken");
     let message = broken["error"]["message"].as_str().unwrap();
-    assert!(message.contains("entry 2:"), "{message}");
+    assert!(message.contains(&format!("entry {entry}:")), "{message}");
+}
+
+#[test]
+fn the_last_two_entries_swapped_are_named_at_the_first_of_them() {
+    let (_cluster, path) = three_opens(75);
+    edit_audit(&path, |t| {
+        let (two, three) = (row(t, 2), row(t, 3));
+        t.insert(2u64.to_be_bytes().as_slice(), three.as_slice())
+            .unwrap();
+        t.insert(3u64.to_be_bytes().as_slice(), two.as_slice())
+            .unwrap();
+    });
+    assert_broken_at(path.to_str().unwrap(), 2);
 }
 
 #[test]
