@@ -12,7 +12,7 @@
 //! A [`Checkpoint`] is an entry whose identity-key signature covers the
 //! hash of an earlier entry (the head when it was made). Every export ends
 //! with a fresh one, and a prune writes one of the pruned head, so
-//! [`verify_export`] needs only the roster's identity keys.
+//! [`verify_export`] needs only the audited member's identity key.
 
 use std::collections::BTreeMap;
 

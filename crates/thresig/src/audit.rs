@@ -3,9 +3,9 @@
 //!
 //! `verify`, `export` and `prune` run in the signer that answers on the
 //! admin socket ([`crate::admin`]), or, when none does, on the engine
-//! opened here (which records that open in the log first), through the
-//! same [`run_on`]. `verify-export` needs no signer and no store: only the
-//! export and a roster. Exit codes as `thresig keys`: 0, 1 terminal
+//! opened here (which records that open in the log, after checking it for
+//! `verify`), through the same [`run_on`]. `verify-export` needs no signer
+//! and no store: only the export and the audited member's roster key. Exit codes as `thresig keys`: 0, 1 terminal
 //! (also a broken chain or an export that does not verify), 2 retryable.
 
 use std::io::{Read as _, Write as _};
@@ -41,7 +41,8 @@ enum AuditSubcommand {
     /// Print entries as JSON lines, closed by a checkpoint the member's
     /// identity key signs now.
     Export(ExportArgs),
-    /// Check an export offline with only the roster's identity keys.
+    /// Check an export offline with only the member's identity key from
+    /// the roster.
     VerifyExport(VerifyExportArgs),
     /// Remove entries written before a date (itself logged, with a signed
     /// checkpoint of the pruned head).
@@ -64,8 +65,8 @@ struct ExportArgs {
 
 #[derive(Args)]
 struct VerifyExportArgs {
-    /// A cluster configuration file: its `[[members]]` identity keys are
-    /// the roster (any member's file; other sections are not read).
+    /// A cluster configuration file: the `[[members]]` entry of `--member`
+    /// gives the key (any member's file; other sections are not read).
     #[arg(long, value_name = "FILE")]
     roster: PathBuf,
     /// The cluster seat of the member whose log this is: every checkpoint
