@@ -68,6 +68,10 @@ pub enum NodeError {
     /// The daemon failed.
     #[error("daemon: {0}")]
     Daemon(#[from] thresig_daemon::Error),
+    /// The open could not be recorded in the audit log (a broken log
+    /// refuses to serve: no share may leave without its entry).
+    #[error("audit log: {0}")]
+    Audit(#[from] thresig_engine::audit::AuditError),
 }
 
 impl NodeError {
@@ -79,6 +83,7 @@ impl NodeError {
             Self::Config(e) => e.recovery(),
             Self::Provider(e) => e.recovery(),
             Self::Store(e) => e.recovery(),
+            Self::Audit(e) => e.recovery(),
             Self::Daemon(thresig_daemon::Error::Setup(_)) => Recovery::Retryable,
             _ => Recovery::Terminal,
         }
@@ -99,6 +104,17 @@ pub fn admin_socket_path(config: &Config) -> PathBuf {
     config.data_dir.join("admin").join("admin.sock")
 }
 
+/// The wall clock as the engine counts it (milliseconds since the Unix
+/// epoch; 0 before 1970).
+#[must_use]
+pub fn wall_clock() -> thresig_store::Timestamp {
+    thresig_store::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    )
+}
+
 /// A member's engine opened over its store without serving it: what an
 /// operator's command on a signer that is not running acts on (the same
 /// [`Signer`] a running one serves, so a command runs the same code
@@ -114,16 +130,32 @@ pub struct LocalEngine {
 }
 
 impl LocalEngine {
-    /// Opens the engine of the member configuration at `path`.
+    /// Opens the engine of the member configuration at `path`, and
+    /// records the open in its audit log.
     ///
     /// # Errors
     /// As [`Node::open`], except that no `[daemon]` section is needed.
     pub fn open(path: &Path) -> Result<Self, NodeError> {
+        let engine = Self::open_unrecorded(path)?;
+        engine.signer.audit_open(wall_clock())?;
+        Ok(engine)
+    }
+
+    /// [`LocalEngine::open`] without recording the open, for a caller that
+    /// must read the audit log as it was first (`thresig audit verify`:
+    /// appending checks only the last entry, and would name it instead of
+    /// the first broken one) and records the open itself afterwards.
+    ///
+    /// # Errors
+    /// As [`LocalEngine::open`].
+    pub fn open_unrecorded(path: &Path) -> Result<Self, NodeError> {
         Self::open_config(Config::load(path)?, path).map(|(_, engine)| engine)
     }
 
     /// Opens the store of `config` (loaded from `path`) and the engine over
-    /// it, after checking the sealed identity key against the roster.
+    /// it, after checking the sealed identity key against the roster. The
+    /// open is not recorded yet: each caller records it once its own
+    /// checks passed.
     fn open_config(config: Config, path: &Path) -> Result<(NodeConfig, Self), NodeError> {
         let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open()?);
         let store = Arc::new(EncryptedStore::open(
@@ -189,6 +221,8 @@ impl Node {
         {
             return Err(NodeError::TlsKeyMismatch(node.member));
         }
+        // Only a start that passed every check is logged as serving.
+        engine.signer.audit_open(wall_clock())?;
         let LocalEngine {
             provider,
             store,

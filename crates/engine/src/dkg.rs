@@ -18,6 +18,8 @@ mod abandon;
 use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::SigningKey;
+
+use crate::audit::{AuditEvent, append_op};
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use thresig_crypto::{DkgRound1, DkgRound2, Round1Package, Round2Package, Seat};
@@ -766,6 +768,7 @@ impl<S: Store> Signer<S> {
     /// result (members disagree; the operator decides); [`Error::Store`].
     pub(crate) fn dkg_confirm(
         &self,
+        now: Timestamp,
         member: &Member<'_>,
         msg: &SignedDkgMessage,
     ) -> Result<ConfirmationStatus, Error> {
@@ -829,7 +832,15 @@ impl<S: Store> Signer<S> {
                 active: false,
             });
         }
-        let ops = confirmation_ops(wallet, session, confirming.key())?;
+        let mut ops = confirmation_ops(wallet, session, confirming.key())?;
+        ops.push(append_op(
+            now,
+            &AuditEvent::DkgActivated {
+                wallet: wallet.clone(),
+                session: hex::encode(session.0),
+                output_key: hex::encode(confirming.key().output_key().to_bytes()),
+            },
+        ));
         self.store.write(ops).map_err(|source| Error::Store {
             wallet: wallet.clone(),
             source,

@@ -1143,7 +1143,8 @@ fn store_code(e: &thresig_store::Error) -> ErrorCode {
         S::RecordTampered { .. }
         | S::RecordMoved { .. }
         | S::RecordStale { .. }
-        | S::DekMissing { .. } => ErrorCode::StateCorrupt,
+        | S::DekMissing { .. }
+        | S::AuditBroken { .. } => ErrorCode::StateCorrupt,
         S::Provider(_) if e.recovery() == Recovery::Retryable => ErrorCode::KeyProviderUnavailable,
         S::RollbackDetected { .. } => ErrorCode::RollbackDetected,
         _ => match e.recovery() {

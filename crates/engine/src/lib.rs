@@ -70,6 +70,7 @@
 
 mod api;
 mod blame;
+pub mod audit;
 mod check;
 mod config;
 mod dkg;

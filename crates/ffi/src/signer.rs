@@ -300,6 +300,7 @@ fn open_error(err: &NodeError) -> FfiError {
     let code = match err {
         NodeError::Provider(e) => e.code(),
         NodeError::Store(e) => e.code(),
+        NodeError::Audit(e) => e.code(),
         _ => "config_invalid",
     };
     FfiError::coded(code, err.recovery(), format!("opening the signer: {err}"))

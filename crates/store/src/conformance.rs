@@ -49,6 +49,7 @@ fn records_round_trip_and_conditions_hold(store: &dyn Store) {
                 value: b"kp-1".to_vec().into(),
             },
             WriteOp::AppendAudit {
+                at: Timestamp(1_000),
                 entry: b"a1".to_vec(),
             },
         ])
@@ -131,6 +132,7 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
                 marker: marker(3, 10_000),
             },
             WriteOp::AppendAudit {
+                at: Timestamp(1_000),
                 entry: b"x".to_vec(),
             },
             cas(Some(b"0"), b"2"),

@@ -14,7 +14,8 @@ pub enum Recovery {
 
 use std::path::PathBuf;
 
-use crate::ids::{DekTerm, RecordEpoch, WalletId};
+use crate::audit::AuditBreak;
+use crate::ids::{AuditSeq, DekTerm, RecordEpoch, WalletId};
 use crate::provider::{KekId, ProviderError};
 use crate::rollback::AcceptedRollback;
 use crate::schema::RecordTable;
@@ -181,10 +182,12 @@ pub enum Error {
     },
     /// The database is older than its anti-rollback witness (I5).
     #[error(
-        "database {} is older than its witness {} ({accept}): rollback detected; if the database was restored from a backup on purpose, \
+        "database {} is older than its witness {} ({accept}; its audit log ends at entry {}, the witness's at entry {}): rollback detected; if the database was restored from a backup on purpose, \
          start once with `rollback = {{ accept_older_database = \"{accept}\" }}` in [store]",
         database.display(),
-        witness.display()
+        witness.display(),
+        audit.0,
+        audit.1
     )]
     RollbackDetected {
         /// The database file.
@@ -194,6 +197,11 @@ pub enum Error {
         /// The database's and the witness's positions, which are also the
         /// override that accepts exactly this rollback.
         accept: AcceptedRollback,
+        /// Where the database's audit log ends, and where it ended when
+        /// the witness was written (entries the rollback lost, or a log
+        /// that is behind although the rest is not). Boxed: every error
+        /// carries this variant's size.
+        audit: Box<(AuditSeq, AuditSeq)>,
     },
     /// The database records that its witness was written, but the witness
     /// is gone: a rollback cannot be ruled out (I5). Terminal unless the
@@ -349,6 +357,19 @@ pub enum Error {
     /// The writer thread has stopped (the store is closing or it panicked).
     #[error("store writer has stopped")]
     WriterStopped,
+    /// The audit log's hash chain is broken at `seq` (I1, I5): nothing is
+    /// appended after a broken head, so no share is released until an
+    /// operator looks (`thresig audit verify` names the same link;
+    /// docs/audit.md says what to do).
+    #[error(
+        "audit log broken at entry {seq}: {problem}; stop signing on this member and compare the log with its last export (docs/audit.md)"
+    )]
+    AuditBroken {
+        /// The first entry that does not check (0: the head record).
+        seq: AuditSeq,
+        /// What is wrong there.
+        problem: AuditBreak,
+    },
 }
 
 /// The kind of a storage failure.
@@ -407,6 +428,7 @@ impl Error {
             | Self::RecoveryFailed { .. }
             | Self::InvalidConfig { .. }
             | Self::RecoveryKeyMismatch
+            | Self::AuditBroken { .. }
             | Self::WriterStopped => Recovery::Terminal,
         }
     }
@@ -446,6 +468,7 @@ impl Error {
             Self::InvalidConfig { .. } => "config_invalid",
             Self::RecoveryKeyMismatch => "recovery_key_mismatch",
             Self::WriterStopped => "writer_stopped",
+            Self::AuditBroken { .. } => "audit_broken",
         }
     }
 
@@ -485,6 +508,7 @@ impl Error {
             | Self::RecoveryFailed { .. }
             | Self::InvalidConfig { .. }
             | Self::RecoveryKeyMismatch
+            | Self::AuditBroken { .. }
             | Self::WriterStopped => {}
         }
         self
@@ -699,6 +723,7 @@ mod tests {
                 database: path(),
                 witness: path(),
                 accept,
+                audit: Box::new((AuditSeq(3), AuditSeq(5))),
             },
             Error::WitnessMissing {
                 database: path(),

@@ -50,8 +50,9 @@
 //! marker and the compare-and-set of the wallet's rate ledger together). A
 //! [`WriteOutcome::Skipped`] carries what the failed condition found (for a
 //! replay, the stored marker). Run a [`KeyManager`] beside it.
-//! [`WriteOp::AppendAudit`] is there for the audit log of the lifecycle
-//! work: nothing writes audit entries yet.
+//! [`WriteOp::AppendAudit`] appends to the hash-chained audit log
+//! (`audit.rs`): put it in the same unit as the marker of the share it
+//! records, and the share is durable only with its entry.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(
@@ -61,6 +62,7 @@
     clippy::indexing_slicing
 )]
 
+mod audit;
 #[cfg(any(test, feature = "test-util"))]
 mod backend;
 mod config;
@@ -91,6 +93,7 @@ mod wait;
 mod witness;
 mod writer;
 
+pub use audit::{AuditBreak, AuditEntry, AuditHash, AuditHead, AuditReport, GENESIS, entry_hash};
 #[cfg(any(test, feature = "test-util"))]
 pub use backend::{CrashMode, FaultBackend, FaultPoint, SimDisk};
 pub use config::StoreConfig;

@@ -223,9 +223,9 @@ impl WriteCtx<'_> {
                 &digest.encode(),
             )?;
         }
-        let (generation, mut combined) = self.records().generation_record()?;
+        let (generation, mut combined, audit) = self.records().generation_record()?;
         combined.apply(change, &tag);
-        self.put_generation(generation, &combined)
+        self.put_generation(generation, &combined, &audit)
     }
 }
 
@@ -315,6 +315,14 @@ mod tests {
         }
         fn raw_last(&self, _: RecordTable) -> Result<Option<Vec<u8>>, Error> {
             Ok(None)
+        }
+        fn raw_keys_after(
+            &self,
+            _: RecordTable,
+            _: Option<&[u8]>,
+            _: usize,
+        ) -> Result<Vec<Vec<u8>>, Error> {
+            Ok(Vec::new())
         }
     }
 

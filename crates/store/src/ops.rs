@@ -7,6 +7,7 @@
 //! present, a counter that moved) takes back the whole unit and reports
 //! [`WriteOutcome::Skipped`], while the other units of the batch commit.
 
+use crate::audit;
 use crate::error::Error;
 use crate::ids::{
     AuditSeq, CommitmentHash, DkgSessionId, KeyEpoch, MetaName, PackageHash, PolicyKey,
@@ -14,7 +15,7 @@ use crate::ids::{
 };
 use crate::marker_set::MarkerChange;
 use crate::plaintext::Plaintext;
-use crate::records::{ExpiryChange, WriteCtx, decode_u64};
+use crate::records::{ExpiryChange, WriteCtx};
 use crate::schema::{self, MARKER_EXPIRY, RecordTable};
 
 /// An attempt marker: the signature shares released for one commitment, and
@@ -118,10 +119,26 @@ pub enum WriteOp {
         /// The value to store.
         new: Vec<u8>,
     },
-    /// Appends an audit entry; the writer assigns the next sequence.
+    /// Appends an audit entry after checking the log's head in this
+    /// transaction; the writer assigns the next sequence and chains it.
     AppendAudit {
-        /// The engine's encoding of the entry.
+        /// When the event happened (the caller's clock).
+        at: Timestamp,
+        /// The engine's encoding of the entry (public data only).
         entry: Vec<u8>,
+    },
+    /// Removes the audit entries from the first kept one through
+    /// `through` (never the last), keeping the chain verifiable from the
+    /// first kept entry. The caller chose `through` as the last entry
+    /// written before `before` (and signed it, in the same unit): if the
+    /// log does not stand so in this transaction, the unit is skipped
+    /// ([`Conflict::AuditPruneMoved`]).
+    PruneAudit {
+        /// Every entry removed was written before this time.
+        before: Timestamp,
+        /// The last entry removed (the one before the first kept: nothing
+        /// is removed).
+        through: AuditSeq,
     },
     /// Stores an engine metadata record.
     PutMeta {
@@ -158,6 +175,8 @@ pub enum OpResult {
     Deleted(bool),
     /// The audit entry's sequence.
     Appended(AuditSeq),
+    /// How many audit entries a prune removed.
+    AuditPruned(u64),
     /// The wallet's new epoch.
     EpochBumped(RecordEpoch),
     /// How many markers were purged.
@@ -175,6 +194,9 @@ pub enum Conflict {
     MarkerPresent(Marker),
     /// The counter did not hold the expected value; its current value.
     PolicyMismatch(Option<Vec<u8>>),
+    /// A prune's `through` is not the last entry written before its
+    /// cut-off while another follows it (the log moved since it was read).
+    AuditPruneMoved,
 }
 
 /// The result of one unit.
@@ -235,9 +257,10 @@ pub(crate) fn op_wallet(op: &WriteOp) -> Option<&WalletId> {
         | WriteOp::InsertMarker { wallet, .. }
         | WriteOp::CasPolicy { wallet, .. }
         | WriteOp::BumpWalletEpoch { wallet } => Some(wallet),
-        WriteOp::AppendAudit { .. } | WriteOp::PutMeta { .. } | WriteOp::PurgeMarkers { .. } => {
-            None
-        }
+        WriteOp::AppendAudit { .. }
+        | WriteOp::PruneAudit { .. }
+        | WriteOp::PutMeta { .. }
+        | WriteOp::PurgeMarkers { .. } => None,
     }
 }
 
@@ -330,29 +353,20 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
             ctx.put(RecordTable::Policy, &key, new)?;
             Ok(Applied::Done(OpResult::Swapped))
         }
-        WriteOp::AppendAudit { entry } => {
-            let last = match ctx.txn_last_audit()? {
-                Some(k) => {
-                    decode_u64(&k).ok_or(Error::record_tampered(RecordTable::Audit, None))?
-                }
-                None => 0,
-            };
-            let seq = AuditSeq(last.saturating_add(1));
-            ctx.put(RecordTable::Audit, &seq.0.to_be_bytes(), entry)?;
-            Ok(Applied::Done(OpResult::Appended(seq)))
+        WriteOp::AppendAudit { at, entry } => Ok(Applied::Done(OpResult::Appended(audit::append(
+            ctx, *at, entry,
+        )?))),
+        WriteOp::PruneAudit { before, through } => {
+            Ok(match audit::prune(ctx, *before, *through)? {
+                Some(removed) => Applied::Done(OpResult::AuditPruned(removed)),
+                None => Applied::Conflict(Conflict::AuditPruneMoved),
+            })
         }
         WriteOp::PutMeta { name, value } => {
             put_checked(ctx, RecordTable::Meta, name.as_bytes(), value)
         }
         WriteOp::BumpWalletEpoch { wallet } => bump_wallet_epoch(ctx, wallet),
         WriteOp::PurgeMarkers { now } => purge_markers(ctx, *now),
-    }
-}
-
-impl WriteCtx<'_> {
-    fn txn_last_audit(&self) -> Result<Option<Vec<u8>>, Error> {
-        use crate::records::Raw as _;
-        self.txn.raw_last(RecordTable::Audit)
     }
 }
 

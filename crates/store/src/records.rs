@@ -19,6 +19,7 @@ use crate::marker_set::{CheckedMarkerSets, MarkerDigest};
 use crate::plaintext::Plaintext;
 use crate::schema::{self, DEK_INDEX, KEYRING, MARKER_EXPIRY, RecordTable, sys, wallet_of};
 use crate::seal::{Dek, OpenFailure, open, sealed_term};
+use crate::witness::AuditMark;
 
 type RawPairs = Vec<(Vec<u8>, Vec<u8>)>;
 /// Opened records: (record key, plaintext).
@@ -32,6 +33,14 @@ pub(crate) trait Raw {
     fn raw_prefix(&self, table: RecordTable, prefix: &[u8]) -> Result<RawPairs, Error>;
     /// The last record of `table`.
     fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error>;
+    /// Up to `limit` keys of `table` after `after` (from the first without
+    /// it), in key order: a walk in bounded chunks.
+    fn raw_keys_after(
+        &self,
+        table: RecordTable,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, Error>;
 }
 
 fn get_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
@@ -56,6 +65,20 @@ fn prefix_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(out)
 }
 
+fn keys_after_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
+    t: &T,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, Error> {
+    use std::ops::Bound;
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut out = Vec::with_capacity(limit);
+    for item in t.range::<&[u8]>((start, Bound::Unbounded))?.take(limit) {
+        out.push(item?.0.value().to_vec());
+    }
+    Ok(out)
+}
+
 fn last_in<T: ReadableTable<&'static [u8], &'static [u8]>>(
     t: &T,
 ) -> Result<Option<Vec<u8>>, Error> {
@@ -75,6 +98,14 @@ macro_rules! impl_raw {
             }
             fn raw_last(&self, table: RecordTable) -> Result<Option<Vec<u8>>, Error> {
                 last_in(&self.open_table(table.definition())?)
+            }
+            fn raw_keys_after(
+                &self,
+                table: RecordTable,
+                after: Option<&[u8]>,
+                limit: usize,
+            ) -> Result<Vec<Vec<u8>>, Error> {
+                keys_after_in(&self.open_table(table.definition())?, after, limit)
             }
         })*
     };
@@ -192,18 +223,29 @@ impl<'a, R: Raw> Records<'a, R> {
 
     /// The commit generation.
     pub(crate) fn generation(&self) -> Result<u64, Error> {
-        self.generation_record().map(|(generation, _)| generation)
+        self.generation_record().map(|(generation, ..)| generation)
     }
 
-    /// The generation record: the commit generation and the combined
-    /// digest of every wallet's markers.
-    pub(crate) fn generation_record(&self) -> Result<(u64, MarkerDigest), Error> {
+    /// The generation record: the commit generation, the combined digest
+    /// of every wallet's markers, and the audit log's head as the same
+    /// commit left it (a record written before the audit log had none: an
+    /// empty log).
+    pub(crate) fn generation_record(&self) -> Result<(u64, MarkerDigest, AuditMark), Error> {
         let corrupt = || Error::metadata_corrupt("generation");
         let value = self.required_sys_record(sys::GENERATION, "generation")?;
-        let (generation, markers) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let (generation, rest) = value.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let (markers, audit) = rest
+            .split_first_chunk::<{ MarkerDigest::LEN }>()
+            .ok_or_else(corrupt)?;
+        let audit = if audit.is_empty() {
+            AuditMark::default()
+        } else {
+            AuditMark::decode(audit).ok_or_else(corrupt)?
+        };
         Ok((
             u64::from_be_bytes(*generation),
             MarkerDigest::decode(markers).ok_or_else(corrupt)?,
+            audit,
         ))
     }
 
@@ -511,11 +553,13 @@ impl<'t> WriteCtx<'t> {
         self.put(RecordTable::Sys, sys::CURRENT_DEK, &value)
     }
 
-    /// Increments the commit generation (once per committed transaction).
+    /// Increments the commit generation (once per committed transaction,
+    /// after its operations) and records the audit head it leaves.
     pub(crate) fn bump_generation(&mut self) -> Result<u64, Error> {
-        let (generation, markers) = self.records().generation_record()?;
+        let (generation, markers, _) = self.records().generation_record()?;
         let next = generation.saturating_add(1);
-        self.put_generation(next, &markers)?;
+        let audit = crate::audit::mark(&self.records())?;
+        self.put_generation(next, &markers, &audit)?;
         Ok(next)
     }
 
@@ -524,8 +568,14 @@ impl<'t> WriteCtx<'t> {
         &mut self,
         generation: u64,
         markers: &MarkerDigest,
+        audit: &AuditMark,
     ) -> Result<(), Error> {
-        let value = [&generation.to_be_bytes()[..], &markers.encode()].concat();
+        let value = [
+            &generation.to_be_bytes()[..],
+            &markers.encode(),
+            &audit.encode(),
+        ]
+        .concat();
         self.put_at(RecordTable::Sys, sys::GENERATION, RecordEpoch(0), &value)
     }
 }

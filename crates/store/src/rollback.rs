@@ -248,6 +248,7 @@ mod tests {
         Position {
             epoch: RecordEpoch(epoch),
             generation,
+            audit: crate::witness::AuditMark::default(),
         }
     }
 

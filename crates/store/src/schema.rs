@@ -151,6 +151,9 @@ pub(crate) mod sys {
     pub(crate) const GENERATION: &[u8] = b"generation";
     /// The key of the witness MAC (and, derived from it, of marker tags).
     pub(crate) const WITNESS_KEY: &[u8] = b"witness_key";
+    /// The audit log's head: last sequence and hash, first kept sequence
+    /// and the hash it chains from (`audit.rs`).
+    pub(crate) const AUDIT_HEAD: &[u8] = b"audit_head";
 }
 
 /// The key prefix of every record of `wallet`: its length, then its bytes.

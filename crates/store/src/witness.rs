@@ -1,5 +1,6 @@
 //! The anti-rollback witness (I5): a small file beside the database that
-//! records the newest (global epoch, commit generation) the database reached.
+//! records the newest (global epoch, commit generation, audit log head) the
+//! database reached.
 //!
 //! It is written after the database commits (database first, then witness),
 //! authenticated with an HMAC keyed by a random key kept sealed in the
@@ -16,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditHash, GENESIS};
 use crate::error::Error;
-use crate::ids::RecordEpoch;
+use crate::ids::{AuditSeq, RecordEpoch};
 use crate::sync::{Arc, Mutex, lock};
 
 const DOMAIN: &[u8] = b"thresig/witness/v1";
@@ -89,15 +91,61 @@ impl MemoryWitness {
 pub(crate) struct Position {
     pub(crate) epoch: RecordEpoch,
     pub(crate) generation: u64,
+    /// The audit log's last (sequence, hash): a log cut short or put back
+    /// from an older copy is behind it even when the rest is not.
+    pub(crate) audit: AuditMark,
 }
 
-impl Position {
-    /// Whether `self` (the database) is at or ahead of `witness`.
-    pub(crate) fn covers(&self, witness: &Position) -> bool {
-        self.epoch >= witness.epoch && self.generation >= witness.generation
+/// The last entry of the audit log, as the witness records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AuditMark {
+    pub(crate) seq: AuditSeq,
+    pub(crate) head: AuditHash,
+}
+
+impl AuditMark {
+    const LEN: usize = 40;
+
+    /// Sequence (u64 BE) and hash, as the generation record holds them.
+    pub(crate) fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        let (seq, head) = out.split_at_mut(8);
+        seq.copy_from_slice(&self.seq.0.to_be_bytes());
+        head.copy_from_slice(&self.head);
+        out
+    }
+
+    /// The inverse of [`AuditMark::encode`].
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let (seq, head) = bytes.split_first_chunk::<8>()?;
+        Some(Self {
+            seq: AuditSeq(u64::from_be_bytes(*seq)),
+            head: head.try_into().ok()?,
+        })
     }
 }
 
+impl Default for AuditMark {
+    fn default() -> Self {
+        Self {
+            seq: AuditSeq(0),
+            head: GENESIS,
+        }
+    }
+}
+
+impl Position {
+    /// Whether `self` (the database) is at or ahead of `witness`: an audit
+    /// log at the same sequence must end in the same hash.
+    pub(crate) fn covers(&self, witness: &Position) -> bool {
+        self.epoch >= witness.epoch
+            && self.generation >= witness.generation
+            && (self.audit.seq > witness.audit.seq || self.audit == witness.audit)
+    }
+}
+
+/// Version 1 had no audit fields; it still reads (as an empty log), and
+/// every write is version 2.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WitnessFile {
@@ -105,6 +153,10 @@ struct WitnessFile {
     store_id: String,
     global_epoch: u64,
     generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_head: Option<String>,
     mac: String,
 }
 
@@ -151,13 +203,17 @@ impl Witness {
         }
     }
 
-    fn hmac(&self, p: Position) -> Result<Hmac<Sha256>, Error> {
+    fn hmac(&self, version: u32, p: Position) -> Result<Hmac<Sha256>, Error> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(self.key.as_ref()).map_err(|_| self.corrupt())?;
         mac.update(DOMAIN);
         mac.update(&self.store_id);
         mac.update(&p.epoch.0.to_be_bytes());
         mac.update(&p.generation.to_be_bytes());
+        if version >= 2 {
+            mac.update(&p.audit.seq.0.to_be_bytes());
+            mac.update(&p.audit.head);
+        }
         Ok(mac)
     }
 
@@ -183,13 +239,25 @@ impl Witness {
         };
         let Some(bytes) = bytes else { return Ok(None) };
         let file: WitnessFile = serde_json::from_slice(&bytes).map_err(|_| self.corrupt())?;
+        let audit = match (file.version, file.audit_seq, &file.audit_head) {
+            (1, None, None) => AuditMark::default(),
+            (2, Some(seq), Some(head)) => AuditMark {
+                seq: AuditSeq(seq),
+                head: hex::decode(head)
+                    .ok()
+                    .and_then(|h| h.try_into().ok())
+                    .ok_or_else(|| self.corrupt())?,
+            },
+            _ => return Err(self.corrupt()),
+        };
         let p = Position {
             epoch: RecordEpoch(file.global_epoch),
             generation: file.generation,
+            audit,
         };
         let mac = hex::decode(&file.mac).map_err(|_| self.corrupt())?;
-        let check = self.hmac(p)?;
-        if file.version != 1
+        let check = self.hmac(file.version, p)?;
+        if !matches!(file.version, 1 | 2)
             || file.store_id != hex::encode(self.store_id)
             || check.verify_slice(&mac).is_err()
         {
@@ -209,11 +277,13 @@ impl Witness {
             return Ok(());
         }
         let file = WitnessFile {
-            version: 1,
+            version: 2,
             store_id: hex::encode(self.store_id),
             global_epoch: p.epoch.0,
             generation: p.generation,
-            mac: hex::encode(self.hmac(p)?.finalize().into_bytes()),
+            audit_seq: Some(p.audit.seq.0),
+            audit_head: Some(hex::encode(p.audit.head)),
+            mac: hex::encode(self.hmac(2, p)?.finalize().into_bytes()),
         };
         let bytes = serde_json::to_vec(&file).unwrap_or_default();
         // Counted here, so the write at open is counted with the ones

@@ -292,9 +292,15 @@ fn commit_batch(
         }
         let generation = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
+        let audit = crate::audit::mark(&ctx.records())?;
         let found = std::mem::take(&mut ctx.corrupt_found);
         let witnessed = ctx.epoch_bumped || behind || guarded.contains(&true);
-        (Position { epoch, generation }, found, witnessed)
+        let position = Position {
+            epoch,
+            generation,
+            audit,
+        };
+        (position, found, witnessed)
     };
     // A reader may see this commit before its witness is written: it is
     // noted as lagging first, so such a reader brings the witness current
@@ -350,6 +356,8 @@ fn is_security_relevant(op: &WriteOp) -> bool {
             | WriteOp::InsertMarker { .. }
             | WriteOp::CasPolicy { .. }
             | WriteOp::BumpWalletEpoch { .. }
+            | WriteOp::AppendAudit { .. }
+            | WriteOp::PruneAudit { .. }
     )
 }
 
@@ -364,8 +372,14 @@ fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
         retired = r;
         let generation = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
+        let audit = crate::audit::mark(&ctx.records())?;
         found = std::mem::take(&mut ctx.corrupt_found);
-        (count, ctx.epoch_bumped, Position { epoch, generation })
+        let position = Position {
+            epoch,
+            generation,
+            audit,
+        };
+        (count, ctx.epoch_bumped, position)
     };
     txn.commit()?;
     lock(&shared.stats).commits += 1;

@@ -19,8 +19,10 @@
 //! "expires_in_secs": 3600}}}` for `thresig repair approve`, which only
 //! the signer's own operator can give, never a coordinator), or
 //! `{"signed": {"sessions": n}}` or `{"sign_failed": {"retryable": b}}`,
-//! `thresig sign` reporting a run it coordinated for the signer's metrics;
-//! the
+//! `thresig sign` reporting a run it coordinated for the signer's metrics,
+//! or `{"audit": "verify" | {"export": {"since": 1}} | {"export_page":
+//! {"from": …, "through": …}} | {"prune": {"before_ms": …}}}` for
+//! `thresig audit` (an export comes one page a reply); the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.
@@ -72,6 +74,7 @@ use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, Recovery};
 use tracing::{info, warn};
 
+use crate::audit::{self, AuditCommand};
 use crate::keys::{self, KeysError, Report, StoreCommand, Verdict};
 use crate::wallet;
 
@@ -108,6 +111,7 @@ pub(crate) enum Request {
     Engine(EngineRequest),
     Signed(SignedRequest),
     SignFailed(SignFailedRequest),
+    Audit(AuditRequest),
 }
 
 /// `{"signed": {"sessions": n}}`: `thresig sign` reporting a signature it
@@ -192,6 +196,20 @@ impl Request {
                 sessions: Sessions(sessions),
             },
         })
+    }
+}
+
+/// `{"audit": …}`: a `thresig audit` command (`verify`, `export`,
+/// `prune`).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditRequest {
+    audit: AuditCommand,
+}
+
+impl From<AuditCommand> for Request {
+    fn from(audit: AuditCommand) -> Self {
+        Self::Audit(AuditRequest { audit })
     }
 }
 
@@ -725,6 +743,7 @@ fn run(request: Request, target: &Target) -> Reply {
             thresig_daemon::record_signing_failure(r.sign_failed.retryable);
             Ok(Report::clean(Value::Null, String::new()))
         }
+        Request::Audit(r) => audit::run_on(r.audit, target.engine.signer(), &target.store),
     };
     match result {
         Ok(Report {

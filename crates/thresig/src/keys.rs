@@ -39,6 +39,8 @@ use thresig_cluster::config::{Config, ConfigError};
 use thresig_cluster::file::{FileError, open_regular};
 use thresig_cluster::node::{NodeError, admin_socket_path};
 
+use thresig_engine::audit::{AuditError, AuditEvent, ExportError, append_op};
+
 use crate::admin::{self, AdminProblem, RemoteError};
 
 /// `thresig keys ...`.
@@ -69,14 +71,15 @@ enum KeysCommand {
     Recover(RecoverArgs),
 }
 
+/// The arguments every command on one signer takes (`keys`, `audit`).
 #[derive(Args)]
-struct Common {
+pub(crate) struct Common {
     /// The signer's configuration file.
     #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -130,6 +133,21 @@ pub(crate) enum KeysError {
         socket: PathBuf,
         problem: AdminProblem,
     },
+    /// An audit command of the signer failed.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// An audit export did not verify against the roster.
+    #[error("{0}; the export is not what the member logged and signed (docs/audit.md)")]
+    AuditExport(ExportError),
+    /// An audit command's input file could not be used.
+    #[error("{}: {problem}", path.display())]
+    AuditInput { path: PathBuf, problem: String },
+    /// The export's lines could not be written out (a closed pipe, a full
+    /// disk): what was printed ends before the closing checkpoint.
+    #[error(
+        "cannot write the export to standard output ({0}); what was printed is cut short and unsigned: run the export again"
+    )]
+    AuditOutput(std::io::ErrorKind),
     /// `recover` needs the store closed, and a signer has it open.
     #[error(
         "a signer is running on this store (it answers on {}); stop it, run `thresig keys recover` again, then start it",
@@ -157,9 +175,13 @@ impl KeysError {
     /// Whether a retry can succeed.
     pub(crate) fn recovery(&self) -> Recovery {
         match self {
-            Self::Config(_) | Self::RecoveryKeyFile { .. } | Self::DaemonRunning { .. } => {
-                Recovery::Terminal
-            }
+            Self::Config(_)
+            | Self::RecoveryKeyFile { .. }
+            | Self::DaemonRunning { .. }
+            | Self::AuditExport(_)
+            | Self::AuditInput { .. } => Recovery::Terminal,
+            Self::AuditOutput(_) => Recovery::Retryable,
+            Self::Audit(e) => e.recovery(),
             Self::Provider(e) => e.recovery(),
             Self::Store(e) => e.recovery(),
             Self::Engine(e) => e.code().recovery(),
@@ -182,6 +204,10 @@ impl KeysError {
             Self::Daemon(e) => &e.code,
             Self::Admin { .. } => "admin_socket",
             Self::DaemonRunning { .. } => "daemon_running",
+            Self::Audit(e) => e.code(),
+            Self::AuditExport(_) => "audit_export_invalid",
+            Self::AuditInput { .. } => "audit_input",
+            Self::AuditOutput(_) => "audit_output",
         }
     }
 }
@@ -193,6 +219,7 @@ fn node_code(e: &NodeError) -> &str {
         NodeError::Config(_) | NodeError::Engine(_) => "config_invalid",
         NodeError::Provider(e) => e.code(),
         NodeError::Store(e) => e.code(),
+        NodeError::Audit(e) => e.code(),
         _ => "signer_open",
     }
 }
@@ -442,7 +469,12 @@ pub(crate) fn rotate_dek(
     };
     let _ = worker.join();
     let term = outcome?;
-    note_rotation(store, LAST_DEK_ROTATION, json!({"term": term.0}))?;
+    note_rotation(
+        store,
+        LAST_DEK_ROTATION,
+        "rotate_dek",
+        json!({"term": term.0}),
+    )?;
     let keyring = store.keyring_status()?;
     let mut json = keyring_json(&keyring);
     json["rotated_to"] = json!(term.0);
@@ -456,7 +488,7 @@ pub(crate) fn rotate_dek(
 
 fn rotate_kek(store: &EncryptedStore) -> Result<Report, KeysError> {
     let kek = store.rotate_kek()?;
-    kek_rotated(store, &kek, "KEK rotated")
+    kek_rotated(store, &kek, "rotate_kek", "KEK rotated")
 }
 
 fn recover(path: &Path, key_file: &Path) -> Result<Report, KeysError> {
@@ -481,13 +513,24 @@ fn recover(path: &Path, key_file: &Path) -> Result<Report, KeysError> {
     kek_rotated(
         &store,
         &kek,
+        "recover",
         "Recovered with the offline key; DEKs rewrapped",
     )
 }
 
 /// Notes a KEK rotation and reports the keyring after it.
-fn kek_rotated(store: &EncryptedStore, kek: &KekId, what: &str) -> Result<Report, KeysError> {
-    note_rotation(store, LAST_KEK_ROTATION, json!({"kek": kek.as_str()}))?;
+fn kek_rotated(
+    store: &EncryptedStore,
+    kek: &KekId,
+    command: &str,
+    what: &str,
+) -> Result<Report, KeysError> {
+    note_rotation(
+        store,
+        LAST_KEK_ROTATION,
+        command,
+        json!({"kek": kek.as_str()}),
+    )?;
     let keyring = store.keyring_status()?;
     let mut json = keyring_json(&keyring);
     json["kek"] = json!(kek.as_str());
@@ -605,16 +648,26 @@ fn meta_name(name: &'static str) -> MetaName {
 fn note_rotation(
     store: &EncryptedStore,
     name: &'static str,
+    command: &str,
     mut detail: Value,
 ) -> Result<(), KeysError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     detail["at_unix"] = json!(now);
-    store.write(vec![WriteOp::PutMeta {
-        name: meta_name(name),
-        value: detail.to_string().into_bytes().into(),
-    }])?;
+    // The audit entry commits with the note: a rotation or recovery is a
+    // lifecycle event of the member's keys (docs/audit.md).
+    let entry = AuditEvent::Keys {
+        command: command.to_owned(),
+        dek_term: store.keyring_status()?.current.0,
+    };
+    store.write(vec![
+        WriteOp::PutMeta {
+            name: meta_name(name),
+            value: detail.to_string().into_bytes().into(),
+        },
+        append_op(thresig_cluster::node::wall_clock(), &entry),
+    ])?;
     Ok(())
 }
 

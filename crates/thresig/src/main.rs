@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit;
 mod bar;
 mod blame;
 mod demo;
@@ -86,6 +87,10 @@ enum Command {
     /// Check the proof `thresig sign` keeps of a member that sent an
     /// invalid share (docs/blame.md).
     Blame(blame::BlameArgs),
+    /// The member's tamper-evident audit log: verify its hash chain,
+    /// export it as JSON lines, check an export offline with only the
+    /// roster, prune old entries (docs/audit.md).
+    Audit(audit::AuditArgs),
 }
 
 /// The wall clock in Unix seconds (0 if it reads before 1970).
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         Command::Keys(args) => return keys::main(args),
         Command::Wallet(args) => return wallet::main(args),
         Command::Blame(args) => blame::main(&args),
+        Command::Audit(args) => return audit::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,9 +36,10 @@ use thresig_crypto::{
     Error as CryptoError, RepairCommitments, RepairDelta, RepairSigma, Seat, WalletKey,
     repair_step1, repair_step2, repair_step3,
 };
-use thresig_store::{Store, Timestamp, WalletId, WriteOutcome};
+use thresig_store::{Store, Timestamp, WalletId, WriteOp, WriteOutcome};
 
 use crate::api::HexBytes;
+use crate::audit::{AuditEvent, append_op as audit_op};
 use crate::dkg::seat_in;
 use crate::dkg_msg::{HpkeSecret, hpke_keypair, open_with, seal_to};
 use crate::durable::{ops_are_stored, repaired_ops};
@@ -162,6 +163,20 @@ impl<S: Store> Signer<S> {
         lost: Seat,
         secs: u64,
     ) -> Result<Timestamp, Error> {
+        self.approve_repair_logged(now, wallet, lost, secs, None)
+    }
+
+    /// [`Signer::approve_repair`], committing `entry` (its audit entry)
+    /// before the approval takes effect: an approval that could not be
+    /// logged is not granted.
+    pub(crate) fn approve_repair_logged(
+        &self,
+        now: Timestamp,
+        wallet: &WalletId,
+        lost: Seat,
+        secs: u64,
+        entry: Option<WriteOp>,
+    ) -> Result<Timestamp, Error> {
         if secs == 0 || secs > MAX_APPROVAL_SECS {
             return Err(Error::ApprovalExpiry { secs });
         }
@@ -174,6 +189,14 @@ impl<S: Store> Signer<S> {
             });
         }
         let mut shard = lock(&self.store, slot)?;
+        if let Some(entry) = entry {
+            self.store
+                .write(vec![entry])
+                .map_err(|source| Error::Store {
+                    wallet: wallet.clone(),
+                    source,
+                })?;
+        }
         shard.repair.approvals.insert(lost, expires);
         Ok(expires)
     }
@@ -215,7 +238,7 @@ impl<S: Store> Signer<S> {
                 opened,
                 dealt,
                 summed,
-            } => self.repair_finish(slot, &mut shard, &session, [&opened, &dealt, &summed]),
+            } => self.repair_finish(now, slot, &mut shard, &session, [&opened, &dealt, &summed]),
         }
     }
 
@@ -499,6 +522,7 @@ impl<S: Store> Signer<S> {
     /// share and stores it with the wallet record in one commit.
     fn repair_finish(
         &self,
+        now: Timestamp,
         slot: &Slot,
         shard: &mut Shard,
         session: &RepairSession,
@@ -559,7 +583,12 @@ impl<S: Store> Signer<S> {
         let share = repair_step3(sigmas, &commitments, session.lost, &key)
             .map_err(|e| crypto_failed(slot, e))?;
         let ops = repaired_ops(wallet, session.epoch, &key, &share)?;
-        match self.store.write(ops.clone()) {
+        let event = AuditEvent::Repaired {
+            wallet: wallet.clone(),
+            epoch: session.epoch.0,
+        };
+        let unit = [ops.clone(), vec![audit_op(now, &event)]].concat();
+        match self.store.write(unit) {
             Ok(WriteOutcome::Committed(_)) => {}
             // A commit reported failed, or refused because the key package
             // is there, may be this very unit made durable (an ambiguous

@@ -10,8 +10,10 @@
 //!   after which its shares leave;
 //! - `pending.rs`: the shares that wait for a durable marker;
 //! - `rekey.rs`: the operator's `begin_rekey` and `retire`;
-//! - `operator.rs`: the one dispatch of the operator's commands.
+//! - `operator.rs`: the one dispatch of the operator's commands;
+//! - `audit.rs`: the audit log's open entry, checkpoints, export and prune.
 
+mod audit;
 mod operator;
 mod pending;
 mod rekey;
@@ -113,7 +115,7 @@ impl<'a> Member<'a> {
 pub(crate) struct Slot {
     pub(crate) config: WalletConfig,
     /// The wallet's policy, validated from `config.policy` at open.
-    policy: Policy,
+    pub(crate) policy: Policy,
     pub(crate) seat: Seat,
     shard: Mutex<Shard>,
 }
@@ -294,7 +296,7 @@ impl<S: Store> Signer<S> {
                 .dkg_finish(now, &member, session, &round2)
                 .map(|m| messages(vec![m])),
             Request::DkgConfirm { confirmation, .. } => self
-                .dkg_confirm(&member, &confirmation)
+                .dkg_confirm(now, &member, &confirmation)
                 .map(Response::Confirmations),
             Request::DkgCancel {
                 session,

@@ -11,6 +11,7 @@ use thresig_store::{Store, Timestamp, WalletId};
 use super::Signer;
 use super::rekey::Transition;
 use crate::api::WalletStatus;
+use crate::audit::{AuditEvent, append_op};
 use crate::error::Error;
 
 /// A command of this member's operator to the engine.
@@ -71,26 +72,67 @@ pub struct OperatorOutcome {
 impl<S: Store> Signer<S> {
     /// Runs one command of this member's operator at `now`.
     ///
+    /// Every command is recorded in the audit log, changed or not: a step
+    /// that changes the wallet commits its entry in the step's own unit
+    /// (both or neither), an approval is granted only once its entry
+    /// committed, and a step that found the wallet already so is recorded
+    /// alone, with `changed: false`.
+    ///
     /// # Errors
     /// The command's own errors ([`Signer::begin_rekey`],
-    /// [`Signer::retire`], [`Signer::approve_repair`]).
+    /// [`Signer::retire`], [`Signer::approve_repair`]); [`Error::Store`]
+    /// when its audit entry cannot be written.
     pub fn operate(
         &self,
         now: Timestamp,
         command: &OperatorCommand,
     ) -> Result<OperatorOutcome, Error> {
+        let wallet = command.wallet();
+        let name = match command {
+            OperatorCommand::BeginRekey { .. } => "begin_rekey",
+            OperatorCommand::Retire { .. } => "retire",
+            OperatorCommand::ApproveRepair { .. } => "approve_repair",
+        };
+        let entry = |changed| {
+            append_op(
+                now,
+                &AuditEvent::Operator {
+                    wallet: wallet.clone(),
+                    command: name.to_owned(),
+                    changed,
+                },
+            )
+        };
         let (transition, expires) = match command {
-            OperatorCommand::BeginRekey { wallet } => (self.begin_rekey(wallet)?, None),
-            OperatorCommand::Retire { wallet } => (self.retire(wallet)?, None),
+            OperatorCommand::BeginRekey { wallet } => {
+                (self.begin_rekey_logged(wallet, Some(entry(true)))?, None)
+            }
+            OperatorCommand::Retire { wallet } => {
+                (self.retire_logged(wallet, Some(entry(true)))?, None)
+            }
             OperatorCommand::ApproveRepair {
                 wallet,
                 seat,
                 expires_in_secs,
             } => {
-                let expires = self.approve_repair(now, wallet, *seat, *expires_in_secs)?;
+                let expires = self.approve_repair_logged(
+                    now,
+                    wallet,
+                    *seat,
+                    *expires_in_secs,
+                    Some(entry(true)),
+                )?;
                 (Transition::Done, Some(expires))
             }
         };
+        if transition == Transition::Already {
+            self.store
+                .write(vec![entry(false)])
+                .map_err(|source| Error::Store {
+                    wallet: wallet.clone(),
+                    source,
+                })?;
+        }
         Ok(OperatorOutcome {
             transition,
             expires,

@@ -43,6 +43,16 @@ impl<S: Store> Signer<S> {
     /// (the witness write after it failed), so the wallet is `rekeying` in
     /// memory either way, and a retry commits again.
     pub fn begin_rekey(&self, wallet: &WalletId) -> Result<Transition, Error> {
+        self.begin_rekey_logged(wallet, None)
+    }
+
+    /// [`Signer::begin_rekey`], committing `entry` (its audit entry) in
+    /// the step's own unit.
+    pub(super) fn begin_rekey_logged(
+        &self,
+        wallet: &WalletId,
+        entry: Option<WriteOp>,
+    ) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
         // A refresh part 3 whose commit reported failure but is durable
@@ -77,7 +87,7 @@ impl<S: Store> Signer<S> {
             }
             other => other,
         };
-        self.commit_step(&mut shard, wallet, rekeying_ops, Vec::new())
+        self.commit_step(&mut shard, wallet, rekeying_ops, Vec::new(), entry)
     }
 
     /// Retires a `rekeying` wallet, durably: its record says `retired` and
@@ -103,6 +113,16 @@ impl<S: Store> Signer<S> {
     /// acknowledged: it may be durable, so the share is dropped from memory
     /// either way (the wallet shows `retired`), and a retry commits again.
     pub fn retire(&self, wallet: &WalletId) -> Result<Transition, Error> {
+        self.retire_logged(wallet, None)
+    }
+
+    /// [`Signer::retire`], committing `entry` (its audit entry) in the
+    /// step's own unit.
+    pub(super) fn retire_logged(
+        &self,
+        wallet: &WalletId,
+        entry: Option<WriteOp>,
+    ) -> Result<Transition, Error> {
         let slot = self.slot(wallet)?;
         let mut shard = lock(&self.store, slot)?;
         // A refresh pending at a rekeying wallet goes with it: the swept
@@ -128,27 +148,32 @@ impl<S: Store> Signer<S> {
         // As for the rekey: the share is dropped before the commit is
         // known, so a commit acknowledged late leaves no signing share.
         shard.state = WalletState::Retired;
-        self.commit_step(&mut shard, wallet, retiring_ops, pending)
+        self.commit_step(&mut shard, wallet, retiring_ops, pending, entry)
     }
 
     /// Commits an operator step whose stricter state `shard` already
     /// holds, with `extra` and an unacknowledged earlier step's writes in
     /// the same commit: it counts as done only once the store acknowledges
-    /// the commit, and until then a retry commits all of it again.
+    /// the commit, and until then a retry commits all of it again. `entry`,
+    /// the step's audit entry, commits in the same unit.
     fn commit_step(
         &self,
         shard: &mut Shard,
         wallet: &WalletId,
         ops: fn(&S, &WalletId) -> Result<Vec<WriteOp>, Error>,
         extra: Vec<WriteOp>,
+        entry: Option<WriteOp>,
     ) -> Result<Transition, Error> {
+        // The extra ops are kept for a retry of an unacknowledged step;
+        // its audit entry is not: a retry logs its own.
         let mut pending = shard.unacknowledged_step.take().unwrap_or_default();
         pending.extend(extra);
         shard.unacknowledged_step = Some(pending.clone());
-        let mut ops = ops(&self.store, wallet)?;
-        ops.extend(pending);
+        let mut unit = ops(&self.store, wallet)?;
+        unit.extend(pending);
+        unit.extend(entry);
         self.store
-            .write(ops)
+            .write(unit)
             .map_err(|source| store_error(wallet, source))?;
         shard.unacknowledged_step = None;
         Ok(Transition::Done)

@@ -4,12 +4,15 @@
 
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::SecretNonce;
-use thresig_store::{CommitmentHash, Conflict, Marker, PackageHash, Store, WriteOp, WriteOutcome};
+use thresig_store::{
+    CommitmentHash, Conflict, Marker, OpResult, PackageHash, Store, WriteOp, WriteOutcome,
+};
 use thresig_tx::{Policy, TaprootWallet, WalletMode};
 
 use super::pending::PendingShares;
 use super::{Member, Shard, Signer, Slot, lock, store_error};
 use crate::api::{HexBytes, Round2Request, Round2Response};
+use crate::audit::{AuditEvent, append_op as audit_op, message_digest};
 use crate::check::{CheckedRound2, check_round2};
 use crate::durable::{decode_shares, encode_shares};
 use crate::error::{Error, InternalFault};
@@ -46,6 +49,9 @@ struct Release<'a> {
     policy: &'a Policy,
     mode: WalletMode,
     spend: &'a Spend,
+    /// The audit entry committed with the marker (I1: no share leaves
+    /// without it).
+    audit: AuditEvent,
 }
 
 impl<S: Store> Signer<S> {
@@ -102,6 +108,7 @@ impl<S: Store> Signer<S> {
             policy: &slot.policy,
             mode: wallet_mode(wallet, role, successor)?,
             spend: checked.spend(),
+            audit: release_event(wallet, key, from, &slot.policy, &checked),
         };
         let shares = self.release(now, from, &release, &checked, key, pool, pending)?;
         let commitments = match self.fresh_vector(now, from, wallet, pool, key, shares.len(), rng) {
@@ -278,16 +285,21 @@ impl<S: Store> Signer<S> {
                 expires_at: expires,
             },
         };
+        let audit = audit_op(now, &release.audit);
         for _ in 0..LEDGER_RETRIES {
             let mut ops: Vec<WriteOp> = charge.into_iter().collect();
             ops.push(marker.clone());
+            ops.push(audit.clone());
             let outcome = self
                 .store
                 .write(ops)
                 .map_err(|source| store_error(wallet, source))?;
             match outcome {
-                WriteOutcome::Committed(_) => {
+                WriteOutcome::Committed(results) => {
                     pending.remove(&lead);
+                    if let Some(OpResult::Appended(seq)) = results.last() {
+                        self.checkpoint_due(now, *seq);
+                    }
                     return Ok(shares);
                 }
                 WriteOutcome::Skipped {
@@ -310,6 +322,36 @@ impl<S: Store> Signer<S> {
         Err(Error::LedgerContended {
             wallet: wallet.clone(),
         })
+    }
+}
+
+/// The audit entry of releasing shares for `checked`: public data and
+/// hashes only.
+fn release_event(
+    wallet: &WalletId,
+    key: &SigningKey,
+    coordinator: CoordinatorId,
+    policy: &Policy,
+    checked: &CheckedRound2,
+) -> AuditEvent {
+    let (txid, verdict) = match checked.spend() {
+        Spend::Transaction(psbt) => (Some(psbt.txid().to_string()), "approved"),
+        Spend::RawDigests => (None, "raw_digests_allowed"),
+    };
+    AuditEvent::ShareReleased {
+        wallet: wallet.clone(),
+        epoch: key.epoch.0,
+        coordinator: hex::encode(coordinator.0),
+        commitment: hex::encode(checked.lead().0),
+        package: hex::encode(checked.hash().0),
+        txid,
+        messages: checked
+            .packages()
+            .iter()
+            .map(|p| message_digest(p.message()))
+            .collect(),
+        policy_version: policy.version().0,
+        verdict: verdict.to_owned(),
     }
 }
 

@@ -172,6 +172,15 @@ pub struct FaultStore<S> {
     /// operator's rekey or retire, a DKG's activation).
     record_faults: Mutex<VecDeque<Fault>>,
     fail_reads: AtomicBool,
+    /// Faults of the next commits that append audit entries and nothing
+    /// else.
+    audit_faults: Mutex<VecDeque<Fault>>,
+    /// While set, another entry lands right before each commit that
+    /// appends audit entries and nothing else (as a concurrent release's).
+    interleave_audit: AtomicBool,
+    /// Commits that append audit entries and nothing else, submitted
+    /// through this decorator.
+    audit_writes: AtomicUsize,
     /// Key package reads of this wallet fail (retryably).
     fail_key_reads: Mutex<Option<(WalletId, MakeError)>>,
     /// Key package reads so far.
@@ -212,6 +221,9 @@ impl<S> FaultStore<S> {
             inner,
             commit_faults: Mutex::new(VecDeque::new()),
             record_faults: Mutex::new(VecDeque::new()),
+            audit_faults: Mutex::new(VecDeque::new()),
+            interleave_audit: AtomicBool::new(false),
+            audit_writes: AtomicUsize::new(0),
             fail_reads: AtomicBool::new(false),
             fail_key_reads: Mutex::new(None),
             key_reads: AtomicUsize::new(0),
@@ -247,6 +259,24 @@ impl<S> FaultStore<S> {
     /// The next commit rewriting a wallet's record fails as `fault`.
     pub fn fail_next_record_write(&self, fault: Fault) {
         self.record_faults.lock().unwrap().push_back(fault);
+    }
+
+    /// The next commit that appends audit entries and nothing else fails
+    /// as `fault`.
+    pub fn fail_next_audit_write(&self, fault: Fault) {
+        self.audit_faults.lock().unwrap().push_back(fault);
+    }
+
+    /// While `on`, another entry lands right before each commit that
+    /// appends audit entries and nothing else.
+    pub fn interleave_audit_writes(&self, on: bool) {
+        self.interleave_audit.store(on, Ordering::SeqCst);
+    }
+
+    /// How many commits appending audit entries and nothing else were
+    /// submitted so far.
+    pub fn audit_writes(&self) -> usize {
+        self.audit_writes.load(Ordering::SeqCst)
     }
 
     /// How many policy-record writes were submitted so far.
@@ -334,9 +364,23 @@ impl<S: Store> Store for FaultStore<S> {
                 )
             });
         if marker_wallet.is_none() && !dkg_result {
-            let fault = rewrites
-                .then(|| self.record_faults.lock().unwrap().pop_front())
-                .flatten();
+            let audit_only = ops
+                .iter()
+                .all(|op| matches!(op, WriteOp::AppendAudit { .. }));
+            let fault = if rewrites {
+                self.record_faults.lock().unwrap().pop_front()
+            } else if audit_only {
+                self.audit_writes.fetch_add(1, Ordering::SeqCst);
+                if self.interleave_audit.load(Ordering::SeqCst) {
+                    self.inner.write(vec![WriteOp::AppendAudit {
+                        at: thresig_store::Timestamp(0),
+                        entry: b"{\"kind\":\"prune\",\"before_ms\":0}".to_vec(),
+                    }])?;
+                }
+                self.audit_faults.lock().unwrap().pop_front()
+            } else {
+                None
+            };
             return self.faulted(fault, ops);
         }
         let park = {
@@ -402,8 +446,14 @@ impl<S: Store> Store for FaultStore<S> {
         &self,
         from: AuditSeq,
         limit: usize,
-    ) -> Result<Vec<(AuditSeq, Plaintext)>, StoreError> {
+    ) -> Result<Vec<thresig_store::AuditEntry>, StoreError> {
         self.inner.audit(from, limit)
+    }
+    fn audit_head(&self) -> Result<thresig_store::AuditHead, StoreError> {
+        self.inner.audit_head()
+    }
+    fn audit_verify(&self) -> Result<thresig_store::AuditReport, StoreError> {
+        self.inner.audit_verify()
     }
     fn corrupt_wallets(&self) -> Vec<WalletId> {
         self.inner.corrupt_wallets()
@@ -655,6 +705,21 @@ impl Cluster {
         drop(m.running.take());
         let secret = identity_secret(s);
         m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
+    }
+
+    /// Stops seat `s`, runs `edit` in a raw write transaction on its disk
+    /// (as an attacker with disk access would), and restarts it.
+    pub fn edit_disk(&mut self, s: u16, edit: impl FnOnce(&redb::WriteTransaction)) {
+        let m = &mut self.members[usize::from(s) - 1];
+        drop(m.running.take());
+        let db = redb::Database::builder()
+            .create_with_backend(m.machine.disk.backend())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        edit(&txn);
+        txn.commit().unwrap();
+        drop(db);
+        self.restart(s);
     }
 
     /// Seat `s` loses its disk: the signer stops, and a new one opens over

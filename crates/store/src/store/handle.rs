@@ -10,6 +10,7 @@ use redb::{ReadTransaction, ReadableDatabase};
 use super::SubmitHook;
 use super::open::entries_of;
 use super::{EncryptedStore, Store};
+use crate::audit::{self, AuditBreak, AuditEntry, AuditHead, AuditReport};
 use crate::entry::StoredEntry;
 use crate::error::Error;
 use crate::ids::{
@@ -176,6 +177,7 @@ impl EncryptedStore {
             Ok(Position {
                 epoch: r.global_epoch()?,
                 generation: r.generation()?,
+                audit: crate::audit::mark(r)?,
             })
         })
     }
@@ -306,19 +308,29 @@ impl Store for EncryptedStore {
         self.read(|r| r.get(RecordTable::Meta, name.as_bytes()))
     }
 
-    fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<(AuditSeq, Plaintext)>, Error> {
+    fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<AuditEntry>, Error> {
         self.read(|r| {
+            let head = audit::read_head(r)?;
             let mut out = Vec::new();
-            let mut seq = from.0.max(1);
-            while out.len() < limit {
-                let Some(v) = r.get(RecordTable::Audit, &seq.to_be_bytes())? else {
-                    break;
-                };
-                out.push((AuditSeq(seq), v));
-                seq = seq.saturating_add(1);
+            let mut seq = from.max(head.first);
+            while out.len() < limit && seq <= head.seq {
+                let entry = audit::read_entry(r, seq)?.ok_or(Error::AuditBroken {
+                    seq,
+                    problem: AuditBreak::Missing,
+                })?;
+                out.push(entry);
+                seq = AuditSeq(seq.0.saturating_add(1));
             }
             Ok(out)
         })
+    }
+
+    fn audit_head(&self) -> Result<AuditHead, Error> {
+        self.read(audit::read_head)
+    }
+
+    fn audit_verify(&self) -> Result<AuditReport, Error> {
+        self.read(audit::verify)
     }
 
     fn corrupt_wallets(&self) -> Vec<WalletId> {

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 
 use redb::Database;
 
+use crate::audit::{AuditEntry, AuditHead, AuditReport};
 use crate::entry::RecoveryPublicKey;
 use crate::error::Error;
 use crate::ids::{
@@ -86,8 +87,20 @@ pub trait Store: Send + Sync {
     fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, Error>;
     /// An engine metadata record.
     fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, Error>;
-    /// Up to `limit` audit entries from `from` on.
-    fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<(AuditSeq, Plaintext)>, Error>;
+    /// Up to `limit` audit entries from `from` on (from the first kept
+    /// one if `from` was pruned).
+    ///
+    /// # Errors
+    /// [`Error::AuditBroken`] for an entry missing or failing to
+    /// authenticate on the way.
+    fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<AuditEntry>, Error>;
+    /// The audit log's head as committed.
+    fn audit_head(&self) -> Result<AuditHead, Error>;
+    /// Checks every link of the kept audit log in one snapshot.
+    ///
+    /// # Errors
+    /// [`Error::AuditBroken`] naming the first broken link.
+    fn audit_verify(&self) -> Result<AuditReport, Error>;
     /// Wallets whose records failed to authenticate since open.
     fn corrupt_wallets(&self) -> Vec<WalletId>;
     /// Retires the data key that sealed records deleted so far (a
@@ -138,8 +151,14 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, Error> {
         (**self).meta(name)
     }
-    fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<(AuditSeq, Plaintext)>, Error> {
+    fn audit(&self, from: AuditSeq, limit: usize) -> Result<Vec<AuditEntry>, Error> {
         (**self).audit(from, limit)
+    }
+    fn audit_head(&self) -> Result<AuditHead, Error> {
+        (**self).audit_head()
+    }
+    fn audit_verify(&self) -> Result<AuditReport, Error> {
+        (**self).audit_verify()
     }
     fn corrupt_wallets(&self) -> Vec<WalletId> {
         (**self).corrupt_wallets()

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::{EncryptedStore, StoreLocation, StoreOptions};
 use crate::entry::{DekState, RecoveryPublicKey, StoredEntry};
 use crate::error::Error;
-use crate::ids::{DekTerm, RecordEpoch};
+use crate::ids::{AuditSeq, DekTerm, RecordEpoch};
 use crate::keyring::Keyring;
 use crate::marker_set::{CheckedMarkerSets, MarkerDigest};
 use crate::provider::{KekId, KeyProvider};
@@ -21,6 +21,7 @@ use crate::rollback::{self, AcceptedRollback, RollbackPolicy, Verdict};
 use crate::schema::{DEK_INDEX, FORMAT, KEYRING, MARKER_EXPIRY, RecordTable, SCHEMA_VERSION, sys};
 use crate::seal::Dek;
 use crate::sync::{Arc, Mutex};
+use crate::witness::AuditMark;
 use crate::witness::{Position, Witness, WitnessLocation};
 use crate::writer::{self, Shared, WriterStats};
 
@@ -338,7 +339,7 @@ fn initialize(
             zero,
             &1u64.to_be_bytes(),
         )?;
-        ctx.put_generation(1, &MarkerDigest::default())?;
+        ctx.put_generation(1, &MarkerDigest::default(), &AuditMark::default())?;
         ctx.seal_keyring_state()?;
     }
     txn.commit()?;
@@ -414,9 +415,20 @@ fn open_shared(
         }
         // I4: no wallet's marker digest was put back from an older copy.
         let damaged = r.check_marker_sets()?;
+        let audit = crate::audit::mark(&r)?;
+        // I5 for the audit log alone: the last commit recorded its head
+        // beside the generation, so a log and head put back together
+        // (even with the witness copy of that time) do not match it.
+        if audit != r.generation_record()?.2 {
+            return Err(Error::AuditBroken {
+                seq: audit.seq,
+                problem: crate::audit::AuditBreak::RolledBack,
+            });
+        }
         let position = Position {
             epoch: r.global_epoch()?,
             generation: r.generation()?,
+            audit,
         };
         (identity, witness_key, position, damaged)
     };
@@ -426,7 +438,11 @@ fn open_shared(
     let (position, accepted) = match rollback::check(position, found, written, rollback) {
         Verdict::Current => (position, None),
         Verdict::Refused { found: accept } => {
-            return Err(refusal(files.database, &witness, accept));
+            let audit = (
+                position.audit.seq,
+                found.map_or(position.audit.seq, |w| w.audit.seq),
+            );
+            return Err(refusal(files.database, &witness, accept, audit));
         }
         Verdict::Accepted { accepted, past } => {
             (move_past(&db, &keyring, position, past)?, Some(accepted))
@@ -466,12 +482,18 @@ fn holds_data(txn: &ReadTransaction) -> Result<bool, Error> {
 /// The refusal of the database that `accept` would accept (older than its
 /// witness, or without it; `accept` names both positions), printing that
 /// setting.
-fn refusal(database: PathBuf, witness: &Witness, accept: AcceptedRollback) -> Error {
+fn refusal(
+    database: PathBuf,
+    witness: &Witness,
+    accept: AcceptedRollback,
+    audit: (AuditSeq, AuditSeq),
+) -> Error {
     match accept {
         AcceptedRollback::OlderThanWitness { .. } => Error::RollbackDetected {
             database,
             witness: witness.path(),
             accept,
+            audit: Box::new(audit),
         },
         AcceptedRollback::WitnessMissing { .. } => Error::WitnessMissing {
             database,
@@ -494,13 +516,13 @@ fn move_past(
     let txn = db.begin_write()?;
     {
         let mut ctx = WriteCtx::begin(&txn, keyring.view())?;
-        let (_, markers) = ctx.records().generation_record()?;
-        ctx.put_generation(generation, &markers)?;
+        let (_, markers, audit) = ctx.records().generation_record()?;
+        ctx.put_generation(generation, &markers, &audit)?;
     }
     txn.commit()?;
     Ok(Position {
-        epoch: position.epoch,
         generation,
+        ..position
     })
 }
 
