@@ -69,8 +69,8 @@
 )]
 
 mod api;
-mod blame;
 pub mod audit;
+mod blame;
 mod check;
 mod config;
 mod dkg;

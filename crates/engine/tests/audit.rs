@@ -68,7 +68,7 @@ fn every_released_share_has_its_entry() {
             _ => None,
         })
         .collect();
-    let lead = commitment_hash(&comms[&1][0]).unwrap();
+    let lead = commitment_hash(&comms[&1][0]);
     assert_eq!(
         released,
         vec![(
