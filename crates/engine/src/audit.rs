@@ -97,6 +97,31 @@ pub enum AuditEvent {
         /// The wallet epoch of the repaired share.
         epoch: u64,
     },
+    /// A share refresh's confirmations all verified: the wallet switched
+    /// to the refreshed shares.
+    RefreshSwitched {
+        /// The wallet.
+        wallet: WalletId,
+        /// The refresh session (hex).
+        session: String,
+        /// The wallet epoch it switched from.
+        from_epoch: u64,
+        /// The wallet epoch it switched to.
+        to_epoch: u64,
+        /// SHA-256 of the new wallet key record (hex): the digest every
+        /// member's confirmation signed.
+        key_record: String,
+    },
+    /// A pending share refresh was discarded on the vetoes of a threshold
+    /// of participants: the wallet keeps signing at its current epoch.
+    RefreshDiscarded {
+        /// The wallet.
+        wallet: WalletId,
+        /// The refresh session (hex).
+        session: String,
+        /// The wallet epoch kept.
+        epoch: u64,
+    },
     /// The operator ran a lifecycle command on a wallet (rekey, retire,
     /// approve a repair).
     Operator {

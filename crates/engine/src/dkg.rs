@@ -819,7 +819,12 @@ impl<S: Store> Signer<S> {
             ));
         }
         if matches!(shard.state, WalletState::Refreshing(_)) {
-            return self.refresh_confirmed(slot, &mut shard, (msg.sender, msg.signature.clone()));
+            return self.refresh_confirmed(
+                slot,
+                &mut shard,
+                now,
+                (msg.sender, msg.signature.clone()),
+            );
         }
         let WalletState::AwaitingConfirmations(confirming) = &mut shard.state else {
             return Err(Error::Internal(InternalFault::Invariant));

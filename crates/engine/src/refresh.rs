@@ -22,9 +22,10 @@ use std::collections::BTreeSet;
 
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::{DkgRound1, Error as CryptoError, Round1Package, Seat, WalletKey};
-use thresig_store::Store;
+use thresig_store::{Store, Timestamp};
 
 use crate::api::HexBytes;
+use crate::audit::{AuditEvent, append_op};
 use crate::config::WalletConfig;
 use crate::dkg::ConfirmationStatus;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId};
@@ -252,9 +253,9 @@ impl<S: Store> Signer<S> {
     /// survives a restart and `--resume` can gather it here); when every
     /// participant's is in, switches the wallet to the new epoch durably
     /// (record, old key package deleted, the full set of confirmations
-    /// kept, new security epoch and the retirement of the old share's data
-    /// key due, one commit; a prune retires that key, outside the wallet's
-    /// lock).
+    /// kept, new security epoch, the retirement of the old share's data
+    /// key due and the `refresh_switched` audit entry, one commit; a prune
+    /// retires that key, outside the wallet's lock).
     ///
     /// # Errors
     /// [`Error::DkgNotInPhase`] when this member vetoed the session;
@@ -265,6 +266,7 @@ impl<S: Store> Signer<S> {
         &self,
         slot: &Slot,
         shard: &mut Shard,
+        now: Timestamp,
         (sender, signature): (Seat, HexBytes),
     ) -> Result<ConfirmationStatus, Error> {
         let wallet = &slot.config.id;
@@ -306,7 +308,18 @@ impl<S: Store> Signer<S> {
             }
             vec![received_op(wallet, &r.pending)?]
         } else {
-            switch_ops(&self.store, wallet, &r.current, (&r.pending, r.role))?
+            let mut ops = switch_ops(&self.store, wallet, &r.current, (&r.pending, r.role))?;
+            ops.push(append_op(
+                now,
+                &AuditEvent::RefreshSwitched {
+                    wallet: wallet.clone(),
+                    session: hex::encode(r.pending.session().0),
+                    from_epoch: r.current.epoch.0,
+                    to_epoch: r.pending.epoch().0,
+                    key_record: hex::encode(key_digest(r.pending.key())?),
+                },
+            ));
+            ops
         };
         if let Err(source) = self.store.write(ops) {
             if new {

@@ -10,7 +10,10 @@ use common::*;
 use sha2::{Digest as _, Sha256};
 use thresig_crypto::Commitment;
 use thresig_engine::audit::{AuditEvent, ExportBreak, verify_export};
-use thresig_engine::{ErrorCode, commitment_hash, package_hash};
+use thresig_engine::{
+    DkgPayload, ErrorCode, SignedDkgMessage, WalletEpoch, WalletStateKind, commitment_hash,
+    package_hash,
+};
 use thresig_store::{AuditSeq, Store, Timestamp};
 
 const D1: [u8; 32] = [1; 32];
@@ -494,4 +497,82 @@ fn a_periodic_checkpoint_costs_one_commit_however_busy_the_log() {
         .count();
     assert_eq!(checkpoints, 1);
     store.inner.audit_verify().unwrap();
+}
+
+/// Seat `s`'s refresh entries, in order.
+fn refresh_events(c: &Cluster, s: u16) -> Vec<AuditEvent> {
+    events(c, s)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                AuditEvent::RefreshSwitched { .. } | AuditEvent::RefreshDiscarded { .. }
+            )
+        })
+        .collect()
+}
+
+/// A refresh's switch commits its entry in the switch's own unit: a lost
+/// commit leaves neither, and the redelivered confirmation writes both,
+/// naming the record digest every member confirmed.
+#[test]
+fn a_refresh_switch_is_audited_in_its_own_unit() {
+    let mut c = cluster(20);
+    let (p, inbox) = dkg::refresh_to_part3(&mut c, "w1", 1, 0);
+    let confirmations = dkg::confirmations(&c, &p, &inbox);
+    let (last, first) = confirmations.split_last().unwrap();
+    assert!(!dkg::deliver(&c, 1, "w1", first));
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    assert!(c.member(1).signer().dkg_confirm(&wid("w1"), last).is_err());
+    assert_eq!(
+        dkg::at(&c, 1, "w1"),
+        (WalletStateKind::Refreshing, Some(WalletEpoch(0)))
+    );
+    assert!(refresh_events(&c, 1).is_empty());
+    assert!(dkg::deliver(&c, 1, "w1", std::slice::from_ref(last)));
+    let DkgPayload::RefreshConfirm { wallet_key, .. } = &last.payload else {
+        panic!("not a refresh confirmation: {last:?}");
+    };
+    assert_eq!(
+        refresh_events(&c, 1),
+        [AuditEvent::RefreshSwitched {
+            wallet: wid("w1"),
+            session: hex::encode(p.session.0),
+            from_epoch: 0,
+            to_epoch: 1,
+            key_record: hex::encode(&wallet_key.0),
+        }]
+    );
+}
+
+/// A pending refresh discarded on vetoes commits its entry with the
+/// discard; vetoes short of the threshold discard and log nothing.
+#[test]
+fn a_refresh_discarded_on_vetoes_is_audited() {
+    let mut c = cluster(21);
+    let (p, inbox) = dkg::refresh_to_part3(&mut c, "w1", 1, 0);
+    dkg::finish_at(&c, &p, &inbox, 1).unwrap();
+    let veto = |s: u16| {
+        c.member(s)
+            .signer()
+            .refresh_abandon(coordinator(1), &p.wallet, p.session)
+            .unwrap()
+    };
+    let (two, three) = (veto(2), veto(3));
+    let discard = |vetoes: Vec<SignedDkgMessage>| {
+        c.member(1)
+            .signer()
+            .refresh_discard(coordinator(1), &p.wallet, p.session, vetoes)
+    };
+    discard(vec![two.clone()]).unwrap_err();
+    assert!(refresh_events(&c, 1).is_empty());
+    assert!(discard(vec![two, three]).unwrap());
+    assert_eq!(
+        refresh_events(&c, 1),
+        [AuditEvent::RefreshDiscarded {
+            wallet: wid("w1"),
+            session: hex::encode(p.session.0),
+            epoch: 0,
+        }]
+    );
 }

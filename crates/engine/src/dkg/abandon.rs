@@ -12,10 +12,11 @@
 //! the epoch the refresh starts from, so it counts for no other refresh
 //! reusing the session id.
 
-use thresig_store::Store;
+use thresig_store::{Store, Timestamp};
 
 use super::{DkgSession, seat_in};
 use crate::api::Response;
+use crate::audit::{AuditEvent, append_op};
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
 
 use crate::durable::{
@@ -49,13 +50,17 @@ impl<S: Store> Signer<S> {
     /// that let it discard its pending result.
     pub(crate) fn cancel(
         &self,
+        now: Timestamp,
         member: &Member<'_>,
         session: DkgSessionId,
         abandon: bool,
         abandonments: &[SignedDkgMessage],
     ) -> Result<Response, Error> {
         let (dropped, abandonment) = if !abandonments.is_empty() {
-            (self.refresh_discard(member, session, abandonments)?, None)
+            (
+                self.refresh_discard(now, member, session, abandonments)?,
+                None,
+            )
         } else if abandon {
             let (dropped, signed) = self.refresh_abandon(member, session)?;
             (dropped, Some(signed))
@@ -157,7 +162,8 @@ impl<S: Store> Signer<S> {
 
     /// Discards this member's pending result of the refresh `session` on
     /// valid vetoes of it by at least a threshold of distinct participants
-    /// (at least one of them honest, so nobody can switch); whether a
+    /// (at least one of them honest, so nobody can switch), with its
+    /// `refresh_discarded` audit entry in the same commit; whether a
     /// result was discarded (false: none of that session is held, as after
     /// an earlier discard). The state on disk is adopted first, so a switch
     /// or a part 3 that committed though it reported failure is seen.
@@ -169,6 +175,7 @@ impl<S: Store> Signer<S> {
     /// is durable (it cannot be undone); [`Error::Store`].
     pub(crate) fn refresh_discard(
         &self,
+        now: Timestamp,
         member: &Member<'_>,
         session: DkgSessionId,
         vetoes: &[SignedDkgMessage],
@@ -231,13 +238,22 @@ impl<S: Store> Signer<S> {
             });
         }
         // Discarded as a veto is kept: the session never runs here again.
+        let mut ops = veto_ops(
+            wallet,
+            session,
+            (from_epoch, seat_in(slot, member.from())),
+            Some(epoch),
+        )?;
+        ops.push(append_op(
+            now,
+            &AuditEvent::RefreshDiscarded {
+                wallet: wallet.clone(),
+                session: hex::encode(session.0),
+                epoch: from_epoch.0,
+            },
+        ));
         self.store
-            .write(veto_ops(
-                wallet,
-                session,
-                (from_epoch, seat_in(slot, member.from())),
-                Some(epoch),
-            )?)
+            .write(ops)
             .map_err(|source| store_error(wallet, source))?;
         let state = std::mem::replace(&mut shard.state, WalletState::Corrupt);
         shard.state = match state {

@@ -303,7 +303,7 @@ impl<S: Store> Signer<S> {
                 abandon,
                 abandonments,
                 ..
-            } => self.cancel(&member, session, abandon, &abandonments),
+            } => self.cancel(now, &member, session, abandon, &abandonments),
             Request::RefreshConfirmations { session, .. } => self
                 .refresh_confirmations(member.slot(), session)
                 .map(messages),
