@@ -109,8 +109,8 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
             .map_err(|err| refusal(&err))
     }
 
-    /// Counts the engine's wallets awaiting their DKG or being rekeyed,
-    /// and the repairs running here; `None` when the wallets cannot be
+    /// Counts the engine's wallets awaiting their DKG, being refreshed or
+    /// being rekeyed, and the repairs running here; `None` when the wallets cannot be
     /// read (a store failure, which the requests report), so the gauge
     /// does not read as nothing in flight.
     fn lifecycle(&self) -> Option<LifecycleInFlight> {
@@ -122,6 +122,10 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
                 _ => {}
             }
             now.repair += usize::from(wallet.repairing.is_some());
+            // A refresh running here or held pending, whether the wallet
+            // shows as `refreshing` or as `rekeying` (a rekey begun while
+            // the refresh was pending).
+            now.refresh += usize::from(wallet.refresh.is_some());
         }
         Some(now)
     }
@@ -137,23 +141,27 @@ mod tests {
     use thresig_engine::test_util::identity;
 
     /// The gauge counts a wallet awaiting its DKG, a repair this signer
-    /// helps with and a wallet being rekeyed, and nothing for active
-    /// wallets.
+    /// helps with, a wallet holding a refresh pending and a wallet being
+    /// rekeyed, and nothing for active wallets.
     #[test]
-    fn lifecycle_counts_wallets_awaiting_their_dkg_repairing_and_rekeying() {
+    fn lifecycle_counts_wallets_awaiting_their_dkg_repairing_refreshing_and_rekeying() {
         use thresig_engine::RepairRequest;
-        use thresig_engine::test_util::repair;
+        use thresig_engine::test_util::{dkg, repair};
 
         let specs = [
             Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly)).successor("new"),
             Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
             Spec::new("pending", Keys::None),
+            Spec::new("refreshed", Keys::Dkg(ScriptTree::KeyPathOnly)),
         ];
         let mut cluster = Cluster::with_wallets(61, 2, 3, &specs, Limits::default());
         // Seat 1 helps repair seat 3's share of `new`.
         repair::approve(&cluster, "new", 3, &[1, 2]);
         let session = repair::session(&cluster, "new", 3, &[1, 2], 9);
         repair::step(&mut cluster, 1, RepairRequest::Open { session }).unwrap();
+        // Seat 1 holds a refresh of `refreshed` pending.
+        let (proposal, inbox) = dkg::refresh_to_part3(&mut cluster, "refreshed", 1, 0);
+        dkg::finish_at(&cluster, &proposal, &inbox, 1).unwrap();
         let signer = cluster.into_signers().remove(0);
         let roster = (1..=3)
             .map(|s| (Seat::try_from(s).unwrap(), identity(s)))
@@ -162,6 +170,7 @@ mod tests {
         let before = LifecycleInFlight {
             dkg: 1,
             repair: 1,
+            refresh: 1,
             ..LifecycleInFlight::default()
         };
         assert_eq!(handler.lifecycle(), Some(before));

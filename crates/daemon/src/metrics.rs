@@ -86,7 +86,7 @@ pub(crate) struct AdmissionLabels {
 /// The label of a lifecycle gauge: which operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LifecycleLabels {
-    /// `dkg`, `repair` or `rekey`.
+    /// `dkg`, `repair`, `rekey` or `refresh`.
     operation: &'static str,
 }
 
@@ -101,6 +101,9 @@ pub struct LifecycleInFlight {
     pub repair: usize,
     /// Wallets being rekeyed (refusing every spend but the sweep).
     pub rekey: usize,
+    /// Wallets with a share refresh running here or its result held
+    /// pending (not yet switched to, nor discarded on vetoes).
+    pub refresh: usize,
 }
 
 /// Reads the lifecycle operations in progress, or `None` when they cannot
@@ -307,7 +310,7 @@ impl Metrics {
         registry.register(
             "lifecycle_operations_in_flight",
             "Lifecycle operations in progress on this signer, by operation \
-             (dkg: wallets awaiting their key, repair, rekey)",
+             (dkg: wallets awaiting their key, repair, rekey, refresh)",
             lifecycle.clone(),
         );
         registry.register(
@@ -390,6 +393,7 @@ impl Metrics {
             ("dkg", now.dkg),
             ("repair", now.repair),
             ("rekey", now.rekey),
+            ("refresh", now.refresh),
         ] {
             self.lifecycle
                 .get_or_create(&LifecycleLabels { operation })
@@ -645,15 +649,19 @@ mod tests {
         let metrics = Metrics::new().with_lifecycle(Arc::new(move || {
             source.load(Ordering::SeqCst).then_some(LifecycleInFlight {
                 dkg: 2,
+                refresh: 1,
                 ..LifecycleInFlight::default()
             })
         }));
         let dkg = r#"thresig_lifecycle_operations_in_flight{operation="dkg"}"#;
+        let refresh = r#"thresig_lifecycle_operations_in_flight{operation="refresh"}"#;
         metrics.refresh_lifecycle().await;
         assert_eq!(scraped::<i64>(&metrics, dkg), 2);
+        assert_eq!(scraped::<i64>(&metrics, refresh), 1);
         readable.store(false, Ordering::SeqCst);
         metrics.refresh_lifecycle().await;
         assert_eq!(scraped::<i64>(&metrics, dkg), 2);
+        assert_eq!(scraped::<i64>(&metrics, refresh), 1);
     }
 
     /// Every series an alert fires on exists before its first event, so
