@@ -190,6 +190,7 @@ impl<S: Store> Signer<S> {
         check_session(slot, request.session())?;
         let mut shard = lock(&self.store, slot)?;
         shard.repair.expire(now);
+        crate::dkg::expire(&mut shard, now);
         let message = RepairResponse::Message;
         match request {
             RepairRequest::Join { session } => self
@@ -659,11 +660,18 @@ fn helper_key<'a>(
     }
     // A member repaired at the old epoch while a refresh is pending comes
     // back with no record of releasing its confirmation and would veto a
-    // refresh the others may switch on (docs/lifecycle.md).
-    if let crate::wallet::WalletState::Refreshing(r) = &shard.state {
+    // refresh the others may switch on (docs/lifecycle.md). A helper still
+    // running the refresh (or holding a part 3 whose commit may be
+    // durable) may yet release and switch on it, so it refuses too; one
+    // whose session expired refuses part 3 and can never release.
+    let refresh = match &shard.state {
+        crate::wallet::WalletState::Refreshing(r) => Some(r.pending.session()),
+        _ => shard.dkg.as_ref().and_then(crate::dkg::DkgSession::refresh),
+    };
+    if let Some(session) = refresh {
         return Err(Error::RepairDuringRefresh {
             wallet: slot.config.id.clone(),
-            session: r.pending.session(),
+            session,
         });
     }
     // Only a wallet not keyed yet may become active later; a rekeying,
