@@ -62,6 +62,10 @@ enum Mode {
     /// Refresh confirmations asked for: answers with the cluster's planted
     /// messages (other members' genuine, older confirmations) first.
     ReplaysConfirmations,
+    /// Asked for a veto: first runs the part 3 the cluster holds back for
+    /// it (a slow coordinator's, landing between `--abort`'s read and its
+    /// veto request).
+    Part3BeforeVeto,
 }
 
 /// How long a `...LateOnce` member holds its first reply.
@@ -83,6 +87,11 @@ struct Member {
     release: Arc<Release>,
     /// What a [`Mode::ReplaysConfirmations`] member answers first.
     planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
+    /// The part-3 requests held back for [`Mode::Part3BeforeVeto`]
+    /// members, by member.
+    late: Late,
+    /// This member's seat.
+    seat: Seat,
     /// Whether a `...LostOnce` mode already lost its reply.
     lost: std::sync::atomic::AtomicBool,
 }
@@ -136,10 +145,20 @@ impl SignerHandler for Member {
                 }
                 Ok(response)
             }
+            Request::DkgCancel { abandon: true, .. } if self.mode == Mode::Part3BeforeVeto => {
+                let held = self.late.lock().unwrap().remove(&self.seat);
+                if let Some(part3) = held {
+                    self.inner.handle(peer, part3)?;
+                }
+                self.inner.handle(peer, request)
+            }
             _ => self.inner.handle(peer, request),
         }
     }
 }
+
+/// Part-3 requests held back, by the member they are for.
+type Late = Arc<std::sync::Mutex<std::collections::BTreeMap<Seat, Request>>>;
 
 impl Member {
     fn round2(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
@@ -205,6 +224,7 @@ struct Cluster {
     stores: Vec<Arc<EncryptedStore>>,
     release: Arc<Release>,
     planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
+    late: Late,
 }
 
 impl Drop for Cluster {
@@ -252,6 +272,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         stores: Vec::new(),
         release: release.clone(),
         planted: Arc::default(),
+        late: Arc::default(),
     };
     for number in 1..=n {
         let path = cluster.config_path(seat(number));
@@ -272,6 +293,8 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             mode,
             release: release.clone(),
             planted: cluster.planted.clone(),
+            late: cluster.late.clone(),
+            seat: seat(number),
             lost: std::sync::atomic::AtomicBool::new(false),
         });
         let mut daemon = node.daemon.clone().unwrap();
@@ -814,6 +837,21 @@ async fn a_refresh_whose_confirmation_is_refused_as_overloaded_once_completes() 
 /// Runs the refresh `session` of the wallet's epoch `from` from member 1
 /// through part 3 at every member, as a coordinator that dies right after.
 async fn refresh_to_part3(cluster: &Cluster, session: DkgSessionId, from: u64) {
+    let seats: Vec<Seat> = (1..=3).map(seat).collect();
+    let mut inbox = refresh_to_part2(cluster, session, from, &seats).await;
+    for s in &seats {
+        part3_at(cluster, session, *s, &mut inbox).await.unwrap();
+    }
+}
+
+/// Runs the refresh `session` of the wallet's epoch `from` from member 1
+/// through part 2 at `seats` (every member): each member's part-3 inbox.
+async fn refresh_to_part2(
+    cluster: &Cluster,
+    session: DkgSessionId,
+    from: u64,
+    seats: &[Seat],
+) -> std::collections::BTreeMap<Seat, Vec<SignedDkgMessage>> {
     let node = cluster.node(seat(1));
     let wallet = node
         .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
@@ -829,14 +867,13 @@ async fn refresh_to_part3(cluster: &Cluster, session: DkgSessionId, from: u64) {
         from_epoch: WalletEpoch(from),
         removed: Vec::new(),
     });
-    let seats: Vec<Seat> = (1..=3).map(seat).collect();
     let mut round1 = Vec::new();
-    for s in &seats {
+    for s in seats {
         let client = peers.client(*s).await.unwrap();
         round1.push(client.dkg_start(proposal.clone()).await.unwrap());
     }
     let mut inbox: std::collections::BTreeMap<Seat, Vec<SignedDkgMessage>> = Default::default();
-    for s in &seats {
+    for s in seats {
         let others = round1.iter().filter(|m| m.sender != *s).cloned().collect();
         let client = peers.client(*s).await.unwrap();
         for m in client
@@ -849,14 +886,91 @@ async fn refresh_to_part3(cluster: &Cluster, session: DkgSessionId, from: u64) {
             }
         }
     }
-    for s in &seats {
-        let client = peers.client(*s).await.unwrap();
-        let mine = inbox.remove(s).unwrap();
-        client
-            .dkg_finish(wallet.id().clone(), session, mine)
-            .await
-            .unwrap();
+    inbox
+}
+
+/// Member 1 sends part 3 of the refresh `session` to `to`, taken from
+/// `inbox`.
+async fn part3_at(
+    cluster: &Cluster,
+    session: DkgSessionId,
+    to: Seat,
+    inbox: &mut std::collections::BTreeMap<Seat, Vec<SignedDkgMessage>>,
+) -> Result<SignedDkgMessage, thresig_daemon::Error> {
+    let client = cluster.peers(seat(1)).client(to).await.unwrap();
+    let mine = inbox.remove(&to).unwrap();
+    client
+        .dkg_finish(WalletId::new(WALLET.to_owned()).unwrap(), session, mine)
+        .await
+}
+
+/// 3-of-5, all honest: part 3 reached member 1 only when `--abort` read
+/// who released; it reaches members 3 and 4 (a slow coordinator) before
+/// they are asked for their vetoes. Vetoes from 2 and 5 alone would make
+/// the refresh unfinishable, so `--abort` stores none (those members still
+/// run the session), and once part 3 reaches 2 and 5 as well, `--resume`
+/// finishes the refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_racing_a_late_part_3_leaves_the_refresh_finishable() {
+    let modes = [(3, Mode::Part3BeforeVeto), (4, Mode::Part3BeforeVeto)];
+    let cluster = start(5, 3, &modes, keep).await;
+    dkg_from(&cluster, 1, 51).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let session = DkgSessionId([0x51; 32]);
+    let seats: Vec<Seat> = (1..=5).map(seat).collect();
+    let mut inbox = refresh_to_part2(&cluster, session, 0, &seats).await;
+    part3_at(&cluster, session, seat(1), &mut inbox)
+        .await
+        .unwrap();
+    let wallet_id = wallet.id().clone();
+    for s in [3, 4] {
+        let round2 = inbox.remove(&seat(s)).unwrap();
+        let part3 = Request::DkgFinish {
+            wallet: wallet_id.clone(),
+            session,
+            round2,
+        };
+        cluster.late.lock().unwrap().insert(seat(s), part3);
     }
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    let aborted = crate::abort_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        session,
+        &crate::Silent,
+    )
+    .await;
+    assert!(aborted.is_err(), "{:?}", aborted.ok());
+    let held: Vec<(Seat, Request)> = std::mem::take(&mut *cluster.late.lock().unwrap())
+        .into_iter()
+        .collect();
+    for (s, part3) in held {
+        let Request::DkgFinish { round2, .. } = part3 else {
+            unreachable!("only part 3 is held back")
+        };
+        inbox.insert(s, round2);
+        part3_at(&cluster, session, s, &mut inbox).await.unwrap();
+    }
+    for s in [2, 5] {
+        let finished = part3_at(&cluster, session, seat(s), &mut inbox).await;
+        assert!(finished.is_ok(), "member {s}: {:?}", finished.err());
+    }
+    let resumed = crate::resume_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        session,
+        &crate::Silent,
+    )
+    .await;
+    assert!(resumed.is_ok(), "{:?}", resumed.err());
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    assert_eq!(own.epoch, WalletEpoch(1));
 }
 
 /// A session id run again after two switches: its coordinator dies after
