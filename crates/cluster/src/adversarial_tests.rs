@@ -963,7 +963,7 @@ async fn abort_racing_a_late_part_3_leaves_the_refresh_finishable() {
     let resumed = crate::resume_refresh(
         &peers,
         wallet,
-        (own.epoch, &own.key.members()),
+        (seat(1), own.epoch, &own.key.members()),
         session,
         &crate::Silent,
     )
@@ -1015,7 +1015,7 @@ async fn resume_ignores_an_older_runs_confirmation_replayed_by_a_member() {
     let resumed = crate::resume_refresh(
         &peers,
         wallet,
-        (own.epoch, &own.key.members()),
+        (seat(1), own.epoch, &own.key.members()),
         reused,
         &crate::Silent,
     )
@@ -1023,4 +1023,70 @@ async fn resume_ignores_an_older_runs_confirmation_replayed_by_a_member() {
     assert!(resumed.is_ok(), "{:?}", resumed.err());
     let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
     assert_eq!(own.epoch, WalletEpoch(3));
+}
+
+/// A vetoed session id runs again after one switch: the session's first
+/// run (from epoch 0) reached part 3 at member 2 only (it released) and
+/// was aborted on the vetoes of members 1 and 3 (member 2 discarded);
+/// another refresh switched every member to epoch 1; then the session
+/// runs again from epoch 1 and its coordinator dies after part 3. Member
+/// 1, pending at epoch 1, runs `--resume` and answers it with member 2's
+/// confirmation of the first run before its own: it starts from epoch 0,
+/// not this refresh's, so it accuses nobody and `--resume` finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_ignores_a_vetoed_runs_confirmation_replayed_after_one_switch() {
+    let cluster = start(3, 2, &[(1, Mode::ReplaysConfirmations)], keep).await;
+    dkg_from(&cluster, 1, 61).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let reused = DkgSessionId([0x61; 32]);
+    let seats: Vec<Seat> = (1..=3).map(seat).collect();
+    let mut inbox = refresh_to_part2(&cluster, reused, 0, &seats).await;
+    let old = part3_at(&cluster, reused, seat(2), &mut inbox)
+        .await
+        .unwrap();
+    cluster.planted.lock().unwrap().push(old);
+    let mut vetoes = Vec::new();
+    for s in [1, 3] {
+        let client = peers.client(seat(s)).await.unwrap();
+        vetoes.push(
+            client
+                .refresh_abandon(wallet.id().clone(), reused)
+                .await
+                .unwrap(),
+        );
+    }
+    let second = peers.client(seat(2)).await.unwrap();
+    let discarded = second
+        .refresh_discard(wallet.id().clone(), reused, vetoes)
+        .await
+        .unwrap();
+    assert!(discarded, "member 2 discards on the vetoes of 1 and 3");
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    crate::run_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        DkgSessionId([0x62; 32]),
+        &crate::Silent,
+    )
+    .await
+    .unwrap();
+    refresh_to_part3(&cluster, reused, 1).await;
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    assert_eq!(own.epoch, WalletEpoch(1));
+    let resumed = crate::resume_refresh(
+        &peers,
+        wallet,
+        (seat(1), own.epoch, &own.key.members()),
+        reused,
+        &crate::Silent,
+    )
+    .await;
+    assert!(resumed.is_ok(), "{:?}", resumed.err());
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    assert_eq!(own.epoch, WalletEpoch(2));
 }
