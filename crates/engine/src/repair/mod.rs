@@ -658,6 +658,19 @@ fn helper_key<'a>(
     if !session.helpers.contains(&slot.seat) {
         return Err(not_in_phase(slot));
     }
+    // Only a wallet not keyed yet may become active later; a rekeying,
+    // retired or corrupt one never helps again without an operator, so
+    // its refusal is terminal (the signing refusal's, which names the fix:
+    // a rekeying wallet's way back is its successor, also when a refresh
+    // stuck on a withheld confirmation is why it was rekeyed).
+    let key = match shard.state.signing_key(&slot.config.id)? {
+        (key, crate::wallet::Role::Active) => key,
+        (_, crate::wallet::Role::Rekeying) => {
+            return Err(Error::RekeyInProgress {
+                wallet: slot.config.id.clone(),
+            });
+        }
+    };
     // A member repaired at the old epoch while a refresh is pending comes
     // back with no record of releasing its confirmation and would veto a
     // refresh the others may switch on (docs/lifecycle.md). A helper still
@@ -674,17 +687,6 @@ fn helper_key<'a>(
             session,
         });
     }
-    // Only a wallet not keyed yet may become active later; a rekeying,
-    // retired or corrupt one never helps again without an operator, so
-    // its refusal is terminal (the signing refusal's, which names the fix).
-    let key = match shard.state.signing_key(&slot.config.id)? {
-        (key, crate::wallet::Role::Active) => key,
-        (_, crate::wallet::Role::Rekeying) => {
-            return Err(Error::RekeyInProgress {
-                wallet: slot.config.id.clone(),
-            });
-        }
-    };
     if key.epoch != session.epoch {
         return Err(Error::StaleEpoch {
             wallet: slot.config.id.clone(),
