@@ -960,17 +960,7 @@ async fn abort_racing_a_late_part_3_leaves_the_refresh_finishable() {
         let finished = part3_at(&cluster, session, seat(s), &mut inbox).await;
         assert!(finished.is_ok(), "member {s}: {:?}", finished.err());
     }
-    let resumed = crate::resume_refresh(
-        &peers,
-        wallet,
-        (seat(1), own.epoch, &own.key.members()),
-        session,
-        &crate::Silent,
-    )
-    .await;
-    assert!(resumed.is_ok(), "{:?}", resumed.err());
-    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
-    assert_eq!(own.epoch, WalletEpoch(1));
+    resumed_from_1(&cluster, session, 1).await;
 }
 
 /// A session id run again after two switches: its coordinator dies after
@@ -989,16 +979,7 @@ async fn resume_ignores_an_older_runs_confirmation_replayed_by_a_member() {
     let peers = cluster.peers(seat(1));
     let reused = DkgSessionId([0x41; 32]);
     for session in [reused, DkgSessionId([0x42; 32])] {
-        let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
-        crate::run_refresh(
-            &peers,
-            wallet,
-            (own.epoch, &own.key.members()),
-            session,
-            &crate::Silent,
-        )
-        .await
-        .unwrap();
+        refreshed_from_1(&cluster, session).await;
         if session == reused {
             let second = peers.client(seat(2)).await.unwrap();
             let held = second
@@ -1012,17 +993,7 @@ async fn resume_ignores_an_older_runs_confirmation_replayed_by_a_member() {
     refresh_to_part3(&cluster, reused, 2).await;
     let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
     assert_eq!(own.epoch, WalletEpoch(2));
-    let resumed = crate::resume_refresh(
-        &peers,
-        wallet,
-        (seat(1), own.epoch, &own.key.members()),
-        reused,
-        &crate::Silent,
-    )
-    .await;
-    assert!(resumed.is_ok(), "{:?}", resumed.err());
-    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
-    assert_eq!(own.epoch, WalletEpoch(3));
+    resumed_from_1(&cluster, reused, 3).await;
 }
 
 /// A vetoed session id runs again after one switch: the session's first
@@ -1065,28 +1036,50 @@ async fn resume_ignores_a_vetoed_runs_confirmation_replayed_after_one_switch() {
         .await
         .unwrap();
     assert!(discarded, "member 2 discards on the vetoes of 1 and 3");
-    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
-    crate::run_refresh(
-        &peers,
-        wallet,
-        (own.epoch, &own.key.members()),
-        DkgSessionId([0x62; 32]),
-        &crate::Silent,
-    )
-    .await
-    .unwrap();
+    refreshed_from_1(&cluster, DkgSessionId([0x62; 32])).await;
     refresh_to_part3(&cluster, reused, 1).await;
     let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
     assert_eq!(own.epoch, WalletEpoch(1));
+    resumed_from_1(&cluster, reused, 2).await;
+}
+
+/// `--resume` of `session` run from member 1 succeeds, and member 1 is
+/// then at wallet epoch `epoch`.
+async fn resumed_from_1(cluster: &Cluster, session: DkgSessionId, epoch: u64) {
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
     let resumed = crate::resume_refresh(
         &peers,
         wallet,
         (seat(1), own.epoch, &own.key.members()),
-        reused,
+        session,
         &crate::Silent,
     )
     .await;
     assert!(resumed.is_ok(), "{:?}", resumed.err());
     let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
-    assert_eq!(own.epoch, WalletEpoch(2));
+    assert_eq!(own.epoch, WalletEpoch(epoch));
+}
+
+/// A refresh `session` run from member 1 completes.
+async fn refreshed_from_1(cluster: &Cluster, session: DkgSessionId) {
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    crate::run_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        session,
+        &crate::Silent,
+    )
+    .await
+    .unwrap();
 }

@@ -472,6 +472,13 @@ fn a_rekeying_wallet_signs_only_the_sweep_to_its_active_successor() {
     assert_eq!(err.code(), ErrorCode::RekeyInProgress);
 
     // The sweep of everything to the successor signs and passes Core.
+    sweeps_to_successor(&mut c, &[2, 3]);
+}
+
+/// The sweep of three outputs of `old` to `new` signs with `seats` and
+/// passes Core.
+fn sweeps_to_successor(c: &mut Cluster, seats: &[u16]) {
+    let (old, new) = (taproot(c, "old"), taproot(c, "new"));
     let inputs = funding(&old, 3, 100_000, 3);
     let sweep = build_psbt(
         &old,
@@ -483,7 +490,7 @@ fn a_rekeying_wallet_signs_only_the_sweep_to_its_active_successor() {
         LockTime::ZERO,
     )
     .unwrap();
-    let sigs = sign(&mut c, "old", &[2, 3], &sweep).unwrap();
+    let sigs = sign(c, "old", seats, &sweep).unwrap();
     let prevouts = sweep.prevouts().to_vec();
     verify_with_core(&finalize(sweep, &sigs, &[]), &prevouts).unwrap();
 }
@@ -507,8 +514,6 @@ fn a_wallet_stuck_on_a_withheld_refresh_confirmation_is_swept_to_its_successor()
         Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
     ];
     let mut c = Cluster::with_wallets(37, 2, 3, &specs, Limits::default());
-    let old = taproot(&c, "old");
-    let new = taproot(&c, "new");
     let (p, inbox) = refresh_to_part3(&mut c, "old", 1, 0);
     confirmations(&c, &p, &inbox);
     c.lose_disk(3);
@@ -524,20 +529,7 @@ fn a_wallet_stuck_on_a_withheld_refresh_confirmation_is_swept_to_its_successor()
     let session = repair::session(&c, "old", 3, &[1, 2], 2);
     let (_, err) = repair::run(&mut c, &session).unwrap_err();
     assert_eq!(err.code(), ErrorCode::RekeyInProgress, "{err}");
-    let inputs = funding(&old, 3, 100_000, 3);
-    let sweep = build_psbt(
-        &old,
-        &inputs,
-        &[Payment {
-            destination: Destination::Address(new.address()),
-            value: Amount::from_sat(299_000),
-        }],
-        LockTime::ZERO,
-    )
-    .unwrap();
-    let sigs = sign(&mut c, "old", &[1, 2], &sweep).unwrap();
-    let prevouts = sweep.prevouts().to_vec();
-    verify_with_core(&finalize(sweep, &sigs, &[]), &prevouts).unwrap();
+    sweeps_to_successor(&mut c, &[1, 2]);
 }
 
 #[test]
