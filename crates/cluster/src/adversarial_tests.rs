@@ -72,6 +72,10 @@ enum Mode {
     /// Refresh confirmations asked for: answers with the cluster's planted
     /// messages (other members' genuine, older confirmations) first.
     ReplaysConfirmations,
+    /// Asked for a veto: first runs the part 3 the cluster holds back for
+    /// it (a slow coordinator's, landing between `--abort`'s read and its
+    /// veto request).
+    Part3BeforeVeto,
 }
 
 /// How long a `...LateOnce` member holds its first reply.
@@ -93,6 +97,11 @@ struct Member {
     release: Arc<Release>,
     /// What a [`Mode::ReplaysConfirmations`] member answers first.
     planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
+    /// The part-3 requests held back for [`Mode::Part3BeforeVeto`]
+    /// members, by member.
+    late: Late,
+    /// This member's seat.
+    seat: Seat,
     /// Whether a `...LostOnce` mode already lost its reply.
     lost: std::sync::atomic::AtomicBool,
     /// The member's identity key, with which a member whose mode changes
@@ -156,10 +165,20 @@ impl SignerHandler for Member {
                 }
                 Ok(response)
             }
+            Request::DkgCancel { abandon: true, .. } if self.mode == Mode::Part3BeforeVeto => {
+                let held = self.late.lock().unwrap().remove(&self.seat);
+                if let Some(part3) = held {
+                    self.inner.handle(peer, part3)?;
+                }
+                self.inner.handle(peer, request)
+            }
             _ => self.inner.handle(peer, request),
         }
     }
 }
+
+/// Part-3 requests held back, by the member they are for.
+type Late = Arc<std::sync::Mutex<std::collections::BTreeMap<Seat, Request>>>;
 
 impl Member {
     fn round2(
@@ -249,6 +268,7 @@ struct Cluster {
     stores: Vec<Arc<EncryptedStore>>,
     release: Arc<Release>,
     planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
+    late: Late,
 }
 
 impl Drop for Cluster {
@@ -296,6 +316,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         stores: Vec::new(),
         release: release.clone(),
         planted: Arc::default(),
+        late: Arc::default(),
     };
     for number in 1..=n {
         let path = cluster.config_path(seat(number));
@@ -316,6 +337,8 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             mode,
             release: release.clone(),
             planted: cluster.planted.clone(),
+            late: cluster.late.clone(),
+            seat: seat(number),
             lost: std::sync::atomic::AtomicBool::new(false),
             identity: key,
         });
@@ -935,6 +958,21 @@ async fn a_refresh_whose_confirmation_is_refused_as_overloaded_once_completes() 
 /// Runs the refresh `session` of the wallet's epoch `from` from member 1
 /// through part 3 at every member, as a coordinator that dies right after.
 async fn refresh_to_part3(cluster: &Cluster, session: DkgSessionId, from: u64) {
+    let seats: Vec<Seat> = (1..=3).map(seat).collect();
+    let mut inbox = refresh_to_part2(cluster, session, from, &seats).await;
+    for s in &seats {
+        part3_at(cluster, session, *s, &mut inbox).await.unwrap();
+    }
+}
+
+/// Runs the refresh `session` of the wallet's epoch `from` from member 1
+/// through part 2 at `seats` (every member): each member's part-3 inbox.
+async fn refresh_to_part2(
+    cluster: &Cluster,
+    session: DkgSessionId,
+    from: u64,
+    seats: &[Seat],
+) -> std::collections::BTreeMap<Seat, Vec<SignedDkgMessage>> {
     let node = cluster.node(seat(1));
     let wallet = node
         .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
@@ -950,14 +988,13 @@ async fn refresh_to_part3(cluster: &Cluster, session: DkgSessionId, from: u64) {
         from_epoch: WalletEpoch(from),
         removed: Vec::new(),
     });
-    let seats: Vec<Seat> = (1..=3).map(seat).collect();
     let mut round1 = Vec::new();
-    for s in &seats {
+    for s in seats {
         let client = peers.client(*s).await.unwrap();
         round1.push(client.dkg_start(proposal.clone()).await.unwrap());
     }
     let mut inbox: std::collections::BTreeMap<Seat, Vec<SignedDkgMessage>> = Default::default();
-    for s in &seats {
+    for s in seats {
         let others = round1.iter().filter(|m| m.sender != *s).cloned().collect();
         let client = peers.client(*s).await.unwrap();
         for m in client
@@ -970,14 +1007,81 @@ async fn refresh_to_part3(cluster: &Cluster, session: DkgSessionId, from: u64) {
             }
         }
     }
-    for s in &seats {
-        let client = peers.client(*s).await.unwrap();
-        let mine = inbox.remove(s).unwrap();
-        client
-            .dkg_finish(wallet.id().clone(), session, mine)
-            .await
-            .unwrap();
+    inbox
+}
+
+/// Member 1 sends part 3 of the refresh `session` to `to`, taken from
+/// `inbox`.
+async fn part3_at(
+    cluster: &Cluster,
+    session: DkgSessionId,
+    to: Seat,
+    inbox: &mut std::collections::BTreeMap<Seat, Vec<SignedDkgMessage>>,
+) -> Result<SignedDkgMessage, thresig_daemon::Error> {
+    let client = cluster.peers(seat(1)).client(to).await.unwrap();
+    let mine = inbox.remove(&to).unwrap();
+    client
+        .dkg_finish(WalletId::new(WALLET.to_owned()).unwrap(), session, mine)
+        .await
+}
+
+/// 3-of-5, all honest: part 3 reached member 1 only when `--abort` read
+/// who released; it reaches members 3 and 4 (a slow coordinator) before
+/// they are asked for their vetoes. Vetoes from 2 and 5 alone would make
+/// the refresh unfinishable, so `--abort` stores none (those members still
+/// run the session), and once part 3 reaches 2 and 5 as well, `--resume`
+/// finishes the refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_racing_a_late_part_3_leaves_the_refresh_finishable() {
+    let modes = [(3, Mode::Part3BeforeVeto), (4, Mode::Part3BeforeVeto)];
+    let cluster = start(5, 3, &modes, keep).await;
+    dkg_from(&cluster, 1, 51).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let session = DkgSessionId([0x51; 32]);
+    let seats: Vec<Seat> = (1..=5).map(seat).collect();
+    let mut inbox = refresh_to_part2(&cluster, session, 0, &seats).await;
+    part3_at(&cluster, session, seat(1), &mut inbox)
+        .await
+        .unwrap();
+    let wallet_id = wallet.id().clone();
+    for s in [3, 4] {
+        let round2 = inbox.remove(&seat(s)).unwrap();
+        let part3 = Request::DkgFinish {
+            wallet: wallet_id.clone(),
+            session,
+            round2,
+        };
+        cluster.late.lock().unwrap().insert(seat(s), part3);
     }
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    let aborted = crate::abort_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        session,
+        &crate::Silent,
+    )
+    .await;
+    assert!(aborted.is_err(), "{:?}", aborted.ok());
+    let held: Vec<(Seat, Request)> = std::mem::take(&mut *cluster.late.lock().unwrap())
+        .into_iter()
+        .collect();
+    for (s, part3) in held {
+        let Request::DkgFinish { round2, .. } = part3 else {
+            unreachable!("only part 3 is held back")
+        };
+        inbox.insert(s, round2);
+        part3_at(&cluster, session, s, &mut inbox).await.unwrap();
+    }
+    for s in [2, 5] {
+        let finished = part3_at(&cluster, session, seat(s), &mut inbox).await;
+        assert!(finished.is_ok(), "member {s}: {:?}", finished.err());
+    }
+    resumed_from_1(&cluster, session, 1).await;
 }
 
 /// A session id run again after two switches: its coordinator dies after
@@ -996,16 +1100,7 @@ async fn resume_ignores_an_older_runs_confirmation_replayed_by_a_member() {
     let peers = cluster.peers(seat(1));
     let reused = DkgSessionId([0x41; 32]);
     for session in [reused, DkgSessionId([0x42; 32])] {
-        let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
-        crate::run_refresh(
-            &peers,
-            wallet,
-            (own.epoch, &own.key.members()),
-            session,
-            &crate::Silent,
-        )
-        .await
-        .unwrap();
+        refreshed_from_1(&cluster, session).await;
         if session == reused {
             let second = peers.client(seat(2)).await.unwrap();
             let held = second
@@ -1019,15 +1114,93 @@ async fn resume_ignores_an_older_runs_confirmation_replayed_by_a_member() {
     refresh_to_part3(&cluster, reused, 2).await;
     let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
     assert_eq!(own.epoch, WalletEpoch(2));
+    resumed_from_1(&cluster, reused, 3).await;
+}
+
+/// A vetoed session id runs again after one switch: the session's first
+/// run (from epoch 0) reached part 3 at member 2 only (it released) and
+/// was aborted on the vetoes of members 1 and 3 (member 2 discarded);
+/// another refresh switched every member to epoch 1; then the session
+/// runs again from epoch 1 and its coordinator dies after part 3. Member
+/// 1, pending at epoch 1, runs `--resume` and answers it with member 2's
+/// confirmation of the first run before its own: it starts from epoch 0,
+/// not this refresh's, so it accuses nobody and `--resume` finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_ignores_a_vetoed_runs_confirmation_replayed_after_one_switch() {
+    let cluster = start(3, 2, &[(1, Mode::ReplaysConfirmations)], keep).await;
+    dkg_from(&cluster, 1, 61).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let reused = DkgSessionId([0x61; 32]);
+    let seats: Vec<Seat> = (1..=3).map(seat).collect();
+    let mut inbox = refresh_to_part2(&cluster, reused, 0, &seats).await;
+    let old = part3_at(&cluster, reused, seat(2), &mut inbox)
+        .await
+        .unwrap();
+    cluster.planted.lock().unwrap().push(old);
+    let mut vetoes = Vec::new();
+    for s in [1, 3] {
+        let client = peers.client(seat(s)).await.unwrap();
+        vetoes.push(
+            client
+                .refresh_abandon(wallet.id().clone(), reused)
+                .await
+                .unwrap(),
+        );
+    }
+    let second = peers.client(seat(2)).await.unwrap();
+    let discarded = second
+        .refresh_discard(wallet.id().clone(), reused, vetoes)
+        .await
+        .unwrap();
+    assert!(discarded, "member 2 discards on the vetoes of 1 and 3");
+    refreshed_from_1(&cluster, DkgSessionId([0x62; 32])).await;
+    refresh_to_part3(&cluster, reused, 1).await;
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    assert_eq!(own.epoch, WalletEpoch(1));
+    resumed_from_1(&cluster, reused, 2).await;
+}
+
+/// `--resume` of `session` run from member 1 succeeds, and member 1 is
+/// then at wallet epoch `epoch`.
+async fn resumed_from_1(cluster: &Cluster, session: DkgSessionId, epoch: u64) {
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
     let resumed = crate::resume_refresh(
         &peers,
         wallet,
-        (own.epoch, &own.key.members()),
-        reused,
+        (seat(1), own.epoch, &own.key.members()),
+        session,
         &crate::Silent,
     )
     .await;
     assert!(resumed.is_ok(), "{:?}", resumed.err());
     let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
-    assert_eq!(own.epoch, WalletEpoch(3));
+    assert_eq!(own.epoch, WalletEpoch(epoch));
+}
+
+/// A refresh `session` run from member 1 completes.
+async fn refreshed_from_1(cluster: &Cluster, session: DkgSessionId) {
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let peers = cluster.peers(seat(1));
+    let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
+    crate::run_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        session,
+        &crate::Silent,
+    )
+    .await
+    .unwrap();
 }

@@ -82,6 +82,26 @@ pub enum DkgError {
     /// The run could not proceed at all.
     #[error("DKG aborted: {0}")]
     Aborted(&'static str),
+    /// `--abort` found fewer than the threshold of members that can never
+    /// release their confirmation, while some still run the refresh
+    /// session: a coordinator can still finish it, so nobody was asked for
+    /// a veto.
+    #[error(
+        "refresh abort: members {running:?} still run the refresh session and may yet release their confirmations, so no veto was asked for; wait until their sessions expire (dkg_session_ttl_secs) or the coordinator cancels, then run --abort again (or --resume once every member released)"
+    )]
+    RefreshRunning {
+        /// The cluster seats still running the session.
+        running: Vec<Seat>,
+    },
+    /// `--abort` got fewer than the threshold of vetoes; those it got are
+    /// stored at their members for good.
+    #[error(
+        "refresh abort: only members {vetoed:?} vetoed, fewer than the threshold, so nothing was discarded; run --abort again once the members that could not be reached are back"
+    )]
+    TooFewVetoes {
+        /// The cluster seats that vetoed.
+        vetoed: Vec<Seat>,
+    },
     /// `--resume` reached no member holding this member's confirmation of
     /// the refresh (neither the member itself nor any that counted it).
     #[error(
@@ -119,7 +139,12 @@ impl DkgError {
             // (`dkg_not_in_phase`: restarted, expired): a new run, with a
             // new session, is the fix (docs/errors.md).
             Self::Coordination { .. } => true,
-            Self::Protocol { .. } | Self::Aborted(_) | Self::Unconfirmed { .. } => false,
+            // The sessions expire (or their coordinator ends them).
+            Self::RefreshRunning { .. } => true,
+            Self::Protocol { .. }
+            | Self::Aborted(_)
+            | Self::Unconfirmed { .. }
+            | Self::TooFewVetoes { .. } => false,
         };
         if fresh_run_can_succeed {
             Recovery::Retryable

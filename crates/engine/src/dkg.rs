@@ -541,16 +541,24 @@ impl<S: Store> Signer<S> {
     /// counted ([`Request::RefreshConfirmations`](crate::Request)).
     ///
     /// # Errors
-    /// [`Error::DkgNotInPhase`] when this member holds no result of the
-    /// session; [`Error::Store`].
+    /// [`Error::DkgBusy`] when it holds none but still runs the session
+    /// (it may yet release: `--abort` asks it for no veto);
+    /// [`Error::DkgNotInPhase`] when it neither holds a result of the
+    /// session nor runs it (it refuses the session's part 3 from now on);
+    /// [`Error::Store`].
     pub(crate) fn refresh_confirmations(
         &self,
+        now: Timestamp,
         slot: &Slot,
         session: DkgSessionId,
     ) -> Result<Vec<SignedDkgMessage>, Error> {
         let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
+        expire(&mut shard, now);
         self.adopt_durable(slot, &mut shard)?;
+        if let Some(running) = shard.dkg.as_ref().filter(|d| d.refresh() == Some(session)) {
+            return Err(busy(slot, running));
+        }
         self.with_held(slot, &shard, session, |c| {
             let payload = c.payload()?;
             let mut held = vec![c.confirmation(&self.identity, wallet, slot.seat)?];

@@ -799,12 +799,13 @@ pub enum Error {
         /// The refresh session.
         session: crate::dkg_msg::DkgSessionId,
     },
-    /// A repair asked of a helper that holds a refresh result pending: it
-    /// released its confirmation, and so may the member being repaired,
-    /// which, rebuilt at the old epoch, would forget its release and veto
-    /// a refresh the others may switch on.
+    /// A repair asked of a helper that holds a refresh result pending or
+    /// still runs a refresh: it (or the member being repaired) may have
+    /// released its confirmation, and the member, rebuilt at the old
+    /// epoch, would forget its release and veto a refresh the others may
+    /// switch on.
     #[error(
-        "wallet {wallet}: this member holds refresh {0} pending and helps no repair until it is finished or discarded; run `thresig refresh --resume {0}` (or `--abort {0}` when a threshold of members never released) first, then repair the member at the wallet's epoch", hex::encode(session.0)
+        "wallet {wallet}: this member runs or holds refresh {0} pending and helps no repair until it is finished, discarded or its session expires (dkg_session_ttl_secs); run `thresig refresh --resume {0}` (or `--abort {0}` when a threshold of members never released) first, then repair the member at the wallet's epoch", hex::encode(session.0)
     )]
     RepairDuringRefresh {
         /// The wallet addressed.

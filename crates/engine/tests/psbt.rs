@@ -472,6 +472,13 @@ fn a_rekeying_wallet_signs_only_the_sweep_to_its_active_successor() {
     assert_eq!(err.code(), ErrorCode::RekeyInProgress);
 
     // The sweep of everything to the successor signs and passes Core.
+    sweeps_to_successor(&mut c, &[2, 3]);
+}
+
+/// The sweep of three outputs of `old` to `new` signs with `seats` and
+/// passes Core.
+fn sweeps_to_successor(c: &mut Cluster, seats: &[u16]) {
+    let (old, new) = (taproot(c, "old"), taproot(c, "new"));
     let inputs = funding(&old, 3, 100_000, 3);
     let sweep = build_psbt(
         &old,
@@ -483,9 +490,46 @@ fn a_rekeying_wallet_signs_only_the_sweep_to_its_active_successor() {
         LockTime::ZERO,
     )
     .unwrap();
-    let sigs = sign(&mut c, "old", &[2, 3], &sweep).unwrap();
+    let sigs = sign(c, "old", seats, &sweep).unwrap();
     let prevouts = sweep.prevouts().to_vec();
     verify_with_core(&finalize(sweep, &sigs, &[]), &prevouts).unwrap();
+}
+
+/// The refresh no repair can get past (docs/lifecycle.md): every member
+/// ran part 3 and released its confirmation, member 3 withholds its own
+/// and then loses its disk. No helper repairs it while the refresh is
+/// pending (`refresh_confirmed`), and `--resume` cannot finish without
+/// its confirmation. The way out is the rekey: after `begin_rekey` the
+/// repair is refused with `rekey_in_progress` (the successor is the way
+/// back, not `--resume`), and the sweep of everything to the successor
+/// signs with the honest members 1 and 2.
+#[test]
+fn a_wallet_stuck_on_a_withheld_refresh_confirmation_is_swept_to_its_successor() {
+    use common::dkg::{confirmations, refresh_to_part3};
+    use common::repair;
+    let specs = [
+        Spec::new("old", Keys::Dkg(ScriptTree::KeyPathOnly))
+            .policy(policy())
+            .successor("new"),
+        Spec::new("new", Keys::Dkg(ScriptTree::KeyPathOnly)),
+    ];
+    let mut c = Cluster::with_wallets(37, 2, 3, &specs, Limits::default());
+    let (p, inbox) = refresh_to_part3(&mut c, "old", 1, 0);
+    confirmations(&c, &p, &inbox);
+    c.lose_disk(3);
+    repair::approve(&c, "old", 3, &[1, 2]);
+    let session = repair::session(&c, "old", 3, &[1, 2], 1);
+    let (_, err) = repair::run(&mut c, &session).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RefreshConfirmed, "{err}");
+    for s in [1, 2] {
+        c.member(s).signer().begin_rekey(&wid("old")).unwrap();
+        let state = c.member(s).signer().status(&wid("old")).unwrap().state;
+        assert_eq!(state, WalletStateKind::Rekeying, "seat {s}");
+    }
+    let session = repair::session(&c, "old", 3, &[1, 2], 2);
+    let (_, err) = repair::run(&mut c, &session).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RekeyInProgress, "{err}");
+    sweeps_to_successor(&mut c, &[1, 2]);
 }
 
 #[test]

@@ -297,6 +297,33 @@ fn a_helper_with_a_pending_refresh_refuses_a_repair_and_no_veto_discards() {
     assert!(has_share(&c, 3, "w", 1), "seat 3 keeps its pending share");
 }
 
+/// 3-of-5, seats 4 and 5 malicious, seat 4 coordinating: part 3 reached
+/// seats 2 and 3 only (both released); seat 1 still runs the refresh
+/// (its part-2 session is live), so the coordinator can still give it
+/// part 3 and every confirmation. Repaired at the old epoch by helpers
+/// {1, 4, 5}, seat 2 would come back with no record of its release and
+/// veto with 4 and 5 while seat 1 switches. So a helper still running the
+/// refresh refuses the repair too.
+#[test]
+fn a_helper_still_running_a_refresh_refuses_a_repair() {
+    use common::repair;
+    let mut c = Cluster::new(709, 3, 5, &["w"], small_limits());
+    let (p, inbox) = refresh_to_part3(&mut c, "w", 1, 0);
+    for s in [2, 3] {
+        finish_at(&c, &p, &inbox, s).unwrap();
+    }
+    c.lose_disk(2);
+    repair::approve(&c, "w", 2, &[1, 4, 5]);
+    let session = repair::session(&c, "w", 2, &[1, 4, 5], 1);
+    let (refused_by, err) = repair::run(&mut c, &session).unwrap_err();
+    assert_eq!(refused_by, 1, "{err}");
+    assert_eq!(err.code(), ErrorCode::RefreshConfirmed, "{err}");
+    assert!(err.to_string().contains("--resume"), "{err}");
+    assert_eq!(at(&c, 2, "w"), (WalletStateKind::DkgPending, None));
+    let confirmation = finish_at(&c, &p, &inbox, 1).unwrap();
+    assert_eq!(confirmation.sender.get(), 1, "seat 1 can still release");
+}
+
 /// A member asking for vetoes of made-up sessions fills only its own
 /// share of a member's veto slots: seat 3 asks seat 2 for as many as it
 /// will sign, and an honest coordinator's abort of a real stuck refresh

@@ -99,7 +99,7 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
             runtime.block_on(resume_refresh(
                 &c.peers,
                 wallet,
-                (before.epoch, &before.key.members()),
+                (c.node.member, before.epoch, &before.key.members()),
                 session,
                 &Bar::new(),
             ))?;

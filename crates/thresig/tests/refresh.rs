@@ -307,10 +307,19 @@ fn kill_and_restart_seats(
     }
 }
 
-/// `thresig refresh --abort SESSION` succeeds on the vetoes of members 2
-/// and 3, and member 1 discards its pending result; the report.
-fn aborted_on_the_vetoes_of_2_and_3(cluster: &ProcessCluster, session: &str) -> serde_json::Value {
-    let out = refresh(cluster, &["--abort", session]);
+/// The coordinator (member 1) cancels the stepped session at members 2
+/// and 3, as a failed run does (until then they still run it and may yet
+/// release, so `--abort` asks nobody for a veto); then `thresig refresh
+/// --abort SESSION` succeeds on the vetoes of members 2 and 3, and member
+/// 1 discards its pending result; the report.
+fn aborted_on_the_vetoes_of_2_and_3(
+    cluster: &ProcessCluster,
+    runtime: &tokio::runtime::Runtime,
+    run: &Stepped,
+) -> serde_json::Value {
+    cancel_at(cluster, runtime, run, &[2, 3]);
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(cluster, &["--abort", &session]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
@@ -332,10 +341,21 @@ fn resumed(cluster: &ProcessCluster, run: &Stepped) {
 /// Tells every member to drop the session, as the driver does when a run
 /// fails.
 fn cancel_all(cluster: &ProcessCluster, runtime: &tokio::runtime::Runtime, run: &Stepped) {
+    let seats: Vec<u16> = cluster.seats().iter().map(|s| s.get()).collect();
+    cancel_at(cluster, runtime, run, &seats);
+}
+
+/// Tells members `seats` to drop the session.
+fn cancel_at(
+    cluster: &ProcessCluster,
+    runtime: &tokio::runtime::Runtime,
+    run: &Stepped,
+    seats: &[u16],
+) {
     let peers = cluster.peers(seat(1));
     runtime.block_on(async {
-        for s in cluster.seats() {
-            let client = peers.client(s).await.unwrap();
+        for s in seats {
+            let client = peers.client(seat(*s)).await.unwrap();
             client
                 .dkg_cancel(wallet_id(), run.proposal.session)
                 .await
@@ -456,7 +476,7 @@ fn a_refresh_stuck_after_part_3_on_one_member_is_aborted_and_a_new_one_completes
     }
     let stuck = refresh(&cluster, &["--resume", &session]);
     assert_ne!(stuck.status.code(), Some(0));
-    aborted_on_the_vetoes_of_2_and_3(&cluster, &session);
+    aborted_on_the_vetoes_of_2_and_3(&cluster, &runtime, &run);
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x39);
     let out = refresh(&cluster, &[]);
@@ -509,8 +529,7 @@ fn an_abort_skips_a_member_that_is_down_when_the_others_vetoes_suffice() {
     let made = dkg(&cluster.config_path(seat(1)), WALLET);
     let run = step_to(&cluster, &runtime, Step::Part3OnOne);
     cluster.local.stop(seat(4)).unwrap();
-    let session = hex::encode(run.proposal.session.0);
-    let report = aborted_on_the_vetoes_of_2_and_3(&cluster, &session);
+    let report = aborted_on_the_vetoes_of_2_and_3(&cluster, &runtime, &run);
     assert_eq!(report["missed"], serde_json::json!([4]));
     cluster.local.start(seat(4)).unwrap();
     runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(4)));
@@ -563,8 +582,10 @@ fn a_released_member_refuses_to_veto_over_the_network_and_resume_switches_it() {
 /// The coordinator dies after part 1 or 2 (the test, coordinating from
 /// seat 1, stops there): no member released its confirmation, every
 /// member keeps signing at epoch 0, and the session held in memory would
-/// block a new refresh until it expires. `thresig refresh --abort` gets
-/// every member's veto (each drops the session), and a new refresh
+/// block a new refresh until it expires. While the members still run it,
+/// `thresig refresh --abort` asks nobody for a veto (a late part 3 could
+/// still reach them) and says to wait; once the coordinator's cancel has
+/// dropped the sessions, it gets every member's veto, and a new refresh
 /// completes at once.
 fn coordinator_lost_before_part3(step: Step, seed: u64) {
     let (cluster, runtime, made) = keyed(seed);
@@ -572,6 +593,14 @@ fn coordinator_lost_before_part3(step: Step, seed: u64) {
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x3c);
     let session = hex::encode(run.proposal.session.0);
+    let out = refresh(&cluster, &["--abort", &session]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("dkg_session_ttl_secs"),
+        "{}",
+        stderr(&out)
+    );
+    cancel_all(&cluster, &runtime, &run);
     let out = refresh(&cluster, &["--abort", &session]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -716,8 +745,7 @@ fn kill_9_between_the_veto_and_discard_steps_of_abort_then_abort_again_discards(
     kill_and_restart_seats(&mut cluster, &runtime, &[1, 2]);
     let held = states(&cluster);
     assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
-    let session = hex::encode(run.proposal.session.0);
-    aborted_on_the_vetoes_of_2_and_3(&cluster, &session);
+    aborted_on_the_vetoes_of_2_and_3(&cluster, &runtime, &run);
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x40);
     let out = refresh(&cluster, &[]);
@@ -764,8 +792,7 @@ fn an_abort_still_gets_a_veto_after_another_member_filled_its_veto_slots() {
     });
     assert!(refused.contains("capacity_exhausted"), "{refused}");
     let run = step_to(&cluster, &runtime, Step::Part3OnOne);
-    let session = hex::encode(run.proposal.session.0);
-    aborted_on_the_vetoes_of_2_and_3(&cluster, &session);
+    aborted_on_the_vetoes_of_2_and_3(&cluster, &runtime, &run);
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x42);
 }

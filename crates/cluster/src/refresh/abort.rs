@@ -3,14 +3,15 @@
 //! released its confirmation, so no one can finish it.
 //!
 //! Every participant is first asked, without writing anything, whether
-//! it released its confirmation (whether it holds a result of the
-//! session). A veto ("I never released my confirmation and never will")
-//! is stored for good and ends the member's session, so vetoes are asked
-//! for only once at least a threshold answer that they never released:
-//! with fewer, a slow coordinator could still finish the refresh, and
-//! vetoes would make that impossible for nothing. Then each of them is
-//! asked for its veto; one that released since refuses with
-//! `refresh_confirmed`. A member holding the result pending discards it
+//! it released its confirmation (it holds a result of the session), still
+//! runs the session (`dkg_busy`: it may yet release), or neither (it
+//! refuses the session's part 3 from then on, so it can never release).
+//! A veto ("I never released my confirmation and never will") is stored
+//! for good and ends the member's session, so vetoes are asked for only
+//! once at least a threshold answer neither, and only of those: asked of
+//! a member still running the session, a veto could race a slow
+//! coordinator's part 3 reaching the others and leave the refresh neither
+//! finishable nor discarded. A member holding the result pending discards it
 //! only on the vetoes of a threshold of participants (DESIGN.md §4), so
 //! the set goes to every member once it is that large. A member that
 //! cannot be reached is skipped in each step: the others' answers may be
@@ -54,9 +55,12 @@ pub struct AbortOutcome {
 /// # Errors
 /// [`DkgError::Member`] naming a member that could not be reached or
 /// refused otherwise, when fewer than the threshold vetoed without it;
-/// [`DkgError::Aborted`] when fewer than the threshold of members never
-/// released their confirmation (those that released keep the result
-/// pending: `--resume` finishes it).
+/// [`DkgError::RefreshRunning`] when fewer than the threshold can never
+/// release while others still run the session (nobody was asked for a
+/// veto); [`DkgError::TooFewVetoes`] naming the members that vetoed when
+/// fewer than the threshold did; [`DkgError::Aborted`] when fewer than
+/// the threshold of members never released their confirmation and none
+/// runs the session any more.
 pub async fn abort_refresh(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
@@ -68,7 +72,7 @@ pub async fn abort_refresh(
     let members = taking_part(wallet, &kind, Some(holders));
     let cluster = |seat: &Seat| members.iter().find(|(s, _)| s == seat).map(|(_, c)| *c);
     let threshold = usize::from(wallet.config.threshold);
-    let (mut unreleased, mut failed) = (Vec::new(), None);
+    let (mut unreleased, mut running, mut failed) = (Vec::new(), Vec::new(), None);
     for (seat, answer) in super::resume::held_by_each(peers, wallet, &members, session).await {
         match answer {
             Ok(_) => {}
@@ -77,12 +81,19 @@ pub async fn abort_refresh(
             {
                 unreleased.extend(members.iter().filter(|(s, _)| *s == seat));
             }
+            Err(DaemonError::Refused(e)) if *e.code.kind() == Code::Engine(ErrorCode::DkgBusy) => {
+                running.extend(cluster(&seat));
+            }
             Err(error) => failed = failed.or(cluster(&seat).map(|seat| (seat, error))),
         }
     }
     progress.step("unreleased", unreleased.len(), members.len());
     if unreleased.len() < threshold {
-        return Err(too_few(failed));
+        return Err(if running.is_empty() {
+            too_few(failed)
+        } else {
+            DkgError::RefreshRunning { running }
+        });
     }
     let answers = super::each_reachable(peers, &unreleased, |client| {
         let wallet_id = wallet.id().clone();
@@ -106,7 +117,12 @@ pub async fn abort_refresh(
     }
     progress.step("veto", vetoes.len(), unreleased.len());
     if vetoes.len() < threshold {
-        return Err(too_few(failed));
+        return Err(match failed {
+            Some(failed) => too_few(Some(failed)),
+            None => DkgError::TooFewVetoes {
+                vetoed: abandoned_by,
+            },
+        });
     }
     let proofs = Arc::new(vetoes);
     let answers = super::each_reachable(peers, &members, |client| {

@@ -24,10 +24,10 @@ use crate::progress::Progress;
 /// Finishes the refresh `session` of `wallet` whose members stored their
 /// results but did not all get the confirmations: the confirmations every
 /// reachable member holds are gathered, and once they include every
-/// participant's, delivered to every member. `at` is the wallet epoch of
-/// this member (either side of the switch) and `holders` the members of
-/// its key record; only the wallet's removal set is taken from the refresh
-/// it names.
+/// participant's, delivered to every member. `member` is the cluster seat
+/// running it, `at` its wallet epoch (either side of the switch) and
+/// `holders` the members of its key record; only the wallet's removal set
+/// is taken from the refresh it names.
 ///
 /// # Errors
 /// [`DkgError::Unconfirmed`] naming a member whose confirmation no
@@ -37,13 +37,13 @@ use crate::progress::Progress;
 pub async fn resume_refresh(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
-    (at, holders): (WalletEpoch, &[Seat]),
+    (member, at, holders): (Seat, WalletEpoch, &[Seat]),
     session: DkgSessionId,
     progress: &dyn Progress,
 ) -> Result<(), DkgError> {
     let (kind, _) = super::refresh_of(wallet, at)?;
     let members = taking_part(wallet, &kind, Some(holders));
-    let held = gather(peers, wallet, &members, (session, at)).await;
+    let held = gather(peers, wallet, &members, (member, session, at)).await;
     let mut confirmations = BTreeMap::new();
     for (seat, cluster) in &members {
         let confirmation = held
@@ -56,18 +56,45 @@ pub async fn resume_refresh(
 }
 
 /// The confirmations of `session` the reachable ones of `members` hold,
-/// one per participant (the first that verifies and is of the refresh
-/// pending or switched to at this member's epoch `at`). A member that
-/// cannot be reached, or holds no result of the session, adds none:
-/// another member may hold its confirmation.
+/// one per participant, all of the run the running member (cluster seat
+/// `member`, at wallet epoch `at`) took part in. A member that cannot be
+/// reached, or holds no result of the session, adds none: another member
+/// may hold its confirmation.
+///
+/// A session id may run again once a switch deleted its vetoes, so a
+/// member may hand back an honest member's genuine confirmation of an
+/// earlier run to blame it. The running member's own confirmation names
+/// the epoch its run starts from (`at` if it holds the result pending,
+/// the epoch before if it switched on it; `at` if it holds none); only
+/// confirmations from that epoch count, and of those, one agreeing with
+/// its own is kept before any other.
 async fn gather(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     members: &[(Seat, Seat)],
-    (session, at): (DkgSessionId, WalletEpoch),
+    (member, session, at): (Seat, DkgSessionId, WalletEpoch),
 ) -> BTreeMap<Seat, SignedDkgMessage> {
     let answers = held_by_each(peers, wallet, members, session).await;
-    let mut held = BTreeMap::new();
+    let genuine = |m: &SignedDkgMessage| {
+        m.session == session
+            && m.wallet == *wallet.id()
+            && members.iter().any(|(seat, _)| *seat == m.sender)
+            && m.verify(&wallet.config)
+    };
+    let own = members
+        .iter()
+        .find(|(_, c)| *c == member)
+        .and_then(|(own, _)| {
+            let held = answers.get(own)?.as_ref().ok()?;
+            held.iter()
+                .find(|m| m.sender == *own && genuine(m))
+                .map(|m| m.payload.clone())
+        });
+    let from = match &own {
+        Some(DkgPayload::RefreshConfirm { from_epoch, .. }) => *from_epoch,
+        _ => at,
+    };
+    let mut held: BTreeMap<Seat, SignedDkgMessage> = BTreeMap::new();
     for (seat, answer) in answers {
         let messages = match answer {
             Ok(messages) => messages,
@@ -77,23 +104,19 @@ async fn gather(
             }
         };
         for m in messages {
-            // This member holds the refresh pending (it starts from `at`)
-            // or switched on it (from the epoch before). A session id runs
-            // again only after two switches, so an honest member's
-            // confirmation of an earlier run, which a member may hand back
-            // to blame it, starts from an epoch before both.
             let this_run = matches!(
                 m.payload,
-                DkgPayload::RefreshConfirm { from_epoch, .. }
-                    if from_epoch == at || from_epoch.0.checked_add(1) == Some(at.0)
+                DkgPayload::RefreshConfirm { from_epoch, .. } if from_epoch == from
             );
-            let fits = m.session == session
-                && this_run
-                && m.wallet == *wallet.id()
-                && members.iter().any(|(seat, _)| *seat == m.sender)
-                && m.verify(&wallet.config);
-            if fits {
-                held.entry(m.sender).or_insert(m);
+            if !this_run || !genuine(&m) {
+                continue;
+            }
+            let agrees = own.as_ref() == Some(&m.payload);
+            match held.get(&m.sender) {
+                Some(kept) if !agrees || own.as_ref() == Some(&kept.payload) => {}
+                _ => {
+                    held.insert(m.sender, m);
+                }
             }
         }
     }

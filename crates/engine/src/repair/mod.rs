@@ -213,6 +213,7 @@ impl<S: Store> Signer<S> {
         check_session(slot, request.session())?;
         let mut shard = lock(&self.store, slot)?;
         shard.repair.expire(now);
+        crate::dkg::expire(&mut shard, now);
         let message = RepairResponse::Message;
         match request {
             RepairRequest::Join { session } => self
@@ -686,18 +687,11 @@ fn helper_key<'a>(
     if !session.helpers.contains(&slot.seat) {
         return Err(not_in_phase(slot));
     }
-    // A member repaired at the old epoch while a refresh is pending comes
-    // back with no record of releasing its confirmation and would veto a
-    // refresh the others may switch on (docs/lifecycle.md).
-    if let crate::wallet::WalletState::Refreshing(r) = &shard.state {
-        return Err(Error::RepairDuringRefresh {
-            wallet: slot.config.id.clone(),
-            session: r.pending.session(),
-        });
-    }
     // Only a wallet not keyed yet may become active later; a rekeying,
     // retired or corrupt one never helps again without an operator, so
-    // its refusal is terminal (the signing refusal's, which names the fix).
+    // its refusal is terminal (the signing refusal's, which names the fix:
+    // a rekeying wallet's way back is its successor, also when a refresh
+    // stuck on a withheld confirmation is why it was rekeyed).
     let key = match shard.state.signing_key(&slot.config.id)? {
         (key, crate::wallet::Role::Active) => key,
         (_, crate::wallet::Role::Rekeying) => {
@@ -706,6 +700,22 @@ fn helper_key<'a>(
             });
         }
     };
+    // A member repaired at the old epoch while a refresh is pending comes
+    // back with no record of releasing its confirmation and would veto a
+    // refresh the others may switch on (docs/lifecycle.md). A helper still
+    // running the refresh (or holding a part 3 whose commit may be
+    // durable) may yet release and switch on it, so it refuses too; one
+    // whose session expired refuses part 3 and can never release.
+    let refresh = match &shard.state {
+        crate::wallet::WalletState::Refreshing(r) => Some(r.pending.session()),
+        _ => shard.dkg.as_ref().and_then(crate::dkg::DkgSession::refresh),
+    };
+    if let Some(session) = refresh {
+        return Err(Error::RepairDuringRefresh {
+            wallet: slot.config.id.clone(),
+            session,
+        });
+    }
     if key.epoch != session.epoch {
         return Err(Error::StaleEpoch {
             wallet: slot.config.id.clone(),

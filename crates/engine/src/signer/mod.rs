@@ -305,7 +305,7 @@ impl<S: Store> Signer<S> {
                 ..
             } => self.cancel(now, &member, session, abandon, &abandonments),
             Request::RefreshConfirmations { session, .. } => self
-                .refresh_confirmations(member.slot(), session)
+                .refresh_confirmations(now, member.slot(), session)
                 .map(messages),
             Request::Repair(req) => self.repair(now, &member, req, rng).map(Response::Repair),
         }
