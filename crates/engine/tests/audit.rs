@@ -495,3 +495,48 @@ fn a_periodic_checkpoint_costs_one_commit_however_busy_the_log() {
     assert_eq!(checkpoints, 1);
     store.inner.audit_verify().unwrap();
 }
+
+#[test]
+fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
+    use thresig_engine::audit::{EXPORT_PAGE_BYTES, ExportLine};
+    let c = cluster(15);
+    let signer = c.member(1).signer();
+    // A signer with 2,000 wallets of the longest ids: each open is some
+    // 140 KB, so a page of 1,024 of them would be well over 100 MB.
+    let policy_versions: BTreeMap<_, _> =
+        (0..2_000).map(|n| (wid(&format!("{n:0>64}")), 7)).collect();
+    let open = AuditEvent::Open {
+        identity: identity(1),
+        wallets: 2_000,
+        policy_versions,
+    };
+    for _ in 0..150 {
+        signer.0.audit_record(c.now, &open).unwrap();
+    }
+    let end = signer.0.audit_checkpoint(c.now).unwrap();
+    let encoded = |page: &[ExportLine]| -> usize {
+        page.iter()
+            .map(|l| serde_json::to_string(l).unwrap().len() + 1)
+            .sum()
+    };
+    let mut lines = Vec::new();
+    let mut pages = 0;
+    let mut from = Some(AuditSeq(1));
+    while let Some(at) = from {
+        let (page, next) = signer.0.audit_export_page(at, end).unwrap();
+        assert!(!page.is_empty());
+        assert!(
+            encoded(&page) <= EXPORT_PAGE_BYTES,
+            "a page of {} bytes",
+            encoded(&page)
+        );
+        lines.extend(page);
+        pages += 1;
+        from = next;
+    }
+    assert!(pages > 1);
+    let seqs: Vec<u64> = lines.iter().map(|l| l.seq).collect();
+    assert_eq!(seqs, (1..=end.0).collect::<Vec<_>>());
+    let report = verify_export(&lines, &identity(1)).unwrap();
+    assert_eq!((report.first, report.last), (1, end.0));
+}
