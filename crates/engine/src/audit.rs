@@ -24,10 +24,11 @@ use thresig_store::{AuditEntry, AuditHash, AuditSeq, Timestamp, WalletId, WriteO
 
 use crate::config::IdentityKey;
 
-/// A checkpoint is appended after every this many entries. An export
-/// always ends with a fresh one, so this only bounds how much of a log
-/// that is never exported rests on the chain alone; 1,000 entries is a
-/// busy signer's minutes and costs one signature and one entry.
+/// A checkpoint is appended once this many entries were written since
+/// the signer's last one. An export always ends with a fresh one, so this
+/// only bounds how much of a log that is never exported rests on the
+/// chain alone; 1,000 entries is a busy signer's minutes and costs one
+/// signature and one entry.
 pub const CHECKPOINT_EVERY: u64 = 1_000;
 
 /// How many entries one page of an export holds at most.

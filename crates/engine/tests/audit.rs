@@ -540,3 +540,36 @@ fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
     let report = verify_export(&lines, &identity(1)).unwrap();
     assert_eq!((report.first, report.last), (1, end.0));
 }
+
+#[test]
+fn a_periodic_checkpoint_follows_an_operator_step_at_entry_1000() {
+    use thresig_engine::audit::CHECKPOINT_EVERY;
+    let specs = [
+        Spec::new("old", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)).successor("new"),
+        Spec::new("new", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)),
+    ];
+    let c = Cluster::with_wallets(16, 2, 3, &specs, thresig_engine::Limits::default());
+    let signer = c.member(1).signer();
+    let store = c.member(1).store();
+    while store.inner.audit_head().unwrap().seq.0 < CHECKPOINT_EVERY - 1 {
+        signer.0.audit_open(c.now).unwrap();
+    }
+    // The operator's step writes entry 1,000 in its own unit.
+    let rekey = thresig_engine::OperatorCommand::BeginRekey { wallet: wid("old") };
+    signer.0.operate(c.now, &rekey).unwrap();
+    assert_eq!(
+        store.inner.audit_head().unwrap().seq,
+        AuditSeq(CHECKPOINT_EVERY)
+    );
+    signer.0.audit_open(c.now).unwrap();
+    let last = store.inner.audit(AuditSeq(CHECKPOINT_EVERY), 16).unwrap();
+    let kinds: Vec<AuditEvent> = last
+        .iter()
+        .map(|e| serde_json::from_slice(&e.body).unwrap())
+        .collect();
+    assert!(
+        matches!(kinds.last(), Some(AuditEvent::Checkpoint(_))),
+        "no checkpoint after entry {}: {kinds:?}",
+        CHECKPOINT_EVERY + 1
+    );
+}

@@ -3,6 +3,8 @@
 //! steps put their entry in their own store unit
 //! ([`crate::audit::append_op`]).
 
+use std::sync::atomic::Ordering;
+
 use thresig_store::{AuditHash, AuditSeq, OpResult, Store, Timestamp, WriteOp, WriteOutcome};
 
 use super::Signer;
@@ -67,14 +69,26 @@ impl<S: Store> Signer<S> {
         self.audit_record(now, &event)
     }
 
-    /// Appends the periodic checkpoint when `seq` completes another
-    /// [`CHECKPOINT_EVERY`] entries, in one attempt: it runs before the
-    /// caller's answer (shares, for a release), and a checkpoint that lands
-    /// after other entries still signs a real one. A failure here is not
-    /// the caller's: its own entry is durable, the chain stays whole, and
-    /// every export ends with a checkpoint of its own.
+    /// Appends the periodic checkpoint when `seq` is at least
+    /// [`CHECKPOINT_EVERY`] entries past the last checkpoint, in one
+    /// attempt: it runs before the caller's answer (shares, for a release),
+    /// and a checkpoint that lands after other entries still signs a real
+    /// one. Counting from the last checkpoint, not on multiples of
+    /// [`CHECKPOINT_EVERY`], keeps the period when that multiple is an
+    /// entry written without this call (a DKG, operator or prune unit). A
+    /// failure here is not the caller's: its own entry is durable, the
+    /// chain stays whole, and every export ends with a checkpoint of its
+    /// own.
     pub(crate) fn checkpoint_due(&self, now: Timestamp, seq: AuditSeq) {
-        if seq.0.is_multiple_of(CHECKPOINT_EVERY) {
+        let last = self.audit_checkpointed.load(Ordering::Relaxed);
+        // Claiming the period first lets only one of several concurrent
+        // callers write its checkpoint.
+        if seq.0.saturating_sub(last) >= CHECKPOINT_EVERY
+            && self
+                .audit_checkpointed
+                .compare_exchange(last, seq.0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             let _ = self.append_checkpoint(now);
         }
     }
@@ -104,6 +118,7 @@ impl<S: Store> Signer<S> {
             AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, head.seq, &head.hash, now));
         let outcome = self.store.write(vec![audit_op(now, &event)])?;
         let seq = appended(&outcome).ok_or(AuditError::Busy)?;
+        self.audit_checkpointed.fetch_max(seq.0, Ordering::Relaxed);
         Ok((head.seq, seq))
     }
 

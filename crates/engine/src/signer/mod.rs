@@ -21,6 +21,7 @@ mod release;
 mod round1;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
 use rand_core::{CryptoRng, RngCore};
@@ -137,6 +138,10 @@ pub struct Signer<S> {
     /// The Bitcoin network of every wallet (from the configuration only).
     network: Network,
     wallets: BTreeMap<WalletId, Slot>,
+    /// The audit entry the last periodic or export checkpoint covered or
+    /// was claimed at; 0 until this signer writes one, so a long log gets
+    /// its first checkpoint at the first entry after a restart.
+    pub(crate) audit_checkpointed: AtomicU64,
 }
 
 /// Why a signer could not be opened.
@@ -203,6 +208,7 @@ impl<S: Store> Signer<S> {
             limits: config.limits,
             network: config.network,
             wallets,
+            audit_checkpointed: AtomicU64::new(0),
         })
     }
 
