@@ -332,13 +332,18 @@ fn operator_steps(c: &Cluster, s: u16) -> Vec<(String, bool)> {
         .collect()
 }
 
-#[test]
-fn a_committed_operator_step_always_has_its_entry() {
+/// A cluster whose wallet "old" can be rekeyed to "new".
+fn rekeyable(seed: u64) -> Cluster {
     let specs = [
         Spec::new("old", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)).successor("new"),
         Spec::new("new", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)),
     ];
-    let c = Cluster::with_wallets(9, 2, 3, &specs, thresig_engine::Limits::default());
+    Cluster::with_wallets(seed, 2, 3, &specs, thresig_engine::Limits::default())
+}
+
+#[test]
+fn a_committed_operator_step_always_has_its_entry() {
+    let c = rekeyable(9);
     let signer = c.member(1).signer();
     let rekey = thresig_engine::OperatorCommand::BeginRekey { wallet: wid("old") };
     let retire = thresig_engine::OperatorCommand::Retire { wallet: wid("old") };
@@ -544,11 +549,7 @@ fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
 #[test]
 fn a_periodic_checkpoint_follows_an_operator_step_at_entry_1000() {
     use thresig_engine::audit::CHECKPOINT_EVERY;
-    let specs = [
-        Spec::new("old", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)).successor("new"),
-        Spec::new("new", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)),
-    ];
-    let c = Cluster::with_wallets(16, 2, 3, &specs, thresig_engine::Limits::default());
+    let c = rekeyable(16);
     let signer = c.member(1).signer();
     let store = c.member(1).store();
     while store.inner.audit_head().unwrap().seq.0 < CHECKPOINT_EVERY - 1 {
