@@ -24,15 +24,24 @@ use thresig_store::{AuditEntry, AuditHash, AuditSeq, Timestamp, WalletId, WriteO
 
 use crate::config::IdentityKey;
 
-/// A checkpoint is appended after every this many entries. An export
-/// always ends with a fresh one, so this only bounds how much of a log
-/// that is never exported rests on the chain alone; 1,000 entries is a
-/// busy signer's minutes and costs one signature and one entry.
+/// A checkpoint is appended once this many entries were written since
+/// the signer's last one. An export always ends with a fresh one, so this
+/// only bounds how much of a log that is never exported rests on the
+/// chain alone; 1,000 entries is a busy signer's minutes and costs one
+/// signature and one entry.
 pub const CHECKPOINT_EVERY: u64 = 1_000;
 
-/// How many entries one page of an export holds: a few hundred KiB of
-/// JSON lines, far below what one admin-socket reply may carry.
+/// How many entries one page of an export holds at most.
 pub const EXPORT_PAGE: usize = 1_024;
+
+/// How many bytes of JSON lines (each with its newline) one page of an
+/// export holds at most, unless its only entry is larger: an open entry
+/// grows with the wallets configured, and 1,024 of them could outgrow the
+/// admin socket's 64 MiB reply; 8 MiB leaves room for the reply's own
+/// escaping. No entry is larger: an open lists the wallets of a
+/// configuration file read only up to 1 MiB, a share release one hash per
+/// input.
+pub const EXPORT_PAGE_BYTES: usize = 8 << 20;
 
 /// A prune keeps at least this much of the log (a day, in milliseconds):
 /// a cut-off later than now less this is refused, so a mistyped date in

@@ -335,13 +335,18 @@ fn operator_steps(c: &Cluster, s: u16) -> Vec<(String, bool)> {
         .collect()
 }
 
-#[test]
-fn a_committed_operator_step_always_has_its_entry() {
+/// A cluster whose wallet "old" can be rekeyed to "new".
+fn rekeyable(seed: u64) -> Cluster {
     let specs = [
         Spec::new("old", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)).successor("new"),
         Spec::new("new", Keys::Dkg(thresig_crypto::ScriptTree::KeyPathOnly)),
     ];
-    let c = Cluster::with_wallets(9, 2, 3, &specs, thresig_engine::Limits::default());
+    Cluster::with_wallets(seed, 2, 3, &specs, thresig_engine::Limits::default())
+}
+
+#[test]
+fn a_committed_operator_step_always_has_its_entry() {
+    let c = rekeyable(9);
     let signer = c.member(1).signer();
     let rekey = thresig_engine::OperatorCommand::BeginRekey { wallet: wid("old") };
     let retire = thresig_engine::OperatorCommand::Retire { wallet: wid("old") };
@@ -574,5 +579,79 @@ fn a_refresh_discarded_on_vetoes_is_audited() {
             session: hex::encode(p.session.0),
             epoch: 0,
         }]
+    );
+}
+
+#[test]
+fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
+    use thresig_engine::audit::{EXPORT_PAGE_BYTES, ExportLine};
+    let c = cluster(15);
+    let signer = c.member(1).signer();
+    // A signer with 2,000 wallets of the longest ids: each open is some
+    // 140 KB, so a page of 1,024 of them would be well over 100 MB.
+    let policy_versions: BTreeMap<_, _> =
+        (0..2_000).map(|n| (wid(&format!("{n:0>64}")), 7)).collect();
+    let open = AuditEvent::Open {
+        identity: identity(1),
+        wallets: 2_000,
+        policy_versions,
+    };
+    for _ in 0..150 {
+        signer.0.audit_record(c.now, &open).unwrap();
+    }
+    let end = signer.0.audit_checkpoint(c.now).unwrap();
+    let encoded = |page: &[ExportLine]| -> usize {
+        page.iter()
+            .map(|l| serde_json::to_string(l).unwrap().len() + 1)
+            .sum()
+    };
+    let mut lines = Vec::new();
+    let mut pages = 0;
+    let mut from = Some(AuditSeq(1));
+    while let Some(at) = from {
+        let (page, next) = signer.0.audit_export_page(at, end).unwrap();
+        assert!(!page.is_empty());
+        assert!(
+            encoded(&page) <= EXPORT_PAGE_BYTES,
+            "a page of {} bytes",
+            encoded(&page)
+        );
+        lines.extend(page);
+        pages += 1;
+        from = next;
+    }
+    assert!(pages > 1);
+    let seqs: Vec<u64> = lines.iter().map(|l| l.seq).collect();
+    assert_eq!(seqs, (1..=end.0).collect::<Vec<_>>());
+    let report = verify_export(&lines, &identity(1)).unwrap();
+    assert_eq!((report.first, report.last), (1, end.0));
+}
+
+#[test]
+fn a_periodic_checkpoint_follows_an_operator_step_at_entry_1000() {
+    use thresig_engine::audit::CHECKPOINT_EVERY;
+    let c = rekeyable(16);
+    let signer = c.member(1).signer();
+    let store = c.member(1).store();
+    while store.inner.audit_head().unwrap().seq.0 < CHECKPOINT_EVERY - 1 {
+        signer.0.audit_open(c.now).unwrap();
+    }
+    // The operator's step writes entry 1,000 in its own unit.
+    let rekey = thresig_engine::OperatorCommand::BeginRekey { wallet: wid("old") };
+    signer.0.operate(c.now, &rekey).unwrap();
+    assert_eq!(
+        store.inner.audit_head().unwrap().seq,
+        AuditSeq(CHECKPOINT_EVERY)
+    );
+    signer.0.audit_open(c.now).unwrap();
+    let last = store.inner.audit(AuditSeq(CHECKPOINT_EVERY), 16).unwrap();
+    let kinds: Vec<AuditEvent> = last
+        .iter()
+        .map(|e| serde_json::from_slice(&e.body).unwrap())
+        .collect();
+    assert!(
+        matches!(kinds.last(), Some(AuditEvent::Checkpoint(_))),
+        "no checkpoint after entry {}: {kinds:?}",
+        CHECKPOINT_EVERY + 1
     );
 }

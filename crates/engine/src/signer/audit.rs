@@ -3,18 +3,30 @@
 //! steps put their entry in their own store unit
 //! ([`crate::audit::append_op`]).
 
+use std::sync::atomic::Ordering;
+
 use thresig_store::{AuditHash, AuditSeq, OpResult, Store, Timestamp, WriteOp, WriteOutcome};
 
 use super::Signer;
 use crate::audit::{
-    AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, EXPORT_PAGE, ExportLine,
-    MIN_RETENTION_MS, append_op as audit_op,
+    AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, EXPORT_PAGE, EXPORT_PAGE_BYTES,
+    ExportLine, MIN_RETENTION_MS, append_op as audit_op,
 };
 
 /// How often an export's closing checkpoint is tried again when another
 /// entry landed between reading the head and appending it: only a burst
 /// of share releases does that, and each retry sees a newer head.
 const CHECKPOINT_RETRIES: usize = 8;
+
+/// How many entries an export page reads from the store at a time.
+const EXPORT_READ: usize = 64;
+
+/// The bytes `line` takes in an export: its JSON and a newline.
+fn line_bytes(line: &ExportLine) -> usize {
+    serde_json::to_vec(line)
+        .map_or(0, |json| json.len())
+        .saturating_add(1)
+}
 
 /// The sequence an append got, from a committed unit.
 fn appended(outcome: &WriteOutcome) -> Option<AuditSeq> {
@@ -57,14 +69,26 @@ impl<S: Store> Signer<S> {
         self.audit_record(now, &event)
     }
 
-    /// Appends the periodic checkpoint when `seq` completes another
-    /// [`CHECKPOINT_EVERY`] entries, in one attempt: it runs before the
-    /// caller's answer (shares, for a release), and a checkpoint that lands
-    /// after other entries still signs a real one. A failure here is not
-    /// the caller's: its own entry is durable, the chain stays whole, and
-    /// every export ends with a checkpoint of its own.
+    /// Appends the periodic checkpoint when `seq` is at least
+    /// [`CHECKPOINT_EVERY`] entries past the last checkpoint, in one
+    /// attempt: it runs before the caller's answer (shares, for a release),
+    /// and a checkpoint that lands after other entries still signs a real
+    /// one. Counting from the last checkpoint, not on multiples of
+    /// [`CHECKPOINT_EVERY`], keeps the period when that multiple is an
+    /// entry written without this call (a DKG, operator or prune unit). A
+    /// failure here is not the caller's: its own entry is durable, the
+    /// chain stays whole, and every export ends with a checkpoint of its
+    /// own.
     pub(crate) fn checkpoint_due(&self, now: Timestamp, seq: AuditSeq) {
-        if seq.0.is_multiple_of(CHECKPOINT_EVERY) {
+        let last = self.audit_checkpointed.load(Ordering::Relaxed);
+        // Claiming the period first lets only one of several concurrent
+        // callers write its checkpoint.
+        if seq.0.saturating_sub(last) >= CHECKPOINT_EVERY
+            && self
+                .audit_checkpointed
+                .compare_exchange(last, seq.0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             let _ = self.append_checkpoint(now);
         }
     }
@@ -94,6 +118,7 @@ impl<S: Store> Signer<S> {
             AuditEvent::Checkpoint(Checkpoint::sign(&self.identity, head.seq, &head.hash, now));
         let outcome = self.store.write(vec![audit_op(now, &event)])?;
         let seq = appended(&outcome).ok_or(AuditError::Busy)?;
+        self.audit_checkpointed.fetch_max(seq.0, Ordering::Relaxed);
         Ok((head.seq, seq))
     }
 
@@ -123,8 +148,10 @@ impl<S: Store> Signer<S> {
     }
 
     /// One page of an export through `through` (its closing checkpoint):
-    /// up to [`EXPORT_PAGE`] lines from `from` (from the first kept entry
-    /// if pruned), and where the next page starts, none after the last.
+    /// the lines from `from` (from the first kept entry if pruned), up to
+    /// [`EXPORT_PAGE`] of them and [`EXPORT_PAGE_BYTES`] of JSON lines (a
+    /// single larger entry goes alone), and where the next page starts,
+    /// none after the last.
     ///
     /// # Errors
     /// [`AuditError::Store`], such as the store's `AuditBroken` for an
@@ -134,16 +161,35 @@ impl<S: Store> Signer<S> {
         from: AuditSeq,
         through: AuditSeq,
     ) -> Result<(Vec<ExportLine>, Option<AuditSeq>), AuditError> {
-        let page = self.store.audit(from, EXPORT_PAGE)?;
-        let lines: Vec<ExportLine> = page
-            .iter()
-            .filter(|e| e.seq <= through)
-            .map(ExportLine::of)
-            .collect();
+        let mut lines: Vec<ExportLine> = Vec::new();
+        let mut bytes = 0usize;
+        let mut at = from;
+        // Read a few entries at a time, so that a page of large entries
+        // holds no more than its budget in memory.
+        'page: loop {
+            let chunk = self.store.audit(at, EXPORT_READ)?;
+            for entry in chunk.iter().filter(|e| e.seq <= through) {
+                let line = ExportLine::of(entry);
+                let size = line_bytes(&line);
+                if lines.len() == EXPORT_PAGE
+                    || (!lines.is_empty() && bytes.saturating_add(size) > EXPORT_PAGE_BYTES)
+                {
+                    break 'page;
+                }
+                bytes = bytes.saturating_add(size);
+                lines.push(line);
+            }
+            match chunk.last() {
+                Some(last) if last.seq < through && chunk.len() == EXPORT_READ => {
+                    at = AuditSeq(last.seq.0.saturating_add(1));
+                }
+                _ => break,
+            }
+        }
         let next = lines
             .last()
             .map(|l| AuditSeq(l.seq.saturating_add(1)))
-            .filter(|next| *next <= through && lines.len() == EXPORT_PAGE);
+            .filter(|next| *next <= through);
         Ok((lines, next))
     }
 

@@ -24,6 +24,7 @@ pub(crate) use retire::mark_due;
 mod round1;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
 use rand_core::{CryptoRng, RngCore};
@@ -155,6 +156,10 @@ pub struct Signer<S> {
     /// The retirement of deleted shares' data keys, run by
     /// [`Signer::prune`] outside every wallet lock.
     retirement: Mutex<retire::Retirement>,
+    /// The audit entry the last periodic or export checkpoint covered or
+    /// was claimed at; 0 until this signer writes one, so a long log gets
+    /// its first checkpoint at the first entry after a restart.
+    pub(crate) audit_checkpointed: AtomicU64,
 }
 
 /// Why a signer could not be opened.
@@ -222,6 +227,7 @@ impl<S: Store> Signer<S> {
             network: config.network,
             wallets,
             retirement: Mutex::new(retire::Retirement::default()),
+            audit_checkpointed: AtomicU64::new(0),
         })
     }
 
