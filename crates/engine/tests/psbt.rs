@@ -12,11 +12,11 @@ use bitcoin::absolute::LockTime;
 use bitcoin::{Amount, OutPoint, TapSighashType, Transaction, TxOut};
 use common::psbt::*;
 use common::*;
+use thresig_consensus::verify_with_core;
 use thresig_crypto::{Commitment, MerkleRoot, ScriptTree, Signature};
 use thresig_engine::{
     Error, ErrorCode, Limits, Round1Request, Signer, SigningTarget, WalletStateKind,
 };
-use thresig_tx::test_util::verify_with_core;
 use thresig_tx::{
     Destination, InputIndex, Payment, PolicyConfig, Rule, Violation, WalletPsbt, build_psbt,
 };

@@ -12,10 +12,10 @@ use std::process::Output;
 use bitcoin::Transaction;
 use bitcoin::consensus::encode::deserialize_hex;
 use common::{ProcessCluster, WALLET, address, seat, thresig};
+use thresig_consensus::verify_with_core;
 use thresig_crypto::{Commitment, SigningPackage};
 use thresig_daemon::Error as DaemonError;
 use thresig_engine::{HexBytes, Round1Request, Round2Request, SigningTarget, WalletId};
-use thresig_tx::test_util::verify_with_core;
 
 fn ok_json(out: &Output) -> serde_json::Value {
     assert!(

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
-use thresig_tx::test_util::verify_with_core;
+use thresig_consensus::verify_with_core;
 
 fn demo(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_thresig"))

@@ -12,11 +12,11 @@ use bitcoin::key::XOnlyPublicKey;
 use bitcoin::taproot::TapNodeHash;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
+use thresig_consensus::verify_with_core;
 use thresig_crypto::{
     GroupParams, KeyShare, MerkleRoot, ScriptTree, Seat, SigningPackage, WalletKey, aggregate,
     commit, dkg_in_process, import_key, sign,
 };
-use thresig_tx::test_util::verify_with_core;
 use thresig_tx::{Network, TaprootWallet, WalletPsbt};
 
 mod common;

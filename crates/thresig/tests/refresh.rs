@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use bitcoin::Transaction;
 use bitcoin::consensus::encode::deserialize_hex;
 use common::{Made, ProcessCluster, WALLET, dkg, json, seat, self_payment, thresig};
+use thresig_consensus::verify_with_core;
 use thresig_crypto::Seat;
 use thresig_engine::{
     DkgKind, DkgPayload, DkgProposal, DkgSessionId, SignedDkgMessage, WalletEpoch, WalletId,
 };
-use thresig_tx::test_util::verify_with_core;
 
 /// A 2-of-3 cluster, started, with its wallet made by a DKG.
 fn keyed(seed: u64) -> (ProcessCluster, tokio::runtime::Runtime, Made) {

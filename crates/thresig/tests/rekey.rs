@@ -24,13 +24,13 @@ use serde_json::Value;
 use thresig_cluster::Peers;
 use thresig_cluster::config::Config;
 use thresig_cluster::node::LocalEngine;
+use thresig_consensus::verify_with_core;
 use thresig_crypto::{Commitment, SigningPackage};
 use thresig_engine::{
     HexBytes, OperatorCommand, Round1Request, Round2Request, Round2Response, SigningTarget,
 };
 use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, KeyEpoch, PolicyKey, Store as _, WalletId};
-use thresig_tx::test_util::verify_with_core;
 use thresig_tx::{Destination, Network, Payment, SpendInput, TaprootWallet, WalletPsbt};
 
 /// The successor every member's configuration names for [`WALLET`].

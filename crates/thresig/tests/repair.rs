@@ -19,12 +19,12 @@ use common::{
     Made, ProcessCluster, WALLET, dkg, name_successor, seat, self_payment, thresig, wait_ready,
 };
 use thresig_cluster::Peers;
+use thresig_consensus::verify_with_core;
 use thresig_crypto::Seat;
 use thresig_daemon::Error as DaemonError;
 use thresig_engine::{
     RepairRequest, RepairResponse, RepairSession, SignedRepairMessage, WalletEpoch, WalletId,
 };
-use thresig_tx::test_util::verify_with_core;
 
 /// The member that loses its disk in every test.
 const LOST: u16 = 3;

@@ -80,8 +80,6 @@ mod network;
 mod policy;
 mod psbt;
 mod sighash;
-#[cfg(feature = "test-util")]
-pub mod test_util;
 mod wallet;
 
 pub use build::{Destination, Payment, SpendInput, build_psbt};

@@ -80,5 +80,5 @@ pub(crate) fn verify_with_core(
     tx: &Transaction,
     prevouts: &[TxOut],
 ) -> Result<(), (usize, bitcoinconsensus::Error)> {
-    thresig_tx::test_util::verify_with_core(tx, prevouts).map_err(|r| (r.input, r.error))
+    thresig_consensus::verify_with_core(tx, prevouts).map_err(|r| (r.input, r.error))
 }

@@ -1,6 +1,10 @@
-//! Helpers for tests in this and other crates (feature `test-util`; never
-//! enabled in a signer): Bitcoin Core's own script interpreter over a
-//! finished transaction.
+//! Bitcoin Core's own script interpreter over a finished transaction, for
+//! thresig's tests (a dev-dependency only; never linked into a signer).
+//!
+//! It is a crate of its own, not a feature of `thresig-tx`: a workspace
+//! test build unifies features, and a feature of `thresig-tx` would put
+//! libbitcoinconsensus (C++) into every crate that links `thresig-tx`,
+//! the C library `thresig-ffi` builds for other languages included.
 //!
 //! libbitcoinconsensus 0.106 is called directly, with every spent output
 //! passed so that the Taproot flags apply. rust-bitcoin 0.32's
