@@ -76,6 +76,57 @@ enum Mode {
     /// it (a slow coordinator's, landing between `--abort`'s read and its
     /// veto request).
     Part3BeforeVeto,
+    /// Signing rounds 1 and 2, once the cluster holds a [`Stale`] share:
+    /// commitments drawn and shares computed from that share (one the
+    /// member held before a refresh), the answer signed with its identity
+    /// key as an honest member signs: a real member with an old share.
+    StaleShare,
+}
+
+/// The share a [`Mode::StaleShare`] member signs with, the key record it
+/// belonged to, and the nonces of the commitments it answered with.
+struct Stale {
+    share: thresig_crypto::KeyShare,
+    key: thresig_crypto::WalletKey,
+    nonces: Vec<thresig_crypto::SecretNonce>,
+    rng: ChaCha20Rng,
+}
+
+impl Stale {
+    /// `count` fresh commitments of the stale share, their nonces kept.
+    fn commit(&mut self, count: usize) -> Vec<thresig_engine::HexBytes> {
+        (0..count)
+            .map(|_| {
+                let (nonce, commitment) = thresig_crypto::commit(&self.share, &mut self.rng);
+                self.nonces.push(nonce);
+                thresig_engine::HexBytes(commitment.to_bytes())
+            })
+            .collect()
+    }
+
+    /// One signature share of the stale share per package, each made with
+    /// the nonce of the commitment the package names for `seat`.
+    fn sign(
+        &mut self,
+        seat: Seat,
+        packages: &[thresig_engine::HexBytes],
+    ) -> Vec<thresig_engine::HexBytes> {
+        packages
+            .iter()
+            .map(|bytes| {
+                let package = thresig_crypto::SigningPackage::from_bytes(&bytes.0).unwrap();
+                let mine = package.commitment(seat).unwrap();
+                let at = self
+                    .nonces
+                    .iter()
+                    .position(|n| n.commitment() == mine)
+                    .unwrap();
+                let nonce = self.nonces.swap_remove(at);
+                let share = thresig_crypto::sign(nonce, &package, &self.share, &self.key).unwrap();
+                thresig_engine::HexBytes(share.to_bytes())
+            })
+            .collect()
+    }
 }
 
 /// How long a `...LateOnce` member holds its first reply.
@@ -107,6 +158,8 @@ struct Member {
     /// The member's identity key, with which a member whose mode changes
     /// its round-2 answer signs the changed answer (except `Round2Forged`).
     identity: ed25519_dalek::SigningKey,
+    /// What a [`Mode::StaleShare`] member signs with, once set.
+    stale: Arc<std::sync::Mutex<Option<Stale>>>,
 }
 
 impl Member {
@@ -147,6 +200,7 @@ impl Release {
 impl SignerHandler for Member {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         match request {
+            Request::Round1(_) if self.mode == Mode::StaleShare => self.stale_round1(peer, request),
             Request::Round2(asked) => self.round2(peer, asked),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
@@ -194,6 +248,16 @@ impl Member {
         let Response::WalletKey { key } = self.inner.handle(peer, key)? else {
             panic!("the engine answers a key request with the key");
         };
+        if self.mode == Mode::StaleShare
+            && let Some(stale) = self.stale.lock().unwrap().as_mut()
+        {
+            let shares = stale.sign(self.seat, &asked.packages);
+            let fresh = stale.commit(shares.len());
+            let mut reply =
+                thresig_engine::Round2Response::new(asked.wallet.clone(), self.seat, shares, fresh);
+            reply.sign(&self.identity, &hash, &key.0);
+            return Ok(Response::Round2(reply));
+        }
         let mut response = self.inner.handle(peer, Request::Round2(asked))?;
         if let Response::Round2(reply) = &mut response {
             match self.mode {
@@ -214,6 +278,18 @@ impl Member {
         }
         if self.loses(Mode::Round2LostOnce) {
             return Err(lost_reply());
+        }
+        Ok(response)
+    }
+
+    /// The engine's round-1 answer, its commitments replaced by the stale
+    /// share's once the cluster holds one.
+    fn stale_round1(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        let mut response = self.inner.handle(peer, request)?;
+        if let Response::Round1(reply) = &mut response
+            && let Some(stale) = self.stale.lock().unwrap().as_mut()
+        {
+            reply.commitments = stale.commit(reply.commitments.len());
         }
         Ok(response)
     }
@@ -269,6 +345,7 @@ struct Cluster {
     release: Arc<Release>,
     planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
     late: Late,
+    stale: Arc<std::sync::Mutex<Option<Stale>>>,
 }
 
 impl Drop for Cluster {
@@ -317,6 +394,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         release: release.clone(),
         planted: Arc::default(),
         late: Arc::default(),
+        stale: Arc::default(),
     };
     for number in 1..=n {
         let path = cluster.config_path(seat(number));
@@ -341,6 +419,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             seat: seat(number),
             lost: std::sync::atomic::AtomicBool::new(false),
             identity: key,
+            stale: cluster.stale.clone(),
         });
         let mut daemon = node.daemon.clone().unwrap();
         tweak(&mut daemon);
@@ -1203,4 +1282,56 @@ async fn refreshed_from_1(cluster: &Cluster, session: DkgSessionId) {
     )
     .await
     .unwrap();
+}
+
+/// Issue 14 over the network: after a refresh the wallet signs under the
+/// same output key, and a member answering with shares of its old share
+/// (signed with its identity key, so a real member, not a forgery) is named
+/// a culprit for invalid shares; members 1 and 2 make the signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_signing_with_its_pre_refresh_share_is_a_culprit() {
+    use thresig_store::Store;
+    let cluster = start(3, 2, &[(3, Mode::StaleShare)], keep).await;
+    dkg_from(&cluster, 1, 71).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
+    let wallet = node.wallet(&wallet_id).unwrap();
+    let peers = cluster.peers(seat(1));
+    let before = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
+    // Key epoch 1 holds wallet epoch 0's share.
+    let old = cluster.stores[2]
+        .key_package(&wallet_id, thresig_store::KeyEpoch(1))
+        .unwrap()
+        .unwrap();
+    let share = thresig_crypto::KeyShare::from_bytes(&old).unwrap();
+    refreshed_from_1(&cluster, DkgSessionId([0x71; 32])).await;
+    let after = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
+    assert_eq!(after.epoch, WalletEpoch(1));
+    let output_key = before.key.output_key();
+    assert_eq!(after.key.output_key(), output_key);
+    *cluster.stale.lock().unwrap() = Some(Stale {
+        share,
+        key: before.key,
+        nonces: Vec::new(),
+        rng: ChaCha20Rng::seed_from_u64(71),
+    });
+    let psbt = self_payment(&after.spend, 7);
+    let options = crate::SignOptions {
+        request_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(6),
+        answer_first: [seat(3)].into(),
+        ..crate::SignOptions::default()
+    };
+    let outcome = crate::sign(&peers, wallet, &after.key, after.epoch, &psbt, &options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.culprits, vec![seat(3)]);
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    let sighashes = psbt.wallet_sighashes().unwrap();
+    assert_eq!(outcome.signatures.len(), sighashes.len());
+    for (signature, sighash) in outcome.signatures.iter().zip(&sighashes) {
+        let signature = thresig_crypto::Signature::from_bytes(signature).unwrap();
+        let message = bitcoin::hashes::Hash::to_byte_array(sighash.sighash);
+        thresig_crypto::verify(&output_key, &message, &signature).unwrap();
+    }
 }
