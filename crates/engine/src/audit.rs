@@ -16,13 +16,14 @@
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use thresig_store::{AuditEntry, AuditHash, AuditSeq, Timestamp, WalletId, WriteOp, entry_hash};
 
 use crate::config::IdentityKey;
+use crate::dkg_msg::{identity_sign, signed_by};
 
 /// A checkpoint is appended once this many entries were written since
 /// the signer's last one. An export always ends with a fresh one, so this
@@ -198,7 +199,7 @@ impl Checkpoint {
             seq: seq.0,
             head: hex::encode(head),
             at_ms: at.0,
-            signature: hex::encode(key.sign(&message).to_bytes()),
+            signature: hex::encode(identity_sign(key, &message).0),
         }
     }
 
@@ -207,13 +208,11 @@ impl Checkpoint {
         let (Ok(head), Ok(sig)) = (hex_32(&self.head), hex::decode(&self.signature)) else {
             return false;
         };
-        let Ok(sig) = Signature::from_slice(&sig) else {
-            return false;
-        };
-        VerifyingKey::from_bytes(&self.identity.to_bytes()).is_ok_and(|k| {
-            k.verify(&checkpoint_message(self.seq, &head, self.at_ms), &sig)
-                .is_ok()
-        })
+        signed_by(
+            &self.identity,
+            &checkpoint_message(self.seq, &head, self.at_ms),
+            &sig,
+        )
     }
 }
 

@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::api::HexBytes;
-use crate::config::WalletConfig;
+use crate::config::{IdentityKey, WalletConfig};
 use thresig_crypto::Seat;
 use thresig_store::WalletId;
 
@@ -358,13 +358,18 @@ pub(crate) fn identity_verify(
     bytes: &[u8],
     signature: &HexBytes,
 ) -> bool {
-    let Some(key) = wallet.member(sender) else {
-        return false;
-    };
+    wallet
+        .member(sender)
+        .is_some_and(|key| signed_by(key, bytes, &signature.0))
+}
+
+/// Whether `signature` over `bytes` verifies strictly under the identity
+/// key `key`: every identity signature the engine checks goes through here.
+pub(crate) fn signed_by(key: &IdentityKey, bytes: &[u8], signature: &[u8]) -> bool {
     let Ok(key) = VerifyingKey::from_bytes(&key.to_bytes()) else {
         return false;
     };
-    let Ok(sig) = ed25519_dalek::Signature::from_slice(&signature.0) else {
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
         return false;
     };
     key.verify_strict(bytes, &sig).is_ok()
