@@ -1055,12 +1055,17 @@ impl Error {
     /// knows. A `policy_denied` is retryable exactly when its rule can pass
     /// with time; the `tx` policy reports a retryable rule only when no
     /// terminal rule refuses, so a request that can never pass is never
-    /// called retryable.
+    /// called retryable; for the same reason a veto beyond the asking
+    /// member's cap (`capacity_exhausted`) is terminal.
     pub fn recovery(&self) -> Recovery {
         match self {
             Self::PolicyDenied { denial, .. } if denial.rule.lifts_with_time() => {
                 Recovery::Retryable
             }
+            // Unlike a nonce or pending-share limit, the vetoes a member
+            // holds are freed only by the wallet's next switch: asking the
+            // same member again never succeeds before that.
+            Self::VetoCapacity { .. } => Recovery::Terminal,
             _ => self.code().recovery(),
         }
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use common::dkg::*;
 use common::*;
 use thresig_engine::{
-    DkgSessionId, Error, ErrorCode, SignedDkgMessage, WalletEpoch, WalletStateKind,
+    DkgSessionId, Error, ErrorCode, Recovery, SignedDkgMessage, WalletEpoch, WalletStateKind,
 };
 use thresig_store::Store;
 
@@ -141,6 +141,32 @@ fn a_repeated_veto_adds_no_record_and_vetoes_are_capped_per_requester() {
     }
     assert_eq!(ask(2, 17).unwrap_err().code(), ErrorCode::CapacityExhausted);
     assert_eq!(records(), 16);
+}
+
+/// A veto beyond the asking member's cap cannot succeed however often it
+/// is asked again (only the wallet's next switch frees room), so it is
+/// terminal, not retryable like a nonce limit, and says what to do.
+#[test]
+fn a_veto_beyond_the_requesters_cap_is_terminal_and_says_to_abort_from_another_member() {
+    let c = Cluster::new(713, 2, N, &["w"], small_limits());
+    let ask = |session: u8| {
+        c.member(3).signer().refresh_abandon(
+            coordinator(1),
+            &wid("w"),
+            DkgSessionId([session; 32]),
+        )
+    };
+    for session in 1..=8 {
+        ask(session).unwrap();
+    }
+    let err = ask(9).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CapacityExhausted);
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("until the wallet switches") && message.contains("--abort from another member"),
+        "{message}"
+    );
 }
 
 /// The coordinator lost every confirmation after delivering two: seat 2
