@@ -102,6 +102,26 @@ pub enum DkgError {
         /// The cluster seats that vetoed.
         vetoed: Vec<Seat>,
     },
+    /// `--abort` could not get a member's answer (out of reach, or a
+    /// refusal other than a release) when fewer than the threshold of
+    /// members vetoed or never released without it.
+    #[error(
+        "refresh abort: member {seat} gave no veto ({error}), and without it fewer than the threshold of members vetoed, so nothing was discarded; run --abort again once it answers"
+    )]
+    AbortMember {
+        /// The member's cluster seat.
+        seat: Seat,
+        /// What it answered.
+        #[source]
+        error: DaemonError,
+    },
+    /// `--abort` found fewer than the threshold of members that never
+    /// released their confirmation, and none still running the session:
+    /// nothing can discard the refresh, only `--resume` finishes it.
+    #[error(
+        "refresh abort: fewer than the threshold of members never released their confirmation, so nothing was discarded and the members that released keep the refresh pending (signing at the old epoch); finish it with --resume SESSION"
+    )]
+    Released,
     /// `--resume` reached no member holding this member's confirmation of
     /// the refresh (neither the member itself nor any that counted it).
     #[error(
@@ -141,9 +161,13 @@ impl DkgError {
             Self::Coordination { .. } => true,
             // The sessions expire (or their coordinator ends them).
             Self::RefreshRunning { .. } => true,
+            // A member out of reach comes back; a veto it refused for
+            // good (it released, say) never comes.
+            Self::AbortMember { error, .. } => retryable(error),
             Self::Protocol { .. }
             | Self::Aborted(_)
             | Self::Unconfirmed { .. }
+            | Self::Released
             | Self::TooFewVetoes { .. } => false,
         };
         if fresh_run_can_succeed {

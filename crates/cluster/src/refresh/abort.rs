@@ -53,12 +53,12 @@ pub struct AbortOutcome {
 /// vetoes may be enough. Running it again is harmless.
 ///
 /// # Errors
-/// [`DkgError::Member`] naming a member that could not be reached or
+/// [`DkgError::AbortMember`] naming a member that could not be reached or
 /// refused otherwise, when fewer than the threshold vetoed without it;
 /// [`DkgError::RefreshRunning`] when fewer than the threshold can never
 /// release while others still run the session (nobody was asked for a
 /// veto); [`DkgError::TooFewVetoes`] naming the members that vetoed when
-/// fewer than the threshold did; [`DkgError::Aborted`] when fewer than
+/// fewer than the threshold did; [`DkgError::Released`] when fewer than
 /// the threshold of members never released their confirmation and none
 /// runs the session any more.
 pub async fn abort_refresh(
@@ -158,13 +158,46 @@ pub async fn abort_refresh(
 /// reached or refused otherwise, whose answer might have been enough.
 fn too_few(failed: Option<(Seat, DaemonError)>) -> DkgError {
     match failed {
-        Some((seat, error)) => DkgError::Member {
-            phase: "veto",
-            seat,
-            error,
-        },
-        None => DkgError::Aborted(
-            "fewer than the threshold of members never released their confirmation, so the members that released keep the refresh pending (signing at the old epoch): finish it with --resume SESSION",
-        ),
+        Some((seat, error)) => DkgError::AbortMember { seat, error },
+        None => DkgError::Released,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use thresig_daemon::{Recovery, RpcCode};
+    use thresig_engine::test_util::cluster::seat;
+
+    use super::*;
+
+    /// A failed `--abort` speaks of the refresh and its `--abort` and
+    /// `--resume`, never of a DKG or `thresig dkg`, whichever way it fails;
+    /// a member out of reach is worth running `--abort` again for.
+    #[test]
+    fn a_failed_abort_speaks_of_the_refresh_not_of_a_dkg() {
+        let unreachable = DaemonError::Rpc {
+            code: RpcCode::Unavailable,
+            message: "127.0.0.1:1: Connection refused".to_owned(),
+        };
+        let missing = too_few(Some((seat(2), unreachable)));
+        assert_eq!(missing.recovery(), Recovery::Retryable);
+        let missing = missing.to_string();
+        assert!(
+            missing.starts_with("refresh abort: member 2") && missing.contains("run --abort again"),
+            "{missing}"
+        );
+        let released = too_few(None);
+        assert_eq!(released.recovery(), Recovery::Terminal);
+        let released = released.to_string();
+        assert!(
+            released.starts_with("refresh abort: ") && released.contains("--resume SESSION"),
+            "{released}"
+        );
+        for message in [missing, released] {
+            assert!(
+                !message.contains("DKG") && !message.contains("dkg"),
+                "{message}"
+            );
+        }
     }
 }
