@@ -1334,4 +1334,16 @@ async fn a_member_signing_with_its_pre_refresh_share_is_a_culprit() {
         let message = bitcoin::hashes::Hash::to_byte_array(sighash.sighash);
         thresig_crypto::verify(&output_key, &message, &signature).unwrap();
     }
+    // The final transaction, as Bitcoin Core's interpreter runs it.
+    let mut signed = psbt.clone();
+    let inputs = signed.wallet_inputs().to_vec();
+    for (input, signature) in inputs.into_iter().zip(&outcome.signatures) {
+        signed.insert_signature(input, signature).unwrap();
+    }
+    let tx = signed.extract_transaction().unwrap();
+    let prevout = bitcoin::TxOut {
+        value: bitcoin::Amount::from_sat(10_000),
+        script_pubkey: after.spend.script_pubkey().clone(),
+    };
+    thresig_consensus::verify_with_core(&tx, &[prevout]).unwrap();
 }
