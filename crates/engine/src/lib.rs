@@ -99,7 +99,7 @@ pub use dkg_msg::{DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDk
 pub use durable::decode_shares;
 pub use repair::{
     InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,
-    RepairSession, SignedRepairMessage,
+    RepairSession, SignedRepairMessage, seal_repair_value,
 };
 pub use signer::{OpenError, OperatorCommand, OperatorOutcome, Signer, Transition};
 pub use target::{Digest, SigningTarget, taproot_wallet};

@@ -19,11 +19,13 @@ use common::{
     Made, ProcessCluster, WALLET, dkg, name_successor, seat, self_payment, thresig, wait_ready,
 };
 use thresig_cluster::Peers;
+use thresig_cluster::node::Node;
 use thresig_consensus::verify_with_core;
 use thresig_crypto::Seat;
 use thresig_daemon::Error as DaemonError;
 use thresig_engine::{
-    RepairRequest, RepairResponse, RepairSession, SignedRepairMessage, WalletEpoch, WalletId,
+    RepairPayload, RepairRequest, RepairResponse, RepairSession, SignedRepairMessage, WalletEpoch,
+    WalletId, seal_repair_value,
 };
 
 /// The member that loses its disk in every test.
@@ -117,6 +119,19 @@ impl Lab {
 
     fn peers(&self) -> Arc<Peers> {
         self.cluster.peers(seat(1))
+    }
+
+    /// The identity signing key of `member`, read from its store with the
+    /// member stopped (started again after): what a member that means to
+    /// lie signs its altered messages with.
+    fn identity_key(&mut self, member: u16) -> ed25519_dalek::SigningKey {
+        assert!(self.cluster.local.stop(seat(member)).unwrap());
+        let key = Node::open(Path::new(&self.config(member)))
+            .unwrap()
+            .identity_key()
+            .unwrap();
+        self.restart(member, |_| {});
+        key
     }
 
     /// `thresig repair approve` on `helper`, for [`LOST`].
@@ -407,6 +422,70 @@ fn a_repair_without_every_helpers_approval_does_nothing() {
     );
     assert_eq!(lab.state(LOST), "dkg_pending");
     lab.signs_without(LOST, 0x12);
+}
+
+/// A lying helper over the network: helper 2 sends the repaired member a
+/// sigma that is not the sum of the deltas it committed to, sealed to the
+/// member's per-session key and signed with helper 2's own identity key, as
+/// a helper that means to cheat would send it. The repaired member refuses
+/// to store the share and names helper 2 (its commitments δ·G prove the
+/// sigma wrong), stays without a share, and a repair by the same helpers
+/// answering honestly then completes and the member signs.
+#[test]
+fn a_helper_sending_a_wrong_sigma_is_named_and_the_member_stays_without_a_share() {
+    let mut lab = Lab::new(46);
+    lab.lose_disk();
+    let liar = lab.identity_key(2);
+    lab.approve(1);
+    lab.approve(2);
+    let mut steps = Steps::new(16);
+    steps.open(&lab);
+    steps.deal(&lab);
+    steps.sum(&lab);
+    let Some(RepairPayload::Joined { hpke_key }) = steps.joined.as_ref().map(|j| &j.payload)
+    else {
+        panic!("no Joined message");
+    };
+    let honest = steps.summed[1].clone();
+    assert_eq!(honest.sender, seat(2));
+    let RepairPayload::Summed {
+        commitments,
+        joined,
+        ..
+    } = honest.payload
+    else {
+        panic!("not a Summed message: {:?}", honest.payload);
+    };
+    // Any valid scalar that is not helper 2's sum.
+    let sealed = seal_repair_value(
+        &steps.session,
+        seat(2),
+        seat(LOST),
+        &hpke_key.0,
+        &[0x05; 32],
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    steps.summed[1] = SignedRepairMessage::sign(
+        &liar,
+        steps.session.clone(),
+        seat(2),
+        RepairPayload::Summed {
+            sealed,
+            commitments,
+            joined,
+        },
+    );
+    let err = steps.finish(&lab).unwrap_err();
+    assert_eq!(code(&err), "repair_failed", "{err}");
+    let why = err.to_string();
+    assert!(
+        why.contains("seat 3 accuses seat 2") && why.contains("BadSigma"),
+        "{why}"
+    );
+    assert_eq!(lab.state(LOST), "dkg_pending");
+    // The helpers' sums used their approvals up.
+    recovers(&mut lab, &HELPERS);
 }
 
 /// Boundary: join and open done. A helper killed there loses its

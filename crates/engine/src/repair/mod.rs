@@ -41,7 +41,7 @@ use thresig_store::{Store, Timestamp, WalletId, WriteOp, WriteOutcome};
 use crate::api::HexBytes;
 use crate::audit::{AuditEvent, append_op as audit_op};
 use crate::dkg::seat_in;
-use crate::dkg_msg::{HpkeSecret, hpke_keypair, open_with, seal_to};
+use crate::dkg_msg::{HpkeSecret, hpke_keypair, open_with};
 use crate::durable::{ops_are_stored, repaired_ops};
 use crate::error::{Error, InternalFault, RepairFault, RequestPart};
 use crate::ids::CoordinatorId;
@@ -52,7 +52,7 @@ use msg::commitments_digest;
 pub(crate) use msg::seal_info;
 pub use msg::{
     InvalidRepairPayload, RepairPayload, RepairRequest, RepairResponse, RepairSession,
-    SignedRepairMessage,
+    SignedRepairMessage, seal_repair_value,
 };
 
 /// A wallet's repair state on this signer (memory only).
@@ -413,10 +413,9 @@ impl<S: Store> Signer<S> {
             let plaintext = delta
                 .to_bytes()
                 .map_err(|_| Error::Internal(InternalFault::Serialization))?;
-            let info = seal_info(session, slot.seat, to);
-            let ct = seal_to(&hpke_key.0, &info, &plaintext, rng)
+            let ct = seal_repair_value(session, slot.seat, to, &hpke_key.0, &plaintext, rng)
                 .ok_or_else(|| failed(slot, Some(to), RepairFault::BadKey))?;
-            sealed.push((to, HexBytes(ct)));
+            sealed.push((to, ct));
         }
         let reply = self.sign_repair(
             slot,
@@ -495,18 +494,13 @@ impl<S: Store> Signer<S> {
         let plaintext = sigma
             .to_bytes()
             .map_err(|_| Error::Internal(InternalFault::Serialization))?;
-        let ct = seal_to(
-            &lost_key,
-            &seal_info(session, me, session.lost),
-            &plaintext,
-            rng,
-        )
-        .ok_or_else(|| failed(slot, Some(session.lost), RepairFault::BadKey))?;
+        let ct = seal_repair_value(session, me, session.lost, &lost_key, &plaintext, rng)
+            .ok_or_else(|| failed(slot, Some(session.lost), RepairFault::BadKey))?;
         let reply = self.sign_repair(
             slot,
             session,
             RepairPayload::Summed {
-                sealed: HexBytes(ct),
+                sealed: ct,
                 commitments: HexBytes(digest_of(&commitments).to_vec()),
                 joined: request_hash(std::slice::from_ref(joined))?,
             },

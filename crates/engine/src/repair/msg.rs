@@ -7,6 +7,7 @@
 //! other, and a coordinator that changes the helper set or the lost seat
 //! between steps is caught by the first member that compares.
 
+use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use thresig_crypto::Seat;
 use thresig_store::WalletId;
@@ -14,7 +15,9 @@ use thresig_store::WalletId;
 use crate::api::HexBytes;
 use crate::check::tagged_hash;
 use crate::config::WalletConfig;
-use crate::dkg_msg::{framed, identity_sign, identity_verify, seat_from_field, unframed};
+use crate::dkg_msg::{
+    framed, identity_sign, identity_verify, seal_to, seat_from_field, unframed,
+};
 use crate::ids::WalletEpoch;
 
 /// One repair, as the coordinator names it: every message and request of
@@ -261,8 +264,10 @@ impl SignedRepairMessage {
         }
     }
 
-    /// Signs `payload` as seat `sender` with that member's identity `key`.
-    pub(crate) fn sign(
+    /// Signs `payload` as seat `sender` with that member's identity `key`:
+    /// what a helper or the member being repaired sends (a test playing a
+    /// member that lies signs its altered message with it too).
+    pub fn sign(
         key: &ed25519_dalek::SigningKey,
         session: RepairSession,
         sender: Seat,
@@ -298,6 +303,22 @@ pub(crate) fn seal_info(session: &RepairSession, from: Seat, to: Seat) -> Vec<u8
         ],
     ));
     out
+}
+
+/// Seals a delta or sigma `value` from seat `from` to seat `to` in
+/// `session`, under the recipient's per-session HPKE key `recipient_key`
+/// (from its `Opened` or `Joined` message): the seal opens only for that
+/// key, in this session, from this sender to this recipient. `None` if
+/// the key does not decode.
+pub fn seal_repair_value<R: RngCore + CryptoRng>(
+    session: &RepairSession,
+    from: Seat,
+    to: Seat,
+    recipient_key: &[u8],
+    value: &[u8],
+    rng: &mut R,
+) -> Option<HexBytes> {
+    seal_to(recipient_key, &seal_info(session, from, to), value, rng).map(HexBytes)
 }
 
 /// The digest of every helper's commitments, in seat order: what a helper

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crate::OperatorCommand;
 use crate::api::{HexBytes, Request, Response};
-use crate::dkg_msg::seal_to;
 use crate::error::Error;
 use crate::repair::{
-    RepairPayload, RepairRequest, RepairResponse, RepairSession, SignedRepairMessage, seal_info,
+    RepairPayload, RepairRequest, RepairResponse, RepairSession, SignedRepairMessage,
+    seal_repair_value,
 };
 
 use super::cluster::{Cluster, seat, wid};
@@ -237,6 +237,5 @@ pub fn sealed(
     hpke_key: &HexBytes,
     value: &[u8],
 ) -> HexBytes {
-    let info = seal_info(session, seat(from), seat(to));
-    HexBytes(seal_to(&hpke_key.0, &info, value, &mut c.rng).unwrap())
+    seal_repair_value(session, seat(from), seat(to), &hpke_key.0, value, &mut c.rng).unwrap()
 }
