@@ -661,6 +661,126 @@ fn child_commits_a_retire_and_is_killed() {
     kill_9_self();
 }
 
+/// Where [`child_retires_and_is_killed_inside_its_dek_rotation`] kills
+/// itself: `promoted`, `resealed_one` or `resealed`.
+const CHILD_STEP: &str = "THRESIG_TEST_CHILD_STEP";
+
+/// A `wallet retire` killed with SIGKILL inside its DEK rotation, at the
+/// boundary `step` names, on member 1 (stopped; its store re-seals one
+/// record per batch, so a kill can fall between two batches); `resealed`
+/// says whether every record was re-sealed by then. The member restarts
+/// `retired`: it refuses the sweep with `wallet_retired`, the successor
+/// signs with it among the signers, and `wallet retire` run again (through
+/// its admin socket) finishes the rotation: the DEK that sealed the share
+/// is retired, no other DEK is active, and the store holds the successor's
+/// share only.
+fn retire_killed_inside_its_dek_rotation(seed: u64, step: &str, resealed: bool) {
+    let mut r = rekeyed(seed);
+    r.cluster.local.kill(seat(1)).unwrap();
+    let path = r.cluster.config_path(seat(1));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("[store]\n", "[store]\nreseal_batch = 1\n", 1),
+    )
+    .unwrap();
+    let before = r.store(1).keyring_status().unwrap();
+    assert_eq!(before.deks.len(), 1, "no rotation running yet");
+    killed_child(
+        "child_retires_and_is_killed_inside_its_dek_rotation",
+        &[(CHILD_CONFIG, &r.config(1)), (CHILD_STEP, step)],
+    );
+    let killed = r.store(1).keyring_status().unwrap();
+    assert!(killed.current > before.current, "promoted: {killed:?}");
+    assert!(killed.retired.is_empty(), "nothing retired: {killed:?}");
+    let old = killed.deks.iter().find(|d| d.term == before.current);
+    assert_eq!(
+        old.unwrap().records == 0,
+        resealed,
+        "records left under the old DEK: {killed:?}"
+    );
+    assert!(
+        !r.holds_share(1, WALLET),
+        "the retire's commit deleted the share"
+    );
+    r.restart(1);
+    assert_eq!(r.state(1, WALLET), "retired");
+    assert_eq!(r.state(1, NEXT), "active");
+    refused(&r.sweep(1), "wallet_retired");
+    // Members 1 and 2 alone: the successor's share, re-sealed or not when
+    // the kill came, still signs.
+    r.cluster.local.stop(seat(3)).unwrap();
+    let out = r.sign(r.next(), NEXT, 7, &r.next().address);
+    common::json_of(&out, &["sign", NEXT], 0);
+    let again = r.step("retire", 1);
+    assert_eq!(again["changed"], false, "{again}");
+    r.cluster.local.kill(seat(1)).unwrap();
+    let after = r.store(1).keyring_status().unwrap();
+    assert!(
+        after.retired.contains(&before.current),
+        "the DEK that sealed the share is retired: {after:?}"
+    );
+    assert_eq!(
+        after.deks.len(),
+        1,
+        "only the current DEK is active: {after:?}"
+    );
+    assert!(!r.holds_share(1, WALLET));
+    assert!(r.holds_share(1, NEXT));
+}
+
+/// Boundary: inside the retire's DEK rotation, the new DEK promoted and no
+/// record re-sealed yet.
+#[test]
+fn a_retire_killed_after_its_new_dek_is_promoted_finishes_the_rotation_when_run_again() {
+    retire_killed_inside_its_dek_rotation(82, "promoted", false);
+}
+
+/// Boundary: inside the retire's DEK rotation, one batch of records
+/// re-sealed under the new DEK, the others still under the old one.
+#[test]
+fn a_retire_killed_between_two_reseal_batches_finishes_the_rotation_when_run_again() {
+    retire_killed_inside_its_dek_rotation(83, "resealed_one", false);
+}
+
+/// Boundary: inside the retire's DEK rotation, every record re-sealed and
+/// the old DEK not retired yet.
+#[test]
+fn a_retire_killed_before_its_old_dek_is_retired_finishes_the_rotation_when_run_again() {
+    retire_killed_inside_its_dek_rotation(84, "resealed", true);
+}
+
+/// The `wallet retire` the tests of [`retire_killed_inside_its_dek_rotation`]
+/// run and kill: the engine's retire commits, then the store's DEK rotation
+/// runs step by step (as `EncryptedStore::rotate_dek` does) up to the
+/// boundary [`CHILD_STEP`] names.
+#[test]
+#[ignore = "a child process of the retire_killed_inside_its_dek_rotation tests"]
+fn child_retires_and_is_killed_inside_its_dek_rotation() {
+    let (Ok(config), Ok(step)) = (std::env::var(CHILD_CONFIG), std::env::var(CHILD_STEP)) else {
+        return;
+    };
+    let engine = LocalEngine::open(Path::new(&config)).unwrap();
+    let wallet = thresig_engine::WalletId::new(WALLET.to_owned()).unwrap();
+    // A retire reads no clock: any time will do.
+    engine
+        .signer
+        .operate(
+            thresig_store::Timestamp(0),
+            &OperatorCommand::Retire { wallet },
+        )
+        .unwrap();
+    engine.store.start_dek_rotation().unwrap();
+    match step.as_str() {
+        "promoted" => {}
+        // One record per batch (the test's configuration): others remain.
+        "resealed_one" => assert_eq!(engine.store.reseal_step().unwrap(), 1),
+        "resealed" => while engine.store.reseal_step().unwrap() > 0 {},
+        other => panic!("no such step: {other}"),
+    }
+    kill_9_self();
+}
+
 /// The script-tree root every member's configuration names for [`WALLET`]
 /// in the script-tree test.
 const ROOT: [u8; 32] = [0x3c; 32];
