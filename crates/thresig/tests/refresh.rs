@@ -790,9 +790,67 @@ fn an_abort_still_gets_a_veto_after_another_member_filled_its_veto_slots() {
         }
         String::new()
     });
-    assert!(refused.contains("capacity_exhausted"), "{refused}");
+    // Terminal: asking member 2 again cannot succeed before a switch.
+    assert!(
+        refused.contains("capacity_exhausted (terminal)"),
+        "{refused}"
+    );
     let run = step_to(&cluster, &runtime, Step::Part3OnOne);
     aborted_on_the_vetoes_of_2_and_3(&cluster, &runtime, &run);
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x42);
+}
+
+/// After a refresh removed seat 3 over the network, its old share plus one
+/// new share (t − 1 = 1) cannot sign: member 1 refuses the removed member
+/// as a coordinator (`coordinator_not_member`), and member 1's new share,
+/// read from its store, signs no package with seat 3 in it under either
+/// key record (the new one, which has no seat 3, or the removed member's
+/// old one, which has member 1's old verifying share).
+#[test]
+fn a_removed_members_old_share_and_one_new_share_cannot_sign_over_the_network() {
+    let (mut cluster, runtime, _) = keyed(96);
+    for at in [1, 2] {
+        approve_removal(&mut cluster, seat(at), &[3], &runtime);
+    }
+    let out = refresh(&cluster, &["--remove", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let removed = cluster.peers(seat(3));
+    let refused = runtime.block_on(async {
+        let first = removed.client(seat(1)).await.unwrap();
+        first
+            .round1(thresig_engine::Round1Request::new(wallet_id(), 1))
+            .await
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(refused.contains("coordinator_not_member"), "{refused}");
+    cluster.local.stop_all().unwrap();
+    let opened = |at: u16| {
+        thresig_cluster::node::LocalEngine::open(&cluster.config_path(seat(at))).unwrap()
+    };
+    let (first, third) = (opened(1), opened(3));
+    let (new_key, old_key) = (
+        first.signer.wallet_key(&wallet_id()).unwrap(),
+        third.signer.wallet_key(&wallet_id()).unwrap(),
+    );
+    // Key epoch 1 holds wallet epoch 0's share, key epoch 2 epoch 1's.
+    let share = |engine: &thresig_cluster::node::LocalEngine, epoch: u64| {
+        use thresig_store::Store as _;
+        let bytes = engine
+            .store
+            .key_package(&wallet_id(), thresig_store::KeyEpoch(epoch))
+            .unwrap()
+            .unwrap();
+        thresig_crypto::KeyShare::from_bytes(&bytes).unwrap()
+    };
+    let (new, old) = (share(&first, 2), share(&third, 1));
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(96);
+    for key in [&new_key, &old_key] {
+        let (new_nonce, new_commitment) = thresig_crypto::commit(&new, &mut rng);
+        let (_, old_commitment) = thresig_crypto::commit(&old, &mut rng);
+        let commitments = [(seat(1), new_commitment), (seat(3), old_commitment)].into();
+        let package = thresig_crypto::SigningPackage::new(&commitments, &[5; 32]).unwrap();
+        assert!(thresig_crypto::sign(new_nonce, &package, &new, key).is_err());
+    }
 }
