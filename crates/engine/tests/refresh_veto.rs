@@ -150,11 +150,9 @@ fn a_repeated_veto_adds_no_record_and_vetoes_are_capped_per_requester() {
 fn a_veto_beyond_the_requesters_cap_is_terminal_and_says_to_abort_from_another_member() {
     let c = Cluster::new(713, 2, N, &["w"], small_limits());
     let ask = |session: u8| {
-        c.member(3).signer().refresh_abandon(
-            coordinator(1),
-            &wid("w"),
-            DkgSessionId([session; 32]),
-        )
+        c.member(3)
+            .signer()
+            .refresh_abandon(coordinator(1), &wid("w"), DkgSessionId([session; 32]))
     };
     for session in 1..=8 {
         ask(session).unwrap();
@@ -164,7 +162,8 @@ fn a_veto_beyond_the_requesters_cap_is_terminal_and_says_to_abort_from_another_m
     assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
     let message = err.to_string();
     assert!(
-        message.contains("until the wallet switches") && message.contains("--abort from another member"),
+        message.contains("until the wallet switches")
+            && message.contains("--abort from another member"),
         "{message}"
     );
 }

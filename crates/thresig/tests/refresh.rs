@@ -826,9 +826,8 @@ fn a_removed_members_old_share_and_one_new_share_cannot_sign_over_the_network() 
     });
     assert!(refused.contains("coordinator_not_member"), "{refused}");
     cluster.local.stop_all().unwrap();
-    let opened = |at: u16| {
-        thresig_cluster::node::LocalEngine::open(&cluster.config_path(seat(at))).unwrap()
-    };
+    let opened =
+        |at: u16| thresig_cluster::node::LocalEngine::open(&cluster.config_path(seat(at))).unwrap();
     let (first, third) = (opened(1), opened(3));
     let (new_key, old_key) = (
         first.signer.wallet_key(&wallet_id()).unwrap(),

@@ -648,7 +648,15 @@ fn child_commits_a_retire_and_is_killed() {
     let Ok(config) = std::env::var(CHILD_CONFIG) else {
         return;
     };
-    let engine = LocalEngine::open(Path::new(&config)).unwrap();
+    retired_on_store(&config);
+    kill_9_self();
+}
+
+/// Runs the engine's retire of [`WALLET`] on the store of the member
+/// configuration `config` (the body of `wallet retire` on a stopped
+/// member, without its DEK rotation); the engine over that store.
+fn retired_on_store(config: &str) -> LocalEngine {
+    let engine = LocalEngine::open(Path::new(config)).unwrap();
     let wallet = thresig_engine::WalletId::new(WALLET.to_owned()).unwrap();
     // A retire reads no clock: any time will do.
     engine
@@ -658,7 +666,7 @@ fn child_commits_a_retire_and_is_killed() {
             &OperatorCommand::Retire { wallet },
         )
         .unwrap();
-    kill_9_self();
+    engine
 }
 
 /// Where [`child_retires_and_is_killed_inside_its_dek_rotation`] kills
@@ -760,16 +768,7 @@ fn child_retires_and_is_killed_inside_its_dek_rotation() {
     let (Ok(config), Ok(step)) = (std::env::var(CHILD_CONFIG), std::env::var(CHILD_STEP)) else {
         return;
     };
-    let engine = LocalEngine::open(Path::new(&config)).unwrap();
-    let wallet = thresig_engine::WalletId::new(WALLET.to_owned()).unwrap();
-    // A retire reads no clock: any time will do.
-    engine
-        .signer
-        .operate(
-            thresig_store::Timestamp(0),
-            &OperatorCommand::Retire { wallet },
-        )
-        .unwrap();
+    let engine = retired_on_store(&config);
     engine.store.start_dek_rotation().unwrap();
     match step.as_str() {
         "promoted" => {}

@@ -442,8 +442,7 @@ fn a_helper_sending_a_wrong_sigma_is_named_and_the_member_stays_without_a_share(
     steps.open(&lab);
     steps.deal(&lab);
     steps.sum(&lab);
-    let Some(RepairPayload::Joined { hpke_key }) = steps.joined.as_ref().map(|j| &j.payload)
-    else {
+    let Some(RepairPayload::Joined { hpke_key }) = steps.joined.as_ref().map(|j| &j.payload) else {
         panic!("no Joined message");
     };
     let honest = steps.summed[1].clone();

@@ -15,9 +15,7 @@ use thresig_store::WalletId;
 use crate::api::HexBytes;
 use crate::check::tagged_hash;
 use crate::config::WalletConfig;
-use crate::dkg_msg::{
-    framed, identity_sign, identity_verify, seal_to, seat_from_field, unframed,
-};
+use crate::dkg_msg::{framed, identity_sign, identity_verify, seal_to, seat_from_field, unframed};
 use crate::ids::WalletEpoch;
 
 /// One repair, as the coordinator names it: every message and request of

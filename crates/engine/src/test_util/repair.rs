@@ -237,5 +237,13 @@ pub fn sealed(
     hpke_key: &HexBytes,
     value: &[u8],
 ) -> HexBytes {
-    seal_repair_value(session, seat(from), seat(to), &hpke_key.0, value, &mut c.rng).unwrap()
+    seal_repair_value(
+        session,
+        seat(from),
+        seat(to),
+        &hpke_key.0,
+        value,
+        &mut c.rng,
+    )
+    .unwrap()
 }
