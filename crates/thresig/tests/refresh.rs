@@ -853,3 +853,105 @@ fn a_removed_members_old_share_and_one_new_share_cannot_sign_over_the_network() 
         assert!(thresig_crypto::sign(new_nonce, &package, &new, key).is_err());
     }
 }
+
+/// A refresh's switch on member 1 followed by a kill -9 of that member,
+/// then, if `step` names one, a kill -9 inside the DEK rotation the switch
+/// left due (a child process runs it on the member's store step by step up
+/// to that boundary: [`common::rotate_dek_up_to`]). The member's signer,
+/// opened on that store, finishes the rotation in its first prune: the DEK
+/// that sealed the old share is retired, no other DEK is active, and the
+/// store holds the new share only. Started again, every member is `active`
+/// at epoch 1 and the wallet signs with member 1 needed for the threshold.
+fn switch_killed_inside_its_dek_rotation(seed: u64, step: Option<&str>) {
+    let (mut cluster, runtime, made) = keyed(seed);
+    let config = cluster.config_path(seat(1));
+    common::reseal_one_per_batch(&config);
+    restart(&mut cluster, seat(1), &runtime);
+    let keys = json(&["keys", "status", "--config", config.to_str().unwrap()], 0);
+    let sealing = keys["current_dek"].as_u64().unwrap();
+    let out = refresh(&cluster, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    cluster.local.kill(seat(1)).unwrap();
+    if let Some(step) = step {
+        common::killed_child(
+            "child_rotates_after_a_switch_and_is_killed",
+            &[
+                (common::CHILD_CONFIG, config.to_str().unwrap()),
+                (common::CHILD_STEP, step),
+            ],
+        );
+    }
+    let killed = common::open_store(&config).keyring_status().unwrap();
+    if step.is_some() {
+        assert_eq!(killed.deks.len(), 2, "inside the rotation: {killed:?}");
+    } else {
+        assert_eq!(killed.current.0, sealing, "not started: {killed:?}");
+    }
+    let mut node = thresig_cluster::node::Node::open(&config).unwrap();
+    node.start_pruning();
+    assert!(node.prune_now());
+    node.close();
+    let store = common::open_store(&config);
+    let keyring = store.keyring_status().unwrap();
+    assert!(
+        keyring.retired.iter().any(|t| t.0 == sealing),
+        "the DEK that sealed the old share is retired: {keyring:?}"
+    );
+    assert_eq!(keyring.deks.len(), 1, "one DEK active: {keyring:?}");
+    let held = |epoch: u64| {
+        thresig_store::Store::key_package(&store, &wallet_id(), thresig_store::KeyEpoch(epoch))
+            .unwrap()
+            .is_some()
+    };
+    // Key epoch 1 held wallet epoch 0's share, key epoch 2 holds epoch 1's.
+    assert!(!held(1) && held(2), "only the new share is stored");
+    drop(store);
+    cluster.local.start(seat(1)).unwrap();
+    runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(1)));
+    all_at(&cluster, "active", 1);
+    assert!(cluster.local.stop(seat(2)).unwrap());
+    signs_and_consensus_accepts(&cluster, &made, seed.to_le_bytes()[0]);
+}
+
+/// Boundary: member 1 killed right after its switch committed, its DEK
+/// rotation due and not started.
+#[test]
+fn kill_9_of_a_member_after_its_switch_rotates_its_dek_at_the_next_prune() {
+    switch_killed_inside_its_dek_rotation(97, None);
+}
+
+/// Boundary: inside the switch's DEK rotation, the new DEK promoted and
+/// no record re-sealed yet.
+#[test]
+fn kill_9_after_the_switchs_new_dek_is_promoted_finishes_the_rotation_at_the_next_prune() {
+    switch_killed_inside_its_dek_rotation(98, Some("promoted"));
+}
+
+/// Boundary: inside the switch's DEK rotation, between two re-seal
+/// batches.
+#[test]
+fn kill_9_between_two_reseal_batches_of_the_switch_finishes_the_rotation_at_the_next_prune() {
+    switch_killed_inside_its_dek_rotation(99, Some("resealed_one"));
+}
+
+/// Boundary: inside the switch's DEK rotation, every record re-sealed and
+/// the old DEK not retired yet.
+#[test]
+fn kill_9_before_the_switchs_old_dek_is_retired_finishes_the_rotation_at_the_next_prune() {
+    switch_killed_inside_its_dek_rotation(100, Some("resealed"));
+}
+
+/// The DEK rotation the switch tests above kill: run on the stopped
+/// member's store up to the boundary [`common::CHILD_STEP`] names.
+#[test]
+#[ignore = "a child process of the switch_killed_inside_its_dek_rotation tests"]
+fn child_rotates_after_a_switch_and_is_killed() {
+    let (Ok(config), Ok(step)) = (
+        std::env::var(common::CHILD_CONFIG),
+        std::env::var(common::CHILD_STEP),
+    ) else {
+        return;
+    };
+    common::rotate_dek_up_to(&common::open_store(std::path::Path::new(&config)), &step);
+    common::kill_9_self();
+}

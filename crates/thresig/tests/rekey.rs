@@ -11,14 +11,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use common::{
-    Made, ProcessCluster, WALLET, address, dkg, json, name_successor, payment, seat, thresig,
-    wait_ready,
+    CHILD_CONFIG, CHILD_STEP, Made, ProcessCluster, WALLET, address, dkg, json, kill_9_self,
+    killed_child, name_successor, open_store, payment, reseal_one_per_batch, rotate_dek_up_to,
+    seat, thresig, wait_ready,
 };
 use serde_json::Value;
 use thresig_cluster::Peers;
@@ -29,7 +29,6 @@ use thresig_crypto::{Commitment, SigningPackage};
 use thresig_engine::{
     HexBytes, OperatorCommand, Round1Request, Round2Request, Round2Response, SigningTarget,
 };
-use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, KeyEpoch, PolicyKey, Store as _, WalletId};
 use thresig_tx::{Destination, Network, Payment, SpendInput, TaprootWallet, WalletPsbt};
 
@@ -215,9 +214,7 @@ impl Rekey {
 
     /// Member `s`'s store, opened here (the member must be stopped).
     fn store(&self, s: u16) -> EncryptedStore {
-        let config = Config::load(&self.cluster.config_path(seat(s))).unwrap();
-        let provider: Arc<dyn KeyProvider> = Arc::new(config.key_provider.open().unwrap());
-        EncryptedStore::open(config.location(), provider, config.options.clone()).unwrap()
+        open_store(&self.cluster.config_path(seat(s)))
     }
 
     /// The charges in [`WALLET`]'s rate ledger on member `s` (stopped),
@@ -334,31 +331,8 @@ async fn by_hand(
     replies
 }
 
-/// The configuration a child of [`killed_child`] works on.
-const CHILD_CONFIG: &str = "THRESIG_TEST_CHILD_CONFIG";
 /// The file of the PSBT (hex) and its messages a coordinating child sends.
 const CHILD_REQUEST: &str = "THRESIG_TEST_CHILD_REQUEST";
-
-/// Runs the ignored test `name` of this file in a child process with
-/// `vars` set, and checks that it ended killed by SIGKILL: it kills itself
-/// at the boundary it is written to reach, so a panic before it fails here.
-fn killed_child(name: &str, vars: &[(&str, &str)]) {
-    use std::os::unix::process::ExitStatusExt as _;
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--ignored", "--nocapture"])
-        .envs(vars.iter().copied())
-        .status()
-        .unwrap();
-    assert_eq!(status.signal(), Some(9), "{name} did not reach its kill");
-}
-
-/// Where a child of [`killed_child`] stops: SIGKILL to itself, so nothing
-/// after the boundary runs (no destructor, no clean close of a store).
-fn kill_9_self() -> ! {
-    use nix::sys::signal::{Signal, kill};
-    kill(nix::unistd::Pid::this(), Signal::SIGKILL).unwrap();
-    unreachable!("SIGKILL cannot be caught")
-}
 
 /// A failed command's stderr, which must name `code`.
 fn refused(out: &std::process::Output, code: &str) {
@@ -669,10 +643,6 @@ fn retired_on_store(config: &str) -> LocalEngine {
     engine
 }
 
-/// Where [`child_retires_and_is_killed_inside_its_dek_rotation`] kills
-/// itself: `promoted`, `resealed_one` or `resealed`.
-const CHILD_STEP: &str = "THRESIG_TEST_CHILD_STEP";
-
 /// A `wallet retire` killed with SIGKILL inside its DEK rotation, at the
 /// boundary `step` names, on member 1 (stopped; its store re-seals one
 /// record per batch, so a kill can fall between two batches); `resealed`
@@ -685,13 +655,7 @@ const CHILD_STEP: &str = "THRESIG_TEST_CHILD_STEP";
 fn retire_killed_inside_its_dek_rotation(seed: u64, step: &str, resealed: bool) {
     let mut r = rekeyed(seed);
     r.cluster.local.kill(seat(1)).unwrap();
-    let path = r.cluster.config_path(seat(1));
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        text.replacen("[store]\n", "[store]\nreseal_batch = 1\n", 1),
-    )
-    .unwrap();
+    reseal_one_per_batch(&r.cluster.config_path(seat(1)));
     let before = r.store(1).keyring_status().unwrap();
     assert_eq!(before.deks.len(), 1, "no rotation running yet");
     killed_child(
@@ -769,14 +733,7 @@ fn child_retires_and_is_killed_inside_its_dek_rotation() {
         return;
     };
     let engine = retired_on_store(&config);
-    engine.store.start_dek_rotation().unwrap();
-    match step.as_str() {
-        "promoted" => {}
-        // One record per batch (the test's configuration): others remain.
-        "resealed_one" => assert_eq!(engine.store.reseal_step().unwrap(), 1),
-        "resealed" => while engine.store.reseal_step().unwrap() > 0 {},
-        other => panic!("no such step: {other}"),
-    }
+    rotate_dek_up_to(&engine.store, &step);
     kill_9_self();
 }
 

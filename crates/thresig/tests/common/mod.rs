@@ -242,3 +242,66 @@ pub fn scrape(addr: std::net::SocketAddr) -> String {
     tcp.read_to_string(&mut response).unwrap();
     response
 }
+
+/// The member configuration a child of [`killed_child`] works on.
+pub const CHILD_CONFIG: &str = "THRESIG_TEST_CHILD_CONFIG";
+/// Where a child of [`killed_child`] running [`rotate_dek_up_to`] kills
+/// itself: `promoted`, `resealed_one` or `resealed`.
+pub const CHILD_STEP: &str = "THRESIG_TEST_CHILD_STEP";
+
+/// Runs the ignored test `name` of the calling test file in a child process
+/// with `vars` set, and checks that it ended killed by SIGKILL: it kills
+/// itself at the boundary it is written to reach, so a panic before it
+/// fails here.
+pub fn killed_child(name: &str, vars: &[(&str, &str)]) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--ignored", "--nocapture"])
+        .envs(vars.iter().copied())
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), Some(9), "{name} did not reach its kill");
+}
+
+/// Where a child of [`killed_child`] stops: SIGKILL to itself, so nothing
+/// after the boundary runs (no destructor, no clean close of a store).
+pub fn kill_9_self() -> ! {
+    use nix::sys::signal::{Signal, kill};
+    kill(nix::unistd::Pid::this(), Signal::SIGKILL).unwrap();
+    unreachable!("SIGKILL cannot be caught")
+}
+
+/// The store of the member configuration at `config`, opened here (the
+/// member must be stopped: its process holds the store).
+pub fn open_store(config: &Path) -> thresig_store::EncryptedStore {
+    let config = thresig_cluster::config::Config::load(config).unwrap();
+    let provider: Arc<dyn thresig_store::provider::KeyProvider> =
+        Arc::new(config.key_provider.open().unwrap());
+    thresig_store::EncryptedStore::open(config.location(), provider, config.options.clone())
+        .unwrap()
+}
+
+/// Runs a DEK rotation of `store` step by step, as
+/// `EncryptedStore::rotate_dek` does, up to the boundary `step` names:
+/// `promoted` (the new DEK current, no record re-sealed), `resealed_one`
+/// (one batch re-sealed; with `reseal_batch = 1` others remain) or
+/// `resealed` (every record re-sealed, the old DEK not retired).
+pub fn rotate_dek_up_to(store: &thresig_store::EncryptedStore, step: &str) {
+    store.start_dek_rotation().unwrap();
+    match step {
+        "promoted" => {}
+        "resealed_one" => assert_eq!(store.reseal_step().unwrap(), 1),
+        "resealed" => while store.reseal_step().unwrap() > 0 {},
+        other => panic!("no such step: {other}"),
+    }
+}
+
+/// Has member configuration `config`'s store re-seal one record per batch
+/// (`[store] reseal_batch = 1`), so a kill can fall between two batches of
+/// a DEK rotation; read at the member's next start.
+pub fn reseal_one_per_batch(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let edited = text.replacen("[store]\n", "[store]\nreseal_batch = 1\n", 1);
+    assert_ne!(edited, text, "no [store] table in {}", config.display());
+    std::fs::write(config, edited).unwrap();
+}
