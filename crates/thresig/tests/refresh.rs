@@ -2,7 +2,9 @@
 //! the wallet keeps its output key and signs at the next epoch (checked by
 //! libbitcoinconsensus), a removal must be in every member's own
 //! configuration, and an offline member fails the refresh with nobody
-//! switched.
+//! switched; a removed member's old share does not sign with a new one;
+//! kill -9 at each step boundary, including inside the DEK rotation a
+//! switch leaves due (docs/lifecycle.md lists the boundaries).
 
 mod common;
 

@@ -2,10 +2,11 @@
 //! store is restored from before the DKG (its disk lost) is repaired by two
 //! helpers whose operators approved it through their admin sockets, and
 //! then signs a transaction Bitcoin Core's consensus code accepts; without
-//! every helper's approval nothing changes; kill -9 of a member (or the
-//! coordinator stopping) at each step boundary leaves every member as it
-//! was, or the repair complete, and the wallet signs (docs/lifecycle.md,
-//! "Repair and member replacement").
+//! every helper's approval nothing changes; a helper sending a wrong sigma
+//! is named by the repaired member, which stores nothing; kill -9 of a
+//! member (or the coordinator stopping) at each step boundary leaves every
+//! member as it was, or the repair complete, and the wallet signs
+//! (docs/lifecycle.md, "Repair and member replacement").
 
 mod common;
 
