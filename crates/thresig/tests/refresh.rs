@@ -882,6 +882,7 @@ fn switch_killed_inside_its_dek_rotation(seed: u64, step: Option<&str>) {
                 (common::CHILD_STEP, step),
             ],
         );
+        common::assert_store_left_open(&config);
     }
     let killed = common::open_store(&config).keyring_status().unwrap();
     if step.is_some() {
@@ -954,6 +955,8 @@ fn child_rotates_after_a_switch_and_is_killed() {
     ) else {
         return;
     };
-    common::rotate_dek_up_to(&common::open_store(std::path::Path::new(&config)), &step);
+    // Held across the kill: dropped first, the store would close cleanly.
+    let store = common::open_store(std::path::Path::new(&config));
+    common::rotate_dek_up_to(&store, &step);
     common::kill_9_self();
 }

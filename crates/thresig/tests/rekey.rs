@@ -16,9 +16,9 @@ use bitcoin::consensus::encode::deserialize_hex;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use common::{
-    CHILD_CONFIG, CHILD_STEP, Made, ProcessCluster, WALLET, address, dkg, json, kill_9_self,
-    killed_child, name_successor, open_store, payment, reseal_one_per_batch, rotate_dek_up_to,
-    seat, thresig, wait_ready,
+    CHILD_CONFIG, CHILD_STEP, Made, ProcessCluster, WALLET, address, assert_store_left_open, dkg,
+    json, kill_9_self, killed_child, name_successor, open_store, payment, reseal_one_per_batch,
+    rotate_dek_up_to, seat, thresig, wait_ready,
 };
 use serde_json::Value;
 use thresig_cluster::Peers;
@@ -598,6 +598,7 @@ fn a_retire_killed_before_its_dek_rotation_rotates_when_run_again() {
         "child_commits_a_retire_and_is_killed",
         &[(CHILD_CONFIG, &r.config(1))],
     );
+    assert_store_left_open(&r.cluster.config_path(seat(1)));
     assert_eq!(r.dek_term(1), before, "the rotation never started");
     assert!(!r.holds_share(1, WALLET), "the commit deleted the share");
     r.restart(1);
@@ -622,7 +623,8 @@ fn child_commits_a_retire_and_is_killed() {
     let Ok(config) = std::env::var(CHILD_CONFIG) else {
         return;
     };
-    retired_on_store(&config);
+    // Held across the kill: dropped first, the store would close cleanly.
+    let _engine = retired_on_store(&config);
     kill_9_self();
 }
 
@@ -662,6 +664,7 @@ fn retire_killed_inside_its_dek_rotation(seed: u64, step: &str, resealed: bool) 
         "child_retires_and_is_killed_inside_its_dek_rotation",
         &[(CHILD_CONFIG, &r.config(1)), (CHILD_STEP, step)],
     );
+    assert_store_left_open(&r.cluster.config_path(seat(1)));
     let killed = r.store(1).keyring_status().unwrap();
     assert!(killed.current > before.current, "promoted: {killed:?}");
     assert!(killed.retired.is_empty(), "nothing retired: {killed:?}");

@@ -271,6 +271,25 @@ pub fn kill_9_self() -> ! {
     unreachable!("SIGKILL cannot be caught")
 }
 
+/// Checks that a child of [`killed_child`] died with the store of the
+/// member configuration at `config` open, as a kill -9 leaves it: redb,
+/// opening the file, has to repair it (a store closed cleanly needs no
+/// repair, so a child whose store was dropped before its kill fails here).
+/// Opened and closed cleanly here, the store is as the kill left it.
+pub fn assert_store_left_open(config: &Path) {
+    let data_dir = thresig_cluster::config::Config::load(config)
+        .unwrap()
+        .data_dir;
+    let repaired = std::rc::Rc::new(std::cell::Cell::new(false));
+    let seen = repaired.clone();
+    let db = redb::Builder::new()
+        .set_repair_callback(move |_| seen.set(true))
+        .open(data_dir.join("state.redb"))
+        .unwrap();
+    drop(db);
+    assert!(repaired.get(), "the store was closed before the kill");
+}
+
 /// The store of the member configuration at `config`, opened here (the
 /// member must be stopped: its process holds the store).
 pub fn open_store(config: &Path) -> thresig_store::EncryptedStore {
