@@ -1347,3 +1347,86 @@ async fn a_member_signing_with_its_pre_refresh_share_is_a_culprit() {
     };
     thresig_consensus::verify_with_core(&tx, &[prevout]).unwrap();
 }
+
+/// Where the fifth member of [`abort_with_a_full_veto_cap_and_member_5`]
+/// is when `--abort` runs.
+#[derive(Clone, Copy)]
+enum Fifth {
+    /// Its server stopped: out of reach.
+    Down,
+    /// Still running the refresh session (its part 2 done, no part 3).
+    Running,
+}
+
+/// 3-of-5: the refresh's part 3 reached member 1 only and its coordinator
+/// died; members 2 to 4 dropped the session. Member 1 had used up its
+/// share of member 2's veto slots on made-up sessions, so member 2 refuses
+/// its veto for good (`capacity_exhausted`, terminal); members 3 and 4
+/// veto, fewer than the threshold. Member 5 (`fifth`) never released, and
+/// its veto, once it can be asked, would make three: `--abort` from member
+/// 1 fails retryable and says to run it again, whatever member 2 answered.
+async fn abort_with_a_full_veto_cap_and_member_5(fifth: Fifth, seed: u8) -> DkgError {
+    let mut cluster = start(5, 3, &[], keep).await;
+    dkg_from(&cluster, 1, u64::from(seed)).await.unwrap();
+    let node = cluster.node(seat(1));
+    let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
+    let wallet = node.wallet(&wallet_id).unwrap();
+    let peers = cluster.peers(seat(1));
+    let second = peers.client(seat(2)).await.unwrap();
+    let mut made_up = 0u8;
+    let full = loop {
+        made_up += 1;
+        let asked = second
+            .refresh_abandon(wallet_id.clone(), DkgSessionId([made_up; 32]))
+            .await;
+        if let Err(error) = asked {
+            break error;
+        }
+    };
+    assert!(full.to_string().contains("capacity_exhausted"), "{full}");
+    let session = DkgSessionId([seed; 32]);
+    let seats: Vec<Seat> = (1..=5).map(seat).collect();
+    let mut inbox = refresh_to_part2(&cluster, session, 0, &seats).await;
+    part3_at(&cluster, session, seat(1), &mut inbox)
+        .await
+        .unwrap();
+    for s in 2..=4 {
+        let client = peers.client(seat(s)).await.unwrap();
+        client.dkg_cancel(wallet_id.clone(), session).await.unwrap();
+    }
+    if let Fifth::Down = fifth {
+        let _ = cluster.stops.remove(4).send(());
+    }
+    let own = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
+    crate::abort_refresh(
+        &peers,
+        wallet,
+        (own.epoch, &own.key.members()),
+        session,
+        &crate::Silent,
+    )
+    .await
+    .unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_refused_for_good_by_one_member_is_retryable_while_another_is_out_of_reach() {
+    let failed = abort_with_a_full_veto_cap_and_member_5(Fifth::Down, 0x81).await;
+    assert_eq!(failed.recovery(), Recovery::Retryable, "{failed}");
+    let said = failed.to_string();
+    assert!(
+        said.contains("member 5") && said.contains("run --abort again"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_refused_for_good_by_one_member_is_retryable_while_another_runs_the_session() {
+    let failed = abort_with_a_full_veto_cap_and_member_5(Fifth::Running, 0x82).await;
+    assert_eq!(failed.recovery(), Recovery::Retryable, "{failed}");
+    let said = failed.to_string();
+    assert!(
+        said.contains("[Seat(5)]") && said.contains("run --abort again"),
+        "{said}"
+    );
+}

@@ -83,20 +83,23 @@ pub enum DkgError {
     #[error("DKG aborted: {0}")]
     Aborted(&'static str),
     /// `--abort` found fewer than the threshold of members that can never
-    /// release their confirmation, while some still run the refresh
-    /// session: a coordinator can still finish it, so nobody was asked for
-    /// a veto.
+    /// release their confirmation (or that vetoed), while some that still
+    /// run the refresh session could make up the difference once their
+    /// sessions end (a coordinator could still finish it, so they are not
+    /// asked for a veto before).
     #[error(
-        "refresh abort: members {running:?} still run the refresh session and may yet release their confirmations, so no veto was asked for; wait until their sessions expire (dkg_session_ttl_secs) or the coordinator cancels, then run --abort again (or --resume once every member released)"
+        "refresh abort: members {running:?} still run the refresh session and may yet release their confirmations, and without them fewer than the threshold of members vetoed, so nothing was discarded; wait until their sessions expire (dkg_session_ttl_secs) or the coordinator cancels, then run --abort again (or --resume once every member released)"
     )]
     RefreshRunning {
         /// The cluster seats still running the session.
         running: Vec<Seat>,
     },
-    /// `--abort` got fewer than the threshold of vetoes; those it got are
-    /// stored at their members for good.
+    /// `--abort` got fewer than the threshold of vetoes because the other
+    /// members released their confirmation meanwhile (none was out of
+    /// reach or refused in a way that could have changed that); those it
+    /// got are stored at their members for good.
     #[error(
-        "refresh abort: only members {vetoed:?} vetoed, fewer than the threshold, so nothing was discarded; run --abort again once the members that could not be reached are back"
+        "refresh abort: only members {vetoed:?} vetoed, fewer than the threshold, because the others released their confirmations, so nothing was discarded and no --abort can discard the refresh; finish it with --resume SESSION (if a member never releases, the members that released keep signing at the old epoch: rekey the wallet if needed)"
     )]
     TooFewVetoes {
         /// The cluster seats that vetoed.
@@ -106,7 +109,8 @@ pub enum DkgError {
     /// refusal other than a release) when fewer than the threshold of
     /// members vetoed or never released without it.
     #[error(
-        "refresh abort: member {seat} gave no veto ({error}), and without it fewer than the threshold of members vetoed, so nothing was discarded; run --abort again once it answers"
+        "refresh abort: member {seat} gave no veto ({error}), and without it fewer than the threshold of members vetoed, so nothing was discarded; {}",
+        if *retryable { "run --abort again once it answers" } else { "it refused for good: do what its refusal says, or finish the refresh with --resume SESSION" }
     )]
     AbortMember {
         /// The member's cluster seat.
@@ -114,12 +118,17 @@ pub enum DkgError {
         /// What it answered.
         #[source]
         error: DaemonError,
+        /// Whether running `--abort` again can succeed: this member, or
+        /// others that were out of reach or still ran the session, may
+        /// answer then and bring the vetoes to the threshold.
+        retryable: bool,
     },
     /// `--abort` found fewer than the threshold of members that never
-    /// released their confirmation, and none still running the session:
-    /// nothing can discard the refresh, only `--resume` finishes it.
+    /// released their confirmation, even counting those it missed (out of
+    /// reach, or still running the session): no `--abort` can discard the
+    /// refresh, only `--resume` can finish it.
     #[error(
-        "refresh abort: fewer than the threshold of members never released their confirmation, so nothing was discarded and the members that released keep the refresh pending (signing at the old epoch); finish it with --resume SESSION"
+        "refresh abort: fewer than the threshold of members never released their confirmation, even counting those out of reach or still running the session, so nothing was discarded and no --abort can discard the refresh; finish it with --resume SESSION once every member released (meanwhile the members that released keep it pending and sign at the old epoch; if a member never releases, rekey the wallet if needed)"
     )]
     Released,
     /// `--resume` reached no member holding this member's confirmation of
@@ -161,9 +170,9 @@ impl DkgError {
             Self::Coordination { .. } => true,
             // The sessions expire (or their coordinator ends them).
             Self::RefreshRunning { .. } => true,
-            // A member out of reach comes back; a veto it refused for
-            // good (it released, say) never comes.
-            Self::AbortMember { error, .. } => retryable(error),
+            // Judged from every member the abort missed, not this one's
+            // answer alone.
+            Self::AbortMember { retryable, .. } => *retryable,
             Self::Protocol { .. }
             | Self::Aborted(_)
             | Self::Unconfirmed { .. }
@@ -639,7 +648,7 @@ fn is_coordination_fault(error: &DaemonError) -> bool {
 /// does ([`crate::peers::reply_lost`]: a dropped connection, or no answer
 /// within the relay's patience). A member that stays silent is named after
 /// [`ATTEMPTS`] tries.
-fn retryable(error: &DaemonError) -> bool {
+pub(crate) fn retryable(error: &DaemonError) -> bool {
     match error {
         DaemonError::Refused(e) => e.is_retryable(),
         other => crate::peers::reply_lost(other),

@@ -500,7 +500,9 @@ fn a_refresh_stuck_after_part_3_on_two_members_is_kept_and_resumes_after_a_late_
     let run = step_to(&cluster, &runtime, Step::Part3OnTwo);
     let session = hex::encode(run.proposal.session.0);
     let out = refresh(&cluster, &["--abort", &session]);
-    assert_ne!(out.status.code(), Some(0));
+    // Terminal: member 3, running the session, may yet release, but its
+    // veto alone could never be the threshold.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--resume"), "{}", stderr(&out));
     let held = states(&cluster);
     assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
@@ -516,6 +518,60 @@ fn a_refresh_stuck_after_part_3_on_two_members_is_kept_and_resumes_after_a_late_
             .unwrap();
     });
     resumed(&cluster, &run);
+}
+
+/// 2-of-3: part 3 reached members 1 and 2, which released, and member 3,
+/// which never got its part 3, is killed. Even back (its session lost,
+/// it would veto), member 3 alone is fewer than the threshold, so no
+/// `--abort` can ever discard the refresh: it exits 1 (terminal), names
+/// no member to wait for, and says what can finish it.
+#[test]
+fn an_abort_that_no_member_out_of_reach_can_complete_is_terminal() {
+    let (mut cluster, runtime, _) = keyed(101);
+    let run = step_to(&cluster, &runtime, Step::Part3OnTwo);
+    cluster.local.kill(seat(3)).unwrap();
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(&cluster, &["--abort", &session]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("refresh abort: ") && said.contains("--resume") && said.contains("rekey"),
+        "{said}"
+    );
+    assert!(!said.contains("run --abort again"), "{said}");
+    let held = states(&cluster);
+    assert_eq!(held[0], ("refreshing".to_owned(), Some(0)), "{held:?}");
+    assert_eq!(held[1], ("refreshing".to_owned(), Some(0)), "{held:?}");
+}
+
+/// 2-of-3: part 3 reached member 1 only and its coordinator died; member
+/// 2 dropped the session, member 3 is down. Member 2's veto alone is fewer
+/// than the threshold, but with member 3's it is enough: `--abort` exits 2
+/// (retryable) naming member 3, and run again once member 3 is back (its
+/// session lost in the restart) it discards the refresh at member 1.
+#[test]
+fn an_abort_missing_a_member_out_of_reach_is_retryable_and_completes_once_it_is_back() {
+    let (mut cluster, runtime, made) = keyed(102);
+    let run = step_to(&cluster, &runtime, Step::Part3OnOne);
+    cancel_at(&cluster, &runtime, &run, &[2]);
+    cluster.local.kill(seat(3)).unwrap();
+    let session = hex::encode(run.proposal.session.0);
+    let out = refresh(&cluster, &["--abort", &session]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("refresh abort: member 3") && said.contains("run --abort again"),
+        "{said}"
+    );
+    cluster.local.start(seat(3)).unwrap();
+    runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(3)));
+    let out = refresh(&cluster, &["--abort", &session]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["abandoned_by"], serde_json::json!([2, 3]));
+    assert_eq!(report["discarded"], serde_json::json!([1]));
+    all_at(&cluster, "active", 0);
+    signs_and_consensus_accepts(&cluster, &made, 0x43);
 }
 
 /// 2-of-4: the coordinator sends part 3 to member 1 only and dies, and
@@ -570,7 +626,7 @@ fn a_released_member_refuses_to_veto_over_the_network_and_resume_switches_it() {
     );
     let session = hex::encode(run.proposal.session.0);
     let out = refresh(&cluster, &["--abort", &session]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let held = states(&cluster);
     assert_eq!(held[0], ("active".to_owned(), Some(1)), "{held:?}");
     assert_eq!(held[1], ("refreshing".to_owned(), Some(0)), "{held:?}");
@@ -596,7 +652,8 @@ fn coordinator_lost_before_part3(step: Step, seed: u64) {
     signs_and_consensus_accepts(&cluster, &made, 0x3c);
     let session = hex::encode(run.proposal.session.0);
     let out = refresh(&cluster, &["--abort", &session]);
-    assert_ne!(out.status.code(), Some(0));
+    // Retryable: once the sessions end, every member can veto.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("dkg_session_ttl_secs"),
         "{}",

@@ -25,7 +25,7 @@ use thresig_engine::{DkgSessionId, ErrorCode, WalletEpoch};
 use tracing::info;
 
 use crate::config::NodeWallet;
-use crate::dkg::{DkgError, taking_part};
+use crate::dkg::{DkgError, retryable, taking_part};
 use crate::peers::Peers;
 use crate::progress::Progress;
 
@@ -72,7 +72,7 @@ pub async fn abort_refresh(
     let members = taking_part(wallet, &kind, Some(holders));
     let cluster = |seat: &Seat| members.iter().find(|(s, _)| s == seat).map(|(_, c)| *c);
     let threshold = usize::from(wallet.config.threshold);
-    let (mut unreleased, mut running, mut failed) = (Vec::new(), Vec::new(), None);
+    let (mut unreleased, mut missing) = (Vec::new(), Missing::default());
     for (seat, answer) in super::resume::held_by_each(peers, wallet, &members, session).await {
         match answer {
             Ok(_) => {}
@@ -82,18 +82,14 @@ pub async fn abort_refresh(
                 unreleased.extend(members.iter().filter(|(s, _)| *s == seat));
             }
             Err(DaemonError::Refused(e)) if *e.code.kind() == Code::Engine(ErrorCode::DkgBusy) => {
-                running.extend(cluster(&seat));
+                missing.running.extend(cluster(&seat));
             }
-            Err(error) => failed = failed.or(cluster(&seat).map(|seat| (seat, error))),
+            Err(error) => missing.failed(cluster(&seat), error),
         }
     }
     progress.step("unreleased", unreleased.len(), members.len());
     if unreleased.len() < threshold {
-        return Err(if running.is_empty() {
-            too_few(failed)
-        } else {
-            DkgError::RefreshRunning { running }
-        });
+        return Err(missing.failure(unreleased.len(), threshold, DkgError::Released));
     }
     let answers = super::each_reachable(peers, &unreleased, |client| {
         let wallet_id = wallet.id().clone();
@@ -110,19 +106,13 @@ pub async fn abort_refresh(
             // It released its confirmation: the refresh may switch.
             Err(DaemonError::Refused(e))
                 if *e.code.kind() == Code::Engine(ErrorCode::RefreshConfirmed) => {}
-            Err(error) => {
-                failed = failed.or(cluster(&seat).map(|seat| (seat, error)));
-            }
+            Err(error) => missing.failed(cluster(&seat), error),
         }
     }
     progress.step("veto", vetoes.len(), unreleased.len());
     if vetoes.len() < threshold {
-        return Err(match failed {
-            Some(failed) => too_few(Some(failed)),
-            None => DkgError::TooFewVetoes {
-                vetoed: abandoned_by,
-            },
-        });
+        let vetoed = abandoned_by;
+        return Err(missing.failure(vetoes.len(), threshold, DkgError::TooFewVetoes { vetoed }));
     }
     let proofs = Arc::new(vetoes);
     let answers = super::each_reachable(peers, &members, |client| {
@@ -153,49 +143,171 @@ pub async fn abort_refresh(
     })
 }
 
-/// The failure of an abort that found fewer than the threshold of members
-/// that never released (or that veto): the first member that could not be
-/// reached or refused otherwise, whose answer might have been enough.
-fn too_few(failed: Option<(Seat, DaemonError)>) -> DkgError {
-    match failed {
-        Some((seat, error)) => DkgError::AbortMember { seat, error },
-        None => DkgError::Released,
+/// The members whose veto an abort could not get and that did not
+/// release their confirmation, by whether asking again can succeed.
+#[derive(Default)]
+struct Missing {
+    /// Members still running the session: they may release, or veto once
+    /// their sessions end.
+    running: Vec<Seat>,
+    /// Members out of reach, or refusing for now.
+    unreachable: Vec<(Seat, DaemonError)>,
+    /// Members refusing for good (at their veto cap for this coordinator,
+    /// say).
+    refused: Vec<(Seat, DaemonError)>,
+}
+
+impl Missing {
+    /// Records member `seat`'s failed answer.
+    fn failed(&mut self, seat: Option<Seat>, error: DaemonError) {
+        let Some(seat) = seat else { return };
+        if retryable(&error) {
+            self.unreachable.push((seat, error));
+        } else {
+            self.refused.push((seat, error));
+        }
+    }
+
+    /// The failure of an abort that has `got` of the `threshold` vetoes (or
+    /// members that never released) it needs, judged from every member it
+    /// missed: retryable exactly when the members that may still answer
+    /// (out of reach, refusing for now, or running the session) could
+    /// bring it to the threshold, naming one of them; otherwise a member
+    /// that refused for good, if its veto could have done it; otherwise
+    /// `otherwise` (too many members released their confirmation).
+    fn failure(self, got: usize, threshold: usize, otherwise: DkgError) -> DkgError {
+        let Self {
+            running,
+            unreachable,
+            refused,
+        } = self;
+        let reachable_later = got + unreachable.len();
+        let after_the_sessions = reachable_later + running.len();
+        let with_the_refusals = after_the_sessions + refused.len();
+        // `got` is below the threshold: each case names a member of its own.
+        if reachable_later >= threshold
+            && let Some((seat, error)) = unreachable.into_iter().next()
+        {
+            DkgError::AbortMember {
+                seat,
+                error,
+                retryable: true,
+            }
+        } else if after_the_sessions >= threshold {
+            DkgError::RefreshRunning { running }
+        } else if with_the_refusals >= threshold
+            && let Some((seat, error)) = refused.into_iter().next()
+        {
+            DkgError::AbortMember {
+                seat,
+                error,
+                retryable: false,
+            }
+        } else {
+            otherwise
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use thresig_daemon::{Recovery, RpcCode};
+    use thresig_daemon::{Recovery, RpcCode, SignerError};
     use thresig_engine::test_util::cluster::seat;
 
     use super::*;
 
-    /// A failed `--abort` speaks of the refresh and its `--abort` and
-    /// `--resume`, never of a DKG or `thresig dkg`, whichever way it fails;
-    /// a member out of reach is worth running `--abort` again for.
-    #[test]
-    fn a_failed_abort_speaks_of_the_refresh_not_of_a_dkg() {
-        let unreachable = DaemonError::Rpc {
+    fn unreachable() -> DaemonError {
+        DaemonError::Rpc {
             code: RpcCode::Unavailable,
             message: "127.0.0.1:1: Connection refused".to_owned(),
+        }
+    }
+
+    fn at_its_cap() -> DaemonError {
+        DaemonError::Refused(SignerError::new(
+            thresig_daemon::ErrorCode::from(ErrorCode::CapacityExhausted),
+            Recovery::Terminal,
+            "no more vetoes until the wallet switches; run --abort from another member",
+        ))
+    }
+
+    /// A failed `--abort` speaks of the refresh and its `--abort` and
+    /// `--resume`, never of a DKG or `thresig dkg`, whichever way it fails;
+    /// it is retryable, and says to run `--abort` again, exactly when the
+    /// members it missed could bring it to the threshold (2 here).
+    #[test]
+    fn a_failed_abort_is_retryable_exactly_when_the_members_it_missed_could_complete_it() {
+        let missing = |out_of_reach: u16, running: u16, refused: u16| Missing {
+            running: (0..running).map(|i| seat(7 + i)).collect(),
+            unreachable: (0..out_of_reach)
+                .map(|i| (seat(3 + i), unreachable()))
+                .collect(),
+            refused: (0..refused).map(|i| (seat(5 + i), at_its_cap())).collect(),
         };
-        let missing = too_few(Some((seat(2), unreachable)));
-        assert_eq!(missing.recovery(), Recovery::Retryable);
-        let missing = missing.to_string();
-        assert!(
-            missing.starts_with("refresh abort: member 2") && missing.contains("run --abort again"),
-            "{missing}"
-        );
-        let released = too_few(None);
-        assert_eq!(released.recovery(), Recovery::Terminal);
-        let released = released.to_string();
-        assert!(
-            released.starts_with("refresh abort: ") && released.contains("--resume SESSION"),
-            "{released}"
-        );
-        for message in [missing, released] {
+        let released = || DkgError::Released;
+        let cases = [
+            // One veto, a member out of reach: it may bring the second.
+            (missing(1, 0, 0).failure(1, 2, released()), true, "member 3"),
+            // One veto and a member at its cap, another out of reach.
+            (missing(1, 0, 1).failure(1, 2, released()), true, "member 3"),
+            // A member running the session may veto once it ends.
+            (
+                missing(0, 1, 1).failure(1, 2, released()),
+                true,
+                "[Seat(7)]",
+            ),
+            // Nothing to wait for: the refusal stands.
+            (
+                missing(0, 0, 1).failure(1, 2, released()),
+                false,
+                "member 5",
+            ),
+            // Even the member out of reach could not make two.
+            (
+                missing(1, 0, 0).failure(0, 2, released()),
+                false,
+                "never released",
+            ),
+            (
+                missing(0, 1, 0).failure(0, 2, released()),
+                false,
+                "never released",
+            ),
+            (
+                missing(0, 0, 0).failure(
+                    1,
+                    2,
+                    DkgError::TooFewVetoes {
+                        vetoed: vec![seat(2)],
+                    },
+                ),
+                false,
+                "[Seat(2)]",
+            ),
+        ];
+        for (failure, retryable, names) in cases {
+            let message = failure.to_string();
+            let class = if retryable {
+                Recovery::Retryable
+            } else {
+                Recovery::Terminal
+            };
+            assert_eq!(failure.recovery(), class, "{message}");
             assert!(
-                !message.contains("DKG") && !message.contains("dkg"),
+                message.starts_with("refresh abort: ") && message.contains(names),
+                "{message}"
+            );
+            assert_eq!(
+                message.contains("run --abort again"),
+                retryable,
+                "{message}"
+            );
+            assert!(
+                retryable || message.contains("--resume SESSION"),
+                "{message}"
+            );
+            assert!(
+                !message.contains("DKG") && !message.contains("dkg "),
                 "{message}"
             );
         }
