@@ -5,10 +5,12 @@
 //! messages with the harness's member identity keys.
 
 mod common;
+#[path = "shared/removed_share.rs"]
+mod removed_share;
 
 use common::dkg::*;
 use common::*;
-use thresig_crypto::{DkgRound1, KeyShare, WalletKey};
+use thresig_crypto::{DkgRound1, KeyShare};
 use thresig_engine::test_util::identity_secret;
 use thresig_engine::{
     DkgFault, DkgKind, DkgPayload, DkgProposal, ErrorCode, HexBytes, SignedDkgMessage, WalletEpoch,
@@ -667,63 +669,11 @@ fn a_removed_members_old_share_does_not_sign_with_a_new_share() {
     let new_key = c.member(1).signer().wallet_key(&wid("w")).unwrap();
     let old = KeyShare::from_bytes(&stored(&c, 3, 1).unwrap()).unwrap();
     let new = KeyShare::from_bytes(&stored(&c, 1, 2).unwrap()).unwrap();
-    let package = |c: &mut Cluster| {
-        let (old_nonce, old_commitment) = thresig_crypto::commit(&old, &mut c.rng);
-        let (new_nonce, new_commitment) = thresig_crypto::commit(&new, &mut c.rng);
-        let commitments = [(seat(1), new_commitment), (seat(3), old_commitment)].into();
-        let package = thresig_crypto::SigningPackage::new(&commitments, &[5; 32]).unwrap();
-        (package, old_nonce, new_nonce)
-    };
-    let (p, _, new_nonce) = package(&mut c);
-    assert!(thresig_crypto::sign(new_nonce, &p, &new, &new_key).is_err());
-    let (p, _, new_nonce) = package(&mut c);
-    assert!(thresig_crypto::sign(new_nonce, &p, &new, &old_key).is_err());
-    // Both shares over one package, under a record that admits both (the
-    // old one with seat 1's verifying share swapped for its new one, as a
-    // lying coordinator could hand out): the aggregate is no signature
-    // under the output key.
-    let hybrid = WalletKey::from_stored_bytes(&with_share_of(
-        &old_key.to_bytes().unwrap(),
-        &new_key.to_bytes().unwrap(),
-        1,
-    ))
-    .unwrap();
-    let (p, old_nonce, new_nonce) = package(&mut c);
-    let shares = [
-        (
-            seat(1),
-            thresig_crypto::sign(new_nonce, &p, &new, &hybrid).unwrap(),
-        ),
-        (
-            seat(3),
-            thresig_crypto::sign(old_nonce, &p, &old, &hybrid).unwrap(),
-        ),
-    ]
-    .into();
-    let valid = |record: &WalletKey| {
-        thresig_crypto::aggregate(record, &p, &shares).is_ok_and(|signature| {
-            thresig_crypto::verify(&new_key.output_key(), &[5; 32], &signature).is_ok()
-        })
-    };
-    assert!(!valid(&hybrid) && !valid(&old_key) && !valid(&new_key));
-}
-
-/// `record` (a wallet key record's bytes) with seat `s`'s verifying share
-/// taken from `from`: each share follows its seat's 32-byte identifier.
-fn with_share_of(record: &[u8], from: &[u8], s: u8) -> Vec<u8> {
-    let mut id = [0u8; 32];
-    id[31] = s;
-    let at = |bytes: &[u8]| {
-        bytes
-            .windows(32)
-            .position(|w| w == id)
-            .map(|i| i + 32)
-            .unwrap()
-    };
-    let (to, src) = (at(record), at(from));
-    let mut out = record.to_vec();
-    out[to..to + 33].copy_from_slice(&from[src..src + 33]);
-    out
+    removed_share::old_and_new_shares_make_no_signature(
+        (&old, &old_key),
+        (&new, &new_key),
+        &mut c.rng,
+    );
 }
 
 /// A removal that would leave fewer than the threshold of the key

@@ -7,6 +7,8 @@
 //! switch leaves due (docs/lifecycle.md lists the boundaries).
 
 mod common;
+#[path = "../../engine/tests/shared/removed_share.rs"]
+mod removed_share;
 
 use std::collections::BTreeMap;
 
@@ -862,10 +864,11 @@ fn an_abort_still_gets_a_veto_after_another_member_filled_its_veto_slots() {
 
 /// After a refresh removed seat 3 over the network, its old share plus one
 /// new share (t − 1 = 1) cannot sign: member 1 refuses the removed member
-/// as a coordinator (`coordinator_not_member`), and member 1's new share,
-/// read from its store, signs no package with seat 3 in it under either
-/// key record (the new one, which has no seat 3, or the removed member's
-/// old one, which has member 1's old verifying share).
+/// as a coordinator (`coordinator_not_member`), and the shares read from
+/// the members' stores make no signature valid under the output key,
+/// whatever key record they are combined under (the engine's
+/// `a_removed_members_old_share_does_not_sign_with_a_new_share` check,
+/// shared).
 #[test]
 fn a_removed_members_old_share_and_one_new_share_cannot_sign_over_the_network() {
     let (mut cluster, runtime, _) = keyed(96);
@@ -904,13 +907,11 @@ fn a_removed_members_old_share_and_one_new_share_cannot_sign_over_the_network() 
     };
     let (new, old) = (share(&first, 2), share(&third, 1));
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(96);
-    for key in [&new_key, &old_key] {
-        let (new_nonce, new_commitment) = thresig_crypto::commit(&new, &mut rng);
-        let (_, old_commitment) = thresig_crypto::commit(&old, &mut rng);
-        let commitments = [(seat(1), new_commitment), (seat(3), old_commitment)].into();
-        let package = thresig_crypto::SigningPackage::new(&commitments, &[5; 32]).unwrap();
-        assert!(thresig_crypto::sign(new_nonce, &package, &new, key).is_err());
-    }
+    removed_share::old_and_new_shares_make_no_signature(
+        (&old, &old_key),
+        (&new, &new_key),
+        &mut rng,
+    );
 }
 
 /// A refresh's switch on member 1 followed by a kill -9 of that member,
