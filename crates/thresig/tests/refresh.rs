@@ -914,107 +914,162 @@ fn a_removed_members_old_share_and_one_new_share_cannot_sign_over_the_network() 
     );
 }
 
-/// A refresh's switch on member 1 followed by a kill -9 of that member,
-/// then, if `step` names one, a kill -9 inside the DEK rotation the switch
-/// left due (a child process runs it on the member's store step by step up
-/// to that boundary: [`common::rotate_dek_up_to`]). The member's signer,
-/// opened on that store, finishes the rotation in its first prune: the DEK
-/// that sealed the old share is retired, no other DEK is active, and the
-/// store holds the new share only. Started again, every member is `active`
-/// at epoch 1 and the wallet signs with member 1 needed for the threshold.
-fn switch_killed_inside_its_dek_rotation(seed: u64, step: Option<&str>) {
+/// Member 1's switch to a stepped refresh, then a kill -9 at the boundary
+/// `step` names: `switched` (right after the switch committed, its DEK
+/// rotation due), or one inside that rotation (run step by step up to it:
+/// [`common::rotate_dek_up_to`]). The switch runs in a child process on
+/// the stopped member's store, which then kills itself: in a running
+/// signer its pruner could retire the DEK before any kill. The retirement
+/// is still due after the kill; the member's signer, opened on the store
+/// with no key manager or pruner thread running, finishes the rotation in
+/// its first prune (the due record cleared): the DEK that sealed the old
+/// share is retired, no other DEK is active, and the store holds the new
+/// share only. Started again, member 1 gives `--resume` its confirmations,
+/// every member is `active` at epoch 1 and the wallet signs with member 1
+/// needed for the threshold.
+fn switch_killed_inside_its_dek_rotation(seed: u64, step: &str) {
+    use thresig_store::Store as _;
     let (mut cluster, runtime, made) = keyed(seed);
     let config = cluster.config_path(seat(1));
     common::reseal_one_per_batch(&config);
     restart(&mut cluster, seat(1), &runtime);
     let keys = json(&["keys", "status", "--config", config.to_str().unwrap()], 0);
     let sealing = keys["current_dek"].as_u64().unwrap();
-    let out = refresh(&cluster, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    cluster.local.kill(seat(1)).unwrap();
-    if let Some(step) = step {
-        common::killed_child(
-            "child_rotates_after_a_switch_and_is_killed",
-            &[
-                (common::CHILD_CONFIG, config.to_str().unwrap()),
-                (common::CHILD_STEP, step),
-            ],
-        );
-        common::assert_store_left_open(&config);
-    }
-    let killed = common::open_store(&config).keyring_status().unwrap();
-    if step.is_some() {
-        assert_eq!(killed.deks.len(), 2, "inside the rotation: {killed:?}");
-    } else {
-        assert_eq!(killed.current.0, sealing, "not started: {killed:?}");
-    }
-    let mut node = thresig_cluster::node::Node::open(&config).unwrap();
-    node.start_pruning();
-    assert!(node.prune_now());
-    node.close();
+    let run = step_to(&cluster, &runtime, Step::Part3);
+    assert!(cluster.local.stop(seat(1)).unwrap());
+    let confirmations = config.with_file_name("confirmations.json");
+    std::fs::write(
+        &confirmations,
+        serde_json::to_string(&run.confirmations).unwrap(),
+    )
+    .unwrap();
+    common::killed_child(
+        "child_switches_and_is_killed",
+        &[
+            (common::CHILD_CONFIG, config.to_str().unwrap()),
+            (common::CHILD_STEP, step),
+            (CHILD_CONFIRMATIONS, confirmations.to_str().unwrap()),
+        ],
+    );
+    common::assert_store_left_open(&config);
+    let due = |store: &thresig_store::EncryptedStore| {
+        let name = thresig_store::MetaName::new(b"dek_retire_due".to_vec()).unwrap();
+        store.meta(&name).unwrap().map(|v| v.as_slice().to_vec())
+    };
     let store = common::open_store(&config);
-    let keyring = store.keyring_status().unwrap();
+    let killed = store.keyring_status().unwrap();
+    if step == "switched" {
+        assert_eq!(killed.current.0, sealing, "not started: {killed:?}");
+    } else {
+        assert_eq!(killed.deks.len(), 2, "inside the rotation: {killed:?}");
+    }
+    assert_eq!(due(&store), Some(vec![1]), "the retirement is still due");
+    drop(store);
+    let engine = thresig_cluster::node::LocalEngine::open(&config).unwrap();
+    engine.signer.prune(now()).unwrap();
+    assert_eq!(due(&engine.store), Some(vec![0]), "the prune retired it");
+    let keyring = engine.store.keyring_status().unwrap();
     assert!(
         keyring.retired.iter().any(|t| t.0 == sealing),
         "the DEK that sealed the old share is retired: {keyring:?}"
     );
     assert_eq!(keyring.deks.len(), 1, "one DEK active: {keyring:?}");
     let held = |epoch: u64| {
-        thresig_store::Store::key_package(&store, &wallet_id(), thresig_store::KeyEpoch(epoch))
+        engine
+            .store
+            .key_package(&wallet_id(), thresig_store::KeyEpoch(epoch))
             .unwrap()
             .is_some()
     };
     // Key epoch 1 held wallet epoch 0's share, key epoch 2 holds epoch 1's.
     assert!(!held(1) && held(2), "only the new share is stored");
-    drop(store);
+    drop(engine);
     cluster.local.start(seat(1)).unwrap();
     runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(1)));
-    all_at(&cluster, "active", 1);
+    resumed(&cluster, &run);
     assert!(cluster.local.stop(seat(2)).unwrap());
     signs_and_consensus_accepts(&cluster, &made, seed.to_le_bytes()[0]);
 }
 
-/// Boundary: member 1 killed right after its switch committed, its DEK
+/// The file of the confirmations [`child_switches_and_is_killed`] gives
+/// member 1's engine.
+const CHILD_CONFIRMATIONS: &str = "THRESIG_TEST_CHILD_CONFIRMATIONS";
+
+/// The wall clock as the store's timestamp.
+fn now() -> thresig_store::Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    thresig_store::Timestamp(u64::try_from(since.as_millis()).unwrap())
+}
+
+/// Boundary: member 1's switch killed right after it committed, its DEK
 /// rotation due and not started.
 #[test]
 fn kill_9_of_a_member_after_its_switch_rotates_its_dek_at_the_next_prune() {
-    switch_killed_inside_its_dek_rotation(97, None);
+    switch_killed_inside_its_dek_rotation(97, "switched");
 }
 
 /// Boundary: inside the switch's DEK rotation, the new DEK promoted and
 /// no record re-sealed yet.
 #[test]
 fn kill_9_after_the_switchs_new_dek_is_promoted_finishes_the_rotation_at_the_next_prune() {
-    switch_killed_inside_its_dek_rotation(98, Some("promoted"));
+    switch_killed_inside_its_dek_rotation(98, "promoted");
 }
 
 /// Boundary: inside the switch's DEK rotation, between two re-seal
 /// batches.
 #[test]
 fn kill_9_between_two_reseal_batches_of_the_switch_finishes_the_rotation_at_the_next_prune() {
-    switch_killed_inside_its_dek_rotation(99, Some("resealed_one"));
+    switch_killed_inside_its_dek_rotation(99, "resealed_one");
 }
 
 /// Boundary: inside the switch's DEK rotation, every record re-sealed and
 /// the old DEK not retired yet.
 #[test]
 fn kill_9_before_the_switchs_old_dek_is_retired_finishes_the_rotation_at_the_next_prune() {
-    switch_killed_inside_its_dek_rotation(100, Some("resealed"));
+    switch_killed_inside_its_dek_rotation(100, "resealed");
 }
 
-/// The DEK rotation the switch tests above kill: run on the stopped
-/// member's store up to the boundary [`common::CHILD_STEP`] names.
+/// The switch the tests of [`switch_killed_inside_its_dek_rotation`] run
+/// and kill: member 1's engine, on its stopped store, takes every
+/// confirmation of the refresh (as `dkg_confirm` from a coordinator does)
+/// and switches; then, unless [`common::CHILD_STEP`] is `switched`, runs
+/// the DEK rotation the switch left due step by step up to that boundary.
 #[test]
 #[ignore = "a child process of the switch_killed_inside_its_dek_rotation tests"]
-fn child_rotates_after_a_switch_and_is_killed() {
-    let (Ok(config), Ok(step)) = (
+fn child_switches_and_is_killed() {
+    let (Ok(config), Ok(step), Ok(confirmations)) = (
         std::env::var(common::CHILD_CONFIG),
         std::env::var(common::CHILD_STEP),
+        std::env::var(CHILD_CONFIRMATIONS),
     ) else {
         return;
     };
+    let confirmations: Vec<SignedDkgMessage> =
+        serde_json::from_str(&std::fs::read_to_string(confirmations).unwrap()).unwrap();
     // Held across the kill: dropped first, the store would close cleanly.
-    let store = common::open_store(std::path::Path::new(&config));
-    common::rotate_dek_up_to(&store, &step);
+    let path = std::path::Path::new(&config);
+    let engine = thresig_cluster::node::LocalEngine::open(path).unwrap();
+    // Member 1 relays the confirmations to itself, as its own coordinator.
+    let node = thresig_cluster::config::Config::load(path)
+        .unwrap()
+        .into_node(path)
+        .unwrap();
+    let from = thresig_engine::CoordinatorId(node.identity.to_bytes());
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(0);
+    for confirmation in confirmations {
+        let request = thresig_engine::Request::DkgConfirm {
+            wallet: wallet_id(),
+            confirmation,
+        };
+        engine
+            .signer
+            .handle(now(), from, request, &mut rng)
+            .unwrap();
+    }
+    if step != "switched" {
+        common::rotate_dek_up_to(&engine.store, &step);
+    }
     common::kill_9_self();
 }
