@@ -650,10 +650,13 @@ fn retired_on_store(config: &str) -> LocalEngine {
 /// record per batch, so a kill can fall between two batches); `resealed`
 /// says whether every record was re-sealed by then. The member restarts
 /// `retired`: it refuses the sweep with `wallet_retired`, the successor
-/// signs with it among the signers, and `wallet retire` run again (through
-/// its admin socket) finishes the rotation: the DEK that sealed the share
-/// is retired, no other DEK is active, and the store holds the successor's
-/// share only.
+/// signs with it among the signers, and after `wallet retire` run again
+/// (through its admin socket) the rotation is finished: the DEK that sealed
+/// the share is retired, no other DEK is active, and the store holds the
+/// successor's share only. (The retire rotates to a new DEK whatever it
+/// finds, retiring every older one, so the check holds whether it or the
+/// running signer's key manager, resuming interrupted rotations at each
+/// poll, finished the interrupted one.)
 fn retire_killed_inside_its_dek_rotation(seed: u64, step: &str, resealed: bool) {
     let mut r = rekeyed(seed);
     r.cluster.local.kill(seat(1)).unwrap();
