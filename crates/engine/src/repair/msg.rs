@@ -264,7 +264,9 @@ impl SignedRepairMessage {
 
     /// Signs `payload` as seat `sender` with that member's identity `key`:
     /// what a helper or the member being repaired sends (a test playing a
-    /// member that lies signs its altered message with it too).
+    /// member that lies signs its altered message with it too). Public for
+    /// the same reason as [`seal_repair_value`]: only the holder of `key`
+    /// can make a signature that verifies as that seat's.
     pub fn sign(
         key: &ed25519_dalek::SigningKey,
         session: RepairSession,
@@ -305,9 +307,15 @@ pub(crate) fn seal_info(session: &RepairSession, from: Seat, to: Seat) -> Vec<u8
 
 /// Seals a delta or sigma `value` from seat `from` to seat `to` in
 /// `session`, under the recipient's per-session HPKE key `recipient_key`
-/// (from its `Opened` or `Joined` message): the seal opens only for that
-/// key, in this session, from this sender to this recipient. `None` if
-/// the key does not decode.
+/// (from its `Opened` or `Joined` message): the seal opens only with that
+/// key, and only under this session's and these seats' binding. HPKE base
+/// mode does not authenticate the sender: anyone holding the public key
+/// can seal a value naming any `from`; only the Ed25519 signature of the
+/// message that carries the seal ([`SignedRepairMessage`]) says who sent
+/// it. Public (not behind the `test-util` feature) because the process
+/// tests of `thresig`, which build the engine without it, seal a lying
+/// helper's value with it; it gives nobody a capability the public key
+/// does not. `None` if the key does not decode.
 pub fn seal_repair_value<R: RngCore + CryptoRng>(
     session: &RepairSession,
     from: Seat,
