@@ -1364,8 +1364,9 @@ enum Fifth {
 /// its veto for good (`capacity_exhausted`, terminal); members 3 and 4
 /// veto, fewer than the threshold. Member 5 (`fifth`) never released, and
 /// its veto, once it can be asked, would make three: `--abort` from member
-/// 1 fails retryable and says to run it again, whatever member 2 answered.
-async fn abort_with_a_full_veto_cap_and_member_5(fifth: Fifth, seed: u8) -> DkgError {
+/// 1 fails retryable, naming `names` (what member 5 is waited for as), and
+/// says to run it again, whatever member 2 answered.
+async fn abort_with_a_full_veto_cap_and_member_5(fifth: Fifth, seed: u8, names: &str) {
     let mut cluster = start(5, 3, &[], keep).await;
     dkg_from(&cluster, 1, u64::from(seed)).await.unwrap();
     let node = cluster.node(seat(1));
@@ -1398,7 +1399,7 @@ async fn abort_with_a_full_veto_cap_and_member_5(fifth: Fifth, seed: u8) -> DkgE
         let _ = cluster.stops.remove(4).send(());
     }
     let own = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
-    crate::abort_refresh(
+    let failed = crate::abort_refresh(
         &peers,
         wallet,
         (own.epoch, &own.key.members()),
@@ -1406,27 +1407,21 @@ async fn abort_with_a_full_veto_cap_and_member_5(fifth: Fifth, seed: u8) -> DkgE
         &crate::Silent,
     )
     .await
-    .unwrap_err()
+    .unwrap_err();
+    assert_eq!(failed.recovery(), Recovery::Retryable, "{failed}");
+    let said = failed.to_string();
+    assert!(
+        said.contains(names) && said.contains("run --abort again"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abort_refused_for_good_by_one_member_is_retryable_while_another_is_out_of_reach() {
-    let failed = abort_with_a_full_veto_cap_and_member_5(Fifth::Down, 0x81).await;
-    assert_eq!(failed.recovery(), Recovery::Retryable, "{failed}");
-    let said = failed.to_string();
-    assert!(
-        said.contains("member 5") && said.contains("run --abort again"),
-        "{said}"
-    );
+    abort_with_a_full_veto_cap_and_member_5(Fifth::Down, 0x81, "member 5").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abort_refused_for_good_by_one_member_is_retryable_while_another_runs_the_session() {
-    let failed = abort_with_a_full_veto_cap_and_member_5(Fifth::Running, 0x82).await;
-    assert_eq!(failed.recovery(), Recovery::Retryable, "{failed}");
-    let said = failed.to_string();
-    assert!(
-        said.contains("[Seat(5)]") && said.contains("run --abort again"),
-        "{said}"
-    );
+    abort_with_a_full_veto_cap_and_member_5(Fifth::Running, 0x82, "[Seat(5)]").await;
 }
