@@ -53,14 +53,16 @@ pub struct AbortOutcome {
 /// vetoes may be enough. Running it again is harmless.
 ///
 /// # Errors
-/// [`DkgError::AbortMember`] naming a member that could not be reached or
-/// refused otherwise, when fewer than the threshold vetoed without it;
-/// [`DkgError::RefreshRunning`] when fewer than the threshold can never
-/// release while others still run the session (nobody was asked for a
-/// veto); [`DkgError::TooFewVetoes`] naming the members that vetoed when
-/// fewer than the threshold did; [`DkgError::Released`] when fewer than
-/// the threshold of members never released their confirmation and none
-/// runs the session any more.
+/// Judged from every member the abort missed (see `Missing::failure`):
+/// [`DkgError::AbortMember`] (retryable) naming a member out of reach or
+/// refusing for now, or [`DkgError::RefreshRunning`] (retryable) naming
+/// the members still running the session, when their answers could bring
+/// the vetoes (or the members that never released) to the threshold;
+/// [`DkgError::AbortMember`] (terminal) naming a member that refused for
+/// good, when only its veto could have; otherwise
+/// [`DkgError::Released`] (too few never released) or
+/// [`DkgError::TooFewVetoes`] (the others released meanwhile), both
+/// terminal: only `--resume` can finish the refresh.
 pub async fn abort_refresh(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
