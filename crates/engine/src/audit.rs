@@ -20,7 +20,10 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use thresig_store::{AuditEntry, AuditHash, AuditSeq, Timestamp, WalletId, WriteOp, entry_hash};
+use thresig_store::{
+    AuditEntry, AuditHash, AuditSeq, KeyChange, KeyChangeAudit, Timestamp, WalletId, WriteOp,
+    entry_hash,
+};
 
 use crate::config::IdentityKey;
 use crate::dkg_msg::{identity_sign, signed_by};
@@ -100,6 +103,49 @@ pub enum AuditEvent {
         /// The wallet's output key (hex, x-only).
         output_key: String,
     },
+    /// A DKG's or a refresh's part 3 stored this member's new key package
+    /// with its result, before any confirmation: the share exists from
+    /// here on, whether or not the wallet ever activates it.
+    DkgKeyStored {
+        /// The wallet.
+        wallet: WalletId,
+        /// The DKG session (hex).
+        session: String,
+        /// `dkg` (a fresh key) or `refresh` (new shares of the same key).
+        dkg_kind: String,
+        /// The wallet epoch of the stored key package.
+        epoch: u64,
+        /// The wallet's output key the result computes (hex, x-only).
+        output_key: String,
+    },
+    /// A DKG or refresh session this member ran failed one of its checks
+    /// and stopped: nothing of it is stored.
+    DkgFailed {
+        /// The wallet.
+        wallet: WalletId,
+        /// The DKG session (hex).
+        session: String,
+        /// `dkg` or `refresh`.
+        dkg_kind: String,
+        /// The seat the failure accuses, none for a relay fault.
+        accused: Option<u16>,
+        /// Which check failed (`echo_mismatch`, `invalid_package`, ...).
+        fault: String,
+    },
+    /// A DKG or refresh session this member ran was given up before it
+    /// stored a result.
+    DkgAbandoned {
+        /// The wallet.
+        wallet: WalletId,
+        /// The DKG session (hex).
+        session: String,
+        /// `dkg` or `refresh`.
+        dkg_kind: String,
+        /// `cancelled` (its coordinator cancelled it), `expired` (its
+        /// lifetime passed before its part 3) or `vetoed` (this member
+        /// signed its veto of a refresh it holds no result of).
+        how: String,
+    },
     /// This member's share of a wallet was repaired.
     Repaired {
         /// The wallet.
@@ -148,6 +194,19 @@ pub enum AuditEvent {
         command: String,
         /// The current DEK term afterwards.
         dek_term: u64,
+    },
+    /// The store's key manager changed the store's keys on its own tick
+    /// (no operator command): in the store unit of the change.
+    KeyManager {
+        /// `rotate_kek` (every DEK rewrapped under the provider's new KEK,
+        /// the older wraps dropped), `promote_dek` or `retire_dek` (a DEK
+        /// rotation a crash interrupted, finished).
+        action: String,
+        /// The DEK term promoted or retired; the current one for
+        /// `rotate_kek`.
+        dek_term: u64,
+        /// The KEK id every DEK is now wrapped under (`rotate_kek` only).
+        kek: Option<String>,
     },
     /// Entries written before `before_ms` were pruned; the checkpoint that
     /// follows signs the pruned head.
@@ -253,6 +312,31 @@ pub fn append_op(at: Timestamp, event: &AuditEvent) -> WriteOp {
     WriteOp::AppendAudit {
         at,
         entry: event.encode(),
+    }
+}
+
+/// The entries of the store's key manager: the `key_manager` event of
+/// each change it makes on its own tick, appended by the store in the
+/// change's unit.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct KeyManagerAudit;
+
+impl KeyChangeAudit for KeyManagerAudit {
+    fn body(&self, change: &KeyChange) -> Vec<u8> {
+        let (action, dek_term, kek) = match change {
+            KeyChange::KekRotated { kek, dek_term } => {
+                ("rotate_kek", dek_term, Some(kek.as_str().to_owned()))
+            }
+            KeyChange::DekPromoted { term } => ("promote_dek", term, None),
+            KeyChange::DekRetired { term } => ("retire_dek", term, None),
+        };
+        AuditEvent::KeyManager {
+            action: action.to_owned(),
+            dek_term: dek_term.0,
+            kek,
+        }
+        .encode()
     }
 }
 

@@ -293,14 +293,20 @@ impl<S: Store> Signer<S> {
                 .map(|m| messages(vec![m])),
             Request::DkgRound2 {
                 session, round1, ..
-            } => self
-                .dkg_round2(now, &member, session, &round1, rng)
-                .map(messages),
+            } => {
+                let kind = self.running_kind(&member, session);
+                self.dkg_round2(now, &member, session, &round1, rng)
+                    .inspect_err(|e| self.audit_dkg_failure(now, kind.as_ref(), e))
+                    .map(messages)
+            }
             Request::DkgFinish {
                 session, round2, ..
-            } => self
-                .dkg_finish(now, &member, session, &round2)
-                .map(|m| messages(vec![m])),
+            } => {
+                let kind = self.running_kind(&member, session);
+                self.dkg_finish(now, &member, session, &round2)
+                    .inspect_err(|e| self.audit_dkg_failure(now, kind.as_ref(), e))
+                    .map(|m| messages(vec![m]))
+            }
             Request::DkgConfirm { confirmation, .. } => self
                 .dkg_confirm(now, &member, &confirmation)
                 .map(Response::Confirmations),
@@ -347,7 +353,7 @@ impl<S: Store> Signer<S> {
             let mut shard = lock_unloaded(slot)?;
             shard.pool.prune(now);
             shard.pending.prune(now);
-            crate::dkg::expire(&mut shard, now);
+            self.expire_dkg(now, slot, &mut shard);
             shard.repair.expire(now);
         }
         self.retire_if_due(&self.retirement);

@@ -1,0 +1,219 @@
+//! The audit entries of lifecycle steps that no activation, switch or
+//! discard records: what a DKG or refresh does before it activates (the
+//! key package part 3 stores, a failed check, a relay's cancel, an expiry,
+//! a member's own veto) and the key manager's own rotations
+//! (docs/audit.md).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use thresig_engine::DkgPayload;
+use thresig_engine::audit::AuditEvent;
+use thresig_store::{AuditSeq, Store};
+
+fn events(c: &Cluster, s: u16) -> Vec<AuditEvent> {
+    c.member(s)
+        .store()
+        .inner
+        .audit(AuditSeq(1), 1_000)
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_slice(&e.body).unwrap())
+        .collect()
+}
+
+/// The (`dkg_kind`, `how`) of every `dkg_abandoned` entry of seat `s`.
+fn abandoned(c: &Cluster, s: u16) -> Vec<(String, String)> {
+    events(c, s)
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::DkgAbandoned { dkg_kind, how, .. } => Some((dkg_kind, how)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_stored_key_package_is_audited_in_its_own_unit() {
+    let mut c = Cluster::unkeyed(301, 2, 3, &["w"]);
+    let p = dkg::proposal(&c, "w", 1);
+    let r1 = dkg::part1(&mut c, &p);
+    let inbox = dkg::part2(&mut c, &p, &r1);
+    // A part 3 whose commit fails stores nothing and logs nothing.
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    dkg::finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert!(!dkg::has_share(&c, 1, "w", 0));
+    assert_eq!(events(&c, 1), []);
+    dkg::finish_at(&c, &p, &inbox, 1).unwrap();
+    assert!(dkg::has_share(&c, 1, "w", 0));
+    match &events(&c, 1)[..] {
+        [
+            AuditEvent::DkgKeyStored {
+                wallet,
+                session,
+                dkg_kind,
+                epoch,
+                ..
+            },
+        ] => {
+            assert_eq!(*wallet, wid("w"));
+            assert_eq!(*session, hex::encode(p.session.0));
+            assert_eq!((dkg_kind.as_str(), *epoch), ("dkg", 0));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_dkg_is_audited_with_its_fault() {
+    let mut c = Cluster::unkeyed(302, 2, 3, &["w"]);
+    let p = dkg::proposal(&c, "w", 1);
+    let r1 = dkg::part1(&mut c, &p);
+    let mut inbox = dkg::part2(&mut c, &p, &r1);
+    dkg::tampered(&mut inbox, |payload, _| {
+        let DkgPayload::Round2 { echo, .. } = payload else {
+            panic!("not round 2")
+        };
+        echo.0[0] ^= 1;
+    });
+    dkg::finish_at(&c, &p, &inbox, 1).unwrap_err();
+    match &events(&c, 1)[..] {
+        [
+            AuditEvent::DkgFailed {
+                wallet,
+                session,
+                dkg_kind,
+                accused,
+                fault,
+            },
+        ] => {
+            assert_eq!(*wallet, wid("w"));
+            assert_eq!(*session, hex::encode(p.session.0));
+            assert_eq!(dkg_kind, "dkg");
+            assert_eq!((*accused, fault.as_str()), (None, "echo_mismatch"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A request that finds no session to fail changes nothing and logs
+    // nothing.
+    dkg::finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert_eq!(events(&c, 1).len(), 1);
+}
+
+#[test]
+fn a_part2_failure_names_the_accused_seat() {
+    let mut c = Cluster::unkeyed(303, 2, 3, &["w"]);
+    let p = dkg::proposal(&c, "w", 1);
+    let r1 = dkg::part1(&mut c, &p);
+    let mut view: Vec<_> = r1.iter().filter(|m| m.sender.get() != 1).cloned().collect();
+    view.pop();
+    let signer = c.members[0].signer();
+    signer
+        .dkg_round2(
+            c.now,
+            coordinator(1),
+            &p.wallet,
+            p.session,
+            &view,
+            &mut c.rng,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            &events(&c, 1)[..],
+            [AuditEvent::DkgFailed { fault, accused: None, .. }] if fault == "missing_sender"
+        ),
+        "{:?}",
+        events(&c, 1)
+    );
+}
+
+#[test]
+fn a_cancelled_and_an_expired_dkg_are_audited() {
+    let mut c = Cluster::unkeyed(304, 2, 3, &["w"]);
+    let p = dkg::proposal(&c, "w", 1);
+    dkg::part1(&mut c, &p);
+    // Seat 1's session is cancelled by its relay; seat 2's expires.
+    let signer = c.member(1).signer();
+    assert!(
+        signer
+            .dkg_cancel(coordinator(1), &p.wallet, p.session)
+            .unwrap()
+    );
+    // A cancel that finds nothing logs nothing.
+    assert!(
+        !signer
+            .dkg_cancel(coordinator(1), &p.wallet, p.session)
+            .unwrap()
+    );
+    assert_eq!(
+        abandoned(&c, 1),
+        [("dkg".to_owned(), "cancelled".to_owned())]
+    );
+    c.advance(Duration::from_secs(11 * 60));
+    let now = c.now;
+    c.member(2).signer().0.prune(now).unwrap();
+    c.member(2).signer().0.prune(now).unwrap();
+    assert_eq!(abandoned(&c, 2), [("dkg".to_owned(), "expired".to_owned())]);
+}
+
+#[test]
+fn a_refresh_veto_is_audited_with_its_record() {
+    let mut c = Cluster::new(305, 2, 3, &["w"], small_limits());
+    let (p, _) = dkg::refresh_to_part3(&mut c, "w", 1, 0);
+    c.member(3)
+        .signer()
+        .refresh_abandon(coordinator(1), &p.wallet, p.session)
+        .unwrap();
+    // The session of part 2 the veto dropped is logged once, as vetoed.
+    assert_eq!(
+        abandoned(&c, 3),
+        [("refresh".to_owned(), "vetoed".to_owned())]
+    );
+    // Signing the veto again writes nothing, its entry neither.
+    c.member(3)
+        .signer()
+        .refresh_abandon(coordinator(1), &p.wallet, p.session)
+        .unwrap();
+    assert_eq!(abandoned(&c, 3).len(), 1);
+}
+
+#[test]
+fn the_key_managers_entries_are_audit_events() {
+    use thresig_store::provider::KekId;
+    use thresig_store::{DekTerm, KeyChange, KeyChangeAudit as _};
+    let audit = thresig_engine::audit::KeyManagerAudit::default();
+    let kek = KekId::new("kek-2").unwrap();
+    let changes = [
+        KeyChange::KekRotated {
+            kek,
+            dek_term: DekTerm(3),
+        },
+        KeyChange::DekPromoted { term: DekTerm(4) },
+        KeyChange::DekRetired { term: DekTerm(3) },
+    ];
+    let events: Vec<AuditEvent> = changes
+        .iter()
+        .map(|c| serde_json::from_slice(&audit.body(c)).unwrap())
+        .collect();
+    let expected = [
+        ("rotate_kek", 3, Some("kek-2")),
+        ("promote_dek", 4, None),
+        ("retire_dek", 3, None),
+    ];
+    for (event, (want, term, want_kek)) in events.iter().zip(expected) {
+        match event {
+            AuditEvent::KeyManager {
+                action,
+                dek_term,
+                kek,
+            } => assert_eq!(
+                (action.as_str(), *dek_term, kek.as_deref()),
+                (want, term, want_kek)
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+}
