@@ -181,6 +181,69 @@ pub fn record_signing_failure(retryable: bool) {
         .inc();
 }
 
+/// Why a coordinator named a member a culprit: the label of
+/// `thresig_culprits_named_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CulpritReason {
+    /// A signature share that did not decode or verify (ROAST's culprit).
+    InvalidShare,
+}
+
+impl CulpritReason {
+    /// Every reason, so that each series exists at 0 from the start.
+    const ALL: [Self; 1] = [Self::InvalidShare];
+
+    /// The label value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidShare => "invalid_share",
+        }
+    }
+}
+
+/// The label of a culprit series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CulpritLabels {
+    /// See [`CulpritReason`].
+    reason: &'static str,
+}
+
+/// The culprits this member's coordinator named and the blame proofs it
+/// wrote, reported by `thresig sign` to its own signer like the
+/// signatures ([`COORDINATED`]). Every reason exists at 0 from the start,
+/// so that `ThresigCulpritNamed` sees the first one.
+struct Culprits {
+    named: Family<CulpritLabels, Counter>,
+    proofs: Counter,
+}
+
+static CULPRITS: std::sync::LazyLock<Culprits> = std::sync::LazyLock::new(|| {
+    let named = Family::<CulpritLabels, Counter>::default();
+    for reason in CulpritReason::ALL {
+        let _ = named.get_or_create(&CulpritLabels {
+            reason: reason.as_str(),
+        });
+    }
+    Culprits {
+        named,
+        proofs: Counter::default(),
+    }
+});
+
+/// Records `named` culprits this member's coordinator named for `reason`
+/// in one run, and the `proofs` blame-proof files it wrote for them.
+pub fn record_culprits(reason: CulpritReason, named: u64, proofs: u64) {
+    CULPRITS
+        .named
+        .get_or_create(&CulpritLabels {
+            reason: reason.as_str(),
+        })
+        .inc_by(named);
+    CULPRITS.proofs.inc_by(proofs);
+}
+
 /// Shares this process handed out, process-wide like [`COORDINATED`].
 static SHARES_RELEASED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
 
@@ -331,6 +394,19 @@ impl Metrics {
              by recovery (retryable: members silent or refusing for now; terminal: \
              refusals for good or too many culprits)",
             COORDINATED.failed.clone(),
+        );
+        registry.register(
+            "culprits_named",
+            "Members this member's coordinator named culprits, by reason \
+             (invalid_share: a signature share that did not verify), reported \
+             by `thresig sign` to its own signer",
+            CULPRITS.named.clone(),
+        );
+        registry.register(
+            "blame_proofs_written",
+            "Blame-proof files (culprit-<seat>.proof.json) this member's \
+             coordinator wrote",
+            CULPRITS.proofs.clone(),
         );
         thresig_store::metrics::register(&mut registry);
         Self {
@@ -639,6 +715,20 @@ mod tests {
         assert!(waited <= elapsed, "waited {waited} s in {elapsed} s");
     }
 
+    /// The culprits and proofs `thresig sign` reports show in the next
+    /// scrape (no other test in this crate reports any, so they move by
+    /// exactly the report).
+    #[test]
+    fn a_scrape_counts_the_culprits_and_proofs_reported() {
+        let metrics = Metrics::new();
+        let named = r#"thresig_culprits_named_total{reason="invalid_share"}"#;
+        let proofs = "thresig_blame_proofs_written_total";
+        let before: (u64, u64) = (scraped(&metrics, named), scraped(&metrics, proofs));
+        record_culprits(CulpritReason::InvalidShare, 2, 1);
+        assert_eq!(scraped::<u64>(&metrics, named), before.0 + 2);
+        assert_eq!(scraped::<u64>(&metrics, proofs), before.1 + 1);
+    }
+
     /// A lifecycle read that fails leaves the gauge at what the last read
     /// saw: a store that cannot be read must not look like a DKG that
     /// finished, which would end a `ThresigLifecycleStuck` alert.
@@ -686,6 +776,7 @@ mod tests {
             r#"thresig_signatures_failed_total{recovery="terminal"}"#,
             r#"thresig_store_witness_writes_total{outcome="ok"}"#,
             r#"thresig_store_witness_writes_total{outcome="failed"}"#,
+            r#"thresig_culprits_named_total{reason="invalid_share"}"#,
         ] {
             assert!(value(series).is_some(), "{series} in {text}");
         }

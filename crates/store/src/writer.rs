@@ -325,6 +325,7 @@ fn commit_batch(
         stats.commits += 1;
         stats.units += units.len() as u64;
     }
+    crate::metrics::audit_head(position.audit.seq);
     shared.note_corrupt_wallets(&found);
     // I5: the witness never lags an acknowledged security-relevant write:
     // it is written after the durable commit and before any caller hears.
@@ -400,6 +401,7 @@ fn run_admin(shared: &Shared, op: AdminOp, note: Option<AuditNote>) -> Result<us
     };
     txn.commit()?;
     lock(&shared.stats).commits += 1;
+    crate::metrics::audit_head(position.audit.seq);
     shared.note_corrupt_wallets(&found);
     if let Some(term) = retired {
         shared.keyring.retired(term);
