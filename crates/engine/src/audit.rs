@@ -356,6 +356,15 @@ pub enum AuditError {
     /// the checkpoint that signs it (a burst of share releases).
     #[error("new audit entries kept landing before the checkpoint; run the command again")]
     Busy,
+    /// An entry could not be encoded as its export line: nothing of its
+    /// page is printed, never an empty line in its place.
+    #[error(
+        "audit entry {seq} could not be encoded as an export line (a bug: its event is not plain JSON); nothing of its page was printed; run `thresig audit verify` and report the entry"
+    )]
+    Unencodable {
+        /// The entry's sequence.
+        seq: AuditSeq,
+    },
     /// A prune's cut-off is within the last day the log always keeps.
     #[error(
         "the prune's cut-off ({} ms since the epoch) is later than {} (now less a day): the last day of the log is always kept; give an earlier date",
@@ -377,6 +386,7 @@ impl AuditError {
         match self {
             Self::Store(e) => e.code(),
             Self::Busy => "audit_busy",
+            Self::Unencodable { .. } => "internal",
             Self::PruneTooRecent { .. } => "audit_prune_too_recent",
         }
     }
@@ -387,7 +397,9 @@ impl AuditError {
         match self {
             Self::Store(e) => e.recovery(),
             Self::Busy => thresig_store::Recovery::Retryable,
-            Self::PruneTooRecent { .. } => thresig_store::Recovery::Terminal,
+            Self::Unencodable { .. } | Self::PruneTooRecent { .. } => {
+                thresig_store::Recovery::Terminal
+            }
         }
     }
 }
@@ -419,6 +431,43 @@ impl ExportLine {
             at_ms: entry.at.0,
             entry: serde_json::from_slice(&entry.body).unwrap_or(Value::Null),
         }
+    }
+}
+
+/// One page of an export, as the signer measured it against
+/// [`EXPORT_PAGE`] and [`EXPORT_PAGE_BYTES`]: its lines already encoded,
+/// so what is printed is what was measured, encoded once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportPage {
+    /// The page's [`ExportLine`]s as JSON, each followed by a newline.
+    pub text: String,
+    /// How many lines `text` holds.
+    pub lines: usize,
+    /// Where the next page starts; none after the last.
+    pub next: Option<AuditSeq>,
+}
+
+impl ExportPage {
+    /// The page's lines, decoded again (for a caller that holds a whole
+    /// export in memory).
+    ///
+    /// # Errors
+    /// [`AuditError::Unencodable`] naming the first line that does not
+    /// decode (the signer encoded every one, so none fails).
+    pub fn decode(&self) -> Result<Vec<ExportLine>, AuditError> {
+        let mut seq = AuditSeq(0);
+        self.text
+            .lines()
+            .map(|line| {
+                let decoded: ExportLine =
+                    serde_json::from_str(line).map_err(|_| AuditError::Unencodable {
+                        seq: AuditSeq(seq.0.saturating_add(1)),
+                    })?;
+                seq = AuditSeq(decoded.seq);
+                Ok(decoded)
+            })
+            .collect()
     }
 }
 

@@ -443,11 +443,13 @@ fn a_long_export_comes_in_bounded_pages_that_verify_together() {
     let mut pages = 0;
     let mut from = Some(AuditSeq(1));
     while let Some(at) = from {
-        let (page, next) = signer.0.audit_export_page(at, end).unwrap();
-        assert!(page.len() <= EXPORT_PAGE, "a page of {} lines", page.len());
-        lines.extend(page);
+        let page = signer.0.audit_export_page(at, end).unwrap();
+        assert!(page.lines <= EXPORT_PAGE, "a page of {} lines", page.lines);
+        let decoded = page.decode().unwrap();
+        assert_eq!(decoded.len(), page.lines);
+        lines.extend(decoded);
         pages += 1;
-        from = next;
+        from = page.next;
     }
     assert_eq!(pages, 2);
     assert_eq!(lines.len() as u64, end.0);
@@ -589,7 +591,7 @@ fn a_refresh_discarded_on_vetoes_is_audited() {
 
 #[test]
 fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
-    use thresig_engine::audit::{EXPORT_PAGE_BYTES, ExportLine};
+    use thresig_engine::audit::EXPORT_PAGE_BYTES;
     let c = cluster(15);
     let signer = c.member(1).signer();
     // A signer with 2,000 wallets of the longest ids: each open is some
@@ -605,25 +607,27 @@ fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
         signer.0.audit_record(c.now, &open).unwrap();
     }
     let end = signer.0.audit_checkpoint(c.now).unwrap();
-    let encoded = |page: &[ExportLine]| -> usize {
-        page.iter()
-            .map(|l| serde_json::to_string(l).unwrap().len() + 1)
-            .sum()
-    };
     let mut lines = Vec::new();
     let mut pages = 0;
     let mut from = Some(AuditSeq(1));
     while let Some(at) = from {
-        let (page, next) = signer.0.audit_export_page(at, end).unwrap();
-        assert!(!page.is_empty());
+        let page = signer.0.audit_export_page(at, end).unwrap();
+        // What is printed is what was measured: the page's own text, one
+        // non-empty JSON line per entry, each the encoding of its line.
         assert!(
-            encoded(&page) <= EXPORT_PAGE_BYTES,
+            page.text.len() <= EXPORT_PAGE_BYTES,
             "a page of {} bytes",
-            encoded(&page)
+            page.text.len()
         );
-        lines.extend(page);
+        let decoded = page.decode().unwrap();
+        assert!(!decoded.is_empty());
+        assert_eq!(page.text.lines().count(), page.lines);
+        for (text, line) in page.text.lines().zip(&decoded) {
+            assert_eq!(text, serde_json::to_string(line).unwrap());
+        }
+        lines.extend(decoded);
         pages += 1;
-        from = next;
+        from = page.next;
     }
     assert!(pages > 1);
     let seqs: Vec<u64> = lines.iter().map(|l| l.seq).collect();
