@@ -39,24 +39,14 @@ fn release_two(c: &mut Cluster) {
     }
 }
 
-fn events(c: &Cluster, s: u16) -> Vec<AuditEvent> {
-    c.member(s)
-        .store()
-        .inner
-        .audit(AuditSeq(1), 1_000)
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_slice(&e.body).unwrap())
-        .collect()
-}
-
 #[test]
 fn every_released_share_has_its_entry() {
     let mut c = cluster(1);
     let comms = commitments(&mut c, 2);
     let req = c.request("w1", &comms, &[D1, D2]);
     c.round2(1, &req).unwrap();
-    let released: Vec<_> = events(&c, 1)
+    let released: Vec<_> = c
+        .audit_events(1)
         .into_iter()
         .filter_map(|e| match e {
             AuditEvent::ShareReleased {
@@ -88,7 +78,7 @@ fn every_released_share_has_its_entry() {
     );
     // A replay returns the stored shares and writes no second entry.
     c.round2(1, &req).unwrap();
-    assert_eq!(events(&c, 1).len(), 1);
+    assert_eq!(c.audit_events(1).len(), 1);
     c.member(1).store().inner.audit_verify().unwrap();
 }
 
@@ -125,11 +115,11 @@ fn a_lost_commit_leaves_neither_marker_nor_entry() {
     c.member(1).store().fail_next_commit(Fault::Lost);
     c.round2(1, &req).unwrap_err();
     assert!(c.member(1).marker("w1", &comms[&1][0]).is_none());
-    assert!(events(&c, 1).is_empty());
+    assert!(c.audit_events(1).is_empty());
     // The identical retry commits both together.
     c.round2(1, &req).unwrap();
     assert!(c.member(1).marker("w1", &comms[&1][0]).is_some());
-    assert_eq!(events(&c, 1).len(), 1);
+    assert_eq!(c.audit_events(1).len(), 1);
 }
 
 #[test]
@@ -181,7 +171,8 @@ fn prune_is_audited_and_keeps_the_export_verifiable() {
     let store = &c.member(1).store().inner;
     let report = store.audit_verify().unwrap();
     assert_eq!(report.head.first, AuditSeq(2));
-    let kinds: Vec<_> = events(&c, 1)
+    let kinds: Vec<_> = c
+        .audit_events(1)
         .into_iter()
         .map(|e| match e {
             AuditEvent::ShareReleased { .. } => "share",
@@ -218,7 +209,7 @@ fn a_dkg_activation_and_operator_steps_are_audited() {
         expires_in_secs: 60,
     };
     c.member(1).signer().0.operate(c.now, &approve).unwrap();
-    let events = events(&c, 1);
+    let events = c.audit_events(1);
     let output = hex::encode(key.output_key().to_bytes());
     // Part 3 stored the key package before any confirmation; the
     // activation came with the last one.
@@ -329,7 +320,7 @@ fn an_export_cut_at_an_older_checkpoint_cannot_pass_as_fresh() {
 
 /// The operator steps and whether each changed the wallet, as logged.
 fn operator_steps(c: &Cluster, s: u16) -> Vec<(String, bool)> {
-    events(c, s)
+    c.audit_events(s)
         .into_iter()
         .filter_map(|e| match e {
             AuditEvent::Operator {
@@ -383,7 +374,7 @@ fn a_committed_operator_step_always_has_its_entry() {
 
 /// The kinds of seat `s`'s entries, in order.
 fn kinds(c: &Cluster, s: u16) -> Vec<&'static str> {
-    events(c, s)
+    c.audit_events(s)
         .into_iter()
         .map(|e| match e {
             AuditEvent::ShareReleased { .. } => "share",
@@ -462,7 +453,8 @@ fn an_open_records_each_wallets_policy_version() {
     let c = cluster(13);
     c.member(1).signer().0.audit_open(c.now).unwrap();
     let expected = c.member(1).config.wallets[0].policy.version;
-    let versions: Vec<_> = events(&c, 1)
+    let versions: Vec<_> = c
+        .audit_events(1)
         .into_iter()
         .filter_map(|e| match e {
             AuditEvent::Open {
@@ -513,7 +505,7 @@ fn a_periodic_checkpoint_costs_one_commit_however_busy_the_log() {
 
 /// Seat `s`'s refresh entries, in order.
 fn refresh_events(c: &Cluster, s: u16) -> Vec<AuditEvent> {
-    events(c, s)
+    c.audit_events(s)
         .into_iter()
         .filter(|e| {
             matches!(

@@ -596,6 +596,20 @@ pub fn small_limits() -> Limits {
 }
 
 impl Cluster {
+    /// Every audit entry of seat `s`'s log, decoded (its first 1,000).
+    pub fn audit_events(&self, s: u16) -> Vec<crate::audit::AuditEvent> {
+        self.member(s)
+            .store()
+            .inner
+            .audit(thresig_store::AuditSeq(1), 1_000)
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_slice(&e.body).unwrap())
+            .collect()
+    }
+}
+
+impl Cluster {
     /// Wallets keyed by a DKG run in the harness.
     pub fn new(seed: u64, t: u16, n: u16, wallets: &[&str], limits: Limits) -> Self {
         let specs: Vec<Spec> = wallets
