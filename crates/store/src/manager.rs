@@ -63,7 +63,6 @@ pub struct ProviderHealth {
 /// Exhaustive on purpose: every [`KeyChangeAudit`] must say what a new
 /// kind of change writes to the log, or the change goes unlogged.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(clippy::exhaustive_enums)]
 pub enum KeyChange {
     /// Every active DEK is wrapped under the provider's new KEK `kek`, and
     /// the older wraps were dropped; `dek_term` is the current DEK.
