@@ -52,6 +52,18 @@ pub const EXPORT_PAGE_BYTES: usize = 8 << 20;
 /// the future cannot empty the log down to its last entry.
 pub const MIN_RETENTION_MS: u64 = 24 * 3600 * 1000;
 
+/// How many `dkg_failed` and `dkg_abandoned` entries (the endings written
+/// alone, outside any unit: failed, cancelled, expired) one coordinator's
+/// sessions of one wallet may write per [`DKG_ENDINGS_WINDOW`]. Any member
+/// may start a DKG or refresh and end it at once; without a budget it could
+/// fill the disk with fsynced entries the prune keeps for a day.
+pub const DKG_ENDINGS_LOGGED: u32 = 4;
+
+/// The window of [`DKG_ENDINGS_LOGGED`]: the endings past the budget are
+/// counted, and one `dkg_endings_unlogged` entry per window records how
+/// many there were.
+pub const DKG_ENDINGS_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The domain tag of a checkpoint signature.
 const CHECKPOINT_DOMAIN: &[u8] = b"thresig/audit-checkpoint/v1\0";
 
@@ -207,6 +219,19 @@ pub enum AuditEvent {
         dek_term: u64,
         /// The KEK id every DEK is now wrapped under (`rotate_kek` only).
         kek: Option<String>,
+    },
+    /// One coordinator's DKG or refresh sessions of a wallet ended more
+    /// often than [`DKG_ENDINGS_LOGGED`] in a [`DKG_ENDINGS_WINDOW`]: the
+    /// endings past the budget were counted, not logged one by one.
+    DkgEndingsUnlogged {
+        /// The wallet.
+        wallet: WalletId,
+        /// The seat of the member that coordinated the sessions.
+        coordinator: Option<u16>,
+        /// How many endings went without their own entry.
+        count: u64,
+        /// When the window began (milliseconds since the epoch).
+        since_ms: u64,
     },
     /// Entries written before `before_ms` were pruned; the checkpoint that
     /// follows signs the pruned head.

@@ -16,6 +16,8 @@
 mod abandon;
 mod audit;
 
+pub(crate) use audit::EndingBudget;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::SigningKey;

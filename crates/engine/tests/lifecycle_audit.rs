@@ -201,3 +201,66 @@ fn the_key_managers_entries_are_audit_events() {
         }
     }
 }
+
+/// The `dkg_failed` and `dkg_abandoned` entries of seat `s`'s log.
+fn endings(c: &Cluster, s: u16) -> usize {
+    c.audit_events(s)
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                AuditEvent::DkgFailed { .. } | AuditEvent::DkgAbandoned { .. }
+            )
+        })
+        .count()
+}
+
+#[test]
+fn one_member_cannot_fill_the_log_with_dkg_sessions_it_ends() {
+    let mut c = Cluster::unkeyed(306, 2, 3, &["w"]);
+    let (w, now) = (wid("w"), c.now);
+    let signer = c.members[0].signer();
+    // Seat 2 starts session after session at seat 1, cancelling each, and
+    // fails some in part 2 (it relays no round-1 message).
+    for i in 0..40u8 {
+        let mut p = dkg::proposal(&c, "w", i);
+        p.session.0[31] = 0xA0;
+        signer.dkg_start(now, coordinator(2), &p, &mut c.rng).unwrap();
+        if i % 4 == 0 {
+            signer
+                .dkg_round2(now, coordinator(2), &w, p.session, &[], &mut c.rng)
+                .unwrap_err();
+        } else {
+            assert!(signer.dkg_cancel(coordinator(2), &w, p.session).unwrap());
+        }
+    }
+    let logged = endings(&c, 1);
+    assert!(
+        logged <= thresig_engine::audit::DKG_ENDINGS_LOGGED as usize,
+        "{logged} entries"
+    );
+    // Another member's sessions are still logged: the budget is its
+    // coordinator's own.
+    let p = dkg::proposal(&c, "w", 0xEE);
+    signer.dkg_start(now, coordinator(3), &p, &mut c.rng).unwrap();
+    assert!(signer.dkg_cancel(coordinator(3), &w, p.session).unwrap());
+    assert_eq!(endings(&c, 1), logged + 1);
+    // Once the window is over, one entry counts what went unlogged.
+    c.advance(thresig_engine::audit::DKG_ENDINGS_WINDOW);
+    let now = c.now;
+    c.member(1).signer().0.prune(now).unwrap();
+    let unlogged: Vec<u64> = c
+        .audit_events(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::DkgEndingsUnlogged {
+                coordinator, count, ..
+            } => {
+                assert_eq!(coordinator, Some(2));
+                Some(count)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unlogged, [40 - logged as u64]);
+}

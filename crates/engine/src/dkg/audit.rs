@@ -10,15 +10,118 @@
 //! session is over whatever the log says, and a failed append must not
 //! turn the member's answer (the fault it found, or another request's
 //! result) into a storage error.
+//!
+//! Those three are also the endings any member can cause at will (start a
+//! session, end it at once), so each coordinator's sessions of a wallet
+//! write at most [`DKG_ENDINGS_LOGGED`] of them per [`DKG_ENDINGS_WINDOW`];
+//! the rest are counted, and one `dkg_endings_unlogged` entry per window
+//! records the count ([`EndingBudget`]).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use thresig_store::{Store, Timestamp, WalletId, WriteOp};
 
-use super::DkgSession;
-use crate::audit::{AuditEvent, append_op};
+use super::{DkgSession, seat_in};
+use crate::audit::{AuditEvent, DKG_ENDINGS_LOGGED, DKG_ENDINGS_WINDOW, append_op};
 use crate::dkg_msg::{DkgKind, DkgSessionId};
 use crate::error::Error;
+use crate::ids::CoordinatorId;
 use crate::signer::Signer;
 use crate::wallet::{Confirming, ResultKind};
+
+/// One coordinator's window of logged endings in one wallet.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: Timestamp,
+    logged: u32,
+    unlogged: u64,
+}
+
+impl Window {
+    fn over(&self, now: Timestamp) -> bool {
+        now >= self.start.saturating_add(DKG_ENDINGS_WINDOW)
+    }
+}
+
+/// The endings of a window past its budget: what its
+/// `dkg_endings_unlogged` entry records.
+#[derive(Clone, Debug)]
+struct Unlogged {
+    wallet: WalletId,
+    coordinator: CoordinatorId,
+    count: u64,
+    since: Timestamp,
+}
+
+/// The budget of the endings written alone, per (wallet, coordinator): in
+/// memory only, so a restart starts every budget afresh (a restart also
+/// ends every session, so it cannot be looped faster than the signer
+/// restarts). Bounded by the wallets times their rosters: only members
+/// coordinate.
+#[derive(Debug, Default)]
+pub(crate) struct EndingBudget(Mutex<BTreeMap<(WalletId, CoordinatorId), Window>>);
+
+impl EndingBudget {
+    /// Charges one ending of `coordinator`'s session of `wallet` at `now`:
+    /// whether it is logged, and the count of the window it closes if that
+    /// window left endings unlogged.
+    fn charge(
+        &self,
+        now: Timestamp,
+        wallet: &WalletId,
+        coordinator: CoordinatorId,
+    ) -> (bool, Option<Unlogged>) {
+        let mut windows = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = Window {
+            start: now,
+            logged: 0,
+            unlogged: 0,
+        };
+        let window = windows
+            .entry((wallet.clone(), coordinator))
+            .or_insert(fresh);
+        let mut closed = None;
+        if window.over(now) {
+            closed = (window.unlogged > 0).then(|| Unlogged {
+                wallet: wallet.clone(),
+                coordinator,
+                count: window.unlogged,
+                since: window.start,
+            });
+            *window = fresh;
+        }
+        let logged = window.logged < DKG_ENDINGS_LOGGED;
+        if logged {
+            window.logged = window.logged.saturating_add(1);
+        } else {
+            window.unlogged = window.unlogged.saturating_add(1);
+        }
+        (logged, closed)
+    }
+
+    /// Forgets every window over at `now`, returning the counts of those
+    /// that left endings unlogged.
+    fn close_over(&self, now: Timestamp) -> Vec<Unlogged> {
+        let mut windows = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut closed = Vec::new();
+        windows.retain(|(wallet, coordinator), window| {
+            if !window.over(now) {
+                return true;
+            }
+            if window.unlogged > 0 {
+                closed.push(Unlogged {
+                    wallet: wallet.clone(),
+                    coordinator: *coordinator,
+                    count: window.unlogged,
+                    since: window.start,
+                });
+            }
+            false
+        });
+        closed
+    }
+}
 
 /// How an entry names what a session makes.
 fn kind_name(kind: &DkgKind) -> &'static str {
@@ -63,11 +166,17 @@ fn abandoned(wallet: &WalletId, session: DkgSessionId, dkg_kind: &str, how: &str
 }
 
 impl<S: Store> Signer<S> {
-    /// Logs that a session of `kind` failed with `error`, when `error` is
-    /// the failure of one of its checks in part 2 or 3 (the session is
-    /// over); `kind` is `None` when no session ran. Any other error
-    /// changed nothing and is not logged.
-    pub(crate) fn audit_dkg_failure(&self, now: Timestamp, kind: Option<&DkgKind>, error: &Error) {
+    /// Logs that a session of `kind` coordinated by `coordinator` failed
+    /// with `error`, when `error` is the failure of one of its checks in
+    /// part 2 or 3 (the session is over); `kind` is `None` when no session
+    /// ran. Any other error changed nothing and is not logged.
+    pub(crate) fn audit_dkg_failure(
+        &self,
+        now: Timestamp,
+        coordinator: CoordinatorId,
+        kind: Option<&DkgKind>,
+        error: &Error,
+    ) {
         if let (
             Some(kind),
             Error::DkgFailed {
@@ -86,7 +195,7 @@ impl<S: Store> Signer<S> {
                 accused: accused.map(thresig_crypto::Seat::get),
                 fault: fault.name().to_owned(),
             };
-            let _ = self.audit_record(now, &event);
+            self.audit_ending(now, coordinator, &event, wallet);
         }
     }
 
@@ -100,6 +209,48 @@ impl<S: Store> Signer<S> {
         how: &str,
     ) {
         let event = abandoned(wallet, dropped.id, kind_name(&dropped.kind), how);
+        self.audit_ending(now, dropped.coordinator, &event, wallet);
+    }
+
+    /// Writes `event`, an ending of `coordinator`'s session of `wallet`,
+    /// if its budget allows, after the count of the window it closes.
+    fn audit_ending(
+        &self,
+        now: Timestamp,
+        coordinator: CoordinatorId,
+        event: &AuditEvent,
+        wallet: &WalletId,
+    ) {
+        let (logged, closed) = self.dkg_endings.charge(now, wallet, coordinator);
+        if let Some(closed) = closed {
+            self.audit_unlogged(now, &closed);
+        }
+        if logged {
+            let _ = self.audit_record(now, event);
+        }
+    }
+
+    /// Writes the counts of the ending windows over at `now` (run by
+    /// [`Signer::prune`], so a count is written even when its coordinator
+    /// stopped).
+    pub(crate) fn audit_unlogged_endings(&self, now: Timestamp) {
+        for closed in self.dkg_endings.close_over(now) {
+            self.audit_unlogged(now, &closed);
+        }
+    }
+
+    fn audit_unlogged(&self, now: Timestamp, closed: &Unlogged) {
+        let coordinator = self
+            .slot(&closed.wallet)
+            .ok()
+            .and_then(|slot| seat_in(slot, closed.coordinator))
+            .map(thresig_crypto::Seat::get);
+        let event = AuditEvent::DkgEndingsUnlogged {
+            wallet: closed.wallet.clone(),
+            coordinator,
+            count: closed.count,
+            since_ms: closed.since.0,
+        };
         let _ = self.audit_record(now, &event);
     }
 }

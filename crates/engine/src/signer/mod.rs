@@ -160,6 +160,9 @@ pub struct Signer<S> {
     /// was claimed at; 0 until this signer writes one, so a long log gets
     /// its first checkpoint at the first entry after a restart.
     pub(crate) audit_checkpointed: AtomicU64,
+    /// The budget of the DKG endings logged alone (failed, cancelled,
+    /// expired), per wallet and coordinator.
+    pub(crate) dkg_endings: crate::dkg::EndingBudget,
 }
 
 /// Why a signer could not be opened.
@@ -228,6 +231,7 @@ impl<S: Store> Signer<S> {
             wallets,
             retirement: Mutex::new(retire::Retirement::default()),
             audit_checkpointed: AtomicU64::new(0),
+            dkg_endings: crate::dkg::EndingBudget::default(),
         })
     }
 
@@ -296,7 +300,7 @@ impl<S: Store> Signer<S> {
             } => {
                 let kind = self.running_kind(&member, session);
                 self.dkg_round2(now, &member, session, &round1, rng)
-                    .inspect_err(|e| self.audit_dkg_failure(now, kind.as_ref(), e))
+                    .inspect_err(|e| self.audit_dkg_failure(now, member.from(), kind.as_ref(), e))
                     .map(messages)
             }
             Request::DkgFinish {
@@ -304,7 +308,7 @@ impl<S: Store> Signer<S> {
             } => {
                 let kind = self.running_kind(&member, session);
                 self.dkg_finish(now, &member, session, &round2)
-                    .inspect_err(|e| self.audit_dkg_failure(now, kind.as_ref(), e))
+                    .inspect_err(|e| self.audit_dkg_failure(now, member.from(), kind.as_ref(), e))
                     .map(|m| messages(vec![m]))
             }
             Request::DkgConfirm { confirmation, .. } => self
@@ -356,6 +360,7 @@ impl<S: Store> Signer<S> {
             self.expire_dkg(now, slot, &mut shard);
             shard.repair.expire(now);
         }
+        self.audit_unlogged_endings(now);
         self.retire_if_due(&self.retirement);
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])
