@@ -465,6 +465,8 @@ impl ExportLine {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ExportPage {
+    /// Where the page starts: the sequence its first line was asked from.
+    pub from: AuditSeq,
     /// The page's [`ExportLine`]s as JSON, each followed by a newline.
     pub text: String,
     /// How many lines `text` holds.
@@ -481,15 +483,15 @@ impl ExportPage {
     /// [`AuditError::Unencodable`] naming the first line that does not
     /// decode (the signer encoded every one, so none fails).
     pub fn decode(&self) -> Result<Vec<ExportLine>, AuditError> {
-        let mut seq = AuditSeq(0);
+        // The entry after the last decoded one; the page's start for its
+        // first line.
+        let mut seq = self.from;
         self.text
             .lines()
             .map(|line| {
-                let decoded: ExportLine =
-                    serde_json::from_str(line).map_err(|_| AuditError::Unencodable {
-                        seq: AuditSeq(seq.0.saturating_add(1)),
-                    })?;
-                seq = AuditSeq(decoded.seq);
+                let decoded: ExportLine = serde_json::from_str(line)
+                    .map_err(|_| AuditError::Unencodable { seq })?;
+                seq = AuditSeq(decoded.seq.saturating_add(1));
                 Ok(decoded)
             })
             .collect()
@@ -631,5 +633,26 @@ pub fn verify_export(
             })
         }
         _ => Err(fail(*last, ExportBreak::Unsigned)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page whose first line does not decode names the entry the page
+    /// started at, not the one after the previous page's.
+    #[test]
+    fn a_page_names_its_first_line_that_does_not_decode() {
+        let page = ExportPage {
+            from: AuditSeq(7),
+            text: "not json\n".to_owned(),
+            lines: 1,
+            next: None,
+        };
+        assert!(matches!(
+            page.decode(),
+            Err(AuditError::Unencodable { seq: AuditSeq(7) })
+        ));
     }
 }

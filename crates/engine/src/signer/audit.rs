@@ -189,7 +189,12 @@ impl<S: Store> Signer<S> {
         let next = last
             .map(|seq| AuditSeq(seq.0.saturating_add(1)))
             .filter(|next| *next <= through);
-        Ok(ExportPage { text, lines, next })
+        Ok(ExportPage {
+            from,
+            text,
+            lines,
+            next,
+        })
     }
 
     /// Removes the entries written before `before` (never the last), in
