@@ -1049,6 +1049,73 @@ mod listing {
         assert!(checked > 0);
     }
 
+    /// The rule named `alert` in alerts.yml: its lines up to the next rule.
+    fn alert_rule(alert: &str) -> String {
+        let alerts = docs("grafana/alerts.yml");
+        let mut lines = alerts
+            .lines()
+            .skip_while(|l| !l.ends_with(&format!("alert: {alert}")));
+        let first = lines.next().map(str::to_owned);
+        let rest = lines.take_while(|l| !l.contains("- alert:"));
+        first
+            .into_iter()
+            .chain(rest.map(str::to_owned))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The audit head's "stuck" alert watches the code a broken log gives
+    /// round-2 requests, not the shares released: a retry answered from
+    /// its marker counts as shares again but appends nothing, so shares
+    /// growing under a still head is normal.
+    #[test]
+    fn the_stuck_audit_head_alert_watches_the_broken_log_code_not_replays() {
+        let broken = thresig_engine::Error::Store {
+            wallet: thresig_engine::WalletId::new("w".to_owned()).unwrap(),
+            source: thresig_store::Error::AuditBroken {
+                seq: thresig_store::AuditSeq(3),
+                problem: thresig_store::AuditBreak::HashMismatch,
+            },
+        };
+        let code = crate::ErrorCode::from(broken.code());
+        let rule = alert_rule("ThresigAuditHeadStuck");
+        assert!(!rule.contains("shares_released"), "{rule}");
+        assert!(
+            rule.contains(&format!("outcome=\"{}\"", code.as_str())),
+            "{rule}"
+        );
+    }
+
+    /// Every alert the audit-and-blame rows of docs/metrics.md name is a
+    /// rule of alerts.yml, and each of those rows names one.
+    #[test]
+    fn the_audit_and_blame_rows_name_rules_that_exist() {
+        let metrics = docs("metrics.md");
+        let rows: Vec<&str> = metrics
+            .lines()
+            .skip_while(|l| !l.starts_with("## Audit log and blame"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("## "))
+            .filter(|l| l.starts_with("| `thresig_"))
+            .collect();
+        assert!(rows.len() >= 3, "{rows:?}");
+        for row in rows {
+            let named: Vec<&str> = row
+                .split("(`")
+                .skip(1)
+                .filter_map(|s| s.split('`').next())
+                .filter(|s| s.starts_with("Thresig"))
+                .collect();
+            assert!(!named.is_empty(), "{row} names no rule");
+            for alert in named {
+                assert!(
+                    alert_rule(alert).contains("expr:"),
+                    "{alert} is not in alerts.yml"
+                );
+            }
+        }
+    }
+
     /// The code docs/metrics.md and alerts.yml say members' requests get
     /// while the witness cannot be written is the one the engine sends.
     #[test]

@@ -125,8 +125,8 @@ pub fn register(registry: &mut Registry) {
     registry.register(
         "audit_head_sequence",
         "Sequence of the audit log's last entry, as the store last opened or \
-         committed it (alert when it goes backwards, or stops while shares are \
-         released)",
+         committed it (alert when it goes backwards, or stops while requests are \
+         refused as a broken log)",
         m.audit_head.clone(),
     );
 }
