@@ -233,6 +233,25 @@ pub enum AuditEvent {
         /// When the window began (milliseconds since the epoch).
         since_ms: u64,
     },
+    /// One key change of a rotation an operator's command or the signer
+    /// itself ran (not the key manager's tick), in the store unit of the
+    /// change: a rotation commits no step without its entry.
+    KeyStep {
+        /// `rotate_dek`, `rotate_kek` (`thresig keys` or the FFI's
+        /// `keys_rotate_*`), `retire` (the DEK rotation after a wallet's
+        /// retire) or `retire_deleted` (the signer's own rotation after a
+        /// refresh deleted the old share).
+        command: String,
+        /// `add_kek` (every DEK wrapped under the provider's new KEK too),
+        /// `rotate_kek` (the older wraps dropped), `promote_dek` or
+        /// `retire_dek`.
+        action: String,
+        /// The DEK term promoted or retired; the current one for the KEK
+        /// steps.
+        dek_term: u64,
+        /// The KEK id of a KEK step.
+        kek: Option<String>,
+    },
     /// Entries written before `before_ms` were pruned; the checkpoint that
     /// follows signs the pruned head.
     Prune {
@@ -349,16 +368,54 @@ pub struct KeyManagerAudit;
 
 impl KeyChangeAudit for KeyManagerAudit {
     fn body(&self, change: &KeyChange) -> Vec<u8> {
-        let (action, dek_term, kek) = match change {
-            KeyChange::KekRotated { kek, dek_term } => {
-                ("rotate_kek", dek_term, Some(kek.as_str().to_owned()))
-            }
-            KeyChange::DekPromoted { term } => ("promote_dek", term, None),
-            KeyChange::DekRetired { term } => ("retire_dek", term, None),
-        };
+        let (action, dek_term, kek) = change_fields(change);
         AuditEvent::KeyManager {
             action: action.to_owned(),
-            dek_term: dek_term.0,
+            dek_term,
+            kek,
+        }
+        .encode()
+    }
+}
+
+/// The action, DEK term and KEK id an entry names for `change`.
+fn change_fields(change: &KeyChange) -> (&'static str, u64, Option<String>) {
+    match change {
+        KeyChange::KekAdded { kek, dek_term } => {
+            ("add_kek", dek_term.0, Some(kek.as_str().to_owned()))
+        }
+        KeyChange::KekRotated { kek, dek_term } => {
+            ("rotate_kek", dek_term.0, Some(kek.as_str().to_owned()))
+        }
+        KeyChange::DekPromoted { term } => ("promote_dek", term.0, None),
+        KeyChange::DekRetired { term } => ("retire_dek", term.0, None),
+    }
+}
+
+/// The entries of a rotation run by an operator's command or by the
+/// signer itself: the `key_step` event of each key change, naming the
+/// `command` that ran it, appended by the store in the change's unit.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyStepAudit {
+    command: &'static str,
+}
+
+impl KeyStepAudit {
+    /// The entries of `command`'s rotation (`rotate_dek`, `rotate_kek`,
+    /// `retire`, `retire_deleted`: see [`AuditEvent::KeyStep`]).
+    #[must_use]
+    pub fn new(command: &'static str) -> Self {
+        Self { command }
+    }
+}
+
+impl KeyChangeAudit for KeyStepAudit {
+    fn body(&self, change: &KeyChange) -> Vec<u8> {
+        let (action, dek_term, kek) = change_fields(change);
+        AuditEvent::KeyStep {
+            command: self.command.to_owned(),
+            action: action.to_owned(),
+            dek_term,
             kek,
         }
         .encode()

@@ -64,6 +64,15 @@ pub struct ProviderHealth {
 /// kind of change writes to the log, or the change goes unlogged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyChange {
+    /// Every active DEK is wrapped under the provider's new KEK `kek` too
+    /// (the older wraps still there): from here on `kek` unwraps every
+    /// DEK; `dek_term` is the current DEK.
+    KekAdded {
+        /// The KEK that now wraps every active DEK.
+        kek: KekId,
+        /// The current DEK.
+        dek_term: DekTerm,
+    },
     /// Every active DEK is wrapped under the provider's new KEK `kek`, and
     /// the older wraps were dropped; `dek_term` is the current DEK.
     KekRotated {

@@ -86,11 +86,31 @@ impl EncryptedStore {
     /// records keep the old term in use: every other record is re-sealed,
     /// and the old term stays active until an operator resolves the wallet.
     pub fn rotate_dek(&self) -> Result<DekTerm, Error> {
+        self.rotate_dek_noted(None)
+    }
+
+    fn rotate_dek_noted(&self, noting: Option<Noting<'_>>) -> Result<DekTerm, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        let target = self.start_dek_rotation_locked()?;
+        let target = self.start_dek_rotation_locked(noting)?;
         while self.reseal_step_locked()? > 0 {}
-        self.retire_old_deks_locked(None)?;
+        self.retire_old_deks_locked(noting)?;
         Ok(target)
+    }
+
+    /// [`EncryptedStore::rotate_dek`] for an operator's command or the
+    /// signer: each key change it commits (the promotion, each
+    /// retirement) carries the audit entry `audit` writes for it at `at`,
+    /// in the change's own unit.
+    ///
+    /// # Errors
+    /// As [`EncryptedStore::rotate_dek`], and the store's `AuditBroken`
+    /// before any key change.
+    pub fn rotate_dek_audited(
+        &self,
+        audit: &dyn KeyChangeAudit,
+        at: Timestamp,
+    ) -> Result<DekTerm, Error> {
+        self.rotate_dek_noted(Some(Noting { audit, at }))
     }
 
     /// DEK rotation steps 1 to 3: creates a new term (or picks up the term
@@ -102,7 +122,7 @@ impl EncryptedStore {
     /// Provider errors (nothing written) and storage errors.
     pub fn start_dek_rotation(&self) -> Result<DekTerm, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        self.start_dek_rotation_locked()
+        self.start_dek_rotation_locked(None)
     }
 
     /// DEK rotation step 4: re-seals one batch of records still under an
@@ -131,7 +151,7 @@ impl EncryptedStore {
         self.retire_old_deks_locked(None)
     }
 
-    fn start_dek_rotation_locked(&self) -> Result<DekTerm, Error> {
+    fn start_dek_rotation_locked(&self, noting: Option<Noting<'_>>) -> Result<DekTerm, Error> {
         let target = match self.unpromoted_dek()? {
             Some(term) => term,
             None => {
@@ -145,7 +165,8 @@ impl EncryptedStore {
                 self.add_dek(DekTerm(next))?
             }
         };
-        self.admin(AdminOp::Promote { term: target })?;
+        let change = KeyChange::DekPromoted { term: target };
+        self.admin_noted(AdminOp::Promote { term: target }, note(noting, &change))?;
         Ok(target)
     }
 
@@ -242,11 +263,27 @@ impl EncryptedStore {
         self.rotate_kek_noted(None)
     }
 
+    /// [`EncryptedStore::rotate_kek`] for an operator's command: each key
+    /// change it commits (the new wraps, the older ones dropped) carries
+    /// the audit entry `audit` writes for it at `at`, in the change's own
+    /// unit.
+    ///
+    /// # Errors
+    /// As [`EncryptedStore::rotate_kek`], and the store's `AuditBroken`
+    /// before any key change.
+    pub fn rotate_kek_audited(
+        &self,
+        audit: &dyn KeyChangeAudit,
+        at: Timestamp,
+    ) -> Result<KekId, Error> {
+        self.rotate_kek_noted(Some(Noting { audit, at }))
+    }
+
     /// [`EncryptedStore::rotate_kek`], logging the retirement of the older
     /// wraps (if any were dropped) in its own unit when `noting`.
     pub(crate) fn rotate_kek_noted(&self, noting: Option<Noting<'_>>) -> Result<KekId, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        let kek = self.add_kek_wraps_locked()?;
+        let kek = self.add_kek_wraps_locked(noting)?;
         let change = KeyChange::KekRotated {
             kek: kek.clone(),
             dek_term: self.read(|r| r.current_term())?,
@@ -264,7 +301,7 @@ impl EncryptedStore {
     /// Provider errors (nothing written) and storage errors.
     pub fn add_kek_wraps(&self) -> Result<KekId, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        self.add_kek_wraps_locked()
+        self.add_kek_wraps_locked(None)
     }
 
     /// KEK rotation step 2: drops every wrap not under `keep`, in a
@@ -278,7 +315,7 @@ impl EncryptedStore {
             .map(drop)
     }
 
-    fn add_kek_wraps_locked(&self) -> Result<KekId, Error> {
+    fn add_kek_wraps_locked(&self, noting: Option<Noting<'_>>) -> Result<KekId, Error> {
         let kek = self.provider.current_kek_id().map_err(Error::Provider)?;
         let view = self.shared.keyring.view();
         let mut wraps = Vec::new();
@@ -298,7 +335,13 @@ impl EncryptedStore {
             wraps.push((e.term(), kek.clone(), wrapped));
         }
         if !wraps.is_empty() {
-            self.admin(AdminOp::AddWraps { wraps })?;
+            // From this commit on the new KEK unwraps every DEK: a key
+            // change of its own, logged in its unit.
+            let change = KeyChange::KekAdded {
+                kek: kek.clone(),
+                dek_term: self.read(|r| r.current_term())?,
+            };
+            self.admin_noted(AdminOp::AddWraps { wraps }, note(noting, &change))?;
         }
         Ok(kek)
     }

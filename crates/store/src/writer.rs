@@ -376,12 +376,14 @@ fn run_admin(shared: &Shared, op: AdminOp, note: Option<AuditNote>) -> Result<us
     let found;
     let (count, bumped, position) = {
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
+        let adds_wraps = matches!(op, AdminOp::AddWraps { .. });
         let (count, r) = apply_admin(&mut ctx, op)?;
         // A change that moves the global epoch (a promotion, a retired DEK
-        // or KEK) is one the log must show; a step that changed nothing
-        // (already done, or an intermediate add or re-seal) is not. The
+        // or KEK) or wraps a DEK under another KEK (which can unwrap it from
+        // then on) is one the log must show; a step that changed nothing
+        // (already done, a new DEK not yet current, a re-seal) is not. The
         // witness write below covers the appended head too.
-        if ctx.epoch_bumped
+        if (ctx.epoch_bumped || (adds_wraps && count > 0))
             && let Some(note) = note
         {
             crate::audit::append(&mut ctx, note.at, &note.body)?;

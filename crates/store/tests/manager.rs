@@ -354,11 +354,19 @@ fn an_automatic_kek_rotation_is_audited_once() {
     manager.tick(Timestamp(2));
     manager.tick(Timestamp(3));
     let current = store.keyring_status().unwrap().current;
-    let rotated = KeyChange::KekRotated {
-        kek: KekId::new("kek-2").unwrap(),
+    let kek = KekId::new("kek-2").unwrap();
+    let added = KeyChange::KekAdded {
+        kek: kek.clone(),
         dek_term: current,
     };
-    assert_eq!(audit_bodies(&store), [(2, debug_body(&rotated))]);
+    let rotated = KeyChange::KekRotated {
+        kek,
+        dek_term: current,
+    };
+    assert_eq!(
+        audit_bodies(&store),
+        [(2, debug_body(&added)), (2, debug_body(&rotated))]
+    );
 }
 
 /// The entry is appended in the rotation's own unit: with a broken log the
@@ -366,6 +374,25 @@ fn an_automatic_kek_rotation_is_audited_once() {
 /// log that takes its entry; the DEKs stay readable under both KEKs).
 #[test]
 fn an_automatic_kek_rotation_never_commits_without_its_entry() {
+    let machine = with_broken_log();
+    let store = Arc::new(machine.open().unwrap());
+    machine.provider.add_key("kek-2", 2);
+    machine.provider.set_current("kek-2");
+    let manager = KeyManager::new(store.clone(), Arc::new(DebugKeyAudit));
+    manager.tick(Timestamp(3));
+    let health = manager.health();
+    assert!(health.alert, "{health:?}");
+    assert_eq!(health.kek_rotations, 0);
+    let status = store.keyring_status().unwrap();
+    assert!(
+        status.deks.iter().all(|d| d.keks.len() == 1),
+        "the new KEK wraps nothing without its entry: {status:?}"
+    );
+}
+
+/// A machine whose store's audit log misses entry 2 of 2: every append
+/// fails with `audit_broken`.
+fn with_broken_log() -> Machine {
     let machine = Machine::new();
     {
         let store = machine.open().unwrap();
@@ -382,19 +409,57 @@ fn an_automatic_kek_rotation_never_commits_without_its_entry() {
         let mut t = txn.open_table(raw_table("audit")).unwrap();
         t.remove(2u64.to_be_bytes().as_slice()).unwrap();
     });
-    let store = Arc::new(machine.open().unwrap());
+    machine
+}
+
+/// An operator's KEK rotation commits each step with its entry: with a
+/// broken log it fails before the new KEK wraps anything, as the key
+/// manager's does, instead of taking effect and then failing to log.
+#[test]
+fn an_operators_kek_rotation_never_commits_a_step_without_its_entry() {
+    let machine = with_broken_log();
+    let store = machine.open().unwrap();
     machine.provider.add_key("kek-2", 2);
     machine.provider.set_current("kek-2");
-    let manager = KeyManager::new(store.clone(), Arc::new(DebugKeyAudit));
-    manager.tick(Timestamp(3));
-    let health = manager.health();
-    assert!(health.alert, "{health:?}");
-    assert_eq!(health.kek_rotations, 0);
+    let err = store
+        .rotate_kek_audited(&DebugKeyAudit, Timestamp(3))
+        .unwrap_err();
+    assert_eq!(err.code(), "audit_broken");
     let status = store.keyring_status().unwrap();
     assert!(
-        status.deks.iter().all(|d| d.keks.len() == 2),
-        "the old wraps stay: {status:?}"
+        status.deks.iter().all(|d| d.keks.len() == 1),
+        "the new KEK wraps nothing without its entry: {status:?}"
     );
+}
+
+/// An operator's rotations log every key change they commit.
+#[test]
+fn an_operators_rotations_log_each_key_change() {
+    let machine = Machine::new();
+    let store = machine.open().unwrap();
+    put_wallet(&store, 1, b"one");
+    let old = store.keyring_status().unwrap().current;
+    let new = store.rotate_dek_audited(&DebugKeyAudit, Timestamp(4)).unwrap();
+    machine.provider.add_key("kek-2", 2);
+    machine.provider.set_current("kek-2");
+    let kek = store.rotate_kek_audited(&DebugKeyAudit, Timestamp(5)).unwrap();
+    let changes = [
+        (4, KeyChange::DekPromoted { term: new }),
+        (4, KeyChange::DekRetired { term: old }),
+        (
+            5,
+            KeyChange::KekAdded {
+                kek: kek.clone(),
+                dek_term: new,
+            },
+        ),
+        (5, KeyChange::KekRotated { kek, dek_term: new }),
+    ];
+    let expected: Vec<(u64, String)> = changes
+        .iter()
+        .map(|(at, change)| (*at, debug_body(change)))
+        .collect();
+    assert_eq!(audit_bodies(&store), expected);
 }
 
 #[test]

@@ -361,7 +361,7 @@ impl<S: Store> Signer<S> {
             shard.repair.expire(now);
         }
         self.audit_unlogged_endings(now);
-        self.retire_if_due(&self.retirement);
+        self.retire_if_due(&self.retirement, now);
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;

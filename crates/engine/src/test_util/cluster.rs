@@ -458,11 +458,15 @@ impl<S: Store> Store for FaultStore<S> {
     fn corrupt_wallets(&self) -> Vec<WalletId> {
         self.inner.corrupt_wallets()
     }
-    fn retire_deleted(&self) -> Result<(), StoreError> {
+    fn retire_deleted(
+        &self,
+        audit: &dyn thresig_store::KeyChangeAudit,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
         self.retires.fetch_add(1, Ordering::SeqCst);
         let retire = self.retire.lock().unwrap();
         match &*retire {
-            Retire::Pass => self.inner.retire_deleted(),
+            Retire::Pass => self.inner.retire_deleted(audit, at),
             Retire::Fail(error) => Err(error()),
             Retire::Hang(entered, release) => {
                 entered.send(()).unwrap();

@@ -15,9 +15,10 @@ use crate::entry::StoredEntry;
 use crate::error::Error;
 use crate::ids::{
     AuditSeq, CommitmentHash, DekTerm, DkgSessionId, KeyEpoch, MetaName, PolicyKey, RecordEpoch,
-    WalletId,
+    Timestamp, WalletId,
 };
 use crate::ops::{Marker, WriteOp, WriteOutcome};
+use crate::manager::KeyChangeAudit;
 use crate::plaintext::Plaintext;
 use crate::records::{Raw, Records, decode_u64};
 use crate::schema::{self, DEK_INDEX, KEYRING, RecordTable};
@@ -344,7 +345,7 @@ impl Store for EncryptedStore {
     }
 
     /// A DEK rotation ([`EncryptedStore::rotate_dek`]).
-    fn retire_deleted(&self) -> Result<(), Error> {
-        self.rotate_dek().map(|_| ())
+    fn retire_deleted(&self, audit: &dyn KeyChangeAudit, at: Timestamp) -> Result<(), Error> {
+        self.rotate_dek_audited(audit, at).map(|_| ())
     }
 }
