@@ -546,8 +546,8 @@ impl ExportPage {
         self.text
             .lines()
             .map(|line| {
-                let decoded: ExportLine = serde_json::from_str(line)
-                    .map_err(|_| AuditError::Unencodable { seq })?;
+                let decoded: ExportLine =
+                    serde_json::from_str(line).map_err(|_| AuditError::Unencodable { seq })?;
                 seq = AuditSeq(decoded.seq.saturating_add(1));
                 Ok(decoded)
             })

@@ -225,7 +225,9 @@ fn one_member_cannot_fill_the_log_with_dkg_sessions_it_ends() {
     for i in 0..40u8 {
         let mut p = dkg::proposal(&c, "w", i);
         p.session.0[31] = 0xA0;
-        signer.dkg_start(now, coordinator(2), &p, &mut c.rng).unwrap();
+        signer
+            .dkg_start(now, coordinator(2), &p, &mut c.rng)
+            .unwrap();
         if i % 4 == 0 {
             signer
                 .dkg_round2(now, coordinator(2), &w, p.session, &[], &mut c.rng)
@@ -242,7 +244,9 @@ fn one_member_cannot_fill_the_log_with_dkg_sessions_it_ends() {
     // Another member's sessions are still logged: the budget is its
     // coordinator's own.
     let p = dkg::proposal(&c, "w", 0xEE);
-    signer.dkg_start(now, coordinator(3), &p, &mut c.rng).unwrap();
+    signer
+        .dkg_start(now, coordinator(3), &p, &mut c.rng)
+        .unwrap();
     assert!(signer.dkg_cancel(coordinator(3), &w, p.session).unwrap());
     assert_eq!(endings(&c, 1), logged + 1);
     // Once the window is over, one entry counts what went unlogged.

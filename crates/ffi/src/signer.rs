@@ -19,9 +19,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use thresig_cluster::config::{NodeConfig, NodeWallet};
 use thresig_cluster::node::{Node, NodeError, wall_clock};
-use thresig_engine::audit::KeyStepAudit;
 use thresig_crypto::Seat;
 use thresig_daemon::SignerHandler as _;
+use thresig_engine::audit::KeyStepAudit;
 use thresig_engine::{OperatorCommand, Request, WalletId};
 use thresig_store::{Recovery, Timestamp};
 use thresig_tx::{

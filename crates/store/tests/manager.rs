@@ -439,10 +439,14 @@ fn an_operators_rotations_log_each_key_change() {
     let store = machine.open().unwrap();
     put_wallet(&store, 1, b"one");
     let old = store.keyring_status().unwrap().current;
-    let new = store.rotate_dek_audited(&DebugKeyAudit, Timestamp(4)).unwrap();
+    let new = store
+        .rotate_dek_audited(&DebugKeyAudit, Timestamp(4))
+        .unwrap();
     machine.provider.add_key("kek-2", 2);
     machine.provider.set_current("kek-2");
-    let kek = store.rotate_kek_audited(&DebugKeyAudit, Timestamp(5)).unwrap();
+    let kek = store
+        .rotate_kek_audited(&DebugKeyAudit, Timestamp(5))
+        .unwrap();
     let changes = [
         (4, KeyChange::DekPromoted { term: new }),
         (4, KeyChange::DekRetired { term: old }),

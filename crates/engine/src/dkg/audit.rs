@@ -72,7 +72,10 @@ impl EndingBudget {
         wallet: &WalletId,
         coordinator: CoordinatorId,
     ) -> (bool, Option<Unlogged>) {
-        let mut windows = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut windows = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let fresh = Window {
             start: now,
             logged: 0,
@@ -103,7 +106,10 @@ impl EndingBudget {
     /// Forgets every window over at `now`, returning the counts of those
     /// that left endings unlogged.
     fn close_over(&self, now: Timestamp) -> Vec<Unlogged> {
-        let mut windows = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut windows = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut closed = Vec::new();
         windows.retain(|(wallet, coordinator), window| {
             if !window.over(now) {

@@ -17,8 +17,8 @@ use crate::ids::{
     AuditSeq, CommitmentHash, DekTerm, DkgSessionId, KeyEpoch, MetaName, PolicyKey, RecordEpoch,
     Timestamp, WalletId,
 };
-use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::manager::KeyChangeAudit;
+use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
 use crate::records::{Raw, Records, decode_u64};
 use crate::schema::{self, DEK_INDEX, KEYRING, RecordTable};

@@ -24,8 +24,8 @@ use crate::ids::{
     AuditSeq, CommitmentHash, DkgSessionId, KeyEpoch, MetaName, PolicyKey, RecordEpoch, Timestamp,
     WalletId,
 };
-use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::manager::KeyChangeAudit;
+use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
 use crate::provider::KeyProvider;
 use crate::rollback::RollbackPolicy;
