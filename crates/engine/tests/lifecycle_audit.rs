@@ -268,3 +268,18 @@ fn one_member_cannot_fill_the_log_with_dkg_sessions_it_ends() {
         .collect();
     assert_eq!(unlogged, [40 - logged as u64]);
 }
+
+/// A part 3 refused because the wallet left the refresh's epoch (an
+/// operator began a rekey meanwhile) ends the session: it is logged, with
+/// the refusal's code.
+#[test]
+fn a_session_a_refused_part3_ends_is_audited() {
+    let mut c = dkg::with_successor(307);
+    let (p, inbox) = dkg::refresh_to_part3(&mut c, "old", 1, 0);
+    c.member(1).signer().begin_rekey(&wid("old")).unwrap();
+    dkg::finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert_eq!(
+        abandoned(&c, 1),
+        [("refresh".to_owned(), "wallet_not_active".to_owned())]
+    );
+}

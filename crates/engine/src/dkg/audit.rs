@@ -27,7 +27,7 @@ use crate::audit::{AuditEvent, DKG_ENDINGS_LOGGED, DKG_ENDINGS_WINDOW, append_op
 use crate::dkg_msg::{DkgKind, DkgSessionId};
 use crate::error::Error;
 use crate::ids::CoordinatorId;
-use crate::signer::Signer;
+use crate::signer::{Member, Signer};
 use crate::wallet::{Confirming, ResultKind};
 
 /// One coordinator's window of logged endings in one wallet.
@@ -172,37 +172,37 @@ fn abandoned(wallet: &WalletId, session: DkgSessionId, dkg_kind: &str, how: &str
 }
 
 impl<S: Store> Signer<S> {
-    /// Logs that a session of `kind` coordinated by `coordinator` failed
-    /// with `error`, when `error` is the failure of one of its checks in
-    /// part 2 or 3 (the session is over); `kind` is `None` when no session
-    /// ran. Any other error changed nothing and is not logged.
+    /// Logs how a part 2 or 3 of `session`, asked by `member`'s
+    /// coordinator, ended the session of `kind` it found running (`None`:
+    /// none ran) with `error`: a failed check as `dkg_failed`, any other
+    /// refusal that dropped the session (the wallet left the refresh's
+    /// epoch, an internal error) as `dkg_abandoned` with the refusal's
+    /// code. An error that left the session running is not logged.
     pub(crate) fn audit_dkg_failure(
         &self,
         now: Timestamp,
-        coordinator: CoordinatorId,
+        (member, session): (&Member<'_>, DkgSessionId),
         kind: Option<&DkgKind>,
         error: &Error,
     ) {
-        if let (
-            Some(kind),
-            Error::DkgFailed {
-                wallet,
-                session,
-                accused,
-                fault,
-                ..
-            },
-        ) = (kind, error)
-        {
-            let event = AuditEvent::DkgFailed {
+        let Some(kind) = kind else {
+            return;
+        };
+        let wallet = &member.slot().config.id;
+        let event = match error {
+            Error::DkgFailed { accused, fault, .. } => AuditEvent::DkgFailed {
                 wallet: wallet.clone(),
                 session: hex::encode(session.0),
                 dkg_kind: kind_name(kind).to_owned(),
                 accused: accused.map(thresig_crypto::Seat::get),
                 fault: fault.name().to_owned(),
-            };
-            self.audit_ending(now, coordinator, &event, wallet);
-        }
+            },
+            _ if self.running_kind(member, session).is_none() => {
+                abandoned(wallet, session, kind_name(kind), error.code().as_str())
+            }
+            _ => return,
+        };
+        self.audit_ending(now, member.from(), &event, wallet);
     }
 
     /// Logs that `dropped`, a session of `wallet` that stored nothing, was

@@ -300,7 +300,9 @@ impl<S: Store> Signer<S> {
             } => {
                 let kind = self.running_kind(&member, session);
                 self.dkg_round2(now, &member, session, &round1, rng)
-                    .inspect_err(|e| self.audit_dkg_failure(now, member.from(), kind.as_ref(), e))
+                    .inspect_err(|e| {
+                        self.audit_dkg_failure(now, (&member, session), kind.as_ref(), e)
+                    })
                     .map(messages)
             }
             Request::DkgFinish {
@@ -308,7 +310,9 @@ impl<S: Store> Signer<S> {
             } => {
                 let kind = self.running_kind(&member, session);
                 self.dkg_finish(now, &member, session, &round2)
-                    .inspect_err(|e| self.audit_dkg_failure(now, member.from(), kind.as_ref(), e))
+                    .inspect_err(|e| {
+                        self.audit_dkg_failure(now, (&member, session), kind.as_ref(), e)
+                    })
                     .map(|m| messages(vec![m]))
             }
             Request::DkgConfirm { confirmation, .. } => self
