@@ -415,9 +415,29 @@ fn status(provider: &dyn KeyProvider, store: &EncryptedStore) -> Result<Report, 
     json["last_dek_rotation"] = last_dek.clone();
     json["last_kek_rotation"] = last_kek.clone();
     json["kek_rotation_pending"] = json!(kek_rotation_pending);
+    // Every key change commits with its audit entry: a broken log blocks
+    // them all, the key manager's included, so it is shown here rather
+    // than a rotation the operator would run in vain.
+    let broken = store.audit_verify().err();
+    json["audit_log"] = match &broken {
+        None => json!({"ok": true}),
+        Some(e) => json!({"ok": false, "code": e.code(), "message": e.to_string()}),
+    };
     let mut text = keyring_text(&keyring);
-    if kek_rotation_pending {
-        text.push_str("KEK rotation pending: run `thresig keys rotate-kek`\n");
+    match &broken {
+        Some(e) => text.push_str(&format!(
+            "audit log: BROKEN [{}]: {e}\n  no key change can commit{}: run `thresig audit verify` (docs/audit.md, \"When verify fails\")\n",
+            e.code(),
+            if kek_rotation_pending {
+                ", and the pending KEK rotation waits for it"
+            } else {
+                ""
+            }
+        )),
+        None if kek_rotation_pending => {
+            text.push_str("KEK rotation pending: run `thresig keys rotate-kek`\n");
+        }
+        None => {}
     }
     text.push_str(&match health.get("current_kek").and_then(Value::as_str) {
         Some(kek) => format!("provider: healthy, current KEK {kek}\n"),
