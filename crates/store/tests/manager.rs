@@ -484,3 +484,42 @@ fn a_dek_rotation_the_manager_finishes_is_audited() {
         [(5, debug_body(&KeyChange::DekRetired { term: old }))]
     );
 }
+
+/// A DEK rotation a crash stopped after it stored its new DEK and before
+/// it promoted it: the manager's tick promotes the new DEK and retires the
+/// old one, each with its entry.
+#[test]
+fn a_dek_rotation_stopped_before_its_promotion_is_finished_and_audited() {
+    use thresig_store::{CrashMode, FaultPoint};
+    for k in 1..=40 {
+        let (disk, witness) = (SimDisk::new(), MemoryWitness::new());
+        let provider = Arc::new(MemoryProvider::with_key("k", 1));
+        {
+            let store = open_on(&disk, &witness, provider.clone()).unwrap();
+            put_wallet(&store, 1, b"one");
+            disk.fail_nth(FaultPoint::Sync, k);
+            let _ = store.rotate_dek();
+            disk.crash(CrashMode::PowerLoss);
+        }
+        let Ok(store) = open_on(&disk, &witness, provider.clone()) else {
+            continue;
+        };
+        let status = store.keyring_status().unwrap();
+        let old = status.current;
+        let Some(new) = status.deks.iter().map(|d| d.term).find(|t| *t > old) else {
+            continue;
+        };
+        let store = Arc::new(store);
+        KeyManager::new(store.clone(), Arc::new(DebugKeyAudit)).tick(Timestamp(7));
+        assert_eq!(store.keyring_status().unwrap().current, new);
+        assert_eq!(
+            audit_bodies(&store),
+            [
+                (7, debug_body(&KeyChange::DekPromoted { term: new })),
+                (7, debug_body(&KeyChange::DekRetired { term: old })),
+            ]
+        );
+        return;
+    }
+    panic!("no sync fault stopped a rotation between its new DEK and its promotion");
+}
