@@ -283,3 +283,24 @@ fn a_session_a_refused_part3_ends_is_audited() {
         [("refresh".to_owned(), "wallet_not_active".to_owned())]
     );
 }
+
+/// A part 3 whose commit was durable though its caller was told it failed
+/// is answered again on its retry from the stored result: the key package
+/// was stored once, and is logged once.
+#[test]
+fn a_part3_retry_after_an_ambiguous_commit_logs_its_key_package_once() {
+    let mut c = Cluster::unkeyed(308, 2, 3, &["w"]);
+    let p = dkg::proposal(&c, "w", 1);
+    let r1 = dkg::part1(&mut c, &p);
+    let inbox = dkg::part2(&mut c, &p, &r1);
+    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    dkg::finish_at(&c, &p, &inbox, 1).unwrap_err();
+    dkg::finish_at(&c, &p, &inbox, 1).unwrap();
+    dkg::finish_at(&c, &p, &inbox, 1).unwrap();
+    let stored = c
+        .audit_events(1)
+        .into_iter()
+        .filter(|e| matches!(e, AuditEvent::DkgKeyStored { .. }))
+        .count();
+    assert_eq!(stored, 1);
+}
