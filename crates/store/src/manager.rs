@@ -279,6 +279,7 @@ impl Inner {
                 h.last_failure = Some(e.recovery());
             }
         }
+        crate::metrics::key_manager_failing(h.consecutive_failures);
     }
 }
 

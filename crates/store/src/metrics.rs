@@ -49,6 +49,7 @@ struct StoreMetrics {
     provider_calls: Family<ProviderLabels, Counter>,
     provider_seconds: ProviderLatency,
     audit_head: Gauge,
+    key_manager_failing: Gauge,
 }
 
 /// Commit latency buckets from 0.1 ms to about 3.3 s: a group commit on
@@ -87,6 +88,7 @@ static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
         provider_calls: Family::default(),
         provider_seconds: ProviderLatency::new_with_constructor(provider_histogram),
         audit_head: Gauge::default(),
+        key_manager_failing: Gauge::default(),
     }
 });
 
@@ -129,6 +131,20 @@ pub fn register(registry: &mut Registry) {
          refused as a broken log)",
         m.audit_head.clone(),
     );
+    registry.register(
+        "store_key_manager_failing_ticks",
+        "Consecutive key-manager ticks that failed (its provider, or a key \
+         change that could not commit, such as with a broken audit log); 0 \
+         after a tick that succeeds",
+        m.key_manager_failing.clone(),
+    );
+}
+
+/// Records the key manager's consecutive failing ticks after a tick.
+pub(crate) fn key_manager_failing(ticks: u64) {
+    METRICS
+        .key_manager_failing
+        .set(i64::try_from(ticks).unwrap_or(i64::MAX));
 }
 
 /// Records the audit log's head after an open or a commit. A gauge, not a
