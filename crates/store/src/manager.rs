@@ -58,7 +58,10 @@ pub struct ProviderHealth {
     pub markers_purged: u64,
 }
 
-/// A change the key manager made to the store's keys on its own tick.
+/// A change a rotation committed to the store's keys: the key manager's
+/// on its own tick, or an audited rotation's
+/// ([`EncryptedStore::rotate_dek_audited`],
+/// [`EncryptedStore::rotate_kek_audited`], [`Store::retire_deleted`]).
 ///
 /// Exhaustive on purpose: every [`KeyChangeAudit`] must say what a new
 /// kind of change writes to the log, or the change goes unlogged.
@@ -81,13 +84,15 @@ pub enum KeyChange {
         /// The current DEK.
         dek_term: DekTerm,
     },
-    /// A DEK rotation a crash interrupted was resumed: `term` is current.
+    /// A new DEK was promoted: `term` is current (by a rotation, or the
+    /// key manager resuming one a crash interrupted).
     DekPromoted {
         /// The DEK promoted.
         term: DekTerm,
     },
-    /// A DEK rotation a crash interrupted was finished: `term`, which no
-    /// record names any more, is retired.
+    /// An old DEK, which no record names any more, was retired: `term`
+    /// (by a rotation, or the key manager finishing one a crash
+    /// interrupted).
     DekRetired {
         /// The DEK retired.
         term: DekTerm,
