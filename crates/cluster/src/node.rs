@@ -228,7 +228,11 @@ impl Node {
             store,
             signer,
         } = engine;
-        let manager = KeyManager::start(store.clone(), key_manager);
+        let manager = KeyManager::start(
+            store.clone(),
+            key_manager,
+            Arc::new(thresig_engine::audit::KeyManagerAudit::default()),
+        );
         let handler = Arc::new(EngineHandler::new(signer, node.identities()));
         Ok(Self {
             member: node.member,

@@ -80,6 +80,8 @@ pub use config::{
 pub use engine::EngineHandler;
 pub use error::{ConfigProblem, Error, InvalidId, RpcCode};
 pub use ids::{ClusterName, Seat};
-pub use metrics::{LifecycleInFlight, record_signature, record_signing_failure};
+pub use metrics::{
+    CulpritReason, LifecycleInFlight, record_culprits, record_signature, record_signing_failure,
+};
 pub use server::{Listeners, READINESS_SERVICE, run_until_signal, serve};
 pub use tls::{TlsPins, certificate_key_fingerprint, key_fingerprint};

@@ -181,6 +181,69 @@ pub fn record_signing_failure(retryable: bool) {
         .inc();
 }
 
+/// Why a coordinator named a member a culprit: the label of
+/// `thresig_culprits_named_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CulpritReason {
+    /// A signature share that did not decode or verify (ROAST's culprit).
+    InvalidShare,
+}
+
+impl CulpritReason {
+    /// Every reason, so that each series exists at 0 from the start.
+    const ALL: [Self; 1] = [Self::InvalidShare];
+
+    /// The label value.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidShare => "invalid_share",
+        }
+    }
+}
+
+/// The label of a culprit series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CulpritLabels {
+    /// See [`CulpritReason`].
+    reason: &'static str,
+}
+
+/// The culprits this member's coordinator named and the blame proofs it
+/// wrote, reported by `thresig sign` to its own signer like the
+/// signatures ([`COORDINATED`]). Every reason exists at 0 from the start,
+/// so that `ThresigCulpritNamed` sees the first one.
+struct Culprits {
+    named: Family<CulpritLabels, Counter>,
+    proofs: Counter,
+}
+
+static CULPRITS: std::sync::LazyLock<Culprits> = std::sync::LazyLock::new(|| {
+    let named = Family::<CulpritLabels, Counter>::default();
+    for reason in CulpritReason::ALL {
+        let _ = named.get_or_create(&CulpritLabels {
+            reason: reason.as_str(),
+        });
+    }
+    Culprits {
+        named,
+        proofs: Counter::default(),
+    }
+});
+
+/// Records `named` culprits this member's coordinator named for `reason`
+/// in one run, and the `proofs` blame-proof files it wrote for them.
+pub fn record_culprits(reason: CulpritReason, named: u64, proofs: u64) {
+    CULPRITS
+        .named
+        .get_or_create(&CulpritLabels {
+            reason: reason.as_str(),
+        })
+        .inc_by(named);
+    CULPRITS.proofs.inc_by(proofs);
+}
+
 /// Shares this process handed out, process-wide like [`COORDINATED`].
 static SHARES_RELEASED: std::sync::LazyLock<Counter> = std::sync::LazyLock::new(Counter::default);
 
@@ -331,6 +394,19 @@ impl Metrics {
              by recovery (retryable: members silent or refusing for now; terminal: \
              refusals for good or too many culprits)",
             COORDINATED.failed.clone(),
+        );
+        registry.register(
+            "culprits_named",
+            "Members this member's coordinator named culprits, by reason \
+             (invalid_share: a signature share that did not verify), reported \
+             by `thresig sign` to its own signer",
+            CULPRITS.named.clone(),
+        );
+        registry.register(
+            "blame_proofs_written",
+            "Blame-proof files (culprit-<seat>.proof.json) this member's \
+             coordinator wrote",
+            CULPRITS.proofs.clone(),
         );
         thresig_store::metrics::register(&mut registry);
         Self {
@@ -639,6 +715,20 @@ mod tests {
         assert!(waited <= elapsed, "waited {waited} s in {elapsed} s");
     }
 
+    /// The culprits and proofs `thresig sign` reports show in the next
+    /// scrape (no other test in this crate reports any, so they move by
+    /// exactly the report).
+    #[test]
+    fn a_scrape_counts_the_culprits_and_proofs_reported() {
+        let metrics = Metrics::new();
+        let named = r#"thresig_culprits_named_total{reason="invalid_share"}"#;
+        let proofs = "thresig_blame_proofs_written_total";
+        let before: (u64, u64) = (scraped(&metrics, named), scraped(&metrics, proofs));
+        record_culprits(CulpritReason::InvalidShare, 2, 1);
+        assert_eq!(scraped::<u64>(&metrics, named), before.0 + 2);
+        assert_eq!(scraped::<u64>(&metrics, proofs), before.1 + 1);
+    }
+
     /// A lifecycle read that fails leaves the gauge at what the last read
     /// saw: a store that cannot be read must not look like a DKG that
     /// finished, which would end a `ThresigLifecycleStuck` alert.
@@ -686,6 +776,7 @@ mod tests {
             r#"thresig_signatures_failed_total{recovery="terminal"}"#,
             r#"thresig_store_witness_writes_total{outcome="ok"}"#,
             r#"thresig_store_witness_writes_total{outcome="failed"}"#,
+            r#"thresig_culprits_named_total{reason="invalid_share"}"#,
         ] {
             assert!(value(series).is_some(), "{series} in {text}");
         }
@@ -956,6 +1047,73 @@ mod listing {
             }
         }
         assert!(checked > 0);
+    }
+
+    /// The rule named `alert` in alerts.yml: its lines up to the next rule.
+    fn alert_rule(alert: &str) -> String {
+        let alerts = docs("grafana/alerts.yml");
+        let mut lines = alerts
+            .lines()
+            .skip_while(|l| !l.ends_with(&format!("alert: {alert}")));
+        let first = lines.next().map(str::to_owned);
+        let rest = lines.take_while(|l| !l.contains("- alert:"));
+        first
+            .into_iter()
+            .chain(rest.map(str::to_owned))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The audit head's "stuck" alert watches the code a broken log gives
+    /// round-2 requests, not the shares released: a retry answered from
+    /// its marker counts as shares again but appends nothing, so shares
+    /// growing under a still head is normal.
+    #[test]
+    fn the_stuck_audit_head_alert_watches_the_broken_log_code_not_replays() {
+        let broken = thresig_engine::Error::Store {
+            wallet: thresig_engine::WalletId::new("w".to_owned()).unwrap(),
+            source: thresig_store::Error::AuditBroken {
+                seq: thresig_store::AuditSeq(3),
+                problem: thresig_store::AuditBreak::HashMismatch,
+            },
+        };
+        let code = crate::ErrorCode::from(broken.code());
+        let rule = alert_rule("ThresigAuditHeadStuck");
+        assert!(!rule.contains("shares_released"), "{rule}");
+        assert!(
+            rule.contains(&format!("outcome=\"{}\"", code.as_str())),
+            "{rule}"
+        );
+    }
+
+    /// Every alert the audit-and-blame rows of docs/metrics.md name is a
+    /// rule of alerts.yml, and each of those rows names one.
+    #[test]
+    fn the_audit_and_blame_rows_name_rules_that_exist() {
+        let metrics = docs("metrics.md");
+        let rows: Vec<&str> = metrics
+            .lines()
+            .skip_while(|l| !l.starts_with("## Audit log and blame"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("## "))
+            .filter(|l| l.starts_with("| `thresig_"))
+            .collect();
+        assert!(rows.len() >= 3, "{rows:?}");
+        for row in rows {
+            let named: Vec<&str> = row
+                .split("(`")
+                .skip(1)
+                .filter_map(|s| s.split('`').next())
+                .filter(|s| s.starts_with("Thresig"))
+                .collect();
+            assert!(!named.is_empty(), "{row} names no rule");
+            for alert in named {
+                assert!(
+                    alert_rule(alert).contains("expr:"),
+                    "{alert} is not in alerts.yml"
+                );
+            }
+        }
     }
 
     /// The code docs/metrics.md and alerts.yml say members' requests get

@@ -20,7 +20,10 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use thresig_store::{AuditEntry, AuditHash, AuditSeq, Timestamp, WalletId, WriteOp, entry_hash};
+use thresig_store::{
+    AuditEntry, AuditHash, AuditSeq, KeyChange, KeyChangeAudit, Timestamp, WalletId, WriteOp,
+    entry_hash,
+};
 
 use crate::config::IdentityKey;
 use crate::dkg_msg::{identity_sign, signed_by};
@@ -48,6 +51,18 @@ pub const EXPORT_PAGE_BYTES: usize = 8 << 20;
 /// a cut-off later than now less this is refused, so a mistyped date in
 /// the future cannot empty the log down to its last entry.
 pub const MIN_RETENTION_MS: u64 = 24 * 3600 * 1000;
+
+/// How many `dkg_failed` and `dkg_abandoned` entries (the endings written
+/// alone, outside any unit: failed, cancelled, expired) one coordinator's
+/// sessions of one wallet may write per [`DKG_ENDINGS_WINDOW`]. Any member
+/// may start a DKG or refresh and end it at once; without a budget it could
+/// fill the disk with fsynced entries the prune keeps for a day.
+pub const DKG_ENDINGS_LOGGED: u32 = 4;
+
+/// The window of [`DKG_ENDINGS_LOGGED`]: the endings past the budget are
+/// counted, and one `dkg_endings_unlogged` entry per window records how
+/// many there were.
+pub const DKG_ENDINGS_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The domain tag of a checkpoint signature.
 const CHECKPOINT_DOMAIN: &[u8] = b"thresig/audit-checkpoint/v1\0";
@@ -100,6 +115,49 @@ pub enum AuditEvent {
         /// The wallet's output key (hex, x-only).
         output_key: String,
     },
+    /// A DKG's or a refresh's part 3 stored this member's new key package
+    /// with its result, before any confirmation: the share exists from
+    /// here on, whether or not the wallet ever activates it.
+    DkgKeyStored {
+        /// The wallet.
+        wallet: WalletId,
+        /// The DKG session (hex).
+        session: String,
+        /// `dkg` (a fresh key) or `refresh` (new shares of the same key).
+        dkg_kind: String,
+        /// The wallet epoch of the stored key package.
+        epoch: u64,
+        /// The wallet's output key the result computes (hex, x-only).
+        output_key: String,
+    },
+    /// A DKG or refresh session this member ran failed one of its checks
+    /// and stopped: nothing of it is stored.
+    DkgFailed {
+        /// The wallet.
+        wallet: WalletId,
+        /// The DKG session (hex).
+        session: String,
+        /// `dkg` or `refresh`.
+        dkg_kind: String,
+        /// The seat the failure accuses, none for a relay fault.
+        accused: Option<u16>,
+        /// Which check failed (`echo_mismatch`, `invalid_package`, ...).
+        fault: String,
+    },
+    /// A DKG or refresh session this member ran was given up before it
+    /// stored a result.
+    DkgAbandoned {
+        /// The wallet.
+        wallet: WalletId,
+        /// The DKG session (hex).
+        session: String,
+        /// `dkg` or `refresh`.
+        dkg_kind: String,
+        /// `cancelled` (its coordinator cancelled it), `expired` (its
+        /// lifetime passed before its part 3) or `vetoed` (this member
+        /// signed its veto of a refresh it holds no result of).
+        how: String,
+    },
     /// This member's share of a wallet was repaired.
     Repaired {
         /// The wallet.
@@ -148,6 +206,51 @@ pub enum AuditEvent {
         command: String,
         /// The current DEK term afterwards.
         dek_term: u64,
+    },
+    /// The store's key manager changed the store's keys on its own tick
+    /// (no operator command): in the store unit of the change.
+    KeyManager {
+        /// `rotate_kek` (every DEK rewrapped under the provider's new KEK,
+        /// the older wraps dropped), `promote_dek` or `retire_dek` (a DEK
+        /// rotation a crash interrupted, finished).
+        action: String,
+        /// The DEK term promoted or retired; the current one for
+        /// `rotate_kek`.
+        dek_term: u64,
+        /// The KEK id every DEK is now wrapped under (`rotate_kek` only).
+        kek: Option<String>,
+    },
+    /// One coordinator's DKG or refresh sessions of a wallet ended more
+    /// often than [`DKG_ENDINGS_LOGGED`] in a [`DKG_ENDINGS_WINDOW`]: the
+    /// endings past the budget were counted, not logged one by one.
+    DkgEndingsUnlogged {
+        /// The wallet.
+        wallet: WalletId,
+        /// The seat of the member that coordinated the sessions.
+        coordinator: Option<u16>,
+        /// How many endings went without their own entry.
+        count: u64,
+        /// When the window began (milliseconds since the epoch).
+        since_ms: u64,
+    },
+    /// One key change of a rotation an operator's command or the signer
+    /// itself ran (not the key manager's tick), in the store unit of the
+    /// change: a rotation commits no step without its entry.
+    KeyStep {
+        /// `rotate_dek`, `rotate_kek` (`thresig keys` or the FFI's
+        /// `keys_rotate_*`), `retire` (the DEK rotation after a wallet's
+        /// retire) or `retire_deleted` (the signer's own rotation after a
+        /// refresh deleted the old share).
+        command: String,
+        /// `add_kek` (every DEK wrapped under the provider's new KEK too),
+        /// `rotate_kek` (the older wraps dropped), `promote_dek` or
+        /// `retire_dek`.
+        action: String,
+        /// The DEK term promoted or retired; the current one for the KEK
+        /// steps.
+        dek_term: u64,
+        /// The KEK id of a KEK step.
+        kek: Option<String>,
     },
     /// Entries written before `before_ms` were pruned; the checkpoint that
     /// follows signs the pruned head.
@@ -256,6 +359,69 @@ pub fn append_op(at: Timestamp, event: &AuditEvent) -> WriteOp {
     }
 }
 
+/// The entries of the store's key manager: the `key_manager` event of
+/// each change it makes on its own tick, appended by the store in the
+/// change's unit.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct KeyManagerAudit;
+
+impl KeyChangeAudit for KeyManagerAudit {
+    fn body(&self, change: &KeyChange) -> Vec<u8> {
+        let (action, dek_term, kek) = change_fields(change);
+        AuditEvent::KeyManager {
+            action: action.to_owned(),
+            dek_term,
+            kek,
+        }
+        .encode()
+    }
+}
+
+/// The action, DEK term and KEK id an entry names for `change`.
+fn change_fields(change: &KeyChange) -> (&'static str, u64, Option<String>) {
+    match change {
+        KeyChange::KekAdded { kek, dek_term } => {
+            ("add_kek", dek_term.0, Some(kek.as_str().to_owned()))
+        }
+        KeyChange::KekRotated { kek, dek_term } => {
+            ("rotate_kek", dek_term.0, Some(kek.as_str().to_owned()))
+        }
+        KeyChange::DekPromoted { term } => ("promote_dek", term.0, None),
+        KeyChange::DekRetired { term } => ("retire_dek", term.0, None),
+    }
+}
+
+/// The entries of a rotation run by an operator's command or by the
+/// signer itself: the `key_step` event of each key change, naming the
+/// `command` that ran it, appended by the store in the change's unit.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyStepAudit {
+    command: &'static str,
+}
+
+impl KeyStepAudit {
+    /// The entries of `command`'s rotation (`rotate_dek`, `rotate_kek`,
+    /// `retire`, `retire_deleted`: see [`AuditEvent::KeyStep`]).
+    #[must_use]
+    pub fn new(command: &'static str) -> Self {
+        Self { command }
+    }
+}
+
+impl KeyChangeAudit for KeyStepAudit {
+    fn body(&self, change: &KeyChange) -> Vec<u8> {
+        let (action, dek_term, kek) = change_fields(change);
+        AuditEvent::KeyStep {
+            command: self.command.to_owned(),
+            action: action.to_owned(),
+            dek_term,
+            kek,
+        }
+        .encode()
+    }
+}
+
 /// SHA-256 of a signed message, as a share-release entry lists it.
 pub(crate) fn message_digest(message: &[u8]) -> String {
     hex::encode(Sha256::digest(message))
@@ -272,6 +438,15 @@ pub enum AuditError {
     /// the checkpoint that signs it (a burst of share releases).
     #[error("new audit entries kept landing before the checkpoint; run the command again")]
     Busy,
+    /// An entry could not be encoded as its export line: nothing of its
+    /// page is printed, never an empty line in its place.
+    #[error(
+        "audit entry {seq} could not be encoded as an export line (a bug: its event is not plain JSON); nothing of its page was printed; run `thresig audit verify` and report the entry"
+    )]
+    Unencodable {
+        /// The entry's sequence.
+        seq: AuditSeq,
+    },
     /// A prune's cut-off is within the last day the log always keeps.
     #[error(
         "the prune's cut-off ({} ms since the epoch) is later than {} (now less a day): the last day of the log is always kept; give an earlier date",
@@ -293,6 +468,7 @@ impl AuditError {
         match self {
             Self::Store(e) => e.code(),
             Self::Busy => "audit_busy",
+            Self::Unencodable { .. } => "internal",
             Self::PruneTooRecent { .. } => "audit_prune_too_recent",
         }
     }
@@ -303,7 +479,9 @@ impl AuditError {
         match self {
             Self::Store(e) => e.recovery(),
             Self::Busy => thresig_store::Recovery::Retryable,
-            Self::PruneTooRecent { .. } => thresig_store::Recovery::Terminal,
+            Self::Unencodable { .. } | Self::PruneTooRecent { .. } => {
+                thresig_store::Recovery::Terminal
+            }
         }
     }
 }
@@ -335,6 +513,45 @@ impl ExportLine {
             at_ms: entry.at.0,
             entry: serde_json::from_slice(&entry.body).unwrap_or(Value::Null),
         }
+    }
+}
+
+/// One page of an export, as the signer measured it against
+/// [`EXPORT_PAGE`] and [`EXPORT_PAGE_BYTES`]: its lines already encoded,
+/// so what is printed is what was measured, encoded once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportPage {
+    /// Where the page starts: the sequence its first line was asked from.
+    pub from: AuditSeq,
+    /// The page's [`ExportLine`]s as JSON, each followed by a newline.
+    pub text: String,
+    /// How many lines `text` holds.
+    pub lines: usize,
+    /// Where the next page starts; none after the last.
+    pub next: Option<AuditSeq>,
+}
+
+impl ExportPage {
+    /// The page's lines, decoded again (for a caller that holds a whole
+    /// export in memory).
+    ///
+    /// # Errors
+    /// [`AuditError::Unencodable`] naming the first line that does not
+    /// decode (the signer encoded every one, so none fails).
+    pub fn decode(&self) -> Result<Vec<ExportLine>, AuditError> {
+        // The entry after the last decoded one; the page's start for its
+        // first line.
+        let mut seq = self.from;
+        self.text
+            .lines()
+            .map(|line| {
+                let decoded: ExportLine =
+                    serde_json::from_str(line).map_err(|_| AuditError::Unencodable { seq })?;
+                seq = AuditSeq(decoded.seq.saturating_add(1));
+                Ok(decoded)
+            })
+            .collect()
     }
 }
 
@@ -473,5 +690,26 @@ pub fn verify_export(
             })
         }
         _ => Err(fail(*last, ExportBreak::Unsigned)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page whose first line does not decode names the entry the page
+    /// started at, not the one after the previous page's.
+    #[test]
+    fn a_page_names_its_first_line_that_does_not_decode() {
+        let page = ExportPage {
+            from: AuditSeq(7),
+            text: "not json\n".to_owned(),
+            lines: 1,
+            next: None,
+        };
+        assert!(matches!(
+            page.decode(),
+            Err(AuditError::Unencodable { seq: AuditSeq(7) })
+        ));
     }
 }

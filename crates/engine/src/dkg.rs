@@ -14,6 +14,9 @@
 //! the accused seats and stops the session.
 
 mod abandon;
+mod audit;
+
+pub(crate) use audit::EndingBudget;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -143,11 +146,31 @@ impl DkgSession {
     }
 }
 
-/// Drops the wallet's DKG session if it expired; its secret package and
-/// HPKE key are zeroized on drop (frost's and x25519-dalek's own `Drop`).
-pub(crate) fn expire(shard: &mut Shard, now: Timestamp) {
-    if shard.dkg.as_ref().is_some_and(|s| !s.live(now)) {
-        shard.dkg = None;
+impl<S: Store> Signer<S> {
+    /// Drops the wallet's DKG session if it expired, and logs that it
+    /// did; its secret package and HPKE key are zeroized on drop (frost's
+    /// and x25519-dalek's own `Drop`).
+    pub(crate) fn expire_dkg(&self, now: Timestamp, slot: &Slot, shard: &mut Shard) {
+        if shard.dkg.as_ref().is_some_and(|s| !s.live(now))
+            && let Some(gone) = shard.dkg.take()
+        {
+            self.audit_dkg_dropped(now, &slot.config.id, &gone, "expired");
+        }
+    }
+
+    /// The kind of the wallet's DKG `session` if it is running, for the
+    /// audit entry of its failure (the failure takes the session away).
+    pub(crate) fn running_kind(
+        &self,
+        member: &Member<'_>,
+        session: DkgSessionId,
+    ) -> Option<DkgKind> {
+        let shard = lock(&self.store, member.slot()).ok()?;
+        shard
+            .dkg
+            .as_ref()
+            .filter(|s| s.id == session)
+            .map(|s| s.kind.clone())
     }
 }
 
@@ -252,7 +275,7 @@ impl<S: Store> Signer<S> {
                 }
             }
         }
-        expire(&mut shard, now);
+        self.expire_dkg(now, slot, &mut shard);
         let round1 = |package: &[u8], hpke_key: &[u8]| {
             SignedDkgMessage::sign(
                 &self.identity,
@@ -346,7 +369,7 @@ impl<S: Store> Signer<S> {
         let (slot, from) = (member.slot(), member.from());
         let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
-        expire(&mut shard, now);
+        self.expire_dkg(now, slot, &mut shard);
         coordinated_by(&shard, slot, session, from)?;
         let request = request_hash(ROUND2_DOMAIN, round1)?;
         if let Some(DkgSession {
@@ -483,7 +506,7 @@ impl<S: Store> Signer<S> {
         let (slot, from) = (member.slot(), member.from());
         let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
-        expire(&mut shard, now);
+        self.expire_dkg(now, slot, &mut shard);
         coordinated_by(&shard, slot, session, from)?;
         let request = request_hash(FINISH_DOMAIN, round2)?;
         match shard.dkg.take() {
@@ -505,7 +528,7 @@ impl<S: Store> Signer<S> {
                     (state, &hpke, echo),
                 )?;
                 let hold = (coordinator, kind, expires);
-                self.commit_result(slot, &mut shard, session, result, request, hold)
+                self.commit_result(now, slot, &mut shard, (session, request), result, hold)
             }
             Some(DkgSession {
                 id,
@@ -522,7 +545,7 @@ impl<S: Store> Signer<S> {
                 // retry too, which is this member's release.
                 still_active(slot, &shard.state, &kind)?;
                 let hold = (coordinator, kind, expires);
-                self.commit_result(slot, &mut shard, session, *result, request, hold)
+                self.commit_result(now, slot, &mut shard, (session, request), *result, hold)
             }
             other => {
                 shard.dkg = other;
@@ -554,7 +577,7 @@ impl<S: Store> Signer<S> {
     ) -> Result<Vec<SignedDkgMessage>, Error> {
         let wallet = &slot.config.id;
         let mut shard = lock(&self.store, slot)?;
-        expire(&mut shard, now);
+        self.expire_dkg(now, slot, &mut shard);
         self.adopt_durable(slot, &mut shard)?;
         if let Some(running) = shard.dkg.as_ref().filter(|d| d.refresh() == Some(session)) {
             return Err(busy(slot, running));
@@ -682,15 +705,17 @@ impl<S: Store> Signer<S> {
     /// retry.
     fn commit_result(
         &self,
+        now: Timestamp,
         slot: &Slot,
         shard: &mut Shard,
-        session: DkgSessionId,
+        (session, request): (DkgSessionId, [u8; 32]),
         result: Confirming,
-        request: [u8; 32],
         (coordinator, kind, expires): (CoordinatorId, DkgKind, Timestamp),
     ) -> Result<SignedDkgMessage, Error> {
         let wallet = &slot.config.id;
-        let ops = pending_ops(wallet, &result)?;
+        let mut ops = pending_ops(wallet, &result)?;
+        // The share exists from this commit on, confirmed or not.
+        ops.push(audit::key_stored_op(now, wallet, &result));
         let outcome = match self.store.write(ops) {
             Ok(outcome) => outcome,
             Err(source) => {
@@ -889,6 +914,7 @@ impl<S: Store> Signer<S> {
     /// changes).
     pub(crate) fn dkg_cancel(
         &self,
+        now: Timestamp,
         member: &Member<'_>,
         session: DkgSessionId,
     ) -> Result<bool, Error> {
@@ -899,8 +925,8 @@ impl<S: Store> Signer<S> {
         let in_progress = shard.dkg.as_ref().is_some_and(|s| {
             s.id == session && matches!(s.phase, Phase::Round1 { .. } | Phase::Round2 { .. })
         });
-        if in_progress {
-            shard.dkg = None;
+        if in_progress && let Some(gone) = shard.dkg.take() {
+            self.audit_dkg_dropped(now, &slot.config.id, &gone, "cancelled");
         }
         Ok(in_progress)
     }

@@ -329,6 +329,26 @@ pub enum DkgFault {
     ConfirmationMismatch,
 }
 
+impl DkgFault {
+    /// A stable snake-case name, as the audit log records the fault.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BadSignature => "bad_signature",
+            Self::EchoMismatch => "echo_mismatch",
+            Self::BadSeal => "bad_seal",
+            Self::WrongRecipient => "wrong_recipient",
+            Self::InvalidPackage => "invalid_package",
+            Self::WrongPackageLength => "wrong_package_length",
+            Self::DuplicateSender => "duplicate_sender",
+            Self::MissingSender => "missing_sender",
+            Self::OwnMessageEchoed => "own_message_echoed",
+            Self::UnexpectedPayload => "unexpected_payload",
+            Self::ConfirmationMismatch => "confirmation_mismatch",
+        }
+    }
+}
+
 /// Which repair check failed (the accused member is named beside it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -39,24 +39,14 @@ fn release_two(c: &mut Cluster) {
     }
 }
 
-fn events(c: &Cluster, s: u16) -> Vec<AuditEvent> {
-    c.member(s)
-        .store()
-        .inner
-        .audit(AuditSeq(1), 1_000)
-        .unwrap()
-        .iter()
-        .map(|e| serde_json::from_slice(&e.body).unwrap())
-        .collect()
-}
-
 #[test]
 fn every_released_share_has_its_entry() {
     let mut c = cluster(1);
     let comms = commitments(&mut c, 2);
     let req = c.request("w1", &comms, &[D1, D2]);
     c.round2(1, &req).unwrap();
-    let released: Vec<_> = events(&c, 1)
+    let released: Vec<_> = c
+        .audit_events(1)
         .into_iter()
         .filter_map(|e| match e {
             AuditEvent::ShareReleased {
@@ -88,7 +78,7 @@ fn every_released_share_has_its_entry() {
     );
     // A replay returns the stored shares and writes no second entry.
     c.round2(1, &req).unwrap();
-    assert_eq!(events(&c, 1).len(), 1);
+    assert_eq!(c.audit_events(1).len(), 1);
     c.member(1).store().inner.audit_verify().unwrap();
 }
 
@@ -125,11 +115,11 @@ fn a_lost_commit_leaves_neither_marker_nor_entry() {
     c.member(1).store().fail_next_commit(Fault::Lost);
     c.round2(1, &req).unwrap_err();
     assert!(c.member(1).marker("w1", &comms[&1][0]).is_none());
-    assert!(events(&c, 1).is_empty());
+    assert!(c.audit_events(1).is_empty());
     // The identical retry commits both together.
     c.round2(1, &req).unwrap();
     assert!(c.member(1).marker("w1", &comms[&1][0]).is_some());
-    assert_eq!(events(&c, 1).len(), 1);
+    assert_eq!(c.audit_events(1).len(), 1);
 }
 
 #[test]
@@ -181,7 +171,8 @@ fn prune_is_audited_and_keeps_the_export_verifiable() {
     let store = &c.member(1).store().inner;
     let report = store.audit_verify().unwrap();
     assert_eq!(report.head.first, AuditSeq(2));
-    let kinds: Vec<_> = events(&c, 1)
+    let kinds: Vec<_> = c
+        .audit_events(1)
         .into_iter()
         .map(|e| match e {
             AuditEvent::ShareReleased { .. } => "share",
@@ -218,16 +209,21 @@ fn a_dkg_activation_and_operator_steps_are_audited() {
         expires_in_secs: 60,
     };
     c.member(1).signer().0.operate(c.now, &approve).unwrap();
-    let events = events(&c, 1);
+    let events = c.audit_events(1);
+    let output = hex::encode(key.output_key().to_bytes());
+    // Part 3 stored the key package before any confirmation; the
+    // activation came with the last one.
     assert!(
         matches!(
-            &events[0],
-            AuditEvent::DkgActivated { wallet, output_key, .. }
-                if *wallet == wid("w") && *output_key == hex::encode(key.output_key().to_bytes())
+            &events[..2],
+            [
+                AuditEvent::DkgKeyStored { wallet, output_key: stored, .. },
+                AuditEvent::DkgActivated { output_key, .. },
+            ] if *wallet == wid("w") && *stored == output && *output_key == output
         ),
         "{events:?}"
     );
-    let steps: Vec<_> = events[1..]
+    let steps: Vec<_> = events[2..]
         .iter()
         .map(|e| match e {
             AuditEvent::Operator {
@@ -324,7 +320,7 @@ fn an_export_cut_at_an_older_checkpoint_cannot_pass_as_fresh() {
 
 /// The operator steps and whether each changed the wallet, as logged.
 fn operator_steps(c: &Cluster, s: u16) -> Vec<(String, bool)> {
-    events(c, s)
+    c.audit_events(s)
         .into_iter()
         .filter_map(|e| match e {
             AuditEvent::Operator {
@@ -378,7 +374,7 @@ fn a_committed_operator_step_always_has_its_entry() {
 
 /// The kinds of seat `s`'s entries, in order.
 fn kinds(c: &Cluster, s: u16) -> Vec<&'static str> {
-    events(c, s)
+    c.audit_events(s)
         .into_iter()
         .map(|e| match e {
             AuditEvent::ShareReleased { .. } => "share",
@@ -438,11 +434,13 @@ fn a_long_export_comes_in_bounded_pages_that_verify_together() {
     let mut pages = 0;
     let mut from = Some(AuditSeq(1));
     while let Some(at) = from {
-        let (page, next) = signer.0.audit_export_page(at, end).unwrap();
-        assert!(page.len() <= EXPORT_PAGE, "a page of {} lines", page.len());
-        lines.extend(page);
+        let page = signer.0.audit_export_page(at, end).unwrap();
+        assert!(page.lines <= EXPORT_PAGE, "a page of {} lines", page.lines);
+        let decoded = page.decode().unwrap();
+        assert_eq!(decoded.len(), page.lines);
+        lines.extend(decoded);
         pages += 1;
-        from = next;
+        from = page.next;
     }
     assert_eq!(pages, 2);
     assert_eq!(lines.len() as u64, end.0);
@@ -455,7 +453,8 @@ fn an_open_records_each_wallets_policy_version() {
     let c = cluster(13);
     c.member(1).signer().0.audit_open(c.now).unwrap();
     let expected = c.member(1).config.wallets[0].policy.version;
-    let versions: Vec<_> = events(&c, 1)
+    let versions: Vec<_> = c
+        .audit_events(1)
         .into_iter()
         .filter_map(|e| match e {
             AuditEvent::Open {
@@ -506,7 +505,7 @@ fn a_periodic_checkpoint_costs_one_commit_however_busy_the_log() {
 
 /// Seat `s`'s refresh entries, in order.
 fn refresh_events(c: &Cluster, s: u16) -> Vec<AuditEvent> {
-    events(c, s)
+    c.audit_events(s)
         .into_iter()
         .filter(|e| {
             matches!(
@@ -584,7 +583,7 @@ fn a_refresh_discarded_on_vetoes_is_audited() {
 
 #[test]
 fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
-    use thresig_engine::audit::{EXPORT_PAGE_BYTES, ExportLine};
+    use thresig_engine::audit::EXPORT_PAGE_BYTES;
     let c = cluster(15);
     let signer = c.member(1).signer();
     // A signer with 2,000 wallets of the longest ids: each open is some
@@ -600,25 +599,27 @@ fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
         signer.0.audit_record(c.now, &open).unwrap();
     }
     let end = signer.0.audit_checkpoint(c.now).unwrap();
-    let encoded = |page: &[ExportLine]| -> usize {
-        page.iter()
-            .map(|l| serde_json::to_string(l).unwrap().len() + 1)
-            .sum()
-    };
     let mut lines = Vec::new();
     let mut pages = 0;
     let mut from = Some(AuditSeq(1));
     while let Some(at) = from {
-        let (page, next) = signer.0.audit_export_page(at, end).unwrap();
-        assert!(!page.is_empty());
+        let page = signer.0.audit_export_page(at, end).unwrap();
+        // What is printed is what was measured: the page's own text, one
+        // non-empty JSON line per entry, each the encoding of its line.
         assert!(
-            encoded(&page) <= EXPORT_PAGE_BYTES,
+            page.text.len() <= EXPORT_PAGE_BYTES,
             "a page of {} bytes",
-            encoded(&page)
+            page.text.len()
         );
-        lines.extend(page);
+        let decoded = page.decode().unwrap();
+        assert!(!decoded.is_empty());
+        assert_eq!(page.text.lines().count(), page.lines);
+        for (text, line) in page.text.lines().zip(&decoded) {
+            assert_eq!(text, serde_json::to_string(line).unwrap());
+        }
+        lines.extend(decoded);
         pages += 1;
-        from = next;
+        from = page.next;
     }
     assert!(pages > 1);
     let seqs: Vec<u64> = lines.iter().map(|l| l.seq).collect();

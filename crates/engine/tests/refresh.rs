@@ -150,6 +150,42 @@ fn a_switch_deletes_the_old_share_and_retires_its_data_key() {
     );
 }
 
+/// The retirement a switch leaves due commits each key change it makes
+/// (the new data key promoted, the old one retired) with its audit entry.
+#[test]
+fn the_retirement_of_a_deleted_shares_data_key_is_audited() {
+    use thresig_engine::audit::AuditEvent;
+    let mut c = Cluster::new(504, 2, N, &["w"], small_limits());
+    let before = c.member(1).store().inner.keyring_status().unwrap();
+    switch_all(&mut c, 1);
+    c.member(1).signer().prune(c.now).unwrap();
+    let after = c.member(1).store().inner.keyring_status().unwrap();
+    assert_ne!(after.current, before.current);
+    let steps: Vec<(String, String, u64)> = c
+        .audit_events(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::KeyStep {
+                command,
+                action,
+                dek_term,
+                ..
+            } => Some((command, action, dek_term)),
+            _ => None,
+        })
+        .collect();
+    let step = |action: &str, term: thresig_store::DekTerm| {
+        ("retire_deleted".to_owned(), action.to_owned(), term.0)
+    };
+    assert_eq!(
+        steps,
+        [
+            step("promote_dek", after.current),
+            step("retire_dek", before.current)
+        ]
+    );
+}
+
 #[test]
 fn a_member_restarted_before_the_switch_finishes_it_when_confirmations_arrive() {
     let mut c = Cluster::new(503, 2, N, &["w"], small_limits());

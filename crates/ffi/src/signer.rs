@@ -18,9 +18,10 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Txid};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use thresig_cluster::config::{NodeConfig, NodeWallet};
-use thresig_cluster::node::{Node, NodeError};
+use thresig_cluster::node::{Node, NodeError, wall_clock};
 use thresig_crypto::Seat;
 use thresig_daemon::SignerHandler as _;
+use thresig_engine::audit::KeyStepAudit;
 use thresig_engine::{OperatorCommand, Request, WalletId};
 use thresig_store::{Recovery, Timestamp};
 use thresig_tx::{
@@ -98,19 +99,13 @@ impl SignerHandle {
             "keys_status" => self.keys_status(),
             "prune" => Ok(json!({"pruned": self.node.prune_now()})),
             "operate" => self.operate(&envelope.request()?),
-            "keys_rotate_dek" => {
-                let term = self
-                    .node
-                    .store()
-                    .rotate_dek()
-                    .map_err(|e| FfiError::store(&e))?;
-                Ok(json!({"rotated_to": term.0}))
-            }
+            "keys_rotate_dek" => Ok(json!({"rotated_to": self.rotate_dek("rotate_dek")?})),
             "keys_rotate_kek" => {
+                let steps = KeyStepAudit::new("rotate_kek");
                 let kek = self
                     .node
                     .store()
-                    .rotate_kek()
+                    .rotate_kek_audited(&steps, wall_clock())
                     .map_err(|e| FfiError::store(&e))?;
                 Ok(json!({"current_kek": kek.as_str()}))
             }
@@ -219,14 +214,19 @@ impl SignerHandle {
             .map_err(|e| FfiError::engine(&e))?;
         let mut answer = to_value(&outcome)?;
         if let OperatorCommand::Retire { .. } = command {
-            let term = self
-                .node
-                .store()
-                .rotate_dek()
-                .map_err(|e| FfiError::store(&e))?;
-            answer["rotated_to"] = json!(term.0);
+            answer["rotated_to"] = json!(self.rotate_dek("retire")?);
         }
         Ok(answer)
+    }
+
+    /// Rotates the DEK for `command`, each key change committing with its
+    /// `key_step` audit entry; the new term.
+    fn rotate_dek(&self, command: &'static str) -> Result<u64, FfiError> {
+        self.node
+            .store()
+            .rotate_dek_audited(&KeyStepAudit::new(command), wall_clock())
+            .map(|term| term.0)
+            .map_err(|e| FfiError::store(&e))
     }
 
     fn keys_status(&self) -> Result<Value, FfiError> {

@@ -88,3 +88,38 @@ fn operator_commands_reach_the_engine_and_a_refused_one_changes_nothing() {
     assert_eq!(unknown["error"]["code"], "invalid_request", "{unknown}");
     assert_eq!(status(member), before);
 }
+
+/// The `key_step` entries (command, action) in the audit log of the member
+/// configured at `config`, read once its handle is closed.
+fn key_steps(config: &std::path::Path) -> Vec<(String, String)> {
+    use thresig_engine::audit::AuditEvent;
+    use thresig_store::Store as _;
+    let engine = thresig_cluster::node::LocalEngine::open_unrecorded(config).unwrap();
+    engine
+        .store
+        .audit(thresig_store::AuditSeq(1), 1_000)
+        .unwrap()
+        .iter()
+        .filter_map(|e| match serde_json::from_slice(&e.body).unwrap() {
+            AuditEvent::KeyStep {
+                command, action, ..
+            } => Some((command, action)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_dek_rotation_through_the_handle_logs_each_key_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    let member = Member::open(&configs[0]);
+    let rotated = member.ok("keys_rotate_dek", json!({}));
+    assert!(rotated["rotated_to"].as_u64().is_some(), "{rotated}");
+    drop(member);
+    let step = |action: &str| ("rotate_dek".to_owned(), action.to_owned());
+    assert_eq!(
+        key_steps(&configs[0]),
+        [step("promote_dek"), step("retire_dek")]
+    );
+}

@@ -103,7 +103,9 @@ pub use ids::{
     AuditSeq, CommitmentHash, DekTerm, DkgSessionId, InvalidId, InvalidWalletId, KeyEpoch,
     MetaName, PackageHash, PolicyKey, RecordEpoch, Timestamp, WalletId,
 };
-pub use manager::{KeyManager, KeyManagerOptions, ProviderHealth};
+#[cfg(any(test, feature = "test-util"))]
+pub use manager::DebugKeyAudit;
+pub use manager::{KeyChange, KeyChangeAudit, KeyManager, KeyManagerOptions, ProviderHealth};
 pub use ops::{Conflict, Marker, OpResult, WriteOp, WriteOutcome};
 pub use plaintext::Plaintext;
 pub use rollback::{AcceptedRollback, InvalidAcceptedRollback, RollbackPolicy, rollbacks_accepted};

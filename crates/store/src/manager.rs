@@ -13,9 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::entry::DekState;
 use crate::error::{Error, Recovery};
-use crate::ids::Timestamp;
+use crate::ids::{DekTerm, Timestamp};
 use crate::ops::WriteOp;
 use crate::provider::KekId;
+use crate::rotation::Noting;
 use crate::store::{EncryptedStore, Store};
 use crate::sync::{Arc, Mutex, lock};
 
@@ -57,6 +58,69 @@ pub struct ProviderHealth {
     pub markers_purged: u64,
 }
 
+/// A change a rotation committed to the store's keys: the key manager's
+/// on its own tick, or an audited rotation's
+/// ([`EncryptedStore::rotate_dek_audited`],
+/// [`EncryptedStore::rotate_kek_audited`], [`Store::retire_deleted`]).
+///
+/// Exhaustive on purpose: every [`KeyChangeAudit`] must say what a new
+/// kind of change writes to the log, or the change goes unlogged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyChange {
+    /// Every active DEK is wrapped under the provider's new KEK `kek` too
+    /// (the older wraps still there): from here on `kek` unwraps every
+    /// DEK; `dek_term` is the current DEK.
+    KekAdded {
+        /// The KEK that now wraps every active DEK.
+        kek: KekId,
+        /// The current DEK.
+        dek_term: DekTerm,
+    },
+    /// Every active DEK is wrapped under the provider's new KEK `kek`, and
+    /// the older wraps were dropped; `dek_term` is the current DEK.
+    KekRotated {
+        /// The KEK every DEK is wrapped under now.
+        kek: KekId,
+        /// The current DEK.
+        dek_term: DekTerm,
+    },
+    /// A new DEK was promoted: `term` is current (by a rotation, or the
+    /// key manager resuming one a crash interrupted).
+    DekPromoted {
+        /// The DEK promoted.
+        term: DekTerm,
+    },
+    /// An old DEK, which no record names any more, was retired: `term`
+    /// (by a rotation, or the key manager finishing one a crash
+    /// interrupted).
+    DekRetired {
+        /// The DEK retired.
+        term: DekTerm,
+    },
+}
+
+/// Writes the audit entry of a [`KeyChange`]: the store chains entries
+/// whose bodies it does not read, and the caller (the engine) decides what
+/// an entry says. The entry is appended in the change's own transaction,
+/// so a change is never durable without it.
+pub trait KeyChangeAudit: Send + Sync + std::fmt::Debug {
+    /// The body of the audit entry recording `change`.
+    fn body(&self, change: &KeyChange) -> Vec<u8>;
+}
+
+/// A [`KeyChangeAudit`] for tests and benchmarks of this crate: the
+/// body is the change's `Debug` text (the engine's entries are JSON).
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DebugKeyAudit;
+
+#[cfg(any(test, feature = "test-util"))]
+impl KeyChangeAudit for DebugKeyAudit {
+    fn body(&self, change: &KeyChange) -> Vec<u8> {
+        format!("{change:?}").into_bytes()
+    }
+}
+
 /// The key manager. [`KeyManager::start`] runs it on its own thread;
 /// [`KeyManager::new`] makes one that ticks only when told (tests, operator
 /// commands). Stops and joins its thread on drop, or within a deadline by
@@ -78,15 +142,22 @@ pub struct KeyManager {
 struct Inner {
     store: std::sync::Arc<EncryptedStore>,
     health: Mutex<ProviderHealth>,
+    /// Writes the audit entry of each change the manager makes.
+    audit: std::sync::Arc<dyn KeyChangeAudit>,
 }
 
 impl KeyManager {
-    /// A manager over `store` that ticks only through [`KeyManager::tick`].
-    pub fn new(store: std::sync::Arc<EncryptedStore>) -> Self {
+    /// A manager over `store` that ticks only through [`KeyManager::tick`],
+    /// logging each key change it makes with `audit`.
+    pub fn new(
+        store: std::sync::Arc<EncryptedStore>,
+        audit: std::sync::Arc<dyn KeyChangeAudit>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 health: Mutex::new(ProviderHealth::default()),
+                audit,
             }),
             poll_interval: None,
             stop: None,
@@ -96,9 +167,14 @@ impl KeyManager {
     }
 
     /// Starts a manager thread over `store`, ticking every
-    /// `options.poll_interval` with the system clock.
-    pub fn start(store: std::sync::Arc<EncryptedStore>, options: KeyManagerOptions) -> Self {
-        let mut manager = Self::new(store);
+    /// `options.poll_interval` with the system clock and logging each key
+    /// change it makes with `audit`.
+    pub fn start(
+        store: std::sync::Arc<EncryptedStore>,
+        options: KeyManagerOptions,
+        audit: std::sync::Arc<dyn KeyChangeAudit>,
+    ) -> Self {
+        let mut manager = Self::new(store, audit);
         manager.poll_interval = Some(options.poll_interval);
         let (stop, stopped) = sync_channel::<()>(1);
         let (returned, done) = sync_channel::<()>(0);
@@ -189,7 +265,11 @@ impl Drop for KeyManager {
 
 impl Inner {
     fn tick(&self, now: Timestamp) {
-        let result = tick_inner(&self.store, &self.health, now);
+        let noting = Noting {
+            audit: self.audit.as_ref(),
+            at: now,
+        };
+        let result = tick_inner(&self.store, &self.health, noting);
         let mut h = lock(&self.health);
         h.ticks += 1;
         match result {
@@ -204,14 +284,16 @@ impl Inner {
                 h.last_failure = Some(e.recovery());
             }
         }
+        crate::metrics::key_manager_failing(h.consecutive_failures);
     }
 }
 
 fn tick_inner(
     store: &EncryptedStore,
     health: &Mutex<ProviderHealth>,
-    now: Timestamp,
+    noting: Noting<'_>,
 ) -> Result<(), Error> {
+    let now = noting.at;
     // Purge first: it needs no provider, so a dead KMS does not stop it.
     if let Ok(crate::ops::WriteOutcome::Committed(results)) =
         store.write(vec![WriteOp::PurgeMarkers { now }])
@@ -231,8 +313,8 @@ fn tick_inner(
         .filter(|e| e.state == DekState::Active)
         .any(|e| !e.has_wrap(&kek) || e.wraps.len() > 1);
     if needs_rotation {
-        store.rotate_kek()?;
+        store.rotate_kek_noted(Some(noting))?;
         lock(health).kek_rotations += 1;
     }
-    store.resume_rotations()
+    store.resume_rotations_noted(Some(noting))
 }

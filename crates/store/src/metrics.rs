@@ -1,5 +1,5 @@
 //! The store's Prometheus metrics: group-commit latency and size, witness
-//! writes, and key-provider calls.
+//! writes, key-provider calls and the audit log's head.
 //!
 //! They are process-wide, like [`crate::rollbacks_accepted`] and
 //! [`crate::write_wait`]: the store opens (and calls its key provider)
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -47,6 +48,8 @@ struct StoreMetrics {
     witness_writes: Family<WitnessLabels, Counter>,
     provider_calls: Family<ProviderLabels, Counter>,
     provider_seconds: ProviderLatency,
+    audit_head: Gauge,
+    key_manager_failing: Gauge,
 }
 
 /// Commit latency buckets from 0.1 ms to about 3.3 s: a group commit on
@@ -84,6 +87,8 @@ static METRICS: LazyLock<StoreMetrics> = LazyLock::new(|| {
         witness_writes,
         provider_calls: Family::default(),
         provider_seconds: ProviderLatency::new_with_constructor(provider_histogram),
+        audit_head: Gauge::default(),
+        key_manager_failing: Gauge::default(),
     }
 });
 
@@ -119,6 +124,35 @@ pub fn register(registry: &mut Registry) {
         "Key provider call latency, by operation and outcome",
         m.provider_seconds.clone(),
     );
+    registry.register(
+        "audit_head_sequence",
+        "Sequence of the audit log's last entry, as the store last opened or \
+         committed it (alert when it goes backwards, or stops while requests are \
+         refused as a broken log)",
+        m.audit_head.clone(),
+    );
+    registry.register(
+        "store_key_manager_failing_ticks",
+        "Consecutive key-manager ticks that failed (its provider, or a key \
+         change that could not commit, such as with a broken audit log); 0 \
+         after a tick that succeeds",
+        m.key_manager_failing.clone(),
+    );
+}
+
+/// Records the key manager's consecutive failing ticks after a tick.
+pub(crate) fn key_manager_failing(ticks: u64) {
+    METRICS
+        .key_manager_failing
+        .set(i64::try_from(ticks).unwrap_or(i64::MAX));
+}
+
+/// Records the audit log's head after an open or a commit. A gauge, not a
+/// maximum: a head that moves backwards is what an alert must see.
+pub(crate) fn audit_head(seq: crate::ids::AuditSeq) {
+    METRICS
+        .audit_head
+        .set(i64::try_from(seq.0).unwrap_or(i64::MAX));
 }
 
 /// Records one group commit of `units` write units that took `elapsed`.

@@ -22,10 +22,29 @@ use rand_core::OsRng;
 use crate::entry::{DekState, RecoverySecretKey, StoredEntry};
 use crate::error::Error;
 use crate::ids::DekTerm;
+use crate::ids::Timestamp;
+use crate::manager::{KeyChange, KeyChangeAudit};
 use crate::provider::{KekId, KeyProvider};
 use crate::seal::Dek;
 use crate::store::{EncryptedStore, StoreLocation, StoreOptions, open_existing, unwrap_keyring};
-use crate::writer::AdminOp;
+use crate::writer::{AdminOp, AuditNote};
+
+/// How the key manager's own rotations are logged: each change in its own
+/// unit, at the tick's time. An operator's command passes none and logs
+/// the command itself (with its note, `thresig keys`).
+#[derive(Clone, Copy)]
+pub(crate) struct Noting<'a> {
+    pub(crate) audit: &'a dyn KeyChangeAudit,
+    pub(crate) at: Timestamp,
+}
+
+/// The audit entry of `change`, if the caller logs its changes.
+fn note(noting: Option<Noting<'_>>, change: &KeyChange) -> Option<AuditNote> {
+    noting.map(|n| AuditNote {
+        at: n.at,
+        body: n.audit.body(change),
+    })
+}
 
 /// What `keys status` shows about the keyring.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,11 +86,31 @@ impl EncryptedStore {
     /// records keep the old term in use: every other record is re-sealed,
     /// and the old term stays active until an operator resolves the wallet.
     pub fn rotate_dek(&self) -> Result<DekTerm, Error> {
+        self.rotate_dek_noted(None)
+    }
+
+    fn rotate_dek_noted(&self, noting: Option<Noting<'_>>) -> Result<DekTerm, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        let target = self.start_dek_rotation_locked()?;
+        let target = self.start_dek_rotation_locked(noting)?;
         while self.reseal_step_locked()? > 0 {}
-        self.retire_old_deks_locked()?;
+        self.retire_old_deks_locked(noting)?;
         Ok(target)
+    }
+
+    /// [`EncryptedStore::rotate_dek`] for an operator's command or the
+    /// signer: each key change it commits (the promotion, each
+    /// retirement) carries the audit entry `audit` writes for it at `at`,
+    /// in the change's own unit.
+    ///
+    /// # Errors
+    /// As [`EncryptedStore::rotate_dek`], and the store's `AuditBroken`
+    /// before any key change.
+    pub fn rotate_dek_audited(
+        &self,
+        audit: &dyn KeyChangeAudit,
+        at: Timestamp,
+    ) -> Result<DekTerm, Error> {
+        self.rotate_dek_noted(Some(Noting { audit, at }))
     }
 
     /// DEK rotation steps 1 to 3: creates a new term (or picks up the term
@@ -83,7 +122,7 @@ impl EncryptedStore {
     /// Provider errors (nothing written) and storage errors.
     pub fn start_dek_rotation(&self) -> Result<DekTerm, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        self.start_dek_rotation_locked()
+        self.start_dek_rotation_locked(None)
     }
 
     /// DEK rotation step 4: re-seals one batch of records still under an
@@ -109,10 +148,10 @@ impl EncryptedStore {
     /// be re-sealed) and storage errors.
     pub fn retire_old_deks(&self) -> Result<Vec<DekTerm>, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        self.retire_old_deks_locked()
+        self.retire_old_deks_locked(None)
     }
 
-    fn start_dek_rotation_locked(&self) -> Result<DekTerm, Error> {
+    fn start_dek_rotation_locked(&self, noting: Option<Noting<'_>>) -> Result<DekTerm, Error> {
         let target = match self.unpromoted_dek()? {
             Some(term) => term,
             None => {
@@ -126,7 +165,8 @@ impl EncryptedStore {
                 self.add_dek(DekTerm(next))?
             }
         };
-        self.admin(AdminOp::Promote { term: target })?;
+        let change = KeyChange::DekPromoted { term: target };
+        self.admin_noted(AdminOp::Promote { term: target }, note(noting, &change))?;
         Ok(target)
     }
 
@@ -156,13 +196,15 @@ impl EncryptedStore {
     /// stays retryable (re-seal first). A held term does not stop the
     /// others: every term that is clear is retired, and then the first
     /// hold is returned.
-    fn retire_old_deks_locked(&self) -> Result<Vec<DekTerm>, Error> {
+    fn retire_old_deks_locked(&self, noting: Option<Noting<'_>>) -> Result<Vec<DekTerm>, Error> {
         let current = self.read(|r| r.current_term())?;
         let mut retired = Vec::new();
         let mut held = None;
         for e in self.entries()? {
             if e.state == DekState::Active && e.term() != current {
-                match self.admin(AdminOp::RetireDek { term: e.term() }) {
+                let retire = AdminOp::RetireDek { term: e.term() };
+                let change = KeyChange::DekRetired { term: e.term() };
+                match self.admin_noted(retire, note(noting, &change)) {
                     Ok(_) => retired.push(e.term()),
                     Err(Error::DekInUse { term }) => {
                         if held.is_none() {
@@ -218,9 +260,36 @@ impl EncryptedStore {
     /// Provider errors (nothing written), storage errors,
     /// [`Error::KekStillNeeded`] if a DEK appeared without a new wrap.
     pub fn rotate_kek(&self) -> Result<KekId, Error> {
+        self.rotate_kek_noted(None)
+    }
+
+    /// [`EncryptedStore::rotate_kek`] for an operator's command: each key
+    /// change it commits (the new wraps, the older ones dropped) carries
+    /// the audit entry `audit` writes for it at `at`, in the change's own
+    /// unit.
+    ///
+    /// # Errors
+    /// As [`EncryptedStore::rotate_kek`], and the store's `AuditBroken`
+    /// before any key change.
+    pub fn rotate_kek_audited(
+        &self,
+        audit: &dyn KeyChangeAudit,
+        at: Timestamp,
+    ) -> Result<KekId, Error> {
+        self.rotate_kek_noted(Some(Noting { audit, at }))
+    }
+
+    /// [`EncryptedStore::rotate_kek`], logging the retirement of the older
+    /// wraps (if any were dropped) in its own unit when `noting`.
+    pub(crate) fn rotate_kek_noted(&self, noting: Option<Noting<'_>>) -> Result<KekId, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        let kek = self.add_kek_wraps_locked()?;
-        self.admin(AdminOp::RetireKek { keep: kek.clone() })?;
+        let kek = self.add_kek_wraps_locked(noting)?;
+        let change = KeyChange::KekRotated {
+            kek: kek.clone(),
+            dek_term: self.read(|r| r.current_term())?,
+        };
+        let retire = AdminOp::RetireKek { keep: kek.clone() };
+        self.admin_noted(retire, note(noting, &change))?;
         Ok(kek)
     }
 
@@ -232,7 +301,7 @@ impl EncryptedStore {
     /// Provider errors (nothing written) and storage errors.
     pub fn add_kek_wraps(&self) -> Result<KekId, Error> {
         let _guard = crate::sync::lock(&self.rotation);
-        self.add_kek_wraps_locked()
+        self.add_kek_wraps_locked(None)
     }
 
     /// KEK rotation step 2: drops every wrap not under `keep`, in a
@@ -246,7 +315,7 @@ impl EncryptedStore {
             .map(drop)
     }
 
-    fn add_kek_wraps_locked(&self) -> Result<KekId, Error> {
+    fn add_kek_wraps_locked(&self, noting: Option<Noting<'_>>) -> Result<KekId, Error> {
         let kek = self.provider.current_kek_id().map_err(Error::Provider)?;
         let view = self.shared.keyring.view();
         let mut wraps = Vec::new();
@@ -266,7 +335,13 @@ impl EncryptedStore {
             wraps.push((e.term(), kek.clone(), wrapped));
         }
         if !wraps.is_empty() {
-            self.admin(AdminOp::AddWraps { wraps })?;
+            // From this commit on the new KEK unwraps every DEK: a key
+            // change of its own, logged in its unit.
+            let change = KeyChange::KekAdded {
+                kek: kek.clone(),
+                dek_term: self.read(|r| r.current_term())?,
+            };
+            self.admin_noted(AdminOp::AddWraps { wraps }, note(noting, &change))?;
         }
         Ok(kek)
     }
@@ -278,6 +353,12 @@ impl EncryptedStore {
     /// # Errors
     /// As [`EncryptedStore::rotate_dek`] and [`EncryptedStore::rotate_kek`].
     pub fn resume_rotations(&self) -> Result<(), Error> {
+        self.resume_rotations_noted(None)
+    }
+
+    /// [`EncryptedStore::resume_rotations`], logging each promotion,
+    /// retirement and KEK rotation in its own unit when `noting`.
+    pub(crate) fn resume_rotations_noted(&self, noting: Option<Noting<'_>>) -> Result<(), Error> {
         let active: Vec<StoredEntry> = self
             .entries()?
             .into_iter()
@@ -286,13 +367,14 @@ impl EncryptedStore {
         if active.len() > 1 {
             let _guard = crate::sync::lock(&self.rotation);
             if let Some(term) = self.unpromoted_dek()? {
-                self.admin(AdminOp::Promote { term })?;
+                let change = KeyChange::DekPromoted { term };
+                self.admin_noted(AdminOp::Promote { term }, note(noting, &change))?;
             }
             while self.reseal_step_locked()? > 0 {}
-            self.retire_old_deks_locked()?;
+            self.retire_old_deks_locked(noting)?;
         }
         if active.iter().any(|e| e.wraps.len() > 1) {
-            self.rotate_kek()?;
+            self.rotate_kek_noted(noting)?;
         }
         Ok(())
     }

@@ -147,6 +147,13 @@ pub(crate) enum AdminOp {
     RetireKek { keep: KekId },
 }
 
+/// The audit entry of a keyring change the key manager makes on its own,
+/// appended in the change's transaction when it changes the keys.
+pub(crate) struct AuditNote {
+    pub(crate) at: crate::ids::Timestamp,
+    pub(crate) body: Vec<u8>,
+}
+
 /// A unit of work for the writer.
 pub(crate) enum Job {
     Write {
@@ -155,6 +162,7 @@ pub(crate) enum Job {
     },
     Admin {
         op: AdminOp,
+        note: Option<AuditNote>,
         reply: SyncSender<Result<usize, Error>>,
     },
 }
@@ -171,8 +179,8 @@ pub(crate) fn run(shared: &Shared, jobs: &Receiver<Job>, max_batch: usize) {
             },
         };
         match first {
-            Job::Admin { op, reply } => {
-                let _ = reply.send(run_admin(shared, op));
+            Job::Admin { op, note, reply } => {
+                let _ = reply.send(run_admin(shared, op, note));
             }
             Job::Write { ops, reply } => {
                 let mut batch = vec![(ops, reply)];
@@ -317,6 +325,7 @@ fn commit_batch(
         stats.commits += 1;
         stats.units += units.len() as u64;
     }
+    crate::metrics::audit_head(position.audit.seq);
     shared.note_corrupt_wallets(&found);
     // I5: the witness never lags an acknowledged security-relevant write:
     // it is written after the durable commit and before any caller hears.
@@ -361,13 +370,24 @@ fn is_security_relevant(op: &WriteOp) -> bool {
     )
 }
 
-fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
+fn run_admin(shared: &Shared, op: AdminOp, note: Option<AuditNote>) -> Result<usize, Error> {
     let txn = shared.db.begin_write()?;
     let retired;
     let found;
     let (count, bumped, position) = {
         let mut ctx = WriteCtx::begin(&txn, shared.keyring.view())?;
+        let adds_wraps = matches!(op, AdminOp::AddWraps { .. });
         let (count, r) = apply_admin(&mut ctx, op)?;
+        // A change that moves the global epoch (a promotion, a retired DEK
+        // or KEK) or wraps a DEK under another KEK (which can unwrap it from
+        // then on) is one the log must show; a step that changed nothing
+        // (already done, a new DEK not yet current, a re-seal) is not. The
+        // witness write below covers the appended head too.
+        if (ctx.epoch_bumped || (adds_wraps && count > 0))
+            && let Some(note) = note
+        {
+            crate::audit::append(&mut ctx, note.at, &note.body)?;
+        }
         ctx.seal_keyring_state()?;
         retired = r;
         let generation = ctx.bump_generation()?;
@@ -383,6 +403,7 @@ fn run_admin(shared: &Shared, op: AdminOp) -> Result<usize, Error> {
     };
     txn.commit()?;
     lock(&shared.stats).commits += 1;
+    crate::metrics::audit_head(position.audit.seq);
     shared.note_corrupt_wallets(&found);
     if let Some(term) = retired {
         shared.keyring.retired(term);

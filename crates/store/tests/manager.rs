@@ -9,11 +9,13 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use common::{Machine, ScriptedProvider, open_on, put_wallet, wallet, wallet_value};
+use common::{
+    Machine, ScriptedProvider, edit_raw, open_on, put_wallet, raw_table, wallet, wallet_value,
+};
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
-    EncryptedStore, KeyManager, KeyManagerOptions, MemoryWitness, Recovery, SimDisk, Store,
-    StoreOptions, Timestamp,
+    DebugKeyAudit, EncryptedStore, KeyChange, KeyChangeAudit as _, KeyManager, KeyManagerOptions,
+    MemoryWitness, Recovery, SimDisk, Store, StoreOptions, Timestamp,
 };
 use zeroize::Zeroizing;
 
@@ -22,7 +24,7 @@ fn a_new_provider_key_id_is_rotated_to_on_the_next_tick() {
     let machine = Machine::new();
     let store = Arc::new(machine.open().unwrap());
     put_wallet(store.as_ref(), 1, b"one");
-    let manager = KeyManager::new(store.clone());
+    let manager = KeyManager::new(store.clone(), Arc::new(DebugKeyAudit));
     manager.tick(Timestamp(1));
     assert_eq!(manager.health().kek_rotations, 0);
     machine.provider.add_key("kek-2", 2);
@@ -51,7 +53,7 @@ fn a_failing_provider_raises_an_alert_and_writes_continue() {
     let witness = MemoryWitness::new();
     let provider = Arc::new(ScriptedProvider::new(MemoryProvider::with_key("k", 1)));
     let store = Arc::new(open_on(&disk, &witness, provider.clone()).unwrap());
-    let manager = KeyManager::new(store.clone());
+    let manager = KeyManager::new(store.clone(), Arc::new(DebugKeyAudit));
     provider.fail_all(true);
     manager.tick(Timestamp(1));
     let health = manager.health();
@@ -110,7 +112,7 @@ fn store_whose_provider_hangs_next() -> (Arc<EncryptedStore>, Receiver<()>, Sync
 #[test]
 fn a_hanging_provider_blocks_neither_writes_nor_reads() {
     let (store, entered, release) = store_whose_provider_hangs_next();
-    let manager = Arc::new(KeyManager::new(store.clone()));
+    let manager = Arc::new(KeyManager::new(store.clone(), Arc::new(DebugKeyAudit)));
     let ticking = {
         let manager = manager.clone();
         std::thread::spawn(move || manager.tick(Timestamp(1)))
@@ -134,7 +136,7 @@ fn the_manager_thread_stops_on_drop() {
     let store = Arc::new(machine.open().unwrap());
     let mut options = KeyManagerOptions::default();
     options.poll_interval = std::time::Duration::from_secs(3600);
-    let manager = KeyManager::start(store.clone(), options);
+    let manager = KeyManager::start(store.clone(), options, Arc::new(DebugKeyAudit));
     drop(manager);
     put_wallet(store.as_ref(), 1, b"still writable");
 }
@@ -147,7 +149,7 @@ fn a_stop_by_a_deadline_does_not_wait_for_a_hung_tick() {
     let (store, entered, release) = store_whose_provider_hangs_next();
     let mut options = KeyManagerOptions::default();
     options.poll_interval = Duration::from_millis(10);
-    let manager = KeyManager::start(store.clone(), options);
+    let manager = KeyManager::start(store.clone(), options, Arc::new(DebugKeyAudit));
     // The manager's thread is now stuck inside the provider.
     entered.recv().unwrap();
     let started = Instant::now();
@@ -158,7 +160,7 @@ fn a_stop_by_a_deadline_does_not_wait_for_a_hung_tick() {
     let machine = Machine::new();
     let store = Arc::new(machine.open().unwrap());
     options.poll_interval = Duration::from_secs(3600);
-    let manager = KeyManager::start(store.clone(), options);
+    let manager = KeyManager::start(store.clone(), options, Arc::new(DebugKeyAudit));
     assert!(manager.stop_by(Instant::now() + Duration::from_secs(60)));
 }
 
@@ -282,7 +284,7 @@ fn a_tick_purges_markers_by_milliseconds() {
         2,
         marker_expiring_at(2, Timestamp(fixed.0 + 60_000)),
     );
-    let manager = KeyManager::new(store.clone());
+    let manager = KeyManager::new(store.clone(), Arc::new(DebugKeyAudit));
     manager.tick(Timestamp(fixed.0 + 2_000));
     assert!(!has_marker(store.as_ref(), 1));
     assert!(has_marker(store.as_ref(), 2));
@@ -314,7 +316,7 @@ fn the_manager_thread_purges_expired_markers_by_the_clock_in_milliseconds() {
     );
     let mut options = KeyManagerOptions::default();
     options.poll_interval = Duration::from_millis(10);
-    let manager = KeyManager::start(store.clone(), options);
+    let manager = KeyManager::start(store.clone(), options, Arc::new(DebugKeyAudit));
     let deadline = Instant::now() + Duration::from_secs(30);
     while manager.health().ticks < 2 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -323,4 +325,201 @@ fn the_manager_thread_purges_expired_markers_by_the_clock_in_milliseconds() {
     assert!(!has_marker(store.as_ref(), 1), "an expired marker was kept");
     assert!(has_marker(store.as_ref(), 2), "a live marker was purged");
     assert!(manager.stop_by(Instant::now() + Duration::from_secs(30)));
+}
+
+/// The bodies of every audit entry of `store`, with their times.
+fn audit_bodies(store: &EncryptedStore) -> Vec<(u64, String)> {
+    store
+        .audit(thresig_store::AuditSeq(1), 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.at.0, String::from_utf8(e.body).unwrap()))
+        .collect()
+}
+
+fn debug_body(change: &KeyChange) -> String {
+    String::from_utf8(DebugKeyAudit.body(change)).unwrap()
+}
+
+#[test]
+fn an_automatic_kek_rotation_is_audited_once() {
+    let machine = Machine::new();
+    let store = Arc::new(machine.open().unwrap());
+    put_wallet(store.as_ref(), 1, b"one");
+    let manager = KeyManager::new(store.clone(), Arc::new(DebugKeyAudit));
+    manager.tick(Timestamp(1));
+    assert_eq!(audit_bodies(&store), [], "nothing changed, nothing logged");
+    machine.provider.add_key("kek-2", 2);
+    machine.provider.set_current("kek-2");
+    manager.tick(Timestamp(2));
+    manager.tick(Timestamp(3));
+    let current = store.keyring_status().unwrap().current;
+    let kek = KekId::new("kek-2").unwrap();
+    let added = KeyChange::KekAdded {
+        kek: kek.clone(),
+        dek_term: current,
+    };
+    let rotated = KeyChange::KekRotated {
+        kek,
+        dek_term: current,
+    };
+    assert_eq!(
+        audit_bodies(&store),
+        [(2, debug_body(&added)), (2, debug_body(&rotated))]
+    );
+}
+
+/// The entry is appended in the rotation's own unit: with a broken log the
+/// rotation cannot drop the old wraps either (the rotation waits for a
+/// log that takes its entry; the DEKs stay readable under both KEKs).
+#[test]
+fn an_automatic_kek_rotation_never_commits_without_its_entry() {
+    let machine = with_broken_log();
+    let store = Arc::new(machine.open().unwrap());
+    machine.provider.add_key("kek-2", 2);
+    machine.provider.set_current("kek-2");
+    let manager = KeyManager::new(store.clone(), Arc::new(DebugKeyAudit));
+    manager.tick(Timestamp(3));
+    let health = manager.health();
+    assert!(health.alert, "{health:?}");
+    assert_eq!(health.kek_rotations, 0);
+    let status = store.keyring_status().unwrap();
+    assert!(
+        status.deks.iter().all(|d| d.keks.len() == 1),
+        "the new KEK wraps nothing without its entry: {status:?}"
+    );
+}
+
+/// A machine whose store's audit log misses entry 2 of 2: every append
+/// fails with `audit_broken`.
+fn with_broken_log() -> Machine {
+    let machine = Machine::new();
+    {
+        let store = machine.open().unwrap();
+        for at in [1, 2] {
+            store
+                .write(vec![thresig_store::WriteOp::AppendAudit {
+                    at: Timestamp(at),
+                    entry: b"e".to_vec(),
+                }])
+                .unwrap();
+        }
+    }
+    edit_raw(&machine, |txn| {
+        let mut t = txn.open_table(raw_table("audit")).unwrap();
+        t.remove(2u64.to_be_bytes().as_slice()).unwrap();
+    });
+    machine
+}
+
+/// An operator's KEK rotation commits each step with its entry: with a
+/// broken log it fails before the new KEK wraps anything, as the key
+/// manager's does, instead of taking effect and then failing to log.
+#[test]
+fn an_operators_kek_rotation_never_commits_a_step_without_its_entry() {
+    let machine = with_broken_log();
+    let store = machine.open().unwrap();
+    machine.provider.add_key("kek-2", 2);
+    machine.provider.set_current("kek-2");
+    let err = store
+        .rotate_kek_audited(&DebugKeyAudit, Timestamp(3))
+        .unwrap_err();
+    assert_eq!(err.code(), "audit_broken");
+    let status = store.keyring_status().unwrap();
+    assert!(
+        status.deks.iter().all(|d| d.keks.len() == 1),
+        "the new KEK wraps nothing without its entry: {status:?}"
+    );
+}
+
+/// An operator's rotations log every key change they commit.
+#[test]
+fn an_operators_rotations_log_each_key_change() {
+    let machine = Machine::new();
+    let store = machine.open().unwrap();
+    put_wallet(&store, 1, b"one");
+    let old = store.keyring_status().unwrap().current;
+    let new = store
+        .rotate_dek_audited(&DebugKeyAudit, Timestamp(4))
+        .unwrap();
+    machine.provider.add_key("kek-2", 2);
+    machine.provider.set_current("kek-2");
+    let kek = store
+        .rotate_kek_audited(&DebugKeyAudit, Timestamp(5))
+        .unwrap();
+    let changes = [
+        (4, KeyChange::DekPromoted { term: new }),
+        (4, KeyChange::DekRetired { term: old }),
+        (
+            5,
+            KeyChange::KekAdded {
+                kek: kek.clone(),
+                dek_term: new,
+            },
+        ),
+        (5, KeyChange::KekRotated { kek, dek_term: new }),
+    ];
+    let expected: Vec<(u64, String)> = changes
+        .iter()
+        .map(|(at, change)| (*at, debug_body(change)))
+        .collect();
+    assert_eq!(audit_bodies(&store), expected);
+}
+
+#[test]
+fn a_dek_rotation_the_manager_finishes_is_audited() {
+    let machine = Machine::new();
+    let store = Arc::new(machine.open().unwrap());
+    put_wallet(store.as_ref(), 1, b"one");
+    let old = store.keyring_status().unwrap().current;
+    // An operator's rotation that stopped after its promotion: the old DEK
+    // still seals the wallet's record.
+    let new = store.start_dek_rotation().unwrap();
+    assert_ne!(old, new);
+    let manager = KeyManager::new(store.clone(), Arc::new(DebugKeyAudit));
+    manager.tick(Timestamp(5));
+    assert_eq!(store.keyring_status().unwrap().retired, [old]);
+    assert_eq!(
+        audit_bodies(&store),
+        [(5, debug_body(&KeyChange::DekRetired { term: old }))]
+    );
+}
+
+/// A DEK rotation a crash stopped after it stored its new DEK and before
+/// it promoted it: the manager's tick promotes the new DEK and retires the
+/// old one, each with its entry.
+#[test]
+fn a_dek_rotation_stopped_before_its_promotion_is_finished_and_audited() {
+    use thresig_store::{CrashMode, FaultPoint};
+    for k in 1..=40 {
+        let (disk, witness) = (SimDisk::new(), MemoryWitness::new());
+        let provider = Arc::new(MemoryProvider::with_key("k", 1));
+        {
+            let store = open_on(&disk, &witness, provider.clone()).unwrap();
+            put_wallet(&store, 1, b"one");
+            disk.fail_nth(FaultPoint::Sync, k);
+            let _ = store.rotate_dek();
+            disk.crash(CrashMode::PowerLoss);
+        }
+        let Ok(store) = open_on(&disk, &witness, provider.clone()) else {
+            continue;
+        };
+        let status = store.keyring_status().unwrap();
+        let old = status.current;
+        let Some(new) = status.deks.iter().map(|d| d.term).find(|t| *t > old) else {
+            continue;
+        };
+        let store = Arc::new(store);
+        KeyManager::new(store.clone(), Arc::new(DebugKeyAudit)).tick(Timestamp(7));
+        assert_eq!(store.keyring_status().unwrap().current, new);
+        assert_eq!(
+            audit_bodies(&store),
+            [
+                (7, debug_body(&KeyChange::DekPromoted { term: new })),
+                (7, debug_body(&KeyChange::DekRetired { term: old })),
+            ]
+        );
+        return;
+    }
+    panic!("no sync fault stopped a rotation between its new DEK and its promotion");
 }

@@ -19,7 +19,8 @@
 //! "expires_in_secs": 3600}}}` for `thresig repair approve`, which only
 //! the signer's own operator can give, never a coordinator), or
 //! `{"signed": {"sessions": n}}` or `{"sign_failed": {"retryable": b}}`,
-//! `thresig sign` reporting a run it coordinated for the signer's metrics,
+//! `thresig sign` reporting a run it coordinated for the signer's metrics
+//! (and `{"culprits": …}` the culprits it named, [`crate::culprits`]),
 //! or `{"audit": "verify" | {"export": {"since": 1}} | {"export_page":
 //! {"from": …, "through": …}} | {"prune": {"before_ms": …}}}` for
 //! `thresig audit` (an export comes one page a reply); the
@@ -112,6 +113,7 @@ pub(crate) enum Request {
     Signed(SignedRequest),
     SignFailed(SignFailedRequest),
     Audit(AuditRequest),
+    Culprits(crate::culprits::CulpritsRequest),
 }
 
 /// `{"signed": {"sessions": n}}`: `thresig sign` reporting a signature it
@@ -744,6 +746,10 @@ fn run(request: Request, target: &Target) -> Reply {
             Ok(Report::clean(Value::Null, String::new()))
         }
         Request::Audit(r) => audit::run_on(r.audit, target.engine.signer(), &target.store),
+        Request::Culprits(r) => {
+            r.record();
+            Ok(Report::clean(Value::Null, String::new()))
+        }
     };
     match result {
         Ok(Report {

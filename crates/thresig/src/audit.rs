@@ -217,14 +217,10 @@ fn export_page(
     from: AuditSeq,
     through: AuditSeq,
 ) -> Result<Report, KeysError> {
-    let (lines, next) = signer.audit_export_page(from, through)?;
-    let mut text = String::new();
-    for line in &lines {
-        text.push_str(&serde_json::to_string(line).unwrap_or_default());
-        text.push('\n');
-    }
-    let json = json!({"lines": lines.len(), "through": through.0, "next": next.map(|s| s.0)});
-    Ok(Report::clean(json, text))
+    // Printed as the engine encoded and measured it.
+    let page = signer.audit_export_page(from, through)?;
+    let json = json!({"lines": page.lines, "through": through.0, "next": page.next.map(|s| s.0)});
+    Ok(Report::clean(json, page.text))
 }
 
 /// Runs one audit command over `store` and the engine `signer` over it:

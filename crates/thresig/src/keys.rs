@@ -37,9 +37,9 @@ use zeroize::Zeroizing;
 
 use thresig_cluster::config::{Config, ConfigError};
 use thresig_cluster::file::{FileError, open_regular};
-use thresig_cluster::node::{NodeError, admin_socket_path};
+use thresig_cluster::node::{NodeError, admin_socket_path, wall_clock};
 
-use thresig_engine::audit::{AuditError, AuditEvent, ExportError, append_op};
+use thresig_engine::audit::{AuditError, AuditEvent, ExportError, KeyStepAudit, append_op};
 
 use crate::admin::{self, AdminProblem, RemoteError};
 
@@ -375,7 +375,7 @@ pub(crate) fn run_on(
 ) -> Result<Report, KeysError> {
     match command {
         StoreCommand::Status => status(provider.as_ref(), store),
-        StoreCommand::RotateDek => rotate_dek(store, progress),
+        StoreCommand::RotateDek => rotate_dek(store, "rotate_dek", progress),
         StoreCommand::RotateKek => rotate_kek(store),
         StoreCommand::Verify => verify(store),
     }
@@ -415,9 +415,29 @@ fn status(provider: &dyn KeyProvider, store: &EncryptedStore) -> Result<Report, 
     json["last_dek_rotation"] = last_dek.clone();
     json["last_kek_rotation"] = last_kek.clone();
     json["kek_rotation_pending"] = json!(kek_rotation_pending);
+    // Every key change commits with its audit entry: a broken log blocks
+    // them all, the key manager's included, so it is shown here rather
+    // than a rotation the operator would run in vain.
+    let broken = store.audit_verify().err();
+    json["audit_log"] = match &broken {
+        None => json!({"ok": true}),
+        Some(e) => json!({"ok": false, "code": e.code(), "message": e.to_string()}),
+    };
     let mut text = keyring_text(&keyring);
-    if kek_rotation_pending {
-        text.push_str("KEK rotation pending: run `thresig keys rotate-kek`\n");
+    match &broken {
+        Some(e) => text.push_str(&format!(
+            "audit log: BROKEN [{}]: {e}\n  no key change can commit{}: run `thresig audit verify` (docs/audit.md, \"When verify fails\")\n",
+            e.code(),
+            if kek_rotation_pending {
+                ", and the pending KEK rotation waits for it"
+            } else {
+                ""
+            }
+        )),
+        None if kek_rotation_pending => {
+            text.push_str("KEK rotation pending: run `thresig keys rotate-kek`\n");
+        }
+        None => {}
     }
     text.push_str(&match health.get("current_kek").and_then(Value::as_str) {
         Some(kek) => format!("provider: healthy, current KEK {kek}\n"),
@@ -435,14 +455,19 @@ fn status(provider: &dyn KeyProvider, store: &EncryptedStore) -> Result<Report, 
     Ok(Report::clean(json, text))
 }
 
+/// Rotates the DEK for the operator's `command` (`rotate_dek`, or
+/// `retire` after a wallet's retire), each key change committing with its
+/// `key_step` entry (docs/audit.md), and notes the rotation.
 pub(crate) fn rotate_dek(
     store: &Arc<EncryptedStore>,
+    command: &'static str,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, KeysError> {
     let (done, result) = sync_channel(1);
     let rotating = store.clone();
     let worker = std::thread::spawn(move || {
-        let _ = done.send(rotating.rotate_dek());
+        let steps = KeyStepAudit::new(command);
+        let _ = done.send(rotating.rotate_dek_audited(&steps, wall_clock()));
     });
     // The store reports no progress itself: poll the records per DEK (a
     // read, which never waits for the writer) while the rotation runs.
@@ -487,7 +512,7 @@ pub(crate) fn rotate_dek(
 }
 
 fn rotate_kek(store: &EncryptedStore) -> Result<Report, KeysError> {
-    let kek = store.rotate_kek()?;
+    let kek = store.rotate_kek_audited(&KeyStepAudit::new("rotate_kek"), wall_clock())?;
     kek_rotated(store, &kek, "rotate_kek", "KEK rotated")
 }
 
@@ -666,7 +691,7 @@ fn note_rotation(
             name: meta_name(name),
             value: detail.to_string().into_bytes().into(),
         },
-        append_op(thresig_cluster::node::wall_clock(), &entry),
+        append_op(wall_clock(), &entry),
     ])?;
     Ok(())
 }

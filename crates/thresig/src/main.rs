@@ -10,6 +10,7 @@ mod admin;
 mod audit;
 mod bar;
 mod blame;
+mod culprits;
 mod demo;
 mod fault;
 mod keys;

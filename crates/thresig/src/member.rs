@@ -475,7 +475,10 @@ pub(crate) fn sign_and_write(
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
-            if let SignError::Failed { proofs, .. } = &e {
+            if let SignError::Failed {
+                proofs, culprits, ..
+            } = &e
+            {
                 let files = write_proofs(beside, proofs);
                 for proof in &files.paths {
                     eprintln!(
@@ -488,6 +491,7 @@ pub(crate) fn sign_and_write(
                 // run to count.
                 let retryable = e.recovery() == Recovery::Retryable;
                 report_run(&c.admin_socket, &admin::Request::sign_failed(retryable));
+                report_culprits(&c.admin_socket, culprits.len(), files.paths.len());
             }
             return Err(e.into());
         }
@@ -504,6 +508,7 @@ pub(crate) fn sign_and_write(
     // Counted once it is written: the report goes last, so a signer that
     // does not answer it cannot hold back the outputs.
     report_run(&c.admin_socket, &admin::Request::signed(outcome.sessions));
+    report_culprits(&c.admin_socket, outcome.culprits.len(), proofs.len());
     let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
     if out.json {
         println!(
@@ -544,6 +549,16 @@ fn report_run(socket: &Path, report: &admin::Request) {
         eprintln!(
             "note: this signing run is not counted in this signer's metrics ({e}); nothing else is affected"
         );
+    }
+}
+
+/// Tells this member's own signer of the `named` culprits of invalid
+/// shares a run found and the `proofs` files written for them, like
+/// [`report_run`]; nothing when the run named none.
+fn report_culprits(socket: &Path, named: usize, proofs: usize) {
+    let reason = thresig_daemon::CulpritReason::InvalidShare;
+    if let Some(report) = crate::culprits::CulpritsRequest::new(reason, named, proofs) {
+        report_run(socket, &admin::Request::Culprits(report));
     }
 }
 

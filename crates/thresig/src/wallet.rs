@@ -162,7 +162,7 @@ pub(crate) fn run_on(
         },
     );
     if matches!(command, OperatorCommand::Retire { .. }) {
-        let rotated = keys::rotate_dek(store, progress)?;
+        let rotated = keys::rotate_dek(store, "retire", progress)?;
         json["dek_rotated_to"] = rotated.json["rotated_to"].clone();
         text.push_str(&format!(
             "  the DEK that sealed its key package was rotated out (current DEK term {})\n",

@@ -436,3 +436,41 @@ fn a_config_that_is_not_a_regular_file_is_refused() {
         }
     }
 }
+
+/// With a broken audit log no key change can commit: `status` says so and
+/// does not send the operator to `rotate-kek`, which refuses having
+/// changed nothing.
+#[test]
+fn a_broken_audit_log_shows_in_status_and_blocks_rotate_kek() {
+    let s = Signer::provisioned(None);
+    {
+        let store = s.open_store();
+        for at in [1, 2] {
+            let entry = WriteOp::AppendAudit {
+                at: thresig_store::Timestamp(at),
+                entry: b"e".to_vec(),
+            };
+            store.write(vec![entry]).unwrap();
+        }
+    }
+    let db = redb::Database::open(s.dir.path().join("data/state.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("audit");
+        let mut t = txn.open_table(table).unwrap();
+        t.remove(2u64.to_be_bytes().as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+    write_key(&s.keys(), "v2", 0x22);
+    let status = s.json(&["status"], 0);
+    assert_eq!(status["audit_log"]["ok"], false, "{status}");
+    assert_eq!(status["audit_log"]["code"], "audit_broken", "{status}");
+    let text = String::from_utf8(s.keys_cmd(&["status"]).stdout).unwrap();
+    assert!(text.contains("audit log: BROKEN"), "{text}");
+    assert!(!text.contains("run `thresig keys rotate-kek`"), "{text}");
+    let refused = s.json(&["rotate-kek"], 1);
+    assert_eq!(refused["error"]["code"], "audit_broken", "{refused}");
+    let status = s.json(&["status"], 0);
+    assert_eq!(status["keks_needed"], serde_json::json!(["v1"]), "{status}");
+}

@@ -42,6 +42,7 @@ fn grew(before: &Scrape, after: &Scrape, series: &str) -> f64 {
 }
 
 const COORDINATED: &str = "thresig_signatures_coordinated_total";
+const AUDIT_HEAD: &str = "thresig_audit_head_sequence";
 const SESSIONS_COUNT: &str = "thresig_roast_sessions_per_signature_count";
 const SESSIONS_SUM: &str = "thresig_roast_sessions_per_signature_sum";
 const SHARES: &str = "thresig_shares_released_total";
@@ -104,6 +105,11 @@ fn counters_move_by_exactly_what_a_dkg_signatures_errors_and_a_rotation_did() {
         .sum();
     assert_eq!(shares, answers);
     assert!(shares >= 2.0, "{shares} shares released");
+    // Each answer's audit entry committed with its marker: the audit head
+    // moved at least as far as the answers went out.
+    for (b, a) in before.iter().zip(&after) {
+        assert!(grew(b, a, AUDIT_HEAD) >= grew(b, a, ROUND2_OK));
+    }
     // Both store histograms observe each group commit once, and a share
     // leaves only after its marker's commit.
     for (b, a) in before.iter().zip(&after) {

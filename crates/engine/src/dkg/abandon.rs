@@ -62,10 +62,10 @@ impl<S: Store> Signer<S> {
                 None,
             )
         } else if abandon {
-            let (dropped, signed) = self.refresh_abandon(member, session)?;
+            let (dropped, signed) = self.refresh_abandon(now, member, session)?;
             (dropped, Some(signed))
         } else {
-            (self.dkg_cancel(member, session)?, None)
+            (self.dkg_cancel(now, member, session)?, None)
         };
         Ok(Response::DkgCancelled {
             dropped,
@@ -75,7 +75,8 @@ impl<S: Store> Signer<S> {
 
     /// Signs this member's veto of the refresh `session` of its current
     /// epoch: it never released a confirmation of it and never will. The
-    /// veto is recorded durably first, with a new security epoch (the
+    /// veto is recorded durably first, with its audit entry and a new
+    /// security epoch (the
     /// session never runs here again, and a restored older store is caught
     /// at open), and a part 1 or 2 of the session in memory is dropped;
     /// whether one was. Signing again later writes nothing.
@@ -94,6 +95,7 @@ impl<S: Store> Signer<S> {
     /// (nothing changes).
     pub(crate) fn refresh_abandon(
         &self,
+        now: Timestamp,
         member: &Member<'_>,
         session: DkgSessionId,
     ) -> Result<(bool, SignedDkgMessage), Error> {
@@ -140,8 +142,10 @@ impl<S: Store> Signer<S> {
             }
             // Durable before the signature leaves: after a restart this
             // member must still refuse to run the session.
+            let mut ops = veto_ops(wallet, session, (current, requester), None)?;
+            ops.push(super::audit::vetoed_op(now, wallet, session));
             self.store
-                .write(veto_ops(wallet, session, (current, requester), None)?)
+                .write(ops)
                 .map_err(|source| store_error(wallet, source))?;
         }
         // A finished part 3 still in memory here reported its commit

@@ -213,7 +213,7 @@ impl<S: Store> Signer<S> {
         check_session(slot, request.session())?;
         let mut shard = lock(&self.store, slot)?;
         shard.repair.expire(now);
-        crate::dkg::expire(&mut shard, now);
+        self.expire_dkg(now, slot, &mut shard);
         let message = RepairResponse::Message;
         match request {
             RepairRequest::Join { session } => self

@@ -10,7 +10,7 @@ use thresig_store::{AuditHash, AuditSeq, OpResult, Store, Timestamp, WriteOp, Wr
 use super::Signer;
 use crate::audit::{
     AuditError, AuditEvent, CHECKPOINT_EVERY, Checkpoint, EXPORT_PAGE, EXPORT_PAGE_BYTES,
-    ExportLine, MIN_RETENTION_MS, append_op as audit_op,
+    ExportLine, ExportPage, MIN_RETENTION_MS, append_op as audit_op,
 };
 
 /// How often an export's closing checkpoint is tried again when another
@@ -20,13 +20,6 @@ const CHECKPOINT_RETRIES: usize = 8;
 
 /// How many entries an export page reads from the store at a time.
 const EXPORT_READ: usize = 64;
-
-/// The bytes `line` takes in an export: its JSON and a newline.
-fn line_bytes(line: &ExportLine) -> usize {
-    serde_json::to_vec(line)
-        .map_or(0, |json| json.len())
-        .saturating_add(1)
-}
 
 /// The sequence an append got, from a committed unit.
 fn appended(outcome: &WriteOutcome) -> Option<AuditSeq> {
@@ -140,9 +133,9 @@ impl<S: Store> Signer<S> {
         let mut lines = Vec::new();
         let mut from = Some(since);
         while let Some(at) = from {
-            let (page, next) = self.audit_export_page(at, end)?;
-            lines.extend(page);
-            from = next;
+            let page = self.audit_export_page(at, end)?;
+            lines.extend(page.decode()?);
+            from = page.next;
         }
         Ok(lines)
     }
@@ -150,34 +143,41 @@ impl<S: Store> Signer<S> {
     /// One page of an export through `through` (its closing checkpoint):
     /// the lines from `from` (from the first kept entry if pruned), up to
     /// [`EXPORT_PAGE`] of them and [`EXPORT_PAGE_BYTES`] of JSON lines (a
-    /// single larger entry goes alone), and where the next page starts,
+    /// single larger entry goes alone), encoded once, as the page is
+    /// measured and as it is printed, and where the next page starts,
     /// none after the last.
     ///
     /// # Errors
     /// [`AuditError::Store`], such as the store's `AuditBroken` for an
-    /// entry that fails to read.
+    /// entry that fails to read; [`AuditError::Unencodable`] for an entry
+    /// whose line does not encode (no page then: never a line missing
+    /// from it).
     pub fn audit_export_page(
         &self,
         from: AuditSeq,
         through: AuditSeq,
-    ) -> Result<(Vec<ExportLine>, Option<AuditSeq>), AuditError> {
-        let mut lines: Vec<ExportLine> = Vec::new();
-        let mut bytes = 0usize;
+    ) -> Result<ExportPage, AuditError> {
+        let mut text = String::new();
+        let mut lines = 0usize;
+        let mut last: Option<AuditSeq> = None;
         let mut at = from;
         // Read a few entries at a time, so that a page of large entries
         // holds no more than its budget in memory.
         'page: loop {
             let chunk = self.store.audit(at, EXPORT_READ)?;
             for entry in chunk.iter().filter(|e| e.seq <= through) {
-                let line = ExportLine::of(entry);
-                let size = line_bytes(&line);
-                if lines.len() == EXPORT_PAGE
-                    || (!lines.is_empty() && bytes.saturating_add(size) > EXPORT_PAGE_BYTES)
+                let json = serde_json::to_string(&ExportLine::of(entry))
+                    .map_err(|_| AuditError::Unencodable { seq: entry.seq })?;
+                let size = json.len().saturating_add(1);
+                if lines == EXPORT_PAGE
+                    || (lines > 0 && text.len().saturating_add(size) > EXPORT_PAGE_BYTES)
                 {
                     break 'page;
                 }
-                bytes = bytes.saturating_add(size);
-                lines.push(line);
+                text.push_str(&json);
+                text.push('\n');
+                lines = lines.saturating_add(1);
+                last = Some(entry.seq);
             }
             match chunk.last() {
                 Some(last) if last.seq < through && chunk.len() == EXPORT_READ => {
@@ -186,11 +186,15 @@ impl<S: Store> Signer<S> {
                 _ => break,
             }
         }
-        let next = lines
-            .last()
-            .map(|l| AuditSeq(l.seq.saturating_add(1)))
+        let next = last
+            .map(|seq| AuditSeq(seq.0.saturating_add(1)))
             .filter(|next| *next <= through);
-        Ok((lines, next))
+        Ok(ExportPage {
+            from,
+            text,
+            lines,
+            next,
+        })
     }
 
     /// Removes the entries written before `before` (never the last), in

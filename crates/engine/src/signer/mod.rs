@@ -160,6 +160,9 @@ pub struct Signer<S> {
     /// was claimed at; 0 until this signer writes one, so a long log gets
     /// its first checkpoint at the first entry after a restart.
     pub(crate) audit_checkpointed: AtomicU64,
+    /// The budget of the DKG endings logged alone (failed, cancelled,
+    /// expired), per wallet and coordinator.
+    pub(crate) dkg_endings: crate::dkg::EndingBudget,
 }
 
 /// Why a signer could not be opened.
@@ -228,6 +231,7 @@ impl<S: Store> Signer<S> {
             wallets,
             retirement: Mutex::new(retire::Retirement::default()),
             audit_checkpointed: AtomicU64::new(0),
+            dkg_endings: crate::dkg::EndingBudget::default(),
         })
     }
 
@@ -293,14 +297,24 @@ impl<S: Store> Signer<S> {
                 .map(|m| messages(vec![m])),
             Request::DkgRound2 {
                 session, round1, ..
-            } => self
-                .dkg_round2(now, &member, session, &round1, rng)
-                .map(messages),
+            } => {
+                let kind = self.running_kind(&member, session);
+                self.dkg_round2(now, &member, session, &round1, rng)
+                    .inspect_err(|e| {
+                        self.audit_dkg_failure(now, (&member, session), kind.as_ref(), e)
+                    })
+                    .map(messages)
+            }
             Request::DkgFinish {
                 session, round2, ..
-            } => self
-                .dkg_finish(now, &member, session, &round2)
-                .map(|m| messages(vec![m])),
+            } => {
+                let kind = self.running_kind(&member, session);
+                self.dkg_finish(now, &member, session, &round2)
+                    .inspect_err(|e| {
+                        self.audit_dkg_failure(now, (&member, session), kind.as_ref(), e)
+                    })
+                    .map(|m| messages(vec![m]))
+            }
             Request::DkgConfirm { confirmation, .. } => self
                 .dkg_confirm(now, &member, &confirmation)
                 .map(Response::Confirmations),
@@ -347,10 +361,11 @@ impl<S: Store> Signer<S> {
             let mut shard = lock_unloaded(slot)?;
             shard.pool.prune(now);
             shard.pending.prune(now);
-            crate::dkg::expire(&mut shard, now);
+            self.expire_dkg(now, slot, &mut shard);
             shard.repair.expire(now);
         }
-        self.retire_if_due(&self.retirement);
+        self.audit_unlogged_endings(now);
+        self.retire_if_due(&self.retirement, now);
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;

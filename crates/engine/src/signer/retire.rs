@@ -11,8 +11,9 @@
 
 use std::sync::Mutex;
 
-use thresig_store::{MetaName, Plaintext, Recovery, Store, WriteOp};
+use thresig_store::{MetaName, Plaintext, Recovery, Store, Timestamp, WriteOp};
 
+use crate::audit::KeyStepAudit;
 use crate::signer::Signer;
 
 /// The metadata record naming a due retirement.
@@ -48,9 +49,10 @@ pub(crate) fn mark_due(due: bool) -> Option<WriteOp> {
 }
 
 impl<S: Store> Signer<S> {
-    /// Retires the data key of deleted shares if a switch left that due;
+    /// Retires the data key of deleted shares if a switch left that due,
+    /// each key change committing with its `key_step` entry at `now`;
     /// called with no wallet locked.
-    pub(crate) fn retire_if_due(&self, retirement: &Mutex<Retirement>) {
+    pub(crate) fn retire_if_due(&self, retirement: &Mutex<Retirement>, now: Timestamp) {
         let Ok(mut r) = retirement.lock() else {
             return;
         };
@@ -67,7 +69,10 @@ impl<S: Store> Signer<S> {
         if !due {
             return;
         }
-        match self.store.retire_deleted() {
+        match self
+            .store
+            .retire_deleted(&KeyStepAudit::new("retire_deleted"), now)
+        {
             Ok(()) => {
                 *r = Retirement::default();
                 // Not written: the next prune retires once more, harmlessly.

@@ -458,11 +458,15 @@ impl<S: Store> Store for FaultStore<S> {
     fn corrupt_wallets(&self) -> Vec<WalletId> {
         self.inner.corrupt_wallets()
     }
-    fn retire_deleted(&self) -> Result<(), StoreError> {
+    fn retire_deleted(
+        &self,
+        audit: &dyn thresig_store::KeyChangeAudit,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
         self.retires.fetch_add(1, Ordering::SeqCst);
         let retire = self.retire.lock().unwrap();
         match &*retire {
-            Retire::Pass => self.inner.retire_deleted(),
+            Retire::Pass => self.inner.retire_deleted(audit, at),
             Retire::Fail(error) => Err(error()),
             Retire::Hang(entered, release) => {
                 entered.send(()).unwrap();
@@ -593,6 +597,20 @@ pub fn seat(n: u16) -> Seat {
 /// coordinator, 8 per wallet, 12 in all, a 60 s nonce lifetime.
 pub fn small_limits() -> Limits {
     Limits::new(4, 8, 12, Duration::from_secs(60))
+}
+
+impl Cluster {
+    /// Every audit entry of seat `s`'s log, decoded (its first 1,000).
+    pub fn audit_events(&self, s: u16) -> Vec<crate::audit::AuditEvent> {
+        self.member(s)
+            .store()
+            .inner
+            .audit(thresig_store::AuditSeq(1), 1_000)
+            .unwrap()
+            .iter()
+            .map(|e| serde_json::from_slice(&e.body).unwrap())
+            .collect()
+    }
 }
 
 impl Cluster {

@@ -27,8 +27,8 @@ use rand_core::{OsRng, RngCore as _};
 use sha2::{Digest as _, Sha256};
 use thresig_store::provider::{KeyProvider, KeyProviderConfig};
 use thresig_store::{
-    CommitmentHash, EncryptedStore, KeyManager, KeyManagerOptions, Marker, PackageHash, Store,
-    StoreLocation, StoreOptions, Timestamp, WalletId, WriteOp, WriteOutcome,
+    CommitmentHash, DebugKeyAudit, EncryptedStore, KeyManager, KeyManagerOptions, Marker,
+    PackageHash, Store, StoreLocation, StoreOptions, Timestamp, WalletId, WriteOp, WriteOutcome,
 };
 use zeroize::Zeroizing;
 
@@ -448,7 +448,7 @@ fn slow_provider(root: &Path, plan: &Plan) {
     options.poll_interval = Duration::from_secs(1);
     let managers: Vec<KeyManager> = [&env_store, &control_store, &cmd_store]
         .iter()
-        .map(|s| KeyManager::start(s.store.clone(), options))
+        .map(|s| KeyManager::start(s.store.clone(), options, Arc::new(DebugKeyAudit)))
         .collect();
     let zero = || Measured { ops: 0, secs: 0.0 };
     let (mut env, mut cmd, mut control, mut unmanaged) = (zero(), zero(), zero(), zero());

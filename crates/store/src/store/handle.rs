@@ -15,15 +15,16 @@ use crate::entry::StoredEntry;
 use crate::error::Error;
 use crate::ids::{
     AuditSeq, CommitmentHash, DekTerm, DkgSessionId, KeyEpoch, MetaName, PolicyKey, RecordEpoch,
-    WalletId,
+    Timestamp, WalletId,
 };
+use crate::manager::KeyChangeAudit;
 use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
 use crate::records::{Raw, Records, decode_u64};
 use crate::schema::{self, DEK_INDEX, KEYRING, RecordTable};
 use crate::sync::lock;
 use crate::witness::Position;
-use crate::writer::{AdminOp, Job, WriterStats};
+use crate::writer::{AdminOp, AuditNote, Job, WriterStats};
 
 impl EncryptedStore {
     /// The wall time during which at least one caller of this store was
@@ -40,9 +41,15 @@ impl EncryptedStore {
 
     /// Runs a keyring change on the writer.
     pub(crate) fn admin(&self, op: AdminOp) -> Result<usize, Error> {
+        self.admin_noted(op, None)
+    }
+
+    /// Runs a keyring change on the writer with the audit entry `note`,
+    /// appended in the change's transaction if it changes the keys.
+    pub(crate) fn admin_noted(&self, op: AdminOp, note: Option<AuditNote>) -> Result<usize, Error> {
         let (reply, answer) = sync_channel(1);
         self.sender()?
-            .send(Job::Admin { op, reply })
+            .send(Job::Admin { op, note, reply })
             .map_err(|_| Error::WriterStopped)?;
         let result = answer.recv().map_err(|_| Error::WriterStopped)?;
         result.map_err(|e| self.shared.named(e))
@@ -338,7 +345,7 @@ impl Store for EncryptedStore {
     }
 
     /// A DEK rotation ([`EncryptedStore::rotate_dek`]).
-    fn retire_deleted(&self) -> Result<(), Error> {
-        self.rotate_dek().map(|_| ())
+    fn retire_deleted(&self, audit: &dyn KeyChangeAudit, at: Timestamp) -> Result<(), Error> {
+        self.rotate_dek_audited(audit, at).map(|_| ())
     }
 }

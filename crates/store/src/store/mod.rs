@@ -21,8 +21,10 @@ use crate::audit::{AuditEntry, AuditHead, AuditReport};
 use crate::entry::RecoveryPublicKey;
 use crate::error::Error;
 use crate::ids::{
-    AuditSeq, CommitmentHash, DkgSessionId, KeyEpoch, MetaName, PolicyKey, RecordEpoch, WalletId,
+    AuditSeq, CommitmentHash, DkgSessionId, KeyEpoch, MetaName, PolicyKey, RecordEpoch, Timestamp,
+    WalletId,
 };
+use crate::manager::KeyChangeAudit;
 use crate::ops::{Marker, WriteOp, WriteOutcome};
 use crate::plaintext::Plaintext;
 use crate::provider::KeyProvider;
@@ -110,8 +112,9 @@ pub trait Store: Send + Sync {
     /// database taken before still holds it with its data key wrapped by
     /// the KEK, and freed database pages may keep its ciphertext until
     /// reused: only destroying the old KEK version closes that. A store
-    /// that seals nothing does nothing.
-    fn retire_deleted(&self) -> Result<(), Error>;
+    /// that seals nothing does nothing. Each key change commits with the
+    /// audit entry `audit` writes for it at `at`, in its own unit.
+    fn retire_deleted(&self, audit: &dyn KeyChangeAudit, at: Timestamp) -> Result<(), Error>;
 }
 
 /// A shared store is a store: the signer engine owns its store handle while
@@ -163,8 +166,8 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     fn corrupt_wallets(&self) -> Vec<WalletId> {
         (**self).corrupt_wallets()
     }
-    fn retire_deleted(&self) -> Result<(), Error> {
-        (**self).retire_deleted()
+    fn retire_deleted(&self, audit: &dyn KeyChangeAudit, at: Timestamp) -> Result<(), Error> {
+        (**self).retire_deleted(audit, at)
     }
 }
 

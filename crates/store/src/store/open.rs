@@ -449,6 +449,7 @@ fn open_shared(
         }
     };
     witness.write(position)?;
+    crate::metrics::audit_head(position.audit.seq);
     if !written {
         record_witness_written(&db, &keyring, identity)?;
     }
