@@ -157,6 +157,43 @@ pub enum AuditEvent {
     },
     /// A signed checkpoint.
     Checkpoint(Checkpoint),
+    /// The operator staged a policy version (docs/policy.md, "Staged
+    /// rollout").
+    PolicyStaged {
+        /// The rollout record's sequence after this step.
+        seq: u64,
+        /// The version staged.
+        version: u32,
+        /// The step (`canary`).
+        stage: String,
+        /// The wallets on the new version now.
+        wallets: Vec<WalletId>,
+        /// How many wallets the rollout covers.
+        rollout_wallets: u64,
+    },
+    /// The operator promoted the rollout to its next step.
+    PolicyPromoted {
+        /// The rollout record's sequence after this step.
+        seq: u64,
+        /// The version.
+        version: u32,
+        /// The step reached (`10%`, `50%`, `100%`).
+        stage: String,
+        /// The wallets on the new version now.
+        wallets: Vec<WalletId>,
+    },
+    /// The rollout went back to each wallet's previous version: by the
+    /// operator, or by itself on a failed health gate.
+    PolicyRolledBack {
+        /// The rollout record's sequence after this step.
+        seq: u64,
+        /// The version rolled back.
+        version: u32,
+        /// Who or which gate rolled it back.
+        reason: String,
+        /// The wallets back on their previous version.
+        wallets: Vec<WalletId>,
+    },
 }
 
 /// A statement signed by a member's identity key: entry `seq` of its audit

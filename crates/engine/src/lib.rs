@@ -82,6 +82,7 @@ mod ledger;
 mod pool;
 mod refresh;
 mod repair;
+pub mod rollout;
 mod signer;
 mod target;
 #[cfg(feature = "test-util")]
@@ -101,6 +102,7 @@ pub use repair::{
     InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,
     RepairSession, SignedRepairMessage,
 };
+pub use rollout::{Phase, RolloutCommand, RolloutError, RolloutStatus, RolloutWallet};
 pub use signer::{OpenError, OperatorCommand, OperatorOutcome, Signer, Transition};
 pub use target::{Digest, SigningTarget, taproot_wallet};
 pub use wallet::WalletStateKind;

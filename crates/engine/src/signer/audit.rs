@@ -3,9 +3,12 @@
 //! steps put their entry in their own store unit
 //! ([`crate::audit::append_op`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use thresig_store::{AuditHash, AuditSeq, OpResult, Store, Timestamp, WriteOp, WriteOutcome};
+use thresig_store::{
+    AuditHash, AuditSeq, OpResult, Store, Timestamp, WalletId, WriteOp, WriteOutcome,
+};
 
 use super::Signer;
 use crate::audit::{
@@ -60,11 +63,7 @@ impl<S: Store> Signer<S> {
         let event = AuditEvent::Open {
             identity: self.identity.verifying_key().into(),
             wallets: self.wallets.len() as u64,
-            policy_versions: self
-                .wallets
-                .iter()
-                .map(|(wallet, slot)| (wallet.clone(), slot.policy.version().0))
-                .collect(),
+            policy_versions: self.applied_versions()?,
         };
         self.audit_record(now, &event)
     }
@@ -252,5 +251,27 @@ impl<S: Store> Signer<S> {
             from = AuditSeq(last.seq.0.saturating_add(1));
         }
         Ok(point)
+    }
+}
+
+impl<S: Store> Signer<S> {
+    /// Each wallet's applied policy version (a rollout's, else the
+    /// configuration's). A damaged rollout record leaves the configured
+    /// versions in the entry: no wallet signs until it is restored, and
+    /// the open is still recorded.
+    fn applied_versions(&self) -> Result<BTreeMap<WalletId, u32>, AuditError> {
+        match self.rollout_status() {
+            Ok(status) => Ok(status
+                .wallets
+                .into_iter()
+                .map(|w| (w.wallet, w.policy_version))
+                .collect()),
+            Err(crate::rollout::RolloutError::Store(e)) => Err(AuditError::Store(e)),
+            Err(_) => Ok(self
+                .wallets
+                .iter()
+                .map(|(wallet, slot)| (wallet.clone(), slot.policy.version().0))
+                .collect()),
+        }
     }
 }

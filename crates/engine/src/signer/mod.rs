@@ -25,7 +25,7 @@ mod round1;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::{Seat, SecretNonce};
@@ -115,8 +115,10 @@ impl<'a> Member<'a> {
 /// One configured wallet.
 pub(crate) struct Slot {
     pub(crate) config: WalletConfig,
-    /// The wallet's policy, validated from `config.policy` at open.
-    pub(crate) policy: Policy,
+    /// The wallet's policy, validated from `config.policy` at open: the
+    /// one it applies unless a rollout record names the wallet
+    /// ([`Signer::applied_policy`]).
+    pub(crate) policy: Arc<Policy>,
     pub(crate) seat: Seat,
     shard: Mutex<Shard>,
 }
@@ -151,8 +153,10 @@ pub struct Signer<S> {
     pub(crate) identity: ed25519_dalek::SigningKey,
     pub(crate) limits: Limits,
     /// The Bitcoin network of every wallet (from the configuration only).
-    network: Network,
-    wallets: BTreeMap<WalletId, Slot>,
+    pub(crate) network: Network,
+    pub(crate) wallets: BTreeMap<WalletId, Slot>,
+    /// The policy rollout record as read, and the current step's counters.
+    pub(crate) rollout: Mutex<crate::rollout::Cache>,
     /// The retirement of deleted shares' data keys, run by
     /// [`Signer::prune`] outside every wallet lock.
     retirement: Mutex<retire::Retirement>,
@@ -214,7 +218,7 @@ impl<S: Store> Signer<S> {
                 wallet.id.clone(),
                 Slot {
                     config: wallet,
-                    policy,
+                    policy: Arc::new(policy),
                     seat,
                     shard: Mutex::new(shard),
                 },
@@ -226,6 +230,7 @@ impl<S: Store> Signer<S> {
             limits: config.limits,
             network: config.network,
             wallets,
+            rollout: Mutex::new(crate::rollout::Cache::default()),
             retirement: Mutex::new(retire::Retirement::default()),
             audit_checkpointed: AtomicU64::new(0),
         })
@@ -274,7 +279,9 @@ impl<S: Store> Signer<S> {
         let messages = |messages| Response::DkgMessages { messages };
         match request {
             Request::Round1(req) => self.round1(now, &member, &req, rng).map(Response::Round1),
-            Request::Round2(req) => self.round2(now, &member, &req, rng).map(Response::Round2),
+            Request::Round2(req) => self
+                .round2_applied(now, &member, &req, rng)
+                .map(Response::Round2),
             Request::Abort(req) => self
                 .abort(now, &member, &req)
                 .map(|destroyed| Response::Aborted { destroyed }),
@@ -317,6 +324,24 @@ impl<S: Store> Signer<S> {
         }
     }
 
+    /// Round 2 under the policy the wallet applies now, its outcome
+    /// counted for a rollout's gate (which may roll the rollout back).
+    fn round2_applied<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        member: &Member<'_>,
+        req: &crate::api::Round2Request,
+        rng: &mut R,
+    ) -> Result<crate::api::Round2Response, Error> {
+        let applied = self.applied_policy(member.slot)?;
+        let result = self.round2(now, member, req, &applied.policy, rng);
+        let outcome = crate::rollout::outcome_of(&result);
+        // The answer stands whether or not the gate's rollback commits; a
+        // rollback that failed is tried again by the next round 2 or tick.
+        let _ = self.observe(now, &member.slot.config.id, &applied, outcome);
+        result
+    }
+
     /// The status of every wallet `from` is a member of: a coordinator sees
     /// only those.
     fn listing(&self, from: CoordinatorId) -> Result<Response, Error> {
@@ -354,6 +379,7 @@ impl<S: Store> Signer<S> {
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;
+        self.rollout_tick(now)?;
         Ok(())
     }
 

@@ -82,6 +82,7 @@ impl<S: Store> Signer<S> {
         now: Timestamp,
         member: &Member<'_>,
         req: &Round2Request,
+        policy: &Policy,
         rng: &mut R,
     ) -> Result<Round2Response, Error> {
         let Member { slot, from } = *member;
@@ -97,7 +98,7 @@ impl<S: Store> Signer<S> {
         let (key, role) = state.signing_key(&req.wallet)?;
         let wallet = &slot.config.id;
         let authority = Authority {
-            policy: &slot.policy,
+            policy,
             role,
             taproot: taproot_wallet(self.network, &key.key)?,
         };
@@ -105,10 +106,10 @@ impl<S: Store> Signer<S> {
         let release = Release {
             wallet,
             coordinator: from,
-            policy: &slot.policy,
+            policy,
             mode: wallet_mode(wallet, role, successor)?,
             spend: checked.spend(),
-            audit: release_event(wallet, key, from, &slot.policy, &checked),
+            audit: release_event(wallet, key, from, policy, &checked),
         };
         let shares = self.release(now, from, &release, &checked, key, pool, pending)?;
         let commitments = match self.fresh_vector(now, from, wallet, pool, key, shares.len(), rng) {

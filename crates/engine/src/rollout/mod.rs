@@ -1,0 +1,414 @@
+//! Staged policy rollout (DESIGN.md §4): a new policy version reaches a
+//! member's wallets in steps, canary first, watched by health gates, and
+//! goes back to the previous version by itself when a gate fails.
+//!
+//! - [`Phase`]: the steps, canary (1 %, at least one wallet), 10 %, 50 %,
+//!   100 %, or rolled back. Which wallets a share covers is a pure
+//!   function of the wallet id and the version ([`canary_bucket`]), so
+//!   every member holding the same wallets picks the same ones.
+//! - The rollout record (one engine metadata record, `policy-rollout`):
+//!   its sequence number, the version, the phase, the gates, and for each
+//!   wallet of the rollout its previous and its new policy; the policies
+//!   earlier rollouts settled are kept too. Each step is a compare-and-set
+//!   from the exact bytes read ([`thresig_store::WriteOp::CasMeta`]) with
+//!   its audit entry in the same unit, so a step is durable and audited,
+//!   or neither, and a step computed from a record another step replaced
+//!   is refused ([`RolloutError::Stale`]). The policies a wallet applies
+//!   thus survive restarts without the configuration file staying as it
+//!   was; the file decides only for wallets no rollout ever named.
+//! - [`gate`]: the counters and the pure verdict.
+//! - `steps.rs`: the signer's side: the applied policy of each wallet,
+//!   counting round 2's outcomes, the operator's steps and the automatic
+//!   rollback.
+
+pub mod gate;
+mod steps;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use thresig_store::{MetaName, Recovery, WalletId};
+use thresig_tx::{Policy, PolicyConfig};
+
+use crate::config::ConfigError;
+use crate::error::ErrorCode;
+use gate::{Counters, Failure, Gates, Group, Verdict};
+pub(crate) use steps::outcome_of;
+pub use steps::{RolloutCommand, RolloutStatus, RolloutWallet};
+
+/// The metadata record's name.
+const RECORD: &[u8] = b"policy-rollout";
+
+/// The record's format; a record of another format is refused, never
+/// read as empty.
+const FORMAT: u8 = 1;
+
+fn record_name() -> Result<MetaName, RolloutError> {
+    MetaName::new(RECORD.to_vec()).map_err(|_| RolloutError::Corrupt)
+}
+
+/// A rollout's step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// 1 % of the rollout's wallets, and at least one.
+    Canary,
+    /// 10 %.
+    Ten,
+    /// 50 %.
+    Fifty,
+    /// Every wallet: the rollout is complete.
+    Full,
+    /// Every wallet back on its previous version.
+    RolledBack,
+}
+
+impl Phase {
+    /// The share of the rollout's wallets on the new version, in basis
+    /// points.
+    #[must_use]
+    pub fn share_bp(self) -> u16 {
+        match self {
+            Self::Canary => 100,
+            Self::Ten => 1_000,
+            Self::Fifty => 5_000,
+            Self::Full => 10_000,
+            Self::RolledBack => 0,
+        }
+    }
+
+    /// The step `promote` moves to, while one remains.
+    #[must_use]
+    pub fn next(self) -> Option<Self> {
+        match self {
+            Self::Canary => Some(Self::Ten),
+            Self::Ten => Some(Self::Fifty),
+            Self::Fifty => Some(Self::Full),
+            Self::Full | Self::RolledBack => None,
+        }
+    }
+
+    /// Whether the rollout is still being watched (its gates judge it).
+    #[must_use]
+    pub fn in_progress(self) -> bool {
+        self.next().is_some()
+    }
+
+    /// The name `thresig status` and the audit log use.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::Ten => "10%",
+            Self::Fifty => "50%",
+            Self::Full => "100%",
+            Self::RolledBack => "rolled_back",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where `wallet` falls for `version`, 0 to 9 999: it is on the new
+/// version at a step whose share is above its bucket. SHA-256 of a domain
+/// tag, the wallet id and the version, so each version picks its own
+/// canaries and every member picks the same ones.
+#[must_use]
+pub fn canary_bucket(wallet: &WalletId, version: u32) -> u16 {
+    let digest = Sha256::new()
+        .chain_update(b"thresig/policy-canary/v1\0")
+        .chain_update(wallet.as_str().as_bytes())
+        .chain_update(b"\0")
+        .chain_update(version.to_be_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+    let bucket = (u128::from(u64::from_be_bytes(first)) * 10_000) >> 64;
+    u16::try_from(bucket).unwrap_or(u16::MAX)
+}
+
+/// The wallets of `wallets` on the new version at `phase`: those whose
+/// bucket is below the phase's share, and at the canary step at least the
+/// one of the lowest bucket (so a member of few wallets still has a
+/// canary).
+#[must_use]
+pub fn on_new_version<'a>(
+    wallets: impl IntoIterator<Item = &'a WalletId>,
+    version: u32,
+    phase: Phase,
+) -> BTreeSet<WalletId> {
+    let share = phase.share_bp();
+    let ranked: Vec<(u16, &WalletId)> = wallets
+        .into_iter()
+        .map(|w| (canary_bucket(w, version), w))
+        .collect();
+    let mut chosen: BTreeSet<WalletId> = ranked
+        .iter()
+        .filter(|(bucket, _)| *bucket < share)
+        .map(|(_, w)| (*w).clone())
+        .collect();
+    if chosen.is_empty() && share > 0 {
+        chosen.extend(ranked.iter().min().map(|(_, w)| (*w).clone()));
+    }
+    chosen
+}
+
+/// A wallet's two policies in a rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Versions {
+    previous: PolicyConfig,
+    next: PolicyConfig,
+}
+
+/// The stored rollout record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Record {
+    format: u8,
+    /// Bumped by every step.
+    seq: u64,
+    /// The version rolled out.
+    version: u32,
+    phase: Phase,
+    /// When the current step was taken (ms since the Unix epoch).
+    since_ms: u64,
+    gates: Gates,
+    /// The wallets of this rollout.
+    wallets: BTreeMap<WalletId, Versions>,
+    /// The policies earlier rollouts left applied, for wallets not in this
+    /// one.
+    settled: BTreeMap<WalletId, PolicyConfig>,
+    /// Why it was rolled back (the operator, or the gate that failed).
+    reason: Option<String>,
+}
+
+impl Record {
+    fn decode(bytes: &[u8]) -> Result<Self, RolloutError> {
+        let record: Self = serde_json::from_slice(bytes).map_err(|_| RolloutError::Corrupt)?;
+        if record.format != FORMAT {
+            return Err(RolloutError::Corrupt);
+        }
+        Ok(record)
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, RolloutError> {
+        serde_json::to_vec(self).map_err(|_| RolloutError::Corrupt)
+    }
+
+    /// The policy `wallet` applies under this record, if the record
+    /// decides it, and the group it counts in while the rollout is watched.
+    fn applied(
+        &self,
+        wallet: &WalletId,
+        canaries: &BTreeSet<WalletId>,
+    ) -> Option<AppliedConfig<'_>> {
+        if let Some(versions) = self.wallets.get(wallet) {
+            let on_new = match self.phase {
+                Phase::Full => true,
+                Phase::RolledBack => false,
+                _ => canaries.contains(wallet),
+            };
+            let config = if on_new {
+                &versions.next
+            } else {
+                &versions.previous
+            };
+            let group = self.phase.in_progress().then_some(if on_new {
+                Group::Canary
+            } else {
+                Group::Baseline
+            });
+            return Some(AppliedConfig { config, group });
+        }
+        self.settled.get(wallet).map(|config| AppliedConfig {
+            config,
+            group: None,
+        })
+    }
+
+    fn canaries(&self) -> BTreeSet<WalletId> {
+        on_new_version(self.wallets.keys(), self.version, self.phase)
+    }
+}
+
+struct AppliedConfig<'a> {
+    config: &'a PolicyConfig,
+    group: Option<Group>,
+}
+
+/// The policy a wallet applies now.
+#[derive(Clone, Debug)]
+pub(crate) struct Applied {
+    pub(crate) policy: Arc<Policy>,
+    /// The group it counts in while a rollout is watched.
+    pub(crate) group: Option<Group>,
+}
+
+/// What the signer holds of the rollout record: the bytes read, the
+/// policies they give each wallet, and the counters of the current step.
+/// Loaded on first use (opening a signer reads nothing).
+#[derive(Default)]
+pub(crate) struct Cache {
+    loaded: Option<Loaded>,
+}
+
+struct Loaded {
+    raw: Option<Vec<u8>>,
+    record: Option<Record>,
+    applied: BTreeMap<WalletId, Applied>,
+    counters: Counters,
+}
+
+impl Loaded {
+    fn verdict(&self) -> Option<Verdict> {
+        let record = self.record.as_ref()?;
+        if !record.phase.in_progress() {
+            return None;
+        }
+        let count = |group| {
+            self.counters
+                .iter()
+                .filter(|((g, _), _)| *g == group)
+                .fold(gate::Counts::default(), |sum, (_, c)| sum.plus(c))
+        };
+        Some(gate::evaluate(
+            &count(Group::Canary),
+            &count(Group::Baseline),
+            &record.gates,
+        ))
+    }
+}
+
+/// Why a rollout step or the policy lookup failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RolloutError {
+    /// The step was computed from another record than the one stored.
+    #[error(
+        "the rollout is at step {found}, not {expected}: another step (perhaps an automatic rollback) came first; check `thresig status` and run the step again if it still applies"
+    )]
+    Stale {
+        /// The sequence the step expected.
+        expected: u64,
+        /// The sequence stored.
+        found: u64,
+    },
+    /// Promote refused: the gate failed, and the rollout was rolled back.
+    #[error(
+        "version {version} failed its health gate at step {phase}: {failure}; every wallet is back on its previous version; fix the policy, bump its version and stage it again"
+    )]
+    GateFailed {
+        /// The version.
+        version: u32,
+        /// The step it failed at.
+        phase: Phase,
+        /// The measure that failed.
+        failure: Failure,
+    },
+    /// No wallet's policy in the file has `version` and a different
+    /// applied version.
+    #[error(
+        "no wallet of the file has policy version {version} where this signer applies another; fix the file: give the wallets' [wallets.policy] tables version {version} first"
+    )]
+    NothingToStage {
+        /// The version asked for.
+        version: u32,
+    },
+    /// A wallet's policy changed in the file without a version bump.
+    #[error(
+        "wallet {wallet}: its policy in the file differs from the applied one but both say version {version}; bump `version`"
+    )]
+    VersionNotBumped {
+        /// The wallet.
+        wallet: WalletId,
+        /// The version both say.
+        version: u32,
+    },
+    /// Stage refused: another rollout is still watched.
+    #[error(
+        "version {version} is being rolled out (step {phase}); promote it to 100% or roll it back first"
+    )]
+    InProgress {
+        /// Its version.
+        version: u32,
+        /// Its step.
+        phase: Phase,
+    },
+    /// Promote or roll back without a rollout to act on.
+    #[error("no rollout to {step}: {state}; stage a version first")]
+    NotInProgress {
+        /// `promote` or `roll back`.
+        step: &'static str,
+        /// What the record says.
+        state: String,
+    },
+    /// The file names a wallet the signer does not serve.
+    #[error(
+        "wallet {wallet} is not served by this signer; restart it with the file before staging"
+    )]
+    UnknownWallet {
+        /// The wallet.
+        wallet: WalletId,
+    },
+    /// A staged policy does not validate.
+    #[error("{0}")]
+    InvalidPolicy(Box<ConfigError>),
+    /// The rollout record does not decode, is of an unknown format, or
+    /// holds a policy that does not validate.
+    #[error(
+        "the policy rollout record is damaged, so no wallet signs (deleting it would silently move wallets to the file's policies); stop the signer, run `thresig keys verify` and restore the record from a backup"
+    )]
+    Corrupt,
+    /// The store failed.
+    #[error("the policy rollout record: storage failed: {0}")]
+    Store(#[source] thresig_store::Error),
+}
+
+impl RolloutError {
+    /// The stable code the operator sees (docs/errors.md, "Policy
+    /// rollout").
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Stale { .. } => "rollout_stale",
+            Self::GateFailed { .. } => "rollout_gate_failed",
+            Self::NothingToStage { .. } | Self::VersionNotBumped { .. } => {
+                "rollout_nothing_to_stage"
+            }
+            Self::InProgress { .. } => "rollout_in_progress",
+            Self::NotInProgress { .. } => "rollout_not_in_progress",
+            Self::UnknownWallet { .. } => "unknown_wallet",
+            Self::InvalidPolicy(_) => "invalid_config",
+            Self::Corrupt => "rollout_corrupt",
+            Self::Store(source) => crate::error::store_code(source).as_str(),
+        }
+    }
+
+    /// Whether running the same command again can succeed.
+    #[must_use]
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            Self::Store(source) => crate::error::store_code(source).recovery(),
+            _ => Recovery::Terminal,
+        }
+    }
+
+    /// The code a coordinator sees when a wallet's policy cannot be looked
+    /// up (only [`RolloutError::Corrupt`] and [`RolloutError::Store`] reach
+    /// round 2).
+    pub(crate) fn engine_code(&self) -> ErrorCode {
+        match self {
+            Self::Store(source) => crate::error::store_code(source),
+            Self::Corrupt => ErrorCode::StateCorrupt,
+            _ => ErrorCode::InvalidRequest,
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! The signer's side of a staged rollout: which policy each wallet
+//! applies, the counting of round 2's outcomes, the operator's steps
+//! (stage, promote, roll back) and the rollback a failed gate makes by
+//! itself, on the next round 2 or the upkeep tick.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use thresig_store::{Conflict, Store, Timestamp, WalletId, WriteOp, WriteOutcome};
+use thresig_tx::PolicyConfig;
+
+use super::gate::{Counts, Gates, Group, Outcome, Verdict};
+use super::{Applied, Cache, FORMAT, Loaded, Phase, Record, RolloutError, Versions, record_name};
+use crate::audit::{AuditEvent, append_op};
+use crate::config::ConfigError;
+use crate::error::Error;
+use crate::signer::{Signer, Slot};
+
+/// A step of this member's operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum RolloutCommand {
+    /// Stage `version`: every wallet whose policy in `policies` (the
+    /// configuration file's) has that version and differs from what the
+    /// wallet applies joins the rollout, and its canaries move to it.
+    Stage {
+        /// The version to roll out.
+        version: u32,
+        /// Each wallet's `[wallets.policy]` as the file now says.
+        policies: BTreeMap<WalletId, PolicyConfig>,
+        /// The gates that judge each step.
+        #[serde(default)]
+        gates: Gates,
+        /// The step the operator saw (`None`: whatever is stored).
+        #[serde(default)]
+        expect_seq: Option<u64>,
+    },
+    /// Move to the next step, unless the gate fails.
+    Promote {
+        /// The step the operator saw.
+        #[serde(default)]
+        expect_seq: Option<u64>,
+    },
+    /// Put every wallet of the rollout back on its previous version.
+    Rollback {
+        /// The step the operator saw.
+        #[serde(default)]
+        expect_seq: Option<u64>,
+    },
+}
+
+impl RolloutCommand {
+    fn expect_seq(&self) -> Option<u64> {
+        match self {
+            Self::Stage { expect_seq, .. }
+            | Self::Promote { expect_seq }
+            | Self::Rollback { expect_seq } => *expect_seq,
+        }
+    }
+}
+
+/// The rollout as `thresig status` and the policy commands show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RolloutStatus {
+    /// The record's sequence (0: no rollout ever).
+    pub seq: u64,
+    /// The version of the last rollout.
+    pub version: Option<u32>,
+    /// Its step.
+    pub phase: Option<Phase>,
+    /// When that step was taken (ms since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// Why it was rolled back.
+    pub reason: Option<String>,
+    /// The gate's verdict on this step so far (while one is watched).
+    pub verdict: Option<Verdict>,
+    /// Round 2 on the new version since the step.
+    pub canary: Counts,
+    /// Round 2 on the previous version since the step.
+    pub baseline: Counts,
+    /// Every wallet's applied policy version.
+    pub wallets: Vec<RolloutWallet>,
+}
+
+/// One wallet's applied policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RolloutWallet {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// The version it applies.
+    pub policy_version: u32,
+    /// Its side of the rollout being watched, if it is in one.
+    pub group: Option<Group>,
+}
+
+/// Why a rollout was rolled back.
+enum Reason<'a> {
+    Operator,
+    Gate(&'a super::gate::Failure),
+}
+
+impl<S: Store> Signer<S> {
+    /// The policy `slot`'s wallet applies now: the rollout record's, or
+    /// the configuration's for a wallet no rollout named.
+    ///
+    /// # Errors
+    /// [`RolloutError::Corrupt`] for a damaged record (every wallet
+    /// refuses), [`RolloutError::Store`] when it cannot be read.
+    pub(crate) fn applied_policy(&self, slot: &Slot) -> Result<Applied, RolloutError> {
+        let mut cache = self.rollout_cache();
+        let loaded = self.loaded(&mut cache)?;
+        Ok(loaded
+            .applied
+            .get(&slot.config.id)
+            .cloned()
+            .unwrap_or_else(|| Applied {
+                policy: slot.policy.clone(),
+                group: None,
+            }))
+    }
+
+    /// Counts one round 2 of `wallet` under `applied`, and rolls the
+    /// rollout back when the gate now fails. An outcome under a policy a
+    /// step has since replaced belongs to no window and is dropped.
+    pub(crate) fn observe(
+        &self,
+        now: Timestamp,
+        wallet: &WalletId,
+        applied: &Applied,
+        outcome: Outcome,
+    ) -> Result<(), RolloutError> {
+        let Some(group) = applied.group else {
+            return Ok(());
+        };
+        let mut cache = self.rollout_cache();
+        let Some(loaded) = cache.loaded.as_mut() else {
+            return Ok(());
+        };
+        let current = loaded.applied.get(wallet);
+        if !current.is_some_and(|c| Arc::ptr_eq(&c.policy, &applied.policy)) {
+            return Ok(());
+        }
+        loaded
+            .counters
+            .entry((group, applied.policy.version().0))
+            .or_default()
+            .record(outcome);
+        self.roll_back_if_failed(now, &mut cache)
+    }
+
+    /// The upkeep tick: rolls back a rollout whose gate fails (the
+    /// counters already judged on each round 2; this catches a record
+    /// loaded since). Harmless at any time.
+    ///
+    /// # Errors
+    /// As [`Signer::policy_rollout`] for the rollback.
+    pub fn rollout_tick(&self, now: Timestamp) -> Result<(), RolloutError> {
+        let mut cache = self.rollout_cache();
+        self.loaded(&mut cache)?;
+        self.roll_back_if_failed(now, &mut cache)
+    }
+
+    /// Runs one rollout step of this member's operator at `now`: a
+    /// compare-and-set of the rollout record from the bytes stored, with
+    /// its audit entry (`policy_staged`, `policy_promoted`,
+    /// `policy_rolled_back`) in the same unit.
+    ///
+    /// # Errors
+    /// [`RolloutError::Stale`] when `expect_seq` is not the stored step or
+    /// another step committed first; [`RolloutError::GateFailed`] for a
+    /// promote whose gate fails (the rollout is then rolled back);
+    /// [`RolloutError::InProgress`], [`RolloutError::NotInProgress`],
+    /// [`RolloutError::NothingToStage`], [`RolloutError::VersionNotBumped`],
+    /// [`RolloutError::UnknownWallet`], [`RolloutError::InvalidPolicy`] for
+    /// a step that does not apply; [`RolloutError::Corrupt`] and
+    /// [`RolloutError::Store`].
+    pub fn policy_rollout(
+        &self,
+        now: Timestamp,
+        command: &RolloutCommand,
+    ) -> Result<RolloutStatus, RolloutError> {
+        let mut cache = self.rollout_cache();
+        // The stored bytes decide, not the cache: a step is computed from
+        // exactly what its compare-and-set expects.
+        let raw = self.read_raw()?;
+        if cache.loaded.as_ref().is_none_or(|l| l.raw != raw) {
+            cache.loaded = Some(self.build(raw)?);
+        }
+        let (current, verdict) = {
+            let loaded = self.loaded(&mut cache)?;
+            (loaded.record.clone(), loaded.verdict())
+        };
+        let seq = current.as_ref().map_or(0, |r| r.seq);
+        if let Some(expected) = command.expect_seq()
+            && expected != seq
+        {
+            return Err(RolloutError::Stale {
+                expected,
+                found: seq,
+            });
+        }
+        let state = current.as_ref().map_or_else(
+            || "none was ever staged".to_owned(),
+            |r| format!("version {} is at {}", r.version, r.phase),
+        );
+        let not_in_progress = |step| RolloutError::NotInProgress { step, state };
+        let (record, event) = match command {
+            RolloutCommand::Stage {
+                version,
+                policies,
+                gates,
+                ..
+            } => {
+                let record = self.staged(now, current.as_ref(), *version, policies, *gates)?;
+                let event = AuditEvent::PolicyStaged {
+                    seq: record.seq,
+                    version: record.version,
+                    stage: record.phase.as_str().to_owned(),
+                    wallets: record.canaries().into_iter().collect(),
+                    rollout_wallets: record.wallets.len() as u64,
+                };
+                (record, event)
+            }
+            RolloutCommand::Promote { .. } => {
+                let Some(mut record) = current.filter(|r| r.phase.in_progress()) else {
+                    return Err(not_in_progress("promote"));
+                };
+                if let Some(Verdict::Fail(failure)) = verdict {
+                    let phase = record.phase;
+                    self.roll_back(now, &mut cache, Reason::Gate(&failure))?;
+                    return Err(RolloutError::GateFailed {
+                        version: record.version,
+                        phase,
+                        failure,
+                    });
+                }
+                record.phase = record.phase.next().unwrap_or(Phase::Full);
+                record.seq = seq + 1;
+                record.since_ms = now.0;
+                let event = AuditEvent::PolicyPromoted {
+                    seq: record.seq,
+                    version: record.version,
+                    stage: record.phase.as_str().to_owned(),
+                    wallets: record.canaries().into_iter().collect(),
+                };
+                (record, event)
+            }
+            RolloutCommand::Rollback { .. } => {
+                if !current
+                    .as_ref()
+                    .is_some_and(|r| r.phase != Phase::RolledBack)
+                {
+                    return Err(not_in_progress("roll back"));
+                }
+                self.roll_back(now, &mut cache, Reason::Operator)?;
+                return self.status_of(&mut cache);
+            }
+        };
+        self.commit_rollout(&mut cache, &record, &event, now)?;
+        self.status_of(&mut cache)
+    }
+
+    /// The rollout and every wallet's applied policy version.
+    ///
+    /// # Errors
+    /// [`RolloutError::Corrupt`], [`RolloutError::Store`].
+    pub fn rollout_status(&self) -> Result<RolloutStatus, RolloutError> {
+        let mut cache = self.rollout_cache();
+        self.status_of(&mut cache)
+    }
+
+    fn status_of(&self, cache: &mut Cache) -> Result<RolloutStatus, RolloutError> {
+        let loaded = self.loaded(cache)?;
+        let record = loaded.record.as_ref();
+        let sum = |group| {
+            loaded
+                .counters
+                .iter()
+                .filter(|((g, _), _)| *g == group)
+                .fold(Counts::default(), |sum, (_, c)| sum.plus(c))
+        };
+        let wallets = self
+            .wallets
+            .iter()
+            .map(|(id, slot)| {
+                let applied = loaded.applied.get(id);
+                RolloutWallet {
+                    wallet: id.clone(),
+                    policy_version: applied
+                        .map_or_else(|| slot.policy.version(), |a| a.policy.version())
+                        .0,
+                    group: applied.and_then(|a| a.group),
+                }
+            })
+            .collect();
+        Ok(RolloutStatus {
+            seq: record.map_or(0, |r| r.seq),
+            version: record.map(|r| r.version),
+            phase: record.map(|r| r.phase),
+            since_ms: record.map(|r| r.since_ms),
+            reason: record.and_then(|r| r.reason.clone()),
+            verdict: loaded.verdict(),
+            canary: sum(Group::Canary),
+            baseline: sum(Group::Baseline),
+            wallets,
+        })
+    }
+
+    /// The new rollout record of staging `version`.
+    fn staged(
+        &self,
+        now: Timestamp,
+        current: Option<&Record>,
+        version: u32,
+        policies: &BTreeMap<WalletId, PolicyConfig>,
+        gates: Gates,
+    ) -> Result<Record, RolloutError> {
+        if let Some(r) = current.filter(|r| r.phase.in_progress()) {
+            return Err(RolloutError::InProgress {
+                version: r.version,
+                phase: r.phase,
+            });
+        }
+        // What every wallet a rollout named applies now.
+        let mut settled = current.map(|r| r.settled.clone()).unwrap_or_default();
+        for (wallet, versions) in current.map(|r| &r.wallets).into_iter().flatten() {
+            let applied = match current.map(|r| r.phase) {
+                Some(Phase::Full) => &versions.next,
+                _ => &versions.previous,
+            };
+            settled.insert(wallet.clone(), applied.clone());
+        }
+        let mut wallets = BTreeMap::new();
+        for (wallet, next) in policies.iter().filter(|(_, p)| p.version == version) {
+            let slot = self
+                .wallets
+                .get(wallet)
+                .ok_or_else(|| RolloutError::UnknownWallet {
+                    wallet: wallet.clone(),
+                })?;
+            let previous = settled
+                .get(wallet)
+                .cloned()
+                .unwrap_or_else(|| slot.config.policy.clone());
+            if previous == *next {
+                continue;
+            }
+            if previous.version == next.version {
+                return Err(RolloutError::VersionNotBumped {
+                    wallet: wallet.clone(),
+                    version,
+                });
+            }
+            next.validate(self.network, slot.config.threshold)
+                .map_err(|source| {
+                    RolloutError::InvalidPolicy(Box::new(ConfigError::Policy {
+                        wallet: wallet.clone(),
+                        source: Box::new(source),
+                    }))
+                })?;
+            settled.remove(wallet);
+            wallets.insert(
+                wallet.clone(),
+                Versions {
+                    previous,
+                    next: next.clone(),
+                },
+            );
+        }
+        if wallets.is_empty() {
+            return Err(RolloutError::NothingToStage { version });
+        }
+        Ok(Record {
+            format: FORMAT,
+            seq: current.map_or(0, |r| r.seq) + 1,
+            version,
+            phase: Phase::Canary,
+            since_ms: now.0,
+            gates,
+            wallets,
+            settled,
+            reason: None,
+        })
+    }
+
+    fn roll_back_if_failed(
+        &self,
+        now: Timestamp,
+        cache: &mut MutexGuard<'_, Cache>,
+    ) -> Result<(), RolloutError> {
+        let verdict = cache.loaded.as_ref().and_then(Loaded::verdict);
+        if let Some(Verdict::Fail(failure)) = verdict {
+            self.roll_back(now, cache, Reason::Gate(&failure))?;
+        }
+        Ok(())
+    }
+
+    /// Rolls the loaded record back (every wallet of it to its previous
+    /// version).
+    fn roll_back(
+        &self,
+        now: Timestamp,
+        cache: &mut Cache,
+        reason: Reason<'_>,
+    ) -> Result<(), RolloutError> {
+        let loaded = self.loaded(cache)?;
+        let Some(mut record) = loaded.record.clone() else {
+            return Ok(());
+        };
+        record.reason = Some(match reason {
+            Reason::Operator => "the operator rolled it back".to_owned(),
+            Reason::Gate(failure) => format!("health gate at {}: {failure}", record.phase),
+        });
+        record.phase = Phase::RolledBack;
+        record.seq += 1;
+        record.since_ms = now.0;
+        let event = AuditEvent::PolicyRolledBack {
+            seq: record.seq,
+            version: record.version,
+            reason: record.reason.clone().unwrap_or_default(),
+            wallets: record.wallets.keys().cloned().collect(),
+        };
+        self.commit_rollout(cache, &record, &event, now)
+    }
+
+    /// Commits `record` with its audit entry, as a compare-and-set from the
+    /// bytes the cache was built from; the cache then holds it, its
+    /// counters reset (a new step opens a new window).
+    fn commit_rollout(
+        &self,
+        cache: &mut Cache,
+        record: &Record,
+        event: &AuditEvent,
+        now: Timestamp,
+    ) -> Result<(), RolloutError> {
+        let expected = cache.loaded.as_ref().and_then(|l| l.raw.clone());
+        let new = record.encode()?;
+        let unit = vec![
+            WriteOp::CasMeta {
+                name: record_name()?,
+                expected,
+                new: new.clone().into(),
+            },
+            append_op(now, event),
+        ];
+        match self.store.write(unit) {
+            Ok(WriteOutcome::Committed(_)) => {
+                cache.loaded = Some(self.build(Some(new))?);
+                Ok(())
+            }
+            Ok(WriteOutcome::Skipped {
+                conflict: Conflict::MetaMismatch(found),
+                ..
+            }) => {
+                cache.loaded = None;
+                let found = found
+                    .as_deref()
+                    .map(Record::decode)
+                    .transpose()?
+                    .map_or(0, |r| r.seq);
+                Err(RolloutError::Stale {
+                    expected: record.seq.saturating_sub(1),
+                    found,
+                })
+            }
+            // No other conditional write is in the unit.
+            Ok(_) => Err(RolloutError::Corrupt),
+            Err(source) => {
+                // The unit may have committed: read the record again
+                // before the next step.
+                cache.loaded = None;
+                Err(RolloutError::Store(source))
+            }
+        }
+    }
+
+    fn rollout_cache(&self) -> MutexGuard<'_, Cache> {
+        // The cache is rebuilt from the store on demand, so a panic while
+        // it was held leaves nothing to distrust but the counters.
+        self.rollout.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn loaded<'c>(&self, cache: &'c mut Cache) -> Result<&'c mut Loaded, RolloutError> {
+        if cache.loaded.is_none() {
+            cache.loaded = Some(self.build(self.read_raw()?)?);
+        }
+        cache.loaded.as_mut().ok_or(RolloutError::Corrupt)
+    }
+
+    fn read_raw(&self) -> Result<Option<Vec<u8>>, RolloutError> {
+        Ok(self
+            .store
+            .meta(&record_name()?)
+            .map_err(RolloutError::Store)?
+            .map(|p| p.to_vec()))
+    }
+
+    /// The cache of the stored bytes `raw`: each wallet's applied policy,
+    /// validated again (a record holding a policy that no longer validates
+    /// is damaged, not ignored).
+    fn build(&self, raw: Option<Vec<u8>>) -> Result<Loaded, RolloutError> {
+        let record = raw.as_deref().map(Record::decode).transpose()?;
+        let mut applied = BTreeMap::new();
+        if let Some(record) = &record {
+            let canaries = record.canaries();
+            for (id, slot) in &self.wallets {
+                if let Some(a) = record.applied(id, &canaries) {
+                    let policy = a
+                        .config
+                        .validate(self.network, slot.config.threshold)
+                        .map_err(|_| RolloutError::Corrupt)?;
+                    applied.insert(
+                        id.clone(),
+                        Applied {
+                            policy: Arc::new(policy),
+                            group: a.group,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(Loaded {
+            raw,
+            record,
+            applied,
+            counters: BTreeMap::new(),
+        })
+    }
+}
+
+/// How a round 2 ended, for the gate.
+pub(crate) fn outcome_of<T>(result: &Result<T, Error>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Released,
+        Err(Error::PolicyDenied { .. }) => Outcome::Denied,
+        Err(_) => Outcome::Error,
+    }
+}

@@ -1,0 +1,341 @@
+//! Staged policy rollout (docs/policy.md, "Staged rollout"): canaries
+//! chosen alike on every member, a gate that rolls a refusing policy back
+//! by itself, promotion to 100 %, compare-and-set steps, restarts.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use thresig_engine::audit::AuditEvent;
+use thresig_engine::rollout::gate::{Gates, Verdict};
+use thresig_engine::rollout::on_new_version;
+use thresig_engine::test_util::raw_policy;
+use thresig_engine::{
+    Error, ErrorCode, Limits, Phase, RolloutCommand, RolloutError, RolloutStatus,
+};
+use thresig_store::{AuditSeq, MetaName, Store, WriteOp};
+use thresig_tx::PolicyConfig;
+
+const WALLETS: [&str; 8] = ["w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7"];
+
+fn cluster(seed: u64) -> Cluster {
+    Cluster::new(seed, 2, 3, &WALLETS, Limits::default())
+}
+
+/// Version 2 of every wallet's policy: `allow` says whether it still
+/// signs raw digests (the harness's wallets sign nothing else).
+fn version2(allow: bool) -> BTreeMap<thresig_engine::WalletId, PolicyConfig> {
+    let mut policy = raw_policy();
+    policy.version = 2;
+    policy.allow_raw_digests = allow;
+    WALLETS.iter().map(|w| (wid(w), policy.clone())).collect()
+}
+
+fn gates() -> Gates {
+    let mut gates = Gates::default();
+    gates.min_requests = 3;
+    gates
+}
+
+fn stage(c: &Cluster, s: u16, allow: bool) -> RolloutStatus {
+    let command = RolloutCommand::Stage {
+        version: 2,
+        policies: version2(allow),
+        gates: gates(),
+        expect_seq: None,
+    };
+    c.member(s)
+        .signer()
+        .policy_rollout(c.now, &command)
+        .unwrap()
+}
+
+fn promote(c: &Cluster, s: u16) -> Result<RolloutStatus, RolloutError> {
+    c.member(s)
+        .signer()
+        .policy_rollout(c.now, &RolloutCommand::Promote { expect_seq: None })
+}
+
+fn on_version(status: &RolloutStatus, version: u32) -> Vec<String> {
+    status
+        .wallets
+        .iter()
+        .filter(|w| w.policy_version == version)
+        .map(|w| w.wallet.to_string())
+        .collect()
+}
+
+fn events(c: &Cluster, s: u16) -> Vec<AuditEvent> {
+    c.member(s)
+        .store()
+        .audit(AuditSeq(1), 10_000)
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_slice(&e.body).unwrap())
+        .collect()
+}
+
+#[test]
+fn canaries_are_chosen_by_wallet_id_alike_on_every_member() {
+    let ids: Vec<_> = (0..400).map(|i| wid(&format!("wallet-{i}"))).collect();
+    let mut last = 0;
+    let mut previous = std::collections::BTreeSet::new();
+    for phase in [Phase::Canary, Phase::Ten, Phase::Fifty, Phase::Full] {
+        let chosen = on_new_version(&ids, 7, phase);
+        assert_eq!(chosen, on_new_version(ids.iter().rev(), 7, phase), "order");
+        assert!(previous.is_subset(&chosen), "{phase}: a step only adds");
+        let share = usize::from(phase.share_bp()) * ids.len() / 10_000;
+        // A hash spreads 400 ids evenly enough: within half the share
+        // either way (and at least one canary).
+        assert!(chosen.len() >= share.max(1) / 2 && chosen.len() <= (share * 3 / 2).max(1) + 2);
+        assert!(chosen.len() >= last);
+        last = chosen.len();
+        previous = chosen;
+    }
+    assert_eq!(last, ids.len());
+    assert!(on_new_version(&ids, 7, Phase::RolledBack).is_empty());
+    assert_ne!(
+        on_new_version(&ids, 7, Phase::Ten),
+        on_new_version(&ids, 8, Phase::Ten),
+        "each version picks its own canaries"
+    );
+
+    // Three members staging the same file put the same wallets first.
+    let c = cluster(80);
+    let staged: Vec<_> = (1..=3)
+        .map(|s| on_version(&stage(&c, s, true), 2))
+        .collect();
+    assert_eq!(
+        staged[0].len(),
+        1,
+        "one canary of eight wallets: {staged:?}"
+    );
+    assert!(staged.iter().all(|s| *s == staged[0]), "{staged:?}");
+}
+
+#[test]
+fn a_canary_whose_payments_are_denied_rolls_back_by_itself() {
+    let mut c = cluster(81);
+    let status = stage(&c, 1, false);
+    let canary = on_version(&status, 2);
+    let baseline = on_version(&status, 1);
+    assert_eq!(canary.len(), 1);
+    for (i, wallet) in baseline.iter().take(3).enumerate() {
+        c.sign(wallet, &[1, 2], &[[i as u8; 32]]);
+    }
+    for i in 0..3u8 {
+        let (seat, err) = c
+            .sign_as(COORD_A, &canary[0], &[1, 2], &[[100 + i; 32]])
+            .unwrap_err();
+        assert_eq!((seat, err.code()), (1, ErrorCode::PolicyDenied));
+    }
+    let status = c.member(1).signer().rollout_status().unwrap();
+    assert_eq!(status.phase, Some(Phase::RolledBack), "{status:?}");
+    assert!(
+        status.reason.as_deref().unwrap().contains("denial rate"),
+        "{status:?}"
+    );
+    assert_eq!(on_version(&status, 2), Vec::<String>::new());
+    // The canary signs again under its previous version.
+    c.sign(&canary[0], &[1, 2], &[[200; 32]]);
+    let rolled = events(&c, 1).into_iter().any(|e| {
+        matches!(e, AuditEvent::PolicyRolledBack { seq: 2, version: 2, ref reason, .. }
+            if reason.contains("health gate"))
+    });
+    assert!(rolled, "the automatic rollback is audited");
+    assert!(matches!(
+        promote(&c, 1),
+        Err(RolloutError::NotInProgress { .. })
+    ));
+}
+
+#[test]
+fn a_healthy_rollout_promotes_to_every_wallet() {
+    let mut c = cluster(82);
+    let status = stage(&c, 1, true);
+    let canary = on_version(&status, 2);
+    for i in 0..3u8 {
+        c.sign(&canary[0], &[1, 2], &[[i; 32]]);
+    }
+    let status = c.member(1).signer().rollout_status().unwrap();
+    assert_eq!(status.verdict, Some(Verdict::Pass));
+    assert_eq!(status.canary.released, 3);
+    for phase in [Phase::Ten, Phase::Fifty, Phase::Full] {
+        let status = promote(&c, 1).unwrap();
+        assert_eq!(status.phase, Some(phase));
+    }
+    let status = c.member(1).signer().rollout_status().unwrap();
+    assert_eq!(on_version(&status, 2).len(), WALLETS.len());
+    assert!(status.wallets.iter().all(|w| w.group.is_none()), "complete");
+    assert!(matches!(
+        promote(&c, 1),
+        Err(RolloutError::NotInProgress { .. })
+    ));
+    // The share release records the version the wallet applied.
+    c.sign("w5", &[1, 2], &[[9; 32]]);
+    let versions: Vec<u32> = events(&c, 1)
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::ShareReleased {
+                wallet,
+                policy_version,
+                ..
+            } if wallet.as_str() == "w5" => Some(policy_version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, vec![2]);
+    let steps: Vec<&str> = events(&c, 1)
+        .iter()
+        .filter_map(|e| match e {
+            AuditEvent::PolicyStaged { .. } => Some("staged"),
+            AuditEvent::PolicyPromoted { .. } => Some("promoted"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, ["staged", "promoted", "promoted", "promoted"]);
+}
+
+#[test]
+fn promote_refuses_while_the_gate_fails_and_rolls_back() {
+    let mut c = cluster(83);
+    let status = stage(&c, 1, false);
+    let canary = on_version(&status, 2);
+    let (_, err) = c
+        .sign_as(COORD_A, &canary[0], &[1, 2], &[[1; 32]])
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    let status = c.member(1).signer().rollout_status().unwrap();
+    assert_eq!(
+        status.verdict,
+        Some(Verdict::Pending { seen: 1, needed: 3 })
+    );
+    for i in 2..4u8 {
+        let _ = c.sign_as(COORD_A, &canary[0], &[1, 2], &[[i; 32]]);
+    }
+    // The third denial failed the gate and rolled back already.
+    assert!(matches!(
+        promote(&c, 1),
+        Err(RolloutError::NotInProgress { .. })
+    ));
+    assert_eq!(
+        c.member(1).signer().rollout_status().unwrap().phase,
+        Some(Phase::RolledBack)
+    );
+}
+
+#[test]
+fn a_stale_step_is_refused() {
+    let c = cluster(84);
+    stage(&c, 1, true);
+    let stale = c
+        .member(1)
+        .signer()
+        .policy_rollout(
+            c.now,
+            &RolloutCommand::Promote {
+                expect_seq: Some(0),
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            RolloutError::Stale {
+                expected: 0,
+                found: 1
+            }
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(stale.code(), "rollout_stale");
+    let again = RolloutCommand::Stage {
+        version: 2,
+        policies: version2(true),
+        gates: gates(),
+        expect_seq: None,
+    };
+    assert!(matches!(
+        c.member(1).signer().policy_rollout(c.now, &again),
+        Err(RolloutError::InProgress {
+            version: 2,
+            phase: Phase::Canary
+        })
+    ));
+    let promoted = c
+        .member(1)
+        .signer()
+        .policy_rollout(
+            c.now,
+            &RolloutCommand::Promote {
+                expect_seq: Some(1),
+            },
+        )
+        .unwrap();
+    assert_eq!((promoted.seq, promoted.phase), (2, Some(Phase::Ten)));
+}
+
+#[test]
+fn a_restart_keeps_the_step_and_the_policies_without_the_file() {
+    let mut c = cluster(85);
+    let status = stage(&c, 1, false);
+    let canary = on_version(&status, 2);
+    c.restart(1);
+    let status = c.member(1).signer().rollout_status().unwrap();
+    assert_eq!((status.seq, status.phase), (1, Some(Phase::Canary)));
+    assert_eq!(on_version(&status, 2), canary);
+    // The file still says version 1, yet the canary applies version 2.
+    let (_, err) = c
+        .sign_as(COORD_A, &canary[0], &[1, 2], &[[1; 32]])
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    c.member(1)
+        .signer()
+        .policy_rollout(
+            c.now,
+            &RolloutCommand::Rollback {
+                expect_seq: Some(1),
+            },
+        )
+        .unwrap();
+    c.restart(1);
+    let status = c.member(1).signer().rollout_status().unwrap();
+    assert_eq!(status.phase, Some(Phase::RolledBack));
+    assert_eq!(on_version(&status, 1).len(), WALLETS.len());
+    c.sign(&canary[0], &[1, 2], &[[2; 32]]);
+}
+
+#[test]
+fn a_damaged_rollout_record_refuses_and_is_never_reset() {
+    let mut c = cluster(86);
+    stage(&c, 1, true);
+    let name = MetaName::new(b"policy-rollout".to_vec()).unwrap();
+    c.member(1)
+        .store()
+        .write(vec![WriteOp::PutMeta {
+            name: name.clone(),
+            value: b"{\"format\":1,\"seq\":".to_vec().into(),
+        }])
+        .unwrap();
+    c.restart(1);
+    assert!(matches!(
+        c.member(1).signer().rollout_status(),
+        Err(RolloutError::Corrupt)
+    ));
+    let (seat, err) = c.sign_as(COORD_A, "w0", &[1, 2], &[[1; 32]]).unwrap_err();
+    assert_eq!(seat, 1);
+    assert!(
+        matches!(err, Error::Rollout(RolloutError::Corrupt)),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), ErrorCode::StateCorrupt);
+    let err = c
+        .member(1)
+        .signer()
+        .policy_rollout(c.now, &RolloutCommand::Rollback { expect_seq: None })
+        .unwrap_err();
+    assert_eq!(err.code(), "rollout_corrupt");
+    let kept = c.member(1).store().meta(&name).unwrap().unwrap();
+    assert_eq!(kept.as_slice(), b"{\"format\":1,\"seq\":", "left as it was");
+}
