@@ -76,6 +76,7 @@ use tracing::{info, warn};
 
 use crate::audit::{self, AuditCommand};
 use crate::keys::{self, KeysError, Report, StoreCommand, Verdict};
+use crate::policy::{self, PolicyCall};
 use crate::wallet;
 
 /// The engine the daemon serves, which the admin socket's engine commands
@@ -112,6 +113,21 @@ pub(crate) enum Request {
     Signed(SignedRequest),
     SignFailed(SignFailedRequest),
     Audit(AuditRequest),
+    Policy(PolicyRequest),
+}
+
+/// `{"policy": …}`: a `thresig policy` command (a rollout step, or
+/// `"status"`).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyRequest {
+    policy: PolicyCall,
+}
+
+impl From<PolicyCall> for Request {
+    fn from(policy: PolicyCall) -> Self {
+        Self::Policy(PolicyRequest { policy })
+    }
 }
 
 /// `{"signed": {"sessions": n}}`: `thresig sign` reporting a signature it
@@ -744,6 +760,7 @@ fn run(request: Request, target: &Target) -> Reply {
             Ok(Report::clean(Value::Null, String::new()))
         }
         Request::Audit(r) => audit::run_on(r.audit, target.engine.signer(), &target.store),
+        Request::Policy(r) => policy::run_on(&r.policy, target.engine.signer()),
     };
     match result {
         Ok(Report {
@@ -1038,6 +1055,25 @@ mod tests {
         .unwrap();
         assert_eq!(err["error"]["code"], "storage");
         assert_eq!(err["error"]["retryable"], true);
+    }
+
+    #[test]
+    fn a_policy_call_is_its_own_tagged_object() {
+        let status: Request = serde_json::from_str(r#"{"policy":"status"}"#).unwrap();
+        assert_eq!(status, Request::from(PolicyCall::Status));
+        let promote: Request =
+            serde_json::from_str(r#"{"policy":{"step":{"promote":{"expect_seq":3}}}}"#).unwrap();
+        assert_eq!(
+            promote,
+            Request::from(PolicyCall::Step(thresig_engine::RolloutCommand::Promote {
+                expect_seq: Some(3)
+            }))
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"policy":{"step":{"promote":{"seq":3}}}}"#)
+                .is_err(),
+            "an unknown field of a step is refused"
+        );
     }
 
     #[test]

@@ -174,7 +174,7 @@ pub(crate) fn run_on(
 
 /// The wall clock as the engine counts it (milliseconds since the Unix
 /// epoch; 0 if it reads before 1970, which expires any approval at once).
-fn clock() -> Timestamp {
+pub(crate) fn clock() -> Timestamp {
     Timestamp(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -1,0 +1,218 @@
+//! `thresig policy`: this member's staged policy rollout (docs/policy.md,
+//! "Staged rollout"): `stage` a version the configuration file now holds,
+//! `promote` it step by step to 100 %, `rollback` it, or show it.
+//!
+//! As `thresig wallet` does, a command asks the running signer's admin
+//! socket first ([`crate::admin`], which runs [`run_on`] over its engine),
+//! and opens the store itself only when no signer answers. Exit codes as
+//! `thresig keys`: 0, 1 terminal, 2 retryable.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use thresig_cluster::config::Config;
+use thresig_cluster::node::{LocalEngine, admin_socket_path};
+use thresig_engine::rollout::gate::{Gates, Group, Verdict};
+use thresig_engine::{RolloutCommand, RolloutStatus, Signer};
+use thresig_store::EncryptedStore;
+
+use crate::admin;
+use crate::keys::{self, KeysError, Output, Report};
+
+/// `thresig policy ...`.
+#[derive(Args)]
+pub(crate) struct PolicyArgs {
+    #[command(subcommand)]
+    command: PolicyCommand,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Stage the policy version the file's `[wallets.policy]` tables now
+    /// hold: its canary wallets move to it first.
+    Stage(StageArgs),
+    /// Move the rollout to its next step (10%, 50%, 100%); refused, and
+    /// rolled back, if its health gate fails.
+    Promote(StepArgs),
+    /// Put every wallet of the rollout back on its previous version.
+    Rollback(StepArgs),
+    /// Show the rollout and each wallet's applied policy version.
+    Status(StepArgs),
+}
+
+#[derive(Args)]
+struct StageArgs {
+    #[command(flatten)]
+    step: StepArgs,
+    /// The version to roll out, as the file's policies state it.
+    #[arg(long)]
+    version: u32,
+    /// Canary round-2 requests before the gate judges.
+    #[arg(long, default_value_t = Gates::default().min_requests)]
+    min_requests: u64,
+    /// The most the canary's denial rate may exceed the rest's, in
+    /// percentage points.
+    #[arg(long, default_value_t = Gates::default().max_denial_increase_pct)]
+    max_denial_increase: u8,
+}
+
+#[derive(Args)]
+struct StepArgs {
+    /// This member's configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Refuse unless the rollout is at this step (its `seq`), so a step
+    /// decided on what `status` showed never applies to a later one.
+    #[arg(long)]
+    seq: Option<u64>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A policy call on the admin socket: `{"policy": {"step": …}}` or
+/// `{"policy": "status"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum PolicyCall {
+    /// A rollout step.
+    Step(RolloutCommand),
+    /// The rollout's status.
+    Status,
+}
+
+/// Runs a `policy` command and returns the process exit code.
+pub(crate) fn main(args: PolicyArgs) -> ExitCode {
+    let (step, call) = match args.command {
+        PolicyCommand::Stage(a) => {
+            let call = stage(&a);
+            (a.step, call)
+        }
+        PolicyCommand::Promote(s) => {
+            let expect_seq = s.seq;
+            (
+                s,
+                Ok(PolicyCall::Step(RolloutCommand::Promote { expect_seq })),
+            )
+        }
+        PolicyCommand::Rollback(s) => {
+            let expect_seq = s.seq;
+            (
+                s,
+                Ok(PolicyCall::Step(RolloutCommand::Rollback { expect_seq })),
+            )
+        }
+        PolicyCommand::Status(s) => (s, Ok(PolicyCall::Status)),
+    };
+    let result = call.and_then(|call| on_engine(&step.config, &call));
+    keys::print_outcome(Output::json_if(step.json), result)
+}
+
+/// The stage call: the file's policies as they are now.
+fn stage(args: &StageArgs) -> Result<PolicyCall, KeysError> {
+    let config = Config::load(&args.step.config)?;
+    let policies: BTreeMap<_, _> = config
+        .node
+        .iter()
+        .flat_map(|node| &node.wallets)
+        .map(|w| (w.id().clone(), w.config.policy.clone()))
+        .collect();
+    let mut gates = Gates::default();
+    gates.min_requests = args.min_requests;
+    gates.max_denial_increase_pct = args.max_denial_increase;
+    Ok(PolicyCall::Step(RolloutCommand::Stage {
+        version: args.version,
+        policies,
+        gates,
+        expect_seq: args.step.seq,
+    }))
+}
+
+/// Runs `call` in the signer answering on the configured admin socket, or
+/// on the engine opened here when none does.
+fn on_engine(path: &Path, call: &PolicyCall) -> Result<Report, KeysError> {
+    let config = Config::load(path)?;
+    let socket = admin_socket_path(&config);
+    let (mut report, via) = match admin::ask(&socket, &call.clone().into())? {
+        Some(report) => (report, "daemon"),
+        None => {
+            let engine = LocalEngine::open(path)?;
+            (run_on(call, &engine.signer)?, "store")
+        }
+    };
+    report.json["via"] = json!(via);
+    Ok(report)
+}
+
+/// Runs a policy call on `signer`: the one body of every `policy`
+/// command, shared by this process and the signer's admin socket.
+///
+/// # Errors
+/// [`KeysError::Rollout`] with the step's refusal.
+pub(crate) fn run_on(
+    call: &PolicyCall,
+    signer: &Signer<Arc<EncryptedStore>>,
+) -> Result<Report, KeysError> {
+    let status = match call {
+        PolicyCall::Step(command) => signer.policy_rollout(crate::wallet::clock(), command)?,
+        PolicyCall::Status => signer.rollout_status()?,
+    };
+    Ok(report(&status))
+}
+
+/// `status` as JSON and as text.
+pub(crate) fn report(status: &RolloutStatus) -> Report {
+    let json = serde_json::to_value(status).unwrap_or_default();
+    let mut text = match (status.version, status.phase) {
+        (Some(version), Some(phase)) => format!(
+            "policy rollout (step {}): version {version} at {phase}{}\n",
+            status.seq,
+            status
+                .reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+        _ => "no policy rollout was ever staged on this member\n".to_owned(),
+    };
+    if let Some(verdict) = &status.verdict {
+        let judged = match verdict {
+            Verdict::Pending { seen, needed } => {
+                format!("waiting for traffic ({seen} of {needed} canary requests)")
+            }
+            Verdict::Pass => "passing".to_owned(),
+            Verdict::Fail(failure) => format!("failing: {failure}"),
+        };
+        let _ = writeln!(
+            text,
+            "  gate: {judged}; canary {} released, {} denied, {} errors of {}; previous version {} released, {} denied, {} errors of {}",
+            status.canary.released,
+            status.canary.denied,
+            status.canary.errors,
+            status.canary.requests,
+            status.baseline.released,
+            status.baseline.denied,
+            status.baseline.errors,
+            status.baseline.requests,
+        );
+    }
+    for wallet in &status.wallets {
+        let side = match wallet.group {
+            Some(Group::Canary) => " (canary: new version)",
+            Some(Group::Baseline) => " (not yet: previous version)",
+            None => "",
+        };
+        let _ = writeln!(
+            text,
+            "  wallet {}: policy version {}{side}",
+            wallet.wallet, wallet.policy_version
+        );
+    }
+    Report::clean(json, text)
+}
