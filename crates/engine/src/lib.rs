@@ -102,7 +102,9 @@ pub use repair::{
     InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,
     RepairSession, SignedRepairMessage,
 };
-pub use rollout::{Phase, RolloutCommand, RolloutError, RolloutStatus, RolloutWallet};
+pub use rollout::{
+    Phase, RolloutCommand, RolloutError, RolloutStatus, RolloutWallet, WalletRollout,
+};
 pub use signer::{OpenError, OperatorCommand, OperatorOutcome, Signer, Transition};
 pub use target::{Digest, SigningTarget, taproot_wallet};
 pub use wallet::WalletStateKind;

@@ -19,7 +19,7 @@ use serde_json::json;
 use thresig_cluster::config::Config;
 use thresig_cluster::node::{LocalEngine, admin_socket_path};
 use thresig_engine::rollout::gate::{Gates, Group, Verdict};
-use thresig_engine::{RolloutCommand, RolloutStatus, Signer};
+use thresig_engine::{Phase, RolloutCommand, RolloutStatus, Signer, WalletStatus};
 use thresig_store::EncryptedStore;
 
 use crate::admin;
@@ -215,4 +215,31 @@ pub(crate) fn report(status: &RolloutStatus) -> Report {
         );
     }
     Report::clean(json, text)
+}
+
+/// A wallet's applied policy in `thresig status --json`: its version and
+/// the rollout naming it.
+pub(crate) fn wallet_json(w: &WalletStatus) -> serde_json::Value {
+    json!({
+        "version": w.policy_version,
+        "rollout": w.policy_rollout.map(|r| json!({
+            "version": r.version,
+            "stage": r.phase.as_str(),
+            "on_new_version": r.on_new_version,
+        })),
+    })
+}
+
+/// A wallet's applied policy in `thresig status`' text: `, policy v2`,
+/// and the rollout naming it (`, policy v1, staging v2 at 10%`).
+pub(crate) fn wallet_text(w: &WalletStatus) -> String {
+    let Some(version) = w.policy_version else {
+        return String::new();
+    };
+    let rollout = match w.policy_rollout {
+        Some(r) if r.phase.in_progress() => format!(", staging v{} at {}", r.version, r.phase),
+        Some(r) if r.phase == Phase::RolledBack => format!(", v{} rolled back", r.version),
+        _ => String::new(),
+    };
+    format!(", policy v{version}{rollout}")
 }

@@ -97,6 +97,21 @@ impl Phase {
         self.next().is_some()
     }
 
+    /// Every phase, in rollout order.
+    pub const ALL: [Self; 5] = [
+        Self::Canary,
+        Self::Ten,
+        Self::Fifty,
+        Self::Full,
+        Self::RolledBack,
+    ];
+
+    /// The phase named `text` ([`Phase::as_str`]).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
     /// The name `thresig status` and the audit log use.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -158,6 +173,31 @@ pub fn on_new_version<'a>(
         chosen.extend(ranked.iter().min().map(|(_, w)| (*w).clone()));
     }
     chosen
+}
+
+/// The rollout that names a wallet, as `thresig status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WalletRollout {
+    /// The version rolled out.
+    pub version: u32,
+    /// The rollout's step.
+    pub phase: Phase,
+    /// Whether the wallet is on that version now.
+    pub on_new_version: bool,
+}
+
+impl WalletRollout {
+    /// The rollout of `version` at `phase`, with the wallet on the new
+    /// version or not (as a transport decodes it).
+    #[must_use]
+    pub fn new(version: u32, phase: Phase, on_new_version: bool) -> Self {
+        Self {
+            version,
+            phase,
+            on_new_version,
+        }
+    }
 }
 
 /// A wallet's two policies in a rollout.

@@ -11,7 +11,10 @@ use thresig_store::{Conflict, Store, Timestamp, WalletId, WriteOp, WriteOutcome}
 use thresig_tx::PolicyConfig;
 
 use super::gate::{Counts, Gates, Group, Outcome, Verdict};
-use super::{Applied, Cache, FORMAT, Loaded, Phase, Record, RolloutError, Versions, record_name};
+use super::{
+    Applied, Cache, FORMAT, Loaded, Phase, Record, RolloutError, Versions, WalletRollout,
+    record_name,
+};
 use crate::audit::{AuditEvent, append_op};
 use crate::config::ConfigError;
 use crate::error::Error;
@@ -121,6 +124,30 @@ impl<S: Store> Signer<S> {
                 policy: slot.policy.clone(),
                 group: None,
             }))
+    }
+
+    /// The version `slot`'s wallet applies, and the rollout naming it.
+    ///
+    /// # Errors
+    /// As [`Signer::applied_policy`].
+    pub(crate) fn policy_of(
+        &self,
+        slot: &Slot,
+    ) -> Result<(u32, Option<WalletRollout>), RolloutError> {
+        let mut cache = self.rollout_cache();
+        let loaded = self.loaded(&mut cache)?;
+        let id = &slot.config.id;
+        let applied = loaded.applied.get(id);
+        let version = applied.map_or_else(|| slot.policy.version(), |a| a.policy.version());
+        let rollout = loaded
+            .record
+            .as_ref()
+            .filter(|r| r.wallets.contains_key(id))
+            .map(|r| {
+                let on_new = applied.is_some_and(|a| a.policy.version().0 == r.version);
+                WalletRollout::new(r.version, r.phase, on_new)
+            });
+        Ok((version.0, rollout))
     }
 
     /// Counts one round 2 of `wallet` under `applied`, and rolls the

@@ -285,7 +285,7 @@ impl<S: Store> Signer<S> {
             Request::Abort(req) => self
                 .abort(now, &member, &req)
                 .map(|destroyed| Response::Aborted { destroyed }),
-            Request::Status { .. } => status_of(&self.store, member.slot).map(Response::Status),
+            Request::Status { .. } => self.wallet_status(member.slot).map(Response::Status),
             // Answered above (it addresses no wallet); listed so that the
             // match names every kind.
             Request::ListWallets => self.listing(from),
@@ -350,7 +350,7 @@ impl<S: Store> Signer<S> {
                 .wallets
                 .values()
                 .filter(|slot| is_member(&self.store, slot, from))
-                .map(|slot| status_of(&self.store, slot))
+                .map(|slot| self.wallet_status(slot))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -388,7 +388,7 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::UnknownWallet`].
     pub fn status(&self, wallet: &WalletId) -> Result<WalletStatus, Error> {
-        status_of(&self.store, self.slot(wallet)?)
+        self.wallet_status(self.slot(wallet)?)
     }
 
     /// Every wallet's status, in id order.
@@ -398,7 +398,7 @@ impl<S: Store> Signer<S> {
     pub fn wallets(&self) -> Result<Vec<WalletStatus>, Error> {
         self.wallets
             .values()
-            .map(|slot| status_of(&self.store, slot))
+            .map(|slot| self.wallet_status(slot))
             .collect()
     }
 
@@ -410,6 +410,18 @@ impl<S: Store> Signer<S> {
     /// without a key.
     pub fn wallet_key(&self, wallet: &WalletId) -> Result<thresig_crypto::WalletKey, Error> {
         key_of(&self.store, self.slot(wallet)?)
+    }
+
+    /// The wallet's status with the policy it applies. An unreadable
+    /// rollout record leaves the version unknown here; round 2 refuses
+    /// with its error.
+    fn wallet_status(&self, slot: &Slot) -> Result<WalletStatus, Error> {
+        let mut status = status_of(&self.store, slot)?;
+        if let Ok((version, rollout)) = self.policy_of(slot) {
+            status.policy_version = Some(version);
+            status.policy_rollout = rollout;
+        }
+        Ok(status)
     }
 
     /// The store the signer runs on.
@@ -543,6 +555,9 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
                 .and_then(|run| run.refresh())
                 .map(|session| RefreshStatus::new(session, Vec::new())),
         },
+        // Filled in by `Signer::wallet_status`, which reads the rollout.
+        policy_version: None,
+        policy_rollout: None,
     })
 }
 
