@@ -49,7 +49,7 @@ fn record_name() -> Result<MetaName, RolloutError> {
     MetaName::new(RECORD.to_vec()).map_err(|_| RolloutError::Corrupt)
 }
 
-/// A rollout's step.
+/// A rollout's step, named as [`Phase::as_str`] says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -57,10 +57,13 @@ pub enum Phase {
     /// 1 % of the rollout's wallets, and at least one.
     Canary,
     /// 10 %.
+    #[serde(rename = "10%")]
     Ten,
     /// 50 %.
+    #[serde(rename = "50%")]
     Fifty,
     /// Every wallet: the rollout is complete.
+    #[serde(rename = "100%")]
     Full,
     /// Every wallet back on its previous version.
     RolledBack,

@@ -1,0 +1,218 @@
+//! Staged policy rollout with real signer processes (docs/policy.md,
+//! "Staged rollout"): each member's operator stages the version written
+//! into its file; a version that denies the canary wallet's payments fails
+//! its gate and rolls back by itself, a good one is promoted to 100 %, and
+//! kill -9 between steps leaves every wallet on a valid version.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Made, ProcessCluster, address, dkg, json, payment, seat, sign, thresig};
+use serde_json::Value;
+
+/// A 2-of-3 cluster whose wallet may pay `address(9)`, keyed and running.
+struct Fleet {
+    cluster: ProcessCluster,
+    _runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    wallet: Made,
+}
+
+impl Fleet {
+    fn new(seed: u64) -> Self {
+        let mut cluster = ProcessCluster::provision(3, 2, &[address(9)], seed);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        cluster.start_all(&runtime);
+        let wallet = dkg(&cluster.config_path(seat(1)), common::WALLET);
+        Self {
+            cluster,
+            _runtime: runtime,
+            dir: tempfile::tempdir().unwrap(),
+            wallet,
+        }
+    }
+
+    fn config(&self, s: u16) -> String {
+        self.cluster
+            .config_path(seat(s))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Writes policy `version` into every member's file, allowing
+    /// `destinations` only.
+    fn write_policy(&self, version: u32, destinations: &[String]) {
+        for s in 1..=3 {
+            rewrite_policy(Path::new(&self.config(s)), version, destinations);
+        }
+    }
+
+    /// `thresig policy <args> --config <member s>`, expecting `code`.
+    fn policy(&self, s: u16, args: &[&str], code: i32) -> Value {
+        let config = self.config(s);
+        let mut all = vec!["policy"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", &config]);
+        json(&all, code)
+    }
+
+    /// Signs a payment to `address(9)` from the prevout `byte`; whether it
+    /// was signed.
+    fn pay(&self, byte: u8) -> bool {
+        let psbt = payment(self.dir.path(), &self.wallet, byte, &address(9));
+        sign(&self.config(1), common::WALLET, &psbt)
+            .status
+            .success()
+    }
+
+    /// The wallet's policy as member `s` reports it in `thresig status`.
+    fn status_policy(&self, s: u16) -> Value {
+        let status = json(&["status", "--config", &self.config(1)], 0);
+        let member = status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["member"] == s)
+            .unwrap()
+            .clone();
+        member["wallets"][0]["policy"].clone()
+    }
+}
+
+/// Sets the `[wallets.policy]` table's version and destinations.
+fn rewrite_policy(path: &Path, version: u32, destinations: &[String]) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (head, policy) = text.split_once("[wallets.policy]\n").unwrap();
+    let list = destinations
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let policy: Vec<String> = policy
+        .lines()
+        .map(|line| {
+            if line.starts_with("version = ") {
+                format!("version = {version}")
+            } else if line.starts_with("destinations = ") {
+                format!("destinations = [{list}]")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(
+        path,
+        format!("{head}[wallets.policy]\n{}\n", policy.join("\n")),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_denying_version_rolls_back_by_itself_and_a_good_one_reaches_every_wallet() {
+    let f = Fleet::new(0x7011);
+    assert!(f.pay(1), "version 1 pays address 9");
+    assert_eq!(f.status_policy(1)["version"], 1);
+
+    // Version 2 also allows address 8: healthy.
+    f.write_policy(2, &[address(9), address(8)]);
+    for s in 1..=3 {
+        let staged = f.policy(s, &["stage", "--version", "2", "--min-requests", "1"], 0);
+        assert_eq!(staged["phase"], "canary", "{staged}");
+        assert_eq!(staged["via"], "daemon");
+    }
+    assert_eq!(
+        f.status_policy(2)["version"],
+        2,
+        "the only wallet is the canary"
+    );
+    assert_eq!(f.status_policy(2)["rollout"]["stage"], "canary");
+    assert!(f.pay(2), "version 2 pays address 9");
+    for s in 1..=3 {
+        for stage in ["10%", "50%", "100%"] {
+            let promoted = f.policy(s, &["promote"], 0);
+            assert_eq!(promoted["phase"], stage, "{promoted}");
+        }
+        f.policy(s, &["promote"], 1);
+    }
+    assert_eq!(f.status_policy(3)["rollout"]["stage"], "100%");
+
+    // Version 3 allows no destination: the canary's payment is denied,
+    // the gate fails on the members that refused it, and they go back to
+    // version 2 by themselves.
+    f.write_policy(3, &[]);
+    for s in 1..=3 {
+        f.policy(s, &["stage", "--version", "3", "--min-requests", "1"], 0);
+    }
+    assert!(!f.pay(3), "version 3 denies paying address 9");
+    let mut rolled = 0;
+    for s in 1..=3 {
+        let status = f.policy(s, &["status"], 0);
+        if status["canary"]["denied"].as_u64() == Some(0) && status["phase"] == "canary" {
+            continue;
+        }
+        assert_eq!(status["phase"], "rolled_back", "member {s}: {status}");
+        assert!(
+            status["reason"].as_str().unwrap().contains("denial rate"),
+            "{status}"
+        );
+        assert_eq!(status["wallets"][0]["policy_version"], 2);
+        rolled += 1;
+    }
+    assert!(
+        rolled >= 2,
+        "at least a threshold of members refused and rolled back"
+    );
+    // The operator rolls back any member that saw no traffic, as the
+    // runbook says, and the wallet pays again under version 2.
+    for s in 1..=3 {
+        if f.policy(s, &["status"], 0)["phase"] == "canary" {
+            f.policy(s, &["rollback"], 0);
+        }
+    }
+    assert!(f.pay(4), "version 2 is back everywhere");
+}
+
+#[test]
+fn kill_9_between_steps_leaves_every_wallet_on_a_valid_version() {
+    let mut f = Fleet::new(0x7012);
+    f.write_policy(2, &[address(9), address(8)]);
+    f.policy(1, &["stage", "--version", "2"], 0);
+    for (kills, expected) in [(0, "canary"), (1, "10%"), (2, "50%")] {
+        if kills > 0 {
+            f.policy(1, &["promote"], 0);
+        }
+        f.cluster.local.kill(seat(1)).unwrap();
+        // The file changes under the stopped signer: the store decides.
+        rewrite_policy(Path::new(&f.config(1)), 7, &[]);
+        f.cluster.local.start(seat(1)).unwrap();
+        let peers = f.cluster.peers(seat(1));
+        f._runtime.block_on(common::wait_ready(&peers, seat(1)));
+        let status = f.policy(1, &["status"], 0);
+        assert_eq!(status["phase"], expected, "{status}");
+        assert_eq!(status["wallets"][0]["policy_version"], 2, "{status}");
+        rewrite_policy(Path::new(&f.config(1)), 2, &[address(9), address(8)]);
+    }
+    // A step computed before another one landed is refused, whatever the
+    // restarts in between.
+    let stale = thresig(&[
+        "policy",
+        "promote",
+        "--config",
+        &f.config(1),
+        "--seq",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(stale.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&stale.stderr).contains("rollout_stale")
+            || String::from_utf8_lossy(&stale.stdout).contains("rollout_stale"),
+        "{stale:?}"
+    );
+    assert!(
+        f.pay(5),
+        "member 1 signs on version 2 with members 2 and 3 on version 1"
+    );
+}
