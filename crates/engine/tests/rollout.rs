@@ -12,7 +12,7 @@ use thresig_engine::rollout::gate::{Gates, Verdict};
 use thresig_engine::rollout::on_new_version;
 use thresig_engine::test_util::raw_policy;
 use thresig_engine::{
-    Error, ErrorCode, Limits, Phase, RolloutCommand, RolloutError, RolloutStatus,
+    Error, ErrorCode, Limits, Phase, RolloutCommand, RolloutError, RolloutStatus, WalletRollout,
 };
 use thresig_store::{AuditSeq, MetaName, Store, WriteOp};
 use thresig_tx::PolicyConfig;
@@ -172,6 +172,21 @@ fn a_healthy_rollout_promotes_to_every_wallet() {
         promote(&c, 1),
         Err(RolloutError::NotInProgress { .. })
     ));
+    let shown = c.member(1).signer().status(&wid("w5")).unwrap();
+    assert_eq!(shown.policy_version, Some(2));
+    assert_eq!(
+        shown.policy_rollout,
+        Some(WalletRollout::new(2, Phase::Full, true))
+    );
+    assert_eq!(
+        c.member(2)
+            .signer()
+            .status(&wid("w5"))
+            .unwrap()
+            .policy_version,
+        Some(1),
+        "a member that staged nothing keeps its version"
+    );
     // The share release records the version the wallet applied.
     c.sign("w5", &[1, 2], &[[9; 32]]);
     let versions: Vec<u32> = events(&c, 1)
@@ -285,6 +300,11 @@ fn a_restart_keeps_the_step_and_the_policies_without_the_file() {
     let status = c.member(1).signer().rollout_status().unwrap();
     assert_eq!((status.seq, status.phase), (1, Some(Phase::Canary)));
     assert_eq!(on_version(&status, 2), canary);
+    let shown = c.member(1).signer().status(&wid(&canary[0])).unwrap();
+    assert_eq!(
+        (shown.policy_version, shown.policy_rollout),
+        (Some(2), Some(WalletRollout::new(2, Phase::Canary, true)))
+    );
     // The file still says version 1, yet the canary applies version 2.
     let (_, err) = c
         .sign_as(COORD_A, &canary[0], &[1, 2], &[[1; 32]])

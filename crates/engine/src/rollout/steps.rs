@@ -4,7 +4,7 @@
 //! itself, on the next round 2 or the upkeep tick.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
 use thresig_store::{Conflict, Store, Timestamp, WalletId, WriteOp, WriteOutcome};
@@ -114,16 +114,29 @@ impl<S: Store> Signer<S> {
     /// [`RolloutError::Corrupt`] for a damaged record (every wallet
     /// refuses), [`RolloutError::Store`] when it cannot be read.
     pub(crate) fn applied_policy(&self, slot: &Slot) -> Result<Applied, RolloutError> {
+        let lookup = |loaded: &Loaded| {
+            loaded
+                .applied
+                .get(&slot.config.id)
+                .cloned()
+                .unwrap_or_else(|| Applied {
+                    policy: slot.policy.clone(),
+                    group: None,
+                })
+        };
+        // Every round 2 of every wallet looks here: a shared lock, so
+        // wallets never wait on each other but for a step's commit.
+        if let Some(loaded) = self
+            .rollout
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .loaded
+            .as_ref()
+        {
+            return Ok(lookup(loaded));
+        }
         let mut cache = self.rollout_cache();
-        let loaded = self.loaded(&mut cache)?;
-        Ok(loaded
-            .applied
-            .get(&slot.config.id)
-            .cloned()
-            .unwrap_or_else(|| Applied {
-                policy: slot.policy.clone(),
-                group: None,
-            }))
+        Ok(lookup(self.loaded(&mut cache)?))
     }
 
     /// The version `slot`'s wallet applies, and the rollout naming it.
@@ -417,7 +430,7 @@ impl<S: Store> Signer<S> {
     fn roll_back_if_failed(
         &self,
         now: Timestamp,
-        cache: &mut MutexGuard<'_, Cache>,
+        cache: &mut RwLockWriteGuard<'_, Cache>,
     ) -> Result<(), RolloutError> {
         let verdict = cache.loaded.as_ref().and_then(Loaded::verdict);
         if let Some(Verdict::Fail(failure)) = verdict {
@@ -505,10 +518,10 @@ impl<S: Store> Signer<S> {
         }
     }
 
-    fn rollout_cache(&self) -> MutexGuard<'_, Cache> {
+    fn rollout_cache(&self) -> RwLockWriteGuard<'_, Cache> {
         // The cache is rebuilt from the store on demand, so a panic while
         // it was held leaves nothing to distrust but the counters.
-        self.rollout.lock().unwrap_or_else(PoisonError::into_inner)
+        self.rollout.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn loaded<'c>(&self, cache: &'c mut Cache) -> Result<&'c mut Loaded, RolloutError> {

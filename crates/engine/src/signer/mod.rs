@@ -156,7 +156,7 @@ pub struct Signer<S> {
     pub(crate) network: Network,
     pub(crate) wallets: BTreeMap<WalletId, Slot>,
     /// The policy rollout record as read, and the current step's counters.
-    pub(crate) rollout: Mutex<crate::rollout::Cache>,
+    pub(crate) rollout: std::sync::RwLock<crate::rollout::Cache>,
     /// The retirement of deleted shares' data keys, run by
     /// [`Signer::prune`] outside every wallet lock.
     retirement: Mutex<retire::Retirement>,
@@ -230,7 +230,7 @@ impl<S: Store> Signer<S> {
             limits: config.limits,
             network: config.network,
             wallets,
-            rollout: Mutex::new(crate::rollout::Cache::default()),
+            rollout: std::sync::RwLock::new(crate::rollout::Cache::default()),
             retirement: Mutex::new(retire::Retirement::default()),
             audit_checkpointed: AtomicU64::new(0),
         })
