@@ -17,12 +17,10 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thresig_cluster::config::Config;
-use thresig_cluster::node::{LocalEngine, admin_socket_path};
 use thresig_engine::rollout::gate::{Gates, Group, Verdict};
 use thresig_engine::{Phase, RolloutCommand, RolloutStatus, Signer, WalletStatus};
 use thresig_store::EncryptedStore;
 
-use crate::admin;
 use crate::keys::{self, KeysError, Output, Report};
 
 /// `thresig policy ...`.
@@ -137,17 +135,9 @@ fn stage(args: &StageArgs) -> Result<PolicyCall, KeysError> {
 /// Runs `call` in the signer answering on the configured admin socket, or
 /// on the engine opened here when none does.
 fn on_engine(path: &Path, call: &PolicyCall) -> Result<Report, KeysError> {
-    let config = Config::load(path)?;
-    let socket = admin_socket_path(&config);
-    let (mut report, via) = match admin::ask(&socket, &call.clone().into())? {
-        Some(report) => (report, "daemon"),
-        None => {
-            let engine = LocalEngine::open(path)?;
-            (run_on(call, &engine.signer)?, "store")
-        }
-    };
-    report.json["via"] = json!(via);
-    Ok(report)
+    crate::wallet::ask_or_open(path, &call.clone().into(), |engine| {
+        run_on(call, &engine.signer)
+    })
 }
 
 /// Runs a policy call on `signer`: the one body of every `policy`

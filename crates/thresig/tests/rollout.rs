@@ -69,15 +69,7 @@ impl Fleet {
 
     /// The wallet's policy as member `s` reports it in `thresig status`.
     fn status_policy(&self, s: u16) -> Value {
-        let status = json(&["status", "--config", &self.config(1)], 0);
-        let member = status["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["member"] == s)
-            .unwrap()
-            .clone();
-        member["wallets"][0]["policy"].clone()
+        common::member_status(&self.config(1), s)["wallets"][0]["policy"].clone()
     }
 }
 

@@ -242,3 +242,15 @@ pub fn scrape(addr: std::net::SocketAddr) -> String {
     tcp.read_to_string(&mut response).unwrap();
     response
 }
+
+/// Member `s` as `thresig status --json`, run from `config`, shows it.
+pub fn member_status(config: &str, s: u16) -> serde_json::Value {
+    let status = json(&["status", "--config", config], 0);
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == s)
+        .unwrap()
+        .clone()
+}
