@@ -135,13 +135,15 @@ pub(crate) struct Slot {
 ///   enters (it checks the coordinator's membership once, then dispatches);
 /// - operator commands: [`Signer::operate`] (which dispatches
 ///   [`Signer::begin_rekey`], [`Signer::retire`] and
-///   [`Signer::approve_repair`]), [`Signer::dkg_abort`];
+///   [`Signer::approve_repair`]), [`Signer::dkg_abort`],
+///   [`Signer::policy_rollout`] (a staged policy rollout's steps);
 /// - getters, for the local operator: [`Signer::status`],
-///   [`Signer::wallets`], [`Signer::wallet_key`];
+///   [`Signer::wallets`], [`Signer::wallet_key`], [`Signer::rollout_status`];
 /// - upkeep: [`Signer::prune`] drops expired nonces, forgotten tombstones
 ///   and pending shares, and expired markers, of every wallet (a round
 ///   prunes its own wallet's memory as it goes; idle wallets need the
-///   call, which the signer process makes on a timer).
+///   call, which the signer process makes on a timer), and rolls back a
+///   policy rollout whose gate fails ([`Signer::rollout_tick`]).
 ///
 /// Every answer is immediate; nothing is queued. A restart is dropping the
 /// `Signer` and opening a new one over the same store: live nonces and
@@ -366,7 +368,9 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::Internal`] if a wallet's lock is poisoned,
     /// [`Error::MarkerPurge`] if the store cannot purge (the next call
-    /// tries again).
+    /// tries again); [`Error::Rollout`] if the rollout record cannot be
+    /// read or a failing rollout's rollback cannot commit (the next call,
+    /// or round 2, tries again).
     pub fn prune(&self, now: Timestamp) -> Result<(), Error> {
         for slot in self.wallets.values() {
             let mut shard = lock_unloaded(slot)?;
