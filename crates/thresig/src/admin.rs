@@ -23,7 +23,8 @@
 //! or `{"audit": "verify" | {"export": {"since": 1}} | {"export_page":
 //! {"from": …, "through": …}} | {"prune": {"before_ms": …}}}` for
 //! `thresig audit` (an export comes one page a reply), or `{"policy":
-//! {"step": <RolloutCommand>} | "status"}` for `thresig policy`; the
+//! {"stage": {…}} | {"step": <RolloutCommand>} | "status"}` for `thresig
+//! policy`; the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.

@@ -74,15 +74,53 @@ struct StepArgs {
     json: bool,
 }
 
-/// A policy call on the admin socket: `{"policy": {"step": …}}` or
-/// `{"policy": "status"}`.
+/// A policy call on the admin socket: `{"policy": {"stage": …}}`,
+/// `{"policy": {"step": …}}` or `{"policy": "status"}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum PolicyCall {
-    /// A rollout step.
+    /// Stage the version the file holds.
+    Stage(StageCall),
+    /// Promote or roll back.
     Step(RolloutCommand),
     /// The rollout's status.
     Status,
+}
+
+/// A stage names the configuration file, whose policies the signer reads
+/// itself: the policies of many wallets would not fit in an admin
+/// request ([`crate::admin::MAX_REQUEST`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StageCall {
+    /// The version to roll out.
+    version: u32,
+    /// The member's configuration file, as an absolute path (the signer
+    /// runs in another directory).
+    config: PathBuf,
+    /// The gates that judge each step.
+    gates: Gates,
+    /// The step the operator saw.
+    expect_seq: Option<u64>,
+}
+
+impl StageCall {
+    /// The engine's step: the policies the file holds now.
+    fn command(&self) -> Result<RolloutCommand, KeysError> {
+        let config = Config::load(&self.config)?;
+        let policies: BTreeMap<_, _> = config
+            .node
+            .iter()
+            .flat_map(|node| &node.wallets)
+            .map(|w| (w.id().clone(), w.config.policy.clone()))
+            .collect();
+        Ok(RolloutCommand::Stage {
+            version: self.version,
+            policies,
+            gates: self.gates,
+            expect_seq: self.expect_seq,
+        })
+    }
 }
 
 /// Runs a `policy` command and returns the process exit code.
@@ -112,21 +150,20 @@ pub(crate) fn main(args: PolicyArgs) -> ExitCode {
     keys::print_outcome(Output::json_if(step.json), result)
 }
 
-/// The stage call: the file's policies as they are now.
+/// The stage call, naming the file by its absolute path.
 fn stage(args: &StageArgs) -> Result<PolicyCall, KeysError> {
-    let config = Config::load(&args.step.config)?;
-    let policies: BTreeMap<_, _> = config
-        .node
-        .iter()
-        .flat_map(|node| &node.wallets)
-        .map(|w| (w.id().clone(), w.config.policy.clone()))
-        .collect();
+    let config = std::path::absolute(&args.step.config).map_err(|source| {
+        KeysError::Config(thresig_cluster::config::ConfigError::Read {
+            path: args.step.config.clone(),
+            source,
+        })
+    })?;
     let mut gates = Gates::default();
     gates.min_requests = args.min_requests;
     gates.max_denial_increase_pct = args.max_denial_increase;
-    Ok(PolicyCall::Step(RolloutCommand::Stage {
+    Ok(PolicyCall::Stage(StageCall {
         version: args.version,
-        policies,
+        config,
         gates,
         expect_seq: args.step.seq,
     }))
@@ -150,6 +187,9 @@ pub(crate) fn run_on(
     signer: &Signer<Arc<EncryptedStore>>,
 ) -> Result<Report, KeysError> {
     let status = match call {
+        PolicyCall::Stage(stage) => {
+            signer.policy_rollout(crate::wallet::clock(), &stage.command()?)?
+        }
         PolicyCall::Step(command) => signer.policy_rollout(crate::wallet::clock(), command)?,
         PolicyCall::Status => signer.rollout_status()?,
     };
@@ -232,4 +272,28 @@ pub(crate) fn wallet_text(w: &WalletStatus) -> String {
         _ => String::new(),
     };
     format!(", policy v{version}{rollout}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::{MAX_REQUEST, Request};
+
+    /// A stage request names the file, not its policies, so its size does
+    /// not grow with the wallets (40 default policies took 18 451 bytes).
+    #[test]
+    fn a_stage_request_of_many_wallets_fits_the_admin_socket() {
+        let call = PolicyCall::Stage(StageCall {
+            version: 2,
+            config: PathBuf::from("/etc/thresig/".to_owned() + &"d/".repeat(100) + "signer.toml"),
+            gates: Gates::default(),
+            expect_seq: Some(u64::MAX),
+        });
+        let bytes = serde_json::to_vec(&Request::from(call.clone())).unwrap();
+        assert!(bytes.len() as u64 <= MAX_REQUEST, "{} bytes", bytes.len());
+        assert_eq!(
+            serde_json::from_slice::<Request>(&bytes).unwrap(),
+            Request::from(call)
+        );
+    }
 }
