@@ -359,3 +359,54 @@ fn a_damaged_rollout_record_refuses_and_is_never_reset() {
     let kept = c.member(1).store().meta(&name).unwrap().unwrap();
     assert_eq!(kept.as_slice(), b"{\"format\":1,\"seq\":", "left as it was");
 }
+
+#[test]
+fn a_rollback_whose_commit_failed_is_made_by_the_upkeep_tick() {
+    let mut c = cluster(87);
+    let status = stage(&c, 1, false);
+    let canary = on_version(&status, 2);
+    for i in 0..2u8 {
+        let _ = c.sign_as(COORD_A, &canary[0], &[1, 2], &[[i; 32]]);
+    }
+    // The third denial fails the gate; the rollback's commit is lost.
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    let (_, err) = c
+        .sign_as(COORD_A, &canary[0], &[1, 2], &[[2; 32]])
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::PolicyDenied, "the answer stands");
+    let status = c.member(1).signer().rollout_status().unwrap();
+    assert_eq!(status.phase, Some(Phase::Canary));
+    assert!(
+        matches!(status.verdict, Some(Verdict::Fail(_))),
+        "{status:?}"
+    );
+    c.advance(std::time::Duration::from_secs(30));
+    c.member(1).signer().prune(c.now).unwrap();
+    let status = c.member(1).signer().rollout_status().unwrap();
+    assert_eq!(status.phase, Some(Phase::RolledBack), "{status:?}");
+    assert_eq!(status.since_ms, Some(c.now.0), "rolled back at the tick");
+    c.sign(&canary[0], &[1, 2], &[[3; 32]]);
+}
+
+#[test]
+fn a_step_whose_commit_was_durable_but_unacknowledged_is_seen_at_once() {
+    let c = cluster(88);
+    stage(&c, 1, true);
+    c.member(1).store().fail_next_commit(Fault::Ambiguous);
+    let err = c
+        .member(1)
+        .signer()
+        .policy_rollout(c.now, &RolloutCommand::Rollback { expect_seq: None })
+        .unwrap_err();
+    assert!(matches!(err, RolloutError::Store(_)), "{err:?}");
+    // The signer reads the record again: every wallet is back at once.
+    let status = c.member(1).signer().rollout_status().unwrap();
+    assert_eq!((status.seq, status.phase), (2, Some(Phase::RolledBack)));
+    assert_eq!(on_version(&status, 1).len(), WALLETS.len());
+    assert!(matches!(
+        c.member(1)
+            .signer()
+            .policy_rollout(c.now, &RolloutCommand::Rollback { expect_seq: None }),
+        Err(RolloutError::NotInProgress { .. })
+    ));
+}

@@ -301,6 +301,11 @@ pub(crate) struct Applied {
 #[derive(Default)]
 pub(crate) struct Cache {
     loaded: Option<Loaded>,
+    /// A step's commit failed, perhaps after becoming durable: the stored
+    /// bytes are read again before the cache is used, and the counters
+    /// are kept if they did not change (so the gate that failed still
+    /// fails, and the next round 2 or tick rolls back again).
+    recheck: bool,
 }
 
 struct Loaded {

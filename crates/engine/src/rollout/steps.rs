@@ -126,14 +126,11 @@ impl<S: Store> Signer<S> {
         };
         // Every round 2 of every wallet looks here: a shared lock, so
         // wallets never wait on each other but for a step's commit.
-        if let Some(loaded) = self
-            .rollout
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .loaded
-            .as_ref()
         {
-            return Ok(lookup(loaded));
+            let cache = self.rollout.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(loaded) = cache.loaded.as_ref().filter(|_| !cache.recheck) {
+                return Ok(lookup(loaded));
+            }
         }
         let mut cache = self.rollout_cache();
         Ok(lookup(self.loaded(&mut cache)?))
@@ -225,11 +222,9 @@ impl<S: Store> Signer<S> {
     ) -> Result<RolloutStatus, RolloutError> {
         let mut cache = self.rollout_cache();
         // The stored bytes decide, not the cache: a step is computed from
-        // exactly what its compare-and-set expects.
-        let raw = self.read_raw()?;
-        if cache.loaded.as_ref().is_none_or(|l| l.raw != raw) {
-            cache.loaded = Some(self.build(raw)?);
-        }
+        // exactly what its compare-and-set expects (read again here, the
+        // counters kept if they did not change).
+        cache.recheck = true;
         let (current, verdict) = {
             let loaded = self.loaded(&mut cache)?;
             (loaded.record.clone(), loaded.verdict())
@@ -511,8 +506,8 @@ impl<S: Store> Signer<S> {
             Ok(_) => Err(RolloutError::Corrupt),
             Err(source) => {
                 // The unit may have committed: read the record again
-                // before the next step.
-                cache.loaded = None;
+                // before the cache is used.
+                cache.recheck = true;
                 Err(RolloutError::Store(source))
             }
         }
@@ -525,8 +520,12 @@ impl<S: Store> Signer<S> {
     }
 
     fn loaded<'c>(&self, cache: &'c mut Cache) -> Result<&'c mut Loaded, RolloutError> {
-        if cache.loaded.is_none() {
-            cache.loaded = Some(self.build(self.read_raw()?)?);
+        if cache.recheck || cache.loaded.is_none() {
+            let raw = self.read_raw()?;
+            if cache.loaded.as_ref().is_none_or(|l| l.raw != raw) {
+                cache.loaded = Some(self.build(raw)?);
+            }
+            cache.recheck = false;
         }
         cache.loaded.as_mut().ok_or(RolloutError::Corrupt)
     }

@@ -251,7 +251,8 @@ impl<S> FaultStore<S> {
     }
 
     /// The next marker commit, or commit of a key package (a DKG's part 3,
-    /// a repair's finish, a refresh switch or abort), fails as `fault`.
+    /// a repair's finish, a refresh switch or abort), or policy rollout
+    /// step, fails as `fault`.
     pub fn fail_next_commit(&self, fault: Fault) {
         self.commit_faults.lock().unwrap().push_back(fault);
     }
@@ -363,7 +364,9 @@ impl<S: Store> Store for FaultStore<S> {
                     WriteOp::PutDkgResult { .. } | WriteOp::InsertKeyPackage { .. }
                 )
             });
-        if marker_wallet.is_none() && !dkg_result {
+        // A policy rollout step is a commit of its own (`fail_next_commit`).
+        let rollout_step = ops.iter().any(|op| matches!(op, WriteOp::CasMeta { .. }));
+        if marker_wallet.is_none() && !dkg_result && !rollout_step {
             let audit_only = ops
                 .iter()
                 .all(|op| matches!(op, WriteOp::AppendAudit { .. }));
