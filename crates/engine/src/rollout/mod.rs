@@ -434,7 +434,7 @@ impl RolloutError {
             Self::InProgress { .. } => "rollout_in_progress",
             Self::NotInProgress { .. } => "rollout_not_in_progress",
             Self::UnknownWallet { .. } => "unknown_wallet",
-            Self::InvalidPolicy(_) => "invalid_config",
+            Self::InvalidPolicy(_) => "config_invalid",
             Self::Corrupt => "rollout_corrupt",
             Self::Store(source) => crate::error::store_code(source).as_str(),
         }
@@ -458,5 +458,64 @@ impl RolloutError {
             Self::Corrupt => ErrorCode::StateCorrupt,
             _ => ErrorCode::InvalidRequest,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operator_code_is_documented_with_its_class() {
+        let doc = include_str!("../../../../docs/errors.md");
+        let wallet = WalletId::new("w").unwrap();
+        let failure = Failure {
+            measure: gate::Measure::Denials,
+            canary_bp: 1,
+            baseline_bp: 0,
+            limit_bp: 0,
+        };
+        let all = [
+            RolloutError::Stale {
+                expected: 1,
+                found: 2,
+            },
+            RolloutError::GateFailed {
+                version: 2,
+                phase: Phase::Canary,
+                failure,
+            },
+            RolloutError::NothingToStage { version: 2 },
+            RolloutError::VersionNotBumped {
+                wallet: wallet.clone(),
+                version: 2,
+            },
+            RolloutError::InProgress {
+                version: 2,
+                phase: Phase::Ten,
+            },
+            RolloutError::NotInProgress {
+                step: "promote",
+                state: String::new(),
+            },
+            RolloutError::UnknownWallet { wallet },
+            RolloutError::InvalidPolicy(Box::new(ConfigError::IdentityMismatch)),
+            RolloutError::Corrupt,
+        ];
+        for e in all {
+            assert_eq!(e.recovery(), Recovery::Terminal, "{e}");
+            let row = format!("| `{}` | terminal |", e.code());
+            assert!(doc.contains(&row), "docs/errors.md lacks {row}");
+        }
+    }
+
+    #[test]
+    fn a_phase_is_named_alike_in_json_and_text() {
+        for phase in Phase::ALL {
+            let json = serde_json::to_string(&phase).unwrap();
+            assert_eq!(json, format!("\"{}\"", phase.as_str()));
+            assert_eq!(Phase::parse(phase.as_str()), Some(phase));
+        }
+        assert_eq!(Phase::parse("25%"), None);
     }
 }
