@@ -189,9 +189,10 @@ impl<S: Store> Signer<S> {
         self.roll_back_if_failed(now, &mut cache)
     }
 
-    /// The upkeep tick: rolls back a rollout whose gate fails (the
-    /// counters already judged on each round 2; this catches a record
-    /// loaded since). Harmless at any time.
+    /// The upkeep tick: rolls back a rollout whose gate fails. Each round
+    /// 2 already judges the counters; the tick makes the rollback that a
+    /// round 2 could not commit (a store failure keeps the counters, so
+    /// the gate still fails here). Harmless at any time.
     ///
     /// # Errors
     /// As [`Signer::policy_rollout`] for the rollback.
