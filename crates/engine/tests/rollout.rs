@@ -6,7 +6,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use common::psbt;
 use common::*;
+use thresig_crypto::ScriptTree;
 use thresig_engine::audit::AuditEvent;
 use thresig_engine::rollout::gate::{Gates, Verdict};
 use thresig_engine::rollout::on_new_version;
@@ -124,9 +126,12 @@ fn a_canary_whose_payments_are_denied_rolls_back_by_itself() {
     for (i, wallet) in baseline.iter().take(3).enumerate() {
         c.sign(wallet, &[1, 2], &[[i as u8; 32]]);
     }
-    for i in 0..3u8 {
+    // Two coordinators see the denials (one alone could be a peer
+    // fighting the policy: docs/policy.md, "Health gates").
+    for i in 0..6u8 {
+        let coord = if i < 3 { COORD_A } else { COORD_B };
         let (seat, err) = c
-            .sign_as(COORD_A, &canary[0], &[1, 2], &[[100 + i; 32]])
+            .sign_as(coord, &canary[0], &[1, 2], &[[100 + i; 32]])
             .unwrap_err();
         assert_eq!((seat, err.code()), (1, ErrorCode::PolicyDenied));
     }
@@ -229,7 +234,15 @@ fn promote_refuses_while_the_gate_fails_and_rolls_back() {
     for i in 2..4u8 {
         let _ = c.sign_as(COORD_A, &canary[0], &[1, 2], &[[i; 32]]);
     }
-    // The third denial failed the gate and rolled back already.
+    assert!(matches!(
+        c.member(1).signer().rollout_status().unwrap().verdict,
+        Some(Verdict::Held(_))
+    ));
+    for i in 4..7u8 {
+        let _ = c.sign_as(COORD_B, &canary[0], &[1, 2], &[[i; 32]]);
+    }
+    // The second coordinator's third denial failed the gate and rolled
+    // back already.
     assert!(matches!(
         promote(&c, 1),
         Err(RolloutError::NotInProgress { .. })
@@ -365,13 +378,15 @@ fn a_rollback_whose_commit_failed_is_made_by_the_upkeep_tick() {
     let mut c = cluster(87);
     let status = stage(&c, 1, false);
     let canary = on_version(&status, 2);
-    for i in 0..2u8 {
-        let _ = c.sign_as(COORD_A, &canary[0], &[1, 2], &[[i; 32]]);
+    for i in 0..5u8 {
+        let coord = if i < 3 { COORD_A } else { COORD_B };
+        let _ = c.sign_as(coord, &canary[0], &[1, 2], &[[i; 32]]);
     }
-    // The third denial fails the gate; the rollback's commit is lost.
+    // The second coordinator's third denial fails the gate; the
+    // rollback's commit is lost.
     c.member(1).store().fail_next_commit(Fault::Lost);
     let (_, err) = c
-        .sign_as(COORD_A, &canary[0], &[1, 2], &[[2; 32]])
+        .sign_as(COORD_B, &canary[0], &[1, 2], &[[5; 32]])
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::PolicyDenied, "the answer stands");
     let status = c.member(1).signer().rollout_status().unwrap();
@@ -409,4 +424,117 @@ fn a_step_whose_commit_was_durable_but_unacknowledged_is_seen_at_once() {
             .policy_rollout(c.now, &RolloutCommand::Rollback { expect_seq: None }),
         Err(RolloutError::NotInProgress { .. })
     ));
+}
+
+/// Version 1 of every wallet pays [`psbt::external`] and signs raw
+/// digests; [`tightened`] no longer pays it.
+fn payment_cluster(seed: u64) -> Cluster {
+    let mut v1 = psbt::policy();
+    v1.allow_raw_digests = true;
+    let specs: Vec<Spec> = WALLETS
+        .iter()
+        .map(|w| Spec::new(w, Keys::Dkg(ScriptTree::KeyPathOnly)).policy(v1.clone()))
+        .collect();
+    Cluster::with_wallets(seed, 2, 3, &specs, Limits::default())
+}
+
+fn tightened(min_requests: u64) -> RolloutCommand {
+    let mut v2 = psbt::policy();
+    v2.allow_raw_digests = true;
+    v2.destinations = Vec::new();
+    v2.version = 2;
+    let mut gates = Gates::default();
+    gates.min_requests = min_requests;
+    RolloutCommand::Stage {
+        version: 2,
+        policies: WALLETS.iter().map(|w| (wid(w), v2.clone())).collect(),
+        gates,
+        expect_seq: None,
+    }
+}
+
+/// Round 2 at member 1, from `coord`, of a payment to
+/// [`psbt::external`] (salted apart): the tightened version denies it.
+fn pay_external(c: &mut Cluster, coord: u16, wallet: &str, salt: u8) -> Error {
+    let w = psbt::taproot(c, wallet);
+    let payment = psbt::spend(&w, 1, salt);
+    let comms: BTreeMap<u16, _> = [1u16, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, coord, wallet, 1).unwrap()))
+        .collect();
+    let target = thresig_engine::SigningTarget::psbt(payment.serialize());
+    let req = c.request_for(wallet, &comms, &psbt::sighashes(&payment), target);
+    c.round2_as(1, coord, &req).unwrap_err()
+}
+
+fn rollout_of(c: &Cluster) -> RolloutStatus {
+    c.member(1).signer().rollout_status().unwrap()
+}
+
+#[test]
+fn requests_refused_before_the_policy_do_not_count_against_a_canary() {
+    let mut c = cluster(90);
+    let canary = on_version(&stage(&c, 1, true), 2);
+    // Real commitments, but of another wallet: the canary's pool never
+    // issued them.
+    let other = WALLETS.iter().find(|w| **w != canary[0]).unwrap();
+    for i in 0..5u8 {
+        let comms: BTreeMap<u16, _> = [1u16, 2]
+            .into_iter()
+            .map(|s| (s, c.round1(s, COORD_A, other, 1).unwrap()))
+            .collect();
+        let req = c.request(&canary[0], &comms, &[[i; 32]]);
+        let err = c.round2_as(1, COORD_A, &req).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NonceUnknown);
+    }
+    let status = rollout_of(&c);
+    assert_eq!(status.phase, Some(Phase::Canary), "{status:?}");
+    assert_eq!(status.canary.requests, 0, "{status:?}");
+}
+
+#[test]
+fn replays_of_a_released_request_do_not_hide_denials() {
+    let mut c = payment_cluster(91);
+    let staged = c.member(1).signer().policy_rollout(c.now, &tightened(1));
+    let canary = on_version(&staged.unwrap(), 2);
+    for (salt, coord) in [(1u8, COORD_A), (2, COORD_B)] {
+        let comms: BTreeMap<u16, _> = [1u16, 2]
+            .into_iter()
+            .map(|s| (s, c.round1(s, coord, &canary[0], 1).unwrap()))
+            .collect();
+        let released = c.request(&canary[0], &comms, &[[salt; 32]]);
+        for _ in 0..20 {
+            c.round2_as(1, coord, &released).unwrap();
+        }
+        let err = pay_external(&mut c, coord, &canary[0], salt);
+        assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    }
+    let status = rollout_of(&c);
+    assert_eq!(status.phase, Some(Phase::RolledBack), "{status:?}");
+    assert!(
+        status.reason.as_deref().unwrap().contains("denial rate"),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn one_coordinator_cannot_roll_back_a_tightening_aimed_at_it() {
+    let mut c = payment_cluster(92);
+    let staged = c.member(1).signer().policy_rollout(c.now, &tightened(3));
+    let canary = on_version(&staged.unwrap(), 2);
+    for salt in 1..=5u8 {
+        let err = pay_external(&mut c, COORD_A, &canary[0], salt);
+        assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    }
+    let status = rollout_of(&c);
+    assert_eq!(status.phase, Some(Phase::Canary), "{status:?}");
+    assert!(
+        !matches!(status.verdict, Some(Verdict::Fail(_)) | Some(Verdict::Pass)),
+        "one coordinator's denials neither fail nor pass the gate: {status:?}"
+    );
+    // A second coordinator seeing the same denials fails it.
+    for salt in 6..=8u8 {
+        pay_external(&mut c, COORD_B, &canary[0], salt);
+    }
+    assert_eq!(rollout_of(&c).phase, Some(Phase::RolledBack));
 }

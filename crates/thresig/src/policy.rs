@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thresig_cluster::config::Config;
-use thresig_engine::rollout::gate::{Gates, Group, Verdict};
+use thresig_engine::rollout::gate::{Gates, Group, QUORUM, Verdict};
 use thresig_engine::{Phase, RolloutCommand, RolloutStatus, Signer, WalletStatus};
 use thresig_store::EncryptedStore;
 
@@ -51,11 +51,12 @@ struct StageArgs {
     /// The version to roll out, as the file's policies state it.
     #[arg(long)]
     version: u32,
-    /// Canary round-2 requests before the gate judges.
+    /// Canary round-2 requests of one coordinator before the gate judges
+    /// its traffic.
     #[arg(long, default_value_t = Gates::default().min_requests)]
     min_requests: u64,
-    /// The most the canary's denial rate may exceed the rest's, in
-    /// percentage points.
+    /// The most a coordinator's canary requests may be denied where the
+    /// previous version signs them, in percent.
     #[arg(long, default_value_t = Gates::default().max_denial_increase_pct)]
     max_denial_increase: u8,
 }
@@ -213,22 +214,23 @@ pub(crate) fn report(status: &RolloutStatus) -> Report {
     };
     if let Some(verdict) = &status.verdict {
         let judged = match verdict {
-            Verdict::Pending { seen, needed } => {
-                format!("waiting for traffic ({seen} of {needed} canary requests)")
-            }
+            Verdict::Pending { seen, needed } => format!(
+                "waiting for traffic ({seen} of {needed} canary requests from one coordinator)"
+            ),
+            Verdict::Held(failure) => format!(
+                "held: {failure}; fewer than {QUORUM} coordinators see it, so it neither rolls back nor promotes"
+            ),
             Verdict::Pass => "passing".to_owned(),
             Verdict::Fail(failure) => format!("failing: {failure}"),
         };
         let _ = writeln!(
             text,
-            "  gate: {judged}; canary {} released, {} denied, {} errors of {}; previous version {} released, {} denied, {} errors of {}",
+            "  gate: {judged}; canary {} released, {} denied of {}; previous version {} released, {} denied of {}",
             status.canary.released,
             status.canary.denied,
-            status.canary.errors,
             status.canary.requests,
             status.baseline.released,
             status.baseline.denied,
-            status.baseline.errors,
             status.baseline.requests,
         );
     }

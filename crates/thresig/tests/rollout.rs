@@ -61,8 +61,13 @@ impl Fleet {
     /// Signs a payment to `address(9)` from the prevout `byte`; whether it
     /// was signed.
     fn pay(&self, byte: u8) -> bool {
+        self.pay_via(1, byte)
+    }
+
+    /// [`Fleet::pay`] coordinated by member `s`.
+    fn pay_via(&self, s: u16, byte: u8) -> bool {
         let psbt = payment(self.dir.path(), &self.wallet, byte, &address(9));
-        sign(&self.config(1), common::WALLET, &psbt)
+        sign(&self.config(s), common::WALLET, &psbt)
             .status
             .success()
     }
@@ -131,13 +136,15 @@ fn a_denying_version_rolls_back_by_itself_and_a_good_one_reaches_every_wallet() 
     assert_eq!(f.status_policy(3)["rollout"]["stage"], "100%");
 
     // Version 3 allows no destination: the canary's payment is denied,
-    // the gate fails on the members that refused it, and they go back to
-    // version 2 by themselves.
+    // coordinated by two members (one coordinator alone decides nothing),
+    // the gate fails on the members that refused both, and they go back
+    // to version 2 by themselves.
     f.write_policy(3, &[]);
     for s in 1..=3 {
         f.policy(s, &["stage", "--version", "3", "--min-requests", "1"], 0);
     }
-    assert!(!f.pay(3), "version 3 denies paying address 9");
+    assert!(!f.pay_via(1, 3), "version 3 denies paying address 9");
+    assert!(!f.pay_via(2, 6), "version 3 denies it to every coordinator");
     let mut rolled = 0;
     for s in 1..=3 {
         let status = f.policy(s, &["status"], 0);

@@ -1,12 +1,29 @@
 //! The health gates of a staged policy rollout: counters of round-2
-//! outcomes per (wallet group, policy version), and the pure function that
-//! judges the canary group against the wallets still on the previous
-//! version. No clock and no store: the same counters and thresholds always
-//! give the same verdict, so the gate is tested on numbers alone.
+//! outcomes per (wallet group, coordinator), and the pure function that
+//! judges the canary group. No clock and no store: the same counters and
+//! thresholds always give the same verdict, so the gate is tested on
+//! numbers alone.
+//!
+//! What counts (docs/policy.md, "Health gates"): only requests that passed
+//! every check up to the policy, once per coordinator, wallet and target
+//! (a replay, or the same transaction in another ROAST session, counts
+//! once); a canary's denial only when the previous version would have
+//! signed the same request (denying what the old policy denied too says
+//! nothing about the new one). And no single coordinator decides: the gate
+//! judges each coordinator's traffic on its own and fails only when
+//! [`QUORUM`] coordinators see the canary deny, so one peer (any roster
+//! member may coordinate) can neither roll back a tightening aimed at it
+//! nor hide the denials others see.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::ids::CoordinatorId;
+
+/// How many coordinators must each see the canary fail before the gate
+/// fails: more than any one peer.
+pub const QUORUM: u64 = 2;
 
 /// Which side of a rollout a wallet is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -18,18 +35,18 @@ pub enum Group {
     Baseline,
 }
 
-/// Round-2 outcomes of one group since the rollout's last step.
+/// Counted round-2 outcomes of one group (or one coordinator's in it)
+/// since the rollout's last step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Counts {
-    /// Round-2 requests answered.
+    /// Round-2 requests counted.
     pub requests: u64,
     /// Those that released shares.
     pub released: u64,
-    /// Those the policy refused (`policy_denied`).
+    /// Those the policy refused; on a canary, only those the previous
+    /// version would have signed.
     pub denied: u64,
-    /// Those refused for any other reason.
-    pub errors: u64,
 }
 
 impl Counts {
@@ -39,46 +56,40 @@ impl Counts {
         let counter = match outcome {
             Outcome::Released => &mut self.released,
             Outcome::Denied => &mut self.denied,
-            Outcome::Error => &mut self.errors,
         };
         *counter = counter.saturating_add(1);
     }
 
-    /// The sum of two counts (the counts of one group's versions).
+    /// The sum of two counts.
     #[must_use]
     pub fn plus(self, other: &Self) -> Self {
         Self {
             requests: self.requests.saturating_add(other.requests),
             released: self.released.saturating_add(other.released),
             denied: self.denied.saturating_add(other.denied),
-            errors: self.errors.saturating_add(other.errors),
         }
     }
 
-    /// `part` of the requests in basis points (0 to 10 000); `None`
-    /// without requests.
-    fn rate(&self, part: u64) -> Option<u64> {
-        let part = u128::from(part.min(self.requests));
-        let bp = part
-            .checked_mul(10_000)?
-            .checked_div(u128::from(self.requests))?;
-        u64::try_from(bp).ok()
+    /// The denials in basis points of the requests (0 without any).
+    fn denial_bp(&self) -> u64 {
+        let bp = u128::from(self.denied.min(self.requests)) * 10_000;
+        bp.checked_div(u128::from(self.requests))
+            .and_then(|bp| u64::try_from(bp).ok())
+            .unwrap_or(0)
     }
 }
 
-/// How one round 2 of a rollout wallet ended.
+/// How one counted round 2 of a rollout wallet ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Shares left.
+    /// Shares left (not a replay).
     Released,
     /// The policy refused.
     Denied,
-    /// Any other refusal.
-    Error,
 }
 
-/// The counters of the current step, by (group, policy version).
-pub type Counters = BTreeMap<(Group, u32), Counts>;
+/// The counters of the current step, by (group, coordinator).
+pub type Counters = BTreeMap<(Group, CoordinatorId), Counts>;
 
 /// When a canary fails its gate. Stored with the rollout, so the gate that
 /// judges a step is the one the operator staged it with.
@@ -86,53 +97,24 @@ pub type Counters = BTreeMap<(Group, u32), Counts>;
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Gates {
-    /// Canary round-2 requests needed before the gate judges at all: one
-    /// refusal among few requests is noise, not evidence.
+    /// Counted canary requests one coordinator must send before its
+    /// traffic is judged: one refusal among few requests is noise, not
+    /// evidence.
     pub min_requests: u64,
-    /// The most the canary's denial rate may exceed the baseline's, in
-    /// percentage points.
+    /// The most a coordinator's canary requests may be denied where the
+    /// previous version signs them, in percent.
     pub max_denial_increase_pct: u8,
-    /// The most the canary's error rate may exceed the baseline's, in
-    /// percentage points.
-    pub max_error_increase_pct: u8,
-    /// The most the canary's success rate may fall below the baseline's,
-    /// in percentage points.
-    pub max_success_drop_pct: u8,
 }
 
 impl Default for Gates {
-    /// Five requests, five points each: a custody wallet's payments are
-    /// rarely refused, so a canary refusing one in twenty more than the
-    /// rest is a policy that blocks real traffic.
+    /// Five requests, five percent: a custody wallet's payments are
+    /// rarely refused, so a canary refusing one in twenty of what the old
+    /// policy signed is a policy that blocks real traffic.
     fn default() -> Self {
         Self {
             min_requests: 5,
             max_denial_increase_pct: 5,
-            max_error_increase_pct: 5,
-            max_success_drop_pct: 5,
         }
-    }
-}
-
-/// The measure a gate failed on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Measure {
-    /// Policy denials rose.
-    Denials,
-    /// Other errors rose.
-    Errors,
-    /// Released shares fell.
-    Success,
-}
-
-impl std::fmt::Display for Measure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Denials => "denial rate",
-            Self::Errors => "error rate",
-            Self::Success => "success rate",
-        })
     }
 }
 
@@ -140,32 +122,32 @@ impl std::fmt::Display for Measure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Too few canary requests to judge.
+    /// No coordinator has sent enough canary requests to judge.
     Pending {
-        /// Canary requests so far.
+        /// The most counted canary requests of one coordinator.
         seen: u64,
         /// Needed ([`Gates::min_requests`]).
         needed: u64,
     },
-    /// Within every limit.
+    /// Fewer than [`QUORUM`] coordinators see the canary fail, but one
+    /// does: neither a rollback nor a promotion.
+    Held(Failure),
+    /// Every judged coordinator's traffic is within the limit.
     Pass,
-    /// A limit was crossed.
+    /// [`QUORUM`] coordinators or more see the canary fail.
     Fail(Failure),
 }
 
-/// A crossed limit: the measure, the canary's and the baseline's rates
-/// and the limit, in basis points.
+/// A crossed limit: the canary's denial rate and the limit, in basis
+/// points, and how many coordinators saw it crossed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
-    /// What was measured.
-    pub measure: Measure,
-    /// The canary's rate.
+    /// The lowest denial rate among the coordinators that crossed it.
     pub canary_bp: u64,
-    /// The baseline's rate (without baseline traffic: no denials, no
-    /// errors, every request released).
-    pub baseline_bp: u64,
-    /// The limit the canary crossed.
+    /// The limit.
     pub limit_bp: u64,
+    /// Coordinators whose canary traffic crossed it.
+    pub coordinators: u64,
 }
 
 impl std::fmt::Display for Failure {
@@ -173,79 +155,63 @@ impl std::fmt::Display for Failure {
         let pct = |bp: u64| format!("{}.{:02}%", bp / 100, bp % 100);
         write!(
             f,
-            "the canary's {} is {} against {} on the previous version (limit {})",
-            self.measure,
+            "the canary's denial rate of what the previous version signs is at least {} for {} coordinator(s) (limit {})",
             pct(self.canary_bp),
-            pct(self.baseline_bp),
+            self.coordinators,
             pct(self.limit_bp)
         )
     }
 }
 
-/// Judges the canary group's counts against the baseline's. Without
-/// baseline traffic the canary is held to a perfect record (no denials,
-/// no errors), so a policy that refuses what the old one signed fails even
-/// when every wallet is a canary.
+/// Judges the canary group from each coordinator's counts: a coordinator
+/// with [`Gates::min_requests`] counted requests is judged on its own, the
+/// gate fails when [`QUORUM`] of them see the denial rate above the limit,
+/// is held when one does, and passes when every judged one is within it.
 #[must_use]
-pub fn evaluate(canary: &Counts, baseline: &Counts, gates: &Gates) -> Verdict {
-    if canary.requests < gates.min_requests.max(1) {
-        return Verdict::Pending {
-            seen: canary.requests,
-            needed: gates.min_requests.max(1),
-        };
-    }
-    let reference = |part: u64, perfect: u64| baseline.rate(part).unwrap_or(perfect);
-    let points = |pct: u8| u64::from(pct) * 100;
-    let rising = [
-        (
-            Measure::Denials,
-            canary.denied,
-            reference(baseline.denied, 0),
-            gates.max_denial_increase_pct,
-        ),
-        (
-            Measure::Errors,
-            canary.errors,
-            reference(baseline.errors, 0),
-            gates.max_error_increase_pct,
-        ),
-    ];
-    for (measure, part, baseline_bp, pct) in rising {
-        let canary_bp = canary.rate(part).unwrap_or(0);
-        let limit_bp = baseline_bp.saturating_add(points(pct)).min(10_000);
-        if canary_bp > limit_bp {
-            return Verdict::Fail(Failure {
-                measure,
-                canary_bp,
-                baseline_bp,
-                limit_bp,
-            });
+pub fn evaluate<'a>(canary: impl IntoIterator<Item = &'a Counts>, gates: &Gates) -> Verdict {
+    let needed = gates.min_requests.max(1);
+    let limit_bp = u64::from(gates.max_denial_increase_pct).min(100) * 100;
+    let (mut seen, mut judged) = (0, 0u64);
+    let mut failing: Vec<u64> = Vec::new();
+    for counts in canary {
+        seen = seen.max(counts.requests);
+        if counts.requests < needed {
+            continue;
+        }
+        judged += 1;
+        let bp = counts.denial_bp();
+        if bp > limit_bp {
+            failing.push(bp);
         }
     }
-    let canary_bp = canary.rate(canary.released).unwrap_or(0);
-    let baseline_bp = reference(baseline.released, 10_000);
-    let limit_bp = baseline_bp.saturating_sub(points(gates.max_success_drop_pct));
-    if canary_bp < limit_bp {
-        return Verdict::Fail(Failure {
-            measure: Measure::Success,
-            canary_bp,
-            baseline_bp,
-            limit_bp,
-        });
+    let Some(&lowest) = failing.iter().min() else {
+        return if judged == 0 {
+            Verdict::Pending { seen, needed }
+        } else {
+            Verdict::Pass
+        };
+    };
+    let failure = Failure {
+        canary_bp: lowest,
+        limit_bp,
+        coordinators: failing.len() as u64,
+    };
+    if failure.coordinators >= QUORUM {
+        Verdict::Fail(failure)
+    } else {
+        Verdict::Held(failure)
     }
-    Verdict::Pass
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn counts(released: u64, denied: u64, errors: u64) -> Counts {
+    fn counts(released: u64, denied: u64) -> Counts {
         Counts {
-            requests: released + denied + errors,
+            requests: released + denied,
             released,
             denied,
-            errors,
         }
     }
 
@@ -253,8 +219,9 @@ mod tests {
     fn too_few_canary_requests_are_not_judged() {
         let gates = Gates::default();
         assert_eq!(
-            evaluate(&counts(0, 4, 0), &counts(100, 0, 0), &gates),
-            Verdict::Pending { seen: 4, needed: 5 }
+            evaluate(&[counts(0, 4), counts(0, 3)], &gates),
+            Verdict::Pending { seen: 4, needed: 5 },
+            "no coordinator alone sent five"
         );
         // A gate of zero still needs one request: no traffic is no verdict.
         let zero = Gates {
@@ -262,103 +229,71 @@ mod tests {
             ..gates
         };
         assert_eq!(
-            evaluate(&Counts::default(), &Counts::default(), &zero),
+            evaluate(&[], &zero),
             Verdict::Pending { seen: 0, needed: 1 }
         );
     }
 
     #[test]
-    fn a_canary_that_denies_what_the_baseline_signs_fails_on_denials() {
-        let verdict = evaluate(&counts(3, 2, 0), &counts(50, 0, 0), &Gates::default());
+    fn denials_seen_by_two_coordinators_fail_the_gate() {
+        let verdict = evaluate(&[counts(3, 2), counts(1, 4)], &Gates::default());
         assert_eq!(
             verdict,
             Verdict::Fail(Failure {
-                measure: Measure::Denials,
                 canary_bp: 4_000,
-                baseline_bp: 0,
                 limit_bp: 500,
+                coordinators: 2,
             })
         );
     }
 
     #[test]
-    fn a_canary_as_healthy_as_the_baseline_passes() {
+    fn one_coordinator_alone_neither_fails_nor_hides_a_failure() {
         let gates = Gates::default();
+        let attacker = counts(0, 50);
+        let honest = counts(100, 0);
+        assert!(matches!(
+            evaluate(&[attacker], &gates),
+            Verdict::Held(Failure {
+                coordinators: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            evaluate(&[attacker, honest], &gates),
+            Verdict::Held(_)
+        ));
+        // Two honest coordinators' denials fail, whatever a third sends.
+        assert!(matches!(
+            evaluate(&[counts(10, 5), counts(10, 5), counts(1_000, 0)], &gates),
+            Verdict::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn a_canary_within_the_limit_passes() {
+        let gates = Gates::default();
+        // Exactly at the limit passes; above it fails.
         assert_eq!(
-            evaluate(&counts(19, 1, 0), &counts(18, 2, 0), &gates),
-            Verdict::Pass,
-            "fewer denials than the baseline"
-        );
-        // Exactly at the limit passes; one point over fails.
-        assert_eq!(
-            evaluate(&counts(19, 1, 0), &counts(20, 0, 0), &gates),
+            evaluate(&[counts(19, 1), counts(20, 0)], &gates),
             Verdict::Pass
         );
         assert!(matches!(
-            evaluate(&counts(18, 2, 0), &counts(20, 0, 0), &gates),
-            Verdict::Fail(Failure {
-                measure: Measure::Denials,
-                ..
-            })
+            evaluate(&[counts(18, 2), counts(18, 2)], &gates),
+            Verdict::Fail(_)
         ));
     }
 
     #[test]
-    fn errors_and_success_are_judged_against_the_baseline() {
-        let gates = Gates::default();
-        assert!(matches!(
-            evaluate(&counts(8, 0, 2), &counts(10, 0, 0), &gates),
-            Verdict::Fail(Failure {
-                measure: Measure::Errors,
-                canary_bp: 2_000,
-                ..
-            })
-        ));
-        // Denials and errors each within their limit, success not.
-        let loose = Gates {
-            max_denial_increase_pct: 10,
-            max_error_increase_pct: 10,
-            ..gates
-        };
-        assert_eq!(
-            evaluate(&counts(16, 2, 2), &counts(20, 0, 0), &loose),
-            Verdict::Fail(Failure {
-                measure: Measure::Success,
-                canary_bp: 8_000,
-                baseline_bp: 10_000,
-                limit_bp: 9_500,
-            })
-        );
-    }
-
-    #[test]
-    fn without_baseline_traffic_the_canary_is_held_to_a_perfect_record() {
-        let gates = Gates::default();
-        assert_eq!(
-            evaluate(&counts(5, 0, 0), &Counts::default(), &gates),
-            Verdict::Pass
-        );
-        assert!(matches!(
-            evaluate(&counts(4, 1, 0), &Counts::default(), &gates),
-            Verdict::Fail(Failure {
-                measure: Measure::Denials,
-                baseline_bp: 0,
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn a_failure_names_the_measure_and_both_rates() {
+    fn a_failure_names_the_rate_the_limit_and_the_coordinators() {
         let failure = Failure {
-            measure: Measure::Denials,
             canary_bp: 4_000,
-            baseline_bp: 25,
-            limit_bp: 525,
+            limit_bp: 500,
+            coordinators: 2,
         };
         assert_eq!(
             failure.to_string(),
-            "the canary's denial rate is 40.00% against 0.25% on the previous version (limit 5.25%)"
+            "the canary's denial rate of what the previous version signs is at least 40.00% for 2 coordinator(s) (limit 5.00%)"
         );
     }
 }

@@ -35,8 +35,8 @@ use thresig_tx::{Policy, PolicyConfig};
 use crate::config::ConfigError;
 use crate::error::ErrorCode;
 use gate::{Counters, Failure, Gates, Group, Verdict};
-pub(crate) use steps::outcome_of;
 pub use steps::{RolloutCommand, RolloutStatus, RolloutWallet};
+pub(crate) use steps::{outcome_of, target_digest};
 
 /// The metadata record's name.
 const RECORD: &[u8] = b"policy-rollout";
@@ -269,11 +269,17 @@ impl Record {
             } else {
                 Group::Baseline
             });
-            return Some(AppliedConfig { config, group });
+            let previous = (group == Some(Group::Canary)).then_some(&versions.previous);
+            return Some(AppliedConfig {
+                config,
+                group,
+                previous,
+            });
         }
         self.settled.get(wallet).map(|config| AppliedConfig {
             config,
             group: None,
+            previous: None,
         })
     }
 
@@ -285,6 +291,8 @@ impl Record {
 struct AppliedConfig<'a> {
     config: &'a PolicyConfig,
     group: Option<Group>,
+    /// A canary's previous policy, to tell its denials apart.
+    previous: Option<&'a PolicyConfig>,
 }
 
 /// The policy a wallet applies now.
@@ -293,6 +301,9 @@ pub(crate) struct Applied {
     pub(crate) policy: Arc<Policy>,
     /// The group it counts in while a rollout is watched.
     pub(crate) group: Option<Group>,
+    /// On a canary, the version it replaced: a denial counts against the
+    /// new version only if this one would have signed.
+    pub(crate) previous: Option<Arc<Policy>>,
 }
 
 /// What the signer holds of the rollout record: the bytes read, the
@@ -313,6 +324,9 @@ struct Loaded {
     record: Option<Record>,
     applied: BTreeMap<WalletId, Applied>,
     counters: Counters,
+    /// The (coordinator, wallet, target) digests counted in this window:
+    /// each counts once.
+    counted: BTreeSet<[u8; 32]>,
 }
 
 impl Loaded {
@@ -321,17 +335,12 @@ impl Loaded {
         if !record.phase.in_progress() {
             return None;
         }
-        let count = |group| {
-            self.counters
-                .iter()
-                .filter(|((g, _), _)| *g == group)
-                .fold(gate::Counts::default(), |sum, (_, c)| sum.plus(c))
-        };
-        Some(gate::evaluate(
-            &count(Group::Canary),
-            &count(Group::Baseline),
-            &record.gates,
-        ))
+        let canary = self
+            .counters
+            .iter()
+            .filter(|((group, _), _)| *group == Group::Canary)
+            .map(|(_, counts)| counts);
+        Some(gate::evaluate(canary, &record.gates))
     }
 }
 
@@ -470,10 +479,9 @@ mod tests {
         let doc = include_str!("../../../../docs/errors.md");
         let wallet = WalletId::new("w").unwrap();
         let failure = Failure {
-            measure: gate::Measure::Denials,
             canary_bp: 1,
-            baseline_bp: 0,
             limit_bp: 0,
+            coordinators: 2,
         };
         let all = [
             RolloutError::Stale {

@@ -3,8 +3,10 @@
 //! (stage, promote, roll back) and the rollback a failed gate makes by
 //! itself, on the next round 2 or the upkeep tick.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, PoisonError, RwLockWriteGuard};
+
+use sha2::{Digest as _, Sha256};
 
 use serde::{Deserialize, Serialize};
 use thresig_store::{Conflict, Store, Timestamp, WalletId, WriteOp, WriteOutcome};
@@ -18,6 +20,7 @@ use super::{
 use crate::audit::{AuditEvent, append_op};
 use crate::config::ConfigError;
 use crate::error::Error;
+use crate::ids::CoordinatorId;
 use crate::signer::{Signer, Slot};
 
 /// A step of this member's operator.
@@ -100,6 +103,10 @@ pub struct RolloutWallet {
     pub group: Option<Group>,
 }
 
+/// The most distinct requests one step's window counts: the gate has
+/// judged long before, and the set of digests stays bounded.
+const MAX_COUNTED: usize = 1 << 16;
+
 /// Why a rollout was rolled back.
 enum Reason<'a> {
     Operator,
@@ -122,6 +129,7 @@ impl<S: Store> Signer<S> {
                 .unwrap_or_else(|| Applied {
                     policy: slot.policy.clone(),
                     group: None,
+                    previous: None,
                 })
         };
         // Every round 2 of every wallet looks here: a shared lock, so
@@ -160,17 +168,21 @@ impl<S: Store> Signer<S> {
         Ok((version.0, rollout))
     }
 
-    /// Counts one round 2 of `wallet` under `applied`, and rolls the
-    /// rollout back when the gate now fails. An outcome under a policy a
-    /// step has since replaced belongs to no window and is dropped.
+    /// Counts one round 2 of `wallet` under `applied` (`outcome`: `None`
+    /// for one the gate does not count), once per `target` digest (see
+    /// [`target_digest`]), and rolls the rollout back when the gate now
+    /// fails. An outcome under a policy a step has since replaced belongs
+    /// to no window and is dropped.
     pub(crate) fn observe(
         &self,
         now: Timestamp,
         wallet: &WalletId,
         applied: &Applied,
-        outcome: Outcome,
+        outcome: Option<Outcome>,
+        target: [u8; 32],
+        coordinator: CoordinatorId,
     ) -> Result<(), RolloutError> {
-        let Some(group) = applied.group else {
+        let (Some(group), Some(outcome)) = (applied.group, outcome) else {
             return Ok(());
         };
         let mut cache = self.rollout_cache();
@@ -181,9 +193,12 @@ impl<S: Store> Signer<S> {
         if !current.is_some_and(|c| Arc::ptr_eq(&c.policy, &applied.policy)) {
             return Ok(());
         }
+        if loaded.counted.len() >= MAX_COUNTED || !loaded.counted.insert(target) {
+            return Ok(());
+        }
         loaded
             .counters
-            .entry((group, applied.policy.version().0))
+            .entry((group, coordinator))
             .or_default()
             .record(outcome);
         self.roll_back_if_failed(now, &mut cache)
@@ -549,15 +564,18 @@ impl<S: Store> Signer<S> {
             let canaries = record.canaries();
             for (id, slot) in &self.wallets {
                 if let Some(a) = record.applied(id, &canaries) {
-                    let policy = a
-                        .config
-                        .validate(self.network, slot.config.threshold)
-                        .map_err(|_| RolloutError::Corrupt)?;
+                    let validate = |config: &PolicyConfig| {
+                        config
+                            .validate(self.network, slot.config.threshold)
+                            .map(Arc::new)
+                            .map_err(|_| RolloutError::Corrupt)
+                    };
                     applied.insert(
                         id.clone(),
                         Applied {
-                            policy: Arc::new(policy),
+                            policy: validate(a.config)?,
                             group: a.group,
+                            previous: a.previous.map(validate).transpose()?,
                         },
                     );
                 }
@@ -568,15 +586,39 @@ impl<S: Store> Signer<S> {
             record,
             applied,
             counters: BTreeMap::new(),
+            counted: BTreeSet::new(),
         })
     }
 }
 
-/// How a round 2 ended, for the gate.
-pub(crate) fn outcome_of<T>(result: &Result<T, Error>) -> Outcome {
+/// How a round 2 counts for the gate: a fresh release, or a policy denial
+/// the wallet's previous version would not have made (`previous_allows`,
+/// asked only then); nothing else (a replay, a request refused before or
+/// after the policy) says anything about the version.
+pub(crate) fn outcome_of<T>(
+    result: &Result<(T, bool), Error>,
+    previous_allows: impl FnOnce() -> bool,
+) -> Option<Outcome> {
     match result {
-        Ok(_) => Outcome::Released,
-        Err(Error::PolicyDenied { .. }) => Outcome::Denied,
-        Err(_) => Outcome::Error,
+        Ok((_, true)) => Some(Outcome::Released),
+        Err(Error::PolicyDenied { .. }) if previous_allows() => Some(Outcome::Denied),
+        Ok((_, false)) | Err(_) => None,
     }
+}
+
+/// What makes two round 2s the same request for the gate: the
+/// coordinator, the wallet and what is signed.
+pub(crate) fn target_digest(
+    coordinator: CoordinatorId,
+    wallet: &WalletId,
+    target: &crate::SigningTarget,
+) -> [u8; 32] {
+    let mut hash = Sha256::new()
+        .chain_update(b"thresig/rollout-count/v1\0")
+        .chain_update(coordinator.0)
+        .chain_update(wallet.as_str().as_bytes())
+        .chain_update(b"\0");
+    // A target that does not encode is counted under the empty one.
+    hash.update(serde_json::to_vec(target).unwrap_or_default());
+    hash.finalize().into()
 }

@@ -337,11 +337,27 @@ impl<S: Store> Signer<S> {
     ) -> Result<crate::api::Round2Response, Error> {
         let applied = self.applied_policy(member.slot)?;
         let result = self.round2(now, member, req, &applied.policy, rng);
-        let outcome = crate::rollout::outcome_of(&result);
-        // The answer stands whether or not the gate's rollback commits; a
-        // rollback that failed is tried again by the next round 2 or tick.
-        let _ = self.observe(now, &member.slot.config.id, &applied, outcome);
-        result
+        if applied.group.is_some() {
+            let outcome = crate::rollout::outcome_of(&result, || {
+                applied
+                    .previous
+                    .as_ref()
+                    .is_none_or(|previous| self.policy_allows(now, member, req, previous))
+            });
+            let target = crate::rollout::target_digest(member.from, &req.wallet, &req.target);
+            // The answer stands whether or not the gate's rollback commits;
+            // a rollback that failed is tried again by the next round 2 or
+            // tick.
+            let _ = self.observe(
+                now,
+                &member.slot.config.id,
+                &applied,
+                outcome,
+                target,
+                member.from,
+            );
+        }
+        result.map(|(response, _)| response)
     }
 
     /// The status of every wallet `from` is a member of: a coordinator sees
