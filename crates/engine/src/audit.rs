@@ -66,6 +66,10 @@ pub enum AuditEvent {
         /// Each wallet's policy version: a policy changes only with the
         /// configuration, so consecutive opens show when each changed.
         policy_versions: BTreeMap<WalletId, u32>,
+        /// The policy rollout record found (absent in entries of signers
+        /// before staged rollouts): the next open's record must be it.
+        #[serde(default)]
+        rollout: Option<crate::rollout::RecordRef>,
     },
     /// Signature shares left this signer, their marker durable in the same
     /// store unit as this entry.
@@ -162,6 +166,9 @@ pub enum AuditEvent {
     PolicyStaged {
         /// The rollout record's sequence after this step.
         seq: u64,
+        /// The hex SHA-256 of the record this step committed: the record
+        /// a later load must find ([`crate::rollout::RecordRef`]).
+        record: String,
         /// The version staged.
         version: u32,
         /// The step (`canary`).
@@ -175,6 +182,9 @@ pub enum AuditEvent {
     PolicyPromoted {
         /// The rollout record's sequence after this step.
         seq: u64,
+        /// The hex SHA-256 of the record this step committed: the record
+        /// a later load must find ([`crate::rollout::RecordRef`]).
+        record: String,
         /// The version.
         version: u32,
         /// The step reached (`10%`, `50%`, `100%`).
@@ -187,6 +197,9 @@ pub enum AuditEvent {
     PolicyRolledBack {
         /// The rollout record's sequence after this step.
         seq: u64,
+        /// The hex SHA-256 of the record this step committed: the record
+        /// a later load must find ([`crate::rollout::RecordRef`]).
+        record: String,
         /// The version rolled back.
         version: u32,
         /// Who or which gate rolled it back.

@@ -595,6 +595,7 @@ fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
         identity: identity(1),
         wallets: 2_000,
         policy_versions,
+        rollout: None,
     };
     for _ in 0..150 {
         signer.0.audit_record(c.now, &open).unwrap();

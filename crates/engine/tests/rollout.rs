@@ -538,3 +538,43 @@ fn one_coordinator_cannot_roll_back_a_tightening_aimed_at_it() {
     }
     assert_eq!(rollout_of(&c).phase, Some(Phase::RolledBack));
 }
+
+#[test]
+fn an_older_or_deleted_rollout_record_is_refused_against_the_audit_log() {
+    let name = MetaName::new(b"policy-rollout".to_vec()).unwrap();
+    for delete in [false, true] {
+        let mut c = cluster(93);
+        let canary = on_version(&stage(&c, 1, false), 2);
+        let staged = c.member(1).store().meta(&name).unwrap().unwrap();
+        c.member(1)
+            .signer()
+            .policy_rollout(c.now, &RolloutCommand::Rollback { expect_seq: None })
+            .unwrap();
+        if delete {
+            c.edit_disk(1, |txn| {
+                let mut t = txn
+                    .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("meta"))
+                    .unwrap();
+                t.remove(b"policy-rollout".as_slice()).unwrap();
+            });
+        } else {
+            // The step-1 record, sealed as the store seals it: it
+            // authenticates, but the audit log's last step is the rollback.
+            c.member(1)
+                .store()
+                .write(vec![WriteOp::PutMeta {
+                    name: name.clone(),
+                    value: staged.to_vec().into(),
+                }])
+                .unwrap();
+        }
+        c.restart(1);
+        let err = c.member(1).signer().rollout_status().unwrap_err();
+        assert_eq!(err.code(), "rollout_replaced", "delete {delete}: {err:?}");
+        let (seat, err) = c
+            .sign_as(COORD_A, &canary[0], &[1, 2], &[[1; 32]])
+            .unwrap_err();
+        assert_eq!(seat, 1);
+        assert_eq!(err.code(), ErrorCode::StateCorrupt, "delete {delete}");
+    }
+}

@@ -21,6 +21,7 @@
 //!   counting round 2's outcomes, the operator's steps and the automatic
 //!   rollback.
 
+mod binding;
 pub mod gate;
 mod steps;
 
@@ -34,6 +35,7 @@ use thresig_tx::{Policy, PolicyConfig};
 
 use crate::config::ConfigError;
 use crate::error::ErrorCode;
+pub use binding::{RecordRef, record_hash};
 use gate::{Counters, Failure, Gates, Group, Verdict};
 pub use steps::{RolloutCommand, RolloutStatus, RolloutWallet};
 pub(crate) use steps::{outcome_of, target_digest};
@@ -246,6 +248,12 @@ impl Record {
         serde_json::to_vec(self).map_err(|_| RolloutError::Corrupt)
     }
 
+    /// The hash of [`Record::encode`]'s bytes, for the step's audit entry
+    /// (the encoding is deterministic: maps are ordered).
+    fn hash(&self) -> Result<String, RolloutError> {
+        self.encode().map(|bytes| record_hash(&bytes))
+    }
+
     /// The policy `wallet` applies under this record, if the record
     /// decides it, and the group it counts in while the rollout is watched.
     fn applied(
@@ -424,6 +432,12 @@ pub enum RolloutError {
         "the policy rollout record is damaged, so no wallet signs (deleting it would silently move wallets to the file's policies); stop the signer, run `thresig keys verify` and restore the record from a backup"
     )]
     Corrupt,
+    /// The record is not the one the audit log's last policy step or open
+    /// names: an older copy was put back, or it was deleted.
+    #[error(
+        "the policy rollout record is not the one this member's audit log last recorded (an older copy was put back, or it was deleted), so no wallet signs; stop the signer, run `thresig keys verify` and restore the store from a backup"
+    )]
+    Replaced,
     /// The store failed.
     #[error("the policy rollout record: storage failed: {0}")]
     Store(#[source] thresig_store::Error),
@@ -445,6 +459,7 @@ impl RolloutError {
             Self::UnknownWallet { .. } => "unknown_wallet",
             Self::InvalidPolicy(_) => "config_invalid",
             Self::Corrupt => "rollout_corrupt",
+            Self::Replaced => "rollout_replaced",
             Self::Store(source) => crate::error::store_code(source).as_str(),
         }
     }
@@ -464,7 +479,7 @@ impl RolloutError {
     pub(crate) fn engine_code(&self) -> ErrorCode {
         match self {
             Self::Store(source) => crate::error::store_code(source),
-            Self::Corrupt => ErrorCode::StateCorrupt,
+            Self::Corrupt | Self::Replaced => ErrorCode::StateCorrupt,
             _ => ErrorCode::InvalidRequest,
         }
     }
@@ -509,6 +524,7 @@ mod tests {
             RolloutError::UnknownWallet { wallet },
             RolloutError::InvalidPolicy(Box::new(ConfigError::IdentityMismatch)),
             RolloutError::Corrupt,
+            RolloutError::Replaced,
         ];
         for e in all {
             assert_eq!(e.recovery(), Recovery::Terminal, "{e}");

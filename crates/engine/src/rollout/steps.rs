@@ -14,8 +14,8 @@ use thresig_tx::PolicyConfig;
 
 use super::gate::{Counts, Gates, Group, Outcome, Verdict};
 use super::{
-    Applied, Cache, FORMAT, Loaded, Phase, Record, RolloutError, Versions, WalletRollout,
-    record_name,
+    Applied, Cache, FORMAT, Loaded, Phase, Record, RecordRef, RolloutError, Versions,
+    WalletRollout, record_name,
 };
 use crate::audit::{AuditEvent, append_op};
 use crate::config::ConfigError;
@@ -204,6 +204,21 @@ impl<S: Store> Signer<S> {
         self.roll_back_if_failed(now, &mut cache)
     }
 
+    /// The rollout record an open entry names: the one loaded, or, when it
+    /// is refused, the one the log named before, so that the open finding
+    /// a refused record never makes it the expected one.
+    ///
+    /// # Errors
+    /// The store's.
+    pub(crate) fn rollout_found(&self) -> Result<Option<RecordRef>, thresig_store::Error> {
+        let mut cache = self.rollout_cache();
+        match self.loaded(&mut cache) {
+            Ok(loaded) => Ok(Some(RecordRef::of(loaded.raw.as_deref()))),
+            Err(RolloutError::Store(e)) => Err(e),
+            Err(_) => super::binding::last_bound(&self.store),
+        }
+    }
+
     /// The upkeep tick: rolls back a rollout whose gate fails. Each round
     /// 2 already judges the counters; the tick makes the rollback that a
     /// round 2 could not commit (a store failure keeps the counters, so
@@ -269,6 +284,7 @@ impl<S: Store> Signer<S> {
                 let record = self.staged(now, current.as_ref(), *version, policies, *gates)?;
                 let event = AuditEvent::PolicyStaged {
                     seq: record.seq,
+                    record: record.hash()?,
                     version: record.version,
                     stage: record.phase.as_str().to_owned(),
                     wallets: record.canaries().into_iter().collect(),
@@ -294,6 +310,7 @@ impl<S: Store> Signer<S> {
                 record.since_ms = now.0;
                 let event = AuditEvent::PolicyPromoted {
                     seq: record.seq,
+                    record: record.hash()?,
                     version: record.version,
                     stage: record.phase.as_str().to_owned(),
                     wallets: record.canaries().into_iter().collect(),
@@ -471,6 +488,7 @@ impl<S: Store> Signer<S> {
         record.since_ms = now.0;
         let event = AuditEvent::PolicyRolledBack {
             seq: record.seq,
+            record: record.hash()?,
             version: record.version,
             reason: record.reason.clone().unwrap_or_default(),
             wallets: record.wallets.keys().cloned().collect(),
@@ -539,7 +557,9 @@ impl<S: Store> Signer<S> {
         if cache.recheck || cache.loaded.is_none() {
             let raw = self.read_raw()?;
             if cache.loaded.as_ref().is_none_or(|l| l.raw != raw) {
-                cache.loaded = Some(self.build(raw)?);
+                let built = self.build(raw)?;
+                super::binding::check_bound(&self.store, built.raw.as_deref())?;
+                cache.loaded = Some(built);
             }
             cache.recheck = false;
         }

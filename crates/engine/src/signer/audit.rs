@@ -64,6 +64,7 @@ impl<S: Store> Signer<S> {
             identity: self.identity.verifying_key().into(),
             wallets: self.wallets.len() as u64,
             policy_versions: self.applied_versions()?,
+            rollout: self.rollout_found()?,
         };
         self.audit_record(now, &event)
     }
