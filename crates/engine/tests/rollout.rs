@@ -578,3 +578,63 @@ fn an_older_or_deleted_rollout_record_is_refused_against_the_audit_log() {
         assert_eq!(err.code(), ErrorCode::StateCorrupt, "delete {delete}");
     }
 }
+
+#[test]
+fn a_release_racing_a_rollback_never_commits_under_the_rolled_back_version() {
+    let mut c = cluster(94);
+    let canary = on_version(&stage(&c, 1, true), 2);
+    let wallet = canary[0].as_str();
+    let comms: BTreeMap<u16, _> = [1u16, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, COORD_A, wallet, 1).unwrap()))
+        .collect();
+    let req = c.request(wallet, &comms, &[[5; 32]]);
+    let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    c.member(1)
+        .store()
+        .park_commit(&wid(wallet), parked_tx, release_rx);
+    let signer = c.member(1).signer();
+    let now = c.now;
+    let mut rng = rand_chacha::ChaCha20Rng::clone(&c.rng);
+    let raced = std::thread::scope(|scope| {
+        let racing = scope.spawn(|| signer.round2(now, coordinator(COORD_A), &req, &mut rng));
+        // The canary's round 2 checked its request under version 2 and now
+        // waits inside its marker commit.
+        parked_rx.recv().unwrap();
+        signer
+            .policy_rollout(now, &RolloutCommand::Rollback { expect_seq: None })
+            .unwrap();
+        release_tx.send(()).unwrap();
+        racing.join().unwrap()
+    });
+    let err = raced.unwrap_err();
+    assert_eq!(
+        err.recovery(),
+        thresig_store::Recovery::Retryable,
+        "{err:?}"
+    );
+    let all = events(&c, 1);
+    let rolled = all
+        .iter()
+        .position(|e| matches!(e, AuditEvent::PolicyRolledBack { .. }))
+        .unwrap();
+    let late = all[rolled..].iter().any(|e| {
+        matches!(e, AuditEvent::ShareReleased { policy_version: 2, wallet: w, .. } if w.as_str() == wallet)
+    });
+    assert!(!late, "a share released under version 2 after its rollback");
+    // The byte-identical retry signs under the version now applied.
+    c.round2(1, &req).unwrap();
+    let versions: Vec<u32> = events(&c, 1)
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::ShareReleased {
+                wallet: w,
+                policy_version,
+                ..
+            } if w.as_str() == wallet => Some(policy_version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, [1]);
+}

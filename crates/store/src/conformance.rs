@@ -181,6 +181,25 @@ fn a_metadata_record_swaps_only_from_the_value_read(store: &dyn Store) {
         WriteOutcome::Committed(vec![OpResult::Swapped])
     );
     assert_eq!(store.meta(&name).unwrap().unwrap().as_slice(), b"2");
+    // A condition writes nothing, and a failed one takes back its unit.
+    let expect = |expected: Option<&[u8]>| WriteOp::ExpectMeta {
+        name: name.clone(),
+        expected: expected.map(<[u8]>::to_vec),
+    };
+    assert_eq!(
+        store.write(vec![expect(Some(b"2"))]).unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Matched])
+    );
+    assert_eq!(
+        store
+            .write(vec![expect(Some(b"1")), cas(Some(b"2"), b"3")])
+            .unwrap(),
+        WriteOutcome::Skipped {
+            op: 0,
+            conflict: Conflict::MetaMismatch(Some(b"2".to_vec()))
+        }
+    );
+    assert_eq!(store.meta(&name).unwrap().unwrap().as_slice(), b"2");
 }
 
 fn markers_expire_and_are_purged(store: &dyn Store) {

@@ -159,6 +159,16 @@ pub enum WriteOp {
         /// The value to store.
         new: Plaintext,
     },
+    /// Commits the unit only if an engine metadata record holds `expected`
+    /// (`None`: only if absent), writing nothing: a condition on a record
+    /// another unit changes (a share release on the policy rollout's
+    /// step, which decides the policy the release was checked under).
+    ExpectMeta {
+        /// The record's name.
+        name: MetaName,
+        /// The bytes the caller read.
+        expected: Option<Vec<u8>>,
+    },
     /// Bumps the global epoch and moves the wallet to it, re-sealing the
     /// wallet's state and policy records so older ciphertexts stop opening.
     BumpWalletEpoch {
@@ -182,6 +192,8 @@ pub enum OpResult {
     Inserted,
     /// The compare-and-set stored the new value.
     Swapped,
+    /// The record held the value a condition expected.
+    Matched,
     /// Whether a delete found the record.
     Deleted(bool),
     /// The audit entry's sequence.
@@ -275,6 +287,7 @@ pub(crate) fn op_wallet(op: &WriteOp) -> Option<&WalletId> {
         | WriteOp::PruneAudit { .. }
         | WriteOp::PutMeta { .. }
         | WriteOp::CasMeta { .. }
+        | WriteOp::ExpectMeta { .. }
         | WriteOp::PurgeMarkers { .. } => None,
     }
 }
@@ -395,6 +408,15 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
             }
             ctx.put(RecordTable::Meta, name.as_bytes(), new)?;
             Ok(Applied::Done(OpResult::Swapped))
+        }
+        WriteOp::ExpectMeta { name, expected } => {
+            let current = ctx.records().get(RecordTable::Meta, name.as_bytes())?;
+            if current.as_deref() != expected.as_deref() {
+                return Ok(Applied::Conflict(Conflict::MetaMismatch(
+                    current.map(|c| c.to_vec()),
+                )));
+            }
+            Ok(Applied::Done(OpResult::Matched))
         }
         WriteOp::BumpWalletEpoch { wallet } => bump_wallet_epoch(ctx, wallet),
         WriteOp::PurgeMarkers { now } => purge_markers(ctx, *now),

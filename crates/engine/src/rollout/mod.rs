@@ -51,6 +51,21 @@ fn record_name() -> Result<MetaName, RolloutError> {
     MetaName::new(RECORD.to_vec()).map_err(|_| RolloutError::Corrupt)
 }
 
+/// The step record: the hash of the rollout record, written with every
+/// step, so a share release can make its commit conditional on the step
+/// it was checked under without reading the whole rollout record.
+const STEP: &[u8] = b"policy-rollout-step";
+
+fn step_name() -> Result<MetaName, RolloutError> {
+    MetaName::new(STEP.to_vec()).map_err(|_| RolloutError::Corrupt)
+}
+
+/// The step record's value for the rollout record `raw` (none without a
+/// record).
+fn step_value(raw: Option<&[u8]>) -> Option<Vec<u8>> {
+    raw.map(|raw| record_hash(raw).into_bytes())
+}
+
 /// A rollout's step, named as [`Phase::as_str`] says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -312,6 +327,10 @@ pub(crate) struct Applied {
     /// On a canary, the version it replaced: a denial counts against the
     /// new version only if this one would have signed.
     pub(crate) previous: Option<Arc<Policy>>,
+    /// The condition a share release commits under: the rollout is still
+    /// at the step that gave this policy (I1: the marker's unit names the
+    /// version actually applied).
+    pub(crate) guard: thresig_store::WriteOp,
 }
 
 /// What the signer holds of the rollout record: the bytes read, the
@@ -335,6 +354,8 @@ struct Loaded {
     /// The (coordinator, wallet, target) digests counted in this window:
     /// each counts once.
     counted: BTreeSet<[u8; 32]>,
+    /// The condition of every share release under these policies.
+    guard: thresig_store::WriteOp,
 }
 
 impl Loaded {
@@ -356,6 +377,15 @@ impl Loaded {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RolloutError {
+    /// A step moved the wallet's policy while its round 2 was being
+    /// committed: nothing was released.
+    #[error(
+        "wallet {wallet}: a policy rollout step changed its policy while this request was being signed; nothing was released; resend the byte-identical request"
+    )]
+    Moved {
+        /// The wallet.
+        wallet: WalletId,
+    },
     /// The step was computed from another record than the one stored.
     #[error(
         "the rollout is at step {found}, not {expected}: another step (perhaps an automatic rollback) came first; check `thresig status` and run the step again if it still applies"
@@ -450,6 +480,7 @@ impl RolloutError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Stale { .. } => "rollout_stale",
+            Self::Moved { .. } => "storage_unavailable",
             Self::GateFailed { .. } => "rollout_gate_failed",
             Self::NothingToStage { .. } | Self::VersionNotBumped { .. } => {
                 "rollout_nothing_to_stage"
@@ -469,17 +500,20 @@ impl RolloutError {
     pub fn recovery(&self) -> Recovery {
         match self {
             Self::Store(source) => crate::error::store_code(source).recovery(),
+            Self::Moved { .. } => Recovery::Retryable,
             _ => Recovery::Terminal,
         }
     }
 
     /// The code a coordinator sees when a wallet's policy cannot be looked
-    /// up (only [`RolloutError::Corrupt`] and [`RolloutError::Store`] reach
-    /// round 2).
+    /// up or moved under its round 2 (only [`RolloutError::Corrupt`],
+    /// [`RolloutError::Replaced`], [`RolloutError::Moved`] and
+    /// [`RolloutError::Store`] reach round 2).
     pub(crate) fn engine_code(&self) -> ErrorCode {
         match self {
             Self::Store(source) => crate::error::store_code(source),
             Self::Corrupt | Self::Replaced => ErrorCode::StateCorrupt,
+            Self::Moved { .. } => ErrorCode::StorageUnavailable,
             _ => ErrorCode::InvalidRequest,
         }
     }

@@ -15,7 +15,7 @@ use thresig_tx::PolicyConfig;
 use super::gate::{Counts, Gates, Group, Outcome, Verdict};
 use super::{
     Applied, Cache, FORMAT, Loaded, Phase, Record, RecordRef, RolloutError, Versions,
-    WalletRollout, record_name,
+    WalletRollout, record_name, step_name, step_value,
 };
 use crate::audit::{AuditEvent, append_op};
 use crate::config::ConfigError;
@@ -130,6 +130,7 @@ impl<S: Store> Signer<S> {
                     policy: slot.policy.clone(),
                     group: None,
                     previous: None,
+                    guard: loaded.guard.clone(),
                 })
         };
         // Every round 2 of every wallet looks here: a shared lock, so
@@ -514,6 +515,10 @@ impl<S: Store> Signer<S> {
                 expected,
                 new: new.clone().into(),
             },
+            WriteOp::PutMeta {
+                name: step_name()?,
+                value: step_value(Some(&new)).unwrap_or_default().into(),
+            },
             append_op(now, event),
         ];
         match self.store.write(unit) {
@@ -579,6 +584,10 @@ impl<S: Store> Signer<S> {
     /// is damaged, not ignored).
     fn build(&self, raw: Option<Vec<u8>>) -> Result<Loaded, RolloutError> {
         let record = raw.as_deref().map(Record::decode).transpose()?;
+        let guard = WriteOp::ExpectMeta {
+            name: step_name()?,
+            expected: step_value(raw.as_deref()),
+        };
         let mut applied = BTreeMap::new();
         if let Some(record) = &record {
             let canaries = record.canaries();
@@ -596,6 +605,7 @@ impl<S: Store> Signer<S> {
                             policy: validate(a.config)?,
                             group: a.group,
                             previous: a.previous.map(validate).transpose()?,
+                            guard: guard.clone(),
                         },
                     );
                 }
@@ -607,6 +617,7 @@ impl<S: Store> Signer<S> {
             applied,
             counters: BTreeMap::new(),
             counted: BTreeSet::new(),
+            guard,
         })
     }
 }

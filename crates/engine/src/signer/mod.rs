@@ -336,7 +336,7 @@ impl<S: Store> Signer<S> {
         rng: &mut R,
     ) -> Result<crate::api::Round2Response, Error> {
         let applied = self.applied_policy(member.slot)?;
-        let result = self.round2(now, member, req, &applied.policy, rng);
+        let result = self.round2(now, member, req, &applied, rng);
         if applied.group.is_some() {
             let outcome = crate::rollout::outcome_of(&result, || {
                 applied

@@ -19,6 +19,7 @@ use crate::error::{Error, InternalFault};
 use crate::ids::CoordinatorId;
 use crate::ledger::StoredLedger;
 use crate::pool::{NoncePool, TakeError, Tombstone};
+use crate::rollout::{Applied, RolloutError};
 use crate::target::{Authority, Spend, taproot_wallet};
 use crate::wallet::{Role, SigningKey, WalletState, WalletStateKind};
 use thresig_store::{Timestamp, WalletId};
@@ -47,6 +48,9 @@ struct Release<'a> {
     wallet: &'a WalletId,
     coordinator: CoordinatorId,
     policy: &'a Policy,
+    /// The condition of the marker's unit: the rollout still at the step
+    /// that gave `policy` (none where nothing commits).
+    guard: Option<&'a WriteOp>,
     mode: WalletMode,
     spend: &'a Spend,
     /// The audit entry committed with the marker (I1: no share leaves
@@ -83,9 +87,10 @@ impl<S: Store> Signer<S> {
         now: Timestamp,
         member: &Member<'_>,
         req: &Round2Request,
-        policy: &Policy,
+        applied: &Applied,
         rng: &mut R,
     ) -> Result<(Round2Response, bool), Error> {
+        let policy = &*applied.policy;
         let Member { slot, from } = *member;
         let successor = self.successor(slot)?;
         let mut guard = lock(&self.store, slot)?;
@@ -103,6 +108,7 @@ impl<S: Store> Signer<S> {
             wallet,
             coordinator: from,
             policy,
+            guard: Some(&applied.guard),
             mode,
             spend: checked.spend(),
             audit: release_event(wallet, key, from, policy, &checked),
@@ -149,6 +155,7 @@ impl<S: Store> Signer<S> {
                 wallet: &slot.config.id,
                 coordinator: from,
                 policy,
+                guard: None,
                 mode,
                 spend: checked.spend(),
                 audit: release_event(&slot.config.id, key, from, policy, &checked),
@@ -339,7 +346,8 @@ impl<S: Store> Signer<S> {
         };
         let audit = audit_op(now, &release.audit);
         for _ in 0..LEDGER_RETRIES {
-            let mut ops: Vec<WriteOp> = charge.into_iter().collect();
+            let mut ops: Vec<WriteOp> = release.guard.cloned().into_iter().collect();
+            ops.extend(charge);
             ops.push(marker.clone());
             ops.push(audit.clone());
             let outcome = self
@@ -365,6 +373,17 @@ impl<S: Store> Signer<S> {
                     conflict: Conflict::PolicyMismatch(_),
                     ..
                 } => charge = self.charge_op(now, release)?,
+                // A rollout step changed the wallet's policy since the
+                // request was checked: the shares stay pending, and the
+                // byte-identical retry is checked under the new one.
+                WriteOutcome::Skipped {
+                    conflict: Conflict::MetaMismatch(_),
+                    ..
+                } => {
+                    return Err(Error::Rollout(RolloutError::Moved {
+                        wallet: wallet.clone(),
+                    }));
+                }
                 _ => {
                     pending.remove(&lead);
                     return Err(Error::Internal(InternalFault::UnexpectedWrite));
