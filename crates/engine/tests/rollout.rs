@@ -638,3 +638,69 @@ fn a_release_racing_a_rollback_never_commits_under_the_rolled_back_version() {
         .collect();
     assert_eq!(versions, [1]);
 }
+
+#[test]
+fn a_rollback_waiting_on_its_commit_blocks_no_other_wallet() {
+    let mut c = cluster(95);
+    let mut policies = version2(false);
+    policies.remove(&wid("w7"));
+    let command = RolloutCommand::Stage {
+        version: 2,
+        policies,
+        gates: gates(),
+        expect_seq: None,
+    };
+    let staged = c
+        .member(1)
+        .signer()
+        .policy_rollout(c.now, &command)
+        .unwrap();
+    let canary = on_version(&staged, 2);
+    assert!(!canary.contains(&"w7".to_owned()));
+    for i in 0..5u8 {
+        let coord = if i < 3 { COORD_A } else { COORD_B };
+        let _ = c.sign_as(coord, &canary[0], &[1, 2], &[[i; 32]]);
+    }
+    let prepare = |c: &mut Cluster, coord: u16, wallet: &str, digest: u8| {
+        let comms: BTreeMap<u16, _> = [1u16, 2]
+            .into_iter()
+            .map(|s| (s, c.round1(s, coord, wallet, 1).unwrap()))
+            .collect();
+        c.request(wallet, &comms, &[[digest; 32]])
+    };
+    // The second coordinator's third denial fails the gate.
+    let deny = prepare(&mut c, COORD_B, &canary[0], 50);
+    let other = prepare(&mut c, COORD_A, "w7", 51);
+    let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    c.member(1).store().park_rollout_step(parked_tx, release_rx);
+    let signer = c.member(1).signer();
+    let now = c.now;
+    let mut rng_a = rand_chacha::ChaCha20Rng::clone(&c.rng);
+    let mut rng_b = rand_chacha::ChaCha20Rng::clone(&c.rng);
+    std::thread::scope(|scope| {
+        let failing = scope.spawn(|| signer.round2(now, coordinator(COORD_B), &deny, &mut rng_a));
+        // The rollback's commit is parked.
+        parked_rx.recv().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let other = &other;
+        let rng_b = &mut rng_b;
+        let unrelated = scope.spawn(move || {
+            let shares = signer.round2(now, coordinator(COORD_A), other, rng_b);
+            let status = signer.status(&wid("w7"));
+            done_tx.send(()).unwrap();
+            (shares, status)
+        });
+        // A failure detector only: waiting on the rollback's commit, w7
+        // would never finish while it is parked.
+        let finished = done_rx.recv_timeout(std::time::Duration::from_secs(60));
+        release_tx.send(()).unwrap();
+        assert!(finished.is_ok(), "w7 waited for the rollback's commit");
+        let (shares, status) = unrelated.join().unwrap();
+        shares.unwrap();
+        assert_eq!(status.unwrap().policy_version, Some(1));
+        let err = failing.join().unwrap().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    });
+    assert_eq!(rollout_of(&c).phase, Some(Phase::RolledBack));
+}

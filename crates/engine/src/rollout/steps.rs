@@ -4,7 +4,7 @@
 //! itself, on the next round 2 or the upkeep tick.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, PoisonError, RwLockWriteGuard};
+use std::sync::{Arc, MutexGuard, PoisonError, RwLockWriteGuard, TryLockError};
 
 use sha2::{Digest as _, Sha256};
 
@@ -103,6 +103,9 @@ pub struct RolloutWallet {
     pub group: Option<Group>,
 }
 
+/// Proof that the caller holds the steps lock.
+type Steps<'a> = MutexGuard<'a, ()>;
+
 /// The most distinct requests one step's window counts: the gate has
 /// judged long before, and the set of digests stays bounded.
 const MAX_COUNTED: usize = 1 << 16;
@@ -133,16 +136,7 @@ impl<S: Store> Signer<S> {
                     guard: loaded.guard.clone(),
                 })
         };
-        // Every round 2 of every wallet looks here: a shared lock, so
-        // wallets never wait on each other but for a step's commit.
-        {
-            let cache = self.rollout.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(loaded) = cache.loaded.as_ref().filter(|_| !cache.recheck) {
-                return Ok(lookup(loaded));
-            }
-        }
-        let mut cache = self.rollout_cache();
-        Ok(lookup(self.loaded(&mut cache)?))
+        self.with_loaded(lookup)
     }
 
     /// The version `slot`'s wallet applies, and the rollout naming it.
@@ -153,20 +147,20 @@ impl<S: Store> Signer<S> {
         &self,
         slot: &Slot,
     ) -> Result<(u32, Option<WalletRollout>), RolloutError> {
-        let mut cache = self.rollout_cache();
-        let loaded = self.loaded(&mut cache)?;
-        let id = &slot.config.id;
-        let applied = loaded.applied.get(id);
-        let version = applied.map_or_else(|| slot.policy.version(), |a| a.policy.version());
-        let rollout = loaded
-            .record
-            .as_ref()
-            .filter(|r| r.wallets.contains_key(id))
-            .map(|r| {
-                let on_new = applied.is_some_and(|a| a.policy.version().0 == r.version);
-                WalletRollout::new(r.version, r.phase, on_new)
-            });
-        Ok((version.0, rollout))
+        self.with_loaded(|loaded| {
+            let id = &slot.config.id;
+            let applied = loaded.applied.get(id);
+            let version = applied.map_or_else(|| slot.policy.version(), |a| a.policy.version());
+            let rollout = loaded
+                .record
+                .as_ref()
+                .filter(|r| r.wallets.contains_key(id))
+                .map(|r| {
+                    let on_new = applied.is_some_and(|a| a.policy.version().0 == r.version);
+                    WalletRollout::new(r.version, r.phase, on_new)
+                });
+            (version.0, rollout)
+        })
     }
 
     /// Counts one round 2 of `wallet` under `applied` (`outcome`: `None`
@@ -186,23 +180,38 @@ impl<S: Store> Signer<S> {
         let (Some(group), Some(outcome)) = (applied.group, outcome) else {
             return Ok(());
         };
-        let mut cache = self.rollout_cache();
-        let Some(loaded) = cache.loaded.as_mut() else {
-            return Ok(());
+        let verdict = {
+            // Held only to count: never across a store call.
+            let mut cache = self.rollout.write().unwrap_or_else(PoisonError::into_inner);
+            let Some(loaded) = cache.loaded.as_mut() else {
+                return Ok(());
+            };
+            let current = loaded.applied.get(wallet);
+            if !current.is_some_and(|c| Arc::ptr_eq(&c.policy, &applied.policy)) {
+                return Ok(());
+            }
+            if loaded.counted.len() >= MAX_COUNTED || !loaded.counted.insert(target) {
+                return Ok(());
+            }
+            loaded
+                .counters
+                .entry((group, coordinator))
+                .or_default()
+                .record(outcome);
+            loaded.verdict()
         };
-        let current = loaded.applied.get(wallet);
-        if !current.is_some_and(|c| Arc::ptr_eq(&c.policy, &applied.policy)) {
+        if !matches!(verdict, Some(Verdict::Fail(_))) {
             return Ok(());
         }
-        if loaded.counted.len() >= MAX_COUNTED || !loaded.counted.insert(target) {
-            return Ok(());
-        }
-        loaded
-            .counters
-            .entry((group, coordinator))
-            .or_default()
-            .record(outcome);
-        self.roll_back_if_failed(now, &mut cache)
+        // A step already under way (an operator's, another round 2's
+        // rollback) judges the gate itself, and the tick tries again: this
+        // round 2 does not wait for it.
+        let steps = match self.rollout_steps.try_lock() {
+            Ok(steps) => steps,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(()),
+        };
+        self.roll_back_if_failed(now, &steps)
     }
 
     /// The rollout record an open entry names: the one loaded, or, when it
@@ -212,9 +221,8 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// The store's.
     pub(crate) fn rollout_found(&self) -> Result<Option<RecordRef>, thresig_store::Error> {
-        let mut cache = self.rollout_cache();
-        match self.loaded(&mut cache) {
-            Ok(loaded) => Ok(Some(RecordRef::of(loaded.raw.as_deref()))),
+        match self.with_loaded(|loaded| RecordRef::of(loaded.raw.as_deref())) {
+            Ok(found) => Ok(Some(found)),
             Err(RolloutError::Store(e)) => Err(e),
             Err(_) => super::binding::last_bound(&self.store),
         }
@@ -228,9 +236,8 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// As [`Signer::policy_rollout`] for the rollback.
     pub fn rollout_tick(&self, now: Timestamp) -> Result<(), RolloutError> {
-        let mut cache = self.rollout_cache();
-        self.loaded(&mut cache)?;
-        self.roll_back_if_failed(now, &mut cache)
+        let steps = self.rollout_steps();
+        self.roll_back_if_failed(now, &steps)
     }
 
     /// Runs one rollout step of this member's operator at `now`: a
@@ -252,15 +259,14 @@ impl<S: Store> Signer<S> {
         now: Timestamp,
         command: &RolloutCommand,
     ) -> Result<RolloutStatus, RolloutError> {
-        let mut cache = self.rollout_cache();
+        let steps = self.rollout_steps();
         // The stored bytes decide, not the cache: a step is computed from
         // exactly what its compare-and-set expects (read again here, the
         // counters kept if they did not change).
-        cache.recheck = true;
-        let (current, verdict) = {
-            let loaded = self.loaded(&mut cache)?;
-            (loaded.record.clone(), loaded.verdict())
-        };
+        self.rollout_cache().recheck = true;
+        self.refresh(&steps)?;
+        let (current, verdict) =
+            self.with_loaded(|loaded| (loaded.record.clone(), loaded.verdict()))?;
         let seq = current.as_ref().map_or(0, |r| r.seq);
         if let Some(expected) = command.expect_seq()
             && expected != seq
@@ -299,7 +305,7 @@ impl<S: Store> Signer<S> {
                 };
                 if let Some(Verdict::Fail(failure)) = verdict {
                     let phase = record.phase;
-                    self.roll_back(now, &mut cache, Reason::Gate(&failure))?;
+                    self.roll_back(now, &steps, Reason::Gate(&failure))?;
                     return Err(RolloutError::GateFailed {
                         version: record.version,
                         phase,
@@ -325,12 +331,12 @@ impl<S: Store> Signer<S> {
                 {
                     return Err(not_in_progress("roll back"));
                 }
-                self.roll_back(now, &mut cache, Reason::Operator)?;
-                return self.status_of(&mut cache);
+                self.roll_back(now, &steps, Reason::Operator)?;
+                return self.rollout_status();
             }
         };
-        self.commit_rollout(&mut cache, &record, &event, now)?;
-        self.status_of(&mut cache)
+        self.commit_rollout(&steps, &record, &event, now)?;
+        self.rollout_status()
     }
 
     /// The rollout and every wallet's applied policy version.
@@ -338,12 +344,10 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`RolloutError::Corrupt`], [`RolloutError::Store`].
     pub fn rollout_status(&self) -> Result<RolloutStatus, RolloutError> {
-        let mut cache = self.rollout_cache();
-        self.status_of(&mut cache)
+        self.with_loaded(|loaded| self.status_of(loaded))
     }
 
-    fn status_of(&self, cache: &mut Cache) -> Result<RolloutStatus, RolloutError> {
-        let loaded = self.loaded(cache)?;
+    fn status_of(&self, loaded: &Loaded) -> RolloutStatus {
         let record = loaded.record.as_ref();
         let sum = |group| {
             loaded
@@ -366,7 +370,7 @@ impl<S: Store> Signer<S> {
                 }
             })
             .collect();
-        Ok(RolloutStatus {
+        RolloutStatus {
             seq: record.map_or(0, |r| r.seq),
             version: record.map(|r| r.version),
             phase: record.map(|r| r.phase),
@@ -376,7 +380,7 @@ impl<S: Store> Signer<S> {
             canary: sum(Group::Canary),
             baseline: sum(Group::Baseline),
             wallets,
-        })
+        }
     }
 
     /// The new rollout record of staging `version`.
@@ -456,14 +460,10 @@ impl<S: Store> Signer<S> {
         })
     }
 
-    fn roll_back_if_failed(
-        &self,
-        now: Timestamp,
-        cache: &mut RwLockWriteGuard<'_, Cache>,
-    ) -> Result<(), RolloutError> {
-        let verdict = cache.loaded.as_ref().and_then(Loaded::verdict);
-        if let Some(Verdict::Fail(failure)) = verdict {
-            self.roll_back(now, cache, Reason::Gate(&failure))?;
+    fn roll_back_if_failed(&self, now: Timestamp, steps: &Steps<'_>) -> Result<(), RolloutError> {
+        self.refresh(steps)?;
+        if let Some(Verdict::Fail(failure)) = self.with_loaded(Loaded::verdict)? {
+            self.roll_back(now, steps, Reason::Gate(&failure))?;
         }
         Ok(())
     }
@@ -473,11 +473,10 @@ impl<S: Store> Signer<S> {
     fn roll_back(
         &self,
         now: Timestamp,
-        cache: &mut Cache,
+        steps: &Steps<'_>,
         reason: Reason<'_>,
     ) -> Result<(), RolloutError> {
-        let loaded = self.loaded(cache)?;
-        let Some(mut record) = loaded.record.clone() else {
+        let Some(mut record) = self.with_loaded(|loaded| loaded.record.clone())? else {
             return Ok(());
         };
         record.reason = Some(match reason {
@@ -494,20 +493,22 @@ impl<S: Store> Signer<S> {
             reason: record.reason.clone().unwrap_or_default(),
             wallets: record.wallets.keys().cloned().collect(),
         };
-        self.commit_rollout(cache, &record, &event, now)
+        self.commit_rollout(steps, &record, &event, now)
     }
 
     /// Commits `record` with its audit entry, as a compare-and-set from the
     /// bytes the cache was built from; the cache then holds it, its
-    /// counters reset (a new step opens a new window).
+    /// counters reset (a new step opens a new window). Only the steps
+    /// lock is held across the commit: round 2 of every wallet goes on
+    /// reading the cache meanwhile.
     fn commit_rollout(
         &self,
-        cache: &mut Cache,
+        _steps: &Steps<'_>,
         record: &Record,
         event: &AuditEvent,
         now: Timestamp,
     ) -> Result<(), RolloutError> {
-        let expected = cache.loaded.as_ref().and_then(|l| l.raw.clone());
+        let expected = self.with_loaded(|loaded| loaded.raw.clone())?;
         let new = record.encode()?;
         let unit = vec![
             WriteOp::CasMeta {
@@ -523,14 +524,15 @@ impl<S: Store> Signer<S> {
         ];
         match self.store.write(unit) {
             Ok(WriteOutcome::Committed(_)) => {
-                cache.loaded = Some(self.build(Some(new))?);
+                let built = self.build(Some(new));
+                self.rollout_cache().loaded = built.ok();
                 Ok(())
             }
             Ok(WriteOutcome::Skipped {
                 conflict: Conflict::MetaMismatch(found),
                 ..
             }) => {
-                cache.loaded = None;
+                self.rollout_cache().loaded = None;
                 let found = found
                     .as_deref()
                     .map(Record::decode)
@@ -546,29 +548,64 @@ impl<S: Store> Signer<S> {
             Err(source) => {
                 // The unit may have committed: read the record again
                 // before the cache is used.
-                cache.recheck = true;
+                self.rollout_cache().recheck = true;
                 Err(RolloutError::Store(source))
             }
         }
     }
 
+    /// The cache, for a change made in memory only (never held across a
+    /// store call). The cache is rebuilt from the store on demand, so a
+    /// panic while it was held leaves nothing to distrust but the counters.
     fn rollout_cache(&self) -> RwLockWriteGuard<'_, Cache> {
-        // The cache is rebuilt from the store on demand, so a panic while
-        // it was held leaves nothing to distrust but the counters.
         self.rollout.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn loaded<'c>(&self, cache: &'c mut Cache) -> Result<&'c mut Loaded, RolloutError> {
-        if cache.recheck || cache.loaded.is_none() {
-            let raw = self.read_raw()?;
-            if cache.loaded.as_ref().is_none_or(|l| l.raw != raw) {
-                let built = self.build(raw)?;
-                super::binding::check_bound(&self.store, built.raw.as_deref())?;
-                cache.loaded = Some(built);
+    /// The lock every step and every load of the record holds, across its
+    /// store calls; a round 2 takes it only to load the record the first
+    /// time (or again after a step's commit failed).
+    fn rollout_steps(&self) -> Steps<'_> {
+        self.rollout_steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `read` of the loaded cache: under a shared lock held only for the
+    /// read, so wallets never wait on each other, nor on a step's commit;
+    /// loading it first if needed.
+    fn with_loaded<T>(&self, read: impl FnOnce(&Loaded) -> T) -> Result<T, RolloutError> {
+        {
+            let cache = self.rollout.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(loaded) = cache.loaded.as_ref().filter(|_| !cache.recheck) {
+                return Ok(read(loaded));
             }
-            cache.recheck = false;
         }
-        cache.loaded.as_mut().ok_or(RolloutError::Corrupt)
+        let steps = self.rollout_steps();
+        self.refresh(&steps)?;
+        let cache = self.rollout.read().unwrap_or_else(PoisonError::into_inner);
+        cache.loaded.as_ref().map(read).ok_or(RolloutError::Corrupt)
+    }
+
+    /// Loads the stored record into the cache if it never was, or must be
+    /// read again (the counters kept if it did not change). The store is
+    /// read with only the steps lock held.
+    fn refresh(&self, _steps: &Steps<'_>) -> Result<(), RolloutError> {
+        let current = {
+            let cache = self.rollout.read().unwrap_or_else(PoisonError::into_inner);
+            match &cache.loaded {
+                Some(_) if !cache.recheck => return Ok(()),
+                Some(loaded) => Some(loaded.raw.clone()),
+                None => None,
+            }
+        };
+        let raw = self.read_raw()?;
+        if current.as_ref() != Some(&raw) {
+            let built = self.build(raw)?;
+            super::binding::check_bound(&self.store, built.raw.as_deref())?;
+            self.rollout_cache().loaded = Some(built);
+        }
+        self.rollout_cache().recheck = false;
+        Ok(())
     }
 
     fn read_raw(&self) -> Result<Option<Vec<u8>>, RolloutError> {

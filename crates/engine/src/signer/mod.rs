@@ -157,8 +157,12 @@ pub struct Signer<S> {
     /// The Bitcoin network of every wallet (from the configuration only).
     pub(crate) network: Network,
     pub(crate) wallets: BTreeMap<WalletId, Slot>,
-    /// The policy rollout record as read, and the current step's counters.
+    /// The policy rollout record as read, and the current step's counters:
+    /// held only for in-memory reads and counts.
     pub(crate) rollout: std::sync::RwLock<crate::rollout::Cache>,
+    /// Held by each rollout step and load across its store calls, so the
+    /// lock above never is.
+    pub(crate) rollout_steps: Mutex<()>,
     /// The retirement of deleted shares' data keys, run by
     /// [`Signer::prune`] outside every wallet lock.
     retirement: Mutex<retire::Retirement>,
@@ -233,6 +237,7 @@ impl<S: Store> Signer<S> {
             network: config.network,
             wallets,
             rollout: std::sync::RwLock::new(crate::rollout::Cache::default()),
+            rollout_steps: Mutex::new(()),
             retirement: Mutex::new(retire::Retirement::default()),
             audit_checkpointed: AtomicU64::new(0),
         })

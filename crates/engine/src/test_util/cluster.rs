@@ -146,9 +146,10 @@ pub enum Fault {
     Ambiguous,
 }
 
-/// Parks the marker commit of one wallet until released.
+/// Parks the marker commit of one wallet (or, without one, the next
+/// policy rollout step) until released.
 struct Park {
-    wallet: WalletId,
+    wallet: Option<WalletId>,
     parked: Sender<()>,
     release: Receiver<()>,
 }
@@ -316,7 +317,17 @@ impl<S> FaultStore<S> {
     /// `release` before committing.
     pub fn park_commit(&self, wallet: &WalletId, parked: Sender<()>, release: Receiver<()>) {
         *self.park.lock().unwrap() = Some(Park {
-            wallet: wallet.clone(),
+            wallet: Some(wallet.clone()),
+            parked,
+            release,
+        });
+    }
+
+    /// The next policy rollout step's commit sends on `parked` and waits
+    /// for `release` before committing.
+    pub fn park_rollout_step(&self, parked: Sender<()>, release: Receiver<()>) {
+        *self.park.lock().unwrap() = Some(Park {
+            wallet: None,
             parked,
             release,
         });
@@ -389,7 +400,8 @@ impl<S: Store> Store for FaultStore<S> {
         let park = {
             let mut slot = self.park.lock().unwrap();
             match slot.as_ref() {
-                Some(p) if Some(&p.wallet) == marker_wallet.as_ref() => slot.take(),
+                Some(p) if p.wallet.is_none() && rollout_step => slot.take(),
+                Some(p) if p.wallet.is_some() && p.wallet == marker_wallet => slot.take(),
                 _ => None,
             }
         };
