@@ -161,6 +161,17 @@ pub enum AuditEvent {
     },
     /// A signed checkpoint.
     Checkpoint(Checkpoint),
+    /// The signer stored the policy of wallets that had none stored (at
+    /// open, from its configuration file): from then on the file changes
+    /// their applied policy only through a staged rollout.
+    PolicySettled {
+        /// The rollout record's sequence after this step.
+        seq: u64,
+        /// The hex SHA-256 of the record this step committed.
+        record: String,
+        /// The wallets whose policy was stored.
+        wallets: Vec<WalletId>,
+    },
     /// The operator staged a policy version (docs/policy.md, "Staged
     /// rollout").
     PolicyStaged {

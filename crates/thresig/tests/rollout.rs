@@ -215,3 +215,27 @@ fn kill_9_between_steps_leaves_every_wallet_on_a_valid_version() {
         "member 1 signs on version 2 with members 2 and 3 on version 1"
     );
 }
+
+#[test]
+fn the_file_changes_no_applied_policy_until_staged_even_on_a_stopped_member() {
+    let mut f = Fleet::new(0x7013);
+    for s in [1, 2] {
+        f.cluster.local.kill(seat(s)).unwrap();
+        rewrite_policy(Path::new(&f.config(s)), 2, &[address(9), address(8)]);
+    }
+    // Member 1 stages while stopped, over its store.
+    let staged = f.policy(1, &["stage", "--version", "2"], 0);
+    assert_eq!(staged["phase"], "canary", "{staged}");
+    assert_eq!(staged["via"], "store");
+    assert_eq!(staged["wallets"][0]["policy_version"], 2, "{staged}");
+    // Member 2 restarts with the edited file and stages nothing: its
+    // wallet stays on the version its store applies.
+    for s in [1, 2] {
+        f.cluster.local.start(seat(s)).unwrap();
+        let peers = f.cluster.peers(seat(s));
+        f._runtime.block_on(common::wait_ready(&peers, seat(s)));
+    }
+    let status = f.policy(2, &["status"], 0);
+    assert_eq!(status["wallets"][0]["policy_version"], 1, "{status}");
+    assert_eq!(f.policy(1, &["status"], 0)["phase"], "canary");
+}

@@ -64,7 +64,8 @@ pub(crate) fn last_bound<S: Store>(store: &S) -> Result<Option<RecordRef>, thres
                 continue;
             };
             match event {
-                AuditEvent::PolicyStaged { record, .. }
+                AuditEvent::PolicySettled { record, .. }
+                | AuditEvent::PolicyStaged { record, .. }
                 | AuditEvent::PolicyPromoted { record, .. }
                 | AuditEvent::PolicyRolledBack { record, .. } => {
                     return Ok(Some(RecordRef {

@@ -15,7 +15,8 @@
 //!   or neither, and a step computed from a record another step replaced
 //!   is refused ([`RolloutError::Stale`]). The policies a wallet applies
 //!   thus survive restarts without the configuration file staying as it
-//!   was; the file decides only for wallets no rollout ever named.
+//!   was; the file decides only for wallets the record does not name
+//!   (and the signer's open stores theirs: `Signer::audit_open`).
 //! - [`gate`]: the counters and the pure verdict.
 //! - `steps.rs`: the signer's side: the applied policy of each wallet,
 //!   counting round 2's outcomes, the operator's steps and the automatic
@@ -228,6 +229,10 @@ struct Versions {
     next: PolicyConfig,
 }
 
+/// The version of a record no rollout has staged yet: it holds only the
+/// policies settled at open.
+const NO_ROLLOUT: u32 = 0;
+
 /// The stored rollout record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -304,6 +309,11 @@ impl Record {
             group: None,
             previous: None,
         })
+    }
+
+    /// The record, if a rollout was ever staged in it.
+    fn rollout(&self) -> Option<&Self> {
+        (self.version != NO_ROLLOUT).then_some(self)
     }
 
     fn canaries(&self) -> BTreeSet<WalletId> {

@@ -228,6 +228,50 @@ impl<S: Store> Signer<S> {
         }
     }
 
+    /// Stores the policy of every wallet this signer serves that has none
+    /// stored yet: its configuration file's, as it is at this open. From
+    /// then on an edited file changes no applied policy until staged, also
+    /// for a member staging while stopped (docs/policy.md, "Staged
+    /// rollout"). Nothing is written when every wallet has one.
+    ///
+    /// # Errors
+    /// As [`Signer::policy_rollout`].
+    pub(crate) fn settle_policies(&self, now: Timestamp) -> Result<(), RolloutError> {
+        let steps = self.rollout_steps();
+        self.refresh(&steps)?;
+        let current = self.with_loaded(|loaded| loaded.record.clone())?;
+        let mut record = current.unwrap_or_else(|| Record {
+            format: FORMAT,
+            seq: 0,
+            version: super::NO_ROLLOUT,
+            phase: Phase::Full,
+            since_ms: now.0,
+            gates: Gates::default(),
+            wallets: BTreeMap::new(),
+            settled: BTreeMap::new(),
+            reason: None,
+        });
+        let mut wallets = Vec::new();
+        for (id, slot) in &self.wallets {
+            if !record.wallets.contains_key(id) && !record.settled.contains_key(id) {
+                record
+                    .settled
+                    .insert(id.clone(), slot.config.policy.clone());
+                wallets.push(id.clone());
+            }
+        }
+        if wallets.is_empty() {
+            return Ok(());
+        }
+        record.seq += 1;
+        let event = AuditEvent::PolicySettled {
+            seq: record.seq,
+            record: record.hash()?,
+            wallets,
+        };
+        self.commit_rollout(&steps, &record, &event, now)
+    }
+
     /// The upkeep tick: rolls back a rollout whose gate fails. Each round
     /// 2 already judges the counters; the tick makes the rollback that a
     /// round 2 could not commit (a store failure keeps the counters, so
@@ -276,7 +320,7 @@ impl<S: Store> Signer<S> {
                 found: seq,
             });
         }
-        let state = current.as_ref().map_or_else(
+        let state = current.as_ref().and_then(Record::rollout).map_or_else(
             || "none was ever staged".to_owned(),
             |r| format!("version {} is at {}", r.version, r.phase),
         );
@@ -327,6 +371,7 @@ impl<S: Store> Signer<S> {
             RolloutCommand::Rollback { .. } => {
                 if !current
                     .as_ref()
+                    .and_then(Record::rollout)
                     .is_some_and(|r| r.phase != Phase::RolledBack)
                 {
                     return Err(not_in_progress("roll back"));
@@ -349,6 +394,7 @@ impl<S: Store> Signer<S> {
 
     fn status_of(&self, loaded: &Loaded) -> RolloutStatus {
         let record = loaded.record.as_ref();
+        let rollout = record.and_then(Record::rollout);
         let sum = |group| {
             loaded
                 .counters
@@ -372,10 +418,10 @@ impl<S: Store> Signer<S> {
             .collect();
         RolloutStatus {
             seq: record.map_or(0, |r| r.seq),
-            version: record.map(|r| r.version),
-            phase: record.map(|r| r.phase),
-            since_ms: record.map(|r| r.since_ms),
-            reason: record.and_then(|r| r.reason.clone()),
+            version: rollout.map(|r| r.version),
+            phase: rollout.map(|r| r.phase),
+            since_ms: rollout.map(|r| r.since_ms),
+            reason: rollout.and_then(|r| r.reason.clone()),
             verdict: loaded.verdict(),
             canary: sum(Group::Canary),
             baseline: sum(Group::Baseline),

@@ -60,6 +60,12 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// As [`Signer::audit_record`].
     pub fn audit_open(&self, now: Timestamp) -> Result<AuditSeq, AuditError> {
+        // Wallets new to this store get their file's policy stored first, so
+        // the entry names what they apply from now on. A record that cannot
+        // be used is left as it is: round 2 refuses with its error.
+        if let Err(crate::rollout::RolloutError::Store(e)) = self.settle_policies(now) {
+            return Err(AuditError::Store(e));
+        }
         let event = AuditEvent::Open {
             identity: self.identity.verifying_key().into(),
             wallets: self.wallets.len() as u64,
