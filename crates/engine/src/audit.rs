@@ -200,6 +200,9 @@ pub enum AuditEvent {
         version: u32,
         /// The step reached (`10%`, `50%`, `100%`).
         stage: String,
+        /// Whether the operator forced it before the gate passed.
+        #[serde(default)]
+        forced: bool,
         /// The wallets on the new version now.
         wallets: Vec<WalletId>,
     },

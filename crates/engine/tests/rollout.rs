@@ -54,9 +54,13 @@ fn stage(c: &Cluster, s: u16, allow: bool) -> RolloutStatus {
 }
 
 fn promote(c: &Cluster, s: u16) -> Result<RolloutStatus, RolloutError> {
-    c.member(s)
-        .signer()
-        .policy_rollout(c.now, &RolloutCommand::Promote { expect_seq: None })
+    c.member(s).signer().policy_rollout(
+        c.now,
+        &RolloutCommand::Promote {
+            expect_seq: None,
+            force: false,
+        },
+    )
 }
 
 fn on_version(status: &RolloutStatus, version: u32) -> Vec<String> {
@@ -166,9 +170,23 @@ fn a_healthy_rollout_promotes_to_every_wallet() {
     let status = c.member(1).signer().rollout_status().unwrap();
     assert_eq!(status.verdict, Some(Verdict::Pass));
     assert_eq!(status.canary.released, 3);
+    // Each step opens a new window: the new canaries sign before the next
+    // promote.
+    let mut salt = 10u8;
     for phase in [Phase::Ten, Phase::Fifty, Phase::Full] {
         let status = promote(&c, 1).unwrap();
         assert_eq!(status.phase, Some(phase));
+        if phase != Phase::Full {
+            let canary = on_version(&status, 2);
+            for _ in 0..3 {
+                salt += 1;
+                c.sign(
+                    &canary[usize::from(salt) % canary.len()],
+                    &[1, 2],
+                    &[[salt; 32]],
+                );
+            }
+        }
     }
     let status = c.member(1).signer().rollout_status().unwrap();
     assert_eq!(on_version(&status, 2).len(), WALLETS.len());
@@ -264,6 +282,7 @@ fn a_stale_step_is_refused() {
             c.now,
             &RolloutCommand::Promote {
                 expect_seq: Some(0),
+                force: true,
             },
         )
         .unwrap_err();
@@ -298,6 +317,7 @@ fn a_stale_step_is_refused() {
             c.now,
             &RolloutCommand::Promote {
                 expect_seq: Some(1),
+                force: true,
             },
         )
         .unwrap();
@@ -703,4 +723,32 @@ fn a_rollback_waiting_on_its_commit_blocks_no_other_wallet() {
         assert_eq!(err.code(), ErrorCode::PolicyDenied);
     });
     assert_eq!(rollout_of(&c).phase, Some(Phase::RolledBack));
+}
+
+#[test]
+fn promote_waits_for_the_gate_to_judge_unless_forced() {
+    let c = cluster(96);
+    stage(&c, 1, true);
+    let err = promote(&c, 1).unwrap_err();
+    assert_eq!(err.code(), "rollout_gate_pending", "{err:?}");
+    assert_eq!(err.recovery(), thresig_store::Recovery::Retryable);
+    assert_eq!(rollout_of(&c).phase, Some(Phase::Canary));
+    let forced = c
+        .member(1)
+        .signer()
+        .policy_rollout(
+            c.now,
+            &RolloutCommand::Promote {
+                expect_seq: None,
+                force: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(forced.phase, Some(Phase::Ten));
+    assert!(
+        events(&c, 1)
+            .iter()
+            .any(|e| matches!(e, AuditEvent::PolicyPromoted { forced: true, .. })),
+        "a forced promote is audited as forced"
+    );
 }

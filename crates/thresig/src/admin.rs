@@ -1068,7 +1068,8 @@ mod tests {
         assert_eq!(
             promote,
             Request::from(PolicyCall::Step(thresig_engine::RolloutCommand::Promote {
-                expect_seq: Some(3)
+                expect_seq: Some(3),
+                force: false,
             }))
         );
         assert!(

@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use thresig_cluster::config::Config;
-use thresig_engine::rollout::gate::{Gates, Group, QUORUM, Verdict};
+use thresig_engine::rollout::gate::{Gates, Group};
 use thresig_engine::{Phase, RolloutCommand, RolloutStatus, Signer, WalletStatus};
 use thresig_store::EncryptedStore;
 
@@ -37,11 +37,21 @@ enum PolicyCommand {
     Stage(StageArgs),
     /// Move the rollout to its next step (10%, 50%, 100%); refused, and
     /// rolled back, if its health gate fails.
-    Promote(StepArgs),
+    Promote(PromoteArgs),
     /// Put every wallet of the rollout back on its previous version.
     Rollback(StepArgs),
     /// Show the rollout and each wallet's applied policy version.
     Status(StepArgs),
+}
+
+#[derive(Args)]
+struct PromoteArgs {
+    #[command(flatten)]
+    step: StepArgs,
+    /// Promote while the gate has no verdict yet (too little traffic, or
+    /// one coordinator's denials); never while it fails. Audited.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -131,12 +141,12 @@ pub(crate) fn main(args: PolicyArgs) -> ExitCode {
             let call = stage(&a);
             (a.step, call)
         }
-        PolicyCommand::Promote(s) => {
-            let expect_seq = s.seq;
-            (
-                s,
-                Ok(PolicyCall::Step(RolloutCommand::Promote { expect_seq })),
-            )
+        PolicyCommand::Promote(p) => {
+            let command = RolloutCommand::Promote {
+                expect_seq: p.step.seq,
+                force: p.force,
+            };
+            (p.step, Ok(PolicyCall::Step(command)))
         }
         PolicyCommand::Rollback(s) => {
             let expect_seq = s.seq;
@@ -213,19 +223,9 @@ pub(crate) fn report(status: &RolloutStatus) -> Report {
         _ => "no policy rollout was ever staged on this member\n".to_owned(),
     };
     if let Some(verdict) = &status.verdict {
-        let judged = match verdict {
-            Verdict::Pending { seen, needed } => format!(
-                "waiting for traffic ({seen} of {needed} canary requests from one coordinator)"
-            ),
-            Verdict::Held(failure) => format!(
-                "held: {failure}; fewer than {QUORUM} coordinators see it, so it neither rolls back nor promotes"
-            ),
-            Verdict::Pass => "passing".to_owned(),
-            Verdict::Fail(failure) => format!("failing: {failure}"),
-        };
         let _ = writeln!(
             text,
-            "  gate: {judged}; canary {} released, {} denied of {}; previous version {} released, {} denied of {}",
+            "  gate: {verdict}; canary {} released, {} denied of {}; previous version {} released, {} denied of {}",
             status.canary.released,
             status.canary.denied,
             status.canary.requests,

@@ -126,12 +126,14 @@ fn a_denying_version_rolls_back_by_itself_and_a_good_one_reaches_every_wallet() 
     );
     assert_eq!(f.status_policy(2)["rollout"]["stage"], "canary");
     assert!(f.pay(2), "version 2 pays address 9");
+    // One payment judges few members' gates, and each step opens a new
+    // window: the operator forces the promotes (audited as such).
     for s in 1..=3 {
         for stage in ["10%", "50%", "100%"] {
-            let promoted = f.policy(s, &["promote"], 0);
+            let promoted = f.policy(s, &["promote", "--force"], 0);
             assert_eq!(promoted["phase"], stage, "{promoted}");
         }
-        f.policy(s, &["promote"], 1);
+        f.policy(s, &["promote", "--force"], 1);
     }
     assert_eq!(f.status_policy(3)["rollout"]["stage"], "100%");
 
@@ -180,7 +182,7 @@ fn kill_9_between_steps_leaves_every_wallet_on_a_valid_version() {
     f.policy(1, &["stage", "--version", "2"], 0);
     for (kills, expected) in [(0, "canary"), (1, "10%"), (2, "50%")] {
         if kills > 0 {
-            f.policy(1, &["promote"], 0);
+            f.policy(1, &["promote", "--force"], 0);
         }
         f.cluster.local.kill(seat(1)).unwrap();
         // The file changes under the stopped signer: the store decides.

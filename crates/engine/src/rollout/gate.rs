@@ -138,6 +138,23 @@ pub enum Verdict {
     Fail(Failure),
 }
 
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pending { seen, needed } => write!(
+                f,
+                "waiting for traffic: {seen} of {needed} canary requests from one coordinator"
+            ),
+            Self::Held(failure) => write!(
+                f,
+                "held: {failure}; fewer than {QUORUM} coordinators see it"
+            ),
+            Self::Pass => f.write_str("passing"),
+            Self::Fail(failure) => write!(f, "failing: {failure}"),
+        }
+    }
+}
+
 /// A crossed limit: the canary's denial rate and the limit, in basis
 /// points, and how many coordinators saw it crossed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -418,6 +418,19 @@ pub enum RolloutError {
         /// The measure that failed.
         failure: Failure,
     },
+    /// Promote refused: the gate has not passed yet (too little traffic,
+    /// or held by one coordinator's denials).
+    #[error(
+        "version {version} at step {phase} has not passed its health gate yet ({verdict}); wait for traffic and run promote again, or promote with --force to move on without a verdict"
+    )]
+    GatePending {
+        /// The version.
+        version: u32,
+        /// Its step.
+        phase: Phase,
+        /// What the gate says.
+        verdict: Verdict,
+    },
     /// No wallet's policy in the file has `version` and a different
     /// applied version.
     #[error(
@@ -492,6 +505,7 @@ impl RolloutError {
             Self::Stale { .. } => "rollout_stale",
             Self::Moved { .. } => "storage_unavailable",
             Self::GateFailed { .. } => "rollout_gate_failed",
+            Self::GatePending { .. } => "rollout_gate_pending",
             Self::NothingToStage { .. } | Self::VersionNotBumped { .. } => {
                 "rollout_nothing_to_stage"
             }
@@ -510,7 +524,7 @@ impl RolloutError {
     pub fn recovery(&self) -> Recovery {
         match self {
             Self::Store(source) => crate::error::store_code(source).recovery(),
-            Self::Moved { .. } => Recovery::Retryable,
+            Self::Moved { .. } | Self::GatePending { .. } => Recovery::Retryable,
             _ => Recovery::Terminal,
         }
     }

@@ -43,11 +43,15 @@ pub enum RolloutCommand {
         #[serde(default)]
         expect_seq: Option<u64>,
     },
-    /// Move to the next step, unless the gate fails.
+    /// Move to the next step once the gate passes.
     Promote {
         /// The step the operator saw.
         #[serde(default)]
         expect_seq: Option<u64>,
+        /// Move on while the gate is still pending or held (never while it
+        /// fails); the step's audit entry says so.
+        #[serde(default)]
+        force: bool,
     },
     /// Put every wallet of the rollout back on its previous version.
     Rollback {
@@ -61,7 +65,7 @@ impl RolloutCommand {
     fn expect_seq(&self) -> Option<u64> {
         match self {
             Self::Stage { expect_seq, .. }
-            | Self::Promote { expect_seq }
+            | Self::Promote { expect_seq, .. }
             | Self::Rollback { expect_seq } => *expect_seq,
         }
     }
@@ -343,18 +347,30 @@ impl<S: Store> Signer<S> {
                 };
                 (record, event)
             }
-            RolloutCommand::Promote { .. } => {
+            RolloutCommand::Promote { force, .. } => {
                 let Some(mut record) = current.filter(|r| r.phase.in_progress()) else {
                     return Err(not_in_progress("promote"));
                 };
-                if let Some(Verdict::Fail(failure)) = verdict {
-                    let phase = record.phase;
-                    self.roll_back(now, &steps, Reason::Gate(&failure))?;
-                    return Err(RolloutError::GateFailed {
-                        version: record.version,
-                        phase,
-                        failure,
-                    });
+                match verdict {
+                    Some(Verdict::Fail(failure)) => {
+                        let phase = record.phase;
+                        self.roll_back(now, &steps, Reason::Gate(&failure))?;
+                        return Err(RolloutError::GateFailed {
+                            version: record.version,
+                            phase,
+                            failure,
+                        });
+                    }
+                    // A step with no verdict yet has shown nothing: the
+                    // operator forces it knowingly, and the log says so.
+                    Some(verdict @ (Verdict::Pending { .. } | Verdict::Held(_))) if !force => {
+                        return Err(RolloutError::GatePending {
+                            version: record.version,
+                            phase: record.phase,
+                            verdict,
+                        });
+                    }
+                    _ => {}
                 }
                 record.phase = record.phase.next().unwrap_or(Phase::Full);
                 record.seq = seq + 1;
@@ -362,6 +378,7 @@ impl<S: Store> Signer<S> {
                 let event = AuditEvent::PolicyPromoted {
                     seq: record.seq,
                     record: record.hash()?,
+                    forced: *force && verdict != Some(Verdict::Pass),
                     version: record.version,
                     stage: record.phase.as_str().to_owned(),
                     wallets: record.canaries().into_iter().collect(),
