@@ -241,3 +241,88 @@ fn the_file_changes_no_applied_policy_until_staged_even_on_a_stopped_member() {
     assert_eq!(status["wallets"][0]["policy_version"], 1, "{status}");
     assert_eq!(f.policy(1, &["status"], 0)["phase"], "canary");
 }
+
+/// Adds wallets `ids` to the file at `path`, each a copy of its wallet's
+/// table (served unkeyed: a policy applies to a wallet before its DKG).
+fn add_wallets(path: &Path, ids: &[&str]) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let (_, table) = text.split_once("[[wallets]]\n").unwrap();
+    let table = format!("[[wallets]]\n{table}");
+    let from = format!("id = \"{}\"", common::WALLET);
+    assert!(table.contains(&from), "{table}");
+    let mut out = text.clone();
+    for id in ids {
+        out.push('\n');
+        out.push_str(&table.replace(&from, &format!("id = \"{id}\"")));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn kill_9_during_steps_keeps_every_wallet_on_a_valid_version() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(3, 2, &[address(9)], 0x7014);
+    let path = cluster.config_path(seat(1));
+    let config = path.to_str().unwrap().to_owned();
+    add_wallets(&path, &["w1", "w2", "w3", "w4", "w5", "w6", "w7"]);
+    cluster.start_all(&runtime);
+    rewrite_policy(&path, 2, &[address(9), address(8)]);
+    let staged = json(
+        &["policy", "stage", "--version", "2", "--config", &config],
+        0,
+    );
+    assert_eq!(staged["wallets"].as_array().unwrap().len(), 8, "{staged}");
+    let mut phase = "canary".to_owned();
+    for (step, next) in [
+        ("promote", "10%"),
+        ("promote", "50%"),
+        ("rollback", "rolled_back"),
+    ] {
+        // The signer dies with the step perhaps under way: its admin
+        // request sent, or not yet (the command then runs over the store
+        // once the signer is gone).
+        let mut args = vec!["policy", step, "--config", &config, "--json"];
+        if step == "promote" {
+            args.push("--force");
+        }
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_thresig"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        cluster.local.kill(seat(1)).unwrap();
+        command.wait().unwrap();
+        // The file changes under the stopped signer: the store decides.
+        rewrite_policy(&path, 7, &[]);
+        cluster.local.start(seat(1)).unwrap();
+        let peers = cluster.peers(seat(1));
+        runtime.block_on(common::wait_ready(&peers, seat(1)));
+        let status = json(&["policy", "status", "--config", &config], 0);
+        let now = status["phase"].as_str().unwrap().to_owned();
+        assert!(now == phase || now == next, "{phase} or {next}: {status}");
+        // Every wallet on a valid version: the canaries of the step on the
+        // new one, every other wallet on its previous one.
+        let wallets = status["wallets"].as_array().unwrap();
+        assert_eq!(wallets.len(), 8, "{status}");
+        for w in wallets {
+            let expected = if w["group"] == "canary" { 2 } else { 1 };
+            assert_eq!(w["policy_version"], expected, "{w} in {status}");
+        }
+        let on_new = wallets.iter().filter(|w| w["policy_version"] == 2).count();
+        match now.as_str() {
+            "rolled_back" => assert_eq!(on_new, 0, "{status}"),
+            _ => assert!((1..8).contains(&on_new), "{status}"),
+        }
+        rewrite_policy(&path, 2, &[address(9), address(8)]);
+        // Whatever the kill interrupted, the step can be run again.
+        if now == phase {
+            let mut args = vec!["policy", step, "--config", &config];
+            if step == "promote" {
+                args.push("--force");
+            }
+            assert_eq!(json(&args, 0)["phase"], next);
+        }
+        phase = next.to_owned();
+    }
+}
