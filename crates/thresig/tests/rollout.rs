@@ -145,12 +145,20 @@ fn a_denying_version_rolls_back_by_itself_and_a_good_one_reaches_every_wallet() 
     for s in 1..=3 {
         f.policy(s, &["stage", "--version", "3", "--min-requests", "1"], 0);
     }
+    // Each coordinator's round 2 reaches a threshold (two) of members, so
+    // three coordinators' payments reach at least two members from two
+    // coordinators each (unless two rolled back already, and the third
+    // payment is signed under version 2).
     assert!(!f.pay_via(1, 3), "version 3 denies paying address 9");
-    assert!(!f.pay_via(2, 6), "version 3 denies it to every coordinator");
+    for (coordinator, byte) in [(2, 6), (3, 7)] {
+        f.pay_via(coordinator, byte);
+    }
     let mut rolled = 0;
     for s in 1..=3 {
         let status = f.policy(s, &["status"], 0);
-        if status["canary"]["denied"].as_u64() == Some(0) && status["phase"] == "canary" {
+        if status["phase"] == "canary" {
+            // Denials seen from one coordinator alone hold the gate.
+            assert!(status["verdict"].get("fail").is_none(), "{status}");
             continue;
         }
         assert_eq!(status["phase"], "rolled_back", "member {s}: {status}");
