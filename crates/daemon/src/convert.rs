@@ -459,14 +459,12 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
             .map(refresh::refresh_status_from_wire)
             .transpose()?;
         status.policy_version = wire.policy_version;
-        status.policy_rollout = wire
-            .policy_rollout
-            .map(|r| {
-                let phase =
-                    Phase::parse(&r.phase).ok_or(Error::Malformed("unknown rollout phase"))?;
-                Ok::<_, Error>(WalletRollout::new(r.version, phase, r.on_new_version))
-            })
-            .transpose()?;
+        // A step a newer member names is shown as no rollout: the status
+        // of everything else still counts.
+        status.policy_rollout = wire.policy_rollout.and_then(|r| {
+            Phase::parse(&r.phase)
+                .map(|phase| WalletRollout::new(r.version, phase, r.on_new_version))
+        });
         Ok(status)
     }
 }

@@ -248,8 +248,11 @@ fn malformed_fields_become_typed_errors() {
         WalletStatus::try_from(status.clone()),
         Err(Error::Malformed("unknown wallet state"))
     ));
+    // A rollout step a newer member names is shown as no rollout, the
+    // rest of its status kept.
     let status = proto::WalletStatus {
         state: "active".into(),
+        policy_version: Some(2),
         policy_rollout: Some(proto::PolicyRollout {
             version: 2,
             phase: "25%".into(),
@@ -257,10 +260,11 @@ fn malformed_fields_become_typed_errors() {
         }),
         ..status
     };
-    assert!(matches!(
-        WalletStatus::try_from(status),
-        Err(Error::Malformed("unknown rollout phase"))
-    ));
+    let decoded = WalletStatus::try_from(status).unwrap();
+    assert_eq!(
+        (decoded.policy_version, decoded.policy_rollout),
+        (Some(2), None)
+    );
     let confirm = proto::DkgConfirmRequest {
         wallet_id: "vault-1".into(),
         confirmation: None,
