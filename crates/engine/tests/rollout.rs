@@ -752,3 +752,26 @@ fn promote_waits_for_the_gate_to_judge_unless_forced() {
         "a forced promote is audited as forced"
     );
 }
+
+#[test]
+fn an_open_with_a_damaged_record_names_no_policy_version() {
+    let mut c = cluster(97);
+    stage(&c, 1, false);
+    c.member(1)
+        .store()
+        .write(vec![WriteOp::PutMeta {
+            name: MetaName::new(b"policy-rollout".to_vec()).unwrap(),
+            value: b"{".to_vec().into(),
+        }])
+        .unwrap();
+    c.restart(1);
+    c.member(1).signer().0.audit_open(c.now).unwrap();
+    let versions = events(&c, 1).into_iter().find_map(|e| match e {
+        AuditEvent::Open {
+            policy_versions, ..
+        } => Some(policy_versions),
+        _ => None,
+    });
+    // No wallet signs under any version: the file's are not what applies.
+    assert_eq!(versions, Some(BTreeMap::new()));
+}

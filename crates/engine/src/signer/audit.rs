@@ -263,9 +263,9 @@ impl<S: Store> Signer<S> {
 
 impl<S: Store> Signer<S> {
     /// Each wallet's applied policy version (a rollout's, else the
-    /// configuration's). A damaged rollout record leaves the configured
-    /// versions in the entry: no wallet signs until it is restored, and
-    /// the open is still recorded.
+    /// configuration's). With a rollout record that cannot be used none is
+    /// named: no wallet signs until it is restored, and the configured
+    /// versions are not what applies; the open is still recorded.
     fn applied_versions(&self) -> Result<BTreeMap<WalletId, u32>, AuditError> {
         match self.rollout_status() {
             Ok(status) => Ok(status
@@ -274,11 +274,7 @@ impl<S: Store> Signer<S> {
                 .map(|w| (w.wallet, w.policy_version))
                 .collect()),
             Err(crate::rollout::RolloutError::Store(e)) => Err(AuditError::Store(e)),
-            Err(_) => Ok(self
-                .wallets
-                .iter()
-                .map(|(wallet, slot)| (wallet.clone(), slot.policy.version().0))
-                .collect()),
+            Err(_) => Ok(BTreeMap::new()),
         }
     }
 }
