@@ -118,6 +118,19 @@ pub(crate) struct StageCall {
 impl StageCall {
     /// The engine's step: the policies the file holds now.
     fn command(&self) -> Result<RolloutCommand, KeysError> {
+        // The signer runs in another directory than the client: a relative
+        // path would name another file.
+        if !self.config.is_absolute() {
+            return Err(KeysError::Config(
+                thresig_cluster::config::ConfigError::Read {
+                    path: self.config.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "a stage request takes an absolute path",
+                    ),
+                },
+            ));
+        }
         let config = Config::load(&self.config)?;
         let policies: BTreeMap<_, _> = config
             .node
@@ -283,6 +296,19 @@ mod tests {
 
     /// A stage request names the file, not its policies, so its size does
     /// not grow with the wallets (40 default policies took 18 451 bytes).
+    #[test]
+    fn a_stage_naming_a_relative_path_is_refused_before_reading_it() {
+        let call = StageCall {
+            version: 2,
+            config: PathBuf::from("signer.toml"),
+            gates: Gates::default(),
+            expect_seq: None,
+        };
+        let err = call.command().unwrap_err();
+        assert_eq!(err.code(), "config_invalid", "{err}");
+        assert!(err.to_string().contains("absolute path"), "{err}");
+    }
+
     #[test]
     fn a_stage_request_of_many_wallets_fits_the_admin_socket() {
         let call = PolicyCall::Stage(StageCall {
