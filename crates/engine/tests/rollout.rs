@@ -775,3 +775,52 @@ fn an_open_with_a_damaged_record_names_no_policy_version() {
     // No wallet signs under any version: the file's are not what applies.
     assert_eq!(versions, Some(BTreeMap::new()));
 }
+
+#[test]
+fn a_stored_policy_that_no_longer_validates_stops_only_its_wallet() {
+    let mut c = cluster(98);
+    let status = stage(&c, 1, true);
+    let baseline = on_version(&status, 1);
+    let (damaged, healthy) = (&baseline[0], &baseline[1]);
+    let name = MetaName::new(b"policy-rollout".to_vec()).unwrap();
+    let raw = c.member(1).store().meta(&name).unwrap().unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    record["wallets"][damaged.as_str()]["previous"]["destinations"] =
+        serde_json::json!(["not an address"]);
+    record["seq"] = 2.into();
+    let bytes = serde_json::to_vec(&record).unwrap();
+    // Written as a step would be, with its audit entry: the record is the
+    // one the log names, only its policy no longer validates.
+    let hash = thresig_engine::rollout::record_hash(&bytes);
+    let entry = AuditEvent::PolicyPromoted {
+        seq: 2,
+        record: hash.clone(),
+        version: 2,
+        stage: "canary".to_owned(),
+        wallets: Vec::new(),
+        forced: false,
+    };
+    c.member(1)
+        .store()
+        .write(vec![
+            WriteOp::PutMeta {
+                name,
+                value: bytes.into(),
+            },
+            WriteOp::PutMeta {
+                name: MetaName::new(b"policy-rollout-step".to_vec()).unwrap(),
+                value: hash.into_bytes().into(),
+            },
+            WriteOp::AppendAudit {
+                at: c.now,
+                entry: serde_json::to_vec(&entry).unwrap(),
+            },
+        ])
+        .unwrap();
+    c.restart(1);
+    c.sign(healthy, &[1, 2], &[[1; 32]]);
+    let (seat, err) = c
+        .sign_as(COORD_A, damaged, &[1, 2], &[[2; 32]])
+        .unwrap_err();
+    assert_eq!((seat, err.code()), (1, ErrorCode::StateCorrupt), "{err:?}");
+}

@@ -366,6 +366,9 @@ struct Loaded {
     counted: BTreeSet<[u8; 32]>,
     /// The condition of every share release under these policies.
     guard: thresig_store::WriteOp,
+    /// Wallets whose stored policy no longer validates: each refuses
+    /// ([`RolloutError::Corrupt`]), the others sign on.
+    damaged: BTreeSet<WalletId>,
 }
 
 impl Loaded {

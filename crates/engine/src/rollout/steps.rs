@@ -140,7 +140,12 @@ impl<S: Store> Signer<S> {
                     guard: loaded.guard.clone(),
                 })
         };
-        self.with_loaded(lookup)
+        self.with_loaded(|loaded| {
+            if loaded.damaged.contains(&slot.config.id) {
+                return Err(RolloutError::Corrupt);
+            }
+            Ok(lookup(loaded))
+        })?
     }
 
     /// The version `slot`'s wallet applies, and the rollout naming it.
@@ -153,6 +158,9 @@ impl<S: Store> Signer<S> {
     ) -> Result<(u32, Option<WalletRollout>), RolloutError> {
         self.with_loaded(|loaded| {
             let id = &slot.config.id;
+            if loaded.damaged.contains(id) {
+                return Err(RolloutError::Corrupt);
+            }
             let applied = loaded.applied.get(id);
             let version = applied.map_or_else(|| slot.policy.version(), |a| a.policy.version());
             let rollout = loaded
@@ -163,8 +171,8 @@ impl<S: Store> Signer<S> {
                     let on_new = applied.is_some_and(|a| a.policy.version().0 == r.version);
                     WalletRollout::new(r.version, r.phase, on_new)
                 });
-            (version.0, rollout)
-        })
+            Ok((version.0, rollout))
+        })?
     }
 
     /// Counts one round 2 of `wallet` under `applied` (`outcome`: `None`
@@ -419,9 +427,11 @@ impl<S: Store> Signer<S> {
                 .filter(|((g, _), _)| *g == group)
                 .fold(Counts::default(), |sum, (_, c)| sum.plus(c))
         };
+        // A wallet whose stored policy is damaged applies none: not listed.
         let wallets = self
             .wallets
             .iter()
+            .filter(|(id, _)| !loaded.damaged.contains(*id))
             .map(|(id, slot)| {
                 let applied = loaded.applied.get(id);
                 RolloutWallet {
@@ -689,6 +699,7 @@ impl<S: Store> Signer<S> {
             expected: step_value(raw.as_deref()),
         };
         let mut applied = BTreeMap::new();
+        let mut damaged = BTreeSet::new();
         if let Some(record) = &record {
             let canaries = record.canaries();
             for (id, slot) in &self.wallets {
@@ -699,15 +710,24 @@ impl<S: Store> Signer<S> {
                             .map(Arc::new)
                             .map_err(|_| RolloutError::Corrupt)
                     };
-                    applied.insert(
-                        id.clone(),
-                        Applied {
-                            policy: validate(a.config)?,
-                            group: a.group,
-                            previous: a.previous.map(validate).transpose()?,
-                            guard: guard.clone(),
-                        },
-                    );
+                    match (validate(a.config), a.previous.map(validate).transpose()) {
+                        (Ok(policy), Ok(previous)) => {
+                            applied.insert(
+                                id.clone(),
+                                Applied {
+                                    policy,
+                                    group: a.group,
+                                    previous,
+                                    guard: guard.clone(),
+                                },
+                            );
+                        }
+                        // This wallet's policy is damaged, not the record:
+                        // only it refuses.
+                        _ => {
+                            damaged.insert(id.clone());
+                        }
+                    }
                 }
             }
         }
@@ -718,6 +738,7 @@ impl<S: Store> Signer<S> {
             counters: BTreeMap::new(),
             counted: BTreeSet::new(),
             guard,
+            damaged,
         })
     }
 }
