@@ -188,6 +188,10 @@ pub enum AuditEvent {
         wallets: Vec<WalletId>,
         /// How many wallets the rollout covers.
         rollout_wallets: u64,
+        /// The hex SHA-256 of each rollout wallet's staged policy: with
+        /// `version`, what a `share_released` entry's version names.
+        #[serde(default)]
+        policies: BTreeMap<WalletId, String>,
     },
     /// The operator promoted the rollout to its next step.
     PolicyPromoted {

@@ -824,3 +824,38 @@ fn a_stored_policy_that_no_longer_validates_stops_only_its_wallet() {
         .unwrap_err();
     assert_eq!((seat, err.code()), (1, ErrorCode::StateCorrupt), "{err:?}");
 }
+
+#[test]
+fn a_version_number_names_one_policy_for_good() {
+    let c = cluster(99);
+    stage(&c, 1, false);
+    c.member(1)
+        .signer()
+        .policy_rollout(c.now, &RolloutCommand::Rollback { expect_seq: None })
+        .unwrap();
+    // Version 2 again, with other content: refused, so that version 2 in
+    // the audit log names one policy.
+    let command = RolloutCommand::Stage {
+        version: 2,
+        policies: version2(true),
+        gates: gates(),
+        expect_seq: None,
+    };
+    let err = c
+        .member(1)
+        .signer()
+        .policy_rollout(c.now, &command)
+        .unwrap_err();
+    assert_eq!(err.code(), "rollout_version_reused", "{err:?}");
+    // The same content again stages.
+    let command = RolloutCommand::Stage {
+        version: 2,
+        policies: version2(false),
+        gates: gates(),
+        expect_seq: None,
+    };
+    c.member(1)
+        .signer()
+        .policy_rollout(c.now, &command)
+        .unwrap();
+}

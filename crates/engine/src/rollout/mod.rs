@@ -253,6 +253,19 @@ struct Record {
     settled: BTreeMap<WalletId, PolicyConfig>,
     /// Why it was rolled back (the operator, or the gate that failed).
     reason: Option<String>,
+    /// Every version each wallet was ever staged or settled with, by the
+    /// hash of its content ([`policy_hash`]): a version number names one
+    /// policy for good.
+    #[serde(default)]
+    known: BTreeMap<WalletId, BTreeMap<u32, String>>,
+}
+
+/// The hex SHA-256 of a policy's content, as the record and the
+/// `policy_staged` entry name it.
+fn policy_hash(config: &PolicyConfig) -> String {
+    // A policy always encodes; an empty hash would only fail to match.
+    let bytes = serde_json::to_vec(config).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
 }
 
 impl Record {
@@ -443,6 +456,16 @@ pub enum RolloutError {
         /// The version asked for.
         version: u32,
     },
+    /// A version number is staged again with other content than it had.
+    #[error(
+        "wallet {wallet}: policy version {version} was already staged or applied with other content; give the new policy a version never used"
+    )]
+    VersionReused {
+        /// The wallet.
+        wallet: WalletId,
+        /// The version.
+        version: u32,
+    },
     /// A wallet's policy changed in the file without a version bump.
     #[error(
         "wallet {wallet}: its policy in the file differs from the applied one but both say version {version}; bump `version`"
@@ -513,6 +536,7 @@ impl RolloutError {
                 "rollout_nothing_to_stage"
             }
             Self::InProgress { .. } => "rollout_in_progress",
+            Self::VersionReused { .. } => "rollout_version_reused",
             Self::NotInProgress { .. } => "rollout_not_in_progress",
             Self::UnknownWallet { .. } => "unknown_wallet",
             Self::InvalidPolicy(_) => "config_invalid",
@@ -581,6 +605,10 @@ mod tests {
             RolloutError::NotInProgress {
                 step: "promote",
                 state: String::new(),
+            },
+            RolloutError::VersionReused {
+                wallet: wallet.clone(),
+                version: 2,
             },
             RolloutError::UnknownWallet { wallet },
             RolloutError::InvalidPolicy(Box::new(ConfigError::IdentityMismatch)),

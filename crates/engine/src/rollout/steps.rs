@@ -15,7 +15,7 @@ use thresig_tx::PolicyConfig;
 use super::gate::{Counts, Gates, Group, Outcome, Verdict};
 use super::{
     Applied, Cache, FORMAT, Loaded, Phase, Record, RecordRef, RolloutError, Versions,
-    WalletRollout, record_name, step_name, step_value,
+    WalletRollout, policy_hash, record_name, step_name, step_value,
 };
 use crate::audit::{AuditEvent, append_op};
 use crate::config::ConfigError;
@@ -262,6 +262,7 @@ impl<S: Store> Signer<S> {
             wallets: BTreeMap::new(),
             settled: BTreeMap::new(),
             reason: None,
+            known: BTreeMap::new(),
         });
         let mut wallets = Vec::new();
         for (id, slot) in &self.wallets {
@@ -348,6 +349,11 @@ impl<S: Store> Signer<S> {
                 let event = AuditEvent::PolicyStaged {
                     seq: record.seq,
                     record: record.hash()?,
+                    policies: record
+                        .wallets
+                        .iter()
+                        .map(|(w, v)| (w.clone(), policy_hash(&v.next)))
+                        .collect(),
                     version: record.version,
                     stage: record.phase.as_str().to_owned(),
                     wallets: record.canaries().into_iter().collect(),
@@ -471,14 +477,29 @@ impl<S: Store> Signer<S> {
                 phase: r.phase,
             });
         }
-        // What every wallet a rollout named applies now.
+        // What every wallet a rollout named applies now, and every version
+        // each wallet ever had.
         let mut settled = current.map(|r| r.settled.clone()).unwrap_or_default();
+        let mut known = current.map(|r| r.known.clone()).unwrap_or_default();
+        let mut learn = |wallet: &WalletId, config: &PolicyConfig| {
+            known
+                .entry(wallet.clone())
+                .or_default()
+                .entry(config.version)
+                .or_insert_with(|| policy_hash(config))
+                .clone()
+        };
         for (wallet, versions) in current.map(|r| &r.wallets).into_iter().flatten() {
+            learn(wallet, &versions.previous);
+            learn(wallet, &versions.next);
             let applied = match current.map(|r| r.phase) {
                 Some(Phase::Full) => &versions.next,
                 _ => &versions.previous,
             };
             settled.insert(wallet.clone(), applied.clone());
+        }
+        for (wallet, config) in &settled {
+            learn(wallet, config);
         }
         let mut wallets = BTreeMap::new();
         for (wallet, next) in policies.iter().filter(|(_, p)| p.version == version) {
@@ -497,6 +518,12 @@ impl<S: Store> Signer<S> {
             }
             if previous.version == next.version {
                 return Err(RolloutError::VersionNotBumped {
+                    wallet: wallet.clone(),
+                    version,
+                });
+            }
+            if learn(wallet, next) != policy_hash(next) {
+                return Err(RolloutError::VersionReused {
                     wallet: wallet.clone(),
                     version,
                 });
@@ -530,6 +557,7 @@ impl<S: Store> Signer<S> {
             wallets,
             settled,
             reason: None,
+            known,
         })
     }
 
