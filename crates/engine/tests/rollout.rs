@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use common::psbt;
 use common::*;
-use thresig_crypto::ScriptTree;
+use thresig_crypto::{Commitment, ScriptTree};
 use thresig_engine::audit::AuditEvent;
 use thresig_engine::rollout::gate::{Gates, Verdict};
 use thresig_engine::rollout::on_new_version;
@@ -478,13 +478,18 @@ fn tightened(min_requests: u64) -> RolloutCommand {
 fn pay_external(c: &mut Cluster, coord: u16, wallet: &str, salt: u8) -> Error {
     let w = psbt::taproot(c, wallet);
     let payment = psbt::spend(&w, 1, salt);
-    let comms: BTreeMap<u16, _> = [1u16, 2]
-        .into_iter()
-        .map(|s| (s, c.round1(s, coord, wallet, 1).unwrap()))
-        .collect();
+    let comms = commitments(c, coord, wallet);
     let target = thresig_engine::SigningTarget::psbt(payment.serialize());
     let req = c.request_for(wallet, &comms, &psbt::sighashes(&payment), target);
     c.round2_as(1, coord, &req).unwrap_err()
+}
+
+/// Round 1 of one input at seats 1 and 2, for `coord`.
+fn commitments(c: &mut Cluster, coord: u16, wallet: &str) -> BTreeMap<u16, Vec<Commitment>> {
+    [1u16, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, coord, wallet, 1).unwrap()))
+        .collect()
 }
 
 fn rollout_of(c: &Cluster) -> RolloutStatus {
@@ -499,10 +504,7 @@ fn requests_refused_before_the_policy_do_not_count_against_a_canary() {
     // issued them.
     let other = WALLETS.iter().find(|w| **w != canary[0]).unwrap();
     for i in 0..5u8 {
-        let comms: BTreeMap<u16, _> = [1u16, 2]
-            .into_iter()
-            .map(|s| (s, c.round1(s, COORD_A, other, 1).unwrap()))
-            .collect();
+        let comms = commitments(&mut c, COORD_A, other);
         let req = c.request(&canary[0], &comms, &[[i; 32]]);
         let err = c.round2_as(1, COORD_A, &req).unwrap_err();
         assert_eq!(err.code(), ErrorCode::NonceUnknown);
@@ -518,10 +520,7 @@ fn replays_of_a_released_request_do_not_hide_denials() {
     let staged = c.member(1).signer().policy_rollout(c.now, &tightened(1));
     let canary = on_version(&staged.unwrap(), 2);
     for (salt, coord) in [(1u8, COORD_A), (2, COORD_B)] {
-        let comms: BTreeMap<u16, _> = [1u16, 2]
-            .into_iter()
-            .map(|s| (s, c.round1(s, coord, &canary[0], 1).unwrap()))
-            .collect();
+        let comms = commitments(&mut c, coord, &canary[0]);
         let released = c.request(&canary[0], &comms, &[[salt; 32]]);
         for _ in 0..20 {
             c.round2_as(1, coord, &released).unwrap();
@@ -604,10 +603,7 @@ fn a_release_racing_a_rollback_never_commits_under_the_rolled_back_version() {
     let mut c = cluster(94);
     let canary = on_version(&stage(&c, 1, true), 2);
     let wallet = canary[0].as_str();
-    let comms: BTreeMap<u16, _> = [1u16, 2]
-        .into_iter()
-        .map(|s| (s, c.round1(s, COORD_A, wallet, 1).unwrap()))
-        .collect();
+    let comms = commitments(&mut c, COORD_A, wallet);
     let req = c.request(wallet, &comms, &[[5; 32]]);
     let (parked_tx, parked_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel();
@@ -682,10 +678,7 @@ fn a_rollback_waiting_on_its_commit_blocks_no_other_wallet() {
         let _ = c.sign_as(coord, &canary[0], &[1, 2], &[[i; 32]]);
     }
     let prepare = |c: &mut Cluster, coord: u16, wallet: &str, digest: u8| {
-        let comms: BTreeMap<u16, _> = [1u16, 2]
-            .into_iter()
-            .map(|s| (s, c.round1(s, coord, wallet, 1).unwrap()))
-            .collect();
+        let comms = commitments(c, coord, wallet);
         c.request(wallet, &comms, &[[digest; 32]])
     };
     // The second coordinator's third denial fails the gate.
