@@ -7,8 +7,9 @@
 use thresig_crypto::{Seat, WalletKey};
 use thresig_engine::{
     AbortRequest, ConfirmationStatus, Digest, DkgPayload, DkgProposal, DkgSessionId, HexBytes,
-    IdentityKey, Request, Response, Round1Request, Round1Response, Round2Request, Round2Response,
-    SignedDkgMessage, SigningTarget, WalletEpoch, WalletId, WalletStateKind, WalletStatus,
+    IdentityKey, Phase, Request, Response, Round1Request, Round1Response, Round2Request,
+    Round2Response, SignedDkgMessage, SigningTarget, WalletEpoch, WalletId, WalletRollout,
+    WalletStateKind, WalletStatus,
 };
 
 use crate::api::{ErrorCode, Recovery, SignerError};
@@ -412,6 +413,12 @@ impl From<WalletStatus> for proto::WalletStatus {
                 .collect(),
             repairing: status.repairing.map(seat_to_wire),
             refresh: status.refresh.map(refresh::refresh_status_to_wire),
+            policy_version: status.policy_version,
+            policy_rollout: status.policy_rollout.map(|r| proto::PolicyRollout {
+                version: r.version,
+                phase: r.phase.as_str().to_owned(),
+                on_new_version: r.on_new_version,
+            }),
         }
     }
 }
@@ -451,6 +458,13 @@ impl TryFrom<proto::WalletStatus> for WalletStatus {
             .refresh
             .map(refresh::refresh_status_from_wire)
             .transpose()?;
+        status.policy_version = wire.policy_version;
+        // A step a newer member names is shown as no rollout: the status
+        // of everything else still counts.
+        status.policy_rollout = wire.policy_rollout.and_then(|r| {
+            Phase::parse(&r.phase)
+                .map(|phase| WalletRollout::new(r.version, phase, r.on_new_version))
+        });
         Ok(status)
     }
 }

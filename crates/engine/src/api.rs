@@ -315,6 +315,14 @@ pub struct WalletStatus {
     /// The share refresh whose result this member holds pending
     /// (`refreshing`), for the operator to finish or abort it.
     pub refresh: Option<RefreshStatus>,
+    /// The policy version the wallet applies (`None` from a signer that
+    /// does not report it, or whose rollout record cannot be read).
+    #[serde(default)]
+    pub policy_version: Option<u32>,
+    /// The staged rollout that names the wallet, if any
+    /// (docs/policy.md, "Staged rollout").
+    #[serde(default)]
+    pub policy_rollout: Option<crate::rollout::WalletRollout>,
 }
 
 /// A pending share refresh, as `thresig status` shows it.
@@ -375,6 +383,8 @@ impl WalletStatus {
             repair_approvals: Vec::new(),
             repairing: None,
             refresh: None,
+            policy_version: None,
+            policy_rollout: None,
         }
     }
 }

@@ -81,6 +81,10 @@ pub enum AuditEvent {
         /// Each wallet's policy version: a policy changes only with the
         /// configuration, so consecutive opens show when each changed.
         policy_versions: BTreeMap<WalletId, u32>,
+        /// The policy rollout record found (absent in entries of signers
+        /// before staged rollouts): the next open's record must be it.
+        #[serde(default)]
+        rollout: Option<crate::rollout::RecordRef>,
     },
     /// Signature shares left this signer, their marker durable in the same
     /// store unit as this entry.
@@ -260,6 +264,70 @@ pub enum AuditEvent {
     },
     /// A signed checkpoint.
     Checkpoint(Checkpoint),
+    /// The signer stored the policy of wallets that had none stored (at
+    /// open, from its configuration file): from then on the file changes
+    /// their applied policy only through a staged rollout.
+    PolicySettled {
+        /// The rollout record's sequence after this step.
+        seq: u64,
+        /// The hex SHA-256 of the record this step committed.
+        record: String,
+        /// The wallets whose policy was stored.
+        wallets: Vec<WalletId>,
+    },
+    /// The operator staged a policy version (docs/policy.md, "Staged
+    /// rollout").
+    PolicyStaged {
+        /// The rollout record's sequence after this step.
+        seq: u64,
+        /// The hex SHA-256 of the record this step committed: the record
+        /// a later load must find ([`crate::rollout::RecordRef`]).
+        record: String,
+        /// The version staged.
+        version: u32,
+        /// The step (`canary`).
+        stage: String,
+        /// The wallets on the new version now.
+        wallets: Vec<WalletId>,
+        /// How many wallets the rollout covers.
+        rollout_wallets: u64,
+        /// The hex SHA-256 of each rollout wallet's staged policy: with
+        /// `version`, what a `share_released` entry's version names.
+        #[serde(default)]
+        policies: BTreeMap<WalletId, String>,
+    },
+    /// The operator promoted the rollout to its next step.
+    PolicyPromoted {
+        /// The rollout record's sequence after this step.
+        seq: u64,
+        /// The hex SHA-256 of the record this step committed: the record
+        /// a later load must find ([`crate::rollout::RecordRef`]).
+        record: String,
+        /// The version.
+        version: u32,
+        /// The step reached (`10%`, `50%`, `100%`).
+        stage: String,
+        /// Whether the operator forced it before the gate passed.
+        #[serde(default)]
+        forced: bool,
+        /// The wallets on the new version now.
+        wallets: Vec<WalletId>,
+    },
+    /// The rollout went back to each wallet's previous version: by the
+    /// operator, or by itself on a failed health gate.
+    PolicyRolledBack {
+        /// The rollout record's sequence after this step.
+        seq: u64,
+        /// The hex SHA-256 of the record this step committed: the record
+        /// a later load must find ([`crate::rollout::RecordRef`]).
+        record: String,
+        /// The version rolled back.
+        version: u32,
+        /// Who or which gate rolled it back.
+        reason: String,
+        /// The wallets back on their previous version.
+        wallets: Vec<WalletId>,
+    },
 }
 
 /// A statement signed by a member's identity key: entry `seq` of its audit

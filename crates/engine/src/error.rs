@@ -990,6 +990,10 @@ pub enum Error {
         "internal error: {0:?}; report this bug with the signer's logs, and restart the signer"
     )]
     Internal(InternalFault),
+    /// The policy rollout record cannot be read or is damaged, so no
+    /// wallet's applied policy is known.
+    #[error(transparent)]
+    Rollout(#[from] crate::rollout::RolloutError),
 }
 
 /// What an operator does before a wallet in `state` can be retired.
@@ -1050,6 +1054,7 @@ impl Error {
                 ErrorCode::StateCorrupt
             }
             Self::Store { source, .. } | Self::MarkerPurge { source } => store_code(source),
+            Self::Rollout(e) => e.engine_code(),
             Self::DkgMismatch { .. }
             | Self::RefreshMismatch { .. }
             | Self::RefreshLeavesTooFew { .. } => ErrorCode::DkgMismatch,
@@ -1160,7 +1165,7 @@ fn store_step(e: &thresig_store::Error) -> &'static str {
     }
 }
 
-fn store_code(e: &thresig_store::Error) -> ErrorCode {
+pub(crate) fn store_code(e: &thresig_store::Error) -> ErrorCode {
     use thresig_store::Error as S;
     if e.marks_wallet_corrupt() {
         return ErrorCode::WalletCorrupt;
@@ -1391,6 +1396,7 @@ mod tests {
                 source: thresig_store::Error::WriterStopped,
             },
             Error::Internal(InternalFault::Invariant),
+            Error::Rollout(crate::rollout::RolloutError::Corrupt),
         ];
         for e in &all {
             match e {
@@ -1444,7 +1450,8 @@ mod tests {
                 | Error::KeyPackagePresent { .. }
                 | Error::Store { .. }
                 | Error::MarkerPurge { .. }
-                | Error::Internal(_) => {}
+                | Error::Internal(_)
+                | Error::Rollout(_) => {}
             }
         }
         all

@@ -9,8 +9,10 @@
 //!   that the coordinator is a member of the wallet and hands the proof to
 //!   the request's own method; [`Signer::status`], [`Signer::wallets`],
 //!   [`Signer::wallet_key`], [`Signer::operate`] (an
-//!   [`OperatorCommand`]: begin a rekey, retire, approve a repair) and [`Signer::dkg_abort`]
-//!   serve the local operator.
+//!   [`OperatorCommand`]: begin a rekey, retire, approve a repair),
+//!   [`Signer::policy_rollout`] and [`Signer::rollout_status`] (a staged
+//!   policy rollout, [`rollout`]) and [`Signer::dkg_abort`] serve the local
+//!   operator.
 //! - The API types ([`Request`], [`Response`]) are what a transport (the
 //!   daemon) converts its messages to and from; they define no wire format
 //!   of their own. A
@@ -51,8 +53,8 @@
 //! network, the BIP341 sighash of every input the wallet signs (the
 //! request must ask for exactly those, in input order); raw 32-byte digests
 //! only where the wallet's policy allows them. The transaction then passes
-//! the wallet's `thresig_tx::Policy` (from `[wallets.policy]` in the
-//! configuration), and its rate charge commits in the same store unit as
+//! the policy the wallet applies (a staged rollout's, [`rollout`], else
+//! `[wallets.policy]` from the configuration), and its rate charge commits in the same store unit as
 //! the shares' marker, as a compare-and-set of the wallet's rate ledger, so
 //! concurrent requests cannot both pass a limit and a transaction signed in
 //! several ROAST sessions is charged once. [`Signer::begin_rekey`] puts a
@@ -82,6 +84,7 @@ mod ledger;
 mod pool;
 mod refresh;
 mod repair;
+pub mod rollout;
 mod signer;
 mod target;
 #[cfg(feature = "test-util")]
@@ -100,6 +103,9 @@ pub use durable::decode_shares;
 pub use repair::{
     InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,
     RepairSession, SignedRepairMessage, seal_repair_value,
+};
+pub use rollout::{
+    Phase, RolloutCommand, RolloutError, RolloutStatus, RolloutWallet, WalletRollout,
 };
 pub use signer::{OpenError, OperatorCommand, OperatorOutcome, Signer, Transition};
 pub use target::{Digest, SigningTarget, taproot_wallet};

@@ -427,9 +427,10 @@ fn a_long_export_comes_in_bounded_pages_that_verify_together() {
     for _ in 0..entries {
         signer.0.audit_open(c.now).unwrap();
     }
-    // The periodic checkpoint after entry 1,000 is an entry too.
+    // The first open stores the wallets' policies (`policy_settled`), and
+    // the periodic checkpoint after entry 1,000 is an entry too.
     let end = signer.0.audit_checkpoint(c.now).unwrap();
-    assert_eq!(end, AuditSeq(entries + 2));
+    assert_eq!(end, AuditSeq(entries + 3));
     let mut lines = Vec::new();
     let mut pages = 0;
     let mut from = Some(AuditSeq(1));
@@ -472,7 +473,8 @@ fn a_periodic_checkpoint_costs_one_commit_however_busy_the_log() {
     let c = cluster(14);
     let signer = c.member(1).signer();
     let store = c.member(1).store();
-    for _ in 0..CHECKPOINT_EVERY - 2 {
+    // The first open also stores the wallets' policies (`policy_settled`).
+    for _ in 0..CHECKPOINT_EVERY - 3 {
         signer.0.audit_open(c.now).unwrap();
     }
     // Every write of the log alone now has another entry land before it:
@@ -594,6 +596,7 @@ fn an_export_page_of_large_opens_stays_within_its_byte_budget() {
         identity: identity(1),
         wallets: 2_000,
         policy_versions,
+        rollout: None,
     };
     for _ in 0..150 {
         signer.0.audit_record(c.now, &open).unwrap();

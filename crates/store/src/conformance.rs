@@ -10,8 +10,8 @@
 )]
 
 use crate::{
-    AuditSeq, CommitmentHash, Conflict, KeyEpoch, Marker, OpResult, PackageHash, PolicyKey, Store,
-    Timestamp, WalletId, WriteOp, WriteOutcome,
+    AuditSeq, CommitmentHash, Conflict, KeyEpoch, Marker, MetaName, OpResult, PackageHash,
+    PolicyKey, Store, Timestamp, WalletId, WriteOp, WriteOutcome,
 };
 
 /// Runs every check against `store`, which must be empty. Panics on the
@@ -20,6 +20,7 @@ pub fn check_store(store: &dyn Store) {
     records_round_trip_and_conditions_hold(store);
     a_failed_condition_takes_back_the_whole_unit(store);
     markers_expire_and_are_purged(store);
+    a_metadata_record_swaps_only_from_the_value_read(store);
     epoch_bump_reseals_wallet_state_and_policy(store);
 }
 
@@ -153,6 +154,52 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
         store.write(vec![cas(Some(b"1"), b"2")]).unwrap(),
         WriteOutcome::Committed(vec![OpResult::Swapped])
     );
+}
+
+fn a_metadata_record_swaps_only_from_the_value_read(store: &dyn Store) {
+    let name = MetaName::new(b"conformance-cas".to_vec()).unwrap();
+    let cas = |expected: Option<&[u8]>, new: &[u8]| WriteOp::CasMeta {
+        name: name.clone(),
+        expected: expected.map(<[u8]>::to_vec),
+        new: new.to_vec().into(),
+    };
+    assert_eq!(
+        store.write(vec![cas(None, b"1")]).unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Swapped])
+    );
+    // A second writer that read "absent" too is refused, and told the value.
+    assert_eq!(
+        store.write(vec![cas(None, b"2")]).unwrap(),
+        WriteOutcome::Skipped {
+            op: 0,
+            conflict: Conflict::MetaMismatch(Some(b"1".to_vec()))
+        }
+    );
+    assert_eq!(store.meta(&name).unwrap().unwrap().as_slice(), b"1");
+    assert_eq!(
+        store.write(vec![cas(Some(b"1"), b"2")]).unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Swapped])
+    );
+    assert_eq!(store.meta(&name).unwrap().unwrap().as_slice(), b"2");
+    // A condition writes nothing, and a failed one takes back its unit.
+    let expect = |expected: Option<&[u8]>| WriteOp::ExpectMeta {
+        name: name.clone(),
+        expected: expected.map(<[u8]>::to_vec),
+    };
+    assert_eq!(
+        store.write(vec![expect(Some(b"2"))]).unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Matched])
+    );
+    assert_eq!(
+        store
+            .write(vec![expect(Some(b"1")), cas(Some(b"2"), b"3")])
+            .unwrap(),
+        WriteOutcome::Skipped {
+            op: 0,
+            conflict: Conflict::MetaMismatch(Some(b"2".to_vec()))
+        }
+    );
+    assert_eq!(store.meta(&name).unwrap().unwrap().as_slice(), b"2");
 }
 
 fn markers_expire_and_are_purged(store: &dyn Store) {

@@ -148,6 +148,27 @@ pub enum WriteOp {
         /// key: zeroized, not shown).
         value: Plaintext,
     },
+    /// Sets an engine metadata record to `new` only if it currently holds
+    /// `expected` (`None`: only if absent): a member-wide record that
+    /// several steps may race to change (the policy rollout's).
+    CasMeta {
+        /// The record's name.
+        name: MetaName,
+        /// The bytes the caller read.
+        expected: Option<Vec<u8>>,
+        /// The value to store.
+        new: Plaintext,
+    },
+    /// Commits the unit only if an engine metadata record holds `expected`
+    /// (`None`: only if absent), writing nothing: a condition on a record
+    /// another unit changes (a share release on the policy rollout's
+    /// step, which decides the policy the release was checked under).
+    ExpectMeta {
+        /// The record's name.
+        name: MetaName,
+        /// The bytes the caller read.
+        expected: Option<Vec<u8>>,
+    },
     /// Bumps the global epoch and moves the wallet to it, re-sealing the
     /// wallet's state and policy records so older ciphertexts stop opening.
     BumpWalletEpoch {
@@ -171,6 +192,8 @@ pub enum OpResult {
     Inserted,
     /// The compare-and-set stored the new value.
     Swapped,
+    /// The record held the value a condition expected.
+    Matched,
     /// Whether a delete found the record.
     Deleted(bool),
     /// The audit entry's sequence.
@@ -194,6 +217,9 @@ pub enum Conflict {
     MarkerPresent(Marker),
     /// The counter did not hold the expected value; its current value.
     PolicyMismatch(Option<Vec<u8>>),
+    /// The metadata record did not hold the expected value; its current
+    /// value.
+    MetaMismatch(Option<Vec<u8>>),
     /// A prune's `through` is not the last entry written before its
     /// cut-off while another follows it (the log moved since it was read).
     AuditPruneMoved,
@@ -260,6 +286,8 @@ pub(crate) fn op_wallet(op: &WriteOp) -> Option<&WalletId> {
         WriteOp::AppendAudit { .. }
         | WriteOp::PruneAudit { .. }
         | WriteOp::PutMeta { .. }
+        | WriteOp::CasMeta { .. }
+        | WriteOp::ExpectMeta { .. }
         | WriteOp::PurgeMarkers { .. } => None,
     }
 }
@@ -364,6 +392,31 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
         }
         WriteOp::PutMeta { name, value } => {
             put_checked(ctx, RecordTable::Meta, name.as_bytes(), value)
+        }
+        WriteOp::CasMeta {
+            name,
+            expected,
+            new,
+        } => {
+            // Opening the current value authenticates it, so a damaged
+            // record is an error here, never a mismatch to overwrite.
+            let current = ctx.records().get(RecordTable::Meta, name.as_bytes())?;
+            if current.as_deref() != expected.as_deref() {
+                return Ok(Applied::Conflict(Conflict::MetaMismatch(
+                    current.map(|c| c.to_vec()),
+                )));
+            }
+            ctx.put(RecordTable::Meta, name.as_bytes(), new)?;
+            Ok(Applied::Done(OpResult::Swapped))
+        }
+        WriteOp::ExpectMeta { name, expected } => {
+            let current = ctx.records().get(RecordTable::Meta, name.as_bytes())?;
+            if current.as_deref() != expected.as_deref() {
+                return Ok(Applied::Conflict(Conflict::MetaMismatch(
+                    current.map(|c| c.to_vec()),
+                )));
+            }
+            Ok(Applied::Done(OpResult::Matched))
         }
         WriteOp::BumpWalletEpoch { wallet } => bump_wallet_epoch(ctx, wallet),
         WriteOp::PurgeMarkers { now } => purge_markers(ctx, *now),

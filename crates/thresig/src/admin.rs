@@ -23,7 +23,9 @@
 //! (and `{"culprits": …}` the culprits it named, [`crate::culprits`]),
 //! or `{"audit": "verify" | {"export": {"since": 1}} | {"export_page":
 //! {"from": …, "through": …}} | {"prune": {"before_ms": …}}}` for
-//! `thresig audit` (an export comes one page a reply); the
+//! `thresig audit` (an export comes one page a reply), or `{"policy":
+//! {"stage": {…}} | {"step": <RolloutCommand>} | "status"}` for `thresig
+//! policy`; the
 //! reply is `{"ok": {"json": …, "text": …, "findings": bool}}` or
 //! `{"error": {"code": …, "retryable": bool, "message": …}}`. Replies are
 //! the reports `keys` prints, which never hold key material.
@@ -77,6 +79,7 @@ use tracing::{info, warn};
 
 use crate::audit::{self, AuditCommand};
 use crate::keys::{self, KeysError, Report, StoreCommand, Verdict};
+use crate::policy::{self, PolicyCall};
 use crate::wallet;
 
 /// The engine the daemon serves, which the admin socket's engine commands
@@ -114,6 +117,21 @@ pub(crate) enum Request {
     SignFailed(SignFailedRequest),
     Audit(AuditRequest),
     Culprits(crate::culprits::CulpritsRequest),
+    Policy(PolicyRequest),
+}
+
+/// `{"policy": …}`: a `thresig policy` command (a rollout step, or
+/// `"status"`).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyRequest {
+    policy: PolicyCall,
+}
+
+impl From<PolicyCall> for Request {
+    fn from(policy: PolicyCall) -> Self {
+        Self::Policy(PolicyRequest { policy })
+    }
 }
 
 /// `{"signed": {"sessions": n}}`: `thresig sign` reporting a signature it
@@ -750,6 +768,7 @@ fn run(request: Request, target: &Target) -> Reply {
             r.record();
             Ok(Report::clean(Value::Null, String::new()))
         }
+        Request::Policy(r) => policy::run_on(&r.policy, target.engine.signer()),
     };
     match result {
         Ok(Report {
@@ -1044,6 +1063,26 @@ mod tests {
         .unwrap();
         assert_eq!(err["error"]["code"], "storage");
         assert_eq!(err["error"]["retryable"], true);
+    }
+
+    #[test]
+    fn a_policy_call_is_its_own_tagged_object() {
+        let status: Request = serde_json::from_str(r#"{"policy":"status"}"#).unwrap();
+        assert_eq!(status, Request::from(PolicyCall::Status));
+        let promote: Request =
+            serde_json::from_str(r#"{"policy":{"step":{"promote":{"expect_seq":3}}}}"#).unwrap();
+        assert_eq!(
+            promote,
+            Request::from(PolicyCall::Step(thresig_engine::RolloutCommand::Promote {
+                expect_seq: Some(3),
+                force: false,
+            }))
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"policy":{"step":{"promote":{"seq":3}}}}"#)
+                .is_err(),
+            "an unknown field of a step is refused"
+        );
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub(crate) enum KeysError {
     /// The signer's engine could not be opened over its store.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// A policy rollout step was refused (`thresig policy`).
+    #[error(transparent)]
+    Rollout(#[from] thresig_engine::RolloutError),
     #[error("recovery key file {}: {problem}", path.display())]
     RecoveryKeyFile {
         path: PathBuf,
@@ -186,6 +189,7 @@ impl KeysError {
             Self::Store(e) => e.recovery(),
             Self::Engine(e) => e.code().recovery(),
             Self::Node(e) => e.recovery(),
+            Self::Rollout(e) => e.recovery(),
             Self::Daemon(e) => e.recovery(),
             Self::Admin { problem, .. } => problem.recovery(),
         }
@@ -201,6 +205,7 @@ impl KeysError {
             Self::Store(e) => e.code(),
             Self::Engine(e) => e.code().as_str(),
             Self::Node(e) => node_code(e),
+            Self::Rollout(e) => e.code(),
             Self::Daemon(e) => &e.code,
             Self::Admin { .. } => "admin_socket",
             Self::DaemonRunning { .. } => "daemon_running",

@@ -17,6 +17,7 @@ mod keys;
 mod lifecycle;
 mod load;
 mod member;
+mod policy;
 mod psbt;
 mod refresh;
 mod repair;
@@ -92,6 +93,9 @@ enum Command {
     /// export it as JSON lines, check an export offline with only the
     /// roster, prune old entries (docs/audit.md).
     Audit(audit::AuditArgs),
+    /// Staged policy rollout on this member: stage a version, promote it
+    /// to 10%, 50%, 100%, roll it back (docs/policy.md).
+    Policy(policy::PolicyArgs),
 }
 
 /// The wall clock in Unix seconds (0 if it reads before 1970).
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         Command::Wallet(args) => return wallet::main(args),
         Command::Blame(args) => blame::main(&args),
         Command::Audit(args) => return audit::main(args),
+        Command::Policy(args) => return policy::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -636,6 +636,7 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
                             "live_nonces": w.live_nonces,
                             "pending": pending,
                             "refresh": crate::refresh::pending_json(w),
+                            "policy": crate::policy::wallet_json(w),
                         })
                     })
                     .collect();
@@ -650,10 +651,11 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
                             .map(|p| format!("; pending {}: {}", p.name(), p.step(&w.wallet)))
                             .collect();
                         format!(
-                            "{} {} ({epoch}{} live nonces{}{})",
+                            "{} {} ({epoch}{} live nonces{}{}{})",
                             w.wallet,
                             w.state.as_str(),
                             w.live_nonces,
+                            crate::policy::wallet_text(w),
                             pending.concat(),
                             crate::refresh::pending_text(w)
                         )

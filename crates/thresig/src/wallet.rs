@@ -79,17 +79,29 @@ pub(crate) fn main(args: WalletArgs) -> ExitCode {
 /// Runs `command` in the signer that answers on the configured store's
 /// admin socket, or, when none does, on the engine opened here.
 fn on_engine(path: &Path, command: OperatorCommand) -> Result<Report, KeysError> {
+    ask_or_open(path, &command.clone().into(), |engine| {
+        run_on(&command, &engine.signer, &engine.store, &mut |line| {
+            eprintln!("{line}");
+        })
+    })
+}
+
+/// Sends `request` to the signer that answers on the configured store's
+/// admin socket, or, when none does, opens the engine here and runs
+/// `local` on it; the report's JSON says which (`"via"`).
+///
+/// # Errors
+/// The configuration's, the admin socket's, the open's or `local`'s.
+pub(crate) fn ask_or_open(
+    path: &Path,
+    request: &admin::Request,
+    local: impl FnOnce(&LocalEngine) -> Result<Report, KeysError>,
+) -> Result<Report, KeysError> {
     let config = Config::load(path)?;
     let socket = admin_socket_path(&config);
-    let (mut report, via) = match admin::ask(&socket, &command.clone().into())? {
+    let (mut report, via) = match admin::ask(&socket, request)? {
         Some(report) => (report, "daemon"),
-        None => {
-            let engine = LocalEngine::open(path)?;
-            let report = run_on(&command, &engine.signer, &engine.store, &mut |line| {
-                eprintln!("{line}");
-            })?;
-            (report, "store")
-        }
+        None => (local(&LocalEngine::open(path)?)?, "store"),
     };
     report.json["via"] = json!(via);
     Ok(report)
@@ -174,7 +186,7 @@ pub(crate) fn run_on(
 
 /// The wall clock as the engine counts it (milliseconds since the Unix
 /// epoch; 0 if it reads before 1970, which expires any approval at once).
-fn clock() -> Timestamp {
+pub(crate) fn clock() -> Timestamp {
     Timestamp(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)

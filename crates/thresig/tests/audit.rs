@@ -59,9 +59,10 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
         let report = json(&["audit", "verify", "--config", config], 0);
         assert_eq!(report["via"], "store");
     }
-    // Verify checks the log before it logs its own open.
+    // Verify checks the log before it logs its own open; the first open
+    // also stored the wallet's policy (`policy_settled`).
     let report = json(&["audit", "verify", "--config", config], 0);
-    assert_eq!(report["entries"], 3);
+    assert_eq!(report["entries"], 4);
 
     let dir = tempfile::tempdir().unwrap();
     let lines = export(config);
@@ -69,18 +70,19 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // Five opens (the export's own too) and its closing checkpoint.
-    assert_eq!(exported.len(), 6);
-    assert_eq!(exported[5]["entry"]["kind"], "checkpoint");
+    // The stored policy, five opens (the export's own too) and its closing
+    // checkpoint.
+    assert_eq!(exported.len(), 7);
+    assert_eq!(exported[6]["entry"]["kind"], "checkpoint");
     let file = dir.path().join("export.jsonl");
     std::fs::write(&file, &lines).unwrap();
     let checked = verify_export(config, &file, 0);
     assert_eq!(
         (checked["first"].clone(), checked["last"].clone()),
-        (1.into(), 6.into())
+        (1.into(), 7.into())
     );
-    assert_eq!(checked["signed_at_ms"], exported[5]["at_ms"]);
-    assert_eq!(checked["identity"], exported[5]["entry"]["identity"]);
+    assert_eq!(checked["signed_at_ms"], exported[6]["at_ms"]);
+    assert_eq!(checked["identity"], exported[6]["entry"]["identity"]);
     // The same export as seat 2's log: not signed by seat 2's key.
     let export = file.to_str().unwrap();
     let as_other = json(
@@ -96,7 +98,7 @@ fn an_export_verifies_offline_and_a_flipped_byte_is_named_at_its_entry() {
         1,
     );
     let message = as_other["error"]["message"].as_str().unwrap();
-    assert!(message.contains("entry 6:"), "{message}");
+    assert!(message.contains("entry 7:"), "{message}");
 
     // One forged field in entry 2: refused, named at that entry.
     let forged: String = lines
@@ -153,10 +155,11 @@ fn prune_keeps_the_log_verifiable_and_is_itself_logged() {
     assert_eq!(report["first"], 1, "{report}");
     let lines = export(config);
     let kinds = kinds(&lines);
-    // Three verifies' opens, the refused prune's open, the prune's open,
-    // entry and checkpoint (in its unit), a verify's and the export's
-    // opens and its closing checkpoint.
-    let mut expected = vec!["open"; 5];
+    // The first open's stored policy, three verifies' opens, the refused
+    // prune's open, the prune's open, entry and checkpoint (in its unit),
+    // a verify's and the export's opens and its closing checkpoint.
+    let mut expected = vec!["policy_settled"];
+    expected.extend(["open"; 5]);
     expected.extend(["prune", "checkpoint", "open", "open", "checkpoint"]);
     assert_eq!(kinds, expected, "{lines}");
     let dir = tempfile::tempdir().unwrap();
@@ -187,7 +190,11 @@ fn a_running_signer_logs_its_dkg_and_signatures_and_answers_on_its_admin_socket(
     assert_eq!(report["via"], "daemon", "{report}");
     let lines = export(config);
     let kinds = kinds(&lines);
-    assert_eq!(kinds.first().map(String::as_str), Some("open"));
+    assert_eq!(
+        kinds.get(..2),
+        Some(&["policy_settled".to_owned(), "open".to_owned()][..]),
+        "the first start stores the wallet's policy, then opens"
+    );
     assert!(kinds.iter().any(|k| k == "dkg_activated"), "{kinds:?}");
     assert_eq!(kinds.last().map(String::as_str), Some("checkpoint"));
     // At least t members released shares for the signature, each with its

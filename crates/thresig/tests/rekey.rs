@@ -106,14 +106,7 @@ impl Rekey {
 
     /// `wallet` on member `s`, as `thresig status --json` shows it.
     fn row(&self, s: u16, wallet: &str) -> Value {
-        let status = json(&["status", "--config", &self.config(1)], 0);
-        let member = status["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["member"] == s)
-            .unwrap()
-            .clone();
+        let member = common::member_status(&self.config(1), s);
         member["wallets"]
             .as_array()
             .unwrap_or_else(|| panic!("member {s} unreachable: {member}"))

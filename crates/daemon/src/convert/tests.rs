@@ -127,6 +127,12 @@ fn requests_and_replies_round_trip() {
     status.live_nonces = 4;
     status.repair_approvals = vec![(seat(3), thresig_store::Timestamp(1_700_000_000_000))];
     status.repairing = Some(seat(3));
+    status.policy_version = Some(2);
+    status.policy_rollout = Some(thresig_engine::WalletRollout::new(
+        3,
+        thresig_engine::Phase::Ten,
+        false,
+    ));
     let wallets = vec![status.clone()];
     let wire = proto::StatusResult::from_response(Response::Wallets { wallets }).unwrap();
     assert_eq!(Vec::<WalletStatus>::try_from(wire).unwrap(), vec![status]);
@@ -235,11 +241,30 @@ fn malformed_fields_become_typed_errors() {
         repair_approvals: Vec::new(),
         repairing: None,
         refresh: None,
+        policy_version: None,
+        policy_rollout: None,
     };
     assert!(matches!(
-        WalletStatus::try_from(status),
+        WalletStatus::try_from(status.clone()),
         Err(Error::Malformed("unknown wallet state"))
     ));
+    // A rollout step a newer member names is shown as no rollout, the
+    // rest of its status kept.
+    let status = proto::WalletStatus {
+        state: "active".into(),
+        policy_version: Some(2),
+        policy_rollout: Some(proto::PolicyRollout {
+            version: 2,
+            phase: "25%".into(),
+            on_new_version: true,
+        }),
+        ..status
+    };
+    let decoded = WalletStatus::try_from(status).unwrap();
+    assert_eq!(
+        (decoded.policy_version, decoded.policy_rollout),
+        (Some(2), None)
+    );
     let confirm = proto::DkgConfirmRequest {
         wallet_id: "vault-1".into(),
         confirmation: None,

@@ -3,9 +3,12 @@
 //! steps put their entry in their own store unit
 //! ([`crate::audit::append_op`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use thresig_store::{AuditHash, AuditSeq, OpResult, Store, Timestamp, WriteOp, WriteOutcome};
+use thresig_store::{
+    AuditHash, AuditSeq, OpResult, Store, Timestamp, WalletId, WriteOp, WriteOutcome,
+};
 
 use super::Signer;
 use crate::audit::{
@@ -50,14 +53,17 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// As [`Signer::audit_record`].
     pub fn audit_open(&self, now: Timestamp) -> Result<AuditSeq, AuditError> {
+        // Wallets new to this store get their file's policy stored first, so
+        // the entry names what they apply from now on. A record that cannot
+        // be used is left as it is: round 2 refuses with its error.
+        if let Err(crate::rollout::RolloutError::Store(e)) = self.settle_policies(now) {
+            return Err(AuditError::Store(e));
+        }
         let event = AuditEvent::Open {
             identity: self.identity.verifying_key().into(),
             wallets: self.wallets.len() as u64,
-            policy_versions: self
-                .wallets
-                .iter()
-                .map(|(wallet, slot)| (wallet.clone(), slot.policy.version().0))
-                .collect(),
+            policy_versions: self.applied_versions()?,
+            rollout: self.rollout_found()?,
         };
         self.audit_record(now, &event)
     }
@@ -256,5 +262,23 @@ impl<S: Store> Signer<S> {
             from = AuditSeq(last.seq.0.saturating_add(1));
         }
         Ok(point)
+    }
+}
+
+impl<S: Store> Signer<S> {
+    /// Each wallet's applied policy version (a rollout's, else the
+    /// configuration's). With a rollout record that cannot be used none is
+    /// named: no wallet signs until it is restored, and the configured
+    /// versions are not what applies; the open is still recorded.
+    fn applied_versions(&self) -> Result<BTreeMap<WalletId, u32>, AuditError> {
+        match self.rollout_status() {
+            Ok(status) => Ok(status
+                .wallets
+                .into_iter()
+                .map(|w| (w.wallet, w.policy_version))
+                .collect()),
+            Err(crate::rollout::RolloutError::Store(e)) => Err(AuditError::Store(e)),
+            Err(_) => Ok(BTreeMap::new()),
+        }
     }
 }

@@ -25,7 +25,7 @@ mod round1;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::{Seat, SecretNonce};
@@ -115,8 +115,10 @@ impl<'a> Member<'a> {
 /// One configured wallet.
 pub(crate) struct Slot {
     pub(crate) config: WalletConfig,
-    /// The wallet's policy, validated from `config.policy` at open.
-    pub(crate) policy: Policy,
+    /// The wallet's policy, validated from `config.policy` at open: the
+    /// one it applies unless a rollout record names the wallet
+    /// ([`Signer::applied_policy`]).
+    pub(crate) policy: Arc<Policy>,
     pub(crate) seat: Seat,
     shard: Mutex<Shard>,
 }
@@ -133,13 +135,15 @@ pub(crate) struct Slot {
 ///   enters (it checks the coordinator's membership once, then dispatches);
 /// - operator commands: [`Signer::operate`] (which dispatches
 ///   [`Signer::begin_rekey`], [`Signer::retire`] and
-///   [`Signer::approve_repair`]), [`Signer::dkg_abort`];
+///   [`Signer::approve_repair`]), [`Signer::dkg_abort`],
+///   [`Signer::policy_rollout`] (a staged policy rollout's steps);
 /// - getters, for the local operator: [`Signer::status`],
-///   [`Signer::wallets`], [`Signer::wallet_key`];
+///   [`Signer::wallets`], [`Signer::wallet_key`], [`Signer::rollout_status`];
 /// - upkeep: [`Signer::prune`] drops expired nonces, forgotten tombstones
 ///   and pending shares, and expired markers, of every wallet (a round
 ///   prunes its own wallet's memory as it goes; idle wallets need the
-///   call, which the signer process makes on a timer).
+///   call, which the signer process makes on a timer), and rolls back a
+///   policy rollout whose gate fails ([`Signer::rollout_tick`]).
 ///
 /// Every answer is immediate; nothing is queued. A restart is dropping the
 /// `Signer` and opening a new one over the same store: live nonces and
@@ -151,8 +155,14 @@ pub struct Signer<S> {
     pub(crate) identity: ed25519_dalek::SigningKey,
     pub(crate) limits: Limits,
     /// The Bitcoin network of every wallet (from the configuration only).
-    network: Network,
-    wallets: BTreeMap<WalletId, Slot>,
+    pub(crate) network: Network,
+    pub(crate) wallets: BTreeMap<WalletId, Slot>,
+    /// The policy rollout record as read, and the current step's counters:
+    /// held only for in-memory reads and counts.
+    pub(crate) rollout: std::sync::RwLock<crate::rollout::Cache>,
+    /// Held by each rollout step and load across its store calls, so the
+    /// lock above never is.
+    pub(crate) rollout_steps: Mutex<()>,
     /// The retirement of deleted shares' data keys, run by
     /// [`Signer::prune`] outside every wallet lock.
     retirement: Mutex<retire::Retirement>,
@@ -217,7 +227,7 @@ impl<S: Store> Signer<S> {
                 wallet.id.clone(),
                 Slot {
                     config: wallet,
-                    policy,
+                    policy: Arc::new(policy),
                     seat,
                     shard: Mutex::new(shard),
                 },
@@ -229,6 +239,8 @@ impl<S: Store> Signer<S> {
             limits: config.limits,
             network: config.network,
             wallets,
+            rollout: std::sync::RwLock::new(crate::rollout::Cache::default()),
+            rollout_steps: Mutex::new(()),
             retirement: Mutex::new(retire::Retirement::default()),
             audit_checkpointed: AtomicU64::new(0),
             dkg_endings: crate::dkg::EndingBudget::default(),
@@ -278,11 +290,13 @@ impl<S: Store> Signer<S> {
         let messages = |messages| Response::DkgMessages { messages };
         match request {
             Request::Round1(req) => self.round1(now, &member, &req, rng).map(Response::Round1),
-            Request::Round2(req) => self.round2(now, &member, &req, rng).map(Response::Round2),
+            Request::Round2(req) => self
+                .round2_applied(now, &member, &req, rng)
+                .map(Response::Round2),
             Request::Abort(req) => self
                 .abort(now, &member, &req)
                 .map(|destroyed| Response::Aborted { destroyed }),
-            Request::Status { .. } => status_of(&self.store, member.slot).map(Response::Status),
+            Request::Status { .. } => self.wallet_status(member.slot).map(Response::Status),
             // Answered above (it addresses no wallet); listed so that the
             // match names every kind.
             Request::ListWallets => self.listing(from),
@@ -331,6 +345,40 @@ impl<S: Store> Signer<S> {
         }
     }
 
+    /// Round 2 under the policy the wallet applies now, its outcome
+    /// counted for a rollout's gate (which may roll the rollout back).
+    fn round2_applied<R: RngCore + CryptoRng>(
+        &self,
+        now: Timestamp,
+        member: &Member<'_>,
+        req: &crate::api::Round2Request,
+        rng: &mut R,
+    ) -> Result<crate::api::Round2Response, Error> {
+        let applied = self.applied_policy(member.slot)?;
+        let result = self.round2(now, member, req, &applied, rng);
+        if applied.group.is_some() {
+            let outcome = crate::rollout::outcome_of(&result, || {
+                applied
+                    .previous
+                    .as_ref()
+                    .is_none_or(|previous| self.policy_allows(now, member, req, previous))
+            });
+            let target = crate::rollout::target_digest(member.from, &req.wallet, &req.target);
+            // The answer stands whether or not the gate's rollback commits;
+            // a rollback that failed is tried again by the next round 2 or
+            // tick.
+            let _ = self.observe(
+                now,
+                &member.slot.config.id,
+                &applied,
+                outcome,
+                target,
+                member.from,
+            );
+        }
+        result.map(|(response, _)| response)
+    }
+
     /// The status of every wallet `from` is a member of: a coordinator sees
     /// only those.
     fn listing(&self, from: CoordinatorId) -> Result<Response, Error> {
@@ -339,7 +387,7 @@ impl<S: Store> Signer<S> {
                 .wallets
                 .values()
                 .filter(|slot| is_member(&self.store, slot, from))
-                .map(|slot| status_of(&self.store, slot))
+                .map(|slot| self.wallet_status(slot))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -355,7 +403,9 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::Internal`] if a wallet's lock is poisoned,
     /// [`Error::MarkerPurge`] if the store cannot purge (the next call
-    /// tries again).
+    /// tries again); [`Error::Rollout`] if the rollout record cannot be
+    /// read or a failing rollout's rollback cannot commit (the next call,
+    /// or round 2, tries again).
     pub fn prune(&self, now: Timestamp) -> Result<(), Error> {
         for slot in self.wallets.values() {
             let mut shard = lock_unloaded(slot)?;
@@ -369,6 +419,7 @@ impl<S: Store> Signer<S> {
         self.store
             .write(vec![WriteOp::PurgeMarkers { now }])
             .map_err(|source| Error::MarkerPurge { source })?;
+        self.rollout_tick(now)?;
         Ok(())
     }
 
@@ -377,7 +428,7 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::UnknownWallet`].
     pub fn status(&self, wallet: &WalletId) -> Result<WalletStatus, Error> {
-        status_of(&self.store, self.slot(wallet)?)
+        self.wallet_status(self.slot(wallet)?)
     }
 
     /// Every wallet's status, in id order.
@@ -387,7 +438,7 @@ impl<S: Store> Signer<S> {
     pub fn wallets(&self) -> Result<Vec<WalletStatus>, Error> {
         self.wallets
             .values()
-            .map(|slot| status_of(&self.store, slot))
+            .map(|slot| self.wallet_status(slot))
             .collect()
     }
 
@@ -399,6 +450,18 @@ impl<S: Store> Signer<S> {
     /// without a key.
     pub fn wallet_key(&self, wallet: &WalletId) -> Result<thresig_crypto::WalletKey, Error> {
         key_of(&self.store, self.slot(wallet)?)
+    }
+
+    /// The wallet's status with the policy it applies. An unreadable
+    /// rollout record leaves the version unknown here; round 2 refuses
+    /// with its error.
+    fn wallet_status(&self, slot: &Slot) -> Result<WalletStatus, Error> {
+        let mut status = status_of(&self.store, slot)?;
+        if let Ok((version, rollout)) = self.policy_of(slot) {
+            status.policy_version = Some(version);
+            status.policy_rollout = rollout;
+        }
+        Ok(status)
     }
 
     /// The store the signer runs on.
@@ -532,6 +595,9 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
                 .and_then(|run| run.refresh())
                 .map(|session| RefreshStatus::new(session, Vec::new())),
         },
+        // Filled in by `Signer::wallet_status`, which reads the rollout.
+        policy_version: None,
+        policy_rollout: None,
     })
 }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, InternalFault};
 use crate::ids::CoordinatorId;
 use crate::ledger::StoredLedger;
 use crate::pool::{NoncePool, TakeError, Tombstone};
+use crate::rollout::{Applied, RolloutError};
 use crate::target::{Authority, Spend, taproot_wallet};
 use crate::wallet::{Role, SigningKey, WalletState, WalletStateKind};
 use thresig_store::{Timestamp, WalletId};
@@ -47,6 +48,9 @@ struct Release<'a> {
     wallet: &'a WalletId,
     coordinator: CoordinatorId,
     policy: &'a Policy,
+    /// The condition of the marker's unit: the rollout still at the step
+    /// that gave `policy` (none where nothing commits).
+    guard: Option<&'a WriteOp>,
     mode: WalletMode,
     spend: &'a Spend,
     /// The audit entry committed with the marker (I1: no share leaves
@@ -76,14 +80,17 @@ impl<S: Store> Signer<S> {
     /// [`Error::RekeyInProgress`], [`Error::SuccessorNotActive`], the nonce
     /// errors ([`Error::NonceUnknown`], [`Error::AttemptExpired`],
     /// [`Error::NonceEvicted`], [`Error::SessionConflict`]),
-    /// [`Error::LedgerContended`] and [`Error::Store`].
+    /// [`Error::LedgerContended`] and [`Error::Store`]. With the response,
+    /// whether its shares are fresh (false for a replay's).
     pub(super) fn round2<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
         member: &Member<'_>,
         req: &Round2Request,
+        applied: &Applied,
         rng: &mut R,
-    ) -> Result<Round2Response, Error> {
+    ) -> Result<(Round2Response, bool), Error> {
+        let policy = &*applied.policy;
         let Member { slot, from } = *member;
         let successor = self.successor(slot)?;
         let mut guard = lock(&self.store, slot)?;
@@ -96,21 +103,17 @@ impl<S: Store> Signer<S> {
         pending.prune(now);
         let (key, role) = state.signing_key(&req.wallet)?;
         let wallet = &slot.config.id;
-        let authority = Authority {
-            policy: &slot.policy,
-            role,
-            taproot: taproot_wallet(self.network, &key.key)?,
-        };
-        let checked = check_round2(&slot.config, slot.seat, key, &self.limits, &authority, req)?;
+        let (checked, mode) = self.authorize(slot, key, role, successor, policy, req)?;
         let release = Release {
             wallet,
             coordinator: from,
-            policy: &slot.policy,
-            mode: wallet_mode(wallet, role, successor)?,
+            policy,
+            guard: Some(&applied.guard),
+            mode,
             spend: checked.spend(),
-            audit: release_event(wallet, key, from, &slot.policy, &checked),
+            audit: release_event(wallet, key, from, policy, &checked),
         };
-        let shares = self.release(now, from, &release, &checked, key, pool, pending)?;
+        let (shares, fresh) = self.release(now, from, &release, &checked, key, pool, pending)?;
         let commitments = match self.fresh_vector(now, from, wallet, pool, key, shares.len(), rng) {
             Ok(fresh) => fresh,
             Err(Error::NonceCapacity { .. }) => Vec::new(),
@@ -128,11 +131,63 @@ impl<S: Store> Signer<S> {
             .record()
             .map_err(|_| Error::Internal(InternalFault::Serialization))?;
         answer.sign(&self.identity, &checked.hash(), record);
-        Ok(answer)
+        Ok((answer, fresh))
+    }
+
+    /// Whether `policy` would let round 2 release shares for `req`: every
+    /// check up to the policy and its rate charge, with nothing taken or
+    /// written. A staged rollout asks it of a canary's previous version
+    /// for a request the new one denied.
+    pub(crate) fn policy_allows(
+        &self,
+        now: Timestamp,
+        member: &Member<'_>,
+        req: &Round2Request,
+        policy: &Policy,
+    ) -> bool {
+        let Member { slot, from } = *member;
+        let allows = || -> Result<(), Error> {
+            let successor = self.successor(slot)?;
+            let guard = lock(&self.store, slot)?;
+            let (key, role) = guard.state.signing_key(&req.wallet)?;
+            let (checked, mode) = self.authorize(slot, key, role, successor, policy, req)?;
+            let release = Release {
+                wallet: &slot.config.id,
+                coordinator: from,
+                policy,
+                guard: None,
+                mode,
+                spend: checked.spend(),
+                audit: release_event(&slot.config.id, key, from, policy, &checked),
+            };
+            self.charge_op(now, &release).map(drop)
+        };
+        allows().is_ok()
+    }
+
+    /// The checks of a round-2 request under `policy` before any nonce:
+    /// the checked request and the wallet's mode for its rate charge.
+    fn authorize(
+        &self,
+        slot: &Slot,
+        key: &SigningKey,
+        role: Role,
+        successor: Successor,
+        policy: &Policy,
+        req: &Round2Request,
+    ) -> Result<(CheckedRound2, WalletMode), Error> {
+        let authority = Authority {
+            policy,
+            role,
+            taproot: taproot_wallet(self.network, &key.key)?,
+        };
+        let checked = check_round2(&slot.config, slot.seat, key, &self.limits, &authority, req)?;
+        Ok((checked, wallet_mode(&slot.config.id, role, successor)?))
     }
 
     /// The shares to release for a checked request: a durable marker's (a
-    /// replay), a pending attempt's after its commit, or fresh ones.
+    /// replay), a pending attempt's after its commit, or fresh ones; and
+    /// whether they are fresh (not a replay's).
     #[allow(
         clippy::too_many_arguments,
         reason = "the pool, pending shares and key are borrowed from the wallet's locked shard"
@@ -146,7 +201,7 @@ impl<S: Store> Signer<S> {
         key: &SigningKey,
         pool: &mut NoncePool<SecretNonce>,
         pending: &mut PendingShares,
-    ) -> Result<Vec<Vec<u8>>, Error> {
+    ) -> Result<(Vec<Vec<u8>>, bool), Error> {
         let wallet = release.wallet;
         let lead = checked.lead();
         // A durable marker answers replays and refuses everything else.
@@ -156,7 +211,7 @@ impl<S: Store> Signer<S> {
             .map_err(|source| store_error(wallet, source))?;
         if let Some(marker) = stored {
             pending.remove(&lead);
-            return replay(wallet, lead, checked.hash(), &marker);
+            return replay(wallet, lead, checked.hash(), &marker).map(|shares| (shares, false));
         }
         // Pending shares are retried only by the byte-identical request of
         // the coordinator that owns them; anyone else learns nothing.
@@ -176,7 +231,10 @@ impl<S: Store> Signer<S> {
             }
             let shares = p.shares.clone();
             let charge = self.charge_op(now, release)?;
-            return self.commit(now, release, lead, p.package, shares, charge, pending);
+            // Its first attempt failed, so it was never counted: fresh.
+            return self
+                .commit(now, release, lead, p.package, shares, charge, pending)
+                .map(|shares| (shares, true));
         }
         // The policy refuses before any nonce is spent. Its charge is the
         // commit's first compare-and-set: the wallet's lock is held until
@@ -207,6 +265,7 @@ impl<S: Store> Signer<S> {
             self.limits.pending_per_wallet,
         );
         self.commit(now, release, lead, checked.hash(), shares, charge, pending)
+            .map(|shares| (shares, true))
     }
 
     /// The successor's state, for a rekeying wallet whose configuration
@@ -287,7 +346,8 @@ impl<S: Store> Signer<S> {
         };
         let audit = audit_op(now, &release.audit);
         for _ in 0..LEDGER_RETRIES {
-            let mut ops: Vec<WriteOp> = charge.into_iter().collect();
+            let mut ops: Vec<WriteOp> = release.guard.cloned().into_iter().collect();
+            ops.extend(charge);
             ops.push(marker.clone());
             ops.push(audit.clone());
             let outcome = self
@@ -313,6 +373,17 @@ impl<S: Store> Signer<S> {
                     conflict: Conflict::PolicyMismatch(_),
                     ..
                 } => charge = self.charge_op(now, release)?,
+                // A rollout step changed the wallet's policy since the
+                // request was checked: the shares stay pending, and the
+                // byte-identical retry is checked under the new one.
+                WriteOutcome::Skipped {
+                    conflict: Conflict::MetaMismatch(_),
+                    ..
+                } => {
+                    return Err(Error::Rollout(RolloutError::Moved {
+                        wallet: wallet.clone(),
+                    }));
+                }
                 _ => {
                     pending.remove(&lead);
                     return Err(Error::Internal(InternalFault::UnexpectedWrite));

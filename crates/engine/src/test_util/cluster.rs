@@ -146,9 +146,10 @@ pub enum Fault {
     Ambiguous,
 }
 
-/// Parks the marker commit of one wallet until released.
+/// Parks the marker commit of one wallet (or, without one, the next
+/// policy rollout step) until released.
 struct Park {
-    wallet: WalletId,
+    wallet: Option<WalletId>,
     parked: Sender<()>,
     release: Receiver<()>,
 }
@@ -251,7 +252,8 @@ impl<S> FaultStore<S> {
     }
 
     /// The next marker commit, or commit of a key package (a DKG's part 3,
-    /// a repair's finish, a refresh switch or abort), fails as `fault`.
+    /// a repair's finish, a refresh switch or abort), or policy rollout
+    /// step, fails as `fault`.
     pub fn fail_next_commit(&self, fault: Fault) {
         self.commit_faults.lock().unwrap().push_back(fault);
     }
@@ -315,7 +317,17 @@ impl<S> FaultStore<S> {
     /// `release` before committing.
     pub fn park_commit(&self, wallet: &WalletId, parked: Sender<()>, release: Receiver<()>) {
         *self.park.lock().unwrap() = Some(Park {
-            wallet: wallet.clone(),
+            wallet: Some(wallet.clone()),
+            parked,
+            release,
+        });
+    }
+
+    /// The next policy rollout step's commit sends on `parked` and waits
+    /// for `release` before committing.
+    pub fn park_rollout_step(&self, parked: Sender<()>, release: Receiver<()>) {
+        *self.park.lock().unwrap() = Some(Park {
+            wallet: None,
             parked,
             release,
         });
@@ -363,7 +375,9 @@ impl<S: Store> Store for FaultStore<S> {
                     WriteOp::PutDkgResult { .. } | WriteOp::InsertKeyPackage { .. }
                 )
             });
-        if marker_wallet.is_none() && !dkg_result {
+        // A policy rollout step is a commit of its own (`fail_next_commit`).
+        let rollout_step = ops.iter().any(|op| matches!(op, WriteOp::CasMeta { .. }));
+        if marker_wallet.is_none() && !dkg_result && !rollout_step {
             let audit_only = ops
                 .iter()
                 .all(|op| matches!(op, WriteOp::AppendAudit { .. }));
@@ -386,7 +400,8 @@ impl<S: Store> Store for FaultStore<S> {
         let park = {
             let mut slot = self.park.lock().unwrap();
             match slot.as_ref() {
-                Some(p) if Some(&p.wallet) == marker_wallet.as_ref() => slot.take(),
+                Some(p) if p.wallet.is_none() && rollout_step => slot.take(),
+                Some(p) if p.wallet.is_some() && p.wallet == marker_wallet => slot.take(),
                 _ => None,
             }
         };

@@ -324,3 +324,15 @@ pub fn reseal_one_per_batch(config: &Path) {
     assert_ne!(edited, text, "no [store] table in {}", config.display());
     std::fs::write(config, edited).unwrap();
 }
+
+/// Member `s` as `thresig status --json`, run from `config`, shows it.
+pub fn member_status(config: &str, s: u16) -> serde_json::Value {
+    let status = json(&["status", "--config", config], 0);
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == s)
+        .unwrap()
+        .clone()
+}

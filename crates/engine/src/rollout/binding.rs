@@ -1,0 +1,96 @@
+//! The rollout record bound to the audit log (DESIGN.md I5: the policy
+//! version is a security epoch). The record is one metadata record, sealed
+//! like any other: an older copy put back authenticates, and a deleted one
+//! reads as absent. The audit log is what the store's witness binds (its
+//! sequence and head), so every step's entry names the hash of the record
+//! it committed, and every open entry the hash of the record it found; at
+//! load the record must be the one the last such entry names.
+//!
+//! Finding that entry reads the log backwards from its head to the last
+//! policy step or open, so at most what one run of the signer appended.
+//! A log pruned past both binds nothing (the prune keeps every entry of
+//! the retention period, and each open writes one).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use thresig_store::{AuditSeq, Store};
+
+use super::RolloutError;
+use crate::audit::AuditEvent;
+
+/// Entries read per page, walking back.
+const PAGE: u64 = 256;
+
+/// The rollout record an open entry found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RecordRef {
+    /// The hex SHA-256 of the stored record (`None`: there was none).
+    pub record: Option<String>,
+}
+
+impl RecordRef {
+    /// The reference of the stored bytes `raw`.
+    #[must_use]
+    pub fn of(raw: Option<&[u8]>) -> Self {
+        Self {
+            record: raw.map(record_hash),
+        }
+    }
+}
+
+/// The hex SHA-256 of a stored record, as the audit entries name it.
+#[must_use]
+pub fn record_hash(raw: &[u8]) -> String {
+    hex::encode(Sha256::digest(raw))
+}
+
+/// The record the audit log's last policy step or open names; `None` when
+/// no kept entry names one (a store that never recorded one).
+///
+/// # Errors
+/// The store's.
+pub(crate) fn last_bound<S: Store>(store: &S) -> Result<Option<RecordRef>, thresig_store::Error> {
+    let head = store.audit_head()?;
+    let first = head.first.0.max(1);
+    let mut end = head.seq.0;
+    while end >= first {
+        let from = end.saturating_sub(PAGE - 1).max(first);
+        let count = usize::try_from(end - from + 1).unwrap_or(usize::MAX);
+        let page = store.audit(AuditSeq(from), count)?;
+        for entry in page.iter().rev().filter(|e| e.seq.0 <= end) {
+            // An entry of a kind this version does not know names nothing.
+            let Ok(event) = serde_json::from_slice::<AuditEvent>(&entry.body) else {
+                continue;
+            };
+            match event {
+                AuditEvent::PolicySettled { record, .. }
+                | AuditEvent::PolicyStaged { record, .. }
+                | AuditEvent::PolicyPromoted { record, .. }
+                | AuditEvent::PolicyRolledBack { record, .. } => {
+                    return Ok(Some(RecordRef {
+                        record: Some(record),
+                    }));
+                }
+                AuditEvent::Open {
+                    rollout: Some(found),
+                    ..
+                } => return Ok(Some(found)),
+                _ => {}
+            }
+        }
+        end = from - 1;
+    }
+    Ok(None)
+}
+
+/// Refuses a record other than the one the audit log last named.
+///
+/// # Errors
+/// [`RolloutError::Replaced`]; [`RolloutError::Store`].
+pub(crate) fn check_bound<S: Store>(store: &S, raw: Option<&[u8]>) -> Result<(), RolloutError> {
+    match last_bound(store).map_err(RolloutError::Store)? {
+        Some(named) if named != RecordRef::of(raw) => Err(RolloutError::Replaced),
+        _ => Ok(()),
+    }
+}
