@@ -46,7 +46,7 @@ impl Default for Policy {
 }
 
 /// A fault the driver saw in one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Fault {
     /// No answer within the request timeout, or the member was unreachable.
