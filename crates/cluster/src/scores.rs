@@ -25,10 +25,11 @@ use std::time::SystemTime;
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase as _, TableDefinition};
 use thresig_crypto::Seat;
-use thresig_roast::quarantine::{Fault, Policy, Score};
 use thresig_store::Recovery;
 
 use crate::config::Config;
+
+pub use thresig_roast::quarantine::{Fault, Policy, Score};
 
 /// The score file's name in the member's `data_dir`.
 pub const SCORES_FILE: &str = "coordinator-scores.redb";

@@ -26,7 +26,7 @@ use thresig_engine::{
 };
 use thresig_roast::{
     Config as RoastConfig, Coordinator, Event, Failure, Misbehavior, Refusal, Reply, Request,
-    Round, Scheme, Verdict,
+    Round, Scheme, Unresponsiveness, Verdict,
 };
 
 use crate::kept::KeptAnswers;
@@ -38,6 +38,8 @@ use tracing::{debug, info, warn};
 use crate::config::NodeWallet;
 use crate::peers::{Peers, is_transport, reply_lost};
 use crate::progress::Progress;
+use crate::scores::Observed;
+use thresig_roast::quarantine::Fault as ScoreFault;
 use thresig_store::Recovery;
 
 /// Called with each round-2 request before it is sent, and the cluster seat
@@ -62,6 +64,10 @@ pub struct SignOptions {
     /// Told of each session and of each valid share vector of the latest
     /// one (`t` make a signature).
     pub progress: Option<Arc<dyn Progress>>,
+    /// Cluster seats quarantined by the caller's scores
+    /// ([`crate::scores`]): asked last, and left out while t others answer
+    /// ([`thresig_roast::Config::deferred`]).
+    pub deferred: BTreeSet<Seat>,
 }
 
 impl Default for SignOptions {
@@ -72,6 +78,7 @@ impl Default for SignOptions {
             answer_first: BTreeSet::new(),
             journal: None,
             progress: None,
+            deferred: BTreeSet::new(),
         }
     }
 }
@@ -84,6 +91,7 @@ impl std::fmt::Debug for SignOptions {
             .field("answer_first", &self.answer_first)
             .field("journal", &self.journal.is_some())
             .field("progress", &self.progress.is_some())
+            .field("deferred", &self.deferred)
             .finish()
     }
 }
@@ -107,6 +115,8 @@ pub struct SignOutcome {
     /// The evidence against each culprit, by cluster seat: its signed
     /// answer with the request it answers (docs/blame.md).
     pub proofs: BTreeMap<Seat, BlameProof>,
+    /// What the run saw of each member, for its score.
+    pub observed: Observed,
 }
 
 /// Why a run failed.
@@ -137,6 +147,8 @@ pub enum SignError {
         culprits: Vec<Seat>,
         /// The evidence against each culprit, by cluster seat.
         proofs: BTreeMap<Seat, BlameProof>,
+        /// What the run saw of each member, for its score.
+        observed: Observed,
     },
     /// A signature did not encode (cannot happen for a verified signature).
     #[error("signature encoding: {0}")]
@@ -313,6 +325,16 @@ pub async fn sign(
     let mut roast = RoastConfig::for_wallet(key);
     roast.request_timeout = options.request_timeout;
     roast.deadline = options.deadline;
+    roast.deferred = roast
+        .roster
+        .iter()
+        .copied()
+        .filter(|seat| {
+            wallet
+                .cluster_seat(*seat)
+                .is_some_and(|member| options.deferred.contains(&member))
+        })
+        .collect();
     let scheme = WireScheme(key.clone());
     let mut coordinator =
         Coordinator::new(std::time::Instant::now(), roast, scheme, messages.clone())?;
@@ -337,11 +359,13 @@ pub async fn sign(
     // Requests in flight end with the run: dropping the set cancels them.
     let mut deliveries = tokio::task::JoinSet::new();
     let mut shares = SharesSeen::new(options.progress.clone());
+    let mut observed = Observed::default();
     loop {
         while let Some(transmit) = coordinator.poll_transmit() {
             let Some(member) = wallet.cluster_seat(transmit.to) else {
                 continue;
             };
+            observed.asked.insert(member);
             handed.sent(transmit.to, &transmit.request);
             deliveries.spawn(deliver(
                 peers.clone(),
@@ -367,11 +391,17 @@ pub async fn sign(
                     let member = wallet.cluster_seat(seat);
                     debug!(?member, ?cause, "member unresponsive");
                     unresponsive.extend(member);
+                    if let (Some(member), Some(fault)) = (member, score_fault(cause)) {
+                        observed.fault(member, fault);
+                    }
                 }
                 Event::Culprit { seat, fault } => {
                     let member = wallet.cluster_seat(seat);
                     warn!(?member, ?fault, "member sent an invalid share");
                     culprits.extend(member);
+                    if let Some(member) = member {
+                        observed.fault(member, ScoreFault::InvalidShare);
+                    }
                     if let (Some(member), Some(proof)) = (member, job.proof(seat, &fault)) {
                         proofs.insert(member, proof);
                     }
@@ -394,6 +424,7 @@ pub async fn sign(
                             .filter_map(|s| wallet.cluster_seat(*s))
                             .collect(),
                         proofs,
+                        observed,
                     });
                 }
                 Event::Failed { failure, stats } => {
@@ -414,6 +445,7 @@ pub async fn sign(
                         sessions: stats.sessions,
                         culprits: culprits.into_iter().collect(),
                         proofs,
+                        observed,
                     });
                 }
                 _ => {}
@@ -427,6 +459,16 @@ pub async fn sign(
             answer = rx.recv() => {
                 // The sender half lives in `tx`, so the channel never closes.
                 let Some((seat, reply)) = answer else { continue };
+                if let Some(member) = wallet.cluster_seat(seat) {
+                    if reply.is_some() {
+                        observed.answered.insert(member);
+                    } else {
+                        // Unreachable, or an answer that counts as missing:
+                        // the coordinator's timeout follows, and a run
+                        // counts one timeout per member.
+                        observed.fault(member, ScoreFault::Timeout);
+                    }
+                }
                 let admitted = gate.admit(seat, reply);
                 shares.note(&admitted);
                 feed(&mut coordinator, &mut handed, admitted);
@@ -439,6 +481,17 @@ pub async fn sign(
                 feed(&mut coordinator, &mut handed, held);
             }
         }
+    }
+}
+
+/// The fault an unresponsive member scores: a timeout or a refusal; valid
+/// shares without fresh commitments are no fault (a signer at its nonce
+/// capacity answers so).
+fn score_fault(cause: Unresponsiveness) -> Option<ScoreFault> {
+    match cause {
+        Unresponsiveness::Timeout { .. } => Some(ScoreFault::Timeout),
+        Unresponsiveness::Refused { .. } => Some(ScoreFault::Refusal),
+        _ => None,
     }
 }
 

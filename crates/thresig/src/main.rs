@@ -17,6 +17,7 @@ mod lifecycle;
 mod load;
 mod member;
 mod psbt;
+mod quarantine;
 mod refresh;
 mod repair;
 mod sweep;
@@ -91,6 +92,9 @@ enum Command {
     /// export it as JSON lines, check an export offline with only the
     /// roster, prune old entries (docs/audit.md).
     Audit(audit::AuditArgs),
+    /// The coordinator's per-member scores and quarantine: show them, or
+    /// end a member's quarantine early (docs/quarantine.md).
+    Quarantine(quarantine::QuarantineArgs),
 }
 
 /// The wall clock in Unix seconds (0 if it reads before 1970).
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
         Command::Wallet(args) => return wallet::main(args),
         Command::Blame(args) => blame::main(&args),
         Command::Audit(args) => return audit::main(args),
+        Command::Quarantine(args) => quarantine::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -216,6 +221,9 @@ fn recovery(err: &anyhow::Error) -> Recovery {
             return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<thresig_daemon::Error>() {
+            return e.recovery();
+        }
+        if let Some(e) = cause.downcast_ref::<thresig_cluster::scores::ScoreError>() {
             return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<FileError>() {

@@ -1,0 +1,142 @@
+//! Quarantine with real signer processes (docs/quarantine.md): a member
+//! that is down is quarantined by repeated `thresig sign` runs, which keep
+//! signing; `thresig quarantine release` brings it back; a damaged score
+//! file refuses a run with what to do.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Made, ProcessCluster, dkg, json, seat, self_payment, sign_report, thresig};
+
+/// Runs that may pass before the down member's failed connections have
+/// quarantined it: three faults quarantine it, and a run that finishes
+/// before its connection attempt fails counts none, so a few spare runs.
+const MAX_RUNS: u8 = 10;
+
+fn member_score(config: &str, member: u16) -> serde_json::Value {
+    let shown = json(&["quarantine", "show", "--config", config], 0);
+    shown["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == member)
+        .unwrap()["score"]
+        .clone()
+}
+
+fn sign_once(config: &Path, dir: &Path, wallet: &Made, byte: u8) {
+    let psbt = self_payment(dir, wallet, byte);
+    let report = sign_report(config, &psbt);
+    assert!(report["txid"].is_string(), "{report}");
+}
+
+#[test]
+fn a_member_that_is_down_is_quarantined_signing_goes_on_and_release_brings_it_back() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(3, 2, &[], 23);
+    cluster.start_all(&runtime);
+    let config_path = cluster.config_path(seat(1));
+    let config = config_path.to_str().unwrap().to_owned();
+    let wallet = dkg(&config_path, common::WALLET);
+    let dir = tempfile::tempdir().unwrap();
+
+    cluster.local.kill(seat(3)).unwrap();
+    let mut byte = 0;
+    while member_score(&config, 3)["quarantined"] != true {
+        byte += 1;
+        assert!(byte <= MAX_RUNS, "member 3 never quarantined");
+        sign_once(&config_path, dir.path(), &wallet, byte);
+    }
+    let down = member_score(&config, 3);
+    assert!(down["timeouts"].as_u64().unwrap() >= 3, "{down}");
+    for member in [1, 2] {
+        let score = member_score(&config, member);
+        assert_eq!(score["quarantined"], false, "{score}");
+        assert_eq!(score["timeouts"], 0, "{score}");
+    }
+
+    // Quarantined, the member is not asked while the others answer: the
+    // run signs and its score does not move.
+    byte += 1;
+    sign_once(&config_path, dir.path(), &wallet, byte);
+    assert_eq!(member_score(&config, 3), down);
+
+    let status = json(&["status", "--config", &config], 0);
+    let row = &status["quarantine"][2];
+    assert_eq!(row["member"], 3, "{status}");
+    assert_eq!(row["score"]["quarantined"], true, "{status}");
+    assert!(row["score"]["quarantined_until"].is_u64(), "{status}");
+
+    let unknown = thresig(&[
+        "quarantine",
+        "release",
+        "--config",
+        &config,
+        "--member",
+        "9",
+    ]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        text.contains("member 9 is not in this member's roster"),
+        "{text}"
+    );
+
+    cluster.local.start(seat(3)).unwrap();
+    runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(3)));
+    json(
+        &[
+            "quarantine",
+            "release",
+            "--config",
+            &config,
+            "--member",
+            "3",
+        ],
+        0,
+    );
+    let released = member_score(&config, 3);
+    assert_eq!(released["quarantined"], false, "{released}");
+    assert_eq!(released["quarantines"], 1, "{released}");
+    // Back in the runs: asked again, it answers and scores good runs.
+    while member_score(&config, 3)["good_runs_in_a_row"] == 0 {
+        byte += 1;
+        assert!(byte <= 2 * MAX_RUNS, "member 3 never asked again");
+        sign_once(&config_path, dir.path(), &wallet, byte);
+    }
+    assert_eq!(member_score(&config, 3)["quarantined"], false);
+}
+
+#[test]
+fn a_damaged_score_file_refuses_signing_until_moved_aside() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = ProcessCluster::provision(3, 2, &[], 24);
+    cluster.start_all(&runtime);
+    let config_path = cluster.config_path(seat(1));
+    let config = config_path.to_str().unwrap().to_owned();
+    let wallet = dkg(&config_path, common::WALLET);
+    let dir = tempfile::tempdir().unwrap();
+    sign_once(&config_path, dir.path(), &wallet, 1);
+
+    let node = thresig_cluster::config::Config::load(&config_path).unwrap();
+    let file = thresig_cluster::scores::scores_path(&node);
+    assert!(file.exists());
+    let garbage = vec![0x5a_u8; 4096];
+    std::fs::write(&file, &garbage).unwrap();
+    let psbt = self_payment(dir.path(), &wallet, 2);
+    let refused = common::sign(&config, common::WALLET, &psbt);
+    assert_eq!(refused.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    assert!(text.contains("is damaged"), "{text}");
+    assert!(text.contains(".damaged`"), "{text}");
+    assert_eq!(std::fs::read(&file).unwrap(), garbage, "never reset");
+    let shown = thresig(&["quarantine", "show", "--config", &config]);
+    assert_eq!(shown.status.code(), Some(1));
+
+    let aside = file.with_extension("redb.damaged");
+    std::fs::rename(&file, &aside).unwrap();
+    sign_once(&config_path, dir.path(), &wallet, 2);
+    assert!(file.exists());
+}
