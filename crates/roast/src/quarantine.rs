@@ -115,6 +115,12 @@ impl Score {
             }
         };
         self.good_streak = 0;
+        // Runs that started before the member was quarantined still report
+        // its faults; they are counted, but the member is out already, so
+        // they neither add points nor start a longer cool-down.
+        if self.is_quarantined(now) {
+            return false;
+        }
         self.points = self.points.saturating_add(points);
         if self.points < policy.threshold.max(1) {
             return false;
@@ -122,10 +128,7 @@ impl Score {
         self.points = 0;
         let cooldown = self.cooldown(policy);
         self.strikes = self.strikes.saturating_add(1);
-        let start = unix_secs(now);
-        // A later end already set (a fault during a cool-down) is kept.
-        let end = start.saturating_add(cooldown.as_secs());
-        self.until = Some(self.until.map_or(end, |until| until.max(end)));
+        self.until = Some(unix_secs(now).saturating_add(cooldown.as_secs()));
         true
     }
 
@@ -299,6 +302,21 @@ mod tests {
         }
         assert_eq!(score.strikes, 0);
         assert!(score.cooldown(&policy) < longer);
+    }
+
+    #[test]
+    fn faults_reported_during_a_cooldown_count_but_do_not_lengthen_it() {
+        let policy = Policy::default();
+        let mut score = Score::default();
+        score.record_fault(at(T0), Fault::InvalidShare, &policy);
+        let until = score.until;
+        for _ in 0..policy.threshold * 2 {
+            assert!(!score.record_fault(at(T0 + 1), Fault::Timeout, &policy));
+        }
+        assert_eq!(score.until, until);
+        assert_eq!(score.strikes, 1);
+        assert_eq!(score.points, 0);
+        assert_eq!(score.timeouts, u64::from(policy.threshold * 2));
     }
 
     #[test]

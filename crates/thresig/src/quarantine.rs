@@ -121,41 +121,58 @@ fn release(args: &ReleaseArgs) -> Result<()> {
     Ok(())
 }
 
-/// The scores a coordinating command runs with: the members to ask last,
-/// and the file to record the run in.
+/// The score file a coordinating command runs with: who to ask last, and
+/// where each run is recorded.
+///
+/// A damaged file refuses the run ([`ScoreError::Corrupt`], naming the file
+/// and how to move it aside): a coordinator never signs on scores it cannot
+/// trust, nor resets them. A file that cannot be used for another reason
+/// (permissions, I/O, held exclusively) only costs the run its quarantine:
+/// it asks every member and records nothing, with a warning.
+#[derive(Default)]
 pub(crate) struct RunScores {
     store: Option<ScoreStore>,
-    /// Members quarantined when the run starts.
-    pub(crate) deferred: BTreeSet<Seat>,
 }
 
 impl RunScores {
-    /// Opens the member's score file and reads who is quarantined now.
+    /// Opens the member's score file.
     ///
     /// # Errors
-    /// A damaged file refuses the run ([`ScoreError::Corrupt`], naming the
-    /// file and how to move it aside): a coordinator never signs on scores
-    /// it cannot trust, nor resets them. A file that cannot be read for
-    /// another reason (permissions, I/O, held exclusively) only costs the
-    /// run its quarantine: it runs asking every member, with a warning.
+    /// A damaged file (see [`RunScores`]).
     pub(crate) fn open(file: &Path) -> Result<Self> {
-        let opened = ScoreStore::open(file).and_then(|store| {
-            let scores = store.read()?;
-            Ok((store, scores))
-        });
-        match opened {
-            Ok((store, scores)) => Ok(Self {
-                store: Some(store),
-                deferred: quarantined(&scores, SystemTime::now()),
-            }),
-            Err(e @ ScoreError::Corrupt { .. }) => Err(because("quarantine", e)),
-            Err(e) => {
-                eprintln!("warning: {e} (this run asks every member and records no scores)");
-                Ok(Self {
-                    store: None,
-                    deferred: BTreeSet::new(),
-                })
-            }
+        match ScoreStore::open(file) {
+            Ok(store) => Ok(Self { store: Some(store) }),
+            Err(e) => Self::without(e),
+        }
+    }
+
+    /// No scores: every member is asked and nothing is recorded (`thresig
+    /// load --no-quarantine`, to measure without it).
+    pub(crate) fn off() -> Self {
+        Self::default()
+    }
+
+    /// What a run gets when the file cannot be used: an error for a damaged
+    /// file, else the empty value with a warning.
+    fn without<T: Default>(e: ScoreError) -> Result<T> {
+        if matches!(e, ScoreError::Corrupt { .. }) {
+            return Err(because("quarantine", e));
+        }
+        eprintln!("warning: {e} (this run asks every member and records no scores)");
+        Ok(T::default())
+    }
+
+    /// The members quarantined now.
+    ///
+    /// # Errors
+    /// A damaged file (see [`RunScores`]).
+    pub(crate) fn deferred(&self) -> Result<BTreeSet<Seat>> {
+        let Some(store) = &self.store else {
+            return Ok(BTreeSet::new());
+        };
+        match store.read() {
+            Ok(scores) => Ok(quarantined(&scores, SystemTime::now())),
+            Err(e) => Self::without(e),
         }
     }
 
@@ -252,7 +269,12 @@ pub(crate) fn text_rows(roster: &[Seat], scores: &Scores, now: SystemTime) -> St
 
 /// A gauge family of [`prometheus`]: name, type, help, and its value for
 /// one member's score.
-type Family = (&'static str, &'static str, &'static str, fn(&Score, SystemTime) -> u64);
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Score, SystemTime) -> u64,
+);
 
 /// The scores in the Prometheus text format (docs/metrics.md lists each
 /// family).
