@@ -691,6 +691,21 @@ async fn dkg_and_sign_first(
     destination: impl FnOnce(&thresig_tx::TaprootWallet) -> bitcoin::ScriptBuf,
     first: &[u16],
 ) -> Result<(crate::SignOutcome, crate::OwnWallet), crate::SignError> {
+    let options = crate::SignOptions {
+        answer_first: first.iter().copied().map(seat).collect(),
+        ..crate::SignOptions::default()
+    };
+    dkg_and_sign_with(cluster, seed, destination, options).await
+}
+
+/// Runs the DKG from member 1, then signs as [`dkg_and_sign_first`] does
+/// with `options` (its timeouts replaced by the tests' short ones).
+async fn dkg_and_sign_with(
+    cluster: &Cluster,
+    seed: u64,
+    destination: impl FnOnce(&thresig_tx::TaprootWallet) -> bitcoin::ScriptBuf,
+    options: crate::SignOptions,
+) -> Result<(crate::SignOutcome, crate::OwnWallet), crate::SignError> {
     let peers = cluster.peers(seat(1));
     let node = cluster.node(seat(1));
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
@@ -710,8 +725,7 @@ async fn dkg_and_sign_first(
     let options = crate::SignOptions {
         request_timeout: Duration::from_secs(2),
         deadline: Duration::from_secs(6),
-        answer_first: first.iter().copied().map(seat).collect(),
-        ..crate::SignOptions::default()
+        ..options
     };
     let outcome = crate::sign(&peers, wallet, &key, epoch, &psbt, &options).await?;
     Ok((outcome, crate::OwnWallet { key, epoch, spend }))
@@ -775,6 +789,55 @@ async fn a_member_that_signs_invalid_shares_leaves_a_verifying_proof() {
     let fault = proof.verify(&wallet.config).unwrap();
     assert_eq!(proof.wallet_key.0, own.key.to_bytes().unwrap());
     assert_eq!((fault.seat, fault.input), (seat(2), 0));
+    // The run's scores: the culprit's invalid share, nothing against the
+    // members that signed.
+    let observed = &outcome.observed;
+    assert_eq!(
+        observed.faults.get(&seat(2)),
+        Some(&std::collections::BTreeSet::from([
+            crate::scores::Fault::InvalidShare
+        ]))
+    );
+    for member in &outcome.signers {
+        assert!(!observed.faults.contains_key(member), "{observed:?}");
+        assert!(observed.answered.contains(member), "{observed:?}");
+    }
+}
+
+/// A quarantined member is left out while the others make the signature:
+/// it gets no request at all, so its score cannot move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quarantined_member_is_not_asked_while_the_others_sign() {
+    let cluster = start(3, 2, &[], keep).await;
+    let options = crate::SignOptions {
+        deferred: [seat(3)].into(),
+        ..crate::SignOptions::default()
+    };
+    let (outcome, _) = dkg_and_sign_with(&cluster, 34, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    assert_eq!(outcome.observed.asked, [seat(1), seat(2)].into());
+    assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
+}
+
+/// When a member the session counted on turns out a culprit, the
+/// quarantined member is asked and the wallet signs: quarantine never makes
+/// a signature impossible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quarantined_member_is_asked_when_the_others_are_too_few() {
+    let cluster = start(3, 2, &[(2, Mode::Round2SignedInvalid)], keep).await;
+    let options = crate::SignOptions {
+        answer_first: [seat(2)].into(),
+        deferred: [seat(3)].into(),
+        ..crate::SignOptions::default()
+    };
+    let (outcome, _) = dkg_and_sign_with(&cluster, 35, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.culprits, vec![seat(2)]);
+    assert_eq!(outcome.signers, vec![seat(1), seat(3)]);
+    assert_eq!(outcome.observed.asked, [seat(1), seat(2), seat(3)].into());
 }
 
 /// A signer at its nonce capacity answers round 2 with valid shares and no
