@@ -31,15 +31,46 @@ fn sign_once(config: &Path, dir: &Path, wallet: &Made, byte: u8) {
     assert!(report["txid"].is_string(), "{report}");
 }
 
+/// A running 2-of-3 cluster whose wallet's DKG member 1 ran, and a
+/// directory for PSBTs.
+struct Signing {
+    runtime: tokio::runtime::Runtime,
+    cluster: ProcessCluster,
+    config_path: std::path::PathBuf,
+    config: String,
+    wallet: Made,
+    dir: tempfile::TempDir,
+}
+
+impl Signing {
+    fn start(seed: u64) -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let mut cluster = ProcessCluster::provision(3, 2, &[], seed);
+        cluster.start_all(&runtime);
+        let config_path = cluster.config_path(seat(1));
+        let config = config_path.to_str().unwrap().to_owned();
+        let wallet = dkg(&config_path, common::WALLET);
+        Self {
+            runtime,
+            cluster,
+            config_path,
+            config,
+            wallet,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
 #[test]
 fn a_member_that_is_down_is_quarantined_signing_goes_on_and_release_brings_it_back() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut cluster = ProcessCluster::provision(3, 2, &[], 23);
-    cluster.start_all(&runtime);
-    let config_path = cluster.config_path(seat(1));
-    let config = config_path.to_str().unwrap().to_owned();
-    let wallet = dkg(&config_path, common::WALLET);
-    let dir = tempfile::tempdir().unwrap();
+    let Signing {
+        runtime,
+        mut cluster,
+        config_path,
+        config,
+        wallet,
+        dir,
+    } = Signing::start(23);
 
     cluster.local.kill(seat(3)).unwrap();
     let mut byte = 0;
@@ -110,13 +141,14 @@ fn a_member_that_is_down_is_quarantined_signing_goes_on_and_release_brings_it_ba
 
 #[test]
 fn a_damaged_score_file_refuses_signing_until_moved_aside() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut cluster = ProcessCluster::provision(3, 2, &[], 24);
-    cluster.start_all(&runtime);
-    let config_path = cluster.config_path(seat(1));
-    let config = config_path.to_str().unwrap().to_owned();
-    let wallet = dkg(&config_path, common::WALLET);
-    let dir = tempfile::tempdir().unwrap();
+    let Signing {
+        runtime: _runtime,
+        cluster: _cluster,
+        config_path,
+        config,
+        wallet,
+        dir,
+    } = Signing::start(24);
     sign_once(&config_path, dir.path(), &wallet, 1);
 
     let node = thresig_cluster::config::Config::load(&config_path).unwrap();
