@@ -50,6 +50,12 @@ pub(crate) struct LoadArgs {
     /// Signing runs in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Start each run of a slot at least this long after that slot's
+    /// previous run started (0: back to back). A paced load is how a
+    /// custody signer is used, and what shows a flaky member's cost: back
+    /// to back, thousands of runs finish while it stalls once.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pace_ms: u64,
     /// A member that answers round 1 at once and every round 2 only after
     /// 15 s, past the coordinator's request timeout (a flaky member, hosted
     /// in this process; docs/quarantine.md).
@@ -173,6 +179,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     info!(signatures, concurrency = args.concurrency, "signing");
     let psbts = Arc::new(psbts);
     let next = Arc::new(AtomicUsize::new(0));
+    let pace = Duration::from_millis(args.pace_ms);
     let started = Instant::now();
     let latencies = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
@@ -182,11 +189,14 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
             tasks.spawn(async move {
                 let mut latencies = Vec::new();
                 let mut options = SignOptions::default();
+                let mut due = tokio::time::Instant::now();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(psbt) = psbts.get(i) else {
                         return Ok::<_, anyhow::Error>(latencies);
                     };
+                    tokio::time::sleep_until(due).await;
+                    due = tokio::time::Instant::now() + pace;
                     let one = Instant::now();
                     options.deferred = scores.deferred()?;
                     let signed = sign(&peers, &wallet, &key, epoch, psbt, &options).await;
@@ -255,9 +265,12 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         "quarantine": !args.no_quarantine,
         "signatures": latencies.len(),
         "concurrency": args.concurrency,
+        "pace_ms": args.pace_ms,
         "seconds": elapsed.as_secs_f64(),
         "signatures_per_second": count / elapsed.as_secs_f64(),
+        "latency_ms_mean": ms(latencies.iter().sum::<Duration>()) / count,
         "latency_ms_p50": ms(quantile(0.5)),
+        "latency_ms_p90": ms(quantile(0.9)),
         "latency_ms_p99": ms(quantile(0.99)),
         "latency_ms_max": ms(quantile(1.0)),
         "signer_cpu_ms_per_signature": ms(cpu_total) / count,
@@ -403,6 +416,7 @@ mod tests {
             no_quarantine: false,
             signatures,
             concurrency: 1,
+            pace_ms: 0,
             keep: None,
             json: false,
         }
