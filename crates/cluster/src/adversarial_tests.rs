@@ -800,7 +800,7 @@ async fn a_member_that_signs_invalid_shares_leaves_a_verifying_proof() {
     );
     for member in &outcome.signers {
         assert!(!observed.faults.contains_key(member), "{observed:?}");
-        assert!(observed.answered.contains(member), "{observed:?}");
+        assert!(observed.signed.contains(member), "{observed:?}");
     }
 }
 
@@ -819,6 +819,32 @@ async fn a_quarantined_member_is_not_asked_while_the_others_sign() {
     assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
     assert_eq!(outcome.observed.asked, [seat(1), seat(2)].into());
     assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
+}
+
+/// A member that answers round 1 but is not needed in the session earns
+/// no good run: a member that stalls in round 2 answers round 1 as promptly,
+/// so that answer must not wear its points down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answering_round_1_alone_earns_no_good_run() {
+    use crate::scores::{Fault, Policy, Score, Scores};
+    let cluster = start(3, 2, &[], keep).await;
+    let options = crate::SignOptions {
+        answer_first: [seat(1), seat(2)].into(),
+        ..crate::SignOptions::default()
+    };
+    let (outcome, _) = dkg_and_sign_with(&cluster, 36, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    let observed = &outcome.observed;
+    assert!(observed.asked.contains(&seat(3)), "{observed:?}");
+    let policy = Policy::default();
+    let mut faulty = Score::default();
+    faulty.record_fault(SystemTime::UNIX_EPOCH, Fault::Timeout, &policy);
+    let mut scores: Scores = [(seat(1), faulty.clone()), (seat(3), faulty.clone())].into();
+    observed.apply(&mut scores, SystemTime::UNIX_EPOCH, &policy);
+    assert_eq!(scores[&seat(3)], faulty, "member 3 only answered round 1");
+    assert_eq!(scores[&seat(1)].points, 0, "member 1 signed");
 }
 
 /// When a member the session counted on turns out a culprit, the

@@ -285,17 +285,19 @@ pub fn quarantined(scores: &Scores, now: SystemTime) -> BTreeSet<Seat> {
 ///
 /// A member counts each kind of fault at most once per run: a request
 /// that failed to connect and then timed out is one timeout, and a run is
-/// the unit a member's score moves by. A member asked that answered every
-/// request without a fault had a good run. A member that was never asked
-/// (quarantined and not needed), or whose answer was still on its way when
-/// the run finished, is left as it was: it cost the run nothing.
+/// the unit a member's score moves by. A member whose shares made the
+/// signature, without a fault, had a good run: answering round 1 alone
+/// proves little, since a member that stalls in round 2 answers it too. A
+/// member that was never asked (quarantined and not needed), whose answer
+/// was still on its way when the run finished, or that answered but was
+/// not needed in a session, is left as it was.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Observed {
     /// Members sent at least one request.
     pub asked: BTreeSet<Seat>,
-    /// Members that answered at least one request.
-    pub answered: BTreeSet<Seat>,
+    /// Members whose shares made the signature (none for a failed run).
+    pub signed: BTreeSet<Seat>,
     /// The faults of each member.
     pub faults: BTreeMap<Seat, BTreeSet<Fault>>,
 }
@@ -322,7 +324,7 @@ impl Observed {
                         quarantined.push(*member);
                     }
                 }
-                None if self.answered.contains(member) => score.record_good(policy),
+                None if self.signed.contains(member) => score.record_good(policy),
                 None => {}
             }
         }

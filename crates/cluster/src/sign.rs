@@ -413,16 +413,18 @@ pub async fn sign(
                         .map(thresig_crypto::Signature::to_bytes)
                         .collect::<Result<_, _>>()?;
                     release(peers, &job, handed).await;
+                    let signers: Vec<Seat> = signed
+                        .signers
+                        .iter()
+                        .filter_map(|s| wallet.cluster_seat(*s))
+                        .collect();
+                    observed.signed.extend(signers.iter().copied());
                     return Ok(SignOutcome {
                         signatures,
                         sessions: signed.stats.sessions,
                         culprits: culprits.into_iter().collect(),
                         unresponsive: unresponsive.into_iter().collect(),
-                        signers: signed
-                            .signers
-                            .iter()
-                            .filter_map(|s| wallet.cluster_seat(*s))
-                            .collect(),
+                        signers,
                         proofs,
                         observed,
                     });
@@ -459,15 +461,11 @@ pub async fn sign(
             answer = rx.recv() => {
                 // The sender half lives in `tx`, so the channel never closes.
                 let Some((seat, reply)) = answer else { continue };
-                if let Some(member) = wallet.cluster_seat(seat) {
-                    if reply.is_some() {
-                        observed.answered.insert(member);
-                    } else {
-                        // Unreachable, or an answer that counts as missing:
-                        // the coordinator's timeout follows, and a run
-                        // counts one timeout per member.
-                        observed.fault(member, ScoreFault::Timeout);
-                    }
+                if let (Some(member), None) = (wallet.cluster_seat(seat), &reply) {
+                    // Unreachable, or an answer that counts as missing: the
+                    // coordinator's timeout follows, and a run counts one
+                    // timeout per member.
+                    observed.fault(member, ScoreFault::Timeout);
                 }
                 let admitted = gate.admit(seat, reply);
                 shares.note(&admitted);

@@ -134,7 +134,7 @@ fn a_run_counts_each_kind_of_fault_once_and_a_clean_answer_as_good() {
     let policy = Policy::default();
     let mut observed = Observed::default();
     observed.asked.extend([seat(1), seat(2), seat(3), seat(4)]);
-    observed.answered.extend([seat(1), seat(2)]);
+    observed.signed.extend([seat(1), seat(2)]);
     observed.fault(seat(2), Fault::Timeout);
     observed.fault(seat(2), Fault::Timeout);
     observed.fault(seat(3), Fault::InvalidShare);
