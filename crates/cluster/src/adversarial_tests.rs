@@ -66,6 +66,9 @@ enum Mode {
     /// Signing round 2: valid shares with no identity signature, as a
     /// member older than its coordinator answers.
     Round2Unsigned,
+    /// Signing round 2: refused by the member's own, stricter policy
+    /// (`policy_denied`), as the canary of a staged policy rollout refuses.
+    Round2PolicyDenied,
     /// DKG confirmation: the first is refused as overloaded (the engine
     /// does not run), as a member at its per-seat request cap refuses.
     ConfirmOverloadedOnce,
@@ -257,6 +260,13 @@ impl Member {
                 thresig_engine::Round2Response::new(asked.wallet.clone(), self.seat, shares, fresh);
             reply.sign(&self.identity, &hash, &key.0);
             return Ok(Response::Round2(reply));
+        }
+        if self.mode == Mode::Round2PolicyDenied {
+            return Err(SignerError::new(
+                thresig_engine::ErrorCode::PolicyDenied.into(),
+                thresig_daemon::Recovery::Terminal,
+                "this member's policy does not allow the payment",
+            ));
         }
         let mut response = self.inner.handle(peer, Request::Round2(asked))?;
         if let Response::Round2(reply) = &mut response {
@@ -819,6 +829,52 @@ async fn a_quarantined_member_is_not_asked_while_the_others_sign() {
     assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
     assert_eq!(outcome.observed.asked, [seat(1), seat(2)].into());
     assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
+}
+
+/// A member whose own policy refuses a payment does its job: refusals,
+/// however many, never quarantine it (else a stricter member, or a
+/// requester sending three forbidden payments, would take it out of
+/// every wallet's signing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_refusing_by_policy_is_never_quarantined() {
+    use crate::scores::{Policy, Scores};
+    let cluster = start(3, 2, &[(2, Mode::Round2PolicyDenied)], keep).await;
+    let policy = Policy::default();
+    let mut scores = Scores::new();
+    let options = || crate::SignOptions {
+        answer_first: [seat(2)].into(),
+        request_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(6),
+        ..crate::SignOptions::default()
+    };
+    let (first, own) = dkg_and_sign_with(&cluster, 40, |s| s.script_pubkey().clone(), options())
+        .await
+        .unwrap();
+    let mut outcomes = vec![first];
+    let peers = cluster.peers(seat(1));
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+    for _ in 0..policy.threshold {
+        let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options())
+            .await
+            .unwrap();
+        outcomes.push(outcome);
+    }
+    for outcome in &outcomes {
+        assert!(!outcome.signers.contains(&seat(2)), "{outcome:?}");
+        outcome
+            .observed
+            .apply(&mut scores, SystemTime::UNIX_EPOCH, &policy);
+    }
+    let score = scores.get(&seat(2)).cloned().unwrap_or_default();
+    assert!(
+        !score.is_quarantined(SystemTime::UNIX_EPOCH),
+        "quarantined for its policy: {score:?}"
+    );
+    assert_eq!(score.points, 0, "{score:?}");
 }
 
 /// A member that answers round 1 but is not needed in the session earns

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Policy {
-    /// Points at which a member is quarantined: a timeout or refusal counts
-    /// one point, an invalid share this many (at once).
+    /// Points at which a member is quarantined: a timeout counts one point,
+    /// an invalid share this many (at once), a refusal none.
     pub threshold: u32,
     /// The first cool-down; each later one doubles, up to `max_cooldown`.
     pub base_cooldown: Duration,
@@ -51,7 +51,11 @@ impl Default for Policy {
 pub enum Fault {
     /// No answer within the request timeout, or the member was unreachable.
     Timeout,
-    /// The member refused a request.
+    /// The member refused a request. Counted, but it scores no point: a
+    /// refusal is an answer (its policy, its nonce state, a session the
+    /// coordinator's own runs raced for), so a member enforcing a stricter
+    /// policy, or a requester sending forbidden payments, never
+    /// quarantines it.
     Refusal,
     /// The member sent an invalid share (the driver keeps its proof).
     InvalidShare,
@@ -107,7 +111,7 @@ impl Score {
             }
             Fault::Refusal => {
                 self.refusals = self.refusals.saturating_add(1);
-                1
+                return false;
             }
             Fault::InvalidShare => {
                 self.invalid_shares = self.invalid_shares.saturating_add(1);
@@ -286,7 +290,7 @@ mod tests {
         let policy = Policy::default();
         let mut score = Score::default();
         score.record_fault(at(T0), Fault::Timeout, &policy);
-        score.record_fault(at(T0), Fault::Refusal, &policy);
+        score.record_fault(at(T0), Fault::Timeout, &policy);
         score.record_good(&policy);
         score.record_good(&policy);
         assert_eq!(score.points, 0);

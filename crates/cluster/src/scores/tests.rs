@@ -141,7 +141,7 @@ fn a_run_counts_each_kind_of_fault_once_and_a_clean_answer_as_good() {
     let mut scores = Scores::new();
     scores.insert(seat(1), {
         let mut score = Score::default();
-        score.record_fault(at(T0), Fault::Refusal, &policy);
+        score.record_fault(at(T0), Fault::Timeout, &policy);
         score
     });
     let newly = observed.apply(&mut scores, at(T0), &policy);
