@@ -74,10 +74,11 @@ pub enum ScoreError {
         source: std::io::Error,
     },
     /// Another process holds the file in a mode that excludes this one (an
-    /// older `thresig`, or a tool opening it exclusively).
+    /// older `thresig`, or a tool opening it exclusively), or holds its
+    /// write lock longer than a run waits for it.
     #[error(
-        "the coordinator's score file {} is held by another process that does not share it; \
-         run the command again once that process ends",
+        "the coordinator's score file {} is held by another process (one that does not share \
+         it, or a writer that has not finished); run the command again once that process ends",
         file.display()
     )]
     Busy {
@@ -117,7 +118,7 @@ impl ScoreError {
         }
     }
 
-    fn from_redb(file: &Path, error: impl Into<redb::Error>) -> Self {
+    pub(crate) fn from_redb(file: &Path, error: impl Into<redb::Error>) -> Self {
         let file = file.to_path_buf();
         match error.into() {
             // redb reports a file that is not one of its databases (a
@@ -129,12 +130,25 @@ impl ScoreError {
                 }
             }
             redb::Error::Io(source) => Self::Io { file, source },
-            redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
-                Self::Busy { file }
-            }
-            other => Self::Corrupt {
+            redb::Error::DatabaseAlreadyOpen
+            | redb::Error::LockProtocolMismatch
+            | redb::Error::WouldBlock
+            | redb::Error::TransactionInProgress => Self::Busy { file },
+            // What the file holds: only these call for moving it aside.
+            damage @ (redb::Error::Corrupted(_)
+            | redb::Error::UpgradeRequired(_)
+            | redb::Error::TableTypeMismatch { .. }
+            | redb::Error::TableIsMultimap(_)
+            | redb::Error::TableIsNotMultimap(_)
+            | redb::Error::TypeDefinitionChanged { .. }) => Self::Corrupt {
                 file,
-                detail: other.to_string(),
+                detail: damage.to_string(),
+            },
+            // An earlier failed write (`PreviousIo`, after a full disk), a
+            // poisoned lock, a backend failure: the process, not the file.
+            other => Self::Io {
+                file,
+                source: std::io::Error::other(other.to_string()),
             },
         }
     }

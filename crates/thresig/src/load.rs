@@ -133,7 +133,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     } else {
         RunScores::open(&scores_path(&Config::load(
             &cluster.config_path(COORDINATOR)?,
-        )?))?
+        )?))
     });
     let offline: Vec<Seat> = (args.signers - args.offline + 1..=args.signers)
         .filter_map(|s| Seat::try_from(s).ok())
@@ -198,7 +198,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
                     tokio::time::sleep_until(due).await;
                     due = tokio::time::Instant::now() + pace;
                     let one = Instant::now();
-                    options.deferred = scores.deferred()?;
+                    options.deferred = scores.deferred();
                     let signed = sign(&peers, &wallet, &key, epoch, psbt, &options).await;
                     let observed = match &signed {
                         Ok(outcome) => Some(&outcome.observed),

@@ -124,11 +124,11 @@ fn release(args: &ReleaseArgs) -> Result<()> {
 /// The score file a coordinating command runs with: who to ask last, and
 /// where each run is recorded.
 ///
-/// A damaged file refuses the run ([`ScoreError::Corrupt`], naming the file
-/// and how to move it aside): a coordinator never signs on scores it cannot
-/// trust, nor resets them. A file that cannot be used for another reason
-/// (permissions, I/O, held exclusively) only costs the run its quarantine:
-/// it asks every member and records nothing, with a warning.
+/// Quarantine must never cost a signature: a file that cannot be used,
+/// damaged or not, only costs the run its quarantine. The run asks every
+/// member, records nothing and leaves the file as it is, with a warning
+/// (for a damaged file, naming it and how to move it aside; `thresig
+/// status` and `quarantine show` keep reporting it).
 #[derive(Default)]
 pub(crate) struct RunScores {
     store: Option<ScoreStore>,
@@ -136,13 +136,10 @@ pub(crate) struct RunScores {
 
 impl RunScores {
     /// Opens the member's score file.
-    ///
-    /// # Errors
-    /// A damaged file (see [`RunScores`]).
-    pub(crate) fn open(file: &Path) -> Result<Self> {
+    pub(crate) fn open(file: &Path) -> Self {
         match ScoreStore::open(file) {
-            Ok(store) => Ok(Self { store: Some(store) }),
-            Err(e) => Self::without(e),
+            Ok(store) => Self { store: Some(store) },
+            Err(e) => Self::without(&e),
         }
     }
 
@@ -152,27 +149,21 @@ impl RunScores {
         Self::default()
     }
 
-    /// What a run gets when the file cannot be used: an error for a damaged
-    /// file, else the empty value with a warning.
-    fn without<T: Default>(e: ScoreError) -> Result<T> {
-        if matches!(e, ScoreError::Corrupt { .. }) {
-            return Err(because("quarantine", e));
-        }
+    /// What a run gets when the file cannot be used: the empty value, with
+    /// a warning.
+    fn without<T: Default>(e: &ScoreError) -> T {
         eprintln!("warning: {e} (this run asks every member and records no scores)");
-        Ok(T::default())
+        T::default()
     }
 
-    /// The members quarantined now.
-    ///
-    /// # Errors
-    /// A damaged file (see [`RunScores`]).
-    pub(crate) fn deferred(&self) -> Result<BTreeSet<Seat>> {
+    /// The members quarantined now; none when the file cannot be read.
+    pub(crate) fn deferred(&self) -> BTreeSet<Seat> {
         let Some(store) = &self.store else {
-            return Ok(BTreeSet::new());
+            return BTreeSet::new();
         };
         match store.read() {
-            Ok(scores) => Ok(quarantined(&scores, SystemTime::now())),
-            Err(e) => Self::without(e),
+            Ok(scores) => quarantined(&scores, SystemTime::now()),
+            Err(e) => Self::without(&e),
         }
     }
 

@@ -177,3 +177,32 @@ fn release_ends_a_quarantine_and_refuses_an_unknown_member() {
     assert_eq!(error.recovery(), Recovery::Terminal);
     assert!(error.to_string().contains("1, 2, 3"), "{error}");
 }
+
+/// Only a file that is damaged gets the "damaged, move it aside" advice:
+/// an earlier write that failed (a full disk), a lock or a busy writer
+/// says nothing about the file, and moving it aside would throw away
+/// every score for nothing.
+#[test]
+fn only_damage_is_reported_as_damage() {
+    let file = Path::new("scores.redb");
+    for (error, code) in [
+        (redb::Error::PreviousIo, "score_store_io"),
+        (redb::Error::Unsupported, "score_store_io"),
+        (redb::Error::WouldBlock, "score_store_busy"),
+        (redb::Error::TransactionInProgress, "score_store_busy"),
+        (
+            redb::Error::Corrupted("a page checksum".to_owned()),
+            "score_store_corrupt",
+        ),
+        (redb::Error::UpgradeRequired(1), "score_store_corrupt"),
+    ] {
+        let shown = format!("{error:?}");
+        let error = ScoreError::from_redb(file, error);
+        assert_eq!(error.code(), code, "{shown}");
+        assert_eq!(
+            error.to_string().contains("move it aside"),
+            code == "score_store_corrupt",
+            "{error}"
+        );
+    }
+}
