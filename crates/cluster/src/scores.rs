@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use redb::{ConcurrencyMode, Database, ReadableDatabase as _, TableDefinition};
 use thresig_crypto::Seat;
@@ -33,6 +33,16 @@ pub use thresig_roast::quarantine::{Fault, Policy, Score};
 
 /// The score file's name in the member's `data_dir`.
 pub const SCORES_FILE: &str = "coordinator-scores.redb";
+
+/// How long opening the file or starting an update waits for another
+/// process's write: a run's own write takes milliseconds, so a writer
+/// holding on longer has stopped (a stopped `thresig sign`, a tool), and
+/// waiting for it would hang a coordinator, or hold back the output of a
+/// signature it already has, for the sake of its scores.
+const PATIENCE: Duration = Duration::from_secs(2);
+
+/// How often an update retries the write lock within [`PATIENCE`].
+const RETRY: Duration = Duration::from_millis(10);
 
 /// Member (cluster seat) → encoded [`Score`].
 const SCORES: TableDefinition<u16, &[u8]> = TableDefinition::new("member_scores");
@@ -184,17 +194,35 @@ fn builder() -> redb::Builder {
 impl ScoreStore {
     /// Opens the score file at `file`, creating it (empty) if there is none.
     ///
+    /// The open checks the file's integrity, which takes its write lock:
+    /// it waits for another process's write for [`PATIENCE`] at most. The
+    /// open runs on a thread of its own, left behind if it takes longer
+    /// (it ends with that write, or with the process).
+    ///
     /// # Errors
     /// [`ScoreError`]; a file that exists but is not a score file is
-    /// [`ScoreError::Corrupt`], never replaced.
+    /// [`ScoreError::Corrupt`], never replaced; a write lock held longer
+    /// than [`PATIENCE`] is [`ScoreError::Busy`].
     pub fn open(file: &Path) -> Result<Self, ScoreError> {
-        let db = builder()
-            .create(file)
-            .map_err(|e| ScoreError::from_redb(file, e))?;
-        Ok(Self {
-            db,
+        let (opened, open) = std::sync::mpsc::sync_channel(1);
+        let owned = file.to_path_buf();
+        std::thread::Builder::new()
+            .name("score-file-open".to_owned())
+            .spawn(move || {
+                let db = builder()
+                    .create(&owned)
+                    .map_err(|e| ScoreError::from_redb(&owned, e));
+                // The caller may have given up waiting: the file is then
+                // closed again.
+                let _ = opened.send(db.map(|db| Self { db, file: owned }));
+            })
+            .map_err(|source| ScoreError::Io {
+                file: file.to_path_buf(),
+                source,
+            })?;
+        open.recv_timeout(PATIENCE).map_err(|_| ScoreError::Busy {
             file: file.to_path_buf(),
-        })
+        })?
     }
 
     /// The scores in the file at `file`, read-only; none if there is no file
@@ -241,7 +269,7 @@ impl ScoreStore {
     /// [`ScoreError`]; nothing is written then.
     pub fn update<R>(&self, change: impl FnOnce(&mut Scores) -> R) -> Result<R, ScoreError> {
         let redb = |e: redb::Error| ScoreError::from_redb(&self.file, e);
-        let txn = self.db.begin_write().map_err(|e| redb(e.into()))?;
+        let txn = self.begin_write()?;
         let result = {
             let mut table = txn.open_table(SCORES).map_err(|e| redb(e.into()))?;
             let before = self.decode_all(&table)?;
@@ -258,6 +286,20 @@ impl ScoreStore {
         };
         txn.commit().map_err(|e| redb(e.into()))?;
         Ok(result)
+    }
+
+    /// A write transaction, waiting for another process's for
+    /// [`PATIENCE`] at most.
+    fn begin_write(&self) -> Result<redb::WriteTransaction, ScoreError> {
+        let give_up = Instant::now() + PATIENCE;
+        loop {
+            match self.db.try_begin_write() {
+                Err(redb::TransactionError::WouldBlock) if Instant::now() < give_up => {
+                    std::thread::sleep(RETRY);
+                }
+                result => return result.map_err(|e| ScoreError::from_redb(&self.file, e)),
+            }
+        }
     }
 
     fn decode_all(

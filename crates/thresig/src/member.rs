@@ -475,18 +475,16 @@ pub(crate) fn sign_and_write(
     options.deferred = scores.deferred();
     let result = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options));
     drop(options);
-    match &result {
-        Ok(outcome) => scores.record(&outcome.observed),
-        Err(SignError::Failed { observed, .. }) => scores.record(observed),
-        Err(_) => {}
-    }
     // Evidence is kept whether or not the run signed: a run that too many
     // culprits stopped is when it matters most.
     let beside = out.psbt.parent().unwrap_or(Path::new("."));
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
-            if let SignError::Failed { proofs, .. } = &e {
+            if let SignError::Failed {
+                proofs, observed, ..
+            } = &e
+            {
                 let files = write_proofs(beside, proofs);
                 for proof in &files.paths {
                     eprintln!(
@@ -495,6 +493,7 @@ pub(crate) fn sign_and_write(
                     );
                 }
                 files.warn();
+                scores.record(observed);
                 // A PSBT or setup error asked nothing of the members: no
                 // run to count.
                 let retryable = e.recovery() == Recovery::Retryable;
@@ -512,6 +511,9 @@ pub(crate) fn sign_and_write(
     let files = write_proofs(beside, &outcome.proofs);
     files.warn();
     let proofs = files.paths;
+    // Scores go after the outputs: the score file's lock, held by another
+    // process, must never hold back a signature already made.
+    scores.record(&outcome.observed);
     // Counted once it is written: the report goes last, so a signer that
     // does not answer it cannot hold back the outputs.
     report_run(&c.admin_socket, &admin::Request::signed(outcome.sessions));

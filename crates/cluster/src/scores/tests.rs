@@ -206,3 +206,31 @@ fn only_damage_is_reported_as_damage() {
         );
     }
 }
+
+/// A process that holds the file's write lock and does not finish (a
+/// stopped `thresig sign`, a tool) makes a run wait only briefly: opening,
+/// reading and updating give up with `score_store_busy` (retryable), so a
+/// coordinator never hangs on its scores, and the update after the lock
+/// is released goes through.
+#[test]
+fn a_writer_that_does_not_finish_is_waited_for_only_briefly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(SCORES_FILE);
+    let open_before = ScoreStore::open(&file).unwrap();
+    let holder = ScoreStore::open(&file).unwrap();
+    let held = holder.db.begin_write().unwrap();
+    for busy in [
+        ScoreStore::open(&file).map(|_| ()),
+        ScoreStore::read_file(&file).map(|_| ()),
+        open_before.update(|_| ()),
+    ] {
+        let error = busy.unwrap_err();
+        assert_eq!(error.code(), "score_store_busy", "{error}");
+        assert_eq!(error.recovery(), Recovery::Retryable);
+    }
+    drop(held);
+    open_before
+        .update(|scores| timed_out(2).apply(scores, at(T0), &Policy::default()))
+        .unwrap();
+    assert_eq!(ScoreStore::read_file(&file).unwrap()[&seat(2)].timeouts, 1);
+}
