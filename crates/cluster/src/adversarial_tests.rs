@@ -877,6 +877,51 @@ async fn a_member_refusing_by_policy_is_never_quarantined() {
     assert_eq!(score.points, 0, "{score:?}");
 }
 
+/// A member that is down refuses the connection at once: the coordinator
+/// hears of it then, not at the request's timeout, so a quarantined member
+/// is called in at once. The request timeout here is the whole deadline:
+/// a run that waited for it would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_is_down_calls_a_quarantined_one_in_at_once() {
+    let cluster = start(3, 2, &[], keep).await;
+    let peers = cluster.peers(seat(1));
+    let node = cluster.node(seat(1));
+    let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
+    run_dkg(
+        &peers,
+        node.wallet(&wallet_id).unwrap(),
+        &mut ChaCha20Rng::seed_from_u64(50),
+        &crate::Silent,
+    )
+    .await
+    .unwrap();
+    let own = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
+    // Member 2's endpoint now leads nowhere: every connection is refused.
+    let mut down = cluster.node(seat(1));
+    down.members.get_mut(&seat(2)).unwrap().endpoint = free_loopback_ports(1).unwrap()[0].0;
+    let peers = Arc::new(Peers::new(&down).unwrap());
+    let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+    let options = crate::SignOptions {
+        deferred: [seat(3)].into(),
+        request_timeout: Duration::from_secs(20),
+        deadline: Duration::from_secs(20),
+        ..crate::SignOptions::default()
+    };
+    let wallet = down.wallet(&wallet_id).unwrap();
+    let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signers, vec![seat(1), seat(3)]);
+    assert_eq!(
+        outcome.observed.faults.get(&seat(2)),
+        Some(&std::collections::BTreeSet::from([
+            crate::scores::Fault::Timeout
+        ])),
+        "{:?}",
+        outcome.observed
+    );
+}
+
 /// A member that answers round 1 but is not needed in the session earns
 /// no good run: a member that stalls in round 2 answers round 1 as promptly,
 /// so that answer must not wear its points down.

@@ -360,6 +360,9 @@ pub async fn sign(
     let mut deliveries = tokio::task::JoinSet::new();
     let mut shares = SharesSeen::new(options.progress.clone());
     let mut observed = Observed::default();
+    // Refusals told to the coordinator for answers that never came, by
+    // wallet seat, not yet reported back as unresponsiveness.
+    let mut unanswered: BTreeMap<Seat, usize> = BTreeMap::new();
     loop {
         while let Some(transmit) = coordinator.poll_transmit() {
             let Some(member) = wallet.cluster_seat(transmit.to) else {
@@ -391,7 +394,16 @@ pub async fn sign(
                     let member = wallet.cluster_seat(seat);
                     debug!(?member, ?cause, "member unresponsive");
                     unresponsive.extend(member);
-                    if let (Some(member), Some(fault)) = (member, score_fault(cause)) {
+                    let told = matches!(
+                        cause,
+                        Unresponsiveness::Refused {
+                            refusal: Refusal::Retryable,
+                            ..
+                        }
+                    ) && take_one(&mut unanswered, seat);
+                    // A refusal the loop told for a missing answer was
+                    // scored as the timeout it is.
+                    if let (Some(member), Some(fault), false) = (member, score_fault(cause), told) {
                         observed.fault(member, fault);
                     }
                 }
@@ -460,13 +472,22 @@ pub async fn sign(
         tokio::select! {
             answer = rx.recv() => {
                 // The sender half lives in `tx`, so the channel never closes.
-                let Some((seat, reply)) = answer else { continue };
-                if let (Some(member), None) = (wallet.cluster_seat(seat), &reply) {
-                    // Unreachable, or an answer that counts as missing: the
-                    // coordinator's timeout follows, and a run counts one
-                    // timeout per member.
-                    observed.fault(member, ScoreFault::Timeout);
-                }
+                let Some((seat, round, reply)) = answer else { continue };
+                let reply = reply.or_else(|| {
+                    // Unreachable (a refused connection fails at once), or
+                    // an answer that counts as missing: it scores as a
+                    // timeout (once per member and run). The coordinator
+                    // hears of it now as a refusal that may pass, rather
+                    // than at the request's timeout: it re-asks the member
+                    // a bounded number of times and calls quarantined
+                    // members in at once if it needs them.
+                    if let Some(member) = wallet.cluster_seat(seat) {
+                        observed.fault(member, ScoreFault::Timeout);
+                        job.lock_passing().insert(member);
+                    }
+                    *unanswered.entry(seat).or_default() += 1;
+                    Some(refused(round, Refusal::Retryable))
+                });
                 let admitted = gate.admit(seat, reply);
                 shares.note(&admitted);
                 feed(&mut coordinator, &mut handed, admitted);
@@ -479,6 +500,18 @@ pub async fn sign(
                 feed(&mut coordinator, &mut handed, held);
             }
         }
+    }
+}
+
+/// Takes one off `seat`'s count; whether there was one.
+fn take_one(counts: &mut BTreeMap<Seat, usize>, seat: Seat) -> bool {
+    match counts.get_mut(&seat) {
+        Some(count) if *count > 1 => {
+            *count -= 1;
+            true
+        }
+        Some(_) => counts.remove(&seat).is_some(),
+        None => false,
     }
 }
 
@@ -715,7 +748,9 @@ fn unpoisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-type Answer = (Seat, Option<Reply<WireScheme>>);
+/// A member's answer (`None`: none came, see [`deliver`]) to a request of
+/// `Round`, by wallet seat.
+type Answer = (Seat, Round, Option<Reply<WireScheme>>);
 
 /// Holds back first answers until the `answer_first` seats gave theirs (see
 /// [`SignOptions::answer_first`]).
@@ -764,8 +799,8 @@ impl FirstAnswers {
 }
 
 /// Sends one request to `member` (wallet seat `seat`) and queues its
-/// answer: `None` when the member could not be reached (the coordinator's
-/// timeout then covers it).
+/// answer: `None` when the member could not be reached or its answer
+/// counts as missing (the run loop tells the coordinator at once).
 async fn deliver(
     peers: Arc<Peers>,
     member: Seat,
@@ -774,15 +809,16 @@ async fn deliver(
     job: Arc<Job>,
     answers: mpsc::UnboundedSender<Answer>,
 ) {
-    let reply = match request {
-        Request::Commit => commit(&peers, member, &job).await,
-        Request::Sign { session, packages } => {
-            shares(&peers, member, seat, session, &packages, &job).await
-        }
-        _ => None,
+    let (round, reply) = match request {
+        Request::Commit => (Round::Commit, commit(&peers, member, &job).await),
+        Request::Sign { session, packages } => (
+            Round::Sign(session),
+            shares(&peers, member, seat, session, &packages, &job).await,
+        ),
+        _ => return,
     };
     // The run may have ended and dropped the receiver; the answer is moot.
-    let _ = answers.send((seat, reply));
+    let _ = answers.send((seat, round, reply));
 }
 
 async fn commit(peers: &Peers, member: Seat, job: &Job) -> Option<Reply<WireScheme>> {

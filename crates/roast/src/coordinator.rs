@@ -101,13 +101,18 @@ enum Phase {
 ///
 /// Deferred seats ([`Config::deferred`], the driver's quarantined members)
 /// are asked last: they get no round-1 request while at least t other seats
-/// are in R, awaited in a session or within a round-1 request's timeout,
+/// are in R, awaited in a session that is still intact, or within a
+/// round-1 request's timeout,
 /// and a session takes the other seats of R first. As soon as fewer than t
 /// other seats are expected to answer (a timeout, a refusal, a culprit, or
 /// fewer than t others to begin with), every deferred seat not asked yet is
 /// asked, and from then on it takes part like any seat. So deferring a seat
 /// never makes a run fail that could have finished: it costs at most one
-/// round-1 round trip after the event that called the seat in.
+/// round-1 round trip after the event that called the seat in. That event
+/// comes at once for a refusal or a culprit (and a driver reports a
+/// refused connection as a transient refusal), but for a seat that is
+/// silent in round 1 only at its request's timeout, which a run without
+/// deferral might not have waited for.
 ///
 /// # Invariants
 /// - Each signer is a member of at most one open session whose answer is
@@ -598,10 +603,22 @@ impl<S: Scheme> Coordinator<S> {
         if self.is_finished() {
             return;
         }
+        // A seat awaited in a session a refusal, a culprit or a timeout
+        // already broke will not make that session: it comes back only
+        // with its answer, so it is not counted on.
         let expected = self
             .signers
             .iter()
-            .filter(|(seat, state)| !self.deferred.contains(seat) && state.is_expected())
+            .filter(|(seat, state)| {
+                !self.deferred.contains(seat)
+                    && state.is_expected()
+                    && match state.standing {
+                        Standing::Signing { session, .. } => {
+                            self.sessions.get(&session).is_some_and(Session::is_intact)
+                        }
+                        _ => true,
+                    }
+            })
             .count();
         if expected >= self.threshold {
             return;

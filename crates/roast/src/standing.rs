@@ -80,9 +80,9 @@ impl<S: Scheme> SeatState<S> {
         }
     }
 
-    /// Whether the seat is counted on to make a session: it is in R,
-    /// awaited in a session, or within the timeout of its first round-1
-    /// request. A re-ask does not count: the seat already timed out or
+    /// Whether the seat may be counted on to make a session: it is in R,
+    /// awaited in a session (the caller checks that the session is still
+    /// intact), or within the timeout of its first round-1 request. A re-ask does not count: the seat already timed out or
     /// refused once in this run.
     pub(crate) fn is_expected(&self) -> bool {
         match self.standing {

@@ -116,3 +116,20 @@ fn a_deferred_seat_outside_the_roster_is_refused() {
     .unwrap_err();
     assert_eq!(error, Error::UnknownSeat { seat: seat(9) });
 }
+
+/// A seat still pending in a session that a refusal already broke will
+/// not make that session: it is not counted on, so the deferred seats are
+/// called in at once rather than after its request times out (without
+/// deferral, seats 4, 5 and 6 would start a session at once too).
+#[test]
+fn a_seat_pending_in_a_broken_session_does_not_hold_the_deferred_ones_back() {
+    let outcome = Sim::new(47, ToyCluster::new(3, 6), 1)
+        .behave(seat(1), Behavior::Refuses(Refusal::PolicyDenied))
+        .behave(seat(2), Behavior::SilentAndRecommits)
+        .answer_first(&seats(&[1, 2, 3]))
+        .defer(&seats(&[5, 6]))
+        .run();
+    let (signers, _) = outcome.done();
+    assert!(!signers.contains(&seat(1)) && !signers.contains(&seat(2)));
+    assert!(outcome.elapsed < REQUEST_TIMEOUT, "{:?}", outcome.elapsed);
+}
