@@ -871,7 +871,7 @@ async fn a_member_refusing_by_policy_is_never_quarantined() {
     }
     let score = scores.get(&seat(2)).cloned().unwrap_or_default();
     assert!(
-        !score.is_quarantined(SystemTime::UNIX_EPOCH),
+        !score.is_quarantined(SystemTime::UNIX_EPOCH, &policy),
         "quarantined for its policy: {score:?}"
     );
     assert_eq!(score.points, 0, "{score:?}");
@@ -945,7 +945,7 @@ async fn answering_round_1_alone_earns_no_good_run() {
     let mut scores: Scores = [(seat(1), faulty.clone()), (seat(3), faulty.clone())].into();
     observed.apply(&mut scores, SystemTime::UNIX_EPOCH, &policy);
     assert_eq!(scores[&seat(3)], faulty, "member 3 only answered round 1");
-    assert_eq!(scores[&seat(1)].points, 0, "member 1 signed");
+    assert_eq!(scores[&seat(1)].good_streak, 1, "member 1 signed");
 }
 
 /// When a member the session counted on turns out a culprit, the

@@ -329,10 +329,10 @@ impl ScoreStore {
 
 /// The members quarantined at `now`.
 #[must_use]
-pub fn quarantined(scores: &Scores, now: SystemTime) -> BTreeSet<Seat> {
+pub fn quarantined(scores: &Scores, now: SystemTime, policy: &Policy) -> BTreeSet<Seat> {
     scores
         .iter()
-        .filter(|(_, score)| score.is_quarantined(now))
+        .filter(|(_, score)| score.is_quarantined(now, policy))
         .map(|(seat, _)| *seat)
         .collect()
 }
@@ -399,6 +399,7 @@ pub fn release(
     roster: &[Seat],
     member: u16,
     now: SystemTime,
+    policy: &Policy,
 ) -> Result<Score, ScoreError> {
     let seat = Seat::try_from(member)
         .ok()
@@ -413,7 +414,7 @@ pub fn release(
         })?;
     ScoreStore::open(file)?.update(|scores| {
         let score = scores.entry(seat).or_default();
-        score.release(now);
+        score.release(now, policy);
         score.clone()
     })
 }

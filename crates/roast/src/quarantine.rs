@@ -20,26 +20,34 @@ pub struct Policy {
     pub threshold: u32,
     /// The first cool-down; each later one doubles, up to `max_cooldown`.
     pub base_cooldown: Duration,
-    /// The longest cool-down.
+    /// The longest cool-down. No quarantine lasts longer, even one set by a
+    /// clock that ran ahead ([`Score::is_quarantined`]).
     pub max_cooldown: Duration,
+    /// Good runs in a row that take one point off: fewer faults than good
+    /// runs still add up, so a member failing every other run is
+    /// quarantined.
+    pub good_runs_per_point: u32,
     /// Good runs in a row, with no points left, that take one quarantine off
     /// the member's count (so its next cool-down is shorter again).
     pub forgive_after: u32,
 }
 
 impl Default for Policy {
-    /// Three faults, with a good run taking one off: a member that misses
-    /// one run in three stays out; a single lost connection never
-    /// quarantines. Five minutes, doubling to a day at most: a member that
-    /// keeps failing after each release costs at most one fault (one request
-    /// timeout, 10 s by default) per cool-down, and a day bounds how long an
-    /// operator's fixed member waits without `thresig quarantine release`.
-    /// Twenty good runs forgive one quarantine.
+    /// Three faults, with three good runs in a row taking one off: a member
+    /// that fails one run in three or more often is quarantined (after
+    /// three faults), a single lost connection never. Five minutes,
+    /// doubling to a day at most: a member whose cool-down ended is on
+    /// probation, quarantined again by its next fault, so one that keeps
+    /// failing costs at most one fault (one request timeout, 10 s by
+    /// default) per cool-down; a day bounds how long an operator's fixed
+    /// member waits without `thresig quarantine release`. Twenty good runs
+    /// with no points left forgive one quarantine.
     fn default() -> Self {
         Self {
             threshold: 3,
             base_cooldown: Duration::from_secs(5 * 60),
             max_cooldown: Duration::from_secs(24 * 60 * 60),
+            good_runs_per_point: 3,
             forgive_after: 20,
         }
     }
@@ -65,7 +73,8 @@ pub enum Fault {
 ///
 /// # Invariants
 /// `points < policy.threshold` after every update: reaching it quarantines
-/// the member and starts its points afresh.
+/// the member, whose points then stand one short of the threshold
+/// (probation: its next fault after the cool-down quarantines it again).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Score {
@@ -75,11 +84,13 @@ pub struct Score {
     pub refusals: u64,
     /// Invalid shares seen, ever.
     pub invalid_shares: u64,
-    /// Current points towards quarantine; a good run takes one off.
+    /// Current points towards quarantine; good runs in a row take them off
+    /// ([`Policy::good_runs_per_point`]).
     pub points: u32,
     /// Quarantines that count towards the next cool-down's length.
     pub strikes: u32,
-    /// Good runs in a row since the last fault.
+    /// Good runs in a row since the last fault or the last point they
+    /// took off.
     pub good_streak: u32,
     /// End of the current or last cool-down, in seconds since the Unix
     /// epoch.
@@ -122,14 +133,17 @@ impl Score {
         // Runs that started before the member was quarantined still report
         // its faults; they are counted, but the member is out already, so
         // they neither add points nor start a longer cool-down.
-        if self.is_quarantined(now) {
+        if self.is_quarantined(now, policy) {
             return false;
         }
+        let threshold = policy.threshold.max(1);
         self.points = self.points.saturating_add(points);
-        if self.points < policy.threshold.max(1) {
+        if self.points < threshold {
             return false;
         }
-        self.points = 0;
+        // Probation: the member comes back one fault short of the next
+        // quarantine, which good runs wear off as usual.
+        self.points = threshold - 1;
         let cooldown = self.cooldown(policy);
         self.strikes = self.strikes.saturating_add(1);
         self.until = Some(unix_secs(now).saturating_add(cooldown.as_secs()));
@@ -138,11 +152,14 @@ impl Score {
 
     /// Counts a run in which the member answered every request it was sent.
     pub fn record_good(&mut self, policy: &Policy) {
+        self.good_streak = self.good_streak.saturating_add(1);
         if self.points > 0 {
-            self.points -= 1;
+            if self.good_streak >= policy.good_runs_per_point.max(1) {
+                self.good_streak = 0;
+                self.points -= 1;
+            }
             return;
         }
-        self.good_streak = self.good_streak.saturating_add(1);
         if self.good_streak >= policy.forgive_after.max(1) {
             self.good_streak = 0;
             self.strikes = self.strikes.saturating_sub(1);
@@ -162,16 +179,24 @@ impl Score {
 
     /// Whether the member is quarantined at `now`: its cool-down has not
     /// ended. It ends by itself; nothing needs to be written.
+    ///
+    /// A cool-down ending further ahead than the longest one was set by a
+    /// clock that ran ahead: it is ignored, failing open (the member is
+    /// asked) as for a clock before 1970, and the member's next fault
+    /// sets a cool-down from the right time.
     #[must_use]
-    pub fn is_quarantined(&self, now: SystemTime) -> bool {
-        self.until.is_some_and(|until| unix_secs(now) < until)
+    pub fn is_quarantined(&self, now: SystemTime, policy: &Policy) -> bool {
+        let now = unix_secs(now);
+        self.until
+            .is_some_and(|until| now < until && until - now <= policy.max_cooldown.as_secs())
     }
 
     /// Ends a quarantine early (the operator's `thresig quarantine
-    /// release`): the cool-down ends and the points start afresh; the
-    /// strikes stay, so a member that fails again gets the longer cool-down.
-    pub fn release(&mut self, now: SystemTime) {
-        if self.is_quarantined(now) {
+    /// release`): the cool-down ends and the points start afresh (the
+    /// operator vouches for the member: no probation); the strikes stay, so
+    /// a member that fails again gets the longer cool-down.
+    pub fn release(&mut self, now: SystemTime, policy: &Policy) {
+        if self.is_quarantined(now, policy) {
             self.until = Some(unix_secs(now));
         }
         self.points = 0;
@@ -252,14 +277,14 @@ mod tests {
         let mut score = Score::default();
         assert!(!score.record_fault(at(T0), Fault::Timeout, &policy));
         assert!(!score.record_fault(at(T0), Fault::Timeout, &policy));
-        assert!(!score.is_quarantined(at(T0)));
+        assert!(!score.is_quarantined(at(T0), &policy));
         assert!(score.record_fault(at(T0), Fault::Timeout, &policy));
         let cooldown = policy.base_cooldown.as_secs();
-        assert!(score.is_quarantined(at(T0)));
-        assert!(score.is_quarantined(at(T0 + cooldown - 1)));
-        assert!(!score.is_quarantined(at(T0 + cooldown)));
+        assert!(score.is_quarantined(at(T0), &policy));
+        assert!(score.is_quarantined(at(T0 + cooldown - 1), &policy));
+        assert!(!score.is_quarantined(at(T0 + cooldown), &policy));
         assert_eq!(score.timeouts, 3);
-        assert_eq!(score.points, 0);
+        assert_eq!(score.points, policy.threshold - 1, "on probation");
     }
 
     #[test]
@@ -291,19 +316,27 @@ mod tests {
         let mut score = Score::default();
         score.record_fault(at(T0), Fault::Timeout, &policy);
         score.record_fault(at(T0), Fault::Timeout, &policy);
-        score.record_good(&policy);
+        for _ in 0..2 * policy.good_runs_per_point - 1 {
+            score.record_good(&policy);
+        }
+        assert_eq!(score.points, 1);
         score.record_good(&policy);
         assert_eq!(score.points, 0);
-        // Two faults after two good runs do not quarantine.
+        // Two faults after the good runs took the points off do not
+        // quarantine.
         score.record_fault(at(T0), Fault::Timeout, &policy);
         score.record_fault(at(T0), Fault::Timeout, &policy);
-        assert!(!score.is_quarantined(at(T0)));
+        assert!(!score.is_quarantined(at(T0), &policy));
         score.record_fault(at(T0), Fault::Timeout, &policy);
         assert_eq!(score.strikes, 1);
         let longer = score.cooldown(&policy);
-        for _ in 0..policy.forgive_after {
+        // The probation's points come off first, then the quarantine.
+        let probation = (policy.threshold - 1) * policy.good_runs_per_point;
+        for _ in 0..probation + policy.forgive_after - 1 {
             score.record_good(&policy);
         }
+        assert_eq!(score.strikes, 1);
+        score.record_good(&policy);
         assert_eq!(score.strikes, 0);
         assert!(score.cooldown(&policy) < longer);
     }
@@ -319,7 +352,7 @@ mod tests {
         }
         assert_eq!(score.until, until);
         assert_eq!(score.strikes, 1);
-        assert_eq!(score.points, 0);
+        assert_eq!(score.points, policy.threshold - 1);
         assert_eq!(score.timeouts, u64::from(policy.threshold * 2));
     }
 
@@ -328,7 +361,7 @@ mod tests {
         let policy = Policy::default();
         let mut score = Score::default();
         assert!(score.record_fault(at(T0), Fault::InvalidShare, &policy));
-        assert!(score.is_quarantined(at(T0 + 1)));
+        assert!(score.is_quarantined(at(T0 + 1), &policy));
         assert_eq!(score.invalid_shares, 1);
     }
 
@@ -337,10 +370,58 @@ mod tests {
         let policy = Policy::default();
         let mut score = Score::default();
         score.record_fault(at(T0), Fault::InvalidShare, &policy);
-        score.release(at(T0 + 10));
-        assert!(!score.is_quarantined(at(T0 + 10)));
+        score.release(at(T0 + 10), &policy);
+        assert!(!score.is_quarantined(at(T0 + 10), &policy));
         assert_eq!(score.strikes, 1);
         assert_eq!(score.cooldown(&policy), policy.base_cooldown * 2);
+    }
+
+    /// A member whose cool-down ended by itself is on probation: the next
+    /// fault quarantines it again, for twice as long, so a member that
+    /// keeps failing costs one fault per cool-down.
+    #[test]
+    fn one_fault_after_a_cooldown_quarantines_again() {
+        let policy = Policy::default();
+        let mut score = Score::default();
+        for _ in 0..policy.threshold {
+            score.record_fault(at(T0), Fault::Timeout, &policy);
+        }
+        let until = score.until.unwrap();
+        assert!(!score.is_quarantined(at(until), &policy));
+        assert!(score.record_fault(at(until), Fault::Timeout, &policy));
+        assert!(score.is_quarantined(at(until), &policy));
+        assert_eq!(
+            score.until,
+            Some(until + 2 * policy.base_cooldown.as_secs())
+        );
+    }
+
+    /// A member failing every other run is quarantined: good runs must not
+    /// wear its points down as fast as its faults add them.
+    #[test]
+    fn a_member_failing_every_other_run_is_quarantined() {
+        let policy = Policy::default();
+        let mut score = Score::default();
+        let quarantined = (0..100).any(|_| {
+            score.record_fault(at(T0), Fault::Timeout, &policy);
+            score.record_good(&policy);
+            score.is_quarantined(at(T0), &policy)
+        });
+        assert!(quarantined, "{score:?}");
+    }
+
+    /// A fault recorded while the clock ran ten years ahead does not keep
+    /// the member out for ten years once the clock is right again: no
+    /// quarantine outlasts the longest cool-down.
+    #[test]
+    fn a_clock_that_ran_ahead_quarantines_no_longer_than_the_longest_cooldown() {
+        let policy = Policy::default();
+        let ahead = T0 + 10 * 365 * 24 * 60 * 60;
+        let mut score = Score::default();
+        score.record_fault(at(ahead), Fault::InvalidShare, &policy);
+        assert!(score.is_quarantined(at(ahead), &policy));
+        let longest = policy.max_cooldown.as_secs();
+        assert!(!score.is_quarantined(at(T0 + longest), &policy));
     }
 
     #[test]

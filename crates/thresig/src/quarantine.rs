@@ -103,7 +103,7 @@ fn show(args: &ShowArgs) -> Result<()> {
 fn release(args: &ReleaseArgs) -> Result<()> {
     let (file, roster) = load(&args.config)?;
     let now = SystemTime::now();
-    let score = scores::release(&file, &roster, args.member, now)
+    let score = scores::release(&file, &roster, args.member, now, &Policy::default())
         .map_err(|e| because("quarantine release", e))?;
     tracing::info!(member = args.member, "quarantine released by the operator");
     if args.json {
@@ -162,7 +162,7 @@ impl RunScores {
             return BTreeSet::new();
         };
         match store.read() {
-            Ok(scores) => quarantined(&scores, SystemTime::now()),
+            Ok(scores) => quarantined(&scores, SystemTime::now(), &Policy::default()),
             Err(e) => Self::without(&e),
         }
     }
@@ -208,7 +208,10 @@ pub(crate) fn describe(score: &Score, now: SystemTime) -> String {
         "{} timeouts, {} refusals, {} invalid shares, {} points",
         score.timeouts, score.refusals, score.invalid_shares, score.points
     );
-    match score.until.filter(|_| score.is_quarantined(now)) {
+    match score
+        .until
+        .filter(|_| score.is_quarantined(now, &Policy::default()))
+    {
         Some(until) => {
             let left = until.saturating_sub(unix(now));
             let _ = write!(text, "; quarantined until {until} (Unix time, in {left} s)");
@@ -219,7 +222,7 @@ pub(crate) fn describe(score: &Score, now: SystemTime) -> String {
 }
 
 fn score_json(score: &Score, now: SystemTime) -> serde_json::Value {
-    let quarantined = score.is_quarantined(now);
+    let quarantined = score.is_quarantined(now, &Policy::default());
     json!({
         "timeouts": score.timeouts,
         "refusals": score.refusals,
@@ -276,7 +279,7 @@ fn prometheus(roster: &[Seat], scores: &Scores, now: SystemTime) -> String {
             "thresig_coordinator_member_quarantined",
             "gauge",
             "1 while this coordinator keeps the member in quarantine.",
-            |score, now| u64::from(score.is_quarantined(now)),
+            |score, now| u64::from(score.is_quarantined(now, &Policy::default())),
         ),
         (
             "thresig_coordinator_member_quarantined_until_seconds",
@@ -285,7 +288,7 @@ fn prometheus(roster: &[Seat], scores: &Scores, now: SystemTime) -> String {
             |score, now| {
                 score
                     .until
-                    .filter(|_| score.is_quarantined(now))
+                    .filter(|_| score.is_quarantined(now, &Policy::default()))
                     .unwrap_or(0)
             },
         ),

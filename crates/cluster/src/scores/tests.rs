@@ -32,7 +32,10 @@ fn scores_survive_reopening_the_file() {
     }
     let scores = ScoreStore::read_file(&file).unwrap();
     assert_eq!(scores[&seat(2)].timeouts, u64::from(policy.threshold));
-    assert_eq!(quarantined(&scores, at(T0 + 1)), BTreeSet::from([seat(2)]));
+    assert_eq!(
+        quarantined(&scores, at(T0 + 1), &Policy::default()),
+        BTreeSet::from([seat(2)])
+    );
     let reopened = ScoreStore::open(&file).unwrap().read().unwrap();
     assert_eq!(reopened, scores);
 }
@@ -146,7 +149,7 @@ fn a_run_counts_each_kind_of_fault_once_and_a_clean_answer_as_good() {
     });
     let newly = observed.apply(&mut scores, at(T0), &policy);
     assert_eq!(newly, vec![seat(3)]);
-    assert_eq!(scores[&seat(1)].points, 0, "a good run takes a point off");
+    assert_eq!(scores[&seat(1)].good_streak, 1, "a good run counts");
     assert_eq!(scores[&seat(2)].timeouts, 1);
     assert_eq!(
         scores[&seat(4)],
@@ -168,11 +171,11 @@ fn release_ends_a_quarantine_and_refuses_an_unknown_member() {
         .update(|scores| observed.apply(scores, at(T0), &Policy::default()))
         .unwrap();
     let roster = [seat(1), seat(2), seat(3)];
-    let score = release(&file, &roster, 2, at(T0 + 5)).unwrap();
-    assert!(!score.is_quarantined(at(T0 + 5)));
+    let score = release(&file, &roster, 2, at(T0 + 5), &Policy::default()).unwrap();
+    assert!(!score.is_quarantined(at(T0 + 5), &Policy::default()));
     let scores = ScoreStore::read_file(&file).unwrap();
-    assert!(quarantined(&scores, at(T0 + 5)).is_empty());
-    let error = release(&file, &roster, 9, at(T0)).unwrap_err();
+    assert!(quarantined(&scores, at(T0 + 5), &Policy::default()).is_empty());
+    let error = release(&file, &roster, 9, at(T0), &Policy::default()).unwrap_err();
     assert_eq!(error.code(), "unknown_seat");
     assert_eq!(error.recovery(), Recovery::Terminal);
     assert!(error.to_string().contains("1, 2, 3"), "{error}");
