@@ -164,6 +164,49 @@ impl ScoreError {
     }
 }
 
+/// Opens the score file at `file`, or creates it if there is none.
+///
+/// redb initialises an empty file as a new database; an empty file here is
+/// a truncated or half-copied score file, so only a file that does not exist
+/// is created, and it appears whole: initialised under a name of its own,
+/// then linked into place, which fails if another process linked its own
+/// first (that one is then opened).
+fn open_or_create(file: &Path) -> Result<Database, ScoreError> {
+    let error = |e: redb::DatabaseError| ScoreError::from_redb(file, e);
+    match builder().open(file) {
+        Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+            if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+            if e.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            return Err(ScoreError::Corrupt {
+                file: file.to_path_buf(),
+                detail: format!("shorter than a score file's header: {e}"),
+            });
+        }
+        opened => return opened.map_err(error),
+    }
+    let io = |source| ScoreError::Io {
+        file: file.to_path_buf(),
+        source,
+    };
+    // A name no other creator uses, in this process or another.
+    static CREATES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nth = CREATES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fresh = file.with_extension(format!("redb.new-{}-{nth}", std::process::id()));
+    drop(builder().create(&fresh).map_err(error)?);
+    let linked = std::fs::hard_link(&fresh, file);
+    // The fresh name goes either way: linked, the file lives on under its
+    // own name; not, it is someone else's to open.
+    let _ = std::fs::remove_file(&fresh);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    builder().open(file).map_err(error)
+}
+
 /// Every member's score, by cluster seat.
 pub type Scores = BTreeMap<Seat, Score>;
 
@@ -192,7 +235,8 @@ fn builder() -> redb::Builder {
 }
 
 impl ScoreStore {
-    /// Opens the score file at `file`, creating it (empty) if there is none.
+    /// Opens the score file at `file`, creating it (with no scores) if
+    /// there is none.
     ///
     /// The open checks the file's integrity, which takes its write lock:
     /// it waits for another process's write for [`PATIENCE`] at most. The
@@ -209,9 +253,7 @@ impl ScoreStore {
         std::thread::Builder::new()
             .name("score-file-open".to_owned())
             .spawn(move || {
-                let db = builder()
-                    .create(&owned)
-                    .map_err(|e| ScoreError::from_redb(&owned, e));
+                let db = open_or_create(&owned);
                 // The caller may have given up waiting: the file is then
                 // closed again.
                 let _ = opened.send(db.map(|db| Self { db, file: owned }));
@@ -225,7 +267,7 @@ impl ScoreStore {
         })?
     }
 
-    /// The scores in the file at `file`, read-only; none if there is no file
+    /// The scores in the file at `file`; none if there is no file
     /// yet (no run recorded any).
     ///
     /// # Errors

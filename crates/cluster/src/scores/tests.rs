@@ -237,3 +237,35 @@ fn a_writer_that_does_not_finish_is_waited_for_only_briefly() {
         .unwrap();
     assert_eq!(ScoreStore::read_file(&file).unwrap()[&seat(2)].timeouts, 1);
 }
+
+/// An empty file (a truncation, a failed copy) is not a new score file:
+/// taking it for one would reset every member's score without a word.
+#[test]
+fn an_empty_file_is_damage_not_a_fresh_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(SCORES_FILE);
+    std::fs::write(&file, b"").unwrap();
+    for error in [
+        ScoreStore::open(&file).map(|_| ()).unwrap_err(),
+        ScoreStore::read_file(&file).map(|_| ()).unwrap_err(),
+    ] {
+        assert_eq!(error.code(), "score_store_corrupt", "{error}");
+        assert!(error.to_string().contains("move it aside"), "{error}");
+    }
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 0, "left as it is");
+}
+
+/// docs/storage-format.md gives the record's length as it is written.
+#[test]
+fn the_documented_record_length_is_the_written_one() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/storage-format.md"),
+    )
+    .unwrap();
+    let length = Score::default().to_bytes().len();
+    let documented = format!("value {length} bytes");
+    assert!(
+        doc.contains(&documented),
+        "storage-format.md lacks {documented:?}"
+    );
+}
