@@ -180,3 +180,89 @@ fn a_damaged_score_file_is_reported_left_alone_and_costs_no_signature() {
     sign_once(&config_path, dir.path(), &wallet, 3);
     assert!(file.exists());
 }
+
+/// Continues a stopped member's process when dropped, so a failing test
+/// still lets the cluster shut down.
+struct Stopped(nix::unistd::Pid);
+
+impl Stopped {
+    fn stop(pid: u32) -> Self {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// A member that stalls (its process stopped: connections are accepted by
+/// the kernel and never answered) times out rather than refusing. With
+/// member 2 already quarantined, every run waits for member 3's round-1
+/// timeout, then calls member 2 in and signs; the timeouts quarantine
+/// member 3 too, and then both are called in at once (member 1 alone is
+/// too few) and the run signs with member 2. Continued, member 3 answers
+/// again.
+#[test]
+fn a_stalled_member_times_out_is_quarantined_and_signing_goes_on() {
+    let Signing {
+        runtime,
+        mut cluster,
+        config_path,
+        config,
+        wallet,
+        dir,
+    } = Signing::start(25);
+
+    // Member 2 down until quarantined, then back (still quarantined).
+    cluster.local.kill(seat(2)).unwrap();
+    let mut byte = 0;
+    while member_score(&config, 2)["quarantined"] != true {
+        byte += 1;
+        assert!(byte <= MAX_RUNS, "member 2 never quarantined");
+        sign_once(&config_path, dir.path(), &wallet, byte);
+    }
+    cluster.local.start(seat(2)).unwrap();
+    runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(2)));
+
+    let stopped = Stopped::stop(cluster.local.pid(seat(3)).unwrap());
+    while member_score(&config, 3)["quarantined"] != true {
+        byte += 1;
+        assert!(byte <= 2 * MAX_RUNS, "member 3 never quarantined");
+        sign_once(&config_path, dir.path(), &wallet, byte);
+    }
+    let stalled = member_score(&config, 3);
+    assert!(stalled["timeouts"].as_u64().unwrap() >= 3, "{stalled}");
+    assert_eq!(stalled["refusals"], 0, "{stalled}");
+    // Both quarantined: called in at once, and member 2 signs.
+    byte += 1;
+    sign_once(&config_path, dir.path(), &wallet, byte);
+    assert!(
+        member_score(&config, 2)["good_runs_in_a_row"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+
+    drop(stopped);
+    runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(3)));
+    json(
+        &[
+            "quarantine",
+            "release",
+            "--config",
+            &config,
+            "--member",
+            "3",
+        ],
+        0,
+    );
+    while member_score(&config, 3)["good_runs_in_a_row"] == 0 {
+        byte += 1;
+        assert!(byte <= 3 * MAX_RUNS, "member 3 never signed again");
+        sign_once(&config_path, dir.path(), &wallet, byte);
+    }
+}
