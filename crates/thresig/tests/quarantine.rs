@@ -31,6 +31,23 @@ fn sign_once(config: &Path, dir: &Path, wallet: &Made, byte: u8) {
     assert!(report["txid"].is_string(), "{report}");
 }
 
+/// Signs fresh self-payments until `done`, numbering them on from
+/// `byte`; gives up (failing the test) past run `most`.
+fn sign_until(
+    config: &Path,
+    dir: &Path,
+    wallet: &Made,
+    byte: &mut u8,
+    most: u8,
+    done: impl Fn() -> bool,
+) {
+    while !done() {
+        *byte += 1;
+        assert!(*byte <= most, "not done after {most} runs");
+        sign_once(config, dir, wallet, *byte);
+    }
+}
+
 /// A running 2-of-3 cluster whose wallet's DKG member 1 ran, and a
 /// directory for PSBTs.
 struct Signing {
@@ -74,11 +91,14 @@ fn a_member_that_is_down_is_quarantined_signing_goes_on_and_release_brings_it_ba
 
     cluster.local.kill(seat(3)).unwrap();
     let mut byte = 0;
-    while member_score(&config, 3)["quarantined"] != true {
-        byte += 1;
-        assert!(byte <= MAX_RUNS, "member 3 never quarantined");
-        sign_once(&config_path, dir.path(), &wallet, byte);
-    }
+    sign_until(
+        &config_path,
+        dir.path(),
+        &wallet,
+        &mut byte,
+        MAX_RUNS,
+        || member_score(&config, 3)["quarantined"] == true,
+    );
     let down = member_score(&config, 3);
     assert!(down["timeouts"].as_u64().unwrap() >= 3, "{down}");
     for member in [1, 2] {
@@ -131,11 +151,14 @@ fn a_member_that_is_down_is_quarantined_signing_goes_on_and_release_brings_it_ba
     assert_eq!(released["quarantined"], false, "{released}");
     assert_eq!(released["quarantines"], 1, "{released}");
     // Back in the runs: asked again, it answers and scores good runs.
-    while member_score(&config, 3)["good_runs_in_a_row"] == 0 {
-        byte += 1;
-        assert!(byte <= 2 * MAX_RUNS, "member 3 never asked again");
-        sign_once(&config_path, dir.path(), &wallet, byte);
-    }
+    sign_until(
+        &config_path,
+        dir.path(),
+        &wallet,
+        &mut byte,
+        2 * MAX_RUNS,
+        || member_score(&config, 3)["good_runs_in_a_row"] != 0,
+    );
     assert_eq!(member_score(&config, 3)["quarantined"], false);
 }
 
@@ -220,20 +243,26 @@ fn a_stalled_member_times_out_is_quarantined_and_signing_goes_on() {
     // Member 2 down until quarantined, then back (still quarantined).
     cluster.local.kill(seat(2)).unwrap();
     let mut byte = 0;
-    while member_score(&config, 2)["quarantined"] != true {
-        byte += 1;
-        assert!(byte <= MAX_RUNS, "member 2 never quarantined");
-        sign_once(&config_path, dir.path(), &wallet, byte);
-    }
+    sign_until(
+        &config_path,
+        dir.path(),
+        &wallet,
+        &mut byte,
+        MAX_RUNS,
+        || member_score(&config, 2)["quarantined"] == true,
+    );
     cluster.local.start(seat(2)).unwrap();
     runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(2)));
 
     let stopped = Stopped::stop(cluster.local.pid(seat(3)).unwrap());
-    while member_score(&config, 3)["quarantined"] != true {
-        byte += 1;
-        assert!(byte <= 2 * MAX_RUNS, "member 3 never quarantined");
-        sign_once(&config_path, dir.path(), &wallet, byte);
-    }
+    sign_until(
+        &config_path,
+        dir.path(),
+        &wallet,
+        &mut byte,
+        2 * MAX_RUNS,
+        || member_score(&config, 3)["quarantined"] == true,
+    );
     let stalled = member_score(&config, 3);
     assert!(stalled["timeouts"].as_u64().unwrap() >= 3, "{stalled}");
     assert_eq!(stalled["refusals"], 0, "{stalled}");
@@ -260,9 +289,12 @@ fn a_stalled_member_times_out_is_quarantined_and_signing_goes_on() {
         ],
         0,
     );
-    while member_score(&config, 3)["good_runs_in_a_row"] == 0 {
-        byte += 1;
-        assert!(byte <= 3 * MAX_RUNS, "member 3 never signed again");
-        sign_once(&config_path, dir.path(), &wallet, byte);
-    }
+    sign_until(
+        &config_path,
+        dir.path(),
+        &wallet,
+        &mut byte,
+        3 * MAX_RUNS,
+        || member_score(&config, 3)["good_runs_in_a_row"] != 0,
+    );
 }
