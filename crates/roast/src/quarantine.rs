@@ -1,7 +1,7 @@
 //! Per-member scores and quarantine, kept by a coordinator's driver between
-//! runs: members that time out, refuse or send invalid shares are asked last
+//! runs: members that time out or send invalid shares are asked last
 //! ([`crate::Config::deferred`]) for a cool-down that grows with repeated
-//! faults.
+//! faults. Refusals are counted, but never quarantine.
 //!
 //! Pure bookkeeping, like the coordinator: every function takes the wall
 //! clock's `now` as an argument, and the record encodes to bytes for the
