@@ -66,6 +66,9 @@ enum Mode {
     /// Signing round 2: valid shares with no identity signature, as a
     /// member older than its coordinator answers.
     Round2Unsigned,
+    /// Signing round 2: refused by the member's own, stricter policy
+    /// (`policy_denied`), as the canary of a staged policy rollout refuses.
+    Round2PolicyDenied,
     /// DKG confirmation: the first is refused as overloaded (the engine
     /// does not run), as a member at its per-seat request cap refuses.
     ConfirmOverloadedOnce,
@@ -257,6 +260,13 @@ impl Member {
                 thresig_engine::Round2Response::new(asked.wallet.clone(), self.seat, shares, fresh);
             reply.sign(&self.identity, &hash, &key.0);
             return Ok(Response::Round2(reply));
+        }
+        if self.mode == Mode::Round2PolicyDenied {
+            return Err(SignerError::new(
+                thresig_engine::ErrorCode::PolicyDenied.into(),
+                thresig_daemon::Recovery::Terminal,
+                "this member's policy does not allow the payment",
+            ));
         }
         let mut response = self.inner.handle(peer, Request::Round2(asked))?;
         if let Response::Round2(reply) = &mut response {
@@ -691,6 +701,21 @@ async fn dkg_and_sign_first(
     destination: impl FnOnce(&thresig_tx::TaprootWallet) -> bitcoin::ScriptBuf,
     first: &[u16],
 ) -> Result<(crate::SignOutcome, crate::OwnWallet), crate::SignError> {
+    let options = crate::SignOptions {
+        answer_first: first.iter().copied().map(seat).collect(),
+        ..crate::SignOptions::default()
+    };
+    dkg_and_sign_with(cluster, seed, destination, options).await
+}
+
+/// Runs the DKG from member 1, then signs as [`dkg_and_sign_first`] does
+/// with `options` (its timeouts replaced by the tests' short ones).
+async fn dkg_and_sign_with(
+    cluster: &Cluster,
+    seed: u64,
+    destination: impl FnOnce(&thresig_tx::TaprootWallet) -> bitcoin::ScriptBuf,
+    options: crate::SignOptions,
+) -> Result<(crate::SignOutcome, crate::OwnWallet), crate::SignError> {
     let peers = cluster.peers(seat(1));
     let node = cluster.node(seat(1));
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
@@ -710,8 +735,7 @@ async fn dkg_and_sign_first(
     let options = crate::SignOptions {
         request_timeout: Duration::from_secs(2),
         deadline: Duration::from_secs(6),
-        answer_first: first.iter().copied().map(seat).collect(),
-        ..crate::SignOptions::default()
+        ..options
     };
     let outcome = crate::sign(&peers, wallet, &key, epoch, &psbt, &options).await?;
     Ok((outcome, crate::OwnWallet { key, epoch, spend }))
@@ -775,6 +799,172 @@ async fn a_member_that_signs_invalid_shares_leaves_a_verifying_proof() {
     let fault = proof.verify(&wallet.config).unwrap();
     assert_eq!(proof.wallet_key.0, own.key.to_bytes().unwrap());
     assert_eq!((fault.seat, fault.input), (seat(2), 0));
+    // The run's scores: the culprit's invalid share, nothing against the
+    // members that signed.
+    let observed = &outcome.observed;
+    assert_eq!(
+        observed.faults.get(&seat(2)),
+        Some(&std::collections::BTreeSet::from([
+            crate::scores::Fault::InvalidShare
+        ]))
+    );
+    for member in &outcome.signers {
+        assert!(!observed.faults.contains_key(member), "{observed:?}");
+        assert!(observed.signed.contains(member), "{observed:?}");
+    }
+}
+
+/// A quarantined member is left out while the others make the signature:
+/// it gets no request at all, so its score cannot move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quarantined_member_is_not_asked_while_the_others_sign() {
+    let cluster = start(3, 2, &[], keep).await;
+    let options = crate::SignOptions {
+        deferred: [seat(3)].into(),
+        ..crate::SignOptions::default()
+    };
+    let (outcome, _) = dkg_and_sign_with(&cluster, 34, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    assert_eq!(outcome.observed.asked, [seat(1), seat(2)].into());
+    assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
+}
+
+/// A member whose own policy refuses a payment does its job: refusals,
+/// however many, never quarantine it (else a stricter member, or a
+/// requester sending three forbidden payments, would take it out of
+/// every wallet's signing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_refusing_by_policy_is_never_quarantined() {
+    use crate::scores::{Policy, Scores};
+    let cluster = start(3, 2, &[(2, Mode::Round2PolicyDenied)], keep).await;
+    let policy = Policy::default();
+    let mut scores = Scores::new();
+    let options = || crate::SignOptions {
+        answer_first: [seat(2)].into(),
+        request_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(6),
+        ..crate::SignOptions::default()
+    };
+    let (first, own) = dkg_and_sign_with(&cluster, 40, |s| s.script_pubkey().clone(), options())
+        .await
+        .unwrap();
+    let mut outcomes = vec![first];
+    let peers = cluster.peers(seat(1));
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+    for _ in 0..policy.threshold {
+        let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options())
+            .await
+            .unwrap();
+        outcomes.push(outcome);
+    }
+    for outcome in &outcomes {
+        assert!(!outcome.signers.contains(&seat(2)), "{outcome:?}");
+        outcome
+            .observed
+            .apply(&mut scores, SystemTime::UNIX_EPOCH, &policy);
+    }
+    let score = scores.get(&seat(2)).cloned().unwrap_or_default();
+    assert!(
+        !score.is_quarantined(SystemTime::UNIX_EPOCH, &policy),
+        "quarantined for its policy: {score:?}"
+    );
+    assert_eq!(score.points, 0, "{score:?}");
+}
+
+/// A member that is down refuses the connection at once: the coordinator
+/// hears of it then, not at the request's timeout, so a quarantined member
+/// is called in at once. The request timeout here is the whole deadline:
+/// a run that waited for it would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_is_down_calls_a_quarantined_one_in_at_once() {
+    let cluster = start(3, 2, &[], keep).await;
+    let peers = cluster.peers(seat(1));
+    let node = cluster.node(seat(1));
+    let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
+    run_dkg(
+        &peers,
+        node.wallet(&wallet_id).unwrap(),
+        &mut ChaCha20Rng::seed_from_u64(50),
+        &crate::Silent,
+    )
+    .await
+    .unwrap();
+    let own = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
+    // Member 2's endpoint now leads nowhere: every connection is refused.
+    let mut down = cluster.node(seat(1));
+    down.members.get_mut(&seat(2)).unwrap().endpoint = free_loopback_ports(1).unwrap()[0].0;
+    let peers = Arc::new(Peers::new(&down).unwrap());
+    let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+    let options = crate::SignOptions {
+        deferred: [seat(3)].into(),
+        request_timeout: Duration::from_secs(20),
+        deadline: Duration::from_secs(20),
+        ..crate::SignOptions::default()
+    };
+    let wallet = down.wallet(&wallet_id).unwrap();
+    let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signers, vec![seat(1), seat(3)]);
+    assert_eq!(
+        outcome.observed.faults.get(&seat(2)),
+        Some(&std::collections::BTreeSet::from([
+            crate::scores::Fault::Timeout
+        ])),
+        "{:?}",
+        outcome.observed
+    );
+}
+
+/// A member that answers round 1 but is not needed in the session earns
+/// no good run: a member that stalls in round 2 answers round 1 as promptly,
+/// so that answer must not wear its points down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answering_round_1_alone_earns_no_good_run() {
+    use crate::scores::{Fault, Policy, Score, Scores};
+    let cluster = start(3, 2, &[], keep).await;
+    let options = crate::SignOptions {
+        answer_first: [seat(1), seat(2)].into(),
+        ..crate::SignOptions::default()
+    };
+    let (outcome, _) = dkg_and_sign_with(&cluster, 36, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    let observed = &outcome.observed;
+    assert!(observed.asked.contains(&seat(3)), "{observed:?}");
+    let policy = Policy::default();
+    let mut faulty = Score::default();
+    faulty.record_fault(SystemTime::UNIX_EPOCH, Fault::Timeout, &policy);
+    let mut scores: Scores = [(seat(1), faulty.clone()), (seat(3), faulty.clone())].into();
+    observed.apply(&mut scores, SystemTime::UNIX_EPOCH, &policy);
+    assert_eq!(scores[&seat(3)], faulty, "member 3 only answered round 1");
+    assert_eq!(scores[&seat(1)].good_streak, 1, "member 1 signed");
+}
+
+/// When a member the session counted on turns out a culprit, the
+/// quarantined member is asked and the wallet signs: quarantine never makes
+/// a signature impossible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quarantined_member_is_asked_when_the_others_are_too_few() {
+    let cluster = start(3, 2, &[(2, Mode::Round2SignedInvalid)], keep).await;
+    let options = crate::SignOptions {
+        answer_first: [seat(2)].into(),
+        deferred: [seat(3)].into(),
+        ..crate::SignOptions::default()
+    };
+    let (outcome, _) = dkg_and_sign_with(&cluster, 35, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.culprits, vec![seat(2)]);
+    assert_eq!(outcome.signers, vec![seat(1), seat(3)]);
+    assert_eq!(outcome.observed.asked, [seat(1), seat(2), seat(3)].into());
 }
 
 /// A signer at its nonce capacity answers round 2 with valid shares and no

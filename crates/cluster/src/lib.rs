@@ -14,6 +14,8 @@
 //!   engine, daemon), opened by [`node::Node::open`] and served by
 //!   [`node::Node::run`]; [`node::admin_socket_path`] names the local
 //!   socket through which `thresig keys` reaches a running signer.
+//! - [`scores`]: the coordinator's per-member scores and quarantine, in a
+//!   file of its own beside the member's store (docs/quarantine.md).
 //! - [`Peers`], [`run_dkg`], [`sign`](sign()), [`cluster_status`]: the
 //!   coordinator's side. Any member of a wallet can coordinate with its own
 //!   configuration and TLS identity; signers trust it for liveness only and
@@ -47,6 +49,7 @@ mod progress;
 pub mod provision;
 mod refresh;
 mod repair;
+pub mod scores;
 mod sign;
 mod status;
 

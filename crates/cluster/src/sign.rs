@@ -26,7 +26,7 @@ use thresig_engine::{
 };
 use thresig_roast::{
     Config as RoastConfig, Coordinator, Event, Failure, Misbehavior, Refusal, Reply, Request,
-    Round, Scheme, Verdict,
+    Round, Scheme, Unresponsiveness, Verdict,
 };
 
 use crate::kept::KeptAnswers;
@@ -38,6 +38,8 @@ use tracing::{debug, info, warn};
 use crate::config::NodeWallet;
 use crate::peers::{Peers, is_transport, reply_lost};
 use crate::progress::Progress;
+use crate::scores::Observed;
+use thresig_roast::quarantine::Fault as ScoreFault;
 use thresig_store::Recovery;
 
 /// Called with each round-2 request before it is sent, and the cluster seat
@@ -62,6 +64,10 @@ pub struct SignOptions {
     /// Told of each session and of each valid share vector of the latest
     /// one (`t` make a signature).
     pub progress: Option<Arc<dyn Progress>>,
+    /// Cluster seats quarantined by the caller's scores
+    /// ([`crate::scores`]): asked last, and left out while t others answer
+    /// ([`thresig_roast::Config::deferred`]).
+    pub deferred: BTreeSet<Seat>,
 }
 
 impl Default for SignOptions {
@@ -72,6 +78,7 @@ impl Default for SignOptions {
             answer_first: BTreeSet::new(),
             journal: None,
             progress: None,
+            deferred: BTreeSet::new(),
         }
     }
 }
@@ -84,6 +91,7 @@ impl std::fmt::Debug for SignOptions {
             .field("answer_first", &self.answer_first)
             .field("journal", &self.journal.is_some())
             .field("progress", &self.progress.is_some())
+            .field("deferred", &self.deferred)
             .finish()
     }
 }
@@ -107,6 +115,8 @@ pub struct SignOutcome {
     /// The evidence against each culprit, by cluster seat: its signed
     /// answer with the request it answers (docs/blame.md).
     pub proofs: BTreeMap<Seat, BlameProof>,
+    /// What the run saw of each member, for its score.
+    pub observed: Observed,
 }
 
 /// Why a run failed.
@@ -137,6 +147,8 @@ pub enum SignError {
         culprits: Vec<Seat>,
         /// The evidence against each culprit, by cluster seat.
         proofs: BTreeMap<Seat, BlameProof>,
+        /// What the run saw of each member, for its score.
+        observed: Observed,
     },
     /// A signature did not encode (cannot happen for a verified signature).
     #[error("signature encoding: {0}")]
@@ -313,6 +325,16 @@ pub async fn sign(
     let mut roast = RoastConfig::for_wallet(key);
     roast.request_timeout = options.request_timeout;
     roast.deadline = options.deadline;
+    roast.deferred = roast
+        .roster
+        .iter()
+        .copied()
+        .filter(|seat| {
+            wallet
+                .cluster_seat(*seat)
+                .is_some_and(|member| options.deferred.contains(&member))
+        })
+        .collect();
     let scheme = WireScheme(key.clone());
     let mut coordinator =
         Coordinator::new(std::time::Instant::now(), roast, scheme, messages.clone())?;
@@ -337,11 +359,16 @@ pub async fn sign(
     // Requests in flight end with the run: dropping the set cancels them.
     let mut deliveries = tokio::task::JoinSet::new();
     let mut shares = SharesSeen::new(options.progress.clone());
+    let mut observed = Observed::default();
+    // Refusals told to the coordinator for answers that never came, by
+    // wallet seat, not yet reported back as unresponsiveness.
+    let mut unanswered: BTreeMap<Seat, usize> = BTreeMap::new();
     loop {
         while let Some(transmit) = coordinator.poll_transmit() {
             let Some(member) = wallet.cluster_seat(transmit.to) else {
                 continue;
             };
+            observed.asked.insert(member);
             handed.sent(transmit.to, &transmit.request);
             deliveries.spawn(deliver(
                 peers.clone(),
@@ -367,11 +394,26 @@ pub async fn sign(
                     let member = wallet.cluster_seat(seat);
                     debug!(?member, ?cause, "member unresponsive");
                     unresponsive.extend(member);
+                    let told = matches!(
+                        cause,
+                        Unresponsiveness::Refused {
+                            refusal: Refusal::Retryable,
+                            ..
+                        }
+                    ) && take_one(&mut unanswered, seat);
+                    // A refusal the loop told for a missing answer was
+                    // scored as the timeout it is.
+                    if let (Some(member), Some(fault), false) = (member, score_fault(cause), told) {
+                        observed.fault(member, fault);
+                    }
                 }
                 Event::Culprit { seat, fault } => {
                     let member = wallet.cluster_seat(seat);
                     warn!(?member, ?fault, "member sent an invalid share");
                     culprits.extend(member);
+                    if let Some(member) = member {
+                        observed.fault(member, ScoreFault::InvalidShare);
+                    }
                     if let (Some(member), Some(proof)) = (member, job.proof(seat, &fault)) {
                         proofs.insert(member, proof);
                     }
@@ -383,17 +425,20 @@ pub async fn sign(
                         .map(thresig_crypto::Signature::to_bytes)
                         .collect::<Result<_, _>>()?;
                     release(peers, &job, handed).await;
+                    let signers: Vec<Seat> = signed
+                        .signers
+                        .iter()
+                        .filter_map(|s| wallet.cluster_seat(*s))
+                        .collect();
+                    observed.signed.extend(signers.iter().copied());
                     return Ok(SignOutcome {
                         signatures,
                         sessions: signed.stats.sessions,
                         culprits: culprits.into_iter().collect(),
                         unresponsive: unresponsive.into_iter().collect(),
-                        signers: signed
-                            .signers
-                            .iter()
-                            .filter_map(|s| wallet.cluster_seat(*s))
-                            .collect(),
+                        signers,
                         proofs,
+                        observed,
                     });
                 }
                 Event::Failed { failure, stats } => {
@@ -414,6 +459,7 @@ pub async fn sign(
                         sessions: stats.sessions,
                         culprits: culprits.into_iter().collect(),
                         proofs,
+                        observed,
                     });
                 }
                 _ => {}
@@ -426,7 +472,22 @@ pub async fn sign(
         tokio::select! {
             answer = rx.recv() => {
                 // The sender half lives in `tx`, so the channel never closes.
-                let Some((seat, reply)) = answer else { continue };
+                let Some((seat, round, reply)) = answer else { continue };
+                let reply = reply.or_else(|| {
+                    // Unreachable (a refused connection fails at once), or
+                    // an answer that counts as missing: it scores as a
+                    // timeout (once per member and run). The coordinator
+                    // hears of it now as a refusal that may pass, rather
+                    // than at the request's timeout: it re-asks the member
+                    // a bounded number of times and calls quarantined
+                    // members in at once if it needs them.
+                    if let Some(member) = wallet.cluster_seat(seat) {
+                        observed.fault(member, ScoreFault::Timeout);
+                        job.lock_passing().insert(member);
+                    }
+                    *unanswered.entry(seat).or_default() += 1;
+                    Some(refused(round, Refusal::Retryable))
+                });
                 let admitted = gate.admit(seat, reply);
                 shares.note(&admitted);
                 feed(&mut coordinator, &mut handed, admitted);
@@ -439,6 +500,29 @@ pub async fn sign(
                 feed(&mut coordinator, &mut handed, held);
             }
         }
+    }
+}
+
+/// Takes one off `seat`'s count; whether there was one.
+fn take_one(counts: &mut BTreeMap<Seat, usize>, seat: Seat) -> bool {
+    match counts.get_mut(&seat) {
+        Some(count) if *count > 1 => {
+            *count -= 1;
+            true
+        }
+        Some(_) => counts.remove(&seat).is_some(),
+        None => false,
+    }
+}
+
+/// The fault an unresponsive member scores: a timeout or a refusal; valid
+/// shares without fresh commitments are no fault (a signer at its nonce
+/// capacity answers so).
+fn score_fault(cause: Unresponsiveness) -> Option<ScoreFault> {
+    match cause {
+        Unresponsiveness::Timeout { .. } => Some(ScoreFault::Timeout),
+        Unresponsiveness::Refused { .. } => Some(ScoreFault::Refusal),
+        _ => None,
     }
 }
 
@@ -664,7 +748,9 @@ fn unpoisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-type Answer = (Seat, Option<Reply<WireScheme>>);
+/// A member's answer (`None`: none came, see [`deliver`]) to a request of
+/// `Round`, by wallet seat.
+type Answer = (Seat, Round, Option<Reply<WireScheme>>);
 
 /// Holds back first answers until the `answer_first` seats gave theirs (see
 /// [`SignOptions::answer_first`]).
@@ -713,8 +799,8 @@ impl FirstAnswers {
 }
 
 /// Sends one request to `member` (wallet seat `seat`) and queues its
-/// answer: `None` when the member could not be reached (the coordinator's
-/// timeout then covers it).
+/// answer: `None` when the member could not be reached or its answer
+/// counts as missing (the run loop tells the coordinator at once).
 async fn deliver(
     peers: Arc<Peers>,
     member: Seat,
@@ -723,15 +809,16 @@ async fn deliver(
     job: Arc<Job>,
     answers: mpsc::UnboundedSender<Answer>,
 ) {
-    let reply = match request {
-        Request::Commit => commit(&peers, member, &job).await,
-        Request::Sign { session, packages } => {
-            shares(&peers, member, seat, session, &packages, &job).await
-        }
-        _ => None,
+    let (round, reply) = match request {
+        Request::Commit => (Round::Commit, commit(&peers, member, &job).await),
+        Request::Sign { session, packages } => (
+            Round::Sign(session),
+            shares(&peers, member, seat, session, &packages, &job).await,
+        ),
+        _ => return,
     };
     // The run may have ended and dropped the receiver; the answer is moot.
-    let _ = answers.send((seat, reply));
+    let _ = answers.send((seat, round, reply));
 }
 
 async fn commit(peers: &Peers, member: Seat, job: &Job) -> Option<Reply<WireScheme>> {

@@ -1,5 +1,6 @@
 //! Coordinator configuration.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::Seat;
@@ -39,6 +40,14 @@ pub struct Config {
     /// The overall deadline, counted from the coordinator's creation; see
     /// [`DEFAULT_DEADLINE`].
     pub deadline: Duration,
+    /// Seats to ask last (quarantined by the driver, see
+    /// [`crate::quarantine`]): they get no round-1 request while at least t
+    /// other seats are responsive or still awaited, and join a session only
+    /// when no t other seats hold fresh commitments. Every seat must be in
+    /// the roster. A deferred seat is asked as soon as the others alone
+    /// could no longer make a session, so deferring never makes a run fail
+    /// that would have finished without it.
+    pub deferred: BTreeSet<Seat>,
 }
 
 impl Config {
@@ -51,6 +60,7 @@ impl Config {
             roster,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             deadline: DEFAULT_DEADLINE,
+            deferred: BTreeSet::new(),
         }
     }
 }

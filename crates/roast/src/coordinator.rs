@@ -99,6 +99,21 @@ enum Phase {
 /// every healthy run, while waiting costs at most one request timeout, after
 /// which the coordinator behaves as in the paper.
 ///
+/// Deferred seats ([`Config::deferred`], the driver's quarantined members)
+/// are asked last: they get no round-1 request while at least t other seats
+/// are in R, awaited in a session that is still intact, or within a
+/// round-1 request's timeout,
+/// and a session takes the other seats of R first. As soon as fewer than t
+/// other seats are expected to answer (a timeout, a refusal, a culprit, or
+/// fewer than t others to begin with), every deferred seat not asked yet is
+/// asked, and from then on it takes part like any seat. So deferring a seat
+/// never makes a run fail that could have finished: it costs at most one
+/// round-1 round trip after the event that called the seat in. That event
+/// comes at once for a refusal or a culprit (and a driver reports a
+/// refused connection as a transient refusal), but for a seat that is
+/// silent in round 1 only at its request's timeout, which a run without
+/// deferral might not have waited for.
+///
 /// # Invariants
 /// - Each signer is a member of at most one open session whose answer is
 ///   awaited, and is in R at most once.
@@ -134,6 +149,8 @@ pub struct Coordinator<S: Scheme> {
     next_session: SessionId,
     sessions_started: u32,
     culprits: BTreeSet<Seat>,
+    /// Seats asked last ([`Config::deferred`]).
+    deferred: BTreeSet<Seat>,
     transmits: VecDeque<Transmit<S>>,
     events: VecDeque<Event<S>>,
     phase: Phase,
@@ -145,8 +162,9 @@ impl<S: Scheme> Coordinator<S> {
     ///
     /// # Errors
     /// [`Error::NoMessages`], [`Error::InvalidThreshold`],
-    /// [`Error::DuplicateSeat`], or [`Error::DeadlineTooFar`] if `now` plus
-    /// the configured deadline is not representable.
+    /// [`Error::DuplicateSeat`], [`Error::UnknownSeat`] for a deferred seat
+    /// outside the roster, or [`Error::DeadlineTooFar`] if `now` plus the
+    /// configured deadline is not representable.
     pub fn new(
         now: Instant,
         config: Config,
@@ -166,6 +184,13 @@ impl<S: Scheme> Coordinator<S> {
         let deadline = now
             .checked_add(config.deadline)
             .ok_or(Error::DeadlineTooFar)?;
+        if let Some(seat) = config
+            .deferred
+            .iter()
+            .find(|seat| !config.roster.contains(seat))
+        {
+            return Err(Error::UnknownSeat { seat: *seat });
+        }
         let mut coordinator = Self {
             scheme,
             threshold,
@@ -178,6 +203,7 @@ impl<S: Scheme> Coordinator<S> {
             next_session: SessionId::FIRST,
             sessions_started: 0,
             culprits: BTreeSet::new(),
+            deferred: config.deferred,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             phase: Phase::Running,
@@ -187,12 +213,17 @@ impl<S: Scheme> Coordinator<S> {
             if coordinator.signers.contains_key(&seat) {
                 return Err(Error::DuplicateSeat { seat });
             }
+            if coordinator.deferred.contains(&seat) {
+                coordinator.signers.insert(seat, SeatState::held());
+                continue;
+            }
             coordinator.signers.insert(seat, SeatState::new(timeout));
             coordinator.transmits.push_back(Transmit {
                 to: seat,
                 request: Request::Commit,
             });
         }
+        coordinator.call_in_deferred(now);
         Ok(coordinator)
     }
 
@@ -269,6 +300,7 @@ impl<S: Scheme> Coordinator<S> {
         self.sessions
             .retain(|_, session| session.is_intact() || !session.pending.is_empty());
         self.fail_if_hopeless();
+        self.call_in_deferred(now);
         self.start_sessions(now);
         Ok(())
     }
@@ -314,6 +346,7 @@ impl<S: Scheme> Coordinator<S> {
         for seat in due {
             self.ask(now, seat);
         }
+        self.call_in_deferred(now);
         self.start_sessions(now);
     }
 
@@ -549,10 +582,57 @@ impl<S: Scheme> Coordinator<S> {
     /// can still finish on time.
     fn start_sessions(&mut self, now: Instant) {
         while !self.is_finished() && self.responsive.len() >= self.threshold && !self.any_live() {
+            // Deferred seats go last: a stable partition keeps arrival order
+            // within each group.
+            let (others, deferred): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut self.responsive)
+                    .into_iter()
+                    .partition(|(seat, _)| !self.deferred.contains(seat));
+            self.responsive = others;
+            self.responsive.extend(deferred);
             let members: Vec<(Seat, Vec<S::Commitment>)> = (0..self.threshold)
                 .filter_map(|_| self.responsive.pop_front())
                 .collect();
             self.start_session(now, members);
+        }
+    }
+
+    /// Asks every deferred seat not asked yet once fewer than t of the
+    /// other seats are expected to answer (see [`Coordinator`]).
+    fn call_in_deferred(&mut self, now: Instant) {
+        if self.is_finished() {
+            return;
+        }
+        // A seat awaited in a session a refusal, a culprit or a timeout
+        // already broke will not make that session: it comes back only
+        // with its answer, so it is not counted on.
+        let expected = self
+            .signers
+            .iter()
+            .filter(|(seat, state)| {
+                !self.deferred.contains(seat)
+                    && state.is_expected()
+                    && match state.standing {
+                        Standing::Signing { session, .. } => {
+                            self.sessions.get(&session).is_some_and(Session::is_intact)
+                        }
+                        _ => true,
+                    }
+            })
+            .count();
+        if expected >= self.threshold {
+            return;
+        }
+        let timeout = self.timeout_after(now);
+        for (seat, state) in &mut self.signers {
+            if state.standing == Standing::Held {
+                state.standing = Standing::Asked { timeout };
+                state.asked = true;
+                self.transmits.push_back(Transmit {
+                    to: *seat,
+                    request: Request::Commit,
+                });
+            }
         }
     }
 

@@ -34,6 +34,10 @@
 //!   (with an [`Unresponsiveness`]) keep malice and silence apart in the
 //!   types: only an invalid share is malice; timeouts and refusals
 //!   ([`Refusal`]) are not.
+//! - [`quarantine`] keeps a member's score between runs (timeouts,
+//!   refusals, invalid shares) and says when it is quarantined; a driver
+//!   passes the quarantined seats as [`Config::deferred`], and the
+//!   coordinator asks them last.
 //! - [`Event::Done`] carries the signatures ([`Signed`]); [`Event::Failed`]
 //!   a [`Failure`]: at once when culprits and refusals leave fewer than t
 //!   signers able to sign, else when the deadline passes. Both carry
@@ -126,6 +130,7 @@ mod event;
 mod frost;
 mod ids;
 mod messages;
+pub mod quarantine;
 mod scheme;
 mod session;
 mod standing;

@@ -30,6 +30,9 @@ pub(crate) enum Standing {
     Excluded(Refusal),
     /// Sent an invalid share. Never used again.
     Malicious,
+    /// Deferred ([`crate::Config::deferred`]) and not asked yet: asked
+    /// only once the other seats alone cannot make a session.
+    Held,
 }
 
 /// One seat's record.
@@ -66,6 +69,32 @@ impl<S: Scheme> SeatState<S> {
         }
     }
 
+    /// A deferred seat, not asked until it is called in.
+    pub(crate) fn held() -> Self {
+        Self {
+            standing: Standing::Held,
+            asked: false,
+            reasks: 0,
+            retry_at: None,
+            handed_out: Vec::new(),
+        }
+    }
+
+    /// Whether the seat may be counted on to make a session: it is in R,
+    /// awaited in a session (the caller checks that the session is still
+    /// intact), or within the timeout of its first round-1 request. A re-ask does not count: the seat already timed out or
+    /// refused once in this run.
+    pub(crate) fn is_expected(&self) -> bool {
+        match self.standing {
+            Standing::Responsive | Standing::Signing { .. } => true,
+            Standing::Asked { .. } => self.reasks == 0,
+            Standing::Unresponsive
+            | Standing::Excluded(_)
+            | Standing::Malicious
+            | Standing::Held => false,
+        }
+    }
+
     /// The request that times out for this seat, and when.
     pub(crate) fn expiry(&self) -> Option<(Instant, Round)> {
         match self.standing {
@@ -74,7 +103,8 @@ impl<S: Scheme> SeatState<S> {
             Standing::Responsive
             | Standing::Unresponsive
             | Standing::Excluded(_)
-            | Standing::Malicious => None,
+            | Standing::Malicious
+            | Standing::Held => None,
         }
     }
 

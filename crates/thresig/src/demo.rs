@@ -29,7 +29,7 @@ use tracing::info;
 
 use crate::bar::Bar;
 use crate::blame::write_proofs;
-use crate::fault::Faulty;
+use crate::fault::{Faulty, Misbehavior};
 use crate::member::{confirmed, finish};
 
 /// Flags of `thresig demo`.
@@ -61,7 +61,7 @@ pub(crate) struct DemoArgs {
 }
 
 /// The member whose configuration and TLS identity coordinate.
-const COORDINATOR: Seat = Seat::FIRST;
+pub(crate) const COORDINATOR: Seat = Seat::FIRST;
 /// The demo wallet's id.
 const WALLET: &str = "demo";
 /// Value of each synthetic prevout.
@@ -139,7 +139,7 @@ pub(crate) fn launch(
     signers: u16,
     threshold: u16,
     policy: PolicyConfig,
-    malicious: &[Seat],
+    faults: &[(Seat, Misbehavior)],
     keep: Option<&PathBuf>,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Launched> {
@@ -163,9 +163,10 @@ pub(crate) fn launch(
     let seats: Vec<Seat> = cluster.members().iter().map(|m| m.seat).collect();
     let mut faulty = Vec::new();
     for seat in &seats {
-        if malicious.contains(seat) {
+        if let Some((_, misbehavior)) = faults.iter().find(|(s, _)| s == seat) {
             let config = cluster.config_path(*seat)?;
-            faulty.push(Faulty::start(*seat, &config, &cluster.log_path(*seat)?)?);
+            let log = cluster.log_path(*seat)?;
+            faulty.push(Faulty::start(*seat, &config, &log, *misbehavior)?);
         } else {
             cluster.start(*seat)?;
         }
@@ -225,7 +226,11 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         args.signers,
         args.threshold,
         policy,
-        &roles.malicious,
+        &roles
+            .malicious
+            .iter()
+            .map(|seat| (*seat, Misbehavior::InvalidShares))
+            .collect::<Vec<_>>(),
         args.keep.as_ref(),
         rng,
     )?;

@@ -1,17 +1,24 @@
-//! The demo's malicious members: real signers whose round-2 shares are
-//! altered on the way out, hosted in the demo's own process.
+//! The demo's malicious members and `thresig load`'s flaky ones: real
+//! signers whose round-2 shares are altered on the way out, or whose
+//! round-2 answers are held back past the coordinator's request timeout,
+//! hosted in the demo's (or the load generator's) own process.
 //!
 //! A faulty member runs the real engine and daemon on its configured
 //! address, so it keeps every signer-side check and its markers; only the
 //! shares that leave it are wrong. It signs the answers it alters with its
 //! own identity key, as a member that means to cheat would, so that the
-//! coordinator can keep them as proof (docs/blame.md). This module is reachable only from
-//! `thresig demo`: no flag or configuration of `thresig serve` makes a
-//! signer misbehave.
+//! coordinator can keep them as proof (docs/blame.md). A stalling member
+//! answers round 1 at once and every round 2 only after [`STALL`], as a
+//! member whose disk hangs on its marker commit would: it keeps being put
+//! into sessions that then wait a whole request timeout, which is what the
+//! coordinator's quarantine (docs/quarantine.md) is measured against. This
+//! module is reachable only from `thresig demo` and `thresig load`: no flag
+//! or configuration of `thresig serve` makes a signer misbehave.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use thresig_cluster::node::Node;
@@ -20,11 +27,28 @@ use thresig_daemon::{SignerError, SignerHandler};
 use thresig_engine::{HexBytes, Request, Response, package_hash};
 use tokio::sync::oneshot;
 
-/// A handler that answers as `inner` does, except that every round-2 share
-/// it sends is a valid encoding of a wrong share, signed by the member.
-struct InvalidShares<H> {
+/// How a hosted member misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Misbehavior {
+    /// Every round-2 share it sends is a valid encoding of a wrong share,
+    /// signed by the member.
+    InvalidShares,
+    /// Every round-2 answer leaves only after [`STALL`].
+    StallsSigning,
+}
+
+/// How long a stalling member holds each round-2 request: past the
+/// coordinator's default request timeout (10 s), so each session it joins
+/// waits that timeout out, and within the daemon's own request timeout
+/// (30 s), so the member never answers with the daemon's `timeout` refusal
+/// instead.
+pub(crate) const STALL: Duration = Duration::from_secs(15);
+
+/// A handler that answers as `inner` does, except as `misbehavior` says.
+struct Misbehaving<H> {
     inner: Arc<H>,
     identity: ed25519_dalek::SigningKey,
+    misbehavior: Misbehavior,
 }
 
 /// A different share with the same encoding length: the share plus one,
@@ -46,8 +70,16 @@ fn corrupt(share: &HexBytes) -> HexBytes {
     }
 }
 
-impl<H: SignerHandler> SignerHandler for InvalidShares<H> {
+impl<H: SignerHandler> SignerHandler for Misbehaving<H> {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        if self.misbehavior == Misbehavior::StallsSigning {
+            if matches!(request, Request::Round2(_)) {
+                // The daemon runs each request on a blocking thread of its
+                // own, so only this answer waits: round 1 stays prompt.
+                std::thread::sleep(STALL);
+            }
+            return self.inner.handle(peer, request);
+        }
         let answered = match &request {
             Request::Round2(r) => Some((package_hash(r), r.wallet.clone())),
             _ => None,
@@ -67,8 +99,8 @@ impl<H: SignerHandler> SignerHandler for InvalidShares<H> {
     }
 }
 
-/// A member sending invalid shares, served on its own thread of the demo's
-/// process until [`Faulty::stop`] (or drop).
+/// A misbehaving member, served on its own thread of the demo's (or the
+/// load generator's) process until [`Faulty::stop`] (or drop).
 pub(crate) struct Faulty {
     seat: Seat,
     stop: Option<oneshot::Sender<()>>,
@@ -77,7 +109,7 @@ pub(crate) struct Faulty {
 
 impl Faulty {
     /// Opens the member of the configuration at `config` (as `thresig
-    /// serve` does) and serves it with its shares altered.
+    /// serve` does) and serves it misbehaving as `misbehavior` says.
     ///
     /// Only what the member logs on its own thread goes to `log`: its
     /// daemon (listening, connections, each request and its refusals, all
@@ -86,7 +118,12 @@ impl Faulty {
     /// the demo's own lines: opening its store and engine (on the caller's
     /// thread), the engine answering requests (on the runtime's blocking
     /// threads), the pruner, the key manager and the store's writer.
-    pub(crate) fn start(seat: Seat, config: &Path, log: &Path) -> Result<Self> {
+    pub(crate) fn start(
+        seat: Seat,
+        config: &Path,
+        log: &Path,
+        misbehavior: Misbehavior,
+    ) -> Result<Self> {
         let node = Node::open(config).with_context(|| format!("member {seat}"))?;
         let identity = node
             .identity_key()
@@ -113,7 +150,13 @@ impl Faulty {
                 tracing::subscriber::with_default(logs, || {
                     let served = node
                         .run_until(
-                            |inner| Arc::new(InvalidShares { inner, identity }),
+                            |inner| {
+                                Arc::new(Misbehaving {
+                                    inner,
+                                    identity,
+                                    misbehavior,
+                                })
+                            },
                             async move {
                                 let _ = stopped.await;
                             },
@@ -199,7 +242,7 @@ mod tests {
         provision::init_cluster(&cluster, &spec, SystemTime::now(), &mut rng).unwrap();
         let config = member_dir(&cluster, Seat::FIRST).join(CONFIG_FILE);
         let log = dir.path().join("signer.log");
-        let member = Faulty::start(Seat::FIRST, &config, &log).unwrap();
+        let member = Faulty::start(Seat::FIRST, &config, &log, Misbehavior::InvalidShares).unwrap();
         let error = format!("{:#}", member.stop().unwrap_err());
         assert!(error.contains("Address already in use"), "{error}");
         let logged = std::fs::read_to_string(&log).unwrap();

@@ -5,7 +5,9 @@
 //! waiting for its store's commits.
 //!
 //! Reproducing the numbers in `docs/BENCHMARKS.md`:
-//! `cargo run --release -p thresig -- load --signers 3 --threshold 2`.
+//! `cargo run --release -p thresig -- load --signers 3 --threshold 2`; with
+//! a flaky member, with and without quarantine: add `--stall-member 3`
+//! (and `--no-quarantine`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,13 +18,17 @@ use anyhow::{Context as _, Result, bail};
 use bitcoin::Amount;
 use rand_core::{CryptoRng, RngCore};
 use serde_json::json;
-use thresig_cluster::{SignOptions, sign};
+use thresig_cluster::config::Config;
+use thresig_cluster::scores::scores_path;
+use thresig_cluster::{SignError, SignOptions, sign};
 use thresig_crypto::Seat;
 use thresig_tx::{Destination, MAX_PER_DAY_CEILING, Payment, PolicyConfig, build_psbt};
 use tracing::info;
 
 use crate::because;
-use crate::demo::{Launched, fresh_address, launch, synthetic_prevouts};
+use crate::demo::{COORDINATOR, Launched, fresh_address, launch, synthetic_prevouts};
+use crate::fault::Misbehavior;
+use crate::quarantine::RunScores;
 
 /// Flags of `thresig load`.
 #[derive(clap::Args, Debug)]
@@ -44,6 +50,21 @@ pub(crate) struct LoadArgs {
     /// Signing runs in flight at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Start each run of a slot at least this long after that slot's
+    /// previous run started (0: back to back). A paced load is how a
+    /// custody signer is used, and what shows a flaky member's cost: back
+    /// to back, thousands of runs finish while it stalls once.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pace_ms: u64,
+    /// A member that answers round 1 at once and every round 2 only after
+    /// 15 s, past the coordinator's request timeout (a flaky member, hosted
+    /// in this process; docs/quarantine.md).
+    #[arg(long, value_name = "SEAT")]
+    stall_member: Option<u16>,
+    /// Run without the coordinator's quarantine: ask every member every
+    /// time and record no scores (to measure what quarantine saves).
+    #[arg(long)]
+    no_quarantine: bool,
     /// Keep the cluster directory here.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
@@ -67,6 +88,18 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         );
     }
     let signatures = args.signatures()?;
+    let stalled: Vec<(Seat, Misbehavior)> = match args.stall_member {
+        None => Vec::new(),
+        Some(member) => match Seat::try_from(member) {
+            Ok(seat) if member <= args.signers - args.offline => {
+                vec![(seat, Misbehavior::StallsSigning)]
+            }
+            _ => bail!(
+                "--stall-member {member} is not one of the members that run (1 to {})",
+                args.signers - args.offline
+            ),
+        },
+    };
     let destination = fresh_address(rng)?;
     let mut policy = PolicyConfig::default();
     policy.destinations = vec![destination.to_string()];
@@ -84,15 +117,24 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         epoch,
         spend,
         temp: _temp,
+        // Served in this process until the run ends: a stalling member.
+        faulty: _faulty,
         ..
     } = launch(
         args.signers,
         args.threshold,
         policy,
-        &[],
+        &stalled,
         args.keep.as_ref(),
         rng,
     )?;
+    let scores = Arc::new(if args.no_quarantine {
+        RunScores::off()
+    } else {
+        RunScores::open(&scores_path(&Config::load(
+            &cluster.config_path(COORDINATOR)?,
+        )?))
+    });
     let offline: Vec<Seat> = (args.signers - args.offline + 1..=args.signers)
         .filter_map(|s| Seat::try_from(s).ok())
         .collect();
@@ -137,22 +179,36 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     info!(signatures, concurrency = args.concurrency, "signing");
     let psbts = Arc::new(psbts);
     let next = Arc::new(AtomicUsize::new(0));
+    let pace = Duration::from_millis(args.pace_ms);
     let started = Instant::now();
     let latencies = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..args.concurrency {
             let (psbts, next, peers) = (psbts.clone(), next.clone(), peers.clone());
-            let (wallet, key) = (wallet.clone(), key.clone());
+            let (wallet, key, scores) = (wallet.clone(), key.clone(), scores.clone());
             tasks.spawn(async move {
                 let mut latencies = Vec::new();
-                let options = SignOptions::default();
+                let mut options = SignOptions::default();
+                let mut due = tokio::time::Instant::now();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(psbt) = psbts.get(i) else {
                         return Ok::<_, anyhow::Error>(latencies);
                     };
+                    tokio::time::sleep_until(due).await;
+                    due = tokio::time::Instant::now() + pace;
                     let one = Instant::now();
-                    sign(&peers, &wallet, &key, epoch, psbt, &options).await?;
+                    options.deferred = scores.deferred();
+                    let signed = sign(&peers, &wallet, &key, epoch, psbt, &options).await;
+                    let observed = match &signed {
+                        Ok(outcome) => Some(&outcome.observed),
+                        Err(SignError::Failed { observed, .. }) => Some(observed),
+                        Err(_) => None,
+                    };
+                    if let Some(observed) = observed {
+                        scores.record(observed);
+                    }
+                    signed?;
                     latencies.push(one.elapsed());
                 }
             });
@@ -205,11 +261,16 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         "signers": args.signers,
         "threshold": args.threshold,
         "offline": args.offline,
+        "stalled_member": args.stall_member,
+        "quarantine": !args.no_quarantine,
         "signatures": latencies.len(),
         "concurrency": args.concurrency,
+        "pace_ms": args.pace_ms,
         "seconds": elapsed.as_secs_f64(),
         "signatures_per_second": count / elapsed.as_secs_f64(),
+        "latency_ms_mean": ms(latencies.iter().sum::<Duration>()) / count,
         "latency_ms_p50": ms(quantile(0.5)),
+        "latency_ms_p90": ms(quantile(0.9)),
         "latency_ms_p99": ms(quantile(0.99)),
         "latency_ms_max": ms(quantile(1.0)),
         "signer_cpu_ms_per_signature": ms(cpu_total) / count,
@@ -351,8 +412,11 @@ mod tests {
             signers: 100,
             threshold,
             offline: 0,
+            stall_member: None,
+            no_quarantine: false,
             signatures,
             concurrency: 1,
+            pace_ms: 0,
             keep: None,
             json: false,
         }

@@ -19,6 +19,7 @@ mod load;
 mod member;
 mod policy;
 mod psbt;
+mod quarantine;
 mod refresh;
 mod repair;
 mod sweep;
@@ -96,6 +97,9 @@ enum Command {
     /// Staged policy rollout on this member: stage a version, promote it
     /// to 10%, 50%, 100%, roll it back (docs/policy.md).
     Policy(policy::PolicyArgs),
+    /// The coordinator's per-member scores and quarantine: show them, or
+    /// end a member's quarantine early (docs/quarantine.md).
+    Quarantine(quarantine::QuarantineArgs),
 }
 
 /// The wall clock in Unix seconds (0 if it reads before 1970).
@@ -147,6 +151,7 @@ fn main() -> ExitCode {
         Command::Blame(args) => blame::main(&args),
         Command::Audit(args) => return audit::main(args),
         Command::Policy(args) => return policy::main(args),
+        Command::Quarantine(args) => quarantine::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,6 +227,9 @@ fn recovery(err: &anyhow::Error) -> Recovery {
             return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<thresig_daemon::Error>() {
+            return e.recovery();
+        }
+        if let Some(e) = cause.downcast_ref::<thresig_cluster::scores::ScoreError>() {
             return e.recovery();
         }
         if let Some(e) = cause.downcast_ref::<FileError>() {

@@ -251,12 +251,15 @@ pub(crate) struct Coordinating {
     /// This member's own signer's admin socket, where each signing run this
     /// member coordinates is reported for the signer's metrics.
     pub(crate) admin_socket: PathBuf,
+    /// This member's coordinator's score file (docs/quarantine.md).
+    pub(crate) scores: PathBuf,
 }
 
 impl Coordinating {
     pub(crate) fn load(path: &Path) -> Result<Self> {
         let config = Config::load(path)?;
         let admin_socket = thresig_cluster::node::admin_socket_path(&config);
+        let scores = thresig_cluster::scores::scores_path(&config);
         let node = config.node.with_context(|| {
             format!(
                 "{}: not a cluster member's configuration (no `member` and [[members]]); \
@@ -276,6 +279,7 @@ impl Coordinating {
             node,
             peers,
             admin_socket,
+            scores,
         })
     }
 
@@ -465,8 +469,10 @@ pub(crate) fn sign_and_write(
     psbt: WalletPsbt,
     out: &Outputs,
 ) -> Result<()> {
+    let scores = crate::quarantine::RunScores::open(&c.scores);
     let mut options = SignOptions::default();
     options.progress = Some(Arc::new(Bar::new()));
+    options.deferred = scores.deferred();
     let result = runtime.block_on(sign(&c.peers, wallet, &own.key, own.epoch, &psbt, &options));
     drop(options);
     // Evidence is kept whether or not the run signed: a run that too many
@@ -476,7 +482,7 @@ pub(crate) fn sign_and_write(
         Ok(outcome) => outcome,
         Err(e) => {
             if let SignError::Failed {
-                proofs, culprits, ..
+                proofs, culprits, observed, ..
             } = &e
             {
                 let files = write_proofs(beside, proofs);
@@ -487,6 +493,7 @@ pub(crate) fn sign_and_write(
                     );
                 }
                 files.warn();
+                scores.record(observed);
                 // A PSBT or setup error asked nothing of the members: no
                 // run to count.
                 let retryable = e.recovery() == Recovery::Retryable;
@@ -505,6 +512,9 @@ pub(crate) fn sign_and_write(
     let files = write_proofs(beside, &outcome.proofs);
     files.warn();
     let proofs = files.paths;
+    // Scores go after the outputs: the score file's lock, held by another
+    // process, must never hold back a signature already made.
+    scores.record(&outcome.observed);
     // Counted once it is written: the report goes last, so a signer that
     // does not answer it cannot hold back the outputs.
     report_run(&c.admin_socket, &admin::Request::signed(outcome.sessions));
@@ -677,6 +687,11 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
         }
     }
     let views = wallet_views(c.node.member, &members);
+    // The scores are this member's coordinator's own view of its peers: a
+    // score file that does not read is shown as such, beside the rest.
+    let roster: Vec<_> = c.node.members.keys().copied().collect();
+    let now = std::time::SystemTime::now();
+    let scores = thresig_cluster::scores::ScoreStore::read_file(&c.scores);
     if args.json {
         let wallets: serde_json::Map<String, serde_json::Value> = views
             .iter()
@@ -695,9 +710,23 @@ pub(crate) fn status(args: &StatusArgs) -> Result<()> {
                 (w.wallet.to_string(), view)
             })
             .collect();
-        println!("{}", json!({"members": rows, "wallets": wallets}));
+        let quarantine = match &scores {
+            Ok(scores) => json!(crate::quarantine::json_rows(&roster, scores, now)),
+            Err(e) => json!({"error": {"code": e.code(), "message": e.to_string()}}),
+        };
+        println!(
+            "{}",
+            json!({"members": rows, "wallets": wallets, "quarantine": quarantine})
+        );
     } else {
         print!("{text}");
+        match &scores {
+            Ok(scores) => print!(
+                "scores kept by this member's coordinator (docs/quarantine.md):\n{}",
+                crate::quarantine::text_rows(&roster, scores, now)
+            ),
+            Err(e) => println!("scores: error[{}]: {e}", e.code()),
+        }
         for w in &views {
             let key = w.output_key.as_ref().map_or_else(
                 || "(none from this member's signer yet)".to_owned(),

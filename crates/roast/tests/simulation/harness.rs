@@ -124,6 +124,8 @@ pub(crate) struct Outcome<S: Scheme> {
     pub(crate) overlaps: Vec<(SessionId, Seat)>,
     /// Virtual time from the coordinator's creation to the end of the run.
     pub(crate) elapsed: Duration,
+    /// Seats sent a round-1 request, in the order the requests went out.
+    pub(crate) asked: Vec<Seat>,
 }
 
 /// How a run ended.
@@ -191,6 +193,10 @@ pub(crate) struct Sim<B: Backend> {
     /// A fixed delay for replies of seats not answering first (random
     /// between 2 and 41 ms if unset).
     delay: Option<Duration>,
+    /// Seats the coordinator asks last ([`Config::deferred`]).
+    deferred: Vec<Seat>,
+    /// Seats sent a round-1 request, in order.
+    asked: Vec<Seat>,
     inputs: usize,
     now: Instant,
     seq: u64,
@@ -213,6 +219,8 @@ impl<B: Backend> Sim<B> {
             first: Vec::new(),
             duplicate: false,
             delay: None,
+            deferred: Vec::new(),
+            asked: Vec::new(),
             inputs,
             now: Instant::now(),
             seq: 0,
@@ -253,6 +261,12 @@ impl<B: Backend> Sim<B> {
         self
     }
 
+    /// Makes the coordinator ask `seats` last (a driver's quarantine).
+    pub(crate) fn defer(mut self, seats: &[Seat]) -> Self {
+        self.deferred = seats.to_vec();
+        self
+    }
+
     pub(crate) fn run(mut self) -> Outcome<B::S> {
         let messages: Vec<_> = (0..self.inputs)
             .map(|_| self.backend.message(&mut self.rng))
@@ -260,6 +274,7 @@ impl<B: Backend> Sim<B> {
         let mut config = Config::new(self.backend.threshold(), self.backend.seats());
         config.request_timeout = REQUEST_TIMEOUT;
         config.deadline = DEADLINE;
+        config.deferred = self.deferred.iter().copied().collect();
         let mut coordinator =
             Coordinator::new(self.now, config, self.backend.scheme(), messages.clone())
                 .unwrap_or_else(|e| panic!("seed {}: {e}", self.seed));
@@ -274,6 +289,7 @@ impl<B: Backend> Sim<B> {
             after_end: 0,
             overlaps: Vec::new(),
             elapsed: Duration::ZERO,
+            asked: Vec::new(),
         };
         let start = self.now;
         let mut awaited: BTreeMap<Seat, SessionId> = BTreeMap::new();
@@ -334,6 +350,7 @@ impl<B: Backend> Sim<B> {
             }
         }
         outcome.elapsed = self.now - start;
+        outcome.asked = self.asked;
         outcome
     }
 
@@ -377,6 +394,9 @@ impl<B: Backend> Sim<B> {
             .get(&seat)
             .copied()
             .unwrap_or(Behavior::Honest);
+        if matches!(transmit.request, Request::Commit) {
+            self.asked.push(seat);
+        }
         if behavior == Behavior::Offline {
             return;
         }

@@ -7,5 +7,6 @@ mod frost;
 mod fuzz;
 mod harness;
 mod properties;
+mod quarantine;
 mod scenarios;
 mod toy;
