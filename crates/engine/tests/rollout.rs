@@ -852,3 +852,25 @@ fn a_version_number_names_one_policy_for_good() {
         .policy_rollout(c.now, &command)
         .unwrap();
 }
+
+#[test]
+fn a_pruned_log_still_binds_the_rollout_record() {
+    let mut c = cluster(94);
+    let canary = on_version(&stage(&c, 1, true), 2);
+    // A share release after the last step: the prune keeps it, and only it.
+    c.sign(&canary[0], &[1, 2], &[[7; 32]]);
+    c.advance(std::time::Duration::from_secs(2 * 24 * 3600));
+    let day = 24 * 3600 * 1000;
+    c.member(1)
+        .signer()
+        .audit_prune(c.now, thresig_store::Timestamp(c.now.0 - day))
+        .unwrap();
+    c.edit_disk(1, |txn| {
+        let mut t = txn
+            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("meta"))
+            .unwrap();
+        t.remove(b"policy-rollout".as_slice()).unwrap();
+    });
+    let err = c.member(1).signer().rollout_status().unwrap_err();
+    assert_eq!(err.code(), "rollout_replaced", "{err:?}");
+}

@@ -7,9 +7,9 @@
 //! load the record must be the one the last such entry names.
 //!
 //! Finding that entry reads the log backwards from its head to the last
-//! policy step or open, so at most what one run of the signer appended.
-//! A log pruned past both binds nothing (the prune keeps every entry of
-//! the retention period, and each open writes one).
+//! policy step, open or prune, so at most what one run of the signer
+//! appended. A prune names the record too: it may remove every step and
+//! open, and keep only the entries after them.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -73,6 +73,10 @@ pub(crate) fn last_bound<S: Store>(store: &S) -> Result<Option<RecordRef>, thres
                     }));
                 }
                 AuditEvent::Open {
+                    rollout: Some(found),
+                    ..
+                }
+                | AuditEvent::Prune {
                     rollout: Some(found),
                     ..
                 } => return Ok(Some(found)),

@@ -240,6 +240,35 @@ impl<S: Store> Signer<S> {
         }
     }
 
+    /// The rollout record the audit log must name next (as
+    /// [`Signer::rollout_found`]; `None`: a damaged one no entry named), with the steps lock that keeps it so
+    /// until the caller's unit commits.
+    ///
+    /// # Errors
+    /// The store's.
+    pub(crate) fn rollout_held(
+        &self,
+    ) -> Result<(Steps<'_>, Option<RecordRef>), thresig_store::Error> {
+        let steps = self.rollout_steps();
+        let found = match self.refresh(&steps) {
+            Ok(()) => {
+                let cache = self.rollout.read().unwrap_or_else(PoisonError::into_inner);
+                cache
+                    .loaded
+                    .as_ref()
+                    .map(|l| RecordRef::of(l.raw.as_deref()))
+            }
+            Err(RolloutError::Store(e)) => return Err(e),
+            Err(_) => None,
+        };
+        let found = match found {
+            Some(found) => Some(found),
+            // A refused record: the one the log named before stays bound.
+            None => super::binding::last_bound(&self.store)?,
+        };
+        Ok((steps, found))
+    }
+
     /// Stores the policy of every wallet this signer serves that has none
     /// stored yet: its configuration file's, as it is at this open. From
     /// then on an edited file changes no applied policy until staged, also
