@@ -11,7 +11,7 @@ use common::*;
 use thresig_crypto::{Commitment, ScriptTree};
 use thresig_engine::audit::AuditEvent;
 use thresig_engine::rollout::gate::{Gates, Verdict};
-use thresig_engine::rollout::on_new_version;
+use thresig_engine::rollout::{MAX_COUNTED, on_new_version};
 use thresig_engine::test_util::raw_policy;
 use thresig_engine::{
     Error, ErrorCode, Limits, Phase, RolloutCommand, RolloutError, RolloutStatus, WalletRollout,
@@ -873,4 +873,35 @@ fn a_pruned_log_still_binds_the_rollout_record() {
     });
     let err = c.member(1).signer().rollout_status().unwrap_err();
     assert_eq!(err.code(), "rollout_replaced", "{err:?}");
+}
+
+#[test]
+fn one_coordinator_cannot_fill_the_window_for_the_others() {
+    let mut c = payment_cluster(95);
+    let staged = c.member(1).signer().policy_rollout(c.now, &tightened(3));
+    let canary = on_version(&staged.unwrap(), 2)[0].clone();
+    // Coordinator C (seat 1) sends distinct denied payments with one set
+    // of commitments (a denial spends no nonce), past any window.
+    let w = psbt::taproot(&c, &canary);
+    let comms = commitments(&mut c, 1, &canary);
+    for i in 0..=u64::try_from(MAX_COUNTED).unwrap() {
+        let input = psbt::funding(&w, 1, 100_000, (i % 256) as u8);
+        let payment = psbt::pay_with_fee(&w, &input, Some(psbt::external()), 1_000 + i / 256);
+        let target = thresig_engine::SigningTarget::psbt(payment.serialize());
+        let req = c.request_for(&canary, &comms, &psbt::sighashes(&payment), target);
+        let err = c.round2_as(1, 1, &req).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    }
+    assert_eq!(rollout_of(&c).phase, Some(Phase::Canary));
+    // A and B's denials still count: the gate fails (and the rollback
+    // lets the rest pay).
+    for (coord, salts) in [(COORD_A, 1..=5u8), (COORD_B, 6..=10)] {
+        for salt in salts {
+            if rollout_of(&c).phase == Some(Phase::Canary) {
+                pay_external(&mut c, coord, &canary, salt);
+            }
+        }
+    }
+    let status = rollout_of(&c);
+    assert_eq!(status.phase, Some(Phase::RolledBack), "{status:?}");
 }

@@ -38,7 +38,7 @@ use crate::config::ConfigError;
 use crate::error::ErrorCode;
 pub use binding::{RecordRef, record_hash};
 use gate::{Counters, Failure, Gates, Group, Verdict};
-pub use steps::{RolloutCommand, RolloutStatus, RolloutWallet};
+pub use steps::{MAX_COUNTED, RolloutCommand, RolloutStatus, RolloutWallet};
 pub(crate) use steps::{outcome_of, target_digest};
 
 /// The metadata record's name.
@@ -374,9 +374,9 @@ struct Loaded {
     record: Option<Record>,
     applied: BTreeMap<WalletId, Applied>,
     counters: Counters,
-    /// The (coordinator, wallet, target) digests counted in this window:
-    /// each counts once.
-    counted: BTreeSet<[u8; 32]>,
+    /// The (coordinator, wallet, target) digests counted in this window,
+    /// by coordinator: each counts once.
+    counted: BTreeMap<crate::ids::CoordinatorId, BTreeSet<[u8; 32]>>,
     /// The condition of every share release under these policies.
     guard: thresig_store::WriteOp,
     /// Wallets whose stored policy no longer validates: each refuses

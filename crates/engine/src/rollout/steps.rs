@@ -110,9 +110,11 @@ pub struct RolloutWallet {
 /// Proof that the caller holds the steps lock.
 type Steps<'a> = MutexGuard<'a, ()>;
 
-/// The most distinct requests one step's window counts: the gate has
-/// judged long before, and the set of digests stays bounded.
-const MAX_COUNTED: usize = 1 << 16;
+/// The most distinct requests one step's window counts from each
+/// coordinator: the gate has judged long before, the digests kept stay
+/// bounded by this times the wallets' members, and one coordinator filling
+/// its share leaves the others counted.
+pub const MAX_COUNTED: usize = 1 << 13;
 
 /// Why a rollout was rolled back.
 enum Reason<'a> {
@@ -202,7 +204,8 @@ impl<S: Store> Signer<S> {
             if !current.is_some_and(|c| Arc::ptr_eq(&c.policy, &applied.policy)) {
                 return Ok(());
             }
-            if loaded.counted.len() >= MAX_COUNTED || !loaded.counted.insert(target) {
+            let counted = loaded.counted.entry(coordinator).or_default();
+            if counted.len() >= MAX_COUNTED || !counted.insert(target) {
                 return Ok(());
             }
             loaded
@@ -793,7 +796,7 @@ impl<S: Store> Signer<S> {
             record,
             applied,
             counters: BTreeMap::new(),
-            counted: BTreeSet::new(),
+            counted: BTreeMap::new(),
             guard,
             damaged,
         })
