@@ -905,3 +905,45 @@ fn one_coordinator_cannot_fill_the_window_for_the_others() {
     let status = rollout_of(&c);
     assert_eq!(status.phase, Some(Phase::RolledBack), "{status:?}");
 }
+
+#[test]
+fn an_upgraded_store_does_not_take_an_edited_file_at_once() {
+    let mut c = cluster(100);
+    // The store as a signer before staged rollouts left it: opens that
+    // named each wallet's version, and no rollout record.
+    let before = AuditEvent::Open {
+        identity: c.member(1).config.identity,
+        wallets: WALLETS.len() as u64,
+        policy_versions: WALLETS.iter().map(|w| (wid(w), 1)).collect(),
+        rollout: None,
+    };
+    c.member(1)
+        .store()
+        .write(vec![WriteOp::AppendAudit {
+            at: c.now,
+            entry: serde_json::to_vec(&before).unwrap(),
+        }])
+        .unwrap();
+    let v2 = version2(true);
+    c.restart_with(1, |config| {
+        for wallet in &mut config.wallets {
+            wallet.policy = v2[&wallet.id].clone();
+        }
+    });
+    // Twice: the refused open must not become the version the next
+    // one compares with.
+    for _ in 0..2 {
+        c.member(1).signer().0.audit_open(c.now).unwrap();
+        let status = rollout_of(&c);
+        assert!(on_version(&status, 2).is_empty(), "{status:?}");
+        let (seat, err) = c
+            .sign_as(COORD_A, WALLETS[0], &[1, 2], &[[1; 32]])
+            .unwrap_err();
+        assert_eq!(
+            (seat, err.code()),
+            (1, ErrorCode::WalletNotActive),
+            "{err:?}"
+        );
+        c.restart(1);
+    }
+}

@@ -142,12 +142,26 @@ impl<S: Store> Signer<S> {
                     guard: loaded.guard.clone(),
                 })
         };
+        self.check_held(&slot.config.id)?;
         self.with_loaded(|loaded| {
             if loaded.damaged.contains(&slot.config.id) {
                 return Err(RolloutError::Corrupt);
             }
             Ok(lookup(loaded))
         })?
+    }
+
+    /// Refuses a wallet the open's settle held back.
+    fn check_held(&self, wallet: &WalletId) -> Result<(), RolloutError> {
+        let cache = self.rollout.read().unwrap_or_else(PoisonError::into_inner);
+        match cache.held.get(wallet) {
+            Some(&(applied, file)) => Err(RolloutError::FileChanged {
+                wallet: wallet.clone(),
+                applied,
+                file,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The version `slot`'s wallet applies, and the rollout naming it.
@@ -158,6 +172,7 @@ impl<S: Store> Signer<S> {
         &self,
         slot: &Slot,
     ) -> Result<(u32, Option<WalletRollout>), RolloutError> {
+        self.check_held(&slot.config.id)?;
         self.with_loaded(|loaded| {
             let id = &slot.config.id;
             if loaded.damaged.contains(id) {
@@ -296,15 +311,30 @@ impl<S: Store> Signer<S> {
             reason: None,
             known: BTreeMap::new(),
         });
+        let new: BTreeSet<WalletId> = self
+            .wallets
+            .keys()
+            .filter(|id| !record.wallets.contains_key(*id) && !record.settled.contains_key(*id))
+            .cloned()
+            .collect();
+        // A store a signer before staged rollouts used: its opens say what
+        // each wallet applied. An edited file must not apply at once.
+        let before = super::binding::last_opened(&self.store, &new).map_err(RolloutError::Store)?;
+        let mut held = BTreeMap::new();
         let mut wallets = Vec::new();
-        for (id, slot) in &self.wallets {
-            if !record.wallets.contains_key(id) && !record.settled.contains_key(id) {
-                record
-                    .settled
-                    .insert(id.clone(), slot.config.policy.clone());
-                wallets.push(id.clone());
+        for id in new {
+            let policy = &self.wallets[&id].config.policy;
+            match before.get(&id) {
+                Some(&applied) if applied != policy.version => {
+                    held.insert(id, (applied, policy.version));
+                }
+                _ => {
+                    record.settled.insert(id.clone(), policy.clone());
+                    wallets.push(id);
+                }
             }
         }
+        self.rollout_cache().held = held;
         if wallets.is_empty() {
             return Ok(());
         }
@@ -452,10 +482,11 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`RolloutError::Corrupt`], [`RolloutError::Store`].
     pub fn rollout_status(&self) -> Result<RolloutStatus, RolloutError> {
-        self.with_loaded(|loaded| self.status_of(loaded))
+        let held = self.rollout_cache().held.clone();
+        self.with_loaded(|loaded| self.status_of(loaded, &held))
     }
 
-    fn status_of(&self, loaded: &Loaded) -> RolloutStatus {
+    fn status_of(&self, loaded: &Loaded, held: &BTreeMap<WalletId, (u32, u32)>) -> RolloutStatus {
         let record = loaded.record.as_ref();
         let rollout = record.and_then(Record::rollout);
         let sum = |group| {
@@ -465,11 +496,12 @@ impl<S: Store> Signer<S> {
                 .filter(|((g, _), _)| *g == group)
                 .fold(Counts::default(), |sum, (_, c)| sum.plus(c))
         };
-        // A wallet whose stored policy is damaged applies none: not listed.
+        // A wallet whose stored policy is damaged, or that the settle held
+        // back, applies none: not listed.
         let wallets = self
             .wallets
             .iter()
-            .filter(|(id, _)| !loaded.damaged.contains(*id))
+            .filter(|(id, _)| !loaded.damaged.contains(*id) && !held.contains_key(*id))
             .map(|(id, slot)| {
                 let applied = loaded.applied.get(id);
                 RolloutWallet {

@@ -722,6 +722,13 @@ impl Cluster {
         m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
     }
 
+    /// Restarts seat `s` with its configuration changed by `edit` (an
+    /// operator editing the file between runs).
+    pub fn restart_with(&mut self, s: u16, edit: impl FnOnce(&mut SignerConfig)) {
+        edit(&mut self.members[usize::from(s) - 1].config);
+        self.restart(s);
+    }
+
     /// Stops seat `s`, runs `edit` in a raw write transaction on its disk
     /// (as an attacker with disk access would), and restarts it.
     pub fn edit_disk(&mut self, s: u16, edit: impl FnOnce(&redb::WriteTransaction)) {
