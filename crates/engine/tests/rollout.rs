@@ -449,13 +449,18 @@ fn a_step_whose_commit_was_durable_but_unacknowledged_is_seen_at_once() {
 /// Version 1 of every wallet pays [`psbt::external`] and signs raw
 /// digests; [`tightened`] no longer pays it.
 fn payment_cluster(seed: u64) -> Cluster {
+    payment_cluster_of(seed, 2, 3)
+}
+
+/// [`payment_cluster`] of `t`-of-`n` wallets.
+fn payment_cluster_of(seed: u64, t: u16, n: u16) -> Cluster {
     let mut v1 = psbt::policy();
     v1.allow_raw_digests = true;
     let specs: Vec<Spec> = WALLETS
         .iter()
         .map(|w| Spec::new(w, Keys::Dkg(ScriptTree::KeyPathOnly)).policy(v1.clone()))
         .collect();
-    Cluster::with_wallets(seed, 2, 3, &specs, Limits::default())
+    Cluster::with_wallets(seed, t, n, &specs, Limits::default())
 }
 
 fn tightened(min_requests: u64) -> RolloutCommand {
@@ -476,9 +481,14 @@ fn tightened(min_requests: u64) -> RolloutCommand {
 /// Round 2 at member 1, from `coord`, of a payment to
 /// [`psbt::external`] (salted apart): the tightened version denies it.
 fn pay_external(c: &mut Cluster, coord: u16, wallet: &str, salt: u8) -> Error {
+    pay_external_by(c, coord, wallet, salt, &[1, 2])
+}
+
+/// [`pay_external`] with the signers at `seats`.
+fn pay_external_by(c: &mut Cluster, coord: u16, wallet: &str, salt: u8, seats: &[u16]) -> Error {
     let w = psbt::taproot(c, wallet);
     let payment = psbt::spend(&w, 1, salt);
-    let comms = commitments(c, coord, wallet);
+    let comms = commitments_at(c, coord, wallet, seats);
     let target = thresig_engine::SigningTarget::psbt(payment.serialize());
     let req = c.request_for(wallet, &comms, &psbt::sighashes(&payment), target);
     c.round2_as(1, coord, &req).unwrap_err()
@@ -486,9 +496,19 @@ fn pay_external(c: &mut Cluster, coord: u16, wallet: &str, salt: u8) -> Error {
 
 /// Round 1 of one input at seats 1 and 2, for `coord`.
 fn commitments(c: &mut Cluster, coord: u16, wallet: &str) -> BTreeMap<u16, Vec<Commitment>> {
-    [1u16, 2]
-        .into_iter()
-        .map(|s| (s, c.round1(s, coord, wallet, 1).unwrap()))
+    commitments_at(c, coord, wallet, &[1, 2])
+}
+
+/// Round 1 of one input at `seats`, for `coord`.
+fn commitments_at(
+    c: &mut Cluster,
+    coord: u16,
+    wallet: &str,
+    seats: &[u16],
+) -> BTreeMap<u16, Vec<Commitment>> {
+    seats
+        .iter()
+        .map(|&s| (s, c.round1(s, coord, wallet, 1).unwrap()))
         .collect()
 }
 
@@ -946,4 +966,32 @@ fn an_upgraded_store_does_not_take_an_edited_file_at_once() {
         );
         c.restart(1);
     }
+}
+
+#[test]
+fn fewer_coordinators_than_the_threshold_cannot_roll_back_a_tightening() {
+    let mut c = payment_cluster_of(96, 3, 4);
+    let staged = c.member(1).signer().policy_rollout(c.now, &tightened(3));
+    let canary = on_version(&staged.unwrap(), 2)[0].clone();
+    let seats = [1, 2, 3];
+    let mut salt = 0u8;
+    for coord in [COORD_A, COORD_B] {
+        for _ in 0..3 {
+            salt += 1;
+            let err = pay_external_by(&mut c, coord, &canary, salt, &seats);
+            assert_eq!(err.code(), ErrorCode::PolicyDenied);
+        }
+    }
+    let status = rollout_of(&c);
+    assert_eq!(status.phase, Some(Phase::Canary), "{status:?}");
+    assert!(
+        matches!(status.verdict, Some(Verdict::Held(_))),
+        "{status:?}"
+    );
+    // The third (t-th) coordinator seeing the denials fails it.
+    for _ in 0..3 {
+        salt += 1;
+        pay_external_by(&mut c, 4, &canary, salt, &seats);
+    }
+    assert_eq!(rollout_of(&c).phase, Some(Phase::RolledBack));
 }

@@ -385,6 +385,9 @@ struct Loaded {
     /// Wallets whose stored policy no longer validates: each refuses
     /// ([`RolloutError::Corrupt`]), the others sign on.
     damaged: BTreeSet<WalletId>,
+    /// The coordinators that must see the canary fail ([`gate::quorum`]
+    /// of the rollout's wallets' thresholds).
+    quorum: u64,
 }
 
 impl Loaded {
@@ -398,7 +401,7 @@ impl Loaded {
             .iter()
             .filter(|((group, _), _)| *group == Group::Canary)
             .map(|(_, counts)| counts);
-        Some(gate::evaluate(canary, &record.gates))
+        Some(gate::evaluate(canary, &record.gates, self.quorum))
     }
 }
 

@@ -823,6 +823,11 @@ impl<S: Store> Signer<S> {
                 }
             }
         }
+        let quorum = super::gate::quorum(record.iter().flat_map(|r| {
+            r.wallets
+                .keys()
+                .filter_map(|id| self.wallets.get(id).map(|s| s.config.threshold))
+        }));
         Ok(Loaded {
             raw,
             record,
@@ -831,6 +836,7 @@ impl<S: Store> Signer<S> {
             counted: BTreeMap::new(),
             guard,
             damaged,
+            quorum,
         })
     }
 }
