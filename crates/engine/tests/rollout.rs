@@ -416,7 +416,10 @@ fn a_rollback_whose_commit_failed_is_made_by_the_upkeep_tick() {
         "{status:?}"
     );
     c.advance(std::time::Duration::from_secs(30));
-    c.member(1).signer().prune(c.now).unwrap();
+    // The tick's marker purge fails too: the rollback is made all the same.
+    c.member(1).store().fail_next_purge(Fault::Lost);
+    let err = c.member(1).signer().prune(c.now).unwrap_err();
+    assert!(matches!(err, Error::MarkerPurge { .. }), "{err:?}");
     let status = c.member(1).signer().rollout_status().unwrap();
     assert_eq!(status.phase, Some(Phase::RolledBack), "{status:?}");
     assert_eq!(status.since_ms, Some(c.now.0), "rolled back at the tick");
