@@ -356,8 +356,10 @@ mod tests {
 
     #[test]
     fn a_gate_allowing_every_denial_never_fails() {
-        let mut gates = Gates::default();
-        gates.max_denial_increase_pct = 100;
+        let gates = Gates {
+            max_denial_increase_pct: 100,
+            ..Gates::default()
+        };
         let denied = [counts(0, 9), counts(0, 9), counts(0, 9)];
         assert_eq!(evaluate(&denied, &gates, QUORUM), Verdict::Pass);
     }

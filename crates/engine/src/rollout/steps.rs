@@ -322,15 +322,15 @@ impl<S: Store> Signer<S> {
         let before = super::binding::last_opened(&self.store, &new).map_err(RolloutError::Store)?;
         let mut held = BTreeMap::new();
         let mut wallets = Vec::new();
-        for id in new {
-            let policy = &self.wallets[&id].config.policy;
-            match before.get(&id) {
+        for (id, slot) in self.wallets.iter().filter(|(id, _)| new.contains(*id)) {
+            let policy = &slot.config.policy;
+            match before.get(id) {
                 Some(&applied) if applied != policy.version => {
-                    held.insert(id, (applied, policy.version));
+                    held.insert(id.clone(), (applied, policy.version));
                 }
                 _ => {
                     record.settled.insert(id.clone(), policy.clone());
-                    wallets.push(id);
+                    wallets.push(id.clone());
                 }
             }
         }
