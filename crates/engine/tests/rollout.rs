@@ -581,6 +581,16 @@ fn one_coordinator_cannot_roll_back_a_tightening_aimed_at_it() {
     assert_eq!(rollout_of(&c).phase, Some(Phase::RolledBack));
 }
 
+/// Deletes member 1's rollout record on its disk, as an attacker would.
+fn delete_record(c: &mut Cluster) {
+    c.edit_disk(1, |txn| {
+        let mut t = txn
+            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("meta"))
+            .unwrap();
+        t.remove(b"policy-rollout".as_slice()).unwrap();
+    });
+}
+
 #[test]
 fn an_older_or_deleted_rollout_record_is_refused_against_the_audit_log() {
     let name = MetaName::new(b"policy-rollout".to_vec()).unwrap();
@@ -593,12 +603,7 @@ fn an_older_or_deleted_rollout_record_is_refused_against_the_audit_log() {
             .policy_rollout(c.now, &RolloutCommand::Rollback { expect_seq: None })
             .unwrap();
         if delete {
-            c.edit_disk(1, |txn| {
-                let mut t = txn
-                    .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("meta"))
-                    .unwrap();
-                t.remove(b"policy-rollout".as_slice()).unwrap();
-            });
+            delete_record(&mut c);
         } else {
             // The step-1 record, sealed as the store seals it: it
             // authenticates, but the audit log's last step is the rollback.
@@ -888,12 +893,7 @@ fn a_pruned_log_still_binds_the_rollout_record() {
         .signer()
         .audit_prune(c.now, thresig_store::Timestamp(c.now.0 - day))
         .unwrap();
-    c.edit_disk(1, |txn| {
-        let mut t = txn
-            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("meta"))
-            .unwrap();
-        t.remove(b"policy-rollout".as_slice()).unwrap();
-    });
+    delete_record(&mut c);
     let err = c.member(1).signer().rollout_status().unwrap_err();
     assert_eq!(err.code(), "rollout_replaced", "{err:?}");
 }
