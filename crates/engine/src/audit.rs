@@ -261,6 +261,11 @@ pub enum AuditEvent {
     Prune {
         /// The cut-off, in milliseconds since the Unix epoch.
         before_ms: u64,
+        /// The policy rollout record at the prune (absent in entries of
+        /// signers before this field): the prune may remove every step and
+        /// open that named it, so this entry binds it from then on.
+        #[serde(default)]
+        rollout: Option<crate::rollout::RecordRef>,
     },
     /// A signed checkpoint.
     Checkpoint(Checkpoint),

@@ -11,7 +11,7 @@ use common::*;
 use thresig_crypto::{Commitment, ScriptTree};
 use thresig_engine::audit::AuditEvent;
 use thresig_engine::rollout::gate::{Gates, Verdict};
-use thresig_engine::rollout::on_new_version;
+use thresig_engine::rollout::{MAX_COUNTED, on_new_version};
 use thresig_engine::test_util::raw_policy;
 use thresig_engine::{
     Error, ErrorCode, Limits, Phase, RolloutCommand, RolloutError, RolloutStatus, WalletRollout,
@@ -416,7 +416,10 @@ fn a_rollback_whose_commit_failed_is_made_by_the_upkeep_tick() {
         "{status:?}"
     );
     c.advance(std::time::Duration::from_secs(30));
-    c.member(1).signer().prune(c.now).unwrap();
+    // The tick's marker purge fails too: the rollback is made all the same.
+    c.member(1).store().fail_next_purge(Fault::Lost);
+    let err = c.member(1).signer().prune(c.now).unwrap_err();
+    assert!(matches!(err, Error::MarkerPurge { .. }), "{err:?}");
     let status = c.member(1).signer().rollout_status().unwrap();
     assert_eq!(status.phase, Some(Phase::RolledBack), "{status:?}");
     assert_eq!(status.since_ms, Some(c.now.0), "rolled back at the tick");
@@ -449,13 +452,18 @@ fn a_step_whose_commit_was_durable_but_unacknowledged_is_seen_at_once() {
 /// Version 1 of every wallet pays [`psbt::external`] and signs raw
 /// digests; [`tightened`] no longer pays it.
 fn payment_cluster(seed: u64) -> Cluster {
+    payment_cluster_of(seed, 2, 3)
+}
+
+/// [`payment_cluster`] of `t`-of-`n` wallets.
+fn payment_cluster_of(seed: u64, t: u16, n: u16) -> Cluster {
     let mut v1 = psbt::policy();
     v1.allow_raw_digests = true;
     let specs: Vec<Spec> = WALLETS
         .iter()
         .map(|w| Spec::new(w, Keys::Dkg(ScriptTree::KeyPathOnly)).policy(v1.clone()))
         .collect();
-    Cluster::with_wallets(seed, 2, 3, &specs, Limits::default())
+    Cluster::with_wallets(seed, t, n, &specs, Limits::default())
 }
 
 fn tightened(min_requests: u64) -> RolloutCommand {
@@ -476,9 +484,14 @@ fn tightened(min_requests: u64) -> RolloutCommand {
 /// Round 2 at member 1, from `coord`, of a payment to
 /// [`psbt::external`] (salted apart): the tightened version denies it.
 fn pay_external(c: &mut Cluster, coord: u16, wallet: &str, salt: u8) -> Error {
+    pay_external_by(c, coord, wallet, salt, &[1, 2])
+}
+
+/// [`pay_external`] with the signers at `seats`.
+fn pay_external_by(c: &mut Cluster, coord: u16, wallet: &str, salt: u8, seats: &[u16]) -> Error {
     let w = psbt::taproot(c, wallet);
     let payment = psbt::spend(&w, 1, salt);
-    let comms = commitments(c, coord, wallet);
+    let comms = commitments_at(c, coord, wallet, seats);
     let target = thresig_engine::SigningTarget::psbt(payment.serialize());
     let req = c.request_for(wallet, &comms, &psbt::sighashes(&payment), target);
     c.round2_as(1, coord, &req).unwrap_err()
@@ -486,9 +499,19 @@ fn pay_external(c: &mut Cluster, coord: u16, wallet: &str, salt: u8) -> Error {
 
 /// Round 1 of one input at seats 1 and 2, for `coord`.
 fn commitments(c: &mut Cluster, coord: u16, wallet: &str) -> BTreeMap<u16, Vec<Commitment>> {
-    [1u16, 2]
-        .into_iter()
-        .map(|s| (s, c.round1(s, coord, wallet, 1).unwrap()))
+    commitments_at(c, coord, wallet, &[1, 2])
+}
+
+/// Round 1 of one input at `seats`, for `coord`.
+fn commitments_at(
+    c: &mut Cluster,
+    coord: u16,
+    wallet: &str,
+    seats: &[u16],
+) -> BTreeMap<u16, Vec<Commitment>> {
+    seats
+        .iter()
+        .map(|&s| (s, c.round1(s, coord, wallet, 1).unwrap()))
         .collect()
 }
 
@@ -558,6 +581,16 @@ fn one_coordinator_cannot_roll_back_a_tightening_aimed_at_it() {
     assert_eq!(rollout_of(&c).phase, Some(Phase::RolledBack));
 }
 
+/// Deletes member 1's rollout record on its disk, as an attacker would.
+fn delete_record(c: &mut Cluster) {
+    c.edit_disk(1, |txn| {
+        let mut t = txn
+            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("meta"))
+            .unwrap();
+        t.remove(b"policy-rollout".as_slice()).unwrap();
+    });
+}
+
 #[test]
 fn an_older_or_deleted_rollout_record_is_refused_against_the_audit_log() {
     let name = MetaName::new(b"policy-rollout".to_vec()).unwrap();
@@ -570,12 +603,7 @@ fn an_older_or_deleted_rollout_record_is_refused_against_the_audit_log() {
             .policy_rollout(c.now, &RolloutCommand::Rollback { expect_seq: None })
             .unwrap();
         if delete {
-            c.edit_disk(1, |txn| {
-                let mut t = txn
-                    .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("meta"))
-                    .unwrap();
-                t.remove(b"policy-rollout".as_slice()).unwrap();
-            });
+            delete_record(&mut c);
         } else {
             // The step-1 record, sealed as the store seals it: it
             // authenticates, but the audit log's last step is the rollback.
@@ -851,4 +879,122 @@ fn a_version_number_names_one_policy_for_good() {
         .signer()
         .policy_rollout(c.now, &command)
         .unwrap();
+}
+
+#[test]
+fn a_pruned_log_still_binds_the_rollout_record() {
+    let mut c = cluster(94);
+    let canary = on_version(&stage(&c, 1, true), 2);
+    // A share release after the last step: the prune keeps it, and only it.
+    c.sign(&canary[0], &[1, 2], &[[7; 32]]);
+    c.advance(std::time::Duration::from_secs(2 * 24 * 3600));
+    let day = 24 * 3600 * 1000;
+    c.member(1)
+        .signer()
+        .audit_prune(c.now, thresig_store::Timestamp(c.now.0 - day))
+        .unwrap();
+    delete_record(&mut c);
+    let err = c.member(1).signer().rollout_status().unwrap_err();
+    assert_eq!(err.code(), "rollout_replaced", "{err:?}");
+}
+
+#[test]
+fn one_coordinator_cannot_fill_the_window_for_the_others() {
+    let mut c = payment_cluster(95);
+    let staged = c.member(1).signer().policy_rollout(c.now, &tightened(3));
+    let canary = on_version(&staged.unwrap(), 2)[0].clone();
+    // Coordinator C (seat 1) sends distinct denied payments with one set
+    // of commitments (a denial spends no nonce), past any window.
+    let w = psbt::taproot(&c, &canary);
+    let comms = commitments(&mut c, 1, &canary);
+    for i in 0..=u64::try_from(MAX_COUNTED).unwrap() {
+        let input = psbt::funding(&w, 1, 100_000, (i % 256) as u8);
+        let payment = psbt::pay_with_fee(&w, &input, Some(psbt::external()), 1_000 + i / 256);
+        let target = thresig_engine::SigningTarget::psbt(payment.serialize());
+        let req = c.request_for(&canary, &comms, &psbt::sighashes(&payment), target);
+        let err = c.round2_as(1, 1, &req).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    }
+    assert_eq!(rollout_of(&c).phase, Some(Phase::Canary));
+    // A and B's denials still count: the gate fails (and the rollback
+    // lets the rest pay).
+    for (coord, salts) in [(COORD_A, 1..=5u8), (COORD_B, 6..=10)] {
+        for salt in salts {
+            if rollout_of(&c).phase == Some(Phase::Canary) {
+                pay_external(&mut c, coord, &canary, salt);
+            }
+        }
+    }
+    let status = rollout_of(&c);
+    assert_eq!(status.phase, Some(Phase::RolledBack), "{status:?}");
+}
+
+#[test]
+fn an_upgraded_store_does_not_take_an_edited_file_at_once() {
+    let mut c = cluster(100);
+    // The store as a signer before staged rollouts left it: opens that
+    // named each wallet's version, and no rollout record.
+    let before = AuditEvent::Open {
+        identity: c.member(1).config.identity,
+        wallets: WALLETS.len() as u64,
+        policy_versions: WALLETS.iter().map(|w| (wid(w), 1)).collect(),
+        rollout: None,
+    };
+    c.member(1)
+        .store()
+        .write(vec![WriteOp::AppendAudit {
+            at: c.now,
+            entry: serde_json::to_vec(&before).unwrap(),
+        }])
+        .unwrap();
+    let v2 = version2(true);
+    c.restart_with(1, |config| {
+        for wallet in &mut config.wallets {
+            wallet.policy = v2[&wallet.id].clone();
+        }
+    });
+    // Twice: the refused open must not become the version the next
+    // one compares with.
+    for _ in 0..2 {
+        c.member(1).signer().0.audit_open(c.now).unwrap();
+        let status = rollout_of(&c);
+        assert!(on_version(&status, 2).is_empty(), "{status:?}");
+        let (seat, err) = c
+            .sign_as(COORD_A, WALLETS[0], &[1, 2], &[[1; 32]])
+            .unwrap_err();
+        assert_eq!(
+            (seat, err.code()),
+            (1, ErrorCode::WalletNotActive),
+            "{err:?}"
+        );
+        c.restart(1);
+    }
+}
+
+#[test]
+fn fewer_coordinators_than_the_threshold_cannot_roll_back_a_tightening() {
+    let mut c = payment_cluster_of(96, 3, 4);
+    let staged = c.member(1).signer().policy_rollout(c.now, &tightened(3));
+    let canary = on_version(&staged.unwrap(), 2)[0].clone();
+    let seats = [1, 2, 3];
+    let mut salt = 0u8;
+    for coord in [COORD_A, COORD_B] {
+        for _ in 0..3 {
+            salt += 1;
+            let err = pay_external_by(&mut c, coord, &canary, salt, &seats);
+            assert_eq!(err.code(), ErrorCode::PolicyDenied);
+        }
+    }
+    let status = rollout_of(&c);
+    assert_eq!(status.phase, Some(Phase::Canary), "{status:?}");
+    assert!(
+        matches!(status.verdict, Some(Verdict::Held(_))),
+        "{status:?}"
+    );
+    // The third (t-th) coordinator seeing the denials fails it.
+    for _ in 0..3 {
+        salt += 1;
+        pay_external_by(&mut c, 4, &canary, salt, &seats);
+    }
+    assert_eq!(rollout_of(&c).phase, Some(Phase::RolledBack));
 }

@@ -7,13 +7,16 @@
 //! load the record must be the one the last such entry names.
 //!
 //! Finding that entry reads the log backwards from its head to the last
-//! policy step or open, so at most what one run of the signer appended.
-//! A log pruned past both binds nothing (the prune keeps every entry of
-//! the retention period, and each open writes one).
+//! policy step, open or prune, so at most what one run of the signer
+//! appended. A prune names the record too: it may remove every step and
+//! open, and keep only the entries after them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use thresig_store::{AuditSeq, Store};
+use thresig_store::{AuditSeq, Store, WalletId};
 
 use super::RolloutError;
 use crate::audit::AuditEvent;
@@ -45,12 +48,75 @@ pub fn record_hash(raw: &[u8]) -> String {
     hex::encode(Sha256::digest(raw))
 }
 
-/// The record the audit log's last policy step or open names; `None` when
-/// no kept entry names one (a store that never recorded one).
+/// The record the audit log's last policy step, open or prune names;
+/// `None` when no kept entry names one (a store that never recorded one).
 ///
 /// # Errors
 /// The store's.
 pub(crate) fn last_bound<S: Store>(store: &S) -> Result<Option<RecordRef>, thresig_store::Error> {
+    let mut bound = None;
+    walk_back(store, |event| {
+        bound = match event {
+            AuditEvent::PolicySettled { record, .. }
+            | AuditEvent::PolicyStaged { record, .. }
+            | AuditEvent::PolicyPromoted { record, .. }
+            | AuditEvent::PolicyRolledBack { record, .. } => Some(RecordRef {
+                record: Some(record),
+            }),
+            AuditEvent::Open {
+                rollout: Some(found),
+                ..
+            }
+            | AuditEvent::Prune {
+                rollout: Some(found),
+                ..
+            } => Some(found),
+            _ => return ControlFlow::Continue(()),
+        };
+        ControlFlow::Break(())
+    })?;
+    Ok(bound)
+}
+
+/// The policy version each of `wallets` applied at the newest kept open
+/// entry naming it: what a signer before staged rollouts applied from its
+/// file. A wallet no kept open names is left out.
+///
+/// # Errors
+/// The store's.
+pub(crate) fn last_opened<S: Store>(
+    store: &S,
+    wallets: &BTreeSet<WalletId>,
+) -> Result<BTreeMap<WalletId, u32>, thresig_store::Error> {
+    let mut found = BTreeMap::new();
+    if wallets.is_empty() {
+        return Ok(found);
+    }
+    walk_back(store, |event| {
+        if let AuditEvent::Open {
+            policy_versions, ..
+        } = event
+        {
+            for (wallet, version) in policy_versions {
+                if wallets.contains(&wallet) {
+                    found.entry(wallet).or_insert(version);
+                }
+            }
+            if found.len() == wallets.len() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(found)
+}
+
+/// Reads the audit log from its head backwards, each entry's event to
+/// `visit` until it breaks.
+fn walk_back<S: Store>(
+    store: &S,
+    mut visit: impl FnMut(AuditEvent) -> ControlFlow<()>,
+) -> Result<(), thresig_store::Error> {
     let head = store.audit_head()?;
     let first = head.first.0.max(1);
     let mut end = head.seq.0;
@@ -63,25 +129,13 @@ pub(crate) fn last_bound<S: Store>(store: &S) -> Result<Option<RecordRef>, thres
             let Ok(event) = serde_json::from_slice::<AuditEvent>(&entry.body) else {
                 continue;
             };
-            match event {
-                AuditEvent::PolicySettled { record, .. }
-                | AuditEvent::PolicyStaged { record, .. }
-                | AuditEvent::PolicyPromoted { record, .. }
-                | AuditEvent::PolicyRolledBack { record, .. } => {
-                    return Ok(Some(RecordRef {
-                        record: Some(record),
-                    }));
-                }
-                AuditEvent::Open {
-                    rollout: Some(found),
-                    ..
-                } => return Ok(Some(found)),
-                _ => {}
+            if visit(event).is_break() {
+                return Ok(());
             }
         }
         end = from - 1;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Refuses a record other than the one the audit log last named.

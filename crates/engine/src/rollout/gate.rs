@@ -9,11 +9,12 @@
 //! (a replay, or the same transaction in another ROAST session, counts
 //! once); a canary's denial only when the previous version would have
 //! signed the same request (denying what the old policy denied too says
-//! nothing about the new one). And no single coordinator decides: the gate
-//! judges each coordinator's traffic on its own and fails only when
-//! [`QUORUM`] coordinators see the canary deny, so one peer (any roster
-//! member may coordinate) can neither roll back a tightening aimed at it
-//! nor hide the denials others see.
+//! nothing about the new one). And no coalition smaller than a wallet's
+//! threshold decides: the gate judges each coordinator's traffic on its
+//! own and fails only when [`quorum`] coordinators see the canary deny, so
+//! members too few to sign without the policy (any roster member may
+//! coordinate) can neither roll back a tightening aimed at them nor hide
+//! the denials others see.
 
 use std::collections::BTreeMap;
 
@@ -21,9 +22,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::CoordinatorId;
 
-/// How many coordinators must each see the canary fail before the gate
-/// fails: more than any one peer.
+/// The fewest coordinators that must each see the canary fail before the
+/// gate fails: more than any one peer.
 pub const QUORUM: u64 = 2;
+
+/// How many coordinators must each see the canary fail for a rollout of
+/// wallets with these `thresholds`: the largest threshold, and at least
+/// [`QUORUM`]. Members that many could sign without this member's policy
+/// anyway; fewer (a 2-member collusion, or two coordinators relaying users'
+/// payments) cannot undo a tightening.
+#[must_use]
+pub fn quorum(thresholds: impl IntoIterator<Item = u16>) -> u64 {
+    thresholds
+        .into_iter()
+        .map(u64::from)
+        .max()
+        .unwrap_or(0)
+        .max(QUORUM)
+}
 
 /// Which side of a rollout a wallet is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -182,10 +198,14 @@ impl std::fmt::Display for Failure {
 
 /// Judges the canary group from each coordinator's counts: a coordinator
 /// with [`Gates::min_requests`] counted requests is judged on its own, the
-/// gate fails when [`QUORUM`] of them see the denial rate above the limit,
+/// gate fails when `quorum` of them (see [`quorum`]) see the denial rate above the limit,
 /// is held when one does, and passes when every judged one is within it.
 #[must_use]
-pub fn evaluate<'a>(canary: impl IntoIterator<Item = &'a Counts>, gates: &Gates) -> Verdict {
+pub fn evaluate<'a>(
+    canary: impl IntoIterator<Item = &'a Counts>,
+    gates: &Gates,
+    quorum: u64,
+) -> Verdict {
     let needed = gates.min_requests.max(1);
     let limit_bp = u64::from(gates.max_denial_increase_pct).min(100) * 100;
     let (mut seen, mut judged) = (0, 0u64);
@@ -213,7 +233,7 @@ pub fn evaluate<'a>(canary: impl IntoIterator<Item = &'a Counts>, gates: &Gates)
         limit_bp,
         coordinators: failing.len() as u64,
     };
-    if failure.coordinators >= QUORUM {
+    if failure.coordinators >= quorum {
         Verdict::Fail(failure)
     } else {
         Verdict::Held(failure)
@@ -236,7 +256,7 @@ mod tests {
     fn too_few_canary_requests_are_not_judged() {
         let gates = Gates::default();
         assert_eq!(
-            evaluate(&[counts(0, 4), counts(0, 3)], &gates),
+            evaluate(&[counts(0, 4), counts(0, 3)], &gates, QUORUM),
             Verdict::Pending { seen: 4, needed: 5 },
             "no coordinator alone sent five"
         );
@@ -246,14 +266,14 @@ mod tests {
             ..gates
         };
         assert_eq!(
-            evaluate(&[], &zero),
+            evaluate(&[], &zero, QUORUM),
             Verdict::Pending { seen: 0, needed: 1 }
         );
     }
 
     #[test]
     fn denials_seen_by_two_coordinators_fail_the_gate() {
-        let verdict = evaluate(&[counts(3, 2), counts(1, 4)], &Gates::default());
+        let verdict = evaluate(&[counts(3, 2), counts(1, 4)], &Gates::default(), QUORUM);
         assert_eq!(
             verdict,
             Verdict::Fail(Failure {
@@ -270,19 +290,23 @@ mod tests {
         let attacker = counts(0, 50);
         let honest = counts(100, 0);
         assert!(matches!(
-            evaluate(&[attacker], &gates),
+            evaluate(&[attacker], &gates, QUORUM),
             Verdict::Held(Failure {
                 coordinators: 1,
                 ..
             })
         ));
         assert!(matches!(
-            evaluate(&[attacker, honest], &gates),
+            evaluate(&[attacker, honest], &gates, QUORUM),
             Verdict::Held(_)
         ));
         // Two honest coordinators' denials fail, whatever a third sends.
         assert!(matches!(
-            evaluate(&[counts(10, 5), counts(10, 5), counts(1_000, 0)], &gates),
+            evaluate(
+                &[counts(10, 5), counts(10, 5), counts(1_000, 0)],
+                &gates,
+                QUORUM
+            ),
             Verdict::Fail(_)
         ));
     }
@@ -292,11 +316,11 @@ mod tests {
         let gates = Gates::default();
         // Exactly at the limit passes; above it fails.
         assert_eq!(
-            evaluate(&[counts(19, 1), counts(20, 0)], &gates),
+            evaluate(&[counts(19, 1), counts(20, 0)], &gates, QUORUM),
             Verdict::Pass
         );
         assert!(matches!(
-            evaluate(&[counts(18, 2), counts(18, 2)], &gates),
+            evaluate(&[counts(18, 2), counts(18, 2)], &gates, QUORUM),
             Verdict::Fail(_)
         ));
     }
@@ -312,5 +336,31 @@ mod tests {
             failure.to_string(),
             "the canary's denial rate of what the previous version signs is at least 40.00% for 2 coordinator(s) (limit 5.00%)"
         );
+    }
+
+    #[test]
+    fn the_quorum_is_the_largest_threshold_and_at_least_two() {
+        assert_eq!(quorum([]), QUORUM);
+        assert_eq!(quorum([1, 2]), QUORUM);
+        assert_eq!(quorum([2, 5, 3]), 5);
+        let failing = [counts(0, 5), counts(0, 5)];
+        assert!(matches!(
+            evaluate(&failing, &Gates::default(), 3),
+            Verdict::Held(_)
+        ));
+        assert!(matches!(
+            evaluate(&failing, &Gates::default(), 2),
+            Verdict::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn a_gate_allowing_every_denial_never_fails() {
+        let gates = Gates {
+            max_denial_increase_pct: 100,
+            ..Gates::default()
+        };
+        let denied = [counts(0, 9), counts(0, 9), counts(0, 9)];
+        assert_eq!(evaluate(&denied, &gates, QUORUM), Verdict::Pass);
     }
 }

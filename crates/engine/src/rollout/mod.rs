@@ -38,7 +38,7 @@ use crate::config::ConfigError;
 use crate::error::ErrorCode;
 pub use binding::{RecordRef, record_hash};
 use gate::{Counters, Failure, Gates, Group, Verdict};
-pub use steps::{RolloutCommand, RolloutStatus, RolloutWallet};
+pub use steps::{MAX_COUNTED, RolloutCommand, RolloutStatus, RolloutWallet};
 pub(crate) use steps::{outcome_of, target_digest};
 
 /// The metadata record's name.
@@ -367,6 +367,9 @@ pub(crate) struct Cache {
     /// are kept if they did not change (so the gate that failed still
     /// fails, and the next round 2 or tick rolls back again).
     recheck: bool,
+    /// Wallets the open's settle refused ([`RolloutError::FileChanged`]):
+    /// each with the version it applied before and the file's.
+    held: BTreeMap<WalletId, (u32, u32)>,
 }
 
 struct Loaded {
@@ -374,14 +377,17 @@ struct Loaded {
     record: Option<Record>,
     applied: BTreeMap<WalletId, Applied>,
     counters: Counters,
-    /// The (coordinator, wallet, target) digests counted in this window:
-    /// each counts once.
-    counted: BTreeSet<[u8; 32]>,
+    /// The (coordinator, wallet, target) digests counted in this window,
+    /// by coordinator: each counts once.
+    counted: BTreeMap<crate::ids::CoordinatorId, BTreeSet<[u8; 32]>>,
     /// The condition of every share release under these policies.
     guard: thresig_store::WriteOp,
     /// Wallets whose stored policy no longer validates: each refuses
     /// ([`RolloutError::Corrupt`]), the others sign on.
     damaged: BTreeSet<WalletId>,
+    /// The coordinators that must see the canary fail ([`gate::quorum`]
+    /// of the rollout's wallets' thresholds).
+    quorum: u64,
 }
 
 impl Loaded {
@@ -395,7 +401,7 @@ impl Loaded {
             .iter()
             .filter(|((group, _), _)| *group == Group::Canary)
             .map(|(_, counts)| counts);
-        Some(gate::evaluate(canary, &record.gates))
+        Some(gate::evaluate(canary, &record.gates, self.quorum))
     }
 }
 
@@ -517,6 +523,21 @@ pub enum RolloutError {
         "the policy rollout record is not the one this member's audit log last recorded (an older copy was put back, or it was deleted), so no wallet signs; stop the signer, run `thresig keys verify` and restore the store from a backup"
     )]
     Replaced,
+    /// A store that a signer before staged rollouts used is opened with a
+    /// file whose policy version for a wallet differs from the one that
+    /// signer last applied: taking the file would apply it to the wallet
+    /// at once, past any canary, so the wallet does not sign.
+    #[error(
+        "wallet {wallet}: the file says policy version {file} but this member last applied version {applied}, and it keeps no copy of that policy; restart once with the file that says version {applied}, then stage version {file} (`thresig policy stage`)"
+    )]
+    FileChanged {
+        /// The wallet.
+        wallet: WalletId,
+        /// The version it last applied.
+        applied: u32,
+        /// The file's version.
+        file: u32,
+    },
     /// The store failed.
     #[error("the policy rollout record: storage failed: {0}")]
     Store(#[source] thresig_store::Error),
@@ -542,6 +563,7 @@ impl RolloutError {
             Self::InvalidPolicy(_) => "config_invalid",
             Self::Corrupt => "rollout_corrupt",
             Self::Replaced => "rollout_replaced",
+            Self::FileChanged { .. } => "rollout_file_changed",
             Self::Store(source) => crate::error::store_code(source).as_str(),
         }
     }
@@ -558,12 +580,14 @@ impl RolloutError {
 
     /// The code a coordinator sees when a wallet's policy cannot be looked
     /// up or moved under its round 2 (only [`RolloutError::Corrupt`],
-    /// [`RolloutError::Replaced`], [`RolloutError::Moved`] and
+    /// [`RolloutError::Replaced`], [`RolloutError::FileChanged`],
+    /// [`RolloutError::Moved`] and
     /// [`RolloutError::Store`] reach round 2).
     pub(crate) fn engine_code(&self) -> ErrorCode {
         match self {
             Self::Store(source) => crate::error::store_code(source),
             Self::Corrupt | Self::Replaced => ErrorCode::StateCorrupt,
+            Self::FileChanged { .. } => ErrorCode::WalletNotActive,
             Self::Moved { .. } => ErrorCode::StorageUnavailable,
             _ => ErrorCode::InvalidRequest,
         }
@@ -609,6 +633,11 @@ mod tests {
             RolloutError::VersionReused {
                 wallet: wallet.clone(),
                 version: 2,
+            },
+            RolloutError::FileChanged {
+                wallet: wallet.clone(),
+                applied: 1,
+                file: 2,
             },
             RolloutError::UnknownWallet { wallet },
             RolloutError::InvalidPolicy(Box::new(ConfigError::IdentityMismatch)),

@@ -110,9 +110,11 @@ pub struct RolloutWallet {
 /// Proof that the caller holds the steps lock.
 type Steps<'a> = MutexGuard<'a, ()>;
 
-/// The most distinct requests one step's window counts: the gate has
-/// judged long before, and the set of digests stays bounded.
-const MAX_COUNTED: usize = 1 << 16;
+/// The most distinct requests one step's window counts from each
+/// coordinator: the gate has judged long before, the digests kept stay
+/// bounded by this times the wallets' members, and one coordinator filling
+/// its share leaves the others counted.
+pub const MAX_COUNTED: usize = 1 << 13;
 
 /// Why a rollout was rolled back.
 enum Reason<'a> {
@@ -140,12 +142,26 @@ impl<S: Store> Signer<S> {
                     guard: loaded.guard.clone(),
                 })
         };
+        self.check_held(&slot.config.id)?;
         self.with_loaded(|loaded| {
             if loaded.damaged.contains(&slot.config.id) {
                 return Err(RolloutError::Corrupt);
             }
             Ok(lookup(loaded))
         })?
+    }
+
+    /// Refuses a wallet the open's settle held back.
+    fn check_held(&self, wallet: &WalletId) -> Result<(), RolloutError> {
+        let cache = self.rollout.read().unwrap_or_else(PoisonError::into_inner);
+        match cache.held.get(wallet) {
+            Some(&(applied, file)) => Err(RolloutError::FileChanged {
+                wallet: wallet.clone(),
+                applied,
+                file,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The version `slot`'s wallet applies, and the rollout naming it.
@@ -156,6 +172,7 @@ impl<S: Store> Signer<S> {
         &self,
         slot: &Slot,
     ) -> Result<(u32, Option<WalletRollout>), RolloutError> {
+        self.check_held(&slot.config.id)?;
         self.with_loaded(|loaded| {
             let id = &slot.config.id;
             if loaded.damaged.contains(id) {
@@ -202,7 +219,8 @@ impl<S: Store> Signer<S> {
             if !current.is_some_and(|c| Arc::ptr_eq(&c.policy, &applied.policy)) {
                 return Ok(());
             }
-            if loaded.counted.len() >= MAX_COUNTED || !loaded.counted.insert(target) {
+            let counted = loaded.counted.entry(coordinator).or_default();
+            if counted.len() >= MAX_COUNTED || !counted.insert(target) {
                 return Ok(());
             }
             loaded
@@ -240,6 +258,35 @@ impl<S: Store> Signer<S> {
         }
     }
 
+    /// The rollout record the audit log must name next (as
+    /// [`Signer::rollout_found`]; `None`: a damaged one no entry named), with the steps lock that keeps it so
+    /// until the caller's unit commits.
+    ///
+    /// # Errors
+    /// The store's.
+    pub(crate) fn rollout_held(
+        &self,
+    ) -> Result<(Steps<'_>, Option<RecordRef>), thresig_store::Error> {
+        let steps = self.rollout_steps();
+        let found = match self.refresh(&steps) {
+            Ok(()) => {
+                let cache = self.rollout.read().unwrap_or_else(PoisonError::into_inner);
+                cache
+                    .loaded
+                    .as_ref()
+                    .map(|l| RecordRef::of(l.raw.as_deref()))
+            }
+            Err(RolloutError::Store(e)) => return Err(e),
+            Err(_) => None,
+        };
+        let found = match found {
+            Some(found) => Some(found),
+            // A refused record: the one the log named before stays bound.
+            None => super::binding::last_bound(&self.store)?,
+        };
+        Ok((steps, found))
+    }
+
     /// Stores the policy of every wallet this signer serves that has none
     /// stored yet: its configuration file's, as it is at this open. From
     /// then on an edited file changes no applied policy until staged, also
@@ -264,15 +311,30 @@ impl<S: Store> Signer<S> {
             reason: None,
             known: BTreeMap::new(),
         });
+        let new: BTreeSet<WalletId> = self
+            .wallets
+            .keys()
+            .filter(|id| !record.wallets.contains_key(*id) && !record.settled.contains_key(*id))
+            .cloned()
+            .collect();
+        // A store a signer before staged rollouts used: its opens say what
+        // each wallet applied. An edited file must not apply at once.
+        let before = super::binding::last_opened(&self.store, &new).map_err(RolloutError::Store)?;
+        let mut held = BTreeMap::new();
         let mut wallets = Vec::new();
-        for (id, slot) in &self.wallets {
-            if !record.wallets.contains_key(id) && !record.settled.contains_key(id) {
-                record
-                    .settled
-                    .insert(id.clone(), slot.config.policy.clone());
-                wallets.push(id.clone());
+        for (id, slot) in self.wallets.iter().filter(|(id, _)| new.contains(*id)) {
+            let policy = &slot.config.policy;
+            match before.get(id) {
+                Some(&applied) if applied != policy.version => {
+                    held.insert(id.clone(), (applied, policy.version));
+                }
+                _ => {
+                    record.settled.insert(id.clone(), policy.clone());
+                    wallets.push(id.clone());
+                }
             }
         }
+        self.rollout_cache().held = held;
         if wallets.is_empty() {
             return Ok(());
         }
@@ -420,10 +482,11 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`RolloutError::Corrupt`], [`RolloutError::Store`].
     pub fn rollout_status(&self) -> Result<RolloutStatus, RolloutError> {
-        self.with_loaded(|loaded| self.status_of(loaded))
+        let held = self.rollout_cache().held.clone();
+        self.with_loaded(|loaded| self.status_of(loaded, &held))
     }
 
-    fn status_of(&self, loaded: &Loaded) -> RolloutStatus {
+    fn status_of(&self, loaded: &Loaded, held: &BTreeMap<WalletId, (u32, u32)>) -> RolloutStatus {
         let record = loaded.record.as_ref();
         let rollout = record.and_then(Record::rollout);
         let sum = |group| {
@@ -433,11 +496,12 @@ impl<S: Store> Signer<S> {
                 .filter(|((g, _), _)| *g == group)
                 .fold(Counts::default(), |sum, (_, c)| sum.plus(c))
         };
-        // A wallet whose stored policy is damaged applies none: not listed.
+        // A wallet whose stored policy is damaged, or that the settle held
+        // back, applies none: not listed.
         let wallets = self
             .wallets
             .iter()
-            .filter(|(id, _)| !loaded.damaged.contains(*id))
+            .filter(|(id, _)| !loaded.damaged.contains(*id) && !held.contains_key(*id))
             .map(|(id, slot)| {
                 let applied = loaded.applied.get(id);
                 RolloutWallet {
@@ -759,14 +823,20 @@ impl<S: Store> Signer<S> {
                 }
             }
         }
+        let quorum = super::gate::quorum(record.iter().flat_map(|r| {
+            r.wallets
+                .keys()
+                .filter_map(|id| self.wallets.get(id).map(|s| s.config.threshold))
+        }));
         Ok(Loaded {
             raw,
             record,
             applied,
             counters: BTreeMap::new(),
-            counted: BTreeSet::new(),
+            counted: BTreeMap::new(),
             guard,
             damaged,
+            quorum,
         })
     }
 }

@@ -206,8 +206,9 @@ impl<S: Store> Signer<S> {
     /// Removes the entries written before `before` (never the last), in
     /// one unit with the entry that records the prune and a checkpoint of
     /// the pruned head (the hash the first kept entry chains from), so an
-    /// older export still joins the kept log. Returns how many entries
-    /// went.
+    /// older export still joins the kept log. The prune entry names the
+    /// rollout record, as the steps and opens it may remove did. Returns
+    /// how many entries went.
     ///
     /// # Errors
     /// [`AuditError::PruneTooRecent`] for a cut-off within
@@ -219,6 +220,8 @@ impl<S: Store> Signer<S> {
         if before > latest {
             return Err(AuditError::PruneTooRecent { before, latest });
         }
+        // The steps lock keeps the record as named until the unit commits.
+        let (_steps, rollout) = self.rollout_held()?;
         let (through, pruned_head) = self.prune_point(before)?;
         let checkpoint = Checkpoint::sign(&self.identity, through, &pruned_head, now);
         let outcome = self.store.write(vec![
@@ -227,6 +230,7 @@ impl<S: Store> Signer<S> {
                 now,
                 &AuditEvent::Prune {
                     before_ms: before.0,
+                    rollout,
                 },
             ),
             audit_op(now, &AuditEvent::Checkpoint(checkpoint)),

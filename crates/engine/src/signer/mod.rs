@@ -403,9 +403,10 @@ impl<S: Store> Signer<S> {
     /// # Errors
     /// [`Error::Internal`] if a wallet's lock is poisoned,
     /// [`Error::MarkerPurge`] if the store cannot purge (the next call
-    /// tries again); [`Error::Rollout`] if the rollout record cannot be
-    /// read or a failing rollout's rollback cannot commit (the next call,
-    /// or round 2, tries again).
+    /// tries again; the rollout's tick runs all the same);
+    /// [`Error::Rollout`] if the rollout record cannot be read or a
+    /// failing rollout's rollback cannot commit (the next call, or round
+    /// 2, tries again).
     pub fn prune(&self, now: Timestamp) -> Result<(), Error> {
         for slot in self.wallets.values() {
             let mut shard = lock_unloaded(slot)?;
@@ -416,10 +417,14 @@ impl<S: Store> Signer<S> {
         }
         self.audit_unlogged_endings(now);
         self.retire_if_due(&self.retirement, now);
-        self.store
+        let purged = self
+            .store
             .write(vec![WriteOp::PurgeMarkers { now }])
-            .map_err(|source| Error::MarkerPurge { source })?;
-        self.rollout_tick(now)?;
+            .map_err(|source| Error::MarkerPurge { source });
+        // A failing gate's rollback is retried even while purges fail.
+        let ticked = self.rollout_tick(now);
+        purged?;
+        ticked?;
         Ok(())
     }
 

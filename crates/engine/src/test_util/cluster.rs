@@ -176,6 +176,8 @@ pub struct FaultStore<S> {
     /// Faults of the next commits that append audit entries and nothing
     /// else.
     audit_faults: Mutex<VecDeque<Fault>>,
+    /// Faults for the next marker purges (`fail_next_purge`).
+    purge_faults: Mutex<VecDeque<Fault>>,
     /// While set, another entry lands right before each commit that
     /// appends audit entries and nothing else (as a concurrent release's).
     interleave_audit: AtomicBool,
@@ -223,6 +225,7 @@ impl<S> FaultStore<S> {
             commit_faults: Mutex::new(VecDeque::new()),
             record_faults: Mutex::new(VecDeque::new()),
             audit_faults: Mutex::new(VecDeque::new()),
+            purge_faults: Mutex::new(VecDeque::new()),
             interleave_audit: AtomicBool::new(false),
             audit_writes: AtomicUsize::new(0),
             fail_reads: AtomicBool::new(false),
@@ -267,6 +270,11 @@ impl<S> FaultStore<S> {
     /// as `fault`.
     pub fn fail_next_audit_write(&self, fault: Fault) {
         self.audit_faults.lock().unwrap().push_back(fault);
+    }
+
+    /// The next marker purge (the upkeep's) fails as `fault`.
+    pub fn fail_next_purge(&self, fault: Fault) {
+        self.purge_faults.lock().unwrap().push_back(fault);
     }
 
     /// While `on`, another entry lands right before each commit that
@@ -392,6 +400,11 @@ impl<S: Store> Store for FaultStore<S> {
                     }])?;
                 }
                 self.audit_faults.lock().unwrap().pop_front()
+            } else if ops
+                .iter()
+                .any(|op| matches!(op, WriteOp::PurgeMarkers { .. }))
+            {
+                self.purge_faults.lock().unwrap().pop_front()
             } else {
                 None
             };
@@ -738,6 +751,13 @@ impl Cluster {
         drop(m.running.take());
         let secret = identity_secret(s);
         m.running = Some(Signer::open(m.config.clone(), secret, m.machine.open()).unwrap());
+    }
+
+    /// Restarts seat `s` with its configuration changed by `edit` (an
+    /// operator editing the file between runs).
+    pub fn restart_with(&mut self, s: u16, edit: impl FnOnce(&mut SignerConfig)) {
+        edit(&mut self.members[usize::from(s) - 1].config);
+        self.restart(s);
     }
 
     /// Stops seat `s`, runs `edit` in a raw write transaction on its disk
