@@ -7,7 +7,7 @@ use thresig_crypto::SecretNonce;
 use thresig_store::{
     CommitmentHash, Conflict, Marker, OpResult, PackageHash, Store, WriteOp, WriteOutcome,
 };
-use thresig_tx::{Policy, TaprootWallet, WalletMode};
+use thresig_tx::{ChargeKey, Policy, TaprootWallet, WalletMode};
 
 use super::pending::PendingShares;
 use super::{Member, Shard, Signer, Slot, lock, store_error};
@@ -175,7 +175,7 @@ impl<S: Store> Signer<S> {
                 });
             }
             let shares = p.shares.clone();
-            let charge = self.charge_op(now, release)?;
+            let charge = self.charge_ops(now, release)?;
             return self.commit(now, release, lead, p.package, shares, charge, pending);
         }
         // The policy refuses before any nonce is spent. Its charge is the
@@ -183,7 +183,7 @@ impl<S: Store> Signer<S> {
         // then, so the ledger read here is still the stored one (the
         // compare-and-set checks it), and the ledger, which grows with every
         // signature of the day, is read and decoded once.
-        let charge = self.charge_op(now, release)?;
+        let charge = self.charge_ops(now, release)?;
         // Room for its shares is made before any nonce is spent, so a
         // refusal destroys nothing.
         pending.admit(wallet, from, self.limits.pending_per_wallet)?;
@@ -230,15 +230,16 @@ impl<S: Store> Signer<S> {
         }
     }
 
-    /// The rate-ledger write that must commit with the marker of a
+    /// The rate-ledger writes that must commit with the marker of a
     /// transaction (after the policy approved it against the ledger just
     /// read); none for raw digests.
-    fn charge_op(&self, now: Timestamp, release: &Release<'_>) -> Result<Option<WriteOp>, Error> {
+    fn charge_ops(&self, now: Timestamp, release: &Release<'_>) -> Result<Vec<WriteOp>, Error> {
         let Spend::Transaction(psbt) = release.spend else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let wallet = release.wallet;
-        let ledger = StoredLedger::read(&self.store, wallet, release.policy, now)?;
+        let key = ChargeKey::of(psbt);
+        let ledger = StoredLedger::read(&self.store, wallet, release.policy, now, key)?;
         let approval = ledger.approve(
             wallet,
             release.policy,
@@ -247,7 +248,7 @@ impl<S: Store> Signer<S> {
             psbt,
             now,
         )?;
-        ledger.charge_op(wallet, &approval)
+        ledger.charge_ops(&self.store, wallet, &approval)
     }
 
     /// Makes the marker of `shares` durable (insert-if-absent) together
@@ -269,7 +270,7 @@ impl<S: Store> Signer<S> {
         lead: CommitmentHash,
         package: PackageHash,
         shares: Vec<Vec<u8>>,
-        mut charge: Option<WriteOp>,
+        mut charge: Vec<WriteOp>,
         pending: &mut PendingShares,
     ) -> Result<Vec<Vec<u8>>, Error> {
         let wallet = release.wallet;
@@ -287,7 +288,7 @@ impl<S: Store> Signer<S> {
         };
         let audit = audit_op(now, &release.audit);
         for _ in 0..LEDGER_RETRIES {
-            let mut ops: Vec<WriteOp> = charge.into_iter().collect();
+            let mut ops = charge.clone();
             ops.push(marker.clone());
             ops.push(audit.clone());
             let outcome = self
@@ -312,7 +313,7 @@ impl<S: Store> Signer<S> {
                 WriteOutcome::Skipped {
                     conflict: Conflict::PolicyMismatch(_),
                     ..
-                } => charge = self.charge_op(now, release)?,
+                } => charge = self.charge_ops(now, release)?,
                 _ => {
                     pending.remove(&lead);
                     return Err(Error::Internal(InternalFault::UnexpectedWrite));
