@@ -24,6 +24,8 @@
 
 mod legacy;
 mod ring;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
@@ -217,7 +219,25 @@ impl StoredLedger {
         now: Timestamp,
     ) -> Result<Approval, Error> {
         let now = unix_time(now);
-        let view = match &self.state {
+        policy
+            .check_for(
+                psbt,
+                mode,
+                now,
+                &self.view(now),
+                &policy_coordinator(coordinator),
+            )
+            .map_err(|e| match tx_error(wallet, e) {
+                Error::PolicyDenied { wallet, denial } if denial.rule == Rule::RekeySweep => {
+                    Error::RekeyInProgress { wallet }
+                }
+                other => other,
+            })
+    }
+
+    /// The ledger as the policy sees it at `now` (the time it was read at).
+    fn view(&self, now: UnixTime) -> View<'_> {
+        match &self.state {
             State::Ring { summary, index } => View::Ring(RingView::new(
                 summary,
                 self.key,
@@ -225,15 +245,7 @@ impl StoredLedger {
                 now,
             )),
             State::Log { log, .. } => View::Log(log),
-        };
-        policy
-            .check_for(psbt, mode, now, &view, &policy_coordinator(coordinator))
-            .map_err(|e| match tx_error(wallet, e) {
-                Error::PolicyDenied { wallet, denial } if denial.rule == Rule::RekeySweep => {
-                    Error::RekeyInProgress { wallet }
-                }
-                other => other,
-            })
+        }
     }
 
     /// The compare-and-sets recording `approval`'s charge with its fee and
@@ -258,6 +270,24 @@ impl StoredLedger {
         let RateCharge::Charge { key, at } = *approval.charge() else {
             return Ok(Vec::new());
         };
+        let entry = ChargeEntry::new(
+            key,
+            at,
+            Some(approval.fee()),
+            approval.coordinator().cloned(),
+        );
+        self.record_ops(store, wallet, entry)
+    }
+
+    /// The compare-and-sets recording the charge `entry` (of this
+    /// transaction, dated at the time read): [`StoredLedger::charge_ops`].
+    fn record_ops<S: Store>(
+        &self,
+        store: &S,
+        wallet: &WalletId,
+        entry: ChargeEntry,
+    ) -> Result<Vec<WriteOp>, Error> {
+        let (key, at) = (entry.key, entry.at);
         if key != self.key {
             return Err(Error::Internal(InternalFault::Invariant));
         }
@@ -266,20 +296,13 @@ impl StoredLedger {
         let (summary, slots, indexes) = match &self.state {
             State::Ring { summary, index } => {
                 let mut summary = summary.clone();
-                let entry = ChargeEntry::new(
-                    key,
-                    at,
-                    Some(approval.fee()),
-                    approval.coordinator().cloned(),
-                );
                 let slot = summary.append(entry).ok_or_else(full)?;
                 let bucket = index.value.with(&summary, std::iter::once(&slot));
                 let indexes = vec![(ring::bucket_name(&key), index.bytes.clone(), bucket)];
                 (summary, vec![slot], indexes)
             }
             State::Log { log, base } => {
-                let mut log = log.clone();
-                log.record(approval);
+                let log: ChargeLog = log.iter().chain(std::iter::once(entry)).collect();
                 let (summary, slots) = ring::rebuild(&log, *base, at).ok_or_else(full)?;
                 let mut buckets: BTreeMap<Vec<u8>, Vec<&Slot>> = BTreeMap::new();
                 for slot in &slots {

@@ -1,0 +1,255 @@
+//! The stored ledger against the reference [`ChargeLog`], which kept the
+//! semantics of the earlier one-record format: the same answers to every
+//! question the policy asks, over clock jumps in both directions, from an
+//! empty store and from a store written in the earlier format.
+
+use bitcoin::Amount;
+use proptest::prelude::*;
+use thresig_store::{OpResult, Store, WriteOp, WriteOutcome};
+use thresig_tx::{ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, Policy, UnixTime};
+
+use super::legacy::encode_v3;
+use super::*;
+use crate::test_util::cluster::{Machine, TestStore, wid};
+
+const START: u64 = 1_700_000_000;
+
+fn policy() -> Policy {
+    Policy::from_toml("", thresig_tx::Network::Regtest, 2).unwrap()
+}
+
+fn wallet() -> WalletId {
+    wid("w")
+}
+
+fn key(k: u8) -> ChargeKey {
+    ChargeKey::from_byte_array([k; 32])
+}
+
+fn coordinator(c: u8) -> Option<PolicyCoordinator> {
+    // 0: a charge of an earlier format that named no requester.
+    (c > 0).then(|| PolicyCoordinator(format!("{c:064x}")))
+}
+
+fn read(store: &TestStore, now: u64, k: u8) -> Result<StoredLedger, Error> {
+    StoredLedger::read(store, &wallet(), &policy(), Timestamp(now * 1000), key(k))
+}
+
+/// Writes `ops` and expects them committed.
+fn commit(store: &TestStore, ops: Vec<WriteOp>) {
+    match store.write(ops).unwrap() {
+        WriteOutcome::Committed(results) => {
+            assert!(results.iter().all(|r| *r == OpResult::Swapped));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Every answer the policy's rate rules read, for a request about `k` at
+/// `now` (in the order of `Policy::report`).
+fn answers(ledger: &impl ChargeLedger, now: u64, k: u8) -> Vec<String> {
+    let (minute, day) = rate_windows(UnixTime(now));
+    let mut out = vec![
+        format!("charged {}", ledger.is_charged(&key(k), day)),
+        format!("minute {}", ledger.charged_since(minute)),
+        format!("day {}", ledger.charged_since(day)),
+        format!("fees {:?}", ledger.fees_charged_since(day)),
+    ];
+    for c in 1..=2 {
+        let by = coordinator(c).unwrap();
+        out.push(format!(
+            "{c} minute {}",
+            ledger.charged_since_by(&by, minute)
+        ));
+        out.push(format!("{c} day {}", ledger.charged_since_by(&by, day)));
+        out.push(format!(
+            "{c} fees {:?}",
+            ledger.fees_charged_since_by(&by, day)
+        ));
+    }
+    out
+}
+
+/// A step: move the clock (back by up to two minutes or far back, or on),
+/// then ask about key `k` from coordinator `c` and charge it if it was not
+/// charged in the day.
+#[derive(Clone, Debug)]
+struct Step {
+    secs: i64,
+    k: u8,
+    c: u8,
+    fee: Option<u64>,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let secs = prop_oneof![
+        4 => prop_oneof![Just(0i64), Just(1), Just(30), Just(59), Just(60), Just(61)],
+        3 => 0i64..400,
+        2 => prop_oneof![Just(3_600i64), Just(86_340), Just(86_399), Just(86_400), Just(86_401)],
+        1 => prop_oneof![Just(-1i64), Just(-30), Just(-90), Just(-3_600), Just(-90_000)],
+    ];
+    (
+        secs,
+        0u8..24,
+        1u8..=2,
+        prop::option::weighted(0.9, 0u64..5_000),
+    )
+        .prop_map(|(secs, k, c, fee)| Step { secs, k, c, fee })
+}
+
+/// Earlier-format charges of the last two days, before [`START`].
+fn old_charges() -> impl Strategy<Value = Vec<(u8, u64, u8, Option<u64>)>> {
+    prop::collection::vec(
+        (
+            16u8..40,
+            0u64..172_800,
+            0u8..=2,
+            prop::option::of(0u64..5_000),
+        ),
+        0..12,
+    )
+}
+
+/// Runs `steps` against a store (starting from `old` written in the
+/// earlier format, if any) and against the reference log, comparing the
+/// answers at every step.
+fn run(old: &[(u8, u64, u8, Option<u64>)], steps: &[Step]) {
+    let machine = Machine::new(7);
+    let store = machine.open();
+    let mut reference: ChargeLog = old
+        .iter()
+        .map(|(k, ago, c, fee)| {
+            ChargeEntry::new(
+                key(*k),
+                UnixTime(START - ago),
+                fee.map(Amount::from_sat),
+                coordinator(*c),
+            )
+        })
+        .collect();
+    if !old.is_empty() {
+        commit(
+            &store,
+            vec![WriteOp::CasPolicy {
+                wallet: wallet(),
+                key: policy_key(LEDGER_KEY.to_vec()).unwrap(),
+                expected: None,
+                new: encode_v3(&reference),
+            }],
+        );
+    }
+    let mut now = START;
+    for (i, s) in steps.iter().enumerate() {
+        now = now.checked_add_signed(s.secs).unwrap();
+        let stored = read(&store, now, s.k).unwrap();
+        // The earlier format pruned what it read, and stored the pruned
+        // log with each charge.
+        let mut view = reference.clone();
+        view.prune(UnixTime(now));
+        assert_eq!(
+            answers(&stored.view(UnixTime(now)), now, s.k),
+            answers(&view, now, s.k),
+            "step {i} at {now}: {s:?}"
+        );
+        if !view.is_charged(&key(s.k), rate_windows(UnixTime(now)).1) {
+            let entry = ChargeEntry::new(
+                key(s.k),
+                UnixTime(now),
+                s.fee.map(Amount::from_sat),
+                coordinator(s.c),
+            );
+            commit(
+                &store,
+                stored.record_ops(&store, &wallet(), entry.clone()).unwrap(),
+            );
+            reference = view.iter().chain(std::iter::once(entry)).collect();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// The ring gives the earlier format's answers, from an empty store.
+    #[test]
+    fn the_ring_answers_as_the_one_record_ledger(steps in prop::collection::vec(step(), 1..50)) {
+        run(&[], &steps);
+    }
+
+    /// The same from a store written in the earlier format: its charges
+    /// count before and after the first charge moves them into the ring.
+    #[test]
+    fn an_old_ledger_keeps_its_charges_through_the_migration(
+        old in old_charges(),
+        steps in prop::collection::vec(step(), 1..30),
+    ) {
+        run(&old, &steps);
+    }
+}
+
+/// A ledger whose records were damaged is an error, never an empty ledger
+/// (which would lift every rate limit), and nothing is rewritten: the
+/// summary, a charge record the windows must move out, and an index bucket.
+#[test]
+fn a_damaged_ledger_record_is_an_error_and_never_a_reset() {
+    let machine = Machine::new(8);
+    let store = machine.open();
+    let mut now = START;
+    for k in 0..3u8 {
+        let ledger = read(&store, now, k).unwrap();
+        let entry = ChargeEntry::new(key(k), UnixTime(now), Some(Amount::ONE_SAT), coordinator(1));
+        commit(&store, ledger.record_ops(&store, &wallet(), entry).unwrap());
+        now += 10;
+    }
+    let damage = |name: Vec<u8>, cut: usize| {
+        let key = policy_key(name).unwrap();
+        let good = store.policy(&wallet(), &key).unwrap().unwrap().to_vec();
+        let bad = good[..good.len() - cut].to_vec();
+        commit(
+            &store,
+            vec![WriteOp::CasPolicy {
+                wallet: wallet(),
+                key: key.clone(),
+                expected: Some(good.clone()),
+                new: bad.clone(),
+            }],
+        );
+        (key, good, bad)
+    };
+    let refused = |now: u64, k: u8| {
+        assert!(
+            matches!(read(&store, now, k), Err(Error::StoredRecordInvalid { .. })),
+            "a damaged record at {now} for key {k} read as a ledger"
+        );
+    };
+    let restore = |(key, good, bad): (PolicyKey, Vec<u8>, Vec<u8>)| {
+        // Nothing rewrote the damaged record.
+        assert_eq!(
+            store.policy(&wallet(), &key).unwrap().unwrap().to_vec(),
+            bad
+        );
+        commit(
+            &store,
+            vec![WriteOp::CasPolicy {
+                wallet: wallet(),
+                key,
+                expected: Some(bad),
+                new: good,
+            }],
+        );
+    };
+    // The summary.
+    let summary = damage(LEDGER_KEY.to_vec(), 1);
+    refused(now, 9);
+    restore(summary);
+    // The first charge's record, read once its minute is over.
+    let slot = damage(ring::slot_name(0), 1);
+    read(&store, now, 9).unwrap();
+    refused(now + 60, 9);
+    restore(slot);
+    // The index bucket of the first charge's key.
+    let index = damage(ring::bucket_name(&key(0)), 1);
+    refused(now, 0);
+    restore(index);
+    read(&store, now + 60, 0).unwrap();
+}
