@@ -119,9 +119,10 @@ pub(super) fn encode_v3(log: &ChargeLog) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
+    /// A charge of key `[byte; 32]` (shared with the ring's tests).
     pub(crate) fn entry(byte: u8, at: u64, fee: Option<u64>, by: Option<&str>) -> ChargeEntry {
         ChargeEntry::new(
             ChargeKey::from_byte_array([byte; 32]),

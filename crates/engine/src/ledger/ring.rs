@@ -498,16 +498,8 @@ pub(super) fn rebuild(log: &ChargeLog, base: u64, now: UnixTime) -> Option<(Summ
 
 #[cfg(test)]
 mod tests {
+    use super::super::legacy::tests::entry;
     use super::*;
-
-    fn entry(byte: u8, at: u64, fee: Option<u64>, by: Option<&str>) -> ChargeEntry {
-        ChargeEntry::new(
-            ChargeKey::from_byte_array([byte; 32]),
-            UnixTime(at),
-            fee.map(Amount::from_sat),
-            by.map(|c| PolicyCoordinator(c.to_owned())),
-        )
-    }
 
     #[test]
     fn records_round_trip_and_refuse_damage() {
