@@ -33,7 +33,8 @@ use bitcoin::Amount;
 use thresig_store::{PolicyKey, Store, Timestamp, WalletId, WriteOp};
 use thresig_tx::{
     Approval, ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, CoordinatorId as PolicyCoordinator,
-    Policy, RateCharge, Rule, UnixTime, WalletMode, WalletPsbt, rate_windows,
+    FUTURE_CHARGE_TOLERANCE_SECS, Policy, RateCharge, Rule, UnixTime, WalletMode, WalletPsbt,
+    rate_windows,
 };
 
 use crate::error::{Error, InternalFault};
@@ -55,15 +56,17 @@ struct Read<T> {
 /// What the ledger holds as of the time it was read.
 #[derive(Debug)]
 enum State {
-    /// The current format, its windows moved to the time read, and the
-    /// index bucket of the transaction being checked.
+    /// The current format, its windows moved to the time read, the index
+    /// bucket of the transaction being checked, and the charges re-dated
+    /// to the time read (dated after it, by at most a minute).
     Ring {
         summary: Summary,
         index: Read<Index>,
+        redated: Vec<Slot>,
     },
     /// Every charge of the day, from a record of an earlier format or from
-    /// the ring read at a time before its last write; the next charge lays
-    /// the ring out from `base` on.
+    /// the ring read more than a minute before its last write (the clock
+    /// was set back); the next charge lays the ring out from `base` on.
     Log { log: ChargeLog, base: u64 },
 }
 
@@ -168,14 +171,22 @@ impl StoredLedger {
             None => State::Ring {
                 summary: Summary::default(),
                 index: records.index(&key)?,
+                redated: Vec::new(),
             },
             Some(bytes) if bytes.first() == Some(&SUMMARY_VERSION) => {
                 let mut ring = Summary::decode(bytes).ok_or_else(|| records.damaged())?;
-                if now >= ring.seen {
-                    ring.prune(&mut records, now)?;
+                let behind = ring.seen.0.saturating_sub(now.0);
+                if behind == 0 || behind <= FUTURE_CHARGE_TOLERANCE_SECS {
+                    let redated = if behind == 0 {
+                        ring.prune(&mut records, now)?;
+                        Vec::new()
+                    } else {
+                        ring.rewind(&mut records, now)?
+                    };
                     State::Ring {
                         index: records.index(&key)?,
                         summary: ring,
+                        redated,
                     }
                 } else {
                     let mut log = (ring.head..ring.next)
@@ -238,7 +249,7 @@ impl StoredLedger {
     /// The ledger as the policy sees it at `now` (the time it was read at).
     fn view(&self, now: UnixTime) -> View<'_> {
         match &self.state {
-            State::Ring { summary, index } => View::Ring(RingView::new(
+            State::Ring { summary, index, .. } => View::Ring(RingView::new(
                 summary,
                 self.key,
                 index.value.charged_at(&self.key, summary),
@@ -294,12 +305,18 @@ impl StoredLedger {
         let full = || Error::Internal(InternalFault::Invariant);
         let records = Records { store, wallet };
         let (summary, slots, indexes) = match &self.state {
-            State::Ring { summary, index } => {
+            State::Ring {
+                summary,
+                index,
+                redated,
+            } => {
                 let mut summary = summary.clone();
                 let slot = summary.append(entry).ok_or_else(full)?;
                 let bucket = index.value.with(&summary, std::iter::once(&slot));
                 let indexes = vec![(ring::bucket_name(&key), index.bytes.clone(), bucket)];
-                (summary, vec![slot], indexes)
+                let mut slots = redated.clone();
+                slots.push(slot);
+                (summary, slots, indexes)
             }
             State::Log { log, base } => {
                 let log: ChargeLog = log.iter().chain(std::iter::once(entry)).collect();

@@ -22,11 +22,13 @@
 //! when the window's start passes its time, reading that charge's record
 //! once. So each charge is written once and read at most twice more over
 //! its life, and a signature costs O(1) records however many charges the
-//! day holds. A read at a time before the last write (the clock was set
-//! back) cannot move heads backwards: it reads the whole ring into the
-//! reference [`ChargeLog`] instead, and the next charge lays the ring out
-//! again from it ([`rebuild`]), as the migration from the earlier formats
-//! does.
+//! day holds. A read a little before the last write (a request that read
+//! the clock before another's charge took the wallet's lock after it)
+//! moves the minute window's head back over the few charges it brings back
+//! ([`Summary::rewind`]). A read more than a minute before it (the clock
+//! was set back) reads the whole ring into the reference [`ChargeLog`]
+//! instead, and the next charge lays the ring out again from it
+//! ([`rebuild`]), as the migration from the earlier formats does.
 
 use std::collections::BTreeMap;
 
@@ -290,8 +292,54 @@ impl Summary {
         }
     }
 
-    /// Appends `entry` (dated at or after every charge held, and at most
-    /// the time of this write) as the next charge; returns its slot.
+    /// For a `now` before the last write by at most
+    /// `FUTURE_CHARGE_TOLERANCE_SECS` (a concurrent request that read
+    /// the clock before the last charge's took the wallet's lock after
+    /// it): brings back into the minute window the charges the last write
+    /// moved out of it that are in it at `now` (the day window at `now`
+    /// holds every charge kept), and dates `now` the charges dated after
+    /// it, as [`ChargeLog::prune`] does, which changes no count. Returns
+    /// the charges so re-dated, to be rewritten with the next charge.
+    pub(super) fn rewind<S: Slots>(
+        &mut self,
+        slots: &mut S,
+        now: UnixTime,
+    ) -> Result<Vec<Slot>, S::Error> {
+        let (minute, _) = rate_windows(now);
+        while self.minute_head > self.head {
+            let back = slots.slot(self.minute_head - 1)?;
+            if back.entry.at < minute {
+                break;
+            }
+            let name = stored_name(back.entry.coordinator.clone());
+            let tally = self.tallies.entry(name).or_default();
+            tally.minute = tally.minute.checked_add(1).ok_or_else(|| slots.damaged())?;
+            (self.minute_head, self.minute_at) = (self.minute_head - 1, back.entry.at);
+        }
+        let mut redated = Vec::new();
+        let mut first = self.next;
+        while first > self.head {
+            let mut slot = slots.slot(first - 1)?;
+            if slot.entry.at <= now {
+                break;
+            }
+            slot.entry =
+                ChargeEntry::new(slot.entry.key, now, slot.entry.fee, slot.entry.coordinator);
+            redated.push(slot);
+            first -= 1;
+        }
+        if self.head >= first && self.head < self.next {
+            self.head_at = now;
+        }
+        if self.minute_head >= first && self.minute_head < self.next {
+            self.minute_at = now;
+        }
+        self.seen = now;
+        Ok(redated)
+    }
+
+    /// Appends `entry` (dated at or after every charge held: the time of
+    /// this write) as the next charge; returns its slot.
     /// `None` if the ring is full, which a policy capping a day at
     /// `max_per_day` ≤ [`RING`] charges never lets happen.
     pub(super) fn append(&mut self, entry: ChargeEntry) -> Option<Slot> {
@@ -316,7 +364,7 @@ impl Summary {
             self.minute_at = entry.at;
         }
         self.next = seq.checked_add(1)?;
-        self.seen = self.seen.max(entry.at);
+        self.seen = entry.at;
         Some(Slot { seq, entry })
     }
 

@@ -253,3 +253,46 @@ fn a_damaged_ledger_record_is_an_error_and_never_a_reset() {
     restore(index);
     read(&store, now + 60, 0).unwrap();
 }
+
+/// A request that read the clock a second before the last charge (it took
+/// the wallet's lock after that charge's request) reads and writes a few
+/// records, not the whole day's: concurrent requests do this at every
+/// second boundary.
+#[test]
+fn a_read_a_second_behind_the_last_charge_costs_a_few_records() {
+    let machine = Machine::new(9);
+    let store = machine.open();
+    let mut now = START;
+    for k in 0..60u8 {
+        let ledger = read(&store, now, k).unwrap();
+        let entry = ChargeEntry::new(key(k), UnixTime(now), Some(Amount::ONE_SAT), coordinator(1));
+        commit(&store, ledger.record_ops(&store, &wallet(), entry).unwrap());
+        now += 2;
+    }
+    let last = now - 2;
+    let reads = store.policy_reads();
+    let ledger = read(&store, last - 1, 99).unwrap();
+    let entry = ChargeEntry::new(
+        key(99),
+        UnixTime(last - 1),
+        Some(Amount::ONE_SAT),
+        coordinator(2),
+    );
+    let ops = ledger.record_ops(&store, &wallet(), entry).unwrap();
+    assert!(ops.len() <= 4, "{} records written", ops.len());
+    commit(&store, ops);
+    assert!(
+        store.policy_reads() - reads <= 8,
+        "{} records read",
+        store.policy_reads() - reads
+    );
+    // The minute before it holds the charges from the 30th on (every two
+    // seconds) and the new one; the last, dated after it, counts as now.
+    let ledger = read(&store, last - 1, 99).unwrap();
+    let view = ledger.view(UnixTime(last - 1));
+    assert!(view.is_charged(&key(99), UnixTime(last - 1)));
+    assert_eq!(
+        view.charged_since(rate_windows(UnixTime(last - 1)).0),
+        31 + 1
+    );
+}
