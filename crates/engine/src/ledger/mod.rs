@@ -148,11 +148,12 @@ impl<S: Store> Slots for Records<'_, S> {
 impl StoredLedger {
     /// Reads the ledger of `wallet` as of `now`, for a request to sign the
     /// transaction of charge key `key`: the charges that left a window by
-    /// `now` no longer count in it (for the earlier formats and a ring
-    /// written after `now`: charges a day old dropped, charges dated after
-    /// `now` dated `now`, [`ChargeLog::prune`]), so a ledger written while
-    /// the clock ran ahead cannot fill a limit until the clock reaches its
-    /// dates; the compare-and-set still expects the bytes as stored.
+    /// `now` no longer count in it, and charges dated after `now` count as
+    /// made at `now` ([`ChargeLog::prune`], which the earlier formats and a
+    /// ring written more than a minute after `now` go through), so a
+    /// ledger written while the clock ran ahead cannot fill a limit until
+    /// the clock reaches its dates; the compare-and-sets still expect the
+    /// bytes as stored.
     ///
     /// # Errors
     /// [`Error::Store`] if the store fails, [`Error::StoredRecordInvalid`]
@@ -176,7 +177,7 @@ impl StoredLedger {
             Some(bytes) if bytes.first() == Some(&SUMMARY_VERSION) => {
                 let mut ring = Summary::decode(bytes).ok_or_else(|| records.damaged())?;
                 let behind = ring.seen.0.saturating_sub(now.0);
-                if behind == 0 || behind <= FUTURE_CHARGE_TOLERANCE_SECS {
+                if behind <= FUTURE_CHARGE_TOLERANCE_SECS {
                     let redated = if behind == 0 {
                         ring.prune(&mut records, now)?;
                         Vec::new()
