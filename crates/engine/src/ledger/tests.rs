@@ -187,6 +187,19 @@ proptest! {
     }
 }
 
+/// Charges keys 0 to `count − 1` from coordinator 1, one every `secs`
+/// seconds from [`START`]; returns the time after the last.
+fn charge_every(store: &TestStore, count: u8, secs: u64) -> u64 {
+    let mut now = START;
+    for k in 0..count {
+        let ledger = read(store, now, k).unwrap();
+        let entry = ChargeEntry::new(key(k), UnixTime(now), Some(Amount::ONE_SAT), coordinator(1));
+        commit(store, ledger.record_ops(store, &wallet(), entry).unwrap());
+        now += secs;
+    }
+    now
+}
+
 /// A ledger whose records were damaged is an error, never an empty ledger
 /// (which would lift every rate limit), and nothing is rewritten: the
 /// summary, a charge record the windows must move out, and an index bucket.
@@ -194,13 +207,7 @@ proptest! {
 fn a_damaged_ledger_record_is_an_error_and_never_a_reset() {
     let machine = Machine::new(8);
     let store = machine.open();
-    let mut now = START;
-    for k in 0..3u8 {
-        let ledger = read(&store, now, k).unwrap();
-        let entry = ChargeEntry::new(key(k), UnixTime(now), Some(Amount::ONE_SAT), coordinator(1));
-        commit(&store, ledger.record_ops(&store, &wallet(), entry).unwrap());
-        now += 10;
-    }
+    let now = charge_every(&store, 3, 10);
     let damage = |name: Vec<u8>, cut: usize| {
         let key = policy_key(name).unwrap();
         let good = store.policy(&wallet(), &key).unwrap().unwrap().to_vec();
@@ -262,14 +269,7 @@ fn a_damaged_ledger_record_is_an_error_and_never_a_reset() {
 fn a_read_a_second_behind_the_last_charge_costs_a_few_records() {
     let machine = Machine::new(9);
     let store = machine.open();
-    let mut now = START;
-    for k in 0..60u8 {
-        let ledger = read(&store, now, k).unwrap();
-        let entry = ChargeEntry::new(key(k), UnixTime(now), Some(Amount::ONE_SAT), coordinator(1));
-        commit(&store, ledger.record_ops(&store, &wallet(), entry).unwrap());
-        now += 2;
-    }
-    let last = now - 2;
+    let last = charge_every(&store, 60, 2) - 2;
     let reads = store.policy_reads();
     let ledger = read(&store, last - 1, 99).unwrap();
     let entry = ChargeEntry::new(
