@@ -169,11 +169,20 @@ impl StoredLedger {
         let summary = records.get(LEDGER_KEY.to_vec())?;
         let now = unix_time(now);
         let state = match summary.as_deref() {
-            None => State::Ring {
-                summary: Summary::default(),
-                index: records.index(&key)?,
-                redated: Vec::new(),
-            },
+            None => {
+                // The first charge writes the summary, slot 0 and a bucket
+                // in one unit: either of those without the summary is a
+                // summary lost, not a wallet never charged.
+                let index = records.index(&key)?;
+                if index.bytes.is_some() || records.get(ring::slot_name(0))?.is_some() {
+                    return Err(records.damaged());
+                }
+                State::Ring {
+                    summary: Summary::default(),
+                    index,
+                    redated: Vec::new(),
+                }
+            }
             Some(bytes) if bytes.first() == Some(&SUMMARY_VERSION) => {
                 let mut ring = Summary::decode(bytes).ok_or_else(|| records.damaged())?;
                 let behind = ring.seen.0.saturating_sub(now.0);

@@ -296,3 +296,22 @@ fn a_read_a_second_behind_the_last_charge_costs_a_few_records() {
         31 + 1
     );
 }
+
+/// A ledger whose summary is lost while its charge records and index are
+/// stored is an error, never an empty ledger (which would lift every rate
+/// limit): for a transaction charged and for one never charged.
+#[test]
+fn a_lost_summary_over_a_stored_ring_is_an_error_and_never_a_reset() {
+    let machine = Machine::new(10);
+    let store = machine.open();
+    let now = charge_every(&store, 3, 10);
+    store.hide_policy(Some(policy_key(LEDGER_KEY.to_vec()).unwrap()));
+    for k in [0, 1, 2, 99] {
+        assert!(
+            matches!(read(&store, now, k), Err(Error::StoredRecordInvalid { .. })),
+            "a ring without its summary read as a ledger for key {k}"
+        );
+    }
+    store.hide_policy(None);
+    read(&store, now, 99).unwrap();
+}

@@ -194,6 +194,8 @@ pub struct FaultStore<S> {
     /// Bytes of policy records read, and of policy records written
     /// (the new values of the compare-and-sets), through this decorator.
     policy_bytes: AtomicUsize,
+    /// A policy record read as absent while set (a record lost).
+    hidden_policy: Mutex<Option<PolicyKey>>,
     /// What a data key retirement does instead of retiring.
     retire: Mutex<Retire>,
     /// Data key retirements asked for so far.
@@ -236,6 +238,7 @@ impl<S> FaultStore<S> {
             retires: AtomicUsize::new(0),
             policy_reads: AtomicUsize::new(0),
             policy_bytes: AtomicUsize::new(0),
+            hidden_policy: Mutex::new(None),
         }
     }
 
@@ -297,6 +300,12 @@ impl<S> FaultStore<S> {
     /// written, so far: what the rate ledger costs in bytes moved.
     pub fn policy_bytes(&self) -> usize {
         self.policy_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Policy record `key` reads as absent (of every wallet); `None` ends
+    /// it.
+    pub fn hide_policy(&self, key: Option<PolicyKey>) {
+        *self.hidden_policy.lock().unwrap() = key;
     }
 
     /// Marker reads fail (retryably) while set.
@@ -451,6 +460,9 @@ impl<S: Store> Store for FaultStore<S> {
     }
     fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, StoreError> {
         self.policy_reads.fetch_add(1, Ordering::SeqCst);
+        if self.hidden_policy.lock().unwrap().as_ref() == Some(key) {
+            return Ok(None);
+        }
         let record = self.inner.policy(wallet, key)?;
         let len = record.as_ref().map_or(0, |r| r.len());
         self.policy_bytes.fetch_add(len, Ordering::SeqCst);
