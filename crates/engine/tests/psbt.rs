@@ -892,7 +892,8 @@ fn a_replayed_charge_writes_no_ledger_record() {
 /// summary, the transaction's index bucket and the ring slot its charge
 /// takes. (The policy check before the nonces are spent and the
 /// compare-and-set of the charge use the same read; the wallet's lock is
-/// held in between.)
+/// held in between.) A wallet's first charge also reads slot 0 once more,
+/// to tell a wallet never charged from a ledger that lost its summary.
 #[test]
 fn a_round_2_reads_the_rate_ledger_once() {
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
@@ -906,6 +907,13 @@ fn a_round_2_reads_the_rate_ledger_once() {
     };
     let before = reads(&c);
     sign(&mut c, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
+    assert_eq!(
+        reads(&c),
+        before + 8,
+        "four reads at each of the two signers at the first charge"
+    );
+    let before = reads(&c);
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
     assert_eq!(
         reads(&c),
         before + 6,
