@@ -56,11 +56,13 @@ struct Read<T> {
 /// What the ledger holds as of the time it was read.
 #[derive(Debug)]
 enum State {
-    /// The current format, its windows moved to the time read, the index
-    /// bucket of the transaction being checked, and the charges re-dated
-    /// to the time read (dated after it, by at most a minute).
+    /// The current format, its windows moved to the time read (`moved` if
+    /// that moved charges out of them), the index bucket of the transaction
+    /// being checked, and the charges re-dated to the time read (dated
+    /// after it, by at most a minute).
     Ring {
         summary: Summary,
+        moved: bool,
         index: Read<Index>,
         redated: Vec<Slot>,
     },
@@ -179,6 +181,7 @@ impl StoredLedger {
                 }
                 State::Ring {
                     summary: Summary::default(),
+                    moved: false,
                     index,
                     redated: Vec::new(),
                 }
@@ -187,8 +190,15 @@ impl StoredLedger {
                 let mut ring = Summary::decode(bytes).ok_or_else(|| records.damaged())?;
                 let behind = ring.seen.0.saturating_sub(now.0);
                 if behind <= FUTURE_CHARGE_TOLERANCE_SECS {
+                    let mut moved = false;
                     let redated = if behind == 0 {
+                        let stored = ring.clone();
                         ring.prune(&mut records, now)?;
+                        if ring != stored {
+                            // Stored as read, the summary was written now.
+                            ring.seen = now;
+                            moved = true;
+                        }
                         Vec::new()
                     } else {
                         ring.rewind(&mut records, now)?
@@ -196,6 +206,7 @@ impl StoredLedger {
                     State::Ring {
                         index: records.index(&key)?,
                         summary: ring,
+                        moved,
                         redated,
                     }
                 } else {
@@ -269,11 +280,36 @@ impl StoredLedger {
         }
     }
 
+    /// The compare-and-set storing the summary as read, when reading it
+    /// moved charges out of a window, for a request that charges nothing
+    /// (denied, or already charged): so the next read does not walk over
+    /// the same charges again. At most one per charge and window, however
+    /// many requests a peer sends.
+    ///
+    /// # Errors
+    /// An internal error if the summary's key is not a valid policy key.
+    pub(crate) fn prune_ops(&self, wallet: &WalletId) -> Result<Vec<WriteOp>, Error> {
+        match &self.state {
+            State::Ring {
+                summary,
+                moved: true,
+                ..
+            } => Ok(vec![WriteOp::CasPolicy {
+                wallet: wallet.clone(),
+                key: policy_key(LEDGER_KEY.to_vec())?,
+                expected: self.summary.clone(),
+                new: summary.encode(),
+            }]),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// The compare-and-sets recording `approval`'s charge with its fee and
     /// coordinator, the summary's first: from the bytes read to the ledger
-    /// as read with the charge applied. Empty for an approval that charges
-    /// nothing (already charged in the last day): a limit a new charge
-    /// could tighten does not apply to it, so nothing is rewritten for
+    /// as read with the charge applied. For an approval that charges nothing
+    /// (already charged in the last day), only what
+    /// [`StoredLedger::prune_ops`] stores: a limit a new charge could
+    /// tighten does not apply to it, so the ledger is not rewritten for
     /// every ROAST session of a transaction.
     ///
     /// # Errors
@@ -289,7 +325,7 @@ impl StoredLedger {
         approval: &Approval,
     ) -> Result<Vec<WriteOp>, Error> {
         let RateCharge::Charge { key, at } = *approval.charge() else {
-            return Ok(Vec::new());
+            return self.prune_ops(wallet);
         };
         let entry = ChargeEntry::new(
             key,
@@ -319,6 +355,7 @@ impl StoredLedger {
                 summary,
                 index,
                 redated,
+                ..
             } => {
                 let mut summary = summary.clone();
                 let slot = summary.append(entry).ok_or_else(full)?;

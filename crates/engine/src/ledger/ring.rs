@@ -20,9 +20,11 @@
 //!
 //! Charges are appended in time order; a window's count moves a charge out
 //! when the window's start passes its time, reading that charge's record
-//! once. So each charge is written once and read at most twice more over
-//! its life, and a signature costs O(1) records however many charges the
-//! day holds. A read a little before the last write (a request that read
+//! once, and the summary so moved is stored by the charge or, if none, by
+//! the request that read it ([`super::StoredLedger::prune_ops`]). So each
+//! charge is written once and read at most twice per window over its life
+//! (moved out, and as the next head), and a signature costs O(1) records
+//! however many charges the day holds. A read a little before the last write (a request that read
 //! the clock before another's charge took the wallet's lock after it)
 //! moves the minute window's head back over the few charges it brings back
 //! ([`Summary::rewind`]). A read more than a minute before it (the clock

@@ -22,8 +22,13 @@ fn wallet() -> WalletId {
     wid("w")
 }
 
-fn key(k: u8) -> ChargeKey {
-    ChargeKey::from_byte_array([k; 32])
+/// Key `k`: keys share the index buckets 0 to 2 (of the key's first two
+/// bytes), so a bucket holds several live keys.
+fn key(k: u16) -> ChargeKey {
+    let [hi, lo] = k.to_be_bytes();
+    let mut bytes = [lo; 32];
+    bytes[..4].copy_from_slice(&[0, u8::try_from(k % 3).unwrap(), hi, lo]);
+    ChargeKey::from_byte_array(bytes)
 }
 
 fn coordinator(c: u8) -> Option<PolicyCoordinator> {
@@ -31,7 +36,7 @@ fn coordinator(c: u8) -> Option<PolicyCoordinator> {
     (c > 0).then(|| PolicyCoordinator(format!("{c:064x}")))
 }
 
-fn read(store: &TestStore, now: u64, k: u8) -> Result<StoredLedger, Error> {
+fn read(store: &TestStore, now: u64, k: u16) -> Result<StoredLedger, Error> {
     StoredLedger::read(store, &wallet(), &policy(), Timestamp(now * 1000), key(k))
 }
 
@@ -47,7 +52,7 @@ fn commit(store: &TestStore, ops: Vec<WriteOp>) {
 
 /// Every answer the policy's rate rules read, for a request about `k` at
 /// `now` (in the order of `Policy::report`).
-fn answers(ledger: &impl ChargeLedger, now: u64, k: u8) -> Vec<String> {
+fn answers(ledger: &impl ChargeLedger, now: u64, k: u16) -> Vec<String> {
     let (minute, day) = rate_windows(UnixTime(now));
     let mut out = vec![
         format!("charged {}", ledger.is_charged(&key(k), day)),
@@ -76,7 +81,7 @@ fn answers(ledger: &impl ChargeLedger, now: u64, k: u8) -> Vec<String> {
 #[derive(Clone, Debug)]
 struct Step {
     secs: i64,
-    k: u8,
+    k: u16,
     c: u8,
     fee: Option<u64>,
 }
@@ -90,7 +95,7 @@ fn step() -> impl Strategy<Value = Step> {
     ];
     (
         secs,
-        0u8..24,
+        0u16..24,
         1u8..=2,
         prop::option::weighted(0.9, 0u64..5_000),
     )
@@ -98,10 +103,10 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 /// Earlier-format charges of the last two days, before [`START`].
-fn old_charges() -> impl Strategy<Value = Vec<(u8, u64, u8, Option<u64>)>> {
+fn old_charges() -> impl Strategy<Value = Vec<(u16, u64, u8, Option<u64>)>> {
     prop::collection::vec(
         (
-            16u8..40,
+            16u16..40,
             0u64..172_800,
             0u8..=2,
             prop::option::of(0u64..5_000),
@@ -113,7 +118,7 @@ fn old_charges() -> impl Strategy<Value = Vec<(u8, u64, u8, Option<u64>)>> {
 /// Runs `steps` against a store (starting from `old` written in the
 /// earlier format, if any) and against the reference log, comparing the
 /// answers at every step.
-fn run(old: &[(u8, u64, u8, Option<u64>)], steps: &[Step]) {
+fn run(old: &[(u16, u64, u8, Option<u64>)], steps: &[Step]) {
     let machine = Machine::new(7);
     let store = machine.open();
     let mut reference: ChargeLog = old
@@ -163,6 +168,14 @@ fn run(old: &[(u8, u64, u8, Option<u64>)], steps: &[Step]) {
                 stored.record_ops(&store, &wallet(), entry.clone()).unwrap(),
             );
             reference = view.iter().chain(std::iter::once(entry)).collect();
+        } else {
+            // A request that charges nothing stores the windows it moved,
+            // as the earlier format stored the log it pruned with a charge.
+            let ops = stored.prune_ops(&wallet()).unwrap();
+            if !ops.is_empty() {
+                commit(&store, ops);
+                reference = view;
+            }
         }
     }
 }
@@ -189,7 +202,7 @@ proptest! {
 
 /// Charges keys 0 to `count − 1` from coordinator 1, one every `secs`
 /// seconds from [`START`]; returns the time after the last.
-fn charge_every(store: &TestStore, count: u8, secs: u64) -> u64 {
+fn charge_every(store: &TestStore, count: u16, secs: u64) -> u64 {
     let mut now = START;
     for k in 0..count {
         let ledger = read(store, now, k).unwrap();
@@ -223,7 +236,7 @@ fn a_damaged_ledger_record_is_an_error_and_never_a_reset() {
         );
         (key, good, bad)
     };
-    let refused = |now: u64, k: u8| {
+    let refused = |now: u64, k: u16| {
         assert!(
             matches!(read(&store, now, k), Err(Error::StoredRecordInvalid { .. })),
             "a damaged record at {now} for key {k} read as a ledger"
@@ -314,4 +327,35 @@ fn a_lost_summary_over_a_stored_ring_is_an_error_and_never_a_reset() {
     }
     store.hide_policy(None);
     read(&store, now, 99).unwrap();
+}
+
+/// A read that charges nothing stores the summary it moved charges out of
+/// the windows in, so the next read does not walk over them again: after
+/// a burst of charges and a day without any, two requests that charge
+/// nothing (denied, or already charged) walk the day's charges once.
+#[test]
+fn a_read_that_charges_nothing_keeps_the_charges_it_moved_out() {
+    let machine = Machine::new(11);
+    let store = machine.open();
+    let count = 1_000;
+    let day_later = charge_every(&store, count, 1) + 25 * 3_600;
+    let first = store.policy_reads();
+    let ledger = read(&store, day_later, count + 1).unwrap();
+    let first = store.policy_reads() - first;
+    assert!(first >= usize::from(count), "{first} records read");
+    let ops = ledger.prune_ops(&wallet()).unwrap();
+    assert_eq!(ops.len(), 1, "the summary alone is written");
+    commit(&store, ops);
+    let second = store.policy_reads();
+    let ledger = read(&store, day_later + 1, count + 1).unwrap();
+    let second = store.policy_reads() - second;
+    assert!(second <= 8, "{second} records read");
+    assert_eq!(
+        ledger
+            .view(UnixTime(day_later + 1))
+            .charged_since(UnixTime(0)),
+        0
+    );
+    // Nothing moved since: nothing to store.
+    assert!(ledger.prune_ops(&wallet()).unwrap().is_empty());
 }

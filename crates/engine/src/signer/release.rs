@@ -240,14 +240,28 @@ impl<S: Store> Signer<S> {
         let wallet = release.wallet;
         let key = ChargeKey::of(psbt);
         let ledger = StoredLedger::read(&self.store, wallet, release.policy, now, key)?;
-        let approval = ledger.approve(
+        let approval = match ledger.approve(
             wallet,
             release.policy,
             &release.mode,
             &release.coordinator,
             psbt,
             now,
-        )?;
+        ) {
+            Ok(approval) => approval,
+            Err(denied) => {
+                // Stores the windows as read, so the next request does not
+                // walk over the charges that left them again (at most once
+                // per charge and window, however many requests are denied).
+                // Only work is saved: a write that fails or loses a race
+                // leaves it to the next read, and the denial stands.
+                let prune = ledger.prune_ops(wallet)?;
+                if !prune.is_empty() {
+                    let _ = self.store.write(prune);
+                }
+                return Err(denied);
+            }
+        };
         ledger.charge_ops(&self.store, wallet, &approval)
     }
 
