@@ -848,6 +848,32 @@ fn the_stored_rate_ledger_stays_bounded_over_days() {
     assert!(signed >= 8, "{signed}");
 }
 
+/// After a day without charges, a denied request stores the windows it
+/// moved the day's charges out of: the next denied request reads the
+/// summary and its index bucket, not every charge again.
+#[test]
+fn a_denied_request_after_a_quiet_day_does_not_walk_the_day_again() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(50, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    for salt in 1..=8 {
+        sign(&mut c, "w", &[1, 2], &spend(&w, 1, salt)).unwrap();
+    }
+    c.advance(Duration::from_secs(25 * 3600));
+    let reads = |c: &Cluster| c.member(1).store().policy_reads();
+    let denied = |c: &mut Cluster, salt: u8| {
+        let dear = pay_with_fee(&w, &funding(&w, 1, 2_000_000, salt), None, 1_000_000);
+        let before = reads(c);
+        let err = sign(c, "w", &[1, 2], &dear).unwrap_err();
+        assert_eq!(denial(&err).0, Rule::MaxFeeRate, "{err:?}");
+        reads(c) - before
+    };
+    let first = denied(&mut c, 20);
+    assert!(first >= 16, "the first walks the 8 charges: {first} reads");
+    let second = denied(&mut c, 21);
+    assert!(second <= 2, "{second} reads");
+}
+
 /// A charge made while the clock ran two days ahead does not fill the
 /// limits once the clock is set right (until it reaches the charge's date):
 /// the wallet signs again at once.
