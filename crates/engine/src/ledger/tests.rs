@@ -5,7 +5,7 @@
 
 use bitcoin::Amount;
 use proptest::prelude::*;
-use thresig_store::{OpResult, Store, WriteOp, WriteOutcome};
+use thresig_store::{Conflict, OpResult, Store, WriteOp, WriteOutcome};
 use thresig_tx::{ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, Policy, UnixTime};
 
 use super::legacy::encode_v3;
@@ -22,12 +22,12 @@ fn wallet() -> WalletId {
     wid("w")
 }
 
-/// Key `k`: keys share the index buckets 0 to 2 (of the key's first two
-/// bytes), so a bucket holds several live keys.
+/// Key `k`: keys `4b` to `4b + 3` share index bucket `b` (of the key's
+/// first two bytes), so a bucket holds several live keys.
 fn key(k: u16) -> ChargeKey {
-    let [hi, lo] = k.to_be_bytes();
-    let mut bytes = [lo; 32];
-    bytes[..4].copy_from_slice(&[0, u8::try_from(k % 3).unwrap(), hi, lo]);
+    let mut bytes = [0; 32];
+    bytes[..2].copy_from_slice(&(k / 4).to_be_bytes());
+    bytes[2..4].copy_from_slice(&k.to_be_bytes());
     ChargeKey::from_byte_array(bytes)
 }
 
@@ -121,7 +121,7 @@ fn old_charges() -> impl Strategy<Value = Vec<(u16, u64, u8, Option<u64>)>> {
 fn run(old: &[(u16, u64, u8, Option<u64>)], steps: &[Step]) {
     let machine = Machine::new(7);
     let store = machine.open();
-    let mut reference: ChargeLog = old
+    let reference: ChargeLog = old
         .iter()
         .map(|(k, ago, c, fee)| {
             ChargeEntry::new(
@@ -143,10 +143,21 @@ fn run(old: &[(u16, u64, u8, Option<u64>)], steps: &[Step]) {
             }],
         );
     }
-    let mut now = START;
+    replay(&store, reference, START, steps);
+}
+
+/// Runs `steps` from `now` against `store` and against `reference` (the
+/// same ledger in the reference's terms), comparing the answers at every
+/// step; returns the reference and the time after them.
+fn replay(
+    store: &TestStore,
+    mut reference: ChargeLog,
+    mut now: u64,
+    steps: &[Step],
+) -> (ChargeLog, u64) {
     for (i, s) in steps.iter().enumerate() {
         now = now.checked_add_signed(s.secs).unwrap();
-        let stored = read(&store, now, s.k).unwrap();
+        let stored = read(store, now, s.k).unwrap();
         // The earlier format pruned what it read, and stored the pruned
         // log with each charge.
         let mut view = reference.clone();
@@ -164,8 +175,8 @@ fn run(old: &[(u16, u64, u8, Option<u64>)], steps: &[Step]) {
                 coordinator(s.c),
             );
             commit(
-                &store,
-                stored.record_ops(&store, &wallet(), entry.clone()).unwrap(),
+                store,
+                stored.record_ops(store, &wallet(), entry.clone()).unwrap(),
             );
             reference = view.iter().chain(std::iter::once(entry)).collect();
         } else {
@@ -173,11 +184,12 @@ fn run(old: &[(u16, u64, u8, Option<u64>)], steps: &[Step]) {
             // as the earlier format stored the log it pruned with a charge.
             let ops = stored.prune_ops(&wallet()).unwrap();
             if !ops.is_empty() {
-                commit(&store, ops);
+                commit(store, ops);
                 reference = view;
             }
         }
     }
+    (reference, now)
 }
 
 proptest! {
@@ -197,6 +209,134 @@ proptest! {
         steps in prop::collection::vec(step(), 1..30),
     ) {
         run(&old, &steps);
+    }
+}
+
+/// Steps asking about (and so charging) keys `first` to `first + count −
+/// 1`, one every `secs` seconds, from coordinators 1 and 2 in turn.
+fn every(first: u16, count: u16, secs: i64) -> Vec<Step> {
+    (first..first + count)
+        .map(|k| Step {
+            secs,
+            k,
+            c: u8::try_from(k % 2 + 1).unwrap(),
+            fee: Some(u64::from(k)),
+        })
+        .collect()
+}
+
+/// A step `secs` on asking about key `k` (charged if it was not).
+fn at(secs: i64, k: u16) -> Step {
+    Step {
+        secs,
+        k,
+        c: 1,
+        fee: None,
+    }
+}
+
+/// The stored summary.
+fn summary(store: &TestStore) -> Summary {
+    let key = policy_key(LEDGER_KEY.to_vec()).unwrap();
+    Summary::decode(&store.policy(&wallet(), &key).unwrap().unwrap()).unwrap()
+}
+
+/// The ring wraps: the charges past its last slot take the slots of the
+/// previous lap's charges (which left the day), and the answers stay the
+/// reference's across the wrap, while the day window moves over it, and
+/// after a clock set back by 90 s (which reads the ring across the wrap).
+#[test]
+fn the_ring_answers_as_the_reference_across_its_wrap() {
+    let machine = Machine::new(12);
+    let store = machine.open();
+    // A first lap's charges, in slots 0 to 29.
+    let (reference, now) = replay(&store, ChargeLog::default(), START, &every(0, 30, 9));
+    // Two days and 9 955 charges later, all out of the day, the ring is
+    // 15 charges short of its end.
+    let now = now + 2 * 86_400;
+    let (lap, _) = ring::rebuild(&ChargeLog::default(), ring::RING - 15, UnixTime(now)).unwrap();
+    let key = policy_key(LEDGER_KEY.to_vec()).unwrap();
+    let stored = store.policy(&wallet(), &key).unwrap().unwrap().to_vec();
+    commit(
+        &store,
+        vec![WriteOp::CasPolicy {
+            wallet: wallet(),
+            key,
+            expected: Some(stored),
+            new: lap.encode(),
+        }],
+    );
+    // 40 charges every 9 s across the wrap, one of them asked about again
+    // after it; a day less 30 s after the first, 60 more, while the day
+    // window moves over the wrap; the clock set back by 90 s; 10 more.
+    let mut steps = every(100, 40, 9);
+    steps.push(at(0, 105));
+    steps.push(at(86_400 - 30 - 39 * 9, 140));
+    steps.extend(every(141, 60, 9));
+    steps.push(at(-90, 201));
+    steps.extend(every(202, 10, 9));
+    replay(&store, reference, now, &steps);
+    assert!(
+        summary(&store).head > ring::RING,
+        "the day moved past the wrap"
+    );
+}
+
+/// Two days of a charge every 9 s (9 600 in a day, near the ring's 10 000
+/// slots) against the reference at every step, then the clock set back by
+/// 90 s. Long; run with
+/// `cargo test -p thresig-engine --release --lib ledger::tests::two_days -- --ignored`.
+#[test]
+#[ignore = "19 000 charges; see the doc comment for the command"]
+fn two_days_of_a_charge_every_9_seconds_wrap_the_ring() {
+    let machine = Machine::new(13);
+    let store = machine.open();
+    let mut steps = every(0, 19_200, 9);
+    steps.push(at(-90, 19_200));
+    steps.extend(every(19_201, 20, 9));
+    replay(&store, ChargeLog::default(), START, &steps);
+    assert!(summary(&store).next > ring::RING, "the ring wrapped");
+}
+
+/// Two requests that read the ledger before either charged: once the
+/// first's charge commits, the second's (from the bytes it read) is
+/// refused as a whole, and the signer reads again: the same transaction
+/// is not charged twice, another is charged against the new ledger.
+#[test]
+fn a_charge_from_a_ledger_another_charge_changed_is_refused_whole() {
+    let machine = Machine::new(14);
+    let store = machine.open();
+    let now = charge_every(&store, 3, 10);
+    let charge = |ledger: &StoredLedger, k: u16| {
+        let entry = ChargeEntry::new(key(k), UnixTime(now), Some(Amount::ONE_SAT), coordinator(2));
+        ledger.record_ops(&store, &wallet(), entry).unwrap()
+    };
+    // The same transaction, then another of the same index bucket.
+    for (k, other) in [(50, 50), (60, 61)] {
+        let first = read(&store, now, k).unwrap();
+        let second = read(&store, now, other).unwrap();
+        let day = || {
+            let ledger = read(&store, now, other).unwrap();
+            let view = ledger.view(UnixTime(now));
+            (
+                view.charged_since(UnixTime(0)),
+                view.is_charged(&key(other), UnixTime(0)),
+            )
+        };
+        let (before, _) = day();
+        commit(&store, charge(&first, k));
+        match store.write(charge(&second, other)).unwrap() {
+            WriteOutcome::Skipped {
+                conflict: Conflict::PolicyMismatch(_),
+                ..
+            } => {}
+            outcome => panic!("a charge from a changed ledger committed: {outcome:?}"),
+        }
+        assert_eq!(day(), (before + 1, k == other), "key {other}");
+        if k != other {
+            commit(&store, charge(&read(&store, now, other).unwrap(), other));
+            assert_eq!(day(), (before + 2, true));
+        }
     }
 }
 
