@@ -810,9 +810,11 @@ fn a_decoy_of_the_same_unsigned_transaction_does_not_skip_the_fee_budget() {
     );
 }
 
-/// The rate ledger's summary stays bounded over days of requests: a fixed
-/// header and one tally per requesting coordinator (a name of 64 hex
-/// digits and four counters), whatever the charges it counts.
+/// The rate ledger stays bounded over days of requests: its summary is a
+/// fixed header and one tally per requesting coordinator (a name of 64 hex
+/// digits and four counters), and the charges it holds (the ring's records
+/// from `head` to `next`, docs/storage-format.md) are exactly those of the
+/// last day: a day-old charge leaves it.
 #[test]
 fn the_stored_rate_ledger_stays_bounded_over_days() {
     use thresig_store::Store as _;
@@ -821,31 +823,49 @@ fn the_stored_rate_ledger_stays_bounded_over_days() {
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
     let mut c = Cluster::with_wallets(46, 2, 3, &specs, Limits::default());
     let w = taproot(&c, "w");
-    let key = thresig_store::PolicyKey::new(b"rate-ledger".to_vec()).unwrap();
-    let stored = |c: &Cluster| {
-        c.member(1)
-            .store()
-            .policy(&wid("w"), &key)
-            .unwrap()
-            .map_or(0, |p| p.len())
+    let record = |c: &Cluster, name: &[u8]| {
+        let key = thresig_store::PolicyKey::new(name.to_vec()).unwrap();
+        c.member(1).store().policy(&wid("w"), &key).unwrap()
+    };
+    let word = |bytes: &[u8], at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+    // The charges the ring holds: each slot's sequence and time.
+    let held = |c: &Cluster| {
+        let summary = record(c, b"rate-ledger").map_or(Vec::new(), |p| p.to_vec());
+        let (head, next) = (word(&summary, 1), word(&summary, 17));
+        let charges: Vec<u64> = (head..next)
+            .map(|seq| {
+                let slot = u16::try_from(seq % 10_000).unwrap().to_be_bytes();
+                let slot = record(c, &[b"rate-ledger/slot/".as_slice(), &slot].concat()).unwrap();
+                assert_eq!(word(&slot, 0), seq);
+                word(&slot, 8 + 32)
+            })
+            .collect();
+        (summary.len(), charges)
     };
     const HEADER: usize = 1 + 6 * 8 + 2;
     const TALLY: usize = 1 + 64 + 4 + 4 + 8 + 4;
-    let mut signed = 0;
+    let mut signed = Vec::new();
     for k in 0..36u8 {
         // A request every two hours for three days, from two coordinators.
         c.advance(Duration::from_secs(2 * 3600));
         let from = if k % 2 == 0 { COORD_A } else { COORD_B };
+        let now = c.now.0 / 1000;
         if sign_by(&mut c, from, "w", &[1, 2], &spend(&w, 1, k)).is_ok() {
-            signed += 1;
+            signed.push(now);
         }
-        let after = stored(&c);
+        let (summary, held) = held(&c);
         assert!(
-            after <= HEADER + 2 * TALLY,
-            "{after} bytes after request {k}"
+            summary <= HEADER + 2 * TALLY,
+            "{summary} bytes after request {k}"
         );
+        let day: Vec<u64> = signed
+            .iter()
+            .copied()
+            .filter(|at| *at >= thresig_tx::rate_windows(thresig_tx::UnixTime(now)).1.0)
+            .collect();
+        assert_eq!(held, day, "the charges held after request {k}");
     }
-    assert!(signed >= 8, "{signed}");
+    assert!(signed.len() >= 8, "{}", signed.len());
 }
 
 /// After a day without charges, a denied request stores the windows it
