@@ -284,8 +284,8 @@ fn the_ring_answers_as_the_reference_across_its_wrap() {
 
 /// Two days of a charge every 9 s (9 600 in a day, near the ring's 10 000
 /// slots) against the reference at every step, then the clock set back by
-/// 90 s. Long; run with
-/// `cargo test -p thresig-engine --release --lib ledger::tests::two_days -- --ignored`.
+/// 90 s. Long (about 7 minutes in a debug build); run with
+/// `cargo test -p thresig-engine --lib ledger::tests::two_days -- --ignored`.
 #[test]
 #[ignore = "19 000 charges; see the doc comment for the command"]
 fn two_days_of_a_charge_every_9_seconds_wrap_the_ring() {
