@@ -387,7 +387,9 @@ pub async fn sign(
                         .filter_map(|s| wallet.cluster_seat(*s))
                         .map(Seat::get)
                         .collect();
-                    info!(?session, ?members, "ROAST session started");
+                    // A signature may take several sessions; the one INFO
+                    // line is the signature's (docs/daemon.md, "Log levels").
+                    debug!(?session, ?members, "ROAST session started");
                     shares.start(session, signers.len());
                 }
                 Event::Unresponsive { seat, cause } => {
@@ -419,6 +421,11 @@ pub async fn sign(
                     }
                 }
                 Event::Done(signed) => {
+                    info!(
+                        sessions = signed.stats.sessions,
+                        inputs = signed.signatures.len(),
+                        "signed"
+                    );
                     let signatures = signed
                         .signatures
                         .iter()

@@ -810,9 +810,11 @@ fn a_decoy_of_the_same_unsigned_transaction_does_not_skip_the_fee_budget() {
     );
 }
 
-/// The stored rate ledger stays bounded over days of requests: at most
-/// `max_per_day` entries of at most 113 bytes (key, time, fee, a coordinator
-/// named by 64 hex digits), and one entry more per signature at most.
+/// The rate ledger stays bounded over days of requests: its summary is a
+/// fixed header and one tally per requesting coordinator (a name of 64 hex
+/// digits and four counters), and the charges it holds (the ring's records
+/// from `head` to `next`, docs/storage-format.md) are exactly those of the
+/// last day: a day-old charge leaves it.
 #[test]
 fn the_stored_rate_ledger_stays_bounded_over_days() {
     use thresig_store::Store as _;
@@ -821,29 +823,75 @@ fn the_stored_rate_ledger_stays_bounded_over_days() {
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
     let mut c = Cluster::with_wallets(46, 2, 3, &specs, Limits::default());
     let w = taproot(&c, "w");
-    let key = thresig_store::PolicyKey::new(b"rate-ledger".to_vec()).unwrap();
-    let stored = |c: &Cluster| {
-        c.member(1)
-            .store()
-            .policy(&wid("w"), &key)
-            .unwrap()
-            .map_or(0, |p| p.len())
+    let record = |c: &Cluster, name: &[u8]| {
+        let key = thresig_store::PolicyKey::new(name.to_vec()).unwrap();
+        c.member(1).store().policy(&wid("w"), &key).unwrap()
     };
-    const ENTRY: usize = 32 + 8 + 8 + 1 + 64;
-    let mut signed = 0;
+    let word = |bytes: &[u8], at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+    // The charges the ring holds: each slot's sequence and time.
+    let held = |c: &Cluster| {
+        let summary = record(c, b"rate-ledger").map_or(Vec::new(), |p| p.to_vec());
+        let (head, next) = (word(&summary, 1), word(&summary, 17));
+        let charges: Vec<u64> = (head..next)
+            .map(|seq| {
+                let slot = u16::try_from(seq % 10_000).unwrap().to_be_bytes();
+                let slot = record(c, &[b"rate-ledger/slot/".as_slice(), &slot].concat()).unwrap();
+                assert_eq!(word(&slot, 0), seq);
+                word(&slot, 8 + 32)
+            })
+            .collect();
+        (summary.len(), charges)
+    };
+    const HEADER: usize = 1 + 6 * 8 + 2;
+    const TALLY: usize = 1 + 64 + 4 + 4 + 8 + 4;
+    let mut signed = Vec::new();
     for k in 0..36u8 {
         // A request every two hours for three days, from two coordinators.
         c.advance(Duration::from_secs(2 * 3600));
-        let before = stored(&c);
         let from = if k % 2 == 0 { COORD_A } else { COORD_B };
+        let now = c.now.0 / 1000;
         if sign_by(&mut c, from, "w", &[1, 2], &spend(&w, 1, k)).is_ok() {
-            signed += 1;
+            signed.push(now);
         }
-        let after = stored(&c);
-        assert!(after <= 1 + 4 * ENTRY, "{after} bytes after request {k}");
-        assert!(after <= before.max(1) + ENTRY);
+        let (summary, held) = held(&c);
+        assert!(
+            summary <= HEADER + 2 * TALLY,
+            "{summary} bytes after request {k}"
+        );
+        let day: Vec<u64> = signed
+            .iter()
+            .copied()
+            .filter(|at| *at >= thresig_tx::rate_windows(thresig_tx::UnixTime(now)).1.0)
+            .collect();
+        assert_eq!(held, day, "the charges held after request {k}");
     }
-    assert!(signed >= 8, "{signed}");
+    assert!(signed.len() >= 8, "{}", signed.len());
+}
+
+/// After a day without charges, a denied request stores the windows it
+/// moved the day's charges out of: the next denied request reads the
+/// summary and its index bucket, not every charge again.
+#[test]
+fn a_denied_request_after_a_quiet_day_does_not_walk_the_day_again() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(50, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    for salt in 1..=8 {
+        sign(&mut c, "w", &[1, 2], &spend(&w, 1, salt)).unwrap();
+    }
+    c.advance(Duration::from_secs(25 * 3600));
+    let reads = |c: &Cluster| c.member(1).store().policy_reads();
+    let denied = |c: &mut Cluster, salt: u8| {
+        let dear = pay_with_fee(&w, &funding(&w, 1, 2_000_000, salt), None, 1_000_000);
+        let before = reads(c);
+        let err = sign(c, "w", &[1, 2], &dear).unwrap_err();
+        assert_eq!(denial(&err).0, Rule::MaxFeeRate, "{err:?}");
+        reads(c) - before
+    };
+    let first = denied(&mut c, 20);
+    assert!(first >= 16, "the first walks the 8 charges: {first} reads");
+    let second = denied(&mut c, 21);
+    assert!(second <= 2, "{second} reads");
 }
 
 /// A charge made while the clock ran two days ahead does not fill the
@@ -869,8 +917,9 @@ fn a_charge_made_while_the_clock_ran_ahead_does_not_stall_the_wallet() {
 }
 
 /// A transaction already charged is signed in another ROAST session
-/// without rewriting the ledger: the record is written once, at the
-/// charge, not re-encoded at every release.
+/// without rewriting the ledger: its records (the summary, the charge and
+/// its key's index bucket) are written once, at the charge, not at every
+/// release.
 #[test]
 fn a_replayed_charge_writes_no_ledger_record() {
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
@@ -880,16 +929,17 @@ fn a_replayed_charge_writes_no_ledger_record() {
     let writes = |c: &Cluster| c.member(1).store().policy_writes();
     let before = writes(&c);
     sign(&mut c, "w", &[1, 2], &psbt).unwrap();
-    assert_eq!(writes(&c), before + 1, "the charge is written once");
+    assert_eq!(writes(&c), before + 3, "the charge is written once");
     sign(&mut c, "w", &[1, 3], &psbt).unwrap();
-    assert_eq!(writes(&c), before + 1, "the second session charges nothing");
+    assert_eq!(writes(&c), before + 3, "the second session charges nothing");
 }
 
 /// A signer reads its rate ledger once per released share vector: the
-/// record holds a day of charges and grows with every signature, so each
-/// extra read decrypts and decodes all of it again. (The policy check
-/// before the nonces are spent and the compare-and-set of the charge use
-/// the same read; the wallet's lock is held in between.)
+/// summary, the transaction's index bucket and the ring slot its charge
+/// takes. (The policy check before the nonces are spent and the
+/// compare-and-set of the charge use the same read; the wallet's lock is
+/// held in between.) A wallet's first charge also reads slot 0 once more,
+/// to tell a wallet never charged from a ledger that lost its summary.
 #[test]
 fn a_round_2_reads_the_rate_ledger_once() {
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
@@ -903,5 +953,43 @@ fn a_round_2_reads_the_rate_ledger_once() {
     };
     let before = reads(&c);
     sign(&mut c, "w", &[1, 2], &spend(&w, 1, 1)).unwrap();
-    assert_eq!(reads(&c), before + 2, "one read at each of the two signers");
+    assert_eq!(
+        reads(&c),
+        before + 8,
+        "four reads at each of the two signers at the first charge"
+    );
+    let before = reads(&c);
+    sign(&mut c, "w", &[1, 2], &spend(&w, 1, 2)).unwrap();
+    assert_eq!(
+        reads(&c),
+        before + 6,
+        "three reads at each of the two signers"
+    );
+}
+
+/// What a signature costs in rate-ledger bytes (read and written at one
+/// signer) does not grow with the charges of the day: the 40th charge of
+/// the day moves no more than a small, fixed number of bytes, where a
+/// ledger kept as one record would read and rewrite all 39 earlier ones.
+#[test]
+fn a_signature_moves_the_same_ledger_bytes_whatever_the_days_charges() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy())];
+    let mut c = Cluster::with_wallets(50, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let bytes = |c: &Cluster| c.member(1).store().policy_bytes();
+    let mut per_signature = Vec::new();
+    for k in 0..40u8 {
+        // Some charges leave the minute window as others arrive.
+        c.advance(Duration::from_secs(7));
+        let before = bytes(&c);
+        sign(&mut c, "w", &[1, 2], &spend(&w, 1, k)).unwrap();
+        per_signature.push(bytes(&c) - before);
+    }
+    // A charge, its key's index and the summary of the windows; an
+    // expired charge read on its way out of a window.
+    const BOUND: usize = 1_500;
+    assert!(
+        per_signature.iter().all(|b| *b <= BOUND),
+        "ledger bytes per signature: {per_signature:?}"
+    );
 }

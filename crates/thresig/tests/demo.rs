@@ -162,6 +162,25 @@ fn a_malicious_signer_in_the_first_session_is_reported_and_the_signature_is_vali
     assert!(json["sessions"].as_u64().unwrap() >= 2, "{json}");
 }
 
+/// The coordinator writes one INFO line per signature, however many ROAST
+/// sessions it took (here at least two: the first has a malicious member);
+/// each session is a DEBUG line (docs/daemon.md, "Log levels").
+#[test]
+fn the_coordinator_logs_one_info_line_per_signature_not_per_session() {
+    let out = demo(&["--malicious", "1", "--inputs", "1", "--json"]);
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{logs}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["sessions"].as_u64().unwrap() >= 2, "{json}");
+    let info = |message: &str| {
+        logs.lines()
+            .filter(|l| l.contains(" INFO ") && l.contains(message))
+            .count()
+    };
+    assert_eq!(info("ROAST session"), 0, "{logs}");
+    assert_eq!(info("sign: signed"), 1, "{logs}");
+}
+
 /// 51-of-100 with 49 members stopped. Ignored in CI for its length (100
 /// processes and a 100-member DKG on two cores: 47 s on the 2-core
 /// development machine with the debug build, most of it the DKG); run it

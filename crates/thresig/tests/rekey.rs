@@ -211,9 +211,10 @@ impl Rekey {
     }
 
     /// The charges in [`WALLET`]'s rate ledger on member `s` (stopped),
-    /// decoded as the engine writes it (crates/engine/src/ledger.rs,
-    /// version 3: per entry a 32-byte charge key, two u64 and a
-    /// length-prefixed coordinator).
+    /// read from the ledger's summary as the engine writes it
+    /// (docs/storage-format.md, "Rate ledger", version 4: the sequence of
+    /// the day's oldest charge, of the minute's, of the next charge, …):
+    /// the charges held are the sequences from the first to the next.
     fn charges(&self, s: u16) -> usize {
         let key = PolicyKey::new(b"rate-ledger".to_vec()).unwrap();
         let Some(ledger) = self
@@ -223,15 +224,9 @@ impl Rekey {
         else {
             return 0;
         };
-        assert_eq!(ledger[0], 3, "ledger version");
-        let (mut at, mut charges) = (1, 0);
-        while at < ledger.len() {
-            at += 32 + 8 + 8;
-            at += 1 + usize::from(ledger[at]);
-            charges += 1;
-        }
-        assert_eq!(at, ledger.len(), "whole entries");
-        charges
+        assert_eq!(ledger[0], 4, "ledger version");
+        let word = |i: usize| u64::from_be_bytes(ledger[1 + 8 * i..9 + 8 * i].try_into().unwrap());
+        usize::try_from(word(2) - word(0)).unwrap()
     }
 
     /// Member `s`'s current DEK term, as `thresig keys status` shows it.

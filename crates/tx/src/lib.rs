@@ -91,7 +91,7 @@ pub use policy::{
     DEFAULT_MAX_PER_DAY, DEFAULT_MAX_PER_DAY_PER_COORDINATOR, FUTURE_CHARGE_TOLERANCE_SECS,
     MAX_PER_DAY_CEILING, Outcome, OutputScriptType, Policy, PolicyConfig, PolicyConfigError,
     PolicyDenial, PolicyReport, PolicyVersion, RateCharge, RawDigests, Rule, SighashTypeName,
-    TimeWindow, TimeWindowConfig, UnixTime, Violation, WalletMode, Weekday,
+    TimeWindow, TimeWindowConfig, UnixTime, Violation, WalletMode, Weekday, rate_windows,
 };
 pub use psbt::{MAX_INPUTS, MAX_OUTPUTS, MAX_PSBT_ENTRIES, MAX_STANDARD_WEIGHT, WalletPsbt};
 pub use sighash::{InputIndex, KeySpendSighash, OutputIndex, key_spend_sig_msg, key_spend_sighash};

@@ -7,7 +7,7 @@ use thresig_crypto::SecretNonce;
 use thresig_store::{
     CommitmentHash, Conflict, Marker, OpResult, PackageHash, Store, WriteOp, WriteOutcome,
 };
-use thresig_tx::{Policy, TaprootWallet, WalletMode};
+use thresig_tx::{ChargeKey, Policy, TaprootWallet, WalletMode};
 
 use super::pending::PendingShares;
 use super::{Member, Shard, Signer, Slot, lock, store_error};
@@ -160,7 +160,7 @@ impl<S: Store> Signer<S> {
                 spend: checked.spend(),
                 audit: release_event(&slot.config.id, key, from, policy, &checked),
             };
-            self.charge_op(now, &release).map(drop)
+            self.charge_ops(now, &release).map(drop)
         };
         allows().is_ok()
     }
@@ -230,7 +230,7 @@ impl<S: Store> Signer<S> {
                 });
             }
             let shares = p.shares.clone();
-            let charge = self.charge_op(now, release)?;
+            let charge = self.charge_ops(now, release)?;
             // Its first attempt failed, so it was never counted: fresh.
             return self
                 .commit(now, release, lead, p.package, shares, charge, pending)
@@ -241,7 +241,7 @@ impl<S: Store> Signer<S> {
         // then, so the ledger read here is still the stored one (the
         // compare-and-set checks it), and the ledger, which grows with every
         // signature of the day, is read and decoded once.
-        let charge = self.charge_op(now, release)?;
+        let charge = self.charge_ops(now, release)?;
         // Room for its shares is made before any nonce is spent, so a
         // refusal destroys nothing.
         pending.admit(wallet, from, self.limits.pending_per_wallet)?;
@@ -289,24 +289,39 @@ impl<S: Store> Signer<S> {
         }
     }
 
-    /// The rate-ledger write that must commit with the marker of a
+    /// The rate-ledger writes that must commit with the marker of a
     /// transaction (after the policy approved it against the ledger just
     /// read); none for raw digests.
-    fn charge_op(&self, now: Timestamp, release: &Release<'_>) -> Result<Option<WriteOp>, Error> {
+    fn charge_ops(&self, now: Timestamp, release: &Release<'_>) -> Result<Vec<WriteOp>, Error> {
         let Spend::Transaction(psbt) = release.spend else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         let wallet = release.wallet;
-        let ledger = StoredLedger::read(&self.store, wallet, release.policy, now)?;
-        let approval = ledger.approve(
+        let key = ChargeKey::of(psbt);
+        let ledger = StoredLedger::read(&self.store, wallet, release.policy, now, key)?;
+        let approval = match ledger.approve(
             wallet,
             release.policy,
             &release.mode,
             &release.coordinator,
             psbt,
             now,
-        )?;
-        ledger.charge_op(wallet, &approval)
+        ) {
+            Ok(approval) => approval,
+            Err(denied) => {
+                // Stores the windows as read, so the next request does not
+                // walk over the charges that left them again (at most once
+                // per charge and window, however many requests are denied).
+                // Only work is saved: a write that fails or loses a race
+                // leaves it to the next read, and the denial stands.
+                let prune = ledger.prune_ops(wallet)?;
+                if !prune.is_empty() {
+                    let _ = self.store.write(prune);
+                }
+                return Err(denied);
+            }
+        };
+        ledger.charge_ops(&self.store, wallet, &approval)
     }
 
     /// Makes the marker of `shares` durable (insert-if-absent) together
@@ -328,7 +343,7 @@ impl<S: Store> Signer<S> {
         lead: CommitmentHash,
         package: PackageHash,
         shares: Vec<Vec<u8>>,
-        mut charge: Option<WriteOp>,
+        mut charge: Vec<WriteOp>,
         pending: &mut PendingShares,
     ) -> Result<Vec<Vec<u8>>, Error> {
         let wallet = release.wallet;
@@ -347,7 +362,7 @@ impl<S: Store> Signer<S> {
         let audit = audit_op(now, &release.audit);
         for _ in 0..LEDGER_RETRIES {
             let mut ops: Vec<WriteOp> = release.guard.cloned().into_iter().collect();
-            ops.extend(charge);
+            ops.extend(charge.iter().cloned());
             ops.push(marker.clone());
             ops.push(audit.clone());
             let outcome = self
@@ -372,7 +387,7 @@ impl<S: Store> Signer<S> {
                 WriteOutcome::Skipped {
                     conflict: Conflict::PolicyMismatch(_),
                     ..
-                } => charge = self.charge_op(now, release)?,
+                } => charge = self.charge_ops(now, release)?,
                 // A rollout step changed the wallet's policy since the
                 // request was checked: the shares stay pending, and the
                 // byte-identical retry is checked under the new one.

@@ -194,6 +194,11 @@ pub struct FaultStore<S> {
     policy_writes: AtomicUsize,
     /// Policy-record reads served through this decorator.
     policy_reads: AtomicUsize,
+    /// Bytes of policy records read, and of policy records written
+    /// (the new values of the compare-and-sets), through this decorator.
+    policy_bytes: AtomicUsize,
+    /// A policy record read as absent while set (a record lost).
+    hidden_policy: Mutex<Option<PolicyKey>>,
     /// What a data key retirement does instead of retiring.
     retire: Mutex<Retire>,
     /// Data key retirements asked for so far.
@@ -236,6 +241,8 @@ impl<S> FaultStore<S> {
             retire: Mutex::new(Retire::Pass),
             retires: AtomicUsize::new(0),
             policy_reads: AtomicUsize::new(0),
+            policy_bytes: AtomicUsize::new(0),
+            hidden_policy: Mutex::new(None),
         }
     }
 
@@ -299,6 +306,18 @@ impl<S> FaultStore<S> {
         self.policy_reads.load(Ordering::SeqCst)
     }
 
+    /// How many bytes of policy records were read, plus how many were
+    /// written, so far: what the rate ledger costs in bytes moved.
+    pub fn policy_bytes(&self) -> usize {
+        self.policy_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Policy record `key` reads as absent (of every wallet); `None` ends
+    /// it.
+    pub fn hide_policy(&self, key: Option<PolicyKey>) {
+        *self.hidden_policy.lock().unwrap() = key;
+    }
+
     /// Marker reads fail (retryably) while set.
     pub fn fail_reads(&self, fail: bool) {
         self.fail_reads.store(fail, Ordering::SeqCst);
@@ -358,11 +377,15 @@ impl<S: Store> FaultStore<S> {
 
 impl<S: Store> Store for FaultStore<S> {
     fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
-        let policy_ops = ops
+        let (policy_ops, policy_bytes) = ops
             .iter()
-            .filter(|op| matches!(op, WriteOp::CasPolicy { .. }))
-            .count();
+            .filter_map(|op| match op {
+                WriteOp::CasPolicy { new, .. } => Some(new.len()),
+                _ => None,
+            })
+            .fold((0, 0), |(n, bytes), len| (n + 1, bytes + len));
         self.policy_writes.fetch_add(policy_ops, Ordering::SeqCst);
+        self.policy_bytes.fetch_add(policy_bytes, Ordering::SeqCst);
         let marker_wallet = ops.iter().find_map(|op| match op {
             WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
             _ => None,
@@ -465,7 +488,13 @@ impl<S: Store> Store for FaultStore<S> {
     }
     fn policy(&self, wallet: &WalletId, key: &PolicyKey) -> Result<Option<Plaintext>, StoreError> {
         self.policy_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.policy(wallet, key)
+        if self.hidden_policy.lock().unwrap().as_ref() == Some(key) {
+            return Ok(None);
+        }
+        let record = self.inner.policy(wallet, key)?;
+        let len = record.as_ref().map_or(0, |r| r.len());
+        self.policy_bytes.fetch_add(len, Ordering::SeqCst);
+        Ok(record)
     }
     fn meta(&self, name: &MetaName) -> Result<Option<Plaintext>, StoreError> {
         self.inner.meta(name)

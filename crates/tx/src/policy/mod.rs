@@ -23,7 +23,7 @@ pub use config::{
 };
 pub use rate::{
     ChargeEntry, ChargeKey, ChargeLedger, ChargeLog, CoordinatorId, FUTURE_CHARGE_TOLERANCE_SECS,
-    RateCharge,
+    RateCharge, rate_windows,
 };
 pub use time::{TimeWindow, UnixTime, Weekday};
 

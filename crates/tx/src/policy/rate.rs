@@ -7,7 +7,7 @@ use bitcoin::Amount;
 use bitcoin::hashes::{Hash, HashEngine, sha256};
 
 use super::Approval;
-use super::time::{DAY_SECS, UnixTime};
+use super::time::{DAY_SECS, MINUTE_SECS, UnixTime};
 use crate::WalletPsbt;
 
 /// What a rate charge is keyed by: a hash of the transaction id together
@@ -261,6 +261,14 @@ pub const FUTURE_CHARGE_TOLERANCE_SECS: u64 = 60;
 /// counts (a limit of one per minute allows one every 60 s, not every 61 s).
 pub(crate) const fn window_start(now: UnixTime, secs: u64) -> UnixTime {
     now.minus_secs(secs.saturating_sub(1))
+}
+
+/// The first seconds of the minute and of the day windows the rate rules
+/// count over at `now`, in that order: a ledger that keeps running counts
+/// per window moves its charges out of each at these times.
+#[must_use]
+pub const fn rate_windows(now: UnixTime) -> (UnixTime, UnixTime) {
+    (window_start(now, MINUTE_SECS), window_start(now, DAY_SECS))
 }
 
 fn count<T>(items: impl Iterator<Item = T>) -> u32 {

@@ -2,8 +2,7 @@
 
 use bitcoin::{Amount, TxOut};
 
-use super::rate::window_start;
-use super::time::{DAY_SECS, MINUTE_SECS};
+use super::rate::rate_windows;
 use super::{
     ChargeKey, ChargeLedger, CoordinatorId, Outcome, OutputScriptType, Policy, PolicyReport,
     RateCharge, Rule, UnixTime, Violation, WalletMode,
@@ -148,7 +147,7 @@ impl Policy {
             wallet: psbt.wallet(),
             now,
         };
-        let (minute, day) = (window_start(now, MINUTE_SECS), window_start(now, DAY_SECS));
+        let (minute, day) = rate_windows(now);
         let key = ChargeKey::of(psbt);
         let charge = if ledger.is_charged(&key, day) {
             RateCharge::AlreadyCharged { key }
