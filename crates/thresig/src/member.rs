@@ -482,7 +482,10 @@ pub(crate) fn sign_and_write(
         Ok(outcome) => outcome,
         Err(e) => {
             if let SignError::Failed {
-                proofs, culprits, observed, ..
+                proofs,
+                culprits,
+                observed,
+                ..
             } = &e
             {
                 let files = write_proofs(beside, proofs);
