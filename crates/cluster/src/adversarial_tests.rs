@@ -69,6 +69,10 @@ enum Mode {
     /// Signing round 2: refused by the member's own, stricter policy
     /// (`policy_denied`), as the canary of a staged policy rollout refuses.
     Round2PolicyDenied,
+    /// Signing round 2: held [`SLOW`] (most of the test's request timeout),
+    /// then refused (`policy_denied`), as a member that means to hold up
+    /// every signature without ever timing out would.
+    Round2SlowRefusal,
     /// DKG confirmation: the first is refused as overloaded (the engine
     /// does not run), as a member at its per-seat request cap refuses.
     ConfirmOverloadedOnce,
@@ -134,6 +138,12 @@ impl Stale {
 
 /// How long a `...LateOnce` member holds its first reply.
 const LATE: Duration = Duration::from_secs(3);
+
+/// How long a [`Mode::Round2SlowRefusal`] member holds its refusal: 0.9 of
+/// [`SLOW_TIMEOUT`].
+const SLOW: Duration = Duration::from_millis(1800);
+/// The request timeout of the runs a slow member is tested in.
+const SLOW_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a member whose reply was lost answers instead: the daemon's own
 /// refusal when the handler's answer does not make it in time.
@@ -261,7 +271,14 @@ impl Member {
             reply.sign(&self.identity, &hash, &key.0);
             return Ok(Response::Round2(reply));
         }
-        if self.mode == Mode::Round2PolicyDenied {
+        if self.mode == Mode::Round2SlowRefusal {
+            // The member's own behaviour under test, not synchronization.
+            std::thread::sleep(SLOW);
+        }
+        if matches!(
+            self.mode,
+            Mode::Round2PolicyDenied | Mode::Round2SlowRefusal
+        ) {
             return Err(SignerError::new(
                 thresig_engine::ErrorCode::PolicyDenied.into(),
                 thresig_daemon::Recovery::Terminal,
@@ -875,6 +892,51 @@ async fn a_member_refusing_by_policy_is_never_quarantined() {
         "quarantined for its policy: {score:?}"
     );
     assert_eq!(score.points, 0, "{score:?}");
+}
+
+/// A member that holds every round 2 it is asked for most of the request
+/// timeout and then refuses makes each run wait that long without ever
+/// timing out: it scores a point for each such slow answer and is
+/// quarantined, where a fast refusal scores none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_refusing_slowly_is_quarantined() {
+    use crate::scores::{Policy, Scores};
+    let cluster = start(3, 2, &[(2, Mode::Round2SlowRefusal)], keep).await;
+    let policy = Policy::default();
+    let mut scores = Scores::new();
+    let options = || crate::SignOptions {
+        answer_first: [seat(2)].into(),
+        request_timeout: SLOW_TIMEOUT,
+        deadline: 3 * SLOW_TIMEOUT,
+        ..crate::SignOptions::default()
+    };
+    let (first, own) = dkg_and_sign_with(&cluster, 41, |s| s.script_pubkey().clone(), options())
+        .await
+        .unwrap();
+    let mut outcomes = vec![first];
+    let peers = cluster.peers(seat(1));
+    let node = cluster.node(seat(1));
+    let wallet = node
+        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap();
+    let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+    for _ in 1..10 {
+        let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options())
+            .await
+            .unwrap();
+        outcomes.push(outcome);
+    }
+    for outcome in &outcomes {
+        assert!(!outcome.signers.contains(&seat(2)), "{outcome:?}");
+        outcome
+            .observed
+            .apply(&mut scores, SystemTime::UNIX_EPOCH, &policy);
+    }
+    let score = scores.get(&seat(2)).cloned().unwrap_or_default();
+    assert!(
+        score.is_quarantined(SystemTime::UNIX_EPOCH, &policy),
+        "not quarantined for holding every run up: {score:?}"
+    );
 }
 
 /// A member that is down refuses the connection at once: the coordinator

@@ -349,6 +349,7 @@ pub async fn sign(
         answers: std::sync::Mutex::new(KeptAnswers::default()),
         unsigned: std::sync::Mutex::new(BTreeSet::new()),
         deadline: Instant::now() + options.deadline,
+        slow_after: options.request_timeout / 2,
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut unresponsive = BTreeSet::new();
@@ -472,7 +473,15 @@ pub async fn sign(
         tokio::select! {
             answer = rx.recv() => {
                 // The sender half lives in `tx`, so the channel never closes.
-                let Some((seat, round, reply)) = answer else { continue };
+                let Some((seat, round, reply, slow)) = answer else { continue };
+                // A round-2 answer or refusal that kept the run waiting
+                // most of a timeout scores like one (docs/quarantine.md);
+                // one that never came is scored below.
+                if let (true, true, Some(member)) =
+                    (slow, reply.is_some(), wallet.cluster_seat(seat))
+                {
+                    observed.fault(member, ScoreFault::Slow);
+                }
                 let reply = reply.or_else(|| {
                     // Unreachable (a refused connection fails at once), or
                     // an answer that counts as missing: it scores as a
@@ -713,6 +722,11 @@ struct Job {
     /// When the run ends: a lost round-2 reply is asked for again only
     /// before then.
     deadline: Instant,
+    /// How long a round-2 request may take before its answer, refusal
+    /// included, scores as slow: half the request timeout, well beyond an
+    /// honest member's share computation, yet early enough that a member
+    /// cannot hold every session it is in for most of a timeout for free.
+    slow_after: Duration,
 }
 
 impl Job {
@@ -750,7 +764,10 @@ fn unpoisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A member's answer (`None`: none came, see [`deliver`]) to a request of
 /// `Round`, by wallet seat.
-type Answer = (Seat, Round, Option<Reply<WireScheme>>);
+/// An answer as [`deliver`] hands it on: the wallet seat, the round, the
+/// reply (`None` if it counts as missing) and whether it came only after
+/// [`Job::slow_after`] (round 2 only).
+type Answer = (Seat, Round, Option<Reply<WireScheme>>, bool);
 
 /// Holds back first answers until the `answer_first` seats gave theirs (see
 /// [`SignOptions::answer_first`]).
@@ -809,6 +826,7 @@ async fn deliver(
     job: Arc<Job>,
     answers: mpsc::UnboundedSender<Answer>,
 ) {
+    let asked = Instant::now();
     let (round, reply) = match request {
         Request::Commit => (Round::Commit, commit(&peers, member, &job).await),
         Request::Sign { session, packages } => (
@@ -817,8 +835,9 @@ async fn deliver(
         ),
         _ => return,
     };
+    let slow = matches!(round, Round::Sign(_)) && asked.elapsed() > job.slow_after;
     // The run may have ended and dropped the receiver; the answer is moot.
-    let _ = answers.send((seat, round, reply));
+    let _ = answers.send((seat, round, reply, slow));
 }
 
 async fn commit(peers: &Peers, member: Seat, job: &Job) -> Option<Reply<WireScheme>> {
