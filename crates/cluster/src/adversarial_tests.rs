@@ -73,6 +73,10 @@ enum Mode {
     /// then refused (`policy_denied`), as a member that means to hold up
     /// every signature without ever timing out would.
     Round2SlowRefusal,
+    /// Signing round 2: the first answer comes without an identity
+    /// signature (it counts as missing, as a lost one does), every later
+    /// one is refused by the member's policy (`policy_denied`).
+    Round2UnsignedThenPolicyDenied,
     /// DKG confirmation: the first is refused as overloaded (the engine
     /// does not run), as a member at its per-seat request cap refuses.
     ConfirmOverloadedOnce,
@@ -275,10 +279,14 @@ impl Member {
             // The member's own behaviour under test, not synchronization.
             std::thread::sleep(SLOW);
         }
-        if matches!(
-            self.mode,
-            Mode::Round2PolicyDenied | Mode::Round2SlowRefusal
-        ) {
+        let denies = match self.mode {
+            Mode::Round2PolicyDenied | Mode::Round2SlowRefusal => true,
+            Mode::Round2UnsignedThenPolicyDenied => {
+                self.lost.swap(true, std::sync::atomic::Ordering::SeqCst)
+            }
+            _ => false,
+        };
+        if denies {
             return Err(SignerError::new(
                 thresig_engine::ErrorCode::PolicyDenied.into(),
                 thresig_daemon::Recovery::Terminal,
@@ -299,7 +307,9 @@ impl Member {
                     reply.shares.iter_mut().for_each(wrong_share);
                     reply.sign(&self.identity, &hash, &key.0);
                 }
-                Mode::Round2Unsigned => reply.signature = thresig_engine::HexBytes::default(),
+                Mode::Round2Unsigned | Mode::Round2UnsignedThenPolicyDenied => {
+                    reply.signature = thresig_engine::HexBytes::default();
+                }
                 _ => {}
             }
         }
@@ -1232,6 +1242,21 @@ async fn a_round2_reply_lost_once_still_signs_with_the_same_signers() {
         "{:?}",
         outcome.unresponsive
     );
+}
+
+/// A member whose first round-2 answer counts as missing (here unsigned)
+/// and whose policy then refuses the payment leaves a run that cannot pass:
+/// the missing answer must not mark the member's refusal as one that may,
+/// or the caller would be told to retry a payment the member will never
+/// sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_denial_after_a_missing_answer_is_terminal() {
+    let cluster = start(2, 2, &[(2, Mode::Round2UnsignedThenPolicyDenied)], keep).await;
+    let err = dkg_and_sign(&cluster, 25, |spend| spend.script_pubkey().clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("policy_denied"), "{err}");
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
 }
 
 /// A relay whose run fails tells every member to drop the run's session:

@@ -490,9 +490,11 @@ pub async fn sign(
                     // than at the request's timeout: it re-asks the member
                     // a bounded number of times and calls quarantined
                     // members in at once if it needs them.
+                    // The member is not marked passing: the made-up
+                    // refusal never excludes its seat, and a refusal of
+                    // its own later in the run keeps its own verdict.
                     if let Some(member) = wallet.cluster_seat(seat) {
                         observed.fault(member, ScoreFault::Timeout);
-                        job.lock_passing().insert(member);
                     }
                     *unanswered.entry(seat).or_default() += 1;
                     Some(refused(round, Refusal::Retryable))
