@@ -858,23 +858,26 @@ async fn a_quarantined_member_is_not_asked_while_the_others_sign() {
     assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
 }
 
-/// A member whose own policy refuses a payment does its job: refusals,
-/// however many, never quarantine it (else a stricter member, or a
-/// requester sending three forbidden payments, would take it out of
-/// every wallet's signing).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_member_refusing_by_policy_is_never_quarantined() {
+/// Member 2's score after `runs` signings of a 2-of-3 wallet in which it
+/// is `mode` and answers round 1 first (so it is put into the first
+/// session), each run's scores applied; member 2 signs none of them.
+async fn score_of_member_2_after(
+    mode: Mode,
+    seed: u64,
+    request_timeout: Duration,
+    runs: usize,
+) -> crate::scores::Score {
     use crate::scores::{Policy, Scores};
-    let cluster = start(3, 2, &[(2, Mode::Round2PolicyDenied)], keep).await;
+    let cluster = start(3, 2, &[(2, mode)], keep).await;
     let policy = Policy::default();
     let mut scores = Scores::new();
     let options = || crate::SignOptions {
         answer_first: [seat(2)].into(),
-        request_timeout: Duration::from_secs(2),
-        deadline: Duration::from_secs(6),
+        request_timeout,
+        deadline: 3 * request_timeout,
         ..crate::SignOptions::default()
     };
-    let (first, own) = dkg_and_sign_with(&cluster, 40, |s| s.script_pubkey().clone(), options())
+    let (first, own) = dkg_and_sign_with(&cluster, seed, |s| s.script_pubkey().clone(), options())
         .await
         .unwrap();
     let mut outcomes = vec![first];
@@ -884,7 +887,7 @@ async fn a_member_refusing_by_policy_is_never_quarantined() {
         .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
         .unwrap();
     let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
-    for _ in 0..policy.threshold {
+    for _ in 1..runs {
         let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options())
             .await
             .unwrap();
@@ -896,7 +899,19 @@ async fn a_member_refusing_by_policy_is_never_quarantined() {
             .observed
             .apply(&mut scores, SystemTime::UNIX_EPOCH, &policy);
     }
-    let score = scores.get(&seat(2)).cloned().unwrap_or_default();
+    scores.get(&seat(2)).cloned().unwrap_or_default()
+}
+
+/// A member whose own policy refuses a payment does its job: refusals,
+/// however many, never quarantine it (else a stricter member, or a
+/// requester sending three forbidden payments, would take it out of
+/// every wallet's signing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_refusing_by_policy_is_never_quarantined() {
+    let policy = crate::scores::Policy::default();
+    let runs = usize::try_from(policy.threshold).unwrap() + 1;
+    let score =
+        score_of_member_2_after(Mode::Round2PolicyDenied, 40, Duration::from_secs(2), runs).await;
     assert!(
         !score.is_quarantined(SystemTime::UNIX_EPOCH, &policy),
         "quarantined for its policy: {score:?}"
@@ -910,39 +925,8 @@ async fn a_member_refusing_by_policy_is_never_quarantined() {
 /// quarantined, where a fast refusal scores none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_refusing_slowly_is_quarantined() {
-    use crate::scores::{Policy, Scores};
-    let cluster = start(3, 2, &[(2, Mode::Round2SlowRefusal)], keep).await;
-    let policy = Policy::default();
-    let mut scores = Scores::new();
-    let options = || crate::SignOptions {
-        answer_first: [seat(2)].into(),
-        request_timeout: SLOW_TIMEOUT,
-        deadline: 3 * SLOW_TIMEOUT,
-        ..crate::SignOptions::default()
-    };
-    let (first, own) = dkg_and_sign_with(&cluster, 41, |s| s.script_pubkey().clone(), options())
-        .await
-        .unwrap();
-    let mut outcomes = vec![first];
-    let peers = cluster.peers(seat(1));
-    let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
-    let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
-    for _ in 1..10 {
-        let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options())
-            .await
-            .unwrap();
-        outcomes.push(outcome);
-    }
-    for outcome in &outcomes {
-        assert!(!outcome.signers.contains(&seat(2)), "{outcome:?}");
-        outcome
-            .observed
-            .apply(&mut scores, SystemTime::UNIX_EPOCH, &policy);
-    }
-    let score = scores.get(&seat(2)).cloned().unwrap_or_default();
+    let score = score_of_member_2_after(Mode::Round2SlowRefusal, 41, SLOW_TIMEOUT, 10).await;
+    let policy = crate::scores::Policy::default();
     assert!(
         score.is_quarantined(SystemTime::UNIX_EPOCH, &policy),
         "not quarantined for holding every run up: {score:?}"
