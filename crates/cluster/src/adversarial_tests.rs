@@ -77,6 +77,10 @@ enum Mode {
     /// signature (it counts as missing, as a lost one does), every later
     /// one is refused by the member's policy (`policy_denied`).
     Round2UnsignedThenPolicyDenied,
+    /// Signing round 1: the first request held [`ROUND1_FIRST_HOLD`], past
+    /// the caller's patience (its call then fails in transport), every
+    /// later one [`ROUND1_HOLD`]; each counted in [`Cluster::round1s`].
+    Round1Slow,
     /// DKG confirmation: the first is refused as overloaded (the engine
     /// does not run), as a member at its per-seat request cap refuses.
     ConfirmOverloadedOnce,
@@ -149,6 +153,17 @@ const SLOW: Duration = Duration::from_millis(1800);
 /// The request timeout of the runs a slow member is tested in.
 const SLOW_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The request timeout and the caller's patience of the run a
+/// [`Mode::Round1Slow`] member is tested in, and how long it holds its
+/// first and its later round-1 answers: the first call fails (patience)
+/// while the re-ask sent at the first's timeout is still on its way, and
+/// the member, which answers one peer's requests in turn, answers the
+/// re-ask before its own timeout.
+const ROUND1_TIMEOUT: Duration = Duration::from_secs(2);
+const ROUND1_PATIENCE: Duration = Duration::from_secs(3);
+const ROUND1_FIRST_HOLD: Duration = Duration::from_millis(3500);
+const ROUND1_HOLD: Duration = Duration::from_millis(200);
+
 /// What a member whose reply was lost answers instead: the daemon's own
 /// refusal when the handler's answer does not make it in time.
 fn lost_reply() -> SignerError {
@@ -172,6 +187,8 @@ struct Member {
     seat: Seat,
     /// Whether a `...LostOnce` mode already lost its reply.
     lost: std::sync::atomic::AtomicBool,
+    /// Round-1 requests a [`Mode::Round1Slow`] member was sent.
+    round1s: Arc<std::sync::atomic::AtomicUsize>,
     /// The member's identity key, with which a member whose mode changes
     /// its round-2 answer signs the changed answer (except `Round2Forged`).
     identity: ed25519_dalek::SigningKey,
@@ -218,6 +235,18 @@ impl SignerHandler for Member {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         match request {
             Request::Round1(_) if self.mode == Mode::StaleShare => self.stale_round1(peer, request),
+            Request::Round1(_) if self.mode == Mode::Round1Slow => {
+                let earlier = self
+                    .round1s
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // The member's own behaviour under test, not synchronization.
+                std::thread::sleep(if earlier == 0 {
+                    ROUND1_FIRST_HOLD
+                } else {
+                    ROUND1_HOLD
+                });
+                self.inner.handle(peer, request)
+            }
             Request::Round2(asked) => self.round2(peer, asked),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
@@ -383,6 +412,8 @@ struct Cluster {
     planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
     late: Late,
     stale: Arc<std::sync::Mutex<Option<Stale>>>,
+    /// Round-1 requests [`Mode::Round1Slow`] members were sent.
+    round1s: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for Cluster {
@@ -432,6 +463,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         planted: Arc::default(),
         late: Arc::default(),
         stale: Arc::default(),
+        round1s: Arc::default(),
     };
     for number in 1..=n {
         let path = cluster.config_path(seat(number));
@@ -455,6 +487,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             late: cluster.late.clone(),
             seat: seat(number),
             lost: std::sync::atomic::AtomicBool::new(false),
+            round1s: cluster.round1s.clone(),
             identity: key,
             stale: cluster.stale.clone(),
         });
@@ -1241,6 +1274,44 @@ async fn a_policy_denial_after_a_missing_answer_is_terminal() {
         .unwrap_err();
     assert!(err.to_string().contains("policy_denied"), "{err}");
     assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+}
+
+/// A round-1 call that fails after its request timed out and was sent
+/// again answers for the first request, not the second: the coordinator
+/// must not take it as the re-ask's refusal (it would drop the re-ask's
+/// commitments when they come and ask a third time, a timeout later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_round1_call_is_not_taken_for_its_re_ask() {
+    let cluster = start(2, 2, &[(2, Mode::Round1Slow)], keep).await;
+    let node = cluster.node(seat(1));
+    let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
+    let peers = cluster.peers(seat(1));
+    run_dkg(
+        &peers,
+        node.wallet(&wallet_id).unwrap(),
+        &mut ChaCha20Rng::seed_from_u64(51),
+        &crate::Silent,
+    )
+    .await
+    .unwrap();
+    let own = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
+    let peers = Arc::new(Peers::new(&node).unwrap().with_patience(ROUND1_PATIENCE));
+    let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+    let options = crate::SignOptions {
+        request_timeout: ROUND1_TIMEOUT,
+        deadline: 5 * ROUND1_TIMEOUT,
+        ..crate::SignOptions::default()
+    };
+    let wallet = node.wallet(&wallet_id).unwrap();
+    let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    assert_eq!(
+        cluster.round1s.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "member 2 was asked for commitments a third time"
+    );
 }
 
 /// A relay whose run fails tells every member to drop the run's session:
