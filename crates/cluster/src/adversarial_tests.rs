@@ -69,6 +69,18 @@ enum Mode {
     /// Signing round 2: refused by the member's own, stricter policy
     /// (`policy_denied`), as the canary of a staged policy rollout refuses.
     Round2PolicyDenied,
+    /// Signing round 2: held [`SLOW`] (most of the test's request timeout),
+    /// then refused (`policy_denied`), as a member that means to hold up
+    /// every signature without ever timing out would.
+    Round2SlowRefusal,
+    /// Signing round 2: the first answer comes without an identity
+    /// signature (it counts as missing, as a lost one does), every later
+    /// one is refused by the member's policy (`policy_denied`).
+    Round2UnsignedThenPolicyDenied,
+    /// Signing round 1: the first request held [`ROUND1_FIRST_HOLD`], past
+    /// the caller's patience (its call then fails in transport), every
+    /// later one [`ROUND1_HOLD`]; each counted in [`Cluster::round1s`].
+    Round1Slow,
     /// DKG confirmation: the first is refused as overloaded (the engine
     /// does not run), as a member at its per-seat request cap refuses.
     ConfirmOverloadedOnce,
@@ -135,6 +147,23 @@ impl Stale {
 /// How long a `...LateOnce` member holds its first reply.
 const LATE: Duration = Duration::from_secs(3);
 
+/// How long a [`Mode::Round2SlowRefusal`] member holds its refusal: 0.9 of
+/// [`SLOW_TIMEOUT`].
+const SLOW: Duration = Duration::from_millis(1800);
+/// The request timeout of the runs a slow member is tested in.
+const SLOW_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The request timeout and the caller's patience of the run a
+/// [`Mode::Round1Slow`] member is tested in, and how long it holds its
+/// first and its later round-1 answers: the first call fails (patience)
+/// while the re-ask sent at the first's timeout is still on its way, and
+/// the member, which answers one peer's requests in turn, answers the
+/// re-ask before its own timeout.
+const ROUND1_TIMEOUT: Duration = Duration::from_secs(2);
+const ROUND1_PATIENCE: Duration = Duration::from_secs(3);
+const ROUND1_FIRST_HOLD: Duration = Duration::from_millis(3500);
+const ROUND1_HOLD: Duration = Duration::from_millis(200);
+
 /// What a member whose reply was lost answers instead: the daemon's own
 /// refusal when the handler's answer does not make it in time.
 fn lost_reply() -> SignerError {
@@ -158,6 +187,8 @@ struct Member {
     seat: Seat,
     /// Whether a `...LostOnce` mode already lost its reply.
     lost: std::sync::atomic::AtomicBool,
+    /// Round-1 requests a [`Mode::Round1Slow`] member was sent.
+    round1s: Arc<std::sync::atomic::AtomicUsize>,
     /// The member's identity key, with which a member whose mode changes
     /// its round-2 answer signs the changed answer (except `Round2Forged`).
     identity: ed25519_dalek::SigningKey,
@@ -204,6 +235,18 @@ impl SignerHandler for Member {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
         match request {
             Request::Round1(_) if self.mode == Mode::StaleShare => self.stale_round1(peer, request),
+            Request::Round1(_) if self.mode == Mode::Round1Slow => {
+                let earlier = self
+                    .round1s
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // The member's own behaviour under test, not synchronization.
+                std::thread::sleep(if earlier == 0 {
+                    ROUND1_FIRST_HOLD
+                } else {
+                    ROUND1_HOLD
+                });
+                self.inner.handle(peer, request)
+            }
             Request::Round2(asked) => self.round2(peer, asked),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
@@ -261,7 +304,18 @@ impl Member {
             reply.sign(&self.identity, &hash, &key.0);
             return Ok(Response::Round2(reply));
         }
-        if self.mode == Mode::Round2PolicyDenied {
+        if self.mode == Mode::Round2SlowRefusal {
+            // The member's own behaviour under test, not synchronization.
+            std::thread::sleep(SLOW);
+        }
+        let denies = match self.mode {
+            Mode::Round2PolicyDenied | Mode::Round2SlowRefusal => true,
+            Mode::Round2UnsignedThenPolicyDenied => {
+                self.lost.swap(true, std::sync::atomic::Ordering::SeqCst)
+            }
+            _ => false,
+        };
+        if denies {
             return Err(SignerError::new(
                 thresig_engine::ErrorCode::PolicyDenied.into(),
                 thresig_daemon::Recovery::Terminal,
@@ -282,7 +336,9 @@ impl Member {
                     reply.shares.iter_mut().for_each(wrong_share);
                     reply.sign(&self.identity, &hash, &key.0);
                 }
-                Mode::Round2Unsigned => reply.signature = thresig_engine::HexBytes::default(),
+                Mode::Round2Unsigned | Mode::Round2UnsignedThenPolicyDenied => {
+                    reply.signature = thresig_engine::HexBytes::default();
+                }
                 _ => {}
             }
         }
@@ -356,6 +412,8 @@ struct Cluster {
     planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
     late: Late,
     stale: Arc<std::sync::Mutex<Option<Stale>>>,
+    /// Round-1 requests [`Mode::Round1Slow`] members were sent.
+    round1s: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for Cluster {
@@ -405,6 +463,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         planted: Arc::default(),
         late: Arc::default(),
         stale: Arc::default(),
+        round1s: Arc::default(),
     };
     for number in 1..=n {
         let path = cluster.config_path(seat(number));
@@ -428,6 +487,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             late: cluster.late.clone(),
             seat: seat(number),
             lost: std::sync::atomic::AtomicBool::new(false),
+            round1s: cluster.round1s.clone(),
             identity: key,
             stale: cluster.stale.clone(),
         });
@@ -831,23 +891,26 @@ async fn a_quarantined_member_is_not_asked_while_the_others_sign() {
     assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
 }
 
-/// A member whose own policy refuses a payment does its job: refusals,
-/// however many, never quarantine it (else a stricter member, or a
-/// requester sending three forbidden payments, would take it out of
-/// every wallet's signing).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_member_refusing_by_policy_is_never_quarantined() {
+/// Member 2's score after `runs` signings of a 2-of-3 wallet in which it
+/// is `mode` and answers round 1 first (so it is put into the first
+/// session), each run's scores applied; member 2 signs none of them.
+async fn score_of_member_2_after(
+    mode: Mode,
+    seed: u64,
+    request_timeout: Duration,
+    runs: usize,
+) -> crate::scores::Score {
     use crate::scores::{Policy, Scores};
-    let cluster = start(3, 2, &[(2, Mode::Round2PolicyDenied)], keep).await;
+    let cluster = start(3, 2, &[(2, mode)], keep).await;
     let policy = Policy::default();
     let mut scores = Scores::new();
     let options = || crate::SignOptions {
         answer_first: [seat(2)].into(),
-        request_timeout: Duration::from_secs(2),
-        deadline: Duration::from_secs(6),
+        request_timeout,
+        deadline: 3 * request_timeout,
         ..crate::SignOptions::default()
     };
-    let (first, own) = dkg_and_sign_with(&cluster, 40, |s| s.script_pubkey().clone(), options())
+    let (first, own) = dkg_and_sign_with(&cluster, seed, |s| s.script_pubkey().clone(), options())
         .await
         .unwrap();
     let mut outcomes = vec![first];
@@ -857,7 +920,7 @@ async fn a_member_refusing_by_policy_is_never_quarantined() {
         .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
         .unwrap();
     let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
-    for _ in 0..policy.threshold {
+    for _ in 1..runs {
         let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options())
             .await
             .unwrap();
@@ -869,12 +932,38 @@ async fn a_member_refusing_by_policy_is_never_quarantined() {
             .observed
             .apply(&mut scores, SystemTime::UNIX_EPOCH, &policy);
     }
-    let score = scores.get(&seat(2)).cloned().unwrap_or_default();
+    scores.get(&seat(2)).cloned().unwrap_or_default()
+}
+
+/// A member whose own policy refuses a payment does its job: refusals,
+/// however many, never quarantine it (else a stricter member, or a
+/// requester sending three forbidden payments, would take it out of
+/// every wallet's signing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_refusing_by_policy_is_never_quarantined() {
+    let policy = crate::scores::Policy::default();
+    let runs = usize::try_from(policy.threshold).unwrap() + 1;
+    let score =
+        score_of_member_2_after(Mode::Round2PolicyDenied, 40, Duration::from_secs(2), runs).await;
     assert!(
         !score.is_quarantined(SystemTime::UNIX_EPOCH, &policy),
         "quarantined for its policy: {score:?}"
     );
     assert_eq!(score.points, 0, "{score:?}");
+}
+
+/// A member that holds every round 2 it is asked for most of the request
+/// timeout and then refuses makes each run wait that long without ever
+/// timing out: it scores a point for each such slow answer and is
+/// quarantined, where a fast refusal scores none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_refusing_slowly_is_quarantined() {
+    let score = score_of_member_2_after(Mode::Round2SlowRefusal, 41, SLOW_TIMEOUT, 10).await;
+    let policy = crate::scores::Policy::default();
+    assert!(
+        score.is_quarantined(SystemTime::UNIX_EPOCH, &policy),
+        "not quarantined for holding every run up: {score:?}"
+    );
 }
 
 /// A member that is down refuses the connection at once: the coordinator
@@ -1169,6 +1258,59 @@ async fn a_round2_reply_lost_once_still_signs_with_the_same_signers() {
         outcome.unresponsive.is_empty(),
         "{:?}",
         outcome.unresponsive
+    );
+}
+
+/// A member whose first round-2 answer counts as missing (here unsigned)
+/// and whose policy then refuses the payment leaves a run that cannot pass:
+/// the missing answer must not mark the member's refusal as one that may,
+/// or the caller would be told to retry a payment the member will never
+/// sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_denial_after_a_missing_answer_is_terminal() {
+    let cluster = start(2, 2, &[(2, Mode::Round2UnsignedThenPolicyDenied)], keep).await;
+    let err = dkg_and_sign(&cluster, 25, |spend| spend.script_pubkey().clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("policy_denied"), "{err}");
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err}");
+}
+
+/// A round-1 call that fails after its request timed out and was sent
+/// again answers for the first request, not the second: the coordinator
+/// must not take it as the re-ask's refusal (it would drop the re-ask's
+/// commitments when they come and ask a third time, a timeout later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_round1_call_is_not_taken_for_its_re_ask() {
+    let cluster = start(2, 2, &[(2, Mode::Round1Slow)], keep).await;
+    let node = cluster.node(seat(1));
+    let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
+    let peers = cluster.peers(seat(1));
+    run_dkg(
+        &peers,
+        node.wallet(&wallet_id).unwrap(),
+        &mut ChaCha20Rng::seed_from_u64(51),
+        &crate::Silent,
+    )
+    .await
+    .unwrap();
+    let own = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
+    let peers = Arc::new(Peers::new(&node).unwrap().with_patience(ROUND1_PATIENCE));
+    let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+    let options = crate::SignOptions {
+        request_timeout: ROUND1_TIMEOUT,
+        deadline: 5 * ROUND1_TIMEOUT,
+        ..crate::SignOptions::default()
+    };
+    let wallet = node.wallet(&wallet_id).unwrap();
+    let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    assert_eq!(
+        cluster.round1s.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "member 2 was asked for commitments a third time"
     );
 }
 

@@ -401,9 +401,16 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// Notes a fault of `member`.
+    /// Notes a fault of `member`. A timeout and a slow answer in one run
+    /// are one wait, scored once (as the timeout).
     pub fn fault(&mut self, member: Seat, fault: Fault) {
-        self.faults.entry(member).or_default().insert(fault);
+        let faults = self.faults.entry(member).or_default();
+        if fault == Fault::Timeout {
+            faults.remove(&Fault::Slow);
+        } else if fault == Fault::Slow && faults.contains(&Fault::Timeout) {
+            return;
+        }
+        faults.insert(fault);
     }
 
     /// Applies the run to `scores` at `now`, and returns the members this

@@ -349,6 +349,7 @@ pub async fn sign(
         answers: std::sync::Mutex::new(KeptAnswers::default()),
         unsigned: std::sync::Mutex::new(BTreeSet::new()),
         deadline: Instant::now() + options.deadline,
+        slow_after: options.request_timeout / 2,
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut unresponsive = BTreeSet::new();
@@ -363,6 +364,9 @@ pub async fn sign(
     // Refusals told to the coordinator for answers that never came, by
     // wallet seat, not yet reported back as unresponsiveness.
     let mut unanswered: BTreeMap<Seat, usize> = BTreeMap::new();
+    // Round-1 requests sent to each wallet seat so far: a round-1 refusal
+    // names no request, so a missing answer is told only for the latest.
+    let mut commit_asks: BTreeMap<Seat, u32> = BTreeMap::new();
     loop {
         while let Some(transmit) = coordinator.poll_transmit() {
             let Some(member) = wallet.cluster_seat(transmit.to) else {
@@ -370,10 +374,13 @@ pub async fn sign(
             };
             observed.asked.insert(member);
             handed.sent(transmit.to, &transmit.request);
+            let asks = commit_asks.entry(transmit.to).or_default();
+            if matches!(transmit.request, Request::Commit) {
+                *asks += 1;
+            }
             deliveries.spawn(deliver(
                 peers.clone(),
-                member,
-                transmit.to,
+                (member, transmit.to, *asks),
                 transmit.request,
                 job.clone(),
                 tx.clone(),
@@ -479,7 +486,21 @@ pub async fn sign(
         tokio::select! {
             answer = rx.recv() => {
                 // The sender half lives in `tx`, so the channel never closes.
-                let Some((seat, round, reply)) = answer else { continue };
+                let Some(Answer { seat, round, reply, slow, nth }) = answer else { continue };
+                // A round-1 call that failed after the coordinator timed
+                // it out (and scored it) and asked again: told now, it
+                // would be taken for the re-ask's refusal.
+                if reply.is_none() && round == Round::Commit && commit_asks.get(&seat) != Some(&nth) {
+                    continue;
+                }
+                // A round-2 answer or refusal that kept the run waiting
+                // most of a timeout scores like one (docs/quarantine.md);
+                // one that never came is scored below.
+                if let (true, true, Some(member)) =
+                    (slow, reply.is_some(), wallet.cluster_seat(seat))
+                {
+                    observed.fault(member, ScoreFault::Slow);
+                }
                 let reply = reply.or_else(|| {
                     // Unreachable (a refused connection fails at once), or
                     // an answer that counts as missing: it scores as a
@@ -488,23 +509,25 @@ pub async fn sign(
                     // than at the request's timeout: it re-asks the member
                     // a bounded number of times and calls quarantined
                     // members in at once if it needs them.
+                    // The member is not marked passing: the made-up
+                    // refusal never excludes its seat, and a refusal of
+                    // its own later in the run keeps its own verdict.
                     if let Some(member) = wallet.cluster_seat(seat) {
                         observed.fault(member, ScoreFault::Timeout);
-                        job.lock_passing().insert(member);
                     }
                     *unanswered.entry(seat).or_default() += 1;
                     Some(refused(round, Refusal::Retryable))
                 });
                 let admitted = gate.admit(seat, reply);
                 shares.note(&admitted);
-                feed(&mut coordinator, &mut handed, admitted);
+                feed(&mut coordinator, &mut handed, &mut unanswered, admitted);
             }
             Some(_) = deliveries.join_next(), if !deliveries.is_empty() => {}
             () = tokio::time::sleep_until(wake) => {
                 coordinator.handle_timeout(std::time::Instant::now());
                 let held = gate.release_all();
                 shares.note(&held);
-                feed(&mut coordinator, &mut handed, held);
+                feed(&mut coordinator, &mut handed, &mut unanswered, held);
             }
         }
     }
@@ -600,16 +623,29 @@ impl SharesSeen {
 }
 
 /// Hands answers to the coordinator, noting the commitment vectors they
-/// carry.
+/// carry. A refusal that may pass which the coordinator does not take will
+/// not come back as unresponsiveness: it leaves `unanswered` (the refusals
+/// told for missing answers), or the next real one would be taken for it.
 fn feed(
     coordinator: &mut Coordinator<WireScheme>,
     handed: &mut Handed,
+    unanswered: &mut BTreeMap<Seat, usize>,
     answers: Vec<(Seat, Reply<WireScheme>)>,
 ) {
     for (seat, reply) in answers {
         handed.received(seat, &reply);
+        let may_pass = matches!(
+            reply,
+            Reply::Refused {
+                refusal: Refusal::Retryable,
+                ..
+            }
+        );
         if let Err(e) = coordinator.handle_reply(std::time::Instant::now(), seat, reply) {
             debug!(wallet_seat = %seat, error = %e, "answer refused by the coordinator");
+            if may_pass {
+                take_one(unanswered, seat);
+            }
         }
     }
 }
@@ -720,6 +756,11 @@ struct Job {
     /// When the run ends: a lost round-2 reply is asked for again only
     /// before then.
     deadline: Instant,
+    /// How long a round-2 request may take before its answer, refusal
+    /// included, scores as slow: half the request timeout, well beyond an
+    /// honest member's share computation, yet early enough that a member
+    /// cannot hold every session it is in for most of a timeout for free.
+    slow_after: Duration,
 }
 
 impl Job {
@@ -757,7 +798,19 @@ fn unpoisoned<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A member's answer (`None`: none came, see [`deliver`]) to a request of
 /// `Round`, by wallet seat.
-type Answer = (Seat, Round, Option<Reply<WireScheme>>);
+/// An answer as [`deliver`] hands it on.
+struct Answer {
+    /// The wallet seat that answered.
+    seat: Seat,
+    round: Round,
+    /// `None` if the answer counts as missing.
+    reply: Option<Reply<WireScheme>>,
+    /// Whether it came only after [`Job::slow_after`] (round 2 only).
+    slow: bool,
+    /// How many round-1 requests the seat had been sent when this request
+    /// went out.
+    nth: u32,
+}
 
 /// Holds back first answers until the `answer_first` seats gave theirs (see
 /// [`SignOptions::answer_first`]).
@@ -810,12 +863,12 @@ impl FirstAnswers {
 /// counts as missing (the run loop tells the coordinator at once).
 async fn deliver(
     peers: Arc<Peers>,
-    member: Seat,
-    seat: Seat,
+    (member, seat, nth): (Seat, Seat, u32),
     request: Request<WireScheme>,
     job: Arc<Job>,
     answers: mpsc::UnboundedSender<Answer>,
 ) {
+    let asked = Instant::now();
     let (round, reply) = match request {
         Request::Commit => (Round::Commit, commit(&peers, member, &job).await),
         Request::Sign { session, packages } => (
@@ -824,8 +877,15 @@ async fn deliver(
         ),
         _ => return,
     };
+    let slow = matches!(round, Round::Sign(_)) && asked.elapsed() > job.slow_after;
     // The run may have ended and dropped the receiver; the answer is moot.
-    let _ = answers.send((seat, round, reply));
+    let _ = answers.send(Answer {
+        seat,
+        round,
+        reply,
+        slow,
+        nth,
+    });
 }
 
 async fn commit(peers: &Peers, member: Seat, job: &Job) -> Option<Reply<WireScheme>> {

@@ -135,7 +135,11 @@ enum Phase {
 /// - With at least t signers that answer every request validly, the run
 ///   finishes within n − t + 1 sessions, plus at most one session for each
 ///   re-ask after a transient round-2 refusal: at most n − t + 1 + K·m,
-///   where m signers refuse transiently.
+///   where m counts the signers that refuse transiently, including those
+///   whose answers a driver reports as lost (a transport failure or an
+///   answer it cannot accept, told as a [`Refusal::Retryable`]): a signer
+///   that answers every request validly but whose replies are lost is one
+///   of the m, not of the t.
 pub struct Coordinator<S: Scheme> {
     scheme: S,
     threshold: usize,

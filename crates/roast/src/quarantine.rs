@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Policy {
-    /// Points at which a member is quarantined: a timeout counts one point,
-    /// an invalid share this many (at once), a refusal none.
+    /// Points at which a member is quarantined: a timeout or a slow answer
+    /// counts one point, an invalid share this many (at once), a refusal
+    /// none.
     pub threshold: u32,
     /// The first cool-down; each later one doubles, up to `max_cooldown`.
     pub base_cooldown: Duration,
@@ -67,6 +68,12 @@ pub enum Fault {
     Refusal,
     /// The member sent an invalid share (the driver keeps its proof).
     InvalidShare,
+    /// The member answered a round-2 request, or refused it, only after
+    /// the driver's slow mark (half the request timeout): the run waited
+    /// for it as for a timeout, so it scores a point like one (and counts
+    /// among the timeouts). Without it a member could hold every session
+    /// it is in until just before the timeout and then refuse, for free.
+    Slow,
 }
 
 /// One member's score and quarantine state.
@@ -78,7 +85,7 @@ pub enum Fault {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Score {
-    /// Timeouts seen, ever.
+    /// Timeouts and slow answers ([`Fault::Slow`]) seen, ever.
     pub timeouts: u64,
     /// Refusals seen, ever.
     pub refusals: u64,
@@ -116,7 +123,7 @@ impl Score {
     /// the policy's threshold. Returns whether this fault quarantined it.
     pub fn record_fault(&mut self, now: SystemTime, fault: Fault, policy: &Policy) -> bool {
         let points = match fault {
-            Fault::Timeout => {
+            Fault::Timeout | Fault::Slow => {
                 self.timeouts = self.timeouts.saturating_add(1);
                 1
             }

@@ -198,7 +198,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
                     tokio::time::sleep_until(due).await;
                     due = tokio::time::Instant::now() + pace;
                     let one = Instant::now();
-                    options.deferred = scores.deferred();
+                    options.deferred = scores.deferred_async().await;
                     let signed = sign(&peers, &wallet, &key, epoch, psbt, &options).await;
                     let observed = match &signed {
                         Ok(outcome) => Some(&outcome.observed),
@@ -206,7 +206,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
                         Err(_) => None,
                     };
                     if let Some(observed) = observed {
-                        scores.record(observed);
+                        scores.record_async(observed.clone()).await;
                     }
                     signed?;
                     latencies.push(one.elapsed());

@@ -196,6 +196,29 @@ impl RunScores {
     }
 }
 
+/// For runs on an async runtime that others share (`thresig load`'s
+/// slots): the file's calls wait for a lock (up to 2 s) and sync to disk, so
+/// they run on the runtime's blocking threads, not on one that other runs'
+/// requests and timers need.
+impl RunScores {
+    /// [`RunScores::deferred`], off the async threads.
+    pub(crate) async fn deferred_async(self: &std::sync::Arc<Self>) -> BTreeSet<Seat> {
+        let scores = self.clone();
+        // Only a panic in `deferred` fails the join: then ask every member.
+        tokio::task::spawn_blocking(move || scores.deferred())
+            .await
+            .unwrap_or_default()
+    }
+
+    /// [`RunScores::record`], off the async threads.
+    pub(crate) async fn record_async(self: &std::sync::Arc<Self>, observed: Observed) {
+        let scores = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || scores.record(&observed)).await {
+            eprintln!("warning: this run's member scores were not recorded: {e}");
+        }
+    }
+}
+
 fn unix(now: SystemTime) -> u64 {
     now.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -322,4 +345,66 @@ fn prometheus(roster: &[Seat], scores: &Scores, now: SystemTime) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use thresig_cluster::scores::Fault;
+
+    use super::*;
+
+    fn seat(n: u16) -> Seat {
+        Seat::try_from(n).unwrap()
+    }
+
+    /// A slot recording its run while another slot's write holds the file
+    /// must not stop the runtime: the other slot (here the task that ends
+    /// that write) has to run, or the record waits out its patience and is
+    /// lost, on a runtime of one thread as on a busy one of many.
+    #[test]
+    fn recording_a_run_leaves_the_runtime_free_for_other_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let scores = Arc::new(RunScores::open(&dir.path().join("scores.redb")));
+        let (held_tx, held) = std::sync::mpsc::channel();
+        let (end_tx, end) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn({
+            let scores = scores.clone();
+            move || {
+                let store = scores.store.as_ref().unwrap();
+                store
+                    .update(|_| {
+                        held_tx.send(()).unwrap();
+                        // Until the other run's task ends it.
+                        let _ = end.recv();
+                    })
+                    .unwrap();
+            }
+        });
+        held.recv().unwrap();
+        let mut observed = Observed::default();
+        observed.asked.insert(seat(2));
+        observed.fault(seat(2), Fault::Timeout);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let record = tokio::spawn({
+                let scores = scores.clone();
+                async move { scores.record_async(observed).await }
+            });
+            // The record's task runs first, then this one ends the write.
+            tokio::task::yield_now().await;
+            end_tx.send(()).unwrap();
+            record.await.unwrap();
+        });
+        holder.join().unwrap();
+        let recorded = scores.store.as_ref().unwrap().read().unwrap();
+        assert_eq!(
+            recorded.get(&seat(2)).map(|s| s.timeouts),
+            Some(1),
+            "{recorded:?}"
+        );
+    }
 }
