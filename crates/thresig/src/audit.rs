@@ -8,6 +8,7 @@
 //! and no store: only the export and the audited member's roster key. Exit codes as `thresig keys`: 0, 1 terminal
 //! (also a broken chain or an export that does not verify), 2 retryable.
 
+use crate::MEMBER_CONFIG;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -52,7 +53,7 @@ enum AuditSubcommand {
 #[derive(Args)]
 struct ExportArgs {
     /// The signer's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// The first sequence to print (default: the first kept).
     #[arg(long, value_name = "SEQ", default_value_t = 1)]
@@ -83,7 +84,7 @@ struct VerifyExportArgs {
 #[derive(Args)]
 struct PruneArgs {
     /// The signer's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// Entries written before this UTC date (YYYY-MM-DD) are removed.
     #[arg(long, value_name = "DATE", value_parser = utc_date)]

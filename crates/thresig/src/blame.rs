@@ -3,6 +3,7 @@
 //! blame verify`, which checks one against the roster of a member's
 //! configuration alone (docs/blame.md).
 
+use crate::MEMBER_CONFIG;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -45,7 +46,7 @@ enum BlameCommand {
 struct VerifyArgs {
     /// A member's configuration file (its roster's identity keys are what
     /// the proof is checked against; no store or running signer is needed).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// The proof file.
     #[arg(value_name = "PROOF")]

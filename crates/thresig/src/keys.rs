@@ -18,6 +18,7 @@
 //! timeout, disk full, database busy). Errors print a stable code, whether a
 //! retry can succeed, and a description that never holds key material.
 
+use crate::MEMBER_CONFIG;
 use std::io::Read as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
@@ -75,7 +76,7 @@ enum KeysCommand {
 #[derive(Args)]
 pub(crate) struct Common {
     /// The signer's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     pub(crate) config: PathBuf,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]

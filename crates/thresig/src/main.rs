@@ -253,6 +253,11 @@ fn recovery(err: &anyhow::Error) -> Recovery {
 #[error("{0}")]
 pub(crate) struct AfterChange(pub(crate) String);
 
+/// The member configuration every `--config` names when it is left out:
+/// the file `thresig init` writes in a member's directory, so commands run
+/// from that directory need no flag.
+pub(crate) const MEMBER_CONFIG: &str = thresig_cluster::provision::CONFIG_FILE;
+
 /// `error` with `what` in front, as one message (`what: error`): this
 /// binary prints an error's message alone, never its source chain, so a
 /// context must carry its cause's text itself. The typed error stays in the
@@ -316,5 +321,22 @@ mod tests {
         );
         assert!(text.contains("Connection refused"), "{text}");
         assert!(matches!(recovery(&e), Recovery::Terminal));
+    }
+
+    #[test]
+    fn commands_spelled_without_config_read_the_member_directorys_file() {
+        for args in [
+            &["thresig", "quarantine", "release", "--member", "2"][..],
+            &["thresig", "quarantine", "show"],
+            &["thresig", "policy", "promote"],
+            &["thresig", "policy", "rollback"],
+            &["thresig", "policy", "stage", "--version", "2"],
+            &["thresig", "status"],
+            &["thresig", "audit", "verify"],
+        ] {
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The member and cluster commands: `init`, `cluster init`, `serve`,
 //! `dkg`, `sign`, `status`.
 
+use crate::MEMBER_CONFIG;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -99,7 +100,8 @@ struct ClusterInitArgs {
 /// `thresig serve`.
 #[derive(Args)]
 pub(crate) struct ServeArgs {
-    /// The member's configuration file.
+    /// The member's configuration file (never a default: a daemon names
+    /// the file it serves).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
 }
@@ -108,7 +110,7 @@ pub(crate) struct ServeArgs {
 #[derive(Args)]
 pub(crate) struct DkgArgs {
     /// The coordinating member's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// The wallet, as the members' configurations define it.
     #[arg(long)]
@@ -122,7 +124,7 @@ pub(crate) struct DkgArgs {
 #[derive(Args)]
 pub(crate) struct SignArgs {
     /// The coordinating member's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// The wallet.
     #[arg(long)]
@@ -145,7 +147,7 @@ pub(crate) struct SignArgs {
 #[derive(Args)]
 pub(crate) struct StatusArgs {
     /// A member's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// Print JSON.
     #[arg(long)]

@@ -7,6 +7,7 @@
 //! and opens the store itself only when no signer answers. Exit codes as
 //! `thresig keys`: 0, 1 terminal, 2 retryable.
 
+use crate::MEMBER_CONFIG;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -74,7 +75,7 @@ struct StageArgs {
 #[derive(Args)]
 struct StepArgs {
     /// This member's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// Refuse unless the rollout is at this step (its `seq`), so a step
     /// decided on what `status` showed never applies to a later one.

@@ -3,6 +3,7 @@
 //!
 //! Glue only: every check is the `thresig-tx` crate's.
 
+use crate::MEMBER_CONFIG;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -80,7 +81,7 @@ struct BuildArgs {
 struct InspectArgs {
     /// The signer's configuration: the wallet's policy and network come
     /// from it, its keys from the running signer it describes.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// The wallet, as the configuration defines it.
     #[arg(long)]

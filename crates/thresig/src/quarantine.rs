@@ -2,6 +2,7 @@
 //! what a coordinating command (`sign`, `sweep`, `load`) reads before a run
 //! and records after it, and `thresig quarantine show|release`.
 
+use crate::MEMBER_CONFIG;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ enum QuarantineCommand {
 #[derive(Args)]
 struct ShowArgs {
     /// The coordinating member's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// Print JSON.
     #[arg(long, conflicts_with = "prometheus")]
@@ -54,7 +55,7 @@ struct ShowArgs {
 #[derive(Args)]
 struct ReleaseArgs {
     /// The coordinating member's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// The member (cluster seat) to release.
     #[arg(long, value_name = "SEAT")]

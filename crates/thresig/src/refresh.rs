@@ -1,6 +1,7 @@
 //! `thresig refresh`: renews a wallet's key shares (DESIGN.md §4,
 //! docs/lifecycle.md), optionally removing members for good.
 
+use crate::MEMBER_CONFIG;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -19,7 +20,7 @@ use crate::member::{Coordinating, own, runtime};
 #[derive(Args)]
 pub(crate) struct RefreshArgs {
     /// The coordinating member's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// The wallet, as the members' configurations define it.
     #[arg(long)]

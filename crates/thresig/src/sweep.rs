@@ -5,6 +5,7 @@
 //! every output pays the successor it has `active` and that the fee is
 //! within the wallet's policy; this command only builds what they accept.
 
+use crate::MEMBER_CONFIG;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
@@ -22,7 +23,7 @@ use crate::psbt::read_inputs_file;
 #[command(group(ArgGroup::new("fee_choice").required(true).args(["fee", "fee_rate"])))]
 pub(crate) struct SweepArgs {
     /// The coordinating member's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// The rekeying wallet; its configuration names the successor.
     #[arg(long)]

@@ -9,6 +9,7 @@
 //! "daemon"` or `"via": "store"`). Exit codes as `thresig keys`: 0, 1
 //! terminal, 2 retryable.
 
+use crate::MEMBER_CONFIG;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ enum WalletCommand {
 #[derive(Args)]
 struct Target {
     /// This member's configuration file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", default_value = MEMBER_CONFIG)]
     config: PathBuf,
     /// The wallet, as the configuration names it.
     #[arg(long, value_parser = wallet_id)]
