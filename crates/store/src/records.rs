@@ -554,13 +554,14 @@ impl<'t> WriteCtx<'t> {
     }
 
     /// Increments the commit generation (once per committed transaction,
-    /// after its operations) and records the audit head it leaves.
-    pub(crate) fn bump_generation(&mut self) -> Result<u64, Error> {
+    /// after its operations) and records the audit head it leaves; returns
+    /// both, for the witness position of the commit.
+    pub(crate) fn bump_generation(&mut self) -> Result<(u64, AuditMark), Error> {
         let (generation, markers, _) = self.records().generation_record()?;
         let next = generation.saturating_add(1);
         let audit = crate::audit::mark(&self.records())?;
         self.put_generation(next, &markers, &audit)?;
-        Ok(next)
+        Ok((next, audit))
     }
 
     /// Stores the generation record.

@@ -298,9 +298,8 @@ fn commit_batch(
                 }
             }
         }
-        let generation = ctx.bump_generation()?;
+        let (generation, audit) = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
-        let audit = crate::audit::mark(&ctx.records())?;
         let found = std::mem::take(&mut ctx.corrupt_found);
         let witnessed = ctx.epoch_bumped || behind || guarded.contains(&true);
         let position = Position {
@@ -390,9 +389,8 @@ fn run_admin(shared: &Shared, op: AdminOp, note: Option<AuditNote>) -> Result<us
         }
         ctx.seal_keyring_state()?;
         retired = r;
-        let generation = ctx.bump_generation()?;
+        let (generation, audit) = ctx.bump_generation()?;
         let epoch = ctx.records().global_epoch()?;
-        let audit = crate::audit::mark(&ctx.records())?;
         found = std::mem::take(&mut ctx.corrupt_found);
         let position = Position {
             epoch,
