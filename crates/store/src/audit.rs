@@ -194,6 +194,21 @@ pub(crate) fn read_head<R: Raw>(r: &Records<'_, R>) -> Result<AuditHead, Error> 
     }
 }
 
+/// The entry at `seq`, which the chain says exists.
+///
+/// # Errors
+/// As [`read_entry`], and [`Error::AuditBroken`] with
+/// [`AuditBreak::Missing`] when it is absent.
+pub(crate) fn require_entry<R: Raw>(
+    r: &Records<'_, R>,
+    seq: AuditSeq,
+) -> Result<AuditEntry, Error> {
+    read_entry(r, seq)?.ok_or(Error::AuditBroken {
+        seq,
+        problem: AuditBreak::Missing,
+    })
+}
+
 /// The entry at `seq`: `Ok(None)` when absent.
 ///
 /// # Errors
@@ -232,10 +247,7 @@ fn check_head(ctx: &WriteCtx<'_>) -> Result<AuditHead, Error> {
         });
     }
     if head.seq.0 >= head.first.0 {
-        let last = read_entry(&r, head.seq)?.ok_or(Error::AuditBroken {
-            seq: head.seq,
-            problem: AuditBreak::Missing,
-        })?;
+        let last = require_entry(&r, head.seq)?;
         if last.hash != head.hash {
             return Err(Error::AuditBroken {
                 seq: head.seq,
@@ -287,20 +299,14 @@ pub(crate) fn prune(
         return Ok(None);
     }
     let next = AuditSeq(through.0.saturating_add(1));
-    let stops = read_entry(&ctx.records(), next)?.ok_or(Error::AuditBroken {
-        seq: next,
-        problem: AuditBreak::Missing,
-    })?;
+    let stops = require_entry(&ctx.records(), next)?;
     if stops.at < before && next < head.seq {
         return Ok(None);
     }
     let mut removed = 0u64;
     let mut seq = head.first;
     while seq <= through {
-        let entry = read_entry(&ctx.records(), seq)?.ok_or(Error::AuditBroken {
-            seq,
-            problem: AuditBreak::Missing,
-        })?;
+        let entry = require_entry(&ctx.records(), seq)?;
         if entry.at >= before {
             return Ok(None);
         }
@@ -389,10 +395,7 @@ pub(crate) fn verify<R: Raw>(r: &Records<'_, R>) -> Result<AuditReport, Error> {
         };
         for key in keys {
             let at = check_row(&head, expected, &key)?;
-            let entry = read_entry(r, at)?.ok_or(Error::AuditBroken {
-                seq: at,
-                problem: AuditBreak::Missing,
-            })?;
+            let entry = require_entry(r, at)?;
             link(&entry, &prev)?;
             prev = entry.hash;
             entries = entries.saturating_add(1);

@@ -10,7 +10,7 @@ use redb::{ReadTransaction, ReadableDatabase};
 use super::SubmitHook;
 use super::open::entries_of;
 use super::{EncryptedStore, Store};
-use crate::audit::{self, AuditBreak, AuditEntry, AuditHead, AuditReport};
+use crate::audit::{self, AuditEntry, AuditHead, AuditReport};
 use crate::entry::StoredEntry;
 use crate::error::Error;
 use crate::ids::{
@@ -321,10 +321,7 @@ impl Store for EncryptedStore {
             let mut out = Vec::new();
             let mut seq = from.max(head.first);
             while out.len() < limit && seq <= head.seq {
-                let entry = audit::read_entry(r, seq)?.ok_or(Error::AuditBroken {
-                    seq,
-                    problem: AuditBreak::Missing,
-                })?;
+                let entry = audit::require_entry(r, seq)?;
                 out.push(entry);
                 seq = AuditSeq(seq.0.saturating_add(1));
             }
