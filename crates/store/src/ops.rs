@@ -398,25 +398,17 @@ fn apply_op(ctx: &mut WriteCtx<'_>, op: &WriteOp) -> Result<Applied, Error> {
             expected,
             new,
         } => {
-            // Opening the current value authenticates it, so a damaged
-            // record is an error here, never a mismatch to overwrite.
-            let current = ctx.records().get(RecordTable::Meta, name.as_bytes())?;
-            if current.as_deref() != expected.as_deref() {
-                return Ok(Applied::Conflict(Conflict::MetaMismatch(
-                    current.map(|c| c.to_vec()),
-                )));
+            if let Some(conflict) = meta_conflict(ctx, name, expected.as_deref())? {
+                return Ok(Applied::Conflict(conflict));
             }
             ctx.put(RecordTable::Meta, name.as_bytes(), new)?;
             Ok(Applied::Done(OpResult::Swapped))
         }
         WriteOp::ExpectMeta { name, expected } => {
-            let current = ctx.records().get(RecordTable::Meta, name.as_bytes())?;
-            if current.as_deref() != expected.as_deref() {
-                return Ok(Applied::Conflict(Conflict::MetaMismatch(
-                    current.map(|c| c.to_vec()),
-                )));
-            }
-            Ok(Applied::Done(OpResult::Matched))
+            Ok(match meta_conflict(ctx, name, expected.as_deref())? {
+                Some(conflict) => Applied::Conflict(conflict),
+                None => Applied::Done(OpResult::Matched),
+            })
         }
         WriteOp::BumpWalletEpoch { wallet } => bump_wallet_epoch(ctx, wallet),
         WriteOp::PurgeMarkers { now } => purge_markers(ctx, *now),
@@ -448,6 +440,19 @@ fn put_checked(
     ctx.records().get(table, key)?;
     ctx.put(table, key, value)?;
     Ok(Applied::Done(OpResult::Written))
+}
+
+/// The conflict of a meta record `name` that is not `expected` (`None`:
+/// absent), if any. Opening the current value authenticates it, so a
+/// damaged record is an error, never a mismatch a caller would overwrite.
+fn meta_conflict(
+    ctx: &mut WriteCtx<'_>,
+    name: &MetaName,
+    expected: Option<&[u8]>,
+) -> Result<Option<Conflict>, Error> {
+    let current = ctx.records().get(RecordTable::Meta, name.as_bytes())?;
+    Ok((current.as_deref() != expected)
+        .then(|| Conflict::MetaMismatch(current.map(|c| c.to_vec()))))
 }
 
 /// Deletes `key` after opening its old value: a record that fails to
