@@ -604,7 +604,9 @@ impl<S: Scheme> Coordinator<S> {
     /// Asks every deferred seat not asked yet once fewer than t of the
     /// other seats are expected to answer (see [`Coordinator`]).
     fn call_in_deferred(&mut self, now: Instant) {
-        if self.is_finished() {
+        // Without deferred seats no seat is held: nothing to count on the
+        // path of every reply and timeout.
+        if self.is_finished() || self.deferred.is_empty() {
             return;
         }
         // A seat awaited in a session a refusal, a culprit or a timeout
@@ -630,8 +632,7 @@ impl<S: Scheme> Coordinator<S> {
         let timeout = self.timeout_after(now);
         for (seat, state) in &mut self.signers {
             if state.standing == Standing::Held {
-                state.standing = Standing::Asked { timeout };
-                state.asked = true;
+                *state = SeatState::new(timeout);
                 self.transmits.push_back(Transmit {
                     to: *seat,
                     request: Request::Commit,
