@@ -213,9 +213,11 @@ pub(crate) fn run_on(
 ) -> Result<Report, KeysError> {
     let status = match call {
         PolicyCall::Stage(stage) => {
-            signer.policy_rollout(crate::wallet::clock(), &stage.command()?)?
+            signer.policy_rollout(thresig_cluster::node::wall_clock(), &stage.command()?)?
         }
-        PolicyCall::Step(command) => signer.policy_rollout(crate::wallet::clock(), command)?,
+        PolicyCall::Step(command) => {
+            signer.policy_rollout(thresig_cluster::node::wall_clock(), command)?
+        }
         PolicyCall::Status => signer.rollout_status()?,
     };
     Ok(report(&status))

@@ -13,14 +13,13 @@ use crate::MEMBER_CONFIG;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use serde_json::json;
 use thresig_cluster::config::Config;
 use thresig_cluster::node::{LocalEngine, admin_socket_path};
 use thresig_engine::{OperatorCommand, Signer, Transition, WalletId, WalletStateKind};
-use thresig_store::{EncryptedStore, Timestamp};
+use thresig_store::EncryptedStore;
 
 use crate::admin;
 use crate::keys::{self, KeysError, Output, Report};
@@ -126,7 +125,7 @@ pub(crate) fn run_on(
     store: &Arc<EncryptedStore>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, KeysError> {
-    let outcome = signer.operate(clock(), command)?;
+    let outcome = signer.operate(thresig_cluster::node::wall_clock(), command)?;
     let status = &outcome.status;
     if let OperatorCommand::ApproveRepair {
         seat,
@@ -183,14 +182,4 @@ pub(crate) fn run_on(
         ));
     }
     Ok(Report::clean(json, text))
-}
-
-/// The wall clock as the engine counts it (milliseconds since the Unix
-/// epoch; 0 if it reads before 1970, which expires any approval at once).
-pub(crate) fn clock() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    )
 }
