@@ -22,7 +22,7 @@ use thresig_store::provider::KeyProvider;
 use thresig_tx::Network;
 use tokio::sync::oneshot;
 
-use crate::config::{Config, NodeConfig};
+use crate::config::{Config, NodeConfig, NodeWallet};
 use crate::local::free_loopback_ports;
 use crate::peers::Peers;
 use crate::provision::{self, ClusterSpec, member_dir};
@@ -428,6 +428,12 @@ impl Drop for Cluster {
     }
 }
 
+/// The test's wallet as member configuration `node` defines it.
+fn the_wallet(node: &NodeConfig) -> &NodeWallet {
+    node.wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+        .unwrap()
+}
+
 impl Cluster {
     fn config_path(&self, seat: Seat) -> std::path::PathBuf {
         member_dir(&self.dir.path().join("c"), seat).join(provision::CONFIG_FILE)
@@ -530,9 +536,7 @@ async fn dkg_from(
     seed: u64,
 ) -> Result<crate::DkgOutcome, DkgError> {
     let node = cluster.node(seat(member));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     run_dkg(
         &cluster.peers(seat(member)),
         wallet,
@@ -589,9 +593,7 @@ async fn dkg_relay_does_not_wait_forever_for_a_silent_member() {
             .with_patience(Duration::from_secs(2)),
     );
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let outcome = tokio::time::timeout(
         Duration::from_secs(45),
         run_dkg(
@@ -852,9 +854,7 @@ async fn a_member_that_signs_invalid_shares_leaves_a_verifying_proof() {
         .unwrap();
     assert_eq!(outcome.culprits, vec![seat(2)]);
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let proof = &outcome.proofs[&seat(2)];
     let fault = proof.verify(&wallet.config).unwrap();
     assert_eq!(proof.wallet_key.0, own.key.to_bytes().unwrap());
@@ -916,9 +916,7 @@ async fn score_of_member_2_after(
     let mut outcomes = vec![first];
     let peers = cluster.peers(seat(1));
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
     for _ in 1..runs {
         let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options())
@@ -1177,9 +1175,7 @@ async fn a_dkg_whose_part2_reply_outlasts_the_relays_patience_once_completes() {
             .with_patience(LATE - Duration::from_secs(1)),
     );
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let outcome = run_dkg(
         &peers,
         wallet,
@@ -1350,9 +1346,7 @@ async fn a_refresh_whose_confirmation_is_refused_as_overloaded_once_completes() 
     // it as well.
     dkg_from(&cluster, 1, 31).await.unwrap();
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let peers = cluster.peers(seat(1));
     let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
     let outcome = crate::run_refresh(
@@ -1385,9 +1379,7 @@ async fn refresh_to_part2(
     seats: &[Seat],
 ) -> std::collections::BTreeMap<Seat, Vec<SignedDkgMessage>> {
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let peers = cluster.peers(seat(1));
     let proposal = DkgProposal::new(
         session,
@@ -1448,9 +1440,7 @@ async fn abort_racing_a_late_part_3_leaves_the_refresh_finishable() {
     let cluster = start(5, 3, &modes, keep).await;
     dkg_from(&cluster, 1, 51).await.unwrap();
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let peers = cluster.peers(seat(1));
     let session = DkgSessionId([0x51; 32]);
     let seats: Vec<Seat> = (1..=5).map(seat).collect();
@@ -1505,9 +1495,7 @@ async fn resume_ignores_an_older_runs_confirmation_replayed_by_a_member() {
     let cluster = start(3, 2, &[(1, Mode::ReplaysConfirmations)], keep).await;
     dkg_from(&cluster, 1, 41).await.unwrap();
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let peers = cluster.peers(seat(1));
     let reused = DkgSessionId([0x41; 32]);
     for session in [reused, DkgSessionId([0x42; 32])] {
@@ -1541,9 +1529,7 @@ async fn resume_ignores_a_vetoed_runs_confirmation_replayed_after_one_switch() {
     let cluster = start(3, 2, &[(1, Mode::ReplaysConfirmations)], keep).await;
     dkg_from(&cluster, 1, 61).await.unwrap();
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let peers = cluster.peers(seat(1));
     let reused = DkgSessionId([0x61; 32]);
     let seats: Vec<Seat> = (1..=3).map(seat).collect();
@@ -1579,9 +1565,7 @@ async fn resume_ignores_a_vetoed_runs_confirmation_replayed_after_one_switch() {
 /// then at wallet epoch `epoch`.
 async fn resumed_from_1(cluster: &Cluster, session: DkgSessionId, epoch: u64) {
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let peers = cluster.peers(seat(1));
     let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
     let resumed = crate::resume_refresh(
@@ -1600,9 +1584,7 @@ async fn resumed_from_1(cluster: &Cluster, session: DkgSessionId, epoch: u64) {
 /// A refresh `session` run from member 1 completes.
 async fn refreshed_from_1(cluster: &Cluster, session: DkgSessionId) {
     let node = cluster.node(seat(1));
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap();
+    let wallet = the_wallet(&node);
     let peers = cluster.peers(seat(1));
     let own = crate::own_wallet(&peers, &node, wallet.id()).await.unwrap();
     crate::run_refresh(
