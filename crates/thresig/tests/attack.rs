@@ -157,11 +157,7 @@ impl Attacked {
 }
 
 fn config(cluster: &ProcessCluster, member: u16) -> String {
-    cluster
-        .config_path(seat(member))
-        .to_str()
-        .unwrap()
-        .to_owned()
+    cluster.config_arg(seat(member))
 }
 
 fn ok_json(args: &[&str]) -> serde_json::Value {

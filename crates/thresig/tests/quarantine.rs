@@ -31,23 +31,6 @@ fn sign_once(config: &Path, dir: &Path, wallet: &Made, byte: u8) {
     assert!(report["txid"].is_string(), "{report}");
 }
 
-/// Signs fresh self-payments until `done`, numbering them on from
-/// `byte`; gives up (failing the test) past run `most`.
-fn sign_until(
-    config: &Path,
-    dir: &Path,
-    wallet: &Made,
-    byte: &mut u8,
-    most: u8,
-    done: impl Fn() -> bool,
-) {
-    while !done() {
-        *byte += 1;
-        assert!(*byte <= most, "not done after {most} runs");
-        sign_once(config, dir, wallet, *byte);
-    }
-}
-
 /// A running 2-of-3 cluster whose wallet's DKG member 1 ran, and a
 /// directory for PSBTs.
 struct Signing {
@@ -57,6 +40,8 @@ struct Signing {
     config: String,
     wallet: Made,
     dir: tempfile::TempDir,
+    /// The last self-payment's number.
+    byte: u8,
 }
 
 impl Signing {
@@ -74,44 +59,74 @@ impl Signing {
             config,
             wallet,
             dir: tempfile::tempdir().unwrap(),
+            byte: 0,
         }
+    }
+
+    fn score(&self, member: u16) -> serde_json::Value {
+        member_score(&self.config, member)
+    }
+
+    /// Signs the next fresh self-payment.
+    fn sign_next(&mut self) {
+        self.byte += 1;
+        sign_once(&self.config_path, self.dir.path(), &self.wallet, self.byte);
+    }
+
+    /// Signs fresh self-payments until `done`; gives up (failing the
+    /// test) past payment number `most`.
+    fn sign_until(&mut self, most: u8, done: impl Fn(&Self) -> bool) {
+        while !done(self) {
+            assert!(self.byte < most, "not done after {most} runs");
+            self.sign_next();
+        }
+    }
+
+    /// Starts member `member` again and waits until it answers.
+    fn restart(&mut self, member: u16) {
+        self.cluster.local.start(seat(member)).unwrap();
+        self.runtime.block_on(common::wait_ready(
+            &self.cluster.peers(seat(1)),
+            seat(member),
+        ));
+    }
+
+    /// `thresig quarantine release --member MEMBER`.
+    fn release(&self, member: u16) {
+        let member = member.to_string();
+        json(
+            &[
+                "quarantine",
+                "release",
+                "--config",
+                &self.config,
+                "--member",
+                &member,
+            ],
+            0,
+        );
     }
 }
 
 #[test]
 fn a_member_that_is_down_is_quarantined_signing_goes_on_and_release_brings_it_back() {
-    let Signing {
-        runtime,
-        mut cluster,
-        config_path,
-        config,
-        wallet,
-        dir,
-    } = Signing::start(23);
+    let mut signing = Signing::start(23);
+    let config = signing.config.clone();
 
-    cluster.local.kill(seat(3)).unwrap();
-    let mut byte = 0;
-    sign_until(
-        &config_path,
-        dir.path(),
-        &wallet,
-        &mut byte,
-        MAX_RUNS,
-        || member_score(&config, 3)["quarantined"] == true,
-    );
-    let down = member_score(&config, 3);
+    signing.cluster.local.kill(seat(3)).unwrap();
+    signing.sign_until(MAX_RUNS, |s| s.score(3)["quarantined"] == true);
+    let down = signing.score(3);
     assert!(down["timeouts"].as_u64().unwrap() >= 3, "{down}");
     for member in [1, 2] {
-        let score = member_score(&config, member);
+        let score = signing.score(member);
         assert_eq!(score["quarantined"], false, "{score}");
         assert_eq!(score["timeouts"], 0, "{score}");
     }
 
     // Quarantined, the member is not asked while the others answer: the
     // run signs and its score does not move.
-    byte += 1;
-    sign_once(&config_path, dir.path(), &wallet, byte);
-    assert_eq!(member_score(&config, 3), down);
+    signing.sign_next();
+    assert_eq!(signing.score(3), down);
 
     let status = json(&["status", "--config", &config], 0);
     let row = &status["quarantine"][2];
@@ -134,32 +149,14 @@ fn a_member_that_is_down_is_quarantined_signing_goes_on_and_release_brings_it_ba
         "{text}"
     );
 
-    cluster.local.start(seat(3)).unwrap();
-    runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(3)));
-    json(
-        &[
-            "quarantine",
-            "release",
-            "--config",
-            &config,
-            "--member",
-            "3",
-        ],
-        0,
-    );
-    let released = member_score(&config, 3);
+    signing.restart(3);
+    signing.release(3);
+    let released = signing.score(3);
     assert_eq!(released["quarantined"], false, "{released}");
     assert_eq!(released["quarantines"], 1, "{released}");
     // Back in the runs: asked again, it answers and scores good runs.
-    sign_until(
-        &config_path,
-        dir.path(),
-        &wallet,
-        &mut byte,
-        2 * MAX_RUNS,
-        || member_score(&config, 3)["good_runs_in_a_row"] != 0,
-    );
-    assert_eq!(member_score(&config, 3)["quarantined"], false);
+    signing.sign_until(2 * MAX_RUNS, |s| s.score(3)["good_runs_in_a_row"] != 0);
+    assert_eq!(signing.score(3)["quarantined"], false);
 }
 
 /// Quarantine must never cost a signature: a damaged score file is
@@ -174,6 +171,7 @@ fn a_damaged_score_file_is_reported_left_alone_and_costs_no_signature() {
         config,
         wallet,
         dir,
+        ..
     } = Signing::start(24);
     sign_once(&config_path, dir.path(), &wallet, 1);
 
@@ -231,70 +229,26 @@ impl Drop for Stopped {
 /// again.
 #[test]
 fn a_stalled_member_times_out_is_quarantined_and_signing_goes_on() {
-    let Signing {
-        runtime,
-        mut cluster,
-        config_path,
-        config,
-        wallet,
-        dir,
-    } = Signing::start(25);
+    let mut signing = Signing::start(25);
 
     // Member 2 down until quarantined, then back (still quarantined).
-    cluster.local.kill(seat(2)).unwrap();
-    let mut byte = 0;
-    sign_until(
-        &config_path,
-        dir.path(),
-        &wallet,
-        &mut byte,
-        MAX_RUNS,
-        || member_score(&config, 2)["quarantined"] == true,
-    );
-    cluster.local.start(seat(2)).unwrap();
-    runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(2)));
+    signing.cluster.local.kill(seat(2)).unwrap();
+    signing.sign_until(MAX_RUNS, |s| s.score(2)["quarantined"] == true);
+    signing.restart(2);
 
-    let stopped = Stopped::stop(cluster.local.pid(seat(3)).unwrap());
-    sign_until(
-        &config_path,
-        dir.path(),
-        &wallet,
-        &mut byte,
-        2 * MAX_RUNS,
-        || member_score(&config, 3)["quarantined"] == true,
-    );
-    let stalled = member_score(&config, 3);
+    let stopped = Stopped::stop(signing.cluster.local.pid(seat(3)).unwrap());
+    signing.sign_until(2 * MAX_RUNS, |s| s.score(3)["quarantined"] == true);
+    let stalled = signing.score(3);
     assert!(stalled["timeouts"].as_u64().unwrap() >= 3, "{stalled}");
     assert_eq!(stalled["refusals"], 0, "{stalled}");
     // Both quarantined: called in at once, and member 2 signs.
-    byte += 1;
-    sign_once(&config_path, dir.path(), &wallet, byte);
-    assert!(
-        member_score(&config, 2)["good_runs_in_a_row"]
-            .as_u64()
-            .unwrap()
-            >= 1
-    );
+    signing.sign_next();
+    assert!(signing.score(2)["good_runs_in_a_row"].as_u64().unwrap() >= 1);
 
     drop(stopped);
-    runtime.block_on(common::wait_ready(&cluster.peers(seat(1)), seat(3)));
-    json(
-        &[
-            "quarantine",
-            "release",
-            "--config",
-            &config,
-            "--member",
-            "3",
-        ],
-        0,
-    );
-    sign_until(
-        &config_path,
-        dir.path(),
-        &wallet,
-        &mut byte,
-        3 * MAX_RUNS,
-        || member_score(&config, 3)["good_runs_in_a_row"] != 0,
-    );
+    signing
+        .runtime
+        .block_on(common::wait_ready(&signing.cluster.peers(seat(1)), seat(3)));
+    signing.release(3);
+    signing.sign_until(3 * MAX_RUNS, |s| s.score(3)["good_runs_in_a_row"] != 0);
 }

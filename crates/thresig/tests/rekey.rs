@@ -77,11 +77,7 @@ impl Rekey {
     }
 
     fn config(&self, s: u16) -> String {
-        self.cluster
-            .config_path(seat(s))
-            .to_str()
-            .unwrap()
-            .to_owned()
+        self.cluster.config_arg(seat(s))
     }
 
     /// `thresig wallet <step> --wallet WALLET` on member `s`: its JSON.

@@ -34,11 +34,7 @@ impl Fleet {
     }
 
     fn config(&self, s: u16) -> String {
-        self.cluster
-            .config_path(seat(s))
-            .to_str()
-            .unwrap()
-            .to_owned()
+        self.cluster.config_arg(seat(s))
     }
 
     /// Writes policy `version` into every member's file, allowing

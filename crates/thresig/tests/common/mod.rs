@@ -106,6 +106,11 @@ impl ProcessCluster {
         self.local.config_path(seat).unwrap()
     }
 
+    /// [`Self::config_path`] as the `--config` argument of a command.
+    pub fn config_arg(&self, seat: Seat) -> String {
+        self.config_path(seat).to_str().unwrap().to_owned()
+    }
+
     pub fn node(&self, seat: Seat) -> NodeConfig {
         self.local.node(seat).unwrap()
     }
