@@ -40,10 +40,10 @@ pub enum DkgError {
     /// A member refused or could not be reached in a phase. From part 3
     /// (`finish`) on the message says to check `thresig status` first: a
     /// new run may not simply follow ([`DkgError::is_retryable`]).
-    #[error("DKG {phase}: member {seat}: {error}{}", after_part3(phase))]
+    #[error("{phase}: member {seat}: {error}{}", after_part3(*phase))]
     Member {
-        /// The phase (`start`, `round 2`, `finish`, `confirm`).
-        phase: &'static str,
+        /// The phase.
+        phase: DkgPhase,
         /// The member's cluster seat.
         seat: Seat,
         /// What it answered.
@@ -52,10 +52,10 @@ pub enum DkgError {
     },
     /// A member's answer does not fit the protocol (wrong count, wrong
     /// recipient, confirmations of different keys).
-    #[error("DKG {phase}: member {seat} answered out of protocol: {problem}")]
+    #[error("{phase}: member {seat} answered out of protocol: {problem}")]
     Protocol {
         /// The phase.
-        phase: &'static str,
+        phase: DkgPhase,
         /// The member's cluster seat.
         seat: Seat,
         /// What is wrong.
@@ -67,11 +67,11 @@ pub enum DkgError {
     /// session). That is a coordination fault, not the member's: no member
     /// is blamed.
     #[error(
-        "DKG {phase}: member {reported_by} is not in this run's session or phase (a coordination fault, not the member's): {error}"
+        "{phase}: member {reported_by} is not in this run's session or phase (a coordination fault, not the member's): {error}"
     )]
     Coordination {
         /// The phase.
-        phase: &'static str,
+        phase: DkgPhase,
         /// The cluster seat of the first member that answered so, for the
         /// operator to look at its session; not a culprit.
         reported_by: Seat,
@@ -153,7 +153,7 @@ impl DkgError {
             // package, which a new run never overwrites: an operator must
             // look first.
             Self::Member { phase, error, .. } => {
-                matches!(*phase, "start" | "round 2")
+                phase.before_part3()
                     && (retryable(error)
                         || matches!(
                             error,
@@ -187,12 +187,49 @@ impl DkgError {
     }
 }
 
+/// A phase of a run, as its failures name it. A DKG and a share refresh
+/// run the same phases, but a failed refresh is finished or abandoned
+/// with `thresig refresh`, never by a DKG, so its messages must not speak
+/// of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DkgPhase {
+    /// The step (`start`, `round 2`, `finish`, `confirm`).
+    pub name: &'static str,
+    /// Whether the run is a share refresh, not a fresh DKG.
+    pub refresh: bool,
+}
+
+impl DkgPhase {
+    /// The phase `name` of a run of `kind`.
+    pub(crate) fn of(kind: &DkgKind, name: &'static str) -> Self {
+        Self {
+            name,
+            refresh: matches!(kind, DkgKind::Refresh { .. }),
+        }
+    }
+
+    /// Whether members store nothing of the run yet in this phase.
+    fn before_part3(self) -> bool {
+        matches!(self.name, "start" | "round 2")
+    }
+}
+
+impl std::fmt::Display for DkgPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let run = if self.refresh { "refresh" } else { "DKG" };
+        write!(f, "{run} {}", self.name)
+    }
+}
+
 /// What a member's failure from part 3 on adds to its message: members
-/// may hold this run's unconfirmed key package, so what to look at before
-/// another run.
-fn after_part3(phase: &str) -> &'static str {
-    if matches!(phase, "start" | "round 2") {
+/// may hold this run's unconfirmed key package (of a refresh: its new
+/// shares), so what to look at before another run.
+fn after_part3(phase: DkgPhase) -> &'static str {
+    if phase.before_part3() {
         ""
+    } else if phase.refresh {
+        "; members may hold this run's new shares: check `thresig status` before running `thresig refresh` again (docs/lifecycle.md)"
     } else {
         "; members may hold this run's key package: check `thresig status` before running `thresig dkg` again (docs/cluster.md)"
     }
@@ -291,8 +328,10 @@ async fn run_session(
     progress: &dyn Progress,
 ) -> Result<DkgPayload, DkgError> {
     let session = proposal.session;
+    let [at_start, at_round2, at_finish] =
+        ["start", "round 2", "finish"].map(|name| DkgPhase::of(&proposal.kind, name));
     info!(wallet = %wallet.id(), members = members.len(), "DKG part 1");
-    let round1 = each(peers, members, "start", progress, |client, _| {
+    let round1 = each(peers, members, at_start, progress, |client, _| {
         let proposal = proposal.clone();
         async move { client.dkg_start(proposal).await }
     })
@@ -300,21 +339,21 @@ async fn run_session(
     for (seat, message) in &round1 {
         if message.sender != *seat || !matches!(message.payload, DkgPayload::Round1 { .. }) {
             return Err(protocol(
-                "start",
+                at_start,
                 wallet,
                 *seat,
                 "not its own round-1 message",
             ));
         }
         if !message.verify(&wallet.config) {
-            return Err(protocol("start", wallet, *seat, UNSIGNED));
+            return Err(protocol(at_start, wallet, *seat, UNSIGNED));
         }
     }
     let round1: Vec<SignedDkgMessage> = round1.into_values().collect();
 
     info!("DKG part 2");
     let all_round1 = Arc::new(round1);
-    let round2 = each(peers, members, "round 2", progress, |client, seat| {
+    let round2 = each(peers, members, at_round2, progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let others: Vec<SignedDkgMessage> = all_round1
             .iter()
@@ -332,18 +371,18 @@ async fn run_session(
         let mut recipients: Vec<Seat> = Vec::with_capacity(messages.len());
         for message in &messages {
             let DkgPayload::Round2 { to, .. } = &message.payload else {
-                return Err(protocol("round 2", wallet, seat, "not a round-2 message"));
+                return Err(protocol(at_round2, wallet, seat, "not a round-2 message"));
             };
             if message.sender != seat {
                 return Err(protocol(
-                    "round 2",
+                    at_round2,
                     wallet,
                     seat,
                     "a message of another sender",
                 ));
             }
             if !message.verify(&wallet.config) {
-                return Err(protocol("round 2", wallet, seat, UNSIGNED));
+                return Err(protocol(at_round2, wallet, seat, UNSIGNED));
             }
             recipients.push(*to);
         }
@@ -355,7 +394,7 @@ async fn run_session(
             .collect();
         if recipients != expected {
             return Err(protocol(
-                "round 2",
+                at_round2,
                 wallet,
                 seat,
                 "not one message to each other member",
@@ -370,7 +409,7 @@ async fn run_session(
 
     info!("DKG part 3");
     let inbox = Arc::new(inbox);
-    let confirmations = each(peers, members, "finish", progress, |client, seat| {
+    let confirmations = each(peers, members, at_finish, progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let mine = inbox.get(&seat).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
@@ -378,7 +417,15 @@ async fn run_session(
     .await?;
     let agreed = agree(wallet, &proposal.kind, &confirmations)?;
     info!("DKG confirmations");
-    deliver(peers, wallet, members, confirmations, progress).await?;
+    deliver(
+        peers,
+        wallet,
+        members,
+        &proposal.kind,
+        confirmations,
+        progress,
+    )
+    .await?;
     Ok(agreed)
 }
 
@@ -393,6 +440,7 @@ pub(crate) fn agree(
     kind: &DkgKind,
     confirmations: &BTreeMap<Seat, SignedDkgMessage>,
 ) -> Result<DkgPayload, DkgError> {
+    let finish = DkgPhase::of(kind, "finish");
     let mut agreed: Option<&DkgPayload> = None;
     for (seat, confirmation) in confirmations {
         let of_kind = matches!(
@@ -401,22 +449,22 @@ pub(crate) fn agree(
                 | (DkgKind::Refresh { .. }, DkgPayload::RefreshConfirm { .. })
         );
         if !of_kind {
-            return Err(protocol("finish", wallet, *seat, "not a confirmation"));
+            return Err(protocol(finish, wallet, *seat, "not a confirmation"));
         }
         if confirmation.sender != *seat {
             return Err(protocol(
-                "finish",
+                finish,
                 wallet,
                 *seat,
                 "another member's confirmation",
             ));
         }
         if !confirmation.verify(&wallet.config) {
-            return Err(protocol("finish", wallet, *seat, UNSIGNED));
+            return Err(protocol(finish, wallet, *seat, UNSIGNED));
         }
         if *kind == DkgKind::Fresh && output_key_of(&confirmation.payload).is_none() {
             return Err(protocol(
-                "finish",
+                finish,
                 wallet,
                 *seat,
                 "output key is not 32 bytes",
@@ -425,7 +473,7 @@ pub(crate) fn agree(
         // Every member must confirm the same result: for a refresh the
         // whole key record and transcript, not just the (unchanged) key.
         if agreed.is_some_and(|p| *p != confirmation.payload) {
-            return Err(protocol("finish", wallet, *seat, "confirmed another key"));
+            return Err(protocol(finish, wallet, *seat, "confirmed another key"));
         }
         agreed = Some(&confirmation.payload);
     }
@@ -443,11 +491,13 @@ pub(crate) async fn deliver(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     members: &[(Seat, Seat)],
+    kind: &DkgKind,
     confirmations: BTreeMap<Seat, SignedDkgMessage>,
     progress: &dyn Progress,
 ) -> Result<(), DkgError> {
+    let confirm = DkgPhase::of(kind, "confirm");
     let confirmations: Arc<Vec<SignedDkgMessage>> = Arc::new(confirmations.into_values().collect());
-    let statuses = each(peers, members, "confirm", progress, |client, _| {
+    let statuses = each(peers, members, confirm, progress, |client, _| {
         let wallet_id = wallet.id().clone();
         let confirmations = confirmations.clone();
         // CONFIRMATIONS_IN_FLIGHT at a time (the member takes them in any
@@ -474,7 +524,7 @@ pub(crate) async fn deliver(
     .await?;
     for (seat, active) in statuses {
         if !active {
-            return Err(protocol("confirm", wallet, seat, "wallet not active"));
+            return Err(protocol(confirm, wallet, seat, "wallet not active"));
         }
     }
     Ok(())
@@ -531,12 +581,7 @@ fn members(wallet: &NodeWallet) -> Vec<(Seat, Seat)> {
         .collect()
 }
 
-fn protocol(
-    phase: &'static str,
-    wallet: &NodeWallet,
-    seat: Seat,
-    problem: &'static str,
-) -> DkgError {
+fn protocol(phase: DkgPhase, wallet: &NodeWallet, seat: Seat, problem: &'static str) -> DkgError {
     DkgError::Protocol {
         phase,
         seat: wallet.cluster_seat(seat).unwrap_or(seat),
@@ -559,7 +604,7 @@ const ATTEMPTS: usize = 3;
 pub(crate) async fn each<T, F, Fut>(
     peers: &Arc<Peers>,
     members: &[(Seat, Seat)],
-    phase: &'static str,
+    phase: DkgPhase,
     progress: &dyn Progress,
     call: F,
 ) -> Result<BTreeMap<Seat, T>, DkgError>
@@ -596,7 +641,7 @@ where
             match answer {
                 Ok(value) => {
                     answers.insert(seat, value);
-                    progress.step(phase, answers.len(), members.len());
+                    progress.step(phase.name, answers.len(), members.len());
                 }
                 // Retrying cannot help within this run, and the member did
                 // nothing wrong: it is in another session, or lost this one.
@@ -608,7 +653,7 @@ where
                     });
                 }
                 Err(error) if attempt < ATTEMPTS && retryable(&error) => {
-                    info!(%cluster, phase, attempt, %error, "asking the member again");
+                    info!(%cluster, %phase, attempt, %error, "asking the member again");
                     if crate::peers::is_transport(&error) {
                         peers.forget(cluster);
                     }
@@ -674,7 +719,7 @@ mod tests {
     fn a_member_lost_from_part_3_on_is_terminal_and_says_to_check_status() {
         for phase in ["finish", "confirm"] {
             let e = DkgError::Member {
-                phase,
+                phase: DkgPhase::of(&DkgKind::Fresh, phase),
                 seat: seat(2),
                 error: unreachable(),
             };
@@ -685,12 +730,48 @@ mod tests {
         }
         for phase in ["start", "round 2"] {
             let e = DkgError::Member {
-                phase,
+                phase: DkgPhase::of(&DkgKind::Fresh, phase),
                 seat: seat(2),
                 error: unreachable(),
             };
             assert_eq!(e.recovery(), Recovery::Retryable, "{phase}");
             assert!(!e.to_string().contains("thresig status"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_failure_names_the_refresh_and_points_to_thresig_refresh() {
+        let refresh = DkgKind::Refresh {
+            from_epoch: thresig_engine::WalletEpoch(0),
+            removed: Vec::new(),
+        };
+        for name in ["start", "round 2", "finish", "confirm"] {
+            let e = DkgError::Member {
+                phase: DkgPhase::of(&refresh, name),
+                seat: seat(2),
+                error: unreachable(),
+            };
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!("refresh {name}: member 2")),
+                "{text}"
+            );
+            assert!(
+                !text.contains("DKG") && !text.contains("thresig dkg"),
+                "{text}"
+            );
+            if !matches!(name, "start" | "round 2") {
+                assert!(text.contains("`thresig refresh`"), "{text}");
+            }
+            let dkg = DkgError::Member {
+                phase: DkgPhase::of(&DkgKind::Fresh, name),
+                seat: seat(2),
+                error: unreachable(),
+            };
+            let text = dkg.to_string();
+            assert!(text.starts_with(&format!("DKG {name}: member 2")), "{text}");
+            assert!(!text.contains("refresh"), "{text}");
+            assert_eq!(e.recovery(), dkg.recovery(), "{name}");
         }
     }
 
@@ -705,7 +786,7 @@ mod tests {
             let error = DaemonError::Refused(refusal);
             assert!(is_coordination_fault(&error));
             let e = DkgError::Coordination {
-                phase: "finish",
+                phase: DkgPhase::of(&DkgKind::Fresh, "finish"),
                 reported_by: seat(3),
                 error,
             };

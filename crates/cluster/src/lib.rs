@@ -56,7 +56,7 @@ mod status;
 #[cfg(test)]
 mod adversarial_tests;
 
-pub use dkg::{DkgError, DkgOutcome, run_dkg};
+pub use dkg::{DkgError, DkgOutcome, DkgPhase, run_dkg};
 pub use identity::IdentityError;
 pub use kept::KeptAnswers;
 pub use peers::Peers;

@@ -52,7 +52,7 @@ pub async fn resume_refresh(
         confirmations.insert(*seat, confirmation.clone());
     }
     agree(wallet, &kind, &confirmations)?;
-    deliver(peers, wallet, &members, confirmations, progress).await
+    deliver(peers, wallet, &members, &kind, confirmations, progress).await
 }
 
 /// The confirmations of `session` the reachable ones of `members` hold,
