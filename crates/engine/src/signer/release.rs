@@ -42,17 +42,24 @@ enum Successor {
     Active(TaprootWallet),
 }
 
-/// What a round 2 releases shares for, and under which rules: the inputs
-/// of every marker commit attempt.
-struct Release<'a> {
+/// What a round 2 is charged for, and under which rules: the inputs of
+/// the policy's approval, which a dry run ([`Signer::policy_allows`])
+/// needs alone.
+struct Charge<'a> {
     wallet: &'a WalletId,
     coordinator: CoordinatorId,
     policy: &'a Policy,
-    /// The condition of the marker's unit: the rollout still at the step
-    /// that gave `policy` (none where nothing commits).
-    guard: Option<&'a WriteOp>,
     mode: WalletMode,
     spend: &'a Spend,
+}
+
+/// What a round 2 releases shares for: the inputs of every marker commit
+/// attempt.
+struct Release<'a> {
+    charge: Charge<'a>,
+    /// The condition of the marker's unit: the rollout still at the step
+    /// that gave the charge's policy.
+    guard: &'a WriteOp,
     /// The audit entry committed with the marker (I1: no share leaves
     /// without it).
     audit: AuditEvent,
@@ -105,12 +112,14 @@ impl<S: Store> Signer<S> {
         let wallet = &slot.config.id;
         let (checked, mode) = self.authorize(slot, key, role, successor, policy, req)?;
         let release = Release {
-            wallet,
-            coordinator: from,
-            policy,
-            guard: Some(&applied.guard),
-            mode,
-            spend: checked.spend(),
+            charge: Charge {
+                wallet,
+                coordinator: from,
+                policy,
+                mode,
+                spend: checked.spend(),
+            },
+            guard: &applied.guard,
             audit: release_event(wallet, key, from, policy, &checked),
         };
         let (shares, fresh) = self.release(now, from, &release, &checked, key, pool, pending)?;
@@ -151,16 +160,14 @@ impl<S: Store> Signer<S> {
             let guard = lock(&self.store, slot)?;
             let (key, role) = guard.state.signing_key(&req.wallet)?;
             let (checked, mode) = self.authorize(slot, key, role, successor, policy, req)?;
-            let release = Release {
+            let charge = Charge {
                 wallet: &slot.config.id,
                 coordinator: from,
                 policy,
-                guard: None,
                 mode,
                 spend: checked.spend(),
-                audit: release_event(&slot.config.id, key, from, policy, &checked),
             };
-            self.charge_ops(now, &release).map(drop)
+            self.charge_ops(now, &charge).map(drop)
         };
         allows().is_ok()
     }
@@ -202,7 +209,7 @@ impl<S: Store> Signer<S> {
         pool: &mut NoncePool<SecretNonce>,
         pending: &mut PendingShares,
     ) -> Result<(Vec<Vec<u8>>, bool), Error> {
-        let wallet = release.wallet;
+        let wallet = release.charge.wallet;
         let lead = checked.lead();
         // A durable marker answers replays and refuses everything else.
         let stored = self
@@ -230,7 +237,7 @@ impl<S: Store> Signer<S> {
                 });
             }
             let shares = p.shares.clone();
-            let charge = self.charge_ops(now, release)?;
+            let charge = self.charge_ops(now, &release.charge)?;
             // Its first attempt failed, so it was never counted: fresh.
             return self
                 .commit(now, release, lead, p.package, shares, charge, pending)
@@ -241,7 +248,7 @@ impl<S: Store> Signer<S> {
         // then, so the ledger read here is still the stored one (the
         // compare-and-set checks it), and the ledger, which grows with every
         // signature of the day, is read and decoded once.
-        let charge = self.charge_ops(now, release)?;
+        let charge = self.charge_ops(now, &release.charge)?;
         // Room for its shares is made before any nonce is spent, so a
         // refusal destroys nothing.
         pending.admit(wallet, from, self.limits.pending_per_wallet)?;
@@ -292,18 +299,18 @@ impl<S: Store> Signer<S> {
     /// The rate-ledger writes that must commit with the marker of a
     /// transaction (after the policy approved it against the ledger just
     /// read); none for raw digests.
-    fn charge_ops(&self, now: Timestamp, release: &Release<'_>) -> Result<Vec<WriteOp>, Error> {
-        let Spend::Transaction(psbt) = release.spend else {
+    fn charge_ops(&self, now: Timestamp, charge: &Charge<'_>) -> Result<Vec<WriteOp>, Error> {
+        let Spend::Transaction(psbt) = charge.spend else {
             return Ok(Vec::new());
         };
-        let wallet = release.wallet;
+        let wallet = charge.wallet;
         let key = ChargeKey::of(psbt);
-        let ledger = StoredLedger::read(&self.store, wallet, release.policy, now, key)?;
+        let ledger = StoredLedger::read(&self.store, wallet, charge.policy, now, key)?;
         let approval = match ledger.approve(
             wallet,
-            release.policy,
-            &release.mode,
-            &release.coordinator,
+            charge.policy,
+            &charge.mode,
+            &charge.coordinator,
             psbt,
             now,
         ) {
@@ -346,7 +353,7 @@ impl<S: Store> Signer<S> {
         mut charge: Vec<WriteOp>,
         pending: &mut PendingShares,
     ) -> Result<Vec<Vec<u8>>, Error> {
-        let wallet = release.wallet;
+        let wallet = release.charge.wallet;
         let expires = now
             .saturating_add(self.limits.nonce_ttl)
             .saturating_add(self.limits.replay_window);
@@ -361,7 +368,7 @@ impl<S: Store> Signer<S> {
         };
         let audit = audit_op(now, &release.audit);
         for _ in 0..LEDGER_RETRIES {
-            let mut ops: Vec<WriteOp> = release.guard.cloned().into_iter().collect();
+            let mut ops: Vec<WriteOp> = vec![release.guard.clone()];
             ops.extend(charge.iter().cloned());
             ops.push(marker.clone());
             ops.push(audit.clone());
@@ -387,7 +394,7 @@ impl<S: Store> Signer<S> {
                 WriteOutcome::Skipped {
                     conflict: Conflict::PolicyMismatch(_),
                     ..
-                } => charge = self.charge_ops(now, release)?,
+                } => charge = self.charge_ops(now, &release.charge)?,
                 // A rollout step changed the wallet's policy since the
                 // request was checked: the shares stay pending, and the
                 // byte-identical retry is checked under the new one.
