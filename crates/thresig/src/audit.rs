@@ -152,28 +152,20 @@ pub(crate) fn main(args: AuditArgs) -> ExitCode {
 /// Runs `command` in the signer answering on the configured admin socket,
 /// or, when none does, on the engine opened here.
 fn on_engine(path: &Path, command: AuditCommand) -> Result<Report, KeysError> {
-    let config = Config::load(path)?;
-    let socket = admin_socket_path(&config);
-    let (mut report, via) = match admin::ask(&socket, &command.into())? {
-        Some(report) => (report, "daemon"),
-        None if command == AuditCommand::Verify => {
+    crate::wallet::ask_or_run(path, &command.into(), || {
+        if command == AuditCommand::Verify {
             // The log is checked before this open is appended to it: the
             // append checks only the last entry, and would name that one
             // rather than the first broken entry.
             let engine = LocalEngine::open_unrecorded(path)?;
             let report = run_on(command, &engine.signer, &engine.store)?;
             engine.signer.audit_open(wall_clock())?;
-            (report, "store")
-        }
-        None => {
+            Ok(report)
+        } else {
             let engine = LocalEngine::open(path)?;
-            (run_on(command, &engine.signer, &engine.store)?, "store")
+            run_on(command, &engine.signer, &engine.store)
         }
-    };
-    if report.json.is_object() {
-        report.json["via"] = json!(via);
-    }
-    Ok(report)
+    })
 }
 
 /// `export`: asks for the first page (which appends the closing

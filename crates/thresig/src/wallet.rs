@@ -97,13 +97,29 @@ pub(crate) fn ask_or_open(
     request: &admin::Request,
     local: impl FnOnce(&LocalEngine) -> Result<Report, KeysError>,
 ) -> Result<Report, KeysError> {
+    ask_or_run(path, request, || local(&LocalEngine::open(path)?))
+}
+
+/// Sends `request` to the signer that answers on the configured store's
+/// admin socket, or, when none does, runs `local` (which opens the engine
+/// as its command needs); an object report's JSON says which (`"via"`).
+///
+/// # Errors
+/// The configuration's, the admin socket's or `local`'s.
+pub(crate) fn ask_or_run(
+    path: &Path,
+    request: &admin::Request,
+    local: impl FnOnce() -> Result<Report, KeysError>,
+) -> Result<Report, KeysError> {
     let config = Config::load(path)?;
     let socket = admin_socket_path(&config);
     let (mut report, via) = match admin::ask(&socket, request)? {
         Some(report) => (report, "daemon"),
-        None => (local(&LocalEngine::open(path)?)?, "store"),
+        None => (local()?, "store"),
     };
-    report.json["via"] = json!(via);
+    if report.json.is_object() {
+        report.json["via"] = json!(via);
+    }
     Ok(report)
 }
 
