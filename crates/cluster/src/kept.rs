@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use thresig_crypto::Seat;
-use thresig_engine::{BlameProof, Round2Request, Round2Response};
+use thresig_engine::{BlameProof, Round2Request, Round2Response, WalletConfig, package_hash};
+use thresig_roast::{Reply, SessionId};
+
+use crate::sign::{WireScheme, shares_reply};
 
 /// The latest signed round-2 answer of each wallet seat, with the request
 /// it answers and the ROAST session (its number) it was asked in. One
@@ -14,17 +17,34 @@ use thresig_engine::{BlameProof, Round2Request, Round2Response};
 pub struct KeptAnswers(BTreeMap<Seat, (u32, Round2Request, Round2Response)>);
 
 impl KeptAnswers {
+    /// Checks wallet seat `seat`'s `answer` to `request`, asked in
+    /// `session`, before ROAST sees it: ROAST's reply, with the answer kept
+    /// as evidence, if the answer names that seat and its identity key (in
+    /// `wallet`) signed it over the request and `key_record`; `None`
+    /// otherwise. Such an answer counts as missing (it times out) and
+    /// blames no one: it proves nothing about the seat it names.
+    pub fn take_signed(
+        &mut self,
+        wallet: &WalletConfig,
+        key_record: &[u8],
+        seat: Seat,
+        session: SessionId,
+        request: Round2Request,
+        answer: Round2Response,
+    ) -> Option<Reply<WireScheme>> {
+        if answer.seat != seat || !answer.signed_for(wallet, &package_hash(&request), key_record) {
+            return None;
+        }
+        let reply = shares_reply(session, &answer);
+        self.keep(seat, session.get(), request, answer);
+        Some(reply)
+    }
+
     /// Keeps `answer` of wallet seat `seat` to `request`, asked in session
     /// number `session`, unless an answer of a later session is kept: a
     /// late answer to a session ROAST gave up on must not replace the one
     /// the current session may convict.
-    pub fn keep(
-        &mut self,
-        seat: Seat,
-        session: u32,
-        request: Round2Request,
-        answer: Round2Response,
-    ) {
+    fn keep(&mut self, seat: Seat, session: u32, request: Round2Request, answer: Round2Response) {
         if self.0.get(&seat).is_none_or(|(kept, ..)| *kept <= session) {
             self.0.insert(seat, (session, request, answer));
         }

@@ -65,7 +65,7 @@ pub use refresh::{AbortOutcome, RefreshOutcome, abort_refresh, resume_refresh, r
 pub use repair::{RepairError, RepairOutcome, run_repair};
 pub use sign::{
     Handed, Round2Journal, SignError, SignOptions, SignOutcome, WireScheme,
-    describe as describe_failure, failure_recovery, refusal_of, round2_request, shares_reply, sign,
+    describe as describe_failure, failure_recovery, refusal_of, round2_request, sign,
     unsigned_answers,
 };
 pub use status::{MemberStatus, OwnWallet, WalletView, cluster_status, own_wallet, wallet_views};

@@ -22,7 +22,7 @@ use thresig_crypto::{Commitment, PreparedPackage, Seat, SignatureShare, WalletKe
 use thresig_daemon::{Code, Error as DaemonError, SignerError};
 use thresig_engine::{
     AbortRequest, BlameProof, ErrorCode, HexBytes, Round1Request, Round2Request, Round2Response,
-    SigningTarget, WalletEpoch, WalletId, package_hash,
+    SigningTarget, WalletEpoch, WalletId,
 };
 use thresig_roast::{
     Config as RoastConfig, Coordinator, Event, Failure, Misbehavior, Refusal, Reply, Request,
@@ -972,34 +972,32 @@ async fn shares(
     };
     match result {
         Ok(response) => {
-            if response.seat != seat
-                || !response.signed_for(
-                    &job.wallet.config,
-                    &package_hash(&request),
-                    &job.key_record,
-                )
-            {
+            let reply = job.lock_answers().take_signed(
+                &job.wallet.config,
+                &job.key_record,
+                seat,
+                session,
+                request,
+                response,
+            );
+            if reply.is_none() {
                 warn!(
                     %member,
                     "round-2 answer not signed by the member's identity key (a member older than \
                      this coordinator, or a stale roster key); treated as missing"
                 );
                 job.lock_unsigned().insert(member);
-                return None;
             }
-            let reply = shares_reply(session, &response);
-            job.lock_answers()
-                .keep(seat, session.get(), request, response);
-            Some(reply)
+            reply
         }
         Err(e) => failure(peers, job, member, round, &e),
     }
 }
 
-/// The coordinator's view of a signed round-2 answer. Public for the other
-/// drivers of the coordinator.
+/// The coordinator's view of a signed round-2 answer
+/// ([`KeptAnswers::take_signed`]).
 #[must_use]
-pub fn shares_reply(
+pub(crate) fn shares_reply(
     session: thresig_roast::SessionId,
     response: &Round2Response,
 ) -> Reply<WireScheme> {

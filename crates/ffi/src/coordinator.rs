@@ -21,13 +21,13 @@ use serde_json::{Value, json};
 use thresig_cluster::config::{Config, NodeWallet};
 use thresig_cluster::{
     Handed, KeptAnswers, WireScheme, describe_failure, failure_recovery, refusal_of,
-    round2_request, shares_reply, unsigned_answers,
+    round2_request, unsigned_answers,
 };
 use thresig_crypto::{Commitment, Seat, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
     DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response, Round1Request,
-    Round2Request, SignedDkgMessage, WalletConfig, WalletEpoch, WalletId, package_hash,
+    Round2Request, SignedDkgMessage, WalletConfig, WalletEpoch, WalletId,
 };
 use thresig_roast::{Coordinator, Event, Misbehavior, Refusal, Reply, Round};
 use thresig_store::Recovery;
@@ -788,8 +788,6 @@ impl Signing {
                 None => refused(Refusal::Rejected),
             },
             (Ok(Response::Round2(r)), Round::Sign(session)) => {
-                // An answer its member's identity key did not sign over the
-                // request counts as missing (it times out) and blames no one.
                 let Some((asked, request)) = self.asked.get(&seat) else {
                     return false;
                 };
@@ -799,15 +797,19 @@ impl Signing {
                     // be taken anyway.
                     return false;
                 }
-                if r.seat != seat
-                    || !r.signed_for(&wallet.config, &package_hash(request), &self.key_record)
-                {
+                let taken = self.answers.take_signed(
+                    &wallet.config,
+                    &self.key_record,
+                    seat,
+                    session,
+                    request.clone(),
+                    r,
+                );
+                let Some(reply) = taken else {
                     self.unsigned
                         .insert(wallet.cluster_seat(seat).unwrap_or(seat));
                     return false;
-                }
-                let reply = shares_reply(session, &r);
-                self.answers.keep(seat, session.get(), request.clone(), r);
+                };
                 reply
             }
             (Err(e), _) => {
