@@ -434,7 +434,9 @@ fn no_member(path: &Path) -> ConfigError {
     ConfigError::Invalid {
         path: path.to_path_buf(),
         field: "member".to_owned(),
-        problem: "is missing: this command needs a cluster member's configuration".to_owned(),
+        problem: "is missing: this command needs a cluster member's configuration (a member's \
+                  signer.toml, as `thresig init` writes it)"
+            .to_owned(),
     }
 }
 

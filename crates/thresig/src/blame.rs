@@ -161,13 +161,7 @@ fn verify(args: &VerifyArgs) -> Result<()> {
         )
     })?;
     let config = Config::load(&args.config)?;
-    let node = config.node.as_ref().with_context(|| {
-        format!(
-            "{}: not a cluster member's configuration (no `member` and [[members]]); pass a \
-             member's signer.toml",
-            args.config.display()
-        )
-    })?;
+    let node = config.node(&args.config)?;
     let id = &proof.request.wallet;
     let wallet = node.wallet(id).with_context(|| {
         format!(

@@ -262,13 +262,7 @@ impl Coordinating {
         let config = Config::load(path)?;
         let admin_socket = thresig_cluster::node::admin_socket_path(&config);
         let scores = thresig_cluster::scores::scores_path(&config);
-        let node = config.node.with_context(|| {
-            format!(
-                "{}: not a cluster member's configuration (no `member` and [[members]]); \
-                     pass a member's signer.toml, as `thresig init` writes it",
-                path.display()
-            )
-        })?;
+        let node = config.into_node(path)?;
         if node.daemon.is_none() {
             bail!(
                 "{}: no [daemon] section; `dkg`, `sign`, `status` and `psbt inspect` connect to \

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use thresig_cluster::config::Config;
@@ -77,13 +77,7 @@ pub(crate) fn main(args: &QuarantineArgs) -> Result<()> {
 fn load(path: &Path) -> Result<(PathBuf, Vec<Seat>)> {
     let config = Config::load(path)?;
     let file = scores_path(&config);
-    let node = config.node.with_context(|| {
-        format!(
-            "{}: not a cluster member's configuration (no `member` and [[members]]); pass a \
-             member's signer.toml, as `thresig init` writes it",
-            path.display()
-        )
-    })?;
+    let node = config.into_node(path)?;
     Ok((file, node.members.keys().copied().collect()))
 }
 

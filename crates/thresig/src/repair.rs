@@ -154,12 +154,7 @@ pub(crate) fn main(args: &RepairArgs) -> Result<()> {
 fn approve_repair(args: &ApproveArgs) -> Result<()> {
     let (path, wallet_id, member) = args.target.parts()?;
     let config = Config::load(path)?;
-    let node = config.node.as_ref().with_context(|| {
-        format!(
-            "{}: not a cluster member's configuration; pass the helper's own signer.toml",
-            path.display()
-        )
-    })?;
+    let node = config.node(path)?;
     let id = thresig_engine::WalletId::new(wallet_id.to_owned())
         .map_err(|e| crate::because("--wallet", e))?;
     let wallet = node.wallet(&id).with_context(|| {

@@ -200,6 +200,32 @@ fn configuration_mistakes_name_the_file_and_what_to_fix() {
     );
     assert!(said.contains(text(&no_daemon)), "{said}");
 
+    // A store-only file (as `thresig init` writes it before the cluster
+    // part is added) where a command needs a member's: every command
+    // refuses it with the same words.
+    let (head, _) = original.split_once("[daemon]").unwrap();
+    let store_only = dir.join("store-only.toml");
+    let member_line = format!("member = {}\n", seat(1));
+    std::fs::write(&store_only, head.replace(&member_line, "")).unwrap();
+    for command in [
+        &["status"][..],
+        &["quarantine", "show"],
+        &["repair", "approve", "--wallet", WALLET, "--member", "2"],
+    ] {
+        let args: Vec<&str> = command
+            .iter()
+            .copied()
+            .chain(["--config", text(&store_only)])
+            .collect();
+        let said = check(
+            &args,
+            TERMINAL,
+            "`member` is missing",
+            "as `thresig init` writes it",
+        );
+        assert!(said.contains(text(&store_only)), "{said}");
+    }
+
     let said = check(
         &["dkg", "--config", text(&config), "--wallet", "other"],
         TERMINAL,
