@@ -2,6 +2,7 @@
 //! `dkg`, `sign`, `status`.
 
 use crate::MEMBER_CONFIG;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,13 +15,14 @@ use thresig_cluster::config::{Config, NodeConfig};
 use thresig_cluster::file::{MAX_TRANSACTION_FILE_BYTES, read_bounded};
 use thresig_cluster::node::Node;
 use thresig_cluster::provision::{self, ClusterSpec};
+use thresig_cluster::scores::Observed;
 use thresig_cluster::{
     DkgOutcome, OwnWallet, Peers, SignError, SignOptions, cluster_status, own_wallet, run_dkg,
     sign, wallet_views,
 };
 use thresig_crypto::Seat;
 use thresig_daemon::{ClusterCa, ClusterName};
-use thresig_engine::{WalletId, WalletStatus};
+use thresig_engine::{BlameProof, WalletId, WalletStatus};
 use thresig_store::Recovery;
 use thresig_tx::{InputIndex, Network, WalletPsbt};
 
@@ -484,20 +486,21 @@ pub(crate) fn sign_and_write(
                 ..
             } = &e
             {
-                let files = write_proofs(beside, proofs);
-                for proof in &files.paths {
+                // A PSBT or setup error asked nothing of the members: no
+                // run to count.
+                let retryable = e.recovery() == Recovery::Retryable;
+                let run = admin::Request::sign_failed(retryable);
+                let found = Found {
+                    proofs,
+                    culprits: culprits.len(),
+                    observed,
+                };
+                for proof in keep_evidence(c, &scores, beside, &found, &run) {
                     eprintln!(
                         "culprit proof: {} (`thresig blame verify`)",
                         proof.display()
                     );
                 }
-                files.warn();
-                scores.record(observed);
-                // A PSBT or setup error asked nothing of the members: no
-                // run to count.
-                let retryable = e.recovery() == Recovery::Retryable;
-                report_run(&c.admin_socket, &admin::Request::sign_failed(retryable));
-                report_culprits(&c.admin_socket, culprits.len(), files.paths.len());
             }
             return Err(e.into());
         }
@@ -508,16 +511,14 @@ pub(crate) fn sign_and_write(
         .map_err(|e| because(format!("writing {}", out.psbt.display()), e))?;
     std::fs::write(&out.tx, &signed.tx_hex)
         .map_err(|e| because(format!("writing {}", out.tx.display()), e))?;
-    let files = write_proofs(beside, &outcome.proofs);
-    files.warn();
-    let proofs = files.paths;
-    // Scores go after the outputs: the score file's lock, held by another
-    // process, must never hold back a signature already made.
-    scores.record(&outcome.observed);
-    // Counted once it is written: the report goes last, so a signer that
-    // does not answer it cannot hold back the outputs.
-    report_run(&c.admin_socket, &admin::Request::signed(outcome.sessions));
-    report_culprits(&c.admin_socket, outcome.culprits.len(), proofs.len());
+    // Counted once it is written.
+    let found = Found {
+        proofs: &outcome.proofs,
+        culprits: outcome.culprits.len(),
+        observed: &outcome.observed,
+    };
+    let run = admin::Request::signed(outcome.sessions);
+    let proofs = keep_evidence(c, &scores, beside, &found, &run);
     let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
     if out.json {
         println!(
@@ -548,6 +549,37 @@ pub(crate) fn sign_and_write(
         }
     }
     Ok(())
+}
+
+/// What a signing run found, signed or not: the proofs against the
+/// culprits of invalid shares, how many culprits it named, and what it
+/// saw of each member.
+struct Found<'a> {
+    proofs: &'a BTreeMap<Seat, BlameProof>,
+    culprits: usize,
+    observed: &'a Observed,
+}
+
+/// Keeps what a run `found`, whether or not it signed (a run that too many
+/// culprits stopped is when it matters most): writes the proofs in
+/// `beside`, records the scores, then reports `run` and its culprits to
+/// this member's signer; the proof files written. Called after a signed
+/// run's outputs are written: neither the score file's lock, held by
+/// another process, nor a signer that does not answer may hold back a
+/// signature already made.
+fn keep_evidence(
+    c: &Coordinating,
+    scores: &crate::quarantine::RunScores,
+    beside: &Path,
+    found: &Found<'_>,
+    run: &admin::Request,
+) -> Vec<PathBuf> {
+    let files = write_proofs(beside, found.proofs);
+    files.warn();
+    scores.record(found.observed);
+    report_run(&c.admin_socket, run);
+    report_culprits(&c.admin_socket, found.culprits, files.paths.len());
+    files.paths
 }
 
 /// Tells this member's own signer, if it runs, how a signing run ended,
