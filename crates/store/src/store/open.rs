@@ -416,10 +416,11 @@ fn open_shared(
         // I4: no wallet's marker digest was put back from an older copy.
         let damaged = r.check_marker_sets()?;
         let audit = crate::audit::mark(&r)?;
+        let (generation, _, recorded_audit) = r.generation_record()?;
         // I5 for the audit log alone: the last commit recorded its head
         // beside the generation, so a log and head put back together
         // (even with the witness copy of that time) do not match it.
-        if audit != r.generation_record()?.2 {
+        if audit != recorded_audit {
             return Err(Error::AuditBroken {
                 seq: audit.seq,
                 problem: crate::audit::AuditBreak::RolledBack,
@@ -427,7 +428,7 @@ fn open_shared(
         }
         let position = Position {
             epoch: r.global_epoch()?,
-            generation: r.generation()?,
+            generation,
             audit,
         };
         (identity, witness_key, position, damaged)
