@@ -116,6 +116,13 @@ type Steps<'a> = MutexGuard<'a, ()>;
 /// its share leaves the others counted.
 pub const MAX_COUNTED: usize = 1 << 13;
 
+/// The policy version a wallet applies, from its entry in the loaded
+/// record (`applied`), or its configuration's (`slot`) where no rollout
+/// named it.
+fn applied_version(applied: Option<&Applied>, slot: &Slot) -> thresig_tx::PolicyVersion {
+    applied.map_or_else(|| slot.policy.version(), |a| a.policy.version())
+}
+
 /// Why a rollout was rolled back.
 enum Reason<'a> {
     Operator,
@@ -130,7 +137,7 @@ impl<S: Store> Signer<S> {
     /// [`RolloutError::Corrupt`] for a damaged record (every wallet
     /// refuses), [`RolloutError::Store`] when it cannot be read.
     pub(crate) fn applied_policy(&self, slot: &Slot) -> Result<Applied, RolloutError> {
-        let lookup = |loaded: &Loaded| {
+        self.with_wallet(slot, |loaded| {
             loaded
                 .applied
                 .get(&slot.config.id)
@@ -141,13 +148,26 @@ impl<S: Store> Signer<S> {
                     previous: None,
                     guard: loaded.guard.clone(),
                 })
-        };
+        })
+    }
+
+    /// `read` of the loaded record for `slot`'s wallet, if that wallet
+    /// applies a policy at all.
+    ///
+    /// # Errors
+    /// As [`Signer::applied_policy`], and [`RolloutError::FileChanged`] for
+    /// a wallet the open's settle held back.
+    fn with_wallet<T>(
+        &self,
+        slot: &Slot,
+        read: impl FnOnce(&Loaded) -> T,
+    ) -> Result<T, RolloutError> {
         self.check_held(&slot.config.id)?;
         self.with_loaded(|loaded| {
             if loaded.damaged.contains(&slot.config.id) {
                 return Err(RolloutError::Corrupt);
             }
-            Ok(lookup(loaded))
+            Ok(read(loaded))
         })?
     }
 
@@ -172,14 +192,10 @@ impl<S: Store> Signer<S> {
         &self,
         slot: &Slot,
     ) -> Result<(u32, Option<WalletRollout>), RolloutError> {
-        self.check_held(&slot.config.id)?;
-        self.with_loaded(|loaded| {
+        self.with_wallet(slot, |loaded| {
             let id = &slot.config.id;
-            if loaded.damaged.contains(id) {
-                return Err(RolloutError::Corrupt);
-            }
             let applied = loaded.applied.get(id);
-            let version = applied.map_or_else(|| slot.policy.version(), |a| a.policy.version());
+            let version = applied_version(applied, slot);
             let rollout = loaded
                 .record
                 .as_ref()
@@ -188,8 +204,8 @@ impl<S: Store> Signer<S> {
                     let on_new = applied.is_some_and(|a| a.policy.version().0 == r.version);
                     WalletRollout::new(r.version, r.phase, on_new)
                 });
-            Ok((version.0, rollout))
-        })?
+            (version.0, rollout)
+        })
     }
 
     /// Counts one round 2 of `wallet` under `applied` (`outcome`: `None`
@@ -506,9 +522,7 @@ impl<S: Store> Signer<S> {
                 let applied = loaded.applied.get(id);
                 RolloutWallet {
                     wallet: id.clone(),
-                    policy_version: applied
-                        .map_or_else(|| slot.policy.version(), |a| a.policy.version())
-                        .0,
+                    policy_version: applied_version(applied, slot).0,
                     group: applied.and_then(|a| a.group),
                 }
             })
