@@ -522,20 +522,7 @@ pub(crate) fn result_stored_for<S: Store>(
     wallet: &WalletId,
     session: DkgSessionId,
 ) -> Result<bool, Error> {
-    stored_for(store, wallet, session, |_| true)
-}
-
-/// Whether the store holds a refresh result of `session` for `wallet`
-/// (pending, or the one a switch keeps).
-///
-/// # Errors
-/// [`Error::Store`] if the results cannot be read.
-pub(crate) fn refresh_result_stored_for<S: Store>(
-    store: &S,
-    wallet: &WalletId,
-    session: DkgSessionId,
-) -> Result<bool, Error> {
-    stored_for(store, wallet, session, is_refresh_result)
+    DkgRecords::read(store, wallet)?.result_for(session)
 }
 
 /// Every DKG result record of `wallet` (results and vetoes), by session.
@@ -552,18 +539,51 @@ fn results_of<S: Store>(
     })
 }
 
-/// Whether the store holds a DKG result record of `session` for `wallet`
-/// whose value `fits`.
-fn stored_for<S: Store>(
-    store: &S,
-    wallet: &WalletId,
-    session: DkgSessionId,
-    fits: impl Fn(&[u8]) -> bool,
-) -> Result<bool, Error> {
-    let session = dkg_session_id(session)?;
-    Ok(results_of(store, wallet)?
-        .iter()
-        .any(|(s, v)| *s == session && fits(v)))
+/// Every DKG result record of a wallet (results and vetoes), read and
+/// decrypted once for all the questions one call asks of them.
+pub(crate) struct DkgRecords(Vec<(thresig_store::DkgSessionId, Plaintext)>);
+
+impl DkgRecords {
+    /// The records of `wallet`.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store cannot be read.
+    pub(crate) fn read<S: Store>(store: &S, wallet: &WalletId) -> Result<Self, Error> {
+        results_of(store, wallet).map(Self)
+    }
+
+    /// Whether a record of `session` is held whose value `fits`.
+    fn holds(&self, session: DkgSessionId, fits: impl Fn(&[u8]) -> bool) -> Result<bool, Error> {
+        let session = dkg_session_id(session)?;
+        Ok(self.0.iter().any(|(s, v)| *s == session && fits(v)))
+    }
+
+    /// Whether a DKG result (or veto) of `session` is held.
+    pub(crate) fn result_for(&self, session: DkgSessionId) -> Result<bool, Error> {
+        self.holds(session, |_| true)
+    }
+
+    /// Whether a refresh result of `session` is held (pending, or the
+    /// one a switch keeps).
+    pub(crate) fn refresh_result_for(&self, session: DkgSessionId) -> Result<bool, Error> {
+        self.holds(session, is_refresh_result)
+    }
+
+    /// Whether this member abandoned the refresh `session` (its record
+    /// says so; false for a result of it, or none).
+    pub(crate) fn abandoned(&self, session: DkgSessionId) -> Result<bool, Error> {
+        self.holds(session, |v| veto_requester(v).is_some())
+    }
+
+    /// How many vetoes are held that `requester` asked for (all of the
+    /// current epoch: a switch deletes them).
+    pub(crate) fn vetoes_by(&self, requester: Option<Seat>) -> usize {
+        let requester = requester.map_or(0, Seat::get);
+        self.0
+            .iter()
+            .filter(|(_, v)| veto_requester(v) == Some(requester))
+            .count()
+    }
 }
 
 /// The unit that makes a confirmed DKG's wallet active.
@@ -698,24 +718,7 @@ pub(crate) fn is_abandoned<S: Store>(
     wallet: &WalletId,
     session: DkgSessionId,
 ) -> Result<bool, Error> {
-    stored_for(store, wallet, session, |v| veto_requester(v).is_some())
-}
-
-/// How many vetoes this member keeps for `wallet` that `requester` asked
-/// for (all of its current epoch: a switch deletes them).
-///
-/// # Errors
-/// [`Error::Store`] if the results cannot be read.
-pub(crate) fn vetoes_held<S: Store>(
-    store: &S,
-    wallet: &WalletId,
-    requester: Option<Seat>,
-) -> Result<usize, Error> {
-    let requester = requester.map_or(0, Seat::get);
-    Ok(results_of(store, wallet)?
-        .iter()
-        .filter(|(_, v)| veto_requester(v) == Some(requester))
-        .count())
+    DkgRecords::read(store, wallet)?.abandoned(session)
 }
 
 /// The retained result of the refresh `session` that made `current` (the

@@ -19,9 +19,7 @@ use crate::api::Response;
 use crate::audit::{AuditEvent, append_op};
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
 
-use crate::durable::{
-    is_abandoned, load_state, refresh_result_stored_for, result_stored_for, veto_ops, vetoes_held,
-};
+use crate::durable::{DkgRecords, load_state, veto_ops};
 use crate::error::Error;
 use crate::ids::WalletEpoch;
 use crate::refresh::participants;
@@ -115,13 +113,14 @@ impl<S: Store> Signer<S> {
                 session,
             });
         }
-        let abandoned = is_abandoned(&self.store, wallet, session)?;
+        let records = DkgRecords::read(&self.store, wallet)?;
+        let abandoned = records.abandoned(session)?;
         // A result record of the session with no pending result is the one
         // a switch keeps: this member switched.
-        if !abandoned && result_stored_for(&self.store, wallet, session)? {
+        if !abandoned && records.result_for(session)? {
             // Neither a veto nor a refresh result (such as a veto of a
             // dropped format): what it promised cannot be told.
-            if !refresh_result_stored_for(&self.store, wallet, session)? {
+            if !records.refresh_result_for(session)? {
                 return Err(Error::StoredRecordInvalid {
                     wallet: wallet.clone(),
                 });
@@ -133,7 +132,7 @@ impl<S: Store> Signer<S> {
         }
         if !abandoned {
             let cap = veto_cap(slot.config.threshold);
-            if vetoes_held(&self.store, wallet, requester)? >= cap {
+            if records.vetoes_by(requester) >= cap {
                 return Err(Error::VetoCapacity {
                     wallet: wallet.clone(),
                     requester,
