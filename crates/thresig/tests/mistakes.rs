@@ -148,6 +148,21 @@ fn members_not_running_are_named_with_their_address_and_a_hint() {
     }
 }
 
+/// Runs each of `commands` with `--config config`: each is refused as
+/// terminal, naming `cause` once, then `hint`, and the file.
+#[track_caller]
+fn each_refuses(commands: &[&[&str]], config: &Path, cause: &str, hint: &str) {
+    for command in commands {
+        let args: Vec<&str> = command
+            .iter()
+            .copied()
+            .chain(["--config", text(config)])
+            .collect();
+        let said = check(&args, TERMINAL, cause, hint);
+        assert!(said.contains(text(config)), "{said}");
+    }
+}
+
 #[test]
 fn configuration_mistakes_name_the_file_and_what_to_fix() {
     let cluster = ProcessCluster::provision(3, 2, &[], 72);
@@ -155,25 +170,17 @@ fn configuration_mistakes_name_the_file_and_what_to_fix() {
     let dir = config.parent().unwrap().to_path_buf();
 
     let missing = dir.join("missing.toml");
-    for command in [
-        &["dkg", "--wallet", WALLET][..],
-        &["status"],
-        &["keys", "status"],
-        &["serve"],
-    ] {
-        let args: Vec<&str> = command
-            .iter()
-            .copied()
-            .chain(["--config", text(&missing)])
-            .collect();
-        let said = check(
-            &args,
-            TERMINAL,
-            "No such file or directory",
-            "check the path (given to --config",
-        );
-        assert!(said.contains(text(&missing)), "{said}");
-    }
+    each_refuses(
+        &[
+            &["dkg", "--wallet", WALLET],
+            &["status"],
+            &["keys", "status"],
+            &["serve"],
+        ],
+        &missing,
+        "No such file or directory",
+        "check the path (given to --config",
+    );
 
     let broken = dir.join("broken.toml");
     std::fs::write(&broken, "network = \"regtest\"\nmember = [\n").unwrap();
@@ -207,24 +214,16 @@ fn configuration_mistakes_name_the_file_and_what_to_fix() {
     let store_only = dir.join("store-only.toml");
     let member_line = format!("member = {}\n", seat(1));
     std::fs::write(&store_only, head.replace(&member_line, "")).unwrap();
-    for command in [
-        &["status"][..],
-        &["quarantine", "show"],
-        &["repair", "approve", "--wallet", WALLET, "--member", "2"],
-    ] {
-        let args: Vec<&str> = command
-            .iter()
-            .copied()
-            .chain(["--config", text(&store_only)])
-            .collect();
-        let said = check(
-            &args,
-            TERMINAL,
-            "`member` is missing",
-            "as `thresig init` writes it",
-        );
-        assert!(said.contains(text(&store_only)), "{said}");
-    }
+    each_refuses(
+        &[
+            &["status"],
+            &["quarantine", "show"],
+            &["repair", "approve", "--wallet", WALLET, "--member", "2"],
+        ],
+        &store_only,
+        "`member` is missing",
+        "as `thresig init` writes it",
+    );
 
     let said = check(
         &["dkg", "--config", text(&config), "--wallet", "other"],
