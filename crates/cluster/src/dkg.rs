@@ -40,7 +40,7 @@ pub enum DkgError {
     /// A member refused or could not be reached in a phase. From part 3
     /// (`finish`) on the message says to check `thresig status` first: a
     /// new run may not simply follow ([`DkgError::is_retryable`]).
-    #[error("{phase}: member {seat}: {error}{}", after_part3(*phase))]
+    #[error("{phase}: member {seat}: {error}{}", after_part3(phase))]
     Member {
         /// The phase.
         phase: DkgPhase,
@@ -80,8 +80,13 @@ pub enum DkgError {
         error: DaemonError,
     },
     /// The run could not proceed at all.
-    #[error("DKG aborted: {0}")]
-    Aborted(&'static str),
+    #[error("{} aborted: {problem}", if *refresh { "refresh" } else { "DKG" })]
+    Aborted {
+        /// Whether the run is a share refresh, not a fresh DKG.
+        refresh: bool,
+        /// Why.
+        problem: &'static str,
+    },
     /// `--abort` found fewer than the threshold of members that can never
     /// release their confirmation (or that vetoed), while some that still
     /// run the refresh session could make up the difference once their
@@ -174,7 +179,7 @@ impl DkgError {
             // answer alone.
             Self::AbortMember { retryable, .. } => *retryable,
             Self::Protocol { .. }
-            | Self::Aborted(_)
+            | Self::Aborted { .. }
             | Self::Unconfirmed { .. }
             | Self::Released
             | Self::TooFewVetoes { .. } => false,
@@ -191,47 +196,70 @@ impl DkgError {
 /// run the same phases, but a failed refresh is finished or abandoned
 /// with `thresig refresh`, never by a DKG, so its messages must not speak
 /// of one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DkgPhase {
     /// The step (`start`, `round 2`, `finish`, `confirm`).
     pub name: &'static str,
-    /// Whether the run is a share refresh, not a fresh DKG.
-    pub refresh: bool,
+    /// The session of the share refresh, if the run is one (not a fresh
+    /// DKG): what finishes or abandons it names it. Boxed, so that a
+    /// [`DkgError`] stays small.
+    pub refresh: Option<Box<DkgSessionId>>,
 }
 
 impl DkgPhase {
-    /// The phase `name` of a run of `kind`.
-    pub(crate) fn of(kind: &DkgKind, name: &'static str) -> Self {
+    /// The phase `name` of the run `session` of `kind`.
+    pub(crate) fn of(kind: &DkgKind, session: DkgSessionId, name: &'static str) -> Self {
         Self {
             name,
-            refresh: matches!(kind, DkgKind::Refresh { .. }),
+            refresh: matches!(kind, DkgKind::Refresh { .. }).then(|| Box::new(session)),
+        }
+    }
+
+    /// The run, in this phase, cannot proceed at all.
+    pub(crate) fn aborted(&self, problem: &'static str) -> DkgError {
+        DkgError::Aborted {
+            refresh: self.refresh.is_some(),
+            problem,
         }
     }
 
     /// Whether members store nothing of the run yet in this phase.
-    fn before_part3(self) -> bool {
+    fn before_part3(&self) -> bool {
         matches!(self.name, "start" | "round 2")
     }
 }
 
 impl std::fmt::Display for DkgPhase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let run = if self.refresh { "refresh" } else { "DKG" };
+        let run = if self.refresh.is_some() {
+            "refresh"
+        } else {
+            "DKG"
+        };
         write!(f, "{run} {}", self.name)
     }
 }
 
 /// What a member's failure from part 3 on adds to its message: members
-/// may hold this run's unconfirmed key package (of a refresh: its new
-/// shares), so what to look at before another run.
-fn after_part3(phase: DkgPhase) -> &'static str {
-    if phase.before_part3() {
-        ""
-    } else if phase.refresh {
-        "; members may hold this run's new shares: check `thresig status` before running `thresig refresh` again (docs/lifecycle.md)"
-    } else {
-        "; members may hold this run's key package: check `thresig status` before running `thresig dkg` again (docs/cluster.md)"
+/// may hold this run's unconfirmed key package, so what to look at before
+/// another run. Of a refresh they may hold its new shares, and refuse a
+/// new refresh (`dkg_busy`) until it is finished or abandoned: the
+/// commands that do so, with its session.
+fn after_part3(phase: &DkgPhase) -> String {
+    match &phase.refresh {
+        _ if phase.before_part3() => String::new(),
+        Some(session) => {
+            let session = hex::encode(session.0);
+            format!(
+                "; members may hold this run's new shares and refuse a new refresh until it is \
+                 finished or abandoned: check `thresig status`, then finish it with \
+                 `thresig refresh --resume {session}`, or, if a threshold of members never \
+                 released their confirmation, abandon it with `thresig refresh --abort {session}` \
+                 (docs/lifecycle.md)"
+            )
+        }
+        None => "; members may hold this run's key package: check `thresig status` before running `thresig dkg` again (docs/cluster.md)".to_owned(),
     }
 }
 
@@ -252,7 +280,10 @@ pub async fn run_dkg(
     rng.fill_bytes(&mut id);
     let session = DkgSessionId(id);
     let agreed = run(peers, wallet, session, DkgKind::Fresh, None, progress).await?;
-    let output_key = output_key_of(&agreed).ok_or(DkgError::Aborted("no output key confirmed"))?;
+    let output_key = output_key_of(&agreed).ok_or(DkgError::Aborted {
+        refresh: false,
+        problem: "no output key confirmed",
+    })?;
     Ok(DkgOutcome {
         session,
         output_key,
@@ -329,9 +360,9 @@ async fn run_session(
 ) -> Result<DkgPayload, DkgError> {
     let session = proposal.session;
     let [at_start, at_round2, at_finish] =
-        ["start", "round 2", "finish"].map(|name| DkgPhase::of(&proposal.kind, name));
+        ["start", "round 2", "finish"].map(|name| DkgPhase::of(&proposal.kind, session, name));
     info!(wallet = %wallet.id(), members = members.len(), "DKG part 1");
-    let round1 = each(peers, members, at_start, progress, |client, _| {
+    let round1 = each(peers, members, &at_start, progress, |client, _| {
         let proposal = proposal.clone();
         async move { client.dkg_start(proposal).await }
     })
@@ -353,7 +384,7 @@ async fn run_session(
 
     info!("DKG part 2");
     let all_round1 = Arc::new(round1);
-    let round2 = each(peers, members, at_round2, progress, |client, seat| {
+    let round2 = each(peers, members, &at_round2, progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let others: Vec<SignedDkgMessage> = all_round1
             .iter()
@@ -409,19 +440,19 @@ async fn run_session(
 
     info!("DKG part 3");
     let inbox = Arc::new(inbox);
-    let confirmations = each(peers, members, at_finish, progress, |client, seat| {
+    let confirmations = each(peers, members, &at_finish, progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let mine = inbox.get(&seat).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
     })
     .await?;
-    let agreed = agree(wallet, &proposal.kind, &confirmations)?;
+    let agreed = agree(wallet, (&proposal.kind, session), &confirmations)?;
     info!("DKG confirmations");
     deliver(
         peers,
         wallet,
         members,
-        &proposal.kind,
+        (&proposal.kind, session),
         confirmations,
         progress,
     )
@@ -437,10 +468,10 @@ async fn run_session(
 /// not, or confirms another result.
 pub(crate) fn agree(
     wallet: &NodeWallet,
-    kind: &DkgKind,
+    (kind, session): (&DkgKind, DkgSessionId),
     confirmations: &BTreeMap<Seat, SignedDkgMessage>,
 ) -> Result<DkgPayload, DkgError> {
-    let finish = DkgPhase::of(kind, "finish");
+    let finish = DkgPhase::of(kind, session, "finish");
     let mut agreed: Option<&DkgPayload> = None;
     for (seat, confirmation) in confirmations {
         let of_kind = matches!(
@@ -479,7 +510,7 @@ pub(crate) fn agree(
     }
     agreed
         .cloned()
-        .ok_or(DkgError::Aborted("the wallet has no members"))
+        .ok_or_else(|| finish.aborted("the wallet has no members"))
 }
 
 /// Delivers every confirmation to every one of `members`, which must each
@@ -491,13 +522,13 @@ pub(crate) async fn deliver(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     members: &[(Seat, Seat)],
-    kind: &DkgKind,
+    (kind, session): (&DkgKind, DkgSessionId),
     confirmations: BTreeMap<Seat, SignedDkgMessage>,
     progress: &dyn Progress,
 ) -> Result<(), DkgError> {
-    let confirm = DkgPhase::of(kind, "confirm");
+    let confirm = DkgPhase::of(kind, session, "confirm");
     let confirmations: Arc<Vec<SignedDkgMessage>> = Arc::new(confirmations.into_values().collect());
-    let statuses = each(peers, members, confirm, progress, |client, _| {
+    let statuses = each(peers, members, &confirm, progress, |client, _| {
         let wallet_id = wallet.id().clone();
         let confirmations = confirmations.clone();
         // CONFIRMATIONS_IN_FLIGHT at a time (the member takes them in any
@@ -604,7 +635,7 @@ const ATTEMPTS: usize = 3;
 pub(crate) async fn each<T, F, Fut>(
     peers: &Arc<Peers>,
     members: &[(Seat, Seat)],
-    phase: DkgPhase,
+    phase: &DkgPhase,
     progress: &dyn Progress,
     call: F,
 ) -> Result<BTreeMap<Seat, T>, DkgError>
@@ -620,6 +651,7 @@ where
         tasks.spawn(async move { (seat, cluster, attempt, peers.within(cluster, call).await) });
     };
     let member = |cluster: Seat| {
+        let phase = phase.clone();
         move |error| DkgError::Member {
             phase,
             seat: cluster,
@@ -636,7 +668,7 @@ where
         let mut answers = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {
             let Ok((seat, cluster, attempt, answer)) = joined else {
-                break 'answers Err(DkgError::Aborted("a request task panicked"));
+                break 'answers Err(phase.aborted("a request task panicked"));
             };
             match answer {
                 Ok(value) => {
@@ -647,7 +679,7 @@ where
                 // nothing wrong: it is in another session, or lost this one.
                 Err(error) if is_coordination_fault(&error) => {
                     break 'answers Err(DkgError::Coordination {
-                        phase,
+                        phase: phase.clone(),
                         reported_by: cluster,
                         error,
                     });
@@ -708,6 +740,8 @@ mod tests {
 
     use super::*;
 
+    const SESSION: DkgSessionId = DkgSessionId([1; 32]);
+
     fn unreachable() -> DaemonError {
         DaemonError::Rpc {
             code: RpcCode::Unavailable,
@@ -719,7 +753,7 @@ mod tests {
     fn a_member_lost_from_part_3_on_is_terminal_and_says_to_check_status() {
         for phase in ["finish", "confirm"] {
             let e = DkgError::Member {
-                phase: DkgPhase::of(&DkgKind::Fresh, phase),
+                phase: DkgPhase::of(&DkgKind::Fresh, SESSION, phase),
                 seat: seat(2),
                 error: unreachable(),
             };
@@ -730,7 +764,7 @@ mod tests {
         }
         for phase in ["start", "round 2"] {
             let e = DkgError::Member {
-                phase: DkgPhase::of(&DkgKind::Fresh, phase),
+                phase: DkgPhase::of(&DkgKind::Fresh, SESSION, phase),
                 seat: seat(2),
                 error: unreachable(),
             };
@@ -747,7 +781,7 @@ mod tests {
         };
         for name in ["start", "round 2", "finish", "confirm"] {
             let e = DkgError::Member {
-                phase: DkgPhase::of(&refresh, name),
+                phase: DkgPhase::of(&refresh, SESSION, name),
                 seat: seat(2),
                 error: unreachable(),
             };
@@ -761,10 +795,10 @@ mod tests {
                 "{text}"
             );
             if !matches!(name, "start" | "round 2") {
-                assert!(text.contains("`thresig refresh`"), "{text}");
+                assert!(text.contains("`thresig refresh --resume "), "{text}");
             }
             let dkg = DkgError::Member {
-                phase: DkgPhase::of(&DkgKind::Fresh, name),
+                phase: DkgPhase::of(&DkgKind::Fresh, SESSION, name),
                 seat: seat(2),
                 error: unreachable(),
             };
@@ -773,6 +807,48 @@ mod tests {
             assert!(!text.contains("refresh"), "{text}");
             assert_eq!(e.recovery(), dkg.recovery(), "{name}");
         }
+    }
+
+    /// A refresh that fails from part 3 on names the command that
+    /// finishes or abandons it, with its session: a plain new run is
+    /// refused (`dkg_busy`) while members hold its new shares.
+    #[test]
+    fn a_refresh_failing_from_part_3_on_names_resume_and_abort_with_its_session() {
+        let refresh = DkgKind::Refresh {
+            from_epoch: thresig_engine::WalletEpoch(0),
+            removed: Vec::new(),
+        };
+        let session = DkgSessionId([0xab; 32]);
+        let hex = "ab".repeat(32);
+        for name in ["finish", "confirm"] {
+            let e = DkgError::Member {
+                phase: DkgPhase::of(&refresh, session, name),
+                seat: seat(2),
+                error: unreachable(),
+            };
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("thresig refresh --resume {hex}"))
+                    && text.contains(&format!("--abort {hex}")),
+                "{text}"
+            );
+        }
+    }
+
+    /// A run that cannot proceed at all names its kind: a refresh's never
+    /// speaks of a DKG.
+    #[test]
+    fn an_aborted_refresh_does_not_speak_of_a_dkg() {
+        let refresh = DkgKind::Refresh {
+            from_epoch: thresig_engine::WalletEpoch(0),
+            removed: Vec::new(),
+        };
+        let e = DkgPhase::of(&refresh, SESSION, "finish").aborted("a request task panicked");
+        let text = e.to_string();
+        assert!(text.starts_with("refresh aborted: "), "{text}");
+        assert!(!text.contains("DKG"), "{text}");
+        let fresh = DkgPhase::of(&DkgKind::Fresh, SESSION, "start").aborted("no members");
+        assert!(fresh.to_string().starts_with("DKG aborted: "), "{fresh}");
     }
 
     #[test]
@@ -786,7 +862,7 @@ mod tests {
             let error = DaemonError::Refused(refusal);
             assert!(is_coordination_fault(&error));
             let e = DkgError::Coordination {
-                phase: DkgPhase::of(&DkgKind::Fresh, "finish"),
+                phase: DkgPhase::of(&DkgKind::Fresh, SESSION, "finish"),
                 reported_by: seat(3),
                 error,
             };

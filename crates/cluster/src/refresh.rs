@@ -104,7 +104,10 @@ fn refresh_of(wallet: &NodeWallet, from: WalletEpoch) -> Result<(DkgKind, Wallet
         .0
         .checked_add(1)
         .map(WalletEpoch)
-        .ok_or(DkgError::Aborted("the wallet epoch cannot grow further"))?;
+        .ok_or(DkgError::Aborted {
+            refresh: true,
+            problem: "the wallet epoch cannot grow further",
+        })?;
     // Ascending, as every member compares it with its own list (the
     // configuration refuses a seat named twice).
     let mut removed = wallet.config.remove.clone();
@@ -114,4 +117,26 @@ fn refresh_of(wallet: &NodeWallet, from: WalletEpoch) -> Result<(DkgKind, Wallet
         removed,
     };
     Ok((kind, epoch))
+}
+
+#[cfg(test)]
+mod tests {
+    use thresig_engine::WalletConfig;
+    use thresig_engine::test_util::cluster::wid;
+
+    use super::*;
+
+    /// A wallet at the last epoch cannot be refreshed, and the refusal
+    /// speaks of the refresh, never of a DKG.
+    #[test]
+    fn a_wallet_at_the_last_epoch_refuses_a_refresh_without_speaking_of_a_dkg() {
+        let wallet = NodeWallet {
+            config: WalletConfig::new(wid("w"), 2, Vec::new()),
+            seats: Vec::new(),
+        };
+        let e = refresh_of(&wallet, WalletEpoch(u64::MAX)).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("refresh aborted: "), "{text}");
+        assert!(!text.contains("DKG"), "{text}");
+    }
 }

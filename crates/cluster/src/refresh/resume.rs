@@ -51,8 +51,16 @@ pub async fn resume_refresh(
             .ok_or(DkgError::Unconfirmed { seat: *cluster })?;
         confirmations.insert(*seat, confirmation.clone());
     }
-    agree(wallet, &kind, &confirmations)?;
-    deliver(peers, wallet, &members, &kind, confirmations, progress).await
+    agree(wallet, (&kind, session), &confirmations)?;
+    deliver(
+        peers,
+        wallet,
+        &members,
+        (&kind, session),
+        confirmations,
+        progress,
+    )
+    .await
 }
 
 /// The confirmations of `session` the reachable ones of `members` hold,
