@@ -94,16 +94,33 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
         ))?;
         return print_abort(args, wallet.id().as_str(), session, before.epoch, &outcome);
     }
+    // A failed run or resume names the session, and how to finish or
+    // abandon it: members may hold its new shares.
+    let failed = |session: DkgSessionId, e| {
+        because(
+            format!(
+                "refresh session {id} (if `thresig status` shows members `refreshing`, \
+                 finish it with `thresig refresh --config {config} --wallet {wallet} --resume {id}`, \
+                 or, if a threshold of members never released their confirmation, abandon it with `--abort {id}`)",
+                id = hex::encode(session.0),
+                config = args.config.display(),
+                wallet = wallet.id(),
+            ),
+            e,
+        )
+    };
     let (session, expected) = match &args.resume {
         Some(session) => {
             let session = session_of("--resume", session)?;
-            runtime.block_on(resume_refresh(
-                &c.peers,
-                wallet,
-                (c.node.member, before.epoch, &before.key.members()),
-                session,
-                &Bar::new(),
-            ))?;
+            runtime
+                .block_on(resume_refresh(
+                    &c.peers,
+                    wallet,
+                    (c.node.member, before.epoch, &before.key.members()),
+                    session,
+                    &Bar::new(),
+                ))
+                .map_err(|e| failed(session, e))?;
             // This member may have switched before the run it resumes
             // failed: its epoch then stays.
             (session, None)
@@ -111,27 +128,16 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
         None => {
             let mut id = [0u8; 32];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+            let session = DkgSessionId(id);
             let outcome = runtime
                 .block_on(run_refresh(
                     &c.peers,
                     wallet,
                     (before.epoch, &before.key.members()),
-                    DkgSessionId(id),
+                    session,
                     &Bar::new(),
                 ))
-                .map_err(|e| {
-                    because(
-                        format!(
-                            "refresh session {id} (if `thresig status` shows members `refreshing`, \
-                             finish it with `thresig refresh --config {config} --wallet {wallet} --resume {id}`, \
-                             or, if a threshold of members never released their confirmation, abandon it with `--abort {id}`)",
-                            id = hex::encode(id),
-                            config = args.config.display(),
-                            wallet = wallet.id(),
-                        ),
-                        e,
-                    )
-                })?;
+                .map_err(|e| failed(session, e))?;
             (outcome.session, Some(outcome.epoch))
         }
     };

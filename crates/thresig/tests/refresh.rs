@@ -480,6 +480,14 @@ fn a_refresh_stuck_after_part_3_on_one_member_is_aborted_and_a_new_one_completes
     }
     let stuck = refresh(&cluster, &["--resume", &session]);
     assert_ne!(stuck.status.code(), Some(0));
+    // A resume that cannot finish says, as a failed run does, how to
+    // finish or abandon the refresh, with its session.
+    let said = stderr(&stuck);
+    assert!(
+        said.contains(&format!("--resume {session}"))
+            && said.contains(&format!("--abort {session}")),
+        "{said}"
+    );
     aborted_on_the_vetoes_of_2_and_3(&cluster, &runtime, &run);
     all_at(&cluster, "active", 0);
     signs_and_consensus_accepts(&cluster, &made, 0x39);
