@@ -58,7 +58,7 @@ mod adversarial_tests;
 
 pub use dkg::{DkgError, DkgOutcome, DkgPhase, run_dkg};
 pub use identity::IdentityError;
-pub use kept::KeptAnswers;
+pub use kept::{CheckedAnswer, KeptAnswers};
 pub use peers::Peers;
 pub use progress::{Progress, Silent};
 pub use refresh::{AbortOutcome, RefreshOutcome, abort_refresh, resume_refresh, run_refresh};

@@ -29,7 +29,7 @@ use thresig_roast::{
     Round, Scheme, Unresponsiveness, Verdict,
 };
 
-use crate::kept::KeptAnswers;
+use crate::kept::{CheckedAnswer, KeptAnswers};
 use thresig_tx::WalletPsbt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -972,30 +972,27 @@ async fn shares(
     };
     match result {
         Ok(response) => {
-            let reply = job.lock_answers().take_signed(
-                &job.wallet.config,
-                &job.key_record,
-                seat,
-                session,
-                request,
-                response,
-            );
-            if reply.is_none() {
+            // Verified before the shared answers are locked, so that the
+            // members' answers are checked side by side.
+            let checked =
+                CheckedAnswer::check(&job.wallet.config, &job.key_record, seat, request, response);
+            let Some(checked) = checked else {
                 warn!(
                     %member,
                     "round-2 answer not signed by the member's identity key (a member older than \
                      this coordinator, or a stale roster key); treated as missing"
                 );
                 job.lock_unsigned().insert(member);
-            }
-            reply
+                return None;
+            };
+            Some(job.lock_answers().take(session, checked))
         }
         Err(e) => failure(peers, job, member, round, &e),
     }
 }
 
 /// The coordinator's view of a signed round-2 answer
-/// ([`KeptAnswers::take_signed`]).
+/// ([`KeptAnswers::take`]).
 #[must_use]
 pub(crate) fn shares_reply(
     session: thresig_roast::SessionId,

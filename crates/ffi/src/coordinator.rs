@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use thresig_cluster::config::{Config, NodeWallet};
 use thresig_cluster::{
-    Handed, KeptAnswers, WireScheme, describe_failure, failure_recovery, refusal_of,
+    CheckedAnswer, Handed, KeptAnswers, WireScheme, describe_failure, failure_recovery, refusal_of,
     round2_request, unsigned_answers,
 };
 use thresig_crypto::{Commitment, Seat, WalletKey};
@@ -797,20 +797,19 @@ impl Signing {
                     // be taken anyway.
                     return false;
                 }
-                let taken = self.answers.take_signed(
+                let checked = CheckedAnswer::check(
                     &wallet.config,
                     &self.key_record,
                     seat,
-                    session,
                     request.clone(),
                     r,
                 );
-                let Some(reply) = taken else {
+                let Some(checked) = checked else {
                     self.unsigned
                         .insert(wallet.cluster_seat(seat).unwrap_or(seat));
                     return false;
                 };
-                reply
+                self.answers.take(session, checked)
             }
             (Err(e), _) => {
                 if e.is_retryable() {
