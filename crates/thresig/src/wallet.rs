@@ -102,7 +102,7 @@ pub(crate) fn ask_or_open(
 
 /// Sends `request` to the signer that answers on the configured store's
 /// admin socket, or, when none does, runs `local` (which opens the engine
-/// as its command needs); an object report's JSON says which (`"via"`).
+/// as its command needs); the report's JSON says which ([`say_via`]).
 ///
 /// # Errors
 /// The configuration's, the admin socket's or `local`'s.
@@ -117,10 +117,17 @@ pub(crate) fn ask_or_run(
         Some(report) => (report, "daemon"),
         None => (local()?, "store"),
     };
-    if report.json.is_object() {
-        report.json["via"] = json!(via);
-    }
+    say_via(&mut report.json, via);
     Ok(report)
+}
+
+/// Adds `"via"` to a report's JSON: an object gets the field, a report
+/// with no JSON (null) becomes an object of it alone; any other JSON (an
+/// array) is left as it is.
+fn say_via(json: &mut serde_json::Value, via: &str) {
+    if json.is_object() || json.is_null() {
+        json["via"] = json!(via);
+    }
 }
 
 /// Runs an operator command on the engine over `store`: the one body of
@@ -198,4 +205,26 @@ pub(crate) fn run_on(
         ));
     }
     Ok(Report::clean(json, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::say_via;
+
+    /// A report with no JSON still says which path answered it; an array
+    /// is left as it is, with no panic.
+    #[test]
+    fn via_is_added_to_an_object_and_to_a_null_report() {
+        let mut object = json!({"wallet": "w"});
+        say_via(&mut object, "store");
+        assert_eq!(object, json!({"wallet": "w", "via": "store"}));
+        let mut null = serde_json::Value::Null;
+        say_via(&mut null, "daemon");
+        assert_eq!(null, json!({"via": "daemon"}));
+        let mut array = json!([1]);
+        say_via(&mut array, "store");
+        assert_eq!(array, json!([1]));
+    }
 }
