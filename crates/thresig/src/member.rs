@@ -495,12 +495,16 @@ pub(crate) fn sign_and_write(
                     culprits: culprits.len(),
                     observed,
                 };
-                for proof in keep_evidence(c, &scores, beside, &found, &run) {
-                    eprintln!(
-                        "culprit proof: {} (`thresig blame verify`)",
-                        proof.display()
-                    );
-                }
+                // The proofs are named as soon as they are written: the
+                // scores and the reports after them may each wait.
+                keep_evidence(c, &scores, beside, &found, &run, |proofs| {
+                    for proof in proofs {
+                        eprintln!(
+                            "culprit proof: {} (`thresig blame verify`)",
+                            proof.display()
+                        );
+                    }
+                });
             }
             return Err(e.into());
         }
@@ -518,7 +522,7 @@ pub(crate) fn sign_and_write(
         observed: &outcome.observed,
     };
     let run = admin::Request::signed(outcome.sessions);
-    let proofs = keep_evidence(c, &scores, beside, &found, &run);
+    let proofs = keep_evidence(c, &scores, beside, &found, &run, |_| {});
     let culprits: Vec<u16> = outcome.culprits.iter().map(|s| s.get()).collect();
     if out.json {
         println!(
@@ -562,20 +566,23 @@ struct Found<'a> {
 
 /// Keeps what a run `found`, whether or not it signed (a run that too many
 /// culprits stopped is when it matters most): writes the proofs in
-/// `beside`, records the scores, then reports `run` and its culprits to
-/// this member's signer; the proof files written. Called after a signed
-/// run's outputs are written: neither the score file's lock, held by
-/// another process, nor a signer that does not answer may hold back a
-/// signature already made.
+/// `beside` and hands their files to `written`, records the scores, then
+/// reports `run` and its culprits to this member's signer; the proof files
+/// written. Called after a signed run's outputs are written: neither the
+/// score file's lock, held by another process, nor a signer that does not
+/// answer may hold back a signature already made, nor the naming of the
+/// proofs (`written` comes before either).
 fn keep_evidence(
     c: &Coordinating,
     scores: &crate::quarantine::RunScores,
     beside: &Path,
     found: &Found<'_>,
     run: &admin::Request,
+    written: impl FnOnce(&[PathBuf]),
 ) -> Vec<PathBuf> {
     let files = write_proofs(beside, found.proofs);
     files.warn();
+    written(&files.paths);
     scores.record(found.observed);
     report_run(&c.admin_socket, run);
     report_culprits(&c.admin_socket, found.culprits, files.paths.len());
