@@ -154,7 +154,12 @@ pub(crate) fn main(args: &RepairArgs) -> Result<()> {
 fn approve_repair(args: &ApproveArgs) -> Result<()> {
     let (path, wallet_id, member) = args.target.parts()?;
     let config = Config::load(path)?;
-    let node = config.node(path)?;
+    // The approval is the helper's own: its operator's file, not the
+    // repaired member's or the coordinator's.
+    let node = config.node(path).map_err(|e| {
+        let message = format!("{e}; pass the helper's own signer.toml");
+        anyhow::Error::new(e).context(message)
+    })?;
     let id = thresig_engine::WalletId::new(wallet_id.to_owned())
         .map_err(|e| crate::because("--wallet", e))?;
     let wallet = node.wallet(&id).with_context(|| {

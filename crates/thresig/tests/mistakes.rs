@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 
 use common::{ProcessCluster, WALLET, seat};
+use thresig_engine::{
+    BlameProof, HexBytes, Round2Request, Round2Response, SigningTarget, WalletEpoch, WalletId,
+};
 
 /// A terminal error: a retry cannot succeed until someone acts.
 const TERMINAL: i32 = 1;
@@ -214,15 +217,46 @@ fn configuration_mistakes_name_the_file_and_what_to_fix() {
     let store_only = dir.join("store-only.toml");
     let member_line = format!("member = {}\n", seat(1));
     std::fs::write(&store_only, head.replace(&member_line, "")).unwrap();
+    // A well-formed proof, so that `blame verify` reaches the configuration.
+    let proof = dir.join("culprit-2.proof.json");
+    let request = Round2Request::new(
+        WalletId::new(WALLET.to_owned()).unwrap(),
+        WalletEpoch(0),
+        vec![seat(1), seat(2)],
+        SigningTarget::psbt(vec![1]),
+        vec![HexBytes(vec![1])],
+    );
+    let answer = Round2Response::new(
+        WalletId::new(WALLET.to_owned()).unwrap(),
+        seat(2),
+        vec![HexBytes(vec![1])],
+        vec![],
+    );
+    let made = BlameProof::new(&[9], request, answer);
+    std::fs::write(&proof, serde_json::to_vec(&made).unwrap()).unwrap();
+    let approve = ["repair", "approve", "--wallet", WALLET, "--member", "2"];
     each_refuses(
         &[
             &["status"],
             &["quarantine", "show"],
-            &["repair", "approve", "--wallet", WALLET, "--member", "2"],
+            &approve,
+            &["blame", "verify", text(&proof)],
         ],
         &store_only,
         "`member` is missing",
         "as `thresig init` writes it",
+    );
+    // `repair approve` also says whose configuration it needs.
+    let args: Vec<&str> = approve
+        .iter()
+        .copied()
+        .chain(["--config", text(&store_only)])
+        .collect();
+    check(
+        &args,
+        TERMINAL,
+        "`member` is missing",
+        "pass the helper's own signer.toml",
     );
 
     let said = check(
