@@ -2,27 +2,30 @@
 //! records the newest (global epoch, commit generation, audit log head) the
 //! database reached.
 //!
-//! It is written after the database commits (database first, then witness),
-//! authenticated with an HMAC keyed by a random key kept sealed in the
-//! database, and replaced atomically (temp file, fsync, rename, directory
-//! fsync). At open, a database at or ahead of its witness is accepted (and
-//! the witness repaired); an older one is refused unless the operator
-//! overrides it.
+//! It is written after the database commits (database first, then witness)
+//! and authenticated with an HMAC keyed by a random key kept sealed in the
+//! database. The file has two fixed slots (`format.rs`); a write overwrites
+//! the slot not holding the newest valid copy in place and syncs its data
+//! once, so a crash in the middle of it leaves the other slot, which the
+//! database had reached before. The file itself is made (at the first open,
+//! to upgrade a JSON witness, or when the write counter runs out) the
+//! careful way: temp file, fsync, rename, directory fsync. At open, a
+//! database at or ahead of its witness is accepted (and the witness
+//! repaired); an older one is refused unless the operator overrides it.
+
+mod format;
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
 
-use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditHash, GENESIS};
 use crate::error::Error;
 use crate::ids::{AuditSeq, RecordEpoch};
 use crate::sync::{Arc, Mutex, lock};
-
-const DOMAIN: &[u8] = b"thresig/witness/v1";
+use format::{FILE_LEN, Found, MacKey, Slot};
 
 /// Where the witness lives.
 #[derive(Clone, Debug)]
@@ -65,24 +68,68 @@ impl WitnessLocation {
     }
 }
 
-/// A witness kept in memory; clones share the same slot.
+/// A witness file kept in memory; clones share the same file. Writes
+/// model the file's: a slot is overwritten in place, a new file replaces
+/// the old one whole (as the rename does).
 #[derive(Clone, Debug, Default)]
-pub struct MemoryWitness(Arc<Mutex<Option<Vec<u8>>>>);
+pub struct MemoryWitness(Arc<Mutex<MemoryFile>>);
+
+#[derive(Debug, Default)]
+struct MemoryFile {
+    bytes: Option<Vec<u8>>,
+    /// The next slot write stops after this many bytes and fails.
+    tear: Option<usize>,
+}
 
 impl MemoryWitness {
-    /// An empty witness slot.
+    /// No witness file.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// The stored bytes (tests use this to roll the database back under it).
+    /// The file's bytes (tests use this to roll the database back under it).
     pub fn bytes(&self) -> Option<Vec<u8>> {
-        lock(&self.0).clone()
+        lock(&self.0).bytes.clone()
     }
 
-    /// Replaces the stored bytes.
+    /// Replaces the file's bytes.
     pub fn set_bytes(&self, bytes: Option<Vec<u8>>) {
-        *lock(&self.0) = bytes;
+        lock(&self.0).bytes = bytes;
+    }
+
+    /// Makes the next slot write stop after its first `keep` bytes and
+    /// fail, leaving the slot as a crash in the middle of the write would.
+    pub fn tear_next_slot_write(&self, keep: usize) {
+        lock(&self.0).tear = Some(keep);
+    }
+
+    /// Overwrites `record` at `offset` of an existing file of the slotted
+    /// size, as `pwrite` would (or its first bytes, when a tear is armed).
+    fn write_at(&self, offset: u64, record: &[u8]) -> std::io::Result<()> {
+        let mut file = lock(&self.0);
+        let tear = file.tear.take();
+        let at = usize::try_from(offset).map_err(std::io::Error::other)?;
+        let slot = file
+            .bytes
+            .as_mut()
+            .filter(|b| b.len() == FILE_LEN)
+            .and_then(|b| b.get_mut(at..at + record.len()))
+            .ok_or_else(|| std::io::Error::other("no witness file of the slotted size"))?;
+        match tear {
+            Some(keep) => {
+                let keep = keep.min(record.len());
+                if let (Some(dst), Some(src)) = (slot.get_mut(..keep), record.get(..keep)) {
+                    dst.copy_from_slice(src);
+                }
+                Err(std::io::Error::other(
+                    "injected crash in the middle of a slot write",
+                ))
+            }
+            None => {
+                slot.copy_from_slice(record);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -144,30 +191,23 @@ impl Position {
     }
 }
 
-/// Version 1 had no audit fields; it still reads (as an empty log), and
-/// every write is version 2.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WitnessFile {
-    version: u32,
-    store_id: String,
-    global_epoch: u64,
-    generation: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    audit_seq: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    audit_head: Option<String>,
-    mac: String,
-}
-
 /// Reads and writes the witness for one database. `Debug` omits the key.
 pub(crate) struct Witness {
     location: WitnessLocation,
-    store_id: [u8; 16],
-    key: Zeroizing<[u8; 32]>,
-    /// The newest position written, so concurrent writers never move the
-    /// witness backwards.
-    last: Mutex<Option<Position>>,
+    key: MacKey,
+    /// What was last written, so concurrent writers never move the witness
+    /// backwards and each write knows its slot.
+    state: Mutex<State>,
+}
+
+/// The witness as this process knows it.
+#[derive(Default)]
+struct State {
+    /// The newest position written.
+    position: Option<Position>,
+    /// The slot holding the newest valid copy; `None` until this process
+    /// made the file, so the first write makes it.
+    slot: Option<Slot>,
 }
 
 impl std::fmt::Debug for Witness {
@@ -178,6 +218,17 @@ impl std::fmt::Debug for Witness {
     }
 }
 
+/// The steps of making a witness file, in order. Tests stop a write before
+/// each of them, as a crash there would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    CreateTemp,
+    WriteTemp,
+    SyncTemp,
+    Rename,
+    SyncDir,
+}
+
 impl Witness {
     pub(crate) fn new(
         location: WitnessLocation,
@@ -186,9 +237,8 @@ impl Witness {
     ) -> Self {
         Self {
             location,
-            store_id,
-            key,
-            last: Mutex::new(None),
+            key: MacKey::new(key, store_id),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -203,26 +253,12 @@ impl Witness {
         }
     }
 
-    fn hmac(&self, version: u32, p: Position) -> Result<Hmac<Sha256>, Error> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(self.key.as_ref()).map_err(|_| self.corrupt())?;
-        mac.update(DOMAIN);
-        mac.update(&self.store_id);
-        mac.update(&p.epoch.0.to_be_bytes());
-        mac.update(&p.generation.to_be_bytes());
-        if version >= 2 {
-            mac.update(&p.audit.seq.0.to_be_bytes());
-            mac.update(&p.audit.head);
-        }
-        Ok(mac)
-    }
-
     /// Reads the witness: `None` if there is none yet.
     ///
     /// # Errors
     /// [`Error::WitnessCorrupt`] when it does not parse, belongs to another
-    /// database, or fails its MAC; [`Error::WitnessUnreadable`] when it
-    /// exists but cannot be read.
+    /// database, or has no slot that authenticates;
+    /// [`Error::WitnessUnreadable`] when it exists but cannot be read.
     pub(crate) fn read(&self) -> Result<Option<Position>, Error> {
         let bytes = match &self.location {
             WitnessLocation::Memory(m) => m.bytes(),
@@ -238,85 +274,138 @@ impl Witness {
             },
         };
         let Some(bytes) = bytes else { return Ok(None) };
-        let file: WitnessFile = serde_json::from_slice(&bytes).map_err(|_| self.corrupt())?;
-        let audit = match (file.version, file.audit_seq, &file.audit_head) {
-            (1, None, None) => AuditMark::default(),
-            (2, Some(seq), Some(head)) => AuditMark {
-                seq: AuditSeq(seq),
-                head: hex::decode(head)
-                    .ok()
-                    .and_then(|h| h.try_into().ok())
-                    .ok_or_else(|| self.corrupt())?,
-            },
-            _ => return Err(self.corrupt()),
-        };
-        let p = Position {
-            epoch: RecordEpoch(file.global_epoch),
-            generation: file.generation,
-            audit,
-        };
-        let mac = hex::decode(&file.mac).map_err(|_| self.corrupt())?;
-        let check = self.hmac(file.version, p)?;
-        if !matches!(file.version, 1 | 2)
-            || file.store_id != hex::encode(self.store_id)
-            || check.verify_slice(&mac).is_err()
-        {
-            return Err(self.corrupt());
+        match self.key.parse(&bytes).map_err(|_| self.corrupt())? {
+            Found::Legacy(p) | Found::Slotted(_, p) => Ok(Some(p)),
         }
-        Ok(Some(p))
     }
 
-    /// Records `p` if it is ahead of what was last written.
+    /// Records `p` if it is ahead of what was last written: one slot
+    /// overwritten in place and synced (the file is made anew only if this
+    /// process has not made it yet, or its write counter ran out).
     ///
     /// # Errors
     /// [`Error::WitnessIo`] when the file cannot be written; the database is
-    /// unaffected and the next write tries again.
+    /// unaffected and the next write tries again (into the same slot, since
+    /// the other one still holds the newest valid copy).
     pub(crate) fn write(&self, p: Position) -> Result<(), Error> {
-        let mut last = lock(&self.last);
-        if last.is_some_and(|l| l.covers(&p)) {
+        self.update(p, |slot| match slot.and_then(Slot::next) {
+            Some(next) => self.write_slot(next, p).map(|()| next),
+            None => self.make_file(p, |_| Ok(())),
+        })
+    }
+
+    /// Makes the witness file anew at `p`, the careful way: what the open
+    /// does, so that a JSON witness is upgraded, a torn slot cleared, and
+    /// every later write of this process knows its slot.
+    ///
+    /// # Errors
+    /// [`Error::WitnessIo`] when the file cannot be made; the old file, if
+    /// any, is left as it was.
+    pub(crate) fn remake(&self, p: Position) -> Result<(), Error> {
+        self.remake_stopping(p, |_| Ok(()))
+    }
+
+    /// [`Witness::remake`], calling `before` ahead of each step (tests fail
+    /// it to stop the write there, as a crash would).
+    fn remake_stopping(
+        &self,
+        p: Position,
+        before: impl FnMut(Step) -> std::io::Result<()>,
+    ) -> Result<(), Error> {
+        self.update(p, |_| self.make_file(p, before))
+    }
+
+    /// Runs `write` (given the slot holding the newest copy, if known) when
+    /// `p` is ahead of what was last written, and notes what it wrote.
+    fn update(
+        &self,
+        p: Position,
+        write: impl FnOnce(Option<Slot>) -> std::io::Result<Slot>,
+    ) -> Result<(), Error> {
+        let mut state = lock(&self.state);
+        if state.position.is_some_and(|l| l.covers(&p)) {
             return Ok(());
         }
-        let file = WitnessFile {
-            version: 2,
-            store_id: hex::encode(self.store_id),
-            global_epoch: p.epoch.0,
-            generation: p.generation,
-            audit_seq: Some(p.audit.seq.0),
-            audit_head: Some(hex::encode(p.audit.head)),
-            mac: hex::encode(self.hmac(2, p)?.finalize().into_bytes()),
-        };
-        let bytes = serde_json::to_vec(&file).unwrap_or_default();
+        let written = write(state.slot);
         // Counted here, so the write at open is counted with the ones
         // after commits.
-        let written = match &self.location {
-            WitnessLocation::Memory(m) => {
-                m.set_bytes(Some(bytes));
-                Ok(())
-            }
-            WitnessLocation::File(path) => {
-                write_atomically(path, &bytes).map_err(|source| Error::WitnessIo {
-                    witness: path.clone(),
-                    source,
-                })
-            }
-        };
         crate::metrics::witness_written(written.is_ok());
-        written?;
-        *last = Some(p);
+        let slot = written.map_err(|source| Error::WitnessIo {
+            witness: self.path(),
+            source,
+        })?;
+        *state = State {
+            position: Some(p),
+            slot: Some(slot),
+        };
         Ok(())
+    }
+
+    /// Overwrites `slot` with `p` and syncs it: the hot path's only write.
+    fn write_slot(&self, slot: Slot, p: Position) -> std::io::Result<()> {
+        let record = self.key.seal(slot, p);
+        match &self.location {
+            WitnessLocation::Memory(m) => m.write_at(slot.offset(), &record),
+            WitnessLocation::File(path) => write_in_place(path, slot.offset(), &record),
+        }
+    }
+
+    /// Makes a new witness file holding `p`, replacing any file there as
+    /// one step (the rename), so a crash leaves the old file or the new.
+    fn make_file(
+        &self,
+        p: Position,
+        before: impl FnMut(Step) -> std::io::Result<()>,
+    ) -> std::io::Result<Slot> {
+        let (bytes, slot) = self.key.new_file(p);
+        match &self.location {
+            WitnessLocation::Memory(m) => m.set_bytes(Some(bytes)),
+            WitnessLocation::File(path) => write_atomically(path, &bytes, before)?,
+        }
+        Ok(slot)
     }
 }
 
-/// Temp file, fsync, rename over the target, fsync the directory.
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `record` at `offset` of the witness file and syncs its data.
+///
+/// One `fdatasync` is enough, and no directory sync is needed: the file is
+/// opened without creating or truncating it, and its size, checked here,
+/// never changes after it was made (with every byte written, so no block
+/// is allocated now), so the write changes data only, which is what
+/// `fdatasync` makes durable. A file of another size was not made by the
+/// store and is not written.
+fn write_in_place(path: &Path, offset: u64, record: &[u8]) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() != FILE_LEN as u64 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the witness file is not of the slotted size the store made it with",
+        ));
+    }
+    file.write_all_at(record, offset)?;
+    file.sync_data()
+}
+
+/// Temp file, fsync, rename over the target, fsync the directory; `before`
+/// runs ahead of each step.
+fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    mut before: impl FnMut(Step) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("witness.tmp");
     {
+        before(Step::CreateTemp)?;
         let mut f = std::fs::File::create(&tmp)?;
+        before(Step::WriteTemp)?;
         f.write_all(bytes)?;
+        before(Step::SyncTemp)?;
         f.sync_all()?;
     }
+    before(Step::Rename)?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
+        before(Step::SyncDir)?;
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())

@@ -468,6 +468,21 @@ fn create_in(dir: &std::path::Path) -> EncryptedStore {
     .unwrap()
 }
 
+/// Makes every witness write after a commit fail until the returned
+/// closure runs: a directory takes the witness file's place (such writes
+/// overwrite a slot of the file in place, and never create it), and the
+/// file is put back by the closure.
+fn block_witness(dir: &std::path::Path) -> impl FnOnce() {
+    let witness = dir.join("state.witness");
+    let aside = dir.join("state.witness.aside");
+    std::fs::rename(&witness, &aside).unwrap();
+    std::fs::create_dir(&witness).unwrap();
+    move || {
+        std::fs::remove_dir(&witness).unwrap();
+        std::fs::rename(&aside, &witness).unwrap();
+    }
+}
+
 /// I5: a security-relevant write is acknowledged only once the witness
 /// covers it. If the witness cannot be written after the commit, the caller
 /// gets a retryable `WitnessIo` instead of `Committed` (no share released);
@@ -478,9 +493,7 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     let dir = tempfile::tempdir().unwrap();
     let store = create_in(dir.path());
     common::put_wallet(&store, 1, b"one");
-    // A directory where the witness's temporary file goes: writing fails.
-    let blocker = dir.path().join("state.witness.tmp");
-    std::fs::create_dir(&blocker).unwrap();
+    let unblock = block_witness(dir.path());
     let out = store.write(vec![marker_op(1)]);
     assert!(matches!(&out, Err(Error::WitnessIo { .. })), "{out:?}");
     assert_eq!(out.unwrap_err().recovery(), Recovery::Retryable);
@@ -497,7 +510,7 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     assert!(matches!(&early, Err(Error::WitnessIo { .. })), "{early:?}");
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
     assert!(matches!(&read, Err(Error::WitnessIo { .. })), "{read:?}");
-    std::fs::remove_dir(&blocker).unwrap();
+    unblock();
     let retry = store.write(vec![marker_op(1)]).unwrap();
     assert!(
         matches!(
@@ -528,14 +541,13 @@ fn a_keyring_change_whose_witness_write_fails_keeps_the_lag() {
     let dir = tempfile::tempdir().unwrap();
     let store = create_in(dir.path());
     store.write(vec![marker_op(1)]).unwrap();
-    let blocker = dir.path().join("state.witness.tmp");
-    std::fs::create_dir(&blocker).unwrap();
+    let unblock = block_witness(dir.path());
     let failures = store.writer_stats().witness_failures;
     store.start_dek_rotation().unwrap();
     assert_eq!(store.writer_stats().witness_failures, failures + 1);
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
     assert!(matches!(&read, Err(Error::WitnessIo { .. })), "{read:?}");
-    std::fs::remove_dir(&blocker).unwrap();
+    unblock();
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32])).unwrap();
     assert!(read.is_some(), "the witness caught up: the marker reads");
 }
