@@ -410,3 +410,109 @@ fn write_atomically(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::format::tests::{at, key, legacy_file};
+    use super::*;
+
+    fn witness(location: WitnessLocation) -> Witness {
+        Witness::new(location, [3; 16], Zeroizing::new([7; 32]))
+    }
+
+    fn is_slotted(bytes: &[u8]) -> bool {
+        bytes.starts_with(&format::MAGIC) && bytes.len() == FILE_LEN
+    }
+
+    const STEPS: [Step; 5] = [
+        Step::CreateTemp,
+        Step::WriteTemp,
+        Step::SyncTemp,
+        Step::Rename,
+        Step::SyncDir,
+    ];
+
+    /// The upgrade of a JSON witness stopped before each of its steps, as
+    /// a crash there would: the file opens as the JSON witness or as the
+    /// slotted one, at the same position, and the next open finishes it.
+    #[test]
+    fn an_upgrade_stopped_at_any_step_reads_the_same_position() {
+        let p = at(4, 13, 2);
+        for stop in STEPS {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.witness");
+            std::fs::write(&path, legacy_file(&key(), p)).unwrap();
+            let first = witness(WitnessLocation::File(path.clone()));
+            assert_eq!(first.read().unwrap(), Some(p));
+            let crashed = first.remake_stopping(p, |step| {
+                if step == stop {
+                    Err(std::io::Error::other("crash"))
+                } else {
+                    Ok(())
+                }
+            });
+            assert!(
+                matches!(crashed, Err(Error::WitnessIo { .. })),
+                "{stop:?}"
+            );
+            let bytes = std::fs::read(&path).unwrap();
+            // Only the rename replaces the JSON file.
+            assert_eq!(is_slotted(&bytes), stop == Step::SyncDir, "{stop:?}");
+            let reopened = witness(WitnessLocation::File(path.clone()));
+            assert_eq!(reopened.read().unwrap(), Some(p), "{stop:?}");
+            reopened.remake(p).unwrap();
+            assert!(is_slotted(&std::fs::read(&path).unwrap()), "{stop:?}");
+            assert_eq!(reopened.read().unwrap(), Some(p), "{stop:?}");
+        }
+    }
+
+    /// After the file is made, writes go to alternate slots in place: the
+    /// file keeps its inode (no rename) and always reads the newest write.
+    #[test]
+    fn writes_alternate_slots_of_the_same_file() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.witness");
+        let w = witness(WitnessLocation::File(path.clone()));
+        w.remake(at(1, 1, 0)).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        for generation in 2..6 {
+            w.write(at(1, generation, 0)).unwrap();
+            assert_eq!(w.read().unwrap(), Some(at(1, generation, 0)));
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!((meta.ino(), meta.len()), (inode, FILE_LEN as u64));
+        }
+        assert!(!dir.path().join("state.witness.tmp").exists());
+    }
+
+    /// A slot write torn by a crash: the file reads the position before it,
+    /// and a later write (into the same, torn slot) reads back.
+    #[test]
+    fn a_torn_slot_write_leaves_the_position_before_it() {
+        let memory = MemoryWitness::new();
+        let w = witness(WitnessLocation::Memory(memory.clone()));
+        w.remake(at(1, 1, 0)).unwrap();
+        w.write(at(1, 2, 0)).unwrap();
+        for keep in [0, 1, 8, 40, 95] {
+            memory.tear_next_slot_write(keep);
+            assert!(matches!(w.write(at(1, 3, 0)), Err(Error::WitnessIo { .. })));
+            let fresh = witness(WitnessLocation::Memory(memory.clone()));
+            assert_eq!(fresh.read().unwrap(), Some(at(1, 2, 0)), "torn after {keep}");
+        }
+        w.write(at(1, 3, 0)).unwrap();
+        assert_eq!(w.read().unwrap(), Some(at(1, 3, 0)));
+    }
+
+    /// A write counter that ran out makes the file anew (the careful way)
+    /// rather than wrap to a count the older slot beats.
+    #[test]
+    fn a_spent_counter_makes_the_file_anew() {
+        let memory = MemoryWitness::new();
+        let w = witness(WitnessLocation::Memory(memory.clone()));
+        w.remake(at(1, 1, 0)).unwrap();
+        lock(&w.state).slot = Some(Slot::last());
+        w.write(at(1, 2, 0)).unwrap();
+        assert_eq!(lock(&w.state).slot, Some(Slot::FIRST));
+        assert_eq!(w.read().unwrap(), Some(at(1, 2, 0)));
+    }
+}

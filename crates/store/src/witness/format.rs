@@ -63,10 +63,19 @@ pub(super) struct Slot {
 
 impl Slot {
     /// The first slot of a new file.
-    const FIRST: Self = Self {
+    pub(super) const FIRST: Self = Self {
         index: 0,
         counter: 1,
     };
+
+    /// A slot whose counter is spent.
+    #[cfg(test)]
+    pub(super) fn last() -> Self {
+        Self {
+            index: 1,
+            counter: u64::MAX,
+        }
+    }
 
     /// Where the next write goes: the other slot, one count higher. `None`
     /// once the counter is spent (the file is then made anew).
