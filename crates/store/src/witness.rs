@@ -451,10 +451,7 @@ mod tests {
                     Ok(())
                 }
             });
-            assert!(
-                matches!(crashed, Err(Error::WitnessIo { .. })),
-                "{stop:?}"
-            );
+            assert!(matches!(crashed, Err(Error::WitnessIo { .. })), "{stop:?}");
             let bytes = std::fs::read(&path).unwrap();
             // Only the rename replaces the JSON file.
             assert_eq!(is_slotted(&bytes), stop == Step::SyncDir, "{stop:?}");
@@ -497,7 +494,11 @@ mod tests {
             memory.tear_next_slot_write(keep);
             assert!(matches!(w.write(at(1, 3, 0)), Err(Error::WitnessIo { .. })));
             let fresh = witness(WitnessLocation::Memory(memory.clone()));
-            assert_eq!(fresh.read().unwrap(), Some(at(1, 2, 0)), "torn after {keep}");
+            assert_eq!(
+                fresh.read().unwrap(),
+                Some(at(1, 2, 0)),
+                "torn after {keep}"
+            );
         }
         w.write(at(1, 3, 0)).unwrap();
         assert_eq!(w.read().unwrap(), Some(at(1, 3, 0)));

@@ -259,7 +259,10 @@ fn a_json_witness_is_upgraded_to_the_slotted_file_at_open() {
         let dir = tempfile::tempdir().unwrap();
         fixture(phase, dir.path());
         let witness = dir.path().join("state.witness");
-        assert!(std::fs::read(&witness).unwrap().starts_with(b"{"), "{phase}");
+        assert!(
+            std::fs::read(&witness).unwrap().starts_with(b"{"),
+            "{phase}"
+        );
         std::fs::write(dir.path().join("state.witness.tmp"), b"torn").unwrap();
         let provider = provider();
         provider.set_current(if phase.starts_with("kek") {

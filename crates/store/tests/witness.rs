@@ -98,10 +98,7 @@ fn an_open_passes_over_a_torn_newest_slot_for_the_other() {
     let witness = machine.witness.bytes().unwrap();
     // Intact, the witness refuses the database of the first write.
     let intact = restored(&machine, at_first_write.clone(), Some(witness.clone()));
-    assert!(matches!(
-        intact.open(),
-        Err(Error::RollbackDetected { .. })
-    ));
+    assert!(matches!(intact.open(), Err(Error::RollbackDetected { .. })));
     let mut torn = witness;
     let newest = newest_slot(&torn);
     torn[newest + 20] ^= 0xff;
