@@ -7,11 +7,12 @@
 //! database. The file has two fixed slots (`format.rs`); a write overwrites
 //! the slot not holding the newest valid copy in place and syncs its data
 //! once, so a crash in the middle of it leaves the other slot, which the
-//! database had reached before. The file itself is made (at the first open,
-//! to upgrade a JSON witness, or when the write counter runs out) the
-//! careful way: temp file, fsync, rename, directory fsync. At open, a
-//! database at or ahead of its witness is accepted (and the witness
-//! repaired); an older one is refused unless the operator overrides it.
+//! database had reached before. The file itself is made the careful way
+//! (temp file, fsync, rename, directory fsync) at every open, which also
+//! upgrades a JSON witness and clears a torn slot, and when the write
+//! counter runs out. At open, a database at or ahead of its witness is
+//! accepted (and the witness made anew at its position); an older one is
+//! refused unless the operator overrides it.
 
 mod format;
 
@@ -98,7 +99,8 @@ impl MemoryWitness {
     }
 
     /// Makes the next slot write stop after its first `keep` bytes and
-    /// fail, leaving the slot as a crash in the middle of the write would.
+    /// fail, leaving the slot as a crash in the middle of the write would
+    /// (fault injection for tests; nothing else calls it).
     pub fn tear_next_slot_write(&self, keep: usize) {
         lock(&self.0).tear = Some(keep);
     }

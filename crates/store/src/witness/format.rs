@@ -120,7 +120,9 @@ impl MacKey {
         if let Some(k) = block.get_mut(..32) {
             k.copy_from_slice(self.key.as_ref());
         }
-        let mut mac = <Hmac<Sha256> as KeyInit>::new(&(*block).into());
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(
+            hmac::digest::generic_array::GenericArray::from_slice(block.as_slice()),
+        );
         mac.update(domain);
         mac.update(&self.store_id);
         mac
@@ -331,6 +333,20 @@ pub(super) mod tests {
             }
         }
         file
+    }
+
+    /// The zero-padded key gives the MACs the key itself gives (the JSON
+    /// witnesses of older builds were made with the latter).
+    #[test]
+    fn the_padded_key_is_the_key() {
+        let k = key();
+        let mut direct = <Hmac<Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
+        direct.update(LEGACY_DOMAIN);
+        direct.update(&k.store_id);
+        assert_eq!(
+            k.hmac(LEGACY_DOMAIN).finalize().into_bytes(),
+            direct.finalize().into_bytes()
+        );
     }
 
     #[test]
