@@ -17,9 +17,11 @@
 mod format;
 
 use std::io::Write as _;
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditHash, GENESIS};
@@ -80,6 +82,8 @@ struct MemoryFile {
     bytes: Option<Vec<u8>>,
     /// The next slot write stops after this many bytes and fails.
     tear: Option<usize>,
+    /// Every slot write fails, writing nothing, while this is set.
+    failing: bool,
 }
 
 impl MemoryWitness {
@@ -105,27 +109,38 @@ impl MemoryWitness {
         lock(&self.0).tear = Some(keep);
     }
 
+    /// Makes every slot write fail with an I/O error, writing nothing,
+    /// until called with `false` (fault injection for tests, as
+    /// [`MemoryWitness::tear_next_slot_write`]).
+    pub fn fail_slot_writes(&self, failing: bool) {
+        lock(&self.0).failing = failing;
+    }
+
     /// Overwrites `record` at `offset` of an existing file of the slotted
     /// size, as `pwrite` would (or its first bytes, when a tear is armed).
-    fn write_at(&self, offset: u64, record: &[u8]) -> std::io::Result<()> {
+    fn write_at(&self, offset: u64, record: &[u8]) -> Result<(), Failure> {
         let mut file = lock(&self.0);
+        if file.failing {
+            return Err(Failure::Io(std::io::Error::other("injected write failure")));
+        }
         let tear = file.tear.take();
         let at = usize::try_from(offset).map_err(std::io::Error::other)?;
-        let slot = file
-            .bytes
-            .as_mut()
-            .filter(|b| b.len() == FILE_LEN)
-            .and_then(|b| b.get_mut(at..at + record.len()))
-            .ok_or_else(|| std::io::Error::other("no witness file of the slotted size"))?;
+        let bytes = file.bytes.as_mut().ok_or(Failure::Replaced(GONE))?;
+        if bytes.len() != FILE_LEN {
+            return Err(Failure::Replaced(OTHER_SIZE));
+        }
+        let slot = bytes
+            .get_mut(at..at + record.len())
+            .ok_or_else(|| std::io::Error::other("a slot outside the witness file"))?;
         match tear {
             Some(keep) => {
                 let keep = keep.min(record.len());
                 if let (Some(dst), Some(src)) = (slot.get_mut(..keep), record.get(..keep)) {
                     dst.copy_from_slice(src);
                 }
-                Err(std::io::Error::other(
+                Err(Failure::Io(std::io::Error::other(
                     "injected crash in the middle of a slot write",
-                ))
+                )))
             }
             None => {
                 slot.copy_from_slice(record);
@@ -134,6 +149,26 @@ impl MemoryWitness {
         }
     }
 }
+
+/// Why a slot write did not happen.
+#[derive(Debug)]
+enum Failure {
+    /// The file could not be written (retryable).
+    Io(std::io::Error),
+    /// What is at the witness's path is not the file this process made
+    /// (terminal): what is there instead.
+    Replaced(&'static str),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+const GONE: &str = "no file is there";
+const NOT_A_FILE: &str = "a symbolic link or something else than a regular file is there";
+const OTHER_SIZE: &str = "a file of another size is there";
 
 /// The database position a witness records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,10 +324,13 @@ impl Witness {
     /// [`Error::WitnessIo`] when the file cannot be written; the database is
     /// unaffected and the next write tries again (into the same slot, since
     /// the other one still holds the newest valid copy).
+    /// [`Error::WitnessReplaced`] when the file at the witness's path is
+    /// not the one this process made (removed, or something else put
+    /// there): it is neither written nor made anew.
     pub(crate) fn write(&self, p: Position) -> Result<(), Error> {
         self.update(p, |slot| match slot.and_then(Slot::next) {
             Some(next) => self.write_slot(next, p).map(|()| next),
-            None => self.make_file(p, |_| Ok(())),
+            None => Ok(self.make_file(p, |_| Ok(()))?),
         })
     }
 
@@ -314,7 +352,7 @@ impl Witness {
         p: Position,
         before: impl FnMut(Step) -> std::io::Result<()>,
     ) -> Result<(), Error> {
-        self.update(p, |_| self.make_file(p, before))
+        self.update(p, |_| Ok(self.make_file(p, before)?))
     }
 
     /// Runs `write` (given the slot holding the newest copy, if known) when
@@ -322,7 +360,7 @@ impl Witness {
     fn update(
         &self,
         p: Position,
-        write: impl FnOnce(Option<Slot>) -> std::io::Result<Slot>,
+        write: impl FnOnce(Option<Slot>) -> Result<Slot, Failure>,
     ) -> Result<(), Error> {
         let mut state = lock(&self.state);
         if state.position.is_some_and(|l| l.covers(&p)) {
@@ -332,9 +370,15 @@ impl Witness {
         // Counted here, so the write at open is counted with the ones
         // after commits.
         crate::metrics::witness_written(written.is_ok());
-        let slot = written.map_err(|source| Error::WitnessIo {
-            witness: self.path(),
-            source,
+        let slot = written.map_err(|failure| match failure {
+            Failure::Io(source) => Error::WitnessIo {
+                witness: self.path(),
+                source,
+            },
+            Failure::Replaced(reason) => Error::WitnessReplaced {
+                witness: self.path(),
+                reason,
+            },
         })?;
         *state = State {
             position: Some(p),
@@ -344,7 +388,7 @@ impl Witness {
     }
 
     /// Overwrites `slot` with `p` and syncs it: the hot path's only write.
-    fn write_slot(&self, slot: Slot, p: Position) -> std::io::Result<()> {
+    fn write_slot(&self, slot: Slot, p: Position) -> Result<(), Failure> {
         let record = self.key.seal(slot, p);
         match &self.location {
             WitnessLocation::Memory(m) => m.write_at(slot.offset(), &record),
@@ -374,18 +418,32 @@ impl Witness {
 /// opened without creating or truncating it, and its size, checked here,
 /// never changes after it was made (with every byte written, so no block
 /// is allocated now), so the write changes data only, which is what
-/// `fdatasync` makes durable. A file of another size was not made by the
-/// store and is not written.
-fn write_in_place(path: &Path, offset: u64, record: &[u8]) -> std::io::Result<()> {
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
-    if file.metadata()?.len() != FILE_LEN as u64 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "the witness file is not of the slotted size the store made it with",
-        ));
+/// `fdatasync` makes durable.
+///
+/// Anything at the path but the regular file of the slotted size the
+/// store made is [`Failure::Replaced`] and is not written: the open
+/// follows no symbolic link (`O_NOFOLLOW`) and does not wait for a reader
+/// of a FIFO (`O_NONBLOCK`, which changes nothing for a regular file).
+fn write_in_place(path: &Path, offset: u64, record: &[u8]) -> Result<(), Failure> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)
+        .map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ENOENT | Errno::ENOTDIR) => Failure::Replaced(GONE),
+            Some(Errno::ELOOP | Errno::EISDIR | Errno::ENXIO) => Failure::Replaced(NOT_A_FILE),
+            _ => Failure::Io(e),
+        })?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(Failure::Replaced(NOT_A_FILE));
+    }
+    if meta.len() != FILE_LEN as u64 {
+        return Err(Failure::Replaced(OTHER_SIZE));
     }
     file.write_all_at(record, offset)?;
-    file.sync_data()
+    Ok(file.sync_data()?)
 }
 
 /// Temp file, fsync, rename over the target, fsync the directory; `before`

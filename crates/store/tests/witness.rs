@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Machine, put_wallet, wallet};
+use std::time::Duration;
+
+use common::{Machine, create_in, put_wallet, wallet};
 use thresig_store::{
     CommitmentHash, CrashMode, Error, Marker, MemoryWitness, PackageHash, Recovery, SimDisk,
     Store as _, Timestamp, WriteOp,
@@ -127,4 +129,97 @@ fn a_witness_with_no_valid_slot_is_refused_and_left_as_it_is() {
         assert_eq!(err.recovery(), Recovery::Terminal);
         assert_eq!(machine.witness.bytes(), Some(damaged.clone()));
     }
+}
+
+/// What a marker write whose witness is not the file the open made
+/// reports: the code and class, whether the message says so and names the
+/// file, and whether anything was acknowledged.
+fn assert_replaced(out: Result<thresig_store::WriteOutcome, Error>, witness: &std::path::Path) {
+    let err = out.expect_err("a marker acknowledged without its witness");
+    assert_eq!(err.code(), "witness_replaced", "{err:?}");
+    assert_eq!(err.recovery(), Recovery::Terminal, "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&witness.display().to_string()), "{text}");
+    assert!(
+        text.contains("was removed or replaced while the store was open"),
+        "{text}"
+    );
+}
+
+/// A witness file removed while the store is open is not a passing I/O
+/// error: the marker is not acknowledged, the error is terminal and says
+/// what happened, no marker is handed back, and the store does not make a
+/// new file behind the operator's back.
+#[test]
+fn a_witness_removed_while_the_store_is_open_stops_witnessed_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness = dir.path().join("state.witness");
+    let store = create_in(dir.path());
+    put_wallet(&store, 1, b"one");
+    std::fs::remove_file(&witness).unwrap();
+    assert_replaced(store.write(vec![marker_op()]), &witness);
+    let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
+    assert_eq!(
+        read.map_err(|e| e.code()).map(drop),
+        Err("witness_replaced")
+    );
+    assert!(!witness.exists(), "the store made a new witness");
+}
+
+/// A directory, a symbolic link (to the very file the store made) or a
+/// FIFO put in the witness's place is not the file the open made: each is
+/// refused as replaced, promptly (a FIFO with no reader would block an
+/// open without `O_NONBLOCK` forever); with the file put back, witnessed
+/// writes go on.
+#[test]
+fn a_witness_replaced_by_another_kind_of_file_is_refused_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness = dir.path().join("state.witness");
+    let aside = dir.path().join("state.witness.aside");
+    let store = std::sync::Arc::new(create_in(dir.path()));
+    put_wallet(&*store, 1, b"one");
+    std::fs::rename(&witness, &aside).unwrap();
+    let replacements: [(&str, &dyn Fn()); 3] = [
+        ("fifo", &|| {
+            nix::unistd::mkfifo(&witness, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        }),
+        ("symlink", &|| {
+            std::os::unix::fs::symlink(&aside, &witness).unwrap();
+        }),
+        ("directory", &|| std::fs::create_dir(&witness).unwrap()),
+    ];
+    for (n, (kind, replace)) in replacements.into_iter().enumerate() {
+        replace();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = store.clone();
+        let marker = WriteOp::InsertMarker {
+            wallet: wallet(1),
+            commitment: CommitmentHash([n as u8; 32]),
+            marker: Marker {
+                package_hash: PackageHash([1; 32]),
+                shares: vec![1; 8],
+                expires_at: Timestamp(u64::MAX / 2),
+            },
+        };
+        std::thread::spawn(move || tx.send(writer.write(vec![marker])));
+        // A deadlock guard, not synchronization: the write answers at
+        // once, and only a write stuck opening the FIFO runs into it.
+        let out = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{kind}: the marker write hung"));
+        assert_replaced(out, &witness);
+        if kind == "directory" {
+            std::fs::remove_dir(&witness).unwrap();
+        } else {
+            std::fs::remove_file(&witness).unwrap();
+        }
+    }
+    std::fs::rename(&aside, &witness).unwrap();
+    store.write(vec![marker_op()]).unwrap();
+    assert!(
+        store
+            .marker(&wallet(1), &CommitmentHash([0; 32]))
+            .unwrap()
+            .is_some()
+    );
 }
