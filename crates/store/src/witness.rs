@@ -22,13 +22,14 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use rand_core::{OsRng, RngCore as _};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditHash, GENESIS};
 use crate::error::Error;
 use crate::ids::{AuditSeq, RecordEpoch};
 use crate::sync::{Arc, Mutex, lock};
-use format::{FILE_LEN, Found, MacKey, Slot};
+use format::{FILE_LEN, FileId, Found, HEADER_LEN, MacKey, Slot, header};
 
 /// Where the witness lives.
 #[derive(Clone, Debug)]
@@ -117,8 +118,14 @@ impl MemoryWitness {
     }
 
     /// Overwrites `record` at `offset` of an existing file of the slotted
-    /// size, as `pwrite` would (or its first bytes, when a tear is armed).
-    fn write_at(&self, offset: u64, record: &[u8]) -> Result<(), Failure> {
+    /// size with the header `fields`, as `pwrite` would (or its first
+    /// bytes, when a tear is armed).
+    fn write_at(
+        &self,
+        fields: &[u8; HEADER_LEN],
+        offset: u64,
+        record: &[u8],
+    ) -> Result<(), Failure> {
         let mut file = lock(&self.0);
         if file.failing {
             return Err(Failure::Io(std::io::Error::other("injected write failure")));
@@ -128,6 +135,9 @@ impl MemoryWitness {
         let bytes = file.bytes.as_mut().ok_or(Failure::Replaced(GONE))?;
         if bytes.len() != FILE_LEN {
             return Err(Failure::Replaced(OTHER_SIZE));
+        }
+        if bytes.get(..HEADER_LEN) != Some(&fields[..]) {
+            return Err(Failure::Replaced(OTHER_FILE));
         }
         let slot = bytes
             .get_mut(at..at + record.len())
@@ -169,6 +179,7 @@ impl From<std::io::Error> for Failure {
 const GONE: &str = "no file is there";
 const NOT_A_FILE: &str = "a symbolic link or something else than a regular file is there";
 const OTHER_SIZE: &str = "a file of another size is there";
+const OTHER_FILE: &str = "a file other than the one this store made at open is there";
 
 /// The database position a witness records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,6 +256,9 @@ struct State {
     /// The slot holding the newest valid copy; `None` until this process
     /// made the file, so the first write makes it.
     slot: Option<Slot>,
+    /// The id of the file this process made (meaningful once `slot` is
+    /// set): a file at the path with another header is not written.
+    id: FileId,
 }
 
 impl std::fmt::Debug for Witness {
@@ -328,9 +342,11 @@ impl Witness {
     /// not the one this process made (removed, or something else put
     /// there): it is neither written nor made anew.
     pub(crate) fn write(&self, p: Position) -> Result<(), Error> {
-        self.update(p, |slot| match slot.and_then(Slot::next) {
-            Some(next) => self.write_slot(next, p).map(|()| next),
-            None => Ok(self.make_file(p, |_| Ok(()))?),
+        self.update(p, |made| {
+            match made.and_then(|(id, s)| Some((id, s.next()?))) {
+                Some((id, next)) => self.write_slot(&id, next, p).map(|()| (id, next)),
+                None => Ok(self.make_file(p, |_| Ok(()))?),
+            }
         })
     }
 
@@ -355,22 +371,23 @@ impl Witness {
         self.update(p, |_| Ok(self.make_file(p, before)?))
     }
 
-    /// Runs `write` (given the slot holding the newest copy, if known) when
-    /// `p` is ahead of what was last written, and notes what it wrote.
+    /// Runs `write` (given the file made and its slot holding the newest
+    /// copy, if known) when `p` is ahead of what was last written, and
+    /// notes what it wrote.
     fn update(
         &self,
         p: Position,
-        write: impl FnOnce(Option<Slot>) -> Result<Slot, Failure>,
+        write: impl FnOnce(Option<(FileId, Slot)>) -> Result<(FileId, Slot), Failure>,
     ) -> Result<(), Error> {
         let mut state = lock(&self.state);
         if state.position.is_some_and(|l| l.covers(&p)) {
             return Ok(());
         }
-        let written = write(state.slot);
+        let written = write(state.slot.map(|slot| (state.id, slot)));
         // Counted here, so the write at open is counted with the ones
         // after commits.
         crate::metrics::witness_written(written.is_ok());
-        let slot = written.map_err(|failure| match failure {
+        let (id, slot) = written.map_err(|failure| match failure {
             Failure::Io(source) => Error::WitnessIo {
                 witness: self.path(),
                 source,
@@ -383,32 +400,38 @@ impl Witness {
         *state = State {
             position: Some(p),
             slot: Some(slot),
+            id,
         };
         Ok(())
     }
 
     /// Overwrites `slot` with `p` and syncs it: the hot path's only write.
-    fn write_slot(&self, slot: Slot, p: Position) -> Result<(), Failure> {
-        let record = self.key.seal(slot, p);
+    /// `slot` of the file `id`, which must be the file at the path.
+    fn write_slot(&self, id: &FileId, slot: Slot, p: Position) -> Result<(), Failure> {
+        let record = self.key.seal(id, slot, p);
+        let fields = header(id);
         match &self.location {
-            WitnessLocation::Memory(m) => m.write_at(slot.offset(), &record),
-            WitnessLocation::File(path) => write_in_place(path, slot.offset(), &record),
+            WitnessLocation::Memory(m) => m.write_at(&fields, slot.offset(), &record),
+            WitnessLocation::File(path) => write_in_place(path, &fields, slot.offset(), &record),
         }
     }
 
-    /// Makes a new witness file holding `p`, replacing any file there as
-    /// one step (the rename), so a crash leaves the old file or the new.
+    /// Makes a new witness file holding `p`, with a new random id,
+    /// replacing any file there as one step (the rename), so a crash
+    /// leaves the old file or the new.
     fn make_file(
         &self,
         p: Position,
         before: impl FnMut(Step) -> std::io::Result<()>,
-    ) -> std::io::Result<Slot> {
-        let (bytes, slot) = self.key.new_file(p);
+    ) -> std::io::Result<(FileId, Slot)> {
+        let mut id = FileId::default();
+        OsRng.fill_bytes(&mut id);
+        let (bytes, slot) = self.key.new_file(&id, p);
         match &self.location {
             WitnessLocation::Memory(m) => m.set_bytes(Some(bytes)),
             WitnessLocation::File(path) => write_atomically(path, &bytes, before)?,
         }
-        Ok(slot)
+        Ok((id, slot))
     }
 }
 
@@ -420,11 +443,18 @@ impl Witness {
 /// is allocated now), so the write changes data only, which is what
 /// `fdatasync` makes durable.
 ///
-/// Anything at the path but the regular file of the slotted size the
-/// store made is [`Failure::Replaced`] and is not written: the open
-/// follows no symbolic link (`O_NOFOLLOW`) and does not wait for a reader
-/// of a FIFO (`O_NONBLOCK`, which changes nothing for a regular file).
-fn write_in_place(path: &Path, offset: u64, record: &[u8]) -> Result<(), Failure> {
+/// Anything at the path but the regular file of the slotted size with the
+/// header `fields` the store made is [`Failure::Replaced`] and is not
+/// written: the open follows no symbolic link (`O_NOFOLLOW`) and does not
+/// wait for a reader of a FIFO (`O_NONBLOCK`, which changes nothing for a
+/// regular file). The file put back (the same file, or a copy of it) is
+/// written again.
+fn write_in_place(
+    path: &Path,
+    fields: &[u8; HEADER_LEN],
+    offset: u64,
+    record: &[u8],
+) -> Result<(), Failure> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -441,6 +471,11 @@ fn write_in_place(path: &Path, offset: u64, record: &[u8]) -> Result<(), Failure
     }
     if meta.len() != FILE_LEN as u64 {
         return Err(Failure::Replaced(OTHER_SIZE));
+    }
+    let mut found = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut found, 0)?;
+    if &found != fields {
+        return Err(Failure::Replaced(OTHER_FILE));
     }
     file.write_all_at(record, offset)?;
     Ok(file.sync_data()?)
@@ -562,6 +597,34 @@ mod tests {
         }
         w.write(at(1, 3, 0)).unwrap();
         assert_eq!(w.read().unwrap(), Some(at(1, 3, 0)));
+    }
+
+    /// A slot copied in from an older copy of the file (made by an earlier
+    /// open, whose counters ran higher) is not taken over the current
+    /// file's slots: the file reads the current position, and with the
+    /// current slot damaged too, nothing valid remains.
+    #[test]
+    fn a_slot_spliced_from_an_older_file_is_not_taken() {
+        let memory = MemoryWitness::new();
+        let w = witness(WitnessLocation::Memory(memory.clone()));
+        w.remake(at(1, 1, 0)).unwrap();
+        for generation in 2..=4 {
+            w.write(at(1, generation, 0)).unwrap();
+        }
+        // Slot 1 holds generation 4 at counter 4.
+        let older = memory.bytes().unwrap();
+        let reopened = witness(WitnessLocation::Memory(memory.clone()));
+        reopened.remake(at(1, 9, 0)).unwrap();
+        let slot1 = Slot::FIRST.next().unwrap().offset() as usize;
+        let mut spliced = memory.bytes().unwrap();
+        spliced[slot1..].copy_from_slice(&older[slot1..]);
+        memory.set_bytes(Some(spliced.clone()));
+        let fresh = || witness(WitnessLocation::Memory(memory.clone()));
+        assert_eq!(fresh().read().unwrap(), Some(at(1, 9, 0)));
+        let slot0 = Slot::FIRST.offset() as usize;
+        spliced[slot0 + 20] ^= 1;
+        memory.set_bytes(Some(spliced));
+        assert!(matches!(fresh().read(), Err(Error::WitnessCorrupt { .. })));
     }
 
     /// A write counter that ran out makes the file anew (the careful way)

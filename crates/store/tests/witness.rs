@@ -166,8 +166,9 @@ fn a_witness_removed_while_the_store_is_open_stops_witnessed_writes() {
     assert!(!witness.exists(), "the store made a new witness");
 }
 
-/// A directory, a symbolic link (to the very file the store made) or a
-/// FIFO put in the witness's place is not the file the open made: each is
+/// A FIFO, a symbolic link (to the very file the store made), a directory
+/// or another store's witness put in the witness's place is not the file
+/// the open made: each is
 /// refused as replaced, promptly (a FIFO with no reader would block an
 /// open without `O_NONBLOCK` forever); with the file put back, witnessed
 /// writes go on.
@@ -179,7 +180,7 @@ fn a_witness_replaced_by_another_kind_of_file_is_refused_promptly() {
     let store = std::sync::Arc::new(create_in(dir.path()));
     put_wallet(&*store, 1, b"one");
     std::fs::rename(&witness, &aside).unwrap();
-    let replacements: [(&str, &dyn Fn()); 3] = [
+    let replacements: [(&str, &dyn Fn()); 4] = [
         ("fifo", &|| {
             nix::unistd::mkfifo(&witness, nix::sys::stat::Mode::S_IRWXU).unwrap();
         }),
@@ -187,6 +188,11 @@ fn a_witness_replaced_by_another_kind_of_file_is_refused_promptly() {
             std::os::unix::fs::symlink(&aside, &witness).unwrap();
         }),
         ("directory", &|| std::fs::create_dir(&witness).unwrap()),
+        ("another store's witness", &|| {
+            let other = tempfile::tempdir().unwrap();
+            drop(create_in(other.path()));
+            std::fs::copy(other.path().join("state.witness"), &witness).unwrap();
+        }),
     ];
     for (n, (kind, replace)) in replacements.into_iter().enumerate() {
         replace();

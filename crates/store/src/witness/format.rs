@@ -36,14 +36,21 @@ const BODY_LEN: usize = 64;
 /// The body and its HMAC-SHA256.
 const RECORD_LEN: usize = BODY_LEN + 32;
 
-/// The header block: the magic, the version (u32 BE), zeros.
-fn header() -> [u8; BLOCK] {
-    let mut block = [0u8; BLOCK];
-    let fields = [&MAGIC[..], &VERSION.to_be_bytes()].concat();
-    if let Some(dst) = block.get_mut(..fields.len()) {
-        dst.copy_from_slice(&fields);
-    }
-    block
+/// A witness file's id: random, made anew with every file (at every open),
+/// and bound into every slot's MAC, so that a slot copied in from another
+/// copy of the file (whose counters started at 1 too) does not
+/// authenticate in this one.
+pub(super) type FileId = [u8; 16];
+/// The header's fields: magic, version (u32 BE) and file id; the rest of
+/// the header block is zeros.
+pub(super) const HEADER_LEN: usize = MAGIC.len() + 4 + 16;
+
+/// The header fields of the file `id`.
+pub(super) fn header(id: &FileId) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    let fields = [&MAGIC[..], &VERSION.to_be_bytes(), id].concat();
+    out.copy_from_slice(&fields);
+    out
 }
 
 /// The witness is damaged: it does not parse, no slot authenticates, or it
@@ -128,18 +135,20 @@ impl MacKey {
         mac
     }
 
-    /// The MAC of a slot's body, bound to the slot's index so that a body
-    /// copied (or written by a misdirected write) into the other slot does
-    /// not authenticate there.
-    fn slot_mac(&self, index: usize, body: &[u8]) -> Hmac<Sha256> {
+    /// The MAC of a slot's body, bound to the file's id so that a record
+    /// copied in from another copy of the file does not authenticate, and
+    /// to the slot's index so that a body copied (or written by a
+    /// misdirected write) into the other slot does not authenticate there.
+    fn slot_mac(&self, id: &FileId, index: usize, body: &[u8]) -> Hmac<Sha256> {
         let mut mac = self.hmac(DOMAIN);
+        mac.update(id);
         mac.update(&[index as u8]);
         mac.update(body);
         mac
     }
 
-    /// The record of `slot` holding `p`.
-    pub(super) fn seal(&self, slot: Slot, p: Position) -> [u8; RECORD_LEN] {
+    /// The record of `slot` of the file `id` holding `p`.
+    pub(super) fn seal(&self, id: &FileId, slot: Slot, p: Position) -> [u8; RECORD_LEN] {
         let mut body = [0u8; BODY_LEN];
         let fields = [
             &slot.counter.to_be_bytes()[..],
@@ -149,7 +158,7 @@ impl MacKey {
         ]
         .concat();
         body.copy_from_slice(&fields);
-        let tag = self.slot_mac(slot.index, &body).finalize().into_bytes();
+        let tag = self.slot_mac(id, slot.index, &body).finalize().into_bytes();
         let mut record = [0u8; RECORD_LEN];
         let (b, t) = record.split_at_mut(BODY_LEN);
         b.copy_from_slice(&body);
@@ -157,11 +166,16 @@ impl MacKey {
         record
     }
 
-    /// The counter and position of slot `index`'s record, if it
-    /// authenticates.
-    fn open(&self, index: usize, record: &[u8; RECORD_LEN]) -> Option<(u64, Position)> {
+    /// The counter and position of slot `index`'s record in the file
+    /// `id`, if it authenticates.
+    fn open(
+        &self,
+        id: &FileId,
+        index: usize,
+        record: &[u8; RECORD_LEN],
+    ) -> Option<(u64, Position)> {
         let (body, tag) = record.split_first_chunk::<BODY_LEN>()?;
-        self.slot_mac(index, body).verify_slice(tag).ok()?;
+        self.slot_mac(id, index, body).verify_slice(tag).ok()?;
         let (counter, rest) = body.split_first_chunk::<8>()?;
         let (epoch, rest) = rest.split_first_chunk::<8>()?;
         let (generation, audit) = rest.split_first_chunk::<8>()?;
@@ -173,14 +187,15 @@ impl MacKey {
         Some((u64::from_be_bytes(*counter), p))
     }
 
-    /// A new slotted file: the header, `p` in the first slot, and the
-    /// second slot zeroed (no valid MAC), which the next write fills.
-    pub(super) fn new_file(&self, p: Position) -> (Vec<u8>, Slot) {
+    /// A new slotted file with the id `id`: the header, `p` in the first
+    /// slot, and the second slot zeroed (no valid MAC), which the next
+    /// write fills.
+    pub(super) fn new_file(&self, id: &FileId, p: Position) -> (Vec<u8>, Slot) {
         let mut file = vec![0u8; FILE_LEN];
         let slot = Slot::FIRST;
-        let record = self.seal(slot, p);
+        let record = self.seal(id, slot, p);
         let at = BLOCK * (1 + slot.index);
-        for (dst, src) in [(0, &header()[..]), (at, &record[..])] {
+        for (dst, src) in [(0, &header(id)[..]), (at, &record[..])] {
             if let Some(d) = file.get_mut(dst..dst + src.len()) {
                 d.copy_from_slice(src);
             }
@@ -201,7 +216,13 @@ impl MacKey {
         }
         // The header block is written once, when the file is made, and no
         // slot write touches it: anything else there is damage, not a crash.
-        if bytes.len() != FILE_LEN || bytes.get(..BLOCK) != Some(&header()[..]) {
+        let block = bytes.get(..BLOCK).filter(|_| bytes.len() == FILE_LEN);
+        let (fields, zeros) = block.ok_or(Damaged)?.split_at(HEADER_LEN);
+        let id: FileId = fields
+            .get(HEADER_LEN - 16..)
+            .and_then(|id| id.try_into().ok())
+            .ok_or(Damaged)?;
+        if fields != header(&id) || zeros.iter().any(|&b| b != 0) {
             return Err(Damaged);
         }
         let mut newest: Option<(Slot, Position)> = None;
@@ -213,7 +234,7 @@ impl MacKey {
             // A slot that does not authenticate (a torn write, a damaged
             // block, the empty second slot of a new file) is ignored: the
             // other slot holds the position before the write.
-            let Some((counter, p)) = self.open(index, record) else {
+            let Some((counter, p)) = self.open(&id, index, record) else {
                 continue;
             };
             newest = match newest {
@@ -285,6 +306,9 @@ struct LegacyFile {
 pub(super) mod tests {
     use super::*;
 
+    /// The file id of the files these tests make.
+    pub(crate) const ID: FileId = [5; 16];
+
     pub(crate) fn key() -> MacKey {
         MacKey::new(Zeroizing::new([7; 32]), [3; 16])
     }
@@ -324,12 +348,12 @@ pub(super) mod tests {
 
     /// A file whose slots hold `a` and `b` (`None`: zeroed).
     fn two(k: &MacKey, a: Option<(u64, Position)>, b: Option<(u64, Position)>) -> Vec<u8> {
-        let (mut file, _) = k.new_file(at(0, 0, 0));
+        let (mut file, _) = k.new_file(&ID, at(0, 0, 0));
         put(&mut file, Slot::FIRST, &[0; RECORD_LEN]);
         for (index, slot) in [a, b].into_iter().enumerate() {
             if let Some((counter, p)) = slot {
                 let s = Slot { index, counter };
-                put(&mut file, s, &k.seal(s, p));
+                put(&mut file, s, &k.seal(&ID, s, p));
             }
         }
         file
@@ -352,7 +376,7 @@ pub(super) mod tests {
     #[test]
     fn a_new_file_reads_back_its_first_slot() {
         let k = key();
-        let (file, slot) = k.new_file(at(1, 2, 3));
+        let (file, slot) = k.new_file(&ID, at(1, 2, 3));
         assert_eq!(file.len(), FILE_LEN);
         assert_eq!(k.parse(&file), Ok(Found::Slotted(slot, at(1, 2, 3))));
     }
@@ -383,7 +407,7 @@ pub(super) mod tests {
             // The next write goes to slot 0 (counter 6) and stops after
             // `keep` bytes.
             let next = newer.next().unwrap();
-            let new = k.seal(next, at(1, 7, 1));
+            let new = k.seal(&ID, next, at(1, 7, 1));
             let mut torn = file.clone();
             put(&mut torn, next, &new[..keep]);
             assert_eq!(
@@ -419,8 +443,22 @@ pub(super) mod tests {
             counter: 9,
         };
         let mut file = two(&k, None, None);
-        put(&mut file, s.next().unwrap(), &k.seal(s, at(2, 2, 2)));
+        put(&mut file, s.next().unwrap(), &k.seal(&ID, s, at(2, 2, 2)));
         assert_eq!(k.parse(&file), Err(Damaged));
+    }
+
+    /// A record sealed for another file (an older copy made by an earlier
+    /// open) does not authenticate in this one, whatever its counter.
+    #[test]
+    fn a_record_of_another_file_does_not_authenticate() {
+        let k = key();
+        let (mut file, first) = k.new_file(&ID, at(1, 9, 0));
+        let old = Slot {
+            index: 1,
+            counter: 40,
+        };
+        put(&mut file, old, &k.seal(&[6; 16], old, at(1, 4, 0)));
+        assert_eq!(k.parse(&file), Ok(Found::Slotted(first, at(1, 9, 0))));
     }
 
     /// Counters only a holder of the key could write: the rule still picks
@@ -469,11 +507,13 @@ pub(super) mod tests {
     #[test]
     fn a_wrong_size_or_header_is_damaged() {
         let k = key();
-        let (file, _) = k.new_file(at(1, 2, 3));
+        let (file, _) = k.new_file(&ID, at(1, 2, 3));
         for bad in [&file[..FILE_LEN - 1], &[&file[..], &[0]].concat()] {
             assert_eq!(k.parse(bad), Err(Damaged));
         }
-        for at in [19, 100, BLOCK - 1] {
+        // The version, the file id (no slot authenticates under another),
+        // the zeros after it.
+        for at in [19, 25, 100, BLOCK - 1] {
             let mut other = file.clone();
             other[at] ^= 4;
             assert_eq!(k.parse(&other), Err(Damaged), "header byte {at}");
@@ -495,7 +535,7 @@ pub(super) mod tests {
     #[test]
     fn the_json_parser_refuses_a_slotted_file() {
         let k = key();
-        let (file, _) = k.new_file(at(1, 2, 3));
+        let (file, _) = k.new_file(&ID, at(1, 2, 3));
         assert_eq!(k.parse_legacy(&file), Err(Damaged));
         assert!(serde_json::from_slice::<serde_json::Value>(&file).is_err());
     }
@@ -524,7 +564,7 @@ pub(super) mod tests {
             let k = key();
             let mut file = two(&k, None, None);
             let (sa, sb) = (Slot { index: 0, counter }, Slot { index: 1, counter: 0 });
-            let a = if seal_a { k.seal(sa, at(1, counter, 0)).to_vec() } else { a };
+            let a = if seal_a { k.seal(&ID, sa, at(1, counter, 0)).to_vec() } else { a };
             put(&mut file, sa, &a);
             put(&mut file, sb, &b);
             match k.parse(&file) {
