@@ -273,7 +273,7 @@ fn a_json_witness_is_upgraded_to_the_slotted_file_at_open() {
         drop(open(dir.path(), provider.clone()));
         let upgraded = std::fs::read(&witness).unwrap();
         assert!(upgraded.starts_with(b"thresig-witness\0"), "{phase}");
-        assert_eq!(upgraded.len(), 3 * 4096, "{phase}");
+        assert_eq!(upgraded.len(), 3 * 64 * 1024, "{phase}");
         assert!(!dir.path().join("state.witness.tmp").exists(), "{phase}");
         check_records(&open(dir.path(), provider), phase);
     }

@@ -14,7 +14,7 @@ use thresig_store::{
 };
 
 /// The slots' offsets in the file (docs/storage-format.md).
-const SLOTS: [usize; 2] = [4096, 8192];
+const SLOTS: [usize; 2] = [64 * 1024, 128 * 1024];
 
 fn marker_op() -> WriteOp {
     WriteOp::InsertMarker {

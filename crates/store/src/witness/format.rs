@@ -23,10 +23,13 @@ const VERSION: u32 = 3;
 /// The MAC's domain tag for a slot (the JSON formats used `LEGACY_DOMAIN`).
 const DOMAIN: &[u8] = b"thresig/witness/v3";
 const LEGACY_DOMAIN: &[u8] = b"thresig/witness/v1";
-/// Each slot sits in a block of its own, the page size and the common file
-/// system block size: a write torn inside one slot, or a device that
-/// rewrites a whole block, never touches the other slot.
-const BLOCK: usize = 4096;
+/// The header and each slot sit in a block of their own, 64 KiB long: a
+/// write torn inside one slot never touches the header or the other slot,
+/// nor does a device that rewrites a whole unit around a small write (a
+/// file system block or page, 4 KiB; a flash page or a controller's or
+/// RAID layer's write unit, often 16 to 64 KiB), as long as that unit is
+/// at most 64 KiB. A 4 KiB spacing would rely on the first alone.
+const BLOCK: usize = 64 * 1024;
 /// The number of slots: the newest valid copy and the one being written.
 const SLOTS: usize = 2;
 /// The file's size, fixed at creation.
@@ -371,6 +374,22 @@ pub(super) mod tests {
             k.hmac(LEGACY_DOMAIN).finalize().into_bytes(),
             direct.finalize().into_bytes()
         );
+    }
+
+    /// The header and the two slots are each at least 64 KiB from the
+    /// next, so that a write unit of the device below (a RAID stripe, a
+    /// flash page) holds at most one of them, and the file is that long.
+    #[test]
+    fn the_slots_are_at_least_64_kib_apart() {
+        let offsets = [
+            0,
+            Slot::FIRST.offset(),
+            Slot::FIRST.next().unwrap().offset(),
+        ];
+        for pair in offsets.windows(2) {
+            assert!(pair[1] - pair[0] >= 64 * 1024, "{offsets:?}");
+        }
+        assert!(FILE_LEN as u64 - offsets[2] >= 64 * 1024, "{FILE_LEN}");
     }
 
     #[test]
