@@ -269,8 +269,9 @@ impl std::fmt::Debug for Witness {
     }
 }
 
-/// The steps of making a witness file, in order. Tests stop a write before
-/// each of them, as a crash there would.
+/// The steps of making a witness file, in order, and of writing a slot.
+/// Tests stop a write before each of them, as a crash or an I/O error
+/// there would.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     CreateTemp,
@@ -278,6 +279,8 @@ enum Step {
     SyncTemp,
     Rename,
     SyncDir,
+    WriteSlot,
+    SyncSlot,
 }
 
 impl Witness {
@@ -342,10 +345,20 @@ impl Witness {
     /// not the one this process made (removed, or something else put
     /// there): it is neither written nor made anew.
     pub(crate) fn write(&self, p: Position) -> Result<(), Error> {
+        self.write_stopping(p, |_| Ok(()))
+    }
+
+    /// [`Witness::write`], calling `before` ahead of each step (tests fail
+    /// it to stop the write there).
+    fn write_stopping(
+        &self,
+        p: Position,
+        before: impl FnMut(Step) -> std::io::Result<()>,
+    ) -> Result<(), Error> {
         self.update(p, |made| {
             match made.and_then(|(id, s)| Some((id, s.next()?))) {
-                Some((id, next)) => self.write_slot(&id, next, p).map(|()| (id, next)),
-                None => Ok(self.make_file(p, |_| Ok(()))?),
+                Some((id, next)) => self.write_slot(&id, next, p, before).map(|()| (id, next)),
+                None => Ok(self.make_file(p, before)?),
             }
         })
     }
@@ -407,12 +420,24 @@ impl Witness {
 
     /// Overwrites `slot` with `p` and syncs it: the hot path's only write.
     /// `slot` of the file `id`, which must be the file at the path.
-    fn write_slot(&self, id: &FileId, slot: Slot, p: Position) -> Result<(), Failure> {
+    fn write_slot(
+        &self,
+        id: &FileId,
+        slot: Slot,
+        p: Position,
+        mut before: impl FnMut(Step) -> std::io::Result<()>,
+    ) -> Result<(), Failure> {
         let record = self.key.seal(id, slot, p);
         let fields = header(id);
         match &self.location {
-            WitnessLocation::Memory(m) => m.write_at(&fields, slot.offset(), &record),
-            WitnessLocation::File(path) => write_in_place(path, &fields, slot.offset(), &record),
+            WitnessLocation::Memory(m) => {
+                before(Step::WriteSlot)?;
+                m.write_at(&fields, slot.offset(), &record)?;
+                Ok(before(Step::SyncSlot)?)
+            }
+            WitnessLocation::File(path) => {
+                write_in_place(path, &fields, slot.offset(), &record, before)
+            }
         }
     }
 
@@ -454,6 +479,7 @@ fn write_in_place(
     fields: &[u8; HEADER_LEN],
     offset: u64,
     record: &[u8],
+    mut before: impl FnMut(Step) -> std::io::Result<()>,
 ) -> Result<(), Failure> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -477,7 +503,9 @@ fn write_in_place(
     if &found != fields {
         return Err(Failure::Replaced(OTHER_FILE));
     }
+    before(Step::WriteSlot)?;
     file.write_all_at(record, offset)?;
+    before(Step::SyncSlot)?;
     Ok(file.sync_data()?)
 }
 
@@ -508,11 +536,23 @@ fn write_atomically(
 
 #[cfg(test)]
 mod tests {
+    use super::format::RECORD_LEN;
     use super::format::tests::{at, key, legacy_file};
     use super::*;
 
     fn witness(location: WitnessLocation) -> Witness {
         Witness::new(location, [3; 16], Zeroizing::new([7; 32]))
+    }
+
+    /// Fails the step `stop`, as a crash or an I/O error there would.
+    fn stop_before(stop: Step) -> impl FnMut(Step) -> std::io::Result<()> {
+        move |step| {
+            if step == stop {
+                Err(std::io::Error::other("stopped"))
+            } else {
+                Ok(())
+            }
+        }
     }
 
     fn is_slotted(bytes: &[u8]) -> bool {
@@ -558,8 +598,40 @@ mod tests {
         }
     }
 
-    /// After the file is made, writes go to alternate slots in place: the
-    /// file keeps its inode (no rename) and always reads the newest write.
+    /// The slot offsets, in index order.
+    fn slot_offsets() -> [usize; 2] {
+        let first = Slot::FIRST;
+        [first, first.next().unwrap()].map(|s| s.offset() as usize)
+    }
+
+    /// The write counter in slot `index` of `file`.
+    fn counter_in(file: &[u8], index: usize) -> u64 {
+        let at = slot_offsets()[index];
+        u64::from_be_bytes(file[at..at + 8].try_into().unwrap())
+    }
+
+    /// Which slots differ between two copies of a file (and that nothing
+    /// outside the slots' records does).
+    fn slots_changed(before: &[u8], after: &[u8]) -> Vec<usize> {
+        let offsets = slot_offsets();
+        let record = |file: &[u8], index: usize| {
+            let at = offsets[index];
+            file[at..at + RECORD_LEN].to_vec()
+        };
+        let mut rest = (before.to_vec(), after.to_vec());
+        for at in offsets {
+            rest.0[at..at + RECORD_LEN].fill(0);
+            rest.1[at..at + RECORD_LEN].fill(0);
+        }
+        assert!(rest.0 == rest.1, "a write changed bytes outside the slots");
+        (0..2)
+            .filter(|&i| record(before, i) != record(after, i))
+            .collect()
+    }
+
+    /// After the file is made, writes go to alternate slots in place, each
+    /// with the next counter: the file keeps its inode (no rename) and
+    /// always reads the newest write.
     #[test]
     fn writes_alternate_slots_of_the_same_file() {
         use std::os::unix::fs::MetadataExt as _;
@@ -569,12 +641,81 @@ mod tests {
         w.remake(at(1, 1, 0)).unwrap();
         let inode = std::fs::metadata(&path).unwrap().ino();
         for generation in 2..6 {
+            let before = std::fs::read(&path).unwrap();
             w.write(at(1, generation, 0)).unwrap();
+            let after = std::fs::read(&path).unwrap();
+            // Slot 0 holds the file's first copy, so the second write goes
+            // to slot 1, the third to slot 0, and so on.
+            let index = (generation as usize - 1) % 2;
+            assert_eq!(slots_changed(&before, &after), [index], "{generation}");
+            assert_eq!(counter_in(&after, index), generation);
             assert_eq!(w.read().unwrap(), Some(at(1, generation, 0)));
             let meta = std::fs::metadata(&path).unwrap();
             assert_eq!((meta.ino(), meta.len()), (inode, FILE_LEN as u64));
         }
         assert!(!dir.path().join("state.witness.tmp").exists());
+    }
+
+    /// A write whose record landed whole but that reported failure (the
+    /// whole record kept by a tear, or a file write stopped before its
+    /// sync): the file reads the record that landed, and the next write
+    /// reuses that slot and counter, which the file then reads.
+    fn a_landed_write_reported_failed_reuses_its_slot(
+        w: &Witness,
+        bytes: impl Fn() -> Vec<u8>,
+        fresh: impl Fn() -> Witness,
+        failing_write: impl FnOnce(Position) -> Result<(), Error>,
+    ) {
+        w.remake(at(1, 1, 0)).unwrap();
+        w.write(at(1, 2, 0)).unwrap();
+        let failed = failing_write(at(1, 3, 0));
+        assert!(matches!(failed, Err(Error::WitnessIo { .. })), "{failed:?}");
+        assert_eq!(fresh().read().unwrap(), Some(at(1, 3, 0)));
+        let before = bytes();
+        assert_eq!(counter_in(&before, 0), 3);
+        w.write(at(1, 4, 0)).unwrap();
+        let after = bytes();
+        assert_eq!(slots_changed(&before, &after), [0]);
+        assert_eq!(counter_in(&after, 0), 3);
+        assert_eq!(fresh().read().unwrap(), Some(at(1, 4, 0)));
+    }
+
+    #[test]
+    fn a_whole_record_torn_write_reuses_its_slot() {
+        let memory = MemoryWitness::new();
+        let w = witness(WitnessLocation::Memory(memory.clone()));
+        a_landed_write_reported_failed_reuses_its_slot(
+            &w,
+            || memory.bytes().unwrap(),
+            || witness(WitnessLocation::Memory(memory.clone())),
+            |p| {
+                memory.tear_next_slot_write(RECORD_LEN);
+                w.write(p)
+            },
+        );
+    }
+
+    /// The file backend stopped between writing a slot and syncing it (as
+    /// a failed `fdatasync` leaves it), and stopped before writing it.
+    #[test]
+    fn a_file_slot_write_stopped_before_its_sync_reuses_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.witness");
+        let w = witness(WitnessLocation::File(path.clone()));
+        a_landed_write_reported_failed_reuses_its_slot(
+            &w,
+            || std::fs::read(&path).unwrap(),
+            || witness(WitnessLocation::File(path.clone())),
+            |p| w.write_stopping(p, stop_before(Step::SyncSlot)),
+        );
+        let before = std::fs::read(&path).unwrap();
+        let stopped = w.write_stopping(at(1, 5, 0), stop_before(Step::WriteSlot));
+        assert!(
+            matches!(stopped, Err(Error::WitnessIo { .. })),
+            "{stopped:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(w.read().unwrap(), Some(at(1, 4, 0)));
     }
 
     /// A slot write torn by a crash: the file reads the position before it,

@@ -37,7 +37,7 @@ pub(super) const FILE_LEN: usize = BLOCK * (1 + SLOTS);
 /// counter (8) ‖ global epoch (8) ‖ generation (8) ‖ audit mark (40).
 const BODY_LEN: usize = 64;
 /// The body and its HMAC-SHA256.
-const RECORD_LEN: usize = BODY_LEN + 32;
+pub(super) const RECORD_LEN: usize = BODY_LEN + 32;
 
 /// A witness file's id: random, made anew with every file (at every open),
 /// and bound into every slot's MAC, so that a slot copied in from another
@@ -343,6 +343,14 @@ pub(super) mod tests {
         .into_bytes()
     }
 
+    /// `len` bytes from `seed`.
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
+        let mut bytes = vec![0; len];
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
+        bytes
+    }
+
     /// `file` with `record` (sealed for `slot`) written into its slot.
     pub(crate) fn put(file: &mut [u8], slot: Slot, record: &[u8]) {
         let at = slot.offset() as usize;
@@ -562,12 +570,75 @@ pub(super) mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
 
-        /// Any bytes: a position or `Damaged`, never a panic.
+        /// Any bytes: a position or `Damaged`, never a panic. Short ones
+        /// go to the JSON parser; ones of the file's length that start
+        /// with the magic, the version and any file id (and the header's
+        /// zeros, or not) reach the slotted parser, and with slots no key
+        /// holder wrote they are damaged.
         #[test]
         fn parsing_arbitrary_bytes_never_panics(
-            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)
+            short in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            seed in proptest::prelude::any::<u64>(),
+            id in proptest::prelude::any::<FileId>(),
+            zeros in proptest::prelude::any::<bool>(),
         ) {
-            let _ = key().parse(&bytes);
+            let k = key();
+            let _ = k.parse(&short);
+            let mut long = noise(seed, FILE_LEN);
+            long[..HEADER_LEN].copy_from_slice(&header(&id));
+            if zeros {
+                long[HEADER_LEN..BLOCK].fill(0);
+            }
+            proptest::prop_assert_eq!(k.parse(&long), Err(Damaged));
+        }
+
+        /// A valid file with two slots at arbitrary counters, then one
+        /// mutation: a header byte set to any value, the file cut or
+        /// extended to any length, or a byte of a slot's counter set to
+        /// any value. Each reads as the rule says or is `Damaged`.
+        #[test]
+        fn mutated_files_read_as_the_rule_says(
+            counters in proptest::prelude::any::<(u64, u64)>(),
+            header_at in 0..BLOCK,
+            len in 0..FILE_LEN + BLOCK,
+            slot_byte in (0..SLOTS, 0..8usize),
+            value in proptest::prelude::any::<u8>(),
+        ) {
+            let k = key();
+            let (c0, c1) = counters;
+            let positions = [at(1, 1, 0), at(1, 2, 0)];
+            let file = two(&k, Some((c0, positions[0])), Some((c1, positions[1])));
+            // The valid slot with the higher counter, of `valid` slots.
+            let rule = |valid: [bool; 2]| {
+                let slot = |i: usize| Slot { index: i, counter: [c0, c1][i] };
+                match (valid, c0.cmp(&c1)) {
+                    ([true, true], std::cmp::Ordering::Equal) | ([false, false], _) => {
+                        Err(Damaged)
+                    }
+                    ([true, true], std::cmp::Ordering::Greater) | ([true, false], _) => {
+                        Ok(Found::Slotted(slot(0), positions[0]))
+                    }
+                    _ => Ok(Found::Slotted(slot(1), positions[1])),
+                }
+            };
+            proptest::prop_assert_eq!(k.parse(&file), rule([true, true]));
+
+            let mut bad = file.clone();
+            bad[header_at] = value;
+            let expected = if bad == file { rule([true, true]) } else { Err(Damaged) };
+            proptest::prop_assert_eq!(k.parse(&bad), expected);
+
+            let mut resized = file.clone();
+            resized.resize(len, 0);
+            let expected = if len == FILE_LEN { rule([true, true]) } else { Err(Damaged) };
+            proptest::prop_assert_eq!(k.parse(&resized), expected);
+
+            let (index, byte) = slot_byte;
+            let mut bad = file.clone();
+            bad[BLOCK * (1 + index) + byte] = value;
+            let mut valid = [true, true];
+            valid[index] = bad == file;
+            proptest::prop_assert_eq!(k.parse(&bad), rule(valid));
         }
 
         /// A file of the right shape with arbitrary slot bytes (and some
