@@ -176,8 +176,9 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+// What is at the witness's path, as `WitnessReplaced` says.
 const GONE: &str = "no file is there";
-const NOT_A_FILE: &str = "a symbolic link or something else than a regular file is there";
+const NOT_A_FILE: &str = "a symbolic link or something other than a regular file is there";
 const OTHER_SIZE: &str = "a file of another size is there";
 const OTHER_FILE: &str = "a file other than the one this store made at open is there";
 
