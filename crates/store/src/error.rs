@@ -246,7 +246,8 @@ pub enum Error {
     /// Writing the witness file failed (retryable: the database is
     /// unaffected and the next write tries again).
     #[error(
-        "writing witness {} failed: {source}; free disk space or fix the directory, then retry",
+        "writing witness {} failed: {source}; check the disk and the file's owner and mode \
+         (making it anew, as an open does, also needs free space in its directory), then retry",
         witness.display()
     )]
     WitnessIo {
@@ -255,6 +256,23 @@ pub enum Error {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The witness file was removed, or something else put in its place,
+    /// while the store was open: what is at its path is not the slotted
+    /// file the open made. Terminal: no witnessed write is acknowledged
+    /// and no stored marker handed back until the file is put back (or the
+    /// signer restarted, whose open then decides).
+    #[error(
+        "witness {} was removed or replaced while the store was open ({reason}): witnessed \
+         writes are not acknowledged, so signing stops; put the file back, or restart the signer \
+         (which then reports `witness_missing` and the setting that accepts it)",
+        witness.display()
+    )]
+    WitnessReplaced {
+        /// The witness file.
+        witness: PathBuf,
+        /// What is at its path instead.
+        reason: &'static str,
     },
     /// No store exists at this location, and opening never creates one
     /// (only provisioning does, with [`EncryptedStore::create`](crate::EncryptedStore::create)).
@@ -418,6 +436,7 @@ impl Error {
             | Self::WitnessCorrupt { .. }
             | Self::WitnessMissing { .. }
             | Self::WitnessUnreadable { .. }
+            | Self::WitnessReplaced { .. }
             | Self::NoStore { .. }
             | Self::DatabaseMissing { .. }
             | Self::StoreExists { .. }
@@ -456,6 +475,7 @@ impl Error {
             Self::WitnessCorrupt { .. } => "witness_corrupt",
             Self::WitnessUnreadable { .. } => "witness_unreadable",
             Self::WitnessIo { .. } => "witness_io",
+            Self::WitnessReplaced { .. } => "witness_replaced",
             Self::NoStore { .. } => "no_store",
             Self::DatabaseMissing { .. } => "database_missing",
             Self::StoreExists { .. } => "store_exists",
@@ -497,6 +517,7 @@ impl Error {
             | Self::WitnessCorrupt { .. }
             | Self::WitnessUnreadable { .. }
             | Self::WitnessIo { .. }
+            | Self::WitnessReplaced { .. }
             | Self::NoStore { .. }
             | Self::DatabaseMissing { .. }
             | Self::StoreExists { .. }
@@ -738,6 +759,10 @@ mod tests {
             Error::WitnessIo {
                 witness: path(),
                 source: io(),
+            },
+            Error::WitnessReplaced {
+                witness: path(),
+                reason: "it is gone",
             },
             Error::NoStore { database: path() },
             Error::DatabaseMissing {

@@ -332,20 +332,29 @@ fn commit_batch(
     // callers get a retryable `WitnessIo` (the data did commit; a retry
     // finds it, e.g. as `MarkerPresent`), so no share is released on a
     // write a rollback could undo unnoticed.
-    if witnessed && shared.write_witness(position).is_err() {
+    if witnessed && let Err(e) = shared.write_witness(position) {
         for (outcome, guarded) in outcomes.iter_mut().zip(guarded) {
             // Stored state found in this batch (a marker another unit of
             // it inserted, say) waits on the witness like a commit.
             let found_stored = matches!(outcome, Ok(WriteOutcome::Skipped { .. }));
             if guarded || found_stored {
-                *outcome = Err(Error::WitnessIo {
-                    witness: shared.witness.path(),
-                    source: std::io::Error::other("witness not written after commit"),
-                });
+                *outcome = Err(unwitnessed(&e, shared.witness.path()));
             }
         }
     }
     Ok(outcomes)
+}
+
+/// What a unit waiting on a witness write that failed with `e` is told: a
+/// witness removed or replaced stays terminal for each of them.
+fn unwitnessed(e: &Error, witness: std::path::PathBuf) -> Error {
+    match e {
+        Error::WitnessReplaced { reason, .. } => Error::WitnessReplaced { witness, reason },
+        _ => Error::WitnessIo {
+            witness,
+            source: std::io::Error::other("witness not written after commit"),
+        },
+    }
 }
 
 /// The later of two positions (they only grow, together).

@@ -231,7 +231,10 @@ fn database_ahead_of_witness_repairs_it() {
         "witness moved forward"
     );
     let mut tampered = machine.witness.bytes().unwrap();
-    let at = tampered.len() - 3;
+    // In the header, which no write touches once the file is made (a slot
+    // that fails its MAC alone is what a torn write leaves, and is passed
+    // over for the other: tests/witness.rs).
+    let at = 20;
     tampered[at] ^= 1;
     machine.witness.set_bytes(Some(tampered));
     assert!(matches!(

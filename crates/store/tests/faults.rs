@@ -457,15 +457,14 @@ fn a_transient_failure_on_one_wrap_is_retryable_even_if_another_is_gone() {
     assert_eq!(recovery, Recovery::Retryable, "{err:?}");
 }
 
-/// A store in `dir` (a real witness file, so its writes can be made to
-/// fail).
-fn create_in(dir: &std::path::Path) -> EncryptedStore {
-    EncryptedStore::create(
-        thresig_store::StoreLocation::Directory(dir.to_path_buf()),
-        Arc::new(MemoryProvider::with_key("k", 9)),
-        thresig_store::StoreOptions::default(),
-    )
-    .unwrap()
+/// A store whose witness (in memory) can be made to fail every write, as
+/// a failing disk would (a witness removed or replaced is another error:
+/// the store test `a_witness_removed_while_the_store_is_open_stops_witnessed_writes`).
+fn store_with_failable_witness() -> (EncryptedStore, MemoryWitness) {
+    let witness = MemoryWitness::new();
+    let provider = Arc::new(MemoryProvider::with_key("k", 9));
+    let store = open_on(&SimDisk::new(), &witness, provider).unwrap();
+    (store, witness)
 }
 
 /// I5: a security-relevant write is acknowledged only once the witness
@@ -475,12 +474,9 @@ fn create_in(dir: &std::path::Path) -> EncryptedStore {
 #[test]
 fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     use thresig_store::{Conflict, Error, Store as _, WriteOutcome};
-    let dir = tempfile::tempdir().unwrap();
-    let store = create_in(dir.path());
+    let (store, witness) = store_with_failable_witness();
     common::put_wallet(&store, 1, b"one");
-    // A directory where the witness's temporary file goes: writing fails.
-    let blocker = dir.path().join("state.witness.tmp");
-    std::fs::create_dir(&blocker).unwrap();
+    witness.fail_slot_writes(true);
     let out = store.write(vec![marker_op(1)]);
     assert!(matches!(&out, Err(Error::WitnessIo { .. })), "{out:?}");
     assert_eq!(out.unwrap_err().recovery(), Recovery::Retryable);
@@ -497,7 +493,7 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
     assert!(matches!(&early, Err(Error::WitnessIo { .. })), "{early:?}");
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
     assert!(matches!(&read, Err(Error::WitnessIo { .. })), "{read:?}");
-    std::fs::remove_dir(&blocker).unwrap();
+    witness.fail_slot_writes(false);
     let retry = store.write(vec![marker_op(1)]).unwrap();
     assert!(
         matches!(
@@ -525,17 +521,15 @@ fn a_marker_is_not_acknowledged_while_the_witness_cannot_be_written() {
 #[test]
 fn a_keyring_change_whose_witness_write_fails_keeps_the_lag() {
     use thresig_store::Error;
-    let dir = tempfile::tempdir().unwrap();
-    let store = create_in(dir.path());
+    let (store, witness) = store_with_failable_witness();
     store.write(vec![marker_op(1)]).unwrap();
-    let blocker = dir.path().join("state.witness.tmp");
-    std::fs::create_dir(&blocker).unwrap();
+    witness.fail_slot_writes(true);
     let failures = store.writer_stats().witness_failures;
     store.start_dek_rotation().unwrap();
     assert_eq!(store.writer_stats().witness_failures, failures + 1);
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32]));
     assert!(matches!(&read, Err(Error::WitnessIo { .. })), "{read:?}");
-    std::fs::remove_dir(&blocker).unwrap();
+    witness.fail_slot_writes(false);
     let read = store.marker(&wallet(1), &CommitmentHash([7; 32])).unwrap();
     assert!(read.is_some(), "the witness caught up: the marker reads");
 }

@@ -250,6 +250,35 @@ fn every_phase_opens_and_its_rotation_completes() {
     }
 }
 
+/// The fixtures hold JSON witnesses (versions 1 and 2): the first open
+/// upgrades each to the slotted file, the careful way (a temporary file
+/// left by a crash beside it is replaced), and the next open reads it.
+#[test]
+fn a_json_witness_is_upgraded_to_the_slotted_file_at_open() {
+    for phase in PHASES {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(phase, dir.path());
+        let witness = dir.path().join("state.witness");
+        assert!(
+            std::fs::read(&witness).unwrap().starts_with(b"{"),
+            "{phase}"
+        );
+        std::fs::write(dir.path().join("state.witness.tmp"), b"torn").unwrap();
+        let provider = provider();
+        provider.set_current(if phase.starts_with("kek") {
+            "kek-2"
+        } else {
+            "kek-1"
+        });
+        drop(open(dir.path(), provider.clone()));
+        let upgraded = std::fs::read(&witness).unwrap();
+        assert!(upgraded.starts_with(b"thresig-witness\0"), "{phase}");
+        assert_eq!(upgraded.len(), 3 * 64 * 1024, "{phase}");
+        assert!(!dir.path().join("state.witness.tmp").exists(), "{phase}");
+        check_records(&open(dir.path(), provider), phase);
+    }
+}
+
 #[test]
 fn every_phase_opens_with_the_recovery_key_alone() {
     for phase in PHASES {

@@ -182,7 +182,7 @@ pub enum StoreLocation {
     Database {
         /// The database; empty on first open.
         db: Database,
-        /// The witness slot.
+        /// The witness file, kept in memory.
         witness: MemoryWitness,
     },
 }

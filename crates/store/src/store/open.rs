@@ -449,7 +449,9 @@ fn open_shared(
             (move_past(&db, &keyring, position, past)?, Some(accepted))
         }
     };
-    witness.write(position)?;
+    // Made anew, the careful way, at every open: a JSON witness is
+    // upgraded, and a slot a crash tore is cleared.
+    witness.remake(position)?;
     crate::metrics::audit_head(position.audit.seq);
     if !written {
         record_witness_written(&db, &keyring, identity)?;

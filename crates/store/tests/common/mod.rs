@@ -175,6 +175,16 @@ pub fn open_or_create(
     }
 }
 
+/// A new store in `dir`, with a real witness file beside its database.
+pub fn create_in(dir: &std::path::Path) -> EncryptedStore {
+    EncryptedStore::create(
+        StoreLocation::Directory(dir.to_path_buf()),
+        Arc::new(MemoryProvider::with_key("k", 9)),
+        StoreOptions::default(),
+    )
+    .unwrap()
+}
+
 /// The plaintext of wallet `n`'s state; panics if absent or unreadable.
 pub fn wallet_value(store: &dyn thresig_store::Store, n: u8) -> Vec<u8> {
     store.wallet(&wallet(n)).unwrap().unwrap().to_vec()
