@@ -666,10 +666,11 @@ impl<S: Store> Signer<S> {
             if !senders.insert(msg.sender) {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
+            let accuse = |fault| self.accuse(slot, session, hpke, (msg.sender, fault));
             let plain = open(hpke, &session, wallet, msg.sender, me, &sealed.0)
-                .ok_or_else(|| fail(Some(msg.sender), DkgFault::BadSeal))?;
+                .ok_or_else(|| accuse(DkgFault::BadSeal))?;
             let package = Round2Package::from_bytes(&plain)
-                .map_err(|_| fail(Some(msg.sender), DkgFault::InvalidPackage))?;
+                .map_err(|_| accuse(DkgFault::InvalidPackage))?;
             packages.push((msg.sender, package));
         }
         let expected = participants(&slot.config, current, kind);
@@ -679,9 +680,14 @@ impl<S: Store> Signer<S> {
         if missing_seat(&expected, senders.iter().copied()).is_some() {
             return Err(fail(NO_MEMBER, DkgFault::MissingSender));
         }
-        let output = state.finish(packages).map_err(|e| {
-            let accused = e.culprits().first().copied();
-            fail(accused, DkgFault::InvalidPackage)
+        // Only a share that fails its sender's own commitments is the
+        // sender's signed fault; anything else the crypto layer refuses
+        // here accuses no one with evidence.
+        let output = state.finish(packages).map_err(|e| match e {
+            thresig_crypto::Error::BadShare { culprit } => {
+                self.accuse(slot, session, hpke, (culprit, DkgFault::InvalidPackage))
+            }
+            other => fail(other.culprits().first().copied(), DkgFault::InvalidPackage),
         })?;
         // A refresh's keys cannot show an equivocated round 1 (see
         // `thresig_crypto`'s dkg module): its confirmation also binds the
@@ -1184,6 +1190,42 @@ fn dkg_failed(slot: &Slot, session: DkgSessionId, accused: Option<Seat>, fault: 
         accuser: slot.seat,
         accused,
         fault,
+        accusation: None,
+    }
+}
+
+impl<S: Store> Signer<S> {
+    /// The failure of part 3 because the round-2 package `accused` sent
+    /// this member does not open, decode or verify against its sender's
+    /// commitments, with this member's signed accusation revealing the
+    /// session's HPKE key `hpke`, so that anyone can check that package
+    /// (docs/blame.md). Called only where part 3 computes no result: the
+    /// key protects nothing of a session that ends here.
+    fn accuse(
+        &self,
+        slot: &Slot,
+        session: DkgSessionId,
+        hpke: &HpkeSecret,
+        (accused, fault): (Seat, DkgFault),
+    ) -> Error {
+        let accusation = SignedDkgMessage::sign(
+            &self.identity,
+            session,
+            slot.config.id.clone(),
+            slot.seat,
+            DkgPayload::Accuse {
+                accused,
+                hpke_secret: hpke.reveal(),
+            },
+        );
+        Error::DkgFailed {
+            wallet: slot.config.id.clone(),
+            session,
+            accuser: slot.seat,
+            accused: Some(accused),
+            fault,
+            accusation: Some(Box::new(accusation)),
+        }
     }
 }
 

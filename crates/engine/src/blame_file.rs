@@ -1,0 +1,132 @@
+//! A blame proof file of either kind: a signing proof ([`BlameProof`],
+//! which names no `kind`) or a DKG proof ([`DkgShareProof`], `kind`
+//! `dkg_share`), told apart before either is decoded.
+
+use serde::Deserialize;
+
+use crate::blame::BlameProof;
+use crate::dkg_blame::DkgShareProof;
+
+/// A decoded proof file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlameFile {
+    /// An invalid signature share (`thresig sign`).
+    Signing(BlameProof),
+    /// An invalid DKG round-2 share (`thresig dkg`, `thresig refresh`).
+    DkgShare(DkgShareProof),
+}
+
+/// Why bytes are not a proof file. Terminal: the same bytes fail the same
+/// way.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofFileError {
+    /// Not JSON, or JSON without a proof's fields (or with others).
+    #[error("not a blame proof ({0})")]
+    Malformed(#[from] serde_json::Error),
+    /// A `kind` this build does not know (a signing proof names none, a
+    /// DKG proof `dkg_share`).
+    #[error("a blame proof of a kind this build does not know; verify it with a matching thresig")]
+    UnknownKind,
+}
+
+/// The one field read first: which kind of proof the rest is.
+#[derive(Deserialize)]
+struct Kind {
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+impl BlameFile {
+    /// Decodes a proof file's JSON.
+    ///
+    /// # Errors
+    /// [`ProofFileError`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ProofFileError> {
+        let Kind { kind } = serde_json::from_slice(bytes)?;
+        match kind.as_deref() {
+            None => Ok(Self::Signing(serde_json::from_slice(bytes)?)),
+            Some("dkg_share") => Ok(Self::DkgShare(serde_json::from_slice(bytes)?)),
+            Some(_) => Err(ProofFileError::UnknownKind),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// JSON values built from a proof's own field names, nested a few
+    /// levels: closer to a proof than arbitrary bytes get.
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[0-9a-f]{0,70}".prop_map(serde_json::Value::from),
+            prop::sample::select(vec!["dkg_share", "fresh", "refresh", "round1", "accuse"])
+                .prop_map(serde_json::Value::from),
+        ];
+        let keys = prop::sample::select(vec![
+            "version",
+            "kind",
+            "wallet",
+            "session",
+            "dkg",
+            "round1",
+            "round2",
+            "accusation",
+            "sender",
+            "payload",
+            "signature",
+            "package",
+            "hpke_key",
+            "hpke_secret",
+            "accused",
+            "to",
+            "sealed",
+            "echo",
+            "wallet_key",
+            "request",
+            "answer",
+        ]);
+        leaf.prop_recursive(4, 48, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(keys.clone(), inner, 0..9).prop_map(|m| {
+                    serde_json::Value::Object(
+                        m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Arbitrary bytes never panic the parser: a proof or a typed error.
+        #[test]
+        fn arbitrary_bytes_are_a_proof_or_a_typed_error(
+            raw in prop::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let _ = BlameFile::from_json(&raw);
+        }
+
+        /// Arbitrary JSON in a proof's vocabulary never panics the parser,
+        /// and one of another `kind` is refused as such.
+        #[test]
+        fn arbitrary_json_is_a_proof_or_a_typed_error(value in json()) {
+            let bytes = serde_json::to_vec(&value).unwrap();
+            let parsed = BlameFile::from_json(&bytes);
+            if let Some(kind) = value.get("kind").and_then(|k| k.as_str())
+                && kind != "dkg_share"
+            {
+                prop_assert!(matches!(parsed, Err(ProofFileError::UnknownKind)));
+            }
+        }
+    }
+}
