@@ -13,7 +13,9 @@ use std::sync::Arc;
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError, RpcCode};
-use thresig_engine::{DkgKind, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, SignedDkgMessage};
+use thresig_engine::{
+    DkgKind, DkgPayload, DkgProposal, DkgSessionId, DkgShareProof, ErrorCode, SignedDkgMessage,
+};
 use tokio::task::JoinSet;
 use tracing::info;
 
@@ -79,6 +81,25 @@ pub enum DkgError {
         #[source]
         error: DaemonError,
     },
+    /// A member's part 3 found the round-2 package another member sent it
+    /// invalid (it does not open, decode or verify) and signed an
+    /// accusation; with the messages this relay handed out, it is a proof
+    /// anyone can check with the roster (`thresig blame verify`).
+    #[error(
+        "DKG finish: member {accuser} accuses member {accused} of an invalid round-2 package, with a proof: {error}{}",
+        after_part3("finish")
+    )]
+    Accused {
+        /// The accusing member's cluster seat.
+        accuser: Seat,
+        /// The accused member's cluster seat.
+        accused: Seat,
+        /// The accuser's refusal.
+        #[source]
+        error: DaemonError,
+        /// The proof against the accused.
+        proof: Box<DkgShareProof>,
+    },
     /// The run could not proceed at all.
     #[error("DKG aborted: {0}")]
     Aborted(&'static str),
@@ -143,6 +164,16 @@ pub enum DkgError {
 }
 
 impl DkgError {
+    /// The proof against the accused member (its cluster seat) of a run
+    /// that failed on a member's accusation.
+    #[must_use]
+    pub fn proof(&self) -> Option<(Seat, &DkgShareProof)> {
+        match self {
+            Self::Accused { accused, proof, .. } => Some((*accused, proof)),
+            _ => None,
+        }
+    }
+
     /// Whether a fresh run can succeed without operator action: when a
     /// member was unreachable or refused transiently.
     #[must_use]
@@ -174,6 +205,7 @@ impl DkgError {
             // answer alone.
             Self::AbortMember { retryable, .. } => *retryable,
             Self::Protocol { .. }
+            | Self::Accused { .. }
             | Self::Aborted(_)
             | Self::Unconfirmed { .. }
             | Self::Released
@@ -375,11 +407,65 @@ async fn run_session(
         let mine = inbox.get(&seat).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
     })
-    .await?;
+    .await
+    .map_err(|e| accused(wallet, (&proposal.kind, &all_round1, &inbox), e))?;
     let agreed = agree(wallet, &proposal.kind, &confirmations)?;
     info!("DKG confirmations");
     deliver(peers, wallet, members, confirmations, progress).await?;
     Ok(agreed)
+}
+
+/// `error` as [`DkgError::Accused`] when it is a member's part-3 refusal
+/// carrying an accusation that, with the round-1 messages and the
+/// round-2 inboxes this relay handed out, makes a proof that verifies
+/// (checked here, so that a member's false accusation is reported as the
+/// plain refusal it is, not as proof); `error` unchanged otherwise.
+fn accused(
+    wallet: &NodeWallet,
+    (kind, round1, inbox): (&DkgKind, &[SignedDkgMessage], &BTreeMap<Seat, Vec<SignedDkgMessage>>),
+    error: DkgError,
+) -> DkgError {
+    let DkgError::Member {
+        phase: "finish",
+        seat: accuser,
+        error: DaemonError::Refused(refusal),
+    } = &error
+    else {
+        return error;
+    };
+    let Some(accusation) = refusal.accusation.as_deref() else {
+        return error;
+    };
+    let DkgPayload::Accuse { accused, .. } = &accusation.payload else {
+        return error;
+    };
+    let Some(round2) = inbox
+        .get(&accusation.sender)
+        .and_then(|mine| mine.iter().find(|m| m.sender == *accused))
+    else {
+        return error;
+    };
+    let proof = DkgShareProof::new(
+        kind.clone(),
+        round1.to_vec(),
+        round2.clone(),
+        accusation.clone(),
+    );
+    if let Err(e) = proof.verify(&wallet.config) {
+        info!(%accuser, code = e.code(), "a member's accusation does not make a proof");
+        return error;
+    }
+    let accused = wallet.cluster_seat(*accused).unwrap_or(*accused);
+    let (accuser, error) = match error {
+        DkgError::Member { seat, error, .. } => (seat, error),
+        other => return other,
+    };
+    DkgError::Accused {
+        accuser,
+        accused,
+        error,
+        proof: Box::new(proof),
+    }
 }
 
 /// The confirmation payload every member signed, each checked to be of

@@ -8,8 +8,10 @@ use crate::blame::BlameProof;
 use crate::dkg_blame::DkgShareProof;
 
 /// A decoded proof file.
+///
+/// Exhaustive on purpose: whoever reads proof files must check every kind
+/// it can decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum BlameFile {
     /// An invalid signature share (`thresig sign`).
     Signing(BlameProof),
