@@ -422,7 +422,11 @@ async fn run_session(
 /// plain refusal it is, not as proof); `error` unchanged otherwise.
 fn accused(
     wallet: &NodeWallet,
-    (kind, round1, inbox): (&DkgKind, &[SignedDkgMessage], &BTreeMap<Seat, Vec<SignedDkgMessage>>),
+    (kind, round1, inbox): (
+        &DkgKind,
+        &[SignedDkgMessage],
+        &BTreeMap<Seat, Vec<SignedDkgMessage>>,
+    ),
     error: DkgError,
 ) -> DkgError {
     let DkgError::Member {

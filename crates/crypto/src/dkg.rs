@@ -375,9 +375,7 @@ impl DkgRound2 {
                 // frost reports a bad refresh share without its sender; check
                 // each first so the culprit is named.
                 for (id, package) in &round2 {
-                    check_refresh_share(self.session.me, id, package, |id| {
-                        self.round1.get(id)
-                    })?;
+                    check_refresh_share(self.session.me, id, package, |id| self.round1.get(id))?;
                 }
                 // frost takes the old key package by value; a clone moves in
                 // (and is wiped when frost drops it) while the box is wiped
@@ -430,13 +428,11 @@ pub fn verify_round2_share(
 ) -> Result<()> {
     let id = from.identifier();
     match kind {
-        ShareKind::Fresh => dkg_batch::check_one(to.identifier(), &id, &package.0, |_| {
-            Some(&commitments.0)
-        })
-        .map_err(blame),
-        ShareKind::Refresh => {
-            check_refresh_share(to, &id, &package.0, |_| Some(&commitments.0))
+        ShareKind::Fresh => {
+            dkg_batch::check_one(to.identifier(), &id, &package.0, |_| Some(&commitments.0))
+                .map_err(blame)
         }
+        ShareKind::Refresh => check_refresh_share(to, &id, &package.0, |_| Some(&commitments.0)),
     }
 }
 

@@ -669,8 +669,8 @@ impl<S: Store> Signer<S> {
             let accuse = |fault| self.accuse(slot, session, hpke, (msg.sender, fault));
             let plain = open(hpke, &session, wallet, msg.sender, me, &sealed.0)
                 .ok_or_else(|| accuse(DkgFault::BadSeal))?;
-            let package = Round2Package::from_bytes(&plain)
-                .map_err(|_| accuse(DkgFault::InvalidPackage))?;
+            let package =
+                Round2Package::from_bytes(&plain).map_err(|_| accuse(DkgFault::InvalidPackage))?;
             packages.push((msg.sender, package));
         }
         let expected = participants(&slot.config, current, kind);

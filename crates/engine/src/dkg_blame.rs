@@ -144,11 +144,7 @@ impl DkgShareProof {
     /// (`NoFault` when it verifies).
     pub fn verify(&self, wallet: &WalletConfig) -> Result<ProvenDkgFault, BlameError> {
         let id = &wallet.id;
-        let messages = || {
-            self.round1
-                .iter()
-                .chain([&self.round2, &self.accusation])
-        };
+        let messages = || self.round1.iter().chain([&self.round2, &self.accusation]);
         for named in std::iter::once(&self.wallet).chain(messages().map(|m| &m.wallet)) {
             if named != id {
                 return Err(BlameError::OtherWallet {

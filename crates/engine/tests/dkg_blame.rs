@@ -296,7 +296,11 @@ fn a_relay_cannot_build_a_verifying_proof_against_an_honest_member() {
     let (_, other_secret) = own_secrets(&other, 1, started[&seat(1)].clone());
     for s in 1..=3u16 {
         let mut swapped = honest.clone();
-        let i = swapped.round1.iter().position(|m| m.sender == seat(s)).unwrap();
+        let i = swapped
+            .round1
+            .iter()
+            .position(|m| m.sender == seat(s))
+            .unwrap();
         swapped.round1[i] = r1_other[usize::from(s) - 1].clone();
         if s == 1 {
             swapped.accusation = accuse(&f.p, 1, other_secret.clone());
@@ -382,7 +386,10 @@ fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
             inbox.get_mut(&seat(1)).unwrap().push(msg);
         }),
         ("missing", |inbox| {
-            inbox.get_mut(&seat(1)).unwrap().retain(|m| m.sender != seat(2));
+            inbox
+                .get_mut(&seat(1))
+                .unwrap()
+                .retain(|m| m.sender != seat(2));
         }),
     ];
     // Each in a session of its own: a failure ends seat 1's session.
@@ -414,5 +421,8 @@ fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
     // session answers with its confirmation, never an accusation.
     unopenable(&mut inbox);
     let again = finish_at(&c, &p, &inbox, 1).unwrap();
-    assert!(matches!(again.payload, DkgPayload::Confirm { .. }), "{again:?}");
+    assert!(
+        matches!(again.payload, DkgPayload::Confirm { .. }),
+        "{again:?}"
+    );
 }

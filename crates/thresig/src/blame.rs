@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use serde_json::json;
+use thresig_cluster::DkgError;
 use thresig_cluster::config::Config;
 use thresig_cluster::file::read_bounded;
 use thresig_crypto::Seat;
-use serde::Serialize;
-use thresig_cluster::DkgError;
 use thresig_engine::{BlameError, BlameFile, DkgShareFault};
 
 use crate::because;
@@ -161,10 +161,7 @@ pub(crate) fn write_dkg_proof(dir: &Path, error: &DkgError) {
 /// failed run's error.
 pub(crate) fn print_proof_paths(paths: &[PathBuf]) {
     for path in paths {
-        eprintln!(
-            "culprit proof: {} (`thresig blame verify`)",
-            path.display()
-        );
+        eprintln!("culprit proof: {} (`thresig blame verify`)", path.display());
     }
 }
 

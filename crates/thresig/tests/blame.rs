@@ -177,3 +177,109 @@ fn a_proof_larger_than_twice_the_psbt_cap_is_read() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// `thresig demo --malicious 1 --malicious-dkg` runs its DKG (the same
+/// relay as `thresig dkg`) with member 2 sealing its round-2 package to
+/// member 1 so that it does not open: the run fails naming member 2 and
+/// leaves a DKG proof in `--keep`, which `thresig blame verify` accepts
+/// with any member's configuration and refuses once any one byte of its
+/// evidence is changed.
+#[test]
+fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["demo", "--malicious", "1", "--malicious-dkg", "--keep"])
+        .arg(&cluster)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let proof = cluster.join("culprit-2.proof.json");
+    assert!(
+        stderr.contains(&format!("culprit proof: {}", proof.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("accuses member 2"), "{stderr}");
+    for member in ["member-1", "member-3"] {
+        let out = verify(&cluster.join(member).join("signer.toml"), &proof, true);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{member}: {stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (
+                &json["kind"],
+                &json["member"],
+                &json["recipient"],
+                &json["fault"]
+            ),
+            (
+                &serde_json::json!("dkg_share"),
+                &serde_json::json!(2),
+                &serde_json::json!(1),
+                &serde_json::json!("unopened")
+            ),
+            "{json}"
+        );
+    }
+    let config = cluster.join("member-3").join("signer.toml");
+    let out = verify(&config, &proof, false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("proof verified: member 2 (wallet seat 2) sent member 1"),
+        "{stdout}"
+    );
+
+    let text = std::fs::read_to_string(&proof).unwrap();
+    let round2 = text.find("\"round2\"").unwrap();
+    let accusation = text.find("\"accusation\"").unwrap();
+    let cases = [
+        (
+            "the top-level session",
+            value_at(&text, "\"session\":", 0),
+            "blame_dkg_parts",
+        ),
+        (
+            "a round-1 package",
+            value_at(&text, "\"package\":", 0),
+            "blame_bad_signature",
+        ),
+        (
+            "a round-1 session key",
+            value_at(&text, "\"hpke_key\":", 0),
+            "blame_bad_signature",
+        ),
+        (
+            "the sealed package",
+            value_at(&text, "\"sealed\":", round2),
+            "blame_bad_signature",
+        ),
+        (
+            "the echo",
+            value_at(&text, "\"echo\":", round2),
+            "blame_bad_signature",
+        ),
+        (
+            "the revealed key",
+            value_at(&text, "\"hpke_secret\":", accusation),
+            "blame_bad_signature",
+        ),
+        (
+            "the accusation's signature",
+            value_at(&text, "\"signature\":", accusation),
+            "blame_bad_signature",
+        ),
+    ];
+    for (what, at, code) in cases {
+        let mut bytes = text.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+        let altered = dir.path().join("altered.proof.json");
+        std::fs::write(&altered, &bytes).unwrap();
+        let out = verify(&config, &altered, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(out.stdout.is_empty(), "{what}");
+        assert!(stderr.contains(code), "{what}: {stderr}");
+        assert!(stderr.contains("terminal"), "{what}: {stderr}");
+    }
+}

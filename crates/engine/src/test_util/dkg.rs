@@ -281,7 +281,10 @@ pub fn signs_with_current_key(c: &mut Cluster, wallet: &str, signers: &[u16], di
 pub fn part1_recorded(
     c: &mut Cluster,
     p: &DkgProposal,
-) -> (Vec<SignedDkgMessage>, BTreeMap<Seat, rand_chacha::ChaCha20Rng>) {
+) -> (
+    Vec<SignedDkgMessage>,
+    BTreeMap<Seat, rand_chacha::ChaCha20Rng>,
+) {
     let mut started = BTreeMap::new();
     let mut messages = Vec::new();
     for s in seats(c) {
