@@ -7,16 +7,17 @@ use serde::Deserialize;
 use crate::blame::BlameProof;
 use crate::dkg_blame::DkgShareProof;
 
-/// A decoded proof file.
+/// A decoded proof file (each kind boxed: a proof is read once, and the
+/// two differ much in size).
 ///
 /// Exhaustive on purpose: whoever reads proof files must check every kind
 /// it can decode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlameFile {
     /// An invalid signature share (`thresig sign`).
-    Signing(BlameProof),
+    Signing(Box<BlameProof>),
     /// An invalid DKG round-2 share (`thresig dkg`, `thresig refresh`).
-    DkgShare(DkgShareProof),
+    DkgShare(Box<DkgShareProof>),
 }
 
 /// Why bytes are not a proof file. Terminal: the same bytes fail the same
@@ -48,8 +49,8 @@ impl BlameFile {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ProofFileError> {
         let Kind { kind } = serde_json::from_slice(bytes)?;
         match kind.as_deref() {
-            None => Ok(Self::Signing(serde_json::from_slice(bytes)?)),
-            Some("dkg_share") => Ok(Self::DkgShare(serde_json::from_slice(bytes)?)),
+            None => Ok(Self::Signing(Box::new(serde_json::from_slice(bytes)?))),
+            Some("dkg_share") => Ok(Self::DkgShare(Box::new(serde_json::from_slice(bytes)?))),
             Some(_) => Err(ProofFileError::UnknownKind),
         }
     }

@@ -27,6 +27,9 @@ use crate::blame::{BlameError, PROOF_VERSION};
 use crate::config::WalletConfig;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash};
 
+/// Each participant's round-1 package and HPKE key, by seat.
+type Round1Set<'a> = BTreeMap<Seat, (&'a [u8], &'a [u8])>;
+
 /// The `kind` a DKG proof file names (a signing proof names none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -239,10 +242,7 @@ impl DkgShareProof {
     /// of the roster outside its removal set, at least the threshold of
     /// them (an earlier refresh may have removed others, which the roster
     /// does not show; the accused's echo fixes the set anyway).
-    fn round1_set<'a>(
-        &'a self,
-        wallet: &WalletConfig,
-    ) -> Result<BTreeMap<Seat, (&'a [u8], &'a [u8])>, BlameError> {
+    fn round1_set<'a>(&'a self, wallet: &WalletConfig) -> Result<Round1Set<'a>, BlameError> {
         let wrong = || BlameError::DkgRound1Set {
             wallet: wallet.id.clone(),
         };

@@ -20,6 +20,9 @@ use thresig_engine::{
 
 type Inbox = BTreeMap<Seat, Vec<SignedDkgMessage>>;
 
+/// A relay fault by name, and what it does to the inboxes.
+type RelayFault = (&'static str, fn(&mut Inbox));
+
 /// The wallet's configuration as every member holds it: all a verifier
 /// needs.
 fn config(c: &Cluster) -> WalletConfig {
@@ -145,7 +148,7 @@ fn a_member_that_sends_an_invalid_share_is_accused_and_the_proof_verifies() {
     let BlameFile::DkgShare(back) = BlameFile::from_json(json.as_bytes()).unwrap() else {
         panic!("read back as another kind")
     };
-    assert_eq!(back, proof);
+    assert_eq!(*back, proof);
     assert_eq!(back.verify(&config(&c)).unwrap(), proven);
     // Seat 3 got only honest packages: it finishes, revealing nothing.
     let confirmation = finish_at(&c, &p, &inbox, 3).unwrap();
@@ -376,7 +379,7 @@ fn an_honest_member_restarted_mid_session_cannot_be_framed_with_its_first_round1
 #[test]
 fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
     let mut c = Cluster::unkeyed(907, 2, 3, &["w"]);
-    let relay_faults: [(&str, fn(&mut Inbox)); 3] = [
+    let relay_faults: [RelayFault; 3] = [
         ("misrouted", |inbox| {
             let msg = from(inbox, 2, 3);
             replace(inbox, 1, msg);

@@ -270,7 +270,9 @@ fn dkg_fault_text(fault: DkgShareFault) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use thresig_engine::{HexBytes, Round2Request, Round2Response, SigningTarget, WalletEpoch};
+    use thresig_engine::{
+        BlameProof, HexBytes, Round2Request, Round2Response, SigningTarget, WalletEpoch,
+    };
 
     use super::*;
 
