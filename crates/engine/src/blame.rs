@@ -302,19 +302,11 @@ impl BlameProof {
     /// key record, then the shares.
     pub fn verify(&self, wallet: &WalletConfig) -> Result<ProvenFault, BlameError> {
         let id = &wallet.id;
-        for named in [&self.request.wallet, &self.answer.wallet] {
-            if named != id {
-                return Err(BlameError::OtherWallet {
-                    wallet: id.clone(),
-                    proof: named.clone(),
-                });
-            }
-        }
-        if self.version != PROOF_VERSION {
-            return Err(BlameError::Version {
-                version: self.version,
-            });
-        }
+        check_header(
+            id,
+            [&self.request.wallet, &self.answer.wallet],
+            self.version,
+        )?;
         let seat = self.answer.seat;
         let request = package_hash(&self.request);
         if !self.answer.signed_for(wallet, &request, &self.wallet_key.0) {
@@ -363,4 +355,26 @@ impl BlameProof {
             seat,
         })
     }
+}
+
+/// The first checks of a proof of either kind: every wallet it names is
+/// `wallet`, then its format version is this build's.
+///
+/// # Errors
+/// [`BlameError::OtherWallet`], [`BlameError::Version`].
+pub(crate) fn check_header<'a>(
+    wallet: &WalletId,
+    named: impl IntoIterator<Item = &'a WalletId>,
+    version: u32,
+) -> Result<(), BlameError> {
+    if let Some(other) = named.into_iter().find(|named| *named != wallet) {
+        return Err(BlameError::OtherWallet {
+            wallet: wallet.clone(),
+            proof: other.clone(),
+        });
+    }
+    if version != PROOF_VERSION {
+        return Err(BlameError::Version { version });
+    }
+    Ok(())
 }

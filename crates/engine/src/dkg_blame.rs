@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use thresig_crypto::{Round1Package, Round2Package, Seat, ShareKind, verify_round2_share};
 use thresig_store::WalletId;
 
-use crate::blame::{BlameError, PROOF_VERSION};
+use crate::blame::{BlameError, PROOF_VERSION, check_header};
 use crate::config::WalletConfig;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, HpkeSecret, SignedDkgMessage, echo_hash};
 
@@ -148,19 +148,8 @@ impl DkgShareProof {
     pub fn verify(&self, wallet: &WalletConfig) -> Result<ProvenDkgFault, BlameError> {
         let id = &wallet.id;
         let messages = || self.round1.iter().chain([&self.round2, &self.accusation]);
-        for named in std::iter::once(&self.wallet).chain(messages().map(|m| &m.wallet)) {
-            if named != id {
-                return Err(BlameError::OtherWallet {
-                    wallet: id.clone(),
-                    proof: named.clone(),
-                });
-            }
-        }
-        if self.version != PROOF_VERSION {
-            return Err(BlameError::Version {
-                version: self.version,
-            });
-        }
+        let named = std::iter::once(&self.wallet).chain(messages().map(|m| &m.wallet));
+        check_header(id, named, self.version)?;
         let parts = || BlameError::DkgParts { wallet: id.clone() };
         if messages().any(|m| m.session != self.session) {
             return Err(parts());

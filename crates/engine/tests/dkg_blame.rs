@@ -50,18 +50,12 @@ fn from(inbox: &Inbox, sender: u16, to: u16) -> SignedDkgMessage {
 /// `msg` with its sealed package replaced by `sealed`, signed by its
 /// sender (a member that cheats).
 fn resealed(msg: &SignedDkgMessage, sealed: Vec<u8>) -> SignedDkgMessage {
-    let mut payload = msg.payload.clone();
-    let DkgPayload::Round2 { sealed: s, .. } = &mut payload else {
-        panic!("not round 2")
-    };
-    *s = HexBytes(sealed);
-    SignedDkgMessage::sign(
-        &identity_secret(msg.sender.get()),
-        msg.session,
-        msg.wallet.clone(),
-        msg.sender,
-        payload,
-    )
+    resigned(msg, |payload| {
+        let DkgPayload::Round2 { sealed: s, .. } = payload else {
+            panic!("not round 2")
+        };
+        *s = HexBytes(sealed);
+    })
 }
 
 /// In `inbox`, seat `sender`'s message to seat `to` replaced by `msg`.

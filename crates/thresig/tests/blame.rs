@@ -58,6 +58,29 @@ fn value_at(text: &str, key: &str, after: usize) -> usize {
     at + text[at..].find('"').unwrap() + 1
 }
 
+/// For each (what, position, code) of `cases`: `text` with the hex digit
+/// at that position changed, written into `dir`, fails `blame verify`
+/// with `config` as a terminal error with that code.
+fn assert_each_alteration_refused(
+    dir: &Path,
+    config: &Path,
+    text: &str,
+    cases: &[(&str, usize, &str)],
+) {
+    for (what, at, code) in cases {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes[*at] = if bytes[*at] == b'0' { b'1' } else { b'0' };
+        let altered = dir.join("altered.proof.json");
+        std::fs::write(&altered, &bytes).unwrap();
+        let out = verify(config, &altered, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(out.stdout.is_empty(), "{what}");
+        assert!(stderr.contains(code), "{what}: {stderr}");
+        assert!(stderr.contains("terminal"), "{what}: {stderr}");
+    }
+}
+
 #[test]
 fn a_demo_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,18 +144,7 @@ fn a_demo_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
             "blame_bad_signature",
         ),
     ];
-    for (what, at, code) in cases {
-        let mut bytes = text.clone().into_bytes();
-        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
-        let altered = dir.path().join("altered.proof.json");
-        std::fs::write(&altered, &bytes).unwrap();
-        let out = verify(&config, &altered, false);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
-        assert!(out.stdout.is_empty(), "{what}");
-        assert!(stderr.contains(code), "{what}: {stderr}");
-        assert!(stderr.contains("terminal"), "{what}: {stderr}");
-    }
+    assert_each_alteration_refused(dir.path(), &config, &text, &cases);
 
     // Not a proof at all.
     let config_file = cluster.join("member-1").join("signer.toml");
@@ -233,53 +245,31 @@ fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     let text = std::fs::read_to_string(&proof).unwrap();
     let round2 = text.find("\"round2\"").unwrap();
     let accusation = text.find("\"accusation\"").unwrap();
-    let cases = [
-        (
-            "the top-level session",
-            value_at(&text, "\"session\":", 0),
-            "blame_dkg_parts",
-        ),
-        (
-            "a round-1 package",
-            value_at(&text, "\"package\":", 0),
-            "blame_bad_signature",
-        ),
-        (
-            "a round-1 session key",
-            value_at(&text, "\"hpke_key\":", 0),
-            "blame_bad_signature",
-        ),
-        (
-            "the sealed package",
-            value_at(&text, "\"sealed\":", round2),
-            "blame_bad_signature",
-        ),
-        (
-            "the echo",
-            value_at(&text, "\"echo\":", round2),
-            "blame_bad_signature",
-        ),
-        (
-            "the revealed key",
-            value_at(&text, "\"hpke_secret\":", accusation),
-            "blame_bad_signature",
-        ),
+    let signed = "blame_bad_signature";
+    // (what, the field, where its search starts, the code).
+    let fields = [
+        ("the top-level session", "session", 0, "blame_dkg_parts"),
+        ("a round-1 package", "package", 0, signed),
+        ("a round-1 session key", "hpke_key", 0, signed),
+        ("the sealed package", "sealed", round2, signed),
+        ("the echo", "echo", round2, signed),
+        ("the revealed key", "hpke_secret", accusation, signed),
         (
             "the accusation's signature",
-            value_at(&text, "\"signature\":", accusation),
-            "blame_bad_signature",
+            "signature",
+            accusation,
+            signed,
         ),
     ];
-    for (what, at, code) in cases {
-        let mut bytes = text.clone().into_bytes();
-        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
-        let altered = dir.path().join("altered.proof.json");
-        std::fs::write(&altered, &bytes).unwrap();
-        let out = verify(&config, &altered, false);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
-        assert!(out.stdout.is_empty(), "{what}");
-        assert!(stderr.contains(code), "{what}: {stderr}");
-        assert!(stderr.contains("terminal"), "{what}: {stderr}");
-    }
+    let cases: Vec<_> = fields
+        .iter()
+        .map(|(what, field, from, code)| {
+            (
+                *what,
+                value_at(&text, &format!("\"{field}\":"), *from),
+                *code,
+            )
+        })
+        .collect();
+    assert_each_alteration_refused(dir.path(), &config, &text, &cases);
 }

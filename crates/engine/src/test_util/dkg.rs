@@ -338,3 +338,17 @@ pub fn seal_as(
     )
     .unwrap()
 }
+
+/// `msg` with its payload changed by `edit`, re-signed by its sender (a
+/// malicious member, or a coordinator holding its key).
+pub fn resigned(msg: &SignedDkgMessage, edit: impl FnOnce(&mut DkgPayload)) -> SignedDkgMessage {
+    let mut payload = msg.payload.clone();
+    edit(&mut payload);
+    SignedDkgMessage::sign(
+        &identity_secret(msg.sender.get()),
+        msg.session,
+        msg.wallet.clone(),
+        msg.sender,
+        payload,
+    )
+}
