@@ -1,7 +1,8 @@
-//! Blame proofs on the command line: the files `thresig sign` and the demo
-//! write for each culprit (`culprit-<seat>.proof.json`), and `thresig
-//! blame verify`, which checks one against the roster of a member's
-//! configuration alone (docs/blame.md).
+//! Blame proofs on the command line: the files `thresig sign`, `thresig
+//! dkg`, `thresig refresh` and the demo write for each culprit
+//! (`culprit-<seat>.proof.json`), and `thresig blame verify`, which checks
+//! one of either kind against the roster of a member's configuration alone
+//! (docs/blame.md).
 
 use crate::MEMBER_CONFIG;
 use std::collections::BTreeMap;
@@ -25,7 +26,9 @@ use crate::because;
 /// [`thresig_daemon::MAX_REQUEST_BYTES`]), and the answer, smaller than the
 /// request (a share and a commitment pair for each of its packages). Hex
 /// doubles both, and the JSON around them (field names, quotes, the
-/// indentation of one line per package) adds well under a quarter.
+/// indentation of one line per package) adds well under a quarter. A DKG
+/// proof's round-1 messages are one part-2 request's, read by a member
+/// within the same limit, and its other two messages are small.
 const MAX_PROOF_FILE_BYTES: u64 = 5 * thresig_daemon::MAX_REQUEST_BYTES;
 
 /// `thresig blame`.
@@ -37,9 +40,10 @@ pub(crate) struct BlameArgs {
 
 #[derive(Subcommand)]
 enum BlameCommand {
-    /// Check a culprit proof (`culprit-<seat>.proof.json`) against the
-    /// roster of a member's configuration: exit 0 when it proves an
-    /// invalid share, 1 when it does not.
+    /// Check a culprit proof (`culprit-<seat>.proof.json` of `thresig
+    /// sign`, `thresig dkg` or `thresig refresh`) against the roster of a
+    /// member's configuration: exit 0 when it proves an invalid share (a
+    /// signature share, or a DKG round-2 package), 1 when it does not.
     Verify(VerifyArgs),
 }
 
