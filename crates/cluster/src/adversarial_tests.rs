@@ -40,6 +40,14 @@ enum Mode {
     DkgMisroute,
     /// DKG part 1: never answers (until the test releases it).
     DkgSilent,
+    /// DKG part 2: its round-2 package to its first recipient has one
+    /// ciphertext byte changed, the message signed by the member itself
+    /// (a member that cheats): the package does not open.
+    DkgUnopenable,
+    /// DKG part 3: finishes honestly, then answers with a refusal carrying
+    /// its own signed accusation of the member it got its first package
+    /// from, revealing a key that is not its session's (a member that lies).
+    DkgFalseAccusation,
     /// DKG part 1: answers with its message's signature altered.
     DkgBadSignature,
     /// Signing round 2: answers with its shares but without fresh
@@ -250,6 +258,24 @@ impl SignerHandler for Member {
             Request::Round2(asked) => self.round2(peer, asked),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
+            Request::DkgFinish { ref round2, .. } if self.mode == Mode::DkgFalseAccusation => {
+                let first = round2.first().cloned();
+                self.inner.handle(peer, request)?;
+                let first = first.expect("a part 3 with messages");
+                let accusation = SignedDkgMessage::sign(
+                    &self.identity,
+                    first.session,
+                    first.wallet.clone(),
+                    self.seat,
+                    thresig_engine::DkgPayload::Accuse {
+                        accused: first.sender,
+                        hpke_secret: thresig_engine::RevealedHpkeKey::new(vec![7; 32]),
+                    },
+                );
+                let code = thresig_daemon::ErrorCode::from(thresig_engine::ErrorCode::DkgFailed);
+                Err(SignerError::new(code, Recovery::Terminal, "a lie")
+                    .with_accusation(Some(accusation)))
+            }
             Request::DkgConfirm { .. } if self.loses(Mode::ConfirmOverloadedOnce) => {
                 Err(SignerError::new(
                     thresig_daemon::ErrorCode::OVERLOADED,
@@ -392,6 +418,23 @@ impl Member {
         {
             let first = out[0].clone();
             out[1] = first;
+        }
+        if let Response::DkgMessages { messages: out } = &mut response
+            && self.mode == Mode::DkgUnopenable
+        {
+            let first = &mut out[0];
+            let mut payload = first.payload.clone();
+            let thresig_engine::DkgPayload::Round2 { sealed, .. } = &mut payload else {
+                panic!("part 2 answers with round-2 messages");
+            };
+            *sealed.0.last_mut().unwrap() ^= 1;
+            *first = SignedDkgMessage::sign(
+                &self.identity,
+                first.session,
+                first.wallet.clone(),
+                first.sender,
+                payload,
+            );
         }
         if self.loses(Mode::DkgRound2LostOnce) {
             return Err(lost_reply());
@@ -560,6 +603,42 @@ async fn dkg_relay_blames_the_member_that_misrouted_round2_messages() {
         }
         other => panic!("unexpected {other}"),
     }
+}
+
+/// A member whose round-2 package to another does not open is accused by
+/// that member with its session key revealed: the run fails naming it,
+/// with a proof that verifies against the roster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_proves_a_member_whose_round2_package_does_not_open() {
+    let cluster = start(3, 2, &[(2, Mode::DkgUnopenable)], keep).await;
+    let err = failed_dkg(&cluster, 11).await;
+    let DkgError::Accused {
+        accuser, accused, ..
+    } = &err
+    else {
+        panic!("not an accusation with proof: {err}")
+    };
+    assert_eq!((*accuser, *accused), (seat(1), seat(2)), "{err}");
+    assert_eq!(err.recovery(), Recovery::Terminal);
+    let node = cluster.node(seat(3));
+    let (member, proof) = err.proof().unwrap();
+    assert_eq!(member, seat(2));
+    let proven = proof.verify(&the_wallet(&node).config).unwrap();
+    assert_eq!(proven.accused, seat(2));
+}
+
+/// A member whose accusation does not make a verifying proof (the key it
+/// reveals is not its session's) is reported as the refusal it is: no
+/// proof, and the liar, not the member it names, is the one named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_writes_no_proof_from_a_false_accusation() {
+    let cluster = start(3, 2, &[(3, Mode::DkgFalseAccusation)], keep).await;
+    let err = failed_dkg(&cluster, 12).await;
+    assert!(err.proof().is_none(), "{err}");
+    assert!(
+        matches!(&err, DkgError::Member { phase: "finish", seat: s, .. } if *s == seat(3)),
+        "{err}"
+    );
 }
 
 /// A member that answers with a message its identity key did not sign is
