@@ -15,7 +15,7 @@ use hpke::{Deserializable as _, Kem as _, OpModeR, OpModeS, Serializable as _};
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::api::HexBytes;
 use crate::config::{IdentityKey, WalletConfig};
@@ -498,7 +498,10 @@ impl std::fmt::Debug for HpkeSecret {
 impl HpkeSecret {
     /// The key's bytes, for an accusation that reveals it.
     pub(crate) fn reveal(&self) -> RevealedHpkeKey {
-        RevealedHpkeKey::new(self.0.to_bytes().to_vec())
+        let mut bytes = self.0.to_bytes();
+        let revealed = RevealedHpkeKey::new(bytes.to_vec());
+        bytes.as_mut_slice().zeroize();
+        revealed
     }
 
     /// The revealed key `revealed` and the encoded public key it derives;
