@@ -20,6 +20,17 @@ use thresig_engine::{
 
 type Inbox = BTreeMap<Seat, Vec<SignedDkgMessage>>;
 
+/// A session with a cheating member: the cluster, the proposal, the
+/// round-1 messages, the part-3 inboxes and each seat's starting
+/// randomness.
+type Cheated = (
+    Cluster,
+    DkgProposal,
+    Vec<SignedDkgMessage>,
+    Inbox,
+    BTreeMap<Seat, rand_chacha::ChaCha20Rng>,
+);
+
 /// A relay fault by name, and what it does to the inboxes.
 type RelayFault = (&'static str, fn(&mut Inbox));
 
@@ -83,15 +94,13 @@ fn accusation_at(
     accusation
 }
 
-/// A fresh 2-of-3 DKG through part 2 in which seat 2 sends seat 1 the
-/// share it computed for seat 3, sealed to seat 1 and signed by seat 2:
-/// a valid package whose share does not verify at seat 1.
-fn cheating_run(seed: u64) -> (Cluster, DkgProposal, Vec<SignedDkgMessage>, Inbox) {
-    let mut c = Cluster::unkeyed(seed, 2, 3, &["w"]);
-    let p = proposal(&c, "w", 1);
+/// `p`'s session of 2-of-3 cluster `c` through part 2, in which seat 2
+/// sends seat 1 the share it computed for seat 3, sealed to seat 1 and
+/// signed by seat 2: a valid package whose share does not verify at seat 1.
+fn cheating_run(mut c: Cluster, p: DkgProposal) -> Cheated {
     let (r1, started) = part1_recorded(&mut c, &p);
     let mut inbox = part2(&mut c, &p, &r1);
-    let (state, _) = own_secrets(&c, 2, started[&seat(2)].clone());
+    let (state, _) = own_secrets(&c, &p, 2, started[&seat(2)].clone());
     let peers = [1, 3]
         .map(|s| {
             let package = Round1Package::from_bytes(&round1_of(&r1, s).0).unwrap();
@@ -109,12 +118,14 @@ fn cheating_run(seed: u64) -> (Cluster, DkgProposal, Vec<SignedDkgMessage>, Inbo
     );
     let msg = resealed(&from(&inbox, 2, 1), sealed);
     replace(&mut inbox, 1, msg);
-    (c, p, r1, inbox)
+    (c, p, r1, inbox, started)
 }
 
 #[test]
 fn a_member_that_sends_an_invalid_share_is_accused_and_the_proof_verifies() {
-    let (c, p, r1, inbox) = cheating_run(901);
+    let c = Cluster::unkeyed(901, 2, 3, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let (c, p, r1, inbox, _) = cheating_run(c, p);
     let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
     let accusation = err.accusation().cloned().expect("an accusation");
     let DkgPayload::Accuse { hpke_secret, .. } = &accusation.payload else {
@@ -147,6 +158,39 @@ fn a_member_that_sends_an_invalid_share_is_accused_and_the_proof_verifies() {
     // Seat 3 got only honest packages: it finishes, revealing nothing.
     let confirmation = finish_at(&c, &p, &inbox, 3).unwrap();
     assert!(matches!(confirmation.payload, DkgPayload::Confirm { .. }));
+}
+
+/// The same in a share refresh, whose shares are checked against
+/// commitments without the constant term: proven only as the refresh its
+/// accused signed.
+#[test]
+fn a_member_that_sends_an_invalid_refresh_share_is_proven_as_a_refresh() {
+    let c = Cluster::new(908, 2, 3, &["w"], thresig_engine::Limits::default());
+    let p = refresh_of(&c, "w", 3, 0);
+    let (c, p, r1, inbox, started) = cheating_run(c, p);
+    let accusation = accusation_at(&c, &p, &inbox, (1, 2, DkgFault::InvalidPackage));
+    let proof = DkgShareProof::new(p.kind.clone(), r1.clone(), from(&inbox, 2, 1), accusation);
+    let proven = proof.verify(&config(&c)).unwrap();
+    assert_eq!(
+        (proven.accused, proven.fault),
+        (seat(2), DkgShareFault::Invalid)
+    );
+    let mut as_fresh = proof;
+    as_fresh.dkg = DkgKind::Fresh;
+    assert!(matches!(
+        as_fresh.verify(&config(&c)),
+        Err(BlameError::DkgEcho { .. })
+    ));
+    // Seat 3 got seat 2's honest refresh package (checked at x = 3, where
+    // a fresh DKG's reading of the commitments differs): accusing it with
+    // seat 3's real key shows no fault.
+    let (_, secret) = own_secrets(&c, &p, 3, started[&seat(3)].clone());
+    let accusation = accuse(&p, 3, secret);
+    let honest = DkgShareProof::new(p.kind.clone(), r1, from(&inbox, 2, 3), accusation);
+    assert_eq!(
+        honest.verify(&config(&c)).unwrap_err().code(),
+        "blame_no_fault"
+    );
 }
 
 /// Seat 2's message to seat 1 carrying the package it sealed to seat 3
@@ -238,7 +282,7 @@ fn framing(seed: u64) -> Framing {
     let p = proposal(&c, "w", 1);
     let (r1, started) = part1_recorded(&mut c, &p);
     let inbox = part2(&mut c, &p, &r1);
-    let (_, secret) = own_secrets(&c, 1, started[&seat(1)].clone());
+    let (_, secret) = own_secrets(&c, &p, 1, started[&seat(1)].clone());
     let accusation = accuse(&p, 1, secret);
     Framing {
         c,
@@ -290,7 +334,7 @@ fn a_relay_cannot_build_a_verifying_proof_against_an_honest_member() {
     // and with the accuser's, that run's accuser key revealed.
     let mut other = Cluster::unkeyed(905, 2, 3, &["w"]);
     let (r1_other, started) = part1_recorded(&mut other, &f.p);
-    let (_, other_secret) = own_secrets(&other, 1, started[&seat(1)].clone());
+    let (_, other_secret) = own_secrets(&other, &f.p, 1, started[&seat(1)].clone());
     for s in 1..=3u16 {
         let mut swapped = honest.clone();
         let i = swapped
@@ -350,7 +394,7 @@ fn an_honest_member_restarted_mid_session_cannot_be_framed_with_its_first_round1
     let mut r1 = first.clone();
     r1[1] = again;
     let inbox = part2(&mut c, &p, &r1);
-    let (_, secret) = own_secrets(&c, 1, started[&seat(1)].clone());
+    let (_, secret) = own_secrets(&c, &p, 1, started[&seat(1)].clone());
     let accusation = accuse(&p, 1, secret);
     let with = |round1: &[SignedDkgMessage]| {
         DkgShareProof::new(
@@ -409,7 +453,7 @@ fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
     let mut inbox = part2(&mut c, &p, &r1);
     for s in seats(&c) {
         let confirmation = finish_at(&c, &p, &inbox, s).unwrap();
-        let (_, secret) = own_secrets(&c, s, started_again[&seat(s)].clone());
+        let (_, secret) = own_secrets(&c, &p, s, started_again[&seat(s)].clone());
         let json = serde_json::to_string(&confirmation).unwrap();
         assert!(!json.contains(&hex::encode(secret.as_bytes())), "seat {s}");
         assert!(matches!(confirmation.payload, DkgPayload::Confirm { .. }));

@@ -275,9 +275,9 @@ pub fn signs_with_current_key(c: &mut Cluster, wallet: &str, signers: &[u16], di
     c.sign(wallet, signers, &[digest]);
 }
 
-/// Part 1 of a fresh DKG at every seat, with the randomness each seat
-/// started from: what a member (or one colluding with the relay) knows of
-/// its own session, recomputed by [`own_secrets`].
+/// Part 1 at every seat, with the randomness each seat started from:
+/// what a member (or one colluding with the relay) knows of its own
+/// session, recomputed by [`own_secrets`].
 pub fn part1_recorded(
     c: &mut Cluster,
     p: &DkgProposal,
@@ -299,21 +299,40 @@ pub fn part1_recorded(
     (messages, started)
 }
 
-/// Seat `s`'s round-1 state and HPKE private key of a fresh DKG it
-/// started from randomness `rng` (as [`part1_recorded`] recorded it):
-/// the engine draws them in this order.
+/// Seat `s`'s round-1 state and HPKE private key of `p`'s session, which
+/// it started from randomness `rng` (as [`part1_recorded`] recorded it):
+/// the engine draws them in this order, a refresh's from the share of the
+/// epoch it refreshes.
 pub fn own_secrets(
     c: &Cluster,
+    p: &DkgProposal,
     s: u16,
     mut rng: rand_chacha::ChaCha20Rng,
 ) -> (thresig_crypto::DkgRound1, crate::RevealedHpkeKey) {
     let config = &c.member(s).config.wallets[0];
-    let (state, _) = thresig_crypto::DkgRound1::start(
-        config.params().unwrap(),
-        seat(s),
-        config.script_tree,
-        &mut rng,
-    )
+    let (state, _) = match &p.kind {
+        crate::DkgKind::Fresh => thresig_crypto::DkgRound1::start(
+            config.params().unwrap(),
+            seat(s),
+            config.script_tree,
+            &mut rng,
+        ),
+        crate::DkgKind::Refresh {
+            from_epoch,
+            removed,
+        } => {
+            use thresig_store::Store as _;
+            let stored = c
+                .member(s)
+                .store()
+                .key_package(&p.wallet, thresig_store::KeyEpoch(from_epoch.0 + 1))
+                .unwrap()
+                .unwrap();
+            let share = thresig_crypto::KeyShare::from_bytes(&stored).unwrap();
+            let key = c.member(s).signer().wallet_key(&p.wallet).unwrap();
+            thresig_crypto::DkgRound1::refresh(&share, &key, removed, &mut rng)
+        }
+    }
     .unwrap();
     let (hpke, _) = crate::dkg_msg::hpke_keypair(&mut rng);
     (state, hpke.reveal())
