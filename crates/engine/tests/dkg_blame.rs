@@ -417,7 +417,7 @@ fn an_honest_member_restarted_mid_session_cannot_be_framed_with_its_first_round1
 #[test]
 fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
     let mut c = Cluster::unkeyed(907, 2, 3, &["w"]);
-    let relay_faults: [RelayFault; 3] = [
+    let relay_faults: [RelayFault; 5] = [
         ("misrouted", |inbox| {
             let msg = from(inbox, 2, 3);
             replace(inbox, 1, msg);
@@ -432,6 +432,26 @@ fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
                 .unwrap()
                 .retain(|m| m.sender != seat(2));
         }),
+        // Signed by seat 2, but over another echo than seat 1's: the two
+        // saw different round-1 sets, which only the relay can cause.
+        ("echo mismatch", |inbox| {
+            let msg = resigned(&from(inbox, 2, 1), |payload| {
+                let DkgPayload::Round2 { echo, .. } = payload else {
+                    panic!("not round 2")
+                };
+                echo.0[0] ^= 1;
+            });
+            replace(inbox, 1, msg);
+        }),
+        // The ciphertext altered after seat 2 signed it.
+        ("bad signature", |inbox| {
+            let mut msg = from(inbox, 2, 1);
+            let DkgPayload::Round2 { sealed, .. } = &mut msg.payload else {
+                panic!("not round 2")
+            };
+            sealed.0[0] ^= 1;
+            replace(inbox, 1, msg);
+        }),
     ];
     // Each in a session of its own: a failure ends seat 1's session.
     for (session, (name, fault)) in (1..).zip(relay_faults) {
@@ -442,6 +462,12 @@ fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
         let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
         assert!(err.accusation().is_none(), "{name}: {err:?}");
         assert_eq!(fault_of(err).1, None, "{name}");
+        // Seat 3's inbox is untouched: its part 3 confirms.
+        let confirmation = finish_at(&c, &p, &inbox, 3);
+        assert!(
+            matches!(&confirmation, Ok(m) if matches!(m.payload, DkgPayload::Confirm { .. })),
+            "{name}: {confirmation:?}"
+        );
         for s in 1..=3 {
             let _ = c.member(s).signer().dkg_abort(&wid("w"), p.session);
         }
@@ -452,11 +478,17 @@ fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
     let (r1, started_again) = part1_recorded(&mut c, &p);
     let mut inbox = part2(&mut c, &p, &r1);
     for s in seats(&c) {
-        let confirmation = finish_at(&c, &p, &inbox, s).unwrap();
+        let confirmation = finish_at(&c, &p, &inbox, s);
+        let Ok(confirmation) = confirmation else {
+            panic!("seat {s}: part 3 refused: {confirmation:?}")
+        };
         let (_, secret) = own_secrets(&c, &p, s, started_again[&seat(s)].clone());
         let json = serde_json::to_string(&confirmation).unwrap();
         assert!(!json.contains(&hex::encode(secret.as_bytes())), "seat {s}");
-        assert!(matches!(confirmation.payload, DkgPayload::Confirm { .. }));
+        assert!(
+            matches!(confirmation.payload, DkgPayload::Confirm { .. }),
+            "seat {s}: {confirmation:?}"
+        );
     }
     // Asked again with a package that does not open: the finished
     // session answers with its confirmation, never an accusation.
