@@ -643,7 +643,7 @@ impl<S: Store> Signer<S> {
         let wallet = &slot.config.id;
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
         let me = slot.seat;
-        let mut packages = Vec::with_capacity(round2.len());
+        let mut sealed_by = Vec::with_capacity(round2.len());
         let mut senders = BTreeSet::from([me]);
         for msg in round2 {
             check_envelope(slot, session, msg)?;
@@ -666,19 +666,27 @@ impl<S: Store> Signer<S> {
             if !senders.insert(msg.sender) {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
-            let accuse = |fault| self.accuse(slot, session, hpke, (msg.sender, fault));
-            let plain = open(hpke, &session, wallet, msg.sender, me, &sealed.0)
-                .ok_or_else(|| accuse(DkgFault::BadSeal))?;
-            let package =
-                Round2Package::from_bytes(&plain).map_err(|_| accuse(DkgFault::InvalidPackage))?;
-            packages.push((msg.sender, package));
+            sealed_by.push((msg.sender, &sealed.0));
         }
+        // The set of senders is checked before any package is opened: a
+        // sender that takes no part (a seat an earlier refresh removed
+        // stays in the roster and can sign) is the relay's fault, and
+        // must not draw an accusation that reveals the session key.
         let expected = participants(&slot.config, current, kind);
         if senders.iter().any(|s| !expected.contains(s)) {
             return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
         }
         if missing_seat(&expected, senders.iter().copied()).is_some() {
             return Err(fail(NO_MEMBER, DkgFault::MissingSender));
+        }
+        let mut packages = Vec::with_capacity(sealed_by.len());
+        for (sender, sealed) in sealed_by {
+            let accuse = |fault| self.accuse(slot, session, hpke, (sender, fault));
+            let plain = open(hpke, &session, wallet, sender, me, sealed)
+                .ok_or_else(|| accuse(DkgFault::BadSeal))?;
+            let package =
+                Round2Package::from_bytes(&plain).map_err(|_| accuse(DkgFault::InvalidPackage))?;
+            packages.push((sender, package));
         }
         // Only a share that fails its sender's own commitments is the
         // sender's signed fault; anything else the crypto layer refuses

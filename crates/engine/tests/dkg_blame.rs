@@ -499,3 +499,50 @@ fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
         "{again:?}"
     );
 }
+
+/// A seat an earlier refresh removed stays in the roster and can sign: a
+/// round-2 message of its own in a member's part 3 is a relay fault found
+/// before any package is opened, so no one is accused and no key revealed.
+#[test]
+fn an_unexpected_sender_in_part_3_reveals_nothing() {
+    let mut c = Cluster::new(910, 2, 3, &["w"], thresig_engine::Limits::default());
+    for s in seats(&c) {
+        c.members[usize::from(s) - 1].config.wallets[0].remove = vec![seat(3)];
+        c.restart(s);
+    }
+    let p = proposal(&c, "w", 1).with_kind(DkgKind::Refresh {
+        from_epoch: WalletEpoch(0),
+        removed: vec![seat(3)],
+    });
+    let r1: Vec<SignedDkgMessage> = [1, 2]
+        .map(|s| {
+            c.members[s - 1]
+                .signer()
+                .dkg_start(c.now, thresig_engine::test_util::coordinator(1), &p, &mut c.rng)
+                .unwrap()
+        })
+        .to_vec();
+    let mut inbox = part2_each(&mut c, &p, |s| {
+        r1.iter().filter(|m| m.sender != s).cloned().collect()
+    });
+    inbox.remove(&seat(3));
+    let mut inbox = route(inbox.into_values().flat_map(Result::unwrap));
+    // Seat 3 signs a package that opens nowhere, with seat 1's echo, and
+    // the relay puts it first.
+    let mut payload = from(&inbox, 2, 1).payload;
+    let DkgPayload::Round2 { sealed, .. } = &mut payload else {
+        panic!("not round 2")
+    };
+    sealed.0 = vec![7; sealed.0.len()];
+    let garbage = SignedDkgMessage::sign(
+        &identity_secret(3),
+        p.session,
+        p.wallet.clone(),
+        seat(3),
+        payload,
+    );
+    inbox.get_mut(&seat(1)).unwrap().insert(0, garbage);
+    let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert!(err.accusation().is_none(), "{err:?}");
+    assert_eq!(fault_of(err), (1, None, DkgFault::UnexpectedPayload));
+}
