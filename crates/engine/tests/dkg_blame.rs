@@ -500,6 +500,56 @@ fn only_a_failed_part_3_that_names_a_senders_package_reveals_the_session_key() {
     );
 }
 
+/// A reply carrying an accusation may be lost: the byte-identical part 3
+/// is answered with the same refusal and the same accusation; any other
+/// part 3 of the session is refused as before, the failed session never
+/// confirms, and a new session starts at once.
+#[test]
+fn a_failed_part_3_answers_its_identical_retry_with_the_same_accusation() {
+    let mut c = Cluster::unkeyed(909, 2, 3, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let mut inbox = part2(&mut c, &p, &r1);
+    unopenable(&mut inbox);
+    let first = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    let accusation = first.accusation().cloned().expect("an accusation");
+    let again = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert_eq!(again.accusation(), Some(&accusation), "{again:?}");
+    assert_eq!(fault_of(again), (1, Some(2), DkgFault::BadSeal));
+
+    // Another request of the session: refused, revealing nothing.
+    let mut other = inbox.clone();
+    other.get_mut(&seat(1)).unwrap().reverse();
+    let err = finish_at(&c, &p, &other, 1).unwrap_err();
+    assert_eq!(err.code(), thresig_engine::ErrorCode::DkgNotInPhase, "{err:?}");
+    // The identical one still draws the accusation, never a confirmation.
+    let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert_eq!(err.accusation(), Some(&accusation));
+
+    // A new session (here by another coordinator) is not held up.
+    let next = proposal(&c, "w", 2);
+    c.members[0]
+        .signer()
+        .dkg_start(c.now, thresig_engine::test_util::coordinator(2), &next, &mut c.rng)
+        .unwrap();
+    let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert!(err.accusation().is_none(), "{err:?}");
+
+    // The relay's cancel of its failed run drops the kept accusation.
+    let mut c = Cluster::unkeyed(911, 2, 3, &["w"]);
+    let p = proposal(&c, "w", 3);
+    let r1 = part1(&mut c, &p);
+    let mut inbox = part2(&mut c, &p, &r1);
+    unopenable(&mut inbox);
+    assert!(finish_at(&c, &p, &inbox, 1).unwrap_err().accusation().is_some());
+    c.member(1)
+        .signer()
+        .dkg_cancel(thresig_engine::test_util::coordinator(1), &p.wallet, p.session)
+        .unwrap();
+    let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert_eq!(err.code(), thresig_engine::ErrorCode::DkgNotInPhase, "{err:?}");
+}
+
 /// A seat an earlier refresh removed stays in the roster and can sign: a
 /// round-2 message of its own in a member's part 3 is a relay fault found
 /// before any package is opened, so no one is accused and no key revealed.
