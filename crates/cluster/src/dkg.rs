@@ -402,17 +402,47 @@ async fn run_session(
 
     info!("DKG part 3");
     let inbox = Arc::new(inbox);
-    let confirmations = each(peers, members, "finish", progress, |client, seat| {
+    // Every member's answer is awaited, also after a failure: a member
+    // that refuses its own part 3 at once must not keep the accusation of
+    // the member it cheated, arriving later, from being heard.
+    let confirmations = each_settled(peers, members, "finish", progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let mine = inbox.get(&seat).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
     })
     .await
-    .map_err(|e| accused(wallet, (&proposal.kind, &all_round1, &inbox), e))?;
+    .map_err(|failures| {
+        let relayed = (&proposal.kind, all_round1.as_slice(), inbox.as_ref());
+        proven_first(wallet, relayed, failures)
+    })?;
     let agreed = agree(wallet, &proposal.kind, &confirmations)?;
     info!("DKG confirmations");
     deliver(peers, wallet, members, confirmations, progress).await?;
     Ok(agreed)
+}
+
+/// Of a part 3's `failures` (in the order they arrived), the first that
+/// is an accusation making a verifying proof ([`accused`]), or else the
+/// first.
+fn proven_first(
+    wallet: &NodeWallet,
+    relayed: (
+        &DkgKind,
+        &[SignedDkgMessage],
+        &BTreeMap<Seat, Vec<SignedDkgMessage>>,
+    ),
+    failures: Vec<DkgError>,
+) -> DkgError {
+    let mut first = None;
+    for failure in failures {
+        match accused(wallet, relayed, failure) {
+            proven @ DkgError::Accused { .. } => return proven,
+            other => {
+                first.get_or_insert(other);
+            }
+        }
+    }
+    first.unwrap_or(DkgError::Aborted("a part 3 failed without a failure"))
 }
 
 /// `error` as [`DkgError::Accused`] when it is a member's part-3 refusal
@@ -658,6 +688,42 @@ where
     F: Fn(thresig_daemon::SignerClient, Seat) -> Fut,
     Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
 {
+    run_each(peers, (members, phase, progress), false, call)
+        .await
+        .map_err(|mut failures| failures.swap_remove(0))
+}
+
+/// As [`each`], but a failure does not end the phase: every member's
+/// request runs to its end (retried as [`each`] retries it), and every
+/// failure is returned, in the order they came (never none).
+async fn each_settled<T, F, Fut>(
+    peers: &Arc<Peers>,
+    members: &[(Seat, Seat)],
+    phase: &'static str,
+    progress: &dyn Progress,
+    call: F,
+) -> Result<BTreeMap<Seat, T>, Vec<DkgError>>
+where
+    T: Send + 'static,
+    F: Fn(thresig_daemon::SignerClient, Seat) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
+{
+    run_each(peers, (members, phase, progress), true, call).await
+}
+
+/// [`each`] (`settle` false: the first failure ends the phase, once the
+/// requests in flight ended) and [`each_settled`] (`settle` true).
+async fn run_each<T, F, Fut>(
+    peers: &Arc<Peers>,
+    (members, phase, progress): (&[(Seat, Seat)], &'static str, &dyn Progress),
+    settle: bool,
+    call: F,
+) -> Result<BTreeMap<Seat, T>, Vec<DkgError>>
+where
+    T: Send + 'static,
+    F: Fn(thresig_daemon::SignerClient, Seat) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
+{
     let mut tasks = JoinSet::new();
     let spawn = |tasks: &mut JoinSet<_>, client, seat: Seat, cluster: Seat, attempt: usize| {
         let call = call(client, seat);
@@ -671,51 +737,62 @@ where
             error,
         }
     };
-    let outcome = 'answers: {
-        for (seat, cluster) in members {
-            match peers.client(*cluster).await {
-                Ok(client) => spawn(&mut tasks, client, *seat, *cluster, 1),
-                Err(error) => break 'answers Err(member(*cluster)(error)),
+    let mut failures = Vec::new();
+    for (seat, cluster) in members {
+        match peers.client(*cluster).await {
+            Ok(client) => spawn(&mut tasks, client, *seat, *cluster, 1),
+            Err(error) => {
+                failures.push(member(*cluster)(error));
+                if !settle {
+                    break;
+                }
             }
         }
-        let mut answers = BTreeMap::new();
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((seat, cluster, attempt, answer)) = joined else {
-                break 'answers Err(DkgError::Aborted("a request task panicked"));
-            };
-            match answer {
-                Ok(value) => {
-                    answers.insert(seat, value);
-                    progress.step(phase, answers.len(), members.len());
-                }
-                // Retrying cannot help within this run, and the member did
-                // nothing wrong: it is in another session, or lost this one.
-                Err(error) if is_coordination_fault(&error) => {
-                    break 'answers Err(DkgError::Coordination {
-                        phase,
-                        reported_by: cluster,
-                        error,
-                    });
-                }
-                Err(error) if attempt < ATTEMPTS && retryable(&error) => {
-                    info!(%cluster, phase, attempt, %error, "asking the member again");
-                    if crate::peers::is_transport(&error) {
-                        peers.forget(cluster);
-                    }
-                    match peers.client(cluster).await {
-                        Ok(client) => spawn(&mut tasks, client, seat, cluster, attempt + 1),
-                        Err(error) => break 'answers Err(member(cluster)(error)),
-                    }
-                }
-                Err(error) => break 'answers Err(member(cluster)(error)),
-            }
-        }
-        Ok(answers)
-    };
-    if outcome.is_err() {
-        while tasks.join_next().await.is_some() {}
     }
-    outcome
+    let mut answers = BTreeMap::new();
+    while settle || failures.is_empty() {
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let Ok((seat, cluster, attempt, answer)) = joined else {
+            failures.push(DkgError::Aborted("a request task panicked"));
+            continue;
+        };
+        let failure = match answer {
+            Ok(value) => {
+                answers.insert(seat, value);
+                progress.step(phase, answers.len(), members.len());
+                continue;
+            }
+            // Retrying cannot help within this run, and the member did
+            // nothing wrong: it is in another session, or lost this one.
+            Err(error) if is_coordination_fault(&error) => DkgError::Coordination {
+                phase,
+                reported_by: cluster,
+                error,
+            },
+            Err(error) if attempt < ATTEMPTS && retryable(&error) => {
+                info!(%cluster, phase, attempt, %error, "asking the member again");
+                if crate::peers::is_transport(&error) {
+                    peers.forget(cluster);
+                }
+                match peers.client(cluster).await {
+                    Ok(client) => {
+                        spawn(&mut tasks, client, seat, cluster, attempt + 1);
+                        continue;
+                    }
+                    Err(error) => member(cluster)(error),
+                }
+            }
+            Err(error) => member(cluster)(error),
+        };
+        failures.push(failure);
+    }
+    if failures.is_empty() {
+        return Ok(answers);
+    }
+    while tasks.join_next().await.is_some() {}
+    Err(failures)
 }
 
 /// Whether a member's refusal says it is not in this run's session or
