@@ -50,9 +50,94 @@ impl BlameFile {
         let Kind { kind } = serde_json::from_slice(bytes)?;
         match kind.as_deref() {
             None => Ok(Self::Signing(Box::new(serde_json::from_slice(bytes)?))),
-            Some("dkg_share") => Ok(Self::DkgShare(Box::new(serde_json::from_slice(bytes)?))),
+            Some("dkg_share") => {
+                serde_json::from_slice::<strict::DkgShareProof>(bytes)?;
+                Ok(Self::DkgShare(Box::new(serde_json::from_slice(bytes)?)))
+            }
             Some(_) => Err(ProofFileError::UnknownKind),
         }
+    }
+}
+
+/// The shape of a DKG proof file with unknown fields refused at every
+/// level, read (values skipped) before the proof itself. The message,
+/// payload and kind types the proof holds are the DKG's own, which a
+/// member also decodes from other members and relays and which stay
+/// lenient there; a proof file is evidence, so nothing in it may go
+/// unchecked (`{"kind": "fresh", "removed": [2]}` is not a fresh DKG).
+mod strict {
+    use serde::Deserialize;
+    use serde::de::IgnoredAny;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    pub(super) struct DkgShareProof {
+        version: IgnoredAny,
+        kind: IgnoredAny,
+        wallet: IgnoredAny,
+        session: IgnoredAny,
+        dkg: DkgKind,
+        round1: Vec<Message>,
+        round2: Message,
+        accusation: Message,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Message {
+        session: IgnoredAny,
+        wallet: IgnoredAny,
+        sender: IgnoredAny,
+        payload: Payload,
+        signature: IgnoredAny,
+    }
+
+    /// Every `DkgPayload` variant, as struct variants: an internally
+    /// tagged unit variant would take any other field.
+    #[derive(Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+    #[allow(dead_code)]
+    enum Payload {
+        Round1 {
+            package: IgnoredAny,
+            hpke_key: IgnoredAny,
+        },
+        Round2 {
+            to: IgnoredAny,
+            sealed: IgnoredAny,
+            echo: IgnoredAny,
+        },
+        Confirm {
+            output_key: IgnoredAny,
+            transcript: IgnoredAny,
+        },
+        RefreshConfirm {
+            wallet_key: IgnoredAny,
+            transcript: IgnoredAny,
+            removed: IgnoredAny,
+            from_epoch: IgnoredAny,
+        },
+        RefreshAbandon {
+            from_epoch: IgnoredAny,
+        },
+        Accuse {
+            accused: IgnoredAny,
+            hpke_secret: IgnoredAny,
+        },
+    }
+
+    /// `DkgKind`, its unit variant as an empty struct variant.
+    #[derive(Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+    #[allow(dead_code)]
+    enum DkgKind {
+        Fresh {},
+        Refresh {
+            from_epoch: IgnoredAny,
+            removed: IgnoredAny,
+        },
     }
 }
 

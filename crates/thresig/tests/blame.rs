@@ -272,4 +272,64 @@ fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
         })
         .collect();
     assert_each_alteration_refused(dir.path(), &config, &text, &cases);
+
+    // Unknown fields are refused at every level, not only the top: a
+    // fresh DKG's kind with a removal set does not read as fresh.
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let extra = serde_json::json!(1);
+    let edits: [(&str, fn(&mut serde_json::Value, serde_json::Value)); 7] = [
+        ("round2", |v, x| v["round2"]["x"] = x),
+        ("round2's payload", |v, x| v["round2"]["payload"]["x"] = x),
+        ("a round-1 message", |v, x| v["round1"][0]["x"] = x),
+        ("a round-1 payload", |v, x| {
+            v["round1"][0]["payload"]["x"] = x
+        }),
+        ("the accusation's payload", |v, x| {
+            v["accusation"]["payload"]["x"] = x;
+        }),
+        ("the kind", |v, x| v["dkg"]["x"] = x),
+        ("a fresh kind with a removal set", |v, _| {
+            v["dkg"]["removed"] = serde_json::json!([2]);
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut changed = value.clone();
+        edit(&mut changed, extra.clone());
+        let altered = dir.path().join("extra.proof.json");
+        std::fs::write(&altered, serde_json::to_vec(&changed).unwrap()).unwrap();
+        let out = verify(&config, &altered, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(stderr.contains("not a blame proof"), "{what}: {stderr}");
+    }
+
+    // What is checked is the decoded evidence: hex in upper case verifies
+    // the same.
+    let mut upper = value.clone();
+    upper_hex(&mut upper);
+    assert_ne!(upper, value);
+    let upper_file = dir.path().join("upper.proof.json");
+    std::fs::write(&upper_file, serde_json::to_vec_pretty(&upper).unwrap()).unwrap();
+    let out = verify(&config, &upper_file, false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every string of `value` that is hex of at least 16 digits, in upper
+/// case.
+fn upper_hex(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s)
+            if s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            *s = s.to_ascii_uppercase();
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(upper_hex),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(upper_hex),
+        _ => {}
+    }
 }
