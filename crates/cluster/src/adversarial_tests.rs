@@ -289,8 +289,13 @@ impl SignerHandler for Member {
                     .with_accusation(Some(accusation)))
             }
             Request::DkgFinish { .. } if self.mode == Mode::DkgUnopenableNotInPhase => {
-                let code = thresig_daemon::ErrorCode::from(thresig_engine::ErrorCode::DkgNotInPhase);
-                Err(SignerError::new(code, Recovery::Terminal, "not in this phase"))
+                let code =
+                    thresig_daemon::ErrorCode::from(thresig_engine::ErrorCode::DkgNotInPhase);
+                Err(SignerError::new(
+                    code,
+                    Recovery::Terminal,
+                    "not in this phase",
+                ))
             }
             Request::DkgFinish { .. } if self.mode == Mode::DkgFinishSlow => {
                 // The member's own behaviour under test, not synchronization.

@@ -521,7 +521,11 @@ fn a_failed_part_3_answers_its_identical_retry_with_the_same_accusation() {
     let mut other = inbox.clone();
     other.get_mut(&seat(1)).unwrap().reverse();
     let err = finish_at(&c, &p, &other, 1).unwrap_err();
-    assert_eq!(err.code(), thresig_engine::ErrorCode::DkgNotInPhase, "{err:?}");
+    assert_eq!(
+        err.code(),
+        thresig_engine::ErrorCode::DkgNotInPhase,
+        "{err:?}"
+    );
     // The identical one still draws the accusation, never a confirmation.
     let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
     assert_eq!(err.accusation(), Some(&accusation));
@@ -530,7 +534,12 @@ fn a_failed_part_3_answers_its_identical_retry_with_the_same_accusation() {
     let next = proposal(&c, "w", 2);
     c.members[0]
         .signer()
-        .dkg_start(c.now, thresig_engine::test_util::coordinator(2), &next, &mut c.rng)
+        .dkg_start(
+            c.now,
+            thresig_engine::test_util::coordinator(2),
+            &next,
+            &mut c.rng,
+        )
         .unwrap();
     let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
     assert!(err.accusation().is_none(), "{err:?}");
@@ -541,13 +550,26 @@ fn a_failed_part_3_answers_its_identical_retry_with_the_same_accusation() {
     let r1 = part1(&mut c, &p);
     let mut inbox = part2(&mut c, &p, &r1);
     unopenable(&mut inbox);
-    assert!(finish_at(&c, &p, &inbox, 1).unwrap_err().accusation().is_some());
+    assert!(
+        finish_at(&c, &p, &inbox, 1)
+            .unwrap_err()
+            .accusation()
+            .is_some()
+    );
     c.member(1)
         .signer()
-        .dkg_cancel(thresig_engine::test_util::coordinator(1), &p.wallet, p.session)
+        .dkg_cancel(
+            thresig_engine::test_util::coordinator(1),
+            &p.wallet,
+            p.session,
+        )
         .unwrap();
     let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
-    assert_eq!(err.code(), thresig_engine::ErrorCode::DkgNotInPhase, "{err:?}");
+    assert_eq!(
+        err.code(),
+        thresig_engine::ErrorCode::DkgNotInPhase,
+        "{err:?}"
+    );
 }
 
 /// A seat an earlier refresh removed stays in the roster and can sign: a
@@ -568,7 +590,12 @@ fn an_unexpected_sender_in_part_3_reveals_nothing() {
         .map(|s| {
             c.members[s - 1]
                 .signer()
-                .dkg_start(c.now, thresig_engine::test_util::coordinator(1), &p, &mut c.rng)
+                .dkg_start(
+                    c.now,
+                    thresig_engine::test_util::coordinator(1),
+                    &p,
+                    &mut c.rng,
+                )
                 .unwrap()
         })
         .to_vec();
