@@ -276,25 +276,32 @@ fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     // Unknown fields are refused at every level, not only the top: a
     // fresh DKG's kind with a removal set does not read as fresh.
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let extra = serde_json::json!(1);
-    let edits: [(&str, fn(&mut serde_json::Value, serde_json::Value)); 7] = [
-        ("round2", |v, x| v["round2"]["x"] = x),
-        ("round2's payload", |v, x| v["round2"]["payload"]["x"] = x),
-        ("a round-1 message", |v, x| v["round1"][0]["x"] = x),
-        ("a round-1 payload", |v, x| {
-            v["round1"][0]["payload"]["x"] = x
-        }),
-        ("the accusation's payload", |v, x| {
-            v["accusation"]["payload"]["x"] = x;
-        }),
-        ("the kind", |v, x| v["dkg"]["x"] = x),
-        ("a fresh kind with a removal set", |v, _| {
-            v["dkg"]["removed"] = serde_json::json!([2]);
-        }),
+    let edits: [(&str, &[&str]); 6] = [
+        ("round2", &["round2"]),
+        ("round2's payload", &["round2", "payload"]),
+        ("a round-1 message", &["round1", "0"]),
+        ("a round-1 payload", &["round1", "0", "payload"]),
+        ("the accusation's payload", &["accusation", "payload"]),
+        ("the kind", &["dkg"]),
     ];
-    for (what, edit) in edits {
+    let edits = edits
+        .iter()
+        .map(|(what, at)| (*what, *at, "x", serde_json::json!(1)))
+        .chain([(
+            "a fresh kind with a removal set",
+            &["dkg"][..],
+            "removed",
+            serde_json::json!([2]),
+        )]);
+    for (what, at, field, extra) in edits {
         let mut changed = value.clone();
-        edit(&mut changed, extra.clone());
+        let object = at
+            .iter()
+            .fold(&mut changed, |v, key| match key.parse::<usize>() {
+                Ok(i) => &mut v[i],
+                Err(_) => &mut v[*key],
+            });
+        object[field] = extra;
         let altered = dir.path().join("extra.proof.json");
         std::fs::write(&altered, serde_json::to_vec(&changed).unwrap()).unwrap();
         let out = verify(&config, &altered, false);
