@@ -40,6 +40,23 @@ enum Mode {
     DkgMisroute,
     /// DKG part 1: never answers (until the test releases it).
     DkgSilent,
+    /// DKG part 2: its round-2 package to its first recipient has one
+    /// ciphertext byte changed, the message signed by the member itself
+    /// (a member that cheats): the package does not open.
+    DkgUnopenable,
+    /// As [`Mode::DkgUnopenable`] in part 2; part 3 is refused at once
+    /// with `dkg_not_in_phase` (the engine does not run), so that the
+    /// refusal reaches the relay before its victim's accusation.
+    DkgUnopenableNotInPhase,
+    /// DKG part 3: held [`FINISH_HOLD`], then answered honestly.
+    DkgFinishSlow,
+    /// DKG part 3: the first reply is lost (the engine ran; the caller
+    /// gets the daemon's `timeout`).
+    DkgFinishLostOnce,
+    /// DKG part 3: finishes honestly, then answers with a refusal carrying
+    /// its own signed accusation of the member it got its first package
+    /// from, revealing a key that is not its session's (a member that lies).
+    DkgFalseAccusation,
     /// DKG part 1: answers with its message's signature altered.
     DkgBadSignature,
     /// Signing round 2: answers with its shares but without fresh
@@ -164,6 +181,9 @@ const ROUND1_PATIENCE: Duration = Duration::from_secs(3);
 const ROUND1_FIRST_HOLD: Duration = Duration::from_millis(3500);
 const ROUND1_HOLD: Duration = Duration::from_millis(200);
 
+/// How long a [`Mode::DkgFinishSlow`] member holds its part 3.
+const FINISH_HOLD: Duration = Duration::from_millis(500);
+
 /// What a member whose reply was lost answers instead: the daemon's own
 /// refusal when the handler's answer does not make it in time.
 fn lost_reply() -> SignerError {
@@ -250,6 +270,45 @@ impl SignerHandler for Member {
             Request::Round2(asked) => self.round2(peer, asked),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
+            Request::DkgFinish { ref round2, .. } if self.mode == Mode::DkgFalseAccusation => {
+                let first = round2.first().cloned();
+                self.inner.handle(peer, request)?;
+                let first = first.expect("a part 3 with messages");
+                let accusation = SignedDkgMessage::sign(
+                    &self.identity,
+                    first.session,
+                    first.wallet.clone(),
+                    self.seat,
+                    thresig_engine::DkgPayload::Accuse {
+                        accused: first.sender,
+                        hpke_secret: thresig_engine::RevealedHpkeKey::new(vec![7; 32]),
+                    },
+                );
+                let code = thresig_daemon::ErrorCode::from(thresig_engine::ErrorCode::DkgFailed);
+                Err(SignerError::new(code, Recovery::Terminal, "a lie")
+                    .with_accusation(Some(accusation)))
+            }
+            Request::DkgFinish { .. } if self.mode == Mode::DkgUnopenableNotInPhase => {
+                let code =
+                    thresig_daemon::ErrorCode::from(thresig_engine::ErrorCode::DkgNotInPhase);
+                Err(SignerError::new(
+                    code,
+                    Recovery::Terminal,
+                    "not in this phase",
+                ))
+            }
+            Request::DkgFinish { .. } if self.mode == Mode::DkgFinishSlow => {
+                // The member's own behaviour under test, not synchronization.
+                std::thread::sleep(FINISH_HOLD);
+                self.inner.handle(peer, request)
+            }
+            Request::DkgFinish { .. } if self.mode == Mode::DkgFinishLostOnce => {
+                let answer = self.inner.handle(peer, request);
+                if self.loses(Mode::DkgFinishLostOnce) {
+                    return Err(lost_reply());
+                }
+                answer
+            }
             Request::DkgConfirm { .. } if self.loses(Mode::ConfirmOverloadedOnce) => {
                 Err(SignerError::new(
                     thresig_daemon::ErrorCode::OVERLOADED,
@@ -392,6 +451,26 @@ impl Member {
         {
             let first = out[0].clone();
             out[1] = first;
+        }
+        if let Response::DkgMessages { messages: out } = &mut response
+            && matches!(
+                self.mode,
+                Mode::DkgUnopenable | Mode::DkgUnopenableNotInPhase
+            )
+        {
+            let first = &mut out[0];
+            let mut payload = first.payload.clone();
+            let thresig_engine::DkgPayload::Round2 { sealed, .. } = &mut payload else {
+                panic!("part 2 answers with round-2 messages");
+            };
+            *sealed.0.last_mut().unwrap() ^= 1;
+            *first = SignedDkgMessage::sign(
+                &self.identity,
+                first.session,
+                first.wallet.clone(),
+                first.sender,
+                payload,
+            );
         }
         if self.loses(Mode::DkgRound2LostOnce) {
             return Err(lost_reply());
@@ -560,6 +639,79 @@ async fn dkg_relay_blames_the_member_that_misrouted_round2_messages() {
         }
         other => panic!("unexpected {other}"),
     }
+}
+
+/// A member whose round-2 package to another does not open is accused by
+/// that member with its session key revealed: the run fails naming it,
+/// with a proof that verifies against the roster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_proves_a_member_whose_round2_package_does_not_open() {
+    let cluster = start(3, 2, &[(2, Mode::DkgUnopenable)], keep).await;
+    let err = failed_dkg(&cluster, 11).await;
+    let DkgError::Accused {
+        accuser, accused, ..
+    } = &err
+    else {
+        panic!("not an accusation with proof: {err}")
+    };
+    assert_eq!((*accuser, *accused), (seat(1), seat(2)), "{err}");
+    assert_eq!(err.recovery(), Recovery::Terminal);
+    let node = cluster.node(seat(3));
+    let (member, proof) = err.proof().unwrap();
+    assert_eq!(member, seat(2));
+    let proven = proof.verify(&the_wallet(&node).config).unwrap();
+    assert_eq!(proven.accused, seat(2));
+}
+
+/// A member that seals a package that does not open to member 1 and
+/// refuses its own part 3 at once, as not in the phase, cannot suppress
+/// the proof: the relay waits for every member's part-3 answer, and
+/// member 1's accusation, arriving later, wins over the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_proves_a_member_that_refuses_its_own_part_3_first() {
+    let modes = [(1, Mode::DkgFinishSlow), (2, Mode::DkgUnopenableNotInPhase)];
+    let cluster = start(3, 2, &modes, keep).await;
+    let err = failed_dkg(&cluster, 13).await;
+    let Some((member, proof)) = err.proof() else {
+        panic!("no proof: {err:?}")
+    };
+    assert_eq!(member, seat(2), "{err}");
+    let node = cluster.node(seat(3));
+    assert_eq!(
+        proof.verify(&the_wallet(&node).config).unwrap().accused,
+        seat(2)
+    );
+    assert!(
+        matches!(&err, DkgError::Accused { accuser, .. } if *accuser == seat(1)),
+        "{err}"
+    );
+}
+
+/// The accuser's part-3 reply lost once: the relay asks again with the
+/// same bytes, and the member answers with the same accusation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_proves_a_member_when_the_accusers_reply_is_lost_once() {
+    let modes = [(1, Mode::DkgFinishLostOnce), (2, Mode::DkgUnopenable)];
+    let cluster = start(3, 2, &modes, keep).await;
+    let err = failed_dkg(&cluster, 14).await;
+    assert!(
+        matches!(&err, DkgError::Accused { accuser, accused, .. } if (*accuser, *accused) == (seat(1), seat(2))),
+        "{err:?}"
+    );
+}
+
+/// A member whose accusation does not make a verifying proof (the key it
+/// reveals is not its session's) is reported as the refusal it is: no
+/// proof, and the liar, not the member it names, is the one named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_writes_no_proof_from_a_false_accusation() {
+    let cluster = start(3, 2, &[(3, Mode::DkgFalseAccusation)], keep).await;
+    let err = failed_dkg(&cluster, 12).await;
+    assert!(err.proof().is_none(), "{err}");
+    assert!(
+        matches!(&err, DkgError::Member { phase, seat: s, .. } if phase.name == "finish" && *s == seat(3)),
+        "{err}"
+    );
 }
 
 /// A member that answers with a message its identity key did not sign is

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError, RpcCode};
-use thresig_engine::{DkgKind, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, SignedDkgMessage};
+use thresig_engine::{
+    DkgKind, DkgPayload, DkgProposal, DkgSessionId, DkgShareProof, ErrorCode, SignedDkgMessage,
+};
 use tokio::task::JoinSet;
 use tracing::info;
 
@@ -78,6 +80,28 @@ pub enum DkgError {
         /// What it answered.
         #[source]
         error: DaemonError,
+    },
+    /// A member's part 3 found the round-2 package another member sent it
+    /// invalid (it does not open, decode or verify) and signed an
+    /// accusation; with the messages this relay handed out, it is a proof
+    /// anyone can check with the roster (`thresig blame verify`).
+    #[error(
+        "{phase}: member {accuser} accuses member {accused} of an invalid round-2 package, with a proof: {error}{}",
+        after_part3(phase)
+    )]
+    Accused {
+        /// The phase (a DKG's or a refresh's finish).
+        phase: DkgPhase,
+        /// The accusing member's cluster seat.
+        accuser: Seat,
+        /// The accused member's cluster seat.
+        accused: Seat,
+        /// The accuser's refusal (boxed, with the proof, so that a
+        /// [`DkgError`] stays small).
+        #[source]
+        error: Box<DaemonError>,
+        /// The proof against the accused.
+        proof: Box<DkgShareProof>,
     },
     /// The run could not proceed at all.
     #[error("{} aborted: {problem}", if *refresh { "refresh" } else { "DKG" })]
@@ -148,6 +172,16 @@ pub enum DkgError {
 }
 
 impl DkgError {
+    /// The proof against the accused member (its cluster seat) of a run
+    /// that failed on a member's accusation.
+    #[must_use]
+    pub fn proof(&self) -> Option<(Seat, &DkgShareProof)> {
+        match self {
+            Self::Accused { accused, proof, .. } => Some((*accused, proof)),
+            _ => None,
+        }
+    }
+
     /// Whether a fresh run can succeed without operator action: when a
     /// member was unreachable or refused transiently.
     #[must_use]
@@ -179,6 +213,7 @@ impl DkgError {
             // answer alone.
             Self::AbortMember { retryable, .. } => *retryable,
             Self::Protocol { .. }
+            | Self::Accused { .. }
             | Self::Aborted { .. }
             | Self::Unconfirmed { .. }
             | Self::Released
@@ -440,12 +475,19 @@ async fn run_session(
 
     info!("DKG part 3");
     let inbox = Arc::new(inbox);
-    let confirmations = each(peers, members, &at_finish, progress, |client, seat| {
+    // Every member's answer is awaited, also after a failure: a member
+    // that refuses its own part 3 at once must not keep the accusation of
+    // the member it cheated, arriving later, from being heard.
+    let confirmations = each_settled(peers, members, &at_finish, progress, |client, seat| {
         let wallet_id = wallet.id().clone();
         let mine = inbox.get(&seat).cloned().unwrap_or_default();
         async move { client.dkg_finish(wallet_id, session, mine).await }
     })
-    .await?;
+    .await
+    .map_err(|failures| {
+        let relayed = (&proposal.kind, all_round1.as_slice(), inbox.as_ref());
+        proven_first(wallet, relayed, failures, &at_finish)
+    })?;
     let agreed = agree(wallet, (&proposal.kind, session), &confirmations)?;
     info!("DKG confirmations");
     deliver(
@@ -458,6 +500,92 @@ async fn run_session(
     )
     .await?;
     Ok(agreed)
+}
+
+/// Of a part 3's `failures` (in the order they arrived), the first that
+/// is an accusation making a verifying proof ([`accused`]), or else the
+/// first.
+fn proven_first(
+    wallet: &NodeWallet,
+    relayed: (
+        &DkgKind,
+        &[SignedDkgMessage],
+        &BTreeMap<Seat, Vec<SignedDkgMessage>>,
+    ),
+    failures: Vec<DkgError>,
+    phase: &DkgPhase,
+) -> DkgError {
+    let mut first = None;
+    for failure in failures {
+        match accused(wallet, relayed, failure) {
+            proven @ DkgError::Accused { .. } => return proven,
+            other => {
+                first.get_or_insert(other);
+            }
+        }
+    }
+    first.unwrap_or_else(|| phase.aborted("a part 3 failed without a failure"))
+}
+
+/// `error` as [`DkgError::Accused`] when it is a member's part-3 refusal
+/// carrying an accusation that, with the round-1 messages and the
+/// round-2 inboxes this relay handed out, makes a proof that verifies
+/// (checked here, so that a member's false accusation is reported as the
+/// plain refusal it is, not as proof); `error` unchanged otherwise.
+fn accused(
+    wallet: &NodeWallet,
+    (kind, round1, inbox): (
+        &DkgKind,
+        &[SignedDkgMessage],
+        &BTreeMap<Seat, Vec<SignedDkgMessage>>,
+    ),
+    error: DkgError,
+) -> DkgError {
+    let DkgError::Member {
+        phase,
+        seat: accuser,
+        error: DaemonError::Refused(refusal),
+    } = &error
+    else {
+        return error;
+    };
+    if phase.name != "finish" {
+        return error;
+    }
+    let Some(accusation) = refusal.accusation.as_deref() else {
+        return error;
+    };
+    let DkgPayload::Accuse { accused, .. } = &accusation.payload else {
+        return error;
+    };
+    let Some(round2) = inbox
+        .get(&accusation.sender)
+        .and_then(|mine| mine.iter().find(|m| m.sender == *accused))
+    else {
+        return error;
+    };
+    let proof = DkgShareProof::new(
+        kind.clone(),
+        round1.to_vec(),
+        round2.clone(),
+        accusation.clone(),
+    );
+    if let Err(e) = proof.verify(&wallet.config) {
+        info!(%accuser, code = e.code(), "a member's accusation does not make a proof");
+        return error;
+    }
+    let accused = wallet.cluster_seat(*accused).unwrap_or(*accused);
+    let (phase, accuser, error) = match error {
+        DkgError::Member { phase, seat, error } => (phase, seat, error),
+        other => return other,
+    };
+    DkgError::Accused {
+        phase,
+        accuser,
+        accused,
+        error: Box::new(error),
+        proof: Box::new(proof),
+    }
 }
 
 /// The confirmation payload every member signed, each checked to be of
@@ -644,6 +772,42 @@ where
     F: Fn(thresig_daemon::SignerClient, Seat) -> Fut,
     Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
 {
+    run_each(peers, (members, phase, progress), false, call)
+        .await
+        .map_err(|mut failures| failures.swap_remove(0))
+}
+
+/// As [`each`], but a failure does not end the phase: every member's
+/// request runs to its end (retried as [`each`] retries it), and every
+/// failure is returned, in the order they came (never none).
+async fn each_settled<T, F, Fut>(
+    peers: &Arc<Peers>,
+    members: &[(Seat, Seat)],
+    phase: &DkgPhase,
+    progress: &dyn Progress,
+    call: F,
+) -> Result<BTreeMap<Seat, T>, Vec<DkgError>>
+where
+    T: Send + 'static,
+    F: Fn(thresig_daemon::SignerClient, Seat) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
+{
+    run_each(peers, (members, phase, progress), true, call).await
+}
+
+/// [`each`] (`settle` false: the first failure ends the phase, once the
+/// requests in flight ended) and [`each_settled`] (`settle` true).
+async fn run_each<T, F, Fut>(
+    peers: &Arc<Peers>,
+    (members, phase, progress): (&[(Seat, Seat)], &DkgPhase, &dyn Progress),
+    settle: bool,
+    call: F,
+) -> Result<BTreeMap<Seat, T>, Vec<DkgError>>
+where
+    T: Send + 'static,
+    F: Fn(thresig_daemon::SignerClient, Seat) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DaemonError>> + Send + 'static,
+{
     let mut tasks = JoinSet::new();
     let spawn = |tasks: &mut JoinSet<_>, client, seat: Seat, cluster: Seat, attempt: usize| {
         let call = call(client, seat);
@@ -658,51 +822,62 @@ where
             error,
         }
     };
-    let outcome = 'answers: {
-        for (seat, cluster) in members {
-            match peers.client(*cluster).await {
-                Ok(client) => spawn(&mut tasks, client, *seat, *cluster, 1),
-                Err(error) => break 'answers Err(member(*cluster)(error)),
+    let mut failures = Vec::new();
+    for (seat, cluster) in members {
+        match peers.client(*cluster).await {
+            Ok(client) => spawn(&mut tasks, client, *seat, *cluster, 1),
+            Err(error) => {
+                failures.push(member(*cluster)(error));
+                if !settle {
+                    break;
+                }
             }
         }
-        let mut answers = BTreeMap::new();
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((seat, cluster, attempt, answer)) = joined else {
-                break 'answers Err(phase.aborted("a request task panicked"));
-            };
-            match answer {
-                Ok(value) => {
-                    answers.insert(seat, value);
-                    progress.step(phase.name, answers.len(), members.len());
-                }
-                // Retrying cannot help within this run, and the member did
-                // nothing wrong: it is in another session, or lost this one.
-                Err(error) if is_coordination_fault(&error) => {
-                    break 'answers Err(DkgError::Coordination {
-                        phase: phase.clone(),
-                        reported_by: cluster,
-                        error,
-                    });
-                }
-                Err(error) if attempt < ATTEMPTS && retryable(&error) => {
-                    info!(%cluster, %phase, attempt, %error, "asking the member again");
-                    if crate::peers::is_transport(&error) {
-                        peers.forget(cluster);
-                    }
-                    match peers.client(cluster).await {
-                        Ok(client) => spawn(&mut tasks, client, seat, cluster, attempt + 1),
-                        Err(error) => break 'answers Err(member(cluster)(error)),
-                    }
-                }
-                Err(error) => break 'answers Err(member(cluster)(error)),
-            }
-        }
-        Ok(answers)
-    };
-    if outcome.is_err() {
-        while tasks.join_next().await.is_some() {}
     }
-    outcome
+    let mut answers = BTreeMap::new();
+    while settle || failures.is_empty() {
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let Ok((seat, cluster, attempt, answer)) = joined else {
+            failures.push(phase.aborted("a request task panicked"));
+            continue;
+        };
+        let failure = match answer {
+            Ok(value) => {
+                answers.insert(seat, value);
+                progress.step(phase.name, answers.len(), members.len());
+                continue;
+            }
+            // Retrying cannot help within this run, and the member did
+            // nothing wrong: it is in another session, or lost this one.
+            Err(error) if is_coordination_fault(&error) => DkgError::Coordination {
+                phase: phase.clone(),
+                reported_by: cluster,
+                error,
+            },
+            Err(error) if attempt < ATTEMPTS && retryable(&error) => {
+                info!(%cluster, %phase, attempt, %error, "asking the member again");
+                if crate::peers::is_transport(&error) {
+                    peers.forget(cluster);
+                }
+                match peers.client(cluster).await {
+                    Ok(client) => {
+                        spawn(&mut tasks, client, seat, cluster, attempt + 1);
+                        continue;
+                    }
+                    Err(error) => member(cluster)(error),
+                }
+            }
+            Err(error) => member(cluster)(error),
+        };
+        failures.push(failure);
+    }
+    if failures.is_empty() {
+        return Ok(answers);
+    }
+    while tasks.join_next().await.is_some() {}
+    Err(failures)
 }
 
 /// Whether a member's refusal says it is not in this run's session or

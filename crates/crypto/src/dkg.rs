@@ -375,7 +375,7 @@ impl DkgRound2 {
                 // frost reports a bad refresh share without its sender; check
                 // each first so the culprit is named.
                 for (id, package) in &round2 {
-                    check_refresh_share(self.session.me, id, package, &self.round1)?;
+                    check_refresh_share(self.session.me, id, package, |id| self.round1.get(id))?;
                 }
                 // frost takes the old key package by value; a clone moves in
                 // (and is wiped when frost drops it) while the box is wiped
@@ -401,24 +401,58 @@ impl DkgRound2 {
     }
 }
 
+/// What a DKG session shares: a fresh key, or zero (a refresh, whose
+/// round-1 commitments leave out the constant term).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShareKind {
+    /// A fresh key generation.
+    Fresh,
+    /// A share refresh.
+    Refresh,
+}
+
+/// Checks the round-2 share `package` that `from` sent to `to` against
+/// `from`'s round-1 commitments, as part 3 of a session of `kind` checks
+/// it (a pure function of public data and the one share, for a third
+/// party holding the opened package: a DKG blame proof).
+///
+/// # Errors
+/// [`Error::BadShare`] naming `from` if the share does not verify (or the
+/// commitments cannot be read).
+pub fn verify_round2_share(
+    kind: ShareKind,
+    (from, commitments): (Seat, &Round1Package),
+    to: Seat,
+    package: &Round2Package,
+) -> Result<()> {
+    let id = from.identifier();
+    match kind {
+        ShareKind::Fresh => {
+            dkg_batch::check_one(to.identifier(), &id, &package.0, |_| Some(&commitments.0))
+                .map_err(blame)
+        }
+        ShareKind::Refresh => check_refresh_share(to, &id, &package.0, |_| Some(&commitments.0)),
+    }
+}
+
 /// Checks one peer's refresh share against its round-1 commitment, whose
 /// constant term is the identity (a refresh polynomial shares zero):
-/// `share·G == Σ_{k≥1} x^k · C_k` at `x` = this member's seat.
+/// `share·G == Σ_{k≥1} x^k · C_k` at `x` = this member's seat. `round1`
+/// finds the sender's round-1 package.
 ///
 /// # Errors
 /// [`Error::BadShare`] naming the sender if it does not hold (or the
 /// commitment cannot be read).
-fn check_refresh_share(
+fn check_refresh_share<'a>(
     me: Seat,
     from: &Identifier,
     package: &round2::Package,
-    round1: &BTreeMap<Identifier, round1::Package>,
+    round1: impl FnOnce(&Identifier) -> Option<&'a round1::Package>,
 ) -> Result<()> {
     let culprit = Seat::from_identifier(from).ok_or(Error::OwnPackageEchoed)?;
     let bad = || Error::BadShare { culprit };
-    let commitment = round1
-        .get(from)
-        .ok_or(Error::UnknownSender { seat: culprit })?;
+    let commitment = round1(from).ok_or(Error::UnknownSender { seat: culprit })?;
     let mut coefficients = vec![poly::identity()];
     for bytes in commitment.commitment().serialize()? {
         coefficients.push(poly::element(&bytes).ok_or_else(bad)?);

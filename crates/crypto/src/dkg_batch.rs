@@ -58,7 +58,7 @@ pub(crate) fn part3(
     }
     if !batch_holds(secret, round1, round2)? {
         for (from, package) in round2 {
-            check_one(me, from, package, round1)?;
+            check_one(me, from, package, |id| round1.get(id))?;
         }
         // The batch fails only if some share does (or with probability
         // 1/q): nobody to name, but nothing is accepted either.
@@ -178,14 +178,15 @@ fn coefficient(key: &[u8; 32], from: &Identifier) -> Scalar {
     Secp256K1Sha256TR::H3(&input)
 }
 
-/// frost's own check of one share, naming its sender when it fails.
-fn check_one(
+/// frost's own check of one share, naming its sender when it fails;
+/// `round1` finds the sender's round-1 package.
+pub(crate) fn check_one<'a>(
     me: Identifier,
     from: &Identifier,
     package: &round2::Package,
-    round1: &BTreeMap<Identifier, round1::Package>,
+    round1: impl FnOnce(&Identifier) -> Option<&'a round1::Package>,
 ) -> Result<(), FrostError> {
-    let commitment = round1.get(from).ok_or(FrostError::PackageNotFound)?;
+    let commitment = round1(from).ok_or(FrostError::PackageNotFound)?;
     SecretShare::new(
         me,
         *package.signing_share(),

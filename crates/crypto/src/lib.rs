@@ -119,7 +119,9 @@ mod taproot;
 mod wire;
 
 pub use dealer::import_key;
-pub use dkg::{DkgOutput, DkgRound1, DkgRound2, Round1Package, Round2Package};
+pub use dkg::{
+    DkgOutput, DkgRound1, DkgRound2, Round1Package, Round2Package, ShareKind, verify_round2_share,
+};
 pub use error::{Encoding, Error, Result};
 pub use ids::{GroupParams, MAX_SIGNERS, Seat};
 pub use keys::KeyShare;

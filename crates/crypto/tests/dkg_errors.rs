@@ -183,3 +183,48 @@ fn one_invalid_share_among_many_is_named() {
     );
     assert_eq!(err.culprits(), vec![seat(5)]);
 }
+
+/// `verify_round2_share` (what a DKG blame proof relies on) accepts every
+/// honest share of a fresh DKG and of a refresh under its own kind, and
+/// refuses a share sent to another seat, and an honest share checked as
+/// the other kind (a refresh's commitments leave out the constant term).
+#[test]
+fn a_round2_share_verifies_only_for_its_recipient_under_its_own_kind() {
+    let rng = &mut rng(104);
+    let fresh = start(2, 3, 105);
+    let round1: Vec<_> = fresh.iter().map(|(s, p)| (s.seat(), p.clone())).collect();
+    let (_, sent) = part2_all(fresh);
+    let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let refreshing: Vec<_> = shares
+        .values()
+        .map(|s| DkgRound1::refresh(s, &wallet, &[], rng).unwrap())
+        .collect();
+    let refresh1: Vec<_> = refreshing
+        .iter()
+        .map(|(s, p)| (s.seat(), p.clone()))
+        .collect();
+    let (_, refreshed) = part2_all(refreshing);
+    for (kind, other, round1, sent) in [
+        (ShareKind::Fresh, ShareKind::Refresh, &round1, &sent),
+        (ShareKind::Refresh, ShareKind::Fresh, &refresh1, &refreshed),
+    ] {
+        for ((from, to), package) in sent {
+            let commitments = &round1.iter().find(|(s, _)| s == from).unwrap().1;
+            verify_round2_share(kind, (*from, commitments), *to, package).unwrap();
+            let elsewhere = seats(&[1, 2, 3])
+                .into_iter()
+                .find(|s| s != from && s != to)
+                .unwrap();
+            // At seat 1 (x = 1) both readings sum the same points, so the
+            // wrong kind is shown at the other seats.
+            let wrong_kind = (to.get() != 1).then_some((other, *to));
+            for (kind, to) in std::iter::once((kind, elsewhere)).chain(wrong_kind) {
+                let err = verify_round2_share(kind, (*from, commitments), to, package);
+                assert!(
+                    matches!(err, Err(Error::BadShare { culprit }) if culprit == *from),
+                    "{kind:?} {from}->{to}: {err:?}"
+                );
+            }
+        }
+    }
+}

@@ -133,6 +133,12 @@ pub struct SignerError {
     pub recovery: Recovery,
     /// A human-readable description.
     pub message: String,
+    /// A failed DKG part 3's signed accusation of the member whose round-2
+    /// package failed, revealing the session's HPKE key
+    /// ([`thresig_engine::Error::DkgFailed`]); `None` for every other
+    /// refusal. Never part of the message (its key is redacted in
+    /// `Debug`).
+    pub accusation: Option<Box<thresig_engine::SignedDkgMessage>>,
 }
 
 impl SignerError {
@@ -143,7 +149,15 @@ impl SignerError {
             code,
             recovery,
             message: message.into(),
+            accusation: None,
         }
+    }
+
+    /// This error carrying `accusation` (see the field).
+    #[must_use]
+    pub fn with_accusation(mut self, accusation: Option<thresig_engine::SignedDkgMessage>) -> Self {
+        self.accusation = accusation.map(Box::new);
+        self
     }
 
     /// Whether the same request can succeed if sent again unchanged.

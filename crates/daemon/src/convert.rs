@@ -493,6 +493,7 @@ impl From<SignerError> for proto::Error {
             retryable: err.is_retryable(),
             code: err.code.as_str().to_owned(),
             message: err.message,
+            accusation: err.accusation.map(|a| (*a).into()),
         }
     }
 }
@@ -505,11 +506,15 @@ impl TryFrom<proto::Error> for SignerError {
         } else {
             Recovery::Terminal
         };
-        Ok(Self::new(
-            ErrorCode::from_wire(wire.code)?,
-            recovery,
-            wire.message,
-        ))
+        // An accusation that does not decode proves nothing: the refusal
+        // is kept without it.
+        let accusation = wire
+            .accusation
+            .and_then(|a| SignedDkgMessage::try_from(a).ok());
+        Ok(
+            Self::new(ErrorCode::from_wire(wire.code)?, recovery, wire.message)
+                .with_accusation(accusation),
+        )
     }
 }
 

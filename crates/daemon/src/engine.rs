@@ -89,6 +89,7 @@ fn now() -> Result<Timestamp, SignerError> {
 /// and message (the engine builds messages from ids and counts only).
 fn refusal(err: &thresig_engine::Error) -> SignerError {
     SignerError::new(err.code().into(), err.recovery(), err.to_string())
+        .with_accusation(err.accusation().cloned())
 }
 
 impl<S: Store + 'static> SignerHandler for EngineHandler<S> {

@@ -82,7 +82,7 @@ impl Round2Response {
 }
 
 /// The format version a proof file carries.
-const PROOF_VERSION: u32 = 1;
+pub(crate) const PROOF_VERSION: u32 = 1;
 
 /// Evidence that a member sent an invalid share: its signed answer, the
 /// round-2 request it answers, and the wallet key record its signature
@@ -174,6 +174,69 @@ pub enum BlameError {
         /// The input (from 0).
         input: usize,
     },
+    /// A DKG proof's message is not signed by its sender's identity key
+    /// (or was altered).
+    #[error(
+        "wallet {wallet}: a DKG message of seat {seat} in the proof is not signed by that seat's identity key; the proof accuses nobody, and whoever altered it is not the member"
+    )]
+    DkgSignature {
+        /// The wallet.
+        wallet: WalletId,
+        /// The seat the message names as its sender.
+        seat: Seat,
+    },
+    /// A DKG proof's messages are not of its session, or are not an
+    /// accusation and the accused's round-2 message to its accuser.
+    #[error(
+        "wallet {wallet}: the DKG proof's messages are not one session's accusation and the accused's round-2 message to the accuser; the proof shows no fault"
+    )]
+    DkgParts {
+        /// The wallet.
+        wallet: WalletId,
+    },
+    /// A DKG proof's round-1 messages are not one from each participant
+    /// of its session (a seat missing, twice, removed or outside the
+    /// roster, or a message of another round).
+    #[error(
+        "wallet {wallet}: the DKG proof's round-1 messages are not one from each member taking part; the proof shows no fault"
+    )]
+    DkgRound1Set {
+        /// The wallet.
+        wallet: WalletId,
+    },
+    /// The proof's round-1 messages and session kind do not hash to the
+    /// echo the accused signed: they are not what it answered.
+    #[error(
+        "wallet {wallet}: the DKG proof's round-1 messages or session kind are not the ones seat {seat} answered (its signed echo hash differs); the proof shows no fault"
+    )]
+    DkgEcho {
+        /// The wallet.
+        wallet: WalletId,
+        /// The accused seat.
+        seat: Seat,
+    },
+    /// The accusation's revealed key is not the session key of the
+    /// accuser's round-1 message.
+    #[error(
+        "wallet {wallet}: the key seat {seat} revealed is not the session key of its round-1 message; the proof shows no fault"
+    )]
+    DkgKey {
+        /// The wallet.
+        wallet: WalletId,
+        /// The accuser's seat.
+        seat: Seat,
+    },
+    /// The accused's round-1 commitments cannot be read, so its share
+    /// cannot be checked against them.
+    #[error(
+        "wallet {wallet}: seat {seat}'s round-1 commitments cannot be checked against; the proof shows no fault"
+    )]
+    DkgUnusable {
+        /// The wallet.
+        wallet: WalletId,
+        /// The accused seat.
+        seat: Seat,
+    },
     /// Every share verifies: the member answered correctly.
     #[error(
         "wallet {wallet}: every share of seat {seat} verifies; the proof shows no fault, do not act on it"
@@ -193,7 +256,12 @@ impl BlameError {
         match self {
             Self::OtherWallet { .. } => "blame_other_wallet",
             Self::Version { .. } => "blame_version",
-            Self::BadSignature { .. } => "blame_bad_signature",
+            Self::BadSignature { .. } | Self::DkgSignature { .. } => "blame_bad_signature",
+            Self::DkgParts { .. } => "blame_dkg_parts",
+            Self::DkgRound1Set { .. } => "blame_dkg_round1",
+            Self::DkgEcho { .. } => "blame_dkg_echo",
+            Self::DkgKey { .. } => "blame_dkg_key",
+            Self::DkgUnusable { .. } => "blame_unusable",
             Self::KeyRecord { .. } => "blame_key_record",
             Self::Unusable { .. } => "blame_unusable",
             Self::NoFault { .. } => "blame_no_fault",
@@ -234,19 +302,11 @@ impl BlameProof {
     /// key record, then the shares.
     pub fn verify(&self, wallet: &WalletConfig) -> Result<ProvenFault, BlameError> {
         let id = &wallet.id;
-        for named in [&self.request.wallet, &self.answer.wallet] {
-            if named != id {
-                return Err(BlameError::OtherWallet {
-                    wallet: id.clone(),
-                    proof: named.clone(),
-                });
-            }
-        }
-        if self.version != PROOF_VERSION {
-            return Err(BlameError::Version {
-                version: self.version,
-            });
-        }
+        check_header(
+            id,
+            [&self.request.wallet, &self.answer.wallet],
+            self.version,
+        )?;
         let seat = self.answer.seat;
         let request = package_hash(&self.request);
         if !self.answer.signed_for(wallet, &request, &self.wallet_key.0) {
@@ -295,4 +355,26 @@ impl BlameProof {
             seat,
         })
     }
+}
+
+/// The first checks of a proof of either kind: every wallet it names is
+/// `wallet`, then its format version is this build's.
+///
+/// # Errors
+/// [`BlameError::OtherWallet`], [`BlameError::Version`].
+pub(crate) fn check_header<'a>(
+    wallet: &WalletId,
+    named: impl IntoIterator<Item = &'a WalletId>,
+    version: u32,
+) -> Result<(), BlameError> {
+    if let Some(other) = named.into_iter().find(|named| *named != wallet) {
+        return Err(BlameError::OtherWallet {
+            wallet: wallet.clone(),
+            proof: other.clone(),
+        });
+    }
+    if version != PROOF_VERSION {
+        return Err(BlameError::Version { version });
+    }
+    Ok(())
 }

@@ -133,7 +133,7 @@ pub(crate) struct DkgSession {
 impl DkgSession {
     /// The session's id if it runs a refresh.
     pub(crate) fn refresh(&self) -> Option<DkgSessionId> {
-        matches!(self.kind, DkgKind::Refresh { .. }).then_some(self.id)
+        (matches!(self.kind, DkgKind::Refresh { .. }) && !self.failed()).then_some(self.id)
     }
 
     /// Whether the session still holds the wallet at `now`. A finished part
@@ -144,6 +144,12 @@ impl DkgSession {
     fn live(&self, now: Timestamp) -> bool {
         matches!(self.phase, Phase::Finished { .. }) || now < self.expires
     }
+
+    /// Whether the session is one whose part 3 failed with an accusation
+    /// ([`Phase::Failed`]): over, kept only for its identical retry.
+    fn failed(&self) -> bool {
+        matches!(self.phase, Phase::Failed { .. })
+    }
 }
 
 impl<S: Store> Signer<S> {
@@ -153,6 +159,7 @@ impl<S: Store> Signer<S> {
     pub(crate) fn expire_dkg(&self, now: Timestamp, slot: &Slot, shard: &mut Shard) {
         if shard.dkg.as_ref().is_some_and(|s| !s.live(now))
             && let Some(gone) = shard.dkg.take()
+            && !gone.failed()
         {
             self.audit_dkg_dropped(now, &slot.config.id, &gone, "expired");
         }
@@ -169,7 +176,7 @@ impl<S: Store> Signer<S> {
         shard
             .dkg
             .as_ref()
-            .filter(|s| s.id == session)
+            .filter(|s| s.id == session && !s.failed())
             .map(|s| s.kind.clone())
     }
 }
@@ -199,6 +206,41 @@ enum Phase {
         result: Box<Confirming>,
         request: [u8; 32],
     },
+    /// Part 3 failed with this member's signed accusation (it computed and
+    /// committed nothing, and never confirms). Kept only to answer the
+    /// byte-identical part-3 request (`request`) again with the same
+    /// refusal, since a reply lost in transport must not lose the proof;
+    /// it holds no secret beyond the key the accusation already reveals.
+    /// It never holds the wallet: any start replaces it, and a cancel, an
+    /// abort or its expiry drops it.
+    Failed {
+        request: [u8; 32],
+        accused: Seat,
+        fault: DkgFault,
+        accusation: Box<SignedDkgMessage>,
+    },
+}
+
+impl Phase {
+    /// The phase that answers the byte-identical retry of a part-3
+    /// `request` that failed with `error`, if `error` carries an
+    /// accusation.
+    fn failed(request: [u8; 32], error: &Error) -> Option<Self> {
+        match error {
+            Error::DkgFailed {
+                accused: Some(accused),
+                fault,
+                accusation: Some(accusation),
+                ..
+            } => Some(Self::Failed {
+                request,
+                accused: *accused,
+                fault: *fault,
+                accusation: accusation.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl<S: Store> Signer<S> {
@@ -276,6 +318,11 @@ impl<S: Store> Signer<S> {
             }
         }
         self.expire_dkg(now, slot, &mut shard);
+        // A part 3 that failed holds nothing: a start finds the wallet as
+        // it would have had the session been dropped at its failure.
+        if shard.dkg.as_ref().is_some_and(DkgSession::failed) {
+            shard.dkg = None;
+        }
         let round1 = |package: &[u8], hpke_key: &[u8]| {
             SignedDkgMessage::sign(
                 &self.identity,
@@ -490,7 +537,9 @@ impl<S: Store> Signer<S> {
     /// DKG part 3: checks the round-2 messages addressed to this member
     /// (signature, recipient, echo hash, seal), derives the share, commits
     /// the key package (insert-if-absent) with the result awaiting
-    /// confirmation, and returns this member's signed confirmation.
+    /// confirmation, and returns this member's signed confirmation. A
+    /// failure with an accusation is answered again, the same, for the
+    /// byte-identical request ([`Phase::Failed`]).
     ///
     /// # Errors
     /// [`Error::DkgNotInPhase`]; [`Error::DkgFailed`] naming the accused seat;
@@ -509,6 +558,31 @@ impl<S: Store> Signer<S> {
         self.expire_dkg(now, slot, &mut shard);
         coordinated_by(&shard, slot, session, from)?;
         let request = request_hash(FINISH_DOMAIN, round2)?;
+        if let Some(DkgSession {
+            id,
+            phase:
+                Phase::Failed {
+                    request: first,
+                    accused,
+                    fault,
+                    accusation,
+                },
+            ..
+        }) = &shard.dkg
+            && *id == session
+            && *first == request
+        {
+            // Its reply may have been lost: the same refusal and
+            // accusation again; the session stays failed.
+            return Err(Error::DkgFailed {
+                wallet: wallet.clone(),
+                session,
+                accuser: slot.seat,
+                accused: Some(*accused),
+                fault: *fault,
+                accusation: Some(accusation.clone()),
+            });
+        }
         match shard.dkg.take() {
             Some(DkgSession {
                 id,
@@ -520,13 +594,25 @@ impl<S: Store> Signer<S> {
                 coordinator,
             }) if id == session => {
                 still_active(slot, &shard.state, &kind)?;
-                let result = self.compute_result(
+                let result = match self.compute_result(
                     slot,
                     (session, &kind),
                     &shard.state,
                     round2,
                     (state, &hpke, echo),
-                )?;
+                ) {
+                    Ok(result) => result,
+                    Err(error) => {
+                        shard.dkg = Phase::failed(request, &error).map(|phase| DkgSession {
+                            id,
+                            kind,
+                            coordinator,
+                            phase,
+                            expires,
+                        });
+                        return Err(error);
+                    }
+                };
                 let hold = (coordinator, kind, expires);
                 self.commit_result(now, slot, &mut shard, (session, request), result, hold)
             }
@@ -643,7 +729,7 @@ impl<S: Store> Signer<S> {
         let wallet = &slot.config.id;
         let fail = |accused, fault| dkg_failed(slot, session, accused, fault);
         let me = slot.seat;
-        let mut packages = Vec::with_capacity(round2.len());
+        let mut sealed_by = Vec::with_capacity(round2.len());
         let mut senders = BTreeSet::from([me]);
         for msg in round2 {
             check_envelope(slot, session, msg)?;
@@ -666,12 +752,12 @@ impl<S: Store> Signer<S> {
             if !senders.insert(msg.sender) {
                 return Err(fail(NO_MEMBER, DkgFault::DuplicateSender));
             }
-            let plain = open(hpke, &session, wallet, msg.sender, me, &sealed.0)
-                .ok_or_else(|| fail(Some(msg.sender), DkgFault::BadSeal))?;
-            let package = Round2Package::from_bytes(&plain)
-                .map_err(|_| fail(Some(msg.sender), DkgFault::InvalidPackage))?;
-            packages.push((msg.sender, package));
+            sealed_by.push((msg.sender, &sealed.0));
         }
+        // The set of senders is checked before any package is opened: a
+        // sender that takes no part (a seat an earlier refresh removed
+        // stays in the roster and can sign) is the relay's fault, and
+        // must not draw an accusation that reveals the session key.
         let expected = participants(&slot.config, current, kind);
         if senders.iter().any(|s| !expected.contains(s)) {
             return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
@@ -679,9 +765,23 @@ impl<S: Store> Signer<S> {
         if missing_seat(&expected, senders.iter().copied()).is_some() {
             return Err(fail(NO_MEMBER, DkgFault::MissingSender));
         }
-        let output = state.finish(packages).map_err(|e| {
-            let accused = e.culprits().first().copied();
-            fail(accused, DkgFault::InvalidPackage)
+        let mut packages = Vec::with_capacity(sealed_by.len());
+        for (sender, sealed) in sealed_by {
+            let accuse = |fault| self.accuse(slot, session, hpke, (sender, fault));
+            let plain = open(hpke, &session, wallet, sender, me, sealed)
+                .ok_or_else(|| accuse(DkgFault::BadSeal))?;
+            let package =
+                Round2Package::from_bytes(&plain).map_err(|_| accuse(DkgFault::InvalidPackage))?;
+            packages.push((sender, package));
+        }
+        // Only a share that fails its sender's own commitments is the
+        // sender's signed fault; anything else the crypto layer refuses
+        // here accuses no one with evidence.
+        let output = state.finish(packages).map_err(|e| match e {
+            thresig_crypto::Error::BadShare { culprit } => {
+                self.accuse(slot, session, hpke, (culprit, DkgFault::InvalidPackage))
+            }
+            other => fail(other.culprits().first().copied(), DkgFault::InvalidPackage),
         })?;
         // A refresh's keys cannot show an equivocated round 1 (see
         // `thresig_crypto`'s dkg module): its confirmation also binds the
@@ -927,6 +1027,14 @@ impl<S: Store> Signer<S> {
         });
         if in_progress && let Some(gone) = shard.dkg.take() {
             self.audit_dkg_dropped(now, &slot.config.id, &gone, "cancelled");
+        }
+        // A failed part 3 kept for its retry ends with the run.
+        if shard
+            .dkg
+            .as_ref()
+            .is_some_and(|s| s.id == session && s.failed())
+        {
+            shard.dkg = None;
         }
         Ok(in_progress)
     }
@@ -1184,6 +1292,42 @@ fn dkg_failed(slot: &Slot, session: DkgSessionId, accused: Option<Seat>, fault: 
         accuser: slot.seat,
         accused,
         fault,
+        accusation: None,
+    }
+}
+
+impl<S: Store> Signer<S> {
+    /// The failure of part 3 because the round-2 package `accused` sent
+    /// this member does not open, decode or verify against its sender's
+    /// commitments, with this member's signed accusation revealing the
+    /// session's HPKE key `hpke`, so that anyone can check that package
+    /// (docs/blame.md). Called only where part 3 computes no result: the
+    /// key protects nothing of a session that ends here.
+    fn accuse(
+        &self,
+        slot: &Slot,
+        session: DkgSessionId,
+        hpke: &HpkeSecret,
+        (accused, fault): (Seat, DkgFault),
+    ) -> Error {
+        let accusation = SignedDkgMessage::sign(
+            &self.identity,
+            session,
+            slot.config.id.clone(),
+            slot.seat,
+            DkgPayload::Accuse {
+                accused,
+                hpke_secret: hpke.reveal(),
+            },
+        );
+        Error::DkgFailed {
+            wallet: slot.config.id.clone(),
+            session,
+            accuser: slot.seat,
+            accused: Some(accused),
+            fault,
+            accusation: Some(Box::new(accusation)),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use hpke::{Deserializable as _, Kem as _, OpModeR, OpModeS, Serializable as _};
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::api::HexBytes;
 use crate::config::{IdentityKey, WalletConfig};
@@ -87,11 +87,66 @@ pub enum DkgPayload {
         /// The wallet epoch the vetoed refresh starts from.
         from_epoch: crate::ids::WalletEpoch,
     },
+    /// The sender's accusation, from a part 3 that failed because the
+    /// round-2 package `accused` sent it does not open, decode or verify:
+    /// it reveals the session's HPKE private key so that anyone can open
+    /// that package and check it (a DKG blame proof, docs/blame.md). Only
+    /// a session that computed nothing is ever revealed.
+    Accuse {
+        /// The seat whose round-2 package failed.
+        accused: Seat,
+        /// The sender's HPKE private key of the session.
+        hpke_secret: RevealedHpkeKey,
+    },
+}
+
+/// A session's HPKE private key, revealed in an accusation. Once revealed
+/// it protects nothing of a live session (its session computed no result),
+/// but it stays out of `Debug`, logs and error messages, and is wiped on
+/// drop like every other key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RevealedHpkeKey(Zeroizing<Vec<u8>>);
+
+/// Lowercase hex in JSON, like [`HexBytes`]; the text is wiped too.
+impl Serialize for RevealedHpkeKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&Zeroizing::new(hex::encode(self.as_bytes())))
+    }
+}
+
+impl<'de> Deserialize<'de> for RevealedHpkeKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Zeroizing::new(String::deserialize(deserializer)?);
+        hex::decode(text.as_bytes())
+            .map(Self::new)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Debug for RevealedHpkeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RevealedHpkeKey(<redacted>)")
+    }
+}
+
+impl RevealedHpkeKey {
+    /// The key's bytes as revealed (an X25519 private key, if the
+    /// accuser is honest).
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A revealed key of `bytes`, as a proof file or the wire carries it.
+    #[must_use]
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
 }
 
 impl DkgPayload {
     /// The canonical byte encoding: a tag (1 round 1, 2 round 2, 3
-    /// confirm, 4 refresh confirm, 5 refresh veto), then each field length-prefixed (8-byte big-endian length).
+    /// confirm, 4 refresh confirm, 5 refresh veto, 6 accusation), then each field length-prefixed (8-byte big-endian length).
     /// It is what signatures cover, and how a payload travels on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
@@ -120,6 +175,13 @@ impl DkgPayload {
             Self::RefreshAbandon { from_epoch } => {
                 framed(TAG_REFRESH_ABANDON, &[&from_epoch.0.to_be_bytes()])
             }
+            Self::Accuse {
+                accused,
+                hpke_secret,
+            } => framed(
+                TAG_ACCUSE,
+                &[&accused.get().to_be_bytes(), hpke_secret.as_bytes()],
+            ),
         }
     }
 
@@ -160,6 +222,10 @@ impl DkgPayload {
             (TAG_REFRESH_ABANDON, [epoch]) => Ok(Self::RefreshAbandon {
                 from_epoch: epoch_from_field(epoch)?,
             }),
+            (TAG_ACCUSE, [accused, secret]) => Ok(Self::Accuse {
+                accused: seat_from_field(accused).ok_or(InvalidDkgPayload)?,
+                hpke_secret: RevealedHpkeKey::new(secret.to_vec()),
+            }),
             _ => Err(InvalidDkgPayload),
         }
     }
@@ -170,6 +236,7 @@ const TAG_ROUND2: u8 = 2;
 const TAG_CONFIRM: u8 = 3;
 const TAG_REFRESH_CONFIRM: u8 = 4;
 const TAG_REFRESH_ABANDON: u8 = 5;
+const TAG_ACCUSE: u8 = 6;
 
 /// A wallet epoch encoded in exactly eight big-endian bytes.
 fn epoch_from_field(field: &[u8]) -> Result<crate::ids::WalletEpoch, InvalidDkgPayload> {
@@ -428,6 +495,25 @@ impl std::fmt::Debug for HpkeSecret {
     }
 }
 
+impl HpkeSecret {
+    /// The key's bytes, for an accusation that reveals it.
+    pub(crate) fn reveal(&self) -> RevealedHpkeKey {
+        let mut bytes = self.0.to_bytes();
+        let revealed = RevealedHpkeKey::new(bytes.to_vec());
+        bytes.as_mut_slice().zeroize();
+        revealed
+    }
+
+    /// The revealed key `revealed` and the encoded public key it derives;
+    /// `None` if it is no X25519 private key.
+    pub(crate) fn from_revealed(revealed: &RevealedHpkeKey) -> Option<(Self, Vec<u8>)> {
+        let secret =
+            <X25519HkdfSha256 as hpke::Kem>::PrivateKey::from_bytes(revealed.as_bytes()).ok()?;
+        let public = X25519HkdfSha256::sk_to_pk(&secret).to_bytes().to_vec();
+        Some((Self(secret), public))
+    }
+}
+
 /// A fresh HPKE key pair: the secret and the encoded public key.
 pub(crate) fn hpke_keypair<R: RngCore + CryptoRng>(rng: &mut R) -> (HpkeSecret, Vec<u8>) {
     let (secret, public) = X25519HkdfSha256::gen_keypair(rng);
@@ -598,6 +684,12 @@ mod tests {
                 }),
             any::<u64>().prop_map(|epoch| DkgPayload::RefreshAbandon {
                 from_epoch: crate::ids::WalletEpoch(epoch)
+            }),
+            (1..=thresig_crypto::MAX_SIGNERS, bytes()).prop_map(|(accused, secret)| {
+                DkgPayload::Accuse {
+                    accused: Seat::try_from(accused).unwrap(),
+                    hpke_secret: RevealedHpkeKey::new(secret.0),
+                }
             }),
         ]
     }

@@ -398,7 +398,9 @@ pub enum RepairFault {
 /// Everything that can go wrong in the engine.
 ///
 /// Variants carry ids, never formatted strings; [`Error::code`] maps each to
-/// its stable code. No variant contains secret material.
+/// its stable code. No variant contains secret material, but for the
+/// session key a failed DKG part 3 reveals on purpose in its accusation
+/// (redacted in `Debug`, never in the message).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -891,6 +893,11 @@ pub enum Error {
         accused: Option<Seat>,
         /// What failed.
         fault: DkgFault,
+        /// This member's signed accusation of `accused`, revealing the
+        /// session's HPKE key, when the round-2 package `accused` sent it
+        /// does not open, decode or verify (a relay builds a blame proof
+        /// from it); `None` for every other failure.
+        accusation: Option<Box<crate::dkg_msg::SignedDkgMessage>>,
     },
     /// A repair helper's operator has not approved this repair here, or the
     /// approval expired.
@@ -1012,6 +1019,16 @@ fn retire_step(state: WalletStateKind) -> &'static str {
 }
 
 impl Error {
+    /// The signed accusation a failed DKG part 3 carries (see
+    /// [`Error::DkgFailed`]), for the reply that reports the failure.
+    #[must_use]
+    pub fn accusation(&self) -> Option<&crate::dkg_msg::SignedDkgMessage> {
+        match self {
+            Self::DkgFailed { accusation, .. } => accusation.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The stable code of this error: one exhaustive mapping, so every new
     /// variant forces a decision.
     pub fn code(&self) -> ErrorCode {
@@ -1354,6 +1371,7 @@ mod tests {
                 accuser: seat,
                 accused: None,
                 fault: DkgFault::BadSignature,
+                accusation: None,
             },
             Error::DkgFailed {
                 wallet: wallet(),
@@ -1361,6 +1379,7 @@ mod tests {
                 accuser: seat,
                 accused: Some(Seat::try_from(2).unwrap()),
                 fault: DkgFault::InvalidPackage,
+                accusation: None,
             },
             Error::RepairNotApproved {
                 wallet: wallet(),

@@ -73,9 +73,11 @@
 mod api;
 pub mod audit;
 mod blame;
+mod blame_file;
 mod check;
 mod config;
 mod dkg;
+mod dkg_blame;
 mod dkg_msg;
 mod durable;
 mod error;
@@ -96,9 +98,13 @@ pub use api::{
     Round2Request, Round2Response, WalletStatus,
 };
 pub use blame::{BlameError, BlameProof, ProvenFault};
+pub use blame_file::{BlameFile, ProofFileError};
 pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
-pub use dkg_msg::{DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, SignedDkgMessage};
+pub use dkg_blame::{DkgProofKind, DkgShareFault, DkgShareProof, ProvenDkgFault};
+pub use dkg_msg::{
+    DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, RevealedHpkeKey, SignedDkgMessage,
+};
 pub use durable::decode_shares;
 pub use repair::{
     InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,

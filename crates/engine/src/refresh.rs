@@ -298,6 +298,7 @@ impl<S: Store> Signer<S> {
                 accuser: slot.seat,
                 accused: Some(sender),
                 fault: DkgFault::UnexpectedPayload,
+                accusation: None,
             });
         }
         let new = r.pending.receive(sender, signature);

@@ -11,7 +11,6 @@ mod removed_share;
 use common::dkg::*;
 use common::*;
 use thresig_crypto::{DkgRound1, KeyShare};
-use thresig_engine::test_util::identity_secret;
 use thresig_engine::{
     DkgFault, DkgKind, DkgPayload, DkgProposal, ErrorCode, HexBytes, SignedDkgMessage, WalletEpoch,
     WalletStateKind,
@@ -67,20 +66,6 @@ fn signs(c: &mut Cluster, signers: &[u16]) {
     let key = c.member(signers[0]).signer().wallet_key(&wid("w")).unwrap();
     c.keys.insert(wid("w"), key);
     c.sign_as(signers[0], "w", signers, &[[7; 32]]).unwrap();
-}
-
-/// `msg` with its payload changed by `edit`, re-signed by its sender (a
-/// malicious member, or a coordinator holding its key).
-fn resigned(msg: &SignedDkgMessage, edit: impl FnOnce(&mut DkgPayload)) -> SignedDkgMessage {
-    let mut payload = msg.payload.clone();
-    edit(&mut payload);
-    SignedDkgMessage::sign(
-        &identity_secret(msg.sender.get()),
-        msg.session,
-        msg.wallet.clone(),
-        msg.sender,
-        payload,
-    )
 }
 
 /// Every member reports `state` at `epoch`.

@@ -1,7 +1,8 @@
-//! Blame proofs on the command line: the files `thresig sign` and the demo
-//! write for each culprit (`culprit-<seat>.proof.json`), and `thresig
-//! blame verify`, which checks one against the roster of a member's
-//! configuration alone (docs/blame.md).
+//! Blame proofs on the command line: the files `thresig sign`, `thresig
+//! dkg`, `thresig refresh` and the demo write for each culprit
+//! (`culprit-<seat>.proof.json`), and `thresig blame verify`, which checks
+//! one of either kind against the roster of a member's configuration alone
+//! (docs/blame.md).
 
 use crate::MEMBER_CONFIG;
 use std::collections::BTreeMap;
@@ -10,11 +11,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use serde_json::json;
+use thresig_cluster::DkgError;
 use thresig_cluster::config::Config;
 use thresig_cluster::file::read_bounded;
 use thresig_crypto::Seat;
-use thresig_engine::BlameProof;
+use thresig_engine::{BlameError, BlameFile, DkgShareFault};
 
 use crate::because;
 
@@ -23,7 +26,9 @@ use crate::because;
 /// [`thresig_daemon::MAX_REQUEST_BYTES`]), and the answer, smaller than the
 /// request (a share and a commitment pair for each of its packages). Hex
 /// doubles both, and the JSON around them (field names, quotes, the
-/// indentation of one line per package) adds well under a quarter.
+/// indentation of one line per package) adds well under a quarter. A DKG
+/// proof's round-1 messages are one part-2 request's, read by a member
+/// within the same limit, and its other two messages are small.
 const MAX_PROOF_FILE_BYTES: u64 = 5 * thresig_daemon::MAX_REQUEST_BYTES;
 
 /// `thresig blame`.
@@ -35,9 +40,10 @@ pub(crate) struct BlameArgs {
 
 #[derive(Subcommand)]
 enum BlameCommand {
-    /// Check a culprit proof (`culprit-<seat>.proof.json`) against the
-    /// roster of a member's configuration: exit 0 when it proves an
-    /// invalid share, 1 when it does not.
+    /// Check a culprit proof (`culprit-<seat>.proof.json` of `thresig
+    /// sign`, `thresig dkg` or `thresig refresh`) against the roster of a
+    /// member's configuration: exit 0 when it proves an invalid share (a
+    /// signature share, or a DKG round-2 package), 1 when it does not.
     Verify(VerifyArgs),
 }
 
@@ -96,7 +102,7 @@ impl ProofFiles {
 /// then linked under its name). A proof that cannot be written is reported
 /// in the result, never an error: the caller's signatures must not be lost
 /// for it.
-pub(crate) fn write_proofs(dir: &Path, proofs: &BTreeMap<Seat, BlameProof>) -> ProofFiles {
+pub(crate) fn write_proofs<P: Serialize>(dir: &Path, proofs: &BTreeMap<Seat, P>) -> ProofFiles {
     let mut files = ProofFiles::default();
     for (member, proof) in proofs {
         match write_proof(dir, *member, proof) {
@@ -111,7 +117,7 @@ pub(crate) fn write_proofs(dir: &Path, proofs: &BTreeMap<Seat, BlameProof>) -> P
     files
 }
 
-fn write_proof(dir: &Path, member: Seat, proof: &BlameProof) -> Result<PathBuf> {
+fn write_proof(dir: &Path, member: Seat, proof: &impl Serialize) -> Result<PathBuf> {
     let text = serde_json::to_string_pretty(proof)? + "\n";
     let in_dir = |e| because(format!("writing a proof in {}", dir.display()), e);
     let mut temp = tempfile::Builder::new()
@@ -142,6 +148,27 @@ fn write_proof(dir: &Path, member: Seat, proof: &BlameProof) -> Result<PathBuf> 
     )
 }
 
+/// Writes the proof a failed DKG or refresh run holds against a member
+/// (if it holds one) into `dir` as [`write_proofs`] does, and prints
+/// `culprit proof: <path>` on standard error for the error that follows
+/// (or a warning when it could not be written).
+pub(crate) fn write_dkg_proof(dir: &Path, error: &DkgError) {
+    let Some((member, proof)) = error.proof() else {
+        return;
+    };
+    let files = write_proofs(dir, &BTreeMap::from([(member, proof)]));
+    files.warn();
+    print_proof_paths(&files.paths);
+}
+
+/// `culprit proof: <path>` on standard error for each of `paths`, before a
+/// failed run's error.
+pub(crate) fn print_proof_paths(paths: &[PathBuf]) {
+    for path in paths {
+        eprintln!("culprit proof: {} (`thresig blame verify`)", path.display());
+    }
+}
+
 /// Runs `thresig blame`.
 pub(crate) fn main(args: &BlameArgs) -> Result<()> {
     match &args.command {
@@ -151,10 +178,11 @@ pub(crate) fn main(args: &BlameArgs) -> Result<()> {
 
 fn verify(args: &VerifyArgs) -> Result<()> {
     let bytes = read_bounded(&args.proof, MAX_PROOF_FILE_BYTES)?;
-    let proof: BlameProof = serde_json::from_slice(&bytes).map_err(|e| {
+    let proof = BlameFile::from_json(&bytes).map_err(|e| {
         because(
             format!(
-                "{}: not a blame proof; pass a culprit-<seat>.proof.json as `thresig sign` writes it",
+                "{}: not a blame proof; pass a culprit-<seat>.proof.json as `thresig sign`, \
+                 `thresig dkg` or `thresig refresh` writes it",
                 args.proof.display()
             ),
             e,
@@ -162,7 +190,10 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     })?;
     let config = Config::load(&args.config)?;
     let node = config.node(&args.config)?;
-    let id = &proof.request.wallet;
+    let id = match &proof {
+        BlameFile::Signing(p) => &p.request.wallet,
+        BlameFile::DkgShare(p) => &p.wallet,
+    };
     let wallet = node.wallet(id).with_context(|| {
         format!(
             "the proof is for wallet {id}, which is not in {}; verify it with the configuration \
@@ -170,34 +201,76 @@ fn verify(args: &VerifyArgs) -> Result<()> {
             args.config.display()
         )
     })?;
-    let fault = proof
-        .verify(&wallet.config)
-        .map_err(|e| because(format!("{}: {}", args.proof.display(), e.code()), e))?;
-    let member = wallet.cluster_seat(fault.seat).unwrap_or(fault.seat);
+    let refused = |e: BlameError| because(format!("{}: {}", args.proof.display(), e.code()), e);
+    let member = |seat: Seat| wallet.cluster_seat(seat).unwrap_or(seat);
+    let (line, json) = match &proof {
+        BlameFile::DkgShare(p) => {
+            let fault = p.verify(&wallet.config).map_err(refused)?;
+            let (accused, accuser) = (member(fault.accused), member(fault.accuser));
+            let session = hex::encode(fault.session.0);
+            (
+                format!(
+                    "proof verified: member {accused} (wallet seat {}) sent member {accuser} \
+                     (wallet seat {}) an invalid DKG share ({}) in session {session} of wallet {}",
+                    fault.accused,
+                    fault.accuser,
+                    dkg_fault_text(fault.fault),
+                    fault.wallet
+                ),
+                json!({
+                    "verified": true,
+                    "kind": "dkg_share",
+                    "wallet": fault.wallet.as_str(),
+                    "member": accused.get(),
+                    "wallet_seat": fault.accused.get(),
+                    "recipient": accuser.get(),
+                    "recipient_wallet_seat": fault.accuser.get(),
+                    "session": session,
+                    "fault": fault.fault.name(),
+                }),
+            )
+        }
+        BlameFile::Signing(p) => {
+            let fault = p.verify(&wallet.config).map_err(refused)?;
+            let accused = member(fault.seat);
+            (
+                format!(
+                    "proof verified: member {accused} (wallet seat {}) signed an invalid share \
+                     for input {} of wallet {}",
+                    fault.seat, fault.input, fault.wallet
+                ),
+                json!({
+                    "verified": true,
+                    "wallet": fault.wallet.as_str(),
+                    "member": accused.get(),
+                    "wallet_seat": fault.seat.get(),
+                    "input": fault.input,
+                }),
+            )
+        }
+    };
     if args.json {
-        println!(
-            "{}",
-            json!({
-                "verified": true,
-                "wallet": fault.wallet.as_str(),
-                "member": member.get(),
-                "wallet_seat": fault.seat.get(),
-                "input": fault.input,
-            })
-        );
+        println!("{json}");
     } else {
-        println!(
-            "proof verified: member {member} (wallet seat {}) signed an invalid share for input {} \
-             of wallet {}",
-            fault.seat, fault.input, fault.wallet
-        );
+        println!("{line}");
     }
     Ok(())
 }
 
+/// How a verified DKG proof's fault reads in `blame verify`'s line.
+fn dkg_fault_text(fault: DkgShareFault) -> &'static str {
+    match fault {
+        DkgShareFault::Unopened => "it does not open with the recipient's session key",
+        DkgShareFault::Undecodable => "it opens to no round-2 package",
+        _ => "its share does not verify against the sender's commitments",
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use thresig_engine::{HexBytes, Round2Request, Round2Response, SigningTarget, WalletEpoch};
+    use thresig_engine::{
+        BlameProof, HexBytes, Round2Request, Round2Response, SigningTarget, WalletEpoch,
+    };
 
     use super::*;
 

@@ -28,7 +28,7 @@ use thresig_tx::{
 use tracing::info;
 
 use crate::bar::Bar;
-use crate::blame::write_proofs;
+use crate::blame::{print_proof_paths, write_dkg_proof, write_proofs};
 use crate::fault::{Faulty, Misbehavior};
 use crate::member::{confirmed, finish};
 
@@ -48,6 +48,11 @@ pub(crate) struct DemoArgs {
     /// so the first session includes them).
     #[arg(long, default_value_t = 0)]
     malicious: u16,
+    /// The --malicious members cheat in the DKG instead: each seals its
+    /// round-2 package to its first recipient so that it does not open,
+    /// and the DKG fails with a proof against it (written into --keep).
+    #[arg(long, requires = "malicious")]
+    malicious_dkg: bool,
     /// Inputs of the demo transaction.
     #[arg(long, default_value_t = 2)]
     inputs: u16,
@@ -187,7 +192,13 @@ pub(crate) fn launch(
         .context("the demo wallet is missing")?
         .clone();
     info!("running the DKG");
-    let dkg = runtime.block_on(run_dkg(&peers, &wallet, rng, &Bar::new()))?;
+    let dkg = runtime
+        .block_on(run_dkg(&peers, &wallet, rng, &Bar::new()))
+        .inspect_err(|e| {
+            if let Some(dir) = keep {
+                write_dkg_proof(dir, e);
+            }
+        })?;
     let OwnWallet {
         key, epoch, spend, ..
     } = confirmed(&runtime, &peers, &coordinator, &wallet, &dkg)?;
@@ -229,7 +240,14 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         &roles
             .malicious
             .iter()
-            .map(|seat| (*seat, Misbehavior::InvalidShares))
+            .map(|seat| {
+                let misbehavior = if args.malicious_dkg {
+                    Misbehavior::InvalidDkgPackages
+                } else {
+                    Misbehavior::InvalidShares
+                };
+                (*seat, misbehavior)
+            })
             .collect::<Vec<_>>(),
         args.keep.as_ref(),
         rng,
@@ -271,14 +289,7 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         }
         _ => Vec::new(),
     };
-    let outcome = result.inspect_err(|_| {
-        for proof in &proofs {
-            eprintln!(
-                "culprit proof: {} (`thresig blame verify`)",
-                proof.display()
-            );
-        }
-    })?;
+    let outcome = result.inspect_err(|_| print_proof_paths(&proofs))?;
     let finished = finish(psbt, &outcome.signatures)?;
     let mut failed = cluster.stop_all()?;
     let mut causes = Vec::new();

@@ -1,5 +1,6 @@
 //! The demo's malicious members and `thresig load`'s flaky ones: real
-//! signers whose round-2 shares are altered on the way out, or whose
+//! signers whose round-2 shares (or DKG round-2 packages) are altered on
+//! the way out, or whose
 //! round-2 answers are held back past the coordinator's request timeout,
 //! hosted in the demo's (or the load generator's) own process.
 //!
@@ -24,7 +25,7 @@ use anyhow::{Context as _, Result, anyhow};
 use thresig_cluster::node::Node;
 use thresig_crypto::{Seat, SignatureShare};
 use thresig_daemon::{SignerError, SignerHandler};
-use thresig_engine::{HexBytes, Request, Response, package_hash};
+use thresig_engine::{DkgPayload, HexBytes, Request, Response, SignedDkgMessage, package_hash};
 use tokio::sync::oneshot;
 
 /// How a hosted member misbehaves.
@@ -35,6 +36,9 @@ pub(crate) enum Misbehavior {
     InvalidShares,
     /// Every round-2 answer leaves only after [`STALL`].
     StallsSigning,
+    /// Its DKG round-2 package to its first recipient does not open (one
+    /// byte of the ciphertext changed), signed by the member.
+    InvalidDkgPackages,
 }
 
 /// How long a stalling member holds each round-2 request: past the
@@ -79,6 +83,31 @@ impl<H: SignerHandler> SignerHandler for Misbehaving<H> {
                 std::thread::sleep(STALL);
             }
             return self.inner.handle(peer, request);
+        }
+        if self.misbehavior == Misbehavior::InvalidDkgPackages {
+            let mut response = self.inner.handle(peer, request)?;
+            if let Response::DkgMessages { messages } = &mut response
+                && let Some(first) = messages.first_mut()
+                && let DkgPayload::Round2 { to, sealed, echo } = &first.payload
+            {
+                let mut sealed = sealed.clone();
+                if let Some(last) = sealed.0.last_mut() {
+                    *last ^= 1;
+                }
+                let payload = DkgPayload::Round2 {
+                    to: *to,
+                    sealed,
+                    echo: echo.clone(),
+                };
+                *first = SignedDkgMessage::sign(
+                    &self.identity,
+                    first.session,
+                    first.wallet.clone(),
+                    first.sender,
+                    payload,
+                );
+            }
+            return Ok(response);
         }
         let answered = match &request {
             Request::Round2(r) => Some((package_hash(r), r.wallet.clone())),

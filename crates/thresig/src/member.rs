@@ -29,7 +29,7 @@ use thresig_tx::{InputIndex, Network, WalletPsbt};
 use crate::admin::{self, AdminServer};
 use crate::bar::Bar;
 use crate::because;
-use crate::blame::write_proofs;
+use crate::blame::{print_proof_paths, write_dkg_proof, write_proofs};
 use crate::lifecycle::pending;
 
 /// `thresig init`.
@@ -117,6 +117,11 @@ pub(crate) struct DkgArgs {
     /// The wallet, as the members' configurations define it.
     #[arg(long)]
     wallet: String,
+    /// Where to write the proof against a member whose round-2 package
+    /// another member proved invalid (`culprit-<seat>.proof.json`,
+    /// checked by `thresig blame verify`).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    proof_dir: PathBuf,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -376,12 +381,14 @@ pub(crate) fn dkg(args: &DkgArgs) -> Result<()> {
     let c = Coordinating::load(&args.config)?;
     let wallet = c.wallet(&args.wallet)?;
     let runtime = runtime()?;
-    let outcome = runtime.block_on(run_dkg(
-        &c.peers,
-        wallet,
-        &mut rand_core::OsRng,
-        &Bar::new(),
-    ))?;
+    let outcome = runtime
+        .block_on(run_dkg(
+            &c.peers,
+            wallet,
+            &mut rand_core::OsRng,
+            &Bar::new(),
+        ))
+        .inspect_err(|e| write_dkg_proof(&args.proof_dir, e))?;
     let spend = confirmed(&runtime, &c.peers, &c.node, wallet, &outcome)
         .map_err(|e| dkg_completed(e, wallet.id().as_str(), &outcome.output_key, &args.config))?
         .spend;
@@ -497,14 +504,7 @@ pub(crate) fn sign_and_write(
                 };
                 // The proofs are named as soon as they are written: the
                 // scores and the reports after them may each wait.
-                keep_evidence(c, &scores, beside, &found, &run, |proofs| {
-                    for proof in proofs {
-                        eprintln!(
-                            "culprit proof: {} (`thresig blame verify`)",
-                            proof.display()
-                        );
-                    }
-                });
+                keep_evidence(c, &scores, beside, &found, &run, print_proof_paths);
             }
             return Err(e.into());
         }

@@ -9,6 +9,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
 use thresig_cluster::{AbortOutcome, abort_refresh, resume_refresh, run_refresh};
+
+use crate::blame::write_dkg_proof;
 use thresig_crypto::Seat;
 use thresig_engine::{DkgSessionId, WalletEpoch, WalletStatus};
 
@@ -40,6 +42,11 @@ pub(crate) struct RefreshArgs {
     /// current epoch.
     #[arg(long, value_name = "SESSION")]
     abort: Option<String>,
+    /// Where to write the proof against a member whose round-2 package
+    /// another member proved invalid (`culprit-<seat>.proof.json`,
+    /// checked by `thresig blame verify`).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    proof_dir: PathBuf,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -137,6 +144,7 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
                     session,
                     &Bar::new(),
                 ))
+                .inspect_err(|e| write_dkg_proof(&args.proof_dir, e))
                 .map_err(|e| failed(session, e))?;
             (outcome.session, Some(outcome.epoch))
         }

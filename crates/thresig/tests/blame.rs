@@ -58,6 +58,29 @@ fn value_at(text: &str, key: &str, after: usize) -> usize {
     at + text[at..].find('"').unwrap() + 1
 }
 
+/// For each (what, position, code) of `cases`: `text` with the hex digit
+/// at that position changed, written into `dir`, fails `blame verify`
+/// with `config` as a terminal error with that code.
+fn assert_each_alteration_refused(
+    dir: &Path,
+    config: &Path,
+    text: &str,
+    cases: &[(&str, usize, &str)],
+) {
+    for (what, at, code) in cases {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes[*at] = if bytes[*at] == b'0' { b'1' } else { b'0' };
+        let altered = dir.join("altered.proof.json");
+        std::fs::write(&altered, &bytes).unwrap();
+        let out = verify(config, &altered, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(out.stdout.is_empty(), "{what}");
+        assert!(stderr.contains(code), "{what}: {stderr}");
+        assert!(stderr.contains("terminal"), "{what}: {stderr}");
+    }
+}
+
 #[test]
 fn a_demo_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,18 +144,7 @@ fn a_demo_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
             "blame_bad_signature",
         ),
     ];
-    for (what, at, code) in cases {
-        let mut bytes = text.clone().into_bytes();
-        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
-        let altered = dir.path().join("altered.proof.json");
-        std::fs::write(&altered, &bytes).unwrap();
-        let out = verify(&config, &altered, false);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
-        assert!(out.stdout.is_empty(), "{what}");
-        assert!(stderr.contains(code), "{what}: {stderr}");
-        assert!(stderr.contains("terminal"), "{what}: {stderr}");
-    }
+    assert_each_alteration_refused(dir.path(), &config, &text, &cases);
 
     // Not a proof at all.
     let config_file = cluster.join("member-1").join("signer.toml");
@@ -176,4 +188,155 @@ fn a_proof_larger_than_twice_the_psbt_cap_is_read() {
     let out = verify(&cluster.join("member-3").join("signer.toml"), &large, true);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+/// `thresig demo --malicious 1 --malicious-dkg` runs its DKG (the same
+/// relay as `thresig dkg`) with member 2 sealing its round-2 package to
+/// member 1 so that it does not open: the run fails naming member 2 and
+/// leaves a DKG proof in `--keep`, which `thresig blame verify` accepts
+/// with any member's configuration and refuses once any one byte of its
+/// evidence is changed.
+#[test]
+fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["demo", "--malicious", "1", "--malicious-dkg", "--keep"])
+        .arg(&cluster)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let proof = cluster.join("culprit-2.proof.json");
+    assert!(
+        stderr.contains(&format!("culprit proof: {}", proof.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("accuses member 2"), "{stderr}");
+    for member in ["member-1", "member-3"] {
+        let out = verify(&cluster.join(member).join("signer.toml"), &proof, true);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{member}: {stderr}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (
+                &json["kind"],
+                &json["member"],
+                &json["recipient"],
+                &json["fault"]
+            ),
+            (
+                &serde_json::json!("dkg_share"),
+                &serde_json::json!(2),
+                &serde_json::json!(1),
+                &serde_json::json!("unopened")
+            ),
+            "{json}"
+        );
+    }
+    let config = cluster.join("member-3").join("signer.toml");
+    let out = verify(&config, &proof, false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("proof verified: member 2 (wallet seat 2) sent member 1"),
+        "{stdout}"
+    );
+
+    let text = std::fs::read_to_string(&proof).unwrap();
+    let round2 = text.find("\"round2\"").unwrap();
+    let accusation = text.find("\"accusation\"").unwrap();
+    let signed = "blame_bad_signature";
+    // (what, the field, where its search starts, the code).
+    let fields = [
+        ("the top-level session", "session", 0, "blame_dkg_parts"),
+        ("a round-1 package", "package", 0, signed),
+        ("a round-1 session key", "hpke_key", 0, signed),
+        ("the sealed package", "sealed", round2, signed),
+        ("the echo", "echo", round2, signed),
+        ("the revealed key", "hpke_secret", accusation, signed),
+        (
+            "the accusation's signature",
+            "signature",
+            accusation,
+            signed,
+        ),
+    ];
+    let cases: Vec<_> = fields
+        .iter()
+        .map(|(what, field, from, code)| {
+            (
+                *what,
+                value_at(&text, &format!("\"{field}\":"), *from),
+                *code,
+            )
+        })
+        .collect();
+    assert_each_alteration_refused(dir.path(), &config, &text, &cases);
+
+    // Unknown fields are refused at every level, not only the top: a
+    // fresh DKG's kind with a removal set does not read as fresh.
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let edits: [(&str, &[&str]); 6] = [
+        ("round2", &["round2"]),
+        ("round2's payload", &["round2", "payload"]),
+        ("a round-1 message", &["round1", "0"]),
+        ("a round-1 payload", &["round1", "0", "payload"]),
+        ("the accusation's payload", &["accusation", "payload"]),
+        ("the kind", &["dkg"]),
+    ];
+    let edits = edits
+        .iter()
+        .map(|(what, at)| (*what, *at, "x", serde_json::json!(1)))
+        .chain([(
+            "a fresh kind with a removal set",
+            &["dkg"][..],
+            "removed",
+            serde_json::json!([2]),
+        )]);
+    for (what, at, field, extra) in edits {
+        let mut changed = value.clone();
+        let object = at
+            .iter()
+            .fold(&mut changed, |v, key| match key.parse::<usize>() {
+                Ok(i) => &mut v[i],
+                Err(_) => &mut v[*key],
+            });
+        object[field] = extra;
+        let altered = dir.path().join("extra.proof.json");
+        std::fs::write(&altered, serde_json::to_vec(&changed).unwrap()).unwrap();
+        let out = verify(&config, &altered, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert!(stderr.contains("not a blame proof"), "{what}: {stderr}");
+    }
+
+    // What is checked is the decoded evidence: hex in upper case verifies
+    // the same.
+    let mut upper = value.clone();
+    upper_hex(&mut upper);
+    assert_ne!(upper, value);
+    let upper_file = dir.path().join("upper.proof.json");
+    std::fs::write(&upper_file, serde_json::to_vec_pretty(&upper).unwrap()).unwrap();
+    let out = verify(&config, &upper_file, false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every string of `value` that is hex of at least 16 digits, in upper
+/// case.
+fn upper_hex(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s)
+            if s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            *s = s.to_ascii_uppercase();
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(upper_hex),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(upper_hex),
+        _ => {}
+    }
 }

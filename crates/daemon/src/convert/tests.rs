@@ -182,6 +182,7 @@ fn a_refusal_code_is_typed_when_decoded() {
             retryable: false,
             code: code.to_owned(),
             message: "m".to_owned(),
+            accusation: None,
         })
         .unwrap()
     };
@@ -270,4 +271,27 @@ fn malformed_fields_become_typed_errors() {
         confirmation: None,
     };
     assert!(Request::try_from(confirm).is_err());
+}
+
+/// A failed DKG part 3's accusation travels in its refusal and reads back
+/// the same; a refusal without one reads back without one.
+#[test]
+fn a_refusals_accusation_round_trips() {
+    let accusation = thresig_engine::SignedDkgMessage::sign(
+        &ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        thresig_engine::DkgSessionId([9; 32]),
+        thresig_engine::WalletId::new("w".to_owned()).unwrap(),
+        crate::ids::Seat::try_from(1).unwrap(),
+        thresig_engine::DkgPayload::Accuse {
+            accused: crate::ids::Seat::try_from(2).unwrap(),
+            hpke_secret: thresig_engine::RevealedHpkeKey::new(vec![5; 32]),
+        },
+    );
+    let code = ErrorCode::from(thresig_engine::ErrorCode::DkgFailed);
+    let refusal = SignerError::new(code, Recovery::Terminal, "m");
+    for accusation in [Some(accusation), None] {
+        let sent = refusal.clone().with_accusation(accusation);
+        let wire = proto::Error::from(sent.clone());
+        assert_eq!(SignerError::try_from(wire).unwrap(), sent);
+    }
 }

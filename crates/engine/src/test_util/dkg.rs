@@ -274,3 +274,100 @@ pub fn signs_with_current_key(c: &mut Cluster, wallet: &str, signers: &[u16], di
     c.keys.insert(wid(wallet), key);
     c.sign(wallet, signers, &[digest]);
 }
+
+/// Part 1 at every seat, with the randomness each seat started from:
+/// what a member (or one colluding with the relay) knows of its own
+/// session, recomputed by [`own_secrets`].
+pub fn part1_recorded(
+    c: &mut Cluster,
+    p: &DkgProposal,
+) -> (
+    Vec<SignedDkgMessage>,
+    BTreeMap<Seat, rand_chacha::ChaCha20Rng>,
+) {
+    let mut started = BTreeMap::new();
+    let mut messages = Vec::new();
+    for s in seats(c) {
+        started.insert(seat(s), c.rng.clone());
+        let signer = c.members[usize::from(s) - 1].signer();
+        messages.push(
+            signer
+                .dkg_start(c.now, coordinator(1), p, &mut c.rng)
+                .unwrap(),
+        );
+    }
+    (messages, started)
+}
+
+/// Seat `s`'s round-1 state and HPKE private key of `p`'s session, which
+/// it started from randomness `rng` (as [`part1_recorded`] recorded it):
+/// the engine draws them in this order, a refresh's from the share of the
+/// epoch it refreshes.
+pub fn own_secrets(
+    c: &Cluster,
+    p: &DkgProposal,
+    s: u16,
+    mut rng: rand_chacha::ChaCha20Rng,
+) -> (thresig_crypto::DkgRound1, crate::RevealedHpkeKey) {
+    let config = &c.member(s).config.wallets[0];
+    let (state, _) = match &p.kind {
+        crate::DkgKind::Fresh => thresig_crypto::DkgRound1::start(
+            config.params().unwrap(),
+            seat(s),
+            config.script_tree,
+            &mut rng,
+        ),
+        crate::DkgKind::Refresh {
+            from_epoch,
+            removed,
+        } => {
+            use thresig_store::Store as _;
+            let stored = c
+                .member(s)
+                .store()
+                .key_package(&p.wallet, thresig_store::KeyEpoch(from_epoch.0 + 1))
+                .unwrap()
+                .unwrap();
+            let share = thresig_crypto::KeyShare::from_bytes(&stored).unwrap();
+            let key = c.member(s).signer().wallet_key(&p.wallet).unwrap();
+            thresig_crypto::DkgRound1::refresh(&share, &key, removed, &mut rng)
+        }
+    }
+    .unwrap();
+    let (hpke, _) = crate::dkg_msg::hpke_keypair(&mut rng);
+    (state, hpke.reveal())
+}
+
+/// `plaintext` sealed as seat `from`'s round-2 package of `p`'s session
+/// to seat `to`, whose round-1 HPKE key is `to_key`.
+pub fn seal_as(
+    c: &mut Cluster,
+    p: &DkgProposal,
+    (from, to, to_key): (u16, u16, &[u8]),
+    plaintext: &[u8],
+) -> Vec<u8> {
+    crate::dkg_msg::seal(
+        to_key,
+        &p.session,
+        &p.wallet,
+        seat(from),
+        seat(to),
+        plaintext,
+        &mut c.rng,
+    )
+    .unwrap()
+}
+
+/// `msg` with its payload changed by `edit`, re-signed by its sender (a
+/// malicious member, or a coordinator holding its key).
+pub fn resigned(msg: &SignedDkgMessage, edit: impl FnOnce(&mut DkgPayload)) -> SignedDkgMessage {
+    let mut payload = msg.payload.clone();
+    edit(&mut payload);
+    SignedDkgMessage::sign(
+        &identity_secret(msg.sender.get()),
+        msg.session,
+        msg.wallet.clone(),
+        msg.sender,
+        payload,
+    )
+}
