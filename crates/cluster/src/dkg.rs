@@ -182,6 +182,19 @@ impl DkgError {
         }
     }
 
+    /// Whether the message already says how to finish or abandon the
+    /// refresh it failed, with its session (a member failing it from part 3
+    /// on), so that a caller naming the session does not say it again.
+    #[must_use]
+    pub fn names_refresh_recovery(&self) -> bool {
+        match self {
+            Self::Member { phase, .. } | Self::Accused { phase, .. } => {
+                phase.refresh.is_some() && !phase.before_part3()
+            }
+            _ => false,
+        }
+    }
+
     /// Whether a fresh run can succeed without operator action: when a
     /// member was unreachable or refused transiently.
     #[must_use]
@@ -1007,6 +1020,31 @@ mod tests {
                     && text.contains(&format!("--abort {hex}")),
                 "{text}"
             );
+        }
+    }
+
+    /// `names_refresh_recovery` says exactly when the message names the
+    /// refresh's `--resume` and `--abort` (the command line then does not
+    /// say them again), in every phase of either kind of run.
+    #[test]
+    fn names_refresh_recovery_is_true_exactly_when_the_message_names_it() {
+        let refresh = DkgKind::Refresh {
+            from_epoch: thresig_engine::WalletEpoch(0),
+            removed: Vec::new(),
+        };
+        let hex = hex::encode(SESSION.0);
+        for kind in [&DkgKind::Fresh, &refresh] {
+            for name in ["start", "round 2", "finish", "confirm"] {
+                let e = DkgError::Member {
+                    phase: DkgPhase::of(kind, SESSION, name),
+                    seat: seat(2),
+                    error: unreachable(),
+                };
+                let text = e.to_string();
+                let named = text.contains(&format!("--resume {hex}"))
+                    && text.contains(&format!("--abort {hex}"));
+                assert_eq!(e.names_refresh_recovery(), named, "{name}: {text}");
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
-use thresig_cluster::{AbortOutcome, abort_refresh, resume_refresh, run_refresh};
+use thresig_cluster::{AbortOutcome, DkgError, abort_refresh, resume_refresh, run_refresh};
 
 use crate::blame::write_dkg_proof;
 use thresig_crypto::Seat;
@@ -103,18 +103,20 @@ pub(crate) fn main(args: &RefreshArgs) -> Result<()> {
     }
     // A failed run or resume names the session, and how to finish or
     // abandon it: members may hold its new shares.
-    let failed = |session: DkgSessionId, e| {
-        because(
+    let failed = |session: DkgSessionId, e: DkgError| {
+        let id = hex::encode(session.0);
+        let context = if e.names_refresh_recovery() {
+            format!("refresh session {id}")
+        } else {
             format!(
                 "refresh session {id} (if `thresig status` shows members `refreshing`, \
                  finish it with `thresig refresh --config {config} --wallet {wallet} --resume {id}`, \
                  or, if a threshold of members never released their confirmation, abandon it with `--abort {id}`)",
-                id = hex::encode(session.0),
                 config = args.config.display(),
                 wallet = wallet.id(),
-            ),
-            e,
-        )
+            )
+        };
+        because(context, e)
     };
     let (session, expected) = match &args.resume {
         Some(session) => {
