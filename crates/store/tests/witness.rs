@@ -128,6 +128,9 @@ fn a_witness_with_no_valid_slot_is_refused_and_left_as_it_is() {
         let err = machine.open().map(drop).unwrap_err();
         assert!(matches!(err, Error::WitnessCorrupt { .. }), "{err:?}");
         assert_eq!(err.recovery(), Recovery::Terminal);
+        // Two damaged slots can hide a rollback: an older copy put back
+        // would let the rolled-back database open unnoticed.
+        assert!(err.to_string().contains("never an older copy"), "{err}");
         assert_eq!(machine.witness.bytes(), Some(damaged.clone()));
     }
 }
