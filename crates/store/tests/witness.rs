@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{Machine, create_in, put_wallet, wallet};
 use thresig_store::provider::MemoryProvider;
 use thresig_store::{
-    CommitmentHash, CrashMode, EncryptedStore, Error, Marker, MemoryWitness, PackageHash,
-    Recovery, SimDisk, Store as _, StoreLocation, StoreOptions, Timestamp, WriteOp,
+    CommitmentHash, CrashMode, EncryptedStore, Error, Marker, MemoryWitness, PackageHash, Recovery,
+    SimDisk, Store as _, StoreLocation, StoreOptions, Timestamp, WriteOp,
 };
 
 /// The slots' offsets in the file (docs/storage-format.md).
@@ -293,7 +293,10 @@ fn an_open_refuses_a_witness_that_is_not_a_regular_file_or_too_large() {
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("{kind}: the open hung"));
         let err = out.expect_err(kind);
-        assert!(matches!(err, Error::WitnessCorrupt { .. }), "{kind}: {err:?}");
+        assert!(
+            matches!(err, Error::WitnessCorrupt { .. }),
+            "{kind}: {err:?}"
+        );
         assert_eq!(err.recovery(), Recovery::Terminal);
         assert!(std::fs::symlink_metadata(&witness).is_ok(), "{kind}");
         std::fs::remove_file(&witness).unwrap();
