@@ -224,8 +224,9 @@ pub enum Error {
     /// The witness file does not authenticate or does not belong to this
     /// database.
     #[error(
-        "witness {} is corrupt or belongs to another database: put back the witness of this \
-         database (never delete it to get past this)",
+        "witness {} is corrupt or belongs to another database: put back the witness this \
+         database last wrote, never an older copy and never deleting it to get past this; with \
+         no such witness, follow the keys runbook for `witness_corrupt`",
         witness.display()
     )]
     WitnessCorrupt {

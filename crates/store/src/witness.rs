@@ -257,10 +257,22 @@ struct State {
     /// The slot holding the newest valid copy; `None` until this process
     /// made the file, so the first write makes it.
     slot: Option<Slot>,
-    /// The id of the file this process made (meaningful once `slot` is
-    /// set): a file at the path with another header is not written.
-    id: FileId,
+    /// The file this process made (meaningful once `slot` is set).
+    made: Made,
 }
+
+/// The witness file this process made, as a slot write checks it.
+#[derive(Clone, Copy, Default)]
+struct Made {
+    /// Its id: a file at the path with another header is not written.
+    id: FileId,
+    /// Its device and inode (`None` in memory): a file at the path that
+    /// cannot be opened is told from the one made by them.
+    inode: Option<Inode>,
+}
+
+/// A file's device and inode number: which file a path names.
+type Inode = (u64, u64);
 
 impl std::fmt::Debug for Witness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -312,21 +324,20 @@ impl Witness {
     ///
     /// # Errors
     /// [`Error::WitnessCorrupt`] when it does not parse, belongs to another
-    /// database, or has no slot that authenticates;
+    /// database, or has no slot that authenticates, and when what is at the
+    /// path is not a regular file (a symbolic link, a FIFO) or is larger
+    /// than any witness, which is refused unread;
     /// [`Error::WitnessUnreadable`] when it exists but cannot be read.
     pub(crate) fn read(&self) -> Result<Option<Position>, Error> {
         let bytes = match &self.location {
             WitnessLocation::Memory(m) => m.bytes(),
-            WitnessLocation::File(path) => match std::fs::read(path) {
-                Ok(b) => Some(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(source) => {
-                    return Err(Error::WitnessUnreadable {
-                        witness: path.clone(),
-                        source,
-                    });
-                }
-            },
+            WitnessLocation::File(path) => read_file(path).map_err(|failure| match failure {
+                Failure::Io(source) => Error::WitnessUnreadable {
+                    witness: path.clone(),
+                    source,
+                },
+                Failure::Replaced(_) => self.corrupt(),
+            })?,
         };
         let Some(bytes) = bytes else { return Ok(None) };
         match self.key.parse(&bytes).map_err(|_| self.corrupt())? {
@@ -357,8 +368,8 @@ impl Witness {
         before: impl FnMut(Step) -> std::io::Result<()>,
     ) -> Result<(), Error> {
         self.update(p, |made| {
-            match made.and_then(|(id, s)| Some((id, s.next()?))) {
-                Some((id, next)) => self.write_slot(&id, next, p, before).map(|()| (id, next)),
+            match made.and_then(|(m, s)| Some((m, s.next()?))) {
+                Some((m, next)) => self.write_slot(&m, next, p, before).map(|()| (m, next)),
                 None => Ok(self.make_file(p, before)?),
             }
         })
@@ -391,17 +402,17 @@ impl Witness {
     fn update(
         &self,
         p: Position,
-        write: impl FnOnce(Option<(FileId, Slot)>) -> Result<(FileId, Slot), Failure>,
+        write: impl FnOnce(Option<(Made, Slot)>) -> Result<(Made, Slot), Failure>,
     ) -> Result<(), Error> {
         let mut state = lock(&self.state);
         if state.position.is_some_and(|l| l.covers(&p)) {
             return Ok(());
         }
-        let written = write(state.slot.map(|slot| (state.id, slot)));
+        let written = write(state.slot.map(|slot| (state.made, slot)));
         // Counted here, so the write at open is counted with the ones
         // after commits.
         crate::metrics::witness_written(written.is_ok());
-        let (id, slot) = written.map_err(|failure| match failure {
+        let (made, slot) = written.map_err(|failure| match failure {
             Failure::Io(source) => Error::WitnessIo {
                 witness: self.path(),
                 source,
@@ -414,22 +425,22 @@ impl Witness {
         *state = State {
             position: Some(p),
             slot: Some(slot),
-            id,
+            made,
         };
         Ok(())
     }
 
     /// Overwrites `slot` with `p` and syncs it: the hot path's only write.
-    /// `slot` of the file `id`, which must be the file at the path.
+    /// `slot` of the file `made`, which must be the file at the path.
     fn write_slot(
         &self,
-        id: &FileId,
+        made: &Made,
         slot: Slot,
         p: Position,
         mut before: impl FnMut(Step) -> std::io::Result<()>,
     ) -> Result<(), Failure> {
-        let record = self.key.seal(id, slot, p);
-        let fields = header(id);
+        let record = self.key.seal(&made.id, slot, p);
+        let fields = header(&made.id);
         match &self.location {
             WitnessLocation::Memory(m) => {
                 before(Step::WriteSlot)?;
@@ -437,7 +448,7 @@ impl Witness {
                 Ok(before(Step::SyncSlot)?)
             }
             WitnessLocation::File(path) => {
-                write_in_place(path, &fields, slot.offset(), &record, before)
+                write_in_place(path, &fields, made.inode, slot.offset(), &record, before)
             }
         }
     }
@@ -449,16 +460,59 @@ impl Witness {
         &self,
         p: Position,
         before: impl FnMut(Step) -> std::io::Result<()>,
-    ) -> std::io::Result<(FileId, Slot)> {
+    ) -> std::io::Result<(Made, Slot)> {
         let mut id = FileId::default();
         OsRng.fill_bytes(&mut id);
         let (bytes, slot) = self.key.new_file(&id, p);
-        match &self.location {
-            WitnessLocation::Memory(m) => m.set_bytes(Some(bytes)),
-            WitnessLocation::File(path) => write_atomically(path, &bytes, before)?,
-        }
-        Ok((id, slot))
+        let inode = match &self.location {
+            WitnessLocation::Memory(m) => {
+                m.set_bytes(Some(bytes));
+                None
+            }
+            WitnessLocation::File(path) => Some(write_atomically(path, &bytes, before)?),
+        };
+        Ok((Made { id, inode }, slot))
     }
+}
+
+/// The most a witness file holds: the slotted file (a JSON witness is a
+/// few hundred bytes).
+const READ_LIMIT: u64 = FILE_LEN as u64;
+
+/// Reads the witness file at `path` (`None` when there is none): only a
+/// regular file, and only up to [`READ_LIMIT`], so that a symbolic link, a
+/// FIFO (which a plain read would wait on for a writer), a device or a
+/// huge file is refused before anything is read from it, as
+/// [`Failure::Replaced`]; [`Failure::Io`] when the file cannot be read.
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, Failure> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(match e.raw_os_error().map(Errno::from_raw) {
+                Some(Errno::ELOOP | Errno::ENXIO) => Failure::Replaced(NOT_A_FILE),
+                _ => Failure::Io(e),
+            });
+        }
+    };
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(Failure::Replaced(NOT_A_FILE));
+    }
+    if meta.len() > READ_LIMIT {
+        return Err(Failure::Replaced(OTHER_SIZE));
+    }
+    let mut bytes = Vec::new();
+    crate::file::read_opened(file, path, READ_LIMIT, &mut bytes).map_err(|e| match e {
+        crate::file::FileError::Read { source, .. } => Failure::Io(source),
+        crate::file::FileError::TooLarge { .. } => Failure::Replaced(OTHER_SIZE),
+        crate::file::FileError::NotAFile { .. } => Failure::Replaced(NOT_A_FILE),
+    })?;
+    Ok(Some(bytes))
 }
 
 /// Writes `record` at `offset` of the witness file and syncs its data.
@@ -471,13 +525,17 @@ impl Witness {
 ///
 /// Anything at the path but the regular file of the slotted size with the
 /// header `fields` the store made is [`Failure::Replaced`] and is not
-/// written: the open follows no symbolic link (`O_NOFOLLOW`) and does not
-/// wait for a reader of a FIFO (`O_NONBLOCK`, which changes nothing for a
-/// regular file). The file put back (the same file, or a copy of it) is
-/// written again.
+/// written. The open follows no symbolic link (`O_NOFOLLOW`); what else
+/// is there is told by the opened file's type, size and header (a FIFO
+/// opened for reading and writing does not wait for a peer, and
+/// `O_NONBLOCK` keeps any other special file from waiting). A file that
+/// cannot be opened at all is told from the one made (`made`) by its
+/// inode ([`open_failure`]). The file put back (the same file, or a copy
+/// of it) is written again.
 fn write_in_place(
     path: &Path,
     fields: &[u8; HEADER_LEN],
+    made: Option<Inode>,
     offset: u64,
     record: &[u8],
     mut before: impl FnMut(Step) -> std::io::Result<()>,
@@ -487,11 +545,7 @@ fn write_in_place(
         .write(true)
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)
-        .map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
-            Some(Errno::ENOENT | Errno::ENOTDIR) => Failure::Replaced(GONE),
-            Some(Errno::ELOOP | Errno::EISDIR | Errno::ENXIO) => Failure::Replaced(NOT_A_FILE),
-            _ => Failure::Io(e),
-        })?;
+        .map_err(|e| open_failure(path, made, e))?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Err(Failure::Replaced(NOT_A_FILE));
@@ -510,29 +564,52 @@ fn write_in_place(
     Ok(file.sync_data()?)
 }
 
+/// Why opening the witness file for a slot write failed: the file made
+/// (`made`) gone or another in its place is [`Failure::Replaced`], which no
+/// retry gets past, even when what is there cannot be opened (a file the
+/// signer may not read or write, put there by someone else); an error on
+/// the file made is [`Failure::Io`].
+fn open_failure(path: &Path, made: Option<Inode>, error: std::io::Error) -> Failure {
+    use std::os::unix::fs::MetadataExt as _;
+    match error.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ENOENT | Errno::ENOTDIR) => Failure::Replaced(GONE),
+        Some(Errno::ELOOP | Errno::EISDIR | Errno::ENXIO) => Failure::Replaced(NOT_A_FILE),
+        _ => match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Failure::Replaced(GONE),
+            Ok(meta) if made.is_some_and(|m| m != (meta.dev(), meta.ino())) => {
+                Failure::Replaced(OTHER_FILE)
+            }
+            _ => Failure::Io(error),
+        },
+    }
+}
+
 /// Temp file, fsync, rename over the target, fsync the directory; `before`
-/// runs ahead of each step.
+/// runs ahead of each step. Returns the new file's device and inode.
 fn write_atomically(
     path: &Path,
     bytes: &[u8],
     mut before: impl FnMut(Step) -> std::io::Result<()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Inode> {
+    use std::os::unix::fs::MetadataExt as _;
     let tmp = path.with_extension("witness.tmp");
-    {
+    let inode = {
         before(Step::CreateTemp)?;
         let mut f = std::fs::File::create(&tmp)?;
         before(Step::WriteTemp)?;
         f.write_all(bytes)?;
         before(Step::SyncTemp)?;
         f.sync_all()?;
-    }
+        let meta = f.metadata()?;
+        (meta.dev(), meta.ino())
+    };
     before(Step::Rename)?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         before(Step::SyncDir)?;
         std::fs::File::open(dir)?.sync_all()?;
     }
-    Ok(())
+    Ok(inode)
 }
 
 #[cfg(test)]
@@ -780,5 +857,34 @@ mod tests {
         w.write(at(1, 2, 0)).unwrap();
         assert_eq!(lock(&w.state).slot, Some(Slot::FIRST));
         assert_eq!(w.read().unwrap(), Some(at(1, 2, 0)));
+    }
+
+    /// A slot write that cannot open the file at the witness's path (as
+    /// when permission is denied, which a test run as root cannot bring
+    /// about) fails retryably only if the file there is the one the open
+    /// made: another file there, or none, is replaced.
+    #[test]
+    fn an_open_error_is_replaced_unless_the_file_is_the_one_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.witness");
+        let w = witness(WitnessLocation::File(path.clone()));
+        w.remake(at(1, 1, 0)).unwrap();
+        let made = lock(&w.state).made.inode;
+        assert!(made.is_some());
+        let denied = || std::io::Error::from_raw_os_error(Errno::EACCES as i32);
+        let failure = open_failure(&path, made, denied());
+        assert!(matches!(failure, Failure::Io(_)), "{failure:?}");
+        // A copy has the same bytes and another inode.
+        let copy = dir.path().join("copy");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        let failure = open_failure(&path, made, denied());
+        assert!(
+            matches!(failure, Failure::Replaced(OTHER_FILE)),
+            "{failure:?}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let failure = open_failure(&path, made, denied());
+        assert!(matches!(failure, Failure::Replaced(GONE)), "{failure:?}");
     }
 }

@@ -8,9 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::{Machine, create_in, put_wallet, wallet};
+use thresig_store::provider::MemoryProvider;
 use thresig_store::{
-    CommitmentHash, CrashMode, Error, Marker, MemoryWitness, PackageHash, Recovery, SimDisk,
-    Store as _, Timestamp, WriteOp,
+    CommitmentHash, CrashMode, EncryptedStore, Error, Marker, MemoryWitness, PackageHash, Recovery,
+    SimDisk, Store as _, StoreLocation, StoreOptions, Timestamp, WriteOp,
 };
 
 /// The slots' offsets in the file (docs/storage-format.md).
@@ -127,6 +128,9 @@ fn a_witness_with_no_valid_slot_is_refused_and_left_as_it_is() {
         let err = machine.open().map(drop).unwrap_err();
         assert!(matches!(err, Error::WitnessCorrupt { .. }), "{err:?}");
         assert_eq!(err.recovery(), Recovery::Terminal);
+        // Two damaged slots can hide a rollback: an older copy put back
+        // would let the rolled-back database open unnoticed.
+        assert!(err.to_string().contains("never an older copy"), "{err}");
         assert_eq!(machine.witness.bytes(), Some(damaged.clone()));
     }
 }
@@ -168,10 +172,10 @@ fn a_witness_removed_while_the_store_is_open_stops_witnessed_writes() {
 
 /// A FIFO, a symbolic link (to the very file the store made), a directory
 /// or another store's witness put in the witness's place is not the file
-/// the open made: each is
-/// refused as replaced, promptly (a FIFO with no reader would block an
-/// open without `O_NONBLOCK` forever); with the file put back, witnessed
-/// writes go on.
+/// the open made: each is refused as replaced, for what it is (a FIFO
+/// opens at once for reading and writing, so only the regular-file check
+/// tells it from a file of another size); with the file put back,
+/// witnessed writes go on.
 #[test]
 fn a_witness_replaced_by_another_kind_of_file_is_refused_promptly() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,21 +184,36 @@ fn a_witness_replaced_by_another_kind_of_file_is_refused_promptly() {
     let store = std::sync::Arc::new(create_in(dir.path()));
     put_wallet(&*store, 1, b"one");
     std::fs::rename(&witness, &aside).unwrap();
-    let replacements: [(&str, &dyn Fn()); 4] = [
-        ("fifo", &|| {
-            nix::unistd::mkfifo(&witness, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        }),
-        ("symlink", &|| {
-            std::os::unix::fs::symlink(&aside, &witness).unwrap();
-        }),
-        ("directory", &|| std::fs::create_dir(&witness).unwrap()),
-        ("another store's witness", &|| {
-            let other = tempfile::tempdir().unwrap();
-            drop(create_in(other.path()));
-            std::fs::copy(other.path().join("state.witness"), &witness).unwrap();
-        }),
+    const NOT_A_FILE: &str = "something other than a regular file is there";
+    let replacements: [(&str, &dyn Fn(), &str); 4] = [
+        (
+            "fifo",
+            &|| {
+                nix::unistd::mkfifo(&witness, nix::sys::stat::Mode::S_IRWXU).unwrap();
+            },
+            NOT_A_FILE,
+        ),
+        (
+            "symlink",
+            &|| std::os::unix::fs::symlink(&aside, &witness).unwrap(),
+            NOT_A_FILE,
+        ),
+        (
+            "directory",
+            &|| std::fs::create_dir(&witness).unwrap(),
+            NOT_A_FILE,
+        ),
+        (
+            "another store's witness",
+            &|| {
+                let other = tempfile::tempdir().unwrap();
+                drop(create_in(other.path()));
+                std::fs::copy(other.path().join("state.witness"), &witness).unwrap();
+            },
+            "a file other than the one this store made at open is there",
+        ),
     ];
-    for (n, (kind, replace)) in replacements.into_iter().enumerate() {
+    for (n, (kind, replace, reason)) in replacements.into_iter().enumerate() {
         replace();
         let (tx, rx) = std::sync::mpsc::channel();
         let writer = store.clone();
@@ -209,10 +228,15 @@ fn a_witness_replaced_by_another_kind_of_file_is_refused_promptly() {
         };
         std::thread::spawn(move || tx.send(writer.write(vec![marker])));
         // A deadlock guard, not synchronization: the write answers at
-        // once, and only a write stuck opening the FIFO runs into it.
+        // once, and only a write stuck on what is at the path runs into it.
         let out = rx
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("{kind}: the marker write hung"));
+        let text = out.as_ref().map_err(ToString::to_string).err();
+        assert!(
+            text.as_deref().is_some_and(|t| t.contains(reason)),
+            "{kind}: {text:?}"
+        );
         assert_replaced(out, &witness);
         if kind == "directory" {
             std::fs::remove_dir(&witness).unwrap();
@@ -228,4 +252,57 @@ fn a_witness_replaced_by_another_kind_of_file_is_refused_promptly() {
             .unwrap()
             .is_some()
     );
+}
+
+/// The open reads only a regular file at the witness's path, and no more
+/// of it than a witness can hold: a FIFO (which a plain read would wait on
+/// for a writer forever), a symbolic link (even to the store's own witness)
+/// and a sparse file of a terabyte (which a plain read would try to hold in
+/// memory) are refused as corrupt, and left as they are.
+#[test]
+fn an_open_refuses_a_witness_that_is_not_a_regular_file_or_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness = dir.path().join("state.witness");
+    let aside = dir.path().join("state.witness.aside");
+    drop(create_in(dir.path()));
+    std::fs::rename(&witness, &aside).unwrap();
+    let replacements: [(&str, &dyn Fn()); 3] = [
+        ("fifo", &|| {
+            nix::unistd::mkfifo(&witness, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        }),
+        ("symlink", &|| {
+            std::os::unix::fs::symlink(&aside, &witness).unwrap();
+        }),
+        ("huge file", &|| {
+            let file = std::fs::File::create(&witness).unwrap();
+            file.set_len(1 << 40).unwrap();
+        }),
+    ];
+    for (kind, replace) in replacements {
+        replace();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let location = StoreLocation::Directory(dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let provider = std::sync::Arc::new(MemoryProvider::with_key("k", 9));
+            let opened = EncryptedStore::open(location, provider, StoreOptions::default());
+            tx.send(opened.map(drop))
+        });
+        // A deadlock guard, not synchronization: the open answers at once,
+        // and only an open stuck reading what is at the path runs into it.
+        let out = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{kind}: the open hung"));
+        let err = out.expect_err(kind);
+        assert!(
+            matches!(err, Error::WitnessCorrupt { .. }),
+            "{kind}: {err:?}"
+        );
+        assert_eq!(err.recovery(), Recovery::Terminal);
+        assert!(std::fs::symlink_metadata(&witness).is_ok(), "{kind}");
+        std::fs::remove_file(&witness).unwrap();
+    }
+    std::fs::rename(&aside, &witness).unwrap();
+    let provider = std::sync::Arc::new(MemoryProvider::with_key("k", 9));
+    let location = StoreLocation::Directory(dir.path().to_path_buf());
+    EncryptedStore::open(location, provider, StoreOptions::default()).unwrap();
 }
