@@ -175,6 +175,13 @@ fn a_member_that_sends_an_invalid_refresh_share_is_proven_as_a_refresh() {
         (proven.accused, proven.fault),
         (seat(2), DkgShareFault::Invalid)
     );
+    // The file form, with its refresh kind, reads back and verifies.
+    let json = serde_json::to_string_pretty(&proof).unwrap();
+    let BlameFile::DkgShare(back) = BlameFile::from_json(json.as_bytes()).unwrap() else {
+        panic!("read back as another kind")
+    };
+    assert_eq!(*back, proof);
+    assert_eq!(back.verify(&config(&c)).unwrap(), proven);
     let mut as_fresh = proof;
     as_fresh.dkg = DkgKind::Fresh;
     assert!(matches!(
