@@ -681,6 +681,24 @@ async fn dkg_relay_proves_a_member_whose_round2_package_does_not_open() {
     assert_eq!(proven.accused, seat(2));
 }
 
+/// Two members that each seal a package that does not open to the other
+/// are both accused, and the run's error carries both proofs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_proves_every_member_accused_in_part_3() {
+    let modes = [(1, Mode::DkgUnopenable), (2, Mode::DkgUnopenable)];
+    let cluster = start(3, 2, &modes, keep).await;
+    let err = failed_dkg(&cluster, 15).await;
+    let node = cluster.node(seat(3));
+    let proofs = err.proofs();
+    let mut accused: Vec<Seat> = proofs.iter().map(|(s, _)| *s).collect();
+    accused.sort_unstable();
+    assert_eq!(accused, [seat(1), seat(2)], "{err}");
+    for (member, proof) in proofs {
+        let proven = proof.verify(&the_wallet(&node).config).unwrap();
+        assert_eq!(proven.accused, member);
+    }
+}
+
 /// A member that seals a package that does not open to member 1 and
 /// refuses its own part 3 at once, as not in the phase, cannot suppress
 /// the proof: the relay waits for every member's part-3 answer, and

@@ -17,7 +17,7 @@ use thresig_engine::{
     DkgKind, DkgPayload, DkgProposal, DkgSessionId, DkgShareProof, ErrorCode, SignedDkgMessage,
 };
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::NodeWallet;
 use crate::peers::Peers;
@@ -102,6 +102,10 @@ pub enum DkgError {
         error: Box<DaemonError>,
         /// The proof against the accused.
         proof: Box<DkgShareProof>,
+        /// The proofs other members' accusations of the same part 3 made,
+        /// each with its accused member's cluster seat (in the order they
+        /// arrived).
+        others: Vec<(Seat, DkgShareProof)>,
     },
     /// The run could not proceed at all.
     #[error("{} aborted: {problem}", if *refresh { "refresh" } else { "DKG" })]
@@ -180,6 +184,20 @@ impl DkgError {
             Self::Accused { accused, proof, .. } => Some((*accused, proof)),
             _ => None,
         }
+    }
+
+    /// Every proof the failed run holds, each with its accused member's
+    /// cluster seat: [`DkgError::proof`]'s first.
+    #[must_use]
+    pub fn proofs(&self) -> Vec<(Seat, &DkgShareProof)> {
+        let others = match self {
+            Self::Accused { others, .. } => others.as_slice(),
+            _ => &[],
+        };
+        self.proof()
+            .into_iter()
+            .chain(others.iter().map(|(seat, proof)| (*seat, proof)))
+            .collect()
     }
 
     /// Whether the message already says how to finish or abandon the
@@ -516,8 +534,9 @@ async fn run_session(
 }
 
 /// Of a part 3's `failures` (in the order they arrived), the first that
-/// is an accusation making a verifying proof ([`accused`]), or else the
-/// first.
+/// is an accusation making a verifying proof ([`accused`]), carrying the
+/// proofs of any later ones, or else the first. Every failure is logged,
+/// one line each (an error's text holds no revealed key).
 fn proven_first(
     wallet: &NodeWallet,
     relayed: (
@@ -529,15 +548,22 @@ fn proven_first(
     phase: &DkgPhase,
 ) -> DkgError {
     let mut first = None;
+    let mut proven: Option<DkgError> = None;
     for failure in failures {
-        match accused(wallet, relayed, failure) {
-            proven @ DkgError::Accused { .. } => return proven,
-            other => {
+        warn!("{failure}");
+        match (accused(wallet, relayed, failure), &mut proven) {
+            (DkgError::Accused { accused, proof, .. }, Some(DkgError::Accused { others, .. })) => {
+                others.push((accused, *proof))
+            }
+            (accusation @ DkgError::Accused { .. }, None) => proven = Some(accusation),
+            (other, _) => {
                 first.get_or_insert(other);
             }
         }
     }
-    first.unwrap_or_else(|| phase.aborted("a part 3 failed without a failure"))
+    proven
+        .or(first)
+        .unwrap_or_else(|| phase.aborted("a part 3 failed without a failure"))
 }
 
 /// `error` as [`DkgError::Accused`] when it is a member's part-3 refusal
@@ -598,6 +624,7 @@ fn accused(
         accused,
         error: Box::new(error),
         proof: Box::new(proof),
+        others: Vec::new(),
     }
 }
 
