@@ -45,11 +45,13 @@ enum Mode {
     /// (a member that cheats): the package does not open.
     DkgUnopenable,
     /// As [`Mode::DkgUnopenable`] in part 2; part 3 is refused at once
-    /// with `dkg_not_in_phase` (the engine does not run), so that the
-    /// refusal reaches the relay before its victim's accusation.
+    /// with `dkg_not_in_phase` (the engine does not run), and the refusal
+    /// built opens [`Cluster::finish_latch`], so that it reaches the relay
+    /// before its victim's accusation.
     DkgUnopenableNotInPhase,
-    /// DKG part 3: held [`FINISH_HOLD`], then answered honestly.
-    DkgFinishSlow,
+    /// DKG part 3: held until [`Cluster::finish_latch`] opens, then
+    /// answered honestly.
+    DkgFinishLatched,
     /// DKG part 3: the first reply is lost (the engine ran; the caller
     /// gets the daemon's `timeout`).
     DkgFinishLostOnce,
@@ -181,8 +183,10 @@ const ROUND1_PATIENCE: Duration = Duration::from_secs(3);
 const ROUND1_FIRST_HOLD: Duration = Duration::from_millis(3500);
 const ROUND1_HOLD: Duration = Duration::from_millis(200);
 
-/// How long a [`Mode::DkgFinishSlow`] member holds its part 3.
-const FINISH_HOLD: Duration = Duration::from_millis(500);
+/// The longest a [`Mode::DkgFinishLatched`] member waits for its latch:
+/// only a guard against a deadlock should the latch never open (the test
+/// then fails on its outcome, not by hanging).
+const LATCH_GUARD: Duration = Duration::from_secs(30);
 
 /// What a member whose reply was lost answers instead: the daemon's own
 /// refusal when the handler's answer does not make it in time.
@@ -198,6 +202,9 @@ struct Member {
     inner: EngineHandler<Arc<EncryptedStore>>,
     mode: Mode,
     release: Arc<Release>,
+    /// Opened by a [`Mode::DkgUnopenableNotInPhase`] member's refusal;
+    /// a [`Mode::DkgFinishLatched`] member's part 3 waits for it.
+    finish_latch: Arc<Release>,
     /// What a [`Mode::ReplaysConfirmations`] member answers first.
     planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
     /// The part-3 requests held back for [`Mode::Part3BeforeVeto`]
@@ -243,6 +250,15 @@ impl Release {
         while !*released {
             released = self.signal.wait(released).unwrap();
         }
+    }
+
+    /// As [`Release::wait`], for at most `limit` (a deadlock guard).
+    fn wait_at_most(&self, limit: Duration) {
+        let released = self.released.lock().unwrap();
+        let _ = self
+            .signal
+            .wait_timeout_while(released, limit, |released| !*released)
+            .unwrap();
     }
 
     fn release(&self) {
@@ -291,15 +307,12 @@ impl SignerHandler for Member {
             Request::DkgFinish { .. } if self.mode == Mode::DkgUnopenableNotInPhase => {
                 let code =
                     thresig_daemon::ErrorCode::from(thresig_engine::ErrorCode::DkgNotInPhase);
-                Err(SignerError::new(
-                    code,
-                    Recovery::Terminal,
-                    "not in this phase",
-                ))
+                let refusal = SignerError::new(code, Recovery::Terminal, "not in this phase");
+                self.finish_latch.release();
+                Err(refusal)
             }
-            Request::DkgFinish { .. } if self.mode == Mode::DkgFinishSlow => {
-                // The member's own behaviour under test, not synchronization.
-                std::thread::sleep(FINISH_HOLD);
+            Request::DkgFinish { .. } if self.mode == Mode::DkgFinishLatched => {
+                self.finish_latch.wait_at_most(LATCH_GUARD);
                 self.inner.handle(peer, request)
             }
             Request::DkgFinish { .. } if self.mode == Mode::DkgFinishLostOnce => {
@@ -488,6 +501,8 @@ struct Cluster {
     stops: Vec<oneshot::Sender<()>>,
     stores: Vec<Arc<EncryptedStore>>,
     release: Arc<Release>,
+    /// See [`Member::finish_latch`].
+    finish_latch: Arc<Release>,
     planted: Arc<std::sync::Mutex<Vec<SignedDkgMessage>>>,
     late: Late,
     stale: Arc<std::sync::Mutex<Option<Stale>>>,
@@ -498,6 +513,7 @@ struct Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.release.release();
+        self.finish_latch.release();
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
@@ -545,6 +561,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         stops: Vec::new(),
         stores: Vec::new(),
         release: release.clone(),
+        finish_latch: Arc::default(),
         planted: Arc::default(),
         late: Arc::default(),
         stale: Arc::default(),
@@ -568,6 +585,7 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
             inner: EngineHandler::new(signer, node.identities()),
             mode,
             release: release.clone(),
+            finish_latch: cluster.finish_latch.clone(),
             planted: cluster.planted.clone(),
             late: cluster.late.clone(),
             seat: seat(number),
@@ -663,13 +681,34 @@ async fn dkg_relay_proves_a_member_whose_round2_package_does_not_open() {
     assert_eq!(proven.accused, seat(2));
 }
 
+/// Two members that each seal a package that does not open to the other
+/// are both accused, and the run's error carries both proofs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_proves_every_member_accused_in_part_3() {
+    let modes = [(1, Mode::DkgUnopenable), (2, Mode::DkgUnopenable)];
+    let cluster = start(3, 2, &modes, keep).await;
+    let err = failed_dkg(&cluster, 15).await;
+    let node = cluster.node(seat(3));
+    let proofs = err.proofs();
+    let mut accused: Vec<Seat> = proofs.iter().map(|(s, _)| *s).collect();
+    accused.sort_unstable();
+    assert_eq!(accused, [seat(1), seat(2)], "{err}");
+    for (member, proof) in proofs {
+        let proven = proof.verify(&the_wallet(&node).config).unwrap();
+        assert_eq!(proven.accused, member);
+    }
+}
+
 /// A member that seals a package that does not open to member 1 and
 /// refuses its own part 3 at once, as not in the phase, cannot suppress
 /// the proof: the relay waits for every member's part-3 answer, and
 /// member 1's accusation, arriving later, wins over the refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dkg_relay_proves_a_member_that_refuses_its_own_part_3_first() {
-    let modes = [(1, Mode::DkgFinishSlow), (2, Mode::DkgUnopenableNotInPhase)];
+    let modes = [
+        (1, Mode::DkgFinishLatched),
+        (2, Mode::DkgUnopenableNotInPhase),
+    ];
     let cluster = start(3, 2, &modes, keep).await;
     let err = failed_dkg(&cluster, 13).await;
     let Some((member, proof)) = err.proof() else {

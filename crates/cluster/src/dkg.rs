@@ -17,7 +17,7 @@ use thresig_engine::{
     DkgKind, DkgPayload, DkgProposal, DkgSessionId, DkgShareProof, ErrorCode, SignedDkgMessage,
 };
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::NodeWallet;
 use crate::peers::Peers;
@@ -102,6 +102,10 @@ pub enum DkgError {
         error: Box<DaemonError>,
         /// The proof against the accused.
         proof: Box<DkgShareProof>,
+        /// The proofs other members' accusations of the same part 3 made,
+        /// each with its accused member's cluster seat (in the order they
+        /// arrived).
+        others: Vec<(Seat, DkgShareProof)>,
     },
     /// The run could not proceed at all.
     #[error("{} aborted: {problem}", if *refresh { "refresh" } else { "DKG" })]
@@ -180,6 +184,20 @@ impl DkgError {
             Self::Accused { accused, proof, .. } => Some((*accused, proof)),
             _ => None,
         }
+    }
+
+    /// Every proof the failed run holds, each with its accused member's
+    /// cluster seat: [`DkgError::proof`]'s first.
+    #[must_use]
+    pub fn proofs(&self) -> Vec<(Seat, &DkgShareProof)> {
+        let others = match self {
+            Self::Accused { others, .. } => others.as_slice(),
+            _ => &[],
+        };
+        self.proof()
+            .into_iter()
+            .chain(others.iter().map(|(seat, proof)| (*seat, proof)))
+            .collect()
     }
 
     /// Whether the message already says how to finish or abandon the
@@ -516,8 +534,9 @@ async fn run_session(
 }
 
 /// Of a part 3's `failures` (in the order they arrived), the first that
-/// is an accusation making a verifying proof ([`accused`]), or else the
-/// first.
+/// is an accusation making a verifying proof ([`accused`]), carrying the
+/// proofs of any later ones, or else the first. Every failure is logged,
+/// one line each (an error's text holds no revealed key).
 fn proven_first(
     wallet: &NodeWallet,
     relayed: (
@@ -529,15 +548,22 @@ fn proven_first(
     phase: &DkgPhase,
 ) -> DkgError {
     let mut first = None;
+    let mut proven: Option<DkgError> = None;
     for failure in failures {
-        match accused(wallet, relayed, failure) {
-            proven @ DkgError::Accused { .. } => return proven,
-            other => {
+        warn!("{failure}");
+        match (accused(wallet, relayed, failure), &mut proven) {
+            (DkgError::Accused { accused, proof, .. }, Some(DkgError::Accused { others, .. })) => {
+                others.push((accused, *proof))
+            }
+            (accusation @ DkgError::Accused { .. }, None) => proven = Some(accusation),
+            (other, _) => {
                 first.get_or_insert(other);
             }
         }
     }
-    first.unwrap_or_else(|| phase.aborted("a part 3 failed without a failure"))
+    proven
+        .or(first)
+        .unwrap_or_else(|| phase.aborted("a part 3 failed without a failure"))
 }
 
 /// `error` as [`DkgError::Accused`] when it is a member's part-3 refusal
@@ -598,6 +624,7 @@ fn accused(
         accused,
         error: Box::new(error),
         proof: Box::new(proof),
+        others: Vec::new(),
     }
 }
 
@@ -1080,6 +1107,99 @@ mod tests {
                 error,
             };
             assert_eq!(e.recovery(), Recovery::Retryable, "{}", code.as_str());
+        }
+    }
+
+    /// A 2-of-3 wallet's DKG in which seat 2's package to seat 1 does not
+    /// open (it is the one sealed to seat 3): the wallet, the round-1
+    /// messages, the inboxes, and seat 1's refusal with its accusation.
+    fn accused_run() -> (
+        NodeWallet,
+        Vec<SignedDkgMessage>,
+        BTreeMap<Seat, Vec<SignedDkgMessage>>,
+        SignerError,
+    ) {
+        use thresig_engine::test_util::cluster::Cluster;
+        use thresig_engine::test_util::dkg;
+        let mut c = Cluster::unkeyed(77, 2, 3, &["w"]);
+        let p = dkg::proposal(&c, "w", 1);
+        let round1 = dkg::part1(&mut c, &p);
+        let mut inbox = dkg::part2(&mut c, &p, &round1);
+        dkg::tampered(&mut inbox, |payload, to_three| {
+            let theirs = to_three.iter().find(|m| m.sender == seat(2)).unwrap();
+            let (
+                DkgPayload::Round2 { sealed, .. },
+                DkgPayload::Round2 {
+                    sealed: sealed_to_three,
+                    ..
+                },
+            ) = (payload, &theirs.payload)
+            else {
+                panic!("not round 2")
+            };
+            *sealed = sealed_to_three.clone();
+        });
+        let err = dkg::finish_at(&c, &p, &inbox, 1).unwrap_err();
+        let accusation = err.accusation().cloned().expect("an accusation");
+        let wire = thresig_daemon::ErrorCode::from(ErrorCode::DkgFailed);
+        let refusal =
+            SignerError::new(wire, Recovery::Terminal, "accused").with_accusation(Some(accusation));
+        let wallet = NodeWallet {
+            config: c.member(3).config.wallets[0].clone(),
+            seats: vec![seat(1), seat(2), seat(3)],
+        };
+        (wallet, round1, inbox, refusal)
+    }
+
+    fn refused(from: u16, refusal: SignerError) -> DkgError {
+        DkgError::Member {
+            phase: DkgPhase::of(&DkgKind::Fresh, SESSION, "finish"),
+            seat: seat(from),
+            error: DaemonError::Refused(refusal),
+        }
+    }
+
+    /// The verifying accusation is reported whatever arrived before it: a
+    /// refusal, a plain failure or an accusation that proves nothing.
+    #[test]
+    fn a_part_3_reports_the_accusation_that_proves_over_earlier_failures() {
+        let (wallet, round1, inbox, accusation) = accused_run();
+        let finish = DkgPhase::of(&DkgKind::Fresh, SESSION, "finish");
+        let relayed = (&DkgKind::Fresh, round1.as_slice(), &inbox);
+        let not_in_phase = || {
+            let wire = thresig_daemon::ErrorCode::from(ErrorCode::DkgNotInPhase);
+            SignerError::new(wire, Recovery::Terminal, "not in this phase")
+        };
+        let lie = SignedDkgMessage::sign(
+            &thresig_engine::test_util::identity_secret(3),
+            inbox[&seat(1)][0].session,
+            wallet.id().clone(),
+            seat(3),
+            DkgPayload::Accuse {
+                accused: seat(2),
+                hpke_secret: thresig_engine::RevealedHpkeKey::new(vec![7; 32]),
+            },
+        );
+        let wire = thresig_daemon::ErrorCode::from(ErrorCode::DkgFailed);
+        let false_accusation =
+            SignerError::new(wire, Recovery::Terminal, "a lie").with_accusation(Some(lie));
+        for failures in [
+            vec![refused(2, not_in_phase()), refused(1, accusation.clone())],
+            vec![
+                refused(3, false_accusation),
+                DkgError::Member {
+                    phase: finish.clone(),
+                    seat: seat(2),
+                    error: unreachable(),
+                },
+                refused(1, accusation.clone()),
+            ],
+        ] {
+            let e = proven_first(&wallet, relayed, failures, &finish);
+            assert!(
+                matches!(&e, DkgError::Accused { accuser, accused, .. } if (*accuser, *accused) == (seat(1), seat(2))),
+                "{e:?}"
+            );
         }
     }
 }

@@ -1040,8 +1040,10 @@ impl<S: Store> Signer<S> {
     }
 
     /// Operator command: aborts the wallet's DKG `session`. A session still
-    /// in progress is dropped from memory; a finished but unconfirmed one
-    /// has its result and key package deleted, so a new DKG can run. Only
+    /// in progress (or failed with an accusation) is dropped from memory,
+    /// with Ok; a finished but unconfirmed one has its result and key
+    /// package deleted, so a new DKG can run, also when a later run of the
+    /// same session is in memory. Only
     /// `session` is touched: another session of the wallet in memory (one
     /// started after this one's result was adopted) keeps running, and a
     /// confirmed (active) wallet is never touched. A refresh whose
@@ -1063,14 +1065,18 @@ impl<S: Store> Signer<S> {
                 session,
             });
         }
-        let in_memory = match &shard.dkg {
-            Some(s) if s.id == session => Some(matches!(s.phase, Phase::Finished { .. })),
-            _ => None,
-        };
-        if in_memory == Some(false) {
+        // A run of the session that has not finished part 3 (running, or
+        // failed with an accusation) holds nothing durable: it is dropped,
+        // and the abort goes on to the session's stored result, which a
+        // rerun of a committed session leaves in place.
+        let running = shard
+            .dkg
+            .as_ref()
+            .is_some_and(|s| s.id == session && !matches!(s.phase, Phase::Finished { .. }));
+        if running {
             shard.dkg = None;
-            return Ok(());
         }
+        let finished = matches!(&shard.dkg, Some(s) if s.id == session);
         let awaiting = shard
             .state
             .confirming()
@@ -1108,12 +1114,11 @@ impl<S: Store> Signer<S> {
         // part 3 of this one is only dropped from memory.
         // A refresh's finished part 3 released no confirmation (its
         // commit reported failure) but may be durable: delete it too.
-        let refreshed = in_memory == Some(true) && matches!(shard.state, WalletState::Active(_));
+        let refreshed = finished && matches!(shard.state, WalletState::Active(_));
         let delete = awaiting
             || refreshed
-            || (pending
-                && (in_memory.is_some() || result_stored_for(&self.store, wallet, session)?));
-        if !delete && in_memory.is_none() {
+            || (pending && (finished || result_stored_for(&self.store, wallet, session)?));
+        if !delete && !finished && !running {
             return Err(Error::DkgNotInPhase {
                 wallet: wallet.clone(),
             });
@@ -1123,7 +1128,7 @@ impl<S: Store> Signer<S> {
                 .write(abort_ops(wallet, session, epoch)?)
                 .map_err(|source| crate::signer::store_error(wallet, source))?;
         }
-        if in_memory.is_some() {
+        if finished {
             shard.dkg = None;
         }
         if awaiting || (mismatched && delete) {

@@ -175,6 +175,13 @@ fn a_member_that_sends_an_invalid_refresh_share_is_proven_as_a_refresh() {
         (proven.accused, proven.fault),
         (seat(2), DkgShareFault::Invalid)
     );
+    // The file form, with its refresh kind, reads back and verifies.
+    let json = serde_json::to_string_pretty(&proof).unwrap();
+    let BlameFile::DkgShare(back) = BlameFile::from_json(json.as_bytes()).unwrap() else {
+        panic!("read back as another kind")
+    };
+    assert_eq!(*back, proof);
+    assert_eq!(back.verify(&config(&c)).unwrap(), proven);
     let mut as_fresh = proof;
     as_fresh.dkg = DkgKind::Fresh;
     assert!(matches!(
@@ -622,4 +629,44 @@ fn an_unexpected_sender_in_part_3_reveals_nothing() {
     let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
     assert!(err.accusation().is_none(), "{err:?}");
     assert_eq!(fault_of(err), (1, None, DkgFault::UnexpectedPayload));
+}
+
+/// Part 3 of a session commits (the wallet awaits its confirmations); the
+/// relay then runs the same session again and part 3 fails with an
+/// accusation. The operator's abort of the session still deletes the
+/// stored result: the failed rerun in memory does not stand in for it.
+#[test]
+fn aborting_a_failed_rerun_of_a_committed_session_deletes_its_result() {
+    use thresig_store::{KeyEpoch, Store};
+    let mut c = Cluster::unkeyed(912, 2, 3, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let inbox = part2(&mut c, &p, &r1);
+    let held = |c: &Cluster| {
+        let stored = c.member(1).store().key_package(&p.wallet, KeyEpoch(1));
+        stored.unwrap().is_some()
+    };
+    confirmations(&c, &p, &inbox);
+    assert!(held(&c));
+    let r1 = part1(&mut c, &p);
+    let mut inbox = part2(&mut c, &p, &r1);
+    unopenable(&mut inbox);
+    let err = finish_at(&c, &p, &inbox, 1).unwrap_err();
+    assert!(err.accusation().is_some(), "{err:?}");
+    c.member(1)
+        .signer()
+        .dkg_abort(&p.wallet, p.session)
+        .unwrap();
+    assert_eq!(
+        state(&c, 1, "w"),
+        thresig_engine::WalletStateKind::DkgPending
+    );
+    assert!(!held(&c), "the key package is deleted");
+    assert!(
+        c.member(1)
+            .store()
+            .dkg_results(&p.wallet)
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -17,7 +17,7 @@ use thresig_cluster::DkgError;
 use thresig_cluster::config::Config;
 use thresig_cluster::file::read_bounded;
 use thresig_crypto::Seat;
-use thresig_engine::{BlameError, BlameFile, DkgShareFault};
+use thresig_engine::{BlameError, BlameFile, DkgShareFault, DkgShareProof};
 
 use crate::because;
 
@@ -148,15 +148,17 @@ fn write_proof(dir: &Path, member: Seat, proof: &impl Serialize) -> Result<PathB
     )
 }
 
-/// Writes the proof a failed DKG or refresh run holds against a member
-/// (if it holds one) into `dir` as [`write_proofs`] does, and prints
-/// `culprit proof: <path>` on standard error for the error that follows
-/// (or a warning when it could not be written).
+/// Writes the proofs a failed DKG or refresh run holds against members
+/// (one per accused member, if it holds any) into `dir` as
+/// [`write_proofs`] does, and prints `culprit proof: <path>` on standard
+/// error for the error that follows (or a warning when one could not be
+/// written).
 pub(crate) fn write_dkg_proof(dir: &Path, error: &DkgError) {
-    let Some((member, proof)) = error.proof() else {
+    let proofs: BTreeMap<Seat, &DkgShareProof> = error.proofs().into_iter().collect();
+    if proofs.is_empty() {
         return;
-    };
-    let files = write_proofs(dir, &BTreeMap::from([(member, proof)]));
+    }
+    let files = write_proofs(dir, &proofs);
     files.warn();
     print_proof_paths(&files.paths);
 }
