@@ -957,6 +957,23 @@ mod tests {
 
     const SESSION: DkgSessionId = DkgSessionId([1; 32]);
 
+    /// A share refresh from wallet epoch 0 that removes no one.
+    fn refresh() -> DkgKind {
+        DkgKind::Refresh {
+            from_epoch: thresig_engine::WalletEpoch(0),
+            removed: Vec::new(),
+        }
+    }
+
+    /// Member 2 out of reach in phase `name` of `session`, a run of `kind`.
+    fn failed_in(kind: &DkgKind, session: DkgSessionId, name: &'static str) -> DkgError {
+        DkgError::Member {
+            phase: DkgPhase::of(kind, session, name),
+            seat: seat(2),
+            error: unreachable(),
+        }
+    }
+
     fn unreachable() -> DaemonError {
         DaemonError::Rpc {
             code: RpcCode::Unavailable,
@@ -990,16 +1007,9 @@ mod tests {
 
     #[test]
     fn a_refresh_failure_names_the_refresh_and_points_to_thresig_refresh() {
-        let refresh = DkgKind::Refresh {
-            from_epoch: thresig_engine::WalletEpoch(0),
-            removed: Vec::new(),
-        };
+        let refresh = refresh();
         for name in ["start", "round 2", "finish", "confirm"] {
-            let e = DkgError::Member {
-                phase: DkgPhase::of(&refresh, SESSION, name),
-                seat: seat(2),
-                error: unreachable(),
-            };
+            let e = failed_in(&refresh, SESSION, name);
             let text = e.to_string();
             assert!(
                 text.starts_with(&format!("refresh {name}: member 2")),
@@ -1012,11 +1022,7 @@ mod tests {
             if !matches!(name, "start" | "round 2") {
                 assert!(text.contains("`thresig refresh --resume "), "{text}");
             }
-            let dkg = DkgError::Member {
-                phase: DkgPhase::of(&DkgKind::Fresh, SESSION, name),
-                seat: seat(2),
-                error: unreachable(),
-            };
+            let dkg = failed_in(&DkgKind::Fresh, SESSION, name);
             let text = dkg.to_string();
             assert!(text.starts_with(&format!("DKG {name}: member 2")), "{text}");
             assert!(!text.contains("refresh"), "{text}");
@@ -1029,18 +1035,11 @@ mod tests {
     /// refused (`dkg_busy`) while members hold its new shares.
     #[test]
     fn a_refresh_failing_from_part_3_on_names_resume_and_abort_with_its_session() {
-        let refresh = DkgKind::Refresh {
-            from_epoch: thresig_engine::WalletEpoch(0),
-            removed: Vec::new(),
-        };
+        let refresh = refresh();
         let session = DkgSessionId([0xab; 32]);
         let hex = "ab".repeat(32);
         for name in ["finish", "confirm"] {
-            let e = DkgError::Member {
-                phase: DkgPhase::of(&refresh, session, name),
-                seat: seat(2),
-                error: unreachable(),
-            };
+            let e = failed_in(&refresh, session, name);
             let text = e.to_string();
             assert!(
                 text.contains(&format!("thresig refresh --resume {hex}"))
@@ -1055,18 +1054,11 @@ mod tests {
     /// say them again), in every phase of either kind of run.
     #[test]
     fn names_refresh_recovery_is_true_exactly_when_the_message_names_it() {
-        let refresh = DkgKind::Refresh {
-            from_epoch: thresig_engine::WalletEpoch(0),
-            removed: Vec::new(),
-        };
+        let refresh = refresh();
         let hex = hex::encode(SESSION.0);
         for kind in [&DkgKind::Fresh, &refresh] {
             for name in ["start", "round 2", "finish", "confirm"] {
-                let e = DkgError::Member {
-                    phase: DkgPhase::of(kind, SESSION, name),
-                    seat: seat(2),
-                    error: unreachable(),
-                };
+                let e = failed_in(kind, SESSION, name);
                 let text = e.to_string();
                 let named = text.contains(&format!("--resume {hex}"))
                     && text.contains(&format!("--abort {hex}"));
@@ -1079,10 +1071,7 @@ mod tests {
     /// speaks of a DKG.
     #[test]
     fn an_aborted_refresh_does_not_speak_of_a_dkg() {
-        let refresh = DkgKind::Refresh {
-            from_epoch: thresig_engine::WalletEpoch(0),
-            removed: Vec::new(),
-        };
+        let refresh = refresh();
         let e = DkgPhase::of(&refresh, SESSION, "finish").aborted("a request task panicked");
         let text = e.to_string();
         assert!(text.starts_with("refresh aborted: "), "{text}");
