@@ -78,6 +78,7 @@ mod check;
 mod config;
 mod dkg;
 mod dkg_blame;
+mod dkg_round1_blame;
 mod dkg_msg;
 mod durable;
 mod error;
@@ -102,6 +103,7 @@ pub use blame_file::{BlameFile, ProofFileError};
 pub use check::{commitment_hash, package_hash};
 pub use dkg::{ConfirmationStatus, DkgProposal};
 pub use dkg_blame::{DkgProofKind, DkgShareFault, DkgShareProof, ProvenDkgFault};
+pub use dkg_round1_blame::{DkgRound1Proof, ProvenRound1Fault};
 pub use dkg_msg::{
     DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, RevealedHpkeKey, SignedDkgMessage,
 };
