@@ -155,11 +155,15 @@ fn write_proof(dir: &Path, member: Seat, proof: &impl Serialize) -> Result<PathB
 /// error for the error that follows (or a warning when one could not be
 /// written).
 pub(crate) fn write_dkg_proof(dir: &Path, error: &DkgError) {
-    let proofs: BTreeMap<Seat, &DkgShareProof> = error.proofs().into_iter().collect();
-    if proofs.is_empty() {
-        return;
-    }
-    let files = write_proofs(dir, &proofs);
+    let files = if let Some((seat, proof)) = error.round1_proof() {
+        write_proofs(dir, &BTreeMap::from([(seat, proof)]))
+    } else {
+        let proofs: BTreeMap<Seat, &DkgShareProof> = error.proofs().into_iter().collect();
+        if proofs.is_empty() {
+            return;
+        }
+        write_proofs(dir, &proofs)
+    };
     files.warn();
     print_proof_paths(&files.paths);
 }
