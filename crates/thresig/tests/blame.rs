@@ -340,3 +340,82 @@ fn upper_hex(value: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// `thresig demo --malicious 1 --malicious-dkg round1` runs its DKG with
+/// member 2 sending a round-1 package whose proof of knowledge does not
+/// verify, under both its signatures: the relay fails the run naming
+/// member 2 before handing anything out and leaves a `dkg_round1` proof
+/// in `--keep`, which `thresig blame verify` accepts and refuses once
+/// any one byte of its evidence is changed.
+#[test]
+fn a_dkg_round1_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["demo", "--malicious", "1", "--malicious-dkg", "round1"])
+        .arg("--keep")
+        .arg(&cluster)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let proof = cluster.join("culprit-2.proof.json");
+    assert!(
+        stderr.contains(&format!("culprit proof: {}", proof.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("member 2 sent a round-1 package"),
+        "{stderr}"
+    );
+    let config = cluster.join("member-1").join("signer.toml");
+    let out = verify(&config, &proof, true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&json["kind"], &json["member"], &json["fault"]),
+        (
+            &serde_json::json!("dkg_round1"),
+            &serde_json::json!(2),
+            &serde_json::json!("bad_proof_of_knowledge")
+        ),
+        "{json}"
+    );
+
+    let text = std::fs::read_to_string(&proof).unwrap();
+    let round1 = text.find("\"round1\"").unwrap();
+    let signed = "blame_bad_signature";
+    let fields = [
+        ("the top-level session", "session", 0, "blame_dkg_parts"),
+        ("the message's session", "session", round1, "blame_dkg_parts"),
+        ("the package", "package", round1, signed),
+        ("the session key", "hpke_key", round1, signed),
+        ("the kind-bound signature", "kind_signature", round1, signed),
+    ];
+    let cases: Vec<_> = fields
+        .iter()
+        .map(|(what, field, from, code)| {
+            (
+                *what,
+                value_at(&text, &format!("\"{field}\":"), *from),
+                *code,
+            )
+        })
+        .collect();
+    assert_each_alteration_refused(dir.path(), &config, &text, &cases);
+
+    // Unknown fields are refused at every level.
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for at in [&[][..], &["round1"], &["round1", "payload"], &["dkg"]] {
+        let mut changed = value.clone();
+        let object = at.iter().fold(&mut changed, |v, key| &mut v[*key]);
+        object["x"] = serde_json::json!(1);
+        let altered = dir.path().join("extra.proof.json");
+        std::fs::write(&altered, serde_json::to_vec(&changed).unwrap()).unwrap();
+        let out = verify(&config, &altered, false);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{at:?}: {stderr}");
+        assert!(stderr.contains("not a blame proof"), "{at:?}: {stderr}");
+    }
+}
