@@ -289,3 +289,43 @@ fn a_round1_message_without_the_kind_signature_is_accepted() {
         "blame_bad_signature"
     );
 }
+
+/// A proof against seat 2 of a fresh DKG (its package carrying seat 3's
+/// proof of knowledge), its file text and what it proves; built once.
+fn bad_pok_proof() -> &'static (WalletConfig, String, thresig_engine::ProvenRound1Fault) {
+    static PROOF: std::sync::OnceLock<(WalletConfig, String, thresig_engine::ProvenRound1Fault)> =
+        std::sync::OnceLock::new();
+    PROOF.get_or_init(|| {
+        let mut c = Cluster::unkeyed(938, 2, 3, &["w"]);
+        let p = proposal(&c, "w", 1);
+        let r1 = part1(&mut c, &p);
+        let cheat = with_package(&of(&r1, 2), package(&of(&r1, 3)), &p.kind);
+        let proof = DkgRound1Proof::new(p.kind.clone(), cheat);
+        let proven = proof.verify(&config(&c)).unwrap();
+        (config(&c), serde_json::to_string_pretty(&proof).unwrap(), proven)
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any one byte of a round-1 proof's file changed: the parser never
+    /// panics, and what still verifies proves exactly what the original
+    /// did (a change of hex case or of white space), never another fault,
+    /// seat or session.
+    #[test]
+    fn an_altered_round1_proof_file_proves_the_same_or_nothing(
+        at in proptest::prelude::any::<proptest::sample::Index>(),
+        byte in proptest::prelude::any::<u8>(),
+    ) {
+        let (wallet, text, proven) = bad_pok_proof();
+        let mut bytes = text.clone().into_bytes();
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        if let Ok(BlameFile::DkgRound1(proof)) = BlameFile::from_json(&bytes)
+            && let Ok(shown) = proof.verify(wallet)
+        {
+            proptest::prop_assert_eq!(&shown, proven);
+        }
+    }
+}
