@@ -813,6 +813,47 @@ mod tests {
         assert_reads_back(json, &message);
     }
 
+    /// A round-1 message's kind-bound signature covers the kind under its
+    /// own domain: fixed bytes (members of different versions must agree),
+    /// different for each kind, never the ordinary signature; and a message
+    /// without one keeps the JSON an earlier member reads.
+    #[test]
+    fn the_kind_bound_signature_of_a_round1_message_is_unchanged() {
+        let payload = DkgPayload::Round1 {
+            package: HexBytes(vec![1; 8]),
+            hpke_key: HexBytes(vec![2; 32]),
+        };
+        let signed = |kind: &DkgKind| {
+            SignedDkgMessage::sign_round1(
+                &SigningKey::from_bytes(&[5; 32]),
+                DkgSessionId([7; 32]),
+                WalletId::new("w").unwrap(),
+                Seat::try_from(3).unwrap(),
+                payload.clone(),
+                kind,
+            )
+        };
+        let refresh = DkgKind::Refresh {
+            from_epoch: crate::ids::WalletEpoch(4),
+            removed: vec![Seat::try_from(2).unwrap()],
+        };
+        let (fresh, refreshed) = (signed(&DkgKind::Fresh), signed(&refresh));
+        let hex_of = |m: &SignedDkgMessage| hex::encode(&m.kind_signature.as_ref().unwrap().0);
+        assert_eq!(hex_of(&fresh), GOLDEN_FRESH_KIND_SIGNATURE);
+        assert_eq!(hex_of(&refreshed), GOLDEN_REFRESH_KIND_SIGNATURE);
+        assert_eq!(fresh.signature, refreshed.signature);
+        assert_ne!(fresh.kind_signature, Some(fresh.signature.clone()));
+        let unbound = fresh.clone().with_kind_signature(None);
+        let json = serde_json::to_value(&unbound).unwrap();
+        assert!(json.get("kind_signature").is_none(), "{json}");
+        assert_reads_back(json, &unbound);
+        assert_reads_back(serde_json::to_value(&fresh).unwrap(), &fresh);
+    }
+
+    const GOLDEN_FRESH_KIND_SIGNATURE: &str = "24d68eb902db8039354ad63a889367156a2cc00e81d0ee1499a014cc6a414f314e15900a9f211b2780827f8543bda633f79d166b08ce0517d1ab747e67270001";
+
+    const GOLDEN_REFRESH_KIND_SIGNATURE: &str = "1f49c0d0d87c8deea8aff6b041837134f9407b7590aede421ce9baf64297782a577974fc572096bbad6edb6b7eba3a4f6174d4efd22dffa910b0e8a9cc79f300";
+
     const GOLDEN_ROUND2_SIGNATURE: &str = "5a9b28139bd3491175d1c10394d80e0e65e7d104b9df275344a8a1ad99d6ba9d1098ae7766cd3be1508914eab0dc7c8a4c5d7b544425562cd19b53b696a00205";
 
     const GOLDEN_ROUND2_JSON: &str = r#"{"session":"0707070707070707070707070707070707070707070707070707070707070707","wallet":"w","sender":3,"payload":{"kind":"round2","to":2,"sealed":"0404040404040404","echo":"0606060606060606060606060606060606060606060606060606060606060606"},"signature":"5a9b28139bd3491175d1c10394d80e0e65e7d104b9df275344a8a1ad99d6ba9d1098ae7766cd3be1508914eab0dc7c8a4c5d7b544425562cd19b53b696a00205"}"#;
