@@ -186,7 +186,7 @@ mod tests {
                 "round1",
                 "accuse"
             ])
-                .prop_map(serde_json::Value::from),
+            .prop_map(serde_json::Value::from),
         ];
         let keys = prop::sample::select(vec![
             "version",

@@ -222,7 +222,10 @@ fn a_round1_package_of_the_wrong_length_is_proven() {
     let honest = of(&r1, 2);
     let short = package(&honest)[..10].to_vec();
     for (bad, expected) in [
-        (package(&of(&fresh_r1, 2)), Round1Fault::WrongCommitmentLength),
+        (
+            package(&of(&fresh_r1, 2)),
+            Round1Fault::WrongCommitmentLength,
+        ),
         (short, Round1Fault::Undecodable),
     ] {
         let cheat = with_package(&honest, bad, &p.kind);
@@ -280,8 +283,10 @@ fn a_round1_message_without_the_kind_signature_is_accepted() {
     assert!(r1.iter().all(|m| m.kind_signature.is_some()));
     r1[1] = r1[1].clone().with_kind_signature(None);
     let inbox = part2(&mut c, &p, &r1);
-    let confirmations: Vec<SignedDkgMessage> =
-        part3(&c, &p, &inbox).into_iter().map(Result::unwrap).collect();
+    let confirmations: Vec<SignedDkgMessage> = part3(&c, &p, &inbox)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     activate_everywhere(&c, "w", &confirmations);
     let proof = DkgRound1Proof::new(p.kind.clone(), r1[1].clone());
     assert_eq!(
@@ -302,7 +307,11 @@ fn bad_pok_proof() -> &'static (WalletConfig, String, thresig_engine::ProvenRoun
         let cheat = with_package(&of(&r1, 2), package(&of(&r1, 3)), &p.kind);
         let proof = DkgRound1Proof::new(p.kind.clone(), cheat);
         let proven = proof.verify(&config(&c)).unwrap();
-        (config(&c), serde_json::to_string_pretty(&proof).unwrap(), proven)
+        (
+            config(&c),
+            serde_json::to_string_pretty(&proof).unwrap(),
+            proven,
+        )
     })
 }
 

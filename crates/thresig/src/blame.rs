@@ -16,8 +16,8 @@ use serde_json::json;
 use thresig_cluster::DkgError;
 use thresig_cluster::config::Config;
 use thresig_cluster::file::read_bounded;
-use thresig_crypto::Seat;
 use thresig_crypto::Round1Fault;
+use thresig_crypto::Seat;
 use thresig_engine::{BlameError, BlameFile, DkgShareFault, DkgShareProof};
 
 use crate::because;

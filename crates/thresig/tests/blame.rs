@@ -388,7 +388,12 @@ fn a_dkg_round1_culprits_proof_verifies_and_any_altered_evidence_byte_does_not()
     let signed = "blame_bad_signature";
     let fields = [
         ("the top-level session", "session", 0, "blame_dkg_parts"),
-        ("the message's session", "session", round1, "blame_dkg_parts"),
+        (
+            "the message's session",
+            "session",
+            round1,
+            "blame_dkg_parts",
+        ),
         ("the package", "package", round1, signed),
         ("the session key", "hpke_key", round1, signed),
         ("the kind-bound signature", "kind_signature", round1, signed),
