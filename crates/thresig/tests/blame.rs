@@ -81,6 +81,53 @@ fn assert_each_alteration_refused(
     }
 }
 
+/// For each (what, field, where its search starts, code) of `fields`:
+/// `text` with the first hex digit of that field's value changed fails as
+/// [`assert_each_alteration_refused`] says.
+fn assert_each_field_alteration_refused(
+    dir: &Path,
+    config: &Path,
+    text: &str,
+    fields: &[(&str, &str, usize, &str)],
+) {
+    let cases: Vec<_> = fields
+        .iter()
+        .map(|(what, field, from, code)| {
+            (
+                *what,
+                value_at(text, &format!("\"{field}\":"), *from),
+                *code,
+            )
+        })
+        .collect();
+    assert_each_alteration_refused(dir, config, text, &cases);
+}
+
+/// `value` with `field` set to `extra` in the object at path `at` (keys,
+/// or indexes of arrays), written into `dir`, is not read as a proof.
+fn assert_extra_field_refused(
+    dir: &Path,
+    config: &Path,
+    value: &serde_json::Value,
+    (what, at): (&str, &[&str]),
+    (field, extra): (&str, serde_json::Value),
+) {
+    let mut changed = value.clone();
+    let object = at
+        .iter()
+        .fold(&mut changed, |v, key| match key.parse::<usize>() {
+            Ok(i) => &mut v[i],
+            Err(_) => &mut v[*key],
+        });
+    object[field] = extra;
+    let altered = dir.join("extra.proof.json");
+    std::fs::write(&altered, serde_json::to_vec(&changed).unwrap()).unwrap();
+    let out = verify(config, &altered, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+    assert!(stderr.contains("not a blame proof"), "{what}: {stderr}");
+}
+
 #[test]
 fn a_demo_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -261,17 +308,7 @@ fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
             signed,
         ),
     ];
-    let cases: Vec<_> = fields
-        .iter()
-        .map(|(what, field, from, code)| {
-            (
-                *what,
-                value_at(&text, &format!("\"{field}\":"), *from),
-                *code,
-            )
-        })
-        .collect();
-    assert_each_alteration_refused(dir.path(), &config, &text, &cases);
+    assert_each_field_alteration_refused(dir.path(), &config, &text, &fields);
 
     // Unknown fields are refused at every level, not only the top: a
     // fresh DKG's kind with a removal set does not read as fresh.
@@ -294,20 +331,7 @@ fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
             serde_json::json!([2]),
         )]);
     for (what, at, field, extra) in edits {
-        let mut changed = value.clone();
-        let object = at
-            .iter()
-            .fold(&mut changed, |v, key| match key.parse::<usize>() {
-                Ok(i) => &mut v[i],
-                Err(_) => &mut v[*key],
-            });
-        object[field] = extra;
-        let altered = dir.path().join("extra.proof.json");
-        std::fs::write(&altered, serde_json::to_vec(&changed).unwrap()).unwrap();
-        let out = verify(&config, &altered, false);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
-        assert!(stderr.contains("not a blame proof"), "{what}: {stderr}");
+        assert_extra_field_refused(dir.path(), &config, &value, (what, at), (field, extra));
     }
 
     // What is checked is the decoded evidence: hex in upper case verifies
@@ -398,29 +422,13 @@ fn a_dkg_round1_culprits_proof_verifies_and_any_altered_evidence_byte_does_not()
         ("the session key", "hpke_key", round1, signed),
         ("the kind-bound signature", "kind_signature", round1, signed),
     ];
-    let cases: Vec<_> = fields
-        .iter()
-        .map(|(what, field, from, code)| {
-            (
-                *what,
-                value_at(&text, &format!("\"{field}\":"), *from),
-                *code,
-            )
-        })
-        .collect();
-    assert_each_alteration_refused(dir.path(), &config, &text, &cases);
+    assert_each_field_alteration_refused(dir.path(), &config, &text, &fields);
 
     // Unknown fields are refused at every level.
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
     for at in [&[][..], &["round1"], &["round1", "payload"], &["dkg"]] {
-        let mut changed = value.clone();
-        let object = at.iter().fold(&mut changed, |v, key| &mut v[*key]);
-        object["x"] = serde_json::json!(1);
-        let altered = dir.path().join("extra.proof.json");
-        std::fs::write(&altered, serde_json::to_vec(&changed).unwrap()).unwrap();
-        let out = verify(&config, &altered, false);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{at:?}: {stderr}");
-        assert!(stderr.contains("not a blame proof"), "{at:?}: {stderr}");
+        let what = at.join(".");
+        let extra = ("x", serde_json::json!(1));
+        assert_extra_field_refused(dir.path(), &config, &value, (&what, at), extra);
     }
 }
