@@ -81,6 +81,28 @@ fn assert_each_alteration_refused(
     }
 }
 
+/// Runs `thresig demo --malicious 1 --malicious-dkg [ROUND] --keep
+/// CLUSTER`, which must fail saying `names` and print the path of the
+/// proof it wrote against member 2; that path.
+fn failed_dkg_demo(cluster: &Path, round: Option<&str>, names: &str) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["demo", "--malicious", "1", "--malicious-dkg"])
+        .args(round)
+        .arg("--keep")
+        .arg(cluster)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let proof = cluster.join("culprit-2.proof.json");
+    assert!(
+        stderr.contains(&format!("culprit proof: {}", proof.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains(names), "{stderr}");
+    proof
+}
+
 /// For each (what, field, where its search starts, code) of `fields`:
 /// `text` with the first hex digit of that field's value changed fails as
 /// [`assert_each_alteration_refused`] says.
@@ -247,19 +269,7 @@ fn a_proof_larger_than_twice_the_psbt_cap_is_read() {
 fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = dir.path().join("cluster");
-    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(["demo", "--malicious", "1", "--malicious-dkg", "--keep"])
-        .arg(&cluster)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let proof = cluster.join("culprit-2.proof.json");
-    assert!(
-        stderr.contains(&format!("culprit proof: {}", proof.display())),
-        "{stderr}"
-    );
-    assert!(stderr.contains("accuses member 2"), "{stderr}");
+    let proof = failed_dkg_demo(&cluster, None, "accuses member 2");
     for member in ["member-1", "member-3"] {
         let out = verify(&cluster.join(member).join("signer.toml"), &proof, true);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -375,23 +385,7 @@ fn upper_hex(value: &mut serde_json::Value) {
 fn a_dkg_round1_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = dir.path().join("cluster");
-    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(["demo", "--malicious", "1", "--malicious-dkg", "round1"])
-        .arg("--keep")
-        .arg(&cluster)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let proof = cluster.join("culprit-2.proof.json");
-    assert!(
-        stderr.contains(&format!("culprit proof: {}", proof.display())),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("member 2 sent a round-1 package"),
-        "{stderr}"
-    );
+    let proof = failed_dkg_demo(&cluster, Some("round1"), "member 2 sent a round-1 package");
     let config = cluster.join("member-1").join("signer.toml");
     let out = verify(&config, &proof, true);
     let stderr = String::from_utf8_lossy(&out.stderr);
