@@ -333,7 +333,7 @@ impl<S: Store> Signer<S> {
                     package: HexBytes(package.to_vec()),
                     hpke_key: HexBytes(hpke_key.to_vec()),
                 },
-                &proposal.kind,
+                (&proposal.kind, config.threshold),
             )
         };
         match &shard.dkg {

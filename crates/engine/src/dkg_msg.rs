@@ -357,9 +357,12 @@ const SIGN_DOMAIN: &[u8] = b"thresig/dkg/message/v1";
 /// is ever valid as the other.
 const KIND_SIGN_DOMAIN: &[u8] = b"thresig/dkg/round1-kind/v1";
 
-/// The bytes a kind-bound signature covers: the message's own fields and
-/// the session's kind (1 fresh; 2 refresh, its epoch and removal set).
-fn kind_signed_bytes(m: &SignedDkgMessage, kind: &DkgKind) -> Vec<u8> {
+/// The bytes a kind-bound signature covers: the message's own fields, the
+/// session's kind (1 fresh; 2 refresh, its epoch and removal set) and the
+/// wallet's threshold, which with the kind fixes what the package must
+/// hold: a verifier configured with another threshold finds the signature
+/// invalid, never an honest package of the wrong size.
+fn kind_signed_bytes(m: &SignedDkgMessage, kind: &DkgKind, threshold: u16) -> Vec<u8> {
     let kind = match kind {
         DkgKind::Fresh => framed(1, &[]),
         DkgKind::Refresh {
@@ -376,6 +379,7 @@ fn kind_signed_bytes(m: &SignedDkgMessage, kind: &DkgKind) -> Vec<u8> {
             &m.sender.get().to_be_bytes(),
             &m.payload.to_bytes(),
             &kind,
+            &threshold.to_be_bytes(),
         ],
     ));
     out
@@ -429,27 +433,30 @@ impl SignedDkgMessage {
     }
 
     /// Signs a round-1 `payload` as [`SignedDkgMessage::sign`] does and
-    /// adds the kind-bound signature over the session's `kind`.
+    /// adds the kind-bound signature over the session's `kind` and the
+    /// wallet's `threshold`.
     pub fn sign_round1(
         key: &SigningKey,
         session: DkgSessionId,
         wallet: WalletId,
         sender: Seat,
         payload: DkgPayload,
-        kind: &DkgKind,
+        (kind, threshold): (&DkgKind, u16),
     ) -> Self {
         let mut message = Self::sign(key, session, wallet, sender, payload);
-        message.kind_signature = Some(identity_sign(key, &kind_signed_bytes(&message, kind)));
+        let bytes = kind_signed_bytes(&message, kind, threshold);
+        message.kind_signature = Some(identity_sign(key, &bytes));
         message
     }
 
     /// Whether the kind-bound signature verifies strictly under the roster
-    /// key of the sender's seat in `wallet` for a session of `kind`;
-    /// `None` for a message without one (a sender of an earlier version).
+    /// key of the sender's seat in `wallet` for a session of `kind` at
+    /// `wallet`'s threshold; `None` for a message without one (a sender of
+    /// an earlier version).
     #[must_use]
     pub fn kind_signed(&self, wallet: &WalletConfig, kind: &DkgKind) -> Option<bool> {
         let signature = self.kind_signature.as_ref()?;
-        let bytes = kind_signed_bytes(self, kind);
+        let bytes = kind_signed_bytes(self, kind, wallet.threshold);
         Some(identity_verify(wallet, self.sender, &bytes, signature))
     }
 
@@ -830,7 +837,7 @@ mod tests {
                 WalletId::new("w").unwrap(),
                 Seat::try_from(3).unwrap(),
                 payload.clone(),
-                kind,
+                (kind, 2),
             )
         };
         let refresh = DkgKind::Refresh {
@@ -850,9 +857,9 @@ mod tests {
         assert_reads_back(serde_json::to_value(&fresh).unwrap(), &fresh);
     }
 
-    const GOLDEN_FRESH_KIND_SIGNATURE: &str = "24d68eb902db8039354ad63a889367156a2cc00e81d0ee1499a014cc6a414f314e15900a9f211b2780827f8543bda633f79d166b08ce0517d1ab747e67270001";
+    const GOLDEN_FRESH_KIND_SIGNATURE: &str = "c2f91d06114cec667ceb072f4ba1b51ac5f2a8a20db0102209f2d3d212fbeca13741ed1e9134c544f5a157ced3a5cbe7b98c5cb63eee1f680205c0cd3310960d";
 
-    const GOLDEN_REFRESH_KIND_SIGNATURE: &str = "1f49c0d0d87c8deea8aff6b041837134f9407b7590aede421ce9baf64297782a577974fc572096bbad6edb6b7eba3a4f6174d4efd22dffa910b0e8a9cc79f300";
+    const GOLDEN_REFRESH_KIND_SIGNATURE: &str = "84b0c236303b961c1f849b15d7e13a63b6c5c755a1baeaa537cfebbad5d79bcde8301a8f7701ac48ad1cd8052dacfb310998df72970020ee205fdd3bb80fad01";
 
     const GOLDEN_ROUND2_SIGNATURE: &str = "5a9b28139bd3491175d1c10394d80e0e65e7d104b9df275344a8a1ad99d6ba9d1098ae7766cd3be1508914eab0dc7c8a4c5d7b544425562cd19b53b696a00205";
 

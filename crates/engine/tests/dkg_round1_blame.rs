@@ -35,7 +35,8 @@ fn package(m: &SignedDkgMessage) -> Vec<u8> {
 }
 
 /// `m` with its package replaced by `package`, signed (both signatures)
-/// by its sender for `kind`: a member that cheats.
+/// by its sender for `kind` at the harness's threshold (2): a member that
+/// cheats.
 fn with_package(m: &SignedDkgMessage, package: Vec<u8>, kind: &DkgKind) -> SignedDkgMessage {
     let DkgPayload::Round1 { hpke_key, .. } = &m.payload else {
         panic!("not round 1")
@@ -50,7 +51,7 @@ fn with_package(m: &SignedDkgMessage, package: Vec<u8>, kind: &DkgKind) -> Signe
         m.wallet.clone(),
         m.sender,
         payload,
-        kind,
+        (kind, 2),
     )
 }
 
@@ -128,6 +129,13 @@ fn relay_variants(c: &Cluster, honest: &SignedDkgMessage, kind: &DkgKind) {
     assert_eq!(
         renamed.verify(&wallet).unwrap_err().code(),
         "blame_other_wallet"
+    );
+    // A verifier configured with another threshold: the signature, not
+    // the package, fails.
+    let other_threshold = WalletConfig::new(wallet.id.clone(), 3, wallet.roster.clone());
+    assert_eq!(
+        real.verify(&other_threshold).unwrap_err().code(),
+        "blame_bad_signature"
     );
     // Only the old signature: no proof.
     let mut unbound = real.clone();

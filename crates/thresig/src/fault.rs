@@ -90,11 +90,12 @@ impl<H: SignerHandler> SignerHandler for Misbehaving<H> {
         }
         if self.misbehavior == Misbehavior::BadRound1Proof {
             let kind = match &request {
-                Request::DkgStart(proposal) => Some(proposal.kind.clone()),
+                Request::DkgStart(proposal) => Some((proposal.kind.clone(), proposal.threshold)),
                 _ => None,
             };
             let mut response = self.inner.handle(peer, request)?;
-            if let (Some(kind), Response::DkgMessages { messages }) = (kind, &mut response)
+            if let (Some((kind, threshold)), Response::DkgMessages { messages }) =
+                (kind, &mut response)
                 && let Some(first) = messages.first_mut()
                 && let DkgPayload::Round1 { package, hpke_key } = &first.payload
             {
@@ -113,7 +114,7 @@ impl<H: SignerHandler> SignerHandler for Misbehaving<H> {
                     first.wallet.clone(),
                     first.sender,
                     payload,
-                    &kind,
+                    (&kind, threshold),
                 );
             }
             return Ok(response);
