@@ -61,6 +61,12 @@ enum Mode {
     DkgFalseAccusation,
     /// DKG part 1: answers with its message's signature altered.
     DkgBadSignature,
+    /// DKG part 1: answers with its message's kind-bound signature
+    /// altered (the ordinary one intact).
+    DkgBadKindSignature,
+    /// DKG part 1: answers without a kind-bound signature, as a member of
+    /// an earlier version does.
+    DkgEarlierVersion,
     /// Signing round 2: answers with its shares but without fresh
     /// commitments, as a signer at its nonce capacity does.
     NoFreshCommitments,
@@ -453,6 +459,19 @@ impl Member {
         {
             message.signature.0[0] ^= 1;
         }
+        if let Response::DkgMessages { messages } = &mut response
+            && let Some(message) = messages.first_mut()
+        {
+            match self.mode {
+                Mode::DkgBadKindSignature => {
+                    if let Some(signature) = &mut message.kind_signature {
+                        signature.0[0] ^= 1;
+                    }
+                }
+                Mode::DkgEarlierVersion => message.kind_signature = None,
+                _ => {}
+            }
+        }
         Ok(response)
     }
 
@@ -764,6 +783,28 @@ async fn dkg_relay_names_a_member_whose_message_is_not_signed_by_it() {
         matches!(&err, DkgError::Protocol { seat: s, .. } if *s == seat(3)),
         "{err}"
     );
+}
+
+/// A member whose kind-bound signature does not verify is named by the
+/// relay before part 2, without a proof (the signature proves nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_names_a_member_whose_kind_bound_signature_fails() {
+    let cluster = start(3, 2, &[(3, Mode::DkgBadKindSignature)], keep).await;
+    let err = failed_dkg(&cluster, 7).await;
+    assert!(
+        matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(3) && phase.name == "start"),
+        "{err}"
+    );
+    assert!(err.round1_proof().is_none() && err.proofs().is_empty());
+}
+
+/// A member of an earlier version, sending no kind-bound signature, takes
+/// part in a DKG with members that do: the run completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dkg_with_a_member_of_an_earlier_version_completes() {
+    let cluster = start(3, 2, &[(2, Mode::DkgEarlierVersion)], keep).await;
+    let outcome = dkg_from(&cluster, 1, 8).await;
+    assert!(outcome.is_ok(), "{:?}", outcome.err());
 }
 
 /// A member that never answers stalls `run_dkg` for as long as its own

@@ -14,7 +14,8 @@ use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError, RpcCode};
 use thresig_engine::{
-    DkgKind, DkgPayload, DkgProposal, DkgSessionId, DkgShareProof, ErrorCode, SignedDkgMessage,
+    DkgKind, DkgPayload, DkgProposal, DkgRound1Proof, DkgSessionId, DkgShareProof, ErrorCode,
+    SignedDkgMessage,
 };
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -106,6 +107,23 @@ pub enum DkgError {
         /// each with its accused member's cluster seat (in the order they
         /// arrived).
         others: Vec<(Seat, DkgShareProof)>,
+    },
+    /// A member's round-1 package fails the checks every member makes of
+    /// it in part 2 (it does not decode, carries the wrong number of
+    /// commitments, or its proof of knowledge does not verify): this relay
+    /// checked it before handing it out, and the member's kind-bound
+    /// signature makes it a proof anyone can check with the roster
+    /// (`thresig blame verify`). Nothing was handed out.
+    #[error(
+        "{phase}: member {accused} sent a round-1 package that fails the checks every member makes of it, with a proof; the run is over and nothing is stored, so leave the member out or fix it before a new run"
+    )]
+    Round1Proven {
+        /// The phase (a DKG's or a refresh's start).
+        phase: DkgPhase,
+        /// The accused member's cluster seat.
+        accused: Seat,
+        /// The proof against it.
+        proof: Box<DkgRound1Proof>,
     },
     /// The run could not proceed at all.
     #[error("{} aborted: {problem}", if *refresh { "refresh" } else { "DKG" })]
@@ -200,6 +218,16 @@ impl DkgError {
             .collect()
     }
 
+    /// The proof against the member (its cluster seat) whose round-1
+    /// package failed the relay's checks, of a run that failed so.
+    #[must_use]
+    pub fn round1_proof(&self) -> Option<(Seat, &DkgRound1Proof)> {
+        match self {
+            Self::Round1Proven { accused, proof, .. } => Some((*accused, proof)),
+            _ => None,
+        }
+    }
+
     /// Whether the message already says how to finish or abandon the
     /// refresh it failed, with its session (a member failing it from part 3
     /// on), so that a caller naming the session does not say it again.
@@ -245,6 +273,7 @@ impl DkgError {
             Self::AbortMember { retryable, .. } => *retryable,
             Self::Protocol { .. }
             | Self::Accused { .. }
+            | Self::Round1Proven { .. }
             | Self::Aborted { .. }
             | Self::Unconfirmed { .. }
             | Self::Released
@@ -445,6 +474,7 @@ async fn run_session(
         if !message.verify(&wallet.config) {
             return Err(protocol(at_start, wallet, *seat, UNSIGNED));
         }
+        round1_checked(wallet, &proposal.kind, message, &at_start)?;
     }
     let round1: Vec<SignedDkgMessage> = round1.into_values().collect();
 
@@ -531,6 +561,39 @@ async fn run_session(
     )
     .await?;
     Ok(agreed)
+}
+
+/// Checks a member's round-1 `message` as every member's part 2 will:
+/// a kind-bound signature that does not verify for the session's `kind`
+/// names the member (it answered this relay directly), and a package that
+/// fails part 2's checks under a kind-bound signature fails the run with
+/// the proof. A message without one (a member of an earlier version)
+/// passes: its fault, if any, surfaces in part 2, naming it without proof.
+fn round1_checked(
+    wallet: &NodeWallet,
+    kind: &DkgKind,
+    message: &SignedDkgMessage,
+    phase: &DkgPhase,
+) -> Result<(), DkgError> {
+    let seat = message.sender;
+    match message.kind_signed(&wallet.config, kind) {
+        None => Ok(()),
+        Some(false) => Err(protocol(phase.clone(), wallet, seat, UNSIGNED_KIND)),
+        Some(true) => {
+            let proof = DkgRound1Proof::new(kind.clone(), message.clone());
+            match proof.verify(&wallet.config) {
+                Ok(fault) => {
+                    warn!(%seat, ?fault, "a member's round-1 package fails part 2's checks");
+                    Err(DkgError::Round1Proven {
+                        phase: phase.clone(),
+                        accused: wallet.cluster_seat(seat).unwrap_or(seat),
+                        proof: Box::new(proof),
+                    })
+                }
+                Err(_) => Ok(()),
+            }
+        }
+    }
 }
 
 /// Of a part 3's `failures` (in the order they arrived), the first that
@@ -746,6 +809,10 @@ fn confirmed(
 
 /// What a member answered with a message its identity key did not sign.
 const UNSIGNED: &str = "a message its identity key did not sign";
+
+/// A member's round-1 message whose kind-bound signature does not verify
+/// for the run's kind.
+const UNSIGNED_KIND: &str = "a round-1 message whose kind-bound signature its identity key did not make for this run's kind";
 
 /// The wallet's seats that take part in a session of `kind` (a refresh
 /// leaves its removed seats out, and those not among `holders`, the

@@ -436,6 +436,55 @@ pub fn verify_round2_share(
     }
 }
 
+/// Why a round-1 package fails the checks part 2 of a session makes of
+/// every peer's package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Round1Fault {
+    /// It is not the canonical encoding of a round-1 package.
+    Undecodable,
+    /// It carries another number of commitments than the session's kind
+    /// and threshold make every member's carry.
+    WrongCommitmentLength,
+    /// Its proof of knowledge does not verify for its sender (a fresh DKG;
+    /// a refresh has none to check).
+    BadProofOfKnowledge,
+}
+
+/// Checks the round-1 package `bytes` that seat `from` sent in a session
+/// of `kind` at `threshold`, as part 2 checks a peer's, a pure function of
+/// public data (for a third party: a DKG round-1 blame proof). Every
+/// package an honest member makes passes, whatever the session.
+///
+/// # Errors
+/// The [`Round1Fault`] it fails with.
+pub fn check_round1_package(
+    kind: ShareKind,
+    threshold: u16,
+    from: Seat,
+    bytes: &[u8],
+) -> std::result::Result<(), Round1Fault> {
+    let package = Round1Package::from_bytes(bytes).map_err(|_| Round1Fault::Undecodable)?;
+    let commitment = package.0.commitment();
+    let expected = match kind {
+        ShareKind::Fresh => usize::from(threshold),
+        ShareKind::Refresh => usize::from(threshold).saturating_sub(1),
+    };
+    if commitment.coefficients().len() != expected {
+        return Err(Round1Fault::WrongCommitmentLength);
+    }
+    match kind {
+        // The check frost's part 2 makes, with the sender's identifier.
+        ShareKind::Fresh => frost_core::keys::dkg::verify_proof_of_knowledge(
+            from.identifier(),
+            commitment,
+            package.0.proof_of_knowledge(),
+        )
+        .map_err(|_| Round1Fault::BadProofOfKnowledge),
+        ShareKind::Refresh => Ok(()),
+    }
+}
+
 /// Checks one peer's refresh share against its round-1 commitment, whose
 /// constant term is the identity (a refresh polynomial shares zero):
 /// `share·G == Σ_{k≥1} x^k · C_k` at `x` = this member's seat. `round1`

@@ -120,7 +120,8 @@ mod wire;
 
 pub use dealer::import_key;
 pub use dkg::{
-    DkgOutput, DkgRound1, DkgRound2, Round1Package, Round2Package, ShareKind, verify_round2_share,
+    DkgOutput, DkgRound1, DkgRound2, Round1Fault, Round1Package, Round2Package, ShareKind,
+    check_round1_package, verify_round2_share,
 };
 pub use error::{Encoding, Error, Result};
 pub use ids::{GroupParams, MAX_SIGNERS, Seat};

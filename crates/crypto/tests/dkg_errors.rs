@@ -228,3 +228,55 @@ fn a_round2_share_verifies_only_for_its_recipient_under_its_own_kind() {
         }
     }
 }
+
+/// `check_round1_package` (what a DKG round-1 blame proof relies on)
+/// passes every honest round-1 package of a fresh DKG and of a refresh
+/// under its own kind and threshold, and fails one checked as another
+/// seat's (the proof of knowledge binds the sender), as the other kind (a
+/// refresh's carries one commitment fewer), at another threshold, or cut
+/// short; part 2 refuses each of those too.
+#[test]
+fn a_round1_package_passes_only_as_its_own_kind_threshold_and_sender() {
+    let rng = &mut rng(106);
+    let fresh = start(2, 3, 107);
+    let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
+    let refreshing: Vec<_> = shares
+        .values()
+        .map(|s| DkgRound1::refresh(s, &wallet, &[], rng).unwrap())
+        .collect();
+    for (kind, other, started) in [
+        (ShareKind::Fresh, ShareKind::Refresh, &fresh),
+        (ShareKind::Refresh, ShareKind::Fresh, &refreshing),
+    ] {
+        for (state, package) in started {
+            let (from, bytes) = (state.seat(), package.to_bytes().unwrap());
+            assert_eq!(check_round1_package(kind, 2, from, &bytes), Ok(()));
+            assert_eq!(
+                check_round1_package(other, 2, from, &bytes),
+                Err(Round1Fault::WrongCommitmentLength)
+            );
+            assert_eq!(
+                check_round1_package(kind, 3, from, &bytes),
+                Err(Round1Fault::WrongCommitmentLength)
+            );
+            assert_eq!(
+                check_round1_package(kind, 2, from, &bytes[..bytes.len() - 1]),
+                Err(Round1Fault::Undecodable)
+            );
+            let elsewhere = if from == seat(1) { seat(2) } else { seat(1) };
+            let as_other_seat = check_round1_package(kind, 2, elsewhere, &bytes);
+            let expected = match kind {
+                ShareKind::Fresh => Err(Round1Fault::BadProofOfKnowledge),
+                _ => Ok(()),
+            };
+            assert_eq!(as_other_seat, expected, "{kind:?} {from}");
+        }
+    }
+    // Part 2 refuses seat 2's package sent as seat 3's: the same check.
+    let (one, two, _) = member_one(108);
+    let err = receive_err(one, vec![(seat(2), two.clone()), (seat(3), two)]);
+    assert!(
+        matches!(err, Error::BadProofOfKnowledge { culprit } if culprit == seat(3)),
+        "{err:?}"
+    );
+}

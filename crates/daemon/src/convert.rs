@@ -214,6 +214,9 @@ impl TryFrom<proto::DkgMessage> for SignedDkgMessage {
             seat_from_wire(wire.sender)?,
             payload,
             HexBytes(wire.signature),
+        )
+        .with_kind_signature(
+            (!wire.kind_signature.is_empty()).then_some(HexBytes(wire.kind_signature)),
         ))
     }
 }
@@ -226,6 +229,7 @@ impl From<SignedDkgMessage> for proto::DkgMessage {
             wallet_id: message.wallet.into(),
             sender: u32::from(message.sender.get()),
             signature: message.signature.0,
+            kind_signature: message.kind_signature.map(|s| s.0).unwrap_or_default(),
         }
     }
 }

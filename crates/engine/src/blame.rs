@@ -237,6 +237,26 @@ pub enum BlameError {
         /// The accused seat.
         seat: Seat,
     },
+    /// A DKG round-1 proof's message is not a round-1 message of the
+    /// proof's session.
+    #[error(
+        "wallet {wallet}: the DKG round-1 proof's message is not a round-1 message of its session; the proof shows no fault"
+    )]
+    DkgRound1Message {
+        /// The wallet.
+        wallet: WalletId,
+    },
+    /// The round-1 package passes every check a member of the session's
+    /// kind makes of it: the member sent a valid one.
+    #[error(
+        "wallet {wallet}: seat {seat}'s round-1 package passes every check of its session's kind; the proof shows no fault, do not act on it"
+    )]
+    DkgRound1NoFault {
+        /// The wallet.
+        wallet: WalletId,
+        /// The seat.
+        seat: Seat,
+    },
     /// Every share verifies: the member answered correctly.
     #[error(
         "wallet {wallet}: every share of seat {seat} verifies; the proof shows no fault, do not act on it"
@@ -257,14 +277,14 @@ impl BlameError {
             Self::OtherWallet { .. } => "blame_other_wallet",
             Self::Version { .. } => "blame_version",
             Self::BadSignature { .. } | Self::DkgSignature { .. } => "blame_bad_signature",
-            Self::DkgParts { .. } => "blame_dkg_parts",
+            Self::DkgParts { .. } | Self::DkgRound1Message { .. } => "blame_dkg_parts",
             Self::DkgRound1Set { .. } => "blame_dkg_round1",
             Self::DkgEcho { .. } => "blame_dkg_echo",
             Self::DkgKey { .. } => "blame_dkg_key",
             Self::DkgUnusable { .. } => "blame_unusable",
             Self::KeyRecord { .. } => "blame_key_record",
             Self::Unusable { .. } => "blame_unusable",
-            Self::NoFault { .. } => "blame_no_fault",
+            Self::NoFault { .. } | Self::DkgRound1NoFault { .. } => "blame_no_fault",
         }
     }
 

@@ -1,11 +1,13 @@
 //! A blame proof file of either kind: a signing proof ([`BlameProof`],
 //! which names no `kind`) or a DKG proof ([`DkgShareProof`], `kind`
-//! `dkg_share`), told apart before either is decoded.
+//! `dkg_share`; [`DkgRound1Proof`], `kind` `dkg_round1`), told apart
+//! before any is decoded.
 
 use serde::Deserialize;
 
 use crate::blame::BlameProof;
 use crate::dkg_blame::DkgShareProof;
+use crate::dkg_round1_blame::DkgRound1Proof;
 
 /// A decoded proof file (each kind boxed: a proof is read once, and the
 /// two differ much in size).
@@ -18,6 +20,9 @@ pub enum BlameFile {
     Signing(Box<BlameProof>),
     /// An invalid DKG round-2 share (`thresig dkg`, `thresig refresh`).
     DkgShare(Box<DkgShareProof>),
+    /// A DKG round-1 package that fails part 2's checks (`thresig dkg`,
+    /// `thresig refresh`).
+    DkgRound1(Box<DkgRound1Proof>),
 }
 
 /// Why bytes are not a proof file. Terminal: the same bytes fail the same
@@ -29,7 +34,7 @@ pub enum ProofFileError {
     #[error("not a blame proof ({0})")]
     Malformed(#[from] serde_json::Error),
     /// A `kind` this build does not know (a signing proof names none, a
-    /// DKG proof `dkg_share`).
+    /// DKG proof `dkg_share` or `dkg_round1`).
     #[error("a blame proof of a kind this build does not know; verify it with a matching thresig")]
     UnknownKind,
 }
@@ -53,6 +58,10 @@ impl BlameFile {
             Some("dkg_share") => {
                 serde_json::from_slice::<strict::DkgShareProof>(bytes)?;
                 Ok(Self::DkgShare(Box::new(serde_json::from_slice(bytes)?)))
+            }
+            Some("dkg_round1") => {
+                serde_json::from_slice::<strict::DkgRound1Proof>(bytes)?;
+                Ok(Self::DkgRound1(Box::new(serde_json::from_slice(bytes)?)))
             }
             Some(_) => Err(ProofFileError::UnknownKind),
         }
@@ -86,12 +95,26 @@ mod strict {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
+    pub(super) struct DkgRound1Proof {
+        version: IgnoredAny,
+        kind: IgnoredAny,
+        wallet: IgnoredAny,
+        session: IgnoredAny,
+        dkg: DkgKind,
+        round1: Message,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
     struct Message {
         session: IgnoredAny,
         wallet: IgnoredAny,
         sender: IgnoredAny,
         payload: Payload,
         signature: IgnoredAny,
+        #[serde(default)]
+        kind_signature: Option<IgnoredAny>,
     }
 
     /// Every `DkgPayload` variant, as struct variants: an internally
@@ -155,8 +178,15 @@ mod tests {
             any::<bool>().prop_map(serde_json::Value::from),
             any::<i64>().prop_map(serde_json::Value::from),
             "[0-9a-f]{0,70}".prop_map(serde_json::Value::from),
-            prop::sample::select(vec!["dkg_share", "fresh", "refresh", "round1", "accuse"])
-                .prop_map(serde_json::Value::from),
+            prop::sample::select(vec![
+                "dkg_share",
+                "dkg_round1",
+                "fresh",
+                "refresh",
+                "round1",
+                "accuse"
+            ])
+            .prop_map(serde_json::Value::from),
         ];
         let keys = prop::sample::select(vec![
             "version",
@@ -170,6 +200,7 @@ mod tests {
             "sender",
             "payload",
             "signature",
+            "kind_signature",
             "package",
             "hpke_key",
             "hpke_secret",
@@ -212,6 +243,7 @@ mod tests {
             let parsed = BlameFile::from_json(&bytes);
             if let Some(kind) = value.get("kind").and_then(|k| k.as_str())
                 && kind != "dkg_share"
+                && kind != "dkg_round1"
             {
                 prop_assert!(matches!(parsed, Err(ProofFileError::UnknownKind)));
             }

@@ -324,7 +324,7 @@ impl<S: Store> Signer<S> {
             shard.dkg = None;
         }
         let round1 = |package: &[u8], hpke_key: &[u8]| {
-            SignedDkgMessage::sign(
+            SignedDkgMessage::sign_round1(
                 &self.identity,
                 proposal.session,
                 config.id.clone(),
@@ -333,6 +333,7 @@ impl<S: Store> Signer<S> {
                     package: HexBytes(package.to_vec()),
                     hpke_key: HexBytes(hpke_key.to_vec()),
                 },
+                (&proposal.kind, config.threshold),
             )
         };
         match &shard.dkg {
@@ -454,6 +455,12 @@ impl<S: Store> Signer<S> {
         by_seat.insert(me, (own_package, own_key));
         for msg in round1 {
             check_envelope(slot, session, msg)?;
+            // Checked when present (a sender of an earlier version sends
+            // none): one that does not verify for this session's kind may
+            // be the relay's, so it accuses nobody.
+            if msg.kind_signed(&slot.config, &kind) == Some(false) {
+                return Err(fail(NO_MEMBER, DkgFault::BadSignature));
+            }
             let DkgPayload::Round1 { package, hpke_key } = &msg.payload else {
                 return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));
             };

@@ -37,6 +37,8 @@ type Round1Set<'a> = BTreeMap<Seat, (&'a [u8], &'a [u8])>;
 pub enum DkgProofKind {
     /// An invalid round-2 share.
     DkgShare,
+    /// A round-1 package that fails part 2's checks.
+    DkgRound1,
 }
 
 /// Evidence that a member's round-2 package of a DKG or refresh session
@@ -122,7 +124,12 @@ impl DkgShareProof {
             wallet: accusation.wallet.clone(),
             session: accusation.session,
             dkg,
-            round1,
+            // Without their kind-bound signatures, which this proof does
+            // not check: its file then reads in builds that predate them.
+            round1: round1
+                .into_iter()
+                .map(|m| m.with_kind_signature(None))
+                .collect(),
             round2,
             accusation,
         }

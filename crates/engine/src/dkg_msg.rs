@@ -341,10 +341,49 @@ pub struct SignedDkgMessage {
     pub payload: DkgPayload,
     /// Ed25519 signature over (session, wallet, sender, payload).
     pub signature: HexBytes,
+    /// A round-1 message's second signature, over the same fields and the
+    /// session's [`DkgKind`] under a domain of its own: it makes a bad
+    /// round-1 package a transferable proof (docs/blame.md). Absent from
+    /// members that predate it, and then left out of the JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind_signature: Option<HexBytes>,
 }
 
 /// Domain tag of DKG message signatures.
 const SIGN_DOMAIN: &[u8] = b"thresig/dkg/message/v1";
+
+/// Domain tag of a round-1 message's kind-bound signature: it differs
+/// from [`SIGN_DOMAIN`] within both tags' length, so neither signature
+/// is ever valid as the other.
+const KIND_SIGN_DOMAIN: &[u8] = b"thresig/dkg/round1-kind/v1";
+
+/// The bytes a kind-bound signature covers: the message's own fields, the
+/// session's kind (1 fresh; 2 refresh, its epoch and removal set) and the
+/// wallet's threshold, which with the kind fixes what the package must
+/// hold: a verifier configured with another threshold finds the signature
+/// invalid, never an honest package of the wrong size.
+fn kind_signed_bytes(m: &SignedDkgMessage, kind: &DkgKind, threshold: u16) -> Vec<u8> {
+    let kind = match kind {
+        DkgKind::Fresh => framed(1, &[]),
+        DkgKind::Refresh {
+            from_epoch,
+            removed,
+        } => framed(2, &[&from_epoch.0.to_be_bytes(), &seat_list(removed)]),
+    };
+    let mut out = KIND_SIGN_DOMAIN.to_vec();
+    out.extend_from_slice(&framed(
+        0,
+        &[
+            &m.session.0,
+            m.wallet.as_str().as_bytes(),
+            &m.sender.get().to_be_bytes(),
+            &m.payload.to_bytes(),
+            &kind,
+            &threshold.to_be_bytes(),
+        ],
+    ));
+    out
+}
 
 fn signed_bytes(
     session: &DkgSessionId,
@@ -381,7 +420,44 @@ impl SignedDkgMessage {
             sender,
             payload,
             signature,
+            kind_signature: None,
         }
+    }
+
+    /// The message with `kind_signature` as its kind-bound signature, as
+    /// received (checked by [`SignedDkgMessage::kind_signed`]).
+    #[must_use]
+    pub fn with_kind_signature(mut self, kind_signature: Option<HexBytes>) -> Self {
+        self.kind_signature = kind_signature;
+        self
+    }
+
+    /// Signs a round-1 `payload` as [`SignedDkgMessage::sign`] does and
+    /// adds the kind-bound signature over the session's `kind` and the
+    /// wallet's `threshold`.
+    pub fn sign_round1(
+        key: &SigningKey,
+        session: DkgSessionId,
+        wallet: WalletId,
+        sender: Seat,
+        payload: DkgPayload,
+        (kind, threshold): (&DkgKind, u16),
+    ) -> Self {
+        let mut message = Self::sign(key, session, wallet, sender, payload);
+        let bytes = kind_signed_bytes(&message, kind, threshold);
+        message.kind_signature = Some(identity_sign(key, &bytes));
+        message
+    }
+
+    /// Whether the kind-bound signature verifies strictly under the roster
+    /// key of the sender's seat in `wallet` for a session of `kind` at
+    /// `wallet`'s threshold; `None` for a message without one (a sender of
+    /// an earlier version).
+    #[must_use]
+    pub fn kind_signed(&self, wallet: &WalletConfig, kind: &DkgKind) -> Option<bool> {
+        let signature = self.kind_signature.as_ref()?;
+        let bytes = kind_signed_bytes(self, kind, wallet.threshold);
+        Some(identity_verify(wallet, self.sender, &bytes, signature))
     }
 
     /// Signs `payload` as seat `sender` with that member's identity `key`.
@@ -399,6 +475,7 @@ impl SignedDkgMessage {
             sender,
             payload,
             signature,
+            kind_signature: None,
         }
     }
 
@@ -742,6 +819,47 @@ mod tests {
         assert_eq!(json["payload"]["kind"], serde_json::json!("round2"));
         assert_reads_back(json, &message);
     }
+
+    /// A round-1 message's kind-bound signature covers the kind under its
+    /// own domain: fixed bytes (members of different versions must agree),
+    /// different for each kind, never the ordinary signature; and a message
+    /// without one keeps the JSON an earlier member reads.
+    #[test]
+    fn the_kind_bound_signature_of_a_round1_message_is_unchanged() {
+        let payload = DkgPayload::Round1 {
+            package: HexBytes(vec![1; 8]),
+            hpke_key: HexBytes(vec![2; 32]),
+        };
+        let signed = |kind: &DkgKind| {
+            SignedDkgMessage::sign_round1(
+                &SigningKey::from_bytes(&[5; 32]),
+                DkgSessionId([7; 32]),
+                WalletId::new("w").unwrap(),
+                Seat::try_from(3).unwrap(),
+                payload.clone(),
+                (kind, 2),
+            )
+        };
+        let refresh = DkgKind::Refresh {
+            from_epoch: crate::ids::WalletEpoch(4),
+            removed: vec![Seat::try_from(2).unwrap()],
+        };
+        let (fresh, refreshed) = (signed(&DkgKind::Fresh), signed(&refresh));
+        let hex_of = |m: &SignedDkgMessage| hex::encode(&m.kind_signature.as_ref().unwrap().0);
+        assert_eq!(hex_of(&fresh), GOLDEN_FRESH_KIND_SIGNATURE);
+        assert_eq!(hex_of(&refreshed), GOLDEN_REFRESH_KIND_SIGNATURE);
+        assert_eq!(fresh.signature, refreshed.signature);
+        assert_ne!(fresh.kind_signature, Some(fresh.signature.clone()));
+        let unbound = fresh.clone().with_kind_signature(None);
+        let json = serde_json::to_value(&unbound).unwrap();
+        assert!(json.get("kind_signature").is_none(), "{json}");
+        assert_reads_back(json, &unbound);
+        assert_reads_back(serde_json::to_value(&fresh).unwrap(), &fresh);
+    }
+
+    const GOLDEN_FRESH_KIND_SIGNATURE: &str = "c2f91d06114cec667ceb072f4ba1b51ac5f2a8a20db0102209f2d3d212fbeca13741ed1e9134c544f5a157ced3a5cbe7b98c5cb63eee1f680205c0cd3310960d";
+
+    const GOLDEN_REFRESH_KIND_SIGNATURE: &str = "84b0c236303b961c1f849b15d7e13a63b6c5c755a1baeaa537cfebbad5d79bcde8301a8f7701ac48ad1cd8052dacfb310998df72970020ee205fdd3bb80fad01";
 
     const GOLDEN_ROUND2_SIGNATURE: &str = "5a9b28139bd3491175d1c10394d80e0e65e7d104b9df275344a8a1ad99d6ba9d1098ae7766cd3be1508914eab0dc7c8a4c5d7b544425562cd19b53b696a00205";
 

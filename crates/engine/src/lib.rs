@@ -79,6 +79,7 @@ mod config;
 mod dkg;
 mod dkg_blame;
 mod dkg_msg;
+mod dkg_round1_blame;
 mod durable;
 mod error;
 mod ids;
@@ -105,6 +106,7 @@ pub use dkg_blame::{DkgProofKind, DkgShareFault, DkgShareProof, ProvenDkgFault};
 pub use dkg_msg::{
     DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, RevealedHpkeKey, SignedDkgMessage,
 };
+pub use dkg_round1_blame::{DkgRound1Proof, ProvenRound1Fault};
 pub use durable::decode_shares;
 pub use repair::{
     InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,

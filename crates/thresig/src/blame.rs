@@ -16,6 +16,7 @@ use serde_json::json;
 use thresig_cluster::DkgError;
 use thresig_cluster::config::Config;
 use thresig_cluster::file::read_bounded;
+use thresig_crypto::Round1Fault;
 use thresig_crypto::Seat;
 use thresig_engine::{BlameError, BlameFile, DkgShareFault, DkgShareProof};
 
@@ -154,11 +155,15 @@ fn write_proof(dir: &Path, member: Seat, proof: &impl Serialize) -> Result<PathB
 /// error for the error that follows (or a warning when one could not be
 /// written).
 pub(crate) fn write_dkg_proof(dir: &Path, error: &DkgError) {
-    let proofs: BTreeMap<Seat, &DkgShareProof> = error.proofs().into_iter().collect();
-    if proofs.is_empty() {
-        return;
-    }
-    let files = write_proofs(dir, &proofs);
+    let files = if let Some((seat, proof)) = error.round1_proof() {
+        write_proofs(dir, &BTreeMap::from([(seat, proof)]))
+    } else {
+        let proofs: BTreeMap<Seat, &DkgShareProof> = error.proofs().into_iter().collect();
+        if proofs.is_empty() {
+            return;
+        }
+        write_proofs(dir, &proofs)
+    };
     files.warn();
     print_proof_paths(&files.paths);
 }
@@ -195,6 +200,7 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     let id = match &proof {
         BlameFile::Signing(p) => &p.request.wallet,
         BlameFile::DkgShare(p) => &p.wallet,
+        BlameFile::DkgRound1(p) => &p.wallet,
     };
     let wallet = node.wallet(id).with_context(|| {
         format!(
@@ -232,6 +238,29 @@ fn verify(args: &VerifyArgs) -> Result<()> {
                 }),
             )
         }
+        BlameFile::DkgRound1(p) => {
+            let fault = p.verify(&wallet.config).map_err(refused)?;
+            let accused = member(fault.accused);
+            let session = hex::encode(fault.session.0);
+            (
+                format!(
+                    "proof verified: member {accused} (wallet seat {}) sent a round-1 package \
+                     that {} in session {session} of wallet {}",
+                    fault.accused,
+                    round1_fault_text(fault.fault),
+                    fault.wallet
+                ),
+                json!({
+                    "verified": true,
+                    "kind": "dkg_round1",
+                    "wallet": fault.wallet.as_str(),
+                    "member": accused.get(),
+                    "wallet_seat": fault.accused.get(),
+                    "session": session,
+                    "fault": round1_fault_name(fault.fault),
+                }),
+            )
+        }
         BlameFile::Signing(p) => {
             let fault = p.verify(&wallet.config).map_err(refused)?;
             let accused = member(fault.seat);
@@ -265,6 +294,24 @@ fn dkg_fault_text(fault: DkgShareFault) -> &'static str {
         DkgShareFault::Unopened => "it does not open with the recipient's session key",
         DkgShareFault::Undecodable => "it opens to no round-2 package",
         _ => "its share does not verify against the sender's commitments",
+    }
+}
+
+/// How a verified round-1 proof's fault reads in `blame verify`'s line.
+fn round1_fault_text(fault: Round1Fault) -> &'static str {
+    match fault {
+        Round1Fault::Undecodable => "does not decode",
+        Round1Fault::WrongCommitmentLength => "carries the wrong number of commitments",
+        _ => "has a proof of knowledge that does not verify",
+    }
+}
+
+/// A round-1 fault's stable snake-case name (`--json` output).
+fn round1_fault_name(fault: Round1Fault) -> &'static str {
+    match fault {
+        Round1Fault::Undecodable => "undecodable",
+        Round1Fault::WrongCommitmentLength => "wrong_commitment_length",
+        _ => "bad_proof_of_knowledge",
     }
 }
 

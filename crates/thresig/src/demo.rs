@@ -48,11 +48,20 @@ pub(crate) struct DemoArgs {
     /// so the first session includes them).
     #[arg(long, default_value_t = 0)]
     malicious: u16,
-    /// The --malicious members cheat in the DKG instead: each seals its
-    /// round-2 package to its first recipient so that it does not open,
-    /// and the DKG fails with a proof against it (written into --keep).
-    #[arg(long, requires = "malicious")]
-    malicious_dkg: bool,
+    /// The --malicious members cheat in the DKG instead, and the DKG fails
+    /// with a proof against one (written into --keep): `round2` (the
+    /// default) seals each one's round-2 package to its first recipient
+    /// so that it does not open; `round1` sends a round-1 package whose
+    /// proof of knowledge does not verify.
+    #[arg(
+        long,
+        requires = "malicious",
+        value_enum,
+        num_args = 0..=1,
+        default_missing_value = "round2",
+        value_name = "ROUND"
+    )]
+    malicious_dkg: Option<DkgCheat>,
     /// Inputs of the demo transaction.
     #[arg(long, default_value_t = 2)]
     inputs: u16,
@@ -63,6 +72,15 @@ pub(crate) struct DemoArgs {
     /// Print exactly one JSON object instead of the readable summary.
     #[arg(long)]
     json: bool,
+}
+
+/// Which DKG round the `--malicious` members cheat in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DkgCheat {
+    /// A round-2 package that does not open.
+    Round2,
+    /// A round-1 package whose proof of knowledge does not verify.
+    Round1,
 }
 
 /// The member whose configuration and TLS identity coordinate.
@@ -241,10 +259,10 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
             .malicious
             .iter()
             .map(|seat| {
-                let misbehavior = if args.malicious_dkg {
-                    Misbehavior::InvalidDkgPackages
-                } else {
-                    Misbehavior::InvalidShares
+                let misbehavior = match args.malicious_dkg {
+                    Some(DkgCheat::Round2) => Misbehavior::InvalidDkgPackages,
+                    Some(DkgCheat::Round1) => Misbehavior::BadRound1Proof,
+                    None => Misbehavior::InvalidShares,
                 };
                 (*seat, misbehavior)
             })

@@ -1,6 +1,6 @@
 //! The demo's malicious members and `thresig load`'s flaky ones: real
-//! signers whose round-2 shares (or DKG round-2 packages) are altered on
-//! the way out, or whose
+//! signers whose round-2 shares (or DKG round-1 or round-2 packages) are
+//! altered on the way out, or whose
 //! round-2 answers are held back past the coordinator's request timeout,
 //! hosted in the demo's (or the load generator's) own process.
 //!
@@ -39,6 +39,10 @@ pub(crate) enum Misbehavior {
     /// Its DKG round-2 package to its first recipient does not open (one
     /// byte of the ciphertext changed), signed by the member.
     InvalidDkgPackages,
+    /// Its DKG round-1 package's proof of knowledge does not verify (one
+    /// bit of its last byte changed), signed by the member with both
+    /// signatures, the kind-bound one included.
+    BadRound1Proof,
 }
 
 /// How long a stalling member holds each round-2 request: past the
@@ -83,6 +87,37 @@ impl<H: SignerHandler> SignerHandler for Misbehaving<H> {
                 std::thread::sleep(STALL);
             }
             return self.inner.handle(peer, request);
+        }
+        if self.misbehavior == Misbehavior::BadRound1Proof {
+            let kind = match &request {
+                Request::DkgStart(proposal) => Some((proposal.kind.clone(), proposal.threshold)),
+                _ => None,
+            };
+            let mut response = self.inner.handle(peer, request)?;
+            if let (Some((kind, threshold)), Response::DkgMessages { messages }) =
+                (kind, &mut response)
+                && let Some(first) = messages.first_mut()
+                && let DkgPayload::Round1 { package, hpke_key } = &first.payload
+            {
+                // The package ends with its proof of knowledge's scalar.
+                let mut package = package.clone();
+                if let Some(last) = package.0.last_mut() {
+                    *last ^= 1;
+                }
+                let payload = DkgPayload::Round1 {
+                    package,
+                    hpke_key: hpke_key.clone(),
+                };
+                *first = SignedDkgMessage::sign_round1(
+                    &self.identity,
+                    first.session,
+                    first.wallet.clone(),
+                    first.sender,
+                    payload,
+                    (&kind, threshold),
+                );
+            }
+            return Ok(response);
         }
         if self.misbehavior == Misbehavior::InvalidDkgPackages {
             let mut response = self.inner.handle(peer, request)?;

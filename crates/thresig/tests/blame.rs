@@ -81,6 +81,75 @@ fn assert_each_alteration_refused(
     }
 }
 
+/// Runs `thresig demo --malicious 1 --malicious-dkg [ROUND] --keep
+/// CLUSTER`, which must fail saying `names` and print the path of the
+/// proof it wrote against member 2; that path.
+fn failed_dkg_demo(cluster: &Path, round: Option<&str>, names: &str) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
+        .args(["demo", "--malicious", "1", "--malicious-dkg"])
+        .args(round)
+        .arg("--keep")
+        .arg(cluster)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let proof = cluster.join("culprit-2.proof.json");
+    assert!(
+        stderr.contains(&format!("culprit proof: {}", proof.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains(names), "{stderr}");
+    proof
+}
+
+/// For each (what, field, where its search starts, code) of `fields`:
+/// `text` with the first hex digit of that field's value changed fails as
+/// [`assert_each_alteration_refused`] says.
+fn assert_each_field_alteration_refused(
+    dir: &Path,
+    config: &Path,
+    text: &str,
+    fields: &[(&str, &str, usize, &str)],
+) {
+    let cases: Vec<_> = fields
+        .iter()
+        .map(|(what, field, from, code)| {
+            (
+                *what,
+                value_at(text, &format!("\"{field}\":"), *from),
+                *code,
+            )
+        })
+        .collect();
+    assert_each_alteration_refused(dir, config, text, &cases);
+}
+
+/// `value` with `field` set to `extra` in the object at path `at` (keys,
+/// or indexes of arrays), written into `dir`, is not read as a proof.
+fn assert_extra_field_refused(
+    dir: &Path,
+    config: &Path,
+    value: &serde_json::Value,
+    (what, at): (&str, &[&str]),
+    (field, extra): (&str, serde_json::Value),
+) {
+    let mut changed = value.clone();
+    let object = at
+        .iter()
+        .fold(&mut changed, |v, key| match key.parse::<usize>() {
+            Ok(i) => &mut v[i],
+            Err(_) => &mut v[*key],
+        });
+    object[field] = extra;
+    let altered = dir.join("extra.proof.json");
+    std::fs::write(&altered, serde_json::to_vec(&changed).unwrap()).unwrap();
+    let out = verify(config, &altered, false);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+    assert!(stderr.contains("not a blame proof"), "{what}: {stderr}");
+}
+
 #[test]
 fn a_demo_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,19 +269,7 @@ fn a_proof_larger_than_twice_the_psbt_cap_is_read() {
 fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = dir.path().join("cluster");
-    let out = Command::new(env!("CARGO_BIN_EXE_thresig"))
-        .args(["demo", "--malicious", "1", "--malicious-dkg", "--keep"])
-        .arg(&cluster)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let proof = cluster.join("culprit-2.proof.json");
-    assert!(
-        stderr.contains(&format!("culprit proof: {}", proof.display())),
-        "{stderr}"
-    );
-    assert!(stderr.contains("accuses member 2"), "{stderr}");
+    let proof = failed_dkg_demo(&cluster, None, "accuses member 2");
     for member in ["member-1", "member-3"] {
         let out = verify(&cluster.join(member).join("signer.toml"), &proof, true);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -261,17 +318,7 @@ fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
             signed,
         ),
     ];
-    let cases: Vec<_> = fields
-        .iter()
-        .map(|(what, field, from, code)| {
-            (
-                *what,
-                value_at(&text, &format!("\"{field}\":"), *from),
-                *code,
-            )
-        })
-        .collect();
-    assert_each_alteration_refused(dir.path(), &config, &text, &cases);
+    assert_each_field_alteration_refused(dir.path(), &config, &text, &fields);
 
     // Unknown fields are refused at every level, not only the top: a
     // fresh DKG's kind with a removal set does not read as fresh.
@@ -294,20 +341,7 @@ fn a_dkg_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
             serde_json::json!([2]),
         )]);
     for (what, at, field, extra) in edits {
-        let mut changed = value.clone();
-        let object = at
-            .iter()
-            .fold(&mut changed, |v, key| match key.parse::<usize>() {
-                Ok(i) => &mut v[i],
-                Err(_) => &mut v[*key],
-            });
-        object[field] = extra;
-        let altered = dir.path().join("extra.proof.json");
-        std::fs::write(&altered, serde_json::to_vec(&changed).unwrap()).unwrap();
-        let out = verify(&config, &altered, false);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
-        assert!(stderr.contains("not a blame proof"), "{what}: {stderr}");
+        assert_extra_field_refused(dir.path(), &config, &value, (what, at), (field, extra));
     }
 
     // What is checked is the decoded evidence: hex in upper case verifies
@@ -338,5 +372,57 @@ fn upper_hex(value: &mut serde_json::Value) {
         serde_json::Value::Array(items) => items.iter_mut().for_each(upper_hex),
         serde_json::Value::Object(fields) => fields.values_mut().for_each(upper_hex),
         _ => {}
+    }
+}
+
+/// `thresig demo --malicious 1 --malicious-dkg round1` runs its DKG with
+/// member 2 sending a round-1 package whose proof of knowledge does not
+/// verify, under both its signatures: the relay fails the run naming
+/// member 2 before handing anything out and leaves a `dkg_round1` proof
+/// in `--keep`, which `thresig blame verify` accepts and refuses once
+/// any one byte of its evidence is changed.
+#[test]
+fn a_dkg_round1_culprits_proof_verifies_and_any_altered_evidence_byte_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    let proof = failed_dkg_demo(&cluster, Some("round1"), "member 2 sent a round-1 package");
+    let config = cluster.join("member-1").join("signer.toml");
+    let out = verify(&config, &proof, true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&json["kind"], &json["member"], &json["fault"]),
+        (
+            &serde_json::json!("dkg_round1"),
+            &serde_json::json!(2),
+            &serde_json::json!("bad_proof_of_knowledge")
+        ),
+        "{json}"
+    );
+
+    let text = std::fs::read_to_string(&proof).unwrap();
+    let round1 = text.find("\"round1\"").unwrap();
+    let signed = "blame_bad_signature";
+    let fields = [
+        ("the top-level session", "session", 0, "blame_dkg_parts"),
+        (
+            "the message's session",
+            "session",
+            round1,
+            "blame_dkg_parts",
+        ),
+        ("the package", "package", round1, signed),
+        ("the session key", "hpke_key", round1, signed),
+        ("the kind-bound signature", "kind_signature", round1, signed),
+    ];
+    assert_each_field_alteration_refused(dir.path(), &config, &text, &fields);
+
+    // Unknown fields are refused at every level.
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for at in [&[][..], &["round1"], &["round1", "payload"], &["dkg"]] {
+        let what = at.join(".");
+        let extra = ("x", serde_json::json!(1));
+        assert_extra_field_refused(dir.path(), &config, &value, (&what, at), extra);
     }
 }

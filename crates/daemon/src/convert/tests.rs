@@ -295,3 +295,29 @@ fn a_refusals_accusation_round_trips() {
         assert_eq!(SignerError::try_from(wire).unwrap(), sent);
     }
 }
+
+/// A round-1 message's kind-bound signature travels in its own field, and
+/// a message without one (an earlier member's) arrives without one: the
+/// encoding of the earlier fields is unchanged.
+#[test]
+fn a_kind_bound_signature_round_trips_and_its_absence_too() {
+    let round1 = DkgPayload::Round1 {
+        package: HexBytes(vec![1; 8]),
+        hpke_key: HexBytes(vec![2; 32]),
+    };
+    let without = signed(round1, 2);
+    let with = without
+        .clone()
+        .with_kind_signature(Some(HexBytes(vec![3; 64])));
+    for message in [&without, &with] {
+        let wire = proto::DkgMessage::from(message.clone());
+        let back = SignedDkgMessage::try_from(wire.clone()).unwrap();
+        assert_eq!(&back, message);
+        let bytes = prost::Message::encode_to_vec(&wire);
+        let decoded: proto::DkgMessage = prost::Message::decode(bytes.as_slice()).unwrap();
+        assert_eq!(SignedDkgMessage::try_from(decoded).unwrap(), *message);
+    }
+    let old = prost::Message::encode_to_vec(&proto::DkgMessage::from(without));
+    let new = prost::Message::encode_to_vec(&proto::DkgMessage::from(with));
+    assert!(new.starts_with(&old));
+}

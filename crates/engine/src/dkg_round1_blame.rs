@@ -1,0 +1,120 @@
+//! Transferable blame for a DKG round-1 fault: a member's signed round-1
+//! package that fails the checks every member makes of it in part 2 (it
+//! does not decode, carries the wrong number of commitments, or its proof
+//! of knowledge does not verify), proven with the roster alone
+//! (docs/blame.md, "The DKG").
+//!
+//! What a package must hold depends on the session's kind: a refresh's
+//! carries one commitment fewer and no proof of knowledge is checked. The
+//! message's ordinary signature does not cover the kind, so a relay could
+//! present an honest refresh package as a fresh one and have it fail.
+//! The proof therefore rests on the message's kind-bound signature, which
+//! covers the kind (fresh, or refresh with its epoch and removal set): the
+//! kind it names is the one the member signed for, and an honest member's
+//! package always passes that kind's checks.
+
+use serde::{Deserialize, Serialize};
+use thresig_crypto::{Round1Fault, Seat, ShareKind, check_round1_package};
+use thresig_store::WalletId;
+
+use crate::blame::{BlameError, PROOF_VERSION, check_header};
+use crate::config::WalletConfig;
+use crate::dkg_blame::DkgProofKind;
+use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
+
+/// Evidence that a member's signed round-1 package of a DKG or refresh
+/// session fails part 2's checks. Serialized as JSON
+/// (`culprit-<seat>.proof.json`, `kind` `dkg_round1`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DkgRound1Proof {
+    /// The format version (1).
+    pub version: u32,
+    /// Always `dkg_round1`.
+    pub kind: DkgProofKind,
+    /// The wallet.
+    pub wallet: WalletId,
+    /// The session.
+    pub session: DkgSessionId,
+    /// The session's kind, as the accused's kind-bound signature covers it.
+    pub dkg: DkgKind,
+    /// The accused's signed round-1 message, with its kind-bound signature.
+    pub round1: SignedDkgMessage,
+}
+
+/// What a verified round-1 proof shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProvenRound1Fault {
+    /// The wallet.
+    pub wallet: WalletId,
+    /// The session.
+    pub session: DkgSessionId,
+    /// The accused wallet seat (whose identity key signed the package).
+    pub accused: Seat,
+    /// What is wrong with the package.
+    pub fault: Round1Fault,
+}
+
+impl DkgRound1Proof {
+    /// The proof that `round1`, signed for a session of `dkg`, holds a
+    /// bad package.
+    #[must_use]
+    pub fn new(dkg: DkgKind, round1: SignedDkgMessage) -> Self {
+        Self {
+            version: PROOF_VERSION,
+            kind: DkgProofKind::DkgRound1,
+            wallet: round1.wallet.clone(),
+            session: round1.session,
+            dkg,
+            round1,
+        }
+    }
+
+    /// The accused seat.
+    #[must_use]
+    pub fn accused(&self) -> Seat {
+        self.round1.sender
+    }
+
+    /// Checks the proof against `wallet`'s roster alone.
+    ///
+    /// # Errors
+    /// [`BlameError`], checked in this order: wallet, version, that the
+    /// proof is a round-1 message of its session, the kind-bound signature
+    /// over the proof's kind, then the package (`NoFault` when it passes).
+    pub fn verify(&self, wallet: &WalletConfig) -> Result<ProvenRound1Fault, BlameError> {
+        let id = &wallet.id;
+        check_header(id, [&self.wallet, &self.round1.wallet], self.version)?;
+        let accused = self.round1.sender;
+        let DkgPayload::Round1 { package, .. } = &self.round1.payload else {
+            return Err(BlameError::DkgRound1Message { wallet: id.clone() });
+        };
+        if self.kind != DkgProofKind::DkgRound1 || self.round1.session != self.session {
+            return Err(BlameError::DkgRound1Message { wallet: id.clone() });
+        }
+        if self.round1.kind_signed(wallet, &self.dkg) != Some(true) {
+            return Err(BlameError::DkgSignature {
+                wallet: id.clone(),
+                seat: accused,
+            });
+        }
+        let kind = match self.dkg {
+            DkgKind::Fresh => ShareKind::Fresh,
+            DkgKind::Refresh { .. } => ShareKind::Refresh,
+        };
+        match check_round1_package(kind, wallet.threshold, accused, &package.0) {
+            Ok(()) => Err(BlameError::DkgRound1NoFault {
+                wallet: id.clone(),
+                seat: accused,
+            }),
+            Err(fault) => Ok(ProvenRound1Fault {
+                wallet: id.clone(),
+                session: self.session,
+                accused,
+                fault,
+            }),
+        }
+    }
+}
