@@ -67,6 +67,9 @@ enum Mode {
     /// DKG part 1: answers without a kind-bound signature, as a member of
     /// an earlier version does.
     DkgEarlierVersion,
+    /// DKG part 1: answers with its round-1 message signed (both
+    /// signatures) for another session.
+    DkgOtherSession,
     /// Signing round 2: answers with its shares but without fresh
     /// commitments, as a signer at its nonce capacity does.
     NoFreshCommitments,
@@ -469,6 +472,18 @@ impl Member {
                     }
                 }
                 Mode::DkgEarlierVersion => message.kind_signature = None,
+                Mode::DkgOtherSession => {
+                    let mut session = message.session;
+                    session.0[0] ^= 1;
+                    *message = SignedDkgMessage::sign_round1(
+                        &self.identity,
+                        session,
+                        message.wallet.clone(),
+                        message.sender,
+                        message.payload.clone(),
+                        (&DkgKind::Fresh, 2),
+                    );
+                }
                 _ => {}
             }
         }
@@ -796,6 +811,19 @@ async fn dkg_relay_names_a_member_whose_kind_bound_signature_fails() {
         "{err}"
     );
     assert!(err.round1_proof().is_none() && err.proofs().is_empty());
+}
+
+/// A member that answers its start with a message it signed for another
+/// session is named by the relay, before every member's part 2 refuses the
+/// message without knowing who sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dkg_relay_names_a_member_whose_round1_is_of_another_session() {
+    let cluster = start(3, 2, &[(3, Mode::DkgOtherSession)], keep).await;
+    let err = failed_dkg(&cluster, 31).await;
+    assert!(
+        matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(3) && phase.name == "start"),
+        "{err}"
+    );
 }
 
 /// A member of an earlier version, sending no kind-bound signature, takes

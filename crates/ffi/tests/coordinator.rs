@@ -391,3 +391,70 @@ fn a_culprit_event_carries_a_proof_that_verifies() {
     let fault = proof.verify(&wallet.config).unwrap();
     assert_eq!((fault.seat.get(), fault.input), (2, 0));
 }
+
+/// Relays `relay`'s DKG to `members` to its end, letting `alter` change
+/// each answer (by member and op) before the relay sees it; every event.
+fn drive_dkg(
+    relay: &Coordinator,
+    members: &[Member],
+    mut alter: impl FnMut(u64, &str, &mut Value),
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut now_ms = 0;
+    loop {
+        while let Some(transmit) =
+            Some(relay.call("poll_transmit", json!({}))).filter(|t| !t.is_null())
+        {
+            let to = transmit["to"].as_u64().unwrap();
+            let member = &members[usize::try_from(to).unwrap() - 1];
+            let mut response = member.relay(&transmit["envelope"], 1);
+            alter(
+                to,
+                transmit["envelope"]["op"].as_str().unwrap(),
+                &mut response,
+            );
+            relay.call(
+                "handle_reply",
+                json!({"from": to, "tag": transmit["tag"], "now_ms": now_ms, "response": response}),
+            );
+        }
+        let ended = events(relay);
+        seen.extend(ended.iter().cloned());
+        if ended
+            .iter()
+            .any(|e| e["type"] == "dkg_done" || e["type"] == "failed")
+        {
+            return seen;
+        }
+        now_ms = relay.call("poll_timeout", json!({}))["at_ms"]
+            .as_u64()
+            .unwrap();
+        relay.call("handle_timeout", json!({"now_ms": now_ms}));
+    }
+}
+
+/// A member whose round-1 answer carries a kind-bound signature that does
+/// not verify is named by the relay, before any member's part 2 refuses
+/// the message without knowing who changed it.
+#[test]
+fn a_round1_answer_with_a_bad_kind_signature_fails_the_dkg_naming_its_member() {
+    let (_dir, members, relay) = dkg_relay();
+    let seen = drive_dkg(&relay, &members, |to, op, response| {
+        if to == 3 && op == "dkg_start" {
+            let message = &mut response["ok"]["messages"][0];
+            let mut signature = hex::decode(message["kind_signature"].as_str().unwrap()).unwrap();
+            signature[0] ^= 1;
+            message["kind_signature"] = json!(hex::encode(signature));
+        }
+    });
+    let failed = seen
+        .iter()
+        .find(|e| e["type"] == "failed")
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("member 3"), "{message}");
+    assert!(
+        !message.contains("member 1") && !message.contains("member 2"),
+        "{message}"
+    );
+}

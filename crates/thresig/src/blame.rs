@@ -339,7 +339,11 @@ mod tests {
         .to_vec();
         assert_eq!(
             names.iter().map(|n| n.0).collect::<Vec<_>>(),
-            ["undecodable", "wrong_commitment_length", "bad_proof_of_knowledge"]
+            [
+                "undecodable",
+                "wrong_commitment_length",
+                "bad_proof_of_knowledge"
+            ]
         );
         assert!(names.iter().all(|n| n.1 != "fails part 2's checks"));
     }
