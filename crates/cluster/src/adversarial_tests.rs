@@ -835,6 +835,28 @@ async fn a_dkg_with_a_member_of_an_earlier_version_completes() {
     assert!(outcome.is_ok(), "{:?}", outcome.err());
 }
 
+/// With `require_round1_kind_signature` on at the relay (every member
+/// upgraded), a member that answers without a kind-bound signature is
+/// named before part 2: it answered the relay directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dkg_relay_requiring_the_kind_signature_names_a_member_without_it() {
+    let cluster = start(3, 2, &[(2, Mode::DkgEarlierVersion)], keep).await;
+    let mut node = cluster.node(seat(1));
+    node.limits.require_round1_kind_signature = true;
+    let err = run_dkg(
+        &Arc::new(Peers::new(&node).unwrap()),
+        the_wallet(&node),
+        &mut ChaCha20Rng::seed_from_u64(9),
+        &crate::Silent,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(2) && phase.name == "start"),
+        "{err}"
+    );
+}
+
 /// A member that never answers stalls `run_dkg` for as long as its own
 /// server allows (up to ten minutes here, forever for a malicious server):
 /// the relay has no deadline of its own. It must fail, naming the silent

@@ -474,6 +474,9 @@ async fn run_session(
         if !message.verify(&wallet.config) {
             return Err(protocol(at_start, wallet, *seat, UNSIGNED));
         }
+        if peers.requires_kind_signature() && message.kind_signature.is_none() {
+            return Err(protocol(at_start, wallet, *seat, UNBOUND));
+        }
         round1_checked(wallet, (&proposal.kind, session), message, &at_start)?;
     }
     let round1: Vec<SignedDkgMessage> = round1.into_values().collect();
@@ -810,6 +813,10 @@ const UNSIGNED: &str = "a message its identity key did not sign";
 /// A member's round-1 message whose kind-bound signature does not verify
 /// for the run's kind.
 const UNSIGNED_KIND: &str = "a round-1 message whose kind-bound signature its identity key did not make for this run's kind";
+
+/// A member's round-1 message without the kind-bound signature this relay
+/// requires (`require_round1_kind_signature`).
+const UNBOUND: &str = "a round-1 message without the kind-bound signature this relay requires (require_round1_kind_signature)";
 
 /// A member's round-1 message of another session or wallet than the run's.
 const OTHER_SESSION: &str = "a round-1 message of another session or wallet";
