@@ -800,30 +800,21 @@ async fn dkg_relay_names_a_member_whose_message_is_not_signed_by_it() {
     );
 }
 
-/// A member whose kind-bound signature does not verify is named by the
-/// relay before part 2, without a proof (the signature proves nothing).
+/// A member whose kind-bound signature does not verify, or that answers
+/// its start with a message it signed for another session, is named by
+/// the relay before part 2 (where every member would refuse the message
+/// without knowing who sent it), without a proof (it proves nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dkg_relay_names_a_member_whose_kind_bound_signature_fails() {
-    let cluster = start(3, 2, &[(3, Mode::DkgBadKindSignature)], keep).await;
-    let err = failed_dkg(&cluster, 7).await;
-    assert!(
-        matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(3) && phase.name == "start"),
-        "{err}"
-    );
-    assert!(err.round1_proof().is_none() && err.proofs().is_empty());
-}
-
-/// A member that answers its start with a message it signed for another
-/// session is named by the relay, before every member's part 2 refuses the
-/// message without knowing who sent it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dkg_relay_names_a_member_whose_round1_is_of_another_session() {
-    let cluster = start(3, 2, &[(3, Mode::DkgOtherSession)], keep).await;
-    let err = failed_dkg(&cluster, 31).await;
-    assert!(
-        matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(3) && phase.name == "start"),
-        "{err}"
-    );
+async fn dkg_relay_names_a_member_whose_round1_is_not_for_this_run() {
+    for (mode, seed) in [(Mode::DkgBadKindSignature, 7), (Mode::DkgOtherSession, 31)] {
+        let cluster = start(3, 2, &[(3, mode)], keep).await;
+        let err = failed_dkg(&cluster, seed).await;
+        assert!(
+            matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(3) && phase.name == "start"),
+            "seed {seed}: {err}"
+        );
+        assert!(err.round1_proof().is_none() && err.proofs().is_empty());
+    }
 }
 
 /// A member of an earlier version, sending no kind-bound signature, takes
