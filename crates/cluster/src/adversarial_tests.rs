@@ -67,6 +67,9 @@ enum Mode {
     /// DKG part 1: answers without a kind-bound signature, as a member of
     /// an earlier version does.
     DkgEarlierVersion,
+    /// DKG part 1: answers with its round-1 message signed (both
+    /// signatures) for another session.
+    DkgOtherSession,
     /// Signing round 2: answers with its shares but without fresh
     /// commitments, as a signer at its nonce capacity does.
     NoFreshCommitments,
@@ -469,6 +472,18 @@ impl Member {
                     }
                 }
                 Mode::DkgEarlierVersion => message.kind_signature = None,
+                Mode::DkgOtherSession => {
+                    let mut session = message.session;
+                    session.0[0] ^= 1;
+                    *message = SignedDkgMessage::sign_round1(
+                        &self.identity,
+                        session,
+                        message.wallet.clone(),
+                        message.sender,
+                        message.payload.clone(),
+                        (&DkgKind::Fresh, 2),
+                    );
+                }
                 _ => {}
             }
         }
@@ -785,17 +800,21 @@ async fn dkg_relay_names_a_member_whose_message_is_not_signed_by_it() {
     );
 }
 
-/// A member whose kind-bound signature does not verify is named by the
-/// relay before part 2, without a proof (the signature proves nothing).
+/// A member whose kind-bound signature does not verify, or that answers
+/// its start with a message it signed for another session, is named by
+/// the relay before part 2 (where every member would refuse the message
+/// without knowing who sent it), without a proof (it proves nothing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn dkg_relay_names_a_member_whose_kind_bound_signature_fails() {
-    let cluster = start(3, 2, &[(3, Mode::DkgBadKindSignature)], keep).await;
-    let err = failed_dkg(&cluster, 7).await;
-    assert!(
-        matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(3) && phase.name == "start"),
-        "{err}"
-    );
-    assert!(err.round1_proof().is_none() && err.proofs().is_empty());
+async fn dkg_relay_names_a_member_whose_round1_is_not_for_this_run() {
+    for (mode, seed) in [(Mode::DkgBadKindSignature, 7), (Mode::DkgOtherSession, 31)] {
+        let cluster = start(3, 2, &[(3, mode)], keep).await;
+        let err = failed_dkg(&cluster, seed).await;
+        assert!(
+            matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(3) && phase.name == "start"),
+            "seed {seed}: {err}"
+        );
+        assert!(err.round1_proof().is_none() && err.proofs().is_empty());
+    }
 }
 
 /// A member of an earlier version, sending no kind-bound signature, takes
@@ -805,6 +824,28 @@ async fn a_dkg_with_a_member_of_an_earlier_version_completes() {
     let cluster = start(3, 2, &[(2, Mode::DkgEarlierVersion)], keep).await;
     let outcome = dkg_from(&cluster, 1, 8).await;
     assert!(outcome.is_ok(), "{:?}", outcome.err());
+}
+
+/// With `require_round1_kind_signature` on at the relay (every member
+/// upgraded), a member that answers without a kind-bound signature is
+/// named before part 2: it answered the relay directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dkg_relay_requiring_the_kind_signature_names_a_member_without_it() {
+    let cluster = start(3, 2, &[(2, Mode::DkgEarlierVersion)], keep).await;
+    let mut node = cluster.node(seat(1));
+    node.limits.require_round1_kind_signature = true;
+    let err = run_dkg(
+        &Arc::new(Peers::new(&node).unwrap()),
+        the_wallet(&node),
+        &mut ChaCha20Rng::seed_from_u64(9),
+        &crate::Silent,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(2) && phase.name == "start"),
+        "{err}"
+    );
 }
 
 /// A member that never answers stalls `run_dkg` for as long as its own

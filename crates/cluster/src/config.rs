@@ -62,6 +62,9 @@ struct SignerSection {
     /// How long a DKG session may hold a wallet in memory from its part 1
     /// (`Limits::dkg_session_ttl`).
     dkg_session_ttl_secs: Option<u64>,
+    /// Whether a DKG round-1 message must carry its kind-bound signature
+    /// (`Limits::require_round1_kind_signature`).
+    require_round1_kind_signature: Option<bool>,
 }
 
 /// The longest `dkg_session_ttl_secs`: a day. A session holds its wallet
@@ -392,7 +395,9 @@ impl Config {
             None if file.daemon.is_some() => {
                 return Err(invalid("member", "is required with [daemon]".to_owned()));
             }
-            None if file.signer.dkg_session_ttl_secs.is_some() => {
+            None if file.signer.dkg_session_ttl_secs.is_some()
+                || file.signer.require_round1_kind_signature.is_some() =>
+            {
                 return Err(invalid("member", "is required with [signer]".to_owned()));
             }
             None => None,
@@ -599,6 +604,9 @@ fn signer_limits(
             ));
         }
         limits.dkg_session_ttl = Duration::from_secs(secs);
+    }
+    if let Some(required) = signer.require_round1_kind_signature {
+        limits.require_round1_kind_signature = required;
     }
     Ok(limits)
 }

@@ -15,7 +15,7 @@ use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError, RpcCode};
 use thresig_engine::{
     DkgKind, DkgPayload, DkgProposal, DkgRound1Proof, DkgSessionId, DkgShareProof, ErrorCode,
-    SignedDkgMessage,
+    Round1Answer, SignedDkgMessage, check_round1_answer,
 };
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -474,7 +474,10 @@ async fn run_session(
         if !message.verify(&wallet.config) {
             return Err(protocol(at_start, wallet, *seat, UNSIGNED));
         }
-        round1_checked(wallet, &proposal.kind, message, &at_start)?;
+        if peers.requires_kind_signature() && message.kind_signature.is_none() {
+            return Err(protocol(at_start, wallet, *seat, UNBOUND));
+        }
+        round1_checked(wallet, (&proposal.kind, session), message, &at_start)?;
     }
     let round1: Vec<SignedDkgMessage> = round1.into_values().collect();
 
@@ -563,36 +566,33 @@ async fn run_session(
     Ok(agreed)
 }
 
-/// Checks a member's round-1 `message` as every member's part 2 will:
-/// a kind-bound signature that does not verify for the session's `kind`
-/// names the member (it answered this relay directly), and a package that
-/// fails part 2's checks under a kind-bound signature fails the run with
-/// the proof. A message without one (a member of an earlier version)
-/// passes: its fault, if any, surfaces in part 2, naming it without proof.
+/// Checks a member's round-1 `message` as every member's part 2 will
+/// ([`check_round1_answer`], shared with the C library's relay): a message
+/// of another session or wallet, or a kind-bound signature that does not
+/// verify for the session's `kind`, names the member (it answered this
+/// relay directly), and a package that fails part 2's checks under a
+/// kind-bound signature fails the run with the proof. A message without
+/// one (a member of an earlier version) passes: its fault, if any,
+/// surfaces in part 2, naming it without proof.
 fn round1_checked(
     wallet: &NodeWallet,
-    kind: &DkgKind,
+    (kind, session): (&DkgKind, DkgSessionId),
     message: &SignedDkgMessage,
     phase: &DkgPhase,
 ) -> Result<(), DkgError> {
     let seat = message.sender;
-    match message.kind_signed(&wallet.config, kind) {
-        None => Ok(()),
-        Some(false) => Err(protocol(phase.clone(), wallet, seat, UNSIGNED_KIND)),
-        Some(true) => {
-            let proof = DkgRound1Proof::new(kind.clone(), message.clone());
-            match proof.verify(&wallet.config) {
-                Ok(fault) => {
-                    warn!(%seat, ?fault, "a member's round-1 package fails part 2's checks");
-                    Err(DkgError::Round1Proven {
-                        phase: phase.clone(),
-                        accused: wallet.cluster_seat(seat).unwrap_or(seat),
-                        proof: Box::new(proof),
-                    })
-                }
-                Err(_) => Ok(()),
-            }
+    match check_round1_answer(&wallet.config, (kind, session), message) {
+        Round1Answer::OtherSession => Err(protocol(phase.clone(), wallet, seat, OTHER_SESSION)),
+        Round1Answer::BadKindSignature => Err(protocol(phase.clone(), wallet, seat, UNSIGNED_KIND)),
+        Round1Answer::Proven(proof) => {
+            warn!(%seat, "a member's round-1 package fails part 2's checks");
+            Err(DkgError::Round1Proven {
+                phase: phase.clone(),
+                accused: wallet.cluster_seat(seat).unwrap_or(seat),
+                proof,
+            })
         }
+        _ => Ok(()),
     }
 }
 
@@ -813,6 +813,13 @@ const UNSIGNED: &str = "a message its identity key did not sign";
 /// A member's round-1 message whose kind-bound signature does not verify
 /// for the run's kind.
 const UNSIGNED_KIND: &str = "a round-1 message whose kind-bound signature its identity key did not make for this run's kind";
+
+/// A member's round-1 message without the kind-bound signature this relay
+/// requires (`require_round1_kind_signature`).
+const UNBOUND: &str = "a round-1 message without the kind-bound signature this relay requires (require_round1_kind_signature)";
+
+/// A member's round-1 message of another session or wallet than the run's.
+const OTHER_SESSION: &str = "a round-1 message of another session or wallet";
 
 /// The wallet's seats that take part in a session of `kind` (a refresh
 /// leaves its removed seats out, and those not among `holders`, the

@@ -34,6 +34,10 @@ pub struct Peers {
     endpoints: BTreeMap<Seat, SocketAddr>,
     clients: Mutex<BTreeMap<Seat, SignerClient>>,
     patience: Duration,
+    /// Whether a DKG run through these connections refuses a member's
+    /// round-1 answer without its kind-bound signature (this member's
+    /// `[signer] require_round1_kind_signature`).
+    require_kind_signature: bool,
 }
 
 impl std::fmt::Debug for Peers {
@@ -65,6 +69,7 @@ impl Peers {
             .limits
             .request_timeout
             .saturating_add(PATIENCE_MARGIN);
+        peers.require_kind_signature = node.limits.require_round1_kind_signature;
         Ok(peers)
     }
 
@@ -77,7 +82,15 @@ impl Peers {
             endpoints,
             clients: Mutex::new(BTreeMap::new()),
             patience: DEFAULT_PATIENCE,
+            require_kind_signature: false,
         }
+    }
+
+    /// Whether a DKG relay refuses a member's round-1 answer without its
+    /// kind-bound signature, naming the member (see [`Peers::new`]).
+    #[must_use]
+    pub fn requires_kind_signature(&self) -> bool {
+        self.require_kind_signature
     }
 
     /// These connections, waiting `patience` for each answer instead.

@@ -293,6 +293,15 @@ pub struct Limits {
     /// vanished keeps the wallet busy. Must not be zero (validated).
     #[serde(default = "default_dkg_session_ttl")]
     pub dkg_session_ttl: Duration,
+    /// Whether a DKG round-1 message must carry its kind-bound signature
+    /// (docs/blame.md, "Round-1 faults"). Off by default, so that members
+    /// of earlier versions, which send none, take part; once every member
+    /// is upgraded, on makes every round-1 fault provable: a member then
+    /// refuses a message without one (accusing nobody: the relay may have
+    /// stripped it), and a relay on this member names a member that
+    /// answers without one.
+    #[serde(default)]
+    pub require_round1_kind_signature: bool,
 }
 
 impl Default for Limits {
@@ -305,6 +314,7 @@ impl Default for Limits {
             replay_window: Duration::from_secs(3600),
             pending_per_wallet: default_pending_per_wallet(),
             dkg_session_ttl: default_dkg_session_ttl(),
+            require_round1_kind_signature: false,
         }
     }
 }

@@ -456,10 +456,15 @@ impl<S: Store> Signer<S> {
         for msg in round1 {
             check_envelope(slot, session, msg)?;
             // Checked when present (a sender of an earlier version sends
-            // none): one that does not verify for this session's kind may
-            // be the relay's, so it accuses nobody.
-            if msg.kind_signed(&slot.config, &kind) == Some(false) {
-                return Err(fail(NO_MEMBER, DkgFault::BadSignature));
+            // none; required once the operator says every member is
+            // upgraded): one that does not verify for this session's kind,
+            // or is missing, may be the relay's doing, so it accuses nobody.
+            match msg.kind_signed(&slot.config, &kind) {
+                Some(false) => return Err(fail(NO_MEMBER, DkgFault::BadSignature)),
+                None if self.limits.require_round1_kind_signature => {
+                    return Err(fail(NO_MEMBER, DkgFault::BadSignature));
+                }
+                _ => {}
             }
             let DkgPayload::Round1 { package, hpke_key } = &msg.payload else {
                 return Err(fail(NO_MEMBER, DkgFault::UnexpectedPayload));

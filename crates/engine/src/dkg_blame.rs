@@ -124,14 +124,15 @@ impl DkgShareProof {
             wallet: accusation.wallet.clone(),
             session: accusation.session,
             dkg,
-            // Without their kind-bound signatures, which this proof does
-            // not check: its file then reads in builds that predate them.
+            // Without kind-bound signatures, which this proof does not
+            // check (and only round-1 messages may carry): its file then
+            // reads in builds that predate them.
             round1: round1
                 .into_iter()
                 .map(|m| m.with_kind_signature(None))
                 .collect(),
-            round2,
-            accusation,
+            round2: round2.with_kind_signature(None),
+            accusation: accusation.with_kind_signature(None),
         }
     }
 

@@ -57,6 +57,53 @@ pub struct ProvenRound1Fault {
     pub fault: Round1Fault,
 }
 
+/// What a relay finds of a member's round-1 answer, checked as it arrives
+/// and before any is handed out ([`check_round1_answer`]): the cluster's
+/// relay and the C library's make the same check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Round1Answer {
+    /// A kind-bound signature that verifies over a package that passes
+    /// part 2's checks.
+    Sound,
+    /// No kind-bound signature (a member of an earlier version): part 2
+    /// checks the package, naming its sender without proof.
+    Unbound,
+    /// A message of another session or wallet than the relay's run.
+    OtherSession,
+    /// A kind-bound signature that does not verify for the run's kind.
+    BadKindSignature,
+    /// A package that fails part 2's checks under a valid kind-bound
+    /// signature: the proof.
+    Proven(Box<DkgRound1Proof>),
+}
+
+/// Checks a member's round-1 `message`, answered to a relay running
+/// `session` of `kind` for `wallet`, as every member's part 2 will: its
+/// session and wallet, its kind-bound signature and, under a valid one, its
+/// package. The relay checks the sender and the ordinary signature first.
+#[must_use]
+pub fn check_round1_answer(
+    wallet: &WalletConfig,
+    (kind, session): (&DkgKind, DkgSessionId),
+    message: &SignedDkgMessage,
+) -> Round1Answer {
+    if message.session != session || message.wallet != wallet.id {
+        return Round1Answer::OtherSession;
+    }
+    match message.kind_signed(wallet, kind) {
+        None => Round1Answer::Unbound,
+        Some(false) => Round1Answer::BadKindSignature,
+        Some(true) => {
+            let proof = DkgRound1Proof::new(kind.clone(), message.clone());
+            match proof.verify(wallet) {
+                Ok(_) => Round1Answer::Proven(Box::new(proof)),
+                Err(_) => Round1Answer::Sound,
+            }
+        }
+    }
+}
+
 impl DkgRound1Proof {
     /// The proof that `round1`, signed for a session of `dkg`, holds a
     /// bad package.

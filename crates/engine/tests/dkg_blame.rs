@@ -670,3 +670,24 @@ fn aborting_a_failed_rerun_of_a_committed_session_deletes_its_result() {
             .is_empty()
     );
 }
+
+/// A cheater that attaches a kind-bound signature to its round-2 message
+/// (a field only round-1 messages carry) does not get it into the proof:
+/// the file holds no unchecked field that earlier builds refuse, and it
+/// verifies.
+#[test]
+fn a_round2_message_carrying_a_kind_signature_is_proven_without_it() {
+    let c = Cluster::unkeyed(907, 2, 3, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let (c, p, r1, mut inbox, _) = cheating_run(c, p);
+    let round2 = from(&inbox, 2, 1).with_kind_signature(Some(HexBytes(vec![7; 64])));
+    replace(&mut inbox, 1, round2.clone());
+    let accusation = accusation_at(&c, &p, &inbox, (1, 2, DkgFault::InvalidPackage))
+        .with_kind_signature(Some(HexBytes(vec![9; 64])));
+    let proof = DkgShareProof::new(DkgKind::Fresh, r1, round2, accusation);
+    assert_eq!(proof.round2.kind_signature, None);
+    assert_eq!(proof.accusation.kind_signature, None);
+    let json = serde_json::to_string(&proof).unwrap();
+    assert!(!json.contains("kind_signature"), "{json}");
+    assert!(proof.verify(&config(&c)).is_ok());
+}

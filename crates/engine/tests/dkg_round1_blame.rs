@@ -303,6 +303,23 @@ fn a_round1_message_without_the_kind_signature_is_accepted() {
     );
 }
 
+/// With `require_round1_kind_signature` on (every member upgraded), a
+/// round-1 message without a kind-bound signature is refused, accusing no
+/// member: the relay may have stripped it.
+#[test]
+fn a_round1_message_without_the_kind_signature_is_refused_when_required() {
+    let mut limits = small_limits();
+    limits.require_round1_kind_signature = true;
+    let mut c = Cluster::with_wallets(941, 2, 3, &[Spec::new("w", Keys::None)], limits);
+    let p = proposal(&c, "w", 1);
+    let mut r1 = part1(&mut c, &p);
+    r1[1] = r1[1].clone().with_kind_signature(None);
+    assert_eq!(
+        part2_fails_at_one(&mut c, &p, &r1),
+        (None, DkgFault::BadSignature)
+    );
+}
+
 /// A proof against seat 2 of a fresh DKG (its package carrying seat 3's
 /// proof of knowledge), its file text and what it proves; built once.
 fn bad_pok_proof() -> &'static (WalletConfig, String, thresig_engine::ProvenRound1Fault) {

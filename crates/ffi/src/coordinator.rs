@@ -26,8 +26,9 @@ use thresig_cluster::{
 use thresig_crypto::{Commitment, Seat, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
-    DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response, Round1Request,
-    Round2Request, SignedDkgMessage, WalletConfig, WalletEpoch, WalletId,
+    DkgKind, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response,
+    Round1Answer, Round1Request, Round2Request, SignedDkgMessage, WalletConfig, WalletEpoch,
+    WalletId, check_round1_answer,
 };
 use thresig_roast::{Coordinator, Event, Misbehavior, Refusal, Reply, Round};
 use thresig_store::Recovery;
@@ -608,7 +609,10 @@ fn check_dkg_answer(
             return Err("sent a message its identity key did not sign".to_owned());
         }
         match (&message.payload, phase) {
-            (DkgPayload::Round1 { .. }, DkgPhase::Start) => {}
+            (DkgPayload::Round1 { .. }, DkgPhase::Start) => {
+                let session = relay.session.ok_or("answered a start no run sent")?;
+                round1_checked(wallet, session, message)?;
+            }
             (DkgPayload::Round2 { to, .. }, DkgPhase::Round2) if *to != seat => {
                 recipients.push(*to)
             }
@@ -641,6 +645,31 @@ fn check_dkg_answer(
     }
     relay.answers.insert(seat, messages);
     Ok(())
+}
+
+/// Checks a member's round-1 `message` of the run's `session` (a fresh
+/// DKG) as the cluster's relay does ([`check_round1_answer`]): a message of
+/// another session, a kind-bound signature that does not verify, or a
+/// package that fails part 2's checks under a valid one names the member,
+/// which answered this relay directly (no proof is written here).
+fn round1_checked(
+    wallet: &WalletConfig,
+    session: DkgSessionId,
+    message: &SignedDkgMessage,
+) -> Result<(), String> {
+    match check_round1_answer(wallet, (&DkgKind::Fresh, session), message) {
+        Round1Answer::OtherSession => {
+            Err("sent a round-1 message of another session or wallet".to_owned())
+        }
+        Round1Answer::BadKindSignature => Err(
+            "sent a round-1 message whose kind-bound signature its identity key did not make"
+                .to_owned(),
+        ),
+        Round1Answer::Proven(_) => {
+            Err("sent a round-1 package that fails the checks every member makes of it".to_owned())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A ROAST run over one PSBT.

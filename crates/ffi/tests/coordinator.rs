@@ -250,8 +250,36 @@ fn drive(
     members: &[Member],
     mut alter: impl FnMut(u64, &Value, &mut Value),
 ) -> (Vec<Value>, Vec<(u64, bool)>) {
-    let mut seen = Vec::new();
     let mut taken = Vec::new();
+    let seen = drive_all(
+        run,
+        members,
+        |to, envelope, response| {
+            if envelope["op"] != "round2" {
+                return None;
+            }
+            let signature = response["ok"]["signature"].as_str().unwrap();
+            assert_eq!(signature.len(), 128, "an Ed25519 signature: {response}");
+            alter(to, envelope, response);
+            Some(to)
+        },
+        |to, reply| taken.push((to, reply["accepted"] == true)),
+    );
+    (seen, taken)
+}
+
+/// Drives `run` (a signing run or a DKG) to its end with virtual time,
+/// relaying every transmit to its member; `alter` sees each answer (by
+/// member, with the envelope it answers) before the run does, and
+/// `replied` the run's reply to each answer `alter` returned a member for.
+/// Returns every event.
+fn drive_all(
+    run: &Coordinator,
+    members: &[Member],
+    mut alter: impl FnMut(u64, &Value, &mut Value) -> Option<u64>,
+    mut replied: impl FnMut(u64, &Value),
+) -> Vec<Value> {
+    let mut seen = Vec::new();
     let mut now_ms = 0;
     loop {
         while let Some(transmit) =
@@ -260,27 +288,22 @@ fn drive(
             let to = transmit["to"].as_u64().unwrap();
             let member = &members[usize::try_from(to).unwrap() - 1];
             let mut response = member.relay(&transmit["envelope"], 1);
-            let round2 = transmit["envelope"]["op"] == "round2";
-            if round2 {
-                let signature = response["ok"]["signature"].as_str().unwrap();
-                assert_eq!(signature.len(), 128, "an Ed25519 signature: {response}");
-                alter(to, &transmit["envelope"], &mut response);
-            }
+            let watched = alter(to, &transmit["envelope"], &mut response);
             let reply = run.call(
                 "handle_reply",
                 json!({"from": to, "tag": transmit["tag"], "now_ms": now_ms, "response": response}),
             );
-            if round2 {
-                taken.push((to, reply["accepted"] == true));
+            if let Some(to) = watched {
+                replied(to, &reply);
             }
         }
         let ended = events(run);
         seen.extend(ended.iter().cloned());
         if ended
             .iter()
-            .any(|e| e["type"] == "done" || e["type"] == "failed")
+            .any(|e| ["done", "dkg_done", "failed"].contains(&e["type"].as_str().unwrap_or("")))
         {
-            return (seen, taken);
+            return seen;
         }
         now_ms = run.call("poll_timeout", json!({}))["at_ms"]
             .as_u64()
@@ -390,4 +413,37 @@ fn a_culprit_event_carries_a_proof_that_verifies() {
         .unwrap();
     let fault = proof.verify(&wallet.config).unwrap();
     assert_eq!((fault.seat.get(), fault.input), (2, 0));
+}
+
+/// A member whose round-1 answer carries a kind-bound signature that does
+/// not verify is named by the relay, before any member's part 2 refuses
+/// the message without knowing who changed it.
+#[test]
+fn a_round1_answer_with_a_bad_kind_signature_fails_the_dkg_naming_its_member() {
+    let (_dir, members, relay) = dkg_relay();
+    let seen = drive_all(
+        &relay,
+        &members,
+        |to, envelope, response| {
+            if to == 3 && envelope["op"] == "dkg_start" {
+                let message = &mut response["ok"]["messages"][0];
+                let mut signature =
+                    hex::decode(message["kind_signature"].as_str().unwrap()).unwrap();
+                signature[0] ^= 1;
+                message["kind_signature"] = json!(hex::encode(signature));
+            }
+            None
+        },
+        |_, _| {},
+    );
+    let failed = seen
+        .iter()
+        .find(|e| e["type"] == "failed")
+        .unwrap_or_else(|| panic!("{seen:?}"));
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("member 3"), "{message}");
+    assert!(
+        !message.contains("member 1") && !message.contains("member 2"),
+        "{message}"
+    );
 }

@@ -219,6 +219,18 @@ fn the_dkg_session_ttl_is_read_from_the_signer_table_and_bounded() {
 }
 
 #[test]
+fn the_signer_table_may_require_the_round1_kind_signature() {
+    let node = parse(&valid()).unwrap().node.unwrap();
+    assert!(!node.limits.require_round1_kind_signature);
+    let text = edited(
+        "[[wallets]]",
+        "[signer]\nrequire_round1_kind_signature = true\n\n[[wallets]]",
+    );
+    let node = parse(&text).unwrap().node.unwrap();
+    assert!(node.signer_config().limits.require_round1_kind_signature);
+}
+
+#[test]
 fn a_full_member_file_loads_with_wallet_seats_identities_and_policy() {
     let config = parse(&valid()).unwrap();
     let node = config.node.unwrap();
