@@ -579,6 +579,17 @@ impl Cluster {
 }
 
 async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfig)) -> Cluster {
+    start_with(n, t, modes, tweak, |_| {}).await
+}
+
+/// [`start`], each member's signer configured by `signer`.
+async fn start_with(
+    n: u16,
+    t: u16,
+    modes: &[(u16, Mode)],
+    tweak: fn(&mut DaemonConfig),
+    signer: fn(&mut thresig_engine::SignerConfig),
+) -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let spec = ClusterSpec::new(
         ClusterName::new("test".to_owned()).unwrap(),
@@ -610,7 +621,9 @@ async fn start(n: u16, t: u16, modes: &[(u16, Mode)], tweak: fn(&mut DaemonConfi
         );
         let node = config.node(&path).unwrap();
         let key = identity::load(store.as_ref()).unwrap();
-        let signer = Signer::open(node.signer_config(), key.clone(), store.clone()).unwrap();
+        let mut signer_config = node.signer_config();
+        signer(&mut signer_config);
+        let signer = Signer::open(signer_config, key.clone(), store.clone()).unwrap();
         let mode = modes
             .iter()
             .find(|(s, _)| *s == number)
@@ -826,24 +839,47 @@ async fn a_dkg_with_a_member_of_an_earlier_version_completes() {
     assert!(outcome.is_ok(), "{:?}", outcome.err());
 }
 
+/// The failure of a DKG that member 1 relays with its
+/// `require_round1_kind_signature` set to `required`, drawn from `seed`.
+async fn failed_dkg_requiring(cluster: &Cluster, required: bool, seed: u64) -> DkgError {
+    let mut node = cluster.node(seat(1));
+    node.limits.require_round1_kind_signature = required;
+    run_dkg(
+        &Arc::new(Peers::new(&node).unwrap()),
+        the_wallet(&node),
+        &mut ChaCha20Rng::seed_from_u64(seed),
+        &crate::Silent,
+    )
+    .await
+    .unwrap_err()
+}
+
 /// With `require_round1_kind_signature` on at the relay (every member
 /// upgraded), a member that answers without a kind-bound signature is
 /// named before part 2: it answered the relay directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dkg_relay_requiring_the_kind_signature_names_a_member_without_it() {
     let cluster = start(3, 2, &[(2, Mode::DkgEarlierVersion)], keep).await;
-    let mut node = cluster.node(seat(1));
-    node.limits.require_round1_kind_signature = true;
-    let err = run_dkg(
-        &Arc::new(Peers::new(&node).unwrap()),
-        the_wallet(&node),
-        &mut ChaCha20Rng::seed_from_u64(9),
-        &crate::Silent,
-    )
-    .await
-    .unwrap_err();
+    let err = failed_dkg_requiring(&cluster, true, 9).await;
     assert!(
         matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(2) && phase.name == "start"),
+        "{err}"
+    );
+}
+
+/// Members requiring the kind-bound signature while the relay does not
+/// (mid-rollout): a member answering without one makes the others refuse
+/// part 2, and the relay names that member, whose answer it received
+/// directly, not a refusing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dkg_relay_not_requiring_the_kind_signature_names_the_unbound_sender_on_refusal() {
+    let cluster = start_with(3, 2, &[(3, Mode::DkgEarlierVersion)], keep, |s| {
+        s.limits.require_round1_kind_signature = true;
+    })
+    .await;
+    let err = failed_dkg_requiring(&cluster, false, 10).await;
+    assert!(
+        matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(3) && phase.name == "round 2"),
         "{err}"
     );
 }

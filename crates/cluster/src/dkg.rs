@@ -15,7 +15,7 @@ use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError, RpcCode};
 use thresig_engine::{
     DkgKind, DkgPayload, DkgProposal, DkgRound1Proof, DkgSessionId, DkgShareProof, ErrorCode,
-    Round1Answer, SignedDkgMessage, check_round1_answer,
+    Round1Answer, SignedDkgMessage, check_round1_answer, unbound_round1_senders,
 };
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -492,7 +492,8 @@ async fn run_session(
             .collect();
         async move { client.dkg_round2(wallet_id, session, others).await }
     })
-    .await?;
+    .await
+    .map_err(|error| unbound_refused(wallet, all_round1.as_slice(), error))?;
     // Each member must send exactly one message of its own to every other
     // member: checked here, so that a member that misroutes is named, not
     // the member it left without a package.
@@ -592,7 +593,33 @@ fn round1_checked(
                 proof,
             })
         }
-        _ => Ok(()),
+        Round1Answer::Sound | Round1Answer::Unbound => Ok(()),
+        _ => Err(protocol(phase.clone(), wallet, seat, UNCHECKED)),
+    }
+}
+
+/// A member's refusal of part 2 (`error`) for a round-1 message without
+/// the kind-bound signature it requires, when this relay does not require
+/// it (its own file lacks the setting, mid-rollout): the first sender of
+/// such a message in `round1`, which answered this relay directly, is
+/// named ([`unbound_round1_senders`]), not the refusing member, which
+/// accuses no one. Any other error is returned as it is.
+fn unbound_refused(wallet: &NodeWallet, round1: &[SignedDkgMessage], error: DkgError) -> DkgError {
+    let DkgError::Member {
+        phase,
+        error: DaemonError::Refused(refusal),
+        ..
+    } = &error
+    else {
+        return error;
+    };
+    let code = refusal.code.as_str();
+    match unbound_round1_senders((code, &refusal.message), round1).first() {
+        Some(&seat) => {
+            warn!(%seat, "members refused part 2: a round-1 message without the kind-bound signature");
+            protocol(phase.clone(), wallet, seat, UNBOUND_REFUSED)
+        }
+        None => error,
     }
 }
 
@@ -816,6 +843,11 @@ const UNSIGNED_KIND: &str = "a round-1 message whose kind-bound signature its id
 
 /// A member's round-1 message without the kind-bound signature this relay
 /// requires (`require_round1_kind_signature`).
+/// A round-1 message the members refused for want of the kind-bound
+/// signature they require, when this relay does not.
+const UNBOUND_REFUSED: &str = "a round-1 message without the kind-bound signature the members require (require_round1_kind_signature), so they refused part 2; upgrade it";
+/// A round-1 answer of a kind this build's check does not know.
+const UNCHECKED: &str = "a round-1 message this relay cannot check";
 const UNBOUND: &str = "a round-1 message without the kind-bound signature this relay requires (require_round1_kind_signature)";
 
 /// A member's round-1 message of another session or wallet than the run's.

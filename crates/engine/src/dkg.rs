@@ -462,7 +462,7 @@ impl<S: Store> Signer<S> {
             match msg.kind_signed(&slot.config, &kind) {
                 Some(false) => return Err(fail(NO_MEMBER, DkgFault::BadSignature)),
                 None if self.limits.require_round1_kind_signature => {
-                    return Err(fail(NO_MEMBER, DkgFault::BadSignature));
+                    return Err(fail(NO_MEMBER, DkgFault::MissingKindSignature));
                 }
                 _ => {}
             }

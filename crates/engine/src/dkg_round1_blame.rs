@@ -21,6 +21,7 @@ use crate::blame::{BlameError, PROOF_VERSION, check_header};
 use crate::config::WalletConfig;
 use crate::dkg_blame::DkgProofKind;
 use crate::dkg_msg::{DkgKind, DkgPayload, DkgSessionId, SignedDkgMessage};
+use crate::error::{DkgFault, ErrorCode};
 
 /// Evidence that a member's signed round-1 package of a DKG or refresh
 /// session fails part 2's checks. Serialized as JSON
@@ -102,6 +103,33 @@ pub fn check_round1_answer(
             }
         }
     }
+}
+
+/// Of the `round1` messages a relay received, each from its sender, the
+/// senders of those without a kind-bound signature, when a member's
+/// refusal of part 2 (its `code` and `message`) is for a missing one
+/// ([`DkgFault::MissingKindSignature`], under
+/// `require_round1_kind_signature`); empty for any other refusal. A relay
+/// that does not itself require the signature (the C library's, or one
+/// configured without the setting) names these senders instead of the
+/// refusing member, which accuses no one.
+#[must_use]
+pub fn unbound_round1_senders<'a>(
+    (code, message): (&str, &str),
+    round1: impl IntoIterator<Item = &'a SignedDkgMessage>,
+) -> Vec<Seat> {
+    let missing = format!("({:?})", DkgFault::MissingKindSignature);
+    if code != ErrorCode::DkgFailed.as_str() || !message.contains(&missing) {
+        return Vec::new();
+    }
+    let mut seats: Vec<Seat> = round1
+        .into_iter()
+        .filter(|m| m.kind_signature.is_none() && matches!(m.payload, DkgPayload::Round1 { .. }))
+        .map(|m| m.sender)
+        .collect();
+    seats.sort_unstable();
+    seats.dedup();
+    seats
 }
 
 impl DkgRound1Proof {

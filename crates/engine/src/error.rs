@@ -327,6 +327,12 @@ pub enum DkgFault {
     UnexpectedPayload,
     /// A validly signed confirmation of another result.
     ConfirmationMismatch,
+    /// A round-1 message without the kind-bound signature this member
+    /// requires (`require_round1_kind_signature`): the relay may have
+    /// stripped it, so no member is accused; a relay, which received each
+    /// round-1 message from its sender, names the senders whose messages
+    /// carried none ([`crate::unbound_round1_senders`]).
+    MissingKindSignature,
 }
 
 impl DkgFault {
@@ -345,6 +351,7 @@ impl DkgFault {
             Self::OwnMessageEchoed => "own_message_echoed",
             Self::UnexpectedPayload => "unexpected_payload",
             Self::ConfirmationMismatch => "confirmation_mismatch",
+            Self::MissingKindSignature => "missing_kind_signature",
         }
     }
 }

@@ -106,7 +106,9 @@ pub use dkg_blame::{DkgProofKind, DkgShareFault, DkgShareProof, ProvenDkgFault};
 pub use dkg_msg::{
     DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, RevealedHpkeKey, SignedDkgMessage,
 };
-pub use dkg_round1_blame::{DkgRound1Proof, ProvenRound1Fault, Round1Answer, check_round1_answer};
+pub use dkg_round1_blame::{
+    DkgRound1Proof, ProvenRound1Fault, Round1Answer, check_round1_answer, unbound_round1_senders,
+};
 pub use durable::decode_shares;
 pub use repair::{
     InvalidRepairPayload, MAX_APPROVAL_SECS, RepairPayload, RepairRequest, RepairResponse,

@@ -305,7 +305,8 @@ fn a_round1_message_without_the_kind_signature_is_accepted() {
 
 /// With `require_round1_kind_signature` on (every member upgraded), a
 /// round-1 message without a kind-bound signature is refused, accusing no
-/// member: the relay may have stripped it.
+/// member (the relay may have stripped it), with a fault of its own that a
+/// relay tells apart from a bad signature.
 #[test]
 fn a_round1_message_without_the_kind_signature_is_refused_when_required() {
     let mut limits = small_limits();
@@ -316,7 +317,7 @@ fn a_round1_message_without_the_kind_signature_is_refused_when_required() {
     r1[1] = r1[1].clone().with_kind_signature(None);
     assert_eq!(
         part2_fails_at_one(&mut c, &p, &r1),
-        (None, DkgFault::BadSignature)
+        (None, DkgFault::MissingKindSignature)
     );
 }
 

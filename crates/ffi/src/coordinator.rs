@@ -28,7 +28,7 @@ use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
     DkgKind, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response,
     Round1Answer, Round1Request, Round2Request, SignedDkgMessage, WalletConfig, WalletEpoch,
-    WalletId, check_round1_answer,
+    WalletId, check_round1_answer, unbound_round1_senders,
 };
 use thresig_roast::{Coordinator, Event, Misbehavior, Refusal, Reply, Round};
 use thresig_store::Recovery;
@@ -399,6 +399,10 @@ struct DkgRelay {
     phase: DkgPhase,
     /// This part's messages, by wallet seat.
     answers: BTreeMap<Seat, Vec<SignedDkgMessage>>,
+    /// The round-1 messages handed out, each received from its sender: a
+    /// member's refusal of part 2 for a missing kind-bound signature names
+    /// the senders of those without one ([`unbound_round1_senders`]).
+    round1: Vec<SignedDkgMessage>,
     /// Per member: confirmations answered, and whether one made it active.
     confirmed: BTreeMap<Seat, (usize, bool)>,
     output_key: Option<[u8; 32]>,
@@ -440,12 +444,37 @@ impl CoordinatorHandle {
             return;
         }
         let checked = match answer {
-            Err(refusal) => Err(format!(
-                "refused the DKG's {}: {} ({})",
-                phase.name(),
-                refusal.code.as_str(),
-                refusal.message
-            )),
+            Err(refusal) => {
+                // This relay cannot require the kind-bound signature (it
+                // reads no `[signer]` setting); members that do refuse part
+                // 2 accusing no one, and the senders of round-1 messages
+                // without one, which answered this relay directly, are named.
+                let code = refusal.code.as_str();
+                let unbound = unbound_round1_senders((code, &refusal.message), &relay.round1);
+                if !unbound.is_empty() {
+                    let members: Vec<String> = unbound
+                        .iter()
+                        .map(|s| self.wallet.cluster_seat(*s).unwrap_or(*s).get().to_string())
+                        .collect();
+                    let (noun, verb) = if members.len() == 1 {
+                        ("member", "was")
+                    } else {
+                        ("members", "were")
+                    };
+                    self.fail_dkg(&format!(
+                        "{noun} {}: its round-1 message {verb} without the kind-bound signature \
+                         the members require (require_round1_kind_signature), so they refused \
+                         part 2; upgrade it",
+                        members.join(", ")
+                    ));
+                    return;
+                }
+                Err(format!(
+                    "refused the DKG's {}: {code} ({})",
+                    phase.name(),
+                    refusal.message
+                ))
+            }
             Ok(response) => check_dkg_answer(relay, &self.wallet.config, seat, phase, response),
         };
         if let Err(problem) = checked {
@@ -470,6 +499,9 @@ impl CoordinatorHandle {
             DkgPhase::Start | DkgPhase::Round2 | DkgPhase::Finish if relay.answers.len() == n => {
                 let answers = std::mem::take(&mut relay.answers);
                 let all: Vec<SignedDkgMessage> = answers.into_values().flatten().collect();
+                if relay.phase == DkgPhase::Start {
+                    relay.round1.clone_from(&all);
+                }
                 for seat in wallet_seats(n) {
                     let request = match relay.phase {
                         DkgPhase::Start => Request::DkgRound2 {
@@ -668,7 +700,8 @@ fn round1_checked(
         Round1Answer::Proven(_) => {
             Err("sent a round-1 package that fails the checks every member makes of it".to_owned())
         }
-        _ => Ok(()),
+        Round1Answer::Sound | Round1Answer::Unbound => Ok(()),
+        _ => Err("sent a round-1 message this relay cannot check".to_owned()),
     }
 }
 

@@ -6,7 +6,9 @@ mod common;
 
 use common::{Coordinator, Member, WALLET};
 use serde_json::{Value, json};
-use thresig_engine::{BlameProof, Round2Request, Round2Response, package_hash};
+use thresig_engine::{
+    BlameProof, DkgKind, DkgPayload, Round2Request, Round2Response, SignedDkgMessage, package_hash,
+};
 
 /// A keyed 2-of-3 cluster: its directory, configuration files and members.
 fn keyed() -> (tempfile::TempDir, Vec<std::path::PathBuf>, Vec<Member>) {
@@ -420,17 +422,89 @@ fn a_culprit_event_carries_a_proof_that_verifies() {
 /// the message without knowing who changed it.
 #[test]
 fn a_round1_answer_with_a_bad_kind_signature_fails_the_dkg_naming_its_member() {
-    let (_dir, members, relay) = dkg_relay();
+    dkg_failure_names_member_3(Altered::BadKindSignature);
+}
+
+/// Every member's config file with `[signer] require_round1_kind_signature`.
+fn requiring_kind_signature(configs: &[std::path::PathBuf]) {
+    for path in configs {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(!text.contains("[signer]"), "{text}");
+        let text = text.replacen(
+            "[[wallets]]",
+            "[signer]\nrequire_round1_kind_signature = true\n\n[[wallets]]",
+            1,
+        );
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// How member 3's round-1 answer to its start is altered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Altered {
+    /// Its kind-bound signature with byte 0 flipped.
+    BadKindSignature,
+    /// Its kind-bound signature removed, the members requiring one.
+    Unbound,
+    /// Re-signed (both signatures) for a session with byte 0 flipped.
+    OtherSession,
+    /// Its package's last byte (of the proof of knowledge's response
+    /// scalar) flipped, re-signed under a valid kind-bound signature.
+    BadPackage,
+}
+
+/// The `failed` message of a fresh cluster's DKG through the C library's
+/// relay, member 3's round-1 answer `altered`, asserting it names member 3
+/// and neither other member.
+fn dkg_failure_names_member_3(altered: Altered) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = common::cluster(dir.path());
+    if altered == Altered::Unbound {
+        requiring_kind_signature(&configs);
+    }
+    // Member 3's identity key, read before its handle locks the store.
+    let identity = thresig_cluster::node::Node::open(&configs[2])
+        .unwrap()
+        .identity_key()
+        .unwrap();
+    let members: Vec<Member> = configs.iter().map(|c| Member::open(c)).collect();
+    let relay = Coordinator::open(&json!({
+        "kind": "dkg", "config_path": configs[0], "wallet": WALLET,
+    }));
+    let alter = |message: &mut Value| {
+        if altered == Altered::BadKindSignature {
+            let mut signature = hex::decode(message["kind_signature"].as_str().unwrap()).unwrap();
+            signature[0] ^= 1;
+            message["kind_signature"] = json!(hex::encode(signature));
+            return;
+        }
+        if altered == Altered::Unbound {
+            message.as_object_mut().unwrap().remove("kind_signature");
+            return;
+        }
+        let honest: SignedDkgMessage = serde_json::from_value(message.clone()).unwrap();
+        let (mut session, mut payload) = (honest.session, honest.payload.clone());
+        if altered == Altered::OtherSession {
+            session.0[0] ^= 1;
+        } else if let DkgPayload::Round1 { package, .. } = &mut payload {
+            *package.0.last_mut().unwrap() ^= 1;
+        }
+        let resigned = SignedDkgMessage::sign_round1(
+            &identity,
+            session,
+            honest.wallet.clone(),
+            honest.sender,
+            payload,
+            (&DkgKind::Fresh, 2),
+        );
+        *message = serde_json::to_value(&resigned).unwrap();
+    };
     let seen = drive_all(
         &relay,
         &members,
         |to, envelope, response| {
             if to == 3 && envelope["op"] == "dkg_start" {
-                let message = &mut response["ok"]["messages"][0];
-                let mut signature =
-                    hex::decode(message["kind_signature"].as_str().unwrap()).unwrap();
-                signature[0] ^= 1;
-                message["kind_signature"] = json!(hex::encode(signature));
+                alter(&mut response["ok"]["messages"][0]);
             }
             None
         },
@@ -440,10 +514,36 @@ fn a_round1_answer_with_a_bad_kind_signature_fails_the_dkg_naming_its_member() {
         .iter()
         .find(|e| e["type"] == "failed")
         .unwrap_or_else(|| panic!("{seen:?}"));
-    let message = failed["message"].as_str().unwrap();
+    let message = failed["message"].as_str().unwrap().to_owned();
     assert!(message.contains("member 3"), "{message}");
     assert!(
         !message.contains("member 1") && !message.contains("member 2"),
         "{message}"
     );
+    message
+}
+
+/// Members requiring the kind-bound signature refuse part 2 when member 3
+/// answered without one; the C library's relay, which cannot enforce the
+/// setting, names member 3 (whose answer it received directly), not the
+/// refusing member.
+#[test]
+fn members_refusing_an_unbound_round1_message_make_the_relay_name_its_sender() {
+    let message = dkg_failure_names_member_3(Altered::Unbound);
+    assert!(message.contains("kind-bound signature"), "{message}");
+}
+
+/// A round-1 answer re-signed for another session names its member.
+#[test]
+fn a_round1_answer_of_another_session_fails_the_dkg_naming_its_member() {
+    let message = dkg_failure_names_member_3(Altered::OtherSession);
+    assert!(message.contains("another session"), "{message}");
+}
+
+/// A round-1 package that fails part 2's checks under a valid kind-bound
+/// signature names its member alone.
+#[test]
+fn a_round1_package_failing_its_checks_fails_the_dkg_naming_its_member() {
+    let message = dkg_failure_names_member_3(Altered::BadPackage);
+    assert!(message.contains("fails the checks"), "{message}");
 }
