@@ -1,4 +1,4 @@
-//! A blame proof file of either kind: a signing proof ([`BlameProof`],
+//! A blame proof file of any kind: a signing proof ([`BlameProof`],
 //! which names no `kind`) or a DKG proof ([`DkgShareProof`], `kind`
 //! `dkg_share`; [`DkgRound1Proof`], `kind` `dkg_round1`), told apart
 //! before any is decoded.
@@ -10,7 +10,7 @@ use crate::dkg_blame::DkgShareProof;
 use crate::dkg_round1_blame::DkgRound1Proof;
 
 /// A decoded proof file (each kind boxed: a proof is read once, and the
-/// two differ much in size).
+/// kinds differ much in size).
 ///
 /// Exhaustive on purpose: whoever reads proof files must check every kind
 /// it can decode.
