@@ -1,7 +1,7 @@
 //! Blame proofs on the command line: the files `thresig sign`, `thresig
 //! dkg`, `thresig refresh` and the demo write for each culprit
 //! (`culprit-<seat>.proof.json`), and `thresig blame verify`, which checks
-//! one of either kind against the roster of a member's configuration alone
+//! one of any kind against the roster of a member's configuration alone
 //! (docs/blame.md).
 
 use crate::MEMBER_CONFIG;
@@ -43,8 +43,9 @@ pub(crate) struct BlameArgs {
 enum BlameCommand {
     /// Check a culprit proof (`culprit-<seat>.proof.json` of `thresig
     /// sign`, `thresig dkg` or `thresig refresh`) against the roster of a
-    /// member's configuration: exit 0 when it proves an invalid share (a
-    /// signature share, or a DKG round-2 package), 1 when it does not.
+    /// member's configuration: exit 0 when it proves a fault (an invalid
+    /// signature share, DKG round-2 package or DKG round-1 package), 1 when
+    /// it does not.
     Verify(VerifyArgs),
 }
 
