@@ -289,12 +289,14 @@ fn verify(args: &VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-/// How a verified DKG proof's fault reads in `blame verify`'s line.
+/// How a verified DKG share proof's fault reads in `blame verify`'s line.
 fn dkg_fault_text(fault: DkgShareFault) -> &'static str {
     match fault {
         DkgShareFault::Unopened => "it does not open with the recipient's session key",
         DkgShareFault::Undecodable => "it opens to no round-2 package",
-        _ => "its share does not verify against the sender's commitments",
+        DkgShareFault::Invalid => "its share does not verify against the sender's commitments",
+        // A fault this build does not know: named as such, not as another.
+        _ => "it fails the recipient's part 3 checks",
     }
 }
 
