@@ -843,12 +843,14 @@ const UNSIGNED_KIND: &str = "a round-1 message whose kind-bound signature its id
 
 /// A member's round-1 message without the kind-bound signature this relay
 /// requires (`require_round1_kind_signature`).
+const UNBOUND: &str = "a round-1 message without the kind-bound signature this relay requires (require_round1_kind_signature)";
+
 /// A round-1 message the members refused for want of the kind-bound
 /// signature they require, when this relay does not.
 const UNBOUND_REFUSED: &str = "a round-1 message without the kind-bound signature the members require (require_round1_kind_signature), so they refused part 2; upgrade it";
+
 /// A round-1 answer of a kind this build's check does not know.
 const UNCHECKED: &str = "a round-1 message this relay cannot check";
-const UNBOUND: &str = "a round-1 message without the kind-bound signature this relay requires (require_round1_kind_signature)";
 
 /// A member's round-1 message of another session or wallet than the run's.
 const OTHER_SESSION: &str = "a round-1 message of another session or wallet";
