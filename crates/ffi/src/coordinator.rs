@@ -456,17 +456,7 @@ impl CoordinatorHandle {
                         .iter()
                         .map(|s| self.wallet.cluster_seat(*s).unwrap_or(*s).get().to_string())
                         .collect();
-                    let (noun, verb) = if members.len() == 1 {
-                        ("member", "was")
-                    } else {
-                        ("members", "were")
-                    };
-                    self.fail_dkg(&format!(
-                        "{noun} {}: its round-1 message {verb} without the kind-bound signature \
-                         the members require (require_round1_kind_signature), so they refused \
-                         part 2; upgrade it",
-                        members.join(", ")
-                    ));
+                    self.fail_dkg(&unbound_refusal(&members));
                     return;
                 }
                 Err(format!(
@@ -943,11 +933,43 @@ fn decode_commitments(encoded: &[HexBytes]) -> Option<Vec<Commitment>> {
         .collect()
 }
 
+/// Why a DKG failed when the members refused part 2 for the round-1
+/// messages of `members` (cluster seats), which carried no kind-bound
+/// signature.
+fn unbound_refusal(members: &[String]) -> String {
+    let (noun, theirs, verb, them) = if members.len() == 1 {
+        ("member", "its round-1 message", "was", "it")
+    } else {
+        ("members", "their round-1 messages", "were", "them")
+    };
+    format!(
+        "{noun} {}: {theirs} {verb} without the kind-bound signature the members require \
+         (require_round1_kind_signature), so they refused part 2; upgrade {them}",
+        members.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use thresig_engine::test_util::{identity, identity_secret};
 
     use super::*;
+
+    #[test]
+    fn an_unbound_refusal_agrees_with_how_many_members_it_names() {
+        let one = unbound_refusal(&["3".to_owned()]);
+        assert!(
+            one.starts_with("member 3: its round-1 message was without")
+                && one.ends_with("upgrade it"),
+            "{one}"
+        );
+        let two = unbound_refusal(&["2".to_owned(), "3".to_owned()]);
+        assert!(
+            two.starts_with("members 2, 3: their round-1 messages were without")
+                && two.ends_with("upgrade them"),
+            "{two}"
+        );
+    }
 
     /// A round-2 answer of seat 1 with one message to each of `to`, each
     /// signed with its identity key.
