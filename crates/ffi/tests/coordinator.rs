@@ -422,7 +422,11 @@ fn a_culprit_event_carries_a_proof_that_verifies() {
 /// the message without knowing who changed it.
 #[test]
 fn a_round1_answer_with_a_bad_kind_signature_fails_the_dkg_naming_its_member() {
-    dkg_failure_names_member_3(Altered::BadKindSignature);
+    let message = dkg_failure_names_member_3(Altered::BadKindSignature);
+    assert!(
+        message.contains("kind-bound signature its identity key did not make"),
+        "{message}"
+    );
 }
 
 /// Every member's config file with `[signer] require_round1_kind_signature`.
