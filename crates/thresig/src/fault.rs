@@ -1,8 +1,8 @@
 //! The demo's malicious members and `thresig load`'s flaky ones: real
 //! signers whose round-2 shares (or DKG round-1 or round-2 packages) are
-//! altered on the way out, or whose
-//! round-2 answers are held back past the coordinator's request timeout,
-//! hosted in the demo's (or the load generator's) own process.
+//! altered on the way out, or whose round-2 answers are held back past the
+//! coordinator's request timeout, hosted in the demo's (or the load
+//! generator's) own process.
 //!
 //! A faulty member runs the real engine and daemon on its configured
 //! address, so it keeps every signer-side check and its markers; only the
