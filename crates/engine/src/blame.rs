@@ -377,7 +377,7 @@ impl BlameProof {
     }
 }
 
-/// The first checks of a proof of either kind: every wallet it names is
+/// The first checks of a proof of any kind: every wallet it names is
 /// `wallet`, then its format version is this build's.
 ///
 /// # Errors
