@@ -163,12 +163,14 @@ impl DkgRound1Proof {
         let id = &wallet.id;
         check_header(id, [&self.wallet, &self.round1.wallet], self.version)?;
         let accused = self.round1.sender;
-        let DkgPayload::Round1 { package, .. } = &self.round1.payload else {
-            return Err(BlameError::DkgRound1Message { wallet: id.clone() });
+        let package = match &self.round1.payload {
+            DkgPayload::Round1 { package, .. }
+                if self.kind == DkgProofKind::DkgRound1 && self.round1.session == self.session =>
+            {
+                package
+            }
+            _ => return Err(BlameError::DkgRound1Message { wallet: id.clone() }),
         };
-        if self.kind != DkgProofKind::DkgRound1 || self.round1.session != self.session {
-            return Err(BlameError::DkgRound1Message { wallet: id.clone() });
-        }
         if self.round1.kind_signed(wallet, &self.dkg) != Some(true) {
             return Err(BlameError::DkgSignature {
                 wallet: id.clone(),
