@@ -341,9 +341,10 @@ pub struct SignedDkgMessage {
     pub payload: DkgPayload,
     /// Ed25519 signature over (session, wallet, sender, payload).
     pub signature: HexBytes,
-    /// A round-1 message's second signature, over the same fields and the
-    /// session's [`DkgKind`] under a domain of its own: it makes a bad
-    /// round-1 package a transferable proof (docs/blame.md). Absent from
+    /// A round-1 message's second signature, over the same fields, the
+    /// session's [`DkgKind`] and the wallet's threshold under a domain of
+    /// its own: it makes a bad round-1 package a transferable proof
+    /// (docs/blame.md). Absent from
     /// members that predate it, and then left out of the JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind_signature: Option<HexBytes>,
