@@ -1055,10 +1055,10 @@ impl<S: Store> Signer<S> {
     /// in progress (or failed with an accusation) is dropped from memory,
     /// with Ok; a finished but unconfirmed one has its result and key
     /// package deleted, so a new DKG can run, also when a later run of the
-    /// same session is in memory. Only
-    /// `session` is touched: another session of the wallet in memory (one
-    /// started after this one's result was adopted) keeps running, and a
-    /// confirmed (active) wallet is never touched. A refresh whose
+    /// same session is in memory. Only `session` is touched: another
+    /// session of the wallet in memory (one started after this one's
+    /// result was adopted) keeps running, and a confirmed (active) wallet
+    /// is never touched. A refresh whose
     /// confirmation this member released is refused: the others may switch
     /// on it, and only a signed abandonment proves they never can.
     ///
