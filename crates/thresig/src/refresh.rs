@@ -43,7 +43,8 @@ pub(crate) struct RefreshArgs {
     #[arg(long, value_name = "SESSION")]
     abort: Option<String>,
     /// Where to write the proof against a member whose round-2 package
-    /// another member proved invalid (`culprit-<seat>.proof.json`,
+    /// another member proved invalid, or whose round-1 package fails the
+    /// checks under its kind-bound signature (`culprit-<seat>.proof.json`,
     /// checked by `thresig blame verify`).
     #[arg(long, value_name = "DIR", default_value = ".")]
     proof_dir: PathBuf,
