@@ -865,6 +865,11 @@ async fn a_dkg_relay_requiring_the_kind_signature_names_a_member_without_it() {
         matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(2) && phase.name == "start"),
         "{err}"
     );
+    assert!(
+        err.to_string()
+            .contains("kind-bound signature this relay requires"),
+        "{err}"
+    );
 }
 
 /// Members requiring the kind-bound signature while the relay does not
@@ -882,6 +887,7 @@ async fn a_dkg_relay_not_requiring_the_kind_signature_names_the_unbound_sender_o
         matches!(&err, DkgError::Protocol { seat: s, phase, .. } if *s == seat(3) && phase.name == "round 2"),
         "{err}"
     );
+    assert!(err.to_string().contains("the members require"), "{err}");
 }
 
 /// A member that never answers stalls `run_dkg` for as long as its own
