@@ -348,12 +348,15 @@ fn a_helper_that_leaves_the_group_holding_stdout_neither_delays_the_answer_nor_l
     // The helper starts its own session, so the group kill cannot reach it,
     // and it keeps the program's stdout and stderr open after the program
     // has printed its whole answer and exited. The program answers only
-    // once the helper has said (through a FIFO) that it left the group.
+    // once the helper has said (through a FIFO) that it left the group; the
+    // helper says it from a subshell, since a redirection in the helper's
+    // own shell replaces its stdout with the FIFO until the write returns,
+    // and the pipes below would then be checked while it still holds that.
     let escaper = recorder(concat!(
         "#!/bin/sh\n",
         "fifo=\"$1.$$\"\n",
         "/usr/bin/mkfifo \"$fifo\"\n",
-        "/usr/bin/setsid /bin/sh -c 'echo $$ > \"$1\"; exec /bin/sleep 1000' helper \"$fifo\" &\n",
+        "/usr/bin/setsid /bin/sh -c '(echo $$ > \"$1\"); exec /bin/sleep 1000' helper \"$fifo\" &\n",
         "read helper < \"$fifo\"\n",
         "/bin/rm \"$fifo\"\n",
         "echo \"$$ $helper\" >> \"$1\"\n",
