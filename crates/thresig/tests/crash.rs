@@ -43,8 +43,13 @@ fn signing_survives_kill_9_and_no_commitment_signs_two_packages() {
             .x_only_public_key();
         thresig_tx::TaprootWallet::new(Network::Regtest, x, None).address()
     };
-    let mut cluster =
-        ProcessCluster::provision(MEMBERS, THRESHOLD, &[destination.to_string()], seed);
+    // The stream signs until every kill happened, however long the
+    // restarts take: the default daily limit (50 a day for one coordinator
+    // at t = 2) would stop it first on a slow day.
+    let mut cluster = ProcessCluster::provision_with_policy(MEMBERS, THRESHOLD, seed, |policy| {
+        policy.destinations = vec![destination.to_string()];
+        policy.max_per_day = Some(thresig_tx::MAX_PER_DAY_CEILING);
+    });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     cluster.start_all(&runtime);
     let coordinator = seat(1);

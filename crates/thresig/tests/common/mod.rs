@@ -82,6 +82,19 @@ impl ProcessCluster {
     /// Provisions `n` members of a `t`-of-`n` wallet whose policy allows
     /// paying `destinations`; starts none.
     pub fn provision(n: u16, t: u16, destinations: &[String], seed: u64) -> Self {
+        Self::provision_with_policy(n, t, seed, |policy| {
+            policy.destinations = destinations.to_vec();
+        })
+    }
+
+    /// [`Self::provision`] with the wallet's policy as `edit` leaves the
+    /// default one.
+    pub fn provision_with_policy(
+        n: u16,
+        t: u16,
+        seed: u64,
+        edit: impl FnOnce(&mut thresig_tx::PolicyConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = ClusterSpec::new(
             ClusterName::new("test".to_owned()).unwrap(),
@@ -90,7 +103,7 @@ impl ProcessCluster {
             WalletId::new(WALLET.to_owned()).unwrap(),
             t,
         );
-        spec.policy.destinations = destinations.to_vec();
+        edit(&mut spec.policy);
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let local = LocalCluster::create(
             &dir.path().join("c"),
