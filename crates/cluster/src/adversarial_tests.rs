@@ -1289,14 +1289,7 @@ async fn a_member_that_is_down_calls_a_quarantined_one_in_at_once() {
     let peers = cluster.peers(seat(1));
     let node = cluster.node(seat(1));
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
-    run_dkg(
-        &peers,
-        node.wallet(&wallet_id).unwrap(),
-        &mut ChaCha20Rng::seed_from_u64(50),
-        &crate::Silent,
-    )
-    .await
-    .unwrap();
+    dkg_from(&cluster, 1, 50).await.unwrap();
     let own = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
     // Member 2's endpoint now leads nowhere: every connection is refused.
     let mut down = cluster.node(seat(1));
@@ -1425,15 +1418,7 @@ async fn members_whose_stores_rotated_at_different_times_sign_for_every_coordina
     let cluster = start(3, 2, &[], keep).await;
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
     cluster.stores[0].rotate_dek().unwrap();
-    let node = cluster.node(seat(1));
-    run_dkg(
-        &cluster.peers(seat(1)),
-        node.wallet(&wallet_id).unwrap(),
-        &mut ChaCha20Rng::seed_from_u64(11),
-        &crate::Silent,
-    )
-    .await
-    .unwrap();
+    dkg_from(&cluster, 1, 11).await.unwrap();
     cluster.stores[2].rotate_dek().unwrap();
     for coordinator in 1..=3 {
         let peers = cluster.peers(seat(coordinator));
@@ -1597,14 +1582,7 @@ async fn a_failed_round1_call_is_not_taken_for_its_re_ask() {
     let node = cluster.node(seat(1));
     let wallet_id = WalletId::new(WALLET.to_owned()).unwrap();
     let peers = cluster.peers(seat(1));
-    run_dkg(
-        &peers,
-        node.wallet(&wallet_id).unwrap(),
-        &mut ChaCha20Rng::seed_from_u64(51),
-        &crate::Silent,
-    )
-    .await
-    .unwrap();
+    dkg_from(&cluster, 1, 51).await.unwrap();
     let own = crate::own_wallet(&peers, &node, &wallet_id).await.unwrap();
     let peers = Arc::new(Peers::new(&node).unwrap().with_patience(ROUND1_PATIENCE));
     let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
