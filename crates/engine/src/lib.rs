@@ -30,8 +30,9 @@
 //!   signing, policy or verification behaviour.
 //!
 //! # Invariants (DESIGN.md §4)
-//! - No clock reads, no RNG creation, no sockets: `now` and `rng` are
-//!   arguments.
+//! - No clock reads of its own, no RNG creation, no sockets: the time
+//!   (`now`, or a [`Clock`] where a stale reading would count wrongly) and
+//!   `rng` are arguments.
 //! - Nonces live in memory only, keyed by the hash of their own commitment,
 //!   and are taken only as one whole round-1 vector, in order; taking
 //!   destroys them, and signing runs outside any store transaction.
@@ -75,6 +76,7 @@ pub mod audit;
 mod blame;
 mod blame_file;
 mod check;
+mod clock;
 mod config;
 mod dkg;
 mod dkg_blame;
@@ -101,6 +103,7 @@ pub use api::{
 pub use blame::{BlameError, BlameProof, ProvenFault};
 pub use blame_file::{BlameFile, ProofFileError};
 pub use check::{commitment_hash, package_hash};
+pub use clock::Clock;
 pub use dkg::{ConfirmationStatus, DkgProposal};
 pub use dkg_blame::{DkgProofKind, DkgShareFault, DkgShareProof, ProvenDkgFault};
 pub use dkg_msg::{

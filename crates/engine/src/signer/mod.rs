@@ -33,6 +33,7 @@ use thresig_store::{Store, WriteOp};
 use thresig_tx::{Network, Policy};
 
 use crate::api::{HexBytes, RefreshStatus, Request, Response, WalletStatus};
+use crate::clock::Clock;
 use crate::config::{ConfigError, Limits, SignerConfig, WalletConfig};
 use crate::dkg::DkgSession;
 use crate::dkg_msg::DkgSessionId;
@@ -256,6 +257,9 @@ impl<S: Store> Signer<S> {
     /// that check returns, so none of them can run for a non-member. A
     /// listing shows only the wallets `from` is a member of.
     ///
+    /// `clock` gives the time (a [`Timestamp`] for a fixed one): it is
+    /// read when the request arrives.
+    ///
     /// # Errors
     /// [`Error::CoordinatorNotMember`] (also for an unknown wallet), and
     /// as for the kind of request:
@@ -277,11 +281,12 @@ impl<S: Store> Signer<S> {
     ///   [`Error::Store`].
     pub fn handle<R: RngCore + CryptoRng>(
         &self,
-        now: Timestamp,
+        clock: impl Clock,
         from: CoordinatorId,
         request: Request,
         rng: &mut R,
     ) -> Result<Response, Error> {
+        let now = clock.now();
         // Only a listing addresses no wallet.
         let Some(wallet) = request.wallet() else {
             return self.listing(from);

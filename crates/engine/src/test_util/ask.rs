@@ -7,7 +7,7 @@ use thresig_store::Store;
 
 use super::coordinator;
 use crate::{
-    AbortRequest, ConfirmationStatus, CoordinatorId, DkgProposal, DkgSessionId, Error, Request,
+    AbortRequest, Clock, ConfirmationStatus, CoordinatorId, DkgProposal, DkgSessionId, Error, Request,
     Response, Round1Request, Round1Response, Round2Request, Round2Response, SignedDkgMessage,
     Signer, Timestamp, WalletId,
 };
@@ -16,13 +16,13 @@ use crate::{
 /// different kind of answer is an engine bug: the test fails).
 fn ask<S: Store, T>(
     signer: &Signer<S>,
-    now: Timestamp,
+    clock: impl Clock,
     from: CoordinatorId,
     request: Request,
     rng: &mut (impl RngCore + CryptoRng),
     kind: impl FnOnce(Response) -> Option<T>,
 ) -> Result<T, Error> {
-    let response = signer.handle(now, from, request, rng)?;
+    let response = signer.handle(clock, from, request, rng)?;
     let shown = format!("{response:?}");
     Ok(kind(response).unwrap_or_else(|| panic!("an answer of another kind: {shown}")))
 }
@@ -87,20 +87,21 @@ impl<S: Store> Via<'_, S> {
         )
     }
 
-    /// Signing round 2.
+    /// Signing round 2, at `clock`'s time (a [`Timestamp`] for a fixed
+    /// one).
     ///
     /// # Errors
     /// The signer's refusal.
     pub fn round2(
         &self,
-        now: Timestamp,
+        clock: impl Clock,
         from: CoordinatorId,
         req: &Round2Request,
         rng: &mut (impl RngCore + CryptoRng),
     ) -> Result<Round2Response, Error> {
         ask(
             self,
-            now,
+            clock,
             from,
             Request::Round2(req.clone()),
             rng,
