@@ -258,7 +258,11 @@ impl<S: Store> Signer<S> {
     /// listing shows only the wallets `from` is a member of.
     ///
     /// `clock` gives the time (a [`Timestamp`] for a fixed one): it is
-    /// read when the request arrives.
+    /// read when the request arrives, and round 2 reads it again once it
+    /// holds the wallet's lock, for everything it does under it (the
+    /// policy, the rate ledger and its charge, the nonces, the marker and
+    /// its audit entry), so that the charges committed while it waited for
+    /// the lock are never dated ahead of its time.
     ///
     /// # Errors
     /// [`Error::CoordinatorNotMember`] (also for an unknown wallet), and
@@ -296,7 +300,7 @@ impl<S: Store> Signer<S> {
         match request {
             Request::Round1(req) => self.round1(now, &member, &req, rng).map(Response::Round1),
             Request::Round2(req) => self
-                .round2_applied(now, &member, &req, rng)
+                .round2_applied(now, &clock, &member, &req, rng)
                 .map(Response::Round2),
             Request::Abort(req) => self
                 .abort(now, &member, &req)
@@ -351,22 +355,25 @@ impl<S: Store> Signer<S> {
     }
 
     /// Round 2 under the policy the wallet applies now, its outcome
-    /// counted for a rollout's gate (which may roll the rollout back).
+    /// counted for a rollout's gate (which may roll the rollout back) at
+    /// the request's arrival `now`; round 2 and the gate's dry run read
+    /// `clock` under the wallet's lock.
     fn round2_applied<R: RngCore + CryptoRng>(
         &self,
         now: Timestamp,
+        clock: &dyn Clock,
         member: &Member<'_>,
         req: &crate::api::Round2Request,
         rng: &mut R,
     ) -> Result<crate::api::Round2Response, Error> {
         let applied = self.applied_policy(member.slot)?;
-        let result = self.round2(now, member, req, &applied, rng);
+        let result = self.round2(clock, member, req, &applied, rng);
         if applied.group.is_some() {
             let outcome = crate::rollout::outcome_of(&result, || {
                 applied
                     .previous
                     .as_ref()
-                    .is_none_or(|previous| self.policy_allows(now, member, req, previous))
+                    .is_none_or(|previous| self.policy_allows(clock, member, req, previous))
             });
             let target = crate::rollout::target_digest(member.from, &req.wallet, &req.target);
             // The answer stands whether or not the gate's rollback commits;

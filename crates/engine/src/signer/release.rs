@@ -13,6 +13,7 @@ use super::pending::PendingShares;
 use super::{Member, Shard, Signer, Slot, lock, store_error};
 use crate::api::{HexBytes, Round2Request, Round2Response};
 use crate::audit::{AuditEvent, append_op as audit_op, message_digest};
+use crate::clock::Clock;
 use crate::check::{CheckedRound2, check_round2};
 use crate::durable::{decode_shares, encode_shares};
 use crate::error::{Error, InternalFault};
@@ -91,7 +92,7 @@ impl<S: Store> Signer<S> {
     /// whether its shares are fresh (false for a replay's).
     pub(super) fn round2<R: RngCore + CryptoRng>(
         &self,
-        now: Timestamp,
+        clock: &dyn Clock,
         member: &Member<'_>,
         req: &Round2Request,
         applied: &Applied,
@@ -101,6 +102,10 @@ impl<S: Store> Signer<S> {
         let Member { slot, from } = *member;
         let successor = self.successor(slot)?;
         let mut guard = lock(&self.store, slot)?;
+        // Read under the lock: a reading taken before a wait for it would
+        // date the charges committed meanwhile ahead of it, and the ledger
+        // drops charges dated over a minute ahead.
+        let now = clock.now();
         let Shard {
             state,
             pool,
@@ -149,7 +154,7 @@ impl<S: Store> Signer<S> {
     /// for a request the new one denied.
     pub(crate) fn policy_allows(
         &self,
-        now: Timestamp,
+        clock: &dyn Clock,
         member: &Member<'_>,
         req: &Round2Request,
         policy: &Policy,
@@ -158,6 +163,7 @@ impl<S: Store> Signer<S> {
         let allows = || -> Result<(), Error> {
             let successor = self.successor(slot)?;
             let guard = lock(&self.store, slot)?;
+            let now = clock.now();
             let (key, role) = guard.state.signing_key(&req.wallet)?;
             let (checked, mode) = self.authorize(slot, key, role, successor, policy, req)?;
             let charge = Charge {
