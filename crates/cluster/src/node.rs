@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use thresig_crypto::Seat;
+pub use thresig_daemon::wall_clock;
 use thresig_daemon::{
     DaemonConfig, EngineHandler, Listeners, SignerHandler, run_until_signal, serve,
 };
@@ -102,17 +103,6 @@ impl NodeError {
 #[must_use]
 pub fn admin_socket_path(config: &Config) -> PathBuf {
     config.data_dir.join("admin").join("admin.sock")
-}
-
-/// The wall clock as the engine counts it (milliseconds since the Unix
-/// epoch; 0 before 1970).
-#[must_use]
-pub fn wall_clock() -> thresig_store::Timestamp {
-    thresig_store::Timestamp(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    )
 }
 
 /// A member's engine opened over its store without serving it: what an

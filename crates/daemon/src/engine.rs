@@ -19,7 +19,7 @@ use thresig_engine::{
 };
 use thresig_store::Store;
 
-use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
+use crate::api::{Recovery, SignerError, SignerHandler};
 use crate::metrics::LifecycleInFlight;
 
 /// Serves one member's [`Signer`] to the cluster.
@@ -62,27 +62,24 @@ impl<S: Store> EngineHandler<S> {
     /// expired nonces, tombstones and markers.
     ///
     /// # Errors
-    /// The engine's refusal, or `internal` if the clock is before 1970.
+    /// The engine's refusal.
     pub fn prune(&self) -> Result<(), SignerError> {
-        self.signer.prune(now()?).map_err(|err| refusal(&err))
+        self.signer.prune(wall_clock()).map_err(|err| refusal(&err))
     }
 }
 
-/// The current time as the engine counts it (milliseconds since the Unix
-/// epoch).
-fn now() -> Result<Timestamp, SignerError> {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|d| u64::try_from(d.as_millis()).ok())
-        .map(Timestamp)
-        .ok_or_else(|| {
-            SignerError::new(
-                ErrorCode::INTERNAL,
-                Recovery::Terminal,
-                "the system clock is before 1970",
-            )
-        })
+/// The system clock as the engine counts it (milliseconds since the Unix
+/// epoch; 0 for a clock before 1970): the one reading of the system time
+/// that the engine's callers (this handler, the signer process, the C
+/// library, the CLI) use. Passed to [`Signer::handle`] as its clock, so
+/// round 2 reads it once it holds the wallet's lock.
+#[must_use]
+pub fn wall_clock() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    )
 }
 
 /// The refusal sent for an engine error: its stable code, recovery class
@@ -106,7 +103,7 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
         })?;
         let from = CoordinatorId(identity.to_bytes());
         self.signer
-            .handle(now()?, from, request, &mut OsRng)
+            .handle(wall_clock, from, request, &mut OsRng)
             .map_err(|err| refusal(&err))
     }
 
@@ -136,6 +133,7 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
 mod tests {
     use super::*;
 
+    use crate::api::ErrorCode;
     use thresig_crypto::ScriptTree;
     use thresig_engine::Limits;
     use thresig_engine::test_util::cluster::{Cluster, Keys, Spec, wid};

@@ -77,7 +77,7 @@ pub use client::{ClientTls, SignerClient};
 pub use config::{
     DaemonConfig, DaemonSection, Limits, LimitsSection, MAX_REQUEST_BYTES, TlsPaths, TlsSection,
 };
-pub use engine::EngineHandler;
+pub use engine::{EngineHandler, wall_clock};
 pub use error::{ConfigProblem, Error, InvalidId, RpcCode};
 pub use ids::{ClusterName, Seat};
 pub use metrics::{

@@ -13,7 +13,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bitcoin::hashes::Hash as _;
 use common::{Member, WALLET};
@@ -21,11 +21,10 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use rand_core::OsRng;
 use serde_json::{Value, json};
 use thresig_cluster::config::Config;
-use thresig_cluster::node::Node;
+use thresig_cluster::node::{Node, wall_clock};
 use thresig_crypto::{Commitment, Seat, WalletKey};
 use thresig_engine::{
-    CoordinatorId, HexBytes, Request, Response, Round2Request, SigningTarget, Timestamp,
-    WalletEpoch, WalletId,
+    CoordinatorId, HexBytes, Request, Response, Round2Request, SigningTarget, WalletEpoch, WalletId,
 };
 use thresig_roast::Scheme as _;
 
@@ -94,18 +93,6 @@ fn envelope(request: Round2Request) -> Value {
     json!({"version": 1, "op": "round2", "request": fields})
 }
 
-fn now() -> Timestamp {
-    Timestamp(
-        u64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_millis(),
-        )
-        .unwrap(),
-    )
-}
-
 fn overhead(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (through_ffi, ffi_members) = made(&dir.path().join("ffi"));
@@ -149,7 +136,7 @@ fn overhead(c: &mut Criterion) {
             || {
                 let mine = signer
                     .handle(
-                        now(),
+                        wall_clock,
                         coordinator,
                         Request::Round1(thresig_engine::Round1Request::new(wallet.clone(), 1)),
                         &mut OsRng,
@@ -167,7 +154,7 @@ fn overhead(c: &mut Criterion) {
             },
             |request| {
                 let response = signer
-                    .handle(now(), coordinator, request, &mut OsRng)
+                    .handle(wall_clock, coordinator, request, &mut OsRng)
                     .unwrap();
                 assert!(matches!(response, Response::Round2(_)));
             },

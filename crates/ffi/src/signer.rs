@@ -23,7 +23,7 @@ use thresig_crypto::Seat;
 use thresig_daemon::SignerHandler as _;
 use thresig_engine::audit::KeyStepAudit;
 use thresig_engine::{OperatorCommand, Request, WalletId};
-use thresig_store::{Recovery, Timestamp};
+use thresig_store::Recovery;
 use thresig_tx::{
     ChargeLog, Destination, InputIndex, Outcome, Payment, SpendInput, UnixTime, WalletMode,
     WalletPsbt, build_psbt,
@@ -205,12 +205,11 @@ impl SignerHandle {
     /// key of the deleted share's ciphertext; it rotates on every retire, so
     /// running it again finishes a rotation that failed.
     fn operate(&self, command: &OperatorCommand) -> Result<Value, FfiError> {
-        let now = Timestamp(unix_secs().saturating_mul(1000));
         let outcome = self
             .node
             .engine()
             .signer()
-            .operate(now, command)
+            .operate(wall_clock(), command)
             .map_err(|e| FfiError::engine(&e))?;
         let mut answer = to_value(&outcome)?;
         if let OperatorCommand::Retire { .. } = command {

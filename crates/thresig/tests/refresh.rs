@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use bitcoin::Transaction;
 use bitcoin::consensus::encode::deserialize_hex;
 use common::{Made, ProcessCluster, WALLET, dkg, json, seat, self_payment, thresig};
+use thresig_cluster::node::wall_clock;
 use thresig_consensus::verify_with_core;
 use thresig_crypto::Seat;
 use thresig_engine::{
@@ -974,7 +975,7 @@ fn switch_killed_inside_its_dek_rotation(seed: u64, step: &str) {
     assert_eq!(due(&store), Some(vec![1]), "the retirement is still due");
     drop(store);
     let engine = thresig_cluster::node::LocalEngine::open(&config).unwrap();
-    engine.signer.prune(now()).unwrap();
+    engine.signer.prune(wall_clock()).unwrap();
     assert_eq!(due(&engine.store), Some(vec![0]), "the prune retired it");
     let keyring = engine.store.keyring_status().unwrap();
     assert!(
@@ -1002,14 +1003,6 @@ fn switch_killed_inside_its_dek_rotation(seed: u64, step: &str) {
 /// The file of the confirmations [`child_switches_and_is_killed`] gives
 /// member 1's engine.
 const CHILD_CONFIRMATIONS: &str = "THRESIG_TEST_CHILD_CONFIRMATIONS";
-
-/// The wall clock as the store's timestamp.
-fn now() -> thresig_store::Timestamp {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    thresig_store::Timestamp(u64::try_from(since.as_millis()).unwrap())
-}
 
 /// Boundary: member 1's switch killed right after it committed, its DEK
 /// rotation due and not started.
@@ -1073,7 +1066,7 @@ fn child_switches_and_is_killed() {
         };
         engine
             .signer
-            .handle(now(), from, request, &mut rng)
+            .handle(wall_clock, from, request, &mut rng)
             .unwrap();
     }
     if step != "switched" {

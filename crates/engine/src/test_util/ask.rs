@@ -7,9 +7,9 @@ use thresig_store::Store;
 
 use super::coordinator;
 use crate::{
-    AbortRequest, Clock, ConfirmationStatus, CoordinatorId, DkgProposal, DkgSessionId, Error, Request,
-    Response, Round1Request, Round1Response, Round2Request, Round2Response, SignedDkgMessage,
-    Signer, Timestamp, WalletId,
+    AbortRequest, Clock, ConfirmationStatus, CoordinatorId, DkgProposal, DkgSessionId, Error,
+    Request, Response, Round1Request, Round1Response, Round2Request, Round2Response,
+    SignedDkgMessage, Signer, Timestamp, WalletId,
 };
 
 /// Sends `request` from `from` and takes the answer `kind` picks (a
