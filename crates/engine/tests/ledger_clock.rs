@@ -1,17 +1,61 @@
 //! The rate ledger is read at a time taken under the wallet's lock: a
 //! request held up after it arrived counts the charges other requests
-//! committed while it waited, however long that was.
+//! committed while it waited, however long that was, in round 2 and in a
+//! staged rollout's dry run of the previous policy.
 
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{Receiver, Sender, channel};
 
 use common::psbt::*;
 use common::*;
 use thresig_crypto::ScriptTree;
-use thresig_engine::{Error, Limits, Round2Request, Timestamp};
+use thresig_engine::rollout::gate::Gates;
+use thresig_engine::{
+    Error, ErrorCode, Limits, RolloutCommand, Round2Request, Timestamp, WalletId,
+};
 use thresig_tx::{PolicyConfig, Rule, Violation};
+
+/// A clock the test moves, read by requests on other threads.
+struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+
+    /// Moves the clock just over a minute on: charges made after it are
+    /// dated beyond what the ledger counts as made now at a reading
+    /// before it.
+    fn pass_a_minute(&self) {
+        self.0.fetch_add(61_000, Ordering::SeqCst);
+    }
+
+    /// A reading of this clock for a request held up on arrival: its first
+    /// reading is sent on the receiver and returns only once the sender
+    /// sends.
+    fn held_on_arrival(
+        &self,
+    ) -> (
+        impl Fn() -> Timestamp + Send + '_,
+        Receiver<Timestamp>,
+        Sender<()>,
+    ) {
+        let (arrived_tx, arrived_rx) = channel();
+        let (proceed_tx, proceed_rx) = channel();
+        let arrived = AtomicBool::new(false);
+        let clock = move || {
+            let now = self.now();
+            if !arrived.swap(true, Ordering::SeqCst) {
+                arrived_tx.send(now).unwrap();
+                proceed_rx.recv().unwrap();
+            }
+            now
+        };
+        (clock, arrived_rx, proceed_tx)
+    }
+}
 
 /// [`policy`] with two transactions a day: one for each coordinator of a
 /// 2-of-n wallet.
@@ -21,11 +65,9 @@ fn one_a_day_each() -> PolicyConfig {
     p
 }
 
-/// [`COORD_A`]'s round-2 request at seats 1 and 2 for a one-input spend.
-fn request(c: &mut Cluster, salt: u8) -> Round2Request {
-    let w = taproot(c, "w");
-    let tx = spend(&w, 1, salt);
-    psbt_request(c, "w", &[1, 2], &tx.serialize(), &sighashes(&tx)).0
+/// [`COORD_A`]'s round-2 request at seats 1 and 2 for `tx`.
+fn request(c: &mut Cluster, wallet: &str, tx: &thresig_tx::WalletPsbt) -> Round2Request {
+    psbt_request(c, wallet, &[1, 2], &tx.serialize(), &sighashes(tx)).0
 }
 
 fn denial(err: &Error) -> (Rule, Violation) {
@@ -47,21 +89,12 @@ fn denial(err: &Error) -> (Rule, Violation) {
 fn a_request_held_up_before_the_wallets_lock_counts_the_charge_made_meanwhile() {
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_a_day_each())];
     let mut c = Cluster::with_wallets(53, 2, 3, &specs, Limits::default());
-    let req_a = request(&mut c, 1);
-    let req_b = request(&mut c, 2);
-    let time = &AtomicU64::new(c.now.0);
-    let clock = move || Timestamp(time.load(Ordering::SeqCst));
-    let (arrived_tx, arrived_rx) = channel();
-    let (proceed_tx, proceed_rx) = channel();
-    let arrived = &AtomicBool::new(false);
-    let clock_a = move || {
-        let now = clock();
-        if !arrived.swap(true, Ordering::SeqCst) {
-            arrived_tx.send(now).unwrap();
-            proceed_rx.recv().unwrap();
-        }
-        now
-    };
+    let w = taproot(&c, "w");
+    let req_a = request(&mut c, "w", &spend(&w, 1, 1));
+    let req_b = request(&mut c, "w", &spend(&w, 1, 2));
+    let time = ManualClock(AtomicU64::new(c.now.0));
+    let clock = || time.now();
+    let (clock_a, arrived, proceed) = time.held_on_arrival();
     let (parked_tx, parked_rx) = channel();
     let (release_tx, release_rx) = channel();
     c.member(1)
@@ -71,13 +104,13 @@ fn a_request_held_up_before_the_wallets_lock_counts_the_charge_made_meanwhile() 
     let (mut rng_a, mut rng_b) = (c.rng.clone(), c.rng.clone());
     let (a, b) = std::thread::scope(|scope| {
         let a = scope.spawn(|| signer.round2(clock_a, coordinator(COORD_A), &req_a, &mut rng_a));
-        let arrival = arrived_rx.recv().unwrap();
-        time.fetch_add(61_000, Ordering::SeqCst);
+        let arrival = arrived.recv().unwrap();
+        time.pass_a_minute();
         let b = scope.spawn(|| signer.round2(clock, coordinator(COORD_A), &req_b, &mut rng_b));
         // B was checked and charged, and holds the wallet's lock.
         parked_rx.recv().unwrap();
-        assert!(clock().0 > arrival.0 + 60_000);
-        proceed_tx.send(()).unwrap();
+        assert!(time.now().0 > arrival.0 + 60_000);
+        proceed.send(()).unwrap();
         // A now waits for the lock, or gets it once B commits: either way
         // B's charge is durable before A reads the ledger.
         release_tx.send(()).unwrap();
@@ -95,4 +128,67 @@ fn a_request_held_up_before_the_wallets_lock_counts_the_charge_made_meanwhile() 
             }
         )
     );
+}
+
+/// The dry run a canary's denial gets (would the previous version have
+/// signed it?) also reads the time under the wallet's lock. Version 2
+/// pays no external destination; A's external payment arrives and is held
+/// up while the clock moves 61 s on and B, from the same coordinator,
+/// pays the wallet itself under version 2, charged at the later time.
+/// Version 1 would sign A's payment but for B's charge (one transaction a
+/// day each): at A's arrival that charge is dated over a minute ahead and
+/// dropped, and A's denial would count against the canary as one version
+/// 1 signs; read under the lock, it counts, and the gate counts no
+/// denial.
+#[test]
+fn a_canarys_dry_run_counts_the_charge_made_while_its_request_waited() {
+    const WALLETS: [&str; 4] = ["w0", "w1", "w2", "w3"];
+    let specs: Vec<Spec> = WALLETS
+        .iter()
+        .map(|w| Spec::new(w, Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_a_day_each()))
+        .collect();
+    let mut c = Cluster::with_wallets(54, 2, 3, &specs, Limits::default());
+    let mut v2 = one_a_day_each();
+    v2.destinations = Vec::new();
+    v2.version = 2;
+    let mut gates = Gates::default();
+    gates.min_requests = 100;
+    let stage = RolloutCommand::Stage {
+        version: 2,
+        policies: WALLETS.iter().map(|w| (wid(w), v2.clone())).collect(),
+        gates,
+        expect_seq: None,
+    };
+    let staged = c.member(1).signer().policy_rollout(c.now, &stage).unwrap();
+    let canary: Vec<&WalletId> = staged
+        .wallets
+        .iter()
+        .filter(|w| w.policy_version == 2)
+        .map(|w| &w.wallet)
+        .collect();
+    let canary = canary[0].to_string();
+    let w = taproot(&c, &canary);
+    let req_a = request(&mut c, &canary, &spend(&w, 1, 1));
+    let req_b = request(&mut c, &canary, &pay(&w, &funding(&w, 1, 100_000, 2), None));
+    let time = ManualClock(AtomicU64::new(c.now.0));
+    let (clock_a, arrived, proceed) = time.held_on_arrival();
+    let signer = c.member(1).signer();
+    let (mut rng_a, mut rng_b) = (c.rng.clone(), c.rng.clone());
+    let a = std::thread::scope(|scope| {
+        let a = scope.spawn(|| signer.round2(clock_a, coordinator(COORD_A), &req_a, &mut rng_a));
+        arrived.recv().unwrap();
+        time.pass_a_minute();
+        signer
+            .round2(time.now(), coordinator(COORD_A), &req_b, &mut rng_b)
+            .unwrap();
+        proceed.send(()).unwrap();
+        a.join().unwrap()
+    });
+    assert_eq!(a.unwrap_err().code(), ErrorCode::PolicyDenied);
+    let counts = signer.rollout_status().unwrap().canary;
+    assert_eq!(
+        counts.denied, 0,
+        "A's denial was counted as one version 1 signs: its dry run dropped B's charge"
+    );
+    assert_eq!((counts.requests, counts.released), (1, 1), "{counts:?}");
 }
