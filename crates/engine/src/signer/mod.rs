@@ -129,7 +129,9 @@ pub(crate) struct Slot {
 /// `Signer` is `Sync`: each wallet's state sits behind its own lock, so
 /// operations on different wallets never wait on each other; a wallet's
 /// lock is held across that wallet's own marker commit only. It reads no
-/// clock and creates no randomness: `now` and `rng` are arguments.
+/// clock of its own and creates no randomness: the time (`now`, or a
+/// [`Clock`] that round 2 reads once it holds the wallet's lock) and `rng`
+/// are arguments.
 ///
 /// Methods, by kind:
 /// - inputs: [`Signer::handle`], the one way a coordinator's [`Request`]
