@@ -12,9 +12,7 @@ use common::psbt::*;
 use common::*;
 use thresig_crypto::ScriptTree;
 use thresig_engine::rollout::gate::Gates;
-use thresig_engine::{
-    Error, ErrorCode, Limits, RolloutCommand, Round2Request, Timestamp, WalletId,
-};
+use thresig_engine::{ErrorCode, Limits, RolloutCommand, Round2Request, Timestamp, WalletId};
 use thresig_tx::{PolicyConfig, Rule, Violation};
 
 /// A clock the test moves, read by requests on other threads.
@@ -70,13 +68,6 @@ fn request(c: &mut Cluster, wallet: &str, tx: &thresig_tx::WalletPsbt) -> Round2
     psbt_request(c, wallet, &[1, 2], &tx.serialize(), &sighashes(tx)).0
 }
 
-fn denial(err: &Error) -> (Rule, Violation) {
-    match err {
-        Error::PolicyDenied { denial, .. } => (denial.rule, denial.violation.clone()),
-        other => panic!("expected policy_denied, got {other:?}"),
-    }
-}
-
 /// Request A arrives, and is held up before it takes the wallet's lock
 /// (its first clock reading, on arrival, does not return) while the clock
 /// moves 61 s on and B, from the same coordinator, is charged at the later
@@ -95,11 +86,7 @@ fn a_request_held_up_before_the_wallets_lock_counts_the_charge_made_meanwhile() 
     let time = ManualClock(AtomicU64::new(c.now.0));
     let clock = || time.now();
     let (clock_a, arrived, proceed) = time.held_on_arrival();
-    let (parked_tx, parked_rx) = channel();
-    let (release_tx, release_rx) = channel();
-    c.member(1)
-        .store()
-        .park_commit(&wid("w"), parked_tx, release_rx);
+    let (parked, release) = c.member(1).store().park_next_commit(&wid("w"));
     let signer = c.member(1).signer();
     let (mut rng_a, mut rng_b) = (c.rng.clone(), c.rng.clone());
     let (a, b) = std::thread::scope(|scope| {
@@ -108,12 +95,12 @@ fn a_request_held_up_before_the_wallets_lock_counts_the_charge_made_meanwhile() 
         time.pass_a_minute();
         let b = scope.spawn(|| signer.round2(clock, coordinator(COORD_A), &req_b, &mut rng_b));
         // B was checked and charged, and holds the wallet's lock.
-        parked_rx.recv().unwrap();
+        parked.recv().unwrap();
         assert!(time.now().0 > arrival.0 + 60_000);
         proceed.send(()).unwrap();
         // A now waits for the lock, or gets it once B commits: either way
         // B's charge is durable before A reads the ledger.
-        release_tx.send(()).unwrap();
+        release.send(()).unwrap();
         (a.join().unwrap(), b.join().unwrap())
     });
     assert_eq!(b.unwrap().shares.len(), 1);

@@ -95,13 +95,6 @@ fn assert_core_accepts_only_untampered(tx: &Transaction, prevouts: &[TxOut], vic
     assert_eq!(verify_with_core(&bad, prevouts).unwrap_err().input, victim);
 }
 
-fn denial(err: &Error) -> (Rule, Violation) {
-    match err {
-        Error::PolicyDenied { denial, .. } => (denial.rule, denial.violation.clone()),
-        other => panic!("expected policy_denied, got {other:?}"),
-    }
-}
-
 #[test]
 fn engine_signed_transactions_pass_core_and_tampered_ones_fail() {
     let specs = [

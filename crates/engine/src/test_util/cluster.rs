@@ -350,6 +350,16 @@ impl<S> FaultStore<S> {
         });
     }
 
+    /// [`FaultStore::park_commit`] over channels of its own: the receiver
+    /// hears once the commit is parked, and the commit proceeds when the
+    /// sender sends.
+    pub fn park_next_commit(&self, wallet: &WalletId) -> (Receiver<()>, Sender<()>) {
+        let (parked_tx, parked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        self.park_commit(wallet, parked_tx, release_rx);
+        (parked_rx, release_tx)
+    }
+
     /// The next policy rollout step's commit sends on `parked` and waits
     /// for `release` before committing.
     pub fn park_rollout_step(&self, parked: Sender<()>, release: Receiver<()>) {

@@ -9,9 +9,10 @@ use bitcoin::secp256k1::{SECP256K1, SecretKey};
 use bitcoin::taproot::TapNodeHash;
 use bitcoin::{Amount, OutPoint, Txid};
 use thresig_crypto::{Commitment, ScriptTree};
-use thresig_engine::{Round2Request, SigningTarget};
+use thresig_engine::{Error, Round2Request, SigningTarget};
 use thresig_tx::{
-    Destination, Network, Payment, PolicyConfig, SpendInput, TaprootWallet, WalletPsbt, build_psbt,
+    Destination, Network, Payment, PolicyConfig, Rule, SpendInput, TaprootWallet, Violation,
+    WalletPsbt, build_psbt,
 };
 
 use super::{COORD_A, Cluster, wid};
@@ -127,4 +128,13 @@ pub fn psbt_request(
     let comms = round1(c, wallet, seats, messages.len());
     let req = c.request_for(wallet, &comms, messages, SigningTarget::psbt(psbt.to_vec()));
     (req, comms)
+}
+
+/// The rule and violation of a policy denial (any other error fails the
+/// test).
+pub fn denial(err: &Error) -> (Rule, Violation) {
+    match err {
+        Error::PolicyDenied { denial, .. } => (denial.rule, denial.violation.clone()),
+        other => panic!("expected policy_denied, got {other:?}"),
+    }
 }
