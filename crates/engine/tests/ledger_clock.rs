@@ -1,7 +1,7 @@
-//! The rate ledger is read at a time taken under the wallet's lock: a
-//! request held up after it arrived counts the charges other requests
-//! committed while it waited, however long that was, in round 2 and in a
-//! staged rollout's dry run of the previous policy.
+//! Round 2 reads the time under the wallet's lock: a request held up
+//! after it arrived counts the charges other requests committed while it
+//! waited, however long that was (in round 2 and in a staged rollout's dry
+//! run of the previous policy), and what it commits is dated at that time.
 
 mod common;
 
@@ -11,8 +11,10 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use common::psbt::*;
 use common::*;
 use thresig_crypto::ScriptTree;
+use thresig_engine::audit::AuditEvent;
 use thresig_engine::rollout::gate::Gates;
 use thresig_engine::{ErrorCode, Limits, RolloutCommand, Round2Request, Timestamp, WalletId};
+use thresig_store::{AuditSeq, Store};
 use thresig_tx::{PolicyConfig, Rule, Violation};
 
 /// A clock the test moves, read by requests on other threads.
@@ -178,4 +180,38 @@ fn a_canarys_dry_run_counts_the_charge_made_while_its_request_waited() {
         "A's denial was counted as one version 1 signs: its dry run dropped B's charge"
     );
     assert_eq!((counts.requests, counts.released), (1, 1), "{counts:?}");
+}
+
+/// What round 2 commits with its charge carries the charge's time: the
+/// audit entry of a release held up for a minute after it arrived is dated
+/// when the release held the wallet's lock, not when it arrived.
+#[test]
+fn a_held_up_release_is_audited_at_the_time_it_held_the_wallets_lock() {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_a_day_each())];
+    let mut c = Cluster::with_wallets(55, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let req = request(&mut c, "w", &spend(&w, 1, 1));
+    let time = ManualClock(AtomicU64::new(c.now.0));
+    let (clock, arrived, proceed) = time.held_on_arrival();
+    let signer = c.member(1).signer();
+    let mut rng = c.rng.clone();
+    std::thread::scope(|scope| {
+        let a = scope.spawn(|| signer.round2(clock, coordinator(COORD_A), &req, &mut rng));
+        arrived.recv().unwrap();
+        time.pass_a_minute();
+        proceed.send(()).unwrap();
+        a.join().unwrap().unwrap();
+    });
+    let entries = c.member(1).store().audit(AuditSeq(1), 1_000).unwrap();
+    let released: Vec<Timestamp> = entries
+        .iter()
+        .filter(|e| {
+            matches!(
+                serde_json::from_slice(&e.body).unwrap(),
+                AuditEvent::ShareReleased { .. }
+            )
+        })
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(released, [time.now()]);
 }
