@@ -65,6 +65,15 @@ fn one_a_day_each() -> PolicyConfig {
     p
 }
 
+/// A 2-of-3 cluster (seeded by `seed`) with wallet `w` under
+/// [`one_a_day_each`], and its spend identity.
+fn one_wallet(seed: u64) -> (Cluster, thresig_tx::TaprootWallet) {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_a_day_each())];
+    let c = Cluster::with_wallets(seed, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    (c, w)
+}
+
 /// [`COORD_A`]'s round-2 request at seats 1 and 2 for `tx`.
 fn request(c: &mut Cluster, wallet: &str, tx: &thresig_tx::WalletPsbt) -> Round2Request {
     psbt_request(c, wallet, &[1, 2], &tx.serialize(), &sighashes(tx)).0
@@ -80,9 +89,7 @@ fn request(c: &mut Cluster, wallet: &str, tx: &thresig_tx::WalletPsbt) -> Round2
 /// transaction a day.
 #[test]
 fn a_request_held_up_before_the_wallets_lock_counts_the_charge_made_meanwhile() {
-    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_a_day_each())];
-    let mut c = Cluster::with_wallets(53, 2, 3, &specs, Limits::default());
-    let w = taproot(&c, "w");
+    let (mut c, w) = one_wallet(53);
     let req_a = request(&mut c, "w", &spend(&w, 1, 1));
     let req_b = request(&mut c, "w", &spend(&w, 1, 2));
     let time = ManualClock(AtomicU64::new(c.now.0));
@@ -187,9 +194,7 @@ fn a_canarys_dry_run_counts_the_charge_made_while_its_request_waited() {
 /// when the release held the wallet's lock, not when it arrived.
 #[test]
 fn a_held_up_release_is_audited_at_the_time_it_held_the_wallets_lock() {
-    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(one_a_day_each())];
-    let mut c = Cluster::with_wallets(55, 2, 3, &specs, Limits::default());
-    let w = taproot(&c, "w");
+    let (mut c, w) = one_wallet(55);
     let req = request(&mut c, "w", &spend(&w, 1, 1));
     let time = ManualClock(AtomicU64::new(c.now.0));
     let (clock, arrived, proceed) = time.held_on_arrival();
