@@ -21,8 +21,8 @@ use thresig_crypto::{
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
     AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Error as StoreError, KeyEpoch, Marker,
-    MemoryWitness, MetaName, Plaintext, PolicyKey, RecordEpoch, SimDisk, Store, StoreLocation,
-    StoreOptions, WriteOp, WriteOutcome,
+    MemoryWitness, MetaName, PendingWrite, Plaintext, PolicyKey, RecordEpoch, SimDisk, Store,
+    StoreLocation, StoreOptions, WriteOp, WriteOutcome,
 };
 use thresig_tx::{Network, PolicyConfig};
 use zeroize::Zeroizing;
@@ -154,6 +154,30 @@ struct Park {
     release: Receiver<()>,
 }
 
+/// Holds back the answers of one wallet's marker units (see
+/// [`FaultStore::hold_answers`]).
+struct Hold {
+    wallet: WalletId,
+    held: Sender<HeldAnswer>,
+}
+
+/// The answer of a marker unit held back by [`FaultStore::hold_answers`]:
+/// the unit was handed to the inner store, and its caller waits until
+/// this is released or dropped.
+pub struct HeldAnswer {
+    /// The unit's marker's first commitment.
+    pub commitment: CommitmentHash,
+    release: Sender<()>,
+}
+
+impl HeldAnswer {
+    /// Lets the unit's caller have its outcome.
+    pub fn release(self) {
+        // The caller may have given up waiting (its pending write dropped).
+        let _ = self.release.send(());
+    }
+}
+
 /// Makes the error an injected fault returns.
 type MakeError = fn() -> StoreError;
 
@@ -189,6 +213,8 @@ pub struct FaultStore<S> {
     /// Key package reads so far.
     key_reads: AtomicUsize,
     park: Mutex<Option<Park>>,
+    /// Holds back the answers of a wallet's marker units while set.
+    hold: Mutex<Option<Hold>>,
     /// Policy-record writes (compare-and-sets) submitted through this
     /// decorator.
     policy_writes: AtomicUsize,
@@ -237,6 +263,7 @@ impl<S> FaultStore<S> {
             fail_key_reads: Mutex::new(None),
             key_reads: AtomicUsize::new(0),
             park: Mutex::new(None),
+            hold: Mutex::new(None),
             policy_writes: AtomicUsize::new(0),
             retire: Mutex::new(Retire::Pass),
             retires: AtomicUsize::new(0),
@@ -350,6 +377,18 @@ impl<S> FaultStore<S> {
         });
     }
 
+    /// From now on, every marker unit of `wallet` is handed to the inner
+    /// store (so it is applied in its place in the order) and its answer is
+    /// held back: a [`HeldAnswer`] for it is sent on `held`, and the unit's
+    /// caller waits until it is released. `None` ends it (units held until
+    /// then stay held).
+    pub fn hold_answers(&self, hold: Option<(&WalletId, Sender<HeldAnswer>)>) {
+        *self.hold.lock().unwrap() = hold.map(|(wallet, held)| Hold {
+            wallet: wallet.clone(),
+            held,
+        });
+    }
+
     /// The next policy rollout step's commit sends on `parked` and waits
     /// for `release` before committing.
     pub fn park_rollout_step(&self, parked: Sender<()>, release: Receiver<()>) {
@@ -362,21 +401,51 @@ impl<S> FaultStore<S> {
 }
 
 impl<S: Store> FaultStore<S> {
-    /// Writes `ops` to the inner store as `fault` says.
-    fn faulted(&self, fault: Option<Fault>, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+    /// Hands `ops` to the inner store as `fault` says.
+    fn faulted(
+        &self,
+        fault: Option<Fault>,
+        ops: Vec<WriteOp>,
+    ) -> Result<PendingWrite<'_>, StoreError> {
         match fault {
-            None => self.inner.write(ops),
-            Some(Fault::Lost) => Err(injected()),
+            None => self.inner.submit(ops),
+            Some(Fault::Lost) => Ok(PendingWrite::new(|| Err(injected()))),
             Some(Fault::Ambiguous) => {
-                self.inner.write(ops)?;
-                Err(injected())
+                let written = self.inner.submit(ops)?;
+                Ok(PendingWrite::new(move || {
+                    written.wait()?;
+                    Err(injected())
+                }))
             }
         }
+    }
+
+    /// `pending`, its answer held back if `wallet`'s are.
+    fn held<'a>(
+        &self,
+        wallet: &WalletId,
+        commitment: CommitmentHash,
+        pending: PendingWrite<'a>,
+    ) -> PendingWrite<'a> {
+        let hold = self.hold.lock().unwrap();
+        let Some(hold) = hold.as_ref().filter(|h| &h.wallet == wallet) else {
+            return pending;
+        };
+        let (release, released) = std::sync::mpsc::channel();
+        let _ = hold.held.send(HeldAnswer {
+            commitment,
+            release,
+        });
+        PendingWrite::new(move || {
+            // A dropped `HeldAnswer` releases too.
+            let _ = released.recv();
+            pending.wait()
+        })
     }
 }
 
 impl<S: Store> Store for FaultStore<S> {
-    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+    fn submit(&self, ops: Vec<WriteOp>) -> Result<PendingWrite<'_>, StoreError> {
         let (policy_ops, policy_bytes) = ops
             .iter()
             .filter_map(|op| match op {
@@ -386,10 +455,13 @@ impl<S: Store> Store for FaultStore<S> {
             .fold((0, 0), |(n, bytes), len| (n + 1, bytes + len));
         self.policy_writes.fetch_add(policy_ops, Ordering::SeqCst);
         self.policy_bytes.fetch_add(policy_bytes, Ordering::SeqCst);
-        let marker_wallet = ops.iter().find_map(|op| match op {
-            WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
+        let marker = ops.iter().find_map(|op| match op {
+            WriteOp::InsertMarker {
+                wallet, commitment, ..
+            } => Some((wallet.clone(), *commitment)),
             _ => None,
         });
+        let marker_wallet = marker.as_ref().map(|(wallet, _)| wallet.clone());
         // A part-3 commit stores a result, a repair's finish a key package;
         // a refresh abort deletes a key package, and so does a refresh
         // switch, which also marks a data key retirement due. A rekey's
@@ -446,7 +518,11 @@ impl<S: Store> Store for FaultStore<S> {
             p.release.recv().unwrap();
         }
         let fault = self.commit_faults.lock().unwrap().pop_front();
-        self.faulted(fault, ops)
+        let pending = self.faulted(fault, ops)?;
+        Ok(match marker {
+            Some((wallet, commitment)) => self.held(&wallet, commitment, pending),
+            None => pending,
+        })
     }
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, StoreError> {
         self.inner.wallet(wallet)
