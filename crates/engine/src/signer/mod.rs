@@ -58,6 +58,9 @@ pub(crate) struct Shard {
     pool: NoncePool<SecretNonce>,
     /// Pending shares by the attempt's first commitment, capped.
     pending: PendingShares,
+    /// The ledger records of this wallet's marker units in flight (handed
+    /// to the store, not yet answered), read before the store's.
+    inflight: crate::ledger::InFlight,
     /// A DKG in progress (memory only: a restart aborts it).
     pub(crate) dkg: Option<DkgSession>,
     /// The session each member last cancelled (at most one per member): a
@@ -218,6 +221,7 @@ impl<S: Store> Signer<S> {
                 loaded: false,
                 pool: NoncePool::new(config.limits.clone(), wallet.roster.len()),
                 pending: PendingShares::default(),
+                inflight: crate::ledger::InFlight::default(),
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
                 unacknowledged_step: None,
