@@ -154,24 +154,32 @@ struct Park {
     release: Receiver<()>,
 }
 
-/// Holds back the answers of one wallet's marker units (see
-/// [`FaultStore::hold_answers`]).
+/// Holds back the commits of one wallet's marker units (see
+/// [`FaultStore::hold_commits`]).
 struct Hold {
     wallet: WalletId,
-    held: Sender<HeldAnswer>,
+    held: OnHeld,
 }
 
-/// The answer of a marker unit held back by [`FaultStore::hold_answers`]:
-/// the unit was handed to the inner store, and its caller waits until
-/// this is released or dropped.
-pub struct HeldAnswer {
+/// What [`FaultStore::hold_commits`] does with each unit it holds.
+pub type OnHeld = Box<dyn Fn(HeldCommit) + Send + Sync>;
+
+/// A held marker unit waiting to be handed to the inner store, with its
+/// fault and where its outcome goes.
+type Deferred = (Vec<WriteOp>, Option<Fault>, Sender<Result<WriteOutcome, StoreError>>);
+
+/// A marker unit whose commit [`FaultStore::hold_commits`] holds back:
+/// submitted, not yet handed to the inner store, and its caller waits
+/// until this is released (or dropped).
+pub struct HeldCommit {
     /// The unit's marker's first commitment.
     pub commitment: CommitmentHash,
     release: Sender<()>,
 }
 
-impl HeldAnswer {
-    /// Lets the unit's caller have its outcome.
+impl HeldCommit {
+    /// Commits the unit, and every held unit submitted before it (in
+    /// their order), and lets its caller have its outcome.
     pub fn release(self) {
         // The caller may have given up waiting (its pending write dropped).
         let _ = self.release.send(());
@@ -213,8 +221,11 @@ pub struct FaultStore<S> {
     /// Key package reads so far.
     key_reads: AtomicUsize,
     park: Mutex<Option<Park>>,
-    /// Holds back the answers of a wallet's marker units while set.
+    /// Holds back the commits of a wallet's marker units while set.
     hold: Mutex<Option<Hold>>,
+    /// The held units not yet handed to the inner store, in submission
+    /// order.
+    deferred: Mutex<VecDeque<Deferred>>,
     /// Policy-record writes (compare-and-sets) submitted through this
     /// decorator.
     policy_writes: AtomicUsize,
@@ -264,6 +275,7 @@ impl<S> FaultStore<S> {
             key_reads: AtomicUsize::new(0),
             park: Mutex::new(None),
             hold: Mutex::new(None),
+            deferred: Mutex::new(VecDeque::new()),
             policy_writes: AtomicUsize::new(0),
             retire: Mutex::new(Retire::Pass),
             retires: AtomicUsize::new(0),
@@ -377,12 +389,15 @@ impl<S> FaultStore<S> {
         });
     }
 
-    /// From now on, every marker unit of `wallet` is handed to the inner
-    /// store (so it is applied in its place in the order) and its answer is
-    /// held back: a [`HeldAnswer`] for it is sent on `held`, and the unit's
-    /// caller waits until it is released. `None` ends it (units held until
-    /// then stay held).
-    pub fn hold_answers(&self, hold: Option<(&WalletId, Sender<HeldAnswer>)>) {
+    /// From now on, every marker unit of `wallet` is held back before the
+    /// inner store sees it, as behind a slow writer: `held` is called with
+    /// a [`HeldCommit`] for it, and its caller waits until it is released.
+    /// Releasing one commits the held units submitted before it first,
+    /// in their order, so units still apply in submission order whatever
+    /// the order of the releases (others, not held, may overtake them;
+    /// one never released is never committed). `None` ends it (units held
+    /// until then stay held).
+    pub fn hold_commits(&self, hold: Option<(&WalletId, OnHeld)>) {
         *self.hold.lock().unwrap() = hold.map(|(wallet, held)| Hold {
             wallet: wallet.clone(),
             held,
@@ -401,12 +416,46 @@ impl<S> FaultStore<S> {
 }
 
 impl<S: Store> FaultStore<S> {
-    /// Hands `ops` to the inner store as `fault` says.
-    fn faulted(
+    /// Writes `ops` to the inner store as `fault` says.
+    fn faulted(&self, fault: Option<Fault>, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+        match fault {
+            None => self.inner.write(ops),
+            Some(Fault::Lost) => Err(injected()),
+            Some(Fault::Ambiguous) => {
+                self.inner.write(ops)?;
+                Err(injected())
+            }
+        }
+    }
+
+    /// Hands `ops` to the inner store as `fault` says, held back if the
+    /// marker units of `marker`'s wallet are.
+    fn submit_faulted(
         &self,
         fault: Option<Fault>,
         ops: Vec<WriteOp>,
+        marker: Option<(WalletId, CommitmentHash)>,
     ) -> Result<PendingWrite<'_>, StoreError> {
+        let hold = self.hold.lock().unwrap();
+        if let (Some(hold), Some((wallet, commitment))) = (hold.as_ref(), marker)
+            && hold.wallet == wallet
+        {
+            let (outcome, answer) = std::sync::mpsc::channel();
+            let (release, released) = std::sync::mpsc::channel();
+            self.deferred
+                .lock()
+                .unwrap()
+                .push_back((ops, fault, outcome));
+            (hold.held)(HeldCommit {
+                commitment,
+                release,
+            });
+            return Ok(PendingWrite::new(move || {
+                // A dropped `HeldCommit` releases too.
+                let _ = released.recv();
+                self.commit_held(&answer)
+            }));
+        }
         match fault {
             None => self.inner.submit(ops),
             Some(Fault::Lost) => Ok(PendingWrite::new(|| Err(injected()))),
@@ -420,27 +469,23 @@ impl<S: Store> FaultStore<S> {
         }
     }
 
-    /// `pending`, its answer held back if `wallet`'s are.
-    fn held<'a>(
+    /// Commits the held units, in order, up to the one whose outcome
+    /// `answer` receives; returns that outcome.
+    fn commit_held(
         &self,
-        wallet: &WalletId,
-        commitment: CommitmentHash,
-        pending: PendingWrite<'a>,
-    ) -> PendingWrite<'a> {
-        let hold = self.hold.lock().unwrap();
-        let Some(hold) = hold.as_ref().filter(|h| &h.wallet == wallet) else {
-            return pending;
-        };
-        let (release, released) = std::sync::mpsc::channel();
-        let _ = hold.held.send(HeldAnswer {
-            commitment,
-            release,
-        });
-        PendingWrite::new(move || {
-            // A dropped `HeldAnswer` releases too.
-            let _ = released.recv();
-            pending.wait()
-        })
+        answer: &Receiver<Result<WriteOutcome, StoreError>>,
+    ) -> Result<WriteOutcome, StoreError> {
+        // Held while committing, so that two releases commit in order.
+        let mut deferred = self.deferred.lock().unwrap();
+        loop {
+            if let Ok(outcome) = answer.try_recv() {
+                return outcome;
+            }
+            let Some((ops, fault, outcome)) = deferred.pop_front() else {
+                return Err(StoreError::WriterStopped);
+            };
+            let _ = outcome.send(self.faulted(fault, ops));
+        }
     }
 }
 
@@ -503,7 +548,7 @@ impl<S: Store> Store for FaultStore<S> {
             } else {
                 None
             };
-            return self.faulted(fault, ops);
+            return self.submit_faulted(fault, ops, None);
         }
         let park = {
             let mut slot = self.park.lock().unwrap();
@@ -518,11 +563,7 @@ impl<S: Store> Store for FaultStore<S> {
             p.release.recv().unwrap();
         }
         let fault = self.commit_faults.lock().unwrap().pop_front();
-        let pending = self.faulted(fault, ops)?;
-        Ok(match marker {
-            Some((wallet, commitment)) => self.held(&wallet, commitment, pending),
-            None => pending,
-        })
+        self.submit_faulted(fault, ops, marker)
     }
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, StoreError> {
         self.inner.wallet(wallet)
