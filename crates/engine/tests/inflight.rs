@@ -152,7 +152,10 @@ fn key(psbt: &WalletPsbt) -> [u8; 32] {
 fn a_round_2_submits_its_unit_while_the_previous_ones_commit_is_held() {
     let (mut c, w) = cluster(70, policy());
     let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
-    let reqs: Vec<_> = psbts.iter().map(|p| request(&mut c, COORD_A, p).0).collect();
+    let reqs: Vec<_> = psbts
+        .iter()
+        .map(|p| request(&mut c, COORD_A, p).0)
+        .collect();
     let answers = overlap(&c, |run| {
         run.start(0, COORD_A, &reqs[0]);
         let first = run.held();

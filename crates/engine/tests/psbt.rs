@@ -825,7 +825,10 @@ fn the_stored_rate_ledger_stays_bounded_over_days() {
     // The charges the ring holds: each slot's time.
     let held = |c: &Cluster| {
         let (summary, charges) = stored_charges(c, 1, "w");
-        (summary, charges.into_iter().map(|(_, at)| at).collect::<Vec<_>>())
+        (
+            summary,
+            charges.into_iter().map(|(_, at)| at).collect::<Vec<_>>(),
+        )
     };
     const HEADER: usize = 1 + 6 * 8 + 2;
     const TALLY: usize = 1 + 64 + 4 + 4 + 8 + 4;

@@ -130,8 +130,10 @@ pub(crate) struct Slot {
 ///
 /// `Signer` is `Sync`: each wallet's state sits behind its own lock, so
 /// operations on different wallets never wait on each other; a wallet's
-/// lock is held across that wallet's own marker commit only. It reads no
-/// clock and creates no randomness: `now` and `rng` are arguments.
+/// lock is held across that wallet's own commits only, and a round 2
+/// hands its marker unit to the store under it but waits for the commit
+/// without it. It reads no clock and creates no randomness: `now` and
+/// `rng` are arguments.
 ///
 /// Methods, by kind:
 /// - inputs: [`Signer::handle`], the one way a coordinator's [`Request`]

@@ -93,7 +93,7 @@ enum Step<'s> {
     /// The shares to return, and whether they are fresh.
     Done(Vec<Vec<u8>>, bool),
     /// A marker unit in flight; its shares are fresh once it is durable.
-    Submitted(Submitted<'s>),
+    Submitted(Box<Submitted<'s>>),
 }
 
 impl<S: Store> Signer<S> {
@@ -110,7 +110,13 @@ impl<S: Store> Signer<S> {
     /// a used commitment gets [`Error::SessionConflict`]. If the marker
     /// commit fails the shares stay pending in memory, nothing is returned,
     /// and the error is retryable. If the wallet's nonce capacity is
-    /// exhausted the shares are returned without fresh commitments.
+    /// exhausted, or its key was replaced while the marker's unit was in
+    /// flight, the shares are returned without fresh commitments.
+    ///
+    /// The wallet's lock is held up to the marker unit's submission and
+    /// again to settle its outcome, not while the store commits it, so the
+    /// wallet's round 2s commit together; the next one's charge is read
+    /// through the units in flight ([`InFlight`]).
     ///
     /// # Errors
     /// Every check of [`crate::Error`]'s request variants,
@@ -311,7 +317,7 @@ impl<S: Store> Signer<S> {
             let charge = self.charge_ops(now, &release.charge, inflight)?;
             return self
                 .submit(now, release, marking, charge, 0, inflight)
-                .map(Step::Submitted);
+                .map(|unit| Step::Submitted(Box::new(unit)));
         }
         // The policy refuses before any nonce is spent. Its charge is the
         // unit's first compare-and-set, against the ledger as read here
@@ -343,7 +349,7 @@ impl<S: Store> Signer<S> {
         );
         let marking = self.marking(now, release, lead, checked.hash(), shares)?;
         self.submit(now, release, marking, charge, 0, inflight)
-            .map(Step::Submitted)
+            .map(|unit| Step::Submitted(Box::new(unit)))
     }
 
     /// The successor's state, for a rekeying wallet whose configuration
@@ -512,7 +518,8 @@ impl<S: Store> Signer<S> {
                 ..
             } => {
                 pending.remove(&lead);
-                replay(wallet, lead, marking.package, &stored).map(|shares| Step::Done(shares, true))
+                replay(wallet, lead, marking.package, &stored)
+                    .map(|shares| Step::Done(shares, true))
             }
             WriteOutcome::Skipped {
                 conflict: Conflict::PolicyMismatch(_),
@@ -520,7 +527,7 @@ impl<S: Store> Signer<S> {
             } => {
                 let charge = self.charge_ops(now, &release.charge, inflight)?;
                 self.submit(now, release, marking, charge, units, inflight)
-                    .map(Step::Submitted)
+                    .map(|unit| Step::Submitted(Box::new(unit)))
             }
             // A rollout step changed the wallet's policy since the
             // request was checked: the shares stay pending, and the

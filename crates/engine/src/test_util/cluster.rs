@@ -166,7 +166,11 @@ pub type OnHeld = Box<dyn Fn(HeldCommit) + Send + Sync>;
 
 /// A held marker unit waiting to be handed to the inner store, with its
 /// fault and where its outcome goes.
-type Deferred = (Vec<WriteOp>, Option<Fault>, Sender<Result<WriteOutcome, StoreError>>);
+type Deferred = (
+    Vec<WriteOp>,
+    Option<Fault>,
+    Sender<Result<WriteOutcome, StoreError>>,
+);
 
 /// A marker unit whose commit [`FaultStore::hold_commits`] holds back:
 /// submitted, not yet handed to the inner store, and its caller waits
