@@ -68,6 +68,15 @@ impl<'scope, 'env> Overlap<'scope, 'env> {
         }
     }
 
+    /// Starts coordinator A's round 2s 0 of `first` and 1 of `second`,
+    /// the second once the first's unit is held; both held units.
+    fn both_held(&self, first: &Round2Request, second: &Round2Request) -> (HeldCommit, HeldCommit) {
+        self.start(0, COORD_A, first);
+        let first = self.held();
+        self.start(1, COORD_A, second);
+        (first, self.held())
+    }
+
     /// The answers of `n` round 2s, by number, releasing every unit held
     /// on the way (a retry's).
     fn answers(&self, n: usize) -> Vec<Result<Round2Response, Error>> {
@@ -157,12 +166,9 @@ fn a_round_2_submits_its_unit_while_the_previous_ones_commit_is_held() {
         .map(|p| request(&mut c, COORD_A, p).0)
         .collect();
     let answers = overlap(&c, |run| {
-        run.start(0, COORD_A, &reqs[0]);
-        let first = run.held();
         // With the wallet's lock held until the first commit, the second
-        // round 2 could not even check its request now.
-        run.start(1, COORD_A, &reqs[1]);
-        let second = run.held();
+        // round 2 could not even check its request while that is held.
+        let (first, second) = run.both_held(&reqs[0], &reqs[1]);
         first.release();
         second.release();
         run.answers(2)
@@ -183,11 +189,8 @@ fn a_unit_that_fails_under_one_built_on_it_loses_and_doubles_no_charge() {
         let (req_b, _) = request(&mut c, COORD_A, &psbts[1]);
         c.member(1).store().fail_next_commit(Fault::Lost);
         let answers = overlap(&c, |run| {
-            run.start(0, COORD_A, &req_a);
-            let a = run.held();
             // B is charged on top of A's charge, which will not commit.
-            run.start(1, COORD_A, &req_b);
-            let b = run.held();
+            let (a, b) = run.both_held(&req_a, &req_b);
             if first_released_first {
                 a.release();
                 b.release();
@@ -224,12 +227,9 @@ fn a_retry_while_its_first_attempts_unit_is_in_flight_is_charged_once() {
             c.member(1).store().fail_next_commit(Fault::Lost);
         }
         let answers = overlap(&c, |run| {
-            run.start(0, COORD_A, &req);
-            let first = run.held();
             // The retry finds the transaction charged by the first
             // attempt's unit, which has not committed yet.
-            run.start(1, COORD_A, &req);
-            let retry = run.held();
+            let (first, retry) = run.both_held(&req, &req);
             retry.release();
             first.release();
             run.answers(2)

@@ -37,6 +37,16 @@ fn marker(hash: u8, expires: u64) -> Marker {
     }
 }
 
+/// A compare-and-set of policy record `key` of `wallet`.
+fn policy_cas(wallet: &WalletId, key: &PolicyKey, expected: Option<&[u8]>, new: &[u8]) -> WriteOp {
+    WriteOp::CasPolicy {
+        wallet: wallet.clone(),
+        key: key.clone(),
+        expected: expected.map(<[u8]>::to_vec),
+        new: new.to_vec(),
+    }
+}
+
 fn records_round_trip_and_conditions_hold(store: &dyn Store) {
     let w = wallet(1);
     let out = store
@@ -117,12 +127,7 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
     let audit_before = store.audit(AuditSeq(1), 100).unwrap().len();
     let w = wallet(2);
     let key = PolicyKey::new(b"daily".to_vec()).unwrap();
-    let cas = |expected: Option<&[u8]>, new: &[u8]| WriteOp::CasPolicy {
-        wallet: w.clone(),
-        key: key.clone(),
-        expected: expected.map(<[u8]>::to_vec),
-        new: new.to_vec(),
-    };
+    let cas = |expected: Option<&[u8]>, new: &[u8]| policy_cas(&w, &key, expected, new);
     store.write(vec![cas(None, b"1")]).unwrap();
     let c = CommitmentHash([1; 32]);
     // Marker first, then a CAS that fails: the marker must not remain.
@@ -163,12 +168,7 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
 fn submitted_units_apply_in_order_waited_for_or_not(store: &dyn Store) {
     let w = wallet(9);
     let key = PolicyKey::new(b"chain".to_vec()).unwrap();
-    let cas = |expected: Option<&[u8]>, new: &[u8]| WriteOp::CasPolicy {
-        wallet: w.clone(),
-        key: key.clone(),
-        expected: expected.map(<[u8]>::to_vec),
-        new: new.to_vec(),
-    };
+    let cas = |expected: Option<&[u8]>, new: &[u8]| policy_cas(&w, &key, expected, new);
     let first = store.submit(vec![cas(None, b"1")]).unwrap();
     let dropped = store.submit(vec![cas(Some(b"1"), b"2")]).unwrap();
     let last = store.submit(vec![cas(Some(b"2"), b"3")]).unwrap();
