@@ -198,7 +198,8 @@ fn injected() -> StoreError {
 }
 
 /// A decorator injecting faults into any [`Store`]: lost and ambiguous
-/// marker commits, failing marker reads, and a parked commit. The inner
+/// marker commits, failing marker reads, a parked commit, and marker
+/// commits held until the test releases them. The inner
 /// store may be shared by several decorators ([`FaultStore::share`]), as two
 /// signer processes over one database would.
 pub struct FaultStore<S> {
