@@ -810,30 +810,18 @@ fn a_decoy_of_the_same_unsigned_transaction_does_not_skip_the_fee_budget() {
 /// last day: a day-old charge leaves it.
 #[test]
 fn the_stored_rate_ledger_stays_bounded_over_days() {
-    use thresig_store::Store as _;
     let mut p = PolicyConfig::from_toml("max_per_day = 4").unwrap();
     p.destinations = policy().destinations;
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(p)];
     let mut c = Cluster::with_wallets(46, 2, 3, &specs, Limits::default());
     let w = taproot(&c, "w");
-    let record = |c: &Cluster, name: &[u8]| {
-        let key = thresig_store::PolicyKey::new(name.to_vec()).unwrap();
-        c.member(1).store().policy(&wid("w"), &key).unwrap()
-    };
-    let word = |bytes: &[u8], at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
-    // The charges the ring holds: each slot's sequence and time.
+    // The charges the ring holds: each slot's time.
     let held = |c: &Cluster| {
-        let summary = record(c, b"rate-ledger").map_or(Vec::new(), |p| p.to_vec());
-        let (head, next) = (word(&summary, 1), word(&summary, 17));
-        let charges: Vec<u64> = (head..next)
-            .map(|seq| {
-                let slot = u16::try_from(seq % 10_000).unwrap().to_be_bytes();
-                let slot = record(c, &[b"rate-ledger/slot/".as_slice(), &slot].concat()).unwrap();
-                assert_eq!(word(&slot, 0), seq);
-                word(&slot, 8 + 32)
-            })
-            .collect();
-        (summary.len(), charges)
+        let (summary, charges) = stored_charges(c, 1, "w");
+        (
+            summary,
+            charges.into_iter().map(|(_, at)| at).collect::<Vec<_>>(),
+        )
     };
     const HEADER: usize = 1 + 6 * 8 + 2;
     const TALLY: usize = 1 + 64 + 4 + 4 + 8 + 4;

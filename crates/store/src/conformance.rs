@@ -22,6 +22,7 @@ pub fn check_store(store: &dyn Store) {
     markers_expire_and_are_purged(store);
     a_metadata_record_swaps_only_from_the_value_read(store);
     epoch_bump_reseals_wallet_state_and_policy(store);
+    submitted_units_apply_in_order_waited_for_or_not(store);
 }
 
 fn wallet(n: u8) -> WalletId {
@@ -33,6 +34,16 @@ fn marker(hash: u8, expires: u64) -> Marker {
         package_hash: PackageHash([hash; 32]),
         shares: vec![hash; 40],
         expires_at: Timestamp(expires),
+    }
+}
+
+/// A compare-and-set of policy record `key` of `wallet`.
+fn policy_cas(wallet: &WalletId, key: &PolicyKey, expected: Option<&[u8]>, new: &[u8]) -> WriteOp {
+    WriteOp::CasPolicy {
+        wallet: wallet.clone(),
+        key: key.clone(),
+        expected: expected.map(<[u8]>::to_vec),
+        new: new.to_vec(),
     }
 }
 
@@ -116,12 +127,7 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
     let audit_before = store.audit(AuditSeq(1), 100).unwrap().len();
     let w = wallet(2);
     let key = PolicyKey::new(b"daily".to_vec()).unwrap();
-    let cas = |expected: Option<&[u8]>, new: &[u8]| WriteOp::CasPolicy {
-        wallet: w.clone(),
-        key: key.clone(),
-        expected: expected.map(<[u8]>::to_vec),
-        new: new.to_vec(),
-    };
+    let cas = |expected: Option<&[u8]>, new: &[u8]| policy_cas(&w, &key, expected, new);
     store.write(vec![cas(None, b"1")]).unwrap();
     let c = CommitmentHash([1; 32]);
     // Marker first, then a CAS that fails: the marker must not remain.
@@ -154,6 +160,28 @@ fn a_failed_condition_takes_back_the_whole_unit(store: &dyn Store) {
         store.write(vec![cas(Some(b"1"), b"2")]).unwrap(),
         WriteOutcome::Committed(vec![OpResult::Swapped])
     );
+}
+
+/// Units submitted one after another apply in that order, whether their
+/// outcomes are waited for in another order or not at all: each
+/// compare-and-set here expects what the unit before it wrote.
+fn submitted_units_apply_in_order_waited_for_or_not(store: &dyn Store) {
+    let w = wallet(9);
+    let key = PolicyKey::new(b"chain".to_vec()).unwrap();
+    let cas = |expected: Option<&[u8]>, new: &[u8]| policy_cas(&w, &key, expected, new);
+    let first = store.submit(vec![cas(None, b"1")]).unwrap();
+    let dropped = store.submit(vec![cas(Some(b"1"), b"2")]).unwrap();
+    let last = store.submit(vec![cas(Some(b"2"), b"3")]).unwrap();
+    drop(dropped);
+    assert_eq!(
+        last.wait().unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Swapped])
+    );
+    assert_eq!(
+        first.wait().unwrap(),
+        WriteOutcome::Committed(vec![OpResult::Swapped])
+    );
+    assert_eq!(store.policy(&w, &key).unwrap().unwrap().as_slice(), b"3");
 }
 
 fn a_metadata_record_swaps_only_from_the_value_read(store: &dyn Store) {

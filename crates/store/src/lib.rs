@@ -113,7 +113,7 @@ pub use rotation::{DekStatus, KeyringStatus};
 pub use schema::RecordTable;
 #[cfg(any(test, feature = "test-util"))]
 pub use store::SubmitHook;
-pub use store::{EncryptedStore, Store, StoreLocation, StoreOptions};
+pub use store::{EncryptedStore, PendingWrite, Store, StoreLocation, StoreOptions};
 pub use verify::VerifyReport;
 pub use wait::write_wait;
 pub use witness::{MemoryWitness, WitnessLocation};

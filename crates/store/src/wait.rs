@@ -1,8 +1,10 @@
 //! How long callers waited for their writes to commit.
 //!
-//! A signer's request thread blocks in [`crate::Store::write`] until the
-//! writer thread's group commit is durable (one fsync, more with the
-//! witness): that is time the signer waits on its disk, not CPU. A
+//! A signer's request thread waits on each of its units from
+//! [`crate::Store::submit`] to the end of [`crate::PendingWrite::wait`]
+//! (the whole of a [`crate::Store::write`]), until the writer thread's
+//! group commit is durable (one fsync, more with the witness): that is
+//! time the signer waits on its disk, not CPU. A
 //! [`WaitClock`] counts the wall time during which at least one caller was
 //! blocked, not the sum over callers: eight callers waiting on one group
 //! commit wait one fsync, not eight, so the clock's increase over a span

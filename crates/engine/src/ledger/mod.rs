@@ -21,12 +21,23 @@
 //! ROAST sessions sign it. A ledger record that does not decode, or that
 //! contradicts the others, is an error and never read as empty: an empty
 //! ledger would lift every rate limit.
+//!
+//! A wallet's round 2 waits for its unit without the wallet's lock, so the
+//! next one may read the ledger while an earlier unit is still in flight.
+//! It reads through [`InFlight`], the ledger records those units will
+//! write, so that its compare-and-sets expect the ledger as they leave it.
+//! Safety does not rest on that prediction: every compare-and-set is
+//! checked against the committed bytes, and a unit that relies on a
+//! predicted record it does not rewrite carries a condition on it too
+//! ([`StoredLedger::charge_ops`]), so the committed ledger is always a
+//! chain of approvals, each made against exactly the ledger it replaced.
 
 mod legacy;
 mod ring;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use bitcoin::Amount;
@@ -79,6 +90,48 @@ pub(crate) struct StoredLedger {
     summary: Option<Vec<u8>>,
     key: ChargeKey,
     state: State,
+    /// The records the read took from units still in flight, as taken.
+    predicted: Vec<(PolicyKey, Vec<u8>)>,
+}
+
+/// The ledger records a wallet's units will write that were handed to the
+/// store and not yet answered, kept in the wallet's shard: reads under the
+/// wallet's lock see them before the store, since the store applies units
+/// in the order they were submitted ([`Store::submit`]).
+///
+/// # Invariants
+/// Only a prediction: whatever it holds, a unit built on it commits only
+/// if the bytes it expects are the committed ones. It is emptied when the
+/// last unit in flight is answered, and as soon as any unit in flight is
+/// answered with anything but a commit (a conflict, an error: the records
+/// it predicted never were), so that later reads go to the store; units
+/// submitted on top of what it held then fail their compare-and-sets and
+/// are charged again from the store.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    records: BTreeMap<PolicyKey, Vec<u8>>,
+    units: usize,
+}
+
+impl InFlight {
+    /// Notes a unit handed to the store: the ledger records it writes.
+    pub(crate) fn submitted(&mut self, ops: &[WriteOp]) {
+        self.units = self.units.saturating_add(1);
+        for op in ops {
+            if let WriteOp::CasPolicy { key, new, .. } = op {
+                self.records.insert(key.clone(), new.clone());
+            }
+        }
+    }
+
+    /// Notes the answer of a unit [`InFlight::submitted`]: `committed`, or
+    /// not (skipped, failed, or of unknown outcome).
+    pub(crate) fn answered(&mut self, committed: bool) {
+        self.units = self.units.saturating_sub(1);
+        if !committed || self.units == 0 {
+            self.records.clear();
+        }
+    }
 }
 
 fn policy_key(name: Vec<u8>) -> Result<PolicyKey, Error> {
@@ -90,17 +143,35 @@ pub(crate) fn unix_time(now: Timestamp) -> UnixTime {
     UnixTime(now.0 / 1000)
 }
 
-/// Reads a wallet's ledger records.
+/// Reads a wallet's ledger records, those its units in flight will write
+/// first.
 struct Records<'a, S> {
     store: &'a S,
+    inflight: &'a InFlight,
     wallet: &'a WalletId,
+    /// The records taken from `inflight`, as taken.
+    predicted: RefCell<Vec<(PolicyKey, Vec<u8>)>>,
 }
 
-impl<S: Store> Records<'_, S> {
+impl<'a, S: Store> Records<'a, S> {
+    fn new(store: &'a S, inflight: &'a InFlight, wallet: &'a WalletId) -> Self {
+        Self {
+            store,
+            inflight,
+            wallet,
+            predicted: RefCell::new(Vec::new()),
+        }
+    }
+
     fn get(&self, name: Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
+        let key = policy_key(name)?;
+        if let Some(bytes) = self.inflight.records.get(&key) {
+            self.predicted.borrow_mut().push((key, bytes.clone()));
+            return Ok(Some(bytes.clone()));
+        }
         let record = self
             .store
-            .policy(self.wallet, &policy_key(name)?)
+            .policy(self.wallet, &key)
             .map_err(|source| Error::Store {
                 wallet: self.wallet.clone(),
                 source,
@@ -162,12 +233,13 @@ impl StoredLedger {
     /// if a record does not decode or contradicts the others.
     pub(crate) fn read<S: Store>(
         store: &S,
+        inflight: &InFlight,
         wallet: &WalletId,
         policy: &Policy,
         now: Timestamp,
         key: ChargeKey,
     ) -> Result<Self, Error> {
-        let mut records = Records { store, wallet };
+        let mut records = Records::new(store, inflight, wallet);
         let summary = records.get(LEDGER_KEY.to_vec())?;
         let now = unix_time(now);
         let state = match summary.as_deref() {
@@ -231,7 +303,13 @@ impl StoredLedger {
             summary,
             key,
             state,
+            predicted: records.predicted.into_inner(),
         })
+    }
+
+    /// Whether the read took a record from a unit still in flight.
+    pub(crate) fn predicted(&self) -> bool {
+        !self.predicted.is_empty()
     }
 
     /// Checks `psbt` against `policy` with this ledger, for a request from
@@ -312,6 +390,11 @@ impl StoredLedger {
     /// tighten does not apply to it, so the ledger is not rewritten for
     /// every ROAST session of a transaction.
     ///
+    /// A record the read took from a unit in flight and that these writes
+    /// do not replace gets a compare-and-set to the bytes taken: without
+    /// it, a transaction found charged by a unit that then failed would
+    /// commit its marker with no charge at all.
+    ///
     /// # Errors
     /// [`Error::Store`] reading the records the charge replaces,
     /// [`Error::StoredRecordInvalid`] if one does not decode; an internal
@@ -321,19 +404,36 @@ impl StoredLedger {
     pub(crate) fn charge_ops<S: Store>(
         &self,
         store: &S,
+        inflight: &InFlight,
         wallet: &WalletId,
         approval: &Approval,
     ) -> Result<Vec<WriteOp>, Error> {
-        let RateCharge::Charge { key, at } = *approval.charge() else {
-            return self.prune_ops(wallet);
+        let mut ops = match *approval.charge() {
+            RateCharge::Charge { key, at } => {
+                let entry = ChargeEntry::new(
+                    key,
+                    at,
+                    Some(approval.fee()),
+                    approval.coordinator().cloned(),
+                );
+                self.record_ops(store, inflight, wallet, entry)?
+            }
+            _ => self.prune_ops(wallet)?,
         };
-        let entry = ChargeEntry::new(
-            key,
-            at,
-            Some(approval.fee()),
-            approval.coordinator().cloned(),
-        );
-        self.record_ops(store, wallet, entry)
+        for (key, bytes) in &self.predicted {
+            let replaced = ops
+                .iter()
+                .any(|op| matches!(op, WriteOp::CasPolicy { key: k, .. } if k == key));
+            if !replaced {
+                ops.push(WriteOp::CasPolicy {
+                    wallet: wallet.clone(),
+                    key: key.clone(),
+                    expected: Some(bytes.clone()),
+                    new: bytes.clone(),
+                });
+            }
+        }
+        Ok(ops)
     }
 
     /// The compare-and-sets recording the charge `entry` (of this
@@ -341,6 +441,7 @@ impl StoredLedger {
     fn record_ops<S: Store>(
         &self,
         store: &S,
+        inflight: &InFlight,
         wallet: &WalletId,
         entry: ChargeEntry,
     ) -> Result<Vec<WriteOp>, Error> {
@@ -349,7 +450,7 @@ impl StoredLedger {
             return Err(Error::Internal(InternalFault::Invariant));
         }
         let full = || Error::Internal(InternalFault::Invariant);
-        let records = Records { store, wallet };
+        let records = Records::new(store, inflight, wallet);
         let (summary, slots, indexes) = match &self.state {
             State::Ring {
                 summary,

@@ -37,7 +37,14 @@ fn coordinator(c: u8) -> Option<PolicyCoordinator> {
 }
 
 fn read(store: &TestStore, now: u64, k: u16) -> Result<StoredLedger, Error> {
-    StoredLedger::read(store, &wallet(), &policy(), Timestamp(now * 1000), key(k))
+    StoredLedger::read(
+        store,
+        &InFlight::default(),
+        &wallet(),
+        &policy(),
+        Timestamp(now * 1000),
+        key(k),
+    )
 }
 
 /// Writes `ops` and expects them committed.
@@ -176,7 +183,9 @@ fn replay(
             );
             commit(
                 store,
-                stored.record_ops(store, &wallet(), entry.clone()).unwrap(),
+                stored
+                    .record_ops(store, &InFlight::default(), &wallet(), entry.clone())
+                    .unwrap(),
             );
             reference = view.iter().chain(std::iter::once(entry)).collect();
         } else {
@@ -309,7 +318,9 @@ fn a_charge_from_a_ledger_another_charge_changed_is_refused_whole() {
     let now = charge_every(&store, 3, 10);
     let charge = |ledger: &StoredLedger, k: u16| {
         let entry = ChargeEntry::new(key(k), UnixTime(now), Some(Amount::ONE_SAT), coordinator(2));
-        ledger.record_ops(&store, &wallet(), entry).unwrap()
+        ledger
+            .record_ops(&store, &InFlight::default(), &wallet(), entry)
+            .unwrap()
     };
     // The same transaction, then another of the same index bucket.
     for (k, other) in [(50, 50), (60, 61)] {
@@ -347,7 +358,12 @@ fn charge_every(store: &TestStore, count: u16, secs: u64) -> u64 {
     for k in 0..count {
         let ledger = read(store, now, k).unwrap();
         let entry = ChargeEntry::new(key(k), UnixTime(now), Some(Amount::ONE_SAT), coordinator(1));
-        commit(store, ledger.record_ops(store, &wallet(), entry).unwrap());
+        commit(
+            store,
+            ledger
+                .record_ops(store, &InFlight::default(), &wallet(), entry)
+                .unwrap(),
+        );
         now += secs;
     }
     now
@@ -431,7 +447,9 @@ fn a_read_a_second_behind_the_last_charge_costs_a_few_records() {
         Some(Amount::ONE_SAT),
         coordinator(2),
     );
-    let ops = ledger.record_ops(&store, &wallet(), entry).unwrap();
+    let ops = ledger
+        .record_ops(&store, &InFlight::default(), &wallet(), entry)
+        .unwrap();
     assert!(ops.len() <= 4, "{} records written", ops.len());
     commit(&store, ops);
     assert!(

@@ -59,6 +59,9 @@ pub(crate) struct Shard {
     pool: NoncePool<SecretNonce>,
     /// Pending shares by the attempt's first commitment, capped.
     pending: PendingShares,
+    /// The ledger records of this wallet's marker units in flight (handed
+    /// to the store, not yet answered), read before the store's.
+    inflight: crate::ledger::InFlight,
     /// A DKG in progress (memory only: a restart aborts it).
     pub(crate) dkg: Option<DkgSession>,
     /// The session each member last cancelled (at most one per member): a
@@ -128,10 +131,11 @@ pub(crate) struct Slot {
 ///
 /// `Signer` is `Sync`: each wallet's state sits behind its own lock, so
 /// operations on different wallets never wait on each other; a wallet's
-/// lock is held across that wallet's own marker commit only. It reads no
-/// clock of its own and creates no randomness: the time (`now`, or a
-/// [`Clock`] that round 2 reads once it holds the wallet's lock) and `rng`
-/// are arguments.
+/// lock is held across that wallet's own commits only, and a round 2
+/// hands its marker unit to the store under it but waits for the commit
+/// without it. It reads no clock of its own and creates no randomness:
+/// the time (`now`, or a [`Clock`] that round 2 reads once it holds the
+/// wallet's lock) and `rng` are arguments.
 ///
 /// Methods, by kind:
 /// - inputs: [`Signer::handle`], the one way a coordinator's [`Request`]
@@ -221,6 +225,7 @@ impl<S: Store> Signer<S> {
                 loaded: false,
                 pool: NoncePool::new(config.limits.clone(), wallet.roster.len()),
                 pending: PendingShares::default(),
+                inflight: crate::ledger::InFlight::default(),
                 dkg: None,
                 dkg_cancelled: BTreeMap::new(),
                 unacknowledged_step: None,

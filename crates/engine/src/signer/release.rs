@@ -5,7 +5,8 @@
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::SecretNonce;
 use thresig_store::{
-    CommitmentHash, Conflict, Marker, OpResult, PackageHash, Store, WriteOp, WriteOutcome,
+    CommitmentHash, Conflict, Marker, OpResult, PackageHash, PendingWrite, Store, WriteOp,
+    WriteOutcome,
 };
 use thresig_tx::{ChargeKey, Policy, TaprootWallet, WalletMode};
 
@@ -18,7 +19,7 @@ use crate::clock::Clock;
 use crate::durable::{decode_shares, encode_shares};
 use crate::error::{Error, InternalFault};
 use crate::ids::CoordinatorId;
-use crate::ledger::StoredLedger;
+use crate::ledger::{InFlight, StoredLedger};
 use crate::pool::{NoncePool, TakeError, Tombstone};
 use crate::rollout::{Applied, RolloutError};
 use crate::target::{Authority, Spend, taproot_wallet};
@@ -66,6 +67,36 @@ struct Release<'a> {
     audit: AuditEvent,
 }
 
+/// The shares of an attempt and the marker that must be durable before
+/// they leave.
+struct Marking {
+    lead: CommitmentHash,
+    package: PackageHash,
+    shares: Vec<Vec<u8>>,
+    marker: WriteOp,
+}
+
+/// An attempt's marker with the units submitted for it so far.
+struct Attempt {
+    marking: Marking,
+    units: usize,
+}
+
+/// A marker unit handed to the store under the wallet's lock, whose
+/// outcome is waited for without it.
+struct Submitted<'s> {
+    pending: PendingWrite<'s>,
+    attempt: Attempt,
+}
+
+/// Where a release stands when the wallet's lock is let go.
+enum Step<'s> {
+    /// The shares to return, and whether they are fresh.
+    Done(Vec<Vec<u8>>, bool),
+    /// A marker unit in flight; its shares are fresh once it is durable.
+    Submitted(Box<Submitted<'s>>),
+}
+
 impl<S: Store> Signer<S> {
     /// Signing round 2: checks the request, takes the nonces of exactly one
     /// round-1 vector, computes the shares, makes their marker durable and
@@ -80,7 +111,13 @@ impl<S: Store> Signer<S> {
     /// a used commitment gets [`Error::SessionConflict`]. If the marker
     /// commit fails the shares stay pending in memory, nothing is returned,
     /// and the error is retryable. If the wallet's nonce capacity is
-    /// exhausted the shares are returned without fresh commitments.
+    /// exhausted, or its key was replaced while the marker's unit was in
+    /// flight, the shares are returned without fresh commitments.
+    ///
+    /// The wallet's lock is held up to the marker unit's submission and
+    /// again to settle its outcome, not while the store commits it, so the
+    /// wallet's round 2s commit together; the next one's charge is read
+    /// through the units in flight ([`InFlight`]).
     ///
     /// # Errors
     /// Every check of [`crate::Error`]'s request variants,
@@ -110,6 +147,7 @@ impl<S: Store> Signer<S> {
             state,
             pool,
             pending,
+            inflight,
             ..
         } = &mut *guard;
         pending.prune(now);
@@ -127,11 +165,49 @@ impl<S: Store> Signer<S> {
             guard: &applied.guard,
             audit: release_event(wallet, key, from, policy, &checked),
         };
-        let (shares, fresh) = self.release(now, from, &release, &checked, key, pool, pending)?;
-        let commitments = match self.fresh_vector(now, from, wallet, pool, key, shares.len(), rng) {
-            Ok(fresh) => fresh,
-            Err(Error::NonceCapacity { .. }) => Vec::new(),
-            Err(e) => return Err(e),
+        // The record is signed too, so that a proof needs no other copy of
+        // it (docs/blame.md). Taken now: the key may be replaced while the
+        // marker's unit is in flight, and the answer is for this one.
+        let record = key
+            .record()
+            .map_err(|_| Error::Internal(InternalFault::Serialization))?
+            .to_vec();
+        let epoch = key.epoch;
+        let step = self.release(now, from, &release, &checked, key, pool, pending, inflight)?;
+        let (shares, fresh, mut guard) = match step {
+            Step::Done(shares, fresh) => (shares, fresh, guard),
+            Step::Submitted(mut unit) => {
+                // The commit is waited for without the wallet's lock, so the
+                // wallet's next round 2 can submit its unit meanwhile and a
+                // group commit gathers both (DESIGN.md, "Why does round 2
+                // wait for its marker without the wallet's lock?").
+                drop(guard);
+                loop {
+                    let outcome = unit.pending.wait();
+                    let mut guard = lock(&self.store, slot)?;
+                    let Shard {
+                        pending, inflight, ..
+                    } = &mut *guard;
+                    match self.settle(now, &release, unit.attempt, outcome, pending, inflight)? {
+                        Step::Done(shares, fresh) => break (shares, fresh, guard),
+                        Step::Submitted(next) => unit = next,
+                    }
+                }
+            }
+        };
+        let Shard { state, pool, .. } = &mut *guard;
+        // A key replaced while the unit was in flight gets no fresh vector:
+        // its commitments would not be for the key this answer is signed
+        // with.
+        let commitments = match state.signing_key(wallet) {
+            Ok((key, _)) if key.epoch == epoch => {
+                match self.fresh_vector(now, from, wallet, pool, key, shares.len(), rng) {
+                    Ok(fresh) => fresh,
+                    Err(Error::NonceCapacity { .. }) => Vec::new(),
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => Vec::new(),
         };
         let mut answer = Round2Response::new(
             wallet.clone(),
@@ -139,12 +215,7 @@ impl<S: Store> Signer<S> {
             shares.into_iter().map(HexBytes).collect(),
             commitments,
         );
-        // The record is signed too, so that a proof needs no other copy of
-        // it (docs/blame.md).
-        let record = key
-            .record()
-            .map_err(|_| Error::Internal(InternalFault::Serialization))?;
-        answer.sign(&self.identity, &checked.hash(), record);
+        answer.sign(&self.identity, &checked.hash(), &record);
         Ok((answer, fresh))
     }
 
@@ -173,7 +244,7 @@ impl<S: Store> Signer<S> {
                 mode,
                 spend: checked.spend(),
             };
-            self.charge_ops(now, &charge).map(drop)
+            self.charge_ops(now, &charge, &guard.inflight).map(drop)
         };
         allows().is_ok()
     }
@@ -199,11 +270,11 @@ impl<S: Store> Signer<S> {
     }
 
     /// The shares to release for a checked request: a durable marker's (a
-    /// replay), a pending attempt's after its commit, or fresh ones; and
-    /// whether they are fresh (not a replay's).
+    /// replay), with whether they are fresh (not a replay's); or the marker
+    /// unit submitted for a pending attempt's or fresh ones.
     #[allow(
         clippy::too_many_arguments,
-        reason = "the pool, pending shares and key are borrowed from the wallet's locked shard"
+        reason = "the pool, pending shares, units in flight and key are borrowed from the wallet's locked shard"
     )]
     fn release(
         &self,
@@ -214,7 +285,8 @@ impl<S: Store> Signer<S> {
         key: &SigningKey,
         pool: &mut NoncePool<SecretNonce>,
         pending: &mut PendingShares,
-    ) -> Result<(Vec<Vec<u8>>, bool), Error> {
+        inflight: &mut InFlight,
+    ) -> Result<Step<'_>, Error> {
         let wallet = release.charge.wallet;
         let lead = checked.lead();
         // A durable marker answers replays and refuses everything else.
@@ -224,7 +296,8 @@ impl<S: Store> Signer<S> {
             .map_err(|source| store_error(wallet, source))?;
         if let Some(marker) = stored {
             pending.remove(&lead);
-            return replay(wallet, lead, checked.hash(), &marker).map(|shares| (shares, false));
+            return replay(wallet, lead, checked.hash(), &marker)
+                .map(|shares| Step::Done(shares, false));
         }
         // Pending shares are retried only by the byte-identical request of
         // the coordinator that owns them; anyone else learns nothing.
@@ -242,19 +315,22 @@ impl<S: Store> Signer<S> {
                     commitment: lead,
                 });
             }
-            let shares = p.shares.clone();
-            let charge = self.charge_ops(now, &release.charge)?;
-            // Its first attempt failed, so it was never counted: fresh.
+            // Its first attempt failed, or is still in flight: then this
+            // unit's marker is found present and its shares replayed, and
+            // the charge read through the units in flight is the first's.
+            // Fresh either way, as its first attempt was never counted.
+            let marking = self.marking(now, release, lead, p.package, p.shares.clone())?;
+            let charge = self.charge_ops(now, &release.charge, inflight)?;
             return self
-                .commit(now, release, lead, p.package, shares, charge, pending)
-                .map(|shares| (shares, true));
+                .submit(now, release, marking, charge, 0, inflight)
+                .map(|unit| Step::Submitted(Box::new(unit)));
         }
         // The policy refuses before any nonce is spent. Its charge is the
-        // commit's first compare-and-set: the wallet's lock is held until
-        // then, so the ledger read here is still the stored one (the
-        // compare-and-set checks it), and the ledger, which grows with every
+        // unit's first compare-and-set, against the ledger as read here
+        // under the wallet's lock (through the units in flight, which the
+        // store applies first), so the ledger, which grows with every
         // signature of the day, is read and decoded once.
-        let charge = self.charge_ops(now, &release.charge)?;
+        let charge = self.charge_ops(now, &release.charge, inflight)?;
         // Room for its shares is made before any nonce is spent, so a
         // refusal destroys nothing.
         pending.admit(wallet, from, self.limits.pending_per_wallet)?;
@@ -277,8 +353,9 @@ impl<S: Store> Signer<S> {
             now.saturating_add(self.limits.replay_window),
             self.limits.pending_per_wallet,
         );
-        self.commit(now, release, lead, checked.hash(), shares, charge, pending)
-            .map(|shares| (shares, true))
+        let marking = self.marking(now, release, lead, checked.hash(), shares)?;
+        self.submit(now, release, marking, charge, 0, inflight)
+            .map(|unit| Step::Submitted(Box::new(unit)))
     }
 
     /// The successor's state, for a rekeying wallet whose configuration
@@ -305,13 +382,18 @@ impl<S: Store> Signer<S> {
     /// The rate-ledger writes that must commit with the marker of a
     /// transaction (after the policy approved it against the ledger just
     /// read); none for raw digests.
-    fn charge_ops(&self, now: Timestamp, charge: &Charge<'_>) -> Result<Vec<WriteOp>, Error> {
+    fn charge_ops(
+        &self,
+        now: Timestamp,
+        charge: &Charge<'_>,
+        inflight: &InFlight,
+    ) -> Result<Vec<WriteOp>, Error> {
         let Spend::Transaction(psbt) = charge.spend else {
             return Ok(Vec::new());
         };
         let wallet = charge.wallet;
         let key = ChargeKey::of(psbt);
-        let ledger = StoredLedger::read(&self.store, wallet, charge.policy, now, key)?;
+        let ledger = StoredLedger::read(&self.store, inflight, wallet, charge.policy, now, key)?;
         let approval = match ledger.approve(
             wallet,
             charge.policy,
@@ -326,45 +408,35 @@ impl<S: Store> Signer<S> {
                 // walk over the charges that left them again (at most once
                 // per charge and window, however many requests are denied).
                 // Only work is saved: a write that fails or loses a race
-                // leaves it to the next read, and the denial stands.
+                // leaves it to the next read, and the denial stands. Not
+                // over units in flight: it would wait for them under the
+                // wallet's lock, and change the ledger behind their
+                // records.
                 let prune = ledger.prune_ops(wallet)?;
-                if !prune.is_empty() {
+                if !prune.is_empty() && !ledger.predicted() {
                     let _ = self.store.write(prune);
                 }
                 return Err(denied);
             }
         };
-        ledger.charge_ops(&self.store, wallet, &approval)
+        ledger.charge_ops(&self.store, inflight, wallet, &approval)
     }
 
-    /// Makes the marker of `shares` durable (insert-if-absent) together
-    /// with the transaction's rate charge (`charge`, approved against the
-    /// ledger as last read), in one unit, and returns the shares to
-    /// release: the new ones if inserted, the stored ones for an identical
-    /// earlier (ambiguous) commit. A ledger changed by another commit skips
-    /// the whole unit; the policy is then checked again against the new
-    /// ledger, never charged twice. On failure the pending shares stay for
-    /// a byte-identical retry.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the marker's parts and the pending shares of the wallet's locked shard"
-    )]
-    fn commit(
+    /// The marker of `shares`, for their attempt `lead` of request
+    /// `package`.
+    fn marking(
         &self,
         now: Timestamp,
         release: &Release<'_>,
         lead: CommitmentHash,
         package: PackageHash,
         shares: Vec<Vec<u8>>,
-        mut charge: Vec<WriteOp>,
-        pending: &mut PendingShares,
-    ) -> Result<Vec<Vec<u8>>, Error> {
-        let wallet = release.charge.wallet;
+    ) -> Result<Marking, Error> {
         let expires = now
             .saturating_add(self.limits.nonce_ttl)
             .saturating_add(self.limits.replay_window);
         let marker = WriteOp::InsertMarker {
-            wallet: wallet.clone(),
+            wallet: release.charge.wallet.clone(),
             commitment: lead,
             marker: Marker {
                 package_hash: package,
@@ -372,55 +444,111 @@ impl<S: Store> Signer<S> {
                 expires_at: expires,
             },
         };
-        let audit = audit_op(now, &release.audit);
-        for _ in 0..LEDGER_RETRIES {
-            let mut ops: Vec<WriteOp> = vec![release.guard.clone()];
-            ops.extend(charge.iter().cloned());
-            ops.push(marker.clone());
-            ops.push(audit.clone());
-            let outcome = self
-                .store
-                .write(ops)
-                .map_err(|source| store_error(wallet, source))?;
-            match outcome {
-                WriteOutcome::Committed(results) => {
-                    pending.remove(&lead);
-                    if let Some(OpResult::Appended(seq)) = results.last() {
-                        self.checkpoint_due(now, *seq);
-                    }
-                    return Ok(shares);
+        Ok(Marking {
+            lead,
+            package,
+            shares,
+            marker,
+        })
+    }
+
+    /// Hands the marker unit to the store, under the wallet's lock: the
+    /// marker (insert-if-absent) with the transaction's rate charge
+    /// (`charge`, approved against the ledger as last read), the
+    /// rollout's guard and the audit entry. Its ledger writes join the
+    /// units in flight, which the wallet's next reads see first. After
+    /// `tried` units of this attempt, [`Error::LedgerContended`].
+    fn submit(
+        &self,
+        now: Timestamp,
+        release: &Release<'_>,
+        marking: Marking,
+        charge: Vec<WriteOp>,
+        tried: usize,
+        inflight: &mut InFlight,
+    ) -> Result<Submitted<'_>, Error> {
+        let wallet = release.charge.wallet;
+        if tried >= LEDGER_RETRIES {
+            return Err(Error::LedgerContended {
+                wallet: wallet.clone(),
+            });
+        }
+        let mut ops: Vec<WriteOp> = vec![release.guard.clone()];
+        ops.extend(charge.iter().cloned());
+        ops.push(marking.marker.clone());
+        ops.push(audit_op(now, &release.audit));
+        let pending = self
+            .store
+            .submit(ops)
+            .map_err(|source| store_error(wallet, source))?;
+        inflight.submitted(&charge);
+        Ok(Submitted {
+            pending,
+            attempt: Attempt {
+                marking,
+                units: tried.saturating_add(1),
+            },
+        })
+    }
+
+    /// Settles a marker unit's outcome, under the wallet's lock again: the
+    /// shares to release (the new ones if inserted, the stored ones for an
+    /// identical earlier, perhaps ambiguous, commit), or the next unit. A
+    /// ledger changed by another commit skips the whole unit; the policy
+    /// is then checked again against the new ledger and a new unit
+    /// submitted, never charged twice. On failure the pending shares stay
+    /// for a byte-identical retry.
+    fn settle<'s>(
+        &'s self,
+        now: Timestamp,
+        release: &Release<'_>,
+        attempt: Attempt,
+        outcome: Result<WriteOutcome, thresig_store::Error>,
+        pending: &mut PendingShares,
+        inflight: &mut InFlight,
+    ) -> Result<Step<'s>, Error> {
+        inflight.answered(matches!(outcome, Ok(WriteOutcome::Committed(_))));
+        let wallet = release.charge.wallet;
+        let Attempt { marking, units } = attempt;
+        let lead = marking.lead;
+        match outcome.map_err(|source| store_error(wallet, source))? {
+            WriteOutcome::Committed(results) => {
+                pending.remove(&lead);
+                if let Some(OpResult::Appended(seq)) = results.last() {
+                    self.checkpoint_due(now, *seq);
                 }
-                WriteOutcome::Skipped {
-                    conflict: Conflict::MarkerPresent(stored),
-                    ..
-                } => {
-                    pending.remove(&lead);
-                    return replay(wallet, lead, package, &stored);
-                }
-                WriteOutcome::Skipped {
-                    conflict: Conflict::PolicyMismatch(_),
-                    ..
-                } => charge = self.charge_ops(now, &release.charge)?,
-                // A rollout step changed the wallet's policy since the
-                // request was checked: the shares stay pending, and the
-                // byte-identical retry is checked under the new one.
-                WriteOutcome::Skipped {
-                    conflict: Conflict::MetaMismatch(_),
-                    ..
-                } => {
-                    return Err(Error::Rollout(RolloutError::Moved {
-                        wallet: wallet.clone(),
-                    }));
-                }
-                _ => {
-                    pending.remove(&lead);
-                    return Err(Error::Internal(InternalFault::UnexpectedWrite));
-                }
+                Ok(Step::Done(marking.shares, true))
+            }
+            WriteOutcome::Skipped {
+                conflict: Conflict::MarkerPresent(stored),
+                ..
+            } => {
+                pending.remove(&lead);
+                replay(wallet, lead, marking.package, &stored)
+                    .map(|shares| Step::Done(shares, true))
+            }
+            WriteOutcome::Skipped {
+                conflict: Conflict::PolicyMismatch(_),
+                ..
+            } => {
+                let charge = self.charge_ops(now, &release.charge, inflight)?;
+                self.submit(now, release, marking, charge, units, inflight)
+                    .map(|unit| Step::Submitted(Box::new(unit)))
+            }
+            // A rollout step changed the wallet's policy since the
+            // request was checked: the shares stay pending, and the
+            // byte-identical retry is checked under the new one.
+            WriteOutcome::Skipped {
+                conflict: Conflict::MetaMismatch(_),
+                ..
+            } => Err(Error::Rollout(RolloutError::Moved {
+                wallet: wallet.clone(),
+            })),
+            _ => {
+                pending.remove(&lead);
+                Err(Error::Internal(InternalFault::UnexpectedWrite))
             }
         }
-        Err(Error::LedgerContended {
-            wallet: wallet.clone(),
-        })
     }
 }
 

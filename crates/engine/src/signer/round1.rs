@@ -243,6 +243,7 @@ mod tests {
             loaded: true,
             pool: NoncePool::new(Limits::default(), 3),
             pending: PendingShares::default(),
+            inflight: crate::ledger::InFlight::default(),
             dkg: None,
             dkg_cancelled: BTreeMap::new(),
             unacknowledged_step: None,

@@ -21,8 +21,8 @@ use thresig_crypto::{
 use thresig_store::provider::{KekId, KeyProvider, MemoryProvider, ProviderError};
 use thresig_store::{
     AuditSeq, CommitmentHash, DkgSessionId, EncryptedStore, Error as StoreError, KeyEpoch, Marker,
-    MemoryWitness, MetaName, Plaintext, PolicyKey, RecordEpoch, SimDisk, Store, StoreLocation,
-    StoreOptions, WriteOp, WriteOutcome,
+    MemoryWitness, MetaName, PendingWrite, Plaintext, PolicyKey, RecordEpoch, SimDisk, Store,
+    StoreLocation, StoreOptions, WriteOp, WriteOutcome,
 };
 use thresig_tx::{Network, PolicyConfig};
 use zeroize::Zeroizing;
@@ -154,6 +154,42 @@ struct Park {
     release: Receiver<()>,
 }
 
+/// Holds back the commits of one wallet's marker units (see
+/// [`FaultStore::hold_commits`]).
+struct Hold {
+    wallet: WalletId,
+    held: OnHeld,
+}
+
+/// What [`FaultStore::hold_commits`] does with each unit it holds.
+pub type OnHeld = Box<dyn Fn(HeldCommit) + Send + Sync>;
+
+/// A held marker unit waiting to be handed to the inner store, with its
+/// fault and where its outcome goes.
+type Deferred = (
+    Vec<WriteOp>,
+    Option<Fault>,
+    Sender<Result<WriteOutcome, StoreError>>,
+);
+
+/// A marker unit whose commit [`FaultStore::hold_commits`] holds back:
+/// submitted, not yet handed to the inner store, and its caller waits
+/// until this is released (or dropped).
+pub struct HeldCommit {
+    /// The unit's marker's first commitment.
+    pub commitment: CommitmentHash,
+    release: Sender<()>,
+}
+
+impl HeldCommit {
+    /// Commits the unit, and every held unit submitted before it (in
+    /// their order), and lets its caller have its outcome.
+    pub fn release(self) {
+        // The caller may have given up waiting (its pending write dropped).
+        let _ = self.release.send(());
+    }
+}
+
 /// Makes the error an injected fault returns.
 type MakeError = fn() -> StoreError;
 
@@ -162,7 +198,8 @@ fn injected() -> StoreError {
 }
 
 /// A decorator injecting faults into any [`Store`]: lost and ambiguous
-/// marker commits, failing marker reads, and a parked commit. The inner
+/// marker commits, failing marker reads, a parked commit, and marker
+/// commits held until the test releases them. The inner
 /// store may be shared by several decorators ([`FaultStore::share`]), as two
 /// signer processes over one database would.
 pub struct FaultStore<S> {
@@ -189,6 +226,11 @@ pub struct FaultStore<S> {
     /// Key package reads so far.
     key_reads: AtomicUsize,
     park: Mutex<Option<Park>>,
+    /// Holds back the commits of a wallet's marker units while set.
+    hold: Mutex<Option<Hold>>,
+    /// The held units not yet handed to the inner store, in submission
+    /// order.
+    deferred: Mutex<VecDeque<Deferred>>,
     /// Policy-record writes (compare-and-sets) submitted through this
     /// decorator.
     policy_writes: AtomicUsize,
@@ -237,6 +279,8 @@ impl<S> FaultStore<S> {
             fail_key_reads: Mutex::new(None),
             key_reads: AtomicUsize::new(0),
             park: Mutex::new(None),
+            hold: Mutex::new(None),
+            deferred: Mutex::new(VecDeque::new()),
             policy_writes: AtomicUsize::new(0),
             retire: Mutex::new(Retire::Pass),
             retires: AtomicUsize::new(0),
@@ -360,6 +404,21 @@ impl<S> FaultStore<S> {
         (parked_rx, release_tx)
     }
 
+    /// From now on, every marker unit of `wallet` is held back before the
+    /// inner store sees it, as behind a slow writer: `held` is called with
+    /// a [`HeldCommit`] for it, and its caller waits until it is released.
+    /// Releasing one commits the held units submitted before it first,
+    /// in their order, so units still apply in submission order whatever
+    /// the order of the releases (others, not held, may overtake them;
+    /// one never released is never committed). `None` ends it (units held
+    /// until then stay held).
+    pub fn hold_commits(&self, hold: Option<(&WalletId, OnHeld)>) {
+        *self.hold.lock().unwrap() = hold.map(|(wallet, held)| Hold {
+            wallet: wallet.clone(),
+            held,
+        });
+    }
+
     /// The next policy rollout step's commit sends on `parked` and waits
     /// for `release` before committing.
     pub fn park_rollout_step(&self, parked: Sender<()>, release: Receiver<()>) {
@@ -383,10 +442,70 @@ impl<S: Store> FaultStore<S> {
             }
         }
     }
+
+    /// Hands `ops` to the inner store as `fault` says, held back if the
+    /// marker units of `marker`'s wallet are.
+    fn submit_faulted(
+        &self,
+        fault: Option<Fault>,
+        ops: Vec<WriteOp>,
+        marker: Option<(WalletId, CommitmentHash)>,
+    ) -> Result<PendingWrite<'_>, StoreError> {
+        let hold = self.hold.lock().unwrap();
+        if let (Some(hold), Some((wallet, commitment))) = (hold.as_ref(), marker)
+            && hold.wallet == wallet
+        {
+            let (outcome, answer) = std::sync::mpsc::channel();
+            let (release, released) = std::sync::mpsc::channel();
+            self.deferred
+                .lock()
+                .unwrap()
+                .push_back((ops, fault, outcome));
+            (hold.held)(HeldCommit {
+                commitment,
+                release,
+            });
+            return Ok(PendingWrite::new(move || {
+                // A dropped `HeldCommit` releases too.
+                let _ = released.recv();
+                self.commit_held(&answer)
+            }));
+        }
+        match fault {
+            None => self.inner.submit(ops),
+            Some(Fault::Lost) => Ok(PendingWrite::new(|| Err(injected()))),
+            Some(Fault::Ambiguous) => {
+                let written = self.inner.submit(ops)?;
+                Ok(PendingWrite::new(move || {
+                    written.wait()?;
+                    Err(injected())
+                }))
+            }
+        }
+    }
+
+    /// Commits the held units, in order, up to the one whose outcome
+    /// `answer` receives; returns that outcome.
+    fn commit_held(
+        &self,
+        answer: &Receiver<Result<WriteOutcome, StoreError>>,
+    ) -> Result<WriteOutcome, StoreError> {
+        // Held while committing, so that two releases commit in order.
+        let mut deferred = self.deferred.lock().unwrap();
+        loop {
+            if let Ok(outcome) = answer.try_recv() {
+                return outcome;
+            }
+            let Some((ops, fault, outcome)) = deferred.pop_front() else {
+                return Err(StoreError::WriterStopped);
+            };
+            let _ = outcome.send(self.faulted(fault, ops));
+        }
+    }
 }
 
 impl<S: Store> Store for FaultStore<S> {
-    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+    fn submit(&self, ops: Vec<WriteOp>) -> Result<PendingWrite<'_>, StoreError> {
         let (policy_ops, policy_bytes) = ops
             .iter()
             .filter_map(|op| match op {
@@ -396,10 +515,13 @@ impl<S: Store> Store for FaultStore<S> {
             .fold((0, 0), |(n, bytes), len| (n + 1, bytes + len));
         self.policy_writes.fetch_add(policy_ops, Ordering::SeqCst);
         self.policy_bytes.fetch_add(policy_bytes, Ordering::SeqCst);
-        let marker_wallet = ops.iter().find_map(|op| match op {
-            WriteOp::InsertMarker { wallet, .. } => Some(wallet.clone()),
+        let marker = ops.iter().find_map(|op| match op {
+            WriteOp::InsertMarker {
+                wallet, commitment, ..
+            } => Some((wallet.clone(), *commitment)),
             _ => None,
         });
+        let marker_wallet = marker.as_ref().map(|(wallet, _)| wallet.clone());
         // A part-3 commit stores a result, a repair's finish a key package;
         // a refresh abort deletes a key package, and so does a refresh
         // switch, which also marks a data key retirement due. A rekey's
@@ -441,7 +563,7 @@ impl<S: Store> Store for FaultStore<S> {
             } else {
                 None
             };
-            return self.faulted(fault, ops);
+            return self.submit_faulted(fault, ops, None);
         }
         let park = {
             let mut slot = self.park.lock().unwrap();
@@ -456,7 +578,7 @@ impl<S: Store> Store for FaultStore<S> {
             p.release.recv().unwrap();
         }
         let fault = self.commit_faults.lock().unwrap().pop_front();
-        self.faulted(fault, ops)
+        self.submit_faulted(fault, ops, marker)
     }
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, StoreError> {
         self.inner.wallet(wallet)

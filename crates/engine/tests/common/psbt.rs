@@ -138,3 +138,29 @@ pub fn denial(err: &Error) -> (Rule, Violation) {
         other => panic!("expected policy_denied, got {other:?}"),
     }
 }
+
+/// The rate ledger of `wallet` as stored at `seat` (docs/storage-format.md):
+/// the summary's length, and the charges its ring holds from `head` to
+/// `next`, each as its charge key and time, in sequence order.
+pub fn stored_charges(c: &Cluster, seat: u16, wallet: &str) -> (usize, Vec<([u8; 32], u64)>) {
+    use thresig_store::Store as _;
+    let record = |name: &[u8]| {
+        let key = thresig_store::PolicyKey::new(name.to_vec()).unwrap();
+        c.member(seat).store().policy(&wid(wallet), &key).unwrap()
+    };
+    let word = |bytes: &[u8], at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+    let summary = record(b"rate-ledger").map_or(Vec::new(), |p| p.to_vec());
+    if summary.is_empty() {
+        return (0, Vec::new());
+    }
+    let (head, next) = (word(&summary, 1), word(&summary, 17));
+    let charges = (head..next)
+        .map(|seq| {
+            let slot = u16::try_from(seq % 10_000).unwrap().to_be_bytes();
+            let slot = record(&[b"rate-ledger/slot/".as_slice(), &slot].concat()).unwrap();
+            assert_eq!(word(&slot, 0), seq);
+            (slot[8..40].try_into().unwrap(), word(&slot, 8 + 32))
+        })
+        .collect();
+    (summary.len(), charges)
+}

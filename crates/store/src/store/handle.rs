@@ -9,7 +9,7 @@ use redb::{ReadTransaction, ReadableDatabase};
 #[cfg(any(test, feature = "test-util"))]
 use super::SubmitHook;
 use super::open::entries_of;
-use super::{EncryptedStore, Store};
+use super::{EncryptedStore, PendingWrite, Store};
 use crate::audit::{self, AuditEntry, AuditHead, AuditReport};
 use crate::entry::StoredEntry;
 use crate::error::Error;
@@ -18,7 +18,7 @@ use crate::ids::{
     Timestamp, WalletId,
 };
 use crate::manager::KeyChangeAudit;
-use crate::ops::{Marker, WriteOp, WriteOutcome};
+use crate::ops::{Marker, WriteOp};
 use crate::plaintext::Plaintext;
 use crate::records::{Raw, Records, decode_u64};
 use crate::schema::{self, DEK_INDEX, KEYRING, RecordTable};
@@ -215,7 +215,7 @@ impl Drop for EncryptedStore {
 }
 
 impl Store for EncryptedStore {
-    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error> {
+    fn submit(&self, ops: Vec<WriteOp>) -> Result<PendingWrite<'_>, Error> {
         let (reply, answer) = sync_channel(1);
         #[cfg(any(test, feature = "test-util"))]
         {
@@ -224,13 +224,18 @@ impl Store for EncryptedStore {
                 hook();
             }
         }
+        // The wait counts from the hand-over, so that a caller doing other
+        // work before it waits is still counted as waiting on its commit.
         let wait = self.shared.write_wait.start();
         self.sender()?
             .send(Job::Write { ops, reply })
             .map_err(|_| Error::WriterStopped)?;
-        let result = answer.recv().map_err(|_| Error::WriterStopped);
-        drop(wait);
-        result?.map_err(|e| self.shared.named(e))
+        // A dropped receiver only makes the writer's answer go nowhere.
+        Ok(PendingWrite::new(move || {
+            let result = answer.recv().map_err(|_| Error::WriterStopped);
+            drop(wait);
+            result?.map_err(|e| self.shared.named(e))
+        }))
     }
 
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, Error> {

@@ -43,7 +43,9 @@ pub type SubmitHook = std::sync::Arc<dyn Fn() + Send + Sync>;
 /// callable from any thread.
 ///
 /// Writes go through [`Store::write`]: a unit of [`WriteOp`]s that commits
-/// durably, all or nothing, before the call returns. Conditional operations
+/// durably, all or nothing, before the call returns; or through
+/// [`Store::submit`], which hands the unit over and leaves the wait for its
+/// outcome to [`PendingWrite::wait`]. Conditional operations
 /// (insert-if-absent, compare-and-set) are evaluated inside the committing
 /// transaction. Reads run on their own read transaction and never wait for
 /// the writer.
@@ -55,8 +57,28 @@ pub type SubmitHook = std::sync::Arc<dyn Fn() + Send + Sync>;
 pub trait Store: Send + Sync {
     /// Commits a unit of writes durably (group-committed with concurrent
     /// units). Returns after the commit is durable, or with an error, in
-    /// which case nothing of the unit was written.
-    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error>;
+    /// which case nothing of the unit was written: [`Store::submit`] and
+    /// [`PendingWrite::wait`].
+    fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error> {
+        self.submit(ops)?.wait()
+    }
+    /// Hands a unit of writes to the store without waiting for it:
+    /// [`PendingWrite::wait`] returns its outcome, as [`Store::write`]
+    /// would have.
+    ///
+    /// # Ordering
+    /// Units are applied in the order they were submitted (the writer's
+    /// queue is first in, first out, and a group commit applies its units
+    /// in that order), whether or not their callers wait: a unit submitted
+    /// after another sees that one's writes, or its failure. The signer
+    /// relies on it: a wallet's round 2 submits its marker unit under the
+    /// wallet's lock and waits without it, and the next round 2's
+    /// compare-and-sets expect the ledger as the earlier unit leaves it.
+    ///
+    /// # Errors
+    /// As for [`Store::write`] when the unit could not be handed over;
+    /// nothing of it is then written.
+    fn submit(&self, ops: Vec<WriteOp>) -> Result<PendingWrite<'_>, Error>;
     /// A wallet's state.
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, Error>;
     /// Every wallet with an epoch record (every wallet ever written).
@@ -123,6 +145,9 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error> {
         (**self).write(ops)
     }
+    fn submit(&self, ops: Vec<WriteOp>) -> Result<PendingWrite<'_>, Error> {
+        (**self).submit(ops)
+    }
     fn wallet(&self, wallet: &WalletId) -> Result<Option<Plaintext>, Error> {
         (**self).wallet(wallet)
     }
@@ -168,6 +193,41 @@ impl<T: Store + ?Sized> Store for std::sync::Arc<T> {
     }
     fn retire_deleted(&self, audit: &dyn KeyChangeAudit, at: Timestamp) -> Result<(), Error> {
         (**self).retire_deleted(audit, at)
+    }
+}
+
+/// A write unit handed to the store ([`Store::submit`]) whose outcome is
+/// not yet known to its caller.
+///
+/// Dropping it without waiting loses nothing and breaks nothing: the unit
+/// is applied all the same, in its place in the order, and nobody is told
+/// its outcome.
+#[must_use = "the unit's outcome is known only through `wait`"]
+pub struct PendingWrite<'a> {
+    answer: Box<dyn FnOnce() -> Result<WriteOutcome, Error> + Send + 'a>,
+}
+
+impl<'a> PendingWrite<'a> {
+    /// A unit whose outcome `answer` waits for.
+    pub fn new(answer: impl FnOnce() -> Result<WriteOutcome, Error> + Send + 'a) -> Self {
+        Self {
+            answer: Box::new(answer),
+        }
+    }
+
+    /// Blocks until the unit is durable, or known not to be: its outcome,
+    /// as [`Store::write`] returns it.
+    ///
+    /// # Errors
+    /// As for [`Store::write`]: nothing of the unit was written.
+    pub fn wait(self) -> Result<WriteOutcome, Error> {
+        (self.answer)()
+    }
+}
+
+impl std::fmt::Debug for PendingWrite<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingWrite").finish_non_exhaustive()
     }
 }
 

@@ -1,0 +1,310 @@
+//! One wallet's round 2s overlap: each hands its marker unit to the store
+//! under the wallet's lock and waits for the commit without it, and the
+//! next one charges the rate ledger as the units in flight leave it. The
+//! store here holds those commits until the test releases them (in
+//! submission order, as the real writer commits them).
+
+mod common;
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::Scope;
+use std::time::Duration;
+
+use common::psbt::*;
+use common::*;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use thresig_crypto::{Commitment, ScriptTree};
+use thresig_engine::{Error, Limits, Round2Request, Round2Response, SigningTarget, Timestamp};
+use thresig_store::Recovery;
+use thresig_tx::{ChargeKey, PolicyConfig, Rule, TaprootWallet, Violation, WalletPsbt};
+
+/// What a test sees of its round 2s, in the order it happens.
+enum Event {
+    /// A marker unit was submitted; the store holds its commit.
+    Held(HeldCommit),
+    /// Round 2 number `i` answered.
+    Done(usize, Result<Round2Response, Error>),
+}
+
+/// Member 1's round 2s of wallet "w", each in a thread of its own, with
+/// the store holding their marker units' commits.
+struct Overlap<'scope, 'env> {
+    scope: &'scope Scope<'scope, 'env>,
+    signer: Via<'env, TestStore>,
+    now: Timestamp,
+    events: Sender<Event>,
+    // Dropped when a test fails inside the scope: the commits still held
+    // then go with it, which releases their callers, so the scope ends.
+    seen: Receiver<Event>,
+}
+
+impl<'scope, 'env> Overlap<'scope, 'env> {
+    /// Starts round 2 number `i` of `req`, requested by coordinator `from`.
+    fn start(&self, i: usize, from: u16, req: &Round2Request) {
+        let (signer, now, events) = (self.signer, self.now, self.events.clone());
+        let req = req.clone();
+        self.scope.spawn(move || {
+            let mut rng = ChaCha20Rng::seed_from_u64(100 + i as u64);
+            let answer = signer.round2(now, coordinator(from), &req, &mut rng);
+            let _ = events.send(Event::Done(i, answer));
+        });
+    }
+
+    /// The next event. A failure detector only (the events are the
+    /// synchronization): a round 2 that waits on another's commit never
+    /// gets to its own event while that commit is held.
+    fn next(&self) -> Event {
+        self.seen
+            .recv_timeout(Duration::from_secs(60))
+            .expect("no round 2 got anywhere")
+    }
+
+    /// The next event, which must be a unit held.
+    fn held(&self) -> HeldCommit {
+        match self.next() {
+            Event::Held(held) => held,
+            Event::Done(i, answer) => panic!("round 2 {i} answered first: {answer:?}"),
+        }
+    }
+
+    /// Starts coordinator A's round 2s 0 of `first` and 1 of `second`,
+    /// the second once the first's unit is held; both held units.
+    fn both_held(&self, first: &Round2Request, second: &Round2Request) -> (HeldCommit, HeldCommit) {
+        self.start(0, COORD_A, first);
+        let first = self.held();
+        self.start(1, COORD_A, second);
+        (first, self.held())
+    }
+
+    /// The answers of `n` round 2s, by number, releasing every unit held
+    /// on the way (a retry's).
+    fn answers(&self, n: usize) -> Vec<Result<Round2Response, Error>> {
+        let mut answers: Vec<Option<_>> = (0..n).map(|_| None).collect();
+        while answers.iter().any(Option::is_none) {
+            match self.next() {
+                Event::Held(held) => held.release(),
+                Event::Done(i, answer) => answers[i] = Some(answer),
+            }
+        }
+        answers.into_iter().map(Option::unwrap).collect()
+    }
+}
+
+/// Runs `body` with member 1 holding the commits of wallet "w"'s marker
+/// units.
+fn overlap<'env, T>(
+    c: &'env Cluster,
+    body: impl for<'scope> FnOnce(Overlap<'scope, 'env>) -> T,
+) -> T {
+    let (events, seen) = channel();
+    let on_held = events.clone();
+    c.member(1).store().hold_commits(Some((
+        &wid("w"),
+        Box::new(move |held| {
+            let _ = on_held.send(Event::Held(held));
+        }),
+    )));
+    let signer = c.member(1).signer();
+    let now = c.now;
+    let out = std::thread::scope(|scope| {
+        body(Overlap {
+            scope,
+            signer,
+            now,
+            events,
+            seen,
+        })
+    });
+    c.member(1).store().hold_commits(None);
+    out
+}
+
+fn cluster(seed: u64, policy: PolicyConfig) -> (Cluster, TaprootWallet) {
+    let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy)];
+    let c = Cluster::with_wallets(seed, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    (c, w)
+}
+
+/// A round-2 request for `psbt` by coordinator `from`, over round-1
+/// vectors of seats 1 and 2, with seat 1's commitments.
+fn request(c: &mut Cluster, from: u16, psbt: &WalletPsbt) -> (Round2Request, Vec<Commitment>) {
+    let messages = sighashes(psbt);
+    let comms = [1, 2]
+        .into_iter()
+        .map(|s| (s, c.round1(s, from, "w", messages.len()).unwrap()))
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let req = c.request_for(
+        "w",
+        &comms,
+        &messages,
+        SigningTarget::psbt(psbt.serialize()),
+    );
+    (req, comms[&1].clone())
+}
+
+/// The charge keys member 1's stored ledger holds, in charge order.
+fn charged(c: &Cluster) -> Vec<[u8; 32]> {
+    stored_charges(c, 1, "w")
+        .1
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect()
+}
+
+fn key(psbt: &WalletPsbt) -> [u8; 32] {
+    ChargeKey::of(psbt).to_byte_array()
+}
+
+#[test]
+fn a_round_2_submits_its_unit_while_the_previous_ones_commit_is_held() {
+    let (mut c, w) = cluster(70, policy());
+    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
+    let reqs: Vec<_> = psbts
+        .iter()
+        .map(|p| request(&mut c, COORD_A, p).0)
+        .collect();
+    let answers = overlap(&c, |run| {
+        // With the wallet's lock held until the first commit, the second
+        // round 2 could not even check its request while that is held.
+        let (first, second) = run.both_held(&reqs[0], &reqs[1]);
+        first.release();
+        second.release();
+        run.answers(2)
+    });
+    for answer in answers {
+        assert_eq!(answer.unwrap().shares.len(), 1);
+    }
+    // The second was charged on top of the first, not instead of it.
+    assert_eq!(charged(&c), [key(&psbts[0]), key(&psbts[1])]);
+}
+
+#[test]
+fn a_unit_that_fails_under_one_built_on_it_loses_and_doubles_no_charge() {
+    for first_released_first in [true, false] {
+        let (mut c, w) = cluster(71, policy());
+        let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
+        let (req_a, comms_a) = request(&mut c, COORD_A, &psbts[0]);
+        let (req_b, _) = request(&mut c, COORD_A, &psbts[1]);
+        c.member(1).store().fail_next_commit(Fault::Lost);
+        let answers = overlap(&c, |run| {
+            // B is charged on top of A's charge, which will not commit.
+            let (a, b) = run.both_held(&req_a, &req_b);
+            if first_released_first {
+                a.release();
+                b.release();
+            } else {
+                b.release();
+                a.release();
+            }
+            run.answers(2)
+        });
+        let mut answers = answers.into_iter();
+        let err = answers.next().unwrap().unwrap_err();
+        assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+        assert!(
+            c.member(1).marker("w", &comms_a[0]).is_none(),
+            "A released nothing"
+        );
+        assert_eq!(answers.next().unwrap().unwrap().shares.len(), 1);
+        assert_eq!(charged(&c), [key(&psbts[1])], "B alone was charged");
+        // A's shares stayed pending: its byte-identical retry commits them
+        // with its charge.
+        let shares = c.round2(1, &req_a).unwrap();
+        assert_eq!(c.member(1).marker("w", &comms_a[0]), Some(shares));
+        assert_eq!(charged(&c), [key(&psbts[1]), key(&psbts[0])]);
+    }
+}
+
+#[test]
+fn a_retry_while_its_first_attempts_unit_is_in_flight_is_charged_once() {
+    for first_lost in [false, true] {
+        let (mut c, w) = cluster(72, policy());
+        let psbt = spend(&w, 1, 1);
+        let (req, comms) = request(&mut c, COORD_A, &psbt);
+        if first_lost {
+            c.member(1).store().fail_next_commit(Fault::Lost);
+        }
+        let answers = overlap(&c, |run| {
+            // The retry finds the transaction charged by the first
+            // attempt's unit, which has not committed yet.
+            let (first, retry) = run.both_held(&req, &req);
+            retry.release();
+            first.release();
+            run.answers(2)
+        });
+        let mut answers = answers.into_iter();
+        let first = answers.next().unwrap();
+        let retry = answers.next().unwrap().unwrap().shares;
+        let stored = c.member(1).marker("w", &comms[0]).unwrap();
+        assert_eq!(
+            retry.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
+            stored
+        );
+        if first_lost {
+            assert!(first.is_err(), "{first:?}");
+        } else {
+            assert_eq!(first.unwrap().shares, retry, "the same shares");
+        }
+        assert_eq!(charged(&c), [key(&psbt)], "first lost: {first_lost}");
+    }
+}
+
+#[test]
+fn concurrent_round_2s_never_pass_a_daily_limit() {
+    const LIMIT: usize = 6;
+    let mut p = policy();
+    p.max_per_day = Some(u32::try_from(LIMIT).unwrap());
+    let (mut c, w) = cluster(73, p);
+    // Three coordinators, each well inside its own sub-limit (three a day).
+    let from = |i: usize| [1, COORD_B, COORD_A][i % 3];
+    let psbts: Vec<_> = (0..8u8).map(|i| spend(&w, 1, i + 1)).collect();
+    let reqs: Vec<_> = psbts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| request(&mut c, from(i), p))
+        .collect();
+    let answers = overlap(&c, |run| {
+        let mut held = Vec::new();
+        for (i, (req, _)) in reqs.iter().enumerate() {
+            run.start(i, from(i), req);
+            match run.next() {
+                Event::Held(h) => held.push(h),
+                Event::Done(j, answer) => {
+                    // Denied while every charge before it is still in
+                    // flight: the ledger counts them.
+                    assert_eq!(j, i);
+                    let Err(Error::PolicyDenied { denial, .. }) = answer else {
+                        panic!("round 2 {i}: {answer:?}");
+                    };
+                    assert_eq!(denial.rule, Rule::RatePerDay);
+                    assert_eq!(
+                        denial.violation,
+                        Violation::Rate {
+                            charged: 6,
+                            limit: 6
+                        }
+                    );
+                }
+            }
+        }
+        assert_eq!(held.len(), LIMIT);
+        let mut held: Vec<_> = held.into_iter().map(Some).collect();
+        for i in [3, 0, 5, 1, 4, 2] {
+            held[i].take().unwrap().release();
+        }
+        run.answers(LIMIT)
+    });
+    for answer in answers {
+        assert_eq!(answer.unwrap().shares.len(), 1);
+    }
+    let mut expected: Vec<_> = psbts[..LIMIT].iter().map(key).collect();
+    let mut stored = charged(&c);
+    expected.sort_unstable();
+    stored.sort_unstable();
+    assert_eq!(stored, expected);
+    for (i, (_, comms)) in reqs.iter().enumerate() {
+        assert_eq!(c.member(1).marker("w", &comms[0]).is_some(), i < LIMIT);
+    }
+}
