@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::Scope;
 use std::time::Duration;
@@ -32,7 +34,8 @@ enum Event {
 struct Overlap<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
     signer: Via<'env, TestStore>,
-    now: Timestamp,
+    /// The time the round 2s read, which a test may move.
+    time: Arc<AtomicU64>,
     events: Sender<Event>,
     // Dropped when a test fails inside the scope: the commits still held
     // then go with it, which releases their callers, so the scope ends.
@@ -42,11 +45,12 @@ struct Overlap<'scope, 'env> {
 impl<'scope, 'env> Overlap<'scope, 'env> {
     /// Starts round 2 number `i` of `req`, requested by coordinator `from`.
     fn start(&self, i: usize, from: u16, req: &Round2Request) {
-        let (signer, now, events) = (self.signer, self.now, self.events.clone());
+        let (signer, time, events) = (self.signer, self.time.clone(), self.events.clone());
         let req = req.clone();
         self.scope.spawn(move || {
             let mut rng = ChaCha20Rng::seed_from_u64(100 + i as u64);
-            let answer = signer.round2(now, coordinator(from), &req, &mut rng);
+            let clock = || Timestamp(time.load(Ordering::SeqCst));
+            let answer = signer.round2(clock, coordinator(from), &req, &mut rng);
             let _ = events.send(Event::Done(i, answer));
         });
     }
@@ -58,6 +62,11 @@ impl<'scope, 'env> Overlap<'scope, 'env> {
         self.seen
             .recv_timeout(Duration::from_secs(60))
             .expect("no round 2 got anywhere")
+    }
+
+    /// Moves the time the round 2s read just over a minute on.
+    fn pass_a_minute(&self) {
+        self.time.fetch_add(61_000, Ordering::SeqCst);
     }
 
     /// The next event, which must be a unit held.
@@ -106,12 +115,12 @@ fn overlap<'env, T>(
         }),
     )));
     let signer = c.member(1).signer();
-    let now = c.now;
+    let time = Arc::new(AtomicU64::new(c.now.0));
     let out = std::thread::scope(|scope| {
         body(Overlap {
             scope,
             signer,
-            now,
+            time,
             events,
             seen,
         })
@@ -307,4 +316,66 @@ fn concurrent_round_2s_never_pass_a_daily_limit() {
     for (i, (_, comms)) in reqs.iter().enumerate() {
         assert_eq!(c.member(1).marker("w", &comms[0]).is_some(), i < LIMIT);
     }
+}
+
+/// A retry after its unit skipped (a ledger changed under it) reads the
+/// clock again once it holds the wallet's lock. X's unit (coordinator B)
+/// is lost, so A's, built on it, skips; while A's is held the clock moves
+/// 61 s on and B, from A's coordinator, is charged and commits. A's retry
+/// at its first reading would see B's charge dated over a minute ahead,
+/// drop it and be approved (storing the ledger without it); at the time
+/// read when it retook the lock it counts B's, and A is over its
+/// coordinator's one transaction a day.
+#[test]
+fn a_retry_after_a_skipped_unit_counts_the_charge_committed_while_it_was_in_flight() {
+    let mut p = policy();
+    p.max_per_day = Some(2);
+    let (mut c, w) = cluster(74, p);
+    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2), spend(&w, 1, 3)];
+    let (req_x, _) = request(&mut c, COORD_B, &psbts[0]);
+    let (req_a, _) = request(&mut c, COORD_A, &psbts[1]);
+    let (req_b, _) = request(&mut c, COORD_A, &psbts[2]);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    let (x, a, b) = overlap(&c, |run| {
+        run.start(0, COORD_B, &req_x);
+        let x = run.held();
+        run.start(1, COORD_A, &req_a);
+        let a = run.held();
+        x.release();
+        let Event::Done(0, x) = run.next() else {
+            panic!("X did not answer first");
+        };
+        run.pass_a_minute();
+        // The units in flight were dropped with X's: B reads the store.
+        run.start(2, COORD_A, &req_b);
+        // Commits A's unit first, which skips, then B's.
+        run.held().release();
+        let Event::Done(2, b) = run.next() else {
+            panic!("B did not answer next");
+        };
+        a.release();
+        // A retry approved submits a unit of its own.
+        let a = loop {
+            match run.next() {
+                Event::Held(held) => held.release(),
+                Event::Done(i, answer) => break (i, answer),
+            }
+        };
+        assert_eq!(a.0, 1);
+        (x, a.1, b)
+    });
+    assert!(x.is_err(), "{x:?}");
+    assert_eq!(b.unwrap().shares.len(), 1);
+    let err = a.expect_err("A's retry dropped B's charge, made while A's unit was in flight");
+    assert_eq!(
+        denial(&err),
+        (
+            Rule::CoordinatorRatePerDay,
+            Violation::Rate {
+                charged: 1,
+                limit: 1
+            }
+        )
+    );
+    assert_eq!(charged(&c), [key(&psbts[2])]);
 }

@@ -174,8 +174,8 @@ impl<S: Store> Signer<S> {
             .to_vec();
         let epoch = key.epoch;
         let step = self.release(now, from, &release, &checked, key, pool, pending, inflight)?;
-        let (shares, fresh, mut guard) = match step {
-            Step::Done(shares, fresh) => (shares, fresh, guard),
+        let (shares, fresh, mut guard, now) = match step {
+            Step::Done(shares, fresh) => (shares, fresh, guard, now),
             Step::Submitted(mut unit) => {
                 // The commit is waited for without the wallet's lock, so the
                 // wallet's next round 2 can submit its unit meanwhile and a
@@ -185,11 +185,18 @@ impl<S: Store> Signer<S> {
                 loop {
                     let outcome = unit.pending.wait();
                     let mut guard = lock(&self.store, slot)?;
+                    // Read again under the lock retaken, for the same reason
+                    // as above: a retry's charge read at the first reading
+                    // would drop the charges committed while the unit was in
+                    // flight, if that lasted over a minute. Its audit entry
+                    // and checkpoint carry this reading too; the marker (and
+                    // its expiry) keeps the first, as its shares do.
+                    let now = clock.now();
                     let Shard {
                         pending, inflight, ..
                     } = &mut *guard;
                     match self.settle(now, &release, unit.attempt, outcome, pending, inflight)? {
-                        Step::Done(shares, fresh) => break (shares, fresh, guard),
+                        Step::Done(shares, fresh) => break (shares, fresh, guard, now),
                         Step::Submitted(next) => unit = next,
                     }
                 }
