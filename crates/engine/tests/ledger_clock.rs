@@ -1,19 +1,22 @@
 //! Round 2 reads the time under the wallet's lock: a request held up
-//! after it arrived counts the charges other requests committed while it
+//! right before it takes the lock counts the charges other requests committed while it
 //! waited, however long that was (in round 2 and in a staged rollout's dry
 //! run of the previous policy), and what it commits is dated at that time.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 
 use common::psbt::*;
 use common::*;
 use thresig_crypto::ScriptTree;
 use thresig_engine::audit::AuditEvent;
 use thresig_engine::rollout::gate::Gates;
-use thresig_engine::{ErrorCode, Limits, RolloutCommand, Round2Request, Timestamp, WalletId};
+use thresig_engine::{
+    ErrorCode, Limits, RolloutCommand, Round2Request, Signer, Timestamp, WalletId,
+};
 use thresig_store::{AuditSeq, Store};
 use thresig_tx::{PolicyConfig, Rule, Violation};
 
@@ -31,30 +34,27 @@ impl ManualClock {
     fn pass_a_minute(&self) {
         self.0.fetch_add(61_000, Ordering::SeqCst);
     }
+}
 
-    /// A reading of this clock for a request held up on arrival: its first
-    /// reading is sent on the receiver and returns only once the sender
-    /// sends.
-    fn held_on_arrival(
-        &self,
-    ) -> (
-        impl Fn() -> Timestamp + Send + '_,
-        Receiver<Timestamp>,
-        Sender<()>,
-    ) {
-        let (arrived_tx, arrived_rx) = channel();
-        let (proceed_tx, proceed_rx) = channel();
-        let arrived = AtomicBool::new(false);
-        let clock = move || {
-            let now = self.now();
-            if !arrived.swap(true, Ordering::SeqCst) {
-                arrived_tx.send(now).unwrap();
-                proceed_rx.recv().unwrap();
-            }
-            now
-        };
-        (clock, arrived_rx, proceed_tx)
-    }
+/// Holds the `nth` round 2 or dry run of `signer` to reach a wallet's lock
+/// there, before it takes the lock and reads the clock under it: the
+/// receiver hears once it is there, and it proceeds when the sender
+/// sends. Every other passes.
+fn held_at_the_wallets_lock<S: Store>(
+    signer: &Signer<S>,
+    nth: usize,
+) -> (Receiver<()>, Sender<()>) {
+    let (at_lock_tx, at_lock_rx) = channel();
+    let (proceed_tx, proceed_rx) = channel::<()>();
+    let proceed = Mutex::new(proceed_rx);
+    let reached = AtomicUsize::new(0);
+    signer.on_wallet_lock(Some(Arc::new(move |_: &WalletId| {
+        if reached.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+            at_lock_tx.send(()).unwrap();
+            proceed.lock().unwrap().recv().unwrap();
+        }
+    })));
+    (at_lock_rx, proceed_tx)
 }
 
 /// [`policy`] with two transactions a day: one for each coordinator of a
@@ -79,14 +79,13 @@ fn request(c: &mut Cluster, wallet: &str, tx: &thresig_tx::WalletPsbt) -> Round2
     psbt_request(c, wallet, &[1, 2], &tx.serialize(), &sighashes(tx)).0
 }
 
-/// Request A arrives, and is held up before it takes the wallet's lock
-/// (its first clock reading, on arrival, does not return) while the clock
-/// moves 61 s on and B, from the same coordinator, is charged at the later
-/// time and holds the lock in its marker commit. A then proceeds: checked
-/// at its arrival it would see B's charge dated over a minute ahead, drop
-/// it and be approved (storing the ledger without it); read under the
-/// lock, the time counts B's charge, and A is over its coordinator's one
-/// transaction a day.
+/// Request A is held right before it takes the wallet's lock while the
+/// clock moves 61 s on and B, from the same coordinator, is charged at
+/// the later time and commits. A then takes the lock: a reading taken
+/// before the lock (on arrival, or just before it) would see B's charge
+/// dated over a minute ahead, drop it and approve A (storing the ledger
+/// without it); read under the lock, the time counts B's charge, and A is
+/// over its coordinator's one transaction a day.
 #[test]
 fn a_request_held_up_before_the_wallets_lock_counts_the_charge_made_meanwhile() {
     let (mut c, w) = one_wallet(53);
@@ -94,23 +93,16 @@ fn a_request_held_up_before_the_wallets_lock_counts_the_charge_made_meanwhile() 
     let req_b = request(&mut c, "w", &spend(&w, 1, 2));
     let time = ManualClock(AtomicU64::new(c.now.0));
     let clock = || time.now();
-    let (clock_a, arrived, proceed) = time.held_on_arrival();
-    let (parked, release) = c.member(1).store().park_next_commit(&wid("w"));
     let signer = c.member(1).signer();
+    let (at_lock, proceed) = held_at_the_wallets_lock(&signer, 1);
     let (mut rng_a, mut rng_b) = (c.rng.clone(), c.rng.clone());
     let (a, b) = std::thread::scope(|scope| {
-        let a = scope.spawn(|| signer.round2(clock_a, coordinator(COORD_A), &req_a, &mut rng_a));
-        let arrival = arrived.recv().unwrap();
+        let a = scope.spawn(|| signer.round2(clock, coordinator(COORD_A), &req_a, &mut rng_a));
+        at_lock.recv().unwrap();
         time.pass_a_minute();
-        let b = scope.spawn(|| signer.round2(clock, coordinator(COORD_A), &req_b, &mut rng_b));
-        // B was checked and charged, and holds the wallet's lock.
-        parked.recv().unwrap();
-        assert!(time.now().0 > arrival.0 + 60_000);
+        let b = signer.round2(clock, coordinator(COORD_A), &req_b, &mut rng_b);
         proceed.send(()).unwrap();
-        // A now waits for the lock, or gets it once B commits: either way
-        // B's charge is durable before A reads the ledger.
-        release.send(()).unwrap();
-        (a.join().unwrap(), b.join().unwrap())
+        (a.join().unwrap(), b)
     });
     assert_eq!(b.unwrap().shares.len(), 1);
     let err = a.expect_err("A was approved: B's charge, made while A waited, was dropped");
@@ -167,12 +159,14 @@ fn a_canarys_dry_run_counts_the_charge_made_while_its_request_waited() {
     let req_a = request(&mut c, &canary, &spend(&w, 1, 1));
     let req_b = request(&mut c, &canary, &pay(&w, &funding(&w, 1, 100_000, 2), None));
     let time = ManualClock(AtomicU64::new(c.now.0));
-    let (clock_a, arrived, proceed) = time.held_on_arrival();
+    let clock = || time.now();
     let signer = c.member(1).signer();
+    // Its round 2 under version 2 takes the lock first, its dry run next.
+    let (at_lock, proceed) = held_at_the_wallets_lock(&signer, 2);
     let (mut rng_a, mut rng_b) = (c.rng.clone(), c.rng.clone());
     let a = std::thread::scope(|scope| {
-        let a = scope.spawn(|| signer.round2(clock_a, coordinator(COORD_A), &req_a, &mut rng_a));
-        arrived.recv().unwrap();
+        let a = scope.spawn(|| signer.round2(clock, coordinator(COORD_A), &req_a, &mut rng_a));
+        at_lock.recv().unwrap();
         time.pass_a_minute();
         signer
             .round2(time.now(), coordinator(COORD_A), &req_b, &mut rng_b)
@@ -197,12 +191,13 @@ fn a_held_up_release_is_audited_at_the_time_it_held_the_wallets_lock() {
     let (mut c, w) = one_wallet(55);
     let req = request(&mut c, "w", &spend(&w, 1, 1));
     let time = ManualClock(AtomicU64::new(c.now.0));
-    let (clock, arrived, proceed) = time.held_on_arrival();
+    let clock = || time.now();
     let signer = c.member(1).signer();
+    let (at_lock, proceed) = held_at_the_wallets_lock(&signer, 1);
     let mut rng = c.rng.clone();
     std::thread::scope(|scope| {
         let a = scope.spawn(|| signer.round2(clock, coordinator(COORD_A), &req, &mut rng));
-        arrived.recv().unwrap();
+        at_lock.recv().unwrap();
         time.pass_a_minute();
         proceed.send(()).unwrap();
         a.join().unwrap().unwrap();

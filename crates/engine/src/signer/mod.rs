@@ -180,7 +180,15 @@ pub struct Signer<S> {
     /// The budget of the DKG endings logged alone (failed, cancelled,
     /// expired), per wallet and coordinator.
     pub(crate) dkg_endings: crate::dkg::EndingBudget,
+    /// Called with a wallet's id right before round 2, or a canary's dry
+    /// run, waits for that wallet's lock (see [`Signer::on_wallet_lock`]).
+    #[cfg(any(test, feature = "test-util"))]
+    lock_hook: Mutex<Option<LockHook>>,
 }
+
+/// What [`Signer::on_wallet_lock`] calls.
+#[cfg(any(test, feature = "test-util"))]
+type LockHook = Arc<dyn Fn(&WalletId) + Send + Sync>;
 
 /// Why a signer could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +260,36 @@ impl<S: Store> Signer<S> {
             retirement: Mutex::new(retire::Retirement::default()),
             audit_checkpointed: AtomicU64::new(0),
             dkg_endings: crate::dkg::EndingBudget::default(),
+            #[cfg(any(test, feature = "test-util"))]
+            lock_hook: Mutex::new(None),
         })
+    }
+
+    /// From now on, round 2 and a canary's dry run call `hook` with the
+    /// wallet's id right before they wait for its lock (under which they
+    /// read the clock), until `None`: a test can then have another
+    /// request's charge made while one is at the lock. Test-only.
+    #[cfg(any(test, feature = "test-util"))]
+    #[doc(hidden)]
+    pub fn on_wallet_lock(&self, hook: Option<Arc<dyn Fn(&WalletId) + Send + Sync>>) {
+        if let Ok(mut slot) = self.lock_hook.lock() {
+            *slot = hook;
+        }
+    }
+
+    /// Locks the wallet's shard for a charge, whose time is read under
+    /// the lock; calls the test hook first, if any.
+    fn lock_for_charge<'a>(&self, slot: &'a Slot) -> Result<MutexGuard<'a, Shard>, Error> {
+        #[cfg(any(test, feature = "test-util"))]
+        {
+            // Called outside its mutex: another request's lock may call it
+            // while this one waits in it.
+            let hook = self.lock_hook.lock().ok().and_then(|h| h.clone());
+            if let Some(hook) = hook {
+                hook(&slot.config.id);
+            }
+        }
+        lock(&self.store, slot)
     }
 
     /// Handles one request from the authenticated coordinator `from`: the

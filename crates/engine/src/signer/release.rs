@@ -138,7 +138,7 @@ impl<S: Store> Signer<S> {
         let policy = &*applied.policy;
         let Member { slot, from } = *member;
         let successor = self.successor(slot)?;
-        let mut guard = lock(&self.store, slot)?;
+        let mut guard = self.lock_for_charge(slot)?;
         // Read under the lock: a reading taken before a wait for it would
         // date the charges committed meanwhile ahead of it, and the ledger
         // drops charges dated over a minute ahead.
@@ -240,7 +240,7 @@ impl<S: Store> Signer<S> {
         let Member { slot, from } = *member;
         let allows = || -> Result<(), Error> {
             let successor = self.successor(slot)?;
-            let guard = lock(&self.store, slot)?;
+            let guard = self.lock_for_charge(slot)?;
             let now = clock.now();
             let (key, role) = guard.state.signing_key(&req.wallet)?;
             let (checked, mode) = self.authorize(slot, key, role, successor, policy, req)?;
