@@ -11,7 +11,6 @@
 //! this member's own configuration and store.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bitcoin::absolute::LockTime;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Txid};
@@ -170,7 +169,7 @@ impl SignerHandle {
             .config
             .validated_policy(self.config().network)
             .map_err(FfiError::invalid_request)?;
-        let now = UnixTime(unix_secs());
+        let now = UnixTime(wall_clock().0 / 1000);
         let report = policy.evaluate(&psbt, &WalletMode::Active, now, &ChargeLog::new());
         let rules: Vec<Value> = report
             .outcomes()
@@ -307,14 +306,6 @@ fn open_error(err: &NodeError) -> FfiError {
 
 fn tx_error(err: &thresig_tx::Error) -> FfiError {
     FfiError::invalid_request(format!("the transaction: {err}"))
-}
-
-/// Seconds since the Unix epoch (0 for a clock before 1970, which only
-/// makes time-bound rules stricter).
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `psbt_build`'s request.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, sync_channel};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
@@ -682,10 +682,9 @@ fn note_rotation(
     command: &str,
     mut detail: Value,
 ) -> Result<(), KeysError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    detail["at_unix"] = json!(now);
+    // One reading dates the note and its audit entry.
+    let now = wall_clock();
+    detail["at_unix"] = json!(now.0 / 1000);
     // The audit entry commits with the note: a rotation or recovery is a
     // lifecycle event of the member's keys (docs/audit.md).
     let entry = AuditEvent::Keys {
@@ -697,7 +696,7 @@ fn note_rotation(
             name: meta_name(name),
             value: detail.to_string().into_bytes().into(),
         },
-        append_op(wall_clock(), &entry),
+        append_op(now, &entry),
     ])?;
     Ok(())
 }

@@ -102,11 +102,10 @@ enum Command {
     Quarantine(quarantine::QuarantineArgs),
 }
 
-/// The wall clock in Unix seconds (0 if it reads before 1970).
+/// The wall clock in Unix seconds, as the engine reads it
+/// ([`thresig_cluster::node::wall_clock`]).
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    thresig_cluster::node::wall_clock().0 / 1000
 }
 
 fn main() -> ExitCode {

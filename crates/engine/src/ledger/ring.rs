@@ -24,9 +24,10 @@
 //! the request that read it ([`super::StoredLedger::prune_ops`]). So each
 //! charge is written once and read at most twice per window over its life
 //! (moved out, and as the next head), and a signature costs O(1) records
-//! however many charges the day holds. A read a little before the last write (a request that read
-//! the clock before another's charge took the wallet's lock after it)
-//! moves the minute window's head back over the few charges it brings back
+//! however many charges the day holds. A read a little before the last write (the clock stepped
+//! back by under a minute; round 2 reads it under the wallet's lock, so a
+//! request that waited for the lock no longer reads before the charges
+//! made meanwhile) moves the minute window's head back over the few charges it brings back
 //! ([`Summary::rewind`]). A read more than a minute before it (the clock
 //! was set back) reads the whole ring into the reference [`ChargeLog`]
 //! instead, and the next charge lays the ring out again from it
@@ -295,9 +296,10 @@ impl Summary {
     }
 
     /// For a `now` before the last write by at most
-    /// `FUTURE_CHARGE_TOLERANCE_SECS` (a concurrent request that read
-    /// the clock before the last charge's took the wallet's lock after
-    /// it): brings back into the minute window the charges the last write
+    /// `FUTURE_CHARGE_TOLERANCE_SECS` (the clock stepped back by that
+    /// much at most: round 2 reads it under the wallet's lock, so every
+    /// charge committed before is dated no later unless it went back):
+    /// brings back into the minute window the charges the last write
     /// moved out of it that are in it at `now` (the day window at `now`
     /// holds every charge kept), and dates `now` the charges dated after
     /// it, as [`ChargeLog::prune`] does, which changes no count. Returns
