@@ -10,7 +10,10 @@
 //! applies to all of them.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::warn;
 
 use rand_core::OsRng;
 use thresig_crypto::Seat;
@@ -69,17 +72,45 @@ impl<S: Store> EngineHandler<S> {
 }
 
 /// The system clock as the engine counts it (milliseconds since the Unix
-/// epoch; 0 for a clock before 1970): the one reading of the system time
-/// that the engine's callers (this handler, the signer process, the C
-/// library, the CLI) use. Passed to [`Signer::handle`] as its clock, so
-/// round 2 reads it once it holds the wallet's lock.
+/// epoch; 0 for a clock before 1970, counted and logged, see
+/// [`since_epoch`]): the one reading of the system time that reaches the
+/// engine and the policy from its callers (this handler, the signer
+/// process, the C library, the CLI). Passed to [`Signer::handle`] as its
+/// clock (the function, not a reading), so round 2 reads it once it holds
+/// the wallet's lock.
 #[must_use]
 pub fn wall_clock() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    )
+    since_epoch(SystemTime::now())
+}
+
+/// How often at most a clock before 1970 is logged: it stays wrong until
+/// an operator sets it right, and each request would log it again.
+const CLAMP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// When a clock before 1970 was last logged (process-wide, as the clock).
+static CLAMP_LOGGED: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// `now` as the engine counts it. A time before 1970 reads as 0: the
+/// engine's time then stands still (rate windows never roll, nothing
+/// expires) until the clock is right again (docs/daemon.md). Requests go
+/// on being served, as a refusal of every one would stop the cluster for
+/// a clock it cannot set; so that it is seen, each such reading counts in
+/// `thresig_clock_before_epoch_total` and one a minute at most is logged.
+fn since_epoch(now: SystemTime) -> Timestamp {
+    if let Ok(since) = now.duration_since(UNIX_EPOCH) {
+        return Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+    }
+    crate::metrics::clock_before_epoch();
+    let mut logged = CLAMP_LOGGED.lock().unwrap_or_else(PoisonError::into_inner);
+    let at = Instant::now();
+    if logged.is_none_or(|last| at.saturating_duration_since(last) >= CLAMP_WARNING_INTERVAL) {
+        *logged = Some(at);
+        warn!(
+            "the system clock reads before 1970: the signer's time stays at 0 \
+             (rate windows do not roll, nothing expires) until it is set right"
+        );
+    }
+    Timestamp(0)
 }
 
 /// The refusal sent for an engine error: its stable code, recovery class
@@ -138,6 +169,19 @@ mod tests {
     use thresig_engine::Limits;
     use thresig_engine::test_util::cluster::{Cluster, Keys, Spec, wid};
     use thresig_engine::test_util::identity;
+
+    /// A system clock before 1970 reads as time 0, and is counted, so it
+    /// does not go unseen.
+    #[test]
+    fn a_clock_before_1970_reads_as_0_and_is_counted() {
+        let before = crate::metrics::clock_before_epoch_total();
+        let early = UNIX_EPOCH - std::time::Duration::from_secs(5);
+        assert_eq!(since_epoch(early), Timestamp(0));
+        assert_eq!(since_epoch(early), Timestamp(0));
+        assert!(crate::metrics::clock_before_epoch_total() >= before + 2);
+        let later = UNIX_EPOCH + std::time::Duration::from_millis(1_500);
+        assert_eq!(since_epoch(later), Timestamp(1_500));
+    }
 
     /// The gauge counts a wallet awaiting its DKG, a repair this signer
     /// helps with, a wallet holding a refresh pending and a wallet being

@@ -252,6 +252,22 @@ pub(crate) fn shares_released(shares: usize) {
     SHARES_RELEASED.inc_by(u64::try_from(shares).unwrap_or(u64::MAX));
 }
 
+/// Readings of a system clock before 1970, process-wide like the clock
+/// (`crate::engine::wall_clock`).
+static CLOCK_BEFORE_EPOCH: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(Counter::default);
+
+/// Counts one reading of a system clock before 1970, read as time 0.
+pub(crate) fn clock_before_epoch() {
+    CLOCK_BEFORE_EPOCH.inc();
+}
+
+/// The readings [`clock_before_epoch`] counted so far.
+#[cfg(test)]
+pub(crate) fn clock_before_epoch_total() -> u64 {
+    CLOCK_BEFORE_EPOCH.get()
+}
+
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 /// Latency buckets from 0.5 ms to about 33 s: signing math at (2,3) is
@@ -368,6 +384,12 @@ impl Metrics {
             "Signature shares this signer handed out in round-2 answers (a retry \
              answered from its marker counts again)",
             SHARES_RELEASED.clone(),
+        );
+        registry.register(
+            "clock_before_epoch",
+            "Readings of a system clock before 1970, which the signer reads as \
+             time 0 (its time stands still until the clock is set right)",
+            CLOCK_BEFORE_EPOCH.clone(),
         );
         let lifecycle = Family::<LifecycleLabels, Gauge>::default();
         registry.register(
