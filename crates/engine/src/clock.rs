@@ -8,8 +8,8 @@ use thresig_store::Timestamp;
 /// taken earlier would be stale.
 ///
 /// [`crate::Signer::handle`] reads it once when a request arrives, and
-/// round 2 reads it again once it holds the wallet's lock, for the policy,
-/// the rate ledger and the charge: a reading from before a wait for that
+/// round 2 reads it again each time it holds the wallet's lock, for the
+/// policy, the rate ledger and the charge: a reading from before a wait for that
 /// lock would date the charges other requests committed meanwhile ahead
 /// of it, and the ledger drops charges dated more than a minute ahead
 /// (docs/policy.md).
@@ -18,9 +18,11 @@ pub trait Clock {
     fn now(&self) -> Timestamp;
 }
 
-/// A fixed time: every reading is this one. For callers that read their
-/// clock themselves, and for tests that step a virtual clock between
-/// requests.
+/// A fixed time: every reading is this one. For tests that step a virtual
+/// clock between requests, and for callers with no clock of their own; a
+/// caller that has one passes the clock itself (the daemon's
+/// `wall_clock`, the function), not a reading of it, which would be as
+/// stale in round 2 as a reading taken on arrival.
 impl Clock for Timestamp {
     fn now(&self) -> Timestamp {
         *self

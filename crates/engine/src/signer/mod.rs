@@ -301,12 +301,16 @@ impl<S: Store> Signer<S> {
     /// that check returns, so none of them can run for a non-member. A
     /// listing shows only the wallets `from` is a member of.
     ///
-    /// `clock` gives the time (a [`Timestamp`] for a fixed one): it is
-    /// read when the request arrives, and round 2 reads it again once it
-    /// holds the wallet's lock, for everything it does under it (the
-    /// policy, the rate ledger and its charge, the nonces, the marker and
-    /// its audit entry), so that the charges committed while it waited for
-    /// the lock are never dated ahead of its time.
+    /// `clock` gives the time: it is read when the request arrives, and
+    /// round 2 reads it again once it holds the wallet's lock, for
+    /// everything it does under it (the policy, the rate ledger and its
+    /// charge, the nonces, the marker and its audit entry), and each time
+    /// it retakes the lock to settle its marker unit, so that the charges
+    /// committed while it waited are never dated ahead of its time. Pass a
+    /// clock to read (the daemon passes the function `wall_clock`, not a
+    /// reading of it): a [`Timestamp`] is a clock that never moves, for
+    /// tests and for callers with no clock of their own, and gives round 2
+    /// the stale reading the lock is there to avoid.
     ///
     /// # Errors
     /// [`Error::CoordinatorNotMember`] (also for an unknown wallet), and
