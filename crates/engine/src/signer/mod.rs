@@ -271,7 +271,7 @@ impl<S: Store> Signer<S> {
     /// request's charge made while one is at the lock. Test-only.
     #[cfg(any(test, feature = "test-util"))]
     #[doc(hidden)]
-    pub fn on_wallet_lock(&self, hook: Option<Arc<dyn Fn(&WalletId) + Send + Sync>>) {
+    pub fn on_wallet_lock(&self, hook: Option<LockHook>) {
         if let Ok(mut slot) = self.lock_hook.lock() {
             *slot = hook;
         }
