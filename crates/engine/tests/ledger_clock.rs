@@ -18,7 +18,7 @@ use thresig_engine::{
     ErrorCode, Limits, RolloutCommand, Round2Request, Signer, Timestamp, WalletId,
 };
 use thresig_store::{AuditSeq, Store};
-use thresig_tx::{PolicyConfig, Rule, Violation};
+use thresig_tx::PolicyConfig;
 
 /// A clock the test moves, read by requests on other threads.
 struct ManualClock(AtomicU64);
@@ -106,16 +106,7 @@ fn a_request_held_up_before_the_wallets_lock_counts_the_charge_made_meanwhile() 
     });
     assert_eq!(b.unwrap().shares.len(), 1);
     let err = a.expect_err("A was approved: B's charge, made while A waited, was dropped");
-    assert_eq!(
-        denial(&err),
-        (
-            Rule::CoordinatorRatePerDay,
-            Violation::Rate {
-                charged: 1,
-                limit: 1
-            }
-        )
-    );
+    assert_eq!(denial(&err), COORDINATOR_DAY_FULL);
 }
 
 /// The dry run a canary's denial gets (would the previous version have

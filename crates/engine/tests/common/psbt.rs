@@ -139,6 +139,15 @@ pub fn denial(err: &Error) -> (Rule, Violation) {
     }
 }
 
+/// The [`denial`] of a coordinator past its one transaction a day.
+pub const COORDINATOR_DAY_FULL: (Rule, Violation) = (
+    Rule::CoordinatorRatePerDay,
+    Violation::Rate {
+        charged: 1,
+        limit: 1,
+    },
+);
+
 /// The rate ledger of `wallet` as stored at `seat` (docs/storage-format.md):
 /// the summary's length, and the charges its ring holds from `head` to
 /// `next`, each as its charge key and time, in sequence order.
