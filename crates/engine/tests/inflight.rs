@@ -308,3 +308,39 @@ fn concurrent_round_2s_never_pass_a_daily_limit() {
         assert_eq!(c.member(1).marker("w", &comms[0]).is_some(), i < LIMIT);
     }
 }
+
+#[test]
+fn a_ledger_conflicts_retry_is_checked_against_a_rekey_committed_meanwhile() {
+    let specs = [
+        Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly))
+            .policy(policy())
+            .successor("n"),
+        Spec::new("n", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy()),
+    ];
+    let mut c = Cluster::with_wallets(74, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
+    let (req_x, comms_x) = request(&mut c, COORD_A, &psbts[0]);
+    let (req_a, comms_a) = request(&mut c, COORD_A, &psbts[1]);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    let answers = overlap(&c, |run| {
+        // A is charged on top of X, which will not commit; the wallet
+        // starts rekeying while both are in flight.
+        let (x, a) = run.both_held(&req_x, &req_a);
+        run.signer.begin_rekey(&wid("w")).unwrap();
+        x.release();
+        a.release();
+        run.answers(2)
+    });
+    let mut answers = answers.into_iter();
+    let err = answers.next().unwrap().unwrap_err();
+    assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+    let err = answers.next().unwrap().unwrap_err();
+    assert!(matches!(err, Error::RekeyInProgress { .. }), "{err:?}");
+    assert!(c.member(1).marker("w", &comms_x[0]).is_none());
+    assert!(
+        c.member(1).marker("w", &comms_a[0]).is_none(),
+        "no share for a non-sweep spend of a rekeying wallet"
+    );
+    assert!(charged(&c).is_empty());
+}

@@ -17,7 +17,7 @@ use crate::audit::{AuditEvent, append_op as audit_op, message_digest};
 use crate::check::{CheckedRound2, check_round2};
 use crate::durable::{decode_shares, encode_shares};
 use crate::error::{Error, InternalFault};
-use crate::ids::CoordinatorId;
+use crate::ids::{CoordinatorId, WalletEpoch};
 use crate::ledger::{InFlight, StoredLedger};
 use crate::pool::{NoncePool, TakeError, Tombstone};
 use crate::rollout::{Applied, RolloutError};
@@ -86,6 +86,17 @@ struct Attempt {
 struct Submitted<'s> {
     pending: PendingWrite<'s>,
     attempt: Attempt,
+}
+
+/// The wallet's state when a marker unit's outcome is settled, against
+/// which a ledger conflict's new unit is approved as its first was.
+struct Recheck<'a> {
+    state: &'a WalletState,
+    /// The epoch of the key the first attempt signed with.
+    epoch: WalletEpoch,
+    /// The successor, read before the lock was retaken, if the outcome
+    /// was a ledger conflict.
+    successor: Option<Result<Successor, Error>>,
 }
 
 /// Where a release stands when the wallet's lock is let go.
@@ -179,11 +190,39 @@ impl<S: Store> Signer<S> {
                 drop(guard);
                 loop {
                     let outcome = unit.pending.wait();
+                    // A ledger conflict is approved again under the
+                    // wallet's state as it is now, which may have changed
+                    // while the lock was let go; a rekeying wallet's
+                    // successor is read before its lock is retaken.
+                    let successor = matches!(
+                        outcome,
+                        Ok(WriteOutcome::Skipped {
+                            conflict: Conflict::PolicyMismatch(_),
+                            ..
+                        })
+                    )
+                    .then(|| self.successor(slot));
                     let mut guard = lock(&self.store, slot)?;
                     let Shard {
-                        pending, inflight, ..
+                        state,
+                        pending,
+                        inflight,
+                        ..
                     } = &mut *guard;
-                    match self.settle(now, &release, unit.attempt, outcome, pending, inflight)? {
+                    let now_state = Recheck {
+                        state,
+                        epoch,
+                        successor,
+                    };
+                    match self.settle(
+                        now,
+                        &release,
+                        unit.attempt,
+                        outcome,
+                        now_state,
+                        pending,
+                        inflight,
+                    )? {
                         Step::Done(shares, fresh) => break (shares, fresh, guard),
                         Step::Submitted(next) => unit = next,
                     }
@@ -498,6 +537,7 @@ impl<S: Store> Signer<S> {
         release: &Release<'_>,
         attempt: Attempt,
         outcome: Result<WriteOutcome, thresig_store::Error>,
+        now_state: Recheck<'_>,
         pending: &mut PendingShares,
         inflight: &mut InFlight,
     ) -> Result<Step<'s>, Error> {
@@ -525,7 +565,16 @@ impl<S: Store> Signer<S> {
                 conflict: Conflict::PolicyMismatch(_),
                 ..
             } => {
-                let charge = self.charge_ops(now, &release.charge, inflight)?;
+                // The first attempt's checks of the wallet's state, made
+                // again: a rekey, retirement or refresh switch may have
+                // committed since, and the new unit commits after it. A
+                // refusal leaves the shares pending, as a failed commit.
+                let mode = now_state.mode(wallet)?;
+                let charge = Charge {
+                    mode,
+                    ..release.charge
+                };
+                let charge = self.charge_ops(now, &charge, inflight)?;
                 self.submit(now, release, marking, charge, units, inflight)
                     .map(|unit| Step::Submitted(Box::new(unit)))
             }
@@ -592,6 +641,24 @@ fn wallet_mode(wallet: &WalletId, role: Role, successor: Successor) -> Result<Wa
         (Role::Rekeying, Successor::Unnamed) => Err(Error::RekeyInProgress {
             wallet: wallet.clone(),
         }),
+    }
+}
+
+impl Recheck<'_> {
+    /// The wallet's mode for a new unit of an attempt whose first was
+    /// approved under the key of `epoch`: the error its first attempt
+    /// would get now if the wallet's state changed.
+    fn mode(self, wallet: &WalletId) -> Result<WalletMode, Error> {
+        let (key, role) = self.state.signing_key(wallet)?;
+        if key.epoch != self.epoch {
+            return Err(Error::StaleEpoch {
+                wallet: wallet.clone(),
+                requested: self.epoch,
+                current: key.epoch,
+            });
+        }
+        let successor = self.successor.unwrap_or(Ok(Successor::Unnamed))?;
+        wallet_mode(wallet, role, successor)
     }
 }
 
