@@ -344,3 +344,40 @@ fn a_ledger_conflicts_retry_is_checked_against_a_rekey_committed_meanwhile() {
     );
     assert!(charged(&c).is_empty());
 }
+
+#[test]
+fn a_retry_found_present_keeps_the_predictions_of_the_units_still_in_flight() {
+    let (mut c, w) = cluster(75, policy());
+    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2), spend(&w, 1, 3)];
+    let (req_a, _) = request(&mut c, COORD_A, &psbts[0]);
+    let (req_b, _) = request(&mut c, COORD_A, &psbts[1]);
+    let (req_c, _) = request(&mut c, COORD_A, &psbts[2]);
+    overlap(&c, |run| {
+        // A, A's byte-identical retry and B in flight; the retry is found
+        // present once A commits.
+        let (a, retry) = run.both_held(&req_a, &req_a);
+        run.start(2, COORD_A, &req_b);
+        let b = run.held();
+        a.release();
+        retry.release();
+        for _ in 0..2 {
+            let Event::Done(i, answer) = run.next() else {
+                panic!("a unit held before A and its retry answered");
+            };
+            assert!(i < 2 && answer.is_ok(), "{i}: {answer:?}");
+        }
+        // C is built on B's charge, still predicted: one unit, which
+        // commits after B's without a conflict.
+        run.start(3, COORD_A, &req_c);
+        let c_unit = run.held();
+        b.release();
+        c_unit.release();
+        for _ in 0..2 {
+            match run.next() {
+                Event::Done(i, answer) => assert!(i >= 2 && answer.is_ok(), "{i}: {answer:?}"),
+                Event::Held(_) => panic!("C's unit was submitted again after a ledger conflict"),
+            }
+        }
+    });
+    assert_eq!(charged(&c), psbts.iter().map(key).collect::<Vec<_>>());
+}

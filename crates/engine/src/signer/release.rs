@@ -79,6 +79,9 @@ struct Marking {
 struct Attempt {
     marking: Marking,
     units: usize,
+    /// Whether the unit in flight changes a ledger record
+    /// ([`InFlight::changes`]).
+    changes: bool,
 }
 
 /// A marker unit handed to the store under the wallet's lock, whose
@@ -520,6 +523,7 @@ impl<S: Store> Signer<S> {
             attempt: Attempt {
                 marking,
                 units: tried.saturating_add(1),
+                changes: InFlight::changes(&charge),
             },
         })
     }
@@ -541,9 +545,10 @@ impl<S: Store> Signer<S> {
         pending: &mut PendingShares,
         inflight: &mut InFlight,
     ) -> Result<Step<'s>, Error> {
-        inflight.answered(matches!(outcome, Ok(WriteOutcome::Committed(_))));
+        let committed = matches!(outcome, Ok(WriteOutcome::Committed(_)));
+        inflight.answered(attempt.changes && !committed);
         let wallet = release.charge.wallet;
-        let Attempt { marking, units } = attempt;
+        let Attempt { marking, units, .. } = attempt;
         let lead = marking.lead;
         match outcome.map_err(|source| store_error(wallet, source))? {
             WriteOutcome::Committed(results) => {
