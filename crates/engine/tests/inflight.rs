@@ -381,3 +381,51 @@ fn a_retry_found_present_keeps_the_predictions_of_the_units_still_in_flight() {
     });
     assert_eq!(charged(&c), psbts.iter().map(key).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_denial_stores_no_pruned_ledger_while_a_unit_is_in_flight() {
+    let mut p = policy();
+    p.max_fee_sat = Some(5_000);
+    let (mut c, w) = cluster(76, p);
+    let (req, _) = request(&mut c, COORD_A, &spend(&w, 1, 1));
+    c.round2(1, &req).unwrap();
+    // The charge leaves the minute window: a read moves the summary.
+    c.now = Timestamp(c.now.0 + 120_000);
+    let (req_x, _) = request(&mut c, COORD_A, &spend(&w, 1, 2));
+    let (req_a, _) = request(&mut c, COORD_A, &spend(&w, 1, 3));
+    let over_fee = pay_with_fee(&w, &funding(&w, 1, 100_000, 4), Some(external()), 10_000);
+    let (req_d, _) = request(&mut c, COORD_A, &over_fee);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    overlap(&c, |run| {
+        let (x, a) = run.both_held(&req_x, &req_a);
+        // X fails: the overlay is cleared while A is still in flight.
+        x.release();
+        match run.next() {
+            Event::Done(0, Err(_)) => {}
+            _ => panic!("X did not fail first"),
+        }
+        let writes = c.member(1).store().policy_writes();
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let err = run
+            .signer
+            .round2(run.now, coordinator(COORD_A), &req_d, &mut rng)
+            .unwrap_err();
+        assert!(matches!(err, Error::PolicyDenied { .. }), "{err:?}");
+        assert_eq!(
+            c.member(1).store().policy_writes(),
+            writes,
+            "no pruned summary written behind A's unit"
+        );
+        a.release();
+        loop {
+            match run.next() {
+                Event::Held(held) => held.release(),
+                Event::Done(i, answer) => {
+                    assert_eq!(i, 1);
+                    assert!(answer.is_ok(), "{answer:?}");
+                    break;
+                }
+            }
+        }
+    });
+}

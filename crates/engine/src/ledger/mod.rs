@@ -324,11 +324,6 @@ impl StoredLedger {
         })
     }
 
-    /// Whether the read took a record from a unit still in flight.
-    pub(crate) fn predicted(&self) -> bool {
-        !self.predicted.is_empty()
-    }
-
     /// Checks `psbt` against `policy` with this ledger, for a request from
     /// `coordinator` (its per-coordinator sub-limits apply).
     ///

@@ -445,11 +445,12 @@ impl<S: Store> Signer<S> {
                 // per charge and window, however many requests are denied).
                 // Only work is saved: a write that fails or loses a race
                 // leaves it to the next read, and the denial stands. Not
-                // over units in flight: it would wait for them under the
-                // wallet's lock, and change the ledger behind their
-                // records.
+                // while any unit of the wallet is in flight (whether or not
+                // this read used its records): it would wait for them
+                // under the wallet's lock, and change the ledger behind
+                // their records.
                 let prune = ledger.prune_ops(wallet)?;
-                if !prune.is_empty() && !ledger.predicted() {
+                if !prune.is_empty() && inflight.is_empty() {
                     let _ = self.store.write(prune);
                 }
                 return Err(denied);
