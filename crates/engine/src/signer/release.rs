@@ -354,7 +354,10 @@ impl<S: Store> Signer<S> {
             // Its first attempt failed, or is still in flight: then this
             // unit's marker is found present and its shares replayed, and
             // the charge read through the units in flight is the first's.
-            // Fresh either way, as its first attempt was never counted.
+            // Both answers are fresh, though the first attempt's may be
+            // counted too (its unit still in flight commits): harmless, as
+            // the rollout gate counts a coordinator's target once
+            // ([`crate::rollout::steps::target_digest`]).
             let marking = self.marking(now, release, lead, p.package, p.shares.clone())?;
             let charge = self.charge_ops(now, &release.charge, inflight)?;
             return self
