@@ -121,8 +121,12 @@ fn overlap<'env, T>(
 }
 
 fn cluster(seed: u64, policy: PolicyConfig) -> (Cluster, TaprootWallet) {
+    cluster_with(seed, policy, Limits::default())
+}
+
+fn cluster_with(seed: u64, policy: PolicyConfig, limits: Limits) -> (Cluster, TaprootWallet) {
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy)];
-    let c = Cluster::with_wallets(seed, 2, 3, &specs, Limits::default());
+    let c = Cluster::with_wallets(seed, 2, 3, &specs, limits);
     let w = taproot(&c, "w");
     (c, w)
 }
@@ -428,4 +432,37 @@ fn a_denial_stores_no_pruned_ledger_while_a_unit_is_in_flight() {
             }
         }
     });
+}
+
+#[test]
+fn an_attempt_in_flight_is_never_dropped_for_room_nor_takes_any() {
+    let mut limits = Limits::default();
+    limits.pending_per_wallet = 1;
+    let (mut c, w) = cluster_with(77, policy(), limits);
+    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2), spend(&w, 1, 3)];
+    let (req_x, comms_x) = request(&mut c, COORD_A, &psbts[0]);
+    let (req_y, _) = request(&mut c, COORD_A, &psbts[1]);
+    let (req_b, _) = request(&mut c, COORD_B, &psbts[2]);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    let answers = overlap(&c, |run| {
+        // The wallet's one pending slot holds X while its unit is in
+        // flight: A's next attempt does not drop it, and B, holding
+        // none, is not refused for it.
+        let (x, y) = run.both_held(&req_x, &req_y);
+        run.start(2, COORD_B, &req_b);
+        let b = run.held();
+        x.release();
+        y.release();
+        b.release();
+        run.answers(3)
+    });
+    let mut answers = answers.into_iter();
+    let err = answers.next().unwrap().unwrap_err();
+    assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+    for answer in answers {
+        assert_eq!(answer.unwrap().shares.len(), 1);
+    }
+    // X failed with its shares still pending: its retry commits them.
+    let shares = c.round2(1, &req_x).unwrap();
+    assert_eq!(c.member(1).marker("w", &comms_x[0]), Some(shares));
 }

@@ -360,9 +360,9 @@ impl<S: Store> Signer<S> {
             // ([`crate::rollout::steps::target_digest`]).
             let marking = self.marking(now, release, lead, p.package, p.shares.clone())?;
             let charge = self.charge_ops(now, &release.charge, inflight)?;
-            return self
-                .submit(now, release, marking, charge, 0, inflight)
-                .map(|unit| Step::Submitted(Box::new(unit)));
+            let unit = self.submit(now, release, marking, charge, 0, inflight)?;
+            pending.submitted(&lead);
+            return Ok(Step::Submitted(Box::new(unit)));
         }
         // The policy refuses before any nonce is spent. Its charge is the
         // unit's first compare-and-set, against the ledger as read here
@@ -393,8 +393,9 @@ impl<S: Store> Signer<S> {
             self.limits.pending_per_wallet,
         );
         let marking = self.marking(now, release, lead, checked.hash(), shares)?;
-        self.submit(now, release, marking, charge, 0, inflight)
-            .map(|unit| Step::Submitted(Box::new(unit)))
+        let unit = self.submit(now, release, marking, charge, 0, inflight)?;
+        pending.submitted(&lead);
+        Ok(Step::Submitted(Box::new(unit)))
     }
 
     /// The successor's state, for a rekeying wallet whose configuration
@@ -554,6 +555,7 @@ impl<S: Store> Signer<S> {
         let wallet = release.charge.wallet;
         let Attempt { marking, units, .. } = attempt;
         let lead = marking.lead;
+        pending.settled(&lead);
         match outcome.map_err(|source| store_error(wallet, source))? {
             WriteOutcome::Committed(results) => {
                 pending.remove(&lead);
@@ -584,8 +586,9 @@ impl<S: Store> Signer<S> {
                     ..release.charge
                 };
                 let charge = self.charge_ops(now, &charge, inflight)?;
-                self.submit(now, release, marking, charge, units, inflight)
-                    .map(|unit| Step::Submitted(Box::new(unit)))
+                let unit = self.submit(now, release, marking, charge, units, inflight)?;
+                pending.submitted(&lead);
+                Ok(Step::Submitted(Box::new(unit)))
             }
             // A rollout step changed the wallet's policy since the
             // request was checked: the shares stay pending, and the
