@@ -15,7 +15,11 @@ use common::*;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use thresig_crypto::{Commitment, ScriptTree};
-use thresig_engine::{Error, Limits, Round2Request, Round2Response, SigningTarget, Timestamp};
+use thresig_engine::rollout::gate::Gates;
+use thresig_engine::{
+    Error, Limits, RolloutCommand, RolloutError, Round2Request, Round2Response, SigningTarget,
+    Timestamp,
+};
 use thresig_store::Recovery;
 use thresig_tx::{ChargeKey, PolicyConfig, Rule, TaprootWallet, Violation, WalletPsbt};
 
@@ -465,4 +469,47 @@ fn an_attempt_in_flight_is_never_dropped_for_room_nor_takes_any() {
     // X failed with its shares still pending: its retry commits them.
     let shares = c.round2(1, &req_x).unwrap();
     assert_eq!(c.member(1).marker("w", &comms_x[0]), Some(shares));
+}
+
+#[test]
+fn a_rollout_step_committed_while_units_are_in_flight_skips_them_and_their_retries_commit() {
+    let (mut c, w) = cluster(78, policy());
+    let mut version2 = policy();
+    version2.version = 2;
+    let stage = RolloutCommand::Stage {
+        version: 2,
+        policies: [(wid("w"), version2)].into_iter().collect(),
+        gates: Gates::default(),
+        expect_seq: None,
+    };
+    c.member(1).signer().policy_rollout(c.now, &stage).unwrap();
+    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
+    let (req_x, comms_x) = request(&mut c, COORD_A, &psbts[0]);
+    let (req_y, comms_y) = request(&mut c, COORD_A, &psbts[1]);
+    let answers = overlap(&c, |run| {
+        // Y is charged on top of X; a rollback commits before either.
+        let (x, y) = run.both_held(&req_x, &req_y);
+        let rollback = RolloutCommand::Rollback { expect_seq: None };
+        run.signer.policy_rollout(run.now, &rollback).unwrap();
+        x.release();
+        y.release();
+        run.answers(2)
+    });
+    for answer in answers {
+        let err = answer.unwrap_err();
+        assert!(
+            matches!(err, Error::Rollout(RolloutError::Moved { .. })),
+            "{err:?}"
+        );
+    }
+    assert!(c.member(1).marker("w", &comms_x[0]).is_none());
+    assert!(c.member(1).marker("w", &comms_y[0]).is_none());
+    assert!(charged(&c).is_empty());
+    // Their shares stayed pending: the byte-identical retries commit
+    // them, each charged once, on the store's ledger.
+    for (req, comms) in [(&req_x, &comms_x), (&req_y, &comms_y)] {
+        let shares = c.round2(1, req).unwrap();
+        assert_eq!(c.member(1).marker("w", &comms[0]), Some(shares));
+    }
+    assert_eq!(charged(&c), [key(&psbts[0]), key(&psbts[1])]);
 }
