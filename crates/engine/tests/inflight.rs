@@ -513,3 +513,90 @@ fn a_rollout_step_committed_while_units_are_in_flight_skips_them_and_their_retri
     }
     assert_eq!(charged(&c), [key(&psbts[0]), key(&psbts[1])]);
 }
+
+#[test]
+fn a_daily_limit_holds_when_a_unit_fails_mid_stream() {
+    const LIMIT: usize = 4;
+    const N: usize = 8;
+    let mut p = policy();
+    p.max_per_day = Some(u32::try_from(LIMIT).unwrap());
+    let (mut c, w) = cluster(79, p);
+    let from = |i: usize| [1, COORD_B, COORD_A][i % 3];
+    let psbts: Vec<_> = (0..N).map(|i| spend(&w, 1, i as u8 + 1)).collect();
+    let reqs: Vec<_> = psbts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| request(&mut c, from(i), p))
+        .collect();
+    let answers = overlap(&c, |run| {
+        let mut answers: Vec<Option<Result<Round2Response, Error>>> =
+            (0..N).map(|_| None).collect();
+        let mut held = Vec::new();
+        let start = |i: usize, held: &mut Vec<HeldCommit>, answers: &mut Vec<Option<_>>| {
+            run.start(i, from(i), &reqs[i].0);
+            match run.next() {
+                Event::Held(h) => held.push(h),
+                Event::Done(j, answer) => answers[j] = Some(answer),
+            }
+        };
+        // 0 and 1, then 2 whose unit is lost, then 3 and 4 built on it.
+        for i in 0..5 {
+            if i == 2 {
+                c.member(1).store().fail_next_commit(Fault::Lost);
+            }
+            start(i, &mut held, &mut answers);
+        }
+        assert_eq!(held.len(), LIMIT, "the fifth is denied on predictions");
+        // 0, 1 commit, 2 fails: the overlay is cleared with 3 in flight.
+        let rest = held.split_off(3);
+        for h in held {
+            h.release();
+        }
+        for _ in 0..3 {
+            let Event::Done(j, answer) = run.next() else {
+                panic!("a unit submitted while 3 is held");
+            };
+            answers[j] = Some(answer);
+        }
+        // Further requests read the store's ledger.
+        let mut held = rest;
+        for i in 5..N {
+            start(i, &mut held, &mut answers);
+        }
+        for h in held {
+            h.release();
+        }
+        while answers.iter().any(Option::is_none) {
+            match run.next() {
+                Event::Held(h) => h.release(),
+                Event::Done(j, answer) => answers[j] = Some(answer),
+            }
+        }
+        answers.into_iter().map(Option::unwrap).collect::<Vec<_>>()
+    });
+    assert!(answers[2].is_err(), "{:?}", answers[2]);
+    let released: Vec<_> = (0..N).filter(|&i| answers[i].is_ok()).collect();
+    // 3's retry finds the day full with 5 and 6, charged on the store's
+    // ledger after 2 failed.
+    assert_eq!(released, [0, 1, 5, 6]);
+    for (i, answer) in answers.iter().enumerate() {
+        if let Err(err) = answer
+            && i != 2
+        {
+            assert!(
+                matches!(err, Error::PolicyDenied { .. }),
+                "round 2 {i}: {err:?}"
+            );
+        }
+        assert_eq!(
+            c.member(1).marker("w", &reqs[i].1[0]).is_some(),
+            answer.is_ok(),
+            "round 2 {i}"
+        );
+    }
+    let mut stored = charged(&c);
+    let mut expected: Vec<_> = released.iter().map(|&i| key(&psbts[i])).collect();
+    stored.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(stored, expected);
+}
