@@ -600,3 +600,49 @@ fn a_daily_limit_holds_when_a_unit_fails_mid_stream() {
     expected.sort_unstable();
     assert_eq!(stored, expected);
 }
+
+#[test]
+fn a_writer_failing_every_unit_in_flight_releases_nothing_and_keeps_every_attempt() {
+    let (mut c, w) = cluster(80, policy());
+    let psbts: Vec<_> = (1..=3u8).map(|i| spend(&w, 1, i)).collect();
+    let reqs: Vec<_> = psbts.iter().map(|p| request(&mut c, COORD_A, p)).collect();
+    overlap(&c, |run| {
+        let mut held = Vec::new();
+        for (i, (req, _)) in reqs.iter().enumerate() {
+            c.member(1).store().fail_next_commit(Fault::Lost);
+            run.start(i, COORD_A, req);
+            held.push(run.held());
+        }
+        for h in held {
+            h.release();
+        }
+        for _ in 0..reqs.len() {
+            let Event::Done(i, answer) = run.next() else {
+                panic!("a unit resubmitted after the writer failed");
+            };
+            let err = answer.unwrap_err();
+            assert_eq!(err.recovery(), Recovery::Retryable, "{i}: {err:?}");
+        }
+        for (_, comms) in &reqs {
+            assert!(c.member(1).marker("w", &comms[0]).is_none());
+        }
+        assert!(charged(&c).is_empty());
+        // Nothing predicted is left: each byte-identical retry commits
+        // its pending shares in one unit, on the store's ledger.
+        for (i, (req, _)) in reqs.iter().enumerate() {
+            run.start(10 + i, COORD_A, req);
+            run.held().release();
+            match run.next() {
+                Event::Done(j, answer) => {
+                    assert_eq!(j, 10 + i);
+                    assert_eq!(answer.unwrap().shares.len(), 1);
+                }
+                Event::Held(_) => panic!("retry {i} was built on a lost prediction"),
+            }
+        }
+    });
+    for (_, comms) in &reqs {
+        assert!(c.member(1).marker("w", &comms[0]).is_some());
+    }
+    assert_eq!(charged(&c), psbts.iter().map(key).collect::<Vec<_>>());
+}
