@@ -335,10 +335,17 @@ fn a_ledger_conflicts_retry_is_checked_against_a_rekey_committed_meanwhile() {
         // A is charged on top of X, which will not commit; the wallet
         // starts rekeying while both are in flight.
         let (x, a) = run.both_held(&req_x, &req_a);
-        run.signer.begin_rekey(&wid("w")).unwrap();
+        let signer = run.signer;
+        let rekey = run.scope.spawn(move || signer.begin_rekey(&wid("w")));
+        // Its unit commits after theirs, with the wallet's lock held.
+        let step = run.held();
+        assert_eq!(step.commitment, None);
         x.release();
         a.release();
-        run.answers(2)
+        step.release();
+        let answers = run.answers(2);
+        rekey.join().unwrap().unwrap();
+        answers
     });
     let mut answers = answers.into_iter();
     let err = answers.next().unwrap().unwrap_err();
@@ -472,7 +479,7 @@ fn an_attempt_in_flight_is_never_dropped_for_room_nor_takes_any() {
 }
 
 #[test]
-fn a_rollout_step_committed_while_units_are_in_flight_skips_them_and_their_retries_commit() {
+fn a_rollout_step_committed_behind_a_unit_in_flight_skips_the_units_after_it() {
     let (mut c, w) = cluster(78, policy());
     let mut version2 = policy();
     version2.version = 2;
@@ -486,31 +493,49 @@ fn a_rollout_step_committed_while_units_are_in_flight_skips_them_and_their_retri
     let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
     let (req_x, comms_x) = request(&mut c, COORD_A, &psbts[0]);
     let (req_y, comms_y) = request(&mut c, COORD_A, &psbts[1]);
+    let (parked_tx, parked) = channel();
+    let (unpark, release_rx) = channel();
     let answers = overlap(&c, |run| {
-        // Y is charged on top of X; a rollback commits before either.
-        let (x, y) = run.both_held(&req_x, &req_y);
-        let rollback = RolloutCommand::Rollback { expect_seq: None };
-        run.signer.policy_rollout(run.now, &rollback).unwrap();
+        // X in flight; Y checked under the rollout's step and parked just
+        // before its unit; a rollback submitted between them.
+        run.start(0, COORD_A, &req_x);
+        let x = run.held();
+        c.member(1)
+            .store()
+            .park_commit(&wid("w"), parked_tx, release_rx);
+        run.start(1, COORD_A, &req_y);
+        parked.recv().unwrap();
+        let signer = run.signer;
+        let now = run.now;
+        let rollback = run.scope.spawn(move || {
+            let command = RolloutCommand::Rollback { expect_seq: None };
+            signer.policy_rollout(now, &command).map(drop)
+        });
+        let step = run.held();
+        assert_eq!(step.commitment, None);
+        unpark.send(()).unwrap();
+        let y = run.held();
         x.release();
+        step.release();
         y.release();
-        run.answers(2)
+        let answers = run.answers(2);
+        rollback.join().unwrap().unwrap();
+        answers
     });
-    for answer in answers {
-        let err = answer.unwrap_err();
-        assert!(
-            matches!(err, Error::Rollout(RolloutError::Moved { .. })),
-            "{err:?}"
-        );
-    }
-    assert!(c.member(1).marker("w", &comms_x[0]).is_none());
+    let mut answers = answers.into_iter();
+    assert_eq!(answers.next().unwrap().unwrap().shares.len(), 1);
+    let err = answers.next().unwrap().unwrap_err();
+    assert!(
+        matches!(err, Error::Rollout(RolloutError::Moved { .. })),
+        "{err:?}"
+    );
+    assert!(c.member(1).marker("w", &comms_x[0]).is_some());
     assert!(c.member(1).marker("w", &comms_y[0]).is_none());
-    assert!(charged(&c).is_empty());
-    // Their shares stayed pending: the byte-identical retries commit
-    // them, each charged once, on the store's ledger.
-    for (req, comms) in [(&req_x, &comms_x), (&req_y, &comms_y)] {
-        let shares = c.round2(1, req).unwrap();
-        assert_eq!(c.member(1).marker("w", &comms[0]), Some(shares));
-    }
+    assert_eq!(charged(&c), [key(&psbts[0])]);
+    // Y's shares stayed pending: its byte-identical retry commits them,
+    // charged once, under the policy now applied.
+    let shares = c.round2(1, &req_y).unwrap();
+    assert_eq!(c.member(1).marker("w", &comms_y[0]), Some(shares));
     assert_eq!(charged(&c), [key(&psbts[0]), key(&psbts[1])]);
 }
 
