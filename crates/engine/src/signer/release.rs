@@ -537,9 +537,14 @@ impl<S: Store> Signer<S> {
     /// shares to release (the new ones if inserted, the stored ones for an
     /// identical earlier, perhaps ambiguous, commit), or the next unit. A
     /// ledger changed by another commit skips the whole unit; the policy
-    /// is then checked again against the new ledger and a new unit
+    /// is then checked again against the new ledger, and the wallet's
+    /// state (`now_state`) against the first attempt's, and a new unit
     /// submitted, never charged twice. On failure the pending shares stay
     /// for a byte-identical retry.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the wallet's state, pending shares and units in flight are borrowed from the wallet's locked shard"
+    )]
     fn settle<'s>(
         &'s self,
         now: Timestamp,
