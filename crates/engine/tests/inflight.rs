@@ -72,6 +72,14 @@ impl<'scope, 'env> Overlap<'scope, 'env> {
         }
     }
 
+    /// The next event, which must be a unit without a marker held behind
+    /// the held ones (a lifecycle or rollout step's).
+    fn held_step(&self) -> HeldCommit {
+        let step = self.held();
+        assert_eq!(step.commitment, None, "a marker unit");
+        step
+    }
+
     /// Starts coordinator A's round 2s 0 of `first` and 1 of `second`,
     /// the second once the first's unit is held; both held units.
     fn both_held(&self, first: &Round2Request, second: &Round2Request) -> (HeldCommit, HeldCommit) {
@@ -79,6 +87,19 @@ impl<'scope, 'env> Overlap<'scope, 'env> {
         let first = self.held();
         self.start(1, COORD_A, second);
         (first, self.held())
+    }
+
+    /// The answers of `n` round 2s once `held` are released in their
+    /// order ([`Overlap::answers`]).
+    fn released<const N: usize>(
+        &self,
+        held: [HeldCommit; N],
+        n: usize,
+    ) -> Vec<Result<Round2Response, Error>> {
+        for unit in held {
+            unit.release();
+        }
+        self.answers(n)
     }
 
     /// The answers of `n` round 2s, by number, releasing every unit held
@@ -152,6 +173,39 @@ fn request(c: &mut Cluster, from: u16, psbt: &WalletPsbt) -> (Round2Request, Vec
     (req, comms[&1].clone())
 }
 
+/// A round-2 request with the commitments of seat 1 it names.
+type Req = (Round2Request, Vec<Commitment>);
+
+/// The coordinator of request `i` of a stream: three in turn.
+fn from(i: usize) -> u16 {
+    [1, COORD_B, COORD_A][i % 3]
+}
+
+/// A cluster whose wallet signs at most `limit` transactions a day, with
+/// `n` spends and their requests ([`from`]).
+fn daily(seed: u64, limit: usize, n: usize) -> (Cluster, Vec<WalletPsbt>, Vec<Req>) {
+    let mut p = policy();
+    p.max_per_day = Some(u32::try_from(limit).unwrap());
+    let (mut c, w) = cluster(seed, p);
+    let psbts: Vec<_> = (0..n)
+        .map(|i| spend(&w, 1, u8::try_from(i + 1).unwrap()))
+        .collect();
+    let reqs = psbts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| request(&mut c, from(i), p))
+        .collect();
+    (c, psbts, reqs)
+}
+
+/// Two spends of `w` and coordinator A's round-2 requests for them.
+fn pair(c: &mut Cluster, w: &TaprootWallet) -> ([WalletPsbt; 2], Req, Req) {
+    let psbts = [spend(w, 1, 1), spend(w, 1, 2)];
+    let first = request(c, COORD_A, &psbts[0]);
+    let second = request(c, COORD_A, &psbts[1]);
+    (psbts, first, second)
+}
+
 /// The charge keys member 1's stored ledger holds, in charge order.
 fn charged(c: &Cluster) -> Vec<[u8; 32]> {
     stored_charges(c, 1, "w")
@@ -163,6 +217,19 @@ fn charged(c: &Cluster) -> Vec<[u8; 32]> {
 
 fn key(psbt: &WalletPsbt) -> [u8; 32] {
     ChargeKey::of(psbt).to_byte_array()
+}
+
+/// Asserts a round 2's answer is a retryable error.
+fn retryable(answer: Result<Round2Response, Error>) {
+    let err = answer.unwrap_err();
+    assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+}
+
+/// Asserts the byte-identical retry of `req` commits its shares in the
+/// marker of `comms`' first commitment.
+fn retry_commits(c: &Cluster, req: &Round2Request, comms: &[Commitment]) {
+    let shares = c.round2(1, req).unwrap();
+    assert_eq!(c.member(1).marker("w", &comms[0]), Some(shares));
 }
 
 #[test]
@@ -192,9 +259,7 @@ fn a_round_2_submits_its_unit_while_the_previous_ones_commit_is_held() {
 fn a_unit_that_fails_under_one_built_on_it_loses_and_doubles_no_charge() {
     for first_released_first in [true, false] {
         let (mut c, w) = cluster(71, policy());
-        let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
-        let (req_a, comms_a) = request(&mut c, COORD_A, &psbts[0]);
-        let (req_b, _) = request(&mut c, COORD_A, &psbts[1]);
+        let (psbts, (req_a, comms_a), (req_b, _)) = pair(&mut c, &w);
         c.member(1).store().fail_next_commit(Fault::Lost);
         let answers = overlap(&c, |run| {
             // B is charged on top of A's charge, which will not commit.
@@ -209,8 +274,7 @@ fn a_unit_that_fails_under_one_built_on_it_loses_and_doubles_no_charge() {
             run.answers(2)
         });
         let mut answers = answers.into_iter();
-        let err = answers.next().unwrap().unwrap_err();
-        assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+        retryable(answers.next().unwrap());
         assert!(
             c.member(1).marker("w", &comms_a[0]).is_none(),
             "A released nothing"
@@ -219,8 +283,7 @@ fn a_unit_that_fails_under_one_built_on_it_loses_and_doubles_no_charge() {
         assert_eq!(charged(&c), [key(&psbts[1])], "B alone was charged");
         // A's shares stayed pending: its byte-identical retry commits them
         // with its charge.
-        let shares = c.round2(1, &req_a).unwrap();
-        assert_eq!(c.member(1).marker("w", &comms_a[0]), Some(shares));
+        retry_commits(&c, &req_a, &comms_a);
         assert_eq!(charged(&c), [key(&psbts[1]), key(&psbts[0])]);
     }
 }
@@ -262,17 +325,8 @@ fn a_retry_while_its_first_attempts_unit_is_in_flight_is_charged_once() {
 #[test]
 fn concurrent_round_2s_never_pass_a_daily_limit() {
     const LIMIT: usize = 6;
-    let mut p = policy();
-    p.max_per_day = Some(u32::try_from(LIMIT).unwrap());
-    let (mut c, w) = cluster(73, p);
     // Three coordinators, each well inside its own sub-limit (three a day).
-    let from = |i: usize| [1, COORD_B, COORD_A][i % 3];
-    let psbts: Vec<_> = (0..8u8).map(|i| spend(&w, 1, i + 1)).collect();
-    let reqs: Vec<_> = psbts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| request(&mut c, from(i), p))
-        .collect();
+    let (c, psbts, reqs) = daily(73, LIMIT, 8);
     let answers = overlap(&c, |run| {
         let mut held = Vec::new();
         for (i, (req, _)) in reqs.iter().enumerate() {
@@ -327,9 +381,7 @@ fn a_ledger_conflicts_retry_is_checked_against_a_rekey_committed_meanwhile() {
     ];
     let mut c = Cluster::with_wallets(74, 2, 3, &specs, Limits::default());
     let w = taproot(&c, "w");
-    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
-    let (req_x, comms_x) = request(&mut c, COORD_A, &psbts[0]);
-    let (req_a, comms_a) = request(&mut c, COORD_A, &psbts[1]);
+    let (_, (req_x, comms_x), (req_a, comms_a)) = pair(&mut c, &w);
     c.member(1).store().fail_next_commit(Fault::Lost);
     let answers = overlap(&c, |run| {
         // A is charged on top of X, which will not commit; the wallet
@@ -338,18 +390,13 @@ fn a_ledger_conflicts_retry_is_checked_against_a_rekey_committed_meanwhile() {
         let signer = run.signer;
         let rekey = run.scope.spawn(move || signer.begin_rekey(&wid("w")));
         // Its unit commits after theirs, with the wallet's lock held.
-        let step = run.held();
-        assert_eq!(step.commitment, None);
-        x.release();
-        a.release();
-        step.release();
-        let answers = run.answers(2);
+        let step = run.held_step();
+        let answers = run.released([x, a, step], 2);
         rekey.join().unwrap().unwrap();
         answers
     });
     let mut answers = answers.into_iter();
-    let err = answers.next().unwrap().unwrap_err();
-    assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+    retryable(answers.next().unwrap());
     let err = answers.next().unwrap().unwrap_err();
     assert!(matches!(err, Error::RekeyInProgress { .. }), "{err:?}");
     assert!(c.member(1).marker("w", &comms_x[0]).is_none());
@@ -462,20 +509,15 @@ fn an_attempt_in_flight_is_never_dropped_for_room_nor_takes_any() {
         let (x, y) = run.both_held(&req_x, &req_y);
         run.start(2, COORD_B, &req_b);
         let b = run.held();
-        x.release();
-        y.release();
-        b.release();
-        run.answers(3)
+        run.released([x, y, b], 3)
     });
     let mut answers = answers.into_iter();
-    let err = answers.next().unwrap().unwrap_err();
-    assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+    retryable(answers.next().unwrap());
     for answer in answers {
         assert_eq!(answer.unwrap().shares.len(), 1);
     }
     // X failed with its shares still pending: its retry commits them.
-    let shares = c.round2(1, &req_x).unwrap();
-    assert_eq!(c.member(1).marker("w", &comms_x[0]), Some(shares));
+    retry_commits(&c, &req_x, &comms_x);
 }
 
 #[test]
@@ -490,9 +532,7 @@ fn a_rollout_step_committed_behind_a_unit_in_flight_skips_the_units_after_it() {
         expect_seq: None,
     };
     c.member(1).signer().policy_rollout(c.now, &stage).unwrap();
-    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
-    let (req_x, comms_x) = request(&mut c, COORD_A, &psbts[0]);
-    let (req_y, comms_y) = request(&mut c, COORD_A, &psbts[1]);
+    let (psbts, (req_x, comms_x), (req_y, comms_y)) = pair(&mut c, &w);
     let (parked_tx, parked) = channel();
     let (unpark, release_rx) = channel();
     let answers = overlap(&c, |run| {
@@ -511,14 +551,10 @@ fn a_rollout_step_committed_behind_a_unit_in_flight_skips_the_units_after_it() {
             let command = RolloutCommand::Rollback { expect_seq: None };
             signer.policy_rollout(now, &command).map(drop)
         });
-        let step = run.held();
-        assert_eq!(step.commitment, None);
+        let step = run.held_step();
         unpark.send(()).unwrap();
         let y = run.held();
-        x.release();
-        step.release();
-        y.release();
-        let answers = run.answers(2);
+        let answers = run.released([x, step, y], 2);
         rollback.join().unwrap().unwrap();
         answers
     });
@@ -534,8 +570,7 @@ fn a_rollout_step_committed_behind_a_unit_in_flight_skips_the_units_after_it() {
     assert_eq!(charged(&c), [key(&psbts[0])]);
     // Y's shares stayed pending: its byte-identical retry commits them,
     // charged once, under the policy now applied.
-    let shares = c.round2(1, &req_y).unwrap();
-    assert_eq!(c.member(1).marker("w", &comms_y[0]), Some(shares));
+    retry_commits(&c, &req_y, &comms_y);
     assert_eq!(charged(&c), [key(&psbts[0]), key(&psbts[1])]);
 }
 
@@ -543,16 +578,7 @@ fn a_rollout_step_committed_behind_a_unit_in_flight_skips_the_units_after_it() {
 fn a_daily_limit_holds_when_a_unit_fails_mid_stream() {
     const LIMIT: usize = 4;
     const N: usize = 8;
-    let mut p = policy();
-    p.max_per_day = Some(u32::try_from(LIMIT).unwrap());
-    let (mut c, w) = cluster(79, p);
-    let from = |i: usize| [1, COORD_B, COORD_A][i % 3];
-    let psbts: Vec<_> = (0..N).map(|i| spend(&w, 1, i as u8 + 1)).collect();
-    let reqs: Vec<_> = psbts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| request(&mut c, from(i), p))
-        .collect();
+    let (c, psbts, reqs) = daily(79, LIMIT, N);
     let answers = overlap(&c, |run| {
         let mut answers: Vec<Option<Result<Round2Response, Error>>> =
             (0..N).map(|_| None).collect();
