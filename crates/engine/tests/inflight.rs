@@ -17,7 +17,11 @@ use common::*;
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use thresig_crypto::{Commitment, ScriptTree};
-use thresig_engine::{Error, Limits, Round2Request, Round2Response, SigningTarget, Timestamp};
+use thresig_engine::rollout::gate::Gates;
+use thresig_engine::{
+    Error, Limits, RolloutCommand, RolloutError, Round2Request, Round2Response, SigningTarget,
+    Timestamp,
+};
 use thresig_store::Recovery;
 use thresig_tx::{ChargeKey, PolicyConfig, Rule, TaprootWallet, Violation, WalletPsbt};
 
@@ -77,6 +81,14 @@ impl<'scope, 'env> Overlap<'scope, 'env> {
         }
     }
 
+    /// The next event, which must be a unit without a marker held behind
+    /// the held ones (a lifecycle or rollout step's).
+    fn held_step(&self) -> HeldCommit {
+        let step = self.held();
+        assert_eq!(step.commitment, None, "a marker unit");
+        step
+    }
+
     /// Starts coordinator A's round 2s 0 of `first` and 1 of `second`,
     /// the second once the first's unit is held; both held units.
     fn both_held(&self, first: &Round2Request, second: &Round2Request) -> (HeldCommit, HeldCommit) {
@@ -84,6 +96,19 @@ impl<'scope, 'env> Overlap<'scope, 'env> {
         let first = self.held();
         self.start(1, COORD_A, second);
         (first, self.held())
+    }
+
+    /// The answers of `n` round 2s once `held` are released in their
+    /// order ([`Overlap::answers`]).
+    fn released<const N: usize>(
+        &self,
+        held: [HeldCommit; N],
+        n: usize,
+    ) -> Vec<Result<Round2Response, Error>> {
+        for unit in held {
+            unit.release();
+        }
+        self.answers(n)
     }
 
     /// The answers of `n` round 2s, by number, releasing every unit held
@@ -130,8 +155,12 @@ fn overlap<'env, T>(
 }
 
 fn cluster(seed: u64, policy: PolicyConfig) -> (Cluster, TaprootWallet) {
+    cluster_with(seed, policy, Limits::default())
+}
+
+fn cluster_with(seed: u64, policy: PolicyConfig, limits: Limits) -> (Cluster, TaprootWallet) {
     let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy)];
-    let c = Cluster::with_wallets(seed, 2, 3, &specs, Limits::default());
+    let c = Cluster::with_wallets(seed, 2, 3, &specs, limits);
     let w = taproot(&c, "w");
     (c, w)
 }
@@ -153,6 +182,39 @@ fn request(c: &mut Cluster, from: u16, psbt: &WalletPsbt) -> (Round2Request, Vec
     (req, comms[&1].clone())
 }
 
+/// A round-2 request with the commitments of seat 1 it names.
+type Req = (Round2Request, Vec<Commitment>);
+
+/// The coordinator of request `i` of a stream: three in turn.
+fn from(i: usize) -> u16 {
+    [1, COORD_B, COORD_A][i % 3]
+}
+
+/// A cluster whose wallet signs at most `limit` transactions a day, with
+/// `n` spends and their requests ([`from`]).
+fn daily(seed: u64, limit: usize, n: usize) -> (Cluster, Vec<WalletPsbt>, Vec<Req>) {
+    let mut p = policy();
+    p.max_per_day = Some(u32::try_from(limit).unwrap());
+    let (mut c, w) = cluster(seed, p);
+    let psbts: Vec<_> = (0..n)
+        .map(|i| spend(&w, 1, u8::try_from(i + 1).unwrap()))
+        .collect();
+    let reqs = psbts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| request(&mut c, from(i), p))
+        .collect();
+    (c, psbts, reqs)
+}
+
+/// Two spends of `w` and coordinator A's round-2 requests for them.
+fn pair(c: &mut Cluster, w: &TaprootWallet) -> ([WalletPsbt; 2], Req, Req) {
+    let psbts = [spend(w, 1, 1), spend(w, 1, 2)];
+    let first = request(c, COORD_A, &psbts[0]);
+    let second = request(c, COORD_A, &psbts[1]);
+    (psbts, first, second)
+}
+
 /// The charge keys member 1's stored ledger holds, in charge order.
 fn charged(c: &Cluster) -> Vec<[u8; 32]> {
     stored_charges(c, 1, "w")
@@ -164,6 +226,19 @@ fn charged(c: &Cluster) -> Vec<[u8; 32]> {
 
 fn key(psbt: &WalletPsbt) -> [u8; 32] {
     ChargeKey::of(psbt).to_byte_array()
+}
+
+/// Asserts a round 2's answer is a retryable error.
+fn retryable(answer: Result<Round2Response, Error>) {
+    let err = answer.unwrap_err();
+    assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+}
+
+/// Asserts the byte-identical retry of `req` commits its shares in the
+/// marker of `comms`' first commitment.
+fn retry_commits(c: &Cluster, req: &Round2Request, comms: &[Commitment]) {
+    let shares = c.round2(1, req).unwrap();
+    assert_eq!(c.member(1).marker("w", &comms[0]), Some(shares));
 }
 
 #[test]
@@ -193,9 +268,7 @@ fn a_round_2_submits_its_unit_while_the_previous_ones_commit_is_held() {
 fn a_unit_that_fails_under_one_built_on_it_loses_and_doubles_no_charge() {
     for first_released_first in [true, false] {
         let (mut c, w) = cluster(71, policy());
-        let psbts = [spend(&w, 1, 1), spend(&w, 1, 2)];
-        let (req_a, comms_a) = request(&mut c, COORD_A, &psbts[0]);
-        let (req_b, _) = request(&mut c, COORD_A, &psbts[1]);
+        let (psbts, (req_a, comms_a), (req_b, _)) = pair(&mut c, &w);
         c.member(1).store().fail_next_commit(Fault::Lost);
         let answers = overlap(&c, |run| {
             // B is charged on top of A's charge, which will not commit.
@@ -210,8 +283,7 @@ fn a_unit_that_fails_under_one_built_on_it_loses_and_doubles_no_charge() {
             run.answers(2)
         });
         let mut answers = answers.into_iter();
-        let err = answers.next().unwrap().unwrap_err();
-        assert_eq!(err.recovery(), Recovery::Retryable, "{err:?}");
+        retryable(answers.next().unwrap());
         assert!(
             c.member(1).marker("w", &comms_a[0]).is_none(),
             "A released nothing"
@@ -220,8 +292,7 @@ fn a_unit_that_fails_under_one_built_on_it_loses_and_doubles_no_charge() {
         assert_eq!(charged(&c), [key(&psbts[1])], "B alone was charged");
         // A's shares stayed pending: its byte-identical retry commits them
         // with its charge.
-        let shares = c.round2(1, &req_a).unwrap();
-        assert_eq!(c.member(1).marker("w", &comms_a[0]), Some(shares));
+        retry_commits(&c, &req_a, &comms_a);
         assert_eq!(charged(&c), [key(&psbts[1]), key(&psbts[0])]);
     }
 }
@@ -263,17 +334,8 @@ fn a_retry_while_its_first_attempts_unit_is_in_flight_is_charged_once() {
 #[test]
 fn concurrent_round_2s_never_pass_a_daily_limit() {
     const LIMIT: usize = 6;
-    let mut p = policy();
-    p.max_per_day = Some(u32::try_from(LIMIT).unwrap());
-    let (mut c, w) = cluster(73, p);
     // Three coordinators, each well inside its own sub-limit (three a day).
-    let from = |i: usize| [1, COORD_B, COORD_A][i % 3];
-    let psbts: Vec<_> = (0..8u8).map(|i| spend(&w, 1, i + 1)).collect();
-    let reqs: Vec<_> = psbts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| request(&mut c, from(i), p))
-        .collect();
+    let (c, psbts, reqs) = daily(73, LIMIT, 8);
     let answers = overlap(&c, |run| {
         let mut held = Vec::new();
         for (i, (req, _)) in reqs.iter().enumerate() {
@@ -369,4 +431,331 @@ fn a_retry_after_a_skipped_unit_counts_the_charge_committed_while_it_was_in_flig
     let err = a.expect_err("A's retry dropped B's charge, made while A's unit was in flight");
     assert_eq!(denial(&err), COORDINATOR_DAY_FULL);
     assert_eq!(charged(&c), [key(&psbts[2])]);
+}
+
+#[test]
+fn a_ledger_conflicts_retry_is_checked_against_a_rekey_committed_meanwhile() {
+    let specs = [
+        Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly))
+            .policy(policy())
+            .successor("n"),
+        Spec::new("n", Keys::Dkg(ScriptTree::KeyPathOnly)).policy(policy()),
+    ];
+    let mut c = Cluster::with_wallets(74, 2, 3, &specs, Limits::default());
+    let w = taproot(&c, "w");
+    let (_, (req_x, comms_x), (req_a, comms_a)) = pair(&mut c, &w);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    let answers = overlap(&c, |run| {
+        // A is charged on top of X, which will not commit; the wallet
+        // starts rekeying while both are in flight.
+        let (x, a) = run.both_held(&req_x, &req_a);
+        let signer = run.signer;
+        let rekey = run.scope.spawn(move || signer.begin_rekey(&wid("w")));
+        // Its unit commits after theirs, with the wallet's lock held.
+        let step = run.held_step();
+        let answers = run.released([x, a, step], 2);
+        rekey.join().unwrap().unwrap();
+        answers
+    });
+    let mut answers = answers.into_iter();
+    retryable(answers.next().unwrap());
+    let err = answers.next().unwrap().unwrap_err();
+    assert!(matches!(err, Error::RekeyInProgress { .. }), "{err:?}");
+    assert!(c.member(1).marker("w", &comms_x[0]).is_none());
+    assert!(
+        c.member(1).marker("w", &comms_a[0]).is_none(),
+        "no share for a non-sweep spend of a rekeying wallet"
+    );
+    assert!(charged(&c).is_empty());
+}
+
+#[test]
+fn a_retry_found_present_keeps_the_predictions_of_the_units_still_in_flight() {
+    let (mut c, w) = cluster(75, policy());
+    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2), spend(&w, 1, 3)];
+    let (req_a, _) = request(&mut c, COORD_A, &psbts[0]);
+    let (req_b, _) = request(&mut c, COORD_A, &psbts[1]);
+    let (req_c, _) = request(&mut c, COORD_A, &psbts[2]);
+    overlap(&c, |run| {
+        // A, A's byte-identical retry and B in flight; the retry is found
+        // present once A commits.
+        let (a, retry) = run.both_held(&req_a, &req_a);
+        run.start(2, COORD_A, &req_b);
+        let b = run.held();
+        a.release();
+        retry.release();
+        for _ in 0..2 {
+            let Event::Done(i, answer) = run.next() else {
+                panic!("a unit held before A and its retry answered");
+            };
+            assert!(i < 2 && answer.is_ok(), "{i}: {answer:?}");
+        }
+        // C is built on B's charge, still predicted: one unit, which
+        // commits after B's without a conflict.
+        run.start(3, COORD_A, &req_c);
+        let c_unit = run.held();
+        b.release();
+        c_unit.release();
+        for _ in 0..2 {
+            match run.next() {
+                Event::Done(i, answer) => assert!(i >= 2 && answer.is_ok(), "{i}: {answer:?}"),
+                Event::Held(_) => panic!("C's unit was submitted again after a ledger conflict"),
+            }
+        }
+    });
+    assert_eq!(charged(&c), psbts.iter().map(key).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_denial_stores_no_pruned_ledger_while_a_unit_is_in_flight() {
+    let mut p = policy();
+    p.max_fee_sat = Some(5_000);
+    let (mut c, w) = cluster(76, p);
+    let (req, _) = request(&mut c, COORD_A, &spend(&w, 1, 1));
+    c.round2(1, &req).unwrap();
+    // The charge leaves the minute window: a read moves the summary.
+    c.now = Timestamp(c.now.0 + 120_000);
+    let (req_x, _) = request(&mut c, COORD_A, &spend(&w, 1, 2));
+    let (req_a, _) = request(&mut c, COORD_A, &spend(&w, 1, 3));
+    let over_fee = pay_with_fee(&w, &funding(&w, 1, 100_000, 4), Some(external()), 10_000);
+    let (req_d, _) = request(&mut c, COORD_A, &over_fee);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    overlap(&c, |run| {
+        let (x, a) = run.both_held(&req_x, &req_a);
+        // X fails: the overlay is cleared while A is still in flight.
+        x.release();
+        match run.next() {
+            Event::Done(0, Err(_)) => {}
+            _ => panic!("X did not fail first"),
+        }
+        let writes = c.member(1).store().policy_writes();
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let err = run
+            .signer
+            .round2(run.now, coordinator(COORD_A), &req_d, &mut rng)
+            .unwrap_err();
+        assert!(matches!(err, Error::PolicyDenied { .. }), "{err:?}");
+        assert_eq!(
+            c.member(1).store().policy_writes(),
+            writes,
+            "no pruned summary written behind A's unit"
+        );
+        a.release();
+        loop {
+            match run.next() {
+                Event::Held(held) => held.release(),
+                Event::Done(i, answer) => {
+                    assert_eq!(i, 1);
+                    assert!(answer.is_ok(), "{answer:?}");
+                    break;
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn an_attempt_in_flight_is_never_dropped_for_room_nor_takes_any() {
+    let mut limits = Limits::default();
+    limits.pending_per_wallet = 1;
+    let (mut c, w) = cluster_with(77, policy(), limits);
+    let psbts = [spend(&w, 1, 1), spend(&w, 1, 2), spend(&w, 1, 3)];
+    let (req_x, comms_x) = request(&mut c, COORD_A, &psbts[0]);
+    let (req_y, _) = request(&mut c, COORD_A, &psbts[1]);
+    let (req_b, _) = request(&mut c, COORD_B, &psbts[2]);
+    c.member(1).store().fail_next_commit(Fault::Lost);
+    let answers = overlap(&c, |run| {
+        // The wallet's one pending slot holds X while its unit is in
+        // flight: A's next attempt does not drop it, and B, holding
+        // none, is not refused for it.
+        let (x, y) = run.both_held(&req_x, &req_y);
+        run.start(2, COORD_B, &req_b);
+        let b = run.held();
+        run.released([x, y, b], 3)
+    });
+    let mut answers = answers.into_iter();
+    retryable(answers.next().unwrap());
+    for answer in answers {
+        assert_eq!(answer.unwrap().shares.len(), 1);
+    }
+    // X failed with its shares still pending: its retry commits them.
+    retry_commits(&c, &req_x, &comms_x);
+}
+
+#[test]
+fn a_rollout_step_committed_behind_a_unit_in_flight_skips_the_units_after_it() {
+    let (mut c, w) = cluster(78, policy());
+    let mut version2 = policy();
+    version2.version = 2;
+    let stage = RolloutCommand::Stage {
+        version: 2,
+        policies: [(wid("w"), version2)].into_iter().collect(),
+        gates: Gates::default(),
+        expect_seq: None,
+    };
+    c.member(1).signer().policy_rollout(c.now, &stage).unwrap();
+    let (psbts, (req_x, comms_x), (req_y, comms_y)) = pair(&mut c, &w);
+    let (parked_tx, parked) = channel();
+    let (unpark, release_rx) = channel();
+    let answers = overlap(&c, |run| {
+        // X in flight; Y checked under the rollout's step and parked just
+        // before its unit; a rollback submitted between them.
+        run.start(0, COORD_A, &req_x);
+        let x = run.held();
+        c.member(1)
+            .store()
+            .park_commit(&wid("w"), parked_tx, release_rx);
+        run.start(1, COORD_A, &req_y);
+        parked.recv().unwrap();
+        let signer = run.signer;
+        let now = run.now;
+        let rollback = run.scope.spawn(move || {
+            let command = RolloutCommand::Rollback { expect_seq: None };
+            signer.policy_rollout(now, &command).map(drop)
+        });
+        let step = run.held_step();
+        unpark.send(()).unwrap();
+        let y = run.held();
+        let answers = run.released([x, step, y], 2);
+        rollback.join().unwrap().unwrap();
+        answers
+    });
+    let mut answers = answers.into_iter();
+    assert_eq!(answers.next().unwrap().unwrap().shares.len(), 1);
+    let err = answers.next().unwrap().unwrap_err();
+    assert!(
+        matches!(err, Error::Rollout(RolloutError::Moved { .. })),
+        "{err:?}"
+    );
+    assert!(c.member(1).marker("w", &comms_x[0]).is_some());
+    assert!(c.member(1).marker("w", &comms_y[0]).is_none());
+    assert_eq!(charged(&c), [key(&psbts[0])]);
+    // Y's shares stayed pending: its byte-identical retry commits them,
+    // charged once, under the policy now applied.
+    retry_commits(&c, &req_y, &comms_y);
+    assert_eq!(charged(&c), [key(&psbts[0]), key(&psbts[1])]);
+}
+
+#[test]
+fn a_daily_limit_holds_when_a_unit_fails_mid_stream() {
+    const LIMIT: usize = 4;
+    const N: usize = 8;
+    let (c, psbts, reqs) = daily(79, LIMIT, N);
+    let answers = overlap(&c, |run| {
+        let mut answers: Vec<Option<Result<Round2Response, Error>>> =
+            (0..N).map(|_| None).collect();
+        let mut held = Vec::new();
+        let start = |i: usize, held: &mut Vec<HeldCommit>, answers: &mut Vec<Option<_>>| {
+            run.start(i, from(i), &reqs[i].0);
+            match run.next() {
+                Event::Held(h) => held.push(h),
+                Event::Done(j, answer) => answers[j] = Some(answer),
+            }
+        };
+        // 0 and 1, then 2 whose unit is lost, then 3 and 4 built on it.
+        for i in 0..5 {
+            if i == 2 {
+                c.member(1).store().fail_next_commit(Fault::Lost);
+            }
+            start(i, &mut held, &mut answers);
+        }
+        assert_eq!(held.len(), LIMIT, "the fifth is denied on predictions");
+        // 0, 1 commit, 2 fails: the overlay is cleared with 3 in flight.
+        let rest = held.split_off(3);
+        for h in held {
+            h.release();
+        }
+        for _ in 0..3 {
+            let Event::Done(j, answer) = run.next() else {
+                panic!("a unit submitted while 3 is held");
+            };
+            answers[j] = Some(answer);
+        }
+        // Further requests read the store's ledger.
+        let mut held = rest;
+        for i in 5..N {
+            start(i, &mut held, &mut answers);
+        }
+        for h in held {
+            h.release();
+        }
+        while answers.iter().any(Option::is_none) {
+            match run.next() {
+                Event::Held(h) => h.release(),
+                Event::Done(j, answer) => answers[j] = Some(answer),
+            }
+        }
+        answers.into_iter().map(Option::unwrap).collect::<Vec<_>>()
+    });
+    assert!(answers[2].is_err(), "{:?}", answers[2]);
+    let released: Vec<_> = (0..N).filter(|&i| answers[i].is_ok()).collect();
+    // 3's retry finds the day full with 5 and 6, charged on the store's
+    // ledger after 2 failed.
+    assert_eq!(released, [0, 1, 5, 6]);
+    for (i, answer) in answers.iter().enumerate() {
+        if let Err(err) = answer
+            && i != 2
+        {
+            assert!(
+                matches!(err, Error::PolicyDenied { .. }),
+                "round 2 {i}: {err:?}"
+            );
+        }
+        assert_eq!(
+            c.member(1).marker("w", &reqs[i].1[0]).is_some(),
+            answer.is_ok(),
+            "round 2 {i}"
+        );
+    }
+    let mut stored = charged(&c);
+    let mut expected: Vec<_> = released.iter().map(|&i| key(&psbts[i])).collect();
+    stored.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(stored, expected);
+}
+
+#[test]
+fn a_writer_failing_every_unit_in_flight_releases_nothing_and_keeps_every_attempt() {
+    let (mut c, w) = cluster(80, policy());
+    let psbts: Vec<_> = (1..=3u8).map(|i| spend(&w, 1, i)).collect();
+    let reqs: Vec<_> = psbts.iter().map(|p| request(&mut c, COORD_A, p)).collect();
+    overlap(&c, |run| {
+        let mut held = Vec::new();
+        for (i, (req, _)) in reqs.iter().enumerate() {
+            c.member(1).store().fail_next_commit(Fault::Lost);
+            run.start(i, COORD_A, req);
+            held.push(run.held());
+        }
+        for h in held {
+            h.release();
+        }
+        for _ in 0..reqs.len() {
+            let Event::Done(i, answer) = run.next() else {
+                panic!("a unit resubmitted after the writer failed");
+            };
+            let err = answer.unwrap_err();
+            assert_eq!(err.recovery(), Recovery::Retryable, "{i}: {err:?}");
+        }
+        for (_, comms) in &reqs {
+            assert!(c.member(1).marker("w", &comms[0]).is_none());
+        }
+        assert!(charged(&c).is_empty());
+        // Nothing predicted is left: each byte-identical retry commits
+        // its pending shares in one unit, on the store's ledger.
+        for (i, (req, _)) in reqs.iter().enumerate() {
+            run.start(10 + i, COORD_A, req);
+            run.held().release();
+            match run.next() {
+                Event::Done(j, answer) => {
+                    assert_eq!(j, 10 + i);
+                    assert_eq!(answer.unwrap().shares.len(), 1);
+                }
+                Event::Held(_) => panic!("retry {i} was built on a lost prediction"),
+            }
+        }
+    });
+    for (_, comms) in &reqs {
+        assert!(c.member(1).marker("w", &comms[0]).is_some());
+    }
+    assert_eq!(charged(&c), psbts.iter().map(key).collect::<Vec<_>>());
 }

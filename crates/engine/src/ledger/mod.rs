@@ -102,9 +102,10 @@ pub(crate) struct StoredLedger {
 /// # Invariants
 /// Only a prediction: whatever it holds, a unit built on it commits only
 /// if the bytes it expects are the committed ones. It is emptied when the
-/// last unit in flight is answered, and as soon as any unit in flight is
-/// answered with anything but a commit (a conflict, an error: the records
-/// it predicted never were), so that later reads go to the store; units
+/// last unit in flight is answered, and as soon as any unit in flight that
+/// changes a record is answered with anything but a commit (a conflict, an
+/// error: the records it predicted never were), so that later reads go to
+/// the store; units
 /// submitted on top of what it held then fail their compare-and-sets and
 /// are charged again from the store.
 #[derive(Debug, Default)]
@@ -124,13 +125,29 @@ impl InFlight {
         }
     }
 
-    /// Notes the answer of a unit [`InFlight::submitted`]: `committed`, or
-    /// not (skipped, failed, or of unknown outcome).
-    pub(crate) fn answered(&mut self, committed: bool) {
+    /// Whether the ledger writes `ops` would change a record: a unit
+    /// whose compare-and-sets all rewrite a record to the bytes it holds
+    /// (or that has none) predicts nothing that its loss would falsify.
+    pub(crate) fn changes(ops: &[WriteOp]) -> bool {
+        ops.iter().any(|op| {
+            matches!(op, WriteOp::CasPolicy { expected, new, .. } if expected.as_ref() != Some(new))
+        })
+    }
+
+    /// Notes the answer of a unit [`InFlight::submitted`]: `stale` if the
+    /// records it predicted never were (it changed a record, see
+    /// [`InFlight::changes`], and was skipped, failed, or is of unknown
+    /// outcome).
+    pub(crate) fn answered(&mut self, stale: bool) {
         self.units = self.units.saturating_sub(1);
-        if !committed || self.units == 0 {
+        if stale || self.units == 0 {
             self.records.clear();
         }
+    }
+
+    /// Whether no unit is in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.units == 0
     }
 }
 
@@ -305,11 +322,6 @@ impl StoredLedger {
             state,
             predicted: records.predicted.into_inner(),
         })
-    }
-
-    /// Whether the read took a record from a unit still in flight.
-    pub(crate) fn predicted(&self) -> bool {
-        !self.predicted.is_empty()
     }
 
     /// Checks `psbt` against `policy` with this ledger, for a request from

@@ -18,7 +18,7 @@ use crate::check::{CheckedRound2, check_round2};
 use crate::clock::Clock;
 use crate::durable::{decode_shares, encode_shares};
 use crate::error::{Error, InternalFault};
-use crate::ids::CoordinatorId;
+use crate::ids::{CoordinatorId, WalletEpoch};
 use crate::ledger::{InFlight, StoredLedger};
 use crate::pool::{NoncePool, TakeError, Tombstone};
 use crate::rollout::{Applied, RolloutError};
@@ -80,6 +80,9 @@ struct Marking {
 struct Attempt {
     marking: Marking,
     units: usize,
+    /// Whether the unit in flight changes a ledger record
+    /// ([`InFlight::changes`]).
+    changes: bool,
 }
 
 /// A marker unit handed to the store under the wallet's lock, whose
@@ -87,6 +90,17 @@ struct Attempt {
 struct Submitted<'s> {
     pending: PendingWrite<'s>,
     attempt: Attempt,
+}
+
+/// The wallet's state when a marker unit's outcome is settled, against
+/// which a ledger conflict's new unit is approved as its first was.
+struct Recheck<'a> {
+    state: &'a WalletState,
+    /// The epoch of the key the first attempt signed with.
+    epoch: WalletEpoch,
+    /// The successor, read before the lock was retaken, if the outcome
+    /// was a ledger conflict.
+    successor: Option<Result<Successor, Error>>,
 }
 
 /// Where a release stands when the wallet's lock is let go.
@@ -184,6 +198,18 @@ impl<S: Store> Signer<S> {
                 drop(guard);
                 loop {
                     let outcome = unit.pending.wait();
+                    // A ledger conflict is approved again under the
+                    // wallet's state as it is now, which may have changed
+                    // while the lock was let go; a rekeying wallet's
+                    // successor is read before its lock is retaken.
+                    let successor = matches!(
+                        outcome,
+                        Ok(WriteOutcome::Skipped {
+                            conflict: Conflict::PolicyMismatch(_),
+                            ..
+                        })
+                    )
+                    .then(|| self.successor(slot));
                     let mut guard = lock(&self.store, slot)?;
                     // Read again under the lock retaken, for the same reason
                     // as above: a retry's charge read at the first reading
@@ -193,9 +219,25 @@ impl<S: Store> Signer<S> {
                     // its expiry) keeps the first, as its shares do.
                     let now = clock.now();
                     let Shard {
-                        pending, inflight, ..
+                        state,
+                        pending,
+                        inflight,
+                        ..
                     } = &mut *guard;
-                    match self.settle(now, &release, unit.attempt, outcome, pending, inflight)? {
+                    let now_state = Recheck {
+                        state,
+                        epoch,
+                        successor,
+                    };
+                    match self.settle(
+                        now,
+                        &release,
+                        unit.attempt,
+                        outcome,
+                        now_state,
+                        pending,
+                        inflight,
+                    )? {
                         Step::Done(shares, fresh) => break (shares, fresh, guard, now),
                         Step::Submitted(next) => unit = next,
                     }
@@ -325,12 +367,15 @@ impl<S: Store> Signer<S> {
             // Its first attempt failed, or is still in flight: then this
             // unit's marker is found present and its shares replayed, and
             // the charge read through the units in flight is the first's.
-            // Fresh either way, as its first attempt was never counted.
+            // Both answers are fresh, though the first attempt's may be
+            // counted too (its unit still in flight commits): harmless, as
+            // the rollout gate counts a coordinator's target once
+            // ([`crate::rollout::steps::target_digest`]).
             let marking = self.marking(now, release, lead, p.package, p.shares.clone())?;
             let charge = self.charge_ops(now, &release.charge, inflight)?;
-            return self
-                .submit(now, release, marking, charge, 0, inflight)
-                .map(|unit| Step::Submitted(Box::new(unit)));
+            let unit = self.submit(now, release, marking, charge, 0, inflight)?;
+            pending.submitted(&lead);
+            return Ok(Step::Submitted(Box::new(unit)));
         }
         // The policy refuses before any nonce is spent. Its charge is the
         // unit's first compare-and-set, against the ledger as read here
@@ -361,8 +406,9 @@ impl<S: Store> Signer<S> {
             self.limits.pending_per_wallet,
         );
         let marking = self.marking(now, release, lead, checked.hash(), shares)?;
-        self.submit(now, release, marking, charge, 0, inflight)
-            .map(|unit| Step::Submitted(Box::new(unit)))
+        let unit = self.submit(now, release, marking, charge, 0, inflight)?;
+        pending.submitted(&lead);
+        Ok(Step::Submitted(Box::new(unit)))
     }
 
     /// The successor's state, for a rekeying wallet whose configuration
@@ -416,11 +462,12 @@ impl<S: Store> Signer<S> {
                 // per charge and window, however many requests are denied).
                 // Only work is saved: a write that fails or loses a race
                 // leaves it to the next read, and the denial stands. Not
-                // over units in flight: it would wait for them under the
-                // wallet's lock, and change the ledger behind their
-                // records.
+                // while any unit of the wallet is in flight (whether or not
+                // this read used its records): it would wait for them
+                // under the wallet's lock, and change the ledger behind
+                // their records.
                 let prune = ledger.prune_ops(wallet)?;
-                if !prune.is_empty() && !ledger.predicted() {
+                if !prune.is_empty() && inflight.is_empty() {
                     let _ = self.store.write(prune);
                 }
                 return Err(denied);
@@ -494,6 +541,7 @@ impl<S: Store> Signer<S> {
             attempt: Attempt {
                 marking,
                 units: tried.saturating_add(1),
+                changes: InFlight::changes(&charge),
             },
         })
     }
@@ -502,22 +550,30 @@ impl<S: Store> Signer<S> {
     /// shares to release (the new ones if inserted, the stored ones for an
     /// identical earlier, perhaps ambiguous, commit), or the next unit. A
     /// ledger changed by another commit skips the whole unit; the policy
-    /// is then checked again against the new ledger and a new unit
+    /// is then checked again against the new ledger, and the wallet's
+    /// state (`now_state`) against the first attempt's, and a new unit
     /// submitted, never charged twice. On failure the pending shares stay
     /// for a byte-identical retry.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the wallet's state, pending shares and units in flight are borrowed from the wallet's locked shard"
+    )]
     fn settle<'s>(
         &'s self,
         now: Timestamp,
         release: &Release<'_>,
         attempt: Attempt,
         outcome: Result<WriteOutcome, thresig_store::Error>,
+        now_state: Recheck<'_>,
         pending: &mut PendingShares,
         inflight: &mut InFlight,
     ) -> Result<Step<'s>, Error> {
-        inflight.answered(matches!(outcome, Ok(WriteOutcome::Committed(_))));
+        let committed = matches!(outcome, Ok(WriteOutcome::Committed(_)));
+        inflight.answered(attempt.changes && !committed);
         let wallet = release.charge.wallet;
-        let Attempt { marking, units } = attempt;
+        let Attempt { marking, units, .. } = attempt;
         let lead = marking.lead;
+        pending.settled(&lead);
         match outcome.map_err(|source| store_error(wallet, source))? {
             WriteOutcome::Committed(results) => {
                 pending.remove(&lead);
@@ -538,9 +594,19 @@ impl<S: Store> Signer<S> {
                 conflict: Conflict::PolicyMismatch(_),
                 ..
             } => {
-                let charge = self.charge_ops(now, &release.charge, inflight)?;
-                self.submit(now, release, marking, charge, units, inflight)
-                    .map(|unit| Step::Submitted(Box::new(unit)))
+                // The first attempt's checks of the wallet's state, made
+                // again: a rekey, retirement or refresh switch may have
+                // committed since, and the new unit commits after it. A
+                // refusal leaves the shares pending, as a failed commit.
+                let mode = now_state.mode(wallet)?;
+                let charge = Charge {
+                    mode,
+                    ..release.charge
+                };
+                let charge = self.charge_ops(now, &charge, inflight)?;
+                let unit = self.submit(now, release, marking, charge, units, inflight)?;
+                pending.submitted(&lead);
+                Ok(Step::Submitted(Box::new(unit)))
             }
             // A rollout step changed the wallet's policy since the
             // request was checked: the shares stay pending, and the
@@ -605,6 +671,24 @@ fn wallet_mode(wallet: &WalletId, role: Role, successor: Successor) -> Result<Wa
         (Role::Rekeying, Successor::Unnamed) => Err(Error::RekeyInProgress {
             wallet: wallet.clone(),
         }),
+    }
+}
+
+impl Recheck<'_> {
+    /// The wallet's mode for a new unit of an attempt whose first was
+    /// approved under the key of `epoch`: the error its first attempt
+    /// would get now if the wallet's state changed.
+    fn mode(self, wallet: &WalletId) -> Result<WalletMode, Error> {
+        let (key, role) = self.state.signing_key(wallet)?;
+        if key.epoch != self.epoch {
+            return Err(Error::StaleEpoch {
+                wallet: wallet.clone(),
+                requested: self.epoch,
+                current: key.epoch,
+            });
+        }
+        let successor = self.successor.unwrap_or(Ok(Successor::Unnamed))?;
+        wallet_mode(wallet, role, successor)
     }
 }
 

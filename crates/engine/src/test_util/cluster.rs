@@ -172,12 +172,13 @@ type Deferred = (
     Sender<Result<WriteOutcome, StoreError>>,
 );
 
-/// A marker unit whose commit [`FaultStore::hold_commits`] holds back:
-/// submitted, not yet handed to the inner store, and its caller waits
-/// until this is released (or dropped).
+/// A unit whose commit [`FaultStore::hold_commits`] holds back: submitted,
+/// not yet handed to the inner store, and its caller waits until this is
+/// released (or dropped).
 pub struct HeldCommit {
-    /// The unit's marker's first commitment.
-    pub commitment: CommitmentHash,
+    /// The unit's marker's first commitment; `None` for a unit without
+    /// one, held only to keep its place behind the held units before it.
+    pub commitment: Option<CommitmentHash>,
     release: Sender<()>,
 }
 
@@ -407,11 +408,20 @@ impl<S> FaultStore<S> {
     /// From now on, every marker unit of `wallet` is held back before the
     /// inner store sees it, as behind a slow writer: `held` is called with
     /// a [`HeldCommit`] for it, and its caller waits until it is released.
-    /// Releasing one commits the held units submitted before it first,
-    /// in their order, so units still apply in submission order whatever
-    /// the order of the releases (others, not held, may overtake them;
-    /// one never released is never committed). `None` ends it (units held
-    /// until then stay held).
+    /// Any other unit submitted while a held one waits is held behind it
+    /// too (and `held` called for it), so that every unit applies in
+    /// submission order, as the real writer applies them. Releasing one
+    /// commits the held units submitted before it first, in their order,
+    /// whatever the order of the releases.
+    ///
+    /// Unlike the real store, a held unit is handed to the inner store
+    /// only by the wait of its own [`PendingWrite`] or of one submitted
+    /// after it: one whose pending write is dropped unwaited commits when
+    /// a later held unit's is waited for, never by its release alone, and
+    /// one never released never commits. No caller relies on that: round 2
+    /// waits for every unit it submits, and the tests release every unit
+    /// they are told of. `None` ends it (units held until then stay
+    /// held).
     pub fn hold_commits(&self, hold: Option<(&WalletId, OnHeld)>) {
         *self.hold.lock().unwrap() = hold.map(|(wallet, held)| Hold {
             wallet: wallet.clone(),
@@ -444,7 +454,7 @@ impl<S: Store> FaultStore<S> {
     }
 
     /// Hands `ops` to the inner store as `fault` says, held back if the
-    /// marker units of `marker`'s wallet are.
+    /// marker units of `marker`'s wallet are, or behind a held unit.
     fn submit_faulted(
         &self,
         fault: Option<Fault>,
@@ -452,9 +462,14 @@ impl<S: Store> FaultStore<S> {
         marker: Option<(WalletId, CommitmentHash)>,
     ) -> Result<PendingWrite<'_>, StoreError> {
         let hold = self.hold.lock().unwrap();
-        if let (Some(hold), Some((wallet, commitment))) = (hold.as_ref(), marker)
-            && hold.wallet == wallet
+        let behind = !self.deferred.lock().unwrap().is_empty();
+        if let Some(hold) = hold.as_ref()
+            && (behind
+                || marker
+                    .as_ref()
+                    .is_some_and(|(wallet, _)| *wallet == hold.wallet))
         {
+            let commitment = marker.map(|(_, commitment)| commitment);
             let (outcome, answer) = std::sync::mpsc::channel();
             let (release, released) = std::sync::mpsc::channel();
             self.deferred
