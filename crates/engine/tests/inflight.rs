@@ -68,6 +68,11 @@ impl<'scope, 'env> Overlap<'scope, 'env> {
             .expect("no round 2 got anywhere")
     }
 
+    /// The time the round 2s read now.
+    fn now(&self) -> Timestamp {
+        Timestamp(self.time.load(Ordering::SeqCst))
+    }
+
     /// Moves the time the round 2s read just over a minute on.
     fn pass_a_minute(&self) {
         self.time.fetch_add(61_000, Ordering::SeqCst);
@@ -532,7 +537,7 @@ fn a_denial_stores_no_pruned_ledger_while_a_unit_is_in_flight() {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let err = run
             .signer
-            .round2(run.now, coordinator(COORD_A), &req_d, &mut rng)
+            .round2(run.now(), coordinator(COORD_A), &req_d, &mut rng)
             .unwrap_err();
         assert!(matches!(err, Error::PolicyDenied { .. }), "{err:?}");
         assert_eq!(
@@ -608,7 +613,7 @@ fn a_rollout_step_committed_behind_a_unit_in_flight_skips_the_units_after_it() {
         run.start(1, COORD_A, &req_y);
         parked.recv().unwrap();
         let signer = run.signer;
-        let now = run.now;
+        let now = run.now();
         let rollback = run.scope.spawn(move || {
             let command = RolloutCommand::Rollback { expect_seq: None };
             signer.policy_rollout(now, &command).map(drop)
