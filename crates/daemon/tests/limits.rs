@@ -234,7 +234,6 @@ async fn one_seat_cannot_take_every_request_slot() {
     let attacker = server.client(&cluster.client_tls()).await;
     let wallet = WalletId::new("vault-1").unwrap();
     let mut held = Vec::new();
-    // On two wallets: a member's requests on one wallet run one at a time.
     for name in ["vault-1", "vault-2"] {
         let attacker = attacker.clone();
         let wallet = WalletId::new(name).unwrap();
@@ -269,29 +268,100 @@ async fn one_seat_cannot_take_every_request_slot() {
     server.stop().await;
 }
 
+/// A call of `client` to round 1 on `wallet`, running.
+fn round1_on(
+    client: &thresig_daemon::SignerClient,
+    wallet: &str,
+) -> tokio::task::JoinHandle<Result<thresig_engine::Round1Response, thresig_daemon::Error>> {
+    let client = client.clone();
+    let request = Round1Request::new(WalletId::new(wallet).unwrap(), 1);
+    tokio::spawn(async move { client.round1(request).await })
+}
+
+/// Waits until `seat`'s requests made to wait for their turn at a wallet
+/// number `count`: the last of them is then held in admission, short of the
+/// handler.
+async fn turn_waits(server: &Running, seat: u16, count: u64) {
+    until(
+        "a request waits for its member's turn at the wallet",
+        || async { waited(server, seat, "wallet_turn").await == count },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_runs_one_request_per_wallet_at_a_time() {
+async fn a_members_signing_requests_on_a_wallet_run_four_at_a_time() {
+    let cluster = Cluster::new();
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config(""), gate).await;
+    let member = server.client(&cluster.client_tls()).await;
+    let mut calls: Vec<_> = (0..4).map(|_| round1_on(&member, "vault-1")).collect();
+    for _ in 0..4 {
+        control.wait_entered().await;
+    }
+    // The fifth waits for one of the four to return.
+    calls.push(round1_on(&member, "vault-1"));
+    turn_waits(&server, 2, 1).await;
+    assert!(control.entered.try_recv().is_err());
+    control.release.send(()).unwrap();
+    control.wait_entered().await;
+    for _ in 1..calls.len() {
+        control.release.send(()).unwrap();
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_other_requests_on_a_wallet_run_one_at_a_time_apart_from_its_signing() {
+    let cluster = Cluster::new();
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config(""), gate).await;
+    let member = server.client(&cluster.client_tls()).await;
+    let wallet_key = || {
+        let member = member.clone();
+        tokio::spawn(async move { member.wallet_key(WalletId::new("vault-1").unwrap()).await })
+    };
+    let mut calls = vec![wallet_key()];
+    control.wait_entered().await;
+    calls.push(wallet_key());
+    turn_waits(&server, 2, 1).await;
+    assert!(control.entered.try_recv().is_err());
+    // Its signing requests on the wallet have turns of their own.
+    let signing = round1_on(&member, "vault-1");
+    control.wait_entered().await;
+    control.release.send(()).unwrap();
+    control.wait_entered().await;
+    control.release.send(()).unwrap();
+    control.release.send(()).unwrap();
+    signing.await.unwrap().unwrap();
+    for call in calls {
+        // The gate's key is not a key: the client refuses it, after the
+        // handler answered.
+        let err = call.await.unwrap().unwrap_err();
+        assert!(matches!(err, thresig_daemon::Error::Malformed(_)), "{err}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_members_request_on_a_wallet_is_not_held_behind_a_members_signing_requests() {
     let cluster = Cluster::new();
     cluster.add_member(seat(3), "seat3");
     let (gate, control) = Gate::new();
     let server = start(cluster.config(""), gate).await;
-    let attacker = server.client(&cluster.client_tls()).await;
-    let round1 = |client: &thresig_daemon::SignerClient, wallet: &str| {
-        let client = client.clone();
-        let request = Round1Request::new(WalletId::new(wallet).unwrap(), 1);
-        tokio::spawn(async move { client.round1(request).await })
-    };
-    let mut calls: Vec<_> = (0..3).map(|_| round1(&attacker, "vault-1")).collect();
-    control.wait_entered().await;
-    // The member's other calls on the wallet wait for its first one, so
-    // they are never queued ahead of another member's at the wallet...
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(control.entered.try_recv().is_err());
-    // ...whose call on the wallet runs, as does the member's on another.
-    let member = server.client(&cluster.tls_of("seat3")).await;
-    calls.push(round1(&member, "vault-1"));
-    control.wait_entered().await;
-    calls.push(round1(&attacker, "vault-2"));
+    let busy = server.client(&cluster.client_tls()).await;
+    // Four running and a fifth waiting for its turn.
+    let mut calls: Vec<_> = (0..5).map(|_| round1_on(&busy, "vault-1")).collect();
+    for _ in 0..4 {
+        control.wait_entered().await;
+    }
+    turn_waits(&server, 2, 1).await;
+    // Another member's call on the wallet runs while they are held.
+    let other = server.client(&cluster.tls_of("seat3")).await;
+    calls.push(round1_on(&other, "vault-1"));
     control.wait_entered().await;
     for _ in 0..calls.len() {
         control.release.send(()).unwrap();
