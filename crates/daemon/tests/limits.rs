@@ -315,6 +315,39 @@ async fn a_members_signing_requests_on_a_wallet_run_four_at_a_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_request_waiting_for_its_turn_beyond_its_time_is_refused_retryably() {
+    let cluster = Cluster::new();
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config("request_timeout_ms = 1000"), gate).await;
+    let member = server.client(&cluster.client_tls()).await;
+    let held: Vec<_> = (0..4).map(|_| round1_on(&member, "vault-1")).collect();
+    for _ in 0..4 {
+        control.wait_entered().await;
+    }
+    // The guard only keeps a wait that never ends from hanging the test.
+    let waiting = tokio::time::timeout(Duration::from_secs(30), round1_on(&member, "vault-1"));
+    let err = waiting
+        .await
+        .expect("a request waiting for its turn outlasted its time")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refusal(&err).code.as_str(), "timeout", "{err}");
+    assert!(err.is_retryable());
+    // Refused while waiting for its turn, never handled.
+    assert_eq!(waited(&server, 2, "wallet_turn").await, 1);
+    assert!(control.entered.try_recv().is_err());
+    for _ in 0..held.len() {
+        control.release.send(()).unwrap();
+    }
+    // The held calls outlasted their time too.
+    for call in held {
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(refusal(&err).code.as_str(), "timeout", "{err}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_other_requests_on_a_wallet_run_one_at_a_time_apart_from_its_signing() {
     let cluster = Cluster::new();
     let (gate, control) = Gate::new();
