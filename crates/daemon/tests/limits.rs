@@ -268,14 +268,38 @@ async fn one_seat_cannot_take_every_request_slot() {
     server.stop().await;
 }
 
+type Round1Call =
+    tokio::task::JoinHandle<Result<thresig_engine::Round1Response, thresig_daemon::Error>>;
+
 /// A call of `client` to round 1 on `wallet`, running.
-fn round1_on(
-    client: &thresig_daemon::SignerClient,
-    wallet: &str,
-) -> tokio::task::JoinHandle<Result<thresig_engine::Round1Response, thresig_daemon::Error>> {
+fn round1_on(client: &thresig_daemon::SignerClient, wallet: &str) -> Round1Call {
     let client = client.clone();
     let request = Round1Request::new(WalletId::new(wallet).unwrap(), 1);
     tokio::spawn(async move { client.round1(request).await })
+}
+
+/// Four round 1 calls of `client` on `vault-1`, once all four are in the
+/// handler.
+async fn four_round1s_in_the_handler(
+    client: &thresig_daemon::SignerClient,
+    control: &GateControl,
+) -> Vec<Round1Call> {
+    let calls = (0..4).map(|_| round1_on(client, "vault-1")).collect();
+    for _ in 0..4 {
+        control.wait_entered().await;
+    }
+    calls
+}
+
+/// Lets the `blocked` calls held in the handler return, and checks that
+/// every one of `calls` is served.
+async fn release_and_serve(control: &GateControl, blocked: usize, calls: Vec<Round1Call>) {
+    for _ in 0..blocked {
+        control.release.send(()).unwrap();
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
 }
 
 /// Waits until `seat`'s requests made to wait for their turn at a wallet
@@ -295,22 +319,14 @@ async fn a_members_signing_requests_on_a_wallet_run_four_at_a_time() {
     let (gate, control) = Gate::new();
     let server = start(cluster.config(""), gate).await;
     let member = server.client(&cluster.client_tls()).await;
-    let mut calls: Vec<_> = (0..4).map(|_| round1_on(&member, "vault-1")).collect();
-    for _ in 0..4 {
-        control.wait_entered().await;
-    }
+    let mut calls = four_round1s_in_the_handler(&member, &control).await;
     // The fifth waits for one of the four to return.
     calls.push(round1_on(&member, "vault-1"));
     turn_waits(&server, 2, 1).await;
     assert!(control.entered.try_recv().is_err());
     control.release.send(()).unwrap();
     control.wait_entered().await;
-    for _ in 1..calls.len() {
-        control.release.send(()).unwrap();
-    }
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
+    release_and_serve(&control, 4, calls).await;
     server.stop().await;
 }
 
@@ -320,10 +336,7 @@ async fn a_signing_request_waiting_for_its_turn_beyond_its_time_is_refused_retry
     let (gate, control) = Gate::new();
     let server = start(cluster.config("request_timeout_ms = 1000"), gate).await;
     let member = server.client(&cluster.client_tls()).await;
-    let held: Vec<_> = (0..4).map(|_| round1_on(&member, "vault-1")).collect();
-    for _ in 0..4 {
-        control.wait_entered().await;
-    }
+    let held = four_round1s_in_the_handler(&member, &control).await;
     // The guard only keeps a wait that never ends from hanging the test.
     let waiting = tokio::time::timeout(Duration::from_secs(30), round1_on(&member, "vault-1"));
     let err = waiting
@@ -387,21 +400,15 @@ async fn another_members_request_on_a_wallet_is_not_held_behind_a_members_signin
     let server = start(cluster.config(""), gate).await;
     let busy = server.client(&cluster.client_tls()).await;
     // Four running and a fifth waiting for its turn.
-    let mut calls: Vec<_> = (0..5).map(|_| round1_on(&busy, "vault-1")).collect();
-    for _ in 0..4 {
-        control.wait_entered().await;
-    }
+    let mut calls = four_round1s_in_the_handler(&busy, &control).await;
+    calls.push(round1_on(&busy, "vault-1"));
     turn_waits(&server, 2, 1).await;
     // Another member's call on the wallet runs while they are held.
     let other = server.client(&cluster.tls_of("seat3")).await;
     calls.push(round1_on(&other, "vault-1"));
     control.wait_entered().await;
-    for _ in 0..calls.len() {
-        control.release.send(()).unwrap();
-    }
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
+    let blocked = calls.len();
+    release_and_serve(&control, blocked, calls).await;
     server.stop().await;
 }
 
