@@ -110,6 +110,11 @@ pub struct LimitsSection {
     /// or half of `max_concurrent_requests` if less (never more than half,
     /// so `max_concurrent_requests` must be at least 2).
     pub max_requests_per_seat: Option<u64>,
+    /// Signing requests (round 1, round 2, abort) one member may have
+    /// running at once on one wallet; unset, 4 or `max_requests_per_seat`
+    /// if less (never more). Its other requests on a wallet run one at a
+    /// time.
+    pub max_signing_requests_per_seat_per_wallet: Option<u64>,
     /// HTTP/2 streams one connection may have open at once.
     pub max_streams_per_connection: u64,
     /// Time to receive a request's body once its slot is taken, in
@@ -159,6 +164,7 @@ impl Default for LimitsSection {
             // A scrape takes one connection for a moment.
             max_metrics_connections: 16,
             max_requests_per_seat: None,
+            max_signing_requests_per_seat_per_wallet: None,
             // An honest coordinator has a few calls at a time open to one
             // signer; hyper's own default (200) lets one connection park
             // 200 bodies.
@@ -197,11 +203,18 @@ const MAX_STREAMS: u64 = 1024;
 
 /// A coordinator has one call at a time open to a signer in each signing
 /// run (ROAST waits for every answer), so eight allow eight runs at once
-/// (what `thresig load --concurrency 8` drives). What a member has running
-/// competes with every other member's requests for the wallet's lock, so
-/// this is also how many of its requests another member may have to wait
-/// behind.
+/// (what `thresig load --concurrency 8` drives). On one wallet, its turns
+/// there (below) bound how many of its requests another member waits
+/// behind for the wallet's lock.
 const DEFAULT_REQUESTS_PER_SEAT: usize = 8;
+/// The engine holds a wallet's lock for a round's CPU work only, not while
+/// a round 2 waits for its marker's commit, so a coordinator's round 2s
+/// on one wallet overlap and share the store's group commits (measured
+/// with `thresig load --concurrency 8`: 315 to 365 signatures a second,
+/// where one turn per member and wallet put one unit in every commit).
+/// Another member's request then waits behind at most this many lock
+/// holds of one member, not this many commits.
+const DEFAULT_SIGNING_REQUESTS_PER_SEAT_PER_WALLET: usize = 4;
 const MAX_IN_FLIGHT_BYTES: u64 = 1024 * 1024 * 1024;
 /// The largest rate of `max_round1_inputs_per_second` and
 /// `max_requests_per_second_per_seat` (one a microsecond).
@@ -280,6 +293,9 @@ pub struct Limits {
     pub max_metrics_connections: usize,
     /// Requests one member may have queued or in flight.
     pub max_requests_per_seat: usize,
+    /// Signing requests one member may have running at once on one
+    /// wallet; at most `max_requests_per_seat`.
+    pub max_signing_requests_per_seat_per_wallet: usize,
     /// HTTP/2 streams per connection.
     pub max_streams_per_connection: u32,
     /// Time to receive a request's body once its slot is taken.
@@ -304,6 +320,25 @@ impl Limits {
             l.max_concurrent_requests,
             MAX_CONCURRENT,
         )?;
+        // At most half of the slots, so that one member never holds
+        // them all: a single slot is refused.
+        let max_requests_per_seat = match l.max_requests_per_seat {
+            _ if max_concurrent_requests < 2 => {
+                return Err(bad(
+                    "limits.max_concurrent_requests",
+                    ConfigProblem::BelowTwice {
+                        other: "limits.max_requests_per_seat",
+                        min: 2,
+                    },
+                ));
+            }
+            Some(per_seat) => bounded_size(
+                "limits.max_requests_per_seat",
+                per_seat,
+                l.max_concurrent_requests / 2,
+            )?,
+            None => DEFAULT_REQUESTS_PER_SEAT.min(max_concurrent_requests / 2),
+        };
         let limits = Self {
             max_request_bytes: bounded_size(
                 "limits.max_request_bytes",
@@ -346,24 +381,16 @@ impl Limits {
                 l.max_metrics_connections,
                 MAX_CONNECTIONS,
             )?,
-            // At most half of the slots, so that one member never holds
-            // them all: a single slot is refused.
-            max_requests_per_seat: match l.max_requests_per_seat {
-                _ if max_concurrent_requests < 2 => {
-                    return Err(bad(
-                        "limits.max_concurrent_requests",
-                        ConfigProblem::BelowTwice {
-                            other: "limits.max_requests_per_seat",
-                            min: 2,
-                        },
-                    ));
-                }
-                Some(per_seat) => bounded_size(
-                    "limits.max_requests_per_seat",
-                    per_seat,
-                    l.max_concurrent_requests / 2,
+            max_requests_per_seat,
+            max_signing_requests_per_seat_per_wallet: match l
+                .max_signing_requests_per_seat_per_wallet
+            {
+                Some(per_wallet) => bounded_size(
+                    "limits.max_signing_requests_per_seat_per_wallet",
+                    per_wallet,
+                    u64::try_from(max_requests_per_seat).unwrap_or(u64::MAX),
                 )?,
-                None => DEFAULT_REQUESTS_PER_SEAT.min(max_concurrent_requests / 2),
+                None => DEFAULT_SIGNING_REQUESTS_PER_SEAT_PER_WALLET.min(max_requests_per_seat),
             },
             max_streams_per_connection: bounded_u32(
                 "limits.max_streams_per_connection",

@@ -18,13 +18,16 @@
 //! its member's nonce rate (`max_round1_inputs_per_second`; beyond it the
 //! request waits, without its slot, and is refused `overloaded` only if the
 //! wait would outlast its `request_timeout`), and the request waits for its
-//! member's turn at the wallet it names (one at a time per member and
-//! wallet). Every wait ends when the signer stops, refused (`overloaded`,
-//! retryable). The service decodes the message only after all of that, holding the slot until the handler has returned; the member's
-//! permit and the bytes are kept until the reply has also been sent (or
-//! dropped at its send deadline): decoded requests in memory are bounded by
-//! the slots, received bytes by the budget, and unsent replies by the
-//! members' permits.
+//! member's turn at the wallet it names (a member's signing requests there,
+//! round 1, round 2 and abort, run up to
+//! `max_signing_requests_per_seat_per_wallet` at a time, its others one at
+//! a time; refused `timeout` at its `request_timeout`). Every wait ends
+//! when the signer stops, refused (`overloaded`, retryable). The service
+//! decodes the message only after all of that, holding the slot until the
+//! handler has returned; the member's permit and the bytes are kept until
+//! the reply has also been sent (or dropped at its send deadline): decoded
+//! requests in memory are bounded by the slots, received bytes by the
+//! budget, and unsent replies by the members' permits.
 //!
 //! A refusal the signer decided (no slot in time, a full budget, a body too
 //! slow, too many elements) is a reply carrying a [`SignerError`], as the
@@ -81,6 +84,8 @@ struct MethodLimits {
     max_bytes: usize,
     /// The field number of the request's wallet id, if it names one.
     wallet_field: Option<u32>,
+    /// Which of its member's turns at that wallet the request takes.
+    turn: TurnKind,
     /// Where the request says how many nonces it draws, charged against
     /// its member's nonce rate.
     nonces: Option<Nonces>,
@@ -233,6 +238,10 @@ fn method_limits(name: &str) -> Option<MethodLimits> {
     Some(MethodLimits {
         max_bytes,
         wallet_field,
+        turn: match name {
+            "Round1" | "Round2" | "Abort" => TurnKind::Signing,
+            _ => TurnKind::Other,
+        },
         nonces: match name {
             "Round1" => Some(Nonces::Number(2)),
             "Round2" => Some(Nonces::Elements(6)),
@@ -266,39 +275,70 @@ struct Shared {
     stopping: watch::Receiver<bool>,
 }
 
-/// One permit per (member, wallet) with requests admitted, so a member's
-/// requests on a wallet run one at a time: the engine serializes a wallet's
-/// requests, and a member's queue must not stand ahead of every other
-/// member's there. An entry lives while a request holds or waits for it.
-type Turns = Arc<Mutex<HashMap<(Seat, Vec<u8>), Arc<Semaphore>>>>;
+/// The turns of each (member, wallet, kind) with requests admitted: the
+/// engine serializes a wallet's requests, so a member's queue must not
+/// stand ahead of every other member's there. A member's signing requests
+/// on a wallet run up to `max_signing_requests_per_seat_per_wallet` at a
+/// time (the engine's lock covers only a round's CPU work, so they overlap
+/// in the store's group commits, and another member waits behind at most
+/// that many lock holds); its other requests there run one at a time. An
+/// entry lives while a request holds or waits for it.
+type Turns = Arc<Mutex<HashMap<TurnKey, Arc<Semaphore>>>>;
+
+type TurnKey = (Seat, Vec<u8>, TurnKind);
+
+/// Which of a member's turns at a wallet a request takes: signing and
+/// lifecycle requests do not share a count.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum TurnKind {
+    /// Round 1, round 2 and abort.
+    Signing,
+    /// Every other method naming a wallet (DKG, repair, wallet key,
+    /// refresh confirmations).
+    Other,
+}
+
+impl TurnKind {
+    /// How many of a member's requests of this kind run at once on one
+    /// wallet.
+    fn at_once(self, limits: &Limits) -> usize {
+        match self {
+            Self::Signing => limits.max_signing_requests_per_seat_per_wallet,
+            Self::Other => 1,
+        }
+    }
+}
 
 /// A request's turn at its wallet among its member's requests (held, or
 /// waited for), released when dropped.
 struct WalletTurn {
     turns: Turns,
-    key: (Seat, Vec<u8>),
+    key: TurnKey,
     turn: Option<Arc<Semaphore>>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl WalletTurn {
-    /// Waits for the turn of `seat` at the wallet `wallet`.
-    async fn take(turns: &Turns, seat: Seat, wallet: &[u8]) -> Self {
-        let key = (seat, wallet.to_vec());
+    /// A turn among those of `key`, of which `at_once` run at a time;
+    /// `waits` is called if none is free at once, before waiting for one.
+    async fn take(turns: &Turns, key: TurnKey, at_once: usize, waits: impl FnOnce()) -> Self {
         let turn = turns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(1)))
+            .or_insert_with(|| Arc::new(Semaphore::new(at_once)))
             .clone();
         let mut taken = Self {
             turns: turns.clone(),
             key,
             turn: Some(turn.clone()),
-            permit: None,
+            permit: turn.clone().try_acquire_owned().ok(),
         };
-        // The semaphore is never closed.
-        taken.permit = turn.acquire_owned().await.ok();
+        if taken.permit.is_none() {
+            waits();
+            // The semaphore is never closed.
+            taken.permit = turn.acquire_owned().await.ok();
+        }
         taken
     }
 }
@@ -727,13 +767,16 @@ where
             }
         }
     }
-    let wallet = method_limits
-        .as_ref()
-        .and_then(|m| m.wallet_field)
-        .and_then(|field| last_field(message_fields, field, WIRE_DELIMITED));
+    let wallet = method_limits.as_ref().and_then(|m| {
+        let wallet = last_field(message_fields, m.wallet_field?, WIRE_DELIMITED)?;
+        Some((wallet, m.turn))
+    });
     let turn = match wallet {
-        Some(wallet) => {
-            let taken = WalletTurn::take(&shared.turns, peer.seat, wallet);
+        Some((wallet, kind)) => {
+            let key = (peer.seat, wallet.to_vec(), kind);
+            let taken = WalletTurn::take(&shared.turns, key, kind.at_once(limits), || {
+                shared.metrics.waited(peer.seat.get(), "wallet_turn");
+            });
             match shared
                 .unless_stopping(tokio::time::timeout_at(deadline, taken))
                 .await

@@ -375,8 +375,9 @@ impl Metrics {
         let waited = Family::<AdmissionLabels, Counter>::default();
         registry.register(
             "requests_waited",
-            "Requests made to wait for their member's rate, by member seat and rate \
-             (request_rate, nonce_rate), counted when the wait begins",
+            "Requests made to wait for their member's rate or turn at a wallet, by \
+             member seat and reason (request_rate, nonce_rate, wallet_turn), counted \
+             when the wait begins",
             waited.clone(),
         );
         registry.register(
@@ -525,7 +526,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one request of `seat` made to wait for its `rate`.
+    /// Counts one request of `seat` made to wait for `rate` (its member's
+    /// rate, or turn at a wallet).
     pub(crate) fn waited(&self, seat: u16, rate: &'static str) {
         self.waited
             .get_or_create(&AdmissionLabels {

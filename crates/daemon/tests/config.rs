@@ -357,3 +357,50 @@ fn request_memory_limits_out_of_bounds_are_refused_naming_the_field() {
         assert_refused(&text, field, problem);
     }
 }
+
+#[test]
+fn signing_turns_per_wallet_default_to_four_within_the_members_requests() {
+    let per_wallet = |text: &str| {
+        parse(text)
+            .unwrap()
+            .limits
+            .max_signing_requests_per_seat_per_wallet
+    };
+    // Four requests per member (half of 8 slots) allow the default of 4.
+    assert_eq!(per_wallet(VALID), 4);
+    // Never more than the member's requests.
+    let two_slots = VALID.replace("max_concurrent_requests = 8", "max_concurrent_requests = 2");
+    assert_eq!(per_wallet(&two_slots), 1);
+    let set = VALID.replace(
+        "request_timeout_ms = 5000",
+        "request_timeout_ms = 5000\nmax_signing_requests_per_seat_per_wallet = 2",
+    );
+    assert_eq!(per_wallet(&set), 2);
+}
+
+#[test]
+fn signing_turns_per_wallet_out_of_bounds_are_refused_naming_the_key() {
+    let field = "limits.max_signing_requests_per_seat_per_wallet";
+    let cases = [
+        (
+            "max_signing_requests_per_seat_per_wallet = 0",
+            ConfigProblem::Zero,
+        ),
+        // Above the member's requests (half of the 8 slots).
+        (
+            "max_signing_requests_per_seat_per_wallet = 5",
+            ConfigProblem::TooLarge { max: 4 },
+        ),
+        (
+            "max_requests_per_seat = 2\nmax_signing_requests_per_seat_per_wallet = 3",
+            ConfigProblem::TooLarge { max: 2 },
+        ),
+    ];
+    for (lines, problem) in cases {
+        let text = VALID.replace(
+            "request_timeout_ms = 5000",
+            &format!("request_timeout_ms = 5000\n{lines}"),
+        );
+        assert_refused(&text, field, problem);
+    }
+}

@@ -234,7 +234,6 @@ async fn one_seat_cannot_take_every_request_slot() {
     let attacker = server.client(&cluster.client_tls()).await;
     let wallet = WalletId::new("vault-1").unwrap();
     let mut held = Vec::new();
-    // On two wallets: a member's requests on one wallet run one at a time.
     for name in ["vault-1", "vault-2"] {
         let attacker = attacker.clone();
         let wallet = WalletId::new(name).unwrap();
@@ -269,36 +268,147 @@ async fn one_seat_cannot_take_every_request_slot() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_runs_one_request_per_wallet_at_a_time() {
-    let cluster = Cluster::new();
-    cluster.add_member(seat(3), "seat3");
-    let (gate, control) = Gate::new();
-    let server = start(cluster.config(""), gate).await;
-    let attacker = server.client(&cluster.client_tls()).await;
-    let round1 = |client: &thresig_daemon::SignerClient, wallet: &str| {
-        let client = client.clone();
-        let request = Round1Request::new(WalletId::new(wallet).unwrap(), 1);
-        tokio::spawn(async move { client.round1(request).await })
-    };
-    let mut calls: Vec<_> = (0..3).map(|_| round1(&attacker, "vault-1")).collect();
-    control.wait_entered().await;
-    // The member's other calls on the wallet wait for its first one, so
-    // they are never queued ahead of another member's at the wallet...
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(control.entered.try_recv().is_err());
-    // ...whose call on the wallet runs, as does the member's on another.
-    let member = server.client(&cluster.tls_of("seat3")).await;
-    calls.push(round1(&member, "vault-1"));
-    control.wait_entered().await;
-    calls.push(round1(&attacker, "vault-2"));
-    control.wait_entered().await;
-    for _ in 0..calls.len() {
+type Round1Call =
+    tokio::task::JoinHandle<Result<thresig_engine::Round1Response, thresig_daemon::Error>>;
+
+/// A call of `client` to round 1 on `wallet`, running.
+fn round1_on(client: &thresig_daemon::SignerClient, wallet: &str) -> Round1Call {
+    let client = client.clone();
+    let request = Round1Request::new(WalletId::new(wallet).unwrap(), 1);
+    tokio::spawn(async move { client.round1(request).await })
+}
+
+/// Four round 1 calls of `client` on `vault-1`, once all four are in the
+/// handler.
+async fn four_round1s_in_the_handler(
+    client: &thresig_daemon::SignerClient,
+    control: &GateControl,
+) -> Vec<Round1Call> {
+    let calls = (0..4).map(|_| round1_on(client, "vault-1")).collect();
+    for _ in 0..4 {
+        control.wait_entered().await;
+    }
+    calls
+}
+
+/// Lets the `blocked` calls held in the handler return, and checks that
+/// every one of `calls` is served.
+async fn release_and_serve(control: &GateControl, blocked: usize, calls: Vec<Round1Call>) {
+    for _ in 0..blocked {
         control.release.send(()).unwrap();
     }
     for call in calls {
         call.await.unwrap().unwrap();
     }
+}
+
+/// Waits until `seat`'s requests made to wait for their turn at a wallet
+/// number `count`: the last of them is then held in admission, short of the
+/// handler.
+async fn turn_waits(server: &Running, seat: u16, count: u64) {
+    until(
+        "a request waits for its member's turn at the wallet",
+        || async { waited(server, seat, "wallet_turn").await == count },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_signing_requests_on_a_wallet_run_four_at_a_time() {
+    let cluster = Cluster::new();
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config(""), gate).await;
+    let member = server.client(&cluster.client_tls()).await;
+    let mut calls = four_round1s_in_the_handler(&member, &control).await;
+    // The fifth waits for one of the four to return.
+    calls.push(round1_on(&member, "vault-1"));
+    turn_waits(&server, 2, 1).await;
+    assert!(control.entered.try_recv().is_err());
+    control.release.send(()).unwrap();
+    control.wait_entered().await;
+    release_and_serve(&control, 4, calls).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_request_waiting_for_its_turn_beyond_its_time_is_refused_retryably() {
+    let cluster = Cluster::new();
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config("request_timeout_ms = 1000"), gate).await;
+    let member = server.client(&cluster.client_tls()).await;
+    let held = four_round1s_in_the_handler(&member, &control).await;
+    // The guard only keeps a wait that never ends from hanging the test.
+    let waiting = tokio::time::timeout(Duration::from_secs(30), round1_on(&member, "vault-1"));
+    let err = waiting
+        .await
+        .expect("a request waiting for its turn outlasted its time")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refusal(&err).code.as_str(), "timeout", "{err}");
+    assert!(err.is_retryable());
+    // Refused while waiting for its turn, never handled.
+    assert_eq!(waited(&server, 2, "wallet_turn").await, 1);
+    assert!(control.entered.try_recv().is_err());
+    for _ in 0..held.len() {
+        control.release.send(()).unwrap();
+    }
+    // The held calls outlasted their time too.
+    for call in held {
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(refusal(&err).code.as_str(), "timeout", "{err}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_other_requests_on_a_wallet_run_one_at_a_time_apart_from_its_signing() {
+    let cluster = Cluster::new();
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config(""), gate).await;
+    let member = server.client(&cluster.client_tls()).await;
+    let wallet_key = || {
+        let member = member.clone();
+        tokio::spawn(async move { member.wallet_key(WalletId::new("vault-1").unwrap()).await })
+    };
+    let mut calls = vec![wallet_key()];
+    control.wait_entered().await;
+    calls.push(wallet_key());
+    turn_waits(&server, 2, 1).await;
+    assert!(control.entered.try_recv().is_err());
+    // Its signing requests on the wallet have turns of their own.
+    let signing = round1_on(&member, "vault-1");
+    control.wait_entered().await;
+    control.release.send(()).unwrap();
+    control.wait_entered().await;
+    control.release.send(()).unwrap();
+    control.release.send(()).unwrap();
+    signing.await.unwrap().unwrap();
+    for call in calls {
+        // The gate's key is not a key: the client refuses it, after the
+        // handler answered.
+        let err = call.await.unwrap().unwrap_err();
+        assert!(matches!(err, thresig_daemon::Error::Malformed(_)), "{err}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_members_request_on_a_wallet_is_not_held_behind_a_members_signing_requests() {
+    let cluster = Cluster::new();
+    cluster.add_member(seat(3), "seat3");
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config(""), gate).await;
+    let busy = server.client(&cluster.client_tls()).await;
+    // Four running and a fifth waiting for its turn.
+    let mut calls = four_round1s_in_the_handler(&busy, &control).await;
+    calls.push(round1_on(&busy, "vault-1"));
+    turn_waits(&server, 2, 1).await;
+    // Another member's call on the wallet runs while they are held.
+    let other = server.client(&cluster.tls_of("seat3")).await;
+    calls.push(round1_on(&other, "vault-1"));
+    control.wait_entered().await;
+    let blocked = calls.len();
+    release_and_serve(&control, blocked, calls).await;
     server.stop().await;
 }
 

@@ -226,3 +226,31 @@ fn the_error_reply_decodes_as_every_methods_reply() {
         WalletKeyReply::wallet_key_reply
     );
 }
+
+#[tokio::test]
+async fn a_members_turns_at_a_wallet_are_removed_once_no_request_holds_or_waits_for_them() {
+    let turns = Turns::default();
+    let seat = Seat::try_from(2).unwrap();
+    let key = move |kind| (seat, b"vault-1".to_vec(), kind);
+    let entries = || turns.lock().unwrap().len();
+    let (waited_tx, waited_rx) = tokio::sync::oneshot::channel();
+    let first = WalletTurn::take(&turns, key(TurnKind::Signing), 2, || {}).await;
+    let second = WalletTurn::take(&turns, key(TurnKind::Signing), 2, || {}).await;
+    let lifecycle = WalletTurn::take(&turns, key(TurnKind::Other), 1, || {}).await;
+    let third = tokio::spawn({
+        let turns = turns.clone();
+        async move {
+            let turn = WalletTurn::take(&turns, key(TurnKind::Signing), 2, || {
+                waited_tx.send(()).unwrap();
+            });
+            drop(turn.await);
+        }
+    });
+    waited_rx.await.unwrap();
+    assert_eq!(entries(), 2);
+    drop(lifecycle);
+    assert_eq!(entries(), 1);
+    drop((first, second));
+    third.await.unwrap();
+    assert_eq!(entries(), 0);
+}

@@ -304,8 +304,8 @@ impl SignerHandler for Recorder {
     }
 }
 
-/// A handler whose round 1 reports that it started, then waits for the
-/// test's go-ahead (one per call).
+/// A handler whose round 1 and wallet key report that they started, then
+/// wait for the test's go-ahead (one per call).
 pub struct Gate {
     pub entered: Mutex<mpsc::Sender<()>>,
     pub release: Mutex<mpsc::Receiver<()>>,
@@ -318,9 +318,14 @@ pub struct GateControl {
 }
 
 impl GateControl {
-    /// Waits until a call is inside the handler.
+    /// Waits until a call is inside the handler; the guard only keeps a
+    /// call that never enters from hanging the test.
     pub async fn wait_entered(&self) -> &Self {
-        tokio::task::block_in_place(|| self.entered.recv().unwrap());
+        tokio::task::block_in_place(|| {
+            self.entered
+                .recv_timeout(Duration::from_secs(30))
+                .expect("no call entered the handler")
+        });
         self
     }
 }
@@ -345,17 +350,20 @@ impl Gate {
 
 impl SignerHandler for Gate {
     fn handle(&self, _: Seat, request: Request) -> Result<Response, SignerError> {
-        let Request::Round1(request) = request else {
-            unreachable!("the gate serves round 1 only")
-        };
         self.entered.lock().unwrap().send(()).unwrap();
         self.release.lock().unwrap().recv().unwrap();
-        Ok(Response::Round1(Round1Response::new(
-            request.wallet,
-            Seat::FIRST,
-            WalletEpoch(1),
-            commitments(request.inputs),
-        )))
+        Ok(match request {
+            Request::Round1(request) => Response::Round1(Round1Response::new(
+                request.wallet,
+                Seat::FIRST,
+                WalletEpoch(1),
+                commitments(request.inputs),
+            )),
+            Request::WalletKey { .. } => Response::WalletKey {
+                key: HexBytes(NOT_A_KEY.to_vec()),
+            },
+            other => unreachable!("the gate serves round 1 and wallet keys only: {other:?}"),
+        })
     }
 }
 
