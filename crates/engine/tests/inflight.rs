@@ -764,3 +764,54 @@ fn a_writer_failing_every_unit_in_flight_releases_nothing_and_keeps_every_attemp
     }
     assert_eq!(charged(&c), psbts.iter().map(key).collect::<Vec<_>>());
 }
+
+#[test]
+fn the_retries_after_a_lost_unit_build_on_each_other_and_all_commit() {
+    const N: usize = 10;
+    let (c, _, reqs) = daily(81, 2 * N, N);
+    let (answers, rounds) = overlap(&c, |run| {
+        let mut answers: Vec<Option<Result<Round2Response, Error>>> =
+            (0..N).map(|_| None).collect();
+        // 0's unit is lost; 1 to 9 are built on it, one on the other.
+        c.member(1).store().fail_next_commit(Fault::Lost);
+        let mut held = Vec::new();
+        for (i, (req, _)) in reqs.iter().enumerate() {
+            run.start(i, from(i), req);
+            held.push(run.held());
+        }
+        // Each round releases every unit held, then collects one event
+        // of each round 2 still running: its answer or its retry's unit.
+        let mut rounds = 0;
+        while !held.is_empty() {
+            rounds += 1;
+            let running = held.len();
+            for h in held.drain(..) {
+                h.release();
+            }
+            for _ in 0..running {
+                match run.next() {
+                    Event::Held(h) => held.push(h),
+                    Event::Done(i, answer) => answers[i] = Some(answer),
+                }
+            }
+        }
+        let answers: Vec<_> = answers.into_iter().map(Option::unwrap).collect();
+        (answers, rounds)
+    });
+    for (i, answer) in answers.iter().enumerate() {
+        if let Err(err) = answer {
+            assert!(!matches!(err, Error::LedgerContended { .. }), "{i}: {err:?}");
+        }
+    }
+    // The retries of 1 to 9 all commit: none is retried again.
+    assert_eq!(rounds, 2, "the retries after the lost unit failed in turn");
+    let mut answers = answers.into_iter();
+    retryable(answers.next().unwrap());
+    for (i, answer) in answers.enumerate() {
+        assert!(answer.is_ok(), "round 2 {}: {answer:?}", i + 1);
+    }
+    // 0's byte-identical retry commits its pending shares.
+    let shares = c.round2_as(1, from(0), &reqs[0].0).unwrap().shares;
+    let shares: Vec<_> = shares.into_iter().map(|h| h.0).collect();
+    assert_eq!(c.member(1).marker("w", &reqs[0].1[0]), Some(shares));
+}

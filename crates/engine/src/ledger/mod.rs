@@ -102,27 +102,39 @@ pub(crate) struct StoredLedger {
 /// # Invariants
 /// Only a prediction: whatever it holds, a unit built on it commits only
 /// if the bytes it expects are the committed ones. It is emptied when the
-/// last unit in flight is answered, and as soon as any unit in flight that
-/// changes a record is answered with anything but a commit (a conflict, an
-/// error: the records it predicted never were), so that later reads go to
-/// the store; units
-/// submitted on top of what it held then fail their compare-and-sets and
-/// are charged again from the store.
+/// last unit in flight is answered, and as soon as a unit of the current
+/// generation that changes a record is answered with anything but a
+/// commit (a conflict, an error: the records it predicted never were), so
+/// that later reads go to the store; that starts the next generation.
+/// Units submitted on top of what it held then fail their
+/// compare-and-sets and are charged again. Their answers, of an older
+/// generation, clear nothing: what they predicted is already gone, and
+/// the retries submitted since were built on the store's records and on
+/// each other, so clearing those predictions again would fail each retry
+/// in turn.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     records: BTreeMap<PolicyKey, Vec<u8>>,
+    /// The units in flight, of every generation.
     units: usize,
+    generation: u64,
 }
+
+/// The generation of [`InFlight`] a unit was submitted under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Generation(u64);
 
 impl InFlight {
     /// Notes a unit handed to the store: the ledger records it writes.
-    pub(crate) fn submitted(&mut self, ops: &[WriteOp]) {
+    /// Returns the generation its answer is noted under.
+    pub(crate) fn submitted(&mut self, ops: &[WriteOp]) -> Generation {
         self.units = self.units.saturating_add(1);
         for op in ops {
             if let WriteOp::CasPolicy { key, new, .. } = op {
                 self.records.insert(key.clone(), new.clone());
             }
         }
+        Generation(self.generation)
     }
 
     /// Whether the ledger writes `ops` would change a record: a unit
@@ -134,13 +146,17 @@ impl InFlight {
         })
     }
 
-    /// Notes the answer of a unit [`InFlight::submitted`]: `stale` if the
-    /// records it predicted never were (it changed a record, see
-    /// [`InFlight::changes`], and was skipped, failed, or is of unknown
-    /// outcome).
-    pub(crate) fn answered(&mut self, stale: bool) {
+    /// Notes the answer of a unit [`InFlight::submitted`] under
+    /// `generation`: `stale` if the records it predicted never were (it
+    /// changed a record, see [`InFlight::changes`], and was skipped,
+    /// failed, or is of unknown outcome).
+    pub(crate) fn answered(&mut self, generation: Generation, stale: bool) {
         self.units = self.units.saturating_sub(1);
-        if stale || self.units == 0 {
+        if stale && generation.0 == self.generation {
+            self.records.clear();
+            self.generation = self.generation.wrapping_add(1);
+        }
+        if self.units == 0 {
             self.records.clear();
         }
     }

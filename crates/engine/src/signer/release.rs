@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::durable::{decode_shares, encode_shares};
 use crate::error::{Error, InternalFault};
 use crate::ids::{CoordinatorId, WalletEpoch};
-use crate::ledger::{InFlight, StoredLedger};
+use crate::ledger::{Generation, InFlight, StoredLedger};
 use crate::pool::{NoncePool, TakeError, Tombstone};
 use crate::rollout::{Applied, RolloutError};
 use crate::target::{Authority, Spend, taproot_wallet};
@@ -83,6 +83,8 @@ struct Attempt {
     /// Whether the unit in flight changes a ledger record
     /// ([`InFlight::changes`]).
     changes: bool,
+    /// The generation of the units in flight it was submitted under.
+    generation: Generation,
 }
 
 /// A marker unit handed to the store under the wallet's lock, whose
@@ -535,13 +537,14 @@ impl<S: Store> Signer<S> {
             .store
             .submit(ops)
             .map_err(|source| store_error(wallet, source))?;
-        inflight.submitted(&charge);
+        let generation = inflight.submitted(&charge);
         Ok(Submitted {
             pending,
             attempt: Attempt {
                 marking,
                 units: tried.saturating_add(1),
                 changes: InFlight::changes(&charge),
+                generation,
             },
         })
     }
@@ -569,7 +572,7 @@ impl<S: Store> Signer<S> {
         inflight: &mut InFlight,
     ) -> Result<Step<'s>, Error> {
         let committed = matches!(outcome, Ok(WriteOutcome::Committed(_)));
-        inflight.answered(attempt.changes && !committed);
+        inflight.answered(attempt.generation, attempt.changes && !committed);
         let wallet = release.charge.wallet;
         let Attempt { marking, units, .. } = attempt;
         let lead = marking.lead;
