@@ -22,7 +22,7 @@ use thresig_engine::{
 };
 use thresig_store::Store;
 
-use crate::api::{Recovery, SignerError, SignerHandler};
+use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
 use crate::metrics::LifecycleInFlight;
 
 /// Serves one member's [`Signer`] to the cluster.
@@ -34,6 +34,9 @@ use crate::metrics::LifecycleInFlight;
 pub struct EngineHandler<S> {
     signer: Signer<S>,
     roster: BTreeMap<Seat, IdentityKey>,
+    /// The system clock (`SystemTime::now`; a test's may read before
+    /// 1970).
+    clock: fn() -> SystemTime,
 }
 
 impl<S> std::fmt::Debug for EngineHandler<S> {
@@ -51,7 +54,34 @@ impl<S: Store> EngineHandler<S> {
     /// rosters list it).
     #[must_use]
     pub fn new(signer: Signer<S>, roster: BTreeMap<Seat, IdentityKey>) -> Self {
-        Self { signer, roster }
+        Self::with_clock(signer, roster, SystemTime::now)
+    }
+
+    /// Serves `signer` ([`EngineHandler::new`]) with `clock` as the
+    /// system clock.
+    fn with_clock(
+        signer: Signer<S>,
+        roster: BTreeMap<Seat, IdentityKey>,
+        clock: fn() -> SystemTime,
+    ) -> Self {
+        Self {
+            signer,
+            roster,
+            clock,
+        }
+    }
+
+    /// The system clock as the engine counts it ([`wall_clock`]).
+    fn now(&self) -> Timestamp {
+        since_epoch((self.clock)()).unwrap_or(Timestamp(0))
+    }
+
+    /// The system clock on a request's arrival.
+    ///
+    /// # Errors
+    /// `internal` (terminal) if it reads before 1970.
+    fn arrival(&self) -> Result<Timestamp, SignerError> {
+        since_epoch((self.clock)()).ok_or_else(clock_before_epoch)
     }
 
     /// The engine, for the process's own housekeeping (pruning, rekeys).
@@ -65,9 +95,10 @@ impl<S: Store> EngineHandler<S> {
     /// expired nonces, tombstones and markers.
     ///
     /// # Errors
-    /// The engine's refusal.
+    /// The engine's refusal, or `internal` if the clock is before 1970.
     pub fn prune(&self) -> Result<(), SignerError> {
-        self.signer.prune(wall_clock()).map_err(|err| refusal(&err))
+        let now = self.arrival()?;
+        self.signer.prune(now).map_err(|err| refusal(&err))
     }
 }
 
@@ -77,10 +108,12 @@ impl<S: Store> EngineHandler<S> {
 /// engine and the policy from its callers (this handler, the signer
 /// process, the C library, the CLI). Passed to [`Signer::handle`] as its
 /// clock (the function, not a reading), so round 2 reads it once it holds
-/// the wallet's lock.
+/// the wallet's lock. The handler refuses a request that arrives while
+/// the clock reads before 1970, so the engine reads 0 only from a clock
+/// set back while the request runs.
 #[must_use]
 pub fn wall_clock() -> Timestamp {
-    since_epoch(SystemTime::now())
+    since_epoch(SystemTime::now()).unwrap_or(Timestamp(0))
 }
 
 /// How often at most a clock before 1970 is logged: it stays wrong until
@@ -90,15 +123,17 @@ const CLAMP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 /// When a clock before 1970 was last logged (process-wide, as the clock).
 static CLAMP_LOGGED: Mutex<Option<Instant>> = Mutex::new(None);
 
-/// `now` as the engine counts it. A time before 1970 reads as 0: the
-/// engine's time then stands still (rate windows never roll, nothing
-/// expires) until the clock is right again (docs/daemon.md). Requests go
-/// on being served, as a refusal of every one would stop the cluster for
-/// a clock it cannot set; so that it is seen, each such reading counts in
-/// `thresig_clock_before_epoch_total` and one a minute at most is logged.
-fn since_epoch(now: SystemTime) -> Timestamp {
+/// `now` as the engine counts it, or `None` before 1970. At time 0 every
+/// charge in a wallet's rate ledger would be dated ahead, dropped from
+/// the ledger and rewritten without, so the handler refuses requests
+/// until the clock is right (docs/daemon.md); so that it is seen, each
+/// such reading counts in `thresig_clock_before_epoch_total` and one a
+/// minute at most is logged.
+fn since_epoch(now: SystemTime) -> Option<Timestamp> {
     if let Ok(since) = now.duration_since(UNIX_EPOCH) {
-        return Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        return Some(Timestamp(
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX),
+        ));
     }
     crate::metrics::clock_before_epoch();
     let mut logged = CLAMP_LOGGED.lock().unwrap_or_else(PoisonError::into_inner);
@@ -106,11 +141,20 @@ fn since_epoch(now: SystemTime) -> Timestamp {
     if logged.is_none_or(|last| at.saturating_duration_since(last) >= CLAMP_WARNING_INTERVAL) {
         *logged = Some(at);
         warn!(
-            "the system clock reads before 1970: the signer's time stays at 0 \
-             (rate windows do not roll, nothing expires) until it is set right"
+            "the system clock reads before 1970: the signer refuses requests until it is set right"
         );
     }
-    Timestamp(0)
+    None
+}
+
+/// The refusal of a request that arrives while the system clock reads
+/// before 1970.
+fn clock_before_epoch() -> SignerError {
+    SignerError::new(
+        ErrorCode::INTERNAL,
+        Recovery::Terminal,
+        "the system clock is before 1970",
+    )
 }
 
 /// The refusal sent for an engine error: its stable code, recovery class
@@ -133,8 +177,9 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
             )
         })?;
         let from = CoordinatorId(identity.to_bytes());
+        self.arrival()?;
         self.signer
-            .handle(wall_clock, from, request, &mut OsRng)
+            .handle(|| self.now(), from, request, &mut OsRng)
             .map_err(|err| refusal(&err))
     }
 
@@ -164,23 +209,67 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
 mod tests {
     use super::*;
 
-    use crate::api::ErrorCode;
     use thresig_crypto::ScriptTree;
     use thresig_engine::Limits;
     use thresig_engine::test_util::cluster::{Cluster, Keys, Spec, wid};
     use thresig_engine::test_util::identity;
 
-    /// A system clock before 1970 reads as time 0, and is counted, so it
+    /// A system clock before 1970 reads as no time, and is counted, so it
     /// does not go unseen.
     #[test]
-    fn a_clock_before_1970_reads_as_0_and_is_counted() {
+    fn a_clock_before_1970_reads_as_no_time_and_is_counted() {
         let before = crate::metrics::clock_before_epoch_total();
         let early = UNIX_EPOCH - std::time::Duration::from_secs(5);
-        assert_eq!(since_epoch(early), Timestamp(0));
-        assert_eq!(since_epoch(early), Timestamp(0));
+        assert_eq!(since_epoch(early), None);
+        assert_eq!(since_epoch(early), None);
         assert!(crate::metrics::clock_before_epoch_total() >= before + 2);
         let later = UNIX_EPOCH + std::time::Duration::from_millis(1_500);
-        assert_eq!(since_epoch(later), Timestamp(1_500));
+        assert_eq!(since_epoch(later), Some(Timestamp(1_500)));
+    }
+
+    /// Whether [`early_clock`] reads before 1970.
+    static EARLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+    /// A system clock before 1970 while [`EARLY`], right after.
+    fn early_clock() -> SystemTime {
+        if EARLY.load(std::sync::atomic::Ordering::SeqCst) {
+            UNIX_EPOCH - Duration::from_secs(5)
+        } else {
+            SystemTime::now()
+        }
+    }
+
+    /// A request arriving while the system clock reads before 1970 is
+    /// refused (`internal`, terminal) before the engine sees it, and
+    /// counted; once the clock is right it is served.
+    #[test]
+    fn a_request_arriving_with_a_clock_before_1970_is_refused_before_the_engine() {
+        use thresig_engine::{Round1Request, WalletId};
+
+        let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly))];
+        let cluster = Cluster::with_wallets(62, 2, 3, &specs, Limits::default());
+        let signer = cluster.into_signers().remove(0);
+        let roster = (1..=3)
+            .map(|s| (Seat::try_from(s).unwrap(), identity(s)))
+            .collect();
+        let handler = EngineHandler::with_clock(signer, roster, early_clock);
+        let seat = Seat::try_from(3).unwrap();
+        let round1 =
+            |wallet: &str| Request::Round1(Round1Request::new(WalletId::new(wallet).unwrap(), 1));
+        let before = crate::metrics::clock_before_epoch_total();
+        let reads = handler.signer().store().policy_reads();
+        // The engine would refuse an unknown wallet as `unknown_wallet`.
+        for request in [round1("w"), round1("nowhere")] {
+            let err = handler.handle(seat, request).unwrap_err();
+            assert_eq!(err.code, ErrorCode::INTERNAL, "{err:?}");
+            assert_eq!(err.recovery, Recovery::Terminal);
+        }
+        assert!(crate::metrics::clock_before_epoch_total() >= before + 2);
+        assert_eq!(handler.signer().store().policy_reads(), reads);
+        assert!(handler.prune().is_err());
+        EARLY.store(false, std::sync::atomic::Ordering::SeqCst);
+        handler.handle(seat, round1("w")).unwrap();
+        handler.prune().unwrap();
     }
 
     /// The gauge counts a wallet awaiting its DKG, a repair this signer

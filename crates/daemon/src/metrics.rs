@@ -257,7 +257,8 @@ pub(crate) fn shares_released(shares: usize) {
 static CLOCK_BEFORE_EPOCH: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(Counter::default);
 
-/// Counts one reading of a system clock before 1970, read as time 0.
+/// Counts one reading of a system clock before 1970 (a request arriving
+/// then is refused).
 pub(crate) fn clock_before_epoch() {
     CLOCK_BEFORE_EPOCH.inc();
 }
@@ -388,8 +389,8 @@ impl Metrics {
         );
         registry.register(
             "clock_before_epoch",
-            "Readings of a system clock before 1970, which the signer reads as \
-             time 0 (its time stands still until the clock is set right)",
+            "Readings of a system clock before 1970 (the signer refuses the \
+             requests arriving then, until the clock is set right)",
             CLOCK_BEFORE_EPOCH.clone(),
         );
         let lifecycle = Family::<LifecycleLabels, Gauge>::default();

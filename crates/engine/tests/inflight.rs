@@ -800,7 +800,10 @@ fn the_retries_after_a_lost_unit_build_on_each_other_and_all_commit() {
     });
     for (i, answer) in answers.iter().enumerate() {
         if let Err(err) = answer {
-            assert!(!matches!(err, Error::LedgerContended { .. }), "{i}: {err:?}");
+            assert!(
+                !matches!(err, Error::LedgerContended { .. }),
+                "{i}: {err:?}"
+            );
         }
     }
     // The retries of 1 to 9 all commit: none is retried again.
