@@ -204,16 +204,17 @@ const MAX_STREAMS: u64 = 1024;
 /// A coordinator has one call at a time open to a signer in each signing
 /// run (ROAST waits for every answer), so eight allow eight runs at once
 /// (what `thresig load --concurrency 8` drives). On one wallet, its turns
-/// there (below) bound how many of its requests another member waits
-/// behind for the wallet's lock.
+/// there (below) bound how many of its requests run there at once.
 const DEFAULT_REQUESTS_PER_SEAT: usize = 8;
 /// The engine holds a wallet's lock for a round's CPU work only, not while
 /// a round 2 waits for its marker's commit, so a coordinator's round 2s
 /// on one wallet overlap and share the store's group commits (measured
 /// with `thresig load --concurrency 8`: 315 to 365 signatures a second,
 /// where one turn per member and wallet put one unit in every commit).
-/// Another member's request then waits behind at most this many lock
-/// holds of one member, not this many commits.
+/// Another member's request then waits behind the short CPU-only lock
+/// holds of at most this many of one member's requests (each takes the
+/// lock two or more times, and the lock is not first come, first served),
+/// and the nonce rate, not behind their commits.
 const DEFAULT_SIGNING_REQUESTS_PER_SEAT_PER_WALLET: usize = 4;
 const MAX_IN_FLIGHT_BYTES: u64 = 1024 * 1024 * 1024;
 /// The largest rate of `max_round1_inputs_per_second` and

@@ -280,8 +280,11 @@ struct Shared {
 /// stand ahead of every other member's there. A member's signing requests
 /// on a wallet run up to `max_signing_requests_per_seat_per_wallet` at a
 /// time (the engine's lock covers only a round's CPU work, so they overlap
-/// in the store's group commits, and another member waits behind at most
-/// that many lock holds); its other requests there run one at a time. An
+/// in the store's group commits, and another member waits behind the
+/// short lock holds of that many requests, not their commits; no strict
+/// count of holds, as each takes the lock two or more times and the lock
+/// is not first come, first served); its other requests there run one at
+/// a time. An
 /// entry lives while a request holds or waits for it.
 type Turns = Arc<Mutex<HashMap<TurnKey, Arc<Semaphore>>>>;
 
