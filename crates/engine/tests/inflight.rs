@@ -534,10 +534,18 @@ fn a_denial_stores_no_pruned_ledger_while_a_unit_is_in_flight() {
             _ => panic!("X did not fail first"),
         }
         let writes = c.member(1).store().policy_writes();
-        let mut rng = ChaCha20Rng::seed_from_u64(7);
-        let err = run
-            .signer
-            .round2(run.now(), coordinator(COORD_A), &req_d, &mut rng)
+        // In a thread of its own: a pruned summary written behind A's
+        // unit would wait for A's held commit, which only this thread
+        // releases, so the timeout detects it.
+        let (denied, denial) = channel();
+        let (signer, now, req_d) = (run.signer, run.now(), &req_d);
+        run.scope.spawn(move || {
+            let mut rng = ChaCha20Rng::seed_from_u64(7);
+            let _ = denied.send(signer.round2(now, coordinator(COORD_A), req_d, &mut rng));
+        });
+        let err = denial
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the denial waited behind A's held unit")
             .unwrap_err();
         assert!(matches!(err, Error::PolicyDenied { .. }), "{err:?}");
         assert_eq!(
