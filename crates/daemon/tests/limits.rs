@@ -413,6 +413,26 @@ async fn another_members_request_on_a_wallet_is_not_held_behind_a_members_signin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_request_on_another_wallet_runs_while_its_turns_at_one_are_taken() {
+    let cluster = Cluster::new();
+    let (gate, control) = Gate::new();
+    let server = start(cluster.config(""), gate).await;
+    let member = server.client(&cluster.client_tls()).await;
+    // Four running on one wallet and a fifth waiting for its turn there.
+    let mut calls = four_round1s_in_the_handler(&member, &control).await;
+    calls.push(round1_on(&member, "vault-1"));
+    turn_waits(&server, 2, 1).await;
+    // Its call on another wallet runs while they are held, with no wait.
+    calls.push(round1_on(&member, "vault-2"));
+    control.wait_entered().await;
+    assert_eq!(waited(&server, 2, "wallet_turn").await, 1);
+    assert!(control.entered.try_recv().is_err());
+    let blocked = calls.len();
+    release_and_serve(&control, blocked, calls).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_bodies_are_cut_off_and_another_member_is_served() {
     let cluster = Cluster::new();
     cluster.add_member(seat(3), "seat3");
