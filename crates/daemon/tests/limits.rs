@@ -291,6 +291,19 @@ async fn four_round1s_in_the_handler(
     calls
 }
 
+/// Four round 1 calls of `client` on `vault-1` in the handler
+/// ([`four_round1s_in_the_handler`]) and a fifth waiting for its turn.
+async fn four_running_and_one_waiting(
+    server: &Running,
+    client: &thresig_daemon::SignerClient,
+    control: &GateControl,
+) -> Vec<Round1Call> {
+    let mut calls = four_round1s_in_the_handler(client, control).await;
+    calls.push(round1_on(client, "vault-1"));
+    turn_waits(server, 2, 1).await;
+    calls
+}
+
 /// Lets the `blocked` calls held in the handler return, and checks that
 /// every one of `calls` is served.
 async fn release_and_serve(control: &GateControl, blocked: usize, calls: Vec<Round1Call>) {
@@ -319,10 +332,8 @@ async fn a_members_signing_requests_on_a_wallet_run_four_at_a_time() {
     let (gate, control) = Gate::new();
     let server = start(cluster.config(""), gate).await;
     let member = server.client(&cluster.client_tls()).await;
-    let mut calls = four_round1s_in_the_handler(&member, &control).await;
     // The fifth waits for one of the four to return.
-    calls.push(round1_on(&member, "vault-1"));
-    turn_waits(&server, 2, 1).await;
+    let calls = four_running_and_one_waiting(&server, &member, &control).await;
     assert!(control.entered.try_recv().is_err());
     control.release.send(()).unwrap();
     control.wait_entered().await;
@@ -400,9 +411,7 @@ async fn another_members_request_on_a_wallet_is_not_held_behind_a_members_signin
     let server = start(cluster.config(""), gate).await;
     let busy = server.client(&cluster.client_tls()).await;
     // Four running and a fifth waiting for its turn.
-    let mut calls = four_round1s_in_the_handler(&busy, &control).await;
-    calls.push(round1_on(&busy, "vault-1"));
-    turn_waits(&server, 2, 1).await;
+    let mut calls = four_running_and_one_waiting(&server, &busy, &control).await;
     // Another member's call on the wallet runs while they are held.
     let other = server.client(&cluster.tls_of("seat3")).await;
     calls.push(round1_on(&other, "vault-1"));
@@ -419,9 +428,7 @@ async fn a_members_request_on_another_wallet_runs_while_its_turns_at_one_are_tak
     let server = start(cluster.config(""), gate).await;
     let member = server.client(&cluster.client_tls()).await;
     // Four running on one wallet and a fifth waiting for its turn there.
-    let mut calls = four_round1s_in_the_handler(&member, &control).await;
-    calls.push(round1_on(&member, "vault-1"));
-    turn_waits(&server, 2, 1).await;
+    let mut calls = four_running_and_one_waiting(&server, &member, &control).await;
     // Its call on another wallet runs while they are held, with no wait.
     calls.push(round1_on(&member, "vault-2"));
     control.wait_entered().await;
