@@ -71,9 +71,14 @@ impl<S: Store> EngineHandler<S> {
         }
     }
 
-    /// The system clock as the engine counts it ([`wall_clock`]).
-    fn now(&self) -> Timestamp {
-        since_epoch((self.clock)()).unwrap_or(Timestamp(0))
+    /// The clock handed to the engine for a request that arrived at
+    /// `arrived`: the system clock, or `arrived` while it reads before
+    /// 1970 (counted and logged, [`since_epoch`]), never 0. The engine
+    /// reads it under the wallet's lock and on each settle of its marker
+    /// unit; a clock set back before 1970 meanwhile would otherwise date
+    /// every stored charge ahead and drop it from the rate ledger.
+    fn engine_clock(&self, arrived: Timestamp) -> impl Fn() -> Timestamp + '_ {
+        move || since_epoch((self.clock)()).unwrap_or(arrived)
     }
 
     /// The system clock on a request's arrival.
@@ -177,9 +182,9 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
             )
         })?;
         let from = CoordinatorId(identity.to_bytes());
-        self.arrival()?;
+        let arrived = self.arrival()?;
         self.signer
-            .handle(|| self.now(), from, request, &mut OsRng)
+            .handle(self.engine_clock(arrived), from, request, &mut OsRng)
             .map_err(|err| refusal(&err))
     }
 
@@ -225,6 +230,43 @@ mod tests {
         assert!(crate::metrics::clock_before_epoch_total() >= before + 2);
         let later = UNIX_EPOCH + std::time::Duration::from_millis(1_500);
         assert_eq!(since_epoch(later), Some(Timestamp(1_500)));
+    }
+
+    /// How often [`stepped_back_clock`] was read.
+    static STEPPED_BACK_READS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+
+    /// A system clock that reads right the first time and before 1970
+    /// after: set back while a request runs.
+    fn stepped_back_clock() -> SystemTime {
+        if STEPPED_BACK_READS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            SystemTime::now()
+        } else {
+            UNIX_EPOCH - Duration::from_secs(5)
+        }
+    }
+
+    /// A system clock set back before 1970 after a request arrived (while
+    /// it waits for the wallet's lock, or between the settles of its
+    /// marker unit) reaches the engine as the request's arrival, never as
+    /// 0, at which every charge in the wallet's rate ledger would be dated
+    /// ahead and dropped. This tests the clock the handler passes the
+    /// engine (`handle` passes `engine_clock(arrival)`).
+    #[test]
+    fn a_clock_set_back_before_1970_after_arrival_reaches_the_engine_as_the_arrival() {
+        let cluster = Cluster::with_wallets(63, 2, 3, &[], Limits::default());
+        let signer = cluster.into_signers().remove(0);
+        let handler = EngineHandler::with_clock(signer, BTreeMap::new(), stepped_back_clock);
+        let arrived = handler.arrival().unwrap();
+        assert!(arrived > Timestamp(0));
+        let clock = handler.engine_clock(arrived);
+        for _ in 0..3 {
+            assert_eq!(clock(), arrived);
+        }
+        assert_eq!(
+            STEPPED_BACK_READS.load(std::sync::atomic::Ordering::SeqCst),
+            4
+        );
     }
 
     /// Whether [`early_clock`] reads before 1970.
