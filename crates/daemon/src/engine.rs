@@ -272,8 +272,12 @@ mod tests {
     /// Whether [`early_clock`] reads before 1970.
     static EARLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
+    /// How often [`early_clock`] was read (by its one test only).
+    static EARLY_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     /// A system clock before 1970 while [`EARLY`], right after.
     fn early_clock() -> SystemTime {
+        EARLY_READS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if EARLY.load(std::sync::atomic::Ordering::SeqCst) {
             UNIX_EPOCH - Duration::from_secs(5)
         } else {
@@ -282,8 +286,11 @@ mod tests {
     }
 
     /// A request arriving while the system clock reads before 1970 is
-    /// refused (`internal`, terminal) before the engine sees it, and
-    /// counted; once the clock is right it is served.
+    /// refused (`internal`, terminal) before the engine sees it: neither
+    /// as the engine would answer it (round 1 served, an unknown wallet
+    /// refused as `coordinator_not_member`) nor reading the clock again (the
+    /// engine reads it once per request); once the clock is right it is
+    /// served.
     #[test]
     fn a_request_arriving_with_a_clock_before_1970_is_refused_before_the_engine() {
         use thresig_engine::{Round1Request, WalletId};
@@ -298,19 +305,25 @@ mod tests {
         let seat = Seat::try_from(3).unwrap();
         let round1 =
             |wallet: &str| Request::Round1(Round1Request::new(WalletId::new(wallet).unwrap(), 1));
-        let before = crate::metrics::clock_before_epoch_total();
-        let reads = handler.signer().store().policy_reads();
-        // The engine would refuse an unknown wallet as `unknown_wallet`.
+        let reads = || EARLY_READS.load(std::sync::atomic::Ordering::SeqCst);
+        let before = reads();
         for request in [round1("w"), round1("nowhere")] {
             let err = handler.handle(seat, request).unwrap_err();
             assert_eq!(err.code, ErrorCode::INTERNAL, "{err:?}");
             assert_eq!(err.recovery, Recovery::Terminal);
+            assert_eq!(err.message, "the system clock is before 1970");
         }
-        assert!(crate::metrics::clock_before_epoch_total() >= before + 2);
-        assert_eq!(handler.signer().store().policy_reads(), reads);
-        assert!(handler.prune().is_err());
+        // One reading each, on arrival: the engine read none.
+        assert_eq!(reads(), before + 2);
+        let err = handler.prune().unwrap_err();
+        assert_eq!(err.code, ErrorCode::INTERNAL, "{err:?}");
+        assert_eq!(reads(), before + 3);
         EARLY.store(false, std::sync::atomic::Ordering::SeqCst);
         handler.handle(seat, round1("w")).unwrap();
+        // On arrival and in the engine.
+        assert_eq!(reads(), before + 5);
+        let err = handler.handle(seat, round1("nowhere")).unwrap_err();
+        assert_eq!(err.code.as_str(), "coordinator_not_member", "{err:?}");
         handler.prune().unwrap();
     }
 
