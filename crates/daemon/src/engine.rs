@@ -109,13 +109,28 @@ impl<S: Store> EngineHandler<S> {
 
 /// The system clock as the engine counts it (milliseconds since the Unix
 /// epoch; 0 for a clock before 1970, counted and logged, see
-/// [`since_epoch`]): the one reading of the system time that reaches the
-/// engine and the policy from its callers (this handler, the signer
-/// process, the C library, the CLI). Passed to [`Signer::handle`] as its
-/// clock (the function, not a reading), so round 2 reads it once it holds
-/// the wallet's lock. The handler refuses a request that arrives while
-/// the clock reads before 1970, so the engine reads 0 only from a clock
-/// set back while the request runs.
+/// [`since_epoch`]): the reading of the system time that reaches the
+/// engine and the policy from the callers outside this handler (the
+/// signer process, the C library, the CLI).
+///
+/// A clock before 1970 is treated in two ways (docs/daemon.md):
+/// - refused: a request to this handler, or its timed prune, arriving
+///   while the clock reads before 1970 (`internal`, terminal), before the
+///   engine sees it; a request already running reads its arrival instead
+///   (the handler passes the engine its own clock, not this function), so
+///   the engine never reads 0 from the handler;
+/// - run at 0: every other caller of this function. The signer process's
+///   `audit_open` (`thresig_cluster::node`) and the operator's commands
+///   (`operate` in the C library and `thresig wallet`, policy rollouts,
+///   audit checkpoints and prunes, key rotations) date their audit entries
+///   and records 0, and a repair approval given then expires at once (its
+///   window ends long before the real time); the C library's PSBT
+///   inspection evaluates the policy at 0 (a report, nothing charged).
+///   The store's key manager reads the clock itself the same way: at 0 it
+///   purges no markers (none has expired by then) and dates its audit
+///   entries 0. These fail safe: nothing that matters expires early and
+///   no charge is dropped; entries are misdated, and an approval is given
+///   again once the clock is right.
 #[must_use]
 pub fn wall_clock() -> Timestamp {
     since_epoch(SystemTime::now()).unwrap_or(Timestamp(0))
@@ -131,7 +146,8 @@ static CLAMP_LOGGED: Mutex<Option<Instant>> = Mutex::new(None);
 /// `now` as the engine counts it, or `None` before 1970. At time 0 every
 /// charge in a wallet's rate ledger would be dated ahead, dropped from
 /// the ledger and rewritten without, so the handler refuses requests
-/// until the clock is right (docs/daemon.md); so that it is seen, each
+/// until the clock is right and a request already running reads its
+/// arrival instead (docs/daemon.md); so that it is seen, each
 /// such reading counts in `thresig_clock_before_epoch_total` and one a
 /// minute at most is logged.
 fn since_epoch(now: SystemTime) -> Option<Timestamp> {

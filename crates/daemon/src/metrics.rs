@@ -258,7 +258,7 @@ static CLOCK_BEFORE_EPOCH: std::sync::LazyLock<Counter> =
     std::sync::LazyLock::new(Counter::default);
 
 /// Counts one reading of a system clock before 1970 (a request arriving
-/// then is refused).
+/// then is refused; one already running reads its arrival instead).
 pub(crate) fn clock_before_epoch() {
     CLOCK_BEFORE_EPOCH.inc();
 }
