@@ -109,7 +109,7 @@ impl<S: Store> EngineHandler<S> {
 
 /// The system clock as the engine counts it (milliseconds since the Unix
 /// epoch; 0 for a clock before 1970, counted and logged, see
-/// [`since_epoch`]): the reading of the system time that reaches the
+/// `since_epoch`): the reading of the system time that reaches the
 /// engine and the policy from the callers outside this handler (the
 /// signer process, the C library, the CLI).
 ///
