@@ -230,10 +230,19 @@ impl<S: Store + 'static> SignerHandler for EngineHandler<S> {
 mod tests {
     use super::*;
 
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
     use thresig_crypto::ScriptTree;
     use thresig_engine::Limits;
     use thresig_engine::test_util::cluster::{Cluster, Keys, Spec, wid};
     use thresig_engine::test_util::identity;
+
+    /// The roster of a 3-member test cluster.
+    fn roster() -> BTreeMap<Seat, IdentityKey> {
+        (1..=3)
+            .map(|s| (Seat::try_from(s).unwrap(), identity(s)))
+            .collect()
+    }
 
     /// Held by every test here that reads a clock before 1970, so that
     /// the process-wide count of such readings moves for one test at a
@@ -242,7 +251,9 @@ mod tests {
 
     /// Takes [`EARLY_READINGS`], whether or not a test holding it failed.
     fn early_readings() -> std::sync::MutexGuard<'static, ()> {
-        EARLY_READINGS.lock().unwrap_or_else(PoisonError::into_inner)
+        EARLY_READINGS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A system clock before 1970 reads as no time, and each reading is
@@ -260,13 +271,12 @@ mod tests {
     }
 
     /// How often [`stepped_back_clock`] was read.
-    static STEPPED_BACK_READS: std::sync::atomic::AtomicUsize =
-        std::sync::atomic::AtomicUsize::new(0);
+    static STEPPED_BACK_READS: AtomicUsize = AtomicUsize::new(0);
 
     /// A system clock that reads right the first time and before 1970
     /// after: set back while a request runs.
     fn stepped_back_clock() -> SystemTime {
-        if STEPPED_BACK_READS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+        if STEPPED_BACK_READS.fetch_add(1, Ordering::SeqCst) == 0 {
             SystemTime::now()
         } else {
             UNIX_EPOCH - Duration::from_secs(5)
@@ -291,22 +301,19 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(clock(), arrived);
         }
-        assert_eq!(
-            STEPPED_BACK_READS.load(std::sync::atomic::Ordering::SeqCst),
-            4
-        );
+        assert_eq!(STEPPED_BACK_READS.load(Ordering::SeqCst), 4);
     }
 
     /// Whether [`early_clock`] reads before 1970.
-    static EARLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    static EARLY: AtomicBool = AtomicBool::new(true);
 
     /// How often [`early_clock`] was read (by its one test only).
-    static EARLY_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static EARLY_READS: AtomicUsize = AtomicUsize::new(0);
 
     /// A system clock before 1970 while [`EARLY`], right after.
     fn early_clock() -> SystemTime {
-        EARLY_READS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if EARLY.load(std::sync::atomic::Ordering::SeqCst) {
+        EARLY_READS.fetch_add(1, Ordering::SeqCst);
+        if EARLY.load(Ordering::SeqCst) {
             UNIX_EPOCH - Duration::from_secs(5)
         } else {
             SystemTime::now()
@@ -327,14 +334,11 @@ mod tests {
         let specs = [Spec::new("w", Keys::Dkg(ScriptTree::KeyPathOnly))];
         let cluster = Cluster::with_wallets(62, 2, 3, &specs, Limits::default());
         let signer = cluster.into_signers().remove(0);
-        let roster = (1..=3)
-            .map(|s| (Seat::try_from(s).unwrap(), identity(s)))
-            .collect();
-        let handler = EngineHandler::with_clock(signer, roster, early_clock);
+        let handler = EngineHandler::with_clock(signer, roster(), early_clock);
         let seat = Seat::try_from(3).unwrap();
         let round1 =
             |wallet: &str| Request::Round1(Round1Request::new(WalletId::new(wallet).unwrap(), 1));
-        let reads = || EARLY_READS.load(std::sync::atomic::Ordering::SeqCst);
+        let reads = || EARLY_READS.load(Ordering::SeqCst);
         let before = reads();
         for request in [round1("w"), round1("nowhere")] {
             let err = handler.handle(seat, request).unwrap_err();
@@ -347,7 +351,7 @@ mod tests {
         let err = handler.prune().unwrap_err();
         assert_eq!(err.code, ErrorCode::INTERNAL, "{err:?}");
         assert_eq!(reads(), before + 3);
-        EARLY.store(false, std::sync::atomic::Ordering::SeqCst);
+        EARLY.store(false, Ordering::SeqCst);
         handler.handle(seat, round1("w")).unwrap();
         // On arrival and in the engine.
         assert_eq!(reads(), before + 5);
@@ -379,10 +383,7 @@ mod tests {
         let (proposal, inbox) = dkg::refresh_to_part3(&mut cluster, "refreshed", 1, 0);
         dkg::finish_at(&cluster, &proposal, &inbox, 1).unwrap();
         let signer = cluster.into_signers().remove(0);
-        let roster = (1..=3)
-            .map(|s| (Seat::try_from(s).unwrap(), identity(s)))
-            .collect();
-        let handler = EngineHandler::new(signer, roster);
+        let handler = EngineHandler::new(signer, roster());
         let before = LifecycleInFlight {
             dkg: 1,
             repair: 1,
