@@ -284,10 +284,11 @@ struct Shared {
 /// short lock holds of that many requests, not their commits; no strict
 /// count of holds, as each takes the lock two or more times and the lock
 /// is not first come, first served); its other requests there run one at
-/// a time. An
-/// entry lives while a request holds or waits for it.
+/// a time. An entry lives while a request holds or waits for it.
 type Turns = Arc<Mutex<HashMap<TurnKey, Arc<Semaphore>>>>;
 
+/// Whose turns, at which wallet (its id as the request carries it), of
+/// which kind.
 type TurnKey = (Seat, Vec<u8>, TurnKind);
 
 /// Which of a member's turns at a wallet a request takes: signing and
