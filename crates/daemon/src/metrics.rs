@@ -527,13 +527,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one request of `seat` made to wait for `rate` (its member's
-    /// rate, or turn at a wallet).
-    pub(crate) fn waited(&self, seat: u16, rate: &'static str) {
+    /// Counts one request of `seat` made to wait for `reason` (its
+    /// member's rate, or turn at a wallet).
+    pub(crate) fn waited(&self, seat: u16, reason: &'static str) {
         self.waited
             .get_or_create(&AdmissionLabels {
                 seat,
-                reason: Cow::Borrowed(rate),
+                reason: Cow::Borrowed(reason),
             })
             .inc();
     }
