@@ -79,6 +79,7 @@ struct Marking {
 /// An attempt's marker with the units submitted for it so far.
 struct Attempt {
     marking: Marking,
+    /// The units submitted for it so far, at most `LEDGER_RETRIES`.
     units: usize,
     /// Whether the unit in flight changes a ledger record
     /// ([`InFlight::changes`]).
@@ -226,7 +227,7 @@ impl<S: Store> Signer<S> {
                         inflight,
                         ..
                     } = &mut *guard;
-                    let now_state = Recheck {
+                    let recheck = Recheck {
                         state,
                         epoch,
                         successor,
@@ -236,7 +237,7 @@ impl<S: Store> Signer<S> {
                         &release,
                         unit.attempt,
                         outcome,
-                        now_state,
+                        recheck,
                         pending,
                         inflight,
                     )? {
@@ -554,7 +555,7 @@ impl<S: Store> Signer<S> {
     /// identical earlier, perhaps ambiguous, commit), or the next unit. A
     /// ledger changed by another commit skips the whole unit; the policy
     /// is then checked again against the new ledger, and the wallet's
-    /// state (`now_state`) against the first attempt's, and a new unit
+    /// state (`recheck`) against the first attempt's, and a new unit
     /// submitted, never charged twice. On failure the pending shares stay
     /// for a byte-identical retry.
     #[allow(
@@ -567,7 +568,7 @@ impl<S: Store> Signer<S> {
         release: &Release<'_>,
         attempt: Attempt,
         outcome: Result<WriteOutcome, thresig_store::Error>,
-        now_state: Recheck<'_>,
+        recheck: Recheck<'_>,
         pending: &mut PendingShares,
         inflight: &mut InFlight,
     ) -> Result<Step<'s>, Error> {
@@ -601,7 +602,7 @@ impl<S: Store> Signer<S> {
                 // again: a rekey, retirement or refresh switch may have
                 // committed since, and the new unit commits after it. A
                 // refusal leaves the shares pending, as a failed commit.
-                let mode = now_state.mode(wallet)?;
+                let mode = recheck.mode(wallet)?;
                 let charge = Charge {
                     mode,
                     ..release.charge
