@@ -57,8 +57,8 @@ pub type SubmitHook = std::sync::Arc<dyn Fn() + Send + Sync>;
 pub trait Store: Send + Sync {
     /// Commits a unit of writes durably (group-committed with concurrent
     /// units). Returns after the commit is durable, or with an error, in
-    /// which case nothing of the unit was written: [`Store::submit`] and
-    /// [`PendingWrite::wait`].
+    /// which case nothing of the unit was written. The same as
+    /// [`Store::submit`] followed by [`PendingWrite::wait`].
     fn write(&self, ops: Vec<WriteOp>) -> Result<WriteOutcome, Error> {
         self.submit(ops)?.wait()
     }
