@@ -174,7 +174,7 @@ fn clock_before_epoch() -> SignerError {
     SignerError::new(
         ErrorCode::INTERNAL,
         Recovery::Terminal,
-        "the system clock is before 1970",
+        "the signer's system clock reads before 1970; its operator must set it right",
     )
 }
 
@@ -344,7 +344,10 @@ mod tests {
             let err = handler.handle(seat, request).unwrap_err();
             assert_eq!(err.code, ErrorCode::INTERNAL, "{err:?}");
             assert_eq!(err.recovery, Recovery::Terminal);
-            assert_eq!(err.message, "the system clock is before 1970");
+            assert_eq!(
+                err.message,
+                "the signer's system clock reads before 1970; its operator must set it right"
+            );
         }
         // One reading each, on arrival: the engine read none.
         assert_eq!(reads(), before + 2);
