@@ -43,7 +43,8 @@ fn a_parked_commit_on_wallet_a_does_not_block_wallet_b() {
             events.lock().unwrap().push("a done");
             result
         });
-        // Wallet A's round 2 now holds A's lock inside its marker commit.
+        // Wallet A's round 2 now holds A's lock, parked in the submission of
+        // its marker unit.
         parked_rx.recv().unwrap();
         events.lock().unwrap().push("a parked");
 
