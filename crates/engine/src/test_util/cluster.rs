@@ -385,8 +385,11 @@ impl<S> FaultStore<S> {
         self.key_reads.load(Ordering::SeqCst)
     }
 
-    /// The next marker commit of `wallet` sends on `parked` and waits for
-    /// `release` before committing.
+    /// The next marker unit of `wallet` sends on `parked` and waits for
+    /// `release` before it is handed to the inner store. The wait is in
+    /// [`Store::submit`], so its caller waits there (round 2 with the
+    /// wallet's lock held), unlike a unit [`FaultStore::hold_commits`]
+    /// holds, whose caller waits for its outcome.
     pub fn park_commit(&self, wallet: &WalletId, parked: Sender<()>, release: Receiver<()>) {
         *self.park.lock().unwrap() = Some(Park {
             wallet: Some(wallet.clone()),
