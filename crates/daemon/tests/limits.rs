@@ -234,6 +234,8 @@ async fn one_seat_cannot_take_every_request_slot() {
     let attacker = server.client(&cluster.client_tls()).await;
     let wallet = WalletId::new("vault-1").unwrap();
     let mut held = Vec::new();
+    // On two wallets, so that what fills the member's share is its
+    // requests, not its turns at one wallet.
     for name in ["vault-1", "vault-2"] {
         let attacker = attacker.clone();
         let wallet = WalletId::new(name).unwrap();
