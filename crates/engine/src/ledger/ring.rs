@@ -24,14 +24,15 @@
 //! the request that read it ([`super::StoredLedger::prune_ops`]). So each
 //! charge is written once and read at most twice per window over its life
 //! (moved out, and as the next head), and a signature costs O(1) records
-//! however many charges the day holds. A read a little before the last write (the clock stepped
-//! back by under a minute; round 2 reads it under the wallet's lock, so a
-//! request that waited for the lock no longer reads before the charges
-//! made meanwhile) moves the minute window's head back over the few charges it brings back
-//! ([`Summary::rewind`]). A read more than a minute before it (the clock
-//! was set back) reads the whole ring into the reference [`ChargeLog`]
-//! instead, and the next charge lays the ring out again from it
-//! ([`rebuild`]), as the migration from the earlier formats does.
+//! however many charges the day holds. A read a little before the last
+//! write (the clock stepped back by under a minute; round 2 reads it under
+//! the wallet's lock, so a request that waited for the lock no longer
+//! reads before the charges made meanwhile) moves the minute window's head
+//! back over the few charges it brings back ([`Summary::rewind`]). A read
+//! more than a minute before it (the clock was set back) reads the whole
+//! ring into the reference [`ChargeLog`] instead, and the next charge lays
+//! the ring out again from it ([`rebuild`]), as the migration from the
+//! earlier formats does.
 
 use std::collections::BTreeMap;
 
