@@ -1,7 +1,8 @@
 //! Round 2 reads the time under the wallet's lock: a request held up
-//! right before it takes the lock counts the charges other requests committed while it
-//! waited, however long that was (in round 2 and in a staged rollout's dry
-//! run of the previous policy), and what it commits is dated at that time.
+//! right before it takes the lock counts the charges other requests
+//! committed while it waited, however long that was (in round 2 and in a
+//! staged rollout's dry run of the previous policy), and what it commits
+//! is dated at that time.
 
 mod common;
 
