@@ -368,6 +368,12 @@ fn signing_turns_per_wallet_default_to_four_within_the_members_requests() {
     };
     // Four requests per member (half of 8 slots) allow the default of 4.
     assert_eq!(per_wallet(VALID), 4);
+    // Eight (the per-member default, below half of 64 slots) still get 4.
+    let many_slots = VALID.replace(
+        "max_concurrent_requests = 8",
+        "max_concurrent_requests = 64",
+    );
+    assert_eq!(per_wallet(&many_slots), 4);
     // Never more than the member's requests.
     let two_slots = VALID.replace("max_concurrent_requests = 8", "max_concurrent_requests = 2");
     assert_eq!(per_wallet(&two_slots), 1);
