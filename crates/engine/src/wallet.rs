@@ -429,14 +429,16 @@ pub(crate) enum Role {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rand_chacha::ChaCha20Rng;
     use rand_chacha::rand_core::SeedableRng;
     use thresig_crypto::GroupParams;
 
     use super::*;
 
-    fn key(secret: u8, epoch: u64, rng: &mut ChaCha20Rng) -> SigningKey {
+    /// A signing key at `epoch` of a (2, 3) key-path-only wallet imported
+    /// from `secret`: seat 1's share.
+    pub(crate) fn key(secret: u8, epoch: u64, rng: &mut ChaCha20Rng) -> SigningKey {
         let params = GroupParams::new(2, 3).unwrap();
         let (key, shares) =
             thresig_crypto::import_key(&[secret; 32], params, ScriptTree::KeyPathOnly, rng)
