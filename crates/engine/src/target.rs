@@ -100,7 +100,7 @@ pub(crate) struct Derived {
 pub(crate) struct Authority<'a> {
     pub(crate) policy: &'a Policy,
     pub(crate) role: Role,
-    pub(crate) taproot: TaprootWallet,
+    pub(crate) taproot: &'a TaprootWallet,
 }
 
 /// Derives the messages of `target` for the wallet `id` under `authority`.
@@ -131,7 +131,7 @@ pub(crate) fn derive_messages(
         }
         SigningTarget::Psbt { psbt } => {
             let psbt =
-                WalletPsbt::from_bytes(&psbt.0, &authority.taproot).map_err(|e| tx_error(id, e))?;
+                WalletPsbt::from_bytes(&psbt.0, authority.taproot).map_err(|e| tx_error(id, e))?;
             let messages = psbt
                 .wallet_sighashes()
                 .map_err(|e| tx_error(id, e))?

@@ -5,11 +5,13 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use thresig_crypto::{KeyShare, ScriptTree, Seat, WalletKey};
+use thresig_tx::{Network, TaprootWallet};
 
 use crate::api::HexBytes;
 use crate::dkg_msg::{DkgPayload, DkgSessionId};
 use crate::error::Error;
 use crate::ids::WalletEpoch;
+use crate::target::taproot_wallet;
 use thresig_store::WalletId;
 
 /// The name of a wallet's state, as `status` reports it.
@@ -70,6 +72,9 @@ pub(crate) struct SigningKey {
     pub(crate) share: Arc<KeyShare>,
     /// `key`'s bytes, encoded at the first round-2 answer that signs them.
     record: OnceLock<Vec<u8>>,
+    /// `key`'s spend identity, derived at the first round 2 that checks a
+    /// request against it.
+    taproot: OnceLock<TaprootWallet>,
 }
 
 impl SigningKey {
@@ -80,6 +85,7 @@ impl SigningKey {
             key,
             share: share.into(),
             record: OnceLock::new(),
+            taproot: OnceLock::new(),
         }
     }
 
@@ -91,12 +97,34 @@ impl SigningKey {
     /// [`thresig_crypto::Error`] if the record does not encode (not
     /// expected for a record in use).
     pub(crate) fn record(&self) -> Result<&[u8], thresig_crypto::Error> {
-        if let Some(bytes) = self.record.get() {
-            return Ok(bytes);
-        }
-        let bytes = self.key.to_bytes()?;
-        Ok(self.record.get_or_init(|| bytes))
+        once(&self.record, || self.key.to_bytes()).map(Vec::as_slice)
     }
+
+    /// The wallet's spend identity on `network` ([`taproot_wallet`] of the
+    /// record), which every round 2 checks its request against: derived
+    /// once per key rather than once per request, since checking that the
+    /// output key is the tweak of the internal key is an elliptic-curve
+    /// computation. `network` is the signer's, the same at every call; a
+    /// key switch makes a new `SigningKey`, so an identity never outlives
+    /// its key.
+    ///
+    /// # Errors
+    /// As [`taproot_wallet`] (an invariant failure, not kept: every request
+    /// reports it).
+    pub(crate) fn taproot(&self, network: Network) -> Result<&TaprootWallet, Error> {
+        once(&self.taproot, || taproot_wallet(network, &self.key))
+    }
+}
+
+/// `cell`'s value, made by `make` if it has none yet; a failure leaves the
+/// cell empty. `make` runs outside the cell's lock, so two racing callers
+/// may both make it and one result is kept.
+fn once<T, E>(cell: &OnceLock<T>, make: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
+    if let Some(value) = cell.get() {
+        return Ok(value);
+    }
+    let value = make()?;
+    Ok(cell.get_or_init(|| value))
 }
 
 /// A finished DKG whose key package is durable, waiting for every
@@ -398,4 +426,43 @@ pub(crate) enum Role {
     Active,
     /// Only the sweep to its successor (DESIGN.md §4, emergency rekey).
     Rekeying,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use rand_chacha::ChaCha20Rng;
+    use rand_chacha::rand_core::SeedableRng;
+    use thresig_crypto::GroupParams;
+
+    use super::*;
+
+    /// A signing key at `epoch` of a (2, 3) key-path-only wallet imported
+    /// from `secret`: seat 1's share.
+    pub(crate) fn key(secret: u8, epoch: u64, rng: &mut ChaCha20Rng) -> SigningKey {
+        let params = GroupParams::new(2, 3).unwrap();
+        let (key, shares) =
+            thresig_crypto::import_key(&[secret; 32], params, ScriptTree::KeyPathOnly, rng)
+                .unwrap();
+        let share = shares.into_iter().next().unwrap();
+        SigningKey::new(WalletEpoch(epoch), key, share)
+    }
+
+    /// Round 2 checks a request against the identity a wallet's key keeps:
+    /// after the wallet switches keys (a refresh, a repair, in either role)
+    /// it must be the new key's, never the one derived for the key before.
+    #[test]
+    fn spend_identity_is_the_held_keys_after_a_switch() {
+        let mut rng = ChaCha20Rng::seed_from_u64(17);
+        let network = Network::Regtest;
+        let mut state = WalletState::Active(key(1, 0, &mut rng));
+        for (secret, epoch, role) in [(2, 1, Role::Active), (3, 2, Role::Rekeying)] {
+            let before = state.key().unwrap().taproot(network).unwrap().clone();
+            state = role.holding(key(secret, epoch, &mut rng));
+            let held = state.key().unwrap();
+            let identity = held.taproot(network).unwrap();
+            assert_eq!(identity, &taproot_wallet(network, &held.key).unwrap());
+            assert_ne!(identity, &before);
+            assert_eq!(held.taproot(network).unwrap(), identity);
+        }
+    }
 }

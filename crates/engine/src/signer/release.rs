@@ -22,7 +22,7 @@ use crate::ids::{CoordinatorId, WalletEpoch};
 use crate::ledger::{Generation, InFlight, StoredLedger};
 use crate::pool::{NoncePool, TakeError, Tombstone};
 use crate::rollout::{Applied, RolloutError};
-use crate::target::{Authority, Spend, taproot_wallet};
+use crate::target::{Authority, Spend};
 use crate::wallet::{Role, SigningKey, WalletState, WalletStateKind};
 use thresig_store::{Timestamp, WalletId};
 
@@ -315,7 +315,7 @@ impl<S: Store> Signer<S> {
         let authority = Authority {
             policy,
             role,
-            taproot: taproot_wallet(self.network, &key.key)?,
+            taproot: key.taproot(self.network)?,
         };
         let checked = check_round2(&slot.config, slot.seat, key, &self.limits, &authority, req)?;
         Ok((checked, wallet_mode(&slot.config.id, role, successor)?))
@@ -428,9 +428,7 @@ impl<S: Store> Signer<S> {
         let next = self.slot(id)?;
         let shard = lock(&self.store, next)?;
         match &shard.state {
-            WalletState::Active(key) => {
-                Ok(Successor::Active(taproot_wallet(self.network, &key.key)?))
-            }
+            WalletState::Active(key) => Ok(Successor::Active(key.taproot(self.network)?.clone())),
             _ => Ok(Successor::NotActive(id.clone())),
         }
     }

@@ -220,22 +220,14 @@ mod tests {
 
     use rand_chacha::ChaCha20Rng;
     use rand_chacha::rand_core::SeedableRng;
-    use thresig_crypto::{Commitment, GroupParams, ScriptTree};
+    use thresig_crypto::Commitment;
 
     use super::*;
     use crate::signer::pending::PendingShares;
     use crate::wallet::WalletState;
+    use crate::wallet::tests::key;
 
     const FROM: CoordinatorId = CoordinatorId([1; 32]);
-
-    fn key(secret: u8, epoch: u64, rng: &mut ChaCha20Rng) -> SigningKey {
-        let params = GroupParams::new(2, 3).unwrap();
-        let (key, shares) =
-            thresig_crypto::import_key(&[secret; 32], params, ScriptTree::KeyPathOnly, rng)
-                .unwrap();
-        let share = shares.into_iter().next().unwrap();
-        SigningKey::new(WalletEpoch(epoch), key, share)
-    }
 
     fn shard(state: WalletState) -> Shard {
         Shard {
