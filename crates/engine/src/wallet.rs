@@ -9,7 +9,7 @@ use thresig_tx::{Network, TaprootWallet};
 
 use crate::api::HexBytes;
 use crate::dkg_msg::{DkgPayload, DkgSessionId};
-use crate::error::Error;
+use crate::error::{Error, InternalFault};
 use crate::ids::WalletEpoch;
 use crate::target::taproot_wallet;
 use thresig_store::WalletId;
@@ -110,9 +110,14 @@ impl SigningKey {
     ///
     /// # Errors
     /// As [`taproot_wallet`] (an invariant failure, not kept: every request
-    /// reports it).
+    /// reports it); an invariant failure too if asked on another network
+    /// than the first call's, rather than an identity on the wrong one.
     pub(crate) fn taproot(&self, network: Network) -> Result<&TaprootWallet, Error> {
-        once(&self.taproot, || taproot_wallet(network, &self.key))
+        let taproot = once(&self.taproot, || taproot_wallet(network, &self.key))?;
+        if taproot.network() != network {
+            return Err(Error::Internal(InternalFault::Invariant));
+        }
+        Ok(taproot)
     }
 }
 
@@ -236,7 +241,7 @@ impl Confirming {
                     epoch
                         .0
                         .checked_sub(1)
-                        .ok_or(Error::Internal(crate::error::InternalFault::Invariant))?,
+                        .ok_or(Error::Internal(InternalFault::Invariant))?,
                 ),
             },
         })
@@ -464,5 +469,21 @@ pub(crate) mod tests {
             assert_ne!(identity, &before);
             assert_eq!(held.taproot(network).unwrap(), identity);
         }
+    }
+
+    /// The identity kept is for the network it was first asked on; asked
+    /// on another, the key refuses rather than answer with it.
+    #[test]
+    fn spend_identity_is_never_given_for_another_network() {
+        let mut rng = ChaCha20Rng::seed_from_u64(18);
+        let held = key(1, 0, &mut rng);
+        assert_eq!(
+            held.taproot(Network::Regtest).unwrap().network(),
+            Network::Regtest
+        );
+        assert!(matches!(
+            held.taproot(Network::Bitcoin),
+            Err(Error::Internal(InternalFault::Invariant))
+        ));
     }
 }
