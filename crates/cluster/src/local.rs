@@ -49,6 +49,60 @@ pub enum LocalError {
         /// How long it was given.
         timeout: Duration,
     },
+    /// A member stopped before it became ready: waiting on would only run
+    /// out the timeout.
+    #[error(
+        "member {seat} stopped before it became ready: {how} (see {}); {}",
+        log.display(),
+        if *address_in_use {
+            "another process took its port: start the cluster again on fresh ports"
+        } else {
+            "fix the cause its log gives and start it again"
+        }
+    )]
+    Stopped {
+        /// The member.
+        seat: Seat,
+        /// How it ended: its exit status, or the error it stopped with.
+        how: String,
+        /// Its log.
+        log: PathBuf,
+        /// Whether it stopped because its address was in use, a race with
+        /// another process that fresh ports avoid.
+        address_in_use: bool,
+    },
+}
+
+impl LocalError {
+    /// [`LocalError::Stopped`] for member `seat`, which ended as `how`
+    /// says and logged to `log`; whether its address was in use is read
+    /// from both, since a process only says so in its log.
+    #[must_use]
+    pub fn stopped(seat: Seat, how: String, log: PathBuf) -> Self {
+        let in_use =
+            std::io::Error::from_raw_os_error(nix::errno::Errno::EADDRINUSE as i32).to_string();
+        let address_in_use = how.contains(&in_use)
+            || std::fs::read_to_string(&log).is_ok_and(|logged| logged.contains(&in_use));
+        Self::Stopped {
+            seat,
+            how,
+            log,
+            address_in_use,
+        }
+    }
+
+    /// Whether a member stopped because its address was in use: starting
+    /// the cluster again on fresh ports can succeed.
+    #[must_use]
+    pub fn address_in_use(&self) -> bool {
+        matches!(
+            self,
+            Self::Stopped {
+                address_in_use: true,
+                ..
+            }
+        )
+    }
 }
 
 /// Member processes of one cluster.
@@ -180,6 +234,29 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// [`LocalError::Stopped`] if member `seat`'s process has exited; `None`
+    /// while it runs, if it was never started, or if it cannot be checked
+    /// (the readiness wait's timeout still bounds that case).
+    pub fn exited(&mut self, seat: Seat) -> Option<LocalError> {
+        let status = self.children.get_mut(&seat)?.try_wait().ok()??;
+        let log = self.log_path(seat).ok()?;
+        Some(LocalError::stopped(seat, status.to_string(), log))
+    }
+
+    /// Waits until member `seat` reports ready (see [`wait_ready`]), or
+    /// fails at once if its process exits first.
+    ///
+    /// # Errors
+    /// [`LocalError::Stopped`], [`LocalError::NotReady`].
+    pub async fn wait_ready(
+        &mut self,
+        peers: &Peers,
+        seat: Seat,
+        timeout: Duration,
+    ) -> Result<(), LocalError> {
+        wait_ready_unless(peers, seat, timeout, || self.exited(seat)).await
+    }
+
     /// The process id of member `seat`, while it runs.
     #[must_use]
     pub fn pid(&self, seat: Seat) -> Option<u32> {
@@ -225,6 +302,20 @@ impl Drop for LocalCluster {
 /// # Errors
 /// [`LocalError::NotReady`] after `timeout`.
 pub async fn wait_ready(peers: &Peers, seat: Seat, timeout: Duration) -> Result<(), LocalError> {
+    wait_ready_unless(peers, seat, timeout, || None).await
+}
+
+/// [`wait_ready`], failing at once with the error `stopped` returns when
+/// it returns one: a member that stopped never becomes ready.
+///
+/// # Errors
+/// The error of `stopped`, [`LocalError::NotReady`] after `timeout`.
+pub async fn wait_ready_unless(
+    peers: &Peers,
+    seat: Seat,
+    timeout: Duration,
+    mut stopped: impl FnMut() -> Option<LocalError>,
+) -> Result<(), LocalError> {
     let started = Instant::now();
     loop {
         let ready = match peers.client(seat).await {
@@ -235,6 +326,9 @@ pub async fn wait_ready(peers: &Peers, seat: Seat, timeout: Duration) -> Result<
             return Ok(());
         }
         peers.forget(seat);
+        if let Some(error) = stopped() {
+            return Err(error);
+        }
         if started.elapsed() > timeout {
             return Err(LocalError::NotReady { seat, timeout });
         }
