@@ -6,7 +6,8 @@
 //! misbehave.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +16,9 @@ use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, OutPoint, Txid};
 use rand_core::{CryptoRng, RngCore};
 use serde_json::json;
+use thresig_cluster::config::NodeConfig;
 use thresig_cluster::config::NodeWallet;
-use thresig_cluster::local::{LocalCluster, free_loopback_ports, wait_ready};
+use thresig_cluster::local::{LocalCluster, LocalError, free_loopback_ports, wait_ready_unless};
 use thresig_cluster::provision::ClusterSpec;
 use thresig_cluster::{OwnWallet, Peers, SignError, SignOptions, SignOutcome, run_dkg, sign};
 use thresig_crypto::{Seat, WalletKey};
@@ -25,7 +27,7 @@ use thresig_engine::{WalletEpoch, WalletId};
 use thresig_tx::{
     Destination, Network, Payment, PolicyConfig, SpendInput, TaprootWallet, build_psbt,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::bar::Bar;
 use crate::blame::{print_proof_paths, write_dkg_proof, write_proofs};
@@ -95,6 +97,14 @@ const FEE_SAT: u64 = 2_000;
 /// binding its ports take milliseconds; a hundred members (debug builds)
 /// starting at once on two busy cores have taken over two minutes.
 const START_TIMEOUT: Duration = Duration::from_secs(300);
+/// How many times the cluster is created, each on fresh ports, while a
+/// member finds its port taken: the ports are only probed free
+/// ([`free_loopback_ports`]), and with many clusters starting at once
+/// another process can take one before its member binds it.
+const START_ATTEMPTS: u32 = 3;
+
+/// Loopback addresses (gRPC, metrics) of `count` members.
+type Endpoints = Vec<(SocketAddr, SocketAddr)>;
 
 /// Which members do what.
 struct Roles {
@@ -166,6 +176,27 @@ pub(crate) fn launch(
     keep: Option<&PathBuf>,
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Launched> {
+    launch_on(
+        signers,
+        threshold,
+        policy,
+        faults,
+        keep,
+        rng,
+        free_loopback_ports,
+    )
+}
+
+/// [`launch`] on the ports `ports` picks for a number of members.
+fn launch_on(
+    signers: u16,
+    threshold: u16,
+    policy: PolicyConfig,
+    faults: &[(Seat, Misbehavior)],
+    keep: Option<&PathBuf>,
+    rng: &mut (impl RngCore + CryptoRng),
+    mut ports: impl FnMut(usize) -> std::io::Result<Endpoints>,
+) -> Result<Launched> {
     let (dir, temp) = match keep {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -173,38 +204,58 @@ pub(crate) fn launch(
             (temp.path().join("cluster"), Some(temp))
         }
     };
-    let mut spec = ClusterSpec::new(
-        ClusterName::new("demo".to_owned())?,
-        Network::Regtest,
-        free_loopback_ports(usize::from(signers))?,
-        WalletId::new(WALLET.to_owned())?,
-        threshold,
-    );
-    spec.policy = policy;
-    info!(members = signers, dir = %dir.display(), "creating the cluster");
-    let mut cluster = LocalCluster::create(&dir, &spec, std::env::current_exe()?, rng)?;
-    let seats: Vec<Seat> = cluster.members().iter().map(|m| m.seat).collect();
-    let mut faulty = Vec::new();
-    for seat in &seats {
-        if let Some((_, misbehavior)) = faults.iter().find(|(s, _)| s == seat) {
-            let config = cluster.config_path(*seat)?;
-            let log = cluster.log_path(*seat)?;
-            faulty.push(Faulty::start(*seat, &config, &log, *misbehavior)?);
-        } else {
-            cluster.start(*seat)?;
+    let mut attempt = 1;
+    let Started {
+        cluster,
+        faulty,
+        peers,
+        runtime,
+        coordinator,
+    } = loop {
+        let mut spec = ClusterSpec::new(
+            ClusterName::new("demo".to_owned())?,
+            Network::Regtest,
+            ports(usize::from(signers))?,
+            WalletId::new(WALLET.to_owned())?,
+            threshold,
+        );
+        spec.policy = policy.clone();
+        let error = match start(&dir, &spec, faults, rng) {
+            Ok(started) => break started,
+            Err(error) => error,
+        };
+        let Some(LocalError::Stopped {
+            seat,
+            address_in_use: true,
+            ..
+        }) = error.downcast_ref::<LocalError>()
+        else {
+            return Err(error);
+        };
+        if attempt >= START_ATTEMPTS {
+            return Err(error);
         }
-    }
-    let coordinator = cluster.node(COORDINATOR)?;
-    let peers = Arc::new(Peers::new(&coordinator)?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        for seat in &seats {
-            wait_ready(&peers, *seat, START_TIMEOUT).await?;
-        }
-        Ok::<_, thresig_cluster::local::LocalError>(())
-    })?;
+        let (address, metrics) = usize::from(seat.get())
+            .checked_sub(1)
+            .and_then(|index| spec.endpoints.get(index))
+            .copied()
+            .context("the member that stopped is not in the cluster")?;
+        warn!(
+            member = %seat,
+            %address,
+            %metrics,
+            attempt,
+            "the member's port was taken; creating the cluster again on fresh ports"
+        );
+        // The failed attempt's members are stopped by now (`start` dropped
+        // them), so its directory is cleared, not a fresh one made beside
+        // it: `--keep DIR` keeps its layout, and provisioning refuses a
+        // directory that is not empty. What goes is only what that attempt
+        // made, since provisioning it succeeded only into an empty one.
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot clear {} to start again", dir.display()))?;
+        attempt += 1;
+    };
     let wallet = coordinator
         .wallet(&WalletId::new(WALLET.to_owned())?)
         .context("the demo wallet is missing")?
@@ -231,6 +282,63 @@ pub(crate) fn launch(
         spend,
         output_key: dkg.output_key,
         temp,
+    })
+}
+
+/// A cluster whose members all serve.
+struct Started {
+    cluster: LocalCluster,
+    faulty: Vec<Faulty>,
+    peers: Arc<Peers>,
+    runtime: tokio::runtime::Runtime,
+    coordinator: NodeConfig,
+}
+
+/// Provisions the cluster of `spec` in `dir`, starts every member and waits
+/// until each serves; a member that stops first ends the wait at once
+/// ([`LocalError::Stopped`]), and every member started is stopped again
+/// when this fails.
+fn start(
+    dir: &Path,
+    spec: &ClusterSpec,
+    faults: &[(Seat, Misbehavior)],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Result<Started> {
+    info!(members = spec.endpoints.len(), dir = %dir.display(), "creating the cluster");
+    let mut cluster = LocalCluster::create(dir, spec, std::env::current_exe()?, rng)?;
+    let seats: Vec<Seat> = cluster.members().iter().map(|m| m.seat).collect();
+    let mut faulty = Vec::new();
+    for seat in &seats {
+        if let Some((_, misbehavior)) = faults.iter().find(|(s, _)| s == seat) {
+            let config = cluster.config_path(*seat)?;
+            let log = cluster.log_path(*seat)?;
+            faulty.push(Faulty::start(*seat, &config, &log, *misbehavior)?);
+        } else {
+            cluster.start(*seat)?;
+        }
+    }
+    let coordinator = cluster.node(COORDINATOR)?;
+    let peers = Arc::new(Peers::new(&coordinator)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        for seat in &seats {
+            match faulty.iter_mut().find(|f| f.seat() == *seat) {
+                Some(member) => {
+                    wait_ready_unless(&peers, *seat, START_TIMEOUT, || member.stopped()).await?;
+                }
+                None => cluster.wait_ready(&peers, *seat, START_TIMEOUT).await?,
+            }
+        }
+        Ok::<_, LocalError>(())
+    })?;
+    Ok(Started {
+        cluster,
+        faulty,
+        peers,
+        runtime,
+        coordinator,
     })
 }
 
@@ -417,4 +525,46 @@ pub(crate) fn synthetic_prevouts(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn a_cluster_whose_port_was_taken_is_created_again_on_fresh_ports() {
+        let taken = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let seats = [Seat::FIRST, Seat::try_from(2).unwrap()];
+        // Served in this process, so that no `thresig` binary is needed;
+        // invalid shares only matter when signing, after the launch.
+        let faults = seats.map(|seat| (seat, Misbehavior::InvalidShares));
+        let mut asked = 0;
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let launched = launch_on(
+            2,
+            2,
+            PolicyConfig::default(),
+            &faults,
+            None,
+            &mut rng,
+            |count| {
+                asked += 1;
+                let mut ports = free_loopback_ports(count)?;
+                if asked == 1 {
+                    ports[1].0 = taken.local_addr()?;
+                }
+                Ok(ports)
+            },
+        );
+        let launched = launched.unwrap();
+        assert_eq!(asked, 2);
+        for member in launched.faulty {
+            member.stop().unwrap();
+        }
+    }
 }

@@ -16,12 +16,13 @@
 //! module is reachable only from `thresig demo` and `thresig load`: no flag
 //! or configuration of `thresig serve` makes a signer misbehave.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
+use thresig_cluster::local::LocalError;
 use thresig_cluster::node::Node;
 use thresig_crypto::{Seat, SignatureShare};
 use thresig_daemon::{SignerError, SignerHandler};
@@ -167,6 +168,7 @@ impl<H: SignerHandler> SignerHandler for Misbehaving<H> {
 /// load generator's) process until [`Faulty::stop`] (or drop).
 pub(crate) struct Faulty {
     seat: Seat,
+    log: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<()>>>,
 }
@@ -188,6 +190,7 @@ impl Faulty {
         log: &Path,
         misbehavior: Misbehavior,
     ) -> Result<Self> {
+        let log_path = log;
         let node = Node::open(config).with_context(|| format!("member {seat}"))?;
         let identity = node
             .identity_key()
@@ -237,6 +240,7 @@ impl Faulty {
             .with_context(|| format!("member {seat}: cannot start its thread"))?;
         Ok(Self {
             seat,
+            log: log_path.to_path_buf(),
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -254,6 +258,20 @@ impl Faulty {
     /// log), or that its thread panicked.
     pub(crate) fn stop(mut self) -> Result<()> {
         self.finish()
+    }
+
+    /// [`LocalError::Stopped`] with why, if the member's server has ended
+    /// (it could not bind its address, say); `None` while it serves, or
+    /// once it was reported.
+    pub(crate) fn stopped(&mut self) -> Option<LocalError> {
+        if !self.thread.as_ref()?.is_finished() {
+            return None;
+        }
+        let how = match self.finish() {
+            Ok(()) => "it stopped".to_owned(),
+            Err(error) => format!("{error:#}"),
+        };
+        Some(LocalError::stopped(self.seat, how, self.log.clone()))
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -311,5 +329,56 @@ mod tests {
         assert!(error.contains("Address already in use"), "{error}");
         let logged = std::fs::read_to_string(&log).unwrap();
         assert!(logged.contains("Address already in use"), "{logged}");
+    }
+
+    #[test]
+    fn the_readiness_wait_ends_at_once_when_a_member_cannot_bind_its_port() {
+        let taken = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let mut endpoints = free_loopback_ports(2).unwrap();
+        endpoints[1].0 = taken.local_addr().unwrap();
+        let spec = ClusterSpec::new(
+            ClusterName::new("test".to_owned()).unwrap(),
+            Network::Regtest,
+            endpoints,
+            WalletId::new("w".to_owned()).unwrap(),
+            2,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = dir.path().join("c");
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        provision::init_cluster(&cluster, &spec, SystemTime::now(), &mut rng).unwrap();
+        let seat2 = Seat::try_from(2).unwrap();
+        let coordinator = member_dir(&cluster, Seat::FIRST).join(CONFIG_FILE);
+        let peers = thresig_cluster::Peers::new(
+            &thresig_cluster::config::Config::load(&coordinator)
+                .unwrap()
+                .into_node(&coordinator)
+                .unwrap(),
+        )
+        .unwrap();
+        let log = dir.path().join("signer.log");
+        let config = member_dir(&cluster, seat2).join(CONFIG_FILE);
+        let mut member = Faulty::start(seat2, &config, &log, Misbehavior::InvalidShares).unwrap();
+        // Far longer than the member takes to fail, so that a wait that
+        // does not notice it ends with `NotReady` instead.
+        let timeout = Duration::from_secs(30);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let error = runtime
+            .block_on(thresig_cluster::local::wait_ready_unless(
+                &peers,
+                seat2,
+                timeout,
+                || member.stopped(),
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(&error, LocalError::Stopped { seat, .. } if *seat == seat2),
+            "{error}"
+        );
+        assert!(error.address_in_use(), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("member 2"), "{message}");
+        assert!(message.contains("Address already in use"), "{message}");
+        assert!(message.contains(&log.display().to_string()), "{message}");
     }
 }
