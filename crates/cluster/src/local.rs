@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand_core::{CryptoRng, RngCore};
 use thresig_crypto::Seat;
+use thresig_store::Recovery;
 
 use crate::config::{Config, ConfigError, NodeConfig};
 use crate::peers::Peers;
@@ -88,6 +89,17 @@ impl LocalError {
             how,
             log,
             address_in_use,
+        }
+    }
+
+    /// Whether running the command again can succeed: only when a member
+    /// found its address in use, since a new run picks fresh ports.
+    #[must_use]
+    pub fn recovery(&self) -> Recovery {
+        if self.address_in_use() {
+            Recovery::Retryable
+        } else {
+            Recovery::Terminal
         }
     }
 
@@ -356,4 +368,34 @@ pub fn free_loopback_ports(count: usize) -> std::io::Result<Vec<(SocketAddr, Soc
         .chunks(2)
         .filter_map(|pair| Some((*pair.first()?, *pair.get(1)?)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_use() -> String {
+        std::io::Error::from_raw_os_error(nix::errno::Errno::EADDRINUSE as i32).to_string()
+    }
+
+    #[test]
+    fn a_member_that_logged_its_address_in_use_may_succeed_on_fresh_ports() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("signer.log");
+        // A process says why it stopped only in its log.
+        std::fs::write(&log, format!("error: daemon: setup: {}\n", in_use())).unwrap();
+        let error = LocalError::stopped(Seat::FIRST, "exit status: 1".to_owned(), log);
+        assert!(error.address_in_use(), "{error}");
+        assert_eq!(error.recovery(), Recovery::Retryable);
+    }
+
+    #[test]
+    fn a_member_that_stopped_for_another_cause_is_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("signer.log");
+        std::fs::write(&log, "error: store: locked by another process\n").unwrap();
+        let error = LocalError::stopped(Seat::FIRST, "exit status: 1".to_owned(), log);
+        assert!(!error.address_in_use(), "{error}");
+        assert_eq!(error.recovery(), Recovery::Terminal);
+    }
 }

@@ -234,6 +234,9 @@ fn recovery(err: &anyhow::Error) -> Recovery {
         if let Some(e) = cause.downcast_ref::<FileError>() {
             return e.recovery();
         }
+        if let Some(e) = cause.downcast_ref::<thresig_cluster::local::LocalError>() {
+            return e.recovery();
+        }
         if let Some(e) = cause.downcast_ref::<thresig_store::Error>() {
             return e.recovery();
         }
