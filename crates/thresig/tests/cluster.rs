@@ -294,3 +294,48 @@ fn signers_refuse_a_malicious_coordinators_packages_over_the_network() {
         }
     });
 }
+
+/// A member whose probed port another process took exits at once; the
+/// readiness wait reports that exit, with the cause from its log, instead
+/// of running out its timeout.
+#[test]
+fn a_member_whose_port_is_taken_ends_the_readiness_wait_at_once() {
+    use rand_core::SeedableRng as _;
+    use thresig_cluster::local::{LocalCluster, LocalError, free_loopback_ports};
+
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let mut endpoints = free_loopback_ports(2).unwrap();
+    endpoints[1].0 = taken.local_addr().unwrap();
+    let spec = thresig_cluster::provision::ClusterSpec::new(
+        thresig_daemon::ClusterName::new("test".to_owned()).unwrap(),
+        thresig_tx::Network::Regtest,
+        endpoints,
+        WalletId::new(WALLET.to_owned()).unwrap(),
+        2,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut local = LocalCluster::create(
+        &dir.path().join("c"),
+        &spec,
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_thresig")),
+        &mut rand_chacha::ChaCha20Rng::seed_from_u64(3),
+    )
+    .unwrap();
+    local.start(seat(2)).unwrap();
+    let peers = thresig_cluster::Peers::new(&local.node(seat(1)).unwrap()).unwrap();
+    // Far longer than the member takes to exit, so that a wait that does
+    // not notice the exit ends with `NotReady` instead.
+    let timeout = std::time::Duration::from_secs(60);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let error = runtime
+        .block_on(local.wait_ready(&peers, seat(2), timeout))
+        .unwrap_err();
+    assert!(
+        matches!(&error, LocalError::Stopped { seat: s, .. } if *s == seat(2)),
+        "{error}"
+    );
+    assert!(error.address_in_use(), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("exit status"), "{message}");
+    assert!(message.contains("signer.log"), "{message}");
+}

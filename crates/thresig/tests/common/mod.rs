@@ -144,7 +144,9 @@ impl ProcessCluster {
         let peers = self.peers(Seat::FIRST);
         runtime.block_on(async {
             for s in self.seats() {
-                wait_ready(&peers, s).await;
+                // A member that exited (its probed port taken meanwhile)
+                // fails the test at once, naming its exit and log.
+                self.local.wait_ready(&peers, s, READY).await.unwrap();
             }
         });
     }
