@@ -590,6 +590,28 @@ async fn start_with(
     tweak: fn(&mut DaemonConfig),
     signer: fn(&mut thresig_engine::SignerConfig),
 ) -> Cluster {
+    // The ports are only probed free: another test process can take one
+    // before its member binds it, and a cluster in a fresh directory on
+    // fresh ports then starts.
+    for _ in 1..3 {
+        if let Some(cluster) = try_start_with(n, t, modes, tweak, signer).await {
+            return cluster;
+        }
+    }
+    try_start_with(n, t, modes, tweak, signer)
+        .await
+        .expect("a member's port was taken on each of 3 attempts")
+}
+
+/// [`start_with`] once; `None` if a member's port was taken (the members
+/// started so far stop again).
+async fn try_start_with(
+    n: u16,
+    t: u16,
+    modes: &[(u16, Mode)],
+    tweak: fn(&mut DaemonConfig),
+    signer: fn(&mut thresig_engine::SignerConfig),
+) -> Option<Cluster> {
     let dir = tempfile::tempdir().unwrap();
     let spec = ClusterSpec::new(
         ClusterName::new("test".to_owned()).unwrap(),
@@ -643,7 +665,13 @@ async fn start_with(
         });
         let mut daemon = node.daemon.clone().unwrap();
         tweak(&mut daemon);
-        let listeners = Listeners::bind(&daemon).await.unwrap();
+        let listeners = match Listeners::bind(&daemon).await {
+            Ok(listeners) => listeners,
+            Err(thresig_daemon::Error::Setup(e)) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return None;
+            }
+            Err(e) => panic!("member {number}: {e}"),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = serve(&daemon, listeners, handler, async move {
@@ -654,7 +682,7 @@ async fn start_with(
         cluster.stops.push(stop);
         cluster.stores.push(store);
     }
-    cluster
+    Some(cluster)
 }
 
 fn keep(_: &mut DaemonConfig) {}
