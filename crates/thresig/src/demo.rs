@@ -167,28 +167,10 @@ pub(crate) struct Launched {
 /// Creates a `threshold`-of-`signers` cluster in `keep` (or a temporary
 /// directory) whose wallet has `policy`, starts every member (a `thresig
 /// serve` process each; those in `malicious`, sending invalid shares, in
-/// this process), waits until all serve, and runs the DKG.
+/// this process), waits until all serve, and runs the DKG. `ports` picks
+/// the members' addresses ([`free_loopback_ports`]), again for each attempt
+/// after a member found its port taken.
 pub(crate) fn launch(
-    signers: u16,
-    threshold: u16,
-    policy: PolicyConfig,
-    faults: &[(Seat, Misbehavior)],
-    keep: Option<&PathBuf>,
-    rng: &mut (impl RngCore + CryptoRng),
-) -> Result<Launched> {
-    launch_on(
-        signers,
-        threshold,
-        policy,
-        faults,
-        keep,
-        rng,
-        free_loopback_ports,
-    )
-}
-
-/// [`launch`] on the ports `ports` picks for a number of members.
-fn launch_on(
     signers: u16,
     threshold: u16,
     policy: PolicyConfig,
@@ -377,6 +359,7 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
             .collect::<Vec<_>>(),
         args.keep.as_ref(),
         rng,
+        free_loopback_ports,
     )?;
     for seat in &roles.offline {
         info!(%seat, "stopping member");
@@ -545,7 +528,7 @@ mod tests {
         let faults = seats.map(|seat| (seat, Misbehavior::InvalidShares));
         let mut asked = 0;
         let mut rng = ChaCha20Rng::seed_from_u64(7);
-        let launched = launch_on(
+        let launched = launch(
             2,
             2,
             PolicyConfig::default(),

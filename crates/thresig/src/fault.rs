@@ -306,11 +306,13 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_member_that_cannot_bind_its_port_logs_the_os_cause() {
+    /// A two-member cluster in a temporary directory (the cluster in its
+    /// `c`) whose member at `index` has a gRPC port held by the returned
+    /// listener.
+    fn cluster_with_taken_port(index: usize) -> (TcpListener, tempfile::TempDir, PathBuf) {
         let taken = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let mut endpoints = free_loopback_ports(2).unwrap();
-        endpoints[0].0 = taken.local_addr().unwrap();
+        endpoints[index].0 = taken.local_addr().unwrap();
         let spec = ClusterSpec::new(
             ClusterName::new("test".to_owned()).unwrap(),
             Network::Regtest,
@@ -322,6 +324,12 @@ mod tests {
         let cluster = dir.path().join("c");
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         provision::init_cluster(&cluster, &spec, SystemTime::now(), &mut rng).unwrap();
+        (taken, dir, cluster)
+    }
+
+    #[test]
+    fn a_member_that_cannot_bind_its_port_logs_the_os_cause() {
+        let (_taken, dir, cluster) = cluster_with_taken_port(0);
         let config = member_dir(&cluster, Seat::FIRST).join(CONFIG_FILE);
         let log = dir.path().join("signer.log");
         let member = Faulty::start(Seat::FIRST, &config, &log, Misbehavior::InvalidShares).unwrap();
@@ -333,20 +341,7 @@ mod tests {
 
     #[test]
     fn the_readiness_wait_ends_at_once_when_a_member_cannot_bind_its_port() {
-        let taken = TcpListener::bind(("127.0.0.1", 0)).unwrap();
-        let mut endpoints = free_loopback_ports(2).unwrap();
-        endpoints[1].0 = taken.local_addr().unwrap();
-        let spec = ClusterSpec::new(
-            ClusterName::new("test".to_owned()).unwrap(),
-            Network::Regtest,
-            endpoints,
-            WalletId::new("w".to_owned()).unwrap(),
-            2,
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = dir.path().join("c");
-        let mut rng = ChaCha20Rng::seed_from_u64(6);
-        provision::init_cluster(&cluster, &spec, SystemTime::now(), &mut rng).unwrap();
+        let (_taken, dir, cluster) = cluster_with_taken_port(1);
         let seat2 = Seat::try_from(2).unwrap();
         let coordinator = member_dir(&cluster, Seat::FIRST).join(CONFIG_FILE);
         let peers = thresig_cluster::Peers::new(

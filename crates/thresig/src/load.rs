@@ -19,6 +19,7 @@ use bitcoin::Amount;
 use rand_core::{CryptoRng, RngCore};
 use serde_json::json;
 use thresig_cluster::config::Config;
+use thresig_cluster::local::free_loopback_ports;
 use thresig_cluster::scores::scores_path;
 use thresig_cluster::{SignError, SignOptions, sign};
 use thresig_crypto::Seat;
@@ -127,6 +128,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         &stalled,
         args.keep.as_ref(),
         rng,
+        free_loopback_ports,
     )?;
     let scores = Arc::new(if args.no_quarantine {
         RunScores::off()
