@@ -114,6 +114,15 @@ enum Step<'s> {
     Submitted(Box<Submitted<'s>>),
 }
 
+impl<'s> Step<'s> {
+    /// `unit` in flight, its attempt's pending shares marked as such
+    /// until [`PendingShares::settled`].
+    fn in_flight(unit: Submitted<'s>, pending: &mut PendingShares) -> Self {
+        pending.submitted(&unit.attempt.marking.lead);
+        Self::Submitted(Box::new(unit))
+    }
+}
+
 impl<S: Store> Signer<S> {
     /// Signing round 2: checks the request, takes the nonces of exactly one
     /// round-1 vector, computes the shares, makes their marker durable and
@@ -377,8 +386,7 @@ impl<S: Store> Signer<S> {
             let marking = self.marking(now, release, lead, p.package, p.shares.clone())?;
             let charge = self.charge_ops(now, &release.charge, inflight)?;
             let unit = self.submit(now, release, marking, charge, 0, inflight)?;
-            pending.submitted(&lead);
-            return Ok(Step::Submitted(Box::new(unit)));
+            return Ok(Step::in_flight(unit, pending));
         }
         // The policy refuses before any nonce is spent. Its charge is the
         // unit's first compare-and-set, against the ledger as read here
@@ -410,8 +418,7 @@ impl<S: Store> Signer<S> {
         );
         let marking = self.marking(now, release, lead, checked.hash(), shares)?;
         let unit = self.submit(now, release, marking, charge, 0, inflight)?;
-        pending.submitted(&lead);
-        Ok(Step::Submitted(Box::new(unit)))
+        Ok(Step::in_flight(unit, pending))
     }
 
     /// The successor's state, for a rekeying wallet whose configuration
@@ -607,8 +614,7 @@ impl<S: Store> Signer<S> {
                 };
                 let charge = self.charge_ops(now, &charge, inflight)?;
                 let unit = self.submit(now, release, marking, charge, units, inflight)?;
-                pending.submitted(&lead);
-                Ok(Step::Submitted(Box::new(unit)))
+                Ok(Step::in_flight(unit, pending))
             }
             // A rollout step changed the wallet's policy since the
             // request was checked: the shares stay pending, and the
