@@ -444,14 +444,21 @@ impl<S> FaultStore<S> {
 }
 
 impl<S: Store> FaultStore<S> {
-    /// Writes `ops` to the inner store as `fault` says.
-    fn faulted(&self, fault: Option<Fault>, ops: Vec<WriteOp>) -> Result<WriteOutcome, StoreError> {
+    /// Hands `ops` to the inner store as `fault` says.
+    fn faulted(
+        &self,
+        fault: Option<Fault>,
+        ops: Vec<WriteOp>,
+    ) -> Result<PendingWrite<'_>, StoreError> {
         match fault {
-            None => self.inner.write(ops),
-            Some(Fault::Lost) => Err(injected()),
+            None => self.inner.submit(ops),
+            Some(Fault::Lost) => Ok(PendingWrite::new(|| Err(injected()))),
             Some(Fault::Ambiguous) => {
-                self.inner.write(ops)?;
-                Err(injected())
+                let written = self.inner.submit(ops)?;
+                Ok(PendingWrite::new(move || {
+                    written.wait()?;
+                    Err(injected())
+                }))
             }
         }
     }
@@ -489,17 +496,7 @@ impl<S: Store> FaultStore<S> {
                 self.commit_held(&answer)
             }));
         }
-        match fault {
-            None => self.inner.submit(ops),
-            Some(Fault::Lost) => Ok(PendingWrite::new(|| Err(injected()))),
-            Some(Fault::Ambiguous) => {
-                let written = self.inner.submit(ops)?;
-                Ok(PendingWrite::new(move || {
-                    written.wait()?;
-                    Err(injected())
-                }))
-            }
-        }
+        self.faulted(fault, ops)
     }
 
     /// Commits the held units, in order, up to the one whose outcome
@@ -517,7 +514,7 @@ impl<S: Store> FaultStore<S> {
             let Some((ops, fault, outcome)) = deferred.pop_front() else {
                 return Err(StoreError::WriterStopped);
             };
-            let _ = outcome.send(self.faulted(fault, ops));
+            let _ = outcome.send(self.faulted(fault, ops).and_then(PendingWrite::wait));
         }
     }
 }
