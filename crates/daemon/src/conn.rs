@@ -155,20 +155,34 @@ impl<K: Copy + Ord + Hash, I: Copy + Eq + Hash, V> OldestFirst<K, I, V> {
 /// At most one log line per [`WARNING_INTERVAL`] for one kind of event, so
 /// a flood of failing connections or of requests cannot fill the disk with
 /// logs; the line that is written counts the ones left out.
-#[derive(Default)]
 pub(crate) struct WarnLimiter {
     last: Option<Instant>,
     suppressed: u64,
+    interval: Duration,
 }
 
 /// See [`WarnLimiter`].
 pub(crate) const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
+impl Default for WarnLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl WarnLimiter {
-    pub(crate) fn new() -> Self {
+    /// One line per [`WARNING_INTERVAL`].
+    pub(crate) const fn new() -> Self {
+        Self::every(WARNING_INTERVAL)
+    }
+
+    /// One line per `interval`, for an event that stays true longer (a
+    /// clock set wrong until an operator acts).
+    pub(crate) const fn every(interval: Duration) -> Self {
         Self {
             last: None,
             suppressed: 0,
+            interval,
         }
     }
 
@@ -176,7 +190,7 @@ impl WarnLimiter {
     /// `n` events left out since the last line written, or `None`.
     pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
         match self.last {
-            Some(last) if now.saturating_duration_since(last) < WARNING_INTERVAL => {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
                 self.suppressed += 1;
                 None
             }

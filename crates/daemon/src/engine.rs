@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::warn;
 
@@ -23,6 +23,7 @@ use thresig_engine::{
 use thresig_store::Store;
 
 use crate::api::{ErrorCode, Recovery, SignerError, SignerHandler};
+use crate::conn::WarnLimiter;
 use crate::metrics::LifecycleInFlight;
 
 /// Serves one member's [`Signer`] to the cluster.
@@ -140,8 +141,8 @@ pub fn wall_clock() -> Timestamp {
 /// an operator sets it right, and each request would log it again.
 const CLAMP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
-/// When a clock before 1970 was last logged (process-wide, as the clock).
-static CLAMP_LOGGED: Mutex<Option<Instant>> = Mutex::new(None);
+/// The log lines of a clock before 1970 (process-wide, as the clock).
+static CLAMP_LOGGED: Mutex<WarnLimiter> = Mutex::new(WarnLimiter::every(CLAMP_WARNING_INTERVAL));
 
 /// `now` as the engine counts it, or `None` before 1970. At time 0 every
 /// charge in a wallet's rate ledger would be dated ahead, dropped from
@@ -157,11 +158,13 @@ fn since_epoch(now: SystemTime) -> Option<Timestamp> {
         ));
     }
     crate::metrics::clock_before_epoch();
-    let mut logged = CLAMP_LOGGED.lock().unwrap_or_else(PoisonError::into_inner);
-    let at = Instant::now();
-    if logged.is_none_or(|last| at.saturating_duration_since(last) >= CLAMP_WARNING_INTERVAL) {
-        *logged = Some(at);
+    let allowed = CLAMP_LOGGED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .allow(tokio::time::Instant::now());
+    if let Some(suppressed) = allowed {
         warn!(
+            suppressed,
             "the system clock reads before 1970: the signer refuses requests until it is set right"
         );
     }
