@@ -56,7 +56,7 @@ struct ConfigFile {
 
 /// The `[signer]` table: the signer engine's limits an operator may set;
 /// each unset one keeps the engine's default.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 struct SignerSection {
     /// How long a DKG session may hold a wallet in memory from its part 1
@@ -395,9 +395,7 @@ impl Config {
             None if file.daemon.is_some() => {
                 return Err(invalid("member", "is required with [daemon]".to_owned()));
             }
-            None if file.signer.dkg_session_ttl_secs.is_some()
-                || file.signer.require_round1_kind_signature.is_some() =>
-            {
+            None if file.signer != SignerSection::default() => {
                 return Err(invalid("member", "is required with [signer]".to_owned()));
             }
             None => None,
