@@ -96,6 +96,11 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("aggregate_valid/{label}"), |b| {
             b.iter(|| aggregate(&wallet, &package, &sig_shares).unwrap())
         });
+        // The coordinator's aggregation: the shares summed with the prepared
+        // session's group commitment, one BIP340 check.
+        c.bench_function(&format!("aggregate_prepared/{label}"), |b| {
+            b.iter(|| prepared.aggregate(&sig_shares).unwrap())
+        });
         // One invalid share: frost then verifies every share to name all culprits.
         let mut with_cheater = sig_shares.clone();
         let forged = sig_shares[&signers[1]];

@@ -16,7 +16,7 @@
 //!   invalid share) → [`verify`] (BIP340). A coordinator that checks every
 //!   share of one package prepares it once ([`PreparedPackage`]: encoded
 //!   once, the session's binding factors and group commitment computed once)
-//!   and checks each share against it.
+//!   and checks each share against it, then aggregates against it too.
 //! - **In-process runs** ([`dkg_in_process`], [`run_in_process`]): every
 //!   member in one process, for demos, tests and benchmarks.
 //! - **Lifecycle**: share refresh by the DKG variant ([`DkgRound1::refresh`]),

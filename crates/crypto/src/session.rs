@@ -9,17 +9,22 @@
 //! ([`PreparedPackage::verify`]), following frost-core's own
 //! `verify_signature_share_precomputed` (exposed by its `internals`
 //! feature) step for step, with the same BIP340 even-Y handling: the
-//! verdicts are those of [`verify_share`](crate::verify_share).
+//! verdicts are those of [`verify_share`](crate::verify_share). The shares
+//! are aggregated against the same values ([`PreparedPackage::aggregate`]):
+//! the signature is their sum with the session's group commitment, checked
+//! once by BIP340.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use frost_core::{BindingFactorList, Challenge, Ciphersuite as _, GroupCommitment};
-use frost_secp256k1_tr::Secp256K1Sha256TR;
+use frost_core::{BindingFactorList, Challenge, Ciphersuite as _, Field as _, GroupCommitment};
 use frost_secp256k1_tr::keys::PublicKeyPackage;
+use frost_secp256k1_tr::{Secp256K1ScalarField, Secp256K1Sha256TR};
 
 use crate::sign::culprits;
-use crate::{Error, Result, Seat, SignatureShare, SigningPackage, WalletKey};
+use crate::{
+    Error, Result, Seat, Signature, SignatureShare, SigningPackage, WalletKey, XOnlyKey, verify,
+};
 
 type Suite = Secp256K1Sha256TR;
 
@@ -40,6 +45,8 @@ pub struct PreparedPackage {
     binding: BindingFactorList<Suite>,
     commitment: GroupCommitment<Suite>,
     challenge: Challenge<Suite>,
+    /// The key the aggregate signature verifies under (BIP340).
+    output_key: XOnlyKey,
 }
 
 impl PreparedPackage {
@@ -78,6 +85,7 @@ impl PreparedPackage {
             binding,
             commitment,
             challenge,
+            output_key: wallet.output_key(),
         })
     }
 
@@ -121,6 +129,49 @@ impl PreparedPackage {
             self.challenge,
         )
         .map_err(|err| culprits(err, &[seat]))
+    }
+
+    /// Aggregates `shares`, one per signer of the package, into the
+    /// signature: their sum with the session's group commitment (frost's
+    /// aggregation without deriving the session again), verified once by
+    /// BIP340 under the wallet's output key. It answers what
+    /// [`aggregate`](crate::aggregate) answers for the same wallet, package
+    /// and shares.
+    ///
+    /// # Errors
+    /// [`Error::SharesMismatch`] if the shares' seats differ from the
+    /// package's signers; [`Error::InvalidShares`] listing every seat whose
+    /// share is invalid (each share is checked only when the signature
+    /// fails).
+    pub fn aggregate(&self, shares: &BTreeMap<Seat, SignatureShare>) -> Result<Signature> {
+        if shares.keys().copied().ne(self.package.signers()) {
+            return Err(Error::SharesMismatch);
+        }
+        let z = shares
+            .values()
+            .fold(Secp256K1ScalarField::zero(), |z, share| z + share.scalar());
+        let signature = Signature::from_frost(frost_core::Signature::new(
+            self.commitment.clone().to_element(),
+            z,
+        ));
+        let Err(invalid) = verify(&self.output_key, self.package.message(), &signature) else {
+            return Ok(signature);
+        };
+        let mut culprits = Vec::new();
+        for (&seat, share) in shares {
+            match self.verify(seat, share) {
+                Ok(()) => {}
+                Err(Error::InvalidShares { .. }) => culprits.push(seat),
+                Err(other) => return Err(other),
+            }
+        }
+        // Valid shares always sum to a valid signature: with none to blame,
+        // the signature's own failure is reported.
+        if culprits.is_empty() {
+            Err(invalid)
+        } else {
+            Err(Error::InvalidShares { culprits })
+        }
     }
 }
 

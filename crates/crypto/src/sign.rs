@@ -262,6 +262,17 @@ impl SignatureShare {
         &self.0
     }
 
+    /// The share's scalar, for [`crate::PreparedPackage::aggregate`] (frost
+    /// keeps its own accessor private; its encoding is canonical).
+    pub(crate) fn scalar(&self) -> k256::Scalar {
+        use k256::elliptic_curve::PrimeField as _;
+        let mut bytes = k256::FieldBytes::default();
+        bytes.copy_from_slice(&self.0.serialize());
+        // Never empty: frost encodes a scalar canonically. Were it, zero
+        // would make the aggregate fail its BIP340 check, never pass it.
+        Option::from(k256::Scalar::from_repr(bytes)).unwrap_or_default()
+    }
+
     /// The 32-byte encoding.
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -412,6 +423,11 @@ pub(crate) fn culprits(err: FrostError, fallback: &[Seat]) -> Error {
 pub struct Signature(frost_core::Signature<Secp256K1Sha256TR>);
 
 impl Signature {
+    /// Wraps frost's signature, for [`crate::PreparedPackage::aggregate`].
+    pub(crate) fn from_frost(signature: frost_core::Signature<Secp256K1Sha256TR>) -> Self {
+        Self(signature)
+    }
+
     /// The 64-byte BIP340 encoding `x(R) || s`.
     ///
     /// # Errors

@@ -207,8 +207,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// A package prepared once gives, for every member seat and every share,
-    /// exactly the answer of per-share verification, for every key
-    /// convention (tweaked or not) and either parity of the group commitment.
+    /// exactly the answer of per-share verification, and for the shares
+    /// together exactly the answer of aggregation (the signature, or every
+    /// culprit), for every key convention (tweaked or not) and either parity
+    /// of the group commitment.
     #[test]
     fn prepared_verification_matches_per_share(
         (t, n, seed) in group(),
@@ -236,6 +238,7 @@ proptest! {
         let prepared = PreparedPackage::new(&wallet, package.clone()).unwrap();
         prop_assert_eq!(prepared.package(), &package);
         prop_assert_eq!(&prepared.bytes()[..], &package.to_bytes()[..]);
+        let mut sent = BTreeMap::new();
         for (i, s) in signers.iter().enumerate() {
             let share = match corruptions[i % corruptions.len()] {
                 Corruption::None => made[s],
@@ -258,7 +261,23 @@ proptest! {
             };
             let per_share = verify_share(&wallet, &package, *s, &share);
             prop_assert_eq!(format!("{:?}", prepared.verify(*s, &share)), format!("{per_share:?}"));
+            sent.insert(*s, share);
         }
+        let aggregated = aggregate(&wallet, &package, &sent);
+        prop_assert_eq!(
+            format!("{:?}", prepared.aggregate(&sent)),
+            format!("{aggregated:?}")
+        );
+        if let Ok(signature) = aggregated {
+            prop_assert!(verify(&wallet.output_key(), &[8; 32], &signature).is_ok());
+        }
+        // Shares of other seats than the package's signers.
+        let first = signers[0];
+        let short: BTreeMap<_, _> = sent.iter().filter(|(s, _)| **s != first).map(|(s, v)| (*s, *v)).collect();
+        prop_assert_eq!(
+            format!("{:?}", prepared.aggregate(&short)),
+            format!("{:?}", aggregate(&wallet, &package, &short)),
+        );
         // A member outside the session and a seat outside the wallet.
         for s in (1..=n + 1).map(seat).filter(|s| !signers.contains(s)) {
             let share = made[&signers[0]];

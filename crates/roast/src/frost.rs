@@ -17,7 +17,8 @@ use crate::{Scheme, Seat, Verdict};
 /// A package is prepared once per session ([`PreparedPackage`]): encoded
 /// once for every signer it is sent to, and with the session's binding
 /// factors and group commitment computed once, so checking a share costs
-/// three scalar multiplications instead of O(t) point work.
+/// three scalar multiplications instead of O(t) point work, and the
+/// aggregate is the shares' sum with that group commitment, checked once.
 impl Scheme for WalletKey {
     /// The input's BIP341 sighash.
     type Message = [u8; 32];
@@ -54,6 +55,6 @@ impl Scheme for WalletKey {
         package: &PreparedPackage,
         shares: &BTreeMap<Seat, SignatureShare>,
     ) -> Result<Signature, CryptoError> {
-        thresig_crypto::aggregate(self, package.package(), shares)
+        package.aggregate(shares)
     }
 }
