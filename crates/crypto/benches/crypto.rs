@@ -108,6 +108,10 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("aggregate_blaming_invalid_share/{label}"), |b| {
             b.iter(|| aggregate(&wallet, &package, &with_cheater).unwrap_err())
         });
+        c.bench_function(
+            &format!("aggregate_prepared_blaming_invalid_share/{label}"),
+            |b| b.iter(|| prepared.aggregate(&with_cheater).unwrap_err()),
+        );
         let sig = aggregate(&wallet, &package, &sig_shares).unwrap();
         let key = wallet.output_key();
         c.bench_function(&format!("final_verify/{label}"), |b| {

@@ -29,12 +29,13 @@ use crate::{
 type Suite = Secp256K1Sha256TR;
 
 /// One session's signing package under one wallet, with its encoding and
-/// the values share verification needs, each computed once.
+/// the values share verification and aggregation need, each computed once.
 ///
 /// # Invariants
 /// The session values come from the wallet's signing group (the tweaked key
 /// the signers sign with) after frost's `pre_aggregate` hook (BIP340's
-/// even-Y negation), exactly as frost's per-share verification derives them.
+/// even-Y negation), exactly as frost's per-share verification and
+/// aggregation derive them; `output_key` is that wallet's output key.
 #[derive(Clone)]
 pub struct PreparedPackage {
     package: SigningPackage,
@@ -134,9 +135,10 @@ impl PreparedPackage {
     /// Aggregates `shares`, one per signer of the package, into the
     /// signature: their sum with the session's group commitment (frost's
     /// aggregation without deriving the session again), verified once by
-    /// BIP340 under the wallet's output key. It answers what
-    /// [`aggregate`](crate::aggregate) answers for the same wallet, package
-    /// and shares.
+    /// BIP340 under the wallet's output key. For the wallet it was
+    /// prepared under, it gives the signature, or names the culprits, that
+    /// [`aggregate`](crate::aggregate) gives for the same package and
+    /// shares.
     ///
     /// # Errors
     /// [`Error::SharesMismatch`] if the shares' seats differ from the
@@ -147,9 +149,12 @@ impl PreparedPackage {
         if shares.keys().copied().ne(self.package.signers()) {
             return Err(Error::SharesMismatch);
         }
-        let z = shares
-            .values()
-            .fold(Secp256K1ScalarField::zero(), |z, share| z + share.scalar());
+        // RFC 9591's aggregation step, as frost's `aggregate` takes it: the
+        // shares' sum. Nothing is returned that BIP340 has not accepted.
+        let mut z = Secp256K1ScalarField::zero();
+        for share in shares.values() {
+            z += share.scalar()?;
+        }
         let signature = Signature::from_frost(frost_core::Signature::new(
             self.commitment.clone().to_element(),
             z,

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use frost_core::CheaterDetection;
-use frost_core::Ciphersuite as _;
+use frost_core::{Ciphersuite as _, Field as _};
 use frost_secp256k1_tr::round1::{SigningCommitments, SigningNonces};
 use frost_secp256k1_tr::round2;
-use frost_secp256k1_tr::{Error as FrostError, Identifier, Secp256K1Sha256TR};
+use frost_secp256k1_tr::{
+    Error as FrostError, Identifier, Secp256K1ScalarField, Secp256K1Sha256TR,
+};
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -262,15 +264,20 @@ impl SignatureShare {
         &self.0
     }
 
-    /// The share's scalar, for [`crate::PreparedPackage::aggregate`] (frost
-    /// keeps its own accessor private; its encoding is canonical).
-    pub(crate) fn scalar(&self) -> k256::Scalar {
-        use k256::elliptic_curve::PrimeField as _;
-        let mut bytes = k256::FieldBytes::default();
-        bytes.copy_from_slice(&self.0.serialize());
-        // Never empty: frost encodes a scalar canonically. Were it, zero
-        // would make the aggregate fail its BIP340 check, never pass it.
-        Option::from(k256::Scalar::from_repr(bytes)).unwrap_or_default()
+    /// The share's scalar, for [`crate::PreparedPackage::aggregate`]: frost
+    /// keeps its own accessor private, so it is read back from the share's
+    /// encoding with frost's scalar decoding.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] if frost's encoding of the share does not decode
+    /// (every share is decoded canonically or made by frost, so this
+    /// reports a broken dependency, not bad input).
+    pub(crate) fn scalar(&self) -> Result<k256::Scalar> {
+        let bad = || Error::Decode {
+            what: Encoding::SignatureShare,
+        };
+        let bytes: [u8; 32] = self.0.serialize().try_into().map_err(|_| bad())?;
+        Secp256K1ScalarField::deserialize(&bytes).map_err(|_| bad())
     }
 
     /// The 32-byte encoding.
