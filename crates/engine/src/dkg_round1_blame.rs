@@ -79,6 +79,27 @@ pub enum Round1Answer {
     Proven(Box<DkgRound1Proof>),
 }
 
+impl Round1Answer {
+    /// What a relay names the answering member for, worded alike by the
+    /// cluster's relay and the C library's: `None` for an answer part 2
+    /// may take ([`Round1Answer::Sound`], and [`Round1Answer::Unbound`],
+    /// which only a relay requiring the kind-bound signature refuses).
+    #[must_use]
+    pub fn problem(&self) -> Option<&'static str> {
+        match self {
+            Self::Sound | Self::Unbound => None,
+            Self::OtherSession => Some("a round-1 message of another session or wallet"),
+            Self::BadKindSignature => Some(
+                "a round-1 message whose kind-bound signature its identity key did not make for \
+                 this run's kind",
+            ),
+            Self::Proven(_) => {
+                Some("a round-1 package that fails the checks every member makes of it")
+            }
+        }
+    }
+}
+
 /// Checks a member's round-1 `message`, answered to a relay running
 /// `session` of `kind` for `wallet`, as every member's part 2 will: its
 /// session and wallet, its kind-bound signature and, under a valid one, its
@@ -130,6 +151,19 @@ pub fn unbound_round1_senders<'a>(
     seats.sort_unstable();
     seats.dedup();
     seats
+}
+
+/// What the senders [`unbound_round1_senders`] names did, as a relay
+/// words it after their names: `senders` is how many it names.
+#[must_use]
+pub fn unbound_round1_refusal(senders: usize) -> &'static str {
+    if senders == 1 {
+        "a round-1 message without the kind-bound signature the members require \
+         (require_round1_kind_signature), so they refused part 2; upgrade it"
+    } else {
+        "round-1 messages without the kind-bound signature the members require \
+         (require_round1_kind_signature), so they refused part 2; upgrade them"
+    }
 }
 
 impl DkgRound1Proof {
