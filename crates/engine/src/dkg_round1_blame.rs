@@ -116,13 +116,18 @@ pub fn check_round1_answer(
     match message.kind_signed(wallet, kind) {
         None => Round1Answer::Unbound,
         Some(false) => Round1Answer::BadKindSignature,
-        Some(true) => {
-            let proof = DkgRound1Proof::new(kind.clone(), message.clone());
-            match proof.verify(wallet) {
-                Ok(_) => Round1Answer::Proven(Box::new(proof)),
-                Err(_) => Round1Answer::Sound,
+        // The signature verified just above: the package alone is left to
+        // check, which the proof's own `verify` would do after checking the
+        // signature a second time.
+        Some(true) => match &message.payload {
+            DkgPayload::Round1 { package, .. }
+                if package_fault(wallet, kind, message.sender, &package.0).is_some() =>
+            {
+                let proof = DkgRound1Proof::new(kind.clone(), message.clone());
+                Round1Answer::Proven(Box::new(proof))
             }
-        }
+            _ => Round1Answer::Sound,
+        },
     }
 }
 
@@ -211,16 +216,12 @@ impl DkgRound1Proof {
                 seat: accused,
             });
         }
-        let kind = match self.dkg {
-            DkgKind::Fresh => ShareKind::Fresh,
-            DkgKind::Refresh { .. } => ShareKind::Refresh,
-        };
-        match check_round1_package(kind, wallet.threshold, accused, &package.0) {
-            Ok(()) => Err(BlameError::DkgRound1NoFault {
+        match package_fault(wallet, &self.dkg, accused, &package.0) {
+            None => Err(BlameError::DkgRound1NoFault {
                 wallet: id.clone(),
                 seat: accused,
             }),
-            Err(fault) => Ok(ProvenRound1Fault {
+            Some(fault) => Ok(ProvenRound1Fault {
                 wallet: id.clone(),
                 session: self.session,
                 accused,
@@ -228,4 +229,20 @@ impl DkgRound1Proof {
             }),
         }
     }
+}
+
+/// What part 2's checks of a session of `kind` find wrong with `sender`'s
+/// round-1 `package`, if anything. It proves nothing by itself: only under
+/// `sender`'s kind-bound signature for `kind`, checked first by each caller.
+fn package_fault(
+    wallet: &WalletConfig,
+    kind: &DkgKind,
+    sender: Seat,
+    package: &[u8],
+) -> Option<Round1Fault> {
+    let kind = match kind {
+        DkgKind::Fresh => ShareKind::Fresh,
+        DkgKind::Refresh { .. } => ShareKind::Refresh,
+    };
+    check_round1_package(kind, wallet.threshold, sender, package).err()
 }
