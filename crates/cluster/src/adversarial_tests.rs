@@ -707,11 +707,15 @@ async fn dkg_from(
     member: u16,
     seed: u64,
 ) -> Result<crate::DkgOutcome, DkgError> {
-    let node = cluster.node(seat(member));
-    let wallet = the_wallet(&node);
+    dkg_relayed_by(&cluster.node(seat(member)), seed).await
+}
+
+/// Runs the wallet's DKG relayed by the member configured as `node`,
+/// seeded with `seed`.
+async fn dkg_relayed_by(node: &NodeConfig, seed: u64) -> Result<crate::DkgOutcome, DkgError> {
     run_dkg(
-        &cluster.peers(seat(member)),
-        wallet,
+        &Arc::new(Peers::new(node).unwrap()),
+        the_wallet(node),
         &mut ChaCha20Rng::seed_from_u64(seed),
         &crate::Silent,
     )
@@ -872,14 +876,7 @@ async fn a_dkg_with_a_member_of_an_earlier_version_completes() {
 async fn failed_dkg_requiring(cluster: &Cluster, required: bool, seed: u64) -> DkgError {
     let mut node = cluster.node(seat(1));
     node.limits.require_round1_kind_signature = required;
-    run_dkg(
-        &Arc::new(Peers::new(&node).unwrap()),
-        the_wallet(&node),
-        &mut ChaCha20Rng::seed_from_u64(seed),
-        &crate::Silent,
-    )
-    .await
-    .unwrap_err()
+    dkg_relayed_by(&node, seed).await.unwrap_err()
 }
 
 /// With `require_round1_kind_signature` on at the relay (every member

@@ -15,7 +15,8 @@ use thresig_crypto::Seat;
 use thresig_daemon::{Code, Error as DaemonError, RpcCode};
 use thresig_engine::{
     DkgKind, DkgPayload, DkgProposal, DkgRound1Proof, DkgSessionId, DkgShareProof, ErrorCode,
-    Round1Answer, SignedDkgMessage, check_round1_answer, unbound_round1_senders,
+    Round1Answer, SignedDkgMessage, check_round1_answer, unbound_round1_refusal,
+    unbound_round1_senders,
 };
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -474,10 +475,7 @@ async fn run_session(
         if !message.verify(&wallet.config) {
             return Err(protocol(at_start, wallet, *seat, UNSIGNED));
         }
-        if peers.requires_kind_signature() && message.kind_signature.is_none() {
-            return Err(protocol(at_start, wallet, *seat, UNBOUND));
-        }
-        round1_checked(wallet, (&proposal.kind, session), message, &at_start)?;
+        round1_checked(peers, wallet, (&proposal.kind, session), message, &at_start)?;
     }
     let round1: Vec<SignedDkgMessage> = round1.into_values().collect();
 
@@ -568,14 +566,16 @@ async fn run_session(
 }
 
 /// Checks a member's round-1 `message` as every member's part 2 will
-/// ([`check_round1_answer`], shared with the C library's relay): a message
-/// of another session or wallet, or a kind-bound signature that does not
+/// ([`check_round1_answer`], shared with the C library's relay, which
+/// words its problems alike: [`Round1Answer::problem`]): a message of
+/// another session or wallet, or a kind-bound signature that does not
 /// verify for the session's `kind`, names the member (it answered this
 /// relay directly), and a package that fails part 2's checks under a
 /// kind-bound signature fails the run with the proof. A message without
-/// one (a member of an earlier version) passes: its fault, if any,
-/// surfaces in part 2, naming it without proof.
+/// one (a member of an earlier version) passes unless `peers` require it:
+/// its fault, if any, surfaces in part 2, naming it without proof.
 fn round1_checked(
+    peers: &Peers,
     wallet: &NodeWallet,
     (kind, session): (&DkgKind, DkgSessionId),
     message: &SignedDkgMessage,
@@ -583,8 +583,6 @@ fn round1_checked(
 ) -> Result<(), DkgError> {
     let seat = message.sender;
     match check_round1_answer(&wallet.config, (kind, session), message) {
-        Round1Answer::OtherSession => Err(protocol(phase.clone(), wallet, seat, OTHER_SESSION)),
-        Round1Answer::BadKindSignature => Err(protocol(phase.clone(), wallet, seat, UNSIGNED_KIND)),
         Round1Answer::Proven(proof) => {
             warn!(%seat, "a member's round-1 package fails part 2's checks");
             Err(DkgError::Round1Proven {
@@ -593,8 +591,13 @@ fn round1_checked(
                 proof,
             })
         }
-        Round1Answer::Sound | Round1Answer::Unbound => Ok(()),
-        _ => Err(protocol(phase.clone(), wallet, seat, UNCHECKED)),
+        Round1Answer::Unbound if peers.requires_kind_signature() => {
+            Err(protocol(phase.clone(), wallet, seat, UNBOUND))
+        }
+        answer => match answer.problem() {
+            Some(problem) => Err(protocol(phase.clone(), wallet, seat, problem)),
+            None => Ok(()),
+        },
     }
 }
 
@@ -617,7 +620,7 @@ fn unbound_refused(wallet: &NodeWallet, round1: &[SignedDkgMessage], error: DkgE
     match unbound_round1_senders((code, &refusal.message), round1).first() {
         Some(&seat) => {
             warn!(%seat, "members refused part 2: a round-1 message without the kind-bound signature");
-            protocol(phase.clone(), wallet, seat, UNBOUND_REFUSED)
+            protocol(phase.clone(), wallet, seat, unbound_round1_refusal(1))
         }
         None => error,
     }
@@ -837,23 +840,9 @@ fn confirmed(
 /// What a member answered with a message its identity key did not sign.
 const UNSIGNED: &str = "a message its identity key did not sign";
 
-/// A member's round-1 message whose kind-bound signature does not verify
-/// for the run's kind.
-const UNSIGNED_KIND: &str = "a round-1 message whose kind-bound signature its identity key did not make for this run's kind";
-
 /// A member's round-1 message without the kind-bound signature this relay
 /// requires (`require_round1_kind_signature`).
 const UNBOUND: &str = "a round-1 message without the kind-bound signature this relay requires (require_round1_kind_signature)";
-
-/// A round-1 message the members refused for want of the kind-bound
-/// signature they require, when this relay does not.
-const UNBOUND_REFUSED: &str = "a round-1 message without the kind-bound signature the members require (require_round1_kind_signature), so they refused part 2; upgrade it";
-
-/// A round-1 answer of a kind this build's check does not know.
-const UNCHECKED: &str = "a round-1 message this relay cannot check";
-
-/// A member's round-1 message of another session or wallet than the run's.
-const OTHER_SESSION: &str = "a round-1 message of another session or wallet";
 
 /// The wallet's seats that take part in a session of `kind` (a refresh
 /// leaves its removed seats out, and those not among `holders`, the

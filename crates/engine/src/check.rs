@@ -148,7 +148,7 @@ pub(crate) fn check_round2(
             messages: messages.len(),
         }));
     }
-    let signers = check_signer_set(wallet, &key.key, &req.signers)?;
+    let signers = check_signer_set(wallet, key.key(), &req.signers)?;
 
     let mut packages = Vec::with_capacity(inputs);
     let mut own = Vec::with_capacity(inputs);

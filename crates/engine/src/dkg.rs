@@ -926,7 +926,7 @@ impl<S: Store> Signer<S> {
         if let WalletState::Active(key) | WalletState::Rekeying(key) = &shard.state {
             // The members of the record it holds: a refresh may have
             // removed seats that stay in the roster.
-            let needed = key.key.members().len();
+            let needed = key.key().members().len();
             return Ok(ConfirmationStatus {
                 confirmed: needed,
                 needed,

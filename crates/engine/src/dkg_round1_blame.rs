@@ -79,6 +79,27 @@ pub enum Round1Answer {
     Proven(Box<DkgRound1Proof>),
 }
 
+impl Round1Answer {
+    /// What a relay names the answering member for, worded alike by the
+    /// cluster's relay and the C library's: `None` for an answer part 2
+    /// may take ([`Round1Answer::Sound`], and [`Round1Answer::Unbound`],
+    /// which only a relay requiring the kind-bound signature refuses).
+    #[must_use]
+    pub fn problem(&self) -> Option<&'static str> {
+        match self {
+            Self::Sound | Self::Unbound => None,
+            Self::OtherSession => Some("a round-1 message of another session or wallet"),
+            Self::BadKindSignature => Some(
+                "a round-1 message whose kind-bound signature its identity key did not make for \
+                 this run's kind",
+            ),
+            Self::Proven(_) => {
+                Some("a round-1 package that fails the checks every member makes of it")
+            }
+        }
+    }
+}
+
 /// Checks a member's round-1 `message`, answered to a relay running
 /// `session` of `kind` for `wallet`, as every member's part 2 will: its
 /// session and wallet, its kind-bound signature and, under a valid one, its
@@ -95,13 +116,18 @@ pub fn check_round1_answer(
     match message.kind_signed(wallet, kind) {
         None => Round1Answer::Unbound,
         Some(false) => Round1Answer::BadKindSignature,
-        Some(true) => {
-            let proof = DkgRound1Proof::new(kind.clone(), message.clone());
-            match proof.verify(wallet) {
-                Ok(_) => Round1Answer::Proven(Box::new(proof)),
-                Err(_) => Round1Answer::Sound,
+        // The signature verified just above: the package alone is left to
+        // check, which the proof's own `verify` would do after checking the
+        // signature a second time.
+        Some(true) => match &message.payload {
+            DkgPayload::Round1 { package, .. }
+                if package_fault(wallet, kind, message.sender, &package.0).is_some() =>
+            {
+                let proof = DkgRound1Proof::new(kind.clone(), message.clone());
+                Round1Answer::Proven(Box::new(proof))
             }
-        }
+            _ => Round1Answer::Sound,
+        },
     }
 }
 
@@ -130,6 +156,19 @@ pub fn unbound_round1_senders<'a>(
     seats.sort_unstable();
     seats.dedup();
     seats
+}
+
+/// What the senders [`unbound_round1_senders`] names did, as a relay
+/// words it after their names: `senders` is how many it names.
+#[must_use]
+pub fn unbound_round1_refusal(senders: usize) -> &'static str {
+    if senders == 1 {
+        "a round-1 message without the kind-bound signature the members require \
+         (require_round1_kind_signature), so they refused part 2; upgrade it"
+    } else {
+        "round-1 messages without the kind-bound signature the members require \
+         (require_round1_kind_signature), so they refused part 2; upgrade them"
+    }
 }
 
 impl DkgRound1Proof {
@@ -177,16 +216,12 @@ impl DkgRound1Proof {
                 seat: accused,
             });
         }
-        let kind = match self.dkg {
-            DkgKind::Fresh => ShareKind::Fresh,
-            DkgKind::Refresh { .. } => ShareKind::Refresh,
-        };
-        match check_round1_package(kind, wallet.threshold, accused, &package.0) {
-            Ok(()) => Err(BlameError::DkgRound1NoFault {
+        match package_fault(wallet, &self.dkg, accused, &package.0) {
+            None => Err(BlameError::DkgRound1NoFault {
                 wallet: id.clone(),
                 seat: accused,
             }),
-            Err(fault) => Ok(ProvenRound1Fault {
+            Some(fault) => Ok(ProvenRound1Fault {
                 wallet: id.clone(),
                 session: self.session,
                 accused,
@@ -194,4 +229,20 @@ impl DkgRound1Proof {
             }),
         }
     }
+}
+
+/// What part 2's checks of a session of `kind` find wrong with `sender`'s
+/// round-1 `package`, if anything. It proves nothing by itself: only under
+/// `sender`'s kind-bound signature for `kind`, checked first by each caller.
+fn package_fault(
+    wallet: &WalletConfig,
+    kind: &DkgKind,
+    sender: Seat,
+    package: &[u8],
+) -> Option<Round1Fault> {
+    let kind = match kind {
+        DkgKind::Fresh => ShareKind::Fresh,
+        DkgKind::Refresh { .. } => ShareKind::Refresh,
+    };
+    check_round1_package(kind, wallet.threshold, sender, package).err()
 }

@@ -735,7 +735,7 @@ pub(crate) fn retained_refresh<S: Store>(
 ) -> Result<Option<Confirming>, Error> {
     let wanted = dkg_session_id(session)?;
     let stored = results_of(store, wallet)?;
-    let current_key = current.key.to_bytes().map_err(encoding_failed)?;
+    let current_key = current.key().to_bytes().map_err(encoding_failed)?;
     for (id, value) in stored {
         if id != wanted {
             continue;
@@ -746,7 +746,7 @@ pub(crate) fn retained_refresh<S: Store>(
         if result.epoch != current.epoch || result.key != current_key.as_slice() {
             return Ok(None);
         }
-        let parts = (current.key.clone(), current.share.clone());
+        let parts = (current.key().clone(), current.share.clone());
         return Ok(Some(result.confirming(session, parts, me)));
     }
     Ok(None)
@@ -805,7 +805,8 @@ fn load_confirming<S: Store>(
     if let Some(mismatch) = tree_mismatch(config, &checked, true) {
         return Ok(mismatch);
     }
-    let mut confirming = Confirming::new(session, checked.key, checked.share, transcript);
+    let (key, share) = checked.into_key_and_share();
+    let mut confirming = Confirming::new(session, key, share, transcript);
     confirming.accept(seat);
     Ok(WalletState::AwaitingConfirmations(confirming))
 }
@@ -900,7 +901,7 @@ fn load_refreshing<S: Store>(
         let Some((session, checked)) = pending else {
             return Ok(WalletState::Corrupt);
         };
-        let pending = stored.confirming(session, (checked.key, checked.share), seat);
+        let pending = stored.confirming(session, checked.into_key_and_share(), seat);
         return Ok(WalletState::Refreshing(Box::new(Refreshing {
             current,
             pending,
@@ -943,7 +944,7 @@ fn tree_mismatch(
     key: &SigningKey,
     unconfirmed: bool,
 ) -> Option<WalletState> {
-    let recorded = key.key.script_tree();
+    let recorded = key.key().script_tree();
     (recorded != config.script_tree).then_some(WalletState::ScriptTreeMismatch {
         recorded,
         unconfirmed,

@@ -110,7 +110,8 @@ pub use dkg_msg::{
     DkgKind, DkgPayload, DkgSessionId, InvalidDkgPayload, RevealedHpkeKey, SignedDkgMessage,
 };
 pub use dkg_round1_blame::{
-    DkgRound1Proof, ProvenRound1Fault, Round1Answer, check_round1_answer, unbound_round1_senders,
+    DkgRound1Proof, ProvenRound1Fault, Round1Answer, check_round1_answer, unbound_round1_refusal,
+    unbound_round1_senders,
 };
 pub use durable::decode_shares;
 pub use repair::{

@@ -47,7 +47,7 @@ pub(crate) fn participants(
 ) -> BTreeSet<Seat> {
     match (kind, state.key()) {
         (DkgKind::Refresh { removed, .. }, Some(key)) => key
-            .key
+            .key()
             .members()
             .into_iter()
             .filter(|s| !removed.contains(s))
@@ -165,8 +165,8 @@ pub(crate) fn start<R: RngCore + CryptoRng>(
             });
         }
     };
-    let removed = still_members(&key.key, removed);
-    DkgRound1::refresh(&key.share, &key.key, &removed, rng).map_err(|e| match e {
+    let removed = still_members(key.key(), removed);
+    DkgRound1::refresh(&key.share, key.key(), &removed, rng).map_err(|e| match e {
         CryptoError::InvalidParams { threshold, signers } => Error::RefreshLeavesTooFew {
             wallet: wallet.clone(),
             remaining: signers,
@@ -238,7 +238,7 @@ pub(crate) fn check_late_confirmation(
     else {
         return Ok(());
     };
-    if key_digest(&key.key)?.as_slice() == wallet_key.0.as_slice() {
+    if key_digest(key.key())?.as_slice() == wallet_key.0.as_slice() {
         Ok(())
     } else {
         Err(Error::DkgNotInPhase {

@@ -65,7 +65,9 @@ impl WalletStateKind {
 /// the tweak) and this signer's share.
 pub(crate) struct SigningKey {
     pub(crate) epoch: WalletEpoch,
-    pub(crate) key: WalletKey,
+    /// Private, with [`SigningKey::key`] to read it: `record` and `taproot`
+    /// are derived from it once, so it must never change in place.
+    key: WalletKey,
     /// Shared so that a round 1 can draw nonces from it with the wallet's
     /// lock released; the share is wiped when its last holder drops it, and
     /// the allocation identifies this key while a draw runs.
@@ -87,6 +89,16 @@ impl SigningKey {
             record: OnceLock::new(),
             taproot: OnceLock::new(),
         }
+    }
+
+    /// The public record the key signs under.
+    pub(crate) fn key(&self) -> &WalletKey {
+        &self.key
+    }
+
+    /// The public record and the share, this key's caches dropped.
+    pub(crate) fn into_key_and_share(self) -> (WalletKey, Arc<KeyShare>) {
+        (self.key, self.share)
     }
 
     /// The public record's bytes (`WalletKey::to_bytes`), which every

@@ -13,7 +13,8 @@ use thresig_crypto::{Round1Fault, Seat};
 use thresig_engine::test_util::identity_secret;
 use thresig_engine::{
     BlameError, BlameFile, DkgFault, DkgKind, DkgPayload, DkgProposal, DkgRound1Proof,
-    DkgSessionId, HexBytes, SignedDkgMessage, WalletConfig, WalletEpoch, WalletId,
+    DkgSessionId, HexBytes, Round1Answer, SignedDkgMessage, WalletConfig, WalletEpoch, WalletId,
+    check_round1_answer,
 };
 
 /// The wallet's configuration as every member holds it.
@@ -214,6 +215,33 @@ fn a_round1_package_with_a_bad_proof_of_knowledge_is_proven() {
     let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
     value["round1"]["payload"]["extra"] = serde_json::json!(1);
     assert!(BlameFile::from_json(value.to_string().as_bytes()).is_err());
+}
+
+/// A bad package under a kind-bound signature that does not verify (one
+/// byte flipped) is no proof: a third party verifying the proof alone
+/// checks the signature itself, and the relay's check names the
+/// signature, not the package, without a proof.
+#[test]
+fn a_bad_round1_package_under_a_bad_kind_signature_is_not_proven() {
+    let mut c = Cluster::unkeyed(939, 2, 3, &["w"]);
+    let p = proposal(&c, "w", 1);
+    let r1 = part1(&mut c, &p);
+    let cheat = with_package(&of(&r1, 2), package(&of(&r1, 3)), &p.kind);
+    let wallet = config(&c);
+    let proven = check_round1_answer(&wallet, (&p.kind, p.session), &cheat);
+    assert!(matches!(proven, Round1Answer::Proven(_)), "{proven:?}");
+    let mut flipped_sig = cheat.kind_signature.clone().unwrap();
+    flipped_sig.0[0] ^= 1;
+    let flipped = cheat.with_kind_signature(Some(flipped_sig));
+    let proof = DkgRound1Proof::new(p.kind.clone(), flipped.clone());
+    assert_eq!(
+        proof.verify(&wallet).unwrap_err().code(),
+        "blame_bad_signature"
+    );
+    assert_eq!(
+        check_round1_answer(&wallet, (&p.kind, p.session), &flipped),
+        Round1Answer::BadKindSignature
+    );
 }
 
 /// A package of the wrong length is proven as a wrong number of

@@ -830,7 +830,7 @@ fn the_stored_rate_ledger_stays_bounded_over_days() {
         // A request every two hours for three days, from two coordinators.
         c.advance(Duration::from_secs(2 * 3600));
         let from = if k % 2 == 0 { COORD_A } else { COORD_B };
-        let now = c.now.0 / 1000;
+        let now = c.now.whole_secs();
         if sign_by(&mut c, from, "w", &[1, 2], &spend(&w, 1, k)).is_ok() {
             signed.push(now);
         }

@@ -27,8 +27,8 @@ use thresig_crypto::{Commitment, Seat, WalletKey};
 use thresig_daemon::{ErrorCode as DaemonCode, SignerError};
 use thresig_engine::{
     DkgKind, DkgPayload, DkgProposal, DkgSessionId, ErrorCode, HexBytes, Request, Response,
-    Round1Answer, Round1Request, Round2Request, SignedDkgMessage, WalletConfig, WalletEpoch,
-    WalletId, check_round1_answer, unbound_round1_senders,
+    Round1Request, Round2Request, SignedDkgMessage, WalletConfig, WalletEpoch, WalletId,
+    check_round1_answer, unbound_round1_refusal, unbound_round1_senders,
 };
 use thresig_roast::{Coordinator, Event, Misbehavior, Refusal, Reply, Round};
 use thresig_store::Recovery;
@@ -632,8 +632,14 @@ fn check_dkg_answer(
         }
         match (&message.payload, phase) {
             (DkgPayload::Round1 { .. }, DkgPhase::Start) => {
+                // The cluster's relay makes the same check: a fault names
+                // the member, which answered this relay directly (no proof
+                // is written here).
                 let session = relay.session.ok_or("answered a start no run sent")?;
-                round1_checked(wallet, session, message)?;
+                let answer = check_round1_answer(wallet, (&DkgKind::Fresh, session), message);
+                if let Some(problem) = answer.problem() {
+                    return Err(format!("sent {problem}"));
+                }
             }
             (DkgPayload::Round2 { to, .. }, DkgPhase::Round2) if *to != seat => {
                 recipients.push(*to)
@@ -667,32 +673,6 @@ fn check_dkg_answer(
     }
     relay.answers.insert(seat, messages);
     Ok(())
-}
-
-/// Checks a member's round-1 `message` of the run's `session` (a fresh
-/// DKG) as the cluster's relay does ([`check_round1_answer`]): a message of
-/// another session, a kind-bound signature that does not verify, or a
-/// package that fails part 2's checks under a valid one names the member,
-/// which answered this relay directly (no proof is written here).
-fn round1_checked(
-    wallet: &WalletConfig,
-    session: DkgSessionId,
-    message: &SignedDkgMessage,
-) -> Result<(), String> {
-    match check_round1_answer(wallet, (&DkgKind::Fresh, session), message) {
-        Round1Answer::OtherSession => {
-            Err("sent a round-1 message of another session or wallet".to_owned())
-        }
-        Round1Answer::BadKindSignature => Err(
-            "sent a round-1 message whose kind-bound signature its identity key did not make"
-                .to_owned(),
-        ),
-        Round1Answer::Proven(_) => {
-            Err("sent a round-1 package that fails the checks every member makes of it".to_owned())
-        }
-        Round1Answer::Sound | Round1Answer::Unbound => Ok(()),
-        _ => Err("sent a round-1 message this relay cannot check".to_owned()),
-    }
 }
 
 /// A ROAST run over one PSBT.
@@ -937,15 +917,15 @@ fn decode_commitments(encoded: &[HexBytes]) -> Option<Vec<Commitment>> {
 /// messages of `members` (cluster seats), which carried no kind-bound
 /// signature.
 fn unbound_refusal(members: &[String]) -> String {
-    let (noun, theirs, verb, them) = if members.len() == 1 {
-        ("member", "its round-1 message", "was", "it")
+    let noun = if members.len() == 1 {
+        "member"
     } else {
-        ("members", "their round-1 messages", "were", "them")
+        "members"
     };
     format!(
-        "{noun} {}: {theirs} {verb} without the kind-bound signature the members require \
-         (require_round1_kind_signature), so they refused part 2; upgrade {them}",
-        members.join(", ")
+        "{noun} {}: sent {}",
+        members.join(", "),
+        unbound_round1_refusal(members.len())
     )
 }
 
@@ -959,13 +939,13 @@ mod tests {
     fn an_unbound_refusal_agrees_with_how_many_members_it_names() {
         let one = unbound_refusal(&["3".to_owned()]);
         assert!(
-            one.starts_with("member 3: its round-1 message was without")
+            one.starts_with("member 3: sent a round-1 message without")
                 && one.ends_with("upgrade it"),
             "{one}"
         );
         let two = unbound_refusal(&["2".to_owned(), "3".to_owned()]);
         assert!(
-            two.starts_with("members 2, 3: their round-1 messages were without")
+            two.starts_with("members 2, 3: sent round-1 messages without")
                 && two.ends_with("upgrade them"),
             "{two}"
         );

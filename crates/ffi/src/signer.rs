@@ -169,7 +169,7 @@ impl SignerHandle {
             .config
             .validated_policy(self.config().network)
             .map_err(FfiError::invalid_request)?;
-        let now = UnixTime(wall_clock().0 / 1000);
+        let now = UnixTime(wall_clock().whole_secs());
         let report = policy.evaluate(&psbt, &WalletMode::Active, now, &ChargeLog::new());
         let rules: Vec<Value> = report
             .outcomes()

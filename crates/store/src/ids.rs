@@ -237,9 +237,9 @@ number_id!(
 /// The engine never reads a clock: every operation that depends on time
 /// takes `now` as an argument, so tests drive a virtual clock. The store
 /// keeps marker expiry times in whole seconds on disk (the format since
-/// schema 1); [`Timestamp::to_stored_secs`] and
-/// [`Timestamp::from_stored_secs`] are the only conversions, at the
-/// store's encoding boundary.
+/// schema 1); [`Timestamp::whole_secs`] and
+/// [`Timestamp::from_stored_secs`] are its conversions, at the store's
+/// encoding boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
@@ -251,9 +251,11 @@ impl Timestamp {
         Self(self.0.saturating_add(ms))
     }
 
-    /// This time in whole seconds (rounded down), as records and the
-    /// marker-expiry index hold it.
-    pub(crate) fn to_stored_secs(self) -> u64 {
+    /// This time in whole seconds (rounded down): as records and the
+    /// marker-expiry index hold it, and as a policy or a log line counts
+    /// Unix time.
+    #[must_use]
+    pub fn whole_secs(self) -> u64 {
         self.0 / 1000
     }
 
@@ -266,6 +268,13 @@ impl Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_secs_round_down() {
+        assert_eq!(Timestamp(1_999).whole_secs(), 1);
+        assert_eq!(Timestamp(2_000).whole_secs(), 2);
+        assert_eq!(Timestamp::from_stored_secs(7).whole_secs(), 7);
+    }
 
     #[test]
     fn byte_ids_are_bounded() {

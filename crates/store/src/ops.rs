@@ -36,7 +36,7 @@ impl Marker {
     fn encode(&self) -> Vec<u8> {
         [
             &self.package_hash.0[..],
-            &self.expires_at.to_stored_secs().to_be_bytes(),
+            &self.expires_at.whole_secs().to_be_bytes(),
             &self.shares,
         ]
         .concat()
@@ -535,7 +535,7 @@ fn purge_marker(ctx: &mut WriteCtx<'_>, now: Timestamp, expiry: &[u8]) -> Result
     };
     let tampered = || Error::record_tampered(RecordTable::Markers, schema::wallet_of(marker_key));
     let expires_at = Marker::decode(&sealed).ok_or_else(tampered)?.expires_at;
-    if expires_at.to_stored_secs() != u64::from_be_bytes(*indexed) || expires_at > now {
+    if expires_at.whole_secs() != u64::from_be_bytes(*indexed) || expires_at > now {
         return Err(tampered());
     }
     ctx.marker_changed(marker_key, MarkerChange::Removed)?;

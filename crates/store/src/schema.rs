@@ -199,16 +199,13 @@ pub(crate) fn policy_key(wallet: &WalletId, key: &PolicyKey) -> Vec<u8> {
 /// Key of a marker-expiry index entry: the expiry in whole seconds, then
 /// the marker's key.
 pub(crate) fn expiry_key(expires_at: Timestamp, marker_key: &[u8]) -> Vec<u8> {
-    [&expires_at.to_stored_secs().to_be_bytes()[..], marker_key].concat()
+    [&expires_at.whole_secs().to_be_bytes()[..], marker_key].concat()
 }
 
 /// The first marker-expiry index key after every entry due at `now`: the
 /// index holds whole seconds, so that is the start of the next second.
 pub(crate) fn expiry_index_end(now: Timestamp) -> Vec<u8> {
-    now.to_stored_secs()
-        .saturating_add(1)
-        .to_be_bytes()
-        .to_vec()
+    now.whole_secs().saturating_add(1).to_be_bytes().to_vec()
 }
 
 /// Key of a DEK index entry.

@@ -110,7 +110,7 @@ pub(crate) fn write_proofs<P: Serialize>(dir: &Path, proofs: &BTreeMap<Seat, P>)
         match write_proof(dir, *member, proof) {
             Ok(path) => files.paths.push(path),
             Err(e) => files.failures.push(format!(
-                "the proof against member {member} was not written: {e:#}; free the directory {} \
+                "the proof against member {member} was not written: {e}; free the directory {} \
                  (space, permissions, old proofs) before the next run",
                 dir.display()
             )),
@@ -405,6 +405,14 @@ mod tests {
         assert_eq!(written.failures.len(), 2, "{:?}", written.failures);
         assert!(
             written.failures[0].contains("member 2") && written.failures[0].contains("missing"),
+            "{:?}",
+            written.failures
+        );
+        // The operating system's cause once, though the error also keeps
+        // it as its source.
+        assert_eq!(
+            written.failures[0].matches("(os error").count(),
+            1,
             "{:?}",
             written.failures
         );

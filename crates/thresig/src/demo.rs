@@ -406,7 +406,7 @@ pub(crate) fn main(args: &DemoArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         let seat = member.seat();
         if let Err(error) = member.stop() {
             failed.push(seat);
-            causes.push(format!("; {error:#}"));
+            causes.push(format!("; {error}"));
         }
     }
     if !failed.is_empty() {

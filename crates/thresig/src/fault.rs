@@ -21,13 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use thresig_cluster::local::LocalError;
 use thresig_cluster::node::Node;
 use thresig_crypto::{Seat, SignatureShare};
 use thresig_daemon::{SignerError, SignerHandler};
 use thresig_engine::{DkgPayload, HexBytes, Request, Response, SignedDkgMessage, package_hash};
 use tokio::sync::oneshot;
+
+use crate::because;
 
 /// How a hosted member misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,15 +193,15 @@ impl Faulty {
         misbehavior: Misbehavior,
     ) -> Result<Self> {
         let log_path = log;
-        let node = Node::open(config).with_context(|| format!("member {seat}"))?;
+        let node = Node::open(config).map_err(|e| because(format_args!("member {seat}"), e))?;
         let identity = node
             .identity_key()
-            .with_context(|| format!("member {seat}"))?;
+            .map_err(|e| because(format_args!("member {seat}"), e))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
-            .with_context(|| format!("member {seat}: {}", log.display()))?;
+            .map_err(|e| because(format_args!("member {seat}: {}", log.display()), e))?;
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let logs = tracing_subscriber::fmt()
@@ -228,16 +230,18 @@ impl Faulty {
                                 let _ = stopped.await;
                             },
                         )
-                        .with_context(|| format!("member {seat}"));
+                        .map_err(|e| because(format_args!("member {seat}"), e));
                     if let Err(error) = &served {
-                        // The whole chain, as `thresig serve` prints it.
-                        let error = format!("{error:#}");
+                        // Its message alone, as `thresig serve` prints it:
+                        // it names its cause (`because`), which the chain
+                        // would name again.
+                        let error = error.to_string();
                         tracing::error!(%error, "the member stopped");
                     }
                     served
                 })
             })
-            .with_context(|| format!("member {seat}: cannot start its thread"))?;
+            .map_err(|e| because(format_args!("member {seat}: cannot start its thread"), e))?;
         Ok(Self {
             seat,
             log: log_path.to_path_buf(),
@@ -254,8 +258,8 @@ impl Faulty {
     /// Stops the member (it drains and closes its store, as on SIGTERM).
     ///
     /// # Errors
-    /// Why the member stopped, if not cleanly (its whole chain, also in its
-    /// log), or that its thread panicked.
+    /// Why the member stopped, if not cleanly (a message naming its cause,
+    /// also in its log), or that its thread panicked.
     pub(crate) fn stop(mut self) -> Result<()> {
         self.finish()
     }
@@ -269,7 +273,7 @@ impl Faulty {
         }
         let how = match self.finish() {
             Ok(()) => "it stopped".to_owned(),
-            Err(error) => format!("{error:#}"),
+            Err(error) => error.to_string(),
         };
         Some(LocalError::stopped(self.seat, how, self.log.clone()))
     }
@@ -333,10 +337,22 @@ mod tests {
         let config = member_dir(&cluster, Seat::FIRST).join(CONFIG_FILE);
         let log = dir.path().join("signer.log");
         let member = Faulty::start(Seat::FIRST, &config, &log, Misbehavior::InvalidShares).unwrap();
-        let error = format!("{:#}", member.stop().unwrap_err());
-        assert!(error.contains("Address already in use"), "{error}");
+        let error = member.stop().unwrap_err().to_string();
+        assert_eq!(
+            error.matches("Address already in use").count(),
+            1,
+            "{error}"
+        );
         let logged = std::fs::read_to_string(&log).unwrap();
-        assert!(logged.contains("Address already in use"), "{logged}");
+        let stopped = logged
+            .lines()
+            .find(|line| line.contains("the member stopped"))
+            .unwrap_or_else(|| panic!("{logged}"));
+        assert_eq!(
+            stopped.matches("Address already in use").count(),
+            1,
+            "{stopped}"
+        );
     }
 
     #[test]
@@ -373,7 +389,11 @@ mod tests {
         assert!(error.address_in_use(), "{error}");
         let message = error.to_string();
         assert!(message.contains("member 2"), "{message}");
-        assert!(message.contains("Address already in use"), "{message}");
+        assert_eq!(
+            message.matches("Address already in use").count(),
+            1,
+            "{message}"
+        );
         assert!(message.contains(&log.display().to_string()), "{message}");
     }
 }

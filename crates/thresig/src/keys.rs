@@ -684,7 +684,7 @@ fn note_rotation(
 ) -> Result<(), KeysError> {
     // One reading dates the note and its audit entry.
     let now = wall_clock();
-    detail["at_unix"] = json!(now.0 / 1000);
+    detail["at_unix"] = json!(now.whole_secs());
     // The audit entry commits with the note: a rotation or recovery is a
     // lifecycle event of the member's keys (docs/audit.md).
     let entry = AuditEvent::Keys {

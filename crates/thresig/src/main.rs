@@ -105,7 +105,7 @@ enum Command {
 /// The wall clock in Unix seconds, as the engine reads it
 /// ([`thresig_cluster::node::wall_clock`]).
 fn unix_now() -> u64 {
-    thresig_cluster::node::wall_clock().0 / 1000
+    thresig_cluster::node::wall_clock().whole_secs()
 }
 
 fn main() -> ExitCode {

@@ -192,7 +192,7 @@ impl<S: Store> Signer<S> {
                 wallet: wallet.clone(),
             });
         };
-        let (from_epoch, threshold) = (key.epoch, usize::from(key.key.threshold()));
+        let (from_epoch, threshold) = (key.epoch, usize::from(key.key().threshold()));
         let removed = match &shard.state {
             WalletState::Refreshing(r) if r.pending.session() == session => {
                 match r.pending.kind() {

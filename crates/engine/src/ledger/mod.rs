@@ -173,7 +173,7 @@ fn policy_key(name: Vec<u8>) -> Result<PolicyKey, Error> {
 
 /// The policy's view of the time `now`.
 pub(crate) fn unix_time(now: Timestamp) -> UnixTime {
-    UnixTime(now.0 / 1000)
+    UnixTime(now.whole_secs())
 }
 
 /// Reads a wallet's ledger records, those its units in flight will write

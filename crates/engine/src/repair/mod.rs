@@ -288,7 +288,7 @@ impl<S: Store> Signer<S> {
         approved(slot, shard, &session, now)?;
         let key = helper_key(slot, shard, &session)?;
         let wallet_key = HexBytes(
-            key.key
+            key.key()
                 .to_bytes()
                 .map_err(|_| Error::Internal(InternalFault::Serialization))?,
         );
@@ -374,7 +374,7 @@ impl<S: Store> Signer<S> {
     ) -> Result<SignedRepairMessage, Error> {
         let request = request_hash(opened)?;
         let signing = helper_key(slot, shard, session)?;
-        let (share, key) = (signing.share.clone(), signing.key.clone());
+        let (share, key) = (signing.share.clone(), signing.key().clone());
         let answers = helper_answers(slot, shard, session)?;
         if let Some((hash, reply)) = &answers.dealt {
             return if *hash == request {

@@ -617,7 +617,7 @@ fn is_member<S: Store>(store: &S, slot: &Slot, from: CoordinatorId) -> bool {
         shard
             .state
             .key()
-            .is_none_or(|key| key.key.check_member(seat).is_ok())
+            .is_none_or(|key| key.key().check_member(seat).is_ok())
     })
 }
 
@@ -630,7 +630,7 @@ fn key_of<S: Store>(store: &S, slot: &Slot) -> Result<thresig_crypto::WalletKey,
     let shard = lock(store, slot)?;
     // The state's own refusal: a retired wallet says so, not "not active".
     let (key, _) = shard.state.signing_key(&slot.config.id)?;
-    Ok(key.key.clone())
+    Ok(key.key().clone())
 }
 
 fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
@@ -643,7 +643,7 @@ fn status_of<S: Store>(store: &S, slot: &Slot) -> Result<WalletStatus, Error> {
         members: u16::try_from(slot.config.roster.len()).unwrap_or(u16::MAX),
         seat: slot.seat,
         epoch: key.map(|k| k.epoch),
-        output_key: key.map(|k| HexBytes(k.key.output_key().to_bytes().to_vec())),
+        output_key: key.map(|k| HexBytes(k.key().output_key().to_bytes().to_vec())),
         live_nonces: shard.pool.live(),
         repair_approvals: shard.repair.approvals(),
         repairing: shard.repair.repairing(),

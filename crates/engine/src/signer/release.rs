@@ -731,7 +731,7 @@ fn sign_all(
         .iter()
         .zip(nonces)
         .map(|(package, nonce)| {
-            thresig_crypto::sign(nonce, package, &key.share, &key.key)
+            thresig_crypto::sign(nonce, package, &key.share, key.key())
                 .map(|share| share.to_bytes())
                 .map_err(|_| Error::Internal(InternalFault::CryptoRefused))
         })
