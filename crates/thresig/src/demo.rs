@@ -234,8 +234,12 @@ pub(crate) fn launch(
         // it: `--keep DIR` keeps its layout, and provisioning refuses a
         // directory that is not empty. What goes is only what that attempt
         // made, since provisioning it succeeded only into an empty one.
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot clear {} to start again", dir.display()))?;
+        std::fs::remove_dir_all(&dir).map_err(|e| {
+            crate::because(
+                format_args!("cannot clear {} to start again", dir.display()),
+                e,
+            )
+        })?;
         attempt += 1;
     };
     let wallet = coordinator
