@@ -116,7 +116,8 @@ pub enum DkgError {
     /// signature makes it a proof anyone can check with the roster
     /// (`thresig blame verify`). Nothing was handed out.
     #[error(
-        "{phase}: member {accused} sent a round-1 package that fails the checks every member makes of it, with a proof; the run is over and nothing is stored, so leave the member out or fix it before a new run"
+        "{phase}: member {accused} sent {}, with a proof; the run is over and nothing is stored, so leave the member out or fix it before a new run",
+        Round1Answer::PROVEN
     )]
     Round1Proven {
         /// The phase (a DKG's or a refresh's start).

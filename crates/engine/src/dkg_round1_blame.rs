@@ -80,6 +80,12 @@ pub enum Round1Answer {
 }
 
 impl Round1Answer {
+    /// What a member whose answer is [`Round1Answer::Proven`] sent, as
+    /// [`Round1Answer::problem`] words it, for a relay's own message around
+    /// the proof.
+    pub const PROVEN: &'static str =
+        "a round-1 package that fails the checks every member makes of it";
+
     /// What a relay names the answering member for, worded alike by the
     /// cluster's relay and the C library's: `None` for an answer part 2
     /// may take ([`Round1Answer::Sound`], and [`Round1Answer::Unbound`],
@@ -93,9 +99,7 @@ impl Round1Answer {
                 "a round-1 message whose kind-bound signature its identity key did not make for \
                  this run's kind",
             ),
-            Self::Proven(_) => {
-                Some("a round-1 package that fails the checks every member makes of it")
-            }
+            Self::Proven(_) => Some(Self::PROVEN),
         }
     }
 }
