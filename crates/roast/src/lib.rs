@@ -96,8 +96,11 @@
 //!         inbox.push((seat, reply));
 //!     }
 //!     while let Some(event) = coordinator.poll_event() {
-//!         if let Event::Done(signed) = event {
-//!             signatures = Some(signed.signatures);
+//!         match event {
+//!             Event::Done(signed) => signatures = Some(signed.signatures),
+//!             // The other terminal event: nothing more will come.
+//!             Event::Failed { failure, .. } => return Err(format!("{failure:?}").into()),
+//!             _ => {}
 //!         }
 //!     }
 //!     for (seat, reply) in inbox {
