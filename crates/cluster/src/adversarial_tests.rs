@@ -225,6 +225,8 @@ struct Member {
     lost: std::sync::atomic::AtomicBool,
     /// Round-1 requests a [`Mode::Round1Slow`] member was sent.
     round1s: Arc<std::sync::atomic::AtomicUsize>,
+    /// The signing requests every member was sent.
+    tally: Arc<Tally>,
     /// The member's identity key, with which a member whose mode changes
     /// its round-2 answer signs the changed answer (except `Round2Forged`).
     identity: ed25519_dalek::SigningKey,
@@ -278,6 +280,7 @@ impl Release {
 
 impl SignerHandler for Member {
     fn handle(&self, peer: Seat, request: Request) -> Result<Response, SignerError> {
+        self.tally.note(&request);
         match request {
             Request::Round1(_) if self.mode == Mode::StaleShare => self.stale_round1(peer, request),
             Request::Round1(_) if self.mode == Mode::Round1Slow => {
@@ -542,6 +545,34 @@ struct Cluster {
     stale: Arc<std::sync::Mutex<Option<Stale>>>,
     /// Round-1 requests [`Mode::Round1Slow`] members were sent.
     round1s: Arc<std::sync::atomic::AtomicUsize>,
+    /// The signing requests every member was sent.
+    tally: Arc<Tally>,
+}
+
+/// Round-1 and abort requests the members were sent, all together.
+#[derive(Default)]
+struct Tally {
+    round1: std::sync::atomic::AtomicUsize,
+    abort: std::sync::atomic::AtomicUsize,
+}
+
+impl Tally {
+    fn note(&self, request: &Request) {
+        let counter = match request {
+            Request::Round1(_) => &self.round1,
+            Request::Abort(_) => &self.abort,
+            _ => return,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// (round-1 requests, abort requests) since the last call.
+    fn take(&self) -> (usize, usize) {
+        (
+            self.round1.swap(0, std::sync::atomic::Ordering::SeqCst),
+            self.abort.swap(0, std::sync::atomic::Ordering::SeqCst),
+        )
+    }
 }
 
 impl Drop for Cluster {
@@ -633,6 +664,7 @@ async fn try_start_with(
         late: Arc::default(),
         stale: Arc::default(),
         round1s: Arc::default(),
+        tally: Arc::default(),
     };
     for number in 1..=n {
         let path = cluster.config_path(seat(number));
@@ -660,6 +692,7 @@ async fn try_start_with(
             seat: seat(number),
             lost: std::sync::atomic::AtomicBool::new(false),
             round1s: cluster.round1s.clone(),
+            tally: cluster.tally.clone(),
             identity: key,
             stale: cluster.stale.clone(),
         });
@@ -2056,4 +2089,107 @@ async fn an_abort_refused_for_good_by_one_member_is_retryable_while_another_is_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_abort_refused_for_good_by_one_member_is_retryable_while_another_runs_the_session() {
     abort_with_a_full_veto_cap_and_member_5(Fifth::Running, 0x82, "[Seat(5)]").await;
+}
+
+/// A coordinator that keeps its unused commitments starts its next run of
+/// the wallet with them: no member is asked in round 1 or asked to drop
+/// anything, and the pool's vectors are released when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kept_commitments_spare_the_next_run_its_round_one() {
+    let cluster = start(3, 2, &[], keep).await;
+    let pool = Arc::new(crate::CommitmentPool::default());
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        ..crate::SignOptions::default()
+    };
+    let (first, own) = dkg_and_sign_with(&cluster, 61, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(first.signatures.len(), 1);
+    assert_eq!(
+        cluster.tally.take(),
+        (3, 0),
+        "every member asked once, none to drop"
+    );
+    let node = cluster.node(seat(1));
+    let peers = cluster.peers(seat(1));
+    let wallet = the_wallet(&node);
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        ..crate::SignOptions::default()
+    };
+    for _ in 0..3 {
+        let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+        let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
+            .await
+            .unwrap();
+        assert_eq!(outcome.sessions, 1);
+        assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
+        assert_eq!(cluster.tally.take(), (0, 0), "{outcome:?}");
+    }
+    crate::release_kept(&peers, wallet, &pool).await;
+    assert_eq!(cluster.tally.take(), (0, 3), "one abort per member");
+    assert!(pool.drain(wallet.id()).is_empty());
+}
+
+/// A kept vector whose nonces its member no longer holds (here dropped on
+/// request; a restart or a shorter TTL does the same) costs the run a
+/// round-1 request, not a signature, and scores nothing against the
+/// member: the coordinator's pool, not the member, was out of date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kept_vector_its_member_forgot_is_not_held_against_it() {
+    let cluster = start(3, 2, &[], keep).await;
+    let pool = Arc::new(crate::CommitmentPool::default());
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        ..crate::SignOptions::default()
+    };
+    let (_, own) = dkg_and_sign_with(&cluster, 62, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    let node = cluster.node(seat(1));
+    let peers = cluster.peers(seat(1));
+    let wallet = the_wallet(&node);
+    // Members 1 and 2 drop what the pool holds at them, so the first
+    // session (two of the three kept members) meets at least one of them.
+    let mut forgotten = 0;
+    for vector in pool.drain(wallet.id()) {
+        let shape = crate::pool::Shape {
+            wallet: wallet.id().clone(),
+            epoch: own.epoch,
+            inputs: 1,
+        };
+        if vector.seat != seat(3) {
+            let request = thresig_engine::AbortRequest::new(
+                wallet.id().clone(),
+                vec![thresig_engine::HexBytes(vector.commitments[0].to_bytes())],
+            );
+            let member = wallet.cluster_seat(vector.seat).unwrap();
+            let client = peers.client(member).await.unwrap();
+            client.abort(request).await.unwrap();
+            forgotten += 1;
+        }
+        assert!(
+            pool.keep(&shape, vector, std::time::Instant::now())
+                .is_none()
+        );
+    }
+    assert_eq!(forgotten, 2);
+    let _ = cluster.tally.take();
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        request_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(6),
+        ..crate::SignOptions::default()
+    };
+    let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+    let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signatures.len(), 1);
+    assert!(outcome.sessions >= 2, "{outcome:?}");
+    assert!(!outcome.unresponsive.is_empty(), "{outcome:?}");
+    assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
+    let (round1, _) = cluster.tally.take();
+    assert!(round1 >= 1, "the forgetful member was asked again");
 }

@@ -45,6 +45,7 @@ mod kept;
 pub mod local;
 pub mod node;
 mod peers;
+mod pool;
 mod progress;
 pub mod provision;
 mod refresh;
@@ -60,12 +61,13 @@ pub use dkg::{DkgError, DkgOutcome, DkgPhase, run_dkg};
 pub use identity::IdentityError;
 pub use kept::{CheckedAnswer, KeptAnswers};
 pub use peers::Peers;
+pub use pool::CommitmentPool;
 pub use progress::{Progress, Silent};
 pub use refresh::{AbortOutcome, RefreshOutcome, abort_refresh, resume_refresh, run_refresh};
 pub use repair::{RepairError, RepairOutcome, run_repair};
 pub use sign::{
     Handed, Round2Journal, SignError, SignOptions, SignOutcome, WireScheme,
-    describe as describe_failure, failure_recovery, refusal_of, round2_request, sign,
+    describe as describe_failure, failure_recovery, refusal_of, release_kept, round2_request, sign,
     unsigned_answers,
 };
 pub use status::{MemberStatus, OwnWallet, WalletView, cluster_status, own_wallet, wallet_views};

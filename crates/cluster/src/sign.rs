@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::NodeWallet;
 use crate::peers::{Peers, is_transport, reply_lost};
+use crate::pool::{CommitmentPool, Kept, Shape};
 use crate::progress::Progress;
 use crate::scores::Observed;
 use thresig_roast::quarantine::Fault as ScoreFault;
@@ -68,6 +69,12 @@ pub struct SignOptions {
     /// ([`crate::scores`]): asked last, and left out while t others answer
     /// ([`thresig_roast::Config::deferred`]).
     pub deferred: BTreeSet<Seat>,
+    /// The commitment vectors this coordinator keeps between its runs
+    /// ([`CommitmentPool`]): the run starts with the members' kept vectors
+    /// instead of asking them in round 1, and keeps what it did not use
+    /// rather than asking the members to drop it. `None` (the default) for
+    /// a coordinator that signs once.
+    pub pool: Option<Arc<CommitmentPool>>,
 }
 
 impl Default for SignOptions {
@@ -79,6 +86,7 @@ impl Default for SignOptions {
             journal: None,
             progress: None,
             deferred: BTreeSet::new(),
+            pool: None,
         }
     }
 }
@@ -92,6 +100,7 @@ impl std::fmt::Debug for SignOptions {
             .field("journal", &self.journal.is_some())
             .field("progress", &self.progress.is_some())
             .field("deferred", &self.deferred)
+            .field("pool", &self.pool)
             .finish()
     }
 }
@@ -336,8 +345,36 @@ pub async fn sign(
         })
         .collect();
     let scheme = WireScheme(key.clone());
-    let mut coordinator =
-        Coordinator::new(std::time::Instant::now(), roast, scheme, messages.clone())?;
+    let shape = Shape {
+        wallet: wallet.id().clone(),
+        epoch,
+        inputs: messages.len(),
+    };
+    let mut handed = Handed::default();
+    // Wallet seats that start with a kept vector and have not yet answered
+    // the round-2 request that uses it.
+    let mut on_kept = BTreeSet::new();
+    let mut ready = Vec::new();
+    if let Some(pool) = &options.pool {
+        let taken = pool.take(
+            &shape,
+            |seat| !roast.deferred.contains(&seat),
+            std::time::Instant::now(),
+        );
+        for vector in taken.ready {
+            on_kept.insert(vector.seat);
+            ready.push((vector.seat, vector.commitments.clone()));
+            handed.kept(vector);
+        }
+        taken.stale.into_iter().for_each(|v| handed.kept(v));
+    }
+    let mut coordinator = Coordinator::with_commitments(
+        std::time::Instant::now(),
+        roast,
+        scheme,
+        messages.clone(),
+        ready,
+    )?;
     let job = Arc::new(Job {
         wallet: wallet.clone(),
         key_record: key.to_bytes()?,
@@ -356,7 +393,9 @@ pub async fn sign(
     let mut culprits = BTreeSet::new();
     let mut proofs = BTreeMap::new();
     let mut gate = FirstAnswers::new(wallet, &options.answer_first);
-    let mut handed = Handed::default();
+    // Members whose kept vector their signer no longer held: the refusal
+    // is the pool's doing, not theirs.
+    let mut forgot_kept = BTreeSet::new();
     // Requests in flight end with the run: dropping the set cancels them.
     let mut deliveries = tokio::task::JoinSet::new();
     let mut shares = SharesSeen::new(options.progress.clone());
@@ -403,6 +442,16 @@ pub async fn sign(
                     let member = wallet.cluster_seat(seat);
                     debug!(?member, ?cause, "member unresponsive");
                     unresponsive.extend(member);
+                    let forgot = matches!(
+                        cause,
+                        Unresponsiveness::Refused {
+                            refusal: Refusal::NonceUnknown,
+                            ..
+                        }
+                    );
+                    if forgot && forgot_kept.remove(&seat) {
+                        continue;
+                    }
                     let told = matches!(
                         cause,
                         Unresponsiveness::Refused {
@@ -438,7 +487,15 @@ pub async fn sign(
                         .iter()
                         .map(thresig_crypto::Signature::to_bytes)
                         .collect::<Result<_, _>>()?;
-                    release(peers, &job, handed).await;
+                    let now = std::time::Instant::now();
+                    let culprit_seats: BTreeSet<Seat> = coordinator.culprits().collect();
+                    release(peers, wallet, handed, |vector| match &options.pool {
+                        Some(pool) if !culprit_seats.contains(&vector.seat) => {
+                            pool.keep(&shape, vector, now)
+                        }
+                        _ => Some(vector),
+                    })
+                    .await;
                     let signers: Vec<Seat> = signed
                         .signers
                         .iter()
@@ -466,7 +523,9 @@ pub async fn sign(
                     };
                     let reason =
                         describe(failure, wallet) + &unsigned_answers(&job.lock_unsigned());
-                    release(peers, &job, handed).await;
+                    // Nothing is kept from a failed run: its members may
+                    // be the reason.
+                    release(peers, wallet, handed, Some).await;
                     return Err(SignError::Failed {
                         reason,
                         recovery,
@@ -518,6 +577,12 @@ pub async fn sign(
                     *unanswered.entry(seat).or_default() += 1;
                     Some(refused(round, Refusal::Retryable))
                 });
+                if matches!(round, Round::Sign(_)) && on_kept.remove(&seat) {
+                    forgot_kept.extend(kept_vector_forgotten(&reply, seat));
+                    if let Some(pool) = options.pool.as_ref().filter(|_| forgot_kept.contains(&seat)) {
+                        pool.forget(&shape, seat);
+                    }
+                }
                 let admitted = gate.admit(seat, reply);
                 shares.note(&admitted);
                 feed(&mut coordinator, &mut handed, &mut unanswered, admitted);
@@ -531,6 +596,19 @@ pub async fn sign(
             }
         }
     }
+}
+
+/// `seat`, if `reply` to the round-2 request that used its kept vector
+/// says its signer no longer holds the nonce.
+fn kept_vector_forgotten(reply: &Option<Reply<WireScheme>>, seat: Seat) -> Option<Seat> {
+    matches!(
+        reply,
+        Some(Reply::Refused {
+            refusal: Refusal::NonceUnknown,
+            ..
+        })
+    )
+    .then_some(seat)
 }
 
 /// Takes one off `seat`'s count; whether there was one.
@@ -652,12 +730,13 @@ fn feed(
 
 /// The commitment vectors members handed out in one run and the ones a
 /// session used, so that the rest can be released when the run ends
-/// instead of holding the members' nonces until they expire. Public for
-/// the other drivers of the coordinator.
+/// instead of holding the members' nonces until they expire (or kept for
+/// the coordinator's next run, [`SignOptions::pool`]). Public for the other
+/// drivers of the coordinator.
 #[derive(Default)]
 pub struct Handed {
-    /// Each vector's first commitment, by wallet seat.
-    vectors: BTreeMap<Seat, Vec<Commitment>>,
+    /// Each vector, by wallet seat, with when it arrived.
+    vectors: Vec<Kept>,
     /// The first commitment of every vector sent in a session.
     used: Vec<Commitment>,
 }
@@ -669,8 +748,12 @@ impl Handed {
             Reply::Commitments { commitments } | Reply::Shares { commitments, .. } => commitments,
             _ => return,
         };
-        if let Some(first) = vector.first() {
-            self.vectors.entry(seat).or_default().push(*first);
+        if !vector.is_empty() {
+            self.vectors.push(Kept {
+                seat,
+                arrived: std::time::Instant::now(),
+                commitments: vector.clone(),
+            });
         }
     }
 
@@ -685,27 +768,41 @@ impl Handed {
     /// The abort requests that release the unused vectors, by wallet seat.
     #[must_use]
     pub fn aborts(self, wallet: &WalletId) -> Vec<(Seat, AbortRequest)> {
-        self.unused()
-            .into_iter()
-            .map(|(seat, unused)| {
-                let encoded = unused.iter().map(|c| HexBytes(c.to_bytes())).collect();
-                (seat, AbortRequest::new(wallet.clone(), encoded))
-            })
-            .collect()
+        aborts(wallet, self.unused())
     }
 
-    /// Unused vectors by wallet seat.
-    fn unused(self) -> BTreeMap<Seat, Vec<Commitment>> {
+    /// Notes a vector the run started with from the pool (or took from it
+    /// too old to use: then only to release it).
+    fn kept(&mut self, vector: Kept) {
+        self.vectors.push(vector);
+    }
+
+    /// The vectors no session used.
+    fn unused(self) -> Vec<Kept> {
         let used = self.used;
         self.vectors
             .into_iter()
-            .map(|(seat, vectors)| {
-                let unused = vectors.into_iter().filter(|c| !used.contains(c)).collect();
-                (seat, unused)
-            })
-            .filter(|(_, unused): &(Seat, Vec<Commitment>)| !unused.is_empty())
+            .filter(|v| v.commitments.first().is_some_and(|c| !used.contains(c)))
             .collect()
     }
+}
+
+/// One abort request per wallet seat, releasing `vectors` (each named by
+/// its first commitment).
+fn aborts(wallet: &WalletId, vectors: Vec<Kept>) -> Vec<(Seat, AbortRequest)> {
+    let mut by_seat: BTreeMap<Seat, Vec<HexBytes>> = BTreeMap::new();
+    for vector in vectors {
+        if let Some(first) = vector.commitments.first() {
+            by_seat
+                .entry(vector.seat)
+                .or_default()
+                .push(HexBytes(first.to_bytes()));
+        }
+    }
+    by_seat
+        .into_iter()
+        .map(|(seat, encoded)| (seat, AbortRequest::new(wallet.clone(), encoded)))
+        .collect()
 }
 
 /// How long the end of a run waits for members to drop the nonces it did
@@ -713,11 +810,31 @@ impl Handed {
 /// for (its nonces expire on their own).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Asks every member to drop the commitment vectors the run did not use.
-async fn release(peers: &Arc<Peers>, job: &Arc<Job>, handed: Handed) {
+/// Ends a run's hold on the vectors no session used: those `keep` takes
+/// stay with the coordinator's pool, and every member is asked to drop the
+/// rest.
+async fn release(
+    peers: &Arc<Peers>,
+    wallet: &NodeWallet,
+    handed: Handed,
+    keep: impl Fn(Kept) -> Option<Kept>,
+) {
+    let unused: Vec<Kept> = handed.unused().into_iter().filter_map(keep).collect();
+    send_aborts(peers, wallet, aborts(wallet.id(), unused)).await;
+}
+
+/// Asks every member to drop the commitment vectors `pool` holds for
+/// `wallet`, and empties it: for a coordinator that stops signing for the
+/// wallet, so that its members need not wait for the nonces to expire.
+pub async fn release_kept(peers: &Arc<Peers>, wallet: &NodeWallet, pool: &CommitmentPool) {
+    let kept = pool.drain(wallet.id());
+    send_aborts(peers, wallet, aborts(wallet.id(), kept)).await;
+}
+
+async fn send_aborts(peers: &Arc<Peers>, wallet: &NodeWallet, requests: Vec<(Seat, AbortRequest)>) {
     let mut tasks = tokio::task::JoinSet::new();
-    for (seat, request) in handed.aborts(job.wallet.id()) {
-        let Some(member) = job.wallet.cluster_seat(seat) else {
+    for (seat, request) in requests {
+        let Some(member) = wallet.cluster_seat(seat) else {
             continue;
         };
         let peers = peers.clone();

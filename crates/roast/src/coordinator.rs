@@ -30,7 +30,8 @@ enum Phase {
 ///
 /// # Methods by kind
 /// - Construction: [`Coordinator::new`] queues a round-1 request to every
-///   seat of the roster.
+///   seat of the roster; [`Coordinator::with_commitments`] to every seat
+///   that does not already hold a fresh vector for this driver.
 /// - Getters: [`Coordinator::threshold`], [`Coordinator::sessions_started`],
 ///   [`Coordinator::culprits`], [`Coordinator::is_finished`].
 /// - Inputs: [`Coordinator::handle_reply`] (a signer's answer) and
@@ -67,7 +68,10 @@ enum Phase {
 ///
 /// As in the paper, a seat enters R only in two ways: with a valid share
 /// vector for the session it is pending in that carries its next
-/// commitments, or by answering a round-1 request the coordinator sent it.
+/// commitments, or by answering a round-1 request the coordinator sent it
+/// (a driver that kept a seat's unused vector from an earlier run of its
+/// own may also start a run with the seat in R,
+/// [`Coordinator::with_commitments`]).
 /// Commitments nobody asked for are refused ([`Error::NotAwaited`]), so a
 /// signer that refuses or stays silent in round 2 cannot push itself back
 /// into R and into every later session. A seat that timed out in round 2
@@ -175,6 +179,36 @@ impl<S: Scheme> Coordinator<S> {
         scheme: S,
         messages: Vec<S::Message>,
     ) -> Result<Self, Error> {
+        Self::with_commitments(now, config, scheme, messages, Vec::new())
+    }
+
+    /// Like [`Coordinator::new`], with seats that already hold a fresh
+    /// commitment vector for this coordinator: vectors a long-lived driver
+    /// kept from its earlier runs, unused there (one per seat, each given
+    /// to one run only). Those seats enter R at once, in the order given,
+    /// and get no round-1 request; every other seat is asked as by `new`,
+    /// and a session starts at once if t seats are ready.
+    ///
+    /// The coordinator trusts a kept vector no more than a fresh answer: a
+    /// signer that no longer holds its nonces (it restarted, or they
+    /// expired) refuses with [`Refusal::NonceUnknown`], and is asked in
+    /// round 1 like any seat refusing so. Whether that refusal counts
+    /// against the signer is the driver's call: it knows the vector was
+    /// old.
+    ///
+    /// # Errors
+    /// Those of `new`, and for a seat in `ready`: [`Error::UnknownSeat`]
+    /// outside the roster, [`Error::NotAwaited`] for a deferred seat (it
+    /// is asked last, so it cannot start in R), [`Error::DuplicateSeat`]
+    /// for a second vector, and [`Error::VectorLength`] for a vector
+    /// without one commitment per message.
+    pub fn with_commitments(
+        now: Instant,
+        config: Config,
+        scheme: S,
+        messages: Vec<S::Message>,
+        ready: Vec<(Seat, Vec<S::Commitment>)>,
+    ) -> Result<Self, Error> {
         if messages.is_empty() {
             return Err(Error::NoMessages);
         }
@@ -213,21 +247,39 @@ impl<S: Scheme> Coordinator<S> {
             phase: Phase::Running,
         };
         let timeout = coordinator.timeout_after(now);
-        for seat in config.roster {
-            if coordinator.signers.contains_key(&seat) {
+        for seat in &config.roster {
+            if coordinator.signers.contains_key(seat) {
+                return Err(Error::DuplicateSeat { seat: *seat });
+            }
+            let state = if coordinator.deferred.contains(seat) {
+                SeatState::held()
+            } else {
+                SeatState::new(timeout)
+            };
+            coordinator.signers.insert(*seat, state);
+        }
+        let mut seeded = BTreeSet::new();
+        for (seat, commitments) in ready {
+            let state = coordinator.seat(seat)?;
+            if matches!(state.standing, Standing::Held) {
+                return Err(Error::NotAwaited { seat });
+            }
+            if !seeded.insert(seat) {
                 return Err(Error::DuplicateSeat { seat });
             }
-            if coordinator.deferred.contains(&seat) {
-                coordinator.signers.insert(seat, SeatState::held());
-                continue;
+            coordinator.check_len(seat, commitments.len())?;
+            coordinator.make_responsive(seat, commitments);
+        }
+        for seat in config.roster {
+            if !seeded.contains(&seat) && !coordinator.deferred.contains(&seat) {
+                coordinator.transmits.push_back(Transmit {
+                    to: seat,
+                    request: Request::Commit,
+                });
             }
-            coordinator.signers.insert(seat, SeatState::new(timeout));
-            coordinator.transmits.push_back(Transmit {
-                to: seat,
-                request: Request::Commit,
-            });
         }
         coordinator.call_in_deferred(now);
+        coordinator.start_sessions(now);
         Ok(coordinator)
     }
 

@@ -21,7 +21,7 @@ use serde_json::json;
 use thresig_cluster::config::Config;
 use thresig_cluster::local::free_loopback_ports;
 use thresig_cluster::scores::scores_path;
-use thresig_cluster::{SignError, SignOptions, sign};
+use thresig_cluster::{CommitmentPool, SignError, SignOptions, release_kept, sign};
 use thresig_crypto::Seat;
 use thresig_tx::{Destination, MAX_PER_DAY_CEILING, Payment, PolicyConfig, build_psbt};
 use tracing::info;
@@ -66,6 +66,13 @@ pub(crate) struct LoadArgs {
     /// time and record no scores (to measure what quarantine saves).
     #[arg(long)]
     no_quarantine: bool,
+    /// Start every run afresh, as `thresig sign` does: ask every member
+    /// for commitments in round 1 and ask them to drop the unused ones at
+    /// the end. By default the runs share the coordinator's pool of unused
+    /// commitments, as a coordinator that signs one transaction after
+    /// another does (docs/BENCHMARKS.md).
+    #[arg(long)]
+    fresh_runs: bool,
     /// Keep the cluster directory here.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
@@ -182,15 +189,18 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     let psbts = Arc::new(psbts);
     let next = Arc::new(AtomicUsize::new(0));
     let pace = Duration::from_millis(args.pace_ms);
+    let pool = (!args.fresh_runs).then(|| Arc::new(CommitmentPool::default()));
     let started = Instant::now();
     let latencies = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..args.concurrency {
             let (psbts, next, peers) = (psbts.clone(), next.clone(), peers.clone());
             let (wallet, key, scores) = (wallet.clone(), key.clone(), scores.clone());
+            let pool = pool.clone();
             tasks.spawn(async move {
                 let mut latencies = Vec::new();
                 let mut options = SignOptions::default();
+                options.pool = pool;
                 let mut due = tokio::time::Instant::now();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -222,6 +232,9 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         Ok::<_, anyhow::Error>(all)
     })?;
     let elapsed = started.elapsed();
+    if let Some(pool) = &pool {
+        runtime.block_on(release_kept(&peers, &wallet, pool));
+    }
     let cpu_after = cpu_times(&online)?;
     let coordinator_after = cpu_times(&coordinator)?;
     let wait_after = store_waits(&metrics)?;
@@ -265,6 +278,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
         "offline": args.offline,
         "stalled_member": args.stall_member,
         "quarantine": !args.no_quarantine,
+        "kept_commitments": !args.fresh_runs,
         "signatures": latencies.len(),
         "concurrency": args.concurrency,
         "pace_ms": args.pace_ms,
@@ -416,6 +430,7 @@ mod tests {
             offline: 0,
             stall_member: None,
             no_quarantine: false,
+            fresh_runs: false,
             signatures,
             concurrency: 1,
             pace_ms: 0,

@@ -1031,3 +1031,145 @@ fn a_seat_timed_out_in_round_two_is_asked_again_when_its_late_shares_lack_commit
         "the late seat is asked for commitments in round 1"
     );
 }
+
+/// A run of t = 2 among `signers` seats, one input, where `ready` seats
+/// start with a vector kept from an earlier run.
+fn with_ready(signers: u16, ready: &[u16], config: impl FnOnce(&mut Config)) -> Hand {
+    let now = Instant::now();
+    let mut cluster = ToyCluster::new(2, signers);
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let kept = ready
+        .iter()
+        .map(|n| (seat(*n), cluster.commit(seat(*n), 1, &mut rng)))
+        .collect();
+    let mut roast = Config::new(2, cluster.seats());
+    roast.request_timeout = REQUEST_TIMEOUT;
+    config(&mut roast);
+    let coordinator = Coordinator::with_commitments(now, roast, Toy, vec![5], kept).unwrap();
+    Hand {
+        now,
+        cluster,
+        rng,
+        coordinator,
+    }
+}
+
+/// Who a run asked for what (`None`: commitments), the session it
+/// started and that session's packages.
+type Asked = (
+    Vec<(Seat, Option<SessionId>)>,
+    SessionId,
+    Vec<crate::toy::ToyPackage>,
+);
+
+/// The session a run asked for, and who was asked for what.
+fn session_of(hand: &mut Hand) -> Asked {
+    let mut asked = Vec::new();
+    let mut sign = None;
+    while let Some(t) = hand.coordinator.poll_transmit() {
+        match t.request {
+            Request::Commit => asked.push((t.to, None)),
+            Request::Sign { session, packages } => {
+                asked.push((t.to, Some(session)));
+                sign = Some((session, packages.to_vec()));
+            }
+            _ => panic!("unexpected request"),
+        }
+    }
+    let (session, packages) = sign.expect("a session started");
+    (asked, session, packages)
+}
+
+#[test]
+fn kept_vectors_start_a_session_at_once_and_spare_their_seats_round_one() {
+    let mut hand = with_ready(4, &[3, 1, 2], |_| {});
+    let (asked, session, packages) = session_of(&mut hand);
+    // The first t ready seats in the order given (3 and 1, not 2) sign;
+    // only the seat without a kept vector is asked for one.
+    assert_eq!(
+        asked,
+        vec![
+            (seat(4), None),
+            (seat(1), Some(session)),
+            (seat(3), Some(session))
+        ]
+    );
+    for n in [3, 1] {
+        let shares = hand.shares(seat(n), session, &packages);
+        hand.reply(seat(n), shares).unwrap();
+    }
+    assert!(matches!(hand.events().last(),
+        Some(Event::Done(signed)) if signed.signers == vec![seat(1), seat(3)]));
+}
+
+#[test]
+fn kept_vectors_are_validated() {
+    let now = Instant::now();
+    let roster = vec![seat(1), seat(2), seat(3)];
+    let start = |ready: Vec<(Seat, Vec<u64>)>, deferred: &[u16]| {
+        let mut config = Config::new(2, roster.clone());
+        config.deferred = deferred.iter().map(|n| seat(*n)).collect();
+        Coordinator::with_commitments(now, config, Toy, vec![5, 6], ready).err()
+    };
+    assert_eq!(
+        start(vec![(seat(9), vec![1, 2])], &[]),
+        Some(Error::UnknownSeat { seat: seat(9) })
+    );
+    assert_eq!(
+        start(vec![(seat(3), vec![1, 2])], &[3]),
+        Some(Error::NotAwaited { seat: seat(3) })
+    );
+    assert_eq!(
+        start(vec![(seat(1), vec![1, 2]), (seat(1), vec![3, 4])], &[]),
+        Some(Error::DuplicateSeat { seat: seat(1) })
+    );
+    assert_eq!(
+        start(vec![(seat(2), vec![1])], &[]),
+        one_of_two(seat(2)).err()
+    );
+    assert_eq!(start(vec![(seat(2), vec![1, 2])], &[3]), None);
+}
+
+#[test]
+fn a_kept_vector_the_signer_no_longer_holds_costs_a_round_one_not_the_run() {
+    let mut hand = with_ready(3, &[1, 2], |_| {});
+    let (asked, session, packages) = session_of(&mut hand);
+    assert_eq!(
+        asked,
+        vec![
+            (seat(3), None),
+            (seat(1), Some(session)),
+            (seat(2), Some(session))
+        ]
+    );
+    // Seat 1 restarted since its vector was kept.
+    let forgot = Reply::Refused {
+        round: Round::Sign(session),
+        refusal: Refusal::NonceUnknown,
+    };
+    hand.reply(seat(1), forgot).unwrap();
+    let events = hand.events();
+    assert!(
+        matches!(events.as_slice(), [Event::SessionStarted { .. }, Event::Unresponsive {
+            seat: s,
+            cause: Unresponsiveness::Refused { .. },
+        }] if *s == seat(1)),
+        "{events:?}"
+    );
+    assert_eq!(hand.transmits(), vec![(seat(1), None)]);
+    // Seat 2 answers session 1 (which can no longer finish) with fresh
+    // commitments; with seat 3's round-1 answer they make session 2.
+    let shares = hand.shares(seat(2), session, &packages);
+    hand.reply(seat(2), shares).unwrap();
+    let fresh = hand.commitments(seat(3), 1);
+    hand.reply(seat(3), fresh).unwrap();
+    let (_, second, packages) = session_of(&mut hand);
+    assert_ne!(second, session);
+    for n in [2, 3] {
+        let shares = hand.shares(seat(n), second, &packages);
+        hand.reply(seat(n), shares).unwrap();
+    }
+    assert!(matches!(hand.events().last(),
+        Some(Event::Done(signed)) if signed.signers == vec![seat(2), seat(3)]));
+    assert_eq!(hand.coordinator.culprits().count(), 0);
+}

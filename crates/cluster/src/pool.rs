@@ -1,0 +1,345 @@
+//! Commitment vectors a long-lived coordinator keeps between its signing
+//! runs.
+//!
+//! A run asks every member for a commitment vector, and a session uses t of
+//! them; the others, and the fresh vectors the signers send back with their
+//! shares, are still live at their members when the run ends. A run on its
+//! own (`thresig sign`, one per process) asks the members to drop them. A
+//! coordinator that signs one transaction after another (`thresig load`,
+//! an embedding service) can instead keep them here and start its next run
+//! of the same wallet with them ([`crate::SignOptions::pool`]): in a steady
+//! stream a run then sends no round-1 request, every member computes one
+//! commitment per share it makes rather than about two, and nothing is left
+//! to drop.
+//!
+//! The members' safety does not depend on the pool: a signer trusts no
+//! coordinator, and each nonce signs at most one package whoever asks. What
+//! the pool must not cost is liveness or a member's good name:
+//! - a vector is taken out under the lock and given to one run only, so no
+//!   two runs put one nonce into two packages (`session_conflict`);
+//! - it is kept for [`CommitmentPool::max_age`] from its arrival (a minute
+//!   by default, well inside the signers' default nonce TTL of five
+//!   minutes), and at most [`CommitmentPool::per_member`] per member,
+//!   wallet and shape: the rest are released as before;
+//! - a vector its signer no longer holds (it restarted, or a signer set a
+//!   shorter TTL) costs its run one round-1 request; the run does not count
+//!   that refusal against the member, and the member's other kept vectors
+//!   are forgotten;
+//! - vectors are kept per wallet, wallet epoch and number of inputs, so a
+//!   vector is only ever offered for a transaction of its own shape and
+//!   epoch; taking the vectors of a new epoch hands the old epoch's back
+//!   for release.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use thresig_crypto::{Commitment, Seat};
+use thresig_engine::{WalletEpoch, WalletId};
+
+/// The commitment vectors a coordinator holds at the members of its
+/// wallets, unused, for its next runs. Shared by the runs of one
+/// coordinator (behind an `Arc`); see the module documentation.
+#[derive(Debug)]
+pub struct CommitmentPool {
+    max_age: Duration,
+    per_member: usize,
+    kept: Mutex<BTreeMap<Shape, BTreeMap<Seat, Vec<Kept>>>>,
+}
+
+/// What a kept vector fits: runs of this wallet, at this epoch, signing
+/// this many inputs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Shape {
+    pub(crate) wallet: WalletId,
+    pub(crate) epoch: WalletEpoch,
+    pub(crate) inputs: usize,
+}
+
+/// One vector, with when it reached the coordinator.
+#[derive(Debug, Clone)]
+pub(crate) struct Kept {
+    pub(crate) seat: Seat,
+    pub(crate) arrived: Instant,
+    pub(crate) commitments: Vec<Commitment>,
+}
+
+/// What [`CommitmentPool::take`] hands a run.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    /// At most one vector per member, within the age limit, the oldest
+    /// first.
+    pub(crate) ready: Vec<Kept>,
+    /// Vectors past the age limit or of an earlier epoch: for release.
+    pub(crate) stale: Vec<Kept>,
+}
+
+impl Default for CommitmentPool {
+    /// A minute, and 16 vectors per member, wallet and shape: a stream of
+    /// runs returns about one vector per member and run, so 16 cover as
+    /// many runs in flight.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(60), 16)
+    }
+}
+
+impl CommitmentPool {
+    /// A pool keeping each vector for at most `max_age` from its arrival,
+    /// and at most `per_member` vectors per member, wallet and shape.
+    #[must_use]
+    pub fn new(max_age: Duration, per_member: usize) -> Self {
+        Self {
+            max_age,
+            per_member,
+            kept: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// How long a vector is offered after it arrived.
+    #[must_use]
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// Most vectors kept per member, wallet and shape.
+    #[must_use]
+    pub fn per_member(&self) -> usize {
+        self.per_member
+    }
+
+    /// Takes, for a run of `shape` starting at `now`, the oldest fresh
+    /// vector of every member `eligible` accepts, and every vector too old
+    /// to offer or of another epoch of the wallet.
+    pub(crate) fn take(
+        &self,
+        shape: &Shape,
+        eligible: impl Fn(Seat) -> bool,
+        now: Instant,
+    ) -> Taken {
+        let mut kept = self.lock();
+        let mut taken = Taken::default();
+        let other_epochs: Vec<Shape> = kept
+            .keys()
+            .filter(|s| s.wallet == shape.wallet && s.epoch != shape.epoch)
+            .cloned()
+            .collect();
+        for old in other_epochs {
+            taken.stale.extend(
+                kept.remove(&old)
+                    .into_iter()
+                    .flat_map(BTreeMap::into_values)
+                    .flatten(),
+            );
+        }
+        if let Some(members) = kept.get_mut(shape) {
+            for (seat, vectors) in members.iter_mut() {
+                // Oldest first: a vector that waits grows no fresher, and
+                // the members whose vectors waited longest sign first.
+                let fresh_from = vectors
+                    .iter()
+                    .position(|v| now.saturating_duration_since(v.arrived) < self.max_age)
+                    .unwrap_or(vectors.len());
+                taken.stale.extend(vectors.drain(..fresh_from));
+                if eligible(*seat) && !vectors.is_empty() {
+                    taken.ready.push(vectors.remove(0));
+                }
+            }
+            members.retain(|_, vectors| !vectors.is_empty());
+        }
+        taken.ready.sort_by_key(|v| v.arrived);
+        taken
+    }
+
+    /// Keeps `vector` for later runs of `shape`, unless it is too old at
+    /// `now` or its member already has [`CommitmentPool::per_member`] kept;
+    /// then it is handed back, for release.
+    pub(crate) fn keep(&self, shape: &Shape, vector: Kept, now: Instant) -> Option<Kept> {
+        if now.saturating_duration_since(vector.arrived) >= self.max_age {
+            return Some(vector);
+        }
+        let mut kept = self.lock();
+        let vectors = kept
+            .entry(shape.clone())
+            .or_default()
+            .entry(vector.seat)
+            .or_default();
+        if vectors.len() >= self.per_member {
+            return Some(vector);
+        }
+        // Kept in arrival order, so `take` finds the oldest first.
+        let at = vectors.partition_point(|v| v.arrived <= vector.arrived);
+        vectors.insert(at, vector);
+        None
+    }
+
+    /// Drops every vector kept at `seat` for `shape`: its signer no longer
+    /// holds one of them, and it evicts and expires the oldest first (or it
+    /// restarted and holds none).
+    pub(crate) fn forget(&self, shape: &Shape, seat: Seat) {
+        if let Some(members) = self.lock().get_mut(shape) {
+            members.remove(&seat);
+        }
+    }
+
+    /// Empties the pool for `wallet`: the vectors to release when the
+    /// coordinator stops signing for it.
+    pub(crate) fn drain(&self, wallet: &WalletId) -> Vec<Kept> {
+        let mut kept = self.lock();
+        let shapes: Vec<Shape> = kept
+            .keys()
+            .filter(|s| &s.wallet == wallet)
+            .cloned()
+            .collect();
+        shapes
+            .iter()
+            .filter_map(|shape| kept.remove(shape))
+            .flat_map(BTreeMap::into_values)
+            .flatten()
+            .collect()
+    }
+
+    /// The map, even after a panic elsewhere poisoned the lock: every
+    /// change inserts or removes whole vectors.
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Shape, BTreeMap<Seat, Vec<Kept>>>> {
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compressed encodings of G, 2G and 3G: any two make a commitment.
+    const POINTS: [&str; 3] = [
+        "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+        "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5",
+        "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9",
+    ];
+
+    /// frost's serialization header of the ciphersuite (format 0, then
+    /// the id's CRC-32 prefix), as every encoded commitment starts.
+    const HEADER: &str = "00230f8ab3";
+
+    /// The `n`-th of nine distinct commitments.
+    fn commitment(n: usize) -> Commitment {
+        let hex = format!("{HEADER}{}{}", POINTS[n / 3 % 3], POINTS[n % 3]);
+        let bytes = hex::decode(hex).unwrap();
+        Commitment::from_bytes(&bytes).unwrap()
+    }
+
+    fn seat(n: u16) -> Seat {
+        Seat::try_from(n).unwrap()
+    }
+
+    fn shape(epoch: u64) -> Shape {
+        Shape {
+            wallet: WalletId::new("w").unwrap(),
+            epoch: WalletEpoch(epoch),
+            inputs: 1,
+        }
+    }
+
+    fn kept(seat_number: u16, n: usize, arrived: Instant) -> Kept {
+        Kept {
+            seat: seat(seat_number),
+            arrived,
+            commitments: vec![commitment(n)],
+        }
+    }
+
+    fn firsts(vectors: &[Kept]) -> Vec<(Seat, Commitment)> {
+        vectors.iter().map(|v| (v.seat, v.commitments[0])).collect()
+    }
+
+    #[test]
+    fn each_vector_is_taken_once_oldest_first() {
+        let pool = CommitmentPool::default();
+        let t0 = Instant::now();
+        let second = t0 + Duration::from_secs(1);
+        assert!(pool.keep(&shape(0), kept(1, 0, second), second).is_none());
+        assert!(pool.keep(&shape(0), kept(1, 1, t0), second).is_none());
+        assert!(pool.keep(&shape(0), kept(2, 2, t0), second).is_none());
+        let first = pool.take(&shape(0), |_| true, second);
+        assert!(first.stale.is_empty());
+        assert_eq!(
+            firsts(&first.ready),
+            vec![(seat(1), commitment(1)), (seat(2), commitment(2))]
+        );
+        let next = pool.take(&shape(0), |_| true, second);
+        assert_eq!(firsts(&next.ready), vec![(seat(1), commitment(0))]);
+        assert!(pool.take(&shape(0), |_| true, second).ready.is_empty());
+    }
+
+    #[test]
+    fn old_vectors_are_handed_back_for_release_not_offered() {
+        let pool = CommitmentPool::new(Duration::from_secs(10), 4);
+        let t0 = Instant::now();
+        let late = t0 + Duration::from_secs(10);
+        assert!(pool.keep(&shape(0), kept(1, 0, t0), late).is_some());
+        assert!(pool.keep(&shape(0), kept(1, 1, t0), t0).is_none());
+        assert!(pool.keep(&shape(0), kept(1, 2, late), late).is_none());
+        let taken = pool.take(&shape(0), |_| true, late);
+        assert_eq!(firsts(&taken.stale), vec![(seat(1), commitment(1))]);
+        assert_eq!(firsts(&taken.ready), vec![(seat(1), commitment(2))]);
+    }
+
+    #[test]
+    fn a_member_keeps_at_most_its_share() {
+        let pool = CommitmentPool::new(Duration::from_secs(60), 2);
+        let now = Instant::now();
+        for n in 0..2 {
+            assert!(pool.keep(&shape(0), kept(1, n, now), now).is_none());
+        }
+        let over = pool.keep(&shape(0), kept(1, 2, now), now);
+        assert_eq!(over.map(|v| v.commitments), Some(vec![commitment(2)]));
+        assert!(pool.keep(&shape(0), kept(2, 3, now), now).is_none());
+    }
+
+    #[test]
+    fn ineligible_members_and_other_shapes_are_not_offered() {
+        let pool = CommitmentPool::default();
+        let now = Instant::now();
+        let two_inputs = Shape {
+            inputs: 2,
+            ..shape(0)
+        };
+        assert!(pool.keep(&shape(0), kept(1, 0, now), now).is_none());
+        assert!(pool.keep(&shape(0), kept(2, 1, now), now).is_none());
+        assert!(pool.keep(&two_inputs, kept(3, 2, now), now).is_none());
+        let taken = pool.take(&shape(0), |s| s != seat(2), now);
+        assert_eq!(firsts(&taken.ready), vec![(seat(1), commitment(0))]);
+        // Seat 2's vector waits for a run that may use it.
+        let later = pool.take(&shape(0), |_| true, now);
+        assert_eq!(firsts(&later.ready), vec![(seat(2), commitment(1))]);
+        assert_eq!(
+            firsts(&pool.drain(&shape(0).wallet)),
+            vec![(seat(3), commitment(2))]
+        );
+    }
+
+    #[test]
+    fn a_new_epoch_hands_the_old_epochs_vectors_back() {
+        let pool = CommitmentPool::default();
+        let now = Instant::now();
+        assert!(pool.keep(&shape(0), kept(1, 0, now), now).is_none());
+        let taken = pool.take(&shape(1), |_| true, now);
+        assert!(taken.ready.is_empty());
+        assert_eq!(firsts(&taken.stale), vec![(seat(1), commitment(0))]);
+        assert!(pool.drain(&shape(0).wallet).is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_member_is_offered_nothing() {
+        let pool = CommitmentPool::default();
+        let now = Instant::now();
+        for n in 0..3 {
+            assert!(pool.keep(&shape(0), kept(1, n, now), now).is_none());
+        }
+        assert!(pool.keep(&shape(0), kept(2, 3, now), now).is_none());
+        pool.forget(&shape(0), seat(1));
+        let taken = pool.take(&shape(0), |_| true, now);
+        assert_eq!(firsts(&taken.ready), vec![(seat(2), commitment(3))]);
+    }
+}
