@@ -24,7 +24,10 @@
 //! - a vector its signer no longer holds (it restarted, or a signer set a
 //!   shorter TTL) costs its run one round-1 request; the run does not count
 //!   that refusal against the member, and the member's other kept vectors
-//!   are forgotten;
+//!   are forgotten. For a minute after, none of the member's vectors is
+//!   kept, so its runs ask it in round 1 as a run on its own does and its
+//!   refusals count: a member that claims to forget on purpose escapes one
+//!   refusal's score a minute, not every one;
 //! - vectors are kept per wallet, wallet epoch and number of inputs, so a
 //!   vector is only ever offered for a transaction of its own shape and
 //!   epoch; taking the vectors of a new epoch hands the old epoch's back
@@ -44,7 +47,16 @@ use thresig_engine::{WalletEpoch, WalletId};
 pub struct CommitmentPool {
     max_age: Duration,
     per_member: usize,
-    kept: Mutex<BTreeMap<Shape, BTreeMap<Seat, Vec<Kept>>>>,
+    held: Mutex<Held>,
+}
+
+/// The pool's contents.
+#[derive(Debug, Default)]
+struct Held {
+    /// The vectors, by shape and member, each member's in arrival order.
+    vectors: BTreeMap<Shape, BTreeMap<Seat, Vec<Kept>>>,
+    /// When each member last did not hold a kept vector, by wallet.
+    forgot: BTreeMap<(WalletId, Seat), Instant>,
 }
 
 /// What a kept vector fits: runs of this wallet, at this epoch, signing
@@ -91,7 +103,7 @@ impl CommitmentPool {
         Self {
             max_age,
             per_member,
-            kept: Mutex::new(BTreeMap::new()),
+            held: Mutex::new(Held::default()),
         }
     }
 
@@ -116,7 +128,8 @@ impl CommitmentPool {
         eligible: impl Fn(Seat) -> bool,
         now: Instant,
     ) -> Taken {
-        let mut kept = self.lock();
+        let mut held = self.lock();
+        let kept = &mut held.vectors;
         let mut taken = Taken::default();
         let other_epochs: Vec<Shape> = kept
             .keys()
@@ -151,14 +164,25 @@ impl CommitmentPool {
     }
 
     /// Keeps `vector` for later runs of `shape`, unless it is too old at
-    /// `now` or its member already has [`CommitmentPool::per_member`] kept;
-    /// then it is handed back, for release.
+    /// `now`, its member already has [`CommitmentPool::per_member`] kept,
+    /// or its member forgot a kept vector within the age limit; then it is
+    /// handed back, for release.
     pub(crate) fn keep(&self, shape: &Shape, vector: Kept, now: Instant) -> Option<Kept> {
-        if now.saturating_duration_since(vector.arrived) >= self.max_age {
+        let max_age = self.max_age;
+        let fresh = |at: Instant| now.saturating_duration_since(at) < max_age;
+        if !fresh(vector.arrived) {
             return Some(vector);
         }
-        let mut kept = self.lock();
-        let vectors = kept
+        let mut held = self.lock();
+        held.forgot.retain(|_, at| fresh(*at));
+        if held
+            .forgot
+            .contains_key(&(shape.wallet.clone(), vector.seat))
+        {
+            return Some(vector);
+        }
+        let vectors = held
+            .vectors
             .entry(shape.clone())
             .or_default()
             .entry(vector.seat)
@@ -172,19 +196,23 @@ impl CommitmentPool {
         None
     }
 
-    /// Drops every vector kept at `seat` for `shape`: its signer no longer
-    /// holds one of them, and it evicts and expires the oldest first (or it
+    /// Drops every vector kept at `seat` for `shape`, and keeps none of
+    /// the member's for the age limit from `now`: its signer no longer
+    /// held one of them, and it evicts and expires the oldest first (or it
     /// restarted and holds none).
-    pub(crate) fn forget(&self, shape: &Shape, seat: Seat) {
-        if let Some(members) = self.lock().get_mut(shape) {
+    pub(crate) fn forget(&self, shape: &Shape, seat: Seat, now: Instant) {
+        let mut held = self.lock();
+        if let Some(members) = held.vectors.get_mut(shape) {
             members.remove(&seat);
         }
+        held.forgot.insert((shape.wallet.clone(), seat), now);
     }
 
     /// Empties the pool for `wallet`: the vectors to release when the
     /// coordinator stops signing for it.
     pub(crate) fn drain(&self, wallet: &WalletId) -> Vec<Kept> {
-        let mut kept = self.lock();
+        let mut held = self.lock();
+        let kept = &mut held.vectors;
         let shapes: Vec<Shape> = kept
             .keys()
             .filter(|s| &s.wallet == wallet)
@@ -198,10 +226,10 @@ impl CommitmentPool {
             .collect()
     }
 
-    /// The map, even after a panic elsewhere poisoned the lock: every
-    /// change inserts or removes whole vectors.
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Shape, BTreeMap<Seat, Vec<Kept>>>> {
-        self.kept
+    /// The contents, even after a panic elsewhere poisoned the lock: every
+    /// change inserts or removes whole vectors and stamps.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -338,8 +366,26 @@ mod tests {
             assert!(pool.keep(&shape(0), kept(1, n, now), now).is_none());
         }
         assert!(pool.keep(&shape(0), kept(2, 3, now), now).is_none());
-        pool.forget(&shape(0), seat(1));
+        pool.forget(&shape(0), seat(1), now);
         let taken = pool.take(&shape(0), |_| true, now);
         assert_eq!(firsts(&taken.ready), vec![(seat(2), commitment(3))]);
+    }
+
+    #[test]
+    fn a_member_that_forgot_is_asked_afresh_for_the_age_limit() {
+        let pool = CommitmentPool::new(Duration::from_secs(10), 4);
+        let t0 = Instant::now();
+        pool.forget(&shape(0), seat(1), t0);
+        let soon = t0 + Duration::from_secs(9);
+        assert!(pool.keep(&shape(0), kept(1, 0, soon), soon).is_some());
+        assert!(pool.keep(&shape(0), kept(2, 1, soon), soon).is_none());
+        // Another wallet's member 1 is another member.
+        let other = Shape {
+            wallet: WalletId::new("v").unwrap(),
+            ..shape(0)
+        };
+        assert!(pool.keep(&other, kept(1, 2, soon), soon).is_none());
+        let later = t0 + Duration::from_secs(10);
+        assert!(pool.keep(&shape(0), kept(1, 3, later), later).is_none());
     }
 }

@@ -580,7 +580,7 @@ pub async fn sign(
                 if matches!(round, Round::Sign(_)) && on_kept.remove(&seat) {
                     forgot_kept.extend(kept_vector_forgotten(&reply, seat));
                     if let Some(pool) = options.pool.as_ref().filter(|_| forgot_kept.contains(&seat)) {
-                        pool.forget(&shape, seat);
+                        pool.forget(&shape, seat, std::time::Instant::now());
                     }
                 }
                 let admitted = gate.admit(seat, reply);
