@@ -9,9 +9,14 @@
 //! the batch fails are the shares checked one by one, with frost's own
 //! check, to name the culprit. Everything after the check is frost's
 //! `part3` step for step (the same sums, the same `post_dkg` Taproot
-//! tweak), except that each verifying share is one `lincomb` of the summed
-//! commitment's t terms rather than t multiplications: the outputs are
-//! frost's (a unit test compares them).
+//! tweak), except for the verifying shares, the summed commitment's
+//! polynomial `F(x) = Σ_k C_k·x^k` at every identifier. When the
+//! identifiers are small integers (seats 1..=n), t `lincomb`s give the
+//! forward differences `Δ^m F(0)` (about t²/2 terms in all) and stepping
+//! x = 0, 1, 2, … takes t − 1 point additions a step, where frost makes
+//! n·t scalar multiplications; for any other identifiers each share is one
+//! `lincomb` of the t terms. The outputs are frost's (unit tests compare
+//! them on both paths).
 
 use std::collections::BTreeMap;
 
@@ -80,10 +85,8 @@ pub(crate) fn part3(
     Secp256K1Sha256TR::post_dkg(key, group)
 }
 
-/// frost's `PublicKeyPackage::from_dkg_commitments`, with each verifying
-/// share `Σ_k id^k · C_k` of the summed commitment computed by one
-/// multi-scalar multiplication (k256's `lincomb`, which shares the
-/// doublings among the t terms) instead of t separate multiplications.
+/// frost's `PublicKeyPackage::from_dkg_commitments`, with the verifying
+/// shares computed by `verifying_shares`.
 fn public_key_package(
     secret: &round2::SecretPackage,
     round1: &BTreeMap<Identifier, round1::Package>,
@@ -96,33 +99,153 @@ fn public_key_package(
     let group = frost_core::keys::sum_commitments(&commitments)?;
     let coefficients: Vec<ProjectivePoint> =
         group.coefficients().iter().map(|c| c.value()).collect();
-    let mut terms: Vec<(ProjectivePoint, Scalar)> = Vec::with_capacity(coefficients.len());
-    let verifying_shares = round1
-        .keys()
-        .chain(std::iter::once(secret.identifier()))
-        .map(|id| {
-            let x = id.to_scalar();
-            let mut power = Scalar::ONE;
-            terms.clear();
-            for c in &coefficients {
-                terms.push((*c, power));
-                power *= x;
-            }
-            (
-                *id,
-                VerifyingShare::new(ProjectivePoint::lincomb_ext(terms.as_slice())),
-            )
-        })
-        .collect();
     let verifying_key =
         frost_core::VerifyingKey::new(*coefficients.first().ok_or(FrostError::MissingCommitment)?);
     let min_signers =
         u16::try_from(coefficients.len()).map_err(|_| FrostError::IncorrectNumberOfCommitments)?;
+    let ids: Vec<Identifier> = round1
+        .keys()
+        .chain(std::iter::once(secret.identifier()))
+        .copied()
+        .collect();
     Ok(PublicKeyPackage::new(
-        verifying_shares,
+        verifying_shares(&coefficients, &ids),
         verifying_key,
         Some(min_signers),
     ))
+}
+
+/// `F(id) = Σ_k id^k · C_k` for every identifier, F the polynomial whose
+/// coefficients are the summed commitment's points: by forward differences
+/// when every identifier is a small integer, otherwise one `lincomb` per
+/// identifier. Everything here (commitments, differences, shares) is
+/// public, so none of it is zeroized.
+fn verifying_shares(
+    coefficients: &[ProjectivePoint],
+    ids: &[Identifier],
+) -> BTreeMap<Identifier, VerifyingShare<Secp256K1Sha256TR>> {
+    match small_integers(ids, coefficients.len()) {
+        Some(xs) => by_forward_differences(coefficients, xs),
+        None => ids
+            .iter()
+            .map(|id| (*id, VerifyingShare::new(by_lincomb(coefficients, id))))
+            .collect(),
+    }
+}
+
+/// Every identifier as the integer it is, if all of them are at most
+/// 4·n + t for n identifiers and t coefficients, and n ≥ t.
+///
+/// The bound keeps the stepping cheaper than one `lincomb` per identifier.
+/// Each `lincomb` term costs k256 at least 80 point additions whatever its
+/// scalar (two 8-point tables of 7 additions each, then one addition for
+/// each of the 2 × 33 radix-16 digits of the scalar's halves), so the
+/// per-identifier path costs at least 80·n·t additions. The differences
+/// cost 80·t(t + 1)/2 additions in `lincomb`s of t, t − 1, …, 1 terms
+/// (fewer doublings too: t calls where there were n, and t ≤ n) and the
+/// steps up to the largest identifier at most (4n + t)(t − 1) more; with
+/// t ≤ n that is under 45·n·t + 40·t, below 80·n·t for every n ≥ 2 (and
+/// equal at n = t = 1, where no step adds anything).
+fn small_integers(ids: &[Identifier], t: usize) -> Option<Vec<(u64, Identifier)>> {
+    if ids.len() < t {
+        return None;
+    }
+    let bound = u64::try_from(ids.len().checked_mul(4)?.checked_add(t)?).ok()?;
+    ids.iter()
+        .map(|id| {
+            let bytes = id.to_scalar().to_bytes();
+            let (high, low) = bytes.as_slice().split_at(24);
+            let x = u64::from_be_bytes(low.try_into().ok()?);
+            (high.iter().all(|b| *b == 0) && x <= bound).then_some((x, *id))
+        })
+        .collect()
+}
+
+/// `Σ_k x^k · C_k` as one `lincomb` of the t terms.
+fn by_lincomb(coefficients: &[ProjectivePoint], id: &Identifier) -> ProjectivePoint {
+    let x = id.to_scalar();
+    let mut power = Scalar::ONE;
+    let terms: Vec<(ProjectivePoint, Scalar)> = coefficients
+        .iter()
+        .map(|c| {
+            let term = (*c, power);
+            power *= x;
+            term
+        })
+        .collect();
+    ProjectivePoint::lincomb_ext(terms.as_slice())
+}
+
+/// F at the integers `xs`, by Newton's forward differences: the t values
+/// `d_m = Δ^m F(0)` come from the coefficients, and moving from x to x + 1
+/// is `d_m += d_{m+1}` for m ascending (each `d_{m+1}` still at x when it
+/// is added), t − 1 point additions; `d_0` is then F(x + 1).
+fn by_forward_differences(
+    coefficients: &[ProjectivePoint],
+    mut xs: Vec<(u64, Identifier)>,
+) -> BTreeMap<Identifier, VerifyingShare<Secp256K1Sha256TR>> {
+    xs.sort_unstable_by_key(|(x, _)| *x);
+    let mut differences = differences_at_zero(coefficients);
+    let mut at = 0;
+    let mut shares = BTreeMap::new();
+    for (x, id) in xs {
+        while at < x {
+            let mut lower = differences.iter_mut();
+            if let Some(mut d) = lower.next() {
+                for higher in lower {
+                    *d += *higher;
+                    d = higher;
+                }
+            }
+            at += 1;
+        }
+        // Without coefficients F is the zero polynomial.
+        let value = differences
+            .first()
+            .copied()
+            .unwrap_or(ProjectivePoint::IDENTITY);
+        shares.insert(id, VerifyingShare::new(value));
+    }
+    shares
+}
+
+/// `Δ^m F(0) = Σ_{k≥m} T(k, m) · C_k` for m = 0..t, with
+/// `T(k, m) = m!·S(k, m)` (S the Stirling numbers of the second kind)
+/// taken mod q: one `lincomb` of t − m terms each. The column `T(·, m)` is built from `T(·, m − 1)`
+/// by `T(k, m) = m·(T(k − 1, m) + T(k − 1, m − 1))`, `T(0, 0) = 1` and
+/// `T(k, 0) = 0` for k > 0.
+fn differences_at_zero(coefficients: &[ProjectivePoint]) -> Vec<ProjectivePoint> {
+    let t = coefficients.len();
+    let mut column: Vec<Scalar> = std::iter::once(Scalar::ONE)
+        .chain(std::iter::repeat(Scalar::ZERO))
+        .take(t)
+        .collect();
+    let mut m_mod_q = Scalar::ZERO;
+    let mut terms: Vec<(ProjectivePoint, Scalar)> = Vec::with_capacity(t);
+    (0..t)
+        .map(|m| {
+            if m > 0 {
+                m_mod_q += Scalar::ONE;
+                // T(k − 1, m) and T(k − 1, m − 1), both 0 for k = 0.
+                let (mut above, mut above_left) = (Scalar::ZERO, Scalar::ZERO);
+                for entry in &mut column {
+                    let here = m_mod_q * (above + above_left);
+                    above_left = *entry;
+                    *entry = here;
+                    above = here;
+                }
+            }
+            terms.clear();
+            terms.extend(
+                coefficients
+                    .iter()
+                    .zip(&column)
+                    .skip(m)
+                    .map(|(c, s)| (*c, *s)),
+            );
+            ProjectivePoint::lincomb_ext(terms.as_slice())
+        })
+        .collect()
 }
 
 /// Whether `Σ_j r_j·f_j(me)·G − Σ_j Σ_k r_j·me^k·C_{j,k}` is the identity,
@@ -214,12 +337,18 @@ mod tests {
         BTreeMap<(Identifier, Identifier), round2::Package>,
     );
 
-    /// frost's parts 1 and 2 for a `t`-of-`n` group.
+    /// frost's parts 1 and 2 for a `t`-of-`n` group with seats 1..=n.
     fn parts_1_and_2(t: u16, n: u16) -> Started {
         let ids: Vec<Identifier> = (1..=n).map(|i| Identifier::try_from(i).unwrap()).collect();
+        parts_1_and_2_for(t, &ids)
+    }
+
+    /// frost's parts 1 and 2 for a group of threshold `t` and members `ids`.
+    fn parts_1_and_2_for(t: u16, ids: &[Identifier]) -> Started {
+        let n = u16::try_from(ids.len()).unwrap();
         let mut secrets1 = BTreeMap::new();
         let mut public1 = BTreeMap::new();
-        for id in &ids {
+        for id in ids {
             let (secret, package) = dkg::part1(*id, n, t, OsRng).unwrap();
             secrets1.insert(*id, secret);
             public1.insert(*id, package);
@@ -259,13 +388,68 @@ mod tests {
 
     #[test]
     fn outputs_are_frosts_for_every_member() {
-        let (secrets, public1, sent) = parts_1_and_2(3, 5);
+        check_outputs_are_frosts(3, &seats(&[1, 2, 3, 4, 5]), true);
+    }
+
+    /// Every member's `part3` equals frost's for a threshold-`t` group of
+    /// `ids`, whose verifying shares are computed by forward differences
+    /// exactly when `by_differences`.
+    fn check_outputs_are_frosts(t: u16, ids: &[Identifier], by_differences: bool) {
+        assert_eq!(
+            small_integers(ids, usize::from(t)).is_some(),
+            by_differences
+        );
+        let (secrets, public1, sent) = parts_1_and_2_for(t, ids);
         for secret in &secrets {
             let (round1, round2) = inputs(secret, &public1, &sent);
             let ours = part3(secret, &round1, &round2).unwrap();
             let frosts = dkg::part3(secret, &round1, &round2).unwrap();
             assert_eq!(ours, frosts);
         }
+    }
+
+    fn seats(seats: &[u16]) -> Vec<Identifier> {
+        seats
+            .iter()
+            .map(|s| Identifier::try_from(*s).unwrap())
+            .collect()
+    }
+
+    /// Gaps between the seats, the largest at the bound 4·7 + 5 = 33: the
+    /// differences reach every degree up to T(4, m).
+    #[test]
+    fn outputs_are_frosts_for_sparse_seats_up_to_the_bound() {
+        check_outputs_are_frosts(5, &seats(&[1, 2, 4, 7, 11, 16, 33]), true);
+    }
+
+    #[test]
+    fn outputs_are_frosts_for_a_seat_past_the_bound() {
+        check_outputs_are_frosts(5, &seats(&[1, 2, 4, 7, 11, 16, 34]), false);
+    }
+
+    #[test]
+    fn outputs_are_frosts_for_the_largest_seat() {
+        check_outputs_are_frosts(3, &seats(&[1, 2, 3, 4, u16::MAX]), false);
+    }
+
+    /// 2^64 + 5: only the high bytes tell it from seat 5.
+    #[test]
+    fn outputs_are_frosts_for_an_identifier_with_small_low_bytes() {
+        let mut bytes = [0u8; 32];
+        bytes[23] = 1;
+        bytes[31] = 5;
+        let mut ids = seats(&[1, 2, 3, 4]);
+        ids.push(Identifier::deserialize(&bytes).unwrap());
+        check_outputs_are_frosts(3, &ids, false);
+    }
+
+    #[test]
+    fn outputs_are_frosts_for_derived_identifiers() {
+        let ids: Vec<Identifier> = ["alice", "bob", "carol", "dave", "erin"]
+            .iter()
+            .map(|name| Identifier::derive(name.as_bytes()).unwrap())
+            .collect();
+        check_outputs_are_frosts(3, &ids, false);
     }
 
     #[test]
