@@ -195,6 +195,9 @@ pub(crate) struct Sim<B: Backend> {
     delay: Option<Duration>,
     /// Seats the coordinator asks last ([`Config::deferred`]).
     deferred: Vec<Seat>,
+    /// Seats that start with a vector kept from an earlier run
+    /// ([`Coordinator::with_commitments`]).
+    kept: Vec<Seat>,
     /// Seats sent a round-1 request, in order.
     asked: Vec<Seat>,
     inputs: usize,
@@ -220,6 +223,7 @@ impl<B: Backend> Sim<B> {
             duplicate: false,
             delay: None,
             deferred: Vec::new(),
+            kept: Vec::new(),
             asked: Vec::new(),
             inputs,
             now: Instant::now(),
@@ -267,6 +271,13 @@ impl<B: Backend> Sim<B> {
         self
     }
 
+    /// Starts the run with a fresh vector of each of `seats` in R, as a
+    /// driver that kept them from an earlier run does.
+    pub(crate) fn keep(mut self, seats: &[Seat]) -> Self {
+        self.kept = seats.to_vec();
+        self
+    }
+
     pub(crate) fn run(mut self) -> Outcome<B::S> {
         let messages: Vec<_> = (0..self.inputs)
             .map(|_| self.backend.message(&mut self.rng))
@@ -275,9 +286,24 @@ impl<B: Backend> Sim<B> {
         config.request_timeout = REQUEST_TIMEOUT;
         config.deadline = DEADLINE;
         config.deferred = self.deferred.iter().copied().collect();
-        let mut coordinator =
-            Coordinator::new(self.now, config, self.backend.scheme(), messages.clone())
-                .unwrap_or_else(|e| panic!("seed {}: {e}", self.seed));
+        let ready = self
+            .kept
+            .iter()
+            .map(|seat| {
+                (
+                    *seat,
+                    self.backend.commit(*seat, self.inputs, &mut self.rng),
+                )
+            })
+            .collect();
+        let mut coordinator = Coordinator::with_commitments(
+            self.now,
+            config,
+            self.backend.scheme(),
+            messages.clone(),
+            ready,
+        )
+        .unwrap_or_else(|e| panic!("seed {}: {e}", self.seed));
         let mut outcome = Outcome {
             seed: self.seed,
             sessions: Vec::new(),

@@ -78,15 +78,23 @@ fn signs_eventually(behavior: Behavior) -> bool {
 }
 
 fn check<B: Backend>(case: &Case, backend: B) -> Result<(), TestCaseError> {
-    check_deferring(case, 0, backend)
+    check_with(case, 0, 0, backend)
 }
 
 /// [`check`] with the seats whose bit is set in `deferred` (seat 1 is bit
-/// 0) deferred, as a driver's quarantine defers them: every property of a
-/// run holds as without deferral, the session bound and "fails only when
-/// fewer than t signers ever sign" included, so deferring never makes a
-/// run fail that could finish.
-fn check_deferring<B: Backend>(case: &Case, deferred: u8, backend: B) -> Result<(), TestCaseError> {
+/// 0) deferred, as a driver's quarantine defers them, and the honest or
+/// malicious seats whose bit is set in `kept` and that are not deferred
+/// starting with a kept vector: every property of a run holds as without
+/// either, the session bound and "fails only when fewer than t signers
+/// ever sign" included, so deferring never makes a run fail that could
+/// finish, and starting with kept vectors changes nothing but the round
+/// trips.
+fn check_with<B: Backend>(
+    case: &Case,
+    deferred: u8,
+    kept: u8,
+    backend: B,
+) -> Result<(), TestCaseError> {
     let seed = case.seed;
     let by_seat: Vec<(Seat, Behavior)> = case
         .behaviors
@@ -115,7 +123,17 @@ fn check_deferring<B: Backend>(case: &Case, deferred: u8, backend: B) -> Result<
         .filter(|(i, _)| deferred >> i & 1 == 1)
         .map(|(_, (s, _))| *s)
         .collect();
-    let outcome = sim.defer(&deferred).run();
+    let kept: Vec<Seat> = by_seat
+        .iter()
+        .enumerate()
+        .filter(|(i, (s, b))| {
+            kept >> i & 1 == 1
+                && !deferred.contains(s)
+                && matches!(b, Behavior::Honest | Behavior::Malicious { .. })
+        })
+        .map(|(_, (s, _))| *s)
+        .collect();
+    let outcome = sim.defer(&deferred).keep(&kept).run();
 
     let t = usize::from(case.threshold);
     let n = by_seat.len();
@@ -296,7 +314,21 @@ proptest! {
     #[test]
     fn toy_runs_with_deferred_seats_end_correctly(case in case(), deferred in any::<u8>()) {
         let backend = ToyCluster::new(case.threshold, u16::try_from(case.behaviors.len()).unwrap());
-        check_deferring(&case, deferred, backend)?;
+        check_with(&case, deferred, 0, backend)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
+
+    #[test]
+    fn toy_runs_starting_with_kept_vectors_end_correctly(
+        case in case(),
+        deferred in any::<u8>(),
+        kept in any::<u8>(),
+    ) {
+        let backend = ToyCluster::new(case.threshold, u16::try_from(case.behaviors.len()).unwrap());
+        check_with(&case, deferred, kept, backend)?;
     }
 }
 
