@@ -452,6 +452,36 @@ mod tests {
         check_outputs_are_frosts(3, &ids, false);
     }
 
+    /// The thresholds a wallet runs at, where the coefficients T(k, m)
+    /// pass the group order (from k ≈ 46): the differences against frost's
+    /// own evaluation of a random commitment, for seats 1..=100 and for 64
+    /// seats spread up to the bound (320 = 4·64 + 64). The DKG tests
+    /// above cannot afford such a group; a wrong coefficient at a high
+    /// degree would still give shares on one polynomial through the group
+    /// key, which no later check of a DKG's key record would catch.
+    #[test]
+    fn verifying_shares_are_frosts_at_large_thresholds() {
+        use k256::elliptic_curve::Field as _;
+        use k256::elliptic_curve::group::GroupEncoding as _;
+        for (t, spread) in [(51usize, 1u16), (64, 5)] {
+            let points: Vec<ProjectivePoint> = (0..t)
+                .map(|_| ProjectivePoint::GENERATOR * Scalar::random(&mut OsRng))
+                .collect();
+            let commitment =
+                frost_core::keys::VerifiableSecretSharingCommitment::<Secp256K1Sha256TR>::deserialize(
+                    points.iter().map(|p| p.to_bytes().to_vec()),
+                )
+                .unwrap();
+            let n = if spread == 1 { 100 } else { 64 };
+            let ids = seats(&(1..=n).map(|s| s * spread).collect::<Vec<_>>());
+            assert!(small_integers(&ids, t).is_some());
+            let frosts =
+                PublicKeyPackage::from_commitment(&ids.iter().copied().collect(), &commitment)
+                    .unwrap();
+            assert_eq!(&verifying_shares(&points, &ids), frosts.verifying_shares());
+        }
+    }
+
     #[test]
     fn an_invalid_share_is_named_after_the_batch_fails() {
         let (secrets, public1, sent) = parts_1_and_2(3, 5);
