@@ -163,14 +163,17 @@ impl CommitmentPool {
         taken
     }
 
-    /// Keeps `vector` for later runs of `shape`, unless it is too old at
-    /// `now`, its member already has [`CommitmentPool::per_member`] kept,
-    /// or its member forgot a kept vector within the age limit; then it is
-    /// handed back, for release.
+    /// Keeps `vector` for later runs of `shape`, unless it does not hold
+    /// one commitment per input, is too old at `now`, is kept already, its
+    /// member already has [`CommitmentPool::per_member`] kept, or its
+    /// member forgot a kept vector within the age limit; then it is handed
+    /// back, for release. (A member may send any vector with its shares:
+    /// one of another length would fail the next run's setup, and one kept
+    /// twice would meet `session_conflict` in one of two runs.)
     pub(crate) fn keep(&self, shape: &Shape, vector: Kept, now: Instant) -> Option<Kept> {
         let max_age = self.max_age;
         let fresh = |at: Instant| now.saturating_duration_since(at) < max_age;
-        if !fresh(vector.arrived) {
+        if vector.commitments.len() != shape.inputs || !fresh(vector.arrived) {
             return Some(vector);
         }
         let mut held = self.lock();
@@ -187,7 +190,10 @@ impl CommitmentPool {
             .or_default()
             .entry(vector.seat)
             .or_default();
-        if vectors.len() >= self.per_member {
+        let first = vector.commitments.first();
+        if vectors.len() >= self.per_member
+            || vectors.iter().any(|v| v.commitments.first() == first)
+        {
             return Some(vector);
         }
         // Kept in arrival order, so `take` finds the oldest first.
@@ -314,6 +320,21 @@ mod tests {
     }
 
     #[test]
+    fn only_a_vector_of_the_runs_shape_is_kept_and_only_once() {
+        let pool = CommitmentPool::default();
+        let now = Instant::now();
+        let two = Kept {
+            seat: seat(1),
+            arrived: now,
+            commitments: vec![commitment(0), commitment(1)],
+        };
+        assert!(pool.keep(&shape(0), two, now).is_some());
+        assert!(pool.keep(&shape(0), kept(1, 2, now), now).is_none());
+        assert!(pool.keep(&shape(0), kept(1, 2, now), now).is_some());
+        assert_eq!(pool.drain(&shape(0).wallet).len(), 1);
+    }
+
+    #[test]
     fn a_member_keeps_at_most_its_share() {
         let pool = CommitmentPool::new(Duration::from_secs(60), 2);
         let now = Instant::now();
@@ -335,7 +356,12 @@ mod tests {
         };
         assert!(pool.keep(&shape(0), kept(1, 0, now), now).is_none());
         assert!(pool.keep(&shape(0), kept(2, 1, now), now).is_none());
-        assert!(pool.keep(&two_inputs, kept(3, 2, now), now).is_none());
+        let pair = Kept {
+            seat: seat(3),
+            arrived: now,
+            commitments: vec![commitment(2), commitment(4)],
+        };
+        assert!(pool.keep(&two_inputs, pair, now).is_none());
         let taken = pool.take(&shape(0), |s| s != seat(2), now);
         assert_eq!(firsts(&taken.ready), vec![(seat(1), commitment(0))]);
         // Seat 2's vector waits for a run that may use it.

@@ -366,7 +366,7 @@ pub async fn sign(
             ready.push((vector.seat, vector.commitments.clone()));
             handed.kept(vector);
         }
-        taken.stale.into_iter().for_each(|v| handed.kept(v));
+        taken.stale.into_iter().for_each(|v| handed.retire(v));
     }
     let mut coordinator = Coordinator::with_commitments(
         std::time::Instant::now(),
@@ -739,6 +739,9 @@ pub struct Handed {
     vectors: Vec<Kept>,
     /// The first commitment of every vector sent in a session.
     used: Vec<Commitment>,
+    /// Vectors taken from the pool only to be released (too old, or of
+    /// an earlier epoch): never kept again.
+    retired: Vec<Kept>,
 }
 
 impl Handed {
@@ -768,22 +771,29 @@ impl Handed {
     /// The abort requests that release the unused vectors, by wallet seat.
     #[must_use]
     pub fn aborts(self, wallet: &WalletId) -> Vec<(Seat, AbortRequest)> {
-        aborts(wallet, self.unused())
+        let (unused, retired) = self.unused();
+        aborts(wallet, unused.into_iter().chain(retired).collect())
     }
 
-    /// Notes a vector the run started with from the pool (or took from it
-    /// too old to use: then only to release it).
+    /// Notes a vector the run started with from the pool.
     fn kept(&mut self, vector: Kept) {
         self.vectors.push(vector);
     }
 
-    /// The vectors no session used.
-    fn unused(self) -> Vec<Kept> {
+    /// Notes a vector taken from the pool only to be released.
+    fn retire(&mut self, vector: Kept) {
+        self.retired.push(vector);
+    }
+
+    /// The vectors of this run that no session used, and the retired ones.
+    fn unused(self) -> (Vec<Kept>, Vec<Kept>) {
         let used = self.used;
-        self.vectors
+        let unused = self
+            .vectors
             .into_iter()
             .filter(|v| v.commitments.first().is_some_and(|c| !used.contains(c)))
-            .collect()
+            .collect();
+        (unused, self.retired)
     }
 }
 
@@ -812,15 +822,16 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Ends a run's hold on the vectors no session used: those `keep` takes
 /// stay with the coordinator's pool, and every member is asked to drop the
-/// rest.
+/// rest and the retired ones.
 async fn release(
     peers: &Arc<Peers>,
     wallet: &NodeWallet,
     handed: Handed,
     keep: impl Fn(Kept) -> Option<Kept>,
 ) {
-    let unused: Vec<Kept> = handed.unused().into_iter().filter_map(keep).collect();
-    send_aborts(peers, wallet, aborts(wallet.id(), unused)).await;
+    let (unused, retired) = handed.unused();
+    let released = unused.into_iter().filter_map(keep).chain(retired).collect();
+    send_aborts(peers, wallet, aborts(wallet.id(), released)).await;
 }
 
 /// Asks every member to drop the commitment vectors `pool` holds for
