@@ -36,19 +36,57 @@ use crate::{
 };
 
 /// A member's public round-1 message (polynomial commitment and proof of knowledge).
+///
+/// # Invariants
+/// `bytes` is the canonical encoding of `package`: the bytes it was
+/// decoded from (decoding accepts only the canonical encoding), or its
+/// encoding made once when the package was. The transcript hashes them and
+/// [`Round1Package::to_bytes`] copies them, so no package is encoded again:
+/// each encoding costs a field inversion for each of its t points, which
+/// at (51, 100) was half of a member's part 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Round1Package(round1::Package);
+pub struct Round1Package {
+    package: round1::Package,
+    bytes: Vec<u8>,
+}
 
 /// A secret round-2 message for one recipient (its share of the sender's
 /// polynomial). Must travel encrypted to that recipient; zeroized on drop.
 pub struct Round2Package(round2::Package);
 
-codec!(
-    Round1Package,
-    Round1Package,
-    Vec<u8>,
-    |v: zeroize::Zeroizing<Vec<u8>>| v.to_vec()
-);
+impl Round1Package {
+    /// The package with its encoding.
+    fn new(package: round1::Package) -> Result<Self> {
+        let bytes = crate::codec::encode_exact(&package)?.to_vec();
+        Ok(Self { package, bytes })
+    }
+
+    /// The canonical encoding, for sending or storing.
+    ///
+    /// # Errors
+    /// None: the encoding was made with the package (the `Result` keeps
+    /// the signature of every other encoding in this crate).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        Ok(self.bytes.clone())
+    }
+
+    /// Decodes a package received from a peer or read from storage; only
+    /// the canonical encoding (as [`Self::to_bytes`] writes it) is
+    /// accepted, and it is kept as it arrived.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for malformed or non-canonical bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let package = crate::codec::FrostCodec::decode(bytes).map_err(|_| Error::Decode {
+            what: Encoding::Round1Package,
+        })?;
+        Ok(Self {
+            package,
+            bytes: bytes.to_vec(),
+        })
+    }
+}
+
 codec!(
     Round2Package,
     Round2Package,
@@ -93,10 +131,10 @@ impl Session {
         }
     }
 
-    /// The transcript digest over `round1` (every member's package, this
+    /// The transcript digest over `round1` (every member's package encoding, this
     /// member's own included) and the session's parameters; see the module
     /// docs for why every member must end with the same one.
-    fn transcript(&self, round1: &BTreeMap<Identifier, round1::Package>) -> Result<[u8; 32]> {
+    fn transcript(&self, round1: &BTreeMap<Identifier, &[u8]>) -> Result<[u8; 32]> {
         let mut h = Sha256::new();
         h.update(TRANSCRIPT_DOMAIN);
         match &self.mode {
@@ -124,7 +162,7 @@ impl Session {
         for (id, package) in round1 {
             let seat = Seat::from_identifier(id).ok_or(Error::OwnPackageEchoed)?;
             h.update(seat.get().to_be_bytes());
-            framed_update(&mut h, &crate::codec::encode_exact(package)?);
+            framed_update(&mut h, package);
         }
         Ok(h.finalize().into())
     }
@@ -183,7 +221,7 @@ fn blame(err: FrostError) -> Error {
 pub struct DkgRound1 {
     session: Session,
     secret: round1::SecretPackage,
-    own: round1::Package,
+    own: Round1Package,
 }
 
 impl DkgRound1 {
@@ -269,14 +307,14 @@ impl DkgRound1 {
             threshold: t,
             mode,
         };
-        let package = Round1Package(own.clone());
+        let own = Round1Package::new(own)?;
         Ok((
             Self {
                 session,
                 secret,
-                own,
+                own: own.clone(),
             },
-            package,
+            own,
         ))
     }
 
@@ -300,20 +338,23 @@ impl DkgRound1 {
         packages: Vec<(Seat, Round1Package)>,
     ) -> Result<(DkgRound2, Vec<(Seat, Round2Package)>)> {
         let round1 = self.session.collect(packages)?;
-        let round1: BTreeMap<Identifier, round1::Package> =
-            round1.into_iter().map(|(id, p)| (id, p.0)).collect();
         for (id, package) in &round1 {
             // Counted, not encoded: encoding every peer's t coefficients
             // costs one field inversion each.
-            let len = package.commitment().coefficients().len();
+            let len = package.package.commitment().coefficients().len();
             if len != self.session.commitment_len() {
                 let culprit = Seat::from_identifier(id).ok_or(Error::OwnPackageEchoed)?;
                 return Err(Error::WrongCommitmentLength { culprit });
             }
         }
-        let mut everyone = round1.clone();
-        everyone.insert(self.session.me.identifier(), self.own.clone());
+        let mut everyone: BTreeMap<Identifier, &[u8]> = round1
+            .iter()
+            .map(|(id, p)| (*id, p.bytes.as_slice()))
+            .collect();
+        everyone.insert(self.session.me.identifier(), self.own.bytes.as_slice());
         let transcript = self.session.transcript(&everyone)?;
+        let round1: BTreeMap<Identifier, round1::Package> =
+            round1.into_iter().map(|(id, p)| (id, p.package)).collect();
         let (secret, outgoing) = match self.session.mode {
             Mode::Fresh { .. } => dkg::part2(self.secret, &round1),
             Mode::Refresh { .. } => refresh::refresh_dkg_part2(self.secret, &round1),
@@ -326,7 +367,7 @@ impl DkgRound1 {
         let state = DkgRound2 {
             session: self.session,
             secret,
-            own: self.own,
+            own: self.own.package,
             round1,
             transcript,
         };
@@ -428,11 +469,13 @@ pub fn verify_round2_share(
 ) -> Result<()> {
     let id = from.identifier();
     match kind {
-        ShareKind::Fresh => {
-            dkg_batch::check_one(to.identifier(), &id, &package.0, |_| Some(&commitments.0))
-                .map_err(blame)
+        ShareKind::Fresh => dkg_batch::check_one(to.identifier(), &id, &package.0, |_| {
+            Some(&commitments.package)
+        })
+        .map_err(blame),
+        ShareKind::Refresh => {
+            check_refresh_share(to, &id, &package.0, |_| Some(&commitments.package))
         }
-        ShareKind::Refresh => check_refresh_share(to, &id, &package.0, |_| Some(&commitments.0)),
     }
 }
 
@@ -465,7 +508,7 @@ pub fn check_round1_package(
     bytes: &[u8],
 ) -> std::result::Result<(), Round1Fault> {
     let package = Round1Package::from_bytes(bytes).map_err(|_| Round1Fault::Undecodable)?;
-    let commitment = package.0.commitment();
+    let commitment = package.package.commitment();
     let expected = match kind {
         ShareKind::Fresh => usize::from(threshold),
         ShareKind::Refresh => usize::from(threshold).saturating_sub(1),
@@ -478,7 +521,7 @@ pub fn check_round1_package(
         ShareKind::Fresh => frost_core::keys::dkg::verify_proof_of_knowledge(
             from.identifier(),
             commitment,
-            package.0.proof_of_knowledge(),
+            package.package.proof_of_knowledge(),
         )
         .map_err(|_| Round1Fault::BadProofOfKnowledge),
         ShareKind::Refresh => Ok(()),
@@ -599,5 +642,55 @@ impl fmt::Debug for DkgRound1 {
 impl fmt::Debug for DkgRound2 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.session.debug("DkgRound2", f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng as _;
+
+    /// The transcript hashes each package's kept bytes. A member of an
+    /// earlier version encoded every package again instead; both give the
+    /// same digest, for packages made here and packages decoded from a
+    /// peer's bytes, so members upgraded at different times still agree.
+    #[test]
+    fn the_transcript_is_the_one_encoding_every_package_again_gives() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let params = GroupParams::new(3, 4).unwrap();
+        let started: Vec<(DkgRound1, Round1Package)> = params
+            .seats()
+            .map(|me| DkgRound1::start(params, me, ScriptTree::KeyPathOnly, &mut rng))
+            .collect::<Result<_>>()
+            .unwrap();
+        let sent: Vec<(Seat, Vec<u8>)> = started
+            .iter()
+            .map(|(state, own)| (state.seat(), own.to_bytes().unwrap()))
+            .collect();
+        for (state, own) in started {
+            let me = state.seat();
+            let peers: Vec<(Seat, Round1Package)> = sent
+                .iter()
+                .filter(|(seat, _)| *seat != me)
+                .map(|(seat, bytes)| (*seat, Round1Package::from_bytes(bytes).unwrap()))
+                .collect();
+            let encoded_again: Vec<(Identifier, Vec<u8>)> = peers
+                .iter()
+                .chain(std::iter::once(&(me, own)))
+                .map(|(seat, p)| {
+                    let bytes = crate::codec::encode_exact(&p.package).unwrap().to_vec();
+                    assert_eq!(bytes, p.bytes);
+                    (seat.identifier(), bytes)
+                })
+                .collect();
+            let earlier: BTreeMap<Identifier, &[u8]> = encoded_again
+                .iter()
+                .map(|(id, bytes)| (*id, bytes.as_slice()))
+                .collect();
+            let expected = state.session.transcript(&earlier).unwrap();
+            let (next, _) = state.receive(peers).unwrap();
+            assert_eq!(next.transcript, expected);
+        }
     }
 }
