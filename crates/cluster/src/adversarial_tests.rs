@@ -124,6 +124,14 @@ enum Mode {
     /// member held before a refresh), the answer signed with its identity
     /// key as an honest member signs: a real member with an old share.
     StaleShare,
+    /// Signing round 2: valid shares, with a fresh vector one commitment
+    /// too long (its first commitment repeated), signed by the member.
+    Round2LongVector,
+    /// Signing round 2: refused with `nonce_unknown` unless a round 1 came
+    /// since its last round-2 answer, that is for every vector a
+    /// coordinator kept from an earlier run, though it holds the nonce (a
+    /// member that claims to forget on purpose); else answered honestly.
+    Round2RefusesKept,
 }
 
 /// The share a [`Mode::StaleShare`] member signs with, the key record it
@@ -295,6 +303,10 @@ impl SignerHandler for Member {
                 });
                 self.inner.handle(peer, request)
             }
+            Request::Round1(_) if self.mode == Mode::Round2RefusesKept => {
+                self.lost.store(false, std::sync::atomic::Ordering::SeqCst);
+                self.inner.handle(peer, request)
+            }
             Request::Round2(asked) => self.round2(peer, asked),
             Request::DkgStart(_) => self.dkg_start(peer, request),
             Request::DkgRound2 { .. } => self.dkg_round2(peer, request),
@@ -392,6 +404,15 @@ impl Member {
             // The member's own behaviour under test, not synchronization.
             std::thread::sleep(SLOW);
         }
+        if self.mode == Mode::Round2RefusesKept
+            && self.lost.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(SignerError::new(
+                thresig_engine::ErrorCode::NonceUnknown.into(),
+                thresig_daemon::Recovery::Terminal,
+                "no live nonce for this commitment",
+            ));
+        }
         let denies = match self.mode {
             Mode::Round2PolicyDenied | Mode::Round2SlowRefusal => true,
             Mode::Round2UnsignedThenPolicyDenied => {
@@ -416,6 +437,11 @@ impl Member {
                     reply.sign(&self.identity, &hash, &key.0);
                 }
                 Mode::Round2Forged => reply.shares.iter_mut().for_each(wrong_share),
+                Mode::Round2LongVector => {
+                    let first = reply.commitments[0].clone();
+                    reply.commitments.push(first);
+                    reply.sign(&self.identity, &hash, &key.0);
+                }
                 Mode::Round2SignedInvalid => {
                     reply.shares.iter_mut().for_each(wrong_share);
                     reply.sign(&self.identity, &hash, &key.0);
@@ -2118,15 +2144,30 @@ async fn kept_commitments_spare_the_next_run_its_round_one() {
         pool: Some(pool.clone()),
         ..crate::SignOptions::default()
     };
-    for _ in 0..3 {
-        let psbt = spend_paying(&own.spend, own.spend.script_pubkey().clone());
+    // Distinct transactions: a nonce kept after its session used it would
+    // meet a package other than its own and be refused.
+    for i in 0..3 {
+        let psbt = self_payment(&own.spend, 0xa0 + i);
         let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
             .await
             .unwrap();
         assert_eq!(outcome.sessions, 1);
+        assert!(outcome.unresponsive.is_empty(), "{outcome:?}");
         assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
         assert_eq!(cluster.tally.take(), (0, 0), "{outcome:?}");
     }
+    // A quarantined member's kept vector waits: it is asked last, not put
+    // into R at the start.
+    let deferred = crate::SignOptions {
+        deferred: [seat(3)].into(),
+        ..options.clone()
+    };
+    let psbt = self_payment(&own.spend, 0xa3);
+    let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &deferred)
+        .await
+        .unwrap();
+    assert_eq!(outcome.signers, vec![seat(1), seat(2)]);
+    assert_eq!(cluster.tally.take(), (0, 0), "{outcome:?}");
     crate::release_kept(&peers, wallet, &pool).await;
     assert_eq!(cluster.tally.take(), (0, 3), "one abort per member");
     assert!(pool.drain(wallet.id()).is_empty());
@@ -2192,4 +2233,153 @@ async fn a_kept_vector_its_member_forgot_is_not_held_against_it() {
     assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
     let (round1, _) = cluster.tally.take();
     assert!(round1 >= 1, "the forgetful member was asked again");
+}
+
+/// A member that sends a fresh vector of the wrong length with valid
+/// shares cannot make the pool fail the next run: the vector is not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vector_of_the_wrong_length_is_not_kept() {
+    let cluster = start(3, 2, &[(3, Mode::Round2LongVector)], keep).await;
+    let pool = Arc::new(crate::CommitmentPool::default());
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        answer_first: [seat(3)].into(),
+        ..crate::SignOptions::default()
+    };
+    let (first, own) = dkg_and_sign_with(&cluster, 63, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    assert!(first.signers.contains(&seat(3)), "{first:?}");
+    let node = cluster.node(seat(1));
+    let peers = cluster.peers(seat(1));
+    let wallet = the_wallet(&node);
+    let kept = pool.drain(wallet.id());
+    assert!(kept.iter().all(|v| v.commitments.len() == 1), "{kept:?}");
+    for vector in kept {
+        let shape = crate::pool::Shape {
+            wallet: wallet.id().clone(),
+            epoch: own.epoch,
+            inputs: 1,
+        };
+        assert!(
+            pool.keep(&shape, vector, std::time::Instant::now())
+                .is_none()
+        );
+    }
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        ..crate::SignOptions::default()
+    };
+    for i in 0..4 {
+        let psbt = self_payment(&own.spend, 0xb0 + i);
+        crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
+            .await
+            .unwrap();
+    }
+}
+
+/// A member that claims to have forgotten every kept vector (it holds
+/// the nonces) is excused once, then is asked in round 1 like any member
+/// for the pool's age limit: it costs one extra session, not one a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_claiming_to_forget_kept_vectors_is_excused_once() {
+    let cluster = start(3, 2, &[(3, Mode::Round2RefusesKept)], keep).await;
+    let pool = Arc::new(crate::CommitmentPool::default());
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        ..crate::SignOptions::default()
+    };
+    let (_, own) = dkg_and_sign_with(&cluster, 64, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    let node = cluster.node(seat(1));
+    let peers = cluster.peers(seat(1));
+    let wallet = the_wallet(&node);
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        request_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(6),
+        ..crate::SignOptions::default()
+    };
+    let mut extra = 0;
+    for i in 0..10 {
+        let psbt = self_payment(&own.spend, 0xc0 + i);
+        let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
+            .await
+            .unwrap();
+        extra += outcome.sessions - 1;
+        let scored = outcome.observed.faults.contains_key(&seat(3));
+        assert!(
+            !scored || extra > 1,
+            "scored at its first refusal: {outcome:?}"
+        );
+    }
+    assert!(extra <= 1, "{extra} extra sessions");
+}
+
+/// Concurrent runs sharing one pool, each signing its own transaction,
+/// never put one nonce into two packages: no refusal, no fault, one
+/// session each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runs_sharing_a_pool_never_reuse_a_nonce() {
+    let cluster = start(4, 2, &[], keep).await;
+    let pool = Arc::new(crate::CommitmentPool::default());
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        ..crate::SignOptions::default()
+    };
+    let (_, own) = dkg_and_sign_with(&cluster, 65, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    let own = Arc::new(own);
+    let node = Arc::new(cluster.node(seat(1)));
+    let peers = cluster.peers(seat(1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..4u8 {
+        let (pool, own, node, peers) = (pool.clone(), own.clone(), node.clone(), peers.clone());
+        tasks.spawn(async move {
+            let wallet = the_wallet(&node);
+            let options = crate::SignOptions {
+                pool: Some(pool),
+                ..crate::SignOptions::default()
+            };
+            let mut sessions = 0;
+            for i in 0..6u8 {
+                let psbt = self_payment(&own.spend, task * 16 + i + 1);
+                let outcome = crate::sign(&peers, wallet, &own.key, own.epoch, &psbt, &options)
+                    .await
+                    .unwrap();
+                assert!(outcome.observed.faults.is_empty(), "{:?}", outcome.observed);
+                assert!(outcome.unresponsive.is_empty(), "{outcome:?}");
+                sessions += outcome.sessions;
+            }
+            sessions
+        });
+    }
+    let mut sessions = 0;
+    while let Some(done) = tasks.join_next().await {
+        sessions += done.unwrap();
+    }
+    assert_eq!(sessions, 24);
+}
+
+/// A culprit's vectors are never kept: the next run does not start with a
+/// member proven to send invalid shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_culprits_vectors_are_not_kept() {
+    let cluster = start(3, 2, &[(3, Mode::Round2SignedInvalid)], keep).await;
+    let pool = Arc::new(crate::CommitmentPool::default());
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        answer_first: [seat(3)].into(),
+        ..crate::SignOptions::default()
+    };
+    let (outcome, _) = dkg_and_sign_with(&cluster, 66, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(outcome.culprits, vec![seat(3)]);
+    let node = cluster.node(seat(1));
+    let kept = pool.drain(the_wallet(&node).id());
+    assert!(!kept.is_empty());
+    assert!(kept.iter().all(|v| v.seat != seat(3)), "{kept:?}");
 }

@@ -19,15 +19,17 @@
 //!   two runs put one nonce into two packages (`session_conflict`);
 //! - it is kept for [`CommitmentPool::max_age`] from its arrival (a minute
 //!   by default, well inside the signers' default nonce TTL of five
-//!   minutes), and at most [`CommitmentPool::per_member`] per member,
+//!   minutes), and at most [`CommitmentPool::per_member`] nonces per member,
 //!   wallet and shape: the rest are released as before;
 //! - a vector its signer no longer holds (it restarted, or a signer set a
-//!   shorter TTL) costs its run one round-1 request; the run does not count
-//!   that refusal against the member, and the member's other kept vectors
-//!   are forgotten. For a minute after, none of the member's vectors is
-//!   kept, so its runs ask it in round 1 as a run on its own does and its
-//!   refusals count: a member that claims to forget on purpose escapes one
-//!   refusal's score a minute, not every one;
+//!   shorter TTL) costs its run the session it was put into (the round 2
+//!   of the others in it, and a round trip) and one round-1 request; the
+//!   run does not count that refusal against the member, and the member's
+//!   other kept vectors of the wallet are forgotten. For a minute after,
+//!   none of the member's vectors is kept and no such refusal of it is
+//!   excused, so its runs ask it in round 1 as a run on its own does and
+//!   its refusals count: a member that claims to forget on purpose escapes
+//!   one refusal's score per wallet a minute, not every one;
 //! - vectors are kept per wallet, wallet epoch and number of inputs, so a
 //!   vector is only ever offered for a transaction of its own shape and
 //!   epoch; taking the vectors of a new epoch hands the old epoch's back
@@ -87,17 +89,20 @@ pub(crate) struct Taken {
 }
 
 impl Default for CommitmentPool {
-    /// A minute, and 16 vectors per member, wallet and shape: a stream of
-    /// runs returns about one vector per member and run, so 16 cover as
-    /// many runs in flight.
+    /// A minute, and 64 nonces per member, wallet and shape: a stream of
+    /// runs returns about one vector per member and run, so 64 cover as
+    /// many one-input runs in flight (16 of four inputs), a sixteenth of a
+    /// signer's default quota of nonces per coordinator.
     fn default() -> Self {
-        Self::new(Duration::from_secs(60), 16)
+        Self::new(Duration::from_secs(60), 64)
     }
 }
 
 impl CommitmentPool {
     /// A pool keeping each vector for at most `max_age` from its arrival,
-    /// and at most `per_member` vectors per member, wallet and shape.
+    /// and vectors of at most `per_member` nonces (commitments) in all per
+    /// member, wallet and shape: the signers' quotas count nonces, not
+    /// vectors.
     #[must_use]
     pub fn new(max_age: Duration, per_member: usize) -> Self {
         Self {
@@ -113,7 +118,7 @@ impl CommitmentPool {
         self.max_age
     }
 
-    /// Most vectors kept per member, wallet and shape.
+    /// Most nonces (commitments) kept per member, wallet and shape.
     #[must_use]
     pub fn per_member(&self) -> usize {
         self.per_member
@@ -121,7 +126,7 @@ impl CommitmentPool {
 
     /// Takes, for a run of `shape` starting at `now`, the oldest fresh
     /// vector of every member `eligible` accepts, and every vector too old
-    /// to offer or of another epoch of the wallet.
+    /// to offer or of an earlier epoch of the wallet.
     pub(crate) fn take(
         &self,
         shape: &Shape,
@@ -133,7 +138,7 @@ impl CommitmentPool {
         let mut taken = Taken::default();
         let other_epochs: Vec<Shape> = kept
             .keys()
-            .filter(|s| s.wallet == shape.wallet && s.epoch != shape.epoch)
+            .filter(|s| s.wallet == shape.wallet && s.epoch < shape.epoch)
             .cloned()
             .collect();
         for old in other_epochs {
@@ -164,8 +169,8 @@ impl CommitmentPool {
     }
 
     /// Keeps `vector` for later runs of `shape`, unless it does not hold
-    /// one commitment per input, is too old at `now`, is kept already, its
-    /// member already has [`CommitmentPool::per_member`] kept, or its
+    /// one commitment per input, is too old at `now`, is kept already,
+    /// would take its member beyond [`CommitmentPool::per_member`], or its
     /// member forgot a kept vector within the age limit; then it is handed
     /// back, for release. (A member may send any vector with its shares:
     /// one of another length would fail the next run's setup, and one kept
@@ -191,7 +196,8 @@ impl CommitmentPool {
             .entry(vector.seat)
             .or_default();
         let first = vector.commitments.first();
-        if vectors.len() >= self.per_member
+        let nonces: usize = vectors.iter().map(|v| v.commitments.len()).sum();
+        if nonces + vector.commitments.len() > self.per_member
             || vectors.iter().any(|v| v.commitments.first() == first)
         {
             return Some(vector);
@@ -202,16 +208,25 @@ impl CommitmentPool {
         None
     }
 
-    /// Drops every vector kept at `seat` for `shape`, and keeps none of
-    /// the member's for the age limit from `now`: its signer no longer
-    /// held one of them, and it evicts and expires the oldest first (or it
-    /// restarted and holds none).
-    pub(crate) fn forget(&self, shape: &Shape, seat: Seat, now: Instant) {
+    /// Drops every vector kept at `seat` for `shape`'s wallet, and keeps
+    /// none of the member's for the age limit from `now`: its signer no
+    /// longer held one of them, and it evicts and expires the oldest first
+    /// (or it restarted and holds none). Whether the member had not
+    /// forgotten one within the age limit before: only then is its refusal
+    /// excused, so runs in flight with its other kept vectors do not excuse
+    /// it again.
+    pub(crate) fn forget(&self, shape: &Shape, seat: Seat, now: Instant) -> bool {
+        let max_age = self.max_age;
         let mut held = self.lock();
-        if let Some(members) = held.vectors.get_mut(shape) {
+        for (_, members) in held
+            .vectors
+            .iter_mut()
+            .filter(|(s, _)| s.wallet == shape.wallet)
+        {
             members.remove(&seat);
         }
-        held.forgot.insert((shape.wallet.clone(), seat), now);
+        let earlier = held.forgot.insert((shape.wallet.clone(), seat), now);
+        earlier.is_none_or(|at| now.saturating_duration_since(at) >= max_age)
     }
 
     /// Empties the pool for `wallet`: the vectors to release when the
@@ -335,6 +350,23 @@ mod tests {
     }
 
     #[test]
+    fn the_share_counts_nonces_not_vectors() {
+        let pool = CommitmentPool::new(Duration::from_secs(60), 3);
+        let now = Instant::now();
+        let two_inputs = Shape {
+            inputs: 2,
+            ..shape(0)
+        };
+        let pair = |a, b| Kept {
+            seat: seat(1),
+            arrived: now,
+            commitments: vec![commitment(a), commitment(b)],
+        };
+        assert!(pool.keep(&two_inputs, pair(0, 1), now).is_none());
+        assert!(pool.keep(&two_inputs, pair(2, 3), now).is_some());
+    }
+
+    #[test]
     fn a_member_keeps_at_most_its_share() {
         let pool = CommitmentPool::new(Duration::from_secs(60), 2);
         let now = Instant::now();
@@ -378,10 +410,15 @@ mod tests {
         let pool = CommitmentPool::default();
         let now = Instant::now();
         assert!(pool.keep(&shape(0), kept(1, 0, now), now).is_none());
+        assert!(pool.keep(&shape(2), kept(1, 1, now), now).is_none());
         let taken = pool.take(&shape(1), |_| true, now);
         assert!(taken.ready.is_empty());
         assert_eq!(firsts(&taken.stale), vec![(seat(1), commitment(0))]);
-        assert!(pool.drain(&shape(0).wallet).is_empty());
+        // A run still at an older epoch retires nothing newer.
+        assert_eq!(
+            firsts(&pool.drain(&shape(0).wallet)),
+            vec![(seat(1), commitment(1))]
+        );
     }
 
     #[test]
@@ -392,16 +429,29 @@ mod tests {
             assert!(pool.keep(&shape(0), kept(1, n, now), now).is_none());
         }
         assert!(pool.keep(&shape(0), kept(2, 3, now), now).is_none());
-        pool.forget(&shape(0), seat(1), now);
+        let two_inputs = Shape {
+            inputs: 2,
+            ..shape(0)
+        };
+        let pair = Kept {
+            seat: seat(1),
+            arrived: now,
+            commitments: vec![commitment(4), commitment(5)],
+        };
+        assert!(pool.keep(&two_inputs, pair, now).is_none());
+        assert!(pool.forget(&shape(0), seat(1), now), "the first is excused");
         let taken = pool.take(&shape(0), |_| true, now);
         assert_eq!(firsts(&taken.ready), vec![(seat(2), commitment(3))]);
+        assert!(pool.take(&two_inputs, |_| true, now).ready.is_empty());
+        // A run in flight with another of its vectors is not excused again.
+        assert!(!pool.forget(&shape(0), seat(1), now));
     }
 
     #[test]
     fn a_member_that_forgot_is_asked_afresh_for_the_age_limit() {
         let pool = CommitmentPool::new(Duration::from_secs(10), 4);
         let t0 = Instant::now();
-        pool.forget(&shape(0), seat(1), t0);
+        assert!(pool.forget(&shape(0), seat(1), t0));
         let soon = t0 + Duration::from_secs(9);
         assert!(pool.keep(&shape(0), kept(1, 0, soon), soon).is_some());
         assert!(pool.keep(&shape(0), kept(2, 1, soon), soon).is_none());
@@ -411,7 +461,13 @@ mod tests {
             ..shape(0)
         };
         assert!(pool.keep(&other, kept(1, 2, soon), soon).is_none());
+        // Forgetting again within the limit is not excused, and starts it
+        // over: a member that keeps forgetting gets nothing kept.
+        assert!(!pool.forget(&shape(0), seat(1), soon));
         let later = t0 + Duration::from_secs(10);
-        assert!(pool.keep(&shape(0), kept(1, 3, later), later).is_none());
+        assert!(pool.keep(&shape(0), kept(1, 3, later), later).is_some());
+        let after = soon + Duration::from_secs(10);
+        assert!(pool.keep(&shape(0), kept(1, 4, after), after).is_none());
+        assert!(pool.forget(&shape(0), seat(1), after));
     }
 }

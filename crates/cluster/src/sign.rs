@@ -577,11 +577,15 @@ pub async fn sign(
                     *unanswered.entry(seat).or_default() += 1;
                     Some(refused(round, Refusal::Retryable))
                 });
-                if matches!(round, Round::Sign(_)) && on_kept.remove(&seat) {
-                    forgot_kept.extend(kept_vector_forgotten(&reply, seat));
-                    if let Some(pool) = options.pool.as_ref().filter(|_| forgot_kept.contains(&seat)) {
-                        pool.forget(&shape, seat, std::time::Instant::now());
-                    }
+                let on_kept_vector = matches!(round, Round::Sign(_)) && on_kept.remove(&seat);
+                if on_kept_vector
+                    && kept_vector_forgotten(&reply)
+                    && options
+                        .pool
+                        .as_ref()
+                        .is_some_and(|pool| pool.forget(&shape, seat, std::time::Instant::now()))
+                {
+                    forgot_kept.insert(seat);
                 }
                 let admitted = gate.admit(seat, reply);
                 shares.note(&admitted);
@@ -598,9 +602,9 @@ pub async fn sign(
     }
 }
 
-/// `seat`, if `reply` to the round-2 request that used its kept vector
-/// says its signer no longer holds the nonce.
-fn kept_vector_forgotten(reply: &Option<Reply<WireScheme>>, seat: Seat) -> Option<Seat> {
+/// Whether `reply` to the round-2 request that used a kept vector says
+/// its signer no longer holds the nonce.
+fn kept_vector_forgotten(reply: &Option<Reply<WireScheme>>) -> bool {
     matches!(
         reply,
         Some(Reply::Refused {
@@ -608,7 +612,6 @@ fn kept_vector_forgotten(reply: &Option<Reply<WireScheme>>, seat: Seat) -> Optio
             ..
         })
     )
-    .then_some(seat)
 }
 
 /// Takes one off `seat`'s count; whether there was one.

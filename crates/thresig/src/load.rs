@@ -191,7 +191,7 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
     let pace = Duration::from_millis(args.pace_ms);
     let pool = (!args.fresh_runs).then(|| Arc::new(CommitmentPool::default()));
     let started = Instant::now();
-    let latencies = runtime.block_on(async {
+    let signed = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..args.concurrency {
             let (psbts, next, peers) = (psbts.clone(), next.clone(), peers.clone());
@@ -230,11 +230,14 @@ pub(crate) fn main(args: &LoadArgs, rng: &mut (impl RngCore + CryptoRng)) -> Res
             all.extend(joined??);
         }
         Ok::<_, anyhow::Error>(all)
-    })?;
+    });
     let elapsed = started.elapsed();
+    // Released on failure too: the members need not hold the kept nonces
+    // until they expire.
     if let Some(pool) = &pool {
         runtime.block_on(release_kept(&peers, &wallet, pool));
     }
+    let latencies = signed?;
     let cpu_after = cpu_times(&online)?;
     let coordinator_after = cpu_times(&coordinator)?;
     let wait_after = store_waits(&metrics)?;

@@ -1173,3 +1173,23 @@ fn a_kept_vector_the_signer_no_longer_holds_costs_a_round_one_not_the_run() {
         Some(Event::Done(signed)) if signed.signers == vec![seat(2), seat(3)]));
     assert_eq!(hand.coordinator.culprits().count(), 0);
 }
+
+/// A seat that sends its kept vector back as its fresh commitments does
+/// not get it into a second session: a kept vector is remembered as
+/// handed out, as an answered one is.
+#[test]
+fn an_echoed_kept_vector_is_not_fresh() {
+    let mut hand = with_ready(3, &[1, 2], |_| {});
+    let (_, session, packages) = session_of(&mut hand);
+    let kept: Vec<u64> = packages.iter().map(|p| p.commitments[&seat(1)]).collect();
+    let echo = shares_with(&mut hand, seat(1), session, &packages, kept);
+    hand.reply(seat(1), echo).unwrap();
+    let events = hand.events();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Unresponsive {
+            seat: s,
+            cause: Unresponsiveness::NoFreshCommitments { .. },
+        } if *s == seat(1))),
+        "{events:?}"
+    );
+}
