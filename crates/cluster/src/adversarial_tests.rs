@@ -2117,20 +2117,61 @@ async fn an_abort_refused_for_good_by_one_member_is_retryable_while_another_runs
     abort_with_a_full_veto_cap_and_member_5(Fifth::Running, 0x82, "[Seat(5)]").await;
 }
 
+/// A cluster of `n` members (t = 2, `modes`) whose wallet went through
+/// its DKG and one signing from member 1 with a commitment pool, the
+/// round-1 answers of `first` handled first: the pool holds what that run
+/// did not use.
+async fn pooled(
+    n: u16,
+    modes: &[(u16, Mode)],
+    seed: u64,
+    first: &[u16],
+) -> (
+    Cluster,
+    Arc<crate::CommitmentPool>,
+    crate::SignOutcome,
+    crate::OwnWallet,
+) {
+    let cluster = start(n, 2, modes, keep).await;
+    let pool = Arc::new(crate::CommitmentPool::default());
+    let options = crate::SignOptions {
+        pool: Some(pool.clone()),
+        answer_first: first.iter().copied().map(seat).collect(),
+        ..crate::SignOptions::default()
+    };
+    let (outcome, own) = dkg_and_sign_with(&cluster, seed, |s| s.script_pubkey().clone(), options)
+        .await
+        .unwrap();
+    (cluster, pool, outcome, own)
+}
+
+/// Puts `vectors` (drained from `pool`) back, as kept for one-input runs
+/// of `wallet` at `epoch`.
+fn keep_again(
+    pool: &crate::CommitmentPool,
+    wallet: &NodeWallet,
+    epoch: WalletEpoch,
+    vectors: Vec<crate::pool::Kept>,
+) {
+    let shape = crate::pool::Shape {
+        wallet: wallet.id().clone(),
+        epoch,
+        inputs: 1,
+    };
+    for vector in vectors {
+        assert!(
+            pool.keep(&shape, vector, std::time::Instant::now())
+                .is_none()
+        );
+    }
+}
+
 /// A coordinator that keeps its unused commitments starts its next run of
 /// the wallet with them: no member is asked in round 1 or asked to drop
 /// anything, and the pool's vectors are released when it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kept_commitments_spare_the_next_run_its_round_one() {
-    let cluster = start(3, 2, &[], keep).await;
-    let pool = Arc::new(crate::CommitmentPool::default());
-    let options = crate::SignOptions {
-        pool: Some(pool.clone()),
-        ..crate::SignOptions::default()
-    };
-    let (first, own) = dkg_and_sign_with(&cluster, 61, |s| s.script_pubkey().clone(), options)
-        .await
-        .unwrap();
+    let (cluster, pool, first, own) = pooled(3, &[], 61, &[]).await;
     assert_eq!(first.signatures.len(), 1);
     assert_eq!(
         cluster.tally.take(),
@@ -2179,43 +2220,26 @@ async fn kept_commitments_spare_the_next_run_its_round_one() {
 /// member: the coordinator's pool, not the member, was out of date.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kept_vector_its_member_forgot_is_not_held_against_it() {
-    let cluster = start(3, 2, &[], keep).await;
-    let pool = Arc::new(crate::CommitmentPool::default());
-    let options = crate::SignOptions {
-        pool: Some(pool.clone()),
-        ..crate::SignOptions::default()
-    };
-    let (_, own) = dkg_and_sign_with(&cluster, 62, |s| s.script_pubkey().clone(), options)
-        .await
-        .unwrap();
+    let (cluster, pool, _, own) = pooled(3, &[], 62, &[]).await;
     let node = cluster.node(seat(1));
     let peers = cluster.peers(seat(1));
     let wallet = the_wallet(&node);
     // Members 1 and 2 drop what the pool holds at them, so the first
     // session (two of the three kept members) meets at least one of them.
+    let kept = pool.drain(wallet.id());
     let mut forgotten = 0;
-    for vector in pool.drain(wallet.id()) {
-        let shape = crate::pool::Shape {
-            wallet: wallet.id().clone(),
-            epoch: own.epoch,
-            inputs: 1,
-        };
-        if vector.seat != seat(3) {
-            let request = thresig_engine::AbortRequest::new(
-                wallet.id().clone(),
-                vec![thresig_engine::HexBytes(vector.commitments[0].to_bytes())],
-            );
-            let member = wallet.cluster_seat(vector.seat).unwrap();
-            let client = peers.client(member).await.unwrap();
-            client.abort(request).await.unwrap();
-            forgotten += 1;
-        }
-        assert!(
-            pool.keep(&shape, vector, std::time::Instant::now())
-                .is_none()
+    for vector in kept.iter().filter(|v| v.seat != seat(3)) {
+        let request = thresig_engine::AbortRequest::new(
+            wallet.id().clone(),
+            vec![thresig_engine::HexBytes(vector.commitments[0].to_bytes())],
         );
+        let member = wallet.cluster_seat(vector.seat).unwrap();
+        let client = peers.client(member).await.unwrap();
+        client.abort(request).await.unwrap();
+        forgotten += 1;
     }
     assert_eq!(forgotten, 2);
+    keep_again(&pool, wallet, own.epoch, kept);
     let _ = cluster.tally.take();
     let options = crate::SignOptions {
         pool: Some(pool.clone()),
@@ -2239,33 +2263,14 @@ async fn a_kept_vector_its_member_forgot_is_not_held_against_it() {
 /// shares cannot make the pool fail the next run: the vector is not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_vector_of_the_wrong_length_is_not_kept() {
-    let cluster = start(3, 2, &[(3, Mode::Round2LongVector)], keep).await;
-    let pool = Arc::new(crate::CommitmentPool::default());
-    let options = crate::SignOptions {
-        pool: Some(pool.clone()),
-        answer_first: [seat(3)].into(),
-        ..crate::SignOptions::default()
-    };
-    let (first, own) = dkg_and_sign_with(&cluster, 63, |s| s.script_pubkey().clone(), options)
-        .await
-        .unwrap();
+    let (cluster, pool, first, own) = pooled(3, &[(3, Mode::Round2LongVector)], 63, &[3]).await;
     assert!(first.signers.contains(&seat(3)), "{first:?}");
     let node = cluster.node(seat(1));
     let peers = cluster.peers(seat(1));
     let wallet = the_wallet(&node);
     let kept = pool.drain(wallet.id());
     assert!(kept.iter().all(|v| v.commitments.len() == 1), "{kept:?}");
-    for vector in kept {
-        let shape = crate::pool::Shape {
-            wallet: wallet.id().clone(),
-            epoch: own.epoch,
-            inputs: 1,
-        };
-        assert!(
-            pool.keep(&shape, vector, std::time::Instant::now())
-                .is_none()
-        );
-    }
+    keep_again(&pool, wallet, own.epoch, kept);
     let options = crate::SignOptions {
         pool: Some(pool.clone()),
         ..crate::SignOptions::default()
@@ -2283,15 +2288,7 @@ async fn a_vector_of_the_wrong_length_is_not_kept() {
 /// for the pool's age limit: it costs one extra session, not one a run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_claiming_to_forget_kept_vectors_is_excused_once() {
-    let cluster = start(3, 2, &[(3, Mode::Round2RefusesKept)], keep).await;
-    let pool = Arc::new(crate::CommitmentPool::default());
-    let options = crate::SignOptions {
-        pool: Some(pool.clone()),
-        ..crate::SignOptions::default()
-    };
-    let (_, own) = dkg_and_sign_with(&cluster, 64, |s| s.script_pubkey().clone(), options)
-        .await
-        .unwrap();
+    let (cluster, pool, _, own) = pooled(3, &[(3, Mode::Round2RefusesKept)], 64, &[]).await;
     let node = cluster.node(seat(1));
     let peers = cluster.peers(seat(1));
     let wallet = the_wallet(&node);
@@ -2322,15 +2319,7 @@ async fn a_member_claiming_to_forget_kept_vectors_is_excused_once() {
 /// session each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_runs_sharing_a_pool_never_reuse_a_nonce() {
-    let cluster = start(4, 2, &[], keep).await;
-    let pool = Arc::new(crate::CommitmentPool::default());
-    let options = crate::SignOptions {
-        pool: Some(pool.clone()),
-        ..crate::SignOptions::default()
-    };
-    let (_, own) = dkg_and_sign_with(&cluster, 65, |s| s.script_pubkey().clone(), options)
-        .await
-        .unwrap();
+    let (cluster, pool, _, own) = pooled(4, &[], 65, &[]).await;
     let own = Arc::new(own);
     let node = Arc::new(cluster.node(seat(1)));
     let peers = cluster.peers(seat(1));
@@ -2367,16 +2356,7 @@ async fn concurrent_runs_sharing_a_pool_never_reuse_a_nonce() {
 /// member proven to send invalid shares.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_culprits_vectors_are_not_kept() {
-    let cluster = start(3, 2, &[(3, Mode::Round2SignedInvalid)], keep).await;
-    let pool = Arc::new(crate::CommitmentPool::default());
-    let options = crate::SignOptions {
-        pool: Some(pool.clone()),
-        answer_first: [seat(3)].into(),
-        ..crate::SignOptions::default()
-    };
-    let (outcome, _) = dkg_and_sign_with(&cluster, 66, |s| s.script_pubkey().clone(), options)
-        .await
-        .unwrap();
+    let (cluster, pool, outcome, _) = pooled(3, &[(3, Mode::Round2SignedInvalid)], 66, &[3]).await;
     assert_eq!(outcome.culprits, vec![seat(3)]);
     let node = cluster.node(seat(1));
     let kept = pool.drain(the_wallet(&node).id());
