@@ -290,12 +290,25 @@ mod tests {
         }
     }
 
-    fn kept(seat_number: u16, n: usize, arrived: Instant) -> Kept {
+    /// `shape(0)` for two-input transactions.
+    fn two_inputs() -> Shape {
+        Shape {
+            inputs: 2,
+            ..shape(0)
+        }
+    }
+
+    /// Seat `seat_number`'s vector of the commitments numbered `ns`.
+    fn vector(seat_number: u16, ns: &[usize], arrived: Instant) -> Kept {
         Kept {
             seat: seat(seat_number),
             arrived,
-            commitments: vec![commitment(n)],
+            commitments: ns.iter().map(|n| commitment(*n)).collect(),
         }
+    }
+
+    fn kept(seat_number: u16, n: usize, arrived: Instant) -> Kept {
+        vector(seat_number, &[n], arrived)
     }
 
     fn firsts(vectors: &[Kept]) -> Vec<(Seat, Commitment)> {
@@ -338,12 +351,7 @@ mod tests {
     fn only_a_vector_of_the_runs_shape_is_kept_and_only_once() {
         let pool = CommitmentPool::default();
         let now = Instant::now();
-        let two = Kept {
-            seat: seat(1),
-            arrived: now,
-            commitments: vec![commitment(0), commitment(1)],
-        };
-        assert!(pool.keep(&shape(0), two, now).is_some());
+        assert!(pool.keep(&shape(0), vector(1, &[0, 1], now), now).is_some());
         assert!(pool.keep(&shape(0), kept(1, 2, now), now).is_none());
         assert!(pool.keep(&shape(0), kept(1, 2, now), now).is_some());
         assert_eq!(pool.drain(&shape(0).wallet).len(), 1);
@@ -353,17 +361,14 @@ mod tests {
     fn the_share_counts_nonces_not_vectors() {
         let pool = CommitmentPool::new(Duration::from_secs(60), 3);
         let now = Instant::now();
-        let two_inputs = Shape {
-            inputs: 2,
-            ..shape(0)
-        };
-        let pair = |a, b| Kept {
-            seat: seat(1),
-            arrived: now,
-            commitments: vec![commitment(a), commitment(b)],
-        };
-        assert!(pool.keep(&two_inputs, pair(0, 1), now).is_none());
-        assert!(pool.keep(&two_inputs, pair(2, 3), now).is_some());
+        assert!(
+            pool.keep(&two_inputs(), vector(1, &[0, 1], now), now)
+                .is_none()
+        );
+        assert!(
+            pool.keep(&two_inputs(), vector(1, &[2, 3], now), now)
+                .is_some()
+        );
     }
 
     #[test]
@@ -382,18 +387,12 @@ mod tests {
     fn ineligible_members_and_other_shapes_are_not_offered() {
         let pool = CommitmentPool::default();
         let now = Instant::now();
-        let two_inputs = Shape {
-            inputs: 2,
-            ..shape(0)
-        };
         assert!(pool.keep(&shape(0), kept(1, 0, now), now).is_none());
         assert!(pool.keep(&shape(0), kept(2, 1, now), now).is_none());
-        let pair = Kept {
-            seat: seat(3),
-            arrived: now,
-            commitments: vec![commitment(2), commitment(4)],
-        };
-        assert!(pool.keep(&two_inputs, pair, now).is_none());
+        assert!(
+            pool.keep(&two_inputs(), vector(3, &[2, 4], now), now)
+                .is_none()
+        );
         let taken = pool.take(&shape(0), |s| s != seat(2), now);
         assert_eq!(firsts(&taken.ready), vec![(seat(1), commitment(0))]);
         // Seat 2's vector waits for a run that may use it.
@@ -429,20 +428,14 @@ mod tests {
             assert!(pool.keep(&shape(0), kept(1, n, now), now).is_none());
         }
         assert!(pool.keep(&shape(0), kept(2, 3, now), now).is_none());
-        let two_inputs = Shape {
-            inputs: 2,
-            ..shape(0)
-        };
-        let pair = Kept {
-            seat: seat(1),
-            arrived: now,
-            commitments: vec![commitment(4), commitment(5)],
-        };
-        assert!(pool.keep(&two_inputs, pair, now).is_none());
+        assert!(
+            pool.keep(&two_inputs(), vector(1, &[4, 5], now), now)
+                .is_none()
+        );
         assert!(pool.forget(&shape(0), seat(1), now), "the first is excused");
         let taken = pool.take(&shape(0), |_| true, now);
         assert_eq!(firsts(&taken.ready), vec![(seat(2), commitment(3))]);
-        assert!(pool.take(&two_inputs, |_| true, now).ready.is_empty());
+        assert!(pool.take(&two_inputs(), |_| true, now).ready.is_empty());
         // A run in flight with another of its vectors is not excused again.
         assert!(!pool.forget(&shape(0), seat(1), now));
     }

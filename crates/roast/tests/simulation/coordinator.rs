@@ -92,13 +92,27 @@ impl Hand {
             let reply = self.commitments(seat(n), inputs);
             self.reply(seat(n), reply).unwrap();
         }
+        let (_, session, packages) = self.session();
+        (session, packages)
+    }
+
+    /// Drains the requests: who was asked for what (`None`: commitments),
+    /// and the session that was started with its packages.
+    fn session(&mut self) -> Asked {
+        let mut asked = Vec::new();
         let mut sign = None;
         while let Some(t) = self.coordinator.poll_transmit() {
-            if let Request::Sign { session, packages } = t.request {
-                sign = Some((session, packages.to_vec()));
+            match t.request {
+                Request::Commit => asked.push((t.to, None)),
+                Request::Sign { session, packages } => {
+                    asked.push((t.to, Some(session)));
+                    sign = Some((session, packages.to_vec()));
+                }
+                _ => panic!("unexpected request"),
             }
         }
-        sign.expect("a session started")
+        let (session, packages) = sign.expect("a session started");
+        (asked, session, packages)
     }
 
     fn shares(
@@ -532,13 +546,7 @@ fn an_honest_seat_that_refuses_retryable_twice_is_asked_again_in_time() {
     );
     let reply = hand.commitments(seat(2), 1);
     hand.reply(seat(2), reply).unwrap();
-    let mut sign = None;
-    while let Some(t) = hand.coordinator.poll_transmit() {
-        if let Request::Sign { session, packages } = t.request {
-            sign = Some((session, packages.to_vec()));
-        }
-    }
-    let (session, packages) = sign.expect("a session started");
+    let (_, session, packages) = hand.session();
     for n in [1, 2] {
         let shares = hand.shares(seat(n), session, &packages);
         hand.reply(seat(n), shares).unwrap();
@@ -990,13 +998,7 @@ fn a_seat_whose_shares_came_without_usable_commitments_rejoins_through_round_one
         let fresh = hand.commitments(seat(n), 1);
         hand.reply(seat(n), fresh).unwrap();
     }
-    let mut sign = None;
-    while let Some(t) = hand.coordinator.poll_transmit() {
-        if let Request::Sign { session, packages } = t.request {
-            sign = Some((session, packages.to_vec()));
-        }
-    }
-    let (second, packages) = sign.expect("a second session started");
+    let (_, second, packages) = hand.session();
     assert_ne!(second, session);
     for n in [1, 3] {
         let shares = hand.shares(seat(n), second, &packages);
@@ -1055,35 +1057,17 @@ fn with_ready(signers: u16, ready: &[u16], config: impl FnOnce(&mut Config)) -> 
 }
 
 /// Who a run asked for what (`None`: commitments), the session it
-/// started and that session's packages.
+/// started and that session's packages ([`Hand::session`]).
 type Asked = (
     Vec<(Seat, Option<SessionId>)>,
     SessionId,
     Vec<crate::toy::ToyPackage>,
 );
 
-/// The session a run asked for, and who was asked for what.
-fn session_of(hand: &mut Hand) -> Asked {
-    let mut asked = Vec::new();
-    let mut sign = None;
-    while let Some(t) = hand.coordinator.poll_transmit() {
-        match t.request {
-            Request::Commit => asked.push((t.to, None)),
-            Request::Sign { session, packages } => {
-                asked.push((t.to, Some(session)));
-                sign = Some((session, packages.to_vec()));
-            }
-            _ => panic!("unexpected request"),
-        }
-    }
-    let (session, packages) = sign.expect("a session started");
-    (asked, session, packages)
-}
-
 #[test]
 fn kept_vectors_start_a_session_at_once_and_spare_their_seats_round_one() {
     let mut hand = with_ready(4, &[3, 1, 2], |_| {});
-    let (asked, session, packages) = session_of(&mut hand);
+    let (asked, session, packages) = hand.session();
     // The first t ready seats in the order given (3 and 1, not 2) sign;
     // only the seat without a kept vector is asked for one.
     assert_eq!(
@@ -1133,7 +1117,7 @@ fn kept_vectors_are_validated() {
 #[test]
 fn a_kept_vector_the_signer_no_longer_holds_costs_a_round_one_not_the_run() {
     let mut hand = with_ready(3, &[1, 2], |_| {});
-    let (asked, session, packages) = session_of(&mut hand);
+    let (asked, session, packages) = hand.session();
     assert_eq!(
         asked,
         vec![
@@ -1163,7 +1147,7 @@ fn a_kept_vector_the_signer_no_longer_holds_costs_a_round_one_not_the_run() {
     hand.reply(seat(2), shares).unwrap();
     let fresh = hand.commitments(seat(3), 1);
     hand.reply(seat(3), fresh).unwrap();
-    let (_, second, packages) = session_of(&mut hand);
+    let (_, second, packages) = hand.session();
     assert_ne!(second, session);
     for n in [2, 3] {
         let shares = hand.shares(seat(n), second, &packages);
@@ -1180,7 +1164,7 @@ fn a_kept_vector_the_signer_no_longer_holds_costs_a_round_one_not_the_run() {
 #[test]
 fn an_echoed_kept_vector_is_not_fresh() {
     let mut hand = with_ready(3, &[1, 2], |_| {});
-    let (_, session, packages) = session_of(&mut hand);
+    let (_, session, packages) = hand.session();
     let kept: Vec<u64> = packages.iter().map(|p| p.commitments[&seat(1)]).collect();
     let echo = shares_with(&mut hand, seat(1), session, &packages, kept);
     hand.reply(seat(1), echo).unwrap();
