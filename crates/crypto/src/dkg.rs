@@ -141,9 +141,9 @@ impl Session {
         }
     }
 
-    /// The transcript digest over `round1` (every member's package encoding, this
-    /// member's own included) and the session's parameters; see the module
-    /// docs for why every member must end with the same one.
+    /// The transcript digest over `round1` (every member's package
+    /// encoding, this member's own included) and the session's parameters;
+    /// see the module docs for why every member must end with the same one.
     fn transcript(&self, round1: &BTreeMap<Identifier, &[u8]>) -> Result<[u8; 32]> {
         let mut h = Sha256::new();
         h.update(TRANSCRIPT_DOMAIN);
