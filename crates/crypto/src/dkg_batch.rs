@@ -211,8 +211,9 @@ fn by_forward_differences(
 
 /// `Δ^m F(0) = Σ_{k≥m} T(k, m) · C_k` for m = 0..t, with
 /// `T(k, m) = m!·S(k, m)` (S the Stirling numbers of the second kind)
-/// taken mod q: one `lincomb` of t − m terms each. The column `T(·, m)` is built from `T(·, m − 1)`
-/// by `T(k, m) = m·(T(k − 1, m) + T(k − 1, m − 1))`, `T(0, 0) = 1` and
+/// taken mod q: one `lincomb` of t − m terms each. The column `T(·, m)`
+/// is built from `T(·, m − 1)` by
+/// `T(k, m) = m·(T(k − 1, m) + T(k − 1, m − 1))`, `T(0, 0) = 1` and
 /// `T(k, 0) = 0` for k > 0.
 fn differences_at_zero(coefficients: &[ProjectivePoint]) -> Vec<ProjectivePoint> {
     let t = coefficients.len();
