@@ -4,19 +4,26 @@
 //! `f_j(me)·G == Σ_k me^k · C_{j,k}`, t scalar multiplications each, which
 //! at (51, 100) is most of a member's DKG. Here a random linear combination
 //! of all n − 1 equations is checked with one multi-scalar multiplication
-//! (k256's own `lincomb`): a set of shares with any invalid one passes with
+//! (k256's own `lincomb`) over each sender's commitment evaluated at this
+//! member's identifier: a set of shares with any invalid one passes with
 //! probability 1/q for coefficients the senders cannot predict. Only when
 //! the batch fails are the shares checked one by one, with frost's own
 //! check, to name the culprit. Everything after the check is frost's
 //! `part3` step for step (the same sums, the same `post_dkg` Taproot
 //! tweak), except for the verifying shares, the summed commitment's
-//! polynomial `F(x) = Σ_k C_k·x^k` at every identifier. When the
-//! identifiers are small integers (seats 1..=n), t `lincomb`s give the
-//! forward differences `Δ^m F(0)` (about t²/2 terms in all) and stepping
-//! x = 0, 1, 2, … takes t − 1 point additions a step, where frost makes
-//! n·t scalar multiplications; for any other identifiers each share is one
-//! `lincomb` of the t terms. The outputs are frost's (unit tests compare
-//! them on both paths).
+//! polynomial `F(x) = Σ_k C_k·x^k` at every identifier.
+//!
+//! Both evaluations, a sender's commitment at this member and the summed
+//! commitment at every member, are Horner's rule when the identifier is a
+//! small integer, as a seat is: `x·P` for a public x below 2^32 is at most
+//! 32 doublings and 32 additions of k256's points, where a `lincomb` term
+//! costs at least 80 additions whatever its scalar (two 8-point tables of
+//! 7 additions each, then one addition for each of the 2 × 33 radix-16
+//! digits of the scalar's halves). At seats 1..=100 that is about 10
+//! operations a coefficient, so about an eighth of the `lincomb`s it
+//! replaces. Any other identifier is evaluated with one `lincomb` of the
+//! t terms. The outputs are frost's (unit tests compare them on both
+//! paths, and at t = 51 and 64).
 
 use std::collections::BTreeMap;
 
@@ -116,49 +123,56 @@ fn public_key_package(
 }
 
 /// `F(id) = Σ_k id^k · C_k` for every identifier, F the polynomial whose
-/// coefficients are the summed commitment's points: by forward differences
-/// when every identifier is a small integer, otherwise one `lincomb` per
-/// identifier. Everything here (commitments, differences, shares) is
-/// public, so none of it is zeroized.
+/// coefficients are the summed commitment's points. Everything here
+/// (commitments, shares) is public, so none of it is zeroized.
 fn verifying_shares(
     coefficients: &[ProjectivePoint],
     ids: &[Identifier],
 ) -> BTreeMap<Identifier, VerifyingShare<Secp256K1Sha256TR>> {
-    match small_integers(ids, coefficients.len()) {
-        Some(xs) => by_forward_differences(coefficients, xs),
-        None => ids
+    ids.iter()
+        .map(|id| (*id, VerifyingShare::new(evaluate(coefficients, id))))
+        .collect()
+}
+
+/// `Σ_k id^k · C_k` for the coefficients `C_0, C_1, …`: by Horner's rule
+/// when `id` is a small integer (see the module doc), else as one
+/// `lincomb` of the t terms. Variable-time: every input is public.
+fn evaluate(coefficients: &[ProjectivePoint], id: &Identifier) -> ProjectivePoint {
+    match small_integer(id) {
+        Some(x) => coefficients
             .iter()
-            .map(|id| (*id, VerifyingShare::new(by_lincomb(coefficients, id))))
-            .collect(),
+            .rev()
+            .fold(ProjectivePoint::IDENTITY, |value, c| {
+                times_small(&value, x) + c
+            }),
+        None => by_lincomb(coefficients, id),
     }
 }
 
-/// Every identifier as the integer it is, if all of them are at most
-/// 4·n + t for n identifiers and t coefficients, and n ≥ t.
-///
-/// The bound keeps the stepping cheaper than one `lincomb` per identifier.
-/// Each `lincomb` term costs k256 at least 80 point additions whatever its
-/// scalar (two 8-point tables of 7 additions each, then one addition for
-/// each of the 2 × 33 radix-16 digits of the scalar's halves), so the
-/// per-identifier path costs at least 80·n·t additions. The differences
-/// cost 80·t(t + 1)/2 additions in `lincomb`s of t, t − 1, …, 1 terms
-/// (fewer doublings too: t calls where there were n, and t ≤ n) and the
-/// steps up to the largest identifier at most (4n + t)(t − 1) more; with
-/// t ≤ n that is under 45·n·t + 40·t, below 80·n·t for every n ≥ 2 (and
-/// equal at n = t = 1, where no step adds anything).
-fn small_integers(ids: &[Identifier], t: usize) -> Option<Vec<(u64, Identifier)>> {
-    if ids.len() < t {
-        return None;
-    }
-    let bound = u64::try_from(ids.len().checked_mul(4)?.checked_add(t)?).ok()?;
-    ids.iter()
-        .map(|id| {
-            let bytes = id.to_scalar().to_bytes();
-            let (high, low) = bytes.as_slice().split_at(24);
-            let x = u64::from_be_bytes(low.try_into().ok()?);
-            (high.iter().all(|b| *b == 0) && x <= bound).then_some((x, *id))
+/// The identifier as the integer it is, if that is below 2^32.
+fn small_integer(id: &Identifier) -> Option<u64> {
+    let bytes = id.to_scalar().to_bytes();
+    let (high, low) = bytes.as_slice().split_at(28);
+    let low: [u8; 4] = low.try_into().ok()?;
+    high.iter()
+        .all(|b| *b == 0)
+        .then(|| u64::from(u32::from_be_bytes(low)))
+}
+
+/// `x·P` by doubling and adding over the bits of x, most significant
+/// first: as many doublings as x has bits and one addition per set bit.
+/// Variable-time in x, which is public wherever this is called.
+fn times_small(point: &ProjectivePoint, x: u64) -> ProjectivePoint {
+    (0..u64::BITS - x.leading_zeros())
+        .rev()
+        .fold(ProjectivePoint::IDENTITY, |sum, bit| {
+            let doubled = sum.double();
+            if (x >> bit) & 1 == 1 {
+                doubled + point
+            } else {
+                doubled
+            }
         })
-        .collect()
 }
 
 /// `Σ_k x^k · C_k` as one `lincomb` of the t terms.
@@ -176,89 +190,17 @@ fn by_lincomb(coefficients: &[ProjectivePoint], id: &Identifier) -> ProjectivePo
     ProjectivePoint::lincomb_ext(terms.as_slice())
 }
 
-/// F at the integers `xs`, by Newton's forward differences: the t values
-/// `d_m = Δ^m F(0)` come from the coefficients, and moving from x to x + 1
-/// is `d_m += d_{m+1}` for m ascending (each `d_{m+1}` still at x when it
-/// is added), t − 1 point additions; `d_0` is then F(x + 1).
-fn by_forward_differences(
-    coefficients: &[ProjectivePoint],
-    mut xs: Vec<(u64, Identifier)>,
-) -> BTreeMap<Identifier, VerifyingShare<Secp256K1Sha256TR>> {
-    xs.sort_unstable_by_key(|(x, _)| *x);
-    let mut differences = differences_at_zero(coefficients);
-    let mut at = 0;
-    let mut shares = BTreeMap::new();
-    for (x, id) in xs {
-        while at < x {
-            let mut lower = differences.iter_mut();
-            if let Some(mut d) = lower.next() {
-                for higher in lower {
-                    *d += *higher;
-                    d = higher;
-                }
-            }
-            at += 1;
-        }
-        // Without coefficients F is the zero polynomial.
-        let value = differences
-            .first()
-            .copied()
-            .unwrap_or(ProjectivePoint::IDENTITY);
-        shares.insert(id, VerifyingShare::new(value));
-    }
-    shares
-}
-
-/// `Δ^m F(0) = Σ_{k≥m} T(k, m) · C_k` for m = 0..t, with
-/// `T(k, m) = m!·S(k, m)` (S the Stirling numbers of the second kind)
-/// taken mod q: one `lincomb` of t − m terms each. The column `T(·, m)`
-/// is built from `T(·, m − 1)` by
-/// `T(k, m) = m·(T(k − 1, m) + T(k − 1, m − 1))`, `T(0, 0) = 1` and
-/// `T(k, 0) = 0` for k > 0.
-fn differences_at_zero(coefficients: &[ProjectivePoint]) -> Vec<ProjectivePoint> {
-    let t = coefficients.len();
-    let mut column: Vec<Scalar> = std::iter::once(Scalar::ONE)
-        .chain(std::iter::repeat(Scalar::ZERO))
-        .take(t)
-        .collect();
-    let mut m_mod_q = Scalar::ZERO;
-    let mut terms: Vec<(ProjectivePoint, Scalar)> = Vec::with_capacity(t);
-    (0..t)
-        .map(|m| {
-            if m > 0 {
-                m_mod_q += Scalar::ONE;
-                // T(k − 1, m) and T(k − 1, m − 1), both 0 for k = 0.
-                let (mut above, mut above_left) = (Scalar::ZERO, Scalar::ZERO);
-                for entry in &mut column {
-                    let here = m_mod_q * (above + above_left);
-                    above_left = *entry;
-                    *entry = here;
-                    above = here;
-                }
-            }
-            terms.clear();
-            terms.extend(
-                coefficients
-                    .iter()
-                    .zip(&column)
-                    .skip(m)
-                    .map(|(c, s)| (*c, *s)),
-            );
-            ProjectivePoint::lincomb_ext(terms.as_slice())
-        })
-        .collect()
-}
-
-/// Whether `Σ_j r_j·f_j(me)·G − Σ_j Σ_k r_j·me^k·C_{j,k}` is the identity,
-/// for coefficients `r_j` derived from this member's own secret share
-/// (never sent to anyone, fresh in every DKG), so no sender can predict
-/// them.
+/// Whether `Σ_j r_j·f_j(me)·G − Σ_j r_j·F_j(me)` is the identity, with
+/// `F_j(me) = Σ_k me^k·C_{j,k}` each sender's commitment evaluated at this
+/// member, for coefficients `r_j` derived from this member's own secret
+/// share (never sent to anyone, fresh in every DKG), so no sender can
+/// predict them.
 fn batch_holds(
     secret: &round2::SecretPackage,
     round1: &BTreeMap<Identifier, round1::Package>,
     round2: &BTreeMap<Identifier, round2::Package>,
 ) -> Result<bool, FrostError> {
-    let x = secret.identifier().to_scalar();
+    let me = secret.identifier();
     let mut key = Zeroizing::new([0u8; 32]);
     key.copy_from_slice(&secret.secret_share().to_bytes());
     // The coefficients come from this member's secret share and the sum
@@ -266,25 +208,26 @@ fn batch_holds(
     // dropped (the vector sized once, so no reallocation leaves an unwiped
     // copy). The scalar digits `lincomb` derives from them live in k256's
     // own stack buffers, which it does not wipe and we cannot reach.
-    let len = round2.len() * usize::from(*secret.min_signers()) + 1;
     let mut terms: Zeroizing<Vec<(ProjectivePoint, Scalar)>> =
-        Zeroizing::new(Vec::with_capacity(len));
+        Zeroizing::new(Vec::with_capacity(round2.len() + 1));
     let mut shares_sum = Zeroizing::new(Scalar::ZERO);
     for (from, package) in round2 {
         let commitment = round1.get(from).ok_or(FrostError::PackageNotFound)?;
         let r = Zeroizing::new(coefficient(&key, from));
         *shares_sum += *r * package.signing_share().to_scalar();
-        let mut power = Zeroizing::new(*r);
-        for c in commitment.commitment().coefficients() {
-            terms.push((c.value(), -*power));
-            *power *= x;
-        }
+        let coefficients: Vec<ProjectivePoint> = commitment
+            .commitment()
+            .coefficients()
+            .iter()
+            .map(|c| c.value())
+            .collect();
+        terms.push((evaluate(&coefficients, me), -*r));
     }
     terms.push((ProjectivePoint::GENERATOR, *shares_sum));
-    // One sum, evaluated by `lincomb` in slices of LINCOMB_CHUNK terms: its
-    // lookup tables for all (n − 1)·t terms at once (about 7.7 MB at
-    // (51, 100)) leave the cache, and measured slower per term than slices
-    // that share their doublings and stay in it.
+    // One sum, evaluated by `lincomb` in slices of LINCOMB_CHUNK terms:
+    // its lookup tables for all terms at once leave the cache, and
+    // measured slower per term than slices that share their doublings
+    // and stay in it.
     let sum: ProjectivePoint = terms
         .chunks(LINCOMB_CHUNK)
         .map(ProjectivePoint::lincomb_ext)
@@ -393,13 +336,9 @@ mod tests {
     }
 
     /// Every member's `part3` equals frost's for a threshold-`t` group of
-    /// `ids`, whose verifying shares are computed by forward differences
-    /// exactly when `by_differences`.
-    fn check_outputs_are_frosts(t: u16, ids: &[Identifier], by_differences: bool) {
-        assert_eq!(
-            small_integers(ids, usize::from(t)).is_some(),
-            by_differences
-        );
+    /// `ids`, whose evaluations are all Horner's exactly when `by_horner`.
+    fn check_outputs_are_frosts(t: u16, ids: &[Identifier], by_horner: bool) {
+        assert_eq!(ids.iter().all(|id| small_integer(id).is_some()), by_horner);
         let (secrets, public1, sent) = parts_1_and_2_for(t, ids);
         for secret in &secrets {
             let (round1, round2) = inputs(secret, &public1, &sent);
@@ -416,31 +355,53 @@ mod tests {
             .collect()
     }
 
-    /// Gaps between the seats, the largest at the bound 4·7 + 5 = 33: the
-    /// differences reach every degree up to T(4, m).
     #[test]
-    fn outputs_are_frosts_for_sparse_seats_up_to_the_bound() {
-        check_outputs_are_frosts(5, &seats(&[1, 2, 4, 7, 11, 16, 33]), true);
-    }
-
-    #[test]
-    fn outputs_are_frosts_for_a_seat_past_the_bound() {
-        check_outputs_are_frosts(5, &seats(&[1, 2, 4, 7, 11, 16, 34]), false);
+    fn outputs_are_frosts_for_sparse_seats() {
+        check_outputs_are_frosts(5, &seats(&[1, 2, 4, 7, 11, 16, 34]), true);
     }
 
     #[test]
     fn outputs_are_frosts_for_the_largest_seat() {
-        check_outputs_are_frosts(3, &seats(&[1, 2, 3, 4, u16::MAX]), false);
+        check_outputs_are_frosts(3, &seats(&[1, 2, 3, 4, u16::MAX]), true);
     }
 
-    /// 2^64 + 5: only the high bytes tell it from seat 5.
+    fn identifier(value: u64) -> Identifier {
+        let mut bytes = [0u8; 32];
+        bytes[24..].copy_from_slice(&value.to_be_bytes());
+        Identifier::deserialize(&bytes).unwrap()
+    }
+
+    /// 2^32 − 1 is the largest identifier Horner's rule takes, 2^32 the
+    /// smallest `lincomb` takes: both in one group.
+    #[test]
+    fn outputs_are_frosts_for_identifiers_either_side_of_two_to_the_32() {
+        let (largest, next) = (identifier(u64::from(u32::MAX)), identifier(1 << 32));
+        assert_eq!(small_integer(&largest), Some(u64::from(u32::MAX)));
+        assert_eq!(small_integer(&next), None);
+        let mut ids = seats(&[1, 2, 3]);
+        ids.extend([largest, next]);
+        check_outputs_are_frosts(3, &ids, false);
+    }
+
+    /// `times_small` against k256's scalar multiplication, at the edges
+    /// of the bits it walks and at random values.
+    #[test]
+    fn times_small_is_scalar_multiplication() {
+        use k256::elliptic_curve::Field as _;
+        use rand_core::RngCore as _;
+        let point = ProjectivePoint::GENERATOR * Scalar::random(&mut OsRng);
+        let edges = [0, 1, 2, 3, 5, 100, 255, 256, u64::from(u32::MAX)];
+        let random = (0..32).map(|_| u64::from(OsRng.next_u32()));
+        for x in edges.into_iter().chain(random) {
+            assert_eq!(times_small(&point, x), point * Scalar::from(x), "x = {x}");
+        }
+    }
+
+    /// 2^32 + 5: only the high bytes tell it from seat 5.
     #[test]
     fn outputs_are_frosts_for_an_identifier_with_small_low_bytes() {
-        let mut bytes = [0u8; 32];
-        bytes[23] = 1;
-        bytes[31] = 5;
         let mut ids = seats(&[1, 2, 3, 4]);
-        ids.push(Identifier::deserialize(&bytes).unwrap());
+        ids.push(identifier((1 << 32) + 5));
         check_outputs_are_frosts(3, &ids, false);
     }
 
@@ -453,13 +414,12 @@ mod tests {
         check_outputs_are_frosts(3, &ids, false);
     }
 
-    /// The thresholds a wallet runs at, where the coefficients T(k, m)
-    /// pass the group order (from k ≈ 46): the differences against frost's
-    /// own evaluation of a random commitment, for seats 1..=100 and for 64
-    /// seats spread up to the bound (320 = 4·64 + 64). The DKG tests
-    /// above cannot afford such a group; a wrong coefficient at a high
-    /// degree would still give shares on one polynomial through the group
-    /// key, which no later check of a DKG's key record would catch.
+    /// The thresholds a wallet runs at: Horner's rule against frost's own
+    /// evaluation of a random commitment, for seats 1..=100 and for 64
+    /// seats spread up to 320. The DKG tests above cannot afford such a
+    /// group; a wrong step at a high degree would still give shares on
+    /// one polynomial through the group key, which no later check of a
+    /// DKG's key record would catch.
     #[test]
     fn verifying_shares_are_frosts_at_large_thresholds() {
         use k256::elliptic_curve::Field as _;
@@ -475,7 +435,7 @@ mod tests {
                 .unwrap();
             let n = if spread == 1 { 100 } else { 64 };
             let ids = seats(&(1..=n).map(|s| s * spread).collect::<Vec<_>>());
-            assert!(small_integers(&ids, t).is_some());
+            assert!(ids.iter().all(|id| small_integer(id).is_some()));
             let frosts =
                 PublicKeyPackage::from_commitment(&ids.iter().copied().collect(), &commitment)
                     .unwrap();
@@ -483,22 +443,31 @@ mod tests {
         }
     }
 
+    /// On both paths of the evaluation: seats, and identifiers derived
+    /// from names.
     #[test]
     fn an_invalid_share_is_named_after_the_batch_fails() {
-        let (secrets, public1, sent) = parts_1_and_2(3, 5);
-        let secret = &secrets[0];
-        let (round1, mut round2) = inputs(secret, &public1, &sent);
-        let four = Identifier::try_from(4).unwrap();
-        let two = Identifier::try_from(2).unwrap();
-        // Seat 4's share for seat 2, presented to seat 1 as seat 4's.
-        round2.insert(four, sent[&(four, two)].clone());
-        assert!(!batch_holds(secret, &round1, &round2).unwrap());
-        assert_eq!(
-            part3(secret, &round1, &round2).unwrap_err(),
-            FrostError::InvalidSecretShare {
-                culprit: Some(four)
-            }
-        );
+        let derived: Vec<Identifier> = ["alice", "bob", "carol", "dave", "erin"]
+            .iter()
+            .map(|name| Identifier::derive(name.as_bytes()).unwrap())
+            .collect();
+        for ids in [seats(&[1, 2, 3, 4, 5]), derived] {
+            let (secrets, public1, sent) = parts_1_and_2_for(3, &ids);
+            let secret = &secrets[0];
+            let (round1, mut round2) = inputs(secret, &public1, &sent);
+            let others: Vec<Identifier> = round2.keys().copied().collect();
+            let (culprit, victim) = (others[2], others[0]);
+            // The culprit's share for another member, presented as the
+            // culprit's share for this one.
+            round2.insert(culprit, sent[&(culprit, victim)].clone());
+            assert!(!batch_holds(secret, &round1, &round2).unwrap());
+            assert_eq!(
+                part3(secret, &round1, &round2).unwrap_err(),
+                FrostError::InvalidSecretShare {
+                    culprit: Some(culprit)
+                }
+            );
+        }
     }
 
     /// Two invalid shares whose errors cancel in any sum with equal
