@@ -138,14 +138,13 @@ fn verifying_shares(
 /// when `id` is a small integer (see the module doc), else as one
 /// `lincomb` of the t terms. Variable-time: every input is public.
 fn evaluate(coefficients: &[ProjectivePoint], id: &Identifier) -> ProjectivePoint {
-    match small_integer(id) {
-        Some(x) => coefficients
+    match (small_integer(id), coefficients.split_last()) {
+        (Some(x), Some((last, lower))) => lower
             .iter()
             .rev()
-            .fold(ProjectivePoint::IDENTITY, |value, c| {
-                times_small(&value, x) + c
-            }),
-        None => by_lincomb(coefficients, id),
+            .fold(*last, |value, c| times_public_small(&value, x) + c),
+        (Some(_), None) => ProjectivePoint::IDENTITY,
+        (None, _) => by_lincomb(coefficients, id),
     }
 }
 
@@ -159,20 +158,21 @@ fn small_integer(id: &Identifier) -> Option<u64> {
         .then(|| u64::from(u32::from_be_bytes(low)))
 }
 
-/// `x·P` by doubling and adding over the bits of x, most significant
-/// first: as many doublings as x has bits and one addition per set bit.
-/// Variable-time in x, which is public wherever this is called.
-fn times_small(point: &ProjectivePoint, x: u64) -> ProjectivePoint {
-    (0..u64::BITS - x.leading_zeros())
-        .rev()
-        .fold(ProjectivePoint::IDENTITY, |sum, bit| {
-            let doubled = sum.double();
-            if (x >> bit) & 1 == 1 {
-                doubled + point
-            } else {
-                doubled
-            }
-        })
+/// `x·P` by doubling and adding over the bits of x below its highest,
+/// most significant first: one doubling for each and one addition per set
+/// bit. Variable-time in x and `point`, so both must be public.
+fn times_public_small(point: &ProjectivePoint, x: u64) -> ProjectivePoint {
+    let Some(top) = u64::BITS.checked_sub(x.leading_zeros() + 1) else {
+        return ProjectivePoint::IDENTITY;
+    };
+    (0..top).rev().fold(*point, |sum, bit| {
+        let doubled = sum.double();
+        if (x >> bit) & 1 == 1 {
+            doubled + point
+        } else {
+            doubled
+        }
+    })
 }
 
 /// `Σ_k x^k · C_k` as one `lincomb` of the t terms.
@@ -383,18 +383,47 @@ mod tests {
         check_outputs_are_frosts(3, &ids, false);
     }
 
-    /// `times_small` against k256's scalar multiplication, at the edges
-    /// of the bits it walks and at random values.
+    /// `times_public_small` against k256's scalar multiplication, at the
+    /// edges of the bits it walks and at random values.
     #[test]
-    fn times_small_is_scalar_multiplication() {
+    fn times_public_small_is_scalar_multiplication() {
         use k256::elliptic_curve::Field as _;
         use rand_core::RngCore as _;
         let point = ProjectivePoint::GENERATOR * Scalar::random(&mut OsRng);
         let edges = [0, 1, 2, 3, 5, 100, 255, 256, u64::from(u32::MAX)];
         let random = (0..32).map(|_| u64::from(OsRng.next_u32()));
         for x in edges.into_iter().chain(random) {
-            assert_eq!(times_small(&point, x), point * Scalar::from(x), "x = {x}");
+            assert_eq!(
+                times_public_small(&point, x),
+                point * Scalar::from(x),
+                "x = {x}"
+            );
         }
+    }
+
+    /// `small_integer` gives x exactly for the identifiers below 2^32,
+    /// whatever byte of a larger one is set.
+    #[test]
+    fn small_integer_takes_only_identifiers_below_two_to_the_32() {
+        for x in [1, 2, 255, 256, 65_535, u64::from(u32::MAX)] {
+            assert_eq!(small_integer(&identifier(x)), Some(x));
+        }
+        for byte in 0..28 {
+            let mut bytes = [0u8; 32];
+            bytes[byte] = 1;
+            bytes[31] = 5;
+            let id = Identifier::deserialize(&bytes).unwrap();
+            assert_eq!(small_integer(&id), None, "byte {byte}");
+        }
+        let largest = Identifier::new(-Scalar::ONE).unwrap();
+        assert_eq!(small_integer(&largest), None);
+    }
+
+    #[test]
+    fn outputs_are_frosts_for_two_members() {
+        check_outputs_are_frosts(2, &seats(&[1, 2]), true);
+        let pair = [identifier(u64::from(u32::MAX)), identifier(1 << 32)];
+        check_outputs_are_frosts(2, &pair, false);
     }
 
     /// 2^32 + 5: only the high bytes tell it from seat 5.
