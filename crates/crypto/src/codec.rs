@@ -1,4 +1,4 @@
-//! One byte codec for every frost message type this crate wraps.
+//! One byte codec for the frost message types this crate wraps.
 //!
 //! Encoding writes into a buffer allocated once at its exact final size and
 //! wiped on drop, so no reallocation leaves an unwiped copy of a secret in
@@ -6,11 +6,15 @@
 //! grows its buffer and frees the smaller ones as they are). Decoding accepts
 //! only canonical bytes: the value must re-encode to exactly the input, so
 //! two different byte strings never decode to the same value (callers hash
-//! these bytes to key nonces and retries).
+//! these bytes to key nonces and retries). A DKG round-1 package is decoded
+//! by `wire.rs` instead, which reads frost's layout and refuses the same
+//! inputs without encoding the package again (a field inversion a point).
 
 use frost_secp256k1_tr::Error as FrostError;
 use frost_secp256k1_tr::keys::KeyPackage;
-use frost_secp256k1_tr::keys::dkg::{round1, round2};
+#[cfg(test)]
+use frost_secp256k1_tr::keys::dkg::round1;
+use frost_secp256k1_tr::keys::dkg::round2;
 use zeroize::Zeroizing;
 
 /// postcard encoding (frost's format) into an exact-size wiped-on-drop buffer.
@@ -53,7 +57,10 @@ macro_rules! frost_codec {
         }
     )*};
 }
-frost_codec!(round1::Package, round2::Package, KeyPackage);
+frost_codec!(round2::Package, KeyPackage);
+// The reference `wire::parse_round1_package` is tested against.
+#[cfg(test)]
+frost_codec!(round1::Package);
 
 /// `to_bytes`/`from_bytes` for a newtype over a [`FrostCodec`] type.
 macro_rules! codec {

@@ -39,13 +39,15 @@ use crate::{
 ///
 /// # Invariants
 /// `bytes` is the canonical encoding of `package`: the bytes it was
-/// decoded from (decoding accepts only the canonical encoding, which it
-/// checks by encoding the package once), or its encoding made once when
-/// the package was. The transcript hashes them and
-/// [`Round1Package::to_bytes`] copies them, so no package is encoded again
-/// after that: each encoding costs a field inversion for each of its t
-/// points, and the transcript's was half of a member's part 2 at
-/// (51, 100).
+/// decoded from, or its encoding made once when the package was. Decoding
+/// reads frost's layout itself and accepts only the canonical encoding by
+/// construction (`wire::parse_round1_package`: minimal lengths, compressed
+/// points, nothing trailing), so it never encodes the package to check it
+/// and costs one square root a point, each point's decompression. The
+/// transcript hashes the bytes and [`Round1Package::to_bytes`] copies them,
+/// so no package is encoded again after that: each encoding costs a field
+/// inversion for each of its t points, and the transcript's was half of a
+/// member's part 2 at (51, 100).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Round1Package {
     package: round1::Package,
@@ -87,7 +89,7 @@ impl Round1Package {
     /// # Errors
     /// [`Error::Decode`] for malformed or non-canonical bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let package = crate::codec::FrostCodec::decode(bytes).map_err(|_| Error::Decode {
+        let package = crate::wire::parse_round1_package(bytes).ok_or(Error::Decode {
             what: Encoding::Round1Package,
         })?;
         Ok(Self {
