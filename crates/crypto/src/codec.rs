@@ -8,7 +8,8 @@
 //! two different byte strings never decode to the same value (callers hash
 //! these bytes to key nonces and retries). A DKG round-1 package is decoded
 //! by `wire.rs` instead, which reads frost's layout and refuses the same
-//! inputs without encoding the package again (a field inversion a point).
+//! inputs (and counts of more than 16,383 points) without encoding the
+//! package again (a field inversion a point).
 
 use frost_secp256k1_tr::Error as FrostError;
 use frost_secp256k1_tr::keys::KeyPackage;

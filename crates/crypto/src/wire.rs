@@ -448,6 +448,50 @@ mod tests {
         }
     }
 
+    /// Counts of two varint bytes (128 points and more, thresholds up to
+    /// the 1,000 a roster allows) decode as frost decodes them.
+    #[test]
+    fn packages_of_two_byte_counts_decode_as_frost_decodes_them() {
+        for t in [128, 1000] {
+            let package = frost_package(t, 7);
+            let bytes = encode(&package);
+            assert!(bytes[COUNT_AT] & 0x80 != 0, "t = {t}");
+            assert_eq!(decode(&bytes).as_ref(), Some(&package), "t = {t}");
+            assert_eq!(decode(&bytes), frost_canonical(&bytes), "t = {t}");
+        }
+    }
+
+    /// The largest count two varint bytes hold is read; one more is
+    /// refused, where frost would read it.
+    #[test]
+    fn a_count_of_more_than_16383_points_is_refused() {
+        let bytes = encode(&frost_package(2, 5));
+        let point = &bytes[COUNT_AT + 1..COUNT_AT + 1 + POINT_LEN];
+        let proof = &bytes[signature_length_at(&bytes)..];
+        let with = |count: usize, varint: &[u8]| {
+            [&HEADER[..], varint, &point.repeat(count), proof].concat()
+        };
+        let largest = with(16_383, &[0xff, 0x7f]);
+        assert!(decode(&largest).is_some());
+        assert_eq!(decode(&largest), frost_canonical(&largest));
+        let past = with(16_384, &[0x80, 0x80, 0x01]);
+        assert!(frost_canonical(&past).is_some());
+        assert!(decode(&past).is_none());
+    }
+
+    /// Every value of the proof's length byte, its 64 bytes kept: only 64
+    /// is read, so no second byte string reads as the same package.
+    #[test]
+    fn only_the_proof_length_64_is_read() {
+        let bytes = encode(&frost_package(3, 2));
+        let at = signature_length_at(&bytes);
+        for length in 0..=u8::MAX {
+            let edited = splice(&bytes, at, &[length]);
+            assert_eq!(decode(&edited).is_some(), length == 64, "length {length}");
+            assert_eq!(decode(&edited), frost_canonical(&edited), "length {length}");
+        }
+    }
+
     /// A commitment of no points is read as frost reads it; part 2 refuses
     /// it for its count.
     #[test]
