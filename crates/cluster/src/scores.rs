@@ -305,28 +305,37 @@ impl ScoreStore {
     }
 
     /// Changes the scores with `change` in one write transaction, which
-    /// reads them afresh, and returns what `change` returned.
+    /// reads them afresh, and returns what `change` returned. The
+    /// transaction commits only if a score changed: a commit is a sync of
+    /// the file, and most runs of a healthy cluster change nothing
+    /// ([`Score::record_good`]).
     ///
     /// # Errors
     /// [`ScoreError`]; nothing is written then.
     pub fn update<R>(&self, change: impl FnOnce(&mut Scores) -> R) -> Result<R, ScoreError> {
         let redb = |e: redb::Error| ScoreError::from_redb(&self.file, e);
         let txn = self.begin_write()?;
-        let result = {
+        let (result, changed) = {
             let mut table = txn.open_table(SCORES).map_err(|e| redb(e.into()))?;
             let before = self.decode_all(&table)?;
             let mut scores = before.clone();
             let result = change(&mut scores);
+            let mut changed = false;
             for (seat, score) in &scores {
                 if before.get(seat) != Some(score) {
                     table
                         .insert(seat.get(), score.to_bytes().as_slice())
                         .map_err(|e| redb(e.into()))?;
+                    changed = true;
                 }
             }
-            result
+            (result, changed)
         };
-        txn.commit().map_err(|e| redb(e.into()))?;
+        if changed {
+            txn.commit().map_err(|e| redb(e.into()))?;
+        } else {
+            txn.abort().map_err(|e| redb(e.into()))?;
+        }
         Ok(result)
     }
 

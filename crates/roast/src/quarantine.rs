@@ -96,8 +96,9 @@ pub struct Score {
     pub points: u32,
     /// Quarantines that count towards the next cool-down's length.
     pub strikes: u32,
-    /// Good runs in a row since the last fault or the last point they
-    /// took off.
+    /// Good runs in a row since the last fault or the last point or
+    /// strike they took off; with neither left to take off it stops at
+    /// [`Policy::forgive_after`] ([`Score::record_good`]).
     pub good_streak: u32,
     /// End of the current or last cool-down, in seconds since the Unix
     /// epoch.
@@ -158,7 +159,17 @@ impl Score {
     }
 
     /// Counts a run in which the member answered every request it was sent.
+    ///
+    /// With no points and no strikes there is nothing for good runs to
+    /// take off, and the streak stops at [`Policy::forgive_after`]: a
+    /// member that keeps answering then has a score that no longer
+    /// changes, so its coordinator stops rewriting it after every run.
     pub fn record_good(&mut self, policy: &Policy) {
+        let forgive_after = policy.forgive_after.max(1);
+        if self.points == 0 && self.strikes == 0 {
+            self.good_streak = self.good_streak.saturating_add(1).min(forgive_after);
+            return;
+        }
         self.good_streak = self.good_streak.saturating_add(1);
         if self.points > 0 {
             if self.good_streak >= policy.good_runs_per_point.max(1) {
@@ -167,7 +178,7 @@ impl Score {
             }
             return;
         }
-        if self.good_streak >= policy.forgive_after.max(1) {
+        if self.good_streak >= forgive_after {
             self.good_streak = 0;
             self.strikes = self.strikes.saturating_sub(1);
         }
@@ -346,6 +357,28 @@ mod tests {
         score.record_good(&policy);
         assert_eq!(score.strikes, 0);
         assert!(score.cooldown(&policy) < longer);
+    }
+
+    /// With nothing to take off, the streak stops where it would forgive
+    /// a quarantine and the score stops changing; a fault still counts
+    /// from there as from a fresh score.
+    #[test]
+    fn a_clean_members_score_stops_changing_after_forgive_after_good_runs() {
+        let policy = Policy::default();
+        let mut score = Score::default();
+        for _ in 0..policy.forgive_after {
+            score.record_good(&policy);
+        }
+        assert_eq!(score.good_streak, policy.forgive_after);
+        let settled = score.clone();
+        score.record_good(&policy);
+        assert_eq!(score, settled);
+        score.record_fault(at(T0), Fault::Timeout, &policy);
+        assert_eq!((score.points, score.good_streak), (1, 0));
+        for _ in 0..policy.good_runs_per_point {
+            score.record_good(&policy);
+        }
+        assert_eq!(score.points, 0);
     }
 
     #[test]

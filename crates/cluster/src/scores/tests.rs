@@ -269,3 +269,39 @@ fn the_documented_record_length_is_the_written_one() {
         "storage-format.md lacks {documented:?}"
     );
 }
+
+fn signed(member: u16) -> Observed {
+    let mut observed = Observed::default();
+    observed.asked.insert(seat(member));
+    observed.signed.insert(seat(member));
+    observed
+}
+
+/// A run that changes no score commits nothing: the file is byte for
+/// byte what it was (a commit would write a new header and sync it).
+#[test]
+fn a_run_that_changes_no_score_leaves_the_file_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(SCORES_FILE);
+    let policy = Policy::default();
+    let store = ScoreStore::open(&file).unwrap();
+    for _ in 0..policy.forgive_after {
+        store
+            .update(|scores| signed(1).apply(scores, at(T0), &policy))
+            .unwrap();
+    }
+    let settled = std::fs::read(&file).unwrap();
+    store
+        .update(|scores| signed(1).apply(scores, at(T0), &policy))
+        .unwrap();
+    // Compared without printing: the file is about 100 KB.
+    assert!(std::fs::read(&file).unwrap() == settled, "the file changed");
+    store
+        .update(|scores| timed_out(1).apply(scores, at(T0), &policy))
+        .unwrap();
+    assert!(
+        std::fs::read(&file).unwrap() != settled,
+        "a fault wrote nothing"
+    );
+    assert_eq!(store.read().unwrap()[&seat(1)].points, 1);
+}
