@@ -3,11 +3,12 @@
 //!
 //! A coordinating process (`thresig sign`, `sweep`, `load`) reads which
 //! members are quarantined before a run and records what the run saw of
-//! each member after it, in one write transaction. The file is not the
+//! each member after it, in one write transaction (committed only if a
+//! score changed). The file is not the
 //! signer's encrypted store, which `thresig serve` holds open: scores are
 //! the coordinator's view of its peers, public and rebuilt by use, so they
 //! need no sealing. It is opened in redb's multi-writer mode, so two
-//! coordinators of the same member at once each commit their own run's
+//! coordinators of the same member at once each make their own run's
 //! update in turn (redb serializes write transactions across processes)
 //! and readers (`thresig status`, `thresig quarantine show`) never block
 //! them.

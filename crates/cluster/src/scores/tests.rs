@@ -305,3 +305,37 @@ fn a_run_that_changes_no_score_leaves_the_file_as_it_was() {
     );
     assert_eq!(store.read().unwrap()[&seat(1)].points, 1);
 }
+
+/// A handle whose run changed nothing, and so committed nothing, still
+/// reads inside its next write transaction what another handle committed
+/// meanwhile, and the file stays whole through many such turns.
+#[test]
+fn a_skipped_commit_hides_no_other_handles_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(SCORES_FILE);
+    let policy = Policy::default();
+    let (a, b) = (
+        ScoreStore::open(&file).unwrap(),
+        ScoreStore::open(&file).unwrap(),
+    );
+    for _ in 0..policy.forgive_after {
+        a.update(|scores| signed(1).apply(scores, at(T0), &policy))
+            .unwrap();
+    }
+    a.update(|scores| signed(1).apply(scores, at(T0), &policy))
+        .unwrap();
+    b.update(|scores| timed_out(1).apply(scores, at(T0), &policy))
+        .unwrap();
+    let seen = a.update(|scores| scores[&seat(1)].points).unwrap();
+    assert_eq!(seen, 1, "the other handle's fault");
+    for turn in 0..20 {
+        let (idle, busy) = if turn % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        idle.update(|_| ()).unwrap();
+        busy.update(|scores| timed_out(2).apply(scores, at(T0), &policy))
+            .unwrap();
+    }
+    drop((a, b));
+    assert_eq!(ScoreStore::read_file(&file).unwrap()[&seat(2)].timeouts, 20);
+    let mut db = redb::Database::builder().open(&file).unwrap();
+    assert!(db.check_integrity().unwrap());
+}
