@@ -16,9 +16,9 @@ use rand::Rng as _;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use thresig_cluster::config::Config;
-use thresig_cluster::{OwnWallet, SignOptions, own_wallet, sign};
+use thresig_cluster::{OwnWallet, SignOptions, sign};
 use thresig_crypto::{Seat, SigningPackage};
-use thresig_engine::{Round2Request, WalletId, commitment_hash, package_hash};
+use thresig_engine::{Round2Request, commitment_hash, package_hash};
 use thresig_store::provider::KeyProvider;
 use thresig_store::{EncryptedStore, PackageHash, Store as _};
 use thresig_tx::{Destination, Network, Payment, SpendInput, build_psbt};
@@ -52,26 +52,13 @@ fn signing_survives_kill_9_and_no_commitment_signs_two_packages() {
     });
     let runtime = tokio::runtime::Runtime::new().unwrap();
     cluster.start_all(&runtime);
-    let coordinator = seat(1);
-    let node = cluster.node(coordinator);
-    let peers = cluster.peers(coordinator);
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap()
-        .clone();
-    runtime
-        .block_on(thresig_cluster::run_dkg(
-            &peers,
-            &wallet,
-            &mut rng,
-            &thresig_cluster::Silent,
-        ))
-        .unwrap();
-    let OwnWallet {
-        key, epoch, spend, ..
-    } = runtime
-        .block_on(own_wallet(&peers, &node, wallet.id()))
-        .unwrap();
+    let (
+        peers,
+        wallet,
+        OwnWallet {
+            key, epoch, spend, ..
+        },
+    ) = cluster.dkg_from_first(&runtime, &mut rng);
 
     let journal: Arc<Mutex<Vec<(Seat, Round2Request)>>> = Arc::default();
     let mut options = SignOptions::default();

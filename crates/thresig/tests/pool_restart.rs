@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use bitcoin::hashes::Hash as _;
 use bitcoin::{Amount, OutPoint, Txid};
-use common::{ProcessCluster, WALLET, seat, wait_ready};
+use common::{ProcessCluster, seat, wait_ready};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use thresig_cluster::{CommitmentPool, OwnWallet, SignOptions, SignOutcome, own_wallet, sign};
-use thresig_engine::WalletId;
+use thresig_cluster::{CommitmentPool, OwnWallet, SignOptions, SignOutcome, sign};
 use thresig_tx::{Destination, Payment, SpendInput, TaprootWallet, WalletPsbt, build_psbt};
 
 /// A payment of the wallet `spend` to itself from a synthetic output whose
@@ -64,27 +63,14 @@ fn a_member_restarted_between_pooled_runs_is_not_held_to_its_kept_vectors() {
     let mut cluster = ProcessCluster::provision(3, 2, &[], 31);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     cluster.start_all(&runtime);
-    let coordinator = seat(1);
-    let node = cluster.node(coordinator);
-    let peers = cluster.peers(coordinator);
-    let wallet = node
-        .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
-        .unwrap()
-        .clone();
     let mut rng = ChaCha20Rng::seed_from_u64(31);
-    runtime
-        .block_on(thresig_cluster::run_dkg(
-            &peers,
-            &wallet,
-            &mut rng,
-            &thresig_cluster::Silent,
-        ))
-        .unwrap();
-    let OwnWallet {
-        key, epoch, spend, ..
-    } = runtime
-        .block_on(own_wallet(&peers, &node, wallet.id()))
-        .unwrap();
+    let (
+        peers,
+        wallet,
+        OwnWallet {
+            key, epoch, spend, ..
+        },
+    ) = cluster.dkg_from_first(&runtime, &mut rng);
     let mut pooled = SignOptions::default();
     pooled.pool = Some(Arc::new(CommitmentPool::default()));
     let run = |options: &SignOptions, byte: u8| {

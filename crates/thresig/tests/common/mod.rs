@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use thresig_cluster::Peers;
-use thresig_cluster::config::NodeConfig;
+use thresig_cluster::config::{NodeConfig, NodeWallet};
 pub use thresig_cluster::local::wait_ready as wait_ready_within;
 use thresig_cluster::local::{LocalCluster, free_loopback_ports};
 use thresig_cluster::provision::ClusterSpec;
+use thresig_cluster::{OwnWallet, Peers};
 use thresig_crypto::Seat;
 use thresig_daemon::ClusterName;
 use thresig_engine::WalletId;
@@ -134,6 +134,34 @@ impl ProcessCluster {
 
     pub fn seats(&self) -> Vec<Seat> {
         self.local.members().iter().map(|m| m.seat).collect()
+    }
+
+    /// Runs the wallet's DKG from this process with member 1 coordinating,
+    /// and returns what member 1 signs with: its peers, its configuration
+    /// of the wallet and the wallet's key.
+    pub fn dkg_from_first(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        rng: &mut ChaCha20Rng,
+    ) -> (Arc<Peers>, NodeWallet, OwnWallet) {
+        let node = self.node(Seat::FIRST);
+        let peers = self.peers(Seat::FIRST);
+        let wallet = node
+            .wallet(&WalletId::new(WALLET.to_owned()).unwrap())
+            .unwrap()
+            .clone();
+        runtime
+            .block_on(thresig_cluster::run_dkg(
+                &peers,
+                &wallet,
+                rng,
+                &thresig_cluster::Silent,
+            ))
+            .unwrap();
+        let own = runtime
+            .block_on(thresig_cluster::own_wallet(&peers, &node, wallet.id()))
+            .unwrap();
+        (peers, wallet, own)
     }
 
     /// Starts every member and waits until each serves.
