@@ -557,15 +557,22 @@ fn check_refresh_share<'a>(
     let culprit = Seat::from_identifier(from).ok_or(Error::OwnPackageEchoed)?;
     let bad = || Error::BadShare { culprit };
     let commitment = round1(from).ok_or(Error::UnknownSender { seat: culprit })?;
-    let mut coefficients = vec![poly::identity()];
-    for bytes in commitment.commitment().serialize()? {
-        coefficients.push(poly::element(&bytes).ok_or_else(bad)?);
-    }
+    // A refresh commits to no constant term: the sender's polynomial is
+    // zero at 0.
+    let coefficients: Vec<_> = std::iter::once(k256::ProjectivePoint::IDENTITY)
+        .chain(
+            commitment
+                .commitment()
+                .coefficients()
+                .iter()
+                .map(|c| c.value()),
+        )
+        .collect();
     let share_bytes = Zeroizing::new(package.signing_share().serialize());
     let mut share = poly::scalar(&share_bytes).ok_or_else(bad)?;
     let image = poly::base_mul(&share);
     share.zeroize();
-    if image != poly::evaluate(&coefficients, &poly::seat_scalar(me)) {
+    if image != dkg_batch::evaluate(&coefficients, &me.identifier()) {
         return Err(bad());
     }
     Ok(())

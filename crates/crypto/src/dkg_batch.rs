@@ -137,7 +137,7 @@ fn verifying_shares(
 /// `Σ_k id^k · C_k` for the coefficients `C_0, C_1, …`: by Horner's rule
 /// when `id` is a small integer (see the module doc), else as one
 /// `lincomb` of the t terms. Variable-time: every input is public.
-fn evaluate(coefficients: &[ProjectivePoint], id: &Identifier) -> ProjectivePoint {
+pub(crate) fn evaluate(coefficients: &[ProjectivePoint], id: &Identifier) -> ProjectivePoint {
     match (small_integer(id), coefficients.split_last()) {
         (Some(x), Some((last, lower))) => lower
             .iter()

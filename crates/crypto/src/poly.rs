@@ -1,6 +1,7 @@
 //! Polynomial checks in the exponent, with frost-core's own group and field
-//! (its public `Group`/`Field` traits): a peer's DKG share against its
-//! commitment, and a wallet's verifying shares against its group key.
+//! (its public `Group`/`Field` traits): a wallet's verifying shares against
+//! its group key, and the scalar and base-point steps of checking a refresh
+//! share (whose commitment `dkg_batch::evaluate` evaluates).
 
 use frost_core::{Element, Field, Group, Scalar};
 use frost_secp256k1_tr::Secp256K1Sha256TR;
@@ -38,22 +39,9 @@ pub(crate) fn zero() -> Scalar<C> {
     F::zero()
 }
 
-/// The identity element (the commitment to a zero coefficient).
-pub(crate) fn identity() -> Element<C> {
-    G::identity()
-}
-
 /// `s·G`.
 pub(crate) fn base_mul(s: &Scalar<C>) -> Element<C> {
     G::generator() * *s
-}
-
-/// `Σ_k x^k · C_k` for coefficient commitments `C_0, C_1, …` (Horner).
-pub(crate) fn evaluate(coefficients: &[Element<C>], x: &Scalar<C>) -> Element<C> {
-    coefficients
-        .iter()
-        .rev()
-        .fold(G::identity(), |acc, c| acc * *x + *c)
 }
 
 /// The element at `x` of the degree-`(points.len() - 1)` polynomial through
@@ -80,6 +68,14 @@ mod tests {
 
     fn seat(n: u16) -> Seat {
         Seat::try_from(n).unwrap()
+    }
+
+    /// `Σ_k x^k · C_k` for coefficient commitments `C_0, C_1, …` (Horner).
+    fn evaluate(coefficients: &[Element<C>], x: &Scalar<C>) -> Element<C> {
+        coefficients
+            .iter()
+            .rev()
+            .fold(G::identity(), |acc, c| acc * *x + *c)
     }
 
     #[test]
