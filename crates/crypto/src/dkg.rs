@@ -471,8 +471,7 @@ pub enum ShareKind {
 /// party holding the opened package: a DKG blame proof).
 ///
 /// # Errors
-/// [`Error::BadShare`] naming `from` if the share does not verify (or the
-/// commitments cannot be read).
+/// [`Error::BadShare`] naming `from` if the share does not verify.
 pub fn verify_round2_share(
     kind: ShareKind,
     (from, commitments): (Seat, &Round1Package),
@@ -546,8 +545,7 @@ pub fn check_round1_package(
 /// finds the sender's round-1 package.
 ///
 /// # Errors
-/// [`Error::BadShare`] naming the sender if it does not hold (or the
-/// commitment cannot be read).
+/// [`Error::BadShare`] naming the sender if it does not hold.
 fn check_refresh_share<'a>(
     me: Seat,
     from: &Identifier,
@@ -555,7 +553,6 @@ fn check_refresh_share<'a>(
     round1: impl FnOnce(&Identifier) -> Option<&'a round1::Package>,
 ) -> Result<()> {
     let culprit = Seat::from_identifier(from).ok_or(Error::OwnPackageEchoed)?;
-    let bad = || Error::BadShare { culprit };
     let commitment = round1(from).ok_or(Error::UnknownSender { seat: culprit })?;
     // A refresh commits to no constant term: the sender's polynomial is
     // zero at 0.
@@ -568,12 +565,11 @@ fn check_refresh_share<'a>(
                 .map(|c| c.value()),
         )
         .collect();
-    let share_bytes = Zeroizing::new(package.signing_share().serialize());
-    let mut share = poly::scalar(&share_bytes).ok_or_else(bad)?;
+    let mut share = package.signing_share().to_scalar();
     let image = poly::base_mul(&share);
     share.zeroize();
     if image != dkg_batch::evaluate(&coefficients, &me.identifier()) {
-        return Err(bad());
+        return Err(Error::BadShare { culprit });
     }
     Ok(())
 }

@@ -14,7 +14,8 @@
 //! polynomial `F(x) = Σ_k C_k·x^k` at every identifier.
 //!
 //! Both evaluations, a sender's commitment at this member and the summed
-//! commitment at every member, are Horner's rule when the identifier is a
+//! commitment at every member, and the refresh share check's (in `dkg.rs`,
+//! also a refresh blame proof's), are Horner's rule when the identifier is a
 //! small integer, as a seat is: `x·P` for a public x below 2^32 is at most
 //! 32 doublings and 32 additions of k256's points, where a `lincomb` term
 //! costs at least 80 additions whatever its scalar (two 8-point tables of

@@ -1,11 +1,10 @@
 //! Polynomial checks in the exponent, with frost-core's own group and field
 //! (its public `Group`/`Field` traits): a wallet's verifying shares against
-//! its group key, and the scalar and base-point steps of checking a refresh
-//! share (whose commitment `dkg_batch::evaluate` evaluates).
+//! its group key by interpolation, and `s·G` for a refresh share's check
+//! (whose commitment `dkg_batch::evaluate` evaluates).
 
 use frost_core::{Element, Field, Group, Scalar};
 use frost_secp256k1_tr::Secp256K1Sha256TR;
-use zeroize::Zeroizing;
 
 use crate::Seat;
 
@@ -20,12 +19,6 @@ pub(crate) fn seat_scalar(seat: Seat) -> Scalar<C> {
     low.copy_from_slice(&seat.get().to_be_bytes());
     // Every u16 is below the group order.
     F::deserialize(&bytes).unwrap_or_else(|_| F::zero())
-}
-
-/// A scalar from its 32-byte big-endian encoding (secret inputs are wiped by the caller).
-pub(crate) fn scalar(bytes: &[u8]) -> Option<Scalar<C>> {
-    let array: Zeroizing<[u8; 32]> = Zeroizing::new(bytes.try_into().ok()?);
-    F::deserialize(&array).ok()
 }
 
 /// A group element from its 33-byte compressed encoding.
@@ -70,14 +63,6 @@ mod tests {
         Seat::try_from(n).unwrap()
     }
 
-    /// `Σ_k x^k · C_k` for coefficient commitments `C_0, C_1, …` (Horner).
-    fn evaluate(coefficients: &[Element<C>], x: &Scalar<C>) -> Element<C> {
-        coefficients
-            .iter()
-            .rev()
-            .fold(G::identity(), |acc, c| acc * *x + *c)
-    }
-
     #[test]
     fn interpolation_recovers_the_polynomial_everywhere() {
         // f(x) = 5 + 7x + 11x^2, in the exponent.
@@ -88,8 +73,11 @@ mod tests {
         let points: Vec<_> = [2u16, 5, 9]
             .iter()
             .map(|x| {
-                let x = seat_scalar(seat(*x));
-                (x, evaluate(&coefficients, &x))
+                let at = seat(*x);
+                (
+                    seat_scalar(at),
+                    crate::dkg_batch::evaluate(&coefficients, &at.identifier()),
+                )
             })
             .collect();
         let zero = F::zero();

@@ -143,27 +143,37 @@ fn refresh_with_an_explicit_removal_keeps_the_key() {
 
 /// DESIGN.md §4 (a DKG that fails names the accused): a bad share in a refresh
 /// must name its sender, as it does in a fresh DKG.
+/// At t = 2 a refresh commitment is one point, at t = 3 two.
 #[test]
 fn refresh_bad_share_names_its_sender() {
-    let rng = &mut rng(103);
-    let (shares, wallet) = dkg(2, 3, ScriptTree::KeyPathOnly, rng);
-    let started: Vec<_> = shares
-        .values()
-        .map(|s| DkgRound1::refresh(s, &wallet, &[], rng).unwrap())
-        .collect();
-    let (states, mut sent) = part2_all(started);
-    let one = states.into_iter().next().unwrap();
-    // Seat 2 sends seat 1 the share it computed for seat 3.
-    let packages = vec![
-        (seat(2), sent.remove(&(seat(2), seat(3))).unwrap()),
-        (seat(3), sent.remove(&(seat(3), seat(1))).unwrap()),
-    ];
-    let err = one.finish(packages).map(|_| ()).unwrap_err();
-    assert!(
-        matches!(err, Error::BadShare { culprit } if culprit == seat(2)),
-        "refresh blamed nobody: {err:?} (culprits {:?})",
-        err.culprits()
-    );
+    for (t, n) in [(2, 3), (3, 4)] {
+        let rng = &mut rng(103);
+        let (shares, wallet) = dkg(t, n, ScriptTree::KeyPathOnly, rng);
+        let started: Vec<_> = shares
+            .values()
+            .map(|s| DkgRound1::refresh(s, &wallet, &[], rng).unwrap())
+            .collect();
+        let (states, mut sent) = part2_all(started);
+        // Seat 2 checks; seat n, checked last, sends it the share it
+        // computed for seat 1. The others' shares must pass, so a wrong
+        // evaluation (at 2, where the coefficients' order counts) names
+        // the wrong member.
+        let two = states.into_iter().nth(1).unwrap();
+        assert_eq!(two.seat(), seat(2));
+        let packages = (1..=n)
+            .filter(|from| *from != 2)
+            .map(|from| {
+                let to = if from == n { 1 } else { 2 };
+                (seat(from), sent.remove(&(seat(from), seat(to))).unwrap())
+            })
+            .collect();
+        let err = two.finish(packages).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(err, Error::BadShare { culprit } if culprit == seat(n)),
+            "{t}-of-{n} refresh did not blame seat {n}: {err:?} (culprits {:?})",
+            err.culprits()
+        );
+    }
 }
 
 #[test]
