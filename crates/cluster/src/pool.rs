@@ -135,20 +135,10 @@ impl CommitmentPool {
     ) -> Taken {
         let mut held = self.lock();
         let kept = &mut held.vectors;
-        let mut taken = Taken::default();
-        let other_epochs: Vec<Shape> = kept
-            .keys()
-            .filter(|s| s.wallet == shape.wallet && s.epoch < shape.epoch)
-            .cloned()
-            .collect();
-        for old in other_epochs {
-            taken.stale.extend(
-                kept.remove(&old)
-                    .into_iter()
-                    .flat_map(BTreeMap::into_values)
-                    .flatten(),
-            );
-        }
+        let mut taken = Taken {
+            stale: remove_shapes(kept, |s| s.wallet == shape.wallet && s.epoch < shape.epoch),
+            ..Taken::default()
+        };
         if let Some(members) = kept.get_mut(shape) {
             for (seat, vectors) in members.iter_mut() {
                 // Oldest first: a vector that waits grows no fresher, and
@@ -232,19 +222,7 @@ impl CommitmentPool {
     /// Empties the pool for `wallet`: the vectors to release when the
     /// coordinator stops signing for it.
     pub(crate) fn drain(&self, wallet: &WalletId) -> Vec<Kept> {
-        let mut held = self.lock();
-        let kept = &mut held.vectors;
-        let shapes: Vec<Shape> = kept
-            .keys()
-            .filter(|s| &s.wallet == wallet)
-            .cloned()
-            .collect();
-        shapes
-            .iter()
-            .filter_map(|shape| kept.remove(shape))
-            .flat_map(BTreeMap::into_values)
-            .flatten()
-            .collect()
+        remove_shapes(&mut self.lock().vectors, |s| &s.wallet == wallet)
     }
 
     /// The contents, even after a panic elsewhere poisoned the lock: every
@@ -254,6 +232,19 @@ impl CommitmentPool {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Removes the shapes `matches` picks, and returns every vector kept for
+/// them.
+fn remove_shapes(
+    vectors: &mut BTreeMap<Shape, BTreeMap<Seat, Vec<Kept>>>,
+    matches: impl Fn(&Shape) -> bool,
+) -> Vec<Kept> {
+    vectors
+        .extract_if(.., |shape, _| matches(shape))
+        .flat_map(|(_, members)| members.into_values())
+        .flatten()
+        .collect()
 }
 
 #[cfg(test)]

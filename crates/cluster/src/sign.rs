@@ -738,7 +738,8 @@ fn feed(
 /// drivers of the coordinator.
 #[derive(Default)]
 pub struct Handed {
-    /// Each vector, by wallet seat, with when it arrived.
+    /// Each vector the run was handed or started with, with its wallet
+    /// seat and when it arrived.
     vectors: Vec<Kept>,
     /// The first commitment of every vector sent in a session.
     used: Vec<Commitment>,
