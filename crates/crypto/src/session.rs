@@ -1,27 +1,38 @@
-//! A signing package prepared once per session: its wire bytes and the
-//! session values every share is verified against.
+//! A signing package's session values, derived once: by a signer for the
+//! share it makes, by a coordinator for every share it checks.
 //!
 //! [`verify_share`](crate::verify_share) recomputes the binding factors, the
 //! group commitment and the challenge for every share it checks: O(t) point
 //! work per share, O(t²) per signature. A coordinator checks t shares of one
 //! package, so it prepares the package once ([`PreparedPackage::new`]) and
 //! checks each share with three scalar multiplications
-//! ([`PreparedPackage::verify`]), following frost-core's own
-//! `verify_signature_share_precomputed` (exposed by its `internals`
-//! feature) step for step, with the same BIP340 even-Y handling: the
-//! verdicts are those of [`verify_share`](crate::verify_share). The shares
-//! are aggregated against the same values ([`PreparedPackage::aggregate`]):
-//! the signature is their sum with the session's group commitment, checked
-//! once by BIP340.
+//! ([`PreparedPackage::verify`]), the relation of frost-core's
+//! `verify_signature_share_precomputed` with the tr suite's BIP340 even-Y
+//! handling: the verdicts are those of [`verify_share`](crate::verify_share).
+//! The shares are aggregated against the same values
+//! ([`PreparedPackage::aggregate`]): the signature is their sum with the
+//! session's group commitment, checked once by BIP340.
+//!
+//! Both sides derive the values in [`SessionValues`], from the bytes the
+//! package arrived as: frost derives them from the decoded points and
+//! encodes every commitment again to hash them (see docs/DESIGN.md, "Why
+//! does the crypto crate derive a session's values itself?").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use frost_core::{BindingFactorList, Challenge, Ciphersuite as _, Field as _, GroupCommitment};
-use frost_secp256k1_tr::keys::PublicKeyPackage;
-use frost_secp256k1_tr::{Secp256K1ScalarField, Secp256K1Sha256TR};
+use frost_core::{Ciphersuite as _, Field as _};
+use frost_secp256k1_tr::keys::KeyPackage;
+use frost_secp256k1_tr::round1::SigningNonces;
+use frost_secp256k1_tr::round2;
+use frost_secp256k1_tr::{
+    Error as FrostError, Secp256K1ScalarField, Secp256K1Sha256TR, VerifyingKey,
+};
+use k256::elliptic_curve::ops::{LinearCombinationExt as _, MulByGenerator as _};
+use k256::elliptic_curve::point::AffineCoordinates as _;
+use k256::{ProjectivePoint, Scalar};
+use zeroize::Zeroizing;
 
-use crate::sign::culprits;
 use crate::{
     Error, Result, Seat, Signature, SignatureShare, SigningPackage, WalletKey, XOnlyKey, verify,
 };
@@ -32,20 +43,16 @@ type Suite = Secp256K1Sha256TR;
 /// the values share verification and aggregation need, each computed once.
 ///
 /// # Invariants
-/// The session values come from the wallet's signing group (the tweaked key
-/// the signers sign with) after frost's `pre_aggregate` hook (BIP340's
-/// even-Y negation), exactly as frost's per-share verification and
-/// aggregation derive them; `output_key` is that wallet's output key.
+/// `session` holds the package's values under the wallet's signing group
+/// key (the tweaked key the signers sign with), derived as each signer
+/// derives them; `verifying_shares` holds that group's verifying share of
+/// each signer of the package; `output_key` is the wallet's output key.
 #[derive(Clone)]
 pub struct PreparedPackage {
     package: SigningPackage,
     bytes: Arc<[u8]>,
-    /// The signing group after `pre_aggregate`: verifying shares negated
-    /// when the group key has odd Y.
-    group: PublicKeyPackage,
-    binding: BindingFactorList<Suite>,
-    commitment: GroupCommitment<Suite>,
-    challenge: Challenge<Suite>,
+    verifying_shares: BTreeMap<Seat, ProjectivePoint>,
+    session: SessionValues,
     /// The key the aggregate signature verifies under (BIP340).
     output_key: XOnlyKey,
 }
@@ -57,35 +64,29 @@ impl PreparedPackage {
     /// # Errors
     /// [`Error::UnknownSeat`] naming a signer of `package` that holds no share
     /// of the wallet; [`Error::TooFewSigners`] below the threshold;
-    /// [`Error::Frost`] if frost cannot derive the session values (a
-    /// commitment that is the identity, which decoding already refuses).
+    /// [`Error::Frost`] if a commitment or the group commitment is the
+    /// identity (see [`SessionValues::new`]).
     pub fn new(wallet: &WalletKey, package: SigningPackage) -> Result<Self> {
         package.check_signers(wallet)?;
         let bytes = Arc::from(package.to_bytes());
-        // The tr suite's hook reads only the key package (the shares are
-        // not known yet): it negates the verifying shares when the group
-        // key has odd Y, as BIP340 verification assumes.
-        let no_shares = BTreeMap::new();
-        let (_, _, group) =
-            Suite::pre_aggregate(package.frost(), &no_shares, wallet.signing_group())
-                .map_err(|err| culprits(err, &[]))?;
-        let group = group.into_owned();
-        let binding =
-            frost_core::compute_binding_factor_list(package.frost(), group.verifying_key(), &[])?;
-        let committed = Suite::pre_commitment_aggregate(package.frost(), &binding)?;
-        let commitment = frost_core::compute_group_commitment(&committed, &binding)?;
-        let challenge = Suite::challenge(
-            &commitment.clone().to_element(),
-            group.verifying_key(),
-            committed.message(),
-        )?;
+        let group = wallet.signing_group();
+        let verifying_shares = package
+            .commitments()
+            .keys()
+            .map(|&seat| {
+                let share = group
+                    .verifying_shares()
+                    .get(&seat.identifier())
+                    .ok_or(Error::UnknownSeat { seat: seat.get() })?;
+                Ok((seat, share.to_element()))
+            })
+            .collect::<Result<_>>()?;
+        let session = SessionValues::new(&package, group.verifying_key())?;
         Ok(Self {
             package,
             bytes,
-            group,
-            binding,
-            commitment,
-            challenge,
+            verifying_shares,
+            session,
             output_key: wallet.output_key(),
         })
     }
@@ -111,25 +112,12 @@ impl PreparedPackage {
     /// [`Error::UnknownSeat`] if `seat` holds no share of the wallet or has
     /// no commitment in the package.
     pub fn verify(&self, seat: Seat, share: &SignatureShare) -> Result<()> {
-        let id = seat.identifier();
         let verifying_share = self
-            .group
-            .verifying_shares()
-            .get(&id)
+            .verifying_shares
+            .get(&seat)
             .ok_or(Error::UnknownSeat { seat: seat.get() })?;
-        if self.package.commitment(seat).is_none() {
-            return Err(Error::UnknownSeat { seat: seat.get() });
-        }
-        frost_core::verify_signature_share_precomputed(
-            id,
-            self.package.frost(),
-            &self.binding,
-            &self.commitment,
-            share.frost(),
-            verifying_share,
-            self.challenge,
-        )
-        .map_err(|err| culprits(err, &[seat]))
+        self.session
+            .check_share(&self.package, seat, share.scalar()?, verifying_share)
     }
 
     /// Aggregates `shares`, one per signer of the package, into the
@@ -155,10 +143,8 @@ impl PreparedPackage {
         for share in shares.values() {
             z += share.scalar()?;
         }
-        let signature = Signature::from_frost(frost_core::Signature::new(
-            self.commitment.clone().to_element(),
-            z,
-        ));
+        let signature =
+            Signature::from_frost(frost_core::Signature::new(self.session.commitment, z));
         let Err(invalid) = verify(&self.output_key, self.package.message(), &signature) else {
             return Ok(signature);
         };
@@ -176,6 +162,178 @@ impl PreparedPackage {
             Err(invalid)
         } else {
             Err(Error::InvalidShares { culprits })
+        }
+    }
+}
+
+/// RFC 9591's session values of one package under one group key (the
+/// binding factors, the group commitment and the challenge), derived as
+/// frost-secp256k1-tr derives them, BIP340's even-Y rules included, but
+/// from the package's kept bytes.
+///
+/// frost's signing derives them from the decoded points: it encodes every
+/// commitment again to hash the list (a field inversion a point, 2t for
+/// each share), makes the group commitment affine twice and the group key
+/// three times, and when the group commitment's Y is odd it negates the
+/// nonces by computing their commitments again (two base-point
+/// multiplications). Here the list is hashed from the bytes the package
+/// arrived as (the canonical encoding by construction, see `wire.rs`),
+/// and each point is made affine once.
+///
+/// # Invariants
+/// `binding` holds ρ for every signer of the package it was derived from;
+/// `commitment` is R = Σ (D_i + ρ_i·E_i), not the identity; `key_odd` and
+/// `commitment_odd` are the Y parities of the group key and of R;
+/// `challenge` is BIP340's H2(x(R) ‖ x(key) ‖ message).
+#[derive(Clone)]
+pub(crate) struct SessionValues {
+    binding: BTreeMap<Seat, Scalar>,
+    commitment: ProjectivePoint,
+    key_odd: bool,
+    commitment_odd: bool,
+    challenge: Scalar,
+}
+
+impl SessionValues {
+    /// Derives the values of `package` under `key`, the (tweaked) group key
+    /// the shares are made under.
+    ///
+    /// # Errors
+    /// [`Error::Frost`] with `IdentityCommitment` if a commitment or the
+    /// group commitment is the identity. Decoding refuses the first; frost
+    /// would go on to sign the second with an x-coordinate of zero, which
+    /// no one can bring about without breaking the hash.
+    pub(crate) fn new(package: &SigningPackage, key: &VerifyingKey) -> Result<Self> {
+        let identity = || Error::Frost(FrostError::IdentityCommitment);
+        let key = key.to_element().to_affine();
+        let key_x = key.x();
+        // The binding factors' preimage, RFC 9591's `compute_binding_factors`
+        // with frost's empty additional prefix: the group key's encoding
+        // after BIP340's even-Y negation (so prefix 0x02), H4 of the
+        // message, H5 of the encoded commitment list, then each signer's
+        // identifier.
+        let mut prefix = Vec::with_capacity(1 + 3 * 32);
+        prefix.push(0x02);
+        prefix.extend_from_slice(&key_x);
+        prefix.extend_from_slice(&Suite::H4(package.message()));
+        prefix.extend_from_slice(&Suite::H5(&package.encoded_commitment_list()));
+        let mut binding = BTreeMap::new();
+        let mut hiding_sum = ProjectivePoint::IDENTITY;
+        let mut binding_terms = Vec::new();
+        for (seat, commitment) in package.commitments() {
+            let (hiding, bound) = commitment.points();
+            if hiding == ProjectivePoint::IDENTITY || bound == ProjectivePoint::IDENTITY {
+                return Err(identity());
+            }
+            let mut input = Vec::with_capacity(prefix.len() + 32);
+            input.extend_from_slice(&prefix);
+            input.extend_from_slice(&seat.identifier().serialize());
+            let rho = Suite::H1(&input);
+            binding.insert(*seat, rho);
+            hiding_sum += hiding;
+            binding_terms.push((bound, rho));
+        }
+        let commitment = hiding_sum + ProjectivePoint::lincomb_ext(binding_terms.as_slice());
+        if commitment == ProjectivePoint::IDENTITY {
+            return Err(identity());
+        }
+        let affine = commitment.to_affine();
+        let mut challenge_input = Vec::with_capacity(2 * 32 + package.message().len());
+        challenge_input.extend_from_slice(&affine.x());
+        challenge_input.extend_from_slice(&key_x);
+        challenge_input.extend_from_slice(package.message());
+        Ok(Self {
+            binding,
+            commitment,
+            key_odd: key.y_is_odd().into(),
+            commitment_odd: affine.y_is_odd().into(),
+            challenge: Suite::H2(&challenge_input),
+        })
+    }
+
+    /// The share of `seat` (whose key package is `key`) for `nonces` over
+    /// `package` (the package these values were derived from, under `key`'s
+    /// group key): RFC 9591's z = d + e·ρ + λ·s·c, with the signing share
+    /// negated when the group key's Y is odd and the nonces when the group
+    /// commitment's is, as BIP340 and frost-secp256k1-tr require.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSeat`] if `seat` has no commitment in the package;
+    /// [`Error::Frost`] if frost's Lagrange coefficient fails (a repeated
+    /// identifier, which a package cannot hold).
+    pub(crate) fn share(
+        &self,
+        package: &SigningPackage,
+        seat: Seat,
+        nonces: &SigningNonces,
+        key: &KeyPackage,
+    ) -> Result<SignatureShare> {
+        let id = seat.identifier();
+        let rho = self
+            .binding
+            .get(&seat)
+            .ok_or(Error::UnknownSeat { seat: seat.get() })?;
+        let lambda = frost_core::derive_interpolating_value(&id, package.frost())?;
+        let mut hiding = Zeroizing::new(nonces.hiding().to_scalar());
+        let mut binding = Zeroizing::new(nonces.binding().to_scalar());
+        if self.commitment_odd {
+            *hiding = -*hiding;
+            *binding = -*binding;
+        }
+        let mut secret = Zeroizing::new(key.signing_share().to_scalar());
+        if self.key_odd {
+            *secret = -*secret;
+        }
+        let z = *hiding + *binding * rho + lambda * *secret * self.challenge;
+        let share = round2::SignatureShare::deserialize(&z.to_bytes())?;
+        Ok(SignatureShare::from_frost(share))
+    }
+
+    /// Checks `z` as `seat`'s share of `package` (the package these values
+    /// were derived from), `verifying_share` being the seat's verifying
+    /// share of the group key: frost's `verify_signature_share_precomputed`
+    /// with the tr suite's negations, z·G = R_i + c·λ·Y_i with
+    /// R_i = D + ρ·E negated when R's Y is odd and Y_i negated when the
+    /// group key's is.
+    ///
+    /// # Errors
+    /// [`Error::InvalidShares`] naming `seat` if the share is invalid;
+    /// [`Error::UnknownSeat`] if `seat` has no commitment in the package.
+    pub(crate) fn check_share(
+        &self,
+        package: &SigningPackage,
+        seat: Seat,
+        z: Scalar,
+        verifying_share: &ProjectivePoint,
+    ) -> Result<()> {
+        let unknown = Error::UnknownSeat { seat: seat.get() };
+        let (Some(commitment), Some(&rho)) =
+            (package.commitments().get(&seat), self.binding.get(&seat))
+        else {
+            return Err(unknown);
+        };
+        let lambda = frost_core::derive_interpolating_value(&seat.identifier(), package.frost())?;
+        let (mut hiding, binding) = commitment.points();
+        let mut rho = rho;
+        if self.commitment_odd {
+            hiding = -hiding;
+            rho = -rho;
+        }
+        let mut verifying_share = *verifying_share;
+        if self.key_odd {
+            verifying_share = -verifying_share;
+        }
+        let expected = hiding
+            + ProjectivePoint::lincomb_ext(&[
+                (binding, rho),
+                (verifying_share, self.challenge * lambda),
+            ]);
+        if ProjectivePoint::mul_by_generator(&z) == expected {
+            Ok(())
+        } else {
+            Err(Error::InvalidShares {
+                culprits: vec![seat],
+            })
         }
     }
 }

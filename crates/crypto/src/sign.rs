@@ -14,8 +14,10 @@ use frost_secp256k1_tr::{
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
+use crate::session::SessionValues;
 use crate::wire::{
-    COMMITMENT_LEN, encode_commitment, encode_package, parse_commitment, split_package,
+    COMMITMENT_LEN, commitment_points, encode_commitment, encode_package, parse_commitment,
+    split_package,
 };
 use crate::{Encoding, Error, KeyShare, Result, Seat, WalletKey, XOnlyKey};
 
@@ -61,6 +63,11 @@ impl Commitment {
         let frost = parse_commitment(bytes).ok_or_else(bad)?;
         let bytes = bytes.try_into().map_err(|_| bad())?;
         Ok(Self { frost, bytes })
+    }
+
+    /// The hiding and binding points.
+    pub(crate) fn points(&self) -> (k256::ProjectivePoint, k256::ProjectivePoint) {
+        (self.frost.hiding().value(), self.frost.binding().value())
     }
 }
 
@@ -212,6 +219,23 @@ impl SigningPackage {
         )
     }
 
+    /// The commitments, by seat.
+    pub(crate) fn commitments(&self) -> &BTreeMap<Seat, Commitment> {
+        &self.commitments
+    }
+
+    /// RFC 9591's `encode_group_commitment_list` of the package, from the
+    /// commitments' kept bytes: per signer, ascending, the identifier's 32
+    /// bytes and the two compressed points.
+    pub(crate) fn encoded_commitment_list(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.commitments.len() * (32 + COMMITMENT_LEN));
+        for (seat, commitment) in &self.commitments {
+            out.extend_from_slice(&seat.identifier().serialize());
+            out.extend_from_slice(commitment_points(&commitment.bytes));
+        }
+        out
+    }
+
     /// frost's package, for the session values of [`crate::PreparedPackage`].
     pub(crate) fn frost(&self) -> &frost_secp256k1_tr::SigningPackage {
         &self.frost
@@ -259,9 +283,9 @@ impl SigningPackage {
 pub struct SignatureShare(round2::SignatureShare);
 
 impl SignatureShare {
-    /// frost's share, for [`crate::PreparedPackage::verify`].
-    pub(crate) fn frost(&self) -> &round2::SignatureShare {
-        &self.0
+    /// Wraps frost's share, for [`SessionValues::share`].
+    pub(crate) fn from_frost(share: round2::SignatureShare) -> Self {
+        Self(share)
     }
 
     /// The share's scalar, for [`crate::PreparedPackage::aggregate`]: frost
@@ -327,11 +351,7 @@ pub fn sign(
         return Err(Error::CommitmentMismatch { seat });
     }
     let key = wallet.signing_key_package(share.package());
-    Ok(SignatureShare(round2::sign(
-        package.frost(),
-        &nonce.nonces,
-        &key,
-    )?))
+    SessionValues::new(package, key.verifying_key())?.share(package, seat, &nonce.nonces, &key)
 }
 
 /// Verifies one signer's share as it arrives, against the same tweaked key
@@ -469,4 +489,88 @@ pub fn verify(key: &XOnlyKey, message: &[u8], signature: &Signature) -> Result<(
     key.to_verifying_key()?
         .verify(message, &signature.0)
         .map_err(|_| Error::InvalidSignature)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use std::collections::BTreeSet;
+
+    use frost_secp256k1_tr::keys::{EvenY as _, KeyPackage};
+    use k256::elliptic_curve::point::AffineCoordinates as _;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng as _;
+
+    use super::*;
+    use crate::{GroupParams, MerkleRoot, ScriptTree, dkg_in_process, import_key};
+
+    /// Whether frost's group commitment of `package` under `key` has odd Y.
+    fn commitment_is_odd(package: &SigningPackage, key: &KeyPackage) -> bool {
+        let even = key.clone().into_even_y(None);
+        let binding =
+            frost_core::compute_binding_factor_list(package.frost(), even.verifying_key(), &[])
+                .unwrap();
+        let commitment = frost_core::compute_group_commitment(package.frost(), &binding).unwrap();
+        commitment.to_element().to_affine().y_is_odd().into()
+    }
+
+    /// Every share [`sign`] makes is the share frost's `round2::sign` makes
+    /// from the same nonces, package and key package, for generated and
+    /// imported keys with and without a script tree, with either parity of
+    /// the signing key and of the group commitment.
+    #[test]
+    fn every_share_is_the_one_frost_makes() {
+        let mut seen = BTreeSet::new();
+        for seed in 0..24u64 {
+            for tree in [
+                ScriptTree::KeyPathOnly,
+                ScriptTree::Root(MerkleRoot([0x5b; 32])),
+            ] {
+                for imported in [false, true] {
+                    let rng = &mut ChaCha20Rng::seed_from_u64(seed);
+                    let t = 2 + (seed % 3) as u16;
+                    let params = GroupParams::new(t, t + 2).unwrap();
+                    let (shares, wallet) = if imported {
+                        let (wallet, shares) =
+                            import_key(&[seed as u8 + 1; 32], params, tree, rng).unwrap();
+                        (shares.into_iter().map(|s| (s.seat(), s)).collect(), wallet)
+                    } else {
+                        dkg_in_process(params, tree, rng).unwrap()
+                    };
+                    let signers: Vec<Seat> = params
+                        .seats()
+                        .skip(seed as usize % 3)
+                        .take(usize::from(t))
+                        .collect();
+                    let (nonces, commitments): (Vec<_>, BTreeMap<_, _>) = signers
+                        .iter()
+                        .map(|seat| {
+                            let (nonce, commitment) = commit(&shares[seat], rng);
+                            (nonce, (*seat, commitment))
+                        })
+                        .unzip();
+                    let package = SigningPackage::new(&commitments, &[seed as u8; 32]).unwrap();
+                    for nonce in nonces {
+                        let share = &shares[&nonce.seat];
+                        let key = wallet.signing_key_package(share.package());
+                        let frosts = round2::sign(package.frost(), &nonce.nonces, &key).unwrap();
+                        let ours = sign(nonce, &package, share, &wallet).unwrap();
+                        assert_eq!(ours.to_bytes(), frosts.serialize());
+                        seen.insert((
+                            imported,
+                            tree != ScriptTree::KeyPathOnly,
+                            !key.has_even_y(),
+                            commitment_is_odd(&package, &key),
+                        ));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            16,
+            "each convention with either parity of the key and of R: {seen:?}"
+        );
+    }
 }

@@ -53,6 +53,13 @@ pub(crate) fn encode_commitment(commitment: &SigningCommitments) -> [u8; COMMITM
     out
 }
 
+/// A commitment's two points as encoded (hiding, then binding), without
+/// frost's header: what RFC 9591's commitment list holds of it.
+pub(crate) fn commitment_points(commitment: &[u8; COMMITMENT_LEN]) -> &[u8] {
+    let (_header, points) = commitment.split_at(HEADER.len());
+    points
+}
+
 /// Parses one commitment's canonical encoding.
 pub(crate) fn parse_commitment(bytes: &[u8]) -> Option<SigningCommitments> {
     let bytes: &[u8; COMMITMENT_LEN] = bytes.try_into().ok()?;
