@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use frost_core::{Ciphersuite as _, Field as _};
 use frost_secp256k1_tr::keys::KeyPackage;
-use frost_secp256k1_tr::round1::SigningNonces;
 use frost_secp256k1_tr::round2;
 use frost_secp256k1_tr::{
     Error as FrostError, Secp256K1ScalarField, Secp256K1Sha256TR, VerifyingKey,
@@ -251,7 +250,8 @@ impl SessionValues {
         })
     }
 
-    /// The share of `seat` (whose key package is `key`) for `nonces` over
+    /// The share of `seat` (whose key package is `key`) for its nonce pair
+    /// (hiding, binding) over
     /// `package` (the package these values were derived from, under `key`'s
     /// group key): RFC 9591's z = d + e·ρ + λ·s·c, with the signing share
     /// negated when the group key's Y is odd and the nonces when the group
@@ -265,7 +265,7 @@ impl SessionValues {
         &self,
         package: &SigningPackage,
         seat: Seat,
-        nonces: &SigningNonces,
+        (hiding, binding): (&Scalar, &Scalar),
         key: &KeyPackage,
     ) -> Result<SignatureShare> {
         let id = seat.identifier();
@@ -274,8 +274,8 @@ impl SessionValues {
             .get(&seat)
             .ok_or(Error::UnknownSeat { seat: seat.get() })?;
         let lambda = frost_core::derive_interpolating_value(&id, package.frost())?;
-        let mut hiding = Zeroizing::new(nonces.hiding().to_scalar());
-        let mut binding = Zeroizing::new(nonces.binding().to_scalar());
+        let mut hiding = Zeroizing::new(*hiding);
+        let mut binding = Zeroizing::new(*binding);
         if self.commitment_odd {
             *hiding = -*hiding;
             *binding = -*binding;

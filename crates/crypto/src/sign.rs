@@ -6,11 +6,13 @@ use std::fmt;
 
 use frost_core::CheaterDetection;
 use frost_core::{Ciphersuite as _, Field as _};
-use frost_secp256k1_tr::round1::{SigningCommitments, SigningNonces};
+use frost_secp256k1_tr::round1::{NonceCommitment, SigningCommitments};
 use frost_secp256k1_tr::round2;
 use frost_secp256k1_tr::{
     Error as FrostError, Identifier, Secp256K1ScalarField, Secp256K1Sha256TR,
 };
+use k256::elliptic_curve::ops::MulByGenerator as _;
+use k256::{ProjectivePoint, Scalar};
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -88,7 +90,8 @@ impl fmt::Debug for Commitment {
 /// loses it (by design).
 pub struct SecretNonce {
     seat: Seat,
-    nonces: SigningNonces,
+    hiding: Zeroizing<Scalar>,
+    binding: Zeroizing<Scalar>,
     commitment: Commitment,
 }
 
@@ -117,19 +120,25 @@ impl fmt::Debug for SecretNonce {
 }
 
 /// Signing round 1: a fresh nonce pair for one signature (one PSBT input).
-/// The commitment's two points are made affine for encoding in one batch
-/// (one field inversion, not two).
+/// The commitments are k256's base-point multiplications from its
+/// precomputed tables (frost's `SigningNonces` multiplies the generator as
+/// any other point), made affine for encoding in one batch (one field
+/// inversion, not two).
 #[must_use]
 pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (SecretNonce, Commitment) {
-    let nonces = fresh_nonces(share, rng);
-    let frost = SigningCommitments::from(&nonces);
+    let (hiding, binding) = fresh_nonces(share, rng);
+    let frost = SigningCommitments::new(
+        NonceCommitment::new(ProjectivePoint::mul_by_generator(&*hiding)),
+        NonceCommitment::new(ProjectivePoint::mul_by_generator(&*binding)),
+    );
     let commitment = Commitment {
         frost,
         bytes: encode_commitment(&frost),
     };
     let nonce = SecretNonce {
         seat: share.seat(),
-        nonces,
+        hiding,
+        binding,
         commitment,
     };
     (nonce, commitment)
@@ -141,18 +150,21 @@ pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (Secret
 /// own: it builds the hash input in vectors it frees unwiped, leaving the
 /// signing share behind in the heap at every commitment, and its
 /// `round1::commit` also frees a vector with the nonces in it.
-fn fresh_nonces(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> SigningNonces {
+fn fresh_nonces(
+    share: &KeyShare,
+    rng: &mut (impl RngCore + CryptoRng),
+) -> (Zeroizing<Scalar>, Zeroizing<Scalar>) {
     let secret = Zeroizing::new(share.package().signing_share().serialize());
     let mut nonce = || {
         let mut input = Zeroizing::new([0u8; 64]);
         let (random, own) = input.split_at_mut(32);
         rng.fill_bytes(random);
         own.copy_from_slice(&secret);
-        frost_core::round1::Nonce::from_scalar(Secp256K1Sha256TR::H3(&input[..]))
+        Zeroizing::new(Secp256K1Sha256TR::H3(&input[..]))
     };
     let hiding = nonce();
     let binding = nonce();
-    SigningNonces::from_nonces(hiding, binding)
+    (hiding, binding)
 }
 
 /// What the coordinator sends to the chosen signers for one signature: the
@@ -351,7 +363,12 @@ pub fn sign(
         return Err(Error::CommitmentMismatch { seat });
     }
     let key = wallet.signing_key_package(share.package());
-    SessionValues::new(package, key.verifying_key())?.share(package, seat, &nonce.nonces, &key)
+    SessionValues::new(package, key.verifying_key())?.share(
+        package,
+        seat,
+        (&nonce.hiding, &nonce.binding),
+        &key,
+    )
 }
 
 /// Verifies one signer's share as it arrives, against the same tweaked key
@@ -498,6 +515,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     use frost_secp256k1_tr::keys::{EvenY as _, KeyPackage};
+    use frost_secp256k1_tr::round1::SigningNonces;
+    type Nonce = frost_core::round1::Nonce<Secp256K1Sha256TR>;
     use k256::elliptic_curve::point::AffineCoordinates as _;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng as _;
@@ -554,7 +573,12 @@ mod tests {
                     for nonce in nonces {
                         let share = &shares[&nonce.seat];
                         let key = wallet.signing_key_package(share.package());
-                        let frosts = round2::sign(package.frost(), &nonce.nonces, &key).unwrap();
+                        let nonces = SigningNonces::from_nonces(
+                            Nonce::from_scalar(*nonce.hiding),
+                            Nonce::from_scalar(*nonce.binding),
+                        );
+                        assert_eq!(*nonces.commitments(), nonce.commitment.frost);
+                        let frosts = round2::sign(package.frost(), &nonces, &key).unwrap();
                         let ours = sign(nonce, &package, share, &wallet).unwrap();
                         assert_eq!(ours.to_bytes(), frosts.serialize());
                         seen.insert((
