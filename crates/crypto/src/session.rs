@@ -5,8 +5,8 @@
 //! group commitment and the challenge for every share it checks: O(t) point
 //! work per share, O(t²) per signature. A coordinator checks t shares of one
 //! package, so it prepares the package once ([`PreparedPackage::new`]) and
-//! checks each share with three scalar multiplications
-//! ([`PreparedPackage::verify`]), the relation of frost-core's
+//! checks each share with a base-point multiplication and one two-term
+//! multi-scalar multiplication ([`PreparedPackage::verify`]), the relation of frost-core's
 //! `verify_signature_share_precomputed` with the tr suite's BIP340 even-Y
 //! handling: the verdicts are those of [`verify_share`](crate::verify_share).
 //! The shares are aggregated against the same values
@@ -18,14 +18,14 @@
 //! encodes every commitment again to hash them (see docs/DESIGN.md, "Why
 //! does the crypto crate derive a session's values itself?").
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use frost_core::{Ciphersuite as _, Field as _};
 use frost_secp256k1_tr::keys::KeyPackage;
 use frost_secp256k1_tr::round2;
 use frost_secp256k1_tr::{
-    Error as FrostError, Secp256K1ScalarField, Secp256K1Sha256TR, VerifyingKey,
+    Error as FrostError, Identifier, Secp256K1ScalarField, Secp256K1Sha256TR, VerifyingKey,
 };
 use k256::elliptic_curve::ops::{LinearCombinationExt as _, MulByGenerator as _};
 use k256::elliptic_curve::point::AffineCoordinates as _;
@@ -116,7 +116,7 @@ impl PreparedPackage {
             .get(&seat)
             .ok_or(Error::UnknownSeat { seat: seat.get() })?;
         self.session
-            .check_share(&self.package, seat, share.scalar()?, verifying_share)
+            .check_share(seat, share.scalar()?, verifying_share)
     }
 
     /// Aggregates `shares`, one per signer of the package, into the
@@ -180,17 +180,30 @@ impl PreparedPackage {
 /// and each point is made affine once.
 ///
 /// # Invariants
-/// `binding` holds ρ for every signer of the package it was derived from;
-/// `commitment` is R = Σ (D_i + ρ_i·E_i), not the identity; `key_odd` and
+/// `signers` holds, for every signer of the package the values were
+/// derived from and only for them, its binding factor ρ and commitment
+/// points; `identifiers` are those signers' identifiers (the set each
+/// Lagrange coefficient is taken over); `commitment` is
+/// R = Σ (D_i + ρ_i·E_i), not the identity; `key_odd` and
 /// `commitment_odd` are the Y parities of the group key and of R;
 /// `challenge` is BIP340's H2(x(R) ‖ x(key) ‖ message).
 #[derive(Clone)]
 pub(crate) struct SessionValues {
-    binding: BTreeMap<Seat, Scalar>,
+    signers: BTreeMap<Seat, SignerValues>,
+    identifiers: BTreeSet<Identifier>,
     commitment: ProjectivePoint,
     key_odd: bool,
     commitment_odd: bool,
     challenge: Scalar,
+}
+
+/// One signer's part of a session: its binding factor and its commitment's
+/// hiding and binding points.
+#[derive(Clone, Copy)]
+struct SignerValues {
+    rho: Scalar,
+    hiding: ProjectivePoint,
+    binding: ProjectivePoint,
 }
 
 impl SessionValues {
@@ -216,21 +229,28 @@ impl SessionValues {
         prefix.extend_from_slice(&key_x);
         prefix.extend_from_slice(&Suite::H4(package.message()));
         prefix.extend_from_slice(&Suite::H5(&package.encoded_commitment_list()));
-        let mut binding = BTreeMap::new();
+        let mut signers = BTreeMap::new();
         let mut hiding_sum = ProjectivePoint::IDENTITY;
-        let mut binding_terms = Vec::new();
+        let mut binding_terms = Vec::with_capacity(package.commitments().len());
         for (seat, commitment) in package.commitments() {
-            let (hiding, bound) = commitment.points();
-            if hiding == ProjectivePoint::IDENTITY || bound == ProjectivePoint::IDENTITY {
+            let (hiding, binding) = commitment.points();
+            if hiding == ProjectivePoint::IDENTITY || binding == ProjectivePoint::IDENTITY {
                 return Err(identity());
             }
             let mut input = Vec::with_capacity(prefix.len() + 32);
             input.extend_from_slice(&prefix);
             input.extend_from_slice(&seat.identifier().serialize());
             let rho = Suite::H1(&input);
-            binding.insert(*seat, rho);
+            signers.insert(
+                *seat,
+                SignerValues {
+                    rho,
+                    hiding,
+                    binding,
+                },
+            );
             hiding_sum += hiding;
-            binding_terms.push((bound, rho));
+            binding_terms.push((binding, rho));
         }
         let commitment = hiding_sum + ProjectivePoint::lincomb_ext(binding_terms.as_slice());
         if commitment == ProjectivePoint::IDENTITY {
@@ -242,7 +262,8 @@ impl SessionValues {
         challenge_input.extend_from_slice(&key_x);
         challenge_input.extend_from_slice(package.message());
         Ok(Self {
-            binding,
+            identifiers: signers.keys().map(|seat| seat.identifier()).collect(),
+            signers,
             commitment,
             key_odd: key.y_is_odd().into(),
             commitment_odd: affine.y_is_odd().into(),
@@ -250,12 +271,23 @@ impl SessionValues {
         })
     }
 
-    /// The share of `seat` (whose key package is `key`) for its nonce pair
-    /// (hiding, binding) over
-    /// `package` (the package these values were derived from, under `key`'s
-    /// group key): RFC 9591's z = d + e·ρ + λ·s·c, with the signing share
-    /// negated when the group key's Y is odd and the nonces when the group
-    /// commitment's is, as BIP340 and frost-secp256k1-tr require.
+    /// `seat`'s binding factor ρ, its commitment's points (D, E) and its
+    /// Lagrange coefficient over the package's signers.
+    fn signer(&self, seat: Seat) -> Result<(Scalar, ProjectivePoint, ProjectivePoint, Scalar)> {
+        let values = self
+            .signers
+            .get(&seat)
+            .ok_or(Error::UnknownSeat { seat: seat.get() })?;
+        let lambda =
+            frost_core::compute_lagrange_coefficient(&self.identifiers, None, seat.identifier())?;
+        Ok((values.rho, values.hiding, values.binding, lambda))
+    }
+
+    /// The share of `seat` (whose key package under these values' group key
+    /// is `key`) for its nonce pair (hiding, binding): RFC 9591's
+    /// z = d + e·ρ + λ·s·c, with the signing share negated when the group
+    /// key's Y is odd and the nonces when the group commitment's is, as
+    /// BIP340 and frost-secp256k1-tr require.
     ///
     /// # Errors
     /// [`Error::UnknownSeat`] if `seat` has no commitment in the package;
@@ -263,17 +295,11 @@ impl SessionValues {
     /// identifier, which a package cannot hold).
     pub(crate) fn share(
         &self,
-        package: &SigningPackage,
         seat: Seat,
         (hiding, binding): (&Scalar, &Scalar),
         key: &KeyPackage,
     ) -> Result<SignatureShare> {
-        let id = seat.identifier();
-        let rho = self
-            .binding
-            .get(&seat)
-            .ok_or(Error::UnknownSeat { seat: seat.get() })?;
-        let lambda = frost_core::derive_interpolating_value(&id, package.frost())?;
+        let (rho, _, _, lambda) = self.signer(seat)?;
         let mut hiding = Zeroizing::new(*hiding);
         let mut binding = Zeroizing::new(*binding);
         if self.commitment_odd {
@@ -289,32 +315,22 @@ impl SessionValues {
         Ok(SignatureShare::from_frost(share))
     }
 
-    /// Checks `z` as `seat`'s share of `package` (the package these values
-    /// were derived from), `verifying_share` being the seat's verifying
-    /// share of the group key: frost's `verify_signature_share_precomputed`
-    /// with the tr suite's negations, z·G = R_i + c·λ·Y_i with
-    /// R_i = D + ρ·E negated when R's Y is odd and Y_i negated when the
-    /// group key's is.
+    /// Checks `z` as `seat`'s share, `verifying_share` being the seat's
+    /// verifying share of the group key: frost's
+    /// `verify_signature_share_precomputed` with the tr suite's negations,
+    /// z·G = R_i + c·λ·Y_i with R_i = D + ρ·E negated when R's Y is odd and
+    /// Y_i negated when the group key's is.
     ///
     /// # Errors
     /// [`Error::InvalidShares`] naming `seat` if the share is invalid;
     /// [`Error::UnknownSeat`] if `seat` has no commitment in the package.
     pub(crate) fn check_share(
         &self,
-        package: &SigningPackage,
         seat: Seat,
         z: Scalar,
         verifying_share: &ProjectivePoint,
     ) -> Result<()> {
-        let unknown = Error::UnknownSeat { seat: seat.get() };
-        let (Some(commitment), Some(&rho)) =
-            (package.commitments().get(&seat), self.binding.get(&seat))
-        else {
-            return Err(unknown);
-        };
-        let lambda = frost_core::derive_interpolating_value(&seat.identifier(), package.frost())?;
-        let (mut hiding, binding) = commitment.points();
-        let mut rho = rho;
+        let (mut rho, mut hiding, binding, lambda) = self.signer(seat)?;
         if self.commitment_odd {
             hiding = -hiding;
             rho = -rho;

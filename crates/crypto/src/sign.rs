@@ -364,7 +364,6 @@ pub fn sign(
     }
     let key = wallet.signing_key_package(share.package());
     SessionValues::new(package, key.verifying_key())?.share(
-        package,
         seat,
         (&nonce.hiding, &nonce.binding),
         &key,
@@ -516,13 +515,14 @@ mod tests {
 
     use frost_secp256k1_tr::keys::{EvenY as _, KeyPackage};
     use frost_secp256k1_tr::round1::SigningNonces;
-    type Nonce = frost_core::round1::Nonce<Secp256K1Sha256TR>;
     use k256::elliptic_curve::point::AffineCoordinates as _;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng as _;
 
     use super::*;
-    use crate::{GroupParams, MerkleRoot, ScriptTree, dkg_in_process, import_key};
+    use crate::{GroupParams, LocalGroup, MerkleRoot, ScriptTree, dkg_in_process, import_key};
+
+    type Nonce = frost_core::round1::Nonce<Secp256K1Sha256TR>;
 
     /// Whether frost's group commitment of `package` under `key` has odd Y.
     fn commitment_is_odd(package: &SigningPackage, key: &KeyPackage) -> bool {
@@ -534,67 +534,152 @@ mod tests {
         commitment.to_element().to_affine().y_is_odd().into()
     }
 
-    /// Every share [`sign`] makes is the share frost's `round2::sign` makes
-    /// from the same nonces, package and key package, for generated and
-    /// imported keys with and without a script tree, with either parity of
-    /// the signing key and of the group commitment.
+    /// A wallet of `params` with `tree`, imported or from a DKG.
+    fn wallet(
+        params: GroupParams,
+        tree: ScriptTree,
+        imported: bool,
+        rng: &mut ChaCha20Rng,
+    ) -> LocalGroup {
+        if imported {
+            let mut secret = [0u8; 32];
+            rng.fill_bytes(&mut secret);
+            secret[0] &= 0x7f;
+            let (wallet, shares) = import_key(&secret, params, tree, rng).unwrap();
+            (shares.into_iter().map(|s| (s.seat(), s)).collect(), wallet)
+        } else {
+            dkg_in_process(params, tree, rng).unwrap()
+        }
+    }
+
+    /// Signs with `signers` of `group`, requiring of every share the one
+    /// frost's `round2::sign` makes from the same nonce pair, package and
+    /// key package (and of every commitment frost's from that pair), and
+    /// notes the parities of the signing key and of R in `seen`.
+    fn sign_as_frost_does(
+        (shares, wallet): &LocalGroup,
+        signers: &[Seat],
+        rng: &mut ChaCha20Rng,
+        seen: &mut BTreeSet<(bool, bool)>,
+    ) {
+        let (nonces, commitments): (Vec<_>, BTreeMap<_, _>) = signers
+            .iter()
+            .map(|seat| {
+                let (nonce, commitment) = commit(&shares[seat], rng);
+                (nonce, (*seat, commitment))
+            })
+            .unzip();
+        let mut message = [0u8; 32];
+        rng.fill_bytes(&mut message);
+        let package = SigningPackage::new(&commitments, &message).unwrap();
+        for nonce in nonces {
+            let share = &shares[&nonce.seat];
+            let key = wallet.signing_key_package(share.package());
+            let nonces = SigningNonces::from_nonces(
+                Nonce::from_scalar(*nonce.hiding),
+                Nonce::from_scalar(*nonce.binding),
+            );
+            assert_eq!(*nonces.commitments(), nonce.commitment.frost);
+            let frosts = round2::sign(package.frost(), &nonces, &key).unwrap();
+            let ours = sign(nonce, &package, share, wallet).unwrap();
+            assert_eq!(ours.to_bytes(), frosts.serialize(), "{signers:?}");
+            seen.insert((!key.has_even_y(), commitment_is_odd(&package, &key)));
+        }
+    }
+
+    fn seats(numbers: &[u16]) -> Vec<Seat> {
+        numbers
+            .iter()
+            .map(|&n| Seat::try_from(n).unwrap())
+            .collect()
+    }
+
+    /// Every share [`sign`] makes is the share frost makes, for generated
+    /// and imported keys with and without a script tree, for t = n, for
+    /// more signers than t and for scattered seats, with either parity of
+    /// the signing key and of the group commitment under each convention.
     #[test]
     fn every_share_is_the_one_frost_makes() {
-        let mut seen = BTreeSet::new();
-        for seed in 0..24u64 {
-            for tree in [
-                ScriptTree::KeyPathOnly,
-                ScriptTree::Root(MerkleRoot([0x5b; 32])),
-            ] {
-                for imported in [false, true] {
-                    let rng = &mut ChaCha20Rng::seed_from_u64(seed);
-                    let t = 2 + (seed % 3) as u16;
-                    let params = GroupParams::new(t, t + 2).unwrap();
-                    let (shares, wallet) = if imported {
-                        let (wallet, shares) =
-                            import_key(&[seed as u8 + 1; 32], params, tree, rng).unwrap();
-                        (shares.into_iter().map(|s| (s.seat(), s)).collect(), wallet)
-                    } else {
-                        dkg_in_process(params, tree, rng).unwrap()
-                    };
-                    let signers: Vec<Seat> = params
-                        .seats()
-                        .skip(seed as usize % 3)
-                        .take(usize::from(t))
-                        .collect();
-                    let (nonces, commitments): (Vec<_>, BTreeMap<_, _>) = signers
-                        .iter()
-                        .map(|seat| {
-                            let (nonce, commitment) = commit(&shares[seat], rng);
-                            (nonce, (*seat, commitment))
-                        })
-                        .unzip();
-                    let package = SigningPackage::new(&commitments, &[seed as u8; 32]).unwrap();
-                    for nonce in nonces {
-                        let share = &shares[&nonce.seat];
-                        let key = wallet.signing_key_package(share.package());
-                        let nonces = SigningNonces::from_nonces(
-                            Nonce::from_scalar(*nonce.hiding),
-                            Nonce::from_scalar(*nonce.binding),
-                        );
-                        assert_eq!(*nonces.commitments(), nonce.commitment.frost);
-                        let frosts = round2::sign(package.frost(), &nonces, &key).unwrap();
-                        let ours = sign(nonce, &package, share, &wallet).unwrap();
-                        assert_eq!(ours.to_bytes(), frosts.serialize());
-                        seen.insert((
-                            imported,
-                            tree != ScriptTree::KeyPathOnly,
-                            !key.has_even_y(),
-                            commitment_is_odd(&package, &key),
-                        ));
+        let shapes: [(u16, u16, &[u16]); 6] = [
+            (2, 2, &[1, 2]),
+            (3, 3, &[1, 2, 3]),
+            (2, 5, &[2, 5]),
+            (2, 5, &[1, 3, 4, 5]),
+            (3, 5, &[1, 2, 3, 4, 5]),
+            (4, 6, &[2, 3, 4, 6]),
+        ];
+        for tree in [
+            ScriptTree::KeyPathOnly,
+            ScriptTree::Root(MerkleRoot([0x5b; 32])),
+        ] {
+            for imported in [false, true] {
+                let mut seen = BTreeSet::new();
+                for seed in 0..4u64 {
+                    for (t, n, signers) in shapes {
+                        let rng = &mut ChaCha20Rng::seed_from_u64(seed * 64 + u64::from(n));
+                        let group = wallet(GroupParams::new(t, n).unwrap(), tree, imported, rng);
+                        sign_as_frost_does(&group, &seats(signers), rng, &mut seen);
                     }
                 }
+                assert_eq!(
+                    seen.len(),
+                    4,
+                    "{tree:?}, imported {imported}: either parity of the key and of R: {seen:?}"
+                );
             }
         }
-        assert_eq!(
-            seen.len(),
-            16,
-            "each convention with either parity of the key and of R: {seen:?}"
+    }
+
+    /// The same at seats whose identifiers have two nonzero bytes.
+    #[test]
+    fn shares_at_high_seats_are_the_ones_frost_makes() {
+        let rng = &mut ChaCha20Rng::seed_from_u64(77);
+        let group = wallet(
+            GroupParams::new(3, 1000).unwrap(),
+            ScriptTree::KeyPathOnly,
+            true,
+            rng,
         );
+        let mut seen = BTreeSet::new();
+        for signers in [
+            &[255, 256, 1000][..],
+            &[1, 256, 257, 512, 999, 1000],
+            &[254, 255, 256, 257],
+        ] {
+            for _ in 0..3 {
+                sign_as_frost_does(&group, &seats(signers), rng, &mut seen);
+            }
+        }
+        assert!(!seen.is_empty());
+    }
+
+    /// The commitment list hashed into the binding factors, made from the
+    /// kept bytes, is frost's encoding of the decoded commitments.
+    #[test]
+    fn the_commitment_list_is_frosts_encoding() {
+        let rng = &mut ChaCha20Rng::seed_from_u64(5);
+        let (shares, _) = wallet(
+            GroupParams::new(3, 300).unwrap(),
+            ScriptTree::KeyPathOnly,
+            true,
+            rng,
+        );
+        for signers in [&[1, 2, 3][..], &[7, 255, 256, 300]] {
+            let commitments = seats(signers)
+                .into_iter()
+                .map(|seat| (seat, commit(&shares[&seat], rng).1))
+                .collect();
+            let package = SigningPackage::from_bytes(
+                &SigningPackage::new(&commitments, &[3; 32])
+                    .unwrap()
+                    .to_bytes(),
+            )
+            .unwrap();
+            assert_eq!(
+                package.encoded_commitment_list(),
+                frost_core::round1::encode_group_commitments(package.frost().signing_commitments())
+                    .unwrap()
+            );
+        }
     }
 }

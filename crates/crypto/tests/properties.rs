@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
+use k256::elliptic_curve::PrimeField as _;
 use proptest::prelude::*;
 use thresig_crypto::*;
 
@@ -192,6 +193,10 @@ enum Corruption {
     Random,
     /// The signer's share of another message under the same commitments.
     OtherMessage,
+    /// The share negated: what a signer that skips BIP340's negations sends
+    /// when they cancel out, and a share whose point has the right
+    /// x-coordinate.
+    Negated,
 }
 
 fn corruption() -> impl Strategy<Value = Corruption> {
@@ -200,6 +205,7 @@ fn corruption() -> impl Strategy<Value = Corruption> {
         Just(Corruption::Swapped),
         Just(Corruption::Random),
         Just(Corruption::OtherMessage),
+        Just(Corruption::Negated),
     ]
 }
 
@@ -257,6 +263,11 @@ proptest! {
                     changed.insert(*s, c);
                     let other = SigningPackage::new(&changed, &[9; 32]).unwrap();
                     sign(nonce, &other, &shares[s], &wallet).unwrap()
+                }
+                Corruption::Negated => {
+                    let bytes = made[s].to_bytes();
+                    let z = k256::Scalar::from_repr(*k256::FieldBytes::from_slice(&bytes)).unwrap();
+                    SignatureShare::from_bytes(&(-z).to_bytes()).unwrap()
                 }
             };
             let per_share = verify_share(&wallet, &package, *s, &share);
