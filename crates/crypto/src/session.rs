@@ -296,7 +296,7 @@ impl SessionValues {
     pub(crate) fn share(
         &self,
         seat: Seat,
-        (hiding, binding): (&Scalar, &Scalar),
+        [hiding, binding]: &[Scalar; 2],
         key: &KeyPackage,
     ) -> Result<SignatureShare> {
         let (rho, _, _, lambda) = self.signer(seat)?;

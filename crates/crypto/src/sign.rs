@@ -88,10 +88,15 @@ impl fmt::Debug for Commitment {
 /// Neither `Clone` nor serializable, zeroized on drop, redacted in `Debug`,
 /// and consumed by [`sign`]: a nonce can sign at most once, and a restart
 /// loses it (by design).
+///
+/// The pair lives in a heap block of its own, wiped before it is freed:
+/// moving a `SecretNonce` (into a vector, out of it by `into_iter`, into
+/// [`sign`]) copies its bytes and runs no `Drop` on the old place, so a
+/// pair held inline would be left behind in every buffer it moved out of.
 pub struct SecretNonce {
     seat: Seat,
-    hiding: Zeroizing<Scalar>,
-    binding: Zeroizing<Scalar>,
+    /// The hiding and binding nonces (d, e).
+    pair: Box<Zeroizing<[Scalar; 2]>>,
     commitment: Commitment,
 }
 
@@ -126,10 +131,11 @@ impl fmt::Debug for SecretNonce {
 /// inversion, not two).
 #[must_use]
 pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (SecretNonce, Commitment) {
-    let (hiding, binding) = fresh_nonces(share, rng);
+    let pair = fresh_nonces(share, rng);
+    let [hiding, binding] = &**pair;
     let frost = SigningCommitments::new(
-        NonceCommitment::new(ProjectivePoint::mul_by_generator(&*hiding)),
-        NonceCommitment::new(ProjectivePoint::mul_by_generator(&*binding)),
+        NonceCommitment::new(ProjectivePoint::mul_by_generator(hiding)),
+        NonceCommitment::new(ProjectivePoint::mul_by_generator(binding)),
     );
     let commitment = Commitment {
         frost,
@@ -137,8 +143,7 @@ pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (Secret
     };
     let nonce = SecretNonce {
         seat: share.seat(),
-        hiding,
-        binding,
+        pair,
         commitment,
     };
     (nonce, commitment)
@@ -153,18 +158,17 @@ pub fn commit(share: &KeyShare, rng: &mut (impl RngCore + CryptoRng)) -> (Secret
 fn fresh_nonces(
     share: &KeyShare,
     rng: &mut (impl RngCore + CryptoRng),
-) -> (Zeroizing<Scalar>, Zeroizing<Scalar>) {
+) -> Box<Zeroizing<[Scalar; 2]>> {
     let secret = Zeroizing::new(share.package().signing_share().serialize());
-    let mut nonce = || {
+    let mut pair = Box::new(Zeroizing::new([Scalar::ZERO; 2]));
+    for nonce in pair.iter_mut() {
         let mut input = Zeroizing::new([0u8; 64]);
         let (random, own) = input.split_at_mut(32);
         rng.fill_bytes(random);
         own.copy_from_slice(&secret);
-        Zeroizing::new(Secp256K1Sha256TR::H3(&input[..]))
-    };
-    let hiding = nonce();
-    let binding = nonce();
-    (hiding, binding)
+        *nonce = Secp256K1Sha256TR::H3(&input[..]);
+    }
+    pair
 }
 
 /// What the coordinator sends to the chosen signers for one signature: the
@@ -363,11 +367,7 @@ pub fn sign(
         return Err(Error::CommitmentMismatch { seat });
     }
     let key = wallet.signing_key_package(share.package());
-    SessionValues::new(package, key.verifying_key())?.share(
-        seat,
-        (&nonce.hiding, &nonce.binding),
-        &key,
-    )
+    SessionValues::new(package, key.verifying_key())?.share(seat, &nonce.pair, &key)
 }
 
 /// Verifies one signer's share as it arrives, against the same tweaked key
@@ -576,8 +576,8 @@ mod tests {
             let share = &shares[&nonce.seat];
             let key = wallet.signing_key_package(share.package());
             let nonces = SigningNonces::from_nonces(
-                Nonce::from_scalar(*nonce.hiding),
-                Nonce::from_scalar(*nonce.binding),
+                Nonce::from_scalar(nonce.pair[0]),
+                Nonce::from_scalar(nonce.pair[1]),
             );
             assert_eq!(*nonces.commitments(), nonce.commitment.frost);
             let frosts = round2::sign(package.frost(), &nonces, &key).unwrap();

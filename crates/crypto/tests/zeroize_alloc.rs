@@ -121,10 +121,47 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     let mut hiding = nonces.hiding().serialize();
     hiding.reverse();
     needle.copy_from_slice(&hiding[..LEN]);
-    drop((nonces, hiding, package));
+    drop((nonces, hiding));
     arm(&needle);
     drop(commit(share, rng).0);
     leaks.push(("commit (its nonce)", disarm()));
+
+    // A nonce dropped from the heap, and nonces moved out of a vector (as
+    // the engine's pool takes them in and hands them to `sign`): a move
+    // copies a value's bytes and frees the buffer it left unwiped, so the
+    // pair must not be among the bytes that move.
+    let nonces =
+        frost_secp256k1_tr::round1::SigningNonces::new(package.signing_share(), &mut rng.clone());
+    let mut hiding = nonces.hiding().serialize();
+    hiding.reverse();
+    needle.copy_from_slice(&hiding[..LEN]);
+    drop((nonces, hiding));
+    let boxed = Box::new(commit(share, rng).0);
+    arm(&needle);
+    drop(boxed);
+    leaks.push(("a boxed nonce dropped", disarm()));
+    let nonces =
+        frost_secp256k1_tr::round1::SigningNonces::new(package.signing_share(), &mut rng.clone());
+    let mut hiding = nonces.hiding().serialize();
+    hiding.reverse();
+    needle.copy_from_slice(&hiding[..LEN]);
+    drop((nonces, hiding));
+    let entries = vec![(0u8, commit(share, rng).0)];
+    arm(&needle);
+    let (_, moved): (Vec<u8>, Vec<SecretNonce>) = entries.into_iter().unzip();
+    leaks.push(("nonces moved out of a vector", disarm()));
+    let other = commit(&shares[&seat(2)], rng).1;
+    let commitments = [(seat(1), moved[0].commitment()), (seat(2), other)]
+        .into_iter()
+        .collect();
+    let signing = SigningPackage::new(&commitments, &[7; 32]).unwrap();
+    arm(&needle);
+    let signed: Vec<SignatureShare> = moved
+        .into_iter()
+        .map(|nonce| sign(nonce, &signing, share, &wallet).unwrap())
+        .collect();
+    leaks.push(("nonces moved out of a vector into sign", disarm()));
+    drop((signed, package));
 
     // Each nonce is hashed from fresh randomness and the signing share,
     // whose encoding sits after header (5) and identifier (32).
