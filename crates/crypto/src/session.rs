@@ -6,9 +6,10 @@
 //! work per share, O(t²) per signature. A coordinator checks t shares of one
 //! package, so it prepares the package once ([`PreparedPackage::new`]) and
 //! checks each share with a base-point multiplication and one two-term
-//! multi-scalar multiplication ([`PreparedPackage::verify`]), the relation of frost-core's
-//! `verify_signature_share_precomputed` with the tr suite's BIP340 even-Y
-//! handling: the verdicts are those of [`verify_share`](crate::verify_share).
+//! multi-scalar multiplication ([`PreparedPackage::verify`]), the relation
+//! of frost-core's `verify_signature_share_precomputed` with the tr
+//! suite's BIP340 even-Y handling: the verdicts are those of
+//! [`verify_share`](crate::verify_share).
 //! The shares are aggregated against the same values
 //! ([`PreparedPackage::aggregate`]): the signature is their sum with the
 //! session's group commitment, checked once by BIP340.
@@ -64,7 +65,7 @@ impl PreparedPackage {
     /// [`Error::UnknownSeat`] naming a signer of `package` that holds no share
     /// of the wallet; [`Error::TooFewSigners`] below the threshold;
     /// [`Error::Frost`] if a commitment or the group commitment is the
-    /// identity (see [`SessionValues::new`]).
+    /// identity (decoding refuses the first; the second needs the hash broken).
     pub fn new(wallet: &WalletKey, package: SigningPackage) -> Result<Self> {
         package.check_signers(wallet)?;
         let bytes = Arc::from(package.to_bytes());

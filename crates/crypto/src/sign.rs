@@ -68,7 +68,7 @@ impl Commitment {
     }
 
     /// The hiding and binding points.
-    pub(crate) fn points(&self) -> (k256::ProjectivePoint, k256::ProjectivePoint) {
+    pub(crate) fn points(&self) -> (ProjectivePoint, ProjectivePoint) {
         (self.frost.hiding().value(), self.frost.binding().value())
     }
 }
