@@ -62,6 +62,21 @@ fn key_package(
     frost_core::keys::KeyPackage::deserialize(encoded).unwrap()
 }
 
+/// The first bytes in memory of the hiding nonce that `commit` draws next
+/// for `share` from `rng`, learnt by drawing it with frost from a copy of
+/// the generator. A k256 scalar sits in memory as its little-endian bytes,
+/// the reverse of its encoding.
+fn next_hiding_nonce(share: &KeyShare, rng: &rand_chacha::ChaCha20Rng) -> [u8; LEN] {
+    let package = key_package(&share.to_bytes().unwrap());
+    let nonces =
+        frost_secp256k1_tr::round1::SigningNonces::new(package.signing_share(), &mut rng.clone());
+    let mut hiding = nonces.hiding().serialize();
+    hiding.reverse();
+    let mut needle = [0u8; LEN];
+    needle.copy_from_slice(&hiding[..LEN]);
+    needle
+}
+
 /// The only test in this binary (the allocator is global).
 #[test]
 fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
@@ -111,17 +126,9 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     drop(deltas[0].1.to_bytes().unwrap());
     leaks.push(("RepairDelta::to_bytes", disarm()));
 
-    // A round-1 nonce pair, learnt by drawing it again with frost from a
-    // copy of the generator. A k256 scalar sits in memory as its
-    // little-endian bytes, the reverse of its encoding.
+    // A round-1 nonce pair.
     let share = &shares[&seat(1)];
-    let package = key_package(&share.to_bytes().unwrap());
-    let nonces =
-        frost_secp256k1_tr::round1::SigningNonces::new(package.signing_share(), &mut rng.clone());
-    let mut hiding = nonces.hiding().serialize();
-    hiding.reverse();
-    needle.copy_from_slice(&hiding[..LEN]);
-    drop((nonces, hiding));
+    needle = next_hiding_nonce(share, rng);
     arm(&needle);
     drop(commit(share, rng).0);
     leaks.push(("commit (its nonce)", disarm()));
@@ -130,22 +137,12 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
     // the engine's pool takes them in and hands them to `sign`): a move
     // copies a value's bytes and frees the buffer it left unwiped, so the
     // pair must not be among the bytes that move.
-    let nonces =
-        frost_secp256k1_tr::round1::SigningNonces::new(package.signing_share(), &mut rng.clone());
-    let mut hiding = nonces.hiding().serialize();
-    hiding.reverse();
-    needle.copy_from_slice(&hiding[..LEN]);
-    drop((nonces, hiding));
+    needle = next_hiding_nonce(share, rng);
     let boxed = Box::new(commit(share, rng).0);
     arm(&needle);
     drop(boxed);
     leaks.push(("a boxed nonce dropped", disarm()));
-    let nonces =
-        frost_secp256k1_tr::round1::SigningNonces::new(package.signing_share(), &mut rng.clone());
-    let mut hiding = nonces.hiding().serialize();
-    hiding.reverse();
-    needle.copy_from_slice(&hiding[..LEN]);
-    drop((nonces, hiding));
+    needle = next_hiding_nonce(share, rng);
     let entries = vec![(0u8, commit(share, rng).0)];
     arm(&needle);
     let (_, moved): (Vec<u8>, Vec<SecretNonce>) = entries.into_iter().unzip();
@@ -161,7 +158,7 @@ fn serialization_leaves_no_secret_bytes_in_freed_buffers() {
         .map(|nonce| sign(nonce, &signing, share, &wallet).unwrap())
         .collect();
     leaks.push(("nonces moved out of a vector into sign", disarm()));
-    drop((signed, package));
+    drop(signed);
 
     // Each nonce is hashed from fresh randomness and the signing share,
     // whose encoding sits after header (5) and identifier (32).
